@@ -1,0 +1,242 @@
+"""Capture a Trace by running a PyTorch module under a __torch_dispatch__ interceptor.
+
+Full-size models run on fake tensors (FakeTensorMode: real shapes and dtypes, no memory, CPU dispatch
+so the op sequence equals a real CPU run); small models can run on real CPU tensors.
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+from workloads import op_costs
+from workloads.model_config import ModelConfig
+from workloads.trace import DTYPE_BYTES, Op, TensorMeta, Trace
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _nbytes(t: torch.Tensor) -> int:
+    return math.prod(t.shape) * DTYPE_BYTES.get(_dtype_name(t.dtype), t.element_size())
+
+
+class _ModuleTracker:
+    """Keeps the path of the innermost module running, through forward pre- and post-hooks."""
+
+    def __init__(self, module: torch.nn.Module):
+        self.stack: list[str] = [""]
+        self._handles = []
+        for name, sub in module.named_modules():
+            self._handles.append(sub.register_forward_pre_hook(self._enter(name)))
+            self._handles.append(sub.register_forward_hook(self._leave))
+
+    def _enter(self, name: str):
+        def hook(_module, _args):
+            self.stack.append(name)
+        return hook
+
+    def _leave(self, _module, _args, _out):
+        self.stack.pop()
+
+    @property
+    def current(self) -> str:
+        return self.stack[-1]
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+
+def layer_index(module_path: str) -> int | None:
+    """The decoder layer a module belongs to: the first numeric part of its path ('layers.3.mlp' -> 3)."""
+    for part in module_path.split("."):
+        if part.isdigit():
+            return int(part)
+    return None
+
+
+class _Recorder(TorchDispatchMode):
+    """Records every aten op with shapes, roles, FLOPs and bytes; tracks live activation bytes."""
+
+    def __init__(self, roles: dict[int, str], tracker: _ModuleTracker):
+        super().__init__()
+        self.roles = roles
+        self.tracker = tracker
+        self.ops: list[Op] = []
+        self._alive: list[torch.Tensor] = []  # keeps ids in `roles` valid while capture runs
+        self.live_bytes = 0
+        self.peak_bytes = 0
+
+    def role(self, t: torch.Tensor) -> str:
+        return self.roles.get(id(t), "activation")
+
+    def _mark(self, t: torch.Tensor, role: str) -> None:
+        self.roles[id(t)] = role
+        self._alive.append(t)
+
+    def _free(self, n: int) -> None:
+        self.live_bytes -= n
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if func.namespace == "aten":
+            self._record(func, args, kwargs, out)
+        return out
+
+    def _record(self, func, args, kwargs, out) -> None:
+        short = func.overloadpacket.__name__
+        schema = func._schema
+        mutated = [i for i, a in enumerate(schema.arguments) if a.alias_info is not None and a.alias_info.is_write]
+        aliasing_return = any(r.alias_info is not None for r in schema.returns)
+        is_view = short in op_costs.VIEW_OPS or (aliasing_return and not mutated)
+        ins = _unique_tensors(tree_flatten((args, kwargs))[0])
+        outs = _unique_tensors(tree_flatten(out)[0])
+        in_roles = [self.role(t) for t in ins]
+        if is_view:
+            role = in_roles[0] if in_roles else "activation"
+            if role != "activation":
+                for t in outs:
+                    self._mark(t, role)
+            read, written = {}, {}
+        else:
+            read, written = self._bytes(short, args, ins, in_roles, outs, mutated)
+            if not mutated:
+                self._track_live(outs)
+        self.ops.append(Op(
+            name=str(func), inputs=tuple(_meta(t, r) for t, r in zip(ins, in_roles, strict=True)),
+            outputs=tuple(_meta(t, self.role(t)) for t in outs),
+            flops=0.0 if is_view else self._flops(func, short, args, kwargs, out, ins, outs),
+            bytes_read=read, bytes_written=written, layer=layer_index(self.tracker.current),
+            module=self.tracker.current, is_view=is_view, attrs=_attrs(func, short, args, kwargs),
+        ))
+
+    def _bytes(self, short, args, ins, in_roles, outs, mutated):
+        read: dict[str, int] = {}
+        written: dict[str, int] = {}
+
+        def add(d, role, n):
+            d[role] = d.get(role, 0) + n
+
+        if short in op_costs.FACTORY_OPS:
+            pass
+        elif short in op_costs.GATHER_OPS and ins:
+            # Only the gathered rows of the table are read, plus the indices.
+            add(read, in_roles[0], sum(_nbytes(t) for t in outs))
+            for t, r in zip(ins[1:], in_roles[1:], strict=True):
+                add(read, r, _nbytes(t))
+        elif mutated:
+            targets = [args[i] for i in mutated if i < len(args) and isinstance(args[i], torch.Tensor)]
+            target_ids = {id(t) for t in targets}
+            for t, r in zip(ins, in_roles, strict=True):
+                # copy_ overwrites its destination without reading it; other in-place ops read it too.
+                if id(t) not in target_ids or short != "copy_":
+                    add(read, r, _nbytes(t))
+            for t in targets:
+                add(written, self.role(t), _nbytes(t))
+            return read, written
+        else:
+            for t, r in zip(ins, in_roles, strict=True):
+                add(read, r, _nbytes(t))
+        for t in outs:
+            add(written, "activation", _nbytes(t))
+        return read, written
+
+    def _flops(self, func, short, args, kwargs, out, ins, outs) -> float:
+        if short in op_costs.ATTENTION_OPS:
+            q, k, v = args[0], args[1], args[2]
+            return op_costs.attention_flops(q.shape[0], q.shape[1], q.shape[-2], k.shape[-2], q.shape[-1],
+                                            v.shape[-1])
+        flops = op_costs.registry_flops(func, args, kwargs, out)
+        if flops is not None:
+            return flops
+        return op_costs.generic_flops(short, [math.prod(t.shape) for t in ins], [math.prod(t.shape) for t in outs])
+
+    def _track_live(self, outs) -> None:
+        for t in outs:
+            n = _nbytes(t)
+            self.live_bytes += n
+            weakref.finalize(t, self._free, n)
+        self.peak_bytes = max(self.peak_bytes, self.live_bytes)
+
+
+def _unique_tensors(leaves) -> list[torch.Tensor]:
+    seen, result = set(), []
+    for x in leaves:
+        if isinstance(x, torch.Tensor) and id(x) not in seen:
+            seen.add(id(x))
+            result.append(x)
+    return result
+
+
+def _meta(t: torch.Tensor, role: str) -> TensorMeta:
+    return TensorMeta(shape=tuple(int(s) for s in t.shape), dtype=_dtype_name(t.dtype), role=role)
+
+
+def _attrs(func, short, args, kwargs) -> dict:
+    """Non-tensor arguments that change an op's cost (only attention's causality so far)."""
+    if short not in op_costs.ATTENTION_OPS:
+        return {}
+    names = [a.name for a in func._schema.arguments]
+    bound = dict(zip(names, args, strict=False)) | kwargs
+    return {"is_causal": bool(bound.get("is_causal", False))}
+
+
+def capture(module: torch.nn.Module, args: tuple = (), kwargs: dict | None = None, *, model: str, phase: str,
+            batch: int, seq_len: int, context_len: int = 0, kv_tensors=(), capture_mode: str = "real") -> Trace:
+    """Run module(*args, **kwargs) once and return the Trace of the aten ops it dispatched.
+
+    Works for any nn.Module: parameters are tagged as weights, `kv_tensors` as KV cache, everything else
+    as activations. Call inside FakeTensorMode (with the module built there) for a full-size fake capture.
+    """
+    roles = {id(p): "weight" for p in module.parameters()}
+    roles.update({id(t): "kv" for t in kv_tensors})
+    tracker = _ModuleTracker(module)
+    try:
+        with torch.no_grad(), _Recorder(roles, tracker) as recorder:
+            module(*args, **(kwargs or {}))
+    finally:
+        tracker.remove()
+    params = list(module.parameters())
+    dtype = _dtype_name(params[0].dtype) if params else "float32"
+    return Trace(
+        model=model, phase=phase, batch=batch, seq_len=seq_len, context_len=context_len,
+        ops=tuple(recorder.ops), param_count=sum(p.numel() for p in params),
+        param_bytes=sum(_nbytes(p) for p in params), peak_activation_bytes=recorder.peak_bytes,
+        dtype=dtype, capture_mode=capture_mode,
+    )
+
+
+def trace_model(config: ModelConfig, *, phase: str, batch: int, seq_len: int, context_len: int = 0,
+                fake: bool = True, seed: int = 0) -> Trace:
+    """Build our decoder for `config` and capture one prefill or one decode step.
+
+    prefill: batch sequences of seq_len prompt tokens into an empty cache.
+    decode: batch sequences of seq_len (normally 1) new tokens after context_len cached tokens.
+    """
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from workloads.decoder import DecoderModel, KVCache
+
+    if phase not in ("prefill", "decode"):
+        raise ValueError(f"phase: found {phase!r}, allowed: 'prefill', 'decode'")
+    start = 0 if phase == "prefill" else context_len
+
+    def build_and_run() -> Trace:
+        model = DecoderModel(config)
+        cache = KVCache(config, batch, start + seq_len, model.dtype)
+        ids = torch.zeros((batch, seq_len), dtype=torch.long)
+        return capture(model, (ids, cache, start), model=config.name, phase=phase, batch=batch, seq_len=seq_len,
+                       context_len=start, kv_tensors=cache.tensors(), capture_mode="fake" if fake else "real")
+
+    if fake:
+        with FakeTensorMode():
+            return build_and_run()
+    torch.manual_seed(seed)
+    return build_and_run()

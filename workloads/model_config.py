@@ -1,0 +1,151 @@
+"""Model architecture read from a Hugging Face config.json (or a bundled preset of one)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from workloads.errors import WorkloadInputError
+
+# Families whose config.json field names we read; each maps to one decoder layout in decoder.py.
+SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "mixtral", "opt")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    """Shape-relevant fields of a decoder-only transformer, normalized across families."""
+
+    name: str
+    model_type: str
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    vocab_size: int
+    max_positions: int
+    norm: str  # "rms" or "layer"
+    positions: str  # "rope" or "learned"
+    mlp: str  # "gated_silu" or "relu"
+    attention_bias: bool
+    mlp_bias: bool
+    tie_embeddings: bool
+    num_experts: int = 0  # 0: dense MLP
+    experts_per_token: int = 0
+    norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+    sliding_window: int | None = None
+    dtype: str = "bfloat16"
+    source: str = ""
+
+    @property
+    def is_moe(self) -> bool:
+        return self.num_experts > 0
+
+    def param_count(self) -> int:
+        """Number of parameters, from the shapes (independent of the PyTorch module)."""
+        h, f, d = self.hidden_size, self.intermediate_size, self.head_dim
+        q = self.num_heads * d
+        kv = self.num_kv_heads * d
+        attn = h * q + 2 * h * kv + q * h
+        if self.attention_bias:
+            attn += q + 2 * kv + (h if self.model_type == "opt" else 0)
+        mlp_mats = 3 if self.mlp == "gated_silu" else 2
+        mlp = mlp_mats * h * f + (f + h if self.mlp_bias else 0)
+        if self.is_moe:
+            mlp = self.num_experts * mlp + h * self.num_experts  # experts + router
+        norm = h * (2 if self.norm == "layer" else 1)
+        per_layer = attn + mlp + 2 * norm
+        embed = self.vocab_size * h
+        head = 0 if self.tie_embeddings else self.vocab_size * h
+        pos = (self.max_positions + 2) * h if self.positions == "learned" else 0
+        return self.num_layers * per_layer + embed + head + pos + norm
+
+
+def _require(cfg: dict, key: str, where: str):
+    if key not in cfg:
+        raise WorkloadInputError(f"{where}: key '{key}' is missing (a {cfg.get('model_type')} config needs it)")
+    return cfg[key]
+
+
+def config_from_hf(cfg: dict, *, name: str, where: str = "config") -> ModelConfig:
+    """Normalize a Hugging Face config.json dictionary into a ModelConfig."""
+    model_type = cfg.get("model_type")
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise WorkloadInputError(
+            f"{where}: model_type: found {model_type!r}, allowed: {', '.join(SUPPORTED_MODEL_TYPES)}"
+        )
+    common = dict(name=name, model_type=model_type, source=cfg.get("_source", where),
+                  dtype=cfg.get("torch_dtype", "bfloat16"))
+    if model_type == "opt":
+        hidden = _require(cfg, "hidden_size", where)
+        heads = _require(cfg, "num_attention_heads", where)
+        if cfg.get("word_embed_proj_dim", hidden) != hidden:
+            raise WorkloadInputError(f"{where}: word_embed_proj_dim != hidden_size is not supported")
+        if not cfg.get("do_layer_norm_before", True):
+            raise WorkloadInputError(f"{where}: do_layer_norm_before: found false, allowed: true")
+        return ModelConfig(
+            **common, hidden_size=hidden, intermediate_size=_require(cfg, "ffn_dim", where),
+            num_layers=_require(cfg, "num_hidden_layers", where), num_heads=heads, num_kv_heads=heads,
+            head_dim=hidden // heads, vocab_size=_require(cfg, "vocab_size", where),
+            max_positions=_require(cfg, "max_position_embeddings", where), norm="layer",
+            positions="learned", mlp="relu", attention_bias=cfg.get("enable_bias", True),
+            mlp_bias=cfg.get("enable_bias", True), tie_embeddings=cfg.get("tie_word_embeddings", True),
+        )
+    hidden = _require(cfg, "hidden_size", where)
+    heads = _require(cfg, "num_attention_heads", where)
+    act = cfg.get("hidden_act", "silu")
+    if act != "silu":
+        raise WorkloadInputError(f"{where}: hidden_act: found {act!r}, allowed: 'silu'")
+    window = cfg.get("sliding_window")
+    if model_type == "qwen2" and not cfg.get("use_sliding_window", False):
+        window = None
+    return ModelConfig(
+        **common, hidden_size=hidden, intermediate_size=_require(cfg, "intermediate_size", where),
+        num_layers=_require(cfg, "num_hidden_layers", where), num_heads=heads,
+        num_kv_heads=cfg.get("num_key_value_heads") or heads,
+        head_dim=cfg.get("head_dim") or hidden // heads, vocab_size=_require(cfg, "vocab_size", where),
+        max_positions=_require(cfg, "max_position_embeddings", where), norm="rms", positions="rope",
+        mlp="gated_silu",
+        # Qwen2 always has q/k/v biases (its config has no key for them); Llama reads attention_bias.
+        attention_bias=model_type == "qwen2" or bool(cfg.get("attention_bias", False)),
+        mlp_bias=bool(cfg.get("mlp_bias", False)), tie_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+        num_experts=cfg.get("num_local_experts", 0) if model_type == "mixtral" else 0,
+        experts_per_token=cfg.get("num_experts_per_tok", 0) if model_type == "mixtral" else 0,
+        norm_eps=cfg.get("rms_norm_eps", 1e-5), rope_theta=cfg.get("rope_theta", 10000.0),
+        sliding_window=window,
+    )
+
+
+def preset_names() -> list[str]:
+    """Names of the bundled model presets."""
+    folder = resources.files("workloads") / "presets"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".json"))
+
+
+def load_model_config(name_or_path: str) -> ModelConfig:
+    """A bundled preset by name, or any config.json by path."""
+    path = Path(name_or_path)
+    if name_or_path.endswith(".json") or path.exists():
+        if not path.is_file():
+            raise WorkloadInputError(f"{name_or_path}: no such config.json file")
+        name = path.parent.name if path.name == "config.json" else path.stem
+        text = path.read_text()
+        where = str(path)
+    else:
+        names = preset_names()
+        if name_or_path not in names:
+            raise WorkloadInputError(
+                f"model: found {name_or_path!r}, allowed: a path to a config.json or one of {', '.join(names)}"
+            )
+        name = name_or_path
+        text = (resources.files("workloads") / "presets" / f"{name}.json").read_text()
+        where = f"workloads/presets/{name}.json"
+    try:
+        cfg = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise WorkloadInputError(f"{where}: not valid JSON: {err}") from None
+    return config_from_hf(cfg, name=name, where=where)

@@ -1,0 +1,134 @@
+"""Trace: the aten ops one forward pass executed, with shapes, FLOPs, bytes, layer and phase."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from workloads.errors import WorkloadInputError
+
+TRACE_FORMAT = "llm-codesign-trace"
+TRACE_VERSION = 1
+
+# Tensor roles: what a tensor is to the model, so that numeric formats can scale each kind of traffic.
+ROLES = ("weight", "activation", "kv")
+
+DTYPE_BYTES = {
+    "float64": 8, "float32": 4, "bfloat16": 2, "float16": 2, "float8_e4m3fn": 1, "float8_e5m2": 1,
+    "int64": 8, "int32": 4, "int16": 2, "int8": 1, "uint8": 1, "bool": 1,
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class TensorMeta:
+    shape: tuple[int, ...]
+    dtype: str
+    role: str = "activation"
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * DTYPE_BYTES.get(self.dtype, 4)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Op:
+    """One dispatched aten op. Views have zero FLOPs and zero bytes."""
+
+    name: str  # "aten.mm.default"
+    inputs: tuple[TensorMeta, ...]
+    outputs: tuple[TensorMeta, ...]
+    flops: float
+    bytes_read: dict[str, int]  # by role
+    bytes_written: dict[str, int]  # by role
+    layer: int | None  # decoder layer index; None outside the layer stack (embedding, final norm, head)
+    module: str  # path of the innermost module that ran it, e.g. "layers.3.mlp.up_proj"
+    is_view: bool = False
+    attrs: dict = field(default_factory=dict)  # op arguments that matter for cost, e.g. {"is_causal": True}
+
+    @property
+    def short_name(self) -> str:
+        """'mm' for 'aten.mm.default'."""
+        parts = self.name.split(".")
+        return parts[1] if len(parts) > 1 else parts[0]
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(self.bytes_read.values()) + sum(self.bytes_written.values())
+
+
+@dataclass(frozen=True, kw_only=True)
+class Trace:
+    """All ops of one forward pass: a prefill (batch x seq_len new tokens) or one decode step."""
+
+    model: str
+    phase: str  # "prefill" or "decode"
+    batch: int
+    seq_len: int  # new tokens per sequence in this pass (the prompt, or 1 for decode)
+    context_len: int  # tokens already in the KV cache before this pass
+    ops: tuple[Op, ...]
+    param_count: int
+    param_bytes: int
+    peak_activation_bytes: int  # peak bytes of live activation tensors during the pass
+    dtype: str = "bfloat16"
+    capture_mode: str = "fake"  # "fake" (full size, no memory) or "real" (executed on real tensors)
+
+    @property
+    def flops(self) -> float:
+        return sum(op.flops for op in self.ops)
+
+    def bytes_by_role(self) -> dict[str, int]:
+        """Bytes moved (read + written) per tensor role, summed over ops."""
+        totals = dict.fromkeys(ROLES, 0)
+        for op in self.ops:
+            for part in (op.bytes_read, op.bytes_written):
+                for role, n in part.items():
+                    totals[role] += n
+        return totals
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["format"] = TRACE_FORMAT
+        data["version"] = TRACE_VERSION
+        return data
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), separators=(",", ":")))
+
+    @classmethod
+    def from_dict(cls, data: dict, where: str = "trace") -> Trace:
+        if data.get("format") != TRACE_FORMAT:
+            raise WorkloadInputError(f"{where}: format: found {data.get('format')!r}, allowed: {TRACE_FORMAT!r}")
+        if data.get("version") != TRACE_VERSION:
+            raise WorkloadInputError(f"{where}: version: found {data.get('version')!r}, allowed: {TRACE_VERSION}")
+        fields = {k: v for k, v in data.items() if k not in ("format", "version", "ops")}
+        ops = tuple(_op_from_dict(op) for op in data["ops"])
+        return cls(**fields, ops=ops)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Trace:
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise WorkloadInputError(f"{path}: cannot read trace: {err}") from None
+        return cls.from_dict(data, where=str(path))
+
+
+def _tensor_from_dict(d: dict) -> TensorMeta:
+    return TensorMeta(shape=tuple(d["shape"]), dtype=d["dtype"], role=d["role"])
+
+
+def _op_from_dict(d: dict) -> Op:
+    return Op(
+        name=d["name"], inputs=tuple(_tensor_from_dict(t) for t in d["inputs"]),
+        outputs=tuple(_tensor_from_dict(t) for t in d["outputs"]), flops=d["flops"],
+        bytes_read=d["bytes_read"], bytes_written=d["bytes_written"], layer=d["layer"],
+        module=d["module"], is_view=d["is_view"], attrs=d["attrs"],
+    )
