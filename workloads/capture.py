@@ -189,7 +189,8 @@ def _attrs(func, short, args, kwargs) -> dict:
 
 
 def capture(module: torch.nn.Module, args: tuple = (), kwargs: dict | None = None, *, model: str, phase: str,
-            batch: int, seq_len: int, context_len: int = 0, kv_tensors=(), capture_mode: str = "real") -> Trace:
+            batch: int, seq_len: int, context_len: int = 0, kv_tensors=(), capture_mode: str = "real",
+            sliding_window: int | None = None) -> Trace:
     """Run module(*args, **kwargs) once and return the Trace of the aten ops it dispatched.
 
     Works for any nn.Module: parameters are tagged as weights, `kv_tensors` as KV cache, everything else
@@ -209,7 +210,7 @@ def capture(module: torch.nn.Module, args: tuple = (), kwargs: dict | None = Non
         model=model, phase=phase, batch=batch, seq_len=seq_len, context_len=context_len,
         ops=tuple(recorder.ops), param_count=sum(p.numel() for p in params),
         param_bytes=sum(_nbytes(p) for p in params), peak_activation_bytes=recorder.peak_bytes,
-        dtype=dtype, capture_mode=capture_mode,
+        dtype=dtype, capture_mode=capture_mode, sliding_window=sliding_window,
     )
 
 
@@ -233,7 +234,8 @@ def trace_model(config: ModelConfig, *, phase: str, batch: int, seq_len: int, co
         cache = KVCache(config, batch, start + seq_len, model.dtype)
         ids = torch.zeros((batch, seq_len), dtype=torch.long)
         return capture(model, (ids, cache, start), model=config.name, phase=phase, batch=batch, seq_len=seq_len,
-                       context_len=start, kv_tensors=cache.tensors(), capture_mode="fake" if fake else "real")
+                       context_len=start, kv_tensors=cache.tensors(), capture_mode="fake" if fake else "real",
+                       sliding_window=config.sliding_window)
 
     if fake:
         with FakeTensorMode():

@@ -1,5 +1,6 @@
-"""The error type for bad user input to the workloads layer."""
+"""The one error type for bad user input, shared by every layer (it lives in the lowest one)."""
 
 
-class WorkloadInputError(ValueError):
-    """A user mistake (unknown model, malformed config): reported as one line, never a traceback."""
+class InputError(ValueError):
+    """A user mistake (unknown preset, malformed file, out-of-range value): the CLI prints it as one
+    line naming the file, the key, what was found and what is allowed, and exits with code 2."""

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from workloads.errors import WorkloadInputError
+from workloads.errors import InputError
 
 # Families whose config.json field names we read; each maps to one decoder layout in decoder.py.
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "mixtral", "opt")
@@ -45,6 +45,10 @@ class ModelConfig:
     def is_moe(self) -> bool:
         return self.num_experts > 0
 
+    def kv_bytes_per_token(self, bits: int = 16) -> float:
+        """KV-cache bytes one token occupies across all layers: a key and a value per KV head."""
+        return 2 * self.num_layers * self.num_kv_heads * self.head_dim * bits / 8
+
     def param_count(self) -> int:
         """Number of parameters, from the shapes (independent of the PyTorch module)."""
         h, f, d = self.hidden_size, self.intermediate_size, self.head_dim
@@ -67,7 +71,7 @@ class ModelConfig:
 
 def _require(cfg: dict, key: str, where: str):
     if key not in cfg:
-        raise WorkloadInputError(f"{where}: key '{key}' is missing (a {cfg.get('model_type')} config needs it)")
+        raise InputError(f"{where}: key '{key}' is missing (a {cfg.get('model_type')} config needs it)")
     return cfg[key]
 
 
@@ -75,7 +79,7 @@ def config_from_hf(cfg: dict, *, name: str, where: str = "config") -> ModelConfi
     """Normalize a Hugging Face config.json dictionary into a ModelConfig."""
     model_type = cfg.get("model_type")
     if model_type not in SUPPORTED_MODEL_TYPES:
-        raise WorkloadInputError(
+        raise InputError(
             f"{where}: model_type: found {model_type!r}, allowed: {', '.join(SUPPORTED_MODEL_TYPES)}"
         )
     common = dict(name=name, model_type=model_type, source=cfg.get("_source", where),
@@ -84,9 +88,9 @@ def config_from_hf(cfg: dict, *, name: str, where: str = "config") -> ModelConfi
         hidden = _require(cfg, "hidden_size", where)
         heads = _require(cfg, "num_attention_heads", where)
         if cfg.get("word_embed_proj_dim", hidden) != hidden:
-            raise WorkloadInputError(f"{where}: word_embed_proj_dim != hidden_size is not supported")
+            raise InputError(f"{where}: word_embed_proj_dim != hidden_size is not supported")
         if not cfg.get("do_layer_norm_before", True):
-            raise WorkloadInputError(f"{where}: do_layer_norm_before: found false, allowed: true")
+            raise InputError(f"{where}: do_layer_norm_before: found false, allowed: true")
         return ModelConfig(
             **common, hidden_size=hidden, intermediate_size=_require(cfg, "ffn_dim", where),
             num_layers=_require(cfg, "num_hidden_layers", where), num_heads=heads, num_kv_heads=heads,
@@ -99,7 +103,7 @@ def config_from_hf(cfg: dict, *, name: str, where: str = "config") -> ModelConfi
     heads = _require(cfg, "num_attention_heads", where)
     act = cfg.get("hidden_act", "silu")
     if act != "silu":
-        raise WorkloadInputError(f"{where}: hidden_act: found {act!r}, allowed: 'silu'")
+        raise InputError(f"{where}: hidden_act: found {act!r}, allowed: 'silu'")
     window = cfg.get("sliding_window")
     if model_type == "qwen2" and not cfg.get("use_sliding_window", False):
         window = None
@@ -131,14 +135,14 @@ def load_model_config(name_or_path: str) -> ModelConfig:
     path = Path(name_or_path)
     if name_or_path.endswith(".json") or path.exists():
         if not path.is_file():
-            raise WorkloadInputError(f"{name_or_path}: no such config.json file")
+            raise InputError(f"{name_or_path}: no such config.json file")
         name = path.parent.name if path.name == "config.json" else path.stem
         text = path.read_text()
         where = str(path)
     else:
         names = preset_names()
         if name_or_path not in names:
-            raise WorkloadInputError(
+            raise InputError(
                 f"model: found {name_or_path!r}, allowed: a path to a config.json or one of {', '.join(names)}"
             )
         name = name_or_path
@@ -147,5 +151,5 @@ def load_model_config(name_or_path: str) -> ModelConfig:
     try:
         cfg = json.loads(text)
     except json.JSONDecodeError as err:
-        raise WorkloadInputError(f"{where}: not valid JSON: {err}") from None
+        raise InputError(f"{where}: not valid JSON: {err}") from None
     return config_from_hf(cfg, name=name, where=where)

@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from workloads.errors import WorkloadInputError
+from workloads.errors import InputError
 
 TRACE_FORMAT = "llm-codesign-trace"
 TRACE_VERSION = 1
@@ -78,6 +78,7 @@ class Trace:
     param_bytes: int
     peak_activation_bytes: int  # peak bytes of live activation tensors during the pass
     dtype: str = "bfloat16"
+    sliding_window: int | None = None  # attention window of the model, where it has one
     capture_mode: str = "fake"  # "fake" (full size, no memory) or "real" (executed on real tensors)
 
     @property
@@ -105,9 +106,9 @@ class Trace:
     @classmethod
     def from_dict(cls, data: dict, where: str = "trace") -> Trace:
         if data.get("format") != TRACE_FORMAT:
-            raise WorkloadInputError(f"{where}: format: found {data.get('format')!r}, allowed: {TRACE_FORMAT!r}")
+            raise InputError(f"{where}: format: found {data.get('format')!r}, allowed: {TRACE_FORMAT!r}")
         if data.get("version") != TRACE_VERSION:
-            raise WorkloadInputError(f"{where}: version: found {data.get('version')!r}, allowed: {TRACE_VERSION}")
+            raise InputError(f"{where}: version: found {data.get('version')!r}, allowed: {TRACE_VERSION}")
         fields = {k: v for k, v in data.items() if k not in ("format", "version", "ops")}
         ops = tuple(_op_from_dict(op) for op in data["ops"])
         return cls(**fields, ops=ops)
@@ -117,7 +118,7 @@ class Trace:
         try:
             data = json.loads(Path(path).read_text())
         except (OSError, json.JSONDecodeError) as err:
-            raise WorkloadInputError(f"{path}: cannot read trace: {err}") from None
+            raise InputError(f"{path}: cannot read trace: {err}") from None
         return cls.from_dict(data, where=str(path))
 
 

@@ -1,0 +1,42 @@
+"""DesignPoint: one combination of model, device, workload, numeric format and device overrides."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+# Columns every results row starts with (the inputs), then METRIC_COLUMNS.
+INPUT_COLUMNS = ("point_id", "model", "device", "batch", "prompt", "output", "weight_bits", "act_bits", "kv_bits")
+METRIC_COLUMNS = (
+    "ttft_s", "tpot_s", "e2e_s", "tokens_per_s", "energy_per_token_J", "avg_power_W", "peak_memory_B",
+    "fits_in_memory", "infeasible_reason", "area_mm2", "cost_usd", "tokens_per_usd",
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DesignPoint:
+    model: str
+    device: str
+    batch: int
+    prompt: int
+    output: int
+    weight_bits: int = 16
+    act_bits: int = 16
+    kv_bits: int = 16
+    overrides: tuple[tuple[str, Any], ...] = ()  # device fields by dotted path, e.g. ("memory.bandwidth_GBps", 4000)
+
+    @property
+    def point_id(self) -> str:
+        """Stable hash of the inputs: the key under which the result is stored (resume skips stored keys)."""
+        canonical = json.dumps(asdict(self), sort_keys=True, default=str)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    def row(self) -> dict[str, Any]:
+        """Input columns of the results table, one column per override ('device.memory.bandwidth_GBps')."""
+        values = asdict(self)
+        values.pop("overrides")
+        row = {"point_id": self.point_id, **values}
+        row.update({f"device.{path}": value for path, value in self.overrides})
+        return row

@@ -1,0 +1,110 @@
+"""Evaluate design points: trace (once per model, batch and prompt), lower, price, simulate, report metrics."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from explore.design_point import DesignPoint
+from hw_models.registry import load_device
+from kernels.formats import NumericFormat
+from kernels.lowering import lower_trace
+from kernels.table import KernelTable
+from sim.analytic import evaluate as evaluate_analytic
+from sim.engine import simulate
+from sim.memory import batch_footprint, infeasible_reason
+from sim.result import SimResult
+from sim.workload import BatchWorkload, PassTables
+from workloads.capture import trace_model
+from workloads.model_config import ModelConfig, load_model_config
+from workloads.trace import Trace
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    point: DesignPoint
+    metrics: dict[str, Any]
+    result: SimResult
+    tables: PassTables
+
+
+class Evaluator:
+    """Evaluates design points, memoizing configs, traces, kernel tables and device models.
+
+    Everything memoized is a pure function of its key, so one Evaluator can serve a whole sweep.
+    """
+
+    def __init__(self) -> None:
+        self._configs: dict[str, ModelConfig] = {}
+        self._traces: dict[tuple, tuple[Trace, Trace]] = {}
+        self._tables: dict[tuple, PassTables] = {}
+        self._devices: dict[tuple, Any] = {}
+
+    def config(self, model: str) -> ModelConfig:
+        if model not in self._configs:
+            self._configs[model] = load_model_config(model)
+        return self._configs[model]
+
+    def traces(self, model: str, batch: int, prompt: int) -> tuple[Trace, Trace]:
+        """Prefill of `prompt` tokens and the first decode step after it, for `batch` sequences."""
+        key = (model, batch, prompt)
+        if key not in self._traces:
+            cfg = self.config(model)
+            prefill = trace_model(cfg, phase="prefill", batch=batch, seq_len=prompt)
+            decode = trace_model(cfg, phase="decode", batch=batch, seq_len=1, context_len=prompt)
+            self._traces[key] = (prefill, decode)
+        return self._traces[key]
+
+    def tables(self, model: str, batch: int, prompt: int, fmt: NumericFormat) -> PassTables:
+        key = (model, batch, prompt, fmt)
+        if key not in self._tables:
+            prefill, decode = self.traces(model, batch, prompt)
+            self._tables[key] = PassTables(
+                prefill=KernelTable.from_kernels(lower_trace(prefill)).with_format(fmt),
+                decode=KernelTable.from_kernels(lower_trace(decode)).with_format(fmt),
+                attention_window=decode.sliding_window,
+            )
+        return self._tables[key]
+
+    def device(self, name: str, overrides: tuple = ()):
+        key = (name, overrides)
+        if key not in self._devices:
+            self._devices[key] = load_device(name, dict(overrides))
+        return self._devices[key]
+
+    def evaluate(self, point: DesignPoint, *, event_sim: bool = False, timeline: bool = False) -> Evaluation:
+        """Metrics of one design point; event_sim runs the SimPy simulation instead of the analytic sum."""
+        fmt = NumericFormat(weight_bits=point.weight_bits, act_bits=point.act_bits, kv_bits=point.kv_bits)
+        device = self.device(point.device, point.overrides)
+        cfg = self.config(point.model)
+        tables = self.tables(point.model, point.batch, point.prompt, fmt)
+        prefill_trace, _ = self.traces(point.model, point.batch, point.prompt)
+        workload = BatchWorkload(batch=point.batch, prompt_len=point.prompt, output_len=point.output)
+        memory = batch_footprint(
+            weight_bytes=prefill_trace.param_bytes * fmt.weight_scale,
+            kv_bytes_per_token=cfg.kv_bytes_per_token() * fmt.kv_scale, batch=point.batch,
+            tokens_per_sequence=point.prompt + point.output, activation_bytes=prefill_trace.peak_activation_bytes,
+            window=cfg.sliding_window,
+        )
+        if event_sim:
+            result = simulate(device, tables, workload, memory, record_timeline=timeline)
+        else:
+            result = evaluate_analytic(device, tables, workload, memory)
+        return Evaluation(point=point, metrics=_metrics(result, device), result=result, tables=tables)
+
+
+def _metrics(result: SimResult, device) -> dict[str, Any]:
+    reason = infeasible_reason(result.memory, device.memory_bytes)
+    metrics: dict[str, Any] = result.metrics()
+    if reason:
+        # A design that does not fit cannot run: its timings are not reported.
+        metrics = {name: math.nan for name in metrics} | {"peak_memory_B": metrics["peak_memory_B"]}
+    price = device.spec.price
+    usd_per_s = price.usd_per_hour / 3600 if price.usd_per_hour else math.nan
+    metrics.update(
+        fits_in_memory=not reason, infeasible_reason=reason, area_mm2=device.spec.area.die_mm2,
+        cost_usd=price.usd if price.usd is not None else math.nan,
+        tokens_per_usd=metrics["tokens_per_s"] / usd_per_s,
+    )
+    return metrics

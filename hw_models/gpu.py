@@ -1,0 +1,87 @@
+"""GPU cost model: roofline (compute vs memory) plus a per-kernel launch overhead, and an energy model.
+
+Time: the larger of math at the dense peak rate of the kernel's dtype and traffic at peak DRAM
+bandwidth, plus the launch overhead (eager execution launches every kernel from the host).
+Not yet validated against measured kernels: peak rates are upper bounds, so predictions are
+optimistic (the measured GEMMs in ../shared/data take a median 1.4-1.6x the pure roofline time).
+
+Energy: static (idle) power x time, plus per-FLOP and per-byte dynamic energy. DRAM energy per bit
+is a published figure for the memory technology (in the preset). The FLOP energy of a dtype is
+derived, not looked up: we assume the board reaches its TDP when the math units run at that dtype's
+peak and DRAM streams at full bandwidth, so
+    J/FLOP(dtype) = (TDP - idle - bandwidth x J/byte) / peak(dtype).
+With this assumption the average power of any kernel stays at or below the TDP.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hw_models.cost import KernelCost, KernelCosts
+from hw_models.gpu_spec import GPUSpec
+from kernels.kernel import Kernel
+from kernels.table import KernelTable
+
+# Vector (CUDA-core) work runs at the fp32 rate whatever its storage dtype.
+VECTOR_DTYPE = "fp32"
+
+
+class GPUModel:
+    """Prices kernels on one GPU spec. Pure: no state besides the spec and a per-dtype rate cache."""
+
+    kind = "gpu"
+
+    def __init__(self, spec: GPUSpec):
+        self.spec = spec
+        self._rates: dict[str, float] = {}
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def memory_bytes(self) -> float:
+        return self.spec.memory_bytes
+
+    @property
+    def idle_power_W(self) -> float:
+        return self.spec.power.idle_W
+
+    def peak_flops(self, dtype: str) -> float:
+        if dtype not in self._rates:
+            self._rates[dtype] = self.spec.peak_flops(dtype)
+        return self._rates[dtype]
+
+    def joules_per_flop(self, dtype: str) -> float:
+        spec = self.spec
+        dynamic_W = spec.power.tdp_W - spec.power.idle_W - spec.bandwidth_Bps * spec.dram_J_per_byte
+        return max(dynamic_W, 0.0) / self.peak_flops(dtype)
+
+    def _per_kernel(self, table: KernelTable, fn) -> np.ndarray:
+        """fn(dtype) for each kernel, evaluated once per distinct dtype; vector work uses VECTOR_DTYPE."""
+        groups, index = table.dtype_groups
+        values = np.array([fn(dtype if tensor_core else VECTOR_DTYPE) for dtype, tensor_core in groups])
+        return values[index]
+
+    def cost_table(self, table: KernelTable) -> KernelCosts:
+        """Costs of every kernel in the table, vectorized."""
+        spec = self.spec
+        n = len(table)
+        if n == 0:
+            zero = np.zeros(0)
+            return KernelCosts(time_s=zero, compute_s=zero, memory_s=zero, overhead_s=zero, compute_J=zero,
+                               memory_J=zero, static_J=zero)
+        peak = self._per_kernel(table, self.peak_flops)
+        compute_s = table.flops / peak
+        memory_s = table.bytes / spec.bandwidth_Bps
+        overhead_s = np.full(n, spec.launch_s)
+        time_s = np.maximum(compute_s, memory_s) + overhead_s
+        compute_J = table.flops * self._per_kernel(table, self.joules_per_flop)
+        memory_J = table.bytes * spec.dram_J_per_byte
+        static_J = spec.power.idle_W * time_s
+        return KernelCosts(time_s=time_s, compute_s=compute_s, memory_s=memory_s, overhead_s=overhead_s,
+                           compute_J=compute_J, memory_J=memory_J, static_J=static_J)
+
+    def cost(self, kernel: Kernel) -> KernelCost:
+        """Cost of one kernel."""
+        return self.cost_table(KernelTable.from_kernels([kernel])).row(0)

@@ -1,0 +1,96 @@
+"""Device kinds and presets: a preset's `kind:` picks the spec class and cost model through a registry."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import TypeAdapter, ValidationError
+
+from hw_models.gpu import GPUModel
+from hw_models.gpu_spec import GPUSpec
+from hw_models.validation import check_keys, did_you_mean, input_error
+from workloads.errors import InputError
+
+
+@dataclass(frozen=True)
+class DeviceKind:
+    spec_class: type
+    model_class: type
+
+
+DEVICE_KINDS: dict[str, DeviceKind] = {
+    "gpu": DeviceKind(GPUSpec, GPUModel),
+}
+
+
+def preset_names() -> list[str]:
+    folder = resources.files("hw_models") / "presets"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def read_device_yaml(name_or_path: str) -> tuple[dict, str]:
+    """The raw preset dictionary and where it came from (for messages)."""
+    path = Path(name_or_path)
+    if name_or_path.endswith((".yaml", ".yml")) or path.exists():
+        if not path.is_file():
+            raise InputError(f"{name_or_path}: no such device file")
+        text, where = path.read_text(), str(path)
+    else:
+        names = preset_names()
+        if name_or_path not in names:
+            raise InputError(f"device: found {name_or_path!r}{did_you_mean(name_or_path, names)}, allowed: a path "
+                             f"to a device YAML or one of {', '.join(names)}")
+        text = (resources.files("hw_models") / "presets" / f"{name_or_path}.yaml").read_text()
+        where = f"hw_models/presets/{name_or_path}.yaml"
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise InputError(f"{where}: not valid YAML: {str(err).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{where}: found {type(data).__name__}, allowed: a mapping of device fields")
+    return data, where
+
+
+def apply_overrides(data: dict, overrides: dict[str, Any], where: str) -> dict:
+    """A copy of data with dotted-path fields replaced ('memory.bandwidth_GBps': 4000); paths must exist."""
+    result = copy.deepcopy(data)
+    for path, value in overrides.items():
+        node = result
+        keys = path.split(".")
+        for depth, key in enumerate(keys):
+            if not isinstance(node, dict) or key not in node:
+                choices = list(node) if isinstance(node, dict) else []
+                raise InputError(f"{where}: device.{'.'.join(keys[:depth + 1])}: no such field to override"
+                                 f"{did_you_mean(key, choices)}")
+            if depth == len(keys) - 1:
+                node[key] = value
+            else:
+                node = node[key]
+    return result
+
+
+def build_device(data: dict, where: str):
+    """A cost model for a preset dictionary, validated."""
+    kind = data.get("kind")
+    if kind not in DEVICE_KINDS:
+        raise InputError(f"{where}: kind: found {kind!r}, allowed: {', '.join(DEVICE_KINDS)}")
+    spec_class = DEVICE_KINDS[kind].spec_class
+    check_keys(data, spec_class, where)
+    try:
+        spec = TypeAdapter(spec_class).validate_python(data)
+    except ValidationError as err:
+        raise input_error(err, where) from None
+    return DEVICE_KINDS[kind].model_class(spec)
+
+
+def load_device(name_or_path: str, overrides: dict[str, Any] | None = None):
+    """The cost model of a device preset (by name) or device YAML (by path), with optional overrides."""
+    data, where = read_device_yaml(name_or_path)
+    if overrides:
+        data = apply_overrides(data, overrides, where)
+    return build_device(data, where)

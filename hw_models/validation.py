@@ -1,0 +1,56 @@
+"""Turn pydantic validation errors and unknown keys into the one-line messages users get."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from collections.abc import Callable
+
+from pydantic import ValidationError
+
+from workloads.errors import InputError
+
+
+def did_you_mean(word: str, choices) -> str:
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def dotted(loc) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+def input_error(err: ValidationError, where: str, prefix: str = "",
+                line_of: Callable[[tuple], int | None] | None = None) -> InputError:
+    """The first error of a pydantic ValidationError as an InputError: 'file:line: key: found X, allowed: Y'."""
+    first = err.errors()[0]
+    loc = tuple(p for p in first["loc"] if not str(p).startswith("function-"))
+    key = prefix + dotted(loc)
+    line = line_of(loc) if line_of else None
+    place = f"{where}:{line}" if line else where
+    if first["type"] == "extra_forbidden":
+        return InputError(f"{place}: {key}: unknown key")
+    if first["type"] == "missing":
+        return InputError(f"{place}: {key}: missing (required)")
+    allowed = first["msg"]
+    for prefix_text in ("Input should be ", "Value error, "):
+        allowed = allowed.removeprefix(prefix_text)
+    return InputError(f"{place}: {key}: found {first.get('input')!r}, allowed: {allowed}")
+
+
+def check_keys(data, cls, where: str, prefix: str = "", line_of=None, path: tuple = ()) -> None:
+    """Raise on the first key of `data` that dataclass `cls` (and its nested dataclasses) does not have.
+
+    pydantic reports unknown keys too, but cannot say which known key was meant.
+    """
+    if not isinstance(data, dict) or not dataclasses.is_dataclass(cls):
+        return
+    hints = typing.get_type_hints(cls)
+    for key, value in data.items():
+        if key not in hints:
+            line = line_of(path + (key,)) if line_of else None
+            place = f"{where}:{line}" if line else where
+            raise InputError(f"{place}: {prefix}{dotted(path + (key,))}: unknown key{did_you_mean(key, hints)}; "
+                             f"allowed: {', '.join(hints)}")
+        check_keys(value, hints[key], where, prefix, line_of, path + (key,))

@@ -1,0 +1,67 @@
+"""Kernel: one unit of device work lowered from a trace op, with the shape facts its cost depends on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class KernelKind(StrEnum):
+    GEMM = "gemm"
+    BATCHED_GEMM = "batched_gemm"
+    ATTENTION_PREFILL = "attention_prefill"
+    ATTENTION_DECODE = "attention_decode"
+    ELEMENTWISE = "elementwise"
+    NORM = "norm"
+    SOFTMAX = "softmax"
+    EMBEDDING = "embedding"
+
+
+# The coarse classes reports break latency down by.
+KIND_CLASS = {
+    KernelKind.GEMM: "gemm", KernelKind.BATCHED_GEMM: "gemm",
+    KernelKind.ATTENTION_PREFILL: "attention", KernelKind.ATTENTION_DECODE: "attention",
+    KernelKind.ELEMENTWISE: "elementwise", KernelKind.NORM: "norm", KernelKind.SOFTMAX: "softmax",
+    KernelKind.EMBEDDING: "embedding",
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Kernel:
+    """Work and traffic of one kernel at the traced precision (before a numeric format is applied).
+
+    `weight_bytes`, `act_bytes` and `kv_bytes` are bytes moved to or from device memory (read + written),
+    split by what the tensors are, so that formats can scale each. `tensor_core` says the arithmetic is
+    matrix math (GEMM, attention) rather than vector math.
+    """
+
+    kind: KernelKind
+    op: str
+    flops: float
+    weight_bytes: float
+    act_bytes: float
+    kv_bytes: float
+    dtype: str  # traced compute dtype, e.g. "bf16"
+    tensor_core: bool
+    layer: int | None = None
+    module: str = ""
+    # GEMM shape (C[m, n] = A[m, k] B[k, n], `batch` of them); zero where not a GEMM.
+    m: int = 0
+    n: int = 0
+    k: int = 0
+    batch: int = 0
+    # Attention shape; zero where not attention.
+    heads: int = 0
+    kv_heads: int = 0
+    q_len: int = 0
+    kv_len: int = 0
+    head_dim: int = 0
+    causal: bool = False
+
+    @property
+    def total_bytes(self) -> float:
+        return self.weight_bytes + self.act_bytes + self.kv_bytes
+
+    @property
+    def kernel_class(self) -> str:
+        return KIND_CLASS[self.kind]

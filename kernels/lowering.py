@@ -1,0 +1,93 @@
+"""Lower trace ops to kernels: one kernel per aten op that moves data, views dropped (they cost nothing).
+
+This is eager execution: every non-view op launches a kernel. Attention ops become fused attention
+kernels whose FLOPs count only the work a causal kernel does.
+"""
+
+from __future__ import annotations
+
+import math
+
+from kernels.formats import DTYPE_SHORT
+from kernels.kernel import Kernel, KernelKind
+from workloads.op_costs import ATTENTION_OPS
+from workloads.trace import Op, Trace
+
+GEMM_OPS = frozenset({"mm", "addmm", "matmul", "linear", "_scaled_mm"})
+BATCHED_GEMM_OPS = frozenset({"bmm", "baddbmm"})
+SOFTMAX_OPS = frozenset({"_softmax", "softmax", "_safe_softmax", "log_softmax", "_log_softmax"})
+NORM_OPS = frozenset({"native_layer_norm", "layer_norm", "rms_norm", "_fused_rms_norm", "native_group_norm"})
+EMBEDDING_OPS = frozenset({"embedding"})
+
+
+def causal_pairs(q_len: int, kv_len: int) -> int:
+    """(query, key) pairs a causal kernel computes: query i sees the kv_len - q_len cached keys and i + 1 new."""
+    return q_len * (kv_len - q_len) + q_len * (q_len + 1) // 2
+
+
+def _is_norm_module(module: str) -> bool:
+    last = module.rsplit(".", 1)[-1].lower()
+    return "norm" in last or last.startswith("ln")
+
+
+def _bytes(op: Op, role: str) -> float:
+    return float(op.bytes_read.get(role, 0) + op.bytes_written.get(role, 0))
+
+
+def _common(op: Op, trace_dtype: str) -> dict:
+    return dict(op=op.short_name, weight_bytes=_bytes(op, "weight"), act_bytes=_bytes(op, "activation"),
+                kv_bytes=_bytes(op, "kv"), dtype=DTYPE_SHORT.get(trace_dtype, trace_dtype), layer=op.layer,
+                module=op.module)
+
+
+def _gemm(op: Op, common: dict) -> Kernel:
+    a, b = op.inputs[-2].shape, op.inputs[-1].shape  # addmm's first input is the bias
+    m, k, n = math.prod(a[:-1]), a[-1], b[-1]
+    return Kernel(kind=KernelKind.GEMM, flops=op.flops, tensor_core=True, m=m, n=n, k=k, batch=1, **common)
+
+
+def _batched_gemm(op: Op, common: dict) -> Kernel:
+    a, b = op.inputs[-2].shape, op.inputs[-1].shape
+    return Kernel(kind=KernelKind.BATCHED_GEMM, flops=op.flops, tensor_core=True, m=a[-2], n=b[-1], k=a[-1],
+                  batch=math.prod(a[:-2]), **common)
+
+
+def _attention(op: Op, common: dict) -> Kernel:
+    q, k, v = op.inputs[0].shape, op.inputs[1].shape, op.inputs[2].shape
+    batch, heads, q_len, head_dim = q[0], q[1], q[-2], q[-1]
+    kv_len = k[-2]
+    causal = bool(op.attrs.get("is_causal", False))
+    pairs = causal_pairs(q_len, kv_len) if causal else q_len * kv_len
+    flops = 2.0 * batch * heads * pairs * (head_dim + v[-1])
+    kind = KernelKind.ATTENTION_PREFILL if q_len > 1 else KernelKind.ATTENTION_DECODE
+    return Kernel(kind=kind, flops=flops, tensor_core=True, batch=batch, heads=heads, kv_heads=k[1], q_len=q_len,
+                  kv_len=kv_len, head_dim=head_dim, causal=causal, **common)
+
+
+def lower_op(op: Op, trace_dtype: str) -> Kernel | None:
+    """The kernel an op launches, or None for views."""
+    if op.is_view:
+        return None
+    name = op.short_name
+    common = _common(op, trace_dtype)
+    if name in ATTENTION_OPS:
+        return _attention(op, common)
+    if name in GEMM_OPS:
+        return _gemm(op, common)
+    if name in BATCHED_GEMM_OPS:
+        return _batched_gemm(op, common)
+    if name in SOFTMAX_OPS:
+        kind = KernelKind.SOFTMAX
+    elif name in NORM_OPS or _is_norm_module(op.module):
+        kind = KernelKind.NORM
+    elif name in EMBEDDING_OPS:
+        kind = KernelKind.EMBEDDING
+    else:
+        kind = KernelKind.ELEMENTWISE
+    return Kernel(kind=kind, flops=op.flops, tensor_core=False, **common)
+
+
+def lower_trace(trace: Trace) -> list[Kernel]:
+    """Kernels of a trace, in execution order."""
+    kernels = (lower_op(op, trace.dtype) for op in trace.ops)
+    return [k for k in kernels if k is not None]

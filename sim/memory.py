@@ -1,0 +1,33 @@
+"""Device memory a static batch needs: weights, the KV cache at its longest, and peak activations."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, kw_only=True)
+class MemoryFootprint:
+    weights_B: float
+    kv_cache_B: float
+    activations_B: float
+
+    @property
+    def total_B(self) -> float:
+        return self.weights_B + self.kv_cache_B + self.activations_B
+
+
+def batch_footprint(*, weight_bytes: float, kv_bytes_per_token: float, batch: int, tokens_per_sequence: int,
+                    activation_bytes: float, window: int | None = None) -> MemoryFootprint:
+    """Footprint of `batch` sequences of `tokens_per_sequence` tokens (a sliding window caps the cache)."""
+    cached = min(tokens_per_sequence, window) if window else tokens_per_sequence
+    return MemoryFootprint(weights_B=weight_bytes, kv_cache_B=kv_bytes_per_token * batch * cached,
+                           activations_B=activation_bytes)
+
+
+def infeasible_reason(footprint: MemoryFootprint, capacity_B: float) -> str:
+    """Empty when the footprint fits, else why not."""
+    if footprint.total_B <= capacity_B:
+        return ""
+    return (f"needs {footprint.total_B / 1e9:.1f} GB (weights {footprint.weights_B / 1e9:.1f}, KV cache "
+            f"{footprint.kv_cache_B / 1e9:.1f}, activations {footprint.activations_B / 1e9:.1f}) but the device "
+            f"has {capacity_B / 1e9:.1f} GB")

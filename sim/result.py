@@ -1,0 +1,72 @@
+"""SimResult: per-request timings, per-kernel timeline, energy and memory; metrics derived from them."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sim.memory import MemoryFootprint
+
+PHASES = ("prefill", "decode")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RequestTiming:
+    request_id: int
+    arrival_s: float
+    first_token_s: float
+    finish_s: float
+    output_tokens: int
+
+    @property
+    def ttft_s(self) -> float:
+        return self.first_token_s - self.arrival_s
+
+    @property
+    def tpot_s(self) -> float:
+        """Mean time per output token after the first (NaN with a single output token)."""
+        if self.output_tokens < 2:
+            return math.nan
+        return (self.finish_s - self.first_token_s) / (self.output_tokens - 1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Timeline:
+    """One row per executed kernel: start, duration, index into the pass's kernel table, phase, step."""
+
+    start_s: np.ndarray
+    duration_s: np.ndarray
+    kernel_index: np.ndarray
+    phase: np.ndarray  # index into PHASES
+    step: np.ndarray  # decode step (-1 for prefill)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SimResult:
+    requests: tuple[RequestTiming, ...]
+    makespan_s: float
+    energy_J: float
+    energy_parts_J: dict[str, float]  # compute_J, memory_J, static_J
+    time_by_class_s: dict[str, float]  # latency by kernel class (gemm, attention, norm, ...)
+    memory: MemoryFootprint
+    timeline: Timeline | None = None
+    kernel_names: dict[str, tuple[str, ...]] = field(default_factory=dict)  # phase -> kernel labels
+
+    @property
+    def output_tokens(self) -> int:
+        return sum(r.output_tokens for r in self.requests)
+
+    def metrics(self) -> dict[str, float]:
+        """The metrics of the results table, SI units in the names."""
+        tokens = self.output_tokens
+        return {
+            "ttft_s": float(np.mean([r.ttft_s for r in self.requests])),
+            "tpot_s": float(np.mean([r.tpot_s for r in self.requests])),
+            "e2e_s": float(np.mean([r.finish_s - r.arrival_s for r in self.requests])),
+            "tokens_per_s": tokens / self.makespan_s,
+            "energy_per_token_J": self.energy_J / tokens,
+            "avg_power_W": self.energy_J / self.makespan_s,
+            "peak_memory_B": float(self.memory.total_B),
+        }
