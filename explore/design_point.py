@@ -13,6 +13,9 @@ METRIC_COLUMNS = (
     "ttft_s", "tpot_s", "e2e_s", "tokens_per_s", "energy_per_token_J", "avg_power_W", "peak_memory_B",
     "fits_in_memory", "infeasible_reason", "area_mm2", "cost_usd", "tokens_per_usd",
 )
+# Latency of one request by kernel class (prefill and all decode steps), after the metrics.
+KERNEL_CLASSES = ("gemm", "attention", "norm", "softmax", "elementwise", "embedding")
+BREAKDOWN_COLUMNS = tuple(f"time_{c}_s" for c in KERNEL_CLASSES)
 
 
 @dataclass(frozen=True, kw_only=True)

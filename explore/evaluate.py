@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from explore.design_point import DesignPoint
+from explore.design_point import KERNEL_CLASSES, DesignPoint
 from hw_models.registry import load_device
 from kernels.formats import NumericFormat
 from kernels.lowering import lower_trace
@@ -97,9 +97,10 @@ class Evaluator:
 def _metrics(result: SimResult, device) -> dict[str, Any]:
     reason = infeasible_reason(result.memory, device.memory_bytes)
     metrics: dict[str, Any] = result.metrics()
+    metrics.update({f"time_{c}_s": result.time_by_class_s.get(c, 0.0) for c in KERNEL_CLASSES})
     if reason:
         # A design that does not fit cannot run: its timings are not reported.
-        metrics = {name: math.nan for name in metrics} | {"peak_memory_B": metrics["peak_memory_B"]}
+        metrics = dict.fromkeys(metrics, math.nan) | {"peak_memory_B": metrics["peak_memory_B"]}
     price = device.spec.price
     usd_per_s = price.usd_per_hour / 3600 if price.usd_per_hour else math.nan
     metrics.update(

@@ -7,7 +7,7 @@ import difflib
 import typing
 from collections.abc import Callable
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from workloads.errors import InputError
 
@@ -21,11 +21,27 @@ def dotted(loc) -> str:
     return ".".join(str(part) for part in loc)
 
 
+def _is_type_tag(part) -> bool:
+    """Parts pydantic adds to an error's location for union members ('list[int]', 'constrained-int')."""
+    return isinstance(part, str) and ("[" in part or "-" in part or part in _TAGS)
+
+
+_TAGS = frozenset({"int", "float", "str", "bool", "list", "dict", "tuple", "Range", "none"})
+
+
+def _most_specific(errors: list[dict]) -> dict:
+    """Of the errors a union produces, the one about a single value deepest in the file."""
+    def score(e):
+        leaf = not isinstance(e.get("input"), list | dict)
+        return (leaf, len([p for p in e["loc"] if not _is_type_tag(p)]))
+    return max(errors, key=score)
+
+
 def input_error(err: ValidationError, where: str, prefix: str = "",
                 line_of: Callable[[tuple], int | None] | None = None) -> InputError:
-    """The first error of a pydantic ValidationError as an InputError: 'file:line: key: found X, allowed: Y'."""
-    first = err.errors()[0]
-    loc = tuple(p for p in first["loc"] if not str(p).startswith("function-"))
+    """The most specific error of a pydantic ValidationError as 'file:line: key: found X, allowed: Y'."""
+    first = _most_specific(err.errors())
+    loc = tuple(p for p in first["loc"] if not _is_type_tag(p))
     key = prefix + dotted(loc)
     line = line_of(loc) if line_of else None
     place = f"{where}:{line}" if line else where
@@ -44,9 +60,9 @@ def check_keys(data, cls, where: str, prefix: str = "", line_of=None, path: tupl
 
     pydantic reports unknown keys too, but cannot say which known key was meant.
     """
-    if not isinstance(data, dict) or not dataclasses.is_dataclass(cls):
+    hints = _fields(cls)
+    if not isinstance(data, dict) or hints is None:
         return
-    hints = typing.get_type_hints(cls)
     for key, value in data.items():
         if key not in hints:
             line = line_of(path + (key,)) if line_of else None
@@ -54,3 +70,13 @@ def check_keys(data, cls, where: str, prefix: str = "", line_of=None, path: tupl
             raise InputError(f"{place}: {prefix}{dotted(path + (key,))}: unknown key{did_you_mean(key, hints)}; "
                              f"allowed: {', '.join(hints)}")
         check_keys(value, hints[key], where, prefix, line_of, path + (key,))
+
+
+def _fields(cls) -> dict[str, type] | None:
+    """Field names and types of a dataclass or pydantic model (the first such member of a union)."""
+    for member in typing.get_args(cls) or (cls,):
+        if isinstance(member, type) and issubclass(member, BaseModel):
+            return {name: f.annotation for name, f in member.model_fields.items()}
+        if dataclasses.is_dataclass(member):
+            return typing.get_type_hints(member)
+    return None

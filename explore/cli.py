@@ -1,0 +1,118 @@
+"""The `explore` command: run sweeps, evaluate one design point, list presets, capture traces, write reports."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+from pathlib import Path
+
+from workloads.errors import InputError
+
+COMMANDS = ("run", "check", "report", "presets", "trace")
+
+SWEEP_HELP = """Run a sweep file: evaluate every design point, write results.csv and report.html into the output folder.
+Running it again on the same folder resumes: finished points are kept and skipped.
+
+example:
+  explore examples/quickstart.yaml --out out/quickstart --workers 2
+"""
+
+
+def _sweep_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="explore", description=SWEEP_HELP,
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=f"other commands: {', '.join(COMMANDS)} (explore COMMAND --help)")
+    p.add_argument("sweep", help="sweep YAML file")
+    p.add_argument("--out", help="output folder (default: out/<sweep name>)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument("--executor", choices=["local"], default="local", help="where points are evaluated")
+    p.add_argument("--quiet", action="store_true", help="no progress line")
+    return p
+
+
+def _command_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="explore", formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def add(name: str, help_text: str, example: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help_text, description=help_text, epilog=f"example:\n  {example}",
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    run = add("run", "Evaluate one design point and print its metrics.",
+              "explore run --model llama-2-7b --device h100-sxm --batch 8 --prompt 2048 --output 128 --json")
+    run.add_argument("--model", required=True, help="model preset name or path to a config.json")
+    run.add_argument("--device", required=True, help="device preset name or path to a device YAML")
+    for name, default in (("batch", 1), ("prompt", 512), ("output", 128)):
+        run.add_argument(f"--{name}", type=int, default=default, help=f"default {default}")
+    for name in ("weight-bits", "act-bits", "kv-bits"):
+        run.add_argument(f"--{name}", type=int, default=16, choices=[16, 8, 4], help="default 16")
+    run.add_argument("--json", action="store_true", help="print metrics as JSON")
+    run.add_argument("--sim", action="store_true", help="run the SimPy event simulation (default: analytic sum)")
+    run.add_argument("--chrome-trace", metavar="PATH", help="write the kernel timeline as Chrome trace JSON")
+
+    check = add("check", "Validate a sweep file, count its design points and estimate its run time.",
+                "explore check examples/quickstart.yaml")
+    check.add_argument("sweep")
+
+    report = add("report", "(Re)write report.html and report.md from a sweep's output folder.",
+                 "explore report out/quickstart")
+    report.add_argument("out_dir")
+
+    presets = add("presets", "List the bundled model and device presets with their sources.", "explore presets devices")
+    presets.add_argument("which", nargs="?", choices=["models", "devices"], default=None)
+
+    trace = add("trace", "Capture a trace of one prefill or decode step and save it as JSON.",
+                "explore trace --model llama-3-8b --phase decode --batch 4 --context 2048 -o trace.json")
+    trace.add_argument("--model", required=True)
+    trace.add_argument("--phase", required=True, choices=["prefill", "decode"])
+    trace.add_argument("--batch", type=int, default=1)
+    trace.add_argument("--prompt", type=int, default=512, help="prefill: prompt tokens (default 512)")
+    trace.add_argument("--context", type=int, default=512, help="decode: tokens already cached (default 512)")
+    trace.add_argument("--real", action="store_true", help="execute on real CPU tensors instead of fake ones")
+    trace.add_argument("-o", "--output", required=True, help="trace JSON path")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    try:
+        if argv and argv[0] in COMMANDS:
+            args = _command_parser().parse_args(argv)
+            return _dispatch(args)
+        if argv and argv[0] in ("-h", "--help"):
+            _sweep_parser().print_help()
+            return 0
+        return _cmd_sweep(_sweep_parser().parse_args(argv))
+    except InputError as err:
+        print(f"explore: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(args) -> int:
+    from explore import commands
+
+    return {"run": commands.cmd_run, "check": commands.cmd_check, "report": commands.cmd_report,
+            "presets": commands.cmd_presets, "trace": commands.cmd_trace}[args.command](args)
+
+
+def _cmd_sweep(args) -> int:
+    from explore.commands import cmd_sweep
+
+    return cmd_sweep(args)
+
+
+def json_safe(metrics: dict) -> dict:
+    """NaN as null, so the output is standard JSON."""
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
+
+
+def print_json(data) -> None:
+    print(json.dumps(data, indent=2))
+
+
+def default_out(sweep_name: str) -> Path:
+    return Path("out") / sweep_name

@@ -1,0 +1,130 @@
+"""What each `explore` command does (argument parsing is in cli.py)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from explore.cli import default_out, json_safe, print_json
+from explore.design_point import DesignPoint
+from explore.evaluate import Evaluator
+from explore.runner import Progress, run_sweep
+from explore.sweep import load_sweep
+from workloads.errors import InputError
+
+# Rough costs for `explore check`'s estimate, measured on one core of a 2-core CI machine: capturing a
+# prefill and a decode trace takes about 0.05 s per decoder layer; a design point then takes ~0.5 ms.
+TRACE_S_PER_LAYER = 0.05
+POINT_S = 0.0005
+
+
+def _print_progress(p: Progress) -> None:
+    rate = p.done / p.elapsed_s if p.elapsed_s > 0 else 0.0
+    eta = (p.total - p.done) / rate if rate > 0 else float("nan")
+    best = f"{p.best_tokens_per_s:,.0f}" if p.best_tokens_per_s == p.best_tokens_per_s else "-"
+    end = "\n" if p.done >= p.total else ""
+    print(f"\r[{p.done}/{p.total}] feasible {p.feasible}, best {best} tokens/s, "
+          f"elapsed {p.elapsed_s:.0f}s, ETA {eta:.0f}s   ", end=end, file=sys.stderr, flush=True)
+
+
+def cmd_sweep(args) -> int:
+    from explore.report import write_report
+
+    sweep = load_sweep(args.sweep)
+    if args.workers < 1:
+        raise InputError(f"--workers: found {args.workers}, allowed: an integer >= 1")
+    out = Path(args.out) if args.out else default_out(sweep.name)
+    print(f"sweep {sweep.name!r}: {len(sweep.points())} design points -> {out}/", file=sys.stderr)
+    evaluator = Evaluator()
+    rows = run_sweep(sweep, out, workers=args.workers, evaluator=evaluator,
+                     on_progress=None if args.quiet else _print_progress)
+    html, md = write_report(out, rows, title=sweep.name, evaluator=evaluator)
+    feasible = sum(1 for r in rows if str(r["fits_in_memory"]) == "True")
+    print(f"{len(rows)} design points ({feasible} feasible)\nresults: {out / 'results.csv'}\nreport:  {html}\n"
+          f"summary: {md}")
+    return 0
+
+
+def cmd_check(args) -> int:
+    sweep = load_sweep(args.sweep)
+    points = sweep.points()
+    evaluator = Evaluator()
+    traces = {(p.model, p.batch, p.prompt) for p in points}
+    trace_s = sum(evaluator.config(model).num_layers * TRACE_S_PER_LAYER for model, _, _ in traces)
+    estimate = trace_s + len(points) * POINT_S
+    print(f"{args.sweep}: valid\n{len(points)} design points, {len(traces)} traces to capture\n"
+          f"estimated run time: about {estimate:.0f} s on one worker")
+    return 0
+
+
+def cmd_run(args) -> int:
+    point = DesignPoint(model=args.model, device=args.device, batch=args.batch, prompt=args.prompt,
+                        output=args.output, weight_bits=args.weight_bits, act_bits=args.act_bits,
+                        kv_bits=args.kv_bits)
+    for name in ("batch", "prompt", "output"):
+        if getattr(args, name) < 1:
+            raise InputError(f"--{name}: found {getattr(args, name)}, allowed: an integer >= 1")
+    simulate = args.sim or bool(args.chrome_trace)
+    evaluation = Evaluator().evaluate(point, event_sim=simulate, timeline=bool(args.chrome_trace))
+    if args.chrome_trace:
+        from sim.chrome_trace import write_chrome_trace
+
+        write_chrome_trace(evaluation.result, point.device, args.chrome_trace)
+    metrics = json_safe(evaluation.metrics)
+    if args.json:
+        print_json(metrics)
+    else:
+        width = max(len(k) for k in metrics)
+        for key, value in metrics.items():
+            shown = f"{value:.6g}" if isinstance(value, float) else value
+            print(f"{key:<{width}}  {shown}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from explore.report import write_report
+    from explore.results import read_rows
+
+    out = Path(args.out_dir)
+    results = out / "results.csv"
+    if not results.is_file():
+        raise InputError(f"{out}: no results.csv here (run a sweep with --out {out} first)")
+    html, md = write_report(out, read_rows(results), title=out.name, evaluator=Evaluator())
+    print(f"report:  {html}\nsummary: {md}")
+    return 0
+
+
+def cmd_presets(args) -> int:
+    from hw_models.registry import preset_names as device_names
+    from hw_models.registry import read_device_yaml
+    from workloads.model_config import load_model_config
+    from workloads.model_config import preset_names as model_names
+
+    if args.which in (None, "models"):
+        print("models:")
+        for name in model_names():
+            print(f"  {name:<16} {load_model_config(name).source}")
+    if args.which in (None, "devices"):
+        print("devices:")
+        for name in device_names():
+            data, _ = read_device_yaml(name)
+            print(f"  {name:<16} {data.get('description', '')}  (sources in hw_models/presets/{name}.yaml)")
+    return 0
+
+
+def cmd_trace(args) -> int:
+    from workloads.capture import trace_model
+    from workloads.model_config import load_model_config
+
+    for name in ("batch", "prompt", "context"):
+        if getattr(args, name) < (0 if name == "context" else 1):
+            raise InputError(f"--{name}: found {getattr(args, name)}, allowed: a positive integer")
+    cfg = load_model_config(args.model)
+    if args.phase == "prefill":
+        trace = trace_model(cfg, phase="prefill", batch=args.batch, seq_len=args.prompt, fake=not args.real)
+    else:
+        trace = trace_model(cfg, phase="decode", batch=args.batch, seq_len=1, context_len=args.context,
+                            fake=not args.real)
+    trace.save(args.output)
+    print(f"{args.output}: {len(trace.ops)} ops, {trace.flops:.3e} FLOPs, {trace.model} {trace.phase}")
+    return 0

@@ -1,0 +1,200 @@
+"""sweep.yaml: the schema, its validation (one clear line per mistake), and its design points."""
+
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, ValidationError, field_validator
+
+from explore.design_point import BREAKDOWN_COLUMNS, METRIC_COLUMNS, DesignPoint
+from explore.yaml_lines import LocatedYAML
+from hw_models.registry import load_device
+from hw_models.validation import check_keys, did_you_mean, input_error
+from workloads.errors import InputError
+from workloads.model_config import load_model_config
+
+PositiveInt = Annotated[StrictInt, Field(ge=1)]
+Bits = Literal[16, 8, 4]
+Number = StrictInt | StrictFloat
+NUMERIC_METRICS = tuple(m for m in METRIC_COLUMNS + BREAKDOWN_COLUMNS
+                        if m not in ("fits_in_memory", "infeasible_reason"))
+CONSTRAINT = re.compile(r"^\s*([A-Za-z_][\w]*)\s*(<=|>=|<|>|==)\s*([-+0-9.eE]+)\s*$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Range(_Strict):
+    """Values from lo to hi inclusive: `steps` of them, evenly spaced (linear) or geometric (log)."""
+
+    range: tuple[Number, Number]
+    steps: Annotated[StrictInt, Field(ge=2)]
+    scale: Literal["linear", "log"] = "linear"
+
+    def values(self) -> list[float]:
+        lo, hi = self.range
+        if self.scale == "log":
+            if lo <= 0 or hi <= 0:
+                raise ValueError("a log range needs positive bounds")
+            return np.geomspace(lo, hi, self.steps).tolist()
+        return np.linspace(lo, hi, self.steps).tolist()
+
+
+class Workload(_Strict):
+    batch: PositiveInt | list[PositiveInt] = 1
+    prompt: PositiveInt | list[PositiveInt] = 512
+    output: PositiveInt | list[PositiveInt] = 128
+
+
+class Format(_Strict):
+    weight_bits: Bits | list[Bits] = 16
+    act_bits: Bits | list[Bits] = 16
+    kv_bits: Bits | list[Bits] = 16
+
+
+class Objectives(_Strict):
+    minimize: list[str] = []
+    maximize: list[str] = []
+
+    @field_validator("minimize", "maximize")
+    @classmethod
+    def _known_metrics(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if name not in NUMERIC_METRICS:
+                raise ValueError(f"a metric name{did_you_mean(name, NUMERIC_METRICS)}: one of "
+                                 f"{', '.join(NUMERIC_METRICS)} (found {name!r})")
+        return names
+
+
+class Search(_Strict):
+    strategy: Literal["grid"] = "grid"
+
+
+class SweepFile(_Strict):
+    name: str
+    model: str | list[str]
+    device: str | list[str]
+    workload: Workload = Workload()
+    format: Format = Format()
+    overrides: dict[str, Number | list[Number] | Range] = {}
+    objectives: Objectives = Objectives()
+    constraints: list[str] = []
+    search: Search = Search()
+
+    @field_validator("constraints")
+    @classmethod
+    def _parse_constraints(cls, items: list[str]) -> list[str]:
+        for item in items:
+            match = CONSTRAINT.match(item)
+            if not match:
+                raise ValueError(f"'METRIC OP NUMBER' with OP one of <=, <, >=, >, == (found {item!r})")
+            if match.group(1) not in NUMERIC_METRICS:
+                raise ValueError(f"a metric name{did_you_mean(match.group(1), NUMERIC_METRICS)} (found {item!r})")
+        return items
+
+    @field_validator("overrides")
+    @classmethod
+    def _device_paths(cls, overrides: dict) -> dict:
+        for path in overrides:
+            if not path.startswith("device.") or len(path.split(".")) < 3:
+                raise ValueError(f"keys like 'device.memory.bandwidth_GBps' (found {path!r})")
+        return overrides
+
+
+def _as_list(value) -> list:
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+@dataclass(frozen=True)
+class Constraint:
+    metric: str
+    op: str
+    bound: float
+
+    def holds(self, metrics: dict[str, Any]) -> bool:
+        value = float(metrics.get(self.metric, float("nan")))
+        return {"<=": value <= self.bound, "<": value < self.bound, ">=": value >= self.bound,
+                ">": value > self.bound, "==": value == self.bound}[self.op]
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A validated sweep file and its design points."""
+
+    path: str
+    spec: SweepFile
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def override_values(self) -> dict[str, list]:
+        """Each overridden device field (without the 'device.' prefix) and the values it takes."""
+        return {path.removeprefix("device."): value.values() if isinstance(value, Range) else _as_list(value)
+                for path, value in self.spec.overrides.items()}
+
+    def constraints(self) -> list[Constraint]:
+        result = []
+        for item in self.spec.constraints:
+            metric, op, bound = CONSTRAINT.match(item).groups()
+            result.append(Constraint(metric, op, float(bound)))
+        return result
+
+    def points(self) -> list[DesignPoint]:
+        """Every design point of the grid, in a fixed order."""
+        s, w, f = self.spec, self.spec.workload, self.spec.format
+        overrides = self.override_values()
+        override_grid = [tuple(zip(overrides, combo, strict=True))
+                         for combo in itertools.product(*overrides.values())]
+        return [
+            DesignPoint(model=model, device=device, batch=batch, prompt=prompt, output=output, weight_bits=wb,
+                        act_bits=ab, kv_bits=kb, overrides=ov)
+            for model, device, ov, batch, prompt, output, wb, ab, kb in itertools.product(
+                _as_list(s.model), _as_list(s.device), override_grid, _as_list(w.batch), _as_list(w.prompt),
+                _as_list(w.output), _as_list(f.weight_bits), _as_list(f.act_bits), _as_list(f.kv_bits))
+        ]
+
+
+def load_sweep(path: str) -> Sweep:
+    """Parse and validate a sweep file as a whole: schema, presets it names, and device overrides."""
+    located = LocatedYAML(path)
+    if not isinstance(located.data, dict):
+        raise InputError(f"{path}: found {type(located.data).__name__}, allowed: a mapping of sweep keys "
+                         f"({', '.join(SweepFile.model_fields)})")
+    check_keys(located.data, SweepFile, path, line_of=located.line_of)
+    try:
+        spec = SweepFile.model_validate(located.data)
+    except ValidationError as err:
+        raise input_error(err, path, line_of=located.line_of) from None
+    sweep = Sweep(path=path, spec=spec)
+    _check_references(sweep, located)
+    return sweep
+
+
+def _check_references(sweep: Sweep, located: LocatedYAML) -> None:
+    """Every model and device must load, and every override must apply to every device."""
+    for key in ("model", "device"):
+        for i, name in enumerate(_as_list(getattr(sweep.spec, key))):
+            loc = (key, i) if isinstance(getattr(sweep.spec, key), list) else (key,)
+            try:
+                load_model_config(name) if key == "model" else load_device(name)
+            except InputError as err:
+                raise InputError(f"{located.where(loc)}: {key}: {_strip_prefix(str(err), key)}") from None
+    overrides = sweep.override_values()
+    for device in _as_list(sweep.spec.device):
+        for path, values in overrides.items():
+            for value in values:
+                try:
+                    load_device(device, {path: value})
+                except InputError as err:
+                    raise InputError(f"{located.where(('overrides', 'device.' + path))}: overrides.device.{path}: "
+                                     f"value {value!r} on {device}: {err}") from None
+
+
+def _strip_prefix(message: str, key: str) -> str:
+    return message.removeprefix(f"{key}: ")

@@ -1,0 +1,56 @@
+"""Load YAML keeping the line of every key, so validation errors can name file:line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from workloads.errors import InputError
+
+
+def _lines(node, path: tuple, table: dict[tuple, int]) -> None:
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            child = path + (key_node.value,)
+            table[child] = key_node.start_mark.line + 1
+            _lines(value_node, child, table)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            table[path + (i,)] = item.start_mark.line + 1
+            _lines(item, path + (i,), table)
+
+
+class LocatedYAML:
+    """Parsed YAML data plus a lookup from key path to line number."""
+
+    def __init__(self, path: str | Path):
+        self.path = str(path)
+        try:
+            text = Path(path).read_text()
+        except OSError as err:
+            raise InputError(f"{path}: cannot read: {err.strerror}") from None
+        try:
+            self.data = yaml.safe_load(text)
+            node = yaml.compose(text)
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            line = f":{mark.line + 1}" if mark else ""
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise InputError(f"{path}{line}: not valid YAML: {problem}") from None
+        self._table: dict[tuple, int] = {}
+        if node is not None:
+            _lines(node, (), self._table)
+
+    def line_of(self, loc: tuple) -> int | None:
+        """Line of the deepest known key along loc."""
+        loc = tuple(loc)
+        while loc:
+            if loc in self._table:
+                return self._table[loc]
+            loc = loc[:-1]
+        return None
+
+    def where(self, loc: tuple) -> str:
+        line = self.line_of(loc)
+        return f"{self.path}:{line}" if line else self.path
