@@ -1,0 +1,111 @@
+"""Sweep files: every class of mistake is one clear line; a valid file expands to the full grid."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from explore.sweep import load_sweep
+from workloads.errors import InputError
+
+TINY_CONFIG = {
+    "model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+    "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 128, "max_position_embeddings": 256,
+    "rms_norm_eps": 1e-5, "torch_dtype": "bfloat16", "hidden_act": "silu",
+}
+
+
+@pytest.fixture
+def tiny_model(tmp_path: Path) -> str:
+    path = tmp_path / "tiny" / "config.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(TINY_CONFIG))
+    return str(path)
+
+
+def write(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "sweep.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_grid_counts_every_combination(tmp_path):
+    path = write(tmp_path, """
+name: g
+model: [llama-2-7b, llama-3-8b]
+device: [h100-sxm, a100-sxm-80gb, l4]
+workload: {batch: [1, 8], prompt: 128, output: [8, 16]}
+format: {weight_bits: [16, 4], kv_bits: [16, 8, 4]}
+overrides: {device.memory.bandwidth_GBps: {range: [1000, 3000], steps: 3}}
+""")
+    points = load_sweep(path).points()
+    # 2 models x 3 devices x 3 bandwidths x 2 batches x 2 outputs x 2 weight widths x 3 KV widths
+    assert len(points) == 2 * 3 * 3 * 2 * 2 * 2 * 3
+    assert len({p.point_id for p in points}) == len(points)
+    bandwidths = sorted({dict(p.overrides)["memory.bandwidth_GBps"] for p in points})
+    assert bandwidths == [1000.0, 2000.0, 3000.0]
+
+
+def test_log_range_is_geometric(tmp_path):
+    path = write(tmp_path, "name: g\nmodel: llama-2-7b\ndevice: h100-sxm\n"
+                           "overrides: {device.memory.bandwidth_GBps: {range: [100, 10000], steps: 3, scale: log}}\n")
+    values = [dict(p.overrides)["memory.bandwidth_GBps"] for p in load_sweep(path).points()]
+    assert values == pytest.approx([100, 1000, 10000])
+
+
+def test_config_json_path_is_a_model(tmp_path, tiny_model):
+    sweep = load_sweep(write(tmp_path, f"name: t\nmodel: {tiny_model}\ndevice: h100-sxm\n"))
+    assert sweep.points()[0].model == tiny_model
+
+
+BAD_SWEEPS = {
+    "non-integer batch": ("workload: {batch: [1, 2.5]}", 4, "workload.batch.1", "2.5"),
+    "string batch": ("workload: {batch: eight}", 4, "workload.batch", "'eight'"),
+    "zero output": ("workload: {output: 0}", 4, "workload.output", "0"),
+    "typo in nested key": ("workload:\n  batch: 1\n  promt: 64", 6, "workload.promt", "did you mean 'prompt'"),
+    "typo in top key": ("workloads: {batch: 1}", 4, "workloads", "did you mean 'workload'"),
+    "bad bit width": ("format: {kv_bits: 3}", 4, "format.kv_bits", "16, 8 or 4"),
+    "negative bandwidth": ("overrides: {device.memory.bandwidth_GBps: [1000, -5]}", 4,
+                           "overrides.device.memory.bandwidth_GBps", "greater than 0"),
+    "unknown device field": ("overrides: {device.memory.bandwith_GBps: 1}", 4, "device.memory.bandwith_GBps",
+                             "did you mean 'bandwidth_GBps'"),
+    "unknown metric in objective": ("objectives: {minimize: [tpot]}", 4, "objectives.minimize", "tpot_s"),
+    "malformed constraint": ("constraints: ['ttft_s below 3']", 4, "constraints", "METRIC OP NUMBER"),
+    "unknown strategy": ("search: {strategy: annealing}", 4, "search.strategy", "'grid'"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_SWEEPS, ids=list(BAD_SWEEPS))
+def test_bad_sweep_names_file_line_key_and_value(tmp_path, case):
+    extra, line, key, detail = BAD_SWEEPS[case]
+    path = write(tmp_path, f"name: bad\nmodel: llama-2-7b\ndevice: h100-sxm\n{extra}\n")
+    with pytest.raises(InputError) as err:
+        load_sweep(path)
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith(f"{path}:{line}: ")
+    assert key in message and detail in message
+
+
+@pytest.mark.parametrize("field,value,allowed", [
+    ("model", "llama-9-7b", "llama-2-7b"), ("device", "h100-sxn", "did you mean 'h100-sxm'"),
+])
+def test_unknown_preset_lists_what_exists(tmp_path, field, value, allowed):
+    other = {"model": "device: h100-sxm", "device": "model: llama-2-7b"}[field]
+    path = write(tmp_path, f"name: bad\n{field}: {value}\n{other}\n")
+    with pytest.raises(InputError, match=allowed) as err:
+        load_sweep(path)
+    assert str(err.value).startswith(f"{path}:2: {field}: ")
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path):
+    path = write(tmp_path, "name: x\nmodel: llama-2-7b\n  device: h100-sxm\n")
+    with pytest.raises(InputError, match=r":3: not valid YAML"):
+        load_sweep(path)
+
+
+def test_missing_required_key(tmp_path):
+    with pytest.raises(InputError, match="device: missing"):
+        load_sweep(write(tmp_path, "name: x\nmodel: llama-2-7b\n"))
