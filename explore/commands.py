@@ -8,6 +8,7 @@ from pathlib import Path
 from explore.cli import default_out, json_safe, print_json
 from explore.design_point import DesignPoint
 from explore.evaluate import Evaluator
+from explore.rows import is_feasible, normalize_row
 from explore.runner import Progress, run_sweep
 from explore.sweep import load_sweep
 from workloads.errors import InputError
@@ -39,7 +40,7 @@ def cmd_sweep(args) -> int:
     rows = run_sweep(sweep, out, workers=args.workers, evaluator=evaluator,
                      on_progress=None if args.quiet else _print_progress)
     html, md = write_report(out, rows, title=sweep.name, evaluator=evaluator)
-    feasible = sum(1 for r in rows if str(r["fits_in_memory"]) == "True")
+    feasible = sum(1 for r in rows if is_feasible(normalize_row(r)))
     print(f"{len(rows)} design points ({feasible} feasible)\nresults: {out / 'results.csv'}\nreport:  {html}\n"
           f"summary: {md}")
     return 0

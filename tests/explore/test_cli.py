@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
+from test_sweep import TINY_CONFIG
 
 from explore.design_point import INPUT_COLUMNS, METRIC_COLUMNS
-from test_sweep import TINY_CONFIG
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,0 +1,168 @@
+"""Figures of the design report: pure functions from data to a matplotlib Figure (no pyplot, no global state)."""
+
+from __future__ import annotations
+
+import io
+import math
+import textwrap
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+# One fixed color per kernel class, so every figure of a report agrees.
+CLASS_COLORS = {
+    "gemm": "#1f77b4", "attention": "#ff7f0e", "norm": "#2ca02c", "softmax": "#d62728",
+    "elementwise": "#9467bd", "embedding": "#8c564b",
+}
+PHASE_MARKERS = {"prefill": "o", "decode": "^"}
+LINE_STYLES = ("-", "--", ":", "-.")  # after the 10 colors of the cycle run out, lines change style
+LOG_RANGE = 20.0  # a value axis whose max / min exceeds this is drawn on a log scale
+
+
+@dataclass(frozen=True, kw_only=True)
+class RooflinePanel:
+    """One device's roofs and the kernels of one design point on it (one entry per kernel)."""
+
+    title: str
+    peak_tensor_flops: float  # FLOP/s of the 16-bit tensor dtype
+    peak_vector_flops: float  # FLOP/s of the fp32 vector units
+    bandwidth_Bps: float
+    intensity: np.ndarray  # FLOP/byte
+    achieved_flops: np.ndarray  # FLOP/s
+    kernel_class: np.ndarray
+    phase: np.ndarray  # "prefill" or "decode"
+
+
+@dataclass(frozen=True, kw_only=True)
+class BatchSeries:
+    """TTFT and TPOT of one (model, device, format) combination at several batch sizes."""
+
+    label: str
+    batch: np.ndarray
+    ttft_s: np.ndarray
+    tpot_s: np.ndarray
+
+
+def figure_png(fig: Figure, dpi: int = 100) -> bytes:
+    """The figure as PNG bytes."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
+
+
+def _wide_range(values: np.ndarray) -> bool:
+    """Whether positive values span more than LOG_RANGE (so a log axis reads better)."""
+    positive = values[np.isfinite(values) & (values > 0)]
+    return positive.size > 0 and positive.max() / positive.min() > LOG_RANGE
+
+
+def _draw_roofline(ax: Axes, panel: RooflinePanel) -> None:
+    """Roofs as lines and kernels as points on one log-log axes."""
+    ridge = panel.peak_tensor_flops / panel.bandwidth_Bps
+    low = min(float(np.min(panel.intensity, initial=ridge)), panel.peak_vector_flops / panel.bandwidth_Bps) / 4
+    high = max(float(np.max(panel.intensity, initial=ridge)), ridge) * 4
+    x = np.geomspace(low, high, 200)
+    ax.plot(x, np.minimum(panel.peak_tensor_flops, x * panel.bandwidth_Bps), color="black", lw=1.5)
+    ax.plot(x, np.minimum(panel.peak_vector_flops, x * panel.bandwidth_Bps), color="black", lw=1.0, ls="--")
+    for kernel_class, color in CLASS_COLORS.items():
+        for phase, marker in PHASE_MARKERS.items():
+            keep = (panel.kernel_class == kernel_class) & (panel.phase == phase)
+            if keep.any():
+                ax.scatter(panel.intensity[keep], panel.achieved_flops[keep], s=22, c=color, marker=marker,
+                           alpha=0.7, edgecolors="none")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_ylim(top=panel.peak_tensor_flops * 3)
+    ax.set_title(textwrap.fill(panel.title, 60), fontsize=9)
+    ax.set_xlabel("arithmetic intensity (FLOP/byte)")
+    ax.set_ylabel("achieved FLOP/s")
+    ax.grid(True, which="major", alpha=0.3)
+
+
+def _roofline_legend(classes: set[str]) -> list[Line2D]:
+    """Proxy handles: the kernel classes shown by color, phases by marker, roofs by line style."""
+    handles = [Line2D([], [], ls="", marker="s", color=c, label=k) for k, c in CLASS_COLORS.items() if k in classes]
+    handles += [Line2D([], [], ls="", marker=m, color="gray", label=p) for p, m in PHASE_MARKERS.items()]
+    handles += [Line2D([], [], color="black", lw=1.5, label="16-bit tensor roof"),
+                Line2D([], [], color="black", lw=1.0, ls="--", label="fp32 vector roof")]
+    return handles
+
+
+def roofline_figure(panels: Sequence[RooflinePanel]) -> Figure:
+    """One roofline panel per device, kernels colored by class, prefill and decode by marker."""
+    ncols = min(len(panels), 2)
+    nrows = math.ceil(len(panels) / ncols)
+    fig = Figure(figsize=(6.0 * ncols, 4.2 * nrows + 0.8), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax, panel in zip(axes, panels, strict=False):
+        _draw_roofline(ax, panel)
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    classes = set().union(*(panel.kernel_class.tolist() for panel in panels))
+    fig.legend(handles=_roofline_legend(classes), loc="outside lower center", ncols=5, fontsize=8, frameon=False)
+    return fig
+
+
+def breakdown_figure(labels: Sequence[str], times_s: Mapping[str, Sequence[float]]) -> Figure:
+    """Stacked horizontal bars: one bar per design point, one segment per kernel class (seconds)."""
+    fig = Figure(figsize=(10.0, 1.6 + 0.28 * len(labels)), layout="constrained")
+    ax = fig.subplots()
+    y = np.arange(len(labels))
+    left = np.zeros(len(labels))
+    for kernel_class, values in times_s.items():
+        width = np.nan_to_num(np.asarray(values, dtype=float))
+        ax.barh(y, width, left=left, color=CLASS_COLORS.get(kernel_class), label=kernel_class, height=0.7)
+        left += width
+    ax.set_yticks(y, labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("latency of one request (s)")
+    ax.grid(True, axis="x", alpha=0.3)
+    if times_s:
+        fig.legend(loc="outside lower center", ncols=len(times_s), fontsize=8, frameon=False)
+    return fig
+
+
+def energy_figure(groups: Sequence[str], energy_J: Mapping[str, Sequence[float]]) -> Figure:
+    """Grouped bars: one group per device, one bar per model (joules per output token; NaN draws no bar)."""
+    per_group = 0.6 + 0.35 * len(energy_J)
+    fig = Figure(figsize=(min(14.0, max(6.0, 2.0 + per_group * len(groups))), 4.4), layout="constrained")
+    ax = fig.subplots()
+    x = np.arange(len(groups))
+    width = 0.8 / max(len(energy_J), 1)
+    for i, (series, values) in enumerate(energy_J.items()):
+        ax.bar(x + (i - (len(energy_J) - 1) / 2) * width, np.asarray(values, dtype=float), width, label=series)
+    ax.set_xticks(x, groups, rotation=20 if len(groups) > 4 else 0, ha="right" if len(groups) > 4 else "center")
+    ax.set_ylabel("energy per output token (J)")
+    if _wide_range(np.concatenate([np.asarray(v, dtype=float) for v in energy_J.values()] or [np.zeros(0)])):
+        ax.set_yscale("log")
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize=8, frameon=False)
+    return fig
+
+
+def batch_figure(series: Sequence[BatchSeries]) -> Figure:
+    """Two panels against batch size (log x): TTFT and TPOT, one line per series."""
+    fig = Figure(figsize=(11.0, 4.6 + 0.18 * math.ceil(len(series) / 2)), layout="constrained")
+    ttft_ax, tpot_ax = fig.subplots(1, 2)
+    batches = np.unique(np.concatenate([np.asarray(s.batch, dtype=float) for s in series] or [np.ones(1)]))
+    for i, item in enumerate(series):
+        style = {"color": f"C{i % 10}", "ls": LINE_STYLES[i // 10 % len(LINE_STYLES)], "marker": "o"}
+        ttft_ax.plot(item.batch, item.ttft_s, label=item.label, **style)
+        tpot_ax.plot(item.batch, item.tpot_s, **style)
+    for ax, name, field in ((ttft_ax, "TTFT", "ttft_s"), (tpot_ax, "TPOT", "tpot_s")):
+        ax.set_xscale("log")
+        ax.set_xticks(batches, [str(int(b)) for b in batches])
+        ax.minorticks_off()
+        values = np.concatenate([np.asarray(getattr(s, field), dtype=float) for s in series] or [np.zeros(0)])
+        if _wide_range(values):
+            ax.set_yscale("log")
+        ax.set_xlabel("batch size")
+        ax.set_ylabel(f"{name} (s)")
+        ax.set_title(name, fontsize=10)
+        ax.grid(True, which="major", alpha=0.3)
+    fig.legend(loc="outside lower center", ncols=2, fontsize=8, frameon=False)
+    return fig

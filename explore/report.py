@@ -1,0 +1,385 @@
+"""Design report of a sweep: a self-contained HTML page (figures embedded as PNG) and a Markdown summary."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import html
+import math
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from explore.design_point import KERNEL_CLASSES
+from explore.plots import (
+    BatchSeries,
+    RooflinePanel,
+    batch_figure,
+    breakdown_figure,
+    energy_figure,
+    figure_png,
+    roofline_figure,
+)
+from explore.rows import (
+    as_number,
+    format_label,
+    is_feasible,
+    normalize_row,
+    overrides_label,
+    overrides_of,
+    point_from_row,
+    point_label,
+)
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from explore.evaluate import Evaluator
+    from kernels.table import KernelTable
+
+MAX_BARS = 30  # design points in the latency breakdown
+MAX_SERIES = 16  # lines in the TTFT/TPOT figure
+TOP_N = 10
+MAX_INFEASIBLE = 20
+
+FIGURE_TITLES = {
+    "roofline": "Roofline of the workload's kernels", "breakdown": "Latency breakdown by kernel class",
+    "energy": "Energy per output token by device", "batch": "TTFT and TPOT against batch size",
+}
+HOW_TO_READ = {
+    "roofline": "Each point is a distinct kernel of the design point named above the panel (repeated layers "
+                "drawn once). The solid line is the 16-bit tensor-core roof, the dashed line the fp32 vector roof; a "
+                "point left of the knee is memory-bound, and its distance below the roof is time lost to launch "
+                "overhead or to a slower rate. Kernels without FLOPs (embedding lookups, copies) are not shown.",
+    "breakdown": "Each bar is the latency of one request (prefill plus all decode steps), split by kernel class; "
+                 "the longest segment is what to speed up first.",
+    "energy": "Lower is better. Bars compare devices (groups) and models (colors) at one batch size and format.",
+    "batch": "Left: time to first token; right: time per output token after the first. A flat TPOT line means "
+             "decode is memory-bound and batching is nearly free; a rising one means compute has become the limit.",
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReportFigure:
+    """One figure of the report: `png` is None when it could not be drawn, and `caption` says why."""
+
+    name: str
+    title: str
+    caption: str
+    png: bytes | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReportTable:
+    """A table of the report: a title, a one-line note and string cells (already formatted)."""
+
+    title: str
+    note: str
+    headers: list[str]
+    cells: list[list[str]]
+
+
+def _lengths_vary(rows: list[dict[str, Any]]) -> bool:
+    """Whether rows differ in prompt or output length (labels then name them)."""
+    return len({(r.get("prompt"), r.get("output")) for r in rows}) > 1
+
+
+# ---- figure data --------------------------------------------------------------------------------------------
+
+def _representatives(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One feasible row per device: the earliest model, then the smallest batch, 16-bit formats first."""
+    model_rank: dict[str, int] = {}
+    for row in rows:
+        model_rank.setdefault(row["model"], len(model_rank))
+    best: dict[str, tuple[tuple, dict[str, Any]]] = {}
+    for index, row in enumerate(rows):
+        if not is_feasible(row):
+            continue
+        key = (model_rank[row["model"]], row["batch"], format_label(row) != "w16a16kv16", index)
+        if row["device"] not in best or key < best[row["device"]][0]:
+            best[row["device"]] = (key, row)
+    return [row for _, row in best.values()]
+
+
+def _kernel_points(device: Any, table: KernelTable, phase: str) -> tuple[np.ndarray, ...]:
+    """Intensity, achieved FLOP/s, class and phase of the distinct kernels of a table (zero-work ones dropped)."""
+    time_s = device.cost_table(table).time_s
+    keep = (table.flops > 0) & (table.bytes > 0) & (time_s > 0)
+    intensity = table.flops[keep] / table.bytes[keep]
+    achieved = table.flops[keep] / time_s[keep]
+    # Every layer repeats the same kernels: plot each distinct (intensity, rate, class) once.
+    distinct = dict.fromkeys(zip(np.round(intensity, 6).tolist(), np.round(np.log10(achieved), 6).tolist(),
+                                 table.kernel_class[keep].tolist(), strict=True))
+    points = np.array([(x, 10.0 ** y) for x, y, _ in distinct]).reshape(-1, 2)
+    classes = np.array([c for _, _, c in distinct], dtype=object)
+    return points[:, 0], points[:, 1], classes, np.full(len(classes), phase, dtype=object)
+
+
+def roofline_panels(evaluator: Evaluator, rows: list[dict[str, Any]]) -> tuple[list[RooflinePanel], list[str]]:
+    """A roofline panel per device with a feasible point, and the devices skipped (no roofline in their model)."""
+    panels, skipped = [], []
+    for row in _representatives(rows):
+        point = point_from_row(row)
+        device = evaluator.device(point.device, point.overrides)
+        if not hasattr(device, "peak_flops") or not hasattr(getattr(device, "spec", None), "bandwidth_Bps"):
+            skipped.append(point.device)
+            continue
+        tables = evaluator.evaluate(point).tables
+        parts = [_kernel_points(device, tables.prefill, "prefill"), _kernel_points(device, tables.decode, "decode")]
+        intensity, achieved, classes, phases = (np.concatenate(column) for column in zip(*parts, strict=True))
+        panels.append(RooflinePanel(
+            title=point_label(row, lengths=True), peak_tensor_flops=device.peak_flops("bf16"),
+            peak_vector_flops=device.peak_flops("fp32"), bandwidth_Bps=device.spec.bandwidth_Bps,
+            intensity=intensity, achieved_flops=achieved, kernel_class=classes, phase=phases,
+        ))
+    return panels, skipped
+
+
+def breakdown_rows(feasible: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
+    """At most MAX_BARS feasible rows (the smallest and largest batch when there are more), and what they are."""
+    if len(feasible) <= MAX_BARS:
+        return feasible, f"all {_count(len(feasible), 'feasible design point')}"
+    batches = sorted({row["batch"] for row in feasible})
+    ends = [row for row in feasible if row["batch"] in (batches[0], batches[-1])]
+    shown = ends[:MAX_BARS]
+    what = f"{len(shown)} of {len(feasible)} feasible design points (batch {batches[0]} and {batches[-1]}"
+    return shown, what + (f", the first {MAX_BARS})" if len(ends) > MAX_BARS else ")")
+
+
+def _bits(row: dict[str, Any]) -> tuple[int, int, int]:
+    return row["weight_bits"], row["act_bits"], row["kv_bits"]
+
+
+def energy_data(feasible: list[dict[str, Any]]) -> tuple[list[str], dict[str, list[float]], str]:
+    """Devices, energy per token per model (NaN where missing) and a caption, at the most common batch and format."""
+    measured = [row for row in feasible if math.isfinite(row.get("energy_per_token_J", math.nan))]
+    if not measured:
+        return [], {}, "No feasible point has an energy value."
+    counts = Counter((row["batch"], _bits(row)) for row in measured)
+    (batch, bits), _ = min(counts.items(), key=lambda item: (-item[1], item[0][0], [-b for b in item[0][1]]))
+    chosen = [row for row in measured if row["batch"] == batch and _bits(row) == bits]
+    devices = list(dict.fromkeys(row["device"] for row in chosen))
+    models = list(dict.fromkeys(row["model"] for row in chosen))
+    energy = {model: [min((r["energy_per_token_J"] for r in chosen if r["model"] == model and r["device"] == device),
+                          default=math.nan) for device in devices] for model in models}
+    caption = (f"Batch {batch}, format {format_label(chosen[0])} (the most common batch and format among feasible "
+               "points).")
+    if len({(r["model"], r["device"]) for r in chosen}) < len(chosen):
+        caption += " Where a device has several points (overrides, lengths), the lowest energy is shown."
+    return devices, energy, caption
+
+
+def batch_series(feasible: list[dict[str, Any]]) -> tuple[list[BatchSeries], str]:
+    """TTFT/TPOT lines, one per (model, device, format, overrides, lengths), at most MAX_SERIES, and a caption."""
+    lengths = _lengths_vary(feasible)
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in feasible:
+        label = point_label(row, lengths=lengths, batch=False)
+        groups.setdefault(label, []).append(row)
+    series = []
+    for label, members in list(groups.items())[:MAX_SERIES]:
+        members = sorted(members, key=lambda r: r["batch"])
+        series.append(BatchSeries(label=label, batch=np.array([r["batch"] for r in members], dtype=float),
+                                  ttft_s=np.array([r["ttft_s"] for r in members]),
+                                  tpot_s=np.array([r["tpot_s"] for r in members])))
+    shown = f"the first {MAX_SERIES} of {len(groups)}" if len(groups) > MAX_SERIES else f"all {len(groups)}"
+    return series, f"Feasible points only; one line per combination of model, device and format ({shown} shown)."
+
+
+# ---- figures ------------------------------------------------------------------------------------------------
+
+def _figure(name: str, caption: str, fig: Figure | None = None) -> ReportFigure:
+    """A report figure with its title; a figure without a plot keeps only its caption (why it is missing)."""
+    if fig is not None:
+        caption += " " + HOW_TO_READ[name]
+    return ReportFigure(name=name, title=FIGURE_TITLES[name], caption=caption,
+                        png=None if fig is None else figure_png(fig))
+
+
+def _roofline_figure(rows: list[dict[str, Any]], evaluator: Evaluator | None) -> ReportFigure:
+    """The roofline figure, or why it is missing (no evaluator, no feasible point)."""
+    if evaluator is None:
+        return _figure("roofline", "Not drawn: the report was written without an evaluator to re-price kernels.")
+    panels, skipped = roofline_panels(evaluator, rows)
+    note = f" Devices without a roofline model: {', '.join(skipped)}." if skipped else ""
+    if not panels:
+        return _figure("roofline", "Not drawn: no feasible design point." + note)
+    caption = ("Per device, one representative feasible point (first model, smallest batch): the prefill and the "
+               "first decode step." + note)
+    return _figure("roofline", caption, roofline_figure(panels))
+
+
+def report_figures(rows: list[dict[str, Any]], evaluator: Evaluator | None) -> list[ReportFigure]:
+    """Every figure of the report, in order; figures that need feasible points say so when there are none."""
+    feasible = [row for row in rows if is_feasible(row)]
+    if not feasible:
+        missing = [_figure(name, "Not drawn: no feasible design point.") for name in ("breakdown", "energy", "batch")]
+        return [_roofline_figure(rows, evaluator)] + missing
+    shown, what = breakdown_rows(feasible)
+    labels = [point_label(row, lengths=_lengths_vary(shown)) for row in shown]
+    times = {c: [as_number(row.get(f"time_{c}_s")) for row in shown] for c in KERNEL_CLASSES}
+    times = {c: values for c, values in times.items() if np.nansum(values) > 0}  # no empty legend entries
+    devices, energy, energy_caption = energy_data(feasible)
+    series, batch_caption = batch_series(feasible)
+    return [
+        _roofline_figure(rows, evaluator),
+        _figure("breakdown", f"Shows {what}.", breakdown_figure(labels, times)),
+        _figure("energy", energy_caption, energy_figure(devices, energy) if devices else None),
+        _figure("batch", batch_caption, batch_figure(series)),
+    ]
+
+
+# ---- tables -------------------------------------------------------------------------------------------------
+
+def _num(value: Any, scale: float = 1.0) -> str:
+    """A number for a table cell: 4 significant digits, thousands separators when large, 'n/a' for NaN."""
+    number = as_number(value) * scale
+    if not math.isfinite(number):
+        return "n/a"
+    return f"{number:,.0f}" if abs(number) >= 1e4 else f"{number:.4g}"
+
+
+def _point_cells(row: dict[str, Any], overrides: bool) -> list[str]:
+    """Table cells naming a design point."""
+    cells = [str(row.get("model", "")), str(row.get("device", "")), str(row.get("batch", "")),
+             f"{row.get('prompt')}/{row.get('output')}", format_label(row)]
+    return cells + ([overrides_label(row)] if overrides else [])
+
+
+POINT_HEADERS = ["model", "device", "batch", "prompt/output", "format"]
+DESIGN_HEADERS = ["tokens/s", "TTFT (ms)", "TPOT (ms)", "energy/token (J)", "avg power (W)", "peak memory (GB)",
+                  "tokens/USD"]
+
+
+def _design_cells(row: dict[str, Any]) -> list[str]:
+    """Table cells of a design point's metrics, in DESIGN_HEADERS order."""
+    return [_num(row.get("tokens_per_s")), _num(row.get("ttft_s"), 1e3), _num(row.get("tpot_s"), 1e3),
+            _num(row.get("energy_per_token_J")), _num(row.get("avg_power_W")), _num(row.get("peak_memory_B"), 1e-9),
+            _num(row.get("tokens_per_usd"))]
+
+
+def _design_table(title: str, what: str, rows: list[dict[str, Any]], overrides: bool) -> ReportTable:
+    """A table of design points with their metrics."""
+    headers = POINT_HEADERS + (["overrides"] if overrides else []) + DESIGN_HEADERS
+    return ReportTable(title=title, note=f"The {_count(len(rows), 'feasible point')} with {what}.", headers=headers,
+                       cells=[_point_cells(row, overrides) + _design_cells(row) for row in rows])
+
+
+def report_tables(rows: list[dict[str, Any]]) -> list[ReportTable]:
+    """Top designs by throughput and by energy, and the infeasible points with their reasons."""
+    overrides = any(overrides_of(row) for row in rows)
+    feasible = [row for row in rows if is_feasible(row)]
+    fastest = sorted(feasible, key=lambda r: -r["tokens_per_s"])[:TOP_N]
+    frugal = sorted((r for r in feasible if math.isfinite(r.get("energy_per_token_J", math.nan))),
+                    key=lambda r: r["energy_per_token_J"])[:TOP_N]
+    infeasible = [row for row in rows if not is_feasible(row)]
+    shown = infeasible[:MAX_INFEASIBLE]
+    more = f" Showing the first {len(shown)} of {len(infeasible)}." if len(infeasible) > len(shown) else ""
+    return [
+        _design_table("Highest throughput", "the most tokens/s", fastest, overrides),
+        _design_table("Lowest energy per token", "the least energy per output token", frugal, overrides),
+        ReportTable(title="Infeasible design points", note=f"{_count(len(infeasible), 'point')} cannot run.{more}",
+                    headers=POINT_HEADERS + (["overrides"] if overrides else []) + ["peak memory (GB)", "reason"],
+                    cells=[_point_cells(r, overrides) + [_num(r.get("peak_memory_B"), 1e-9),
+                           r.get("infeasible_reason") or "no metrics (NaN)"] for r in shown]),
+    ]
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def _summary(rows: list[dict[str, Any]]) -> list[str]:
+    """Header lines: counts, models, devices, date."""
+    feasible = sum(is_feasible(row) for row in rows)
+    models = ", ".join(dict.fromkeys(str(row.get("model")) for row in rows))
+    devices = ", ".join(dict.fromkeys(str(row.get("device")) for row in rows))
+    return [f"{_count(len(rows), 'design point')}, {feasible} feasible, {len(rows) - feasible} infeasible.",
+            f"Models: {models or 'none'}.", f"Devices: {devices or 'none'}.",
+            f"Written {datetime.date.today().isoformat()}."]
+
+
+# ---- rendering ----------------------------------------------------------------------------------------------
+
+STYLE = ("body{font-family:system-ui,sans-serif;max-width:1400px;margin:2em auto;padding:0 1em;color:#222}"
+         "table{border-collapse:collapse;font-size:0.82em;margin-bottom:1em}"
+         "th,td{border:1px solid #ccc;padding:3px 7px;text-align:left;vertical-align:top}th{background:#f3f3f3}"
+         "td:nth-child(-n+5){white-space:nowrap}.scroll{overflow-x:auto}"
+         "img{max-width:100%;height:auto;border:1px solid #eee}.note{color:#555}")
+
+
+def _html_table(table: ReportTable) -> str:
+    """A table section in HTML, every cell escaped."""
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in table.headers)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>" for cells in table.cells)
+    grid = f"<div class='scroll'><table><tr>{head}</tr>{body}</table></div>" if table.cells else ""
+    return f"<h2>{html.escape(table.title)}</h2><p class='note'>{html.escape(table.note)}</p>{grid}"
+
+
+def _html_figure(figure: ReportFigure) -> str:
+    """A figure section in HTML, the PNG inline as a data URI."""
+    image = ""
+    if figure.png is not None:
+        data = base64.b64encode(figure.png).decode("ascii")
+        image = f"<img src='data:image/png;base64,{data}' alt='{html.escape(figure.title, quote=True)}'>"
+    return f"<h2>{html.escape(figure.title)}</h2>{image}<p class='note'>{html.escape(figure.caption)}</p>"
+
+
+def render_html(title: str, summary: list[str], figures: list[ReportFigure], tables: list[ReportTable]) -> str:
+    """The whole report as one HTML page with no external resources."""
+    header = "".join(f"<p>{html.escape(line)}</p>" for line in summary)
+    body = "".join(_html_table(t) for t in tables[:2]) + "".join(_html_figure(f) for f in figures)
+    body += "".join(_html_table(t) for t in tables[2:])
+    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>{header}{body}</body></html>\n")
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _md_table(table: ReportTable) -> str:
+    """A table section in Markdown."""
+    lines = [f"## {table.title}", "", table.note, ""]
+    if table.cells:
+        lines += ["| " + " | ".join(_md_cell(h) for h in table.headers) + " |",
+                  "|" + "---|" * len(table.headers)]
+        lines += ["| " + " | ".join(_md_cell(c) for c in cells) + " |" for cells in table.cells]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _md_figure(figure: ReportFigure) -> str:
+    """A figure section in Markdown, the PNG referenced from figures/."""
+    image = f"![{figure.title}](figures/{figure.name}.png)\n\n" if figure.png is not None else ""
+    return f"## {figure.title}\n\n{image}{figure.caption}\n"
+
+
+def render_markdown(title: str, summary: list[str], figures: list[ReportFigure], tables: list[ReportTable]) -> str:
+    """The report as Markdown; figures are referenced as figures/<name>.png."""
+    parts = [f"# {title}", "", " ".join(summary), ""]
+    parts += [_md_table(t) for t in tables[:2]] + [_md_figure(f) for f in figures] + [_md_table(t) for t in tables[2:]]
+    return "\n".join(parts)
+
+
+def write_report(out_dir: Path, rows: list[dict], *, title: str,
+                 evaluator: Evaluator | None = None) -> tuple[Path, Path]:
+    """Write out_dir/report.html (self-contained) and out_dir/report.md (+ figures/*.png); return both paths."""
+    out_dir = Path(out_dir)
+    typed = [normalize_row(row) for row in rows]
+    figures, tables, summary = report_figures(typed, evaluator), report_tables(typed), _summary(typed)
+    figure_dir = out_dir / "figures"
+    figure_dir.mkdir(parents=True, exist_ok=True)
+    for figure in figures:
+        path = figure_dir / f"{figure.name}.png"
+        if figure.png is None:
+            path.unlink(missing_ok=True)  # a figure from an earlier run that no longer applies
+        else:
+            path.write_bytes(figure.png)
+    html_path, md_path = out_dir / "report.html", out_dir / "report.md"
+    html_path.write_text(render_html(title, summary, figures, tables), encoding="utf-8")
+    md_path.write_text(render_markdown(title, summary, figures, tables), encoding="utf-8")
+    return html_path, md_path

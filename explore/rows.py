@@ -1,0 +1,106 @@
+"""Typed results rows: values from an evaluation or read back from results.csv, and labels for them."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from explore.design_point import BREAKDOWN_COLUMNS, METRIC_COLUMNS, DesignPoint
+
+TEXT_COLUMNS = ("point_id", "model", "device", "infeasible_reason")
+INT_COLUMNS = ("batch", "prompt", "output", "weight_bits", "act_bits", "kv_bits")
+NUMBER_COLUMNS = frozenset(METRIC_COLUMNS + BREAKDOWN_COLUMNS) - {"fits_in_memory", "infeasible_reason"}
+OVERRIDE_PREFIX = "device."
+
+
+def as_number(value: Any) -> float:
+    """A float from a number or a numeric string; NaN for anything else (None, '', text)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _boolean(value: Any) -> bool:
+    """A bool from a bool, a number or a string such as 'True' / 'false' / '1'."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1", "yes")
+    number = as_number(value)
+    return math.isfinite(number) and number != 0
+
+
+def _text(value: Any) -> str:
+    """A string; '' for None and NaN."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return str(value)
+
+
+def _integral(value: Any) -> Any:
+    """An int for an integral number or numeric string, a float for other numbers, else the text (None if empty)."""
+    number = as_number(value)
+    if math.isfinite(number) and number == int(number) and not isinstance(value, bool):
+        return int(number)
+    if not math.isnan(number):
+        return number
+    return _text(value).strip() or None
+
+
+def normalize_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A results row with typed values, whether it came from an evaluation or from a CSV file."""
+    typed: dict[str, Any] = {}
+    for key, value in row.items():
+        if key in TEXT_COLUMNS:
+            typed[key] = _text(value)
+        elif key == "fits_in_memory":
+            typed[key] = _boolean(value)
+        elif key in NUMBER_COLUMNS:
+            typed[key] = as_number(value)
+        else:
+            typed[key] = _integral(value)
+    return typed
+
+
+def is_feasible(row: dict[str, Any]) -> bool:
+    """Whether a (typed) row fits in memory and has metrics."""
+    fits = row.get("fits_in_memory", True) and not row.get("infeasible_reason")
+    return bool(fits) and math.isfinite(row.get("tokens_per_s", math.nan))
+
+
+def overrides_of(row: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """Device overrides set in a row, as DesignPoint.overrides pairs ('memory.bandwidth_GBps', 4000)."""
+    pairs = [(key.removeprefix(OVERRIDE_PREFIX), value) for key, value in row.items()
+             if key.startswith(OVERRIDE_PREFIX) and value not in (None, "")]
+    return tuple(sorted(pairs))
+
+
+def point_from_row(row: dict[str, Any]) -> DesignPoint:
+    """The design point a (typed) row was evaluated at."""
+    fields = {name: int(row[name]) for name in INT_COLUMNS}
+    return DesignPoint(model=row["model"], device=row["device"], overrides=overrides_of(row), **fields)
+
+
+def format_label(row: dict[str, Any]) -> str:
+    """The numeric format of a row as 'w16a16kv16'."""
+    return f"w{row.get('weight_bits')}a{row.get('act_bits')}kv{row.get('kv_bits')}"
+
+
+def _value_label(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, int | float) else str(value)
+
+
+def overrides_label(row: dict[str, Any]) -> str:
+    """Overrides as 'memory.bandwidth_GBps=4000, ...'; empty when none."""
+    return ", ".join(f"{path}={_value_label(value)}" for path, value in overrides_of(row))
+
+
+def point_label(row: dict[str, Any], *, lengths: bool = False, batch: bool = True) -> str:
+    """'model / device / b4 / w16a16kv16' plus overrides, and prompt/output lengths when asked."""
+    parts = [row.get("model", ""), row.get("device", ""), f"b{row.get('batch')}", format_label(row)]
+    if not batch:
+        parts.pop(2)
+    if lengths:
+        parts.append(f"p{row.get('prompt')} o{row.get('output')}")
+    if overrides := overrides_label(row):
+        parts.append(overrides)
+    return " / ".join(str(p) for p in parts)
