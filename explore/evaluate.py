@@ -16,7 +16,6 @@ from sim.engine import simulate
 from sim.memory import batch_footprint, infeasible_reason
 from sim.result import SimResult
 from sim.workload import BatchWorkload, PassTables
-from workloads.capture import trace_model
 from workloads.model_config import ModelConfig, load_model_config
 from workloads.trace import Trace
 
@@ -50,6 +49,8 @@ class Evaluator:
         """Prefill of `prompt` tokens and the first decode step after it, for `batch` sequences."""
         key = (model, batch, prompt)
         if key not in self._traces:
+            from workloads.capture import trace_model  # torch loads only when a trace is needed
+
             cfg = self.config(model)
             prefill = trace_model(cfg, phase="prefill", batch=batch, seq_len=prompt)
             decode = trace_model(cfg, phase="decode", batch=batch, seq_len=1, context_len=prompt)

@@ -9,8 +9,10 @@ Energy: static (idle) power x time, plus per-FLOP and per-byte dynamic energy. D
 is a published figure for the memory technology (in the preset). The FLOP energy of a dtype is
 derived, not looked up: we assume the board reaches its TDP when the math units run at that dtype's
 peak and DRAM streams at full bandwidth, so
-    J/FLOP(dtype) = (TDP - idle - bandwidth x J/byte) / peak(dtype).
-With this assumption the average power of any kernel stays at or below the TDP.
+    J/FLOP(dtype) = (TDP - idle - bandwidth x J/byte) / peak(dtype),
+with every number taken from the preset as shipped. FLOP energy is a property of the chip's circuits,
+so a what-if override (more bandwidth, a higher peak) leaves it unchanged; for the preset itself the
+assumption keeps the average power of any kernel at or below the TDP.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from hw_models.cost import KernelCost, KernelCosts
 from hw_models.gpu_spec import GPUSpec
 from kernels.kernel import Kernel
 from kernels.table import KernelTable
+from workloads.errors import InputError
 
 # Vector (CUDA-core) work runs at the fp32 rate whatever its storage dtype.
 VECTOR_DTYPE = "fp32"
@@ -31,9 +34,17 @@ class GPUModel:
 
     kind = "gpu"
 
-    def __init__(self, spec: GPUSpec):
+    def __init__(self, spec: GPUSpec, reference: GPUSpec | None = None):
+        """`reference` is the preset as shipped, before what-if overrides (default: spec itself)."""
         self.spec = spec
+        self.reference = reference or spec
         self._rates: dict[str, float] = {}
+        self._flop_J: dict[str, float] = {}
+        ref = self.reference
+        self._dynamic_W = ref.power.tdp_W - ref.power.idle_W - ref.bandwidth_Bps * ref.dram_J_per_byte
+        if self._dynamic_W <= 0:
+            raise InputError(f"{ref.name}: power.tdp_W: found {ref.power.tdp_W}, allowed: above idle_W plus DRAM "
+                             f"power at full bandwidth ({ref.power.tdp_W - self._dynamic_W:.0f} W)")
 
     @property
     def name(self) -> str:
@@ -53,9 +64,10 @@ class GPUModel:
         return self._rates[dtype]
 
     def joules_per_flop(self, dtype: str) -> float:
-        spec = self.spec
-        dynamic_W = spec.power.tdp_W - spec.power.idle_W - spec.bandwidth_Bps * spec.dram_J_per_byte
-        return max(dynamic_W, 0.0) / self.peak_flops(dtype)
+        """Energy of one FLOP in `dtype`, derived from the reference preset (see the module docstring)."""
+        if dtype not in self._flop_J:
+            self._flop_J[dtype] = self._dynamic_W / self.reference.peak_flops(dtype)
+        return self._flop_J[dtype]
 
     def _per_kernel(self, table: KernelTable, fn) -> np.ndarray:
         """fn(dtype) for each kernel, evaluated once per distinct dtype; vector work uses VECTOR_DTYPE."""

@@ -74,23 +74,26 @@ def apply_overrides(data: dict, overrides: dict[str, Any], where: str) -> dict:
     return result
 
 
-def build_device(data: dict, where: str):
-    """A cost model for a preset dictionary, validated."""
+def validate_spec(data: dict, where: str):
+    """The validated spec of a preset dictionary; its `kind:` picks the spec class."""
     kind = data.get("kind")
     if kind not in DEVICE_KINDS:
         raise InputError(f"{where}: kind: found {kind!r}, allowed: {', '.join(DEVICE_KINDS)}")
     spec_class = DEVICE_KINDS[kind].spec_class
     check_keys(data, spec_class, where)
     try:
-        spec = TypeAdapter(spec_class).validate_python(data)
+        return TypeAdapter(spec_class).validate_python(data)
     except ValidationError as err:
         raise input_error(err, where) from None
-    return DEVICE_KINDS[kind].model_class(spec)
 
 
 def load_device(name_or_path: str, overrides: dict[str, Any] | None = None):
-    """The cost model of a device preset (by name) or device YAML (by path), with optional overrides."""
+    """The cost model of a device preset (by name) or device YAML (by path), with optional what-if overrides.
+
+    The model also gets the spec as shipped: quantities derived from the preset (such as energy per FLOP)
+    describe the real chip and stay fixed under what-ifs.
+    """
     data, where = read_device_yaml(name_or_path)
-    if overrides:
-        data = apply_overrides(data, overrides, where)
-    return build_device(data, where)
+    reference = validate_spec(data, where)
+    spec = validate_spec(apply_overrides(data, overrides, where), where) if overrides else reference
+    return DEVICE_KINDS[data["kind"]].model_class(spec, reference=reference)

@@ -189,7 +189,7 @@ def _attrs(func, short, args, kwargs) -> dict:
 
 
 def capture(module: torch.nn.Module, args: tuple = (), kwargs: dict | None = None, *, model: str, phase: str,
-            batch: int, seq_len: int, context_len: int = 0, kv_tensors=(), capture_mode: str = "real",
+            batch: int, seq_len: int, context_len: int = 0, kv_tensors=(),
             sliding_window: int | None = None) -> Trace:
     """Run module(*args, **kwargs) once and return the Trace of the aten ops it dispatched.
 
@@ -204,8 +204,11 @@ def capture(module: torch.nn.Module, args: tuple = (), kwargs: dict | None = Non
             module(*args, **(kwargs or {}))
     finally:
         tracker.remove()
+    from torch._subclasses.fake_tensor import FakeTensor
+
     params = list(module.parameters())
     dtype = _dtype_name(params[0].dtype) if params else "float32"
+    capture_mode = "fake" if params and isinstance(params[0], FakeTensor) else "real"
     return Trace(
         model=model, phase=phase, batch=batch, seq_len=seq_len, context_len=context_len,
         ops=tuple(recorder.ops), param_count=sum(p.numel() for p in params),
@@ -234,8 +237,7 @@ def trace_model(config: ModelConfig, *, phase: str, batch: int, seq_len: int, co
         cache = KVCache(config, batch, start + seq_len, model.dtype)
         ids = torch.zeros((batch, seq_len), dtype=torch.long)
         return capture(model, (ids, cache, start), model=config.name, phase=phase, batch=batch, seq_len=seq_len,
-                       context_len=start, kv_tensors=cache.tensors(), capture_mode="fake" if fake else "real",
-                       sliding_window=config.sliding_window)
+                       context_len=start, kv_tensors=cache.tensors(), sliding_window=config.sliding_window)
 
     if fake:
         with FakeTensorMode():

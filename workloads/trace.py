@@ -105,13 +105,18 @@ class Trace:
 
     @classmethod
     def from_dict(cls, data: dict, where: str = "trace") -> Trace:
+        if not isinstance(data, dict):
+            raise InputError(f"{where}: found {type(data).__name__}, allowed: a trace object")
         if data.get("format") != TRACE_FORMAT:
             raise InputError(f"{where}: format: found {data.get('format')!r}, allowed: {TRACE_FORMAT!r}")
         if data.get("version") != TRACE_VERSION:
             raise InputError(f"{where}: version: found {data.get('version')!r}, allowed: {TRACE_VERSION}")
         fields = {k: v for k, v in data.items() if k not in ("format", "version", "ops")}
-        ops = tuple(_op_from_dict(op) for op in data["ops"])
-        return cls(**fields, ops=ops)
+        try:
+            ops = tuple(_op_from_dict(op) for op in data["ops"])
+            return cls(**fields, ops=ops)
+        except (KeyError, TypeError, AttributeError) as err:
+            raise InputError(f"{where}: malformed trace ({type(err).__name__}: {err})") from None
 
     @classmethod
     def load(cls, path: str | Path) -> Trace:

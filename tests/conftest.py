@@ -1,0 +1,63 @@
+"""Shared fixtures: tiny model configs and a session-wide cache of captured traces.
+
+Full-size fake traces of a 7B model take one to three seconds each, so every test asks `trace_of` and a
+trace with the same arguments is captured once per test session.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+
+from workloads.model_config import ModelConfig, load_model_config
+
+
+def _tiny(**fields) -> ModelConfig:
+    base = dict(
+        model_type="llama", hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4, num_kv_heads=2,
+        head_dim=16, vocab_size=128, max_positions=256, norm="rms", positions="rope", mlp="gated_silu",
+        attention_bias=False, mlp_bias=False, tie_embeddings=False,
+    )
+    base.update(fields)
+    return ModelConfig(**base)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama() -> ModelConfig:
+    """Llama family, GQA: hidden 64, 2 layers, 4 heads of 16, 2 KV heads, FFN 128, vocab 128."""
+    return _tiny(name="tiny-llama")
+
+
+@pytest.fixture(scope="session")
+def tiny_mixtral() -> ModelConfig:
+    """Mixtral family: the tiny llama with 4 experts, 2 per token."""
+    return _tiny(name="tiny-mixtral", model_type="mixtral", num_experts=4, experts_per_token=2)
+
+
+@pytest.fixture(scope="session")
+def tiny_opt() -> ModelConfig:
+    """OPT family: LayerNorm, learned positions, ReLU MLP, biases, tied embeddings, full MHA."""
+    return _tiny(name="tiny-opt", model_type="opt", num_kv_heads=4, norm="layer", positions="learned", mlp="relu",
+                 attention_bias=True, mlp_bias=True, tie_embeddings=True, dtype="float16")
+
+
+@functools.cache
+def _cached_trace(config: ModelConfig, phase: str, batch: int, seq_len: int, context_len: int, fake: bool):
+    from workloads.capture import trace_model
+
+    return trace_model(config, phase=phase, batch=batch, seq_len=seq_len, context_len=context_len, fake=fake)
+
+
+@pytest.fixture(scope="session")
+def trace_of():
+    """trace_of(model, phase, batch, seq_len, context_len=0, fake=True): a captured Trace, memoized.
+
+    `model` is a preset name or a ModelConfig.
+    """
+
+    def get(model, phase: str, batch: int, seq_len: int, context_len: int = 0, fake: bool = True):
+        config = load_model_config(model) if isinstance(model, str) else model
+        return _cached_trace(config, phase, batch, seq_len, context_len, fake)
+
+    return get

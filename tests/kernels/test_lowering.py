@@ -1,0 +1,126 @@
+"""Lowering trace ops to kernels: views dropped, GEMM shapes, causal attention FLOPs by hand."""
+
+from __future__ import annotations
+
+import pytest
+
+from kernels.kernel import KernelKind
+from kernels.lowering import causal_pairs, lower_op, lower_trace
+from workloads.op_costs import ATTENTION_OPS
+from workloads.trace import Op, TensorMeta
+
+
+def _attention_op(batch, heads, kv_heads, q_len, kv_len, head_dim, causal, kv_role="kv") -> Op:
+    q = TensorMeta(shape=(batch, heads, q_len, head_dim), dtype="bfloat16")
+    k = TensorMeta(shape=(batch, kv_heads, kv_len, head_dim), dtype="bfloat16", role=kv_role)
+    v = TensorMeta(shape=(batch, kv_heads, kv_len, head_dim), dtype="bfloat16", role=kv_role)
+    out = TensorMeta(shape=(batch, heads, q_len, head_dim), dtype="bfloat16")
+    return Op(name="aten._scaled_dot_product_flash_attention_for_cpu.default", inputs=(q, k, v), outputs=(out,),
+              flops=4.0 * batch * heads * q_len * kv_len * head_dim, bytes_read={"activation": q.nbytes,
+              kv_role: k.nbytes + v.nbytes}, bytes_written={"activation": out.nbytes}, layer=0,
+              module="layers.0.self_attn", attrs={"is_causal": causal})
+
+
+def test_causal_pairs_by_hand():
+    # q == kv: query i sees i + 1 keys, 1 + 2 + ... + q = q (q + 1) / 2.
+    assert causal_pairs(4, 4) == 1 + 2 + 3 + 4 == 10
+    assert causal_pairs(512, 512) == 512 * 513 // 2 == 131_328
+    # A chunk of 4 queries after 6 cached keys: 7 + 8 + 9 + 10.
+    assert causal_pairs(4, 10) == 7 + 8 + 9 + 10 == 34
+    # One query sees everything.
+    assert causal_pairs(1, 100) == 100
+
+
+def test_prefill_attention_lowers_to_causal_kernel():
+    # Llama-2-7B layer, prompt 512: 2 x batch x heads x q(q+1)/2 x (d_k + d_v) = 2 x 32 x 131328 x 256.
+    op = _attention_op(batch=1, heads=32, kv_heads=32, q_len=512, kv_len=512, head_dim=128, causal=True,
+                       kv_role="activation")
+    kernel = lower_op(op, "bfloat16")
+    assert kernel.kind == KernelKind.ATTENTION_PREFILL
+    assert kernel.causal
+    assert kernel.flops == 2 * 32 * (512 * 513 // 2) * 256 == 2_151_677_952
+    # Slightly more than half the non-causal figure (the diagonal).
+    assert kernel.flops == pytest.approx(op.flops * 513 / 1024)
+    assert (kernel.batch, kernel.heads, kernel.kv_heads, kernel.q_len, kernel.kv_len, kernel.head_dim) == (
+        1, 32, 32, 512, 512, 128)
+    assert kernel.tensor_core and kernel.dtype == "bf16"
+
+
+def test_decode_attention_lowers_to_decode_kernel():
+    # Llama-3-8B layer, one query over 8192 keys, 8 KV heads: 4 x 32 heads x 128 x 8192 FLOPs,
+    # KV bytes 2 x 8 x 8192 x 128 x 2.
+    op = _attention_op(batch=1, heads=32, kv_heads=8, q_len=1, kv_len=8192, head_dim=128, causal=False)
+    kernel = lower_op(op, "bfloat16")
+    assert kernel.kind == KernelKind.ATTENTION_DECODE
+    assert not kernel.causal
+    assert kernel.flops == 4 * 32 * 128 * 8192
+    assert kernel.kv_bytes == 2 * 8 * 8192 * 128 * 2
+    assert kernel.kv_heads == 8 and kernel.kv_len == 8192
+    # q read + output written: 2 x 32 x 128 x 2 bytes.
+    assert kernel.act_bytes == 2 * 32 * 128 * 2
+
+
+def test_gemm_shape_and_bytes():
+    a = TensorMeta(shape=(1, 512, 4096), dtype="bfloat16")
+    w = TensorMeta(shape=(4096, 11008), dtype="bfloat16", role="weight")
+    c = TensorMeta(shape=(512, 11008), dtype="bfloat16")
+    op = Op(name="aten.mm.default", inputs=(a, w), outputs=(c,), flops=2.0 * 512 * 4096 * 11008,
+            bytes_read={"activation": a.nbytes, "weight": w.nbytes}, bytes_written={"activation": c.nbytes},
+            layer=3, module="layers.3.mlp.up_proj")
+    kernel = lower_op(op, "bfloat16")
+    assert kernel.kind == KernelKind.GEMM
+    assert (kernel.m, kernel.n, kernel.k, kernel.batch) == (512, 11008, 4096, 1)
+    assert kernel.weight_bytes == 4096 * 11008 * 2
+    assert kernel.act_bytes == (512 * 4096 + 512 * 11008) * 2
+    assert kernel.flops == 2 * 512 * 4096 * 11008
+    assert kernel.layer == 3 and kernel.module == "layers.3.mlp.up_proj"
+
+
+def test_addmm_uses_the_matrix_operands_not_the_bias():
+    bias = TensorMeta(shape=(64,), dtype="float16", role="weight")
+    a = TensorMeta(shape=(8, 32), dtype="float16")
+    w = TensorMeta(shape=(32, 64), dtype="float16", role="weight")
+    op = Op(name="aten.addmm.default", inputs=(bias, a, w), outputs=(TensorMeta(shape=(8, 64), dtype="float16"),),
+            flops=2.0 * 8 * 32 * 64, bytes_read={}, bytes_written={}, layer=None, module="fc")
+    kernel = lower_op(op, "float16")
+    assert (kernel.m, kernel.n, kernel.k) == (8, 64, 32)
+    assert kernel.dtype == "fp16"
+
+
+@pytest.mark.parametrize("phase, seq_len, context", [("prefill", 16, 0), ("decode", 1, 16)])
+def test_lower_trace_drops_views_only(phase, seq_len, context, tiny_llama, trace_of):
+    trace = trace_of(tiny_llama, phase, 2, seq_len, context)
+    kernels = lower_trace(trace)
+    non_views = [op for op in trace.ops if not op.is_view]
+    assert len(kernels) == len(non_views) < len(trace.ops)
+    assert [k.op for k in kernels] == [op.short_name for op in non_views]
+    # Lowering keeps all traffic (views have none) and all non-attention FLOPs.
+    assert sum(k.total_bytes for k in kernels) == sum(op.total_bytes for op in trace.ops)
+    non_attention = sum(op.flops for op in trace.ops if op.short_name not in ATTENTION_OPS)
+    assert sum(k.flops for k in kernels if k.kernel_class != "attention") == non_attention
+
+
+def test_tiny_trace_attention_kernels(tiny_llama, trace_of):
+    # tiny-llama, batch 2, 4 heads of 16, 2 layers.
+    prefill = lower_trace(trace_of(tiny_llama, "prefill", 2, 16))
+    attention = [k for k in prefill if k.kernel_class == "attention"]
+    assert [k.kind for k in attention] == [KernelKind.ATTENTION_PREFILL] * 2
+    # 2 x batch x heads x q(q+1)/2 x (d + d) = 2 x 2 x 4 x 136 x 32.
+    assert all(k.flops == 2 * 2 * 4 * (16 * 17 // 2) * 32 == 69_632 for k in attention)
+    decode = lower_trace(trace_of(tiny_llama, "decode", 2, 1, 16))
+    attention = [k for k in decode if k.kernel_class == "attention"]
+    assert [k.kind for k in attention] == [KernelKind.ATTENTION_DECODE] * 2
+    # 4 x batch x heads x d x 1 x kv_len, kv_len = 17; KV bytes 2 x batch x 2 KV heads x 17 x 16 x 2 bytes.
+    assert all(k.flops == 4 * 2 * 4 * 16 * 17 == 8_704 for k in attention)
+    assert all(k.kv_bytes == 2 * 2 * 2 * 17 * 16 * 2 for k in attention)
+    # GEMMs: q_proj in decode is (batch x 1) x 64 @ 64 x 64.
+    (q_proj,) = [k for k in decode if k.module == "layers.0.self_attn.q_proj"]
+    assert (q_proj.kind, q_proj.m, q_proj.n, q_proj.k) == (KernelKind.GEMM, 2, 64, 64)
+
+
+def test_norm_module_ops_lower_to_norm(tiny_llama, trace_of):
+    kernels = lower_trace(trace_of(tiny_llama, "decode", 2, 1, 16))
+    for kernel in kernels:
+        if kernel.module.endswith("layernorm") or kernel.module == "norm":
+            assert kernel.kind == KernelKind.NORM
+    assert any(k.kind == KernelKind.EMBEDDING for k in kernels)
