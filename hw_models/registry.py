@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -15,6 +13,7 @@ from hw_models.gpu import GPUModel
 from hw_models.gpu_spec import GPUSpec
 from hw_models.validation import check_keys, did_you_mean, input_error
 from workloads.errors import InputError
+from workloads.preset_files import bundled_names, read_preset
 
 
 @dataclass(frozen=True)
@@ -29,24 +28,13 @@ DEVICE_KINDS: dict[str, DeviceKind] = {
 
 
 def preset_names() -> list[str]:
-    folder = resources.files("hw_models") / "presets"
-    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+    return bundled_names("hw_models", ".yaml")
 
 
 def read_device_yaml(name_or_path: str) -> tuple[dict, str]:
     """The raw preset dictionary and where it came from (for messages)."""
-    path = Path(name_or_path)
-    if name_or_path.endswith((".yaml", ".yml")) or path.exists():
-        if not path.is_file():
-            raise InputError(f"{name_or_path}: no such device file")
-        text, where = path.read_text(), str(path)
-    else:
-        names = preset_names()
-        if name_or_path not in names:
-            raise InputError(f"device: found {name_or_path!r}{did_you_mean(name_or_path, names)}, allowed: a path "
-                             f"to a device YAML or one of {', '.join(names)}")
-        text = (resources.files("hw_models") / "presets" / f"{name_or_path}.yaml").read_text()
-        where = f"hw_models/presets/{name_or_path}.yaml"
+    text, where, _ = read_preset(name_or_path, package="hw_models", suffixes=(".yaml", ".yml"), key="device",
+                                 file_kind="device YAML")
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:

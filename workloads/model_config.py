@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 from workloads.errors import InputError
+from workloads.preset_files import bundled_names, read_preset
 
 # Families whose config.json field names we read; each maps to one decoder layout in decoder.py.
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "mixtral", "opt")
@@ -126,28 +126,15 @@ def config_from_hf(cfg: dict, *, name: str, where: str = "config") -> ModelConfi
 
 def preset_names() -> list[str]:
     """Names of the bundled model presets."""
-    folder = resources.files("workloads") / "presets"
-    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".json"))
+    return bundled_names("workloads", ".json")
 
 
 def load_model_config(name_or_path: str) -> ModelConfig:
-    """A bundled preset by name, or any config.json by path."""
-    path = Path(name_or_path)
-    if name_or_path.endswith(".json") or path.exists():
-        if not path.is_file():
-            raise InputError(f"{name_or_path}: no such config.json file")
-        name = path.parent.name if path.name == "config.json" else path.stem
-        text = path.read_text()
-        where = str(path)
-    else:
-        names = preset_names()
-        if name_or_path not in names:
-            raise InputError(
-                f"model: found {name_or_path!r}, allowed: a path to a config.json or one of {', '.join(names)}"
-            )
-        name = name_or_path
-        text = (resources.files("workloads") / "presets" / f"{name}.json").read_text()
-        where = f"workloads/presets/{name}.json"
+    """A bundled preset by name, or any config.json by path (named after its folder)."""
+    text, where, name = read_preset(name_or_path, package="workloads", suffixes=(".json",), key="model",
+                                    file_kind="config.json")
+    if name == "config":
+        name = Path(where).parent.name
     try:
         cfg = json.loads(text)
     except json.JSONDecodeError as err:

@@ -1,0 +1,36 @@
+"""Find a bundled preset by name, or a user's file by path: one resolver for model and device presets."""
+
+from __future__ import annotations
+
+import difflib
+from importlib import resources
+from pathlib import Path
+
+from workloads.errors import InputError
+
+
+def bundled_names(package: str, suffix: str) -> list[str]:
+    """Names of the presets shipped in `package`/presets with this file suffix."""
+    folder = resources.files(package) / "presets"
+    return sorted(p.name[: -len(suffix)] for p in folder.iterdir() if p.name.endswith(suffix))
+
+
+def read_preset(name_or_path: str, *, package: str, suffixes: tuple[str, ...], key: str,
+                file_kind: str) -> tuple[str, str, str]:
+    """(text, where, name) of a preset given by name, or of a file given by a path ending in one of suffixes.
+
+    `key` and `file_kind` name the input in messages ("device", "device YAML").
+    """
+    path = Path(name_or_path)
+    if name_or_path.endswith(suffixes) or path.exists():
+        if not path.is_file():
+            raise InputError(f"{name_or_path}: no such {file_kind} file")
+        return path.read_text(), str(path), path.stem
+    names = bundled_names(package, suffixes[0])
+    if name_or_path not in names:
+        close = difflib.get_close_matches(name_or_path, names, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise InputError(f"{key}: found {name_or_path!r}{hint}, allowed: a path to a {file_kind} or one of "
+                         f"{', '.join(names)}")
+    text = (resources.files(package) / "presets" / f"{name_or_path}{suffixes[0]}").read_text()
+    return text, f"{package}/presets/{name_or_path}{suffixes[0]}", name_or_path
