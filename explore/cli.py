@@ -12,7 +12,7 @@ from pathlib import Path
 
 from workloads.errors import InputError
 
-COMMANDS = ("run", "check", "report", "presets", "trace")
+COMMANDS = ("run", "check", "report", "presets", "trace", "import-vidur", "calibrate", "validate")
 
 SWEEP_HELP = """Run a sweep file: evaluate every design point, write results.csv and report.html into the output folder.
 Running it again on the same folder resumes: finished points are kept and skipped.
@@ -50,6 +50,8 @@ def _command_parser() -> argparse.ArgumentParser:
         run.add_argument(f"--{name}", type=int, default=default, help=f"default {default}")
     for name in ("weight-bits", "act-bits", "kv-bits"):
         run.add_argument(f"--{name}", type=int, default=16, choices=[16, 8, 4], help="default 16")
+    run.add_argument("--execution", choices=["eager", "graphs"], default="eager",
+                     help="kernel launches: eager (one host launch each, default) or graphs (CUDA graphs)")
     run.add_argument("--json", action="store_true", help="print metrics as JSON")
     run.add_argument("--sim", action="store_true", help="run the SimPy event simulation (default: analytic sum)")
     run.add_argument("--chrome-trace", metavar="PATH", help="write the kernel timeline as Chrome trace JSON")
@@ -74,6 +76,10 @@ def _command_parser() -> argparse.ArgumentParser:
     trace.add_argument("--context", type=int, default=512, help="decode: tokens already cached (default 512)")
     trace.add_argument("--real", action="store_true", help="execute on real CPU tensors instead of fake ones")
     trace.add_argument("-o", "--output", required=True, help="trace JSON path")
+
+    from explore.calibrate_cmd import add_parsers
+
+    add_parsers(add)
     return p
 
 
@@ -97,10 +103,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(args) -> int:
-    from explore import commands
+    from explore import calibrate_cmd, commands
 
     return {"run": commands.cmd_run, "check": commands.cmd_check, "report": commands.cmd_report,
-            "presets": commands.cmd_presets, "trace": commands.cmd_trace}[args.command](args)
+            "presets": commands.cmd_presets, "trace": commands.cmd_trace,
+            "import-vidur": calibrate_cmd.cmd_import_vidur, "calibrate": calibrate_cmd.cmd_calibrate,
+            "validate": calibrate_cmd.cmd_validate}[args.command](args)
 
 
 def _cmd_sweep(args) -> int:

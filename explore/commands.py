@@ -61,7 +61,7 @@ def cmd_check(args) -> int:
 def cmd_run(args) -> int:
     point = DesignPoint(model=args.model, device=args.device, batch=args.batch, prompt=args.prompt,
                         output=args.output, weight_bits=args.weight_bits, act_bits=args.act_bits,
-                        kv_bits=args.kv_bits)
+                        kv_bits=args.kv_bits, execution=args.execution)
     for name in ("batch", "prompt", "output"):
         if getattr(args, name) < 1:
             raise InputError(f"--{name}: found {getattr(args, name)}, allowed: an integer >= 1")

@@ -8,7 +8,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 # Columns every results row starts with (the inputs), then METRIC_COLUMNS.
-INPUT_COLUMNS = ("point_id", "model", "device", "batch", "prompt", "output", "weight_bits", "act_bits", "kv_bits")
+INPUT_COLUMNS = ("point_id", "model", "device", "batch", "prompt", "output", "weight_bits", "act_bits", "kv_bits",
+                 "execution")
 METRIC_COLUMNS = (
     "ttft_s", "tpot_s", "e2e_s", "tokens_per_s", "energy_per_token_J", "avg_power_W", "peak_memory_B",
     "fits_in_memory", "infeasible_reason", "area_mm2", "cost_usd", "tokens_per_usd",
@@ -28,6 +29,7 @@ class DesignPoint:
     weight_bits: int = 16
     act_bits: int = 16
     kv_bits: int = 16
+    execution: str = "eager"  # how kernels are launched: "eager" (one host launch each) or "graphs" (CUDA graphs)
     overrides: tuple[tuple[str, Any], ...] = ()  # device fields by dotted path, e.g. ("memory.bandwidth_GBps", 4000)
 
     @property

@@ -89,9 +89,9 @@ class Evaluator:
             window=cfg.sliding_window,
         )
         if event_sim:
-            result = simulate(device, tables, workload, memory, record_timeline=timeline)
+            result = simulate(device, tables, workload, memory, record_timeline=timeline, execution=point.execution)
         else:
-            result = evaluate_analytic(device, tables, workload, memory)
+            result = evaluate_analytic(device, tables, workload, memory, execution=point.execution)
         return Evaluation(point=point, metrics=_metrics(result, device), result=result, tables=tables)
 
 

@@ -166,3 +166,29 @@ def batch_figure(series: Sequence[BatchSeries]) -> Figure:
         ax.grid(True, which="major", alpha=0.3)
     fig.legend(loc="outside lower center", ncols=2, fontsize=8, frameon=False)
     return fig
+
+
+def validation_figure(device: str, predicted_s: np.ndarray, measured_s: np.ndarray, kinds: np.ndarray) -> Figure:
+    """Left: predicted against measured kernel time (log-log, y = x dashed); right: error against measured time."""
+    fig = Figure(figsize=(11, 4.6), layout="constrained")
+    scatter, residual = fig.subplots(1, 2)
+    error = predicted_s / measured_s - 1.0
+    for kind in sorted(set(kinds.tolist())):
+        rows = kinds == kind
+        color = CLASS_COLORS.get(kind.split("_")[0], "#7f7f7f")
+        scatter.scatter(measured_s[rows], predicted_s[rows], s=3, alpha=0.3, color=color, label=kind, lw=0)
+        residual.scatter(measured_s[rows], 100 * error[rows], s=3, alpha=0.3, color=color, lw=0)
+    low, high = min(measured_s.min(), predicted_s.min()), max(measured_s.max(), predicted_s.max())
+    scatter.plot([low, high], [low, high], "k--", lw=1)
+    scatter.set(xscale="log", yscale="log", xlabel="measured time (s)", ylabel="predicted time (s)",
+                title=f"{device}: predicted vs measured (held-out rows)")
+    residual.axhline(0, color="k", lw=1)
+    for bound in (-25, 25):
+        residual.axhline(bound, color="k", lw=0.6, ls=":")
+    residual.set(xscale="log", xlabel="measured time (s)", ylabel="prediction error (%)",
+                 ylim=(max(-100, np.percentile(100 * error, 0.5) - 5), min(300, np.percentile(100 * error, 99.5) + 5)),
+                 title="error = predicted / measured - 1 (dotted: +-25%)")
+    scatter.legend(markerscale=4, fontsize=8, loc="upper left")
+    for ax in (scatter, residual):
+        ax.grid(True, which="major", alpha=0.3)
+    return fig

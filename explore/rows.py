@@ -7,7 +7,7 @@ from typing import Any
 
 from explore.design_point import BREAKDOWN_COLUMNS, METRIC_COLUMNS, DesignPoint
 
-TEXT_COLUMNS = ("point_id", "model", "device", "infeasible_reason")
+TEXT_COLUMNS = ("point_id", "model", "device", "infeasible_reason", "execution")
 INT_COLUMNS = ("batch", "prompt", "output", "weight_bits", "act_bits", "kv_bits")
 NUMBER_COLUMNS = frozenset(METRIC_COLUMNS + BREAKDOWN_COLUMNS) - {"fits_in_memory", "infeasible_reason"}
 OVERRIDE_PREFIX = "device."
@@ -77,12 +77,14 @@ def overrides_of(row: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
 def point_from_row(row: dict[str, Any]) -> DesignPoint:
     """The design point a (typed) row was evaluated at."""
     fields = {name: int(row[name]) for name in INT_COLUMNS}
-    return DesignPoint(model=row["model"], device=row["device"], overrides=overrides_of(row), **fields)
+    return DesignPoint(model=row["model"], device=row["device"], overrides=overrides_of(row),
+                       execution=row.get("execution") or "eager", **fields)
 
 
 def format_label(row: dict[str, Any]) -> str:
-    """The numeric format of a row as 'w16a16kv16'."""
-    return f"w{row.get('weight_bits')}a{row.get('act_bits')}kv{row.get('kv_bits')}"
+    """The numeric format of a row as 'w16a16kv16' ('w16a16kv16 graphs' when replayed from CUDA graphs)."""
+    label = f"w{row.get('weight_bits')}a{row.get('act_bits')}kv{row.get('kv_bits')}"
+    return f"{label} graphs" if row.get("execution") == "graphs" else label
 
 
 def _value_label(value: Any) -> str:

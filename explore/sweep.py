@@ -81,6 +81,7 @@ class SweepFile(_Strict):
     device: str | list[str]
     workload: Workload = Workload()
     format: Format = Format()
+    execution: Literal["eager", "graphs"] | list[Literal["eager", "graphs"]] = "eager"
     overrides: dict[str, Number | list[Number] | Range] = {}
     objectives: Objectives = Objectives()
     constraints: list[str] = []
@@ -153,10 +154,11 @@ class Sweep:
                          for combo in itertools.product(*overrides.values())]
         return [
             DesignPoint(model=model, device=device, batch=batch, prompt=prompt, output=output, weight_bits=wb,
-                        act_bits=ab, kv_bits=kb, overrides=ov)
-            for model, device, ov, batch, prompt, output, wb, ab, kb in itertools.product(
+                        act_bits=ab, kv_bits=kb, execution=ex, overrides=ov)
+            for model, device, ov, batch, prompt, output, wb, ab, kb, ex in itertools.product(
                 _as_list(s.model), _as_list(s.device), override_grid, _as_list(w.batch), _as_list(w.prompt),
-                _as_list(w.output), _as_list(f.weight_bits), _as_list(f.act_bits), _as_list(f.kv_bits))
+                _as_list(w.output), _as_list(f.weight_bits), _as_list(f.act_bits), _as_list(f.kv_bits),
+                _as_list(s.execution))
         ]
 
 

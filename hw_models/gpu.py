@@ -1,9 +1,13 @@
-"""GPU cost model: roofline (compute vs memory) plus a per-kernel launch overhead, and an energy model.
+"""GPU cost model: device time of each kernel, plus a per-kernel host launch cost, and an energy model.
 
-Time: the larger of math at the dense peak rate of the kernel's dtype and traffic at peak DRAM
-bandwidth, plus the launch overhead (eager execution launches every kernel from the host).
-Not yet validated against measured kernels: peak rates are upper bounds, so predictions are
-optimistic (the measured GEMMs in ../shared/data take a median 1.4-1.6x the pure roofline time).
+Device time: with a calibration for the preset (hw_models/calibration/<name>.yaml, fitted by
+`explore calibrate` on measured kernels), GEMMs and streaming kernels follow the fitted efficiency
+models of gpu_efficiency.py; kernels without a fit (attention, uncalibrated presets) take the roofline:
+the larger of math at the dense peak rate of the kernel's dtype and traffic at peak DRAM bandwidth.
+Host cost per kernel depends on the execution mode: "eager" launches every kernel from the host
+(kernel_launch_us, added serially: a host no faster than one launch per kernel), "graphs" replays a
+captured CUDA graph (graph_launch_us per kernel), "device" counts kernel time only (what a profiler's
+kernel durations measure).
 
 Energy: static (idle) power x time, plus per-FLOP and per-byte dynamic energy. DRAM energy per bit
 is a published figure for the memory technology (in the preset). The FLOP energy of a dtype is
@@ -20,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from hw_models.cost import KernelCost, KernelCosts
+from hw_models.gpu_efficiency import Calibration, gemm_times, stream_times
 from hw_models.gpu_spec import GPUSpec
 from kernels.kernel import Kernel
 from kernels.table import KernelTable
@@ -27,6 +32,8 @@ from workloads.errors import InputError
 
 # Vector (CUDA-core) work runs at the fp32 rate whatever its storage dtype.
 VECTOR_DTYPE = "fp32"
+EXECUTION_MODES = ("eager", "graphs", "device")
+STREAM_CLASSES = ("norm", "elementwise", "softmax", "embedding")
 
 
 class GPUModel:
@@ -34,10 +41,11 @@ class GPUModel:
 
     kind = "gpu"
 
-    def __init__(self, spec: GPUSpec, reference: GPUSpec | None = None):
+    def __init__(self, spec: GPUSpec, reference: GPUSpec | None = None, calibration: Calibration | None = None):
         """`reference` is the preset as shipped, before what-if overrides (default: spec itself)."""
         self.spec = spec
         self.reference = reference or spec
+        self.calibration = calibration
         self._rates: dict[str, float] = {}
         self._flop_J: dict[str, float] = {}
         ref = self.reference
@@ -75,25 +83,62 @@ class GPUModel:
         values = np.array([fn(dtype if tensor_core else VECTOR_DTYPE) for dtype, tensor_core in groups])
         return values[index]
 
-    def cost_table(self, table: KernelTable) -> KernelCosts:
+    def host_s(self, execution: str) -> float:
+        """Host cost per kernel launch in an execution mode."""
+        overhead = self.spec.overhead
+        if execution == "eager":
+            return overhead.kernel_launch_us * 1e-6
+        if execution == "graphs":
+            return overhead.graph_launch_us * 1e-6
+        if execution == "device":
+            return 0.0
+        raise ValueError(f"execution: found {execution!r}, allowed: {', '.join(EXECUTION_MODES)}")
+
+    def _device_times(self, table: KernelTable, peak: np.ndarray):
+        """(compute_s, memory_s, busy_s, latency_s): busy_s blends compute and memory; latency is fixed."""
+        bytes_moved = table.bytes
+        compute_s = table.flops / peak
+        memory_s = bytes_moved / self.spec.bandwidth_Bps
+        busy_s = np.maximum(compute_s, memory_s)
+        latency_s = np.zeros(len(table))
+        cal = self.calibration
+        if cal is None:
+            return compute_s, memory_s, busy_s, latency_s
+        gemm = table.class_masks.get("gemm")
+        if cal.gemm is not None and gemm is not None:
+            c, m, d = gemm_times(m=table.m[gemm], n=table.n[gemm], k=table.k[gemm], batch=table.batch[gemm],
+                                 flops_per_s=peak[gemm], bytes_moved=bytes_moved[gemm],
+                                 bandwidth_Bps=self.spec.bandwidth_Bps, sm_count=self.spec.compute.sm_count,
+                                 fit=cal.gemm)
+            compute_s[gemm], memory_s[gemm] = c, m
+            busy_s[gemm], latency_s[gemm] = d - cal.gemm.latency_s, cal.gemm.latency_s
+        for name, rows in table.class_masks.items():
+            fit = cal.stream(name) if name in STREAM_CLASSES else None
+            if fit is None:
+                continue
+            m, _ = stream_times(bytes_moved=bytes_moved[rows], bandwidth_Bps=self.spec.bandwidth_Bps, fit=fit)
+            memory_s[rows] = m
+            busy_s[rows], latency_s[rows] = np.maximum(compute_s[rows], m), fit.latency_s
+        return compute_s, memory_s, busy_s, latency_s
+
+    def cost_table(self, table: KernelTable, execution: str = "eager") -> KernelCosts:
         """Costs of every kernel in the table, vectorized."""
         spec = self.spec
-        n = len(table)
-        if n == 0:
+        host_s = self.host_s(execution)
+        if len(table) == 0:
             zero = np.zeros(0)
             return KernelCosts(time_s=zero, compute_s=zero, memory_s=zero, overhead_s=zero, compute_J=zero,
                                memory_J=zero, static_J=zero)
         peak = self._per_kernel(table, self.peak_flops)
-        compute_s = table.flops / peak
-        memory_s = table.bytes / spec.bandwidth_Bps
-        overhead_s = np.full(n, spec.launch_s)
-        time_s = np.maximum(compute_s, memory_s) + overhead_s
+        compute_s, memory_s, busy_s, latency_s = self._device_times(table, peak)
+        overhead_s = latency_s + host_s
+        time_s = busy_s + overhead_s
         compute_J = table.flops * self._per_kernel(table, self.joules_per_flop)
         memory_J = table.bytes * spec.dram_J_per_byte
         static_J = spec.power.idle_W * time_s
         return KernelCosts(time_s=time_s, compute_s=compute_s, memory_s=memory_s, overhead_s=overhead_s,
                            compute_J=compute_J, memory_J=memory_J, static_J=static_J)
 
-    def cost(self, kernel: Kernel) -> KernelCost:
+    def cost(self, kernel: Kernel, execution: str = "eager") -> KernelCost:
         """Cost of one kernel."""
-        return self.cost_table(KernelTable.from_kernels([kernel])).row(0)
+        return self.cost_table(KernelTable.from_kernels([kernel]), execution).row(0)

@@ -60,7 +60,8 @@ class EnergySpec:
 
 @dataclass(frozen=True, kw_only=True, config=SPEC_CONFIG)
 class OverheadSpec:
-    kernel_launch_us: NonNegative
+    kernel_launch_us: NonNegative  # per kernel launched from the host (eager execution)
+    graph_launch_us: NonNegative  # per kernel replayed from a CUDA graph
     source: Source
 
 
@@ -99,10 +100,6 @@ class GPUSpec:
     @property
     def bandwidth_Bps(self) -> float:
         return self.memory.bandwidth_GBps * 1e9
-
-    @property
-    def launch_s(self) -> float:
-        return self.overhead.kernel_launch_us * 1e-6
 
     @property
     def dram_J_per_byte(self) -> float:

@@ -81,7 +81,11 @@ def load_device(name_or_path: str, overrides: dict[str, Any] | None = None):
     The model also gets the spec as shipped: quantities derived from the preset (such as energy per FLOP)
     describe the real chip and stay fixed under what-ifs.
     """
+    from hw_models.calibration import load_calibration
+
     data, where = read_device_yaml(name_or_path)
     reference = validate_spec(data, where)
     spec = validate_spec(apply_overrides(data, overrides, where), where) if overrides else reference
-    return DEVICE_KINDS[data["kind"]].model_class(spec, reference=reference)
+    # A preset's fitted calibration ships beside it; a device file given by path is uncalibrated.
+    calibration = load_calibration(name_or_path) if name_or_path in preset_names() else None
+    return DEVICE_KINDS[data["kind"]].model_class(spec, reference=reference, calibration=calibration)

@@ -2,39 +2,55 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from functools import cached_property
 
 import numpy as np
 
 from kernels.formats import NumericFormat
-from kernels.kernel import Kernel, KernelKind
+from kernels.kernel import KIND_CLASS, Kernel, KernelKind
+
+KINDS = tuple(KernelKind)
+KIND_CODE = {kind: i for i, kind in enumerate(KINDS)}
+CLASS_OF_CODE = np.array([KIND_CLASS[kind] for kind in KINDS], dtype=object)
+GEMM_CODES = np.array([KIND_CODE[KernelKind.GEMM], KIND_CODE[KernelKind.BATCHED_GEMM]])
+CLASS_CODES = {name: np.array([KIND_CODE[k] for k in KINDS if KIND_CLASS[k] == name])
+               for name in dict.fromkeys(KIND_CLASS.values())}
 
 
 @dataclass(frozen=True)
 class KernelTable:
-    """Columns of per-kernel work and traffic; `kernels` keeps the row objects for names and shapes."""
+    """Columns of per-kernel work, traffic and shape; `kernels` keeps the row objects for names and labels."""
 
     kernels: tuple[Kernel, ...]
+    kind: np.ndarray  # index into KINDS
     flops: np.ndarray
     weight_bytes: np.ndarray
     act_bytes: np.ndarray
     kv_bytes: np.ndarray
     dtype: np.ndarray  # compute dtype per kernel, e.g. "bf16", "int8"
     tensor_core: np.ndarray  # bool: matrix units (GEMM, attention) rather than vector units
+    m: np.ndarray  # GEMM shape, zero for other kernels
+    n: np.ndarray
+    k: np.ndarray
+    batch: np.ndarray
 
     @classmethod
     def from_kernels(cls, kernels: list[Kernel] | tuple[Kernel, ...]) -> KernelTable:
         kernels = tuple(kernels)
+
+        def column(name: str, dtype=float) -> np.ndarray:
+            return np.array([getattr(k, name) for k in kernels], dtype=dtype)
+
         return cls(
-            kernels=kernels,
-            flops=np.array([k.flops for k in kernels], dtype=float),
-            weight_bytes=np.array([k.weight_bytes for k in kernels], dtype=float),
-            act_bytes=np.array([k.act_bytes for k in kernels], dtype=float),
-            kv_bytes=np.array([k.kv_bytes for k in kernels], dtype=float),
-            dtype=np.array([k.dtype for k in kernels], dtype=object),
-            tensor_core=np.array([k.tensor_core for k in kernels], dtype=bool),
+            kernels=kernels, kind=np.array([KIND_CODE[k.kind] for k in kernels], dtype=int),
+            flops=column("flops"), weight_bytes=column("weight_bytes"), act_bytes=column("act_bytes"),
+            kv_bytes=column("kv_bytes"), dtype=column("dtype", object), tensor_core=column("tensor_core", bool),
+            m=column("m"), n=column("n"), k=column("k"), batch=column("batch"),
         )
+
+    def _columns(self) -> list[str]:
+        return [f.name for f in fields(self) if f.name != "kernels"]
 
     def __len__(self) -> int:
         return len(self.kernels)
@@ -43,14 +59,24 @@ class KernelTable:
     def bytes(self) -> np.ndarray:
         return self.weight_bytes + self.act_bytes + self.kv_bytes
 
-    @cached_property
+    @property
     def kernel_class(self) -> np.ndarray:
-        """Coarse class of each kernel (gemm, attention, norm, ...), for breakdowns."""
-        return np.array([k.kernel_class for k in self.kernels], dtype=object)
+        """Coarse class of each kernel (gemm, attention, norm, ...), for breakdowns and efficiency fits."""
+        return CLASS_OF_CODE[self.kind]
+
+    @property
+    def is_gemm(self) -> np.ndarray:
+        return np.isin(self.kind, GEMM_CODES)
 
     @cached_property
+    def class_masks(self) -> dict[str, np.ndarray]:
+        """Row mask of each kernel class present in the table."""
+        masks = {name: np.isin(self.kind, codes) for name, codes in CLASS_CODES.items()}
+        return {name: mask for name, mask in masks.items() if mask.any()}
+
+    @property
     def class_labels(self) -> tuple[str, ...]:
-        return tuple(sorted(set(self.kernel_class.tolist())))
+        return tuple(sorted(self.class_masks))
 
     @cached_property
     def dtype_groups(self) -> tuple[list[tuple[str, bool]], np.ndarray]:
@@ -64,15 +90,12 @@ class KernelTable:
     def select(self, mask: np.ndarray) -> KernelTable:
         """The rows where mask is true (or the given row indices)."""
         index = np.flatnonzero(mask) if np.asarray(mask).dtype == bool else np.asarray(mask)
-        return KernelTable(
-            kernels=tuple(self.kernels[i] for i in index), flops=self.flops[index],
-            weight_bytes=self.weight_bytes[index], act_bytes=self.act_bytes[index], kv_bytes=self.kv_bytes[index],
-            dtype=self.dtype[index], tensor_core=self.tensor_core[index],
-        )
+        return KernelTable(kernels=tuple(self.kernels[i] for i in index),
+                           **{name: getattr(self, name)[index] for name in self._columns()})
 
     def with_format(self, fmt: NumericFormat) -> KernelTable:
         """Traffic and compute dtypes under a numeric format (the table is traced at 16 bits)."""
-        weight_gemm = np.array([k.kind == KernelKind.GEMM and k.weight_bytes > 0 for k in self.kernels], dtype=bool)
+        weight_gemm = (self.kind == KIND_CODE[KernelKind.GEMM]) & (self.weight_bytes > 0)
         dtype = self.dtype.copy()
         if weight_gemm.any():
             dtype[weight_gemm] = [fmt.gemm_dtype(d) for d in dtype[weight_gemm]]
@@ -83,7 +106,7 @@ class KernelTable:
 
     @cached_property
     def decode_attention_mask(self) -> np.ndarray:
-        return np.array([k.kind == KernelKind.ATTENTION_DECODE for k in self.kernels], dtype=bool)
+        return self.kind == KIND_CODE[KernelKind.ATTENTION_DECODE]
 
     @cached_property
     def _decode_attention_rows(self) -> tuple[KernelTable, np.ndarray]:
@@ -102,13 +125,12 @@ class KernelTable:
             kv_lens = np.minimum(kv_lens, window)
         ratio = (kv_lens[:, None] / traced[None, :]).ravel()
         steps = len(kv_lens)
-        tile = lambda a: np.tile(a, steps)  # noqa: E731
-        table = KernelTable(
-            kernels=rows.kernels * steps, flops=tile(rows.flops) * ratio, weight_bytes=tile(rows.weight_bytes),
-            act_bytes=tile(rows.act_bytes), kv_bytes=tile(rows.kv_bytes) * ratio, dtype=tile(rows.dtype),
-            tensor_core=tile(rows.tensor_core),
-        )
+        columns = {name: np.tile(getattr(rows, name), steps) for name in self._columns()}
+        columns["flops"] = columns["flops"] * ratio
+        columns["kv_bytes"] = columns["kv_bytes"] * ratio
+        table = KernelTable(kernels=rows.kernels * steps, **columns)
         # Fill the dtype-group cache from the rows: this runs once per design point, on a hot path.
         distinct, index = rows.dtype_groups
-        table.__dict__["dtype_groups"] = (distinct, tile(index))
+        table.__dict__["dtype_groups"] = (distinct, np.tile(index, steps))
+        table.__dict__["class_masks"] = {name: np.tile(mask, steps) for name, mask in rows.class_masks.items()}
         return table

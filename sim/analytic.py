@@ -12,15 +12,19 @@ from sim.step_costs import price_passes
 from sim.workload import BatchWorkload, PassTables
 
 
-def evaluate(device, tables: PassTables, workload: BatchWorkload, memory: MemoryFootprint) -> SimResult:
+def evaluate(device, tables: PassTables, workload: BatchWorkload, memory: MemoryFootprint,
+             execution: str = "eager") -> SimResult:
     """Timings and energy of the batch without an event loop (no timeline)."""
-    costs = price_passes(device, tables, workload)
+    costs = price_passes(device, tables, workload, execution)
     first_token_s = float(costs.prefill.time_s.sum())
     finish_s = first_token_s + costs.decode_total("time_s")
     by_class: dict[str, float] = {}
     for label in set(tables.prefill.class_labels) | set(tables.decode.class_labels):
-        prefill_s = costs.prefill.time_s[tables.prefill.kernel_class == label].sum()
-        by_class[label] = float(prefill_s) + costs.decode_total("time_s", tables.decode.kernel_class == label)
+        prefill_mask = tables.prefill.class_masks.get(label)
+        prefill_s = costs.prefill.time_s[prefill_mask].sum() if prefill_mask is not None else 0.0
+        decode_mask = tables.decode.class_masks.get(label)
+        by_class[label] = float(prefill_s) + (costs.decode_total("time_s", decode_mask) if decode_mask is not None
+                                              else 0.0)
     parts = costs.energy_parts()
     requests = tuple(RequestTiming(request_id=i, arrival_s=0.0, first_token_s=first_token_s, finish_s=finish_s,
                                    output_tokens=workload.output_len) for i in range(workload.batch))

@@ -66,9 +66,9 @@ def _serve_batch(env: simpy.Environment, device: simpy.Resource, costs: StepCost
 
 
 def simulate(device, tables: PassTables, workload: BatchWorkload, memory: MemoryFootprint,
-             record_timeline: bool = True) -> SimResult:
+             record_timeline: bool = True, execution: str = "eager") -> SimResult:
     """Run the batch through the event simulation and return its timings, energy and timeline."""
-    costs = price_passes(device, tables, workload)
+    costs = price_passes(device, tables, workload, execution)
     env = simpy.Environment()
     resource = simpy.Resource(env, capacity=1)
     monitor = Monitor({0: tables.prefill.kernel_class, 1: tables.decode.kernel_class}, record_timeline)

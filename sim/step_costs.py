@@ -50,11 +50,12 @@ class StepCosts:
         return {name: float(getattr(self.prefill, name).sum()) + self.decode_total(name) for name in ENERGY_FIELDS}
 
 
-def price_passes(device, tables: PassTables, workload: BatchWorkload) -> StepCosts:
+def price_passes(device, tables: PassTables, workload: BatchWorkload, execution: str = "eager") -> StepCosts:
     """Price the prefill once, one decode step once, and the decode attention of every step."""
     kv_lens = workload.decode_kv_lengths()
+    steps = tables.decode.at_kv_lengths(kv_lens, tables.attention_window)
     return StepCosts(
-        prefill=device.cost_table(tables.prefill), decode_base=device.cost_table(tables.decode),
-        attention=device.cost_table(tables.decode.at_kv_lengths(kv_lens, tables.attention_window)),
+        prefill=device.cost_table(tables.prefill, execution), decode_base=device.cost_table(tables.decode, execution),
+        attention=device.cost_table(steps, execution),
         attention_mask=tables.decode.decode_attention_mask, decode_steps=len(kv_lens),
     )

@@ -1,0 +1,143 @@
+"""`explore import-vidur`, `explore calibrate` and `explore validate`: fit GPU efficiency, score predictions."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from explore.cli import print_json
+from hw_models.calibration import calibration_path, error_summary, fit_calibration, predict, write_calibration
+from hw_models.registry import load_device, preset_names
+from kernels.measured import MeasuredKernel, read_table, write_table
+from workloads.errors import InputError
+
+
+def cmd_import_vidur(args) -> int:
+    from kernels.vidur_import import read_vidur
+
+    rows = read_vidur(args.folder)
+    write_table(args.output, rows)
+    print(f"{args.output}: {len(rows)} measured kernels from {args.folder}")
+    return 0
+
+
+def _device(name: str):
+    if name not in preset_names():
+        load_device(name)  # raises the one-line error naming the allowed presets
+        raise InputError(f"--device: {name!r} is a file, not a preset: calibrations belong to presets")
+    return load_device(name)
+
+
+def cmd_calibrate(args) -> int:
+    rows = read_table(args.table)
+    base = _device(args.device)
+    if not 0 < args.train_fraction <= 1:
+        raise InputError(f"--train-fraction: found {args.train_fraction}, allowed: a number in (0, 1]")
+    command = "explore " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "explore calibrate"
+    # Refit from the datasheet roofline, not from a previous calibration.
+    base = type(base)(base.spec, base.reference)
+    cal = fit_calibration(base, rows, table_path=str(args.table), train_fraction=args.train_fraction,
+                          command=command)
+    out = Path(args.out) if args.out else calibration_path(args.device)
+    write_calibration(cal, out)
+    prov = cal.provenance
+    print(f"{out}: fitted on {prov['rows_used']} of {prov['rows_for_device']} rows for {args.device} "
+          f"(sources: {', '.join(prov['train_sources'])})")
+    return 0
+
+
+def _score(rows: list[MeasuredKernel], include_train: bool) -> tuple[dict, dict, list[str]]:
+    """Errors by device and kernel class, the (predicted, measured) pairs, and notes on what was scored."""
+    summary: dict[str, dict] = {}
+    pairs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    notes = []
+    by_device: dict[str, list[MeasuredKernel]] = defaultdict(list)
+    for row in rows:
+        by_device[row.device].append(row)
+    for name, device_rows in sorted(by_device.items()):
+        device = load_device(name)
+        cal = device.calibration
+        train = set((cal.provenance or {}).get("train_sources", [])) if cal else set()
+        if cal is None:
+            notes.append(f"{name}: no calibration; scoring the datasheet roofline")
+        elif include_train:
+            notes.append(f"{name}: scoring on training data too (--include-train): errors are optimistic")
+        scored = [r for r in device_rows if include_train or r.source not in train]
+        if not scored:
+            notes.append(f"{name}: every row was used for fitting; nothing held out to score")
+            continue
+        predicted = predict(device, scored)
+        measured = np.array([r.time_s for r in scored])
+        kinds = np.array([r.kernel for r in scored])
+        summary[name] = {k: error_summary(predicted[kinds == k], measured[kinds == k]) for k in sorted(set(kinds))}
+        pairs[name] = (predicted, measured, kinds)
+    return summary, pairs, notes
+
+
+def cmd_validate(args) -> int:
+    rows = read_table(args.table)
+    if args.device:
+        _device(args.device)
+        rows = [r for r in rows if r.device == args.device]
+        if not rows:
+            raise InputError(f"{args.table}: no rows for device {args.device!r}")
+    summary, pairs, notes = _score(rows, args.include_train)
+    out = Path(args.out)
+    figures = _write_figures(out, pairs)
+    if args.json:
+        print_json(summary)
+    else:
+        print(_text_table(summary))
+        for note in notes:
+            print(f"note: {note}")
+        print(f"figures: {', '.join(str(f) for f in figures)}")
+    return 0
+
+
+def _text_table(summary: dict) -> str:
+    lines = [f"{'device':<16}{'kernel':<20}{'n':>8}{'median |err|':>14}{'p90 |err|':>11}{'median bias':>13}"]
+    for device, kinds in summary.items():
+        for kind, s in kinds.items():
+            lines.append(f"{device:<16}{kind:<20}{s['n']:>8}{s['median_abs_err']:>14.1%}{s['p90_abs_err']:>11.1%}"
+                         f"{s['median_bias']:>+13.1%}")
+    return "\n".join(lines)
+
+
+def _write_figures(out: Path, pairs: dict) -> list[Path]:
+    from explore.plots import figure_png, validation_figure
+
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for device, (predicted, measured, kinds) in pairs.items():
+        path = out / f"validate-{device}.png"
+        path.write_bytes(figure_png(validation_figure(device, predicted, measured, kinds)))
+        paths.append(path)
+    return paths
+
+
+def add_parsers(add) -> None:
+    """Register the three commands on the explore command parser (`add` makes a subparser)."""
+    vidur = add("import-vidur", "Convert the Vidur profiling data into a measured-kernel table.",
+                "explore import-vidur ../shared/data/vidur -o vidur-kernels.csv.gz")
+    vidur.add_argument("folder", help="Vidur data folder (gemm_points.csv.gz, profiling/compute/)")
+    vidur.add_argument("-o", "--output", required=True, help="table path (.csv or .csv.gz)")
+
+    cal = add("calibrate", "Fit a GPU preset's efficiency models on a measured-kernel table.",
+              "explore calibrate vidur-kernels.csv.gz --device h100-sxm")
+    cal.add_argument("table", help="measured-kernel table (.csv or .csv.gz)")
+    cal.add_argument("--device", required=True, help="GPU preset name")
+    cal.add_argument("--train-fraction", type=float, default=0.5,
+                     help="share of the table's sources (models) to fit on; the rest is held out (default 0.5)")
+    cal.add_argument("--out", help="calibration file (default: hw_models/calibration/DEVICE.yaml)")
+
+    val = add("validate", "Predict every row of a measured-kernel table and report the error per GPU and kernel.",
+              "explore validate vidur-kernels.csv.gz --device h100-sxm --json")
+    val.add_argument("table", help="measured-kernel table (.csv or .csv.gz)")
+    val.add_argument("--device", help="only this preset's rows")
+    val.add_argument("--json", action="store_true", help="print {device: {kernel: {n, median_abs_err, ...}}}")
+    val.add_argument("--include-train", action="store_true", help="also score rows the calibration was fitted on")
+    val.add_argument("--out", default="out/validate", help="folder for the scatter and residual plots")

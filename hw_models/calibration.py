@@ -1,0 +1,133 @@
+"""Fit a GPU preset's efficiency models on measured kernels, score predictions, and store calibrations.
+
+Fits minimize the squared log ratio of predicted to measured kernel time (so a 10% miss on a 5 us
+kernel weighs as much as on a 5 ms one) with bounded least squares. Rows are split by their `source`
+(for the Vidur data, one model each), so held-out rows come from models the fit never saw.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import math
+from dataclasses import asdict
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import yaml
+from scipy.optimize import least_squares
+
+from hw_models.gpu import GPUModel
+from hw_models.gpu_efficiency import Calibration, GemmFit, StreamFit
+from kernels.measured import MeasuredKernel
+from kernels.table import KernelTable
+from workloads.errors import InputError
+
+STREAM_FIT_CLASSES = ("norm", "elementwise", "embedding")
+CALIBRATION_FOLDER = "calibration"
+
+
+def train_sources(sources: set[str], train_fraction: float) -> list[str]:
+    """A deterministic share of the sources for fitting: the first by SHA-256 of their names."""
+    ranked = sorted(sources, key=lambda s: hashlib.sha256(s.encode()).hexdigest())
+    count = min(len(ranked), max(1, math.ceil(train_fraction * len(ranked))))
+    return sorted(ranked[:count])
+
+
+def _table(rows: list[MeasuredKernel]) -> tuple[KernelTable, np.ndarray]:
+    return KernelTable.from_kernels([r.to_kernel() for r in rows]), np.array([r.time_s for r in rows])
+
+
+def predict(device: GPUModel, rows: list[MeasuredKernel]) -> np.ndarray:
+    """Predicted kernel (device) times of measured rows, without host launch cost."""
+    table, _ = _table(rows)
+    return device.cost_table(table, execution="device").time_s
+
+
+def _fit(residual, x0, lower, upper) -> np.ndarray:
+    return least_squares(residual, x0=x0, bounds=(lower, upper), x_scale="jac").x
+
+
+def fit_gemm(base: GPUModel, rows: list[MeasuredKernel]) -> GemmFit:
+    table, measured = _table(rows)
+
+    def residual(x):
+        fit = GemmFit(compute_fraction=x[0], bandwidth_fraction=x[1], latency_s=x[2] * 1e-6, blend=x[3])
+        model = GPUModel(base.spec, base.reference, Calibration(device=base.name, gemm=fit))
+        return np.log(model.cost_table(table, execution="device").time_s / measured)
+
+    x = _fit(residual, [0.8, 0.8, 5.0, 4.0], [0.05, 0.05, 0.0, 1.0], [1.0, 1.0, 1000.0, 50.0])
+    return GemmFit(compute_fraction=float(x[0]), bandwidth_fraction=float(x[1]), latency_s=float(x[2]) * 1e-6,
+                   blend=float(x[3]))
+
+
+def fit_stream(base: GPUModel, kernel_class: str, rows: list[MeasuredKernel]) -> StreamFit:
+    table, measured = _table(rows)
+
+    def residual(x):
+        fit = StreamFit(bandwidth_fraction=x[0], latency_s=x[1] * 1e-6)
+        model = GPUModel(base.spec, base.reference, Calibration(device=base.name, streams={kernel_class: fit}))
+        return np.log(model.cost_table(table, execution="device").time_s / measured)
+
+    x = _fit(residual, [0.7, 3.0], [0.01, 0.0], [1.0, 1000.0])
+    return StreamFit(bandwidth_fraction=float(x[0]), latency_s=float(x[1]) * 1e-6)
+
+
+def fit_calibration(base: GPUModel, rows: list[MeasuredKernel], *, table_path: str, train_fraction: float,
+                    command: str) -> Calibration:
+    """Fit every kernel class that has measurements on this device, on the training share of sources."""
+    rows = [r for r in rows if r.device == base.name]
+    if not rows:
+        raise InputError(f"{table_path}: no rows for device {base.name!r}")
+    train = train_sources({r.source for r in rows}, train_fraction)
+    fitting = [r for r in rows if r.source in set(train)]
+    gemms = [r for r in fitting if r.kernel in ("gemm", "batched_gemm")]
+    streams = {c: fit_stream(base, c, [r for r in fitting if r.kernel == c])
+               for c in STREAM_FIT_CLASSES if any(r.kernel == c for r in fitting)}
+    provenance = {
+        "table": table_path, "sha256": hashlib.sha256(Path(table_path).read_bytes()).hexdigest(),
+        "rows_used": len(fitting), "rows_for_device": len(rows), "train_fraction": train_fraction,
+        "train_sources": train, "date": datetime.date.today().isoformat(), "command": command,
+    }
+    return Calibration(device=base.name, gemm=fit_gemm(base, gemms) if gemms else None, streams=streams or None,
+                       provenance=provenance)
+
+
+def error_summary(predicted: np.ndarray, measured: np.ndarray) -> dict[str, float]:
+    """Count, median and p90 of |predicted / measured - 1|, and the median signed error."""
+    err = predicted / measured - 1.0
+    return {"n": int(len(err)), "median_abs_err": float(np.median(np.abs(err))),
+            "p90_abs_err": float(np.percentile(np.abs(err), 90)), "median_bias": float(np.median(err))}
+
+
+def calibration_path(device: str) -> Path:
+    return Path(str(resources.files("hw_models"))) / CALIBRATION_FOLDER / f"{device}.yaml"
+
+
+def write_calibration(cal: Calibration, path: Path) -> None:
+    data = {"device": cal.device, "provenance": cal.provenance,
+            "gemm": asdict(cal.gemm) if cal.gemm else None,
+            "streams": {k: asdict(v) for k, v in (cal.streams or {}).items()}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = ("# Fitted by `explore calibrate` (see provenance): efficiency of hw_models/gpu_efficiency.py's\n"
+              "# models for this preset. Do not edit by hand: rerun the command.\n")
+    path.write_text(header + yaml.safe_dump(data, sort_keys=False))
+
+
+def read_calibration(path: Path) -> Calibration:
+    try:
+        data = yaml.safe_load(path.read_text())
+        return Calibration(
+            device=data["device"], provenance=data.get("provenance"),
+            gemm=GemmFit(**data["gemm"]) if data.get("gemm") else None,
+            streams={k: StreamFit(**v) for k, v in (data.get("streams") or {}).items()} or None,
+        )
+    except (OSError, yaml.YAMLError, KeyError, TypeError) as err:
+        raise InputError(f"{path}: not a calibration file ({type(err).__name__}: {err})") from None
+
+
+def load_calibration(device: str) -> Calibration | None:
+    """The shipped calibration of a preset, if it has one."""
+    path = calibration_path(device)
+    return read_calibration(path) if path.is_file() else None

@@ -1,0 +1,75 @@
+"""Fitted GPU efficiency models: what fraction of peak a kernel achieves, and its fixed latency.
+
+GEMM: the problem is cut into thread-block tiles that run in waves over the SMs, so a partial last wave
+or a ragged edge tile costs a full one (tile and wave quantization); math runs at a fraction of peak,
+traffic at a fraction of peak bandwidth, the two blend smoothly where neither dominates, and every
+kernel has a fixed latency. Streaming kernels (norm, elementwise, embedding): a fixed latency plus
+one pass over their bytes at a fraction of peak bandwidth. Every parameter is fitted by
+`explore calibrate` on measured kernels; fractions are capped at 1 so no kernel beats the roofline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# Thread-block tile shapes (rows x columns of C) of CUTLASS's SM80/SM90 tensor-core GEMM kernels, which
+# cuBLAS's heuristics choose among; the model picks the one with the least padded work.
+TILE_SHAPES = np.array([(256, 128), (128, 256), (128, 128), (128, 64), (64, 128), (64, 64)], dtype=float)
+
+
+@dataclass(frozen=True, kw_only=True)
+class GemmFit:
+    compute_fraction: float  # achieved fraction of the dtype's dense peak
+    bandwidth_fraction: float  # achieved fraction of peak DRAM bandwidth
+    latency_s: float  # fixed time of any kernel
+    blend: float  # p of (compute^p + memory^p)^(1/p): large p is a sharp roofline corner
+
+
+@dataclass(frozen=True, kw_only=True)
+class StreamFit:
+    bandwidth_fraction: float
+    latency_s: float
+
+
+def padded_flops(m: np.ndarray, n: np.ndarray, k: np.ndarray, batch: np.ndarray, sm_count: int) -> np.ndarray:
+    """FLOPs executed when C[m, n] is tiled and the tiles run in whole waves over sm_count SMs."""
+    tile_m = TILE_SHAPES[:, 0][:, None]
+    tile_n = TILE_SHAPES[:, 1][:, None]
+    tiles = np.ceil(m / tile_m) * np.ceil(n / tile_n) * batch
+    waves = np.ceil(tiles / sm_count)
+    return (2.0 * waves * sm_count * tile_m * tile_n * k).min(axis=0)
+
+
+def gemm_times(*, m, n, k, batch, flops_per_s, bytes_moved, bandwidth_Bps, sm_count: int,
+               fit: GemmFit) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(compute_s, memory_s, device_s) of GEMMs; device_s includes the fixed latency."""
+    compute_s = padded_flops(m, n, k, batch, sm_count) / (flops_per_s * fit.compute_fraction)
+    memory_s = bytes_moved / (bandwidth_Bps * fit.bandwidth_fraction)
+    p = fit.blend
+    # Scale before the power so large p cannot overflow.
+    top = np.maximum(np.maximum(compute_s, memory_s), 1e-30)
+    blended = top * ((compute_s / top) ** p + (memory_s / top) ** p) ** (1.0 / p)
+    return compute_s, memory_s, blended + fit.latency_s
+
+
+def stream_times(*, bytes_moved, bandwidth_Bps, fit: StreamFit) -> tuple[np.ndarray, np.ndarray]:
+    """(memory_s, device_s) of streaming kernels."""
+    memory_s = bytes_moved / (bandwidth_Bps * fit.bandwidth_fraction)
+    return memory_s, memory_s + fit.latency_s
+
+
+@dataclass(frozen=True, kw_only=True)
+class Calibration:
+    """Fitted efficiency of one GPU preset, with where it came from."""
+
+    device: str
+    gemm: GemmFit | None = None
+    streams: dict[str, StreamFit] | None = None  # by kernel class: norm, elementwise, embedding
+    provenance: dict | None = None  # table, sha256, rows, train_sources, date, command
+
+    def stream(self, kernel_class: str) -> StreamFit | None:
+        """The fit for a streaming class; softmax has no measurements of its own and uses elementwise."""
+        streams = self.streams or {}
+        return streams.get(kernel_class) or (streams.get("elementwise") if kernel_class == "softmax" else None)

@@ -1,0 +1,121 @@
+"""The measured-kernel table: one row per measured kernel, shared by calibrate, validate and the harness.
+
+CSV (optionally gzipped) with the columns of DESIGN.md; readers accept extra columns and ignore them.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from kernels.kernel import Kernel, KernelKind
+from workloads.errors import InputError
+
+COLUMNS = ("device", "kernel", "m", "n", "k", "batch", "seq_len", "kv_len", "heads", "kv_heads", "head_dim",
+           "bytes", "dtype", "time_s", "source")
+KERNEL_NAMES = tuple(k.value for k in KernelKind)
+DTYPE_BITS = {"fp32": 32, "bf16": 16, "fp16": 16, "fp8": 8, "int8": 8}
+
+
+@dataclass(frozen=True, kw_only=True)
+class MeasuredKernel:
+    """A kernel's shape, dtype and median measured time; zero where a shape field does not apply."""
+
+    device: str
+    kernel: str
+    dtype: str
+    time_s: float
+    source: str
+    m: int = 0
+    n: int = 0
+    k: int = 0
+    batch: int = 0
+    seq_len: int = 0
+    kv_len: int = 0
+    heads: int = 0
+    kv_heads: int = 0
+    head_dim: int = 0
+    bytes: float = 0.0
+
+    def to_kernel(self) -> Kernel:
+        """The Kernel a cost model prices for this row (traffic at the row's dtype)."""
+        kind = KernelKind(self.kernel)
+        width = DTYPE_BITS.get(self.dtype, 16) / 8
+        if kind in (KernelKind.GEMM, KernelKind.BATCHED_GEMM):
+            batch = max(self.batch, 1)
+            flops = 2.0 * batch * self.m * self.n * self.k
+            traffic = batch * (self.m * self.k + self.k * self.n + self.m * self.n) * width
+            return Kernel(kind=kind, op=self.kernel, flops=flops, weight_bytes=0.0, act_bytes=traffic, kv_bytes=0.0,
+                          dtype=self.dtype, tensor_core=True, m=self.m, n=self.n, k=self.k, batch=batch)
+        if kind in (KernelKind.ATTENTION_PREFILL, KernelKind.ATTENTION_DECODE):
+            causal = kind == KernelKind.ATTENTION_PREFILL
+            from kernels.lowering import causal_pairs
+
+            q_len = self.seq_len or 1
+            pairs = causal_pairs(q_len, self.kv_len) if causal else q_len * self.kv_len
+            flops = 4.0 * self.batch * self.heads * pairs * self.head_dim
+            kv = 2.0 * self.batch * self.kv_heads * self.kv_len * self.head_dim * width
+            act = 2.0 * self.batch * self.heads * q_len * self.head_dim * width
+            return Kernel(kind=kind, op=self.kernel, flops=flops, weight_bytes=0.0, act_bytes=act, kv_bytes=kv,
+                          dtype=self.dtype, tensor_core=True, batch=self.batch, heads=self.heads,
+                          kv_heads=self.kv_heads, q_len=q_len, kv_len=self.kv_len, head_dim=self.head_dim,
+                          causal=causal)
+        # Streaming kernels (norm, elementwise, softmax, embedding): one pass over `bytes`.
+        return Kernel(kind=kind, op=self.kernel, flops=self.bytes / width, weight_bytes=0.0, act_bytes=self.bytes,
+                      kv_bytes=0.0, dtype=self.dtype, tensor_core=False)
+
+
+def _open_text(path: Path, mode: str):
+    if path.suffix == ".gz":
+        # No name or time in the gzip header: the same rows always give the same bytes (and SHA-256).
+        raw = gzip.GzipFile(filename="", fileobj=path.open(mode + "b"), mode=mode + "b", mtime=0)
+        return io.TextIOWrapper(raw, newline="")
+    return path.open(mode, newline="")
+
+
+def _parse(row: dict, where: str) -> MeasuredKernel:
+    values = {}
+    for f in fields(MeasuredKernel):
+        raw = row.get(f.name)
+        if raw in (None, ""):
+            if f.name in ("device", "kernel", "dtype", "time_s"):
+                raise InputError(f"{where}: {f.name}: missing (required)")
+            continue
+        try:
+            values[f.name] = raw if f.type == "str" else (float(raw) if f.type == "float" else int(float(raw)))
+        except ValueError:
+            raise InputError(f"{where}: {f.name}: found {raw!r}, allowed: a number") from None
+    if values["kernel"] not in KERNEL_NAMES:
+        raise InputError(f"{where}: kernel: found {values['kernel']!r}, allowed: {', '.join(KERNEL_NAMES)}")
+    if not (values["time_s"] > 0 and math.isfinite(values["time_s"])):
+        raise InputError(f"{where}: time_s: found {values['time_s']!r}, allowed: a positive number of seconds")
+    values.setdefault("source", "")
+    return MeasuredKernel(**values)
+
+
+def read_table(path: str | Path) -> list[MeasuredKernel]:
+    """All rows of a measured-kernel CSV (.csv or .csv.gz)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such measured-kernel table")
+    with _open_text(path, "r") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in ("device", "kernel", "time_s") if c not in (reader.fieldnames or [])]
+        if missing:
+            raise InputError(f"{path}: columns {', '.join(missing)} missing; a measured-kernel table has "
+                             f"{', '.join(COLUMNS)}")
+        return [_parse(row, f"{path}:{i + 2}") for i, row in enumerate(reader)]
+
+
+def write_table(path: str | Path, rows: list[MeasuredKernel]) -> None:
+    """Write rows with the standard columns (empty cells for fields that do not apply)."""
+    path = Path(path)
+    with _open_text(path, "w") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: ("" if v in (0, 0.0) and k not in ("time_s",) else v) for k, v in asdict(row).items()})

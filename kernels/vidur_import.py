@@ -1,0 +1,86 @@
+"""Read the Vidur profiling data (../shared/data/vidur) into measured-kernel rows.
+
+GEMMs come from gemm_points.csv.gz; norms, activations, residual adds, RoPE and embedding lookups from
+the per-model profiling/compute/<gpu>/<model>/mlp.csv.gz (median times in ms, fp16, one transformer
+layer). Bytes of streaming kernels are one pass over their inputs and outputs, from the shapes in the
+data's README: T tokens, hidden h, F FFN width, H and KV heads of size hd, TP-way tensor parallelism.
+Each row's `source` names the model ("vidur:<model>"), so fits can hold whole models out.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+from collections.abc import Iterator
+from pathlib import Path
+
+from kernels.measured import MeasuredKernel
+from workloads.errors import InputError
+
+# Vidur's GPU names and our presets: its profiles were taken on DGX A100 80 GB and DGX H100 (SXM) nodes
+# (network profiles under profiling/network/a100_dgx, h100_dgx) and an A40.
+GPU_PRESETS = {"a100": "a100-sxm-80gb", "h100": "h100-sxm", "a40": "a40"}
+FP16_BYTES = 2
+
+
+def _gemm_rows(path: Path) -> Iterator[MeasuredKernel]:
+    with gzip.open(path, "rt", newline="") as f:
+        for row in csv.DictReader(f):
+            yield MeasuredKernel(
+                device=GPU_PRESETS[row["gpu"]], kernel="gemm", dtype="fp16", time_s=float(row["median_ms"]) * 1e-3,
+                source=f"vidur:{row['model']}", m=int(row["m"]), k=int(row["k"]), n=int(row["n"]),
+            )
+
+
+def stream_bytes(op: str, shape: dict[str, float]) -> tuple[str, float] | None:
+    """Kernel class and bytes moved of one of Vidur's token-parallel streaming ops, or None to skip it."""
+    t, h, tp = shape["num_tokens"], shape["n_embd"], shape["num_tensor_parallel_workers"]
+    hd = h / shape["n_head"]
+    if op in ("input_layernorm", "post_attention_layernorm"):
+        return "norm", 2 * t * h * FP16_BYTES  # read the activation, write the normalized one
+    if op == "add":
+        return "elementwise", 3 * t * h * FP16_BYTES  # two inputs, one output
+    if op == "mlp_act":
+        width = shape["n_expanded_embd"] / tp
+        inputs = 2 if shape["use_gated_mlp"] else 1  # gated: act(gate) * up reads two halves
+        return "elementwise", (inputs + 1) * t * width * FP16_BYTES
+    if op == "attn_rope":
+        heads = (shape["n_head"] + shape["n_kv_head"]) / tp
+        return "elementwise", 2 * t * heads * hd * FP16_BYTES  # rotate q and k in place: read and write
+    if op == "emb" and tp == 1:  # vocab-parallel embeddings under TP mask and reduce: not one gather
+        return "embedding", 2 * t * h * FP16_BYTES  # gather T rows, write them
+    return None
+
+
+STREAM_OPS = ("emb", "input_layernorm", "attn_rope", "post_attention_layernorm", "mlp_act", "add")
+
+
+def _stream_rows(path: Path, gpu: str, model: str) -> Iterator[MeasuredKernel]:
+    with gzip.open(path, "rt", newline="") as f:
+        for row in csv.DictReader(f):
+            shape = {k: (float(row[k]) if k != "use_gated_mlp" else row[k] == "True")
+                     for k in ("num_tokens", "n_embd", "n_head", "n_kv_head", "n_expanded_embd", "use_gated_mlp",
+                               "num_tensor_parallel_workers")}
+            for op in STREAM_OPS:
+                found = stream_bytes(op, shape)
+                median = row.get(f"time_stats.{op}.median", "")
+                if found is None or median in ("", None):
+                    continue
+                kind, nbytes = found
+                yield MeasuredKernel(device=GPU_PRESETS[gpu], kernel=kind, dtype="fp16",
+                                     time_s=float(median) * 1e-3, source=f"vidur:{model}", bytes=nbytes)
+
+
+def read_vidur(folder: str | Path) -> list[MeasuredKernel]:
+    """Every GEMM and streaming kernel measured in a Vidur data folder, as measured-kernel rows."""
+    folder = Path(folder)
+    gemms = folder / "gemm_points.csv.gz"
+    compute = folder / "profiling" / "compute"
+    if not gemms.is_file() or not compute.is_dir():
+        raise InputError(f"{folder}: not a Vidur data folder (needs gemm_points.csv.gz and profiling/compute/)")
+    rows = list(_gemm_rows(gemms))
+    for path in sorted(compute.glob("*/*/*/mlp.csv.gz")):
+        gpu, org, name = path.parts[-4], path.parts[-3], path.parts[-2]
+        if gpu in GPU_PRESETS:
+            rows.extend(_stream_rows(path, gpu, f"{org}/{name}"))
+    return rows
