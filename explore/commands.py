@@ -75,11 +75,25 @@ def cmd_run(args) -> int:
     if args.json:
         print_json(metrics)
     else:
+        print(f"# {_assumptions(point)}")
         width = max(len(k) for k in metrics)
         for key, value in metrics.items():
             shown = f"{value:.6g}" if isinstance(value, float) else value
             print(f"{key:<{width}}  {shown}")
     return 0
+
+
+def _assumptions(point: DesignPoint) -> str:
+    """What a prediction assumed: calibration and kernel launch mode."""
+    from hw_models.registry import load_device
+
+    device = load_device(point.device)
+    cal = getattr(device, "calibration", None)
+    fitted = (f"calibrated on {cal.provenance['rows_used']} measured kernels ({cal.provenance['date']})"
+              if cal and cal.provenance else "uncalibrated datasheet roofline")
+    launch = device.host_s(point.execution) * 1e6
+    return (f"{point.model} on {point.device}: {fitted}; {point.execution} execution, {launch:.1f} us host "
+            f"launch per kernel")
 
 
 def cmd_report(args) -> int:

@@ -107,7 +107,7 @@ class GPUModel:
         gemm = table.class_masks.get("gemm")
         if cal.gemm is not None and gemm is not None:
             c, m, d = gemm_times(m=table.m[gemm], n=table.n[gemm], k=table.k[gemm], batch=table.batch[gemm],
-                                 flops_per_s=peak[gemm], bytes_moved=bytes_moved[gemm],
+                                 flops=table.flops[gemm], flops_per_s=peak[gemm], bytes_moved=bytes_moved[gemm],
                                  bandwidth_Bps=self.spec.bandwidth_Bps, sm_count=self.spec.compute.sm_count,
                                  fit=cal.gemm)
             compute_s[gemm], memory_s[gemm] = c, m

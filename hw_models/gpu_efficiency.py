@@ -42,10 +42,14 @@ def padded_flops(m: np.ndarray, n: np.ndarray, k: np.ndarray, batch: np.ndarray,
     return (2.0 * waves * sm_count * tile_m * tile_n * k).min(axis=0)
 
 
-def gemm_times(*, m, n, k, batch, flops_per_s, bytes_moved, bandwidth_Bps, sm_count: int,
+def gemm_times(*, m, n, k, batch, flops, flops_per_s, bytes_moved, bandwidth_Bps, sm_count: int,
                fit: GemmFit) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(compute_s, memory_s, device_s) of GEMMs; device_s includes the fixed latency."""
-    compute_s = padded_flops(m, n, k, batch, sm_count) / (flops_per_s * fit.compute_fraction)
+    """(compute_s, memory_s, device_s) of GEMMs; device_s includes the fixed latency.
+
+    Padding never makes less work than the GEMM's own FLOPs (which also covers kernels with no shape).
+    """
+    work = np.maximum(padded_flops(m, n, k, batch, sm_count), flops)
+    compute_s = work / (flops_per_s * fit.compute_fraction)
     memory_s = bytes_moved / (bandwidth_Bps * fit.bandwidth_fraction)
     p = fit.blend
     # Scale before the power so large p cannot overflow.

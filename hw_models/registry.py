@@ -75,8 +75,10 @@ def validate_spec(data: dict, where: str):
         raise input_error(err, where) from None
 
 
-def load_device(name_or_path: str, overrides: dict[str, Any] | None = None):
+def load_device(name_or_path: str, overrides: dict[str, Any] | None = None, *, calibrated: bool = True):
     """The cost model of a device preset (by name) or device YAML (by path), with optional what-if overrides.
+
+    calibrated=False ignores a preset's fitted calibration: the pure datasheet roofline.
 
     The model also gets the spec as shipped: quantities derived from the preset (such as energy per FLOP)
     describe the real chip and stay fixed under what-ifs.
@@ -87,5 +89,5 @@ def load_device(name_or_path: str, overrides: dict[str, Any] | None = None):
     reference = validate_spec(data, where)
     spec = validate_spec(apply_overrides(data, overrides, where), where) if overrides else reference
     # A preset's fitted calibration ships beside it; a device file given by path is uncalibrated.
-    calibration = load_calibration(name_or_path) if name_or_path in preset_names() else None
+    calibration = load_calibration(name_or_path) if calibrated and name_or_path in preset_names() else None
     return DEVICE_KINDS[data["kind"]].model_class(spec, reference=reference, calibration=calibration)

@@ -110,3 +110,49 @@ def test_kill_9_then_resume_loses_nothing_and_duplicates_nothing(tmp_path):
     assert {r["point_id"]: r for r in rows} == by_id
     assert list(rows[0])[:len(INPUT_COLUMNS)] == list(INPUT_COLUMNS)
     assert (out / "report.html").exists()
+
+
+def _synthetic_table(tmp_path: Path) -> Path:
+    """GEMMs timed by a known efficiency (compute 0.5, bandwidth 0.8, 6 us latency) under two sources."""
+    from hw_models.calibration import predict
+    from hw_models.gpu import GPUModel
+    from hw_models.gpu_efficiency import Calibration, GemmFit
+    from hw_models.registry import load_device
+    from kernels.measured import MeasuredKernel, write_table
+
+    base = load_device("h100-sxm", calibrated=False)
+    truth = Calibration(device="h100-sxm", gemm=GemmFit(compute_fraction=0.5, bandwidth_fraction=0.8,
+                                                        latency_s=6e-6, blend=2.0))
+    shapes = [(2**a, 2**b, 2**c) for a in range(0, 13, 2) for b in range(8, 14, 2) for c in range(8, 14, 2)]
+    rows = [MeasuredKernel(device="h100-sxm", kernel="gemm", dtype="fp16", time_s=1.0, source=f"src-{i % 2}",
+                           m=m, n=n, k=k) for i, (m, n, k) in enumerate(shapes)]
+    times = predict(GPUModel(base.spec, calibration=truth), rows)
+    rows = [MeasuredKernel(**{**r.__dict__, "time_s": float(t)}) for r, t in zip(rows, times, strict=True)]
+    path = tmp_path / "table.csv"
+    write_table(path, rows)
+    return path
+
+
+def test_calibrate_writes_provenance_and_validate_reports_json(tmp_path):
+    import yaml
+
+    table = _synthetic_table(tmp_path)
+    cal = tmp_path / "h100.yaml"
+    done = explore("calibrate", str(table), "--device", "h100-sxm", "--out", str(cal))
+    assert done.returncode == 0, done.stderr
+    written = yaml.safe_load(cal.read_text())
+    assert written["gemm"]["compute_fraction"] == pytest.approx(0.5, rel=0.02)
+    assert written["provenance"]["rows_used"] < 3 * 7 * 3 * 3 and written["provenance"]["train_sources"]
+
+    done = explore("validate", str(table), "--device", "h100-sxm", "--json", "--out", str(tmp_path / "v"))
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert set(summary["h100-sxm"]["gemm"]) == {"n", "median_abs_err", "p90_abs_err", "median_bias"}
+    assert (tmp_path / "v" / "validate-h100-sxm.png").exists()
+
+
+def test_validate_bad_table_is_one_line(tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_text("device,kernel\nh100-sxm,gemm\n")
+    done = explore("validate", str(path))
+    assert done.returncode == 2 and "time_s" in done.stderr and "Traceback" not in done.stderr

@@ -46,11 +46,14 @@ def test_time_never_below_roofline_floor(name, kernels):
     fastest = max(raw["compute"]["peak_TFLOPS"].values()) * 1e12
     bandwidth = raw["memory"]["bandwidth_GBps"] * 1e9
     launch = raw["overhead"]["kernel_launch_us"] * 1e-6
-    costs = load_device(name).cost_table(kernels)
     floor = np.maximum(kernels.flops / fastest, kernels.bytes / bandwidth)
-    assert np.all(costs.time_s >= floor * (1 - 1e-12))
-    assert np.all(costs.time_s >= launch * (1 - 1e-12))
-    # The time parts themselves: memory time is bytes / bandwidth exactly; compute time at least flops / fastest.
+    for calibrated in (True, False):  # fitted efficiency only ever slows a kernel down
+        costs = load_device(name, calibrated=calibrated).cost_table(kernels)
+        assert np.all(costs.time_s >= floor * (1 - 1e-12))
+        assert np.all(costs.time_s >= launch * (1 - 1e-12))
+        assert np.all(costs.memory_s >= kernels.bytes / bandwidth * (1 - 1e-12))
+    # The uncalibrated roofline's parts: memory time is bytes / bandwidth exactly; compute at least flops / fastest.
+    costs = load_device(name, calibrated=False).cost_table(kernels)
     np.testing.assert_allclose(costs.memory_s, kernels.bytes / bandwidth, rtol=1e-12)
     assert np.all(costs.compute_s >= kernels.flops / fastest * (1 - 1e-12))
     assert np.all(costs.time_s >= np.maximum(costs.compute_s, costs.memory_s))
@@ -115,7 +118,7 @@ def _gemm(m: int, n: int, k: int, dtype: str = "bf16") -> Kernel:
 
 
 def test_gemm_4096_on_h100_by_hand():
-    cost = load_device("h100-sxm").cost(_gemm(4096, 4096, 4096))
+    cost = load_device("h100-sxm", calibrated=False).cost(_gemm(4096, 4096, 4096))
     flops = 2 * 4096**3  # 137,438,953,472
     compute_s = flops / 989.4e12  # 138.9 us
     memory_s = 3 * 4096**2 * 2 / 3350e9  # 100,663,296 B -> 30.0 us
@@ -133,7 +136,7 @@ def test_gemm_4096_on_h100_by_hand():
 
 
 def test_bound_compute_for_big_gemm_memory_for_gemv():
-    device = load_device("h100-sxm")
+    device = load_device("h100-sxm", calibrated=False)
     assert device.cost(_gemm(8192, 8192, 8192)).bound == "compute"
     gemv = device.cost(_gemm(1, 4096, 4096))
     assert gemv.bound == "memory"
@@ -160,8 +163,8 @@ def test_override_does_not_touch_the_preset(tmp_path):
     path = tmp_path / "slow.yaml"
     path.write_text(yaml.safe_dump(data))
     kernel = _gemm(1, 4096, 4096)
-    assert load_device(str(path)).cost(kernel).time_s == load_device("h100-sxm", {"memory.bandwidth_GBps": 1000}).cost(
-        kernel).time_s
+    overridden = load_device("h100-sxm", {"memory.bandwidth_GBps": 1000}, calibrated=False)
+    assert load_device(str(path)).cost(kernel).time_s == overridden.cost(kernel).time_s
 
 
 @pytest.mark.parametrize("bandwidth_GBps", [1000, 5000, 30000])

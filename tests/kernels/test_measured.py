@@ -1,0 +1,73 @@
+"""The measured-kernel table and the Vidur reader, against the data's README and hand-computed bytes."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from kernels.measured import MeasuredKernel, read_table, write_table
+from kernels.vidur_import import read_vidur, stream_bytes
+from workloads.errors import InputError
+
+VIDUR = Path(__file__).resolve().parents[3] / "shared" / "data" / "vidur"
+needs_vidur = pytest.mark.skipif(not VIDUR.is_dir(), reason="../shared/data/vidur is not beside the checkout")
+
+
+@pytest.fixture(scope="module")
+def vidur_rows() -> list[MeasuredKernel]:
+    return read_vidur(VIDUR)
+
+
+@needs_vidur
+def test_vidur_gemm_counts_match_the_data_readme(vidur_rows):
+    # ../shared/data/README.md: 80,364 GEMM rows: A100 36,516, H100 21,924, A40 21,924.
+    counts = Counter(r.device for r in vidur_rows if r.kernel == "gemm")
+    assert counts == {"a100-sxm-80gb": 36516, "h100-sxm": 21924, "a40": 21924}
+
+
+@needs_vidur
+def test_vidur_first_gemm_row_by_hand(vidur_rows):
+    # gemm_points.csv.gz line 2: a100, Qwen/Qwen-72B, tp 1, attn_pre_proj, m 4096, k 8192, n 24576, 7.306 ms.
+    first = vidur_rows[0]
+    assert (first.device, first.m, first.k, first.n) == ("a100-sxm-80gb", 4096, 8192, 24576)
+    assert first.time_s == pytest.approx(7.306e-3)
+    assert first.source == "vidur:Qwen/Qwen-72B"
+
+
+def test_streaming_bytes_by_hand():
+    shape = {"num_tokens": 4096, "n_embd": 4096, "n_head": 32, "n_kv_head": 8, "n_expanded_embd": 14336,
+             "use_gated_mlp": True, "num_tensor_parallel_workers": 2}
+    assert stream_bytes("add", shape) == ("elementwise", 3 * 4096 * 4096 * 2)  # 100,663,296 B
+    assert stream_bytes("input_layernorm", shape) == ("norm", 2 * 4096 * 4096 * 2)
+    # SiLU-and-mul over F / TP = 7168 columns: reads gate and up, writes one.
+    assert stream_bytes("mlp_act", shape) == ("elementwise", 3 * 4096 * 7168 * 2)
+    # RoPE on (32 + 8) / 2 heads of 128, read and written.
+    assert stream_bytes("attn_rope", shape) == ("elementwise", 2 * 4096 * 20 * 128 * 2)
+    assert stream_bytes("emb", shape) is None  # vocab-parallel under TP: not one gather
+
+
+def test_table_round_trip_and_deterministic_gzip(tmp_path):
+    rows = [MeasuredKernel(device="h100-sxm", kernel="gemm", dtype="fp16", time_s=1.5e-5, source="t", m=8, n=16,
+                           k=32),
+            MeasuredKernel(device="h100-sxm", kernel="norm", dtype="bf16", time_s=3e-6, source="t", bytes=4096.0)]
+    a, b = tmp_path / "a.csv.gz", tmp_path / "b.csv.gz"
+    write_table(a, rows)
+    write_table(b, rows)
+    assert read_table(a) == rows
+    assert a.read_bytes() == b.read_bytes()
+
+
+@pytest.mark.parametrize("line,message", [
+    ("h100-sxm,gemm,1,2,3,,,,,,,,fp16,-1,x", "time_s: found -1.0"),
+    ("h100-sxm,conv,1,2,3,,,,,,,,fp16,1e-5,x", "kernel: found 'conv'"),
+    ("h100-sxm,gemm,one,2,3,,,,,,,,fp16,1e-5,x", "m: found 'one'"),
+])
+def test_bad_rows_name_file_line_and_key(tmp_path, line, message):
+    path = tmp_path / "t.csv"
+    path.write_text("device,kernel,m,n,k,batch,seq_len,kv_len,heads,kv_heads,head_dim,bytes,dtype,time_s,source\n"
+                    + line + "\n")
+    with pytest.raises(InputError, match=message) as err:
+        read_table(path)
+    assert str(err.value).startswith(f"{path}:2: ")
