@@ -12,7 +12,7 @@ from pathlib import Path
 
 from workloads.errors import InputError
 
-COMMANDS = ("run", "check", "report", "presets", "trace", "import-vidur", "calibrate", "validate")
+COMMANDS = ("run", "check", "report", "presets", "trace", "import-vidur", "calibrate", "validate", "measure")
 
 SWEEP_HELP = """Run a sweep file: evaluate every design point, write results.csv and report.html into the output folder.
 Running it again on the same folder resumes: finished points are kept and skipped.
@@ -80,6 +80,9 @@ def _command_parser() -> argparse.ArgumentParser:
     from explore.calibrate_cmd import add_parsers
 
     add_parsers(add)
+    from explore.measure_cmd import add_measure_parser
+
+    add_measure_parser(sub)
     return p
 
 
@@ -104,6 +107,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(args) -> int:
     from explore import calibrate_cmd, commands
+
+    if args.command == "measure":
+        from explore.measure_cmd import cmd_measure
+
+        return cmd_measure(args)
 
     return {"run": commands.cmd_run, "check": commands.cmd_check, "report": commands.cmd_report,
             "presets": commands.cmd_presets, "trace": commands.cmd_trace,

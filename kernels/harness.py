@@ -1,0 +1,311 @@
+"""Measurement harness: time real kernels on CUDA or CPU and produce measured-kernel table rows.
+
+Each timing warms up, then runs the kernel many times on freshly made inputs with the caches flushed in
+between (a write over a buffer larger than the last-level cache), and keeps the median. On CUDA the time
+is taken by device events around the call; on CPU by the wall clock around it (CPU ops are synchronous).
+
+torch is imported inside the functions, so kernels/ imports without it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import itertools
+import logging
+import platform
+import statistics
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from time import perf_counter_ns
+from typing import TYPE_CHECKING
+
+from kernels.measured import MeasuredKernel
+
+if TYPE_CHECKING:
+    from workloads.model_config import ModelConfig
+
+log = logging.getLogger(__name__)
+
+# Table dtype names -> torch dtype attribute names; torch's own names are accepted too.
+TORCH_DTYPE_NAMES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+TABLE_DTYPE_NAMES = {v: k for k, v in TORCH_DTYPE_NAMES.items()}
+
+# Bytes written between runs to evict the inputs of the previous run from the caches. H100's L2 is 50 MiB
+# (H200 the same); 256 MiB is what triton.testing.do_bench uses. CPU last-level caches are at most tens of MiB.
+FLUSH_BYTES = {"cuda": 256 * 2**20, "cpu": 64 * 2**20}
+MAX_RUNS_FACTOR = 100  # with min_time_s, at most repeats x this many timed runs
+
+GemmShape = tuple[int, int, int]  # (m, n, k): C[m, n] = A[m, k] @ B[k, n]
+AttentionCase = tuple[int, int, int, int, int, int]  # (batch, heads, kv_heads, q_len, kv_len, head_dim)
+StreamingSize = tuple[int, int]  # (rows, hidden): an activation of rows x hidden elements
+
+
+def _torch():
+    import torch
+
+    return torch
+
+
+def torch_dtype(dtype: str):
+    """The torch dtype for a table dtype name ('bf16') or a torch one ('bfloat16')."""
+    torch = _torch()
+    name = TORCH_DTYPE_NAMES.get(dtype, dtype)
+    if name not in TABLE_DTYPE_NAMES:
+        allowed = ", ".join(list(TORCH_DTYPE_NAMES) + list(TABLE_DTYPE_NAMES))
+        raise ValueError(f"dtype: found {dtype!r}, allowed: {allowed}")
+    return getattr(torch, name)
+
+
+def table_dtype(dtype: str) -> str:
+    """The table's short dtype name ('bf16') for either spelling."""
+    return TABLE_DTYPE_NAMES.get(TORCH_DTYPE_NAMES.get(dtype, dtype), dtype)
+
+
+def _is_cuda(device: str) -> bool:
+    return _torch().device(device).type == "cuda"
+
+
+def device_name(device: str) -> str:
+    """The hardware name: torch.cuda.get_device_name on CUDA, the CPU model name otherwise."""
+    if _is_cuda(device):
+        return _torch().cuda.get_device_name(device)
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name") and ":" in line:
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine() or "unknown cpu"
+
+
+def harness_source(device: str) -> str:
+    """Provenance of harness rows: 'harness torch <version>; <device name>[; cuda <version>]; <date>'."""
+    torch = _torch()
+    parts = [f"harness torch {torch.__version__}", device_name(device)]
+    if _is_cuda(device):
+        parts.append(f"cuda {torch.version.cuda}")
+    parts.append(datetime.datetime.now(datetime.UTC).date().isoformat())
+    return "; ".join(parts)
+
+
+class _CacheFlusher:
+    """Overwrites a buffer larger than the device's last-level cache."""
+
+    def __init__(self, device: str):
+        torch = _torch()
+        kind = "cuda" if _is_cuda(device) else "cpu"
+        self._buffer = torch.empty(FLUSH_BYTES[kind], dtype=torch.uint8, device=device)
+
+    def __call__(self) -> None:
+        self._buffer.zero_()
+
+
+def _time_cpu(fn: Callable, inputs: tuple) -> float:
+    start = perf_counter_ns()
+    fn(*inputs)
+    return (perf_counter_ns() - start) * 1e-9
+
+
+def _time_cuda(fn: Callable, inputs: tuple) -> float:
+    torch = _torch()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    fn(*inputs)
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) * 1e-3  # elapsed_time is in milliseconds
+
+
+def time_op(fn: Callable, make_inputs: Callable[[], tuple], *, device: str, warmup: int = 3, repeats: int = 20,
+            min_time_s: float = 0.0, pool: int = 0, flush: bool = True) -> float:
+    """Median seconds of fn(*make_inputs()) over at least `repeats` timed runs (more until min_time_s is spent).
+
+    Each run gets inputs not touched since the last cache flush: made fresh for the run (pool=0), or, where
+    making them is slow, taken in turn from `pool` input sets made up front. Runs under torch.no_grad().
+    """
+    if repeats < 1 or warmup < 0 or pool < 0:
+        raise ValueError(f"repeats >= 1, warmup >= 0, pool >= 0 required; found {repeats}, {warmup}, {pool}")
+    torch = _torch()
+    cuda = _is_cuda(device)
+    timer = _time_cuda if cuda else _time_cpu
+    next_inputs = itertools.cycle([make_inputs() for _ in range(pool)]).__next__ if pool else make_inputs
+    flusher = _CacheFlusher(device) if flush else None
+    times: list[float] = []
+    with torch.no_grad():
+        for _ in range(warmup):
+            fn(*next_inputs())
+        if cuda:
+            torch.cuda.synchronize(device)
+        while len(times) < repeats or (sum(times) < min_time_s and len(times) < repeats * MAX_RUNS_FACTOR):
+            inputs = next_inputs()
+            if flusher is not None:
+                flusher()
+            times.append(timer(fn, inputs))
+    return statistics.median(times)
+
+
+def _row(kernel: str, *, device: str, dtype: str, time_s: float, source: str, **shape) -> MeasuredKernel:
+    return MeasuredKernel(device=device, kernel=kernel, dtype=table_dtype(dtype), time_s=time_s, source=source,
+                          **shape)
+
+
+def _setup(torch_device: str, dtype: str, source: str | None) -> tuple:
+    return _torch(), torch_dtype(dtype), source or harness_source(torch_device)
+
+
+def measure_gemms(shapes: Sequence[GemmShape], *, device: str, dtype: str, torch_device: str = "cpu",
+                  source: str | None = None, repeats: int = 20) -> list[MeasuredKernel]:
+    """Time torch.mm of A[m, k] x B[k, n] for each (m, n, k); rows have kernel 'gemm'.
+
+    `device` is the preset name written in the rows; `torch_device` is where the kernels run ('cpu', 'cuda').
+    """
+    torch, tdtype, source = _setup(torch_device, dtype, source)
+    rows = []
+    for m, n, k in shapes:
+        def make(m=m, n=n, k=k):
+            return (torch.randn(m, k, device=torch_device, dtype=tdtype),
+                    torch.randn(k, n, device=torch_device, dtype=tdtype))
+
+        t = time_op(torch.mm, make, device=torch_device, repeats=repeats)
+        log.info("gemm m=%d n=%d k=%d: %.3e s", m, n, k, t)
+        rows.append(_row("gemm", device=device, dtype=dtype, time_s=t, source=f"{source}; op=mm", m=m, n=n, k=k))
+    return rows
+
+
+def _attention_kind(q_len: int, kv_len: int) -> str:
+    if q_len == 1:
+        return "attention_decode"
+    if q_len == kv_len:
+        return "attention_prefill"
+    raise ValueError(f"attention case: q_len {q_len}, kv_len {kv_len}; allowed: q_len == 1 (decode) or "
+                     f"q_len == kv_len (causal prefill)")
+
+
+def measure_attention(cases: Sequence[AttentionCase], *, device: str, dtype: str, torch_device: str = "cpu",
+                      source: str | None = None, repeats: int = 20) -> list[MeasuredKernel]:
+    """Time F.scaled_dot_product_attention (GQA) for each (batch, heads, kv_heads, q_len, kv_len, head_dim).
+
+    q_len == kv_len is a causal prefill ('attention_prefill'); q_len == 1 a non-causal decode step over
+    kv_len cached keys ('attention_decode').
+    """
+    torch, tdtype, source = _setup(torch_device, dtype, source)
+    import torch.nn.functional as F
+
+    rows = []
+    for batch, heads, kv_heads, q_len, kv_len, head_dim in cases:
+        kind = _attention_kind(q_len, kv_len)
+        causal = kind == "attention_prefill"
+
+        def make(b=batch, h=heads, kvh=kv_heads, q=q_len, s=kv_len, d=head_dim):
+            return (torch.randn(b, h, q, d, device=torch_device, dtype=tdtype),
+                    torch.randn(b, kvh, s, d, device=torch_device, dtype=tdtype),
+                    torch.randn(b, kvh, s, d, device=torch_device, dtype=tdtype))
+
+        def run(q, k, v, causal=causal, gqa=heads != kv_heads):
+            return F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=gqa)
+
+        t = time_op(run, make, device=torch_device, repeats=repeats)
+        log.info("%s b=%d h=%d kvh=%d q=%d kv=%d d=%d: %.3e s", kind, batch, heads, kv_heads, q_len, kv_len,
+                 head_dim, t)
+        rows.append(_row(kind, device=device, dtype=dtype, time_s=t, source=f"{source}; op=sdpa", batch=batch,
+                         seq_len=q_len, kv_len=kv_len, heads=heads, kv_heads=kv_heads, head_dim=head_dim))
+    return rows
+
+
+def _streaming_ops(torch, hidden: int, tdtype, torch_device: str) -> list[tuple[str, str, int, Callable, int]]:
+    """(kernel, op, tensor inputs, fn, bytes per element moved / element size) of each streaming op."""
+    import torch.nn.functional as F
+
+    from workloads.decoder import RMSNorm
+
+    norm = RMSNorm(hidden, 1e-5, tdtype).to(torch_device)
+    # One fused pass: RMSNorm reads and writes the activation once (eager PyTorch moves more, in fp32).
+    return [("norm", "rms_norm", 1, norm, 2), ("elementwise", "silu", 1, F.silu, 2),
+            ("elementwise", "add", 2, torch.add, 3)]
+
+
+def measure_streaming(sizes: Sequence[StreamingSize], *, device: str, dtype: str, torch_device: str = "cpu",
+                      source: str | None = None, repeats: int = 20) -> list[MeasuredKernel]:
+    """Time RMSNorm ('norm'), SiLU and add ('elementwise') over activations of rows x hidden.
+
+    `bytes` is one pass of device-memory traffic: 2 x numel x element size for RMSNorm and SiLU
+    (read + write), 3 x numel x element size for add (two reads, one write).
+    """
+    torch, tdtype, source = _setup(torch_device, dtype, source)
+    width = torch.empty((), dtype=tdtype).element_size()
+    rows = []
+    for n_rows, hidden in sizes:
+        for kernel, op, n_inputs, fn, passes in _streaming_ops(torch, hidden, tdtype, torch_device):
+            def make(r=n_rows, h=hidden, n=n_inputs):
+                return tuple(torch.randn(r, h, device=torch_device, dtype=tdtype) for _ in range(n))
+
+            t = time_op(fn, make, device=torch_device, repeats=repeats)
+            nbytes = float(passes * n_rows * hidden * width)
+            log.info("%s [%d x %d]: %.3e s", op, n_rows, hidden, t)
+            rows.append(_row(kernel, device=device, dtype=dtype, time_s=t, bytes=nbytes,
+                             source=f"{source}; op={op}[{n_rows}x{hidden}]"))
+    return rows
+
+
+def measure_decode_step(config: ModelConfig, *, batch: int, context_len: int, device: str, dtype: str,
+                        warmup: int = 2, repeats: int = 10) -> float:
+    """Median seconds of one decode step (batch new tokens after context_len cached ones) of a full-size model.
+
+    The model is built from `config` with random weights on `device` (a torch device); use small configs
+    on CPU.
+    """
+    torch = _torch()
+    from workloads.decoder import DecoderModel, KVCache
+
+    if batch < 1 or context_len < 0:
+        raise ValueError(f"batch >= 1 and context_len >= 0 required; found {batch}, {context_len}")
+    tdtype = torch_dtype(dtype)
+    # Factory calls in the model (its parameters, the cache, positions in forward) land on `device`.
+    with torch.device(device), torch.no_grad():
+        model = DecoderModel(config, tdtype).eval()
+        cache = KVCache(config, batch, context_len + 1, tdtype)
+
+        def make():
+            return (torch.randint(0, config.vocab_size, (batch, 1), device=device),)
+
+        def step(ids):
+            return model(ids, cache, context_len)
+
+        return time_op(step, make, device=device, warmup=warmup, repeats=repeats)
+
+
+def default_gemm_grid() -> list[GemmShape]:
+    """GPU grid: M from 1 to 8192 (powers of two and a few odd sizes) x (K, N) of Llama 7B/8B/70B layers."""
+    ms = [2**i for i in range(14)] + [3, 7, 24, 100, 1000, 3000]
+    # (k, n): attention q/o, GQA k/v, MLP up/gate and down at hidden 4096 (7B/8B) and 8192 (70B).
+    kn = [(4096, 4096), (4096, 1024), (4096, 14336), (14336, 4096), (4096, 11008), (11008, 4096),
+          (8192, 8192), (8192, 1024), (8192, 28672), (28672, 8192)]
+    return [(m, n, k) for m in sorted(ms) for k, n in kn]
+
+
+def cpu_gemm_grid() -> list[GemmShape]:
+    """CPU grid: small enough to run in well under 20 s on two cores."""
+    return [(m, n, k) for m in (1, 16, 128, 512) for k, n in ((512, 512), (1024, 1024), (1024, 2048))]
+
+
+def default_attention_cases() -> list[AttentionCase]:
+    """GPU cases: Llama-3-8B-like GQA (32 heads, 8 KV heads) and Llama-2-7B MHA, head_dim 128."""
+    prefill = [(1, 32, 8, s, s, 128) for s in (128, 512, 1024, 2048, 4096, 8192)] + [(4, 32, 8, 2048, 2048, 128),
+                                                                                      (1, 32, 32, 2048, 2048, 128)]
+    decode = [(b, 32, 8, 1, s, 128) for b in (1, 8, 32) for s in (512, 2048, 8192, 32768)]
+    decode += [(b, 32, 32, 1, 4096, 128) for b in (1, 8)]
+    return prefill + decode
+
+
+def cpu_attention_cases() -> list[AttentionCase]:
+    """CPU cases: a few small prefill and decode shapes."""
+    return [(1, 8, 2, 64, 64, 64), (1, 8, 2, 256, 256, 64), (1, 8, 2, 1, 256, 64), (4, 8, 2, 1, 1024, 64)]
+
+
+def default_streaming_sizes() -> list[StreamingSize]:
+    """GPU sizes: tokens from 1 to 16384 at hidden 4096 and 8192."""
+    return [(r, h) for h in (4096, 8192) for r in (1, 16, 128, 1024, 4096, 16384)]
+
+
+def cpu_streaming_sizes() -> list[StreamingSize]:
+    """CPU sizes: a few small activations."""
+    return [(1, 1024), (64, 1024), (512, 1024)]

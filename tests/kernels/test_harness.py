@@ -1,0 +1,150 @@
+"""The measurement harness on the CPU: medians, row contents, plausible rates, table round trip, the CLI command."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import time
+
+import pytest
+import torch
+
+from kernels import harness
+from kernels.measured import read_table, write_table
+from workloads.errors import InputError
+
+DEVICE = "cpu-local"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One intra-op thread: on a shared two-core runner a second thread waits on whatever else runs there."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _sleeper(durations: list[float]):
+    """(fn, make_inputs, calls): fn sleeps for the duration make_inputs hands it, in turn."""
+    calls = []
+    cycle = itertools.cycle(durations)
+
+    def make():
+        calls.append(1)
+        return (next(cycle),)
+
+    return time.sleep, make, calls
+
+
+def test_time_op_returns_the_median_of_fresh_runs():
+    fn, make, calls = _sleeper([0.002, 0.004, 0.006, 0.008, 0.050])  # mean 0.014, median 0.006
+    t = harness.time_op(fn, make, device="cpu", warmup=0, repeats=5, flush=False)
+    assert 0.006 <= t < 0.010
+    assert len(calls) == 5  # inputs made afresh for every run
+
+
+def test_time_op_warms_up_cycles_a_pool_and_honours_min_time():
+    fn, make, calls = _sleeper([0.001])
+    harness.time_op(fn, make, device="cpu", warmup=2, repeats=3, pool=2, min_time_s=0.02, flush=False)
+    assert len(calls) == 2  # the pool is made once
+    timed = []
+    harness.time_op(lambda: timed.append(time.sleep(0.001)), lambda: (), device="cpu", warmup=2, repeats=3,
+                    min_time_s=0.02, flush=False)
+    assert len(timed) - 2 > 3  # 3 runs of 1 ms fall short of 20 ms: more runs were taken
+    with pytest.raises(ValueError):
+        harness.time_op(fn, make, device="cpu", repeats=0)
+
+
+def test_gemm_rows_rates_and_scaling():
+    small, large = (32, 32, 32), (512, 512, 512)  # 4096 times the FLOPs
+    rows = harness.measure_gemms([small, large], device=DEVICE, dtype="fp32", repeats=10)
+    assert [(r.kernel, r.m, r.n, r.k, r.dtype, r.device) for r in rows] == [
+        ("gemm", *small, "fp32", DEVICE), ("gemm", *large, "fp32", DEVICE)]
+    assert all(r.source.startswith(f"harness torch {torch.__version__}; ") for r in rows)
+    rate = 2 * 512**3 / rows[1].time_s
+    assert 1e8 < rate < 1e13
+    assert rows[1].time_s > rows[0].time_s
+
+
+def test_attention_rows():
+    cases = [(1, 4, 2, 32, 32, 16), (2, 4, 2, 1, 64, 16)]
+    rows = harness.measure_attention(cases, device=DEVICE, dtype="fp32", repeats=5)
+    got = [(r.kernel, r.batch, r.heads, r.kv_heads, r.seq_len, r.kv_len, r.head_dim) for r in rows]
+    assert got == [("attention_prefill", 1, 4, 2, 32, 32, 16), ("attention_decode", 2, 4, 2, 1, 64, 16)]
+    assert all(r.time_s > 0 and r.m == 0 and r.bytes == 0 for r in rows)
+    with pytest.raises(ValueError, match="q_len"):
+        harness.measure_attention([(1, 4, 2, 8, 32, 16)], device=DEVICE, dtype="fp32")
+
+
+def test_streaming_rows_count_one_pass_of_bytes():
+    rows, numel = harness.measure_streaming([(8, 256)], device=DEVICE, dtype="bf16", repeats=5), 8 * 256
+    assert [(r.kernel, r.bytes, r.dtype) for r in rows] == [
+        ("norm", 2 * numel * 2, "bf16"), ("elementwise", 2 * numel * 2, "bf16"), ("elementwise", 3 * numel * 2, "bf16")]
+    assert [r.source.rsplit("op=", 1)[1] for r in rows] == ["rms_norm[8x256]", "silu[8x256]", "add[8x256]"]
+
+
+@pytest.mark.parametrize("name", ["table.csv", "table.csv.gz"])
+def test_rows_round_trip_through_the_table(tmp_path, name):
+    rows = (harness.measure_gemms([(16, 64, 32)], device=DEVICE, dtype="fp32", repeats=3)
+            + harness.measure_attention([(1, 2, 1, 1, 16, 8)], device=DEVICE, dtype="fp32", repeats=3)
+            + harness.measure_streaming([(4, 64)], device=DEVICE, dtype="fp32", repeats=3))
+    write_table(tmp_path / name, rows)
+    assert read_table(tmp_path / name) == rows
+    assert rows[0].to_kernel().flops == 2 * 16 * 64 * 32
+
+
+def test_decode_step_time_positive_and_sane_in_context(tiny_llama):
+    short, long = 16, 8192  # at 8192 attention over the cache is most of the step, even for this tiny model
+    t_short = harness.measure_decode_step(tiny_llama, batch=2, context_len=short, device="cpu", dtype="fp32",
+                                          repeats=15)
+    t_long = harness.measure_decode_step(tiny_llama, batch=2, context_len=long, device="cpu", dtype="fp32",
+                                         repeats=15)
+    assert t_short > 0
+    # More context never makes a step faster (beyond noise), and the work grows at most linearly in it.
+    assert 0.8 * t_short <= t_long <= t_short * long / short
+
+
+def test_grids():
+    gpu = harness.default_gemm_grid()
+    ms = {m for m, _, _ in gpu}
+    assert {1, 2, 8192} <= ms and max(ms) == 8192 and any(m % 2 for m in ms if m > 1)
+    assert len(gpu) == len(set(gpu)) < 400
+    # A CPU session does at most ~1e11 FLOPs over the grid (20 timed + 3 warm-up runs per shape).
+    assert sum(2 * m * n * k for m, n, k in harness.cpu_gemm_grid()) * 23 < 1.5e11
+    for case in harness.default_attention_cases() + harness.cpu_attention_cases():
+        assert case[3] in (1, case[4])
+
+
+def _measure_args(*argv: str):
+    parser = argparse.ArgumentParser(prog="explore")
+    from explore.measure_cmd import add_measure_parser
+
+    add_measure_parser(parser.add_subparsers(dest="command"))
+    return parser.parse_args(["measure", *argv])
+
+
+def test_measure_command_writes_a_table(tmp_path, capsys):
+    from explore.measure_cmd import cmd_measure
+
+    out = tmp_path / "m.csv.gz"
+    args = _measure_args("--device-name", DEVICE, "--kinds", "gemm", "--quick", "--repeats", "3", "--dtype", "fp32",
+                         "--threads", "1", "-o", str(out))
+    assert cmd_measure(args) == 0
+    rows = read_table(out)
+    assert rows and {r.device for r in rows} == {DEVICE} and {r.kernel for r in rows} == {"gemm"}
+    printed = capsys.readouterr().out
+    assert "provenance: harness torch" in printed and "explore measure --device-name cpu-local" in printed
+    assert rows[0].source.removesuffix("; op=mm") in printed and "; threads 1; " in printed
+
+
+@pytest.mark.parametrize("argv", [("--kinds", "gemm,fft"), ("-o", "table.json"), ("--repeats", "0"),
+                                  ("--threads", "0"), ("--device-name", " ")])
+def test_measure_command_rejects_bad_arguments(argv):
+    from explore.measure_cmd import cmd_measure
+
+    base = {"--device-name": DEVICE, "--kinds": "gemm", "-o": "t.csv", "--repeats": "3"}
+    base.update(dict([argv]))
+    args = _measure_args(*itertools.chain.from_iterable(base.items()))
+    with pytest.raises(InputError):
+        cmd_measure(args)
