@@ -124,13 +124,22 @@ class KernelTable:
         if window:
             kv_lens = np.minimum(kv_lens, window)
         ratio = (kv_lens[:, None] / traced[None, :]).ravel()
-        steps = len(kv_lens)
-        columns = {name: np.tile(getattr(rows, name), steps) for name in self._columns()}
-        columns["flops"] = columns["flops"] * ratio
-        columns["kv_bytes"] = columns["kv_bytes"] * ratio
-        table = KernelTable(kernels=rows.kernels * steps, **columns)
-        # Fill the dtype-group cache from the rows: this runs once per design point, on a hot path.
-        distinct, index = rows.dtype_groups
-        table.__dict__["dtype_groups"] = (distinct, np.tile(index, steps))
-        table.__dict__["class_masks"] = {name: np.tile(mask, steps) for name, mask in rows.class_masks.items()}
+        template = self._tiled_attention_rows(len(kv_lens))
+        table = replace(template, flops=template.flops * ratio, kv_bytes=template.kv_bytes * ratio)
+        # The per-row caches depend on shapes only: share the template's (this runs once per design point).
+        table.__dict__.update(dtype_groups=template.dtype_groups, class_masks=template.class_masks)
         return table
+
+    def _tiled_attention_rows(self, steps: int) -> KernelTable:
+        """Decode-attention rows repeated `steps` times at the traced length, memoized by step count."""
+        cache = self.__dict__.setdefault("_tiled_cache", {})
+        if steps not in cache:
+            rows, _ = self._decode_attention_rows
+            table = KernelTable(kernels=rows.kernels * steps,
+                                **{name: np.tile(getattr(rows, name), steps) for name in self._columns()})
+            distinct, index = rows.dtype_groups
+            table.__dict__["dtype_groups"] = (distinct, np.tile(index, steps))
+            table.__dict__["class_masks"] = {name: np.tile(mask, steps) for name, mask in rows.class_masks.items()}
+            cache.clear()  # one step count at a time: sweeps vary it rarely, and memory stays bounded
+            cache[steps] = table
+        return cache[steps]

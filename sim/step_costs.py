@@ -39,11 +39,14 @@ class StepCosts:
 
     def decode_total(self, name: str, kernel_mask: np.ndarray | None = None) -> float:
         """Sum of field `name` over all decode steps, optionally over the kernels where kernel_mask is true."""
-        keep = np.ones(len(self.attention_mask), dtype=bool) if kernel_mask is None else kernel_mask
-        base = getattr(self.decode_base, name)[keep & ~self.attention_mask].sum() * self.decode_steps
-        if not self.attention_mask.any() or not self.decode_steps:
-            return float(base)
-        return float(base + self._step_grid(name)[:, keep[self.attention_mask]].sum())
+        base = getattr(self.decode_base, name)
+        attention = getattr(self.attention, name)
+        if kernel_mask is None:
+            return float((base.sum() - base[self.attention_mask].sum()) * self.decode_steps + attention.sum())
+        total = base[kernel_mask & ~self.attention_mask].sum() * self.decode_steps
+        if self.decode_steps and (kernel_mask & self.attention_mask).any():
+            total += self._step_grid(name)[:, kernel_mask[self.attention_mask]].sum()
+        return float(total)
 
     def energy_parts(self) -> dict[str, float]:
         """Compute, memory and static energy of all kernels of the prefill and the decode steps."""
