@@ -78,7 +78,36 @@ def _score(rows: list[MeasuredKernel], include_train: bool) -> tuple[dict, dict,
     return summary, pairs, notes
 
 
+def _score_profile(path: str, device_name: str) -> tuple[dict, dict, list[str]]:
+    """Errors of a profiled run, op by op: each op is lowered as a captured trace's would be and priced."""
+    from kernels.lowering import lower_op
+    from kernels.table import KernelTable
+    from workloads.profiler_import import profile_to_trace
+
+    trace = profile_to_trace(path)
+    pairs = [(kernel, op.attrs["measured_time_s"]) for op in trace.ops
+             if op.attrs.get("measured_time_s") and (kernel := lower_op(op, trace.dtype)) is not None]
+    if not pairs:
+        raise InputError(f"{path}: no profiled op with a measured time to compare")
+    device = _device(device_name)
+    table = KernelTable.from_kernels([k for k, _ in pairs])
+    predicted = device.cost_table(table, execution="device").time_s
+    measured = np.array([t for _, t in pairs])
+    kinds = np.array([k.kernel_class for k, _ in pairs])
+    summary = {device_name: {k: error_summary(predicted[kinds == k], measured[kinds == k])
+                             for k in sorted(set(kinds))}}
+    notes = [f"{device_name}: {len(pairs)} profiled ops from {path}, compared op by op (kernel time only)"]
+    return summary, {device_name: (predicted, measured, kinds)}, notes
+
+
 def cmd_validate(args) -> int:
+    if bool(args.table) == bool(args.profile):
+        raise InputError("validate: give a measured-kernel TABLE or --profile TRACE.json (one of them)")
+    if args.profile:
+        if not args.device:
+            raise InputError("--device: missing; a profile is compared against one device preset")
+        summary, pairs, notes = _score_profile(args.profile, args.device)
+        return _report_validation(args, summary, pairs, notes)
     rows = read_table(args.table)
     if args.device:
         _device(args.device)
@@ -86,6 +115,10 @@ def cmd_validate(args) -> int:
         if not rows:
             raise InputError(f"{args.table}: no rows for device {args.device!r}")
     summary, pairs, notes = _score(rows, args.include_train)
+    return _report_validation(args, summary, pairs, notes)
+
+
+def _report_validation(args, summary: dict, pairs: dict, notes: list[str]) -> int:
     out = Path(args.out)
     figures = _write_figures(out, pairs)
     if args.json:
@@ -136,8 +169,10 @@ def add_parsers(add) -> None:
 
     val = add("validate", "Predict every row of a measured-kernel table and report the error per GPU and kernel.",
               "explore validate vidur-kernels.csv.gz --device h100-sxm --json")
-    val.add_argument("table", help="measured-kernel table (.csv or .csv.gz)")
-    val.add_argument("--device", help="only this preset's rows")
+    val.add_argument("table", nargs="?", help="measured-kernel table (.csv or .csv.gz)")
+    val.add_argument("--profile", metavar="TRACE.json",
+                     help="instead of a table: a torch.profiler Chrome trace, compared op by op (needs --device)")
+    val.add_argument("--device", help="only this preset's rows (the preset to compare a profile against)")
     val.add_argument("--json", action="store_true", help="print {device: {kernel: {n, median_abs_err, ...}}}")
     val.add_argument("--include-train", action="store_true", help="also score rows the calibration was fitted on")
     val.add_argument("--out", default="out/validate", help="folder for the scatter and residual plots")

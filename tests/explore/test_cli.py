@@ -156,3 +156,23 @@ def test_validate_bad_table_is_one_line(tmp_path):
     path.write_text("device,kernel\nh100-sxm,gemm\n")
     done = explore("validate", str(path))
     assert done.returncode == 2 and "time_s" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_validate_profile_compares_each_profiled_op(tmp_path, tiny_llama):
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from workloads.decoder import DecoderModel, KVCache
+
+    model = DecoderModel(tiny_llama)
+    cache = KVCache(tiny_llama, 1, 16, model.dtype)
+    with torch.no_grad(), profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        model(torch.zeros((1, 16), dtype=torch.long), cache, 0)
+    trace = tmp_path / "profile.json"
+    prof.export_chrome_trace(str(trace))
+    done = explore("validate", "--profile", str(trace), "--device", "h100-sxm", "--json", "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)["h100-sxm"]
+    # The tiny llama runs 2 layers x 7 projections + the LM head = 15 GEMMs, each compared once.
+    assert summary["gemm"]["n"] == 15
+    assert summary["attention"]["n"] == 2
