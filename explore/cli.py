@@ -52,6 +52,8 @@ def _command_parser() -> argparse.ArgumentParser:
         run.add_argument(f"--{name}", type=int, default=16, choices=[16, 8, 4], help="default 16")
     run.add_argument("--execution", choices=["eager", "graphs"], default="eager",
                      help="kernel launches: eager (one host launch each, default) or graphs (CUDA graphs)")
+    run.add_argument("--roofline", action="store_true",
+                     help="ignore the preset's fitted calibration: price on the datasheet roofline")
     run.add_argument("--json", action="store_true", help="print metrics as JSON")
     run.add_argument("--sim", action="store_true", help="run the SimPy event simulation (default: analytic sum)")
     run.add_argument("--chrome-trace", metavar="PATH", help="write the kernel timeline as Chrome trace JSON")

@@ -61,7 +61,7 @@ def cmd_check(args) -> int:
 def cmd_run(args) -> int:
     point = DesignPoint(model=args.model, device=args.device, batch=args.batch, prompt=args.prompt,
                         output=args.output, weight_bits=args.weight_bits, act_bits=args.act_bits,
-                        kv_bits=args.kv_bits, execution=args.execution)
+                        kv_bits=args.kv_bits, execution=args.execution, use_calibration=not args.roofline)
     for name in ("batch", "prompt", "output"):
         if getattr(args, name) < 1:
             raise InputError(f"--{name}: found {getattr(args, name)}, allowed: an integer >= 1")
@@ -87,7 +87,7 @@ def _assumptions(point: DesignPoint) -> str:
     """What a prediction assumed: calibration and kernel launch mode."""
     from hw_models.registry import load_device
 
-    device = load_device(point.device)
+    device = load_device(point.device, calibrated=point.use_calibration)
     cal = getattr(device, "calibration", None)
     fitted = (f"calibrated on {cal.provenance['rows_used']} measured kernels ({cal.provenance['date']})"
               if cal and cal.provenance else "uncalibrated datasheet roofline")

@@ -12,7 +12,7 @@ INPUT_COLUMNS = ("point_id", "model", "device", "batch", "prompt", "output", "we
                  "execution")
 METRIC_COLUMNS = (
     "ttft_s", "tpot_s", "e2e_s", "tokens_per_s", "energy_per_token_J", "avg_power_W", "peak_memory_B",
-    "fits_in_memory", "infeasible_reason", "area_mm2", "cost_usd", "tokens_per_usd",
+    "fits_in_memory", "infeasible_reason", "area_mm2", "cost_usd", "tokens_per_usd", "calibrated",
 )
 # Latency of one request by kernel class (prefill and all decode steps), after the metrics.
 KERNEL_CLASSES = ("gemm", "attention", "norm", "softmax", "elementwise", "embedding")
@@ -30,6 +30,7 @@ class DesignPoint:
     act_bits: int = 16
     kv_bits: int = 16
     execution: str = "eager"  # how kernels are launched: "eager" (one host launch each) or "graphs" (CUDA graphs)
+    use_calibration: bool = True  # False: the datasheet roofline even where a preset has a fitted calibration
     overrides: tuple[tuple[str, Any], ...] = ()  # device fields by dotted path, e.g. ("memory.bandwidth_GBps", 4000)
 
     @property

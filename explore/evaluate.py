@@ -68,16 +68,16 @@ class Evaluator:
             )
         return self._tables[key]
 
-    def device(self, name: str, overrides: tuple = ()):
-        key = (name, overrides)
+    def device(self, name: str, overrides: tuple = (), calibrated: bool = True):
+        key = (name, overrides, calibrated)
         if key not in self._devices:
-            self._devices[key] = load_device(name, dict(overrides))
+            self._devices[key] = load_device(name, dict(overrides), calibrated=calibrated)
         return self._devices[key]
 
     def evaluate(self, point: DesignPoint, *, event_sim: bool = False, timeline: bool = False) -> Evaluation:
         """Metrics of one design point; event_sim runs the SimPy simulation instead of the analytic sum."""
         fmt = NumericFormat(weight_bits=point.weight_bits, act_bits=point.act_bits, kv_bits=point.kv_bits)
-        device = self.device(point.device, point.overrides)
+        device = self.device(point.device, point.overrides, point.use_calibration)
         cfg = self.config(point.model)
         tables = self.tables(point.model, point.batch, point.prompt, fmt)
         prefill_trace, _ = self.traces(point.model, point.batch, point.prompt)
@@ -105,6 +105,8 @@ def _metrics(result: SimResult, device) -> dict[str, Any]:
     price = device.spec.price
     usd_per_s = price.usd_per_hour / 3600 if price.usd_per_hour else math.nan
     metrics.update(
+        # Whether fitted efficiency models priced this point; False means the (optimistic) datasheet roofline.
+        calibrated=getattr(device, "calibration", None) is not None,
         fits_in_memory=not reason, infeasible_reason=reason, area_mm2=device.spec.area.die_mm2,
         cost_usd=price.usd if price.usd is not None else math.nan,
         tokens_per_usd=metrics["tokens_per_s"] / usd_per_s,

@@ -25,6 +25,7 @@ from explore.plots import (
 )
 from explore.rows import (
     as_number,
+    device_label,
     format_label,
     is_feasible,
     normalize_row,
@@ -161,10 +162,11 @@ def energy_data(feasible: list[dict[str, Any]]) -> tuple[list[str], dict[str, li
     counts = Counter((row["batch"], _bits(row)) for row in measured)
     (batch, bits), _ = min(counts.items(), key=lambda item: (-item[1], item[0][0], [-b for b in item[0][1]]))
     chosen = [row for row in measured if row["batch"] == batch and _bits(row) == bits]
-    devices = list(dict.fromkeys(row["device"] for row in chosen))
+    devices = list(dict.fromkeys(device_label(row) for row in chosen))
     models = list(dict.fromkeys(row["model"] for row in chosen))
-    energy = {model: [min((r["energy_per_token_J"] for r in chosen if r["model"] == model and r["device"] == device),
-                          default=math.nan) for device in devices] for model in models}
+    energy = {model: [min((r["energy_per_token_J"] for r in chosen
+                           if r["model"] == model and device_label(r) == device), default=math.nan)
+                      for device in devices] for model in models}
     caption = (f"Batch {batch}, format {format_label(chosen[0])} (the most common batch and format among feasible "
                "points).")
     if len({(r["model"], r["device"]) for r in chosen}) < len(chosen):
@@ -244,7 +246,7 @@ def _num(value: Any, scale: float = 1.0) -> str:
 
 def _point_cells(row: dict[str, Any], overrides: bool) -> list[str]:
     """Table cells naming a design point."""
-    cells = [str(row.get("model", "")), str(row.get("device", "")), str(row.get("batch", "")),
+    cells = [str(row.get("model", "")), device_label(row), str(row.get("batch", "")),
              f"{row.get('prompt')}/{row.get('output')}", format_label(row)]
     return cells + ([overrides_label(row)] if overrides else [])
 

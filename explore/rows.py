@@ -9,7 +9,8 @@ from explore.design_point import BREAKDOWN_COLUMNS, METRIC_COLUMNS, DesignPoint
 
 TEXT_COLUMNS = ("point_id", "model", "device", "infeasible_reason", "execution")
 INT_COLUMNS = ("batch", "prompt", "output", "weight_bits", "act_bits", "kv_bits")
-NUMBER_COLUMNS = frozenset(METRIC_COLUMNS + BREAKDOWN_COLUMNS) - {"fits_in_memory", "infeasible_reason"}
+BOOL_COLUMNS = ("fits_in_memory", "calibrated", "meets_constraints")
+NUMBER_COLUMNS = frozenset(METRIC_COLUMNS + BREAKDOWN_COLUMNS) - {"infeasible_reason", *BOOL_COLUMNS}
 OVERRIDE_PREFIX = "device."
 
 
@@ -52,7 +53,7 @@ def normalize_row(row: dict[str, Any]) -> dict[str, Any]:
     for key, value in row.items():
         if key in TEXT_COLUMNS:
             typed[key] = _text(value)
-        elif key == "fits_in_memory":
+        elif key in BOOL_COLUMNS:
             typed[key] = _boolean(value)
         elif key in NUMBER_COLUMNS:
             typed[key] = as_number(value)
@@ -78,7 +79,8 @@ def point_from_row(row: dict[str, Any]) -> DesignPoint:
     """The design point a (typed) row was evaluated at."""
     fields = {name: int(row[name]) for name in INT_COLUMNS}
     return DesignPoint(model=row["model"], device=row["device"], overrides=overrides_of(row),
-                       execution=row.get("execution") or "eager", **fields)
+                       execution=row.get("execution") or "eager", use_calibration=row.get("calibrated") is not False,
+                       **fields)
 
 
 def format_label(row: dict[str, Any]) -> str:
@@ -105,4 +107,11 @@ def point_label(row: dict[str, Any], *, lengths: bool = False, batch: bool = Tru
         parts.append(f"p{row.get('prompt')} o{row.get('output')}")
     if overrides := overrides_label(row):
         parts.append(overrides)
+    parts[1] = device_label(row)
     return " / ".join(str(p) for p in parts)
+
+
+def device_label(row: dict[str, Any]) -> str:
+    """The device name, marked '(roofline)' where no fitted calibration priced it: optimistic, so say so."""
+    name = str(row.get("device", ""))
+    return f"{name} (roofline)" if row.get("calibrated") is False else name

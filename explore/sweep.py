@@ -21,7 +21,7 @@ PositiveInt = Annotated[StrictInt, Field(ge=1)]
 Bits = Literal[16, 8, 4]
 Number = StrictInt | StrictFloat
 NUMERIC_METRICS = tuple(m for m in METRIC_COLUMNS + BREAKDOWN_COLUMNS
-                        if m not in ("fits_in_memory", "infeasible_reason"))
+                        if m not in ("fits_in_memory", "infeasible_reason", "calibrated"))
 CONSTRAINT = re.compile(r"^\s*([A-Za-z_][\w]*)\s*(<=|>=|<|>|==)\s*([-+0-9.eE]+)\s*$")
 
 
@@ -82,6 +82,7 @@ class SweepFile(_Strict):
     workload: Workload = Workload()
     format: Format = Format()
     execution: Literal["eager", "graphs"] | list[Literal["eager", "graphs"]] = "eager"
+    calibrated: bool = True  # false: price every device on its datasheet roofline, fitted or not
     overrides: dict[str, Number | list[Number] | Range] = {}
     objectives: Objectives = Objectives()
     constraints: list[str] = []
@@ -154,7 +155,7 @@ class Sweep:
                          for combo in itertools.product(*overrides.values())]
         return [
             DesignPoint(model=model, device=device, batch=batch, prompt=prompt, output=output, weight_bits=wb,
-                        act_bits=ab, kv_bits=kb, execution=ex, overrides=ov)
+                        act_bits=ab, kv_bits=kb, execution=ex, use_calibration=s.calibrated, overrides=ov)
             for model, device, ov, batch, prompt, output, wb, ab, kb, ex in itertools.product(
                 _as_list(s.model), _as_list(s.device), override_grid, _as_list(w.batch), _as_list(w.prompt),
                 _as_list(w.output), _as_list(f.weight_bits), _as_list(f.act_bits), _as_list(f.kv_bits),
