@@ -14,9 +14,13 @@ from explore.sweep import load_sweep
 from workloads.errors import InputError
 
 # Rough costs for `explore check`'s estimate, measured on one core of a 2-core CI machine: capturing a
-# prefill and a decode trace takes about 0.05 s per decoder layer; a design point then takes ~0.5 ms.
+# prefill and a decode trace takes about 0.05 s per decoder layer; a design point then takes ~0.5-2 ms
+# (more at large batch); Optuna adds about 20 ms per proposal (1,382 NSGA-II trials took 27 s); the
+# report about 8 s.
 TRACE_S_PER_LAYER = 0.05
-POINT_S = 0.0005
+POINT_S = 0.001
+OPTUNA_S_PER_POINT = 0.02
+REPORT_S = 8.0
 
 
 def _print_progress(p: Progress) -> None:
@@ -35,7 +39,10 @@ def cmd_sweep(args) -> int:
     if args.workers < 1:
         raise InputError(f"--workers: found {args.workers}, allowed: an integer >= 1")
     out = Path(args.out) if args.out else default_out(sweep.name)
-    print(f"sweep {sweep.name!r}: {len(sweep.points())} design points -> {out}/", file=sys.stderr)
+    search = sweep.spec.search
+    plan = (f"{sweep.size()} design points" if search.strategy == "grid" else
+            f"{search.strategy} search over {sweep.size()} design points, budget {search.budget}")
+    print(f"sweep {sweep.name!r}: {plan} -> {out}/", file=sys.stderr)
     evaluator = Evaluator()
     rows = run_sweep(sweep, out, workers=args.workers, evaluator=evaluator,
                      on_progress=None if args.quiet else _print_progress)
@@ -48,12 +55,15 @@ def cmd_sweep(args) -> int:
 
 def cmd_check(args) -> int:
     sweep = load_sweep(args.sweep)
-    points = sweep.points()
+    dims, search = sweep.dimensions(), sweep.spec.search
     evaluator = Evaluator()
-    traces = {(p.model, p.batch, p.prompt) for p in points}
+    traces = [(model, b, p) for model in dims["model"] for b in dims["batch"] for p in dims["prompt"]]
     trace_s = sum(evaluator.config(model).num_layers * TRACE_S_PER_LAYER for model, _, _ in traces)
-    estimate = trace_s + len(points) * POINT_S
-    print(f"{args.sweep}: valid\n{len(points)} design points, {len(traces)} traces to capture\n"
+    visits = sweep.size() if search.strategy == "grid" else min(search.budget, sweep.size())
+    per_point = POINT_S + (OPTUNA_S_PER_POINT if search.strategy in ("nsga2", "tpe") else 0.0)
+    estimate = trace_s + visits * per_point + REPORT_S
+    plan = "all evaluated" if search.strategy == "grid" else f"{search.strategy} search evaluates {visits}"
+    print(f"{args.sweep}: valid\n{sweep.size()} design points ({plan}), up to {len(traces)} traces to capture\n"
           f"estimated run time: about {estimate:.0f} s on one worker")
     return 0
 

@@ -59,39 +59,76 @@ class Progress:
     elapsed_s: float
 
 
-def _results(tasks, workers: int, evaluator: Evaluator) -> Iterator[list[dict[str, Any]]]:
-    if workers <= 1:
+def _results(tasks, pool: ProcessPoolExecutor | None, evaluator: Evaluator) -> Iterator[list[dict[str, Any]]]:
+    """Rows of each task as it finishes: in this process, or on the pool's workers."""
+    if pool is None:
         for task in tasks:
             yield _evaluate_task(task, evaluator)
         return
-    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker) as pool:
-        futures = [pool.submit(_evaluate_task, task) for task in tasks]
-        for future in as_completed(futures):
-            yield future.result()
+    futures = [pool.submit(_evaluate_task, task) for task in tasks]
+    for future in as_completed(futures):
+        yield future.result()
+
+
+class _Run:
+    """State of one sweep run: stored rows, the pool, progress; `evaluate` is what strategies call."""
+
+    def __init__(self, sweep: Sweep, table: ResultsTable, pool, evaluator: Evaluator, on_progress, total: int):
+        self.table, self.pool, self.evaluator, self.on_progress = table, pool, evaluator, on_progress
+        self.constraints = sweep.constraints()
+        self.stored = table.load()
+        self.asked: dict[str, None] = {}  # point ids the strategy asked for, in first-asked order
+        self.rows: dict[str, dict[str, Any]] = {}  # their rows, once known
+        self.total, self.feasible, self.best = total, 0, float("nan")
+        self.start = time.monotonic()
+
+    def evaluate(self, points: list[DesignPoint]) -> list[dict[str, Any]]:
+        """Rows of the points, in order: stored rows as they are, new points evaluated and stored."""
+        for p in points:
+            self.asked.setdefault(p.point_id)
+        todo = list({p.point_id: p for p in points if p.point_id not in self.stored}.values())
+        for p in points:
+            if p.point_id in self.stored and p.point_id not in self.rows:
+                self._count(self.stored[p.point_id])
+        for batch in _results(_tasks(todo), self.pool, self.evaluator):
+            for row in batch:
+                if self.constraints:
+                    row["meets_constraints"] = bool(row["fits_in_memory"]) and all(
+                        c.holds(row) for c in self.constraints)
+                self.stored[row["point_id"]] = row
+                self._count(row)
+            self.table.append(batch)
+            if self.on_progress:
+                self.on_progress(Progress(len(self.rows), self.total, self.feasible, self.best,
+                                          time.monotonic() - self.start))
+        return [self.stored[p.point_id] for p in points]
+
+    def _count(self, row: dict[str, Any]) -> None:
+        self.rows[row["point_id"]] = row
+        if str(row["fits_in_memory"]) == "True":
+            self.feasible += 1
+            value = float(row["tokens_per_s"])
+            self.best = value if not self.best >= value else self.best
 
 
 def run_sweep(sweep: Sweep, out_dir: Path, *, workers: int = 1, evaluator: Evaluator | None = None,
               on_progress: Callable[[Progress], None] | None = None) -> list[dict[str, Any]]:
-    """Evaluate every point of the sweep not already in out_dir/results.csv; return all rows in sweep order."""
+    """Run the sweep's search strategy, evaluating only points not already in out_dir/results.csv.
+
+    Returns the rows the strategy asked for (for a grid, every point in sweep order).
+    """
+    from explore.search import STRATEGIES
+
     out_dir.mkdir(parents=True, exist_ok=True)
     table = ResultsTable(out_dir / "results.csv", columns_for(sweep))
-    finished = table.load()
-    points = sweep.points()
-    todo = [p for p in points if p.point_id not in finished]
-    log.info("%d design points, %d already finished, %d to evaluate", len(points), len(points) - len(todo), len(todo))
-    constraints = sweep.constraints()
-    rows: dict[str, dict[str, Any]] = dict(finished)
-    start, done, feasible, best = time.monotonic(), len(points) - len(todo), 0, float("nan")
-    for batch in _results(_tasks(todo), workers, evaluator or Evaluator()):
-        for row in batch:
-            if constraints:
-                row["meets_constraints"] = bool(row["fits_in_memory"]) and all(c.holds(row) for c in constraints)
-            if row["fits_in_memory"]:
-                feasible += 1
-                best = row["tokens_per_s"] if not best >= row["tokens_per_s"] else best
-            rows[row["point_id"]] = row
-        table.append(batch)
-        done += len(batch)
-        if on_progress:
-            on_progress(Progress(done, len(points), feasible, best, time.monotonic() - start))
-    return [rows[p.point_id] for p in points]
+    search = sweep.spec.search
+    total = sweep.size() if search.strategy == "grid" else min(search.budget, sweep.size())
+    pool = ProcessPoolExecutor(max_workers=workers, initializer=_init_worker) if workers > 1 else None
+    try:
+        run = _Run(sweep, table, pool, evaluator or Evaluator(), on_progress, total)
+        log.info("%d design points to visit, %d rows already stored", total, len(run.stored))
+        STRATEGIES[search.strategy](sweep, run.evaluate)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    return [run.stored[point_id] for point_id in run.asked]

@@ -8,7 +8,16 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from explore.design_point import BREAKDOWN_COLUMNS, METRIC_COLUMNS, DesignPoint
 from explore.yaml_lines import LocatedYAML
@@ -72,7 +81,19 @@ class Objectives(_Strict):
 
 
 class Search(_Strict):
-    strategy: Literal["grid"] = "grid"
+    """grid evaluates every point; random, nsga2 and tpe evaluate `budget` distinct points chosen with `seed`."""
+
+    strategy: Literal["grid", "random", "nsga2", "tpe"] = "grid"
+    budget: Annotated[StrictInt, Field(ge=1)] | None = None
+    seed: StrictInt = 0
+    # Points proposed at once; fixed (not tied to --workers) so that results do not depend on the worker count.
+    batch: Annotated[StrictInt, Field(ge=1)] = 16
+
+    @model_validator(mode="after")
+    def _budget_for_searches(self):
+        if self.strategy != "grid" and self.budget is None:
+            raise ValueError(f"a budget (number of design points to evaluate) for strategy {self.strategy!r}")
+        return self
 
 
 class SweepFile(_Strict):
@@ -87,6 +108,13 @@ class SweepFile(_Strict):
     objectives: Objectives = Objectives()
     constraints: list[str] = []
     search: Search = Search()
+
+    @model_validator(mode="after")
+    def _objectives_for_optimizers(self):
+        if self.search.strategy in ("nsga2", "tpe") and not (self.objectives.minimize or self.objectives.maximize):
+            raise ValueError(f"objectives to optimize (minimize/maximize) for search strategy "
+                             f"{self.search.strategy!r}")
+        return self
 
     @field_validator("constraints")
     @classmethod
@@ -147,20 +175,29 @@ class Sweep:
             result.append(Constraint(metric, op, float(bound)))
         return result
 
+    def dimensions(self) -> dict[str, list]:
+        """Each knob of the sweep and the values it takes; override knobs are named 'device.<path>'."""
+        s, w, f = self.spec, self.spec.workload, self.spec.format
+        dims = {"model": _as_list(s.model), "device": _as_list(s.device)}
+        dims.update({f"device.{path}": values for path, values in self.override_values().items()})
+        dims.update(batch=_as_list(w.batch), prompt=_as_list(w.prompt), output=_as_list(w.output),
+                    weight_bits=_as_list(f.weight_bits), act_bits=_as_list(f.act_bits), kv_bits=_as_list(f.kv_bits),
+                    execution=_as_list(s.execution))
+        return dims
+
+    def point(self, values: dict[str, Any]) -> DesignPoint:
+        """The design point at one value of every dimension."""
+        fields = {k: v for k, v in values.items() if not k.startswith("device.")}
+        overrides = tuple((k.removeprefix("device."), v) for k, v in values.items() if k.startswith("device."))
+        return DesignPoint(**fields, overrides=overrides, use_calibration=self.spec.calibrated)
+
+    def size(self) -> int:
+        return int(np.prod([len(v) for v in self.dimensions().values()]))
+
     def points(self) -> list[DesignPoint]:
         """Every design point of the grid, in a fixed order."""
-        s, w, f = self.spec, self.spec.workload, self.spec.format
-        overrides = self.override_values()
-        override_grid = [tuple(zip(overrides, combo, strict=True))
-                         for combo in itertools.product(*overrides.values())]
-        return [
-            DesignPoint(model=model, device=device, batch=batch, prompt=prompt, output=output, weight_bits=wb,
-                        act_bits=ab, kv_bits=kb, execution=ex, use_calibration=s.calibrated, overrides=ov)
-            for model, device, ov, batch, prompt, output, wb, ab, kb, ex in itertools.product(
-                _as_list(s.model), _as_list(s.device), override_grid, _as_list(w.batch), _as_list(w.prompt),
-                _as_list(w.output), _as_list(f.weight_bits), _as_list(f.act_bits), _as_list(f.kv_bits),
-                _as_list(s.execution))
-        ]
+        dims = self.dimensions()
+        return [self.point(dict(zip(dims, combo, strict=True))) for combo in itertools.product(*dims.values())]
 
 
 def load_sweep(path: str) -> Sweep:

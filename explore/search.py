@@ -1,0 +1,96 @@
+"""Search strategies: which design points of a sweep to evaluate, and in what order.
+
+Each strategy calls `evaluate(points) -> rows` (the runner's: stored rows are reused, new ones are
+evaluated and written as they finish) and never evaluates anything itself. grid takes every point;
+random draws `budget` distinct points; nsga2 and tpe are Optuna's multi-objective samplers over the
+sweep's dimensions (each a categorical choice), steered by the sweep's objectives and constraints.
+All are deterministic for a given seed and batch size, so running a sweep again replays the same
+proposals and resumes from the stored rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from explore.design_point import DesignPoint
+from explore.sweep import Constraint, Sweep
+
+Evaluate = Callable[[list[DesignPoint]], list[dict[str, Any]]]
+# Give up proposing once this many proposals per budgeted point have been made (a small grid runs out).
+MAX_PROPOSALS_PER_POINT = 50
+
+
+def grid_search(sweep: Sweep, evaluate: Evaluate) -> None:
+    evaluate(sweep.points())
+
+
+def random_search(sweep: Sweep, evaluate: Evaluate) -> None:
+    search = sweep.spec.search
+    dims = sweep.dimensions()
+    sizes = [len(v) for v in dims.values()]
+    rng = np.random.default_rng(search.seed)
+    chosen = rng.choice(sweep.size(), size=min(search.budget, sweep.size()), replace=False)
+    points = [sweep.point({name: dims[name][i] for name, i in zip(dims, np.unravel_index(index, sizes),
+                                                                     strict=True)}) for index in chosen]
+    for start in range(0, len(points), search.batch):
+        evaluate(points[start:start + search.batch])
+
+
+def _violations(row: dict[str, Any], constraints: list[Constraint]) -> list[float]:
+    """Optuna's constraint values: <= 0 where a constraint holds, its excess where it does not."""
+    result = []
+    for c in constraints:
+        value = float(row.get(c.metric, math.nan))
+        excess = {"<=": value - c.bound, "<": value - c.bound, ">=": c.bound - value, ">": c.bound - value,
+                  "==": abs(value - c.bound)}[c.op]
+        result.append(excess if math.isfinite(excess) else 1.0)
+    return result
+
+
+def optuna_search(sweep: Sweep, evaluate: Evaluate) -> None:
+    import optuna
+    from optuna.distributions import CategoricalDistribution
+    from optuna.trial import TrialState
+
+    optuna.logging.set_verbosity(logging.WARNING)
+    search, objectives = sweep.spec.search, sweep.spec.objectives
+    names = objectives.minimize + objectives.maximize
+    constraints = sweep.constraints()
+    dims = sweep.dimensions()
+    space = {name: CategoricalDistribution(list(range(len(values)))) for name, values in dims.items()}
+
+    def constraints_func(trial) -> list[float]:
+        return trial.user_attrs["violations"]
+
+    options = {"seed": search.seed, "constraints_func": constraints_func if constraints else None}
+    if search.strategy == "nsga2":
+        sampler = optuna.samplers.NSGAIISampler(population_size=max(search.batch, 2), **options)
+    else:
+        sampler = optuna.samplers.TPESampler(multivariate=True, **options)
+    study = optuna.create_study(directions=["minimize"] * len(objectives.minimize)
+                                + ["maximize"] * len(objectives.maximize), sampler=sampler)
+    seen: set[str] = set()
+    proposals = 0
+    while len(seen) < search.budget and proposals < MAX_PROPOSALS_PER_POINT * search.budget:
+        trials = [study.ask(space) for _ in range(min(search.batch, search.budget - len(seen)))]
+        proposals += len(trials)
+        points = [sweep.point({n: dims[n][t.params[n]] for n in dims}) for t in trials]
+        for trial, point, row in zip(trials, points, evaluate(points), strict=True):
+            seen.add(point.point_id)
+            values = [float(row.get(n, math.nan)) for n in names]
+            if not all(math.isfinite(v) for v in values):  # does not fit in memory: nothing to rank
+                study.tell(trial, state=TrialState.FAIL)
+                continue
+            if constraints:
+                trial.set_user_attr("violations", _violations(row, constraints))
+            study.tell(trial, values)
+
+
+STRATEGIES: dict[str, Callable[[Sweep, Evaluate], None]] = {
+    "grid": grid_search, "random": random_search, "nsga2": optuna_search, "tpe": optuna_search,
+}
