@@ -15,10 +15,14 @@ from workloads.errors import InputError
 COMMANDS = ("run", "check", "report", "presets", "trace", "import-vidur", "calibrate", "validate", "measure")
 
 SWEEP_HELP = """Run a sweep file: evaluate every design point, write results.csv and report.html into the output folder.
-Running it again on the same folder resumes: finished points are kept and skipped.
+Each finished point is stored in results.sqlite as it finishes; results.csv (and results.parquet when
+pyarrow is installed) is exported from it. Running it again on the same folder resumes: finished points
+are kept and skipped.
 
-example:
+examples:
   explore examples/quickstart.yaml --out out/quickstart --workers 2
+  explore examples/quickstart.yaml --executor dask --workers 4             # a local Dask cluster
+  explore examples/quickstart.yaml --executor dask --scheduler tcp://10.0.0.5:8786
 """
 
 
@@ -28,8 +32,15 @@ def _sweep_parser() -> argparse.ArgumentParser:
                                 epilog=f"other commands: {', '.join(COMMANDS)} (explore COMMAND --help)")
     p.add_argument("sweep", help="sweep YAML file")
     p.add_argument("--out", help="output folder (default: out/<sweep name>)")
-    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
-    p.add_argument("--executor", choices=["local"], default="local", help="where points are evaluated")
+    p.add_argument("--workers", type=int, default=1,
+                   help="worker processes (default 1); with --executor dask and no --scheduler, the size of the "
+                        "local Dask cluster")
+    p.add_argument("--executor", choices=["local", "dask"], default="local",
+                   help="where points are evaluated: local processes (default) or a Dask cluster "
+                        "(needs the 'dask' extra: pip install 'llm-codesign[dask]')")
+    p.add_argument("--scheduler", metavar="ADDR",
+                   help="with --executor dask: address of a running Dask scheduler, e.g. tcp://host:8786 "
+                        "(default: start a LocalCluster of --workers processes)")
     p.add_argument("--quiet", action="store_true", help="no progress line")
     return p
 

@@ -44,8 +44,13 @@ def cmd_sweep(args) -> int:
             f"{search.strategy} search over {sweep.size()} design points, budget {search.budget}")
     print(f"sweep {sweep.name!r}: {plan} -> {out}/", file=sys.stderr)
     evaluator = Evaluator()
+    executor = getattr(args, "executor", "local")
+    where = f" on Dask ({args.scheduler or f'local cluster of {args.workers}'})" if executor == "dask" else ""
+    if where:
+        print(f"evaluating{where}", file=sys.stderr)
     rows = run_sweep(sweep, out, workers=args.workers, evaluator=evaluator,
-                     on_progress=None if args.quiet else _print_progress)
+                     on_progress=None if args.quiet else _print_progress, executor=executor,
+                     scheduler=getattr(args, "scheduler", None))
     html, md = write_report(out, rows, title=sweep.name, evaluator=evaluator)
     feasible = sum(1 for r in rows if is_feasible(normalize_row(r)))
     print(f"{len(rows)} design points ({feasible} feasible)\nresults: {out / 'results.csv'}\nreport:  {html}\n"
@@ -108,13 +113,12 @@ def _assumptions(point: DesignPoint) -> str:
 
 def cmd_report(args) -> int:
     from explore.report import write_report
-    from explore.results import read_rows
+    from explore.results import CSV_NAME, DB_NAME, read_results
 
     out = Path(args.out_dir)
-    results = out / "results.csv"
-    if not results.is_file():
+    if not (out / CSV_NAME).is_file() and not (out / DB_NAME).is_file():
         raise InputError(f"{out}: no results.csv here (run a sweep with --out {out} first)")
-    html, md = write_report(out, read_rows(results), title=out.name, evaluator=Evaluator())
+    html, md = write_report(out, read_results(out), title=out.name, evaluator=Evaluator())
     print(f"report:  {html}\nsummary: {md}")
     return 0
 

@@ -1,74 +1,223 @@
-"""results.csv: one row per finished design point, appended and flushed as each finishes.
+"""The results store of a sweep: results.sqlite, with results.csv (and results.parquet) exported from it.
 
-Running the same sweep again reads the finished rows back and skips their points; a row cut short by a
-kill is dropped (and its point evaluated again), so nothing finished is lost and nothing is duplicated.
+results.sqlite (WAL mode) holds one row per finished design point, keyed by point_id (PRIMARY KEY). Each
+finished batch is inserted in one transaction and committed before `append` returns, so a kill -9 at any
+moment loses no finished point, and the key makes a point impossible to store twice. Rows are stored as
+JSON objects of the results columns with their types kept (floats, ints, bools, text; NaN as NaN), so
+reading them back gives the values an evaluation gave.
+
+results.csv is the export users read: rows are appended to it as batches finish, and it is rewritten from
+the database when a run starts (dropping a line cut short by a kill, adding rows committed just before one)
+and when a run ends, in the order the search strategy asked for the points where known, else in insertion
+order. results.parquet is written next to it at the end of a run when pyarrow is importable.
+
+Running the same sweep again loads the stored rows and skips their points. An output folder written before
+the database existed (results.csv only) is imported into a new database on first load.
 """
 
 from __future__ import annotations
 
 import csv
-import io
+import json
 import math
 import os
+import sqlite3
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from workloads.errors import InputError
 
+DB_NAME = "results.sqlite"
+CSV_NAME = "results.csv"
+PARQUET_NAME = "results.parquet"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS results (
+    point_id TEXT PRIMARY KEY,   -- DesignPoint.point_id
+    row TEXT NOT NULL,           -- JSON object: results column -> typed value
+    pos INTEGER                  -- position in the order the strategy asked for it (set on export), else NULL
+);
+"""
+# Exported order: asked order where known, then insertion order (rowid grows with each insert).
+_ORDER = "ORDER BY pos IS NULL, pos, rowid"
+
 
 def _cell(value: Any) -> Any:
-    if isinstance(value, float) and math.isnan(value):
+    if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
     return value
 
 
-class ResultsTable:
-    """An append-only CSV with a fixed header, keyed by point_id."""
+def _plain(value: Any) -> Any:
+    """JSON fallback for numpy scalars and the like."""
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
 
-    def __init__(self, path: str | Path, columns: list[str]):
-        self.path = Path(path)
-        self.columns = list(columns)
 
-    def load(self) -> dict[str, dict[str, str]]:
-        """Finished rows by point_id; rewrites the file without a trailing partial row if there is one."""
-        if not self.path.exists():
-            return {}
-        text = self.path.read_text()
-        reader = csv.DictReader(io.StringIO(text))
-        if reader.fieldnames and list(reader.fieldnames) != self.columns:
-            raise InputError(f"{self.path}: written by a sweep with other columns (different overrides); "
+def _write_csv(path: Path, columns: list[str], rows: Iterable[dict[str, Any]]) -> None:
+    """Write a complete CSV atomically (a temporary file renamed over the old one)."""
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows({k: _cell(v) for k, v in row.items()} for row in rows)
+    os.replace(tmp, path)
+
+
+def _read_legacy_csv(path: Path, columns: list[str]) -> list[dict[str, str]]:
+    """Complete rows of a results.csv written before the database existed (a line cut short is dropped)."""
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames and list(reader.fieldnames) != columns:
+            raise InputError(f"{path}: written by a sweep with other columns (different overrides); "
                              f"use another --out folder")
-        rows, complete = {}, True
-        for row in reader:
-            if None in row or any(v is None for v in row.values()) or not row.get("point_id"):
-                complete = False  # a line cut short by a kill
-                continue
-            rows[row["point_id"]] = row
-        if not complete or (text and not text.endswith("\n")):
-            self._rewrite(list(rows.values()))
+        return [row for row in reader
+                if None not in row and all(v is not None for v in row.values()) and row.get("point_id")]
+
+
+class ResultsStore:
+    """The rows of one output folder, keyed by point_id: load() what is stored, append() finished batches."""
+
+    def __init__(self, out_dir: str | Path, columns: list[str]):
+        self.out_dir = Path(out_dir)
+        self.columns = list(columns)
+        self.db_path = self.out_dir / DB_NAME
+        self.csv_path = self.out_dir / CSV_NAME
+        self._db: sqlite3.Connection | None = None
+
+    # -- database -------------------------------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        if self._db is None:
+            fresh = not self.db_path.exists()
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.db_path, isolation_level=None)  # transactions are explicit below
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")  # a commit is on disk when it returns
+            db.executescript(_SCHEMA)
+            stored = db.execute("SELECT value FROM meta WHERE key = 'columns'").fetchone()
+            if stored is None:
+                db.execute("INSERT INTO meta VALUES ('columns', ?)", (json.dumps(self.columns),))
+            elif json.loads(stored[0]) != self.columns:
+                db.close()
+                raise InputError(f"{self.db_path}: written by a sweep with other columns (different overrides); "
+                                 f"use another --out folder")
+            self._db = db
+            if fresh and self.csv_path.exists():  # an output folder from before the database: import it
+                self._insert(_read_legacy_csv(self.csv_path, self.columns))
+        return self._db
+
+    def _insert(self, rows: list[dict[str, Any]]) -> None:
+        db = self._db
+        encoded = [(row["point_id"], json.dumps({c: row.get(c) for c in self.columns}, default=_plain))
+                   for row in rows]
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            # A point already stored keeps its first row: nothing is ever stored twice.
+            db.executemany("INSERT OR IGNORE INTO results (point_id, row) VALUES (?, ?)", encoded)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def rows(self) -> list[dict[str, Any]]:
+        """All stored rows, in export order."""
+        return [json.loads(text) for (text,) in self._connect().execute(f"SELECT row FROM results {_ORDER}")]
+
+    def load(self) -> dict[str, dict[str, Any]]:
+        """Finished rows by point_id; brings results.csv in line with the database."""
+        rows = {row["point_id"]: row for row in self.rows()}
+        _write_csv(self.csv_path, self.columns, rows.values())
         return rows
 
-    def _rewrite(self, rows: list[dict]) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        with tmp.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=self.columns)
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(tmp, self.path)
-
     def append(self, rows: list[dict[str, Any]]) -> None:
-        """Append rows and push them to disk before returning."""
-        new = not self.path.exists() or self.path.stat().st_size == 0
-        with self.path.open("a", newline="") as f:
+        """Store a finished batch in one committed transaction, then append it to results.csv."""
+        if not rows:
+            return
+        self._connect()
+        self._insert(rows)
+        new = not self.csv_path.exists() or self.csv_path.stat().st_size == 0
+        with self.csv_path.open("a", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore")
             if new:
                 writer.writeheader()
             writer.writerows({k: _cell(v) for k, v in row.items()} for row in rows)
-            f.flush()
-            os.fsync(f.fileno())
+
+    def export(self, order: Iterable[str] = ()) -> list[dict[str, Any]]:
+        """Rewrite results.csv (and results.parquet) from the database, the ids in `order` first, in that order.
+
+        Returns the rows as exported.
+        """
+        db = self._connect()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("UPDATE results SET pos = NULL")
+            db.executemany("UPDATE results SET pos = ? WHERE point_id = ?",
+                           [(i, point_id) for i, point_id in enumerate(dict.fromkeys(order))])
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        rows = self.rows()
+        _write_csv(self.csv_path, self.columns, rows)
+        write_parquet(self.out_dir / PARQUET_NAME, self.columns, rows)
+        return rows
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def __enter__(self) -> ResultsStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def write_parquet(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> bool:
+    """results.parquet with typed columns; skipped (False) when pyarrow is not importable."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        return False
+    from explore.rows import normalize_row
+
+    typed = [normalize_row({c: row.get(c) for c in columns}) for row in rows]
+    arrays = []
+    for c in columns:
+        values = [row[c] for row in typed]
+        if any(isinstance(v, float) for v in values) and all(v is None or isinstance(v, int | float)
+                                                             for v in values):
+            values = [None if v is None else float(v) for v in values]  # ints and floats: one float column
+        arrays.append(pa.array(values))
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(pa.Table.from_arrays(arrays, names=columns), tmp)
+    os.replace(tmp, path)
+    return True
+
+
+def read_results(out_dir: str | Path) -> list[dict[str, Any]]:
+    """The rows of a sweep's output folder: from results.sqlite when there is one, else from results.csv."""
+    out_dir = Path(out_dir)
+    db_path = out_dir / DB_NAME
+    if db_path.is_file():
+        db = sqlite3.connect(db_path)
+        try:
+            return [json.loads(text) for (text,) in db.execute(f"SELECT row FROM results {_ORDER}")]
+        finally:
+            db.close()
+    return read_rows(out_dir / CSV_NAME)
 
 
 def read_rows(path: str | Path) -> list[dict[str, str]]:
     """All rows of a results CSV, in file order."""
     with Path(path).open(newline="") as f:
         return list(csv.DictReader(f))
+
+
+# The name runner.py and older code knew the store by.
+ResultsTable = ResultsStore

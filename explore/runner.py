@@ -1,8 +1,13 @@
-"""Run a sweep: evaluate the points not yet in the results table, in parallel, writing each as it finishes."""
+"""Run a sweep: evaluate the points not yet in the results store, in parallel, writing each batch as it finishes.
+
+Points are evaluated in this process (one worker), on a local process pool (--workers N), or on a Dask
+cluster (--executor dask: a LocalCluster of N worker processes, or the scheduler at --scheduler ADDR).
+"""
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -13,8 +18,9 @@ from typing import Any
 
 from explore.design_point import BREAKDOWN_COLUMNS, INPUT_COLUMNS, METRIC_COLUMNS, DesignPoint
 from explore.evaluate import Evaluator
-from explore.results import ResultsTable
+from explore.results import ResultsStore
 from explore.sweep import Sweep
+from workloads.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -36,17 +42,23 @@ def _tasks(points: list[DesignPoint]) -> list[list[DesignPoint]]:
     return [group[i:i + TASK_POINTS] for group in groups.values() for i in range(0, len(group), TASK_POINTS)]
 
 
-# One Evaluator per worker process, made by the pool initializer: its caches live as long as the process.
-_worker_evaluator: Evaluator | None = None
+# One Evaluator per worker thread (a pool process or a Dask worker thread), made on its first task: its
+# caches live as long as the worker.
+_worker = threading.local()
+
+
+def _worker_evaluator() -> Evaluator:
+    if getattr(_worker, "evaluator", None) is None:
+        _worker.evaluator = Evaluator()
+    return _worker.evaluator
 
 
 def _init_worker() -> None:
-    global _worker_evaluator
-    _worker_evaluator = Evaluator()
+    _worker_evaluator()
 
 
 def _evaluate_task(points: list[DesignPoint], evaluator: Evaluator | None = None) -> list[dict[str, Any]]:
-    evaluator = evaluator or _worker_evaluator
+    evaluator = evaluator or _worker_evaluator()
     return [p.row() | evaluator.evaluate(p).metrics for p in points]
 
 
@@ -59,21 +71,85 @@ class Progress:
     elapsed_s: float
 
 
-def _results(tasks, pool: ProcessPoolExecutor | None, evaluator: Evaluator) -> Iterator[list[dict[str, Any]]]:
-    """Rows of each task as it finishes: in this process, or on the pool's workers."""
+class DaskExecutor:
+    """Tasks on a Dask cluster: the scheduler at `scheduler`, or a LocalCluster of `workers` processes."""
+
+    def __init__(self, workers: int, scheduler: str | None = None):
+        try:
+            from distributed import Client, LocalCluster
+        except ImportError:
+            raise InputError("--executor dask: Dask is not installed (pip install 'llm-codesign[dask]')") from None
+        self.cluster = None
+        try:
+            if scheduler:
+                self.client = Client(scheduler)  # waits distributed.comm.timeouts.connect (30 s)
+            else:
+                self.cluster = LocalCluster(n_workers=workers, processes=True, threads_per_worker=1,
+                                            dashboard_address=None)
+                self.client = Client(self.cluster)
+        except (OSError, TimeoutError) as err:
+            self.shutdown()
+            raise InputError(f"--scheduler: cannot reach {scheduler!r} ({err}); allowed: the address of a "
+                             f"running Dask scheduler, e.g. tcp://host:8786") from None
+
+    def completed(self, tasks: list[list[DesignPoint]]) -> Iterator[list[dict[str, Any]]]:
+        from distributed import as_completed as dask_completed
+
+        # pure=False: every task is run, even two with equal arguments (Dask would otherwise share one key).
+        futures = [self.client.submit(_evaluate_task, task, pure=False) for task in tasks]
+        for future in dask_completed(futures):
+            yield future.result()
+
+    def shutdown(self) -> None:
+        if getattr(self, "client", None) is not None:
+            self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+
+
+class PoolExecutor:
+    """Tasks on a local ProcessPoolExecutor of `workers` processes."""
+
+    def __init__(self, workers: int):
+        self.pool = ProcessPoolExecutor(max_workers=workers, initializer=_init_worker)
+
+    def completed(self, tasks: list[list[DesignPoint]]) -> Iterator[list[dict[str, Any]]]:
+        futures = [self.pool.submit(_evaluate_task, task) for task in tasks]
+        for future in as_completed(futures):
+            yield future.result()
+
+    def shutdown(self) -> None:
+        self.pool.shutdown()
+
+
+EXECUTORS = ("local", "dask")
+
+
+def make_executor(executor: str, workers: int, scheduler: str | None = None) -> PoolExecutor | DaskExecutor | None:
+    """The executor for `explore --executor`; None: evaluate in this process (local, one worker)."""
+    if executor not in EXECUTORS:
+        raise InputError(f"--executor: found {executor!r}, allowed: {', '.join(EXECUTORS)}")
+    if scheduler and executor != "dask":
+        raise InputError(f"--scheduler: found {scheduler!r} with --executor {executor}; allowed only with "
+                         f"--executor dask")
+    if executor == "dask":
+        return DaskExecutor(workers, scheduler)
+    return PoolExecutor(workers) if workers > 1 else None
+
+
+def _results(tasks, pool, evaluator: Evaluator) -> Iterator[list[dict[str, Any]]]:
+    """Rows of each task as it finishes: in this process, or on the executor's workers."""
     if pool is None:
         for task in tasks:
             yield _evaluate_task(task, evaluator)
         return
-    futures = [pool.submit(_evaluate_task, task) for task in tasks]
-    for future in as_completed(futures):
-        yield future.result()
+    yield from pool.completed(tasks)
 
 
 class _Run:
     """State of one sweep run: stored rows, the pool, progress; `evaluate` is what strategies call."""
 
-    def __init__(self, sweep: Sweep, table: ResultsTable, pool, evaluator: Evaluator, on_progress, total: int):
+    def __init__(self, sweep: Sweep, table: ResultsStore, pool, evaluator: Evaluator, on_progress, total: int):
         self.table, self.pool, self.evaluator, self.on_progress = table, pool, evaluator, on_progress
         self.constraints = sweep.constraints()
         self.stored = table.load()
@@ -112,23 +188,28 @@ class _Run:
 
 
 def run_sweep(sweep: Sweep, out_dir: Path, *, workers: int = 1, evaluator: Evaluator | None = None,
-              on_progress: Callable[[Progress], None] | None = None) -> list[dict[str, Any]]:
-    """Run the sweep's search strategy, evaluating only points not already in out_dir/results.csv.
+              on_progress: Callable[[Progress], None] | None = None, executor: str = "local",
+              scheduler: str | None = None) -> list[dict[str, Any]]:
+    """Run the sweep's search strategy, evaluating only points not already in out_dir/results.sqlite.
 
-    Returns the rows the strategy asked for (for a grid, every point in sweep order).
+    At the end results.csv (and results.parquet with pyarrow) is rewritten from the database, the points
+    the strategy asked for first, in that order. Returns the rows the strategy asked for (for a grid,
+    every point in sweep order).
     """
     from explore.search import STRATEGIES
 
+    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    table = ResultsTable(out_dir / "results.csv", columns_for(sweep))
     search = sweep.spec.search
     total = sweep.size() if search.strategy == "grid" else min(search.budget, sweep.size())
-    pool = ProcessPoolExecutor(max_workers=workers, initializer=_init_worker) if workers > 1 else None
-    try:
-        run = _Run(sweep, table, pool, evaluator or Evaluator(), on_progress, total)
+    with ResultsStore(out_dir, columns_for(sweep)) as table:
+        run = _Run(sweep, table, None, evaluator or Evaluator(), on_progress, total)
         log.info("%d design points to visit, %d rows already stored", total, len(run.stored))
-        STRATEGIES[search.strategy](sweep, run.evaluate)
-    finally:
-        if pool is not None:
-            pool.shutdown()
+        run.pool = make_executor(executor, workers, scheduler)
+        try:
+            STRATEGIES[search.strategy](sweep, run.evaluate)
+        finally:
+            if run.pool is not None:
+                run.pool.shutdown()
+        table.export(run.asked)
     return [run.stored[point_id] for point_id in run.asked]

@@ -1,0 +1,120 @@
+"""results.sqlite: each batch committed once, kills lose nothing committed, results.csv exported from it."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+from test_sweep import TINY_CONFIG
+
+from explore.results import ResultsStore, read_results, read_rows
+from explore.rows import normalize_row
+from explore.runner import columns_for, run_sweep
+from explore.sweep import load_sweep
+from workloads.errors import InputError
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    """12 points, 6 of them on a device too small for the model (NaN metrics and a reason)."""
+    model = tmp_path / "tiny" / "config.json"
+    model.parent.mkdir(parents=True, exist_ok=True)
+    model.write_text(json.dumps(TINY_CONFIG))
+    path = tmp_path / "sweep.yaml"
+    path.write_text(f"name: store\nmodel: {model}\ndevice: [h100-sxm, l4]\n"
+                    "workload: {batch: [1, 2, 4], prompt: 16, output: 4}\n"
+                    "overrides: {device.memory.capacity_GB: [0.000001, 80]}\n")
+    return load_sweep(str(path))
+
+
+def _csv_cells(row: dict, columns: list[str]) -> dict[str, str]:
+    """A row as the csv module writes it (NaN and None as empty cells)."""
+    def cell(v):
+        return "" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)
+    return {c: cell(row.get(c)) for c in columns}
+
+
+def _same(a, b) -> bool:
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def test_csv_regenerated_from_the_database_equals_the_rows(tmp_path, sweep):
+    out = tmp_path / "out"
+    rows = run_sweep(sweep, out)
+    columns = columns_for(sweep)
+    assert len(rows) == 12 and sum(not r["fits_in_memory"] for r in rows) == 6
+    appended = (out / "results.csv").read_text()
+    (out / "results.csv").unlink()
+    with ResultsStore(out, columns) as store:
+        store.export([r["point_id"] for r in rows])
+    assert (out / "results.csv").read_text() == appended
+    assert read_rows(out / "results.csv") == [_csv_cells(r, columns) for r in rows]
+    # Typed values from the database read the same as the CSV's strings once normalized.
+    from_db = read_results(out)
+    assert [r["point_id"] for r in from_db] == [r["point_id"] for r in rows]
+    assert _same([normalize_row(r) for r in from_db], [normalize_row(r) for r in read_rows(out / "results.csv")])
+    assert _same(from_db, [{c: r.get(c) for c in columns} for r in rows])
+
+
+def test_resume_reuses_stored_rows_and_keeps_each_point_once(tmp_path, sweep):
+    out = tmp_path / "out"
+    first = run_sweep(sweep, out)
+    again = run_sweep(sweep, out)  # nothing evaluated: every row comes back from the database
+    columns = columns_for(sweep)
+    assert _same([{c: r.get(c) for c in columns} for r in again], [{c: r.get(c) for c in columns} for r in first])
+    with ResultsStore(out, columns) as store:
+        store.append(first[:3])  # a point stored twice keeps its first row
+        assert len(store.load()) == 12
+    assert len(read_rows(out / "results.csv")) == 12
+
+
+def test_a_kill_inside_a_transaction_stores_nothing_of_it(tmp_path, sweep):
+    columns = columns_for(sweep)
+    rows = [p.row() | {"fits_in_memory": True} for p in sweep.points()]
+    with ResultsStore(tmp_path, columns) as store:
+        store.append(rows[:4])
+    script = ("import os, signal, sqlite3, sys\n"
+              "db = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+              "db.execute('BEGIN IMMEDIATE')\n"
+              "db.executemany('INSERT INTO results (point_id, row) VALUES (?, ?)', "
+              "[(str(i), '{}') for i in range(100)])\n"
+              "os.kill(os.getpid(), signal.SIGKILL)\n")
+    killed = subprocess.run([sys.executable, "-c", script, str(tmp_path / "results.sqlite")])
+    assert killed.returncode == -9
+    with ResultsStore(tmp_path, columns) as store:
+        stored = store.load()
+        assert list(stored) == [r["point_id"] for r in rows[:4]]
+        store.append(rows[4:])
+    assert [r["point_id"] for r in read_rows(tmp_path / "results.csv")] == [r["point_id"] for r in rows]
+
+
+def test_a_results_csv_without_database_is_imported(tmp_path, sweep):
+    out = tmp_path / "old"
+    rows = run_sweep(sweep, out)
+    (out / "results.sqlite").unlink()
+    text = (out / "results.csv").read_text()
+    (out / "results.csv").write_text(text[:-40])  # the last line cut short by a kill
+    with ResultsStore(out, columns_for(sweep)) as store:
+        stored = store.load()
+    assert list(stored) == [r["point_id"] for r in rows[:-1]]
+    assert run_sweep(sweep, out)[-1]["point_id"] == rows[-1]["point_id"]
+    assert (out / "results.csv").read_text() == text
+
+
+def test_other_columns_are_refused(tmp_path, sweep):
+    with ResultsStore(tmp_path, columns_for(sweep)) as store:
+        store.load()
+    with pytest.raises(InputError, match="other columns"), ResultsStore(tmp_path, ["point_id", "x"]) as store:
+        store.load()
+
+
+def test_parquet_export_has_typed_columns(tmp_path, sweep):
+    pq = pytest.importorskip("pyarrow.parquet")
+    rows = run_sweep(sweep, tmp_path)
+    table = pq.read_table(tmp_path / "results.parquet")
+    assert table.column_names == columns_for(sweep) and table.num_rows == len(rows)
+    assert table.column("batch").to_pylist() == [r["batch"] for r in rows]
+    assert table.column("fits_in_memory").to_pylist() == [r["fits_in_memory"] for r in rows]
