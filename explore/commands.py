@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from workloads.errors import InputError
 # prefill and a decode trace takes about 0.05 s per decoder layer; a design point then takes ~0.5-2 ms
 # (more at large batch); Optuna adds about 20 ms per proposal (1,382 NSGA-II trials took 27 s); the
 # report about 8 s.
+GOALS_FILE = "objectives.json"
 TRACE_S_PER_LAYER = 0.05
 POINT_S = 0.001
 OPTUNA_S_PER_POINT = 0.02
@@ -51,7 +53,10 @@ def cmd_sweep(args) -> int:
     rows = run_sweep(sweep, out, workers=args.workers, evaluator=evaluator,
                      on_progress=None if args.quiet else _print_progress, executor=executor,
                      scheduler=getattr(args, "scheduler", None))
-    html, md = write_report(out, rows, title=sweep.name, evaluator=evaluator)
+    goals = {"objectives": sweep.spec.objectives.model_dump(), "constraints": sweep.spec.constraints}
+    # Kept beside the results so that `explore report DIR` can draw the same Pareto fronts later.
+    (out / GOALS_FILE).write_text(json.dumps(goals, indent=2))
+    html, md = write_report(out, rows, title=sweep.name, evaluator=evaluator, **goals)
     feasible = sum(1 for r in rows if is_feasible(normalize_row(r)))
     print(f"{len(rows)} design points ({feasible} feasible)\nresults: {out / 'results.csv'}\nreport:  {html}\n"
           f"summary: {md}")
@@ -118,7 +123,9 @@ def cmd_report(args) -> int:
     out = Path(args.out_dir)
     if not (out / CSV_NAME).is_file() and not (out / DB_NAME).is_file():
         raise InputError(f"{out}: no results.csv here (run a sweep with --out {out} first)")
-    html, md = write_report(out, read_results(out), title=out.name, evaluator=Evaluator())
+    goals_path = out / GOALS_FILE
+    goals = json.loads(goals_path.read_text()) if goals_path.is_file() else {}
+    html, md = write_report(out, read_results(out), title=out.name, evaluator=Evaluator(), **goals)
     print(f"report:  {html}\nsummary: {md}")
     return 0
 

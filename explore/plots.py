@@ -192,3 +192,124 @@ def validation_figure(device: str, predicted_s: np.ndarray, measured_s: np.ndarr
     for ax in (scatter, residual):
         ax.grid(True, which="major", alpha=0.3)
     return fig
+
+
+# ---- objectives: Pareto fronts, rankings, sensitivity -------------------------------------------------------
+
+METRIC_NAMES = {
+    "ttft_s": "TTFT (s)", "tpot_s": "TPOT (s)", "e2e_s": "end-to-end latency (s)", "tokens_per_s": "tokens/s",
+    "energy_per_token_J": "energy per output token (J)", "avg_power_W": "average power (W)",
+    "peak_memory_B": "peak memory (bytes)", "area_mm2": "area (mm²)", "cost_usd": "cost (USD)",
+    "tokens_per_usd": "tokens/USD",
+}
+UNIT_SUFFIXES = {"s": "s", "J": "J", "W": "W", "B": "bytes", "mm2": "mm²", "usd": "USD", "GBps": "GB/s", "GB": "GB"}
+
+
+def metric_axis_label(name: str) -> str:
+    """An axis label with its unit for a metric or knob name: 'tpot_s' -> 'TPOT (s)', 'time_gemm_s' -> 'time gemm (s)'.
+    """
+    if name in METRIC_NAMES:
+        return METRIC_NAMES[name]
+    stem, _, suffix = name.rpartition("_")
+    if stem and suffix in UNIT_SUFFIXES:
+        return f"{stem.replace('_', ' ')} ({UNIT_SUFFIXES[suffix]})"
+    return name.replace("_", " ")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChosenPoint:
+    """A labeled point of a Pareto figure: its coordinates, its role ('best TPOT (s)', 'balanced') and its name."""
+
+    x: float
+    y: float
+    role: str
+    label: str
+
+
+def _scale_axes(ax: Axes, x: np.ndarray, y: np.ndarray) -> None:
+    if _wide_range(x):
+        ax.set_xscale("log")
+    if _wide_range(y):
+        ax.set_yscale("log")
+
+
+def pareto_figure(x_name: str, y_name: str, meeting: np.ndarray, violating: np.ndarray, front: np.ndarray,
+                  x_minimized: bool, chosen: Sequence[ChosenPoint]) -> Figure:
+    """Feasible points (grey), constraint violators (light x), the front (red, step line), chosen points labeled.
+
+    `meeting`, `violating` and `front` are (n, 2) arrays of metric values (not signed); `front` sorted by x.
+    """
+    fig = Figure(figsize=(9.0, 5.4 + 0.2 * len(chosen)), layout="constrained")
+    ax = fig.subplots()
+    if len(violating):
+        ax.scatter(violating[:, 0], violating[:, 1], s=24, marker="x", color="#c7c7c7", lw=1,
+                   label="violates a constraint")
+    ax.scatter(meeting[:, 0], meeting[:, 1], s=20, color="#8c8c8c", alpha=0.8, edgecolors="none",
+               label="feasible, meets constraints")
+    ax.step(front[:, 0], front[:, 1], where="post" if x_minimized else "pre", color="#d62728", lw=1.2, alpha=0.8)
+    ax.scatter(front[:, 0], front[:, 1], s=46, color="#d62728", edgecolors="black", lw=0.6, zorder=3,
+               label="Pareto-optimal")
+    every = np.concatenate([meeting, violating]) if len(violating) else meeting
+    _scale_axes(ax, every[:, 0], every[:, 1])
+    for i, point in enumerate(chosen):
+        ax.annotate(f"{chr(ord('A') + i)}: {point.role}", (point.x, point.y), xytext=(10, 10 + 12 * (i % 3)),
+                    textcoords="offset points", fontsize=8, arrowprops={"arrowstyle": "-", "lw": 0.6},
+                    bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "#999", "alpha": 0.9}, zorder=4)
+    ax.set_xlabel(metric_axis_label(x_name) + (" (lower is better)" if x_minimized else " (higher is better)"))
+    ax.set_ylabel(metric_axis_label(y_name))
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=8, frameon=False, loc="best")
+    if chosen:  # the letters' full names below the axes, where long labels have room
+        handles = [Line2D([], [], ls="", marker=f"${chr(ord('A') + i)}$", color="black",
+                          label=textwrap.shorten(f"{p.role}: {p.label}", 170)) for i, p in enumerate(chosen)]
+        fig.legend(handles=handles, loc="outside lower left", ncols=1, fontsize=8, frameon=False)
+    return fig
+
+
+def ranking_figure(name: str, labels: Sequence[str], values: Sequence[float], minimized: bool) -> Figure:
+    """Horizontal bars of the best design points for one objective, best at the top."""
+    fig = Figure(figsize=(10.0, 1.4 + 0.3 * len(labels)), layout="constrained")
+    ax = fig.subplots()
+    y = np.arange(len(labels))
+    array = np.asarray(values, dtype=float)
+    ax.barh(y, array, color="#1f77b4", height=0.7)
+    ax.set_yticks(y, labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel(metric_axis_label(name) + (" (lower is better)" if minimized else " (higher is better)"))
+    if _wide_range(array):
+        ax.set_xscale("log")
+    ax.grid(True, axis="x", alpha=0.3)
+    return fig
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def sensitivity_figure(objective: str, panels: Mapping[str, Sequence[tuple[str, float]]]) -> Figure:
+    """Small multiples: one panel per knob, its values (categorical) on x, the median objective on y."""
+    ncols = min(len(panels), 3)
+    nrows = math.ceil(len(panels) / ncols)
+    fig = Figure(figsize=(4.2 * ncols, 3.3 * nrows + 0.3), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax, (knob, points) in zip(axes, panels.items(), strict=False):
+        labels = [textwrap.shorten(label, 18, placeholder="…") for label, _ in points]
+        x = np.arange(len(points))
+        numeric = all(_is_number(label) for label, _ in points)  # join ordered values only, not names
+        ax.plot(x, [v for _, v in points], marker="o", color="#1f77b4", ls="-" if numeric else "none")
+        long = sum(len(label) for label in labels) > 28 or len(labels) > 6
+        ax.set_xticks(x, labels, fontsize=8, rotation=30 if long else 0, ha="right" if long else "center")
+        ax.set_xlim(-0.5, len(points) - 0.5)
+        if _wide_range(np.array([v for _, v in points], dtype=float)):
+            ax.set_yscale("log")
+        ax.set_title(metric_axis_label(knob), fontsize=9)
+        ax.set_ylabel(f"median {metric_axis_label(objective)}", fontsize=8)
+        ax.tick_params(axis="y", which="both", labelsize=8)
+        ax.grid(True, which="major", alpha=0.3)
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    return fig

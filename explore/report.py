@@ -330,11 +330,12 @@ def _html_figure(figure: ReportFigure) -> str:
     return f"<h2>{html.escape(figure.title)}</h2>{image}<p class='note'>{html.escape(figure.caption)}</p>"
 
 
-def render_html(title: str, summary: list[str], figures: list[ReportFigure], tables: list[ReportTable]) -> str:
-    """The whole report as one HTML page with no external resources."""
+def render_html(title: str, summary: list[str], figures: list[ReportFigure], tables: list[ReportTable],
+                *, lead: int = 2) -> str:
+    """The whole report as one HTML page with no external resources; the first `lead` tables precede the figures."""
     header = "".join(f"<p>{html.escape(line)}</p>" for line in summary)
-    body = "".join(_html_table(t) for t in tables[:2]) + "".join(_html_figure(f) for f in figures)
-    body += "".join(_html_table(t) for t in tables[2:])
+    body = "".join(_html_table(t) for t in tables[:lead]) + "".join(_html_figure(f) for f in figures)
+    body += "".join(_html_table(t) for t in tables[lead:])
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>{header}{body}</body></html>\n")
 
@@ -360,21 +361,33 @@ def _md_figure(figure: ReportFigure) -> str:
     return f"## {figure.title}\n\n{image}{figure.caption}\n"
 
 
-def render_markdown(title: str, summary: list[str], figures: list[ReportFigure], tables: list[ReportTable]) -> str:
-    """The report as Markdown; figures are referenced as figures/<name>.png."""
+def render_markdown(title: str, summary: list[str], figures: list[ReportFigure], tables: list[ReportTable],
+                    *, lead: int = 2) -> str:
+    """The report as Markdown; figures are referenced as figures/<name>.png; `lead` tables precede the figures."""
     parts = [f"# {title}", "", " ".join(summary), ""]
-    parts += [_md_table(t) for t in tables[:2]] + [_md_figure(f) for f in figures] + [_md_table(t) for t in tables[2:]]
+    parts += [_md_table(t) for t in tables[:lead]] + [_md_figure(f) for f in figures]
+    parts += [_md_table(t) for t in tables[lead:]]
     return "\n".join(parts)
 
 
-def write_report(out_dir: Path, rows: list[dict], *, title: str,
-                 evaluator: Evaluator | None = None) -> tuple[Path, Path]:
-    """Write out_dir/report.html (self-contained) and out_dir/report.md (+ figures/*.png); return both paths."""
+def write_report(out_dir: Path, rows: list[dict], *, title: str, evaluator: Evaluator | None = None,
+                 objectives: dict | None = None, constraints: list[str] | None = None) -> tuple[Path, Path]:
+    """Write out_dir/report.html (self-contained) and out_dir/report.md (+ figures/*.png); return both paths.
+
+    `objectives` ({"minimize": [...], "maximize": [...]}) and `constraints` (["ttft_s <= 0.5", ...]) add the
+    Pareto fronts, the Pareto-optimal table and the parameter sensitivity; without objectives they are left out.
+    """
+    from explore.report_pareto import OBJECTIVE_FIGURES, objective_sections
+
     out_dir = Path(out_dir)
     typed = [normalize_row(row) for row in rows]
-    figures, tables, summary = report_figures(typed, evaluator), report_tables(typed), _summary(typed)
+    extra_figures, extra_tables = objective_sections(typed, objectives, constraints)
+    figures, tables = extra_figures + report_figures(typed, evaluator), extra_tables + report_tables(typed)
+    summary = _summary(typed) + ([f"Constraints: {', '.join(constraints)}."] if extra_tables and constraints else [])
     figure_dir = out_dir / "figures"
     figure_dir.mkdir(parents=True, exist_ok=True)
+    for stale in (path for pattern in OBJECTIVE_FIGURES for path in figure_dir.glob(pattern)):
+        stale.unlink()  # objective figures of an earlier report (other objectives); this one writes its own below
     for figure in figures:
         path = figure_dir / f"{figure.name}.png"
         if figure.png is None:
@@ -382,6 +395,6 @@ def write_report(out_dir: Path, rows: list[dict], *, title: str,
         else:
             path.write_bytes(figure.png)
     html_path, md_path = out_dir / "report.html", out_dir / "report.md"
-    html_path.write_text(render_html(title, summary, figures, tables), encoding="utf-8")
-    md_path.write_text(render_markdown(title, summary, figures, tables), encoding="utf-8")
+    html_path.write_text(render_html(title, summary, figures, tables, lead=2 + len(extra_tables)), encoding="utf-8")
+    md_path.write_text(render_markdown(title, summary, figures, tables, lead=2 + len(extra_tables)), encoding="utf-8")
     return html_path, md_path

@@ -64,14 +64,10 @@ def optuna_search(sweep: Sweep, evaluate: Evaluate) -> None:
     dims = sweep.dimensions()
     space = {name: CategoricalDistribution(list(range(len(values)))) for name, values in dims.items()}
 
-    def constraints_func(trial) -> list[float]:
-        return trial.user_attrs["violations"]
-
-    options = {"seed": search.seed, "constraints_func": constraints_func if constraints else None}
     if search.strategy == "nsga2":
-        sampler = optuna.samplers.NSGAIISampler(population_size=max(search.batch, 2), **options)
+        sampler = optuna.samplers.NSGAIISampler(population_size=max(search.batch, 2), seed=search.seed)
     else:
-        sampler = optuna.samplers.TPESampler(multivariate=True, **options)
+        sampler = optuna.samplers.TPESampler(multivariate=True, seed=search.seed)
     study = optuna.create_study(directions=["minimize"] * len(objectives.minimize)
                                 + ["maximize"] * len(objectives.maximize), sampler=sampler)
     seen: set[str] = set()
@@ -86,8 +82,8 @@ def optuna_search(sweep: Sweep, evaluate: Evaluate) -> None:
             if not all(math.isfinite(v) for v in values):  # does not fit in memory: nothing to rank
                 study.tell(trial, state=TrialState.FAIL)
                 continue
-            if constraints:
-                trial.set_user_attr("violations", _violations(row, constraints))
+            for i, excess in enumerate(_violations(row, constraints)):
+                trial.set_constraint(f"c{i}", excess)
             study.tell(trial, values)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import csv
 import html
+import io
 import re
 from pathlib import Path
 
@@ -99,3 +100,109 @@ def test_normalize_row_reads_csv_strings() -> None:
     assert row["batch"] == 4 and row["fits_in_memory"] is False
     assert row["ttft_s"] != row["ttft_s"] and row["tpot_s"] != row["tpot_s"]  # NaN
     assert row["device.memory.bandwidth_GBps"] == 4000 and row["infeasible_reason"] == "too big"
+
+
+# ---- objectives: synthetic rows, no evaluation ---------------------------------------------------------------
+
+def _synthetic(device: str, batch: int, tpot: float, energy: float, ttft: float, fits: bool = True) -> dict:
+    """A hand-made results row; an infeasible one has NaN metrics."""
+    nan = float("nan")
+    metrics = {"ttft_s": ttft, "tpot_s": tpot, "e2e_s": ttft + 8 * tpot, "tokens_per_s": batch / tpot,
+               "energy_per_token_J": energy, "avg_power_W": 300.0, "peak_memory_B": 2e10, "time_gemm_s": 8 * tpot,
+               "time_attention_s": ttft}
+    return {"model": "m", "device": device, "batch": batch, "prompt": 128, "output": 8, "weight_bits": 16,
+            "act_bits": 16, "kv_bits": 16, "execution": "eager", "fits_in_memory": fits,
+            "infeasible_reason": "" if fits else "needs 90 GB, has 80 GB"} | (
+        metrics if fits else dict.fromkeys(metrics, nan))
+
+
+# (device, batch): (tpot_s, energy_per_token_J, ttft_s). With "ttft_s <= 0.5" and both objectives minimized the
+# front is A, B, C, F: D is dominated by C, G by B, E (which dominates everything) breaks the constraint.
+SYNTHETIC = {
+    "A": ("gpu-a", 1, 0.010, 5.0, 0.10), "B": ("gpu-a", 2, 0.012, 3.0, 0.20), "C": ("gpu-a", 4, 0.020, 2.0, 0.40),
+    "D": ("gpu-a", 8, 0.030, 2.5, 0.45), "E": ("gpu-b", 1, 0.005, 1.0, 0.90), "F": ("gpu-b", 2, 0.040, 1.5, 0.30),
+    "G": ("gpu-b", 4, 0.016, 4.0, 0.30),
+}
+OBJECTIVES = {"minimize": ["tpot_s", "energy_per_token_J"]}
+CONSTRAINTS = ["ttft_s <= 0.5"]
+
+
+@pytest.fixture()
+def synthetic() -> list[dict]:
+    return [_synthetic(*values) for values in SYNTHETIC.values()] + [_synthetic("gpu-b", 8, 1, 1, 1, fits=False)]
+
+
+def _label(key: str) -> str:
+    device, batch = SYNTHETIC[key][:2]
+    return f"m / {device} / b{batch} / w16a16kv16"
+
+
+def _table(page: str, title: str) -> list[list[str]]:
+    """The body cells of the HTML table under the heading `title`."""
+    section = page.split(f"<h2>{html.escape(title)}</h2>", 1)[1].split("</table>", 1)[0]
+    return [re.findall(r"<td>(.*?)</td>", row) for row in re.findall(r"<tr>(.*?)</tr>", section) if "<td>" in row]
+
+
+def _decoded(page: str) -> list[tuple[int, int]]:
+    """Each embedded PNG decoded: its size in pixels."""
+    from PIL import Image
+    sizes = []
+    for png in _embedded_pngs(page):
+        with Image.open(io.BytesIO(png)) as image:
+            image.load()
+            sizes.append(image.size)
+    return sizes
+
+
+def test_report_with_objectives_adds_pareto_and_sensitivity(tmp_path: Path, synthetic: list[dict]) -> None:
+    html_path, md_path = write_report(tmp_path, synthetic, title="objectives", objectives=OBJECTIVES,
+                                      constraints=CONSTRAINTS)
+    page, markdown = html_path.read_text(), md_path.read_text()
+    # 1 Pareto pair + 2 sensitivity figures + breakdown, energy, batch (no evaluator: no roofline).
+    sizes = _decoded(page)
+    assert len(sizes) == 6 and all(w > 300 and h > 200 for w, h in sizes)
+    referenced = re.findall(r"!\[[^\]]*\]\((figures/[a-z0-9_]+\.png)\)", markdown)
+    assert len(referenced) == 6 and "figures/pareto_tpot_s_energy_per_token_j.png" in referenced
+    assert {"figures/sensitivity_tpot_s.png", "figures/sensitivity_energy_per_token_j.png"} <= set(referenced)
+    assert all((tmp_path / name).read_bytes().startswith(PNG_SIGNATURE) for name in referenced)
+    cells = _table(page, "Pareto-optimal designs")
+    assert [row[0] for row in cells] == [_label(k) for k in "ABCF"]  # sorted by tpot_s; E breaks the constraint
+    assert [row[1:3] for row in cells] == [["0.01", "5"], ["0.012", "3"], ["0.02", "2"], ["0.04", "1.5"]]
+    assert [row[3] for row in cells] == ["best tpot_s", "", "balanced", "best energy_per_token_J"]
+    # The Pareto table comes before the top-designs tables, and the constraint is named.
+    assert page.index("Pareto-optimal designs") < page.index("Highest throughput")
+    assert "Constraints: ttft_s &lt;= 0.5." in page and "1 feasible point breaking a constraint left out" in page
+
+
+def test_without_constraints_the_violator_dominates(tmp_path: Path, synthetic: list[dict]) -> None:
+    page = write_report(tmp_path, synthetic, title="t", objectives=OBJECTIVES)[0].read_text()
+    cells = _table(page, "Pareto-optimal designs")
+    assert [row[0] for row in cells] == [_label("E")]
+    assert cells[0][3] == "best tpot_s, best energy_per_token_J, balanced"
+
+
+def test_one_objective_ranks_and_three_give_three_pairs(tmp_path: Path, synthetic: list[dict]) -> None:
+    page = write_report(tmp_path / "one", synthetic, title="t", objectives={"maximize": ["tokens_per_s"]},
+                        constraints=CONSTRAINTS)[0].read_text()
+    assert len(_decoded(page)) == 1 + 1 + 3  # ranking, sensitivity, the usual three
+    ranked = [row[0] for row in _table(page, "Best designs by tokens/s")]
+    assert ranked == [_label(k) for k in "DGCBAF"]  # batch / tpot, E left out
+    three = {"minimize": ["tpot_s", "energy_per_token_J"], "maximize": ["tokens_per_s"]}
+    page = write_report(tmp_path / "three", synthetic, title="t", objectives=three)[0].read_text()
+    assert len(_decoded(page)) == 3 + 3 + 3 and page.count("<h2>Pareto front:") == 3
+
+
+def test_without_objectives_the_report_is_unchanged(tmp_path: Path, synthetic: list[dict]) -> None:
+    with_objectives = write_report(tmp_path, synthetic, title="t", objectives=OBJECTIVES)[0].read_text()
+    assert len(_decoded(with_objectives)) == 6
+    plain = write_report(tmp_path, synthetic, title="t")[0].read_text()
+    assert len(_decoded(plain)) == FIGURES - 1 and "Pareto" not in plain and "Sensitivity" not in plain
+    assert write_report(tmp_path, synthetic, title="t", objectives={"minimize": []},
+                        constraints=CONSTRAINTS)[0].read_text() == plain
+    assert sorted(p.name for p in (tmp_path / "figures").glob("*.png")) == ["batch.png", "breakdown.png",
+                                                                           "energy.png"]  # stale ones removed
+
+
+def test_bad_constraint_is_a_clear_error(tmp_path: Path, synthetic: list[dict]) -> None:
+    with pytest.raises(ValueError, match="METRIC OP NUMBER"):
+        write_report(tmp_path, synthetic, title="t", objectives=OBJECTIVES, constraints=["ttft_s about 1"])

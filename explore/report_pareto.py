@@ -1,0 +1,192 @@
+"""The objective sections of the design report: Pareto fronts, the Pareto-optimal table, parameter sensitivity."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from explore.pareto import objective_matrix, pareto_mask
+from explore.plots import (
+    ChosenPoint,
+    figure_png,
+    metric_axis_label,
+    pareto_figure,
+    ranking_figure,
+    sensitivity_figure,
+)
+from explore.report import ReportFigure, ReportTable, _count, _lengths_vary, _num
+from explore.rows import is_feasible, point_label
+from explore.sensitivity import sensitivity, value_label
+from explore.sweep import CONSTRAINT, Constraint
+
+MAX_FRONT_ROWS = 30  # rows of the Pareto-optimal table
+MAX_RANKED = 15  # bars and rows for a single objective
+MAX_PAIRS = 6  # Pareto figures (pairs of objectives)
+MAX_SENSITIVITY = 3  # sensitivity figures (objectives)
+OBJECTIVE_FIGURES = ("pareto_*.png", "ranking_*.png", "sensitivity_*.png")  # file names of the figures below
+
+HOW_TO_READ_PARETO = (
+    "Each dot is a feasible design point; crosses are feasible points that break a constraint and cannot be "
+    "chosen. Red points are Pareto-optimal for this pair of objectives (no other point is at least as good on "
+    "both and better on one), joined by the front's staircase. Lettered points are the best on each objective "
+    "and the balanced choice: the front point closest to the ideal corner once each objective is scaled to "
+    "[0, 1] over the front.")
+HOW_TO_READ_SENSITIVITY = (
+    "One panel per knob that varies in the sweep: the median of the objective over all feasible points with "
+    "that knob value (the other knobs at all their values). A steep panel names a knob that matters; a flat one "
+    "a knob that does not. Gaps are values with no feasible point.")
+
+
+def parse_constraints(constraints: Sequence[str] | None) -> list[Constraint]:
+    """Constraint objects from strings like 'ttft_s <= 0.5' (explore.sweep.CONSTRAINT syntax)."""
+    parsed = []
+    for item in constraints or ():
+        match = CONSTRAINT.match(item)
+        if not match:
+            raise ValueError(f"constraint: 'METRIC OP NUMBER' with OP one of <=, <, >=, >, == (found {item!r})")
+        metric, op, bound = match.groups()
+        parsed.append(Constraint(metric, op, float(bound)))
+    return parsed
+
+
+def objective_names(objectives: dict | None) -> tuple[list[str], list[str]]:
+    """The minimized and the maximized metric names (empty lists when none)."""
+    objectives = objectives or {}
+    return list(objectives.get("minimize") or []), list(objectives.get("maximize") or [])
+
+
+def split_by_constraints(rows: list[dict[str, Any]], constraints: list[Constraint]) -> tuple[list, list]:
+    """The feasible rows that meet every constraint, and those that break one."""
+    feasible = [row for row in rows if is_feasible(row)]
+    meeting = [row for row in feasible if all(c.holds(row) for c in constraints)]
+    violating = [row for row in feasible if not all(c.holds(row) for c in constraints)]
+    return meeting, violating
+
+
+def pareto_rows(rows: list[dict[str, Any]], minimize: list[str], maximize: list[str]) -> list[dict[str, Any]]:
+    """The rows on the Pareto front of the objectives (rows with a NaN objective never are)."""
+    if not rows:
+        return []
+    mask = pareto_mask(objective_matrix(rows, minimize, maximize))
+    return [row for row, keep in zip(rows, mask, strict=True) if keep]
+
+
+def chosen_roles(front: list[dict[str, Any]], minimize: list[str], maximize: list[str]) -> dict[int, list[str]]:
+    """Index in `front` -> its roles: 'best <metric>' for each objective's best point, and 'balanced'."""
+    if not front:
+        return {}
+    signed = objective_matrix(front, minimize, maximize)
+    roles: dict[int, list[str]] = {}
+    for column, name in enumerate(minimize + maximize):
+        roles.setdefault(int(np.argmin(signed[:, column])), []).append(f"best {name}")
+    low, span = signed.min(axis=0), np.ptp(signed, axis=0)
+    scaled = np.divide(signed - low, span, out=np.zeros_like(signed), where=span > 0)
+    roles.setdefault(int(np.argmin(np.linalg.norm(scaled, axis=1))), []).append("balanced")
+    return roles
+
+
+def _values(rows: list[dict[str, Any]], names: Sequence[str]) -> np.ndarray:
+    return np.array([[float(row.get(n, math.nan)) for n in names] for row in rows], dtype=float).reshape(-1, len(names))
+
+
+def _pair_figure(meeting: list, violating: list, x: str, y: str, minimize: list[str], lengths: bool) -> ReportFigure:
+    """The Pareto figure of one pair of objectives."""
+    pair_min, pair_max = [n for n in (x, y) if n in minimize], [n for n in (x, y) if n not in minimize]
+    name, title = f"pareto_{x}_{y}".lower(), f"Pareto front: {metric_axis_label(x)} against {metric_axis_label(y)}"
+    front = sorted(pareto_rows(meeting, pair_min, pair_max), key=lambda r: float(r[x]))
+    if not front:
+        return ReportFigure(name=name, title=title, png=None,
+                            caption=f"Not drawn: no feasible point meets the constraints with values of {x} and {y}.")
+    roles = chosen_roles(front, pair_min, pair_max)
+    chosen = [ChosenPoint(x=float(front[i][x]), y=float(front[i][y]), role=", ".join(r),
+                          label=point_label(front[i], lengths=lengths)) for i, r in sorted(roles.items())]
+    fig = pareto_figure(x, y, _values(meeting, (x, y)), _values(violating, (x, y)), _values(front, (x, y)),
+                        x in minimize, chosen)
+    caption = (f"{_count(len(meeting), 'feasible point')} meeting the constraints, {len(violating)} breaking one; "
+               f"{len(front)} Pareto-optimal. {HOW_TO_READ_PARETO}")
+    return ReportFigure(name=name, title=title, caption=caption, png=figure_png(fig))
+
+
+def _ranked(rows: list[dict[str, Any]], name: str, minimized: bool) -> list[dict[str, Any]]:
+    measured = [row for row in rows if math.isfinite(float(row.get(name, math.nan)))]
+    return sorted(measured, key=lambda r: float(r[name]) * (1 if minimized else -1))
+
+
+def pareto_figures(rows: list[dict[str, Any]], objectives: dict | None,
+                   constraints: Sequence[str] | None) -> list[ReportFigure]:
+    """One Pareto figure per pair of objectives (at most MAX_PAIRS); a ranking of the best for one objective."""
+    minimize, maximize = objective_names(objectives)
+    names = minimize + maximize
+    meeting, violating = split_by_constraints(rows, parse_constraints(constraints))
+    lengths = _lengths_vary(rows)
+    if len(names) == 1:
+        name = names[0]
+        best = _ranked(meeting, name, bool(minimize))[:MAX_RANKED]
+        title = f"Best designs by {metric_axis_label(name)}"
+        if not best:
+            return [ReportFigure(name=f"ranking_{name}".lower(), title=title, png=None,
+                                 caption=f"Not drawn: no feasible point meets the constraints with a value of {name}.")]
+        fig = ranking_figure(name, [point_label(r, lengths=lengths) for r in best], [r[name] for r in best],
+                             bool(minimize))
+        caption = (f"The {len(best)} best of {_count(len(meeting), 'feasible point')} meeting the constraints "
+                   f"({len(violating)} feasible points break one and are left out); best at the top.")
+        return [ReportFigure(name=f"ranking_{name}".lower(), title=title, caption=caption, png=figure_png(fig))]
+    pairs = list(itertools.combinations(names, 2))[:MAX_PAIRS]
+    return [_pair_figure(meeting, violating, x, y, minimize, lengths) for x, y in pairs]
+
+
+def pareto_table(rows: list[dict[str, Any]], objectives: dict | None, constraints: Sequence[str] | None) -> ReportTable:
+    """The Pareto-optimal designs over all objectives (the ranked best for one), sorted by the first objective."""
+    minimize, maximize = objective_names(objectives)
+    names = minimize + maximize
+    meeting, violating = split_by_constraints(rows, parse_constraints(constraints))
+    lengths = _lengths_vary(rows)
+    broke = f" {_count(len(violating), 'feasible point')} breaking a constraint left out." if constraints else ""
+    headers = ["design point"] + [metric_axis_label(n) for n in names]
+    if len(names) == 1:
+        best = _ranked(meeting, names[0], bool(minimize))[:MAX_RANKED]
+        return ReportTable(title=f"Best designs by {metric_axis_label(names[0])}", headers=headers,
+                           note=f"The {_count(len(best), 'feasible point')} best ({'lower' if minimize else 'higher'} "
+                                f"is better).{broke}",
+                           cells=[[point_label(r, lengths=lengths), _num(r.get(names[0]))] for r in best])
+    front = sorted(pareto_rows(meeting, minimize, maximize), key=lambda r: float(r[names[0]]))
+    roles = chosen_roles(front, minimize, maximize)
+    shown = front[:MAX_FRONT_ROWS]
+    more = f" Showing the first {len(shown)} of {len(front)}." if len(front) > len(shown) else ""
+    goal = ", ".join([f"minimize {n}" for n in minimize] + [f"maximize {n}" for n in maximize])
+    return ReportTable(
+        title="Pareto-optimal designs", headers=headers + ["chosen"],
+        note=f"{_count(len(front), 'point')} no other feasible point beats on every objective ({goal}), "
+             f"sorted by {names[0]}.{broke}{more}",
+        cells=[[point_label(r, lengths=lengths)] + [_num(r.get(n)) for n in names] + [", ".join(roles.get(i, []))]
+               for i, r in enumerate(shown)])
+
+
+def sensitivity_figures(rows: list[dict[str, Any]], objectives: dict | None) -> list[ReportFigure]:
+    """One small-multiples figure per objective (at most MAX_SENSITIVITY): how each knob moves it."""
+    minimize, maximize = objective_names(objectives)
+    figures = []
+    for name in (minimize + maximize)[:MAX_SENSITIVITY]:
+        title = f"Sensitivity of {metric_axis_label(name)} to each knob"
+        panels = {knob: [(value_label(v), m) for v, m in points] for knob, points in sensitivity(rows, name).items()}
+        if not panels or not any(math.isfinite(m) for points in panels.values() for _, m in points):
+            why = "no knob varies in the sweep" if not panels else f"no feasible point has a value of {name}"
+            figures.append(ReportFigure(name=f"sensitivity_{name}".lower(), title=title, png=None,
+                                        caption=f"Not drawn: {why}."))
+            continue
+        figures.append(ReportFigure(name=f"sensitivity_{name}".lower(), title=title, caption=HOW_TO_READ_SENSITIVITY,
+                                    png=figure_png(sensitivity_figure(name, panels))))
+    return figures
+
+
+def objective_sections(rows: list[dict[str, Any]], objectives: dict | None,
+                       constraints: Sequence[str] | None) -> tuple[list[ReportFigure], list[ReportTable]]:
+    """The figures and tables the objectives add to the report (none without objectives), in report order."""
+    if not any(objective_names(objectives)):
+        return [], []
+    figures = pareto_figures(rows, objectives, constraints) + sensitivity_figures(rows, objectives)
+    return figures, [pareto_table(rows, objectives, constraints)]

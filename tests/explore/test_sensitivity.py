@@ -1,0 +1,43 @@
+"""Parameter sensitivity: medians per knob value, computed by hand on a tiny synthetic sweep."""
+
+from __future__ import annotations
+
+import math
+
+from explore.sensitivity import sensitivity, value_label, varying_knobs
+
+
+def _row(device: str, batch: int, tpot: float, *, bandwidth: float | None = None, fits: bool = True) -> dict:
+    row = {"model": "m", "device": device, "batch": batch, "prompt": 128, "output": 8, "weight_bits": 16,
+           "act_bits": 16, "kv_bits": 16, "execution": "eager", "fits_in_memory": fits,
+           "infeasible_reason": "" if fits else "out of memory",
+           "tokens_per_s": 100.0 if fits else math.nan, "tpot_s": tpot if fits else math.nan}
+    return row | ({"device.memory.bandwidth_GBps": bandwidth} if bandwidth is not None else {})
+
+
+ROWS = [
+    _row("a", 1, 1.0, bandwidth=1000), _row("a", 4, 3.0, bandwidth=2000),
+    _row("b", 1, 2.0, bandwidth=1000), _row("b", 4, 10.0, bandwidth=2000),
+    _row("b", 8, 0.0, fits=False),  # infeasible: counts towards no median; its override is missing (None)
+]
+
+
+def test_varying_knobs_in_order() -> None:
+    assert varying_knobs(ROWS) == ["device", "batch", "device.memory.bandwidth_GBps"]
+
+
+def test_medians_per_knob_value() -> None:
+    result = sensitivity(ROWS, "tpot_s")
+    assert result["device"] == [("a", 2.0), ("b", 6.0)]  # a: median(1, 3); b: median(2, 10), the NaN row left out
+    assert result["device.memory.bandwidth_GBps"][:2] == [(1000, 1.5), (2000, 6.5)]
+    assert result["device.memory.bandwidth_GBps"][2][0] is None
+    assert math.isnan(result["device.memory.bandwidth_GBps"][2][1])
+    (b1, m1), (b4, m4), (b8, m8) = result["batch"]
+    assert (b1, m1, b4, m4, b8) == (1, 1.5, 4, 6.5, 8) and math.isnan(m8)  # batch 8 has no feasible point
+
+
+def test_missing_objective_and_constant_knobs() -> None:
+    assert all(math.isnan(m) for points in sensitivity(ROWS, "energy_per_token_J").values() for _, m in points)
+    assert sensitivity(ROWS[:1], "tpot_s") == {}
+    assert [value_label(v) for v in (4, 2000.0, 0.5, None, "h100-sxm")] == ["4", "2000", "0.5", "default",
+                                                                            "h100-sxm"]
