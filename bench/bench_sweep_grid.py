@@ -1,4 +1,4 @@
-"""Sweep throughput: a 10,368-point grid run end to end (store, progress, no report), with 1 and 2 workers.
+"""Sweep throughput: examples/gpu-whatif-grid.yaml (10,368 points) end to end, with 1 and 2 workers.
 
 Each run goes into a fresh folder, so every point is evaluated and written; traces are captured by each
 worker process. Prints points per second for both and the speedup of 2 workers over 1, measured in the
@@ -16,17 +16,7 @@ from pathlib import Path
 from explore.runner import run_sweep
 from explore.sweep import load_sweep
 
-GRID = """
-name: bench-grid
-model: llama-2-7b
-device: h100-sxm
-workload: {batch: [1, 4, 16, 64], prompt: 256, output: 32}
-format: {weight_bits: [16, 8, 4], kv_bits: [16, 8, 4]}
-execution: [eager, graphs]
-overrides:
-  device.memory.bandwidth_GBps: {range: [1000, 6000], steps: 12}
-  device.compute.peak_TFLOPS.bf16: {range: [400, 2000], steps: 12}
-"""
+GRID = Path(__file__).resolve().parents[1] / "examples" / "gpu-whatif-grid.yaml"
 
 
 def timed_run(sweep_path: Path, out: Path, workers: int) -> tuple[int, float]:
@@ -39,11 +29,9 @@ def timed_run(sweep_path: Path, out: Path, workers: int) -> tuple[int, float]:
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "grid.yaml"
-        path.write_text(GRID)
         results = {}
         for workers in (1, 2):
-            points, seconds = timed_run(path, Path(tmp) / f"out-{workers}", workers)
+            points, seconds = timed_run(GRID, Path(tmp) / f"out-{workers}", workers)
             results[workers] = points / seconds
             print(f"{workers} worker(s): {points} points in {seconds:.1f} s = {results[workers]:,.0f} points/s")
         print(f"2 workers / 1 worker: {results[2] / results[1]:.2f}x")

@@ -16,18 +16,8 @@ from explore.runner import run_sweep
 from explore.sweep import load_sweep
 from workloads.errors import InputError
 
-GRID = """
-name: hv
-model: llama-2-7b
-device: h100-sxm
-workload: {batch: [1, 4, 16, 64], prompt: 256, output: 32}
-format: {weight_bits: [16, 8, 4], kv_bits: [16, 8, 4]}
-execution: [eager, graphs]
-overrides:
-  device.memory.bandwidth_GBps: {range: [1000, 6000], steps: 12}
-  device.compute.peak_TFLOPS.bf16: {range: [400, 2000], steps: 12}
-objectives: {minimize: [tpot_s], maximize: [tokens_per_s]}
-"""
+# The example what-if grid (10,368 points); tests swap in other search strategies.
+GRID = (Path(__file__).resolve().parents[2] / "examples" / "gpu-whatif-grid.yaml").read_text()
 
 
 def test_hypervolume_by_hand():
@@ -47,7 +37,7 @@ def test_pareto_mask_by_hand():
 
 def _sweep(tmp_path: Path, search: str):
     path = tmp_path / "sweep.yaml"
-    path.write_text(GRID + f"search: {search}\n")
+    path.write_text(GRID.replace("search: {strategy: grid}", f"search: {search}"))
     return load_sweep(str(path))
 
 
