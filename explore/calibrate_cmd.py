@@ -25,21 +25,21 @@ def cmd_import_vidur(args) -> int:
     return 0
 
 
-def _device(name: str):
+def _device(name: str, calibrated: bool = True):
+    """A device preset's model; calibrations belong to presets, so a device file is refused."""
     if name not in preset_names():
         load_device(name)  # raises the one-line error naming the allowed presets
         raise InputError(f"--device: {name!r} is a file, not a preset: calibrations belong to presets")
-    return load_device(name)
+    return load_device(name, calibrated=calibrated)
 
 
 def cmd_calibrate(args) -> int:
     rows = read_table(args.table)
-    base = _device(args.device)
+    # Refit from the datasheet roofline, not on top of a previous calibration.
+    base = _device(args.device, calibrated=False)
     if not 0 < args.train_fraction <= 1:
         raise InputError(f"--train-fraction: found {args.train_fraction}, allowed: a number in (0, 1]")
     command = "explore " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "explore calibrate"
-    # Refit from the datasheet roofline, not from a previous calibration.
-    base = type(base)(base.spec, base.reference)
     cal = fit_calibration(base, rows, table_path=str(args.table), train_fraction=args.train_fraction,
                           command=command)
     out = Path(args.out) if args.out else calibration_path(args.device)

@@ -95,7 +95,7 @@ def _command_parser() -> argparse.ArgumentParser:
     add_parsers(add)
     from explore.measure_cmd import add_measure_parser
 
-    add_measure_parser(sub)
+    add_measure_parser(add)
     return p
 
 

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import datetime
 import shlex
-import shutil
-import subprocess
 import time
 from collections import Counter
 
@@ -22,11 +19,9 @@ On CUDA (--cuda) the full grids run (about a minute on an H100); on the CPU smal
 device, the driver and the date; the same provenance and the command line are printed."""
 
 
-def add_measure_parser(subparsers) -> argparse.ArgumentParser:
-    """Add the `measure` command to an argparse subparsers object."""
-    p = subparsers.add_parser("measure", help="Time real kernels and write a measured-kernel table.",
-                              description=MEASURE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
-                              epilog="example:\n  explore measure --device-name h100-sxm --cuda -o data/h100.csv.gz")
+def add_measure_parser(add) -> argparse.ArgumentParser:
+    """Register `measure` on the explore command parser (`add` makes a subparser, as for every command)."""
+    p = add("measure", MEASURE_HELP, "explore measure --device-name h100-sxm --cuda -o data/h100.csv.gz")
     p.add_argument("--device-name", required=True,
                    help="device preset name written in the table's device column (e.g. h100-sxm, cpu-local)")
     p.add_argument("--cuda", action="store_true", help="run on the CUDA device (default: the CPU)")
@@ -48,40 +43,12 @@ def _kinds(text: str) -> list[str]:
     return kinds
 
 
-def _driver_version() -> str:
-    """The NVIDIA driver version from nvidia-smi, or 'unknown'."""
-    exe = shutil.which("nvidia-smi")
-    if exe is None:
-        return "unknown"
-    try:
-        out = subprocess.run([exe, "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True,
-                             text=True, timeout=20, check=True).stdout
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return out.strip().splitlines()[0] if out.strip() else "unknown"
-
-
 def _command_line(args) -> str:
     parts = ["explore", "measure", "--device-name", args.device_name, "--kinds", args.kinds, "--dtype", args.dtype,
              "--repeats", str(args.repeats), "-o", args.output]
     parts += ["--cuda"] * args.cuda + ["--quick"] * args.quick
     parts += ["--threads", str(args.threads)] if args.threads is not None else []
     return " ".join(shlex.quote(p) for p in parts)
-
-
-def _provenance(torch_device: str) -> str:
-    """'harness torch V; DEVICE; cuda V; driver V; DATE' on CUDA, 'harness torch V; CPU; threads N; DATE' on the CPU."""
-    import torch
-
-    from kernels.harness import device_name
-
-    parts = [f"harness torch {torch.__version__}", device_name(torch_device)]
-    if torch_device == "cuda":
-        parts += [f"cuda {torch.version.cuda}", f"driver {_driver_version()}"]
-    else:
-        parts.append(f"threads {torch.get_num_threads()}")
-    parts.append(datetime.datetime.now(datetime.UTC).date().isoformat())
-    return "; ".join(parts)
 
 
 def _grids(cuda: bool, quick: bool) -> dict[str, list]:
@@ -123,7 +90,7 @@ def cmd_measure(args) -> int:
     torch_device = "cuda" if args.cuda else "cpu"
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    source = _provenance(torch_device)
+    source = harness.harness_source(torch_device)
     print(f"provenance: {source}; command: {_command_line(args)}", flush=True)
     measure = {"gemm": harness.measure_gemms, "attention": harness.measure_attention,
                "streaming": harness.measure_streaming}

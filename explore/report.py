@@ -25,9 +25,12 @@ from explore.plots import (
 )
 from explore.rows import (
     as_number,
+    count_label,
     device_label,
     format_label,
+    format_number,
     is_feasible,
+    lengths_vary,
     normalize_row,
     overrides_label,
     overrides_of,
@@ -81,11 +84,6 @@ class ReportTable:
     note: str
     headers: list[str]
     cells: list[list[str]]
-
-
-def _lengths_vary(rows: list[dict[str, Any]]) -> bool:
-    """Whether rows differ in prompt or output length (labels then name them)."""
-    return len({(r.get("prompt"), r.get("output")) for r in rows}) > 1
 
 
 # ---- figure data --------------------------------------------------------------------------------------------
@@ -142,7 +140,7 @@ def roofline_panels(evaluator: Evaluator, rows: list[dict[str, Any]]) -> tuple[l
 def breakdown_rows(feasible: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
     """At most MAX_BARS feasible rows (the smallest and largest batch when there are more), and what they are."""
     if len(feasible) <= MAX_BARS:
-        return feasible, f"all {_count(len(feasible), 'feasible design point')}"
+        return feasible, f"all {count_label(len(feasible), 'feasible design point')}"
     batches = sorted({row["batch"] for row in feasible})
     ends = [row for row in feasible if row["batch"] in (batches[0], batches[-1])]
     shown = ends[:MAX_BARS]
@@ -176,7 +174,7 @@ def energy_data(feasible: list[dict[str, Any]]) -> tuple[list[str], dict[str, li
 
 def batch_series(feasible: list[dict[str, Any]]) -> tuple[list[BatchSeries], str]:
     """TTFT/TPOT lines, one per (model, device, format, overrides, lengths), at most MAX_SERIES, and a caption."""
-    lengths = _lengths_vary(feasible)
+    lengths = lengths_vary(feasible)
     groups: dict[str, list[dict[str, Any]]] = {}
     for row in feasible:
         label = point_label(row, lengths=lengths, batch=False)
@@ -221,7 +219,7 @@ def report_figures(rows: list[dict[str, Any]], evaluator: Evaluator | None) -> l
         missing = [_figure(name, "Not drawn: no feasible design point.") for name in ("breakdown", "energy", "batch")]
         return [_roofline_figure(rows, evaluator)] + missing
     shown, what = breakdown_rows(feasible)
-    labels = [point_label(row, lengths=_lengths_vary(shown)) for row in shown]
+    labels = [point_label(row, lengths=lengths_vary(shown)) for row in shown]
     times = {c: [as_number(row.get(f"time_{c}_s")) for row in shown] for c in KERNEL_CLASSES}
     times = {c: values for c, values in times.items() if np.nansum(values) > 0}  # no empty legend entries
     devices, energy, energy_caption = energy_data(feasible)
@@ -235,14 +233,6 @@ def report_figures(rows: list[dict[str, Any]], evaluator: Evaluator | None) -> l
 
 
 # ---- tables -------------------------------------------------------------------------------------------------
-
-def _num(value: Any, scale: float = 1.0) -> str:
-    """A number for a table cell: 4 significant digits, thousands separators when large, 'n/a' for NaN."""
-    number = as_number(value) * scale
-    if not math.isfinite(number):
-        return "n/a"
-    return f"{number:,.0f}" if abs(number) >= 1e4 else f"{number:.4g}"
-
 
 def _point_cells(row: dict[str, Any], overrides: bool) -> list[str]:
     """Table cells naming a design point."""
@@ -258,16 +248,16 @@ DESIGN_HEADERS = ["tokens/s", "TTFT (ms)", "TPOT (ms)", "energy/token (J)", "avg
 
 def _design_cells(row: dict[str, Any]) -> list[str]:
     """Table cells of a design point's metrics, in DESIGN_HEADERS order."""
-    return [_num(row.get("tokens_per_s")), _num(row.get("ttft_s"), 1e3), _num(row.get("tpot_s"), 1e3),
-            _num(row.get("energy_per_token_J")), _num(row.get("avg_power_W")), _num(row.get("peak_memory_B"), 1e-9),
-            _num(row.get("tokens_per_usd"))]
+    scaled = (("tokens_per_s", 1.0), ("ttft_s", 1e3), ("tpot_s", 1e3), ("energy_per_token_J", 1.0),
+              ("avg_power_W", 1.0), ("peak_memory_B", 1e-9), ("tokens_per_usd", 1.0))
+    return [format_number(row.get(name), scale) for name, scale in scaled]
 
 
 def _design_table(title: str, what: str, rows: list[dict[str, Any]], overrides: bool) -> ReportTable:
     """A table of design points with their metrics."""
     headers = POINT_HEADERS + (["overrides"] if overrides else []) + DESIGN_HEADERS
-    return ReportTable(title=title, note=f"The {_count(len(rows), 'feasible point')} with {what}.", headers=headers,
-                       cells=[_point_cells(row, overrides) + _design_cells(row) for row in rows])
+    return ReportTable(title=title, note=f"The {count_label(len(rows), 'feasible point')} with {what}.",
+                       headers=headers, cells=[_point_cells(row, overrides) + _design_cells(row) for row in rows])
 
 
 def report_tables(rows: list[dict[str, Any]]) -> list[ReportTable]:
@@ -283,15 +273,11 @@ def report_tables(rows: list[dict[str, Any]]) -> list[ReportTable]:
     return [
         _design_table("Highest throughput", "the most tokens/s", fastest, overrides),
         _design_table("Lowest energy per token", "the least energy per output token", frugal, overrides),
-        ReportTable(title="Infeasible design points", note=f"{_count(len(infeasible), 'point')} cannot run.{more}",
+        ReportTable(title="Infeasible design points", note=f"{count_label(len(infeasible), 'point')} cannot run.{more}",
                     headers=POINT_HEADERS + (["overrides"] if overrides else []) + ["peak memory (GB)", "reason"],
-                    cells=[_point_cells(r, overrides) + [_num(r.get("peak_memory_B"), 1e-9),
+                    cells=[_point_cells(r, overrides) + [format_number(r.get("peak_memory_B"), 1e-9),
                            r.get("infeasible_reason") or "no metrics (NaN)"] for r in shown]),
     ]
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def _summary(rows: list[dict[str, Any]]) -> list[str]:
@@ -299,7 +285,7 @@ def _summary(rows: list[dict[str, Any]]) -> list[str]:
     feasible = sum(is_feasible(row) for row in rows)
     models = ", ".join(dict.fromkeys(str(row.get("model")) for row in rows))
     devices = ", ".join(dict.fromkeys(str(row.get("device")) for row in rows))
-    return [f"{_count(len(rows), 'design point')}, {feasible} feasible, {len(rows) - feasible} infeasible.",
+    return [f"{count_label(len(rows), 'design point')}, {feasible} feasible, {len(rows) - feasible} infeasible.",
             f"Models: {models or 'none'}.", f"Devices: {devices or 'none'}.",
             f"Written {datetime.date.today().isoformat()}."]
 

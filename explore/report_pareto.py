@@ -18,10 +18,10 @@ from explore.plots import (
     ranking_figure,
     sensitivity_figure,
 )
-from explore.report import ReportFigure, ReportTable, _count, _lengths_vary, _num
-from explore.rows import is_feasible, point_label
-from explore.sensitivity import sensitivity, value_label
-from explore.sweep import CONSTRAINT, Constraint
+from explore.report import ReportFigure, ReportTable
+from explore.rows import count_label, format_number, is_feasible, lengths_vary, point_label, value_label
+from explore.sensitivity import sensitivity
+from explore.sweep import Constraint
 
 MAX_FRONT_ROWS = 30  # rows of the Pareto-optimal table
 MAX_RANKED = 15  # bars and rows for a single objective
@@ -42,15 +42,8 @@ HOW_TO_READ_SENSITIVITY = (
 
 
 def parse_constraints(constraints: Sequence[str] | None) -> list[Constraint]:
-    """Constraint objects from strings like 'ttft_s <= 0.5' (explore.sweep.CONSTRAINT syntax)."""
-    parsed = []
-    for item in constraints or ():
-        match = CONSTRAINT.match(item)
-        if not match:
-            raise ValueError(f"constraint: 'METRIC OP NUMBER' with OP one of <=, <, >=, >, == (found {item!r})")
-        metric, op, bound = match.groups()
-        parsed.append(Constraint(metric, op, float(bound)))
-    return parsed
+    """Constraint objects from strings like 'ttft_s <= 0.5'."""
+    return [Constraint.parse(item) for item in constraints or ()]
 
 
 def objective_names(objectives: dict | None) -> tuple[list[str], list[str]]:
@@ -106,7 +99,7 @@ def _pair_figure(meeting: list, violating: list, x: str, y: str, minimize: list[
                           label=point_label(front[i], lengths=lengths)) for i, r in sorted(roles.items())]
     fig = pareto_figure(x, y, _values(meeting, (x, y)), _values(violating, (x, y)), _values(front, (x, y)),
                         x in minimize, chosen)
-    caption = (f"{_count(len(meeting), 'feasible point')} meeting the constraints, {len(violating)} breaking one; "
+    caption = (f"{count_label(len(meeting), 'feasible point')} meeting the constraints, {len(violating)} breaking one; "
                f"{len(front)} Pareto-optimal. {HOW_TO_READ_PARETO}")
     return ReportFigure(name=name, title=title, caption=caption, png=figure_png(fig))
 
@@ -122,7 +115,7 @@ def pareto_figures(rows: list[dict[str, Any]], objectives: dict | None,
     minimize, maximize = objective_names(objectives)
     names = minimize + maximize
     meeting, violating = split_by_constraints(rows, parse_constraints(constraints))
-    lengths = _lengths_vary(rows)
+    lengths = lengths_vary(rows)
     if len(names) == 1:
         name = names[0]
         best = _ranked(meeting, name, bool(minimize))[:MAX_RANKED]
@@ -132,7 +125,7 @@ def pareto_figures(rows: list[dict[str, Any]], objectives: dict | None,
                                  caption=f"Not drawn: no feasible point meets the constraints with a value of {name}.")]
         fig = ranking_figure(name, [point_label(r, lengths=lengths) for r in best], [r[name] for r in best],
                              bool(minimize))
-        caption = (f"The {len(best)} best of {_count(len(meeting), 'feasible point')} meeting the constraints "
+        caption = (f"The {len(best)} best of {count_label(len(meeting), 'feasible point')} meeting the constraints "
                    f"({len(violating)} feasible points break one and are left out); best at the top.")
         return [ReportFigure(name=f"ranking_{name}".lower(), title=title, caption=caption, png=figure_png(fig))]
     pairs = list(itertools.combinations(names, 2))[:MAX_PAIRS]
@@ -144,15 +137,15 @@ def pareto_table(rows: list[dict[str, Any]], objectives: dict | None, constraint
     minimize, maximize = objective_names(objectives)
     names = minimize + maximize
     meeting, violating = split_by_constraints(rows, parse_constraints(constraints))
-    lengths = _lengths_vary(rows)
-    broke = f" {_count(len(violating), 'feasible point')} breaking a constraint left out." if constraints else ""
+    lengths = lengths_vary(rows)
+    broke = f" {count_label(len(violating), 'feasible point')} breaking a constraint left out." if constraints else ""
     headers = ["design point"] + [metric_axis_label(n) for n in names]
     if len(names) == 1:
         best = _ranked(meeting, names[0], bool(minimize))[:MAX_RANKED]
         return ReportTable(title=f"Best designs by {metric_axis_label(names[0])}", headers=headers,
-                           note=f"The {_count(len(best), 'feasible point')} best ({'lower' if minimize else 'higher'} "
-                                f"is better).{broke}",
-                           cells=[[point_label(r, lengths=lengths), _num(r.get(names[0]))] for r in best])
+                           note=f"The {count_label(len(best), 'feasible point')} best "
+                                f"({'lower' if minimize else 'higher'} is better).{broke}",
+                           cells=[[point_label(r, lengths=lengths), format_number(r.get(names[0]))] for r in best])
     front = sorted(pareto_rows(meeting, minimize, maximize), key=lambda r: float(r[names[0]]))
     roles = chosen_roles(front, minimize, maximize)
     shown = front[:MAX_FRONT_ROWS]
@@ -160,10 +153,10 @@ def pareto_table(rows: list[dict[str, Any]], objectives: dict | None, constraint
     goal = ", ".join([f"minimize {n}" for n in minimize] + [f"maximize {n}" for n in maximize])
     return ReportTable(
         title="Pareto-optimal designs", headers=headers + ["chosen"],
-        note=f"{_count(len(front), 'point')} no other feasible point beats on every objective ({goal}), "
+        note=f"{count_label(len(front), 'point')} no other feasible point beats on every objective ({goal}), "
              f"sorted by {names[0]}.{broke}{more}",
-        cells=[[point_label(r, lengths=lengths)] + [_num(r.get(n)) for n in names] + [", ".join(roles.get(i, []))]
-               for i, r in enumerate(shown)])
+        cells=[[point_label(r, lengths=lengths)] + [format_number(r.get(n)) for n in names]
+               + [", ".join(roles.get(i, []))] for i, r in enumerate(shown)])
 
 
 def sensitivity_figures(rows: list[dict[str, Any]], objectives: dict | None) -> list[ReportFigure]:

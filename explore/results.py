@@ -218,6 +218,3 @@ def read_rows(path: str | Path) -> list[dict[str, str]]:
     with Path(path).open(newline="") as f:
         return list(csv.DictReader(f))
 
-
-# The name runner.py and older code knew the store by.
-ResultsTable = ResultsStore

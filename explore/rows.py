@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 from explore.design_point import BREAKDOWN_COLUMNS, METRIC_COLUMNS, DesignPoint
+from kernels.formats import NumericFormat
 
 TEXT_COLUMNS = ("point_id", "model", "device", "infeasible_reason", "execution")
 INT_COLUMNS = ("batch", "prompt", "output", "weight_bits", "act_bits", "kv_bits")
@@ -85,17 +86,39 @@ def point_from_row(row: dict[str, Any]) -> DesignPoint:
 
 def format_label(row: dict[str, Any]) -> str:
     """The numeric format of a row as 'w16a16kv16' ('w16a16kv16 graphs' when replayed from CUDA graphs)."""
-    label = f"w{row.get('weight_bits')}a{row.get('act_bits')}kv{row.get('kv_bits')}"
+    label = NumericFormat(weight_bits=int(row["weight_bits"]), act_bits=int(row["act_bits"]),
+                          kv_bits=int(row["kv_bits"])).label
     return f"{label} graphs" if row.get("execution") == "graphs" else label
 
 
-def _value_label(value: Any) -> str:
-    return f"{value:g}" if isinstance(value, int | float) else str(value)
+def value_label(value: Any) -> str:
+    """A knob value for a label or an axis tick: numbers with %g, None as 'default'."""
+    if value is None:
+        return "default"
+    return f"{value:g}" if isinstance(value, int | float) and not isinstance(value, bool) else str(value)
+
+
+def lengths_vary(rows: list[dict[str, Any]]) -> bool:
+    """Whether rows differ in prompt or output length (labels then name them)."""
+    return len({(r.get("prompt"), r.get("output")) for r in rows}) > 1
+
+
+def format_number(value: Any, scale: float = 1.0) -> str:
+    """A number for a table cell: 4 significant digits, thousands separators when large, 'n/a' for NaN."""
+    number = as_number(value) * scale
+    if not math.isfinite(number):
+        return "n/a"
+    return f"{number:,.0f}" if abs(number) >= 1e4 else f"{number:.4g}"
+
+
+def count_label(n: int, noun: str) -> str:
+    """'1 point', '2 points'."""
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def overrides_label(row: dict[str, Any]) -> str:
     """Overrides as 'memory.bandwidth_GBps=4000, ...'; empty when none."""
-    return ", ".join(f"{path}={_value_label(value)}" for path, value in overrides_of(row))
+    return ", ".join(f"{path}={value_label(value)}" for path, value in overrides_of(row))
 
 
 def point_label(row: dict[str, Any], *, lengths: bool = False, batch: bool = True) -> str:

@@ -19,6 +19,7 @@ from typing import Any
 from explore.design_point import BREAKDOWN_COLUMNS, INPUT_COLUMNS, METRIC_COLUMNS, DesignPoint
 from explore.evaluate import Evaluator
 from explore.results import ResultsStore
+from explore.rows import is_feasible, normalize_row
 from explore.sweep import Sweep
 from workloads.errors import InputError
 
@@ -181,7 +182,7 @@ class _Run:
 
     def _count(self, row: dict[str, Any]) -> None:
         self.rows[row["point_id"]] = row
-        if str(row["fits_in_memory"]) == "True":
+        if is_feasible(normalize_row(row)):  # rows imported from an old results.csv are strings
             self.feasible += 1
             value = float(row["tokens_per_s"])
             self.best = value if not self.best >= value else self.best

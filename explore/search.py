@@ -42,14 +42,8 @@ def random_search(sweep: Sweep, evaluate: Evaluate) -> None:
 
 
 def _violations(row: dict[str, Any], constraints: list[Constraint]) -> list[float]:
-    """Optuna's constraint values: <= 0 where a constraint holds, its excess where it does not."""
-    result = []
-    for c in constraints:
-        value = float(row.get(c.metric, math.nan))
-        excess = {"<=": value - c.bound, "<": value - c.bound, ">=": c.bound - value, ">": c.bound - value,
-                  "==": abs(value - c.bound)}[c.op]
-        result.append(excess if math.isfinite(excess) else 1.0)
-    return result
+    """Optuna's constraint values: <= 0 where a constraint holds; a missing metric counts as broken."""
+    return [excess if math.isfinite(excess := c.excess(row)) else 1.0 for c in constraints]
 
 
 def optuna_search(sweep: Sweep, evaluate: Evaluate) -> None:

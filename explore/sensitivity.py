@@ -41,10 +41,3 @@ def sensitivity(rows: list[dict[str, Any]], objective: str) -> dict[str, list[tu
                 values.append(number)
         result[knob] = [(value, float(np.median(v)) if v else math.nan) for value, v in samples.items()]
     return result
-
-
-def value_label(value: Any) -> str:
-    """A knob value for an axis tick: numbers with %g, None as 'default'."""
-    if value is None:
-        return "default"
-    return f"{value:g}" if isinstance(value, int | float) and not isinstance(value, bool) else str(value)

@@ -120,11 +120,9 @@ class SweepFile(_Strict):
     @classmethod
     def _parse_constraints(cls, items: list[str]) -> list[str]:
         for item in items:
-            match = CONSTRAINT.match(item)
-            if not match:
-                raise ValueError(f"'METRIC OP NUMBER' with OP one of <=, <, >=, >, == (found {item!r})")
-            if match.group(1) not in NUMERIC_METRICS:
-                raise ValueError(f"a metric name{did_you_mean(match.group(1), NUMERIC_METRICS)} (found {item!r})")
+            metric = Constraint.parse(item).metric
+            if metric not in NUMERIC_METRICS:
+                raise ValueError(f"a metric name{did_you_mean(metric, NUMERIC_METRICS)} (found {item!r})")
         return items
 
     @field_validator("overrides")
@@ -146,10 +144,26 @@ class Constraint:
     op: str
     bound: float
 
+    @classmethod
+    def parse(cls, text: str) -> Constraint:
+        """A constraint from 'METRIC OP NUMBER', e.g. 'ttft_s <= 0.5'."""
+        match = CONSTRAINT.match(text)
+        if not match:
+            raise ValueError(f"'METRIC OP NUMBER' with OP one of <=, <, >=, >, == (found {text!r})")
+        metric, op, bound = match.groups()
+        return cls(metric, op, float(bound))
+
     def holds(self, metrics: dict[str, Any]) -> bool:
         value = float(metrics.get(self.metric, float("nan")))
         return {"<=": value <= self.bound, "<": value < self.bound, ">=": value >= self.bound,
                 ">": value > self.bound, "==": value == self.bound}[self.op]
+
+    def excess(self, metrics: dict[str, Any]) -> float:
+        """How far a value is past the bound: <= 0 where the constraint holds (NaN where the metric is missing)."""
+        value = float(metrics.get(self.metric, float("nan")))
+        if self.op == "==":
+            return abs(value - self.bound)
+        return value - self.bound if self.op in ("<=", "<") else self.bound - value
 
 
 @dataclass(frozen=True)
@@ -169,11 +183,7 @@ class Sweep:
                 for path, value in self.spec.overrides.items()}
 
     def constraints(self) -> list[Constraint]:
-        result = []
-        for item in self.spec.constraints:
-            metric, op, bound = CONSTRAINT.match(item).groups()
-            result.append(Constraint(metric, op, float(bound)))
-        return result
+        return [Constraint.parse(item) for item in self.spec.constraints]
 
     def dimensions(self) -> dict[str, list]:
         """Each knob of the sweep and the values it takes; override knobs are named 'device.<path>'."""

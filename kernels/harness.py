@@ -13,12 +13,15 @@ import datetime
 import itertools
 import logging
 import platform
+import shutil
 import statistics
+import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from time import perf_counter_ns
 from typing import TYPE_CHECKING
 
+from kernels.formats import DTYPE_SHORT
 from kernels.measured import MeasuredKernel
 
 if TYPE_CHECKING:
@@ -26,9 +29,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Table dtype names -> torch dtype attribute names; torch's own names are accepted too.
-TORCH_DTYPE_NAMES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
-TABLE_DTYPE_NAMES = {v: k for k, v in TORCH_DTYPE_NAMES.items()}
+# The dtypes the harness times: torch names -> table names (kernels.formats' short names), and back.
+TABLE_DTYPE_NAMES = {name: DTYPE_SHORT[name] for name in ("bfloat16", "float16", "float32")}
+TORCH_DTYPE_NAMES = {short: name for name, short in TABLE_DTYPE_NAMES.items()}
 
 # Bytes written between runs to evict the inputs of the previous run from the caches. H100's L2 is 50 MiB
 # (H200 the same); 256 MiB is what triton.testing.do_bench uses. CPU last-level caches are at most tens of MiB.
@@ -77,12 +80,28 @@ def device_name(device: str) -> str:
     return platform.processor() or platform.machine() or "unknown cpu"
 
 
+def driver_version() -> str:
+    """The NVIDIA driver version from nvidia-smi, or 'unknown'."""
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return "unknown"
+    try:
+        out = subprocess.run([exe, "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=20, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.strip().splitlines()[0] if out.strip() else "unknown"
+
+
 def harness_source(device: str) -> str:
-    """Provenance of harness rows: 'harness torch <version>; <device name>[; cuda <version>]; <date>'."""
+    """Provenance of harness rows: 'harness torch V; DEVICE; cuda V; driver V; DATE' on CUDA,
+    'harness torch V; CPU; threads N; DATE' on the CPU."""
     torch = _torch()
     parts = [f"harness torch {torch.__version__}", device_name(device)]
     if _is_cuda(device):
-        parts.append(f"cuda {torch.version.cuda}")
+        parts += [f"cuda {torch.version.cuda}", f"driver {driver_version()}"]
+    else:
+        parts.append(f"threads {torch.get_num_threads()}")
     parts.append(datetime.datetime.now(datetime.UTC).date().isoformat())
     return "; ".join(parts)
 

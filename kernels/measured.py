@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from kernels.kernel import Kernel, KernelKind
+from kernels.lowering import causal_pairs
 from workloads.errors import InputError
 
 COLUMNS = ("device", "kernel", "m", "n", "k", "batch", "seq_len", "kv_len", "heads", "kv_heads", "head_dim",
@@ -53,8 +54,6 @@ class MeasuredKernel:
                           dtype=self.dtype, tensor_core=True, m=self.m, n=self.n, k=self.k, batch=batch)
         if kind in (KernelKind.ATTENTION_PREFILL, KernelKind.ATTENTION_DECODE):
             causal = kind == KernelKind.ATTENTION_PREFILL
-            from kernels.lowering import causal_pairs
-
             q_len = self.seq_len or 1
             pairs = causal_pairs(q_len, self.kv_len) if causal else q_len * self.kv_len
             flops = 4.0 * self.batch * self.heads * pairs * self.head_dim

@@ -13,7 +13,6 @@ from kernels.kernel import KIND_CLASS, Kernel, KernelKind
 KINDS = tuple(KernelKind)
 KIND_CODE = {kind: i for i, kind in enumerate(KINDS)}
 CLASS_OF_CODE = np.array([KIND_CLASS[kind] for kind in KINDS], dtype=object)
-GEMM_CODES = np.array([KIND_CODE[KernelKind.GEMM], KIND_CODE[KernelKind.BATCHED_GEMM]])
 CLASS_CODES = {name: np.array([KIND_CODE[k] for k in KINDS if KIND_CLASS[k] == name])
                for name in dict.fromkeys(KIND_CLASS.values())}
 
@@ -63,10 +62,6 @@ class KernelTable:
     def kernel_class(self) -> np.ndarray:
         """Coarse class of each kernel (gemm, attention, norm, ...), for breakdowns and efficiency fits."""
         return CLASS_OF_CODE[self.kind]
-
-    @property
-    def is_gemm(self) -> np.ndarray:
-        return np.isin(self.kind, GEMM_CODES)
 
     @cached_property
     def class_masks(self) -> dict[str, np.ndarray]:

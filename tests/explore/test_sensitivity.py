@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 
-from explore.sensitivity import sensitivity, value_label, varying_knobs
+from explore.rows import value_label
+from explore.sensitivity import sensitivity, varying_knobs
 
 
 def _row(device: str, batch: int, tpot: float, *, bandwidth: float | None = None, fits: bool = True) -> dict:

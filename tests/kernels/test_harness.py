@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import time
 
@@ -117,11 +116,9 @@ def test_grids():
 
 
 def _measure_args(*argv: str):
-    parser = argparse.ArgumentParser(prog="explore")
-    from explore.measure_cmd import add_measure_parser
+    from explore.cli import _command_parser  # the explore command's own parser
 
-    add_measure_parser(parser.add_subparsers(dest="command"))
-    return parser.parse_args(["measure", *argv])
+    return _command_parser().parse_args(["measure", *argv])
 
 
 def test_measure_command_writes_a_table(tmp_path, capsys):
