@@ -102,12 +102,12 @@ def _metrics(result: SimResult, device) -> dict[str, Any]:
     if reason:
         # A design that does not fit cannot run: its timings are not reported.
         metrics = dict.fromkeys(metrics, math.nan) | {"peak_memory_B": metrics["peak_memory_B"]}
-    price = device.spec.price
+    price = device.price
     usd_per_s = price.usd_per_hour / 3600 if price.usd_per_hour else math.nan
     metrics.update(
         # Whether fitted efficiency models priced this point; False means the (optimistic) datasheet roofline.
         calibrated=getattr(device, "calibration", None) is not None,
-        fits_in_memory=not reason, infeasible_reason=reason, area_mm2=device.spec.area.die_mm2,
+        fits_in_memory=not reason, infeasible_reason=reason, area_mm2=device.area_mm2,
         cost_usd=price.usd if price.usd is not None else math.nan,
         tokens_per_usd=metrics["tokens_per_s"] / usd_per_s,
     )

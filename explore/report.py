@@ -117,24 +117,21 @@ def _kernel_points(device: Any, table: KernelTable, phase: str) -> tuple[np.ndar
     return points[:, 0], points[:, 1], classes, np.full(len(classes), phase, dtype=object)
 
 
-def roofline_panels(evaluator: Evaluator, rows: list[dict[str, Any]]) -> tuple[list[RooflinePanel], list[str]]:
-    """A roofline panel per device with a feasible point, and the devices skipped (no roofline in their model)."""
-    panels, skipped = [], []
+def roofline_panels(evaluator: Evaluator, rows: list[dict[str, Any]]) -> list[RooflinePanel]:
+    """A roofline panel per device with a feasible point: peak math and off-chip bandwidth, kernels achieved."""
+    panels = []
     for row in _representatives(rows):
         point = point_from_row(row)
         device = evaluator.device(point.device, point.overrides)
-        if not hasattr(device, "peak_flops") or not hasattr(getattr(device, "spec", None), "bandwidth_Bps"):
-            skipped.append(point.device)
-            continue
         tables = evaluator.evaluate(point).tables
         parts = [_kernel_points(device, tables.prefill, "prefill"), _kernel_points(device, tables.decode, "decode")]
         intensity, achieved, classes, phases = (np.concatenate(column) for column in zip(*parts, strict=True))
         panels.append(RooflinePanel(
             title=point_label(row, lengths=True), peak_tensor_flops=device.peak_flops("bf16"),
-            peak_vector_flops=device.peak_flops("fp32"), bandwidth_Bps=device.spec.bandwidth_Bps,
+            peak_vector_flops=device.peak_flops("fp32"), bandwidth_Bps=device.bandwidth_Bps,
             intensity=intensity, achieved_flops=achieved, kernel_class=classes, phase=phases,
         ))
-    return panels, skipped
+    return panels
 
 
 def breakdown_rows(feasible: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
@@ -203,12 +200,11 @@ def _roofline_figure(rows: list[dict[str, Any]], evaluator: Evaluator | None) ->
     """The roofline figure, or why it is missing (no evaluator, no feasible point)."""
     if evaluator is None:
         return _figure("roofline", "Not drawn: the report was written without an evaluator to re-price kernels.")
-    panels, skipped = roofline_panels(evaluator, rows)
-    note = f" Devices without a roofline model: {', '.join(skipped)}." if skipped else ""
+    panels = roofline_panels(evaluator, rows)
     if not panels:
-        return _figure("roofline", "Not drawn: no feasible design point." + note)
+        return _figure("roofline", "Not drawn: no feasible design point.")
     caption = ("Per device, one representative feasible point (first model, smallest batch): the prefill and the "
-               "first decode step." + note)
+               "first decode step, against the peak math rate and off-chip bandwidth.")
     return _figure("roofline", caption, roofline_figure(panels))
 
 

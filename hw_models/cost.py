@@ -20,7 +20,12 @@ class KernelCost:
 
 @dataclass(frozen=True, kw_only=True)
 class KernelCosts:
-    """Per-kernel costs of a KernelTable as arrays; energy_J = compute_J + memory_J + static_J."""
+    """Per-kernel costs of a KernelTable as arrays; energy_J = compute_J + memory_J + static_J.
+
+    memory_J is all data movement: off-chip DRAM/HBM and, where a model counts them, on-chip SRAM and
+    in-bank (PIM) accesses. `unit` is each kernel's execution unit, an index into the device's `units`
+    (None: all on unit 0).
+    """
 
     time_s: np.ndarray
     compute_s: np.ndarray
@@ -29,6 +34,11 @@ class KernelCosts:
     compute_J: np.ndarray
     memory_J: np.ndarray
     static_J: np.ndarray
+    unit: np.ndarray | None = None
+
+    @property
+    def unit_index(self) -> np.ndarray:
+        return np.zeros(len(self.time_s), dtype=int) if self.unit is None else self.unit
 
     @property
     def energy_J(self) -> np.ndarray:

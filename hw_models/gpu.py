@@ -23,29 +23,26 @@ from __future__ import annotations
 
 import numpy as np
 
-from hw_models.cost import KernelCost, KernelCosts
+from hw_models.cost import KernelCosts
+from hw_models.device import DeviceModel, check_execution
 from hw_models.gpu_efficiency import Calibration, gemm_times, stream_times
 from hw_models.gpu_spec import GPUSpec
-from kernels.kernel import Kernel
 from kernels.table import KernelTable
 from workloads.errors import InputError
 
 # Vector (CUDA-core) work runs at the fp32 rate whatever its storage dtype.
 VECTOR_DTYPE = "fp32"
-EXECUTION_MODES = ("eager", "graphs", "device")
 STREAM_CLASSES = ("norm", "elementwise", "softmax", "embedding")
 
 
-class GPUModel:
+class GPUModel(DeviceModel):
     """Prices kernels on one GPU spec. Pure: no state besides the spec and a per-dtype rate cache."""
 
     kind = "gpu"
+    units = ("gpu",)
 
     def __init__(self, spec: GPUSpec, reference: GPUSpec | None = None, calibration: Calibration | None = None):
-        """`reference` is the preset as shipped, before what-if overrides (default: spec itself)."""
-        self.spec = spec
-        self.reference = reference or spec
-        self.calibration = calibration
+        super().__init__(spec, reference, calibration)
         self._rates: dict[str, float] = {}
         self._flop_J: dict[str, float] = {}
         ref = self.reference
@@ -55,16 +52,16 @@ class GPUModel:
                              f"power at full bandwidth ({ref.power.tdp_W - self._dynamic_W:.0f} W)")
 
     @property
-    def name(self) -> str:
-        return self.spec.name
-
-    @property
     def memory_bytes(self) -> float:
         return self.spec.memory_bytes
 
     @property
-    def idle_power_W(self) -> float:
-        return self.spec.power.idle_W
+    def bandwidth_Bps(self) -> float:
+        return self.spec.bandwidth_Bps
+
+    @property
+    def sparsity_patterns(self) -> frozenset[str]:
+        return frozenset(self.spec.compute.structured_sparsity)
 
     def peak_flops(self, dtype: str) -> float:
         if dtype not in self._rates:
@@ -85,14 +82,13 @@ class GPUModel:
 
     def host_s(self, execution: str) -> float:
         """Host cost per kernel launch in an execution mode."""
+        check_execution(execution)
         overhead = self.spec.overhead
         if execution == "eager":
             return overhead.kernel_launch_us * 1e-6
         if execution == "graphs":
             return overhead.graph_launch_us * 1e-6
-        if execution == "device":
-            return 0.0
-        raise ValueError(f"execution: found {execution!r}, allowed: {', '.join(EXECUTION_MODES)}")
+        return 0.0
 
     def _device_times(self, table: KernelTable, peak: np.ndarray):
         """(compute_s, memory_s, busy_s, latency_s): busy_s blends compute and memory; latency is fixed."""
@@ -121,14 +117,9 @@ class GPUModel:
             busy_s[rows], latency_s[rows] = np.maximum(compute_s[rows], m), fit.latency_s
         return compute_s, memory_s, busy_s, latency_s
 
-    def cost_table(self, table: KernelTable, execution: str = "eager") -> KernelCosts:
-        """Costs of every kernel in the table, vectorized."""
+    def _cost_table(self, table: KernelTable, execution: str) -> KernelCosts:
         spec = self.spec
         host_s = self.host_s(execution)
-        if len(table) == 0:
-            zero = np.zeros(0)
-            return KernelCosts(time_s=zero, compute_s=zero, memory_s=zero, overhead_s=zero, compute_J=zero,
-                               memory_J=zero, static_J=zero)
         peak = self._per_kernel(table, self.peak_flops)
         compute_s, memory_s, busy_s, latency_s = self._device_times(table, peak)
         overhead_s = latency_s + host_s
@@ -138,7 +129,3 @@ class GPUModel:
         static_J = spec.power.idle_W * time_s
         return KernelCosts(time_s=time_s, compute_s=compute_s, memory_s=memory_s, overhead_s=overhead_s,
                            compute_J=compute_J, memory_J=memory_J, static_J=static_J)
-
-    def cost(self, kernel: Kernel, execution: str = "eager") -> KernelCost:
-        """Cost of one kernel."""
-        return self.cost_table(KernelTable.from_kernels([kernel]), execution).row(0)

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import ConfigDict, Field, StringConstraints, model_validator
+from pydantic import Field, model_validator
 from pydantic.dataclasses import dataclass
 
-Positive = Annotated[float, Field(gt=0)]
-NonNegative = Annotated[float, Field(ge=0)]
-Source = Annotated[str, StringConstraints(min_length=3, strip_whitespace=True)]
-DTYPES = Literal["fp64", "fp32", "tf32", "fp16", "bf16", "fp8", "int8", "int4"]
+from hw_models.spec_common import SPEC_CONFIG, AreaSpec, NonNegative, Positive, PowerSpec, PriceSpec, Source
+from kernels.formats import parse_sparsity
 
-SPEC_CONFIG = ConfigDict(extra="forbid")
+DTYPES = Literal["fp64", "fp32", "tf32", "fp16", "bf16", "fp8", "int8", "int4"]
 
 
 @dataclass(frozen=True, kw_only=True, config=SPEC_CONFIG)
@@ -22,11 +20,15 @@ class ComputeSpec:
     # Dense peak rates per dtype (TOPS for integer types); "fp32" is the vector (non-tensor-core) rate.
     peak_TFLOPS: dict[DTYPES, Positive]
     source: Source
+    # Weight-sparsity patterns the tensor cores skip zeros of (Ampere and later: 2:4 at twice the dense rate).
+    structured_sparsity: tuple[str, ...] = ()
 
     @model_validator(mode="after")
     def _needs_fp32_and_16bit(self):
         if "fp32" not in self.peak_TFLOPS or not {"fp16", "bf16"} & set(self.peak_TFLOPS):
             raise ValueError("peak_TFLOPS needs fp32 (vector rate) and fp16 or bf16")
+        for pattern in self.structured_sparsity:
+            parse_sparsity(pattern)
         return self
 
 
@@ -40,19 +42,6 @@ class MemorySpec:
 
 
 @dataclass(frozen=True, kw_only=True, config=SPEC_CONFIG)
-class PowerSpec:
-    tdp_W: Positive
-    idle_W: NonNegative
-    source: Source
-
-    @model_validator(mode="after")
-    def _idle_below_tdp(self):
-        if self.idle_W >= self.tdp_W:
-            raise ValueError(f"idle_W ({self.idle_W}) must be below tdp_W ({self.tdp_W})")
-        return self
-
-
-@dataclass(frozen=True, kw_only=True, config=SPEC_CONFIG)
 class EnergySpec:
     dram_pJ_per_bit: Positive
     source: Source
@@ -63,21 +52,6 @@ class OverheadSpec:
     kernel_launch_us: NonNegative  # per kernel launched from the host (eager execution)
     graph_launch_us: NonNegative  # per kernel replayed from a CUDA graph
     source: Source
-
-
-@dataclass(frozen=True, kw_only=True, config=SPEC_CONFIG)
-class AreaSpec:
-    die_mm2: Positive
-    process: str
-    source: Source
-    transistors_billion: Positive | None = None
-
-
-@dataclass(frozen=True, kw_only=True, config=SPEC_CONFIG)
-class PriceSpec:
-    source: Source
-    usd: Positive | None = None
-    usd_per_hour: Positive | None = None
 
 
 @dataclass(frozen=True, kw_only=True, config=SPEC_CONFIG)

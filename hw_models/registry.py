@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import copy
+import importlib
 from dataclasses import dataclass
 from typing import Any
 
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
-from hw_models.gpu import GPUModel
-from hw_models.gpu_spec import GPUSpec
 from hw_models.validation import check_keys, did_you_mean, input_error
 from workloads.errors import InputError
 from workloads.preset_files import bundled_names, read_preset
@@ -18,12 +17,35 @@ from workloads.preset_files import bundled_names, read_preset
 
 @dataclass(frozen=True)
 class DeviceKind:
-    spec_class: type
-    model_class: type
+    """A device family: its spec class and its cost model (a DeviceModel), as "module:Name" paths imported
+    on first use, so that loading one preset imports one family."""
+
+    spec_path: str
+    model_path: str
+    description: str
+
+    @property
+    def spec_class(self) -> type:
+        return _resolve(self.spec_path)
+
+    @property
+    def model_class(self) -> type:
+        return _resolve(self.model_path)
+
+
+def _resolve(path: str) -> type:
+    module, name = path.split(":")
+    return getattr(importlib.import_module(module), name)
 
 
 DEVICE_KINDS: dict[str, DeviceKind] = {
-    "gpu": DeviceKind(GPUSpec, GPUModel),
+    "gpu": DeviceKind("hw_models.gpu_spec:GPUSpec", "hw_models.gpu:GPUModel", "GPU: roofline + fitted efficiency"),
+    "npu": DeviceKind("hw_models.npu_spec:NPUSpec", "hw_models.npu:NPUModel",
+                      "systolic NPU, optionally with HBM-PIM banks beside it (NeuPIMs-style)"),
+    "cpu": DeviceKind("hw_models.cpu_spec:CPUSpec", "hw_models.cpu:CPUModel",
+                      "CPU with SIMD cores and caches, optionally SRAM-PIM LUT GEMV (SAIL) or LUT kernels (T-MAC)"),
+    "fpga": DeviceKind("hw_models.fpga_spec:FPGASpec", "hw_models.fpga:FPGAModel",
+                       "FPGA LLM accelerator (FlightLLM-style DSP chains, HBM, on-chip decode)"),
 }
 
 

@@ -7,7 +7,7 @@ from functools import cached_property
 
 import numpy as np
 
-from kernels.formats import NumericFormat
+from kernels.formats import DENSE, NumericFormat
 from kernels.kernel import KIND_CLASS, Kernel, KernelKind
 
 KINDS = tuple(KernelKind)
@@ -33,6 +33,21 @@ class KernelTable:
     n: np.ndarray
     k: np.ndarray
     batch: np.ndarray
+    # Weight sparsity (set by with_format): fraction of weights kept and stored size of the sparse layout,
+    # both relative to dense, per kernel (1 where there are no sparse weights), and the pattern's name.
+    weight_density: np.ndarray | None = None
+    sparse_weight_scale: np.ndarray | None = None
+    sparsity: str = DENSE
+    # Bits per weight value (set by with_format on GEMMs with weights; 16 elsewhere): LUT and bit-serial
+    # engines cost by it.
+    weight_bits: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("weight_density", "sparse_weight_scale"):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, np.ones(len(self.kernels)))
+        if self.weight_bits is None:
+            object.__setattr__(self, "weight_bits", np.full(len(self.kernels), 16.0))
 
     @classmethod
     def from_kernels(cls, kernels: list[Kernel] | tuple[Kernel, ...]) -> KernelTable:
@@ -49,7 +64,7 @@ class KernelTable:
         )
 
     def _columns(self) -> list[str]:
-        return [f.name for f in fields(self) if f.name != "kernels"]
+        return [f.name for f in fields(self) if f.name not in ("kernels", "sparsity")]
 
     def __len__(self) -> int:
         return len(self.kernels)
@@ -85,7 +100,7 @@ class KernelTable:
     def select(self, mask: np.ndarray) -> KernelTable:
         """The rows where mask is true (or the given row indices)."""
         index = np.flatnonzero(mask) if np.asarray(mask).dtype == bool else np.asarray(mask)
-        return KernelTable(kernels=tuple(self.kernels[i] for i in index),
+        return KernelTable(kernels=tuple(self.kernels[i] for i in index), sparsity=self.sparsity,
                            **{name: getattr(self, name)[index] for name in self._columns()})
 
     def with_format(self, fmt: NumericFormat) -> KernelTable:
@@ -97,7 +112,23 @@ class KernelTable:
         # Quantized activations shrink only the GEMM input operand traffic; other kernels keep their precision.
         act_bytes = np.where(weight_gemm, self.act_bytes * fmt.act_scale, self.act_bytes)
         return replace(self, weight_bytes=self.weight_bytes * fmt.weight_scale, act_bytes=act_bytes,
-                       kv_bytes=self.kv_bytes * fmt.kv_scale, dtype=dtype)
+                       kv_bytes=self.kv_bytes * fmt.kv_scale, dtype=dtype, sparsity=fmt.sparsity,
+                       weight_density=np.where(weight_gemm, fmt.weight_density, 1.0),
+                       sparse_weight_scale=np.where(weight_gemm, fmt.sparse_weight_scale, 1.0),
+                       weight_bits=np.where(weight_gemm, float(fmt.weight_bits), 16.0))
+
+    def run_on(self, sparsity_patterns: frozenset[str]) -> KernelTable:
+        """The work a device does: a sparsity pattern it supports skips the zeros (N/M of the GEMM math, the
+        compressed weights moved); any other pattern runs dense, weights stored dense."""
+        if self.sparsity == DENSE or self.sparsity not in sparsity_patterns:
+            return self
+        cache = self.__dict__.setdefault("_run_on_cache", {})
+        if self.sparsity not in cache:
+            table = replace(self, flops=self.flops * self.weight_density,
+                            weight_bytes=self.weight_bytes * self.sparse_weight_scale)
+            table.__dict__.update(dtype_groups=self.dtype_groups, class_masks=self.class_masks)
+            cache[self.sparsity] = table
+        return cache[self.sparsity]
 
     @cached_property
     def decode_attention_mask(self) -> np.ndarray:
@@ -130,7 +161,7 @@ class KernelTable:
         cache = self.__dict__.setdefault("_tiled_cache", {})
         if steps not in cache:
             rows, _ = self._decode_attention_rows
-            table = KernelTable(kernels=rows.kernels * steps,
+            table = KernelTable(kernels=rows.kernels * steps, sparsity=rows.sparsity,
                                 **{name: np.tile(getattr(rows, name), steps) for name in self._columns()})
             distinct, index = rows.dtype_groups
             table.__dict__["dtype_groups"] = (distinct, np.tile(index, steps))

@@ -24,10 +24,17 @@ def test_w4_group128_weight_scale():
 
 
 @pytest.mark.parametrize("field", ["weight_bits", "act_bits", "kv_bits"])
-@pytest.mark.parametrize("bits", [0, 2, 3, 5, 32])
+@pytest.mark.parametrize("bits", [0, 1, 5, 32])
 def test_bad_bits_raise(field, bits):
     with pytest.raises(ValueError, match=field):
         NumericFormat(**{field: bits})
+
+
+@pytest.mark.parametrize("field", ["act_bits", "kv_bits"])
+def test_two_and_three_bits_are_for_weights_only(field):
+    assert NumericFormat(weight_bits=2).weight_scale == pytest.approx((2 + 16 / 128) / 16)
+    with pytest.raises(ValueError, match=f"{field}: found 2, allowed: 16, 8, 4"):
+        NumericFormat(**{field: 2})
 
 
 def test_bad_group_size_raises():

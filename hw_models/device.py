@@ -1,0 +1,106 @@
+"""DeviceModel: the one interface every device kind's cost model implements.
+
+A device model prices a KernelTable (the kernels of one pass) into KernelCosts: time, the parts of time
+(compute, memory, overhead), energy by part (compute, memory, static), and the execution unit of each
+kernel. Units matter for devices with more than one engine (an NPU beside PIM banks): the simulator
+overlaps kernels on different units where the workload allows it, and runs a decode batch as
+`sub_batches` interleaved sub-batches when the device asks for it (NeuPIMs-style).
+
+Subclasses set `kind`, implement `memory_bytes` and `_cost_table`, and may override `units`,
+`sparsity_patterns`, `sub_batches`, `host_s` and the roofline figures (`peak_flops`, `bandwidth_Bps`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+
+from hw_models.cost import KernelCost, KernelCosts
+from kernels.kernel import Kernel
+from kernels.table import KernelTable
+
+# How kernels are dispatched: one host launch each ("eager"), replayed from a captured graph ("graphs"),
+# or device time only ("device", what a profiler's kernel durations measure). Devices without a host
+# launch path (an NPU's own controller, an FPGA's instruction stream) price all three alike.
+EXECUTION_MODES = ("eager", "graphs", "device")
+
+
+class DeviceModel:
+    """Prices kernels on one device spec. Pure: nothing but the spec and caches of derived numbers."""
+
+    kind: ClassVar[str] = ""
+    # The engines kernels run on; KernelCosts.unit indexes this tuple.
+    units: tuple[str, ...] = ("device",)
+
+    def __init__(self, spec: Any, reference: Any = None, calibration: Any = None):
+        """`reference` is the preset as shipped, before what-if overrides (default: spec itself)."""
+        self.spec = spec
+        self.reference = reference or spec
+        self.calibration = calibration
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def memory_bytes(self) -> float:
+        """Capacity that holds weights, KV cache and activations."""
+        raise NotImplementedError
+
+    @property
+    def idle_power_W(self) -> float:
+        return self.spec.power.idle_W
+
+    @property
+    def area_mm2(self) -> float:
+        """Silicon area; families that add units (PIM logic, LUT arrays) add their area."""
+        return self.spec.area.die_mm2
+
+    @property
+    def price(self):
+        return self.spec.price
+
+    @property
+    def sparsity_patterns(self) -> frozenset[str]:
+        """Structured weight-sparsity patterns whose zeros the device skips (others run dense)."""
+        return frozenset()
+
+    @property
+    def sub_batches(self) -> int:
+        """Sub-batches a decode batch is split into so that they overlap on different units (1: no split)."""
+        return 1
+
+    def host_s(self, execution: str) -> float:
+        """Host cost per kernel in an execution mode (none unless the device is launched kernel by kernel)."""
+        check_execution(execution)
+        return 0.0
+
+    def cost_table(self, table: KernelTable, execution: str = "eager") -> KernelCosts:
+        """Costs of every kernel in the table, vectorized; sparsity the device supports is applied first."""
+        check_execution(execution)
+        if len(table) == 0:
+            zero = np.zeros(0)
+            return KernelCosts(time_s=zero, compute_s=zero, memory_s=zero, overhead_s=zero, compute_J=zero,
+                               memory_J=zero, static_J=zero)
+        return self._cost_table(table.run_on(self.sparsity_patterns), execution)
+
+    def _cost_table(self, table: KernelTable, execution: str) -> KernelCosts:
+        raise NotImplementedError
+
+    def cost(self, kernel: Kernel, execution: str = "eager") -> KernelCost:
+        """Cost of one kernel."""
+        return self.cost_table(KernelTable.from_kernels([kernel]), execution).row(0)
+
+    # Roofline figures for reports: the peak math rate of a dtype and the off-chip bandwidth.
+    def peak_flops(self, dtype: str) -> float:
+        raise NotImplementedError
+
+    @property
+    def bandwidth_Bps(self) -> float:
+        raise NotImplementedError
+
+
+def check_execution(execution: str) -> None:
+    if execution not in EXECUTION_MODES:
+        raise ValueError(f"execution: found {execution!r}, allowed: {', '.join(EXECUTION_MODES)}")
