@@ -1,0 +1,175 @@
+"""FPGASpec: an FPGA LLM accelerator preset (FlightLLM-style) as written in YAML, with SI properties.
+
+The accelerator is a design on a device: DSP slices doing packed integer MACs (and sparse N:M chains),
+an SFU for vector work, HBM streamed at an achieved efficiency, and on-chip BRAM/URAM that keeps decode
+activations resident ("always-on-chip decode"). Keys carry datasheet units (GB/s = 1e9 B/s, MHz, MB = 1e6 B).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+from pydantic.dataclasses import dataclass
+
+from hw_models.spec_common import (
+    SPEC_CONFIG,
+    AreaSpec,
+    NonNegative,
+    Positive,
+    PositiveInt,
+    PowerSpec,
+    PriceSpec,
+    Source,
+)
+from kernels.formats import parse_sparsity
+
+MATRIX_DTYPES = Literal["int4", "int8", "fp8", "fp16", "bf16"]
+Fraction = Annotated[float, Field(gt=0, le=1)]
+
+
+@dataclass(frozen=True, kw_only=True, config=SPEC_CONFIG)
+class ComputeSpec:
+    dsp_count: PositiveInt  # DSP slices the accelerator's matrix engine uses (a design figure)
+    device_dsp_count: PositiveInt  # DSP slices on the device (datasheet), for reference and checks
+    clock_MHz: Positive  # the design's clock
+    # MACs one DSP slice does per cycle, by operand type (DSP packing: two int8 MACs per DSP48E2, ...).
+    macs_per_dsp_per_cycle: dict[MATRIX_DTYPES, Positive]
+    # Fraction of the matrix engine busy in matrix-vector (GEMV, m = 1) mode.
+    gemv_dsp_fraction: Fraction
+    vector_lanes: PositiveInt  # SFU elements per cycle, all cores together (softmax, norm, element-wise)
+    # N:M weight-sparsity patterns the sparse DSP chains skip the zeros of.
+    sparsity_patterns: tuple[str, ...]
+    source: Source
+
+    @model_validator(mode="after")
+    def _checks(self):
+        if self.dsp_count > self.device_dsp_count:
+            raise ValueError(f"dsp_count ({self.dsp_count}) exceeds device_dsp_count ({self.device_dsp_count})")
+        if "int8" not in self.macs_per_dsp_per_cycle or not {"fp16", "bf16"} & set(self.macs_per_dsp_per_cycle):
+            raise ValueError("macs_per_dsp_per_cycle needs int8 and fp16 or bf16")
+        for pattern in self.sparsity_patterns:
+            parse_sparsity(pattern)
+        return self
+
+
+@dataclass(frozen=True, kw_only=True, config=SPEC_CONFIG)
+class MemorySpec:
+    type: str
+    capacity_GB: Positive  # HBM: holds weights and KV cache
+    bandwidth_GBps: Positive  # HBM peak
+    channels: PositiveInt  # HBM pseudo-channels
+    efficiency: Fraction  # achieved fraction of peak bandwidth when streaming weights / KV
+    ddr_capacity_GB: NonNegative  # board DDR (instructions, spill); not used for streaming in this model
+    ddr_bandwidth_GBps: NonNegative
+    source: Source
+
+
+@dataclass(frozen=True, kw_only=True, config=SPEC_CONFIG)
+class OnChipSpec:
+    bram_MB: NonNegative
+    uram_MB: NonNegative
+    activation_buffer_MB: Positive  # on-chip space for activations between kernels
+    bandwidth_GBps: Positive  # aggregate BRAM/URAM port bandwidth at the design clock
+    always_on_chip_decode: bool  # decode activations stay on chip (when they fit in activation_buffer_MB)
+    source: Source
+
+    @model_validator(mode="after")
+    def _buffer_fits(self):
+        if self.activation_buffer_MB > self.bram_MB + self.uram_MB:
+            raise ValueError(f"activation_buffer_MB ({self.activation_buffer_MB}) exceeds bram_MB + uram_MB "
+                             f"({self.bram_MB + self.uram_MB})")
+        return self
+
+
+@dataclass(frozen=True, kw_only=True, config=SPEC_CONFIG)
+class EnergySpec:
+    hbm_pJ_per_bit: Positive
+    onchip_pJ_per_bit: Positive  # BRAM/URAM access
+    mac_pJ: dict[MATRIX_DTYPES, Positive]  # one MAC on the DSPs, by operand type
+    vector_op_pJ: Positive  # one SFU operation
+    source: Source
+
+    @model_validator(mode="after")
+    def _needs_int8(self):
+        if "int8" not in self.mac_pJ or not {"fp16", "bf16"} & set(self.mac_pJ):
+            raise ValueError("mac_pJ needs int8 and fp16 or bf16")
+        return self
+
+
+@dataclass(frozen=True, kw_only=True, config=SPEC_CONFIG)
+class OverheadSpec:
+    kernel_cycles: NonNegative  # fixed cycles per kernel (instruction issue / synchronization)
+    source: Source
+
+
+@dataclass(frozen=True, kw_only=True, config=SPEC_CONFIG)
+class FPGASpec:
+    name: str
+    kind: Literal["fpga"]
+    description: str
+    compute: ComputeSpec
+    memory: MemorySpec
+    onchip: OnChipSpec
+    energy: EnergySpec
+    overhead: OverheadSpec
+    power: PowerSpec
+    area: AreaSpec
+    price: PriceSpec
+
+    @property
+    def clock_Hz(self) -> float:
+        return self.compute.clock_MHz * 1e6
+
+    @property
+    def memory_bytes(self) -> float:
+        return self.memory.capacity_GB * 1e9
+
+    @property
+    def bandwidth_Bps(self) -> float:
+        return self.memory.bandwidth_GBps * 1e9
+
+    @property
+    def achieved_bandwidth_Bps(self) -> float:
+        return self.bandwidth_Bps * self.memory.efficiency
+
+    @property
+    def onchip_bandwidth_Bps(self) -> float:
+        return self.onchip.bandwidth_GBps * 1e9
+
+    @property
+    def activation_buffer_bytes(self) -> float:
+        return self.onchip.activation_buffer_MB * 1e6
+
+    def matrix_dtype(self, dtype: str) -> str:
+        """The operand type the DSPs run a matrix kernel of `dtype` as (the narrowest they support at or above it)."""
+        rates = self.compute.macs_per_dsp_per_cycle
+        for candidate in DTYPE_FALLBACK.get(dtype, ("fp16", "bf16")):
+            if candidate in rates:
+                return candidate
+        raise KeyError(dtype)
+
+    def peak_flops(self, dtype: str) -> float:
+        """Dense matrix FLOP/s of `dtype` on the DSPs (2 FLOP per MAC); "fp32" is the SFU's vector rate."""
+        if dtype == "fp32":
+            return self.compute.vector_lanes * self.clock_Hz
+        macs = self.compute.macs_per_dsp_per_cycle[self.matrix_dtype(dtype)]
+        return 2.0 * self.compute.dsp_count * macs * self.clock_Hz
+
+    def mac_J(self, dtype: str) -> float:
+        """Energy of one MAC of `dtype` on the DSPs."""
+        energies = self.energy.mac_pJ
+        for candidate in DTYPE_FALLBACK.get(dtype, ("fp16", "bf16")):
+            if candidate in energies:
+                return energies[candidate] * 1e-12
+        raise KeyError(dtype)
+
+
+# What a matrix kernel in each dtype runs as when the DSP packing for it is not listed.
+DTYPE_FALLBACK = {
+    "int4": ("int4", "int8", "fp16", "bf16"),
+    "int8": ("int8", "fp16", "bf16"),
+    "fp8": ("fp8", "fp16", "bf16"),
+    "fp16": ("fp16", "bf16"),
+    "bf16": ("bf16", "fp16"),
+}
