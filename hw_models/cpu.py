@@ -1,0 +1,155 @@
+"""CPU cost model: SIMD cores over a cache hierarchy and DRAM, with optional LUT GEMV (T-MAC on the SIMD
+units, or SAIL's SRAM-PIM arrays in a cache level).
+
+Time of a kernel = max(compute, memory); a CPU has no per-kernel launch path priced here (overhead 0).
+- Memory: bytes at DRAM bandwidth. Weights are streamed from DRAM every pass unless the whole pass's
+  weights fit in a cache level, then they come from the smallest such level at its bandwidth.
+- Baseline compute (no LUT, or weights wider than the LUT kernels take): multiply-adds at the SIMD peak of
+  the kernel's dtype (a dtype without SIMD arithmetic runs as the next wider one); GEMMs with quantized
+  weights run llama.cpp style: activations quantized to int8 on the fly, int8 dot products, and for
+  sub-8-bit weights `dequant_lane_ops_per_weight` byte-lane operations per weight to unpack them.
+- LUT compute (weights of at most lut.max_weight_bits bits): per token and activation group of g values a
+  table of 2^g partial sums is built on the SIMD units; each weight group of g weights then needs b
+  lookups (one per bit plane) plus their accumulation. No dequantization: the tables are indexed by the
+  packed weight bits. T-MAC ("simd") does the lookups in SIMD lanes; SAIL ("pim") reads table rows in the
+  cache level's SRAM arrays, all arrays in parallel, one row per array per cycle, and a row holds the same
+  entry of row_bits / entry_bits tables, so that many tokens of a batch share one read (batched lookups);
+  `cycle_saving` removes the cycles saved by activation-pattern reuse.
+
+Energy: multiply-adds by precision, SIMD lane ops (dequantization, table builds, SIMD lookups), PIM row
+reads (as SRAM access of the PIM level), every byte's path through the cache levels it crosses and DRAM
+per bit, and static (idle) power x time.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hw_models.cost import KernelCosts
+from hw_models.cpu_spec import CPUSpec
+from hw_models.device import DeviceModel
+from kernels.table import KernelTable
+
+# Dequantization unpacks into byte lanes (int8 dot products); table builds run in 16-bit lanes (fp16 sums).
+DEQUANT_LANE_BITS = 8
+BUILD_LANE_BITS = 16
+
+
+class CPUModel(DeviceModel):
+    """Prices kernels on one CPU spec. Pure: nothing but the spec and per-dtype rate caches."""
+
+    kind = "cpu"
+    units = ("cpu",)
+
+    def __init__(self, spec: CPUSpec, reference: CPUSpec | None = None, calibration=None):
+        super().__init__(spec, reference, calibration)
+        self._rates: dict[str, float] = {}
+
+    @property
+    def memory_bytes(self) -> float:
+        return self.spec.memory.capacity_GB * 1e9
+
+    @property
+    def bandwidth_Bps(self) -> float:
+        return self.spec.bandwidth_Bps
+
+    @property
+    def area_mm2(self) -> float:
+        """Die area plus the PIM logic SAIL adds."""
+        pim = self.spec.pim
+        return self.spec.area.die_mm2 * (1.0 + (pim.area_overhead_fraction if pim else 0.0))
+
+    def peak_flops(self, dtype: str) -> float:
+        if dtype not in self._rates:
+            self._rates[dtype] = self.spec.peak_flops(dtype)
+        return self._rates[dtype]
+
+    def _per_dtype(self, table: KernelTable, fn) -> np.ndarray:
+        groups, index = table.dtype_groups
+        return np.array([fn(dtype) for dtype, _ in groups])[index]
+
+    def _weight_level(self, table: KernelTable) -> int | None:
+        """Index of the smallest cache level holding all of the pass's weights (None: they stream from DRAM)."""
+        total_B = float(table.weight_bytes.sum())
+        for i, level in enumerate(self.spec.caches.levels().values()):
+            if total_B <= level.capacity_MB * 1e6:
+                return i
+        return None
+
+    def _memory(self, table: KernelTable) -> tuple[np.ndarray, np.ndarray]:
+        """(memory_s, memory_J) of the traffic through DRAM and the caches it crosses."""
+        levels = list(self.spec.caches.levels().values())
+        path_J_per_B = np.cumsum([lv.read_pJ_per_byte * 1e-12 for lv in levels])  # level i and all inside it
+        stream_B = table.act_bytes + table.kv_bytes
+        dram_J = self.spec.dram_J_per_byte + path_J_per_B[-1]
+        hit = self._weight_level(table)
+        if hit is None:
+            memory_s = table.bytes / self.spec.bandwidth_Bps
+            return memory_s, table.bytes * dram_J
+        weight_s = table.weight_bytes / (levels[hit].bandwidth_GBps * 1e9)
+        memory_s = stream_B / self.spec.bandwidth_Bps + weight_s
+        return memory_s, stream_B * dram_J + table.weight_bytes * path_J_per_B[hit]
+
+    def _lut_rows(self, table: KernelTable) -> np.ndarray:
+        """Weight GEMMs with low-bit weights that the LUT kernels take."""
+        lut = self.spec.lut
+        if lut is None or "gemm" not in table.class_masks:
+            return np.zeros(len(table), dtype=bool)
+        weight_gemm = table.class_masks["gemm"] & (table.weight_bytes > 0)
+        return weight_gemm & (table.weight_bits < 16) & (table.weight_bits <= lut.max_weight_bits)
+
+    def _baseline(self, table: KernelTable) -> tuple[np.ndarray, np.ndarray]:
+        """(compute_s, compute_J) on the SIMD units: multiply-adds plus sub-8-bit weight unpacking."""
+        spec = self.spec
+        weight_gemm = table.weight_bytes > 0
+        # llama.cpp-style kernels quantize the activations to 8 bits on the fly and use int8 dot products.
+        lowbit = weight_gemm & (table.weight_bits < 16)
+        compute_s = table.flops / np.where(lowbit, self.peak_flops("int8"), self._per_dtype(table, self.peak_flops))
+        compute_J = table.flops / 2 * np.where(lowbit, spec.mac_J("int8"), self._per_dtype(table, spec.mac_J))
+        unpack = weight_gemm & (table.weight_bits < 8)
+        ops = np.where(unpack, _weights(table) * spec.compute.dequant_lane_ops_per_weight, 0.0)
+        compute_s = compute_s + ops / spec.lane_ops_per_s(DEQUANT_LANE_BITS)
+        return compute_s, compute_J + ops * spec.energy.lane_op_pJ * 1e-12
+
+    def _lut(self, table: KernelTable, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(compute_s, compute_J, pim_J) of the LUT GEMV on `rows` (zeros elsewhere)."""
+        spec, lut = self.spec, self.spec.lut
+        g = lut.group_size
+        batches = np.maximum(table.batch, 1)
+        groups = np.where(rows, batches * table.m * table.k / g, 0.0)  # one table per token and group
+        build_ops = groups * 2**g * lut.build_lane_ops_per_entry
+        build_s = build_ops / spec.lane_ops_per_s(BUILD_LANE_BITS)
+        # One lookup per bit plane of every weight group, per token.
+        weight_groups = np.where(rows, _weights(table) / g, 0.0)
+        lookups = weight_groups * table.weight_bits * table.m
+        lane_J = spec.energy.lane_op_pJ * 1e-12
+        if lut.engine == "simd":
+            lookup_ops = lookups * lut.lookup_lane_ops
+            lookup_s = lookup_ops / spec.lane_ops_per_s(lut.table_entry_bits)
+            return build_s + lookup_s, (build_ops + lookup_ops) * lane_J, np.zeros(len(table))
+        pim = spec.pim
+        tables_per_row = max(pim.row_bits // lut.table_entry_bits, 1)
+        row_reads = weight_groups * table.weight_bits * np.ceil(table.m / tables_per_row)
+        lookup_s = row_reads * (1.0 - pim.cycle_saving) / (spec.pim_arrays * pim.frequency_GHz * 1e9)
+        read_J = row_reads * pim.row_bits / 8 * pim.read_pJ_per_byte * 1e-12
+        return build_s + lookup_s, build_ops * lane_J, read_J
+
+    def _cost_table(self, table: KernelTable, execution: str) -> KernelCosts:
+        compute_s, compute_J = self._baseline(table)
+        rows = self._lut_rows(table)
+        memory_s, memory_J = self._memory(table)
+        if rows.any():
+            lut_s, lut_J, pim_J = self._lut(table, rows)
+            compute_s = np.where(rows, lut_s, compute_s)
+            compute_J = np.where(rows, lut_J, compute_J)
+            memory_J = memory_J + pim_J
+        overhead_s = np.zeros(len(table))
+        time_s = np.maximum(compute_s, memory_s)
+        return KernelCosts(time_s=time_s, compute_s=compute_s, memory_s=memory_s, overhead_s=overhead_s,
+                           compute_J=compute_J, memory_J=memory_J, static_J=self.spec.power.idle_W * time_s)
+
+
+def _weights(table: KernelTable) -> np.ndarray:
+    """Weight values each GEMM row reads (n x k per GEMM, `batch` GEMMs)."""
+    return table.n * table.k * np.maximum(table.batch, 1)
+

@@ -1,0 +1,196 @@
+"""CPUSpec: a CPU preset (SIMD cores, caches, DRAM), optionally with LUT GEMV kernels (T-MAC) or SRAM-PIM
+LUT arrays in a cache level (SAIL). Keys carry datasheet units; properties give SI values."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+from pydantic.dataclasses import dataclass
+
+from hw_models.spec_common import (
+    SPEC_CONFIG,
+    AreaSpec,
+    NonNegative,
+    Positive,
+    PositiveInt,
+    PowerSpec,
+    PriceSpec,
+    Source,
+)
+
+SIMD_DTYPES = Literal["fp64", "fp32", "fp16", "bf16", "int8"]
+DTYPE_BITS = {"fp64": 64, "fp32": 32, "fp16": 16, "bf16": 16, "fp8": 8, "int8": 8, "int4": 4}
+# What a kernel dtype runs as when the SIMD unit has no arithmetic for it (e.g. bf16 on Neoverse-N1).
+DTYPE_FALLBACK = {
+    "int4": ("int8", "fp16", "fp32"),
+    "int8": ("int8", "fp16", "fp32"),
+    "fp8": ("fp16", "fp32"),
+    "bf16": ("bf16", "fp32"),
+    "fp16": ("fp16", "fp32"),
+    "tf32": ("fp32",),
+    "fp32": ("fp32",),
+    "fp64": ("fp64", "fp32"),
+}
+Fraction = Annotated[float, Field(ge=0, lt=1)]
+
+
+@dataclass(frozen=True, kw_only=True, config=SPEC_CONFIG)
+class CoreSpec:
+    cores: PositiveInt
+    frequency_GHz: Positive
+    simd_width_bits: PositiveInt  # one SIMD register (NEON: 128)
+    simd_pipes: PositiveInt  # SIMD pipelines per core, each one instruction per cycle
+    simd_dtypes: tuple[SIMD_DTYPES, ...]  # dtypes with native SIMD multiply-add (others fall back)
+    # Baseline (dequantization-based) low-bit GEMV: SIMD byte-lane operations to unpack one sub-8-bit weight
+    # into the integer dot-product type, paid on top of the multiply-adds.
+    dequant_lane_ops_per_weight: NonNegative
+    source: Source
+
+    @model_validator(mode="after")
+    def _fp32_present(self):
+        if "fp32" not in self.simd_dtypes:
+            raise ValueError("simd_dtypes must include fp32 (the vector rate)")
+        return self
+
+
+@dataclass(frozen=True, kw_only=True, config=SPEC_CONFIG)
+class CacheLevelSpec:
+    capacity_MB: Positive  # whole chip (all private copies summed)
+    bandwidth_GBps: Positive  # aggregate over all cores
+    read_pJ_per_byte: Positive
+    source: Source
+
+
+CACHE_LEVELS = ("l1", "l2", "l3", "slc")  # from the core outward
+
+
+@dataclass(frozen=True, kw_only=True, config=SPEC_CONFIG)
+class CachesSpec:
+    """The cache levels a chip has, from the core outward; levels it lacks are left out."""
+
+    l1: CacheLevelSpec
+    l2: CacheLevelSpec | None = None
+    l3: CacheLevelSpec | None = None
+    slc: CacheLevelSpec | None = None
+
+    def levels(self) -> dict[str, CacheLevelSpec]:
+        return {name: getattr(self, name) for name in CACHE_LEVELS if getattr(self, name) is not None}
+
+
+@dataclass(frozen=True, kw_only=True, config=SPEC_CONFIG)
+class MemorySpec:
+    type: str
+    capacity_GB: Positive
+    bandwidth_GBps: Positive
+    source: Source
+
+
+@dataclass(frozen=True, kw_only=True, config=SPEC_CONFIG)
+class EnergySpec:
+    mac_pJ: dict[SIMD_DTYPES, Positive]  # one multiply-accumulate by precision
+    lane_op_pJ: Positive  # one 8-bit SIMD lane operation (add, table lookup, shift, mask)
+    dram_pJ_per_bit: Positive
+    source: Source
+
+    @model_validator(mode="after")
+    def _fp32_present(self):
+        if "fp32" not in self.mac_pJ:
+            raise ValueError("mac_pJ must include fp32")
+        return self
+
+
+@dataclass(frozen=True, kw_only=True, config=SPEC_CONFIG)
+class LUTSpec:
+    """Table-lookup GEMV for low-bit weights (T-MAC): per activation group of `group_size` values a table of
+    2^group_size partial sums is built; each b-bit weight group then costs b lookups (one per bit plane)."""
+
+    engine: Literal["simd", "pim"]  # who does the lookups: the cores' SIMD (T-MAC) or cache PIM arrays (SAIL)
+    group_size: PositiveInt  # activations per table (g); the table has 2^g entries
+    table_entry_bits: PositiveInt  # precision of a table entry
+    build_lane_ops_per_entry: Positive  # SIMD lane ops to compute one table entry
+    lookup_lane_ops: Positive  # SIMD lane ops per lookup incl. its accumulate (simd engine)
+    max_weight_bits: PositiveInt  # widest weights the LUT kernels take; wider ones use the baseline path
+    source: Source
+
+    @model_validator(mode="after")
+    def _small_group(self):
+        if self.group_size > 8:
+            raise ValueError(f"group_size: found {self.group_size}, allowed: 1 to 8 (the table has 2^g entries)")
+        return self
+
+
+@dataclass(frozen=True, kw_only=True, config=SPEC_CONFIG)
+class PIMSpec:
+    """SRAM compute arrays in one cache level (SAIL): each array reads one table row per cycle; a row holds the
+    same entry of row_bits / table_entry_bits tables, so that many batched tokens share one read."""
+
+    cache_level: Literal["l1", "l2", "l3", "slc"]  # the cache level whose arrays compute
+    array_kB: Positive  # size of one SRAM array
+    row_bits: PositiveInt  # bits read per array access
+    frequency_GHz: Positive
+    cycle_saving: Fraction  # cycles removed by reusing repeated activation patterns
+    read_pJ_per_byte: Positive  # energy of a row read inside one array (local, no cache-level wires)
+    area_overhead_fraction: Fraction  # added logic as a fraction of the die
+    source: Source
+
+
+@dataclass(frozen=True, kw_only=True, config=SPEC_CONFIG)
+class CPUSpec:
+    name: str
+    kind: Literal["cpu"]
+    description: str
+    compute: CoreSpec
+    caches: CachesSpec
+    memory: MemorySpec
+    energy: EnergySpec
+    power: PowerSpec
+    area: AreaSpec
+    price: PriceSpec
+    lut: LUTSpec | None = None
+    pim: PIMSpec | None = None
+
+    @model_validator(mode="after")
+    def _pim_consistent(self):
+        if self.lut is not None and self.lut.engine == "pim" and self.pim is None:
+            raise ValueError("lut.engine is 'pim' but there is no pim section")
+        levels = self.caches.levels()
+        if self.pim is not None and self.pim.cache_level not in levels:
+            raise ValueError(f"pim.cache_level: found {self.pim.cache_level!r}, allowed: {', '.join(levels)}")
+        return self
+
+    @property
+    def bandwidth_Bps(self) -> float:
+        return self.memory.bandwidth_GBps * 1e9
+
+    @property
+    def dram_J_per_byte(self) -> float:
+        return self.energy.dram_pJ_per_bit * 8e-12
+
+    def simd_dtype(self, dtype: str) -> str:
+        """The SIMD type a kernel dtype computes in."""
+        for candidate in DTYPE_FALLBACK.get(dtype, ("fp32",)):
+            if candidate in self.compute.simd_dtypes:
+                return candidate
+        return "fp32"
+
+    def lane_ops_per_s(self, lane_bits: int) -> float:
+        """SIMD lane operations per second over all cores at a lane width."""
+        c = self.compute
+        return c.cores * c.frequency_GHz * 1e9 * c.simd_pipes * (c.simd_width_bits / lane_bits)
+
+    def peak_flops(self, dtype: str) -> float:
+        """Peak multiply-add rate (2 FLOP per lane per pipe per cycle) of the SIMD type a dtype runs as."""
+        return 2.0 * self.lane_ops_per_s(DTYPE_BITS[self.simd_dtype(dtype)])
+
+    def mac_J(self, dtype: str) -> float:
+        energies = self.energy.mac_pJ
+        simd = self.simd_dtype(dtype)
+        return (energies.get(simd) or energies["fp32"]) * 1e-12
+
+    @property
+    def pim_arrays(self) -> float:
+        """Compute arrays in the PIM cache level (0 without PIM)."""
+        if self.pim is None:
+            return 0.0
+        return self.caches.levels()[self.pim.cache_level].capacity_MB * 1e6 / (self.pim.array_kB * 1e3)
