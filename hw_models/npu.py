@@ -1,0 +1,206 @@
+"""Systolic NPU cost model, optionally with HBM-PIM banks beside it (NeuPIMs, Heo et al., ASPLOS 2024).
+
+Matrix kernels (GEMMs, prefill attention, and decode attention when there is no PIM) are tiled onto the
+arrays. A dataflow keeps two dimensions of the problem stationary in an R x C array and streams the third:
+weight-stationary holds a (k x n) weight tile and streams the m rows; output-stationary holds an (m x n)
+output tile and streams k. The stationary dimensions split into ceil(rows/R) x ceil(cols/C) tiles (edge
+tiles are padded: the waste of a partial tile is counted), the streamed dimension into chunks that fit the
+on-chip buffers (weight-stationary: partial sums of a chunk fill the accumulator buffer, inputs of a chunk
+half the scratchpad, the other half taking the next chunk). Each (tile, chunk) is a fold, and folds spread
+over the arrays:
+
+    double-buffered:  cycles = ceil(folds / arrays) * max(chunk, R) + R + (R + C - 2)
+    single-buffered:  cycles = ceil(folds / arrays) * (R + chunk + R + C - 2)
+
+With a second weight register the next tile loads (R cycles) while the current chunk streams, so a fold
+costs the longer of the two, plus one first load and one pipeline fill and drain (R + C - 2) per kernel;
+without it every fold loads, streams, fills and drains in turn. A GEMV (m = 1) under weight-stationary
+therefore costs R cycles per tile for one useful row: its utilization is about 1/R of a large GEMM's.
+
+Off-chip traffic: what the table says moves, plus the re-reads an SRAM-limited tiling forces: the cheaper of
+re-reading the weights once per streamed chunk, or re-reading the inputs once per group of n-tiles the
+arrays hold at once. Time = max(compute, memory); no per-kernel launch cost (the NPU runs its own program).
+
+Vector kernels (norm, softmax, elementwise, embedding) run on the vector units at their op rate.
+
+PIM: decode attention (GEMV against the KV cache) runs in the banks, unit "pim", at the in-bank MAC rate
+(channels x banks x multipliers per command interval), derated by row switches (precharge + activate
+between rows), plus the query and result crossing the external channels. Everything else runs on the NPU,
+unit "npu". Dual row buffers with sub-batch interleaving give sub_batches = 2 (the simulator overlaps one
+sub-batch's PIM attention with the other's NPU GEMMs); a single row buffer blocks memory while PIM computes,
+so nothing overlaps (sub_batches = 1).
+
+Energy: MACs x energy per MAC (by dtype), vector ops x energy per op, SRAM bytes x energy per byte, off-chip
+bits x HBM energy per bit, in-bank bits x PIM energy per bit, static power x time.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hw_models.cost import KernelCosts
+from hw_models.device import DeviceModel
+from hw_models.npu_spec import NPUSpec, fallback_lookup
+from kernels.kernel import KernelKind
+from kernels.table import KIND_CODE, KernelTable
+
+# Bytes per operand element by compute dtype (16-bit elsewhere).
+ELEMENT_BYTES = {"int4": 0.5, "int8": 1.0, "fp8": 1.0, "fp32": 4.0}
+PREFILL_ATTENTION = KIND_CODE[KernelKind.ATTENTION_PREFILL]
+DECODE_ATTENTION = KIND_CODE[KernelKind.ATTENTION_DECODE]
+
+
+def systolic_cycles(spec: NPUSpec, rows_dim, cols_dim, stream_dim, count, element_bytes) -> tuple:
+    """(cycles, folds, chunks) of `count` problems with (rows_dim x cols_dim) stationary and stream_dim streamed."""
+    a = spec.npu
+    r, c = a.array_rows, a.array_cols
+    tiles = np.ceil(rows_dim / r) * np.ceil(cols_dim / c)
+    if a.dataflow == "weight_stationary":
+        # Partial sums of a chunk (chunk x C) fill each array's share of the accumulator buffer; inputs
+        # (chunk x R) half its share of the scratchpad (double-buffered).
+        acc_rows = spec.sram.accumulator_KB * 1024 / a.array_count / (c * spec.sram.accumulator_bytes)
+        spad_rows = spec.sram.scratchpad_KB * 1024 / a.array_count / 2 / (r * element_bytes)
+        chunk_limit = np.maximum(np.floor(np.minimum(acc_rows, spad_rows)), 1)
+    else:
+        chunk_limit = np.inf  # output-stationary: partial sums stay in the PEs whatever the length of k
+    chunks = np.maximum(np.ceil(stream_dim / chunk_limit), 1)
+    chunk = np.ceil(stream_dim / chunks)
+    folds = count * tiles * chunks
+    rounds = np.ceil(folds / a.array_count)
+    if a.double_buffered:
+        cycles = rounds * np.maximum(chunk, r) + r + (r + c - 2)
+    else:
+        cycles = rounds * (r + chunk + r + c - 2)
+    return cycles, folds, chunks
+
+
+class NPUModel(DeviceModel):
+    """Prices kernels on one NPU (and its PIM banks, if any). Pure: the spec and derived rates only."""
+
+    kind = "npu"
+
+    def __init__(self, spec: NPUSpec, reference: NPUSpec | None = None, calibration=None):
+        super().__init__(spec, reference, calibration)
+        self.units = ("npu", "pim") if spec.pim is not None else ("npu",)
+
+    @property
+    def memory_bytes(self) -> float:
+        return self.spec.memory_bytes
+
+    @property
+    def bandwidth_Bps(self) -> float:
+        return self.spec.bandwidth_Bps
+
+    @property
+    def sub_batches(self) -> int:
+        pim = self.spec.pim
+        return 2 if pim is not None and pim.row_buffers == "dual" and pim.sub_batch_interleaving else 1
+
+    @property
+    def area_mm2(self) -> float:
+        pim = self.spec.pim
+        extra = pim.logic_area_mm2 if pim is not None and pim.logic_area_mm2 is not None else 0.0
+        return self.spec.area.die_mm2 + extra
+
+    def peak_flops(self, dtype: str) -> float:
+        if dtype == "fp32":
+            return self.spec.vector_ops_per_s
+        return 2 * self.spec.macs_per_s(dtype)
+
+    def _per_dtype(self, table: KernelTable, fn) -> np.ndarray:
+        groups, index = table.dtype_groups
+        return np.array([fn(dtype) for dtype, _ in groups], dtype=float)[index]
+
+    def matrix_shapes(self, table: KernelTable, rows: np.ndarray) -> tuple:
+        """(m, n, k, count, dense_flops) of the matrix kernels in `rows`; attention as its two GEMMs per head.
+
+        Attention shapes that do not change with the decode step (heads, head_dim, q_len) come from the
+        kernels; the keys attended to come from the flops column, which is rescaled per step.
+        """
+        m, n, k = table.m[rows].copy(), table.n[rows].copy(), table.k[rows].copy()
+        count = np.maximum(table.batch[rows], 1.0)
+        attention = np.isin(table.kind[rows], (PREFILL_ATTENTION, DECODE_ATTENTION))
+        if attention.any():
+            idx = np.flatnonzero(rows)[attention]
+            shape = np.array([(kr.heads, kr.q_len, kr.head_dim) for kr in (table.kernels[i] for i in idx)],
+                             dtype=float).reshape(-1, 3)
+            heads, q_len, head_dim = np.maximum(shape, 1).T
+            instances = count[attention] * heads
+            decode = table.kind[rows][attention] == DECODE_ATTENTION
+            kv = np.array([table.kernels[i].kv_len for i in idx], dtype=float)
+            # Decode rows are rescaled per step: read the keys attended to back from the flops (QK^T + PV).
+            kv = np.where(decode, table.flops[idx] / (4 * instances * q_len * head_dim), kv)
+            # QK^T ([q x d] x [d x kv]) and PV ([q x kv] x [kv x d]) cost about alike on the arrays: price
+            # one as (m=q, k=d, n=kv) and count it twice.
+            m[attention], n[attention], k[attention] = q_len, np.maximum(kv, 1), head_dim
+            count[attention] = 2 * instances
+        return m, n, k, count, 2 * m * n * k * count
+
+    def _matrix(self, table: KernelTable, rows: np.ndarray, element_bytes: np.ndarray, macs_per_s: np.ndarray):
+        """(compute_s, traffic_B, sram_B) of the matrix kernels in `rows`."""
+        spec, a = self.spec, self.spec.npu
+        m, n, k, count, dense_flops = self.matrix_shapes(table, rows)
+        if a.dataflow == "weight_stationary":
+            rows_dim, cols_dim, stream = k, n, m
+        else:
+            rows_dim, cols_dim, stream = m, n, k
+        cycles, folds, chunks = systolic_cycles(spec, rows_dim, cols_dim, stream, count, element_bytes[rows])
+        rate_per_pe = macs_per_s[rows] / (spec.pes * spec.frequency_Hz)
+        # Sparse or causal work (flops below the dense shape's) shortens the streaming in proportion.
+        work = np.where(dense_flops > 0, table.flops[rows] / np.maximum(dense_flops, 1), 1.0)
+        compute_s = cycles / spec.frequency_Hz / rate_per_pe * work
+        weights = table.weight_bytes[rows]
+        inputs = table.act_bytes[rows] * k / np.maximum(k + n, 1)  # act_bytes holds inputs and outputs
+        groups = np.ceil(n / (a.array_cols * a.array_count))
+        reread = np.where(weights > 0, np.minimum(weights * (chunks - 1), inputs * (groups - 1)), 0.0)
+        traffic = table.bytes[rows] + reread
+        # SRAM: every off-chip byte is written and read once; streamed inputs are read once per n-tile;
+        # partial sums are read and written once per k-tile.
+        streamed = stream * rows_dim * count * element_bytes[rows] * np.ceil(cols_dim / a.array_cols)
+        psums = 2 * stream * cols_dim * count * spec.sram.accumulator_bytes * np.ceil(rows_dim / a.array_rows)
+        sram = 2 * traffic + (streamed + psums) * work
+        return compute_s, traffic, sram
+
+    def _cost_table(self, table: KernelTable, execution: str) -> KernelCosts:
+        spec, energy = self.spec, self.spec.energy
+        size = len(table)
+        on_pim = table.decode_attention_mask if spec.pim is not None else np.zeros(size, dtype=bool)
+        matrix = table.tensor_core & ~on_pim
+        vector = ~table.tensor_core & ~on_pim
+        element_bytes = self._per_dtype(table, lambda d: ELEMENT_BYTES.get(d, 2.0))
+        macs_per_s = self._per_dtype(table, spec.macs_per_s)
+        mac_J = self._per_dtype(table, lambda d: fallback_lookup(energy.mac_pJ, d, "energy.mac_pJ") * 1e-12)
+        compute_s, memory_s = np.zeros(size), table.bytes / spec.bandwidth_Bps
+        offchip_B, sram_B = table.bytes.copy(), 2 * table.bytes
+        compute_J = np.zeros(size)
+        if matrix.any():
+            c, traffic, sram = self._matrix(table, matrix, element_bytes, macs_per_s)
+            compute_s[matrix], offchip_B[matrix], sram_B[matrix] = c, traffic, sram
+            memory_s[matrix] = traffic / spec.bandwidth_Bps
+            compute_J[matrix] = table.flops[matrix] / 2 * mac_J[matrix]
+        compute_s[vector] = table.flops[vector] / spec.vector_ops_per_s
+        compute_J[vector] = table.flops[vector] * energy.vector_op_pJ * 1e-12
+        memory_J = offchip_B * 8 * energy.hbm_pJ_per_bit * 1e-12 + sram_B * energy.sram_pJ_per_byte * 1e-12
+        time_s = np.maximum(compute_s, memory_s)
+        unit = np.zeros(size, dtype=int)
+        if on_pim.any():
+            self._pim(table, on_pim, compute_s, memory_s, time_s, compute_J, memory_J)
+            unit[on_pim] = 1
+        return KernelCosts(time_s=time_s, compute_s=compute_s, memory_s=memory_s, overhead_s=np.zeros(size),
+                           compute_J=compute_J, memory_J=memory_J, static_J=spec.power.idle_W * time_s, unit=unit)
+
+    def _pim(self, table: KernelTable, rows: np.ndarray, compute_s, memory_s, time_s, compute_J, memory_J) -> None:
+        """Decode attention in the banks: fills the PIM rows of the arrays in place."""
+        spec, energy = self.spec, self.spec.energy
+        macs = table.flops[rows] / 2
+        kv = table.kv_bytes[rows]
+        # The multipliers consume the open row at the in-bank rate; row switches stall them.
+        bank_s = np.maximum(macs / spec.pim_macs_per_s, kv / spec.pim_internal_Bps) / spec.pim_row_efficiency
+        # The query goes in and the scores/outputs come out through the external channels.
+        io_s = table.act_bytes[rows] / spec.bandwidth_Bps
+        compute_s[rows] = macs / spec.pim_macs_per_s
+        memory_s[rows] = kv / spec.pim_internal_Bps + io_s
+        time_s[rows] = bank_s + io_s
+        compute_J[rows] = macs * energy.pim_mac_pJ * 1e-12
+        memory_J[rows] = (kv * 8 * energy.pim_access_pJ_per_bit
+                          + table.act_bytes[rows] * 8 * energy.hbm_pJ_per_bit) * 1e-12
