@@ -1,0 +1,159 @@
+"""CPU family: hand calculations of the baseline, T-MAC and SAIL paths, invariants, and bad-input messages."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import yaml
+
+from hw_models.registry import load_device, read_device_yaml
+from kernels.formats import NumericFormat
+from kernels.kernel import Kernel, KernelKind
+from kernels.table import KernelTable
+from workloads.errors import InputError
+
+
+def _gemv(n: int = 4096, k: int = 4096, m: int = 1) -> Kernel:
+    return Kernel(kind=KernelKind.GEMM, op="mm", flops=2.0 * m * n * k, weight_bytes=2.0 * n * k,
+                  act_bytes=2.0 * (m * k + m * n), kv_bytes=0.0, dtype="bf16", tensor_core=True, m=m, n=n, k=k)
+
+
+def _table(bits: int, copies: int = 200, m: int = 1) -> KernelTable:
+    """Many copies of a GEMV, so that the pass's weights overflow every cache (streamed from DRAM)."""
+    return KernelTable.from_kernels([_gemv(m=m)] * copies).with_format(NumericFormat(weight_bits=bits))
+
+
+def test_baseline_hand_calculation():
+    """Altra, 4-bit GEMV: int8 MACs + 2 byte-lane ops per weight of unpacking, against DRAM streaming."""
+    dev = load_device("ampere-altra")
+    table = _table(4)
+    costs = dev.cost_table(table)
+    n = k = 4096
+    lanes8 = 80 * 3.0e9 * 2 * 16  # cores x clock x pipes x byte lanes
+    compute_s = 2.0 * n * k / (2 * lanes8) + 2.0 * n * k / lanes8
+    assert costs.compute_s[0] == pytest.approx(compute_s, rel=1e-9)
+    memory_s = (n * k * (4 + 16 / 128) / 8 + 2.0 * (k + n)) / 204.8e9
+    assert costs.memory_s[0] == pytest.approx(memory_s, rel=1e-9)
+    assert costs.time_s[0] == pytest.approx(max(compute_s, memory_s), rel=1e-9)
+
+
+def test_tmac_lookup_hand_calculation():
+    """M2 Ultra on one core, 2-bit GEMV: per token 2 lookups per 4 weights, 4 byte-lane ops each."""
+    dev = load_device("m2-ultra-tmac", {"compute.cores": 1})
+    costs = dev.cost_table(_table(2))
+    n = k = 4096
+    lanes8 = 3.49e9 * 4 * 16
+    lookup_s = n * k / 4 * 2 * 4 / lanes8
+    build_s = k / 4 * 16 * 1 / (3.49e9 * 4 * 8)
+    assert costs.compute_s[0] == pytest.approx(lookup_s + build_s, rel=1e-9)
+
+
+def test_sail_batched_row_reads_hand_calculation():
+    """SAIL: 32 tokens share one 256-bit row read of int8 tables; 13.8% of cycles saved; 4000 arrays."""
+    dev = load_device("ampere-altra-sail")
+    costs = dev.cost_table(_table(2, m=32))
+    n = k = 4096
+    arrays = 32e6 / 8e3
+    reads = n * k / 4 * 2 * 1  # ceil(32 tokens / 32 tables per row) = 1
+    lookup_s = reads * (1 - 0.138) / (arrays * 3.0e9)
+    build_s = 32 * k / 4 * 16 / (80 * 3.0e9 * 2 * 8)
+    assert costs.compute_s[0] == pytest.approx(lookup_s + build_s, rel=1e-9)
+    # 33 tokens need a second row read per weight group.
+    more = dev.cost_table(_table(2, m=33))
+    build33_s = 33 * k / 4 * 16 / (80 * 3.0e9 * 2 * 8)
+    assert more.compute_s[0] == pytest.approx(2 * lookup_s + build33_s, rel=1e-9)
+
+
+def test_bf16_runs_at_fp32_rate_on_neoverse_n1():
+    dev = load_device("ampere-altra")
+    assert dev.peak_flops("bf16") == pytest.approx(80 * 3.0e9 * 2 * 4 * 2)
+    assert dev.peak_flops("fp16") == pytest.approx(2 * dev.peak_flops("fp32"))
+    assert load_device("m2-ultra-tmac").peak_flops("bf16") == load_device("m2-ultra-tmac").peak_flops("fp16")
+
+
+@pytest.mark.parametrize("name", ["ampere-altra", "ampere-altra-sail", "m2-ultra-tmac"])
+@pytest.mark.parametrize("bits", [2, 3, 4, 8, 16])
+def test_time_floor_and_energy_parts(name, bits):
+    dev = load_device(name)
+    costs = dev.cost_table(_table(bits, copies=50, m=4))
+    assert np.all(costs.time_s >= np.maximum(costs.compute_s, costs.memory_s) - 1e-18)
+    parts = costs.compute_J + costs.memory_J + costs.static_J
+    assert np.allclose(costs.energy_J, parts)
+    assert np.all(costs.compute_J > 0) and np.all(costs.memory_J > 0) and np.all(costs.static_J > 0)
+
+
+@pytest.mark.parametrize("name", ["ampere-altra", "ampere-altra-sail", "m2-ultra-tmac"])
+def test_more_bandwidth_never_slower(name):
+    table = _table(2)
+    slow = load_device(name, {"memory.bandwidth_GBps": 50}).cost_table(table).time_s
+    fast = load_device(name).cost_table(table).time_s
+    assert np.all(fast <= slow) and fast.sum() < slow.sum()
+
+
+def test_more_pim_arrays_never_slower():
+    table = _table(4, m=64)
+    base = load_device("ampere-altra-sail").cost_table(table).compute_s
+    more = load_device("ampere-altra-sail", {"pim.array_kB": 4}).cost_table(table).compute_s
+    assert np.all(more <= base) and more.sum() < base.sum()
+
+
+def test_lut_fewer_bits_never_slower():
+    for name in ("ampere-altra-sail", "m2-ultra-tmac"):
+        dev = load_device(name)
+        times = [dev.cost_table(_table(bits)).compute_s.sum() for bits in (4, 3, 2)]
+        assert times[0] > times[1] > times[2]
+
+
+def test_tmac_removes_dequantization_cost():
+    """The same M2 cores without LUT kernels (baseline) pay unpacking + MACs; T-MAC at 2 bits is cheaper."""
+    data, _ = read_device_yaml("m2-ultra-tmac")
+    table = _table(2)
+    lut = load_device("m2-ultra-tmac").cost_table(table).compute_s.sum()
+    baseline = load_device("m2-ultra-tmac", {"lut.max_weight_bits": 1}).cost_table(table).compute_s.sum()
+    assert lut < baseline
+    assert data["lut"]["max_weight_bits"] == 4
+
+
+def test_weights_that_fit_in_cache_come_from_cache():
+    """One small GEMV: its weights fit in L2, so they stream at L2 bandwidth, not DRAM."""
+    dev = load_device("ampere-altra")
+    small = KernelTable.from_kernels([_gemv(n=1024, k=1024)]).with_format(NumericFormat(weight_bits=4))
+    costs = dev.cost_table(small)
+    weight_B = 1024 * 1024 * (4 + 16 / 128) / 8
+    act_B = 2.0 * (1024 + 1024)
+    level = 0 if weight_B <= 5.12e6 else 1
+    bandwidth = (7680e9, 7680e9)[level]
+    assert costs.memory_s[0] == pytest.approx(act_B / 204.8e9 + weight_B / bandwidth, rel=1e-9)
+
+
+def test_sail_area_adds_two_percent():
+    assert load_device("ampere-altra-sail").area_mm2 == pytest.approx(1.02 * load_device("ampere-altra").area_mm2)
+
+
+def _bad_preset(tmp_path, edit) -> str:
+    data, _ = read_device_yaml("ampere-altra-sail")
+    edit(data)
+    path = tmp_path / "cpu.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(InputError) as info:
+        load_device(str(path))
+    message = str(info.value)
+    assert "\n" not in message and str(path) in message
+    return message
+
+
+def test_typo_in_cpu_key_is_one_line(tmp_path):
+    message = _bad_preset(tmp_path, lambda d: d["compute"].update(simd_pipe=d["compute"].pop("simd_pipes")))
+    assert "compute.simd_pipe" in message and "simd_pipes" in message
+
+
+def test_pim_level_must_exist(tmp_path):
+    def edit(d):
+        d["pim"]["cache_level"] = "l3"
+    message = _bad_preset(tmp_path, edit)
+    assert "pim.cache_level" in message or "l3" in message
+
+
+def test_pim_engine_needs_pim_section(tmp_path):
+    message = _bad_preset(tmp_path, lambda d: d.pop("pim"))
+    assert "pim" in message
