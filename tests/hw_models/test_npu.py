@@ -1,0 +1,208 @@
+"""NPU (systolic) and HBM-PIM cost model: hand calculations from the preset's numbers, and invariants."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import yaml
+
+from hw_models.registry import load_device, read_device_yaml
+from kernels.kernel import Kernel, KernelKind
+from kernels.table import KernelTable
+from workloads.errors import InputError
+
+PRESETS = ("neupims", "npu-only", "npu-pim-naive")
+
+
+def gemm(m: int, n: int, k: int, dtype: str = "fp16") -> Kernel:
+    return Kernel(kind=KernelKind.GEMM, op="mm", flops=2.0 * m * n * k, weight_bytes=2.0 * k * n,
+                  act_bytes=2.0 * (m * k + m * n), kv_bytes=0.0, dtype=dtype, tensor_core=True, m=m, n=n, k=k,
+                  batch=1)
+
+
+def decode_attention(batch: int, heads: int, kv_len: int, head_dim: int) -> Kernel:
+    return Kernel(kind=KernelKind.ATTENTION_DECODE, op="sdpa", flops=4.0 * batch * heads * kv_len * head_dim,
+                  weight_bytes=0.0, act_bytes=2.0 * 2 * batch * heads * head_dim,
+                  kv_bytes=2.0 * 2 * batch * heads * kv_len * head_dim, dtype="fp16", tensor_core=True,
+                  batch=batch, heads=heads, kv_heads=heads, q_len=1, kv_len=kv_len, head_dim=head_dim)
+
+
+def norm(elements: int) -> Kernel:
+    return Kernel(kind=KernelKind.NORM, op="layer_norm", flops=5.0 * elements, weight_bytes=0.0,
+                  act_bytes=4.0 * elements, kv_bytes=0.0, dtype="fp16", tensor_core=False)
+
+
+def costs(device, kernels):
+    return device.cost_table(KernelTable.from_kernels(kernels))
+
+
+def utilization(device, m: int, n: int, k: int) -> float:
+    """Useful MACs over PE-cycles of the kernel's compute time."""
+    c = device.cost(gemm(m, n, k))
+    spec = device.spec
+    return m * n * k / (spec.pes * spec.frequency_Hz * c.breakdown["compute_s"])
+
+
+def test_presets_load_with_units_and_sub_batches():
+    neupims, only, naive = (load_device(name) for name in PRESETS)
+    assert neupims.units == ("npu", "pim") and naive.units == ("npu", "pim") and only.units == ("npu",)
+    # Dual row buffers with interleaving split the decode batch; a single row buffer cannot overlap.
+    assert (neupims.sub_batches, naive.sub_batches, only.sub_batches) == (2, 1, 1)
+
+
+def test_peak_rates_from_the_neupims_config():
+    # systolic_ws_128x128_dev.json: 8 arrays of 128 x 128 at 1 GHz, 8 vector cores of 128 lanes.
+    device = load_device("neupims")
+    assert device.peak_flops("bf16") == pytest.approx(2 * 8 * 128 * 128 * 1e9)
+    assert device.peak_flops("fp32") == pytest.approx(8 * 128 * 1e9)
+    assert device.bandwidth_Bps == pytest.approx(32 * 128 / 8 * 2 * 1e9)  # 32 channels, 128 bit, DDR at 1 GHz
+
+
+def test_large_gemm_cycles_match_hand_tiling():
+    # m=256, n=k=4096 on 8 arrays of 128x128, double-buffered: the accumulator (1024 KB / 8 arrays / (128 x 4 B))
+    # and the half scratchpad (1024 KB / 8 / 2 / (128 x 2 B)) both hold 256 rows: one chunk of 256.
+    # 32 x 32 tiles = 1024 folds, 128 rounds of max(256, 128) cycles, plus a first load (128) and fill/drain (254).
+    device = load_device("neupims")
+    cycles = 128 * 256 + 128 + 254
+    assert device.cost(gemm(256, 4096, 4096)).breakdown["compute_s"] == pytest.approx(cycles / 1e9)
+
+
+def test_gemv_uses_the_array_about_one_row_in_rows():
+    # Batch-1 GEMV: each fold streams one row but still waits R = 128 cycles for the next weight tile.
+    # Hand: util_gemv = 1 / (R + (2R + C - 2) / rounds) with 128 rounds; util_gemm from the cycles above.
+    device = load_device("neupims")
+    gemv, large = utilization(device, 1, 4096, 4096), utilization(device, 256, 4096, 4096)
+    assert gemv == pytest.approx(1 / (128 + (2 * 128 + 128 - 2) / 128), rel=1e-9)
+    assert large == pytest.approx(256 * 128 / (128 * 256 + 382), rel=1e-9)
+    assert gemv / large == pytest.approx(1 / 128, rel=0.05)
+
+
+def test_edge_tiles_are_padded():
+    # n = 1025 needs 9 column tiles where 1024 needs 8: with 2 chunks of 256 rows that is 18 folds (3 rounds on
+    # 8 arrays) against 16 (2 rounds): the one extra column costs a round, and utilization drops.
+    device = load_device("neupims")
+    full = device.cost(gemm(512, 1024, 128)).breakdown["compute_s"]
+    edge = device.cost(gemm(512, 1025, 128)).breakdown["compute_s"]
+    assert full == pytest.approx((2 * 256 + 382) / 1e9)
+    assert edge == pytest.approx((3 * 256 + 382) / 1e9)
+    assert utilization(device, 512, 1025, 128) < 0.8 * utilization(device, 512, 1024, 128)
+
+
+def test_single_buffered_array_pays_the_load_and_fill_every_fold():
+    device = load_device("neupims", {"npu.double_buffered": False})
+    # 1024 folds / 8 arrays = 128 rounds of (load 128 + stream 256 + fill/drain 254).
+    assert device.cost(gemm(256, 4096, 4096)).breakdown["compute_s"] == pytest.approx(128 * (128 + 256 + 254) / 1e9)
+
+
+def test_sram_limited_chunks_force_weight_or_input_rereads():
+    # m = 1024 in chunks of 256: re-reading weights 3 more times (3 x 32 MiB) costs more than re-reading the
+    # inputs (8 MiB) once per extra group of 1024 columns (4096 / (128 x 8) = 4 groups: 3 more).
+    device = load_device("neupims")
+    k = gemm(1024, 4096, 4096)
+    inputs = 2.0 * 1024 * 4096
+    expected = k.total_bytes + min(3 * k.weight_bytes, 3 * inputs)
+    assert device.cost(k).breakdown["memory_s"] == pytest.approx(expected / device.bandwidth_Bps)
+
+
+def test_decode_attention_on_pim_from_the_bank_rate():
+    # 32 channels x 32 banks x 16 multipliers every 2 cycles at 1 GHz = 8.192e12 MAC/s; a 1 KB row is 32 commands
+    # (64 cycles) then a 28-cycle row switch; the query/outputs cross the 1024 GB/s channels.
+    device = load_device("neupims")
+    k = decode_attention(batch=64, heads=32, kv_len=512, head_dim=128)
+    table = costs(device, [k])
+    macs = k.flops / 2
+    bank_s = macs / 8.192e12 * (64 + 28) / 64
+    assert table.time_s[0] == pytest.approx(bank_s + k.act_bytes / 1.024e12)
+    assert device.units[int(table.unit_index[0])] == "pim"
+
+
+def test_pim_beats_the_npu_on_decode_attention_and_leaves_gemms_on_the_npu():
+    k = decode_attention(batch=64, heads=32, kv_len=512, head_dim=128)
+    pim, npu = costs(load_device("neupims"), [k, gemm(64, 4096, 4096)]), costs(load_device("npu-only"), [k])
+    # On the NPU the GEMV is memory-bound at the external bandwidth: 16x less than the in-bank rate here.
+    assert npu.time_s[0] == pytest.approx(k.total_bytes / 1.024e12)
+    assert pim.time_s[0] < npu.time_s[0] / 5
+    assert pim.unit_index.tolist() == [1, 0]
+
+
+def test_vector_kernels_at_the_vector_rate():
+    device = load_device("npu-only")
+    k = norm(64 * 4096)
+    c = device.cost(k)
+    assert c.breakdown["compute_s"] == pytest.approx(k.flops / (8 * 128 * 1e9))
+    assert c.time_s == pytest.approx(max(k.flops / 1.024e12, k.total_bytes / 1.024e12))
+
+
+KERNELS = [gemm(1, 4096, 4096), gemm(64, 4096, 4096), gemm(512, 16384, 4096), gemm(4096, 4096, 4096),
+           gemm(3, 100, 77), decode_attention(8, 32, 300, 128), norm(4096 * 8)]
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_time_at_least_floors_and_energy_sums(name):
+    table = costs(load_device(name), KERNELS)
+    assert np.all(table.time_s >= np.maximum(table.compute_s, table.memory_s) - 1e-15)
+    assert np.allclose(table.energy_J, table.compute_J + table.memory_J + table.static_J)
+    assert np.all(table.compute_J > 0) and np.all(table.memory_J > 0) and np.all(table.static_J > 0)
+
+
+@pytest.mark.parametrize("field, low, high", [
+    ("memory.bandwidth_GBps", 500, 2000), ("npu.array_count", 4, 16), ("npu.frequency_MHz", 500, 2000),
+    ("sram.accumulator_KB", 512, 4096), ("pim.multipliers_per_bank", 8, 32),
+])
+def test_more_resources_never_slower(field, low, high):
+    slow = costs(load_device("neupims", {field: low}), KERNELS).time_s
+    fast = costs(load_device("neupims", {field: high}), KERNELS).time_s
+    assert np.all(fast <= slow * (1 + 1e-12))
+
+
+def test_in_bank_access_cheaper_than_external():
+    k = decode_attention(batch=64, heads=32, kv_len=512, head_dim=128)
+    assert costs(load_device("neupims"), [k]).memory_J[0] < costs(load_device("npu-only"), [k]).memory_J[0]
+
+
+def test_gemm_energy_from_action_counts():
+    # fp16 MAC 1.5 pJ; off-chip 3.97 pJ/bit; SRAM 2.5 pJ/B on 2 x traffic + streamed inputs + partial sums.
+    device = load_device("npu-only")
+    m, n, k = 64, 4096, 4096
+    c = costs(device, [gemm(m, n, k)])
+    assert c.compute_J[0] == pytest.approx(m * n * k * 1.5e-12)
+    traffic = gemm(m, n, k).total_bytes
+    sram = 2 * traffic + m * k * 2 * (n / 128) + 2 * m * n * 4 * (k / 128)
+    assert c.memory_J[0] == pytest.approx(traffic * 8 * 3.97e-12 + sram * 2.5e-12)
+    assert c.static_J[0] == pytest.approx(device.spec.power.idle_W * c.time_s[0])
+
+
+def _write(tmp_path, data) -> str:
+    path = tmp_path / "npu.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def test_wrong_key_is_one_line(tmp_path):
+    data, _ = read_device_yaml("neupims")
+    data["pim"]["multipliers_per_bnak"] = data["pim"].pop("multipliers_per_bank")
+    path = _write(tmp_path, data)
+    with pytest.raises(InputError) as info:
+        load_device(path)
+    message = str(info.value)
+    assert "\n" not in message and path in message and "pim.multipliers_per_bnak" in message
+    assert "multipliers_per_bank" in message
+
+
+def test_interleaving_without_dual_row_buffers_is_refused(tmp_path):
+    data, _ = read_device_yaml("neupims")
+    data["pim"]["row_buffers"] = "single"
+    with pytest.raises(InputError) as info:
+        load_device(_write(tmp_path, data))
+    assert "\n" not in str(info.value) and "row_buffers" in str(info.value)
+
+
+def test_gpt3_presets_match_brown_et_al():
+    from workloads.model_config import load_model_config
+
+    # Brown et al. 2020 Table 2.1: 6.7B (32 layers, d_model 4096, 32 heads) and 13B (40 layers, 40 heads of 128).
+    for name, layers, hidden, heads, params in (("gpt3-7b", 32, 4096, 32, 6.7e9), ("gpt3-13b", 40, 5120, 40, 13e9)):
+        cfg = load_model_config(name)
+        assert (cfg.num_layers, cfg.hidden_size, cfg.num_heads, cfg.intermediate_size) == (layers, hidden, heads,
+                                                                                           4 * hidden)
+        assert cfg.param_count() == pytest.approx(params, rel=0.02)
