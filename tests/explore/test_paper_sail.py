@@ -1,0 +1,89 @@
+"""Paper checks for the CPU family: SAIL's speedup over a Neoverse-N1 CPU, and T-MAC's measured M2 Ultra rates.
+
+SAIL (Zhang, Park, Lee, Sadredini, "SAIL: SRAM-Accelerated LLM Inference System with Lookup-Table-based
+GEMV", arXiv:2509.25853, 2025), abstract: "up to 10.7x speedup ... compared to ARM Neoverse-N1 CPU
+baselines" (gem5), on low-bit LLM decoding (Llama-2-7B and -13B). Only the abstract was readable in this
+session's stored copies, so the figure and setting (core count of the simulated baseline, batch size, bit
+width) behind "up to 10.7x" could not be read; we compare at the settings the abstract's mechanisms
+favour most (2-bit weights; batch 1 and 16) and report what our model gives.
+
+WHY WE MISS 10.7x (by far more than 35%; nothing tuned): our baseline is a real 80-core Ampere Altra. With
+160 NEON pipes, llama.cpp-style dequantization keeps up with DDR4 at batch 1, so the baseline already sits
+at the DRAM floor, and SAIL, which must still stream every weight from DRAM each step (the weights do not
+fit in 32 MB of cache), cannot go below that floor: decode speedup 1.0x at batch 1. At batch 16 the baseline
+turns compute-bound (16 x the multiply-adds) while SAIL's batched row reads serve 32 tokens per read:
+about 1.5x. The paper's gem5 baseline must be far more compute-bound than an 80-core Altra (a small
+simulated core count), which is what produces speedups near 10x; as a what-if (not a preset), the same
+model with 4 cores gives about 5.8x at batch 1 and 23x at batch 16 for 2-bit weights.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from explore.design_point import DesignPoint
+from explore.evaluate import Evaluator
+
+PAPER_SPEEDUP_UP_TO = 10.7  # SAIL abstract, vs ARM Neoverse-N1 baselines
+
+_EVALUATOR = Evaluator()
+
+
+def _tpot_s(device: str, batch: int, bits: int, overrides: tuple = ()) -> float:
+    point = DesignPoint(model="llama-2-7b", device=device, batch=batch, prompt=64, output=16, weight_bits=bits,
+                        overrides=overrides)
+    return _EVALUATOR.evaluate(point).metrics["tpot_s"]
+
+
+@pytest.mark.parametrize("batch", [1, 16])
+@pytest.mark.parametrize("bits", [2, 4])
+def test_sail_never_slower_than_its_baseline(batch, bits):
+    assert _tpot_s("ampere-altra-sail", batch, bits) <= _tpot_s("ampere-altra", batch, bits) * (1 + 1e-9)
+
+
+def test_sail_speedup_direction_and_documented_miss():
+    """Faster where the baseline is compute-bound (batch 16, 2 bits); at the DRAM floor at batch 1."""
+    speedup_b16 = _tpot_s("ampere-altra", 16, 2) / _tpot_s("ampere-altra-sail", 16, 2)
+    speedup_b1 = _tpot_s("ampere-altra", 1, 2) / _tpot_s("ampere-altra-sail", 1, 2)
+    assert speedup_b16 > 1.2
+    # Hand check of the batch-1 floor: 6.7e9 weights at 2 + 16/128 bits stream at 204.8 GB/s in ~8.7 ms,
+    # while 80 cores dequantize and multiply them in ~1.7 + 0.9 ms, so both run at the DRAM floor.
+    assert speedup_b1 == pytest.approx(1.0, abs=0.02)
+    # The miss against the paper is documented in the module docstring, not tuned away.
+    assert max(speedup_b1, speedup_b16) < PAPER_SPEEDUP_UP_TO
+
+
+def test_sail_speedup_grows_as_the_baseline_gets_compute_bound():
+    """What-if (not a preset): fewer baseline cores, as in a small gem5 system, raise SAIL's speedup."""
+    few = (("compute.cores", 4),)
+    speedup_4 = _tpot_s("ampere-altra", 1, 2, few) / _tpot_s("ampere-altra-sail", 1, 2, few)
+    speedup_80 = _tpot_s("ampere-altra", 1, 2) / _tpot_s("ampere-altra-sail", 1, 2)
+    assert speedup_4 > 3 * speedup_80
+
+
+# T-MAC (Wei et al., EuroSys 2025), github.com/microsoft/T-MAC docs/profiling_data.md, M2-Ultra token
+# generation rates (tokens/s) of Llama-2-7B: W2 16.68 (1 thread), 51.01 (8 threads); W4 8.97 (1 thread),
+# 35.65 (8 threads).
+TMAC_M2_ULTRA = {(2, 1): 16.68, (2, 8): 51.01, (4, 1): 8.97, (4, 8): 35.65}
+TOLERANCE = 0.35
+
+
+@pytest.mark.parametrize("bits", [2, 4])
+def test_tmac_single_thread_decode_rate(bits):
+    """One performance core (NUM_THREADS=1): within 35% of T-MAC's measured rate."""
+    ours = 1.0 / _tpot_s("m2-ultra-tmac", 1, bits, (("compute.cores", 1),))
+    assert ours == pytest.approx(TMAC_M2_ULTRA[(bits, 1)], rel=TOLERANCE)
+
+
+@pytest.mark.parametrize("bits", [2, 4])
+def test_tmac_eight_threads_is_an_upper_bound(bits):
+    """DOCUMENTED MISS: with 8 threads we predict ~134 (W2) and ~67 (W4) tokens/s against 51 and 36 measured.
+
+    The model scales the lookup rate linearly with cores and reaches the memory floor only at the SoC's
+    800 GB/s; the measured rates scale 3-4x from 1 to 8 threads (thread synchronization per kernel, the CPU
+    clusters' lower reachable bandwidth and frequency under load are not modeled). The model is then an
+    upper bound, which is what we check.
+    """
+    ours = 1.0 / _tpot_s("m2-ultra-tmac", 1, bits, (("compute.cores", 8),))
+    assert ours >= TMAC_M2_ULTRA[(bits, 8)]
+    assert ours < 4 * TMAC_M2_ULTRA[(bits, 8)]
