@@ -10,6 +10,7 @@ import os
 import sys
 from pathlib import Path
 
+from kernels.formats import ALLOWED_BITS
 from workloads.errors import InputError
 
 COMMANDS = ("run", "check", "report", "presets", "trace", "import-vidur", "calibrate", "validate", "measure")
@@ -59,8 +60,9 @@ def _command_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", required=True, help="device preset name or path to a device YAML")
     for name, default in (("batch", 1), ("prompt", 512), ("output", 128)):
         run.add_argument(f"--{name}", type=int, default=default, help=f"default {default}")
-    for name in ("weight-bits", "act-bits", "kv-bits"):
-        run.add_argument(f"--{name}", type=int, default=16, choices=[16, 8, 4], help="default 16")
+    for name, allowed in ALLOWED_BITS.items():
+        run.add_argument(f"--{name.replace('_', '-')}", type=int, default=16, choices=allowed, help="default 16")
+    run.add_argument("--sparsity", default="dense", help="structured N:M weight sparsity, e.g. 2:4 (default dense)")
     run.add_argument("--execution", choices=["eager", "graphs"], default="eager",
                      help="kernel launches: eager (one host launch each, default) or graphs (CUDA graphs)")
     run.add_argument("--roofline", action="store_true",

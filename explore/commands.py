@@ -12,6 +12,7 @@ from explore.evaluate import Evaluator
 from explore.rows import is_feasible, normalize_row
 from explore.runner import Progress, run_sweep
 from explore.sweep import load_sweep
+from kernels.formats import parse_sparsity
 from workloads.errors import InputError
 
 # Rough costs for `explore check`'s estimate, measured on one core of a 2-core CI machine: capturing a
@@ -81,10 +82,15 @@ def cmd_check(args) -> int:
 def cmd_run(args) -> int:
     point = DesignPoint(model=args.model, device=args.device, batch=args.batch, prompt=args.prompt,
                         output=args.output, weight_bits=args.weight_bits, act_bits=args.act_bits,
-                        kv_bits=args.kv_bits, execution=args.execution, use_calibration=not args.roofline)
+                        kv_bits=args.kv_bits, sparsity=args.sparsity, execution=args.execution,
+                        use_calibration=not args.roofline)
     for name in ("batch", "prompt", "output"):
         if getattr(args, name) < 1:
             raise InputError(f"--{name}: found {getattr(args, name)}, allowed: an integer >= 1")
+    try:
+        parse_sparsity(args.sparsity)
+    except ValueError as err:
+        raise InputError(f"--{err}") from None
     simulate = args.sim or bool(args.chrome_trace)
     evaluation = Evaluator().evaluate(point, event_sim=simulate, timeline=bool(args.chrome_trace))
     if args.chrome_trace:

@@ -9,7 +9,7 @@ from typing import Any
 
 # Columns every results row starts with (the inputs), then METRIC_COLUMNS.
 INPUT_COLUMNS = ("point_id", "model", "device", "batch", "prompt", "output", "weight_bits", "act_bits", "kv_bits",
-                 "execution")
+                 "sparsity", "execution")
 METRIC_COLUMNS = (
     "ttft_s", "tpot_s", "e2e_s", "tokens_per_s", "energy_per_token_J", "avg_power_W", "peak_memory_B",
     "fits_in_memory", "infeasible_reason", "area_mm2", "cost_usd", "tokens_per_usd", "calibrated",
@@ -29,6 +29,7 @@ class DesignPoint:
     weight_bits: int = 16
     act_bits: int = 16
     kv_bits: int = 16
+    sparsity: str = "dense"  # structured N:M weight sparsity ("dense", "2:4", ...)
     execution: str = "eager"  # how kernels are launched: "eager" (one host launch each) or "graphs" (CUDA graphs)
     use_calibration: bool = True  # False: the datasheet roofline even where a preset has a fitted calibration
     overrides: tuple[tuple[str, Any], ...] = ()  # device fields by dotted path, e.g. ("memory.bandwidth_GBps", 4000)
@@ -36,7 +37,10 @@ class DesignPoint:
     @property
     def point_id(self) -> str:
         """Stable hash of the inputs: the key under which the result is stored (resume skips stored keys)."""
-        canonical = json.dumps(asdict(self), sort_keys=True, default=str)
+        values = asdict(self)
+        if values["sparsity"] == "dense":
+            del values["sparsity"]  # points stored before sparsity existed keep their keys (resume still works)
+        canonical = json.dumps(values, sort_keys=True, default=str)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
     def row(self) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from sim.analytic import evaluate as evaluate_analytic
 from sim.engine import simulate
 from sim.memory import batch_footprint, infeasible_reason
 from sim.result import SimResult
+from sim.step_costs import sub_batch_sizes
 from sim.workload import BatchWorkload, PassTables
 from workloads.model_config import ModelConfig, load_model_config
 from workloads.trace import Trace
@@ -57,14 +58,17 @@ class Evaluator:
             self._traces[key] = (prefill, decode)
         return self._traces[key]
 
-    def tables(self, model: str, batch: int, prompt: int, fmt: NumericFormat) -> PassTables:
-        key = (model, batch, prompt, fmt)
+    def tables(self, model: str, batch: int, prompt: int, fmt: NumericFormat, sub_batches: int = 1) -> PassTables:
+        """Prefill and decode tables; with sub_batches > 1, also the decode of each sub-batch (traced at its size)."""
+        key = (model, batch, prompt, fmt, sub_batches)
         if key not in self._tables:
             prefill, decode = self.traces(model, batch, prompt)
+            sizes = sub_batch_sizes(batch, sub_batches)
+            parts = tuple((size, self.tables(model, size, prompt, fmt).decode) for size in sizes if len(sizes) > 1)
             self._tables[key] = PassTables(
                 prefill=KernelTable.from_kernels(lower_trace(prefill)).with_format(fmt),
                 decode=KernelTable.from_kernels(lower_trace(decode)).with_format(fmt),
-                attention_window=decode.sliding_window,
+                attention_window=decode.sliding_window, sub_batch_decode=parts,
             )
         return self._tables[key]
 
@@ -76,14 +80,17 @@ class Evaluator:
 
     def evaluate(self, point: DesignPoint, *, event_sim: bool = False, timeline: bool = False) -> Evaluation:
         """Metrics of one design point; event_sim runs the SimPy simulation instead of the analytic sum."""
-        fmt = NumericFormat(weight_bits=point.weight_bits, act_bits=point.act_bits, kv_bits=point.kv_bits)
+        fmt = NumericFormat(weight_bits=point.weight_bits, act_bits=point.act_bits, kv_bits=point.kv_bits,
+                            sparsity=point.sparsity)
         device = self.device(point.device, point.overrides, point.use_calibration)
         cfg = self.config(point.model)
-        tables = self.tables(point.model, point.batch, point.prompt, fmt)
+        tables = self.tables(point.model, point.batch, point.prompt, fmt, device.sub_batches)
         prefill_trace, _ = self.traces(point.model, point.batch, point.prompt)
         workload = BatchWorkload(batch=point.batch, prompt_len=point.prompt, output_len=point.output)
         memory = batch_footprint(
-            weight_bytes=prefill_trace.param_bytes * fmt.weight_scale,
+            # Weights are stored in the sparse layout only on a device that computes on it.
+            weight_bytes=prefill_trace.param_bytes * fmt.weight_scale
+            * (fmt.sparse_weight_scale if point.sparsity in device.sparsity_patterns else 1.0),
             kv_bytes_per_token=cfg.kv_bytes_per_token() * fmt.kv_scale, batch=point.batch,
             tokens_per_sequence=point.prompt + point.output, activation_bytes=prefill_trace.peak_activation_bytes,
             window=cfg.sliding_window,

@@ -80,14 +80,15 @@ def point_from_row(row: dict[str, Any]) -> DesignPoint:
     """The design point a (typed) row was evaluated at."""
     fields = {name: int(row[name]) for name in INT_COLUMNS}
     return DesignPoint(model=row["model"], device=row["device"], overrides=overrides_of(row),
-                       execution=row.get("execution") or "eager", use_calibration=row.get("calibrated") is not False,
+                       execution=row.get("execution") or "eager", sparsity=row.get("sparsity") or "dense",
+                       use_calibration=row.get("calibrated") is not False,
                        **fields)
 
 
 def format_label(row: dict[str, Any]) -> str:
     """The numeric format of a row as 'w16a16kv16' ('w16a16kv16 graphs' when replayed from CUDA graphs)."""
     label = NumericFormat(weight_bits=int(row["weight_bits"]), act_bits=int(row["act_bits"]),
-                          kv_bits=int(row["kv_bits"])).label
+                          kv_bits=int(row["kv_bits"]), sparsity=row.get("sparsity") or "dense").label
     return f"{label} graphs" if row.get("execution") == "graphs" else label
 
 

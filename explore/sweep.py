@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -23,10 +24,20 @@ from explore.design_point import BREAKDOWN_COLUMNS, METRIC_COLUMNS, DesignPoint
 from explore.yaml_lines import LocatedYAML
 from hw_models.registry import load_device
 from hw_models.validation import check_keys, did_you_mean, input_error
+from kernels.formats import parse_sparsity
 from workloads.errors import InputError
 from workloads.model_config import load_model_config
 
 PositiveInt = Annotated[StrictInt, Field(ge=1)]
+WeightBits = Literal[16, 8, 4, 3, 2]
+
+
+def _sparsity(pattern: str) -> str:
+    parse_sparsity(pattern)  # ValueError says what is allowed
+    return pattern
+
+
+SparsityName = Annotated[str, AfterValidator(_sparsity)]
 Bits = Literal[16, 8, 4]
 Number = StrictInt | StrictFloat
 NUMERIC_METRICS = tuple(m for m in METRIC_COLUMNS + BREAKDOWN_COLUMNS
@@ -61,9 +72,10 @@ class Workload(_Strict):
 
 
 class Format(_Strict):
-    weight_bits: Bits | list[Bits] = 16
+    weight_bits: WeightBits | list[WeightBits] = 16
     act_bits: Bits | list[Bits] = 16
     kv_bits: Bits | list[Bits] = 16
+    sparsity: SparsityName | list[SparsityName] = "dense"
 
 
 class Objectives(_Strict):
@@ -192,7 +204,7 @@ class Sweep:
         dims.update({f"device.{path}": values for path, values in self.override_values().items()})
         dims.update(batch=_as_list(w.batch), prompt=_as_list(w.prompt), output=_as_list(w.output),
                     weight_bits=_as_list(f.weight_bits), act_bits=_as_list(f.act_bits), kv_bits=_as_list(f.kv_bits),
-                    execution=_as_list(s.execution))
+                    sparsity=_as_list(f.sparsity), execution=_as_list(s.execution))
         return dims
 
     def point(self, values: dict[str, Any]) -> DesignPoint:

@@ -1,15 +1,32 @@
-"""Analytic evaluation of a static batch on one device: the event simulation's result by summation.
+"""Analytic evaluation of a static batch on one device: the event simulation's result without an event loop.
 
-With one device executing kernels back to back, every finish time is a sum of kernel times, so sweeps
-take this path (thousands of design points per second); tests check that it agrees with simulate().
+With one device executing kernels back to back, every finish time is a sum of kernel times; with decode
+sub-batches interleaved on several units (sim/interleave.py), the finish times come from the same
+first-come-first-served schedule the event simulation follows. Sweeps take this path (thousands of design
+points per second); tests check that it agrees with simulate().
 """
 
 from __future__ import annotations
 
+from sim.interleave import interleaved_schedule
 from sim.memory import MemoryFootprint
 from sim.result import RequestTiming, SimResult
-from sim.step_costs import price_passes
+from sim.step_costs import StepCosts, price_passes
 from sim.workload import BatchWorkload, PassTables
+
+
+def decode_finish_times(costs: StepCosts, start_s: float, unit_count: int) -> list[float]:
+    """When each decode sub-batch finishes its last step (one entry when the batch decodes whole)."""
+    if not costs.interleaved:
+        return [start_s + costs.decode_total("time_s")]
+    durations, units = [], []
+    for part in costs.decode:
+        times = part.segment_times()
+        _, segment_units = part.segments
+        durations.append(times.ravel())
+        units.append(segment_units[None, :].repeat(part.steps, axis=0).ravel())
+    starts = interleaved_schedule(durations, units, start_s, unit_count)
+    return [float(s[-1] + d[-1]) if len(d) else start_s for s, d in zip(starts, durations, strict=True)]
 
 
 def evaluate(device, tables: PassTables, workload: BatchWorkload, memory: MemoryFootprint,
@@ -17,16 +34,18 @@ def evaluate(device, tables: PassTables, workload: BatchWorkload, memory: Memory
     """Timings and energy of the batch without an event loop (no timeline)."""
     costs = price_passes(device, tables, workload, execution)
     first_token_s = float(costs.prefill.time_s.sum())
-    finish_s = first_token_s + costs.decode_total("time_s")
-    by_class: dict[str, float] = {}
-    for label in set(tables.prefill.class_labels) | set(tables.decode.class_labels):
-        prefill_mask = tables.prefill.class_masks.get(label)
-        prefill_s = costs.prefill.time_s[prefill_mask].sum() if prefill_mask is not None else 0.0
-        decode_mask = tables.decode.class_masks.get(label)
-        by_class[label] = float(prefill_s) + (costs.decode_total("time_s", decode_mask) if decode_mask is not None
-                                              else 0.0)
-    parts = costs.energy_parts()
-    requests = tuple(RequestTiming(request_id=i, arrival_s=0.0, first_token_s=first_token_s, finish_s=finish_s,
-                                   output_tokens=workload.output_len) for i in range(workload.batch))
-    return SimResult(requests=requests, makespan_s=finish_s, energy_J=sum(parts.values()), energy_parts_J=parts,
+    finishes = decode_finish_times(costs, first_token_s, len(device.units))
+    makespan_s = max(finishes)
+    by_class = costs.time_by_class_s(tables.prefill.class_masks)
+    parts = costs.energy_parts(makespan_s, device.idle_power_W)
+    requests = request_timings(costs, workload, first_token_s, finishes)
+    return SimResult(requests=requests, makespan_s=makespan_s, energy_J=sum(parts.values()), energy_parts_J=parts,
                      time_by_class_s=by_class, memory=memory)
+
+
+def request_timings(costs: StepCosts, workload: BatchWorkload, first_token_s: float,
+                    finishes: list[float]) -> tuple[RequestTiming, ...]:
+    """Every request gets its first token from the prefill and finishes with its sub-batch."""
+    finish_of = [finish for part, finish in zip(costs.decode, finishes, strict=True) for _ in range(part.batch)]
+    return tuple(RequestTiming(request_id=i, arrival_s=0.0, first_token_s=first_token_s, finish_s=finish_of[i],
+                               output_tokens=workload.output_len) for i in range(workload.batch))

@@ -1,9 +1,11 @@
 """Discrete-event simulation (SimPy) of a static batch on a system of one device.
 
-The device is a SimPy resource that executes one kernel at a time (one stream); a request batch is a
-process that holds it through the prefill and every decode step, kernel by kernel, and a Monitor
-records what happens through on_<event> hooks. Later systems add devices and links as further
-resources and overlap them; the kernel costs come from the same priced passes as the analytic path.
+Each execution unit of the device (one for a GPU; an NPU and its PIM banks for NeuPIMs-style devices) is a
+SimPy resource that executes one kernel at a time. The batch is a process that runs the prefill kernel by
+kernel, then each decode sub-batch (one, or several the device interleaves) is a process that runs its
+decode steps; a kernel run holds the unit it is placed on, so sub-batches overlap where they use different
+units. A Monitor records what happens through on_<event> hooks. Kernel costs come from the same priced
+passes as the analytic path.
 """
 
 from __future__ import annotations
@@ -11,58 +13,77 @@ from __future__ import annotations
 import numpy as np
 import simpy
 
+from sim.analytic import request_timings
 from sim.memory import MemoryFootprint
-from sim.result import PHASES, RequestTiming, SimResult, Timeline
+from sim.result import PHASES, SimResult, Timeline
 from sim.step_costs import StepCosts, price_passes
 from sim.workload import BatchWorkload, PassTables
 
+TIMELINE_COLUMNS = 7  # start, duration, kernel index, phase, step, unit, sub-batch
+
 
 class Monitor:
-    """Collects the timeline, energy and per-class time through on_<event> hooks."""
+    """Collects the timeline, per-class busy time, first token and finish times through on_<event> hooks."""
 
     def __init__(self, kernel_classes: dict[int, np.ndarray], record_timeline: bool):
         self.kernel_classes = kernel_classes  # phase -> class label per kernel index
         self.record_timeline = record_timeline
-        self.rows: list[tuple[float, float, int, int, int]] = []
+        self.rows: list[tuple] = []
         self.time_by_class_s: dict[str, float] = {}
         self.first_token_s = 0.0
-        self.finish_s = 0.0
+        self.finish_s: dict[int, float] = {}
 
-    def on_kernel(self, start_s: float, duration_s: float, index: int, phase: int, step: int) -> None:
+    def on_kernel(self, start_s: float, duration_s: float, index: int, phase: int, step: int, unit: int,
+                  sub_batch: int) -> None:
         label = self.kernel_classes[phase][index]
         self.time_by_class_s[label] = self.time_by_class_s.get(label, 0.0) + duration_s
         if self.record_timeline:
-            self.rows.append((start_s, duration_s, index, phase, step))
+            self.rows.append((start_s, duration_s, index, phase, step, unit, sub_batch))
 
     def on_first_token(self, now_s: float) -> None:
         self.first_token_s = now_s
 
-    def on_finish(self, now_s: float) -> None:
-        self.finish_s = now_s
+    def on_finish(self, now_s: float, sub_batch: int) -> None:
+        self.finish_s[sub_batch] = now_s
 
     def timeline(self) -> Timeline | None:
         if not self.record_timeline:
             return None
-        cols = np.array(self.rows, dtype=float).reshape(-1, 5).T
+        cols = np.array(self.rows, dtype=float).reshape(-1, TIMELINE_COLUMNS).T
         return Timeline(start_s=cols[0], duration_s=cols[1], kernel_index=cols[2].astype(int),
-                        phase=cols[3].astype(int), step=cols[4].astype(int))
+                        phase=cols[3].astype(int), step=cols[4].astype(int), unit=cols[5].astype(int),
+                        sub_batch=cols[6].astype(int))
 
 
-def _run_pass(env: simpy.Environment, durations: np.ndarray, phase: int, step: int, monitor: Monitor):
-    for index, duration in enumerate(durations.tolist()):
-        start = env.now
-        yield env.timeout(duration)
-        monitor.on_kernel(start, duration, index, phase, step)
+def _run_kernels(env: simpy.Environment, units: list[simpy.Resource], durations: np.ndarray, unit: np.ndarray,
+                 phase: int, step: int, sub_batch: int, monitor: Monitor):
+    """Run a pass's kernels in order; each run of consecutive kernels on one unit holds that unit."""
+    times, placed = durations.tolist(), unit.tolist()
+    index = 0
+    while index < len(times):
+        with units[placed[index]].request() as turn:
+            yield turn
+            segment_unit = placed[index]
+            while index < len(times) and placed[index] == segment_unit:
+                start = env.now
+                yield env.timeout(times[index])
+                monitor.on_kernel(start, times[index], index, phase, step, segment_unit, sub_batch)
+                index += 1
 
 
-def _serve_batch(env: simpy.Environment, device: simpy.Resource, costs: StepCosts, monitor: Monitor):
-    with device.request() as turn:
-        yield turn
-        yield from _run_pass(env, costs.prefill.time_s, 0, -1, monitor)
-        monitor.on_first_token(env.now)
-        for step in range(costs.decode_steps):
-            yield from _run_pass(env, costs.decode_step("time_s", step), 1, step, monitor)
-    monitor.on_finish(env.now)
+def _decode(env: simpy.Environment, units: list[simpy.Resource], costs: StepCosts, part: int, monitor: Monitor):
+    decode = costs.decode[part]
+    unit = decode.base.unit_index
+    for step in range(decode.steps):
+        yield from _run_kernels(env, units, decode.step("time_s", step), unit, 1, step, part, monitor)
+    monitor.on_finish(env.now, part)
+
+
+def _serve_batch(env: simpy.Environment, units: list[simpy.Resource], costs: StepCosts, monitor: Monitor):
+    yield from _run_kernels(env, units, costs.prefill.time_s, costs.prefill.unit_index, 0, -1, 0, monitor)
+    monitor.on_first_token(env.now)
+    yield simpy.AllOf(env, [env.process(_decode(env, units, costs, part, monitor))
+                            for part in range(len(costs.decode))])
 
 
 def simulate(device, tables: PassTables, workload: BatchWorkload, memory: MemoryFootprint,
@@ -70,20 +91,16 @@ def simulate(device, tables: PassTables, workload: BatchWorkload, memory: Memory
     """Run the batch through the event simulation and return its timings, energy and timeline."""
     costs = price_passes(device, tables, workload, execution)
     env = simpy.Environment()
-    resource = simpy.Resource(env, capacity=1)
+    units = [simpy.Resource(env, capacity=1) for _ in device.units]
     monitor = Monitor({0: tables.prefill.kernel_class, 1: tables.decode.kernel_class}, record_timeline)
-    env.process(_serve_batch(env, resource, costs, monitor))
+    env.process(_serve_batch(env, units, costs, monitor))
     env.run()
-    busy_s = float(costs.prefill.time_s.sum()) + costs.decode_total("time_s")
-    # Kernel energies include idle power while they run; any gap adds idle power alone.
-    parts = costs.energy_parts()
-    parts["static_J"] += device.idle_power_W * max(env.now - busy_s, 0.0)
-    requests = tuple(RequestTiming(request_id=i, arrival_s=0.0, first_token_s=monitor.first_token_s,
-                                   finish_s=monitor.finish_s, output_tokens=workload.output_len)
-                     for i in range(workload.batch))
-    return SimResult(requests=requests, makespan_s=env.now, energy_J=sum(parts.values()), energy_parts_J=parts,
+    parts = costs.energy_parts(env.now, device.idle_power_W)
+    finishes = [monitor.finish_s[part] for part in range(len(costs.decode))]
+    return SimResult(requests=request_timings(costs, workload, monitor.first_token_s, finishes),
+                     makespan_s=env.now, energy_J=sum(parts.values()), energy_parts_J=parts,
                      time_by_class_s=monitor.time_by_class_s, memory=memory, timeline=monitor.timeline(),
-                     kernel_names=_kernel_names(tables))
+                     kernel_names=_kernel_names(tables), unit_names=tuple(device.units))
 
 
 def _kernel_names(tables: PassTables) -> dict[str, tuple[str, ...]]:

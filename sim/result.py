@@ -34,13 +34,16 @@ class RequestTiming:
 
 @dataclass(frozen=True, kw_only=True)
 class Timeline:
-    """One row per executed kernel: start, duration, index into the pass's kernel table, phase, step."""
+    """One row per executed kernel: start, duration, index into the pass's kernel table, phase, step, the
+    execution unit it ran on and the decode sub-batch it belongs to."""
 
     start_s: np.ndarray
     duration_s: np.ndarray
     kernel_index: np.ndarray
     phase: np.ndarray  # index into PHASES
     step: np.ndarray  # decode step (-1 for prefill)
+    unit: np.ndarray  # index into SimResult.unit_names
+    sub_batch: np.ndarray  # decode sub-batch (0 for the prefill and for a batch decoded whole)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,10 +52,11 @@ class SimResult:
     makespan_s: float
     energy_J: float
     energy_parts_J: dict[str, float]  # compute_J, memory_J, static_J
-    time_by_class_s: dict[str, float]  # latency by kernel class (gemm, attention, norm, ...)
+    time_by_class_s: dict[str, float]  # busy time by kernel class (gemm, attention, norm, ...)
     memory: MemoryFootprint
     timeline: Timeline | None = None
     kernel_names: dict[str, tuple[str, ...]] = field(default_factory=dict)  # phase -> kernel labels
+    unit_names: tuple[str, ...] = ("device",)
 
     @property
     def output_tokens(self) -> int:

@@ -3,62 +3,133 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
 from hw_models.cost import KernelCosts
 from sim.workload import BatchWorkload, PassTables
 
-ENERGY_FIELDS = ("compute_J", "memory_J", "static_J")
+DYNAMIC_ENERGY_FIELDS = ("compute_J", "memory_J")
 
 
 @dataclass(frozen=True)
-class StepCosts:
-    """Prefill costs, one decode step's costs, and the decode-attention costs of every step.
+class DecodeCosts:
+    """One decode step's costs for `batch` sequences, and the decode-attention costs of every step.
 
     Nothing in a decode step but attention depends on the context length, so a step's costs are the
     base step's with its attention kernels (where `attention_mask` is true) replaced by that step's row
     of `attention` (flattened step-major).
     """
 
-    prefill: KernelCosts
-    decode_base: KernelCosts
+    batch: int
+    base: KernelCosts
     attention: KernelCosts
     attention_mask: np.ndarray
-    decode_steps: int
+    steps: int
+    class_masks: dict[str, np.ndarray]  # kernel class (gemm, attention, ...) -> its kernels
 
     def _step_grid(self, name: str) -> np.ndarray:
-        return getattr(self.attention, name).reshape(self.decode_steps, int(self.attention_mask.sum()))
+        return getattr(self.attention, name).reshape(self.steps, int(self.attention_mask.sum()))
 
-    def decode_step(self, name: str, step: int) -> np.ndarray:
+    def step(self, name: str, step: int) -> np.ndarray:
         """Per-kernel values of field `name` (e.g. 'time_s') in decode step `step`, in execution order."""
-        values = getattr(self.decode_base, name).copy()
+        values = getattr(self.base, name).copy()
         if self.attention_mask.any():
             values[self.attention_mask] = self._step_grid(name)[step]
         return values
 
-    def decode_total(self, name: str, kernel_mask: np.ndarray | None = None) -> float:
-        """Sum of field `name` over all decode steps, optionally over the kernels where kernel_mask is true."""
-        base = getattr(self.decode_base, name)
+    def all_steps(self, name: str) -> np.ndarray:
+        """Field `name` of every kernel of every step: shape (steps, kernels)."""
+        values = np.tile(getattr(self.base, name), (self.steps, 1))
+        if self.attention_mask.any():
+            values[:, self.attention_mask] = self._step_grid(name)
+        return values
+
+    def total(self, name: str, kernel_mask: np.ndarray | None = None) -> float:
+        """Sum of field `name` over all steps, optionally over the kernels where kernel_mask is true."""
+        base = getattr(self.base, name)
         attention = getattr(self.attention, name)
         if kernel_mask is None:
-            return float((base.sum() - base[self.attention_mask].sum()) * self.decode_steps + attention.sum())
-        total = base[kernel_mask & ~self.attention_mask].sum() * self.decode_steps
-        if self.decode_steps and (kernel_mask & self.attention_mask).any():
+            return float((base.sum() - base[self.attention_mask].sum()) * self.steps + attention.sum())
+        total = base[kernel_mask & ~self.attention_mask].sum() * self.steps
+        if self.steps and (kernel_mask & self.attention_mask).any():
             total += self._step_grid(name)[:, kernel_mask[self.attention_mask]].sum()
         return float(total)
 
-    def energy_parts(self) -> dict[str, float]:
-        """Compute, memory and static energy of all kernels of the prefill and the decode steps."""
-        return {name: float(getattr(self.prefill, name).sum()) + self.decode_total(name) for name in ENERGY_FIELDS}
+    @cached_property
+    def segments(self) -> tuple[np.ndarray, np.ndarray]:
+        """(first kernel, unit) of each run of consecutive kernels on one unit in a step."""
+        unit = self.base.unit_index
+        if len(unit) == 0:
+            return np.zeros(0, dtype=int), np.zeros(0, dtype=int)
+        starts = np.flatnonzero(np.r_[True, unit[1:] != unit[:-1]])
+        return starts, unit[starts]
+
+    def segment_times(self) -> np.ndarray:
+        """Duration of each segment of each step: shape (steps, segments)."""
+        starts, _ = self.segments
+        if not len(starts) or not self.steps:
+            return np.zeros((self.steps, len(starts)))
+        return np.add.reduceat(self.all_steps("time_s"), starts, axis=1)
+
+
+@dataclass(frozen=True)
+class StepCosts:
+    """The prefill's costs and the decode costs of each sub-batch (one when the batch decodes whole)."""
+
+    prefill: KernelCosts
+    decode: tuple[DecodeCosts, ...]
+
+    @property
+    def decode_steps(self) -> int:
+        return self.decode[0].steps
+
+    @property
+    def interleaved(self) -> bool:
+        return len(self.decode) > 1
+
+    def decode_total(self, name: str) -> float:
+        """Sum of field `name` over every decode step of every sub-batch."""
+        return sum(part.total(name) for part in self.decode)
+
+    def time_by_class_s(self, prefill_masks: dict[str, np.ndarray]) -> dict[str, float]:
+        """Busy time of each kernel class over the prefill and every decode step of every sub-batch.
+
+        With sub-batches overlapping on different units, these busy times add up to more than the makespan.
+        """
+        by_class = {label: float(self.prefill.time_s[mask].sum()) for label, mask in prefill_masks.items()}
+        for part in self.decode:
+            for label, mask in part.class_masks.items():
+                by_class[label] = by_class.get(label, 0.0) + part.total("time_s", mask)
+        return by_class
+
+    def energy_parts(self, makespan_s: float, idle_power_W: float) -> dict[str, float]:
+        """Compute and memory energy of every kernel, and static power over the whole run.
+
+        Static power is drawn for the makespan, whether one kernel runs, none (a gap), or several at once
+        on different units; per-kernel static_J (idle power x kernel time) would count overlaps twice.
+        """
+        parts = {name: float(getattr(self.prefill, name).sum()) + self.decode_total(name)
+                 for name in DYNAMIC_ENERGY_FIELDS}
+        parts["static_J"] = idle_power_W * makespan_s
+        return parts
+
+
+def sub_batch_sizes(batch: int, parts: int) -> tuple[int, ...]:
+    """`batch` split into at most `parts` near-equal sub-batches, largest first."""
+    parts = max(1, min(parts, batch))
+    return tuple(batch // parts + (1 if i < batch % parts else 0) for i in range(parts))
 
 
 def price_passes(device, tables: PassTables, workload: BatchWorkload, execution: str = "eager") -> StepCosts:
-    """Price the prefill once, one decode step once, and the decode attention of every step."""
+    """Price the prefill once, one decode step once per sub-batch, and the decode attention of every step."""
     kv_lens = workload.decode_kv_lengths()
-    steps = tables.decode.at_kv_lengths(kv_lens, tables.attention_window)
-    return StepCosts(
-        prefill=device.cost_table(tables.prefill, execution), decode_base=device.cost_table(tables.decode, execution),
-        attention=device.cost_table(steps, execution),
-        attention_mask=tables.decode.decode_attention_mask, decode_steps=len(kv_lens),
+    parts = tables.sub_batch_decode or ((workload.batch, tables.decode),)
+    decode = tuple(
+        DecodeCosts(batch=size, base=device.cost_table(table, execution),
+                    attention=device.cost_table(table.at_kv_lengths(kv_lens, tables.attention_window), execution),
+                    attention_mask=table.decode_attention_mask, steps=len(kv_lens), class_masks=table.class_masks)
+        for size, table in parts
     )
+    return StepCosts(prefill=device.cost_table(tables.prefill, execution), decode=decode)

@@ -38,8 +38,13 @@ class BatchWorkload:
 
 @dataclass(frozen=True, kw_only=True)
 class PassTables:
-    """Kernel tables of one prefill and of one decode step (traced at kv length prompt_len + 1)."""
+    """Kernel tables of one prefill and of one decode step (traced at kv length prompt_len + 1).
+
+    `sub_batch_decode` holds (size, decode table) per sub-batch when the device interleaves sub-batches
+    in decode (sizes sum to the batch); empty, the batch decodes whole with `decode`.
+    """
 
     prefill: KernelTable
     decode: KernelTable
     attention_window: int | None = None
+    sub_batch_decode: tuple[tuple[int, KernelTable], ...] = ()

@@ -7,8 +7,8 @@ so the op sequence equals a real CPU run); small models can run on real CPU tens
 from __future__ import annotations
 
 import math
-import weakref
 
+import numpy as np
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
@@ -62,16 +62,25 @@ def layer_index(module_path: str) -> int | None:
 
 
 class _Recorder(TorchDispatchMode):
-    """Records every aten op with shapes, roles, FLOPs and bytes; tracks live activation bytes."""
+    """Records every aten op with shapes, roles, FLOPs and bytes, and the lifetime of every activation.
+
+    An activation lives from the op that writes it to the last op that reads it or a view of it (the
+    schedule an allocator that frees at last use achieves). Lifetimes come from the op sequence, not from
+    when Python frees objects, so the peak is the same in any process (a profiler or garbage collector
+    holding a frame a moment longer cannot change it).
+    """
 
     def __init__(self, roles: dict[int, str], tracker: _ModuleTracker):
         super().__init__()
         self.roles = roles
         self.tracker = tracker
         self.ops: list[Op] = []
-        self._alive: list[torch.Tensor] = []  # keeps ids in `roles` valid while capture runs
-        self.live_bytes = 0
-        self.peak_bytes = 0
+        # Every tensor seen stays referenced while capture runs, so ids in `roles` and `_buffer` stay unique.
+        self._alive: list[torch.Tensor] = []
+        self._buffer: dict[int, int] = {}  # id of an activation (or a view of one) -> its buffer index
+        self._buffer_bytes: list[int] = []
+        self._born: list[int] = []  # op position that writes each buffer
+        self._last_use: list[int] = []  # last op position that reads it
 
     def role(self, t: torch.Tensor) -> str:
         return self.roles.get(id(t), "activation")
@@ -79,9 +88,6 @@ class _Recorder(TorchDispatchMode):
     def _mark(self, t: torch.Tensor, role: str) -> None:
         self.roles[id(t)] = role
         self._alive.append(t)
-
-    def _free(self, n: int) -> None:
-        self.live_bytes -= n
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -99,16 +105,21 @@ class _Recorder(TorchDispatchMode):
         ins = _unique_tensors(tree_flatten((args, kwargs))[0])
         outs = _unique_tensors(tree_flatten(out)[0])
         in_roles = [self.role(t) for t in ins]
+        self.use(ins)
         if is_view:
             role = in_roles[0] if in_roles else "activation"
             if role != "activation":
                 for t in outs:
                     self._mark(t, role)
+            elif ins and id(ins[0]) in self._buffer:
+                for t in outs:  # a view keeps its base buffer alive
+                    self._buffer[id(t)] = self._buffer[id(ins[0])]
+                    self._alive.append(t)
             read, written = {}, {}
         else:
             read, written = self._bytes(short, args, ins, in_roles, outs, mutated)
             if not mutated:
-                self._track_live(outs)
+                self._allocate(outs)
         self.ops.append(Op(
             name=str(func), inputs=tuple(_meta(t, r) for t, r in zip(ins, in_roles, strict=True)),
             outputs=tuple(_meta(t, self.role(t)) for t in outs),
@@ -158,12 +169,31 @@ class _Recorder(TorchDispatchMode):
             return flops
         return op_costs.generic_flops(short, [math.prod(t.shape) for t in ins], [math.prod(t.shape) for t in outs])
 
-    def _track_live(self, outs) -> None:
+    def _allocate(self, outs) -> None:
         for t in outs:
-            n = _nbytes(t)
-            self.live_bytes += n
-            weakref.finalize(t, self._free, n)
-        self.peak_bytes = max(self.peak_bytes, self.live_bytes)
+            self._buffer[id(t)] = len(self._buffer_bytes)
+            self._alive.append(t)
+            self._buffer_bytes.append(_nbytes(t))
+            self._born.append(len(self.ops))
+            self._last_use.append(len(self.ops))
+
+    def use(self, tensors, position: int | None = None) -> None:
+        """Tensors read at op `position` (default: the op being recorded) extend their buffers' lifetimes."""
+        position = len(self.ops) if position is None else position
+        for t in tensors:
+            buffer = self._buffer.get(id(t))
+            if buffer is not None:
+                self._last_use[buffer] = max(self._last_use[buffer], position)
+
+    @property
+    def peak_bytes(self) -> int:
+        """Most activation bytes alive at once during any op."""
+        if not self._buffer_bytes:
+            return 0
+        live = np.zeros(len(self.ops) + 2, dtype=np.int64)
+        np.add.at(live, self._born, self._buffer_bytes)
+        np.add.at(live, np.array(self._last_use) + 1, -np.array(self._buffer_bytes))
+        return int(np.cumsum(live).max())
 
 
 def _unique_tensors(leaves) -> list[torch.Tensor]:
@@ -201,7 +231,10 @@ def capture(module: torch.nn.Module, args: tuple = (), kwargs: dict | None = Non
     tracker = _ModuleTracker(module)
     try:
         with torch.no_grad(), _Recorder(roles, tracker) as recorder:
-            module(*args, **(kwargs or {}))
+            result = module(*args, **(kwargs or {}))
+        # What the module returns is alive at its end.
+        recorder.use(_unique_tensors(tree_flatten(result)[0]), position=len(recorder.ops))
+        del result
     finally:
         tracker.remove()
     from torch._subclasses.fake_tensor import FakeTensor
