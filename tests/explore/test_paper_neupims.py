@@ -1,0 +1,81 @@
+"""NeuPIMs (Heo et al., ASPLOS 2024) against its baselines for batched GPT-3 decoding.
+
+Paper (abstract and Section 7): NeuPIMs reaches about 3x the throughput of GPU-only (NVIDIA A100), 2.4x of
+NPU-only and 1.6x of a naive NPU+PIM (single row buffer, no sub-batch interleaving) on GPT-3 7B/13B/30B/175B
+with batch sizes up to 512. We check the direction at every point and the size where we can.
+
+Setup, and why it differs from the paper's:
+- The paper runs each model with tensor parallelism over 4 devices (n_tp 4 in casys-kaist/NeuPIMs
+  configs/model_configs/gpt3-7B.json and gpt3-13B.json); our simulator has one device and no TP. TP splits
+  every GEMM and the attention heads alike on every system, so throughput ratios between systems carry
+  over, but memory does not: one 32 GB NeuPIMs device cannot hold GPT-3 7B with a batch of 256. Each system
+  therefore gets the capacity of the paper's 4 devices (memory.capacity_GB: 4 x 32 GB for the NPU presets,
+  4 x 80 GB for the A100), a what-if on capacity only; no timing depends on it.
+- Throughput is decode throughput, batch / tpot_s: the paper's figure is generation throughput of batched
+  decoding; our static batch also runs a prefill, which the three NPU systems share.
+- Prompt 256, output 32 keep the test fast; the paper's Alpaca/ShareGPT requests are longer. Short contexts
+  shrink the attention share of a decode step, which is all that PIM accelerates.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from explore.design_point import DesignPoint
+from explore.evaluate import Evaluator
+
+PROMPT, OUTPUT = 256, 32
+# Capacity of the paper's 4-device tensor-parallel system (see the module docstring).
+CAPACITY_GB = {"a100-sxm-80gb": 4 * 80, "npu-only": 4 * 32, "npu-pim-naive": 4 * 32, "neupims": 4 * 32}
+PAPER = {"a100-sxm-80gb": 3.0, "npu-only": 2.4, "npu-pim-naive": 1.6}  # NeuPIMs speedup over each (abstract)
+
+
+@pytest.fixture(scope="module")
+def evaluator() -> Evaluator:
+    return Evaluator()
+
+
+def speedups(evaluator: Evaluator, model: str, batch: int) -> dict[str, float]:
+    """NeuPIMs decode throughput over each baseline's, at one design point that fits every system."""
+    throughput = {}
+    for device, capacity in CAPACITY_GB.items():
+        point = DesignPoint(model=model, device=device, batch=batch, prompt=PROMPT, output=OUTPUT,
+                            overrides=(("memory.capacity_GB", capacity),))
+        metrics = evaluator.evaluate(point).metrics
+        assert metrics["fits_in_memory"], (device, metrics["infeasible_reason"])
+        throughput[device] = batch / metrics["tpot_s"]
+    return {device: throughput["neupims"] / throughput[device] for device in PAPER}
+
+
+def test_gpt3_7b_batch_512_direction_and_size(evaluator):
+    # Ours: 2.3x GPU, 3.2x NPU-only, 1.14x naive NPU+PIM; paper 3x, 2.4x, 1.6x: all within 35%.
+    # At batch 512 a sub-batch of 256 sits at the NPU's ridge point (262 TFLOP/s over 1024 GB/s = 256
+    # FLOP/B, i.e. 256 tokens per weight), so halving the batch for interleaving costs the GEMMs little,
+    # while the other half's attention (KV reads of 512 x 288 tokens per step) hides behind them on PIM.
+    ours = speedups(evaluator, "gpt3-7b", 512)
+    for device, paper in PAPER.items():
+        assert ours[device] > 1.0, (device, ours)
+        assert ours[device] == pytest.approx(paper, rel=0.35), (device, ours)
+
+
+@pytest.mark.parametrize("model", ["gpt3-7b", "gpt3-13b"])
+def test_batch_256_beats_gpu_and_npu_only(evaluator, model):
+    # Ours at batch 256: GPT-3 7B 1.4x GPU, 1.8x NPU-only; 13B 1.2x GPU, 1.6x NPU-only. Below the paper's 3x
+    # against the GPU by more than 35%: our A100 baseline is the calibrated roofline at 2039 GB/s, twice the
+    # NeuPIMs device's external bandwidth, so the GPU reads weights and KV twice as fast as the NPU and is a
+    # stronger baseline than the measured GPU runs of the paper; and prompt 256 keeps the attention share
+    # (what PIM speeds up) small. We check the direction only.
+    ours = speedups(evaluator, model, 256)
+    assert ours["a100-sxm-80gb"] > 1.0 and ours["npu-only"] > 1.0, ours
+
+
+@pytest.mark.xfail(strict=True, reason="documented miss: at batch 256 interleaving halves the GEMM batch below "
+                   "the NPU's ridge point, doubling weight reads; the naive NPU+PIM wins (0.66x for 7B)")
+def test_batch_256_beats_naive_npu_pim(evaluator):
+    # Paper: 1.6x over the naive NPU+PIM. Ours at GPT-3 7B, batch 256: 0.66x. Two sub-batches of 128 tokens
+    # each read all weights (13.4 GB per step at 1024 GB/s: ~13 ms, memory-bound below 256 tokens), so a step
+    # costs ~2 x 13 ms of GEMMs, while the naive design pays 13 ms of GEMMs plus ~5 ms of PIM attention in
+    # series. Interleaving pays off only when the attention hidden is worth more than the extra weight reads:
+    # larger batches (the artifact README enables it only for batch >= 256) and longer contexts than ours.
+    ours = speedups(evaluator, "gpt3-7b", 256)
+    assert ours["npu-pim-naive"] > 1.0, ours
