@@ -49,8 +49,10 @@ DEVICE_KINDS: dict[str, DeviceKind] = {
 }
 
 
-def preset_names() -> list[str]:
-    return bundled_names("hw_models", ".yaml")
+def preset_names(kind: str | None = None) -> list[str]:
+    """Names of the bundled device presets (of one kind, e.g. "gpu", when given)."""
+    names = bundled_names("hw_models", ".yaml")
+    return [n for n in names if read_device_yaml(n)[0].get("kind") == kind] if kind else names
 
 
 def read_device_yaml(name_or_path: str) -> tuple[dict, str]:

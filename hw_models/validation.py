@@ -60,6 +60,12 @@ def check_keys(data, cls, where: str, prefix: str = "", line_of=None, path: tupl
 
     pydantic reports unknown keys too, but cannot say which known key was meant.
     """
+    if typing.get_origin(cls) is dict and isinstance(data, dict):
+        # A mapping of user-chosen names to specs: check each value, not the names.
+        value_type = typing.get_args(cls)[1]
+        for key, value in data.items():
+            check_keys(value, value_type, where, prefix, line_of, path + (key,))
+        return
     hints = _fields(cls)
     if not isinstance(data, dict) or hints is None:
         return

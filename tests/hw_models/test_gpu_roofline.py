@@ -38,7 +38,7 @@ def _raw(name: str) -> dict:
     return data
 
 
-@pytest.mark.parametrize("name", preset_names())
+@pytest.mark.parametrize("name", preset_names("gpu"))
 def test_time_never_below_roofline_floor(name, kernels):
     raw = _raw(name)
     # Independent floor from the preset's datasheet numbers: no kernel beats the fastest rate the chip has,
@@ -83,7 +83,7 @@ def test_higher_peak_is_never_slower(name, factor, kernels):
     assert compute_bound.any() and np.all(t1[compute_bound] < t0[compute_bound])
 
 
-@pytest.mark.parametrize("name", preset_names())
+@pytest.mark.parametrize("name", preset_names("gpu"))
 def test_energy_is_sum_of_parts_and_power_below_tdp(name, kernels):
     device = load_device(name)
     raw = _raw(name)

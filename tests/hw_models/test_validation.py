@@ -1,0 +1,30 @@
+"""check_keys: unknown keys are named with a did-you-mean, including inside a mapping of named specs."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic.dataclasses import dataclass
+
+from hw_models.spec_common import SPEC_CONFIG
+from hw_models.validation import check_keys
+from workloads.errors import InputError
+
+
+@dataclass(frozen=True, kw_only=True, config=SPEC_CONFIG)
+class Level:
+    size_KB: float
+    bandwidth_GBps: float
+
+
+@dataclass(frozen=True, kw_only=True, config=SPEC_CONFIG)
+class Chip:
+    caches: dict[str, Level]
+
+
+def test_names_of_a_mapping_are_not_fields():
+    check_keys({"caches": {"l1": {"size_KB": 64, "bandwidth_GBps": 100}}}, Chip, "chip.yaml")
+
+
+def test_unknown_key_inside_a_named_spec():
+    with pytest.raises(InputError, match=r"chip.yaml: caches.l2.size_kb: unknown key \(did you mean 'size_KB'\?\)"):
+        check_keys({"caches": {"l2": {"size_kb": 64, "bandwidth_GBps": 100}}}, Chip, "chip.yaml")
