@@ -8,25 +8,10 @@ points per second); tests check that it agrees with simulate().
 
 from __future__ import annotations
 
-from sim.interleave import interleaved_schedule
 from sim.memory import MemoryFootprint
 from sim.result import RequestTiming, SimResult
 from sim.step_costs import StepCosts, price_passes
 from sim.workload import BatchWorkload, PassTables
-
-
-def decode_finish_times(costs: StepCosts, start_s: float, unit_count: int) -> list[float]:
-    """When each decode sub-batch finishes its last step (one entry when the batch decodes whole)."""
-    if not costs.interleaved:
-        return [start_s + costs.decode_total("time_s")]
-    durations, units = [], []
-    for part in costs.decode:
-        times = part.segment_times()
-        _, segment_units = part.segments
-        durations.append(times.ravel())
-        units.append(segment_units[None, :].repeat(part.steps, axis=0).ravel())
-    starts = interleaved_schedule(durations, units, start_s, unit_count)
-    return [float(s[-1] + d[-1]) if len(d) else start_s for s, d in zip(starts, durations, strict=True)]
 
 
 def evaluate(device, tables: PassTables, workload: BatchWorkload, memory: MemoryFootprint,
@@ -34,7 +19,7 @@ def evaluate(device, tables: PassTables, workload: BatchWorkload, memory: Memory
     """Timings and energy of the batch without an event loop (no timeline)."""
     costs = price_passes(device, tables, workload, execution)
     first_token_s = float(costs.prefill.time_s.sum())
-    finishes = decode_finish_times(costs, first_token_s, len(device.units))
+    finishes = costs.decode_finish_times(first_token_s, len(device.units))
     makespan_s = max(finishes)
     by_class = costs.time_by_class_s(tables.prefill.class_masks)
     parts = costs.energy_parts(makespan_s, device.idle_power_W)

@@ -8,6 +8,7 @@ from functools import cached_property
 import numpy as np
 
 from hw_models.cost import KernelCosts
+from sim.interleave import interleaved_schedule
 from sim.workload import BatchWorkload, PassTables
 
 DYNAMIC_ENERGY_FIELDS = ("compute_J", "memory_J")
@@ -104,6 +105,18 @@ class StepCosts:
                 by_class[label] = by_class.get(label, 0.0) + part.total("time_s", mask)
         return by_class
 
+    def decode_finish_times(self, start_s: float, unit_count: int) -> list[float]:
+        """When each decode sub-batch finishes its last step, decoding from start_s (one entry if whole)."""
+        if not self.interleaved:
+            return [start_s + self.decode_total("time_s")]
+        durations, units = [], []
+        for part in self.decode:
+            _, segment_units = part.segments
+            durations.append(part.segment_times().ravel())
+            units.append(np.tile(segment_units, part.steps))
+        starts = interleaved_schedule(durations, units, start_s, unit_count)
+        return [float(s[-1] + d[-1]) if len(d) else start_s for s, d in zip(starts, durations, strict=True)]
+
     def energy_parts(self, makespan_s: float, idle_power_W: float) -> dict[str, float]:
         """Compute and memory energy of every kernel, and static power over the whole run.
 
@@ -123,13 +136,24 @@ def sub_batch_sizes(batch: int, parts: int) -> tuple[int, ...]:
 
 
 def price_passes(device, tables: PassTables, workload: BatchWorkload, execution: str = "eager") -> StepCosts:
-    """Price the prefill once, one decode step once per sub-batch, and the decode attention of every step."""
+    """Price the prefill once, one decode step once per sub-batch, and the decode attention of every step.
+
+    With sub-batch tables, the decode runs interleaved only when that finishes sooner than decoding the
+    batch whole, as a serving scheduler would choose (NeuPIMs turns sub-batch mode on per batch): split
+    sub-batches read every weight once each, which costs more than the overlap saves at small batches.
+    """
     kv_lens = workload.decode_kv_lengths()
-    parts = tables.sub_batch_decode or ((workload.batch, tables.decode),)
-    decode = tuple(
-        DecodeCosts(batch=size, base=device.cost_table(table, execution),
-                    attention=device.cost_table(table.at_kv_lengths(kv_lens, tables.attention_window), execution),
-                    attention_mask=table.decode_attention_mask, steps=len(kv_lens), class_masks=table.class_masks)
-        for size, table in parts
-    )
-    return StepCosts(prefill=device.cost_table(tables.prefill, execution), decode=decode)
+
+    def price(size: int, table) -> DecodeCosts:
+        steps = table.at_kv_lengths(kv_lens, tables.attention_window)
+        return DecodeCosts(batch=size, base=device.cost_table(table, execution),
+                           attention=device.cost_table(steps, execution), attention_mask=table.decode_attention_mask,
+                           steps=len(kv_lens), class_masks=table.class_masks)
+
+    prefill = device.cost_table(tables.prefill, execution)
+    whole = StepCosts(prefill=prefill, decode=(price(workload.batch, tables.decode),))
+    if not tables.sub_batch_decode:
+        return whole
+    split = StepCosts(prefill=prefill, decode=tuple(price(size, table) for size, table in tables.sub_batch_decode))
+    unit_count = len(device.units)
+    return split if max(split.decode_finish_times(0.0, unit_count)) < whole.decode_total("time_s") else whole

@@ -18,7 +18,8 @@ from sim.memory import batch_footprint
 from sim.step_costs import price_passes, sub_batch_sizes
 from sim.workload import BatchWorkload, PassTables
 
-BATCH, PROMPT, OUTPUT = 8, 64, 5
+# Long contexts at batch 32: decode attention (KV reads) outweighs the weights, so splitting pays.
+BATCH, PROMPT, OUTPUT = 32, 2048, 4
 
 
 def test_two_chains_by_hand():
@@ -90,10 +91,22 @@ def test_overlap_bounds(interleaved):
     device, tables, workload, memory = interleaved
     result = evaluate(device, tables, workload, memory)
     costs = price_passes(device, tables, workload)
+    assert costs.interleaved  # here splitting pays: the scheduler chose it
     decode_s = result.makespan_s - float(costs.prefill.time_s.sum())
     busy = [sum(part.total("time_s", part.base.unit_index == u) for part in costs.decode) for u in (0, 1)]
     assert max(busy) <= decode_s * (1 + 1e-12)
     assert decode_s < sum(busy)
+
+
+def test_split_only_when_faster(interleaved):
+    """The chosen decode is never slower than the batch decoded whole; a split that does not pay is not taken."""
+    device, tables, workload, memory = interleaved
+    whole = dataclasses.replace(tables, sub_batch_decode=())
+    chosen, unsplit = evaluate(device, tables, workload, memory), evaluate(device, whole, workload, memory)
+    assert chosen.makespan_s <= unsplit.makespan_s
+    # On one unit nothing overlaps, so two sub-batches only add work: the whole batch is kept.
+    one_unit = GPUModel(device.spec)
+    assert not price_passes(one_unit, tables, workload).interleaved
 
 
 def test_static_energy_over_makespan_and_parts_sum(interleaved):
