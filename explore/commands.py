@@ -24,6 +24,7 @@ TRACE_S_PER_LAYER = 0.05
 POINT_S = 0.001
 OPTUNA_S_PER_POINT = 0.02
 REPORT_S = 8.0
+MAX_SHOWN = 6  # derived values `explore check` lists
 
 
 def _print_progress(p: Progress) -> None:
@@ -66,7 +67,8 @@ def cmd_sweep(args) -> int:
 
 def cmd_check(args) -> int:
     sweep = load_sweep(args.sweep)
-    dims, search = sweep.dimensions(), sweep.spec.search
+    derived, search = sweep.derived_values(), sweep.spec.search
+    dims = sweep.dimensions() | derived  # a derived batch or prompt: the traces it needs are its values
     evaluator = Evaluator()
     traces = [(model, b, p) for model in dims["model"] for b in dims["batch"] for p in dims["prompt"]]
     trace_s = sum(evaluator.config(model).num_layers * TRACE_S_PER_LAYER for model, _, _ in traces)
@@ -74,8 +76,11 @@ def cmd_check(args) -> int:
     per_point = POINT_S + (OPTUNA_S_PER_POINT if search.strategy in ("nsga2", "tpe") else 0.0)
     estimate = trace_s + visits * per_point + REPORT_S
     plan = "all evaluated" if search.strategy == "grid" else f"{search.strategy} search evaluates {visits}"
-    print(f"{args.sweep}: valid\n{sweep.size()} design points ({plan}), up to {len(traces)} traces to capture\n"
-          f"estimated run time: about {estimate:.0f} s on one worker")
+    print(f"{args.sweep}: valid\n{sweep.size()} design points ({plan}), up to {len(traces)} traces to capture")
+    for target, values in derived.items():
+        shown = ", ".join(f"{v:g}" for v in values[:MAX_SHOWN]) + (", ..." if len(values) > MAX_SHOWN else "")
+        print(f"derived {target} = {sweep.spec.derived[target]}: {len(values)} values ({shown})")
+    print(f"estimated run time: about {estimate:.0f} s on one worker")
     return 0
 
 

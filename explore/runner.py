@@ -32,8 +32,7 @@ TASK_POINTS = 256
 
 def columns_for(sweep: Sweep) -> list[str]:
     extra = ["meets_constraints"] if sweep.spec.constraints else []
-    overrides = [f"device.{path}" for path in sweep.override_values()]
-    return list(INPUT_COLUMNS) + overrides + list(METRIC_COLUMNS) + extra + list(BREAKDOWN_COLUMNS)
+    return list(INPUT_COLUMNS) + sweep.override_columns() + list(METRIC_COLUMNS) + extra + list(BREAKDOWN_COLUMNS)
 
 
 def _tasks(points: list[DesignPoint]) -> list[list[DesignPoint]]:

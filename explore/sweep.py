@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import itertools
+import math
 import re
+import typing
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -13,13 +16,16 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    GetCoreSchemaHandler,
     StrictFloat,
     StrictInt,
     ValidationError,
     field_validator,
     model_validator,
 )
+from pydantic_core import core_schema
 
+from explore.derived import EvaluationError, Expression
 from explore.design_point import BREAKDOWN_COLUMNS, METRIC_COLUMNS, DesignPoint
 from explore.yaml_lines import LocatedYAML
 from hw_models.registry import load_device
@@ -38,6 +44,24 @@ def _sparsity(pattern: str) -> str:
 
 
 SparsityName = Annotated[str, AfterValidator(_sparsity)]
+
+
+def _expression(text: Any) -> str:
+    if not isinstance(text, str):
+        raise ValueError("an expression in quotes, e.g. \"200 + 0.1 * device.memory.bandwidth_GBps\"")
+    Expression.parse(text)  # ValueError names what is not allowed
+    return text
+
+
+class ExpressionText(str):
+    """A derived knob's expression (plain text once validated). A class, not Annotated[str, AfterValidator]:
+    check_keys reads the metadata of an Annotated type as a dataclass of keys."""
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        return core_schema.no_info_plain_validator_function(_expression)
+
+
 Bits = Literal[16, 8, 4]
 Number = StrictInt | StrictFloat
 NUMERIC_METRICS = tuple(m for m in METRIC_COLUMNS + BREAKDOWN_COLUMNS
@@ -117,6 +141,8 @@ class SweepFile(_Strict):
     execution: Literal["eager", "graphs"] | list[Literal["eager", "graphs"]] = "eager"
     calibrated: bool = True  # false: price every device on its datasheet roofline, fitted or not
     overrides: dict[str, Number | list[Number] | Range] = {}
+    # Knobs computed per design point from its other knobs, e.g. {device.power.tdp_W: "200 + 0.1 * batch"}.
+    derived: dict[str, ExpressionText] = {}
     objectives: Objectives = Objectives()
     constraints: list[str] = []
     search: Search = Search()
@@ -148,6 +174,29 @@ class SweepFile(_Strict):
 
 def _as_list(value) -> list:
     return list(value) if isinstance(value, list | tuple) else [value]
+
+
+# Knobs a sweep may derive besides device fields, and the values each may take (None: any integer >= 1).
+DERIVABLE: dict[str, tuple[int, ...] | None] = {
+    "batch": None, "prompt": None, "output": None, "weight_bits": typing.get_args(WeightBits),
+    "act_bits": typing.get_args(Bits), "kv_bits": typing.get_args(Bits),
+}
+TEXT_KNOBS = ("model", "device", "sparsity", "execution")
+DERIVED_DIGITS = 12  # significant digits a derived device field keeps: 0.1 * 3000 is 300, not 300.00000000000006
+
+
+def derived_value(target: str, value: Any) -> int | float:
+    """A derived knob's value as stored: an int for integer knobs, a float rounded to DERIVED_DIGITS for a
+    device field. ValueError ('found X, allowed: Y') where the knob cannot take the value."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"found {value!r}, allowed: a finite number")
+    if target.startswith("device."):
+        return value if isinstance(value, int) else float(f"{value:.{DERIVED_DIGITS}g}")
+    allowed = DERIVABLE[target]
+    if value != int(value) or (allowed is None and value < 1) or (allowed is not None and value not in allowed):
+        what = "an integer >= 1" if allowed is None else ", ".join(map(str, allowed))
+        raise ValueError(f"found {value!r}, allowed: {what}")
+    return int(value)
 
 
 @dataclass(frozen=True)
@@ -197,18 +246,67 @@ class Sweep:
     def constraints(self) -> list[Constraint]:
         return [Constraint.parse(item) for item in self.spec.constraints]
 
+    @cached_property
+    def derived(self) -> dict[str, Expression]:
+        """Each derived knob and its expression, in file order."""
+        return {target: Expression.parse(text) for target, text in self.spec.derived.items()}
+
+    def override_columns(self) -> list[str]:
+        """The results columns of device fields: swept overrides, then derived ones."""
+        return ([f"device.{path}" for path in self.override_values()]
+                + [target for target in self.derived if target.startswith("device.")])
+
     def dimensions(self) -> dict[str, list]:
-        """Each knob of the sweep and the values it takes; override knobs are named 'device.<path>'."""
+        """Each knob of the sweep and the values it takes; override knobs are named 'device.<path>'.
+
+        Derived knobs are not dimensions: point() computes them from the dimensions' values.
+        """
         s, w, f = self.spec, self.spec.workload, self.spec.format
         dims = {"model": _as_list(s.model), "device": _as_list(s.device)}
         dims.update({f"device.{path}": values for path, values in self.override_values().items()})
         dims.update(batch=_as_list(w.batch), prompt=_as_list(w.prompt), output=_as_list(w.output),
                     weight_bits=_as_list(f.weight_bits), act_bits=_as_list(f.act_bits), kv_bits=_as_list(f.kv_bits),
                     sparsity=_as_list(f.sparsity), execution=_as_list(s.execution))
-        return dims
+        return {name: values for name, values in dims.items() if name not in self.derived}
+
+    def derive(self, values: dict[str, Any], targets: list[str] | None = None) -> dict[str, Any]:
+        """The derived knobs at the given knob values, in file order (each may read those derived above it).
+
+        targets: only these derived knobs (with every derived knob they read); default all.
+        """
+        env = dict(values)
+        targets = list(self.derived) if targets is None else targets
+        for target in targets:
+            env[target] = derived_value(target, self.derived[target](env))
+        return {target: env[target] for target in targets}
+
+    def derived_inputs(self, target: str) -> tuple[dict[str, list], list[str]]:
+        """The dimensions a derived knob reads (directly or through derived knobs), with their values, and the
+        derived knobs to compute for it in file order (itself last)."""
+        read, chain, todo = set(), {target}, [target]
+        while todo:
+            for name in self.derived[todo.pop()].names:
+                if name in self.derived and name not in chain:
+                    chain.add(name)
+                    todo.append(name)
+                elif name not in self.derived:
+                    read.add(name)
+        dims = self.dimensions()
+        return {name: dims[name] for name in dims if name in read}, [t for t in self.derived if t in chain]
+
+    def derived_values(self) -> dict[str, list]:
+        """Each derived knob and the distinct values it takes over the grid, in first-seen order."""
+        values: dict[str, list] = {}
+        for target in self.derived:
+            dims, chain = self.derived_inputs(target)
+            seen = (self.derive(dict(zip(dims, combo, strict=True)), chain)[target]
+                    for combo in itertools.product(*dims.values()))
+            values[target] = list(dict.fromkeys(seen))
+        return values
 
     def point(self, values: dict[str, Any]) -> DesignPoint:
-        """The design point at one value of every dimension."""
+        """The design point at one value of every dimension (derived knobs computed from them)."""
+        values = {**values, **self.derive(values)}
         fields = {k: v for k, v in values.items() if not k.startswith("device.")}
         overrides = tuple((k.removeprefix("device."), v) for k, v in values.items() if k.startswith("device."))
         return DesignPoint(**fields, overrides=overrides, use_calibration=self.spec.calibrated)
@@ -234,8 +332,61 @@ def load_sweep(path: str) -> Sweep:
     except ValidationError as err:
         raise input_error(err, path, line_of=located.line_of) from None
     sweep = Sweep(path=path, spec=spec)
+    _check_derived(sweep, located)
     _check_references(sweep, located)
     return sweep
+
+
+def _check_target(sweep: Sweep, target: str, where: str, located: LocatedYAML) -> None:
+    """A derived knob must be a numeric knob or a device field, and must not also be swept (or set)."""
+    if target.startswith("device."):
+        if len(target.split(".")) < 3:
+            raise InputError(f"{where}: derived.{target}: found {target!r}, allowed: a device field like "
+                             f"'device.power.tdp_W'")
+        if target in sweep.spec.overrides:
+            raise InputError(f"{where}: derived.{target}: also swept at {located.where(('overrides', target))}; "
+                             f"allowed: a knob that is either swept or derived")
+        return
+    if target not in DERIVABLE:
+        raise InputError(f"{where}: derived.{target}: found {target!r}{did_you_mean(target, DERIVABLE)}, allowed: "
+                         f"{', '.join(DERIVABLE)} or a device field like 'device.power.tdp_W'")
+    section = "workload" if target in Workload.model_fields else "format"
+    if target in getattr(sweep.spec, section).model_fields_set:
+        raise InputError(f"{where}: derived.{target}: also set at {located.where((section, target))} "
+                         f"({section}.{target}); allowed: a knob that is either swept or derived")
+
+
+def _check_names(sweep: Sweep, target: str, above: list[str], where: str) -> None:
+    """Every name an expression reads must be a numeric dimension or a knob derived above it."""
+    numeric = [name for name in sweep.dimensions() if name not in TEXT_KNOBS] + above
+    for name in sweep.derived[target].names:
+        if name in numeric:
+            continue
+        if name in TEXT_KNOBS:
+            why = f"{name!r} is text"
+        elif name in sweep.derived:
+            why = f"{name!r} is derived at or below this line"
+        else:
+            hint = "; a device field must be swept under overrides to be read" if name.startswith("device.") else ""
+            why = f"unknown knob {name!r}{did_you_mean(name, numeric)}{hint}"
+        raise InputError(f"{where}: derived.{target}: {why}; allowed: the numeric knobs {', '.join(numeric)}")
+
+
+def _check_derived(sweep: Sweep, located: LocatedYAML) -> None:
+    """Targets and names of derived knobs, and every value each takes over the grid."""
+    for i, (target, expression) in enumerate(sweep.derived.items()):
+        where = located.where(("derived", target))
+        _check_target(sweep, target, where, located)
+        _check_names(sweep, target, list(sweep.derived)[:i], where)
+        dims, chain = sweep.derived_inputs(target)
+        for combo in itertools.product(*dims.values()):
+            values = dict(zip(dims, combo, strict=True))
+            try:
+                sweep.derive(values, chain)
+            except ValueError as err:  # EvaluationError: no value; else a value the knob cannot take
+                at = f" at {', '.join(f'{k}={v}' for k, v in values.items())}" if values else ""
+                allowed = "; allowed: a value at every design point" if isinstance(err, EvaluationError) else ""
+                raise InputError(f"{where}: derived.{target}: {expression.text!r}{at}: {err}{allowed}") from None
 
 
 def _check_references(sweep: Sweep, located: LocatedYAML) -> None:
@@ -247,14 +398,16 @@ def _check_references(sweep: Sweep, located: LocatedYAML) -> None:
                 load_model_config(name) if key == "model" else load_device(name)
             except InputError as err:
                 raise InputError(f"{located.where(loc)}: {key}: {_strip_prefix(str(err), key)}") from None
-    overrides = sweep.override_values()
+    fields = {("overrides", f"device.{path}"): values for path, values in sweep.override_values().items()}
+    fields.update({("derived", target): values for target, values in sweep.derived_values().items()
+                   if target.startswith("device.")})
     for device in _as_list(sweep.spec.device):
-        for path, values in overrides.items():
+        for (section, key), values in fields.items():
             for value in values:
                 try:
-                    load_device(device, {path: value})
+                    load_device(device, {key.removeprefix("device."): value})
                 except InputError as err:
-                    raise InputError(f"{located.where(('overrides', 'device.' + path))}: overrides.device.{path}: "
+                    raise InputError(f"{located.where((section, key))}: {section}.{key}: "
                                      f"value {value!r} on {device}: {err}") from None
 
 

@@ -1,0 +1,168 @@
+"""Derived knobs: expressions that compute one knob of a design point from the point's other knobs.
+
+An expression is parsed with `ast` and evaluated by walking the tree; nothing is ever passed to eval().
+Allowed: numbers, knob names (a device field is written as in the sweep file: device.memory.bandwidth_GBps),
++ - * / // ** %, unary minus, comparisons, `a if c else b` and calls of min, max, round, abs, log2, sqrt.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import operator
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+ALLOWED = ("numbers, knob names, + - * / // ** %, unary -, comparisons, 'a if c else b' and calls of "
+           "min, max, round, abs, log2, sqrt")
+# Largest integer power computed exactly (in bits of the result); beyond it ** works in floats, which overflow
+# to an error instead of building a huge integer.
+MAX_POWER_BITS = 1024
+
+BINARY: dict[type, Callable[[Any, Any], Any]] = {
+    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod,
+}
+COMPARE: dict[type, Callable[[Any, Any], bool]] = {
+    ast.Lt: operator.lt, ast.LtE: operator.le, ast.Gt: operator.gt, ast.GtE: operator.ge, ast.Eq: operator.eq,
+    ast.NotEq: operator.ne,
+}
+# name: (function, fewest arguments, most arguments); round takes no digits argument (round(x, -10**9) is slow).
+FUNCTIONS: dict[str, tuple[Callable[..., Any], int, int | None]] = {
+    "min": (min, 2, None), "max": (max, 2, None), "round": (round, 1, 1), "abs": (abs, 1, 1),
+    "log2": (math.log2, 1, 1), "sqrt": (math.sqrt, 1, 1),
+}
+
+
+class EvaluationError(ValueError):
+    """An expression has no value at some knob values (division by zero, log2 of a negative, overflow)."""
+
+
+def _power(base: Any, exponent: Any) -> Any:
+    """base ** exponent; exact for small integer results, in floats otherwise (OverflowError when too big)."""
+    if isinstance(base, int) and isinstance(exponent, int) and exponent >= 0:
+        if exponent == 0 or abs(base) <= 1 or base.bit_length() * exponent <= MAX_POWER_BITS:
+            return base ** exponent
+    result = float(base) ** float(exponent)
+    if isinstance(result, complex):
+        raise ValueError("a negative number to a fractional power")
+    return result
+
+
+def knob_name(node: ast.expr) -> str | None:
+    """'batch' for a name, 'device.memory.bandwidth_GBps' for an attribute chain on 'device'; None otherwise."""
+    parts: list[str] = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if not isinstance(node, ast.Name) or (parts and node.id != "device"):
+        return None
+    return ".".join([node.id, *reversed(parts)])
+
+
+def _not_allowed(node: ast.AST, text: str) -> ValueError:
+    """The error for a construct outside the allowed set; its message reads after 'allowed: '."""
+    segment = ast.get_source_segment(text, node) or type(node).__name__
+    return ValueError(f"{ALLOWED} (not {segment!r})")
+
+
+def _check_call(node: ast.Call, text: str) -> None:
+    name = node.func.id if isinstance(node.func, ast.Name) else None
+    if name not in FUNCTIONS:
+        raise ValueError(f"calls of {', '.join(FUNCTIONS)} (not {ast.get_source_segment(text, node.func)!r})")
+    if node.keywords or any(isinstance(arg, ast.Starred) for arg in node.args):
+        raise _not_allowed(node, text)
+    _, fewest, most = FUNCTIONS[name]
+    if len(node.args) < fewest or (most is not None and len(node.args) > most):
+        count = f"{fewest}" if most == fewest else f"{fewest} or more"
+        raise ValueError(f"{name}() with {count} argument{'' if count == '1' else 's'} "
+                         f"(not {len(node.args)})")
+
+
+def _check(node: ast.AST, text: str, names: list[str]) -> None:
+    """Raise ValueError on the first construct that is not allowed; collect the knob names used."""
+    if isinstance(node, ast.Constant):
+        if isinstance(node.value, bool) or not isinstance(node.value, int | float):
+            raise _not_allowed(node, text)
+        return
+    name = knob_name(node) if isinstance(node, ast.Name | ast.Attribute) else None
+    if name is not None:
+        names.append(name)
+        return
+    if isinstance(node, ast.BinOp) and (type(node.op) in BINARY or isinstance(node.op, ast.Pow)):
+        children: list[ast.AST] = [node.left, node.right]
+    elif isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
+        children = [node.operand]
+    elif isinstance(node, ast.Compare) and all(type(op) in COMPARE for op in node.ops):
+        children = [node.left, *node.comparators]
+    elif isinstance(node, ast.IfExp):
+        children = [node.test, node.body, node.orelse]
+    elif isinstance(node, ast.Call):
+        _check_call(node, text)
+        children = list(node.args)
+    else:
+        raise _not_allowed(node, text)
+    for child in children:
+        _check(child, text, names)
+
+
+@dataclass(frozen=True)
+class Expression:
+    """A checked expression: its text, its tree and the knob names it reads (in order of first use)."""
+
+    text: str
+    tree: ast.expr
+    names: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, text: str) -> Expression:
+        """Parse and check; ValueError says what is allowed and names the first thing that is not."""
+        try:
+            tree = ast.parse(text.strip(), mode="eval").body
+        except SyntaxError as err:
+            raise ValueError(f"an expression of {ALLOWED} ({err.msg})") from None
+        names: list[str] = []
+        _check(tree, text.strip(), names)
+        return cls(text, tree, tuple(dict.fromkeys(names)))
+
+    def __call__(self, env: Mapping[str, Any]) -> Any:
+        """The value at the knob values in env; EvaluationError where it has none (division by zero, ...)."""
+        try:
+            return _evaluate(self.tree, env)
+        except ZeroDivisionError:
+            raise EvaluationError("division by zero") from None
+        except OverflowError:
+            raise EvaluationError("a result too large for a number") from None
+        except (ValueError, TypeError) as err:  # log2(-1), sqrt(-1), a text knob in arithmetic
+            raise EvaluationError(str(err)) from None
+
+
+def _evaluate(node: ast.AST, env: Mapping[str, Any]) -> Any:
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, ast.Name | ast.Attribute):
+        return env[knob_name(node)]
+    if isinstance(node, ast.BinOp):
+        left, right = _evaluate(node.left, env), _evaluate(node.right, env)
+        return _power(left, right) if isinstance(node.op, ast.Pow) else BINARY[type(node.op)](left, right)
+    if isinstance(node, ast.UnaryOp):
+        value = _evaluate(node.operand, env)
+        return -value if isinstance(node.op, ast.USub) else +value
+    if isinstance(node, ast.Compare):
+        return _compare(node, env)
+    if isinstance(node, ast.IfExp):
+        return _evaluate(node.body if _evaluate(node.test, env) else node.orelse, env)
+    function = FUNCTIONS[node.func.id][0]  # a Call: the only node left after _check
+    return function(*(_evaluate(arg, env) for arg in node.args))
+
+
+def _compare(node: ast.Compare, env: Mapping[str, Any]) -> bool:
+    """A comparison chain: a < b <= c is a < b and b <= c."""
+    left = _evaluate(node.left, env)
+    for op, comparator in zip(node.ops, node.comparators, strict=True):
+        right = _evaluate(comparator, env)
+        if not COMPARE[type(op)](left, right):
+            return False
+        left = right
+    return True

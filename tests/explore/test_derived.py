@@ -1,0 +1,234 @@
+"""Derived knobs: safe expressions evaluated by hand, one-line errors, and sweeps whose rows carry derived values."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from test_sweep import TINY_CONFIG
+
+from explore.derived import EvaluationError, Expression
+from explore.runner import run_sweep
+from explore.search import random_search
+from explore.sweep import load_sweep
+from workloads.errors import InputError
+
+ROOT = Path(__file__).resolve().parents[2]
+BANDWIDTH, TDP = "device.memory.bandwidth_GBps", "device.power.tdp_W"
+
+
+# ---- expressions -----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text,env,expected", [
+    ("200 + 0.1 * device.memory.bandwidth_GBps", {BANDWIDTH: 2000}, 400.0),
+    ("weight_bits if weight_bits >= 8 else 16", {"weight_bits": 4}, 16),
+    ("weight_bits if weight_bits >= 8 else 16", {"weight_bits": 8}, 8),
+    ("2 ** weight_bits // 3 % 5", {"weight_bits": 4}, 0),  # 16 // 3 = 5, 5 % 5 = 0
+    ("-batch + max(prompt, 3 * output, 100) - min(1, 2)", {"batch": 2, "prompt": 64, "output": 30}, 97),
+    ("round(sqrt(batch)) + abs(-3) + log2(prompt)", {"batch": 10, "prompt": 64}, 12.0),  # 3 + 3 + 6.0
+    ("7 / 2 + 7 // 2 + -7 % 3", {}, 8.5),  # 3.5 + 3 + 2 (Python's modulo takes the divisor's sign)
+    ("1 < batch <= 4", {"batch": 4}, True),
+    ("1 < batch <= 4", {"batch": 5}, False),
+    ("1 < batch <= 4", {"batch": 1}, False),
+    ("batch == 2 != prompt", {"batch": 2, "prompt": 2}, False),
+    ("2 ** -1", {}, 0.5),
+])
+def test_expression_values(text, env, expected):
+    value = Expression.parse(text)(env)
+    assert value == pytest.approx(expected) and type(value) is type(expected)
+
+
+def test_names_are_collected_once_in_order():
+    assert Expression.parse("device.memory.bandwidth_GBps * batch + batch").names == (BANDWIDTH, "batch")
+
+
+@pytest.mark.parametrize("text,named", [
+    ("__import__('os').system('id')", "__import__('os').system"),
+    ("batch.__class__", "'batch.__class__'"),
+    ("'a' * 3", "\"'a'\""),
+    ("[1, 2][0]", "'[1, 2][0]'"),
+    ("(lambda: 1)()", "'lambda: 1'"),
+    ("batch and 1", "'batch and 1'"),
+    ("not batch", "'not batch'"),
+    ("batch ^ 2", "'batch ^ 2'"),
+    ("batch in (1, 2)", "'batch in (1, 2)'"),
+    ("True + 1", "'True'"),
+    ("exec('1')", "'exec'"),
+    ("min(1, key=abs)", "'min(1, key=abs)'"),
+    ("round(1.5, 2)", "round() with 1 argument (not 2)"),
+    ("max(batch)", "max() with 2 or more arguments (not 1)"),
+    ("batch +", "invalid syntax"),
+    ("batch = 2", "invalid syntax"),
+])
+def test_unsafe_or_unknown_constructs_are_rejected(text, named):
+    with pytest.raises(ValueError) as err:
+        Expression.parse(text)
+    assert named in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("text,env,reason", [
+    ("1 / (batch - 1)", {"batch": 1}, "division by zero"),
+    ("batch % 0", {"batch": 3}, "division by zero"),
+    ("sqrt(batch - 2)", {"batch": 1}, "math domain error"),
+    ("10 ** 10 ** 10", {}, "too large"),  # no ten-billion-digit integer is built
+    ("(-8) ** 0.5", {}, "fractional power"),
+])
+def test_evaluation_errors(text, env, reason):
+    start = time.monotonic()
+    with pytest.raises(EvaluationError, match=reason):
+        Expression.parse(text)(env)
+    assert time.monotonic() - start < 1.0
+
+
+# ---- sweep files -----------------------------------------------------------------------------------------------
+
+def _sweep_text(model: str, derived: str, weight_bits: str = "[8, 4]") -> str:
+    return (f"name: derived\nmodel: {model}\ndevice: h100-sxm\nworkload: {{prompt: 16, output: 4}}\n"
+            f"format: {{weight_bits: {weight_bits}}}\n"
+            f"overrides:\n  {BANDWIDTH}: [1000, 2000, 4000]\n"
+            f"derived:\n{derived}")
+
+
+DERIVED = (f"  {TDP}: \"200 + 0.1 * {BANDWIDTH}\"\n"
+           "  act_bits: \"weight_bits if weight_bits >= 8 else 16\"\n")
+
+
+@pytest.fixture
+def tiny_model(tmp_path: Path) -> str:
+    path = tmp_path / "tiny" / "config.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(TINY_CONFIG))
+    return str(path)
+
+
+def _write(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "sweep.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_derived_knobs_are_not_dimensions(tmp_path, tiny_model):
+    sweep = load_sweep(_write(tmp_path, _sweep_text(tiny_model, DERIVED)))
+    assert "act_bits" not in sweep.dimensions() and TDP not in sweep.dimensions()
+    assert sweep.size() == 3 * 2  # bandwidths x weight widths, as without the derived knobs
+    points = sweep.points()
+    assert len(points) == 6 and len({p.point_id for p in points}) == 6
+    # (bandwidth, weight bits) -> (TDP = 200 + bandwidth / 10, act bits = weight bits if >= 8 else 16)
+    got = {(dict(p.overrides)["memory.bandwidth_GBps"], p.weight_bits): (dict(p.overrides)["power.tdp_W"],
+                                                                           p.act_bits) for p in points}
+    assert got == {(1000, 8): (300, 8), (1000, 4): (300, 16), (2000, 8): (400, 8), (2000, 4): (400, 16),
+                   (4000, 8): (600, 8), (4000, 4): (600, 16)}
+    assert sweep.derived_values() == {TDP: [300, 400, 600], "act_bits": [8, 16]}
+
+
+def test_point_id_covers_derived_values(tmp_path, tiny_model):
+    one = load_sweep(_write(tmp_path, _sweep_text(tiny_model, f"  {TDP}: \"200 + 0.1 * {BANDWIDTH}\"\n")))
+    other = load_sweep(_write(tmp_path, _sweep_text(tiny_model, f"  {TDP}: \"300 + 0.1 * {BANDWIDTH}\"\n")))
+    assert {p.point_id for p in one.points()}.isdisjoint(p.point_id for p in other.points())
+
+
+def test_derived_may_read_knobs_derived_above(tmp_path, tiny_model):
+    text = _sweep_text(tiny_model, f"  batch: \"2 * weight_bits\"\n  {TDP}: \"batch * 10 + {BANDWIDTH} / 100\"\n")
+    points = load_sweep(_write(tmp_path, text)).points()
+    # weight 8 -> batch 16 -> TDP 160 + bandwidth / 100; weight 4 -> batch 8 -> 80 + bandwidth / 100
+    got = {(p.weight_bits, dict(p.overrides)["memory.bandwidth_GBps"]): (p.batch, dict(p.overrides)["power.tdp_W"])
+           for p in points}
+    assert got[(8, 1000)] == (16, 170) and got[(4, 4000)] == (8, 120) and len(got) == 6
+
+
+def test_random_search_points_carry_derived_values(tmp_path, tiny_model):
+    text = _sweep_text(tiny_model, DERIVED) + "search: {strategy: random, budget: 4, seed: 3, batch: 2}\n"
+    sweep = load_sweep(_write(tmp_path, text))
+    asked = []
+
+    def evaluate(points):
+        asked.extend(points)
+        return [{} for _ in points]
+
+    random_search(sweep, evaluate)
+    assert len({p.point_id for p in asked}) == 4
+    for p in asked:
+        overrides = dict(p.overrides)
+        assert overrides["power.tdp_W"] == 200 + overrides["memory.bandwidth_GBps"] // 10
+        assert p.act_bits == (8 if p.weight_bits == 8 else 16)
+
+
+class _NoEvaluator:
+    def evaluate(self, point):
+        raise AssertionError(f"{point} was evaluated again instead of resumed")
+
+
+def test_sweep_rows_carry_derived_columns_and_resume(tmp_path, tiny_model):
+    sweep = load_sweep(_write(tmp_path, _sweep_text(tiny_model, DERIVED)))
+    rows = run_sweep(sweep, tmp_path / "out")
+    assert [(r[BANDWIDTH], r["weight_bits"], r[TDP], r["act_bits"]) for r in rows] == [
+        (1000, 8, 300, 8), (1000, 4, 300, 16), (2000, 8, 400, 8), (2000, 4, 400, 16),
+        (4000, 8, 600, 8), (4000, 4, 600, 16)]
+    assert all(r["fits_in_memory"] for r in rows)
+    with (tmp_path / "out" / "results.csv").open() as f:
+        reader = csv.DictReader(f)
+        header, stored = reader.fieldnames, list(reader)
+    assert header.index(TDP) == header.index(BANDWIDTH) + 1
+    assert [float(r[TDP]) for r in stored] == [300, 300, 400, 400, 600, 600]
+    again = run_sweep(load_sweep(sweep.path), tmp_path / "out", evaluator=_NoEvaluator())
+    assert [r["point_id"] for r in again] == [r["point_id"] for r in rows]
+
+
+def test_check_counts_points_and_lists_derived_values(tmp_path, tiny_model):
+    path = _write(tmp_path, _sweep_text(tiny_model, DERIVED))
+    done = subprocess.run([sys.executable, "-m", "explore", "check", path], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "6 design points (all evaluated)" in done.stdout
+    assert f"derived {TDP} = 200 + 0.1 * {BANDWIDTH}: 3 values (300, 400, 600)" in done.stdout
+    assert "derived act_bits = weight_bits if weight_bits >= 8 else 16: 2 values (8, 16)" in done.stdout
+
+
+# Each: the derived block, the key named, and what the one line must say. The derived block starts on line 9.
+BAD_DERIVED = {
+    "unsafe call": (f"  {TDP}: \"__import__('os').system('ls')\"", TDP, "calls of min, max"),
+    "unknown knob": (f"  {TDP}: \"2 * device.memory.bandwith_GBps\"", TDP, f"did you mean '{BANDWIDTH}'"),
+    "unswept device field": (f"  {TDP}: \"device.power.idle_W * 2\"", TDP, "must be swept under overrides"),
+    "typo in a knob": ("  kv_bits: \"weight_bit\"", "kv_bits", "did you mean 'weight_bits'"),
+    "text knob": (f"  {TDP}: \"model\"", TDP, "'model' is text"),
+    "derived below": (f"  {TDP}: \"batch * 2\"\n  batch: \"weight_bits\"", TDP, "'batch' is derived at or below"),
+    "itself": ("  batch: \"batch + 1\"", "derived.batch", "'batch' is derived at or below"),
+    "also swept": (f"  {BANDWIDTH}: \"1000 * weight_bits\"", BANDWIDTH, "also swept at {path}:7"),
+    "also set": ("  weight_bits: \"4\"", "derived.weight_bits", "also set at {path}:5"),
+    "not a knob": ("  batchsize: \"4\"", "derived.batchsize", "did you mean 'batch'"),
+    "text value": ("  sparsity: \"4\"", "derived.sparsity", "allowed: batch, prompt, output"),
+    "bad bit width": ("  kv_bits: \"weight_bits - 2\"", "derived.kv_bits",
+                      "at weight_bits=8: found 6, allowed: 16, 8, 4"),
+    "fractional batch": ("  batch: \"weight_bits / 3\"", "derived.batch",
+                         "at weight_bits=8: found 2.6666666666666665, allowed: an integer >= 1"),
+    "division by zero": (f"  {TDP}: \"1 / (weight_bits - 4)\"", TDP, "at weight_bits=4: division by zero"),
+    "device rejects value": (f"  {TDP}: \"1000 - {BANDWIDTH} / 4\"", TDP, "value 0.0 on h100-sxm: "),
+    "number, not text": (f"  {TDP}: 300", TDP, "found 300, allowed: an expression in quotes"),
+    "bad syntax": (f"  {TDP}: \"2 *\"", TDP, "invalid syntax"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_DERIVED, ids=list(BAD_DERIVED))
+def test_bad_derived_is_one_line_with_file_line_key(tmp_path, tiny_model, case):
+    block, key, detail = BAD_DERIVED[case]
+    path = _write(tmp_path, _sweep_text(tiny_model, block + "\n"))
+    with pytest.raises(InputError) as err:
+        load_sweep(path)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"{path}:9: derived.")
+    assert key in message and detail.format(path=path) in message
+
+
+def test_cli_bad_derived_exits_2_without_traceback(tmp_path, tiny_model):
+    path = _write(tmp_path, _sweep_text(tiny_model, f"  {TDP}: \"open('/etc/passwd')\"\n"))
+    done = subprocess.run([sys.executable, "-m", "explore", "check", path], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [f"explore: error: {path}:9: derived.{TDP}: found "
+                                                f"\"open('/etc/passwd')\", allowed: calls of min, max, round, abs, "
+                                                f"log2, sqrt (not 'open')"]
