@@ -136,6 +136,7 @@ def point_label(row: dict[str, Any], *, lengths: bool = False, batch: bool = Tru
 
 
 def device_label(row: dict[str, Any]) -> str:
-    """The device name, marked '(roofline)' where no fitted calibration priced it: optimistic, so say so."""
+    """The device name, marked '(uncalibrated)' where no model fitted on measured kernels priced it: a GPU's
+    datasheet roofline (optimistic) or a family's analytical model from its paper, so say so."""
     name = str(row.get("device", ""))
-    return f"{name} (roofline)" if row.get("calibrated") is False else name
+    return f"{name} (uncalibrated)" if row.get("calibrated") is False else name

@@ -22,5 +22,5 @@ def test_calibrated_column_and_roofline_switch():
 
 
 def test_uncalibrated_devices_are_marked_in_labels_from_csv_rows():
-    assert device_label(normalize_row({"device": "l40s", "calibrated": "False"})) == "l40s (roofline)"
+    assert device_label(normalize_row({"device": "l40s", "calibrated": "False"})) == "l40s (uncalibrated)"
     assert device_label(normalize_row({"device": "h100-sxm", "calibrated": "True"})) == "h100-sxm"
