@@ -83,6 +83,7 @@ def _fields(cls) -> dict[str, type] | None:
     for member in typing.get_args(cls) or (cls,):
         if isinstance(member, type) and issubclass(member, BaseModel):
             return {name: f.annotation for name, f in member.model_fields.items()}
-        if dataclasses.is_dataclass(member):
+        # A class only: pydantic's Annotated metadata (AfterValidator, ...) are dataclass instances.
+        if isinstance(member, type) and dataclasses.is_dataclass(member):
             return typing.get_type_hints(member)
     return None

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import pytest
+from pydantic import AfterValidator
 from pydantic.dataclasses import dataclass
 
 from hw_models.spec_common import SPEC_CONFIG
@@ -28,3 +31,8 @@ def test_names_of_a_mapping_are_not_fields():
 def test_unknown_key_inside_a_named_spec():
     with pytest.raises(InputError, match=r"chip.yaml: caches.l2.size_kb: unknown key \(did you mean 'size_KB'\?\)"):
         check_keys({"caches": {"l2": {"size_kb": 64, "bandwidth_GBps": 100}}}, Chip, "chip.yaml")
+
+
+def test_annotated_values_are_not_specs():
+    names = dict[str, Annotated[str, AfterValidator(str.strip)]]
+    check_keys({"a": "x"}, names, "f.yaml")  # AfterValidator is a dataclass instance, not a spec class
