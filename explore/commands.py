@@ -9,7 +9,7 @@ from pathlib import Path
 from explore.cli import default_out, json_safe, print_json
 from explore.design_point import DesignPoint
 from explore.evaluate import Evaluator
-from explore.rows import is_feasible, normalize_row
+from explore.rows import count_label, is_feasible, normalize_row
 from explore.runner import Progress, run_sweep
 from explore.sweep import load_sweep
 from kernels.formats import parse_sparsity
@@ -76,7 +76,8 @@ def cmd_check(args) -> int:
     per_point = POINT_S + (OPTUNA_S_PER_POINT if search.strategy in ("nsga2", "tpe") else 0.0)
     estimate = trace_s + visits * per_point + REPORT_S
     plan = "all evaluated" if search.strategy == "grid" else f"{search.strategy} search evaluates {visits}"
-    print(f"{args.sweep}: valid\n{sweep.size()} design points ({plan}), up to {len(traces)} traces to capture")
+    traces_label = count_label(len(traces), "trace")
+    print(f"{args.sweep}: valid\n{sweep.size()} design points ({plan}), up to {traces_label} to capture")
     for target, values in derived.items():
         shown = ", ".join(f"{v:g}" for v in values[:MAX_SHOWN]) + (", ..." if len(values) > MAX_SHOWN else "")
         print(f"derived {target} = {sweep.spec.derived[target]}: {len(values)} values ({shown})")
@@ -155,7 +156,8 @@ def cmd_presets(args) -> int:
         print("devices:")
         for name in device_names():
             data, _ = read_device_yaml(name)
-            print(f"  {name:<16} {data.get('description', '')}  (sources in hw_models/presets/{name}.yaml)")
+            print(f"  {name:<18} {data.get('kind', '?'):<5} {data.get('description', '')}  "
+                  f"(sources in hw_models/presets/{name}.yaml)")
     return 0
 
 
