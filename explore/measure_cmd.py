@@ -6,6 +6,7 @@ import argparse
 import shlex
 import time
 from collections import Counter
+from pathlib import Path
 
 from workloads.errors import InputError
 
@@ -16,12 +17,19 @@ measured-kernel table (the CSV that `explore calibrate` and `explore validate` r
 
 On CUDA (--cuda) the full grids run (about a minute on an H100); on the CPU small grids run (seconds).
 --quick keeps a few shapes of each kind, as a smoke test. Every row's source column names torch, the
-device, the driver and the date; the same provenance and the command line are printed."""
+device, the driver and the date; the same provenance and the command line are printed.
+
+--cpu-preset OUT.yaml instead writes a device preset (kind cpu) of this machine: streaming bandwidth and
+the achieved fp32/bf16 GEMM rates of a few large GEMMs, timed on --threads threads in three rounds, each
+row kept at its fastest round (--kinds, --dtype and --quick do not apply); each section's source names
+this command, the date, the CPU, torch and threads. With -o as well, the rows it was fitted on are
+written to that table."""
 
 
 def add_measure_parser(add) -> argparse.ArgumentParser:
     """Register `measure` on the explore command parser (`add` makes a subparser, as for every command)."""
-    p = add("measure", MEASURE_HELP, "explore measure --device-name h100-sxm --cuda -o data/h100.csv.gz")
+    p = add("measure", MEASURE_HELP, "explore measure --device-name h100-sxm --cuda -o data/h100.csv.gz\n  "
+            "explore measure --device-name ci-host-cpu --threads 1 --cpu-preset hw_models/presets/ci-host-cpu.yaml")
     p.add_argument("--device-name", required=True,
                    help="device preset name written in the table's device column (e.g. h100-sxm, cpu-local)")
     p.add_argument("--cuda", action="store_true", help="run on the CUDA device (default: the CPU)")
@@ -31,7 +39,9 @@ def add_measure_parser(add) -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=20, help="timed runs per shape; the median is kept (default 20)")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU: intra-op threads (default torch's); 1 is steadier on a shared machine")
-    p.add_argument("-o", "--output", required=True, help="table path, .csv or .csv.gz")
+    p.add_argument("-o", "--output", help="table path, .csv or .csv.gz (needed unless --cpu-preset is given)")
+    p.add_argument("--cpu-preset", metavar="OUT.yaml",
+                   help="write a CPU device preset of this machine from its measured bandwidth and GEMM rates")
     return p
 
 
@@ -44,9 +54,13 @@ def _kinds(text: str) -> list[str]:
 
 
 def _command_line(args) -> str:
-    parts = ["explore", "measure", "--device-name", args.device_name, "--kinds", args.kinds, "--dtype", args.dtype,
-             "--repeats", str(args.repeats), "-o", args.output]
-    parts += ["--cuda"] * args.cuda + ["--quick"] * args.quick
+    parts = ["explore", "measure", "--device-name", args.device_name]
+    if args.cpu_preset is None:
+        parts += ["--kinds", args.kinds, "--dtype", args.dtype]
+    parts += ["--repeats", str(args.repeats)]
+    parts += ["-o", args.output] if args.output is not None else []
+    parts += ["--cpu-preset", args.cpu_preset] if args.cpu_preset is not None else []
+    parts += ["--cuda"] * args.cuda + ["--quick"] * (args.quick and args.cpu_preset is None)
     parts += ["--threads", str(args.threads)] if args.threads is not None else []
     return " ".join(shlex.quote(p) for p in parts)
 
@@ -66,8 +80,14 @@ def _grids(cuda: bool, quick: bool) -> dict[str, list]:
 
 
 def _validate(args) -> None:
-    if not args.output.endswith((".csv", ".csv.gz")):
+    if args.output is None and args.cpu_preset is None:
+        raise InputError("-o: missing, allowed: a table path ending in .csv or .csv.gz (or give --cpu-preset)")
+    if args.output is not None and not args.output.endswith((".csv", ".csv.gz")):
         raise InputError(f"-o: found {args.output!r}, allowed: a path ending in .csv or .csv.gz")
+    if args.cpu_preset is not None and not args.cpu_preset.endswith((".yaml", ".yml")):
+        raise InputError(f"--cpu-preset: found {args.cpu_preset!r}, allowed: a path ending in .yaml or .yml")
+    if args.cpu_preset is not None and args.cuda:
+        raise InputError("--cuda: found with --cpu-preset, allowed: one of them (a CPU preset runs on the CPU)")
     if not args.device_name.strip():
         raise InputError("--device-name: found an empty name, allowed: a device preset name such as h100-sxm")
     for name in ("repeats", "threads"):
@@ -92,6 +112,8 @@ def cmd_measure(args) -> int:
         torch.set_num_threads(args.threads)
     source = harness.harness_source(torch_device)
     print(f"provenance: {source}; command: {_command_line(args)}", flush=True)
+    if args.cpu_preset is not None:
+        return _write_cpu_preset(args, source)
     measure = {"gemm": harness.measure_gemms, "attention": harness.measure_attention,
                "streaming": harness.measure_streaming}
     grids = _grids(args.cuda, args.quick)
@@ -103,4 +125,28 @@ def cmd_measure(args) -> int:
     write_table(args.output, rows)
     counts = ", ".join(f"{n} {k}" for k, n in Counter(r.kernel for r in rows).items())
     print(f"{args.output}: {len(rows)} rows ({counts}) in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def _write_cpu_preset(args, source: str) -> int:
+    """Measure this machine's streaming bandwidth and GEMM rates, write the CPU preset (and the rows with -o)."""
+    import torch
+
+    from hw_models import cpu_host
+    from kernels.measured import write_table
+
+    start = time.perf_counter()
+    rows = cpu_host.measure_host(name=args.device_name, repeats=args.repeats, source=source,
+                                 rounds=cpu_host.HOST_ROUNDS)
+    threads = torch.get_num_threads()
+    data = cpu_host.cpu_preset(rows, cpu_host.host_facts(), name=args.device_name, threads=threads,
+                               provenance=f"{source}; command: {_command_line(args)}")
+    header = f"# Written by: {_command_line(args)}\n# {source}\n"
+    Path(args.cpu_preset).write_text(header + cpu_host.preset_yaml(data))
+    if args.output is not None:
+        write_table(args.output, rows)
+    fp32, bf16 = cpu_host.gemm_GFLOPs(rows, "fp32"), cpu_host.gemm_GFLOPs(rows, "bf16")
+    print(f"{args.cpu_preset}: streaming {data['memory']['bandwidth_GBps']} GB/s, fp32 GEMM {fp32:.4g} GFLOP/s"
+          + (f", bf16 GEMM {bf16:.4g} GFLOP/s" if bf16 else "") + f" on {threads} thread(s), from {len(rows)} rows"
+          f" in {time.perf_counter() - start:.1f} s")
     return 0

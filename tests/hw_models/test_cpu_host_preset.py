@@ -1,0 +1,196 @@
+"""A CPU preset for the machine running the tests, from the harness's own timings, predicts held-out GEMMs.
+
+The preset is built from streaming kernels and large fp32 GEMMs (hw_models.cpu_host: achieved bandwidth and
+achieved fp32 FLOP/s written into CPUSpec's fields), loaded with load_device, and scored on GEMM shapes it
+never saw, timed for real: GEMVs (memory-bound) and smaller squares (compute-bound).
+
+Tolerance: the median absolute error of each regime, and of all held-out shapes, must be at most 35%.
+Observed on the 2-core sandbox the project is developed on (one torch thread; load average 6 to 8 from
+others' work beside it), 13 runs of this measurement: regime medians of 1% to 8% in 10 runs; 29% to 48%
+in 3 runs, where a neighbour slowed the streaming kernels in every round (9 GB/s instead of 14-16 GB/s),
+so GEMVs came out predicted too slow. 35% sits above the quiet runs' spread with a wide margin and well
+below what a wrong preset gives: 10x the bandwidth puts the GEMVs at -90%, a tenth of it at +900%, a 10x
+clock the squares at -90%. Known miss, not in the held-out set: GEMMs of 2 to 8 rows (m=2, 4096 x 4096)
+run as small-m GEMMs at about half the GEMV bandwidth, -50% to -64% here.
+Noise: every harness timing is the median of its runs; training and held-out shapes are timed in
+alternating rounds, and each shape keeps its fastest round (contention on a shared runner only adds time).
+A miss is measured once more from scratch before the test fails (see test_held_out_gemms_within_tolerance).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from hw_models import cpu_host
+from hw_models.registry import load_device
+from kernels import harness
+from kernels.measured import MeasuredKernel
+from kernels.table import KernelTable
+from workloads.errors import InputError
+
+NAME = "test-host-cpu"
+TOLERANCE = 0.35  # median |predicted / measured - 1|; see the module docstring for why 35%
+ROUNDS, REPEATS = 5, 3
+MEMORY_BOUND = [(1, 4096, 2048), (1, 2048, 4096), (1, 8192, 1024)]  # 32 MiB fp32 weights: beyond L2
+COMPUTE_BOUND = [(512, 512, 512), (768, 768, 768), (384, 1536, 1024)]
+
+
+def _measure(folder: Path) -> tuple[list[MeasuredKernel], list[MeasuredKernel], Path, dict]:
+    """(training rows, held-out rows, preset path, preset dict), all timed on one torch thread."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # a second thread on a shared two-core runner waits on whatever else runs there
+    try:
+        source = harness.harness_source("cpu")
+        train, held = [], []
+        for _ in range(ROUNDS):
+            train.append(cpu_host.measure_host(name=NAME, repeats=REPEATS, dtypes=("fp32",), source=source))
+            held.append(harness.measure_gemms(MEMORY_BOUND + COMPUTE_BOUND, device=NAME, dtype="fp32",
+                                              source=source, repeats=REPEATS))
+    finally:
+        torch.set_num_threads(before)
+    train_rows, held_rows = cpu_host.fastest(train), cpu_host.fastest(held)
+    data = cpu_host.cpu_preset(train_rows, cpu_host.host_facts(), name=NAME, threads=1,
+                               provenance=f"{source}; command: pytest {Path(__file__).name}")
+    path = folder / f"{NAME}.yaml"
+    path.write_text(cpu_host.preset_yaml(data))
+    return train_rows, held_rows, path, data
+
+
+@pytest.fixture(scope="module")
+def measured(tmp_path_factory):
+    return _measure(tmp_path_factory.mktemp("preset"))
+
+
+def _errors(device, rows: list[MeasuredKernel]) -> np.ndarray:
+    """Signed relative errors predicted / measured - 1, one per row."""
+    predicted = device.cost_table(KernelTable.from_kernels([r.to_kernel() for r in rows]), "device").time_s
+    return predicted / np.array([r.time_s for r in rows]) - 1
+
+
+def _regime_medians(device, held: list[MeasuredKernel]) -> tuple[float, float, float, str]:
+    """(memory-bound, compute-bound, all) median absolute errors and a per-shape line for messages."""
+    errors = _errors(device, held)
+    n_memory = len(MEMORY_BOUND)
+    medians = [float(np.median(np.abs(e))) for e in (errors[:n_memory], errors[n_memory:], errors)]
+    detail = ", ".join(f"{r.m}x{r.n}x{r.k}: {e:+.0%}" for r, e in zip(held, errors, strict=True))
+    return medians[0], medians[1], medians[2], detail
+
+
+def _check_held_out(train, held, path, data) -> tuple[bool, str]:
+    """(within tolerance, message) of the held-out shapes on the preset at path."""
+    device = load_device(str(path))
+    memory, compute, overall, detail = _regime_medians(device, held)
+    # The regimes are what the test says they are: GEMVs priced by bandwidth, squares by math.
+    costs = device.cost_table(KernelTable.from_kernels([r.to_kernel() for r in held]), "device")
+    n_memory = len(MEMORY_BOUND)
+    assert np.all(costs.memory_s[:n_memory] > costs.compute_s[:n_memory]), detail
+    assert np.all(costs.compute_s[n_memory:] > costs.memory_s[n_memory:]), detail
+    message = (f"median abs. error memory-bound {memory:.0%}, compute-bound {compute:.0%}, all {overall:.0%} "
+               f"(tolerance {TOLERANCE:.0%}; {data['memory']['bandwidth_GBps']} GB/s, "
+               f"{data['compute']['frequency_GHz']} GHz effective); {detail}")
+    return max(memory, compute, overall) <= TOLERANCE, message
+
+
+def test_held_out_gemms_within_tolerance(measured, tmp_path):
+    ok, message = _check_held_out(*measured)
+    if not ok:
+        # A neighbour that streams memory through all rounds of one measurement skews it (up to 48% seen
+        # here); a preset that is wrong misses again on a fresh measurement.
+        ok, retry = _check_held_out(*_measure(tmp_path))
+        message = f"first: {message}; again: {retry}"
+    assert ok, message
+
+
+@pytest.mark.parametrize("field, factor, regime", [("memory.bandwidth_GBps", 10.0, 0),
+                                                   ("memory.bandwidth_GBps", 0.1, 0),
+                                                   ("compute.frequency_GHz", 10.0, 1)])
+def test_a_wrong_preset_misses(measured, field, factor, regime):
+    _, held, path, data = measured
+    section, key = field.split(".")
+    device = load_device(str(path), overrides={field: data[section][key] * factor})
+    medians = _regime_medians(device, held)
+    assert medians[regime] > TOLERANCE, medians[3]
+
+
+def test_training_rows_fit_and_rates_are_plausible(measured):
+    train, _, path, data = measured
+    device = load_device(str(path))
+    rates = [2 * r.m * r.n * r.k / r.time_s for r in train if r.kernel == "gemm"]
+    streams = [r.bytes / r.time_s for r in train if r.kernel in ("norm", "elementwise")]
+    # The effective clock makes the fp32 peak the median achieved rate; the bandwidth is the best stream
+    # (both written with four significant digits).
+    assert device.peak_flops("fp32") == pytest.approx(statistics.median(rates), rel=1e-3)
+    assert device.bandwidth_Bps == pytest.approx(max(streams), rel=1e-3)
+    assert 1e9 < device.peak_flops("fp32") < 1e13 and 1e8 < device.bandwidth_Bps < 1e12
+    assert data["compute"]["cores"] == 1 and data["compute"]["simd_width_bits"] in (128, 256, 512)
+
+
+def test_every_section_names_its_provenance(measured):
+    _, _, path, data = measured
+    date = harness.harness_source("cpu").rsplit("; ", 1)[1]
+    spec = load_device(str(path)).spec
+    for section in ("compute", "memory"):
+        source = data[section]["source"]
+        assert f"harness torch {torch.__version__}" in source and "threads 1" in source and date in source
+        assert f"pytest {Path(__file__).name}" in source
+    for section in ("energy", "power", "area"):
+        assert "PROXY" in data[section]["source"]
+    assert spec.price.usd is None and spec.caches.l1.capacity_MB > 0
+
+
+def test_wrong_key_is_one_line(measured, tmp_path):
+    _, _, path, _ = measured
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(path.read_text().replace("bandwidth_GBps", "bandwith_GBps", 1))
+    with pytest.raises(InputError) as err:
+        load_device(str(bad))
+    assert "\n" not in str(err.value) and "bandwith_GBps" in str(err.value)
+
+
+def test_bf16_rate_sets_native_bf16():
+    facts = cpu_host.HostFacts(cpu_name="x", logical_cpus=2, simd_width_bits=512, simd_isa="AVX-512", caches=(),
+                               memory_GB=8.0)
+
+    def rows(bf16_time_s: float) -> list[MeasuredKernel]:
+        base = MeasuredKernel(device=NAME, kernel="gemm", dtype="fp32", time_s=0.01, source="s", m=1000, n=1000,
+                              k=1000)
+        stream = MeasuredKernel(device=NAME, kernel="elementwise", dtype="fp32", time_s=1e-3, source="s", bytes=1e7)
+        return [base, dataclasses.replace(base, dtype="bf16", time_s=bf16_time_s), stream]
+
+    # 2e9 FLOP in 10 ms = 200 GFLOP/s on one core of 2 pipes x 16 lanes: an effective 3.125 GHz.
+    slow = cpu_host.cpu_preset(rows(0.01), facts, name=NAME, threads=1, provenance="p")
+    assert slow["compute"]["frequency_GHz"] == 3.125 and "bf16" not in slow["compute"]["simd_dtypes"]
+    assert slow["memory"]["bandwidth_GBps"] == 10.0  # 1e7 B in 1 ms
+    fast = cpu_host.cpu_preset(rows(0.002), facts, name=NAME, threads=1, provenance="p")
+    assert "bf16" in fast["compute"]["simd_dtypes"] and "AMX" in fast["compute"]["source"]
+
+
+def test_committed_preset_loads_with_provenance():
+    device = load_device("ci-host-cpu")
+    assert device.kind == "cpu" and device.spec.compute.cores >= 1
+    for section in (device.spec.compute, device.spec.memory):
+        assert "harness torch" in section.source and "explore measure" in section.source
+
+
+def test_measure_command_writes_the_preset(measured, tmp_path, monkeypatch, capsys):
+    from explore.cli import _command_parser
+    from explore.measure_cmd import cmd_measure
+
+    train, _, _, _ = measured
+    monkeypatch.setattr(cpu_host, "measure_host", lambda **_: train)  # the timing itself is tested above
+    out = tmp_path / "host.yaml"
+    args = _command_parser().parse_args(["measure", "--device-name", "my-host", "--threads", "1",
+                                         "--cpu-preset", str(out)])
+    assert cmd_measure(args) == 0
+    device = load_device(str(out))
+    assert device.name == "my-host" and "explore measure --device-name my-host" in device.spec.compute.source
+    assert str(out) in capsys.readouterr().out
+    bad = _command_parser().parse_args(["measure", "--device-name", "h", "--cuda", "--cpu-preset", "x.yaml"])
+    with pytest.raises(InputError):
+        cmd_measure(bad)
