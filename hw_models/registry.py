@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import importlib
 from dataclasses import dataclass
 from typing import Any
@@ -60,12 +61,18 @@ def read_device_yaml(name_or_path: str) -> tuple[dict, str]:
     text, where, _ = read_preset(name_or_path, package="hw_models", suffixes=(".yaml", ".yml"), key="device",
                                  file_kind="device YAML")
     try:
-        data = yaml.safe_load(text)
+        data = _parse_yaml(text)
     except yaml.YAMLError as err:
         raise InputError(f"{where}: not valid YAML: {str(err).splitlines()[0]}") from None
     if not isinstance(data, dict):
         raise InputError(f"{where}: found {type(data).__name__}, allowed: a mapping of device fields")
-    return data, where
+    return copy.deepcopy(data), where
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_yaml(text: str):
+    """Parsed YAML by text: a sweep loads each preset once per override value, and parsing dominates that."""
+    return yaml.safe_load(text)
 
 
 def apply_overrides(data: dict, overrides: dict[str, Any], where: str) -> dict:

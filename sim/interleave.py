@@ -16,22 +16,27 @@ def interleaved_schedule(durations: list[np.ndarray], units: list[np.ndarray], s
                          unit_count: int) -> list[np.ndarray]:
     """Start time of every segment of every chain; chain i runs segments durations[i] on units[i] in order."""
     unit_free = [start_s] * unit_count
-    ready = [start_s] * len(durations)
-    position = [0] * len(durations)
-    starts = [np.empty(len(d)) for d in durations]
+    chains = range(len(durations))
+    ready = [start_s for _ in chains]
+    position = [0 for _ in chains]
     lengths = [len(d) for d in durations]
     duration_lists = [d.tolist() for d in durations]
     unit_lists = [u.tolist() for u in units]
-    pending = [i for i in range(len(durations)) if lengths[i]]
+    starts = [[0.0] * n for n in lengths]
+    pending = [i for i in chains if lengths[i]]
     while pending:
-        # The earliest request is served next: requests reach each unit in time order (FIFO).
-        chain = min(pending, key=lambda i: (ready[i], i))
+        # The earliest request is served next (ties: the lower chain): requests reach each unit in time
+        # order, first come first served.
+        chain = pending[0]
+        for other in pending[1:]:
+            if ready[other] < ready[chain]:
+                chain = other
         j = position[chain]
         unit = unit_lists[chain][j]
-        start = max(ready[chain], unit_free[unit])
+        start = ready[chain] if ready[chain] > unit_free[unit] else unit_free[unit]
         starts[chain][j] = start
         ready[chain] = unit_free[unit] = start + duration_lists[chain][j]
-        position[chain] += 1
-        if position[chain] == lengths[chain]:
+        position[chain] = j + 1
+        if j + 1 == lengths[chain]:
             pending.remove(chain)
-    return starts
+    return [np.array(s) for s in starts]
