@@ -109,13 +109,18 @@ class StepCosts:
         """When each decode sub-batch finishes its last step, decoding from start_s (one entry if whole)."""
         if not self.interleaved:
             return [start_s + self.decode_total("time_s")]
-        durations, units = [], []
-        for part in self.decode:
-            _, segment_units = part.segments
-            durations.append(part.segment_times().ravel())
-            units.append(np.tile(segment_units, part.steps))
-        starts = interleaved_schedule(durations, units, start_s, unit_count)
-        return [float(s[-1] + d[-1]) if len(d) else start_s for s, d in zip(starts, durations, strict=True)]
+        # The schedule does not depend on when it starts: compute it once from zero and shift it.
+        cache = self.__dict__.setdefault("_finish_offsets", {})
+        if unit_count not in cache:
+            durations, units = [], []
+            for part in self.decode:
+                _, segment_units = part.segments
+                durations.append(part.segment_times().ravel())
+                units.append(np.tile(segment_units, part.steps))
+            starts = interleaved_schedule(durations, units, 0.0, unit_count)
+            cache[unit_count] = [float(s[-1] + d[-1]) if len(d) else 0.0
+                                 for s, d in zip(starts, durations, strict=True)]
+        return [start_s + offset for offset in cache[unit_count]]
 
     def energy_parts(self, makespan_s: float, idle_power_W: float) -> dict[str, float]:
         """Compute and memory energy of every kernel, and static power over the whole run.
