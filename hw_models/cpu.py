@@ -26,7 +26,6 @@ from __future__ import annotations
 import numpy as np
 
 from hw_models.cost import KernelCosts
-from hw_models.cpu_spec import CPUSpec
 from hw_models.device import DeviceModel
 from kernels.table import KernelTable
 
@@ -41,28 +40,11 @@ class CPUModel(DeviceModel):
     kind = "cpu"
     units = ("cpu",)
 
-    def __init__(self, spec: CPUSpec, reference: CPUSpec | None = None, calibration=None):
-        super().__init__(spec, reference, calibration)
-        self._rates: dict[str, float] = {}
-
-    @property
-    def memory_bytes(self) -> float:
-        return self.spec.memory.capacity_GB * 1e9
-
-    @property
-    def bandwidth_Bps(self) -> float:
-        return self.spec.bandwidth_Bps
-
     @property
     def area_mm2(self) -> float:
         """Die area plus the PIM logic SAIL adds."""
         pim = self.spec.pim
         return self.spec.area.die_mm2 * (1.0 + (pim.area_overhead_fraction if pim else 0.0))
-
-    def peak_flops(self, dtype: str) -> float:
-        if dtype not in self._rates:
-            self._rates[dtype] = self.spec.peak_flops(dtype)
-        return self._rates[dtype]
 
     def _per_dtype(self, table: KernelTable, fn) -> np.ndarray:
         groups, index = table.dtype_groups

@@ -12,6 +12,7 @@ from hw_models.spec_common import (
     SPEC_CONFIG,
     AreaSpec,
     NonNegative,
+    OffChipMemory,
     Positive,
     PositiveInt,
     PowerSpec,
@@ -136,7 +137,7 @@ class PIMSpec:
 
 
 @dataclass(frozen=True, kw_only=True, config=SPEC_CONFIG)
-class CPUSpec:
+class CPUSpec(OffChipMemory):
     name: str
     kind: Literal["cpu"]
     description: str
@@ -158,10 +159,6 @@ class CPUSpec:
         if self.pim is not None and self.pim.cache_level not in levels:
             raise ValueError(f"pim.cache_level: found {self.pim.cache_level!r}, allowed: {', '.join(levels)}")
         return self
-
-    @property
-    def bandwidth_Bps(self) -> float:
-        return self.memory.bandwidth_GBps * 1e9
 
     @property
     def dram_J_per_byte(self) -> float:

@@ -6,8 +6,9 @@ kernel. Units matter for devices with more than one engine (an NPU beside PIM ba
 overlaps kernels on different units where the workload allows it, and runs a decode batch as
 `sub_batches` interleaved sub-batches when the device asks for it (NeuPIMs-style).
 
-Subclasses set `kind`, implement `memory_bytes` and `_cost_table`, and may override `units`,
-`sparsity_patterns`, `sub_batches`, `host_s` and the roofline figures (`peak_flops`, `bandwidth_Bps`).
+Subclasses set `kind` and implement `_cost_table`; the spec supplies memory_bytes, bandwidth_Bps and
+peak_flops(dtype). They may override `units`, `sparsity_patterns`, `sub_batches`, `host_s` and the
+roofline figures.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class DeviceModel:
     @property
     def memory_bytes(self) -> float:
         """Capacity that holds weights, KV cache and activations."""
-        raise NotImplementedError
+        return self.spec.memory_bytes
 
     @property
     def idle_power_W(self) -> float:
@@ -92,13 +93,16 @@ class DeviceModel:
         """Cost of one kernel."""
         return self.cost_table(KernelTable.from_kernels([kernel]), execution).row(0)
 
-    # Roofline figures for reports: the peak math rate of a dtype and the off-chip bandwidth.
+    # Roofline figures: the peak math rate of a dtype (memoized per model) and the off-chip bandwidth.
     def peak_flops(self, dtype: str) -> float:
-        raise NotImplementedError
+        rates = self.__dict__.setdefault("_peak_flops", {})
+        if dtype not in rates:
+            rates[dtype] = self.spec.peak_flops(dtype)
+        return rates[dtype]
 
     @property
     def bandwidth_Bps(self) -> float:
-        raise NotImplementedError
+        return self.spec.bandwidth_Bps
 
 
 def check_execution(execution: str) -> None:

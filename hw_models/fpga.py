@@ -40,19 +40,8 @@ class FPGAModel(DeviceModel):
         self._op_J: dict[tuple[str, bool], float] = {}
 
     @property
-    def memory_bytes(self) -> float:
-        return self.spec.memory_bytes
-
-    @property
-    def bandwidth_Bps(self) -> float:
-        return self.spec.bandwidth_Bps
-
-    @property
     def sparsity_patterns(self) -> frozenset[str]:
         return frozenset(self.spec.compute.sparsity_patterns)
-
-    def peak_flops(self, dtype: str) -> float:
-        return self.spec.peak_flops(dtype)
 
     def _rate(self, dtype: str, matrix: bool) -> float:
         """FLOP/s of one kernel group: matrix work on the DSPs, vector work on the SFU."""

@@ -16,6 +16,7 @@ from hw_models.spec_common import (
     SPEC_CONFIG,
     AreaSpec,
     NonNegative,
+    OffChipMemory,
     Positive,
     PositiveInt,
     PowerSpec,
@@ -104,7 +105,7 @@ class OverheadSpec:
 
 
 @dataclass(frozen=True, kw_only=True, config=SPEC_CONFIG)
-class FPGASpec:
+class FPGASpec(OffChipMemory):
     name: str
     kind: Literal["fpga"]
     description: str
@@ -120,14 +121,6 @@ class FPGASpec:
     @property
     def clock_Hz(self) -> float:
         return self.compute.clock_MHz * 1e6
-
-    @property
-    def memory_bytes(self) -> float:
-        return self.memory.capacity_GB * 1e9
-
-    @property
-    def bandwidth_Bps(self) -> float:
-        return self.memory.bandwidth_GBps * 1e9
 
     @property
     def achieved_bandwidth_Bps(self) -> float:

@@ -43,7 +43,6 @@ class GPUModel(DeviceModel):
 
     def __init__(self, spec: GPUSpec, reference: GPUSpec | None = None, calibration: Calibration | None = None):
         super().__init__(spec, reference, calibration)
-        self._rates: dict[str, float] = {}
         self._flop_J: dict[str, float] = {}
         ref = self.reference
         self._dynamic_W = ref.power.tdp_W - ref.power.idle_W - ref.bandwidth_Bps * ref.dram_J_per_byte
@@ -52,21 +51,8 @@ class GPUModel(DeviceModel):
                              f"power at full bandwidth ({ref.power.tdp_W - self._dynamic_W:.0f} W)")
 
     @property
-    def memory_bytes(self) -> float:
-        return self.spec.memory_bytes
-
-    @property
-    def bandwidth_Bps(self) -> float:
-        return self.spec.bandwidth_Bps
-
-    @property
     def sparsity_patterns(self) -> frozenset[str]:
         return frozenset(self.spec.compute.structured_sparsity)
-
-    def peak_flops(self, dtype: str) -> float:
-        if dtype not in self._rates:
-            self._rates[dtype] = self.spec.peak_flops(dtype)
-        return self._rates[dtype]
 
     def joules_per_flop(self, dtype: str) -> float:
         """Energy of one FLOP in `dtype`, derived from the reference preset (see the module docstring)."""

@@ -7,7 +7,16 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 from pydantic.dataclasses import dataclass
 
-from hw_models.spec_common import SPEC_CONFIG, AreaSpec, NonNegative, Positive, PowerSpec, PriceSpec, Source
+from hw_models.spec_common import (
+    SPEC_CONFIG,
+    AreaSpec,
+    NonNegative,
+    OffChipMemory,
+    Positive,
+    PowerSpec,
+    PriceSpec,
+    Source,
+)
 from kernels.formats import parse_sparsity
 
 DTYPES = Literal["fp64", "fp32", "tf32", "fp16", "bf16", "fp8", "int8", "int4"]
@@ -55,7 +64,7 @@ class OverheadSpec:
 
 
 @dataclass(frozen=True, kw_only=True, config=SPEC_CONFIG)
-class GPUSpec:
+class GPUSpec(OffChipMemory):
     name: str
     kind: Literal["gpu"]
     description: str
@@ -66,14 +75,6 @@ class GPUSpec:
     overhead: OverheadSpec
     area: AreaSpec
     price: PriceSpec
-
-    @property
-    def memory_bytes(self) -> float:
-        return self.memory.capacity_GB * 1e9
-
-    @property
-    def bandwidth_Bps(self) -> float:
-        return self.memory.bandwidth_GBps * 1e9
 
     @property
     def dram_J_per_byte(self) -> float:

@@ -84,14 +84,6 @@ class NPUModel(DeviceModel):
         self.units = ("npu", "pim") if spec.pim is not None else ("npu",)
 
     @property
-    def memory_bytes(self) -> float:
-        return self.spec.memory_bytes
-
-    @property
-    def bandwidth_Bps(self) -> float:
-        return self.spec.bandwidth_Bps
-
-    @property
     def sub_batches(self) -> int:
         pim = self.spec.pim
         return 2 if pim is not None and pim.row_buffers == "dual" and pim.sub_batch_interleaving else 1

@@ -14,6 +14,7 @@ from hw_models.spec_common import (
     SPEC_CONFIG,
     AreaSpec,
     NonNegative,
+    OffChipMemory,
     Positive,
     PositiveInt,
     PowerSpec,
@@ -128,7 +129,7 @@ class EnergySpec:
 
 
 @dataclass(frozen=True, kw_only=True, config=SPEC_CONFIG)
-class NPUSpec:
+class NPUSpec(OffChipMemory):
     name: str
     kind: Literal["npu"]
     description: str
@@ -163,14 +164,6 @@ class NPUSpec:
     @property
     def vector_ops_per_s(self) -> float:
         return self.npu.vector_units * self.npu.vector_lanes * self.frequency_Hz
-
-    @property
-    def memory_bytes(self) -> float:
-        return self.memory.capacity_GB * 1e9
-
-    @property
-    def bandwidth_Bps(self) -> float:
-        return self.memory.bandwidth_GBps * 1e9
 
     @property
     def pim_macs_per_s(self) -> float:

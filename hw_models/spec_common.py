@@ -19,6 +19,18 @@ Source = Annotated[str, StringConstraints(min_length=3, strip_whitespace=True)]
 SPEC_CONFIG = ConfigDict(extra="forbid")
 
 
+class OffChipMemory:
+    """SI properties of a spec whose `memory` section gives capacity_GB and bandwidth_GBps."""
+
+    @property
+    def memory_bytes(self) -> float:
+        return self.memory.capacity_GB * 1e9
+
+    @property
+    def bandwidth_Bps(self) -> float:
+        return self.memory.bandwidth_GBps * 1e9
+
+
 @dataclass(frozen=True, kw_only=True, config=SPEC_CONFIG)
 class PowerSpec:
     tdp_W: Positive
