@@ -24,7 +24,7 @@ from kernels.measured import MeasuredKernel
 from kernels.table import KernelTable
 from workloads.errors import InputError
 
-STREAM_FIT_CLASSES = ("norm", "elementwise", "embedding")
+STREAM_FIT_CLASSES = ("norm", "elementwise", "activation", "rope", "embedding")
 CALIBRATION_FOLDER = "calibration"
 
 

@@ -149,7 +149,8 @@ def fastest(rounds: Sequence[Sequence[MeasuredKernel]]) -> list[MeasuredKernel]:
 def streaming_GBps(rows: Sequence[MeasuredKernel]) -> float:
     """The best streaming rate among the rows (GB/s of one pass): eager RMSNorm and SiLU do more work per
     byte than the one pass the harness counts, so the plain add sets a roofline's bandwidth."""
-    rates = [r.bytes / r.time_s / 1e9 for r in rows if r.kernel in ("norm", "elementwise") and r.bytes > 0]
+    streams = ("norm", "elementwise", "activation")
+    rates = [r.bytes / r.time_s / 1e9 for r in rows if r.kernel in streams and r.bytes > 0]
     if not rates:
         raise ValueError("no streaming rows (norm / elementwise with bytes) to take a bandwidth from")
     return max(rates)

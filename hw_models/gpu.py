@@ -32,7 +32,7 @@ from workloads.errors import InputError
 
 # Vector (CUDA-core) work runs at the fp32 rate whatever its storage dtype.
 VECTOR_DTYPE = "fp32"
-STREAM_CLASSES = ("norm", "elementwise", "softmax", "embedding")
+STREAM_KINDS = ("norm", "elementwise", "activation", "rope", "softmax", "embedding")
 
 
 class GPUModel(DeviceModel):
@@ -94,8 +94,8 @@ class GPUModel(DeviceModel):
                                  fit=cal.gemm)
             compute_s[gemm], memory_s[gemm] = c, m
             busy_s[gemm], latency_s[gemm] = d - cal.gemm.latency_s, cal.gemm.latency_s
-        for name, rows in table.class_masks.items():
-            fit = cal.stream(name) if name in STREAM_CLASSES else None
+        for name, rows in table.kind_masks.items():
+            fit = cal.stream(name) if name in STREAM_KINDS else None
             if fit is None:
                 continue
             m, _ = stream_times(bytes_moved=bytes_moved[rows], bandwidth_Bps=self.spec.bandwidth_Bps, fit=fit)

@@ -70,10 +70,15 @@ class Calibration:
 
     device: str
     gemm: GemmFit | None = None
-    streams: dict[str, StreamFit] | None = None  # by kernel class: norm, elementwise, embedding
+    streams: dict[str, StreamFit] | None = None  # by kernel kind: norm, elementwise, activation, rope, embedding
     provenance: dict | None = None  # table, sha256, rows, train_sources, date, command
 
-    def stream(self, kernel_class: str) -> StreamFit | None:
-        """The fit for a streaming class; softmax has no measurements of its own and uses elementwise."""
+    def stream(self, kind: str) -> StreamFit | None:
+        """The fit for a streaming kernel kind. Softmax has no measurements of its own, and calibrations
+        written before activation and RoPE kernels were told apart have one fit for all: those use the
+        elementwise fit."""
         streams = self.streams or {}
-        return streams.get(kernel_class) or (streams.get("elementwise") if kernel_class == "softmax" else None)
+        return streams.get(kind) or (streams.get("elementwise") if kind in POINTWISE_FALLBACK else None)
+
+
+POINTWISE_FALLBACK = ("softmax", "activation", "rope")

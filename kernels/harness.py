@@ -238,13 +238,13 @@ def _streaming_ops(torch, hidden: int, tdtype, torch_device: str) -> list[tuple[
 
     norm = RMSNorm(hidden, 1e-5, tdtype).to(torch_device)
     # One fused pass: RMSNorm reads and writes the activation once (eager PyTorch moves more, in fp32).
-    return [("norm", "rms_norm", 1, norm, 2), ("elementwise", "silu", 1, F.silu, 2),
+    return [("norm", "rms_norm", 1, norm, 2), ("activation", "silu", 1, F.silu, 2),
             ("elementwise", "add", 2, torch.add, 3)]
 
 
 def measure_streaming(sizes: Sequence[StreamingSize], *, device: str, dtype: str, torch_device: str = "cpu",
                       source: str | None = None, repeats: int = 20) -> list[MeasuredKernel]:
-    """Time RMSNorm ('norm'), SiLU and add ('elementwise') over activations of rows x hidden.
+    """Time RMSNorm ('norm'), SiLU ('activation') and add ('elementwise') over activations of rows x hidden.
 
     `bytes` is one pass of device-memory traffic: 2 x numel x element size for RMSNorm and SiLU
     (read + write), 3 x numel x element size for add (two reads, one write).

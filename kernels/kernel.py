@@ -11,7 +11,9 @@ class KernelKind(StrEnum):
     BATCHED_GEMM = "batched_gemm"
     ATTENTION_PREFILL = "attention_prefill"
     ATTENTION_DECODE = "attention_decode"
-    ELEMENTWISE = "elementwise"
+    ELEMENTWISE = "elementwise"  # residual adds and other pointwise ops
+    ACTIVATION = "activation"  # activation functions (SiLU, GELU, ReLU, ...)
+    ROPE = "rope"  # pointwise ops of the attention block: rotary embedding of q and k
     NORM = "norm"
     SOFTMAX = "softmax"
     EMBEDDING = "embedding"
@@ -21,7 +23,8 @@ class KernelKind(StrEnum):
 KIND_CLASS = {
     KernelKind.GEMM: "gemm", KernelKind.BATCHED_GEMM: "gemm",
     KernelKind.ATTENTION_PREFILL: "attention", KernelKind.ATTENTION_DECODE: "attention",
-    KernelKind.ELEMENTWISE: "elementwise", KernelKind.NORM: "norm", KernelKind.SOFTMAX: "softmax",
+    KernelKind.ELEMENTWISE: "elementwise", KernelKind.ACTIVATION: "elementwise", KernelKind.ROPE: "elementwise",
+    KernelKind.NORM: "norm", KernelKind.SOFTMAX: "softmax",
     KernelKind.EMBEDDING: "embedding",
 }
 

@@ -18,6 +18,10 @@ BATCHED_GEMM_OPS = frozenset({"bmm", "baddbmm"})
 SOFTMAX_OPS = frozenset({"_softmax", "softmax", "_safe_softmax", "log_softmax", "_log_softmax"})
 NORM_OPS = frozenset({"native_layer_norm", "layer_norm", "rms_norm", "_fused_rms_norm", "native_group_norm"})
 EMBEDDING_OPS = frozenset({"embedding"})
+ACTIVATION_OPS = frozenset({"silu", "silu_", "gelu", "gelu_", "relu", "relu_", "sigmoid", "tanh", "gelu_tanh"})
+# Writes into the KV cache: pointwise like RoPE, but a copy with its own access pattern.
+CACHE_WRITE_OPS = frozenset({"copy_", "index_copy_", "index_copy", "index_put_", "index_put", "slice_scatter"})
+ATTENTION_MODULES = ("self_attn", "attn", "attention", "self_attention")
 
 
 def causal_pairs(q_len: int, kv_len: int) -> int:
@@ -28,6 +32,12 @@ def causal_pairs(q_len: int, kv_len: int) -> int:
 def _is_norm_module(module: str) -> bool:
     last = module.rsplit(".", 1)[-1].lower()
     return "norm" in last or last.startswith("ln")
+
+
+def _is_rope(op: Op) -> bool:
+    """A pointwise op of the attention block (rotary embedding of q and k), not a KV-cache write."""
+    last = op.module.rsplit(".", 1)[-1].lower()
+    return (last in ATTENTION_MODULES or "rotary" in last) and op.short_name not in CACHE_WRITE_OPS
 
 
 def _bytes(op: Op, role: str) -> float:
@@ -82,6 +92,10 @@ def lower_op(op: Op, trace_dtype: str) -> Kernel | None:
         kind = KernelKind.NORM
     elif name in EMBEDDING_OPS:
         kind = KernelKind.EMBEDDING
+    elif name in ACTIVATION_OPS:
+        kind = KernelKind.ACTIVATION
+    elif _is_rope(op):
+        kind = KernelKind.ROPE
     else:
         kind = KernelKind.ELEMENTWISE
     return Kernel(kind=kind, flops=op.flops, tensor_core=False, **common)

@@ -84,6 +84,11 @@ class KernelTable:
         masks = {name: np.isin(self.kind, codes) for name, codes in CLASS_CODES.items()}
         return {name: mask for name, mask in masks.items() if mask.any()}
 
+    @cached_property
+    def kind_masks(self) -> dict[str, np.ndarray]:
+        """Row mask of each kernel kind present in the table (finer than classes: activation, rope, ...)."""
+        return {KINDS[code].value: self.kind == code for code in np.unique(self.kind).tolist()}
+
     @property
     def class_labels(self) -> tuple[str, ...]:
         return tuple(sorted(self.class_masks))
@@ -126,7 +131,8 @@ class KernelTable:
         if self.sparsity not in cache:
             table = replace(self, flops=self.flops * self.weight_density,
                             weight_bytes=self.weight_bytes * self.sparse_weight_scale)
-            table.__dict__.update(dtype_groups=self.dtype_groups, class_masks=self.class_masks)
+            table.__dict__.update(dtype_groups=self.dtype_groups, class_masks=self.class_masks,
+                                  kind_masks=self.kind_masks)
             cache[self.sparsity] = table
         return cache[self.sparsity]
 
@@ -153,7 +159,8 @@ class KernelTable:
         template = self._tiled_attention_rows(len(kv_lens))
         table = replace(template, flops=template.flops * ratio, kv_bytes=template.kv_bytes * ratio)
         # The per-row caches depend on shapes only: share the template's (this runs once per design point).
-        table.__dict__.update(dtype_groups=template.dtype_groups, class_masks=template.class_masks)
+        table.__dict__.update(dtype_groups=template.dtype_groups, class_masks=template.class_masks,
+                              kind_masks=template.kind_masks)
         return table
 
     def _tiled_attention_rows(self, steps: int) -> KernelTable:
@@ -166,6 +173,7 @@ class KernelTable:
             distinct, index = rows.dtype_groups
             table.__dict__["dtype_groups"] = (distinct, np.tile(index, steps))
             table.__dict__["class_masks"] = {name: np.tile(mask, steps) for name, mask in rows.class_masks.items()}
+            table.__dict__["kind_masks"] = {name: np.tile(mask, steps) for name, mask in rows.kind_masks.items()}
             cache.clear()  # one step count at a time: sweeps vary it rarely, and memory stays bounded
             cache[steps] = table
         return cache[steps]

@@ -43,10 +43,10 @@ def stream_bytes(op: str, shape: dict[str, float]) -> tuple[str, float] | None:
     if op == "mlp_act":
         width = shape["n_expanded_embd"] / tp
         inputs = 2 if shape["use_gated_mlp"] else 1  # gated: act(gate) * up reads two halves
-        return "elementwise", (inputs + 1) * t * width * FP16_BYTES
+        return "activation", (inputs + 1) * t * width * FP16_BYTES
     if op == "attn_rope":
         heads = (shape["n_head"] + shape["n_kv_head"]) / tp
-        return "elementwise", 2 * t * heads * hd * FP16_BYTES  # rotate q and k in place: read and write
+        return "rope", 2 * t * heads * hd * FP16_BYTES  # rotate q and k in place: read and write
     if op == "emb" and tp == 1:  # vocab-parallel embeddings under TP mask and reduce: not one gather
         return "embedding", 2 * t * h * FP16_BYTES  # gather T rows, write them
     return None

@@ -100,3 +100,16 @@ def test_held_out_gemm_error_meets_the_target(vidur_rows, device):
     roofline = error_summary(predict(load_device(device, calibrated=False), held_out), measured)
     assert calibrated["median_abs_err"] <= 0.10 and calibrated["p90_abs_err"] <= 0.25
     assert roofline["median_abs_err"] > 2 * calibrated["median_abs_err"]
+
+
+def test_pointwise_kinds_fall_back_to_the_elementwise_fit():
+    """A calibration written before activation and RoPE kernels were told apart prices them with its one
+    elementwise fit; a kind with its own fit uses it."""
+    from hw_models.gpu_efficiency import Calibration, StreamFit
+
+    lumped = StreamFit(bandwidth_fraction=0.5, latency_s=1e-6)
+    own = StreamFit(bandwidth_fraction=0.9, latency_s=2e-6)
+    old = Calibration(device="x", streams={"elementwise": lumped})
+    new = Calibration(device="x", streams={"elementwise": lumped, "activation": own})
+    assert old.stream("activation") is lumped and old.stream("rope") is lumped and old.stream("softmax") is lumped
+    assert new.stream("activation") is own and new.stream("norm") is None

@@ -79,7 +79,7 @@ def test_attention_rows():
 def test_streaming_rows_count_one_pass_of_bytes():
     rows, numel = harness.measure_streaming([(8, 256)], device=DEVICE, dtype="bf16", repeats=5), 8 * 256
     assert [(r.kernel, r.bytes, r.dtype) for r in rows] == [
-        ("norm", 2 * numel * 2, "bf16"), ("elementwise", 2 * numel * 2, "bf16"), ("elementwise", 3 * numel * 2, "bf16")]
+        ("norm", 2 * numel * 2, "bf16"), ("activation", 2 * numel * 2, "bf16"), ("elementwise", 3 * numel * 2, "bf16")]
     assert [r.source.rsplit("op=", 1)[1] for r in rows] == ["rms_norm[8x256]", "silu[8x256]", "add[8x256]"]
 
 

@@ -124,3 +124,18 @@ def test_norm_module_ops_lower_to_norm(tiny_llama, trace_of):
         if kernel.module.endswith("layernorm") or kernel.module == "norm":
             assert kernel.kind == KernelKind.NORM
     assert any(k.kind == KernelKind.EMBEDDING for k in kernels)
+
+
+def test_pointwise_kernels_by_kind(tiny_llama, trace_of):
+    """Per Llama layer: one SiLU activation (the gate), the q/k rotation in the attention block (RoPE: 2 x
+    (2 mul, neg, cat, add) for q and k), two KV-cache writes and two residual adds as other pointwise ops."""
+    kernels = [k for k in lower_trace(trace_of(tiny_llama, "decode", 2, 1, 16)) if k.layer == 0]
+    by_kind = {kind: [k for k in kernels if k.kind == kind] for kind in KernelKind}
+    assert [k.op for k in by_kind[KernelKind.ACTIVATION]] == ["silu"]
+    assert sorted(k.op for k in by_kind[KernelKind.ROPE]) == sorted(["mul", "mul", "neg", "cat", "add"] * 2)
+    assert all(k.module.endswith("self_attn") for k in by_kind[KernelKind.ROPE])
+    residual = [k for k in by_kind[KernelKind.ELEMENTWISE] if k.op == "add"]
+    cache_writes = [k for k in by_kind[KernelKind.ELEMENTWISE] if k.op == "copy_"]
+    assert len(residual) == 2 and len(cache_writes) == 2
+    # All three report as the "elementwise" class in breakdowns.
+    assert {k.kernel_class for k in by_kind[KernelKind.ACTIVATION] + by_kind[KernelKind.ROPE]} == {"elementwise"}

@@ -42,9 +42,9 @@ def test_streaming_bytes_by_hand():
     assert stream_bytes("add", shape) == ("elementwise", 3 * 4096 * 4096 * 2)  # 100,663,296 B
     assert stream_bytes("input_layernorm", shape) == ("norm", 2 * 4096 * 4096 * 2)
     # SiLU-and-mul over F / TP = 7168 columns: reads gate and up, writes one.
-    assert stream_bytes("mlp_act", shape) == ("elementwise", 3 * 4096 * 7168 * 2)
+    assert stream_bytes("mlp_act", shape) == ("activation", 3 * 4096 * 7168 * 2)
     # RoPE on (32 + 8) / 2 heads of 128, read and written.
-    assert stream_bytes("attn_rope", shape) == ("elementwise", 2 * 4096 * 20 * 128 * 2)
+    assert stream_bytes("attn_rope", shape) == ("rope", 2 * 4096 * 20 * 128 * 2)
     assert stream_bytes("emb", shape) is None  # vocab-parallel under TP: not one gather
 
 
