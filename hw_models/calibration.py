@@ -19,12 +19,13 @@ import yaml
 from scipy.optimize import least_squares
 
 from hw_models.gpu import GPUModel
-from hw_models.gpu_efficiency import Calibration, GemmFit, StreamFit
+from hw_models.gpu_efficiency import AttentionFit, Calibration, GemmFit, StreamFit
 from kernels.measured import MeasuredKernel
 from kernels.table import KernelTable
 from workloads.errors import InputError
 
 STREAM_FIT_CLASSES = ("norm", "elementwise", "activation", "rope", "embedding")
+ATTENTION_KINDS = ("attention_prefill", "attention_decode")
 CALIBRATION_FOLDER = "calibration"
 
 
@@ -74,6 +75,18 @@ def fit_stream(base: GPUModel, kernel_class: str, rows: list[MeasuredKernel]) ->
     return StreamFit(bandwidth_fraction=float(x[0]), latency_s=float(x[1]) * 1e-6)
 
 
+def fit_attention(base: GPUModel, rows: list[MeasuredKernel]) -> AttentionFit:
+    table, measured = _table(rows)
+
+    def residual(x):
+        fit = AttentionFit(compute_fraction=x[0], bandwidth_fraction=x[1], latency_s=x[2] * 1e-6)
+        model = GPUModel(base.spec, base.reference, Calibration(device=base.name, attention=fit))
+        return np.log(model.cost_table(table, execution="device").time_s / measured)
+
+    x = _fit(residual, [0.6, 0.7, 5.0], [0.01, 0.01, 0.0], [1.0, 1.0, 1000.0])
+    return AttentionFit(compute_fraction=float(x[0]), bandwidth_fraction=float(x[1]), latency_s=float(x[2]) * 1e-6)
+
+
 def fit_calibration(base: GPUModel, rows: list[MeasuredKernel], *, table_path: str, train_fraction: float,
                     command: str) -> Calibration:
     """Fit every kernel class that has measurements on this device, on the training share of sources."""
@@ -85,13 +98,14 @@ def fit_calibration(base: GPUModel, rows: list[MeasuredKernel], *, table_path: s
     gemms = [r for r in fitting if r.kernel in ("gemm", "batched_gemm")]
     streams = {c: fit_stream(base, c, [r for r in fitting if r.kernel == c])
                for c in STREAM_FIT_CLASSES if any(r.kernel == c for r in fitting)}
+    attention = [r for r in fitting if r.kernel in ATTENTION_KINDS]
     provenance = {
         "table": table_path, "sha256": hashlib.sha256(Path(table_path).read_bytes()).hexdigest(),
         "rows_used": len(fitting), "rows_for_device": len(rows), "train_fraction": train_fraction,
         "train_sources": train, "date": datetime.date.today().isoformat(), "command": command,
     }
     return Calibration(device=base.name, gemm=fit_gemm(base, gemms) if gemms else None, streams=streams or None,
-                       provenance=provenance)
+                       attention=fit_attention(base, attention) if attention else None, provenance=provenance)
 
 
 def error_summary(predicted: np.ndarray, measured: np.ndarray) -> dict[str, float]:
@@ -108,7 +122,8 @@ def calibration_path(device: str) -> Path:
 def write_calibration(cal: Calibration, path: Path) -> None:
     data = {"device": cal.device, "provenance": cal.provenance,
             "gemm": asdict(cal.gemm) if cal.gemm else None,
-            "streams": {k: asdict(v) for k, v in (cal.streams or {}).items()}}
+            "streams": {k: asdict(v) for k, v in (cal.streams or {}).items()},
+            "attention": asdict(cal.attention) if cal.attention else None}
     path.parent.mkdir(parents=True, exist_ok=True)
     header = ("# Fitted by `explore calibrate` (see provenance): efficiency of hw_models/gpu_efficiency.py's\n"
               "# models for this preset. Do not edit by hand: rerun the command.\n")
@@ -122,6 +137,7 @@ def read_calibration(path: Path) -> Calibration:
             device=data["device"], provenance=data.get("provenance"),
             gemm=GemmFit(**data["gemm"]) if data.get("gemm") else None,
             streams={k: StreamFit(**v) for k, v in (data.get("streams") or {}).items()} or None,
+            attention=AttentionFit(**data["attention"]) if data.get("attention") else None,
         )
     except (OSError, yaml.YAMLError, KeyError, TypeError) as err:
         raise InputError(f"{path}: not a calibration file ({type(err).__name__}: {err})") from None

@@ -5,7 +5,9 @@ The harness times streaming kernels (kernels.harness.measure_streaming) and a fe
 memory size) into a preset dictionary that CPUSpec accepts. CPUSpec has no "achieved rate" field, so the
 measured rates are written into its fields as follows, and every section's source says so:
 
-- memory.bandwidth_GBps: the best streaming rate measured (bytes of one pass / median time).
+- memory.bandwidth_GBps: the best rate measured over the streaming kernels and a large fp32 GEMV (bytes
+  of one pass / median time): a GEMV only reads its weights, so it streams faster than kernels that
+  write as much as they read, and it is the memory-bound kernel a preset must predict.
 - compute: `cores` = the torch threads the GEMMs ran on; `simd_width_bits` from the CPU flags;
   `frequency_GHz` is an effective clock: the measured fp32 GEMM FLOP/s / (2 x cores x pipes x fp32 lanes),
   so that CPUSpec's peak fp32 rate equals the achieved one. bf16 is listed as native SIMD arithmetic
@@ -31,6 +33,8 @@ from kernels.measured import MeasuredKernel
 HOST_STREAMING_SIZES: tuple[tuple[int, int], ...] = ((1024, 4096),)
 # Large GEMMs (2 GFLOP, about 10 ms at fp32 on one recent x86 core): compute-bound, past per-call overheads.
 HOST_GEMM_SHAPES: tuple[tuple[int, int, int], ...] = ((1024, 1024, 1024), (512, 2048, 1024), (2048, 1024, 512))
+# A memory-bound GEMV: 64 MiB of fp32 weights, beyond the caches of the machines this runs on.
+HOST_GEMV_SHAPES: tuple[tuple[int, int, int], ...] = ((1, 4096, 4096),)
 HOST_GEMM_DTYPES = ("fp32", "bf16")
 HOST_ROUNDS = 3  # `explore measure --cpu-preset` times everything three times over (about 30 s on one core)
 PROXY_PRESET = "ampere-altra"  # where the unmeasured per-core proxies come from
@@ -134,6 +138,7 @@ def measure_host(*, name: str, repeats: int = 20, dtypes: Sequence[str] = HOST_G
     for _ in range(rounds):
         rows = harness.measure_streaming(HOST_STREAMING_SIZES, device=name, dtype="fp32", source=source,
                                          repeats=repeats)
+        rows += harness.measure_gemms(HOST_GEMV_SHAPES, device=name, dtype="fp32", source=source, repeats=repeats)
         for dtype in dtypes:
             rows += harness.measure_gemms(HOST_GEMM_SHAPES, device=name, dtype=dtype, source=source,
                                           repeats=repeats)
@@ -146,19 +151,25 @@ def fastest(rounds: Sequence[Sequence[MeasuredKernel]]) -> list[MeasuredKernel]:
     return [min(rows, key=lambda r: r.time_s) for rows in zip(*rounds, strict=True)]
 
 
+def is_gemv(row: MeasuredKernel) -> bool:
+    return row.kernel == "gemm" and row.m == 1
+
+
 def streaming_GBps(rows: Sequence[MeasuredKernel]) -> float:
-    """The best streaming rate among the rows (GB/s of one pass): eager RMSNorm and SiLU do more work per
-    byte than the one pass the harness counts, so the plain add sets a roofline's bandwidth."""
+    """The best rate of one pass over memory among the streaming and GEMV rows (GB/s): eager RMSNorm and
+    SiLU do more work per byte than the one pass the harness counts, so the add or the GEMV sets it."""
     streams = ("norm", "elementwise", "activation")
     rates = [r.bytes / r.time_s / 1e9 for r in rows if r.kernel in streams and r.bytes > 0]
+    rates += [r.to_kernel().total_bytes / r.time_s / 1e9 for r in rows if is_gemv(r)]
     if not rates:
-        raise ValueError("no streaming rows (norm / elementwise with bytes) to take a bandwidth from")
+        raise ValueError("no streaming or GEMV rows to take a bandwidth from")
     return max(rates)
 
 
 def gemm_GFLOPs(rows: Sequence[MeasuredKernel], dtype: str) -> float | None:
-    """Median achieved GFLOP/s of the GEMM rows in a dtype (None when there are none)."""
-    rates = [r.to_kernel().flops / r.time_s / 1e9 for r in rows if r.kernel == "gemm" and r.dtype == dtype]
+    """Median achieved GFLOP/s of the (compute-bound, not GEMV) GEMM rows in a dtype; None when none."""
+    rates = [r.to_kernel().flops / r.time_s / 1e9 for r in rows
+             if r.kernel == "gemm" and not is_gemv(r) and r.dtype == dtype]
     return statistics.median(rates) if rates else None
 
 
@@ -248,7 +259,8 @@ def cpu_preset(rows: Sequence[MeasuredKernel], facts: HostFacts, *, name: str, t
                    "bandwidth_GBps": _fmt(memory_GBps),
                    "source": (f"MEASURED with the harness ({provenance}). bandwidth_GBps: the best of"
                               f" RMSNorm / SiLU / add over fp32 activations of"
-                              f" {', '.join(f'{r}x{h}' for r, h in HOST_STREAMING_SIZES)} (bytes of one pass /"
+                              f" {', '.join(f'{r}x{h}' for r, h in HOST_STREAMING_SIZES)} and an fp32 GEMV"
+                              f" {', '.join('x'.join(map(str, s)) for s in HOST_GEMV_SHAPES)} (bytes of one pass /"
                               f" median time) achieved by {threads} thread(s): an achieved rate, not the DRAM"
                               f" peak. capacity_GB: the OS's physical memory (sysconf)")},
         "energy": {"mac_pJ": dict(proxy.energy.mac_pJ), "lane_op_pJ": proxy.energy.lane_op_pJ,

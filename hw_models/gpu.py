@@ -2,7 +2,8 @@
 
 Device time: with a calibration for the preset (hw_models/calibration/<name>.yaml, fitted by
 `explore calibrate` on measured kernels), GEMMs and streaming kernels follow the fitted efficiency
-models of gpu_efficiency.py; kernels without a fit (attention, uncalibrated presets) take the roofline:
+models of gpu_efficiency.py (attention too, once a calibration has attention measurements); kernels
+without a fit (attention in the shipped calibrations, uncalibrated presets) take the roofline:
 the larger of math at the dense peak rate of the kernel's dtype and traffic at peak DRAM bandwidth.
 Host cost per kernel depends on the execution mode: "eager" launches every kernel from the host
 (kernel_launch_us, added serially: a host no faster than one launch per kernel), "graphs" replays a
@@ -25,7 +26,7 @@ import numpy as np
 
 from hw_models.cost import KernelCosts
 from hw_models.device import DeviceModel, check_execution
-from hw_models.gpu_efficiency import Calibration, gemm_times, stream_times
+from hw_models.gpu_efficiency import Calibration, attention_times, gemm_times, stream_times
 from hw_models.gpu_spec import GPUSpec
 from kernels.table import KernelTable
 from workloads.errors import InputError
@@ -94,6 +95,15 @@ class GPUModel(DeviceModel):
                                  fit=cal.gemm)
             compute_s[gemm], memory_s[gemm] = c, m
             busy_s[gemm], latency_s[gemm] = d - cal.gemm.latency_s, cal.gemm.latency_s
+        attention = table.class_masks.get("attention")
+        if cal.attention is not None and attention is not None:
+            c, m, d = attention_times(flops=table.flops[attention], bytes_moved=bytes_moved[attention],
+                                      batch=table.batch[attention], heads=table.heads[attention],
+                                      q_len=table.q_len[attention], flops_per_s=peak[attention],
+                                      bandwidth_Bps=self.spec.bandwidth_Bps, sm_count=self.spec.compute.sm_count,
+                                      fit=cal.attention)
+            compute_s[attention], memory_s[attention] = c, m
+            busy_s[attention], latency_s[attention] = d - cal.attention.latency_s, cal.attention.latency_s
         for name, rows in table.kind_masks.items():
             fit = cal.stream(name) if name in STREAM_KINDS else None
             if fit is None:

@@ -4,7 +4,10 @@ GEMM: the problem is cut into thread-block tiles that run in waves over the SMs,
 or a ragged edge tile costs a full one (tile and wave quantization); math runs at a fraction of peak,
 traffic at a fraction of peak bandwidth, the two blend smoothly where neither dominates, and every
 kernel has a fixed latency. Streaming kernels (norm, elementwise, embedding): a fixed latency plus
-one pass over their bytes at a fraction of peak bandwidth. Every parameter is fitted by
+one pass over their bytes at a fraction of peak bandwidth. Fused attention (FlashAttention-style): a
+prefill kernel runs one thread block per tile of query rows of each head, in waves over the SMs, its
+math at a fraction of peak; a decode kernel splits the keys over the SMs (split-KV) and streams the KV
+cache at a fraction of peak bandwidth; both have a fixed latency. Every parameter is fitted by
 `explore calibrate` on measured kernels; fractions are capped at 1 so no kernel beats the roofline.
 """
 
@@ -31,6 +34,33 @@ class GemmFit:
 class StreamFit:
     bandwidth_fraction: float
     latency_s: float
+
+
+# Query rows per thread block of a FlashAttention-2 forward kernel (Dao, "FlashAttention-2", 2023: block
+# sizes 64 or 128; 128 for head dims up to 128 on A100/H100 in its kernel launch templates).
+ATTENTION_Q_TILE = 128
+
+
+@dataclass(frozen=True, kw_only=True)
+class AttentionFit:
+    compute_fraction: float  # achieved fraction of the dtype's dense peak, over the blocks that run
+    bandwidth_fraction: float  # achieved fraction of peak DRAM bandwidth (KV cache and q/o traffic)
+    latency_s: float  # fixed time of any attention kernel
+
+
+def attention_times(*, flops, bytes_moved, batch, heads, q_len, flops_per_s, bandwidth_Bps, sm_count: int,
+                    fit: AttentionFit) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(compute_s, memory_s, device_s) of fused attention kernels; device_s includes the fixed latency.
+
+    Prefill (q_len > 1): batch x heads x ceil(q_len / tile) blocks run in whole waves over the SMs, so a
+    partial wave costs a full one. Decode splits the keys until the SMs are busy: no wave loss.
+    """
+    blocks = np.maximum(batch, 1) * np.maximum(heads, 1) * np.ceil(np.maximum(q_len, 1) / ATTENTION_Q_TILE)
+    waves = np.ceil(blocks / sm_count)
+    utilization = np.where(q_len > 1, blocks / (waves * sm_count), 1.0)
+    compute_s = flops / (flops_per_s * fit.compute_fraction * utilization)
+    memory_s = bytes_moved / (bandwidth_Bps * fit.bandwidth_fraction)
+    return compute_s, memory_s, np.maximum(compute_s, memory_s) + fit.latency_s
 
 
 def padded_flops(m: np.ndarray, n: np.ndarray, k: np.ndarray, batch: np.ndarray, sm_count: int) -> np.ndarray:
@@ -71,6 +101,7 @@ class Calibration:
     device: str
     gemm: GemmFit | None = None
     streams: dict[str, StreamFit] | None = None  # by kernel kind: norm, elementwise, activation, rope, embedding
+    attention: AttentionFit | None = None
     provenance: dict | None = None  # table, sha256, rows, train_sources, date, command
 
     def stream(self, kind: str) -> StreamFit | None:

@@ -33,6 +33,8 @@ class KernelTable:
     n: np.ndarray
     k: np.ndarray
     batch: np.ndarray
+    heads: np.ndarray  # attention query heads and query rows; zero for other kernels
+    q_len: np.ndarray
     # Weight sparsity (set by with_format): fraction of weights kept and stored size of the sparse layout,
     # both relative to dense, per kernel (1 where there are no sparse weights), and the pattern's name.
     weight_density: np.ndarray | None = None
@@ -60,7 +62,8 @@ class KernelTable:
             kernels=kernels, kind=np.array([KIND_CODE[k.kind] for k in kernels], dtype=int),
             flops=column("flops"), weight_bytes=column("weight_bytes"), act_bytes=column("act_bytes"),
             kv_bytes=column("kv_bytes"), dtype=column("dtype", object), tensor_core=column("tensor_core", bool),
-            m=column("m"), n=column("n"), k=column("k"), batch=column("batch"),
+            m=column("m"), n=column("n"), k=column("k"), batch=column("batch"), heads=column("heads"),
+            q_len=column("q_len"),
         )
 
     def _columns(self) -> list[str]:

@@ -113,3 +113,52 @@ def test_pointwise_kinds_fall_back_to_the_elementwise_fit():
     new = Calibration(device="x", streams={"elementwise": lumped, "activation": own})
     assert old.stream("activation") is lumped and old.stream("rope") is lumped and old.stream("softmax") is lumped
     assert new.stream("activation") is own and new.stream("norm") is None
+
+
+def _attention_rows(times, shapes) -> list[MeasuredKernel]:
+    return [MeasuredKernel(device="h100-sxm", kernel="attention_prefill" if q > 1 else "attention_decode",
+                           dtype="fp16", time_s=float(t), source="synthetic", batch=b, seq_len=q, kv_len=kv,
+                           heads=h, kv_heads=h // 4, head_dim=128)
+            for t, (b, q, kv, h) in zip(times, shapes, strict=True)]
+
+
+def test_attention_wave_quantization_by_hand():
+    from hw_models.gpu_efficiency import AttentionFit, attention_times
+
+    fit = AttentionFit(compute_fraction=1.0, bandwidth_fraction=1.0, latency_s=0.0)
+    # Batch 1, 32 heads, 1024 query rows: 32 x 8 = 256 blocks of 128 rows on 132 SMs = 2 waves (264 slots):
+    # the math takes 264/256 of its peak-rate time. Decode (q_len 1) has no wave loss.
+    one = np.array([1.0])
+    compute_s, _, _ = attention_times(flops=one * 1e12, bytes_moved=one, batch=one, heads=one * 32,
+                                      q_len=np.array([1024.0]), flops_per_s=1e15, bandwidth_Bps=1e12, sm_count=132,
+                                      fit=fit)
+    assert compute_s[0] == pytest.approx(1e-3 * 264 / 256)
+    compute_s, _, _ = attention_times(flops=one * 1e12, bytes_moved=one, batch=one, heads=one * 32, q_len=one,
+                                      flops_per_s=1e15, bandwidth_Bps=1e12, sm_count=132, fit=fit)
+    assert compute_s[0] == pytest.approx(1e-3)
+
+
+def test_fitter_recovers_known_attention_parameters(tmp_path):
+    from hw_models.calibration import fit_attention, read_calibration, write_calibration
+    from hw_models.gpu_efficiency import AttentionFit
+
+    base = load_device("h100-sxm", calibrated=False)
+    truth = AttentionFit(compute_fraction=0.55, bandwidth_fraction=0.8, latency_s=6e-6)
+    rng = np.random.default_rng(3)
+    shapes = [(int(b), int(q), int(q + kv), int(h)) for b, q, kv, h in zip(
+        2 ** rng.integers(0, 6, 300), np.where(rng.random(300) < 0.5, 1, 2 ** rng.integers(4, 13, 300)),
+        2 ** rng.integers(6, 15, 300), rng.choice([8, 32, 64], 300), strict=True)]
+    times = predict(GPUModel(base.spec, calibration=Calibration(device="h100-sxm", attention=truth)),
+                    _attention_rows(np.ones(len(shapes)), shapes))
+    fitted = fit_attention(base, _attention_rows(times, shapes))
+    assert fitted.compute_fraction == pytest.approx(0.55, rel=0.02)
+    assert fitted.bandwidth_fraction == pytest.approx(0.8, rel=0.02)
+    assert fitted.latency_s == pytest.approx(6e-6, rel=0.02)
+    # Stored and read back, the calibration prices attention the same; never below the roofline.
+    path = tmp_path / "h100-sxm.yaml"
+    write_calibration(Calibration(device="h100-sxm", attention=fitted), path)
+    again = GPUModel(base.spec, calibration=read_calibration(path))
+    rows = _attention_rows(times, shapes)
+    np.testing.assert_allclose(predict(again, rows), predict(GPUModel(base.spec, calibration=Calibration(
+        device="h100-sxm", attention=fitted)), rows), rtol=1e-12)
+    assert np.all(predict(again, rows) >= predict(base, rows))
