@@ -107,19 +107,18 @@ class NPUModel(DeviceModel):
         """(m, n, k, count, dense_flops) of the matrix kernels in `rows`; attention as its two GEMMs per head.
 
         Attention shapes that do not change with the decode step (heads, head_dim, q_len) come from the
-        kernels; the keys attended to come from the flops column, which is rescaled per step.
+        table's columns; the keys attended to by decode rows come from the flops column, rescaled per step.
         """
         m, n, k = table.m[rows].copy(), table.n[rows].copy(), table.k[rows].copy()
         count = np.maximum(table.batch[rows], 1.0)
         attention = np.isin(table.kind[rows], (PREFILL_ATTENTION, DECODE_ATTENTION))
         if attention.any():
             idx = np.flatnonzero(rows)[attention]
-            shape = np.array([(kr.heads, kr.q_len, kr.head_dim) for kr in (table.kernels[i] for i in idx)],
-                             dtype=float).reshape(-1, 3)
-            heads, q_len, head_dim = np.maximum(shape, 1).T
+            heads, q_len, head_dim = (np.maximum(column[idx], 1.0) for column in (table.heads, table.q_len,
+                                                                                   table.head_dim))
             instances = count[attention] * heads
             decode = table.kind[rows][attention] == DECODE_ATTENTION
-            kv = np.array([table.kernels[i].kv_len for i in idx], dtype=float)
+            kv = table.kv_len[idx]
             # Decode rows are rescaled per step: read the keys attended to back from the flops (QK^T + PV).
             kv = np.where(decode, table.flops[idx] / (4 * instances * q_len * head_dim), kv)
             # QK^T ([q x d] x [d x kv]) and PV ([q x kv] x [kv x d]) cost about alike on the arrays: price

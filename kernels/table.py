@@ -33,8 +33,11 @@ class KernelTable:
     n: np.ndarray
     k: np.ndarray
     batch: np.ndarray
-    heads: np.ndarray  # attention query heads and query rows; zero for other kernels
+    # Attention shape (zero for other kernels); kv_len is the traced one: decode steps rescale flops instead.
+    heads: np.ndarray
     q_len: np.ndarray
+    kv_len: np.ndarray
+    head_dim: np.ndarray
     # Weight sparsity (set by with_format): fraction of weights kept and stored size of the sparse layout,
     # both relative to dense, per kernel (1 where there are no sparse weights), and the pattern's name.
     weight_density: np.ndarray | None = None
@@ -63,7 +66,7 @@ class KernelTable:
             flops=column("flops"), weight_bytes=column("weight_bytes"), act_bytes=column("act_bytes"),
             kv_bytes=column("kv_bytes"), dtype=column("dtype", object), tensor_core=column("tensor_core", bool),
             m=column("m"), n=column("n"), k=column("k"), batch=column("batch"), heads=column("heads"),
-            q_len=column("q_len"),
+            q_len=column("q_len"), kv_len=column("kv_len"), head_dim=column("head_dim"),
         )
 
     def _columns(self) -> list[str]:
