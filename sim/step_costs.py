@@ -161,4 +161,10 @@ def price_passes(device, tables: PassTables, workload: BatchWorkload, execution:
         return whole
     split = StepCosts(prefill=prefill, decode=tuple(price(size, table) for size, table in tables.sub_batch_decode))
     unit_count = len(device.units)
-    return split if max(split.decode_finish_times(0.0, unit_count)) < whole.decode_total("time_s") else whole
+    whole_s = whole.decode_total("time_s")
+    # No schedule beats its busiest unit: when that alone is no faster than the whole batch, skip scheduling.
+    busiest_s = max(sum(part.total("time_s", part.base.unit_index == unit) for part in split.decode)
+                    for unit in range(unit_count))
+    if busiest_s >= whole_s:
+        return whole
+    return split if max(split.decode_finish_times(0.0, unit_count)) < whole_s else whole
