@@ -122,13 +122,17 @@ class CPUModel(DeviceModel):
         memory_s, memory_J = self._memory(table)
         if rows.any():
             lut_s, lut_J, pim_J = self._lut(table, rows)
-            compute_s = np.where(rows, lut_s, compute_s)
-            compute_J = np.where(rows, lut_J, compute_J)
-            memory_J = memory_J + pim_J
+            # The runtime runs each low-bit GEMM with the faster of its two kernels: lookups win on GEMV-like
+            # shapes, while tables built per token make them lose to the dequantizing SIMD kernel as the
+            # batch grows (T-MAC targets batch-1 decode; llama.cpp keeps its own kernels for larger batches).
+            use_lut = rows & (np.maximum(lut_s, memory_s) <= np.maximum(compute_s, memory_s))
+            compute_s = np.where(use_lut, lut_s, compute_s)
+            compute_J = np.where(use_lut, lut_J, compute_J)
+            memory_J = memory_J + np.where(use_lut, pim_J, 0.0)
         overhead_s = np.zeros(len(table))
         time_s = np.maximum(compute_s, memory_s)
         return KernelCosts(time_s=time_s, compute_s=compute_s, memory_s=memory_s, overhead_s=overhead_s,
-                           compute_J=compute_J, memory_J=memory_J, static_J=self.spec.power.idle_W * time_s)
+                           compute_J=compute_J, memory_J=memory_J, static_J=self.idle_power_W * time_s)
 
 
 def _weights(table: KernelTable) -> np.ndarray:
