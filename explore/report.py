@@ -7,6 +7,7 @@ import datetime
 import html
 import math
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -117,17 +118,21 @@ def _kernel_points(device: Any, table: KernelTable, phase: str) -> tuple[np.ndar
     return points[:, 0], points[:, 1], classes, np.full(len(classes), phase, dtype=object)
 
 
-def roofline_panels(evaluator: Evaluator, rows: list[dict[str, Any]]) -> list[RooflinePanel]:
-    """A roofline panel per device with a feasible point: peak math and off-chip bandwidth, kernels achieved."""
+def roofline_panels(evaluator: Evaluator, rows: list[dict[str, Any]],
+                    chosen: Sequence[tuple[dict[str, Any], list[str]]] = ()) -> list[RooflinePanel]:
+    """A roofline panel per chosen design (its roles in the title), or per device with a feasible point when
+    nothing is chosen: peak math and off-chip bandwidth, and the kernels achieved."""
     panels = []
-    for row in _representatives(rows):
+    shown = list(chosen) or [(row, []) for row in _representatives(rows)]
+    for row, roles in shown:
         point = point_from_row(row)
-        device = evaluator.device(point.device, point.overrides)
+        device = evaluator.device(point.device, point.overrides, point.use_calibration)
         tables = evaluator.evaluate(point).tables
         parts = [_kernel_points(device, tables.prefill, "prefill"), _kernel_points(device, tables.decode, "decode")]
         intensity, achieved, classes, phases = (np.concatenate(column) for column in zip(*parts, strict=True))
+        label = point_label(row, lengths=True)
         panels.append(RooflinePanel(
-            title=point_label(row, lengths=True),
+            title=f"{label}\n({', '.join(roles)})" if roles else label,
             peak_tensor_flops=max(device.peak_flops("bf16"), device.peak_flops("fp16")),
             peak_vector_flops=device.peak_flops("fp32"), bandwidth_Bps=device.bandwidth_Bps,
             intensity=intensity, achieved_flops=achieved, kernel_class=classes, phase=phases,
@@ -197,25 +202,29 @@ def _figure(name: str, caption: str, fig: Figure | None = None) -> ReportFigure:
                         png=None if fig is None else figure_png(fig))
 
 
-def _roofline_figure(rows: list[dict[str, Any]], evaluator: Evaluator | None) -> ReportFigure:
+def _roofline_figure(rows: list[dict[str, Any]], evaluator: Evaluator | None,
+                     chosen: Sequence[tuple[dict[str, Any], list[str]]] = ()) -> ReportFigure:
     """The roofline figure, or why it is missing (no evaluator, no feasible point)."""
     if evaluator is None:
         return _figure("roofline", "Not drawn: the report was written without an evaluator to re-price kernels.")
-    panels = roofline_panels(evaluator, rows)
+    panels = roofline_panels(evaluator, rows, chosen)
     if not panels:
         return _figure("roofline", "Not drawn: no feasible design point.")
-    caption = ("Per device, one representative feasible point (first model, smallest batch): the prefill and the "
-               "first decode step, against the peak 16-bit math rate and off-chip bandwidth. Kernels that run "
-               "beside the off-chip path (attention in HBM-PIM banks) can sit above the bandwidth roof.")
+    which = ("The chosen designs (the best on each objective and the balanced one, as in the Pareto table)"
+             if chosen else "Per device, one representative feasible point (first model, smallest batch)")
+    caption = (f"{which}: the kernels of the prefill and the first decode step, against the peak 16-bit math rate "
+               "and off-chip bandwidth. Kernels that run beside the off-chip path (attention in HBM-PIM banks) "
+               "can sit above the bandwidth roof.")
     return _figure("roofline", caption, roofline_figure(panels))
 
 
-def report_figures(rows: list[dict[str, Any]], evaluator: Evaluator | None) -> list[ReportFigure]:
+def report_figures(rows: list[dict[str, Any]], evaluator: Evaluator | None,
+                   chosen: Sequence[tuple[dict[str, Any], list[str]]] = ()) -> list[ReportFigure]:
     """Every figure of the report, in order; figures that need feasible points say so when there are none."""
     feasible = [row for row in rows if is_feasible(row)]
     if not feasible:
         missing = [_figure(name, "Not drawn: no feasible design point.") for name in ("breakdown", "energy", "batch")]
-        return [_roofline_figure(rows, evaluator)] + missing
+        return [_roofline_figure(rows, evaluator, chosen)] + missing
     shown, what = breakdown_rows(feasible)
     labels = [point_label(row, lengths=lengths_vary(shown)) for row in shown]
     times = {c: [as_number(row.get(f"time_{c}_s")) for row in shown] for c in KERNEL_CLASSES}
@@ -223,7 +232,7 @@ def report_figures(rows: list[dict[str, Any]], evaluator: Evaluator | None) -> l
     devices, energy, energy_caption = energy_data(feasible)
     series, batch_caption = batch_series(feasible)
     return [
-        _roofline_figure(rows, evaluator),
+        _roofline_figure(rows, evaluator, chosen),
         _figure("breakdown", f"Shows {what}.", breakdown_figure(labels, times)),
         _figure("energy", energy_caption, energy_figure(devices, energy) if devices else None),
         _figure("batch", batch_caption, batch_figure(series)),
@@ -361,12 +370,14 @@ def write_report(out_dir: Path, rows: list[dict], *, title: str, evaluator: Eval
     `objectives` ({"minimize": [...], "maximize": [...]}) and `constraints` (["ttft_s <= 0.5", ...]) add the
     Pareto fronts, the Pareto-optimal table and the parameter sensitivity; without objectives they are left out.
     """
-    from explore.report_pareto import OBJECTIVE_FIGURES, objective_sections
+    from explore.report_pareto import OBJECTIVE_FIGURES, chosen_designs, objective_sections
 
     out_dir = Path(out_dir)
     typed = [normalize_row(row) for row in rows]
     extra_figures, extra_tables = objective_sections(typed, objectives, constraints)
-    figures, tables = extra_figures + report_figures(typed, evaluator), extra_tables + report_tables(typed)
+    chosen = chosen_designs(typed, objectives, constraints)
+    figures = extra_figures + report_figures(typed, evaluator, chosen)
+    tables = extra_tables + report_tables(typed)
     summary = _summary(typed) + ([f"Constraints: {', '.join(constraints)}."] if extra_tables and constraints else [])
     figure_dir = out_dir / "figures"
     figure_dir.mkdir(parents=True, exist_ok=True)

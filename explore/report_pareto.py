@@ -176,6 +176,21 @@ def sensitivity_figures(rows: list[dict[str, Any]], objectives: dict | None) -> 
     return figures
 
 
+def chosen_designs(rows: list[dict[str, Any]], objectives: dict | None,
+                   constraints: Sequence[str] | None) -> list[tuple[dict[str, Any], list[str]]]:
+    """The designs the report picks, with their roles: the best on each objective and the balanced one (the
+    best one for a single objective); none without objectives."""
+    minimize, maximize = objective_names(objectives)
+    names = minimize + maximize
+    meeting, _ = split_by_constraints(rows, parse_constraints(constraints))
+    if len(names) == 1:
+        return [(row, [f"best {names[0]}"]) for row in _ranked(meeting, names[0], bool(minimize))[:1]]
+    if not names:
+        return []
+    front = pareto_rows(meeting, minimize, maximize)
+    return [(front[i], roles) for i, roles in sorted(chosen_roles(front, minimize, maximize).items())]
+
+
 def objective_sections(rows: list[dict[str, Any]], objectives: dict | None,
                        constraints: Sequence[str] | None) -> tuple[list[ReportFigure], list[ReportTable]]:
     """The figures and tables the objectives add to the report (none without objectives), in report order."""

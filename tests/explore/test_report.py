@@ -206,3 +206,20 @@ def test_without_objectives_the_report_is_unchanged(tmp_path: Path, synthetic: l
 def test_bad_constraint_is_a_clear_error(tmp_path: Path, synthetic: list[dict]) -> None:
     with pytest.raises(ValueError, match="METRIC OP NUMBER"):
         write_report(tmp_path, synthetic, title="t", objectives=OBJECTIVES, constraints=["ttft_s about 1"])
+
+
+def test_roofline_shows_the_chosen_designs(evaluator: Evaluator, rows: list[dict]) -> None:
+    """With objectives, the roofline panels are the chosen designs with their roles, not one per device."""
+    from explore.report import roofline_panels
+    from explore.report_pareto import chosen_designs
+
+    typed = [normalize_row(row) for row in rows]
+    objectives = {"minimize": ["tpot_s"], "maximize": ["tokens_per_s"]}
+    chosen = chosen_designs(typed, objectives, None)
+    # Lowest TPOT is the H100 at batch 1 (fastest GPU, smallest step); most tokens/s the H100 at batch 4.
+    best = {role: (row["device"], row["batch"]) for row, roles in chosen for role in roles}
+    assert best["best tpot_s"] == ("h100-sxm", 1) and best["best tokens_per_s"] == ("h100-sxm", 4)
+    panels = roofline_panels(evaluator, typed, chosen)
+    assert len(panels) == len(chosen) and all("best" in p.title or "balanced" in p.title for p in panels)
+    # Without objectives: one panel per device with a feasible point (the infeasible L4 has none).
+    assert len(roofline_panels(evaluator, typed)) == 2
