@@ -32,6 +32,8 @@ def explore(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     (["run", "--model", "llama-2-7b", "--device", "h100-sxn"], "did you mean 'h100-sxm'"),
     (["run", "--model", "nope", "--device", "h100-sxm"], "model: found 'nope'"),
     (["run", "--model", "llama-2-7b", "--device", "h100-sxm", "--batch", "0"], "--batch: found 0"),
+    (["run", "--model", "llama-2-7b", "--device", "h100-sxm", "--sparsity", "3:5"],
+     "--sparsity: found '3:5', allowed: dense or N:M"),
     (["check", "does-not-exist.yaml"], "does-not-exist.yaml: cannot read"),
     (["report", "no-such-dir"], "no results.csv"),
 ])
