@@ -22,6 +22,7 @@ from hw_models.spec_common import (
     PowerSpec,
     PriceSpec,
     Source,
+    fallback_dtype,
 )
 from kernels.formats import parse_sparsity
 
@@ -136,11 +137,7 @@ class FPGASpec(OffChipMemory):
 
     def matrix_dtype(self, dtype: str) -> str:
         """The operand type the DSPs run a matrix kernel of `dtype` as (the narrowest they support at or above it)."""
-        rates = self.compute.macs_per_dsp_per_cycle
-        for candidate in DTYPE_FALLBACK.get(dtype, ("fp16", "bf16")):
-            if candidate in rates:
-                return candidate
-        raise KeyError(dtype)
+        return fallback_dtype(self.compute.macs_per_dsp_per_cycle, dtype)
 
     def peak_flops(self, dtype: str) -> float:
         """Dense matrix FLOP/s of `dtype` on the DSPs (2 FLOP per MAC); "fp32" is the SFU's vector rate."""
@@ -152,17 +149,5 @@ class FPGASpec(OffChipMemory):
     def mac_J(self, dtype: str) -> float:
         """Energy of one MAC of `dtype` on the DSPs."""
         energies = self.energy.mac_pJ
-        for candidate in DTYPE_FALLBACK.get(dtype, ("fp16", "bf16")):
-            if candidate in energies:
-                return energies[candidate] * 1e-12
-        raise KeyError(dtype)
+        return energies[fallback_dtype(energies, dtype)] * 1e-12
 
-
-# What a matrix kernel in each dtype runs as when the DSP packing for it is not listed.
-DTYPE_FALLBACK = {
-    "int4": ("int4", "int8", "fp16", "bf16"),
-    "int8": ("int8", "fp16", "bf16"),
-    "fp8": ("fp8", "fp16", "bf16"),
-    "fp16": ("fp16", "bf16"),
-    "bf16": ("bf16", "fp16"),
-}

@@ -16,6 +16,7 @@ from hw_models.spec_common import (
     PowerSpec,
     PriceSpec,
     Source,
+    fallback_dtype,
 )
 from kernels.formats import parse_sparsity
 
@@ -83,20 +84,5 @@ class GPUSpec(OffChipMemory):
     def peak_flops(self, dtype: str) -> float:
         """Dense peak FLOP/s for a dtype; a dtype the GPU lacks runs at the next wider one it has."""
         rates = self.compute.peak_TFLOPS
-        for candidate in DTYPE_FALLBACK[dtype]:
-            if candidate in rates:
-                return rates[candidate] * 1e12
-        raise KeyError(dtype)
+        return rates[fallback_dtype(rates, dtype)] * 1e12
 
-
-# What a kernel in each dtype runs as when the GPU has no units for it (e.g. fp8 on an A100, int4 on an H100).
-DTYPE_FALLBACK = {
-    "int4": ("int4", "int8", "fp16", "bf16"),
-    "int8": ("int8", "fp16", "bf16"),
-    "fp8": ("fp8", "fp16", "bf16"),
-    "bf16": ("bf16", "fp16"),
-    "fp16": ("fp16", "bf16"),
-    "tf32": ("tf32", "fp32"),
-    "fp32": ("fp32",),
-    "fp64": ("fp64", "fp32"),
-}

@@ -20,26 +20,18 @@ from hw_models.spec_common import (
     PowerSpec,
     PriceSpec,
     Source,
+    fallback_dtype,
 )
 
 DTYPES = Literal["fp32", "fp16", "bf16", "fp8", "int8", "int4"]
-# What a kernel in each dtype runs as on an array without units for it (next wider format).
-DTYPE_FALLBACK = {
-    "int4": ("int4", "int8", "fp16", "bf16"),
-    "int8": ("int8", "fp16", "bf16"),
-    "fp8": ("fp8", "fp16", "bf16"),
-    "bf16": ("bf16", "fp16"),
-    "fp16": ("fp16", "bf16"),
-    "fp32": ("fp32", "fp16", "bf16"),
-}
 
 
 def fallback_lookup(table: dict, dtype: str, what: str):
     """table[dtype], or the entry of the next wider dtype the hardware has."""
-    for candidate in DTYPE_FALLBACK.get(dtype, (dtype, "fp16", "bf16")):
-        if candidate in table:
-            return table[candidate]
-    raise KeyError(f"{what}: no entry for {dtype!r} or a wider dtype")
+    try:
+        return table[fallback_dtype(table, dtype)]
+    except KeyError:
+        raise KeyError(f"{what}: no entry for {dtype!r} or a wider dtype") from None
 
 
 @dataclass(frozen=True, kw_only=True, config=SPEC_CONFIG)

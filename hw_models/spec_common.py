@@ -19,6 +19,28 @@ Source = Annotated[str, StringConstraints(min_length=3, strip_whitespace=True)]
 SPEC_CONFIG = ConfigDict(extra="forbid")
 
 
+# What a matrix kernel in each dtype runs as on hardware without units for it: the next wider format it has
+# (e.g. fp8 on an A100, int4 on an H100, fp32 on an NPU whose arrays take 16-bit operands).
+DTYPE_FALLBACK = {
+    "int4": ("int4", "int8", "fp16", "bf16"),
+    "int8": ("int8", "fp16", "bf16"),
+    "fp8": ("fp8", "fp16", "bf16"),
+    "bf16": ("bf16", "fp16"),
+    "fp16": ("fp16", "bf16"),
+    "tf32": ("tf32", "fp32", "fp16", "bf16"),
+    "fp32": ("fp32", "fp16", "bf16"),
+    "fp64": ("fp64", "fp32", "fp16", "bf16"),
+}
+
+
+def fallback_dtype(available, dtype: str, chains: dict[str, tuple[str, ...]] = DTYPE_FALLBACK) -> str:
+    """The first dtype of `dtype`'s fallback chain that `available` has; KeyError if none."""
+    for candidate in chains.get(dtype, (dtype, "fp16", "bf16")):
+        if candidate in available:
+            return candidate
+    raise KeyError(f"no entry for {dtype!r} or a wider dtype")
+
+
 class OffChipMemory:
     """SI properties of a spec whose `memory` section gives capacity_GB and bandwidth_GBps."""
 
