@@ -46,10 +46,6 @@ class CPUModel(DeviceModel):
         pim = self.spec.pim
         return self.spec.area.die_mm2 * (1.0 + (pim.area_overhead_fraction if pim else 0.0))
 
-    def _per_dtype(self, table: KernelTable, fn) -> np.ndarray:
-        groups, index = table.dtype_groups
-        return np.array([fn(dtype) for dtype, _ in groups])[index]
-
     def _weight_level(self, table: KernelTable) -> int | None:
         """Index of the smallest cache level holding all of the pass's weights (None: they stream from DRAM)."""
         total_B = float(table.weight_bytes.sum())
@@ -86,8 +82,10 @@ class CPUModel(DeviceModel):
         weight_gemm = table.weight_bytes > 0
         # llama.cpp-style kernels quantize the activations to 8 bits on the fly and use int8 dot products.
         lowbit = weight_gemm & (table.weight_bits < 16)
-        compute_s = table.flops / np.where(lowbit, self.peak_flops("int8"), self._per_dtype(table, self.peak_flops))
-        compute_J = table.flops / 2 * np.where(lowbit, spec.mac_J("int8"), self._per_dtype(table, spec.mac_J))
+        peak = table.per_dtype(lambda dtype, _: self.peak_flops(dtype))
+        mac_J = table.per_dtype(lambda dtype, _: spec.mac_J(dtype))
+        compute_s = table.flops / np.where(lowbit, self.peak_flops("int8"), peak)
+        compute_J = table.flops / 2 * np.where(lowbit, spec.mac_J("int8"), mac_J)
         unpack = weight_gemm & (table.weight_bits < 8)
         ops = np.where(unpack, _weights(table) * spec.compute.dequant_lane_ops_per_weight, 0.0)
         compute_s = compute_s + ops / spec.lane_ops_per_s(DEQUANT_LANE_BITS)

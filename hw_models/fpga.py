@@ -58,10 +58,6 @@ class FPGAModel(DeviceModel):
             self._op_J[key] = self.spec.mac_J(dtype) / 2.0 if matrix else energy.vector_op_pJ * 1e-12
         return self._op_J[key]
 
-    def _per_kernel(self, table: KernelTable, fn) -> np.ndarray:
-        groups, index = table.dtype_groups
-        return np.array([fn(dtype, bool(matrix)) for dtype, matrix in groups])[index]
-
     def _gemv_rows(self, table: KernelTable) -> np.ndarray:
         """Matrix-vector kernels (the MPE's MV mode): single-token GEMMs and decode attention."""
         gemm = table.class_masks.get("gemm", np.zeros(len(table), dtype=bool))
@@ -76,7 +72,7 @@ class FPGAModel(DeviceModel):
 
     def _cost_table(self, table: KernelTable, execution: str) -> KernelCosts:
         spec = self.spec
-        peak = self._per_kernel(table, self._rate)
+        peak = table.per_dtype(self._rate)
         peak = np.where(self._gemv_rows(table), peak * spec.compute.gemv_dsp_fraction, peak)
         compute_s = table.flops / peak
         on_chip = self.activations_on_chip(table)
@@ -85,7 +81,7 @@ class FPGAModel(DeviceModel):
         memory_s = offchip_bytes / spec.achieved_bandwidth_Bps + onchip_bytes / spec.onchip_bandwidth_Bps
         overhead_s = np.full(len(table), spec.overhead.kernel_cycles / spec.clock_Hz)
         time_s = np.maximum(compute_s, memory_s) + overhead_s
-        compute_J = table.flops * self._per_kernel(table, self._flop_J)
+        compute_J = table.flops * table.per_dtype(self._flop_J)
         energy = spec.energy
         memory_J = (offchip_bytes * energy.hbm_pJ_per_bit + table.bytes * energy.onchip_pJ_per_bit) * 8e-12
         static_J = spec.power.idle_W * time_s

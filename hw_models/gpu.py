@@ -61,12 +61,6 @@ class GPUModel(DeviceModel):
             self._flop_J[dtype] = self._dynamic_W / self.reference.peak_flops(dtype)
         return self._flop_J[dtype]
 
-    def _per_kernel(self, table: KernelTable, fn) -> np.ndarray:
-        """fn(dtype) for each kernel, evaluated once per distinct dtype; vector work uses VECTOR_DTYPE."""
-        groups, index = table.dtype_groups
-        values = np.array([fn(dtype if tensor_core else VECTOR_DTYPE) for dtype, tensor_core in groups])
-        return values[index]
-
     def host_s(self, execution: str) -> float:
         """Host cost per kernel launch in an execution mode."""
         check_execution(execution)
@@ -116,11 +110,12 @@ class GPUModel(DeviceModel):
     def _cost_table(self, table: KernelTable, execution: str) -> KernelCosts:
         spec = self.spec
         host_s = self.host_s(execution)
-        peak = self._per_kernel(table, self.peak_flops)
+        peak = table.per_dtype(lambda dtype, matrix: self.peak_flops(dtype if matrix else VECTOR_DTYPE))
         compute_s, memory_s, busy_s, latency_s = self._device_times(table, peak)
         overhead_s = latency_s + host_s
         time_s = busy_s + overhead_s
-        compute_J = table.flops * self._per_kernel(table, self.joules_per_flop)
+        compute_J = table.flops * table.per_dtype(
+            lambda dtype, matrix: self.joules_per_flop(dtype if matrix else VECTOR_DTYPE))
         memory_J = table.bytes * spec.dram_J_per_byte
         static_J = spec.power.idle_W * time_s
         return KernelCosts(time_s=time_s, compute_s=compute_s, memory_s=memory_s, overhead_s=overhead_s,

@@ -99,10 +99,6 @@ class NPUModel(DeviceModel):
             return self.spec.vector_ops_per_s
         return 2 * self.spec.macs_per_s(dtype)
 
-    def _per_dtype(self, table: KernelTable, fn) -> np.ndarray:
-        groups, index = table.dtype_groups
-        return np.array([fn(dtype) for dtype, _ in groups], dtype=float)[index]
-
     def matrix_shapes(self, table: KernelTable, rows: np.ndarray) -> tuple:
         """(m, n, k, count, dense_flops) of the matrix kernels in `rows`; attention as its two GEMMs per head.
 
@@ -158,9 +154,9 @@ class NPUModel(DeviceModel):
         on_pim = table.decode_attention_mask if spec.pim is not None else np.zeros(size, dtype=bool)
         matrix = table.tensor_core & ~on_pim
         vector = ~table.tensor_core & ~on_pim
-        element_bytes = self._per_dtype(table, lambda d: ELEMENT_BYTES.get(d, 2.0))
-        macs_per_s = self._per_dtype(table, spec.macs_per_s)
-        mac_J = self._per_dtype(table, lambda d: fallback_lookup(energy.mac_pJ, d, "energy.mac_pJ") * 1e-12)
+        element_bytes = table.per_dtype(lambda d, _: ELEMENT_BYTES.get(d, 2.0))
+        macs_per_s = table.per_dtype(lambda d, _: spec.macs_per_s(d))
+        mac_J = table.per_dtype(lambda d, _: fallback_lookup(energy.mac_pJ, d, "energy.mac_pJ") * 1e-12)
         compute_s, memory_s = np.zeros(size), table.bytes / spec.bandwidth_Bps
         offchip_B, sram_B = table.bytes.copy(), 2 * table.bytes
         compute_J = np.zeros(size)

@@ -108,6 +108,11 @@ class KernelTable:
         index = {p: i for i, p in enumerate(distinct)}
         return distinct, np.array([index[p] for p in pairs], dtype=int)
 
+    def per_dtype(self, fn) -> np.ndarray:
+        """fn(dtype, tensor_core) for every kernel, called once per distinct pair (cost models look up rates)."""
+        groups, index = self.dtype_groups
+        return np.array([fn(dtype, tensor_core) for dtype, tensor_core in groups], dtype=float)[index]
+
     def select(self, mask: np.ndarray) -> KernelTable:
         """The rows where mask is true (or the given row indices)."""
         index = np.flatnonzero(mask) if np.asarray(mask).dtype == bool else np.asarray(mask)
