@@ -8,6 +8,7 @@ kernel weighs as much as on a 5 ms one) with bounded least squares. Rows are spl
 from __future__ import annotations
 
 import datetime
+import functools
 import hashlib
 import math
 from dataclasses import asdict
@@ -144,6 +145,12 @@ def read_calibration(path: Path) -> Calibration:
 
 
 def load_calibration(device: str) -> Calibration | None:
-    """The shipped calibration of a preset, if it has one."""
+    """The shipped calibration of a preset, if it has one (read once per file version: sweeps load a preset
+    once per override value)."""
     path = calibration_path(device)
-    return read_calibration(path) if path.is_file() else None
+    return _read_calibration_version(path, path.stat().st_mtime_ns) if path.is_file() else None
+
+
+@functools.lru_cache(maxsize=64)
+def _read_calibration_version(path: Path, mtime_ns: int) -> Calibration:
+    return read_calibration(path)

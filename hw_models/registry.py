@@ -13,7 +13,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from hw_models.validation import check_keys, did_you_mean, input_error
 from workloads.errors import InputError
-from workloads.preset_files import bundled_names, read_preset
+from workloads.preset_files import bundled_names, bundled_where, read_preset
 
 
 @dataclass(frozen=True)
@@ -58,21 +58,28 @@ def preset_names(kind: str | None = None) -> list[str]:
 
 def read_device_yaml(name_or_path: str) -> tuple[dict, str]:
     """The raw preset dictionary and where it came from (for messages)."""
+    data, where, _ = _read(name_or_path)
+    return copy.deepcopy(data), where
+
+
+def _read(name_or_path: str) -> tuple[dict, str, Any]:
+    """(dictionary, where, validated spec) of a preset or device file; the dictionary must not be changed."""
     text, where, _ = read_preset(name_or_path, package="hw_models", suffixes=(".yaml", ".yml"), key="device",
                                  file_kind="device YAML")
+    return _parse_and_validate(text, where)
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_and_validate(text: str, where: str) -> tuple[dict, str, Any]:
+    """Parsed and validated by text: a sweep loads each preset once per override value, and parsing and
+    validating the unchanged preset dominated that."""
     try:
-        data = _parse_yaml(text)
+        data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise InputError(f"{where}: not valid YAML: {str(err).splitlines()[0]}") from None
     if not isinstance(data, dict):
         raise InputError(f"{where}: found {type(data).__name__}, allowed: a mapping of device fields")
-    return copy.deepcopy(data), where
-
-
-@functools.lru_cache(maxsize=256)
-def _parse_yaml(text: str):
-    """Parsed YAML by text: a sweep loads each preset once per override value, and parsing dominates that."""
-    return yaml.safe_load(text)
+    return data, where, validate_spec(data, where)
 
 
 def apply_overrides(data: dict, overrides: dict[str, Any], where: str) -> dict:
@@ -116,9 +123,9 @@ def load_device(name_or_path: str, overrides: dict[str, Any] | None = None, *, c
     """
     from hw_models.calibration import load_calibration
 
-    data, where = read_device_yaml(name_or_path)
-    reference = validate_spec(data, where)
+    data, where, reference = _read(name_or_path)
     spec = validate_spec(apply_overrides(data, overrides, where), where) if overrides else reference
     # A preset's fitted calibration ships beside it; a device file given by path is uncalibrated.
-    calibration = load_calibration(name_or_path) if calibrated and name_or_path in preset_names() else None
+    bundled = where.startswith(bundled_where("hw_models", ""))
+    calibration = load_calibration(name_or_path) if calibrated and bundled else None
     return DEVICE_KINDS[data["kind"]].model_class(spec, reference=reference, calibration=calibration)

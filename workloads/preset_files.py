@@ -8,10 +8,12 @@ from pathlib import Path
 
 from workloads.errors import InputError
 
+PRESET_FOLDER = "presets"
+
 
 def bundled_names(package: str, suffix: str) -> list[str]:
     """Names of the presets shipped in `package`/presets with this file suffix."""
-    folder = resources.files(package) / "presets"
+    folder = resources.files(package) / PRESET_FOLDER
     return sorted(p.name[: -len(suffix)] for p in folder.iterdir() if p.name.endswith(suffix))
 
 
@@ -32,5 +34,10 @@ def read_preset(name_or_path: str, *, package: str, suffixes: tuple[str, ...], k
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise InputError(f"{key}: found {name_or_path!r}{hint}, allowed: a path to a {file_kind} or one of "
                          f"{', '.join(names)}")
-    text = (resources.files(package) / "presets" / f"{name_or_path}{suffixes[0]}").read_text()
-    return text, f"{package}/presets/{name_or_path}{suffixes[0]}", name_or_path
+    text = (resources.files(package) / PRESET_FOLDER / f"{name_or_path}{suffixes[0]}").read_text()
+    return text, bundled_where(package, name_or_path + suffixes[0]), name_or_path
+
+
+def bundled_where(package: str, filename: str) -> str:
+    """How messages name a bundled preset file; a user's file is named by its own path."""
+    return f"{package}/{PRESET_FOLDER}/{filename}"
