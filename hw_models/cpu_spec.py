@@ -20,9 +20,9 @@ from hw_models.spec_common import (
     Source,
     fallback_dtype,
 )
+from kernels.formats import DTYPE_BITS
 
 SIMD_DTYPES = Literal["fp64", "fp32", "fp16", "bf16", "int8"]
-DTYPE_BITS = {"fp64": 64, "fp32": 32, "fp16": 16, "bf16": 16, "fp8": 8, "int8": 8, "int4": 4}
 # What a kernel dtype runs as when the SIMD unit has no arithmetic for it (e.g. bf16 on Neoverse-N1):
 # SIMD units widen to fp32, unlike matrix units (spec_common.DTYPE_FALLBACK).
 SIMD_FALLBACK = {
@@ -168,10 +168,7 @@ class CPUSpec(OffChipMemory):
 
     def simd_dtype(self, dtype: str) -> str:
         """The SIMD type a kernel dtype computes in."""
-        try:
-            return fallback_dtype(self.compute.simd_dtypes, dtype, SIMD_FALLBACK)
-        except KeyError:
-            return "fp32"
+        return fallback_dtype(self.compute.simd_dtypes, dtype, SIMD_FALLBACK, default=("fp32",))
 
     def lane_ops_per_s(self, lane_bits: int) -> float:
         """SIMD lane operations per second over all cores at a lane width."""

@@ -25,6 +25,8 @@ from kernels.table import KernelTable
 # or device time only ("device", what a profiler's kernel durations measure). Devices without a host
 # launch path (an NPU's own controller, an FPGA's instruction stream) price all three alike.
 EXECUTION_MODES = ("eager", "graphs", "device")
+# The dtype key of a device's vector (non-matrix) rate: peak_flops(VECTOR_DTYPE) is what pointwise work gets.
+VECTOR_DTYPE = "fp32"
 
 
 class DeviceModel:

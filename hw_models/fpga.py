@@ -23,8 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from hw_models.cost import KernelCosts
-from hw_models.device import DeviceModel
-from hw_models.fpga_spec import FPGASpec
+from hw_models.device import VECTOR_DTYPE, DeviceModel
 from kernels.table import KernelTable
 
 
@@ -34,29 +33,13 @@ class FPGAModel(DeviceModel):
     kind = "fpga"
     units = ("fpga",)
 
-    def __init__(self, spec: FPGASpec, reference: FPGASpec | None = None, calibration=None):
-        super().__init__(spec, reference, calibration)
-        self._rates: dict[tuple[str, bool], float] = {}
-        self._op_J: dict[tuple[str, bool], float] = {}
-
     @property
     def sparsity_patterns(self) -> frozenset[str]:
         return frozenset(self.spec.compute.sparsity_patterns)
 
-    def _rate(self, dtype: str, matrix: bool) -> float:
-        """FLOP/s of one kernel group: matrix work on the DSPs, vector work on the SFU."""
-        key = (dtype, matrix)
-        if key not in self._rates:
-            self._rates[key] = self.spec.peak_flops(dtype if matrix else "fp32")
-        return self._rates[key]
-
     def _flop_J(self, dtype: str, matrix: bool) -> float:
-        """Energy per FLOP of one kernel group (a MAC is two FLOPs)."""
-        key = (dtype, matrix)
-        if key not in self._op_J:
-            energy = self.spec.energy
-            self._op_J[key] = self.spec.mac_J(dtype) / 2.0 if matrix else energy.vector_op_pJ * 1e-12
-        return self._op_J[key]
+        """Energy per FLOP of one kernel group: a MAC (two FLOPs) on the DSPs, or an SFU vector op."""
+        return self.spec.mac_J(dtype) / 2.0 if matrix else self.spec.energy.vector_op_pJ * 1e-12
 
     def _gemv_rows(self, table: KernelTable) -> np.ndarray:
         """Matrix-vector kernels (the MPE's MV mode): single-token GEMMs and decode attention."""
@@ -72,7 +55,7 @@ class FPGAModel(DeviceModel):
 
     def _cost_table(self, table: KernelTable, execution: str) -> KernelCosts:
         spec = self.spec
-        peak = table.per_dtype(self._rate)
+        peak = table.per_dtype(lambda dtype, matrix: self.peak_flops(dtype if matrix else VECTOR_DTYPE))
         peak = np.where(self._gemv_rows(table), peak * spec.compute.gemv_dsp_fraction, peak)
         compute_s = table.flops / peak
         on_chip = self.activations_on_chip(table)

@@ -25,14 +25,12 @@ from __future__ import annotations
 import numpy as np
 
 from hw_models.cost import KernelCosts
-from hw_models.device import DeviceModel, check_execution
+from hw_models.device import VECTOR_DTYPE, DeviceModel, check_execution
 from hw_models.gpu_efficiency import Calibration, attention_times, gemm_times, stream_times
 from hw_models.gpu_spec import GPUSpec
 from kernels.table import KernelTable
 from workloads.errors import InputError
 
-# Vector (CUDA-core) work runs at the fp32 rate whatever its storage dtype.
-VECTOR_DTYPE = "fp32"
 STREAM_KINDS = ("norm", "elementwise", "activation", "rope", "softmax", "embedding")
 
 

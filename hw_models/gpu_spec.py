@@ -84,5 +84,5 @@ class GPUSpec(OffChipMemory):
     def peak_flops(self, dtype: str) -> float:
         """Dense peak FLOP/s for a dtype; a dtype the GPU lacks runs at the next wider one it has."""
         rates = self.compute.peak_TFLOPS
-        return rates[fallback_dtype(rates, dtype)] * 1e12
+        return rates[fallback_dtype(rates, dtype, default=())] * 1e12
 

@@ -40,12 +40,12 @@ import numpy as np
 
 from hw_models.cost import KernelCosts
 from hw_models.device import DeviceModel
-from hw_models.npu_spec import NPUSpec, fallback_lookup
+from hw_models.npu_spec import NPUSpec
+from kernels.formats import DTYPE_BITS
 from kernels.kernel import KernelKind
 from kernels.table import KIND_CODE, KernelTable
 
 # Bytes per operand element by compute dtype (16-bit elsewhere).
-ELEMENT_BYTES = {"int4": 0.5, "int8": 1.0, "fp8": 1.0, "fp32": 4.0}
 PREFILL_ATTENTION = KIND_CODE[KernelKind.ATTENTION_PREFILL]
 DECODE_ATTENTION = KIND_CODE[KernelKind.ATTENTION_DECODE]
 
@@ -93,11 +93,6 @@ class NPUModel(DeviceModel):
         pim = self.spec.pim
         extra = pim.logic_area_mm2 if pim is not None and pim.logic_area_mm2 is not None else 0.0
         return self.spec.area.die_mm2 + extra
-
-    def peak_flops(self, dtype: str) -> float:
-        if dtype == "fp32":
-            return self.spec.vector_ops_per_s
-        return 2 * self.spec.macs_per_s(dtype)
 
     def matrix_shapes(self, table: KernelTable, rows: np.ndarray) -> tuple:
         """(m, n, k, count, dense_flops) of the matrix kernels in `rows`; attention as its two GEMMs per head.
@@ -154,9 +149,9 @@ class NPUModel(DeviceModel):
         on_pim = table.decode_attention_mask if spec.pim is not None else np.zeros(size, dtype=bool)
         matrix = table.tensor_core & ~on_pim
         vector = ~table.tensor_core & ~on_pim
-        element_bytes = table.per_dtype(lambda d, _: ELEMENT_BYTES.get(d, 2.0))
+        element_bytes = table.per_dtype(lambda d, _: DTYPE_BITS.get(d, 16) / 8)
         macs_per_s = table.per_dtype(lambda d, _: spec.macs_per_s(d))
-        mac_J = table.per_dtype(lambda d, _: fallback_lookup(energy.mac_pJ, d, "energy.mac_pJ") * 1e-12)
+        mac_J = table.per_dtype(lambda d, _: spec.mac_J(d))
         compute_s, memory_s = np.zeros(size), table.bytes / spec.bandwidth_Bps
         offchip_B, sram_B = table.bytes.copy(), 2 * table.bytes
         compute_J = np.zeros(size)

@@ -26,14 +26,6 @@ from hw_models.spec_common import (
 DTYPES = Literal["fp32", "fp16", "bf16", "fp8", "int8", "int4"]
 
 
-def fallback_lookup(table: dict, dtype: str, what: str):
-    """table[dtype], or the entry of the next wider dtype the hardware has."""
-    try:
-        return table[fallback_dtype(table, dtype)]
-    except KeyError:
-        raise KeyError(f"{what}: no entry for {dtype!r} or a wider dtype") from None
-
-
 @dataclass(frozen=True, kw_only=True, config=SPEC_CONFIG)
 class ArraySpec:
     """The systolic arrays, the vector units beside them, and the clock they share."""
@@ -149,9 +141,22 @@ class NPUSpec(OffChipMemory):
         """Processing elements over all arrays."""
         return self.npu.array_rows * self.npu.array_cols * self.npu.array_count
 
+    def matrix_dtype(self, dtype: str) -> str:
+        """The operand type the arrays run a matrix kernel of `dtype` as (the next wider one they have)."""
+        return fallback_dtype(self.npu.macs_per_pe_per_cycle, dtype)
+
     def macs_per_s(self, dtype: str) -> float:
         """Peak MAC rate of the arrays in a dtype."""
-        return self.pes * self.frequency_Hz * fallback_lookup(self.npu.macs_per_pe_per_cycle, dtype, "npu")
+        return self.pes * self.frequency_Hz * self.npu.macs_per_pe_per_cycle[self.matrix_dtype(dtype)]
+
+    def mac_J(self, dtype: str) -> float:
+        """Energy of one MAC of `dtype` on the arrays."""
+        energies = self.energy.mac_pJ
+        return energies[fallback_dtype(energies, dtype)] * 1e-12
+
+    def peak_flops(self, dtype: str) -> float:
+        """Dense FLOP/s of `dtype` on the arrays (2 FLOP per MAC); "fp32" is the vector units' rate."""
+        return self.vector_ops_per_s if dtype == "fp32" else 2 * self.macs_per_s(dtype)
 
     @property
     def vector_ops_per_s(self) -> float:

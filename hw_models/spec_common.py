@@ -33,9 +33,11 @@ DTYPE_FALLBACK = {
 }
 
 
-def fallback_dtype(available, dtype: str, chains: dict[str, tuple[str, ...]] = DTYPE_FALLBACK) -> str:
-    """The first dtype of `dtype`'s fallback chain that `available` has; KeyError if none."""
-    for candidate in chains.get(dtype, (dtype, "fp16", "bf16")):
+def fallback_dtype(available, dtype: str, chains: dict[str, tuple[str, ...]] = DTYPE_FALLBACK,
+                   default: tuple[str, ...] = ("fp16", "bf16")) -> str:
+    """The first dtype of `dtype`'s fallback chain that `available` has (a dtype without a chain tries itself,
+    then `default`); KeyError if none."""
+    for candidate in chains.get(dtype, (dtype, *default)):
         if candidate in available:
             return candidate
     raise KeyError(f"no entry for {dtype!r} or a wider dtype")

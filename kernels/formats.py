@@ -25,6 +25,9 @@ def parse_sparsity(pattern: str) -> tuple[int, int]:
             return n, m
     raise ValueError(f"sparsity: found {pattern!r}, allowed: {ALLOWED_SPARSITY}")
 
+# Bits per value of each short dtype name.
+DTYPE_BITS = {"fp64": 64, "fp32": 32, "tf32": 32, "fp16": 16, "bf16": 16, "fp8": 8, "int8": 8, "int4": 4}
+
 # Short dtype names, as device presets key their peak rates.
 DTYPE_SHORT = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32", "float8_e4m3fn": "fp8"}
 

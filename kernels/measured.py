@@ -12,6 +12,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from kernels.formats import DTYPE_BITS
 from kernels.kernel import Kernel, KernelKind
 from kernels.lowering import causal_pairs
 from workloads.errors import InputError
@@ -19,7 +20,6 @@ from workloads.errors import InputError
 COLUMNS = ("device", "kernel", "m", "n", "k", "batch", "seq_len", "kv_len", "heads", "kv_heads", "head_dim",
            "bytes", "dtype", "time_s", "source")
 KERNEL_NAMES = tuple(k.value for k in KernelKind)
-DTYPE_BITS = {"fp32": 32, "bf16": 16, "fp16": 16, "fp8": 8, "int8": 8}
 
 
 @dataclass(frozen=True, kw_only=True)
