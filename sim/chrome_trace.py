@@ -25,7 +25,7 @@ def chrome_trace_events(result: SimResult, device_name: str) -> list[dict]:
         timeline.phase.tolist(), timeline.step.tolist(), timeline.unit.tolist(), timeline.sub_batch.tolist(),
         strict=True,
     ):
-        name = result.kernel_names[PHASES[phase]][index]
+        name = result.kernel_names[phase, sub_batch][index]
         events.append({"ph": "X", "pid": 0, "tid": phase * len(units) + unit, "name": name, "ts": start * 1e6,
                        "dur": duration * 1e6, "args": {"step": step, "sub_batch": sub_batch}})
     return events

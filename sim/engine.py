@@ -13,9 +13,10 @@ from __future__ import annotations
 import numpy as np
 import simpy
 
+from kernels.table import KernelTable
 from sim.analytic import request_timings
 from sim.memory import MemoryFootprint
-from sim.result import PHASES, SimResult, Timeline
+from sim.result import SimResult, Timeline
 from sim.step_costs import StepCosts, price_passes
 from sim.workload import BatchWorkload, PassTables
 
@@ -25,8 +26,8 @@ TIMELINE_COLUMNS = 7  # start, duration, kernel index, phase, step, unit, sub-ba
 class Monitor:
     """Collects the timeline, per-class busy time, first token and finish times through on_<event> hooks."""
 
-    def __init__(self, kernel_classes: dict[int, np.ndarray], record_timeline: bool):
-        self.kernel_classes = kernel_classes  # phase -> class label per kernel index
+    def __init__(self, kernel_classes: dict[tuple[int, int], np.ndarray], record_timeline: bool):
+        self.kernel_classes = kernel_classes  # (phase, sub-batch) -> class label per kernel index
         self.record_timeline = record_timeline
         self.rows: list[tuple] = []
         self.time_by_class_s: dict[str, float] = {}
@@ -35,7 +36,7 @@ class Monitor:
 
     def on_kernel(self, start_s: float, duration_s: float, index: int, phase: int, step: int, unit: int,
                   sub_batch: int) -> None:
-        label = self.kernel_classes[phase][index]
+        label = self.kernel_classes[phase, sub_batch][index]
         self.time_by_class_s[label] = self.time_by_class_s.get(label, 0.0) + duration_s
         if self.record_timeline:
             self.rows.append((start_s, duration_s, index, phase, step, unit, sub_batch))
@@ -92,7 +93,8 @@ def simulate(device, tables: PassTables, workload: BatchWorkload, memory: Memory
     costs = price_passes(device, tables, workload, execution)
     env = simpy.Environment()
     units = [simpy.Resource(env, capacity=1) for _ in device.units]
-    monitor = Monitor({0: tables.prefill.kernel_class, 1: tables.decode.kernel_class}, record_timeline)
+    passes = _pass_tables(tables, costs)
+    monitor = Monitor({key: table.kernel_class for key, table in passes.items()}, record_timeline)
     env.process(_serve_batch(env, units, costs, monitor))
     env.run()
     parts = costs.energy_parts(env.now, device.idle_power_W)
@@ -100,11 +102,13 @@ def simulate(device, tables: PassTables, workload: BatchWorkload, memory: Memory
     return SimResult(requests=request_timings(costs, workload, monitor.first_token_s, finishes),
                      makespan_s=env.now, energy_J=sum(parts.values()), energy_parts_J=parts,
                      time_by_class_s=monitor.time_by_class_s, memory=memory, timeline=monitor.timeline(),
-                     kernel_names=_kernel_names(tables), unit_names=tuple(device.units))
+                     kernel_names={key: tuple(f"{k.op} {k.module}".strip() for k in table.kernels)
+                                   for key, table in passes.items()},
+                     unit_names=tuple(device.units))
 
 
-def _kernel_names(tables: PassTables) -> dict[str, tuple[str, ...]]:
-    def label(k) -> str:
-        return f"{k.op} {k.module}".strip()
-    return {PHASES[0]: tuple(label(k) for k in tables.prefill.kernels),
-            PHASES[1]: tuple(label(k) for k in tables.decode.kernels)}
+def _pass_tables(tables: PassTables, costs: StepCosts) -> dict[tuple[int, int], KernelTable]:
+    """The table each (phase, sub-batch) ran: sub-batches run their own tables when the decode was split
+    (an MoE sub-batch may launch fewer expert kernels than the whole batch)."""
+    decode = [table for _, table in tables.sub_batch_decode] if costs.interleaved else [tables.decode]
+    return {(0, 0): tables.prefill} | {(1, part): table for part, table in enumerate(decode)}

@@ -55,7 +55,8 @@ class SimResult:
     time_by_class_s: dict[str, float]  # busy time by kernel class (gemm, attention, norm, ...)
     memory: MemoryFootprint
     timeline: Timeline | None = None
-    kernel_names: dict[str, tuple[str, ...]] = field(default_factory=dict)  # phase -> kernel labels
+    # (phase index, sub-batch) -> label of each kernel of the table that pass ran
+    kernel_names: dict[tuple[int, int], tuple[str, ...]] = field(default_factory=dict)
     unit_names: tuple[str, ...] = ("device",)
 
     @property

@@ -114,3 +114,38 @@ def test_static_energy_over_makespan_and_parts_sum(interleaved):
     result = evaluate(device, tables, workload, memory)
     assert result.energy_parts_J["static_J"] == pytest.approx(device.idle_power_W * result.makespan_s, rel=1e-12)
     assert result.energy_J == pytest.approx(sum(result.energy_parts_J.values()), rel=1e-12)
+
+
+class SlowSideGPU(TwoUnitGPU):
+    """TwoUnitGPU whose side unit is 200 times slower: decode attention dominates, so splitting pays."""
+
+    def _cost_table(self, table, execution):
+        costs = super()._cost_table(table, execution)
+        f = np.where(costs.unit == 1, 200.0, 1.0)
+        return dataclasses.replace(costs, time_s=costs.time_s * f, compute_s=costs.compute_s * f,
+                                   memory_s=costs.memory_s * f, overhead_s=costs.overhead_s * f,
+                                   static_J=costs.static_J * f)
+
+
+def test_moe_sub_batches_run_their_own_kernels(trace_of):
+    """Mixtral decode of 4 sequences routes 8 token-expert pairs (all 8 experts busy); a sub-batch of 2 routes 4,
+    so it launches fewer expert kernels. The event simulation must label and count each sub-batch's own kernels."""
+    device = SlowSideGPU(load_device("h100-sxm").spec)
+    whole = _table(trace_of("mixtral-8x7b", "decode", 4, 1, 64))
+    parts = tuple((size, _table(trace_of("mixtral-8x7b", "decode", size, 1, 64))) for size in (2, 2))
+    assert len(parts[0][1]) < len(whole)
+    prefill = trace_of("mixtral-8x7b", "prefill", 4, 64)
+    tables = PassTables(prefill=_table(prefill), decode=whole, sub_batch_decode=parts)
+    workload = BatchWorkload(batch=4, prompt_len=64, output_len=3)
+    memory = batch_footprint(weight_bytes=prefill.param_bytes, kv_bytes_per_token=1.0, batch=4,
+                             tokens_per_sequence=67, activation_bytes=prefill.peak_activation_bytes)
+    assert price_passes(device, tables, workload).interleaved
+    sim, fast = simulate(device, tables, workload, memory), evaluate(device, tables, workload, memory)
+    assert sim.makespan_s == pytest.approx(fast.makespan_s, rel=1e-12)
+    assert sim.time_by_class_s == pytest.approx(fast.time_by_class_s, rel=1e-9)
+    timeline = sim.timeline
+    decode = timeline.phase == 1
+    labels = [f"{k.op} {k.module}".strip() for k in parts[0][1].kernels]
+    shown = [sim.kernel_names[1, s][i] for s, i in zip(timeline.sub_batch[decode], timeline.kernel_index[decode],
+                                                        strict=True)]
+    assert shown == [labels[i] for i in timeline.kernel_index[decode]]
