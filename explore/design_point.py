@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
+from functools import cached_property
 from typing import Any
 
 # Columns every results row starts with (the inputs), then METRIC_COLUMNS.
 INPUT_COLUMNS = ("point_id", "model", "device", "batch", "prompt", "output", "weight_bits", "act_bits", "kv_bits",
                  "sparsity", "execution")
+# The knobs of a design point (every input column but the key).
+KNOB_COLUMNS = INPUT_COLUMNS[1:]
 METRIC_COLUMNS = (
     "ttft_s", "tpot_s", "e2e_s", "tokens_per_s", "energy_per_token_J", "avg_power_W", "peak_memory_B",
     "fits_in_memory", "infeasible_reason", "area_mm2", "cost_usd", "tokens_per_usd", "calibrated",
@@ -34,18 +37,22 @@ class DesignPoint:
     use_calibration: bool = True  # False: the datasheet roofline even where a preset has a fitted calibration
     overrides: tuple[tuple[str, Any], ...] = ()  # device fields by dotted path, e.g. ("memory.bandwidth_GBps", 4000)
 
-    @property
+    @cached_property
     def point_id(self) -> str:
         """Stable hash of the inputs: the key under which the result is stored (resume skips stored keys)."""
-        values = asdict(self)
+        values = self._values()
         if values["sparsity"] == "dense":
             del values["sparsity"]  # points stored before sparsity existed keep their keys (resume still works)
         canonical = json.dumps(values, sort_keys=True, default=str)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
+    def _values(self) -> dict[str, Any]:
+        """Field values by name (shallow: the fields are numbers, strings and tuples)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
     def row(self) -> dict[str, Any]:
         """Input columns of the results table, one column per override ('device.memory.bandwidth_GBps')."""
-        values = asdict(self)
+        values = self._values()
         values.pop("overrides")
         row = {"point_id": self.point_id, **values}
         row.update({f"device.{path}": value for path, value in self.overrides})

@@ -37,7 +37,8 @@ class Evaluator:
 
     def __init__(self) -> None:
         self._configs: dict[str, ModelConfig] = {}
-        self._traces: dict[tuple, tuple[Trace, Trace]] = {}
+        self._traces: dict[tuple, Trace] = {}
+        self._lowered: dict[tuple, KernelTable] = {}
         self._tables: dict[tuple, PassTables] = {}
         self._devices: dict[tuple, Any] = {}
 
@@ -46,29 +47,37 @@ class Evaluator:
             self._configs[model] = load_model_config(model)
         return self._configs[model]
 
-    def traces(self, model: str, batch: int, prompt: int) -> tuple[Trace, Trace]:
-        """Prefill of `prompt` tokens and the first decode step after it, for `batch` sequences."""
-        key = (model, batch, prompt)
+    def trace(self, model: str, phase: str, batch: int, prompt: int) -> Trace:
+        """The prefill of `prompt` tokens, or the first decode step after it, for `batch` sequences."""
+        key = (model, phase, batch, prompt)
         if key not in self._traces:
             from workloads.capture import trace_model  # torch loads only when a trace is needed
 
             cfg = self.config(model)
-            prefill = trace_model(cfg, phase="prefill", batch=batch, seq_len=prompt)
-            decode = trace_model(cfg, phase="decode", batch=batch, seq_len=1, context_len=prompt)
-            self._traces[key] = (prefill, decode)
+            if phase == "prefill":
+                self._traces[key] = trace_model(cfg, phase="prefill", batch=batch, seq_len=prompt)
+            else:
+                self._traces[key] = trace_model(cfg, phase="decode", batch=batch, seq_len=1, context_len=prompt)
         return self._traces[key]
+
+    def lowered(self, model: str, phase: str, batch: int, prompt: int) -> KernelTable:
+        """The kernels of a traced pass at the traced precision (formats are applied per design point)."""
+        key = (model, phase, batch, prompt)
+        if key not in self._lowered:
+            self._lowered[key] = KernelTable.from_kernels(lower_trace(self.trace(model, phase, batch, prompt)))
+        return self._lowered[key]
 
     def tables(self, model: str, batch: int, prompt: int, fmt: NumericFormat, sub_batches: int = 1) -> PassTables:
         """Prefill and decode tables; with sub_batches > 1, also the decode of each sub-batch (traced at its size)."""
         key = (model, batch, prompt, fmt, sub_batches)
         if key not in self._tables:
-            prefill, decode = self.traces(model, batch, prompt)
             sizes = sub_batch_sizes(batch, sub_batches)
-            parts = tuple((size, self.tables(model, size, prompt, fmt).decode) for size in sizes if len(sizes) > 1)
+            parts = tuple((size, self.lowered(model, "decode", size, prompt).with_format(fmt))
+                          for size in sizes if len(sizes) > 1)
             self._tables[key] = PassTables(
-                prefill=KernelTable.from_kernels(lower_trace(prefill)).with_format(fmt),
-                decode=KernelTable.from_kernels(lower_trace(decode)).with_format(fmt),
-                attention_window=decode.sliding_window, sub_batch_decode=parts,
+                prefill=self.lowered(model, "prefill", batch, prompt).with_format(fmt),
+                decode=self.lowered(model, "decode", batch, prompt).with_format(fmt),
+                attention_window=self.trace(model, "decode", batch, prompt).sliding_window, sub_batch_decode=parts,
             )
         return self._tables[key]
 
@@ -85,7 +94,7 @@ class Evaluator:
         device = self.device(point.device, point.overrides, point.use_calibration)
         cfg = self.config(point.model)
         tables = self.tables(point.model, point.batch, point.prompt, fmt, device.sub_batches)
-        prefill_trace, _ = self.traces(point.model, point.batch, point.prompt)
+        prefill_trace = self.trace(point.model, "prefill", point.batch, point.prompt)
         workload = BatchWorkload(batch=point.batch, prompt_len=point.prompt, output_len=point.output)
         memory = batch_footprint(
             # Weights are stored in the sparse layout only on a device that computes on it.

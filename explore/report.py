@@ -98,7 +98,7 @@ def _representatives(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for index, row in enumerate(rows):
         if not is_feasible(row):
             continue
-        key = (model_rank[row["model"]], row["batch"], format_label(row) != "w16a16kv16", index)
+        key = (model_rank[row["model"]], row["batch"], _bits(row) != (16, 16, 16), index)
         if row["device"] not in best or key < best[row["device"]][0]:
             best[row["device"]] = (key, row)
     return [row for _, row in best.values()]
@@ -155,14 +155,19 @@ def _bits(row: dict[str, Any]) -> tuple[int, int, int]:
     return row["weight_bits"], row["act_bits"], row["kv_bits"]
 
 
+def _format_key(row: dict[str, Any]) -> tuple:
+    """Everything format_label shows, ordered so that 16-bit, dense, eager sorts first."""
+    return tuple(-b for b in _bits(row)), (row.get("sparsity") or "dense") != "dense", row.get("execution") == "graphs"
+
+
 def energy_data(feasible: list[dict[str, Any]]) -> tuple[list[str], dict[str, list[float]], str]:
     """Devices, energy per token per model (NaN where missing) and a caption, at the most common batch and format."""
     measured = [row for row in feasible if math.isfinite(row.get("energy_per_token_J", math.nan))]
     if not measured:
         return [], {}, "No feasible point has an energy value."
-    counts = Counter((row["batch"], _bits(row)) for row in measured)
-    (batch, bits), _ = min(counts.items(), key=lambda item: (-item[1], item[0][0], [-b for b in item[0][1]]))
-    chosen = [row for row in measured if row["batch"] == batch and _bits(row) == bits]
+    counts = Counter((row["batch"], _format_key(row)) for row in measured)
+    (batch, fmt), _ = min(counts.items(), key=lambda item: (-item[1], item[0]))
+    chosen = [row for row in measured if row["batch"] == batch and _format_key(row) == fmt]
     devices = list(dict.fromkeys(device_label(row) for row in chosen))
     models = list(dict.fromkeys(row["model"] for row in chosen))
     energy = {model: [min((r["energy_per_token_J"] for r in chosen

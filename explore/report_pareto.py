@@ -41,10 +41,6 @@ HOW_TO_READ_SENSITIVITY = (
     "a knob that does not. Gaps are values with no feasible point.")
 
 
-def parse_constraints(constraints: Sequence[str] | None) -> list[Constraint]:
-    """Constraint objects from strings like 'ttft_s <= 0.5'."""
-    return [Constraint.parse(item) for item in constraints or ()]
-
 
 def objective_names(objectives: dict | None) -> tuple[list[str], list[str]]:
     """The minimized and the maximized metric names (empty lists when none)."""
@@ -114,7 +110,7 @@ def pareto_figures(rows: list[dict[str, Any]], objectives: dict | None,
     """One Pareto figure per pair of objectives (at most MAX_PAIRS); a ranking of the best for one objective."""
     minimize, maximize = objective_names(objectives)
     names = minimize + maximize
-    meeting, violating = split_by_constraints(rows, parse_constraints(constraints))
+    meeting, violating = split_by_constraints(rows, Constraint.parse_all(constraints))
     lengths = lengths_vary(rows)
     if len(names) == 1:
         name = names[0]
@@ -136,7 +132,7 @@ def pareto_table(rows: list[dict[str, Any]], objectives: dict | None, constraint
     """The Pareto-optimal designs over all objectives (the ranked best for one), sorted by the first objective."""
     minimize, maximize = objective_names(objectives)
     names = minimize + maximize
-    meeting, violating = split_by_constraints(rows, parse_constraints(constraints))
+    meeting, violating = split_by_constraints(rows, Constraint.parse_all(constraints))
     lengths = lengths_vary(rows)
     broke = f" {count_label(len(violating), 'feasible point')} breaking a constraint left out." if constraints else ""
     headers = ["design point"] + [metric_axis_label(n) for n in names]
@@ -146,8 +142,7 @@ def pareto_table(rows: list[dict[str, Any]], objectives: dict | None, constraint
                            note=f"The {count_label(len(best), 'feasible point')} best "
                                 f"({'lower' if minimize else 'higher'} is better).{broke}",
                            cells=[[point_label(r, lengths=lengths), format_number(r.get(names[0]))] for r in best])
-    front = sorted(pareto_rows(meeting, minimize, maximize), key=lambda r: float(r[names[0]]))
-    roles = chosen_roles(front, minimize, maximize)
+    front, roles = _front_and_roles(meeting, minimize, maximize)
     shown = front[:MAX_FRONT_ROWS]
     more = f" Showing the first {len(shown)} of {len(front)}." if len(front) > len(shown) else ""
     goal = ", ".join([f"minimize {n}" for n in minimize] + [f"maximize {n}" for n in maximize])
@@ -182,13 +177,21 @@ def chosen_designs(rows: list[dict[str, Any]], objectives: dict | None,
     best one for a single objective); none without objectives."""
     minimize, maximize = objective_names(objectives)
     names = minimize + maximize
-    meeting, _ = split_by_constraints(rows, parse_constraints(constraints))
+    meeting, _ = split_by_constraints(rows, Constraint.parse_all(constraints))
     if len(names) == 1:
         return [(row, [f"best {names[0]}"]) for row in _ranked(meeting, names[0], bool(minimize))[:1]]
     if not names:
         return []
-    front = pareto_rows(meeting, minimize, maximize)
-    return [(front[i], roles) for i, roles in sorted(chosen_roles(front, minimize, maximize).items())]
+    front, roles = _front_and_roles(meeting, minimize, maximize)
+    return [(front[i], role) for i, role in sorted(roles.items())]
+
+
+def _front_and_roles(meeting: list[dict[str, Any]], minimize: list[str],
+                     maximize: list[str]) -> tuple[list[dict[str, Any]], dict[int, list[str]]]:
+    """The Pareto front sorted by the first objective, and the chosen roles by index into it: one ordering for the
+    table and the rooflines, so ties (two points equally balanced) resolve to the same design in both."""
+    front = sorted(pareto_rows(meeting, minimize, maximize), key=lambda r: float(r[(minimize + maximize)[0]]))
+    return front, chosen_roles(front, minimize, maximize)
 
 
 def objective_sections(rows: list[dict[str, Any]], objectives: dict | None,

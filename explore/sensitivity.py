@@ -7,9 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from explore.design_point import KNOB_COLUMNS as KNOBS
 from explore.rows import OVERRIDE_PREFIX, as_number, is_feasible
-
-KNOBS = ("model", "device", "batch", "prompt", "output", "weight_bits", "act_bits", "kv_bits", "execution")
 
 
 def _key(value: Any) -> Any:

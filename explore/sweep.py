@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import itertools
 import math
+import operator
 import re
-import typing
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Annotated, Any, Literal
@@ -26,16 +27,17 @@ from pydantic import (
 from pydantic_core import core_schema
 
 from explore.derived import EvaluationError, Expression
-from explore.design_point import BREAKDOWN_COLUMNS, METRIC_COLUMNS, DesignPoint
+from explore.design_point import DesignPoint
+from explore.rows import NUMERIC_METRICS
 from explore.yaml_lines import LocatedYAML
 from hw_models.registry import load_device
 from hw_models.validation import check_keys, did_you_mean, input_error
-from kernels.formats import parse_sparsity
+from kernels.formats import ALLOWED_BITS, parse_sparsity
 from workloads.errors import InputError
 from workloads.model_config import load_model_config
 
 PositiveInt = Annotated[StrictInt, Field(ge=1)]
-WeightBits = Literal[16, 8, 4, 3, 2]
+WeightBits = Literal[ALLOWED_BITS["weight_bits"]]
 
 
 def _sparsity(pattern: str) -> str:
@@ -62,10 +64,9 @@ class ExpressionText(str):
         return core_schema.no_info_plain_validator_function(_expression)
 
 
-Bits = Literal[16, 8, 4]
+Bits = Literal[ALLOWED_BITS["act_bits"]]
 Number = StrictInt | StrictFloat
-NUMERIC_METRICS = tuple(m for m in METRIC_COLUMNS + BREAKDOWN_COLUMNS
-                        if m not in ("fits_in_memory", "infeasible_reason", "calibrated"))
+OPS = {"<=": operator.le, "<": operator.lt, ">=": operator.ge, ">": operator.gt, "==": operator.eq}
 CONSTRAINT = re.compile(r"^\s*([A-Za-z_][\w]*)\s*(<=|>=|<|>|==)\s*([-+0-9.eE]+)\s*$")
 
 
@@ -178,8 +179,7 @@ def _as_list(value) -> list:
 
 # Knobs a sweep may derive besides device fields, and the values each may take (None: any integer >= 1).
 DERIVABLE: dict[str, tuple[int, ...] | None] = {
-    "batch": None, "prompt": None, "output": None, "weight_bits": typing.get_args(WeightBits),
-    "act_bits": typing.get_args(Bits), "kv_bits": typing.get_args(Bits),
+    "batch": None, "prompt": None, "output": None, **ALLOWED_BITS,
 }
 TEXT_KNOBS = ("model", "device", "sparsity", "execution")
 DERIVED_DIGITS = 12  # significant digits a derived device field keeps: 0.1 * 3000 is 300, not 300.00000000000006
@@ -209,15 +209,18 @@ class Constraint:
     def parse(cls, text: str) -> Constraint:
         """A constraint from 'METRIC OP NUMBER', e.g. 'ttft_s <= 0.5'."""
         match = CONSTRAINT.match(text)
-        if not match:
-            raise ValueError(f"'METRIC OP NUMBER' with OP one of <=, <, >=, >, == (found {text!r})")
-        metric, op, bound = match.groups()
-        return cls(metric, op, float(bound))
+        try:
+            metric, op, bound = match.groups() if match else ("", "", "")
+            return cls(metric, op, float(bound))
+        except ValueError:  # no match, or a number the pattern lets through ('1e', '..')
+            raise ValueError(f"'METRIC OP NUMBER' with OP one of {', '.join(OPS)} (found {text!r})") from None
+
+    @classmethod
+    def parse_all(cls, texts: Sequence[str] | None) -> list[Constraint]:
+        return [cls.parse(text) for text in texts or ()]
 
     def holds(self, metrics: dict[str, Any]) -> bool:
-        value = float(metrics.get(self.metric, float("nan")))
-        return {"<=": value <= self.bound, "<": value < self.bound, ">=": value >= self.bound,
-                ">": value > self.bound, "==": value == self.bound}[self.op]
+        return OPS[self.op](float(metrics.get(self.metric, float("nan"))), self.bound)
 
     def excess(self, metrics: dict[str, Any]) -> float:
         """How far a value is past the bound: <= 0 where the constraint holds (NaN where the metric is missing)."""
@@ -244,7 +247,7 @@ class Sweep:
                 for path, value in self.spec.overrides.items()}
 
     def constraints(self) -> list[Constraint]:
-        return [Constraint.parse(item) for item in self.spec.constraints]
+        return Constraint.parse_all(self.spec.constraints)
 
     @cached_property
     def derived(self) -> dict[str, Expression]:
