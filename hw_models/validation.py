@@ -52,6 +52,10 @@ def input_error(err: ValidationError, where: str, prefix: str = "",
     allowed = first["msg"]
     for prefix_text in ("Input should be ", "Value error, "):
         allowed = allowed.removeprefix(prefix_text)
+    if isinstance(first.get("input"), dict):
+        # A rule over several fields of a section (or of the whole file): its message names them; the
+        # section itself is no value to quote.
+        return InputError(f"{place}: {key}: {allowed}" if key else f"{place}: {allowed}")
     return InputError(f"{place}: {key}: found {first.get('input')!r}, allowed: {allowed}")
 
 

@@ -61,3 +61,30 @@ def trace_of():
         return _cached_trace(config, phase, batch, seq_len, context_len, fake)
 
     return get
+
+
+@pytest.fixture(scope="session")
+def one_line_error():
+    """one_line_error(call) -> (where, rest): call() must raise an InputError of one line that quotes no whole
+    section; `where` is the file (and line) it names, `rest` the message after it, so that checks on the rest
+    cannot be satisfied by the name of a test's temporary folder."""
+    from workloads.errors import InputError
+
+    def check(call) -> tuple[str, str]:
+        with pytest.raises(InputError) as info:
+            call()
+        message = str(info.value)
+        assert "\n" not in message and "{'" not in message, message
+        where, _, rest = message.partition(": ")
+        return where, rest
+
+    return check
+
+
+@pytest.fixture(scope="session")
+def evaluator():
+    """One Evaluator for the session: everything it memoizes (traces, tables, devices) is a pure function of its
+    key, so tests share the full-size traces instead of capturing them once per module."""
+    from explore.evaluate import Evaluator
+
+    return Evaluator()

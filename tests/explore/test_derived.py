@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import csv
-import json
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from test_sweep import TINY_CONFIG
+from tiny_sweep import write_sweep, write_tiny_model
 
 from explore.derived import EvaluationError, Expression
 from explore.runner import run_sweep
@@ -100,16 +99,10 @@ DERIVED = (f"  {TDP}: \"200 + 0.1 * {BANDWIDTH}\"\n"
 
 @pytest.fixture
 def tiny_model(tmp_path: Path) -> str:
-    path = tmp_path / "tiny" / "config.json"
-    path.parent.mkdir()
-    path.write_text(json.dumps(TINY_CONFIG))
-    return str(path)
+    return write_tiny_model(tmp_path)
 
 
-def _write(tmp_path: Path, text: str) -> str:
-    path = tmp_path / "sweep.yaml"
-    path.write_text(text)
-    return str(path)
+_write = write_sweep
 
 
 def test_derived_knobs_are_not_dimensions(tmp_path, tiny_model):

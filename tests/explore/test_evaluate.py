@@ -5,14 +5,12 @@ from __future__ import annotations
 from dataclasses import replace
 
 from explore.design_point import DesignPoint
-from explore.evaluate import Evaluator
 from explore.rows import device_label, normalize_row
 
 POINT = DesignPoint(model="llama-2-7b", device="h100-sxm", batch=1, prompt=64, output=4)
 
 
-def test_calibrated_column_and_roofline_switch():
-    evaluator = Evaluator()
+def test_calibrated_column_and_roofline_switch(evaluator):
     calibrated = evaluator.evaluate(POINT).metrics
     roofline = evaluator.evaluate(replace(POINT, use_calibration=False)).metrics
     assert calibrated["calibrated"] is True and roofline["calibrated"] is False

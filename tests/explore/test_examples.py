@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from explore.evaluate import Evaluator
 from explore.sweep import load_sweep
 from hw_models.registry import DEVICE_KINDS, read_device_yaml
 
@@ -22,11 +21,6 @@ def test_device_families_spans_every_kind():
     sweep = load_sweep(str(next(p for p in EXAMPLES if p.stem == "device-families")))
     kinds = {read_device_yaml(device)[0]["kind"] for device in sweep.dimensions()["device"]}
     assert kinds == set(DEVICE_KINDS)
-
-
-@pytest.fixture(scope="module")
-def evaluator() -> Evaluator:
-    return Evaluator()
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from test_sweep import TINY_CONFIG
+from tiny_sweep import write_tiny_model
 
 from explore.cli import main
 from explore.results import read_rows
@@ -18,9 +18,7 @@ distributed = pytest.importorskip("distributed")
 
 def _sweep_file(tmp_path: Path) -> Path:
     """A tiny model, 4 batch sizes (4 tasks) on 2 devices: 8 points."""
-    model = tmp_path / "tiny" / "config.json"
-    model.parent.mkdir(parents=True, exist_ok=True)
-    model.write_text(json.dumps(TINY_CONFIG))
+    model = write_tiny_model(tmp_path)
     path = tmp_path / "sweep.yaml"
     path.write_text(f"name: dask\nmodel: {model}\ndevice: [h100-sxm, l4]\n"
                     "workload: {batch: [1, 2, 4, 8], prompt: 16, output: 4}\n")

@@ -24,7 +24,6 @@ from __future__ import annotations
 import pytest
 
 from explore.design_point import DesignPoint
-from explore.evaluate import Evaluator
 
 TOLERANCE = 0.35
 PROMPT, OUTPUT = 128, 512
@@ -38,8 +37,7 @@ ARTIFACT_VHK158_PREFILL_S = 0.2899
 
 
 @pytest.fixture(scope="module")
-def metrics() -> dict[str, dict]:
-    evaluator = Evaluator()
+def metrics(evaluator) -> dict[str, dict]:
     return {device: evaluator.evaluate(DesignPoint(model="llama-2-7b", device=device, batch=1, prompt=PROMPT,
                                                    output=OUTPUT, weight_bits=8, act_bits=8)).metrics
             for device in ("alveo-u280", "v100s-pcie", "versal-vhk158", "a100-sxm-80gb")}

@@ -13,14 +13,8 @@ from __future__ import annotations
 import pytest
 
 from explore.design_point import DesignPoint
-from explore.evaluate import Evaluator
 
 MEASURED_W = (137.0, 300.0)
-
-
-@pytest.fixture(scope="module")
-def evaluator() -> Evaluator:
-    return Evaluator()
 
 
 @pytest.mark.parametrize("batch", [1, 8, 32, 64])

@@ -30,11 +30,6 @@ CAPACITY_GB = {"a100-sxm-80gb": 4 * 80, "npu-only": 4 * 32, "npu-pim-naive": 4 *
 PAPER = {"a100-sxm-80gb": 3.0, "npu-only": 2.4, "npu-pim-naive": 1.6}  # NeuPIMs speedup over each (abstract)
 
 
-@pytest.fixture(scope="module")
-def evaluator() -> Evaluator:
-    return Evaluator()
-
-
 def speedups(evaluator: Evaluator, model: str, batch: int) -> dict[str, float]:
     """NeuPIMs decode throughput over each baseline's, at one design point that fits every system."""
     throughput = {}

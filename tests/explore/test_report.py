@@ -20,11 +20,6 @@ FIGURES = 4  # roofline, latency breakdown, energy per token, TTFT/TPOT against 
 
 
 @pytest.fixture(scope="module")
-def evaluator() -> Evaluator:
-    return Evaluator()
-
-
-@pytest.fixture(scope="module")
 def rows(evaluator: Evaluator) -> list[dict]:
     """A small real sweep: llama-2-7b on two GPUs at batch 1 and 4, plus a point that does not fit."""
     points = [DesignPoint(model="llama-2-7b", device=device, batch=batch, prompt=128, output=8)

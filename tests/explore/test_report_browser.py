@@ -7,7 +7,6 @@ else the one `python -m playwright install chromium` fetches. Skipped, with the 
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -15,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_sweep import TINY_CONFIG
+from tiny_sweep import write_tiny_model
 
 from explore.cli import main
 
@@ -86,9 +85,7 @@ def test_a_broken_figure_is_caught(browser, tmp_path: Path) -> None:
 
 
 def test_every_figure_of_a_sweep_report_loads(browser, tmp_path: Path) -> None:
-    model = tmp_path / "tiny" / "config.json"
-    model.parent.mkdir()
-    model.write_text(json.dumps(TINY_CONFIG))
+    model = write_tiny_model(tmp_path)
     sweep = tmp_path / "sweep.yaml"
     sweep.write_text(f"name: browser\nmodel: {model}\ndevice: [h100-sxm, a100-sxm-80gb]\n"
                      "workload: {batch: [1, 4], prompt: 16, output: 4}\n"

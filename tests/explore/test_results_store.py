@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from test_sweep import TINY_CONFIG
+from tiny_sweep import write_tiny_model
 
 from explore.results import ResultsStore, read_results, read_rows
 from explore.rows import normalize_row
@@ -20,9 +20,7 @@ from workloads.errors import InputError
 @pytest.fixture
 def sweep(tmp_path):
     """12 points, 6 of them on a device too small for the model (NaN metrics and a reason)."""
-    model = tmp_path / "tiny" / "config.json"
-    model.parent.mkdir(parents=True, exist_ok=True)
-    model.write_text(json.dumps(TINY_CONFIG))
+    model = write_tiny_model(tmp_path)
     path = tmp_path / "sweep.yaml"
     path.write_text(f"name: store\nmodel: {model}\ndevice: [h100-sxm, l4]\n"
                     "workload: {batch: [1, 2, 4], prompt: 16, output: 4}\n"

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from explore.evaluate import Evaluator
 from explore.pareto import hypervolume, objective_matrix, pareto_mask
 from explore.rows import normalize_row
 from explore.runner import run_sweep
@@ -39,11 +38,6 @@ def _sweep(tmp_path: Path, search: str):
     path = tmp_path / "sweep.yaml"
     path.write_text(GRID.replace("search: {strategy: grid}", f"search: {search}"))
     return load_sweep(str(path))
-
-
-@pytest.fixture(scope="module")
-def evaluator() -> Evaluator:
-    return Evaluator()
 
 
 def test_search_needs_a_budget_and_objectives(tmp_path):

@@ -2,33 +2,21 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
+from tiny_sweep import write_sweep, write_tiny_model
 
 from explore.sweep import load_sweep
 from workloads.errors import InputError
 
-TINY_CONFIG = {
-    "model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
-    "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 128, "max_position_embeddings": 256,
-    "rms_norm_eps": 1e-5, "torch_dtype": "bfloat16", "hidden_act": "silu",
-}
-
 
 @pytest.fixture
 def tiny_model(tmp_path: Path) -> str:
-    path = tmp_path / "tiny" / "config.json"
-    path.parent.mkdir()
-    path.write_text(json.dumps(TINY_CONFIG))
-    return str(path)
+    return write_tiny_model(tmp_path)
 
 
-def write(tmp_path: Path, text: str) -> str:
-    path = tmp_path / "sweep.yaml"
-    path.write_text(text)
-    return str(path)
+write = write_sweep
 
 
 def test_grid_counts_every_combination(tmp_path):

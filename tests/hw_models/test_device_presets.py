@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 from explore.design_point import DesignPoint
-from explore.evaluate import Evaluator
 from hw_models.device import DeviceModel
 from hw_models.registry import DEVICE_KINDS, load_device, preset_names, read_device_yaml
 from kernels.formats import NumericFormat
@@ -74,11 +73,6 @@ def test_cost_invariants(name, tables):
         np.testing.assert_allclose(costs.energy_J, costs.compute_J + costs.memory_J + costs.static_J, rtol=1e-12)
         np.testing.assert_allclose(costs.static_J, device.idle_power_W * costs.time_s, rtol=1e-12)
         assert set(np.unique(costs.unit_index).tolist()) <= set(range(len(device.units)))
-
-
-@pytest.fixture(scope="module")
-def evaluator() -> Evaluator:
-    return Evaluator()
 
 
 @pytest.mark.parametrize("name", preset_names())

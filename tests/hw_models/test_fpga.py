@@ -11,7 +11,6 @@ from hw_models.registry import load_device, read_device_yaml
 from kernels.formats import NumericFormat
 from kernels.kernel import Kernel, KernelKind
 from kernels.table import KernelTable
-from workloads.errors import InputError
 
 U280 = "alveo-u280"
 
@@ -175,21 +174,13 @@ def test_v100s_preset_from_datasheet():
     assert v100s.sparsity_patterns == frozenset()
 
 
-def _message(call) -> str:
-    with pytest.raises(InputError) as info:
-        call()
-    message = str(info.value)
-    assert "\n" not in message, message
-    return message
-
-
-def test_wrong_key_in_fpga_preset_is_one_line(tmp_path):
+def test_wrong_key_in_fpga_preset_is_one_line(tmp_path, one_line_error):
     data, _ = read_device_yaml(U280)
     data["memory"]["efficency"] = data["memory"].pop("efficiency")
     path = tmp_path / "fpga.yaml"
     path.write_text(yaml.safe_dump(data))
-    message = _message(lambda: load_device(str(path)))
-    assert str(path) in message and "memory.efficency" in message
+    where, message = one_line_error(lambda: load_device(str(path)))
+    assert str(path) in where and "memory.efficency" in message
 
 
 @pytest.mark.parametrize("path, value, words", [
@@ -198,6 +189,6 @@ def test_wrong_key_in_fpga_preset_is_one_line(tmp_path):
     ("memory.efficiency", 1.5, "efficiency"),
     ("onchip.activation_buffer_MB", 100.0, "activation_buffer_MB"),
 ])
-def test_bad_fpga_values_are_one_line(path, value, words):
-    message = _message(lambda: load_device(U280, overrides={path: value}))
+def test_bad_fpga_values_are_one_line(path, value, words, one_line_error):
+    where, message = one_line_error(lambda: load_device(U280, overrides={path: value}))
     assert words in message

@@ -91,10 +91,10 @@ def test_simulate_agrees_with_analytic(llama):
     analytic = evaluate(device, tables, workload, memory)
     a, b = sim.metrics(), analytic.metrics()
     for key in ("ttft_s", "tpot_s", "e2e_s", "energy_per_token_J", "tokens_per_s", "avg_power_W"):
-        assert a[key] == pytest.approx(b[key], rel=0.01), key
-    assert sim.energy_J == pytest.approx(analytic.energy_J, rel=0.01)
+        assert a[key] == pytest.approx(b[key], rel=1e-9), key
+    assert sim.energy_J == pytest.approx(analytic.energy_J, rel=1e-9)
     for label, seconds in analytic.time_by_class_s.items():
-        assert sim.time_by_class_s[label] == pytest.approx(seconds, rel=0.01), label
+        assert sim.time_by_class_s[label] == pytest.approx(seconds, rel=1e-9), label
 
 
 @pytest.fixture(scope="module")

@@ -45,7 +45,7 @@ def test_prefill_gemm_flops(prefill):
     tokens = 1 * PROMPT
     expected = 2 * tokens * LAYER_MATMUL_PARAMS * LAYERS + 2 * 1 * H * VOCAB
     assert expected == 6_631_429_505_024 + 262_144_000
-    assert _sum_flops(prefill, GEMM_OPS) == pytest.approx(expected, rel=1e-3)
+    assert _sum_flops(prefill, GEMM_OPS) == pytest.approx(expected, rel=1e-12)
 
 
 def test_prefill_attention_flops(prefill):
@@ -55,14 +55,14 @@ def test_prefill_attention_flops(prefill):
     assert expected == 137_438_953_472
     attention = [op for op in prefill.ops if op.short_name in ATTENTION_OPS]
     assert len(attention) == LAYERS
-    assert _sum_flops(prefill, ATTENTION_OPS) == pytest.approx(expected, rel=1e-3)
+    assert _sum_flops(prefill, ATTENTION_OPS) == pytest.approx(expected, rel=1e-12)
 
 
 def test_decode_gemm_flops(decode):
     tokens = 1
     expected = 2 * tokens * LAYER_MATMUL_PARAMS * LAYERS + 2 * 1 * H * VOCAB
     assert expected == 13_214_154_752
-    assert _sum_flops(decode, GEMM_OPS) == pytest.approx(expected, rel=1e-3)
+    assert _sum_flops(decode, GEMM_OPS) == pytest.approx(expected, rel=1e-12)
 
 
 def test_decode_attention_flops(decode):
@@ -70,7 +70,7 @@ def test_decode_attention_flops(decode):
     kv_len = CONTEXT + 1
     expected = 4 * LAYERS * HEADS * HEAD_DIM * 1 * kv_len
     assert expected == 268_959_744
-    assert _sum_flops(decode, ATTENTION_OPS) == pytest.approx(expected, rel=1e-3)
+    assert _sum_flops(decode, ATTENTION_OPS) == pytest.approx(expected, rel=1e-12)
 
 
 @pytest.mark.parametrize("phase", ["prefill", "decode"])

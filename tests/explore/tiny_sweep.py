@@ -1,0 +1,27 @@
+"""Shared by the explore tests: a tiny Llama config.json and sweep files written into a test's folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+TINY_CONFIG = {
+    "model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+    "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 128, "max_position_embeddings": 256,
+    "rms_norm_eps": 1e-5, "torch_dtype": "bfloat16", "hidden_act": "silu",
+}
+
+
+def write_tiny_model(folder: Path) -> str:
+    """Path of the tiny model's config.json, written under folder/tiny/."""
+    path = folder / "tiny" / "config.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(TINY_CONFIG))
+    return str(path)
+
+
+def write_sweep(folder: Path, text: str) -> str:
+    """Path of folder/sweep.yaml holding `text`."""
+    path = folder / "sweep.yaml"
+    path.write_text(text)
+    return str(path)
