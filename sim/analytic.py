@@ -20,17 +20,17 @@ def evaluate(device, tables: PassTables, workload: BatchWorkload, memory: Memory
     costs = price_passes(device, tables, workload, execution)
     first_token_s = float(costs.prefill.time_s.sum())
     finishes = costs.decode_finish_times(first_token_s, len(device.units))
+    return batch_result(device, costs, workload, memory, first_token_s, finishes,
+                        time_by_class_s=costs.time_by_class_s(tables.prefill.class_masks))
+
+
+def batch_result(device, costs: StepCosts, workload: BatchWorkload, memory: MemoryFootprint, first_token_s: float,
+                 finishes: list[float], **fields) -> SimResult:
+    """The result of a static batch: every request gets its first token from the prefill and finishes with its
+    decode sub-batch; static power is drawn until the last one finishes. Both sim paths build it here."""
     makespan_s = max(finishes)
-    by_class = costs.time_by_class_s(tables.prefill.class_masks)
-    parts = costs.energy_parts(makespan_s, device.idle_power_W)
-    requests = request_timings(costs, workload, first_token_s, finishes)
-    return SimResult(requests=requests, makespan_s=makespan_s, energy_J=sum(parts.values()), energy_parts_J=parts,
-                     time_by_class_s=by_class, memory=memory)
-
-
-def request_timings(costs: StepCosts, workload: BatchWorkload, first_token_s: float,
-                    finishes: list[float]) -> tuple[RequestTiming, ...]:
-    """Every request gets its first token from the prefill and finishes with its sub-batch."""
-    finish_of = [finish for part, finish in zip(costs.decode, finishes, strict=True) for _ in range(part.batch)]
-    return tuple(RequestTiming(request_id=i, arrival_s=0.0, first_token_s=first_token_s, finish_s=finish_of[i],
-                               output_tokens=workload.output_len) for i in range(workload.batch))
+    groups = tuple(RequestTiming(count=part.batch, arrival_s=0.0, first_token_s=first_token_s, finish_s=finish,
+                                 output_tokens=workload.output_len)
+                   for part, finish in zip(costs.decode, finishes, strict=True))
+    return SimResult(request_groups=groups, makespan_s=makespan_s, memory=memory,
+                     energy_parts_J=costs.energy_parts(makespan_s, device.idle_power_W), **fields)

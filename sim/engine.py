@@ -14,7 +14,7 @@ import numpy as np
 import simpy
 
 from kernels.table import KernelTable
-from sim.analytic import request_timings
+from sim.analytic import batch_result
 from sim.memory import MemoryFootprint
 from sim.result import SimResult, Timeline
 from sim.step_costs import StepCosts, price_passes
@@ -97,12 +97,10 @@ def simulate(device, tables: PassTables, workload: BatchWorkload, memory: Memory
     monitor = Monitor({key: table.kernel_class for key, table in passes.items()}, record_timeline)
     env.process(_serve_batch(env, units, costs, monitor))
     env.run()
-    parts = costs.energy_parts(env.now, device.idle_power_W)
     finishes = [monitor.finish_s[part] for part in range(len(costs.decode))]
-    return SimResult(requests=request_timings(costs, workload, monitor.first_token_s, finishes),
-                     makespan_s=env.now, energy_J=sum(parts.values()), energy_parts_J=parts,
-                     time_by_class_s=monitor.time_by_class_s, memory=memory, timeline=monitor.timeline(),
-                     kernel_names={key: tuple(f"{k.op} {k.module}".strip() for k in table.kernels)
+    return batch_result(device, costs, workload, memory, monitor.first_token_s, finishes,
+                        time_by_class_s=monitor.time_by_class_s, timeline=monitor.timeline(),
+                        kernel_names={key: tuple(f"{k.op} {k.module}".strip() for k in table.kernels)
                                    for key, table in passes.items()},
                      unit_names=tuple(device.units))
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 import numpy as np
 
@@ -14,11 +15,13 @@ PHASES = ("prefill", "decode")
 
 @dataclass(frozen=True, kw_only=True)
 class RequestTiming:
-    request_id: int
+    """Timings of one request, or of `count` requests that arrive, start and finish together (a sub-batch)."""
+
     arrival_s: float
     first_token_s: float
     finish_s: float
     output_tokens: int
+    count: int = 1
 
     @property
     def ttft_s(self) -> float:
@@ -48,9 +51,8 @@ class Timeline:
 
 @dataclass(frozen=True, kw_only=True)
 class SimResult:
-    requests: tuple[RequestTiming, ...]
+    request_groups: tuple[RequestTiming, ...]  # requests with equal timings grouped (`count` each)
     makespan_s: float
-    energy_J: float
     energy_parts_J: dict[str, float]  # compute_J, memory_J, static_J
     time_by_class_s: dict[str, float]  # busy time by kernel class (gemm, attention, norm, ...)
     memory: MemoryFootprint
@@ -60,16 +62,31 @@ class SimResult:
     unit_names: tuple[str, ...] = ("device",)
 
     @property
+    def energy_J(self) -> float:
+        return sum(self.energy_parts_J.values())
+
+    @cached_property
+    def requests(self) -> tuple[RequestTiming, ...]:
+        """One entry per request."""
+        return tuple(replace(group, count=1) for group in self.request_groups for _ in range(group.count))
+
+    @property
     def output_tokens(self) -> int:
-        return sum(r.output_tokens for r in self.requests)
+        return sum(r.output_tokens * r.count for r in self.request_groups)
+
+    def _mean(self, values) -> float:
+        """Mean over requests of a per-group value."""
+        counts = [g.count for g in self.request_groups]
+        return float(np.dot(list(values), counts) / sum(counts))
 
     def metrics(self) -> dict[str, float]:
         """The metrics of the results table, SI units in the names."""
         tokens = self.output_tokens
+        groups = self.request_groups
         return {
-            "ttft_s": float(np.mean([r.ttft_s for r in self.requests])),
-            "tpot_s": float(np.mean([r.tpot_s for r in self.requests])),
-            "e2e_s": float(np.mean([r.finish_s - r.arrival_s for r in self.requests])),
+            "ttft_s": self._mean(g.ttft_s for g in groups),
+            "tpot_s": self._mean(g.tpot_s for g in groups),
+            "e2e_s": self._mean(g.finish_s - g.arrival_s for g in groups),
             "tokens_per_s": tokens / self.makespan_s,
             "energy_per_token_J": self.energy_J / tokens,
             "avg_power_W": self.energy_J / self.makespan_s,
