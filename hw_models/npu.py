@@ -97,8 +97,7 @@ class NPUModel(DeviceModel):
     def matrix_shapes(self, table: KernelTable, rows: np.ndarray) -> tuple:
         """(m, n, k, count, dense_flops) of the matrix kernels in `rows`; attention as its two GEMMs per head.
 
-        Attention shapes that do not change with the decode step (heads, head_dim, q_len) come from the
-        table's columns; the keys attended to by decode rows come from the flops column, rescaled per step.
+        Attention shapes come from the table's columns (a decode step's keys from its kv_len).
         """
         m, n, k = table.m[rows].copy(), table.n[rows].copy(), table.k[rows].copy()
         count = np.maximum(table.batch[rows], 1.0)
@@ -108,10 +107,7 @@ class NPUModel(DeviceModel):
             heads, q_len, head_dim = (np.maximum(column[idx], 1.0) for column in (table.heads, table.q_len,
                                                                                    table.head_dim))
             instances = count[attention] * heads
-            decode = table.kind[rows][attention] == DECODE_ATTENTION
             kv = table.kv_len[idx]
-            # Decode rows are rescaled per step: read the keys attended to back from the flops (QK^T + PV).
-            kv = np.where(decode, table.flops[idx] / (4 * instances * q_len * head_dim), kv)
             # QK^T ([q x d] x [d x kv]) and PV ([q x kv] x [kv x d]) cost about alike on the arrays: price
             # one as (m=q, k=d, n=kv) and count it twice.
             m[attention], n[attention], k[attention] = q_len, np.maximum(kv, 1), head_dim

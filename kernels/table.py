@@ -33,7 +33,7 @@ class KernelTable:
     n: np.ndarray
     k: np.ndarray
     batch: np.ndarray
-    # Attention shape (zero for other kernels); kv_len is the traced one: decode steps rescale flops instead.
+    # Attention shape (zero for other kernels); at_kv_lengths sets each decode step's kv_len.
     heads: np.ndarray
     q_len: np.ndarray
     kv_len: np.ndarray
@@ -142,8 +142,7 @@ class KernelTable:
         if self.sparsity not in cache:
             table = replace(self, flops=self.flops * self.weight_density,
                             weight_bytes=self.weight_bytes * self.sparse_weight_scale)
-            table.__dict__.update(dtype_groups=self.dtype_groups, class_masks=self.class_masks,
-                                  kind_masks=self.kind_masks)
+            _share_shape_caches(table, self)
             cache[self.sparsity] = table
         return cache[self.sparsity]
 
@@ -152,9 +151,8 @@ class KernelTable:
         return self.kind == KIND_CODE[KernelKind.ATTENTION_DECODE]
 
     @cached_property
-    def _decode_attention_rows(self) -> tuple[KernelTable, np.ndarray]:
-        rows = self.select(self.decode_attention_mask)
-        return rows, np.array([k.kv_len for k in rows.kernels], dtype=float)
+    def _decode_attention_rows(self) -> KernelTable:
+        return self.select(self.decode_attention_mask)
 
     def at_kv_lengths(self, kv_lens: np.ndarray, window: int | None = None) -> KernelTable:
         """Decode-attention rows repeated for each KV length (step-major), with FLOPs and KV traffic rescaled.
@@ -162,29 +160,35 @@ class KernelTable:
         A decode step's attention work and KV reads are proportional to the keys it attends to, and
         nothing else in the step depends on the context length: one traced step gives every step.
         """
-        rows, traced = self._decode_attention_rows
+        traced = self._decode_attention_rows.kv_len
         kv_lens = np.asarray(kv_lens, dtype=float)
         if window:
             kv_lens = np.minimum(kv_lens, window)
         ratio = (kv_lens[:, None] / traced[None, :]).ravel()
         template = self._tiled_attention_rows(len(kv_lens))
-        table = replace(template, flops=template.flops * ratio, kv_bytes=template.kv_bytes * ratio)
-        # The per-row caches depend on shapes only: share the template's (this runs once per design point).
-        table.__dict__.update(dtype_groups=template.dtype_groups, class_masks=template.class_masks,
-                              kind_masks=template.kind_masks)
+        table = replace(template, flops=template.flops * ratio, kv_bytes=template.kv_bytes * ratio,
+                        kv_len=np.repeat(kv_lens, len(traced)))
+        _share_shape_caches(table, template)  # this runs once per design point
         return table
 
     def _tiled_attention_rows(self, steps: int) -> KernelTable:
         """Decode-attention rows repeated `steps` times at the traced length, memoized by step count."""
         cache = self.__dict__.setdefault("_tiled_cache", {})
         if steps not in cache:
-            rows, _ = self._decode_attention_rows
-            table = KernelTable(kernels=rows.kernels * steps, sparsity=rows.sparsity,
+            rows = self._decode_attention_rows
+            # Attention has no weights: the tiled rows are dense whatever the format's sparsity (run_on is a no-op).
+            table = KernelTable(kernels=rows.kernels * steps,
                                 **{name: np.tile(getattr(rows, name), steps) for name in self._columns()})
-            distinct, index = rows.dtype_groups
-            table.__dict__["dtype_groups"] = (distinct, np.tile(index, steps))
-            table.__dict__["class_masks"] = {name: np.tile(mask, steps) for name, mask in rows.class_masks.items()}
-            table.__dict__["kind_masks"] = {name: np.tile(mask, steps) for name, mask in rows.kind_masks.items()}
+            _share_shape_caches(table, rows, tile=steps)
             cache.clear()  # one step count at a time: sweeps vary it rarely, and memory stays bounded
             cache[steps] = table
         return cache[steps]
+
+
+def _share_shape_caches(table: KernelTable, source: KernelTable, tile: int = 1) -> None:
+    """Give `table` the shape-only caches of `source` (its rows repeated `tile` times): they depend on kinds and
+    dtypes, not on work or traffic, and recomputing them per design point would cost more than the pricing."""
+    distinct, index = source.dtype_groups
+    table.__dict__["dtype_groups"] = (distinct, np.tile(index, tile))
+    for name in ("class_masks", "kind_masks"):
+        table.__dict__[name] = {key: np.tile(mask, tile) for key, mask in getattr(source, name).items()}

@@ -85,6 +85,8 @@ def test_at_kv_lengths_scales_linearly():
     # The query and output traffic does not depend on the context.
     np.testing.assert_allclose(steps.act_bytes, [16_384] * 6)
     np.testing.assert_allclose(steps.weight_bytes, 0.0)
+    # Each row carries the keys it attends to.
+    np.testing.assert_array_equal(steps.kv_len, [100, 100, 200, 200, 1000, 1000])
 
 
 def test_at_kv_lengths_clips_at_sliding_window():
@@ -93,6 +95,7 @@ def test_at_kv_lengths_clips_at_sliding_window():
     # Keys attended: min(kv, 500) -> 100, 400, 500, 500, 500.
     np.testing.assert_allclose(steps.flops, [4 * 32 * 128 * n for n in (100, 400, 500, 500, 500)])
     np.testing.assert_allclose(steps.kv_bytes, [2 * 8 * n * 128 * 2 for n in (100, 400, 500, 500, 500)])
+    np.testing.assert_array_equal(steps.kv_len, [100, 400, 500, 500, 500])
 
 
 def test_at_kv_lengths_matches_a_retraced_step(tiny_llama, trace_of):
