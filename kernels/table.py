@@ -95,10 +95,6 @@ class KernelTable:
         """Row mask of each kernel kind present in the table (finer than classes: activation, rope, ...)."""
         return {KINDS[code].value: self.kind == code for code in np.unique(self.kind).tolist()}
 
-    @property
-    def class_labels(self) -> tuple[str, ...]:
-        return tuple(sorted(self.class_masks))
-
     @cached_property
     def dtype_groups(self) -> tuple[list[tuple[str, bool]], np.ndarray]:
         """Distinct (dtype, tensor_core) pairs and each kernel's index into them: cost models look up

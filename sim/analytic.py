@@ -19,7 +19,7 @@ def evaluate(device, tables: PassTables, workload: BatchWorkload, memory: Memory
     """Timings and energy of the batch without an event loop (no timeline)."""
     costs = price_passes(device, tables, workload, execution)
     first_token_s = float(costs.prefill.time_s.sum())
-    finishes = costs.decode_finish_times(first_token_s, len(device.units))
+    finishes = costs.decode_finish_times(first_token_s)
     return batch_result(device, costs, workload, memory, first_token_s, finishes,
                         time_by_class_s=costs.time_by_class_s(tables.prefill.class_masks))
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 import numpy as np
 
 
-def interleaved_schedule(durations: list[np.ndarray], units: list[np.ndarray], start_s: float,
-                         unit_count: int) -> list[np.ndarray]:
-    """Start time of every segment of every chain; chain i runs segments durations[i] on units[i] in order."""
+def interleaved_schedule(durations: list[np.ndarray], units: list[np.ndarray], unit_count: int) -> list[np.ndarray]:
+    """Start time (from zero) of every segment of every chain; chain i runs segments durations[i] on units[i]
+    in order."""
+    start_s = 0.0
     unit_free = [start_s] * unit_count
     chains = range(len(durations))
     ready = [start_s for _ in chains]

@@ -81,10 +81,9 @@ class StepCosts:
 
     prefill: KernelCosts
     decode: tuple[DecodeCosts, ...]
-
-    @property
-    def decode_steps(self) -> int:
-        return self.decode[0].steps
+    # When each decode sub-batch finishes, counted from the start of decode (the schedule does not depend on
+    # when it starts); set by price_passes.
+    decode_offsets_s: tuple[float, ...] = ()
 
     @property
     def interleaved(self) -> bool:
@@ -105,22 +104,9 @@ class StepCosts:
                 by_class[label] = by_class.get(label, 0.0) + part.total("time_s", mask)
         return by_class
 
-    def decode_finish_times(self, start_s: float, unit_count: int) -> list[float]:
+    def decode_finish_times(self, start_s: float) -> list[float]:
         """When each decode sub-batch finishes its last step, decoding from start_s (one entry if whole)."""
-        if not self.interleaved:
-            return [start_s + self.decode_total("time_s")]
-        # The schedule does not depend on when it starts: compute it once from zero and shift it.
-        cache = self.__dict__.setdefault("_finish_offsets", {})
-        if unit_count not in cache:
-            durations, units = [], []
-            for part in self.decode:
-                _, segment_units = part.segments
-                durations.append(part.segment_times().ravel())
-                units.append(np.tile(segment_units, part.steps))
-            starts = interleaved_schedule(durations, units, 0.0, unit_count)
-            cache[unit_count] = [float(s[-1] + d[-1]) if len(d) else 0.0
-                                 for s, d in zip(starts, durations, strict=True)]
-        return [start_s + offset for offset in cache[unit_count]]
+        return [start_s + offset for offset in self.decode_offsets_s]
 
     def energy_parts(self, makespan_s: float, idle_power_W: float) -> dict[str, float]:
         """Compute and memory energy of every kernel, and static power over the whole run.
@@ -156,15 +142,28 @@ def price_passes(device, tables: PassTables, workload: BatchWorkload, execution:
                            steps=len(kv_lens), class_masks=table.class_masks)
 
     prefill = device.cost_table(tables.prefill, execution)
-    whole = StepCosts(prefill=prefill, decode=(price(workload.batch, tables.decode),))
+    whole_part = price(workload.batch, tables.decode)
+    whole_s = whole_part.total("time_s")
+    whole = StepCosts(prefill=prefill, decode=(whole_part,), decode_offsets_s=(whole_s,))
     if not tables.sub_batch_decode:
         return whole
-    split = StepCosts(prefill=prefill, decode=tuple(price(size, table) for size, table in tables.sub_batch_decode))
+    parts = tuple(price(size, table) for size, table in tables.sub_batch_decode)
     unit_count = len(device.units)
-    whole_s = whole.decode_total("time_s")
     # No schedule beats its busiest unit: when that alone is no faster than the whole batch, skip scheduling.
-    busiest_s = max(sum(part.total("time_s", part.base.unit_index == unit) for part in split.decode)
+    busiest_s = max(sum(part.total("time_s", part.base.unit_index == unit) for part in parts)
                     for unit in range(unit_count))
     if busiest_s >= whole_s:
         return whole
-    return split if max(split.decode_finish_times(0.0, unit_count)) < whole_s else whole
+    offsets = _interleaved_finishes(parts, unit_count)
+    return StepCosts(prefill=prefill, decode=parts, decode_offsets_s=offsets) if max(offsets) < whole_s else whole
+
+
+def _interleaved_finishes(parts: tuple[DecodeCosts, ...], unit_count: int) -> tuple[float, ...]:
+    """When each sub-batch finishes, from the start of decode, with the sub-batches sharing the units."""
+    durations, units = [], []
+    for part in parts:
+        _, segment_units = part.segments
+        durations.append(part.segment_times().ravel())
+        units.append(np.tile(segment_units, part.steps))
+    starts = interleaved_schedule(durations, units, unit_count)
+    return tuple(float(s[-1] + d[-1]) if len(d) else 0.0 for s, d in zip(starts, durations, strict=True))

@@ -27,7 +27,7 @@ def test_two_chains_by_hand():
     # A: NPU [0,2] PIM [2,3] NPU [4,6] PIM [6,7]; B: NPU [2,4] PIM [4,5] NPU [6,8] PIM [8,9].
     durations = [np.array([2.0, 1, 2, 1])] * 2
     units = [np.array([0, 1, 0, 1])] * 2
-    a, b = interleaved_schedule(durations, units, start_s=0.0, unit_count=2)
+    a, b = interleaved_schedule(durations, units, unit_count=2)
     assert a.tolist() == [0, 2, 4, 6] and b.tolist() == [2, 4, 6, 8]
     # Serially the same work takes 12; interleaved it ends at 9.
 
