@@ -47,45 +47,38 @@ def predict(device: GPUModel, rows: list[MeasuredKernel]) -> np.ndarray:
     return device.cost_table(table, execution="device").time_s
 
 
-def _fit(residual, x0, lower, upper) -> np.ndarray:
-    return least_squares(residual, x0=x0, bounds=(lower, upper), x_scale="jac").x
+def _fit(base: GPUModel, rows: list[MeasuredKernel], make, to_calibration, x0, lower, upper):
+    """make(x) of the parameters x that minimize the squared log error of the model priced with
+    to_calibration(make(x)) on the rows (bounded least squares)."""
+    table, measured = _table(rows)
+
+    def residual(x):
+        model = GPUModel(base.spec, base.reference, Calibration(device=base.name, **to_calibration(make(x))))
+        return np.log(model.cost_table(table, execution="device").time_s / measured)
+
+    x = least_squares(residual, x0=x0, bounds=(lower, upper), x_scale="jac").x
+    return make([float(v) for v in x])
 
 
 def fit_gemm(base: GPUModel, rows: list[MeasuredKernel]) -> GemmFit:
-    table, measured = _table(rows)
-
-    def residual(x):
-        fit = GemmFit(compute_fraction=x[0], bandwidth_fraction=x[1], latency_s=x[2] * 1e-6, blend=x[3])
-        model = GPUModel(base.spec, base.reference, Calibration(device=base.name, gemm=fit))
-        return np.log(model.cost_table(table, execution="device").time_s / measured)
-
-    x = _fit(residual, [0.8, 0.8, 5.0, 4.0], [0.05, 0.05, 0.0, 1.0], [1.0, 1.0, 1000.0, 50.0])
-    return GemmFit(compute_fraction=float(x[0]), bandwidth_fraction=float(x[1]), latency_s=float(x[2]) * 1e-6,
-                   blend=float(x[3]))
+    def make(x):
+        return GemmFit(compute_fraction=x[0], bandwidth_fraction=x[1], latency_s=x[2] * 1e-6, blend=x[3])
+    return _fit(base, rows, make, lambda fit: {"gemm": fit}, [0.8, 0.8, 5.0, 4.0], [0.05, 0.05, 0.0, 1.0],
+                [1.0, 1.0, 1000.0, 50.0])
 
 
 def fit_stream(base: GPUModel, kernel_class: str, rows: list[MeasuredKernel]) -> StreamFit:
-    table, measured = _table(rows)
-
-    def residual(x):
-        fit = StreamFit(bandwidth_fraction=x[0], latency_s=x[1] * 1e-6)
-        model = GPUModel(base.spec, base.reference, Calibration(device=base.name, streams={kernel_class: fit}))
-        return np.log(model.cost_table(table, execution="device").time_s / measured)
-
-    x = _fit(residual, [0.7, 3.0], [0.01, 0.0], [1.0, 1000.0])
-    return StreamFit(bandwidth_fraction=float(x[0]), latency_s=float(x[1]) * 1e-6)
+    def make(x):
+        return StreamFit(bandwidth_fraction=x[0], latency_s=x[1] * 1e-6)
+    return _fit(base, rows, make, lambda fit: {"streams": {kernel_class: fit}}, [0.7, 3.0], [0.01, 0.0],
+                [1.0, 1000.0])
 
 
 def fit_attention(base: GPUModel, rows: list[MeasuredKernel]) -> AttentionFit:
-    table, measured = _table(rows)
-
-    def residual(x):
-        fit = AttentionFit(compute_fraction=x[0], bandwidth_fraction=x[1], latency_s=x[2] * 1e-6)
-        model = GPUModel(base.spec, base.reference, Calibration(device=base.name, attention=fit))
-        return np.log(model.cost_table(table, execution="device").time_s / measured)
-
-    x = _fit(residual, [0.6, 0.7, 5.0], [0.01, 0.01, 0.0], [1.0, 1.0, 1000.0])
-    return AttentionFit(compute_fraction=float(x[0]), bandwidth_fraction=float(x[1]), latency_s=float(x[2]) * 1e-6)
+    def make(x):
+        return AttentionFit(compute_fraction=x[0], bandwidth_fraction=x[1], latency_s=x[2] * 1e-6)
+    return _fit(base, rows, make, lambda fit: {"attention": fit}, [0.6, 0.7, 5.0], [0.01, 0.01, 0.0],
+                [1.0, 1.0, 1000.0])
 
 
 def fit_calibration(base: GPUModel, rows: list[MeasuredKernel], *, table_path: str, train_fraction: float,

@@ -31,7 +31,6 @@ from hw_models.gpu_spec import GPUSpec
 from kernels.table import KernelTable
 from workloads.errors import InputError
 
-STREAM_KINDS = ("norm", "elementwise", "activation", "rope", "softmax", "embedding")
 
 
 class GPUModel(DeviceModel):
@@ -97,7 +96,7 @@ class GPUModel(DeviceModel):
             compute_s[attention], memory_s[attention] = c, m
             busy_s[attention], latency_s[attention] = d - cal.attention.latency_s, cal.attention.latency_s
         for name, rows in table.kind_masks.items():
-            fit = cal.stream(name) if name in STREAM_KINDS else None
+            fit = cal.stream(name)  # None for kinds without a streaming fit (GEMMs, attention)
             if fit is None:
                 continue
             m, _ = stream_times(bytes_moved=bytes_moved[rows], bandwidth_Bps=self.spec.bandwidth_Bps, fit=fit)
