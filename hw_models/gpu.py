@@ -32,7 +32,6 @@ from kernels.table import KernelTable
 from workloads.errors import InputError
 
 
-
 class GPUModel(DeviceModel):
     """Prices kernels on one GPU spec. Pure: no state besides the spec and a per-dtype rate cache."""
 
