@@ -31,7 +31,6 @@ from kernels.table import KernelTable
 
 # Dequantization unpacks into byte lanes (int8 dot products); table builds run in 16-bit lanes (fp16 sums).
 DEQUANT_LANE_BITS = 8
-BUILD_LANE_BITS = 16
 
 
 class CPUModel(DeviceModel):
@@ -98,7 +97,7 @@ class CPUModel(DeviceModel):
         batches = np.maximum(table.batch, 1)
         groups = np.where(rows, batches * table.m * table.k / g, 0.0)  # one table per token and group
         build_ops = groups * 2**g * lut.build_lane_ops_per_entry
-        build_s = build_ops / spec.lane_ops_per_s(BUILD_LANE_BITS)
+        build_s = build_ops / spec.lane_ops_per_s(lut.build_lane_bits)
         # One lookup per bit plane of every weight group, per token.
         weight_groups = np.where(rows, _weights(table) / g, 0.0)
         lookups = weight_groups * table.weight_bits * table.m

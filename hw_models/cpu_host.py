@@ -61,7 +61,7 @@ class HostFacts:
     simd_width_bits: int
     simd_isa: str
     caches: tuple[CacheLevel, ...]
-    memory_GB: float
+    memory_GB: float | None  # None where the OS does not say
 
 
 def _cpu_flags() -> set[str]:
@@ -109,11 +109,11 @@ def _caches() -> tuple[CacheLevel, ...]:
     return tuple(sorted(levels, key=lambda c: c.level))
 
 
-def _memory_GB() -> float:
+def _memory_GB() -> float | None:
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
     except (ValueError, OSError, AttributeError):
-        return 1.0
+        return None
 
 
 def host_facts() -> HostFacts:
@@ -209,8 +209,16 @@ def _compute(facts: HostFacts, threads: int, fp32: float, bf16: float | None, pr
 def _caches_section(facts: HostFacts, threads: int, clock_GHz: float, memory_GBps: float, proxy) -> dict:
     """l1, l2, l3 from sysfs: capacity measured by the OS, bandwidths and energies proxies."""
     proxy_levels = list(proxy.caches.levels().items())
-    found = {c.level: c for c in facts.caches if c.level in (1, 2, 3)} or {1: CacheLevel(level=1, size_B=32 * 2**10,
-                                                                                           shared_by=1)}
+    found = {c.level: c for c in facts.caches if c.level in (1, 2, 3)}
+    if not found:
+        # sysfs lists no caches: one level with the proxy preset's first-level capacity per core.
+        name, first = proxy_levels[0]
+        per_core_B = int(first.capacity_MB * 1e6 / proxy.compute.cores)
+        return {"l1": {"capacity_MB": _fmt(per_core_B * threads / 1e6), "bandwidth_GBps": _fmt(memory_GBps),
+                       "read_pJ_per_byte": first.read_pJ_per_byte,
+                       "source": (f"PROXY: {SYSFS_CACHE} lists no caches on this machine; the {PROXY_PRESET} "
+                                  f"preset's {name} capacity per core x {threads} core(s), its energy, and the "
+                                  "measured streaming bandwidth")}}
     section = {}
     for level, cache in sorted(found.items()):
         private = cache.shared_by <= 1
@@ -255,14 +263,17 @@ def cpu_preset(rows: Sequence[MeasuredKernel], facts: HostFacts, *, name: str, t
                         f" measurement harness sees it: bandwidth and math rates are achieved, not peak"),
         "compute": compute,
         "caches": _caches_section(facts, threads, compute["frequency_GHz"], memory_GBps, proxy),
-        "memory": {"type": "host DRAM (type not visible to the harness)", "capacity_GB": _fmt(facts.memory_GB),
+        "memory": {"type": "host DRAM (type not visible to the harness)",
+                   "capacity_GB": _fmt(facts.memory_GB or proxy.memory.capacity_GB),
                    "bandwidth_GBps": _fmt(memory_GBps),
                    "source": (f"MEASURED with the harness ({provenance}). bandwidth_GBps: the best of"
                               f" RMSNorm / SiLU / add over fp32 activations of"
                               f" {', '.join(f'{r}x{h}' for r, h in HOST_STREAMING_SIZES)} and an fp32 GEMV"
                               f" {', '.join('x'.join(map(str, s)) for s in HOST_GEMV_SHAPES)} (bytes of one pass /"
                               f" median time) achieved by {threads} thread(s): an achieved rate, not the DRAM"
-                              f" peak. capacity_GB: the OS's physical memory (sysconf)")},
+                              f" peak. capacity_GB: "
+                              + ("the OS's physical memory (sysconf)" if facts.memory_GB else
+                                 f"PROXY, the {PROXY_PRESET} preset's (sysconf does not say here)"))},
         "energy": {"mac_pJ": dict(proxy.energy.mac_pJ), "lane_op_pJ": proxy.energy.lane_op_pJ,
                    "dram_pJ_per_bit": proxy.energy.dram_pJ_per_bit,
                    "source": (f"NOT MEASURED. PROXY: the {PROXY_PRESET} preset's energy section"

@@ -112,7 +112,8 @@ class LUTSpec:
     group_size: PositiveInt  # activations per table (g); the table has 2^g entries
     table_entry_bits: PositiveInt  # precision of a table entry
     build_lane_ops_per_entry: Positive  # SIMD lane ops to compute one table entry
-    lookup_lane_ops: Positive  # SIMD lane ops per lookup incl. its accumulate (simd engine)
+    build_lane_bits: PositiveInt  # lane width the table entries are computed in (before quantizing them)
+    lookup_lane_ops: Positive | None = None  # SIMD lane ops per lookup incl. its accumulate (simd engine only)
     max_weight_bits: PositiveInt  # widest weights the LUT kernels take; wider ones use the baseline path
     source: Source
 
@@ -120,6 +121,8 @@ class LUTSpec:
     def _small_group(self):
         if self.group_size > 8:
             raise ValueError(f"group_size: found {self.group_size}, allowed: 1 to 8 (the table has 2^g entries)")
+        if self.engine == "simd" and self.lookup_lane_ops is None:
+            raise ValueError("lookup_lane_ops: missing, required for the simd engine (lane ops per lookup)")
         return self
 
 

@@ -33,7 +33,7 @@ Fraction = Annotated[float, Field(gt=0, le=1)]
 @dataclass(frozen=True, kw_only=True, config=SPEC_CONFIG)
 class ComputeSpec:
     dsp_count: PositiveInt  # DSP slices the accelerator's matrix engine uses (a design figure)
-    device_dsp_count: PositiveInt  # DSP slices on the device (datasheet), for reference and checks
+    device_dsp_count: PositiveInt | None = None  # DSP slices on the device (datasheet), for checks; null if unknown
     clock_MHz: Positive  # the design's clock
     # MACs one DSP slice does per cycle, by operand type (DSP packing: two int8 MACs per DSP48E2, ...).
     macs_per_dsp_per_cycle: dict[MATRIX_DTYPES, Positive]
@@ -46,7 +46,7 @@ class ComputeSpec:
 
     @model_validator(mode="after")
     def _checks(self):
-        if self.dsp_count > self.device_dsp_count:
+        if self.device_dsp_count is not None and self.dsp_count > self.device_dsp_count:
             raise ValueError(f"dsp_count ({self.dsp_count}) exceeds device_dsp_count ({self.device_dsp_count})")
         if "int8" not in self.macs_per_dsp_per_cycle or not {"fp16", "bf16"} & set(self.macs_per_dsp_per_cycle):
             raise ValueError("macs_per_dsp_per_cycle needs int8 and fp16 or bf16")
