@@ -121,17 +121,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(args) -> int:
-    from explore import calibrate_cmd, commands
-
-    if args.command == "measure":
-        from explore.measure_cmd import cmd_measure
-
-        return cmd_measure(args)
+    from explore import calibrate_cmd, commands, measure_cmd
 
     return {"run": commands.cmd_run, "check": commands.cmd_check, "report": commands.cmd_report,
             "presets": commands.cmd_presets, "trace": commands.cmd_trace,
             "import-vidur": calibrate_cmd.cmd_import_vidur, "calibrate": calibrate_cmd.cmd_calibrate,
-            "validate": calibrate_cmd.cmd_validate}[args.command](args)
+            "validate": calibrate_cmd.cmd_validate, "measure": measure_cmd.cmd_measure}[args.command](args)
 
 
 def _cmd_sweep(args) -> int:

@@ -48,13 +48,13 @@ def cmd_sweep(args) -> int:
             f"{search.strategy} search over {sweep.size()} design points, budget {search.budget}")
     print(f"sweep {sweep.name!r}: {plan} -> {out}/", file=sys.stderr)
     evaluator = Evaluator()
-    executor = getattr(args, "executor", "local")
+    executor = args.executor
     where = f" on Dask ({args.scheduler or f'local cluster of {args.workers}'})" if executor == "dask" else ""
     if where:
         print(f"evaluating{where}", file=sys.stderr)
     rows = run_sweep(sweep, out, workers=args.workers, evaluator=evaluator,
                      on_progress=None if args.quiet else _print_progress, executor=executor,
-                     scheduler=getattr(args, "scheduler", None))
+                     scheduler=args.scheduler)
     goals = {"objectives": sweep.spec.objectives.model_dump(), "constraints": sweep.spec.constraints}
     # Kept beside the results so that `explore report DIR` can draw the same Pareto fronts later.
     (out / GOALS_FILE).write_text(json.dumps(goals, indent=2))
@@ -72,7 +72,7 @@ def cmd_check(args) -> int:
     evaluator = Evaluator()
     traces = [(model, b, p) for model in dims["model"] for b in dims["batch"] for p in dims["prompt"]]
     trace_s = sum(evaluator.config(model).num_layers * TRACE_S_PER_LAYER for model, _, _ in traces)
-    visits = sweep.size() if search.strategy == "grid" else min(search.budget, sweep.size())
+    visits = sweep.visits()
     per_point = POINT_S + (OPTUNA_S_PER_POINT if search.strategy in ("nsga2", "tpe") else 0.0)
     estimate = trace_s + visits * per_point + REPORT_S
     plan = "all evaluated" if search.strategy == "grid" else f"{search.strategy} search evaluates {visits}"
@@ -98,7 +98,8 @@ def cmd_run(args) -> int:
     except ValueError as err:
         raise InputError(f"--{err}") from None
     simulate = args.sim or bool(args.chrome_trace)
-    evaluation = Evaluator().evaluate(point, event_sim=simulate, timeline=bool(args.chrome_trace))
+    evaluator = Evaluator()
+    evaluation = evaluator.evaluate(point, event_sim=simulate, timeline=bool(args.chrome_trace))
     if args.chrome_trace:
         from sim.chrome_trace import write_chrome_trace
 
@@ -107,7 +108,7 @@ def cmd_run(args) -> int:
     if args.json:
         print_json(metrics)
     else:
-        print(f"# {_assumptions(point)}")
+        print(f"# {_assumptions(point, evaluator.device(point.device, point.overrides, point.use_calibration))}")
         width = max(len(k) for k in metrics)
         for key, value in metrics.items():
             shown = f"{value:.6g}" if isinstance(value, float) else value
@@ -115,11 +116,8 @@ def cmd_run(args) -> int:
     return 0
 
 
-def _assumptions(point: DesignPoint) -> str:
+def _assumptions(point: DesignPoint, device) -> str:
     """What a prediction assumed: calibration and kernel launch mode."""
-    from hw_models.registry import load_device
-
-    device = load_device(point.device, calibrated=point.use_calibration)
     cal = getattr(device, "calibration", None)
     fitted = (f"calibrated on {cal.provenance['rows_used']} measured kernels ({cal.provenance['date']})"
               if cal and cal.provenance else "uncalibrated datasheet roofline")

@@ -53,10 +53,6 @@ def _worker_evaluator() -> Evaluator:
     return _worker.evaluator
 
 
-def _init_worker() -> None:
-    _worker_evaluator()
-
-
 def _evaluate_task(points: list[DesignPoint], evaluator: Evaluator | None = None) -> list[dict[str, Any]]:
     evaluator = evaluator or _worker_evaluator()
     return [p.row() | evaluator.evaluate(p).metrics for p in points]
@@ -111,7 +107,7 @@ class PoolExecutor:
     """Tasks on a local ProcessPoolExecutor of `workers` processes."""
 
     def __init__(self, workers: int):
-        self.pool = ProcessPoolExecutor(max_workers=workers, initializer=_init_worker)
+        self.pool = ProcessPoolExecutor(max_workers=workers)
 
     def completed(self, tasks: list[list[DesignPoint]]) -> Iterator[list[dict[str, Any]]]:
         futures = [self.pool.submit(_evaluate_task, task) for task in tasks]
@@ -201,7 +197,7 @@ def run_sweep(sweep: Sweep, out_dir: Path, *, workers: int = 1, evaluator: Evalu
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     search = sweep.spec.search
-    total = sweep.size() if search.strategy == "grid" else min(search.budget, sweep.size())
+    total = sweep.visits()
     with ResultsStore(out_dir, columns_for(sweep)) as table:
         run = _Run(sweep, table, None, evaluator or Evaluator(), on_progress, total)
         log.info("%d design points to visit, %d rows already stored", total, len(run.stored))

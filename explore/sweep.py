@@ -317,6 +317,11 @@ class Sweep:
     def size(self) -> int:
         return int(np.prod([len(v) for v in self.dimensions().values()]))
 
+    def visits(self) -> int:
+        """Design points the search evaluates: all of them for a grid, at most the budget otherwise."""
+        search = self.spec.search
+        return self.size() if search.strategy == "grid" else min(search.budget, self.size())
+
     def points(self) -> list[DesignPoint]:
         """Every design point of the grid, in a fixed order."""
         dims = self.dimensions()
