@@ -13,6 +13,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from explore.rows import as_number, metric_axis_label
+
 # One fixed color per kernel class, so every figure of a report agrees.
 CLASS_COLORS = {
     "gemm": "#1f77b4", "attention": "#ff7f0e", "norm": "#2ca02c", "softmax": "#d62728",
@@ -196,26 +198,6 @@ def validation_figure(device: str, predicted_s: np.ndarray, measured_s: np.ndarr
 
 # ---- objectives: Pareto fronts, rankings, sensitivity -------------------------------------------------------
 
-METRIC_NAMES = {
-    "ttft_s": "TTFT (s)", "tpot_s": "TPOT (s)", "e2e_s": "end-to-end latency (s)", "tokens_per_s": "tokens/s",
-    "energy_per_token_J": "energy per output token (J)", "avg_power_W": "average power (W)",
-    "peak_memory_B": "peak memory (bytes)", "area_mm2": "area (mm²)", "cost_usd": "cost (USD)",
-    "tokens_per_usd": "tokens/USD",
-}
-UNIT_SUFFIXES = {"s": "s", "J": "J", "W": "W", "B": "bytes", "mm2": "mm²", "usd": "USD", "GBps": "GB/s", "GB": "GB"}
-
-
-def metric_axis_label(name: str) -> str:
-    """An axis label with its unit for a metric or knob name: 'tpot_s' -> 'TPOT (s)', 'time_gemm_s' -> 'time gemm (s)'.
-    """
-    if name in METRIC_NAMES:
-        return METRIC_NAMES[name]
-    stem, _, suffix = name.rpartition("_")
-    if stem and suffix in UNIT_SUFFIXES:
-        return f"{stem.replace('_', ' ')} ({UNIT_SUFFIXES[suffix]})"
-    return name.replace("_", " ")
-
-
 @dataclass(frozen=True, kw_only=True)
 class ChosenPoint:
     """A labeled point of a Pareto figure: its coordinates, its role ('best TPOT (s)', 'balanced') and its name."""
@@ -282,12 +264,6 @@ def ranking_figure(name: str, labels: Sequence[str], values: Sequence[float], mi
     return fig
 
 
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def sensitivity_figure(objective: str, panels: Mapping[str, Sequence[tuple[str, float]]]) -> Figure:
@@ -299,7 +275,7 @@ def sensitivity_figure(objective: str, panels: Mapping[str, Sequence[tuple[str, 
     for ax, (knob, points) in zip(axes, panels.items(), strict=False):
         labels = [textwrap.shorten(label, 18, placeholder="…") for label, _ in points]
         x = np.arange(len(points))
-        numeric = all(_is_number(label) for label, _ in points)  # join ordered values only, not names
+        numeric = all(not math.isnan(as_number(label)) for label, _ in points)  # join ordered values only, not names
         ax.plot(x, [v for _, v in points], marker="o", color="#1f77b4", ls="-" if numeric else "none")
         long = sum(len(label) for label in labels) > 28 or len(labels) > 6
         ax.set_xticks(x, labels, fontsize=8, rotation=30 if long else 0, ha="right" if long else "center")

@@ -13,13 +13,20 @@ from explore.pareto import objective_matrix, pareto_mask
 from explore.plots import (
     ChosenPoint,
     figure_png,
-    metric_axis_label,
     pareto_figure,
     ranking_figure,
     sensitivity_figure,
 )
 from explore.report import ReportFigure, ReportTable
-from explore.rows import count_label, format_number, is_feasible, lengths_vary, point_label, value_label
+from explore.rows import (
+    count_label,
+    format_number,
+    is_feasible,
+    lengths_vary,
+    metric_axis_label,
+    point_label,
+    value_label,
+)
 from explore.sensitivity import sensitivity
 from explore.sweep import Constraint
 

@@ -142,3 +142,23 @@ def device_label(row: dict[str, Any]) -> str:
     datasheet roofline (optimistic) or a family's analytical model from its paper, so say so."""
     name = str(row.get("device", ""))
     return f"{name} (uncalibrated)" if row.get("calibrated") is False else name
+
+
+METRIC_NAMES = {
+    "ttft_s": "TTFT (s)", "tpot_s": "TPOT (s)", "e2e_s": "end-to-end latency (s)", "tokens_per_s": "tokens/s",
+    "energy_per_token_J": "energy per output token (J)", "avg_power_W": "average power (W)",
+    "peak_memory_B": "peak memory (bytes)", "area_mm2": "area (mm²)", "cost_usd": "cost (USD)",
+    "tokens_per_usd": "tokens/USD",
+}
+UNIT_SUFFIXES = {"s": "s", "J": "J", "W": "W", "B": "bytes", "mm2": "mm²", "usd": "USD", "GBps": "GB/s", "GB": "GB"}
+
+
+def metric_axis_label(name: str) -> str:
+    """An axis label with its unit for a metric or knob name: 'tpot_s' -> 'TPOT (s)', 'time_gemm_s' -> 'time gemm (s)'.
+    """
+    if name in METRIC_NAMES:
+        return METRIC_NAMES[name]
+    stem, _, suffix = name.rpartition("_")
+    if stem and suffix in UNIT_SUFFIXES:
+        return f"{stem.replace('_', ' ')} ({UNIT_SUFFIXES[suffix]})"
+    return name.replace("_", " ")
