@@ -10,7 +10,7 @@ import math
 
 from kernels.formats import DTYPE_SHORT
 from kernels.kernel import Kernel, KernelKind
-from workloads.op_costs import ATTENTION_OPS
+from workloads.op_costs import ATTENTION_OPS, attention_flops
 from workloads.trace import Op, Trace
 
 GEMM_OPS = frozenset({"mm", "addmm", "matmul", "linear", "_scaled_mm"})
@@ -22,11 +22,6 @@ ACTIVATION_OPS = frozenset({"silu", "silu_", "gelu", "gelu_", "relu", "relu_", "
 # Writes into the KV cache: pointwise like RoPE, but a copy with its own access pattern.
 CACHE_WRITE_OPS = frozenset({"copy_", "index_copy_", "index_copy", "index_put_", "index_put", "slice_scatter"})
 ATTENTION_MODULES = ("self_attn", "attn", "attention", "self_attention")
-
-
-def causal_pairs(q_len: int, kv_len: int) -> int:
-    """(query, key) pairs a causal kernel computes: query i sees the kv_len - q_len cached keys and i + 1 new."""
-    return q_len * (kv_len - q_len) + q_len * (q_len + 1) // 2
 
 
 def _is_norm_module(module: str) -> bool:
@@ -67,8 +62,7 @@ def _attention(op: Op, common: dict) -> Kernel:
     batch, heads, q_len, head_dim = q[0], q[1], q[-2], q[-1]
     kv_len = k[-2]
     causal = bool(op.attrs.get("is_causal", False))
-    pairs = causal_pairs(q_len, kv_len) if causal else q_len * kv_len
-    flops = 2.0 * batch * heads * pairs * (head_dim + v[-1])
+    flops = attention_flops(batch, heads, q_len, kv_len, head_dim, v[-1], causal=causal)
     kind = KernelKind.ATTENTION_PREFILL if q_len > 1 else KernelKind.ATTENTION_DECODE
     return Kernel(kind=kind, flops=flops, tensor_core=True, batch=batch, heads=heads, kv_heads=k[1], q_len=q_len,
                   kv_len=kv_len, head_dim=head_dim, causal=causal, **common)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from kernels.formats import DTYPE_BITS
 from kernels.kernel import Kernel, KernelKind
-from kernels.lowering import causal_pairs
 from workloads.errors import InputError
+from workloads.op_costs import attention_flops
 
 COLUMNS = ("device", "kernel", "m", "n", "k", "batch", "seq_len", "kv_len", "heads", "kv_heads", "head_dim",
            "bytes", "dtype", "time_s", "source")
@@ -55,8 +55,8 @@ class MeasuredKernel:
         if kind in (KernelKind.ATTENTION_PREFILL, KernelKind.ATTENTION_DECODE):
             causal = kind == KernelKind.ATTENTION_PREFILL
             q_len = self.seq_len or 1
-            pairs = causal_pairs(q_len, self.kv_len) if causal else q_len * self.kv_len
-            flops = 4.0 * self.batch * self.heads * pairs * self.head_dim
+            flops = attention_flops(self.batch, self.heads, q_len, self.kv_len, self.head_dim, self.head_dim,
+                                    causal=causal)
             kv = 2.0 * self.batch * self.kv_heads * self.kv_len * self.head_dim * width
             act = 2.0 * self.batch * self.heads * q_len * self.head_dim * width
             return Kernel(kind=kind, op=self.kernel, flops=flops, weight_bytes=0.0, act_bytes=act, kv_bytes=kv,

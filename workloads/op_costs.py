@@ -42,12 +42,20 @@ ATTENTION_OPS = frozenset({
 })
 
 
-def attention_flops(batch: int, heads: int, q_len: int, kv_len: int, head_dim: int, v_dim: int) -> float:
-    """FLOPs of softmax(Q K^T) V as defined (QK^T and PV, 2 FLOPs per multiply-add), masking ignored.
+def causal_pairs(q_len: int, kv_len: int) -> int:
+    """(query, key) pairs a causal kernel computes: query i sees the kv_len - q_len cached keys and i + 1 new."""
+    return q_len * (kv_len - q_len) + q_len * (q_len + 1) // 2
 
-    This is torch.utils.flop_counter's convention for the fused attention ops it knows.
+
+def attention_flops(batch: int, heads: int, q_len: int, kv_len: int, head_dim: int, v_dim: int,
+                    causal: bool = False) -> float:
+    """FLOPs of softmax(Q K^T) V (QK^T and PV, 2 FLOPs per multiply-add).
+
+    Without `causal`, masking is ignored: torch.utils.flop_counter's convention for the fused attention ops
+    it knows (what a trace records). With it, only the (query, key) pairs a causal kernel computes count.
     """
-    return 2.0 * batch * heads * q_len * kv_len * (head_dim + v_dim)
+    pairs = causal_pairs(q_len, kv_len) if causal else q_len * kv_len
+    return 2.0 * batch * heads * pairs * (head_dim + v_dim)
 
 
 def _prod(shape) -> int:

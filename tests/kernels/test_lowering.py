@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from kernels.kernel import KernelKind
-from kernels.lowering import causal_pairs, lower_op, lower_trace
-from workloads.op_costs import ATTENTION_OPS
+from kernels.lowering import lower_op, lower_trace
+from workloads.op_costs import ATTENTION_OPS, causal_pairs
 from workloads.trace import Op, TensorMeta
 
 
