@@ -120,7 +120,8 @@ def _assumptions(point: DesignPoint, device) -> str:
     """What a prediction assumed: calibration and kernel launch mode."""
     cal = getattr(device, "calibration", None)
     fitted = (f"calibrated on {cal.provenance['rows_used']} measured kernels ({cal.provenance['date']})"
-              if cal and cal.provenance else "uncalibrated datasheet roofline")
+              if cal and cal.provenance else "uncalibrated datasheet roofline" if device.kind == "gpu"
+              else f"uncalibrated analytical {device.kind} model")
     launch = device.host_s(point.execution) * 1e6
     return (f"{point.model} on {point.device}: {fitted}; {point.execution} execution, {launch:.1f} us host "
             f"launch per kernel")
