@@ -150,9 +150,9 @@ class NPUSpec(OffChipMemory):
         return self.pes * self.frequency_Hz * self.npu.macs_per_pe_per_cycle[self.matrix_dtype(dtype)]
 
     def mac_J(self, dtype: str) -> float:
-        """Energy of one MAC of `dtype` on the arrays."""
+        """Energy of one MAC of `dtype` on the arrays: of the operand type they run it as (as its rate is)."""
         energies = self.energy.mac_pJ
-        return energies[fallback_dtype(energies, dtype)] * 1e-12
+        return energies[fallback_dtype(energies, self.matrix_dtype(dtype))] * 1e-12
 
     def peak_flops(self, dtype: str) -> float:
         """Dense FLOP/s of `dtype` on the arrays (2 FLOP per MAC); "fp32" is the vector units' rate."""
