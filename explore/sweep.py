@@ -142,7 +142,7 @@ class SweepFile(_Strict):
     execution: Literal["eager", "graphs"] | list[Literal["eager", "graphs"]] = "eager"
     calibrated: bool = True  # false: price every device on its datasheet roofline, fitted or not
     overrides: dict[str, Number | list[Number] | Range] = {}
-    # Knobs computed per design point from its other knobs, e.g. {device.power.tdp_W: "200 + 0.1 * batch"}.
+    # Knobs computed per design point from its other knobs, e.g. {"device.memory.capacity_GB": "2 * batch"}.
     derived: dict[str, ExpressionText] = {}
     objectives: Objectives = Objectives()
     constraints: list[str] = []
@@ -350,14 +350,14 @@ def _check_target(sweep: Sweep, target: str, where: str, located: LocatedYAML) -
     if target.startswith("device."):
         if len(target.split(".")) < 3:
             raise InputError(f"{where}: derived.{target}: found {target!r}, allowed: a device field like "
-                             f"'device.power.tdp_W'")
+                             f"'device.memory.capacity_GB'")
         if target in sweep.spec.overrides:
             raise InputError(f"{where}: derived.{target}: also swept at {located.where(('overrides', target))}; "
                              f"allowed: a knob that is either swept or derived")
         return
     if target not in DERIVABLE:
         raise InputError(f"{where}: derived.{target}: found {target!r}{did_you_mean(target, DERIVABLE)}, allowed: "
-                         f"{', '.join(DERIVABLE)} or a device field like 'device.power.tdp_W'")
+                         f"{', '.join(DERIVABLE)} or a device field like 'device.memory.capacity_GB'")
     section = "workload" if target in Workload.model_fields else "format"
     if target in getattr(sweep.spec, section).model_fields_set:
         raise InputError(f"{where}: derived.{target}: also set at {located.where((section, target))} "

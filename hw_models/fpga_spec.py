@@ -22,18 +22,25 @@ from hw_models.spec_common import (
     PowerSpec,
     PriceSpec,
     Source,
+    Unread,
     fallback_dtype,
 )
 from kernels.formats import parse_sparsity
 
 MATRIX_DTYPES = Literal["int4", "int8", "fp8", "fp16", "bf16"]
 Fraction = Annotated[float, Field(gt=0, le=1)]
+DDR_UNREAD = Unread("board DDR (instructions, spills) is a record of the board: this model streams weights and "
+                    "KV from HBM only")
+ONCHIP_UNREAD = Unread("a record of the device; the model reads the design's activation_buffer_MB and "
+                       "bandwidth_GBps")
 
 
 @dataclass(frozen=True, kw_only=True, config=SPEC_CONFIG)
 class ComputeSpec:
     dsp_count: PositiveInt  # DSP slices the accelerator's matrix engine uses (a design figure)
-    device_dsp_count: PositiveInt | None = None  # DSP slices on the device (datasheet), for checks; null if unknown
+    # DSP slices on the device (datasheet), null if unknown: checks dsp_count, prices nothing.
+    device_dsp_count: Annotated[PositiveInt | None, Unread("it only bounds dsp_count; the design's dsp_count "
+                                                           "sets the rate")] = None
     clock_MHz: Positive  # the design's clock
     # MACs one DSP slice does per cycle, by operand type (DSP packing: two int8 MACs per DSP48E2, ...).
     macs_per_dsp_per_cycle: dict[MATRIX_DTYPES, Positive]
@@ -60,17 +67,17 @@ class MemorySpec:
     type: str
     capacity_GB: Positive  # HBM: holds weights and KV cache
     bandwidth_GBps: Positive  # HBM peak
-    channels: PositiveInt  # HBM pseudo-channels
+    channels: Annotated[PositiveInt, Unread("a record of the board; HBM is priced by bandwidth_GBps x efficiency")]
     efficiency: Fraction  # achieved fraction of peak bandwidth when streaming weights / KV
-    ddr_capacity_GB: NonNegative  # board DDR (instructions, spill); not used for streaming in this model
-    ddr_bandwidth_GBps: NonNegative
+    ddr_capacity_GB: Annotated[NonNegative, DDR_UNREAD]  # board DDR (instructions, spill)
+    ddr_bandwidth_GBps: Annotated[NonNegative, DDR_UNREAD]
     source: Source
 
 
 @dataclass(frozen=True, kw_only=True, config=SPEC_CONFIG)
 class OnChipSpec:
-    bram_MB: NonNegative
-    uram_MB: NonNegative
+    bram_MB: Annotated[NonNegative, ONCHIP_UNREAD]
+    uram_MB: Annotated[NonNegative, ONCHIP_UNREAD]
     activation_buffer_MB: Positive  # on-chip space for activations between kernels
     bandwidth_GBps: Positive  # aggregate BRAM/URAM port bandwidth at the design clock
     always_on_chip_decode: bool  # decode activations stay on chip (when they fit in activation_buffer_MB)

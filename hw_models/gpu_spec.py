@@ -16,6 +16,7 @@ from hw_models.spec_common import (
     PowerSpec,
     PriceSpec,
     Source,
+    Unread,
     fallback_dtype,
 )
 from kernels.formats import parse_sparsity
@@ -26,7 +27,7 @@ DTYPES = Literal["fp64", "fp32", "tf32", "fp16", "bf16", "fp8", "int8", "int4"]
 @dataclass(frozen=True, kw_only=True, config=SPEC_CONFIG)
 class ComputeSpec:
     sm_count: Annotated[int, Field(gt=0)]
-    boost_clock_MHz: Positive
+    boost_clock_MHz: Annotated[Positive, Unread("a record of the chip; rates come from peak_TFLOPS")]
     # Dense peak rates per dtype (TOPS for integer types); "fp32" is the vector (non-tensor-core) rate.
     peak_TFLOPS: dict[DTYPES, Positive]
     source: Source
@@ -47,7 +48,8 @@ class MemorySpec:
     type: str
     capacity_GB: Positive
     bandwidth_GBps: Positive
-    l2_cache_MB: NonNegative
+    l2_cache_MB: Annotated[NonNegative, Unread("a record of the chip; no GPU cost model models the L2 cache "
+                                                     "(its effect is inside the fitted efficiencies)")]
     source: Source
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
-from hw_models.validation import check_keys, did_you_mean, input_error
+from hw_models.validation import check_keys, did_you_mean, input_error, unread_reason
 from workloads.errors import InputError
 from workloads.preset_files import bundled_names, bundled_where, read_preset
 
@@ -83,9 +83,14 @@ def _parse_and_validate(text: str, where: str) -> tuple[dict, str, Any]:
 
 
 def apply_overrides(data: dict, overrides: dict[str, Any], where: str) -> dict:
-    """A copy of data with dotted-path fields replaced ('memory.bandwidth_GBps': 4000); paths must exist."""
+    """A copy of data with dotted-path fields replaced ('memory.bandwidth_GBps': 4000); paths must exist and
+    be read by a cost model (a what-if on a field none reads would silently change nothing)."""
     result = copy.deepcopy(data)
+    kind = DEVICE_KINDS.get(data.get("kind"))
     for path, value in overrides.items():
+        why = unread_reason(kind.spec_class, path) if kind else None
+        if why is not None:
+            raise InputError(f"{where}: device.{path}: not a what-if knob: {why}")
         node = result
         keys = path.split(".")
         for depth, key in enumerate(keys):

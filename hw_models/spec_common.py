@@ -19,6 +19,20 @@ Source = Annotated[str, StringConstraints(min_length=3, strip_whitespace=True)]
 SPEC_CONFIG = ConfigDict(extra="forbid")
 
 
+class Unread:
+    """Annotated metadata of a preset field that no cost model reads: kept as a record of the chip, and a
+    what-if override of it is refused (it would change nothing). `why` says what the field is for instead."""
+
+    def __init__(self, why: str):
+        self.why = why
+
+
+# Shared by every kind: the cost models price energy from idle power and energy per action.
+TDP_UNREAD = Unread("no cost model reads a what-if TDP: energy is idle power x time plus energy per action "
+                    "(a GPU's energy per FLOP is derived once from the shipped preset's TDP), and power "
+                    "capping is not modeled; override power.idle_W or an energy field instead")
+
+
 # What a matrix kernel in each dtype runs as on hardware without units for it: the next wider format it has
 # (e.g. fp8 on an A100, int4 on an H100, fp32 on an NPU whose arrays take 16-bit operands).
 DTYPE_FALLBACK = {
@@ -57,7 +71,7 @@ class OffChipMemory:
 
 @dataclass(frozen=True, kw_only=True, config=SPEC_CONFIG)
 class PowerSpec:
-    tdp_W: Positive
+    tdp_W: Annotated[Positive, TDP_UNREAD]
     idle_W: NonNegative
     source: Source
 
@@ -71,9 +85,9 @@ class PowerSpec:
 @dataclass(frozen=True, kw_only=True, config=SPEC_CONFIG)
 class AreaSpec:
     die_mm2: Positive
-    process: str
+    process: Annotated[str, Unread("a record of the chip; no cost model scales with the process node")]
     source: Source
-    transistors_billion: Positive | None = None
+    transistors_billion: Annotated[Positive | None, Unread("a record of the chip; area comes from die_mm2")] = None
 
 
 @dataclass(frozen=True, kw_only=True, config=SPEC_CONFIG)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
+import types
 import typing
 from collections.abc import Callable
 
 from pydantic import BaseModel, ValidationError
 
+from hw_models.spec_common import Unread
 from workloads.errors import InputError
 
 
@@ -90,4 +93,40 @@ def _fields(cls) -> dict[str, type] | None:
         # A class only: pydantic's Annotated metadata (AfterValidator, ...) are dataclass instances.
         if isinstance(member, type) and dataclasses.is_dataclass(member):
             return typing.get_type_hints(member)
+    return None
+
+
+@functools.cache
+def unread_fields(cls) -> dict[tuple[str, ...], str]:
+    """Paths of the fields of spec class `cls` marked Unread (no cost model reads them), with the reason;
+    '*' stands for a user-chosen name (a cache level, a dtype)."""
+    found: dict[tuple[str, ...], str] = {}
+
+    def walk(hint, path: tuple[str, ...]) -> None:
+        origin = typing.get_origin(hint)
+        if origin is typing.Annotated:
+            base, *metadata = typing.get_args(hint)
+            for marker in metadata:
+                if isinstance(marker, Unread):
+                    found[path] = marker.why
+            walk(base, path)
+        elif origin is dict:
+            walk(typing.get_args(hint)[1], path + ("*",))
+        elif origin in (typing.Union, types.UnionType):
+            for member in typing.get_args(hint):
+                walk(member, path)
+        elif isinstance(hint, type) and dataclasses.is_dataclass(hint):
+            for name, field_hint in typing.get_type_hints(hint, include_extras=True).items():
+                walk(field_hint, path + (name,))
+
+    walk(cls, ())
+    return found
+
+
+def unread_reason(cls, path: str) -> str | None:
+    """Why no cost model reads the field at dotted `path` of a `cls` spec, or None when one does."""
+    keys = tuple(path.split("."))
+    for pattern, why in unread_fields(cls).items():
+        if len(pattern) == len(keys) and all(p in ("*", k) for p, k in zip(pattern, keys, strict=True)):
+            return why
     return None

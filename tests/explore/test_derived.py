@@ -18,7 +18,7 @@ from explore.sweep import load_sweep
 from workloads.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[2]
-BANDWIDTH, TDP = "device.memory.bandwidth_GBps", "device.power.tdp_W"
+BANDWIDTH, CAPACITY = "device.memory.bandwidth_GBps", "device.memory.capacity_GB"
 
 
 # ---- expressions -----------------------------------------------------------------------------------------------
@@ -93,7 +93,7 @@ def _sweep_text(model: str, derived: str, weight_bits: str = "[8, 4]") -> str:
             f"derived:\n{derived}")
 
 
-DERIVED = (f"  {TDP}: \"200 + 0.1 * {BANDWIDTH}\"\n"
+DERIVED = (f"  {CAPACITY}: \"200 + 0.1 * {BANDWIDTH}\"\n"
            "  act_bits: \"weight_bits if weight_bits >= 8 else 16\"\n")
 
 
@@ -107,30 +107,30 @@ _write = write_sweep
 
 def test_derived_knobs_are_not_dimensions(tmp_path, tiny_model):
     sweep = load_sweep(_write(tmp_path, _sweep_text(tiny_model, DERIVED)))
-    assert "act_bits" not in sweep.dimensions() and TDP not in sweep.dimensions()
+    assert "act_bits" not in sweep.dimensions() and CAPACITY not in sweep.dimensions()
     assert sweep.size() == 3 * 2  # bandwidths x weight widths, as without the derived knobs
     points = sweep.points()
     assert len(points) == 6 and len({p.point_id for p in points}) == 6
-    # (bandwidth, weight bits) -> (TDP = 200 + bandwidth / 10, act bits = weight bits if >= 8 else 16)
-    got = {(dict(p.overrides)["memory.bandwidth_GBps"], p.weight_bits): (dict(p.overrides)["power.tdp_W"],
+    # (bandwidth, weight bits) -> (capacity = 200 + bandwidth / 10, act bits = weight bits if >= 8 else 16)
+    got = {(dict(p.overrides)["memory.bandwidth_GBps"], p.weight_bits): (dict(p.overrides)["memory.capacity_GB"],
                                                                            p.act_bits) for p in points}
     assert got == {(1000, 8): (300, 8), (1000, 4): (300, 16), (2000, 8): (400, 8), (2000, 4): (400, 16),
                    (4000, 8): (600, 8), (4000, 4): (600, 16)}
-    assert sweep.derived_values() == {TDP: [300, 400, 600], "act_bits": [8, 16]}
+    assert sweep.derived_values() == {CAPACITY: [300, 400, 600], "act_bits": [8, 16]}
 
 
 def test_point_id_covers_derived_values(tmp_path, tiny_model):
-    one = load_sweep(_write(tmp_path, _sweep_text(tiny_model, f"  {TDP}: \"200 + 0.1 * {BANDWIDTH}\"\n")))
-    other = load_sweep(_write(tmp_path, _sweep_text(tiny_model, f"  {TDP}: \"300 + 0.1 * {BANDWIDTH}\"\n")))
+    one = load_sweep(_write(tmp_path, _sweep_text(tiny_model, f"  {CAPACITY}: \"200 + 0.1 * {BANDWIDTH}\"\n")))
+    other = load_sweep(_write(tmp_path, _sweep_text(tiny_model, f"  {CAPACITY}: \"300 + 0.1 * {BANDWIDTH}\"\n")))
     assert {p.point_id for p in one.points()}.isdisjoint(p.point_id for p in other.points())
 
 
 def test_derived_may_read_knobs_derived_above(tmp_path, tiny_model):
-    text = _sweep_text(tiny_model, f"  batch: \"2 * weight_bits\"\n  {TDP}: \"batch * 10 + {BANDWIDTH} / 100\"\n")
+    text = _sweep_text(tiny_model, f"  batch: \"2 * weight_bits\"\n  {CAPACITY}: \"batch * 10 + {BANDWIDTH} / 100\"\n")
     points = load_sweep(_write(tmp_path, text)).points()
-    # weight 8 -> batch 16 -> TDP 160 + bandwidth / 100; weight 4 -> batch 8 -> 80 + bandwidth / 100
-    got = {(p.weight_bits, dict(p.overrides)["memory.bandwidth_GBps"]): (p.batch, dict(p.overrides)["power.tdp_W"])
-           for p in points}
+    # weight 8 -> batch 16 -> capacity 160 + bandwidth / 100; weight 4 -> batch 8 -> 80 + bandwidth / 100
+    got = {(p.weight_bits, dict(p.overrides)["memory.bandwidth_GBps"]):
+           (p.batch, dict(p.overrides)["memory.capacity_GB"]) for p in points}
     assert got[(8, 1000)] == (16, 170) and got[(4, 4000)] == (8, 120) and len(got) == 6
 
 
@@ -147,7 +147,7 @@ def test_random_search_points_carry_derived_values(tmp_path, tiny_model):
     assert len({p.point_id for p in asked}) == 4
     for p in asked:
         overrides = dict(p.overrides)
-        assert overrides["power.tdp_W"] == 200 + overrides["memory.bandwidth_GBps"] // 10
+        assert overrides["memory.capacity_GB"] == 200 + overrides["memory.bandwidth_GBps"] // 10
         assert p.act_bits == (8 if p.weight_bits == 8 else 16)
 
 
@@ -159,15 +159,15 @@ class _NoEvaluator:
 def test_sweep_rows_carry_derived_columns_and_resume(tmp_path, tiny_model):
     sweep = load_sweep(_write(tmp_path, _sweep_text(tiny_model, DERIVED)))
     rows = run_sweep(sweep, tmp_path / "out")
-    assert [(r[BANDWIDTH], r["weight_bits"], r[TDP], r["act_bits"]) for r in rows] == [
+    assert [(r[BANDWIDTH], r["weight_bits"], r[CAPACITY], r["act_bits"]) for r in rows] == [
         (1000, 8, 300, 8), (1000, 4, 300, 16), (2000, 8, 400, 8), (2000, 4, 400, 16),
         (4000, 8, 600, 8), (4000, 4, 600, 16)]
     assert all(r["fits_in_memory"] for r in rows)
     with (tmp_path / "out" / "results.csv").open() as f:
         reader = csv.DictReader(f)
         header, stored = reader.fieldnames, list(reader)
-    assert header.index(TDP) == header.index(BANDWIDTH) + 1
-    assert [float(r[TDP]) for r in stored] == [300, 300, 400, 400, 600, 600]
+    assert header.index(CAPACITY) == header.index(BANDWIDTH) + 1
+    assert [float(r[CAPACITY]) for r in stored] == [300, 300, 400, 400, 600, 600]
     again = run_sweep(load_sweep(sweep.path), tmp_path / "out", evaluator=_NoEvaluator())
     assert [r["point_id"] for r in again] == [r["point_id"] for r in rows]
 
@@ -178,18 +178,19 @@ def test_check_counts_points_and_lists_derived_values(tmp_path, tiny_model):
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "6 design points (all evaluated)" in done.stdout
-    assert f"derived {TDP} = 200 + 0.1 * {BANDWIDTH}: 3 values (300, 400, 600)" in done.stdout
+    assert f"derived {CAPACITY} = 200 + 0.1 * {BANDWIDTH}: 3 values (300, 400, 600)" in done.stdout
     assert "derived act_bits = weight_bits if weight_bits >= 8 else 16: 2 values (8, 16)" in done.stdout
 
 
 # Each: the derived block, the key named, and what the one line must say. The derived block starts on line 9.
 BAD_DERIVED = {
-    "unsafe call": (f"  {TDP}: \"__import__('os').system('ls')\"", TDP, "calls of min, max"),
-    "unknown knob": (f"  {TDP}: \"2 * device.memory.bandwith_GBps\"", TDP, f"did you mean '{BANDWIDTH}'"),
-    "unswept device field": (f"  {TDP}: \"device.power.idle_W * 2\"", TDP, "must be swept under overrides"),
+    "unsafe call": (f"  {CAPACITY}: \"__import__('os').system('ls')\"", CAPACITY, "calls of min, max"),
+    "unknown knob": (f"  {CAPACITY}: \"2 * device.memory.bandwith_GBps\"", CAPACITY, f"did you mean '{BANDWIDTH}'"),
+    "unswept device field": (f"  {CAPACITY}: \"device.power.idle_W * 2\"", CAPACITY, "must be swept under overrides"),
     "typo in a knob": ("  kv_bits: \"weight_bit\"", "kv_bits", "did you mean 'weight_bits'"),
-    "text knob": (f"  {TDP}: \"model\"", TDP, "'model' is text"),
-    "derived below": (f"  {TDP}: \"batch * 2\"\n  batch: \"weight_bits\"", TDP, "'batch' is derived at or below"),
+    "text knob": (f"  {CAPACITY}: \"model\"", CAPACITY, "'model' is text"),
+    "derived below": (f"  {CAPACITY}: \"batch * 2\"\n  batch: \"weight_bits\"", CAPACITY,
+                      "'batch' is derived at or below"),
     "itself": ("  batch: \"batch + 1\"", "derived.batch", "'batch' is derived at or below"),
     "also swept": (f"  {BANDWIDTH}: \"1000 * weight_bits\"", BANDWIDTH, "also swept at {path}:7"),
     "also set": ("  weight_bits: \"4\"", "derived.weight_bits", "also set at {path}:5"),
@@ -199,10 +200,10 @@ BAD_DERIVED = {
                       "at weight_bits=8: found 6, allowed: 16, 8, 4"),
     "fractional batch": ("  batch: \"weight_bits / 3\"", "derived.batch",
                          "at weight_bits=8: found 2.6666666666666665, allowed: an integer >= 1"),
-    "division by zero": (f"  {TDP}: \"1 / (weight_bits - 4)\"", TDP, "at weight_bits=4: division by zero"),
-    "device rejects value": (f"  {TDP}: \"1000 - {BANDWIDTH} / 4\"", TDP, "value 0.0 on h100-sxm: "),
-    "number, not text": (f"  {TDP}: 300", TDP, "found 300, allowed: an expression in quotes"),
-    "bad syntax": (f"  {TDP}: \"2 *\"", TDP, "invalid syntax"),
+    "division by zero": (f"  {CAPACITY}: \"1 / (weight_bits - 4)\"", CAPACITY, "at weight_bits=4: division by zero"),
+    "device rejects value": (f"  {CAPACITY}: \"1000 - {BANDWIDTH} / 4\"", CAPACITY, "value 0.0 on h100-sxm: "),
+    "number, not text": (f"  {CAPACITY}: 300", CAPACITY, "found 300, allowed: an expression in quotes"),
+    "bad syntax": (f"  {CAPACITY}: \"2 *\"", CAPACITY, "invalid syntax"),
 }
 
 
@@ -218,10 +219,10 @@ def test_bad_derived_is_one_line_with_file_line_key(tmp_path, tiny_model, case):
 
 
 def test_cli_bad_derived_exits_2_without_traceback(tmp_path, tiny_model):
-    path = _write(tmp_path, _sweep_text(tiny_model, f"  {TDP}: \"open('/etc/passwd')\"\n"))
+    path = _write(tmp_path, _sweep_text(tiny_model, f"  {CAPACITY}: \"open('/etc/passwd')\"\n"))
     done = subprocess.run([sys.executable, "-m", "explore", "check", path], cwd=ROOT, capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert done.stderr.strip().splitlines() == [f"explore: error: {path}:9: derived.{TDP}: found "
+    assert done.stderr.strip().splitlines() == [f"explore: error: {path}:9: derived.{CAPACITY}: found "
                                                 f"\"open('/etc/passwd')\", allowed: calls of min, max, round, abs, "
                                                 f"log2, sqrt (not 'open')"]

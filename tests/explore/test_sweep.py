@@ -62,6 +62,11 @@ BAD_SWEEPS = {
                            "overrides.device.memory.bandwidth_GBps", "greater than 0"),
     "unknown device field": ("overrides: {device.memory.bandwith_GBps: 1}", 4, "device.memory.bandwith_GBps",
                              "did you mean 'bandwidth_GBps'"),
+    "override of an unread field": ("overrides: {device.memory.l2_cache_MB: [40, 80]}", 4,
+                                    "device.memory.l2_cache_MB", "not a what-if knob"),
+    "derived unread field": ("overrides: {device.memory.bandwidth_GBps: [1000, 2000]}\nderived:\n"
+                             "  device.power.tdp_W: '0.2 * device.memory.bandwidth_GBps'", 6,
+                             "derived.device.power.tdp_W", "power capping is not modeled"),
     "unknown metric in objective": ("objectives: {minimize: [tpot]}", 4, "objectives.minimize", "tpot_s"),
     "malformed constraint": ("constraints: ['ttft_s below 3']", 4, "constraints", "METRIC OP NUMBER"),
     "unknown strategy": ("search: {strategy: annealing}", 4, "search.strategy", "'grid'"),
