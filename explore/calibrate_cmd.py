@@ -50,7 +50,7 @@ def cmd_calibrate(args) -> int:
     return 0
 
 
-def _score(rows: list[MeasuredKernel], include_train: bool) -> tuple[dict, dict, list[str]]:
+def _score(rows: list[MeasuredKernel], include_train: bool, where: str) -> tuple[dict, dict, list[str]]:
     """Errors by device and kernel class, the (predicted, measured) pairs, and notes on what was scored."""
     summary: dict[str, dict] = {}
     pairs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -63,19 +63,50 @@ def _score(rows: list[MeasuredKernel], include_train: bool) -> tuple[dict, dict,
         cal = device.calibration
         train = set((cal.provenance or {}).get("train_sources", [])) if cal else set()
         if cal is None:
-            notes.append(f"{name}: no calibration; scoring the datasheet roofline")
+            notes.append(f"{name}: no fitted calibration; scoring the preset's own rates (a roofline)")
         elif include_train:
             notes.append(f"{name}: scoring on training data too (--include-train): errors are optimistic")
-        scored = [r for r in device_rows if include_train or r.source not in train]
+        scored = [r for r in device_rows if r.is_step or include_train or r.source not in train]
         if not scored:
             notes.append(f"{name}: every row was used for fitting; nothing held out to score")
             continue
-        predicted = predict(device, scored)
+        steps = np.array([r.is_step for r in scored])
+        predicted = np.empty(len(scored))
+        predicted[~steps] = predict(device, [r for r in scored if not r.is_step])
+        predicted[steps] = predict_steps(name, [r for r in scored if r.is_step], where)
+        if steps.any():
+            notes.append(f"{name}: decode_step rows are compared with the simulated step (eager kernel launches)")
         measured = np.array([r.time_s for r in scored])
         kinds = np.array([r.kernel for r in scored])
         summary[name] = {k: error_summary(predicted[kinds == k], measured[kinds == k]) for k in sorted(set(kinds))}
         pairs[name] = (predicted, measured, kinds)
     return summary, pairs, notes
+
+
+def predict_steps(device: str, rows: list[MeasuredKernel], where: str) -> np.ndarray:
+    """Simulated time of each decode_step row: the one decode step of a design point whose prompt puts its
+    new tokens at the row's kv_len, with eager launches, as `explore run` prices it (fits in memory or not)."""
+    from explore.design_point import DesignPoint
+    from explore.evaluate import Evaluator
+    from kernels.harness import table_dtype
+
+    evaluator = Evaluator()
+    times = []
+    for row in rows:
+        step = f"{where}: decode_step of {row.model} (batch {row.batch}, kv_len {row.kv_len})"
+        try:
+            config = evaluator.config(row.model)
+        except InputError as err:
+            raise InputError(f"{step}: model: {err}") from None
+        if table_dtype(config.dtype) != row.dtype:
+            raise InputError(f"{step}: dtype: found {row.dtype!r}, allowed: the model's own "
+                             f"{table_dtype(config.dtype)!r} (a step is traced at its config's dtype)")
+        if row.kv_len < 2:
+            raise InputError(f"{step}: kv_len: found {row.kv_len}, allowed: at least 2 (a cached token and the new "
+                             f"one)")
+        point = DesignPoint(model=row.model, device=device, batch=row.batch, prompt=row.kv_len - 1, output=2)
+        times.append(evaluator.evaluate(point).result.metrics()["tpot_s"])
+    return np.array(times, dtype=float)
 
 
 def _score_profile(path: str, device_name: str) -> tuple[dict, dict, list[str]]:
@@ -114,7 +145,7 @@ def cmd_validate(args) -> int:
         rows = [r for r in rows if r.device == args.device]
         if not rows:
             raise InputError(f"{args.table}: no rows for device {args.device!r}")
-    summary, pairs, notes = _score(rows, args.include_train)
+    summary, pairs, notes = _score(rows, args.include_train, args.table)
     return _report_validation(args, summary, pairs, notes)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import time
 from collections import Counter
@@ -10,14 +11,18 @@ from pathlib import Path
 
 from workloads.errors import InputError
 
-KINDS = ("gemm", "attention", "streaming")
+DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+KINDS = ("gemm", "attention", "streaming", "decode_step")
+KERNEL_KINDS = KINDS[:3]  # the default --kinds; decode_step joins them when --model is given
 
 MEASURE_HELP = """Time real kernels (GEMM, attention, RMSNorm/SiLU/add) with torch on this machine and write a
 measured-kernel table (the CSV that `explore calibrate` and `explore validate` read).
 
 On CUDA (--cuda) the full grids run (about a minute on an H100); on the CPU small grids run (seconds).
---quick keeps a few shapes of each kind, as a smoke test. Every row's source column names torch, the
-device, the driver and the date; the same provenance and the command line are printed.
+--quick keeps a few shapes of each kind, as a smoke test. With --model, whole decode steps of that model
+(built at full size from its config, random weights, at the config's dtype) are timed too, as
+`decode_step` rows that `explore validate` compares with the simulated step. Every row's source column
+names torch, the device, the driver and the date; the same provenance and the command line are printed.
 
 --cpu-preset OUT.yaml instead writes a device preset (kind cpu) of this machine: streaming bandwidth and
 the achieved fp32/bf16 GEMM rates of a few large GEMMs, timed on --threads threads in three rounds, each
@@ -28,12 +33,15 @@ written to that table."""
 
 def add_measure_parser(add) -> argparse.ArgumentParser:
     """Register `measure` on the explore command parser (`add` makes a subparser, as for every command)."""
-    p = add("measure", MEASURE_HELP, "explore measure --device-name h100-sxm --cuda -o data/h100.csv.gz\n  "
+    p = add("measure", MEASURE_HELP, "explore measure --device-name h100-sxm --cuda --model llama-3-8b "
+            "-o data/h100.csv.gz\n  "
             "explore measure --device-name ci-host-cpu --threads 1 --cpu-preset hw_models/presets/ci-host-cpu.yaml")
     p.add_argument("--device-name", required=True,
                    help="device preset name written in the table's device column (e.g. h100-sxm, cpu-local)")
     p.add_argument("--cuda", action="store_true", help="run on the CUDA device (default: the CPU)")
-    p.add_argument("--kinds", default=",".join(KINDS), help=f"comma-separated subset of {','.join(KINDS)}")
+    p.add_argument("--kinds", default=None,
+                   help=f"comma-separated subset of {','.join(KINDS)} (default: all; decode_step needs --model)")
+    p.add_argument("--model", help="model preset or config.json whose whole decode steps to time (decode_step)")
     p.add_argument("--quick", action="store_true", help="a few shapes per kind (smoke test)")
     p.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp32"], help="default bf16")
     p.add_argument("--repeats", type=int, default=20, help="timed runs per shape; the median is kept (default 20)")
@@ -45,18 +53,23 @@ def add_measure_parser(add) -> argparse.ArgumentParser:
     return p
 
 
-def _kinds(text: str) -> list[str]:
+def _kinds(text: str | None, model: str | None) -> list[str]:
+    if text is None:
+        return list(KERNEL_KINDS) + ["decode_step"] * (model is not None)
     kinds = [k.strip() for k in text.split(",") if k.strip()]
     unknown = [k for k in kinds if k not in KINDS]
     if unknown or not kinds:
         raise InputError(f"--kinds: found {text!r}, allowed: a comma-separated subset of {','.join(KINDS)}")
+    if "decode_step" in kinds and model is None:
+        raise InputError("--model: missing; --kinds decode_step times a model's decode steps (a preset or config.json)")
     return kinds
 
 
 def _command_line(args) -> str:
     parts = ["explore", "measure", "--device-name", args.device_name]
     if args.cpu_preset is None:
-        parts += ["--kinds", args.kinds, "--dtype", args.dtype]
+        parts += ["--kinds", ",".join(_kinds(args.kinds, args.model)), "--dtype", args.dtype]
+        parts += ["--model", args.model] if args.model is not None else []
     parts += ["--repeats", str(args.repeats)]
     parts += ["-o", args.output] if args.output is not None else []
     parts += ["--cpu-preset", args.cpu_preset] if args.cpu_preset is not None else []
@@ -71,11 +84,12 @@ def _grids(cuda: bool, quick: bool) -> dict[str, list]:
 
     if cuda and not quick:
         return {"gemm": harness.default_gemm_grid(), "attention": harness.default_attention_cases(),
-                "streaming": harness.default_streaming_sizes()}
+                "streaming": harness.default_streaming_sizes(), "decode_step": harness.default_decode_cases()}
     grids = {"gemm": harness.cpu_gemm_grid(), "attention": harness.cpu_attention_cases(),
-             "streaming": harness.cpu_streaming_sizes()}
+             "streaming": harness.cpu_streaming_sizes(), "decode_step": harness.cpu_decode_cases()}
     if quick:
-        grids = {"gemm": grids["gemm"][::4], "attention": grids["attention"][::2], "streaming": grids["streaming"][:2]}
+        grids = {"gemm": grids["gemm"][::4], "attention": grids["attention"][::2], "streaming": grids["streaming"][:2],
+                 "decode_step": grids["decode_step"][:1]}
     return grids
 
 
@@ -99,7 +113,8 @@ def _validate(args) -> None:
 def cmd_measure(args) -> int:
     """Run the harness for the requested kinds and write the table; print provenance and a summary."""
     _validate(args)
-    kinds = _kinds(args.kinds)
+    kinds = _kinds(args.kinds, args.model)
+    config = _model_config(args.model) if "decode_step" in kinds else None
     import torch
 
     from kernels import harness
@@ -120,12 +135,30 @@ def cmd_measure(args) -> int:
     start = time.perf_counter()
     rows = []
     for kind in kinds:
+        if kind == "decode_step":
+            rows += harness.measure_decode_steps(args.model, config, grids[kind], device=args.device_name,
+                                                 torch_device=torch_device, source=source, repeats=args.repeats)
+            continue
         rows += measure[kind](grids[kind], device=args.device_name, dtype=args.dtype, torch_device=torch_device,
                               source=source, repeats=args.repeats)
     write_table(args.output, rows)
     counts = ", ".join(f"{n} {k}" for k, n in Counter(r.kernel for r in rows).items())
     print(f"{args.output}: {len(rows)} rows ({counts}) in {time.perf_counter() - start:.1f} s")
     return 0
+
+
+def _model_config(model: str):
+    """The config of --model; on the CPU it must fit in memory, since the harness builds it at full size."""
+    from workloads.model_config import load_model_config
+
+    config = load_model_config(model)
+    need_GB = config.param_count() * DTYPE_BYTES.get(config.dtype, 2) / 1e9
+    have_GB = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
+    if need_GB > 0.8 * have_GB:
+        raise InputError(f"--model: {model} needs {need_GB:.1f} GB of weights at {config.dtype}, this machine "
+                         f"has {have_GB:.1f} GB; allowed: a model whose weights fit in 80% of memory "
+                         f"(a config.json of a smaller model, or --cuda on a large GPU)")
+    return config
 
 
 def _write_cpu_preset(args, source: str) -> int:

@@ -84,9 +84,9 @@ def fit_attention(base: GPUModel, rows: list[MeasuredKernel]) -> AttentionFit:
 def fit_calibration(base: GPUModel, rows: list[MeasuredKernel], *, table_path: str, train_fraction: float,
                     command: str) -> Calibration:
     """Fit every kernel class that has measurements on this device, on the training share of sources."""
-    rows = [r for r in rows if r.device == base.name]
+    rows = [r for r in rows if r.device == base.name and not r.is_step]  # whole steps are validated, not fitted
     if not rows:
-        raise InputError(f"{table_path}: no rows for device {base.name!r}")
+        raise InputError(f"{table_path}: no kernel rows for device {base.name!r}")
     train = train_sources({r.source for r in rows}, train_fraction)
     fitting = [r for r in rows if r.source in set(train)]
     gemms = [r for r in fitting if r.kernel in ("gemm", "batched_gemm")]

@@ -41,6 +41,7 @@ MAX_RUNS_FACTOR = 100  # with min_time_s, at most repeats x this many timed runs
 GemmShape = tuple[int, int, int]  # (m, n, k): C[m, n] = A[m, k] @ B[k, n]
 AttentionCase = tuple[int, int, int, int, int, int]  # (batch, heads, kv_heads, q_len, kv_len, head_dim)
 StreamingSize = tuple[int, int]  # (rows, hidden): an activation of rows x hidden elements
+DecodeCase = tuple[int, int]  # (batch, context_len): batch new tokens after context_len cached ones
 
 
 def _torch():
@@ -292,6 +293,26 @@ def measure_decode_step(config: ModelConfig, *, batch: int, context_len: int, de
         return time_op(step, make, device=device, warmup=warmup, repeats=repeats)
 
 
+def measure_decode_steps(model: str, config: ModelConfig, cases: Sequence[DecodeCase], *, device: str,
+                         torch_device: str = "cpu", source: str | None = None,
+                         repeats: int = 10) -> list[MeasuredKernel]:
+    """Time whole decode steps of `config` at its own dtype, one row ('decode_step') per (batch, context_len).
+
+    `model` is written in the rows (the preset name or config path the model came from); each row's kv_len
+    counts the keys a new token attends to, its own included (context_len + 1), as in a simulated step.
+    """
+    dtype = table_dtype(config.dtype)
+    source = source or harness_source(torch_device)
+    rows = []
+    for batch, context_len in cases:
+        t = measure_decode_step(config, batch=batch, context_len=context_len, device=torch_device, dtype=dtype,
+                                repeats=repeats)
+        log.info("decode step %s batch=%d context=%d: %.3e s", model, batch, context_len, t)
+        rows.append(_row("decode_step", device=device, dtype=dtype, time_s=t, batch=batch, kv_len=context_len + 1,
+                         model=model, source=f"{source}; op=decode_step[{model}]"))
+    return rows
+
+
 def default_gemm_grid() -> list[GemmShape]:
     """GPU grid: M from 1 to 8192 (powers of two and a few odd sizes) x (K, N) of Llama 7B/8B/70B layers."""
     ms = [2**i for i in range(14)] + [3, 7, 24, 100, 1000, 3000]
@@ -318,6 +339,16 @@ def default_attention_cases() -> list[AttentionCase]:
 def cpu_attention_cases() -> list[AttentionCase]:
     """CPU cases: a few small prefill and decode shapes."""
     return [(1, 8, 2, 64, 64, 64), (1, 8, 2, 256, 256, 64), (1, 8, 2, 1, 256, 64), (4, 8, 2, 1, 1024, 64)]
+
+
+def default_decode_cases() -> list[DecodeCase]:
+    """GPU cases: batch 1, 8 and 32 at 512 and 2048 cached tokens (a 7-8B model fits an 80 GB GPU at all)."""
+    return [(b, c) for b in (1, 8, 32) for c in (512, 2048)]
+
+
+def cpu_decode_cases() -> list[DecodeCase]:
+    """CPU cases: batch 1 and 4 over short contexts."""
+    return [(1, 128), (4, 512)]
 
 
 def default_streaming_sizes() -> list[StreamingSize]:

@@ -1,6 +1,8 @@
 """The measured-kernel table: one row per measured kernel, shared by calibrate, validate and the harness.
 
 CSV (optionally gzipped) with the columns of DESIGN.md; readers accept extra columns and ignore them.
+Besides kernels, a row may time a whole decode step of a model (`kernel` decode_step, the model in `model`,
+`batch` sequences each attending to `kv_len` keys, its own new one included): what a user's step costs.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from workloads.errors import InputError
 from workloads.op_costs import attention_flops
 
 COLUMNS = ("device", "kernel", "m", "n", "k", "batch", "seq_len", "kv_len", "heads", "kv_heads", "head_dim",
-           "bytes", "dtype", "time_s", "source")
+           "bytes", "dtype", "time_s", "source", "model")
 KERNEL_NAMES = tuple(k.value for k in KernelKind)
+DECODE_STEP = "decode_step"  # a whole decode step of `model`, not one kernel
+ROW_KINDS = (*KERNEL_NAMES, DECODE_STEP)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,9 +45,17 @@ class MeasuredKernel:
     kv_heads: int = 0
     head_dim: int = 0
     bytes: float = 0.0
+    model: str = ""  # decode_step rows: the model preset name or config path
+
+    @property
+    def is_step(self) -> bool:
+        """A whole decode step, priced by simulating the model (not by to_kernel)."""
+        return self.kernel == DECODE_STEP
 
     def to_kernel(self) -> Kernel:
         """The Kernel a cost model prices for this row (traffic at the row's dtype)."""
+        if self.is_step:
+            raise ValueError(f"a {DECODE_STEP} row of {self.model} is a whole step, not one kernel")
         kind = KernelKind(self.kernel)
         width = DTYPE_BITS.get(self.dtype, 16) / 8
         if kind in (KernelKind.GEMM, KernelKind.BATCHED_GEMM):
@@ -88,8 +100,11 @@ def _parse(row: dict, where: str) -> MeasuredKernel:
             values[f.name] = raw if f.type == "str" else (float(raw) if f.type == "float" else int(float(raw)))
         except ValueError:
             raise InputError(f"{where}: {f.name}: found {raw!r}, allowed: a number") from None
-    if values["kernel"] not in KERNEL_NAMES:
-        raise InputError(f"{where}: kernel: found {values['kernel']!r}, allowed: {', '.join(KERNEL_NAMES)}")
+    if values["kernel"] not in ROW_KINDS:
+        raise InputError(f"{where}: kernel: found {values['kernel']!r}, allowed: {', '.join(ROW_KINDS)}")
+    if values["kernel"] == DECODE_STEP and not (values.get("model") and values.get("batch") and values.get("kv_len")):
+        raise InputError(f"{where}: {DECODE_STEP}: model, batch and kv_len: found {values.get('model')!r}, "
+                         f"{values.get('batch')!r}, {values.get('kv_len')!r}; allowed: a model and positive counts")
     if not (values["time_s"] > 0 and math.isfinite(values["time_s"])):
         raise InputError(f"{where}: time_s: found {values['time_s']!r}, allowed: a positive number of seconds")
     values.setdefault("source", "")
@@ -113,8 +128,11 @@ def read_table(path: str | Path) -> list[MeasuredKernel]:
 def write_table(path: str | Path, rows: list[MeasuredKernel]) -> None:
     """Write rows with the standard columns (empty cells for fields that do not apply)."""
     path = Path(path)
+    # A table of kernels only has no model column (the same bytes, and SHA-256, as before decode steps existed).
+    columns = COLUMNS if any(r.model for r in rows) else tuple(c for c in COLUMNS if c != "model")
     with _open_text(path, "w") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: ("" if v in (0, 0.0) and k not in ("time_s",) else v) for k, v in asdict(row).items()})
+            values = asdict(row)
+            writer.writerow({k: ("" if values[k] in (0, 0.0, "") and k != "time_s" else values[k]) for k in columns})

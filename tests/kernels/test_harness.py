@@ -104,6 +104,14 @@ def test_decode_step_time_positive_and_sane_in_context(tiny_llama):
     assert 0.8 * t_short <= t_long <= t_short * long / short
 
 
+def test_decode_step_rows_name_the_model_and_count_the_new_token(tiny_llama):
+    rows = harness.measure_decode_steps("tiny.json", tiny_llama, [(2, 16), (1, 64)], device=DEVICE, repeats=3)
+    assert [(r.kernel, r.model, r.batch, r.kv_len) for r in rows] == [("decode_step", "tiny.json", 2, 17),
+                                                                     ("decode_step", "tiny.json", 1, 65)]
+    assert {r.dtype for r in rows} == {"bf16"}  # the config's own dtype (tiny_llama: bfloat16)
+    assert all(r.time_s > 0 and "op=decode_step[tiny.json]" in r.source for r in rows)
+
+
 def test_grids():
     gpu = harness.default_gemm_grid()
     ms = {m for m, _, _ in gpu}
@@ -136,12 +144,15 @@ def test_measure_command_writes_a_table(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv", [("--kinds", "gemm,fft"), ("-o", "table.json"), ("--repeats", "0"),
-                                  ("--threads", "0"), ("--device-name", " ")])
+                                  ("--threads", "0"), ("--device-name", " "), ("--kinds", "decode_step"),
+                                  ("--model", "llama-9-7b")])
 def test_measure_command_rejects_bad_arguments(argv):
     from explore.measure_cmd import cmd_measure
 
     base = {"--device-name": DEVICE, "--kinds": "gemm", "-o": "t.csv", "--repeats": "3"}
     base.update(dict([argv]))
+    if argv[0] == "--model":
+        base["--kinds"] = "decode_step"
     args = _measure_args(*itertools.chain.from_iterable(base.items()))
     with pytest.raises(InputError):
         cmd_measure(args)

@@ -59,15 +59,32 @@ def test_table_round_trip_and_deterministic_gzip(tmp_path):
     assert a.read_bytes() == b.read_bytes()
 
 
+def test_decode_step_rows_round_trip_with_a_model_column_kernels_alone_without(tmp_path):
+    kernel = MeasuredKernel(device="h100-sxm", kernel="gemm", dtype="fp16", time_s=1.5e-5, source="t", m=8, n=16, k=32)
+    step = MeasuredKernel(device="h100-sxm", kernel="decode_step", dtype="bf16", time_s=0.012, source="t", batch=1,
+                          kv_len=2049, model="llama-3-8b")
+    both, alone = tmp_path / "both.csv", tmp_path / "alone.csv"
+    write_table(both, [kernel, step])
+    write_table(alone, [kernel])
+    assert read_table(both) == [kernel, step] and read_table(alone) == [kernel]
+    assert both.read_text().splitlines()[0].endswith(",source,model")
+    assert alone.read_text().splitlines()[0].endswith(",time_s,source")  # the columns of DESIGN.md, no more
+    assert step.is_step and not kernel.is_step
+    with pytest.raises(ValueError, match="whole step"):
+        step.to_kernel()
+
+
 @pytest.mark.parametrize("line,message", [
-    ("h100-sxm,gemm,1,2,3,,,,,,,,fp16,-1,x", "time_s: found -1.0"),
-    ("h100-sxm,conv,1,2,3,,,,,,,,fp16,1e-5,x", "kernel: found 'conv'"),
-    ("h100-sxm,gemm,one,2,3,,,,,,,,fp16,1e-5,x", "m: found 'one'"),
+    ("h100-sxm,decode_step,,,,1,,,,,,,bf16,0.01,x,llama-3-8b", "decode_step: model, batch and kv_len"),
+    ("h100-sxm,decode_step,,,,1,,513,,,,,bf16,0.01,x,", "decode_step: model, batch and kv_len"),
+    ("h100-sxm,gemm,1,2,3,,,,,,,,fp16,-1,x,", "time_s: found -1.0"),
+    ("h100-sxm,conv,1,2,3,,,,,,,,fp16,1e-5,x,", "kernel: found 'conv'"),
+    ("h100-sxm,gemm,one,2,3,,,,,,,,fp16,1e-5,x,", "m: found 'one'"),
 ])
 def test_bad_rows_name_file_line_and_key(tmp_path, line, message):
     path = tmp_path / "t.csv"
-    path.write_text("device,kernel,m,n,k,batch,seq_len,kv_len,heads,kv_heads,head_dim,bytes,dtype,time_s,source\n"
-                    + line + "\n")
+    path.write_text("device,kernel,m,n,k,batch,seq_len,kv_len,heads,kv_heads,head_dim,bytes,dtype,time_s,source,"
+                    "model\n" + line + "\n")
     with pytest.raises(InputError, match=message) as err:
         read_table(path)
     assert str(err.value).startswith(f"{path}:2: ")

@@ -1,0 +1,81 @@
+"""Whole decode steps in a measured table: `explore validate` compares each with the step `explore run` simulates,
+the harness writes them from `explore measure --model`, and calibration leaves them out of every fit."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from tiny_sweep import write_tiny_model
+
+from explore.cli import main
+from explore.design_point import DesignPoint
+from explore.evaluate import Evaluator
+from kernels.measured import MeasuredKernel, read_table, write_table
+
+DEVICE = "h100-sxm"
+
+
+def _step(model: str, time_s: float, batch: int = 2, kv_len: int = 65, dtype: str = "bf16") -> MeasuredKernel:
+    return MeasuredKernel(device=DEVICE, kernel="decode_step", dtype=dtype, time_s=time_s, source="test", batch=batch,
+                          kv_len=kv_len, model=model)
+
+
+def _validate_json(table, tmp_path, capsys) -> dict:
+    assert main(["validate", str(table), "--json", "--out", str(tmp_path / "v")]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_a_step_is_scored_against_the_step_explore_run_simulates(tmp_path, capsys):
+    model = write_tiny_model(tmp_path)
+    # The step after 64 cached tokens attends to 65 keys: a point with a 64-token prompt and one decode step.
+    point = DesignPoint(model=model, device=DEVICE, batch=2, prompt=64, output=2)
+    simulated_s = Evaluator().evaluate(point).metrics["tpot_s"]
+    table = tmp_path / "steps.csv"
+    write_table(table, [_step(model, simulated_s), _step(model, 2 * simulated_s)])
+    summary = _validate_json(table, tmp_path, capsys)[DEVICE]["decode_step"]
+    # Errors 0 and -50%: median |err| 25%, bias -25%.
+    assert summary["n"] == 2
+    assert summary["median_abs_err"] == pytest.approx(0.25, abs=1e-9)
+    assert summary["median_bias"] == pytest.approx(-0.25, abs=1e-9)
+
+
+def test_a_step_at_another_dtype_than_its_model_is_refused(tmp_path, capsys):
+    table = tmp_path / "steps.csv"
+    write_table(table, [_step(write_tiny_model(tmp_path), 1e-3, dtype="fp32")])
+    assert main(["validate", str(table), "--out", str(tmp_path / "v")]) == 2
+    err = capsys.readouterr().err
+    assert "dtype: found 'fp32'" in err and "'bf16'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_measure_writes_steps_that_validate_reads(tmp_path, capsys):
+    model = write_tiny_model(tmp_path)
+    table = tmp_path / "m.csv"
+    assert main(["measure", "--device-name", DEVICE, "--model", model, "--kinds", "decode_step", "--quick",
+                 "--repeats", "3", "--threads", "1", "-o", str(table)]) == 0
+    rows = read_table(table)
+    assert [(r.kernel, r.model, r.batch, r.kv_len, r.dtype) for r in rows] == [("decode_step", model, 1, 129, "bf16")]
+    capsys.readouterr()
+    assert _validate_json(table, tmp_path, capsys)[DEVICE]["decode_step"]["n"] == 1
+
+
+def test_measure_refuses_a_model_too_large_for_this_machine(capsys):
+    memory_GB = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
+    if memory_GB > 170:
+        pytest.skip(f"{memory_GB:.0f} GB of memory holds Llama-2-70B's 138 GB")
+    assert main(["measure", "--device-name", "cpu-local", "--model", "llama-2-70b", "-o", "t.csv"]) == 2
+    assert "--model: llama-2-70b needs 138" in capsys.readouterr().err
+
+
+def test_calibration_fits_kernels_and_skips_steps(tmp_path):
+    from hw_models.calibration import fit_calibration
+    from hw_models.registry import load_device
+
+    base = load_device(DEVICE, calibrated=False)
+    kernels = [MeasuredKernel(device=DEVICE, kernel="norm", dtype="bf16", time_s=1e-5 * (i + 1), source=f"s{i % 2}",
+                              bytes=2e6 * (i + 1)) for i in range(8)]
+    table = tmp_path / "t.csv"
+    write_table(table, kernels + [_step("llama-3-8b", 0.01, kv_len=513)])
+    cal = fit_calibration(base, read_table(table), table_path=str(table), train_fraction=0.5, command="test")
+    assert cal.provenance["rows_for_device"] == 8 and set(cal.streams) == {"norm"}
