@@ -34,13 +34,13 @@ def _device(name: str, calibrated: bool = True):
 
 
 def cmd_calibrate(args) -> int:
-    rows = read_table(args.table)
+    rows = [row for table in args.table for row in read_table(table)]
     # Refit from the datasheet roofline, not on top of a previous calibration.
     base = _device(args.device, calibrated=False)
     if not 0 < args.train_fraction <= 1:
         raise InputError(f"--train-fraction: found {args.train_fraction}, allowed: a number in (0, 1]")
     command = "explore " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "explore calibrate"
-    cal = fit_calibration(base, rows, table_path=str(args.table), train_fraction=args.train_fraction,
+    cal = fit_calibration(base, rows, table_path=[str(t) for t in args.table], train_fraction=args.train_fraction,
                           command=command)
     out = Path(args.out) if args.out else calibration_path(args.device)
     write_calibration(cal, out)
@@ -133,19 +133,20 @@ def _score_profile(path: str, device_name: str) -> tuple[dict, dict, list[str]]:
 
 def cmd_validate(args) -> int:
     if bool(args.table) == bool(args.profile):
-        raise InputError("validate: give a measured-kernel TABLE or --profile TRACE.json (one of them)")
+        raise InputError("validate: give measured-kernel TABLEs or --profile TRACE.json (one of them)")
     if args.profile:
         if not args.device:
             raise InputError("--device: missing; a profile is compared against one device preset")
         summary, pairs, notes = _score_profile(args.profile, args.device)
         return _report_validation(args, summary, pairs, notes)
-    rows = read_table(args.table)
+    rows = {table: read_table(table) for table in args.table}
     if args.device:
         _device(args.device)
-        rows = [r for r in rows if r.device == args.device]
-        if not rows:
-            raise InputError(f"{args.table}: no rows for device {args.device!r}")
-    summary, pairs, notes = _score(rows, args.include_train, args.table)
+        rows = {table: [r for r in table_rows if r.device == args.device] for table, table_rows in rows.items()}
+        if not any(rows.values()):
+            raise InputError(f"{', '.join(args.table)}: no rows for device {args.device!r}")
+    summary, pairs, notes = _score([r for table_rows in rows.values() for r in table_rows], args.include_train,
+                                   ", ".join(args.table))
     return _report_validation(args, summary, pairs, notes)
 
 
@@ -190,9 +191,10 @@ def add_parsers(add) -> None:
     vidur.add_argument("folder", help="Vidur data folder (gemm_points.csv.gz, profiling/compute/)")
     vidur.add_argument("-o", "--output", required=True, help="table path (.csv or .csv.gz)")
 
-    cal = add("calibrate", "Fit a GPU preset's efficiency models on a measured-kernel table.",
-              "explore calibrate vidur-kernels.csv.gz --device h100-sxm")
-    cal.add_argument("table", help="measured-kernel table (.csv or .csv.gz)")
+    cal = add("calibrate", "Fit a GPU preset's efficiency models on measured-kernel tables.",
+              "explore calibrate vidur-kernels.csv.gz --device h100-sxm\n  "
+              "explore calibrate vidur-kernels.csv.gz data/measured/h100-sxm.csv.gz --device h100-sxm")
+    cal.add_argument("table", nargs="+", help="measured-kernel tables (.csv or .csv.gz), read as one")
     cal.add_argument("--device", required=True, help="GPU preset name")
     cal.add_argument("--train-fraction", type=float, default=0.5,
                      help="share of the table's sources (models) to fit on; the rest is held out (default 0.5)")
@@ -200,7 +202,7 @@ def add_parsers(add) -> None:
 
     val = add("validate", "Predict every row of a measured-kernel table and report the error per GPU and kernel.",
               "explore validate vidur-kernels.csv.gz --device h100-sxm --json")
-    val.add_argument("table", nargs="?", help="measured-kernel table (.csv or .csv.gz)")
+    val.add_argument("table", nargs="*", help="measured-kernel tables (.csv or .csv.gz), read as one")
     val.add_argument("--profile", metavar="TRACE.json",
                      help="instead of a table: a torch.profiler Chrome trace, compared op by op (needs --device)")
     val.add_argument("--device", help="only this preset's rows (the preset to compare a profile against)")

@@ -20,6 +20,8 @@ CLASS_COLORS = {
     "gemm": "#1f77b4", "attention": "#ff7f0e", "norm": "#2ca02c", "softmax": "#d62728",
     "elementwise": "#9467bd", "embedding": "#8c564b",
 }
+# Measured-table kinds beyond the kernel classes: pointwise kinds and whole decode steps.
+VALIDATION_COLORS = {"activation": "#e377c2", "rope": "#bcbd22", "decode_step": "#000000"}
 PHASE_MARKERS = {"prefill": "o", "decode": "^"}
 LINE_STYLES = ("-", "--", ":", "-.")  # after the 10 colors of the cycle run out, lines change style
 LOG_RANGE = 20.0  # a value axis whose max / min exceeds this is drawn on a log scale
@@ -177,9 +179,13 @@ def validation_figure(device: str, predicted_s: np.ndarray, measured_s: np.ndarr
     error = predicted_s / measured_s - 1.0
     for kind in sorted(set(kinds.tolist())):
         rows = kinds == kind
-        color = CLASS_COLORS.get(kind.split("_")[0], "#7f7f7f")
-        scatter.scatter(measured_s[rows], predicted_s[rows], s=3, alpha=0.3, color=color, label=kind, lw=0)
-        residual.scatter(measured_s[rows], 100 * error[rows], s=3, alpha=0.3, color=color, lw=0)
+        color = VALIDATION_COLORS.get(kind) or CLASS_COLORS.get(kind.split("_")[0], "#7f7f7f")
+        # Thousands of kernels as faint dots; a handful (whole decode steps, a small table) as visible marks.
+        size, alpha = (3, 0.3) if rows.sum() > 200 else (24, 0.8)
+        marker = "D" if kind == "decode_step" else "o"
+        for ax, y in ((scatter, predicted_s[rows]), (residual, 100 * error[rows])):
+            ax.scatter(measured_s[rows], y, s=size, alpha=alpha, color=color, marker=marker, lw=0,
+                       label=kind if ax is scatter else None)
     low, high = min(measured_s.min(), predicted_s.min()), max(measured_s.max(), predicted_s.max())
     scatter.plot([low, high], [low, high], "k--", lw=1)
     scatter.set(xscale="log", yscale="log", xlabel="measured time (s)", ylabel="predicted time (s)",
@@ -190,7 +196,10 @@ def validation_figure(device: str, predicted_s: np.ndarray, measured_s: np.ndarr
     residual.set(xscale="log", xlabel="measured time (s)", ylabel="prediction error (%)",
                  ylim=(max(-100, np.percentile(100 * error, 0.5) - 5), min(300, np.percentile(100 * error, 99.5) + 5)),
                  title="error = predicted / measured - 1 (dotted: +-25%)")
-    scatter.legend(markerscale=4, fontsize=8, loc="upper left")
+    legend = scatter.legend(fontsize=8, loc="upper left")
+    for handle in legend.legend_handles:  # legend marks at full size and opacity, however faint the dots
+        handle.set_alpha(1.0)
+        handle.set_sizes([24])
     for ax in (scatter, residual):
         ax.grid(True, which="major", alpha=0.3)
     return fig

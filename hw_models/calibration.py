@@ -81,9 +81,14 @@ def fit_attention(base: GPUModel, rows: list[MeasuredKernel]) -> AttentionFit:
                 [1.0, 1.0, 1000.0])
 
 
-def fit_calibration(base: GPUModel, rows: list[MeasuredKernel], *, table_path: str, train_fraction: float,
-                    command: str) -> Calibration:
-    """Fit every kernel class that has measurements on this device, on the training share of sources."""
+def fit_calibration(base: GPUModel, rows: list[MeasuredKernel], *, table_path: str | list[str],
+                    train_fraction: float, command: str) -> Calibration:
+    """Fit every kernel class that has measurements on this device, on the training share of sources.
+
+    `table_path` names the table (or tables) the rows came from; the provenance records each one's SHA-256.
+    """
+    paths = [table_path] if isinstance(table_path, str) else list(table_path)
+    table_path = ", ".join(paths)
     rows = [r for r in rows if r.device == base.name and not r.is_step]  # whole steps are validated, not fitted
     if not rows:
         raise InputError(f"{table_path}: no kernel rows for device {base.name!r}")
@@ -94,7 +99,7 @@ def fit_calibration(base: GPUModel, rows: list[MeasuredKernel], *, table_path: s
                for c in STREAM_FIT_CLASSES if any(r.kernel == c for r in fitting)}
     attention = [r for r in fitting if r.kernel in ATTENTION_KINDS]
     provenance = {
-        "table": table_path, "sha256": hashlib.sha256(Path(table_path).read_bytes()).hexdigest(),
+        "table": table_path, "sha256": ", ".join(hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in paths),
         "rows_used": len(fitting), "rows_for_device": len(rows), "train_fraction": train_fraction,
         "train_sources": train, "date": datetime.date.today().isoformat(), "command": command,
     }

@@ -187,7 +187,9 @@ def measure_gemms(shapes: Sequence[GemmShape], *, device: str, dtype: str, torch
 
         t = time_op(torch.mm, make, device=torch_device, repeats=repeats)
         log.info("gemm m=%d n=%d k=%d: %.3e s", m, n, k, t)
-        rows.append(_row("gemm", device=device, dtype=dtype, time_s=t, source=f"{source}; op=mm", m=m, n=n, k=k))
+        # The source names the weight shape: a calibration holds out whole shapes (as Vidur's whole models).
+        rows.append(_row("gemm", device=device, dtype=dtype, time_s=t, source=f"{source}; op=mm[k{k} n{n}]", m=m, n=n,
+                         k=k))
     return rows
 
 
@@ -226,7 +228,9 @@ def measure_attention(cases: Sequence[AttentionCase], *, device: str, dtype: str
         t = time_op(run, make, device=torch_device, repeats=repeats)
         log.info("%s b=%d h=%d kvh=%d q=%d kv=%d d=%d: %.3e s", kind, batch, heads, kv_heads, q_len, kv_len,
                  head_dim, t)
-        rows.append(_row(kind, device=device, dtype=dtype, time_s=t, source=f"{source}; op=sdpa", batch=batch,
+        # One source per case: a calibration fits on half of the cases and scores the other half.
+        case = f"b{batch} h{heads}/{kv_heads} q{q_len} kv{kv_len} d{head_dim}"
+        rows.append(_row(kind, device=device, dtype=dtype, time_s=t, source=f"{source}; op=sdpa[{case}]", batch=batch,
                          seq_len=q_len, kv_len=kv_len, heads=heads, kv_heads=kv_heads, head_dim=head_dim))
     return rows
 

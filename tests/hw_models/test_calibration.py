@@ -162,3 +162,23 @@ def test_fitter_recovers_known_attention_parameters(tmp_path):
     np.testing.assert_allclose(predict(again, rows), predict(GPUModel(base.spec, calibration=Calibration(
         device="h100-sxm", attention=fitted)), rows), rtol=1e-12)
     assert np.all(predict(again, rows) >= predict(base, rows))
+
+
+def test_a_fit_on_two_tables_names_both_in_its_provenance(tmp_path):
+    import hashlib
+
+    from hw_models.calibration import fit_calibration
+    from kernels.measured import read_table, write_table
+
+    base = load_device("h100-sxm", calibrated=False)
+    paths = []
+    for t, name in enumerate(("vidur.csv", "harness.csv")):
+        rows = [MeasuredKernel(device="h100-sxm", kernel="norm", dtype="bf16", time_s=(1 + i + t) * 1e-5,
+                               source=f"{name}-{i}", bytes=(1 + i) * 4e6) for i in range(4)]
+        paths.append(tmp_path / name)
+        write_table(paths[-1], rows)
+    rows = [r for p in paths for r in read_table(p)]
+    cal = fit_calibration(base, rows, table_path=[str(p) for p in paths], train_fraction=0.5, command="test")
+    prov = cal.provenance
+    assert prov["table"] == f"{paths[0]}, {paths[1]}" and prov["rows_for_device"] == 8 and prov["rows_used"] == 4
+    assert prov["sha256"] == ", ".join(hashlib.sha256(p.read_bytes()).hexdigest() for p in paths)
