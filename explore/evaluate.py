@@ -100,8 +100,10 @@ class Evaluator:
             # Weights are stored in the sparse layout only on a device that computes on it.
             weight_bytes=prefill_trace.param_bytes * fmt.weight_scale
             * (fmt.sparse_weight_scale if point.sparsity in device.sparsity_patterns else 1.0),
+            # The prompt and every output token but the last, which is never fed back into the model.
             kv_bytes_per_token=cfg.kv_bytes_per_token() * fmt.kv_scale, batch=point.batch,
-            tokens_per_sequence=point.prompt + point.output, activation_bytes=prefill_trace.peak_activation_bytes,
+            tokens_per_sequence=point.prompt + workload.decode_steps,
+            activation_bytes=prefill_trace.peak_activation_bytes,
             window=cfg.sliding_window,
         )
         if event_sim:

@@ -83,7 +83,8 @@ class NumericFormat:
         16-bit rates; with 8-bit (or narrower) activations and weights the integer path is used.
         """
         if self.act_bits <= 8 and self.weight_bits <= 8:
-            return "int4" if self.act_bits == 4 and self.weight_bits == 4 else "int8"
+            # 2- and 3-bit weights fit 4-bit integer lanes as well as 4-bit ones do.
+            return "int4" if self.act_bits <= 4 and self.weight_bits <= 4 else "int8"
         return traced_dtype
 
     @property

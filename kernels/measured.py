@@ -11,10 +11,11 @@ import csv
 import gzip
 import io
 import math
+import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from kernels.formats import DTYPE_BITS
+from kernels.formats import DTYPE_BITS, NumericFormat
 from kernels.kernel import Kernel, KernelKind
 from workloads.errors import InputError
 from workloads.op_costs import attention_flops
@@ -23,6 +24,9 @@ COLUMNS = ("device", "kernel", "m", "n", "k", "batch", "seq_len", "kv_len", "hea
            "bytes", "dtype", "time_s", "source", "model")
 KERNEL_NAMES = tuple(k.value for k in KernelKind)
 DECODE_STEP = "decode_step"  # a whole decode step of `model`, not one kernel
+# A quantized GEMM's dtype, e.g. 'w4a16' (4-bit weights, 16-bit activations); other rows use DTYPE_BITS names.
+QUANTIZED_DTYPE = re.compile(r"^w([0-9]+)a([0-9]+)$")
+QUANTIZED_BASE_DTYPE = "fp16"  # the 16-bit type such a GEMM's activations and outputs are in
 ROW_KINDS = (*KERNEL_NAMES, DECODE_STEP)
 
 
@@ -53,17 +57,25 @@ class MeasuredKernel:
         return self.kernel == DECODE_STEP
 
     def to_kernel(self) -> Kernel:
-        """The Kernel a cost model prices for this row (traffic at the row's dtype)."""
+        """The Kernel a cost model prices for this row (traffic at the row's dtype; a quantized GEMM 'wXaY'
+        moves X-bit weights with their group scales and Y-bit inputs, and computes as NumericFormat says)."""
         if self.is_step:
             raise ValueError(f"a {DECODE_STEP} row of {self.model} is a whole step, not one kernel")
         kind = KernelKind(self.kernel)
+        fmt = quantized_format(self.dtype)
+        dtype = fmt.gemm_dtype(QUANTIZED_BASE_DTYPE) if fmt else self.dtype
         width = DTYPE_BITS.get(self.dtype, 16) / 8
         if kind in (KernelKind.GEMM, KernelKind.BATCHED_GEMM):
             batch = max(self.batch, 1)
             flops = 2.0 * batch * self.m * self.n * self.k
-            traffic = batch * (self.m * self.k + self.k * self.n + self.m * self.n) * width
-            return Kernel(kind=kind, op=self.kernel, flops=flops, weight_bytes=0.0, act_bytes=traffic, kv_bytes=0.0,
-                          dtype=self.dtype, tensor_core=True, m=self.m, n=self.n, k=self.k, batch=batch)
+            weights = batch * self.k * self.n * width * (fmt.weight_scale if fmt else 1.0)
+            acts = batch * (self.m * self.k * (fmt.act_scale if fmt else 1.0) + self.m * self.n) * width
+            if fmt is None:
+                # A plain row's B operand is an input like A (the harness makes both fresh for every run): no
+                # cost model may treat it as a weight (kept in a cache across a pass, quantized, sparse).
+                weights, acts = 0.0, acts + weights
+            return Kernel(kind=kind, op=self.kernel, flops=flops, weight_bytes=weights, act_bytes=acts, kv_bytes=0.0,
+                          dtype=dtype, tensor_core=True, m=self.m, n=self.n, k=self.k, batch=batch)
         if kind in (KernelKind.ATTENTION_PREFILL, KernelKind.ATTENTION_DECODE):
             causal = kind == KernelKind.ATTENTION_PREFILL
             q_len = self.seq_len or 1
@@ -72,12 +84,18 @@ class MeasuredKernel:
             kv = 2.0 * self.batch * self.kv_heads * self.kv_len * self.head_dim * width
             act = 2.0 * self.batch * self.heads * q_len * self.head_dim * width
             return Kernel(kind=kind, op=self.kernel, flops=flops, weight_bytes=0.0, act_bytes=act, kv_bytes=kv,
-                          dtype=self.dtype, tensor_core=True, batch=self.batch, heads=self.heads,
+                          dtype=dtype, tensor_core=True, batch=self.batch, heads=self.heads,
                           kv_heads=self.kv_heads, q_len=q_len, kv_len=self.kv_len, head_dim=self.head_dim,
                           causal=causal)
         # Streaming kernels (norm, elementwise, softmax, embedding): one pass over `bytes`.
         return Kernel(kind=kind, op=self.kernel, flops=self.bytes / width, weight_bytes=0.0, act_bytes=self.bytes,
-                      kv_bytes=0.0, dtype=self.dtype, tensor_core=False)
+                      kv_bytes=0.0, dtype=dtype, tensor_core=False)
+
+
+def quantized_format(dtype: str) -> NumericFormat | None:
+    """The numeric format of a 'wXaY' dtype (ValueError for bit widths NumericFormat does not allow), else None."""
+    match = QUANTIZED_DTYPE.match(dtype)
+    return NumericFormat(weight_bits=int(match[1]), act_bits=int(match[2])) if match else None
 
 
 def _open_text(path: Path, mode: str):
@@ -105,6 +123,11 @@ def _parse(row: dict, where: str) -> MeasuredKernel:
     if values["kernel"] == DECODE_STEP and not (values.get("model") and values.get("batch") and values.get("kv_len")):
         raise InputError(f"{where}: {DECODE_STEP}: model, batch and kv_len: found {values.get('model')!r}, "
                          f"{values.get('batch')!r}, {values.get('kv_len')!r}; allowed: a model and positive counts")
+    try:
+        if values["dtype"] not in DTYPE_BITS and quantized_format(values["dtype"]) is None:
+            raise ValueError(f"found {values['dtype']!r}, allowed: {', '.join(DTYPE_BITS)} or wXaY (e.g. w4a16)")
+    except ValueError as err:
+        raise InputError(f"{where}: dtype: {err}") from None
     if not (values["time_s"] > 0 and math.isfinite(values["time_s"])):
         raise InputError(f"{where}: time_s: found {values['time_s']!r}, allowed: a positive number of seconds")
     values.setdefault("source", "")

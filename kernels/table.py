@@ -121,8 +121,11 @@ class KernelTable:
         dtype = self.dtype.copy()
         if weight_gemm.any():
             dtype[weight_gemm] = [fmt.gemm_dtype(d) for d in dtype[weight_gemm]]
-        # Quantized activations shrink only the GEMM input operand traffic; other kernels keep their precision.
-        act_bytes = np.where(weight_gemm, self.act_bytes * fmt.act_scale, self.act_bytes)
+        # Quantized activations shrink only the GEMM's input operand (m x k of its m x k + m x n activation
+        # traffic): the output is written at 16 bits for the next kernels; other kernels keep their precision.
+        input_share = np.divide(self.k, self.k + self.n, out=np.ones(len(self.k)), where=(self.k + self.n) > 0)
+        act_bytes = np.where(weight_gemm, self.act_bytes * (1.0 - input_share * (1.0 - fmt.act_scale)),
+                             self.act_bytes)
         return replace(self, weight_bytes=self.weight_bytes * fmt.weight_scale, act_bytes=act_bytes,
                        kv_bytes=self.kv_bytes * fmt.kv_scale, dtype=dtype, sparsity=fmt.sparsity,
                        weight_density=np.where(weight_gemm, fmt.weight_density, 1.0),

@@ -5,6 +5,10 @@ banks the other's QKV and FFN GEMMs run on the NPU. Each sub-batch is a chain of
 consecutive kernels on one unit) that it executes in order; a unit serves the segments requested of it
 first come, first served, ties going to the lower sub-batch. This is the schedule the event simulation
 produces with one SimPy resource per unit; the analytic path computes it here without an event loop.
+One difference: when two sub-batches ask for a unit at exactly the same instant, SimPy serves them in the
+order their waiting events were created, not by sub-batch, so the two paths can order such a tie
+differently (both first come, first served). Float kernel times almost never tie exactly; devices whose
+costs are whole cycles could.
 """
 
 from __future__ import annotations

@@ -22,3 +22,14 @@ def test_calibrated_column_and_roofline_switch(evaluator):
 def test_uncalibrated_devices_are_marked_in_labels_from_csv_rows():
     assert device_label(normalize_row({"device": "l40s", "calibrated": "False"})) == "l40s (uncalibrated)"
     assert device_label(normalize_row({"device": "h100-sxm", "calibrated": "True"})) == "h100-sxm"
+
+
+def test_kv_cache_holds_the_prompt_and_every_output_token_but_the_last(evaluator):
+    """Llama-3-8B keeps 32 layers x 8 KV heads x 128 x 2 (K and V) x 2 B = 131,072 B per token. With one
+    output token only the prompt is cached (the token comes from the prefill); each further token adds one."""
+    def kv_B(output: int) -> float:
+        point = DesignPoint(model="llama-3-8b", device="h100-sxm", batch=2, prompt=512, output=output)
+        return evaluator.evaluate(point).result.memory.kv_cache_B
+
+    assert kv_B(1) == 2 * 512 * 131_072
+    assert kv_B(16) == 2 * (512 + 15) * 131_072

@@ -46,7 +46,9 @@ def test_gemv_time_is_hbm_streaming_at_achieved_efficiency():
     device = load_device(U280)
     cost = device.cost_table(_table([_gemm(1)], W8A8))
     weight_B = 4096 * 4096 * (8 + 16 / 128) / 8
-    act_B = 2 * (4096 + 4096) * 0.5  # 8-bit activations in and out (no decode pass: they go to HBM)
+    # The 8-bit activation in, its 16-bit output out (act_bits quantizes GEMM inputs; the following kernels
+    # read 16-bit activations); no decode pass here, so they go to HBM.
+    act_B = 4096 * 1 + 4096 * 2
     memory_s = (weight_B + act_B) / (460e9 * 0.659)
     # MV mode: a quarter of the 6144 DSPs, two int8 MACs each, at 225 MHz
     compute_s = 2 * 4096 * 4096 / (2 * 6144 * 2 * 225e6 * 0.25)

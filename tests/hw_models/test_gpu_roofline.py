@@ -178,3 +178,19 @@ def test_bandwidth_what_if_leaves_compute_energy_alone(bandwidth_GBps):
     assert load_device("h100-sxm").cost(gemm).breakdown["compute_J"] == pytest.approx(expected_J, rel=1e-9)
     what_if = load_device("h100-sxm", {"memory.bandwidth_GBps": bandwidth_GBps}).cost(gemm)
     assert what_if.breakdown["compute_J"] == pytest.approx(expected_J, rel=1e-9)
+
+
+def test_sparse_gemm_on_a_calibrated_gpu_does_half_the_math():
+    """2:4 weights on an H100 with its fitted GEMM model: the padded tiles are the same, their math halves."""
+    from kernels.formats import NumericFormat
+
+    m, n, k = 8192, 4096, 4096
+    gemm = Kernel(kind=KernelKind.GEMM, op="mm", flops=2.0 * m * n * k, weight_bytes=2.0 * k * n,
+                  act_bytes=2.0 * (m * k + m * n), kv_bytes=0.0, dtype="bf16", tensor_core=True, m=m, n=n, k=k, batch=1)
+    table = KernelTable.from_kernels([gemm])
+    device = load_device("h100-sxm")
+    assert device.calibration is not None and "2:4" in device.sparsity_patterns
+    dense = device.cost_table(table.with_format(NumericFormat()), execution="device")
+    sparse = device.cost_table(table.with_format(NumericFormat(sparsity="2:4")), execution="device")
+    assert sparse.compute_s[0] == pytest.approx(dense.compute_s[0] / 2, rel=1e-12)
+    assert sparse.time_s[0] < 0.6 * dense.time_s[0]

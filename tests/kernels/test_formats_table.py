@@ -50,6 +50,9 @@ def test_bad_group_size_raises():
     (8, 8, "int8"),  # w8a8: integer tensor cores
     (4, 8, "int8"),  # w4a8: int8 math
     (4, 4, "int4"),  # w4a4: int4 math
+    (2, 4, "int4"),  # w2a4 and w3a4: narrower weights fit the same 4-bit lanes
+    (3, 4, "int4"),
+    (2, 8, "int8"),  # 8-bit activations keep int8 math whatever the weights
 ])
 def test_gemm_dtype_rules(w, a, expected):
     assert NumericFormat(weight_bits=w, act_bits=a).gemm_dtype("bf16") == expected
@@ -128,3 +131,13 @@ def test_with_format_scales_traffic_by_role(trace_of):
         assert dtype == ("int8" if weight_gemm else kernel.dtype)
     # The decode step's weight traffic at w4: the 16-bit figure (hand, test_capture_bytes) x 4.125 / 16.
     assert quantized.weight_bytes.sum() == pytest.approx((13_214_687_232 + 8_192) * 4.125 / 16)
+
+
+def test_quantized_activations_shrink_a_gemm_input_not_its_output(trace_of):
+    table = KernelTable.from_kernels(lower_trace(trace_of("llama-3-8b", "decode", 8, 1, 512)))
+    q_proj = next(i for i, k in enumerate(table.kernels) if (k.kind, k.m, k.n, k.k) == (KernelKind.GEMM, 8, 4096, 4096))
+    # Hand: input 8 x 4096 bf16 = 65,536 B, output 8 x 4096 bf16 = 65,536 B; at a8 the input halves, the
+    # output (read by the next kernels at 16 bits) does not: 32,768 + 65,536.
+    assert table.act_bytes[q_proj] == 131_072
+    assert table.with_format(NumericFormat(weight_bits=8, act_bits=8)).act_bytes[q_proj] == 98_304
+    assert table.with_format(NumericFormat(weight_bits=4, act_bits=4)).act_bytes[q_proj] == 16_384 + 65_536

@@ -79,6 +79,8 @@ def test_decode_step_rows_round_trip_with_a_model_column_kernels_alone_without(t
     ("h100-sxm,decode_step,,,,1,,513,,,,,bf16,0.01,x,", "decode_step: model, batch and kv_len"),
     ("h100-sxm,gemm,1,2,3,,,,,,,,fp16,-1,x,", "time_s: found -1.0"),
     ("h100-sxm,conv,1,2,3,,,,,,,,fp16,1e-5,x,", "kernel: found 'conv'"),
+    ("h100-sxm,gemm,1,2,3,,,,,,,,fp12,1e-5,x,", "dtype: found 'fp12', allowed: fp64"),
+    ("h100-sxm,gemm,1,2,3,,,,,,,,w5a16,1e-5,x,", "dtype: weight_bits: found 5"),
     ("h100-sxm,gemm,one,2,3,,,,,,,,fp16,1e-5,x,", "m: found 'one'"),
 ])
 def test_bad_rows_name_file_line_and_key(tmp_path, line, message):
@@ -88,3 +90,13 @@ def test_bad_rows_name_file_line_and_key(tmp_path, line, message):
     with pytest.raises(InputError, match=message) as err:
         read_table(path)
     assert str(err.value).startswith(f"{path}:2: ")
+
+
+def test_a_weight_quantized_gemm_row_moves_its_weights_at_their_width():
+    row = MeasuredKernel(device="h100-sxm", kernel="gemm", dtype="w4a16", time_s=1e-5, source="t", m=16, n=4096,
+                         k=4096)
+    kernel = row.to_kernel()
+    # Hand: 4096 x 4096 weights at 4 bits plus one 16-bit scale per 128 = 4.125 bits; fp16 input and output.
+    assert kernel.weight_bytes == 4096 * 4096 * 4.125 / 8
+    assert kernel.act_bytes == (16 * 4096 + 16 * 4096) * 2
+    assert kernel.dtype == "fp16" and kernel.flops == 2 * 16 * 4096 * 4096
