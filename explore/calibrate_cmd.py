@@ -34,9 +34,12 @@ def _device(name: str, calibrated: bool = True):
 
 
 def cmd_calibrate(args) -> int:
-    rows = [row for table in args.table for row in read_table(table)]
     # Refit from the datasheet roofline, not on top of a previous calibration.
     base = _device(args.device, calibrated=False)
+    if base.kind != "gpu":
+        raise InputError(f"--device: found {args.device!r} (a {base.kind} preset), allowed: a GPU preset "
+                         f"(calibration fits the GPU efficiency models): {', '.join(preset_names('gpu'))}")
+    rows = [row for table in args.table for row in read_table(table)]
     if not 0 < args.train_fraction <= 1:
         raise InputError(f"--train-fraction: found {args.train_fraction}, allowed: a number in (0, 1]")
     command = "explore " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "explore calibrate"
@@ -59,7 +62,10 @@ def _score(rows: list[MeasuredKernel], include_train: bool, where: str) -> tuple
     for row in rows:
         by_device[row.device].append(row)
     for name, device_rows in sorted(by_device.items()):
-        device = load_device(name)
+        try:
+            device = load_device(name)
+        except InputError as err:
+            raise InputError(f"{where}: device column: {err}") from None
         cal = device.calibration
         train = set((cal.provenance or {}).get("train_sources", [])) if cal else set()
         if cal is None:

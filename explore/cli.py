@@ -10,6 +10,7 @@ import os
 import sys
 from pathlib import Path
 
+from hw_models.validation import did_you_mean
 from kernels.formats import ALLOWED_BITS
 from workloads.errors import InputError
 
@@ -27,8 +28,15 @@ examples:
 """
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its mistakes as one-line InputErrors (argparse prints the whole usage, then exits)."""
+
+    def error(self, message: str):
+        raise InputError(f"{message} (see {self.prog} --help)")
+
+
 def _sweep_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="explore", description=SWEEP_HELP,
+    p = _Parser(prog="explore", description=SWEEP_HELP,
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=f"other commands: {', '.join(COMMANDS)} (explore COMMAND --help)")
     p.add_argument("sweep", help="sweep YAML file")
@@ -47,8 +55,8 @@ def _sweep_parser() -> argparse.ArgumentParser:
 
 
 def _command_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="explore", formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True)
+    p = _Parser(prog="explore", formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)  # subparsers are _Parsers too
 
     def add(name: str, help_text: str, example: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help_text, description=help_text, epilog=f"example:\n  {example}",
@@ -111,10 +119,24 @@ def main(argv: list[str] | None = None) -> int:
         if argv and argv[0] in ("-h", "--help"):
             _sweep_parser().print_help()
             return 0
+        if argv and not argv[0].startswith("-") and not Path(argv[0]).exists() and \
+                not argv[0].endswith((".yaml", ".yml")):
+            raise InputError(f"{argv[0]!r}: not a command or a sweep file{did_you_mean(argv[0], COMMANDS)}; "
+                             f"allowed: a sweep YAML or one of {', '.join(COMMANDS)}")
         return _cmd_sweep(_sweep_parser().parse_args(argv))
     except InputError as err:
         print(f"explore: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:
+        # A file the command writes or reads that the system refuses (no such folder, a folder, no permission).
+        where = err.filename if err.filename is not None else "a file"
+        print(f"explore: error: {where}: {err.strerror or err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        resume = "; every finished design point is stored: run the same command again to resume" if (
+            argv and argv[0] not in COMMANDS) else ""
+        print(f"explore: interrupted{resume}", file=sys.stderr)
+        return 130
     except BrokenPipeError:  # output piped into `head` and the like: stop quietly
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keeps Python's exit flush from failing again
         return 0

@@ -37,7 +37,8 @@ def add_measure_parser(add) -> argparse.ArgumentParser:
             "-o data/h100.csv.gz\n  "
             "explore measure --device-name ci-host-cpu --threads 1 --cpu-preset hw_models/presets/ci-host-cpu.yaml")
     p.add_argument("--device-name", required=True,
-                   help="device preset name written in the table's device column (e.g. h100-sxm, cpu-local)")
+                   help="device preset name written in the table's device column (e.g. h100-sxm, ci-host-cpu): "
+                        "validate prices the rows on it")
     p.add_argument("--cuda", action="store_true", help="run on the CUDA device (default: the CPU)")
     p.add_argument("--kinds", default=None,
                    help=f"comma-separated subset of {','.join(KINDS)} (default: all; decode_step needs --model)")
@@ -102,6 +103,11 @@ def _validate(args) -> None:
         raise InputError(f"--cpu-preset: found {args.cpu_preset!r}, allowed: a path ending in .yaml or .yml")
     if args.cpu_preset is not None and args.cuda:
         raise InputError("--cuda: found with --cpu-preset, allowed: one of them (a CPU preset runs on the CPU)")
+    for flag, path in (("-o", args.output), ("--cpu-preset", args.cpu_preset)):
+        folder = Path(path).resolve().parent if path is not None else None
+        if folder is not None and not (folder.is_dir() and os.access(folder, os.W_OK)):
+            # Checked before timing anything: a refused write afterwards would lose the measurement.
+            raise InputError(f"{flag}: found {path!r}, allowed: a file in an existing folder this user can write")
     if not args.device_name.strip():
         raise InputError("--device-name: found an empty name, allowed: a device preset name such as h100-sxm")
     for name in ("repeats", "threads"):

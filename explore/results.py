@@ -92,18 +92,27 @@ class ResultsStore:
     def _connect(self) -> sqlite3.Connection:
         if self._db is None:
             fresh = not self.db_path.exists()
+            if self.out_dir.exists() and not self.out_dir.is_dir():
+                raise InputError(f"--out: {self.out_dir} is a file, allowed: a folder (new or a sweep's own)")
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.db_path, isolation_level=None)  # transactions are explicit below
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")  # a commit is on disk when it returns
-            db.executescript(_SCHEMA)
-            stored = db.execute("SELECT value FROM meta WHERE key = 'columns'").fetchone()
+            try:
+                db = sqlite3.connect(self.db_path, isolation_level=None)  # transactions are explicit below
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=FULL")  # a commit is on disk when it returns
+                db.executescript(_SCHEMA)
+                stored = db.execute("SELECT value FROM meta WHERE key = 'columns'").fetchone()
+            except sqlite3.DatabaseError as err:
+                raise InputError(f"{self.db_path}: cannot be used as a results store ({err}); allowed: a "
+                                 f"sweep's own results.sqlite, or a new --out folder") from None
             if stored is None:
                 db.execute("INSERT INTO meta VALUES ('columns', ?)", (json.dumps(self.columns),))
             elif json.loads(stored[0]) != self.columns:
                 db.close()
-                raise InputError(f"{self.db_path}: written by a sweep with other columns (different overrides); "
-                                 f"use another --out folder")
+                old, new = json.loads(stored[0]), self.columns
+                change = [f"+{c}" for c in new if c not in old] + [f"-{c}" for c in old if c not in new]
+                raise InputError(f"{self.db_path}: written by a sweep with other results columns "
+                                 f"({', '.join(change) or 'another order'}: overrides, derived knobs or constraints "
+                                 f"changed); allowed: the same sweep, or another --out folder")
             self._db = db
             if fresh and self.csv_path.exists():  # an output folder from before the database: import it
                 self._insert(_read_legacy_csv(self.csv_path, self.columns))
@@ -208,9 +217,14 @@ def read_results(out_dir: str | Path) -> list[dict[str, Any]]:
         db = sqlite3.connect(db_path)
         try:
             return [json.loads(text) for (text,) in db.execute(f"SELECT row FROM results {_ORDER}")]
+        except sqlite3.DatabaseError as err:
+            raise InputError(f"{db_path}: not a sweep's results store ({err})") from None
         finally:
             db.close()
-    return read_rows(out_dir / CSV_NAME)
+    rows = read_rows(out_dir / CSV_NAME)
+    if rows and "point_id" not in rows[0]:
+        raise InputError(f"{out_dir / CSV_NAME}: no point_id column: not a results table written by explore")
+    return rows
 
 
 def read_rows(path: str | Path) -> list[dict[str, str]]:

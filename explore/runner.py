@@ -7,6 +7,7 @@ cluster (--executor dask: a LocalCluster of N worker processes, or the scheduler
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 import time
 from collections import defaultdict
@@ -103,11 +104,17 @@ class DaskExecutor:
             self.cluster.close()
 
 
+def _ignore_interrupts() -> None:
+    """Workers leave Ctrl-C to the main process, which stops the sweep with one line (each worker would
+    print a traceback of its own)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class PoolExecutor:
     """Tasks on a local ProcessPoolExecutor of `workers` processes."""
 
     def __init__(self, workers: int):
-        self.pool = ProcessPoolExecutor(max_workers=workers)
+        self.pool = ProcessPoolExecutor(max_workers=workers, initializer=_ignore_interrupts)
 
     def completed(self, tasks: list[list[DesignPoint]]) -> Iterator[list[dict[str, Any]]]:
         futures = [self.pool.submit(_evaluate_task, task) for task in tasks]

@@ -65,7 +65,18 @@ class ExpressionText(str):
 
 
 Bits = Literal[ALLOWED_BITS["act_bits"]]
-Number = StrictInt | StrictFloat
+def _finite(value: int | float) -> int | float:
+    if not math.isfinite(value):
+        raise ValueError("a finite number")  # .inf and .nan are no what-if values
+    return value
+
+
+Number = Annotated[StrictInt | StrictFloat, AfterValidator(_finite)]
+
+
+def _one_or_more(item: Any) -> Any:
+    """A knob's type: one value, or a list of at least one (an empty list would sweep nothing)."""
+    return item | Annotated[list[item], Field(min_length=1)]
 OPS = {"<=": operator.le, "<": operator.lt, ">=": operator.ge, ">": operator.gt, "==": operator.eq}
 CONSTRAINT = re.compile(r"^\s*([A-Za-z_][\w]*)\s*(<=|>=|<|>|==)\s*([-+0-9.eE]+)\s*$")
 
@@ -91,16 +102,16 @@ class Range(_Strict):
 
 
 class Workload(_Strict):
-    batch: PositiveInt | list[PositiveInt] = 1
-    prompt: PositiveInt | list[PositiveInt] = 512
-    output: PositiveInt | list[PositiveInt] = 128
+    batch: _one_or_more(PositiveInt) = 1
+    prompt: _one_or_more(PositiveInt) = 512
+    output: _one_or_more(PositiveInt) = 128
 
 
 class Format(_Strict):
-    weight_bits: WeightBits | list[WeightBits] = 16
-    act_bits: Bits | list[Bits] = 16
-    kv_bits: Bits | list[Bits] = 16
-    sparsity: SparsityName | list[SparsityName] = "dense"
+    weight_bits: _one_or_more(WeightBits) = 16
+    act_bits: _one_or_more(Bits) = 16
+    kv_bits: _one_or_more(Bits) = 16
+    sparsity: _one_or_more(SparsityName) = "dense"
 
 
 class Objectives(_Strict):
@@ -135,13 +146,13 @@ class Search(_Strict):
 
 class SweepFile(_Strict):
     name: str
-    model: str | list[str]
-    device: str | list[str]
+    model: _one_or_more(str)
+    device: _one_or_more(str)
     workload: Workload = Workload()
     format: Format = Format()
-    execution: Literal["eager", "graphs"] | list[Literal["eager", "graphs"]] = "eager"
+    execution: _one_or_more(Literal["eager", "graphs"]) = "eager"
     calibrated: bool = True  # false: price every device on its datasheet roofline, fitted or not
-    overrides: dict[str, Number | list[Number] | Range] = {}
+    overrides: dict[str, _one_or_more(Number) | Range] = {}
     # Knobs computed per design point from its other knobs, e.g. {"device.memory.capacity_GB": "2 * batch"}.
     derived: dict[str, ExpressionText] = {}
     objectives: Objectives = Objectives()

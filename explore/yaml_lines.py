@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from workloads.errors import InputError
+from workloads.errors import InputError, read_user_text
 
 
 def _lines(node, path: tuple, table: dict[tuple, int]) -> None:
@@ -26,10 +26,7 @@ class LocatedYAML:
 
     def __init__(self, path: str | Path):
         self.path = str(path)
-        try:
-            text = Path(path).read_text()
-        except OSError as err:
-            raise InputError(f"{path}: cannot read: {err.strerror}") from None
+        text = read_user_text(path)
         try:
             self.data = yaml.safe_load(text)
             node = yaml.compose(text)

@@ -36,7 +36,8 @@ def _most_specific(errors: list[dict]) -> dict:
     """Of the errors a union produces, the one about a single value deepest in the file."""
     def score(e):
         leaf = not isinstance(e.get("input"), list | dict)
-        return (leaf, len([p for p in e["loc"] if not _is_type_tag(p)]))
+        # An empty list fails a union's scalar member too; the list member's "too short" says what is wrong.
+        return (leaf, len([p for p in e["loc"] if not _is_type_tag(p)]), e["type"] == "too_short")
     return max(errors, key=score)
 
 
@@ -53,6 +54,8 @@ def input_error(err: ValidationError, where: str, prefix: str = "",
     if first["type"] == "missing":
         return InputError(f"{place}: {key}: missing (required)")
     allowed = first["msg"]
+    if first["type"] == "too_short":
+        allowed = f"a list of at least {first['ctx']['min_length']} value(s)"
     for prefix_text in ("Input should be ", "Value error, "):
         allowed = allowed.removeprefix(prefix_text)
     if isinstance(first.get("input"), dict):

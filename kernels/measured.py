@@ -139,13 +139,17 @@ def read_table(path: str | Path) -> list[MeasuredKernel]:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such measured-kernel table")
-    with _open_text(path, "r") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in ("device", "kernel", "time_s") if c not in (reader.fieldnames or [])]
-        if missing:
-            raise InputError(f"{path}: columns {', '.join(missing)} missing; a measured-kernel table has "
-                             f"{', '.join(COLUMNS)}")
-        return [_parse(row, f"{path}:{i + 2}") for i, row in enumerate(reader)]
+    try:
+        with _open_text(path, "r") as f:
+            reader = csv.DictReader(f)
+            missing = [c for c in ("device", "kernel", "time_s") if c not in (reader.fieldnames or [])]
+            if missing:
+                raise InputError(f"{path}: columns {', '.join(missing)} missing; a measured-kernel table has "
+                                 f"{', '.join(COLUMNS)}")
+            return [_parse(row, f"{path}:{i + 2}") for i, row in enumerate(reader)]
+    except (UnicodeDecodeError, gzip.BadGzipFile, EOFError) as err:
+        raise InputError(f"{path}: not a UTF-8 CSV table ({err}); allowed: a .csv or .csv.gz measured-kernel "
+                         f"table") from None
 
 
 def write_table(path: str | Path, rows: list[MeasuredKernel]) -> None:

@@ -72,11 +72,47 @@ class ModelConfig:
 def _require(cfg: dict, key: str, where: str):
     if key not in cfg:
         raise InputError(f"{where}: key '{key}' is missing (a {cfg.get('model_type')} config needs it)")
-    return cfg[key]
+    value = cfg[key]
+    if key in POSITIVE_INT_KEYS and not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+        raise InputError(f"{where}: {key}: found {value!r}, allowed: a positive integer")
+    return value
+
+
+# Keys whose value must be a positive integer wherever a config has them.
+POSITIVE_INT_KEYS = frozenset({"hidden_size", "intermediate_size", "ffn_dim", "num_hidden_layers",
+                               "num_attention_heads", "num_key_value_heads", "head_dim", "vocab_size",
+                               "max_position_embeddings", "num_local_experts", "num_experts_per_tok",
+                               "sliding_window"})
+TORCH_DTYPES = ("bfloat16", "float16", "float32")
+
+
+def _check(config: ModelConfig, cfg: dict, where: str) -> ModelConfig:
+    """Rules across keys that a model built from the config relies on."""
+    for key in POSITIVE_INT_KEYS & cfg.keys():
+        if cfg[key] is not None:
+            _require(cfg, key, where)
+    if config.dtype not in TORCH_DTYPES:
+        raise InputError(f"{where}: torch_dtype: found {config.dtype!r}, allowed: {', '.join(TORCH_DTYPES)}")
+    if config.num_heads % config.num_kv_heads:
+        raise InputError(f"{where}: num_key_value_heads: found {config.num_kv_heads}, allowed: a divisor of "
+                         f"num_attention_heads ({config.num_heads})")
+    if "head_dim" not in cfg and config.hidden_size % config.num_heads:
+        raise InputError(f"{where}: num_attention_heads: found {config.num_heads}, allowed: a divisor of "
+                         f"hidden_size ({config.hidden_size}) or a head_dim key")
+    if config.is_moe and not 1 <= config.experts_per_token <= config.num_experts:
+        raise InputError(f"{where}: num_experts_per_tok: found {config.experts_per_token}, allowed: 1 to "
+                         f"num_local_experts ({config.num_experts})")
+    return config
 
 
 def config_from_hf(cfg: dict, *, name: str, where: str = "config") -> ModelConfig:
-    """Normalize a Hugging Face config.json dictionary into a ModelConfig."""
+    """Normalize a Hugging Face config.json dictionary into a ModelConfig (InputError for what we cannot build)."""
+    if not isinstance(cfg, dict):
+        raise InputError(f"{where}: found a JSON {type(cfg).__name__}, allowed: an object of config keys")
+    return _check(_from_hf(cfg, name=name, where=where), cfg, where)
+
+
+def _from_hf(cfg: dict, *, name: str, where: str) -> ModelConfig:
     model_type = cfg.get("model_type")
     if model_type not in SUPPORTED_MODEL_TYPES:
         raise InputError(
@@ -131,6 +167,8 @@ def preset_names() -> list[str]:
 
 def load_model_config(name_or_path: str) -> ModelConfig:
     """A bundled preset by name, or any config.json by path (named after its folder)."""
+    if Path(name_or_path).is_dir() and (Path(name_or_path) / "config.json").is_file():
+        name_or_path = str(Path(name_or_path) / "config.json")  # a Hugging Face model folder
     text, where, name = read_preset(name_or_path, package="workloads", suffixes=(".json",), key="model",
                                     file_kind="config.json")
     if name == "config":

@@ -6,7 +6,7 @@ import difflib
 from importlib import resources
 from pathlib import Path
 
-from workloads.errors import InputError
+from workloads.errors import InputError, read_user_text
 
 PRESET_FOLDER = "presets"
 
@@ -27,7 +27,7 @@ def read_preset(name_or_path: str, *, package: str, suffixes: tuple[str, ...], k
     if name_or_path.endswith(suffixes) or path.exists():
         if not path.is_file():
             raise InputError(f"{name_or_path}: no such {file_kind} file")
-        return path.read_text(), str(path), path.stem
+        return read_user_text(path), str(path), path.stem
     names = bundled_names(package, suffixes[0])
     if name_or_path not in names:
         close = difflib.get_close_matches(name_or_path, names, n=1)

@@ -192,3 +192,33 @@ def test_validate_profile_compares_each_profiled_op(tmp_path, tiny_llama):
     # The tiny llama runs 2 layers x 7 projections + the LM head = 15 GEMMs, each compared once.
     assert summary["gemm"]["n"] == 15
     assert summary["attention"]["n"] == 2
+
+
+def _one_line_error(capsys, argv: list[str]) -> str:
+    """Run the explore command in this process: it must exit 2 with one line on stderr and no traceback."""
+    from explore.cli import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_more_user_mistakes_are_one_line(tmp_path, capsys):
+    run = ["run", "--model", "llama-2-7b", "--device", "h100-sxm", "--batch", "1", "--prompt", "8", "--output", "2"]
+    assert "invalid choice: 5" in _one_line_error(capsys, [*run, "--weight-bits", "5"])
+    assert "did you mean 'check'" in _one_line_error(capsys, ["chek", "sweep.yaml"])
+    missing = tmp_path / "no-such-folder" / "trace.json"
+    assert f"{missing}: No such file or directory" in _one_line_error(capsys, [*run, "--chrome-trace", str(missing)])
+    latin1 = tmp_path / "cafe.yaml"
+    latin1.write_bytes("name: caf\xe9\nmodel: llama-2-7b\ndevice: h100-sxm\n".encode("latin-1"))
+    assert "not UTF-8 text (byte 0xe9" in _one_line_error(capsys, ["check", str(latin1)])
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({
+        "model_type": "llama", "hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 2,
+        "num_attention_heads": 32, "num_key_value_heads": 3, "vocab_size": 100, "max_position_embeddings": 128}))
+    run[2] = str(model)  # a Hugging Face model folder is read through its config.json
+    assert "num_key_value_heads: found 3, allowed: a divisor of num_attention_heads (32)" in _one_line_error(
+        capsys, run)
+    assert "a GPU preset" in _one_line_error(capsys, ["calibrate", str(latin1), "--device", "neupims"])

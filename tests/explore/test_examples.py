@@ -33,3 +33,14 @@ def test_example_runs_as_written(path, evaluator):
     for point in (points[0], points[-1]):
         metrics = evaluator.evaluate(point).metrics
         assert metrics["fits_in_memory"] is False or metrics["tokens_per_s"] > 0
+
+
+def test_the_readme_sweep_example_validates(tmp_path):
+    """The sweep file the README's "Sweep files" section shows, copied as a user would."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Sweep files", 1)[1]
+    block = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "readme-sweep.yaml"
+    path.write_text(block)
+    sweep = load_sweep(str(path))
+    assert sweep.size() > 1 and "device.memory.capacity_GB" in sweep.derived_values()

@@ -105,7 +105,8 @@ def test_a_results_csv_without_database_is_imported(tmp_path, sweep):
 def test_other_columns_are_refused(tmp_path, sweep):
     with ResultsStore(tmp_path, columns_for(sweep)) as store:
         store.load()
-    with pytest.raises(InputError, match="other columns"), ResultsStore(tmp_path, ["point_id", "x"]) as store:
+    with pytest.raises(InputError, match=r"other results columns \(\+x, -model, -device"), \
+            ResultsStore(tmp_path, ["point_id", "x"]) as store:
         store.load()
 
 

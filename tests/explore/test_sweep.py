@@ -67,6 +67,10 @@ BAD_SWEEPS = {
     "derived unread field": ("overrides: {device.memory.bandwidth_GBps: [1000, 2000]}\nderived:\n"
                              "  device.power.tdp_W: '0.2 * device.memory.bandwidth_GBps'", 6,
                              "derived.device.power.tdp_W", "power capping is not modeled"),
+    "empty device list": ("workload: {batch: 1}\noverrides: {device.memory.bandwidth_GBps: []}", 5,
+                          "overrides.device.memory.bandwidth_GBps", "found [], allowed: a list of at least 1"),
+    "infinite override": ("overrides: {device.memory.bandwidth_GBps: [1000, .inf]}", 4,
+                          "overrides.device.memory.bandwidth_GBps.1", "found inf, allowed: a finite number"),
     "unknown metric in objective": ("objectives: {minimize: [tpot]}", 4, "objectives.minimize", "tpot_s"),
     "malformed constraint": ("constraints: ['ttft_s below 3']", 4, "constraints", "METRIC OP NUMBER"),
     "unknown strategy": ("search: {strategy: annealing}", 4, "search.strategy", "'grid'"),
