@@ -81,9 +81,10 @@ def _read_legacy_csv(path: Path, columns: list[str]) -> list[dict[str, str]]:
 class ResultsStore:
     """The rows of one output folder, keyed by point_id: load() what is stored, append() finished batches."""
 
-    def __init__(self, out_dir: str | Path, columns: list[str]):
+    def __init__(self, out_dir: str | Path, columns: list[str], sweep_name: str | None = None):
         self.out_dir = Path(out_dir)
         self.columns = list(columns)
+        self.sweep_name = sweep_name  # stored with the results: another sweep's rows are not mixed in
         self.db_path = self.out_dir / DB_NAME
         self.csv_path = self.out_dir / CSV_NAME
         self._db: sqlite3.Connection | None = None
@@ -104,6 +105,13 @@ class ResultsStore:
             except sqlite3.DatabaseError as err:
                 raise InputError(f"{self.db_path}: cannot be used as a results store ({err}); allowed: a "
                                  f"sweep's own results.sqlite, or a new --out folder") from None
+            stored_name = db.execute("SELECT value FROM meta WHERE key = 'sweep'").fetchone()
+            if stored_name is None and self.sweep_name is not None:
+                db.execute("INSERT INTO meta VALUES ('sweep', ?)", (self.sweep_name,))
+            elif stored_name is not None and self.sweep_name not in (None, stored_name[0]):
+                db.close()
+                raise InputError(f"{self.db_path}: holds the results of sweep {stored_name[0]!r}, not "
+                                 f"{self.sweep_name!r}; allowed: that sweep (to resume it), or another --out folder")
             if stored is None:
                 db.execute("INSERT INTO meta VALUES ('columns', ?)", (json.dumps(self.columns),))
             elif json.loads(stored[0]) != self.columns:

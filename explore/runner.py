@@ -205,7 +205,7 @@ def run_sweep(sweep: Sweep, out_dir: Path, *, workers: int = 1, evaluator: Evalu
     out_dir.mkdir(parents=True, exist_ok=True)
     search = sweep.spec.search
     total = sweep.visits()
-    with ResultsStore(out_dir, columns_for(sweep)) as table:
+    with ResultsStore(out_dir, columns_for(sweep), sweep.name) as table:
         run = _Run(sweep, table, None, evaluator or Evaluator(), on_progress, total)
         log.info("%d design points to visit, %d rows already stored", total, len(run.stored))
         run.pool = make_executor(executor, workers, scheduler)

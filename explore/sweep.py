@@ -29,12 +29,12 @@ from pydantic_core import core_schema
 from explore.derived import EvaluationError, Expression
 from explore.design_point import DesignPoint
 from explore.rows import NUMERIC_METRICS
-from explore.yaml_lines import LocatedYAML
 from hw_models.registry import load_device
 from hw_models.validation import check_keys, did_you_mean, input_error
 from kernels.formats import ALLOWED_BITS, parse_sparsity
 from workloads.errors import InputError
 from workloads.model_config import load_model_config
+from workloads.yaml_lines import LocatedYAML
 
 PositiveInt = Annotated[StrictInt, Field(ge=1)]
 WeightBits = Literal[ALLOWED_BITS["weight_bits"]]
@@ -74,9 +74,17 @@ def _finite(value: int | float) -> int | float:
 Number = Annotated[StrictInt | StrictFloat, AfterValidator(_finite)]
 
 
+def _distinct(values: list) -> list:
+    repeated = [v for i, v in enumerate(values) if v in values[:i]]
+    if repeated:
+        # A repeated value is one design point: counting it twice would overstate the sweep.
+        raise ValueError(f"distinct values ({repeated[0]!r} is listed twice)")
+    return values
+
+
 def _one_or_more(item: Any) -> Any:
-    """A knob's type: one value, or a list of at least one (an empty list would sweep nothing)."""
-    return item | Annotated[list[item], Field(min_length=1)]
+    """A knob's type: one value, or a list of at least one distinct value (an empty list would sweep nothing)."""
+    return item | Annotated[list[item], Field(min_length=1), AfterValidator(_distinct)]
 OPS = {"<=": operator.le, "<": operator.lt, ">=": operator.ge, ">": operator.gt, "==": operator.eq}
 CONSTRAINT = re.compile(r"^\s*([A-Za-z_][\w]*)\s*(<=|>=|<|>|==)\s*([-+0-9.eE]+)\s*$")
 

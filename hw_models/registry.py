@@ -8,12 +8,12 @@ import importlib
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
 from pydantic import TypeAdapter, ValidationError
 
 from hw_models.validation import check_keys, did_you_mean, input_error, unread_reason
 from workloads.errors import InputError
 from workloads.preset_files import bundled_names, bundled_where, read_preset
+from workloads.yaml_lines import LocatedYAML
 
 
 @dataclass(frozen=True)
@@ -73,13 +73,11 @@ def _read(name_or_path: str) -> tuple[dict, str, Any]:
 def _parse_and_validate(text: str, where: str) -> tuple[dict, str, Any]:
     """Parsed and validated by text: a sweep loads each preset once per override value, and parsing and
     validating the unchanged preset dominated that."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise InputError(f"{where}: not valid YAML: {str(err).splitlines()[0]}") from None
+    located = LocatedYAML(where, text)
+    data = located.data
     if not isinstance(data, dict):
         raise InputError(f"{where}: found {type(data).__name__}, allowed: a mapping of device fields")
-    return data, where, validate_spec(data, where)
+    return data, where, validate_spec(data, where, line_of=located.line_of)
 
 
 def apply_overrides(data: dict, overrides: dict[str, Any], where: str) -> dict:
@@ -105,17 +103,20 @@ def apply_overrides(data: dict, overrides: dict[str, Any], where: str) -> dict:
     return result
 
 
-def validate_spec(data: dict, where: str):
-    """The validated spec of a preset dictionary; its `kind:` picks the spec class."""
+def validate_spec(data: dict, where: str, line_of=None):
+    """The validated spec of a preset dictionary; its `kind:` picks the spec class. line_of(key path) gives
+    the file line of a key, for messages (a what-if's changed data has none)."""
     kind = data.get("kind")
     if kind not in DEVICE_KINDS:
-        raise InputError(f"{where}: kind: found {kind!r}, allowed: {', '.join(DEVICE_KINDS)}")
+        line = line_of(("kind",)) if line_of else None
+        raise InputError(f"{where}{f':{line}' if line else ''}: kind: found {kind!r}, allowed: "
+                         f"{', '.join(DEVICE_KINDS)}")
     spec_class = DEVICE_KINDS[kind].spec_class
-    check_keys(data, spec_class, where)
+    check_keys(data, spec_class, where, line_of=line_of)
     try:
         return TypeAdapter(spec_class).validate_python(data)
     except ValidationError as err:
-        raise input_error(err, where) from None
+        raise input_error(err, where, line_of=line_of) from None
 
 
 def load_device(name_or_path: str, overrides: dict[str, Any] | None = None, *, calibrated: bool = True):

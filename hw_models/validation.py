@@ -36,8 +36,9 @@ def _most_specific(errors: list[dict]) -> dict:
     """Of the errors a union produces, the one about a single value deepest in the file."""
     def score(e):
         leaf = not isinstance(e.get("input"), list | dict)
-        # An empty list fails a union's scalar member too; the list member's "too short" says what is wrong.
-        return (leaf, len([p for p in e["loc"] if not _is_type_tag(p)]), e["type"] == "too_short")
+        # A list fails a union's scalar member by its type; the list member that took the type and then
+        # failed a rule (too short, a repeated value) says what is wrong.
+        return (leaf, len([p for p in e["loc"] if not _is_type_tag(p)]), not e["type"].endswith("_type"))
     return max(errors, key=score)
 
 

@@ -117,3 +117,13 @@ def test_parquet_export_has_typed_columns(tmp_path, sweep):
     assert table.column_names == columns_for(sweep) and table.num_rows == len(rows)
     assert table.column("batch").to_pylist() == [r["batch"] for r in rows]
     assert table.column("fits_in_memory").to_pylist() == [r["fits_in_memory"] for r in rows]
+
+
+def test_another_sweeps_folder_is_refused_and_the_same_sweep_resumes(tmp_path, sweep):
+    with ResultsStore(tmp_path, columns_for(sweep), "first") as store:
+        store.load()
+    with pytest.raises(InputError, match="holds the results of sweep 'first', not 'second'"), \
+            ResultsStore(tmp_path, columns_for(sweep), "second") as store:
+        store.load()
+    with ResultsStore(tmp_path, columns_for(sweep), "first") as store:
+        assert store.load() == {}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import yaml
 
 from hw_models.registry import load_device, preset_names, read_device_yaml
@@ -99,3 +101,13 @@ def test_invalid_yaml_and_missing_file(tmp_path, one_line_error):
     assert where.endswith("absent.yaml") and "no such" in message
     path = _write(tmp_path, "- just\n- a list\n", name="list.yaml")
     assert one_line_error(lambda: load_device(path))[0].startswith(path)
+
+
+def test_a_device_file_error_names_the_line(tmp_path, one_line_error):
+    text = (Path(__file__).resolve().parents[2] / "hw_models" / "presets" / "h100-sxm.yaml").read_text()
+    lines = text.splitlines()
+    line = next(i for i, t in enumerate(lines, 1) if t.strip().startswith("bandwidth_GBps:"))
+    lines[line - 1] = lines[line - 1].replace("bandwidth_GBps: ", "bandwidth_GBps: -")
+    path = _write(tmp_path, "\n".join(lines) + "\n")
+    where, message = one_line_error(lambda: load_device(path))
+    assert where == f"{path}:{line}" and message.startswith("memory.bandwidth_GBps: found -")
