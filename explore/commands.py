@@ -103,6 +103,10 @@ def cmd_run(args) -> int:
     if args.chrome_trace:
         from sim.chrome_trace import write_chrome_trace
 
+        if evaluation.result is None:
+            reason = evaluation.metrics["infeasible_reason"]
+            raise InputError(f"--chrome-trace: the point does not fit in memory ({reason}); allowed: a point that "
+                             f"fits (it has no timeline)")
         write_chrome_trace(evaluation.result, point.device, args.chrome_trace)
     metrics = json_safe(evaluation.metrics)
     if args.json:

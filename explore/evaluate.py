@@ -14,7 +14,7 @@ from kernels.table import KernelTable
 from sim.analytic import evaluate as evaluate_analytic
 from sim.engine import simulate
 from sim.memory import batch_footprint, infeasible_reason
-from sim.result import SimResult
+from sim.result import RESULT_METRICS, SimResult
 from sim.step_costs import sub_batch_sizes
 from sim.workload import BatchWorkload, PassTables
 from workloads.model_config import ModelConfig, load_model_config
@@ -25,7 +25,7 @@ from workloads.trace import Trace
 class Evaluation:
     point: DesignPoint
     metrics: dict[str, Any]
-    result: SimResult
+    result: SimResult | None  # None: the point does not fit in memory and was not simulated
     tables: PassTables
 
 
@@ -87,8 +87,13 @@ class Evaluator:
             self._devices[key] = load_device(name, dict(overrides), calibrated=calibrated)
         return self._devices[key]
 
-    def evaluate(self, point: DesignPoint, *, event_sim: bool = False, timeline: bool = False) -> Evaluation:
-        """Metrics of one design point; event_sim runs the SimPy simulation instead of the analytic sum."""
+    def evaluate(self, point: DesignPoint, *, event_sim: bool = False, timeline: bool = False,
+                 price_infeasible: bool = False) -> Evaluation:
+        """Metrics of one design point; event_sim runs the SimPy simulation instead of the analytic sum.
+
+        A point that does not fit in the device's memory is not simulated (its timings are not reported, and
+        an absurd output length costs nothing); price_infeasible simulates it anyway, for its result.
+        """
         fmt = NumericFormat(weight_bits=point.weight_bits, act_bits=point.act_bits, kv_bits=point.kv_bits,
                             sparsity=point.sparsity)
         device = self.device(point.device, point.overrides, point.use_calibration)
@@ -106,20 +111,25 @@ class Evaluator:
             activation_bytes=prefill_trace.peak_activation_bytes,
             window=cfg.sliding_window,
         )
-        if event_sim:
+        reason = infeasible_reason(memory, device.memory_bytes)
+        if reason and not price_infeasible:
+            result = None
+        elif event_sim:
             result = simulate(device, tables, workload, memory, record_timeline=timeline, execution=point.execution)
         else:
             result = evaluate_analytic(device, tables, workload, memory, execution=point.execution)
-        return Evaluation(point=point, metrics=_metrics(result, device), result=result, tables=tables)
+        return Evaluation(point=point, metrics=_metrics(result, memory, reason, device), result=result,
+                          tables=tables)
 
 
-def _metrics(result: SimResult, device) -> dict[str, Any]:
-    reason = infeasible_reason(result.memory, device.memory_bytes)
-    metrics: dict[str, Any] = result.metrics()
-    metrics.update({f"time_{c}_s": result.time_by_class_s.get(c, 0.0) for c in KERNEL_CLASSES})
+def _metrics(result: SimResult | None, memory, reason: str, device) -> dict[str, Any]:
     if reason:
         # A design that does not fit cannot run: its timings are not reported.
-        metrics = dict.fromkeys(metrics, math.nan) | {"peak_memory_B": metrics["peak_memory_B"]}
+        metrics: dict[str, Any] = dict.fromkeys(RESULT_METRICS, math.nan) | {"peak_memory_B": memory.total_B}
+        metrics.update({f"time_{c}_s": math.nan for c in KERNEL_CLASSES})
+    else:
+        metrics = result.metrics()
+        metrics.update({f"time_{c}_s": result.time_by_class_s.get(c, 0.0) for c in KERNEL_CLASSES})
     price = device.price
     usd_per_s = price.usd_per_hour / 3600 if price.usd_per_hour else math.nan
     metrics.update(

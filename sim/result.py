@@ -13,6 +13,10 @@ from sim.memory import MemoryFootprint
 PHASES = ("prefill", "decode")
 
 
+# What a simulation reports of a design point, in this order (SimResult.metrics).
+RESULT_METRICS = ("ttft_s", "tpot_s", "e2e_s", "tokens_per_s", "energy_per_token_J", "avg_power_W", "peak_memory_B")
+
+
 @dataclass(frozen=True, kw_only=True)
 class RequestTiming:
     """Timings of one request, or of `count` requests that arrive, start and finish together (a sub-batch)."""
@@ -80,15 +84,15 @@ class SimResult:
         return float(np.dot(list(values), counts) / sum(counts))
 
     def metrics(self) -> dict[str, float]:
-        """The metrics of the results table, SI units in the names."""
+        """The metrics of the results table (RESULT_METRICS), SI units in the names."""
         tokens = self.output_tokens
         groups = self.request_groups
-        return {
-            "ttft_s": self._mean(g.ttft_s for g in groups),
-            "tpot_s": self._mean(g.tpot_s for g in groups),
-            "e2e_s": self._mean(g.finish_s - g.arrival_s for g in groups),
-            "tokens_per_s": tokens / self.makespan_s,
-            "energy_per_token_J": self.energy_J / tokens,
-            "avg_power_W": self.energy_J / self.makespan_s,
-            "peak_memory_B": float(self.memory.total_B),
-        }
+        return dict(zip(RESULT_METRICS, (
+            self._mean(g.ttft_s for g in groups),
+            self._mean(g.tpot_s for g in groups),
+            self._mean(g.finish_s - g.arrival_s for g in groups),
+            tokens / self.makespan_s,
+            self.energy_J / tokens,
+            self.energy_J / self.makespan_s,
+            float(self.memory.total_B),
+        ), strict=True))
