@@ -79,10 +79,12 @@ class GPUModel(DeviceModel):
             return compute_s, memory_s, busy_s, latency_s
         gemm = table.class_masks.get("gemm")
         if cal.gemm is not None and gemm is not None:
+            # The table is the work this GPU does (run_on): a pattern it supports has its zeros skipped.
+            kept = table.weight_density[gemm] if table.sparsity in self.sparsity_patterns else 1.0
             c, m, d = gemm_times(m=table.m[gemm], n=table.n[gemm], k=table.k[gemm], batch=table.batch[gemm],
                                  flops=table.flops[gemm], flops_per_s=peak[gemm], bytes_moved=bytes_moved[gemm],
                                  bandwidth_Bps=self.spec.bandwidth_Bps, sm_count=self.spec.compute.sm_count,
-                                 fit=cal.gemm)
+                                 fit=cal.gemm, kept=kept)
             compute_s[gemm], memory_s[gemm] = c, m
             busy_s[gemm], latency_s[gemm] = d - cal.gemm.latency_s, cal.gemm.latency_s
         attention = table.class_masks.get("attention")

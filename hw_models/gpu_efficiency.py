@@ -73,14 +73,13 @@ def padded_flops(m: np.ndarray, n: np.ndarray, k: np.ndarray, batch: np.ndarray,
 
 
 def gemm_times(*, m, n, k, batch, flops, flops_per_s, bytes_moved, bandwidth_Bps, sm_count: int,
-               fit: GemmFit) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+               fit: GemmFit, kept=1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(compute_s, memory_s, device_s) of GEMMs; device_s includes the fixed latency.
 
     Padding never makes less work than the GEMM's own FLOPs (which also covers kernels with no shape). A
-    sparse GEMM (flops below its dense 2 m n k) pads the same tiles but does only the kept share of their math.
+    sparse GEMM pads the same tiles but does only the `kept` share of their math (N/M of an N:M pattern the
+    GPU skips the zeros of).
     """
-    dense = 2.0 * m * n * k * np.maximum(batch, 1)
-    kept = np.clip(np.divide(flops, dense, out=np.ones_like(dense, dtype=float), where=dense > 0), 0.0, 1.0)
     work = np.maximum(padded_flops(m, n, k, batch, sm_count) * kept, flops)
     compute_s = work / (flops_per_s * fit.compute_fraction)
     memory_s = bytes_moved / (bandwidth_Bps * fit.bandwidth_fraction)
