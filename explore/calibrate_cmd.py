@@ -145,14 +145,14 @@ def cmd_validate(args) -> int:
             raise InputError("--device: missing; a profile is compared against one device preset")
         summary, pairs, notes = _score_profile(args.profile, args.device)
         return _report_validation(args, summary, pairs, notes)
-    rows = {table: read_table(table) for table in args.table}
+    rows = [row for table in args.table for row in read_table(table)]
+    tables = ", ".join(args.table)
     if args.device:
         _device(args.device)
-        rows = {table: [r for r in table_rows if r.device == args.device] for table, table_rows in rows.items()}
-        if not any(rows.values()):
-            raise InputError(f"{', '.join(args.table)}: no rows for device {args.device!r}")
-    summary, pairs, notes = _score([r for table_rows in rows.values() for r in table_rows], args.include_train,
-                                   ", ".join(args.table))
+        rows = [r for r in rows if r.device == args.device]
+        if not rows:
+            raise InputError(f"{tables}: no rows for device {args.device!r}")
+    summary, pairs, notes = _score(rows, args.include_train, tables)
     return _report_validation(args, summary, pairs, notes)
 
 

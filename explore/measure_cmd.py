@@ -11,7 +11,6 @@ from pathlib import Path
 
 from workloads.errors import InputError
 
-DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 KINDS = ("gemm", "attention", "streaming", "decode_step")
 KERNEL_KINDS = KINDS[:3]  # the default --kinds; decode_step joins them when --model is given
 
@@ -155,12 +154,15 @@ def cmd_measure(args) -> int:
 
 def _model_config(model: str):
     """The config of --model; on the CPU it must fit in memory, since the harness builds it at full size."""
+    from hw_models.cpu_host import physical_memory_GB
+    from kernels.formats import DTYPE_BITS
+    from kernels.harness import table_dtype
     from workloads.model_config import load_model_config
 
     config = load_model_config(model)
-    need_GB = config.param_count() * DTYPE_BYTES.get(config.dtype, 2) / 1e9
-    have_GB = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
-    if need_GB > 0.8 * have_GB:
+    need_GB = config.param_count() * DTYPE_BITS[table_dtype(config.dtype)] / 8 / 1e9
+    have_GB = physical_memory_GB()
+    if have_GB is not None and need_GB > 0.8 * have_GB:
         raise InputError(f"--model: {model} needs {need_GB:.1f} GB of weights at {config.dtype}, this machine "
                          f"has {have_GB:.1f} GB; allowed: a model whose weights fit in 80% of memory "
                          f"(a config.json of a smaller model, or --cuda on a large GPU)")

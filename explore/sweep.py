@@ -65,6 +65,8 @@ class ExpressionText(str):
 
 
 Bits = Literal[ALLOWED_BITS["act_bits"]]
+
+
 def _finite(value: int | float) -> int | float:
     if not math.isfinite(value):
         raise ValueError("a finite number")  # .inf and .nan are no what-if values
@@ -85,6 +87,8 @@ def _distinct(values: list) -> list:
 def _one_or_more(item: Any) -> Any:
     """A knob's type: one value, or a list of at least one distinct value (an empty list would sweep nothing)."""
     return item | Annotated[list[item], Field(min_length=1), AfterValidator(_distinct)]
+
+
 OPS = {"<=": operator.le, "<": operator.lt, ">=": operator.ge, ">": operator.gt, "==": operator.eq}
 CONSTRAINT = re.compile(r"^\s*([A-Za-z_][\w]*)\s*(<=|>=|<|>|==)\s*([-+0-9.eE]+)\s*$")
 

@@ -109,7 +109,8 @@ def _caches() -> tuple[CacheLevel, ...]:
     return tuple(sorted(levels, key=lambda c: c.level))
 
 
-def _memory_GB() -> float | None:
+def physical_memory_GB() -> float | None:
+    """The OS's physical memory in GB (sysconf), or None where it does not say."""
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
     except (ValueError, OSError, AttributeError):
@@ -122,7 +123,7 @@ def host_facts() -> HostFacts:
 
     width, isa = _simd(_cpu_flags())
     return HostFacts(cpu_name=device_name("cpu"), logical_cpus=os.cpu_count() or 1, simd_width_bits=width,
-                     simd_isa=isa, caches=_caches(), memory_GB=_memory_GB())
+                     simd_isa=isa, caches=_caches(), memory_GB=physical_memory_GB())
 
 
 def measure_host(*, name: str, repeats: int = 20, dtypes: Sequence[str] = HOST_GEMM_DTYPES,

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from kernels.formats import DTYPE_SHORT
 from kernels.measured import MeasuredKernel
+from workloads.model_config import TORCH_DTYPES
 
 if TYPE_CHECKING:
     from workloads.model_config import ModelConfig
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # The dtypes the harness times: torch names -> table names (kernels.formats' short names), and back.
-TABLE_DTYPE_NAMES = {name: DTYPE_SHORT[name] for name in ("bfloat16", "float16", "float32")}
+TABLE_DTYPE_NAMES = {name: DTYPE_SHORT[name] for name in TORCH_DTYPES}
 TORCH_DTYPE_NAMES = {short: name for name, short in TABLE_DTYPE_NAMES.items()}
 
 # Bytes written between runs to evict the inputs of the previous run from the caches. H100's L2 is 50 MiB

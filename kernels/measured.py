@@ -68,12 +68,13 @@ class MeasuredKernel:
         if kind in (KernelKind.GEMM, KernelKind.BATCHED_GEMM):
             batch = max(self.batch, 1)
             flops = 2.0 * batch * self.m * self.n * self.k
-            weights = batch * self.k * self.n * width * (fmt.weight_scale if fmt else 1.0)
-            acts = batch * (self.m * self.k * (fmt.act_scale if fmt else 1.0) + self.m * self.n) * width
             if fmt is None:
                 # A plain row's B operand is an input like A (the harness makes both fresh for every run): no
                 # cost model may treat it as a weight (kept in a cache across a pass, quantized, sparse).
-                weights, acts = 0.0, acts + weights
+                weights, acts = 0.0, batch * (self.m * self.k + self.k * self.n + self.m * self.n) * width
+            else:
+                weights = batch * self.k * self.n * width * fmt.weight_scale
+                acts = batch * (self.m * self.k * fmt.act_scale + self.m * self.n) * width
             return Kernel(kind=kind, op=self.kernel, flops=flops, weight_bytes=weights, act_bytes=acts, kv_bytes=0.0,
                           dtype=dtype, tensor_core=True, m=self.m, n=self.n, k=self.k, batch=batch)
         if kind in (KernelKind.ATTENTION_PREFILL, KernelKind.ATTENTION_DECODE):
@@ -124,10 +125,12 @@ def _parse(row: dict, where: str) -> MeasuredKernel:
         raise InputError(f"{where}: {DECODE_STEP}: model, batch and kv_len: found {values.get('model')!r}, "
                          f"{values.get('batch')!r}, {values.get('kv_len')!r}; allowed: a model and positive counts")
     try:
-        if values["dtype"] not in DTYPE_BITS and quantized_format(values["dtype"]) is None:
-            raise ValueError(f"found {values['dtype']!r}, allowed: {', '.join(DTYPE_BITS)} or wXaY (e.g. w4a16)")
-    except ValueError as err:
+        quantized = quantized_format(values["dtype"])
+    except ValueError as err:  # wXaY with bit widths no format allows
         raise InputError(f"{where}: dtype: {err}") from None
+    if values["dtype"] not in DTYPE_BITS and quantized is None:
+        raise InputError(f"{where}: dtype: found {values['dtype']!r}, allowed: {', '.join(DTYPE_BITS)} or wXaY "
+                         f"(e.g. w4a16)")
     if not (values["time_s"] > 0 and math.isfinite(values["time_s"])):
         raise InputError(f"{where}: time_s: found {values['time_s']!r}, allowed: a positive number of seconds")
     values.setdefault("source", "")

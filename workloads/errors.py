@@ -1,5 +1,7 @@
 """The one error type for bad user input, shared by every layer (it lives in the lowest one)."""
 
+from pathlib import Path
+
 
 class InputError(ValueError):
     """A user mistake (unknown preset, malformed file, out-of-range value): the CLI prints it as one
@@ -8,8 +10,6 @@ class InputError(ValueError):
 
 def read_user_text(path) -> str:
     """The text of a user's file, or an InputError saying why it cannot be read (missing, a folder, not UTF-8)."""
-    from pathlib import Path
-
     try:
         return Path(path).read_text(encoding="utf-8")
     except UnicodeDecodeError as err:

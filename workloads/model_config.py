@@ -83,7 +83,7 @@ POSITIVE_INT_KEYS = frozenset({"hidden_size", "intermediate_size", "ffn_dim", "n
                                "num_attention_heads", "num_key_value_heads", "head_dim", "vocab_size",
                                "max_position_embeddings", "num_local_experts", "num_experts_per_tok",
                                "sliding_window"})
-TORCH_DTYPES = ("bfloat16", "float16", "float32")
+TORCH_DTYPES = ("bfloat16", "float16", "float32")  # what a model is built and traced in
 
 
 def _check(config: ModelConfig, cfg: dict, where: str) -> ModelConfig:
