@@ -10,6 +10,7 @@ from explore.design_point import KERNEL_CLASSES, DesignPoint
 from hw_models.registry import load_device
 from kernels.formats import NumericFormat
 from kernels.lowering import lower_trace
+from kernels.shapes import StepTemplate, TemplateTraces, template_batch
 from kernels.table import KernelTable
 from sim.analytic import evaluate as evaluate_analytic
 from sim.engine import simulate
@@ -29,6 +30,10 @@ class Evaluation:
     tables: PassTables
 
 
+# Prompt length of the template's prefill traces: short (cheap to trace), long enough to tell tokens from sequences.
+TEMPLATE_PROMPT = 16
+
+
 class Evaluator:
     """Evaluates design points, memoizing configs, traces, kernel tables and device models.
 
@@ -41,6 +46,7 @@ class Evaluator:
         self._lowered: dict[tuple, KernelTable] = {}
         self._tables: dict[tuple, PassTables] = {}
         self._devices: dict[tuple, Any] = {}
+        self._templates: dict[tuple, StepTemplate] = {}
 
     def config(self, model: str) -> ModelConfig:
         if model not in self._configs:
@@ -80,6 +86,24 @@ class Evaluator:
                 attention_window=self.trace(model, "decode", batch, prompt).sliding_window, sub_batch_decode=parts,
             )
         return self._tables[key]
+
+    def template(self, model: str, fmt: NumericFormat) -> StepTemplate:
+        """The model's step template under a numeric format, from four small traces (kernels/shapes.py)."""
+        key = (model, fmt)
+        if key not in self._templates:
+            cfg = self.config(model)
+            batch, prompt = template_batch(cfg.num_experts, cfg.experts_per_token), TEMPLATE_PROMPT
+            traces = {(phase, size): self.trace(model, phase, size, prompt)
+                      for phase in ("decode", "prefill") for size in (batch, 2 * batch)}
+            table = {key: KernelTable.from_kernels(lower_trace(trace)).with_format(fmt)
+                     for key, trace in traces.items()}
+            self._templates[key] = StepTemplate.from_traces(TemplateTraces(
+                decode=table["decode", batch], decode_wide=table["decode", 2 * batch],
+                prefill=table["prefill", batch], prefill_wide=table["prefill", 2 * batch], batch=batch,
+                prompt=prompt, num_experts=cfg.num_experts, experts_per_token=cfg.experts_per_token,
+                decode_activation_B=traces["decode", batch].peak_activation_bytes,
+                prefill_activation_B=traces["prefill", batch].peak_activation_bytes))
+        return self._templates[key]
 
     def device(self, name: str, overrides: tuple = (), calibrated: bool = True):
         key = (name, overrides, calibrated)

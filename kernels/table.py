@@ -69,6 +69,13 @@ class KernelTable:
             q_len=column("q_len"), kv_len=column("kv_len"), head_dim=column("head_dim"),
         )
 
+    @classmethod
+    def concat(cls, tables: list[KernelTable]) -> KernelTable:
+        """The rows of several tables of one numeric format, in order."""
+        first = tables[0]
+        return cls(kernels=tuple(k for t in tables for k in t.kernels), sparsity=first.sparsity,
+                   **{name: np.concatenate([getattr(t, name) for t in tables]) for name in first._columns()})
+
     def _columns(self) -> list[str]:
         return [f.name for f in fields(self) if f.name not in ("kernels", "sparsity")]
 

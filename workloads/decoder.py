@@ -130,6 +130,17 @@ class MLP(nn.Module):
         return self.down_proj(F.relu(self.up_proj(x)))
 
 
+class RoutedExpert(MLP):
+    """One expert's MLP and the routing of its tokens: gather them, apply the MLP, add the weighted result
+    back. Every kernel of an expert runs inside this module, so a trace attributes each to its expert."""
+
+    def forward(self, flat: torch.Tensor, weights: torch.Tensor, out: torch.Tensor, first: int,
+                count: int) -> None:
+        rows = torch.arange(first, first + count) % flat.shape[0]
+        routed = super().forward(flat.index_select(0, rows)) * weights.index_select(0, rows)[:, :1]
+        out.index_add_(0, rows, routed)
+
+
 class MoE(nn.Module):
     """Top-k mixture of experts (Mixtral). Expert load follows balanced_expert_load, not the router."""
 
@@ -137,7 +148,7 @@ class MoE(nn.Module):
         super().__init__()
         self.config = config
         self.gate = nn.Linear(config.hidden_size, config.num_experts, bias=False, dtype=dtype)
-        self.experts = nn.ModuleList(MLP(config, dtype) for _ in range(config.num_experts))
+        self.experts = nn.ModuleList(RoutedExpert(config, dtype) for _ in range(config.num_experts))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         cfg = self.config
@@ -151,12 +162,9 @@ class MoE(nn.Module):
         first = 0
         for expert, count in zip(self.experts, balanced_expert_load(tokens, cfg.experts_per_token,
                                                                     cfg.num_experts), strict=True):
-            if count == 0:
-                continue
-            rows = torch.arange(first, first + count) % tokens
-            first += count
-            routed = expert(flat.index_select(0, rows)) * weights.index_select(0, rows)[:, :1]
-            out.index_add_(0, rows, routed)
+            if count:
+                expert(flat, weights, out, first, count)
+                first += count
         return out.view(b, s, h)
 
 

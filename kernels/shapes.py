@@ -1,0 +1,240 @@
+"""Step templates: a model's kernels re-shaped to any serving iteration without tracing it again.
+
+A serving engine runs iterations that mix prefill chunks and decode tokens of many sequences, each with its
+own KV length. Tracing every such shape would take seconds each; instead a model is traced four times at
+small shapes and every kernel is described by how its work grows:
+
+- every column of work and traffic of a kernel outside attention is affine in three *drivers* of an
+  iteration: its tokens (GEMMs over the flattened batch, norms, residual adds, KV-cache writes), the
+  sequences that sample a token (the final norm and LM head run on last positions only) and its longest
+  query (the rotary table is computed per position, and broadcast into q and k). Four traces with independent
+  drivers give the four coefficients of each column exactly; nothing is read from kernel names.
+- an MoE expert's kernels (its gathers, GEMMs and scatter) are affine in the tokens routed to that expert
+  (balanced routing, as the traced layer assumes); an expert with no tokens launches nothing.
+- attention is re-shaped from its traced rows by the work it does: prefill chunks compute causal
+  (query, key) pairs and read their cached prefix from the KV cache; decode tokens read their KV lengths.
+  Prefill chunks of an iteration share one kernel per layer, decode tokens another (varlen kernels as
+  serving engines launch them).
+
+Identical rows (the same kernel in every layer) are merged with a count, so pricing an iteration prices a
+layer's worth of rows.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from kernels.kernel import KernelKind
+from kernels.table import KIND_CODE, KernelTable
+from workloads.op_costs import causal_pairs
+
+# Columns of a non-attention kernel that grow with the iteration; every other column is fixed by the kernel.
+SCALED_COLUMNS = ("flops", "weight_bytes", "act_bytes", "kv_bytes", "m")
+_EXPERT = re.compile(r"\.experts\.(\d+)(\.|$)")
+_ATTENTION = (KIND_CODE[KernelKind.ATTENTION_PREFILL], KIND_CODE[KernelKind.ATTENTION_DECODE])
+
+
+def balanced_expert_load(tokens: int, experts_per_token: int, num_experts: int) -> np.ndarray:
+    """Tokens routed to each expert under perfectly balanced routing (as the traced MoE layer assumes)."""
+    base, extra = divmod(tokens * experts_per_token, num_experts)
+    return base + (np.arange(num_experts) < extra)
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepShape:
+    """What one iteration computes, summed over the sequences in it."""
+
+    prefill_seqs: int = 0
+    prefill_tokens: int = 0
+    prefill_pairs: int = 0  # causal (query, key) pairs over all chunks
+    prefill_cached: int = 0  # keys the chunks read back from the KV cache (their already-computed prefix)
+    decode_seqs: int = 0
+    decode_kv: int = 0  # keys the decoding sequences attend to, summed
+    sampled: int = 0  # sequences that sample a token: decodes, and prefills that finish their prompt
+    positions: int = 1  # the longest query of the iteration (rows of the rotary table)
+
+    @property
+    def tokens(self) -> int:
+        return self.prefill_tokens + self.decode_seqs
+
+
+def step_shape(chunks: Sequence[tuple[int, int]] = (), decode_kv: Sequence[int] = (), *, sampled: int,
+               window: int | None = None) -> StepShape:
+    """The shape of an iteration: prefill `chunks` as (new tokens, cached prefix tokens) and the KV lengths of
+    the decoding sequences (a sliding window caps what a decode token attends to)."""
+    decode = np.minimum(decode_kv, window) if window else np.asarray(decode_kv)
+    return StepShape(
+        prefill_seqs=len(chunks), prefill_tokens=sum(q for q, _ in chunks),
+        prefill_pairs=sum(causal_pairs(q, q + cached) for q, cached in chunks),
+        prefill_cached=sum(cached for _, cached in chunks), decode_seqs=len(decode_kv),
+        decode_kv=int(np.sum(decode)), sampled=sampled,
+        positions=max([q for q, _ in chunks] + [1]),
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class TemplateTraces:
+    """The four traced passes a template is read from (already under the numeric format).
+
+    Decode steps of `batch` and 2 x `batch` sequences, and prefills of `batch` and 2 x `batch` sequences of
+    `prompt` tokens: their (tokens, sampled, longest query) are independent, so each kernel's affine
+    coefficients are determined. For MoE models `batch` is large enough that every expert gets tokens.
+    """
+
+    decode: KernelTable
+    decode_wide: KernelTable
+    prefill: KernelTable
+    prefill_wide: KernelTable
+    batch: int
+    prompt: int
+    num_experts: int = 0
+    experts_per_token: int = 0
+    decode_activation_B: float = 0.0  # peak live activations of the decode and prefill traces
+    prefill_activation_B: float = 0.0
+
+    def drivers(self) -> np.ndarray:
+        """(tokens, sampled, longest query) of each trace, with a leading 1: shape (4, 4)."""
+        b, p = self.batch, self.prompt
+        return np.array([[1, b, b, 1], [1, 2 * b, 2 * b, 1], [1, b * p, b, p], [1, 2 * b * p, 2 * b, p]], dtype=float)
+
+    def tables(self) -> tuple[KernelTable, ...]:
+        return self.decode, self.decode_wide, self.prefill, self.prefill_wide
+
+
+@dataclass(frozen=True)
+class StepTemplate:
+    """Non-attention kernels as affine functions of the iteration, and one attention row per phase."""
+
+    linear: KernelTable  # unique rows (columns are set per iteration)
+    coef: dict[str, np.ndarray]  # per SCALED_COLUMN: (rows, 5) coefficients of 1, tokens, sampled, query, expert load
+    expert: np.ndarray  # per row: its MoE expert, or -1
+    count: np.ndarray  # per row: how many traced kernels it stands for
+    prefill_attention: KernelTable  # one row: the traced prefill attention of one layer
+    decode_attention: KernelTable  # one row: the traced decode attention of one layer
+    attention_layers: int
+    traced_prefill_pairs: float  # causal pairs of the traced prefill row
+    traced_prefill_tokens: float
+    traced_decode_kv: float  # keys of the traced decode row, summed over its sequences
+    traced_decode_seqs: float
+    num_experts: int
+    experts_per_token: int
+    activation_per_token_B: float  # peak live activations per token of an iteration, and at zero tokens
+    activation_base_B: float
+
+    @classmethod
+    def from_traces(cls, traces: TemplateTraces) -> StepTemplate:
+        tables = [t.select(~np.isin(t.kind, _ATTENTION)) for t in traces.tables()]
+        for name, table in zip(("decode_wide", "prefill", "prefill_wide"), tables[1:], strict=True):
+            _check_aligned(tables[0], table, name)
+        x = traces.drivers()
+        expert = np.array([int(m.group(1)) if (m := _EXPERT.search(k.module)) else -1 for k in tables[0].kernels])
+        is_expert = expert >= 0
+        coef = {}
+        for name in SCALED_COLUMNS:
+            values = np.stack([getattr(t, name) for t in tables])  # (4 traces, kernels)
+            c = np.zeros((len(expert), 5))
+            c[:, :4] = np.linalg.solve(x, values).T
+            if is_expert.any():
+                # An expert's kernels follow its routed tokens: fitted between the decode and prefill traces.
+                load = np.stack([balanced_expert_load(int(tokens), traces.experts_per_token, traces.num_experts)
+                                 for tokens in x[[0, 2], 1]])[:, expert[is_expert]]
+                slope = (values[2, is_expert] - values[0, is_expert]) / (load[1] - load[0])
+                c[is_expert] = 0.0
+                c[is_expert, 4] = slope
+                c[is_expert, 0] = values[0, is_expert] - slope * load[0]
+            coef[name] = c
+        unique, count = _unique_rows(tables[0], expert, coef)
+        prefill_rows = traces.prefill.select(traces.prefill.kind == _ATTENTION[0])
+        decode_rows = traces.decode.select(traces.decode.kind == _ATTENTION[1])
+        b, p = traces.batch, traces.prompt
+        per_token = (traces.prefill_activation_B - traces.decode_activation_B) / (b * p - b)
+        return cls(
+            linear=tables[0].select(unique), coef={name: c[unique] for name, c in coef.items()},
+            expert=expert[unique], count=count, prefill_attention=prefill_rows.select([0]),
+            decode_attention=decode_rows.select([0]), attention_layers=len(decode_rows),
+            traced_prefill_pairs=float(b * causal_pairs(p, p)), traced_prefill_tokens=float(b * p),
+            traced_decode_kv=float(decode_rows.kv_len[0] * decode_rows.batch[0]),
+            traced_decode_seqs=float(decode_rows.batch[0]),
+            num_experts=traces.num_experts, experts_per_token=traces.experts_per_token,
+            activation_per_token_B=max(per_token, 0.0),
+            activation_base_B=traces.decode_activation_B - max(per_token, 0.0) * b,
+        )
+
+    def activation_bytes(self, tokens: int) -> float:
+        """Peak live activations of an iteration of `tokens` tokens (affine in tokens between the traces)."""
+        return self.activation_base_B + self.activation_per_token_B * tokens
+
+    def table(self, shape: StepShape) -> tuple[KernelTable, np.ndarray]:
+        """The kernels of an iteration as unique rows and the count of each (attention rows: one per layer)."""
+        parts = [self._linear_table(shape.tokens, shape.sampled, shape.positions)]
+        if shape.prefill_seqs:
+            parts.append((self._prefill_attention(shape), np.array([float(self.attention_layers)])))
+        if shape.decode_seqs:
+            parts.append((self._decode_attention(shape), np.array([float(self.attention_layers)])))
+        if len(parts) == 1:
+            return parts[0]
+        return KernelTable.concat([table for table, _ in parts]), np.concatenate([count for _, count in parts])
+
+    def _linear_table(self, tokens: int, sampled: int, positions: int) -> tuple[KernelTable, np.ndarray]:
+        load = np.zeros(len(self.expert))
+        if self.num_experts:
+            per_expert = balanced_expert_load(tokens, self.experts_per_token, self.num_experts)
+            load = np.where(self.expert >= 0, per_expert[self.expert], 0.0)
+        drivers = np.array([1.0, tokens, sampled, positions])
+        columns = {name: c[:, :4] @ drivers + c[:, 4] * load for name, c in self.coef.items()}
+        table = replace(self.linear, **columns)
+        launched = (self.expert < 0) | (load > 0)  # an expert without tokens launches nothing
+        if launched.all():
+            return table, self.count
+        return table.select(launched), self.count[launched]
+
+    def _decode_attention(self, shape: StepShape) -> KernelTable:
+        """One layer's decode attention: each decoding sequence reads its keys."""
+        row = self.decode_attention
+        work = shape.decode_kv / self.traced_decode_kv
+        return replace(row, flops=row.flops * work, kv_bytes=row.kv_bytes * work,
+                       act_bytes=row.act_bytes * shape.decode_seqs / self.traced_decode_seqs,
+                       batch=np.array([float(shape.decode_seqs)]),
+                       kv_len=np.array([shape.decode_kv / shape.decode_seqs]))
+
+    def _prefill_attention(self, shape: StepShape) -> KernelTable:
+        """One layer's prefill attention: chunks compute their causal pairs and read their cached prefix."""
+        row = self.prefill_attention
+        kv_bytes_per_key = self.decode_attention.kv_bytes[0] / self.traced_decode_kv
+        seqs, tokens = shape.prefill_seqs, shape.prefill_tokens
+        return replace(row, flops=row.flops * shape.prefill_pairs / self.traced_prefill_pairs,
+                       act_bytes=row.act_bytes * tokens / self.traced_prefill_tokens,
+                       kv_bytes=np.array([shape.prefill_cached * kv_bytes_per_key]), batch=np.array([float(seqs)]),
+                       q_len=np.array([tokens / seqs]), kv_len=np.array([(tokens + shape.prefill_cached) / seqs]))
+
+
+def _check_aligned(ref: KernelTable, other: KernelTable, name: str) -> None:
+    same = len(ref) == len(other) and all(
+        (a.op, a.module) == (b.op, b.module) for a, b in zip(ref.kernels, other.kernels, strict=True))
+    if not same:
+        raise ValueError(f"step template: the {name} trace launches other kernels than the decode trace "
+                         f"({len(other)} vs {len(ref)}); every expert must get tokens in every trace")
+
+
+def _unique_rows(table: KernelTable, expert: np.ndarray, coef: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Index of the first of each group of identical rows (everything but layer and module) and group sizes."""
+    fixed = ("kind", "dtype", "tensor_core", "n", "k", "batch", "weight_density", "sparse_weight_scale", "weight_bits")
+    first: dict[tuple, int] = {}
+    count: dict[int, int] = {}
+    for i in range(len(table)):
+        key = (table.kernels[i].op, int(expert[i]), *(getattr(table, c)[i] for c in fixed),
+               *(tuple(coef[c][i]) for c in SCALED_COLUMNS))
+        j = first.setdefault(key, i)
+        count[j] = count.get(j, 0) + 1
+    index = np.array(sorted(count))
+    return index, np.array([count[i] for i in index], dtype=float)
+
+
+def template_batch(num_experts: int, experts_per_token: int) -> int:
+    """Batch of the reference trace: 1, or enough tokens that every expert of an MoE layer gets one."""
+    return max(1, math.ceil(num_experts / experts_per_token)) if num_experts else 1

@@ -1,0 +1,88 @@
+"""IterationCostModel: the time and energy of any serving iteration on one device, memoized by shape bucket.
+
+An iteration's kernels come from the model's step template (kernels/shapes.py) and are priced by the device
+model in one call; kernels run back to back, so the iteration takes the sum of their times. Shapes that
+differ only by a few keys of attention are priced once: with `kv_bucket_tokens` > 0, the mean keys a decode
+token attends to, a prefill query attends to, and a chunk reads from its cached prefix are rounded to that
+many tokens (a long run then prices each distinct bucket once). With 0 every shape is priced as it is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from kernels.kernel import KIND_CLASS
+from kernels.shapes import StepShape, StepTemplate
+
+KERNEL_CLASS_NAMES = tuple(dict.fromkeys(KIND_CLASS.values()))
+
+
+@dataclass(frozen=True, kw_only=True)
+class IterationCost:
+    """Time and dynamic energy of one iteration; busy time by kernel class (KERNEL_CLASS_NAMES order)."""
+
+    time_s: float
+    compute_J: float
+    memory_J: float
+    class_time_s: np.ndarray
+
+
+class IterationCostModel:
+    """Prices iterations of one model (its step template) on one device in one execution mode."""
+
+    def __init__(self, device, template: StepTemplate, *, execution: str = "eager", kv_bucket_tokens: int = 0):
+        if kv_bucket_tokens < 0:
+            raise ValueError(f"kv_bucket_tokens: found {kv_bucket_tokens}, allowed: an integer >= 0")
+        self.device = device
+        self.template = template
+        self.execution = execution
+        self.kv_bucket_tokens = kv_bucket_tokens
+        self._memo: dict[tuple, IterationCost] = {}
+
+    @property
+    def shapes_priced(self) -> int:
+        """How many distinct shape buckets have been priced."""
+        return len(self._memo)
+
+    def price(self, shape: StepShape) -> IterationCost:
+        """The cost of an iteration of this shape (the cost of its bucket's representative shape)."""
+        key = self._bucket(shape)
+        cost = self._memo.get(key)
+        if cost is None:
+            cost = self._memo[key] = self._price(self._representative(key))
+        return cost
+
+    def _round(self, total: float, per: int) -> int:
+        """`total` over `per` items, rounded to the bucket (at least one bucket when total > 0)."""
+        step = self.kv_bucket_tokens
+        return max(1, round(total / per / step)) if total > 0 else 0
+
+    def _bucket(self, s: StepShape) -> tuple:
+        if not self.kv_bucket_tokens:
+            return (s.prefill_seqs, s.prefill_tokens, s.prefill_pairs, s.prefill_cached, s.decode_seqs, s.decode_kv,
+                    s.sampled, s.positions)
+        return (s.prefill_seqs, s.prefill_tokens, self._round(s.prefill_pairs, max(s.prefill_tokens, 1)),
+                self._round(s.prefill_cached, max(s.prefill_seqs, 1)), s.decode_seqs,
+                self._round(s.decode_kv, max(s.decode_seqs, 1)), s.sampled, s.positions)
+
+    def _representative(self, key: tuple) -> StepShape:
+        seqs, tokens, pairs, cached, decodes, kv, sampled, positions = key
+        if self.kv_bucket_tokens:
+            step = self.kv_bucket_tokens
+            pairs, cached, kv = pairs * step * tokens, cached * step * seqs, kv * step * decodes
+        return StepShape(prefill_seqs=seqs, prefill_tokens=tokens, prefill_pairs=pairs, prefill_cached=cached,
+                         decode_seqs=decodes, decode_kv=kv, sampled=sampled, positions=positions)
+
+    def _price(self, shape: StepShape) -> IterationCost:
+        table, count = self.template.table(shape)
+        costs = self.device.cost_table(table, self.execution)
+        time_s = costs.time_s * count
+        class_time = np.zeros(len(KERNEL_CLASS_NAMES))
+        for i, name in enumerate(KERNEL_CLASS_NAMES):
+            mask = table.class_masks.get(name)
+            if mask is not None:
+                class_time[i] = time_s[mask].sum()
+        return IterationCost(time_s=float(time_s.sum()), compute_J=float(costs.compute_J @ count),
+                             memory_J=float(costs.memory_J @ count), class_time_s=class_time)

@@ -1,0 +1,164 @@
+"""What every scheduler shares: sequences, the batch it picks, the engine state it picks from, and the
+admission and preemption steps schedulers combine."""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from kernels.shapes import StepShape, step_shape
+from sim.kv_cache import PagedKVCache
+
+
+@dataclass(slots=True, eq=False)
+class Sequence:
+    """A request as the engine runs it.
+
+    `computed` tokens of its context have their KV cached. Before it can sample, it must compute `target`
+    tokens: its prompt, or after a preemption by recompute, its prompt and every token it generated.
+    """
+
+    index: int
+    arrival_s: float
+    prompt: int
+    output: int
+    computed: int = 0
+    target: int = 0
+    generated: int = 0
+    scheduled_s: float = math.nan
+    first_token_s: float = math.nan
+    finish_s: float = math.nan
+    preemptions: int = 0
+
+    def __post_init__(self) -> None:
+        self.target = self.prompt
+
+    @property
+    def in_prefill(self) -> bool:
+        return self.computed < self.target
+
+    @property
+    def remaining_prefill(self) -> int:
+        return self.target - self.computed
+
+    @property
+    def final_tokens(self) -> int:
+        """KV tokens it holds when it finishes: its prompt and every output but the last (never fed back)."""
+        return self.prompt + self.output - 1
+
+
+@dataclass(slots=True)
+class Batch:
+    """One iteration: prefill chunks (sequence, new tokens) and sequences decoding one token each."""
+
+    prefills: list[tuple[Sequence, int]] = field(default_factory=list)
+    decodes: list[Sequence] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.prefills or self.decodes)
+
+    @property
+    def size(self) -> int:
+        return len(self.prefills) + len(self.decodes)
+
+    @property
+    def tokens(self) -> int:
+        return sum(q for _, q in self.prefills) + len(self.decodes)
+
+    def shape(self, window: int | None) -> StepShape:
+        """The iteration's shape: sequences whose chunk ends their prefill sample a token, as decodes do."""
+        finishing = sum(1 for seq, q in self.prefills if seq.computed + q >= seq.target)
+        return step_shape([(q, seq.computed) for seq, q in self.prefills], [s.computed + 1 for s in self.decodes],
+                          sampled=finishing + len(self.decodes), window=window)
+
+
+@dataclass(kw_only=True)
+class EngineState:
+    """The queues a scheduler picks from: waiting (arrival order; preempted sequences go back to the front)
+    and running (admission order), and the replica's KV cache."""
+
+    kv: PagedKVCache
+    waiting: deque[Sequence] = field(default_factory=deque)
+    running: list[Sequence] = field(default_factory=list)
+    now_s: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class SchedulerLimits:
+    """Limits every scheduler honours (vLLM's names in brackets)."""
+
+    max_seqs: int = 256  # sequences in one iteration [max_num_seqs; vLLM's default 256]
+    max_batched_tokens: int = 8192  # tokens in one iteration [max_num_batched_tokens]
+    chunk_tokens: int = 512  # token budget of a chunked-prefill iteration (Sarathi-Serve's budget)
+    watermark: float = 0.01  # fraction of KV blocks a new admission leaves free [vLLM's watermark, 1%]
+
+
+class Scheduler:
+    """Picks the next iteration's batch from the engine state, admitting and preempting as it goes.
+
+    Subclasses set `name` and implement `schedule`; they may set `reserves_whole_request` (admission holds
+    the KV of the whole request, so nothing is ever preempted: static batching and Orca) and `chunked`
+    (prefills are split to a token budget, so a prompt need not fit in one iteration).
+    """
+
+    name: ClassVar[str] = ""
+    reserves_whole_request: ClassVar[bool] = False
+    chunked: ClassVar[bool] = False
+
+    def __init__(self, limits: SchedulerLimits):
+        self.limits = limits
+
+    def schedule(self, state: EngineState) -> Batch:
+        raise NotImplementedError
+
+    def token_budget(self) -> int:
+        """Most tokens one iteration computes."""
+        return self.limits.chunk_tokens if self.chunked else self.limits.max_batched_tokens
+
+    # Steps the schedulers combine.
+    def _reserve_blocks(self, state: EngineState) -> int:
+        return math.ceil(self.limits.watermark * state.kv.capacity_blocks)
+
+    def _admit(self, state: EngineState, seq: Sequence, tokens: int) -> bool:
+        """Move the first waiting sequence to running if the KV cache can hold `tokens` of it."""
+        kv = state.kv
+        if not kv.can_hold(seq.index, tokens, self._reserve_blocks(state)):
+            return False
+        kv.hold(seq.index, tokens)
+        state.waiting.popleft()
+        state.running.append(seq)
+        if math.isnan(seq.scheduled_s):
+            seq.scheduled_s = state.now_s
+        return True
+
+    def _preempt(self, state: EngineState, seq: Sequence) -> None:
+        """Preempt by recompute: free its blocks; it waits at the front to recompute its whole context."""
+        state.kv.release(seq.index)
+        state.running.remove(seq)
+        seq.target = seq.prompt + seq.generated
+        seq.computed = state.kv.cached_prefix(seq.target)
+        seq.preemptions += 1
+        state.waiting.appendleft(seq)
+
+    def _grow_decodes(self, state: EngineState, decoding: list[Sequence]) -> list[Sequence]:
+        """Give each decoding sequence (oldest first) a block for its next token, preempting the newest
+        running sequences when blocks run out (vLLM's policy); returns the sequences that decode."""
+        kv = state.kv
+        kept: list[Sequence] = []
+        pending = list(decoding)
+        while pending:
+            seq = pending.pop(0)
+            while not kv.can_hold(seq.index, seq.computed + 1):
+                victim = state.running[-1]
+                self._preempt(state, victim)
+                if victim is seq:
+                    break
+                for waiting_list in (pending, kept):
+                    if victim in waiting_list:
+                        waiting_list.remove(victim)
+            else:
+                kv.hold(seq.index, seq.computed + 1)
+                kept.append(seq)
+        return kept

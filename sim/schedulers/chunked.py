@@ -1,0 +1,37 @@
+"""Chunked prefill with stall-free batching (Sarathi-Serve): decodes piggyback on prefill chunks."""
+
+from __future__ import annotations
+
+from sim.schedulers.base import Batch, EngineState, Scheduler
+
+
+class ChunkedPrefillScheduler(Scheduler):
+    """Each iteration has a budget of chunk_tokens tokens. Running decodes come first (one token each, so a
+    long prompt never stalls them), then the prefills already under way, then waiting prompts (FCFS), each
+    taking a chunk of what is left of the budget (Agrawal et al., OSDI 2024). KV blocks are held chunk by
+    chunk; when they run out, the newest running sequences are preempted by recompute."""
+
+    name = "chunked"
+    chunked = True
+
+    def schedule(self, state: EngineState) -> Batch:
+        decoding = [seq for seq in state.running if not seq.in_prefill]
+        batch = Batch(decodes=self._grow_decodes(state, decoding))
+        budget = self.limits.chunk_tokens - len(batch.decodes)
+        for seq in [s for s in state.running if s.in_prefill]:
+            if budget <= 0:
+                break
+            chunk = min(seq.remaining_prefill, budget)
+            if not state.kv.can_hold(seq.index, seq.computed + chunk):
+                break
+            state.kv.hold(seq.index, seq.computed + chunk)
+            batch.prefills.append((seq, chunk))
+            budget -= chunk
+        while state.waiting and budget > 0 and len(state.running) < self.limits.max_seqs:
+            seq = state.waiting[0]
+            chunk = min(seq.remaining_prefill, budget)
+            if not self._admit(state, seq, seq.computed + chunk):
+                break
+            batch.prefills.append((seq, chunk))
+            budget -= chunk
+        return batch

@@ -1,0 +1,29 @@
+"""Continuous batching as vLLM schedules it without chunked prefill: new prompts first, then decodes."""
+
+from __future__ import annotations
+
+from sim.schedulers.base import Batch, EngineState, Scheduler
+
+
+class ContinuousScheduler(Scheduler):
+    """Each iteration either prefills waiting prompts whole (FCFS, within the token and sequence limits and
+    the free KV blocks, less the watermark) or, when none can start, decodes every running sequence, growing
+    the KV cache block by block and preempting the newest sequences by recompute when it is full
+    (vLLM's default scheduler before chunked prefill)."""
+
+    name = "continuous"
+
+    def schedule(self, state: EngineState) -> Batch:
+        batch = Batch()
+        tokens = 0
+        while state.waiting and len(state.running) < self.limits.max_seqs:
+            seq = state.waiting[0]
+            if tokens + seq.remaining_prefill > self.limits.max_batched_tokens:
+                break
+            if not self._admit(state, seq, seq.target):
+                break
+            batch.prefills.append((seq, seq.remaining_prefill))
+            tokens += seq.remaining_prefill
+        if batch:
+            return batch
+        return Batch(decodes=self._grow_decodes(state, list(state.running)))

@@ -1,0 +1,29 @@
+"""Static batching: a batch is formed when the replica is idle and runs until its last request finishes."""
+
+from __future__ import annotations
+
+from sim.schedulers.base import Batch, EngineState, Scheduler
+
+
+class StaticScheduler(Scheduler):
+    """Up to max_seqs waiting requests start together: one prefill of all their prompts, then decode steps
+    until the last finishes. Finished requests leave the decode batch, but no request joins until the
+    batch is done (as with a generate() call per batch). Admission holds each request's whole KV."""
+
+    name = "static"
+    reserves_whole_request = True
+
+    def schedule(self, state: EngineState) -> Batch:
+        if state.running:
+            return Batch(decodes=list(state.running))
+        batch = Batch()
+        tokens = 0
+        while state.waiting and len(batch.prefills) < self.limits.max_seqs:
+            seq = state.waiting[0]
+            if tokens + seq.remaining_prefill > self.limits.max_batched_tokens and batch.prefills:
+                break
+            if not self._admit(state, seq, seq.final_tokens):
+                break
+            batch.prefills.append((seq, seq.remaining_prefill))
+            tokens += seq.remaining_prefill
+        return batch

@@ -1,0 +1,222 @@
+"""Metrics of a serving run: per-request records -> TTFT, TPOT, E2E and queueing percentiles, goodput under an SLO.
+
+Everything here is a pure function of numpy columns; times are float seconds. `in_system_area` and
+`mean_in_system` measure the same quantity two ways so that simulated runs can be checked against Little's law
+(L = lambda * W): the time-average number of requests in the system equals the arrival rate times the mean E2E.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+PERCENTILES = (50, 90, 99)
+_LATENCIES = ("ttft", "tpot", "e2e", "queue")
+
+# Keys of `summarize`, in this order (the results columns of a serving run), and their units.
+_LATENCY_KEYS = tuple(f"{m}_{stat}_s" for m in _LATENCIES for stat in ("mean", *(f"p{p}" for p in PERCENTILES)))
+SUMMARY_METRICS: tuple[str, ...] = (
+    *_LATENCY_KEYS,
+    "requests_per_s",
+    "output_tokens_per_s",
+    "goodput_rps",
+    "slo_attainment",
+    "meets_slo",
+    "preemptions",
+)
+SUMMARY_UNITS: dict[str, str] = {
+    **dict.fromkeys(_LATENCY_KEYS, "s"),
+    "requests_per_s": "1/s",
+    "output_tokens_per_s": "1/s",
+    "goodput_rps": "1/s",
+    "slo_attainment": "fraction",
+    "meets_slo": "fraction",  # 1.0 or 0.0: whether slo_attainment reaches SLO.attainment
+    "preemptions": "count",
+}
+
+
+def _columns(obj: object, names: tuple[str, ...], dtypes: dict[str, type]) -> int:
+    """Coerce the named fields of a frozen dataclass to 1-D numpy arrays of one length; return that length."""
+    lengths = set()
+    for name in names:
+        column = np.asarray(getattr(obj, name), dtype=dtypes.get(name, float))
+        if column.ndim != 1:
+            raise ValueError(f"{type(obj).__name__}.{name} must be 1-D, got shape {column.shape}")
+        object.__setattr__(obj, name, column)
+        lengths.add(len(column))
+    if len(lengths) > 1:
+        sizes = ", ".join(f"{name}={len(getattr(obj, name))}" for name in names)
+        raise ValueError(f"{type(obj).__name__} columns differ in length: {sizes}")
+    return lengths.pop() if lengths else 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class RequestRecords:
+    """Per-request timings of a serving run as numpy columns (one entry per completed request, in arrival order).
+
+    Times are absolute simulation times in seconds and must satisfy
+    arrival_s <= scheduled_s <= first_token_s <= finish_s; every request produces at least one output token.
+    """
+
+    arrival_s: np.ndarray
+    scheduled_s: np.ndarray  # first entry into a running batch
+    first_token_s: np.ndarray  # end of the iteration that finished its prefill
+    finish_s: np.ndarray  # when its last output token was produced
+    prompt_tokens: np.ndarray
+    output_tokens: np.ndarray
+    preemptions: np.ndarray  # times it was preempted
+
+    def __post_init__(self) -> None:
+        ints = {"prompt_tokens": np.int64, "output_tokens": np.int64, "preemptions": np.int64}
+        _columns(self, tuple(f.name for f in fields(self)), ints)
+        times = np.stack([self.arrival_s, self.scheduled_s, self.first_token_s, self.finish_s])
+        if not np.all(np.isfinite(times)):
+            raise ValueError("RequestRecords times must be finite (records hold completed requests only)")
+        bad = np.flatnonzero(np.any(np.diff(times, axis=0) < 0, axis=0))
+        if bad.size:
+            raise ValueError(f"RequestRecords request {bad[0]} breaks arrival_s <= scheduled_s <= first_token_s"
+                             f" <= finish_s: {times[:, bad[0]].tolist()}")
+        if np.any(self.output_tokens < 1) or np.any(self.prompt_tokens < 0) or np.any(self.preemptions < 0):
+            raise ValueError("RequestRecords needs output_tokens >= 1, prompt_tokens >= 0 and preemptions >= 0")
+
+    def __len__(self) -> int:
+        return len(self.arrival_s)
+
+    @property
+    def ttft_s(self) -> np.ndarray:
+        """Time to first token: first_token_s - arrival_s."""
+        return self.first_token_s - self.arrival_s
+
+    @property
+    def e2e_s(self) -> np.ndarray:
+        """End-to-end latency: finish_s - arrival_s."""
+        return self.finish_s - self.arrival_s
+
+    @property
+    def queue_s(self) -> np.ndarray:
+        """Queueing delay before first entering a running batch: scheduled_s - arrival_s."""
+        return self.scheduled_s - self.arrival_s
+
+    @property
+    def tpot_s(self) -> np.ndarray:
+        """Mean time per output token after the first; NaN for requests with a single output token."""
+        decode_steps = (self.output_tokens - 1).astype(float)
+        out = np.full(len(self), np.nan)
+        np.divide(self.finish_s - self.first_token_s, decode_steps, out=out, where=decode_steps > 0)
+        return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class SLO:
+    """Per-request latency limits (None = no limit) and the fraction of requests that must meet all of them."""
+
+    ttft_s: float | None = None
+    tpot_s: float | None = None
+    attainment: float = 0.9
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.attainment <= 1.0:
+            raise ValueError(f"SLO.attainment must be in [0, 1], got {self.attainment}")
+        for name in ("ttft_s", "tpot_s"):
+            limit = getattr(self, name)
+            if limit is not None and not limit >= 0:
+                raise ValueError(f"SLO.{name} must be >= 0 or None, got {limit}")
+
+    def met(self, records: RequestRecords) -> np.ndarray:
+        """Bool per request: meets every given limit (limits are inclusive; a NaN TPOT meets the TPOT limit)."""
+        ok = np.ones(len(records), dtype=bool)
+        if self.ttft_s is not None:
+            ok &= records.ttft_s <= self.ttft_s
+        if self.tpot_s is not None:
+            ok &= ~(records.tpot_s > self.tpot_s)  # NaN > x is False: a one-token request has no TPOT to miss
+        return ok
+
+
+def _mean_and_percentiles(values: np.ndarray) -> list[float]:
+    """Mean then PERCENTILES of the non-NaN values (numpy's linear rule); NaNs when there are none."""
+    values = values[~np.isnan(values)]
+    if values.size == 0:
+        return [float("nan")] * (1 + len(PERCENTILES))
+    return [float(values.mean()), *(float(v) for v in np.percentile(values, PERCENTILES))]
+
+
+def summarize(records: RequestRecords, *, makespan_s: float, slo: SLO | None = None) -> dict[str, float]:
+    """Summary metrics with SI units in the names; keys are SUMMARY_METRICS in order, NaN where undefined.
+
+    Latency means and percentiles are over requests (TPOT ignores one-token requests). Rates divide by
+    makespan_s. Without an SLO every request counts as good: goodput_rps = requests_per_s and the attainment
+    columns are NaN.
+    """
+    if not makespan_s > 0:
+        raise ValueError(f"makespan_s must be > 0, got {makespan_s}")
+    stats: list[float] = []
+    for name in _LATENCIES:
+        stats += _mean_and_percentiles(getattr(records, f"{name}_s"))
+    n = len(records)
+    if slo is None:
+        good, attainment, meets = n, float("nan"), float("nan")
+    else:
+        met = slo.met(records)
+        good = int(met.sum())
+        attainment = good / n if n else float("nan")
+        meets = float(attainment >= slo.attainment) if n else float("nan")
+    values = [*stats, n / makespan_s, float(records.output_tokens.sum()) / makespan_s, good / makespan_s,
+              attainment, meets, float(records.preemptions.sum())]
+    return dict(zip(SUMMARY_METRICS, values, strict=True))
+
+
+@dataclass(frozen=True, kw_only=True)
+class IterationLog:
+    """One row per executed iteration of one replica."""
+
+    start_s: np.ndarray
+    duration_s: np.ndarray
+    batch_size: np.ndarray  # sequences in the iteration
+    tokens: np.ndarray  # tokens processed: prefill chunk tokens + decode tokens
+    kv_blocks_used: np.ndarray
+    kv_blocks_total: int
+
+    def __post_init__(self) -> None:
+        ints = {"batch_size": np.int64, "tokens": np.int64, "kv_blocks_used": np.int64}
+        _columns(self, ("start_s", "duration_s", "batch_size", "tokens", "kv_blocks_used"), ints)
+        if self.kv_blocks_total <= 0:
+            raise ValueError(f"IterationLog.kv_blocks_total must be > 0, got {self.kv_blocks_total}")
+        if np.any(self.duration_s < 0):
+            raise ValueError("IterationLog.duration_s must be >= 0")
+
+    def __len__(self) -> int:
+        return len(self.start_s)
+
+    def kv_utilization(self) -> np.ndarray:
+        """Fraction of the KV cache's blocks in use, per iteration."""
+        return self.kv_blocks_used / self.kv_blocks_total
+
+    def mean_batch_size(self) -> float:
+        """Batch size averaged over busy time (weighted by iteration duration); NaN with no busy time."""
+        busy_s = float(self.duration_s.sum())
+        return float(np.dot(self.batch_size, self.duration_s)) / busy_s if busy_s > 0 else float("nan")
+
+
+def in_system_area(records: RequestRecords) -> float:
+    """Integral over time of the number of requests in the system (arrived, not finished) = sum of e2e_s.
+
+    Little's law over a run of length T: L = area / T, lambda = n / T, W = mean e2e_s, so L = lambda * W.
+    """
+    return float(records.e2e_s.sum())
+
+
+def mean_in_system(records: RequestRecords, *, start_s: float, end_s: float) -> float:
+    """Time-average number of requests in the system over [start_s, end_s], by a sweep over arrival/finish events.
+
+    Independent of the e2e sum (used to check Little's law): events are clipped to the window, sorted, and the
+    running count is integrated piecewise between consecutive events.
+    """
+    if not end_s > start_s:
+        raise ValueError(f"mean_in_system needs end_s > start_s, got [{start_s}, {end_s}]")
+    times = np.clip(np.concatenate([records.arrival_s, records.finish_s]), start_s, end_s)
+    steps = np.concatenate([np.ones(len(records)), -np.ones(len(records))])
+    order = np.argsort(times, kind="stable")
+    times, count = times[order], np.cumsum(steps[order])  # count[i]: requests in system just after event i
+    area = float(np.dot(count[:-1], np.diff(times))) if times.size else 0.0
+    return area / (end_s - start_s)

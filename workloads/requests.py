@@ -1,0 +1,404 @@
+"""Request sources for a serving simulation: seeded synthetic requests (an arrival process and two length
+distributions) and request traces read from CSV files (three public traces ship in workloads/traces).
+
+Synthetic arrivals start at the first inter-arrival gap, not at 0 (a trace's first request may arrive at any
+time too); `RequestSet.scaled_to_rate` moves the first arrival to 0.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import gzip
+import io
+import math
+import numbers
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from workloads.errors import InputError
+
+TRACE_FOLDER = Path(__file__).parent / "traces"
+SHIPPED_TRACES: dict[str, str] = {
+    "splitwise-conv": "splitwise_conv.csv.gz",
+    "splitwise-code": "splitwise_code.csv.gz",
+    "arxiv-summarization": "arxiv_summarization.csv.gz",
+}
+# Accepted column names of a trace CSV, ours first, then Vidur/Splitwise's.
+ARRIVAL_COLUMNS = ("arrival_s", "arrived_at")
+PROMPT_COLUMNS = ("prompt_tokens", "num_prefill_tokens")
+OUTPUT_COLUMNS = ("output_tokens", "num_decode_tokens")
+MAX_TOKENS = 2**53  # largest count a float64 column holds exactly; longer "lengths" are corrupt data
+
+
+def _number(name: str, value: object, *, above: float | None = None, at_least: float | None = None) -> float:
+    """`value` as a finite float above (or at least) a bound, or an InputError naming `name`."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (above is None or value > above) and (at_least is None or value >= at_least)
+    if not ok:
+        bound = f"> {above:g}" if above is not None else f">= {at_least:g}"
+        raise InputError(f"{name}: found {value!r}, allowed: a finite number {bound}")
+    return float(value)  # type: ignore[arg-type]
+
+
+def _integer(name: str, value: object, *, at_least: int, what: str = "") -> int:
+    """`value` as an int >= at_least, or an InputError naming `name` (`what` explains the bound)."""
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < at_least:
+        raise InputError(f"{name}: found {value!r}, allowed: an integer >= {what or at_least}")
+    return int(value)
+
+
+def _frozen(values: np.ndarray) -> np.ndarray:
+    """A read-only copy, so that frozen dataclasses holding arrays stay frozen."""
+    values = np.array(values)
+    values.setflags(write=False)
+    return values
+
+
+def _token_column(name: str, values: object) -> np.ndarray:
+    """Token counts as read-only int64, or an InputError naming the first bad entry."""
+    array = np.asarray(values)
+    if array.ndim != 1 or array.size == 0 or array.dtype.kind not in "iuf":
+        raise InputError(f"{name}: found shape {array.shape} of {array.dtype}, allowed: a non-empty 1-D "
+                         f"array of integers >= 1")
+    bad = np.flatnonzero(~((array >= 1) & (array <= MAX_TOKENS) & (array == np.floor(array))))
+    if bad.size:
+        raise InputError(f"{name}: found {array[bad[0]].item()!r} at index {bad[0]}, allowed: integers >= 1")
+    return _frozen(array.astype(np.int64))
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class RequestSet:
+    """Requests in arrival order as numpy columns (read-only arrays; equality is identity).
+
+    `has_arrivals` is False for a trace without arrival times (all arrive at 0, the arrival times mean
+    nothing): give it some with `with_arrivals`.
+    """
+
+    arrival_s: np.ndarray  # float64, non-decreasing, >= 0; the first is not necessarily 0
+    prompt_tokens: np.ndarray  # int64 >= 1
+    output_tokens: np.ndarray  # int64 >= 1
+    source: str = ""  # human-readable: the generator's parameters or the trace's name
+    has_arrivals: bool = True
+
+    def __post_init__(self) -> None:
+        prompt = _token_column("prompt_tokens", self.prompt_tokens)
+        output = _token_column("output_tokens", self.output_tokens)
+        arrival = np.asarray(self.arrival_s, dtype=np.float64)
+        if arrival.shape != prompt.shape or output.shape != prompt.shape:
+            raise InputError(f"RequestSet: found {arrival.shape[0] if arrival.ndim else 0} arrivals, "
+                             f"{prompt.size} prompts and {output.size} outputs, allowed: one of each per request")
+        bad = np.flatnonzero(~(np.isfinite(arrival) & (arrival >= np.maximum.accumulate(np.r_[0.0, arrival[:-1]]))))
+        if bad.size:
+            raise InputError(f"arrival_s: found {arrival[bad[0]].item()!r} at index {bad[0]}, allowed: finite "
+                             f"times >= 0 in non-decreasing order")
+        object.__setattr__(self, "arrival_s", _frozen(arrival))
+        object.__setattr__(self, "prompt_tokens", prompt)
+        object.__setattr__(self, "output_tokens", output)
+
+    def __len__(self) -> int:
+        return int(self.prompt_tokens.size)
+
+    def head(self, count: int) -> RequestSet:
+        """The first `count` requests (all of them when there are fewer)."""
+        count = _integer("count", count, at_least=1)
+        return RequestSet(arrival_s=self.arrival_s[:count], prompt_tokens=self.prompt_tokens[:count],
+                          output_tokens=self.output_tokens[:count], source=self.source,
+                          has_arrivals=self.has_arrivals)
+
+    @property
+    def rate_per_s(self) -> float:
+        """Mean arrival rate (n - 1) / (last - first arrival); inf when all arrive together (or just one)."""
+        span = float(self.arrival_s[-1] - self.arrival_s[0])
+        return (len(self) - 1) / span if span > 0 else math.inf
+
+    def scaled_to_rate(self, rate_per_s: float) -> RequestSet:
+        """Same requests in the same order, the first arriving at 0 and every gap scaled by one factor so
+        that the mean rate is `rate_per_s` (a single request just moves to 0)."""
+        rate = _number("rate_per_s", rate_per_s, above=0)
+        if len(self) > 1 and math.isinf(self.rate_per_s):
+            raise InputError(f"rate_per_s: {self.source or 'this request set'} has no inter-arrival times "
+                             f"(all requests arrive together), allowed: a request set with arrivals "
+                             f"(give it some with with_arrivals)")
+        factor = self.rate_per_s / rate if len(self) > 1 else 0.0
+        return RequestSet(arrival_s=(self.arrival_s - self.arrival_s[0]) * factor,
+                          prompt_tokens=self.prompt_tokens, output_tokens=self.output_tokens,
+                          source=f"{self.source}, scaled to {rate:g} req/s", has_arrivals=self.has_arrivals)
+
+    def with_arrivals(self, arrivals: ArrivalProcess, *, seed: int) -> RequestSet:
+        """Same requests in the same order, arriving at times drawn from `arrivals` (the same draws as
+        `sample_requests` with this seed gives)."""
+        rng = _streams(seed)[0]
+        return RequestSet(arrival_s=arrivals.times(rng, len(self)), prompt_tokens=self.prompt_tokens,
+                          output_tokens=self.output_tokens, source=f"{self.source}, {arrivals} arrivals",
+                          has_arrivals=True)
+
+
+class LengthDistribution(Protocol):
+    """Token counts of prompts or outputs."""
+
+    def sample(self, rng: np.random.Generator, count: int) -> np.ndarray:
+        """`count` int64 token counts >= 1."""
+        ...
+
+
+class ArrivalProcess(Protocol):
+    """When requests arrive."""
+
+    def times(self, rng: np.random.Generator, count: int) -> np.ndarray:
+        """`count` non-decreasing float64 arrival times in seconds."""
+        ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class Fixed:
+    """Every request has `tokens` tokens."""
+
+    tokens: int
+
+    def __post_init__(self) -> None:
+        _integer("tokens", self.tokens, at_least=1)
+
+    def __str__(self) -> str:
+        return f"fixed {self.tokens}"
+
+    def sample(self, rng: np.random.Generator, count: int) -> np.ndarray:
+        return np.full(count, self.tokens, dtype=np.int64)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Uniform:
+    """Integers from `low` to `high`, both included, equally likely."""
+
+    low: int
+    high: int
+
+    def __post_init__(self) -> None:
+        _integer("low", self.low, at_least=1)
+        _integer("high", self.high, at_least=self.low, what=f"low ({self.low})")
+
+    def __str__(self) -> str:
+        return f"uniform {self.low}-{self.high}"
+
+    def sample(self, rng: np.random.Generator, count: int) -> np.ndarray:
+        return rng.integers(self.low, self.high, size=count, endpoint=True, dtype=np.int64)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LogNormal:
+    """exp(N(ln median, sigma)) rounded to the nearest integer and clipped to [low, high]."""
+
+    median: float
+    sigma: float
+    low: int = 1
+    high: int | None = None
+
+    def __post_init__(self) -> None:
+        _number("median", self.median, above=0)
+        _number("sigma", self.sigma, at_least=0)
+        _integer("low", self.low, at_least=1)
+        if self.high is not None:
+            _integer("high", self.high, at_least=self.low, what=f"low ({self.low})")
+
+    def __str__(self) -> str:
+        return f"lognormal median {self.median:g} sigma {self.sigma:g} in [{self.low}, {self.high or 'inf'}]"
+
+    def sample(self, rng: np.random.Generator, count: int) -> np.ndarray:
+        values = np.rint(self.median * np.exp(self.sigma * rng.standard_normal(count)))
+        return np.clip(values, self.low, self.high or MAX_TOKENS).astype(np.int64)
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class Empirical:
+    """Observed token counts (e.g. a trace's column) resampled with replacement."""
+
+    values: np.ndarray = field(repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "values", _token_column("values", self.values))
+
+    def __str__(self) -> str:
+        return f"empirical ({self.values.size} values, mean {self.values.mean():.1f})"
+
+    def sample(self, rng: np.random.Generator, count: int) -> np.ndarray:
+        return rng.choice(self.values, size=count, replace=True)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Poisson:
+    """Exponential gaps with mean 1/rate_per_s; the first request arrives after one gap."""
+
+    rate_per_s: float
+
+    def __post_init__(self) -> None:
+        _number("rate_per_s", self.rate_per_s, above=0)
+
+    def __str__(self) -> str:
+        return f"poisson {self.rate_per_s:g} req/s"
+
+    def times(self, rng: np.random.Generator, count: int) -> np.ndarray:
+        return np.cumsum(rng.exponential(1.0 / self.rate_per_s, size=count))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Gamma:
+    """Gamma-distributed gaps with mean 1/rate_per_s and coefficient of variation `cv` (shape 1/cv**2):
+    cv = 1 is Poisson, cv > 1 is bursty. The first request arrives after one gap."""
+
+    rate_per_s: float
+    cv: float
+
+    def __post_init__(self) -> None:
+        _number("rate_per_s", self.rate_per_s, above=0)
+        _number("cv", self.cv, above=0)
+
+    def __str__(self) -> str:
+        return f"gamma {self.rate_per_s:g} req/s cv {self.cv:g}"
+
+    def times(self, rng: np.random.Generator, count: int) -> np.ndarray:
+        shape = 1.0 / self.cv**2
+        return np.cumsum(rng.gamma(shape, 1.0 / (shape * self.rate_per_s), size=count))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Together:
+    """Every request arrives at t = 0 (a static batch)."""
+
+    def __str__(self) -> str:
+        return "all at t=0"
+
+    def times(self, rng: np.random.Generator, count: int) -> np.ndarray:
+        return np.zeros(count)
+
+
+# Registries for configuration files' `kind:` keys.
+ARRIVAL_KINDS: dict[str, type] = {"poisson": Poisson, "gamma": Gamma, "together": Together}
+LENGTH_KINDS: dict[str, type] = {"fixed": Fixed, "uniform": Uniform, "lognormal": LogNormal,
+                                 "empirical": Empirical}
+
+
+def _streams(seed: int) -> list[np.random.Generator]:
+    """Independent generators for arrivals, prompts and outputs: changing one part leaves the others' draws."""
+    seed = _integer("seed", seed, at_least=0)
+    return [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3)]
+
+
+def sample_requests(*, arrivals: ArrivalProcess, prompt: LengthDistribution, output: LengthDistribution,
+                    count: int, seed: int) -> RequestSet:
+    """`count` synthetic requests; the same arguments give the same requests, and each of arrivals, prompt
+    and output draws from its own stream (a new rate does not change the lengths)."""
+    count = _integer("count", count, at_least=1)
+    arrival_rng, prompt_rng, output_rng = _streams(seed)
+    return RequestSet(arrival_s=arrivals.times(arrival_rng, count), prompt_tokens=prompt.sample(prompt_rng, count),
+                      output_tokens=output.sample(output_rng, count),
+                      source=f"{arrivals}, prompts {prompt}, outputs {output}, seed {seed}")
+
+
+def resolve_trace(name_or_path: str) -> Path:
+    """The file of a shipped trace (a SHIPPED_TRACES name) or a user's existing file."""
+    if name_or_path in SHIPPED_TRACES:
+        return TRACE_FOLDER / SHIPPED_TRACES[name_or_path]
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    if path.suffix in (".csv", ".gz") or len(path.parts) > 1:
+        raise InputError(f"{name_or_path}: no such file, allowed: an existing CSV file or a shipped trace "
+                         f"({', '.join(SHIPPED_TRACES)})")
+    close = difflib.get_close_matches(name_or_path, list(SHIPPED_TRACES), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise InputError(f"trace: found {name_or_path!r}{hint}, which is no file and no shipped trace, allowed: "
+                     f"a path to a CSV file or one of {', '.join(SHIPPED_TRACES)}")
+
+
+def _read_rows(path: Path) -> tuple[list[str], list[list[str]], list[int]]:
+    """Header, non-blank data rows and their 1-based data row numbers of a CSV, gzipped if named .gz."""
+    try:
+        data = path.read_bytes()
+        text = (gzip.decompress(data) if path.suffix == ".gz" else data).decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise InputError(f"{path}: not UTF-8 text (offset {err.start}), allowed: a UTF-8 CSV file") from None
+    except (OSError, EOFError) as err:
+        raise InputError(f"{path}: cannot read: {getattr(err, 'strerror', None) or err}") from None
+    reader = csv.reader(io.StringIO(text))
+    rows: list[list[str]] = []
+    row_numbers: list[int] = []
+    try:
+        header = [name.strip() for name in next(reader, [])]
+        for row in reader:
+            if row:
+                if len(row) != len(header):
+                    raise InputError(f"{path}: row {reader.line_num - 1}: found {len(row)} fields, allowed: "
+                                     f"{len(header)} as in the header")
+                rows.append(row)
+                row_numbers.append(reader.line_num - 1)
+    except csv.Error as err:
+        raise InputError(f"{path}: row {reader.line_num - 1}: not CSV ({err}), allowed: a CSV file") from None
+    if not header or not rows:
+        raise InputError(f"{path}: found {'no header' if not header else 'a header and no rows'}, allowed: a "
+                         f"header row and one row per request")
+    return header, rows, row_numbers
+
+
+def _find_column(path: Path, header: list[str], accepted: tuple[str, ...], required: bool) -> int | None:
+    """Index of the one column named by `accepted`; None if optional and absent."""
+    found = [name for name in accepted if name in header]
+    if len(found) > 1:
+        raise InputError(f"{path}: found columns {' and '.join(found)}, allowed: only one of them")
+    if not found and required:
+        raise InputError(f"{path}: found columns {', '.join(header)}, allowed: columns including "
+                         f"{' or '.join(accepted)}")
+    return header.index(found[0]) if found else None
+
+
+def _column(path: Path, rows: list[list[str]], row_numbers: list[int], name: str, index: int,
+            is_length: bool) -> np.ndarray:
+    """One column as float64, or an InputError naming the first bad row and its value."""
+    cells = [row[index] for row in rows]
+    try:
+        values = np.array(cells, dtype=np.float64)
+    except ValueError:
+        values = np.array([_as_float(cell) for cell in cells])
+    if is_length:
+        ok = (values >= 1) & (values <= MAX_TOKENS) & (values == np.floor(values))
+        allowed = "a whole number of tokens >= 1"
+    else:
+        ok = np.isfinite(values) & (values >= 0)
+        allowed = "a time in seconds >= 0"
+    bad = np.flatnonzero(~ok)
+    if bad.size:
+        raise InputError(f"{path}: row {row_numbers[bad[0]]}, column {name}: found {cells[bad[0]][:40]!r}, "
+                         f"allowed: {allowed}")
+    late = np.flatnonzero(np.diff(values) < 0) + 1
+    if not is_length and late.size:
+        row = late[0]
+        raise InputError(f"{path}: row {row_numbers[row]}, column {name}: found {cells[row][:40]!r} after "
+                         f"{cells[row - 1][:40]!r} in row {row_numbers[row - 1]}, allowed: non-decreasing "
+                         f"arrival times (sort the file by arrival)")
+    return values
+
+
+def _as_float(cell: str) -> float:
+    """float(cell), or NaN for text that is no number (the caller refuses it with its row)."""
+    try:
+        return float(cell)
+    except ValueError:
+        return math.nan
+
+
+def read_request_trace(path: str | Path) -> RequestSet:
+    """Requests from a CSV (gzipped if the name ends in .gz) with a prompt and an output token column
+    (prompt_tokens or num_prefill_tokens, output_tokens or num_decode_tokens) and optionally arrival times in
+    seconds (arrival_s or arrived_at, non-decreasing); other columns are ignored. Without arrivals every
+    request arrives at 0 and `has_arrivals` is False."""
+    path = Path(path)
+    header, rows, row_numbers = _read_rows(path)
+    indices = [_find_column(path, header, accepted, required=accepted != ARRIVAL_COLUMNS)
+               for accepted in (ARRIVAL_COLUMNS, PROMPT_COLUMNS, OUTPUT_COLUMNS)]
+    arrival, prompt, output = (None if index is None else _column(path, rows, row_numbers, header[index], index,
+                                                                   is_length=position > 0)
+                               for position, index in enumerate(indices))
+    return RequestSet(arrival_s=np.zeros(len(rows)) if arrival is None else arrival, prompt_tokens=prompt,
+                      output_tokens=output, source=f"trace {path.name}", has_arrivals=arrival is not None)
