@@ -78,6 +78,7 @@ def _command_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="print metrics as JSON")
     run.add_argument("--sim", action="store_true", help="run the SimPy event simulation (default: analytic sum)")
     run.add_argument("--chrome-trace", metavar="PATH", help="write the kernel timeline as Chrome trace JSON")
+    _add_serving_flags(run)
 
     check = add("check", "Validate a sweep file, count its design points and estimate its run time.",
                 "explore check examples/quickstart.yaml")
@@ -109,6 +110,41 @@ def _command_parser() -> argparse.ArgumentParser:
     return p
 
 
+SERVING_EXAMPLE = ("explore run --model llama-2-7b --device h100-sxm --serving --trace splitwise-conv --requests 2000 "
+                   "--rate 8 --scheduler chunked --slo-ttft 2 --slo-tpot 0.1")
+
+
+def _add_serving_flags(run: argparse.ArgumentParser) -> None:
+    """Flags of `explore run --serving`: requests arriving at one replica instead of one static batch."""
+    from sim.schedulers import SCHEDULERS
+    from sim.serving_spec import ARRIVALS
+
+    g = run.add_argument_group("serving (with --serving)", f"example: {SERVING_EXAMPLE}")
+    g.add_argument("--serving", action="store_true",
+                   help="simulate requests arriving at a rate instead of one static batch; without --trace, "
+                        "every request has --prompt prompt and --output output tokens")
+    g.add_argument("--scheduler", choices=list(SCHEDULERS), default="continuous", help="default continuous")
+    g.add_argument("--requests", type=int, default=1000, help="requests to simulate (default 1000)")
+    g.add_argument("--rate", type=float, help="arrivals per second (required unless --arrival trace or --capacity)")
+    g.add_argument("--arrival", choices=list(ARRIVALS), default="poisson",
+                   help="poisson (default), gamma (bursty: --cv), or trace (the trace's own timestamps, scaled to "
+                        "--rate when given)")
+    g.add_argument("--cv", type=float, default=1.0, help="gamma arrivals: coefficient of variation (default 1)")
+    g.add_argument("--trace", help="request lengths from a trace: splitwise-conv, splitwise-code, "
+                                   "arxiv-summarization, or a CSV path (arrival_s, prompt_tokens, output_tokens)")
+    g.add_argument("--max-seqs", type=int, default=256, help="sequences per iteration (default 256)")
+    g.add_argument("--max-batched-tokens", type=int, default=8192, help="tokens per iteration (default 8192)")
+    g.add_argument("--chunk-tokens", type=int, default=512, help="chunked prefill's token budget (default 512)")
+    g.add_argument("--block-tokens", type=int, default=16, help="tokens per KV block (default 16)")
+    g.add_argument("--prefix-tokens", type=int, default=0, help="a system prompt every request shares (default 0)")
+    g.add_argument("--seed", type=int, default=0, help="seed of arrivals and lengths (default 0)")
+    g.add_argument("--slo-ttft", type=float, help="SLO: time to first token per request, s")
+    g.add_argument("--slo-tpot", type=float, help="SLO: time per output token per request, s")
+    g.add_argument("--slo-attainment", type=float, default=0.9, help="SLO: fraction of requests (default 0.9)")
+    g.add_argument("--capacity", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                   help="search the highest rate in [LOW, HIGH] req/s that meets the SLO")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
@@ -127,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as err:
         print(f"explore: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and the like: stop quietly
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keeps Python's exit flush from failing again
+        return 0
     except OSError as err:
         # A file the command writes or reads that the system refuses (no such folder, a folder, no permission).
         where = err.filename if err.filename is not None else "a file"
@@ -137,9 +176,6 @@ def main(argv: list[str] | None = None) -> int:
             argv and argv[0] not in COMMANDS) else ""
         print(f"explore: interrupted{resume}", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # output piped into `head` and the like: stop quietly
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keeps Python's exit flush from failing again
-        return 0
 
 
 def _dispatch(args) -> int:

@@ -13,7 +13,10 @@ from explore.rows import count_label, is_feasible, normalize_row
 from explore.runner import Progress, run_sweep
 from explore.sweep import load_sweep
 from kernels.formats import parse_sparsity
+from sim.serving_spec import ServingSpec
 from workloads.errors import InputError
+from workloads.model_config import load_model_config
+from workloads.requests import Fixed, resolve_trace
 
 # Rough costs for `explore check`'s estimate, measured on one core of a 2-core CI machine: capturing a
 # prefill and a decode trace takes about 0.05 s per decoder layer; a design point then takes ~0.5-2 ms
@@ -24,6 +27,12 @@ TRACE_S_PER_LAYER = 0.05
 POINT_S = 0.001
 OPTUNA_S_PER_POINT = 0.02
 REPORT_S = 8.0
+# A serving point simulates its requests: the whole Splitwise conversation trace (19,366 requests, Llama-2-7B
+# on H100) took 8.5 s with continuous batching and 22 s with chunked prefill on one core; a capacity search
+# runs about CAPACITY_RUNS of them.
+SERVING_S_PER_REQUEST = 0.001
+CAPACITY_RUNS = 8
+TEMPLATE_TRACES = 4  # a serving sweep traces each model four times at small shapes (kernels/shapes.py)
 MAX_SHOWN = 6  # derived values `explore check` lists
 
 
@@ -70,10 +79,16 @@ def cmd_check(args) -> int:
     derived, search = sweep.derived_values(), sweep.spec.search
     dims = sweep.dimensions() | derived  # a derived batch or prompt: the traces it needs are its values
     evaluator = Evaluator()
-    traces = [(model, b, p) for model in dims["model"] for b in dims["batch"] for p in dims["prompt"]]
+    serving = sweep.spec.serving
+    if serving is None:
+        traces = [(model, b, p) for model in dims["model"] for b in dims["batch"] for p in dims["prompt"]]
+        point_s = POINT_S
+    else:
+        traces = [(model, b, 0) for model in dims["model"] for b in range(TEMPLATE_TRACES)]
+        point_s = serving.requests * SERVING_S_PER_REQUEST * (CAPACITY_RUNS if serving.capacity else 1)
     trace_s = sum(evaluator.config(model).num_layers * TRACE_S_PER_LAYER for model, _, _ in traces)
     visits = sweep.visits()
-    per_point = POINT_S + (OPTUNA_S_PER_POINT if search.strategy in ("nsga2", "tpe") else 0.0)
+    per_point = point_s + (OPTUNA_S_PER_POINT if search.strategy in ("nsga2", "tpe") else 0.0)
     estimate = trace_s + visits * per_point + REPORT_S
     plan = "all evaluated" if search.strategy == "grid" else f"{search.strategy} search evaluates {visits}"
     traces_label = count_label(len(traces), "trace")
@@ -86,13 +101,18 @@ def cmd_check(args) -> int:
 
 
 def cmd_run(args) -> int:
-    point = DesignPoint(model=args.model, device=args.device, batch=args.batch, prompt=args.prompt,
-                        output=args.output, weight_bits=args.weight_bits, act_bits=args.act_bits,
-                        kv_bits=args.kv_bits, sparsity=args.sparsity, execution=args.execution,
-                        use_calibration=not args.roofline)
     for name in ("batch", "prompt", "output"):
         if getattr(args, name) < 1:
             raise InputError(f"--{name}: found {getattr(args, name)}, allowed: an integer >= 1")
+    serving = _serving_spec(args) if args.serving else None
+    if serving is not None and (args.sim or args.chrome_trace):
+        raise InputError("--sim/--chrome-trace: found with --serving, allowed: a static batch (a serving run is "
+                         "simulated event by event already; its timeline is per iteration)")
+    point = DesignPoint(model=args.model, device=args.device, batch=serving.max_seqs if serving else args.batch,
+                        prompt=0 if serving else args.prompt, output=0 if serving else args.output,
+                        weight_bits=args.weight_bits, act_bits=args.act_bits, kv_bits=args.kv_bits,
+                        sparsity=args.sparsity, execution=args.execution, use_calibration=not args.roofline,
+                        serving=serving)
     try:
         parse_sparsity(args.sparsity)
     except ValueError as err:
@@ -120,6 +140,40 @@ def cmd_run(args) -> int:
     return 0
 
 
+# ServingSpec fields and the `explore run` flags that set them, for error messages.
+SERVING_FLAGS = {"rate_per_s": "--rate", "slo_ttft_s": "--slo-ttft", "slo_tpot_s": "--slo-tpot",
+                 "slo_attainment": "--slo-attainment", "prompt": "--prompt", "output": "--output"}
+
+
+def _serving_spec(args) -> ServingSpec:
+    """The serving workload of `explore run --serving`, its mistakes named by flag."""
+    if args.trace is None and args.arrival == "trace":
+        raise InputError("--arrival: found 'trace' without --trace, allowed: poisson or gamma, or a --trace to replay")
+    if args.trace is not None:
+        try:
+            resolve_trace(args.trace)
+        except InputError as err:
+            raise InputError(f"--trace: {str(err).removeprefix('trace: ')}") from None
+    if not 0 < args.slo_attainment <= 1:
+        raise InputError(f"--slo-attainment: found {args.slo_attainment}, allowed: a fraction in (0, 1]")
+    fields = dict(scheduler=args.scheduler, requests=args.requests, arrival=args.arrival, rate_per_s=args.rate,
+                  cv=args.cv, trace=args.trace, prompt=Fixed(tokens=args.prompt), output=Fixed(tokens=args.output),
+                  max_seqs=args.max_seqs, max_batched_tokens=args.max_batched_tokens,
+                  chunk_tokens=args.chunk_tokens, block_tokens=args.block_tokens, prefix_tokens=args.prefix_tokens,
+                  seed=args.seed, slo_ttft_s=args.slo_ttft, slo_tpot_s=args.slo_tpot,
+                  slo_attainment=args.slo_attainment, capacity=tuple(args.capacity) if args.capacity else None)
+    if args.seed < 0:
+        raise InputError(f"--seed: found {args.seed}, allowed: an integer >= 0")
+    try:
+        spec = ServingSpec(**fields)
+        spec.check_context(load_model_config(args.model).max_positions, args.model)
+        return spec
+    except InputError as err:
+        name, _, rest = str(err).partition(": ")
+        flag = SERVING_FLAGS.get(name, f"--{name.replace('_', '-')}")
+        raise InputError(f"{flag}: {rest}") from None
+
+
 def _assumptions(point: DesignPoint, device) -> str:
     """What a prediction assumed: calibration and kernel launch mode."""
     cal = getattr(device, "calibration", None)
@@ -127,8 +181,15 @@ def _assumptions(point: DesignPoint, device) -> str:
               if cal and cal.provenance else "uncalibrated datasheet roofline" if device.kind == "gpu"
               else f"uncalibrated analytical {device.kind} model")
     launch = device.host_s(point.execution) * 1e6
-    return (f"{point.model} on {point.device}: {fitted}; {point.execution} execution, {launch:.1f} us host "
+    what = (f"{point.model} on {point.device}: {fitted}; {point.execution} execution, {launch:.1f} us host "
             f"launch per kernel")
+    if point.serving is not None:
+        s = point.serving
+        rate = (f"capacity search in {s.capacity[0]:g}-{s.capacity[1]:g} req/s" if s.capacity
+                else f"{s.rate_per_s:g} req/s" if s.rate_per_s else "the trace's arrival times")
+        what += (f"; serving {s.requests} requests ({s.trace or 'fixed lengths'}, {s.arrival} arrivals, {rate}) "
+                 f"with {s.scheduler} scheduling on one replica")
+    return what
 
 
 def cmd_report(args) -> int:
@@ -148,7 +209,6 @@ def cmd_report(args) -> int:
 def cmd_presets(args) -> int:
     from hw_models.registry import preset_names as device_names
     from hw_models.registry import read_device_yaml
-    from workloads.model_config import load_model_config
     from workloads.model_config import preset_names as model_names
 
     if args.which in (None, "models"):
@@ -166,7 +226,6 @@ def cmd_presets(args) -> int:
 
 def cmd_trace(args) -> int:
     from workloads.capture import trace_model
-    from workloads.model_config import load_model_config
 
     for name in ("batch", "prompt", "context"):
         if getattr(args, name) < (0 if name == "context" else 1):

@@ -8,6 +8,9 @@ from dataclasses import dataclass, fields
 from functools import cached_property
 from typing import Any
 
+from sim.serving import SERVING_METRICS
+from sim.serving_spec import ServingSpec
+
 # Columns every results row starts with (the inputs), then METRIC_COLUMNS.
 INPUT_COLUMNS = ("point_id", "model", "device", "batch", "prompt", "output", "weight_bits", "act_bits", "kv_bits",
                  "sparsity", "execution")
@@ -20,6 +23,9 @@ METRIC_COLUMNS = (
 # Latency of one request by kernel class (prefill and all decode steps), after the metrics.
 KERNEL_CLASSES = ("gemm", "attention", "norm", "softmax", "elementwise", "embedding")
 BREAKDOWN_COLUMNS = tuple(f"time_{c}_s" for c in KERNEL_CLASSES)
+# Knob columns of a serving sweep (after the inputs), and its metrics (after METRIC_COLUMNS).
+SERVING_INPUT_COLUMNS = tuple(ServingSpec().columns())
+SERVING_METRIC_COLUMNS = SERVING_METRICS
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -36,6 +42,8 @@ class DesignPoint:
     execution: str = "eager"  # how kernels are launched: "eager" (one host launch each) or "graphs" (CUDA graphs)
     use_calibration: bool = True  # False: the datasheet roofline even where a preset has a fitted calibration
     overrides: tuple[tuple[str, Any], ...] = ()  # device fields by dotted path, e.g. ("memory.bandwidth_GBps", 4000)
+    # A serving workload (requests arriving, a scheduler) instead of the static batch of batch, prompt, output.
+    serving: ServingSpec | None = None
 
     @cached_property
     def point_id(self) -> str:
@@ -43,6 +51,8 @@ class DesignPoint:
         values = self._values()
         if values["sparsity"] == "dense":
             del values["sparsity"]  # points stored before sparsity existed keep their keys (resume still works)
+        if values["serving"] is None:
+            del values["serving"]  # static points keep the keys they had before serving existed
         canonical = json.dumps(values, sort_keys=True, default=str)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
@@ -54,6 +64,9 @@ class DesignPoint:
         """Input columns of the results table, one column per override ('device.memory.bandwidth_GBps')."""
         values = self._values()
         values.pop("overrides")
+        serving = values.pop("serving")
         row = {"point_id": self.point_id, **values}
+        if serving is not None:
+            row.update(serving.columns())
         row.update({f"device.{path}": value for path, value in self.overrides})
         return row

@@ -10,28 +10,33 @@ from explore.design_point import KERNEL_CLASSES, DesignPoint
 from hw_models.registry import load_device
 from kernels.formats import NumericFormat
 from kernels.lowering import lower_trace
-from kernels.shapes import StepTemplate, TemplateTraces, template_batch
+from kernels.shapes import StepTemplate
 from kernels.table import KernelTable
 from sim.analytic import evaluate as evaluate_analytic
+from sim.capacity import highest_rate
+from sim.costs import IterationCostModel
 from sim.engine import simulate
+from sim.kv_cache import PagedKVCache
 from sim.memory import batch_footprint, infeasible_reason
 from sim.result import RESULT_METRICS, SimResult
+from sim.schedulers import make_scheduler
+from sim.serving import SERVING_METRICS, ServingResult, serve, serving_infeasible_reason, serving_memory
 from sim.step_costs import sub_batch_sizes
 from sim.workload import BatchWorkload, PassTables
 from workloads.model_config import ModelConfig, load_model_config
 from workloads.trace import Trace
+
+# Mean KV lengths of serving iterations are priced in buckets of this many tokens (one KV block): a long
+# run then prices each distinct shape once, and attention time moves by under a block's share of its keys.
+KV_BUCKET_TOKENS = 16
 
 
 @dataclass(frozen=True)
 class Evaluation:
     point: DesignPoint
     metrics: dict[str, Any]
-    result: SimResult | None  # None: the point does not fit in memory and was not simulated
-    tables: PassTables
-
-
-# Prompt length of the template's prefill traces: short (cheap to trace), long enough to tell tokens from sequences.
-TEMPLATE_PROMPT = 16
+    result: SimResult | ServingResult | None  # None: the point does not fit in memory and was not simulated
+    tables: PassTables | None  # None for a serving point (its iterations come from a step template)
 
 
 class Evaluator:
@@ -47,6 +52,7 @@ class Evaluator:
         self._tables: dict[tuple, PassTables] = {}
         self._devices: dict[tuple, Any] = {}
         self._templates: dict[tuple, StepTemplate] = {}
+        self._cost_models: dict[tuple, IterationCostModel] = {}
 
     def config(self, model: str) -> ModelConfig:
         if model not in self._configs:
@@ -88,21 +94,11 @@ class Evaluator:
         return self._tables[key]
 
     def template(self, model: str, fmt: NumericFormat) -> StepTemplate:
-        """The model's step template under a numeric format, from four small traces (kernels/shapes.py)."""
+        """The model's step template under a numeric format (kernels/shapes.py)."""
         key = (model, fmt)
         if key not in self._templates:
-            cfg = self.config(model)
-            batch, prompt = template_batch(cfg.num_experts, cfg.experts_per_token), TEMPLATE_PROMPT
-            traces = {(phase, size): self.trace(model, phase, size, prompt)
-                      for phase in ("decode", "prefill") for size in (batch, 2 * batch)}
-            table = {key: KernelTable.from_kernels(lower_trace(trace)).with_format(fmt)
-                     for key, trace in traces.items()}
-            self._templates[key] = StepTemplate.from_traces(TemplateTraces(
-                decode=table["decode", batch], decode_wide=table["decode", 2 * batch],
-                prefill=table["prefill", batch], prefill_wide=table["prefill", 2 * batch], batch=batch,
-                prompt=prompt, num_experts=cfg.num_experts, experts_per_token=cfg.experts_per_token,
-                decode_activation_B=traces["decode", batch].peak_activation_bytes,
-                prefill_activation_B=traces["prefill", batch].peak_activation_bytes))
+            self._templates[key] = StepTemplate.from_model(
+                self.config(model), fmt, lambda phase, batch, prompt: self.trace(model, phase, batch, prompt))
         return self._templates[key]
 
     def device(self, name: str, overrides: tuple = (), calibrated: bool = True):
@@ -110,6 +106,16 @@ class Evaluator:
         if key not in self._devices:
             self._devices[key] = load_device(name, dict(overrides), calibrated=calibrated)
         return self._devices[key]
+
+    def cost_model(self, point: DesignPoint, fmt: NumericFormat) -> IterationCostModel:
+        """The iteration cost model of a point's model, format, device and execution (shared by every
+        serving point that differs only in its requests or scheduler, so each shape is priced once)."""
+        key = (point.model, fmt, point.device, point.overrides, point.use_calibration, point.execution)
+        if key not in self._cost_models:
+            self._cost_models[key] = IterationCostModel(
+                self.device(point.device, point.overrides, point.use_calibration), self.template(point.model, fmt),
+                execution=point.execution, kv_bucket_tokens=KV_BUCKET_TOKENS)
+        return self._cost_models[key]
 
     def evaluate(self, point: DesignPoint, *, event_sim: bool = False, timeline: bool = False,
                  price_infeasible: bool = False) -> Evaluation:
@@ -120,15 +126,15 @@ class Evaluator:
         """
         fmt = NumericFormat(weight_bits=point.weight_bits, act_bits=point.act_bits, kv_bits=point.kv_bits,
                             sparsity=point.sparsity)
+        if point.serving is not None:
+            return self._evaluate_serving(point, fmt)
         device = self.device(point.device, point.overrides, point.use_calibration)
         cfg = self.config(point.model)
         tables = self.tables(point.model, point.batch, point.prompt, fmt, device.sub_batches)
         prefill_trace = self.trace(point.model, "prefill", point.batch, point.prompt)
         workload = BatchWorkload(batch=point.batch, prompt_len=point.prompt, output_len=point.output)
         memory = batch_footprint(
-            # Weights are stored in the sparse layout only on a device that computes on it.
-            weight_bytes=prefill_trace.param_bytes * fmt.weight_scale
-            * (fmt.sparse_weight_scale if point.sparsity in device.sparsity_patterns else 1.0),
+            weight_bytes=_weight_bytes(prefill_trace.param_bytes, fmt, device),
             # The prompt and every output token but the last, which is never fed back into the model.
             kv_bytes_per_token=cfg.kv_bytes_per_token() * fmt.kv_scale, batch=point.batch,
             tokens_per_sequence=point.prompt + workload.decode_steps,
@@ -146,7 +152,65 @@ class Evaluator:
                           tables=tables)
 
 
-def _metrics(result: SimResult | None, memory, reason: str, device) -> dict[str, Any]:
+    def _evaluate_serving(self, point: DesignPoint, fmt: NumericFormat) -> Evaluation:
+        """A serving run of the point's requests on one replica (sim/serving.py), or at the highest rate that
+        meets the SLO when the spec asks for a capacity search."""
+        spec = point.serving
+        device = self.device(point.device, point.overrides, point.use_calibration)
+        cfg = self.config(point.model)
+        costs = self.cost_model(point, fmt)
+        template = costs.template
+        scheduler = make_scheduler(spec.scheduler, spec.limits())
+        memory = serving_memory(
+            capacity_B=device.memory_bytes, weights_B=_weight_bytes(template.param_bytes, fmt, device),
+            activations_B=template.activation_bytes(scheduler.token_budget()),
+            kv_bytes_per_token=cfg.kv_bytes_per_token() * fmt.kv_scale, block_tokens=spec.block_tokens)
+
+        def run(rate: float | None) -> ServingResult:
+            requests, clipped = spec.request_set(rate).clipped_to_context(cfg.max_positions)
+            reason = serving_infeasible_reason(memory, requests, scheduler, spec.prefix_tokens)
+            if reason:
+                raise _InfeasibleError(reason)
+            kv = PagedKVCache(capacity_blocks=memory.kv_blocks, block_tokens=spec.block_tokens,
+                              prefix_tokens=spec.prefix_tokens)
+            result = serve(costs, requests, scheduler, kv, memory, device.idle_power_W, window=cfg.sliding_window,
+                           slo=spec.slo())
+            result.extra["clipped_requests"] = float(clipped)
+            return result
+
+        results: dict[float | None, ServingResult] = {}
+
+        def meets(rate: float) -> bool:
+            results[rate] = run(rate)
+            return results[rate].metrics()["meets_slo"] == 1.0
+
+        try:
+            if spec.capacity:
+                capacity = highest_rate(meets, low=spec.capacity[0], high=spec.capacity[1])
+                result = results[capacity or spec.capacity[0]]
+            else:
+                result = results.setdefault(None, run(None))
+        except _InfeasibleError as err:
+            metrics = _metrics(None, memory, str(err), device)
+            metrics.update(dict.fromkeys(SERVING_METRICS, math.nan))
+            return Evaluation(point=point, metrics=metrics, result=None, tables=None)
+        metrics = _metrics(result, memory, "", device)
+        if spec.capacity:
+            metrics["capacity_rps"] = capacity
+        return Evaluation(point=point, metrics=metrics, result=result, tables=None)
+
+
+class _InfeasibleError(Exception):
+    """A serving point that cannot run (its reason is the message)."""
+
+
+def _weight_bytes(param_bytes: float, fmt: NumericFormat, device) -> float:
+    """Bytes of weights on the device: stored in the sparse layout only on a device that computes on it."""
+    return param_bytes * fmt.weight_scale * (
+        fmt.sparse_weight_scale if fmt.sparsity in device.sparsity_patterns else 1.0)
+
+
+def _metrics(result: SimResult | ServingResult | None, memory, reason: str, device) -> dict[str, Any]:
     if reason:
         # A design that does not fit cannot run: its timings are not reported.
         metrics: dict[str, Any] = dict.fromkeys(RESULT_METRICS, math.nan) | {"peak_memory_B": memory.total_B}

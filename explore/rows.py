@@ -5,14 +5,15 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from explore.design_point import BREAKDOWN_COLUMNS, METRIC_COLUMNS, DesignPoint
+from explore.design_point import BREAKDOWN_COLUMNS, METRIC_COLUMNS, SERVING_METRIC_COLUMNS, DesignPoint
 from kernels.formats import NumericFormat
 
-TEXT_COLUMNS = ("point_id", "model", "device", "infeasible_reason", "sparsity", "execution")
+TEXT_COLUMNS = ("point_id", "model", "device", "infeasible_reason", "sparsity", "execution", "scheduler", "arrival")
 INT_COLUMNS = ("batch", "prompt", "output", "weight_bits", "act_bits", "kv_bits")
 BOOL_COLUMNS = ("fits_in_memory", "calibrated", "meets_constraints")
 # Numeric metrics (what objectives and constraints may name), and as a set for typing rows.
-NUMERIC_METRICS = tuple(m for m in METRIC_COLUMNS + BREAKDOWN_COLUMNS if m not in ("infeasible_reason", *BOOL_COLUMNS))
+NUMERIC_METRICS = tuple(m for m in METRIC_COLUMNS + SERVING_METRIC_COLUMNS + BREAKDOWN_COLUMNS
+                        if m not in ("infeasible_reason", *BOOL_COLUMNS))
 NUMBER_COLUMNS = frozenset(NUMERIC_METRICS)
 OVERRIDE_PREFIX = "device."
 

@@ -17,7 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from explore.design_point import BREAKDOWN_COLUMNS, INPUT_COLUMNS, METRIC_COLUMNS, DesignPoint
+from explore.design_point import (
+    BREAKDOWN_COLUMNS,
+    INPUT_COLUMNS,
+    METRIC_COLUMNS,
+    SERVING_INPUT_COLUMNS,
+    SERVING_METRIC_COLUMNS,
+    DesignPoint,
+)
 from explore.evaluate import Evaluator
 from explore.results import ResultsStore
 from explore.rows import is_feasible, normalize_row
@@ -33,7 +40,10 @@ TASK_POINTS = 256
 
 def columns_for(sweep: Sweep) -> list[str]:
     extra = ["meets_constraints"] if sweep.spec.constraints else []
-    return list(INPUT_COLUMNS) + sweep.override_columns() + list(METRIC_COLUMNS) + extra + list(BREAKDOWN_COLUMNS)
+    serving = sweep.spec.serving is not None
+    return (list(INPUT_COLUMNS) + (list(SERVING_INPUT_COLUMNS) if serving else []) + sweep.override_columns()
+            + list(METRIC_COLUMNS) + extra + (list(SERVING_METRIC_COLUMNS) if serving else [])
+            + list(BREAKDOWN_COLUMNS))
 
 
 def _tasks(points: list[DesignPoint]) -> list[list[DesignPoint]]:

@@ -27,13 +27,16 @@ from pydantic import (
 from pydantic_core import core_schema
 
 from explore.derived import EvaluationError, Expression
-from explore.design_point import DesignPoint
+from explore.design_point import SERVING_METRIC_COLUMNS, DesignPoint
 from explore.rows import NUMERIC_METRICS
 from hw_models.registry import load_device
 from hw_models.validation import check_keys, did_you_mean, input_error
 from kernels.formats import ALLOWED_BITS, parse_sparsity
+from sim.schedulers import SCHEDULERS
+from sim.serving_spec import ServingSpec
 from workloads.errors import InputError
 from workloads.model_config import load_model_config
+from workloads.requests import Fixed, LogNormal, Uniform, resolve_trace
 from workloads.yaml_lines import LocatedYAML
 
 PositiveInt = Annotated[StrictInt, Field(ge=1)]
@@ -126,6 +129,83 @@ class Format(_Strict):
     sparsity: _one_or_more(SparsityName) = "dense"
 
 
+PositiveNumber = Annotated[StrictInt | StrictFloat, AfterValidator(_finite), Field(gt=0)]
+
+
+class Lengths(_Strict):
+    """A distribution of prompt or output lengths in tokens (workloads/requests.py)."""
+
+    dist: Literal["fixed", "uniform", "lognormal"]
+    tokens: PositiveInt | None = None  # fixed
+    low: PositiveInt | None = None  # uniform (inclusive), lognormal (clip)
+    high: PositiveInt | None = None
+    median: PositiveNumber | None = None  # lognormal
+    sigma: Annotated[StrictInt | StrictFloat, Field(ge=0)] | None = None
+
+    @model_validator(mode="after")
+    def _parameters(self):
+        needed = {"fixed": ("tokens",), "uniform": ("low", "high"), "lognormal": ("median", "sigma")}[self.dist]
+        missing = [name for name in needed if getattr(self, name) is None]
+        if missing:
+            raise ValueError(f"{', '.join(needed)} for a {self.dist} distribution (missing {', '.join(missing)})")
+        return self
+
+    def distribution(self):
+        if self.dist == "fixed":
+            return Fixed(tokens=self.tokens)
+        if self.dist == "uniform":
+            return Uniform(low=self.low, high=self.high)
+        return LogNormal(median=self.median, sigma=self.sigma, low=self.low or 1, high=self.high)
+
+
+class ServiceLevel(_Strict):
+    """Per-request latency limits and the fraction of requests that must meet them."""
+
+    ttft_s: PositiveNumber | None = None
+    tpot_s: PositiveNumber | None = None
+    attainment: Annotated[StrictInt | StrictFloat, Field(gt=0, le=1)] = 0.9
+
+
+class Serving(_Strict):
+    """Requests arriving at one replica and how it schedules them (sim/serving_spec.py); lists sweep."""
+
+    requests: PositiveInt = 1000
+    arrival: Literal["poisson", "gamma", "trace"] = "poisson"
+    rate: _one_or_more(PositiveNumber) | None = None  # requests per second
+    cv: _one_or_more(PositiveNumber) = 1.0  # gamma arrivals: coefficient of variation of the gaps
+    trace: str | None = None  # a shipped trace name or a CSV path: lengths (and arrivals with arrival: trace)
+    prompt: Lengths | None = None
+    output: Lengths | None = None
+    scheduler: _one_or_more(Literal[tuple(SCHEDULERS)]) = "continuous"
+    max_seqs: _one_or_more(PositiveInt) = 256
+    max_batched_tokens: _one_or_more(PositiveInt) = 8192
+    chunk_tokens: _one_or_more(PositiveInt) = 512
+    block_tokens: PositiveInt = 16
+    prefix_tokens: Annotated[StrictInt, Field(ge=0)] = 0
+    seed: Annotated[StrictInt, Field(ge=0, le=2**32 - 1)] = 0
+    slo: ServiceLevel | None = None
+    capacity: tuple[PositiveNumber, PositiveNumber] | None = None  # search the highest rate in [low, high]
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.trace and (self.prompt or self.output):
+            raise ValueError("either a trace or prompt and output distributions, not both")
+        if not self.trace and not (self.prompt and self.output):
+            raise ValueError("a trace, or both prompt and output distributions")
+        if self.capacity is not None:
+            if self.rate is not None:
+                raise ValueError("either rate or a capacity search over rates, not both")
+            if self.slo is None:
+                raise ValueError("an slo for the capacity search to meet")
+            if not self.capacity[0] < self.capacity[1]:
+                raise ValueError(f"capacity as [low, high] with low < high (found {list(self.capacity)})")
+        elif self.rate is None and self.arrival != "trace":
+            raise ValueError(f"a rate (requests per second) for {self.arrival} arrivals")
+        if self.arrival == "trace" and not self.trace:
+            raise ValueError("a trace to take arrival times from (arrival: trace)")
+        return self
+
+
 class Objectives(_Strict):
     minimize: list[str] = []
     maximize: list[str] = []
@@ -161,6 +241,7 @@ class SweepFile(_Strict):
     model: _one_or_more(str)
     device: _one_or_more(str)
     workload: Workload = Workload()
+    serving: Serving | None = None
     format: Format = Format()
     execution: _one_or_more(Literal["eager", "graphs"]) = "eager"
     calibrated: bool = True  # false: price every device on its datasheet roofline, fitted or not
@@ -176,6 +257,19 @@ class SweepFile(_Strict):
         if self.search.strategy in ("nsga2", "tpe") and not (self.objectives.minimize or self.objectives.maximize):
             raise ValueError(f"objectives to optimize (minimize/maximize) for search strategy "
                              f"{self.search.strategy!r}")
+        return self
+
+    @model_validator(mode="after")
+    def _workload_or_serving(self):
+        if self.serving is not None and self.workload.model_fields_set:
+            raise ValueError("either a static workload or serving, not both")
+        if self.serving is None:
+            named = [*self.objectives.minimize, *self.objectives.maximize,
+                     *(Constraint.parse(text).metric for text in self.constraints)]
+            serving_only = [name for name in named if name in SERVING_METRIC_COLUMNS]
+            if serving_only:
+                raise ValueError(f"a serving: section for serving metrics (found {serving_only[0]!r} in a static "
+                                 f"sweep)")
         return self
 
     @field_validator("constraints")
@@ -204,7 +298,7 @@ def _as_list(value) -> list:
 DERIVABLE: dict[str, tuple[int, ...] | None] = {
     "batch": None, "prompt": None, "output": None, **ALLOWED_BITS,
 }
-TEXT_KNOBS = ("model", "device", "sparsity", "execution")
+TEXT_KNOBS = ("model", "device", "sparsity", "execution", "scheduler")
 DERIVED_DIGITS = 12  # significant digits a derived device field keeps: 0.1 * 3000 is 300, not 300.00000000000006
 
 
@@ -290,10 +384,37 @@ class Sweep:
         s, w, f = self.spec, self.spec.workload, self.spec.format
         dims = {"model": _as_list(s.model), "device": _as_list(s.device)}
         dims.update({f"device.{path}": values for path, values in self.override_values().items()})
-        dims.update(batch=_as_list(w.batch), prompt=_as_list(w.prompt), output=_as_list(w.output),
-                    weight_bits=_as_list(f.weight_bits), act_bits=_as_list(f.act_bits), kv_bits=_as_list(f.kv_bits),
+        if s.serving is None:
+            dims.update(batch=_as_list(w.batch), prompt=_as_list(w.prompt), output=_as_list(w.output))
+        else:
+            dims.update(self.serving_dimensions())
+        dims.update(weight_bits=_as_list(f.weight_bits), act_bits=_as_list(f.act_bits), kv_bits=_as_list(f.kv_bits),
                     sparsity=_as_list(f.sparsity), execution=_as_list(s.execution))
         return {name: values for name, values in dims.items() if name not in self.derived}
+
+    def serving_dimensions(self) -> dict[str, list]:
+        """The serving knobs a sweep varies (named as in the results table)."""
+        serving = self.spec.serving
+        dims = {"scheduler": _as_list(serving.scheduler), "rate_per_s": _as_list(serving.rate),
+                "cv": _as_list(serving.cv), "max_seqs": _as_list(serving.max_seqs),
+                "max_batched_tokens": _as_list(serving.max_batched_tokens),
+                "chunk_tokens": _as_list(serving.chunk_tokens)}
+        if serving.arrival != "gamma":
+            del dims["cv"]
+        return dims
+
+    def _serving_spec(self, values: dict[str, Any]) -> ServingSpec:
+        serving = self.spec.serving
+        slo = serving.slo or ServiceLevel()
+        return ServingSpec(
+            scheduler=values["scheduler"], requests=serving.requests, arrival=serving.arrival,
+            rate_per_s=values["rate_per_s"], cv=values.get("cv", 1.0), trace=serving.trace,
+            prompt=serving.prompt.distribution() if serving.prompt else Fixed(tokens=1),
+            output=serving.output.distribution() if serving.output else Fixed(tokens=1),
+            max_seqs=values["max_seqs"], max_batched_tokens=values["max_batched_tokens"],
+            chunk_tokens=values["chunk_tokens"], block_tokens=serving.block_tokens,
+            prefix_tokens=serving.prefix_tokens, seed=serving.seed, slo_ttft_s=slo.ttft_s, slo_tpot_s=slo.tpot_s,
+            slo_attainment=slo.attainment, capacity=serving.capacity)
 
     def derive(self, values: dict[str, Any], targets: list[str] | None = None) -> dict[str, Any]:
         """The derived knobs at the given knob values, in file order (each may read those derived above it).
@@ -333,9 +454,15 @@ class Sweep:
     def point(self, values: dict[str, Any]) -> DesignPoint:
         """The design point at one value of every dimension (derived knobs computed from them)."""
         values = {**values, **self.derive(values)}
-        fields = {k: v for k, v in values.items() if not k.startswith("device.")}
         overrides = tuple((k.removeprefix("device."), v) for k, v in values.items() if k.startswith("device."))
-        return DesignPoint(**fields, overrides=overrides, use_calibration=self.spec.calibrated)
+        serving = None
+        if self.spec.serving is not None:
+            serving = self._serving_spec(values)
+            # A serving point has no static batch: batch is its sequence limit, prompt and output are 0.
+            values = {k: v for k, v in values.items() if k not in self.serving_dimensions()}
+            values.update(batch=serving.max_seqs, prompt=0, output=0)
+        fields = {k: v for k, v in values.items() if not k.startswith("device.")}
+        return DesignPoint(**fields, overrides=overrides, use_calibration=self.spec.calibrated, serving=serving)
 
     def size(self) -> int:
         return int(np.prod([len(v) for v in self.dimensions().values()]))
@@ -429,6 +556,18 @@ def _check_references(sweep: Sweep, located: LocatedYAML) -> None:
                 load_model_config(name) if key == "model" else load_device(name)
             except InputError as err:
                 raise InputError(f"{located.where(loc)}: {key}: {_strip_prefix(str(err), key)}") from None
+    serving = sweep.spec.serving
+    if serving is not None and serving.trace:
+        try:
+            resolve_trace(serving.trace)
+        except InputError as err:
+            raise InputError(f"{located.where(('serving', 'trace'))}: serving.{err}") from None
+    if serving is not None:
+        for model in _as_list(sweep.spec.model):
+            context = load_model_config(model).max_positions
+            if serving.block_tokens > context:
+                raise InputError(f"{located.where(('serving', 'block_tokens'))}: serving.block_tokens: found "
+                                 f"{serving.block_tokens}, allowed: at most {model}'s context of {context} tokens")
     fields = {("overrides", f"device.{path}"): values for path, values in sweep.override_values().items()}
     fields.update({("derived", target): values for target, values in sweep.derived_values().items()
                    if target.startswith("device.")})

@@ -22,16 +22,23 @@ layer's worth of rows.
 
 from __future__ import annotations
 
-import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 
+from kernels.formats import NumericFormat
 from kernels.kernel import KernelKind
+from kernels.lowering import lower_trace
 from kernels.table import KIND_CODE, KernelTable
+from workloads.model_config import ModelConfig
 from workloads.op_costs import causal_pairs
+from workloads.trace import Trace
+
+# Prompt length of the template's prefill traces: short (cheap to trace), long enough to tell tokens apart
+# from sequences and positions.
+TEMPLATE_PROMPT = 16
 
 # Columns of a non-attention kernel that grow with the iteration; every other column is fixed by the kernel.
 SCALED_COLUMNS = ("flops", "weight_bytes", "act_bytes", "kv_bytes", "m")
@@ -96,6 +103,7 @@ class TemplateTraces:
     experts_per_token: int = 0
     decode_activation_B: float = 0.0  # peak live activations of the decode and prefill traces
     prefill_activation_B: float = 0.0
+    param_bytes: float = 0.0  # the model's weights at the traced precision
 
     def drivers(self) -> np.ndarray:
         """(tokens, sampled, longest query) of each trace, with a leading 1: shape (4, 4)."""
@@ -125,6 +133,7 @@ class StepTemplate:
     experts_per_token: int
     activation_per_token_B: float  # peak live activations per token of an iteration, and at zero tokens
     activation_base_B: float
+    param_bytes: float  # the model's weights at the traced precision
 
     @classmethod
     def from_traces(cls, traces: TemplateTraces) -> StepTemplate:
@@ -163,7 +172,26 @@ class StepTemplate:
             num_experts=traces.num_experts, experts_per_token=traces.experts_per_token,
             activation_per_token_B=max(per_token, 0.0),
             activation_base_B=traces.decode_activation_B - max(per_token, 0.0) * b,
+            param_bytes=traces.param_bytes,
         )
+
+    @classmethod
+    def from_model(cls, config: ModelConfig, fmt: NumericFormat, trace: Callable[[str, int, int], Trace]
+                   ) -> StepTemplate:
+        """The template of a model under a numeric format; trace(phase, batch, prompt) captures a prefill of
+        `batch` prompts, or a decode step after them."""
+        # Enough sequences that every expert of an MoE layer gets a token in every trace.
+        batch = -(-config.num_experts // config.experts_per_token) if config.num_experts else 1
+        traces = {(phase, size): trace(phase, size, TEMPLATE_PROMPT)
+                  for phase in ("decode", "prefill") for size in (batch, 2 * batch)}
+        tables = {key: KernelTable.from_kernels(lower_trace(t)).with_format(fmt) for key, t in traces.items()}
+        return cls.from_traces(TemplateTraces(
+            decode=tables["decode", batch], decode_wide=tables["decode", 2 * batch],
+            prefill=tables["prefill", batch], prefill_wide=tables["prefill", 2 * batch], batch=batch,
+            prompt=TEMPLATE_PROMPT, num_experts=config.num_experts, experts_per_token=config.experts_per_token,
+            decode_activation_B=traces["decode", batch].peak_activation_bytes,
+            prefill_activation_B=traces["prefill", batch].peak_activation_bytes,
+            param_bytes=traces["prefill", batch].param_bytes))
 
     def activation_bytes(self, tokens: int) -> float:
         """Peak live activations of an iteration of `tokens` tokens (affine in tokens between the traces)."""
@@ -233,8 +261,3 @@ def _unique_rows(table: KernelTable, expert: np.ndarray, coef: dict) -> tuple[np
         count[j] = count.get(j, 0) + 1
     index = np.array(sorted(count))
     return index, np.array([count[i] for i in index], dtype=float)
-
-
-def template_batch(num_experts: int, experts_per_token: int) -> int:
-    """Batch of the reference trace: 1, or enough tokens that every expert of an MoE layer gets one."""
-    return max(1, math.ceil(num_experts / experts_per_token)) if num_experts else 1

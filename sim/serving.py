@@ -18,8 +18,12 @@ import simpy
 from sim.costs import KERNEL_CLASS_NAMES, IterationCost, IterationCostModel
 from sim.kv_cache import PagedKVCache
 from sim.schedulers import EngineState, Scheduler, Sequence
-from sim.serving_metrics import SLO, IterationLog, RequestRecords, summarize
+from sim.serving_metrics import SLO, SUMMARY_METRICS, IterationLog, RequestRecords, summarize
 from workloads.requests import RequestSet
+
+# What a serving run reports beyond the static-batch metrics (sim/result.py RESULT_METRICS), in this order.
+SERVING_METRICS = (*SUMMARY_METRICS, "mean_batch_size", "kv_utilization_mean", "kv_utilization_max",
+                   "clipped_requests", "capacity_rps")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -30,6 +34,7 @@ class ServingMemory:
     activations_B: float
     kv_block_B: float
     kv_blocks: int
+    block_tokens: int
     capacity_B: float
 
     @property
@@ -41,13 +46,36 @@ class ServingMemory:
         return self.weights_B + self.activations_B + self.kv_cache_B
 
 
+def serving_infeasible_reason(memory: ServingMemory, requests: RequestSet, scheduler: Scheduler,
+                              prefix_tokens: int = 0) -> str:
+    """Empty when the replica can serve every request, else why not."""
+    if memory.kv_blocks < 1:
+        return (f"needs {(memory.weights_B + memory.activations_B) / 1e9:.1f} GB for weights "
+                f"({memory.weights_B / 1e9:.1f}) and the activations of a {scheduler.token_budget()}-token "
+                f"iteration ({memory.activations_B / 1e9:.1f}) plus KV blocks, but the device has "
+                f"{memory.capacity_B / 1e9:.1f} GB")
+    longest = int((requests.prompt_tokens + requests.output_tokens - 1).max())
+    own_tokens = longest - (prefix_tokens // memory.block_tokens) * memory.block_tokens
+    needed = math.ceil(max(own_tokens, 1) / memory.block_tokens) + prefix_tokens // memory.block_tokens
+    if needed > memory.kv_blocks:
+        return (f"the longest request needs {needed} KV blocks of {memory.block_tokens} tokens "
+                f"({longest} tokens) but {memory.kv_blocks} fit in the {memory.kv_cache_B / 1e9:.1f} GB left "
+                f"after weights and activations")
+    longest_prompt = int(requests.prompt_tokens.max())
+    if not scheduler.chunked and longest_prompt > scheduler.limits.max_batched_tokens:
+        return (f"a {longest_prompt}-token prompt exceeds max_batched_tokens "
+                f"({scheduler.limits.max_batched_tokens}) of the {scheduler.name} scheduler, which prefills "
+                f"prompts whole")
+    return ""
+
+
 def serving_memory(*, capacity_B: float, weights_B: float, activations_B: float, kv_bytes_per_token: float,
                    block_tokens: int) -> ServingMemory:
     """Every byte left after the weights and the activation reserve holds KV blocks (vLLM's profiling rule)."""
     block_B = kv_bytes_per_token * block_tokens
     blocks = max(0, math.floor((capacity_B - weights_B - activations_B) / block_B))
     return ServingMemory(weights_B=weights_B, activations_B=activations_B, kv_block_B=block_B, kv_blocks=blocks,
-                         capacity_B=capacity_B)
+                         block_tokens=block_tokens, capacity_B=capacity_B)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,6 +115,8 @@ class ServingResult:
             "kv_utilization_mean": float(np.mean(self.iterations.kv_utilization())) if len(self.iterations)
             else math.nan,
             "kv_utilization_max": self.peak_kv_blocks / self.memory.kv_blocks,
+            "clipped_requests": self.extra.get("clipped_requests", 0.0),
+            "capacity_rps": math.nan,
         }
 
 

@@ -128,6 +128,18 @@ class RequestSet:
                           prompt_tokens=self.prompt_tokens, output_tokens=self.output_tokens,
                           source=f"{self.source}, scaled to {rate:g} req/s", has_arrivals=self.has_arrivals)
 
+    def clipped_to_context(self, max_tokens: int) -> tuple[RequestSet, int]:
+        """Requests that fit a model's context of `max_tokens` (prompt plus output), and how many were cut:
+        an output keeps at most half the context, the prompt is cut to what is left (as Vidur clips traces)."""
+        output = np.minimum(self.output_tokens, max(1, max_tokens // 2))
+        prompt = np.minimum(self.prompt_tokens, max_tokens - output)
+        clipped = int(np.count_nonzero((prompt < self.prompt_tokens) | (output < self.output_tokens)))
+        if not clipped:
+            return self, 0
+        return RequestSet(arrival_s=self.arrival_s, prompt_tokens=prompt, output_tokens=output,
+                          source=f"{self.source}, {clipped} clipped to {max_tokens} tokens",
+                          has_arrivals=self.has_arrivals), clipped
+
     def with_arrivals(self, arrivals: ArrivalProcess, *, seed: int) -> RequestSet:
         """Same requests in the same order, arriving at times drawn from `arrivals` (the same draws as
         `sample_requests` with this seed gives)."""

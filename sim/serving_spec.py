@@ -1,0 +1,128 @@
+"""ServingSpec: the serving workload and engine of one design point (requests, scheduler, KV cache, SLO)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from functools import cache
+
+from sim.schedulers import SCHEDULERS, SchedulerLimits
+from sim.serving_metrics import SLO
+from workloads.errors import InputError
+from workloads.requests import (
+    Fixed,
+    Gamma,
+    LengthDistribution,
+    Poisson,
+    RequestSet,
+    read_request_trace,
+    resolve_trace,
+    sample_requests,
+)
+
+ARRIVALS = ("poisson", "gamma", "trace")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServingSpec:
+    """Requests arriving at a replica and how it schedules them.
+
+    Requests come from a trace (its lengths; with arrival 'trace' its timestamps too, scaled to rate_per_s
+    when one is given) or from length distributions; arrivals are Poisson or gamma (cv > 1 is bursty) at
+    rate_per_s. The same seed draws the same lengths at every rate.
+    """
+
+    scheduler: str = "continuous"
+    requests: int = 1000
+    arrival: str = "poisson"
+    rate_per_s: float | None = 1.0
+    cv: float = 1.0
+    trace: str | None = None
+    prompt: LengthDistribution = Fixed(tokens=512)
+    output: LengthDistribution = Fixed(tokens=128)
+    max_seqs: int = 256
+    max_batched_tokens: int = 8192
+    chunk_tokens: int = 512
+    block_tokens: int = 16
+    prefix_tokens: int = 0
+    seed: int = 0
+    slo_ttft_s: float | None = None
+    slo_tpot_s: float | None = None
+    slo_attainment: float = 0.9
+    # Search the highest rate in (low, high) req/s that meets the SLO instead of running at rate_per_s.
+    capacity: tuple[float, float] | None = None
+
+    def __post_init__(self) -> None:
+        if self.scheduler not in SCHEDULERS:
+            raise InputError(f"scheduler: found {self.scheduler!r}, allowed: {', '.join(SCHEDULERS)}")
+        if self.arrival not in ARRIVALS:
+            raise InputError(f"arrival: found {self.arrival!r}, allowed: {', '.join(ARRIVALS)}")
+        if self.arrival == "trace" and not self.trace:
+            raise InputError("arrival: found 'trace' without a trace, allowed: a trace to replay (trace: NAME)")
+        if self.arrival != "trace" and self.rate_per_s is None and self.capacity is None:
+            raise InputError(f"rate_per_s: found none for {self.arrival} arrivals, allowed: a rate > 0 req/s")
+        for name in ("requests", "max_seqs", "max_batched_tokens", "chunk_tokens", "block_tokens"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(f"{name}: found {value!r}, allowed: an integer >= 1")
+        for name in ("rate_per_s", "cv", "slo_ttft_s", "slo_tpot_s"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+                raise InputError(f"{name}: found {value!r}, allowed: a finite number > 0")
+        if self.capacity is not None:
+            low, high = self.capacity
+            if not 0 < low < high:
+                raise InputError(f"capacity: found {list(self.capacity)}, allowed: [low, high] rates with "
+                                 f"0 < low < high")
+            if self.slo() is None:
+                raise InputError("capacity: found no SLO, allowed: a capacity search under an SLO "
+                                 "(slo: {ttft_s: ..., tpot_s: ...})")
+        if self.prefix_tokens < 0:
+            raise InputError(f"prefix_tokens: found {self.prefix_tokens}, allowed: an integer >= 0")
+
+    def check_context(self, max_tokens: int, model: str) -> None:
+        """A KV block must fit in the model's context (a larger one could never be filled)."""
+        if self.block_tokens > max_tokens:
+            raise InputError(f"block_tokens: found {self.block_tokens}, allowed: at most {model}'s context of "
+                             f"{max_tokens} tokens")
+
+    def columns(self) -> dict[str, object]:
+        """The knobs a results row shows (serving_ prefixed where the name alone is ambiguous)."""
+        return {"scheduler": self.scheduler, "arrival": self.arrival,
+                "rate_per_s": None if self.capacity else self.rate_per_s,
+                "requests": self.requests, "max_seqs": self.max_seqs, "max_batched_tokens": self.max_batched_tokens,
+                "chunk_tokens": self.chunk_tokens, "block_tokens": self.block_tokens,
+                "prefix_tokens": self.prefix_tokens}
+
+    def limits(self) -> SchedulerLimits:
+        return SchedulerLimits(max_seqs=self.max_seqs, max_batched_tokens=self.max_batched_tokens,
+                               chunk_tokens=self.chunk_tokens)
+
+    def slo(self) -> SLO | None:
+        if self.slo_ttft_s is None and self.slo_tpot_s is None:
+            return None
+        return SLO(ttft_s=self.slo_ttft_s, tpot_s=self.slo_tpot_s, attainment=self.slo_attainment)
+
+    def request_set(self, rate_per_s: float | None = None) -> RequestSet:
+        """The requests, at `rate_per_s` instead of the spec's rate when given (same lengths either way)."""
+        rate = rate_per_s if rate_per_s is not None else self.rate_per_s
+        if self.trace:
+            base = _trace(self.trace).head(self.requests)
+            if self.arrival == "trace":
+                return base if rate is None else base.scaled_to_rate(rate)
+            return base.with_arrivals(self._arrivals(rate), seed=self.seed)
+        return sample_requests(arrivals=self._arrivals(rate), prompt=self.prompt, output=self.output,
+                               count=self.requests, seed=self.seed)
+
+    def _arrivals(self, rate: float):
+        return Gamma(rate_per_s=rate, cv=self.cv) if self.arrival == "gamma" else Poisson(rate_per_s=rate)
+
+    def replace_rate(self, rate_per_s: float) -> ServingSpec:
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return ServingSpec(**(values | {"rate_per_s": rate_per_s}))
+
+
+@cache
+def _trace(name: str) -> RequestSet:
+    """A trace read once per process (a sweep replays it at many points)."""
+    return read_request_trace(resolve_trace(name))
