@@ -77,7 +77,8 @@ def _command_parser() -> argparse.ArgumentParser:
                      help="ignore the preset's fitted calibration: price on the datasheet roofline")
     run.add_argument("--json", action="store_true", help="print metrics as JSON")
     run.add_argument("--sim", action="store_true", help="run the SimPy event simulation (default: analytic sum)")
-    run.add_argument("--chrome-trace", metavar="PATH", help="write the kernel timeline as Chrome trace JSON")
+    run.add_argument("--chrome-trace", metavar="PATH",
+                     help="write the timeline as Chrome trace JSON (kernels; with --serving, iterations and requests)")
     _add_serving_flags(run)
 
     check = add("check", "Validate a sweep file, count its design points and estimate its run time.",

@@ -105,9 +105,9 @@ def cmd_run(args) -> int:
         if getattr(args, name) < 1:
             raise InputError(f"--{name}: found {getattr(args, name)}, allowed: an integer >= 1")
     serving = _serving_spec(args) if args.serving else None
-    if serving is not None and (args.sim or args.chrome_trace):
-        raise InputError("--sim/--chrome-trace: found with --serving, allowed: a static batch (a serving run is "
-                         "simulated event by event already; its timeline is per iteration)")
+    if serving is not None and args.sim:
+        raise InputError("--sim: found with --serving, allowed: a static batch (a serving run is an event "
+                         "simulation already)")
     point = DesignPoint(model=args.model, device=args.device, batch=serving.max_seqs if serving else args.batch,
                         prompt=0 if serving else args.prompt, output=0 if serving else args.output,
                         weight_bits=args.weight_bits, act_bits=args.act_bits, kv_bits=args.kv_bits,
@@ -117,7 +117,7 @@ def cmd_run(args) -> int:
         parse_sparsity(args.sparsity)
     except ValueError as err:
         raise InputError(f"--{err}") from None
-    simulate = args.sim or bool(args.chrome_trace)
+    simulate = (args.sim or bool(args.chrome_trace)) and serving is None
     evaluator = Evaluator()
     evaluation = evaluator.evaluate(point, event_sim=simulate, timeline=bool(args.chrome_trace))
     if args.chrome_trace:

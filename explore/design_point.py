@@ -8,6 +8,7 @@ from dataclasses import dataclass, fields
 from functools import cached_property
 from typing import Any
 
+from kernels.formats import NumericFormat
 from sim.serving import SERVING_METRICS
 from sim.serving_spec import ServingSpec
 
@@ -55,6 +56,11 @@ class DesignPoint:
             del values["serving"]  # static points keep the keys they had before serving existed
         canonical = json.dumps(values, sort_keys=True, default=str)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    @property
+    def numeric_format(self) -> NumericFormat:
+        return NumericFormat(weight_bits=self.weight_bits, act_bits=self.act_bits, kv_bits=self.kv_bits,
+                             sparsity=self.sparsity)
 
     def _values(self) -> dict[str, Any]:
         """Field values by name (shallow: the fields are numbers, strings and tuples)."""

@@ -124,8 +124,7 @@ class Evaluator:
         A point that does not fit in the device's memory is not simulated (its timings are not reported, and
         an absurd output length costs nothing); price_infeasible simulates it anyway, for its result.
         """
-        fmt = NumericFormat(weight_bits=point.weight_bits, act_bits=point.act_bits, kv_bits=point.kv_bits,
-                            sparsity=point.sparsity)
+        fmt = point.numeric_format
         if point.serving is not None:
             return self._evaluate_serving(point, fmt)
         device = self.device(point.device, point.overrides, point.use_calibration)

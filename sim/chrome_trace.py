@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from sim.result import PHASES, SimResult
+from sim.serving import ServingResult
 
 
 def chrome_trace_events(result: SimResult, device_name: str) -> list[dict]:
@@ -31,6 +32,33 @@ def chrome_trace_events(result: SimResult, device_name: str) -> list[dict]:
     return events
 
 
-def write_chrome_trace(result: SimResult, device_name: str, path: str | Path) -> None:
-    Path(path).write_text(json.dumps({"traceEvents": chrome_trace_events(result, device_name),
-                                      "displayTimeUnit": "ns"}))
+def serving_trace_events(result: ServingResult, device_name: str) -> list[dict]:
+    """A serving run as iterations ('X' events, microseconds) on the replica's track, with counters of the
+    running batch and the KV blocks in use, and each request's life (arrival to last token) as an async span."""
+    log = result.iterations
+    events: list[dict] = [{"ph": "M", "pid": 0, "name": "process_name", "args": {"name": device_name}},
+                          {"ph": "M", "pid": 0, "tid": 0, "name": "thread_name", "args": {"name": "iterations"}}]
+    for start, duration, batch, tokens, blocks in zip(log.start_s.tolist(), log.duration_s.tolist(),
+                                                      log.batch_size.tolist(), log.tokens.tolist(),
+                                                      log.kv_blocks_used.tolist(), strict=True):
+        kind = "decode" if tokens == batch else "prefill"
+        events.append({"ph": "X", "pid": 0, "tid": 0, "name": kind, "ts": start * 1e6, "dur": duration * 1e6,
+                       "args": {"sequences": int(batch), "tokens": int(tokens), "kv_blocks": int(blocks)}})
+        events.append({"ph": "C", "pid": 0, "name": "running batch", "ts": start * 1e6,
+                       "args": {"sequences": int(batch)}})
+        events.append({"ph": "C", "pid": 0, "name": "KV blocks", "ts": start * 1e6, "args": {"used": int(blocks)}})
+    records = result.records
+    for index, (arrival, first, finish) in enumerate(zip(records.arrival_s.tolist(), records.first_token_s.tolist(),
+                                                         records.finish_s.tolist(), strict=True)):
+        span = {"pid": 0, "cat": "request", "name": f"request {index}", "id": index}
+        events.append(span | {"ph": "b", "ts": arrival * 1e6})
+        events.append(span | {"ph": "n", "ts": first * 1e6, "args": {"first token": True}})
+        events.append(span | {"ph": "e", "ts": finish * 1e6})
+    return events
+
+
+def write_chrome_trace(result: SimResult | ServingResult, device_name: str, path: str | Path) -> None:
+    """Kernels of a static batch, or iterations and requests of a serving run."""
+    events = (serving_trace_events(result, device_name) if isinstance(result, ServingResult)
+              else chrome_trace_events(result, device_name))
+    Path(path).write_text(json.dumps({"traceEvents": events, "displayTimeUnit": "ns"}))

@@ -22,8 +22,8 @@ from sim.serving_metrics import SLO, SUMMARY_METRICS, IterationLog, RequestRecor
 from workloads.requests import RequestSet
 
 # What a serving run reports beyond the static-batch metrics (sim/result.py RESULT_METRICS), in this order.
-SERVING_METRICS = (*SUMMARY_METRICS, "mean_batch_size", "kv_utilization_mean", "kv_utilization_max",
-                   "clipped_requests", "capacity_rps")
+SERVING_METRICS = (*SUMMARY_METRICS, "tbt_p50_s", "tbt_p99_s", "mean_batch_size", "kv_utilization_mean",
+                   "kv_utilization_max", "clipped_requests", "capacity_rps")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,6 +90,7 @@ class ServingResult:
     memory: ServingMemory
     shapes_priced: int
     peak_kv_blocks: int
+    token_gaps_s: np.ndarray  # every time between two consecutive output tokens of a request
     slo: SLO | None = None
     extra: dict[str, float] = field(default_factory=dict)
 
@@ -111,6 +112,9 @@ class ServingResult:
             "tokens_per_s": tokens / self.makespan_s, "energy_per_token_J": self.energy_J / tokens,
             "avg_power_W": self.energy_J / self.makespan_s, "peak_memory_B": peak_B,
             **summary,
+            # Time between tokens over every token of every request (Sarathi-Serve's TBT): a decode stalled by
+            # another request's prefill shows here, where a request's mean TPOT hides it.
+            "tbt_p50_s": _percentile(self.token_gaps_s, 50), "tbt_p99_s": _percentile(self.token_gaps_s, 99),
             "mean_batch_size": self.iterations.mean_batch_size(),
             "kv_utilization_mean": float(np.mean(self.iterations.kv_utilization())) if len(self.iterations)
             else math.nan,
@@ -131,6 +135,7 @@ class _Replica:
         self.wake: simpy.Event = env.event()
         self.log: list[tuple[float, float, int, int, int]] = []
         self.cost_counts: dict[int, list] = {}
+        self.token_gaps: list[float] = []  # time between consecutive output tokens of a request
         self.peak_blocks = state.kv.used_blocks
 
     def arrived(self) -> None:
@@ -174,6 +179,9 @@ class _Replica:
         seq.generated += 1
         if math.isnan(seq.first_token_s):
             seq.first_token_s = now_s
+        else:
+            self.token_gaps.append(now_s - seq.last_token_s)
+        seq.last_token_s = now_s
         if seq.generated >= seq.output:
             seq.finish_s = now_s
             self.state.kv.release(seq.index)
@@ -230,4 +238,8 @@ def _result(replica: _Replica, requests: RequestSet, costs: IterationCostModel, 
     return ServingResult(records=records, iterations=iterations, makespan_s=makespan_s, energy_parts_J=energy,
                          time_by_class_s=dict(zip(KERNEL_CLASS_NAMES, class_time.tolist(), strict=True)),
                          memory=memory, shapes_priced=costs.shapes_priced, peak_kv_blocks=replica.peak_blocks,
-                         slo=slo)
+                         token_gaps_s=np.array(replica.token_gaps), slo=slo)
+
+
+def _percentile(values: np.ndarray, q: float) -> float:
+    return float(np.percentile(values, q)) if len(values) else math.nan

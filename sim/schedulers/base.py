@@ -29,6 +29,7 @@ class Sequence:
     generated: int = 0
     scheduled_s: float = math.nan
     first_token_s: float = math.nan
+    last_token_s: float = math.nan
     finish_s: float = math.nan
     preemptions: int = 0
 
