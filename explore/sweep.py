@@ -36,7 +36,7 @@ from sim.schedulers import SCHEDULERS
 from sim.serving_spec import ServingSpec
 from workloads.errors import InputError
 from workloads.model_config import load_model_config
-from workloads.requests import Fixed, LogNormal, Uniform, resolve_trace
+from workloads.requests import Fixed, LogNormal, Uniform, read_request_trace, resolve_trace
 from workloads.yaml_lines import LocatedYAML
 
 PositiveInt = Annotated[StrictInt, Field(ge=1)]
@@ -559,9 +559,11 @@ def _check_references(sweep: Sweep, located: LocatedYAML) -> None:
     serving = sweep.spec.serving
     if serving is not None and serving.trace:
         try:
-            resolve_trace(serving.trace)
+            read_request_trace(resolve_trace(serving.trace))  # a malformed trace is a mistake in this file
         except InputError as err:
-            raise InputError(f"{located.where(('serving', 'trace'))}: serving.{err}") from None
+            message = str(err)
+            raise InputError(f"{located.where(('serving', 'trace'))}: serving."
+                             f"{message if message.startswith('trace: ') else 'trace: ' + message}") from None
     if serving is not None:
         for model in _as_list(sweep.spec.model):
             context = load_model_config(model).max_positions

@@ -1,0 +1,133 @@
+"""Serving in the explorer: a sweep's serving: section, explore run --serving, and their one-line errors."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from explore.cli import main
+from explore.results import read_results
+from explore.sweep import load_sweep
+from tests.explore.tiny_sweep import write_sweep, write_tiny_model
+
+
+def _serving_sweep(tmp_path, serving: str, extra: str = "") -> str:
+    model = write_tiny_model(tmp_path)
+    return write_sweep(tmp_path, f"name: serve\nmodel: {model}\ndevice: h100-sxm\nserving:\n{serving}{extra}")
+
+
+SERVING = """  requests: 30
+  prompt: {dist: uniform, low: 8, high: 64}
+  output: {dist: uniform, low: 2, high: 32}
+  rate: [50, 400]
+  scheduler: [static, continuous, chunked]
+  max_seqs: 8
+  chunk_tokens: 32
+  slo: {ttft_s: 0.05, tpot_s: 0.01}
+"""
+
+
+def test_sweep_runs_serving_points_and_resumes(tmp_path, capsys):
+    path = _serving_sweep(tmp_path, SERVING, "constraints: ['ttft_p99_s <= 1.0']\n")
+    sweep = load_sweep(path)
+    points = sweep.points()
+    assert len(points) == 6 and {p.serving.scheduler for p in points} == {"static", "continuous", "chunked"}
+    out = tmp_path / "out"
+    assert main([path, "--out", str(out), "--quiet"]) == 0
+    rows = read_results(out)
+    assert len(rows) == 6
+    for row in rows:
+        assert row["scheduler"] in ("static", "continuous", "chunked") and row["fits_in_memory"] in (True, "True")
+        # Every request finishes: completed requests over the run's makespan is the throughput column.
+        assert float(row["requests_per_s"]) > 0 and float(row["ttft_p99_s"]) >= float(row["ttft_p50_s"])
+        assert 0 <= float(row["slo_attainment"]) <= 1
+    capsys.readouterr()
+    # A second run on the folder evaluates nothing new and keeps the same rows.
+    assert main([path, "--out", str(out), "--quiet"]) == 0
+    again = read_results(out)
+    assert [r["point_id"] for r in again] == [r["point_id"] for r in rows]
+    assert [r["e2e_p99_s"] for r in again] == [r["e2e_p99_s"] for r in rows]
+
+
+def test_higher_rate_never_lowers_queueing(tmp_path):
+    """Same seed and lengths, 8x the arrival rate: requests wait at least as long (continuous batching)."""
+    path = _serving_sweep(tmp_path, SERVING.replace("[static, continuous, chunked]", "continuous"))
+    out = tmp_path / "out"
+    assert main([path, "--out", str(out), "--quiet"]) == 0
+    by_rate = {float(r["rate_per_s"]): r for r in read_results(out)}
+    assert float(by_rate[400]["queue_mean_s"]) >= float(by_rate[50]["queue_mean_s"])
+    assert float(by_rate[400]["e2e_mean_s"]) >= float(by_rate[50]["e2e_mean_s"])
+
+
+def test_run_serving_json_has_the_sweep_metric_names(tmp_path, capsys):
+    model = write_tiny_model(tmp_path)
+    assert main(["run", "--model", model, "--device", "h100-sxm", "--serving", "--rate", "100", "--requests", "20",
+                 "--prompt", "32", "--output", "8", "--scheduler", "chunked", "--chunk-tokens", "16",
+                 "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    for name in ("ttft_s", "tpot_s", "tokens_per_s", "ttft_p99_s", "tbt_p99_s", "goodput_rps", "kv_utilization_max"):
+        assert name in metrics
+    # Fixed lengths: every request produces 8 tokens, so output tokens/s = 8 x requests/s.
+    assert math.isclose(metrics["output_tokens_per_s"], 8 * metrics["requests_per_s"], rel_tol=1e-12)
+
+
+def test_capacity_search_reports_a_rate_meeting_the_slo(tmp_path, capsys):
+    model = write_tiny_model(tmp_path)
+    assert main(["run", "--model", model, "--device", "h100-sxm", "--serving", "--requests", "40", "--prompt", "32",
+                 "--output", "8", "--slo-ttft", "0.01", "--capacity", "1", "10000", "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert 1 <= metrics["capacity_rps"] <= 10000
+    assert metrics["slo_attainment"] >= 0.9  # the reported run is the one at the capacity rate
+
+
+BAD = [
+    ("rate: 0", "rate"),
+    ("rate: [1, 1]", "listed twice"),
+    ("block_tokens: 0", "block_tokens"),
+    ("block_tokens: 4096", "context"),
+    ("slo: {ttfts: 1}", "ttfts"),
+    ("capacity: [1, 10]", "slo"),
+    ("scheduler: fifo", "scheduler"),
+    ("arrival: trace", "trace"),
+]
+
+
+@pytest.mark.parametrize("line, named", BAD)
+def test_bad_serving_sections_are_one_line_errors(tmp_path, capsys, line, named):
+    base = {"rate": "  rate: 2\n", "prompt": "  prompt: {dist: fixed, tokens: 16}\n",
+            "output": "  output: {dist: fixed, tokens: 4}\n"}
+    key = line.split(":")[0]
+    base.pop(key, None)
+    if key == "capacity":
+        base.pop("rate")
+    path = _serving_sweep(tmp_path, "".join(base.values()) + f"  {line}\n")
+    assert main(["check", path]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "Traceback" not in err and named in err, err
+
+
+def test_trace_with_missing_columns_is_a_one_line_error(tmp_path, capsys):
+    trace = tmp_path / "mine.csv"
+    trace.write_text("arrival_s,prompt_tokens\n0.0,12\n")
+    path = _serving_sweep(tmp_path, f"  trace: {trace}\n  rate: 2\n")
+    assert main(["check", path]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "output_tokens" in err and err.count("\n") == 0
+
+
+def test_serving_metric_in_a_static_sweep_is_refused(tmp_path, capsys):
+    model = write_tiny_model(tmp_path)
+    path = write_sweep(tmp_path, f"name: s\nmodel: {model}\ndevice: h100-sxm\nconstraints: ['ttft_p99_s <= 1']\n")
+    assert main(["check", path]) == 2
+    assert "serving" in capsys.readouterr().err
+
+
+def test_run_serving_flag_errors(tmp_path, capsys):
+    model = write_tiny_model(tmp_path)
+    for flags, named in ((["--rate", "0"], "--rate"), (["--rate", "1", "--block-tokens", "0"], "--block-tokens"),
+                         (["--arrival", "trace"], "--arrival"), (["--rate", "1", "--trace", "nope"], "--trace")):
+        assert main(["run", "--model", model, "--device", "h100-sxm", "--serving", *flags]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and named in err, err
