@@ -138,6 +138,9 @@ def _add_serving_flags(run: argparse.ArgumentParser) -> None:
     g.add_argument("--chunk-tokens", type=int, default=512, help="chunked prefill's token budget (default 512)")
     g.add_argument("--block-tokens", type=int, default=16, help="tokens per KV block (default 16)")
     g.add_argument("--prefix-tokens", type=int, default=0, help="a system prompt every request shares (default 0)")
+    g.add_argument("--preemption", choices=["recompute", "swap"], default="recompute",
+                   help="when KV blocks run out: recompute (default) or swap to host memory over --swap-GBps")
+    g.add_argument("--swap-GBps", type=float, help="host link bandwidth for swap preemption, GB/s")
     g.add_argument("--seed", type=int, default=0, help="seed of arrivals and lengths (default 0)")
     g.add_argument("--slo-ttft", type=float, help="SLO: time to first token per request, s")
     g.add_argument("--slo-tpot", type=float, help="SLO: time per output token per request, s")

@@ -64,10 +64,13 @@ def cmd_sweep(args) -> int:
     rows = run_sweep(sweep, out, workers=args.workers, evaluator=evaluator,
                      on_progress=None if args.quiet else _print_progress, executor=executor,
                      scheduler=args.scheduler)
-    goals = {"objectives": sweep.spec.objectives.model_dump(), "constraints": sweep.spec.constraints}
+    serving = sweep.spec.serving
+    goals = {"objectives": sweep.spec.objectives.model_dump(), "constraints": sweep.spec.constraints,
+             "slo": serving.slo.model_dump() if serving and serving.slo else None}
     # Kept beside the results so that `explore report DIR` can draw the same Pareto fronts later.
     (out / GOALS_FILE).write_text(json.dumps(goals, indent=2))
-    html, md = write_report(out, rows, title=sweep.name, evaluator=evaluator, **goals)
+    html, md = write_report(out, rows, title=sweep.name, evaluator=evaluator, **goals,
+                            points={p.point_id: p for p in sweep.points()} if serving else None)
     feasible = sum(1 for r in rows if is_feasible(normalize_row(r)))
     print(f"{len(rows)} design points ({feasible} feasible)\nresults: {out / 'results.csv'}\nreport:  {html}\n"
           f"summary: {md}")
@@ -141,8 +144,9 @@ def cmd_run(args) -> int:
 
 
 # ServingSpec fields and the `explore run` flags that set them, for error messages.
-SERVING_FLAGS = {"rate_per_s": "--rate", "slo_ttft_s": "--slo-ttft", "slo_tpot_s": "--slo-tpot",
-                 "slo_attainment": "--slo-attainment", "prompt": "--prompt", "output": "--output"}
+SERVING_FLAGS = {"rate_per_s": "--rate", "swap_GBps": "--swap-GBps", "slo_ttft_s": "--slo-ttft",
+                 "slo_tpot_s": "--slo-tpot", "slo_attainment": "--slo-attainment", "prompt": "--prompt",
+                 "output": "--output"}
 
 
 def _serving_spec(args) -> ServingSpec:
@@ -160,7 +164,8 @@ def _serving_spec(args) -> ServingSpec:
                   cv=args.cv, trace=args.trace, prompt=Fixed(tokens=args.prompt), output=Fixed(tokens=args.output),
                   max_seqs=args.max_seqs, max_batched_tokens=args.max_batched_tokens,
                   chunk_tokens=args.chunk_tokens, block_tokens=args.block_tokens, prefix_tokens=args.prefix_tokens,
-                  seed=args.seed, slo_ttft_s=args.slo_ttft, slo_tpot_s=args.slo_tpot,
+                  preemption=args.preemption, swap_GBps=args.swap_GBps, seed=args.seed, slo_ttft_s=args.slo_ttft,
+                  slo_tpot_s=args.slo_tpot,
                   slo_attainment=args.slo_attainment, capacity=tuple(args.capacity) if args.capacity else None)
     if args.seed < 0:
         raise InputError(f"--seed: found {args.seed}, allowed: an integer >= 0")

@@ -173,7 +173,7 @@ class Evaluator:
             kv = PagedKVCache(capacity_blocks=memory.kv_blocks, block_tokens=spec.block_tokens,
                               prefix_tokens=spec.prefix_tokens)
             result = serve(costs, requests, scheduler, kv, memory, device.idle_power_W, window=cfg.sliding_window,
-                           slo=spec.slo())
+                           slo=spec.slo(), swap_bandwidth_Bps=spec.swap_GBps * 1e9 if spec.swap_GBps else None)
             result.extra["clipped_requests"] = float(clipped)
             return result
 

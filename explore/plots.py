@@ -58,7 +58,7 @@ def figure_png(fig: Figure, dpi: int = 100) -> bytes:
     return buffer.getvalue()
 
 
-def _wide_range(values: np.ndarray) -> bool:
+def wide_range(values: np.ndarray) -> bool:
     """Whether positive values span more than LOG_RANGE (so a log axis reads better)."""
     positive = values[np.isfinite(values) & (values > 0)]
     return positive.size > 0 and positive.max() / positive.min() > LOG_RANGE
@@ -141,7 +141,7 @@ def energy_figure(groups: Sequence[str], energy_J: Mapping[str, Sequence[float]]
         ax.bar(x + (i - (len(energy_J) - 1) / 2) * width, np.asarray(values, dtype=float), width, label=series)
     ax.set_xticks(x, groups, rotation=20 if len(groups) > 4 else 0, ha="right" if len(groups) > 4 else "center")
     ax.set_ylabel("energy per output token (J)")
-    if _wide_range(np.concatenate([np.asarray(v, dtype=float) for v in energy_J.values()] or [np.zeros(0)])):
+    if wide_range(np.concatenate([np.asarray(v, dtype=float) for v in energy_J.values()] or [np.zeros(0)])):
         ax.set_yscale("log")
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(fontsize=8, frameon=False)
@@ -162,7 +162,7 @@ def batch_figure(series: Sequence[BatchSeries]) -> Figure:
         ax.set_xticks(batches, [str(int(b)) for b in batches])
         ax.minorticks_off()
         values = np.concatenate([np.asarray(getattr(s, field), dtype=float) for s in series] or [np.zeros(0)])
-        if _wide_range(values):
+        if wide_range(values):
             ax.set_yscale("log")
         ax.set_xlabel("batch size")
         ax.set_ylabel(f"{name} (s)")
@@ -218,9 +218,9 @@ class ChosenPoint:
 
 
 def _scale_axes(ax: Axes, x: np.ndarray, y: np.ndarray) -> None:
-    if _wide_range(x):
+    if wide_range(x):
         ax.set_xscale("log")
-    if _wide_range(y):
+    if wide_range(y):
         ax.set_yscale("log")
 
 
@@ -267,7 +267,7 @@ def ranking_figure(name: str, labels: Sequence[str], values: Sequence[float], mi
     ax.set_yticks(y, labels, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel(metric_axis_label(name) + (" (lower is better)" if minimized else " (higher is better)"))
-    if _wide_range(array):
+    if wide_range(array):
         ax.set_xscale("log")
     ax.grid(True, axis="x", alpha=0.3)
     return fig
@@ -289,7 +289,7 @@ def sensitivity_figure(objective: str, panels: Mapping[str, Sequence[tuple[str, 
         long = sum(len(label) for label in labels) > 28 or len(labels) > 6
         ax.set_xticks(x, labels, fontsize=8, rotation=30 if long else 0, ha="right" if long else "center")
         ax.set_xlim(-0.5, len(points) - 0.5)
-        if _wide_range(np.array([v for _, v in points], dtype=float)):
+        if wide_range(np.array([v for _, v in points], dtype=float)):
             ax.set_yscale("log")
         ax.set_title(metric_axis_label(knob), fontsize=9)
         ax.set_ylabel(f"median {metric_axis_label(objective)}", fontsize=8)

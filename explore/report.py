@@ -7,7 +7,7 @@ import datetime
 import html
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,6 +42,7 @@ from explore.rows import (
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+    from explore.design_point import DesignPoint
     from explore.evaluate import Evaluator
     from kernels.table import KernelTable
 
@@ -369,32 +370,43 @@ def render_markdown(title: str, summary: list[str], figures: list[ReportFigure],
 
 
 def write_report(out_dir: Path, rows: list[dict], *, title: str, evaluator: Evaluator | None = None,
-                 objectives: dict | None = None, constraints: list[str] | None = None) -> tuple[Path, Path]:
+                 objectives: dict | None = None, constraints: list[str] | None = None,
+                 slo: Mapping[str, Any] | None = None,
+                 points: Mapping[str, DesignPoint] | None = None) -> tuple[Path, Path]:
     """Write out_dir/report.html (self-contained) and out_dir/report.md (+ figures/*.png); return both paths.
 
     `objectives` ({"minimize": [...], "maximize": [...]}) and `constraints` (["ttft_s <= 0.5", ...]) add the
     Pareto fronts, the Pareto-optimal table and the parameter sensitivity; without objectives they are left out.
+    Serving rows (a `scheduler` set) get figures against the arrival rate instead of the static-batch ones;
+    `slo` ({"ttft_s": 2.0, "tpot_s": 0.1, "attainment": 0.9}, the sweep's serving SLO) draws its limits, and
+    `points` (point_id -> DesignPoint of the sweep) lets the report re-run chosen serving points for their
+    per-request latency distributions and KV-cache timelines.
     """
     from explore.report_pareto import OBJECTIVE_FIGURES, chosen_designs, objective_sections
+    from explore.report_serving import FIGURE_TITLES as SERVING_TITLES
+    from explore.report_serving import report_sections
 
     out_dir = Path(out_dir)
     typed = [normalize_row(row) for row in rows]
     extra_figures, extra_tables = objective_sections(typed, objectives, constraints)
     chosen = chosen_designs(typed, objectives, constraints)
-    figures = extra_figures + report_figures(typed, evaluator, chosen)
-    tables = extra_tables + report_tables(typed)
-    summary = _summary(typed) + ([f"Constraints: {', '.join(constraints)}."] if extra_tables and constraints else [])
+    kind_figures, lead_tables, tail_tables, kind_summary = report_sections(typed, evaluator, chosen, points, slo,
+                                                                           constraints)
+    figures = extra_figures + kind_figures
+    tables = extra_tables + lead_tables + tail_tables
+    summary = _summary(typed) + kind_summary
+    summary += [f"Constraints: {', '.join(constraints)}."] if extra_tables and constraints else []
     figure_dir = out_dir / "figures"
     figure_dir.mkdir(parents=True, exist_ok=True)
     for stale in (path for pattern in OBJECTIVE_FIGURES for path in figure_dir.glob(pattern)):
         stale.unlink()  # objective figures of an earlier report (other objectives); this one writes its own below
+    for stale in (figure_dir / f"{name}.png" for name in [*FIGURE_TITLES, *SERVING_TITLES]):
+        stale.unlink(missing_ok=True)  # static or serving figures of an earlier report; this one writes its own
     for figure in figures:
-        path = figure_dir / f"{figure.name}.png"
-        if figure.png is None:
-            path.unlink(missing_ok=True)  # a figure from an earlier run that no longer applies
-        else:
-            path.write_bytes(figure.png)
+        if figure.png is not None:
+            (figure_dir / f"{figure.name}.png").write_bytes(figure.png)
     html_path, md_path = out_dir / "report.html", out_dir / "report.md"
-    html_path.write_text(render_html(title, summary, figures, tables, lead=2 + len(extra_tables)), encoding="utf-8")
-    md_path.write_text(render_markdown(title, summary, figures, tables, lead=2 + len(extra_tables)), encoding="utf-8")
+    lead = len(extra_tables) + len(lead_tables)  # the top-design tables precede the figures
+    html_path.write_text(render_html(title, summary, figures, tables, lead=lead), encoding="utf-8")
+    md_path.write_text(render_markdown(title, summary, figures, tables, lead=lead), encoding="utf-8")
     return html_path, md_path

@@ -127,8 +127,13 @@ def overrides_label(row: dict[str, Any]) -> str:
 
 def point_label(row: dict[str, Any], *, lengths: bool = False, batch: bool = True) -> str:
     """'model / device / b4 / w16a16kv16' plus overrides, and prompt/output lengths when asked."""
-    parts = [row.get("model", ""), row.get("device", ""), f"b{row.get('batch')}", format_label(row)]
-    if not batch:
+    if row.get("scheduler"):  # a serving point: its scheduler and arrival rate, not a static batch
+        rate = as_number(row.get("rate_per_s"))
+        load = f"{row['scheduler']} / {rate:g} req/s" if math.isfinite(rate) else str(row["scheduler"])
+    else:
+        load = f"b{row.get('batch')}"
+    parts = [row.get("model", ""), row.get("device", ""), load, format_label(row)]
+    if not batch and not row.get("scheduler"):
         parts.pop(2)
     if lengths:
         parts.append(f"p{row.get('prompt')} o{row.get('output')}")
@@ -150,6 +155,13 @@ METRIC_NAMES = {
     "energy_per_token_J": "energy per output token (J)", "avg_power_W": "average power (W)",
     "peak_memory_B": "peak memory (bytes)", "area_mm2": "area (mm²)", "cost_usd": "cost (USD)",
     "tokens_per_usd": "tokens/USD",
+    **{f"{m}_{stat}_s": f"{stat} {label} (s)"
+       for m, label in (("ttft", "TTFT"), ("tpot", "TPOT"), ("e2e", "end-to-end latency"),
+                        ("queue", "queueing delay"), ("tbt", "time between tokens"))
+       for stat in ("mean", "p50", "p90", "p99")},
+    "goodput_rps": "goodput (requests/s)", "requests_per_s": "requests/s", "output_tokens_per_s": "output tokens/s",
+    "slo_attainment": "SLO attainment", "capacity_rps": "capacity (requests/s)", "mean_batch_size": "mean batch size",
+    "kv_utilization_mean": "mean KV-cache utilization", "kv_utilization_max": "peak KV-cache utilization",
 }
 UNIT_SUFFIXES = {"s": "s", "J": "J", "W": "W", "B": "bytes", "mm2": "mm²", "usd": "USD", "GBps": "GB/s", "GB": "GB"}
 

@@ -7,8 +7,10 @@ from typing import Any
 
 import numpy as np
 
-from explore.design_point import KNOB_COLUMNS as KNOBS
+from explore.design_point import KNOB_COLUMNS, SERVING_INPUT_COLUMNS
 from explore.rows import OVERRIDE_PREFIX, as_number, is_feasible
+
+KNOBS = (*KNOB_COLUMNS, *SERVING_INPUT_COLUMNS)
 
 
 def _key(value: Any) -> Any:

@@ -182,6 +182,8 @@ class Serving(_Strict):
     chunk_tokens: _one_or_more(PositiveInt) = 512
     block_tokens: PositiveInt = 16
     prefix_tokens: Annotated[StrictInt, Field(ge=0)] = 0
+    preemption: Literal["recompute", "swap"] = "recompute"
+    swap_GBps: PositiveNumber | None = None  # host link bandwidth for swap preemption
     seed: Annotated[StrictInt, Field(ge=0, le=2**32 - 1)] = 0
     slo: ServiceLevel | None = None
     capacity: tuple[PositiveNumber, PositiveNumber] | None = None  # search the highest rate in [low, high]
@@ -203,6 +205,8 @@ class Serving(_Strict):
             raise ValueError(f"a rate (requests per second) for {self.arrival} arrivals")
         if self.arrival == "trace" and not self.trace:
             raise ValueError("a trace to take arrival times from (arrival: trace)")
+        if self.preemption == "swap" and self.swap_GBps is None:
+            raise ValueError("swap_GBps (the host link's bandwidth in GB/s) for swap preemption")
         return self
 
 
@@ -413,7 +417,8 @@ class Sweep:
             output=serving.output.distribution() if serving.output else Fixed(tokens=1),
             max_seqs=values["max_seqs"], max_batched_tokens=values["max_batched_tokens"],
             chunk_tokens=values["chunk_tokens"], block_tokens=serving.block_tokens,
-            prefix_tokens=serving.prefix_tokens, seed=serving.seed, slo_ttft_s=slo.ttft_s, slo_tpot_s=slo.tpot_s,
+            prefix_tokens=serving.prefix_tokens, preemption=serving.preemption, swap_GBps=serving.swap_GBps,
+            seed=serving.seed, slo_ttft_s=slo.ttft_s, slo_tpot_s=slo.tpot_s,
             slo_attainment=slo.attainment, capacity=serving.capacity)
 
     def derive(self, values: dict[str, Any], targets: list[str] | None = None) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from workloads.requests import RequestSet
 
 # What a serving run reports beyond the static-batch metrics (sim/result.py RESULT_METRICS), in this order.
 SERVING_METRICS = (*SUMMARY_METRICS, "tbt_p50_s", "tbt_p99_s", "mean_batch_size", "kv_utilization_mean",
-                   "kv_utilization_max", "clipped_requests", "capacity_rps")
+                   "kv_utilization_max", "swap_s", "clipped_requests", "capacity_rps")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -91,6 +91,7 @@ class ServingResult:
     shapes_priced: int
     peak_kv_blocks: int
     token_gaps_s: np.ndarray  # every time between two consecutive output tokens of a request
+    swap_s: float = 0.0  # time spent moving preempted KV to host memory and back
     slo: SLO | None = None
     extra: dict[str, float] = field(default_factory=dict)
 
@@ -119,6 +120,7 @@ class ServingResult:
             "kv_utilization_mean": float(np.mean(self.iterations.kv_utilization())) if len(self.iterations)
             else math.nan,
             "kv_utilization_max": self.peak_kv_blocks / self.memory.kv_blocks,
+            "swap_s": self.swap_s,
             "clipped_requests": self.extra.get("clipped_requests", 0.0),
             "capacity_rps": math.nan,
         }
@@ -128,9 +130,10 @@ class _Replica:
     """The replica process and what it records."""
 
     def __init__(self, env: simpy.Environment, costs: IterationCostModel, scheduler: Scheduler,
-                 state: EngineState, total: int, window: int | None):
+                 state: EngineState, total: int, window: int | None, swap_s_per_token: float):
         self.env, self.costs, self.scheduler, self.state = env, costs, scheduler, state
-        self.total, self.window = total, window
+        self.total, self.window, self.swap_s_per_token = total, window, swap_s_per_token
+        self.swap_s = 0.0
         self.finished: list[Sequence] = []
         self.wake: simpy.Event = env.event()
         self.log: list[tuple[float, float, int, int, int]] = []
@@ -146,9 +149,9 @@ class _Replica:
         state = self.state
         while len(self.finished) < self.total:
             state.now_s = self.env.now
-            batch = self.scheduler.schedule(state)
+            batch = self.scheduler.next_batch(state)
             if not batch:
-                if not state.waiting and not state.running:
+                if not state.waiting and not state.running and not state.swapped:
                     self.wake = self.env.event()
                     yield self.wake
                     continue
@@ -161,8 +164,11 @@ class _Replica:
             entry = self.cost_counts.setdefault(id(cost), [cost, 0])
             entry[1] += 1
             start = self.env.now
-            yield self.env.timeout(cost.time_s)
-            self.log.append((start, cost.time_s, batch.size, batch.tokens, state.kv.used_blocks))
+            # Swapped KV crosses the host link before the iteration computes (vLLM blocks on its cache ops).
+            time_s = cost.time_s + batch.swapped_tokens * self.swap_s_per_token
+            self.swap_s += time_s - cost.time_s
+            yield self.env.timeout(time_s)
+            self.log.append((start, time_s, batch.size, batch.tokens, state.kv.used_blocks))
             self._apply(batch, self.env.now)
 
     def _apply(self, batch, now_s: float) -> None:
@@ -190,13 +196,20 @@ class _Replica:
 
 
 def serve(costs: IterationCostModel, requests: RequestSet, scheduler: Scheduler, kv: PagedKVCache,
-          memory: ServingMemory, idle_power_W: float, *, window: int | None = None,
-          slo: SLO | None = None) -> ServingResult:
-    """Simulate one replica serving `requests` under `scheduler` until the last request finishes."""
+          memory: ServingMemory, idle_power_W: float, *, window: int | None = None, slo: SLO | None = None,
+          swap_bandwidth_Bps: float | None = None) -> ServingResult:
+    """Simulate one replica serving `requests` under `scheduler` until the last request finishes.
+
+    With swap preemption, KV moves over a host link of `swap_bandwidth_Bps` (its energy is not counted).
+    """
+    if scheduler.limits.preemption == "swap" and not swap_bandwidth_Bps:
+        raise ValueError("swap preemption needs the host link's bandwidth (swap_bandwidth_Bps)")
     env = simpy.Environment()
     state = EngineState(kv=kv)
     total = len(requests)
-    replica = _Replica(env, costs, scheduler, state, total, window)
+    per_token_B = memory.kv_block_B / memory.block_tokens
+    replica = _Replica(env, costs, scheduler, state, total, window,
+                       per_token_B / swap_bandwidth_Bps if swap_bandwidth_Bps else 0.0)
     arrivals = requests.arrival_s.tolist()
     prompts, outputs = requests.prompt_tokens.tolist(), requests.output_tokens.tolist()
 
@@ -238,7 +251,7 @@ def _result(replica: _Replica, requests: RequestSet, costs: IterationCostModel, 
     return ServingResult(records=records, iterations=iterations, makespan_s=makespan_s, energy_parts_J=energy,
                          time_by_class_s=dict(zip(KERNEL_CLASS_NAMES, class_time.tolist(), strict=True)),
                          memory=memory, shapes_priced=costs.shapes_priced, peak_kv_blocks=replica.peak_blocks,
-                         token_gaps_s=np.array(replica.token_gaps), slo=slo)
+                         token_gaps_s=np.array(replica.token_gaps), slo=slo, swap_s=replica.swap_s)
 
 
 def _percentile(values: np.ndarray, q: float) -> float:

@@ -21,6 +21,7 @@ from workloads.requests import (
 )
 
 ARRIVALS = ("poisson", "gamma", "trace")
+PREEMPTIONS = ("recompute", "swap")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -45,6 +46,8 @@ class ServingSpec:
     chunk_tokens: int = 512
     block_tokens: int = 16
     prefix_tokens: int = 0
+    preemption: str = "recompute"  # or "swap" over a host link of swap_GBps
+    swap_GBps: float | None = None
     seed: int = 0
     slo_ttft_s: float | None = None
     slo_tpot_s: float | None = None
@@ -65,7 +68,7 @@ class ServingSpec:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InputError(f"{name}: found {value!r}, allowed: an integer >= 1")
-        for name in ("rate_per_s", "cv", "slo_ttft_s", "slo_tpot_s"):
+        for name in ("rate_per_s", "cv", "slo_ttft_s", "slo_tpot_s", "swap_GBps"):
             value = getattr(self, name)
             if value is not None and not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
                 raise InputError(f"{name}: found {value!r}, allowed: a finite number > 0")
@@ -77,6 +80,11 @@ class ServingSpec:
             if self.slo() is None:
                 raise InputError("capacity: found no SLO, allowed: a capacity search under an SLO "
                                  "(slo: {ttft_s: ..., tpot_s: ...})")
+        if self.preemption not in PREEMPTIONS:
+            raise InputError(f"preemption: found {self.preemption!r}, allowed: {', '.join(PREEMPTIONS)}")
+        if self.preemption == "swap" and self.swap_GBps is None:
+            raise InputError("swap_GBps: found none with swap preemption, allowed: the host link's bandwidth in "
+                             "GB/s (e.g. 31.5 for PCIe 4.0 x16, 63 for PCIe 5.0 x16: PCI-SIG base specifications)")
         if self.prefix_tokens < 0:
             raise InputError(f"prefix_tokens: found {self.prefix_tokens}, allowed: an integer >= 0")
 
@@ -89,14 +97,14 @@ class ServingSpec:
     def columns(self) -> dict[str, object]:
         """The knobs a results row shows (serving_ prefixed where the name alone is ambiguous)."""
         return {"scheduler": self.scheduler, "arrival": self.arrival,
-                "rate_per_s": None if self.capacity else self.rate_per_s,
+                "rate_per_s": None if self.capacity else self.rate_per_s, "cv": self.cv,
                 "requests": self.requests, "max_seqs": self.max_seqs, "max_batched_tokens": self.max_batched_tokens,
                 "chunk_tokens": self.chunk_tokens, "block_tokens": self.block_tokens,
-                "prefix_tokens": self.prefix_tokens}
+                "prefix_tokens": self.prefix_tokens, "preemption": self.preemption}
 
     def limits(self) -> SchedulerLimits:
         return SchedulerLimits(max_seqs=self.max_seqs, max_batched_tokens=self.max_batched_tokens,
-                               chunk_tokens=self.chunk_tokens)
+                               chunk_tokens=self.chunk_tokens, preemption=self.preemption)
 
     def slo(self) -> SLO | None:
         if self.slo_ttft_s is None and self.slo_tpot_s is None:

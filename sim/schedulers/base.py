@@ -56,6 +56,7 @@ class Batch:
 
     prefills: list[tuple[Sequence, int]] = field(default_factory=list)
     decodes: list[Sequence] = field(default_factory=list)
+    swapped_tokens: int = 0  # KV tokens copied between device and host memory before the iteration runs
 
     def __bool__(self) -> bool:
         return bool(self.prefills or self.decodes)
@@ -83,7 +84,9 @@ class EngineState:
     kv: PagedKVCache
     waiting: deque[Sequence] = field(default_factory=deque)
     running: list[Sequence] = field(default_factory=list)
+    swapped: list[Sequence] = field(default_factory=list)  # preempted by swap, their KV in host memory
     now_s: float = 0.0
+    swapped_tokens: int = 0  # KV tokens swapped out since the last iteration
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -94,6 +97,7 @@ class SchedulerLimits:
     max_batched_tokens: int = 8192  # tokens in one iteration [max_num_batched_tokens]
     chunk_tokens: int = 512  # token budget of a chunked-prefill iteration (Sarathi-Serve's budget)
     watermark: float = 0.01  # fraction of KV blocks a new admission leaves free [vLLM's watermark, 1%]
+    preemption: str = "recompute"  # or "swap": a preempted sequence's KV moves to host memory and back
 
 
 class Scheduler:
@@ -135,13 +139,41 @@ class Scheduler:
         return True
 
     def _preempt(self, state: EngineState, seq: Sequence) -> None:
-        """Preempt by recompute: free its blocks; it waits at the front to recompute its whole context."""
+        """Free its blocks. By recompute, it waits at the front to recompute its whole context; by swap, its KV
+        is copied to host memory and it waits to be swapped back in (before any new admission)."""
         state.kv.release(seq.index)
         state.running.remove(seq)
+        seq.preemptions += 1
+        if self.limits.preemption == "swap" and not seq.in_prefill:
+            state.swapped_tokens += seq.computed
+            state.swapped.append(seq)
+            state.swapped.sort(key=lambda s: s.index)
+            return
         seq.target = seq.prompt + seq.generated
         seq.computed = state.kv.cached_prefix(seq.target)
-        seq.preemptions += 1
         state.waiting.appendleft(seq)
+
+    def _swap_in(self, state: EngineState) -> int:
+        """Bring swapped sequences back (oldest first) while their KV and the next token fit; tokens moved."""
+        moved = 0
+        while state.swapped and len(state.running) < self.limits.max_seqs:
+            seq = state.swapped[0]
+            if not state.kv.can_hold(seq.index, seq.computed + 1, self._reserve_blocks(state)):
+                break
+            state.kv.hold(seq.index, seq.computed)
+            state.swapped.pop(0)
+            state.running.append(seq)
+            moved += seq.computed
+        return moved
+
+    def next_batch(self, state: EngineState) -> Batch:
+        """The next iteration: swapped sequences come back first, then the scheduler's own choice; the KV
+        tokens swapped either way ride on the batch."""
+        swapped_in = self._swap_in(state) if state.swapped else 0
+        batch = self.schedule(state)
+        batch.swapped_tokens = swapped_in + state.swapped_tokens
+        state.swapped_tokens = 0
+        return batch
 
     def _grow_decodes(self, state: EngineState, decoding: list[Sequence]) -> list[Sequence]:
         """Give each decoding sequence (oldest first) a block for its next token, preempting the newest

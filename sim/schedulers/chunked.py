@@ -27,7 +27,7 @@ class ChunkedPrefillScheduler(Scheduler):
             state.kv.hold(seq.index, seq.computed + chunk)
             batch.prefills.append((seq, chunk))
             budget -= chunk
-        while state.waiting and budget > 0 and len(state.running) < self.limits.max_seqs:
+        while state.waiting and not state.swapped and budget > 0 and len(state.running) < self.limits.max_seqs:
             seq = state.waiting[0]
             chunk = min(seq.remaining_prefill, budget)
             if not self._admit(state, seq, seq.computed + chunk):

@@ -16,7 +16,7 @@ class ContinuousScheduler(Scheduler):
     def schedule(self, state: EngineState) -> Batch:
         batch = Batch()
         tokens = 0
-        while state.waiting and len(state.running) < self.limits.max_seqs:
+        while state.waiting and not state.swapped and len(state.running) < self.limits.max_seqs:
             seq = state.waiting[0]
             if tokens + seq.remaining_prefill > self.limits.max_batched_tokens:
                 break

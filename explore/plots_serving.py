@@ -1,0 +1,307 @@
+"""Figures of a serving sweep's report: pure functions from data to a matplotlib Figure (no pyplot, no global state).
+
+Metrics against the arrival rate (one line per design, a filled marker where the point meets its SLO), capacity
+bars, and per-request detail of a few re-run designs: latency CDFs, KV-cache use and batch size over time.
+"""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from explore.plots import wide_range
+
+LIMIT_COLOR = "#444444"
+TIMELINE_WINDOWS = 200  # the timeline shows time-weighted means over this many windows of each run
+
+
+@dataclass(frozen=True, kw_only=True)
+class SeriesStyle:
+    """How one line is drawn: its color, line style and marker."""
+
+    color: str
+    linestyle: str = "-"
+    marker: str = "o"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RateSeries:
+    """Metrics of one design (everything but the arrival rate fixed) at each swept rate, sorted by rate."""
+
+    label: str
+    style: SeriesStyle
+    rate_per_s: np.ndarray
+    values: Mapping[str, np.ndarray]  # metric name -> one value per rate (NaN: not measured)
+    meets_slo: np.ndarray  # 1.0 meets the SLO, 0.0 misses it, NaN: no SLO
+
+
+@dataclass(frozen=True, kw_only=True)
+class Limit:
+    """A horizontal (or, on a CDF, vertical) reference line: an SLO limit, a constraint bound, a target."""
+
+    value: float
+    label: str
+    linestyle: str = "--"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Panel:
+    """One panel of a figure against the arrival rate: the metric it plots, its title and y label."""
+
+    metric: str
+    title: str
+    ylabel: str
+    limits: Sequence[Limit] = ()
+    identity: bool = False  # draw y = x (the offered rate)
+    ylim: tuple[float, float] | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunDetail:
+    """Per-request latencies and the iterations of one re-run serving design (times from its first arrival)."""
+
+    label: str
+    color: str
+    ttft_s: np.ndarray
+    tpot_s: np.ndarray  # NaN for one-token requests (dropped from the CDF)
+    start_s: np.ndarray  # per iteration
+    duration_s: np.ndarray
+    kv_utilization: np.ndarray  # fraction of KV blocks in use
+    batch_size: np.ndarray  # sequences running
+    end_s: float  # the last request's finish
+    max_seqs: float
+
+
+def windowed_mean(start_s: np.ndarray, duration_s: np.ndarray, values: np.ndarray,
+                  edges_s: np.ndarray) -> np.ndarray:
+    """Time-weighted mean per window of the step function that is values[i] over [start[i], start[i] +
+    duration[i]) and zero between iterations (which must not overlap)."""
+    order = np.argsort(start_s, kind="stable")
+    start, duration, value = start_s[order], duration_s[order], np.asarray(values, dtype=float)[order]
+    if not len(start):
+        return np.zeros(len(edges_s) - 1)
+    before = np.concatenate([[0.0], np.cumsum(value * duration)])  # area of the iterations before each one
+    index = np.searchsorted(start, edges_s, side="right") - 1
+    at = np.clip(index, 0, None)
+    area = np.where(index >= 0, before[at] + value[at] * np.clip(edges_s - start[at], 0.0, duration[at]), 0.0)
+    return np.diff(area) / np.diff(edges_s)
+
+
+def _legend_columns(labels: Sequence[str], width: int = 110) -> int:
+    """As many legend columns as fit the longest label in about `width` characters."""
+    longest = max((len(label) for label in labels), default=1) + 6
+    return max(1, min(4, width // longest))
+
+
+def merged_limits(limits: Sequence[Limit]) -> list[Limit]:
+    """Limits at the same value as one line whose label names them all (the first one's style)."""
+    by_value: dict[float, list[Limit]] = {}
+    for limit in limits:
+        by_value.setdefault(limit.value, []).append(limit)
+    return [Limit(value=value, label="; ".join(dict.fromkeys(m.label for m in same)), linestyle=same[0].linestyle)
+            for value, same in by_value.items()]
+
+
+def _limit_handles(panels_limits: Sequence[Sequence[Limit]]) -> list[Line2D]:
+    """One legend entry per distinct limit label across panels."""
+    seen = dict.fromkeys((limit.label, limit.linestyle) for limits in panels_limits for limit in limits)
+    return [Line2D([], [], color=LIMIT_COLOR, lw=1.1, ls=ls, label=label) for label, ls in seen]
+
+
+def _draw_limits(ax: Axes, limits: Sequence[Limit], vertical: bool = False) -> None:
+    for limit in limits:
+        draw = ax.axvline if vertical else ax.axhline
+        draw(limit.value, color=LIMIT_COLOR, lw=1.1, ls=limit.linestyle, zorder=1)
+
+
+def _label_limits(ax: Axes, limits: Sequence[Limit], series: Sequence[RateSeries], metric: str) -> None:
+    """Each horizontal limit's label on its line, at the end of the axes (left or right) where the lines
+    come no closer to it (after the axes' scales are set)."""
+    log = ax.get_yscale() == "log"
+
+    def gap(limit: Limit, end: int) -> float:
+        ends = [np.asarray(s.values[metric], dtype=float)[end] for s in series if len(s.rate_per_s)]
+        ends = [v for v in ends if math.isfinite(v) and (v > 0 or not log)]
+        scale = (lambda v: math.log10(v)) if log and limit.value > 0 else (lambda v: v)
+        return min((abs(scale(v) - scale(limit.value)) for v in ends), default=math.inf)
+
+    low, high = (math.log10(v) for v in ax.get_ylim()) if log else ax.get_ylim()
+    for limit in limits:
+        right = gap(limit, -1) > gap(limit, 0)
+        at = (math.log10(limit.value) if log else limit.value) if limit.value > 0 or not log else low
+        below = (at - low) / ((high - low) or 1.0) > 0.9  # no room above a line at the top of the axes
+        ax.annotate(limit.label, xy=(0.99 if right else 0.01, limit.value), xycoords=("axes fraction", "data"),
+                    xytext=(0, -2 if below else 2), textcoords="offset points", ha="right" if right else "left",
+                    va="top" if below else "bottom",
+                    fontsize=7.5, color=LIMIT_COLOR, zorder=4,
+                    bbox={"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.75})
+
+
+def _draw_series(ax: Axes, item: RateSeries, metric: str) -> None:
+    """A line through every rate; markers filled where the point meets the SLO, hollow where it misses it."""
+    style = item.style
+    y = np.asarray(item.values[metric], dtype=float)
+    ax.plot(item.rate_per_s, y, color=style.color, ls=style.linestyle, lw=1.4, zorder=2)
+    misses = item.meets_slo == 0.0
+    for keep, face in ((~misses, style.color), (misses, "white")):
+        if keep.any():
+            ax.plot(item.rate_per_s[keep], y[keep], ls="none", marker=style.marker, ms=6, color=style.color,
+                    markerfacecolor=face, markeredgewidth=1.2, zorder=3)
+
+
+def _series_handles(series: Sequence[RateSeries]) -> list[Line2D]:
+    handles = [Line2D([], [], color=s.style.color, ls=s.style.linestyle, marker=s.style.marker, label=s.label)
+               for s in series]
+    if any((s.meets_slo == 0.0).any() for s in series):
+        handles += [Line2D([], [], ls="none", marker="o", color="gray", label="filled: meets the SLO"),
+                    Line2D([], [], ls="none", marker="o", color="gray", markerfacecolor="white",
+                           label="hollow: misses the SLO")]
+    return handles
+
+
+def _rate_axis(ax: Axes, rates: np.ndarray, linear: bool = False) -> None:
+    if wide_range(rates) and not linear:
+        ax.set_xscale("log")
+    elif linear:
+        ax.set_xlim(left=0)
+    if 0 < len(rates) <= 8:
+        ax.set_xticks(rates, [f"{r:g}" for r in rates])
+        ax.minorticks_off()
+    ax.set_xlabel("arrival rate (requests/s)")
+
+
+def rate_figure(series: Sequence[RateSeries], panels: Sequence[Panel]) -> Figure:
+    """One panel per metric against the arrival rate (shared x), one line per series, limits as gray lines;
+    a panel whose positive values span more than LOG_RANGE gets a log y axis."""
+    fig = Figure(figsize=(5.6 * len(panels) + 0.4, 4.4 + 0.2 * math.ceil(len(series) / 2)), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False, sharex=True).ravel()
+    rates = np.unique(np.concatenate([s.rate_per_s for s in series] or [np.zeros(0)]))
+    rates = rates[np.isfinite(rates)]
+    for ax, panel in zip(axes, panels, strict=True):
+        limits = merged_limits(panel.limits)
+        for item in series:
+            _draw_series(ax, item, panel.metric)
+        _draw_limits(ax, limits)
+        if panel.identity and len(rates):
+            ax.plot([0, rates.max()], [0, rates.max()], color=LIMIT_COLOR, lw=1.0, ls="-.", zorder=1)
+        values = np.concatenate([np.asarray(s.values[panel.metric], dtype=float) for s in series] or [np.zeros(0)])
+        values = np.concatenate([values, [limit.value for limit in limits]])
+        if panel.ylim is not None:
+            ax.set_ylim(*panel.ylim)
+        elif wide_range(values) and not panel.identity:  # y = x reads as a diagonal only on linear axes
+            ax.set_yscale("log")
+        elif np.nanmin(values, initial=0.0) >= 0:
+            ax.set_ylim(bottom=0)
+        _rate_axis(ax, rates, linear=any(p.identity for p in panels))  # shared x: one scale
+        _label_limits(ax, limits, series, panel.metric)
+        ax.set_ylabel(panel.ylabel)
+        ax.set_title(panel.title, fontsize=10)
+        ax.grid(True, which="major", alpha=0.3)
+    handles = _series_handles(series)
+    if any(p.identity for p in panels):
+        handles.append(Line2D([], [], color=LIMIT_COLOR, lw=1.0, ls="-.", label="every request good (= arrival rate)"))
+    fig.legend(handles=handles, loc="outside lower center", ncols=_legend_columns([h.get_label() for h in handles]),
+               fontsize=8, frameon=False)
+    return fig
+
+
+def capacity_figure(groups: Sequence[str], capacity_rps: Mapping[str, Sequence[float]],
+                    colors: Mapping[str, str]) -> Figure:
+    """Grouped bars: one group per design (device, format, ...), one bar per scheduler, the value on each bar;
+    a zero bar (no rate meets the SLO) is labeled 'none'; NaN draws no bar."""
+    per_group = 0.6 + 0.45 * len(capacity_rps)
+    fig = Figure(figsize=(min(14.0, max(6.5, 2.0 + per_group * len(groups))), 4.6), layout="constrained")
+    ax = fig.subplots()
+    x = np.arange(len(groups))
+    width = 0.8 / max(len(capacity_rps), 1)
+    for i, (name, values) in enumerate(capacity_rps.items()):
+        heights = np.asarray(values, dtype=float)
+        bars = ax.bar(x + (i - (len(capacity_rps) - 1) / 2) * width, heights, width, label=name,
+                      color=colors.get(name))
+        ax.bar_label(bars, labels=["none" if h == 0 else "" if not math.isfinite(h) else f"{h:.3g}"
+                                   for h in heights], fontsize=8, padding=2)
+    rotate = len(groups) > 4 or sum(len(g) for g in groups) > 60
+    ax.set_xticks(x, [textwrap.fill(g, 28) for g in groups], rotation=20 if rotate else 0,
+                  ha="right" if rotate else "center", fontsize=8)
+    ax.set_ylabel("capacity (requests/s meeting the SLO)")
+    ax.set_ylim(0, max([np.nanmax(np.asarray(v, dtype=float), initial=0.0) for v in capacity_rps.values()]
+                       + [1e-9]) * 1.15)
+    ax.grid(True, axis="y", alpha=0.3)
+    fig.legend(loc="outside lower center", ncols=min(len(capacity_rps), 4), fontsize=8, frameon=False,
+               title="scheduler", title_fontsize=8)
+    return fig
+
+
+def _cdf(ax: Axes, values: np.ndarray, color: str) -> None:
+    values = np.sort(values[np.isfinite(values)])
+    if values.size:
+        ax.step(values, np.arange(1, values.size + 1) / values.size, where="post", color=color, lw=1.5)
+
+
+def latency_cdf_figure(runs: Sequence[RunDetail], limits: Mapping[str, Sequence[Limit]],
+                       attainment: float | None) -> Figure:
+    """TTFT and TPOT CDFs over requests (shared y: fraction of requests), SLO limits as vertical lines and the
+    SLO's attainment target as a horizontal one."""
+    fig = Figure(figsize=(11.5, 4.6 + 0.2 * len(runs)), layout="constrained")
+    axes = fig.subplots(1, 2, sharey=True)
+    for ax, field, name in zip(axes, ("ttft_s", "tpot_s"), ("TTFT", "TPOT"), strict=True):
+        for run in runs:
+            _cdf(ax, getattr(run, field), run.color)
+        _draw_limits(ax, limits.get(field, ()), vertical=True)
+        if attainment is not None:
+            ax.axhline(attainment, color=LIMIT_COLOR, lw=0.9, ls=":", zorder=1)
+        values = np.concatenate([getattr(run, field) for run in runs] + [[lim.value for lim in limits.get(field, ())]])
+        if wide_range(values):
+            ax.set_xscale("log")
+        ax.set_xlabel(f"{name} (s)")
+        ax.set_title(f"{name}: fraction of requests at or below x", fontsize=10)
+        ax.grid(True, which="major", alpha=0.3)
+    axes[0].set_ylabel("fraction of requests")
+    axes[0].set_ylim(0, 1.02)
+    handles = [Line2D([], [], color=run.color, lw=1.5, label=run.label) for run in runs]
+    handles += _limit_handles(list(limits.values()))
+    if attainment is not None:
+        handles.append(Line2D([], [], color=LIMIT_COLOR, lw=0.9, ls=":",
+                              label=f"SLO attainment target ({attainment:g})"))
+    fig.legend(handles=handles, loc="outside lower center", ncols=1, fontsize=8, frameon=False)
+    return fig
+
+
+def timeline_figure(runs: Sequence[RunDetail]) -> Figure:
+    """KV-cache utilization (%) above running batch size against time since the first arrival (shared x), as
+    time-weighted means over TIMELINE_WINDOWS windows of each run."""
+    fig = Figure(figsize=(11.5, 6.4 + 0.2 * len(runs)), layout="constrained")
+    kv_ax, batch_ax = fig.subplots(2, 1, sharex=True)
+    for run in runs:
+        edges = np.linspace(0.0, max(run.end_s, 1e-9), TIMELINE_WINDOWS + 1)
+        centers = (edges[:-1] + edges[1:]) / 2
+        kv = windowed_mean(run.start_s, run.duration_s, run.kv_utilization, edges)
+        kv_ax.plot(centers, 100 * kv, color=run.color, lw=1.3)
+        batch_ax.plot(centers, windowed_mean(run.start_s, run.duration_s, run.batch_size, edges), color=run.color,
+                      lw=1.3)
+    limits = sorted({run.max_seqs for run in runs if math.isfinite(run.max_seqs)})
+    for value in limits:
+        batch_ax.axhline(value, color=LIMIT_COLOR, lw=1.0, ls=":", zorder=1)
+    kv_ax.set_ylim(0, 105)
+    kv_ax.set_ylabel("KV cache in use (%)")
+    kv_ax.set_title("KV-cache utilization", fontsize=10)
+    batch_ax.set_ylim(bottom=0)
+    batch_ax.set_ylabel("running sequences")
+    batch_ax.set_title("Running batch size", fontsize=10)
+    batch_ax.set_xlabel("time since the first arrival (s)")
+    batch_ax.set_xlim(left=0)
+    for ax in (kv_ax, batch_ax):
+        ax.grid(True, which="major", alpha=0.3)
+    handles = [Line2D([], [], color=run.color, lw=1.5, label=run.label) for run in runs]
+    if limits:
+        handles.append(Line2D([], [], color=LIMIT_COLOR, lw=1.0, ls=":",
+                              label=f"max_seqs ({', '.join(f'{v:g}' for v in limits)})"))
+    fig.legend(handles=handles, loc="outside lower center", ncols=1, fontsize=8, frameon=False)
+    return fig

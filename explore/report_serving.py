@@ -1,0 +1,436 @@
+"""The serving sections of the design report: metrics against the arrival rate, capacity, per-request detail.
+
+A results row is a serving row when its `scheduler` column is set. Its metrics are summaries (p99 TTFT, goodput,
+...); the per-request figures (latency CDFs, KV cache and batch size over time) re-run a few chosen designs and
+need the sweep's design points, which results.csv does not hold in full.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from explore.plots import figure_png
+from explore.plots_serving import (
+    TIMELINE_WINDOWS,
+    Limit,
+    Panel,
+    RateSeries,
+    RunDetail,
+    SeriesStyle,
+    capacity_figure,
+    latency_cdf_figure,
+    rate_figure,
+    timeline_figure,
+)
+from explore.report import MAX_INFEASIBLE, MAX_SERIES, TOP_N, ReportFigure, ReportTable
+from explore.rows import (
+    count_label,
+    device_label,
+    format_label,
+    format_number,
+    is_feasible,
+    overrides_label,
+    value_label,
+)
+from explore.sweep import Constraint
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from explore.design_point import DesignPoint
+    from explore.evaluate import Evaluator
+    from sim.serving import ServingResult
+
+MAX_DETAIL = 6  # designs re-run for the per-request figures
+# One fixed color per scheduler, so every serving figure agrees; line style and marker tell the rest apart.
+SCHEDULER_COLORS = {"static": "#7f7f7f", "continuous": "#1f77b4", "orca": "#2ca02c", "chunked": "#d62728"}
+STYLES = (("-", "o"), ("--", "s"), (":", "^"), ("-.", "D"), ("-", "v"), ("--", "P"), (":", "X"), ("-.", "*"))
+# Knobs besides the rate that tell serving designs apart, named as `knob_value` reads them; labels show the
+# device and scheduler always, the others where they vary.
+DESIGN_KNOBS = ("model", "device", "scheduler", "format", "overrides", "arrival", "cv", "requests", "max_seqs",
+                "max_batched_tokens", "chunk_tokens", "block_tokens", "prefix_tokens")
+ALWAYS_SHOWN = ("device", "scheduler")
+
+FIGURE_TITLES = {
+    "serving_latency": "p99 TTFT and TPOT against arrival rate",
+    "serving_goodput": "Goodput and SLO attainment against arrival rate",
+    "serving_energy": "Energy per output token against arrival rate",
+    "serving_capacity": "Capacity: the highest arrival rate that meets the SLO",
+    "serving_cdf": "Latency distributions over requests",
+    "serving_timeline": "KV-cache utilization and running batch size over time",
+}
+HOW_TO_READ = {
+    "serving_latency": "Each line is one design as requests arrive faster; color is the scheduler, line style and "
+                       "marker the rest (device, ...). A filled marker meets the SLO, a hollow one misses it. "
+                       "A latency that shoots up marks the rate where the replica saturates and requests queue. "
+                       "The SLO limit applies to each request (a fraction of them must meet it), so a p99 above "
+                       "it can still meet the SLO.",
+    "serving_goodput": "Goodput counts only requests that meet the SLO (every completed request when there is "
+                       "none), over the whole run. The dash-dot line is the offered rate: a design that serves "
+                       "every request in time sits just under it (the run also drains the last requests after "
+                       "arrivals stop); where a line bends away from it, the replica is overloaded.",
+    "serving_energy": "Energy per output token, idle power included: at low rates the device idles between "
+                      "requests and each token costs more; batching more requests per iteration makes it cheaper.",
+    "serving_capacity": "Higher is better: the highest Poisson arrival rate at which each design still meets the "
+                        "SLO, found by bisection; 'none' means even the lowest rate searched misses it.",
+    "serving_cdf": "Each curve rises through the requests of one design, fastest first: the x value where it "
+                   "crosses a fraction is that percentile (0.99: p99). Dashed vertical lines are the SLO limits; "
+                   "a curve meets the SLO where it is above the dotted attainment target at the limit.",
+    "serving_timeline": "KV blocks in use and sequences in the running batch, time-weighted means over "
+                        f"{TIMELINE_WINDOWS} windows of each run (idle time counts as zero). A KV cache near 100% "
+                        "forces preemptions or queueing; a batch pinned at max_seqs means the scheduler, not "
+                        "memory, caps concurrency.",
+}
+
+
+def is_serving(row: dict[str, Any]) -> bool:
+    """Whether a results row comes from a serving run (its scheduler is set)."""
+    return bool(row.get("scheduler"))
+
+
+def _number(row: dict[str, Any], name: str) -> float:
+    """A row's numeric value (NaN when missing or not a number)."""
+    value = row.get(name)
+    return float(value) if isinstance(value, int | float) else math.nan
+
+
+def _rate(row: dict[str, Any]) -> float:
+    return _number(row, "rate_per_s")
+
+
+def _has(row: dict[str, Any], name: str) -> bool:
+    return math.isfinite(_number(row, name))
+
+
+def _load(row: dict[str, Any]) -> float:
+    """The rate a row ran at: its arrival rate, or its capacity when the sweep searched capacity."""
+    rate = _rate(row)
+    return rate if math.isfinite(rate) else _number(row, "capacity_rps")
+
+
+def knob_value(row: dict[str, Any], knob: str) -> Any:
+    """A serving row's value of one of DESIGN_KNOBS (format and overrides as their labels)."""
+    if knob == "format":
+        return format_label(row)
+    if knob == "overrides":
+        return overrides_label(row)
+    if knob == "device":
+        return device_label(row)
+    value = row.get(knob)
+    return None if value == "" or (isinstance(value, float) and math.isnan(value)) else value
+
+
+def varying_knobs(rows: list[dict[str, Any]]) -> list[str]:
+    """DESIGN_KNOBS that take more than one value in the rows, plus ALWAYS_SHOWN, in DESIGN_KNOBS order."""
+    return [knob for knob in DESIGN_KNOBS
+            if knob in ALWAYS_SHOWN or len({knob_value(row, knob) for row in rows}) > 1]
+
+
+def serving_label(row: dict[str, Any], knobs: Sequence[str], *, rate: bool = True) -> str:
+    """'h100-sxm / chunked / max_seqs 64 / 6 req/s': the knobs that vary, the rate when asked and known."""
+    parts = []
+    for knob in knobs:
+        value = knob_value(row, knob)
+        if value not in (None, ""):
+            named = knob in ("model", "device", "scheduler", "format", "overrides")
+            parts.append(str(value) if named else f"{knob} {value_label(value)}")
+    if rate and math.isfinite(_rate(row)):
+        parts.append(f"{_rate(row):g} req/s")
+    elif rate and _has(row, "capacity_rps"):
+        capacity = _number(row, "capacity_rps")
+        parts.append(f"capacity {capacity:.3g} req/s" if capacity > 0 else "no rate meets the SLO (run at the lowest)")
+    return " / ".join(parts)
+
+
+# ---- metrics against the arrival rate -----------------------------------------------------------------------
+
+def _styles(keys: list[tuple], knobs: list[str]) -> list[SeriesStyle]:
+    """Color by scheduler and line style and marker by the other knobs when there are several schedulers and
+    at most len(STYLES) other combinations; else a color per series (line styles after the 10 colors run out)."""
+    where = knobs.index("scheduler")
+    schedulers = list(dict.fromkeys(key[where] for key in keys))
+    others = list(dict.fromkeys(key[:where] + key[where + 1:] for key in keys))
+    if len(schedulers) > 1 and len(others) <= len(STYLES):
+        return [SeriesStyle(color=SCHEDULER_COLORS.get(key[where], "#000000"),
+                            linestyle=STYLES[others.index(key[:where] + key[where + 1:])][0],
+                            marker=STYLES[others.index(key[:where] + key[where + 1:])][1]) for key in keys]
+    return [SeriesStyle(color=f"C{i % 10}", linestyle=STYLES[i // 10 % len(STYLES)][0], marker="o")
+            for i in range(len(keys))]
+
+
+def rate_series(rows: list[dict[str, Any]], metrics: Sequence[str]) -> tuple[list[RateSeries], str]:
+    """One line per design among feasible rows with a rate (at most MAX_SERIES), and what is shown."""
+    knobs = varying_knobs(rows)
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for row in rows:
+        if is_feasible(row) and math.isfinite(_rate(row)):
+            groups.setdefault(tuple(knob_value(row, k) for k in knobs), []).append(row)
+    keys = list(groups)[:MAX_SERIES]
+    series = []
+    for key, style in zip(keys, _styles(keys, knobs), strict=True):
+        members = sorted(groups[key], key=_rate)
+        series.append(RateSeries(
+            label=serving_label(members[0], knobs, rate=False), style=style,
+            rate_per_s=np.array([_rate(r) for r in members]),
+            values={m: np.array([float(r.get(m, math.nan)) for r in members]) for m in metrics},
+            meets_slo=np.array([float(r.get("meets_slo", math.nan)) for r in members])))
+    shown = f"the first {MAX_SERIES} of {len(groups)}" if len(groups) > MAX_SERIES else f"all {len(groups)}"
+    infeasible = sum(not is_feasible(row) for row in rows)
+    left_out = f" {count_label(infeasible, 'infeasible point')} (listed below) left out." if infeasible else ""
+    return series, f"One line per design ({shown} shown).{left_out}"
+
+
+def _constraint_limits(constraints: Sequence[str] | None, metric: str) -> list[Limit]:
+    return [Limit(value=c.bound, label=f"constraint {c.metric} {c.op} {c.bound:g}", linestyle=":")
+            for c in Constraint.parse_all(constraints) if c.metric == metric]
+
+
+def _slo_limit(slo: Mapping[str, Any] | None, field: str) -> list[Limit]:
+    """The SLO's per-request limit on `field` ('ttft_s', 'tpot_s') as a dashed line, none without one."""
+    if not slo or slo.get(field) is None:
+        return []
+    share = slo.get("attainment")
+    who = f"{share:.0%} of requests" if share is not None else "each request"
+    return [Limit(value=float(slo[field]), label=f"SLO limit ({who} must meet it)", linestyle="--")]
+
+
+def _rates_missing(rows: list[dict[str, Any]]) -> str:
+    """Why no figure against the rate can be drawn; empty when one can."""
+    if any(is_feasible(r) and math.isfinite(_rate(r)) for r in rows):
+        return ""
+    if not any(is_feasible(r) for r in rows):
+        return "Not drawn: no feasible design point."
+    if any(_has(r, "capacity_rps") for r in rows):
+        return ("Not drawn: the sweep searched each design's capacity instead of sweeping arrival rates "
+                "(see the capacity figure).")
+    return "Not drawn: no point has an arrival rate (trace arrivals replayed at their own times)."
+
+
+def _figure(name: str, caption: str, fig: Figure | None = None, title: str | None = None) -> ReportFigure:
+    """A report figure with its title; a figure without a plot keeps only its caption (why it is missing)."""
+    if fig is not None:
+        caption += " " + HOW_TO_READ[name]
+    return ReportFigure(name=name, title=title or FIGURE_TITLES[name], caption=caption,
+                        png=None if fig is None else figure_png(fig))
+
+
+def rate_figures(rows: list[dict[str, Any]], slo: Mapping[str, Any] | None,
+                 constraints: Sequence[str] | None) -> list[ReportFigure]:
+    """p99 latency, goodput with SLO attainment, and energy per token against the arrival rate."""
+    names = ("serving_latency", "serving_goodput", "serving_energy")
+    if why := _rates_missing(rows):
+        return [_figure(name, why) for name in names]
+    metrics = ("ttft_p99_s", "tpot_p99_s", "goodput_rps", "slo_attainment", "energy_per_token_J")
+    series, caption = rate_series(rows, metrics)
+    latency = [Panel(metric="ttft_p99_s", title="p99 time to first token", ylabel="p99 TTFT (s)",
+                     limits=_slo_limit(slo, "ttft_s") + _constraint_limits(constraints, "ttft_p99_s")),
+               Panel(metric="tpot_p99_s", title="p99 time per output token", ylabel="p99 TPOT (s)",
+                     limits=_slo_limit(slo, "tpot_s") + _constraint_limits(constraints, "tpot_p99_s"))]
+    judged = any(np.isfinite(s.values["slo_attainment"]).any() for s in series)  # False: the sweep has no SLO
+    goodput = [Panel(metric="goodput_rps", title="goodput" if judged else "goodput (no SLO: every completed request)",
+                     ylabel="goodput (requests/s meeting the SLO)" if judged else "completed requests/s",
+                     limits=_constraint_limits(constraints, "goodput_rps"), identity=True)]
+    if judged:
+        target = [Limit(value=float(slo["attainment"]), label=f"SLO attainment target ({slo['attainment']:g})",
+                        linestyle="--")] \
+            if slo and slo.get("attainment") is not None else []
+        goodput.append(Panel(metric="slo_attainment", title="SLO attainment", ylim=(0, 1.04), limits=target,
+                             ylabel="fraction of requests meeting the SLO"))
+    energy = [Panel(metric="energy_per_token_J", title="energy per output token", ylabel="energy per output token (J)",
+                    limits=_constraint_limits(constraints, "energy_per_token_J"))]
+    titles = {"serving_goodput": None if judged else "Goodput against arrival rate (no SLO)"}
+    return [_figure(name, caption, rate_figure(series, panels), titles.get(name))
+            for name, panels in zip(names, (latency, goodput, energy), strict=True)]
+
+
+def capacity_section(rows: list[dict[str, Any]]) -> ReportFigure:
+    """Capacity bars per design, one color per scheduler, or why they are missing."""
+    searched = [r for r in rows if is_feasible(r) and _has(r, "capacity_rps")]
+    if not searched:
+        return _figure("serving_capacity", "Not drawn: the sweep did not search capacity (serving: capacity: "
+                                           "[low, high] finds the highest rate meeting the SLO).")
+    knobs = [k for k in varying_knobs(searched) if k != "scheduler"]
+    groups = list(dict.fromkeys(serving_label(r, knobs, rate=False) for r in searched))
+    schedulers = list(dict.fromkeys(r["scheduler"] for r in searched))
+    values = {s: [max((float(r["capacity_rps"]) for r in searched if r["scheduler"] == s
+                       and serving_label(r, knobs, rate=False) == g), default=math.nan) for g in groups]
+              for s in schedulers}
+    colors = {s: SCHEDULER_COLORS.get(s, f"C{i}") for i, s in enumerate(schedulers)}
+    caption = f"{count_label(len(searched), 'feasible design point')}; one group per design, one bar per scheduler."
+    return _figure("serving_capacity", caption, capacity_figure(groups, values, colors))
+
+
+# ---- per-request detail of re-run designs -------------------------------------------------------------------
+
+def detail_rows(rows: list[dict[str, Any]],
+                chosen: Sequence[tuple[dict[str, Any], list[str]]]) -> tuple[list[tuple[dict[str, Any], str]], bool]:
+    """The designs to re-run with their roles, and whether they are the chosen ones: the chosen, else per
+    scheduler the feasible point at the highest rate or capacity (the first in row order on ties); at most
+    MAX_DETAIL."""
+    picked = [(row, ", ".join(roles)) for row, roles in chosen if is_serving(row) and is_feasible(row)]
+    if picked:
+        return picked[:MAX_DETAIL], True
+    best: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        if is_feasible(row) and (row["scheduler"] not in best or _load(row) > _load(best[row["scheduler"]])):
+            best[row["scheduler"]] = row
+    picked = [(row, "") for row in best.values()]
+    return picked[:MAX_DETAIL], False
+
+
+def run_detail(result: ServingResult, label: str, color: str, max_seqs: float) -> RunDetail:
+    """Latencies of every request and the iteration log of one serving run, times from its first arrival."""
+    records, log = result.records, result.iterations
+    origin = float(records.arrival_s.min())
+    return RunDetail(label=label, color=color, ttft_s=records.ttft_s, tpot_s=records.tpot_s,
+                     start_s=log.start_s - origin, duration_s=log.duration_s, kv_utilization=log.kv_utilization(),
+                     batch_size=log.batch_size, end_s=float(records.finish_s.max()) - origin, max_seqs=max_seqs)
+
+
+def detail_figures(rows: list[dict[str, Any]], evaluator: Evaluator | None,
+                   chosen: Sequence[tuple[dict[str, Any], list[str]]],
+                   points: Mapping[str, DesignPoint] | None, slo: Mapping[str, Any] | None) -> list[ReportFigure]:
+    """Latency CDFs and the KV/batch timeline of the chosen designs, re-run; or why they are missing."""
+    names = ("serving_cdf", "serving_timeline")
+    if evaluator is None:
+        why = "Not drawn: the report was written without an evaluator to re-run serving points."
+        return [_figure(name, why) for name in names]
+    if points is None:
+        why = ("Not drawn: per-request detail re-runs designs from the sweep's design points, and results.csv does "
+               "not hold the whole serving workload; the report written by `explore SWEEP.yaml` has it.")
+        return [_figure(name, why) for name in names]
+    picked, from_chosen = detail_rows(rows, chosen)
+    found = [(row, role) for row, role in picked if row.get("point_id") in points]
+    if not found:
+        why = "Not drawn: no feasible design point" + (" among the sweep's points." if picked else ".")
+        return [_figure(name, why) for name in names]
+    knobs = varying_knobs(rows)
+    runs = []
+    for i, (row, role) in enumerate(found):
+        result = evaluator.evaluate(points[row["point_id"]]).result
+        label = f"{chr(ord('A') + i)}: " + (f"{role}: " if role else "") + serving_label(row, knobs)
+        runs.append(run_detail(result, label, f"C{i % 10}", _number(row, "max_seqs")))
+    searched = any(_has(row, "capacity_rps") for row, _ in found)
+    which = ("The chosen designs (the best on each objective and the balanced one, as in the Pareto table)"
+             if from_chosen else "Per scheduler, the feasible point at the highest "
+             + ("capacity (run at that rate)" if searched else "arrival rate"))
+    missing = (f" {count_label(len(picked) - len(found), 'point')} not among the sweep's design points left out."
+               if len(found) < len(picked) else "")
+    capped = f" (the first {MAX_DETAIL})" if from_chosen and len(chosen) > MAX_DETAIL else ""
+    caption = f"{which}{capped}, re-run for per-request detail.{missing}"
+    limits = {"ttft_s": _slo_limit(slo, "ttft_s"), "tpot_s": _slo_limit(slo, "tpot_s")}
+    attainment = float(slo["attainment"]) if slo and slo.get("attainment") is not None and any(limits.values()) \
+        else None
+    return [_figure("serving_cdf", caption, latency_cdf_figure(runs, limits, attainment)),
+            _figure("serving_timeline", caption, timeline_figure(runs))]
+
+
+def serving_figures(rows: list[dict[str, Any]], evaluator: Evaluator | None,
+                    chosen: Sequence[tuple[dict[str, Any], list[str]]] = (),
+                    points: Mapping[str, DesignPoint] | None = None, slo: Mapping[str, Any] | None = None,
+                    constraints: Sequence[str] | None = None) -> list[ReportFigure]:
+    """Every serving figure of the report, in order; those that cannot be drawn say why."""
+    return (rate_figures(rows, slo, constraints) + [capacity_section(rows)]
+            + detail_figures(rows, evaluator, chosen, points, slo))
+
+
+def report_sections(typed: list[dict[str, Any]], evaluator: Evaluator | None,
+                    chosen: Sequence[tuple[dict[str, Any], list[str]]], points: Mapping[str, DesignPoint] | None,
+                    slo: Mapping[str, Any] | None, constraints: Sequence[str] | None,
+                    ) -> tuple[list[ReportFigure], list[ReportTable], list[ReportTable], list[str]]:
+    """Figures, the tables before and after them, and summary lines of the static-batch rows and of the serving
+    rows (a sweep has one kind; a results folder holding both gets both sections, static first)."""
+    from explore.report import report_figures, report_tables
+
+    serving = [row for row in typed if is_serving(row)]
+    static = [row for row in typed if not is_serving(row)]
+    figures, tables, summary = [], [], []
+    if static or not serving:
+        figures += report_figures(static, evaluator, [c for c in chosen if not is_serving(c[0])])
+        tables.append(report_tables(static))
+    if serving:
+        figures += serving_figures(serving, evaluator, [c for c in chosen if is_serving(c[0])], points, slo,
+                                   constraints)
+        tables.append(serving_tables(serving))
+        summary += serving_summary(serving, slo)
+    # Each kind's top tables precede the figures, its infeasible points follow them.
+    return figures, [t for kind in tables for t in kind[:-1]], [kind[-1] for kind in tables], summary
+
+
+# ---- tables and summary -------------------------------------------------------------------------------------
+
+def _point_headers(rows: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
+    """Headers naming a serving point, and the extra knobs (beyond model, device, scheduler, format) shown."""
+    extra = [k for k in varying_knobs(rows) if k not in ("model", "device", "scheduler", "format")]
+    rate = ["rate (req/s)"] if any(math.isfinite(_rate(r)) for r in rows) else []
+    return ["model", "device", "scheduler", *rate, "format", *extra], extra
+
+
+def _point_cells(row: dict[str, Any], rate: bool, extra: list[str]) -> list[str]:
+    cells = [str(row.get("model", "")), device_label(row), str(row.get("scheduler", ""))]
+    cells += [format_number(_rate(row))] if rate else []
+    values = (knob_value(row, k) for k in extra)
+    return cells + [format_label(row)] + ["" if v is None else value_label(v) for v in values]
+
+
+METRICS = (("goodput (req/s)", "goodput_rps", 1.0), ("SLO attainment", "slo_attainment", 1.0),
+           ("p99 TTFT (ms)", "ttft_p99_s", 1e3), ("p99 TPOT (ms)", "tpot_p99_s", 1e3),
+           ("tokens/s", "tokens_per_s", 1.0), ("energy/token (J)", "energy_per_token_J", 1.0),
+           ("avg power (W)", "avg_power_W", 1.0), ("peak memory (GB)", "peak_memory_B", 1e-9))
+CAPACITY = ("capacity (req/s)", "capacity_rps", 1.0)
+
+
+def _design_table(title: str, note: str, shown: list[dict[str, Any]], rows: list[dict[str, Any]]) -> ReportTable:
+    headers, extra = _point_headers(rows)
+    metrics = METRICS + ((CAPACITY,) if any(_has(r, "capacity_rps") for r in rows)
+                         else ())
+    return ReportTable(title=title, note=note, headers=headers + [m[0] for m in metrics],
+                       cells=[_point_cells(r, "rate (req/s)" in headers, extra)
+                              + [format_number(r.get(name), scale) for _, name, scale in metrics] for r in shown])
+
+
+def serving_tables(rows: list[dict[str, Any]]) -> list[ReportTable]:
+    """Top designs by goodput and by energy, and the infeasible points with their reasons."""
+    feasible = [row for row in rows if is_feasible(row)]
+    searched = any(_has(r, "capacity_rps") for r in feasible)
+    best = ("capacity_rps", "Highest capacity", "with the highest arrival rate that meets the SLO") if searched else (
+        "goodput_rps", "Highest goodput", "serving the most requests per second within the SLO (all completed "
+        "requests when there is none)")
+    good = sorted((r for r in feasible if _has(r, best[0])),
+                  key=lambda r: (-float(r[best[0]]), -float(r["tokens_per_s"])))[:TOP_N]
+    frugal = sorted((r for r in feasible if _has(r, "energy_per_token_J")),
+                    key=lambda r: float(r["energy_per_token_J"]))[:TOP_N]
+    infeasible = [row for row in rows if not is_feasible(row)]
+    shown = infeasible[:MAX_INFEASIBLE]
+    more = f" Showing the first {len(shown)} of {len(infeasible)}." if len(infeasible) > len(shown) else ""
+    headers, extra = _point_headers(rows)
+    return [
+        _design_table(best[1], f"The {count_label(len(good), 'feasible point')} {best[2]}; times in ms.", good, rows),
+        _design_table("Lowest energy per token", f"The {count_label(len(frugal), 'feasible point')} with the least "
+                      "energy per output token, idle time included.", frugal, rows),
+        ReportTable(title="Infeasible design points", note=f"{count_label(len(infeasible), 'point')} cannot run.{more}",
+                    headers=headers + ["peak memory (GB)", "reason"],
+                    cells=[_point_cells(r, "rate (req/s)" in headers, extra)
+                           + [format_number(r.get("peak_memory_B"), 1e-9),
+                              r.get("infeasible_reason") or "no metrics (NaN)"] for r in shown]),
+    ]
+
+
+def serving_summary(rows: list[dict[str, Any]], slo: Mapping[str, Any] | None) -> list[str]:
+    """Header lines: the requests, arrivals, rates and schedulers of the sweep, and its SLO when known."""
+    requests = ", ".join(dict.fromkeys(value_label(r.get("requests")) for r in rows))
+    arrivals = ", ".join(dict.fromkeys(str(r.get("arrival") or "?") for r in rows))
+    rates = sorted({_rate(r) for r in rows if math.isfinite(_rate(r))})
+    at = f" at {', '.join(f'{r:g}' for r in rates)} req/s" if rates else ""
+    schedulers = ", ".join(dict.fromkeys(str(r["scheduler"]) for r in rows))
+    lines = [f"Serving: {requests} requests per point, {arrivals} arrivals{at}; schedulers {schedulers}."]
+    if slo and (slo.get("ttft_s") is not None or slo.get("tpot_s") is not None):
+        limits = " and ".join(f"{name} <= {slo[key]:g} s" for key, name in (("ttft_s", "TTFT"), ("tpot_s", "TPOT"))
+                              if slo.get(key) is not None)
+        share = slo.get("attainment")
+        lines.append(f"SLO: {limits} for {share:.0%} of requests." if share is not None else f"SLO: {limits}.")
+    return lines

@@ -1,0 +1,164 @@
+"""The serving report: figures against the arrival rate, capacity bars, per-request detail of re-run designs,
+serving tables; static reports keep their own figures."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from explore.design_point import INPUT_COLUMNS, METRIC_COLUMNS, SERVING_METRIC_COLUMNS
+from explore.evaluate import Evaluator
+from explore.plots_serving import windowed_mean
+from explore.report import write_report
+from explore.report_serving import FIGURE_TITLES, detail_rows, rate_series
+from explore.rows import normalize_row
+from explore.sweep import load_sweep
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+SLO = {"ttft_s": 2.0, "tpot_s": 0.1, "attainment": 0.9}
+STATIC_FIGURES = ("roofline", "breakdown", "energy", "batch")
+
+
+def _serving_row(device: str, scheduler: str, rate: float | None, *, capacity: float = math.nan,
+                 reason: str = "") -> dict:
+    """A results row of a serving point with made-up metrics that worsen with the rate."""
+    load = (rate or capacity or 1.0) / (8.0 if device == "h100-sxm" else 4.0)
+    ttft_p99 = 0.1 * math.exp(3 * load) * (50 if scheduler == "static" else 1)
+    metrics = dict.fromkeys(METRIC_COLUMNS + SERVING_METRIC_COLUMNS, math.nan) | {
+        "fits_in_memory": not reason, "infeasible_reason": reason, "calibrated": True}
+    if not reason:
+        attainment = min(1.0, 1.2 - 0.5 * load)
+        metrics |= {
+            "ttft_s": ttft_p99 / 3, "tpot_s": 0.02 * (1 + load), "tokens_per_s": 150 * (rate or capacity),
+            "energy_per_token_J": 0.1 + 0.2 / (rate or capacity or 1.0), "avg_power_W": 300.0,
+            "peak_memory_B": 30e9, "ttft_p99_s": ttft_p99, "tpot_p99_s": 0.03 * (1 + load),
+            "goodput_rps": (rate or capacity) * attainment, "slo_attainment": attainment,
+            "meets_slo": float(attainment >= 0.9), "requests_per_s": rate or capacity, "capacity_rps": capacity}
+    inputs = {"point_id": f"{device}-{scheduler}-{rate}", "model": "llama-2-7b", "device": device, "batch": 64,
+              "prompt": 0, "output": 0, "weight_bits": 16, "act_bits": 16, "kv_bits": 16, "sparsity": "dense",
+              "execution": "eager", "scheduler": scheduler, "arrival": "poisson", "rate_per_s": rate,
+              "requests": 300, "max_seqs": 64, "max_batched_tokens": 8192, "chunk_tokens": 512, "block_tokens": 16,
+              "prefix_tokens": 0}
+    assert set(INPUT_COLUMNS) <= set(inputs)
+    return inputs | metrics
+
+
+@pytest.fixture
+def rate_rows() -> list[dict]:
+    rows = [_serving_row(device, scheduler, rate) for device in ("a100-sxm-80gb", "h100-sxm")
+            for scheduler in ("static", "continuous", "chunked") for rate in (2, 6, 12)]
+    return rows + [_serving_row("l4", "continuous", 2, reason="needs 14.2 GB for weights but the device has 8 GB")]
+
+
+def _csv_round_trip(rows: list[dict], path: Path) -> list[dict]:
+    """Rows as `explore report DIR` reads them: every value a string, None and NaN as ''."""
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows([{k: "" if v is None or (isinstance(v, float) and math.isnan(v)) else v
+                           for k, v in row.items()} for row in rows])
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _drawn(out: Path) -> set[str]:
+    names = {path.stem for path in (out / "figures").glob("*.png")}
+    assert all((out / "figures" / f"{n}.png").read_bytes().startswith(PNG_SIGNATURE) for n in names)
+    return names
+
+
+def test_serving_report_from_csv_rows(tmp_path: Path, rate_rows: list[dict]) -> None:
+    rows = _csv_round_trip(rate_rows, tmp_path / "results.csv")
+    html_path, md_path = write_report(tmp_path, rows, title="serving", constraints=["tpot_p99_s <= 0.1"], slo=SLO)
+    page, markdown = html_path.read_text(), md_path.read_text()
+    assert _drawn(tmp_path) == {"serving_latency", "serving_goodput", "serving_energy"}
+    for name in ("serving_latency", "serving_goodput", "serving_energy", "serving_capacity", "serving_cdf"):
+        assert f"<h2>{FIGURE_TITLES[name]}</h2>" in page and f"## {FIGURE_TITLES[name]}" in markdown
+    assert "Not drawn: the sweep did not search capacity" in page
+    assert "without an evaluator" in page  # the per-request figures say why they are missing
+    assert "Roofline" not in page and "against batch size" not in page  # no static-batch figure for serving rows
+    assert "One line per design (all 6 shown). 1 infeasible point (listed below) left out." in page
+    assert "<th>scheduler</th><th>rate (req/s)</th>" in page and "<th>p99 TTFT (ms)</th>" in page
+    assert "<th>prompt/output</th>" not in page
+    assert "needs 14.2 GB for weights" in page  # the infeasible point with its reason
+    assert "SLO: TTFT &lt;= 2 s and TPOT &lt;= 0.1 s for 90% of requests." in page
+    assert "at 2, 6, 12 req/s; schedulers static, continuous, chunked." in page
+
+
+def test_capacity_sweep_draws_bars_instead_of_rate_lines(tmp_path: Path) -> None:
+    rows = [_serving_row(device, scheduler, None, capacity=capacity) for device, scheduler, capacity in
+            (("a100-sxm-80gb", "static", 0.0), ("a100-sxm-80gb", "chunked", 5.3), ("h100-sxm", "static", 0.0),
+             ("h100-sxm", "chunked", 11.2))]
+    page = write_report(tmp_path, rows, title="capacity", slo=SLO)[0].read_text()
+    assert _drawn(tmp_path) == {"serving_capacity"}
+    assert page.count("capacity instead of sweeping arrival rates") == 3
+    assert "Highest capacity" in page and "<th>capacity (req/s)</th>" in page
+    assert "<th>rate (req/s)</th>" not in page  # no rate to show
+
+
+def test_rate_series_one_line_per_design_sorted_by_rate(rate_rows: list[dict]) -> None:
+    rows = [normalize_row(row) for row in reversed(rate_rows)]
+    series, caption = rate_series(rows, ("ttft_p99_s",))
+    assert [s.label for s in series][:2] == ["h100-sxm / chunked", "h100-sxm / continuous"]
+    assert len(series) == 6 and all(s.rate_per_s.tolist() == [2, 6, 12] for s in series)
+    assert all(np.all(np.diff(s.values["ttft_p99_s"]) > 0) for s in series)
+    # Color tells schedulers apart, line style the devices: same scheduler, same color.
+    colors = {s.label.split(" / ")[1]: s.style.color for s in series}
+    assert all(s.style.color == colors[s.label.split(" / ")[1]] for s in series) and len(set(colors.values())) == 3
+    assert len({s.style.linestyle for s in series}) == 2
+
+
+def test_detail_rows_without_objectives_take_each_scheduler_at_its_highest_rate(rate_rows: list[dict]) -> None:
+    rows = [normalize_row(row) for row in rate_rows]
+    picked, chosen = detail_rows(rows, [])
+    assert not chosen
+    assert [(r["device"], r["scheduler"], r["rate_per_s"]) for r, _ in picked] == [
+        ("a100-sxm-80gb", "static", 12), ("a100-sxm-80gb", "continuous", 12), ("a100-sxm-80gb", "chunked", 12)]
+
+
+def test_windowed_mean_weights_by_time_and_counts_idle_as_zero() -> None:
+    # Value 4 over [0, 1), idle over [1, 2), value 2 over [2, 4).
+    means = windowed_mean(np.array([2.0, 0.0]), np.array([2.0, 1.0]), np.array([2, 4]), np.array([0.0, 2.0, 4.0]))
+    assert means.tolist() == pytest.approx([2.0, 2.0])
+    halves = windowed_mean(np.array([0.0]), np.array([1.0]), np.array([3]), np.array([0.0, 0.5, 2.0]))
+    assert halves.tolist() == pytest.approx([3.0, 1.0])
+
+
+SWEEP = """\
+name: tiny-serving
+model: llama-2-7b
+device: h100-sxm
+serving:
+  requests: 20
+  prompt: {dist: uniform, low: 64, high: 512}
+  output: {dist: uniform, low: 8, high: 64}
+  rate: [2, 8]
+  scheduler: [continuous, chunked]
+  max_seqs: 16
+  slo: {ttft_s: 0.5, tpot_s: 0.05}
+objectives: {maximize: [goodput_rps], minimize: [ttft_p99_s]}
+"""
+
+
+def test_report_reruns_chosen_points_for_per_request_figures(tmp_path: Path, evaluator: Evaluator) -> None:
+    (tmp_path / "sweep.yaml").write_text(SWEEP)
+    sweep = load_sweep(str(tmp_path / "sweep.yaml"))
+    points = {p.point_id: p for p in sweep.points()}
+    rows = [p.row() | evaluator.evaluate(p).metrics for p in points.values()]
+    goals = {"objectives": sweep.spec.objectives.model_dump(), "constraints": sweep.spec.constraints}
+    slo = sweep.spec.serving.slo.model_dump()
+    page = write_report(tmp_path / "out", rows, title="tiny", evaluator=evaluator, slo=slo, points=points,
+                        **goals)[0].read_text()
+    drawn = _drawn(tmp_path / "out")
+    assert {"serving_latency", "serving_goodput", "serving_energy", "serving_cdf", "serving_timeline"} <= drawn
+    assert any(name.startswith("pareto_") for name in drawn) and not drawn & set(STATIC_FIGURES)
+    assert "The chosen designs" in page and FIGURE_TITLES["serving_timeline"] in page
+    # `explore report DIR` has no design points: the per-request figures say so, and earlier PNGs are removed.
+    page = write_report(tmp_path / "out", rows, title="tiny", evaluator=evaluator, **goals)[0].read_text()
+    assert not {"serving_cdf", "serving_timeline"} & _drawn(tmp_path / "out")
+    assert page.count("results.csv does not hold the whole serving workload") == 2
