@@ -167,11 +167,11 @@ class Evaluator:
 
         def run(rate: float | None) -> ServingResult:
             requests, clipped = spec.request_set(rate).clipped_to_context(cfg.max_positions)
-            reason = serving_infeasible_reason(memory, requests, scheduler, spec.prefix_tokens)
+            reason = serving_infeasible_reason(memory, requests, scheduler, spec.prefix_tokens, cfg.sliding_window)
             if reason:
                 raise _InfeasibleError(reason)
             kv = PagedKVCache(capacity_blocks=memory.kv_blocks, block_tokens=spec.block_tokens,
-                              prefix_tokens=spec.prefix_tokens)
+                              prefix_tokens=spec.prefix_tokens, window=cfg.sliding_window)
             result = serve(costs, requests, scheduler, kv, memory, device.idle_power_W, window=cfg.sliding_window,
                            slo=spec.slo(), swap_bandwidth_Bps=spec.swap_GBps * 1e9 if spec.swap_GBps else None)
             result.extra["clipped_requests"] = float(clipped)

@@ -17,6 +17,8 @@ from kernels.kernel import KIND_CLASS
 from kernels.shapes import StepShape, StepTemplate
 
 KERNEL_CLASS_NAMES = tuple(dict.fromkeys(KIND_CLASS.values()))
+# Mean KV lengths under this many buckets are priced exactly (a bucket would be over 1/8 of them).
+EXACT_BUCKETS = 8
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,10 +56,13 @@ class IterationCostModel:
             cost = self._memo[key] = self._price(self._representative(key))
         return cost
 
-    def _round(self, total: float, per: int) -> int:
-        """`total` over `per` items, rounded to the bucket (at least one bucket when total > 0)."""
+    def _round(self, total: float, per: int) -> float:
+        """`total` over `per` items, rounded to the bucket; exact (as a negative key) below EXACT_BUCKETS buckets,
+        where one bucket would be a large share of the value."""
         step = self.kv_bucket_tokens
-        return max(1, round(total / per / step)) if total > 0 else 0
+        if total < EXACT_BUCKETS * step * per:
+            return -total
+        return round(total / per / step)
 
     def _bucket(self, s: StepShape) -> tuple:
         if not self.kv_bucket_tokens:
@@ -71,7 +76,11 @@ class IterationCostModel:
         seqs, tokens, pairs, cached, decodes, kv, sampled, positions = key
         if self.kv_bucket_tokens:
             step = self.kv_bucket_tokens
-            pairs, cached, kv = pairs * step * tokens, cached * step * seqs, kv * step * decodes
+
+            def value(key: float, per: int) -> float:
+                return -key if key <= 0 else key * step * per
+
+            pairs, cached, kv = value(pairs, tokens), value(cached, seqs), value(kv, decodes)
         return StepShape(prefill_seqs=seqs, prefill_tokens=tokens, prefill_pairs=pairs, prefill_cached=cached,
                          decode_seqs=decodes, decode_kv=kv, sampled=sampled, positions=positions)
 

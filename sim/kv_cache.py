@@ -14,7 +14,8 @@ import math
 class PagedKVCache:
     """Block accounting of one replica's KV cache."""
 
-    def __init__(self, *, capacity_blocks: int, block_tokens: int, prefix_tokens: int = 0):
+    def __init__(self, *, capacity_blocks: int, block_tokens: int, prefix_tokens: int = 0, window: int | None = None):
+        """`window`: a sliding-window model keeps the KV of its last `window` tokens only."""
         if block_tokens < 1:
             raise ValueError(f"block_tokens: found {block_tokens}, allowed: an integer >= 1")
         self.capacity_blocks = capacity_blocks
@@ -24,6 +25,7 @@ class PagedKVCache:
         if self.prefix_blocks > capacity_blocks:
             raise ValueError(f"prefix_tokens: found {prefix_tokens}, allowed: at most the cache's "
                              f"{capacity_blocks * block_tokens} tokens")
+        self.window = window
         self._held: dict[int, int] = {}
         self.used_blocks = self.prefix_blocks
 
@@ -43,6 +45,8 @@ class PagedKVCache:
 
     def blocks_for(self, tokens: int) -> int:
         """Blocks a sequence of `tokens` cached tokens holds of its own (past the shared prefix)."""
+        if self.window:
+            tokens = min(tokens, self.window)
         return max(0, math.ceil(tokens / self.block_tokens) - self.prefix_blocks)
 
     def extra_blocks(self, seq: int, tokens: int) -> int:

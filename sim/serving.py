@@ -47,7 +47,7 @@ class ServingMemory:
 
 
 def serving_infeasible_reason(memory: ServingMemory, requests: RequestSet, scheduler: Scheduler,
-                              prefix_tokens: int = 0) -> str:
+                              prefix_tokens: int = 0, window: int | None = None) -> str:
     """Empty when the replica can serve every request, else why not."""
     if memory.kv_blocks < 1:
         return (f"needs {(memory.weights_B + memory.activations_B) / 1e9:.1f} GB for weights "
@@ -55,17 +55,24 @@ def serving_infeasible_reason(memory: ServingMemory, requests: RequestSet, sched
                 f"iteration ({memory.activations_B / 1e9:.1f}) plus KV blocks, but the device has "
                 f"{memory.capacity_B / 1e9:.1f} GB")
     longest = int((requests.prompt_tokens + requests.output_tokens - 1).max())
-    own_tokens = longest - (prefix_tokens // memory.block_tokens) * memory.block_tokens
+    cached = min(longest, window) if window else longest  # a sliding window keeps its last tokens only
+    own_tokens = cached - (prefix_tokens // memory.block_tokens) * memory.block_tokens
     needed = math.ceil(max(own_tokens, 1) / memory.block_tokens) + prefix_tokens // memory.block_tokens
-    if needed > memory.kv_blocks:
+    usable = memory.kv_blocks - math.ceil(scheduler.limits.watermark * memory.kv_blocks)
+    if needed > usable:
         return (f"the longest request needs {needed} KV blocks of {memory.block_tokens} tokens "
-                f"({longest} tokens) but {memory.kv_blocks} fit in the {memory.kv_cache_B / 1e9:.1f} GB left "
-                f"after weights and activations")
-    longest_prompt = int(requests.prompt_tokens.max())
-    if not scheduler.chunked and longest_prompt > scheduler.limits.max_batched_tokens:
-        return (f"a {longest_prompt}-token prompt exceeds max_batched_tokens "
-                f"({scheduler.limits.max_batched_tokens}) of the {scheduler.name} scheduler, which prefills "
-                f"prompts whole")
+                f"({longest} tokens) but {usable} fit in the {memory.kv_cache_B / 1e9:.1f} GB left after weights "
+                f"and activations (less the admission watermark)")
+    if not scheduler.chunked:
+        # A scheduler that prefills whole must take the longest prompt in one iteration; preempted by recompute,
+        # a sequence prefills its prompt and generated tokens again (vLLM refuses max_num_batched_tokens below
+        # the context length without chunked prefill).
+        recompute = not scheduler.reserves_whole_request and scheduler.limits.preemption == "recompute"
+        whole = longest if recompute else int(requests.prompt_tokens.max())
+        if whole > scheduler.limits.max_batched_tokens:
+            what = "request (prompt and outputs, recomputed after a preemption)" if recompute else "prompt"
+            return (f"a {whole}-token {what} exceeds max_batched_tokens ({scheduler.limits.max_batched_tokens}) "
+                    f"of the {scheduler.name} scheduler, which prefills whole")
     return ""
 
 
@@ -155,10 +162,10 @@ class _Replica:
                     self.wake = self.env.event()
                     yield self.wake
                     continue
-                seq = state.waiting[0]
+                seq = (state.waiting or state.swapped)[0]
                 raise RuntimeError(f"request {seq.index} ({seq.prompt} prompt + {seq.output} output tokens) can "
                                    f"never be scheduled: {state.kv.capacity_blocks} KV blocks of "
-                                   f"{state.kv.block_tokens} tokens")
+                                   f"{state.kv.block_tokens} tokens, limits {self.scheduler.limits}")
             self.peak_blocks = max(self.peak_blocks, state.kv.used_blocks)
             cost = self.costs.price(batch.shape(self.window))
             entry = self.cost_counts.setdefault(id(cost), [cost, 0])

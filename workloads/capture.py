@@ -142,6 +142,14 @@ class _Recorder(TorchDispatchMode):
             add(read, in_roles[0], sum(_nbytes(t) for t in outs))
             for t, r in zip(ins[1:], in_roles[1:], strict=True):
                 add(read, r, _nbytes(t))
+        elif short in op_costs.SCATTER_ADD_OPS and len(ins) >= 3:
+            # The rows the source adds into are read and written, plus the source and the index.
+            source = ins[-1]
+            add(read, in_roles[0], _nbytes(source))
+            for t, r in zip(ins[1:], in_roles[1:], strict=True):
+                add(read, r, _nbytes(t))
+            add(written, self.role(ins[0]), _nbytes(source))
+            return read, written
         elif mutated:
             targets = [args[i] for i in mutated if i < len(args) and isinstance(args[i], torch.Tensor)]
             target_ids = {id(t) for t in targets}
@@ -167,6 +175,8 @@ class _Recorder(TorchDispatchMode):
         flops = op_costs.registry_flops(func, args, kwargs, out)
         if flops is not None:
             return flops
+        if short in op_costs.SCATTER_ADD_OPS and len(ins) >= 3:
+            return float(math.prod(ins[-1].shape))  # one add per source element
         return op_costs.generic_flops(short, [math.prod(t.shape) for t in ins], [math.prod(t.shape) for t in outs])
 
     def _allocate(self, outs) -> None:

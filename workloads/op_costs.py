@@ -29,6 +29,10 @@ ZERO_FLOP_OPS = frozenset({
 # Ops whose first input is a table from which only the output's rows are read.
 GATHER_OPS = frozenset({"embedding", "index_select", "gather", "index"})
 
+# In-place ops that add a source into rows of their first input picked by an index: only those rows are read
+# and written (an MoE layer adds each expert's output into its tokens' rows).
+SCATTER_ADD_OPS = frozenset({"index_add_", "index_add", "scatter_add_", "scatter_add"})
+
 # Ops that allocate an output without reading inputs.
 FACTORY_OPS = frozenset({
     "arange", "zeros", "ones", "empty", "full", "scalar_tensor", "zeros_like", "ones_like", "empty_like",

@@ -1,0 +1,208 @@
+"""Step templates (kernels/shapes.py) against the tracer: re-shaping a model's traced kernels to an iteration must
+give what tracing that iteration gives.
+
+The reference is an independent trace of the same pass (trace_model at the shape asked for, lowered and put under
+the same numeric format): B prompts of P tokens into an empty cache, or one decode step of B sequences after C
+cached tokens. The template is built from four traces at TEMPLATE_PROMPT and batches 1-2 (MoE: enough that every
+expert gets a token), so the shapes below are not among the ones it was fitted on. The template merges identical
+rows with a count, so what is compared is what pricing sees: column sums weighted by the counts, and the time and
+energy a device of each kind charges for the whole pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from hw_models.registry import load_device
+from kernels.formats import NumericFormat
+from kernels.kernel import KernelKind
+from kernels.lowering import lower_trace
+from kernels.shapes import TEMPLATE_PROMPT, StepTemplate, balanced_expert_load, step_shape
+from kernels.table import KIND_CODE, KernelTable
+from workloads.model_config import ModelConfig
+from workloads.op_costs import causal_pairs
+
+FMT = NumericFormat()
+# One preset of every device kind: a GPU, the NeuPIMs NPU (with PIM units), a CPU and the FlightLLM FPGA.
+DEVICES = ("h100-sxm", "neupims", "ampere-altra", "alveo-u280")
+COLUMNS = ("flops", "weight_bytes", "act_bytes", "kv_bytes")
+# (batch, prompt or context): none is a shape the template traced (batches 1-2 at TEMPLATE_PROMPT tokens).
+SHAPES = ((1, 7), (1, 100), (3, 40), (8, 7), (8, 100))
+PREFILL_ATTENTION = KIND_CODE[KernelKind.ATTENTION_PREFILL]
+DECODE_ATTENTION = KIND_CODE[KernelKind.ATTENTION_DECODE]
+
+
+def _tracer(trace_of, config: ModelConfig):
+    """trace(phase, batch, prompt) as the evaluator captures it: a prefill of `prompt` tokens, or one decode token
+    after `prompt` cached tokens."""
+    def trace(phase: str, batch: int, prompt: int):
+        if phase == "decode":
+            return trace_of(config, "decode", batch, 1, prompt)
+        return trace_of(config, "prefill", batch, prompt)
+    return trace
+
+
+def _table(trace) -> KernelTable:
+    return KernelTable.from_kernels(lower_trace(trace)).with_format(FMT)
+
+
+@pytest.fixture(scope="module")
+def devices():
+    loaded = {name: load_device(name) for name in DEVICES}
+    assert {device.kind for device in loaded.values()} == {"gpu", "npu", "cpu", "fpga"}
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def models(tiny_llama, tiny_opt, tiny_mixtral):
+    return {"llama": tiny_llama, "opt": tiny_opt, "mixtral": tiny_mixtral}
+
+
+@pytest.fixture(scope="module")
+def templates(models, trace_of):
+    return {name: StepTemplate.from_model(config, FMT, _tracer(trace_of, config)) for name, config in models.items()}
+
+
+def _reference(trace_of, config, phase: str, batch: int, length: int) -> KernelTable:
+    return _table(_tracer(trace_of, config)(phase, batch, length))
+
+
+def _shape(phase: str, batch: int, length: int, window: int | None = None):
+    """The iteration a traced pass is: B whole prompts, or B decode tokens each attending its C cached keys and
+    itself."""
+    if phase == "prefill":
+        return step_shape([(length, 0)] * batch, sampled=batch)
+    return step_shape(decode_kv=[length + 1] * batch, sampled=batch, window=window)
+
+
+def _assert_same_pass(template_table: KernelTable, count: np.ndarray, reference: KernelTable, devices) -> None:
+    for column in COLUMNS:
+        got = float(getattr(template_table, column) @ count)
+        want = float(getattr(reference, column).sum())
+        assert got == pytest.approx(want, rel=1e-9), column
+    for name, device in devices.items():
+        got, want = device.cost_table(template_table), device.cost_table(reference)
+        for part in ("time_s", "compute_J", "memory_J", "energy_J"):
+            assert float(getattr(got, part) @ count) == pytest.approx(float(getattr(want, part).sum()), rel=1e-9), \
+                (name, part)
+
+
+# One decode token of the MoE model leaves experts idle: test_moe_with_idle_experts_matches_the_trace.
+PASSES = [(model, phase, batch, length) for model in ("llama", "opt", "mixtral") for phase in ("prefill", "decode")
+          for batch, length in SHAPES if not (model == "mixtral" and phase == "decode" and batch == 1)]
+
+
+@pytest.mark.parametrize("model,phase,batch,length", PASSES)
+def test_template_reproduces_a_traced_pass(models, templates, devices, trace_of, model, phase, batch, length):
+    reference = _reference(trace_of, models[model], phase, batch, length)
+    table, count = templates[model].table(_shape(phase, batch, length))
+    assert count.sum() == len(reference)  # every traced kernel is stood for once
+    _assert_same_pass(table, count, reference, devices)
+
+
+def test_moe_idle_experts_launch_nothing(models, templates, trace_of):
+    """One decode token of a model with 4 experts, 2 per token: 2 experts run, 2 launch no kernel. The template
+    launches as many kernels as the trace, and exactly the experts balanced routing gives tokens to."""
+    config = models["mixtral"]
+    assert (config.num_experts, config.experts_per_token) == (4, 2)
+    reference = _reference(trace_of, config, "decode", 1, 40)
+    table, count = templates["mixtral"].table(_shape("decode", 1, 40))
+    assert count.sum() == len(reference)
+
+    def experts(kernels) -> set[int]:
+        return {int(k.module.split(".experts.")[1].split(".")[0]) for k in kernels if ".experts." in k.module}
+
+    assert experts(reference.kernels) == experts(table.kernels) == {0, 1}
+    assert balanced_expert_load(1, 2, 4).tolist() == [1, 1, 0, 0]
+    # With every expert busy (3 tokens: 6 assignments over 4 experts), the count is larger by 2 experts' kernels.
+    busy = _reference(trace_of, config, "decode", 3, 40)
+    assert templates["mixtral"].table(_shape("decode", 3, 40))[1].sum() == len(busy) > len(reference)
+
+
+def test_moe_with_idle_experts_matches_the_trace(models, templates, devices, trace_of):
+    reference = _reference(trace_of, models["mixtral"], "decode", 1, 40)
+    table, count = templates["mixtral"].table(_shape("decode", 1, 40))
+    _assert_same_pass(table, count, reference, devices)
+
+
+def test_sliding_window_caps_what_a_decode_token_reads(tiny_llama, trace_of, devices):
+    """A 24-token sliding window: a decode step after 60 cached tokens reads 24 keys per sequence, as the trace of
+    that step does; without the window it would read 61. The template was traced below the window (17 keys)."""
+    window = 24
+    config = replace(tiny_llama, name="tiny-mistral", model_type="mistral", sliding_window=window)
+    template = StepTemplate.from_model(config, FMT, _tracer(trace_of, config))
+    assert TEMPLATE_PROMPT + 1 < window
+    batch, context = 2, 60
+    shape = _shape("decode", batch, context, window=window)
+    assert shape.decode_kv == batch * window
+    table, count = template.table(shape)
+    _assert_same_pass(table, count, _reference(trace_of, config, "decode", batch, context), devices)
+    # By hand: K and V of 2 KV heads of 16 values at 2 bytes, per key and layer; 2 layers.
+    key_B = 2 * config.num_kv_heads * config.head_dim * 2
+    attention = table.kind == DECODE_ATTENTION
+    assert float(table.kv_bytes[attention] @ count[attention]) == batch * window * key_B * config.num_layers
+    # Under the window nothing is capped: the same table as without a window.
+    short = _shape("decode", batch, 10, window=window)
+    assert short == _shape("decode", batch, 10)
+
+
+def test_a_chunk_with_a_cached_prefix_by_hand(tiny_llama, templates):
+    """Prefill chunks of 5 new tokens after 20 cached and of 8 after 30: query i of a chunk with c cached tokens
+    sees c + i + 1 keys; the attention reads each chunk's cached keys back from the KV cache."""
+    chunks = [(5, 20), (8, 30)]
+    shape = step_shape(chunks, sampled=1)
+    pairs = sum(cached + i + 1 for new, cached in chunks for i in range(new))
+    assert pairs == 5 * 20 + 15 + 8 * 30 + 36
+    assert (shape.prefill_seqs, shape.prefill_tokens, shape.prefill_pairs, shape.prefill_cached) == (2, 13, pairs, 50)
+    assert (shape.decode_seqs, shape.tokens, shape.positions, shape.sampled) == (0, 13, 8, 1)
+    table, count = templates["llama"].table(shape)
+    attention = table.kind == PREFILL_ATTENTION
+    assert count[attention].tolist() == [tiny_llama.num_layers]
+    # K and V, 2 KV heads of 16 dimensions at 2 bytes: 128 bytes per cached key and layer.
+    key_B = 2 * tiny_llama.num_kv_heads * tiny_llama.head_dim * 2
+    assert key_B == 128
+    assert float(table.kv_bytes[attention] @ count[attention]) == 50 * key_B * tiny_llama.num_layers
+    # Attention FLOPs: QK^T and PV (2 x head_dim multiply-adds per pair and head, 2 FLOPs each).
+    flops_per_pair = 2 * tiny_llama.num_heads * 2 * tiny_llama.head_dim
+    assert float(table.flops[attention] @ count[attention]) == pairs * flops_per_pair * tiny_llama.num_layers
+
+
+def test_a_chunk_against_its_trace(tiny_llama, templates, trace_of):
+    """A traced chunk (one step of 8 new tokens after 30 cached, for 2 sequences) moves the same bytes as the
+    template's chunk. Its attention is traced non-causal (every query sees all 38 keys), so its FLOPs exceed the
+    template's causal pairs by exactly the masked pairs; and it counts the chunk's own new keys as KV reads where
+    the template counts them as activations (as in a prefill), so only the total traffic is comparable."""
+    batch, new, cached = 2, 8, 30
+    reference = _table(trace_of(tiny_llama, "decode", batch, new, cached))
+    table, count = templates["llama"].table(step_shape([(new, cached)] * batch, sampled=batch))
+    assert count.sum() == len(reference)
+    traffic = ("weight_bytes", "act_bytes", "kv_bytes")
+    assert sum(float(getattr(table, c) @ count) for c in traffic) == sum(getattr(reference, c).sum() for c in traffic)
+    masked = new * (cached + new) - causal_pairs(new, cached + new)
+    assert masked == new * (new - 1) // 2
+    flops_per_pair = 2 * tiny_llama.num_heads * 2 * tiny_llama.head_dim
+    excess = batch * masked * flops_per_pair * tiny_llama.num_layers
+    assert float(table.flops @ count) == pytest.approx(reference.flops.sum() - excess, rel=1e-12)
+
+
+def test_step_shape_sums_over_sequences():
+    shape = step_shape([(16, 0), (4, 12)], decode_kv=[10, 50, 300], sampled=4, window=100)
+    assert shape.prefill_seqs == 2 and shape.prefill_tokens == 20
+    assert shape.prefill_pairs == 16 * 17 // 2 + (4 * 12 + 10)
+    assert shape.prefill_cached == 12
+    assert shape.decode_seqs == 3 and shape.decode_kv == 10 + 50 + 100  # the window caps the 300
+    assert shape.tokens == 23 and shape.positions == 16 and shape.sampled == 4
+    empty = step_shape(decode_kv=[5], sampled=1)
+    assert empty.positions == 1 and empty.prefill_pairs == 0 and empty.tokens == 1
+
+
+def test_template_prices_one_layer_of_rows(templates, tiny_llama):
+    """Identical kernels of every layer are one row with a count: the layers multiply, the rows do not."""
+    template = templates["llama"]
+    table, count = template.table(_shape("decode", 4, 40))
+    assert template.attention_layers == tiny_llama.num_layers
+    assert len(table) < count.sum()
+    assert np.all(count >= 1)
