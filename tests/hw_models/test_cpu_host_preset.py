@@ -20,6 +20,7 @@ A miss is measured once more from scratch before the test fails (see test_held_o
 from __future__ import annotations
 
 import dataclasses
+import os
 import statistics
 from pathlib import Path
 
@@ -39,6 +40,11 @@ TOLERANCE = 0.35  # median |predicted / measured - 1|; see the module docstring 
 ROUNDS, REPEATS = 5, 3
 MEMORY_BOUND = [(1, 4096, 2048), (1, 2048, 4096), (1, 8192, 1024)]  # 32 MiB fp32 weights: beyond L2
 COMPUTE_BOUND = [(512, 512, 512), (768, 768, 768), (384, 1536, 1024)]
+
+
+# Set by bench/check_cpu_host_preset.sh: the held-out timing check runs only there, not in the unit run (a busy
+# or different machine misses it without anything in the code being wrong).
+TIMING_ENV = "LLM_CODESIGN_MACHINE_TIMING"
 
 
 def _measure(folder: Path) -> tuple[list[MeasuredKernel], list[MeasuredKernel], Path, dict]:
@@ -97,6 +103,9 @@ def _check_held_out(train, held, path, data) -> tuple[bool, str]:
     return max(memory, compute, overall) <= TOLERANCE, message
 
 
+@pytest.mark.skipif(not os.environ.get(TIMING_ENV), reason=(
+    f"machine timing (how fast this machine runs held-out GEMMs today) belongs in bench/: run "
+    f"bench/check_cpu_host_preset.sh, which sets {TIMING_ENV}=1"))
 def test_held_out_gemms_within_tolerance(measured, tmp_path):
     ok, message = _check_held_out(*measured)
     if not ok:
