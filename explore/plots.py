@@ -130,15 +130,24 @@ def breakdown_figure(labels: Sequence[str], times_s: Mapping[str, Sequence[float
     return fig
 
 
-def energy_figure(groups: Sequence[str], energy_J: Mapping[str, Sequence[float]]) -> Figure:
-    """Grouped bars: one group per device, one bar per model (joules per output token; NaN draws no bar)."""
-    per_group = 0.6 + 0.35 * len(energy_J)
-    fig = Figure(figsize=(min(14.0, max(6.0, 2.0 + per_group * len(groups))), 4.4), layout="constrained")
+def grouped_bars_figure(groups: Sequence[str], values: Mapping[str, Sequence[float]], *, height_in: float,
+                        colors: Mapping[str, str] | None = None) -> tuple[Figure, Axes, np.ndarray, list]:
+    """A figure of grouped bars: one group per entry of `groups`, one bar per series (NaN draws no bar).
+    Returns the figure, its axes, the group positions and each series' bar container."""
+    per_group = 0.6 + 0.4 * len(values)
+    fig = Figure(figsize=(min(14.0, max(6.5, 2.0 + per_group * len(groups))), height_in), layout="constrained")
     ax = fig.subplots()
     x = np.arange(len(groups))
-    width = 0.8 / max(len(energy_J), 1)
-    for i, (series, values) in enumerate(energy_J.items()):
-        ax.bar(x + (i - (len(energy_J) - 1) / 2) * width, np.asarray(values, dtype=float), width, label=series)
+    width = 0.8 / max(len(values), 1)
+    bars = [ax.bar(x + (i - (len(values) - 1) / 2) * width, np.asarray(series, dtype=float), width, label=name,
+                   color=(colors or {}).get(name))
+            for i, (name, series) in enumerate(values.items())]
+    return fig, ax, x, bars
+
+
+def energy_figure(groups: Sequence[str], energy_J: Mapping[str, Sequence[float]]) -> Figure:
+    """Grouped bars: one group per device, one bar per model (joules per output token; NaN draws no bar)."""
+    fig, ax, x, _ = grouped_bars_figure(groups, energy_J, height_in=4.4)
     ax.set_xticks(x, groups, rotation=20 if len(groups) > 4 else 0, ha="right" if len(groups) > 4 else "center")
     ax.set_ylabel("energy per output token (J)")
     if wide_range(np.concatenate([np.asarray(v, dtype=float) for v in energy_J.values()] or [np.zeros(0)])):

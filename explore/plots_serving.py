@@ -16,7 +16,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from explore.plots import wide_range
+from explore.plots import grouped_bars_figure, wide_range
 
 LIMIT_COLOR = "#444444"
 TIMELINE_WINDOWS = 200  # the timeline shows time-weighted means over this many windows of each run
@@ -216,17 +216,11 @@ def capacity_figure(groups: Sequence[str], capacity_rps: Mapping[str, Sequence[f
                     colors: Mapping[str, str]) -> Figure:
     """Grouped bars: one group per design (device, format, ...), one bar per scheduler, the value on each bar;
     a zero bar (no rate meets the SLO) is labeled 'none'; NaN draws no bar."""
-    per_group = 0.6 + 0.45 * len(capacity_rps)
-    fig = Figure(figsize=(min(14.0, max(6.5, 2.0 + per_group * len(groups))), 4.6), layout="constrained")
-    ax = fig.subplots()
-    x = np.arange(len(groups))
-    width = 0.8 / max(len(capacity_rps), 1)
-    for i, (name, values) in enumerate(capacity_rps.items()):
+    fig, ax, x, bars = grouped_bars_figure(groups, capacity_rps, height_in=4.6, colors=colors)
+    for container, values in zip(bars, capacity_rps.values(), strict=True):
         heights = np.asarray(values, dtype=float)
-        bars = ax.bar(x + (i - (len(capacity_rps) - 1) / 2) * width, heights, width, label=name,
-                      color=colors.get(name))
-        ax.bar_label(bars, labels=["none" if h == 0 else "" if not math.isfinite(h) else f"{h:.3g}"
-                                   for h in heights], fontsize=8, padding=2)
+        ax.bar_label(container, labels=["none" if h == 0 else "" if not math.isfinite(h) else f"{h:.3g}"
+                                        for h in heights], fontsize=8, padding=2)
     rotate = len(groups) > 4 or sum(len(g) for g in groups) > 60
     ax.set_xticks(x, [textwrap.fill(g, 28) for g in groups], rotation=20 if rotate else 0,
                   ha="right" if rotate else "center", fontsize=8)

@@ -138,6 +138,20 @@ class Scheduler:
             seq.scheduled_s = state.now_s
         return True
 
+    def _prefill_whole(self, state: EngineState, batch: Batch, tokens: int, *, whole_request: bool) -> None:
+        """Admit waiting prompts (FCFS) into `batch` to be prefilled whole, while the batch stays within
+        max_batched_tokens (counting `tokens` already in it), the running sequences within max_seqs, and the
+        KV cache holds each one's prompt (or, with `whole_request`, its whole request). Swapped sequences
+        come back before anything new is admitted."""
+        while state.waiting and not state.swapped and len(state.running) < self.limits.max_seqs:
+            seq = state.waiting[0]
+            if tokens + seq.remaining_prefill > self.limits.max_batched_tokens:
+                break
+            if not self._admit(state, seq, seq.final_tokens if whole_request else seq.target):
+                break
+            batch.prefills.append((seq, seq.remaining_prefill))
+            tokens += seq.remaining_prefill
+
     def _preempt(self, state: EngineState, seq: Sequence) -> None:
         """Free its blocks. By recompute, it waits at the front to recompute its whole context; by swap, its KV
         is copied to host memory and it waits to be swapped back in (before any new admission)."""

@@ -15,15 +15,7 @@ class ContinuousScheduler(Scheduler):
 
     def schedule(self, state: EngineState) -> Batch:
         batch = Batch()
-        tokens = 0
-        while state.waiting and not state.swapped and len(state.running) < self.limits.max_seqs:
-            seq = state.waiting[0]
-            if tokens + seq.remaining_prefill > self.limits.max_batched_tokens:
-                break
-            if not self._admit(state, seq, seq.target):
-                break
-            batch.prefills.append((seq, seq.remaining_prefill))
-            tokens += seq.remaining_prefill
+        self._prefill_whole(state, batch, 0, whole_request=False)
         if batch:
             return batch
         return Batch(decodes=self._grow_decodes(state, list(state.running)))

@@ -16,13 +16,5 @@ class OrcaScheduler(Scheduler):
 
     def schedule(self, state: EngineState) -> Batch:
         batch = Batch(decodes=list(state.running))
-        tokens = len(batch.decodes)
-        while state.waiting and len(state.running) < self.limits.max_seqs:
-            seq = state.waiting[0]
-            if tokens + seq.remaining_prefill > self.limits.max_batched_tokens:
-                break
-            if not self._admit(state, seq, seq.final_tokens):
-                break
-            batch.prefills.append((seq, seq.remaining_prefill))
-            tokens += seq.remaining_prefill
+        self._prefill_whole(state, batch, len(batch.decodes), whole_request=True)
         return batch

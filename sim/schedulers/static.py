@@ -17,13 +17,5 @@ class StaticScheduler(Scheduler):
         if state.running:
             return Batch(decodes=list(state.running))
         batch = Batch()
-        tokens = 0
-        while state.waiting and len(batch.prefills) < self.limits.max_seqs:
-            seq = state.waiting[0]
-            if tokens + seq.remaining_prefill > self.limits.max_batched_tokens and batch.prefills:
-                break
-            if not self._admit(state, seq, seq.final_tokens):
-                break
-            batch.prefills.append((seq, seq.remaining_prefill))
-            tokens += seq.remaining_prefill
+        self._prefill_whole(state, batch, 0, whole_request=True)
         return batch
