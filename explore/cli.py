@@ -73,6 +73,11 @@ def _command_parser() -> argparse.ArgumentParser:
     run.add_argument("--sparsity", default="dense", help="structured N:M weight sparsity, e.g. 2:4 (default dense)")
     run.add_argument("--execution", choices=["eager", "graphs"], default="eager",
                      help="kernel launches: eager (one host launch each, default) or graphs (CUDA graphs)")
+    run.add_argument("--tp", type=int, default=1,
+                     help="tensor-parallel devices (Megatron-style sharding, an all-reduce per block; default 1)")
+    run.add_argument("--link", default="",
+                     help="the link between --tp devices: a link preset (explore presets links) or a YAML path; "
+                          "default: the device's own interconnect")
     run.add_argument("--roofline", action="store_true",
                      help="ignore the preset's fitted calibration: price on the datasheet roofline")
     run.add_argument("--json", action="store_true", help="print metrics as JSON")

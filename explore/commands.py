@@ -12,7 +12,9 @@ from explore.evaluate import Evaluator
 from explore.rows import count_label, is_feasible, normalize_row
 from explore.runner import Progress, run_sweep
 from explore.sweep import load_sweep
+from hw_models.link import load_link_model
 from kernels.formats import parse_sparsity
+from kernels.parallel import check_tensor_parallel
 from sim.serving_spec import ServingSpec
 from workloads.errors import InputError
 from workloads.model_config import load_model_config
@@ -111,11 +113,18 @@ def cmd_run(args) -> int:
     if serving is not None and args.sim:
         raise InputError("--sim: found with --serving, allowed: a static batch (a serving run is an event "
                          "simulation already)")
+    if args.tp != 1:
+        try:
+            check_tensor_parallel(load_model_config(args.model), args.tp)
+        except ValueError as err:
+            raise InputError(f"--tp: {err}") from None
+    if args.link:
+        load_link_model(args.link)
     point = DesignPoint(model=args.model, device=args.device, batch=serving.max_seqs if serving else args.batch,
                         prompt=0 if serving else args.prompt, output=0 if serving else args.output,
                         weight_bits=args.weight_bits, act_bits=args.act_bits, kv_bits=args.kv_bits,
                         sparsity=args.sparsity, execution=args.execution, use_calibration=not args.roofline,
-                        serving=serving)
+                        serving=serving, tp=args.tp, link=args.link)
     try:
         parse_sparsity(args.sparsity)
     except ValueError as err:
@@ -135,7 +144,7 @@ def cmd_run(args) -> int:
     if args.json:
         print_json(metrics)
     else:
-        print(f"# {_assumptions(point, evaluator.device(point.device, point.overrides, point.use_calibration))}")
+        print(f"# {_assumptions(point, evaluator.point_device(point))}")
         width = max(len(k) for k in metrics)
         for key, value in metrics.items():
             shown = f"{value:.6g}" if isinstance(value, float) else value
@@ -181,12 +190,20 @@ def _serving_spec(args) -> ServingSpec:
 
 def _assumptions(point: DesignPoint, device) -> str:
     """What a prediction assumed: calibration and kernel launch mode."""
+    if point.tp > 1:
+        link = device.link
+        source = link.fitted_on.get("all_reduce")
+        fitted_link = f"all-reduce fitted on {source} NCCL data" if source else "datasheet alpha-beta model"
+        system = (f"{point.tp} x {point.device}, tensor parallel over {link.spec.name} ({fitted_link}); ")
+        device = device.device
+    else:
+        system = ""
     cal = getattr(device, "calibration", None)
     fitted = (f"calibrated on {cal.provenance['rows_used']} measured kernels ({cal.provenance['date']})"
               if cal and cal.provenance else "uncalibrated datasheet roofline" if device.kind == "gpu"
               else f"uncalibrated analytical {device.kind} model")
     launch = device.host_s(point.execution) * 1e6
-    what = (f"{point.model} on {point.device}: {fitted}; {point.execution} execution, {launch:.1f} us host "
+    what = (f"{point.model} on {point.device}: {system}{fitted}; {point.execution} execution, {launch:.1f} us host "
             f"launch per kernel")
     if point.serving is not None:
         s = point.serving

@@ -24,6 +24,10 @@ METRIC_COLUMNS = (
 # Latency of one request by kernel class (prefill and all decode steps), after the metrics.
 KERNEL_CLASSES = ("gemm", "attention", "norm", "softmax", "elementwise", "embedding")
 BREAKDOWN_COLUMNS = tuple(f"time_{c}_s" for c in KERNEL_CLASSES)
+# Time in collectives over the link: a column of sweeps over systems of several devices.
+COMMUNICATION_COLUMN = "time_communication_s"
+# Knob columns of a sweep over systems of several devices.
+SYSTEM_INPUT_COLUMNS = ("tp", "link")
 # Knob columns of a serving sweep (after the inputs), and its metrics (after METRIC_COLUMNS).
 SERVING_INPUT_COLUMNS = tuple(ServingSpec().columns())
 SERVING_METRIC_COLUMNS = SERVING_METRICS
@@ -45,6 +49,8 @@ class DesignPoint:
     overrides: tuple[tuple[str, Any], ...] = ()  # device fields by dotted path, e.g. ("memory.bandwidth_GBps", 4000)
     # A serving workload (requests arriving, a scheduler) instead of the static batch of batch, prompt, output.
     serving: ServingSpec | None = None
+    tp: int = 1  # tensor-parallel devices (kernels/parallel.py)
+    link: str = ""  # the link between them: a link preset name or path; empty: the device's own (hw_models/link.py)
 
     @cached_property
     def point_id(self) -> str:
@@ -54,6 +60,8 @@ class DesignPoint:
             del values["sparsity"]  # points stored before sparsity existed keep their keys (resume still works)
         if values["serving"] is None:
             del values["serving"]  # static points keep the keys they had before serving existed
+        if values["tp"] == 1 and not values["link"]:
+            del values["tp"], values["link"]  # one-device points keep their keys
         canonical = json.dumps(values, sort_keys=True, default=str)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
@@ -71,7 +79,7 @@ class DesignPoint:
         values = self._values()
         values.pop("overrides")
         serving = values.pop("serving")
-        row = {"point_id": self.point_id, **values}
+        row = {"point_id": self.point_id, **values, "link": self.link or "default"}
         if serving is not None:
             row.update(serving.columns())
         row.update({f"device.{path}": value for path, value in self.overrides})

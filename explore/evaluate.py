@@ -7,9 +7,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from explore.design_point import KERNEL_CLASSES, DesignPoint
+from hw_models.link import default_link, load_link_model
 from hw_models.registry import load_device
+from hw_models.system import SystemModel
 from kernels.formats import NumericFormat
 from kernels.lowering import lower_trace
+from kernels.parallel import kv_replication, shard_tensor_parallel
 from kernels.shapes import StepTemplate
 from kernels.table import KernelTable
 from sim.analytic import evaluate as evaluate_analytic
@@ -72,48 +75,69 @@ class Evaluator:
                 self._traces[key] = trace_model(cfg, phase="decode", batch=batch, seq_len=1, context_len=prompt)
         return self._traces[key]
 
-    def lowered(self, model: str, phase: str, batch: int, prompt: int) -> KernelTable:
-        """The kernels of a traced pass at the traced precision (formats are applied per design point)."""
-        key = (model, phase, batch, prompt)
+    def lowered(self, model: str, phase: str, batch: int, prompt: int, tp: int = 1) -> KernelTable:
+        """The kernels of a traced pass at the traced precision (formats are applied per design point), as one
+        of `tp` tensor-parallel devices runs them."""
+        key = (model, phase, batch, prompt, tp)
         if key not in self._lowered:
-            self._lowered[key] = KernelTable.from_kernels(lower_trace(self.trace(model, phase, batch, prompt)))
+            if tp == 1:
+                self._lowered[key] = KernelTable.from_kernels(lower_trace(self.trace(model, phase, batch, prompt)))
+            else:
+                whole = self.lowered(model, phase, batch, prompt)
+                self._lowered[key] = shard_tensor_parallel(whole, tp, self.config(model))
         return self._lowered[key]
 
-    def tables(self, model: str, batch: int, prompt: int, fmt: NumericFormat, sub_batches: int = 1) -> PassTables:
+    def tables(self, model: str, batch: int, prompt: int, fmt: NumericFormat, sub_batches: int = 1,
+               tp: int = 1) -> PassTables:
         """Prefill and decode tables; with sub_batches > 1, also the decode of each sub-batch (traced at its size)."""
-        key = (model, batch, prompt, fmt, sub_batches)
+        key = (model, batch, prompt, fmt, sub_batches, tp)
         if key not in self._tables:
             sizes = sub_batch_sizes(batch, sub_batches)
-            parts = tuple((size, self.lowered(model, "decode", size, prompt).with_format(fmt))
+            parts = tuple((size, self.lowered(model, "decode", size, prompt, tp).with_format(fmt))
                           for size in sizes if len(sizes) > 1)
             self._tables[key] = PassTables(
-                prefill=self.lowered(model, "prefill", batch, prompt).with_format(fmt),
-                decode=self.lowered(model, "decode", batch, prompt).with_format(fmt),
+                prefill=self.lowered(model, "prefill", batch, prompt, tp).with_format(fmt),
+                decode=self.lowered(model, "decode", batch, prompt, tp).with_format(fmt),
                 attention_window=self.trace(model, "decode", batch, prompt).sliding_window, sub_batch_decode=parts,
             )
         return self._tables[key]
 
-    def template(self, model: str, fmt: NumericFormat) -> StepTemplate:
-        """The model's step template under a numeric format (kernels/shapes.py)."""
-        key = (model, fmt)
+    def template(self, model: str, fmt: NumericFormat, tp: int = 1) -> StepTemplate:
+        """The model's step template under a numeric format, per tensor-parallel device (kernels/shapes.py)."""
+        key = (model, fmt, tp)
         if key not in self._templates:
+            cfg = self.config(model)
             self._templates[key] = StepTemplate.from_model(
-                self.config(model), fmt, lambda phase, batch, prompt: self.trace(model, phase, batch, prompt))
+                cfg, fmt, lambda phase, batch, prompt: self.trace(model, phase, batch, prompt),
+                shard=lambda table: shard_tensor_parallel(table, tp, cfg))
         return self._templates[key]
 
-    def device(self, name: str, overrides: tuple = (), calibrated: bool = True):
-        key = (name, overrides, calibrated)
+    def device(self, name: str, overrides: tuple = (), calibrated: bool = True, tp: int = 1, link: str = ""):
+        """A device model; with tp > 1, the system of tp such devices joined by the link."""
+        key = (name, overrides, calibrated, tp, link)
         if key not in self._devices:
-            self._devices[key] = load_device(name, dict(overrides), calibrated=calibrated)
+            if tp == 1:
+                self._devices[key] = load_device(name, dict(overrides), calibrated=calibrated)
+            else:
+                device = self.device(name, overrides, calibrated)
+                # Uncalibrated devices are compared on datasheet links too (fitted and datasheet links differ by
+                # up to 2x on the same hardware).
+                self._devices[key] = SystemModel(device, tp, load_link_model(link or default_link(device.name),
+                                                                             calibrated=calibrated))
         return self._devices[key]
+
+    def point_device(self, point: DesignPoint):
+        """The device model (or system of devices) a design point runs on."""
+        return self.device(point.device, point.overrides, point.use_calibration, point.tp, point.link)
 
     def cost_model(self, point: DesignPoint, fmt: NumericFormat) -> IterationCostModel:
         """The iteration cost model of a point's model, format, device and execution (shared by every
         serving point that differs only in its requests or scheduler, so each shape is priced once)."""
-        key = (point.model, fmt, point.device, point.overrides, point.use_calibration, point.execution)
+        key = (point.model, fmt, point.device, point.overrides, point.use_calibration, point.execution, point.tp,
+               point.link)
         if key not in self._cost_models:
             self._cost_models[key] = IterationCostModel(
-                self.device(point.device, point.overrides, point.use_calibration), self.template(point.model, fmt),
+                self.point_device(point), self.template(point.model, fmt, point.tp),
                 execution=point.execution, kv_bucket_tokens=KV_BUCKET_TOKENS)
         return self._cost_models[key]
 
@@ -127,15 +151,16 @@ class Evaluator:
         fmt = point.numeric_format
         if point.serving is not None:
             return self._evaluate_serving(point, fmt)
-        device = self.device(point.device, point.overrides, point.use_calibration)
+        device = self.point_device(point)
         cfg = self.config(point.model)
-        tables = self.tables(point.model, point.batch, point.prompt, fmt, device.sub_batches)
+        tables = self.tables(point.model, point.batch, point.prompt, fmt, device.sub_batches, point.tp)
         prefill_trace = self.trace(point.model, "prefill", point.batch, point.prompt)
         workload = BatchWorkload(batch=point.batch, prompt_len=point.prompt, output_len=point.output)
         memory = batch_footprint(
             weight_bytes=_weight_bytes(prefill_trace.param_bytes, fmt, device),
             # The prompt and every output token but the last, which is never fed back into the model.
-            kv_bytes_per_token=cfg.kv_bytes_per_token() * fmt.kv_scale, batch=point.batch,
+            kv_bytes_per_token=cfg.kv_bytes_per_token() * fmt.kv_scale * kv_replication(cfg, point.tp),
+            batch=point.batch,
             tokens_per_sequence=point.prompt + workload.decode_steps,
             activation_bytes=prefill_trace.peak_activation_bytes,
             window=cfg.sliding_window,
@@ -155,7 +180,7 @@ class Evaluator:
         """A serving run of the point's requests on one replica (sim/serving.py), or at the highest rate that
         meets the SLO when the spec asks for a capacity search."""
         spec = point.serving
-        device = self.device(point.device, point.overrides, point.use_calibration)
+        device = self.point_device(point)
         cfg = self.config(point.model)
         costs = self.cost_model(point, fmt)
         template = costs.template
@@ -163,7 +188,8 @@ class Evaluator:
         memory = serving_memory(
             capacity_B=device.memory_bytes, weights_B=_weight_bytes(template.param_bytes, fmt, device),
             activations_B=template.activation_bytes(scheduler.token_budget()),
-            kv_bytes_per_token=cfg.kv_bytes_per_token() * fmt.kv_scale, block_tokens=spec.block_tokens)
+            kv_bytes_per_token=cfg.kv_bytes_per_token() * fmt.kv_scale * kv_replication(cfg, point.tp),
+            block_tokens=spec.block_tokens)
 
         def run(rate: float | None) -> ServingResult:
             requests, clipped = spec.request_set(rate).clipped_to_context(cfg.max_positions)
@@ -213,10 +239,10 @@ def _metrics(result: SimResult | ServingResult | None, memory, reason: str, devi
     if reason:
         # A design that does not fit cannot run: its timings are not reported.
         metrics: dict[str, Any] = dict.fromkeys(RESULT_METRICS, math.nan) | {"peak_memory_B": memory.total_B}
-        metrics.update({f"time_{c}_s": math.nan for c in KERNEL_CLASSES})
+        metrics.update({f"time_{c}_s": math.nan for c in (*KERNEL_CLASSES, "communication")})
     else:
         metrics = result.metrics()
-        metrics.update({f"time_{c}_s": result.time_by_class_s.get(c, 0.0) for c in KERNEL_CLASSES})
+        metrics.update({f"time_{c}_s": result.time_by_class_s.get(c, 0.0) for c in (*KERNEL_CLASSES, "communication")})
     price = device.price
     usd_per_s = price.usd_per_hour / 3600 if price.usd_per_hour else math.nan
     metrics.update(

@@ -18,7 +18,7 @@ from explore.rows import as_number, metric_axis_label
 # One fixed color per kernel class, so every figure of a report agrees.
 CLASS_COLORS = {
     "gemm": "#1f77b4", "attention": "#ff7f0e", "norm": "#2ca02c", "softmax": "#d62728",
-    "elementwise": "#9467bd", "embedding": "#8c564b",
+    "elementwise": "#9467bd", "embedding": "#8c564b", "communication": "#17becf",
 }
 # Measured-table kinds beyond the kernel classes: pointwise kinds and whole decode steps.
 VALIDATION_COLORS = {"activation": "#e377c2", "rope": "#bcbd22", "decode_step": "#000000"}

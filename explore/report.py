@@ -233,7 +233,7 @@ def report_figures(rows: list[dict[str, Any]], evaluator: Evaluator | None,
         return [_roofline_figure(rows, evaluator, chosen)] + missing
     shown, what = breakdown_rows(feasible)
     labels = [point_label(row, lengths=lengths_vary(shown)) for row in shown]
-    times = {c: [as_number(row.get(f"time_{c}_s")) for row in shown] for c in KERNEL_CLASSES}
+    times = {c: [as_number(row.get(f"time_{c}_s")) for row in shown] for c in (*KERNEL_CLASSES, "communication")}
     times = {c: values for c, values in times.items() if np.nansum(values) > 0}  # no empty legend entries
     devices, energy, energy_caption = energy_data(feasible)
     series, batch_caption = batch_series(feasible)

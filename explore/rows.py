@@ -132,6 +132,7 @@ def point_label(row: dict[str, Any], *, lengths: bool = False, batch: bool = Tru
         load = f"{row['scheduler']} / {rate:g} req/s" if math.isfinite(rate) else str(row["scheduler"])
     else:
         load = f"b{row.get('batch')}"
+    tp = int(as_number(row.get("tp"))) if math.isfinite(as_number(row.get("tp"))) else 1
     parts = [row.get("model", ""), row.get("device", ""), load, format_label(row)]
     if not batch and not row.get("scheduler"):
         parts.pop(2)
@@ -140,6 +141,9 @@ def point_label(row: dict[str, Any], *, lengths: bool = False, batch: bool = Tru
     if overrides := overrides_label(row):
         parts.append(overrides)
     parts[1] = device_label(row)
+    if tp > 1 or row.get("link") not in (None, "", "default"):  # a system of devices: how many, over what link
+        link = row.get("link")
+        parts[1] += f" x{tp}" + (f" ({link})" if link not in (None, "", "default") else "")
     return " / ".join(str(p) for p in parts)
 
 

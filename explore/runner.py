@@ -19,10 +19,12 @@ from typing import Any
 
 from explore.design_point import (
     BREAKDOWN_COLUMNS,
+    COMMUNICATION_COLUMN,
     INPUT_COLUMNS,
     METRIC_COLUMNS,
     SERVING_INPUT_COLUMNS,
     SERVING_METRIC_COLUMNS,
+    SYSTEM_INPUT_COLUMNS,
     DesignPoint,
 )
 from explore.evaluate import Evaluator
@@ -40,10 +42,11 @@ TASK_POINTS = 256
 
 def columns_for(sweep: Sweep) -> list[str]:
     extra = ["meets_constraints"] if sweep.spec.constraints else []
-    serving = sweep.spec.serving is not None
-    return (list(INPUT_COLUMNS) + (list(SERVING_INPUT_COLUMNS) if serving else []) + sweep.override_columns()
+    serving, system = sweep.spec.serving is not None, sweep.spec.parallel is not None
+    return (list(INPUT_COLUMNS) + (list(SYSTEM_INPUT_COLUMNS) if system else [])
+            + (list(SERVING_INPUT_COLUMNS) if serving else []) + sweep.override_columns()
             + list(METRIC_COLUMNS) + extra + (list(SERVING_METRIC_COLUMNS) if serving else [])
-            + list(BREAKDOWN_COLUMNS))
+            + list(BREAKDOWN_COLUMNS) + ([COMMUNICATION_COLUMN] if system else []))
 
 
 def _tasks(points: list[DesignPoint]) -> list[list[DesignPoint]]:

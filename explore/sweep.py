@@ -29,9 +29,11 @@ from pydantic_core import core_schema
 from explore.derived import EvaluationError, Expression
 from explore.design_point import SERVING_METRIC_COLUMNS, DesignPoint
 from explore.rows import NUMERIC_METRICS
+from hw_models.link import load_link_model
 from hw_models.registry import load_device
 from hw_models.validation import check_keys, did_you_mean, input_error
 from kernels.formats import ALLOWED_BITS, parse_sparsity
+from kernels.parallel import check_tensor_parallel
 from sim.schedulers import SCHEDULERS
 from sim.serving_spec import ServingSpec
 from workloads.errors import InputError
@@ -240,12 +242,20 @@ class Search(_Strict):
         return self
 
 
+class Parallel(_Strict):
+    """A system of identical devices: tensor-parallel degree and the link between them (lists sweep)."""
+
+    tp: _one_or_more(PositiveInt) = 1
+    link: _one_or_more(str) = "default"  # a link preset or path; 'default': the device's own interconnect
+
+
 class SweepFile(_Strict):
     name: str
     model: _one_or_more(str)
     device: _one_or_more(str)
     workload: Workload = Workload()
     serving: Serving | None = None
+    parallel: Parallel | None = None
     format: Format = Format()
     execution: _one_or_more(Literal["eager", "graphs"]) = "eager"
     calibrated: bool = True  # false: price every device on its datasheet roofline, fitted or not
@@ -302,7 +312,7 @@ def _as_list(value) -> list:
 DERIVABLE: dict[str, tuple[int, ...] | None] = {
     "batch": None, "prompt": None, "output": None, **ALLOWED_BITS,
 }
-TEXT_KNOBS = ("model", "device", "sparsity", "execution", "scheduler")
+TEXT_KNOBS = ("model", "device", "sparsity", "execution", "scheduler", "link")
 DERIVED_DIGITS = 12  # significant digits a derived device field keeps: 0.1 * 3000 is 300, not 300.00000000000006
 
 
@@ -392,6 +402,8 @@ class Sweep:
             dims.update(batch=_as_list(w.batch), prompt=_as_list(w.prompt), output=_as_list(w.output))
         else:
             dims.update(self.serving_dimensions())
+        if s.parallel is not None:
+            dims.update(tp=_as_list(s.parallel.tp), link=_as_list(s.parallel.link))
         dims.update(weight_bits=_as_list(f.weight_bits), act_bits=_as_list(f.act_bits), kv_bits=_as_list(f.kv_bits),
                     sparsity=_as_list(f.sparsity), execution=_as_list(s.execution))
         return {name: values for name, values in dims.items() if name not in self.derived}
@@ -467,6 +479,8 @@ class Sweep:
             values = {k: v for k, v in values.items() if k not in self.serving_dimensions()}
             values.update(batch=serving.max_seqs, prompt=0, output=0)
         fields = {k: v for k, v in values.items() if not k.startswith("device.")}
+        if fields.get("link") == "default":
+            fields["link"] = ""
         return DesignPoint(**fields, overrides=overrides, use_calibration=self.spec.calibrated, serving=serving)
 
     def size(self) -> int:
@@ -575,6 +589,8 @@ def _check_references(sweep: Sweep, located: LocatedYAML) -> None:
             if serving.block_tokens > context:
                 raise InputError(f"{located.where(('serving', 'block_tokens'))}: serving.block_tokens: found "
                                  f"{serving.block_tokens}, allowed: at most {model}'s context of {context} tokens")
+    if sweep.spec.parallel is not None:
+        _check_parallel(sweep, located)
     fields = {("overrides", f"device.{path}"): values for path, values in sweep.override_values().items()}
     fields.update({("derived", target): values for target, values in sweep.derived_values().items()
                    if target.startswith("device.")})
@@ -586,6 +602,24 @@ def _check_references(sweep: Sweep, located: LocatedYAML) -> None:
                 except InputError as err:
                     raise InputError(f"{located.where((section, key))}: {section}.{key}: "
                                      f"value {value!r} on {device}: {err}") from None
+
+
+def _check_parallel(sweep: Sweep, located: LocatedYAML) -> None:
+    """Every tp must shard every model's heads, and every link must load."""
+    parallel = sweep.spec.parallel
+    for model in _as_list(sweep.spec.model):
+        config = load_model_config(model)
+        for tp in _as_list(parallel.tp):
+            try:
+                check_tensor_parallel(config, tp)
+            except ValueError as err:
+                raise InputError(f"{located.where(('parallel', 'tp'))}: parallel.tp: {err}") from None
+    for link in _as_list(parallel.link):
+        if link != "default":
+            try:
+                load_link_model(link)
+            except InputError as err:
+                raise InputError(f"{located.where(('parallel', 'link'))}: parallel.link: {err}") from None
 
 
 def _strip_prefix(message: str, key: str) -> str:

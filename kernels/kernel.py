@@ -17,6 +17,7 @@ class KernelKind(StrEnum):
     NORM = "norm"
     SOFTMAX = "softmax"
     EMBEDDING = "embedding"
+    ALL_REDUCE = "all_reduce"  # a collective over a link (tensor parallelism): act_bytes is the message per device
 
 
 # The coarse classes reports break latency down by.
@@ -26,6 +27,7 @@ KIND_CLASS = {
     KernelKind.ELEMENTWISE: "elementwise", KernelKind.ACTIVATION: "elementwise", KernelKind.ROPE: "elementwise",
     KernelKind.NORM: "norm", KernelKind.SOFTMAX: "softmax",
     KernelKind.EMBEDDING: "embedding",
+    KernelKind.ALL_REDUCE: "communication",
 }
 
 

@@ -176,15 +176,17 @@ class StepTemplate:
         )
 
     @classmethod
-    def from_model(cls, config: ModelConfig, fmt: NumericFormat, trace: Callable[[str, int, int], Trace]
-                   ) -> StepTemplate:
+    def from_model(cls, config: ModelConfig, fmt: NumericFormat, trace: Callable[[str, int, int], Trace],
+                   shard: Callable[[KernelTable], KernelTable] | None = None) -> StepTemplate:
         """The template of a model under a numeric format; trace(phase, batch, prompt) captures a prefill of
-        `batch` prompts, or a decode step after them."""
+        `batch` prompts, or a decode step after them; `shard` gives the kernels one device of a parallel
+        layout runs (applied at the traced precision, before the format)."""
         # Enough sequences that every expert of an MoE layer gets a token in every trace.
         batch = -(-config.num_experts // config.experts_per_token) if config.num_experts else 1
         traces = {(phase, size): trace(phase, size, TEMPLATE_PROMPT)
                   for phase in ("decode", "prefill") for size in (batch, 2 * batch)}
-        tables = {key: KernelTable.from_kernels(lower_trace(t)).with_format(fmt) for key, t in traces.items()}
+        shard = shard or (lambda table: table)
+        tables = {key: shard(KernelTable.from_kernels(lower_trace(t))).with_format(fmt) for key, t in traces.items()}
         return cls.from_traces(TemplateTraces(
             decode=tables["decode", batch], decode_wide=tables["decode", 2 * batch],
             prefill=tables["prefill", batch], prefill_wide=tables["prefill", 2 * batch], batch=batch,

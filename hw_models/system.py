@@ -1,0 +1,112 @@
+"""SystemModel: `tp` identical devices joined by a link, running tensor-parallel kernels, as one device model.
+
+Every device runs the same sharded kernels (kernels/parallel.py) at the same time, so a kernel takes the time
+one device takes, and its dynamic energy is `tp` times one device's. Collective kernels (all-reduces) are
+priced on the link (hw_models/link.py) instead of a device and take the link's time; their energy (the
+link's own) is not counted. Memory, idle power, area and price are the sum over the devices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from hw_models.cost import KernelCosts
+from hw_models.link import LinkModel
+from kernels.kernel import KernelKind
+from kernels.table import KIND_CODE, KernelTable
+
+_ALL_REDUCE = KIND_CODE[KernelKind.ALL_REDUCE]
+
+
+@dataclass(frozen=True)
+class SystemPrice:
+    """The price of `count` devices: a sum of each device's purchase and hourly price where published."""
+
+    usd: float | None
+    usd_per_hour: float | None
+
+
+class SystemModel:
+    """`devices` copies of a device model joined by a link: the DeviceModel interface for the whole system."""
+
+    def __init__(self, device, devices: int, link: LinkModel):
+        self.device, self.devices, self.link = device, devices, link
+        self.kind = device.kind
+        self.units = device.units
+        self.spec = device.spec
+        self.calibration = getattr(device, "calibration", None)
+
+    @property
+    def name(self) -> str:
+        return f"{self.devices} x {self.device.name}"
+
+    @property
+    def memory_bytes(self) -> float:
+        return self.devices * self.device.memory_bytes
+
+    @property
+    def idle_power_W(self) -> float:
+        return self.devices * self.device.idle_power_W
+
+    @property
+    def area_mm2(self) -> float:
+        return self.devices * self.device.area_mm2
+
+    @property
+    def price(self) -> SystemPrice:
+        price = self.device.price
+
+        def total(value: float | None) -> float | None:
+            return None if value is None else self.devices * value
+
+        return SystemPrice(usd=total(price.usd), usd_per_hour=total(price.usd_per_hour))
+
+    @property
+    def sparsity_patterns(self) -> frozenset[str]:
+        return self.device.sparsity_patterns
+
+    @property
+    def sub_batches(self) -> int:
+        return self.device.sub_batches
+
+    def host_s(self, execution: str) -> float:
+        return self.device.host_s(execution)
+
+    def peak_flops(self, dtype: str) -> float:
+        return self.device.peak_flops(dtype)
+
+    @property
+    def bandwidth_Bps(self) -> float:
+        return self.device.bandwidth_Bps
+
+    def cost_table(self, table: KernelTable, execution: str = "eager") -> KernelCosts:
+        """Costs of a sharded table: device kernels on one device (energy for all), collectives on the link."""
+        collective = table.kind == _ALL_REDUCE
+        if not collective.any():
+            return _scale_energy(self.device.cost_table(table, execution), self.devices)
+        n = len(table)
+        compute = _scale_energy(self.device.cost_table(table.select(~collective), execution), self.devices)
+        time_s = self.link.collective_time_s("all_reduce", table.act_bytes[collective], self.devices)
+        fields = {}
+        for name in ("time_s", "compute_s", "memory_s", "overhead_s", "compute_J", "memory_J", "static_J"):
+            values = np.zeros(n)
+            values[~collective] = getattr(compute, name)
+            fields[name] = values
+        fields["time_s"][collective] = time_s
+        fields["overhead_s"][collective] = time_s  # waiting on the link: neither math nor memory
+        fields["static_J"][collective] = time_s * self.idle_power_W
+        unit = None
+        if compute.unit is not None:
+            unit = np.zeros(n, dtype=int)
+            unit[~collective] = compute.unit
+        return KernelCosts(unit=unit, **fields)
+
+
+def _scale_energy(costs: KernelCosts, devices: int) -> KernelCosts:
+    """Every device runs the kernel: `devices` times one device's energy, in the same time."""
+    if devices == 1:
+        return costs
+    return replace(costs, compute_J=costs.compute_J * devices, memory_J=costs.memory_J * devices,
+                   static_J=costs.static_J * devices)

@@ -1,0 +1,119 @@
+"""Tensor parallelism as Megatron-LM shards a decoder: the kernels one of `tp` devices runs, plus all-reduces.
+
+Per layer, the attention block's q/k/v projections and the MLP's gate/up projections are column-parallel
+(each device computes n / tp of the output features from the whole input), the output and down projections
+row-parallel (each device reduces k / tp of the inputs and the partial outputs are summed by an all-reduce
+across the devices). Everything between them is split by heads or by MLP features: rotary embedding of q and
+k, KV-cache writes, attention, the MLP activation. Norms, residual adds and the embedding lookup run on every
+device whole. The LM head is vocabulary-parallel (its logits gather is not priced). In an MoE layer every
+expert is sharded the same way and one all-reduce sums the layer's output (the router runs whole).
+
+Which projection is which is read from the module names our decoder (workloads/decoder.py) gives them, as
+Megatron's layer classes name them. Sharding is applied to traced tables at their traced precision, before a
+numeric format: an all-reduce moves the 16-bit output of the projection it follows.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+
+import numpy as np
+
+from kernels.kernel import Kernel, KernelKind
+from kernels.table import KIND_CODE, KernelTable
+from workloads.model_config import ModelConfig
+
+COLUMN_PARALLEL = ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj", "lm_head")
+ROW_PARALLEL = ("o_proj", "down_proj")
+SPLIT_BLOCKS = ("self_attn", "mlp")  # modules whose work between the projections is split by heads or features
+_EXPERT = re.compile(r"\.experts\.\d+(\.|$)")
+_GEMM = KIND_CODE[KernelKind.GEMM]
+
+
+def check_tensor_parallel(config: ModelConfig, tp: int) -> None:
+    """ValueError ('found X, allowed: Y') when `tp` cannot shard the model's heads."""
+    if tp < 1 or config.num_heads % tp:
+        divisors = [d for d in range(1, config.num_heads + 1) if config.num_heads % d == 0]
+        raise ValueError(f"found {tp}, allowed: a divisor of {config.name}'s {config.num_heads} attention heads "
+                         f"({', '.join(map(str, divisors))})")
+    if config.num_kv_heads % tp and tp % config.num_kv_heads:
+        raise ValueError(f"found {tp}, allowed: a divisor or multiple of {config.name}'s {config.num_kv_heads} KV "
+                         f"heads (each device holds whole KV heads)")
+
+
+def kv_replication(config: ModelConfig, tp: int) -> int:
+    """How many devices hold a copy of each KV head (more devices than KV heads replicate them)."""
+    return max(1, tp // config.num_kv_heads)
+
+
+def shard_tensor_parallel(table: KernelTable, tp: int, config: ModelConfig) -> KernelTable:
+    """The kernels one device of `tp` runs, in order, with an all-reduce after each row-parallel projection
+    (after each MoE layer). tp = 1 returns the table unchanged."""
+    if tp == 1:
+        return table
+    kv_share = kv_replication(config, tp) / tp  # a device's share of the KV heads (whole heads)
+    scale = {name: getattr(table, name).astype(float).copy()
+             for name in ("flops", "weight_bytes", "act_bytes", "kv_bytes", "n", "k", "heads")}
+    ones = np.ones(len(table))
+    work, weights, act, kv = ones.copy(), ones.copy(), ones.copy(), ones.copy()
+    n_div, k_div = ones.copy(), ones.copy()
+    output_share = np.divide(table.n, table.k + table.n, out=np.zeros(len(table)), where=(table.k + table.n) > 0)
+    reduce_after: list[tuple[int, float]] = []  # (row index, message bytes): an all-reduce follows the row
+    moe_layers: dict[str, None] = {}  # MoE layers (module prefix) whose output one all-reduce sums
+    for i, kernel in enumerate(table.kernels):
+        module, gemm = kernel.module, table.kind[i] == _GEMM
+        last = module.rsplit(".", 1)[-1]
+        if gemm and last in COLUMN_PARALLEL:
+            work[i] = weights[i] = n_div[i] = 1 / tp
+            act[i] = (1 - output_share[i]) + output_share[i] / tp  # whole input, a share of the output
+        elif gemm and last in ROW_PARALLEL:
+            work[i] = weights[i] = k_div[i] = 1 / tp
+            act[i] = (1 - output_share[i]) / tp + output_share[i]  # a share of the input, the whole output
+            if expert := _EXPERT.search(module):
+                moe_layers[module[:expert.start()]] = None
+            else:
+                reduce_after.append((i, float(table.act_bytes[i] * output_share[i])))
+        elif any(part in SPLIT_BLOCKS for part in module.split(".")) and not gemm:
+            # Split by query heads or MLP features; KV traffic by the device's KV heads (copies when tp exceeds
+            # them), and a KV-cache write moves its KV heads' activations too.
+            cache_write = table.kv_bytes[i] > 0 and not table.tensor_core[i]
+            work[i] = 1 / tp
+            act[i] = kv_share if cache_write else 1 / tp
+            kv[i] = kv_share
+    for layer in moe_layers:
+        # The layer's output (tokens x hidden, 16-bit) is summed once: the router GEMM's m x k.
+        router = next(j for j, k in enumerate(table.kernels) if k.module == f"{layer}.gate")
+        reduce_after.append((_last_row_of(table, layer), float(table.m[router] * table.k[router] * 2)))
+    sharded = replace(table, flops=scale["flops"] * work, weight_bytes=scale["weight_bytes"] * weights,
+                      act_bytes=scale["act_bytes"] * act, kv_bytes=scale["kv_bytes"] * kv,
+                      n=scale["n"] * n_div, k=scale["k"] * k_div,
+                      heads=np.where(table.heads > 0, np.maximum(scale["heads"] / tp, 1), 0))
+    return _with_all_reduces(sharded, sorted(reduce_after), tp)
+
+
+def _last_row_of(table: KernelTable, module_prefix: str) -> int:
+    return max(i for i, k in enumerate(table.kernels) if k.module.startswith(module_prefix))
+
+
+def all_reduce_kernel(after: Kernel, message_B: float, devices: int) -> Kernel:
+    """An all-reduce of `message_B` bytes per device over `devices` devices, placed after a kernel."""
+    return Kernel(kind=KernelKind.ALL_REDUCE, op="all_reduce", flops=0.0, weight_bytes=0.0, act_bytes=message_B,
+                  kv_bytes=0.0, dtype=after.dtype, tensor_core=False, layer=after.layer, module=after.module,
+                  batch=devices)
+
+
+def _with_all_reduces(table: KernelTable, after: list[tuple[int, float]], devices: int) -> KernelTable:
+    """`table` with an all-reduce row inserted after each given row (message bytes in act_bytes, the device
+    count in batch)."""
+    collectives = KernelTable.from_kernels([all_reduce_kernel(table.kernels[i], message, devices)
+                                            for i, message in after])
+    order, inserted = [], 0
+    for i in range(len(table)):
+        order.append(("t", i))
+        while inserted < len(after) and after[inserted][0] == i:
+            order.append(("c", inserted))
+            inserted += 1
+    merged = KernelTable.concat([table, collectives])
+    index = np.array([i if source == "t" else len(table) + i for source, i in order])
+    return merged.select(index)

@@ -1,0 +1,110 @@
+"""Systems of tensor-parallel devices end to end: feasibility of a 70B model, one device unchanged, the serving
+core on a system, and where all-reduce time goes (Megatron-style TP over NVLink and over PCIe)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from explore.cli import main
+from explore.design_point import DesignPoint
+from kernels.formats import NumericFormat
+from kernels.kernel import KernelKind
+from kernels.table import KIND_CODE
+from sim.costs import IterationCostModel
+from sim.kv_cache import PagedKVCache
+from sim.schedulers import SchedulerLimits, make_scheduler
+from sim.serving import serve, serving_memory
+from workloads.requests import RequestSet
+
+FMT = NumericFormat(weight_bits=16, act_bits=16, kv_bits=16)
+
+
+def test_a_70b_model_fits_on_four_h100s_but_not_one(evaluator):
+    """Llama-2-70B at 16 bits holds 138 GB of weights: infeasible on one 80 GB H100, feasible on four."""
+    one = evaluator.evaluate(DesignPoint(model="llama-2-70b", device="h100-sxm", batch=1, prompt=128, output=8))
+    four = evaluator.evaluate(DesignPoint(model="llama-2-70b", device="h100-sxm", batch=1, prompt=128, output=8,
+                                          tp=4))
+    assert not one.metrics["fits_in_memory"] and "80.0 GB" in one.metrics["infeasible_reason"]
+    assert four.metrics["fits_in_memory"] and four.metrics["tpot_s"] > 0
+    assert four.metrics["time_communication_s"] > 0
+    # The system's area and idle power are four devices'.
+    assert four.metrics["area_mm2"] == 4 * one.metrics["area_mm2"]
+
+
+def test_one_device_keeps_its_point_and_numbers(evaluator):
+    plain = DesignPoint(model="llama-2-7b", device="h100-sxm", batch=2, prompt=64, output=4)
+    explicit = DesignPoint(model="llama-2-7b", device="h100-sxm", batch=2, prompt=64, output=4, tp=1)
+    assert plain.point_id == explicit.point_id
+    assert evaluator.evaluate(plain).metrics["tpot_s"] == evaluator.evaluate(explicit).metrics["tpot_s"]
+
+
+def test_more_link_bandwidth_is_never_slower(evaluator):
+    """The same system over a faster link (both datasheet models): no slower, and the all-reduce share smaller."""
+    def decode_share(link: str) -> tuple[float, float]:
+        point = DesignPoint(model="llama-2-7b", device="h100-sxm", batch=8, prompt=256, output=4, tp=4, link=link,
+                            use_calibration=False)
+        metrics = evaluator.evaluate(point).metrics
+        return metrics["e2e_s"], metrics["time_communication_s"]
+
+    (slow_e2e, slow_comm), (fast_e2e, fast_comm) = decode_share("pcie4-x16"), decode_share("nvlink4")
+    assert fast_e2e <= slow_e2e and fast_comm < slow_comm
+
+
+def _decode_share(evaluator, link: str, batch: int) -> float:
+    """Share of a Llama-2-70B decode step (8-way TP, H100, 1,024 cached tokens) spent in all-reduces, on the
+    datasheet rooflines of the devices and the link (like for like: no fitted model on either side)."""
+    device = evaluator.device("h100-sxm", (), False, 8, link)
+    tables = evaluator.tables("llama-2-70b", batch, 1024, FMT, 1, 8)
+    costs = device.cost_table(tables.decode)
+    reduces = tables.decode.kind == KIND_CODE[KernelKind.ALL_REDUCE]
+    return float(costs.time_s[reduces].sum() / costs.time_s.sum())
+
+
+def test_all_reduce_share_of_a_70b_decode_step_over_nvlink_and_pcie(evaluator):
+    """TokenWeave (PAPERS.md): tensor-parallel communication takes up to 20% of inference latency even over
+    NVLink; over PCIe the same all-reduces take a large share. 8 x H100 decoding Llama-2-70B at batch 64:
+    NVLink 4 within (3%, 25%], PCIe 5 x16 at least twice NVLink's share and over a quarter of the step."""
+    nvlink, pcie = _decode_share(evaluator, "nvlink4", 64), _decode_share(evaluator, "pcie5-x16", 64)
+    assert 0.03 < nvlink <= 0.25, nvlink
+    assert pcie >= 2 * nvlink and pcie > 0.25, (nvlink, pcie)
+
+
+def test_static_batch_on_a_system_through_the_serving_core(evaluator):
+    """The serving core prices a tensor-parallel system's iterations from a sharded step template: a static batch
+    through it equals the static path on the same system."""
+    point = DesignPoint(model="llama-2-7b", device="h100-sxm", batch=4, prompt=32, output=4, tp=2)
+    want = evaluator.evaluate(point).metrics
+    device = evaluator.point_device(point)
+    costs = IterationCostModel(device, evaluator.template(point.model, FMT, tp=2))
+    requests = RequestSet(arrival_s=np.zeros(4), prompt_tokens=np.full(4, 32), output_tokens=np.full(4, 4))
+    memory = serving_memory(capacity_B=1e12, weights_B=0.0, activations_B=0.0, kv_bytes_per_token=1.0,
+                            block_tokens=16)
+    kv = PagedKVCache(capacity_blocks=memory.kv_blocks, block_tokens=16)
+    got = serve(costs, requests, make_scheduler("static", SchedulerLimits(max_seqs=4)), kv, memory,
+                device.idle_power_W).metrics()
+    for name in ("ttft_s", "tpot_s", "e2e_s", "energy_per_token_J"):
+        assert got[name] == pytest.approx(want[name], rel=1e-9), name
+
+
+def test_tp_that_does_not_split_the_heads_is_one_line(capsys):
+    assert main(["run", "--model", "llama-2-70b", "--device", "h100-sxm", "--tp", "3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--tp: found 3" in err and "64 attention heads" in err
+
+
+def test_a_link_with_zero_bandwidth_is_one_line(tmp_path, capsys):
+    link = tmp_path / "slow.yaml"
+    link.write_text("name: slow\nbandwidth_GBps: 0\nlatency_us: 1\nsource: a test\n")
+    assert main(["run", "--model", "llama-2-7b", "--device", "h100-sxm", "--tp", "2", "--link", str(link)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "bandwidth_GBps" in err and "found 0" in err
+
+
+def test_energy_of_a_system_is_its_devices(evaluator):
+    """Static power is tp devices' idle power over the run: it grows with tp at the same run time."""
+    point = DesignPoint(model="llama-2-7b", device="h100-sxm", batch=2, prompt=64, output=4, tp=2)
+    device = evaluator.point_device(point)
+    assert math.isclose(device.idle_power_W, 2 * evaluator.device("h100-sxm").idle_power_W)

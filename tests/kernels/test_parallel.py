@@ -1,0 +1,72 @@
+"""Tensor parallelism (kernels/parallel.py): what one device runs, against hand counts from the model's shapes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kernels.kernel import KernelKind
+from kernels.lowering import lower_trace
+from kernels.parallel import check_tensor_parallel, kv_replication, shard_tensor_parallel
+from kernels.table import KIND_CODE, KernelTable
+
+GEMM, ALL_REDUCE = KIND_CODE[KernelKind.GEMM], KIND_CODE[KernelKind.ALL_REDUCE]
+
+
+def _table(trace_of, config, phase: str, batch: int, prompt: int) -> KernelTable:
+    seq, context = (1, prompt) if phase == "decode" else (prompt, 0)
+    return KernelTable.from_kernels(lower_trace(trace_of(config, phase, batch, seq, context)))
+
+
+@pytest.mark.parametrize("tp", [2, 4])
+@pytest.mark.parametrize("phase, batch, prompt", [("prefill", 2, 24), ("decode", 3, 40)])
+def test_projections_split_and_one_all_reduce_per_block(tiny_llama, trace_of, tp, phase, batch, prompt):
+    whole = _table(trace_of, tiny_llama, phase, batch, prompt)
+    part = shard_tensor_parallel(whole, tp, tiny_llama)
+    gemm_whole, gemm_part = whole.kind == GEMM, part.kind == GEMM
+    # Every projection (and the LM head) is split tp ways: math and weights of tp devices add up to the whole.
+    assert part.flops[gemm_part].sum() * tp == pytest.approx(whole.flops[gemm_whole].sum(), rel=1e-12)
+    assert part.weight_bytes[gemm_part].sum() * tp == pytest.approx(whole.weight_bytes[gemm_whole].sum(), rel=1e-12)
+    # Two all-reduces per layer (after o_proj and down_proj), each of the block's 16-bit output: tokens x hidden x 2 B.
+    reduces = part.kind == ALL_REDUCE
+    tokens = batch * (prompt if phase == "prefill" else 1)
+    assert reduces.sum() == 2 * tiny_llama.num_layers
+    assert np.all(part.act_bytes[reduces] == tokens * tiny_llama.hidden_size * 2)
+    assert np.all(part.batch[reduces] == tp)  # the devices each all-reduce spans
+    # Attention reads each device's KV heads (2 KV heads: whole heads per device up to tp = 2, copies beyond).
+    attention = whole.kind == KIND_CODE[KernelKind.ATTENTION_PREFILL if phase == "prefill" else
+                                        KernelKind.ATTENTION_DECODE]
+    share = kv_replication(tiny_llama, tp) / tp
+    part_attention = part.kind == whole.kind[attention][0]
+    assert part.flops[part_attention].sum() == pytest.approx(whole.flops[attention].sum() / tp, rel=1e-12)
+    assert part.kv_bytes[part_attention].sum() == pytest.approx(whole.kv_bytes[attention].sum() * share, rel=1e-12)
+
+
+def test_norms_and_residual_adds_run_whole_on_every_device(tiny_llama, trace_of):
+    whole = _table(trace_of, tiny_llama, "decode", 2, 20)
+    part = shard_tensor_parallel(whole, 2, tiny_llama)
+    for kind in (KernelKind.NORM, KernelKind.EMBEDDING):
+        code = KIND_CODE[kind]
+        assert part.act_bytes[part.kind == code].sum() == whole.act_bytes[whole.kind == code].sum()
+
+
+def test_one_device_is_the_table_itself(tiny_llama, trace_of):
+    whole = _table(trace_of, tiny_llama, "decode", 2, 20)
+    assert shard_tensor_parallel(whole, 1, tiny_llama) is whole
+
+
+def test_moe_layer_is_summed_by_one_all_reduce(tiny_mixtral, trace_of):
+    whole = _table(trace_of, tiny_mixtral, "decode", 4, 20)
+    part = shard_tensor_parallel(whole, 2, tiny_mixtral)
+    # Per layer: one after o_proj, one after the MoE layer (not one per expert).
+    assert (part.kind == ALL_REDUCE).sum() == 2 * tiny_mixtral.num_layers
+
+
+@pytest.mark.parametrize("tp, ok", [(1, True), (2, True), (4, True), (3, False), (8, False)])
+def test_tp_must_split_heads_into_whole_heads(tiny_llama, tp, ok):
+    """4 heads and 2 KV heads: tp 1, 2, 4 shard them (4 copies each KV head twice); 3 and 8 cannot."""
+    if ok:
+        check_tensor_parallel(tiny_llama, tp)
+    else:
+        with pytest.raises(ValueError, match="allowed: a divisor"):
+            check_tensor_parallel(tiny_llama, tp)
