@@ -94,8 +94,9 @@ def _command_parser() -> argparse.ArgumentParser:
                  "explore report out/quickstart")
     report.add_argument("out_dir")
 
-    presets = add("presets", "List the bundled model and device presets with their sources.", "explore presets devices")
-    presets.add_argument("which", nargs="?", choices=["models", "devices"], default=None)
+    presets = add("presets", "List the bundled model, device and link presets with their sources.",
+                  "explore presets devices")
+    presets.add_argument("which", nargs="?", choices=["models", "devices", "links"], default=None)
 
     trace = add("trace", "Capture a trace of one prefill or decode step and save it as JSON.",
                 "explore trace --model llama-3-8b --phase decode --batch 4 --context 2048 -o trace.json")

@@ -243,6 +243,16 @@ def cmd_presets(args) -> int:
             data, _ = read_device_yaml(name)
             print(f"  {name:<18} {data.get('kind', '?'):<5} {data.get('description', '')}  "
                   f"(sources in hw_models/presets/{name}.yaml)")
+    if args.which in (None, "links"):
+        from hw_models.link import calibrated_links, link_names, load_link
+
+        fitted = calibrated_links()
+        print("links:")
+        for name in link_names():
+            systems = fitted.get(name)
+            how = f"collectives fitted on {', '.join(systems)}" if systems else "datasheet alpha-beta model"
+            print(f"  {name:<16} {load_link(name).bandwidth_GBps:>6g} GB/s per direction, {how}  "
+                  f"(sources in hw_models/presets/links/{name}.yaml)")
     return 0
 
 
