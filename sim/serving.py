@@ -1,15 +1,15 @@
-"""Discrete-event simulation (SimPy) of a serving replica: requests arrive, a scheduler forms iterations.
+"""Discrete-event simulation (SimPy) of serving: requests arrive at pools of replicas (sim/replica.py).
 
-Arrivals are one process; the replica is another that, while requests are waiting or running, asks the
-scheduler for the next iteration's batch, prices it (IterationCostModel, memoized by shape), holds for its
-time and then applies it: chunks advance prefills, a finished prefill samples the first token, decodes add
-one token each, finished requests free their KV blocks. An idle replica sleeps until the next arrival.
+Arrivals are one process; each replica another, running the iterations its scheduler forms. One pool serves
+requests whole (data-parallel replicas, each request routed to the least-loaded one), or a prefill pool
+hands each prefilled request's KV to a decode pool (disaggregated serving, as Splitwise studies).
 Iterations, not kernels, are the events, so a trace of many thousands of requests runs in seconds.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,7 +17,8 @@ import simpy
 
 from sim.costs import KERNEL_CLASS_NAMES, IterationCost, IterationCostModel
 from sim.kv_cache import PagedKVCache
-from sim.schedulers import EngineState, Scheduler, Sequence
+from sim.replica import ROLES, Replica
+from sim.schedulers import EngineState, Scheduler, SchedulerLimits, Sequence, make_scheduler
 from sim.serving_metrics import SLO, SUMMARY_METRICS, IterationLog, RequestRecords, summarize
 from workloads.requests import RequestSet
 
@@ -99,6 +100,7 @@ class ServingResult:
     peak_kv_blocks: int
     token_gaps_s: np.ndarray  # every time between two consecutive output tokens of a request
     swap_s: float = 0.0  # time spent moving preempted KV to host memory and back
+    busy_s: dict[str, float] = field(default_factory=dict)  # per pool: its replicas' summed iteration time
     slo: SLO | None = None
     extra: dict[str, float] = field(default_factory=dict)
 
@@ -133,73 +135,30 @@ class ServingResult:
         }
 
 
-class _Replica:
-    """The replica process and what it records."""
+@dataclass(frozen=True, kw_only=True)
+class Pool:
+    """Identical replicas of one device (or system of devices) with one role: 'serve' requests whole, 'prefill'
+    them only (each request's KV then moves to the decode pool over the KV link), or 'decode' them."""
 
-    def __init__(self, env: simpy.Environment, costs: IterationCostModel, scheduler: Scheduler,
-                 state: EngineState, total: int, window: int | None, swap_s_per_token: float):
-        self.env, self.costs, self.scheduler, self.state = env, costs, scheduler, state
-        self.total, self.window, self.swap_s_per_token = total, window, swap_s_per_token
-        self.swap_s = 0.0
-        self.finished: list[Sequence] = []
-        self.wake: simpy.Event = env.event()
-        self.log: list[tuple[float, float, int, int, int]] = []
-        self.cost_counts: dict[int, list] = {}
-        self.token_gaps: list[float] = []  # time between consecutive output tokens of a request
-        self.peak_blocks = state.kv.used_blocks
+    name: str
+    role: str
+    replicas: int
+    costs: IterationCostModel
+    scheduler: str
+    limits: SchedulerLimits
+    memory: ServingMemory
+    idle_power_W: float
+    prefix_tokens: int = 0
+    window: int | None = None
+    swap_bandwidth_Bps: float | None = None
 
-    def arrived(self) -> None:
-        if not self.wake.triggered:
-            self.wake.succeed()
-
-    def run(self):
-        state = self.state
-        while len(self.finished) < self.total:
-            state.now_s = self.env.now
-            batch = self.scheduler.next_batch(state)
-            if not batch:
-                if not state.waiting and not state.running and not state.swapped:
-                    self.wake = self.env.event()
-                    yield self.wake
-                    continue
-                seq = (state.waiting or state.swapped)[0]
-                raise RuntimeError(f"request {seq.index} ({seq.prompt} prompt + {seq.output} output tokens) can "
-                                   f"never be scheduled: {state.kv.capacity_blocks} KV blocks of "
-                                   f"{state.kv.block_tokens} tokens, limits {self.scheduler.limits}")
-            self.peak_blocks = max(self.peak_blocks, state.kv.used_blocks)
-            cost = self.costs.price(batch.shape(self.window))
-            entry = self.cost_counts.setdefault(id(cost), [cost, 0])
-            entry[1] += 1
-            start = self.env.now
-            # Swapped KV crosses the host link before the iteration computes (vLLM blocks on its cache ops).
-            time_s = cost.time_s + batch.swapped_tokens * self.swap_s_per_token
-            self.swap_s += time_s - cost.time_s
-            yield self.env.timeout(time_s)
-            self.log.append((start, time_s, batch.size, batch.tokens, state.kv.used_blocks))
-            self._apply(batch, self.env.now)
-
-    def _apply(self, batch, now_s: float) -> None:
-        for seq, chunk in batch.prefills:
-            seq.computed += chunk
-            if seq.computed >= seq.target:
-                self._sample(seq, now_s)
-        for seq in batch.decodes:
-            seq.computed += 1
-            seq.target += 1
-            self._sample(seq, now_s)
-
-    def _sample(self, seq: Sequence, now_s: float) -> None:
-        seq.generated += 1
-        if math.isnan(seq.first_token_s):
-            seq.first_token_s = now_s
-        else:
-            self.token_gaps.append(now_s - seq.last_token_s)
-        seq.last_token_s = now_s
-        if seq.generated >= seq.output:
-            seq.finish_s = now_s
-            self.state.kv.release(seq.index)
-            self.state.running.remove(seq)
-            self.finished.append(seq)
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise ValueError(f"role: found {self.role!r}, allowed: {', '.join(ROLES)}")
+        if self.replicas < 1:
+            raise ValueError(f"replicas: found {self.replicas}, allowed: an integer >= 1")
+        if self.limits.preemption == "swap" and not self.swap_bandwidth_Bps:
+            raise ValueError("swap preemption needs the host link's bandwidth (swap_bandwidth_Bps)")
 
 
 def serve(costs: IterationCostModel, requests: RequestSet, scheduler: Scheduler, kv: PagedKVCache,
@@ -209,14 +168,60 @@ def serve(costs: IterationCostModel, requests: RequestSet, scheduler: Scheduler,
 
     With swap preemption, KV moves over a host link of `swap_bandwidth_Bps` (its energy is not counted).
     """
-    if scheduler.limits.preemption == "swap" and not swap_bandwidth_Bps:
-        raise ValueError("swap preemption needs the host link's bandwidth (swap_bandwidth_Bps)")
+    pool = Pool(name="replica", role="serve", replicas=1, costs=costs, scheduler=scheduler.name,
+                limits=scheduler.limits, memory=memory, idle_power_W=idle_power_W, prefix_tokens=kv.prefix_blocks
+                * kv.block_tokens, window=window, swap_bandwidth_Bps=swap_bandwidth_Bps)
+    return serve_pools([pool], requests, slo=slo, caches=[[kv]], schedulers=[[scheduler]])
+
+
+def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = None,
+                kv_transfer_s: Callable[[float], float] | None = None, caches=None, schedulers=None
+                ) -> ServingResult:
+    """Simulate pools of replicas serving `requests`: one 'serve' pool, or a 'prefill' and a 'decode' pool.
+
+    Each arrival goes to the entry pool's least-loaded replica; a prefilled request's KV (its tokens x the
+    decode pool's bytes per token) moves to the decode pool's least-loaded replica in kv_transfer_s(bytes)
+    (transfers overlap; the link's contention and energy are not modeled). `caches` and `schedulers` give
+    each replica's own (default: new ones from the pool).
+    """
+    roles = [pool.role for pool in pools]
+    if roles not in (["serve"], ["prefill", "decode"]):
+        raise ValueError(f"pools: found roles {roles}, allowed: ['serve'] or ['prefill', 'decode']")
     env = simpy.Environment()
-    state = EngineState(kv=kv)
     total = len(requests)
-    per_token_B = memory.kv_block_B / memory.block_tokens
-    replica = _Replica(env, costs, scheduler, state, total, window,
-                       per_token_B / swap_bandwidth_Bps if swap_bandwidth_Bps else 0.0)
+    finished: list[Sequence] = []
+    done = env.event()
+
+    def on_finish(seq: Sequence) -> None:
+        finished.append(seq)
+        if len(finished) == total:
+            done.succeed()
+
+    replicas: list[list[Replica]] = []
+    for p, pool in enumerate(pools):
+        made = []
+        for r in range(pool.replicas):
+            kv = caches[p][r] if caches else PagedKVCache(capacity_blocks=pool.memory.kv_blocks,
+                                                         block_tokens=pool.memory.block_tokens,
+                                                         prefix_tokens=pool.prefix_tokens, window=pool.window)
+            scheduler = schedulers[p][r] if schedulers else make_scheduler(pool.scheduler, pool.limits)
+            per_token_B = pool.memory.kv_block_B / pool.memory.block_tokens
+            made.append(Replica(env, pool.costs, scheduler, EngineState(kv=kv), window=pool.window,
+                                swap_s_per_token=per_token_B / pool.swap_bandwidth_Bps if pool.swap_bandwidth_Bps
+                                else 0.0, on_finish=on_finish,
+                                on_prefilled=(lambda seq: env.process(_hand_over(seq))) if pool.role == "prefill"
+                                else None))
+        replicas.append(made)
+
+    def least_loaded(pool: list[Replica]) -> Replica:
+        return min(pool, key=lambda replica: replica.outstanding)
+
+    def _hand_over(seq: Sequence):
+        decode_pool = pools[1]
+        per_token_B = decode_pool.memory.kv_block_B / decode_pool.memory.block_tokens
+        yield env.timeout(kv_transfer_s(seq.computed * per_token_B) if kv_transfer_s else 0.0)
+        least_loaded(replicas[1]).accept(seq)
+
     arrivals = requests.arrival_s.tolist()
     prompts, outputs = requests.prompt_tokens.tolist(), requests.output_tokens.tolist()
 
@@ -224,19 +229,22 @@ def serve(costs: IterationCostModel, requests: RequestSet, scheduler: Scheduler,
         for index, arrival_s in enumerate(arrivals):
             if arrival_s > env.now:
                 yield env.timeout(arrival_s - env.now)
+            replica = least_loaded(replicas[0])
             seq = Sequence(index=index, arrival_s=arrival_s, prompt=prompts[index], output=outputs[index])
-            seq.computed = kv.cached_prefix(seq.target)
-            state.waiting.append(seq)
-            replica.arrived()
+            seq.computed = replica.state.kv.cached_prefix(seq.target)
+            replica.accept(seq)
 
     env.process(arrive())
-    env.run(env.process(replica.run()))
-    return _result(replica, requests, costs, memory, idle_power_W, slo)
+    for pool_replicas in replicas:
+        for replica in pool_replicas:
+            env.process(replica.run())
+    env.run(until=done)
+    return _result(pools, replicas, finished, requests, slo)
 
 
-def _result(replica: _Replica, requests: RequestSet, costs: IterationCostModel, memory: ServingMemory,
-            idle_power_W: float, slo: SLO | None) -> ServingResult:
-    seqs = sorted(replica.finished, key=lambda s: s.index)
+def _result(pools: list[Pool], replicas: list[list[Replica]], finished: list[Sequence], requests: RequestSet,
+            slo: SLO | None) -> ServingResult:
+    seqs = sorted(finished, key=lambda s: s.index)
 
     def column(name: str, dtype=float) -> np.ndarray:
         return np.array([getattr(s, name) for s in seqs], dtype=dtype)
@@ -245,20 +253,28 @@ def _result(replica: _Replica, requests: RequestSet, costs: IterationCostModel, 
                              first_token_s=column("first_token_s"), finish_s=column("finish_s"),
                              prompt_tokens=column("prompt", int), output_tokens=column("output", int),
                              preemptions=column("preemptions", int))
-    log = np.array(replica.log, dtype=float).reshape(-1, 5).T
+    everyone = [(pool, replica) for pool, made in zip(pools, replicas, strict=True) for replica in made]
+    rows = [(*row, pool.memory.kv_blocks) for pool, replica in everyone for row in replica.log]
+    log = np.array(sorted(rows), dtype=float).reshape(-1, 6).T
     iterations = IterationLog(start_s=log[0], duration_s=log[1], batch_size=log[2], tokens=log[3],
-                              kv_blocks_used=log[4], kv_blocks_total=max(memory.kv_blocks, 1))
-    # Static power is drawn from the first arrival to the last finish, idle gaps included.
+                              kv_blocks_used=log[4], kv_blocks_total=log[5] if len(log[5]) else 1)
+    # Static power is drawn from the first arrival to the last finish, idle gaps included, on every replica.
     makespan_s = float(records.finish_s.max() - requests.arrival_s[0])
-    priced: list[tuple[IterationCost, int]] = list(replica.cost_counts.values())
+    priced: list[tuple[IterationCost, int]] = [entry for _, replica in everyone
+                                               for entry in replica.cost_counts.values()]
     class_time = sum((cost.class_time_s * n for cost, n in priced), np.zeros(len(KERNEL_CLASS_NAMES)))
     energy = {"compute_J": sum(cost.compute_J * n for cost, n in priced),
               "memory_J": sum(cost.memory_J * n for cost, n in priced),
-              "static_J": idle_power_W * makespan_s}
+              "static_J": sum(pool.idle_power_W * pool.replicas for pool in pools) * makespan_s}
+    busiest = max(everyone, key=lambda pair: pair[1].peak_blocks / pair[0].memory.kv_blocks)
     return ServingResult(records=records, iterations=iterations, makespan_s=makespan_s, energy_parts_J=energy,
                          time_by_class_s=dict(zip(KERNEL_CLASS_NAMES, class_time.tolist(), strict=True)),
-                         memory=memory, shapes_priced=costs.shapes_priced, peak_kv_blocks=replica.peak_blocks,
-                         token_gaps_s=np.array(replica.token_gaps), slo=slo, swap_s=replica.swap_s)
+                         memory=busiest[0].memory, shapes_priced=sum(p.costs.shapes_priced for p in pools),
+                         peak_kv_blocks=busiest[1].peak_blocks,
+                         token_gaps_s=np.array([gap for _, replica in everyone for gap in replica.token_gaps]),
+                         slo=slo, swap_s=sum(replica.swap_s for _, replica in everyone),
+                         busy_s={pool.name: sum(sum(row[1] for row in replica.log) for replica in made)
+                                 for pool, made in zip(pools, replicas, strict=True)})
 
 
 def _percentile(values: np.ndarray, q: float) -> float:

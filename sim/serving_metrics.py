@@ -175,12 +175,12 @@ class IterationLog:
     batch_size: np.ndarray  # sequences in the iteration
     tokens: np.ndarray  # tokens processed: prefill chunk tokens + decode tokens
     kv_blocks_used: np.ndarray
-    kv_blocks_total: int
+    kv_blocks_total: int | np.ndarray  # the replica's KV blocks (per row when replicas differ)
 
     def __post_init__(self) -> None:
         ints = {"batch_size": np.int64, "tokens": np.int64, "kv_blocks_used": np.int64}
         _columns(self, ("start_s", "duration_s", "batch_size", "tokens", "kv_blocks_used"), ints)
-        if self.kv_blocks_total <= 0:
+        if np.any(np.asarray(self.kv_blocks_total) <= 0):
             raise ValueError(f"IterationLog.kv_blocks_total must be > 0, got {self.kv_blocks_total}")
         if np.any(self.duration_s < 0):
             raise ValueError("IterationLog.duration_s must be >= 0")

@@ -145,6 +145,10 @@ class Scheduler:
         come back before anything new is admitted."""
         while state.waiting and not state.swapped and len(state.running) < self.limits.max_seqs:
             seq = state.waiting[0]
+            if not seq.in_prefill:  # handed over by a prefill pool: it decodes from the next iteration
+                if not self._admit(state, seq, seq.computed + 1):
+                    break
+                continue
             if tokens + seq.remaining_prefill > self.limits.max_batched_tokens:
                 break
             if not self._admit(state, seq, seq.final_tokens if whole_request else seq.target):

@@ -29,6 +29,10 @@ class ChunkedPrefillScheduler(Scheduler):
             budget -= chunk
         while state.waiting and not state.swapped and budget > 0 and len(state.running) < self.limits.max_seqs:
             seq = state.waiting[0]
+            if not seq.in_prefill:  # handed over by a prefill pool: it decodes from the next iteration
+                if not self._admit(state, seq, seq.computed + 1):
+                    break
+                continue
             chunk = min(seq.remaining_prefill, budget)
             if not self._admit(state, seq, seq.computed + chunk):
                 break

@@ -285,7 +285,7 @@ def test_kv_pressure_preempts_by_recompute_and_never_overflows(costs, scheduler)
     assert recorder.preemptions > 0 and int(records.preemptions.sum()) == recorder.preemptions
     assert result.metrics()["preemptions"] == recorder.preemptions
     assert np.all(result.iterations.kv_blocks_used <= result.iterations.kv_blocks_total)
-    assert result.iterations.kv_blocks_total == 48
+    assert np.all(result.iterations.kv_blocks_total == 48)
     assert max(recorder.used_blocks) <= 48 and result.peak_kv_blocks <= 48
     assert max(recorder.used_blocks) >= 47  # it did fill up
     assert len(records) == len(requests)

@@ -1,0 +1,105 @@
+"""Replica: one engine instance as a SimPy process, running iterations its scheduler forms.
+
+While requests are waiting or running, a replica asks its scheduler for the next batch, prices it
+(IterationCostModel, memoized by shape), holds for its time and applies it: chunks advance prefills, a
+finished prefill samples the first token, decodes add one token each, finished requests free their KV
+blocks. An idle replica sleeps until work arrives. A replica of a prefill pool hands each request over once
+its first token is sampled (its KV leaves with it); a replica of a decode pool admits such requests straight
+into decoding.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import simpy
+
+from sim.costs import IterationCostModel
+from sim.schedulers import EngineState, Scheduler, Sequence
+
+ROLES = ("serve", "prefill", "decode")
+
+
+class Replica:
+    """The process of one replica and what it records."""
+
+    def __init__(self, env: simpy.Environment, costs: IterationCostModel, scheduler: Scheduler, state: EngineState,
+                 *, window: int | None, swap_s_per_token: float, on_finish: Callable[[Sequence], None],
+                 on_prefilled: Callable[[Sequence], None] | None = None):
+        self.env, self.costs, self.scheduler, self.state = env, costs, scheduler, state
+        self.window, self.swap_s_per_token = window, swap_s_per_token
+        self.on_finish, self.on_prefilled = on_finish, on_prefilled
+        self.swap_s = 0.0
+        self.wake: simpy.Event = env.event()
+        self.log: list[tuple[float, float, int, int, int]] = []
+        self.cost_counts: dict[int, list] = {}
+        self.token_gaps: list[float] = []  # time between consecutive output tokens of a request
+        self.peak_blocks = state.kv.used_blocks
+
+    @property
+    def outstanding(self) -> int:
+        """Requests it holds, waiting or running (what a least-loaded router compares)."""
+        state = self.state
+        return len(state.waiting) + len(state.running) + len(state.swapped)
+
+    def accept(self, seq: Sequence) -> None:
+        """Queue a request (a new one, or one handed over after its prefill) and wake the replica."""
+        self.state.waiting.append(seq)
+        if not self.wake.triggered:
+            self.wake.succeed()
+
+    def run(self):
+        state = self.state
+        while True:
+            state.now_s = self.env.now
+            batch = self.scheduler.next_batch(state)
+            if not batch:
+                if not state.waiting and not state.running and not state.swapped:
+                    self.wake = self.env.event()
+                    yield self.wake
+                    continue
+                seq = (state.waiting or state.swapped)[0]
+                raise RuntimeError(f"request {seq.index} ({seq.prompt} prompt + {seq.output} output tokens) can "
+                                   f"never be scheduled: {state.kv.capacity_blocks} KV blocks of "
+                                   f"{state.kv.block_tokens} tokens, limits {self.scheduler.limits}")
+            self.peak_blocks = max(self.peak_blocks, state.kv.used_blocks)
+            cost = self.costs.price(batch.shape(self.window))
+            entry = self.cost_counts.setdefault(id(cost), [cost, 0])
+            entry[1] += 1
+            start = self.env.now
+            # Swapped KV crosses the host link before the iteration computes (vLLM blocks on its cache ops).
+            time_s = cost.time_s + batch.swapped_tokens * self.swap_s_per_token
+            self.swap_s += time_s - cost.time_s
+            yield self.env.timeout(time_s)
+            self.log.append((start, time_s, batch.size, batch.tokens, state.kv.used_blocks))
+            self._apply(batch, self.env.now)
+
+    def _apply(self, batch, now_s: float) -> None:
+        for seq, chunk in batch.prefills:
+            seq.computed += chunk
+            if seq.computed >= seq.target:
+                self._sample(seq, now_s)
+                if self.on_prefilled is not None and seq.generated < seq.output:
+                    self._leave(seq)
+                    self.on_prefilled(seq)
+        for seq in batch.decodes:
+            seq.computed += 1
+            seq.target += 1
+            self._sample(seq, now_s)
+
+    def _sample(self, seq: Sequence, now_s: float) -> None:
+        seq.generated += 1
+        if math.isnan(seq.first_token_s):
+            seq.first_token_s = now_s
+        else:
+            self.token_gaps.append(now_s - seq.last_token_s)
+        seq.last_token_s = now_s
+        if seq.generated >= seq.output:
+            seq.finish_s = now_s
+            self._leave(seq)
+            self.on_finish(seq)
+
+    def _leave(self, seq: Sequence) -> None:
+        self.state.kv.release(seq.index)
+        self.state.running.remove(seq)
