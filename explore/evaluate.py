@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from explore.design_point import KERNEL_CLASSES, DesignPoint
@@ -19,11 +19,10 @@ from sim.analytic import evaluate as evaluate_analytic
 from sim.capacity import highest_rate
 from sim.costs import IterationCostModel
 from sim.engine import simulate
-from sim.kv_cache import PagedKVCache
 from sim.memory import batch_footprint, infeasible_reason
 from sim.result import RESULT_METRICS, SimResult
 from sim.schedulers import make_scheduler
-from sim.serving import SERVING_METRICS, ServingResult, serve, serving_infeasible_reason, serving_memory
+from sim.serving import SERVING_METRICS, Pool, ServingResult, serve_pools, serving_infeasible_reason, serving_memory
 from sim.step_costs import sub_batch_sizes
 from sim.workload import BatchWorkload, PassTables
 from workloads.model_config import ModelConfig, load_model_config
@@ -176,30 +175,49 @@ class Evaluator:
                           tables=tables)
 
 
+    def _pool(self, point: DesignPoint, fmt: NumericFormat, role: str, replicas: int, device_name: str = "") -> Pool:
+        """A pool of a serving point: `replicas` of the point's device (or of `device_name`, without the point's
+        overrides), each holding the model's weights, the activations of its largest iteration and KV blocks."""
+        spec, cfg = point.serving, self.config(point.model)
+        if device_name and device_name != point.device:
+            point = replace(point, device=device_name, overrides=())
+        device, costs = self.point_device(point), self.cost_model(point, fmt)
+        limits = spec.limits()
+        memory = serving_memory(
+            capacity_B=device.memory_bytes, weights_B=_weight_bytes(costs.template.param_bytes, fmt, device),
+            activations_B=costs.template.activation_bytes(make_scheduler(spec.scheduler, limits).token_budget()),
+            kv_bytes_per_token=cfg.kv_bytes_per_token() * fmt.kv_scale * kv_replication(cfg, point.tp),
+            block_tokens=spec.block_tokens)
+        return Pool(name=f"{role} ({point.device})", role=role, replicas=replicas, costs=costs,
+                    scheduler=spec.scheduler, limits=limits, memory=memory, idle_power_W=device.idle_power_W,
+                    prefix_tokens=spec.prefix_tokens, window=cfg.sliding_window,
+                    swap_bandwidth_Bps=spec.swap_GBps * 1e9 if spec.swap_GBps else None)
+
     def _evaluate_serving(self, point: DesignPoint, fmt: NumericFormat) -> Evaluation:
-        """A serving run of the point's requests on one replica (sim/serving.py), or at the highest rate that
-        meets the SLO when the spec asks for a capacity search."""
+        """A serving run of the point's requests on its pools of replicas (sim/serving.py), or at the highest
+        rate that meets the SLO when the spec asks for a capacity search."""
         spec = point.serving
         device = self.point_device(point)
         cfg = self.config(point.model)
-        costs = self.cost_model(point, fmt)
-        template = costs.template
-        scheduler = make_scheduler(spec.scheduler, spec.limits())
-        memory = serving_memory(
-            capacity_B=device.memory_bytes, weights_B=_weight_bytes(template.param_bytes, fmt, device),
-            activations_B=template.activation_bytes(scheduler.token_budget()),
-            kv_bytes_per_token=cfg.kv_bytes_per_token() * fmt.kv_scale * kv_replication(cfg, point.tp),
-            block_tokens=spec.block_tokens)
+        if spec.disaggregated:
+            pools = [self._pool(point, fmt, "prefill", spec.prefill_replicas, spec.prefill_device),
+                     self._pool(point, fmt, "decode", spec.replicas)]
+            link = load_link_model(spec.kv_link)
+
+            def transfer_s(message_B: float) -> float:
+                return float(link.collective_time_s("send_recv", message_B, 2))
+        else:
+            pools, transfer_s = [self._pool(point, fmt, "serve", spec.replicas)], None
+        memory = pools[-1].memory
 
         def run(rate: float | None) -> ServingResult:
             requests, clipped = spec.request_set(rate).clipped_to_context(cfg.max_positions)
-            reason = serving_infeasible_reason(memory, requests, scheduler, spec.prefix_tokens, cfg.sliding_window)
-            if reason:
-                raise _InfeasibleError(reason)
-            kv = PagedKVCache(capacity_blocks=memory.kv_blocks, block_tokens=spec.block_tokens,
-                              prefix_tokens=spec.prefix_tokens, window=cfg.sliding_window)
-            result = serve(costs, requests, scheduler, kv, memory, device.idle_power_W, window=cfg.sliding_window,
-                           slo=spec.slo(), swap_bandwidth_Bps=spec.swap_GBps * 1e9 if spec.swap_GBps else None)
+            for pool in pools:
+                reason = serving_infeasible_reason(pool.memory, requests, make_scheduler(pool.scheduler, pool.limits),
+                                                   spec.prefix_tokens, cfg.sliding_window)
+                if reason:
+                    raise _InfeasibleError(f"{pool.name}: {reason}" if len(pools) > 1 else reason)
+            result = serve_pools(pools, requests, slo=spec.slo(), kv_transfer_s=transfer_s)
             result.extra["clipped_requests"] = float(clipped)
             return result
 
@@ -222,7 +240,20 @@ class Evaluator:
         metrics = _metrics(result, memory, "", device)
         if spec.capacity:
             metrics["capacity_rps"] = capacity
+        if len(pools) > 1 or spec.replicas > 1:
+            metrics.update(_pools_price(pools, metrics["tokens_per_s"]))
         return Evaluation(point=point, metrics=metrics, result=result, tables=None)
+
+
+def _pools_price(pools: list[Pool], tokens_per_s: float) -> dict[str, float]:
+    """Area, purchase price and tokens per dollar of every replica of every pool."""
+    area = usd = usd_per_hour = 0.0
+    for pool in pools:
+        device = pool.costs.device
+        area += pool.replicas * device.area_mm2
+        usd += pool.replicas * (device.price.usd if device.price.usd is not None else math.nan)
+        usd_per_hour += pool.replicas * (device.price.usd_per_hour or math.nan)
+    return {"area_mm2": area, "cost_usd": usd, "tokens_per_usd": tokens_per_s / (usd_per_hour / 3600)}
 
 
 class _InfeasibleError(Exception):

@@ -54,6 +54,13 @@ class ServingSpec:
     slo_attainment: float = 0.9
     # Search the highest rate in (low, high) req/s that meets the SLO instead of running at rate_per_s.
     capacity: tuple[float, float] | None = None
+    # Replicas serving requests whole; with prefill_replicas > 0, the decode pool's replicas, and a separate
+    # prefill pool of prefill_replicas (of prefill_device, default the point's device) hands each request's KV
+    # over kv_link (disaggregated serving).
+    replicas: int = 1
+    prefill_replicas: int = 0
+    prefill_device: str = ""
+    kv_link: str = "infiniband-ndr"
 
     def __post_init__(self) -> None:
         if self.scheduler not in SCHEDULERS:
@@ -64,7 +71,7 @@ class ServingSpec:
             raise InputError("arrival: found 'trace' without a trace, allowed: a trace to replay (trace: NAME)")
         if self.arrival != "trace" and self.rate_per_s is None and self.capacity is None:
             raise InputError(f"rate_per_s: found none for {self.arrival} arrivals, allowed: a rate > 0 req/s")
-        for name in ("requests", "max_seqs", "max_batched_tokens", "chunk_tokens", "block_tokens"):
+        for name in ("requests", "max_seqs", "max_batched_tokens", "chunk_tokens", "block_tokens", "replicas"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InputError(f"{name}: found {value!r}, allowed: an integer >= 1")
@@ -85,6 +92,9 @@ class ServingSpec:
         if self.preemption == "swap" and self.swap_GBps is None:
             raise InputError("swap_GBps: found none with swap preemption, allowed: the host link's bandwidth in "
                              "GB/s (e.g. 31.5 for PCIe 4.0 x16, 63 for PCIe 5.0 x16: PCI-SIG base specifications)")
+        if self.prefill_replicas < 0:
+            raise InputError(f"prefill_replicas: found {self.prefill_replicas}, allowed: an integer >= 0 "
+                             f"(0: no separate prefill pool)")
         if self.prefix_tokens < 0:
             raise InputError(f"prefix_tokens: found {self.prefix_tokens}, allowed: an integer >= 0")
 
@@ -100,7 +110,12 @@ class ServingSpec:
                 "rate_per_s": None if self.capacity else self.rate_per_s, "cv": self.cv,
                 "requests": self.requests, "max_seqs": self.max_seqs, "max_batched_tokens": self.max_batched_tokens,
                 "chunk_tokens": self.chunk_tokens, "block_tokens": self.block_tokens,
-                "prefix_tokens": self.prefix_tokens, "preemption": self.preemption}
+                "prefix_tokens": self.prefix_tokens, "preemption": self.preemption, "replicas": self.replicas,
+                "prefill_replicas": self.prefill_replicas, "prefill_device": self.prefill_device or None}
+
+    @property
+    def disaggregated(self) -> bool:
+        return self.prefill_replicas > 0
 
     def limits(self) -> SchedulerLimits:
         return SchedulerLimits(max_seqs=self.max_seqs, max_batched_tokens=self.max_batched_tokens,

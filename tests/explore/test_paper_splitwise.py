@@ -1,0 +1,60 @@
+"""Splitwise (Patel et al., ISCA 2024): running prefill and decode on separate machines, with each request's KV
+cache moved between them, serves more within the same latency SLOs: "1.4x higher throughput at 20% lower
+cost" than the same GPUs each running both phases, or "2.35x more throughput with the same cost and power".
+
+Here: Llama-2-7B on H100s, the Splitwise conversation trace's request lengths at Poisson arrivals, vLLM-style
+continuous batching on every replica, KV over InfiniBand NDR. Capacity is the highest arrival rate at which
+p99 TTFT <= 1 s, p99 time per output token <= 50 ms and p99 time between tokens <= 100 ms (our choice of
+SLOs: Splitwise states its own as slowdowns over an idle machine). Measured on the first 500 requests: four
+mixed replicas about 24 req/s; one prefill and two decode H100s (25% fewer GPUs) about 29 req/s (1.2x at 25%
+lower cost, the paper: 1.4x at 20% lower); two and two the same 29 req/s (1.2x at the same cost and power,
+the paper: 2.35x; here one prefill machine already keeps up, so a second adds nothing). Both directions
+hold; the iso-cost gain is about half the paper's (a documented miss).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from explore.design_point import DesignPoint
+from sim.capacity import highest_rate
+from sim.serving_spec import ServingSpec
+
+REQUESTS = 500
+
+
+def _capacity(evaluator, **pools) -> float:
+    def meets(rate: float) -> bool:
+        spec = ServingSpec(scheduler="continuous", requests=REQUESTS, trace="splitwise-conv", rate_per_s=rate, **pools)
+        point = DesignPoint(model="llama-2-7b", device="h100-sxm", batch=spec.max_seqs, prompt=0, output=0,
+                            serving=spec)
+        m = evaluator.evaluate(point).metrics
+        return m["ttft_p99_s"] <= 1.0 and m["tpot_p99_s"] <= 0.05 and m["tbt_p99_s"] <= 0.1
+
+    return highest_rate(meets, low=2.0, high=100.0, rel_tol=0.05)
+
+
+@pytest.fixture(scope="module")
+def capacities(evaluator) -> dict[str, float]:
+    return {"mixed 4": _capacity(evaluator, replicas=4),
+            "1 prefill + 2 decode": _capacity(evaluator, replicas=2, prefill_replicas=1),
+            "2 prefill + 2 decode": _capacity(evaluator, replicas=2, prefill_replicas=2)}
+
+
+def test_fewer_disaggregated_gpus_serve_more(capacities):
+    """Three disaggregated H100s against four mixed ones: more throughput at 25% lower cost (paper: 1.4x at
+    20% lower cost), bounded on both sides."""
+    gain = capacities["1 prefill + 2 decode"] / capacities["mixed 4"]
+    assert 1.05 <= gain <= 1.4 * 1.35, capacities
+
+
+def test_same_gpus_disaggregated_serve_more(capacities):
+    """Four H100s either way (the same cost and power): disaggregated serves more (paper: 2.35x)."""
+    gain = capacities["2 prefill + 2 decode"] / capacities["mixed 4"]
+    assert gain > 1.1, capacities
+
+
+@pytest.mark.xfail(strict=True, reason="ours about 1.2x at the same cost and power vs the paper's 2.35x")
+def test_same_gpus_gain_near_the_paper(capacities):
+    gain = capacities["2 prefill + 2 decode"] / capacities["mixed 4"]
+    assert 2.35 / 1.35 <= gain <= 2.35 * 1.35, capacities
