@@ -147,6 +147,15 @@ def _add_serving_flags(run: argparse.ArgumentParser) -> None:
     g.add_argument("--preemption", choices=["recompute", "swap"], default="recompute",
                    help="when KV blocks run out: recompute (default) or swap to host memory over --swap-GBps")
     g.add_argument("--swap-GBps", type=float, help="host link bandwidth for swap preemption, GB/s")
+    g.add_argument("--replicas", type=int, default=1,
+                   help="replicas serving requests, each arrival to the least loaded (with --prefill-replicas: "
+                        "the decode pool's; default 1)")
+    g.add_argument("--prefill-replicas", type=int, default=0,
+                   help="a separate prefill pool of this many replicas handing each request's KV to the decode "
+                        "pool (disaggregated serving; default 0: none)")
+    g.add_argument("--prefill-device", default="", help="the prefill pool's device (default: --device)")
+    g.add_argument("--kv-link", default="infiniband-ndr",
+                   help="the link KV crosses from the prefill to the decode pool (default infiniband-ndr)")
     g.add_argument("--seed", type=int, default=0, help="seed of arrivals and lengths (default 0)")
     g.add_argument("--slo-ttft", type=float, help="SLO: time to first token per request, s")
     g.add_argument("--slo-tpot", type=float, help="SLO: time per output token per request, s")

@@ -13,6 +13,7 @@ from explore.rows import count_label, is_feasible, normalize_row
 from explore.runner import Progress, run_sweep
 from explore.sweep import load_sweep
 from hw_models.link import load_link_model
+from hw_models.registry import load_device
 from kernels.formats import parse_sparsity
 from kernels.parallel import check_tensor_parallel
 from sim.serving_spec import ServingSpec
@@ -167,6 +168,13 @@ def _serving_spec(args) -> ServingSpec:
             resolve_trace(args.trace)
         except InputError as err:
             raise InputError(f"--trace: {str(err).removeprefix('trace: ')}") from None
+    for flag, value, load in (("--prefill-device", args.prefill_device, load_device),
+                              ("--kv-link", args.kv_link, load_link_model)):
+        try:
+            if value:
+                load(value)
+        except InputError as err:
+            raise InputError(f"{flag}: {str(err).partition(': ')[2] or err}") from None
     if not 0 < args.slo_attainment <= 1:
         raise InputError(f"--slo-attainment: found {args.slo_attainment}, allowed: a fraction in (0, 1]")
     fields = dict(scheduler=args.scheduler, requests=args.requests, arrival=args.arrival, rate_per_s=args.rate,
@@ -175,7 +183,9 @@ def _serving_spec(args) -> ServingSpec:
                   chunk_tokens=args.chunk_tokens, block_tokens=args.block_tokens, prefix_tokens=args.prefix_tokens,
                   preemption=args.preemption, swap_GBps=args.swap_GBps, seed=args.seed, slo_ttft_s=args.slo_ttft,
                   slo_tpot_s=args.slo_tpot,
-                  slo_attainment=args.slo_attainment, capacity=tuple(args.capacity) if args.capacity else None)
+                  slo_attainment=args.slo_attainment, capacity=tuple(args.capacity) if args.capacity else None,
+                  replicas=args.replicas, prefill_replicas=args.prefill_replicas, prefill_device=args.prefill_device,
+                  kv_link=args.kv_link)
     if args.seed < 0:
         raise InputError(f"--seed: found {args.seed}, allowed: an integer >= 0")
     try:
@@ -209,8 +219,11 @@ def _assumptions(point: DesignPoint, device) -> str:
         s = point.serving
         rate = (f"capacity search in {s.capacity[0]:g}-{s.capacity[1]:g} req/s" if s.capacity
                 else f"{s.rate_per_s:g} req/s" if s.rate_per_s else "the trace's arrival times")
+        pools = (f"{s.prefill_replicas} prefill replica(s) ({s.prefill_device or point.device}) handing KV over "
+                 f"{s.kv_link} to {s.replicas} decode replica(s)" if s.disaggregated
+                 else f"{s.replicas} replica(s)")
         what += (f"; serving {s.requests} requests ({s.trace or 'fixed lengths'}, {s.arrival} arrivals, {rate}) "
-                 f"with {s.scheduler} scheduling on one replica")
+                 f"with {s.scheduler} scheduling on {pools}")
     return what
 
 

@@ -189,6 +189,10 @@ class Serving(_Strict):
     seed: Annotated[StrictInt, Field(ge=0, le=2**32 - 1)] = 0
     slo: ServiceLevel | None = None
     capacity: tuple[PositiveNumber, PositiveNumber] | None = None  # search the highest rate in [low, high]
+    replicas: _one_or_more(PositiveInt) = 1  # replicas serving whole requests (the decode pool's, disaggregated)
+    prefill_replicas: _one_or_more(Annotated[StrictInt, Field(ge=0)]) = 0  # > 0: a separate prefill pool
+    prefill_device: str | None = None  # the prefill pool's device (default: the point's)
+    kv_link: str = "infiniband-ndr"  # the link each request's KV crosses from the prefill to the decode pool
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -415,6 +419,7 @@ class Sweep:
                 "cv": _as_list(serving.cv), "max_seqs": _as_list(serving.max_seqs),
                 "max_batched_tokens": _as_list(serving.max_batched_tokens),
                 "chunk_tokens": _as_list(serving.chunk_tokens)}
+        dims.update(replicas=_as_list(serving.replicas), prefill_replicas=_as_list(serving.prefill_replicas))
         if serving.arrival != "gamma":
             del dims["cv"]
         return dims
@@ -431,7 +436,9 @@ class Sweep:
             chunk_tokens=values["chunk_tokens"], block_tokens=serving.block_tokens,
             prefix_tokens=serving.prefix_tokens, preemption=serving.preemption, swap_GBps=serving.swap_GBps,
             seed=serving.seed, slo_ttft_s=slo.ttft_s, slo_tpot_s=slo.tpot_s,
-            slo_attainment=slo.attainment, capacity=serving.capacity)
+            slo_attainment=slo.attainment, capacity=serving.capacity, replicas=values["replicas"],
+            prefill_replicas=values["prefill_replicas"], prefill_device=serving.prefill_device or "",
+            kv_link=serving.kv_link)
 
     def derive(self, values: dict[str, Any], targets: list[str] | None = None) -> dict[str, Any]:
         """The derived knobs at the given knob values, in file order (each may read those derived above it).
@@ -584,6 +591,13 @@ def _check_references(sweep: Sweep, located: LocatedYAML) -> None:
             raise InputError(f"{located.where(('serving', 'trace'))}: serving."
                              f"{message if message.startswith('trace: ') else 'trace: ' + message}") from None
     if serving is not None:
+        for key in ("prefill_device", "kv_link"):
+            name = getattr(serving, key)
+            if name:
+                try:
+                    load_device(name) if key == "prefill_device" else load_link_model(name)
+                except InputError as err:
+                    raise InputError(f"{located.where(('serving', key))}: serving.{key}: {err}") from None
         for model in _as_list(sweep.spec.model):
             context = load_model_config(model).max_positions
             if serving.block_tokens > context:

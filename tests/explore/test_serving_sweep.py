@@ -131,3 +131,27 @@ def test_run_serving_flag_errors(tmp_path, capsys):
         assert main(["run", "--model", model, "--device", "h100-sxm", "--serving", *flags]) == 2
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and named in err, err
+
+
+def test_replicas_and_disaggregated_pools_sweep(tmp_path):
+    """Replicas and a prefill pool are knobs: more replicas never queue longer at the same rate, and a
+    disaggregated point counts every GPU of both pools in its area."""
+    serving = SERVING.replace("[static, continuous, chunked]", "continuous").replace("rate: [50, 400]", "rate: 400")
+    path = _serving_sweep(tmp_path, serving + "  replicas: [1, 2]\n  prefill_replicas: [0, 1]\n")
+    out = tmp_path / "out"
+    assert main([path, "--out", str(out), "--quiet"]) == 0
+    rows = {(int(r["replicas"]), int(r["prefill_replicas"])): r for r in read_results(out)}
+    assert set(rows) == {(1, 0), (2, 0), (1, 1), (2, 1)}
+    assert float(rows[2, 0]["queue_mean_s"]) <= float(rows[1, 0]["queue_mean_s"])
+    one = float(rows[1, 0]["area_mm2"])
+    assert float(rows[2, 1]["area_mm2"]) == pytest.approx(3 * one)
+    assert float(rows[1, 1]["area_mm2"]) == pytest.approx(2 * one)
+
+
+def test_unknown_prefill_device_is_one_line(tmp_path, capsys):
+    path = _serving_sweep(tmp_path, "  rate: 2\n  prompt: {dist: fixed, tokens: 16}\n"
+                                    "  output: {dist: fixed, tokens: 4}\n  prefill_replicas: 1\n"
+                                    "  prefill_device: h100-sx\n")
+    assert main(["check", path]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "prefill_device" in err and "h100-sxm" in err
