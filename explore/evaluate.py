@@ -13,7 +13,7 @@ from hw_models.system import SystemModel
 from kernels.formats import NumericFormat
 from kernels.lowering import lower_trace
 from kernels.parallel import kv_replication, shard_tensor_parallel
-from kernels.shapes import StepTemplate
+from kernels.shapes import TEMPLATE_LAYERS, StepTemplate
 from kernels.table import KernelTable
 from sim.analytic import evaluate as evaluate_analytic
 from sim.capacity import highest_rate
@@ -63,15 +63,16 @@ class Evaluator:
 
     def trace(self, model: str, phase: str, batch: int, prompt: int) -> Trace:
         """The prefill of `prompt` tokens, or the first decode step after it, for `batch` sequences."""
-        key = (model, phase, batch, prompt)
+        return self._trace_config(self.config(model), phase, batch, prompt)
+
+    def _trace_config(self, cfg: ModelConfig, phase: str, batch: int, prompt: int) -> Trace:
+        """A trace of a config, memoized (step templates trace their models' first layers only)."""
+        key = (cfg, phase, batch, prompt)
         if key not in self._traces:
             from workloads.capture import trace_model  # torch loads only when a trace is needed
 
-            cfg = self.config(model)
-            if phase == "prefill":
-                self._traces[key] = trace_model(cfg, phase="prefill", batch=batch, seq_len=prompt)
-            else:
-                self._traces[key] = trace_model(cfg, phase="decode", batch=batch, seq_len=1, context_len=prompt)
+            self._traces[key] = (trace_model(cfg, phase="prefill", batch=batch, seq_len=prompt) if phase == "prefill"
+                                 else trace_model(cfg, phase="decode", batch=batch, seq_len=1, context_len=prompt))
         return self._traces[key]
 
     def lowered(self, model: str, phase: str, batch: int, prompt: int, tp: int = 1) -> KernelTable:
@@ -106,9 +107,10 @@ class Evaluator:
         key = (model, fmt, tp)
         if key not in self._templates:
             cfg = self.config(model)
+            few = replace(cfg, num_layers=min(cfg.num_layers, TEMPLATE_LAYERS))  # every layer runs the same kernels
             self._templates[key] = StepTemplate.from_model(
-                cfg, fmt, lambda phase, batch, prompt: self.trace(model, phase, batch, prompt),
-                shard=lambda table: shard_tensor_parallel(table, tp, cfg))
+                cfg, fmt, lambda phase, batch, prompt: self._trace_config(few, phase, batch, prompt),
+                shard=lambda table: shard_tensor_parallel(table, tp, few))
         return self._templates[key]
 
     def device(self, name: str, overrides: tuple = (), calibrated: bool = True, tp: int = 1, link: str = ""):

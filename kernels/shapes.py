@@ -39,6 +39,9 @@ from workloads.trace import Trace
 # Prompt length of the template's prefill traces: short (cheap to trace), long enough to tell tokens apart
 # from sequences and positions.
 TEMPLATE_PROMPT = 16
+# Decoder layers a template needs traced: they all launch the same kernels (two, so that a kernel repeated in
+# every layer is seen repeating).
+TEMPLATE_LAYERS = 2
 
 # Columns of a non-attention kernel that grow with the iteration; every other column is fixed by the kernel.
 SCALED_COLUMNS = ("flops", "weight_bytes", "act_bytes", "kv_bytes", "m")
@@ -179,21 +182,35 @@ class StepTemplate:
     def from_model(cls, config: ModelConfig, fmt: NumericFormat, trace: Callable[[str, int, int], Trace],
                    shard: Callable[[KernelTable], KernelTable] | None = None) -> StepTemplate:
         """The template of a model under a numeric format; trace(phase, batch, prompt) captures a prefill of
-        `batch` prompts, or a decode step after them; `shard` gives the kernels one device of a parallel
-        layout runs (applied at the traced precision, before the format)."""
+        `batch` prompts, or a decode step after them, of the model or of its first layers (TEMPLATE_LAYERS:
+        every decoder layer launches the same kernels, so the template counts each layer's rows num_layers
+        times); `shard` gives the kernels one device of a parallel layout runs (applied at the traced
+        precision, before the format)."""
         # Enough sequences that every expert of an MoE layer gets a token in every trace.
         batch = -(-config.num_experts // config.experts_per_token) if config.num_experts else 1
         traces = {(phase, size): trace(phase, size, TEMPLATE_PROMPT)
                   for phase in ("decode", "prefill") for size in (batch, 2 * batch)}
         shard = shard or (lambda table: table)
         tables = {key: shard(KernelTable.from_kernels(lower_trace(t))).with_format(fmt) for key, t in traces.items()}
-        return cls.from_traces(TemplateTraces(
+        traced = traces["prefill", batch]
+        traced_layers = len({op.layer for op in traced.ops if op.layer is not None})
+        bytes_per_param = traced.param_bytes / replace(config, num_layers=traced_layers).param_count()
+        template = cls.from_traces(TemplateTraces(
             decode=tables["decode", batch], decode_wide=tables["decode", 2 * batch],
             prefill=tables["prefill", batch], prefill_wide=tables["prefill", 2 * batch], batch=batch,
             prompt=TEMPLATE_PROMPT, num_experts=config.num_experts, experts_per_token=config.experts_per_token,
             decode_activation_B=traces["decode", batch].peak_activation_bytes,
-            prefill_activation_B=traces["prefill", batch].peak_activation_bytes,
-            param_bytes=traces["prefill", batch].param_bytes))
+            prefill_activation_B=traced.peak_activation_bytes,
+            param_bytes=config.param_count() * bytes_per_param))
+        return template.with_layers(config.num_layers)
+
+    def with_layers(self, layers: int) -> StepTemplate:
+        """The template of the same model with `layers` decoder layers (the traced layers' rows repeated)."""
+        if layers == self.attention_layers:
+            return self
+        per_layer = np.array([k.layer is not None for k in self.linear.kernels])
+        count = np.where(per_layer, self.count * layers / self.attention_layers, self.count)
+        return replace(self, count=count, attention_layers=layers)
 
     def activation_bytes(self, tokens: int) -> float:
         """Peak live activations of an iteration of `tokens` tokens (affine in tokens between the traces)."""
@@ -257,7 +274,8 @@ def _unique_rows(table: KernelTable, expert: np.ndarray, coef: dict) -> tuple[np
     first: dict[tuple, int] = {}
     count: dict[int, int] = {}
     for i in range(len(table)):
-        key = (table.kernels[i].op, int(expert[i]), *(getattr(table, c)[i] for c in fixed),
+        kernel = table.kernels[i]
+        key = (kernel.op, kernel.layer is None, int(expert[i]), *(getattr(table, c)[i] for c in fixed),
                *(tuple(coef[c][i]) for c in SCALED_COLUMNS))
         j = first.setdefault(key, i)
         count[j] = count.get(j, 0) + 1
