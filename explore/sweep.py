@@ -13,96 +13,40 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
     Field,
-    GetCoreSchemaHandler,
-    StrictFloat,
     StrictInt,
     ValidationError,
     field_validator,
     model_validator,
 )
-from pydantic_core import core_schema
 
 from explore.derived import EvaluationError, Expression
 from explore.design_point import SERVING_METRIC_COLUMNS, DesignPoint
 from explore.rows import NUMERIC_METRICS
-from hw_models.link import load_link_model
+from explore.schema import (
+    Bits,
+    ExpressionText,
+    Number,
+    PositiveInt,
+    SparsityName,
+    Strict,
+    WeightBits,
+    as_list,
+    one_or_more,
+)
+from explore.sweep_serving import Parallel, Serving, check_parallel, check_serving, serving_dimensions, serving_spec
 from hw_models.registry import load_device
 from hw_models.validation import check_keys, did_you_mean, input_error
-from kernels.formats import ALLOWED_BITS, parse_sparsity
-from kernels.parallel import check_tensor_parallel
-from sim.schedulers import SCHEDULERS
-from sim.serving_spec import ServingSpec
+from kernels.formats import ALLOWED_BITS
 from workloads.errors import InputError
 from workloads.model_config import load_model_config
-from workloads.requests import Fixed, LogNormal, Uniform, read_request_trace, resolve_trace
 from workloads.yaml_lines import LocatedYAML
-
-PositiveInt = Annotated[StrictInt, Field(ge=1)]
-WeightBits = Literal[ALLOWED_BITS["weight_bits"]]
-
-
-def _sparsity(pattern: str) -> str:
-    parse_sparsity(pattern)  # ValueError says what is allowed
-    return pattern
-
-
-SparsityName = Annotated[str, AfterValidator(_sparsity)]
-
-
-def _expression(text: Any) -> str:
-    if not isinstance(text, str):
-        raise ValueError("an expression in quotes, e.g. \"200 + 0.1 * device.memory.bandwidth_GBps\"")
-    Expression.parse(text)  # ValueError names what is not allowed
-    return text
-
-
-class ExpressionText(str):
-    """A derived knob's expression (plain text once validated). A class, not Annotated[str, AfterValidator]:
-    check_keys reads the metadata of an Annotated type as a dataclass of keys."""
-
-    @classmethod
-    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
-        return core_schema.no_info_plain_validator_function(_expression)
-
-
-Bits = Literal[ALLOWED_BITS["act_bits"]]
-
-
-def _finite(value: int | float) -> int | float:
-    if not math.isfinite(value):
-        raise ValueError("a finite number")  # .inf and .nan are no what-if values
-    return value
-
-
-Number = Annotated[StrictInt | StrictFloat, AfterValidator(_finite)]
-
-
-def _distinct(values: list) -> list:
-    repeated = [v for i, v in enumerate(values) if v in values[:i]]
-    if repeated:
-        # A repeated value is one design point: counting it twice would overstate the sweep.
-        raise ValueError(f"distinct values ({repeated[0]!r} is listed twice)")
-    return values
-
-
-def _one_or_more(item: Any) -> Any:
-    """A knob's type: one value, or a list of at least one distinct value (an empty list would sweep nothing)."""
-    return item | Annotated[list[item], Field(min_length=1), AfterValidator(_distinct)]
-
 
 OPS = {"<=": operator.le, "<": operator.lt, ">=": operator.ge, ">": operator.gt, "==": operator.eq}
 CONSTRAINT = re.compile(r"^\s*([A-Za-z_][\w]*)\s*(<=|>=|<|>|==)\s*([-+0-9.eE]+)\s*$")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Range(_Strict):
+class Range(Strict):
     """Values from lo to hi inclusive: `steps` of them, evenly spaced (linear) or geometric (log)."""
 
     range: tuple[Number, Number]
@@ -118,105 +62,20 @@ class Range(_Strict):
         return np.linspace(lo, hi, self.steps).tolist()
 
 
-class Workload(_Strict):
-    batch: _one_or_more(PositiveInt) = 1
-    prompt: _one_or_more(PositiveInt) = 512
-    output: _one_or_more(PositiveInt) = 128
+class Workload(Strict):
+    batch: one_or_more(PositiveInt) = 1
+    prompt: one_or_more(PositiveInt) = 512
+    output: one_or_more(PositiveInt) = 128
 
 
-class Format(_Strict):
-    weight_bits: _one_or_more(WeightBits) = 16
-    act_bits: _one_or_more(Bits) = 16
-    kv_bits: _one_or_more(Bits) = 16
-    sparsity: _one_or_more(SparsityName) = "dense"
+class Format(Strict):
+    weight_bits: one_or_more(WeightBits) = 16
+    act_bits: one_or_more(Bits) = 16
+    kv_bits: one_or_more(Bits) = 16
+    sparsity: one_or_more(SparsityName) = "dense"
 
 
-PositiveNumber = Annotated[StrictInt | StrictFloat, AfterValidator(_finite), Field(gt=0)]
-
-
-class Lengths(_Strict):
-    """A distribution of prompt or output lengths in tokens (workloads/requests.py)."""
-
-    dist: Literal["fixed", "uniform", "lognormal"]
-    tokens: PositiveInt | None = None  # fixed
-    low: PositiveInt | None = None  # uniform (inclusive), lognormal (clip)
-    high: PositiveInt | None = None
-    median: PositiveNumber | None = None  # lognormal
-    sigma: Annotated[StrictInt | StrictFloat, Field(ge=0)] | None = None
-
-    @model_validator(mode="after")
-    def _parameters(self):
-        needed = {"fixed": ("tokens",), "uniform": ("low", "high"), "lognormal": ("median", "sigma")}[self.dist]
-        missing = [name for name in needed if getattr(self, name) is None]
-        if missing:
-            raise ValueError(f"{', '.join(needed)} for a {self.dist} distribution (missing {', '.join(missing)})")
-        return self
-
-    def distribution(self):
-        if self.dist == "fixed":
-            return Fixed(tokens=self.tokens)
-        if self.dist == "uniform":
-            return Uniform(low=self.low, high=self.high)
-        return LogNormal(median=self.median, sigma=self.sigma, low=self.low or 1, high=self.high)
-
-
-class ServiceLevel(_Strict):
-    """Per-request latency limits and the fraction of requests that must meet them."""
-
-    ttft_s: PositiveNumber | None = None
-    tpot_s: PositiveNumber | None = None
-    attainment: Annotated[StrictInt | StrictFloat, Field(gt=0, le=1)] = 0.9
-
-
-class Serving(_Strict):
-    """Requests arriving at one replica and how it schedules them (sim/serving_spec.py); lists sweep."""
-
-    requests: PositiveInt = 1000
-    arrival: Literal["poisson", "gamma", "trace"] = "poisson"
-    rate: _one_or_more(PositiveNumber) | None = None  # requests per second
-    cv: _one_or_more(PositiveNumber) = 1.0  # gamma arrivals: coefficient of variation of the gaps
-    trace: str | None = None  # a shipped trace name or a CSV path: lengths (and arrivals with arrival: trace)
-    prompt: Lengths | None = None
-    output: Lengths | None = None
-    scheduler: _one_or_more(Literal[tuple(SCHEDULERS)]) = "continuous"
-    max_seqs: _one_or_more(PositiveInt) = 256
-    max_batched_tokens: _one_or_more(PositiveInt) = 8192
-    chunk_tokens: _one_or_more(PositiveInt) = 512
-    block_tokens: PositiveInt = 16
-    prefix_tokens: Annotated[StrictInt, Field(ge=0)] = 0
-    preemption: Literal["recompute", "swap"] = "recompute"
-    swap_GBps: PositiveNumber | None = None  # host link bandwidth for swap preemption
-    seed: Annotated[StrictInt, Field(ge=0, le=2**32 - 1)] = 0
-    slo: ServiceLevel | None = None
-    capacity: tuple[PositiveNumber, PositiveNumber] | None = None  # search the highest rate in [low, high]
-    replicas: _one_or_more(PositiveInt) = 1  # replicas serving whole requests (the decode pool's, disaggregated)
-    prefill_replicas: _one_or_more(Annotated[StrictInt, Field(ge=0)]) = 0  # > 0: a separate prefill pool
-    prefill_device: str | None = None  # the prefill pool's device (default: the point's)
-    kv_link: str = "infiniband-ndr"  # the link each request's KV crosses from the prefill to the decode pool
-
-    @model_validator(mode="after")
-    def _consistent(self):
-        if self.trace and (self.prompt or self.output):
-            raise ValueError("either a trace or prompt and output distributions, not both")
-        if not self.trace and not (self.prompt and self.output):
-            raise ValueError("a trace, or both prompt and output distributions")
-        if self.capacity is not None:
-            if self.rate is not None:
-                raise ValueError("either rate or a capacity search over rates, not both")
-            if self.slo is None:
-                raise ValueError("an slo for the capacity search to meet")
-            if not self.capacity[0] < self.capacity[1]:
-                raise ValueError(f"capacity as [low, high] with low < high (found {list(self.capacity)})")
-        elif self.rate is None and self.arrival != "trace":
-            raise ValueError(f"a rate (requests per second) for {self.arrival} arrivals")
-        if self.arrival == "trace" and not self.trace:
-            raise ValueError("a trace to take arrival times from (arrival: trace)")
-        if self.preemption == "swap" and self.swap_GBps is None:
-            raise ValueError("swap_GBps (the host link's bandwidth in GB/s) for swap preemption")
-        return self
-
-
-class Objectives(_Strict):
+class Objectives(Strict):
     minimize: list[str] = []
     maximize: list[str] = []
 
@@ -230,7 +89,7 @@ class Objectives(_Strict):
         return names
 
 
-class Search(_Strict):
+class Search(Strict):
     """grid evaluates every point; random, nsga2 and tpe evaluate `budget` distinct points chosen with `seed`."""
 
     strategy: Literal["grid", "random", "nsga2", "tpe"] = "grid"
@@ -246,24 +105,17 @@ class Search(_Strict):
         return self
 
 
-class Parallel(_Strict):
-    """A system of identical devices: tensor-parallel degree and the link between them (lists sweep)."""
-
-    tp: _one_or_more(PositiveInt) = 1
-    link: _one_or_more(str) = "default"  # a link preset or path; 'default': the device's own interconnect
-
-
-class SweepFile(_Strict):
+class SweepFile(Strict):
     name: str
-    model: _one_or_more(str)
-    device: _one_or_more(str)
+    model: one_or_more(str)
+    device: one_or_more(str)
     workload: Workload = Workload()
     serving: Serving | None = None
     parallel: Parallel | None = None
     format: Format = Format()
-    execution: _one_or_more(Literal["eager", "graphs"]) = "eager"
+    execution: one_or_more(Literal["eager", "graphs"]) = "eager"
     calibrated: bool = True  # false: price every device on its datasheet roofline, fitted or not
-    overrides: dict[str, _one_or_more(Number) | Range] = {}
+    overrides: dict[str, one_or_more(Number) | Range] = {}
     # Knobs computed per design point from its other knobs, e.g. {"device.memory.capacity_GB": "2 * batch"}.
     derived: dict[str, ExpressionText] = {}
     objectives: Objectives = Objectives()
@@ -306,10 +158,6 @@ class SweepFile(_Strict):
             if not path.startswith("device.") or len(path.split(".")) < 3:
                 raise ValueError(f"keys like 'device.memory.bandwidth_GBps' (found {path!r})")
         return overrides
-
-
-def _as_list(value) -> list:
-    return list(value) if isinstance(value, list | tuple) else [value]
 
 
 # Knobs a sweep may derive besides device fields, and the values each may take (None: any integer >= 1).
@@ -378,7 +226,7 @@ class Sweep:
 
     def override_values(self) -> dict[str, list]:
         """Each overridden device field (without the 'device.' prefix) and the values it takes."""
-        return {path.removeprefix("device."): value.values() if isinstance(value, Range) else _as_list(value)
+        return {path.removeprefix("device."): value.values() if isinstance(value, Range) else as_list(value)
                 for path, value in self.spec.overrides.items()}
 
     def constraints(self) -> list[Constraint]:
@@ -400,45 +248,17 @@ class Sweep:
         Derived knobs are not dimensions: point() computes them from the dimensions' values.
         """
         s, w, f = self.spec, self.spec.workload, self.spec.format
-        dims = {"model": _as_list(s.model), "device": _as_list(s.device)}
+        dims = {"model": as_list(s.model), "device": as_list(s.device)}
         dims.update({f"device.{path}": values for path, values in self.override_values().items()})
         if s.serving is None:
-            dims.update(batch=_as_list(w.batch), prompt=_as_list(w.prompt), output=_as_list(w.output))
+            dims.update(batch=as_list(w.batch), prompt=as_list(w.prompt), output=as_list(w.output))
         else:
-            dims.update(self.serving_dimensions())
+            dims.update(serving_dimensions(s.serving))
         if s.parallel is not None:
-            dims.update(tp=_as_list(s.parallel.tp), link=_as_list(s.parallel.link))
-        dims.update(weight_bits=_as_list(f.weight_bits), act_bits=_as_list(f.act_bits), kv_bits=_as_list(f.kv_bits),
-                    sparsity=_as_list(f.sparsity), execution=_as_list(s.execution))
+            dims.update(tp=as_list(s.parallel.tp), link=as_list(s.parallel.link))
+        dims.update(weight_bits=as_list(f.weight_bits), act_bits=as_list(f.act_bits), kv_bits=as_list(f.kv_bits),
+                    sparsity=as_list(f.sparsity), execution=as_list(s.execution))
         return {name: values for name, values in dims.items() if name not in self.derived}
-
-    def serving_dimensions(self) -> dict[str, list]:
-        """The serving knobs a sweep varies (named as in the results table)."""
-        serving = self.spec.serving
-        dims = {"scheduler": _as_list(serving.scheduler), "rate_per_s": _as_list(serving.rate),
-                "cv": _as_list(serving.cv), "max_seqs": _as_list(serving.max_seqs),
-                "max_batched_tokens": _as_list(serving.max_batched_tokens),
-                "chunk_tokens": _as_list(serving.chunk_tokens)}
-        dims.update(replicas=_as_list(serving.replicas), prefill_replicas=_as_list(serving.prefill_replicas))
-        if serving.arrival != "gamma":
-            del dims["cv"]
-        return dims
-
-    def _serving_spec(self, values: dict[str, Any]) -> ServingSpec:
-        serving = self.spec.serving
-        slo = serving.slo or ServiceLevel()
-        return ServingSpec(
-            scheduler=values["scheduler"], requests=serving.requests, arrival=serving.arrival,
-            rate_per_s=values["rate_per_s"], cv=values.get("cv", 1.0), trace=serving.trace,
-            prompt=serving.prompt.distribution() if serving.prompt else Fixed(tokens=1),
-            output=serving.output.distribution() if serving.output else Fixed(tokens=1),
-            max_seqs=values["max_seqs"], max_batched_tokens=values["max_batched_tokens"],
-            chunk_tokens=values["chunk_tokens"], block_tokens=serving.block_tokens,
-            prefix_tokens=serving.prefix_tokens, preemption=serving.preemption, swap_GBps=serving.swap_GBps,
-            seed=serving.seed, slo_ttft_s=slo.ttft_s, slo_tpot_s=slo.tpot_s,
-            slo_attainment=slo.attainment, capacity=serving.capacity, replicas=values["replicas"],
-            prefill_replicas=values["prefill_replicas"], prefill_device=serving.prefill_device or "",
-            kv_link=serving.kv_link)
 
     def derive(self, values: dict[str, Any], targets: list[str] | None = None) -> dict[str, Any]:
         """The derived knobs at the given knob values, in file order (each may read those derived above it).
@@ -481,9 +301,9 @@ class Sweep:
         overrides = tuple((k.removeprefix("device."), v) for k, v in values.items() if k.startswith("device."))
         serving = None
         if self.spec.serving is not None:
-            serving = self._serving_spec(values)
+            serving = serving_spec(self.spec.serving, values)
             # A serving point has no static batch: batch is its sequence limit, prompt and output are 0.
-            values = {k: v for k, v in values.items() if k not in self.serving_dimensions()}
+            values = {k: v for k, v in values.items() if k not in serving_dimensions(self.spec.serving)}
             values.update(batch=serving.max_seqs, prompt=0, output=0)
         fields = {k: v for k, v in values.items() if not k.startswith("device.")}
         if fields.get("link") == "default":
@@ -575,40 +395,22 @@ def _check_derived(sweep: Sweep, located: LocatedYAML) -> None:
 
 def _check_references(sweep: Sweep, located: LocatedYAML) -> None:
     """Every model and device must load, and every override must apply to every device."""
+    models = as_list(sweep.spec.model)
+    if sweep.spec.serving is not None:
+        check_serving(sweep.spec.serving, models, located)
+    if sweep.spec.parallel is not None:
+        check_parallel(sweep.spec.parallel, models, located)
     for key in ("model", "device"):
-        for i, name in enumerate(_as_list(getattr(sweep.spec, key))):
+        for i, name in enumerate(as_list(getattr(sweep.spec, key))):
             loc = (key, i) if isinstance(getattr(sweep.spec, key), list) else (key,)
             try:
                 load_model_config(name) if key == "model" else load_device(name)
             except InputError as err:
                 raise InputError(f"{located.where(loc)}: {key}: {_strip_prefix(str(err), key)}") from None
-    serving = sweep.spec.serving
-    if serving is not None and serving.trace:
-        try:
-            read_request_trace(resolve_trace(serving.trace))  # a malformed trace is a mistake in this file
-        except InputError as err:
-            message = str(err)
-            raise InputError(f"{located.where(('serving', 'trace'))}: serving."
-                             f"{message if message.startswith('trace: ') else 'trace: ' + message}") from None
-    if serving is not None:
-        for key in ("prefill_device", "kv_link"):
-            name = getattr(serving, key)
-            if name:
-                try:
-                    load_device(name) if key == "prefill_device" else load_link_model(name)
-                except InputError as err:
-                    raise InputError(f"{located.where(('serving', key))}: serving.{key}: {err}") from None
-        for model in _as_list(sweep.spec.model):
-            context = load_model_config(model).max_positions
-            if serving.block_tokens > context:
-                raise InputError(f"{located.where(('serving', 'block_tokens'))}: serving.block_tokens: found "
-                                 f"{serving.block_tokens}, allowed: at most {model}'s context of {context} tokens")
-    if sweep.spec.parallel is not None:
-        _check_parallel(sweep, located)
     fields = {("overrides", f"device.{path}"): values for path, values in sweep.override_values().items()}
     fields.update({("derived", target): values for target, values in sweep.derived_values().items()
                    if target.startswith("device.")})
-    for device in _as_list(sweep.spec.device):
+    for device in as_list(sweep.spec.device):
         for (section, key), values in fields.items():
             for value in values:
                 try:
@@ -616,24 +418,6 @@ def _check_references(sweep: Sweep, located: LocatedYAML) -> None:
                 except InputError as err:
                     raise InputError(f"{located.where((section, key))}: {section}.{key}: "
                                      f"value {value!r} on {device}: {err}") from None
-
-
-def _check_parallel(sweep: Sweep, located: LocatedYAML) -> None:
-    """Every tp must shard every model's heads, and every link must load."""
-    parallel = sweep.spec.parallel
-    for model in _as_list(sweep.spec.model):
-        config = load_model_config(model)
-        for tp in _as_list(parallel.tp):
-            try:
-                check_tensor_parallel(config, tp)
-            except ValueError as err:
-                raise InputError(f"{located.where(('parallel', 'tp'))}: parallel.tp: {err}") from None
-    for link in _as_list(parallel.link):
-        if link != "default":
-            try:
-                load_link_model(link)
-            except InputError as err:
-                raise InputError(f"{located.where(('parallel', 'link'))}: parallel.link: {err}") from None
 
 
 def _strip_prefix(message: str, key: str) -> str:

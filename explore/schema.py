@@ -1,0 +1,75 @@
+"""Building blocks of the sweep file's schema (pydantic types with the one-line errors users get)."""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, GetCoreSchemaHandler, StrictFloat, StrictInt
+from pydantic_core import core_schema
+
+from explore.derived import Expression
+from kernels.formats import ALLOWED_BITS, parse_sparsity
+
+PositiveInt = Annotated[StrictInt, Field(ge=1)]
+WeightBits = Literal[ALLOWED_BITS["weight_bits"]]
+
+
+def sparsity_name(pattern: str) -> str:
+    parse_sparsity(pattern)  # ValueError says what is allowed
+    return pattern
+
+
+SparsityName = Annotated[str, AfterValidator(sparsity_name)]
+
+
+def expression_text(text: Any) -> str:
+    if not isinstance(text, str):
+        raise ValueError("an expression in quotes, e.g. \"200 + 0.1 * device.memory.bandwidth_GBps\"")
+    Expression.parse(text)  # ValueError names what is not allowed
+    return text
+
+
+class ExpressionText(str):
+    """A derived knob's expression (plain text once validated). A class, not Annotated[str, AfterValidator]:
+    check_keys reads the metadata of an Annotated type as a dataclass of keys."""
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        return core_schema.no_info_plain_validator_function(expression_text)
+
+
+Bits = Literal[ALLOWED_BITS["act_bits"]]
+
+
+def finite(value: int | float) -> int | float:
+    if not math.isfinite(value):
+        raise ValueError("a finite number")  # .inf and .nan are no what-if values
+    return value
+
+
+Number = Annotated[StrictInt | StrictFloat, AfterValidator(finite)]
+
+
+def distinct(values: list) -> list:
+    repeated = [v for i, v in enumerate(values) if v in values[:i]]
+    if repeated:
+        # A repeated value is one design point: counting it twice would overstate the sweep.
+        raise ValueError(f"distinct values ({repeated[0]!r} is listed twice)")
+    return values
+
+
+def one_or_more(item: Any) -> Any:
+    """A knob's type: one value, or a list of at least one distinct value (an empty list would sweep nothing)."""
+    return item | Annotated[list[item], Field(min_length=1), AfterValidator(distinct)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+PositiveNumber = Annotated[StrictInt | StrictFloat, AfterValidator(finite), Field(gt=0)]
+
+
+def as_list(value) -> list:
+    return list(value) if isinstance(value, list | tuple) else [value]

@@ -1,0 +1,176 @@
+"""The sweep file's serving: and parallel: sections: their schema, knobs and the checks they need."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, StrictFloat, StrictInt, model_validator
+
+from explore.schema import PositiveInt, PositiveNumber, Strict, as_list, one_or_more
+from hw_models.link import load_link_model
+from hw_models.registry import load_device
+from kernels.parallel import check_tensor_parallel
+from sim.schedulers import SCHEDULERS
+from sim.serving_spec import ServingSpec
+from workloads.errors import InputError
+from workloads.model_config import load_model_config
+from workloads.requests import Fixed, LogNormal, Uniform, read_request_trace, resolve_trace
+from workloads.yaml_lines import LocatedYAML
+
+
+class Lengths(Strict):
+    """A distribution of prompt or output lengths in tokens (workloads/requests.py)."""
+
+    dist: Literal["fixed", "uniform", "lognormal"]
+    tokens: PositiveInt | None = None  # fixed
+    low: PositiveInt | None = None  # uniform (inclusive), lognormal (clip)
+    high: PositiveInt | None = None
+    median: PositiveNumber | None = None  # lognormal
+    sigma: Annotated[StrictInt | StrictFloat, Field(ge=0)] | None = None
+
+    @model_validator(mode="after")
+    def _parameters(self):
+        needed = {"fixed": ("tokens",), "uniform": ("low", "high"), "lognormal": ("median", "sigma")}[self.dist]
+        missing = [name for name in needed if getattr(self, name) is None]
+        if missing:
+            raise ValueError(f"{', '.join(needed)} for a {self.dist} distribution (missing {', '.join(missing)})")
+        return self
+
+    def distribution(self):
+        if self.dist == "fixed":
+            return Fixed(tokens=self.tokens)
+        if self.dist == "uniform":
+            return Uniform(low=self.low, high=self.high)
+        return LogNormal(median=self.median, sigma=self.sigma, low=self.low or 1, high=self.high)
+
+
+class ServiceLevel(Strict):
+    """Per-request latency limits and the fraction of requests that must meet them."""
+
+    ttft_s: PositiveNumber | None = None
+    tpot_s: PositiveNumber | None = None
+    attainment: Annotated[StrictInt | StrictFloat, Field(gt=0, le=1)] = 0.9
+
+
+class Serving(Strict):
+    """Requests arriving at one replica and how it schedules them (sim/serving_spec.py); lists sweep."""
+
+    requests: PositiveInt = 1000
+    arrival: Literal["poisson", "gamma", "trace"] = "poisson"
+    rate: one_or_more(PositiveNumber) | None = None  # requests per second
+    cv: one_or_more(PositiveNumber) = 1.0  # gamma arrivals: coefficient of variation of the gaps
+    trace: str | None = None  # a shipped trace name or a CSV path: lengths (and arrivals with arrival: trace)
+    prompt: Lengths | None = None
+    output: Lengths | None = None
+    scheduler: one_or_more(Literal[tuple(SCHEDULERS)]) = "continuous"
+    max_seqs: one_or_more(PositiveInt) = 256
+    max_batched_tokens: one_or_more(PositiveInt) = 8192
+    chunk_tokens: one_or_more(PositiveInt) = 512
+    block_tokens: PositiveInt = 16
+    prefix_tokens: Annotated[StrictInt, Field(ge=0)] = 0
+    preemption: Literal["recompute", "swap"] = "recompute"
+    swap_GBps: PositiveNumber | None = None  # host link bandwidth for swap preemption
+    seed: Annotated[StrictInt, Field(ge=0, le=2**32 - 1)] = 0
+    slo: ServiceLevel | None = None
+    capacity: tuple[PositiveNumber, PositiveNumber] | None = None  # search the highest rate in [low, high]
+    replicas: one_or_more(PositiveInt) = 1  # replicas serving whole requests (the decode pool's, disaggregated)
+    prefill_replicas: one_or_more(Annotated[StrictInt, Field(ge=0)]) = 0  # > 0: a separate prefill pool
+    prefill_device: str | None = None  # the prefill pool's device (default: the point's)
+    kv_link: str = "infiniband-ndr"  # the link each request's KV crosses from the prefill to the decode pool
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.trace and (self.prompt or self.output):
+            raise ValueError("either a trace or prompt and output distributions, not both")
+        if not self.trace and not (self.prompt and self.output):
+            raise ValueError("a trace, or both prompt and output distributions")
+        if self.capacity is not None:
+            if self.rate is not None:
+                raise ValueError("either rate or a capacity search over rates, not both")
+            if self.slo is None:
+                raise ValueError("an slo for the capacity search to meet")
+            if not self.capacity[0] < self.capacity[1]:
+                raise ValueError(f"capacity as [low, high] with low < high (found {list(self.capacity)})")
+        elif self.rate is None and self.arrival != "trace":
+            raise ValueError(f"a rate (requests per second) for {self.arrival} arrivals")
+        if self.arrival == "trace" and not self.trace:
+            raise ValueError("a trace to take arrival times from (arrival: trace)")
+        if self.preemption == "swap" and self.swap_GBps is None:
+            raise ValueError("swap_GBps (the host link's bandwidth in GB/s) for swap preemption")
+        return self
+
+
+class Parallel(Strict):
+    """A system of identical devices: tensor-parallel degree and the link between them (lists sweep)."""
+
+    tp: one_or_more(PositiveInt) = 1
+    link: one_or_more(str) = "default"  # a link preset or path; 'default': the device's own interconnect
+
+
+def serving_dimensions(serving: Serving) -> dict[str, list]:
+    """The serving knobs a sweep varies (named as in the results table)."""
+    dims = {"scheduler": as_list(serving.scheduler), "rate_per_s": as_list(serving.rate),
+            "cv": as_list(serving.cv), "max_seqs": as_list(serving.max_seqs),
+            "max_batched_tokens": as_list(serving.max_batched_tokens),
+            "chunk_tokens": as_list(serving.chunk_tokens)}
+    dims.update(replicas=as_list(serving.replicas), prefill_replicas=as_list(serving.prefill_replicas))
+    if serving.arrival != "gamma":
+        del dims["cv"]
+    return dims
+
+def serving_spec(serving: Serving, values: dict[str, Any]) -> ServingSpec:
+    """The ServingSpec of a design point: the section's fixed values and the point's serving knobs."""
+    slo = serving.slo or ServiceLevel()
+    return ServingSpec(
+        scheduler=values["scheduler"], requests=serving.requests, arrival=serving.arrival,
+        rate_per_s=values["rate_per_s"], cv=values.get("cv", 1.0), trace=serving.trace,
+        prompt=serving.prompt.distribution() if serving.prompt else Fixed(tokens=1),
+        output=serving.output.distribution() if serving.output else Fixed(tokens=1),
+        max_seqs=values["max_seqs"], max_batched_tokens=values["max_batched_tokens"],
+        chunk_tokens=values["chunk_tokens"], block_tokens=serving.block_tokens,
+        prefix_tokens=serving.prefix_tokens, preemption=serving.preemption, swap_GBps=serving.swap_GBps,
+        seed=serving.seed, slo_ttft_s=slo.ttft_s, slo_tpot_s=slo.tpot_s,
+        slo_attainment=slo.attainment, capacity=serving.capacity, replicas=values["replicas"],
+        prefill_replicas=values["prefill_replicas"], prefill_device=serving.prefill_device or "",
+        kv_link=serving.kv_link)
+
+
+def check_serving(serving: Serving, models: list[str], located: LocatedYAML) -> None:
+    """The trace must read, the prefill device and KV link load, and a KV block fit every model's context."""
+    if serving is not None and serving.trace:
+        try:
+            read_request_trace(resolve_trace(serving.trace))  # a malformed trace is a mistake in this file
+        except InputError as err:
+            message = str(err)
+            raise InputError(f"{located.where(('serving', 'trace'))}: serving."
+                             f"{message if message.startswith('trace: ') else 'trace: ' + message}") from None
+    if serving is not None:
+        for key in ("prefill_device", "kv_link"):
+            name = getattr(serving, key)
+            if name:
+                try:
+                    load_device(name) if key == "prefill_device" else load_link_model(name)
+                except InputError as err:
+                    raise InputError(f"{located.where(('serving', key))}: serving.{key}: {err}") from None
+        for model in models:
+            context = load_model_config(model).max_positions
+            if serving.block_tokens > context:
+                raise InputError(f"{located.where(('serving', 'block_tokens'))}: serving.block_tokens: found "
+                                 f"{serving.block_tokens}, allowed: at most {model}'s context of {context} tokens")
+
+
+def check_parallel(parallel: Parallel, models: list[str], located: LocatedYAML) -> None:
+    """Every tp must shard every model's heads, and every link must load."""
+    for model in models:
+        config = load_model_config(model)
+        for tp in as_list(parallel.tp):
+            try:
+                check_tensor_parallel(config, tp)
+            except ValueError as err:
+                raise InputError(f"{located.where(('parallel', 'tp'))}: parallel.tp: {err}") from None
+    for link in as_list(parallel.link):
+        if link != "default":
+            try:
+                load_link_model(link)
+            except InputError as err:
+                raise InputError(f"{located.where(('parallel', 'link'))}: parallel.link: {err}") from None
