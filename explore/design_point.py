@@ -51,6 +51,7 @@ class DesignPoint:
     serving: ServingSpec | None = None
     tp: int = 1  # tensor-parallel devices (kernels/parallel.py)
     link: str = ""  # the link between them: a link preset name or path; empty: the device's own (hw_models/link.py)
+    link_overrides: tuple[tuple[str, Any], ...] = ()  # link fields, e.g. ("bandwidth_GBps", 300)
 
     @cached_property
     def point_id(self) -> str:
@@ -62,6 +63,8 @@ class DesignPoint:
             del values["serving"]  # static points keep the keys they had before serving existed
         if values["tp"] == 1 and not values["link"]:
             del values["tp"], values["link"]  # one-device points keep their keys
+        if not values["link_overrides"]:
+            del values["link_overrides"]
         canonical = json.dumps(values, sort_keys=True, default=str)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
@@ -78,9 +81,11 @@ class DesignPoint:
         """Input columns of the results table, one column per override ('device.memory.bandwidth_GBps')."""
         values = self._values()
         values.pop("overrides")
+        link_overrides = values.pop("link_overrides")
         serving = values.pop("serving")
         row = {"point_id": self.point_id, **values, "link": self.link or "default"}
         if serving is not None:
             row.update(serving.columns())
         row.update({f"device.{path}": value for path, value in self.overrides})
+        row.update({f"link.{path}": value for path, value in link_overrides})
         return row

@@ -113,9 +113,10 @@ class Evaluator:
                 shard=lambda table: shard_tensor_parallel(table, tp, few))
         return self._templates[key]
 
-    def device(self, name: str, overrides: tuple = (), calibrated: bool = True, tp: int = 1, link: str = ""):
-        """A device model; with tp > 1, the system of tp such devices joined by the link."""
-        key = (name, overrides, calibrated, tp, link)
+    def device(self, name: str, overrides: tuple = (), calibrated: bool = True, tp: int = 1, link: str = "",
+               link_overrides: tuple = ()):
+        """A device model; with tp > 1, the system of tp such devices joined by the link (with its overrides)."""
+        key = (name, overrides, calibrated, tp, link, link_overrides)
         if key not in self._devices:
             if tp == 1:
                 self._devices[key] = load_device(name, dict(overrides), calibrated=calibrated)
@@ -123,19 +124,20 @@ class Evaluator:
                 device = self.device(name, overrides, calibrated)
                 # Uncalibrated devices are compared on datasheet links too (fitted and datasheet links differ by
                 # up to 2x on the same hardware).
-                self._devices[key] = SystemModel(device, tp, load_link_model(link or default_link(device.name),
-                                                                             calibrated=calibrated))
+                self._devices[key] = SystemModel(device, tp, load_link_model(
+                    link or default_link(device.name), dict(link_overrides), calibrated=calibrated))
         return self._devices[key]
 
     def point_device(self, point: DesignPoint):
         """The device model (or system of devices) a design point runs on."""
-        return self.device(point.device, point.overrides, point.use_calibration, point.tp, point.link)
+        return self.device(point.device, point.overrides, point.use_calibration, point.tp, point.link,
+                           point.link_overrides)
 
     def cost_model(self, point: DesignPoint, fmt: NumericFormat) -> IterationCostModel:
         """The iteration cost model of a point's model, format, device and execution (shared by every
         serving point that differs only in its requests or scheduler, so each shape is priced once)."""
         key = (point.model, fmt, point.device, point.overrides, point.use_calibration, point.execution, point.tp,
-               point.link)
+               point.link, point.link_overrides)
         if key not in self._cost_models:
             self._cost_models[key] = IterationCostModel(
                 self.point_device(point), self.template(point.model, fmt, point.tp),

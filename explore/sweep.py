@@ -35,6 +35,7 @@ from explore.schema import (
     one_or_more,
 )
 from explore.sweep_serving import Parallel, Serving, check_parallel, check_serving, serving_dimensions, serving_spec
+from hw_models.link import default_link, load_link_model
 from hw_models.registry import load_device
 from hw_models.validation import check_keys, did_you_mean, input_error
 from kernels.formats import ALLOWED_BITS
@@ -155,8 +156,10 @@ class SweepFile(Strict):
     @classmethod
     def _device_paths(cls, overrides: dict) -> dict:
         for path in overrides:
-            if not path.startswith("device.") or len(path.split(".")) < 3:
-                raise ValueError(f"keys like 'device.memory.bandwidth_GBps' (found {path!r})")
+            device = path.startswith("device.") and len(path.split(".")) >= 3
+            link = path.startswith(LINK_PREFIX) and len(path.split(".")) == 2
+            if not (device or link):
+                raise ValueError(f"keys like 'device.memory.bandwidth_GBps' or 'link.bandwidth_GBps' (found {path!r})")
         return overrides
 
 
@@ -164,6 +167,7 @@ class SweepFile(Strict):
 DERIVABLE: dict[str, tuple[int, ...] | None] = {
     "batch": None, "prompt": None, "output": None, **ALLOWED_BITS,
 }
+LINK_PREFIX = "link."  # overrides of the link between parallel devices: 'link.bandwidth_GBps'
 TEXT_KNOBS = ("model", "device", "sparsity", "execution", "scheduler", "link")
 DERIVED_DIGITS = 12  # significant digits a derived device field keeps: 0.1 * 3000 is 300, not 300.00000000000006
 
@@ -227,7 +231,12 @@ class Sweep:
     def override_values(self) -> dict[str, list]:
         """Each overridden device field (without the 'device.' prefix) and the values it takes."""
         return {path.removeprefix("device."): value.values() if isinstance(value, Range) else as_list(value)
-                for path, value in self.spec.overrides.items()}
+                for path, value in self.spec.overrides.items() if path.startswith("device.")}
+
+    def link_override_values(self) -> dict[str, list]:
+        """Each overridden field of the link between parallel devices ('link.<field>') and the values it takes."""
+        return {path: value.values() if isinstance(value, Range) else as_list(value)
+                for path, value in self.spec.overrides.items() if path.startswith(LINK_PREFIX)}
 
     def constraints(self) -> list[Constraint]:
         return Constraint.parse_all(self.spec.constraints)
@@ -238,9 +247,10 @@ class Sweep:
         return {target: Expression.parse(text) for target, text in self.spec.derived.items()}
 
     def override_columns(self) -> list[str]:
-        """The results columns of device fields: swept overrides, then derived ones."""
+        """The results columns of device fields (swept overrides, then derived ones), then of link fields."""
         return ([f"device.{path}" for path in self.override_values()]
-                + [target for target in self.derived if target.startswith("device.")])
+                + [target for target in self.derived if target.startswith("device.")]
+                + list(self.link_override_values()))
 
     def dimensions(self) -> dict[str, list]:
         """Each knob of the sweep and the values it takes; override knobs are named 'device.<path>'.
@@ -250,6 +260,7 @@ class Sweep:
         s, w, f = self.spec, self.spec.workload, self.spec.format
         dims = {"model": as_list(s.model), "device": as_list(s.device)}
         dims.update({f"device.{path}": values for path, values in self.override_values().items()})
+        dims.update(self.link_override_values())
         if s.serving is None:
             dims.update(batch=as_list(w.batch), prompt=as_list(w.prompt), output=as_list(w.output))
         else:
@@ -305,10 +316,12 @@ class Sweep:
             # A serving point has no static batch: batch is its sequence limit, prompt and output are 0.
             values = {k: v for k, v in values.items() if k not in serving_dimensions(self.spec.serving)}
             values.update(batch=serving.max_seqs, prompt=0, output=0)
-        fields = {k: v for k, v in values.items() if not k.startswith("device.")}
+        link_overrides = tuple((k.removeprefix(LINK_PREFIX), v) for k, v in values.items() if k.startswith(LINK_PREFIX))
+        fields = {k: v for k, v in values.items() if not k.startswith(("device.", LINK_PREFIX))}
         if fields.get("link") == "default":
             fields["link"] = ""
-        return DesignPoint(**fields, overrides=overrides, use_calibration=self.spec.calibrated, serving=serving)
+        return DesignPoint(**fields, overrides=overrides, use_calibration=self.spec.calibrated, serving=serving,
+                           link_overrides=link_overrides)
 
     def size(self) -> int:
         return int(np.prod([len(v) for v in self.dimensions().values()]))
@@ -407,6 +420,7 @@ def _check_references(sweep: Sweep, located: LocatedYAML) -> None:
                 load_model_config(name) if key == "model" else load_device(name)
             except InputError as err:
                 raise InputError(f"{located.where(loc)}: {key}: {_strip_prefix(str(err), key)}") from None
+    _check_link_overrides(sweep, located)
     fields = {("overrides", f"device.{path}"): values for path, values in sweep.override_values().items()}
     fields.update({("derived", target): values for target, values in sweep.derived_values().items()
                    if target.startswith("device.")})
@@ -418,6 +432,28 @@ def _check_references(sweep: Sweep, located: LocatedYAML) -> None:
                 except InputError as err:
                     raise InputError(f"{located.where((section, key))}: {section}.{key}: "
                                      f"value {value!r} on {device}: {err}") from None
+
+
+def _check_link_overrides(sweep: Sweep, located: LocatedYAML) -> None:
+    """Link overrides need a system of devices, and every value must apply to every link the sweep uses."""
+    overrides = sweep.link_override_values()
+    if not overrides:
+        return
+    first = next(iter(overrides))
+    if sweep.spec.parallel is None:
+        raise InputError(f"{located.where(('overrides', first))}: overrides.{first}: found without a parallel: "
+                         f"section, allowed: link fields of a system of devices (parallel: {{tp: [...]}})")
+    links = [link for link in as_list(sweep.spec.parallel.link) if link != "default"]
+    links += [default_link(load_device(device).name) for device in as_list(sweep.spec.device)
+              if "default" in as_list(sweep.spec.parallel.link)]
+    for key, values in overrides.items():
+        for link in dict.fromkeys(links):
+            for value in values:
+                try:
+                    load_link_model(link, {key.removeprefix(LINK_PREFIX): value})
+                except InputError as err:
+                    raise InputError(f"{located.where(('overrides', key))}: overrides.{key}: value {value!r} on "
+                                     f"{link}: {err}") from None
 
 
 def _strip_prefix(message: str, key: str) -> str:

@@ -108,3 +108,27 @@ def test_energy_of_a_system_is_its_devices(evaluator):
     point = DesignPoint(model="llama-2-7b", device="h100-sxm", batch=2, prompt=64, output=4, tp=2)
     device = evaluator.point_device(point)
     assert math.isclose(device.idle_power_W, 2 * evaluator.device("h100-sxm").idle_power_W)
+
+
+def test_link_bandwidth_sweeps_as_an_override(tmp_path, capsys):
+    """overrides: {link.bandwidth_GBps: [...]} sweeps the interconnect of a system: a results column each,
+    and more bandwidth is never slower (an invariant of any alpha-beta link)."""
+    from explore.results import read_results
+    from tests.explore.tiny_sweep import write_sweep, write_tiny_model
+
+    model = write_tiny_model(tmp_path)
+    path = write_sweep(tmp_path, f"name: links\nmodel: {model}\ndevice: h100-sxm\nparallel: {{tp: 2}}\n"
+                                 "workload: {batch: 8, prompt: 64, output: 8}\n"
+                                 "overrides: {link.bandwidth_GBps: [1, 10, 100]}\n")
+    assert main([path, "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    rows = sorted(read_results(tmp_path / "out"), key=lambda r: float(r["link.bandwidth_GBps"]))
+    comm = [float(r["time_communication_s"]) for r in rows]
+    e2e = [float(r["e2e_s"]) for r in rows]
+    assert comm[0] > comm[1] > comm[2] > 0 and e2e[0] >= e2e[1] >= e2e[2]
+    capsys.readouterr()
+    for text, named in (("overrides: {link.bandwidth_GBps: 0}\nparallel: {tp: 2}\n", "found 0"),
+                        ("overrides: {link.bandwidth_GBps: 10}\n", "parallel")):
+        bad = write_sweep(tmp_path, f"name: links\nmodel: {model}\ndevice: h100-sxm\n{text}")
+        assert main(["check", bad]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and named in err, err
