@@ -26,6 +26,7 @@ from workloads.requests import Fixed, resolve_trace
 # (more at large batch); Optuna adds about 20 ms per proposal (1,382 NSGA-II trials took 27 s); the
 # report about 8 s.
 GOALS_FILE = "objectives.json"
+SWEEP_COPY = "sweep.yaml"  # a serving sweep's file, kept beside its results
 TRACE_S_PER_LAYER = 0.05
 POINT_S = 0.001
 OPTUNA_S_PER_POINT = 0.02
@@ -72,6 +73,9 @@ def cmd_sweep(args) -> int:
              "slo": serving.slo.model_dump() if serving and serving.slo else None}
     # Kept beside the results so that `explore report DIR` can draw the same Pareto fronts later.
     (out / GOALS_FILE).write_text(json.dumps(goals, indent=2))
+    if serving:
+        # explore report DIR re-runs chosen serving points for their per-request figures from this copy.
+        (out / SWEEP_COPY).write_text(Path(args.sweep).read_text(encoding="utf-8"), encoding="utf-8")
     html, md = write_report(out, rows, title=sweep.name, evaluator=evaluator, **goals,
                             points={p.point_id: p for p in sweep.points()} if serving else None)
     feasible = sum(1 for r in rows if is_feasible(normalize_row(r)))
@@ -236,7 +240,13 @@ def cmd_report(args) -> int:
         raise InputError(f"{out}: no results.csv here (run a sweep with --out {out} first)")
     goals_path = out / GOALS_FILE
     goals = json.loads(goals_path.read_text()) if goals_path.is_file() else {}
-    html, md = write_report(out, read_results(out), title=out.name, evaluator=Evaluator(), **goals)
+    points = None
+    if (out / SWEEP_COPY).is_file():
+        try:  # the copy names models and traces as the sweep did: relative paths resolve from this folder
+            points = {p.point_id: p for p in load_sweep(str(out / SWEEP_COPY)).points()}
+        except InputError as err:
+            print(f"explore: per-request figures not redrawn: {err}", file=sys.stderr)
+    html, md = write_report(out, read_results(out), title=out.name, evaluator=Evaluator(), **goals, points=points)
     print(f"report:  {html}\nsummary: {md}")
     return 0
 
