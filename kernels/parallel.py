@@ -3,10 +3,12 @@
 Per layer, the attention block's q/k/v projections and the MLP's gate/up projections are column-parallel
 (each device computes n / tp of the output features from the whole input), the output and down projections
 row-parallel (each device reduces k / tp of the inputs and the partial outputs are summed by an all-reduce
-across the devices). Everything between them is split by heads or by MLP features: rotary embedding of q and
-k, KV-cache writes, attention, the MLP activation. Norms, residual adds and the embedding lookup run on every
-device whole. The LM head is vocabulary-parallel (its logits gather is not priced). In an MoE layer every
-expert is sharded the same way and one all-reduce sums the layer's output (the router runs whole).
+across the devices). Every kernel between a column-parallel projection and its row-parallel one works on
+split heads or MLP features and is split too: rotary embedding of q and k, KV-cache writes, attention, the
+MLP activation. Everything else runs on every device whole: norms, residual adds, the embedding lookup, an
+MoE layer's router and its gathers and scatters of tokens. The LM head is vocabulary-parallel (its logits
+gather is not priced). In an MoE layer every expert is sharded the same way and one all-reduce sums the
+layer's output.
 
 Which projection is which is read from the module names our decoder (workloads/decoder.py) gives them, as
 Megatron's layer classes name them. Sharding is applied to traced tables at their traced precision, before a
@@ -26,7 +28,6 @@ from workloads.model_config import ModelConfig
 
 COLUMN_PARALLEL = ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj", "lm_head")
 ROW_PARALLEL = ("o_proj", "down_proj")
-SPLIT_BLOCKS = ("self_attn", "mlp")  # modules whose work between the projections is split by heads or features
 _EXPERT = re.compile(r"\.experts\.\d+(\.|$)")
 _GEMM = KIND_CODE[KernelKind.GEMM]
 
@@ -61,20 +62,23 @@ def shard_tensor_parallel(table: KernelTable, tp: int, config: ModelConfig) -> K
     output_share = np.divide(table.n, table.k + table.n, out=np.zeros(len(table)), where=(table.k + table.n) > 0)
     reduce_after: list[tuple[int, float]] = []  # (row index, message bytes): an all-reduce follows the row
     moe_layers: dict[str, None] = {}  # MoE layers (module prefix) whose output one all-reduce sums
+    between = False  # after a column-parallel projection, before its row-parallel one: features are split
     for i, kernel in enumerate(table.kernels):
         module, gemm = kernel.module, table.kind[i] == _GEMM
         last = module.rsplit(".", 1)[-1]
         if gemm and last in COLUMN_PARALLEL:
             work[i] = weights[i] = n_div[i] = 1 / tp
             act[i] = (1 - output_share[i]) + output_share[i] / tp  # whole input, a share of the output
+            between = last != "lm_head"
         elif gemm and last in ROW_PARALLEL:
             work[i] = weights[i] = k_div[i] = 1 / tp
             act[i] = (1 - output_share[i]) / tp + output_share[i]  # a share of the input, the whole output
+            between = False
             if expert := _EXPERT.search(module):
                 moe_layers[module[:expert.start()]] = None
             else:
                 reduce_after.append((i, float(table.act_bytes[i] * output_share[i])))
-        elif any(part in SPLIT_BLOCKS for part in module.split(".")) and not gemm:
+        elif between and not gemm:
             # Split by query heads or MLP features; KV traffic by the device's KV heads (copies when tp exceeds
             # them), and a KV-cache write moves its KV heads' activations too.
             cache_write = table.kv_bytes[i] > 0 and not table.tensor_core[i]

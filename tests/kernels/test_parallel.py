@@ -70,3 +70,19 @@ def test_tp_must_split_heads_into_whole_heads(tiny_llama, tp, ok):
     else:
         with pytest.raises(ValueError, match="allowed: a divisor"):
             check_tensor_parallel(tiny_llama, tp)
+
+
+def test_only_work_between_split_projections_is_split(tiny_mixtral, trace_of):
+    """The router, and an expert's gather of its tokens and scatter of its results, move whole hidden vectors
+    on every device; the activation between an expert's gate/up and down projections works on split features."""
+    whole = _table(trace_of, tiny_mixtral, "decode", 4, 20)
+    part = shard_tensor_parallel(whole, 2, tiny_mixtral)
+    same = {k.op for k, a, b in zip(whole.kernels, whole.act_bytes, part.act_bytes[part.kind != ALL_REDUCE],
+                                    strict=True) if k.module.endswith(".mlp") and a == b}
+    assert {"_softmax", "topk"} <= same  # the router runs whole
+    for kernel, before, after in zip(whole.kernels, whole.act_bytes, part.act_bytes[part.kind != ALL_REDUCE],
+                                     strict=True):
+        if ".experts." in kernel.module and kernel.op in ("index_select", "index_add_"):
+            assert after == before
+        if ".experts." in kernel.module and kernel.kind is KernelKind.ACTIVATION:
+            assert after == pytest.approx(before / 2)
