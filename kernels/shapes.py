@@ -32,7 +32,7 @@ from kernels.formats import NumericFormat
 from kernels.kernel import KernelKind
 from kernels.lowering import lower_trace
 from kernels.table import KIND_CODE, KernelTable
-from workloads.model_config import ModelConfig
+from workloads.model_config import ModelConfig, balanced_expert_load
 from workloads.op_costs import causal_pairs
 from workloads.trace import Trace
 
@@ -47,12 +47,6 @@ TEMPLATE_LAYERS = 2
 SCALED_COLUMNS = ("flops", "weight_bytes", "act_bytes", "kv_bytes", "m")
 _EXPERT = re.compile(r"\.experts\.(\d+)(\.|$)")
 _ATTENTION = (KIND_CODE[KernelKind.ATTENTION_PREFILL], KIND_CODE[KernelKind.ATTENTION_DECODE])
-
-
-def balanced_expert_load(tokens: int, experts_per_token: int, num_experts: int) -> np.ndarray:
-    """Tokens routed to each expert under perfectly balanced routing (as the traced MoE layer assumes)."""
-    base, extra = divmod(tokens * experts_per_token, num_experts)
-    return base + (np.arange(num_experts) < extra)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -153,7 +147,7 @@ class StepTemplate:
             c[:, :4] = np.linalg.solve(x, values).T
             if is_expert.any():
                 # An expert's kernels follow its routed tokens: fitted between the decode and prefill traces.
-                load = np.stack([balanced_expert_load(int(tokens), traces.experts_per_token, traces.num_experts)
+                load = np.array([balanced_expert_load(int(tokens), traces.experts_per_token, traces.num_experts)
                                  for tokens in x[[0, 2], 1]])[:, expert[is_expert]]
                 slope = (values[2, is_expert] - values[0, is_expert]) / (load[1] - load[0])
                 c[is_expert] = 0.0
@@ -230,7 +224,7 @@ class StepTemplate:
     def _linear_table(self, tokens: int, sampled: int, positions: int) -> tuple[KernelTable, np.ndarray]:
         load = np.zeros(len(self.expert))
         if self.num_experts:
-            per_expert = balanced_expert_load(tokens, self.experts_per_token, self.num_experts)
+            per_expert = np.array(balanced_expert_load(tokens, self.experts_per_token, self.num_experts))
             load = np.where(self.expert >= 0, per_expert[self.expert], 0.0)
         drivers = np.array([1.0, tokens, sampled, positions])
         columns = {name: c[:, :4] @ drivers + c[:, 4] * load for name, c in self.coef.items()}

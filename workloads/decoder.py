@@ -12,23 +12,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from workloads.model_config import ModelConfig
+from workloads.model_config import ModelConfig, balanced_expert_load
 
 TORCH_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
 # OPT's learned position table is offset by 2 rows (a quirk of fairseq kept in Hugging Face's OPT).
 OPT_POSITION_OFFSET = 2
-
-
-def balanced_expert_load(tokens: int, experts_per_token: int, num_experts: int) -> list[int]:
-    """Tokens routed to each expert when routing is perfectly balanced.
-
-    Routing depends on the data, and is undefined on fake tensors, so the MoE layer takes the expert
-    load as an explicit model. Balanced load is what load-balancing losses aim for; the counts sum to
-    tokens x experts_per_token.
-    """
-    base, extra = divmod(tokens * experts_per_token, num_experts)
-    return [base + (1 if e < extra else 0) for e in range(num_experts)]
 
 
 class RMSNorm(nn.Module):

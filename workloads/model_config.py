@@ -178,3 +178,14 @@ def load_model_config(name_or_path: str) -> ModelConfig:
     except json.JSONDecodeError as err:
         raise InputError(f"{where}: not valid JSON: {err}") from None
     return config_from_hf(cfg, name=name, where=where)
+
+
+def balanced_expert_load(tokens: int, experts_per_token: int, num_experts: int) -> list[int]:
+    """Tokens routed to each expert when routing is perfectly balanced.
+
+    Routing depends on the data, and is undefined on fake tensors, so the MoE layer takes the expert
+    load as an explicit model. Balanced load is what load-balancing losses aim for; the counts sum to
+    tokens x experts_per_token.
+    """
+    base, extra = divmod(tokens * experts_per_token, num_experts)
+    return [base + (1 if e < extra else 0) for e in range(num_experts)]

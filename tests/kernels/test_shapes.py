@@ -20,9 +20,9 @@ from hw_models.registry import load_device
 from kernels.formats import NumericFormat
 from kernels.kernel import KernelKind
 from kernels.lowering import lower_trace
-from kernels.shapes import TEMPLATE_PROMPT, StepTemplate, balanced_expert_load, step_shape
+from kernels.shapes import TEMPLATE_PROMPT, StepTemplate, step_shape
 from kernels.table import KIND_CODE, KernelTable
-from workloads.model_config import ModelConfig
+from workloads.model_config import ModelConfig, balanced_expert_load
 from workloads.op_costs import causal_pairs
 
 FMT = NumericFormat()
@@ -116,7 +116,7 @@ def test_moe_idle_experts_launch_nothing(models, templates, trace_of):
         return {int(k.module.split(".experts.")[1].split(".")[0]) for k in kernels if ".experts." in k.module}
 
     assert experts(reference.kernels) == experts(table.kernels) == {0, 1}
-    assert balanced_expert_load(1, 2, 4).tolist() == [1, 1, 0, 0]
+    assert balanced_expert_load(1, 2, 4) == [1, 1, 0, 0]
     # With every expert busy (3 tokens: 6 assignments over 4 experts), the count is larger by 2 experts' kernels.
     busy = _reference(trace_of, config, "decode", 3, 40)
     assert templates["mixtral"].table(_shape("decode", 3, 40))[1].sum() == len(busy) > len(reference)

@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-from workloads.decoder import balanced_expert_load
 from workloads.errors import InputError
+from workloads.model_config import balanced_expert_load
 from workloads.trace import Trace
 
 
