@@ -43,10 +43,11 @@ class RooflinePanel:
 
 @dataclass(frozen=True, kw_only=True)
 class BatchSeries:
-    """TTFT and TPOT of one (model, device, format) combination at several batch sizes."""
+    """TTFT and TPOT of one combination of the other knobs at several values of one knob (batch size, or the
+    devices of a tensor-parallel system)."""
 
     label: str
-    batch: np.ndarray
+    batch: np.ndarray  # the knob's values (x)
     ttft_s: np.ndarray
     tpot_s: np.ndarray
 
@@ -157,8 +158,8 @@ def energy_figure(groups: Sequence[str], energy_J: Mapping[str, Sequence[float]]
     return fig
 
 
-def batch_figure(series: Sequence[BatchSeries]) -> Figure:
-    """Two panels against batch size (log x): TTFT and TPOT, one line per series."""
+def batch_figure(series: Sequence[BatchSeries], x_label: str = "batch size") -> Figure:
+    """Two panels against batch size, or another knob (log x): TTFT and TPOT, one line per series."""
     fig = Figure(figsize=(11.0, 4.6 + 0.18 * math.ceil(len(series) / 2)), layout="constrained")
     ttft_ax, tpot_ax = fig.subplots(1, 2)
     batches = np.unique(np.concatenate([np.asarray(s.batch, dtype=float) for s in series] or [np.ones(1)]))
@@ -173,7 +174,7 @@ def batch_figure(series: Sequence[BatchSeries]) -> Figure:
         values = np.concatenate([np.asarray(getattr(s, field), dtype=float) for s in series] or [np.zeros(0)])
         if wide_range(values):
             ax.set_yscale("log")
-        ax.set_xlabel("batch size")
+        ax.set_xlabel(x_label)
         ax.set_ylabel(f"{name} (s)")
         ax.set_title(name, fontsize=10)
         ax.grid(True, which="major", alpha=0.3)

@@ -54,6 +54,7 @@ MAX_INFEASIBLE = 20
 FIGURE_TITLES = {
     "roofline": "Roofline of the workload's kernels", "breakdown": "Latency breakdown by kernel class",
     "energy": "Energy per output token by device", "batch": "TTFT and TPOT against batch size",
+    "scaling": "TTFT and TPOT against tensor-parallel devices",
 }
 HOW_TO_READ = {
     "roofline": "Each point is a distinct kernel of the design point named above the panel (repeated layers "
@@ -65,6 +66,8 @@ HOW_TO_READ = {
     "energy": "Lower is better. Bars compare devices (groups) and models (colors) at one batch size and format.",
     "batch": "Left: time to first token; right: time per output token after the first. A flat TPOT line means "
              "decode is memory-bound and batching is nearly free; a rising one means compute has become the limit.",
+    "scaling": "Each line is one model, device, batch and format on 1, 2, 4, ... devices; a line that flattens "
+               "has run into its all-reduces or per-kernel overheads, which more devices do not divide.",
 }
 
 
@@ -181,21 +184,24 @@ def energy_data(feasible: list[dict[str, Any]]) -> tuple[list[str], dict[str, li
     return devices, energy, caption
 
 
-def batch_series(feasible: list[dict[str, Any]]) -> tuple[list[BatchSeries], str]:
-    """TTFT/TPOT lines, one per (model, device, format, overrides, lengths), at most MAX_SERIES, and a caption."""
+def batch_series(feasible: list[dict[str, Any]], knob: str = "batch") -> tuple[list[BatchSeries], str]:
+    """TTFT/TPOT lines against `knob` (batch, or tp), one per combination of the other knobs, at most MAX_SERIES,
+    and a caption."""
     lengths = lengths_vary(feasible)
     groups: dict[str, list[dict[str, Any]]] = {}
     for row in feasible:
-        label = point_label(row, lengths=lengths, batch=False)
+        other = dict(row, tp=1) if knob == "tp" else row  # a line per system size: its label without the size
+        label = point_label(other, lengths=lengths, batch=knob != "batch")
         groups.setdefault(label, []).append(row)
     series = []
     for label, members in list(groups.items())[:MAX_SERIES]:
-        members = sorted(members, key=lambda r: r["batch"])
-        series.append(BatchSeries(label=label, batch=np.array([r["batch"] for r in members], dtype=float),
+        members = sorted(members, key=lambda r: r[knob])
+        series.append(BatchSeries(label=label, batch=np.array([r[knob] for r in members], dtype=float),
                                   ttft_s=np.array([r["ttft_s"] for r in members]),
                                   tpot_s=np.array([r["tpot_s"] for r in members])))
     shown = f"the first {MAX_SERIES} of {len(groups)}" if len(groups) > MAX_SERIES else f"all {len(groups)}"
-    return series, f"Feasible points only; one line per combination of model, device and format ({shown} shown)."
+    what = "model, device and format" if knob == "batch" else "model, device, batch and format"
+    return series, f"Feasible points only; one line per combination of {what} ({shown} shown)."
 
 
 # ---- figures ------------------------------------------------------------------------------------------------
@@ -237,11 +243,17 @@ def report_figures(rows: list[dict[str, Any]], evaluator: Evaluator | None,
     times = {c: values for c, values in times.items() if np.nansum(values) > 0}  # no empty legend entries
     devices, energy, energy_caption = energy_data(feasible)
     series, batch_caption = batch_series(feasible)
+    sizes = {row.get("tp") for row in feasible if row.get("tp") is not None}
+    scaling = []
+    if len(sizes) > 1:  # a sweep over tensor-parallel systems: how latency scales with the devices
+        tp_series, tp_caption = batch_series(feasible, knob="tp")
+        scaling = [_figure("scaling", tp_caption, batch_figure(tp_series, "tensor-parallel devices"))]
     return [
         _roofline_figure(rows, evaluator, chosen),
         _figure("breakdown", f"Shows {what}.", breakdown_figure(labels, times)),
         _figure("energy", energy_caption, energy_figure(devices, energy) if devices else None),
         _figure("batch", batch_caption, batch_figure(series)),
+        *scaling,
     ]
 
 
