@@ -132,7 +132,6 @@ def point_label(row: dict[str, Any], *, lengths: bool = False, batch: bool = Tru
         load = f"{row['scheduler']} / {rate:g} req/s" if math.isfinite(rate) else str(row["scheduler"])
     else:
         load = f"b{row.get('batch')}"
-    tp = int(as_number(row.get("tp"))) if math.isfinite(as_number(row.get("tp"))) else 1
     parts = [row.get("model", ""), row.get("device", ""), load, format_label(row)]
     if not batch and not row.get("scheduler"):
         parts.pop(2)
@@ -141,9 +140,6 @@ def point_label(row: dict[str, Any], *, lengths: bool = False, batch: bool = Tru
     if overrides := overrides_label(row):
         parts.append(overrides)
     parts[1] = device_label(row)
-    if tp > 1 or row.get("link") not in (None, "", "default"):  # a system of devices: how many, over what link
-        link = row.get("link")
-        parts[1] += f" x{tp}" + (f" ({link})" if link not in (None, "", "default") else "")
     return " / ".join(str(p) for p in parts)
 
 
@@ -151,6 +147,10 @@ def device_label(row: dict[str, Any]) -> str:
     """The device name, marked '(uncalibrated)' where no model fitted on measured kernels priced it: a GPU's
     datasheet roofline (optimistic) or a family's analytical model from its paper, so say so."""
     name = str(row.get("device", ""))
+    tp = as_number(row.get("tp"))
+    link = row.get("link")
+    if (math.isfinite(tp) and tp > 1) or link not in (None, "", "default"):  # a system: how many, over what link
+        name += f" x{int(tp) if math.isfinite(tp) else 1}" + (f" ({link})" if link not in (None, "", "default") else "")
     return f"{name} (uncalibrated)" if row.get("calibrated") is False else name
 
 

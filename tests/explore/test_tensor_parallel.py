@@ -132,3 +132,21 @@ def test_link_bandwidth_sweeps_as_an_override(tmp_path, capsys):
         assert main(["check", bad]) == 2
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and named in err, err
+
+
+def test_a_tp_sweep_report_draws_scaling(tmp_path, capsys):
+    """A sweep over tp gets the scaling figure and names each system in its labels; one without tp does not."""
+    from tests.explore.tiny_sweep import write_sweep, write_tiny_model
+
+    model = write_tiny_model(tmp_path)
+    path = write_sweep(tmp_path, f"name: scaling\nmodel: {model}\ndevice: h100-sxm\nparallel: {{tp: [1, 2, 4]}}\n"
+                                 "workload: {batch: [1, 8], prompt: 32, output: 4}\n")
+    assert main([path, "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    figures = tmp_path / "out" / "figures"
+    assert (figures / "scaling.png").is_file()
+    assert "h100-sxm x4" in (tmp_path / "out" / "report.md").read_text()
+    plain = write_sweep(tmp_path, f"name: plain\nmodel: {model}\ndevice: h100-sxm\n"
+                                  "workload: {batch: [1, 8], prompt: 32, output: 4}\n")
+    assert main([plain, "--out", str(tmp_path / "plain"), "--quiet"]) == 0
+    assert not (tmp_path / "plain" / "figures" / "scaling.png").exists()
+    capsys.readouterr()
