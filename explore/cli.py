@@ -75,6 +75,9 @@ def _command_parser() -> argparse.ArgumentParser:
                      help="kernel launches: eager (one host launch each, default) or graphs (CUDA graphs)")
     run.add_argument("--tp", type=int, default=1,
                      help="tensor-parallel devices (Megatron-style sharding, an all-reduce per block; default 1)")
+    run.add_argument("--pp", type=int, default=1,
+                     help="pipeline stages, each of --tp devices holding its share of the layers; one batch in "
+                          "flight (default 1)")
     run.add_argument("--link", default="",
                      help="the link between --tp devices: a link preset (explore presets links) or a YAML path; "
                           "default: the device's own interconnect")

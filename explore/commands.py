@@ -15,7 +15,7 @@ from explore.sweep import load_sweep
 from hw_models.link import load_link_model
 from hw_models.registry import load_device
 from kernels.formats import parse_sparsity
-from kernels.parallel import check_tensor_parallel
+from kernels.parallel import check_pipeline_parallel, check_tensor_parallel
 from sim.serving_spec import ServingSpec
 from workloads.errors import InputError
 from workloads.model_config import load_model_config
@@ -118,18 +118,21 @@ def cmd_run(args) -> int:
     if serving is not None and args.sim:
         raise InputError("--sim: found with --serving, allowed: a static batch (a serving run is an event "
                          "simulation already)")
-    if args.tp != 1:
+    for flag, value, check in (("--tp", args.tp, check_tensor_parallel), ("--pp", args.pp, check_pipeline_parallel)):
         try:
-            check_tensor_parallel(load_model_config(args.model), args.tp)
+            if value != 1:
+                check(load_model_config(args.model), value)
         except ValueError as err:
-            raise InputError(f"--tp: {err}") from None
+            raise InputError(f"{flag}: {err}") from None
+    if args.pp != 1 and args.serving:
+        raise InputError("--pp: found with --serving, allowed: 1 (a pipelined serving replica is not modeled yet)")
     if args.link:
         load_link_model(args.link)
     point = DesignPoint(model=args.model, device=args.device, batch=serving.max_seqs if serving else args.batch,
                         prompt=0 if serving else args.prompt, output=0 if serving else args.output,
                         weight_bits=args.weight_bits, act_bits=args.act_bits, kv_bits=args.kv_bits,
                         sparsity=args.sparsity, execution=args.execution, use_calibration=not args.roofline,
-                        serving=serving, tp=args.tp, link=args.link)
+                        serving=serving, tp=args.tp, pp=args.pp, link=args.link)
     try:
         parse_sparsity(args.sparsity)
     except ValueError as err:
@@ -204,11 +207,13 @@ def _serving_spec(args) -> ServingSpec:
 
 def _assumptions(point: DesignPoint, device) -> str:
     """What a prediction assumed: calibration and kernel launch mode."""
-    if point.tp > 1:
+    if point.tp > 1 or point.pp > 1:
         link = device.link
         source = link.fitted_on.get("all_reduce")
         fitted_link = f"all-reduce fitted on {source} NCCL data" if source else "datasheet alpha-beta model"
-        system = (f"{point.tp} x {point.device}, tensor parallel over {link.spec.name} ({fitted_link}); ")
+        stages = f" in {point.pp} pipeline stages" if point.pp > 1 else ""
+        system = (f"{point.tp * point.pp} x {point.device}, {point.tp}-way tensor parallel{stages} over "
+                  f"{link.spec.name} ({fitted_link}); ")
         device = device.device
     else:
         system = ""

@@ -12,7 +12,7 @@ from hw_models.registry import load_device
 from hw_models.system import SystemModel
 from kernels.formats import NumericFormat
 from kernels.lowering import lower_trace
-from kernels.parallel import kv_replication, shard_tensor_parallel
+from kernels.parallel import kv_replication, pipeline_sends, shard_tensor_parallel
 from kernels.shapes import TEMPLATE_LAYERS, StepTemplate
 from kernels.table import KernelTable
 from sim.analytic import evaluate as evaluate_analytic
@@ -25,6 +25,7 @@ from sim.schedulers import make_scheduler
 from sim.serving import SERVING_METRICS, Pool, ServingResult, serve_pools, serving_infeasible_reason, serving_memory
 from sim.step_costs import sub_batch_sizes
 from sim.workload import BatchWorkload, PassTables
+from workloads.errors import InputError
 from workloads.model_config import ModelConfig, load_model_config
 from workloads.trace import Trace
 
@@ -75,29 +76,30 @@ class Evaluator:
                                  else trace_model(cfg, phase="decode", batch=batch, seq_len=1, context_len=prompt))
         return self._traces[key]
 
-    def lowered(self, model: str, phase: str, batch: int, prompt: int, tp: int = 1) -> KernelTable:
+    def lowered(self, model: str, phase: str, batch: int, prompt: int, tp: int = 1, pp: int = 1) -> KernelTable:
         """The kernels of a traced pass at the traced precision (formats are applied per design point), as one
-        of `tp` tensor-parallel devices runs them."""
-        key = (model, phase, batch, prompt, tp)
+        of `tp` tensor-parallel devices runs them, with sends between `pp` pipeline stages."""
+        key = (model, phase, batch, prompt, tp, pp)
         if key not in self._lowered:
-            if tp == 1:
+            if tp == 1 and pp == 1:
                 self._lowered[key] = KernelTable.from_kernels(lower_trace(self.trace(model, phase, batch, prompt)))
             else:
+                cfg = self.config(model)
                 whole = self.lowered(model, phase, batch, prompt)
-                self._lowered[key] = shard_tensor_parallel(whole, tp, self.config(model))
+                self._lowered[key] = pipeline_sends(shard_tensor_parallel(whole, tp, cfg), pp, cfg)
         return self._lowered[key]
 
     def tables(self, model: str, batch: int, prompt: int, fmt: NumericFormat, sub_batches: int = 1,
-               tp: int = 1) -> PassTables:
+               tp: int = 1, pp: int = 1) -> PassTables:
         """Prefill and decode tables; with sub_batches > 1, also the decode of each sub-batch (traced at its size)."""
-        key = (model, batch, prompt, fmt, sub_batches, tp)
+        key = (model, batch, prompt, fmt, sub_batches, tp, pp)
         if key not in self._tables:
             sizes = sub_batch_sizes(batch, sub_batches)
-            parts = tuple((size, self.lowered(model, "decode", size, prompt, tp).with_format(fmt))
+            parts = tuple((size, self.lowered(model, "decode", size, prompt, tp, pp).with_format(fmt))
                           for size in sizes if len(sizes) > 1)
             self._tables[key] = PassTables(
-                prefill=self.lowered(model, "prefill", batch, prompt, tp).with_format(fmt),
-                decode=self.lowered(model, "decode", batch, prompt, tp).with_format(fmt),
+                prefill=self.lowered(model, "prefill", batch, prompt, tp, pp).with_format(fmt),
+                decode=self.lowered(model, "decode", batch, prompt, tp, pp).with_format(fmt),
                 attention_window=self.trace(model, "decode", batch, prompt).sliding_window, sub_batch_decode=parts,
             )
         return self._tables[key]
@@ -114,24 +116,25 @@ class Evaluator:
         return self._templates[key]
 
     def device(self, name: str, overrides: tuple = (), calibrated: bool = True, tp: int = 1, link: str = "",
-               link_overrides: tuple = ()):
-        """A device model; with tp > 1, the system of tp such devices joined by the link (with its overrides)."""
-        key = (name, overrides, calibrated, tp, link, link_overrides)
+               link_overrides: tuple = (), pp: int = 1):
+        """A device model; with tp or pp > 1, the system of tp x pp such devices joined by the link (with its
+        overrides)."""
+        key = (name, overrides, calibrated, tp, link, link_overrides, pp)
         if key not in self._devices:
-            if tp == 1:
+            if tp == 1 and pp == 1:
                 self._devices[key] = load_device(name, dict(overrides), calibrated=calibrated)
             else:
                 device = self.device(name, overrides, calibrated)
                 # Uncalibrated devices are compared on datasheet links too (fitted and datasheet links differ by
                 # up to 2x on the same hardware).
                 self._devices[key] = SystemModel(device, tp, load_link_model(
-                    link or default_link(device.name), dict(link_overrides), calibrated=calibrated))
+                    link or default_link(device.name), dict(link_overrides), calibrated=calibrated), pp)
         return self._devices[key]
 
     def point_device(self, point: DesignPoint):
         """The device model (or system of devices) a design point runs on."""
         return self.device(point.device, point.overrides, point.use_calibration, point.tp, point.link,
-                           point.link_overrides)
+                           point.link_overrides, point.pp)
 
     def cost_model(self, point: DesignPoint, fmt: NumericFormat) -> IterationCostModel:
         """The iteration cost model of a point's model, format, device and execution (shared by every
@@ -156,7 +159,7 @@ class Evaluator:
             return self._evaluate_serving(point, fmt)
         device = self.point_device(point)
         cfg = self.config(point.model)
-        tables = self.tables(point.model, point.batch, point.prompt, fmt, device.sub_batches, point.tp)
+        tables = self.tables(point.model, point.batch, point.prompt, fmt, device.sub_batches, point.tp, point.pp)
         prefill_trace = self.trace(point.model, "prefill", point.batch, point.prompt)
         workload = BatchWorkload(batch=point.batch, prompt_len=point.prompt, output_len=point.output)
         memory = batch_footprint(
@@ -201,6 +204,9 @@ class Evaluator:
         """A serving run of the point's requests on its pools of replicas (sim/serving.py), or at the highest
         rate that meets the SLO when the spec asks for a capacity search."""
         spec = point.serving
+        if point.pp > 1:
+            raise InputError("pp: found a serving point on pipeline stages, allowed: pp = 1 with serving (a pipelined "
+                             "replica, with several batches in flight, is not modeled yet)")
         device = self.point_device(point)
         cfg = self.config(point.model)
         if spec.disaggregated:

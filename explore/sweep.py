@@ -134,6 +134,8 @@ class SweepFile(Strict):
     def _workload_or_serving(self):
         if self.serving is not None and self.workload.model_fields_set:
             raise ValueError("either a static workload or serving, not both")
+        if self.serving is not None and self.parallel is not None and max(as_list(self.parallel.pp)) > 1:
+            raise ValueError("pp = 1 with serving (a pipelined serving replica is not modeled yet)")
         if self.serving is None:
             named = [*self.objectives.minimize, *self.objectives.maximize,
                      *(Constraint.parse(text).metric for text in self.constraints)]
@@ -266,7 +268,7 @@ class Sweep:
         else:
             dims.update(serving_dimensions(s.serving))
         if s.parallel is not None:
-            dims.update(tp=as_list(s.parallel.tp), link=as_list(s.parallel.link))
+            dims.update(tp=as_list(s.parallel.tp), pp=as_list(s.parallel.pp), link=as_list(s.parallel.link))
         dims.update(weight_bits=as_list(f.weight_bits), act_bits=as_list(f.act_bits), kv_bits=as_list(f.kv_bits),
                     sparsity=as_list(f.sparsity), execution=as_list(s.execution))
         return {name: values for name, values in dims.items() if name not in self.derived}

@@ -9,7 +9,7 @@ from pydantic import Field, StrictFloat, StrictInt, model_validator
 from explore.schema import PositiveInt, PositiveNumber, Strict, as_list, one_or_more
 from hw_models.link import load_link_model
 from hw_models.registry import load_device
-from kernels.parallel import check_tensor_parallel
+from kernels.parallel import check_pipeline_parallel, check_tensor_parallel
 from sim.schedulers import SCHEDULERS
 from sim.serving_spec import ServingSpec
 from workloads.errors import InputError
@@ -104,6 +104,7 @@ class Parallel(Strict):
     """A system of identical devices: tensor-parallel degree and the link between them (lists sweep)."""
 
     tp: one_or_more(PositiveInt) = 1
+    pp: one_or_more(PositiveInt) = 1  # pipeline stages (static batches only)
     link: one_or_more(str) = "default"  # a link preset or path; 'default': the device's own interconnect
 
 
@@ -163,11 +164,12 @@ def check_parallel(parallel: Parallel, models: list[str], located: LocatedYAML) 
     """Every tp must shard every model's heads, and every link must load."""
     for model in models:
         config = load_model_config(model)
-        for tp in as_list(parallel.tp):
-            try:
-                check_tensor_parallel(config, tp)
-            except ValueError as err:
-                raise InputError(f"{located.where(('parallel', 'tp'))}: parallel.tp: {err}") from None
+        for key, check in (("tp", check_tensor_parallel), ("pp", check_pipeline_parallel)):
+            for value in as_list(getattr(parallel, key)):
+                try:
+                    check(config, value)
+                except ValueError as err:
+                    raise InputError(f"{located.where(('parallel', key))}: parallel.{key}: {err}") from None
     for link in as_list(parallel.link):
         if link != "default":
             try:

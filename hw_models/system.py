@@ -1,9 +1,11 @@
-"""SystemModel: `tp` identical devices joined by a link, running tensor-parallel kernels, as one device model.
+"""SystemModel: `tp` x `pp` identical devices joined by a link, as one device model.
 
-Every device runs the same sharded kernels (kernels/parallel.py) at the same time, so a kernel takes the time
-one device takes, and its dynamic energy is `tp` times one device's. Collective kernels (all-reduces) are
-priced on the link (hw_models/link.py) instead of a device and take the link's time; their energy (the
-link's own) is not counted. Memory, idle power, area and price are the sum over the devices.
+The `tp` devices of a pipeline stage run the same sharded kernels (kernels/parallel.py) at the same time, so a
+kernel takes the time one device takes, and its dynamic energy is `tp` times one device's. The `pp` stages
+run one after the other (one batch in flight), each kernel on its stage only. Collective kernels (all-reduces
+within a stage, sends between stages) are priced on the link (hw_models/link.py) instead of a device and take
+the link's time; their energy (the link's own) is not counted. Memory, idle power, area and price are the
+sum over all devices.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from hw_models.link import LinkModel
 from kernels.kernel import KernelKind
 from kernels.table import KIND_CODE, KernelTable
 
-_ALL_REDUCE = KIND_CODE[KernelKind.ALL_REDUCE]
+_COLLECTIVES = {KIND_CODE[KernelKind.ALL_REDUCE]: "all_reduce", KIND_CODE[KernelKind.SEND_RECV]: "send_recv"}
 
 
 @dataclass(frozen=True)
@@ -29,10 +31,11 @@ class SystemPrice:
 
 
 class SystemModel:
-    """`devices` copies of a device model joined by a link: the DeviceModel interface for the whole system."""
+    """`tp` x `pp` copies of a device model joined by a link: the DeviceModel interface for the whole system."""
 
-    def __init__(self, device, devices: int, link: LinkModel):
-        self.device, self.devices, self.link = device, devices, link
+    def __init__(self, device, tp: int, link: LinkModel, pp: int = 1):
+        self.device, self.tp, self.pp, self.link = device, tp, pp, link
+        self.devices = tp * pp
         self.kind = device.kind
         self.units = device.units
         self.spec = device.spec
@@ -41,6 +44,9 @@ class SystemModel:
     @property
     def name(self) -> str:
         return f"{self.devices} x {self.device.name}"
+
+    def collective_devices(self, kind: str) -> int:
+        return self.tp if kind == "all_reduce" else 2
 
     @property
     def memory_bytes(self) -> float:
@@ -82,13 +88,19 @@ class SystemModel:
         return self.device.bandwidth_Bps
 
     def cost_table(self, table: KernelTable, execution: str = "eager") -> KernelCosts:
-        """Costs of a sharded table: device kernels on one device (energy for all), collectives on the link."""
-        collective = table.kind == _ALL_REDUCE
+        """Costs of a sharded table: device kernels on one device (energy for a stage's tp devices), collectives
+        on the link."""
+        collective = np.isin(table.kind, list(_COLLECTIVES))
         if not collective.any():
-            return _scale_energy(self.device.cost_table(table, execution), self.devices)
+            return _scale_energy(self.device.cost_table(table, execution), self.tp)
         n = len(table)
-        compute = _scale_energy(self.device.cost_table(table.select(~collective), execution), self.devices)
-        time_s = self.link.collective_time_s("all_reduce", table.act_bytes[collective], self.devices)
+        compute = _scale_energy(self.device.cost_table(table.select(~collective), execution), self.tp)
+        time_s = np.zeros(int(collective.sum()))
+        for code, kind in _COLLECTIVES.items():
+            rows = table.kind[collective] == code
+            if rows.any():
+                time_s[rows] = self.link.collective_time_s(kind, table.act_bytes[collective][rows],
+                                                           self.collective_devices(kind))
         fields = {}
         for name in ("time_s", "compute_s", "memory_s", "overhead_s", "compute_J", "memory_J", "static_J"):
             values = np.zeros(n)

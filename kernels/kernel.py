@@ -18,6 +18,7 @@ class KernelKind(StrEnum):
     SOFTMAX = "softmax"
     EMBEDDING = "embedding"
     ALL_REDUCE = "all_reduce"  # a collective over a link (tensor parallelism): act_bytes is the message per device
+    SEND_RECV = "send_recv"  # a point-to-point send between pipeline stages: act_bytes is the message
 
 
 # The coarse classes reports break latency down by.
@@ -27,7 +28,7 @@ KIND_CLASS = {
     KernelKind.ELEMENTWISE: "elementwise", KernelKind.ACTIVATION: "elementwise", KernelKind.ROPE: "elementwise",
     KernelKind.NORM: "norm", KernelKind.SOFTMAX: "softmax",
     KernelKind.EMBEDDING: "embedding",
-    KernelKind.ALL_REDUCE: "communication",
+    KernelKind.ALL_REDUCE: "communication", KernelKind.SEND_RECV: "communication",
 }
 
 

@@ -100,17 +100,51 @@ def _last_row_of(table: KernelTable, module_prefix: str) -> int:
     return max(i for i, k in enumerate(table.kernels) if k.module.startswith(module_prefix))
 
 
-def all_reduce_kernel(after: Kernel, message_B: float, devices: int) -> Kernel:
-    """An all-reduce of `message_B` bytes per device over `devices` devices, placed after a kernel."""
-    return Kernel(kind=KernelKind.ALL_REDUCE, op="all_reduce", flops=0.0, weight_bytes=0.0, act_bytes=message_B,
-                  kv_bytes=0.0, dtype=after.dtype, tensor_core=False, layer=after.layer, module=after.module,
-                  batch=devices)
+def check_pipeline_parallel(config: ModelConfig, pp: int) -> None:
+    """ValueError ('found X, allowed: Y') when `pp` stages cannot each hold a decoder layer."""
+    if not 1 <= pp <= config.num_layers:
+        raise ValueError(f"found {pp}, allowed: 1 to {config.name}'s {config.num_layers} decoder layers "
+                         f"(each pipeline stage holds whole layers)")
+
+
+def stage_of_layer(layer: int, layers: int, pp: int) -> int:
+    """The pipeline stage holding a decoder layer: layers split as evenly as they go, earlier stages first."""
+    return layer * pp // layers
+
+
+def pipeline_sends(table: KernelTable, pp: int, config: ModelConfig) -> KernelTable:
+    """`table` with a send of the hidden state (16-bit, tokens x hidden) after the last kernel of each of the
+    first pp - 1 stages. The embedding runs on the first stage, the final norm and LM head on the last; a stage
+    runs its layers on its own devices while the others wait (one batch in flight: no micro-batches)."""
+    if pp == 1:
+        return table
+    gemm_rows = np.flatnonzero(table.kind == _GEMM)
+    layers = np.array([-1 if k.layer is None else k.layer for k in table.kernels])
+    after = []
+    for stage in range(1, pp):
+        first_layer = next(layer for layer in range(config.num_layers)
+                           if stage_of_layer(layer, config.num_layers, pp) == stage)
+        first_row = int(np.flatnonzero(layers == first_layer)[0])
+        tokens = table.m[gemm_rows[gemm_rows > first_row][0]]  # the stage's first projection takes every token
+        after.append((first_row - 1, float(tokens * config.hidden_size * 2)))
+    return _with_collectives(table, after, KernelKind.SEND_RECV, 2)
+
+
+def collective_kernel(kind: KernelKind, after: Kernel, message_B: float, devices: int) -> Kernel:
+    """A collective of `message_B` bytes per device over `devices` devices, placed after a kernel."""
+    return Kernel(kind=kind, op=kind.value, flops=0.0, weight_bytes=0.0, act_bytes=message_B, kv_bytes=0.0,
+                  dtype=after.dtype, tensor_core=False, layer=after.layer, module=after.module, batch=devices)
 
 
 def _with_all_reduces(table: KernelTable, after: list[tuple[int, float]], devices: int) -> KernelTable:
-    """`table` with an all-reduce row inserted after each given row (message bytes in act_bytes, the device
+    return _with_collectives(table, after, KernelKind.ALL_REDUCE, devices)
+
+
+def _with_collectives(table: KernelTable, after: list[tuple[int, float]], kind: KernelKind,
+                      devices: int) -> KernelTable:
+    """`table` with a collective row inserted after each given row (message bytes in act_bytes, the device
     count in batch)."""
-    collectives = KernelTable.from_kernels([all_reduce_kernel(table.kernels[i], message, devices)
+    collectives = KernelTable.from_kernels([collective_kernel(kind, table.kernels[i], message, devices)
                                             for i, message in after])
     order, inserted = [], 0
     for i in range(len(table)):

@@ -150,3 +150,22 @@ def test_a_tp_sweep_report_draws_scaling(tmp_path, capsys):
     assert main([plain, "--out", str(tmp_path / "plain"), "--quiet"]) == 0
     assert not (tmp_path / "plain" / "figures" / "scaling.png").exists()
     capsys.readouterr()
+
+
+def test_pipeline_stages_add_their_sends_to_one_device_time(evaluator):
+    """Two pipeline stages run one batch stage after stage: the same kernels as one device (same dynamic
+    energy) plus one send of the hidden state per pass, timed on the link by hand."""
+    from hw_models.link import load_link_model
+
+    base = dict(model="llama-2-7b", device="h100-sxm", batch=4, prompt=64, output=3)
+    one = evaluator.evaluate(DesignPoint(**base)).result
+    two = evaluator.evaluate(DesignPoint(**base, pp=2)).result
+    link = load_link_model("nvlink4")
+    hidden = evaluator.config("llama-2-7b").hidden_size
+    prefill_send = float(link.collective_time_s("send_recv", 4 * 64 * hidden * 2, 2))
+    decode_send = float(link.collective_time_s("send_recv", 4 * 1 * hidden * 2, 2))
+    assert two.makespan_s == pytest.approx(one.makespan_s + prefill_send + 2 * decode_send, rel=1e-9)
+    for part in ("compute_J", "memory_J"):
+        assert two.energy_parts_J[part] == pytest.approx(one.energy_parts_J[part], rel=1e-9)
+    assert two.energy_parts_J["static_J"] == pytest.approx(2 * one.energy_parts_J["static_J"] * two.makespan_s
+                                                          / one.makespan_s, rel=1e-9)

@@ -86,3 +86,30 @@ def test_only_work_between_split_projections_is_split(tiny_mixtral, trace_of):
             assert after == before
         if ".experts." in kernel.module and kernel.kind is KernelKind.ACTIVATION:
             assert after == pytest.approx(before / 2)
+
+
+@pytest.mark.parametrize("pp", [2, 3, 5])
+def test_pipeline_stages_send_the_hidden_state_between_them(tiny_llama, trace_of, pp):
+    """pp - 1 sends, each of tokens x hidden 16-bit values, each before the first kernel of a stage's first layer
+    (5 layers split evenly: 3 stages hold layers 0-1, 2-3 and 4)."""
+    from dataclasses import replace
+
+    from kernels.parallel import pipeline_sends
+
+    config = replace(tiny_llama, num_layers=5, name="tiny-llama-5")
+    whole = _table(trace_of, config, "prefill", 3, 16)
+    staged = pipeline_sends(whole, pp, config)
+    sends = np.flatnonzero(staged.kind == KIND_CODE[KernelKind.SEND_RECV])
+    assert len(sends) == pp - 1
+    assert np.all(staged.act_bytes[sends] == 3 * 16 * config.hidden_size * 2)
+    next_layers = [staged.kernels[i + 1].layer for i in sends]
+    assert next_layers == [layer for layer in range(1, config.num_layers) if layer * pp // config.num_layers
+                           != (layer - 1) * pp // config.num_layers]
+
+
+def test_more_stages_than_layers_is_refused(tiny_llama):
+    from kernels.parallel import check_pipeline_parallel
+
+    check_pipeline_parallel(tiny_llama, 2)
+    with pytest.raises(ValueError, match="allowed: 1 to tiny-llama's 2 decoder layers"):
+        check_pipeline_parallel(tiny_llama, 3)
