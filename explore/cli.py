@@ -78,6 +78,9 @@ def _command_parser() -> argparse.ArgumentParser:
     run.add_argument("--pp", type=int, default=1,
                      help="pipeline stages, each of --tp devices holding its share of the layers; one batch in "
                           "flight (default 1)")
+    run.add_argument("--ep", type=int, default=1,
+                     help="expert parallelism for MoE models: 1, or --tp to spread the experts whole over the "
+                          "tensor-parallel devices instead of splitting each (default 1)")
     run.add_argument("--link", default="",
                      help="the link between --tp devices: a link preset (explore presets links) or a YAML path; "
                           "default: the device's own interconnect")

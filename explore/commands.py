@@ -15,7 +15,7 @@ from explore.sweep import load_sweep
 from hw_models.link import load_link_model
 from hw_models.registry import load_device
 from kernels.formats import parse_sparsity
-from kernels.parallel import check_pipeline_parallel, check_tensor_parallel
+from kernels.parallel import check_expert_parallel, check_pipeline_parallel, check_tensor_parallel
 from sim.serving_spec import ServingSpec
 from workloads.errors import InputError
 from workloads.model_config import load_model_config
@@ -124,6 +124,10 @@ def cmd_run(args) -> int:
                 check(load_model_config(args.model), value)
         except ValueError as err:
             raise InputError(f"{flag}: {err}") from None
+    try:
+        check_expert_parallel(load_model_config(args.model), args.ep, args.tp)
+    except ValueError as err:
+        raise InputError(f"--ep: {err}") from None
     if args.pp != 1 and args.serving:
         raise InputError("--pp: found with --serving, allowed: 1 (a pipelined serving replica is not modeled yet)")
     if args.link:
@@ -132,7 +136,7 @@ def cmd_run(args) -> int:
                         prompt=0 if serving else args.prompt, output=0 if serving else args.output,
                         weight_bits=args.weight_bits, act_bits=args.act_bits, kv_bits=args.kv_bits,
                         sparsity=args.sparsity, execution=args.execution, use_calibration=not args.roofline,
-                        serving=serving, tp=args.tp, pp=args.pp, link=args.link)
+                        serving=serving, tp=args.tp, pp=args.pp, ep=args.ep, link=args.link)
     try:
         parse_sparsity(args.sparsity)
     except ValueError as err:
@@ -211,7 +215,8 @@ def _assumptions(point: DesignPoint, device) -> str:
         link = device.link
         source = link.fitted_on.get("all_reduce")
         fitted_link = f"all-reduce fitted on {source} NCCL data" if source else "datasheet alpha-beta model"
-        stages = f" in {point.pp} pipeline stages" if point.pp > 1 else ""
+        stages = (f" in {point.pp} pipeline stages" if point.pp > 1 else "") + (
+            f", experts spread over the {point.ep} devices" if point.ep > 1 else "")
         system = (f"{point.tp * point.pp} x {point.device}, {point.tp}-way tensor parallel{stages} over "
                   f"{link.spec.name} ({fitted_link}); ")
         device = device.device

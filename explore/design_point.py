@@ -27,7 +27,7 @@ BREAKDOWN_COLUMNS = tuple(f"time_{c}_s" for c in KERNEL_CLASSES)
 # Time in collectives over the link: a column of sweeps over systems of several devices.
 COMMUNICATION_COLUMN = "time_communication_s"
 # Knob columns of a sweep over systems of several devices.
-SYSTEM_INPUT_COLUMNS = ("tp", "pp", "link")
+SYSTEM_INPUT_COLUMNS = ("tp", "pp", "ep", "link")
 # Knob columns of a serving sweep (after the inputs), and its metrics (after METRIC_COLUMNS).
 SERVING_INPUT_COLUMNS = tuple(ServingSpec().columns())
 SERVING_METRIC_COLUMNS = SERVING_METRICS
@@ -51,6 +51,7 @@ class DesignPoint:
     serving: ServingSpec | None = None
     tp: int = 1  # tensor-parallel devices (kernels/parallel.py)
     pp: int = 1  # pipeline stages, each of tp devices
+    ep: int = 1  # expert parallelism: 1, or tp to spread an MoE model's experts over the tp devices
     link: str = ""  # the link between them: a link preset name or path; empty: the device's own (hw_models/link.py)
     link_overrides: tuple[tuple[str, Any], ...] = ()  # link fields, e.g. ("bandwidth_GBps", 300)
 
@@ -66,6 +67,8 @@ class DesignPoint:
             del values["tp"], values["link"]  # one-device points keep their keys
         if values["pp"] == 1:
             del values["pp"]
+        if values["ep"] == 1:
+            del values["ep"]
         if not values["link_overrides"]:
             del values["link_overrides"]
         canonical = json.dumps(values, sort_keys=True, default=str)

@@ -76,43 +76,45 @@ class Evaluator:
                                  else trace_model(cfg, phase="decode", batch=batch, seq_len=1, context_len=prompt))
         return self._traces[key]
 
-    def lowered(self, model: str, phase: str, batch: int, prompt: int, tp: int = 1, pp: int = 1) -> KernelTable:
+    def lowered(self, model: str, phase: str, batch: int, prompt: int, tp: int = 1, pp: int = 1,
+                ep: int = 1) -> KernelTable:
         """The kernels of a traced pass at the traced precision (formats are applied per design point), as one
-        of `tp` tensor-parallel devices runs them, with sends between `pp` pipeline stages."""
-        key = (model, phase, batch, prompt, tp, pp)
+        of `tp` tensor-parallel devices runs them (experts spread over them with ep = tp), with sends between
+        `pp` pipeline stages."""
+        key = (model, phase, batch, prompt, tp, pp, ep)
         if key not in self._lowered:
             if tp == 1 and pp == 1:
                 self._lowered[key] = KernelTable.from_kernels(lower_trace(self.trace(model, phase, batch, prompt)))
             else:
                 cfg = self.config(model)
                 whole = self.lowered(model, phase, batch, prompt)
-                self._lowered[key] = pipeline_sends(shard_tensor_parallel(whole, tp, cfg), pp, cfg)
+                self._lowered[key] = pipeline_sends(shard_tensor_parallel(whole, tp, cfg, ep), pp, cfg)
         return self._lowered[key]
 
     def tables(self, model: str, batch: int, prompt: int, fmt: NumericFormat, sub_batches: int = 1,
-               tp: int = 1, pp: int = 1) -> PassTables:
+               tp: int = 1, pp: int = 1, ep: int = 1) -> PassTables:
         """Prefill and decode tables; with sub_batches > 1, also the decode of each sub-batch (traced at its size)."""
-        key = (model, batch, prompt, fmt, sub_batches, tp, pp)
+        key = (model, batch, prompt, fmt, sub_batches, tp, pp, ep)
         if key not in self._tables:
             sizes = sub_batch_sizes(batch, sub_batches)
-            parts = tuple((size, self.lowered(model, "decode", size, prompt, tp, pp).with_format(fmt))
+            parts = tuple((size, self.lowered(model, "decode", size, prompt, tp, pp, ep).with_format(fmt))
                           for size in sizes if len(sizes) > 1)
             self._tables[key] = PassTables(
-                prefill=self.lowered(model, "prefill", batch, prompt, tp, pp).with_format(fmt),
-                decode=self.lowered(model, "decode", batch, prompt, tp, pp).with_format(fmt),
+                prefill=self.lowered(model, "prefill", batch, prompt, tp, pp, ep).with_format(fmt),
+                decode=self.lowered(model, "decode", batch, prompt, tp, pp, ep).with_format(fmt),
                 attention_window=self.trace(model, "decode", batch, prompt).sliding_window, sub_batch_decode=parts,
             )
         return self._tables[key]
 
-    def template(self, model: str, fmt: NumericFormat, tp: int = 1) -> StepTemplate:
+    def template(self, model: str, fmt: NumericFormat, tp: int = 1, ep: int = 1) -> StepTemplate:
         """The model's step template under a numeric format, per tensor-parallel device (kernels/shapes.py)."""
-        key = (model, fmt, tp)
+        key = (model, fmt, tp, ep)
         if key not in self._templates:
             cfg = self.config(model)
             few = replace(cfg, num_layers=min(cfg.num_layers, TEMPLATE_LAYERS))  # every layer runs the same kernels
             self._templates[key] = StepTemplate.from_model(
                 cfg, fmt, lambda phase, batch, prompt: self._trace_config(few, phase, batch, prompt),
-                shard=lambda table: shard_tensor_parallel(table, tp, few))
+                shard=lambda table: shard_tensor_parallel(table, tp, few, ep))
         return self._templates[key]
 
     def device(self, name: str, overrides: tuple = (), calibrated: bool = True, tp: int = 1, link: str = "",
@@ -140,10 +142,10 @@ class Evaluator:
         """The iteration cost model of a point's model, format, device and execution (shared by every
         serving point that differs only in its requests or scheduler, so each shape is priced once)."""
         key = (point.model, fmt, point.device, point.overrides, point.use_calibration, point.execution, point.tp,
-               point.link, point.link_overrides)
+               point.link, point.link_overrides, point.ep)
         if key not in self._cost_models:
             self._cost_models[key] = IterationCostModel(
-                self.point_device(point), self.template(point.model, fmt, point.tp),
+                self.point_device(point), self.template(point.model, fmt, point.tp, point.ep),
                 execution=point.execution, kv_bucket_tokens=KV_BUCKET_TOKENS)
         return self._cost_models[key]
 
@@ -159,7 +161,8 @@ class Evaluator:
             return self._evaluate_serving(point, fmt)
         device = self.point_device(point)
         cfg = self.config(point.model)
-        tables = self.tables(point.model, point.batch, point.prompt, fmt, device.sub_batches, point.tp, point.pp)
+        tables = self.tables(point.model, point.batch, point.prompt, fmt, device.sub_batches, point.tp, point.pp,
+                             point.ep)
         prefill_trace = self.trace(point.model, "prefill", point.batch, point.prompt)
         workload = BatchWorkload(batch=point.batch, prompt_len=point.prompt, output_len=point.output)
         memory = batch_footprint(

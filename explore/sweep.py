@@ -312,6 +312,8 @@ class Sweep:
         """The design point at one value of every dimension (derived knobs computed from them)."""
         values = {**values, **self.derive(values)}
         overrides = tuple((k.removeprefix("device."), v) for k, v in values.items() if k.startswith("device."))
+        if self.spec.parallel is not None and self.spec.parallel.ep == "spread":
+            values["ep"] = values.get("tp", 1)  # experts spread over the tp devices of each point
         serving = None
         if self.spec.serving is not None:
             serving = serving_spec(self.spec.serving, values)

@@ -9,7 +9,7 @@ from pydantic import Field, StrictFloat, StrictInt, model_validator
 from explore.schema import PositiveInt, PositiveNumber, Strict, as_list, one_or_more
 from hw_models.link import load_link_model
 from hw_models.registry import load_device
-from kernels.parallel import check_pipeline_parallel, check_tensor_parallel
+from kernels.parallel import check_expert_parallel, check_pipeline_parallel, check_tensor_parallel
 from sim.schedulers import SCHEDULERS
 from sim.serving_spec import ServingSpec
 from workloads.errors import InputError
@@ -105,6 +105,7 @@ class Parallel(Strict):
 
     tp: one_or_more(PositiveInt) = 1
     pp: one_or_more(PositiveInt) = 1  # pipeline stages (static batches only)
+    ep: Literal["split", "spread"] = "split"  # an MoE model's experts: each split over tp, or spread whole
     link: one_or_more(str) = "default"  # a link preset or path; 'default': the device's own interconnect
 
 
@@ -164,6 +165,13 @@ def check_parallel(parallel: Parallel, models: list[str], located: LocatedYAML) 
     """Every tp must shard every model's heads, and every link must load."""
     for model in models:
         config = load_model_config(model)
+        if parallel.ep == "spread":
+            for tp in as_list(parallel.tp):
+                try:
+                    check_expert_parallel(config, tp, tp)
+                except ValueError as err:
+                    raise InputError(f"{located.where(('parallel', 'ep'))}: parallel.ep: 'spread' with tp {tp}: "
+                                     f"{err}") from None
         for key, check in (("tp", check_tensor_parallel), ("pp", check_pipeline_parallel)):
             for value in as_list(getattr(parallel, key)):
                 try:

@@ -48,11 +48,31 @@ def kv_replication(config: ModelConfig, tp: int) -> int:
     return max(1, tp // config.num_kv_heads)
 
 
-def shard_tensor_parallel(table: KernelTable, tp: int, config: ModelConfig) -> KernelTable:
+def check_expert_parallel(config: ModelConfig, ep: int, tp: int) -> None:
+    """ValueError ('found X, allowed: Y') unless `ep` spreads an MoE model's experts over its tp group."""
+    if ep == 1:
+        return
+    if not config.num_experts:
+        raise ValueError(f"found {ep}, allowed: 1 ({config.name} has no experts)")
+    if ep != tp or config.num_experts % ep:
+        raise ValueError(f"found {ep}, allowed: 1 or the tensor-parallel degree ({tp}), dividing {config.name}'s "
+                         f"{config.num_experts} experts")
+
+
+def shard_tensor_parallel(table: KernelTable, tp: int, config: ModelConfig, ep: int = 1) -> KernelTable:
     """The kernels one device of `tp` runs, in order, with an all-reduce after each row-parallel projection
-    (after each MoE layer). tp = 1 returns the table unchanged."""
+    (after each MoE layer). With ep = tp, an MoE layer's experts are spread whole over the devices instead of
+    each being split (expert parallelism inside the tensor-parallel group, as vLLM runs it without data-parallel
+    attention): every device routes all tokens, runs its own experts' share of them, and the layer's all-reduce
+    sums the experts' outputs; the first device, holding the most loaded experts under balanced routing, is
+    the one priced. tp = 1 returns the table unchanged."""
     if tp == 1:
         return table
+    if ep > 1:
+        held = config.num_experts // ep  # the first device's experts: 0 .. held - 1
+        table = table.select(np.array([not ((m := _EXPERT.search(k.module)) and
+                                            int(k.module[m.start():].split(".")[2]) >= held)
+                                       for k in table.kernels]))
     kv_share = kv_replication(config, tp) / tp  # a device's share of the KV heads (whole heads)
     scale = {name: getattr(table, name).astype(float).copy()
              for name in ("flops", "weight_bytes", "act_bytes", "kv_bytes", "n", "k", "heads")}
@@ -66,6 +86,10 @@ def shard_tensor_parallel(table: KernelTable, tp: int, config: ModelConfig) -> K
     for i, kernel in enumerate(table.kernels):
         module, gemm = kernel.module, table.kind[i] == _GEMM
         last = module.rsplit(".", 1)[-1]
+        if ep > 1 and (expert := _EXPERT.search(module)):  # a whole expert on this device: nothing split
+            if gemm and last in ROW_PARALLEL:
+                moe_layers[module[:expert.start()]] = None
+            continue
         if gemm and last in COLUMN_PARALLEL:
             work[i] = weights[i] = n_div[i] = 1 / tp
             act[i] = (1 - output_share[i]) + output_share[i] / tp  # whole input, a share of the output

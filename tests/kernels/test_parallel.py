@@ -113,3 +113,33 @@ def test_more_stages_than_layers_is_refused(tiny_llama):
     check_pipeline_parallel(tiny_llama, 2)
     with pytest.raises(ValueError, match="allowed: 1 to tiny-llama's 2 decoder layers"):
         check_pipeline_parallel(tiny_llama, 3)
+
+
+def test_expert_parallelism_spreads_whole_experts(tiny_mixtral, trace_of):
+    """ep = tp = 2 over 4 experts: the first device runs experts 0 and 1 whole (their tokens under balanced
+    routing), so it holds half the experts' weights as a split would, launches half the expert kernels, and the
+    layer keeps its one all-reduce."""
+    whole = _table(trace_of, tiny_mixtral, "decode", 4, 20)
+    split = shard_tensor_parallel(whole, 2, tiny_mixtral)
+    spread = shard_tensor_parallel(whole, 2, tiny_mixtral, ep=2)
+    experts = {k.module.split(".experts.")[1].split(".")[0] for k in spread.kernels if ".experts." in k.module}
+    assert experts == {"0", "1"}
+    expert_gemm = np.array([".experts." in k.module for k in whole.kernels]) & (whole.kind == GEMM)
+    held = np.array([".experts.0." in k.module or ".experts.1." in k.module for k in whole.kernels])
+    spread_gemm = np.array([".experts." in k.module for k in spread.kernels]) & (spread.kind == GEMM)
+    # Experts 0 and 1 whole: exactly their traced GEMM work and weights.
+    assert spread.flops[spread_gemm].sum() == pytest.approx(whole.flops[expert_gemm & held].sum(), rel=1e-12)
+    assert spread.weight_bytes[spread_gemm].sum() == pytest.approx(whole.weight_bytes[expert_gemm].sum() / 2)
+    expert_rows = sum(".experts." in k.module and k.kind is not KernelKind.ALL_REDUCE for k in spread.kernels)
+    assert expert_rows * 2 == sum(".experts." in k.module for k in whole.kernels)
+    assert (spread.kind == ALL_REDUCE).sum() == (split.kind == ALL_REDUCE).sum() == 2 * tiny_mixtral.num_layers
+
+
+def test_expert_parallelism_needs_experts_and_the_tp_group(tiny_llama, tiny_mixtral):
+    from kernels.parallel import check_expert_parallel
+
+    check_expert_parallel(tiny_mixtral, 2, 2)
+    with pytest.raises(ValueError, match="has no experts"):
+        check_expert_parallel(tiny_llama, 2, 2)
+    with pytest.raises(ValueError, match="tensor-parallel degree"):
+        check_expert_parallel(tiny_mixtral, 4, 2)
