@@ -24,8 +24,10 @@ METRIC_COLUMNS = (
 # Latency of one request by kernel class (prefill and all decode steps), after the metrics.
 KERNEL_CLASSES = ("gemm", "attention", "norm", "softmax", "elementwise", "embedding")
 BREAKDOWN_COLUMNS = tuple(f"time_{c}_s" for c in KERNEL_CLASSES)
-# Time in collectives over the link: a column of sweeps over systems of several devices.
+# Time in collectives over the link, and the hourly price of the whole system: columns of sweeps over systems
+# of several devices (and of serving sweeps, whose replicas and pools are systems too).
 COMMUNICATION_COLUMN = "time_communication_s"
+SYSTEM_PRICE_COLUMN = "usd_per_hour"
 # Knob columns of a sweep over systems of several devices.
 SYSTEM_INPUT_COLUMNS = ("tp", "pp", "ep", "link")
 # Knob columns of a serving sweep (after the inputs), and its metrics (after METRIC_COLUMNS).

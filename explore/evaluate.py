@@ -266,7 +266,8 @@ def _pools_price(pools: list[Pool], tokens_per_s: float) -> dict[str, float]:
         area += pool.replicas * device.area_mm2
         usd += pool.replicas * (device.price.usd if device.price.usd is not None else math.nan)
         usd_per_hour += pool.replicas * (device.price.usd_per_hour or math.nan)
-    return {"area_mm2": area, "cost_usd": usd, "tokens_per_usd": tokens_per_s / (usd_per_hour / 3600)}
+    return {"area_mm2": area, "cost_usd": usd, "usd_per_hour": usd_per_hour,
+            "tokens_per_usd": tokens_per_s / (usd_per_hour / 3600)}
 
 
 class _InfeasibleError(Exception):
@@ -295,5 +296,7 @@ def _metrics(result: SimResult | ServingResult | None, memory, reason: str, devi
         fits_in_memory=not reason, infeasible_reason=reason, area_mm2=device.area_mm2,
         cost_usd=price.usd if price.usd is not None else math.nan,
         tokens_per_usd=metrics["tokens_per_s"] / usd_per_s,
+        # What the whole system rents for (every device of it), where its preset publishes an hourly price.
+        usd_per_hour=price.usd_per_hour if price.usd_per_hour else math.nan,
     )
     return metrics

@@ -5,14 +5,21 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from explore.design_point import BREAKDOWN_COLUMNS, METRIC_COLUMNS, SERVING_METRIC_COLUMNS, DesignPoint
+from explore.design_point import (
+    BREAKDOWN_COLUMNS,
+    METRIC_COLUMNS,
+    SERVING_METRIC_COLUMNS,
+    SYSTEM_PRICE_COLUMN,
+    DesignPoint,
+)
 from kernels.formats import NumericFormat
 
 TEXT_COLUMNS = ("point_id", "model", "device", "infeasible_reason", "sparsity", "execution", "scheduler", "arrival")
 INT_COLUMNS = ("batch", "prompt", "output", "weight_bits", "act_bits", "kv_bits")
 BOOL_COLUMNS = ("fits_in_memory", "calibrated", "meets_constraints")
 # Numeric metrics (what objectives and constraints may name), and as a set for typing rows.
-NUMERIC_METRICS = tuple(m for m in METRIC_COLUMNS + SERVING_METRIC_COLUMNS + BREAKDOWN_COLUMNS
+NUMERIC_METRICS = tuple(m for m in (*METRIC_COLUMNS, SYSTEM_PRICE_COLUMN, *SERVING_METRIC_COLUMNS,
+                                    *BREAKDOWN_COLUMNS, "time_communication_s")
                         if m not in ("infeasible_reason", *BOOL_COLUMNS))
 NUMBER_COLUMNS = frozenset(NUMERIC_METRICS)
 OVERRIDE_PREFIX = "device."
@@ -163,6 +170,7 @@ METRIC_NAMES = {
        for m, label in (("ttft", "TTFT"), ("tpot", "TPOT"), ("e2e", "end-to-end latency"),
                         ("queue", "queueing delay"), ("tbt", "time between tokens"))
        for stat in ("mean", "p50", "p90", "p99")},
+    "usd_per_hour": "system price (USD/hour)",
     "goodput_rps": "goodput (requests/s)", "requests_per_s": "requests/s", "output_tokens_per_s": "output tokens/s",
     "slo_attainment": "SLO attainment", "capacity_rps": "capacity (requests/s)", "mean_batch_size": "mean batch size",
     "kv_utilization_mean": "mean KV-cache utilization", "kv_utilization_max": "peak KV-cache utilization",

@@ -25,6 +25,7 @@ from explore.design_point import (
     SERVING_INPUT_COLUMNS,
     SERVING_METRIC_COLUMNS,
     SYSTEM_INPUT_COLUMNS,
+    SYSTEM_PRICE_COLUMN,
     DesignPoint,
 )
 from explore.evaluate import Evaluator
@@ -45,7 +46,8 @@ def columns_for(sweep: Sweep) -> list[str]:
     serving, system = sweep.spec.serving is not None, sweep.spec.parallel is not None
     return (list(INPUT_COLUMNS) + (list(SYSTEM_INPUT_COLUMNS) if system else [])
             + (list(SERVING_INPUT_COLUMNS) if serving else []) + sweep.override_columns()
-            + list(METRIC_COLUMNS) + extra + (list(SERVING_METRIC_COLUMNS) if serving else [])
+            + list(METRIC_COLUMNS) + ([SYSTEM_PRICE_COLUMN] if system or serving else []) + extra
+            + (list(SERVING_METRIC_COLUMNS) if serving else [])
             + list(BREAKDOWN_COLUMNS) + ([COMMUNICATION_COLUMN] if system else []))
 
 

@@ -169,3 +169,10 @@ def test_pipeline_stages_add_their_sends_to_one_device_time(evaluator):
         assert two.energy_parts_J[part] == pytest.approx(one.energy_parts_J[part], rel=1e-9)
     assert two.energy_parts_J["static_J"] == pytest.approx(2 * one.energy_parts_J["static_J"] * two.makespan_s
                                                           / one.makespan_s, rel=1e-9)
+
+
+def test_a_system_rents_for_its_devices(evaluator):
+    """usd_per_hour (what a sweep minimizes to find the cheapest system meeting its constraints) is the
+    devices' published hourly prices summed: 4 x H100's $3.78/h (its preset's source)."""
+    point = DesignPoint(model="llama-2-7b", device="h100-sxm", batch=2, prompt=64, output=4, tp=4)
+    assert evaluator.evaluate(point).metrics["usd_per_hour"] == pytest.approx(4 * 3.78)
