@@ -130,14 +130,18 @@ SERVING_EXAMPLE = ("explore run --model llama-2-7b --device h100-sxm --serving -
 def _add_serving_flags(run: argparse.ArgumentParser) -> None:
     """Flags of `explore run --serving`: requests arriving at one replica instead of one static batch."""
     from sim.schedulers import SCHEDULERS
-    from sim.serving_spec import ARRIVALS
+    from sim.serving_spec import ARRIVALS, ServingSpec
+
+    spec = ServingSpec()  # the flags' defaults are the spec's
 
     g = run.add_argument_group("serving (with --serving)", f"example: {SERVING_EXAMPLE}")
     g.add_argument("--serving", action="store_true",
                    help="simulate requests arriving at a rate instead of one static batch; without --trace, "
                         "every request has --prompt prompt and --output output tokens")
-    g.add_argument("--scheduler", choices=list(SCHEDULERS), default="continuous", help="default continuous")
-    g.add_argument("--requests", type=int, default=1000, help="requests to simulate (default 1000)")
+    g.add_argument("--scheduler", choices=list(SCHEDULERS), default=spec.scheduler,
+                   help=f"default {spec.scheduler}")
+    g.add_argument("--requests", type=int, default=spec.requests,
+                   help=f"requests to simulate (default {spec.requests})")
     g.add_argument("--rate", type=float, help="arrivals per second (required unless --arrival trace or --capacity)")
     g.add_argument("--arrival", choices=list(ARRIVALS), default="poisson",
                    help="poisson (default), gamma (bursty: --cv), or trace (the trace's own timestamps, scaled to "
@@ -145,10 +149,14 @@ def _add_serving_flags(run: argparse.ArgumentParser) -> None:
     g.add_argument("--cv", type=float, default=1.0, help="gamma arrivals: coefficient of variation (default 1)")
     g.add_argument("--trace", help="request lengths from a trace: splitwise-conv, splitwise-code, "
                                    "arxiv-summarization, or a CSV path (arrival_s, prompt_tokens, output_tokens)")
-    g.add_argument("--max-seqs", type=int, default=256, help="sequences per iteration (default 256)")
-    g.add_argument("--max-batched-tokens", type=int, default=8192, help="tokens per iteration (default 8192)")
-    g.add_argument("--chunk-tokens", type=int, default=512, help="chunked prefill's token budget (default 512)")
-    g.add_argument("--block-tokens", type=int, default=16, help="tokens per KV block (default 16)")
+    g.add_argument("--max-seqs", type=int, default=spec.max_seqs,
+                   help=f"sequences per iteration (default {spec.max_seqs})")
+    g.add_argument("--max-batched-tokens", type=int, default=spec.max_batched_tokens,
+                   help=f"tokens per iteration (default {spec.max_batched_tokens})")
+    g.add_argument("--chunk-tokens", type=int, default=spec.chunk_tokens,
+                   help=f"chunked prefill's token budget (default {spec.chunk_tokens})")
+    g.add_argument("--block-tokens", type=int, default=spec.block_tokens,
+                   help=f"tokens per KV block (default {spec.block_tokens})")
     g.add_argument("--prefix-tokens", type=int, default=0, help="a system prompt every request shares (default 0)")
     g.add_argument("--preemption", choices=["recompute", "swap"], default="recompute",
                    help="when KV blocks run out: recompute (default) or swap to host memory over --swap-GBps")
@@ -160,8 +168,8 @@ def _add_serving_flags(run: argparse.ArgumentParser) -> None:
                    help="a separate prefill pool of this many replicas handing each request's KV to the decode "
                         "pool (disaggregated serving; default 0: none)")
     g.add_argument("--prefill-device", default="", help="the prefill pool's device (default: --device)")
-    g.add_argument("--kv-link", default="infiniband-ndr",
-                   help="the link KV crosses from the prefill to the decode pool (default infiniband-ndr)")
+    g.add_argument("--kv-link", default=spec.kv_link,
+                   help=f"the link KV crosses from the prefill to the decode pool (default {spec.kv_link})")
     g.add_argument("--seed", type=int, default=0, help="seed of arrivals and lengths (default 0)")
     g.add_argument("--slo-ttft", type=float, help="SLO: time to first token per request, s")
     g.add_argument("--slo-tpot", type=float, help="SLO: time per output token per request, s")

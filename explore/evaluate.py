@@ -9,7 +9,7 @@ from typing import Any
 from explore.design_point import KERNEL_CLASSES, DesignPoint
 from hw_models.link import default_link, load_link_model
 from hw_models.registry import load_device
-from hw_models.system import SystemModel
+from hw_models.system import SystemModel, SystemPrice
 from kernels.formats import NumericFormat
 from kernels.lowering import lower_trace
 from kernels.parallel import kv_replication, pipeline_sends, shard_tensor_parallel
@@ -184,7 +184,6 @@ class Evaluator:
         return Evaluation(point=point, metrics=_metrics(result, memory, reason, device), result=result,
                           tables=tables)
 
-
     def _pool(self, point: DesignPoint, fmt: NumericFormat, role: str, replicas: int, device_name: str = "") -> Pool:
         """A pool of a serving point: `replicas` of the point's device (or of `device_name`, without the point's
         overrides), each holding the model's weights, the activations of its largest iteration and KV blocks."""
@@ -247,27 +246,25 @@ class Evaluator:
             else:
                 result = results.setdefault(None, run(None))
         except _InfeasibleError as err:
-            metrics = _metrics(None, memory, str(err), device)
+            metrics = _metrics(None, memory, str(err), device, pools)
             metrics.update(dict.fromkeys(SERVING_METRICS, math.nan))
             return Evaluation(point=point, metrics=metrics, result=None, tables=None)
-        metrics = _metrics(result, memory, "", device)
+        metrics = _metrics(result, memory, "", device, pools)
         if spec.capacity:
             metrics["capacity_rps"] = capacity
-        if len(pools) > 1 or spec.replicas > 1:
-            metrics.update(_pools_price(pools, metrics["tokens_per_s"]))
         return Evaluation(point=point, metrics=metrics, result=result, tables=None)
 
 
-def _pools_price(pools: list[Pool], tokens_per_s: float) -> dict[str, float]:
-    """Area, purchase price and tokens per dollar of every replica of every pool."""
-    area = usd = usd_per_hour = 0.0
-    for pool in pools:
-        device = pool.costs.device
-        area += pool.replicas * device.area_mm2
-        usd += pool.replicas * (device.price.usd if device.price.usd is not None else math.nan)
-        usd_per_hour += pool.replicas * (device.price.usd_per_hour or math.nan)
-    return {"area_mm2": area, "cost_usd": usd, "usd_per_hour": usd_per_hour,
-            "tokens_per_usd": tokens_per_s / (usd_per_hour / 3600)}
+def _pools_hardware(pools: list[Pool]) -> tuple[float, SystemPrice]:
+    """Area and price of every replica of every pool."""
+    def total(value) -> float | None:
+        values = [value(pool.costs.device.price) for pool in pools]
+        if any(v is None for v in values):
+            return None  # a device without a published price: the system has none
+        return sum(pool.replicas * v for pool, v in zip(pools, values, strict=True))
+
+    area = sum(pool.replicas * pool.costs.device.area_mm2 for pool in pools)
+    return area, SystemPrice(usd=total(lambda price: price.usd), usd_per_hour=total(lambda price: price.usd_per_hour))
 
 
 class _InfeasibleError(Exception):
@@ -280,20 +277,23 @@ def _weight_bytes(param_bytes: float, fmt: NumericFormat, device) -> float:
         fmt.sparse_weight_scale if fmt.sparsity in device.sparsity_patterns else 1.0)
 
 
-def _metrics(result: SimResult | ServingResult | None, memory, reason: str, device) -> dict[str, Any]:
+def _metrics(result: SimResult | ServingResult | None, memory, reason: str, device,
+             pools: list[Pool] | None = None) -> dict[str, Any]:
+    """The results row's metrics; area and price are the device's (or system's), or every pool replica's."""
+    classes = (*KERNEL_CLASSES, "communication")
     if reason:
         # A design that does not fit cannot run: its timings are not reported.
         metrics: dict[str, Any] = dict.fromkeys(RESULT_METRICS, math.nan) | {"peak_memory_B": memory.total_B}
-        metrics.update({f"time_{c}_s": math.nan for c in (*KERNEL_CLASSES, "communication")})
+        metrics.update({f"time_{c}_s": math.nan for c in classes})
     else:
         metrics = result.metrics()
-        metrics.update({f"time_{c}_s": result.time_by_class_s.get(c, 0.0) for c in (*KERNEL_CLASSES, "communication")})
-    price = device.price
+        metrics.update({f"time_{c}_s": result.time_by_class_s.get(c, 0.0) for c in classes})
+    area_mm2, price = _pools_hardware(pools) if pools else (device.area_mm2, device.price)
     usd_per_s = price.usd_per_hour / 3600 if price.usd_per_hour else math.nan
     metrics.update(
         # Whether fitted efficiency models priced this point; False means the (optimistic) datasheet roofline.
         calibrated=getattr(device, "calibration", None) is not None,
-        fits_in_memory=not reason, infeasible_reason=reason, area_mm2=device.area_mm2,
+        fits_in_memory=not reason, infeasible_reason=reason, area_mm2=area_mm2,
         cost_usd=price.usd if price.usd is not None else math.nan,
         tokens_per_usd=metrics["tokens_per_s"] / usd_per_s,
         # What the whole system rents for (every device of it), where its preset publishes an hourly price.

@@ -52,31 +52,35 @@ class ServiceLevel(Strict):
     attainment: Annotated[StrictInt | StrictFloat, Field(gt=0, le=1)] = 0.9
 
 
+DEFAULT = ServingSpec()  # the section's defaults are the spec's
+
+
 class Serving(Strict):
     """Requests arriving at one replica and how it schedules them (sim/serving_spec.py); lists sweep."""
 
-    requests: PositiveInt = 1000
-    arrival: Literal["poisson", "gamma", "trace"] = "poisson"
+    requests: PositiveInt = DEFAULT.requests
+    arrival: Literal["poisson", "gamma", "trace"] = DEFAULT.arrival
     rate: one_or_more(PositiveNumber) | None = None  # requests per second
-    cv: one_or_more(PositiveNumber) = 1.0  # gamma arrivals: coefficient of variation of the gaps
+    cv: one_or_more(PositiveNumber) = DEFAULT.cv  # gamma arrivals: coefficient of variation of the gaps
     trace: str | None = None  # a shipped trace name or a CSV path: lengths (and arrivals with arrival: trace)
     prompt: Lengths | None = None
     output: Lengths | None = None
-    scheduler: one_or_more(Literal[tuple(SCHEDULERS)]) = "continuous"
-    max_seqs: one_or_more(PositiveInt) = 256
-    max_batched_tokens: one_or_more(PositiveInt) = 8192
-    chunk_tokens: one_or_more(PositiveInt) = 512
-    block_tokens: PositiveInt = 16
-    prefix_tokens: Annotated[StrictInt, Field(ge=0)] = 0
-    preemption: Literal["recompute", "swap"] = "recompute"
+    scheduler: one_or_more(Literal[tuple(SCHEDULERS)]) = DEFAULT.scheduler
+    max_seqs: one_or_more(PositiveInt) = DEFAULT.max_seqs
+    max_batched_tokens: one_or_more(PositiveInt) = DEFAULT.max_batched_tokens
+    chunk_tokens: one_or_more(PositiveInt) = DEFAULT.chunk_tokens
+    block_tokens: PositiveInt = DEFAULT.block_tokens
+    prefix_tokens: Annotated[StrictInt, Field(ge=0)] = DEFAULT.prefix_tokens
+    preemption: Literal["recompute", "swap"] = DEFAULT.preemption
     swap_GBps: PositiveNumber | None = None  # host link bandwidth for swap preemption
-    seed: Annotated[StrictInt, Field(ge=0, le=2**32 - 1)] = 0
+    seed: Annotated[StrictInt, Field(ge=0, le=2**32 - 1)] = DEFAULT.seed
     slo: ServiceLevel | None = None
     capacity: tuple[PositiveNumber, PositiveNumber] | None = None  # search the highest rate in [low, high]
-    replicas: one_or_more(PositiveInt) = 1  # replicas serving whole requests (the decode pool's, disaggregated)
-    prefill_replicas: one_or_more(Annotated[StrictInt, Field(ge=0)]) = 0  # > 0: a separate prefill pool
+    # Replicas serving whole requests (the decode pool's, disaggregated); > 0 prefill replicas: a prefill pool.
+    replicas: one_or_more(PositiveInt) = DEFAULT.replicas
+    prefill_replicas: one_or_more(Annotated[StrictInt, Field(ge=0)]) = DEFAULT.prefill_replicas
     prefill_device: str | None = None  # the prefill pool's device (default: the point's)
-    kv_link: str = "infiniband-ndr"  # the link each request's KV crosses from the prefill to the decode pool
+    kv_link: str = DEFAULT.kv_link  # the link each request's KV crosses from the prefill to the decode pool
 
     @model_validator(mode="after")
     def _consistent(self):

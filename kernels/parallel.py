@@ -117,7 +117,7 @@ def shard_tensor_parallel(table: KernelTable, tp: int, config: ModelConfig, ep: 
                       act_bytes=scale["act_bytes"] * act, kv_bytes=scale["kv_bytes"] * kv,
                       n=scale["n"] * n_div, k=scale["k"] * k_div,
                       heads=np.where(table.heads > 0, np.maximum(scale["heads"] / tp, 1), 0))
-    return _with_all_reduces(sharded, sorted(reduce_after), tp)
+    return _with_collectives(sharded, sorted(reduce_after), KernelKind.ALL_REDUCE, tp)
 
 
 def _last_row_of(table: KernelTable, module_prefix: str) -> int:
@@ -158,10 +158,6 @@ def collective_kernel(kind: KernelKind, after: Kernel, message_B: float, devices
     """A collective of `message_B` bytes per device over `devices` devices, placed after a kernel."""
     return Kernel(kind=kind, op=kind.value, flops=0.0, weight_bytes=0.0, act_bytes=message_B, kv_bytes=0.0,
                   dtype=after.dtype, tensor_core=False, layer=after.layer, module=after.module, batch=devices)
-
-
-def _with_all_reduces(table: KernelTable, after: list[tuple[int, float]], devices: int) -> KernelTable:
-    return _with_collectives(table, after, KernelKind.ALL_REDUCE, devices)
 
 
 def _with_collectives(table: KernelTable, after: list[tuple[int, float]], kind: KernelKind,

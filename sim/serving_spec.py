@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from functools import cache
 
 from sim.schedulers import SCHEDULERS, SchedulerLimits
@@ -140,9 +140,6 @@ class ServingSpec:
     def _arrivals(self, rate: float):
         return Gamma(rate_per_s=rate, cv=self.cv) if self.arrival == "gamma" else Poisson(rate_per_s=rate)
 
-    def replace_rate(self, rate_per_s: float) -> ServingSpec:
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
-        return ServingSpec(**(values | {"rate_per_s": rate_per_s}))
 
 
 @cache
