@@ -24,8 +24,9 @@ FMT = NumericFormat(weight_bits=16, act_bits=16, kv_bits=16)
 
 def test_a_70b_model_fits_on_four_h100s_but_not_one(evaluator):
     """Llama-2-70B at 16 bits holds 138 GB of weights: infeasible on one 80 GB H100, feasible on four."""
-    one = evaluator.evaluate(DesignPoint(model="llama-2-70b", device="h100-sxm", batch=1, prompt=128, output=8))
-    four = evaluator.evaluate(DesignPoint(model="llama-2-70b", device="h100-sxm", batch=1, prompt=128, output=8,
+    # Prompt 1,024: the traces examples/tensor-parallel.yaml's first point captures too (one session evaluator).
+    one = evaluator.evaluate(DesignPoint(model="llama-2-70b", device="h100-sxm", batch=1, prompt=1024, output=8))
+    four = evaluator.evaluate(DesignPoint(model="llama-2-70b", device="h100-sxm", batch=1, prompt=1024, output=8,
                                           tp=4))
     assert not one.metrics["fits_in_memory"] and "80.0 GB" in one.metrics["infeasible_reason"]
     assert four.metrics["fits_in_memory"] and four.metrics["tpot_s"] > 0
