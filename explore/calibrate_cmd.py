@@ -1,4 +1,5 @@
-"""`explore import-vidur`, `explore calibrate` and `explore validate`: fit GPU efficiency, score predictions."""
+"""`explore import-vidur`, `explore import-aiconfigurator`, `explore calibrate` and `explore validate`: fit GPU
+efficiency, score predictions."""
 
 from __future__ import annotations
 
@@ -20,6 +21,15 @@ def cmd_import_vidur(args) -> int:
     from kernels.vidur_import import read_vidur
 
     rows = read_vidur(args.folder)
+    write_table(args.output, rows)
+    print(f"{args.output}: {len(rows)} measured kernels from {args.folder}")
+    return 0
+
+
+def cmd_import_aiconfigurator(args) -> int:
+    from kernels.aiconfigurator_import import read_aiconfigurator
+
+    rows = read_aiconfigurator(args.folder)
     write_table(args.output, rows)
     print(f"{args.output}: {len(rows)} measured kernels from {args.folder}")
     return 0
@@ -48,8 +58,10 @@ def cmd_calibrate(args) -> int:
     out = Path(args.out) if args.out else calibration_path(args.device)
     write_calibration(cal, out)
     prov = cal.provenance
+    sources = prov["train_sources"]
+    shown = ", ".join(sources[:3]) + (f" and {len(sources) - 3} more" if len(sources) > 3 else "")
     print(f"{out}: fitted on {prov['rows_used']} of {prov['rows_for_device']} rows for {args.device} "
-          f"(sources: {', '.join(prov['train_sources'])})")
+          f"({len(sources)} sources: {shown})")
     return 0
 
 
@@ -196,6 +208,12 @@ def add_parsers(add) -> None:
                 "explore import-vidur ../shared/data/vidur -o vidur-kernels.csv.gz")
     vidur.add_argument("folder", help="Vidur data folder (gemm_points.csv.gz, profiling/compute/)")
     vidur.add_argument("-o", "--output", required=True, help="table path (.csv or .csv.gz)")
+
+    aic = add("import-aiconfigurator",
+              "Convert aiconfigurator's measured H200/L40S/B200 kernels into a measured-kernel table.",
+              "explore import-aiconfigurator ../shared/data/aiconfigurator -o aic-kernels.csv.gz")
+    aic.add_argument("folder", help="aiconfigurator data folder (<gpu>/gemm/..., <gpu>/attention/...)")
+    aic.add_argument("-o", "--output", required=True, help="table path (.csv or .csv.gz)")
 
     cal = add("calibrate", "Fit a GPU preset's efficiency models on measured-kernel tables.",
               "explore calibrate vidur-kernels.csv.gz --device h100-sxm\n  "

@@ -14,7 +14,8 @@ from hw_models.validation import did_you_mean
 from kernels.formats import ALLOWED_BITS
 from workloads.errors import InputError
 
-COMMANDS = ("run", "check", "report", "presets", "trace", "import-vidur", "calibrate", "validate", "measure")
+COMMANDS = ("run", "check", "report", "presets", "trace", "import-vidur", "import-aiconfigurator", "calibrate",
+            "validate", "measure")
 
 SWEEP_HELP = """Run a sweep file: evaluate every design point, write results.csv and report.html into the output folder.
 Each finished point is stored in results.sqlite as it finishes; results.csv (and results.parquet when
@@ -216,7 +217,8 @@ def _dispatch(args) -> int:
 
     return {"run": commands.cmd_run, "check": commands.cmd_check, "report": commands.cmd_report,
             "presets": commands.cmd_presets, "trace": commands.cmd_trace,
-            "import-vidur": calibrate_cmd.cmd_import_vidur, "calibrate": calibrate_cmd.cmd_calibrate,
+            "import-vidur": calibrate_cmd.cmd_import_vidur,
+            "import-aiconfigurator": calibrate_cmd.cmd_import_aiconfigurator, "calibrate": calibrate_cmd.cmd_calibrate,
             "validate": calibrate_cmd.cmd_validate, "measure": measure_cmd.cmd_measure}[args.command](args)
 
 

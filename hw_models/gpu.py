@@ -1,9 +1,9 @@
 """GPU cost model: device time of each kernel, plus a per-kernel host launch cost, and an energy model.
 
 Device time: with a calibration for the preset (hw_models/calibration/<name>.yaml, fitted by
-`explore calibrate` on measured kernels), GEMMs and streaming kernels follow the fitted efficiency
-models of gpu_efficiency.py (attention too, once a calibration has attention measurements); kernels
-without a fit (attention in the shipped calibrations, uncalibrated presets) take the roofline:
+`explore calibrate` on measured kernels, or its architecture sibling's, see registry.load_device), GEMMs
+(a fit per dtype where one was measured: 16-bit, fp8, fp4), attention and streaming kernels follow the
+fitted efficiency models of gpu_efficiency.py; kernels without a fit (uncalibrated presets) take the roofline:
 the larger of math at the dense peak rate of the kernel's dtype and traffic at peak DRAM bandwidth.
 Host cost per kernel depends on the execution mode: "eager" launches every kernel from the host
 (kernel_launch_us, added serially: a host no faster than one launch per kernel), "graphs" replays a
@@ -78,15 +78,17 @@ class GPUModel(DeviceModel):
         if cal is None:
             return compute_s, memory_s, busy_s, latency_s
         gemm = table.class_masks.get("gemm")
-        if cal.gemm is not None and gemm is not None:
+        if gemm is not None:
             # The table is the work this GPU does (run_on): a pattern it supports has its zeros skipped.
-            kept = table.weight_density[gemm] if table.sparsity in self.sparsity_patterns else 1.0
-            c, m, d = gemm_times(m=table.m[gemm], n=table.n[gemm], k=table.k[gemm], batch=table.batch[gemm],
-                                 flops=table.flops[gemm], flops_per_s=peak[gemm], bytes_moved=bytes_moved[gemm],
-                                 bandwidth_Bps=self.spec.bandwidth_Bps, sm_count=self.spec.compute.sm_count,
-                                 fit=cal.gemm, kept=kept)
-            compute_s[gemm], memory_s[gemm] = c, m
-            busy_s[gemm], latency_s[gemm] = d - cal.gemm.latency_s, cal.gemm.latency_s
+            sparse = table.sparsity in self.sparsity_patterns
+            for fit, rows in cal.gemm_groups(table.dtype, gemm):
+                kept = table.weight_density[rows] if sparse else 1.0
+                c, m, d = gemm_times(m=table.m[rows], n=table.n[rows], k=table.k[rows], batch=table.batch[rows],
+                                     flops=table.flops[rows], flops_per_s=peak[rows], bytes_moved=bytes_moved[rows],
+                                     bandwidth_Bps=self.spec.bandwidth_Bps, sm_count=self.spec.compute.sm_count,
+                                     fit=fit, kept=kept)
+                compute_s[rows], memory_s[rows] = c, m
+                busy_s[rows], latency_s[rows] = d - fit.latency_s, fit.latency_s
         attention = table.class_masks.get("attention")
         if cal.attention is not None and attention is not None:
             c, m, d = attention_times(flops=table.flops[attention], bytes_moved=bytes_moved[attention],

@@ -1,7 +1,9 @@
 """Fitted GPU efficiency models: what fraction of peak a kernel achieves, and its fixed latency.
 
 GEMM: the problem is cut into thread-block tiles that run in waves over the SMs, so a partial last wave
-or a ragged edge tile costs a full one (tile and wave quantization); math runs at a fraction of peak,
+or a ragged edge tile costs a full one (tile and wave quantization) — in part: libraries recover some of
+that padding (split-K and stream-K schedules, a tile menu wider than ours), so a fitted share of the padded
+work is paid; math runs at a fraction of peak,
 traffic at a fraction of peak bandwidth, the two blend smoothly where neither dominates, and every
 kernel has a fixed latency. Streaming kernels (norm, elementwise, embedding): a fixed latency plus
 one pass over their bytes at a fraction of peak bandwidth. Fused attention (FlashAttention-style): a
@@ -13,7 +15,7 @@ cache at a fraction of peak bandwidth; both have a fixed latency. Every paramete
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -28,6 +30,7 @@ class GemmFit:
     bandwidth_fraction: float  # achieved fraction of peak DRAM bandwidth
     latency_s: float  # fixed time of any kernel
     blend: float  # p of (compute^p + memory^p)^(1/p): large p is a sharp roofline corner
+    padding_share: float = 1.0  # share of the tile and wave padding's work that is paid (0: none, 1: all)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,7 +83,8 @@ def gemm_times(*, m, n, k, batch, flops, flops_per_s, bytes_moved, bandwidth_Bps
     sparse GEMM pads the same tiles but does only the `kept` share of their math (N/M of an N:M pattern the
     GPU skips the zeros of).
     """
-    work = np.maximum(padded_flops(m, n, k, batch, sm_count) * kept, flops)
+    padded = np.maximum(padded_flops(m, n, k, batch, sm_count) * kept, flops)
+    work = flops + fit.padding_share * (padded - flops)
     compute_s = work / (flops_per_s * fit.compute_fraction)
     memory_s = bytes_moved / (bandwidth_Bps * fit.bandwidth_fraction)
     p = fit.blend
@@ -101,10 +105,36 @@ class Calibration:
     """Fitted efficiency of one GPU preset, with where it came from."""
 
     device: str
-    gemm: GemmFit | None = None
+    gemm: GemmFit | None = None  # 16-bit GEMMs, and any dtype without a fit of its own
+    # GEMMs of one low-precision dtype ("fp8", "fp4"), and implementation variants fitted apart ("fp8/block128"),
+    # which only validation prices (a numeric format names no variant).
+    gemm_dtypes: dict[str, GemmFit] | None = None
     streams: dict[str, StreamFit] | None = None  # by kernel kind: norm, elementwise, activation, rope, embedding
     attention: AttentionFit | None = None
     provenance: dict | None = None  # table, sha256, rows, train_sources, date, command
+
+    def gemm_fit(self, dtype: str) -> GemmFit | None:
+        """The GEMM fit that prices `dtype` (or a 'dtype/variant' key)."""
+        return (self.gemm_dtypes or {}).get(dtype) or self.gemm
+
+    def gemm_groups(self, dtypes: np.ndarray, rows: np.ndarray) -> list[tuple[GemmFit, np.ndarray]]:
+        """(fit, row mask) for the GEMM rows of a table, one group per fit (GEMMs no fit prices are left out)."""
+        if not self.gemm_dtypes:
+            return [(self.gemm, rows)] if self.gemm is not None else []
+        groups = []
+        for dtype in np.unique(dtypes[rows]).tolist():
+            fit = self.gemm_fit(dtype)
+            if fit is not None:
+                groups.append((fit, rows & (dtypes == dtype)))
+        return groups
+
+    def with_variant(self, variant_key: str) -> Calibration:
+        """This calibration with a variant's fit ('fp8/block128') pricing its dtype."""
+        fit = (self.gemm_dtypes or {}).get(variant_key)
+        if fit is None:
+            return self
+        dtype = variant_key.split("/")[0]
+        return replace(self, gemm_dtypes={**(self.gemm_dtypes or {}), dtype: fit})
 
     def stream(self, kind: str) -> StreamFit | None:
         """The fit for a streaming kernel kind. Softmax has no measurements of its own, and calibrations

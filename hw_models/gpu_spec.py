@@ -21,7 +21,7 @@ from hw_models.spec_common import (
 )
 from kernels.formats import parse_sparsity
 
-DTYPES = Literal["fp64", "fp32", "tf32", "fp16", "bf16", "fp8", "int8", "int4"]
+DTYPES = Literal["fp64", "fp32", "tf32", "fp16", "bf16", "fp8", "int8", "int4", "fp4"]
 
 
 @dataclass(frozen=True, kw_only=True, config=SPEC_CONFIG)

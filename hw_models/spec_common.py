@@ -36,6 +36,7 @@ TDP_UNREAD = Unread("no cost model reads a what-if TDP: energy is idle power x t
 # What a matrix kernel in each dtype runs as on hardware without units for it: the next wider format it has
 # (e.g. fp8 on an A100, int4 on an H100, fp32 on an NPU whose arrays take 16-bit operands).
 DTYPE_FALLBACK = {
+    "fp4": ("fp4", "fp8", "fp16", "bf16"),
     "int4": ("int4", "int8", "fp16", "bf16"),
     "int8": ("int8", "fp16", "bf16"),
     "fp8": ("fp8", "fp16", "bf16"),

@@ -165,8 +165,9 @@ def time_op(fn: Callable, make_inputs: Callable[[], tuple], *, device: str, warm
 
 
 def _row(kernel: str, *, device: str, dtype: str, time_s: float, source: str, **shape) -> MeasuredKernel:
+    # One call between events, after a cache flush, on an idle device: its host launch is inside the time.
     return MeasuredKernel(device=device, kernel=kernel, dtype=table_dtype(dtype), time_s=time_s, source=source,
-                          **shape)
+                          timing="isolated", **shape)
 
 
 def _setup(torch_device: str, dtype: str, source: str | None) -> tuple:

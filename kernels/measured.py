@@ -21,13 +21,25 @@ from workloads.errors import InputError
 from workloads.op_costs import attention_flops
 
 COLUMNS = ("device", "kernel", "m", "n", "k", "batch", "seq_len", "kv_len", "heads", "kv_heads", "head_dim",
-           "bytes", "dtype", "time_s", "source", "model")
+           "bytes", "dtype", "time_s", "source", "model", "kv_dtype", "variant", "timing")
+# Columns written only when some row uses them (a table without them keeps its bytes, and its SHA-256).
+OPTIONAL_COLUMNS = ("model", "kv_dtype", "variant", "timing")
 KERNEL_NAMES = tuple(k.value for k in KernelKind)
 DECODE_STEP = "decode_step"  # a whole decode step of `model`, not one kernel
 # A quantized GEMM's dtype, e.g. 'w4a16' (4-bit weights, 16-bit activations); other rows use DTYPE_BITS names.
 QUANTIZED_DTYPE = re.compile(r"^w([0-9]+)a([0-9]+)$")
 QUANTIZED_BASE_DTYPE = "fp16"  # the 16-bit type such a GEMM's activations and outputs are in
 ROW_KINDS = (*KERNEL_NAMES, DECODE_STEP)
+# How a source timed its kernels. kernel: a profiler's kernel durations (device time only); graph: a CUDA
+# graph of the kernels replayed back to back and timed with events, divided by the kernels in it (device
+# time, or the graph's per-node launch interval where that is longer); eager: host launches back to back,
+# timed over the loop (device time, or the host's launch interval where that is longer); isolated: one call
+# between events on an idle device (device time plus the host launch).
+TIMINGS = ("kernel", "graph", "eager", "isolated")
+# Implementation variants of a GEMM at one dtype: how its low-precision operands are scaled.
+GEMM_VARIANTS = ("tensor", "block128", "nvfp4")
+# Bits per value of each dtype a measured row may name (fp4: e2m1 values).
+ROW_DTYPE_BITS = {**DTYPE_BITS, "fp4": 4}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,6 +62,9 @@ class MeasuredKernel:
     head_dim: int = 0
     bytes: float = 0.0
     model: str = ""  # decode_step rows: the model preset name or config path
+    kv_dtype: str = ""  # attention rows: the KV cache's dtype where it differs from `dtype`
+    variant: str = ""  # GEMM rows: a GEMM_VARIANTS scaling of low-precision operands ("" for 16-bit GEMMs)
+    timing: str = "kernel"  # how the source timed the kernel (TIMINGS)
 
     @property
     def is_step(self) -> bool:
@@ -64,14 +79,17 @@ class MeasuredKernel:
         kind = KernelKind(self.kernel)
         fmt = quantized_format(self.dtype)
         dtype = fmt.gemm_dtype(QUANTIZED_BASE_DTYPE) if fmt else self.dtype
-        width = DTYPE_BITS.get(self.dtype, 16) / 8
+        width = ROW_DTYPE_BITS.get(self.dtype, 16) / 8
         if kind in (KernelKind.GEMM, KernelKind.BATCHED_GEMM):
             batch = max(self.batch, 1)
             flops = 2.0 * batch * self.m * self.n * self.k
             if fmt is None:
                 # A plain row's B operand is an input like A (the harness makes both fresh for every run): no
-                # cost model may treat it as a weight (kept in a cache across a pass, quantized, sparse).
-                weights, acts = 0.0, batch * (self.m * self.k + self.k * self.n + self.m * self.n) * width
+                # cost model may treat it as a weight (kept in a cache across a pass, quantized, sparse). A GEMM
+                # below 16 bits writes its output at 16 bits (scaled-mm kernels return bf16).
+                out_width = max(width, 2.0)
+                weights = 0.0
+                acts = batch * ((self.m * self.k + self.k * self.n) * width + self.m * self.n * out_width)
             else:
                 weights = batch * self.k * self.n * width * fmt.weight_scale
                 acts = batch * (self.m * self.k * fmt.act_scale + self.m * self.n) * width
@@ -82,7 +100,8 @@ class MeasuredKernel:
             q_len = self.seq_len or 1
             flops = attention_flops(self.batch, self.heads, q_len, self.kv_len, self.head_dim, self.head_dim,
                                     causal=causal)
-            kv = 2.0 * self.batch * self.kv_heads * self.kv_len * self.head_dim * width
+            kv_width = ROW_DTYPE_BITS[self.kv_dtype] / 8 if self.kv_dtype else width
+            kv = 2.0 * self.batch * self.kv_heads * self.kv_len * self.head_dim * kv_width
             act = 2.0 * self.batch * self.heads * q_len * self.head_dim * width
             return Kernel(kind=kind, op=self.kernel, flops=flops, weight_bytes=0.0, act_bytes=act, kv_bytes=kv,
                           dtype=dtype, tensor_core=True, batch=self.batch, heads=self.heads,
@@ -128,9 +147,12 @@ def _parse(row: dict, where: str) -> MeasuredKernel:
         quantized = quantized_format(values["dtype"])
     except ValueError as err:  # wXaY with bit widths no format allows
         raise InputError(f"{where}: dtype: {err}") from None
-    if values["dtype"] not in DTYPE_BITS and quantized is None:
-        raise InputError(f"{where}: dtype: found {values['dtype']!r}, allowed: {', '.join(DTYPE_BITS)} or wXaY "
+    if values["dtype"] not in ROW_DTYPE_BITS and quantized is None:
+        raise InputError(f"{where}: dtype: found {values['dtype']!r}, allowed: {', '.join(ROW_DTYPE_BITS)} or wXaY "
                          f"(e.g. w4a16)")
+    for key, allowed in (("kv_dtype", ROW_DTYPE_BITS), ("variant", GEMM_VARIANTS), ("timing", TIMINGS)):
+        if values.get(key) and values[key] not in allowed:
+            raise InputError(f"{where}: {key}: found {values[key]!r}, allowed: {', '.join(allowed)}")
     if not (values["time_s"] > 0 and math.isfinite(values["time_s"])):
         raise InputError(f"{where}: time_s: found {values['time_s']!r}, allowed: a positive number of seconds")
     values.setdefault("source", "")
@@ -158,8 +180,8 @@ def read_table(path: str | Path) -> list[MeasuredKernel]:
 def write_table(path: str | Path, rows: list[MeasuredKernel]) -> None:
     """Write rows with the standard columns (empty cells for fields that do not apply)."""
     path = Path(path)
-    # A table of kernels only has no model column (the same bytes, and SHA-256, as before decode steps existed).
-    columns = COLUMNS if any(r.model for r in rows) else tuple(c for c in COLUMNS if c != "model")
+    used = {c for c in OPTIONAL_COLUMNS if any(getattr(r, c) not in ("", "kernel") for r in rows)}
+    columns = tuple(c for c in COLUMNS if c not in OPTIONAL_COLUMNS or c in used)
     with _open_text(path, "w") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()

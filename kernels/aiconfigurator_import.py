@@ -1,0 +1,91 @@
+"""Read aiconfigurator's measured-performance database (../shared/data/aiconfigurator) into measured-kernel rows.
+
+GEMMs (bf16, per-tensor fp8, block-scaled fp8, NVFP4) come from `<gpu>/gemm/<framework>/<version>/gemm_perf.csv.gz`;
+prefill ("context") and decode ("generation") attention from `.../attention/...`, with a bf16 or fp8 KV cache.
+Latencies are milliseconds per kernel call.
+
+How they were timed (aiconfigurator's collector, `collector/helper.py: benchmark_with_power` and
+`collector/vllm/collect_*.py`): the op is captured in a CUDA graph (GEMMs: six copies of the layer, each
+with its own weights), the graph is replayed and timed with CUDA events, and the time is divided by the
+kernels in it. So a row is a kernel's device time back to back, with no host launch in it: the same
+quantity a profiler's kernel durations measure, up to the small gap between graph nodes (rows time
+`graph`). Block-scaled fp8 GEMMs were allowed to fall back to eager launches in collector versions of the
+time, so those rows may carry a host launch each (`eager`).
+
+Each row's `source` names a group a fit can hold out whole: the GPU, the kernel, its dtype and the
+weight shape (GEMM) or the head configuration and attention backend (attention). Windowed attention rows
+(window_size > 0) are skipped: the measured-kernel table has no window column.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+from collections.abc import Iterator
+from pathlib import Path
+
+from kernels.measured import MeasuredKernel
+from workloads.errors import InputError
+
+# aiconfigurator's GPU folders and our presets.
+GPU_PRESETS = {"h200_sxm": "h200", "l40s": "l40s", "b200_sxm": "b200"}
+# Its GEMM dtypes: (our compute dtype, the GEMM's scaling variant); NVFP4 is e2m1 values with an e4m3 scale
+# per 16 (the collector's `tensor_group` scheme, group_size 16).
+GEMM_DTYPES = {"bfloat16": ("bf16", ""), "fp8": ("fp8", "tensor"), "fp8_block": ("fp8", "block128"),
+               "nvfp4": ("fp4", "nvfp4")}
+KV_DTYPES = {"bfloat16": "bf16", "fp8": "fp8"}
+# The collector replays GEMMs and attention from CUDA graphs except block-scaled fp8 GEMMs (see above).
+EAGER_GEMM_DTYPES = frozenset({"fp8_block"})
+
+
+def _rows(path: Path) -> Iterator[dict]:
+    with gzip.open(path, "rt", newline="") as f:
+        yield from csv.DictReader(f)
+
+
+def _gemm_rows(path: Path, device: str, gpu: str) -> Iterator[MeasuredKernel]:
+    for row in _rows(path):
+        if row["gemm_dtype"] not in GEMM_DTYPES:
+            continue
+        dtype, variant = GEMM_DTYPES[row["gemm_dtype"]]
+        m, n, k = int(row["m"]), int(row["n"]), int(row["k"])
+        yield MeasuredKernel(
+            device=device, kernel="gemm", dtype=dtype, variant=variant, time_s=float(row["latency"]) * 1e-3,
+            timing="eager" if row["gemm_dtype"] in EAGER_GEMM_DTYPES else "graph",
+            source=f"aiconfigurator:{gpu}:gemm:{row['gemm_dtype']}:n{n}:k{k}", m=m, n=n, k=k)
+
+
+def _attention_rows(path: Path, device: str, gpu: str, decode: bool) -> Iterator[MeasuredKernel]:
+    kernel = "attention_decode" if decode else "attention_prefill"
+    for row in _rows(path):
+        if int(row["window_size"]) != 0 or row["kv_cache_dtype"] not in KV_DTYPES:
+            continue
+        heads, kv_heads, head_dim = int(row["num_heads"]), int(row["num_key_value_heads"]), int(row["head_dim"])
+        isl = int(row["isl"])
+        # Decode: one new token attending to the isl + step cached ones (the data's README); prefill: isl tokens.
+        q_len, kv_len = (1, isl + int(row["step"])) if decode else (isl, isl)
+        yield MeasuredKernel(
+            device=device, kernel=kernel, dtype="bf16", kv_dtype=KV_DTYPES[row["kv_cache_dtype"]],
+            time_s=float(row["latency"]) * 1e-3, timing="graph",
+            source=f"aiconfigurator:{gpu}:{kernel}:{row['kernel_source']}:h{heads}:kv{kv_heads}:d{head_dim}",
+            batch=int(row["batch_size"]), seq_len=q_len, kv_len=kv_len, heads=heads, kv_heads=kv_heads,
+            head_dim=head_dim)
+
+
+def read_aiconfigurator(folder: str | Path) -> list[MeasuredKernel]:
+    """Every GEMM and (unwindowed) attention kernel measured in an aiconfigurator data folder."""
+    folder = Path(folder)
+    gpus = [p for p in sorted(folder.iterdir()) if p.name in GPU_PRESETS] if folder.is_dir() else []
+    if not gpus:
+        raise InputError(f"{folder}: not an aiconfigurator data folder (needs one of "
+                         f"{', '.join(GPU_PRESETS)}/ with gemm/ and attention/ tables)")
+    rows: list[MeasuredKernel] = []
+    for gpu_dir in gpus:
+        gpu, device = gpu_dir.name, GPU_PRESETS[gpu_dir.name]
+        for path in sorted(gpu_dir.glob("gemm/*/*/gemm_perf.csv.gz")):
+            rows.extend(_gemm_rows(path, device, gpu))
+        for path in sorted(gpu_dir.glob("attention/*/*/context_attention_perf.csv.gz")):
+            rows.extend(_attention_rows(path, device, gpu, decode=False))
+        for path in sorted(gpu_dir.glob("attention/*/*/generation_attention_perf.csv.gz")):
+            rows.extend(_attention_rows(path, device, gpu, decode=True))
+    return rows
