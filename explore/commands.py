@@ -209,6 +209,27 @@ def _serving_spec(args) -> ServingSpec:
         raise InputError(f"{flag}: {rest}") from None
 
 
+# The kernel classes a GPU calibration can fit (hw_models.calibration): any other is priced on the roofline.
+FITTABLE_CLASSES = ("gemm", "attention", "norm", "elementwise", "activation", "rope", "embedding")
+
+
+def _calibration_text(device) -> str:
+    """Which fits priced a device's kernels: its own, a sibling's, or none (and the classes left on the roofline)."""
+    cal = getattr(device, "calibration", None)
+    if cal is None:
+        return ("uncalibrated datasheet roofline" if device.kind == "gpu"
+                else f"uncalibrated analytical {device.kind} model")
+    parts = []
+    if cal.provenance:
+        parts.append(f"calibrated on {cal.provenance['rows_used']} measured kernels ({cal.provenance['date']})")
+    if cal.borrowed:
+        parts.append(f"{', '.join(cal.borrowed)} fitted on sibling {cal.sibling}")
+    roofline = [c for c in FITTABLE_CLASSES if c not in cal.fitted_classes]
+    if roofline:
+        parts.append(f"{', '.join(roofline)} on the datasheet roofline")
+    return "; ".join(parts)
+
+
 def _assumptions(point: DesignPoint, device) -> str:
     """What a prediction assumed: calibration and kernel launch mode."""
     if point.tp > 1 or point.pp > 1:
@@ -222,10 +243,7 @@ def _assumptions(point: DesignPoint, device) -> str:
         device = device.device
     else:
         system = ""
-    cal = getattr(device, "calibration", None)
-    fitted = (f"calibrated on {cal.provenance['rows_used']} measured kernels ({cal.provenance['date']})"
-              if cal and cal.provenance else "uncalibrated datasheet roofline" if device.kind == "gpu"
-              else f"uncalibrated analytical {device.kind} model")
+    fitted = _calibration_text(device)
     launch = device.host_s(point.execution) * 1e6
     what = (f"{point.model} on {point.device}: {system}{fitted}; {point.execution} execution, {launch:.1f} us host "
             f"launch per kernel")

@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from explore.design_point import KERNEL_CLASSES, DesignPoint
+from hw_models.gpu_efficiency import calibration_label
 from hw_models.link import default_link, load_link_model
 from hw_models.registry import load_device
 from hw_models.system import SystemModel, SystemPrice
@@ -291,8 +292,9 @@ def _metrics(result: SimResult | ServingResult | None, memory, reason: str, devi
     area_mm2, price = _pools_hardware(pools) if pools else (device.area_mm2, device.price)
     usd_per_s = price.usd_per_hour / 3600 if price.usd_per_hour else math.nan
     metrics.update(
-        # Whether fitted efficiency models priced this point; False means the (optimistic) datasheet roofline.
-        calibrated=getattr(device, "calibration", None) is not None,
+        # Whether fitted efficiency models priced this point: the preset's own ("fitted"), its architecture
+        # sibling's ("sibling"), or none (the datasheet roofline, or a family's analytical model).
+        calibrated=calibration_label(device),
         fits_in_memory=not reason, infeasible_reason=reason, area_mm2=area_mm2,
         cost_usd=price.usd if price.usd is not None else math.nan,
         tokens_per_usd=metrics["tokens_per_s"] / usd_per_s,

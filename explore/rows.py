@@ -14,9 +14,10 @@ from explore.design_point import (
 )
 from kernels.formats import NumericFormat
 
-TEXT_COLUMNS = ("point_id", "model", "device", "infeasible_reason", "sparsity", "execution", "scheduler", "arrival")
+TEXT_COLUMNS = ("point_id", "model", "device", "infeasible_reason", "sparsity", "execution", "scheduler", "arrival",
+                "calibrated")
 INT_COLUMNS = ("batch", "prompt", "output", "weight_bits", "act_bits", "kv_bits")
-BOOL_COLUMNS = ("fits_in_memory", "calibrated", "meets_constraints")
+BOOL_COLUMNS = ("fits_in_memory", "meets_constraints")
 # Numeric metrics (what objectives and constraints may name), and as a set for typing rows.
 NUMERIC_METRICS = tuple(m for m in (*METRIC_COLUMNS, SYSTEM_PRICE_COLUMN, *SERVING_METRIC_COLUMNS,
                                     *BREAKDOWN_COLUMNS, "time_communication_s")
@@ -91,7 +92,7 @@ def point_from_row(row: dict[str, Any]) -> DesignPoint:
     fields = {name: int(row[name]) for name in INT_COLUMNS}
     return DesignPoint(model=row["model"], device=row["device"], overrides=overrides_of(row),
                        execution=row.get("execution") or "eager", sparsity=row.get("sparsity") or "dense",
-                       use_calibration=row.get("calibrated") is not False,
+                       use_calibration=row.get("calibrated") != "none",
                        **fields)
 
 
@@ -151,14 +152,16 @@ def point_label(row: dict[str, Any], *, lengths: bool = False, batch: bool = Tru
 
 
 def device_label(row: dict[str, Any]) -> str:
-    """The device name, marked '(uncalibrated)' where no model fitted on measured kernels priced it: a GPU's
-    datasheet roofline (optimistic) or a family's analytical model from its paper, so say so."""
+    """The device name, marked '(uncalibrated)' where no model fitted on measured kernels priced it (a GPU's
+    datasheet roofline, optimistic, or a family's analytical model from its paper) and '(sibling fit)' where
+    its fits are borrowed from a preset of the same architecture, so say so."""
     name = str(row.get("device", ""))
     tp = as_number(row.get("tp"))
     link = row.get("link")
     if (math.isfinite(tp) and tp > 1) or link not in (None, "", "default"):  # a system: how many, over what link
         name += f" x{int(tp) if math.isfinite(tp) else 1}" + (f" ({link})" if link not in (None, "", "default") else "")
-    return f"{name} (uncalibrated)" if row.get("calibrated") is False else name
+    marks = {"none": " (uncalibrated)", "sibling": " (sibling fit)"}
+    return name + marks.get(row.get("calibrated"), "")
 
 
 METRIC_NAMES = {

@@ -112,6 +112,30 @@ class Calibration:
     streams: dict[str, StreamFit] | None = None  # by kernel kind: norm, elementwise, activation, rope, embedding
     attention: AttentionFit | None = None
     provenance: dict | None = None  # table, sha256, rows, train_sources, date, command
+    sibling: str = ""  # the preset whose fits filled the classes in `borrowed`
+    borrowed: tuple[str, ...] = ()  # kernel classes ("gemm", "gemm fp8", "attention", "norm", ...) from the sibling
+
+    @property
+    def fitted_classes(self) -> tuple[str, ...]:
+        """Every kernel class a fit prices ('gemm', 'gemm fp8', 'attention', 'norm', ...)."""
+        return (*(("gemm",) if self.gemm else ()), *(f"gemm {k}" for k in self.gemm_dtypes or {}),
+                *(("attention",) if self.attention else ()), *(self.streams or {}))
+
+    def filled_from(self, sibling: Calibration) -> Calibration:
+        """This calibration with the classes it lacks taken from a sibling preset's (its own fits win)."""
+        merged = Calibration(
+            device=self.device, gemm=self.gemm or sibling.gemm,
+            gemm_dtypes={**(sibling.gemm_dtypes or {}), **(self.gemm_dtypes or {})} or None,
+            streams={**(sibling.streams or {}), **(self.streams or {})} or None,
+            attention=self.attention or sibling.attention, provenance=self.provenance)
+        own = set(self.fitted_classes)
+        borrowed = tuple(c for c in merged.fitted_classes if c not in own)
+        return replace(merged, sibling=sibling.device if borrowed else "", borrowed=borrowed)
+
+    @property
+    def label(self) -> str:
+        """'fitted' where the preset has fits of its own, 'sibling' where every fit is borrowed."""
+        return "sibling" if self.borrowed and set(self.borrowed) == set(self.fitted_classes) else "fitted"
 
     def gemm_fit(self, dtype: str) -> GemmFit | None:
         """The GEMM fit that prices `dtype` (or a 'dtype/variant' key)."""
@@ -145,3 +169,10 @@ class Calibration:
 
 
 POINTWISE_FALLBACK = ("softmax", "activation", "rope")
+
+
+def calibration_label(device) -> str:
+    """How a device model's kernels are priced: 'fitted' (its preset's own fits, perhaps with a sibling's for
+    classes it lacks), 'sibling' (every fit borrowed from an architecture sibling) or 'none'."""
+    cal = getattr(device, "calibration", None)
+    return cal.label if cal is not None else "none"

@@ -67,6 +67,16 @@ class OverheadSpec:
 
 
 @dataclass(frozen=True, kw_only=True, config=SPEC_CONFIG)
+class SiblingSpec:
+    """The preset of the same architecture whose fitted efficiency this GPU borrows for kernel classes it has
+    no measurements of (a fraction of peak transfers between chips of one architecture; the peaks are this
+    GPU's own)."""
+
+    preset: str
+    source: Source  # why the two chips share their efficiency: die, SM design, memory technology
+
+
+@dataclass(frozen=True, kw_only=True, config=SPEC_CONFIG)
 class GPUSpec(OffChipMemory):
     name: str
     kind: Literal["gpu"]
@@ -78,6 +88,7 @@ class GPUSpec(OffChipMemory):
     overhead: OverheadSpec
     area: AreaSpec
     price: PriceSpec
+    sibling: SiblingSpec | None = None
 
     @property
     def dram_J_per_byte(self) -> float:

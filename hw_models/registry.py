@@ -122,16 +122,28 @@ def validate_spec(data: dict, where: str, line_of=None):
 def load_device(name_or_path: str, overrides: dict[str, Any] | None = None, *, calibrated: bool = True):
     """The cost model of a device preset (by name) or device YAML (by path), with optional what-if overrides.
 
-    calibrated=False ignores a preset's fitted calibration: the pure datasheet roofline.
+    calibrated=False ignores a preset's fitted calibration: the pure datasheet roofline. A GPU whose spec
+    names a `sibling` preset takes the sibling's fits for the kernel classes its own calibration lacks (all of
+    them when it has none); the calibration's `borrowed` says which.
 
     The model also gets the spec as shipped: quantities derived from the preset (such as energy per FLOP)
     describe the real chip and stay fixed under what-ifs.
     """
     from hw_models.calibration import load_calibration
+    from hw_models.gpu_efficiency import Calibration
 
     data, where, reference = _read(name_or_path)
     spec = validate_spec(apply_overrides(data, overrides, where), where) if overrides else reference
     # A preset's fitted calibration ships beside it; a device file given by path is uncalibrated.
     bundled = where.startswith(bundled_where("hw_models", ""))
     calibration = load_calibration(name_or_path) if calibrated and bundled else None
+    sibling = getattr(spec, "sibling", None)
+    if sibling is not None and sibling.preset not in bundled_names("hw_models", ".yaml"):
+        raise InputError(f"{where}: sibling.preset: found {sibling.preset!r}, allowed: a GPU preset name "
+                         f"(explore presets devices)")
+    if calibrated and sibling is not None:
+        borrowed = load_calibration(sibling.preset)
+        if borrowed is not None:
+            own = calibration or Calibration(device=spec.name)
+            calibration = own.filled_from(borrowed)
     return DEVICE_KINDS[data["kind"]].model_class(spec, reference=reference, calibration=calibration)

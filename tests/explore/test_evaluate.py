@@ -13,15 +13,23 @@ POINT = DesignPoint(model="llama-2-7b", device="h100-sxm", batch=1, prompt=64, o
 def test_calibrated_column_and_roofline_switch(evaluator):
     calibrated = evaluator.evaluate(POINT).metrics
     roofline = evaluator.evaluate(replace(POINT, use_calibration=False)).metrics
-    assert calibrated["calibrated"] is True and roofline["calibrated"] is False
+    assert calibrated["calibrated"] == "fitted" and roofline["calibrated"] == "none"
     # Fitted fractions are at most 1 and add a latency: the datasheet roofline is always the faster prediction.
     assert roofline["tpot_s"] < calibrated["tpot_s"] and roofline["ttft_s"] < calibrated["ttft_s"]
-    assert evaluator.evaluate(replace(POINT, device="l40s")).metrics["calibrated"] is False  # no fit shipped
+    assert evaluator.evaluate(replace(POINT, device="v100-sxm2")).metrics["calibrated"] == "none"  # no fit, no sibling
+
+
+def test_a_gpu_without_measurements_borrows_its_architecture_siblings_fits(evaluator):
+    pcie = evaluator.evaluate(replace(POINT, device="h100-pcie")).metrics
+    roofline = evaluator.evaluate(replace(POINT, device="h100-pcie", use_calibration=False)).metrics
+    assert pcie["calibrated"] == "sibling" and roofline["calibrated"] == "none"
+    assert roofline["tpot_s"] < pcie["tpot_s"]  # the borrowed fractions are at most 1 and add latencies
 
 
 def test_uncalibrated_devices_are_marked_in_labels_from_csv_rows():
-    assert device_label(normalize_row({"device": "l40s", "calibrated": "False"})) == "l40s (uncalibrated)"
-    assert device_label(normalize_row({"device": "h100-sxm", "calibrated": "True"})) == "h100-sxm"
+    assert device_label(normalize_row({"device": "v100-sxm2", "calibrated": "none"})) == "v100-sxm2 (uncalibrated)"
+    assert device_label(normalize_row({"device": "h100-pcie", "calibrated": "sibling"})) == "h100-pcie (sibling fit)"
+    assert device_label(normalize_row({"device": "h100-sxm", "calibrated": "fitted"})) == "h100-sxm"
 
 
 def test_kv_cache_holds_the_prompt_and_every_output_token_but_the_last(evaluator):

@@ -29,7 +29,7 @@ def _serving_row(device: str, scheduler: str, rate: float | None, *, capacity: f
     load = (rate or capacity or 1.0) / (8.0 if device == "h100-sxm" else 4.0)
     ttft_p99 = 0.1 * math.exp(3 * load) * (50 if scheduler == "static" else 1)
     metrics = dict.fromkeys(METRIC_COLUMNS + SERVING_METRIC_COLUMNS, math.nan) | {
-        "fits_in_memory": not reason, "infeasible_reason": reason, "calibrated": True}
+        "fits_in_memory": not reason, "infeasible_reason": reason, "calibrated": "fitted"}
     if not reason:
         attainment = min(1.0, 1.2 - 0.5 * load)
         metrics |= {
