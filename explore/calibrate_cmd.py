@@ -3,15 +3,28 @@ efficiency, score predictions."""
 
 from __future__ import annotations
 
+import hashlib
 import shlex
 import sys
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from explore.cli import print_json
-from hw_models.calibration import calibration_path, error_summary, fit_calibration, predict, write_calibration
+from hw_models.calibration import (
+    ATTENTION_KINDS,
+    GEMM_KINDS,
+    calibration_path,
+    error_summary,
+    fit_calibration,
+    gemm_key,
+    load_calibration,
+    predict,
+    write_calibration,
+)
+from hw_models.gpu import GPUModel
 from hw_models.registry import load_device, preset_names
 from kernels.measured import MeasuredKernel, read_table, write_table
 from workloads.errors import InputError
@@ -95,10 +108,58 @@ def _score(rows: list[MeasuredKernel], include_train: bool, where: str) -> tuple
         if steps.any():
             notes.append(f"{name}: decode_step rows are compared with the simulated step (eager kernel launches)")
         measured = np.array([r.time_s for r in scored])
-        kinds = np.array([r.kernel for r in scored])
+        kinds = np.array([row_group(r) for r in scored])
         summary[name] = {k: error_summary(predicted[kinds == k], measured[kinds == k]) for k in sorted(set(kinds))}
         pairs[name] = (predicted, measured, kinds)
     return summary, pairs, notes
+
+
+def row_group(row: MeasuredKernel) -> str:
+    """The group a row's error is reported in: its kernel, with the dtype fit of a GEMM below 16 bits and the
+    KV dtype of attention over a quantized cache ('gemm fp8', 'gemm fp8/block128', 'attention_decode kv fp8')."""
+    if row.kernel in GEMM_KINDS and gemm_key(row):
+        return f"{row.kernel} {gemm_key(row)}"
+    if row.kv_dtype and row.kv_dtype != row.dtype:
+        return f"{row.kernel} kv {row.kv_dtype}"
+    return row.kernel
+
+
+def _has_fit(cal, row: MeasuredKernel) -> bool:
+    """Whether a fit of the calibration prices the row (rather than the roofline)."""
+    if row.kernel in GEMM_KINDS:
+        key = gemm_key(row)
+        return (cal.gemm_dtypes or {}).get(key) is not None if key else cal.gemm is not None
+    if row.kernel in ATTENTION_KINDS:
+        return cal.attention is not None
+    return cal.stream(row.kernel) is not None
+
+
+def cross_source(rows: list[MeasuredKernel], device_name: str, from_name: str, tables: list[str]) -> tuple[dict, str]:
+    """Errors by group of another preset's shipped fits moved onto this device's peaks (the sibling transfer),
+    on every kernel row of this device: rows the fit never saw, which the check makes sure of (none of the
+    tables may be one the fit was made on). Returns the summary and a note saying what was compared."""
+    cal = load_calibration(from_name)
+    if cal is None:
+        raise InputError(f"--cross-from: {from_name!r} has no shipped calibration; allowed: "
+                         f"{', '.join(n for n in preset_names('gpu') if load_calibration(n))}")
+    fitted_on = set(str((cal.provenance or {}).get("sha256", "")).split(", "))
+    for table in tables:
+        if hashlib.sha256(Path(table).read_bytes()).hexdigest() in fitted_on:
+            raise InputError(f"--cross-from: {from_name} was fitted on {table}; a cross-source check scores rows "
+                             f"its fit never saw: give a table from another source")
+    base = _device(device_name, calibrated=False)
+    transferred = GPUModel(base.spec, base.reference, replace(cal, device=device_name))
+    # Only rows a fit of the other preset prices: the rest would be scored on the roofline.
+    scored = [r for r in rows if r.device == device_name and not r.is_step and _has_fit(cal, r)]
+    if not scored:
+        raise InputError(f"{', '.join(tables)}: no {device_name!r} kernel rows of a class {from_name} has a fit for "
+                         f"({', '.join(cal.fitted_classes)})")
+    predicted, measured = predict(transferred, scored), np.array([r.time_s for r in scored])
+    groups = np.array([row_group(r) for r in scored])
+    summary = {g: error_summary(predicted[groups == g], measured[groups == g]) for g in sorted(set(groups))}
+    note = (f"{device_name}: cross-source: {from_name}'s fits (from {(cal.provenance or {}).get('table', '?')}) "
+            f"on {device_name}'s peaks, scored on all {len(scored)} of its kernel rows")
+    return summary, note
 
 
 def predict_steps(device: str, rows: list[MeasuredKernel], where: str) -> np.ndarray:
@@ -165,6 +226,13 @@ def cmd_validate(args) -> int:
         if not rows:
             raise InputError(f"{tables}: no rows for device {args.device!r}")
     summary, pairs, notes = _score(rows, args.include_train, tables)
+    if args.cross_from:
+        if not args.device:
+            raise InputError("--cross-from: needs --device, the preset whose rows the other preset's fits score")
+        cross, note = cross_source(rows, args.device, args.cross_from, list(args.table))
+        for group, errors in cross.items():
+            summary.setdefault(args.device, {}).setdefault(group, {})["cross_source"] = errors
+        notes.append(note)
     return _report_validation(args, summary, pairs, notes)
 
 
@@ -182,11 +250,18 @@ def _report_validation(args, summary: dict, pairs: dict, notes: list[str]) -> in
 
 
 def _text_table(summary: dict) -> str:
-    lines = [f"{'device':<16}{'kernel':<20}{'n':>8}{'median |err|':>14}{'p90 |err|':>11}{'median bias':>13}"]
+    """In-source errors per device and group, and cross-source errors beside them where they were asked for."""
+    cross = any("cross_source" in s for kinds in summary.values() for s in kinds.values())
+    head = f"{'device':<16}{'kernel':<30}{'n':>8}{'median |err|':>14}{'p90 |err|':>11}{'median bias':>13}"
+    lines = [head + (f"{'cross n':>9}{'cross median':>14}{'cross p90':>11}{'cross bias':>12}" if cross else "")]
     for device, kinds in summary.items():
         for kind, s in kinds.items():
-            lines.append(f"{device:<16}{kind:<20}{s['n']:>8}{s['median_abs_err']:>14.1%}{s['p90_abs_err']:>11.1%}"
-                         f"{s['median_bias']:>+13.1%}")
+            line = f"{device:<16}{kind:<30}"
+            line += (f"{s['n']:>8}{s['median_abs_err']:>14.1%}{s['p90_abs_err']:>11.1%}{s['median_bias']:>+13.1%}"
+                     if "n" in s else f"{'-':>8}{'-':>14}{'-':>11}{'-':>13}")
+            if c := s.get("cross_source"):
+                line += f"{c['n']:>9}{c['median_abs_err']:>14.1%}{c['p90_abs_err']:>11.1%}{c['median_bias']:>+12.1%}"
+            lines.append(line)
     return "\n".join(lines)
 
 
@@ -232,4 +307,7 @@ def add_parsers(add) -> None:
     val.add_argument("--device", help="only this preset's rows (the preset to compare a profile against)")
     val.add_argument("--json", action="store_true", help="print {device: {kernel: {n, median_abs_err, ...}}}")
     val.add_argument("--include-train", action="store_true", help="also score rows the calibration was fitted on")
+    val.add_argument("--cross-from", metavar="PRESET",
+                     help="also score --device's rows with PRESET's shipped fits on --device's peaks (fits made on "
+                          "another source: the sibling transfer), printed beside the in-source error")
     val.add_argument("--out", default="out/validate", help="folder for the scatter and residual plots")

@@ -1,0 +1,65 @@
+"""`explore validate --cross-from`: another preset's fits on this device's peaks, scored on rows they never saw."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from explore.calibrate_cmd import cross_source
+from hw_models.calibration import predict
+from hw_models.gpu import GPUModel
+from hw_models.gpu_efficiency import Calibration, GemmFit
+from hw_models.registry import load_device
+from kernels.measured import MeasuredKernel, write_table
+from workloads.errors import InputError
+
+TRUTH = Calibration(device="h200", gemm=GemmFit(compute_fraction=0.7, bandwidth_fraction=0.8, latency_s=3e-6,
+                                                blend=2.0, padding_share=0.3),
+                    provenance={"table": "other.csv.gz", "sha256": "0" * 64})
+
+
+def _rows(device: str) -> list[MeasuredKernel]:
+    shapes = [(1, 4096, 4096), (16, 11008, 4096), (512, 4096, 4096), (4096, 14336, 4096), (33, 128, 65536)]
+    return [MeasuredKernel(device=device, kernel="gemm", dtype="bf16", time_s=1.0, source="synthetic", m=m, n=n, k=k)
+            for m, n, k in shapes]
+
+
+@pytest.fixture
+def shipped(monkeypatch):
+    """The other preset's shipped calibration, as the command reads it."""
+    monkeypatch.setattr("explore.calibrate_cmd.load_calibration", lambda name: TRUTH if name == "h200" else None)
+
+
+def test_rows_made_by_the_transferred_fits_score_zero_error(shipped, tmp_path):
+    # Rows timed exactly as h200's fractions predict on H100's own peaks: the transfer must reproduce them.
+    base = load_device("h100-sxm", calibrated=False)
+    rows = _rows("h100-sxm")
+    times = predict(GPUModel(base.spec, calibration=replace(TRUTH, device="h100-sxm")), rows)
+    rows = [replace(r, time_s=float(t)) for r, t in zip(rows, times, strict=True)]
+    table = tmp_path / "h100.csv"
+    write_table(table, rows)
+    summary, note = cross_source(rows, "h100-sxm", "h200", [str(table)])
+    assert summary["gemm"]["n"] == len(rows) and summary["gemm"]["median_abs_err"] < 1e-9
+    assert "h200" in note and "h100-sxm" in note
+    # On the datasheet roofline the same rows are predicted faster: the check compares something.
+    roofline = predict(base, rows)
+    assert np.all(roofline < times)
+
+
+def test_a_table_the_fit_was_made_on_is_refused(shipped, tmp_path, monkeypatch):
+    rows = _rows("h100-sxm")
+    table = tmp_path / "h100.csv"
+    write_table(table, rows)
+    digest = hashlib.sha256(table.read_bytes()).hexdigest()
+    monkeypatch.setattr("explore.calibrate_cmd.load_calibration",
+                        lambda name: replace(TRUTH, provenance={"table": str(table), "sha256": digest}))
+    with pytest.raises(InputError, match="never saw"):
+        cross_source(rows, "h100-sxm", "h200", [str(table)])
+
+
+def test_a_preset_without_a_calibration_is_refused(shipped, tmp_path):
+    with pytest.raises(InputError, match="--cross-from: 'v100-sxm2' has no shipped calibration"):
+        cross_source(_rows("h100-sxm"), "h100-sxm", "v100-sxm2", [])
