@@ -36,7 +36,7 @@ def _gemm_rows(times: np.ndarray, shapes) -> list[MeasuredKernel]:
 
 def test_fitter_recovers_known_gemm_parameters():
     base = load_device("h100-sxm", calibrated=False)
-    truth = GemmFit(compute_fraction=0.6, bandwidth_fraction=0.85, latency_s=7e-6, blend=3.0)
+    truth = GemmFit(compute_fraction=0.6, bandwidth_fraction=0.85, latency_s=7e-6, blend=3.0, padding_share=0.4)
     rng = np.random.default_rng(7)
     shapes = [(int(m), int(n), int(k)) for m, n, k in 2 ** rng.integers(0, 14, size=(400, 3))]
     ideal = _gemm_rows(np.ones(len(shapes)), shapes)
@@ -45,6 +45,7 @@ def test_fitter_recovers_known_gemm_parameters():
     assert fitted.compute_fraction == pytest.approx(0.6, rel=0.02)
     assert fitted.bandwidth_fraction == pytest.approx(0.85, rel=0.02)
     assert fitted.latency_s == pytest.approx(7e-6, rel=0.02)
+    assert fitted.padding_share == pytest.approx(0.4, abs=0.02)
 
 
 def test_fitter_recovers_known_stream_parameters():
