@@ -16,6 +16,15 @@ Time of a kernel = max(compute, memory); a CPU has no per-kernel launch path pri
   entry of row_bits / entry_bits tables, so that many tokens of a batch share one read (batched lookups);
   `cycle_saving` removes the cycles saved by activation-pattern reuse.
 
+Threads: a run uses `compute.threads` cores (default all). The SIMD rates above are per thread x threads; each
+kernel's core time then follows Amdahl's law with an absolute serial part (thread_scaling.serial_us, fitted
+per preset): on t threads a kernel whose core work takes C on one thread takes s + (C - s) / t with s =
+min(serial, C), so a kernel smaller than its serial part runs as on one thread, large GEMMs scale almost
+linearly and batch-1 GEMVs do not. PIM lookups run in the arrays and do not shrink with threads. DRAM traffic
+moves at what the threads can draw: min(memory peak, threads x thread_scaling.core_dram_GBps). Not modeled:
+cache levels keep their whole-chip capacity and bandwidth at any thread count, and the clock does not drop
+as more cores run.
+
 Energy: multiply-adds by precision, SIMD lane ops (dequantization, table builds, SIMD lookups), PIM row
 reads (as SRAM access of the PIM level), every byte's path through the cache levels it crosses and DRAM
 per bit, and static (idle) power x time.
@@ -31,6 +40,20 @@ from kernels.table import KernelTable
 
 # Dequantization unpacks into byte lanes (int8 dot products); table builds run in 16-bit lanes (fp16 sums).
 DEQUANT_LANE_BITS = 8
+
+
+def threaded_s(single_s, threads: int, serial_s: float):
+    """Time on `threads` threads of core work that takes `single_s` on one: Amdahl's law with an absolute serial
+    part per kernel (serial_s, at most the whole kernel). Never more than single_s; equal to it at one thread."""
+    serial = np.minimum(serial_s, single_s)
+    return single_s / threads + serial * (1.0 - 1.0 / threads)  # s + (C - s) / t, exactly C at one thread
+
+
+def parallel_efficiency(single_s, threads: int, serial_s: float):
+    """Speedup of `threads` threads over one, divided by threads: 1 at one thread, at most 1."""
+    single = np.asarray(single_s, dtype=float)
+    time = threaded_s(single, threads, serial_s)
+    return np.divide(single, threads * time, out=np.ones_like(single), where=time > 0)
 
 
 class CPUModel(DeviceModel):
@@ -76,7 +99,8 @@ class CPUModel(DeviceModel):
         return weight_gemm & (table.weight_bits < 16) & (table.weight_bits <= lut.max_weight_bits)
 
     def _baseline(self, table: KernelTable) -> tuple[np.ndarray, np.ndarray]:
-        """(compute_s, compute_J) on the SIMD units: multiply-adds plus sub-8-bit weight unpacking."""
+        """(compute_s, compute_J) on the SIMD units: multiply-adds plus sub-8-bit weight unpacking, at threads x one
+        core's rate (before thread-scaling losses)."""
         spec = self.spec
         weight_gemm = table.weight_bytes > 0
         # llama.cpp-style kernels quantize the activations to 8 bits on the fly and use int8 dot products.
@@ -90,8 +114,13 @@ class CPUModel(DeviceModel):
         compute_s = compute_s + ops / spec.lane_ops_per_s(DEQUANT_LANE_BITS)
         return compute_s, compute_J + ops * spec.energy.lane_op_pJ * 1e-12
 
+    def _threaded(self, ideal_s: np.ndarray) -> np.ndarray:
+        """Core time on the run's threads of work priced at threads x one core's rate (ideal_s)."""
+        threads = self.spec.threads
+        return threaded_s(ideal_s * threads, threads, self.spec.serial_s)
+
     def _lut(self, table: KernelTable, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(compute_s, compute_J, pim_J) of the LUT GEMV on `rows` (zeros elsewhere)."""
+        """(compute_s, compute_J, pim_J) of the LUT GEMV on `rows` (zeros elsewhere), thread losses included."""
         spec, lut = self.spec, self.spec.lut
         g = lut.group_size
         batches = np.maximum(table.batch, 1)
@@ -105,16 +134,17 @@ class CPUModel(DeviceModel):
         if lut.engine == "simd":
             lookup_ops = lookups * lut.lookup_lane_ops
             lookup_s = lookup_ops / spec.lane_ops_per_s(lut.table_entry_bits)
-            return build_s + lookup_s, (build_ops + lookup_ops) * lane_J, np.zeros(len(table))
+            return self._threaded(build_s + lookup_s), (build_ops + lookup_ops) * lane_J, np.zeros(len(table))
         pim = spec.pim
         tables_per_row = max(pim.row_bits // lut.table_entry_bits, 1)
         row_reads = weight_groups * table.weight_bits * np.ceil(table.m / tables_per_row)
         lookup_s = row_reads * (1.0 - pim.cycle_saving) / (spec.pim_arrays * pim.frequency_GHz * 1e9)
         read_J = row_reads * pim.row_bits / 8 * pim.read_pJ_per_byte * 1e-12
-        return build_s + lookup_s, build_ops * lane_J, read_J
+        return self._threaded(build_s) + lookup_s, build_ops * lane_J, read_J
 
     def _cost_table(self, table: KernelTable, execution: str) -> KernelCosts:
         compute_s, compute_J = self._baseline(table)
+        compute_s = self._threaded(compute_s)
         rows = self._lut_rows(table)
         memory_s, memory_J = self._memory(table)
         if rows.any():

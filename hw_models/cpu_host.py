@@ -193,7 +193,9 @@ def _compute(facts: HostFacts, threads: int, fp32: float, bf16: float | None, pr
                      + ("; CPUSpec has no matrix-engine (e.g. AMX) rate, so a bf16 rate above 2x fp32 is"
                         " underestimated" if bf16 > 2 * fp32 else ""))
     source = (f"MEASURED with the harness ({provenance}). cores: the {threads} torch thread(s) the GEMMs ran on"
-              f" (the machine shows {facts.logical_cpus} logical CPUs). simd_width_bits: {facts.simd_isa} from"
+              f" (the machine shows {facts.logical_cpus} logical CPUs); threads: null, all of them, and no"
+              f" thread_scaling section: the rates are achieved at that count, its thread losses included."
+              f" simd_width_bits: {facts.simd_isa} from"
               f" /proc/cpuinfo flags. simd_pipes: PROXY, {SIMD_PIPES} FMA pipes per core (not read from the"
               f" machine). frequency_GHz is an EFFECTIVE clock, not the nominal one: the median achieved fp32"
               f" FLOP/s of torch.mm over {', '.join('x'.join(map(str, s)) for s in HOST_GEMM_SHAPES)}"
@@ -202,7 +204,8 @@ def _compute(facts: HostFacts, threads: int, fp32: float, bf16: float | None, pr
               f" (half the fp32 lanes), not measured; fp16 and int8 not measured, they run at the fp32 rate."
               f" {bf16_text}. dequant_lane_ops_per_weight: PROXY from the {PROXY_PRESET} preset (llama.cpp NEON"
               f" Q4_0 count; this machine's kernels differ)")
-    return {"cores": threads, "frequency_GHz": _fmt(clock_GHz), "simd_width_bits": facts.simd_width_bits,
+    return {"cores": threads, "threads": None, "frequency_GHz": _fmt(clock_GHz),
+            "simd_width_bits": facts.simd_width_bits,
             "simd_pipes": SIMD_PIPES, "simd_dtypes": dtypes,
             "dequant_lane_ops_per_weight": proxy.compute.dequant_lane_ops_per_weight, "source": source}
 

@@ -1,5 +1,6 @@
 """CPUSpec: a CPU preset (SIMD cores, caches, DRAM), optionally with LUT GEMV kernels (T-MAC) or SRAM-PIM
-LUT arrays in a cache level (SAIL). Keys carry datasheet units; properties give SI values."""
+LUT arrays in a cache level (SAIL), and how a run's time scales with its threads. Keys carry datasheet units;
+properties give SI values."""
 
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ Fraction = Annotated[float, Field(ge=0, lt=1)]
 @dataclass(frozen=True, kw_only=True, config=SPEC_CONFIG)
 class CoreSpec:
     cores: PositiveInt
+    threads: PositiveInt | None = None  # threads a run uses (None: all cores); at most `cores`
     frequency_GHz: Positive
     simd_width_bits: PositiveInt  # one SIMD register (NEON: 128)
     simd_pipes: PositiveInt  # SIMD pipelines per core, each one instruction per cycle
@@ -142,6 +144,17 @@ class PIMSpec:
 
 
 @dataclass(frozen=True, kw_only=True, config=SPEC_CONFIG)
+class ThreadScalingSpec:
+    """How a kernel's time shrinks with the run's threads: Amdahl's law with an absolute serial part per kernel
+    (fork/join, single-threaded steps and whatever else does not shrink, lumped and fitted), and the DRAM
+    bandwidth one thread can draw (the run draws threads x that, at most the memory's peak)."""
+
+    serial_us: NonNegative  # per kernel: one thread's time that does not shrink with threads (at most the kernel)
+    core_dram_GBps: Positive | None = None  # DRAM bandwidth one thread can draw (None: no per-thread limit)
+    source: Source
+
+
+@dataclass(frozen=True, kw_only=True, config=SPEC_CONFIG)
 class CPUSpec(OffChipMemory):
     name: str
     kind: Literal["cpu"]
@@ -155,6 +168,14 @@ class CPUSpec(OffChipMemory):
     price: PriceSpec
     lut: LUTSpec | None = None
     pim: PIMSpec | None = None
+    thread_scaling: ThreadScalingSpec | None = None  # None: time shrinks as 1 / threads, no per-thread DRAM limit
+
+    @model_validator(mode="after")
+    def _threads_within_cores(self):
+        c = self.compute
+        if c.threads is not None and c.threads > c.cores:
+            raise ValueError(f"compute.threads: found {c.threads}, allowed: 1 to {c.cores} (compute.cores)")
+        return self
 
     @model_validator(mode="after")
     def _pim_consistent(self):
@@ -166,6 +187,25 @@ class CPUSpec(OffChipMemory):
         return self
 
     @property
+    def threads(self) -> int:
+        """Threads the run uses: compute.threads, or all cores."""
+        return self.compute.threads or self.compute.cores
+
+    @property
+    def bandwidth_Bps(self) -> float:
+        """DRAM bandwidth the run's threads can draw: the memory's peak, or threads x one thread's draw if less."""
+        peak = self.memory.bandwidth_GBps * 1e9
+        scaling = self.thread_scaling
+        if scaling is None or scaling.core_dram_GBps is None:
+            return peak
+        return min(peak, self.threads * scaling.core_dram_GBps * 1e9)
+
+    @property
+    def serial_s(self) -> float:
+        """Per kernel, one thread's time that does not shrink with threads (0 without thread_scaling)."""
+        return self.thread_scaling.serial_us * 1e-6 if self.thread_scaling else 0.0
+
+    @property
     def dram_J_per_byte(self) -> float:
         return self.energy.dram_pJ_per_bit * 8e-12
 
@@ -174,9 +214,10 @@ class CPUSpec(OffChipMemory):
         return fallback_dtype(self.compute.simd_dtypes, dtype, SIMD_FALLBACK, default=("fp32",))
 
     def lane_ops_per_s(self, lane_bits: int) -> float:
-        """SIMD lane operations per second over all cores at a lane width."""
+        """SIMD lane operations per second over the run's threads (one core each) at a lane width, before
+        thread-scaling losses (cpu.threaded_s applies those per kernel)."""
         c = self.compute
-        return c.cores * c.frequency_GHz * 1e9 * c.simd_pipes * (c.simd_width_bits / lane_bits)
+        return self.threads * c.frequency_GHz * 1e9 * c.simd_pipes * (c.simd_width_bits / lane_bits)
 
     def peak_flops(self, dtype: str) -> float:
         """Peak multiply-add rate (2 FLOP per lane per pipe per cycle) of the SIMD type a dtype runs as."""

@@ -14,7 +14,9 @@ fit in 32 MB of cache), cannot go below that floor: decode speedup 1.0x at batch
 turns compute-bound (16 x the multiply-adds) while SAIL's batched row reads serve 32 tokens per read:
 about 1.5x. The paper's gem5 baseline must be far more compute-bound than an 80-core Altra (a small
 simulated core count), which is what produces speedups near 10x; as a what-if (not a preset), the same
-model with 4 cores gives about 5.8x at batch 1 and 23x at batch 16 for 2-bit weights.
+model with 4 cores gives about 2.9x at batch 1 and 11.5x at batch 16 for 2-bit weights (4 N1 cores draw
+4 x 25.1 GB/s of DRAM bandwidth, the preset's per-thread figure, so SAIL streams its weights at 100 GB/s;
+without that limit, 5.8x and 23x).
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ def test_sail_speedup_grows_as_the_baseline_gets_compute_bound(evaluator):
     few = (("compute.cores", 4),)
     speedup_4 = _tpot_s(evaluator, "ampere-altra", 1, 2, few) / _tpot_s(evaluator, "ampere-altra-sail", 1, 2, few)
     speedup_80 = _tpot_s(evaluator, "ampere-altra", 1, 2) / _tpot_s(evaluator, "ampere-altra-sail", 1, 2)
-    assert speedup_4 > 3 * speedup_80
+    assert speedup_4 > 2.5 * speedup_80
 
 
 # T-MAC (Wei et al., EuroSys 2025), github.com/microsoft/T-MAC docs/profiling_data.md, M2-Ultra token
@@ -73,14 +75,10 @@ def test_tmac_single_thread_decode_rate(bits, evaluator):
 
 
 @pytest.mark.parametrize("bits", [2, 4])
-def test_tmac_eight_threads_is_an_upper_bound(bits, evaluator):
-    """DOCUMENTED MISS: with 8 threads we predict ~134 (W2) and ~67 (W4) tokens/s against 51 and 36 measured.
-
-    The model scales the lookup rate linearly with cores and reaches the memory floor only at the SoC's
-    800 GB/s; the measured rates scale 3-4x from 1 to 8 threads (thread synchronization per kernel, the CPU
-    clusters' lower reachable bandwidth and frequency under load are not modeled). The model is then an
-    upper bound, which is what we check.
-    """
-    ours = 1.0 / _tpot_s(evaluator, "m2-ultra-tmac", 1, bits, (("compute.cores", 8),))
-    assert ours >= TMAC_M2_ULTRA[(bits, 8)]
-    assert ours < 4 * TMAC_M2_ULTRA[(bits, 8)]
+def test_tmac_eight_threads_decode_rate(bits, evaluator):
+    """Eight threads (compute.threads: 8): within 35% of T-MAC's measured rate (51.0 W2, 35.7 W4); we give 51.0
+    and 43.0 tokens/s. W2 is the point m2-ultra-tmac's thread_scaling.serial_us is fitted on (61 us per kernel
+    that does not shrink with threads), W4 is held out (tests/hw_models/test_cpu_threads.py has the model's
+    other held-out points). Without thread-scaling losses it was 134 and 90, an upper bound only."""
+    ours = 1.0 / _tpot_s(evaluator, "m2-ultra-tmac", 1, bits, (("compute.threads", 8),))
+    assert ours == pytest.approx(TMAC_M2_ULTRA[(bits, 8)], rel=TOLERANCE)
