@@ -6,6 +6,7 @@ import copy
 import functools
 import importlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
@@ -57,27 +58,63 @@ def preset_names(kind: str | None = None) -> list[str]:
 
 
 def read_device_yaml(name_or_path: str) -> tuple[dict, str]:
-    """The raw preset dictionary and where it came from (for messages)."""
-    data, where, _ = _read(name_or_path)
+    """The raw preset dictionary (a device file built on a `base:` preset: the merged one) and where it came
+    from (for messages)."""
+    data, where, _, _ = _read(name_or_path)
     return copy.deepcopy(data), where
 
 
-def _read(name_or_path: str) -> tuple[dict, str, Any]:
-    """(dictionary, where, validated spec) of a preset or device file; the dictionary must not be changed."""
+def _read(name_or_path: str) -> tuple[dict, str, Any, str]:
+    """(dictionary, where, validated spec, base preset or "") of a preset or device file; the dictionary must not
+    be changed."""
     text, where, _ = read_preset(name_or_path, package="hw_models", suffixes=(".yaml", ".yml"), key="device",
                                  file_kind="device YAML")
     return _parse_and_validate(text, where)
 
 
 @functools.lru_cache(maxsize=256)
-def _parse_and_validate(text: str, where: str) -> tuple[dict, str, Any]:
+def _parse_and_validate(text: str, where: str) -> tuple[dict, str, Any, str]:
     """Parsed and validated by text: a sweep loads each preset once per override value, and parsing and
     validating the unchanged preset dominated that."""
     located = LocatedYAML(where, text)
     data = located.data
     if not isinstance(data, dict):
         raise InputError(f"{where}: found {type(data).__name__}, allowed: a mapping of device fields")
-    return data, where, validate_spec(data, where, line_of=located.line_of)
+    if "base" in data:
+        merged, base = _on_base(data, where, located.line_of)
+        return merged, where, validate_spec(merged, where), base
+    return data, where, validate_spec(data, where, line_of=located.line_of), ""
+
+
+# Fields of a device file on a base preset that name the new device rather than change what it prices.
+IDENTITY_FIELDS = ("name", "description")
+
+
+def _on_base(data: dict, where: str, line_of) -> tuple[dict, str]:
+    """A device file that names a `base:` preset and changes some of its fields: the base's fields with the
+    changes applied as what-if overrides (the same rules as a sweep's overrides: only fields a cost model
+    reads), and the base's name. The device keeps the base's calibration, as an override does."""
+    base = data["base"]
+    if not isinstance(base, str) or base not in bundled_names("hw_models", ".yaml"):
+        line = line_of(("base",))
+        raise InputError(f"{where}{f':{line}' if line else ''}: base: found {base!r}, allowed: a device preset "
+                         f"name (explore presets devices)")
+    base_data = _read(base)[0]
+    changes = dict(_leaves({k: v for k, v in data.items() if k not in ("base", *IDENTITY_FIELDS)}))
+    merged = apply_overrides(base_data, changes, where)
+    merged["name"] = data.get("name") or Path(where).stem
+    merged["description"] = data.get("description") or f"{base_data.get('description', base)}, changed by {where}"
+    return merged, base
+
+
+def _leaves(node: dict, prefix: str = ""):
+    """(dotted path, value) of every leaf of nested mappings."""
+    for key, value in node.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            yield from _leaves(value, path + ".")
+        else:
+            yield path, value
 
 
 def apply_overrides(data: dict, overrides: dict[str, Any], where: str) -> dict:
@@ -132,11 +169,14 @@ def load_device(name_or_path: str, overrides: dict[str, Any] | None = None, *, c
     from hw_models.calibration import load_calibration
     from hw_models.gpu_efficiency import Calibration
 
-    data, where, reference = _read(name_or_path)
-    spec = validate_spec(apply_overrides(data, overrides, where), where) if overrides else reference
-    # A preset's fitted calibration ships beside it; a device file given by path is uncalibrated.
+    data, where, own, base = _read(name_or_path)
+    spec = validate_spec(apply_overrides(data, overrides, where), where) if overrides else own
+    # The chip as shipped: a device file on a base preset is a what-if of that preset.
+    reference = _read(base)[2] if base else own
+    # A preset's fitted calibration ships beside it; a device file given by path is uncalibrated unless it is built
+    # on a base preset, whose calibration it keeps.
     bundled = where.startswith(bundled_where("hw_models", ""))
-    calibration = load_calibration(name_or_path) if calibrated and bundled else None
+    calibration = load_calibration(base or name_or_path) if calibrated and (bundled or base) else None
     sibling = getattr(spec, "sibling", None)
     if sibling is not None and sibling.preset not in bundled_names("hw_models", ".yaml"):
         raise InputError(f"{where}: sibling.preset: found {sibling.preset!r}, allowed: a GPU preset name "
