@@ -72,8 +72,10 @@ def _command_parser() -> argparse.ArgumentParser:
     for name, allowed in ALLOWED_BITS.items():
         run.add_argument(f"--{name.replace('_', '-')}", type=int, default=16, choices=allowed, help="default 16")
     run.add_argument("--sparsity", default="dense", help="structured N:M weight sparsity, e.g. 2:4 (default dense)")
-    run.add_argument("--execution", choices=["eager", "graphs"], default="eager",
-                     help="kernel launches: eager (one host launch each, default) or graphs (CUDA graphs)")
+    run.add_argument("--execution", choices=["eager", "graphs", "engine"], default="eager",
+                     help="kernel launches: eager (PyTorch: framework dispatch and a host launch per aten op, "
+                          "default), graphs (the same kernels replayed from CUDA graphs) or engine (a serving "
+                          "engine's fused kernels, decode from CUDA graphs)")
     run.add_argument("--tp", type=int, default=1,
                      help="tensor-parallel devices (Megatron-style sharding, an all-reduce per block; default 1)")
     run.add_argument("--pp", type=int, default=1,

@@ -9,9 +9,11 @@ from pathlib import Path
 from explore.cli import default_out, json_safe, print_json
 from explore.design_point import DesignPoint
 from explore.evaluate import Evaluator
+from explore.results import folder_lock
 from explore.rows import count_label, is_feasible, normalize_row
 from explore.runner import Progress, run_sweep
 from explore.sweep import load_sweep
+from hw_models.device import dispatch_s
 from hw_models.link import load_link_model
 from hw_models.registry import load_device
 from kernels.formats import parse_sparsity
@@ -50,12 +52,17 @@ def _print_progress(p: Progress) -> None:
 
 
 def cmd_sweep(args) -> int:
-    from explore.report import write_report
-
     sweep = load_sweep(args.sweep)
     if args.workers < 1:
         raise InputError(f"--workers: found {args.workers}, allowed: an integer >= 1")
     out = Path(args.out) if args.out else default_out(sweep.name)
+    with folder_lock(out):  # one run per folder, from its first result to its report (refused before any output)
+        return _sweep_into(args, sweep, out)
+
+
+def _sweep_into(args, sweep, out: Path) -> int:
+    from explore.report import write_report
+
     search = sweep.spec.search
     plan = (f"{sweep.size()} design points" if search.strategy == "grid" else
             f"{search.strategy} search over {sweep.size()} design points, budget {search.budget}")
@@ -118,14 +125,15 @@ def cmd_run(args) -> int:
     if serving is not None and args.sim:
         raise InputError("--sim: found with --serving, allowed: a static batch (a serving run is an event "
                          "simulation already)")
+    config = load_model_config(args.model)  # outside the checks below: its own errors are no flag's
     for flag, value, check in (("--tp", args.tp, check_tensor_parallel), ("--pp", args.pp, check_pipeline_parallel)):
         try:
             if value != 1:
-                check(load_model_config(args.model), value)
+                check(config, value)
         except ValueError as err:
             raise InputError(f"{flag}: {err}") from None
     try:
-        check_expert_parallel(load_model_config(args.model), args.ep, args.tp)
+        check_expert_parallel(config, args.ep, args.tp)
     except ValueError as err:
         raise InputError(f"--ep: {err}") from None
     if args.pp != 1 and args.serving:
@@ -230,6 +238,19 @@ def _calibration_text(device) -> str:
     return "; ".join(parts)
 
 
+def _launch_text(execution: str, device) -> str:
+    """How an execution mode launches kernels on a device, with its per-kernel costs."""
+    launch, node = device.host_s("eager") * 1e6, device.host_s("graphs") * 1e6
+    if execution == "engine":
+        return (f"engine execution (fused kernels; decode replayed from CUDA graphs, {node:.1f} us per kernel; "
+                f"prefill launched from the host, {launch:.1f} us per kernel)")
+    if execution == "eager":
+        dispatch = dispatch_s(device, "eager") * 1e6
+        host = f"; {dispatch:.1f} us PyTorch dispatch per kernel on the host, overlapping device time" * (dispatch > 0)
+        return f"eager execution, {launch:.1f} us launch per kernel{host}"
+    return f"{execution} execution, {device.host_s(execution) * 1e6:.1f} us launch per kernel"
+
+
 def _assumptions(point: DesignPoint, device) -> str:
     """What a prediction assumed: calibration and kernel launch mode."""
     if point.tp > 1 or point.pp > 1:
@@ -244,9 +265,7 @@ def _assumptions(point: DesignPoint, device) -> str:
     else:
         system = ""
     fitted = _calibration_text(device)
-    launch = device.host_s(point.execution) * 1e6
-    what = (f"{point.model} on {point.device}: {system}{fitted}; {point.execution} execution, {launch:.1f} us host "
-            f"launch per kernel")
+    what = f"{point.model} on {point.device}: {system}{fitted}; {_launch_text(point.execution, device)}"
     if point.serving is not None:
         s = point.serving
         rate = (f"capacity search in {s.capacity[0]:g}-{s.capacity[1]:g} req/s" if s.capacity

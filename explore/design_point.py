@@ -46,7 +46,10 @@ class DesignPoint:
     act_bits: int = 16
     kv_bits: int = 16
     sparsity: str = "dense"  # structured N:M weight sparsity ("dense", "2:4", ...)
-    execution: str = "eager"  # how kernels are launched: "eager" (one host launch each) or "graphs" (CUDA graphs)
+    # Which kernels run and how they are launched: "eager" (PyTorch eager: framework dispatch and a host launch per
+    # aten op), "graphs" (the same kernels replayed from CUDA graphs) or "engine" (a serving engine's fused
+    # kernels, kernels/fusion.py: decode replayed from CUDA graphs, prefill launched from the host).
+    execution: str = "eager"
     use_calibration: bool = True  # False: the datasheet roofline even where a preset has a fitted calibration
     overrides: tuple[tuple[str, Any], ...] = ()  # device fields by dotted path, e.g. ("memory.bandwidth_GBps", 4000)
     # A serving workload (requests arriving, a scheduler) instead of the static batch of batch, prompt, output.

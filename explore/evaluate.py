@@ -12,6 +12,7 @@ from hw_models.link import default_link, load_link_model
 from hw_models.registry import load_device
 from hw_models.system import SystemModel, SystemPrice
 from kernels.formats import NumericFormat
+from kernels.fusion import ENGINE, fuse
 from kernels.lowering import lower_trace
 from kernels.parallel import kv_replication, pipeline_sends, shard_tensor_parallel
 from kernels.shapes import TEMPLATE_LAYERS, StepTemplate
@@ -33,6 +34,12 @@ from workloads.trace import Trace
 # Mean KV lengths of serving iterations are priced in buckets of this many tokens (one KV block): a long
 # run then prices each distinct shape once, and attention time moves by under a block's share of its keys.
 KV_BUCKET_TOKENS = 16
+
+
+def fusion_of(execution: str) -> str:
+    """The kernels an execution mode launches: a serving engine's fused kernels for 'engine', the eager ones
+    (one per aten op) otherwise (kernels/fusion.py)."""
+    return ENGINE if execution == "engine" else ""
 
 
 @dataclass(frozen=True)
@@ -78,44 +85,47 @@ class Evaluator:
         return self._traces[key]
 
     def lowered(self, model: str, phase: str, batch: int, prompt: int, tp: int = 1, pp: int = 1,
-                ep: int = 1) -> KernelTable:
+                ep: int = 1, fusion: str = "") -> KernelTable:
         """The kernels of a traced pass at the traced precision (formats are applied per design point), as one
-        of `tp` tensor-parallel devices runs them (experts spread over them with ep = tp), with sends between
-        `pp` pipeline stages."""
-        key = (model, phase, batch, prompt, tp, pp, ep)
+        of `tp` tensor-parallel devices runs them (experts spread over them with ep = tp), fused as `fusion`
+        launches them (kernels/fusion.py), with sends between `pp` pipeline stages."""
+        key = (model, phase, batch, prompt, tp, pp, ep, fusion)
         if key not in self._lowered:
             if tp == 1 and pp == 1:
-                self._lowered[key] = KernelTable.from_kernels(lower_trace(self.trace(model, phase, batch, prompt)))
+                eager = KernelTable.from_kernels(lower_trace(self.trace(model, phase, batch, prompt)))
+                self._lowered[key] = fuse(eager, fusion)
             else:
                 cfg = self.config(model)
                 whole = self.lowered(model, phase, batch, prompt)
-                self._lowered[key] = pipeline_sends(shard_tensor_parallel(whole, tp, cfg, ep), pp, cfg)
+                sharded = fuse(shard_tensor_parallel(whole, tp, cfg, ep), fusion)
+                self._lowered[key] = pipeline_sends(sharded, pp, cfg)
         return self._lowered[key]
 
     def tables(self, model: str, batch: int, prompt: int, fmt: NumericFormat, sub_batches: int = 1,
-               tp: int = 1, pp: int = 1, ep: int = 1) -> PassTables:
+               tp: int = 1, pp: int = 1, ep: int = 1, fusion: str = "") -> PassTables:
         """Prefill and decode tables; with sub_batches > 1, also the decode of each sub-batch (traced at its size)."""
-        key = (model, batch, prompt, fmt, sub_batches, tp, pp, ep)
+        key = (model, batch, prompt, fmt, sub_batches, tp, pp, ep, fusion)
         if key not in self._tables:
             sizes = sub_batch_sizes(batch, sub_batches)
-            parts = tuple((size, self.lowered(model, "decode", size, prompt, tp, pp, ep).with_format(fmt))
+            parts = tuple((size, self.lowered(model, "decode", size, prompt, tp, pp, ep, fusion).with_format(fmt))
                           for size in sizes if len(sizes) > 1)
             self._tables[key] = PassTables(
-                prefill=self.lowered(model, "prefill", batch, prompt, tp, pp, ep).with_format(fmt),
-                decode=self.lowered(model, "decode", batch, prompt, tp, pp, ep).with_format(fmt),
+                prefill=self.lowered(model, "prefill", batch, prompt, tp, pp, ep, fusion).with_format(fmt),
+                decode=self.lowered(model, "decode", batch, prompt, tp, pp, ep, fusion).with_format(fmt),
                 attention_window=self.trace(model, "decode", batch, prompt).sliding_window, sub_batch_decode=parts,
             )
         return self._tables[key]
 
-    def template(self, model: str, fmt: NumericFormat, tp: int = 1, ep: int = 1) -> StepTemplate:
-        """The model's step template under a numeric format, per tensor-parallel device (kernels/shapes.py)."""
-        key = (model, fmt, tp, ep)
+    def template(self, model: str, fmt: NumericFormat, tp: int = 1, ep: int = 1, fusion: str = "") -> StepTemplate:
+        """The model's step template under a numeric format, per tensor-parallel device, with the kernels `fusion`
+        launches (kernels/shapes.py, kernels/fusion.py)."""
+        key = (model, fmt, tp, ep, fusion)
         if key not in self._templates:
             cfg = self.config(model)
             few = replace(cfg, num_layers=min(cfg.num_layers, TEMPLATE_LAYERS))  # every layer runs the same kernels
             self._templates[key] = StepTemplate.from_model(
                 cfg, fmt, lambda phase, batch, prompt: self._trace_config(few, phase, batch, prompt),
-                shard=lambda table: shard_tensor_parallel(table, tp, few, ep))
+                shard=lambda table: shard_tensor_parallel(table, tp, few, ep), fusion=fusion)
         return self._templates[key]
 
     def device(self, name: str, overrides: tuple = (), calibrated: bool = True, tp: int = 1, link: str = "",
@@ -145,9 +155,9 @@ class Evaluator:
         key = (point.model, fmt, point.device, point.overrides, point.use_calibration, point.execution, point.tp,
                point.link, point.link_overrides, point.ep)
         if key not in self._cost_models:
-            self._cost_models[key] = IterationCostModel(
-                self.point_device(point), self.template(point.model, fmt, point.tp, point.ep),
-                execution=point.execution, kv_bucket_tokens=KV_BUCKET_TOKENS)
+            template = self.template(point.model, fmt, point.tp, point.ep, fusion_of(point.execution))
+            self._cost_models[key] = IterationCostModel(self.point_device(point), template, execution=point.execution,
+                                                        kv_bucket_tokens=KV_BUCKET_TOKENS)
         return self._cost_models[key]
 
     def evaluate(self, point: DesignPoint, *, event_sim: bool = False, timeline: bool = False,
@@ -163,7 +173,7 @@ class Evaluator:
         device = self.point_device(point)
         cfg = self.config(point.model)
         tables = self.tables(point.model, point.batch, point.prompt, fmt, device.sub_batches, point.tp, point.pp,
-                             point.ep)
+                             point.ep, fusion_of(point.execution))
         prefill_trace = self.trace(point.model, "prefill", point.batch, point.prompt)
         workload = BatchWorkload(batch=point.batch, prompt_len=point.prompt, output_len=point.output)
         memory = batch_footprint(

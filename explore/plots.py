@@ -1,4 +1,8 @@
-"""Figures of the design report: pure functions from data to a matplotlib Figure (no pyplot, no global state)."""
+"""Figures of the design report: pure functions from data to a matplotlib Figure (no pyplot, no global state).
+
+Values come in SI units and are drawn in the units the report's tables use (explore.rows.metric_scale: times in
+ms, memory in GB).
+"""
 
 from __future__ import annotations
 
@@ -6,14 +10,13 @@ import io
 import math
 import textwrap
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-
-from explore.rows import as_number, metric_axis_label
+from matplotlib.patches import Patch
 
 # One fixed color per kernel class, so every figure of a report agrees.
 CLASS_COLORS = {
@@ -24,32 +27,36 @@ CLASS_COLORS = {
 VALIDATION_COLORS = {"activation": "#e377c2", "rope": "#bcbd22", "decode_step": "#000000"}
 PHASE_MARKERS = {"prefill": "o", "decode": "^"}
 LINE_STYLES = ("-", "--", ":", "-.")  # after the 10 colors of the cycle run out, lines change style
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "h", "<", ">", "p", "*")  # one per numeric format
 LOG_RANGE = 20.0  # a value axis whose max / min exceeds this is drawn on a log scale
+MS = 1e3  # seconds -> milliseconds, the unit every figure and table shows times in
+# Parts of the energy breakdown: one color each.
+ENERGY_COLORS = {"static": "#bdbdbd", "memory": "#ff7f0e", "compute": "#1f77b4"}
+ROOF_STYLES = {16: "-", 8: "-.", 4: ":"}  # matrix roofs by operand width
+ROOF_DECADES = 5.0  # a roofline shows at most this many decades of FLOP/s under its highest roof
+CHOSEN_MARK = "★"  # labels of the chosen designs (best on an objective, balanced)
+BROKEN_MARK = "✗"  # labels of feasible points that break a constraint
 
 
-@dataclass(frozen=True, kw_only=True)
-class RooflinePanel:
-    """One device's roofs and the kernels of one design point on it (one entry per kernel)."""
-
-    title: str
-    peak_tensor_flops: float  # FLOP/s of the 16-bit tensor dtype
-    peak_vector_flops: float  # FLOP/s of the fp32 vector units
-    bandwidth_Bps: float
-    intensity: np.ndarray  # FLOP/byte
-    achieved_flops: np.ndarray  # FLOP/s
-    kernel_class: np.ndarray
-    phase: np.ndarray  # "prefill" or "decode"
+def palette(keys: Sequence[str]) -> dict[str, str]:
+    """One color per distinct key, in order: the 10 of tab10 for up to 10 keys, else tab20's 20 (repeating)."""
+    keys = list(dict.fromkeys(keys))
+    colors = [f"C{i}" for i in range(10)] if len(keys) <= 10 else [
+        "#1f77b4", "#aec7e8", "#ff7f0e", "#ffbb78", "#2ca02c", "#98df8a", "#d62728", "#ff9896", "#9467bd",
+        "#c5b0d5", "#8c564b", "#c49c94", "#e377c2", "#f7b6d2", "#7f7f7f", "#c7c7c7", "#bcbd22", "#dbdb8d",
+        "#17becf", "#9edae5"]
+    return {key: colors[i % len(colors)] for i, key in enumerate(keys)}
 
 
-@dataclass(frozen=True, kw_only=True)
-class BatchSeries:
-    """TTFT and TPOT of one combination of the other knobs at several values of one knob (batch size, or the
-    devices of a tensor-parallel system)."""
+def markers(keys: Sequence[str]) -> dict[str, str]:
+    """One marker per key, in order (repeating beyond len(MARKERS))."""
+    return {key: MARKERS[i % len(MARKERS)] for i, key in enumerate(dict.fromkeys(keys))}
 
-    label: str
-    batch: np.ndarray  # the knob's values (x)
-    ttft_s: np.ndarray
-    tpot_s: np.ndarray
+
+def line_styles(keys: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """(line style, marker) per key, in order: formats tell apart by both."""
+    return {key: (LINE_STYLES[i % len(LINE_STYLES)], MARKERS[i % len(MARKERS)])
+            for i, key in enumerate(dict.fromkeys(keys))}
 
 
 def figure_png(fig: Figure, dpi: int = 100) -> bytes:
@@ -65,69 +72,147 @@ def wide_range(values: np.ndarray) -> bool:
     return positive.size > 0 and positive.max() / positive.min() > LOG_RANGE
 
 
+def _legend_columns(labels: Sequence[str], width: int = 130) -> int:
+    """As many legend columns as fit the longest label in about `width` characters."""
+    longest = max((len(label) for label in labels), default=1) + 6
+    return max(1, min(5, width // longest))
+
+
+# ---- roofline -----------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, kw_only=True)
+class Roof:
+    """A matrix-unit roof: the peak FLOP/s of the dtypes that run at one rate, and their operand width."""
+
+    label: str  # "16-bit (bf16)"
+    flops: float
+    bits: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class RooflinePanel:
+    """One device's roofs and the kernels of one design point on it (one entry per distinct kernel)."""
+
+    title: str
+    roofs: tuple[Roof, ...]  # every matrix roof the sweep's formats run at, highest first
+    peak_vector_flops: float  # FLOP/s of the fp32 vector units
+    bandwidth_Bps: float
+    intensity: np.ndarray  # FLOP/byte
+    achieved_flops: np.ndarray  # FLOP/s
+    kernel_class: np.ndarray
+    phase: np.ndarray  # "prefill" or "decode"
+    time_share: np.ndarray  # share of its pass's time (prefill, or one decode step) over its repeats
+
+    @property
+    def ranges(self) -> tuple[tuple[float, float], tuple[float, float]]:
+        """(x range, y range): the kernels and every ridge on x; at most ROOF_DECADES under the top roof on y."""
+        top = max([r.flops for r in self.roofs] + [self.peak_vector_flops])
+        ridges = [r.flops / self.bandwidth_Bps for r in self.roofs]
+        low_x = min([float(np.min(self.intensity, initial=math.inf))] + ridges) / 3
+        high_x = max([float(np.max(self.intensity, initial=0.0))] + ridges) * 3
+        floor = max(float(np.min(self.achieved_flops, initial=math.inf)) / 2, top / 10 ** ROOF_DECADES)
+        return (low_x, high_x), (floor, top * 3)
+
+
 def _draw_roofline(ax: Axes, panel: RooflinePanel) -> None:
-    """Roofs as lines and kernels as points on one log-log axes."""
-    ridge = panel.peak_tensor_flops / panel.bandwidth_Bps
-    low = min(float(np.min(panel.intensity, initial=ridge)), panel.peak_vector_flops / panel.bandwidth_Bps) / 4
-    high = max(float(np.max(panel.intensity, initial=ridge)), ridge) * 4
-    x = np.geomspace(low, high, 200)
-    ax.plot(x, np.minimum(panel.peak_tensor_flops, x * panel.bandwidth_Bps), color="black", lw=1.5)
-    ax.plot(x, np.minimum(panel.peak_vector_flops, x * panel.bandwidth_Bps), color="black", lw=1.0, ls="--")
+    """Roofs as lines with their ridge points, kernels as points sized by their share of time, on log-log axes."""
+    (low_x, high_x), (floor, top) = panel.ranges
+    x = np.geomspace(low_x, high_x, 200)
+    bandwidth = panel.bandwidth_Bps
+    ax.plot(x, np.minimum(panel.peak_vector_flops, x * bandwidth), color="#777777", lw=1.0, ls="--")
+    for roof in panel.roofs:
+        ax.plot(x, np.minimum(roof.flops, x * bandwidth), color="black", lw=1.4, ls=ROOF_STYLES.get(roof.bits, "-"))
+        ridge = roof.flops / bandwidth
+        ax.plot([ridge], [roof.flops], marker="o", ms=5, color="black", mfc="white", zorder=4)
+        ax.annotate(f"ridge {ridge:.3g}", (ridge, roof.flops), xytext=(4, -10), textcoords="offset points",
+                    fontsize=7)
+    below = panel.achieved_flops < floor
+    y = np.where(below, floor * 1.25, panel.achieved_flops)
+    size = 10 + 600 * np.clip(panel.time_share, 0, 1)
     for kernel_class, color in CLASS_COLORS.items():
         for phase, marker in PHASE_MARKERS.items():
-            keep = (panel.kernel_class == kernel_class) & (panel.phase == phase)
-            if keep.any():
-                ax.scatter(panel.intensity[keep], panel.achieved_flops[keep], s=22, c=color, marker=marker,
-                           alpha=0.7, edgecolors="none")
+            for clipped in (False, True):
+                keep = (panel.kernel_class == kernel_class) & (panel.phase == phase) & (below == clipped)
+                if keep.any():
+                    ax.scatter(panel.intensity[keep], y[keep], s=size[keep], c=color, alpha=0.6, zorder=3,
+                               marker="v" if clipped else marker, edgecolors="black", linewidths=0.3)
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_ylim(top=panel.peak_tensor_flops * 3)
+    ax.set_xlim(low_x, high_x)
+    ax.set_ylim(floor, top)
+    ax.minorticks_off()
     ax.set_title(textwrap.fill(panel.title, 60), fontsize=9)
     ax.set_xlabel("arithmetic intensity (FLOP/byte)")
     ax.set_ylabel("achieved FLOP/s")
     ax.grid(True, which="major", alpha=0.3)
 
 
-def _roofline_legend(classes: set[str]) -> list[Line2D]:
-    """Proxy handles: the kernel classes shown by color, phases by marker, roofs by line style."""
+def _roofline_legend(panels: Sequence[RooflinePanel]) -> list[Line2D]:
+    """Proxy handles: kernel classes by color, phases by marker, roofs by line style, size by time share."""
+    classes = set().union(*(panel.kernel_class.tolist() for panel in panels))
     handles = [Line2D([], [], ls="", marker="s", color=c, label=k) for k, c in CLASS_COLORS.items() if k in classes]
     handles += [Line2D([], [], ls="", marker=m, color="gray", label=p) for p, m in PHASE_MARKERS.items()]
-    handles += [Line2D([], [], color="black", lw=1.5, label="16-bit tensor roof"),
-                Line2D([], [], color="black", lw=1.0, ls="--", label="fp32 vector roof")]
+    roofs = dict.fromkeys((roof.bits, roof.label) for panel in panels for roof in panel.roofs)
+    handles += [Line2D([], [], color="black", lw=1.4, ls=ROOF_STYLES.get(bits, "-"), label=f"{label} roof")
+                for bits, label in roofs]
+    handles += [Line2D([], [], color="#777777", lw=1.0, ls="--", label="fp32 vector roof"),
+                Line2D([], [], ls="", marker="o", color="black", mfc="white", label="ridge point (FLOP/byte)"),
+                Line2D([], [], ls="", marker="o", color="gray", ms=12, alpha=0.6, label="size: share of time")]
+    if any(np.any(p.achieved_flops < p.ranges[1][0]) for p in panels):
+        handles.append(Line2D([], [], ls="", marker="v", color="gray", label="slower: drawn at the axis floor"))
     return handles
 
 
 def roofline_figure(panels: Sequence[RooflinePanel]) -> Figure:
-    """One roofline panel per device, kernels colored by class, prefill and decode by marker."""
+    """One roofline panel per design point, kernels colored by class, prefill and decode by marker."""
     ncols = min(len(panels), 2)
     nrows = math.ceil(len(panels) / ncols)
-    fig = Figure(figsize=(6.0 * ncols, 4.2 * nrows + 0.8), layout="constrained")
+    fig = Figure(figsize=(6.0 * ncols, 4.2 * nrows + (1.0 if ncols > 1 else 1.6)), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax, panel in zip(axes, panels, strict=False):
         _draw_roofline(ax, panel)
     for ax in axes[len(panels):]:
         ax.set_visible(False)
-    classes = set().union(*(panel.kernel_class.tolist() for panel in panels))
-    fig.legend(handles=_roofline_legend(classes), loc="outside lower center", ncols=5, fontsize=8, frameon=False)
+    fig.legend(handles=_roofline_legend(panels), loc="outside lower center", ncols=5 if ncols > 1 else 3, fontsize=8,
+               frameon=False)
     return fig
 
 
-def breakdown_figure(labels: Sequence[str], times_s: Mapping[str, Sequence[float]]) -> Figure:
-    """Stacked horizontal bars: one bar per design point, one segment per kernel class (seconds)."""
-    fig = Figure(figsize=(10.0, 1.6 + 0.28 * len(labels)), layout="constrained")
-    ax = fig.subplots()
+# ---- breakdowns and bars ------------------------------------------------------------------------------------
+
+def _stacked_bars(ax: Axes, labels: Sequence[str], parts: Mapping[str, Sequence[float]],
+                  colors: Mapping[str, str]) -> None:
+    """Horizontal stacked bars, one per label, one segment per part (NaN draws nothing)."""
     y = np.arange(len(labels))
     left = np.zeros(len(labels))
-    for kernel_class, values in times_s.items():
+    for name, values in parts.items():
         width = np.nan_to_num(np.asarray(values, dtype=float))
-        ax.barh(y, width, left=left, color=CLASS_COLORS.get(kernel_class), label=kernel_class, height=0.7)
+        ax.barh(y, width, left=left, color=colors.get(name), label=name, height=0.7)
         left += width
     ax.set_yticks(y, labels, fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlabel("latency of one request (s)")
     ax.grid(True, axis="x", alpha=0.3)
+
+
+def breakdown_figure(labels: Sequence[str], times_s: Mapping[str, Sequence[float]]) -> Figure:
+    """Stacked horizontal bars: one bar per design point, one segment per kernel class (drawn in ms)."""
+    fig = Figure(figsize=(10.0, 1.6 + 0.28 * len(labels)), layout="constrained")
+    ax = fig.subplots()
+    _stacked_bars(ax, labels, {c: MS * np.asarray(v, dtype=float) for c, v in times_s.items()}, CLASS_COLORS)
+    ax.set_xlabel("latency of one request: prefill and every decode step (ms)")
     if times_s:
         fig.legend(loc="outside lower center", ncols=len(times_s), fontsize=8, frameon=False)
+    return fig
+
+
+def energy_breakdown_figure(labels: Sequence[str], parts_J: Mapping[str, Sequence[float]]) -> Figure:
+    """Stacked horizontal bars: energy per output token of each design point split into static, memory and
+    compute energy (J/token)."""
+    fig = Figure(figsize=(10.0, 1.6 + 0.28 * len(labels)), layout="constrained")
+    ax = fig.subplots()
+    _stacked_bars(ax, labels, parts_J, ENERGY_COLORS)
+    ax.set_xlabel("energy per output token (J/token)")
+    fig.legend(loc="outside lower center", ncols=len(parts_J), fontsize=8, frameon=False)
     return fig
 
 
@@ -138,47 +223,148 @@ def grouped_bars_figure(groups: Sequence[str], values: Mapping[str, Sequence[flo
     per_group = 0.6 + 0.4 * len(values)
     fig = Figure(figsize=(min(14.0, max(6.5, 2.0 + per_group * len(groups))), height_in), layout="constrained")
     ax = fig.subplots()
+    x, bars = _grouped_bars(ax, groups, values, colors)
+    return fig, ax, x, bars
+
+
+def _grouped_bars(ax: Axes, groups: Sequence[str], values: Mapping[str, Sequence[float]],
+                  colors: Mapping[str, str] | None) -> tuple[np.ndarray, list]:
     x = np.arange(len(groups))
     width = 0.8 / max(len(values), 1)
     bars = [ax.bar(x + (i - (len(values) - 1) / 2) * width, np.asarray(series, dtype=float), width, label=name,
                    color=(colors or {}).get(name))
             for i, (name, series) in enumerate(values.items())]
-    return fig, ax, x, bars
+    return x, bars
 
 
-def energy_figure(groups: Sequence[str], energy_J: Mapping[str, Sequence[float]]) -> Figure:
-    """Grouped bars: one group per device, one bar per model (joules per output token; NaN draws no bar)."""
-    fig, ax, x, _ = grouped_bars_figure(groups, energy_J, height_in=4.4)
-    ax.set_xticks(x, groups, rotation=20 if len(groups) > 4 else 0, ha="right" if len(groups) > 4 else "center")
-    ax.set_ylabel("energy per output token (J)")
-    if wide_range(np.concatenate([np.asarray(v, dtype=float) for v in energy_J.values()] or [np.zeros(0)])):
-        ax.set_yscale("log")
-    ax.grid(True, axis="y", alpha=0.3)
-    ax.legend(fontsize=8, frameon=False)
+@dataclass(frozen=True, kw_only=True)
+class EnergyPanel:
+    """Energy per token of one model: one group per device, one bar per format, a note on each bar (its batch)."""
+
+    title: str
+    devices: list[str]
+    energy_J: dict[str, list[float]]  # format -> one value per device (NaN: no point)
+    notes: dict[str, list[str]] = field(default_factory=dict)  # format -> one label per device
+
+
+def energy_figure(panels: Sequence[EnergyPanel]) -> Figure:
+    """Grouped bars per model (one panel each, shared y): devices as groups, formats as bars (J/token)."""
+    formats = list(dict.fromkeys(f for panel in panels for f in panel.energy_J))
+    colors = palette(formats)
+    groups = max(len(panel.devices) for panel in panels)
+    width = min(14.0, max(6.5, 2.0 + (0.6 + 0.4 * len(formats)) * groups))
+    fig = Figure(figsize=(width, 3.6 * len(panels) + 0.9), layout="constrained")
+    axes = fig.subplots(len(panels), 1, squeeze=False, sharey=True).ravel()
+    values = np.concatenate([np.asarray(v, dtype=float) for p in panels for v in p.energy_J.values()])
+    for ax, panel in zip(axes, panels, strict=True):
+        x, bars = _grouped_bars(ax, panel.devices, {f: panel.energy_J[f] for f in panel.energy_J}, colors)
+        for container, name in zip(bars, panel.energy_J, strict=True):
+            if panel.notes.get(name):
+                ax.bar_label(container, labels=panel.notes[name], fontsize=7, padding=1)
+        rotate = len(panel.devices) > 4
+        ax.set_xticks(x, panel.devices, rotation=20 if rotate else 0, ha="right" if rotate else "center")
+        ax.set_ylabel("energy per output token (J/token)", fontsize=8)
+        ax.set_title(panel.title, fontsize=10)
+        ax.grid(True, axis="y", alpha=0.3)
+        if wide_range(values):
+            ax.set_yscale("log")
+        ax.margins(y=0.1)  # room for the notes above the bars
+    handles = [Patch(color=colors[f], label=f) for f in formats]
+    fig.legend(handles=handles, loc="outside lower center", ncols=_legend_columns(formats), fontsize=8,
+               frameon=False, title="format", title_fontsize=8)
     return fig
 
 
-def batch_figure(series: Sequence[BatchSeries], x_label: str = "batch size") -> Figure:
-    """Two panels against batch size, or another knob (log x): TTFT and TPOT, one line per series."""
-    fig = Figure(figsize=(11.0, 4.6 + 0.18 * math.ceil(len(series) / 2)), layout="constrained")
-    ttft_ax, tpot_ax = fig.subplots(1, 2)
-    batches = np.unique(np.concatenate([np.asarray(s.batch, dtype=float) for s in series] or [np.ones(1)]))
-    for i, item in enumerate(series):
-        style = {"color": f"C{i % 10}", "ls": LINE_STYLES[i // 10 % len(LINE_STYLES)], "marker": "o"}
-        ttft_ax.plot(item.batch, item.ttft_s, label=item.label, **style)
-        tpot_ax.plot(item.batch, item.tpot_s, **style)
-    for ax, name, field in ((ttft_ax, "TTFT", "ttft_s"), (tpot_ax, "TPOT", "tpot_s")):
-        ax.set_xscale("log")
-        ax.set_xticks(batches, [str(int(b)) for b in batches])
-        ax.minorticks_off()
-        values = np.concatenate([np.asarray(getattr(s, field), dtype=float) for s in series] or [np.zeros(0)])
-        if wide_range(values):
-            ax.set_yscale("log")
-        ax.set_xlabel(x_label)
-        ax.set_ylabel(f"{name} (s)")
-        ax.set_title(name, fontsize=10)
-        ax.grid(True, which="major", alpha=0.3)
-    fig.legend(loc="outside lower center", ncols=2, fontsize=8, frameon=False)
+# ---- latency against batch (or devices) ---------------------------------------------------------------------
+
+@dataclass(frozen=True, kw_only=True)
+class BatchSeries:
+    """TTFT and TPOT of one combination of the other knobs at several values of one knob (batch size, or the
+    devices of a tensor-parallel system). Color tells `color_key` (the hardware) apart, line style and marker
+    `style_key` (the format); `chosen` marks points that are chosen designs, `broken` those that break a
+    constraint (drawn hollow)."""
+
+    label: str
+    batch: np.ndarray  # the knob's values (x)
+    ttft_s: np.ndarray
+    tpot_s: np.ndarray
+    color_key: str = ""
+    style_key: str = ""
+    chosen: np.ndarray | None = None
+    broken: np.ndarray | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class BatchPanel:
+    """The lines of one model (a row of the figure)."""
+
+    title: str
+    series: list[BatchSeries]
+
+
+def _series_styles(series: Sequence[BatchSeries]) -> tuple[dict[str, dict], list[Line2D]]:
+    """Line styles per series label and the legend: color by hardware and line style by format when there are
+    few enough of each, else a color (and after 10, a line style) per series."""
+    colors = palette([s.color_key for s in series])
+    styles = line_styles([s.style_key for s in series])
+    if len(colors) <= 20 and len(styles) <= len(MARKERS):
+        by_label = {s.label: {"color": colors[s.color_key], "ls": styles[s.style_key][0],
+                              "marker": styles[s.style_key][1]} for s in series}
+        handles = [Line2D([], [], color=c, lw=2, label=k) for k, c in colors.items()]
+        handles += [Line2D([], [], color="black", ls=ls, marker=m, label=k) for k, (ls, m) in styles.items()]
+        return by_label, handles
+    by_label = {s.label: {"color": f"C{i % 10}", "ls": LINE_STYLES[i // 10 % len(LINE_STYLES)], "marker": "o"}
+                for i, s in enumerate(series)}
+    return by_label, [Line2D([], [], label=s.label, **by_label[s.label]) for s in series]
+
+
+def _draw_series(ax: Axes, item: BatchSeries, values: np.ndarray, style: dict) -> None:
+    """One line, hollow markers where a point breaks a constraint, a star on a chosen design."""
+    ax.plot(item.batch, values, color=style["color"], ls=style["ls"], lw=2.4 if _any(item.chosen) else 1.3)
+    broken = item.broken if item.broken is not None else np.zeros(len(values), dtype=bool)
+    for keep, face in ((~broken, style["color"]), (broken, "white")):
+        if keep.any():
+            ax.plot(item.batch[keep], values[keep], ls="none", marker=style["marker"], ms=5.5, color=style["color"],
+                    mfc=face)
+    if _any(item.chosen):
+        ax.plot(item.batch[item.chosen], values[item.chosen], ls="none", marker="*", ms=15, color=style["color"],
+                mec="black", mew=0.8, zorder=4)
+
+
+def _any(mask: np.ndarray | None) -> bool:
+    return mask is not None and bool(np.any(mask))
+
+
+def batch_figure(panels: Sequence[BatchPanel], x_label: str = "batch size") -> Figure:
+    """A row per panel (model), two columns against batch size or another knob (log x): TTFT and TPOT in ms."""
+    every = [s for panel in panels for s in panel.series]
+    styles, handles = _series_styles(every)
+    if any(_any(s.chosen) for s in every):
+        handles.append(Line2D([], [], ls="none", marker="*", ms=12, color="gray", mec="black",
+                              label="chosen design (thick line)"))
+    if any(_any(s.broken) for s in every):
+        handles.append(Line2D([], [], ls="none", marker="o", color="gray", mfc="white",
+                              label="hollow: breaks a constraint"))
+    legend_rows = math.ceil(len(handles) / _legend_columns([h.get_label() for h in handles]))
+    fig = Figure(figsize=(11.0, 3.9 * len(panels) + 0.6 + 0.2 * legend_rows), layout="constrained")
+    axes = fig.subplots(len(panels), 2, squeeze=False)
+    batches = np.unique(np.concatenate([np.asarray(s.batch, dtype=float) for s in every] or [np.ones(1)]))
+    for (ttft_ax, tpot_ax), panel in zip(axes, panels, strict=True):
+        for ax, name, field_name in ((ttft_ax, "TTFT", "ttft_s"), (tpot_ax, "TPOT", "tpot_s")):
+            values = [MS * np.asarray(getattr(s, field_name), dtype=float) for s in panel.series]
+            for item, y in zip(panel.series, values, strict=True):
+                _draw_series(ax, item, y, styles[item.label])
+            ax.set_xscale("log")
+            ax.set_xticks(batches, [f"{b:g}" for b in batches])
+            ax.minorticks_off()
+            if wide_range(np.concatenate(values or [np.zeros(0)])):
+                ax.set_yscale("log")
+            ax.set_xlabel(x_label)
+            ax.set_ylabel(f"{name} (ms)")
+            ax.set_title(f"{panel.title}: {name}" if panel.title else name, fontsize=10)
+            ax.grid(True, which="major", alpha=0.3)
+    fig.legend(handles=handles, loc="outside lower center", ncols=_legend_columns([h.get_label() for h in handles]),
+               fontsize=8, frameon=False)
     return fig
 
 
@@ -212,99 +398,4 @@ def validation_figure(device: str, predicted_s: np.ndarray, measured_s: np.ndarr
         handle.set_sizes([24])
     for ax in (scatter, residual):
         ax.grid(True, which="major", alpha=0.3)
-    return fig
-
-
-# ---- objectives: Pareto fronts, rankings, sensitivity -------------------------------------------------------
-
-@dataclass(frozen=True, kw_only=True)
-class ChosenPoint:
-    """A labeled point of a Pareto figure: its coordinates, its role ('best TPOT (s)', 'balanced') and its name."""
-
-    x: float
-    y: float
-    role: str
-    label: str
-
-
-def _scale_axes(ax: Axes, x: np.ndarray, y: np.ndarray) -> None:
-    if wide_range(x):
-        ax.set_xscale("log")
-    if wide_range(y):
-        ax.set_yscale("log")
-
-
-def pareto_figure(x_name: str, y_name: str, meeting: np.ndarray, violating: np.ndarray, front: np.ndarray,
-                  x_minimized: bool, chosen: Sequence[ChosenPoint]) -> Figure:
-    """Feasible points (grey), constraint violators (light x), the front (red, step line), chosen points labeled.
-
-    `meeting`, `violating` and `front` are (n, 2) arrays of metric values (not signed); `front` sorted by x.
-    """
-    fig = Figure(figsize=(9.0, 5.4 + 0.2 * len(chosen)), layout="constrained")
-    ax = fig.subplots()
-    if len(violating):
-        ax.scatter(violating[:, 0], violating[:, 1], s=24, marker="x", color="#c7c7c7", lw=1,
-                   label="violates a constraint")
-    ax.scatter(meeting[:, 0], meeting[:, 1], s=20, color="#8c8c8c", alpha=0.8, edgecolors="none",
-               label="feasible, meets constraints")
-    ax.step(front[:, 0], front[:, 1], where="post" if x_minimized else "pre", color="#d62728", lw=1.2, alpha=0.8)
-    ax.scatter(front[:, 0], front[:, 1], s=46, color="#d62728", edgecolors="black", lw=0.6, zorder=3,
-               label="Pareto-optimal")
-    every = np.concatenate([meeting, violating]) if len(violating) else meeting
-    _scale_axes(ax, every[:, 0], every[:, 1])
-    for i, point in enumerate(chosen):
-        ax.annotate(f"{chr(ord('A') + i)}: {point.role}", (point.x, point.y), xytext=(10, 10 + 12 * (i % 3)),
-                    textcoords="offset points", fontsize=8, arrowprops={"arrowstyle": "-", "lw": 0.6},
-                    bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "#999", "alpha": 0.9}, zorder=4)
-    ax.set_xlabel(metric_axis_label(x_name) + (" (lower is better)" if x_minimized else " (higher is better)"))
-    ax.set_ylabel(metric_axis_label(y_name))
-    ax.grid(True, which="major", alpha=0.3)
-    ax.legend(fontsize=8, frameon=False, loc="best")
-    if chosen:  # the letters' full names below the axes, where long labels have room
-        handles = [Line2D([], [], ls="", marker=f"${chr(ord('A') + i)}$", color="black",
-                          label=textwrap.shorten(f"{p.role}: {p.label}", 170)) for i, p in enumerate(chosen)]
-        fig.legend(handles=handles, loc="outside lower left", ncols=1, fontsize=8, frameon=False)
-    return fig
-
-
-def ranking_figure(name: str, labels: Sequence[str], values: Sequence[float], minimized: bool) -> Figure:
-    """Horizontal bars of the best design points for one objective, best at the top."""
-    fig = Figure(figsize=(10.0, 1.4 + 0.3 * len(labels)), layout="constrained")
-    ax = fig.subplots()
-    y = np.arange(len(labels))
-    array = np.asarray(values, dtype=float)
-    ax.barh(y, array, color="#1f77b4", height=0.7)
-    ax.set_yticks(y, labels, fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlabel(metric_axis_label(name) + (" (lower is better)" if minimized else " (higher is better)"))
-    if wide_range(array):
-        ax.set_xscale("log")
-    ax.grid(True, axis="x", alpha=0.3)
-    return fig
-
-
-
-
-def sensitivity_figure(objective: str, panels: Mapping[str, Sequence[tuple[str, float]]]) -> Figure:
-    """Small multiples: one panel per knob, its values (categorical) on x, the median objective on y."""
-    ncols = min(len(panels), 3)
-    nrows = math.ceil(len(panels) / ncols)
-    fig = Figure(figsize=(4.2 * ncols, 3.3 * nrows + 0.3), layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    for ax, (knob, points) in zip(axes, panels.items(), strict=False):
-        labels = [textwrap.shorten(label, 18, placeholder="…") for label, _ in points]
-        x = np.arange(len(points))
-        numeric = all(not math.isnan(as_number(label)) for label, _ in points)  # join ordered values only, not names
-        ax.plot(x, [v for _, v in points], marker="o", color="#1f77b4", ls="-" if numeric else "none")
-        long = sum(len(label) for label in labels) > 28 or len(labels) > 6
-        ax.set_xticks(x, labels, fontsize=8, rotation=30 if long else 0, ha="right" if long else "center")
-        ax.set_xlim(-0.5, len(points) - 0.5)
-        if wide_range(np.array([v for _, v in points], dtype=float)):
-            ax.set_yscale("log")
-        ax.set_title(metric_axis_label(knob), fontsize=9)
-        ax.set_ylabel(f"median {metric_axis_label(objective)}", fontsize=8)
-        ax.tick_params(axis="y", which="both", labelsize=8)
-        ax.grid(True, which="major", alpha=0.3)
-    for ax in axes[len(panels):]:
-        ax.set_visible(False)
     return fig

@@ -9,14 +9,14 @@ from __future__ import annotations
 import math
 import textwrap
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from explore.plots import grouped_bars_figure, wide_range
+from explore.plots import MS, grouped_bars_figure, wide_range
 
 LIMIT_COLOR = "#444444"
 TIMELINE_WINDOWS = 200  # the timeline shows time-weighted means over this many windows of each run
@@ -61,6 +61,7 @@ class Panel:
     limits: Sequence[Limit] = ()
     identity: bool = False  # draw y = x (the offered rate)
     ylim: tuple[float, float] | None = None
+    scale: float = 1.0  # from the metric's SI value (and its limits') to the unit drawn (1e3: seconds as ms)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -184,8 +185,11 @@ def rate_figure(series: Sequence[RateSeries], panels: Sequence[Panel]) -> Figure
     axes = fig.subplots(1, len(panels), squeeze=False, sharex=True).ravel()
     rates = np.unique(np.concatenate([s.rate_per_s for s in series] or [np.zeros(0)]))
     rates = rates[np.isfinite(rates)]
+    unscaled = series
     for ax, panel in zip(axes, panels, strict=True):
-        limits = merged_limits(panel.limits)
+        limits = merged_limits([replace(limit, value=limit.value * panel.scale) for limit in panel.limits])
+        series = [replace(s, values={**s.values, panel.metric: np.asarray(s.values[panel.metric]) * panel.scale})
+                  for s in unscaled]
         for item in series:
             _draw_series(ax, item, panel.metric)
         _draw_limits(ax, limits)
@@ -241,20 +245,20 @@ def _cdf(ax: Axes, values: np.ndarray, color: str) -> None:
 
 def latency_cdf_figure(runs: Sequence[RunDetail], limits: Mapping[str, Sequence[Limit]],
                        attainment: float | None) -> Figure:
-    """TTFT and TPOT CDFs over requests (shared y: fraction of requests), SLO limits as vertical lines and the
-    SLO's attainment target as a horizontal one."""
+    """TTFT and TPOT CDFs over requests in ms (shared y: fraction of requests), SLO limits (in seconds, as the
+    runs' latencies) as vertical lines and the SLO's attainment target as a horizontal one."""
     fig = Figure(figsize=(11.5, 4.6 + 0.2 * len(runs)), layout="constrained")
     axes = fig.subplots(1, 2, sharey=True)
     for ax, field, name in zip(axes, ("ttft_s", "tpot_s"), ("TTFT", "TPOT"), strict=True):
         for run in runs:
-            _cdf(ax, getattr(run, field), run.color)
-        _draw_limits(ax, limits.get(field, ()), vertical=True)
+            _cdf(ax, MS * getattr(run, field), run.color)
+        _draw_limits(ax, [replace(limit, value=MS * limit.value) for limit in limits.get(field, ())], vertical=True)
         if attainment is not None:
             ax.axhline(attainment, color=LIMIT_COLOR, lw=0.9, ls=":", zorder=1)
         values = np.concatenate([getattr(run, field) for run in runs] + [[lim.value for lim in limits.get(field, ())]])
         if wide_range(values):
             ax.set_xscale("log")
-        ax.set_xlabel(f"{name} (s)")
+        ax.set_xlabel(f"{name} (ms)")
         ax.set_title(f"{name}: fraction of requests at or below x", fontsize=10)
         ax.grid(True, which="major", alpha=0.3)
     axes[0].set_ylabel("fraction of requests")

@@ -6,69 +6,34 @@ import base64
 import datetime
 import html
 import math
-from collections import Counter
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from explore.design_point import KERNEL_CLASSES
-from explore.plots import (
-    BatchSeries,
-    RooflinePanel,
-    batch_figure,
-    breakdown_figure,
-    energy_figure,
-    figure_png,
-    roofline_figure,
-)
 from explore.rows import (
-    as_number,
+    constraint_label,
     count_label,
     device_label,
     format_label,
     format_number,
     is_feasible,
-    lengths_vary,
+    metric_axis_label,
+    metric_value_label,
     normalize_row,
     overrides_label,
     overrides_of,
-    point_from_row,
-    point_label,
 )
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
-
     from explore.design_point import DesignPoint
     from explore.evaluate import Evaluator
-    from kernels.table import KernelTable
 
-MAX_BARS = 30  # design points in the latency breakdown
-MAX_SERIES = 16  # lines in the TTFT/TPOT figure
+MAX_SERIES = 16  # lines in a panel of a figure against batch (or rate); more: the chosen ones and a named subset
 TOP_N = 10
 MAX_INFEASIBLE = 20
-
-FIGURE_TITLES = {
-    "roofline": "Roofline of the workload's kernels", "breakdown": "Latency breakdown by kernel class",
-    "energy": "Energy per output token by device", "batch": "TTFT and TPOT against batch size",
-    "scaling": "TTFT and TPOT against tensor-parallel devices",
-}
-HOW_TO_READ = {
-    "roofline": "Each point is a distinct kernel of the design point named above the panel (repeated layers "
-                "drawn once). The solid line is the 16-bit tensor-core roof, the dashed line the fp32 vector roof; a "
-                "point left of the knee is memory-bound, and its distance below the roof is time lost to launch "
-                "overhead or to a slower rate. Kernels without FLOPs (embedding lookups, copies) are not shown.",
-    "breakdown": "Each bar is the latency of one request (prefill plus all decode steps), split by kernel class; "
-                 "the longest segment is what to speed up first.",
-    "energy": "Lower is better. Bars compare devices (groups) and models (colors) at one batch size and format.",
-    "batch": "Left: time to first token; right: time per output token after the first. A flat TPOT line means "
-             "decode is memory-bound and batching is nearly free; a rising one means compute has become the limit.",
-    "scaling": "Each line is one model, device, batch and format on 1, 2, 4, ... devices; a line that flattens "
-               "has run into its all-reduces or per-kernel overheads, which more devices do not divide.",
-}
+MAX_BROKEN = 20  # rows of the table of points that break a constraint
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -91,173 +56,35 @@ class ReportTable:
     cells: list[list[str]]
 
 
-# ---- figure data --------------------------------------------------------------------------------------------
+# ---- constraints and tables ---------------------------------------------------------------------------------
 
-def _representatives(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One feasible row per device: the earliest model, then the smallest batch, 16-bit formats first."""
-    model_rank: dict[str, int] = {}
-    for row in rows:
-        model_rank.setdefault(row["model"], len(model_rank))
-    best: dict[str, tuple[tuple, dict[str, Any]]] = {}
-    for index, row in enumerate(rows):
-        if not is_feasible(row):
-            continue
-        key = (model_rank[row["model"]], row["batch"], _bits(row) != (16, 16, 16), index)
-        if row["device"] not in best or key < best[row["device"]][0]:
-            best[row["device"]] = (key, row)
-    return [row for _, row in best.values()]
+def constraint_judge(constraints: Sequence[str] | None) -> Callable[[dict[str, Any]], list[str]]:
+    """A function from a row to the constraints it breaks, as the sweep writes them ('ttft_s <= 2'; none for an
+    infeasible row: it cannot run at all)."""
+    from explore.sweep import Constraint
 
+    parsed = Constraint.parse_all(constraints)
 
-def _kernel_points(device: Any, table: KernelTable, phase: str) -> tuple[np.ndarray, ...]:
-    """Intensity, achieved FLOP/s, class and phase of the distinct kernels of a table (zero-work ones dropped)."""
-    time_s = device.cost_table(table).time_s
-    keep = (table.flops > 0) & (table.bytes > 0) & (time_s > 0)
-    intensity = table.flops[keep] / table.bytes[keep]
-    achieved = table.flops[keep] / time_s[keep]
-    # Every layer repeats the same kernels: plot each distinct (intensity, rate, class) once.
-    distinct = dict.fromkeys(zip(np.round(intensity, 6).tolist(), np.round(np.log10(achieved), 6).tolist(),
-                                 table.kernel_class[keep].tolist(), strict=True))
-    points = np.array([(x, 10.0 ** y) for x, y, _ in distinct]).reshape(-1, 2)
-    classes = np.array([c for _, _, c in distinct], dtype=object)
-    return points[:, 0], points[:, 1], classes, np.full(len(classes), phase, dtype=object)
+    def broken(row: dict[str, Any]) -> list[str]:
+        if not parsed or not is_feasible(row):
+            return []
+        return [f"{c.metric} {c.op} {c.bound:g}" for c in parsed if not c.holds(row)]
+
+    return broken
 
 
-def roofline_panels(evaluator: Evaluator, rows: list[dict[str, Any]],
-                    chosen: Sequence[tuple[dict[str, Any], list[str]]] = ()) -> list[RooflinePanel]:
-    """A roofline panel per chosen design (its roles in the title), or per device with a feasible point when
-    nothing is chosen: peak math and off-chip bandwidth, and the kernels achieved."""
-    panels = []
-    shown = list(chosen) or [(row, []) for row in _representatives(rows)]
-    for row, roles in shown:
-        point = point_from_row(row)
-        device = evaluator.device(point.device, point.overrides, point.use_calibration)
-        tables = evaluator.evaluate(point).tables
-        parts = [_kernel_points(device, tables.prefill, "prefill"), _kernel_points(device, tables.decode, "decode")]
-        intensity, achieved, classes, phases = (np.concatenate(column) for column in zip(*parts, strict=True))
-        label = point_label(row, lengths=True)
-        panels.append(RooflinePanel(
-            title=f"{label}\n({', '.join(roles)})" if roles else label,
-            peak_tensor_flops=max(device.peak_flops("bf16"), device.peak_flops("fp16")),
-            peak_vector_flops=device.peak_flops("fp32"), bandwidth_Bps=device.bandwidth_Bps,
-            intensity=intensity, achieved_flops=achieved, kernel_class=classes, phase=phases,
-        ))
-    return panels
+def broken_cell(row: dict[str, Any], broken: Callable[[dict[str, Any]], list[str]]) -> str:
+    """The constraints a row breaks with its value of each: 'ttft_s <= 2 (TTFT is 2,645 ms)'."""
+    from explore.sweep import Constraint
+
+    return "; ".join(f"{text} ({_unit_words(c.metric)} is {metric_value_label(c.metric, row.get(c.metric))})"
+                     for text in broken(row) for c in [Constraint.parse(text)])
 
 
-def breakdown_rows(feasible: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
-    """At most MAX_BARS feasible rows (the smallest and largest batch when there are more), and what they are."""
-    if len(feasible) <= MAX_BARS:
-        return feasible, f"all {count_label(len(feasible), 'feasible design point')}"
-    batches = sorted({row["batch"] for row in feasible})
-    ends = [row for row in feasible if row["batch"] in (batches[0], batches[-1])]
-    shown = ends[:MAX_BARS]
-    what = f"{len(shown)} of {len(feasible)} feasible design points (batch {batches[0]} and {batches[-1]}"
-    return shown, what + (f", the first {MAX_BARS})" if len(ends) > MAX_BARS else ")")
+def _unit_words(metric: str) -> str:
+    """'TTFT' for 'ttft_s': the metric's name without its unit."""
+    return metric_axis_label(metric).split(" (")[0]
 
-
-def _bits(row: dict[str, Any]) -> tuple[int, int, int]:
-    return row["weight_bits"], row["act_bits"], row["kv_bits"]
-
-
-def _format_key(row: dict[str, Any]) -> tuple:
-    """Everything format_label shows, ordered so that 16-bit, dense, eager sorts first."""
-    return tuple(-b for b in _bits(row)), (row.get("sparsity") or "dense") != "dense", row.get("execution") == "graphs"
-
-
-def energy_data(feasible: list[dict[str, Any]]) -> tuple[list[str], dict[str, list[float]], str]:
-    """Devices, energy per token per model (NaN where missing) and a caption, at the most common batch and format."""
-    measured = [row for row in feasible if math.isfinite(row.get("energy_per_token_J", math.nan))]
-    if not measured:
-        return [], {}, "No feasible point has an energy value."
-    counts = Counter((row["batch"], _format_key(row)) for row in measured)
-    (batch, fmt), _ = min(counts.items(), key=lambda item: (-item[1], item[0]))
-    chosen = [row for row in measured if row["batch"] == batch and _format_key(row) == fmt]
-    devices = list(dict.fromkeys(device_label(row) for row in chosen))
-    models = list(dict.fromkeys(row["model"] for row in chosen))
-    energy = {model: [min((r["energy_per_token_J"] for r in chosen
-                           if r["model"] == model and device_label(r) == device), default=math.nan)
-                      for device in devices] for model in models}
-    caption = (f"Batch {batch}, format {format_label(chosen[0])} (the most common batch and format among feasible "
-               "points).")
-    if len({(r["model"], r["device"]) for r in chosen}) < len(chosen):
-        caption += " Where a device has several points (overrides, lengths), the lowest energy is shown."
-    return devices, energy, caption
-
-
-def batch_series(feasible: list[dict[str, Any]], knob: str = "batch") -> tuple[list[BatchSeries], str]:
-    """TTFT/TPOT lines against `knob` (batch, or tp), one per combination of the other knobs, at most MAX_SERIES,
-    and a caption."""
-    lengths = lengths_vary(feasible)
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for row in feasible:
-        other = dict(row, tp=1) if knob == "tp" else row  # a line per system size: its label without the size
-        label = point_label(other, lengths=lengths, batch=knob != "batch")
-        groups.setdefault(label, []).append(row)
-    series = []
-    for label, members in list(groups.items())[:MAX_SERIES]:
-        members = sorted(members, key=lambda r: r[knob])
-        series.append(BatchSeries(label=label, batch=np.array([r[knob] for r in members], dtype=float),
-                                  ttft_s=np.array([r["ttft_s"] for r in members]),
-                                  tpot_s=np.array([r["tpot_s"] for r in members])))
-    shown = f"the first {MAX_SERIES} of {len(groups)}" if len(groups) > MAX_SERIES else f"all {len(groups)}"
-    what = "model, device and format" if knob == "batch" else "model, device, batch and format"
-    return series, f"Feasible points only; one line per combination of {what} ({shown} shown)."
-
-
-# ---- figures ------------------------------------------------------------------------------------------------
-
-def _figure(name: str, caption: str, fig: Figure | None = None) -> ReportFigure:
-    """A report figure with its title; a figure without a plot keeps only its caption (why it is missing)."""
-    if fig is not None:
-        caption += " " + HOW_TO_READ[name]
-    return ReportFigure(name=name, title=FIGURE_TITLES[name], caption=caption,
-                        png=None if fig is None else figure_png(fig))
-
-
-def _roofline_figure(rows: list[dict[str, Any]], evaluator: Evaluator | None,
-                     chosen: Sequence[tuple[dict[str, Any], list[str]]] = ()) -> ReportFigure:
-    """The roofline figure, or why it is missing (no evaluator, no feasible point)."""
-    if evaluator is None:
-        return _figure("roofline", "Not drawn: the report was written without an evaluator to re-price kernels.")
-    panels = roofline_panels(evaluator, rows, chosen)
-    if not panels:
-        return _figure("roofline", "Not drawn: no feasible design point.")
-    which = ("The chosen designs (the best on each objective and the balanced one, as in the Pareto table)"
-             if chosen else "Per device, one representative feasible point (first model, smallest batch)")
-    caption = (f"{which}: the kernels of the prefill and the first decode step, against the peak 16-bit math rate "
-               "and off-chip bandwidth. Kernels that run beside the off-chip path (attention in HBM-PIM banks) "
-               "can sit above the bandwidth roof.")
-    return _figure("roofline", caption, roofline_figure(panels))
-
-
-def report_figures(rows: list[dict[str, Any]], evaluator: Evaluator | None,
-                   chosen: Sequence[tuple[dict[str, Any], list[str]]] = ()) -> list[ReportFigure]:
-    """Every figure of the report, in order; figures that need feasible points say so when there are none."""
-    feasible = [row for row in rows if is_feasible(row)]
-    if not feasible:
-        missing = [_figure(name, "Not drawn: no feasible design point.") for name in ("breakdown", "energy", "batch")]
-        return [_roofline_figure(rows, evaluator, chosen)] + missing
-    shown, what = breakdown_rows(feasible)
-    labels = [point_label(row, lengths=lengths_vary(shown)) for row in shown]
-    times = {c: [as_number(row.get(f"time_{c}_s")) for row in shown] for c in (*KERNEL_CLASSES, "communication")}
-    times = {c: values for c, values in times.items() if np.nansum(values) > 0}  # no empty legend entries
-    devices, energy, energy_caption = energy_data(feasible)
-    series, batch_caption = batch_series(feasible)
-    sizes = {row.get("tp") for row in feasible if row.get("tp") is not None}
-    scaling = []
-    if len(sizes) > 1:  # a sweep over tensor-parallel systems: how latency scales with the devices
-        tp_series, tp_caption = batch_series(feasible, knob="tp")
-        scaling = [_figure("scaling", tp_caption, batch_figure(tp_series, "tensor-parallel devices"))]
-    return [
-        _roofline_figure(rows, evaluator, chosen),
-        _figure("breakdown", f"Shows {what}.", breakdown_figure(labels, times)),
-        _figure("energy", energy_caption, energy_figure(devices, energy) if devices else None),
-        _figure("batch", batch_caption, batch_figure(series)),
-        *scaling,
-    ]
-
-
-# ---- tables -------------------------------------------------------------------------------------------------
 
 def _point_cells(row: dict[str, Any], overrides: bool) -> list[str]:
     """Table cells naming a design point."""
@@ -267,7 +94,7 @@ def _point_cells(row: dict[str, Any], overrides: bool) -> list[str]:
 
 
 POINT_HEADERS = ["model", "device", "batch", "prompt/output", "format"]
-DESIGN_HEADERS = ["tokens/s", "TTFT (ms)", "TPOT (ms)", "energy/token (J)", "avg power (W)", "peak memory (GB)",
+DESIGN_HEADERS = ["tokens/s", "TTFT (ms)", "TPOT (ms)", "energy (J/token)", "avg power (W)", "peak memory (GB)",
                   "tokens/USD"]
 
 
@@ -278,41 +105,70 @@ def _design_cells(row: dict[str, Any]) -> list[str]:
     return [format_number(row.get(name), scale) for name, scale in scaled]
 
 
-def _design_table(title: str, what: str, rows: list[dict[str, Any]], overrides: bool) -> ReportTable:
+def _design_table(title: str, what: str, rows: list[dict[str, Any]], overrides: bool, left_out: str) -> ReportTable:
     """A table of design points with their metrics."""
     headers = POINT_HEADERS + (["overrides"] if overrides else []) + DESIGN_HEADERS
-    return ReportTable(title=title, note=f"The {count_label(len(rows), 'feasible point')} with {what}.",
+    return ReportTable(title=title, note=f"The {count_label(len(rows), 'feasible point')} {what}.{left_out}",
                        headers=headers, cells=[_point_cells(row, overrides) + _design_cells(row) for row in rows])
 
 
-def report_tables(rows: list[dict[str, Any]]) -> list[ReportTable]:
-    """Top designs by throughput and by energy, and the infeasible points with their reasons."""
+def report_tables(rows: list[dict[str, Any]], constraints: Sequence[str] | None = None,
+                  ) -> tuple[list[ReportTable], list[ReportTable]]:
+    """The tables before the figures (top designs by throughput and by energy, among the points meeting the
+    constraints) and after them (the points that break a constraint, marked with the ones they break; the
+    infeasible points with their reasons)."""
     overrides = any(overrides_of(row) for row in rows)
+    broken = constraint_judge(constraints)
     feasible = [row for row in rows if is_feasible(row)]
-    fastest = sorted(feasible, key=lambda r: -r["tokens_per_s"])[:TOP_N]
-    frugal = sorted((r for r in feasible if math.isfinite(r.get("energy_per_token_J", math.nan))),
+    meeting = [row for row in feasible if not broken(row)]
+    violating = [row for row in feasible if broken(row)]
+    meets = " meeting the constraints" if constraints else ""
+    left_out = (f" {count_label(len(violating), 'feasible point')} that break a constraint are left out (listed in "
+                "'Points that break a constraint').") if violating else ""
+    fastest = sorted(meeting, key=lambda r: -r["tokens_per_s"])[:TOP_N]
+    frugal = sorted((r for r in meeting if math.isfinite(r.get("energy_per_token_J", math.nan))),
                     key=lambda r: r["energy_per_token_J"])[:TOP_N]
+    lead = [_design_table("Highest throughput", f"{meets} with the most tokens/s", fastest, overrides, left_out),
+            _design_table("Lowest energy per token", f"{meets} with the least energy per output token", frugal,
+                          overrides, left_out)]
+    tail = []
+    if violating:
+        shown = sorted(violating, key=lambda r: -r["tokens_per_s"])[:MAX_BROKEN]
+        more = f" Showing the {len(shown)} with the most tokens/s." if len(violating) > len(shown) else ""
+        tail.append(ReportTable(
+            title="Points that break a constraint",
+            note=f"{count_label(len(violating), 'feasible point')} run but break a constraint: no best-design table, "
+                 f"Pareto front or chosen design includes them.{more}",
+            headers=POINT_HEADERS + (["overrides"] if overrides else []) + DESIGN_HEADERS + ["breaks"],
+            cells=[_point_cells(r, overrides) + _design_cells(r) + [broken_cell(r, broken)] for r in shown]))
     infeasible = [row for row in rows if not is_feasible(row)]
     shown = infeasible[:MAX_INFEASIBLE]
     more = f" Showing the first {len(shown)} of {len(infeasible)}." if len(infeasible) > len(shown) else ""
-    return [
-        _design_table("Highest throughput", "the most tokens/s", fastest, overrides),
-        _design_table("Lowest energy per token", "the least energy per output token", frugal, overrides),
-        ReportTable(title="Infeasible design points", note=f"{count_label(len(infeasible), 'point')} cannot run.{more}",
-                    headers=POINT_HEADERS + (["overrides"] if overrides else []) + ["peak memory (GB)", "reason"],
-                    cells=[_point_cells(r, overrides) + [format_number(r.get("peak_memory_B"), 1e-9),
-                           r.get("infeasible_reason") or "no metrics (NaN)"] for r in shown]),
-    ]
+    tail.append(ReportTable(
+        title="Infeasible design points", note=f"{count_label(len(infeasible), 'point')} cannot run.{more}",
+        headers=POINT_HEADERS + (["overrides"] if overrides else []) + ["peak memory (GB)", "reason"],
+        cells=[_point_cells(r, overrides) + [format_number(r.get("peak_memory_B"), 1e-9),
+                                             r.get("infeasible_reason") or "no metrics (NaN)"] for r in shown]))
+    return lead, tail
 
 
-def _summary(rows: list[dict[str, Any]]) -> list[str]:
-    """Header lines: counts, models, devices, date."""
+def _summary(rows: list[dict[str, Any]], constraints: Sequence[str] | None) -> list[str]:
+    """Header lines: counts, models, devices, constraints, date."""
     feasible = sum(is_feasible(row) for row in rows)
+    broken = constraint_judge(constraints)
+    violating = sum(bool(broken(row)) for row in rows)
+    meets = f"; {feasible - violating} meet the constraints" if constraints else ""
     models = ", ".join(dict.fromkeys(str(row.get("model")) for row in rows))
     devices = ", ".join(dict.fromkeys(str(row.get("device")) for row in rows))
-    return [f"{count_label(len(rows), 'design point')}, {feasible} feasible, {len(rows) - feasible} infeasible.",
-            f"Models: {models or 'none'}.", f"Devices: {devices or 'none'}.",
-            f"Written {datetime.date.today().isoformat()}."]
+    counts = f"{count_label(len(rows), 'design point')}, {feasible} feasible, {len(rows) - feasible} infeasible"
+    lines = [f"{counts}{meets}.",
+             f"Models: {models or 'none'}.", f"Devices: {devices or 'none'}."]
+    if constraints:
+        from explore.sweep import Constraint
+
+        lines.append("Constraints: " + ", ".join(constraint_label(c.metric, c.op, c.bound)
+                                                 for c in Constraint.parse_all(constraints)) + ".")
+    return lines + ["Times in ms, energy in J per output token, power in W."]
 
 
 # ---- rendering ----------------------------------------------------------------------------------------------
@@ -351,13 +207,29 @@ def render_html(title: str, summary: list[str], figures: list[ReportFigure], tab
             f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>{header}{body}</body></html>\n")
 
 
+# Markdown passes raw HTML through: a '<' that opens a tag (a letter, '/', '!' or '?' after it: CommonMark's
+# raw HTML and autolinks) is escaped, so a name like '<script>' or '<img onerror=...>' shows as text, as in
+# report.html. '<=' in a constraint stays readable.
+_TAG_START = re.compile(r"<(?=[A-Za-z/!?])")
+
+
+def _md_text(text: str) -> str:
+    """Text from names, descriptions and notes, safe in Markdown: no HTML tag opens in it."""
+    return _TAG_START.sub("&lt;", str(text))
+
+
+def _md_line(text: str) -> str:
+    """_md_text on one line (a heading, a table cell)."""
+    return _md_text(text).replace("\r", " ").replace("\n", " ")
+
+
 def _md_cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    return _md_line(text).replace("|", "\\|")
 
 
 def _md_table(table: ReportTable) -> str:
     """A table section in Markdown."""
-    lines = [f"## {table.title}", "", table.note, ""]
+    lines = [f"## {_md_line(table.title)}", "", _md_text(table.note), ""]
     if table.cells:
         lines += ["| " + " | ".join(_md_cell(h) for h in table.headers) + " |",
                   "|" + "---|" * len(table.headers)]
@@ -368,14 +240,15 @@ def _md_table(table: ReportTable) -> str:
 
 def _md_figure(figure: ReportFigure) -> str:
     """A figure section in Markdown, the PNG referenced from figures/."""
-    image = f"![{figure.title}](figures/{figure.name}.png)\n\n" if figure.png is not None else ""
-    return f"## {figure.title}\n\n{image}{figure.caption}\n"
+    alt = _md_line(figure.title).replace("[", "\\[").replace("]", "\\]")
+    image = f"![{alt}](figures/{figure.name}.png)\n\n" if figure.png is not None else ""
+    return f"## {_md_line(figure.title)}\n\n{image}{_md_text(figure.caption)}\n"
 
 
 def render_markdown(title: str, summary: list[str], figures: list[ReportFigure], tables: list[ReportTable],
                     *, lead: int = 2) -> str:
     """The report as Markdown; figures are referenced as figures/<name>.png; `lead` tables precede the figures."""
-    parts = [f"# {title}", "", " ".join(summary), ""]
+    parts = [f"# {_md_line(title)}", "", _md_text(" ".join(summary)), ""]
     parts += [_md_table(t) for t in tables[:lead]] + [_md_figure(f) for f in figures]
     parts += [_md_table(t) for t in tables[lead:]]
     return "\n".join(parts)
@@ -389,36 +262,50 @@ def write_report(out_dir: Path, rows: list[dict], *, title: str, evaluator: Eval
 
     `objectives` ({"minimize": [...], "maximize": [...]}) and `constraints` (["ttft_s <= 0.5", ...]) add the
     Pareto fronts, the Pareto-optimal table and the parameter sensitivity; without objectives they are left out.
-    Serving rows (a `scheduler` set) get figures against the arrival rate instead of the static-batch ones;
-    `slo` ({"ttft_s": 2.0, "tpot_s": 0.1, "attainment": 0.9}, the sweep's serving SLO) draws its limits, and
+    Constraints also keep the points that break them out of every best-design table, and mark them where they
+    are shown. Serving rows (a `scheduler` set) get figures against the arrival rate instead of the static-batch
+    ones; `slo` ({"ttft_s": 2.0, "tpot_s": 0.1, "attainment": 0.9}, the sweep's serving SLO) draws its limits, and
     `points` (point_id -> DesignPoint of the sweep) lets the report re-run chosen serving points for their
-    per-request latency distributions and KV-cache timelines.
+    per-request latency distributions and KV-cache timelines. What the evaluator prices for the figures (kernels,
+    energy by part, the shipped preset of what-if points) is kept in out_dir/report_cache.json for the next
+    report of the same results.
     """
+    from explore.report_detail import DetailSource
     from explore.report_pareto import OBJECTIVE_FIGURES, chosen_designs, objective_sections
     from explore.report_serving import FIGURE_TITLES as SERVING_TITLES
     from explore.report_serving import report_sections
+    from explore.report_static import FIGURE_TITLES
 
     out_dir = Path(out_dir)
     typed = [normalize_row(row) for row in rows]
+    detail = DetailSource(evaluator, typed, out_dir)
     extra_figures, extra_tables = objective_sections(typed, objectives, constraints)
     chosen = chosen_designs(typed, objectives, constraints)
     kind_figures, lead_tables, tail_tables, kind_summary = report_sections(typed, evaluator, chosen, points, slo,
-                                                                           constraints)
+                                                                           constraints, detail)
     figures = extra_figures + kind_figures
     tables = extra_tables + lead_tables + tail_tables
-    summary = _summary(typed) + kind_summary
-    summary += [f"Constraints: {', '.join(constraints)}."] if extra_tables and constraints else []
+    summary = _summary(typed, constraints) + kind_summary + [f"Written {datetime.date.today().isoformat()}."]
     figure_dir = out_dir / "figures"
     figure_dir.mkdir(parents=True, exist_ok=True)
     for stale in (path for pattern in OBJECTIVE_FIGURES for path in figure_dir.glob(pattern)):
         stale.unlink()  # objective figures of an earlier report (other objectives); this one writes its own below
-    for stale in (figure_dir / f"{name}.png" for name in [*FIGURE_TITLES, *SERVING_TITLES]):
+    for stale in (figure_dir / f"{name}.png" for name in [*FIGURE_TITLES, *SERVING_TITLES, "whatif"]):
         stale.unlink(missing_ok=True)  # static or serving figures of an earlier report; this one writes its own
     for figure in figures:
         if figure.png is not None:
             (figure_dir / f"{figure.name}.png").write_bytes(figure.png)
+    detail.save()
     html_path, md_path = out_dir / "report.html", out_dir / "report.md"
     lead = len(extra_tables) + len(lead_tables)  # the top-design tables precede the figures
     html_path.write_text(render_html(title, summary, figures, tables, lead=lead), encoding="utf-8")
     md_path.write_text(render_markdown(title, summary, figures, tables, lead=lead), encoding="utf-8")
     return html_path, md_path
+
+
+def roofline_panels(evaluator: Evaluator, rows: list[dict[str, Any]], chosen=()) -> list:
+    """The roofline panels of rows (kept for callers of the earlier API): see report_static.roofline_panels."""
+    from explore.report_detail import DetailSource
+    from explore.report_static import roofline_panels as panels
+
+    return panels(DetailSource(evaluator, rows, None), rows, chosen)

@@ -10,9 +10,11 @@ from typing import Any
 import numpy as np
 
 from explore.pareto import objective_matrix, pareto_mask
-from explore.plots import (
+from explore.plots import figure_png
+from explore.plots_objectives import (
     ChosenPoint,
-    figure_png,
+    Effect,
+    ParetoPoints,
     pareto_figure,
     ranking_figure,
     sensitivity_figure,
@@ -20,14 +22,17 @@ from explore.plots import (
 from explore.report import ReportFigure, ReportTable
 from explore.rows import (
     count_label,
+    device_label,
+    format_label,
     format_number,
     is_feasible,
     lengths_vary,
     metric_axis_label,
+    metric_scale,
     point_label,
     value_label,
 )
-from explore.sensitivity import sensitivity
+from explore.sensitivity import effect_sizes
 from explore.sweep import Constraint
 
 MAX_FRONT_ROWS = 30  # rows of the Pareto-optimal table
@@ -37,16 +42,17 @@ MAX_SENSITIVITY = 3  # sensitivity figures (objectives)
 OBJECTIVE_FIGURES = ("pareto_*.png", "ranking_*.png", "sensitivity_*.png")  # file names of the figures below
 
 HOW_TO_READ_PARETO = (
-    "Each dot is a feasible design point; crosses are feasible points that break a constraint and cannot be "
-    "chosen. Red points are Pareto-optimal for this pair of objectives (no other point is at least as good on "
-    "both and better on one), joined by the front's staircase. Lettered points are the best on each objective "
-    "and the balanced choice: the front point closest to the ideal corner once each objective is scaled to "
-    "[0, 1] over the front.")
+    "Each mark is a feasible design point: its color is the device, its shape the format; hollow marks break a "
+    "constraint and cannot be chosen. Marks with a black edge are Pareto-optimal for this pair of objectives (no "
+    "other point meeting the constraints is at least as good on both and better on one), joined by the front's "
+    "red staircase. Lettered points are the best on each objective and the balanced choice: the front point "
+    "closest to the ideal corner once each objective is scaled to [0, 1] over the front.")
 HOW_TO_READ_SENSITIVITY = (
-    "One panel per knob that varies in the sweep: the median of the objective over all feasible points with "
-    "that knob value (the other knobs at all their values). A steep panel names a knob that matters; a flat one "
-    "a knob that does not. Gaps are values with no feasible point.")
-
+    "One row per knob that varies in the sweep, all on one scale: each dot is the median of the objective over "
+    "the feasible points at one value of the knob (the other knobs at all their values), divided by the median "
+    "over every feasible point (the dashed 1× line). The length of a row is the knob's effect, its spread "
+    "(largest over smallest) printed at the right; knobs are sorted by it. Values without a feasible point are "
+    "left out.")
 
 
 def objective_names(objectives: dict | None) -> tuple[list[str], list[str]]:
@@ -85,8 +91,18 @@ def chosen_roles(front: list[dict[str, Any]], minimize: list[str], maximize: lis
     return roles
 
 
-def _values(rows: list[dict[str, Any]], names: Sequence[str]) -> np.ndarray:
-    return np.array([[float(row.get(n, math.nan)) for n in names] for row in rows], dtype=float).reshape(-1, len(names))
+def _column(rows: list[dict[str, Any]], name: str) -> np.ndarray:
+    return np.array([float(row.get(name, math.nan)) for row in rows], dtype=float)
+
+
+def pareto_points(meeting: list, violating: list, front: list, x: str, y: str) -> ParetoPoints:
+    """The Pareto figure's points: those meeting the constraints, then those breaking one."""
+    rows = meeting + violating
+    on_front = {id(row) for row in front}
+    return ParetoPoints(x=_column(rows, x), y=_column(rows, y), device=[device_label(r) for r in rows],
+                        fmt=[format_label(r) for r in rows],
+                        meets=np.array([True] * len(meeting) + [False] * len(violating), dtype=bool),
+                        front=np.array([id(r) in on_front for r in rows], dtype=bool))
 
 
 def _pair_figure(meeting: list, violating: list, x: str, y: str, minimize: list[str], lengths: bool) -> ReportFigure:
@@ -100,8 +116,7 @@ def _pair_figure(meeting: list, violating: list, x: str, y: str, minimize: list[
     roles = chosen_roles(front, pair_min, pair_max)
     chosen = [ChosenPoint(x=float(front[i][x]), y=float(front[i][y]), role=", ".join(r),
                           label=point_label(front[i], lengths=lengths)) for i, r in sorted(roles.items())]
-    fig = pareto_figure(x, y, _values(meeting, (x, y)), _values(violating, (x, y)), _values(front, (x, y)),
-                        x in minimize, chosen)
+    fig = pareto_figure(x, y, pareto_points(meeting, violating, front, x, y), x in minimize, y in minimize, chosen)
     caption = (f"{count_label(len(meeting), 'feasible point')} meeting the constraints, {len(violating)} breaking one; "
                f"{len(front)} Pareto-optimal. {HOW_TO_READ_PARETO}")
     return ReportFigure(name=name, title=title, caption=caption, png=figure_png(fig))
@@ -148,7 +163,8 @@ def pareto_table(rows: list[dict[str, Any]], objectives: dict | None, constraint
         return ReportTable(title=f"Best designs by {metric_axis_label(names[0])}", headers=headers,
                            note=f"The {count_label(len(best), 'feasible point')} best "
                                 f"({'lower' if minimize else 'higher'} is better).{broke}",
-                           cells=[[point_label(r, lengths=lengths), format_number(r.get(names[0]))] for r in best])
+                           cells=[[point_label(r, lengths=lengths),
+                                   format_number(r.get(names[0]), metric_scale(names[0]))] for r in best])
     front, roles = _front_and_roles(meeting, minimize, maximize)
     shown = front[:MAX_FRONT_ROWS]
     more = f" Showing the first {len(shown)} of {len(front)}." if len(front) > len(shown) else ""
@@ -157,24 +173,28 @@ def pareto_table(rows: list[dict[str, Any]], objectives: dict | None, constraint
         title="Pareto-optimal designs", headers=headers + ["chosen"],
         note=f"{count_label(len(front), 'point')} no other feasible point beats on every objective ({goal}), "
              f"sorted by {names[0]}.{broke}{more}",
-        cells=[[point_label(r, lengths=lengths)] + [format_number(r.get(n)) for n in names]
+        cells=[[point_label(r, lengths=lengths)] + [format_number(r.get(n), metric_scale(n)) for n in names]
                + [", ".join(roles.get(i, []))] for i, r in enumerate(shown)])
 
 
 def sensitivity_figures(rows: list[dict[str, Any]], objectives: dict | None) -> list[ReportFigure]:
-    """One small-multiples figure per objective (at most MAX_SENSITIVITY): how each knob moves it."""
+    """One effect-size chart per objective (at most MAX_SENSITIVITY): how far each knob moves it, on one scale."""
     minimize, maximize = objective_names(objectives)
     figures = []
     for name in (minimize + maximize)[:MAX_SENSITIVITY]:
         title = f"Sensitivity of {metric_axis_label(name)} to each knob"
-        panels = {knob: [(value_label(v), m) for v, m in points] for knob, points in sensitivity(rows, name).items()}
-        if not panels or not any(math.isfinite(m) for points in panels.values() for _, m in points):
-            why = "no knob varies in the sweep" if not panels else f"no feasible point has a value of {name}"
+        effects = [Effect(knob=knob, values=[(value_label(v), r) for v, r in points])
+                   for knob, points in effect_sizes(rows, name)]
+        if not effects or not any(math.isfinite(e.spread) for e in effects):
+            why = ("no knob varies in the sweep" if not effects else
+                   f"no knob has two values with a positive value of {name} at feasible points")
             figures.append(ReportFigure(name=f"sensitivity_{name}".lower(), title=title, png=None,
                                         caption=f"Not drawn: {why}."))
             continue
-        figures.append(ReportFigure(name=f"sensitivity_{name}".lower(), title=title, caption=HOW_TO_READ_SENSITIVITY,
-                                    png=figure_png(sensitivity_figure(name, panels))))
+        ranked = ", ".join(f"{e.knob} {e.spread:.3g}×" for e in effects if math.isfinite(e.spread))
+        figures.append(ReportFigure(name=f"sensitivity_{name}".lower(), title=title,
+                                    caption=f"Knobs by effect: {ranked}. {HOW_TO_READ_SENSITIVITY}",
+                                    png=figure_png(sensitivity_figure(name, effects))))
     return figures
 
 

@@ -26,13 +26,24 @@ from explore.plots_serving import (
     rate_figure,
     timeline_figure,
 )
-from explore.report import MAX_INFEASIBLE, MAX_SERIES, TOP_N, ReportFigure, ReportTable
+from explore.report import (
+    MAX_BROKEN,
+    MAX_INFEASIBLE,
+    MAX_SERIES,
+    TOP_N,
+    ReportFigure,
+    ReportTable,
+    broken_cell,
+    constraint_judge,
+)
+from explore.report_detail import point_key
 from explore.rows import (
     count_label,
     device_label,
     format_label,
     format_number,
     is_feasible,
+    metric_value_label,
     overrides_label,
     value_label,
 )
@@ -43,6 +54,7 @@ if TYPE_CHECKING:
 
     from explore.design_point import DesignPoint
     from explore.evaluate import Evaluator
+    from explore.report_detail import DetailSource
     from sim.serving import ServingResult
 
 MAX_DETAIL = 6  # designs re-run for the per-request figures
@@ -162,14 +174,25 @@ def _styles(keys: list[tuple], knobs: list[str]) -> list[SeriesStyle]:
             for i in range(len(keys))]
 
 
-def rate_series(rows: list[dict[str, Any]], metrics: Sequence[str]) -> tuple[list[RateSeries], str]:
-    """One line per design among feasible rows with a rate (at most MAX_SERIES), and what is shown."""
+def rate_series(rows: list[dict[str, Any]], metrics: Sequence[str],
+                chosen: Sequence[tuple[dict[str, Any], list[str]]] = ()) -> tuple[list[RateSeries], str]:
+    """One line per design among feasible rows with a rate, and what is shown: every design when there are at
+    most MAX_SERIES, else the designs holding a chosen point and the first others in row order."""
     knobs = varying_knobs(rows)
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for row in rows:
         if is_feasible(row) and math.isfinite(_rate(row)):
             groups.setdefault(tuple(knob_value(row, k) for k in knobs), []).append(row)
-    keys = list(groups)[:MAX_SERIES]
+    keys = list(groups)
+    chosen_keys = {point_key(row) for row, _ in chosen}
+    if len(keys) > MAX_SERIES:
+        holding = [k for k in keys if any(point_key(r) in chosen_keys for r in groups[k])]
+        others = [k for k in keys if k not in holding][:max(MAX_SERIES - len(holding), 0)]
+        keys = [k for k in keys if k in set(holding) | set(others)]
+        shown = (f"{len(keys)} of {len(groups)}: the {len(holding)} holding a chosen design and the first "
+                 f"{len(others)} others in the sweep's order; the rest are in results.csv")
+    else:
+        shown = f"all {len(groups)}"
     series = []
     for key, style in zip(keys, _styles(keys, knobs), strict=True):
         members = sorted(groups[key], key=_rate)
@@ -178,7 +201,6 @@ def rate_series(rows: list[dict[str, Any]], metrics: Sequence[str]) -> tuple[lis
             rate_per_s=np.array([_rate(r) for r in members]),
             values={m: np.array([float(r.get(m, math.nan)) for r in members]) for m in metrics},
             meets_slo=np.array([float(r.get("meets_slo", math.nan)) for r in members])))
-    shown = f"the first {MAX_SERIES} of {len(groups)}" if len(groups) > MAX_SERIES else f"all {len(groups)}"
     infeasible = sum(not is_feasible(row) for row in rows)
     left_out = f" {count_label(infeasible, 'infeasible point')} (listed below) left out." if infeasible else ""
     return series, f"One line per design ({shown} shown).{left_out}"
@@ -218,17 +240,17 @@ def _figure(name: str, caption: str, fig: Figure | None = None, title: str | Non
                         png=None if fig is None else figure_png(fig))
 
 
-def rate_figures(rows: list[dict[str, Any]], slo: Mapping[str, Any] | None,
-                 constraints: Sequence[str] | None) -> list[ReportFigure]:
+def rate_figures(rows: list[dict[str, Any]], slo: Mapping[str, Any] | None, constraints: Sequence[str] | None,
+                 chosen: Sequence[tuple[dict[str, Any], list[str]]] = ()) -> list[ReportFigure]:
     """p99 latency, goodput with SLO attainment, and energy per token against the arrival rate."""
     names = ("serving_latency", "serving_goodput", "serving_energy")
     if why := _rates_missing(rows):
         return [_figure(name, why) for name in names]
     metrics = ("ttft_p99_s", "tpot_p99_s", "goodput_rps", "slo_attainment", "energy_per_token_J")
-    series, caption = rate_series(rows, metrics)
-    latency = [Panel(metric="ttft_p99_s", title="p99 time to first token", ylabel="p99 TTFT (s)",
+    series, caption = rate_series(rows, metrics, chosen)
+    latency = [Panel(metric="ttft_p99_s", title="p99 time to first token", ylabel="p99 TTFT (ms)", scale=1e3,
                      limits=_slo_limit(slo, "ttft_s") + _constraint_limits(constraints, "ttft_p99_s")),
-               Panel(metric="tpot_p99_s", title="p99 time per output token", ylabel="p99 TPOT (s)",
+               Panel(metric="tpot_p99_s", title="p99 time per output token", ylabel="p99 TPOT (ms)", scale=1e3,
                      limits=_slo_limit(slo, "tpot_s") + _constraint_limits(constraints, "tpot_p99_s"))]
     judged = any(np.isfinite(s.values["slo_attainment"]).any() for s in series)  # False: the sweep has no SLO
     goodput = [Panel(metric="goodput_rps", title="goodput" if judged else "goodput (no SLO: every completed request)",
@@ -240,7 +262,7 @@ def rate_figures(rows: list[dict[str, Any]], slo: Mapping[str, Any] | None,
             if slo and slo.get("attainment") is not None else []
         goodput.append(Panel(metric="slo_attainment", title="SLO attainment", ylim=(0, 1.04), limits=target,
                              ylabel="fraction of requests meeting the SLO"))
-    energy = [Panel(metric="energy_per_token_J", title="energy per output token", ylabel="energy per output token (J)",
+    energy = [Panel(metric="energy_per_token_J", title="energy per output token", ylabel="energy (J/token)",
                     limits=_constraint_limits(constraints, "energy_per_token_J"))]
     titles = {"serving_goodput": None if judged else "Goodput against arrival rate (no SLO)"}
     return [_figure(name, caption, rate_figure(series, panels), titles.get(name))
@@ -334,31 +356,40 @@ def serving_figures(rows: list[dict[str, Any]], evaluator: Evaluator | None,
                     points: Mapping[str, DesignPoint] | None = None, slo: Mapping[str, Any] | None = None,
                     constraints: Sequence[str] | None = None) -> list[ReportFigure]:
     """Every serving figure of the report, in order; those that cannot be drawn say why."""
-    return (rate_figures(rows, slo, constraints) + [capacity_section(rows)]
+    return (rate_figures(rows, slo, constraints, chosen) + [capacity_section(rows)]
             + detail_figures(rows, evaluator, chosen, points, slo))
 
 
 def report_sections(typed: list[dict[str, Any]], evaluator: Evaluator | None,
                     chosen: Sequence[tuple[dict[str, Any], list[str]]], points: Mapping[str, DesignPoint] | None,
                     slo: Mapping[str, Any] | None, constraints: Sequence[str] | None,
+                    detail: DetailSource | None = None,
                     ) -> tuple[list[ReportFigure], list[ReportTable], list[ReportTable], list[str]]:
     """Figures, the tables before and after them, and summary lines of the static-batch rows and of the serving
     rows (a sweep has one kind; a results folder holding both gets both sections, static first)."""
-    from explore.report import report_figures, report_tables
+    from explore.report import report_tables
+    from explore.report_detail import DetailSource
+    from explore.report_static import static_figures
 
     serving = [row for row in typed if is_serving(row)]
     static = [row for row in typed if not is_serving(row)]
-    figures, tables, summary = [], [], []
+    figures, lead, tail, summary = [], [], [], []
+    broken = constraint_judge(constraints)
     if static or not serving:
-        figures += report_figures(static, evaluator, [c for c in chosen if not is_serving(c[0])])
-        tables.append(report_tables(static))
+        detail = detail or DetailSource(evaluator, static, None)
+        figures += static_figures(static, detail, [c for c in chosen if not is_serving(c[0])], broken)
+        before, after = report_tables(static, constraints)
+        lead += before
+        tail += after
     if serving:
         figures += serving_figures(serving, evaluator, [c for c in chosen if is_serving(c[0])], points, slo,
                                    constraints)
-        tables.append(serving_tables(serving))
+        before, after = serving_tables(serving, constraints)
+        lead += before
+        tail += after
         summary += serving_summary(serving, slo)
-    # Each kind's top tables precede the figures, its infeasible points follow them.
-    return figures, [t for kind in tables for t in kind[:-1]], [kind[-1] for kind in tables], summary
+    # Each kind's top tables precede the figures; the points that break a constraint and the infeasible ones follow.
+    return figures, lead, tail, summary
 
 
 # ---- tables and summary -------------------------------------------------------------------------------------
@@ -393,31 +424,50 @@ def _design_table(title: str, note: str, shown: list[dict[str, Any]], rows: list
                               + [format_number(r.get(name), scale) for _, name, scale in metrics] for r in shown])
 
 
-def serving_tables(rows: list[dict[str, Any]]) -> list[ReportTable]:
-    """Top designs by goodput and by energy, and the infeasible points with their reasons."""
+def serving_tables(rows: list[dict[str, Any]], constraints: Sequence[str] | None = None,
+                   ) -> tuple[list[ReportTable], list[ReportTable]]:
+    """Top designs by goodput (or capacity) and by energy among the points meeting the constraints; after the
+    figures, the points that break a constraint (with the ones they break) and the infeasible points."""
+    broken = constraint_judge(constraints)
     feasible = [row for row in rows if is_feasible(row)]
+    meeting = [row for row in feasible if not broken(row)]
+    violating = [row for row in feasible if broken(row)]
+    meets = " meeting the constraints" if constraints else ""
+    left_out = (f" {count_label(len(violating), 'feasible point')} that break a constraint are left out (listed in "
+                "'Points that break a constraint').") if violating else ""
     searched = any(_has(r, "capacity_rps") for r in feasible)
     best = ("capacity_rps", "Highest capacity", "with the highest arrival rate that meets the SLO") if searched else (
         "goodput_rps", "Highest goodput", "serving the most requests per second within the SLO (all completed "
         "requests when there is none)")
-    good = sorted((r for r in feasible if _has(r, best[0])),
+    good = sorted((r for r in meeting if _has(r, best[0])),
                   key=lambda r: (-float(r[best[0]]), -float(r["tokens_per_s"])))[:TOP_N]
-    frugal = sorted((r for r in feasible if _has(r, "energy_per_token_J")),
+    frugal = sorted((r for r in meeting if _has(r, "energy_per_token_J")),
                     key=lambda r: float(r["energy_per_token_J"]))[:TOP_N]
     infeasible = [row for row in rows if not is_feasible(row)]
     shown = infeasible[:MAX_INFEASIBLE]
     more = f" Showing the first {len(shown)} of {len(infeasible)}." if len(infeasible) > len(shown) else ""
     headers, extra = _point_headers(rows)
-    return [
-        _design_table(best[1], f"The {count_label(len(good), 'feasible point')} {best[2]}; times in ms.", good, rows),
-        _design_table("Lowest energy per token", f"The {count_label(len(frugal), 'feasible point')} with the least "
-                      "energy per output token, idle time included.", frugal, rows),
-        ReportTable(title="Infeasible design points", note=f"{count_label(len(infeasible), 'point')} cannot run.{more}",
-                    headers=headers + ["peak memory (GB)", "reason"],
-                    cells=[_point_cells(r, "rate (req/s)" in headers, extra)
-                           + [format_number(r.get("peak_memory_B"), 1e-9),
-                              r.get("infeasible_reason") or "no metrics (NaN)"] for r in shown]),
+    lead = [
+        _design_table(best[1], f"The {count_label(len(good), 'feasible point')}{meets} {best[2]}; times in ms."
+                      f"{left_out}", good, rows),
+        _design_table("Lowest energy per token", f"The {count_label(len(frugal), 'feasible point')}{meets} with the "
+                      f"least energy per output token, idle time included.{left_out}", frugal, rows),
     ]
+    tail = []
+    if violating:
+        table = _design_table("Points that break a constraint", f"{count_label(len(violating), 'feasible point')} "
+                              "run but break a constraint: no best-design table, Pareto front or chosen design "
+                              "includes them.", violating[:MAX_BROKEN], rows)
+        tail.append(ReportTable(title=table.title, note=table.note, headers=table.headers + ["breaks"],
+                                cells=[cells + [broken_cell(r, broken)]
+                                       for cells, r in zip(table.cells, violating, strict=False)]))
+    tail.append(ReportTable(
+        title="Infeasible design points", note=f"{count_label(len(infeasible), 'point')} cannot run.{more}",
+        headers=headers + ["peak memory (GB)", "reason"],
+        cells=[_point_cells(r, "rate (req/s)" in headers, extra)
+               + [format_number(r.get("peak_memory_B"), 1e-9), r.get("infeasible_reason") or "no metrics (NaN)"]
+               for r in shown]))
+    return lead, tail
 
 
 def serving_summary(rows: list[dict[str, Any]], slo: Mapping[str, Any] | None) -> list[str]:
@@ -429,8 +479,8 @@ def serving_summary(rows: list[dict[str, Any]], slo: Mapping[str, Any] | None) -
     schedulers = ", ".join(dict.fromkeys(str(r["scheduler"]) for r in rows))
     lines = [f"Serving: {requests} requests per point, {arrivals} arrivals{at}; schedulers {schedulers}."]
     if slo and (slo.get("ttft_s") is not None or slo.get("tpot_s") is not None):
-        limits = " and ".join(f"{name} <= {slo[key]:g} s" for key, name in (("ttft_s", "TTFT"), ("tpot_s", "TPOT"))
-                              if slo.get(key) is not None)
+        limits = " and ".join(f"{name} <= {metric_value_label(key, slo[key])}"
+                              for key, name in (("ttft_s", "TTFT"), ("tpot_s", "TPOT")) if slo.get(key) is not None)
         share = slo.get("attainment")
         lines.append(f"SLO: {limits} for {share:.0%} of requests." if share is not None else f"SLO: {limits}.")
     return lines

@@ -13,16 +13,22 @@ order. results.parquet is written next to it at the end of a run when pyarrow is
 
 Running the same sweep again loads the stored rows and skips their points. An output folder written before
 the database existed (results.csv only) is imported into a new database on first load.
+
+One run at a time per folder (folder_lock: an flock on .explore.lock, released by the kernel however the run
+ends). Files rewritten whole go through a temporary file of a unique name beside them, renamed over them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import json
 import math
 import os
+import secrets
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +50,51 @@ CREATE TABLE IF NOT EXISTS results (
 _ORDER = "ORDER BY pos IS NULL, pos, rowid"
 
 
+LOCK_NAME = ".explore.lock"  # in the output folder; the lock is an flock on it, the file itself stays
+_held: dict[Path, int] = {}  # folders this process holds, with how many nested folder_lock blocks hold each
+
+
+@contextlib.contextmanager
+def folder_lock(out_dir: str | Path) -> Iterator[None]:
+    """Hold an output folder for one run: a second run on it (another process) is refused in one line.
+
+    The lock is an OS lock (flock) on out_dir/.explore.lock, so the kernel releases it when the holding
+    process ends, however it ends: a run killed with -9 leaves no stale lock to clean up, and the pid in the
+    file is only read to name a live holder. Pool workers forked by the run share its open file and so keep
+    the lock until they exit (they die with the run: explore/runner.py). Re-entrant within a process: the
+    command holds the folder across the run and the report, and run_sweep holds it for direct callers.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"--out: {out_dir} is a file, allowed: a folder (new or a sweep's own)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    key = out_dir.resolve()
+    if key in _held:
+        _held[key] += 1
+        try:
+            yield
+        finally:
+            _held[key] -= 1
+        return
+    fd = os.open(out_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            raise InputError(f"{out_dir}: in use by another explore run (pid {holder}); allowed: one run per "
+                             f"results folder: wait for that run to end, or use another --out folder") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        _held[key] = 1
+        try:
+            yield
+        finally:
+            del _held[key]
+    finally:
+        os.close(fd)  # releases the flock (pool workers are shut down by now)
+
+
 def _cell(value: Any) -> Any:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
@@ -57,14 +108,28 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
+@contextlib.contextmanager
+def _replacing(path: Path) -> Iterator[Path]:
+    """A temporary file beside path, renamed over it when the block ends without error (removed otherwise).
+
+    Its name is unique (this process's pid and a random part): two processes or threads writing the same file
+    never share a temporary file, and the last rename wins with a complete file. The writer creates it, so
+    it gets the usual permissions (mkstemp's would be owner-only).
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(6)}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def _write_csv(path: Path, columns: list[str], rows: Iterable[dict[str, Any]]) -> None:
     """Write a complete CSV atomically (a temporary file renamed over the old one)."""
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="") as f:
+    with _replacing(path) as tmp, tmp.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows({k: _cell(v) for k, v in row.items()} for row in rows)
-    os.replace(tmp, path)
 
 
 def _read_legacy_csv(path: Path, columns: list[str]) -> list[dict[str, str]]:
@@ -211,9 +276,8 @@ def write_parquet(path: Path, columns: list[str], rows: list[dict[str, Any]]) ->
                                                              for v in values):
             values = [None if v is None else float(v) for v in values]  # ints and floats: one float column
         arrays.append(pa.array(values))
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(pa.Table.from_arrays(arrays, names=columns), tmp)
-    os.replace(tmp, path)
+    with _replacing(path) as tmp:
+        pq.write_table(pa.Table.from_arrays(arrays, names=columns), tmp)
     return True
 
 

@@ -97,10 +97,12 @@ def point_from_row(row: dict[str, Any]) -> DesignPoint:
 
 
 def format_label(row: dict[str, Any]) -> str:
-    """The numeric format of a row as 'w16a16kv16' ('w16a16kv16 graphs' when replayed from CUDA graphs)."""
+    """The numeric format of a row as 'w16a16kv16' ('w16a16kv16 graphs' when replayed from CUDA graphs, 'w16a16kv16
+    engine' with a serving engine's fused kernels)."""
     label = NumericFormat(weight_bits=int(row["weight_bits"]), act_bits=int(row["act_bits"]),
                           kv_bits=int(row["kv_bits"]), sparsity=row.get("sparsity") or "dense").label
-    return f"{label} graphs" if row.get("execution") == "graphs" else label
+    execution = row.get("execution") or "eager"
+    return label if execution == "eager" else f"{label} {execution}"
 
 
 def value_label(value: Any) -> str:
@@ -164,29 +166,68 @@ def device_label(row: dict[str, Any]) -> str:
     return name + marks.get(row.get("calibrated"), "")
 
 
-METRIC_NAMES = {
-    "ttft_s": "TTFT (s)", "tpot_s": "TPOT (s)", "e2e_s": "end-to-end latency (s)", "tokens_per_s": "tokens/s",
-    "energy_per_token_J": "energy per output token (J)", "avg_power_W": "average power (W)",
-    "peak_memory_B": "peak memory (bytes)", "area_mm2": "area (mm²)", "cost_usd": "cost (USD)",
-    "tokens_per_usd": "tokens/USD",
-    **{f"{m}_{stat}_s": f"{stat} {label} (s)"
+# Names of metrics in figures and tables, and their SI unit suffix (None: a unit-free name such as tokens/s).
+METRIC_NAMES: dict[str, tuple[str, str | None]] = {
+    "ttft_s": ("TTFT", "s"), "tpot_s": ("TPOT", "s"), "e2e_s": ("end-to-end latency", "s"),
+    "tokens_per_s": ("tokens/s", None), "energy_per_token_J": ("energy per output token", "J/token"),
+    "avg_power_W": ("average power", "W"), "peak_memory_B": ("peak memory", "B"), "area_mm2": ("area", "mm2"),
+    "cost_usd": ("cost", "usd"), "tokens_per_usd": ("tokens/USD", None),
+    **{f"{m}_{stat}_s": (f"{stat} {label}", "s")
        for m, label in (("ttft", "TTFT"), ("tpot", "TPOT"), ("e2e", "end-to-end latency"),
                         ("queue", "queueing delay"), ("tbt", "time between tokens"))
        for stat in ("mean", "p50", "p90", "p99")},
-    "usd_per_hour": "system price (USD/hour)",
-    "goodput_rps": "goodput (requests/s)", "requests_per_s": "requests/s", "output_tokens_per_s": "output tokens/s",
-    "slo_attainment": "SLO attainment", "capacity_rps": "capacity (requests/s)", "mean_batch_size": "mean batch size",
-    "kv_utilization_mean": "mean KV-cache utilization", "kv_utilization_max": "peak KV-cache utilization",
+    "usd_per_hour": ("system price", "USD/hour"),
+    "goodput_rps": ("goodput", "requests/s"), "requests_per_s": ("requests/s", None),
+    "output_tokens_per_s": ("output tokens/s", None), "slo_attainment": ("SLO attainment", None),
+    "capacity_rps": ("capacity", "requests/s"), "mean_batch_size": ("mean batch size", None),
+    "kv_utilization_mean": ("mean KV-cache utilization", None),
+    "kv_utilization_max": ("peak KV-cache utilization", None),
 }
 UNIT_SUFFIXES = {"s": "s", "J": "J", "W": "W", "B": "bytes", "mm2": "mm²", "usd": "USD", "GBps": "GB/s", "GB": "GB"}
+# What figures and tables show a SI unit as (the results table keeps SI): times in milliseconds, bytes in GB.
+DISPLAY_UNITS = {"s": ("ms", 1e3), "B": ("GB", 1e-9), "mm2": ("mm²", 1.0), "usd": ("USD", 1.0)}
+
+
+def _unit(name: str) -> tuple[str, str | None]:
+    """A metric's or knob's name in words and its SI unit suffix (None when it has none)."""
+    if name in METRIC_NAMES:
+        return METRIC_NAMES[name]
+    if "." in name:  # an override's dotted path ('device.memory.bandwidth_GBps'): as the sweep file spells it
+        return name, None
+    stem, _, suffix = name.rpartition("_")
+    if stem and suffix in UNIT_SUFFIXES:
+        return stem.replace("_", " "), suffix
+    return name.replace("_", " "), None
+
+
+def metric_scale(name: str) -> float:
+    """The factor from a metric's SI value to the unit figures and tables show it in (1e3 for seconds: ms)."""
+    unit = _unit(name)[1]
+    return DISPLAY_UNITS.get(unit, ("", 1.0))[1] if unit else 1.0
 
 
 def metric_axis_label(name: str) -> str:
-    """An axis label with its unit for a metric or knob name: 'tpot_s' -> 'TPOT (s)', 'time_gemm_s' -> 'time gemm (s)'.
+    """An axis label in the unit figures and tables show: 'tpot_s' -> 'TPOT (ms)', 'time_gemm_s' -> 'time gemm
+    (ms)', 'peak_memory_B' -> 'peak memory (GB)'; an override's path as written ('device.memory.bandwidth_GBps').
     """
-    if name in METRIC_NAMES:
-        return METRIC_NAMES[name]
-    stem, _, suffix = name.rpartition("_")
-    if stem and suffix in UNIT_SUFFIXES:
-        return f"{stem.replace('_', ' ')} ({UNIT_SUFFIXES[suffix]})"
-    return name.replace("_", " ")
+    words, unit = _unit(name)
+    if unit is None:
+        return words
+    shown = DISPLAY_UNITS[unit][0] if unit in DISPLAY_UNITS else UNIT_SUFFIXES.get(unit, unit)
+    return f"{words} ({shown})"
+
+
+def metric_value_label(name: str, value: Any) -> str:
+    """A metric's value in the unit figures and tables show, with the unit: 'ttft_s', 2.0 -> '2,000 ms'."""
+    words, unit = _unit(name)
+    number = format_number(value, metric_scale(name))
+    if unit is None:
+        return number
+    return f"{number} {DISPLAY_UNITS[unit][0] if unit in DISPLAY_UNITS else UNIT_SUFFIXES.get(unit, unit)}"
+
+
+def constraint_label(metric: str, op: str, bound: float) -> str:
+    """A constraint as the sweep writes it and in the report's units: 'ttft_s <= 2 (TTFT <= 2,000 ms)'."""
+    written = f"{metric} {op} {bound:g}"
+    human = f"{_unit(metric)[0]} {op} {metric_value_label(metric, bound)}"
+    return written if metric_scale(metric) == 1.0 and _unit(metric)[0] == metric else f"{written} ({human})"

@@ -7,6 +7,7 @@ cluster (--executor dask: a LocalCluster of N worker processes, or the scheduler
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -29,8 +30,8 @@ from explore.design_point import (
     DesignPoint,
 )
 from explore.evaluate import Evaluator
-from explore.results import ResultsStore
-from explore.rows import is_feasible, normalize_row
+from explore.results import ResultsStore, folder_lock
+from explore.rows import count_label, is_feasible, normalize_row
 from explore.sweep import Sweep
 from workloads.errors import InputError
 
@@ -119,9 +120,45 @@ class DaskExecutor:
             self.cluster.close()
 
 
-def _ignore_interrupts() -> None:
-    """Workers leave Ctrl-C to the main process, which stops the sweep with one line (each worker would
-    print a traceback of its own)."""
+# How often a worker without prctl (not Linux) checks that its parent still lives.
+PARENT_POLL_S = 0.5
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """End this worker when the process that started it ends, however it ends (kill -9 included).
+
+    A killed parent cannot shut its pool down, and a worker blocked on the task queue never learns of it
+    (every worker holds that pipe open): it would live on, reparented to init, holding hundreds of MB. On Linux
+    the kernel sends SIGKILL when the parent dies (prctl PR_SET_PDEATHSIG): nothing in the worker has to run,
+    so it works even while a task holds the GIL in C code. The signal follows the *thread* that forked the
+    worker: ProcessPoolExecutor forks every worker in submit() (the sweep's thread, alive until the pool is
+    shut down) or, to replace a crashed one, in its manager thread (alive as long as the pool). The parent may
+    have died before the prctl: the pid check after it catches that. Elsewhere a daemon thread polls getppid().
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        armed = libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+    except (OSError, AttributeError, TypeError):  # no libc with prctl: not Linux
+        armed = False
+    if os.getppid() != parent_pid:
+        os._exit(1)
+    if not armed:
+        threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True, name="watch-parent").start()
+
+
+def _watch_parent(parent_pid: int) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(PARENT_POLL_S)
+    os._exit(1)
+
+
+def _init_worker(parent_pid: int) -> None:
+    """Workers die with the main process, and leave Ctrl-C to it: it stops the sweep with one line (each
+    worker would print a traceback of its own)."""
+    _die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
@@ -129,7 +166,7 @@ class PoolExecutor:
     """Tasks on a local ProcessPoolExecutor of `workers` processes."""
 
     def __init__(self, workers: int):
-        self.pool = ProcessPoolExecutor(max_workers=workers, initializer=_ignore_interrupts)
+        self.pool = ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(os.getpid(),))
 
     def completed(self, tasks: list[list[DesignPoint]]) -> Iterator[list[dict[str, Any]]]:
         futures = [self.pool.submit(_evaluate_task, task) for task in tasks]
@@ -153,6 +190,25 @@ def make_executor(executor: str, workers: int, scheduler: str | None = None) -> 
     if executor == "dask":
         return DaskExecutor(workers, scheduler)
     return PoolExecutor(workers) if workers > 1 else None
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity, which a container or taskset narrows), else all."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def capped_workers(workers: int, points: int) -> int:
+    """--workers, at most one per design point and per core, with a one-line notice when capped: a worker
+    more than the points has nothing to do, one more than the cores only adds memory (each holds its traces)."""
+    cap = max(1, min(points, usable_cores()))
+    if workers > cap:
+        log.warning("--workers %d: capped to %d (%s, %d usable CPU cores)", workers, cap,
+                    count_label(points, "design point"), usable_cores())
+        return cap
+    return workers
 
 
 def _results(tasks, pool, evaluator: Evaluator) -> Iterator[list[dict[str, Any]]]:
@@ -220,9 +276,11 @@ def run_sweep(sweep: Sweep, out_dir: Path, *, workers: int = 1, evaluator: Evalu
     out_dir.mkdir(parents=True, exist_ok=True)
     search = sweep.spec.search
     total = sweep.visits()
-    with ResultsStore(out_dir, columns_for(sweep), sweep.name) as table:
+    with folder_lock(out_dir), ResultsStore(out_dir, columns_for(sweep), sweep.name) as table:
         run = _Run(sweep, table, None, evaluator or Evaluator(), on_progress, total)
         log.info("%d design points to visit, %d rows already stored", total, len(run.stored))
+        if scheduler is None:  # a Dask scheduler's cluster has the workers it has
+            workers = capped_workers(workers, total)
         run.pool = make_executor(executor, workers, scheduler)
         try:
             STRATEGIES[search.strategy](sweep, run.evaluate)

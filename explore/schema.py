@@ -41,6 +41,24 @@ class ExpressionText(str):
 
 Bits = Literal[ALLOWED_BITS["act_bits"]]
 
+# A sweep's name is its default output folder (out/<name>), so it must be one plain folder name: no path
+# separators, no '.' or '..', no control characters; then the folder cannot land outside the output root.
+# 255 bytes: the longest file name ext4, APFS and NTFS take (one path component, UTF-8).
+MAX_NAME_BYTES = 255
+NAME_ALLOWED = (f"a folder name of 1 to {MAX_NAME_BYTES} bytes without '/', '\\', control characters, a leading "
+                f"'.' or surrounding spaces (the sweep writes into out/<name>)")
+
+
+def folder_name(name: str) -> str:
+    bad = (not name or name != name.strip() or name.startswith(".") or len(name.encode("utf-8")) > MAX_NAME_BYTES
+           or any(c in "/\\" or not c.isprintable() for c in name))
+    if bad:
+        raise ValueError(NAME_ALLOWED)
+    return name
+
+
+SweepName = Annotated[str, AfterValidator(folder_name)]
+
 
 def finite(value: int | float) -> int | float:
     if not math.isfinite(value):

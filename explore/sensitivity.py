@@ -42,3 +42,28 @@ def sensitivity(rows: list[dict[str, Any]], objective: str) -> dict[str, list[tu
                 values.append(number)
         result[knob] = [(value, float(np.median(v)) if v else math.nan) for value, v in samples.items()]
     return result
+
+
+def overall_median(rows: list[dict[str, Any]], objective: str) -> float:
+    """The median of the objective over every feasible row that has a value of it (NaN when none does)."""
+    values = [as_number(row.get(objective)) for row in rows if is_feasible(row)]
+    values = [v for v in values if math.isfinite(v)]
+    return float(np.median(values)) if values else math.nan
+
+
+def effect_sizes(rows: list[dict[str, Any]], objective: str) -> list[tuple[str, list[tuple[Any, float]]]]:
+    """Each varying knob with (value, median objective at that value / median over every feasible row), the knob
+    that moves the objective most (largest over smallest ratio) first: one scale for every knob, so a knob that
+    changes the objective by 1% and one that doubles it are told apart at a glance. Empty when the overall
+    median is not positive (no ratio is meaningful)."""
+    reference = overall_median(rows, objective)
+    if not (math.isfinite(reference) and reference > 0):
+        return []
+
+    def spread(points: list[tuple[Any, float]]) -> float:
+        ratios = [r for _, r in points if math.isfinite(r) and r > 0]
+        return max(ratios) / min(ratios) if len(ratios) > 1 else 1.0
+
+    ratios = {knob: [(value, m / reference) for value, m in points] for knob, points in
+              sensitivity(rows, objective).items()}
+    return sorted(ratios.items(), key=lambda item: -spread(item[1]))

@@ -30,6 +30,7 @@ from explore.schema import (
     PositiveInt,
     SparsityName,
     Strict,
+    SweepName,
     WeightBits,
     as_list,
     one_or_more,
@@ -43,6 +44,17 @@ from workloads.errors import InputError
 from workloads.model_config import load_model_config
 from workloads.yaml_lines import LocatedYAML
 
+# Limits checked before anything is expanded, so that a typo cannot hang `explore check` or a run.
+# An override's values (a range's steps or a list) are each loaded on every device when the file is checked
+# (about 1 ms each); 1,000 values is finer than any figure can show.
+MAX_RANGE_STEPS = 1_000
+# Design points a sweep visits (a grid's size, or a search's budget): at about 1 ms each, a million points is
+# about 20 minutes on one worker before storing and the report, which are already slow to draw over them.
+MAX_SWEEP_POINTS = 1_000_000
+# The design space a search draws from (and a derived knob's inputs, which `check` evaluates one by one
+# only up to MAX_SWEEP_POINTS): point indices are 64-bit integers, and 10^15 leaves room for any real space.
+MAX_SEARCH_SPACE = 10**15
+
 OPS = {"<=": operator.le, "<": operator.lt, ">=": operator.ge, ">": operator.gt, "==": operator.eq}
 CONSTRAINT = re.compile(r"^\s*([A-Za-z_][\w]*)\s*(<=|>=|<|>|==)\s*([-+0-9.eE]+)\s*$")
 
@@ -51,7 +63,7 @@ class Range(Strict):
     """Values from lo to hi inclusive: `steps` of them, evenly spaced (linear) or geometric (log)."""
 
     range: tuple[Number, Number]
-    steps: Annotated[StrictInt, Field(ge=2)]
+    steps: Annotated[StrictInt, Field(ge=2, le=MAX_RANGE_STEPS)]
     scale: Literal["linear", "log"] = "linear"
 
     def values(self) -> list[float]:
@@ -107,14 +119,14 @@ class Search(Strict):
 
 
 class SweepFile(Strict):
-    name: str
+    name: SweepName
     model: one_or_more(str)
     device: one_or_more(str)
     workload: Workload = Workload()
     serving: Serving | None = None
     parallel: Parallel | None = None
     format: Format = Format()
-    execution: one_or_more(Literal["eager", "graphs"]) = "eager"
+    execution: one_or_more(Literal["eager", "graphs", "engine"]) = "eager"
     calibrated: bool = True  # false: price every device on its datasheet roofline, fitted or not
     overrides: dict[str, one_or_more(Number) | Range] = {}
     # Knobs computed per design point from its other knobs, e.g. {"device.memory.capacity_GB": "2 * batch"}.
@@ -328,7 +340,7 @@ class Sweep:
                            link_overrides=link_overrides)
 
     def size(self) -> int:
-        return int(np.prod([len(v) for v in self.dimensions().values()]))
+        return math.prod(len(v) for v in self.dimensions().values())  # exact: np.prod wraps past 2^63
 
     def visits(self) -> int:
         """Design points the search evaluates: all of them for a grid, at most the budget otherwise."""
@@ -353,9 +365,36 @@ def load_sweep(path: str) -> Sweep:
     except ValidationError as err:
         raise input_error(err, path, line_of=located.line_of) from None
     sweep = Sweep(path=path, spec=spec)
+    _check_size(sweep, located)
     _check_derived(sweep, located)
     _check_references(sweep, located)
     return sweep
+
+
+def _check_size(sweep: Sweep, located: LocatedYAML) -> None:
+    """The sweep's points within the limits, counted (not expanded) before any is made."""
+    size, search = sweep.size(), sweep.spec.search
+    for key, value in sweep.spec.overrides.items():
+        if isinstance(value, list) and len(value) > MAX_RANGE_STEPS:
+            raise InputError(f"{located.where(('overrides', key))}: overrides.{key}: found {len(value):,} values, "
+                             f"allowed: at most {MAX_RANGE_STEPS:,}")
+    dims = ", ".join(f"{len(v)} {k}" for k, v in sweep.dimensions().items() if len(v) > 1) or "one of each knob"
+    if search.strategy == "grid" and size > MAX_SWEEP_POINTS:
+        raise InputError(f"{located.where(('search', 'strategy'))}: search: found a grid of {size:,} design points "
+                         f"({dims}), allowed: at most {MAX_SWEEP_POINTS:,}; sweep fewer values or use a search "
+                         f"strategy (random, nsga2, tpe) with a budget")
+    if search.budget is not None and search.budget > MAX_SWEEP_POINTS:
+        raise InputError(f"{located.where(('search', 'budget'))}: search.budget: found {search.budget:,}, allowed: "
+                         f"at most {MAX_SWEEP_POINTS:,} design points")
+    if size > MAX_SEARCH_SPACE:
+        raise InputError(f"{located.where(('search', 'strategy'))}: search: found a design space of {size:.3g} "
+                         f"points ({dims}), allowed: at most {MAX_SEARCH_SPACE:.0e}")
+    for target in sweep.derived:
+        inputs, _ = sweep.derived_inputs(target)
+        combos = math.prod(len(v) for v in inputs.values())
+        if combos > MAX_SWEEP_POINTS:
+            raise InputError(f"{located.where(('derived', target))}: derived.{target}: reads {combos:,} combinations "
+                             f"of {', '.join(inputs)}, allowed: at most {MAX_SWEEP_POINTS:,}")
 
 
 def _check_target(sweep: Sweep, target: str, where: str, located: LocatedYAML) -> None:

@@ -16,7 +16,7 @@ import datetime
 import functools
 import hashlib
 import math
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from importlib import resources
 from pathlib import Path
 
@@ -35,6 +35,10 @@ GEMM_KINDS = ("gemm", "batched_gemm")
 LOW_PRECISION_DTYPES = ("fp8", "fp4")
 ATTENTION_KINDS = ("attention_prefill", "attention_decode")
 CALIBRATION_FOLDER = "calibration"
+# Bytes the input-quantization kernel before a low-precision GEMM moves per input element (GemmFit): it reads the
+# 16-bit value and writes the narrow one: fp8 per-tensor (vLLM scaled_fp8_quant, one scale per tensor), fp8 with
+# an fp32 scale per 128-element group (per_token_group_quant_fp8), NVFP4 (4-bit values, an fp8 scale per 16).
+QUANTIZE_BYTES_PER_INPUT = {"fp8": 3.0, "fp8/block128": 3.0 + 4 / 128, "fp4/nvfp4": 2.5 + 1 / 16}
 
 
 def train_sources(sources: set[str], train_fraction: float) -> list[str]:
@@ -56,26 +60,31 @@ def gemm_key(row: MeasuredKernel) -> str:
     return row.dtype if row.variant in ("", "tensor") else f"{row.dtype}/{row.variant}"
 
 
-def as_timed(device: GPUModel, device_s: np.ndarray, timings: np.ndarray) -> np.ndarray:
-    """Device times read as each row's source timed them (see kernels.measured.TIMINGS)."""
+def as_timed(device: GPUModel, device_s: np.ndarray, timings: np.ndarray, host_interval_s=0.0) -> np.ndarray:
+    """Device times read as each row's source timed them (see kernels.measured.TIMINGS). An eagerly launched
+    call whose fit has a host interval of its own (GemmFit.host_interval_s) takes at least that."""
     launch, node = device.host_s("eager"), device.host_s("graphs")
+    eager = np.maximum(launch, host_interval_s)
     return np.select([timings == "isolated", timings == "eager", timings == "graph"],
-                     [device_s + launch, np.maximum(device_s, launch), np.maximum(device_s, node)], device_s)
+                     [device_s + launch, np.maximum(device_s, eager), np.maximum(device_s, node)], device_s)
 
 
 def predict(device: GPUModel, rows: list[MeasuredKernel]) -> np.ndarray:
     """Predicted times of measured kernel rows, as their sources timed them (a GEMM variant fitted apart is
     priced with its own fit)."""
-    predicted = np.empty(len(rows))
+    predicted, host = np.empty(len(rows)), np.zeros(len(rows))
     keys = np.array([gemm_key(r) if r.kernel in GEMM_KINDS else "" for r in rows], dtype=object)
+    gemm = np.array([r.kernel in GEMM_KINDS for r in rows])
     for key in dict.fromkeys(keys.tolist()):
         index = np.flatnonzero(keys == key)
         model = device
         if "/" in key and device.calibration is not None:
             model = GPUModel(device.spec, device.reference, device.calibration.with_variant(key))
         table, _ = _table([rows[i] for i in index])
-        predicted[index] = model.cost_table(table, execution="device").time_s
-    return as_timed(device, predicted, np.array([r.timing for r in rows]))
+        predicted[index] = model.replaying().cost_table(table, execution="device").time_s
+        fit = device.calibration.gemm_fit(key) if device.calibration is not None else None
+        host[index[gemm[index]]] = fit.host_interval_s if fit else 0.0
+    return as_timed(device, predicted, np.array([r.timing for r in rows]), host)
 
 
 def _fit(base: GPUModel, rows: list[MeasuredKernel], make, to_calibration, x0, lower, upper):
@@ -85,20 +94,45 @@ def _fit(base: GPUModel, rows: list[MeasuredKernel], make, to_calibration, x0, l
     timings = np.array([r.timing for r in rows])
 
     def residual(x):
-        model = GPUModel(base.spec, base.reference, Calibration(device=base.name, **to_calibration(make(x))))
-        return np.log(as_timed(model, model.cost_table(table, execution="device").time_s, timings) / measured)
+        fit = make(x)
+        model = GPUModel(base.spec, base.reference, Calibration(device=base.name, **to_calibration(fit)))
+        device_s = model.replaying().cost_table(table, execution="device").time_s
+        return np.log(as_timed(model, device_s, timings, getattr(fit, "host_interval_s", 0.0)) / measured)
 
     x = least_squares(residual, x0=x0, bounds=(lower, upper), x_scale="jac").x
     return make([float(v) for v in x])
 
 
 def fit_gemm(base: GPUModel, rows: list[MeasuredKernel]) -> GemmFit:
-    """One GEMM fit on rows of one dtype (the rows' dtype picks the peak rate)."""
+    """One GEMM fit on rows of one dtype (the rows' dtype picks the peak rate). A low-precision GEMM with a
+    quantization kernel before it (QUANTIZE_BYTES_PER_INPUT) also fits that kernel's latency and bandwidth;
+    rows launched eagerly (timing 'eager') also fit the call's host interval."""
+    quantize = QUANTIZE_BYTES_PER_INPUT.get(gemm_key(rows[0]), 0.0)
+    eager = any(r.timing == "eager" for r in rows)
+    # name: (start, lower, upper, scale to SI); the quantization kernel's and host terms only where they apply.
+    params = {"compute_fraction": (0.8, 0.05, 1.0, 1.0), "bandwidth_fraction": (0.8, 0.05, 1.0, 1.0),
+              "latency_s": (5.0, 0.0, 1000.0, 1e-6), "blend": (4.0, 1.0, 50.0, 1.0),
+              "padding_share": (0.5, 0.0, 1.0, 1.0),
+              **({"quantize_latency_s": (2.0, 0.0, 1000.0, 1e-6),
+                  "quantize_bandwidth_fraction": (0.5, 0.01, 1.0, 1.0)} if quantize else {}),
+              **({"host_interval_s": (20.0, 0.0, 1000.0, 1e-6)} if eager else {})}
+    if eager:
+        # An eager loop's floor is the host's or the device's, which the rows cannot tell apart: the device's
+        # fixed latency (GEMM and quantization kernel together) is fitted as a share of the host interval, so
+        # the floor is the host's; `quantize_latency_s` is then the quantization kernel's part of that share.
+        params.update(latency_s=(0.2, 0.0, 1.0, 1.0),
+                      **({"quantize_latency_s": (0.5, 0.0, 1.0, 1.0)} if quantize else {}))
+    x0, lower, upper, scale = (np.array([v[i] for v in params.values()]) for i in range(4))
+
     def make(x):
-        return GemmFit(compute_fraction=x[0], bandwidth_fraction=x[1], latency_s=x[2] * 1e-6, blend=x[3],
-                       padding_share=x[4])
-    return _fit(base, rows, make, lambda fit: {"gemm": fit}, [0.8, 0.8, 5.0, 4.0, 0.5],
-                [0.05, 0.05, 0.0, 1.0, 0.0], [1.0, 1.0, 1000.0, 50.0, 1.0])
+        values = {n: float(v * c) for n, v, c in zip(params, x, scale, strict=True)}
+        if eager:
+            fixed, part = values["latency_s"] * values["host_interval_s"], values.get("quantize_latency_s", 0.0)
+            values["latency_s"] = fixed * (1.0 - part)
+            if quantize:
+                values["quantize_latency_s"] = fixed * part
+        return GemmFit(quantize_bytes_per_input=quantize, **values)
+    return _fit(base, rows, make, lambda fit: {"gemm": fit}, x0, lower, upper)
 
 
 def fit_stream(base: GPUModel, kernel_class: str, rows: list[MeasuredKernel]) -> StreamFit:
@@ -108,11 +142,49 @@ def fit_stream(base: GPUModel, kernel_class: str, rows: list[MeasuredKernel]) ->
                 [1.0, 1000.0])
 
 
-def fit_attention(base: GPUModel, rows: list[MeasuredKernel]) -> AttentionFit:
+# AttentionFit parameters as fitted (scaled near 1): start, lower and upper bounds. Fractions stay at or below 1.
+_ATTENTION_PARAMETERS = {  # name: (x0, lower, upper, scale to SI)
+    "compute_fraction": (0.6, 0.05, 1.0, 1.0), "bandwidth_fraction": (0.8, 0.05, 1.0, 1.0),
+    "latency_s": (8.0, 0.0, 1000.0, 1e-6), "block_s": (2.0, 0.0, 100.0, 1e-6), "sequence_s": (2.0, 0.0, 100.0, 1e-6),
+    "block_bandwidth_Bps": (50.0, 1.0, 1e4, 1e9), "softmax_flops": (256.0, 0.0, 4096.0, 1.0),
+    "softmax_overlap": (4.0, 1.0, 50.0, 1.0), "blend": (4.0, 1.0, 50.0, 1.0), "cache_speedup": (2.0, 1.0, 20.0, 1.0),
+}
+
+
+def _fit_attention_family(base: GPUModel, rows: list[MeasuredKernel], packs_gqa: bool) -> tuple[AttentionFit, float]:
+    """One AttentionFit on rows of one kernel family, and its sum of squared log errors."""
+    names = list(_ATTENTION_PARAMETERS)
+    x0, lower, upper, scale = (np.array([v[i] for v in _ATTENTION_PARAMETERS.values()]) for i in range(4))
+
     def make(x):
-        return AttentionFit(compute_fraction=x[0], bandwidth_fraction=x[1], latency_s=x[2] * 1e-6)
-    return _fit(base, rows, make, lambda fit: {"attention": fit}, [0.6, 0.7, 5.0], [0.01, 0.01, 0.0],
-                [1.0, 1.0, 1000.0])
+        return AttentionFit(packs_gqa=packs_gqa, **{n: float(v * s) for n, v, s in zip(names, x, scale, strict=True)})
+    fit = _fit(base, rows, make, lambda fit: {"attention": fit}, x0, lower, upper)
+    model = GPUModel(base.spec, base.reference, Calibration(device=base.name, attention=fit))
+    return fit, float(np.sum(np.log(predict(model, rows) / np.array([r.time_s for r in rows])) ** 2))
+
+
+def fit_attention(base: GPUModel, rows: list[MeasuredKernel]) -> AttentionFit:
+    """Attention fits by kernel family: prefill and decode, each with a 16-bit and an fp8 KV cache where rows
+    have them (the first present of prefill, decode is the top-level fit, the others its variants). Decode packs
+    the query heads of a KV head into one block; for prefill both layouts are fitted and the better kept."""
+    families: dict[tuple[bool, bool], AttentionFit] = {}
+    for decode in (False, True):
+        for fp8_kv in (False, True):
+            group = [r for r in rows if (r.kernel == "attention_decode" or r.seq_len <= 1) == decode
+                     and (r.kv_dtype in ("fp8", "int8", "fp4")) == fp8_kv]
+            if group:
+                layouts = (True,) if decode else (True, False)
+                families[decode, fp8_kv] = min((_fit_attention_family(base, group, p) for p in layouts),
+                                               key=lambda pair: pair[1])[0]
+    if not families:
+        raise ValueError("fit_attention: no attention rows")
+
+    def joined(fp8_kv: bool) -> AttentionFit | None:
+        prefill, decode = families.get((False, fp8_kv)), families.get((True, fp8_kv))
+        top = prefill or decode
+        return replace(top, decode=decode if prefill and decode else None) if top else None
+    top, fp8 = joined(False), joined(True)
+    return replace(top, fp8_kv=fp8) if top else fp8
 
 
 def fit_calibration(base: GPUModel, rows: list[MeasuredKernel], *, table_path: str | list[str],

@@ -6,10 +6,8 @@ that padding (split-K and stream-K schedules, a tile menu wider than ours), so a
 work is paid; math runs at a fraction of peak,
 traffic at a fraction of peak bandwidth, the two blend smoothly where neither dominates, and every
 kernel has a fixed latency. Streaming kernels (norm, elementwise, embedding): a fixed latency plus
-one pass over their bytes at a fraction of peak bandwidth. Fused attention (FlashAttention-style): a
-prefill kernel runs one thread block per tile of query rows of each head, in waves over the SMs, its
-math at a fraction of peak; a decode kernel splits the keys over the SMs (split-KV) and streams the KV
-cache at a fraction of peak bandwidth; both have a fixed latency. Every parameter is fitted by
+one pass over their bytes at a fraction of peak bandwidth. Fused attention (prefill and split-KV decode):
+hw_models/gpu_attention.py. Every parameter is fitted by
 `explore calibrate` on measured kernels; fractions are capped at 1 so no kernel beats the roofline.
 """
 
@@ -18,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
+
+from hw_models.gpu_attention import ATTENTION_Q_TILE, AttentionFit, attention_times  # noqa: F401 (re-exported)
 
 # Thread-block tile shapes (rows x columns of C) of CUTLASS's SM80/SM90 tensor-core GEMM kernels, which
 # cuBLAS's heuristics choose among; the model picks the one with the least padded work.
@@ -31,39 +31,22 @@ class GemmFit:
     latency_s: float  # fixed time of any kernel
     blend: float  # p of (compute^p + memory^p)^(1/p): large p is a sharp roofline corner
     padding_share: float = 1.0  # share of the tile and wave padding's work that is paid (0: none, 1: all)
+    # A low-precision GEMM whose 16-bit input is first quantized by a kernel of its own (vLLM's fp8 linear: a
+    # static per-tensor scaled_fp8_quant, or a dynamic per-token-group quantization for block-scaled weights):
+    # the bytes that kernel moves per input element (reads 16 bits, writes the narrow value and its scales; 0:
+    # no such kernel), its fixed latency and its achieved fraction of DRAM bandwidth.
+    quantize_bytes_per_input: float = 0.0
+    quantize_latency_s: float = 0.0
+    quantize_bandwidth_fraction: float = 1.0
+    # Host time of one call launched eagerly from Python (vLLM's block-scaled fp8 path: several kernels and
+    # their glue): an eagerly timed call takes the longer of it and the device time (0: the preset's launch).
+    host_interval_s: float = 0.0
 
 
 @dataclass(frozen=True, kw_only=True)
 class StreamFit:
     bandwidth_fraction: float
     latency_s: float
-
-
-# Query rows per thread block of a FlashAttention-2 forward kernel (Dao, "FlashAttention-2", 2023: block
-# sizes 64 or 128; 128 for head dims up to 128 on A100/H100 in its kernel launch templates).
-ATTENTION_Q_TILE = 128
-
-
-@dataclass(frozen=True, kw_only=True)
-class AttentionFit:
-    compute_fraction: float  # achieved fraction of the dtype's dense peak, over the blocks that run
-    bandwidth_fraction: float  # achieved fraction of peak DRAM bandwidth (KV cache and q/o traffic)
-    latency_s: float  # fixed time of any attention kernel
-
-
-def attention_times(*, flops, bytes_moved, batch, heads, q_len, flops_per_s, bandwidth_Bps, sm_count: int,
-                    fit: AttentionFit) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(compute_s, memory_s, device_s) of fused attention kernels; device_s includes the fixed latency.
-
-    Prefill (q_len > 1): batch x heads x ceil(q_len / tile) blocks run in whole waves over the SMs, so a
-    partial wave costs a full one. Decode splits the keys until the SMs are busy: no wave loss.
-    """
-    blocks = np.maximum(batch, 1) * np.maximum(heads, 1) * np.ceil(np.maximum(q_len, 1) / ATTENTION_Q_TILE)
-    waves = np.ceil(blocks / sm_count)
-    utilization = np.where(q_len > 1, blocks / (waves * sm_count), 1.0)
-    compute_s = flops / (flops_per_s * fit.compute_fraction * utilization)
-    memory_s = bytes_moved / (bandwidth_Bps * fit.bandwidth_fraction)
-    return compute_s, memory_s, np.maximum(compute_s, memory_s) + fit.latency_s
 
 
 def padded_flops(m: np.ndarray, n: np.ndarray, k: np.ndarray, batch: np.ndarray, sm_count: int) -> np.ndarray:
@@ -85,13 +68,23 @@ def gemm_times(*, m, n, k, batch, flops, flops_per_s, bytes_moved, bandwidth_Bps
     """
     padded = np.maximum(padded_flops(m, n, k, batch, sm_count) * kept, flops)
     work = flops + fit.padding_share * (padded - flops)
-    compute_s = work / (flops_per_s * fit.compute_fraction)
-    memory_s = bytes_moved / (bandwidth_Bps * fit.bandwidth_fraction)
+    # Clamped at zero: a step template's affine rows can leave a GEMM that does no work (an LM head with no
+    # sampled token) a rounding error below zero, which the blend's power would turn into NaN.
+    compute_s = np.maximum(work, 0.0) / (flops_per_s * fit.compute_fraction)
+    memory_s = np.maximum(bytes_moved, 0.0) / (bandwidth_Bps * fit.bandwidth_fraction)
     p = fit.blend
     # Scale before the power so large p cannot overflow.
     top = np.maximum(np.maximum(compute_s, memory_s), 1e-30)
     blended = top * ((compute_s / top) ** p + (memory_s / top) ** p) ** (1.0 / p)
-    return compute_s, memory_s, blended + fit.latency_s
+    return compute_s, memory_s, blended + fit.latency_s + input_quantize_s(m, k, batch, bandwidth_Bps, fit)
+
+
+def input_quantize_s(m, k, batch, bandwidth_Bps: float, fit: GemmFit):
+    """Device time of the kernel that quantizes a GEMM's m x k input before it (zero where the fit has none)."""
+    if not fit.quantize_bytes_per_input:
+        return 0.0
+    traffic = np.maximum(batch, 1) * m * k * fit.quantize_bytes_per_input
+    return fit.quantize_latency_s + traffic / (bandwidth_Bps * fit.quantize_bandwidth_fraction)
 
 
 def stream_times(*, bytes_moved, bandwidth_Bps, fit: StreamFit) -> tuple[np.ndarray, np.ndarray]:

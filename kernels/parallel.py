@@ -116,7 +116,8 @@ def shard_tensor_parallel(table: KernelTable, tp: int, config: ModelConfig, ep: 
     sharded = replace(table, flops=scale["flops"] * work, weight_bytes=scale["weight_bytes"] * weights,
                       act_bytes=scale["act_bytes"] * act, kv_bytes=scale["kv_bytes"] * kv,
                       n=scale["n"] * n_div, k=scale["k"] * k_div,
-                      heads=np.where(table.heads > 0, np.maximum(scale["heads"] / tp, 1), 0))
+                      heads=np.where(table.heads > 0, np.maximum(scale["heads"] / tp, 1), 0),
+                      kv_heads=np.where(table.kv_heads > 0, np.maximum(table.kv_heads * kv_share, 1), 0))
     return _with_collectives(sharded, sorted(reduce_after), KernelKind.ALL_REDUCE, tp)
 
 

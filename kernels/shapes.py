@@ -17,7 +17,9 @@ small shapes and every kernel is described by how its work grows:
   serving engines launch them).
 
 Identical rows (the same kernel in every layer) are merged with a count, so pricing an iteration prices a
-layer's worth of rows.
+layer's worth of rows. A fused engine pass (kernels/fusion.py) is not quite uniform: the first layer's input norm
+has no residual add to fuse, and every later layer's norm fuses the add of the layer before it; rows seen in the
+first traced layer only, or in every traced layer but the first, are counted once or num_layers - 1 times.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from kernels.formats import NumericFormat
+from kernels.fusion import fuse
 from kernels.kernel import KernelKind
 from kernels.lowering import lower_trace
 from kernels.table import KIND_CODE, KernelTable
@@ -46,6 +49,10 @@ TEMPLATE_LAYERS = 2
 # Columns of a non-attention kernel that grow with the iteration; every other column is fixed by the kernel.
 SCALED_COLUMNS = ("flops", "weight_bytes", "act_bytes", "kv_bytes", "m")
 _EXPERT = re.compile(r"\.experts\.(\d+)(\.|$)")
+_LAYER_INDEX = re.compile(r"(?<![^.])layers\.\d+")
+# Which layers a template row runs in: outside the layer stack (once), every layer, the first layer only, or
+# every layer but the first.
+SPAN_MODEL, SPAN_EVERY, SPAN_FIRST, SPAN_REST = range(4)
 _ATTENTION = (KIND_CODE[KernelKind.ATTENTION_PREFILL], KIND_CODE[KernelKind.ATTENTION_DECODE])
 
 
@@ -119,6 +126,7 @@ class StepTemplate:
     coef: dict[str, np.ndarray]  # per SCALED_COLUMN: (rows, 5) coefficients of 1, tokens, sampled, query, expert load
     expert: np.ndarray  # per row: its MoE expert, or -1
     count: np.ndarray  # per row: how many traced kernels it stands for
+    span: np.ndarray  # per row: which layers it runs in (SPAN_MODEL, SPAN_EVERY, SPAN_FIRST or SPAN_REST)
     prefill_attention: KernelTable  # one row: the traced prefill attention of one layer
     decode_attention: KernelTable  # one row: the traced decode attention of one layer
     attention_layers: int
@@ -154,14 +162,14 @@ class StepTemplate:
                 c[is_expert, 4] = slope
                 c[is_expert, 0] = values[0, is_expert] - slope * load[0]
             coef[name] = c
-        unique, count = _unique_rows(tables[0], expert, coef)
+        unique, count, span = _unique_rows(tables[0], expert, coef)
         prefill_rows = traces.prefill.select(traces.prefill.kind == _ATTENTION[0])
         decode_rows = traces.decode.select(traces.decode.kind == _ATTENTION[1])
         b, p = traces.batch, traces.prompt
         per_token = (traces.prefill_activation_B - traces.decode_activation_B) / (b * p - b)
         return cls(
             linear=tables[0].select(unique), coef={name: c[unique] for name, c in coef.items()},
-            expert=expert[unique], count=count, prefill_attention=prefill_rows.select([0]),
+            expert=expert[unique], count=count, span=span, prefill_attention=prefill_rows.select([0]),
             decode_attention=decode_rows.select([0]), attention_layers=len(decode_rows),
             traced_prefill_pairs=float(b * causal_pairs(p, p)), traced_prefill_tokens=float(b * p),
             traced_decode_kv=float(decode_rows.kv_len[0] * decode_rows.batch[0]),
@@ -174,18 +182,20 @@ class StepTemplate:
 
     @classmethod
     def from_model(cls, config: ModelConfig, fmt: NumericFormat, trace: Callable[[str, int, int], Trace],
-                   shard: Callable[[KernelTable], KernelTable] | None = None) -> StepTemplate:
+                   shard: Callable[[KernelTable], KernelTable] | None = None,
+                   fusion: str = "") -> StepTemplate:
         """The template of a model under a numeric format; trace(phase, batch, prompt) captures a prefill of
         `batch` prompts, or a decode step after them, of the model or of its first layers (TEMPLATE_LAYERS:
         every decoder layer launches the same kernels, so the template counts each layer's rows num_layers
-        times); `shard` gives the kernels one device of a parallel layout runs (applied at the traced
-        precision, before the format)."""
+        times); `shard` gives the kernels one device of a parallel layout runs and `fusion` the kernels an
+        execution launches (kernels/fusion.py), both applied at the traced precision, before the format."""
         # Enough sequences that every expert of an MoE layer gets a token in every trace.
         batch = -(-config.num_experts // config.experts_per_token) if config.num_experts else 1
         traces = {(phase, size): trace(phase, size, TEMPLATE_PROMPT)
                   for phase in ("decode", "prefill") for size in (batch, 2 * batch)}
         shard = shard or (lambda table: table)
-        tables = {key: shard(KernelTable.from_kernels(lower_trace(t))).with_format(fmt) for key, t in traces.items()}
+        tables = {key: fuse(shard(KernelTable.from_kernels(lower_trace(t))), fusion).with_format(fmt)
+                  for key, t in traces.items()}
         traced = traces["prefill", batch]
         traced_layers = len({op.layer for op in traced.ops if op.layer is not None})
         bytes_per_param = traced.param_bytes / replace(config, num_layers=traced_layers).param_count()
@@ -202,8 +212,9 @@ class StepTemplate:
         """The template of the same model with `layers` decoder layers (the traced layers' rows repeated)."""
         if layers == self.attention_layers:
             return self
-        per_layer = np.array([k.layer is not None for k in self.linear.kernels])
-        count = np.where(per_layer, self.count * layers / self.attention_layers, self.count)
+        rest = self.count * (layers - 1) / max(self.attention_layers - 1, 1)
+        count = np.select([self.span == SPAN_EVERY, self.span == SPAN_REST],
+                          [self.count * layers / self.attention_layers, rest], self.count)
         return replace(self, count=count, attention_layers=layers)
 
     def activation_bytes(self, tokens: int) -> float:
@@ -262,16 +273,25 @@ def _check_aligned(ref: KernelTable, other: KernelTable, name: str) -> None:
                          f"({len(other)} vs {len(ref)}); every expert must get tokens in every trace")
 
 
-def _unique_rows(table: KernelTable, expert: np.ndarray, coef: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Index of the first of each group of identical rows (everything but layer and module) and group sizes."""
+def _unique_rows(table: KernelTable, expert: np.ndarray, coef: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Index of the first of each group of identical rows (the same kernel at the same place in its layer, whatever
+    the layer), group sizes, and the layers each group runs in (SPAN_*: the group's traced layers against all
+    traced layers)."""
     fixed = ("kind", "dtype", "tensor_core", "n", "k", "batch", "weight_density", "sparse_weight_scale", "weight_bits")
     first: dict[tuple, int] = {}
     count: dict[int, int] = {}
+    layers: dict[int, set] = {}
     for i in range(len(table)):
         kernel = table.kernels[i]
-        key = (kernel.op, kernel.layer is None, int(expert[i]), *(getattr(table, c)[i] for c in fixed),
-               *(tuple(coef[c][i]) for c in SCALED_COLUMNS))
+        # The place in its layer too: a fused engine layer is not uniform (the first input norm fuses no add).
+        key = (kernel.op, kernel.layer is None, _LAYER_INDEX.sub("", kernel.module), int(expert[i]),
+               *(getattr(table, c)[i] for c in fixed), *(tuple(coef[c][i]) for c in SCALED_COLUMNS))
         j = first.setdefault(key, i)
         count[j] = count.get(j, 0) + 1
+        layers.setdefault(j, set()).add(kernel.layer)
     index = np.array(sorted(count))
-    return index, np.array([count[i] for i in index], dtype=float)
+    traced = {layer for group in layers.values() for layer in group} - {None}
+    span = [SPAN_MODEL if None in layers[i] else SPAN_EVERY if len(traced) < 2 or layers[i] == traced
+            else SPAN_FIRST if layers[i] == {min(traced)} else SPAN_REST if layers[i] == traced - {min(traced)}
+            else SPAN_EVERY for i in index]
+    return index, np.array([count[i] for i in index], dtype=float), np.array(span)

@@ -46,11 +46,15 @@ class KernelTable:
     # Bits per weight value (set by with_format on GEMMs with weights; 16 elsewhere): LUT and bit-serial
     # engines cost by it.
     weight_bits: np.ndarray | None = None
+    # KV heads of attention kernels (zero elsewhere): with kv_bytes they give the KV cache's element width.
+    kv_heads: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         for name in ("weight_density", "sparse_weight_scale"):
             if getattr(self, name) is None:
                 object.__setattr__(self, name, np.ones(len(self.kernels)))
+        if self.kv_heads is None:
+            object.__setattr__(self, "kv_heads", np.array([k.kv_heads for k in self.kernels], dtype=float))
         if self.weight_bits is None:
             object.__setattr__(self, "weight_bits", np.full(len(self.kernels), 16.0))
 
@@ -66,7 +70,7 @@ class KernelTable:
             flops=column("flops"), weight_bytes=column("weight_bytes"), act_bytes=column("act_bytes"),
             kv_bytes=column("kv_bytes"), dtype=column("dtype", object), tensor_core=column("tensor_core", bool),
             m=column("m"), n=column("n"), k=column("k"), batch=column("batch"), heads=column("heads"),
-            q_len=column("q_len"), kv_len=column("kv_len"), head_dim=column("head_dim"),
+            q_len=column("q_len"), kv_len=column("kv_len"), head_dim=column("head_dim"), kv_heads=column("kv_heads"),
         )
 
     @classmethod

@@ -4,17 +4,81 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from hw_models.cost import BOUNDS
 from sim.result import PHASES, SimResult
 from sim.serving import ServingResult
+from sim.step_costs import pass_execution
+
+if TYPE_CHECKING:
+    from kernels.table import KernelTable
+    from sim.workload import PassTables
 
 
-def chrome_trace_events(result: SimResult, device_name: str) -> list[dict]:
-    """Complete ('X') events in microseconds, one per kernel, on one track per phase and execution unit."""
+# Op names of the attention kernels a CPU trace records (PyTorch's fused SDPA on CPU, the math fallback):
+# an event is named after its kernel, not after the host op that stood in for it while tracing.
+ATTENTION_OPS = ("scaled_dot_product", "flash_attention", "efficient_attention")
+
+
+def _kernel_tables(result: SimResult, tables: PassTables) -> dict[tuple[int, int], KernelTable]:
+    """The table each (phase, sub-batch) of the result ran, checked against the result's kernels."""
+    decode_parts = sorted(key[1] for key in result.kernel_names if key[0] == 1)
+    split = len(decode_parts) > 1
+    ran = {(0, 0): tables.prefill} | {
+        (1, part): tables.sub_batch_decode[part][1] if split else tables.decode for part in decode_parts}
+    for key, table in ran.items():
+        if len(table) != len(result.kernel_names.get(key, ())):
+            raise ValueError(f"tables do not match the result: pass {key} ran {len(result.kernel_names.get(key, ()))} "
+                             f"kernels, its table has {len(table)}")
+    return ran
+
+
+def _kernel_args(table: KernelTable, device: Any, execution: str) -> list[dict[str, Any]]:
+    """Per kernel of a table: its kind and class, FLOPs, bytes, intensity, dtype, what bounds it on the device
+    (compute, memory or overhead) and the traced op and module it came from."""
+    bounds = None
+    if device is not None:
+        costs = device.cost_table(table, execution)
+        bounds = [BOUNDS[int(b)] for b in costs.bound.tolist()]
+    args = []
+    for i, kernel in enumerate(table.kernels):
+        flops, moved = float(table.flops[i]), float(table.bytes[i])
+        entry = {"kind": kernel.kind.value, "class": kernel.kernel_class, "flops": flops, "bytes": moved,
+                 "intensity_flop_per_byte": flops / moved if moved > 0 else None, "dtype": str(table.dtype[i]),
+                 "op": kernel.op, "module": kernel.module, "layer": kernel.layer}
+        if bounds is not None:
+            entry["bound"] = bounds[i]
+        args.append(entry)
+    return args
+
+
+def kernel_event_name(op_and_module: str, kind: str | None = None) -> str:
+    """An event's name: the kernel's kind and module ('attention_decode layers.0.self_attn') when known; else the
+    traced name with an attention host op ('_scaled_dot_product_flash_attention_for_cpu') named 'attention'."""
+    op, _, module = op_and_module.partition(" ")
+    if kind is None:
+        kind = "attention" if any(name in op for name in ATTENTION_OPS) else op
+    return f"{kind} {module}".strip()
+
+
+def chrome_trace_events(result: SimResult, device_name: str, *, tables: PassTables | None = None,
+                        device: Any = None, execution: str = "eager") -> list[dict]:
+    """Complete ('X') events in microseconds, one per kernel, on one track per phase and execution unit.
+
+    With the PassTables the result was simulated from (Evaluation.tables), each event is named after its kernel
+    and carries its class, FLOPs, bytes, arithmetic intensity and dtype in its args (decode kernels as in the
+    first decode step: attention reads a longer KV cache each step); with the device too, what bounds it
+    (compute, memory or overhead) under `execution`. Without tables, names come from the traced ops.
+    """
     timeline = result.timeline
     if timeline is None:
         raise ValueError("this result has no timeline: simulate with record_timeline=True")
     units = result.unit_names
+    args_of: dict[tuple[int, int], list[dict[str, Any]]] = {}
+    if tables is not None:
+        args_of = {key: _kernel_args(table, device, pass_execution(execution, decode_only=key[0] == 1))
+                   for key, table in _kernel_tables(result, tables).items()}
     events: list[dict] = [{"ph": "M", "pid": 0, "name": "process_name", "args": {"name": device_name}}]
     for phase_index, phase in enumerate(PHASES):
         for unit_index, unit in enumerate(units):
@@ -26,9 +90,13 @@ def chrome_trace_events(result: SimResult, device_name: str) -> list[dict]:
         timeline.phase.tolist(), timeline.step.tolist(), timeline.unit.tolist(), timeline.sub_batch.tolist(),
         strict=True,
     ):
-        name = result.kernel_names[phase, sub_batch][index]
-        events.append({"ph": "X", "pid": 0, "tid": phase * len(units) + unit, "name": name, "ts": start * 1e6,
-                       "dur": duration * 1e6, "args": {"step": step, "sub_batch": sub_batch}})
+        info = args_of[phase, sub_batch][index] if args_of else {}
+        name = kernel_event_name(result.kernel_names[phase, sub_batch][index], info.get("kind"))
+        event = {"ph": "X", "pid": 0, "tid": phase * len(units) + unit, "name": name, "ts": start * 1e6,
+                 "dur": duration * 1e6, "args": {"step": step, "sub_batch": sub_batch, **info}}
+        if info:
+            event["cat"] = info["class"]
+        events.append(event)
     return events
 
 
@@ -57,8 +125,10 @@ def serving_trace_events(result: ServingResult, device_name: str) -> list[dict]:
     return events
 
 
-def write_chrome_trace(result: SimResult | ServingResult, device_name: str, path: str | Path) -> None:
-    """Kernels of a static batch, or iterations and requests of a serving run."""
+def write_chrome_trace(result: SimResult | ServingResult, device_name: str, path: str | Path, *,
+                       tables: PassTables | None = None, device: Any = None, execution: str = "eager") -> None:
+    """Kernels of a static batch (with their class, FLOPs, bytes and bound given the tables and device: see
+    chrome_trace_events), or iterations and requests of a serving run."""
     events = (serving_trace_events(result, device_name) if isinstance(result, ServingResult)
-              else chrome_trace_events(result, device_name))
+              else chrome_trace_events(result, device_name, tables=tables, device=device, execution=execution))
     Path(path).write_text(json.dumps({"traceEvents": events, "displayTimeUnit": "ns"}))

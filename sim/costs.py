@@ -1,7 +1,8 @@
 """IterationCostModel: the time and energy of any serving iteration on one device, memoized by shape bucket.
 
 An iteration's kernels come from the model's step template (kernels/shapes.py) and are priced by the device
-model in one call; kernels run back to back, so the iteration takes the sum of their times. Shapes that
+model in one call; kernels run back to back, so the iteration takes the sum of their times, or its host
+dispatch time where that is longer (sim/step_costs.py: host and device overlap). Shapes that
 differ only by a few keys of attention are priced once: with `kv_bucket_tokens` > 0, the mean keys a decode
 token attends to, a prefill query attends to, and a chunk reads from its cached prefix are rounded to that
 many tokens (a long run then prices each distinct bucket once). With 0 every shape is priced as it is.
@@ -13,8 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hw_models.device import dispatch_s
 from kernels.kernel import KIND_CLASS
 from kernels.shapes import StepShape, StepTemplate
+from sim.step_costs import host_stall_s, pass_execution
 
 KERNEL_CLASS_NAMES = tuple(dict.fromkeys(KIND_CLASS.values()))
 # Mean KV lengths under this many buckets are priced exactly (a bucket would be over 1/8 of them).
@@ -86,12 +89,16 @@ class IterationCostModel:
 
     def _price(self, shape: StepShape) -> IterationCost:
         table, count = self.template.table(shape)
-        costs = self.device.cost_table(table, self.execution)
+        mode = pass_execution(self.execution, decode_only=shape.prefill_seqs == 0)
+        costs = self.device.cost_table(table, mode)
         time_s = costs.time_s * count
+        kernels = float(count.sum())
+        # The device's wait on the host, shared by the kernels (every kernel dispatches alike).
+        waits = float(host_stall_s(dispatch_s(self.device, mode) * kernels, time_s.sum()))
         class_time = np.zeros(len(KERNEL_CLASS_NAMES))
         for i, name in enumerate(KERNEL_CLASS_NAMES):
             mask = table.class_masks.get(name)
             if mask is not None:
-                class_time[i] = time_s[mask].sum()
-        return IterationCost(time_s=float(time_s.sum()), compute_J=float(costs.compute_J @ count),
+                class_time[i] = time_s[mask].sum() + waits * count[mask].sum() / kernels
+        return IterationCost(time_s=float(time_s.sum()) + waits, compute_J=float(costs.compute_J @ count),
                              memory_J=float(costs.memory_J @ count), class_time_s=class_time)

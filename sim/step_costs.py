@@ -1,13 +1,24 @@
-"""Costs of every kernel of the prefill and of every decode step, priced once, shared by both sim paths."""
+"""Costs of every kernel of the prefill and of every decode step, priced once, shared by both sim paths.
+
+Host and device work overlap. A device model's kernel time includes the launch gap the device pays between
+kernels (host_s); the framework's dispatch on the host (dispatch_s: PyTorch eager's Python and ATen dispatcher)
+runs ahead of the device, since launches are asynchronous, so a pass takes the longer of its host time and its
+device time rather than their sum. When the host is the longer (a small-batch eager decode), the device waits:
+that wait is spread over the pass's kernels by their share of the dispatch and shows in their times. This is
+max(host, device) per pass, a lower bound of the exact schedule (each kernel starting once it is both issued
+and its predecessor done), which it equals when one side is the longer throughout the pass, as in a decode
+step whose every kernel dispatches slower than it runs.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 
 import numpy as np
 
 from hw_models.cost import KernelCosts
+from hw_models.device import dispatch_s
 from sim.interleave import interleaved_schedule
 from sim.workload import BatchWorkload, PassTables
 
@@ -29,15 +40,42 @@ class DecodeCosts:
     attention_mask: np.ndarray
     steps: int
     class_masks: dict[str, np.ndarray]  # kernel class (gemm, attention, ...) -> its kernels
+    dispatch_s: float = 0.0  # host dispatch per kernel, overlapping the device's work (module docstring)
 
     def _step_grid(self, name: str) -> np.ndarray:
         return getattr(self.attention, name).reshape(self.steps, int(self.attention_mask.sum()))
+
+    @cached_property
+    def _device_step_s(self) -> np.ndarray:
+        """Each step's device time (its kernels back to back)."""
+        device_s = np.full(self.steps, self.base.time_s[~self.attention_mask].sum())
+        if self.attention_mask.any():
+            device_s += self._step_grid("time_s").sum(axis=1)
+        return device_s
+
+    @property
+    def host_step_s(self) -> float:
+        """Each step's host dispatch time."""
+        return self.dispatch_s * len(self.base)
+
+    @cached_property
+    def stall_s(self) -> np.ndarray:
+        """Per step, how long the device waits on the host beyond its own work (zero where the host keeps up)."""
+        if not self.dispatch_s or not len(self.base) or not self.steps:
+            return np.zeros(self.steps)
+        return host_stall_s(self.host_step_s, self._device_step_s)
+
+    def _waits(self, name: str) -> bool:
+        """Whether field `name` carries the wait on the host (the time and its overhead part do)."""
+        return name in _STALL_FIELDS and bool(self.stall_s.any())
 
     def step(self, name: str, step: int) -> np.ndarray:
         """Per-kernel values of field `name` (e.g. 'time_s') in decode step `step`, in execution order."""
         values = getattr(self.base, name).copy()
         if self.attention_mask.any():
             values[self.attention_mask] = self._step_grid(name)[step]
+        if self._waits(name):
+            values += self.stall_s[step] / len(values)
         return values
 
     def all_steps(self, name: str) -> np.ndarray:
@@ -45,18 +83,23 @@ class DecodeCosts:
         values = np.tile(getattr(self.base, name), (self.steps, 1))
         if self.attention_mask.any():
             values[:, self.attention_mask] = self._step_grid(name)
+        if self._waits(name):
+            values += self.stall_s[:, None] / values.shape[1]
         return values
 
     def total(self, name: str, kernel_mask: np.ndarray | None = None) -> float:
         """Sum of field `name` over all steps, optionally over the kernels where kernel_mask is true."""
         base = getattr(self.base, name)
         attention = getattr(self.attention, name)
+        waits = float(self.stall_s.sum()) if self._waits(name) else 0.0
+        if kernel_mask is None and name == "time_s" and waits:
+            return float(np.maximum(self.host_step_s, self._device_step_s).sum())  # max(host, device) per step
         if kernel_mask is None:
-            return float((base.sum() - base[self.attention_mask].sum()) * self.steps + attention.sum())
+            return float((base.sum() - base[self.attention_mask].sum()) * self.steps + attention.sum()) + waits
         total = base[kernel_mask & ~self.attention_mask].sum() * self.steps
         if self.steps and (kernel_mask & self.attention_mask).any():
             total += self._step_grid(name)[:, kernel_mask[self.attention_mask]].sum()
-        return float(total)
+        return float(total) + waits * float(kernel_mask.sum()) / len(base)
 
     @cached_property
     def segments(self) -> tuple[np.ndarray, np.ndarray]:
@@ -120,6 +163,34 @@ class StepCosts:
         return parts
 
 
+_STALL_FIELDS = ("time_s", "overhead_s")
+
+
+def pass_execution(execution: str, *, decode_only: bool) -> str:
+    """The launch mode a pass is priced in: a serving engine replays decode-only passes from captured CUDA graphs
+    (vLLM captures decode batch sizes; TensorRT-LLM's CUDA graph mode likewise) and launches prefills and mixed
+    passes from its host loop; every other execution prices all passes alike."""
+    return "graphs" if execution == "engine" and decode_only else execution
+
+
+def host_stall_s(host_s, device_s):
+    """How long the device waits on the host: host work the device's own work does not cover."""
+    return np.maximum(np.asarray(host_s, dtype=float) - device_s, 0.0)
+
+
+def with_host(costs: KernelCosts, dispatch: float) -> KernelCosts:
+    """A pass's costs once it waits on a host dispatching `dispatch` seconds per kernel: the wait (if the host is
+    the longer) spread over the kernels, so the pass takes max(host, device)."""
+    kernels = len(costs)
+    stall = float(host_stall_s(dispatch * kernels, costs.time_s.sum())) if kernels else 0.0
+    if stall <= 0:
+        return costs
+    extra = stall / kernels
+    static_J = np.divide(costs.static_J * (costs.time_s + extra), costs.time_s, out=costs.static_J.copy(),
+                         where=costs.time_s > 0)
+    return replace(costs, time_s=costs.time_s + extra, overhead_s=costs.overhead_s + extra, static_J=static_J)
+
+
 def sub_batch_sizes(batch: int, parts: int) -> tuple[int, ...]:
     """`batch` split into at most `parts` near-equal sub-batches, largest first."""
     parts = max(1, min(parts, batch))
@@ -134,14 +205,16 @@ def price_passes(device, tables: PassTables, workload: BatchWorkload, execution:
     sub-batches read every weight once each, which costs more than the overlap saves at small batches.
     """
     kv_lens = workload.decode_kv_lengths()
+    decode_mode, prefill_mode = (pass_execution(execution, decode_only=only) for only in (True, False))
 
     def price(size: int, table) -> DecodeCosts:
         steps = table.at_kv_lengths(kv_lens, tables.attention_window)
-        return DecodeCosts(batch=size, base=device.cost_table(table, execution),
-                           attention=device.cost_table(steps, execution), attention_mask=table.decode_attention_mask,
-                           steps=len(kv_lens), class_masks=table.class_masks)
+        return DecodeCosts(batch=size, base=device.cost_table(table, decode_mode),
+                           attention=device.cost_table(steps, decode_mode), attention_mask=table.decode_attention_mask,
+                           steps=len(kv_lens), class_masks=table.class_masks,
+                           dispatch_s=dispatch_s(device, decode_mode))
 
-    prefill = device.cost_table(tables.prefill, execution)
+    prefill = with_host(device.cost_table(tables.prefill, prefill_mode), dispatch_s(device, prefill_mode))
     whole_part = price(workload.batch, tables.decode)
     whole_s = whole_part.total("time_s")
     whole = StepCosts(prefill=prefill, decode=(whole_part,), decode_offsets_s=(whole_s,))

@@ -177,6 +177,9 @@ def load_model_config(name_or_path: str) -> ModelConfig:
         cfg = json.loads(text)
     except json.JSONDecodeError as err:
         raise InputError(f"{where}: not valid JSON: {err}") from None
+    except RecursionError:  # json recurses once per level: 1,000 nested arrays exhaust the stack
+        raise InputError(f"{where}: found values nested too deeply to read, allowed: a Hugging Face config.json "
+                         f"(a few levels deep)") from None
     return config_from_hf(cfg, name=name, where=where)
 
 

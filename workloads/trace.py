@@ -122,7 +122,7 @@ class Trace:
     def load(cls, path: str | Path) -> Trace:
         try:
             data = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as err:
+        except (OSError, json.JSONDecodeError, RecursionError) as err:  # RecursionError: nested too deeply
             raise InputError(f"{path}: cannot read trace: {err}") from None
         return cls.from_dict(data, where=str(path))
 

@@ -5,11 +5,13 @@ cost" than the same GPUs each running both phases, or "2.35x more throughput wit
 Here: Llama-2-7B on H100s, the Splitwise conversation trace's request lengths at Poisson arrivals, vLLM-style
 continuous batching on every replica, KV over InfiniBand NDR. Capacity is the highest arrival rate at which
 p99 TTFT <= 1 s, p99 time per output token <= 50 ms and p99 time between tokens <= 100 ms (our choice of
-SLOs: Splitwise states its own as slowdowns over an idle machine). Measured on the first 500 requests: four
-mixed replicas about 24 req/s; one prefill and two decode H100s (25% fewer GPUs) about 29 req/s (1.2x at 25%
-lower cost, the paper: 1.4x at 20% lower); two and two the same 29 req/s (1.2x at the same cost and power,
-the paper: 2.35x; here one prefill machine already keeps up, so a second adds nothing). Both directions
-hold; the iso-cost gain is about half the paper's (a documented miss).
+SLOs: Splitwise states its own as slowdowns over an idle machine). Every replica runs the default PyTorch-eager
+execution, whose host dispatch (about 28 ms per iteration of Llama-2-7B's 1,298 kernels) bounds each
+iteration from below. Measured on the first 500 requests (H100 pricing attention with the fits it borrows
+from H200): four mixed replicas about 13 req/s; one prefill and two decode H100s (25% fewer GPUs) about
+22 req/s (1.7x at 25% lower cost, the paper: 1.4x at 20% lower, within 35%); two and two the same 22 req/s
+(1.7x at the same cost and power, the paper: 2.35x, a documented miss: one prefill machine already keeps
+up, so a second adds nothing). Both directions hold.
 """
 
 from __future__ import annotations
@@ -43,9 +45,14 @@ def capacities(evaluator) -> dict[str, float]:
 
 def test_fewer_disaggregated_gpus_serve_more(capacities):
     """Three disaggregated H100s against four mixed ones: more throughput at 25% lower cost (paper: 1.4x at
-    20% lower cost), bounded on both sides."""
+    20% lower cost)."""
     gain = capacities["1 prefill + 2 decode"] / capacities["mixed 4"]
-    assert 1.05 <= gain <= 1.4 * 1.35, capacities
+    assert gain >= 1.05, capacities
+
+
+def test_fewer_gpus_gain_near_the_paper(capacities):
+    gain = capacities["1 prefill + 2 decode"] / capacities["mixed 4"]
+    assert 1.4 / 1.35 <= gain <= 1.4 * 1.35, capacities
 
 
 def test_same_gpus_disaggregated_serve_more(capacities):
@@ -54,7 +61,8 @@ def test_same_gpus_disaggregated_serve_more(capacities):
     assert gain > 1.1, capacities
 
 
-@pytest.mark.xfail(strict=True, reason="ours about 1.2x at the same cost and power vs the paper's 2.35x")
+@pytest.mark.xfail(strict=True, reason="ours about 1.7x at the same cost against the paper's 2.35x: one prefill "
+                                       "machine already keeps up here, so a second adds nothing")
 def test_same_gpus_gain_near_the_paper(capacities):
     gain = capacities["2 prefill + 2 decode"] / capacities["mixed 4"]
     assert 2.35 / 1.35 <= gain <= 2.35 * 1.35, capacities

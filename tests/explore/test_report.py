@@ -16,16 +16,17 @@ from explore.evaluate import Evaluator
 from explore.report import normalize_row, write_report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-FIGURES = 4  # roofline, latency breakdown, energy per token, TTFT/TPOT against batch
+FIGURES = 5  # roofline, latency breakdown, energy breakdown, energy per token, TTFT/TPOT against batch
 
 
 @pytest.fixture(scope="module")
 def rows(evaluator: Evaluator) -> list[dict]:
-    """A small real sweep: llama-2-7b on two GPUs at batch 1 and 4, plus a point that does not fit."""
-    points = [DesignPoint(model="llama-2-7b", device=device, batch=batch, prompt=128, output=8)
+    """A small real sweep: llama-2-7b on two GPUs at batch 1 and 4, plus a point that does not fit. Replayed from
+    CUDA graphs: in PyTorch eager these decode steps all wait on the same host dispatch."""
+    points = [DesignPoint(model="llama-2-7b", device=device, batch=batch, prompt=128, output=8, execution="graphs")
               for device in ("h100-sxm", "a100-sxm-80gb") for batch in (1, 4)]
     # Shrinking the L4's memory makes the point infeasible without tracing a second model.
-    points.append(DesignPoint(model="llama-2-7b", device="l4", batch=1, prompt=128, output=8,
+    points.append(DesignPoint(model="llama-2-7b", device="l4", batch=1, prompt=128, output=8, execution="graphs",
                               overrides=(("memory.capacity_GB", 8),)))
     return [point.row() | evaluator.evaluate(point).metrics for point in points]
 
@@ -76,7 +77,7 @@ def test_report_from_csv_rows(tmp_path: Path, rows: list[dict], evaluator: Evalu
 
 
 def test_report_without_evaluator_skips_the_roofline(tmp_path: Path, rows: list[dict]) -> None:
-    page = _check_report(tmp_path, rows, None, FIGURES - 1)
+    page = _check_report(tmp_path, rows, None, FIGURES - 2)  # no roofline, no energy breakdown
     assert "without an evaluator" in page
     assert not (tmp_path / "figures" / "roofline.png").exists()
 
@@ -153,7 +154,8 @@ def test_report_with_objectives_adds_pareto_and_sensitivity(tmp_path: Path, synt
     html_path, md_path = write_report(tmp_path, synthetic, title="objectives", objectives=OBJECTIVES,
                                       constraints=CONSTRAINTS)
     page, markdown = html_path.read_text(), md_path.read_text()
-    # 1 Pareto pair + 2 sensitivity figures + breakdown, energy, batch (no evaluator: no roofline).
+    # 1 Pareto pair + 2 sensitivity figures + breakdown, energy, batch (no evaluator: no roofline, no energy
+    # breakdown).
     sizes = _decoded(page)
     assert len(sizes) == 6 and all(w > 300 and h > 200 for w, h in sizes)
     referenced = re.findall(r"!\[[^\]]*\]\((figures/[a-z0-9_]+\.png)\)", markdown)
@@ -162,11 +164,12 @@ def test_report_with_objectives_adds_pareto_and_sensitivity(tmp_path: Path, synt
     assert all((tmp_path / name).read_bytes().startswith(PNG_SIGNATURE) for name in referenced)
     cells = _table(page, "Pareto-optimal designs")
     assert [row[0] for row in cells] == [_label(k) for k in "ABCF"]  # sorted by tpot_s; E breaks the constraint
-    assert [row[1:3] for row in cells] == [["0.01", "5"], ["0.012", "3"], ["0.02", "2"], ["0.04", "1.5"]]
+    assert [row[1:3] for row in cells] == [["10", "5"], ["12", "3"], ["20", "2"], ["40", "1.5"]]  # TPOT in ms
     assert [row[3] for row in cells] == ["best tpot_s", "", "balanced", "best energy_per_token_J"]
     # The Pareto table comes before the top-designs tables, and the constraint is named.
     assert page.index("Pareto-optimal designs") < page.index("Highest throughput")
-    assert "Constraints: ttft_s &lt;= 0.5." in page and "1 feasible point breaking a constraint left out" in page
+    assert "Constraints: ttft_s &lt;= 0.5 (TTFT &lt;= 500 ms)." in page
+    assert "1 feasible point breaking a constraint left out" in page
 
 
 def test_without_constraints_the_violator_dominates(tmp_path: Path, synthetic: list[dict]) -> None:
@@ -191,9 +194,11 @@ def test_without_objectives_the_report_is_unchanged(tmp_path: Path, synthetic: l
     with_objectives = write_report(tmp_path, synthetic, title="t", objectives=OBJECTIVES)[0].read_text()
     assert len(_decoded(with_objectives)) == 6
     plain = write_report(tmp_path, synthetic, title="t")[0].read_text()
-    assert len(_decoded(plain)) == FIGURES - 1 and "Pareto" not in plain and "Sensitivity" not in plain
+    assert len(_decoded(plain)) == FIGURES - 2 and "Pareto" not in plain and "Sensitivity" not in plain
+    # Constraints without objectives still keep the points that break them out of the best-design tables.
+    constrained = write_report(tmp_path, synthetic, title="t", constraints=CONSTRAINTS)[0].read_text()
     assert write_report(tmp_path, synthetic, title="t", objectives={"minimize": []},
-                        constraints=CONSTRAINTS)[0].read_text() == plain
+                        constraints=CONSTRAINTS)[0].read_text() == constrained != plain
     assert sorted(p.name for p in (tmp_path / "figures").glob("*.png")) == ["batch.png", "breakdown.png",
                                                                            "energy.png"]  # stale ones removed
 

@@ -86,7 +86,7 @@ def test_serving_report_from_csv_rows(tmp_path: Path, rate_rows: list[dict]) -> 
     assert "<th>scheduler</th><th>rate (req/s)</th>" in page and "<th>p99 TTFT (ms)</th>" in page
     assert "<th>prompt/output</th>" not in page
     assert "needs 14.2 GB for weights" in page  # the infeasible point with its reason
-    assert "SLO: TTFT &lt;= 2 s and TPOT &lt;= 0.1 s for 90% of requests." in page
+    assert "SLO: TTFT &lt;= 2000 ms and TPOT &lt;= 100 ms for 90% of requests." in page
     assert "at 2, 6, 12 req/s; schedulers static, continuous, chunked." in page
 
 

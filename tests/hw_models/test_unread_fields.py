@@ -70,7 +70,7 @@ def _same(a: list, b: list) -> bool:
 
 @pytest.mark.parametrize("name", PRESETS)
 def test_unread_fields_change_no_cost(name, trace_of):
-    data, where, reference = _read(name)
+    data, where, reference, _ = _read(name)
     kind = DEVICE_KINDS[data["kind"]]
     tables = _tables(trace_of)
     calibration = load_calibration(name)

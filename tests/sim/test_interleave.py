@@ -43,6 +43,7 @@ class TwoUnitGPU(GPUModel):
     """A GPU whose decode attention runs on a second unit: the placement of an NPU beside PIM banks."""
 
     units = ("main", "side")
+    kind = "npu"  # placed like an NPU beside PIM banks: driven by its own controller, not PyTorch eager
 
     def _cost_table(self, table, execution):
         costs = super()._cost_table(table, execution)

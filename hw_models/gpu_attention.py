@@ -1,0 +1,144 @@
+"""Fitted time of fused attention kernels (FlashAttention-style prefill, split-KV paged decode) on a GPU.
+
+A kernel runs thread blocks (CTAs) over the SMs. With GQA a block serves one KV head and packs the query
+heads sharing it as rows of its tile (FlashAttention-3's PackGQA, FlashInfer and TensorRT-LLM decode), or one
+query head (`packs_gqa` false: kernels that do not pack); a block covers ATTENTION_Q_TILE of those rows. When
+the blocks cannot fill the SMs, the keys are split over more blocks (split-KV, FlashAttention's heuristic,
+`kv_splits`). The time of a call is its fixed latency, plus per-sequence work, plus a smooth maximum of three
+limits, each the time of the whole call if nothing else bound it:
+
+- math: the (query, key) pairs at a fraction of the tensor-core peak over the blocks that run (a partial last
+  wave runs on part of the SMs). A pair costs its QK^T and PV multiply-adds (4 x head_dim FLOPs) and its
+  softmax exponential on the special-function units, about `softmax_flops` MMA-equivalent FLOPs, which
+  FlashAttention-3 and later overlap with the MMAs: the two blend with exponent `softmax_overlap` (1: in
+  series, large: fully overlapped). So a small head dim, with less MMA work per exponential, runs below the
+  peak (the head-dim effect);
+- traffic: KV cache, queries and outputs at a fraction of DRAM bandwidth;
+- blocks: the waves of blocks each paying a fixed cost (prologue, page-table reads, epilogue) and streaming
+  its share of the KV cache at the rate one block sustains: few blocks (small batch x KV heads, short
+  sequences) cannot draw the full bandwidth.
+
+A benchmark that replays one call on the same tensors finds a working set smaller than the L2 cache still
+there (attention tables measured that way: `cached_bytes`); it streams `cache_speedup` times faster. A model
+pass reads each layer's KV cache once per step, so the simulator passes no cached bytes.
+
+Fits are kept apart where engines run different kernels: decode and prefill, and a KV cache in fp8 (the
+kernel dequantizes every element, or runs another backend): `AttentionFit.decode` and `.fp8_kv`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+# Query rows per thread block (FlashAttention-2/3 kernel launch templates: 128 rows for head dims up to 128 on
+# A100/H100; Dao, "FlashAttention-2", 2023) and keys per block iteration (FlashAttention-3's kBlockN for head
+# dim 128, hopper/tile_size.h).
+ATTENTION_Q_TILE = 128
+ATTENTION_KV_TILE = 128
+# vLLM caps split-KV at 16 splits when decode runs from CUDA graphs (vllm/v1/attention/backends/flash_attn.py:
+# _DEFAULT_MAX_NUM_SPLITS_FOR_CUDA_GRAPH = 16).
+MAX_KV_SPLITS = 16
+# A KV cache element narrower than this (bytes) is a quantized (fp8) cache.
+NARROW_KV_BYTES = 1.5
+
+
+@dataclass(frozen=True, kw_only=True)
+class AttentionFit:
+    """Fitted parameters of one family of fused attention kernels; `decode` and `fp8_kv` (each an AttentionFit)
+    price decode kernels and kernels reading an fp8 KV cache where those were fitted apart."""
+
+    compute_fraction: float  # achieved fraction of the 16-bit dense peak, over the blocks that run
+    bandwidth_fraction: float  # achieved fraction of peak DRAM bandwidth
+    latency_s: float  # fixed time of a call (its kernels' launch-to-finish with no work)
+    block_s: float = 0.0  # fixed time of one thread block on its SM
+    sequence_s: float = 0.0  # SM time per sequence (KV-cache append, per-sequence metadata)
+    block_bandwidth_Bps: float = float("inf")  # KV streaming rate one block sustains
+    softmax_flops: float = 0.0  # MMA-equivalent FLOPs of one score's exponential
+    softmax_overlap: float = 1.0  # p of (mma^p + softmax^p)^(1/p): 1 in series, large overlapped
+    blend: float = 50.0  # p of (math^p + traffic^p + blocks^p)^(1/p): large is a sharp maximum
+    cache_speedup: float = 1.0  # L2 over DRAM streaming rate, for working sets resident in a replayed benchmark
+    packs_gqa: bool = True  # one block per KV head (query heads packed as rows), else one per query head
+    decode: AttentionFit | None = None  # decode kernels (q_len 1), where fitted apart
+    fp8_kv: AttentionFit | None = None  # kernels reading an fp8 KV cache, where fitted apart
+
+    def __post_init__(self) -> None:
+        for name in ("decode", "fp8_kv"):  # read back from YAML as plain mappings
+            value = getattr(self, name)
+            if isinstance(value, dict):
+                object.__setattr__(self, name, AttentionFit(**value))
+
+    def variant(self, *, decode: bool, fp8_kv: bool) -> AttentionFit:
+        """The fit that prices decode (or prefill) kernels with an fp8 (or 16-bit) KV cache."""
+        fit = (self.fp8_kv or self) if fp8_kv else self
+        return (fit.decode or fit) if decode else fit
+
+    def parameters(self) -> dict:
+        """This fit's own parameters (no variants)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("decode", "fp8_kv")}
+
+
+def kv_splits(blocks: np.ndarray, sm_count: int, kv_tiles: np.ndarray) -> np.ndarray:
+    """Split-KV count of FlashAttention-3's num_splits_heuristic (hopper/heuristics.h): no split when the blocks
+    nearly fill the SMs (>= 80%) or the keys are 4 tiles or fewer; otherwise the fewest splits whose wave
+    efficiency is within 85% of the best, up to MAX_KV_SPLITS."""
+    cap = np.minimum(MAX_KV_SPLITS, np.minimum(sm_count, kv_tiles))
+    efficiency = []
+    for splits in range(1, MAX_KV_SPLITS + 1):
+        waves = blocks * splits / sm_count
+        efficiency.append(np.where(splits <= cap, waves / np.ceil(waves), 0.0))
+    efficiency = np.array(efficiency)
+    good = efficiency >= 0.85 * efficiency.max(axis=0)
+    return np.where((blocks >= 0.8 * sm_count) | (kv_tiles <= 4), 1, np.argmax(good, axis=0) + 1)
+
+
+def _smooth_max(parts: list[np.ndarray], p: float) -> np.ndarray:
+    top = np.maximum(np.maximum.reduce(parts), 1e-30)  # scaled before the power so large p cannot overflow
+    return top * sum((x / top) ** p for x in parts) ** (1.0 / p)
+
+
+def _times(fit: AttentionFit, *, flops, act_bytes, kv_bytes, batch, heads, kv_heads, q_len, kv_len, head_dim,
+           flops_per_s, bandwidth_Bps, sm_count: int, cached_bytes: float):
+    groups = np.where(fit.packs_gqa, kv_heads, heads)
+    rows = q_len * heads / groups  # query rows per group: positions x the query heads packed in it
+    blocks = batch * groups * np.ceil(rows / ATTENTION_Q_TILE)
+    blocks = blocks * kv_splits(blocks, sm_count, np.ceil(kv_len / ATTENTION_KV_TILE))
+    waves = np.ceil(blocks / sm_count)
+    mma = 4.0 * head_dim
+    per_pair = _smooth_max([mma, np.full_like(mma, fit.softmax_flops)], fit.softmax_overlap)
+    compute_s = flops * (per_pair / mma) / (flops_per_s * fit.compute_fraction * blocks / (waves * sm_count))
+    cached = act_bytes + kv_bytes <= cached_bytes
+    speed = np.where(cached, fit.cache_speedup, 1.0)
+    memory_s = (act_bytes + kv_bytes) / (bandwidth_Bps * fit.bandwidth_fraction * speed)
+    keys_values = np.where(kv_bytes > 0, kv_bytes, 4.0 * batch * kv_heads * kv_len * head_dim)  # else 16-bit K, V
+    blocks_s = waves * (fit.block_s + keys_values / blocks / (fit.block_bandwidth_Bps * speed))
+    busy_s = batch * fit.sequence_s / sm_count + _smooth_max([compute_s, memory_s, blocks_s], fit.blend)
+    return compute_s, memory_s, busy_s
+
+
+def attention_times(*, flops, act_bytes, kv_bytes, batch, heads, kv_heads, q_len, kv_len, head_dim, flops_per_s,
+                    bandwidth_Bps, sm_count: int, fit: AttentionFit, cached_bytes: float = 0.0):
+    """(compute_s, memory_s, busy_s, latency_s) of fused attention kernels (arrays, one entry per kernel):
+    busy_s is the device time past the fixed latency_s of the fit that prices the kernel (see the module
+    docstring). A KV cache element narrower than NARROW_KV_BYTES picks the fp8-KV fit; q_len 1 the decode fit."""
+    batch, heads, q_len = np.maximum(batch, 1), np.maximum(heads, 1), np.maximum(q_len, 1)
+    kv_heads = np.where(kv_heads > 0, kv_heads, heads)
+    kv_len, head_dim = np.maximum(kv_len, 1), np.maximum(head_dim, 1)
+    # A traced prefill reads its keys and values as activations (kv_bytes 0): a 16-bit cache.
+    narrow = (kv_bytes > 0) & (kv_bytes < NARROW_KV_BYTES * 2.0 * batch * kv_heads * kv_len * head_dim)
+    decode = q_len == 1
+    shapes = dict(flops=flops, act_bytes=act_bytes, kv_bytes=kv_bytes, batch=batch, heads=heads, kv_heads=kv_heads,
+                  q_len=q_len, kv_len=kv_len, head_dim=head_dim, flops_per_s=flops_per_s)
+    out = [np.zeros(len(batch)) for _ in range(4)]
+    for is_decode in (False, True):
+        for is_narrow in (False, True):
+            rows = (decode == is_decode) & (narrow == is_narrow)
+            if not rows.any():
+                continue
+            variant = fit.variant(decode=is_decode, fp8_kv=is_narrow)
+            parts = _times(variant, **{k: np.broadcast_to(v, batch.shape)[rows] for k, v in shapes.items()},
+                           bandwidth_Bps=bandwidth_Bps, sm_count=sm_count, cached_bytes=cached_bytes)
+            for column, part in zip(out, (*parts, variant.latency_s), strict=True):
+                column[rows] = part
+    return tuple(out)

@@ -1,0 +1,209 @@
+"""Kernel fusion of a serving engine: the kernels an engine launches for a pass, from the pass's eager kernels.
+
+PyTorch eager launches a kernel per aten op (kernels/lowering.py). Serving engines run the same decoder as a
+few fused kernels per layer. Each rule below names the engine code that does it (vLLM's Llama model,
+vllm/model_executor/models/llama.py, and the layers it calls; LMDeploy's TurboMind and TensorRT-LLM do the
+same fusions in C++):
+
+- qkv: the q, k and v projections are one GEMM of N = (H + 2 KV) x head_dim (vLLM QKVParallelLinear
+  `qkv_proj`; TensorRT-LLM's attention QKV GEMM; gpt-fast's `wqkv`);
+- gate_up: the gate and up projections are one GEMM of N = 2F (vLLM MergedColumnParallelLinear
+  `gate_up_proj`; TensorRT-LLM `--use_fused_mlp`, docs/source/performance/perf-overview.md "Fused Matmul +
+  Gated-SiLU");
+- act_and_mul: the activation and the product with the up projection are one kernel (vLLM SiluAndMul,
+  csrc/activation_kernels.cu `silu_and_mul`);
+- add_norm: a residual add and the RMSNorm after it are one kernel (vLLM RMSNorm.forward_cuda with a residual,
+  csrc/layernorm_kernels.cu `fused_add_rms_norm`; TurboMind `invokeFusedAddBiasResidualRMSNorm`); an RMSNorm
+  with no add before it (the first layer's) is one kernel (`rms_norm`). LayerNorm models keep their
+  separate add and norm (vLLM's OPT runs torch's LayerNorm after a plain add);
+- rope: the rotary embedding of q and k is one in-place kernel reading a cos/sin cache (vLLM RotaryEmbedding,
+  csrc/pos_encoding_kernels.cu `rotary_embedding`); the cos/sin table itself is computed once when the model
+  loads (RotaryEmbedding._compute_cos_sin_cache), so the per-pass table kernels are dropped;
+- kv_write: the key and value writes into the KV cache are one kernel (vLLM's FlashAttention backend,
+  csrc/cache_kernels.cu `reshape_and_cache_flash`);
+- attention: one flash-attention kernel over the paged KV cache, prefill and decode (vLLM's FlashAttention and
+  FlashInfer backends); its work and traffic are the eager flash-attention kernel's.
+
+A fused kernel keeps the FLOPs of the eager kernels it replaces (the sum) and moves what the fused kernel
+moves: its inputs read once and its outputs written once, never the intermediates of the eager chain. MoE
+experts keep their gathers and scatters (vLLM's fused_moe kernel is not modeled); each expert's gate and up
+projections and its activation are fused like a dense MLP's.
+
+Projections and blocks are recognised by the module names of our decoder (workloads/decoder.py), as
+kernels/parallel.py does; a table is fused at its traced precision, after tensor-parallel sharding.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from kernels.kernel import KernelKind
+from kernels.table import KIND_CODE, KernelTable
+
+ENGINE = "engine"
+_GEMM, _NORM, _ROPE = KIND_CODE[KernelKind.GEMM], KIND_CODE[KernelKind.NORM], KIND_CODE[KernelKind.ROPE]
+_ACTIVATION, _ELEMENTWISE = KIND_CODE[KernelKind.ACTIVATION], KIND_CODE[KernelKind.ELEMENTWISE]
+_ATTENTION = (KIND_CODE[KernelKind.ATTENTION_PREFILL], KIND_CODE[KernelKind.ATTENTION_DECODE])
+_DECODER_LAYER = re.compile(r"(^|\.)layers\.\d+$")  # a residual add runs in the decoder layer module itself
+# Columns a fused kernel sets; every other column is its anchor row's.
+_COLUMNS = ("flops", "weight_bytes", "act_bytes", "kv_bytes", "n")
+
+
+@dataclass
+class _Kernel:
+    """One engine kernel: it runs where eager row `position` ran, takes row `anchor`'s columns but `columns`, and
+    replaces the eager rows `rows`."""
+
+    position: int
+    anchor: int
+    rows: list[int]
+    op: str = ""
+    module: str = ""
+    columns: dict[str, float] = field(default_factory=dict)
+
+
+def fuse_engine(table: KernelTable) -> KernelTable:
+    """The kernels a serving engine launches for the pass whose eager kernels are `table`, in order."""
+    fusion = _Fusion(table)
+    fused = fusion.kernels()
+    covered = set(fusion.dropped()).union(*(kernel.rows for kernel in fused))
+    keep = [_Kernel(position=i, anchor=i, rows=[i]) for i in range(len(table)) if i not in covered]
+    out = sorted(fused + keep, key=lambda kernel: kernel.position)
+    result = table.select(np.array([k.anchor for k in out], dtype=int))
+    columns = {name: getattr(result, name).astype(float) for name in _COLUMNS}
+    kernels = list(result.kernels)
+    for i, kernel in enumerate(out):
+        for name, value in kernel.columns.items():
+            columns[name][i] = value
+        if kernel.columns or kernel.op or kernel.module:
+            kernels[i] = replace(kernels[i], op=kernel.op or kernels[i].op, module=kernel.module or kernels[i].module,
+                                 n=int(columns["n"][i]), **{name: columns[name][i] for name in _COLUMNS[:-1]})
+    return replace(result, kernels=tuple(kernels), **columns)
+
+
+FUSIONS: dict[str, Callable[[KernelTable], KernelTable]] = {"": lambda table: table, ENGINE: fuse_engine}
+
+
+def fuse(table: KernelTable, fusion: str) -> KernelTable:
+    """`table` under a fusion ('' keeps the eager kernels, 'engine' fuses them as a serving engine does)."""
+    if fusion not in FUSIONS:
+        raise ValueError(f"fusion: found {fusion!r}, allowed: {', '.join(repr(name) for name in FUSIONS)}")
+    return FUSIONS[fusion](table)
+
+
+class _Fusion:
+    """The fused kernels of one table (the rows they replace and the columns they set)."""
+
+    def __init__(self, table: KernelTable):
+        self.t = table
+        self.modules = [k.module for k in table.kernels]
+        self.ops = [k.op for k in table.kernels]
+        self.rows: dict[str, list[int]] = {}
+        for i, module in enumerate(self.modules):
+            self.rows.setdefault(module, []).append(i)
+        self.gemm = {m: i for i, m in enumerate(self.modules) if table.kind[i] == _GEMM}
+
+    def kernels(self) -> list[_Kernel]:
+        out: list[_Kernel] = []
+        for parent in dict.fromkeys(m.rsplit(".", 1)[0] for m in self.gemm if m.endswith(".q_proj")):
+            out += self._attention_block(parent)
+        for parent in dict.fromkeys(m.rsplit(".", 1)[0] for m in self.gemm if m.endswith(".gate_proj")):
+            out += self._gated_mlp(parent)
+        out += self._norms()
+        out += [_Kernel(position=i, anchor=i, rows=[i], op="paged_flash_attention")
+                for i in np.flatnonzero(np.isin(self.t.kind, _ATTENTION)).tolist()]
+        return out
+
+    def dropped(self) -> list[int]:
+        """Rows the engine does not run per pass: the rotary table of positions, computed once at load."""
+        return [i for i in range(len(self.t)) if self.t.kind[i] == _ROPE and self.t.kernels[i].layer is None]
+
+    def _output_bytes(self, i: int) -> float:
+        """Bytes a GEMM writes: the output's share n / (k + n) of its activation traffic (input read, output
+        written)."""
+        t = self.t
+        return float(t.act_bytes[i] * t.n[i] / (t.k[i] + t.n[i]))
+
+    def _merged_gemm(self, rows: list[int], module: str) -> _Kernel:
+        """One GEMM for projections of the same input: N summed, the input read once, every output written."""
+        t = self.t
+        inputs = [float(t.act_bytes[i]) - self._output_bytes(i) for i in rows]
+        return _Kernel(position=rows[0], anchor=rows[0], rows=rows, module=module, columns=dict(
+            flops=float(t.flops[rows].sum()), weight_bytes=float(t.weight_bytes[rows].sum()),
+            act_bytes=float(t.act_bytes[rows].sum()) - sum(inputs[1:]), kv_bytes=float(t.kv_bytes[rows].sum()),
+            n=float(t.n[rows].sum())))
+
+    def _attention_block(self, parent: str) -> list[_Kernel]:
+        """QKV GEMM, one rotary kernel and one KV-cache write for the attention block `parent`."""
+        t = self.t
+        rows = [self.gemm.get(f"{parent}.{name}") for name in ("q_proj", "k_proj", "v_proj")]
+        if None in rows:
+            return []
+        q, k, _ = rows
+        out = [self._merged_gemm(rows, f"{parent}.qkv_proj")]
+        here = self.rows.get(parent, [])
+        rope = [i for i in here if t.kind[i] == _ROPE]
+        if rope:
+            # In place on q and k, reading each token's cos/sin row (head_dim values) of the cached table.
+            element = float(t.act_bytes[q] / (t.m[q] * (t.k[q] + t.n[q])))
+            attention = [i for i in here if t.kind[i] in _ATTENTION]
+            head_dim = float(t.head_dim[attention[0]]) if attention else 0.0
+            act = 2 * (self._output_bytes(q) + self._output_bytes(k)) + t.m[q] * head_dim * element
+            out.append(_Kernel(position=rope[0], anchor=rope[0], rows=rope, op="rotary_embedding", columns=dict(
+                flops=float(t.flops[rope].sum()), act_bytes=float(act))))
+        writes = [i for i in here if t.kind[i] == _ELEMENTWISE and t.kv_bytes[i] > 0 and not t.tensor_core[i]]
+        if writes:
+            # Keys and values copied into their cache blocks: the eager copies' traffic, in one launch.
+            out.append(_Kernel(position=writes[0], anchor=writes[0], rows=writes, op="reshape_and_cache", columns={
+                name: float(getattr(t, name)[writes].sum()) for name in _COLUMNS[:-1]}))
+        return out
+
+    def _gated_mlp(self, parent: str) -> list[_Kernel]:
+        """Gate-up GEMM and one activation-and-product kernel for the gated MLP `parent`."""
+        t = self.t
+        gate, up = self.gemm[f"{parent}.gate_proj"], self.gemm.get(f"{parent}.up_proj")
+        if up is None:
+            return []
+        out = [self._merged_gemm([gate, up], f"{parent}.gate_up_proj")]
+        down = self.gemm.get(f"{parent}.down_proj", len(t))
+        here = self.rows.get(parent, [])
+        act = next((i for i in here if gate < i < down and t.kind[i] == _ACTIVATION), None)
+        mul = next((i for i in here if up < i < down and t.kind[i] == _ELEMENTWISE and self.ops[i] == "mul"), None)
+        if act is not None and mul is not None:
+            # Reads the gate and up outputs, writes their product: what the eager product alone moved.
+            out.append(_Kernel(position=mul, anchor=act, rows=[act, mul], op=f"{self.ops[act].rstrip('_')}_and_mul",
+                               columns=dict(flops=float(t.flops[[act, mul]].sum()), act_bytes=float(t.act_bytes[mul]))))
+        return out
+
+    def _norms(self) -> list[_Kernel]:
+        """One kernel per RMSNorm chain (consecutive norm kernels of one module, an rsqrt among them), with the
+        residual add before it when there is one."""
+        t, out, i = self.t, [], 0
+        while i < len(t):
+            end = i
+            while t.kind[i] == _NORM and end + 1 < len(t) and t.kind[end + 1] == _NORM and \
+                    self.modules[end + 1] == self.modules[i]:
+                end += 1
+            chain = list(range(i, end + 1))
+            if t.kind[i] == _NORM and "rsqrt" in (self.ops[j] for j in chain):
+                out.append(self._norm(chain))
+            i = end + 1
+        return out
+
+    def _norm(self, chain: list[int]) -> _Kernel:
+        t, add = self.t, chain[0] - 1
+        weights = float(t.weight_bytes[chain].sum())
+        if add >= 0 and t.kind[add] == _ELEMENTWISE and self.ops[add] == "add" and \
+                _DECODER_LAYER.search(self.modules[add]):
+            # Reads the input and the residual, writes the new residual and the normalized output: 4/3 of the add's
+            # traffic (two reads and a write), over every token of the add.
+            return _Kernel(position=add, anchor=chain[0], rows=[add, *chain], op="fused_add_rms_norm", columns=dict(
+                flops=float(t.flops[[add, *chain]].sum()), weight_bytes=weights,
+                act_bytes=float(t.act_bytes[add]) * 4 / 3))
+        # Reads the input, writes the output: the chain's last kernel (the weight product) moves one tensor of each.
+        return _Kernel(position=chain[0], anchor=chain[0], rows=chain, op="rms_norm", columns=dict(
+            flops=float(t.flops[chain].sum()), weight_bytes=weights, act_bytes=float(t.act_bytes[chain[-1]])))

@@ -1,0 +1,219 @@
+"""What the report's figures and tables show (issue 16): constraint-breaking points kept out of the best tables
+and marked, no figure silently dropping the chosen designs, one scale for sensitivity, device and format encoded
+on the Pareto plots, every format's roof, what-if speed-ups, the energy breakdown, ms throughout, a re-drawn
+report that re-prices nothing, and Chrome-trace events that say what each kernel is."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tiny_sweep import write_tiny_model
+
+from explore.design_point import DesignPoint
+from explore.evaluate import Evaluator
+from explore.report import report_tables, write_report
+from explore.rows import metric_axis_label, normalize_row, point_label
+
+NAN = float("nan")
+
+
+def _row(model: str, device: str, batch: int, bits: tuple[int, int, int], tpot: float, ttft: float,
+         energy: float) -> dict:
+    """A hand-made feasible results row."""
+    weight, act, kv = bits
+    return normalize_row({
+        "model": model, "device": device, "batch": batch, "prompt": 128, "output": 8, "weight_bits": weight,
+        "act_bits": act, "kv_bits": kv, "execution": "eager", "fits_in_memory": True, "infeasible_reason": "",
+        "ttft_s": ttft, "tpot_s": tpot, "e2e_s": ttft + 7 * tpot, "tokens_per_s": batch / tpot,
+        "energy_per_token_J": energy, "avg_power_W": 300.0, "peak_memory_B": 2e10, "time_gemm_s": 7 * tpot,
+        "time_attention_s": ttft})
+
+
+# ---- constraint-breaking points ------------------------------------------------------------------------------
+
+def test_best_tables_leave_out_and_mark_points_that_break_a_constraint() -> None:
+    ok = [_row("m", "gpu-a", b, (16, 16, 16), 0.01 * b, 0.1, 1.0 / b) for b in (1, 2, 4)]
+    fast = _row("m", "gpu-b", 64, (16, 16, 16), 0.01, 0.9, 0.01)  # best on both, but TTFT 900 ms > 500 ms
+    lead, tail = report_tables(ok + [fast], ["ttft_s <= 0.5"])
+    for table in lead:
+        assert table.cells and all(cells[1] != "gpu-b" for cells in table.cells), table.title
+        assert "1 feasible point that break a constraint are left out" in table.note
+    broken = next(t for t in tail if t.title == "Points that break a constraint")
+    assert [cells[1] for cells in broken.cells] == ["gpu-b"]
+    assert broken.headers[-1] == "breaks" and broken.cells[0][-1] == "ttft_s <= 0.5 (TTFT is 900 ms)"
+
+
+# ---- no figure drops the chosen designs ----------------------------------------------------------------------
+
+def _many_lines() -> list[dict]:
+    """Two models on 3 devices in 8 formats at 3 batches: 24 lines per model, 48 in all."""
+    formats = [(w, a, kv) for w in (16, 8, 4, 2) for a in (16,) for kv in (16, 8)]
+    return [_row(model, device, batch, bits, 0.02 + 0.001 * i + 0.0001 * batch, 0.1 * batch, 1.0 / batch)
+            for model in ("small", "large") for i, device in enumerate(("gpu-a", "gpu-b", "gpu-c"))
+            for bits in formats for batch in (1, 8, 32)]
+
+
+def test_batch_figure_keeps_the_chosen_designs_and_names_its_subset() -> None:
+    from explore.report_static import batch_panels
+
+    rows = _many_lines()
+    chosen = [(rows[-1], ["best energy_per_token_J"])]  # the last line of the last model: dropped by 'first 16'
+    panels, caption, subset = batch_panels(rows, chosen, lambda row: [])
+    assert [p.title for p in panels] == ["small", "large"]  # one panel per model
+    assert all(len(p.series) == 16 for p in panels) and subset
+    assert any(bool(np.any(s.chosen)) for s in panels[1].series)
+    assert "large: 16 of 24 lines (the 1 holding a chosen design and the 15 others with the lowest TPOT" in caption
+    assert point_label(rows[-1]) in caption  # the stars are named
+    few = [row for row in rows if row["model"] == "small" and row["weight_bits"] == 16]
+    panels, caption, subset = batch_panels(few, [], lambda row: [])
+    assert len(panels[0].series) == 6 and not subset and "small: all 6 lines" in caption
+    # Color is the device and line style the format.
+    assert len({s.color_key for s in panels[0].series}) == 3 and len({s.style_key for s in panels[0].series}) == 2
+
+
+def test_latency_breakdown_keeps_the_chosen_design() -> None:
+    from explore.report_static import MAX_BARS, breakdown_rows
+
+    rows = _many_lines()
+    best = rows[-1]
+    shown, what = breakdown_rows(rows, [(best, ["best tpot_s"])])
+    assert len(shown) <= MAX_BARS and shown[0] is best
+    assert all(row["batch"] == best["batch"] for row in shown)
+    assert what.startswith(f"{len(shown)} of {len(rows)} feasible design points: the 1 chosen design")
+
+
+def test_energy_figure_shows_every_format_and_the_best_point() -> None:
+    from explore.report_static import energy_panels
+
+    rows = _many_lines()
+    panels, caption = energy_panels(rows, [])
+    assert [p.title for p in panels] == ["small", "large"]
+    assert all(len(p.energy_J) == 8 and len(p.devices) == 3 for p in panels)  # every format, every device
+    lowest = min(r["energy_per_token_J"] for r in rows)
+    assert min(min(v) for p in panels for v in p.energy_J.values()) == lowest
+    assert panels[0].notes["w16a16kv16"] == ["b32"] * 3 and "lowest energy" in caption
+
+
+# ---- sensitivity on one scale --------------------------------------------------------------------------------
+
+def test_sensitivity_puts_every_knob_on_one_scale() -> None:
+    from explore.plots_objectives import Effect, sensitivity_figure
+    from explore.sensitivity import effect_sizes
+
+    # Batch doubles TPOT; the KV-cache width moves it by 0.8%.
+    rows = [_row("m", "gpu", b, (16, 16, kv), 0.01 * (2 if b == 8 else 1) * (1.008 if kv == 16 else 1.0), 0.1, 1)
+            for b in (1, 8) for kv in (16, 8)]
+    effects = [Effect(knob=k, values=[(str(v), r) for v, r in points]) for k, points in effect_sizes(rows, "tpot_s")]
+    assert [e.knob for e in effects] == ["batch", "kv_bits"]
+    assert effects[0].spread == pytest.approx(2.0) and effects[1].spread == pytest.approx(1.008)
+    fig = sensitivity_figure("tpot_s", effects)
+    assert len(fig.axes) == 1  # one axis for every knob: no panel gets its own y range
+
+
+# ---- Pareto plots encode device and format -------------------------------------------------------------------
+
+def test_pareto_colors_devices_and_shapes_formats() -> None:
+    from explore.plots_objectives import pareto_figure
+    from explore.report_pareto import pareto_points
+
+    rows = [_row("m", d, b, bits, 0.01 * b * (1 + i), 0.1, 1.0 / b + i)
+            for i, d in enumerate(("gpu-a", "gpu-b")) for b in (1, 4) for bits in ((16, 16, 16), (8, 8, 8))]
+    points = pareto_points(rows[:-1], rows[-1:], rows[:1], "tpot_s", "energy_per_token_J")
+    assert points.device[0] == "gpu-a" and points.fmt[1] == "w8a8kv8" and not points.meets[-1]
+    fig = pareto_figure("tpot_s", "energy_per_token_J", points, True, True, [])
+    faces = {tuple(np.round(c.get_facecolor()[0], 3)) for c in fig.axes[0].collections if len(c.get_facecolor())}
+    shapes = {id(c.get_paths()[0]) for c in fig.axes[0].collections}
+    assert len(faces - {(1.0, 1.0, 1.0, 0.85)}) >= 2 and len(shapes) >= 2  # colors per device, markers per format
+    assert fig.axes[0].get_xlabel() == "TPOT (ms) (lower is better)"
+
+
+def test_units_are_ms_in_figures_and_tables() -> None:
+    assert [metric_axis_label(n) for n in ("ttft_s", "tpot_s", "time_gemm_s", "energy_per_token_J", "avg_power_W")] \
+        == ["TTFT (ms)", "TPOT (ms)", "time gemm (ms)", "energy per output token (J/token)", "average power (W)"]
+    lead, _ = report_tables([_row("m", "gpu", 1, (16, 16, 16), 0.012, 0.25, 1.0)])
+    cells = dict(zip(lead[0].headers, lead[0].cells[0], strict=True))
+    assert cells["TTFT (ms)"] == "250" and cells["TPOT (ms)"] == "12"
+
+
+# ---- priced detail: roofline roofs, energy breakdown, what-if, cache -----------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_rows(tmp_path_factory: pytest.TempPathFactory, evaluator: Evaluator) -> list[dict]:
+    """The tiny model on an H100 in 16 and 8 bits, at its shipped HBM bandwidth and at twice it."""
+    model = write_tiny_model(tmp_path_factory.mktemp("tiny"))
+    points = [DesignPoint(model=model, device="h100-sxm", batch=b, prompt=32, output=4, weight_bits=w, act_bits=w,
+                          kv_bits=w, execution="graphs", overrides=o)
+              for b in (1, 8) for w in (16, 8) for o in ((), (("memory.bandwidth_GBps", 6700),))]
+    return [normalize_row(p.row() | evaluator.evaluate(p).metrics) for p in points]
+
+
+def test_roofline_has_every_formats_roof_and_kernels_sized_by_time(tiny_rows: list[dict], evaluator) -> None:
+    from explore.plots import ROOF_DECADES
+    from explore.report_detail import DetailSource
+    from explore.report_static import roofline_panels
+
+    detail = DetailSource(evaluator, tiny_rows, None)
+    panel = roofline_panels(detail, tiny_rows, [(tiny_rows[0], ["best tpot_s"])])[0]
+    assert [roof.bits for roof in panel.roofs] == [8, 16] and "int8" in panel.roofs[0].label  # 8-bit is faster
+    for phase in ("prefill", "decode"):  # shares of the pass's time (kernels without FLOPs are not drawn)
+        assert 0.5 < panel.time_share[panel.phase == phase].sum() <= 1.0 + 1e-9
+    (low_x, high_x), (low_y, high_y) = panel.ranges
+    assert math.log10(high_y / low_y) <= ROOF_DECADES + math.log10(3) + 1e-9
+    assert low_x <= panel.intensity.min() and high_x >= max(r.flops for r in panel.roofs) / panel.bandwidth_Bps
+
+
+def test_energy_breakdown_adds_up_and_what_if_is_against_the_shipped_preset(tiny_rows, evaluator) -> None:
+    from explore.report_detail import DetailSource
+    from explore.report_whatif import gains
+
+    detail = DetailSource(evaluator, tiny_rows, None)
+    for row in tiny_rows:
+        parts = detail.energy_parts(row)
+        assert set(parts) == {"static", "memory", "compute"}
+        assert sum(parts.values()) == pytest.approx(row["energy_per_token_J"], rel=1e-9)
+    pairs = gains(tiny_rows, detail)
+    assert len(pairs) == 4 and detail.computed == len(tiny_rows)  # every baseline is a shipped row of the sweep
+    assert all(g["tpot_s"] > 1.0 for _, g in pairs)  # twice the HBM bandwidth: faster decode
+    detail = DetailSource(evaluator, [row for row in tiny_rows if row.get("device.memory.bandwidth_GBps")], None)
+    priced = gains([row for row in tiny_rows if row.get("device.memory.bandwidth_GBps")], detail)
+    assert [g["tpot_s"] for _, g in priced] == pytest.approx([g["tpot_s"] for _, g in pairs], rel=1e-9)
+
+
+def test_a_redrawn_report_reuses_what_was_priced(tiny_rows: list[dict], evaluator, tmp_path: Path) -> None:
+    from explore.report_detail import CACHE_FILE
+
+    write_report(tmp_path, tiny_rows, title="t", evaluator=evaluator)
+    assert (tmp_path / CACHE_FILE).is_file()
+    figures = {p.name for p in (tmp_path / "figures").glob("*.png")}
+    assert {"roofline.png", "energy_breakdown.png", "whatif.png"} <= figures
+    # No evaluator the second time: the roofline, energy breakdown and what-if come from the cache.
+    write_report(tmp_path, tiny_rows, title="t", evaluator=None)
+    assert {p.name for p in (tmp_path / "figures").glob("*.png")} == figures
+    # Other results (a metric changed): the cache is not used.
+    changed = [dict(row, tpot_s=row["tpot_s"] * 2) for row in tiny_rows]
+    page = write_report(tmp_path, changed, title="t", evaluator=None)[0].read_text()
+    assert "without an evaluator" in page and not (tmp_path / "figures" / "roofline.png").exists()
+
+
+# ---- Chrome trace --------------------------------------------------------------------------------------------
+
+def test_chrome_trace_events_say_what_each_kernel_is(tmp_path: Path, evaluator: Evaluator) -> None:
+    from sim.chrome_trace import chrome_trace_events
+
+    point = DesignPoint(model=write_tiny_model(tmp_path), device="h100-sxm", batch=2, prompt=16, output=3)
+    evaluation = evaluator.evaluate(point, event_sim=True, timeline=True)
+    events = [e for e in chrome_trace_events(evaluation.result, "h100-sxm", tables=evaluation.tables,
+                                             device=evaluator.point_device(point)) if e["ph"] == "X"]
+    assert all({"class", "kind", "flops", "bytes", "bound"} <= set(e["args"]) for e in events)
+    assert {e["args"]["bound"] for e in events} <= {"compute", "memory", "overhead"}
+    attention = [e for e in events if e["args"]["class"] == "attention"]
+    assert attention and all(e["name"].startswith(("attention_prefill ", "attention_decode ")) for e in attention)
+    assert all(e["cat"] == e["args"]["class"] for e in events)
+    gemm = next(e for e in events if e["args"]["kind"] == "gemm")
+    assert gemm["args"]["flops"] > 0 and gemm["args"]["bytes"] > 0
+    # Without the tables the traced op's name stays, but attention is named as attention.
+    plain = [e["name"] for e in chrome_trace_events(evaluation.result, "h100-sxm") if e["ph"] == "X"]
+    assert not any("scaled_dot_product" in name for name in plain) and any(n.startswith("attention ") for n in plain)

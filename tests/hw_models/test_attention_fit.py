@@ -1,0 +1,119 @@
+"""The fused-attention model (hw_models/gpu_attention.py): times by hand, parameters recovered from synthetic rows,
+and held-out error on aiconfigurator's measured H200 attention kernels."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hw_models.calibration import fit_attention, predict, train_sources
+from hw_models.gpu import GPUModel
+from hw_models.gpu_attention import AttentionFit, kv_splits
+from hw_models.gpu_efficiency import Calibration
+from hw_models.registry import load_device
+from kernels.measured import MeasuredKernel
+from kernels.table import KernelTable
+
+AICONFIGURATOR = Path(__file__).resolve().parents[3] / "shared" / "data" / "aiconfigurator"
+
+
+def _row(*, batch, heads, kv_heads, q_len, kv_len, head_dim, time_s=1.0, kv_dtype="", source="synthetic"):
+    return MeasuredKernel(device="h200", kernel="attention_prefill" if q_len > 1 else "attention_decode",
+                          dtype="bf16", kv_dtype=kv_dtype, time_s=time_s, source=source, batch=batch, seq_len=q_len,
+                          kv_len=kv_len, heads=heads, kv_heads=kv_heads, head_dim=head_dim)
+
+
+def _model(fit: AttentionFit) -> GPUModel:
+    base = load_device("h200", calibrated=False)
+    return GPUModel(base.spec, calibration=Calibration(device="h200", attention=fit))
+
+
+def test_split_kv_follows_flash_attention_heuristic():
+    # 8 blocks on 132 SMs with 512 key tiles: the best wave efficiency (16 splits: 128/132) within 85% is first
+    # reached at 14 splits (112/132); enough blocks, or 4 key tiles or fewer, never split.
+    assert kv_splits(np.array([8.0, 8.0, 512.0]), 132, np.array([512.0, 4.0, 512.0])).tolist() == [14, 1, 1]
+
+
+def test_decode_time_by_hand():
+    fit = AttentionFit(compute_fraction=0.6, bandwidth_fraction=0.8, latency_s=9e-6, block_s=2e-6,
+                       block_bandwidth_Bps=60e9)
+    kv_bytes = 2.0 * 64 * 8 * 4096 * 128 * 2  # K and V: batch 64, 8 KV heads, 4096 keys, head dim 128, bf16
+    qo_bytes = 2.0 * 64 * 32 * 1 * 128 * 2  # the 32 query heads' query and output rows
+    # Full occupancy: 64 x 8 = 512 blocks fill the SMs (no split), and 132 blocks at 60 GB/s could draw more than
+    # the DRAM: traffic at 80% of 4.8 TB/s bounds the time.
+    time_s = predict(_model(fit), [_row(batch=64, heads=32, kv_heads=8, q_len=1, kv_len=4096, head_dim=128)])[0]
+    assert time_s == pytest.approx((kv_bytes + qo_bytes) / (4.8e12 * 0.8) + 9e-6, rel=1e-9)
+    # Batch 1 at 64K keys: 8 blocks, split 14 ways (112 blocks, one wave); each block streams its 1/112 of the
+    # cache at 20 GB/s, slower than the DRAM would allow: the blocks bound the time.
+    fit = replace(fit, block_bandwidth_Bps=20e9)
+    time_s = predict(_model(fit), [_row(batch=1, heads=32, kv_heads=8, q_len=1, kv_len=65536, head_dim=128)])[0]
+    kv_bytes = 2.0 * 8 * 65536 * 128 * 2
+    assert time_s == pytest.approx(9e-6 + 2e-6 + kv_bytes / 112 / 20e9, rel=1e-9)
+
+
+def test_fp8_kv_and_decode_rows_take_their_own_fits():
+    prefill = AttentionFit(compute_fraction=0.5, bandwidth_fraction=0.5, latency_s=1e-6)
+    fit = replace(prefill, decode=replace(prefill, latency_s=2e-6),
+                  fp8_kv=replace(prefill, latency_s=3e-6, decode=replace(prefill, latency_s=4e-6)))
+    shape = dict(batch=1, heads=1, kv_heads=1, kv_len=1, head_dim=64)
+    rows = [_row(q_len=2, **shape), _row(q_len=1, **shape), _row(q_len=2, kv_dtype="fp8", **shape),
+            _row(q_len=1, kv_dtype="fp8", **shape)]
+    base = load_device("h200", calibrated=False)
+    costs = GPUModel(base.spec, calibration=Calibration(device="h200", attention=fit)).cost_table(
+        KernelTable.from_kernels([r.to_kernel() for r in rows]), execution="device")
+    assert costs.overhead_s.tolist() == pytest.approx([1e-6, 2e-6, 3e-6, 4e-6])
+
+
+def _synthetic_rows(rng, decode: bool, count: int) -> list[MeasuredKernel]:
+    rows = []
+    for _ in range(count):
+        kv_heads = int(rng.choice([1, 2, 4, 8]))
+        q_len = 1 if decode else int(2 ** rng.integers(4, 14))
+        kv_len = int(2 ** rng.integers(1, 17)) if decode else q_len
+        rows.append(_row(batch=int(2 ** rng.integers(0, 10 if decode else 6)),
+                         heads=kv_heads * int(rng.choice([1, 4, 8])), kv_heads=kv_heads, q_len=q_len, kv_len=kv_len,
+                         head_dim=int(rng.choice([64, 128, 256]))))
+    return rows
+
+
+@pytest.mark.parametrize("decode", [True, False])
+def test_fitter_recovers_known_attention_parameters(decode):
+    """Rows priced by the model with known parameters are fitted back to them."""
+    truth = (AttentionFit(compute_fraction=1.0, bandwidth_fraction=0.85, latency_s=9e-6, block_s=2.5e-6,
+                          sequence_s=2e-6, block_bandwidth_Bps=60e9, blend=3.0) if decode else
+             AttentionFit(compute_fraction=0.6, bandwidth_fraction=0.5, latency_s=10e-6, block_s=1.5e-6,
+                          sequence_s=3e-6, softmax_flops=400.0, softmax_overlap=8.0, blend=1.5))
+    rows = _synthetic_rows(np.random.default_rng(5), decode, 400)
+    times = predict(_model(truth), rows)
+    rows = [replace(r, time_s=float(t)) for r, t in zip(rows, times, strict=True)]
+    fitted = fit_attention(load_device("h200", calibrated=False), rows)
+    assert fitted.decode is None and fitted.fp8_kv is None  # one family: the top-level fit
+    names = (("bandwidth_fraction", "latency_s", "block_s", "sequence_s", "block_bandwidth_Bps") if decode else
+             ("compute_fraction", "latency_s", "sequence_s", "softmax_flops"))
+    for name in names:
+        assert getattr(fitted, name) == pytest.approx(getattr(truth, name), rel=0.05), name
+    assert fitted.packs_gqa == truth.packs_gqa
+    np.testing.assert_allclose(predict(_model(fitted), rows), times, rtol=0.01)
+
+
+@pytest.mark.skipif(not AICONFIGURATOR.is_dir(), reason="../shared/data/aiconfigurator not present")
+def test_held_out_error_on_measured_h200_attention():
+    """Fitted on half of aiconfigurator's H200 head configurations (a deterministic subsample of their rows),
+    the model prices the other half's prefill and decode kernels within 15% (median)."""
+    from kernels.aiconfigurator_import import _attention_rows
+
+    folder = next((AICONFIGURATOR / "h200_sxm" / "attention").glob("*/*"))
+    rows = [r for decode, name in ((False, "context"), (True, "generation"))
+            for r in _attention_rows(folder / f"{name}_attention_perf.csv.gz", "h200", "h200_sxm", decode)]
+    train = set(train_sources({r.source for r in rows}, 0.5))
+    fitting = [r for r in rows if r.source in train][::6]
+    held_out = [r for r in rows if r.source not in train][::6]
+    base = load_device("h200", calibrated=False)
+    fit = fit_attention(base, fitting)
+    error = predict(_model(fit), held_out) / np.array([r.time_s for r in held_out]) - 1.0
+    for kernel in ("attention_prefill", "attention_decode"):
+        mask = np.array([r.kernel == kernel for r in held_out])
+        assert np.median(np.abs(error[mask])) <= 0.15, kernel
