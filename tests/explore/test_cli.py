@@ -81,6 +81,7 @@ def _rows(out: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_kill_9_then_resume_loses_nothing_and_duplicates_nothing(tmp_path):
     sweep = _sweep(tmp_path)
     total = 12 * 5

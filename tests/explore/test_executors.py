@@ -38,6 +38,7 @@ def _differences(a: list[dict], b: list[dict]) -> list[str]:
     return found
 
 
+@pytest.mark.slow
 def test_dask_gives_the_rows_of_a_local_run(tmp_path):
     sweep = load_sweep(str(_sweep_file(tmp_path)))
     local = run_sweep(sweep, tmp_path / "local")

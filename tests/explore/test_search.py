@@ -73,6 +73,7 @@ def _normalized_hv(rows, ideal, nadir) -> float:
     return hypervolume(values[pareto_mask(values)], np.array([1.1, 1.1]))
 
 
+@pytest.mark.slow
 def test_multi_objective_search_finds_90_percent_of_the_front_with_10_percent_of_the_grid(tmp_path, evaluator):
     grid = _sweep(tmp_path, "{strategy: grid}")
     assert grid.size() >= 10_000
