@@ -108,7 +108,7 @@ def _design_cells(row: dict[str, Any]) -> list[str]:
 def _design_table(title: str, what: str, rows: list[dict[str, Any]], overrides: bool, left_out: str) -> ReportTable:
     """A table of design points with their metrics."""
     headers = POINT_HEADERS + (["overrides"] if overrides else []) + DESIGN_HEADERS
-    return ReportTable(title=title, note=f"The {count_label(len(rows), 'feasible point')} {what}.{left_out}",
+    return ReportTable(title=title, note=f"The {count_label(len(rows), 'feasible point')} {what.strip()}.{left_out}",
                        headers=headers, cells=[_point_cells(row, overrides) + _design_cells(row) for row in rows])
 
 
