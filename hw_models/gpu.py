@@ -95,7 +95,7 @@ class GPUModel(DeviceModel):
         if gemm is not None:
             # The table is the work this GPU does (run_on): a pattern it supports has its zeros skipped.
             sparse = table.sparsity in self.sparsity_patterns
-            for fit, rows in cal.gemm_groups(table.dtype, gemm):
+            for fit, rows in cal.gemm_groups(table.dtype_groups, gemm):
                 kept = table.weight_density[rows] if sparse else 1.0
                 c, m, d = gemm_times(m=table.m[rows], n=table.n[rows], k=table.k[rows], batch=table.batch[rows],
                                      flops=table.flops[rows], flops_per_s=peak[rows], bytes_moved=bytes_moved[rows],

@@ -134,15 +134,18 @@ class Calibration:
         """The GEMM fit that prices `dtype` (or a 'dtype/variant' key)."""
         return (self.gemm_dtypes or {}).get(dtype) or self.gemm
 
-    def gemm_groups(self, dtypes: np.ndarray, rows: np.ndarray) -> list[tuple[GemmFit, np.ndarray]]:
-        """(fit, row mask) for the GEMM rows of a table, one group per fit (GEMMs no fit prices are left out)."""
+    def gemm_groups(self, dtype_groups: tuple[list, np.ndarray], rows: np.ndarray) -> list[tuple[GemmFit, np.ndarray]]:
+        """(fit, row mask) for the GEMM rows of a table, one group per distinct dtype (GEMMs no fit prices are left
+        out); `dtype_groups` is the table's cached (distinct (dtype, tensor_core) pairs, index of each row)."""
         if not self.gemm_dtypes:
             return [(self.gemm, rows)] if self.gemm is not None else []
+        distinct, index = dtype_groups
         groups = []
-        for dtype in np.unique(dtypes[rows]).tolist():
+        for i, (dtype, _) in enumerate(distinct):
             fit = self.gemm_fit(dtype)
-            if fit is not None:
-                groups.append((fit, rows & (dtypes == dtype)))
+            mask = rows & (index == i)
+            if fit is not None and mask.any():
+                groups.append((fit, mask))
         return groups
 
     def with_variant(self, variant_key: str) -> Calibration:

@@ -48,8 +48,9 @@ class MemorySpec:
     type: str
     capacity_GB: Positive
     bandwidth_GBps: Positive
-    l2_cache_MB: Annotated[NonNegative, Unread("a record of the chip; no GPU cost model models the L2 cache "
-                                                     "(its effect is inside the fitted efficiencies)")]
+    l2_cache_MB: Annotated[NonNegative, Unread("a record of the chip; no simulated pass reads it (its effect "
+                                                     "is inside the fitted efficiencies; only scoring measured rows "
+                                                     "replayed on the same tensors reads it)")]
     source: Source
 
 
