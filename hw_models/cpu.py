@@ -1,7 +1,7 @@
 """CPU cost model: SIMD cores over a cache hierarchy and DRAM, with optional LUT GEMV (T-MAC on the SIMD
 units, or SAIL's SRAM-PIM arrays in a cache level).
 
-Time of a kernel = max(compute, memory); a CPU has no per-kernel launch path priced here (overhead 0).
+Time of a kernel = max(compute, memory) + the thread loss (below); a CPU has no per-kernel launch path.
 - Memory: bytes at DRAM bandwidth. Weights are streamed from DRAM every pass unless the whole pass's
   weights fit in a cache level, then they come from the smallest such level at its bandwidth.
 - Baseline compute (no LUT, or weights wider than the LUT kernels take): multiply-adds at the SIMD peak of
@@ -21,9 +21,16 @@ kernel's core time then follows Amdahl's law with an absolute serial part (threa
 per preset): on t threads a kernel whose core work takes C on one thread takes s + (C - s) / t with s =
 min(serial, C), so a kernel smaller than its serial part runs as on one thread, large GEMMs scale almost
 linearly and batch-1 GEMVs do not. PIM lookups run in the arrays and do not shrink with threads. DRAM traffic
-moves at what the threads can draw: min(memory peak, threads x thread_scaling.core_dram_GBps). Not modeled:
-cache levels keep their whole-chip capacity and bandwidth at any thread count, and the clock does not drop
-as more cores run.
+moves at what the threads can draw: min(memory peak, threads x thread_scaling.core_dram_GBps).
+The thread loss, s (1 - 1 / t) (the time over a perfect C / t: fork/join, barrier waits, load imbalance), is paid
+on top of the kernel's parallel part whichever of compute or memory bounds it: time = max(C / t, memory) + loss,
+the loss reported as overhead_s. While threads wait on each other they do not stream weights at the run's rate,
+so the loss cannot hide DRAM time; counted inside the compute term it did (57 us per kernel on 16 M2 Ultra
+threads hid all 21 us of an 8-bit 4096 x 4096 GEMV's weights, and 8-bit decode came out faster than 4-bit).
+So a memory-bound kernel gets slower on more threads once its DRAM time exceeds C / t: the thread-count "sweet
+spot" llama.cpp users report (ggml-org/llama.cpp issue #34: a 13900K's 7B decode at 18.3 tokens/s on 8 threads,
+15.7 on 16). Not modeled: cache levels keep their whole-chip capacity and bandwidth at any thread count, and the
+clock does not drop as more cores run.
 
 Energy: multiply-adds by precision, SIMD lane ops (dequantization, table builds, SIMD lookups), PIM row
 reads (as SRAM access of the PIM level), every byte's path through the cache levels it crosses and DRAM
@@ -45,8 +52,12 @@ DEQUANT_LANE_BITS = 8
 def threaded_s(single_s, threads: int, serial_s: float):
     """Time on `threads` threads of core work that takes `single_s` on one: Amdahl's law with an absolute serial
     part per kernel (serial_s, at most the whole kernel). Never more than single_s; equal to it at one thread."""
-    serial = np.minimum(serial_s, single_s)
-    return single_s / threads + serial * (1.0 - 1.0 / threads)  # s + (C - s) / t, exactly C at one thread
+    return single_s / threads + thread_loss_s(single_s, threads, serial_s)  # s + (C - s) / t, C at one thread
+
+
+def thread_loss_s(single_s, threads: int, serial_s: float):
+    """What `threads` threads lose against a perfect single_s / threads: s (1 - 1 / t) with s = min(serial_s, C)."""
+    return np.minimum(serial_s, single_s) * (1.0 - 1.0 / threads)
 
 
 def parallel_efficiency(single_s, threads: int, serial_s: float):
@@ -114,13 +125,15 @@ class CPUModel(DeviceModel):
         compute_s = compute_s + ops / spec.lane_ops_per_s(DEQUANT_LANE_BITS)
         return compute_s, compute_J + ops * spec.energy.lane_op_pJ * 1e-12
 
-    def _threaded(self, ideal_s: np.ndarray) -> np.ndarray:
-        """Core time on the run's threads of work priced at threads x one core's rate (ideal_s)."""
+    def _loss(self, ideal_s: np.ndarray) -> np.ndarray:
+        """The thread loss of core work priced at threads x one core's rate (ideal_s), paid on top of
+        max(ideal_s, memory): threads waiting on each other do not stream DRAM at the run's rate either."""
         threads = self.spec.threads
-        return threaded_s(ideal_s * threads, threads, self.spec.serial_s)
+        return thread_loss_s(ideal_s * threads, threads, self.spec.serial_s)
 
-    def _lut(self, table: KernelTable, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(compute_s, compute_J, pim_J) of the LUT GEMV on `rows` (zeros elsewhere), thread losses included."""
+    def _lut(self, table: KernelTable, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(compute_s, loss_s, compute_J, pim_J) of the LUT GEMV on `rows` (zeros elsewhere): compute_s on the run's
+        threads without their loss, loss_s that loss (PIM lookups run in the arrays: no loss)."""
         spec, lut = self.spec, self.spec.lut
         g = lut.group_size
         batches = np.maximum(table.batch, 1)
@@ -134,30 +147,32 @@ class CPUModel(DeviceModel):
         if lut.engine == "simd":
             lookup_ops = lookups * lut.lookup_lane_ops
             lookup_s = lookup_ops / spec.lane_ops_per_s(lut.table_entry_bits)
-            return self._threaded(build_s + lookup_s), (build_ops + lookup_ops) * lane_J, np.zeros(len(table))
+            core_s = build_s + lookup_s
+            return core_s, self._loss(core_s), (build_ops + lookup_ops) * lane_J, np.zeros(len(table))
         pim = spec.pim
         tables_per_row = max(pim.row_bits // lut.table_entry_bits, 1)
         row_reads = weight_groups * table.weight_bits * np.ceil(table.m / tables_per_row)
         lookup_s = row_reads * (1.0 - pim.cycle_saving) / (spec.pim_arrays * pim.frequency_GHz * 1e9)
         read_J = row_reads * pim.row_bits / 8 * pim.read_pJ_per_byte * 1e-12
-        return self._threaded(build_s) + lookup_s, build_ops * lane_J, read_J
+        return build_s + lookup_s, self._loss(build_s), build_ops * lane_J, read_J
 
     def _cost_table(self, table: KernelTable, execution: str) -> KernelCosts:
         compute_s, compute_J = self._baseline(table)
-        compute_s = self._threaded(compute_s)
+        overhead_s = self._loss(compute_s)
         rows = self._lut_rows(table)
         memory_s, memory_J = self._memory(table)
         if rows.any():
-            lut_s, lut_J, pim_J = self._lut(table, rows)
+            lut_s, lut_loss_s, lut_J, pim_J = self._lut(table, rows)
             # The runtime runs each low-bit GEMM with the faster of its two kernels: lookups win on GEMV-like
             # shapes, while tables built per token make them lose to the dequantizing SIMD kernel as the
             # batch grows (T-MAC targets batch-1 decode; llama.cpp keeps its own kernels for larger batches).
-            use_lut = rows & (np.maximum(lut_s, memory_s) <= np.maximum(compute_s, memory_s))
+            lut_time_s = np.maximum(lut_s, memory_s) + lut_loss_s
+            use_lut = rows & (lut_time_s <= np.maximum(compute_s, memory_s) + overhead_s)
             compute_s = np.where(use_lut, lut_s, compute_s)
+            overhead_s = np.where(use_lut, lut_loss_s, overhead_s)
             compute_J = np.where(use_lut, lut_J, compute_J)
             memory_J = memory_J + np.where(use_lut, pim_J, 0.0)
-        overhead_s = np.zeros(len(table))
-        time_s = np.maximum(compute_s, memory_s)
+        time_s = np.maximum(compute_s, memory_s) + overhead_s
         return KernelCosts(time_s=time_s, compute_s=compute_s, memory_s=memory_s, overhead_s=overhead_s,
                            compute_J=compute_J, memory_J=memory_J, static_J=self.idle_power_W * time_s)
 

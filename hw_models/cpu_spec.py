@@ -215,7 +215,7 @@ class CPUSpec(OffChipMemory):
 
     def lane_ops_per_s(self, lane_bits: int) -> float:
         """SIMD lane operations per second over the run's threads (one core each) at a lane width, before
-        thread-scaling losses (cpu.threaded_s applies those per kernel)."""
+        thread-scaling losses (cpu.CPUModel adds those per kernel)."""
         c = self.compute
         return self.threads * c.frequency_GHz * 1e9 * c.simd_pipes * (c.simd_width_bits / lane_bits)
 

@@ -89,14 +89,15 @@ def test_u280_vs_v100s_energy_efficiency(metrics):
     assert _near(ratio, PAPER_U280_VS_V100S_TOKENS_PER_J), ratio
 
 
-@pytest.mark.xfail(strict=True, reason="ours ~0.44: the A100 engine decodes W8A8 at ~175 token/s, int8 weights "
+@pytest.mark.xfail(strict=True, reason="ours ~0.42: the A100 engine decodes W8A8 at ~182 token/s, int8 weights "
                                         "at its fitted bandwidth; the paper's vLLM + SmoothQuant A100 ran near "
                                         "64 token/s (77 / 1.2)")
 def test_vhk158_vs_a100_throughput(metrics):
-    # Ours ~0.44 (VHK158 ~77 token/s decode, A100 ~175 token/s) against the paper's 1.2. At fp16 the same A100
-    # engine decodes ~100 token/s, near the ~88 token/s the artifact measured with vLLM for its Fig. 12
-    # reproduction; at W8A8 ours halves the weight bytes, which the paper's 2023 baseline did not turn into
-    # speed. Our VHK158 is below the artifact's 103.5 token/s (no mixed precision, see the module docstring).
+    # Ours ~0.42 (VHK158 ~77 token/s decode, A100 ~182 token/s) against the paper's 1.2, bounded both sides.
+    # At fp16 the same A100 engine decodes ~100 token/s, near the ~88 token/s the artifact measured with vLLM
+    # for its Fig. 12 reproduction; at W8A8 ours halves the weight bytes, which the paper's 2023 baseline did
+    # not turn into speed. Our VHK158 is below the artifact's 103.5 token/s (no mixed precision, see the module
+    # docstring).
     ratio = _decode_tokens_per_s(metrics["versal-vhk158"]) / _decode_tokens_per_s(metrics["a100-sxm-80gb"])
     assert _near(ratio, PAPER_VHK158_VS_A100_THROUGHPUT), ratio
 
@@ -108,10 +109,9 @@ def test_vhk158_decode_and_prefill_near_artifact(metrics):
     assert _near(m["ttft_s"], ARTIFACT_VHK158_PREFILL_S), m["ttft_s"]
 
 
-def test_fpga_prefill_slower_decode_comparable_to_gpu(metrics, evaluator):
-    """The paper's shape: the FPGA loses prefill by an order of magnitude (a few TMAC/s against hundreds of
-    TFLOP/s) while decode, bound by memory, stays within the ratio of the two memory bandwidths."""
+def test_fpga_prefill_slower_than_gpu(metrics):
+    """The FPGA loses prefill by an order of magnitude (a few TMAC/s against hundreds of TFLOP/s). Its decode
+    against the A100 is the paper's 1.2x, checked (and missed) in test_vhk158_vs_a100_throughput: a one-sided
+    bound here (decode within the bandwidth ratio, 2.5x) passed at 0.42x, against the paper's conclusion."""
     fpga, gpu = metrics["versal-vhk158"], metrics["a100-sxm-80gb"]
     assert fpga["ttft_s"] > 5 * gpu["ttft_s"]
-    bandwidths = evaluator.device("a100-sxm-80gb").bandwidth_Bps / evaluator.device("versal-vhk158").bandwidth_Bps
-    assert fpga["tpot_s"] < bandwidths * gpu["tpot_s"]

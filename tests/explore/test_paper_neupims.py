@@ -28,6 +28,7 @@ PROMPT, OUTPUT = 256, 32
 # Capacity of the paper's 4-device tensor-parallel system (see the module docstring).
 CAPACITY_GB = {"a100-sxm-80gb": 4 * 80, "npu-only": 4 * 32, "npu-pim-naive": 4 * 32, "neupims": 4 * 32}
 PAPER = {"a100-sxm-80gb": 3.0, "npu-only": 2.4, "npu-pim-naive": 1.6}  # NeuPIMs speedup over each (abstract)
+TOLERANCE = 0.35  # on the size of each speedup, both sides
 
 
 def speedups(evaluator: Evaluator, model: str, batch: int) -> dict[str, float]:
@@ -50,28 +51,38 @@ def test_gpt3_7b_batch_512_direction_and_size(evaluator):
     ours = speedups(evaluator, "gpt3-7b", 512)
     for device, paper in PAPER.items():
         assert ours[device] > 1.0, (device, ours)
-        assert ours[device] == pytest.approx(paper, rel=0.35), (device, ours)
+        assert ours[device] == pytest.approx(paper, rel=TOLERANCE), (device, ours)
 
 
 @pytest.mark.parametrize("model", ["gpt3-7b", "gpt3-13b"])
 def test_batch_256_beats_gpu_and_npu_only(evaluator, model):
-    # Ours at batch 256: GPT-3 7B 2.1x GPU, 2.7x NPU-only; 13B 1.9x GPU, 2.5x NPU-only (paper 3x, 2.4x).
-    # Against the GPU, 13B misses the paper's 3x by 37%: our A100 baseline is the calibrated roofline at
-    # 2039 GB/s, twice the NeuPIMs device's external bandwidth, a stronger baseline than the measured GPU runs
-    # of the paper; and prompt 256 keeps the attention share (what PIM speeds up) small. NeuPIMs keeps the
-    # batch whole here (see the next test), so its gain over the NPU-only design is PIM attention alone.
+    # Ours at batch 256: GPT-3 7B 2.14x GPU, 2.71x NPU-only; 13B 1.97x GPU, 2.47x NPU-only (paper 3x, 2.4x).
+    # Against the GPU, 13B comes within 1% of the 35% bound below the paper's 3x: our A100 baseline is the
+    # calibrated roofline at 2039 GB/s, twice the NeuPIMs device's external bandwidth, a stronger baseline than
+    # the measured GPU runs of the paper; and prompt 256 keeps the attention share (what PIM speeds up) small.
+    # NeuPIMs keeps the batch whole here (see the next tests), so its gain over NPU-only is PIM attention alone.
     ours = speedups(evaluator, model, 256)
-    assert ours["a100-sxm-80gb"] > 1.0 and ours["npu-only"] > 1.0, ours
-    assert ours["npu-only"] == pytest.approx(PAPER["npu-only"], rel=0.35), ours
+    for device in ("a100-sxm-80gb", "npu-only"):
+        assert ours[device] == pytest.approx(PAPER[device], rel=TOLERANCE), (device, ours)
 
 
 def test_batch_256_never_below_naive_npu_pim(evaluator):
-    # Paper: 1.6x over the naive NPU+PIM. Ours at GPT-3 7B, batch 256: 1.0x, a documented miss. Split in two
-    # sub-batches of 128 tokens, every weight is read twice per step (13.4 GB at 1024 GB/s: ~13 ms each, memory
-    # bound below the NPU's ridge point of 256 tokens), ~26 ms of GEMMs against the naive design's 13 ms of
-    # GEMMs plus ~5 ms of PIM attention in series: splitting would give 0.66x. The simulator's scheduler
-    # (sim/step_costs.price_passes) interleaves only when that finishes sooner, so NeuPIMs keeps the batch
-    # whole and matches the naive design. Interleaving pays at batch 512 (previous test) and at the paper's
-    # longer contexts, where the hidden attention is worth more than the extra weight reads.
+    """Direction only: NeuPIMs adds dual row buffers and interleaving to the naive design, and interleaves only
+    when that finishes sooner (sim/step_costs.price_passes), so it is never slower."""
     ours = speedups(evaluator, "gpt3-7b", 256)
-    assert ours["npu-pim-naive"] == pytest.approx(1.0, rel=1e-9), ours
+    assert ours["npu-pim-naive"] >= 1.0 - 1e-9, ours
+
+
+@pytest.mark.xfail(strict=True, reason="ours 1.0x against the paper's 1.6x over naive NPU+PIM at GPT-3 7B batch 256: "
+                                        "split in two sub-batches every weight is read twice per step, so NeuPIMs "
+                                        "keeps the batch whole (see the comment)")
+def test_batch_256_speedup_over_naive_npu_pim_near_paper(evaluator):
+    # Paper: 1.6x over the naive NPU+PIM. Ours at GPT-3 7B, batch 256: 1.0x, a miss. Split in two sub-batches
+    # of 128 tokens, every weight is read twice per step (13.4 GB at 1024 GB/s: ~13 ms each, memory bound below
+    # the NPU's ridge point of 256 tokens), ~26 ms of GEMMs against the naive design's 13 ms of GEMMs plus ~5 ms
+    # of PIM attention in series: splitting would give 0.66x, so the scheduler keeps the batch whole and NeuPIMs
+    # matches the naive design. Interleaving pays at batch 512 (test above) and at the paper's longer contexts,
+    # where the hidden attention is worth more than the extra weight reads. A model that gets there passes.
+    ours = speedups(evaluator, "gpt3-7b", 256)
+    paper = PAPER["npu-pim-naive"]
+    assert paper * (1 - TOLERANCE) <= ours["npu-pim-naive"] <= paper * (1 + TOLERANCE), ours

@@ -26,6 +26,7 @@ import pytest
 from explore.design_point import DesignPoint
 
 PAPER_SPEEDUP_UP_TO = 10.7  # SAIL abstract, vs ARM Neoverse-N1 baselines
+TOLERANCE = 0.35  # on a paper's figure, both sides
 
 def _tpot_s(evaluator, device: str, batch: int, bits: int, overrides: tuple = ()) -> float:
     point = DesignPoint(model="llama-2-7b", device=device, batch=batch, prompt=64, output=16, weight_bits=bits,
@@ -40,16 +41,29 @@ def test_sail_never_slower_than_its_baseline(batch, bits, evaluator):
     assert sail <= base * (1 + 1e-9)
 
 
-def test_sail_speedup_direction_and_documented_miss(evaluator):
-    """Faster where the baseline is compute-bound (batch 16, 2 bits); at the DRAM floor at batch 1."""
+def test_sail_faster_where_the_baseline_is_compute_bound(evaluator):
+    """Direction: at batch 16 (2 bits) the baseline's multiply-adds bound it and SAIL's batched row reads win."""
     speedup_b16 = _tpot_s(evaluator, "ampere-altra", 16, 2) / _tpot_s(evaluator, "ampere-altra-sail", 16, 2)
-    speedup_b1 = _tpot_s(evaluator, "ampere-altra", 1, 2) / _tpot_s(evaluator, "ampere-altra-sail", 1, 2)
     assert speedup_b16 > 1.2
-    # Hand check of the batch-1 floor: 6.7e9 weights at 2 + 16/128 bits stream at 204.8 GB/s in ~8.7 ms,
-    # while 80 cores dequantize and multiply them in ~1.7 + 0.9 ms, so both run at the DRAM floor.
-    assert speedup_b1 == pytest.approx(1.0, abs=0.02)
-    # The miss against the paper is documented in the module docstring, not tuned away.
-    assert max(speedup_b1, speedup_b16) < PAPER_SPEEDUP_UP_TO
+
+
+@pytest.mark.parametrize("device", ["ampere-altra", "ampere-altra-sail"])
+def test_batch_1_decode_sits_at_the_dram_floor(evaluator, device):
+    """By hand: Llama-2-7B's 6.74e9 weights (Touvron et al. 2023) at 2 + 16/128 bits stream at the Altra's 204.8 GB/s
+    in 8.74 ms, while 80 cores dequantize and multiply them in ~1.7 + 0.9 ms: both designs decode at that floor
+    (within 5%: KV cache, activations and the small kernels), which is why SAIL cannot speed up batch 1 here."""
+    floor_s = 6.74e9 * (2 + 16 / 128) / 8 / 204.8e9
+    assert floor_s <= _tpot_s(evaluator, device, 1, 2) <= 1.05 * floor_s
+
+
+@pytest.mark.xfail(strict=True, reason="ours at most 1.5x (batch 16) and 1.0x (batch 1) against the paper's up to "
+                                        "10.7x: an 80-core Altra baseline sits at the DRAM floor (module docstring)")
+def test_sail_best_speedup_near_paper(evaluator):
+    """The paper's "up to 10.7x" against our best setting (2-bit weights, batch 1 or 16), within 35% either side:
+    a model whose baseline matches the paper's gem5 CPU would pass."""
+    best = max(_tpot_s(evaluator, "ampere-altra", batch, 2) / _tpot_s(evaluator, "ampere-altra-sail", batch, 2)
+               for batch in (1, 16))
+    assert PAPER_SPEEDUP_UP_TO * (1 - TOLERANCE) <= best <= PAPER_SPEEDUP_UP_TO * (1 + TOLERANCE), best
 
 
 def test_sail_speedup_grows_as_the_baseline_gets_compute_bound(evaluator):
@@ -64,7 +78,6 @@ def test_sail_speedup_grows_as_the_baseline_gets_compute_bound(evaluator):
 # generation rates (tokens/s) of Llama-2-7B: W2 16.68 (1 thread), 51.01 (8 threads); W4 8.97 (1 thread),
 # 35.65 (8 threads).
 TMAC_M2_ULTRA = {(2, 1): 16.68, (2, 8): 51.01, (4, 1): 8.97, (4, 8): 35.65}
-TOLERANCE = 0.35
 
 
 @pytest.mark.parametrize("bits", [2, 4])
@@ -77,7 +90,7 @@ def test_tmac_single_thread_decode_rate(bits, evaluator):
 @pytest.mark.parametrize("bits", [2, 4])
 def test_tmac_eight_threads_decode_rate(bits, evaluator):
     """Eight threads (compute.threads: 8): within 35% of T-MAC's measured rate (51.0 W2, 35.7 W4); we give 51.0
-    and 43.0 tokens/s. W2 is the point m2-ultra-tmac's thread_scaling.serial_us is fitted on (61 us per kernel
+    and 42.9 tokens/s. W2 is the point m2-ultra-tmac's thread_scaling.serial_us is fitted on (61 us per kernel
     that does not shrink with threads), W4 is held out (tests/hw_models/test_cpu_threads.py has the model's
     other held-out points). Without thread-scaling losses it was 134 and 90, an upper bound only."""
     ours = 1.0 / _tpot_s(evaluator, "m2-ultra-tmac", 1, bits, (("compute.threads", 8),))

@@ -68,6 +68,21 @@ def test_nsga2_is_deterministic_and_resumes_without_evaluating_again(tmp_path, e
     assert (tmp_path / "a" / "results.csv").read_text().count("\n") == 1 + len({r["point_id"] for r in first})
 
 
+def test_tpe_runs_within_budget_and_replays_with_its_seed(tmp_path, evaluator):
+    """TPE (Optuna's TPESampler): the budget's worth of distinct points, the same ones for the same seed, other
+    ones for another seed, and not the points NSGA-II or random search propose with that seed (a strategy
+    that fell back to either would pass the first checks)."""
+    def ids(search: str, folder: str) -> list[str]:
+        return [r["point_id"] for r in run_sweep(_sweep(tmp_path, search), tmp_path / folder, evaluator=evaluator)]
+
+    first = ids("{strategy: tpe, budget: 12, seed: 7, batch: 6}", "a")
+    assert len(first) == len(set(first)) == 12
+    assert ids("{strategy: tpe, budget: 12, seed: 7, batch: 6}", "b") == first
+    assert ids("{strategy: tpe, budget: 12, seed: 8, batch: 6}", "c") != first
+    assert ids("{strategy: nsga2, budget: 12, seed: 7, batch: 6}", "d") != first
+    assert set(ids("{strategy: random, budget: 12, seed: 7}", "e")) != set(first)
+
+
 def _normalized_hv(rows, ideal, nadir) -> float:
     values = (objective_matrix(rows, ["tpot_s"], ["tokens_per_s"]) - ideal) / (nadir - ideal)
     return hypervolume(values[pareto_mask(values)], np.array([1.1, 1.1]))

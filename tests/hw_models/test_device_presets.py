@@ -9,7 +9,6 @@ agrees with the analytic path.
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import numpy as np
 import pytest
@@ -78,11 +77,13 @@ def test_cost_invariants(name, tables):
 @pytest.mark.parametrize("name", preset_names())
 def test_event_simulation_agrees_with_analytic(name, evaluator):
     point = DesignPoint(model="llama-2-7b", device=name, batch=4, prompt=32, output=4, weight_bits=4)
-    fast = evaluator.evaluate(point).result
+    evaluation = evaluator.evaluate(point)
+    metrics, fast = evaluation.metrics, evaluation.result
+    # 3.4 GB of 4-bit weights and a little KV cache fit every preset (the smallest memory is 8 GB): it is simulated.
+    assert metrics["fits_in_memory"] and fast is not None, metrics["infeasible_reason"]
     sim = evaluator.evaluate(point, event_sim=True).result
     assert sim.makespan_s == pytest.approx(fast.makespan_s, rel=1e-9)
     assert sim.energy_J == pytest.approx(fast.energy_J, rel=1e-9)
-    metrics = evaluator.evaluate(point).metrics
-    if metrics["fits_in_memory"]:
-        assert metrics["tokens_per_s"] > 0 and metrics["energy_per_token_J"] > 0
-        assert math.isfinite(metrics["area_mm2"])
+    assert metrics["tokens_per_s"] == pytest.approx(4 * 4 / fast.makespan_s, rel=1e-9)
+    assert metrics["energy_per_token_J"] == pytest.approx(fast.energy_J / 16, rel=1e-9)
+    assert metrics["area_mm2"] == pytest.approx(load_device(name).area_mm2, rel=1e-12) and metrics["area_mm2"] > 0

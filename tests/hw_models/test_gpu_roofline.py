@@ -195,3 +195,17 @@ def test_sparse_gemm_on_a_calibrated_gpu_does_half_the_math():
     sparse = device.cost_table(table.with_format(NumericFormat(sparsity="2:4")), execution="device")
     assert sparse.compute_s[0] == pytest.approx(dense.compute_s[0] / 2, rel=1e-12)
     assert sparse.time_s[0] < 0.6 * dense.time_s[0]
+
+
+@pytest.mark.parametrize("calibrated", [True, False])
+def test_each_execution_mode_adds_its_sourced_launch_cost(kernels, calibrated):
+    """Per kernel, over 'device' (kernel time only): a stream launch for 'eager' and 'engine' (kernel_launch_us),
+    a graph node for 'graphs' (graph_launch_us): H100 2.1 and 1.3 us (Hazy Research, 'Look Ma, No Bubbles!', 2025,
+    the preset's source). Pricing graphs at the eager cost fails here."""
+    overhead = _raw("h100-sxm")["overhead"]
+    assert (overhead["kernel_launch_us"], overhead["graph_launch_us"]) == (2.1, 1.3)
+    device = load_device("h100-sxm", calibrated=calibrated)
+    times = {mode: device.cost_table(kernels, mode).time_s for mode in ("device", "eager", "engine", "graphs")}
+    np.testing.assert_allclose(times["eager"] - times["device"], 2.1e-6, rtol=1e-6)
+    np.testing.assert_allclose(times["engine"] - times["device"], 2.1e-6, rtol=1e-6)
+    np.testing.assert_allclose(times["graphs"] - times["device"], 1.3e-6, rtol=1e-6)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import time
 
 import pytest
 import torch
@@ -24,8 +23,29 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def _sleeper(durations: list[float]):
-    """(fn, make_inputs, calls): fn sleeps for the duration make_inputs hands it, in turn."""
+class FakeClock:
+    """Stands in for the harness's perf_counter_ns: time moves only when a timed function says it ran, so the
+    checks below hold on a loaded machine (they used to time real sleeps)."""
+
+    def __init__(self) -> None:
+        self.now_ns = 0
+
+    def __call__(self) -> int:
+        return self.now_ns
+
+    def run(self, seconds: float) -> None:
+        self.now_ns += round(seconds * 1e9)
+
+
+@pytest.fixture
+def clock(monkeypatch) -> FakeClock:
+    fake = FakeClock()
+    monkeypatch.setattr(harness, "perf_counter_ns", fake)
+    return fake
+
+
+def _runner(clock: FakeClock, durations: list[float]):
+    """(fn, make_inputs, calls): fn "runs" for the duration make_inputs hands it, in turn."""
     calls = []
     cycle = itertools.cycle(durations)
 
@@ -33,24 +53,24 @@ def _sleeper(durations: list[float]):
         calls.append(1)
         return (next(cycle),)
 
-    return time.sleep, make, calls
+    return clock.run, make, calls
 
 
-def test_time_op_returns_the_median_of_fresh_runs():
-    fn, make, calls = _sleeper([0.002, 0.004, 0.006, 0.008, 0.050])  # mean 0.014, median 0.006
+def test_time_op_returns_the_median_of_fresh_runs(clock):
+    fn, make, calls = _runner(clock, [0.002, 0.004, 0.006, 0.008, 0.050])  # mean 0.014, median 0.006
     t = harness.time_op(fn, make, device="cpu", warmup=0, repeats=5, flush=False)
-    assert 0.006 <= t < 0.010
+    assert t == pytest.approx(0.006, abs=1e-12)
     assert len(calls) == 5  # inputs made afresh for every run
 
 
-def test_time_op_warms_up_cycles_a_pool_and_honours_min_time():
-    fn, make, calls = _sleeper([0.001])
+def test_time_op_warms_up_cycles_a_pool_and_honours_min_time(clock):
+    fn, make, calls = _runner(clock, [0.001])
     harness.time_op(fn, make, device="cpu", warmup=2, repeats=3, pool=2, min_time_s=0.02, flush=False)
     assert len(calls) == 2  # the pool is made once
     timed = []
-    harness.time_op(lambda: timed.append(time.sleep(0.001)), lambda: (), device="cpu", warmup=2, repeats=3,
+    harness.time_op(lambda: timed.append(clock.run(0.001)), lambda: (), device="cpu", warmup=2, repeats=3,
                     min_time_s=0.02, flush=False)
-    assert len(timed) - 2 > 3  # 3 runs of 1 ms fall short of 20 ms: more runs were taken
+    assert len(timed) == 2 + 20  # 2 warm-up runs, then 1 ms runs until 20 ms are spent (not just the 3 asked for)
     with pytest.raises(ValueError):
         harness.time_op(fn, make, device="cpu", repeats=0)
 

@@ -30,6 +30,8 @@ def test_two_chains_by_hand():
     a, b = interleaved_schedule(durations, units, unit_count=2)
     assert a.tolist() == [0, 2, 4, 6] and b.tolist() == [2, 4, 6, 8]
     # Serially the same work takes 12; interleaved it ends at 9.
+    finish = max(float((starts + d)[-1]) for starts, d in zip((a, b), durations, strict=True))
+    assert sum(float(d.sum()) for d in durations) == 12 and finish == 9
 
 
 def test_sub_batch_sizes():
