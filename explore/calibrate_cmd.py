@@ -14,14 +14,18 @@ import numpy as np
 
 from explore.cli import print_json
 from hw_models.calibration import (
+    _ATTENTION_PARAMETERS,
     ATTENTION_KINDS,
     GEMM_KINDS,
+    QUANTIZE_BYTES_PER_INPUT,
+    STREAM_FIT_CLASSES,
     calibration_path,
     error_summary,
     fit_calibration,
     gemm_key,
     load_calibration,
     predict,
+    train_sources,
     write_calibration,
 )
 from hw_models.gpu import GPUModel
@@ -65,6 +69,7 @@ def cmd_calibrate(args) -> int:
     rows = [row for table in args.table for row in read_table(table)]
     if not 0 < args.train_fraction <= 1:
         raise InputError(f"--train-fraction: found {args.train_fraction}, allowed: a number in (0, 1]")
+    check_rows_per_fit(rows, args.device, args.train_fraction, ", ".join(map(str, args.table)))
     command = "explore " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "explore calibrate"
     cal = fit_calibration(base, rows, table_path=[str(t) for t in args.table], train_fraction=args.train_fraction,
                           command=command)
@@ -76,6 +81,43 @@ def cmd_calibrate(args) -> int:
     print(f"{out}: fitted on {prov['rows_used']} of {prov['rows_for_device']} rows for {args.device} "
           f"({len(sources)} sources: {shown})")
     return 0
+
+
+def fit_groups(rows: list[MeasuredKernel]) -> dict[str, tuple[int, int]]:
+    """The fits fit_calibration makes of a device's training rows: each one's rows and parameters (a GEMM per
+    dtype fit, with a quantization kernel's two and an eager host interval's one where they apply; attention
+    per family of prefill or decode and 16-bit or 8-bit KV; a stream fit per kernel class)."""
+    groups: dict[str, list[MeasuredKernel]] = defaultdict(list)
+    for r in rows:
+        if r.kernel in GEMM_KINDS:
+            groups[f"gemm {gemm_key(r)}".rstrip()].append(r)
+        elif r.kernel in ATTENTION_KINDS:
+            phase = "decode" if r.kernel == "attention_decode" or r.seq_len <= 1 else "prefill"
+            kv = " kv 8-bit" if r.kv_dtype in ("fp8", "int8", "fp4") else ""
+            groups[f"attention {phase}{kv}"].append(r)
+        elif r.kernel in STREAM_FIT_CLASSES:
+            groups[r.kernel].append(r)
+    counts = {}
+    for name, group in groups.items():
+        if name.startswith("gemm"):
+            quantize = QUANTIZE_BYTES_PER_INPUT.get(gemm_key(group[0]), 0.0)
+            parameters = 5 + 2 * bool(quantize) + any(r.timing == "eager" for r in group)
+        else:
+            parameters = len(_ATTENTION_PARAMETERS) if name.startswith("attention") else 2
+        counts[name] = (len(group), parameters)
+    return counts
+
+
+def check_rows_per_fit(rows: list[MeasuredKernel], device: str, train_fraction: float, tables: str) -> None:
+    """Each fit needs at least as many training rows as it has parameters: fewer leave it undetermined (one row
+    fits any curve through it), and the written calibration would price every shape from one point."""
+    own = [r for r in rows if r.device == device and not r.is_step]
+    train = set(train_sources({r.source for r in own}, train_fraction))
+    for name, (count, parameters) in fit_groups([r for r in own if r.source in train]).items():
+        if count < parameters:
+            raise InputError(f"{tables}: {name} rows for {device}: found {count} to fit on (of the training share "
+                             f"--train-fraction {train_fraction:g} of the sources), allowed: at least {parameters}, "
+                             f"the {name} fit's parameters")
 
 
 def _score(rows: list[MeasuredKernel], include_train: bool, where: str) -> tuple[dict, dict, list[str]]:
@@ -176,7 +218,7 @@ def predict_steps(device: str, rows: list[MeasuredKernel], where: str) -> np.nda
         try:
             config = evaluator.config(row.model)
         except InputError as err:
-            raise InputError(f"{step}: model: {err}") from None
+            raise InputError(f"{step}: model: {str(err).removeprefix('model: ')}") from None
         if table_dtype(config.dtype) != row.dtype:
             raise InputError(f"{step}: dtype: found {row.dtype!r}, allowed: the model's own "
                              f"{table_dtype(config.dtype)!r} (a step is traced at its config's dtype)")

@@ -5,18 +5,30 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, GetCoreSchemaHandler, StrictFloat, StrictInt
-from pydantic_core import core_schema
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    PlainValidator,
+    StrictFloat,
+    StrictInt,
+)
+from pydantic_core import PydanticCustomError, core_schema
 
 from explore.derived import Expression
-from kernels.formats import ALLOWED_BITS, parse_sparsity
+from kernels.formats import ALLOWED_BITS, ALLOWED_SPARSITY, parse_sparsity
 
 PositiveInt = Annotated[StrictInt, Field(ge=1)]
 WeightBits = Literal[ALLOWED_BITS["weight_bits"]]
 
 
 def sparsity_name(pattern: str) -> str:
-    parse_sparsity(pattern)  # ValueError says what is allowed
+    try:
+        parse_sparsity(pattern)
+    except ValueError:
+        raise ValueError(ALLOWED_SPARSITY) from None  # the message names the key and the value once
     return pattern
 
 
@@ -66,7 +78,21 @@ def finite(value: int | float) -> int | float:
     return value
 
 
-Number = Annotated[StrictInt | StrictFloat, AfterValidator(finite)]
+def number(value: Any) -> int | float:
+    """An override's value: an integer or a decimal. Text that reads as one is taken too: YAML 1.1 reads 1e-3
+    or 8e3 (an exponent without a '.' or a sign) as text, as device files' numbers are read."""
+    if isinstance(value, str):
+        try:
+            value = int(value) if value.strip().lstrip("+-").isdigit() else float(value)
+        except ValueError:
+            pass
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        # A type error (its name ends in _type) as pydantic's own: of a union's errors, a list member's says more.
+        raise PydanticCustomError("number_type", "a number (an integer or a decimal, e.g. 6700 or 1.5e3)")
+    return finite(value)
+
+
+Number = Annotated[int | float, PlainValidator(number)]
 
 
 def distinct(values: list) -> list:

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import (
     Field,
+    StrictBool,
     StrictInt,
     ValidationError,
     field_validator,
@@ -41,7 +42,7 @@ from hw_models.registry import load_device
 from hw_models.validation import check_keys, did_you_mean, input_error
 from kernels.formats import ALLOWED_BITS
 from workloads.errors import InputError
-from workloads.model_config import load_model_config
+from workloads.model_config import check_context, load_model_config
 from workloads.yaml_lines import LocatedYAML
 
 # Limits checked before anything is expanded, so that a typo cannot hang `explore check` or a run.
@@ -127,7 +128,7 @@ class SweepFile(Strict):
     parallel: Parallel | None = None
     format: Format = Format()
     execution: one_or_more(Literal["eager", "graphs", "engine"]) = "eager"
-    calibrated: bool = True  # false: price every device on its datasheet roofline, fitted or not
+    calibrated: StrictBool = True  # false: price every device on its datasheet roofline, fitted or not
     overrides: dict[str, one_or_more(Number) | Range] = {}
     # Knobs computed per design point from its other knobs, e.g. {"device.memory.capacity_GB": "2 * batch"}.
     derived: dict[str, ExpressionText] = {}
@@ -463,6 +464,7 @@ def _check_references(sweep: Sweep, located: LocatedYAML) -> None:
                 load_model_config(name) if key == "model" else load_device(name)
             except InputError as err:
                 raise InputError(f"{located.where(loc)}: {key}: {_strip_prefix(str(err), key)}") from None
+    _check_context(sweep, located)
     _check_link_overrides(sweep, located)
     fields = {("overrides", f"device.{path}"): values for path, values in sweep.override_values().items()}
     fields.update({("derived", target): values for target, values in sweep.derived_values().items()
@@ -475,6 +477,43 @@ def _check_references(sweep: Sweep, located: LocatedYAML) -> None:
                 except InputError as err:
                     raise InputError(f"{located.where((section, key))}: {section}.{key}: "
                                      f"value {value!r} on {device}: {err}") from None
+
+
+def _longest_request(sweep: Sweep) -> tuple[int, int]:
+    """The (prompt, output) of a static sweep's point with the most tokens in all: the largest of each where
+    neither is derived, else the largest sum over the combinations the derived ones read."""
+    dims = sweep.dimensions()
+    derived = [t for t in ("prompt", "output") if t in sweep.derived]
+    if not derived:
+        return max(dims["prompt"]), max(dims["output"])
+    inputs, chain = {}, set()
+    for target in derived:
+        read, targets = sweep.derived_inputs(target)
+        inputs.update(read)
+        chain.update(targets)
+    inputs.update({t: dims[t] for t in ("prompt", "output") if t not in sweep.derived})
+    if math.prod(len(v) for v in inputs.values()) > MAX_SWEEP_POINTS:  # too many to pair: the largest of each
+        values = {**dims, **sweep.derived_values()}
+        return max(values["prompt"]), max(values["output"])
+    order = [t for t in sweep.derived if t in chain]
+    pairs = []
+    for combo in itertools.product(*inputs.values()):
+        values = dict(zip(inputs, combo, strict=True))
+        values.update(sweep.derive(values, order))
+        pairs.append((values["prompt"], values["output"]))
+    return max(pairs, key=sum)
+
+
+def _check_context(sweep: Sweep, located: LocatedYAML) -> None:
+    """A static sweep's prompt and output must fit every model's context (a serving sweep's requests are clipped
+    to it instead, and counted in clipped_requests)."""
+    if sweep.spec.serving is not None:
+        return
+    prompt, output = _longest_request(sweep)
+    loc = ("derived", "prompt") if "prompt" in sweep.derived else ("workload", "prompt")
+    keys = ", ".join(f"{'derived' if t in sweep.derived else 'workload'}.{t}" for t in ("prompt", "output"))
+    for model in as_list(sweep.spec.model):
+        check_context(load_model_config(model), prompt, output, where=f"{located.where(loc)}: {keys}")
 
 
 def _check_link_overrides(sweep: Sweep, located: LocatedYAML) -> None:

@@ -141,6 +141,11 @@ def serving_spec(serving: Serving, values: dict[str, Any]) -> ServingSpec:
         kv_link=serving.kv_link)
 
 
+def _unkeyed(err: InputError) -> str:
+    """A preset loader's message without its own key ('device: found ...'): the sweep's key replaces it."""
+    return str(err).removeprefix("device: ").removeprefix("link: ")
+
+
 def check_serving(serving: Serving, models: list[str], located: LocatedYAML) -> None:
     """The trace must read, the prefill device and KV link load, and a KV block fit every model's context."""
     if serving is not None and serving.trace:
@@ -157,7 +162,7 @@ def check_serving(serving: Serving, models: list[str], located: LocatedYAML) -> 
                 try:
                     load_device(name) if key == "prefill_device" else load_link_model(name)
                 except InputError as err:
-                    raise InputError(f"{located.where(('serving', key))}: serving.{key}: {err}") from None
+                    raise InputError(f"{located.where(('serving', key))}: serving.{key}: {_unkeyed(err)}") from None
         for model in models:
             context = load_model_config(model).max_positions
             if serving.block_tokens > context:
@@ -187,4 +192,4 @@ def check_parallel(parallel: Parallel, models: list[str], located: LocatedYAML) 
             try:
                 load_link_model(link)
             except InputError as err:
-                raise InputError(f"{located.where(('parallel', 'link'))}: parallel.link: {err}") from None
+                raise InputError(f"{located.where(('parallel', 'link'))}: parallel.link: {_unkeyed(err)}") from None

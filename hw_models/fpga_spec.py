@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, StrictBool, model_validator
 from pydantic.dataclasses import dataclass
 
 from hw_models.spec_common import (
@@ -22,10 +22,10 @@ from hw_models.spec_common import (
     PowerSpec,
     PriceSpec,
     Source,
+    SparsityPattern,
     Unread,
     fallback_dtype,
 )
-from kernels.formats import parse_sparsity
 
 MATRIX_DTYPES = Literal["int4", "int8", "fp8", "fp16", "bf16"]
 Fraction = Annotated[float, Field(gt=0, le=1)]
@@ -48,7 +48,7 @@ class ComputeSpec:
     gemv_dsp_fraction: Fraction
     vector_lanes: PositiveInt  # SFU elements per cycle, all cores together (softmax, norm, element-wise)
     # N:M weight-sparsity patterns the sparse DSP chains skip the zeros of.
-    sparsity_patterns: tuple[str, ...]
+    sparsity_patterns: tuple[SparsityPattern, ...]
     source: Source
 
     @model_validator(mode="after")
@@ -57,8 +57,6 @@ class ComputeSpec:
             raise ValueError(f"dsp_count ({self.dsp_count}) exceeds device_dsp_count ({self.device_dsp_count})")
         if "int8" not in self.macs_per_dsp_per_cycle or not {"fp16", "bf16"} & set(self.macs_per_dsp_per_cycle):
             raise ValueError("macs_per_dsp_per_cycle needs int8 and fp16 or bf16")
-        for pattern in self.sparsity_patterns:
-            parse_sparsity(pattern)
         return self
 
 
@@ -80,7 +78,7 @@ class OnChipSpec:
     uram_MB: Annotated[NonNegative, ONCHIP_UNREAD]
     activation_buffer_MB: Positive  # on-chip space for activations between kernels
     bandwidth_GBps: Positive  # aggregate BRAM/URAM port bandwidth at the design clock
-    always_on_chip_decode: bool  # decode activations stay on chip (when they fit in activation_buffer_MB)
+    always_on_chip_decode: StrictBool  # decode activations stay on chip (when they fit in activation_buffer_MB)
     source: Source
 
     @model_validator(mode="after")

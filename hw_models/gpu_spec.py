@@ -16,10 +16,10 @@ from hw_models.spec_common import (
     PowerSpec,
     PriceSpec,
     Source,
+    SparsityPattern,
     Unread,
     fallback_dtype,
 )
-from kernels.formats import parse_sparsity
 
 DTYPES = Literal["fp64", "fp32", "tf32", "fp16", "bf16", "fp8", "int8", "int4", "fp4"]
 
@@ -32,14 +32,12 @@ class ComputeSpec:
     peak_TFLOPS: dict[DTYPES, Positive]
     source: Source
     # Weight-sparsity patterns the tensor cores skip zeros of (Ampere and later: 2:4 at twice the dense rate).
-    structured_sparsity: tuple[str, ...] = ()
+    structured_sparsity: tuple[SparsityPattern, ...] = ()
 
     @model_validator(mode="after")
     def _needs_fp32_and_16bit(self):
         if "fp32" not in self.peak_TFLOPS or not {"fp16", "bf16"} & set(self.peak_TFLOPS):
             raise ValueError("peak_TFLOPS needs fp32 (vector rate) and fp16 or bf16")
-        for pattern in self.structured_sparsity:
-            parse_sparsity(pattern)
         return self
 
 

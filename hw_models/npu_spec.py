@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import model_validator
+from pydantic import StrictBool, model_validator
 from pydantic.dataclasses import dataclass
 
 from hw_models.spec_common import (
@@ -38,7 +38,7 @@ class ArraySpec:
     # output_stationary: an output tile (m on rows, n on columns) stays put while the k dimension streams.
     dataflow: Literal["weight_stationary", "output_stationary"]
     # A second tile register per PE: the next tile loads while the current one computes.
-    double_buffered: bool
+    double_buffered: StrictBool
     macs_per_pe_per_cycle: dict[DTYPES, Positive]
     vector_units: PositiveInt
     vector_lanes: PositiveInt  # elementwise ops per unit per cycle
@@ -87,7 +87,7 @@ class PIMSpec:
     # dual: a second row buffer lets the NPU read memory while PIM computes.
     row_buffers: Literal["single", "dual"]
     # Split a decode batch in two so one half's attention on PIM overlaps the other half's GEMMs on the NPU.
-    sub_batch_interleaving: bool
+    sub_batch_interleaving: StrictBool
     logic_area_mm2: NonNegative | None = None  # None: not published
     source: Source
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from hw_models.validation import check_keys, did_you_mean, input_error, unread_reason
+from hw_models.validation import check_keys, check_plausible, did_you_mean, input_error, unread_reason
 from workloads.errors import InputError
 from workloads.preset_files import bundled_names, bundled_where, read_preset
 from workloads.yaml_lines import LocatedYAML
@@ -82,7 +82,7 @@ def _parse_and_validate(text: str, where: str) -> tuple[dict, str, Any, str]:
         raise InputError(f"{where}: found {type(data).__name__}, allowed: a mapping of device fields")
     if "base" in data:
         merged, base = _on_base(data, where, located.line_of)
-        return merged, where, validate_spec(merged, where), base
+        return merged, where, validate_spec(merged, where, line_of=located.line_of), base
     return data, where, validate_spec(data, where, line_of=located.line_of), ""
 
 
@@ -140,6 +140,15 @@ def apply_overrides(data: dict, overrides: dict[str, Any], where: str) -> dict:
     return result
 
 
+def what_if_fields(name_or_path: str) -> list[str]:
+    """Dotted paths of a device's numeric fields a cost model reads: what overrides may change."""
+    data, _, _, _ = _read(name_or_path)
+    kind = DEVICE_KINDS.get(data.get("kind"))
+    return [path for path, value in _leaves(data)
+            if (value is None or isinstance(value, (int, float))) and not isinstance(value, bool)
+            and kind is not None and unread_reason(kind.spec_class, path) is None]
+
+
 def validate_spec(data: dict, where: str, line_of=None):
     """The validated spec of a preset dictionary; its `kind:` picks the spec class. line_of(key path) gives
     the file line of a key, for messages (a what-if's changed data has none)."""
@@ -150,6 +159,7 @@ def validate_spec(data: dict, where: str, line_of=None):
                          f"{', '.join(DEVICE_KINDS)}")
     spec_class = DEVICE_KINDS[kind].spec_class
     check_keys(data, spec_class, where, line_of=line_of)
+    check_plausible(data, where, line_of=line_of)
     try:
         return TypeAdapter(spec_class).validate_python(data)
     except ValidationError as err:

@@ -6,10 +6,12 @@ numbers come from.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, NamedTuple
 
-from pydantic import ConfigDict, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, StringConstraints, model_validator
 from pydantic.dataclasses import dataclass
+
+from kernels.formats import ALLOWED_SPARSITY, parse_sparsity
 
 Positive = Annotated[float, Field(gt=0)]
 NonNegative = Annotated[float, Field(ge=0)]
@@ -17,6 +19,17 @@ PositiveInt = Annotated[int, Field(gt=0)]
 Source = Annotated[str, StringConstraints(min_length=3, strip_whitespace=True)]
 
 SPEC_CONFIG = ConfigDict(extra="forbid")
+
+
+def _sparsity_pattern(pattern: str) -> str:
+    try:
+        parse_sparsity(pattern)
+    except ValueError:
+        raise ValueError(ALLOWED_SPARSITY) from None  # the key and the value are the message's: said once
+    return pattern
+
+
+SparsityPattern = Annotated[str, AfterValidator(_sparsity_pattern)]  # an N:M pattern a device's units skip zeros of
 
 
 class Unread:
@@ -96,3 +109,59 @@ class PriceSpec:
     source: Source
     usd: Positive | None = None
     usd_per_hour: Positive | None = None
+
+
+class Plausible(NamedTuple):
+    """The range a kind of preset number may take, in the key's unit: wide enough for any honest what-if (a
+    chip ten times beyond what ships), narrow enough that a typo (1e-300 GB/s, 10^12 SMs) is caught before it
+    prices a TTFT of 10^296 s. Zero and negative numbers pass here: whether a field may be 0 is its type's rule."""
+
+    low: float
+    high: float
+    unit: str
+    why: str
+
+
+# A field's range by its dotted path (a regular expression; the first that matches applies). Largest shipping
+# parts as of 2026 are the yardstick: B200 (8 TB/s HBM3e, 9 PFLOP/s dense fp4, 1 kW), B300 (288 GB), Cerebras
+# WSE-3 (a 46,225 mm2 wafer, 900,000 cores, 44 GB of SRAM at 21 PB/s, a 23 kW system).
+PLAUSIBLE: tuple[tuple[str, Plausible], ...] = (
+    (r"^(caches\.\w+|onchip)\.bandwidth_GBps$", Plausible(
+        low=1, high=1e8, unit="GB/s", why="on-chip SRAM: 100 PB/s is 5x Cerebras WSE-3's 21 PB/s")),
+    (r"_GBps$", Plausible(low=1, high=1e5, unit="GB/s", why="off-chip memory: 100 TB/s is 12x B200's 8 TB/s "
+                          "HBM3e; below 1 GB/s no board holds an LLM")),
+    (r"_TFLOPS(\.\w+)?$", Plausible(low=1e-3, high=1e5, unit="TFLOP/s", why="100 PFLOP/s is 11x B200's 9 PFLOP/s "
+                                    "dense fp4; 1 GFLOP/s is a microcontroller")),
+    # Capacities from one byte (a what-if of a tiny buffer only makes a point infeasible or spill; no number
+    # blows up) to a size that still says something (a larger one makes everything fit).
+    (r"_GB$", Plausible(low=1e-9, high=1e5, unit="GB", why="one byte to 100 TB, 7x a whole GB200 NVL72 rack's "
+                        "13.5 TB of HBM")),
+    (r"_MB$", Plausible(low=1e-6, high=1e6, unit="MB", why="one byte to 1 TB, 20x Cerebras WSE-3's 44 GB of SRAM")),
+    (r"_[kK]B$", Plausible(low=1e-3, high=1e9, unit="KB", why="one byte to 1 TB, 20x Cerebras WSE-3's 44 GB of "
+                           "SRAM")),
+    (r"_W$", Plausible(low=1e-3, high=1e5, unit="W", why="100 kW is 4x a Cerebras CS-3 system (23 kW) and 100x "
+                       "a B200 (1 kW)")),
+    (r"_MHz$", Plausible(low=1, high=1e5, unit="MHz", why="100 GHz is 16x the fastest shipping clock (6.2 GHz)")),
+    (r"_GHz$", Plausible(low=1e-3, high=100, unit="GHz", why="100 GHz is 16x the fastest shipping clock "
+                         "(6.2 GHz)")),
+    (r"_mm2$", Plausible(low=1e-3, high=1e6, unit="mm2", why="20x Cerebras WSE-3's 46,225 mm2 wafer")),
+    (r"_pJ(_per_\w+)?(\.\w+)?$", Plausible(low=1e-4, high=1e4, unit="pJ", why="per action: an off-package DDR "
+                                           "bit costs about 20 pJ and an fp32 MAC about 5; 10 nJ is 500x those")),
+    (r"_us$", Plausible(low=0, high=1e6, unit="us", why="one second per kernel is 10^5 kernel launches")),
+    (r"^price\.usd$", Plausible(low=1, high=1e8, unit="USD", why="a Cerebras CS-3 system sells for a few million")),
+    (r"usd_per_hour$", Plausible(low=1e-3, high=1e5, unit="USD/h", why="a whole 8-GPU B200 server rents for about "
+                                 "50 USD/h")),
+    (r"transistors_billion$", Plausible(low=1e-3, high=1e5, unit="billion", why="25x Cerebras WSE-3's 4 trillion")),
+    (r"_bits$", Plausible(low=1, high=65536, unit="bits", why="a SIMD register is at most 2,048 bits (SVE)")),
+    (r"_bytes$", Plausible(low=0.01, high=1e6, unit="bytes", why="an element, a partial sum or a DRAM row "
+                           "(8 KB)")),
+    (r"_cycles$", Plausible(low=0, high=1e9, unit="cycles", why="a billion cycles is about a second")),
+    (r"_per_cycle(\.\w+)?$", Plausible(low=1e-3, high=1e4, unit="per cycle", why="one processing element or DSP "
+                                       "slice does a few MACs a cycle")),
+    (r"(^|\.)(sm_count|cores|threads|dsp_count|device_dsp_count|array_rows|array_cols|array_count|vector_units|"
+     r"vector_lanes|channels|banks_per_channel|multipliers_per_bank|simd_pipes|group_size)$", Plausible(
+        low=1, high=1e6, unit="", why="Cerebras WSE-3's 900,000 cores are the most compute units on one device")),
+    (r"(lane_ops\w*|_per_weight)$", Plausible(low=0, high=1e4, unit="operations", why="a handful of SIMD lane "
+                                              "operations per weight or table entry")),
+    (r"(fraction|efficiency|saving)$", Plausible(low=0, high=1, unit="", why="a share")),
+)

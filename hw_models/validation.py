@@ -5,13 +5,15 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import math
+import re
 import types
 import typing
 from collections.abc import Callable
 
 from pydantic import BaseModel, ValidationError
 
-from hw_models.spec_common import Unread
+from hw_models.spec_common import PLAUSIBLE, Plausible, Unread
 from workloads.errors import InputError
 
 
@@ -42,6 +44,15 @@ def _most_specific(errors: list[dict]) -> dict:
     return max(errors, key=score)
 
 
+# What a type error allows, said plainly (pydantic: "a valid integer, got a number with a fractional part").
+PLAIN_ALLOWED = {
+    "bool_type": "true or false",  # not the text "false" or "no": a string where a flag is meant is a mistake
+    "bool_parsing": "true or false",
+    "int_from_float": "an integer", "int_parsing": "an integer", "int_type": "an integer",
+    "float_parsing": "a number", "float_type": "a number",
+}
+
+
 def input_error(err: ValidationError, where: str, prefix: str = "",
                 line_of: Callable[[tuple], int | None] | None = None) -> InputError:
     """The most specific error of a pydantic ValidationError as 'file:line: key: found X, allowed: Y'."""
@@ -57,6 +68,7 @@ def input_error(err: ValidationError, where: str, prefix: str = "",
     allowed = first["msg"]
     if first["type"] == "too_short":
         allowed = f"a list of at least {first['ctx']['min_length']} value(s)"
+    allowed = PLAIN_ALLOWED.get(first["type"], allowed)
     for prefix_text in ("Input should be ", "Value error, "):
         allowed = allowed.removeprefix(prefix_text)
     if isinstance(first.get("input"), dict):
@@ -134,3 +146,58 @@ def unread_reason(cls, path: str) -> str | None:
         if len(pattern) == len(keys) and all(p in ("*", k) for p, k in zip(pattern, keys, strict=True)):
             return why
     return None
+
+
+@functools.cache  # a sweep validates a device once per override value: the same few paths each time
+def plausible_range(path: str) -> Plausible | None:
+    """The plausible range of the preset field at dotted `path` (spec_common.PLAUSIBLE), or None for a field
+    without a unit to judge (a name, a source)."""
+    for pattern, rule in _PLAUSIBLE:
+        if pattern.search(path):
+            return rule
+    return None
+
+
+_PLAUSIBLE = tuple((re.compile(pattern), rule) for pattern, rule in PLAUSIBLE)
+
+
+def _shown(x: float) -> str:
+    return f"{int(x):,}" if x >= 1 and x == int(x) else f"{x:g}"
+
+
+def _numbers(node, path: tuple = ()):
+    """(key path, value) of every scalar under nested mappings."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _numbers(value, path + (key,))
+    elif not isinstance(node, list | tuple):
+        yield path, node
+
+
+def check_plausible(data: dict, where: str, line_of: Callable[[tuple], int | None] | None = None) -> None:
+    """Refuse a device's number that is not finite (.inf, .nan) or outside its kind's plausible range, naming
+    the file, line (where known) and key. Run before the spec's types: pydantic takes .inf as a positive float."""
+    for path, value in _numbers(data):
+        key = dotted(path)
+        rule = plausible_range(key)
+        number = value
+        if isinstance(value, str) and rule is not None:
+            try:
+                number = float(value)  # pydantic reads '1e3' (YAML's text for 1e3 without a dot) as a number
+            except ValueError:
+                continue  # not a number at all: the spec's type says so
+        if isinstance(number, bool) or not isinstance(number, int | float):
+            if isinstance(number, bool) and rule is not None:
+                raise _at(where, line_of, path, f"found {value!r}, allowed: a number ({rule.unit or 'a count'})")
+            continue
+        if not math.isfinite(number):
+            allowed = f"{_shown(rule.low)} to {_shown(rule.high)} {rule.unit}".rstrip() if rule else "a number"
+            raise _at(where, line_of, path, f"found {value!r}, allowed: a finite number ({allowed})")
+        if rule is not None and number > 0 and not rule.low <= number <= rule.high:  # sign: the type's rule
+            raise _at(where, line_of, path, f"found {value!r}, allowed: {_shown(rule.low)} to {_shown(rule.high)}"
+                                            f"{' ' + rule.unit if rule.unit else ''} ({rule.why})")
+
+
+def _at(where: str, line_of, path: tuple, text: str) -> InputError:
+    line = line_of(path) if line_of else None
+    return InputError(f"{where}{f':{line}' if line else ''}: {dotted(path)}: {text}")

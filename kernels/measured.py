@@ -126,6 +126,43 @@ def _open_text(path: Path, mode: str):
     return path.open(mode, newline="")
 
 
+# Limits of a row's numbers: a typo or a unit slip must not be scored or fitted. A dimension up to 2^24
+# (16,777,216) is 128x the longest context measured (131,072 keys) and 512x the largest GEMM m (32,768); 10 TB
+# moved by one kernel is more than any one device holds (B300: 288 GB). A kernel takes at least a nanosecond
+# (a few clock cycles; no timer resolves less) and at most a day (longer is milliseconds read as seconds).
+MAX_DIMENSION = 1 << 24
+MAX_BYTES = 1e13
+TIME_RANGE_S = (1e-9, 86_400.0)
+# The shape fields each kind of row needs (at least 1); a streaming kernel needs bytes instead.
+NEEDED = {"gemm": ("m", "n", "k"), "batched_gemm": ("m", "n", "k"),
+          "attention_prefill": ("batch", "heads", "kv_heads", "kv_len", "head_dim"),
+          "attention_decode": ("batch", "heads", "kv_heads", "kv_len", "head_dim")}
+
+
+def _number(name: str, kind: type, raw: str, where: str) -> int | float:
+    """A shape field: a whole number from 0 (does not apply) to MAX_DIMENSION; bytes: 0 to MAX_BYTES; time_s."""
+    try:
+        value = float(raw)
+        found = repr(value)
+    except ValueError:
+        value, found = math.nan, repr(raw)
+    if name == "time_s":
+        low, high = TIME_RANGE_S
+        if not low <= value <= high:
+            raise InputError(f"{where}: time_s: found {found}, allowed: {low:g} to {high:,.0f} seconds (a "
+                             f"nanosecond to a day)")
+        return value
+    if kind is float:
+        if not 0 <= value <= MAX_BYTES:
+            raise InputError(f"{where}: {name}: found {found}, allowed: a number of bytes from 0 to {MAX_BYTES:g}")
+        return value
+    if not (0 <= value <= MAX_DIMENSION and value == int(value)):
+        found = f"{value:g}" if math.isfinite(value) else found
+        raise InputError(f"{where}: {name}: found {found}, allowed: a whole number from 0 to {MAX_DIMENSION:,} "
+                         f"(0 or empty where it does not apply)")
+    return int(value)
+
+
 def _parse(row: dict, where: str) -> MeasuredKernel:
     values = {}
     for f in fields(MeasuredKernel):
@@ -134,10 +171,7 @@ def _parse(row: dict, where: str) -> MeasuredKernel:
             if f.name in ("device", "kernel", "dtype", "time_s"):
                 raise InputError(f"{where}: {f.name}: missing (required)")
             continue
-        try:
-            values[f.name] = raw if f.type == "str" else (float(raw) if f.type == "float" else int(float(raw)))
-        except ValueError:
-            raise InputError(f"{where}: {f.name}: found {raw!r}, allowed: a number") from None
+        values[f.name] = raw if f.type == "str" else _number(f.name, float if f.type == "float" else int, raw, where)
     if values["kernel"] not in ROW_KINDS:
         raise InputError(f"{where}: kernel: found {values['kernel']!r}, allowed: {', '.join(ROW_KINDS)}")
     if values["kernel"] == DECODE_STEP and not (values.get("model") and values.get("batch") and values.get("kv_len")):
@@ -153,8 +187,12 @@ def _parse(row: dict, where: str) -> MeasuredKernel:
     for key, allowed in (("kv_dtype", ROW_DTYPE_BITS), ("variant", GEMM_VARIANTS), ("timing", TIMINGS)):
         if values.get(key) and values[key] not in allowed:
             raise InputError(f"{where}: {key}: found {values[key]!r}, allowed: {', '.join(allowed)}")
-    if not (values["time_s"] > 0 and math.isfinite(values["time_s"])):
-        raise InputError(f"{where}: time_s: found {values['time_s']!r}, allowed: a positive number of seconds")
+    needed = NEEDED.get(values["kernel"], () if values["kernel"] == DECODE_STEP else ("bytes",))
+    missing = [name for name in needed if not values.get(name)]
+    if missing:
+        shown = ", ".join(f"{name} {values.get(name, 0):g}" for name in needed)
+        raise InputError(f"{where}: {', '.join(missing)}: found {shown}, allowed: at least 1 in each of "
+                         f"{', '.join(needed)} for {values['kernel']} rows")
     values.setdefault("source", "")
     return MeasuredKernel(**values)
 
@@ -171,10 +209,13 @@ def read_table(path: str | Path) -> list[MeasuredKernel]:
             if missing:
                 raise InputError(f"{path}: columns {', '.join(missing)} missing; a measured-kernel table has "
                                  f"{', '.join(COLUMNS)}")
-            return [_parse(row, f"{path}:{i + 2}") for i, row in enumerate(reader)]
+            rows = [_parse(row, f"{path}:{reader.line_num}") for row in reader]
     except (UnicodeDecodeError, gzip.BadGzipFile, EOFError) as err:
         raise InputError(f"{path}: not a UTF-8 CSV table ({err}); allowed: a .csv or .csv.gz measured-kernel "
                          f"table") from None
+    if not rows:
+        raise InputError(f"{path}: no rows (only a header), allowed: a table of at least one measured kernel")
+    return rows
 
 
 def write_table(path: str | Path, rows: list[MeasuredKernel]) -> None:

@@ -73,32 +73,81 @@ def _require(cfg: dict, key: str, where: str):
     if key not in cfg:
         raise InputError(f"{where}: key '{key}' is missing (a {cfg.get('model_type')} config needs it)")
     value = cfg[key]
-    if key in POSITIVE_INT_KEYS and not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
-        raise InputError(f"{where}: {key}: found {value!r}, allowed: a positive integer")
+    if key in POSITIVE_INT_KEYS:
+        most = POSITIVE_INT_KEYS[key]
+        if not (isinstance(value, int) and not isinstance(value, bool) and 0 < value <= most):
+            raise InputError(f"{where}: {key}: found {value!r}, allowed: a positive integer up to {most:,}")
     return value
 
 
-# Keys whose value must be a positive integer wherever a config has them.
-POSITIVE_INT_KEYS = frozenset({"hidden_size", "intermediate_size", "ffn_dim", "num_hidden_layers",
-                               "num_attention_heads", "num_key_value_heads", "head_dim", "vocab_size",
-                               "max_position_embeddings", "num_local_experts", "num_experts_per_tok",
-                               "sliding_window"})
+# Keys whose value must be a positive integer wherever a config has them, and the largest each may be: about
+# 8x the largest published decoder-only model (as of 2026), so that a typo (10^18, an extra zero or three)
+# cannot build a model no machine traces in reasonable time (num_hidden_layers: 100,000 traced for hours).
+POSITIVE_INT_KEYS = {
+    "hidden_size": 131_072,  # PaLM 540B: 18,432; Llama 3.1 405B: 16,384
+    "intermediate_size": 1_048_576, "ffn_dim": 1_048_576,  # PaLM 540B: 73,728; Llama 3.1 405B: 53,248
+    "num_hidden_layers": 1_000,  # Llama 3.1 405B: 126; PaLM 540B: 118 (tracing takes about 0.05 s a layer)
+    "num_attention_heads": 1_024, "num_key_value_heads": 1_024,  # Llama 3.1 405B and DeepSeek-V3: 128
+    "head_dim": 1_024,  # Gemma 7B: 256
+    "vocab_size": 4_194_304,  # Gemma: 256,000
+    "max_position_embeddings": 100_000_000, "sliding_window": 100_000_000,  # Llama 4 Scout: 10M tokens
+    "num_local_experts": 1_024, "num_experts_per_tok": 1_024,  # DeepSeek-V3: 256 routed experts, 8 per token
+}
 TORCH_DTYPES = ("bfloat16", "float16", "float32")  # what a model is built and traced in
+# True/false keys a config may have (JSON true or false: a string "false" would read as true).
+BOOLEAN_KEYS = ("attention_bias", "mlp_bias", "tie_word_embeddings", "enable_bias", "do_layer_norm_before",
+                "use_sliding_window")
+# Positive real keys, with what each may be: an epsilon added to a variance is small (1e-5, 1e-6); a RoPE base
+# is at least 1 (Llama 3: 500,000; Qwen2.5: 1,000,000).
+REAL_KEYS = {"rms_norm_eps": (0.0, 1.0, "a number in (0, 1), e.g. 1e-05"),
+             "rope_theta": (1.0, 1e12, "a number from 1 to 1e12, e.g. 10000.0")}
+# The architectures entry of each family (Hugging Face class names), to catch a config whose model_type
+# disagrees with it (a Mixtral config labelled llama would run as a dense model).
+ARCHITECTURES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM",
+                 "mixtral": "MixtralForCausalLM", "opt": "OPTForCausalLM"}
+
+
+def _check_values(cfg: dict, where: str) -> None:
+    """Types and ranges of the keys read, before any is used."""
+    for key in POSITIVE_INT_KEYS.keys() & cfg.keys():
+        if cfg[key] is not None:
+            _require(cfg, key, where)
+    for key in BOOLEAN_KEYS:
+        if key in cfg and not isinstance(cfg[key], bool):
+            raise InputError(f"{where}: {key}: found {cfg[key]!r}, allowed: true or false")
+    for key, (low, high, allowed) in REAL_KEYS.items():
+        value = cfg.get(key)
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if key in cfg and value is not None and not (number and low < value < high):
+            raise InputError(f"{where}: {key}: found {value!r}, allowed: {allowed}")
+    named = cfg.get("architectures") or []
+    expected = ARCHITECTURES[cfg["model_type"]]
+    others = [a for a in named if a in ARCHITECTURES.values() and a != expected] if isinstance(named, list) else []
+    if others:
+        raise InputError(f"{where}: architectures: found {others[0]!r} with model_type {cfg['model_type']!r}, "
+                         f"allowed: {expected!r} (or the model_type of {others[0]})")
+    if cfg["model_type"] == "mixtral":
+        for key in ("num_local_experts", "num_experts_per_tok"):
+            if cfg.get(key) is None:
+                raise InputError(f"{where}: {key}: missing, allowed: a positive integer (a mixtral config needs "
+                                 f"it; without it the model would run as a dense one)")
 
 
 def _check(config: ModelConfig, cfg: dict, where: str) -> ModelConfig:
     """Rules across keys that a model built from the config relies on."""
-    for key in POSITIVE_INT_KEYS & cfg.keys():
-        if cfg[key] is not None:
-            _require(cfg, key, where)
     if config.dtype not in TORCH_DTYPES:
         raise InputError(f"{where}: torch_dtype: found {config.dtype!r}, allowed: {', '.join(TORCH_DTYPES)}")
     if config.num_heads % config.num_kv_heads:
         raise InputError(f"{where}: num_key_value_heads: found {config.num_kv_heads}, allowed: a divisor of "
                          f"num_attention_heads ({config.num_heads})")
-    if "head_dim" not in cfg and config.hidden_size % config.num_heads:
+    if (config.model_type == "opt" or "head_dim" not in cfg) and config.hidden_size % config.num_heads:
+        with_key = " or a head_dim key" if config.model_type != "opt" else ""
         raise InputError(f"{where}: num_attention_heads: found {config.num_heads}, allowed: a divisor of "
-                         f"hidden_size ({config.hidden_size}) or a head_dim key")
+                         f"hidden_size ({config.hidden_size}){with_key}")
+    if config.positions == "rope" and config.head_dim % 2:
+        key = "head_dim" if cfg.get("head_dim") else "hidden_size / num_attention_heads"
+        raise InputError(f"{where}: {key}: found {config.head_dim}, allowed: an even head size (rotary "
+                         f"embeddings rotate pairs of dimensions)")
     if config.is_moe and not 1 <= config.experts_per_token <= config.num_experts:
         raise InputError(f"{where}: num_experts_per_tok: found {config.experts_per_token}, allowed: 1 to "
                          f"num_local_experts ({config.num_experts})")
@@ -109,15 +158,17 @@ def config_from_hf(cfg: dict, *, name: str, where: str = "config") -> ModelConfi
     """Normalize a Hugging Face config.json dictionary into a ModelConfig (InputError for what we cannot build)."""
     if not isinstance(cfg, dict):
         raise InputError(f"{where}: found a JSON {type(cfg).__name__}, allowed: an object of config keys")
+    model_type = cfg.get("model_type")
+    if not isinstance(model_type, str) or model_type not in SUPPORTED_MODEL_TYPES:
+        raise InputError(
+            f"{where}: model_type: found {model_type!r}, allowed: {', '.join(SUPPORTED_MODEL_TYPES)}"
+        )
+    _check_values(cfg, where)
     return _check(_from_hf(cfg, name=name, where=where), cfg, where)
 
 
 def _from_hf(cfg: dict, *, name: str, where: str) -> ModelConfig:
-    model_type = cfg.get("model_type")
-    if model_type not in SUPPORTED_MODEL_TYPES:
-        raise InputError(
-            f"{where}: model_type: found {model_type!r}, allowed: {', '.join(SUPPORTED_MODEL_TYPES)}"
-        )
+    model_type = cfg["model_type"]
     common = dict(name=name, model_type=model_type, source=cfg.get("_source", where),
                   dtype=cfg.get("torch_dtype", "bfloat16"))
     if model_type == "opt":
@@ -174,13 +225,42 @@ def load_model_config(name_or_path: str) -> ModelConfig:
     if name == "config":
         name = Path(where).parent.name
     try:
-        cfg = json.loads(text)
+        cfg = json.loads(text, parse_int=_integer)
     except json.JSONDecodeError as err:
         raise InputError(f"{where}: not valid JSON: {err}") from None
     except RecursionError:  # json recurses once per level: 1,000 nested arrays exhaust the stack
         raise InputError(f"{where}: found values nested too deeply to read, allowed: a Hugging Face config.json "
                          f"(a few levels deep)") from None
     return config_from_hf(cfg, name=name, where=where)
+
+
+class LongInteger:
+    """An integer in a config.json with more digits than Python converts (4,300): kept unconverted, so that the
+    check of its key names it (any key we read refuses it; a key we do not read keeps it harmlessly)."""
+
+    def __init__(self, digits: int):
+        self.digits = digits
+
+    def __repr__(self) -> str:
+        return f"an integer of {self.digits:,} digits"
+
+
+def _integer(text: str) -> int | LongInteger:
+    digits = len(text.lstrip("-"))
+    return LongInteger(digits) if digits > MAX_INTEGER_DIGITS else int(text)
+
+
+MAX_INTEGER_DIGITS = 4_300  # Python's default limit on converting text to int (sys.get_int_max_str_digits)
+
+
+def check_context(config: ModelConfig, prompt: int, output: int, where: str = "--prompt, --output") -> None:
+    """A static batch's prompt and output tokens must fit in the model's context (max_position_embeddings):
+    positions past it have no learned embedding, and rotary ones past it were never trained. InputError naming
+    `where` (the keys or flags that set the two lengths)."""
+    if prompt + output > config.max_positions:
+        raise InputError(f"{where}: found a prompt of {prompt:,} tokens and an output of {output:,} "
+                         f"({prompt + output:,} in all), allowed: at most {config.name}'s context of "
+                         f"{config.max_positions:,} tokens (max_position_embeddings)")
 
 
 def balanced_expert_load(tokens: int, experts_per_token: int, num_experts: int) -> list[int]:

@@ -50,6 +50,29 @@ def _big_device(tmp: Path) -> list[str]:
     return ["run", "--model", "llama-2-7b", "--device", str(path)]
 
 
+def _validate(name: str) -> list[str]:
+    return ["validate", str(BAD / name)]  # its figures would go to out/validate (none: the table is refused)
+
+
+def _calibrate(name: str) -> list[str]:
+    return ["calibrate", str(BAD / name), "--device", "h100-sxm", "--out", "out/fit.yaml"]  # never the shipped fit
+
+
+def _run(*flags: str) -> list[str]:
+    return ["run", "--model", "llama-2-7b", "--device", "h100-sxm", *flags]
+
+
+H100 = (Path(__file__).resolve().parents[2] / "hw_models" / "presets" / "h100-sxm.yaml").read_text()
+BANDWIDTH_LINE = next(i for i, t in enumerate(H100.splitlines(), 1) if t.strip().startswith("bandwidth_GBps:"))
+
+
+def _nan_device(tmp: Path) -> list[str]:
+    """A whole device file (not on a base preset) whose bandwidth is .nan: blamed on its line."""
+    path = tmp / "h100-nan.yaml"
+    path.write_text(H100.replace("bandwidth_GBps: 3350", "bandwidth_GBps: .nan"))
+    return ["run", "--model", "llama-2-7b", "--device", str(path)]
+
+
 def _absolute_name(tmp: Path) -> list[str]:
     """A name that is an absolute path (inside this test's folder, so a failure writes nowhere else)."""
     path = tmp / "absolute-name.yaml"
@@ -87,6 +110,60 @@ CASES = [
     ("name longer than a file name", _long_name, f"1 to {MAX_NAME_BYTES} bytes"),
     ("sweep over 1 MiB", _big_sweep, f"more than {MAX_FILE_BYTES:,} bytes"),
     ("device file over 1 MiB", _big_device, f"more than {MAX_FILE_BYTES:,} bytes"),
+    # config.json: each used to print a traceback, hang, or run as another model.
+    ("config.json head_dim 7", _model("model_head_dim_odd.json"), "head_dim: found 7, allowed: an even head size"),
+    ("config.json string rms_norm_eps", _model("model_norm_eps_string.json"),
+     "rms_norm_eps: found '1e-05', allowed: a number in (0, 1)"),
+    ("config.json hidden_size 10^18", _model("model_hidden_1e18.json"),
+     "hidden_size: found 1000000000000000000, allowed: a positive integer up to 131,072"),
+    ("config.json hidden_size of 5,001 digits", _model("model_hidden_5001_digits.json"),
+     "hidden_size: found an integer of 5,001 digits"),
+    ("config.json 100,000 layers", _model("model_layers_100000.json"),
+     "num_hidden_layers: found 100000, allowed: a positive integer up to 1,000"),
+    ("config.json flag as text", _model("model_bool_string.json"),
+     "tie_word_embeddings: found 'false', allowed: true or false"),
+    ("config.json llama with a Mixtral architecture", _model("model_architecture_mismatch.json"),
+     "architectures: found 'MixtralForCausalLM' with model_type 'llama'"),
+    ("Mixtral config without expert keys", _model("model_mixtral_no_experts.json"), "num_local_experts: missing"),
+    # Prompts past the context: refused, not priced (serving requests are clipped instead: clipped_requests).
+    ("prompt past the context", _run("--prompt", "100000"),
+     "--prompt, --output: found a prompt of 100,000 tokens and an output of 128 (100,128 in all), allowed: at most "
+     "llama-2-7b's context of 4,096 tokens"),
+    ("sweep prompt past the context", _check("sweep_context.yaml"),
+     "sweep_context.yaml:5: workload.prompt, workload.output: found a prompt of 100,000 tokens"),
+    # Device files: .inf, implausible numbers and text flags, named by file, line and key.
+    ("device bandwidth .inf", _device("device_bandwidth_inf.yaml"),
+     "device_bandwidth_inf.yaml:4: memory.bandwidth_GBps: found inf, allowed: a finite number"),
+    ("device bandwidth .nan", _nan_device,
+     f"h100-nan.yaml:{BANDWIDTH_LINE}: memory.bandwidth_GBps: found nan, allowed: a finite number"),
+    ("device bandwidth 1e-300", _device("device_bandwidth_tiny.yaml"),
+     "device_bandwidth_tiny.yaml:4: memory.bandwidth_GBps: found 1e-300, allowed: 1 to 100,000 GB/s"),
+    ("device sm_count 10^12", _device("device_sm_count.yaml"),
+     "device_sm_count.yaml:4: compute.sm_count: found 1000000000000, allowed: 1 to 1,000,000"),
+    ("device flag as text", _device("device_bool_string.yaml"),
+     "device_bool_string.yaml:4: npu.double_buffered: found 'no', allowed: true or false"),
+    ("device sparsity said once", _device("device_sparsity.yaml"),
+     "compute.structured_sparsity.0: found '3:5', allowed: dense or N:M"),
+    ("--set bandwidth 1e-300", _run("--set", "device.memory.bandwidth_GBps=1e-300"),
+     "memory.bandwidth_GBps: found 1e-300, allowed: 1 to 100,000 GB/s"),
+    # Sweep files.
+    ("sweep flag as text", _check("sweep_bool_string.yaml"), "calibrated: found 'false', allowed: true or false"),
+    ("sweep float override as text", _check("sweep_override_text.yaml"),
+     "overrides.device.memory.bandwidth_GBps.1: found 'fast', allowed: a number (an integer or a decimal"),
+    ("sweep key said once", _check("sweep_unknown_prefill_device.yaml"),
+     "sweep_unknown_prefill_device.yaml:9: serving.prefill_device: found 'nope', allowed: a path to a device YAML"),
+    ("sweep override 1e-300", _check("sweep_override_tiny.yaml"),
+     "value 1e-300 on h100-sxm: hw_models/presets/h100-sxm.yaml: memory.bandwidth_GBps: found 1e-300, allowed: 1 to "
+     "100,000 GB/s"),
+    ("sweep sparsity said once", _check("sweep_sparsity.yaml"),
+     "format.sparsity.1: found '3:5', allowed: dense or N:M"),
+    # Measured-kernel tables (row values: tests/kernels/test_measured.py).
+    ("validate a header-only table", _validate("measured_header_only.csv"), "no rows (only a header)"),
+    ("validate a step of an unknown model", _validate("measured_step_unknown_model.csv"),
+     "kv_len 513): model: found 'nope-model'"),
+    ("calibrate on one row", _calibrate("measured_one_row.csv"),
+     "gemm rows for h100-sxm: found 1 to fit on (of the training share --train-fraction 0.5 of the sources), "
+     "allowed: at least 5"),
 ]
 
 
@@ -118,3 +195,20 @@ def test_corpus_files_are_all_used():
     """Every file under tests/data/bad/ is a case above (a file nobody runs guards nothing)."""
     used = {Path(arg).name for _, argv, _ in CASES if not callable(argv) for arg in argv if arg.startswith(str(BAD))}
     assert {p.name for p in BAD.iterdir()} <= used
+
+
+def test_calibrate_counts_the_parameters_of_each_fit():
+    """fit_groups mirrors hw_models.calibration.fit_calibration: a GEMM fit per dtype (5 parameters, 2 more for
+    an fp8 quantization kernel, 1 more for an eager host interval), attention per family (10), streams (2)."""
+    from explore.calibrate_cmd import fit_groups
+    from kernels.measured import MeasuredKernel
+
+    def row(kernel, dtype="fp16", **shape):
+        return MeasuredKernel(device="h100-sxm", kernel=kernel, dtype=dtype, time_s=1e-5, source="s", **shape)
+    rows = [row("gemm", m=1, n=8, k=8), row("gemm", m=2, n=8, k=8),
+            row("gemm", "fp8", m=1, n=8, k=8, timing="eager"),
+            row("attention_decode", batch=1, heads=8, kv_heads=8, kv_len=64, head_dim=64, seq_len=1),
+            row("attention_prefill", batch=1, heads=8, kv_heads=8, kv_len=64, head_dim=64, seq_len=64, kv_dtype="fp8"),
+            row("norm", bytes=1e6)]
+    assert fit_groups(rows) == {"gemm": (2, 5), "gemm fp8": (1, 8), "attention decode": (1, 10),
+                                "attention prefill kv 8-bit": (1, 10), "norm": (1, 2)}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 TINY_CONFIG = {
     "model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
-    "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 128, "max_position_embeddings": 256,
+    "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 128, "max_position_embeddings": 2048,
     "rms_norm_eps": 1e-5, "torch_dtype": "bfloat16", "hidden_act": "silu",
 }
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 
 from hw_models.registry import load_device, preset_names, read_device_yaml
+from hw_models.validation import plausible_range
 
 
 def _write(tmp_path, data, name="device.yaml") -> str:
@@ -111,3 +113,72 @@ def test_a_device_file_error_names_the_line(tmp_path, one_line_error):
     path = _write(tmp_path, "\n".join(lines) + "\n")
     where, message = one_line_error(lambda: load_device(path))
     assert where == f"{path}:{line}" and message.startswith("memory.bandwidth_GBps: found -")
+
+
+# ---- non-finite and implausible numbers (issue 17) -------------------------------------------------------------
+
+def _numeric_leaves(node, path=()):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _numeric_leaves(value, (*path, key))
+    elif isinstance(node, int | float) and not isinstance(node, bool):
+        yield ".".join(map(str, path)), node
+
+
+@pytest.mark.parametrize("name", preset_names())
+def test_every_preset_number_has_a_plausible_range_it_sits_well_inside(name):
+    """A new field gets a range (a unit suffix or a count name in spec_common.PLAUSIBLE), and every shipped
+    number leaves room for what-ifs: at least 4x below the ceiling."""
+    data, _ = read_device_yaml(name)
+    for path, value in _numeric_leaves(data):
+        rule = plausible_range(path)
+        assert rule is not None, f"{name}: {path} has no plausible range"
+        if value > 0 and rule.high > 1:  # shares (<= 1) are bounded by their meaning, not by room
+            assert rule.low <= value and value * 4 <= rule.high, f"{name}: {path} = {value}"
+
+
+@pytest.mark.parametrize("path, value, message", [
+    ("memory.bandwidth_GBps", float("inf"), "found inf, allowed: a finite number (1 to 100,000 GB/s)"),
+    ("memory.bandwidth_GBps", float("nan"), "found nan, allowed: a finite number"),
+    ("memory.bandwidth_GBps", 1e-300, "found 1e-300, allowed: 1 to 100,000 GB/s"),
+    ("memory.bandwidth_GBps", 1e6, "found 1000000.0, allowed: 1 to 100,000 GB/s"),
+    ("memory.bandwidth_GBps", True, "found True, allowed: a number (GB/s)"),
+    ("memory.bandwidth_GBps", "8e9", "found '8e9', allowed: 1 to 100,000 GB/s"),
+    ("compute.sm_count", 10**12, "found 1000000000000, allowed: 1 to 1,000,000"),
+    ("compute.peak_TFLOPS.fp16", 1e9, "found 1000000000.0, allowed: 0.001 to 100,000 TFLOP/s"),
+    ("memory.capacity_GB", 1e12, "allowed: 1e-09 to 100,000 GB"),
+    ("power.idle_W", 1e7, "allowed: 0.001 to 100,000 W"),
+    ("energy.dram_pJ_per_bit", 1e-9, "allowed: 0.0001 to 10,000 pJ"),
+    ("overhead.kernel_launch_us", float("inf"), "found inf, allowed: a finite number"),
+])
+def test_an_implausible_override_names_its_key_and_range(path, value, message, one_line_error):
+    _, got = one_line_error(lambda: load_device("h100-sxm", {path: value}))
+    assert got.startswith(f"{path}: found ") and message in got, got
+
+
+def test_a_plausible_what_if_still_loads():
+    device = load_device("h100-sxm", {"memory.bandwidth_GBps": "8e3", "memory.capacity_GB": 1e-6})
+    assert device.spec.memory.bandwidth_GBps == 8000.0  # YAML reads 8e3 (no '.') as text; pydantic as a number
+
+
+def test_a_negative_number_is_still_the_types_rule(one_line_error):
+    _, message = one_line_error(lambda: load_device("h100-sxm", {"memory.bandwidth_GBps": -5}))
+    assert message == "memory.bandwidth_GBps: found -5, allowed: greater than 0"
+
+
+def test_a_full_device_file_blames_the_line_of_an_inf(tmp_path, one_line_error):
+    text = (Path(__file__).resolve().parents[2] / "hw_models" / "presets" / "h100-sxm.yaml").read_text()
+    line = next(i for i, t in enumerate(text.splitlines(), 1) if t.strip().startswith("capacity_GB:"))
+    path = _write(tmp_path, text.replace("capacity_GB: 80", "capacity_GB: .inf"))
+    where, message = one_line_error(lambda: load_device(path))
+    assert where == f"{path}:{line}" and message.startswith("memory.capacity_GB: found inf, allowed: a finite number")
+
+
+def test_a_flag_given_as_text_is_refused(tmp_path, one_line_error):
+    for name, key in (("neupims", "npu.double_buffered"), ("alveo-u280", "onchip.always_on_chip_decode")):
+        data, _ = read_device_yaml(name)
+        section, field = key.split(".")
+        data[section][field] = "false"
+        path = _write(tmp_path, data, name=f"{name}.yaml")
+        _, message = one_line_error(lambda path=path: load_device(path))
+        assert message == f"{key}: found 'false', allowed: true or false"

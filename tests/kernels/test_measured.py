@@ -82,6 +82,21 @@ def test_decode_step_rows_round_trip_with_a_model_column_kernels_alone_without(t
     ("h100-sxm,gemm,1,2,3,,,,,,,,fp12,1e-5,x,", "dtype: found 'fp12', allowed: fp64"),
     ("h100-sxm,gemm,1,2,3,,,,,,,,w5a16,1e-5,x,", "dtype: weight_bits: found 5"),
     ("h100-sxm,gemm,one,2,3,,,,,,,,fp16,1e-5,x,", "m: found 'one'"),
+    # Values validate used to score and calibrate to fit (issue 17): each refused with its column.
+    ("h100-sxm,gemm,-5,2,3,,,,,,,,fp16,1e-5,x,", "m: found -5, allowed: a whole number from 0 to 16,777,216"),
+    ("h100-sxm,gemm,0,2,3,,,,,,,,fp16,1e-5,x,", "m: found m 0, n 2, k 3, allowed: at least 1 in each of m, n, k"),
+    ("h100-sxm,gemm,,2,3,,,,,,,,fp16,1e-5,x,", "m: found m 0, n 2, k 3"),
+    ("h100-sxm,gemm,1.7,2,3,,,,,,,,fp16,1e-5,x,", "m: found 1.7, allowed: a whole number"),
+    ("h100-sxm,gemm,1e30,2,3,,,,,,,,fp16,1e-5,x,", "m: found 1e\\+30, allowed: a whole number"),
+    ("h100-sxm,gemm,inf,2,3,,,,,,,,fp16,1e-5,x,", "m: found inf, allowed: a whole number"),
+    ("h100-sxm,norm,,,,,,,,,,NaN,fp16,1e-5,x,", "bytes: found nan, allowed: a number of bytes from 0 to 1e\\+13"),
+    ("h100-sxm,norm,,,,,,,,,,,fp16,1e-5,x,", "bytes: found bytes 0, allowed: at least 1 in each of bytes"),
+    ("h100-sxm,attention_decode,,,,0,0,0,0,0,0,,fp16,1e-5,x,",
+     "batch, heads, kv_heads, kv_len, head_dim: found batch 0, heads 0"),
+    ("h100-sxm,attention_prefill,,,,1,128,128,32,0,128,,fp16,1e-5,x,", "kv_heads: found batch 1, heads 32, kv_heads 0"),
+    ("h100-sxm,gemm,16,16,16,,,,,,,,fp16,1e-30,x,", "time_s: found 1e-30, allowed: 1e-09 to 86,400 seconds"),
+    ("h100-sxm,gemm,16,16,16,,,,,,,,fp16,nan,x,", "time_s: found nan"),
+    ("h100-sxm,decode_step,,,,1000000000000000,,513,,,,,bf16,0.01,x,llama-3-8b", "batch: found 1e\\+15"),
 ])
 def test_bad_rows_name_file_line_and_key(tmp_path, line, message):
     path = tmp_path / "t.csv"
@@ -100,3 +115,24 @@ def test_a_weight_quantized_gemm_row_moves_its_weights_at_their_width():
     assert kernel.weight_bytes == 4096 * 4096 * 4.125 / 8
     assert kernel.act_bytes == (16 * 4096 + 16 * 4096) * 2
     assert kernel.dtype == "fp16" and kernel.flops == 2 * 16 * 4096 * 4096
+
+
+def test_a_header_only_table_has_no_rows(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("device,kernel,m,n,k,dtype,time_s,source\n")
+    with pytest.raises(InputError, match="no rows"):
+        read_table(path)
+
+
+def test_rows_of_every_shipped_kind_pass_the_limits(tmp_path):
+    """The extremes of the imported Vidur and aiconfigurator tables (kv_len 131,072, a 5.6 GB activation, a 1 us
+    kernel) stay within the row limits."""
+    rows = [MeasuredKernel(device="h100-sxm", kernel="attention_decode", dtype="fp16", time_s=7e-3, source="t",
+                           batch=2048, seq_len=1, kv_len=131072, heads=96, kv_heads=96, head_dim=512),
+            MeasuredKernel(device="h100-sxm", kernel="activation", dtype="bf16", time_s=1e-6, source="t",
+                           bytes=5637144576.0),
+            MeasuredKernel(device="h100-sxm", kernel="gemm", dtype="fp16", time_s=1.01, source="t", m=32768, n=65536,
+                           k=65536)]
+    path = tmp_path / "t.csv"
+    write_table(path, rows)
+    assert read_table(path) == rows

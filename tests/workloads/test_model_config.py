@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from workloads.errors import InputError
-from workloads.model_config import SUPPORTED_MODEL_TYPES, load_model_config, preset_names
+from workloads.model_config import (
+    POSITIVE_INT_KEYS,
+    SUPPORTED_MODEL_TYPES,
+    check_context,
+    config_from_hf,
+    load_model_config,
+    preset_names,
+)
 
 # Published parameter counts (model cards and papers).
 PUBLISHED_PARAMS = {
@@ -106,3 +114,77 @@ def test_missing_key_names_file_and_key(tmp_path):
 def test_missing_config_file(tmp_path):
     with pytest.raises(InputError, match="no such"):
         load_model_config(str(tmp_path / "absent.json"))
+
+
+# ---- values that used to trace into a traceback, hang, or run as another model (issue 17) ----------------------
+
+def _llama(**changes) -> dict:
+    cfg = json.loads((Path(__file__).resolve().parents[2] / "workloads" / "presets" / "llama-2-7b.json").read_text())
+    return {**cfg, **changes}
+
+
+@pytest.mark.parametrize("key", sorted(POSITIVE_INT_KEYS))
+def test_each_size_key_has_a_ceiling(key, one_line_error):
+    most = POSITIVE_INT_KEYS[key]
+    where, message = one_line_error(lambda: config_from_hf(_llama(**{key: most + 1}), name="t", where="t.json"))
+    assert where == "t.json" and message == f"{key}: found {most + 1}, allowed: a positive integer up to {most:,}"
+
+
+def test_the_ceilings_leave_room_above_every_preset():
+    for name in preset_names():
+        cfg = load_model_config(name)
+        assert cfg.hidden_size * 4 <= POSITIVE_INT_KEYS["hidden_size"] and cfg.num_layers * 4 <= 1000
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"head_dim": 7}, "head_dim: found 7, allowed: an even head size"),
+    ({"hidden_size": 4000}, "hidden_size / num_attention_heads: found 125, allowed: an even head size"),
+    ({"rope_theta": "10000"}, "rope_theta: found '10000', allowed: a number from 1 to 1e12"),
+    ({"rms_norm_eps": float("nan")}, "rms_norm_eps: found nan"),
+    ({"rms_norm_eps": 0}, "rms_norm_eps: found 0, allowed: a number in (0, 1)"),
+    ({"attention_bias": "no"}, "attention_bias: found 'no', allowed: true or false"),
+    ({"mlp_bias": 1}, "mlp_bias: found 1, allowed: true or false"),
+    ({"architectures": ["Qwen2ForCausalLM"]}, "architectures: found 'Qwen2ForCausalLM' with model_type 'llama'"),
+])
+def test_bad_values_name_the_key(changes, message, one_line_error):
+    where, got = one_line_error(lambda: config_from_hf(_llama(**changes), name="t", where="t.json"))
+    assert got.startswith(message), got
+
+
+def test_a_head_size_apart_from_hidden_over_heads_is_a_llama_option():
+    # Hugging Face Llama reads head_dim when given (Mistral-Nemo: 5120 / 32 heads, head_dim 128).
+    cfg = config_from_hf(_llama(hidden_size=5120, head_dim=128), name="t")
+    assert cfg.head_dim == 128
+
+
+def test_opt_heads_must_divide_hidden_even_with_a_head_dim_key(one_line_error):
+    opt = json.loads((Path(__file__).resolve().parents[2] / "workloads" / "presets" / "opt-13b.json").read_text())
+    _, message = one_line_error(lambda: config_from_hf({**opt, "num_attention_heads": 41, "head_dim": 125},
+                                                       name="t", where="t.json"))
+    assert message.startswith("num_attention_heads: found 41, allowed: a divisor of hidden_size (5120)")
+
+
+def test_a_mixtral_config_needs_its_expert_keys(one_line_error):
+    mixtral = json.loads((Path(__file__).resolve().parents[2] / "workloads" / "presets" /
+                          "mixtral-8x7b.json").read_text())
+    for key in ("num_local_experts", "num_experts_per_tok"):
+        _, message = one_line_error(lambda key=key: config_from_hf({**mixtral, key: None}, name="t", where="t.json"))
+        assert message.startswith(f"{key}: missing")
+
+
+def test_a_long_integer_is_named_by_its_key_and_harmless_where_unread(tmp_path, one_line_error):
+    text = json.dumps(_llama(bos_token_id=1))
+    path = tmp_path / "config.json"
+    path.write_text(text.replace('"bos_token_id": 1', '"bos_token_id": ' + "7" * 5000))
+    assert load_model_config(str(path)).hidden_size == 4096  # a key no model reads keeps its value unconverted
+    path.write_text(text.replace('"vocab_size": 32000', '"vocab_size": ' + "7" * 5000))
+    _, message = one_line_error(lambda: load_model_config(str(path)))
+    assert message.startswith("vocab_size: found an integer of 5,000 digits")
+
+
+def test_context_holds_prompt_plus_output():
+    cfg = load_model_config("llama-2-7b")
+    check_context(cfg, 4000, 96)  # 4,096: the whole context
+    with pytest.raises(InputError, match=r"^--prompt, --output: found a prompt of 4,000 tokens and an output of 97 "
+                                         r"\(4,097 in all\), allowed: at most llama-2-7b's context of 4,096 tokens"):
+        check_context(cfg, 4000, 97)
