@@ -75,13 +75,13 @@ class Evaluator:
         return self._trace_config(self.config(model), phase, batch, prompt)
 
     def _trace_config(self, cfg: ModelConfig, phase: str, batch: int, prompt: int) -> Trace:
-        """A trace of a config, memoized (step templates trace their models' first layers only)."""
+        """A trace of a config, memoized here and on disk (step templates trace their models' first layers only)."""
         key = (cfg, phase, batch, prompt)
         if key not in self._traces:
-            from workloads.capture import trace_model  # torch loads only when a trace is needed
+            from workloads.trace_cache import cached_trace  # torch loads only when the disk cache lacks the trace
 
-            self._traces[key] = (trace_model(cfg, phase="prefill", batch=batch, seq_len=prompt) if phase == "prefill"
-                                 else trace_model(cfg, phase="decode", batch=batch, seq_len=1, context_len=prompt))
+            self._traces[key] = (cached_trace(cfg, phase="prefill", batch=batch, seq_len=prompt) if phase == "prefill"
+                                 else cached_trace(cfg, phase="decode", batch=batch, seq_len=1, context_len=prompt))
         return self._traces[key]
 
     def lowered(self, model: str, phase: str, batch: int, prompt: int, tp: int = 1, pp: int = 1,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import datetime
 import html
+import logging
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -29,6 +30,8 @@ from explore.rows import (
 if TYPE_CHECKING:
     from explore.design_point import DesignPoint
     from explore.evaluate import Evaluator
+
+log = logging.getLogger(__name__)
 
 MAX_SERIES = 16  # lines in a panel of a figure against batch (or rate); more: the chosen ones and a named subset
 TOP_N = 10
@@ -267,10 +270,11 @@ def write_report(out_dir: Path, rows: list[dict], *, title: str, evaluator: Eval
     ones; `slo` ({"ttft_s": 2.0, "tpot_s": 0.1, "attainment": 0.9}, the sweep's serving SLO) draws its limits, and
     `points` (point_id -> DesignPoint of the sweep) lets the report re-run chosen serving points for their
     per-request latency distributions and KV-cache timelines. What the evaluator prices for the figures (kernels,
-    energy by part, the shipped preset of what-if points) is kept in out_dir/report_cache.json for the next
-    report of the same results.
+    energy by part, the shipped preset of what-if points, serving runs) is stored in out_dir/report_detail.json.gz;
+    a report without an evaluator (`explore report DIR`) draws them from there, and logs one line naming the
+    figures it cannot draw.
     """
-    from explore.report_detail import DetailSource
+    from explore.report_detail import DETAIL_FILE, HOW_TO_STORE, DetailSource
     from explore.report_pareto import OBJECTIVE_FIGURES, chosen_designs, objective_sections
     from explore.report_serving import FIGURE_TITLES as SERVING_TITLES
     from explore.report_serving import report_sections
@@ -296,6 +300,9 @@ def write_report(out_dir: Path, rows: list[dict], *, title: str, evaluator: Eval
         if figure.png is not None:
             (figure_dir / f"{figure.name}.png").write_bytes(figure.png)
     detail.save()
+    if detail.unstored_figures():
+        log.warning("%s: figures not drawn: %s (%s holds no detail for their points; %s)", out_dir,
+                    ", ".join(detail.unstored_figures()), DETAIL_FILE, HOW_TO_STORE)
     html_path, md_path = out_dir / "report.html", out_dir / "report.md"
     lead = len(extra_tables) + len(lead_tables)  # the top-design tables precede the figures
     html_path.write_text(render_html(title, summary, figures, tables, lead=lead), encoding="utf-8")

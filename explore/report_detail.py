@@ -1,17 +1,20 @@
-"""What the report prices again for a few design points: their kernels on the roofline, their energy by part,
-and, for what-if points, the metrics of the preset as shipped.
+"""The detail a report draws beyond the results table, stored beside the results: the kernels of a few design
+points on the roofline, their energy by part, the metrics of what-if points on the preset as shipped, and the
+per-request latencies and iteration log of a few serving runs.
 
-The results table holds none of these, so they come from an evaluator (a trace per model, batch and prompt: the
-slow part of a report). They are kept beside the results in report_cache.json, stamped with the results they
-were computed for, so re-drawing a finished sweep's report re-traces nothing.
+The sweep's own report prices them with its evaluator (traces, kernel tables, serving re-runs) and keeps them in
+report_detail.json.gz; `explore report DIR` then draws every figure from the results and that file, without an
+evaluator (nor torch). Each entry carries the metrics of the row it was computed for, and is used only while the
+row still has them, so changed results are never drawn with stale detail.
 """
 
 from __future__ import annotations
 
-import hashlib
+import gzip
 import json
 import logging
 import math
+import zlib
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -20,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from explore.plots import Roof
+from explore.results import _replacing as replacing
 from explore.rows import as_number, point_from_row
 from kernels.formats import DTYPE_BITS, NumericFormat
 
@@ -30,9 +34,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CACHE_FILE = "report_cache.json"
-CACHE_VERSION = 1
+DETAIL_FILE = "report_detail.json.gz"
+LEGACY_FILE = "report_cache.json"  # an older version's store (stamped with all results at once): removed
+DETAIL_VERSION = 2
 FINGERPRINT = ("ttft_s", "tpot_s", "energy_per_token_J", "tokens_per_s")  # metrics a stale entry would differ in
+NO_PRICING = "`explore report` reads stored results only"
+HOW_TO_STORE = "running the sweep again on this folder stores it (finished points are kept)"
+# The figures drawn from each kind of entry, for the line that says which ones a report could not draw.
+FIGURES_OF = {"kernels": ("roofline",), "energy": ("energy_breakdown",), "baseline": ("whatif",),
+              "serving": ("serving_cdf", "serving_timeline")}
 ENERGY_PARTS = ("static", "memory", "compute")
 TRACED_DTYPE = "bf16"
 
@@ -50,10 +60,15 @@ def point_key(row: dict[str, Any]) -> str:
     return str(row.get("point_id") or design_point(row).point_id)
 
 
-def results_stamp(rows: list[dict[str, Any]]) -> str:
-    """A hash of the rows' points and metrics: cached detail is used only for exactly these results."""
-    items = sorted((point_key(row), [repr(as_number(row.get(m))) for m in FINGERPRINT]) for row in rows)
-    return hashlib.sha256(json.dumps([CACHE_VERSION, items]).encode()).hexdigest()[:20]
+def fingerprint(row: dict[str, Any]) -> list[str]:
+    """The metrics of a row an entry computed for it is stamped with (repr: exact, and NaN equals NaN)."""
+    return [repr(as_number(row.get(m))) for m in FINGERPRINT]
+
+
+def not_stored(what: str) -> str:
+    """The caption of a figure whose detail is neither stored nor can be priced."""
+    return (f"Not drawn: {DETAIL_FILE} holds no {what} for these points (a folder written by an older version, or "
+            f"results that changed since), and this report prices nothing ({NO_PRICING}); {HOW_TO_STORE}.")
 
 
 def sweep_dtypes(rows: list[dict[str, Any]]) -> list[str]:
@@ -96,41 +111,72 @@ def kernel_points(device: Any, table: KernelTable, execution: str) -> dict[str, 
             "kernel_class": [c for _, _, c in shares], "time_share": list(shares.values())}
 
 
+def read_entries(out_dir: Path) -> dict[str, Any]:
+    """The stored entries of a results folder: {} when there is no file or it cannot be read (the report then
+    prices again what it can, and says which figures it cannot draw)."""
+    path = out_dir / DETAIL_FILE
+    if not path.is_file():
+        return {}
+    try:
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, EOFError, zlib.error, ValueError, RecursionError) as err:
+        log.warning("%s: not read (%s: %s); its figures are priced again where an evaluator can", path,
+                    type(err).__name__, err)
+        return {}
+    if not isinstance(data, dict) or data.get("version") != DETAIL_VERSION or not isinstance(data.get("entries"), dict):
+        return {}
+    return data["entries"]
+
+
+def write_entries(out_dir: Path, entries: dict[str, Any]) -> None:
+    """Write the entries to out_dir/DETAIL_FILE through a temporary file renamed into place (a reader never sees
+    half a file)."""
+    payload = gzip.compress(json.dumps({"version": DETAIL_VERSION, "entries": entries},
+                                       separators=(",", ":")).encode(), compresslevel=6)
+    with replacing(out_dir / DETAIL_FILE) as tmp:
+        tmp.write_bytes(payload)
+    (out_dir / LEGACY_FILE).unlink(missing_ok=True)  # an older version's file: stale beside this one
+
+
 class DetailSource:
-    """Per-point detail from the cache when it was computed for the same results, else from the evaluator
-    (None without one). `save` writes what was computed."""
+    """Per-point detail from the stored file where it was computed for the row's current metrics, else from the
+    evaluator (None without one). `save` writes the entries this report used, when it computed any."""
 
     def __init__(self, evaluator: Evaluator | None, rows: list[dict[str, Any]], out_dir: Path | None) -> None:
         self.evaluator = evaluator
-        self.path = Path(out_dir) / CACHE_FILE if out_dir is not None else None
-        self.stamp = results_stamp(rows)
+        self.out_dir = Path(out_dir) if out_dir is not None else None
         self.dtypes = sweep_dtypes(rows) if rows else [TRACED_DTYPE]
-        self.entries: dict[str, Any] = {}
+        self.stored: dict[str, Any] = read_entries(self.out_dir) if self.out_dir is not None else {}
+        self.entries: dict[str, Any] = {}  # what this report drew: the next file holds exactly these
         self.computed = 0
-        if self.path is not None and self.path.is_file():
-            try:
-                cached = json.loads(self.path.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as err:
-                log.warning("%s: not read (%s); the report prices its points again", self.path, err)
-                cached = {}
-            if isinstance(cached, dict) and cached.get("stamp") == self.stamp:
-                self.entries = cached.get("entries") or {}
+        self.unstored: set[str] = set()  # kinds of detail asked for that were neither stored nor priceable
 
     @property
     def can_price(self) -> bool:
         return self.evaluator is not None
 
-    def _get(self, key: str, compute: Callable[[], Any]) -> Any:
+    def _get(self, kind: str, key: str, row: dict[str, Any], compute: Callable[[], Any] | None) -> Any:
+        """The entry `key` computed for `row`'s metrics: stored, else computed (without an evaluator, or without
+        `compute`, None)."""
+        stamp = fingerprint(row)
         if key not in self.entries:
-            if self.evaluator is None:
+            entry = self.stored.get(key)
+            if isinstance(entry, dict) and entry.get("fingerprint") == stamp and "data" in entry:
+                self.entries[key] = entry
+            elif self.evaluator is None:
+                self.unstored.add(kind)
                 return None
-            self.entries[key] = compute()
-            self.computed += 1
-        return self.entries[key]
+            elif compute is None:
+                return None
+            else:
+                self.entries[key] = {"fingerprint": stamp, "data": compute()}
+                self.computed += 1
+        return self.entries[key]["data"]
 
     def kernels(self, row: dict[str, Any]) -> dict[str, Any] | None:
         """The roofline data of a feasible row: roofs, bandwidth and its prefill and first decode step's kernels."""
-        return self._get(f"kernels {point_key(row)}", lambda: self._kernels(design_point(row)))
+        return self._get("kernels", f"kernels {point_key(row)}", row, lambda: self._kernels(design_point(row)))
 
     def _kernels(self, point: DesignPoint) -> dict[str, Any]:
         evaluator = self.evaluator
@@ -145,7 +191,7 @@ class DetailSource:
     def energy_parts(self, row: dict[str, Any]) -> dict[str, float] | None:
         """Energy per output token of a feasible row by part: static (idle power over the run), memory (data
         movement), compute."""
-        return self._get(f"energy {point_key(row)}", lambda: self._energy(design_point(row)))
+        return self._get("energy", f"energy {point_key(row)}", row, lambda: self._energy(design_point(row)))
 
     def _energy(self, point: DesignPoint) -> dict[str, float]:
         result = self.evaluator.evaluate(point).result
@@ -156,7 +202,8 @@ class DetailSource:
         """The metrics of a what-if row's point on the preset as shipped (no overrides), priced even where the
         shipped preset has too little memory for it (its timing does not depend on the capacity)."""
         base = replace(design_point(row), overrides=())
-        return self._get(f"baseline {base.point_id}", lambda: self._baseline(base))
+        # Keyed by the what-if row (not the shared base point): each entry is stamped with its own row's metrics.
+        return self._get("baseline", f"baseline {point_key(row)}", row, lambda: self._baseline(base))
 
     def _baseline(self, point: DesignPoint) -> dict[str, float]:
         evaluation = self.evaluator.evaluate(point, price_infeasible=True)
@@ -164,7 +211,28 @@ class DetailSource:
             return {}
         return {name: float(value) for name, value in evaluation.result.metrics().items()}
 
+    def serving_run(self, row: dict[str, Any], point: DesignPoint | None) -> dict[str, Any] | None:
+        """Per-request TTFT and TPOT and the iteration log (start, duration, KV utilization, batch size) of a
+        serving row's run, times from its first arrival; None when it is not stored and cannot be re-run (no
+        evaluator, or no design point for the row)."""
+        return self._get("serving", f"serving {point_key(row)}", row,
+                         None if point is None else lambda: self._serving(point))
+
+    def _serving(self, point: DesignPoint) -> dict[str, Any]:
+        result = self.evaluator.evaluate(point).result
+        records, iterations = result.records, result.iterations
+        origin = float(records.arrival_s.min())
+        return {"ttft_s": records.ttft_s.tolist(), "tpot_s": records.tpot_s.tolist(),
+                "start_s": (iterations.start_s - origin).tolist(), "duration_s": iterations.duration_s.tolist(),
+                "kv_utilization": iterations.kv_utilization().tolist(), "batch_size": iterations.batch_size.tolist(),
+                "end_s": float(records.finish_s.max()) - origin}
+
+    def unstored_figures(self) -> list[str]:
+        """The figures this report could not draw for want of stored detail (and of an evaluator)."""
+        return [name for kind, names in FIGURES_OF.items() if kind in self.unstored for name in names]
+
     def save(self) -> None:
-        """Write the cache when something was computed (a report with nothing new leaves it as it is)."""
-        if self.path is not None and self.computed:
-            self.path.write_text(json.dumps({"stamp": self.stamp, "entries": self.entries}), encoding="utf-8")
+        """Write the entries this report used when it computed some (a report with nothing new leaves the file as
+        it is: `explore report DIR` never writes it)."""
+        if self.out_dir is not None and self.computed:
+            write_entries(self.out_dir, self.entries)

@@ -1,8 +1,9 @@
 """The serving sections of the design report: metrics against the arrival rate, capacity, per-request detail.
 
 A results row is a serving row when its `scheduler` column is set. Its metrics are summaries (p99 TTFT, goodput,
-...); the per-request figures (latency CDFs, KV cache and batch size over time) re-run a few chosen designs and
-need the sweep's design points, which results.csv does not hold in full.
+...); the per-request figures (latency CDFs, KV cache and batch size over time) come from a few chosen designs'
+runs, which the sweep's report re-runs from its design points (results.csv does not hold the whole workload) and
+stores beside the results (explore/report_detail.py) for `explore report DIR`.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from explore.report import (
     broken_cell,
     constraint_judge,
 )
-from explore.report_detail import point_key
+from explore.report_detail import not_stored, point_key
 from explore.rows import (
     count_label,
     device_label,
@@ -55,7 +56,6 @@ if TYPE_CHECKING:
     from explore.design_point import DesignPoint
     from explore.evaluate import Evaluator
     from explore.report_detail import DetailSource
-    from sim.serving import ServingResult
 
 MAX_DETAIL = 6  # designs re-run for the per-request figures
 # One fixed color per scheduler, so every serving figure agrees; line style and marker tell the rest apart.
@@ -304,39 +304,38 @@ def detail_rows(rows: list[dict[str, Any]],
     return picked[:MAX_DETAIL], False
 
 
-def run_detail(result: ServingResult, label: str, color: str, max_seqs: float) -> RunDetail:
-    """Latencies of every request and the iteration log of one serving run, times from its first arrival."""
-    records, log = result.records, result.iterations
-    origin = float(records.arrival_s.min())
-    return RunDetail(label=label, color=color, ttft_s=records.ttft_s, tpot_s=records.tpot_s,
-                     start_s=log.start_s - origin, duration_s=log.duration_s, kv_utilization=log.kv_utilization(),
-                     batch_size=log.batch_size, end_s=float(records.finish_s.max()) - origin, max_seqs=max_seqs)
+def run_detail(data: Mapping[str, Any], label: str, color: str, max_seqs: float) -> RunDetail:
+    """A serving run's latencies and iteration log (DetailSource.serving_run) as a figure's series."""
+    return RunDetail(label=label, color=color, max_seqs=max_seqs, end_s=float(data["end_s"]),
+                     **{name: np.asarray(data[name], dtype=float) for name in
+                        ("ttft_s", "tpot_s", "start_s", "duration_s", "kv_utilization", "batch_size")})
 
 
-def detail_figures(rows: list[dict[str, Any]], evaluator: Evaluator | None,
+def detail_figures(rows: list[dict[str, Any]], detail: DetailSource,
                    chosen: Sequence[tuple[dict[str, Any], list[str]]],
                    points: Mapping[str, DesignPoint] | None, slo: Mapping[str, Any] | None) -> list[ReportFigure]:
-    """Latency CDFs and the KV/batch timeline of the chosen designs, re-run; or why they are missing."""
+    """Latency CDFs and the KV/batch timeline of the chosen designs, stored by the sweep or re-run; or why they
+    are missing."""
     names = ("serving_cdf", "serving_timeline")
-    if evaluator is None:
-        why = "Not drawn: the report was written without an evaluator to re-run serving points."
-        return [_figure(name, why) for name in names]
-    if points is None:
-        why = ("Not drawn: per-request detail re-runs designs from the sweep's design points, and results.csv does "
-               "not hold the whole serving workload; the report written by `explore SWEEP.yaml` has it.")
-        return [_figure(name, why) for name in names]
     picked, from_chosen = detail_rows(rows, chosen)
-    found = [(row, role) for row, role in picked if row.get("point_id") in points]
+    if not picked:
+        return [_figure(name, "Not drawn: no feasible design point.") for name in names]
+    runs = [(row, role, detail.serving_run(row, (points or {}).get(row.get("point_id")))) for row, role in picked]
+    found = [(row, role, data) for row, role, data in runs if data is not None]
+    if len(found) < len(picked) and not detail.can_price:
+        why = not_stored("per-request latencies and iteration logs")
+        return [_figure(name, why) for name in names]
     if not found:
-        why = "Not drawn: no feasible design point" + (" among the sweep's points." if picked else ".")
+        why = ("Not drawn: per-request detail re-runs designs from the sweep's design points, and results.csv does "
+               "not hold the whole serving workload; the report written by `explore SWEEP.yaml` has it."
+               if points is None else "Not drawn: no feasible design point among the sweep's points.")
         return [_figure(name, why) for name in names]
     knobs = varying_knobs(rows)
-    runs = []
-    for i, (row, role) in enumerate(found):
-        result = evaluator.evaluate(points[row["point_id"]]).result
+    series = []
+    for i, (row, role, data) in enumerate(found):
         label = f"{chr(ord('A') + i)}: " + (f"{role}: " if role else "") + serving_label(row, knobs)
-        runs.append(run_detail(result, label, f"C{i % 10}", _number(row, "max_seqs")))
-    searched = any(_has(row, "capacity_rps") for row, _ in found)
+        series.append(run_detail(data, label, f"C{i % 10}", _number(row, "max_seqs")))
+    searched = any(_has(row, "capacity_rps") for row, _, _ in found)
     which = ("The chosen designs (the best on each objective and the balanced one, as in the Pareto table)"
              if from_chosen else "Per scheduler, the feasible point at the highest "
              + ("capacity (run at that rate)" if searched else "arrival rate"))
@@ -347,17 +346,17 @@ def detail_figures(rows: list[dict[str, Any]], evaluator: Evaluator | None,
     limits = {"ttft_s": _slo_limit(slo, "ttft_s"), "tpot_s": _slo_limit(slo, "tpot_s")}
     attainment = float(slo["attainment"]) if slo and slo.get("attainment") is not None and any(limits.values()) \
         else None
-    return [_figure("serving_cdf", caption, latency_cdf_figure(runs, limits, attainment)),
-            _figure("serving_timeline", caption, timeline_figure(runs))]
+    return [_figure("serving_cdf", caption, latency_cdf_figure(series, limits, attainment)),
+            _figure("serving_timeline", caption, timeline_figure(series))]
 
 
-def serving_figures(rows: list[dict[str, Any]], evaluator: Evaluator | None,
+def serving_figures(rows: list[dict[str, Any]], detail: DetailSource,
                     chosen: Sequence[tuple[dict[str, Any], list[str]]] = (),
                     points: Mapping[str, DesignPoint] | None = None, slo: Mapping[str, Any] | None = None,
                     constraints: Sequence[str] | None = None) -> list[ReportFigure]:
     """Every serving figure of the report, in order; those that cannot be drawn say why."""
     return (rate_figures(rows, slo, constraints, chosen) + [capacity_section(rows)]
-            + detail_figures(rows, evaluator, chosen, points, slo))
+            + detail_figures(rows, detail, chosen, points, slo))
 
 
 def report_sections(typed: list[dict[str, Any]], evaluator: Evaluator | None,
@@ -375,14 +374,14 @@ def report_sections(typed: list[dict[str, Any]], evaluator: Evaluator | None,
     static = [row for row in typed if not is_serving(row)]
     figures, lead, tail, summary = [], [], [], []
     broken = constraint_judge(constraints)
+    detail = detail or DetailSource(evaluator, typed, None)
     if static or not serving:
-        detail = detail or DetailSource(evaluator, static, None)
         figures += static_figures(static, detail, [c for c in chosen if not is_serving(c[0])], broken)
         before, after = report_tables(static, constraints)
         lead += before
         tail += after
     if serving:
-        figures += serving_figures(serving, evaluator, [c for c in chosen if is_serving(c[0])], points, slo,
+        figures += serving_figures(serving, detail, [c for c in chosen if is_serving(c[0])], points, slo,
                                    constraints)
         before, after = serving_tables(serving, constraints)
         lead += before

@@ -31,7 +31,7 @@ from explore.plots import (
     roofline_figure,
 )
 from explore.report import MAX_SERIES, ReportFigure
-from explore.report_detail import DetailSource, point_key
+from explore.report_detail import DetailSource, not_stored, point_key
 from explore.rows import (
     as_number,
     count_label,
@@ -127,16 +127,17 @@ def _representatives(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def roofline_panels(detail: DetailSource, rows: list[dict[str, Any]], chosen: Chosen = ()) -> list[RooflinePanel]:
     """A roofline panel per chosen design (its roles in the title), or per device with a feasible point when
-    nothing is chosen: every matrix roof the sweep's formats run at, the off-chip bandwidth, the kernels."""
+    nothing is chosen: every matrix roof the sweep's formats run at, the off-chip bandwidth, the kernels. No panel
+    when any point's kernels are neither stored nor priceable."""
     panels = []
     roles = roles_by_point(chosen)
     shown = list(dict.fromkeys(point_key(row) for row, _ in chosen))
     by_key = {point_key(row): row for row, _ in chosen}
     rows_shown = [by_key[key] for key in shown] if chosen else _representatives(rows)
-    for row in rows_shown:
-        data = detail.kernels(row)
-        if data is None:
-            continue
+    stored = [(row, detail.kernels(row)) for row in rows_shown]
+    if any(data is None for _, data in stored):
+        return []  # all panels or none: a figure missing some of its points would not say which
+    for row, data in stored:
         phases = data["phases"]
         label = point_label(row, lengths=True)
         role = roles.get(point_key(row))
@@ -154,12 +155,12 @@ def roofline_panels(detail: DetailSource, rows: list[dict[str, Any]], chosen: Ch
 
 
 def roofline_section(rows: list[dict[str, Any]], detail: DetailSource, chosen: Chosen) -> ReportFigure:
-    """The roofline figure, or why it is missing (no evaluator, no feasible point)."""
+    """The roofline figure, or why it is missing (no feasible point, kernels neither stored nor priceable)."""
     if not any(is_feasible(row) for row in rows):
         return figure("roofline", "Not drawn: no feasible design point.")
     panels = roofline_panels(detail, rows, chosen)
     if not panels:
-        return figure("roofline", "Not drawn: the report was written without an evaluator to re-price kernels.")
+        return figure("roofline", not_stored("kernels"))
     which = ("The chosen designs (the best on each objective and the balanced one, as in the Pareto table)"
              if chosen else "Per device, one representative feasible point (first model, smallest batch)")
     caption = (f"{which}: the kernels of the prefill and the first decode step against the device's roofs and "
@@ -204,8 +205,7 @@ def energy_breakdown_section(shown: list[dict[str, Any]], what: str, labels: lis
     """Energy per output token split into static, memory and compute energy, for the latency breakdown's points."""
     parts = [detail.energy_parts(row) for row in shown]
     if any(p is None for p in parts):
-        return figure("energy_breakdown", "Not drawn: the report was written without an evaluator to re-price "
-                                          "the points' energy by part.")
+        return figure("energy_breakdown", not_stored("energy by part"))
     names = list(ENERGY_COLORS) + [n for p in parts for n in p if n not in ENERGY_COLORS]
     values = {name: [p.get(name, 0.0) for p in parts] for name in dict.fromkeys(names)}
     return figure("energy_breakdown", f"The points of the latency breakdown: {what}.",

@@ -12,7 +12,7 @@ import numpy as np
 from explore.plots import figure_png
 from explore.plots_objectives import SpeedupLine, SpeedupPanel, speedup_figure
 from explore.report import ReportFigure
-from explore.report_detail import DetailSource, design_point
+from explore.report_detail import DetailSource, design_point, not_stored
 from explore.rows import OVERRIDE_PREFIX, as_number, device_label, is_feasible, overrides_of, value_label
 
 TITLE = "What-if against the preset as shipped"
@@ -50,7 +50,7 @@ def shipped_value(device: str, column: str) -> float | None:
 
 def gains(rows: list[dict[str, Any]], detail: DetailSource) -> list[tuple[dict[str, Any], dict[str, float]]] | None:
     """(row, {metric: shipped / what-if}) of each feasible what-if row; None when a baseline cannot be priced
-    (no evaluator and nothing cached). A row of the sweep without overrides is its own points' baseline."""
+    (neither stored nor priceable). A row of the sweep without overrides is its own points' baseline."""
     feasible = [row for row in rows if is_feasible(row)]
     shipped = {design_point(row).point_id: row for row in feasible if not overrides_of(row)}
     result = []
@@ -102,8 +102,8 @@ def whatif_section(rows: list[dict[str, Any]], detail: DetailSource) -> list[Rep
         return []
     pairs = gains(rows, detail)
     if pairs is None:
-        return [ReportFigure(name="whatif", title=TITLE, png=None, caption="Not drawn: the report was written "
-                             "without an evaluator to price the points on the preset as shipped.")]
+        return [ReportFigure(name="whatif", title=TITLE, png=None,
+                             caption=not_stored("metrics on the preset as shipped"))]
     what = [row for row, _ in pairs]
     grid = []
     devices = {row["device"] for row in what}

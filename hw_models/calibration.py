@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from scipy.optimize import least_squares
 
 from hw_models.gpu import GPUModel
 from hw_models.gpu_efficiency import AttentionFit, Calibration, GemmFit, StreamFit
@@ -90,6 +89,9 @@ def predict(device: GPUModel, rows: list[MeasuredKernel]) -> np.ndarray:
 def _fit(base: GPUModel, rows: list[MeasuredKernel], make, to_calibration, x0, lower, upper):
     """make(x) of the parameters x that minimize the squared log error of the model priced with
     to_calibration(make(x)) on the rows (bounded least squares)."""
+    from scipy.optimize import least_squares  # here: scipy.optimize takes ~0.5 s to import, and every CLI command
+    # imports this module for its parser, while only fitting needs it
+
     table, measured = _table(rows)
     timings = np.array([r.timing for r in rows])
 
@@ -242,7 +244,9 @@ def write_calibration(cal: Calibration, path: Path) -> None:
 
 def read_calibration(path: Path) -> Calibration:
     try:
-        data = yaml.safe_load(path.read_text())
+        # libyaml's parser where installed: a shipped fit file takes ~80 ms in pure-Python YAML, most of a cached
+        # `explore run`; the objects built are the same (both use the safe constructor)
+        data = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
         return Calibration(
             device=data["device"], provenance=data.get("provenance"),
             gemm=GemmFit(**data["gemm"]) if data.get("gemm") else None,

@@ -81,6 +81,17 @@ def one_line_error():
     return check
 
 
+@pytest.fixture(scope="session", autouse=True)
+def trace_cache_dir(tmp_path_factory: pytest.TempPathFactory):
+    """The on-disk trace cache (workloads/trace_cache.py) of the whole session, in a temporary folder: tests never
+    read or write the user's cache, and subprocesses they start inherit the variable."""
+    from workloads.trace_cache import CACHE_ENV
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(CACHE_ENV, str(tmp_path_factory.mktemp("llm-codesign-cache")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def evaluator():
     """One Evaluator for the session: everything it memoizes (traces, tables, devices) is a pure function of its

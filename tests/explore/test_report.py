@@ -76,9 +76,15 @@ def test_report_from_csv_rows(tmp_path: Path, rows: list[dict], evaluator: Evalu
     _check_report(tmp_path / "report", from_csv, evaluator, FIGURES)
 
 
-def test_report_without_evaluator_skips_the_roofline(tmp_path: Path, rows: list[dict]) -> None:
-    page = _check_report(tmp_path, rows, None, FIGURES - 2)  # no roofline, no energy breakdown
-    assert "without an evaluator" in page
+def test_report_without_evaluator_skips_the_roofline(tmp_path: Path, rows: list[dict],
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    from explore.report_detail import DETAIL_FILE
+
+    page = _check_report(tmp_path, rows, None, FIGURES - 2)  # nothing stored: no roofline, no energy breakdown
+    assert page.count(f"Not drawn: {DETAIL_FILE} holds no") == 2
+    # ... and one logged line names them
+    assert [r.getMessage().split(" (")[0] for r in caplog.records] == [
+        f"{tmp_path}: figures not drawn: roofline, energy_breakdown"]
     assert not (tmp_path / "figures" / "roofline.png").exists()
 
 

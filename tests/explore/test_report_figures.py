@@ -183,19 +183,20 @@ def test_energy_breakdown_adds_up_and_what_if_is_against_the_shipped_preset(tiny
 
 
 def test_a_redrawn_report_reuses_what_was_priced(tiny_rows: list[dict], evaluator, tmp_path: Path) -> None:
-    from explore.report_detail import CACHE_FILE
+    from explore.report_detail import DETAIL_FILE
 
     write_report(tmp_path, tiny_rows, title="t", evaluator=evaluator)
-    assert (tmp_path / CACHE_FILE).is_file()
-    figures = {p.name for p in (tmp_path / "figures").glob("*.png")}
-    assert {"roofline.png", "energy_breakdown.png", "whatif.png"} <= figures
-    # No evaluator the second time: the roofline, energy breakdown and what-if come from the cache.
+    assert (tmp_path / DETAIL_FILE).is_file()
+    figures = {p.name: p.read_bytes() for p in (tmp_path / "figures").glob("*.png")}
+    assert {"roofline.png", "energy_breakdown.png", "whatif.png"} <= set(figures)
+    # No evaluator the second time: the roofline, energy breakdown and what-if come from the stored detail, the
+    # same pictures to the byte.
     write_report(tmp_path, tiny_rows, title="t", evaluator=None)
-    assert {p.name for p in (tmp_path / "figures").glob("*.png")} == figures
-    # Other results (a metric changed): the cache is not used.
+    assert {p.name: p.read_bytes() for p in (tmp_path / "figures").glob("*.png")} == figures
+    # Other results (a metric changed): the stored detail is not used.
     changed = [dict(row, tpot_s=row["tpot_s"] * 2) for row in tiny_rows]
     page = write_report(tmp_path, changed, title="t", evaluator=None)[0].read_text()
-    assert "without an evaluator" in page and not (tmp_path / "figures" / "roofline.png").exists()
+    assert f"Not drawn: {DETAIL_FILE} holds no kernels" in page and not (tmp_path / "figures" / "roofline.png").exists()
 
 
 # ---- Chrome trace --------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from explore.design_point import INPUT_COLUMNS, METRIC_COLUMNS, SERVING_METRIC_C
 from explore.evaluate import Evaluator
 from explore.plots_serving import windowed_mean
 from explore.report import write_report
+from explore.report_detail import DETAIL_FILE
 from explore.report_serving import FIGURE_TITLES, detail_rows, rate_series
 from explore.rows import normalize_row
 from explore.sweep import load_sweep
@@ -21,6 +22,7 @@ from explore.sweep import load_sweep
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SLO = {"ttft_s": 2.0, "tpot_s": 0.1, "attainment": 0.9}
 STATIC_FIGURES = ("roofline", "breakdown", "energy", "batch")
+DETAIL = ("serving_cdf", "serving_timeline")  # the figures of re-run designs
 
 
 def _serving_row(device: str, scheduler: str, rate: float | None, *, capacity: float = math.nan,
@@ -80,7 +82,7 @@ def test_serving_report_from_csv_rows(tmp_path: Path, rate_rows: list[dict]) -> 
     for name in ("serving_latency", "serving_goodput", "serving_energy", "serving_capacity", "serving_cdf"):
         assert f"<h2>{FIGURE_TITLES[name]}</h2>" in page and f"## {FIGURE_TITLES[name]}" in markdown
     assert "Not drawn: the sweep did not search capacity" in page
-    assert "without an evaluator" in page  # the per-request figures say why they are missing
+    assert page.count(f"Not drawn: {DETAIL_FILE} holds no per-request") == 2  # the per-request figures say why
     assert "Roofline" not in page and "against batch size" not in page  # no static-batch figure for serving rows
     assert "One line per design (all 6 shown). 1 infeasible point (listed below) left out." in page
     assert "<th>scheduler</th><th>rate (req/s)</th>" in page and "<th>p99 TTFT (ms)</th>" in page
@@ -158,7 +160,12 @@ def test_report_reruns_chosen_points_for_per_request_figures(tmp_path: Path, eva
     assert {"serving_latency", "serving_goodput", "serving_energy", "serving_cdf", "serving_timeline"} <= drawn
     assert any(name.startswith("pareto_") for name in drawn) and not drawn & set(STATIC_FIGURES)
     assert "The chosen designs" in page and FIGURE_TITLES["serving_timeline"] in page
-    # `explore report DIR` has no design points: the per-request figures say so, and earlier PNGs are removed.
+    runs = {name: (tmp_path / "out" / "figures" / f"{name}.png").read_bytes() for name in DETAIL}
+    # `explore report DIR` has neither design points nor an evaluator: the runs come from the stored detail.
+    write_report(tmp_path / "out", rows, title="tiny", slo=slo, **goals)
+    assert {name: (tmp_path / "out" / "figures" / f"{name}.png").read_bytes() for name in DETAIL} == runs
+    # Nothing stored and no design points to re-run: the per-request figures say so, and earlier PNGs are removed.
+    (tmp_path / "out" / DETAIL_FILE).unlink()
     page = write_report(tmp_path / "out", rows, title="tiny", evaluator=evaluator, **goals)[0].read_text()
-    assert not {"serving_cdf", "serving_timeline"} & _drawn(tmp_path / "out")
+    assert not set(DETAIL) & _drawn(tmp_path / "out")
     assert page.count("results.csv does not hold the whole serving workload") == 2

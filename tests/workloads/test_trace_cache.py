@@ -1,0 +1,177 @@
+"""The on-disk trace cache: a stored trace loads equal, any change of what it depends on misses, a broken file is
+captured again, and a cached `explore run` never imports torch."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import sys
+import threading
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from workloads import trace_cache
+from workloads.model_config import ModelConfig
+from workloads.trace import Trace
+from workloads.trace_cache import CACHE_ENV, cache_dir, cached_trace, load, store, trace_key, trace_path
+
+ROOT = Path(__file__).resolve().parents[2]
+SHAPE = {"phase": "decode", "batch": 2, "seq_len": 1, "context_len": 8}
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty cache folder of this test's own."""
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    return tmp_path / "cache" / "traces"
+
+
+@pytest.fixture
+def decode_trace(trace_of, tiny_llama: ModelConfig) -> Trace:
+    return trace_of(tiny_llama, "decode", 2, 1, context_len=8)
+
+
+@pytest.fixture
+def captures(monkeypatch: pytest.MonkeyPatch, decode_trace: Trace) -> list[dict]:
+    """The calls cached_trace makes to the capture (which returns the tiny trace without running torch)."""
+    import workloads.capture
+
+    calls: list[dict] = []
+
+    def fake_capture(config: ModelConfig, **shape) -> Trace:
+        calls.append(shape)
+        return decode_trace
+
+    monkeypatch.setattr(workloads.capture, "trace_model", fake_capture)
+    return calls
+
+
+def test_a_stored_trace_loads_equal(cache: Path, tiny_llama: ModelConfig, decode_trace: Trace) -> None:
+    key = trace_key(tiny_llama, **SHAPE)
+    assert load(key) is None
+    store(key, decode_trace)
+    assert trace_path(key).parent == cache and trace_path(key).name.startswith("tiny-llama-decode-")
+    loaded = load(key)
+    assert loaded == decode_trace and loaded is not decode_trace
+    assert all(isinstance(t.shape, tuple) for op in loaded.ops for t in op.inputs + op.outputs)
+    assert not [p for p in cache.iterdir() if p.name.endswith(".tmp")]  # no temporary file left behind
+
+
+def test_the_second_call_does_not_capture(cache: Path, tiny_llama: ModelConfig, captures: list[dict],
+                                          decode_trace: Trace) -> None:
+    first = cached_trace(tiny_llama, **SHAPE)
+    second = cached_trace(tiny_llama, **SHAPE)
+    assert first == second == decode_trace and len(captures) == 1
+    assert captures[0] == SHAPE
+
+
+@pytest.mark.parametrize("change", [
+    {"config": {"num_layers": 3}}, {"config": {"rope_theta": 500000.0}}, {"config": {"name": "other"}},
+    {"shape": {"batch": 4}}, {"shape": {"context_len": 16}}, {"shape": {"phase": "prefill", "context_len": 0}},
+    {"torch": "0.0.1"},
+])
+def test_anything_the_trace_depends_on_misses(cache: Path, tiny_llama: ModelConfig, decode_trace: Trace,
+                                              monkeypatch: pytest.MonkeyPatch, change: dict) -> None:
+    stored = trace_key(tiny_llama, **SHAPE)
+    store(stored, decode_trace)
+    if "torch" in change:
+        monkeypatch.setattr(trace_cache, "torch_version", lambda: change["torch"])
+    other = trace_key(replace(tiny_llama, **change.get("config", {})), **(SHAPE | change.get("shape", {})))
+    assert trace_path(other) != trace_path(stored) and load(other) is None
+
+
+def test_the_capture_code_is_part_of_the_key(cache: Path, tiny_llama: ModelConfig, decode_trace: Trace,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    store(trace_key(tiny_llama, **SHAPE), decode_trace)
+    monkeypatch.setattr(trace_cache, "capture_code_digest", lambda: "edited")
+    assert load(trace_key(tiny_llama, **SHAPE)) is None
+
+
+def _other_key_file(key: dict, trace: Trace) -> bytes:
+    """A well-formed cache file that holds another key (a hash collision, a file copied by hand)."""
+    return gzip.compress(json.dumps({"key": dict(key, batch=99), "trace": trace.to_dict()}).encode())
+
+
+@pytest.mark.parametrize("broken", [
+    lambda key, trace: b"not gzip at all",
+    lambda key, trace: gzip.compress(json.dumps({"key": key, "trace": trace.to_dict()}).encode())[:200],  # cut off
+    lambda key, trace: gzip.compress(b"{not json"),
+    lambda key, trace: gzip.compress(json.dumps({"key": key, "trace": {"format": "other"}}).encode()),
+    lambda key, trace: gzip.compress(json.dumps([1, 2]).encode()),
+    _other_key_file,
+], ids=["not-gzip", "truncated", "not-json", "not-a-trace", "not-an-object", "other-key"])
+def test_a_broken_file_is_captured_again_and_rewritten(cache: Path, tiny_llama: ModelConfig, decode_trace: Trace,
+                                                       captures: list[dict], broken) -> None:
+    key = trace_key(tiny_llama, **SHAPE)
+    trace_path(key).parent.mkdir(parents=True)
+    trace_path(key).write_bytes(broken(key, decode_trace))
+    assert cached_trace(tiny_llama, **SHAPE) == decode_trace and len(captures) == 1
+    assert load(key) == decode_trace  # rewritten whole
+
+
+def test_a_cache_that_cannot_be_written_still_answers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      tiny_llama: ModelConfig, captures: list[dict],
+                                                      decode_trace: Trace) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv(CACHE_ENV, str(blocker))  # the cache folder would have to be inside a file
+    assert cached_trace(tiny_llama, **SHAPE) == decode_trace and len(captures) == 1
+
+
+def test_concurrent_writers_leave_one_whole_file(cache: Path, tiny_llama: ModelConfig, decode_trace: Trace) -> None:
+    key = trace_key(tiny_llama, **SHAPE)
+    seen: list[Trace | None] = []
+    writers = [threading.Thread(target=store, args=(key, decode_trace)) for _ in range(8)]
+    readers = [threading.Thread(target=lambda: seen.append(load(key))) for _ in range(8)]
+    for thread in [t for pair in zip(writers, readers, strict=True) for t in pair]:
+        thread.start()
+    for thread in writers + readers:
+        thread.join()
+    assert all(trace is None or trace == decode_trace for trace in seen)  # never half a file
+    assert load(key) == decode_trace and [p.name for p in cache.iterdir()] == [trace_path(key).name]
+
+
+def test_cache_folder_follows_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "mine"))
+    assert cache_dir() == tmp_path / "mine" / "traces"
+    monkeypatch.delenv(CACHE_ENV)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir() == tmp_path / "xdg" / "llm-codesign" / "traces"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert cache_dir() == tmp_path / "home" / ".cache" / "llm-codesign" / "traces"
+
+
+# A process in which importing torch fails: a cached `explore run` must not need it.
+NO_TORCH_RUN = """
+import sys
+sys.modules["torch"] = None  # `import torch` now raises ImportError
+from explore.cli import main
+code = main(sys.argv[1:])
+assert sys.modules["torch"] is None and not [m for m in sys.modules if m.startswith("torch.")], "torch imported"
+sys.exit(code)
+"""
+
+
+def test_a_cached_explore_run_does_not_import_torch(cache: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from explore.cli import main
+
+    model = tmp_path / "tiny" / "config.json"
+    model.parent.mkdir()
+    model.write_text(json.dumps({
+        "model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 128, "max_position_embeddings": 256,
+        "torch_dtype": "bfloat16"}))
+    args = ["run", "--model", str(model), "--device", "h100-sxm", "--batch", "2", "--prompt", "32", "--output", "4",
+            "--json"]
+    assert main(args) == 0  # traces the model (torch is in this process already) and fills the cache
+    first = json.loads(capsys.readouterr().out)
+    assert len(list(cache.glob("*.json.gz"))) == 2  # the prefill and the decode step
+    done = subprocess.run([sys.executable, "-c", NO_TORCH_RUN, *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == first

@@ -1,0 +1,138 @@
+"""Captured traces kept on disk, so a model traced once is never traced again (capture costs seconds, a cached
+trace loads in milliseconds, and a cache hit does not import torch).
+
+A trace is stored as gzipped JSON (Trace.to_dict: plain values, no pickle) under a name that hashes everything
+the trace depends on: every field of the model config, the phase and shape, the torch version (read from the
+installed package's metadata, not by importing torch) and the source of the code that captures it. Writes go to a
+temporary file renamed into place, so a reader or a concurrent writer never sees half a file; a file that cannot
+be read or does not match its key is ignored and written again.
+
+Where: $LLM_CODESIGN_CACHE/traces when that variable is set, else $XDG_CACHE_HOME/llm-codesign/traces, else
+~/.cache/llm-codesign/traces. Deleting the folder clears the cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import gzip
+import hashlib
+import json
+import logging
+import os
+import re
+import secrets
+import zlib
+from dataclasses import asdict
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from workloads.model_config import ModelConfig
+from workloads.trace import TRACE_VERSION, Trace
+
+log = logging.getLogger(__name__)
+
+CACHE_ENV = "LLM_CODESIGN_CACHE"
+CACHE_VERSION = 1  # of the file layout below; a change makes every older file miss
+SUFFIX = ".json.gz"
+# The modules whose code decides what a captured trace holds: an edit to any of them makes older traces miss.
+CAPTURE_SOURCES = ("capture.py", "decoder.py", "op_costs.py", "trace.py")
+# What a broken file raises on reading: gzip (OSError, EOFError, zlib.error), JSON and UTF-8 (ValueError),
+# a JSON document of the wrong shape (KeyError, TypeError, AttributeError; InputError is a ValueError).
+UNREADABLE = (OSError, EOFError, zlib.error, ValueError, KeyError, TypeError, AttributeError, RecursionError)
+
+
+def cache_dir() -> Path:
+    """The folder traces are kept in (see the module docstring)."""
+    root = os.environ.get(CACHE_ENV)
+    if root:
+        return Path(root).expanduser() / "traces"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "llm-codesign" / "traces"
+
+
+@functools.cache
+def torch_version() -> str:
+    """The installed torch's version without importing torch ('none' when it is not installed)."""
+    try:
+        return metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        return "none"
+
+
+@functools.cache
+def capture_code_digest() -> str:
+    """A hash of the capture code's source files."""
+    digest = hashlib.sha256()
+    for name in CAPTURE_SOURCES:
+        try:
+            digest.update((Path(__file__).parent / name).read_bytes())
+        except OSError:  # installed without sources (bytecode only): the key keeps the name, and the torch version
+            digest.update(name.encode())
+    return digest.hexdigest()[:16]
+
+
+def trace_key(config: ModelConfig, *, phase: str, batch: int, seq_len: int, context_len: int = 0) -> dict[str, Any]:
+    """Everything a fake-tensor trace of `config` depends on, as plain JSON values."""
+    return {"cache_version": CACHE_VERSION, "trace_version": TRACE_VERSION, "config": asdict(config),
+            "phase": phase, "batch": batch, "seq_len": seq_len, "context_len": context_len,
+            "torch": torch_version(), "capture_code": capture_code_digest()}
+
+
+def trace_path(key: dict[str, Any]) -> Path:
+    """The file of a key: the model's name (to find it by eye) and a hash of the whole key."""
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", str(key["config"]["name"]))[:48]
+    return cache_dir() / f"{name}-{key['phase']}-{digest}{SUFFIX}"
+
+
+def load(key: dict[str, Any]) -> Trace | None:
+    """The cached trace of a key; None when there is none or its file cannot be read or holds another key."""
+    path = trace_path(key)
+    try:
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            data = json.load(f)
+        if data["key"] != key:  # a hash collision or a file copied in by hand: not this trace
+            raise ValueError("the file holds another key")
+        return Trace.from_dict(data["trace"], where=str(path))
+    except FileNotFoundError:
+        return None
+    except UNREADABLE as err:
+        log.warning("%s: cached trace ignored and captured again (%s: %s)", path, type(err).__name__, err)
+        return None
+
+
+def store(key: dict[str, Any], trace: Trace) -> None:
+    """Write a trace under its key atomically; a cache that cannot be written is logged, not raised (the trace
+    is still good, only the next run captures it again)."""
+    path = trace_path(key)
+    payload = gzip.compress(json.dumps({"key": key, "trace": trace.to_dict()}, separators=(",", ":")).encode(),
+                            compresslevel=6)
+    # A temporary name of this writer's own (pid and a random part), created by open() so it gets the usual
+    # permissions; os.replace is atomic on one file system: concurrent writers of one key each rename a whole file
+    # of the same content, and readers see the old file or the new one, never a mix.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(6)}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tmp.open("xb") as f:
+            f.write(payload)
+        os.replace(tmp, path)
+    except OSError as err:
+        log.warning("%s: trace not cached (%s)", path, err)
+        with contextlib.suppress(OSError):  # the folder itself may be what fails
+            tmp.unlink()
+
+
+def cached_trace(config: ModelConfig, *, phase: str, batch: int, seq_len: int, context_len: int = 0) -> Trace:
+    """trace_model(config, ...) on fake tensors, from the cache when it holds it (torch is imported only to
+    capture a trace the cache lacks)."""
+    key = trace_key(config, phase=phase, batch=batch, seq_len=seq_len, context_len=context_len)
+    trace = load(key)
+    if trace is None:
+        from workloads.capture import trace_model  # imports torch
+
+        trace = trace_model(config, phase=phase, batch=batch, seq_len=seq_len, context_len=context_len)
+        store(key, trace)
+    return trace
