@@ -52,6 +52,9 @@ def _sweep_parser() -> argparse.ArgumentParser:
                    help="with --executor dask: address of a running Dask scheduler, e.g. tcp://host:8786 "
                         "(default: start a LocalCluster of --workers processes)")
     p.add_argument("--quiet", action="store_true", help="no progress line")
+    p.add_argument("--force-report", action="store_true",
+                   help="re-draw the report even when it is up to date (by default a rerun that evaluates no new "
+                        "point, with the same objectives and constraints, keeps the report already drawn)")
     return p
 
 
@@ -87,6 +90,10 @@ def _command_parser() -> argparse.ArgumentParser:
     run.add_argument("--link", default="",
                      help="the link between --tp devices: a link preset (explore presets links) or a YAML path; "
                           "default: the device's own interconnect")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="a what-if on a device field, as a sweep's overrides: (repeatable), e.g. --set "
+                          "memory.bandwidth_GBps=6700 (also device.memory.bandwidth_GBps; link.bandwidth_GBps "
+                          "for the link between --tp devices); the device keeps its calibration")
     run.add_argument("--roofline", action="store_true",
                      help="ignore the preset's fitted calibration: price on the datasheet roofline")
     run.add_argument("--json", action="store_true", help="print metrics as JSON")
@@ -215,10 +222,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(args) -> int:
-    from explore import calibrate_cmd, commands, measure_cmd
+    from explore import calibrate_cmd, commands, measure_cmd, presets_cmd
 
     return {"run": commands.cmd_run, "check": commands.cmd_check, "report": commands.cmd_report,
-            "presets": commands.cmd_presets, "trace": commands.cmd_trace,
+            "presets": presets_cmd.cmd_presets, "trace": commands.cmd_trace,
             "import-vidur": calibrate_cmd.cmd_import_vidur,
             "import-aiconfigurator": calibrate_cmd.cmd_import_aiconfigurator, "calibrate": calibrate_cmd.cmd_calibrate,
             "validate": calibrate_cmd.cmd_validate, "measure": measure_cmd.cmd_measure}[args.command](args)

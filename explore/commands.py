@@ -9,9 +9,11 @@ from pathlib import Path
 from explore.cli import default_out, json_safe, print_json
 from explore.design_point import DesignPoint
 from explore.evaluate import Evaluator
+from explore.rerun import REPORT_FILES, report_current, report_inputs, stamp_report, stored_ids
 from explore.results import folder_lock
 from explore.rows import count_label, is_feasible, normalize_row
-from explore.runner import Progress, run_sweep
+from explore.run_support import HINT_BITS, HINT_TP, check_sets, infeasible_hints, overrides_text, parse_sets
+from explore.runner import Progress, columns_for, run_sweep
 from explore.sweep import load_sweep
 from hw_models.device import dispatch_s
 from hw_models.link import load_link_model
@@ -20,7 +22,7 @@ from kernels.formats import parse_sparsity
 from kernels.parallel import check_expert_parallel, check_pipeline_parallel, check_tensor_parallel
 from sim.serving_spec import ServingSpec
 from workloads.errors import InputError
-from workloads.model_config import load_model_config
+from workloads.model_config import check_context, load_model_config
 from workloads.requests import Fixed, resolve_trace
 
 # Rough costs for `explore check`'s estimate, measured on one core of a 2-core CI machine: capturing a
@@ -67,6 +69,16 @@ def _sweep_into(args, sweep, out: Path) -> int:
     plan = (f"{sweep.size()} design points" if search.strategy == "grid" else
             f"{search.strategy} search over {sweep.size()} design points, budget {search.budget}")
     print(f"sweep {sweep.name!r}: {plan} -> {out}/", file=sys.stderr)
+    serving = sweep.spec.serving
+    goals = {"objectives": sweep.spec.objectives.model_dump(), "constraints": sweep.spec.constraints,
+             "slo": serving.slo.model_dump() if serving and serving.slo else None}
+    # The files beside the results the report is drawn with: when they, the points and the results are as the
+    # report found them last time, re-drawing it would draw the same report.
+    kept = {GOALS_FILE: json.dumps(goals, indent=2)} | (
+        {SWEEP_COPY: Path(args.sweep).read_text(encoding="utf-8")} if serving else {})
+    stored = stored_ids(out)
+    if search.strategy == "grid" and stored and stored.issuperset(p.point_id for p in sweep.points()):
+        print(f"all {sweep.size()} design points already stored in {out}/", file=sys.stderr)
     evaluator = Evaluator()
     executor = args.executor
     where = f" on Dask ({args.scheduler or f'local cluster of {args.workers}'})" if executor == "dask" else ""
@@ -75,16 +87,21 @@ def _sweep_into(args, sweep, out: Path) -> int:
     rows = run_sweep(sweep, out, workers=args.workers, evaluator=evaluator,
                      on_progress=None if args.quiet else _print_progress, executor=executor,
                      scheduler=args.scheduler)
-    serving = sweep.spec.serving
-    goals = {"objectives": sweep.spec.objectives.model_dump(), "constraints": sweep.spec.constraints,
-             "slo": serving.slo.model_dump() if serving and serving.slo else None}
-    # Kept beside the results so that `explore report DIR` can draw the same Pareto fronts later.
-    (out / GOALS_FILE).write_text(json.dumps(goals, indent=2))
-    if serving:
-        # explore report DIR re-runs chosen serving points for their per-request figures from this copy.
-        (out / SWEEP_COPY).write_text(Path(args.sweep).read_text(encoding="utf-8"), encoding="utf-8")
-    html, md = write_report(out, rows, title=sweep.name, evaluator=evaluator, **goals,
-                            points={p.point_id: p for p in sweep.points()} if serving else None)
+    # Kept beside the results so that `explore report DIR` can draw the same Pareto fronts later; a serving
+    # sweep's copy, so that it re-runs chosen serving points for their per-request figures.
+    for name, text in kept.items():
+        (out / name).write_text(text, encoding="utf-8")
+    inputs = report_inputs(rows, columns_for(sweep), kept)
+    if report_current(out, inputs) and not args.force_report:
+        html, md = out / REPORT_FILES[0], out / REPORT_FILES[1]
+        print(f"the report is up to date: drawn from these results and goals ({html}; --force-report re-draws "
+              f"it)", file=sys.stderr)
+    else:
+        if set(stored).issuperset(r["point_id"] for r in rows):
+            print("re-drawing the report", file=sys.stderr)
+        html, md = write_report(out, rows, title=sweep.name, evaluator=evaluator, **goals,
+                                points={p.point_id: p for p in sweep.points()} if serving else None)
+        stamp_report(out, inputs)
     feasible = sum(1 for r in rows if is_feasible(normalize_row(r)))
     print(f"{len(rows)} design points ({feasible} feasible)\nresults: {out / 'results.csv'}\nreport:  {html}\n"
           f"summary: {md}")
@@ -126,6 +143,8 @@ def cmd_run(args) -> int:
         raise InputError("--sim: found with --serving, allowed: a static batch (a serving run is an event "
                          "simulation already)")
     config = load_model_config(args.model)  # outside the checks below: its own errors are no flag's
+    if serving is None:  # a serving run clips its requests to the context instead (clipped_requests)
+        check_context(config, args.prompt, args.output)
     for flag, value, check in (("--tp", args.tp, check_tensor_parallel), ("--pp", args.pp, check_pipeline_parallel)):
         try:
             if value != 1:
@@ -140,11 +159,14 @@ def cmd_run(args) -> int:
         raise InputError("--pp: found with --serving, allowed: 1 (a pipelined serving replica is not modeled yet)")
     if args.link:
         load_link_model(args.link)
+    overrides, link_overrides = parse_sets(args.set)
+    check_sets(args.device, overrides, args.link, link_overrides, args.tp * args.pp)
     point = DesignPoint(model=args.model, device=args.device, batch=serving.max_seqs if serving else args.batch,
                         prompt=0 if serving else args.prompt, output=0 if serving else args.output,
                         weight_bits=args.weight_bits, act_bits=args.act_bits, kv_bits=args.kv_bits,
                         sparsity=args.sparsity, execution=args.execution, use_calibration=not args.roofline,
-                        serving=serving, tp=args.tp, pp=args.pp, ep=args.ep, link=args.link)
+                        serving=serving, tp=args.tp, pp=args.pp, ep=args.ep, link=args.link,
+                        overrides=tuple(overrides.items()), link_overrides=tuple(link_overrides.items()))
     try:
         parse_sparsity(args.sparsity)
     except ValueError as err:
@@ -152,24 +174,57 @@ def cmd_run(args) -> int:
     simulate = (args.sim or bool(args.chrome_trace)) and serving is None
     evaluator = Evaluator()
     evaluation = evaluator.evaluate(point, event_sim=simulate, timeline=bool(args.chrome_trace))
+    if evaluation.result is None:
+        return _print_infeasible(args, point, evaluator, evaluation.metrics)
     if args.chrome_trace:
         from sim.chrome_trace import write_chrome_trace
 
-        if evaluation.result is None:
-            reason = evaluation.metrics["infeasible_reason"]
-            raise InputError(f"--chrome-trace: the point does not fit in memory ({reason}); allowed: a point that "
-                             f"fits (it has no timeline)")
-        write_chrome_trace(evaluation.result, point.device, args.chrome_trace)
-    metrics = json_safe(evaluation.metrics)
+        # With the tables and the device, each kernel's event carries its class, FLOPs, bytes and bound.
+        write_chrome_trace(evaluation.result, point.device, args.chrome_trace, tables=evaluation.tables,
+                           device=evaluator.point_device(point), execution=point.execution)
+    metrics = json_safe(evaluation.metrics) | {column: value for column, value in point.row().items()
+                                               if column.startswith(("device.", "link."))}
     if args.json:
         print_json(metrics)
     else:
         print(f"# {_assumptions(point, evaluator.point_device(point))}")
-        width = max(len(k) for k in metrics)
-        for key, value in metrics.items():
-            shown = f"{value:.6g}" if isinstance(value, float) else value
-            print(f"{key:<{width}}  {shown}")
+        _print_metrics(metrics)
     return 0
+
+
+def _print_metrics(metrics: dict) -> None:
+    width = max(len(k) for k in metrics)
+    for key, value in metrics.items():
+        shown = f"{value:.6g}" if isinstance(value, float) else value
+        print(f"{key:<{width}}  {shown}")
+
+
+def _print_infeasible(args, point: DesignPoint, evaluator: Evaluator, metrics: dict) -> int:
+    """A point that does not fit: why, in one line first, then changes that fit (each evaluated), then what is
+    known of it (memory, area, price; no timings). Exit code 1."""
+    reason = metrics["infeasible_reason"]
+    hints = infeasible_hints(evaluator, point)
+    shown = json_safe(metrics) | {column: value for column, value in point.row().items()
+                                  if column.startswith(("device.", "link."))}
+    if args.json:
+        print(f"explore: infeasible: {reason}", file=sys.stderr)
+        print_json(shown | {"hints": [hint.as_dict() for hint in hints]})
+        return 1
+    print(f"infeasible: {reason}")
+    if hints:
+        print("these fit (each evaluated):")
+        width = max(len(hint.flags) for hint in hints)
+        for hint in hints:
+            print(f"  {hint.flags:<{width}}  peak memory {hint.peak_memory_B / 1e9:.1f} GB of "
+                  f"{hint.capacity_B / 1e9:.1f} GB")
+    elif point.serving is None:
+        print(f"nothing checked fits: fewer weight or KV bits (down to {min(HINT_BITS)}), up to {max(HINT_TP)} "
+              f"tensor-parallel devices, or a preset of kind {evaluator.point_device(point).kind} with more memory")
+    if args.chrome_trace:
+        print(f"--chrome-trace: {args.chrome_trace} not written (a point that does not fit has no timeline)")
+    print(f"# {_assumptions(point, evaluator.point_device(point))}")
+    _print_metrics({k: v for k, v in shown.items() if v is not None})
+    return 1
 
 
 # ServingSpec fields and the `explore run` flags that set them, for error messages.
@@ -266,6 +321,8 @@ def _assumptions(point: DesignPoint, device) -> str:
         system = ""
     fitted = _calibration_text(device)
     what = f"{point.model} on {point.device}: {system}{fitted}; {_launch_text(point.execution, device)}"
+    if point.overrides or point.link_overrides:
+        what += f"; what-if (--set): {overrides_text(point)}"
     if point.serving is not None:
         s = point.serving
         rate = (f"capacity search in {s.capacity[0]:g}-{s.capacity[1]:g} req/s" if s.capacity
@@ -287,42 +344,10 @@ def cmd_report(args) -> int:
         raise InputError(f"{out}: no results.csv here (run a sweep with --out {out} first)")
     goals_path = out / GOALS_FILE
     goals = json.loads(goals_path.read_text()) if goals_path.is_file() else {}
-    points = None
-    if (out / SWEEP_COPY).is_file():
-        try:  # the copy names models and traces as the sweep did: relative paths resolve from this folder
-            points = {p.point_id: p for p in load_sweep(str(out / SWEEP_COPY)).points()}
-        except InputError as err:
-            print(f"explore: per-request figures not redrawn: {err}", file=sys.stderr)
-    html, md = write_report(out, read_results(out), title=out.name, evaluator=Evaluator(), **goals, points=points)
+    # No evaluator: every figure comes from the results and the detail the sweep stored beside them (no trace, no
+    # torch); figures whose detail is missing say so, in the report and in one logged line.
+    html, md = write_report(out, read_results(out), title=out.name, **goals)
     print(f"report:  {html}\nsummary: {md}")
-    return 0
-
-
-def cmd_presets(args) -> int:
-    from hw_models.registry import preset_names as device_names
-    from hw_models.registry import read_device_yaml
-    from workloads.model_config import preset_names as model_names
-
-    if args.which in (None, "models"):
-        print("models:")
-        for name in model_names():
-            print(f"  {name:<16} {load_model_config(name).source}")
-    if args.which in (None, "devices"):
-        print("devices:")
-        for name in device_names():
-            data, _ = read_device_yaml(name)
-            print(f"  {name:<18} {data.get('kind', '?'):<5} {data.get('description', '')}  "
-                  f"(sources in hw_models/presets/{name}.yaml)")
-    if args.which in (None, "links"):
-        from hw_models.link import calibrated_links, link_names, load_link
-
-        fitted = calibrated_links()
-        print("links:")
-        for name in link_names():
-            systems = fitted.get(name)
-            how = f"collectives fitted on {', '.join(systems)}" if systems else "datasheet alpha-beta model"
-            print(f"  {name:<16} {load_link(name).bandwidth_GBps:>6g} GB/s per direction, {how}  "
-                  f"(sources in hw_models/presets/links/{name}.yaml)")
     return 0
 
 

@@ -17,9 +17,11 @@ INPUT_COLUMNS = ("point_id", "model", "device", "batch", "prompt", "output", "we
                  "sparsity", "execution")
 # The knobs of a design point (every input column but the key).
 KNOB_COLUMNS = INPUT_COLUMNS[1:]
+# tokens_per_s is end to end (every output token over the makespan, prefill included); decode_tokens_per_s
+# counts the tokens after each request's first over the decode time (sim/result.py SimResult.metrics).
 METRIC_COLUMNS = (
-    "ttft_s", "tpot_s", "e2e_s", "tokens_per_s", "energy_per_token_J", "avg_power_W", "peak_memory_B",
-    "fits_in_memory", "infeasible_reason", "area_mm2", "cost_usd", "tokens_per_usd", "calibrated",
+    "ttft_s", "tpot_s", "e2e_s", "tokens_per_s", "decode_tokens_per_s", "energy_per_token_J", "avg_power_W",
+    "peak_memory_B", "fits_in_memory", "infeasible_reason", "area_mm2", "cost_usd", "tokens_per_usd", "calibrated",
 )
 # Latency of one request by kernel class (prefill and all decode steps), after the metrics.
 KERNEL_CLASSES = ("gemm", "attention", "norm", "softmax", "elementwise", "embedding")

@@ -169,7 +169,10 @@ def device_label(row: dict[str, Any]) -> str:
 # Names of metrics in figures and tables, and their SI unit suffix (None: a unit-free name such as tokens/s).
 METRIC_NAMES: dict[str, tuple[str, str | None]] = {
     "ttft_s": ("TTFT", "s"), "tpot_s": ("TPOT", "s"), "e2e_s": ("end-to-end latency", "s"),
-    "tokens_per_s": ("tokens/s", None), "energy_per_token_J": ("energy per output token", "J/token"),
+    # tokens_per_s: end to end (every output token over the makespan, prefill included); decode_tokens_per_s: the
+    # tokens after each request's first over the decode time (sim/result.py SimResult.metrics).
+    "tokens_per_s": ("tokens/s", None), "decode_tokens_per_s": ("decode tokens/s", None),
+    "energy_per_token_J": ("energy per output token", "J/token"),
     "avg_power_W": ("average power", "W"), "peak_memory_B": ("peak memory", "B"), "area_mm2": ("area", "mm2"),
     "cost_usd": ("cost", "usd"), "tokens_per_usd": ("tokens/USD", None),
     **{f"{m}_{stat}_s": (f"{stat} {label}", "s")

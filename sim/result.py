@@ -9,12 +9,16 @@ from functools import cached_property
 import numpy as np
 
 from sim.memory import MemoryFootprint
+from sim.serving_metrics import decode_span_s, per_decode_second
 
 PHASES = ("prefill", "decode")
 
 
-# What a simulation reports of a design point, in this order (SimResult.metrics).
-RESULT_METRICS = ("ttft_s", "tpot_s", "e2e_s", "tokens_per_s", "energy_per_token_J", "avg_power_W", "peak_memory_B")
+# What a simulation reports of a design point, in this order (SimResult.metrics). Two throughputs:
+# tokens_per_s is end to end (every output token, the first included, over the makespan, prefill included);
+# decode_tokens_per_s counts decode only (output tokens after each request's first, over the decode time).
+RESULT_METRICS = ("ttft_s", "tpot_s", "e2e_s", "tokens_per_s", "decode_tokens_per_s", "energy_per_token_J",
+                  "avg_power_W", "peak_memory_B")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -84,14 +88,25 @@ class SimResult:
         return float(np.dot(list(values), counts) / sum(counts))
 
     def metrics(self) -> dict[str, float]:
-        """The metrics of the results table (RESULT_METRICS), SI units in the names."""
+        """The metrics of the results table (RESULT_METRICS), SI units in the names.
+
+        ttft_s, tpot_s and e2e_s are means over requests. tokens_per_s is end to end: output tokens (the first
+        of each request included) over the makespan, prefill included. decode_tokens_per_s is decode only:
+        output tokens after each request's first over the decode time, from the first token to the last finish
+        (sim/serving_metrics.py decode_span_s). For a static batch of B requests of O output tokens that is
+        B x (O - 1) / (makespan_s - ttft_s); decoded as one batch (no decode sub-batches) makespan_s = e2e_s, so
+        B x (O - 1) / (e2e_s - ttft_s) = B / tpot_s. NaN with one output token (nothing decoded).
+        """
         tokens = self.output_tokens
         groups = self.request_groups
+        decode_tokens = sum(g.count * (g.output_tokens - 1) for g in groups)
+        decode_s = decode_span_s([g.first_token_s for g in groups], [g.finish_s for g in groups])
         return dict(zip(RESULT_METRICS, (
             self._mean(g.ttft_s for g in groups),
             self._mean(g.tpot_s for g in groups),
             self._mean(g.finish_s - g.arrival_s for g in groups),
             tokens / self.makespan_s,
+            per_decode_second(decode_tokens, decode_s),
             self.energy_J / tokens,
             self.energy_J / self.makespan_s,
             float(self.memory.total_B),

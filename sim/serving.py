@@ -19,7 +19,15 @@ from sim.costs import KERNEL_CLASS_NAMES, IterationCost, IterationCostModel
 from sim.kv_cache import PagedKVCache
 from sim.replica import ROLES, Replica
 from sim.schedulers import EngineState, Scheduler, SchedulerLimits, Sequence, make_scheduler
-from sim.serving_metrics import SLO, SUMMARY_METRICS, IterationLog, RequestRecords, summarize
+from sim.serving_metrics import (
+    SLO,
+    SUMMARY_METRICS,
+    IterationLog,
+    RequestRecords,
+    decode_span_s,
+    per_decode_second,
+    summarize,
+)
 from workloads.requests import RequestSet
 
 # What a serving run reports beyond the static-batch metrics (sim/result.py RESULT_METRICS), in this order.
@@ -113,13 +121,22 @@ class ServingResult:
 
         ttft_s, tpot_s and e2e_s are means over requests, tokens_per_s is output tokens over the makespan,
         as for a static batch; peak_memory_B counts the KV blocks actually held at the peak.
+        decode_tokens_per_s is output tokens after each request's first over the decode time: the time in which
+        at least one request had its first token and not yet its last (sim/serving_metrics.py decode_span_s;
+        for a static batch, from the first token to the last finish). With continuous batching or chunked
+        prefill, iterations in that time also prefill arriving requests, so it is decode throughput with that
+        interference, over every replica; NaN when no request has a second output token.
         """
         summary = summarize(self.records, makespan_s=self.makespan_s, slo=self.slo)
-        tokens = float(self.records.output_tokens.sum())
+        records = self.records
+        tokens = float(records.output_tokens.sum())
+        decode_s = decode_span_s(records.first_token_s, records.finish_s)
         peak_B = self.memory.weights_B + self.memory.activations_B + self.peak_kv_blocks * self.memory.kv_block_B
         return {
             "ttft_s": summary["ttft_mean_s"], "tpot_s": summary["tpot_mean_s"], "e2e_s": summary["e2e_mean_s"],
-            "tokens_per_s": tokens / self.makespan_s, "energy_per_token_J": self.energy_J / tokens,
+            "tokens_per_s": tokens / self.makespan_s,
+            "decode_tokens_per_s": per_decode_second(tokens - len(records), decode_s),
+            "energy_per_token_J": self.energy_J / tokens,
             "avg_power_W": self.energy_J / self.makespan_s, "peak_memory_B": peak_B,
             **summary,
             # Time between tokens over every token of every request (Sarathi-Serve's TBT): a decode stalled by

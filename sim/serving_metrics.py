@@ -198,6 +198,29 @@ class IterationLog:
         return float(np.dot(self.batch_size, self.duration_s)) / busy_s if busy_s > 0 else float("nan")
 
 
+def decode_span_s(first_token_s, finish_s) -> float:
+    """Decode time of a set of requests: the length of the union of their [first_token_s, finish_s] intervals,
+    the time during which at least one request has its first token and not yet its last.
+
+    Decode tokens (every output token after a request's first) over this time is the decode throughput
+    (`decode_tokens_per_s`). For a static batch, whose requests all get their first token from one prefill, it
+    is the latest finish minus that first token. Intervals are sorted by start: each adds the part of it past
+    the latest end before it (the interval that reaches that end starts no later, so it covers the rest).
+    """
+    start, end = np.asarray(first_token_s, dtype=float), np.asarray(finish_s, dtype=float)
+    if start.size == 0:
+        return 0.0
+    order = np.argsort(start, kind="stable")
+    start, end = start[order], end[order]
+    before = np.concatenate([[-np.inf], np.maximum.accumulate(end)[:-1]])
+    return float(np.maximum(0.0, end - np.maximum(start, before)).sum())
+
+
+def per_decode_second(decode_tokens: float, span_s: float) -> float:
+    """Decode tokens per second of decode time (decode_span_s); NaN without decode tokens or decode time."""
+    return decode_tokens / span_s if decode_tokens > 0 and span_s > 0 else float("nan")
+
+
 def in_system_area(records: RequestRecords) -> float:
     """Integral over time of the number of requests in the system (arrived, not finished) = sum of e2e_s.
 

@@ -1,0 +1,60 @@
+"""`explore presets`: the bundled model, device and link presets, devices as a table of their headline numbers."""
+
+from __future__ import annotations
+
+from hw_models.registry import load_device
+from workloads.model_config import load_model_config
+
+DEVICE_HEADERS = ("name", "kind", "memory GB", "GB/s", "16-bit TFLOP/s", "calibrated", "price", "description")
+
+
+def _price_text(price) -> str:
+    """A preset's published price: '$3.78/h', '$3,999', or '-'."""
+    parts = ([f"${price.usd:,.0f}"] if price.usd else []) + (
+        [f"${price.usd_per_hour:.2f}/h"] if price.usd_per_hour else [])
+    return ", ".join(parts) or "-"
+
+
+def _print_devices(names: list[str]) -> None:
+    """A table of the device presets: kind, memory, bandwidth, 16-bit peak, calibration, price, description."""
+    from hw_models.gpu_efficiency import calibration_label
+
+    rows = []
+    for name in names:
+        device = load_device(name)
+        rows.append((name, device.kind, f"{device.memory_bytes / 1e9:g}", f"{device.bandwidth_Bps / 1e9:,.0f}",
+                     f"{device.peak_flops('bf16') / 1e12:,.1f}", calibration_label(device), _price_text(device.price),
+                     device.spec.description))
+    widths = [max(len(row[i]) for row in (DEVICE_HEADERS, *rows)) for i in range(len(DEVICE_HEADERS) - 1)]
+    right = {2, 3, 4}  # numbers
+    print("devices:")
+    for row in (DEVICE_HEADERS, *rows):
+        cells = [cell.rjust(w) if i in right else cell.ljust(w)
+                 for i, (cell, w) in enumerate(zip(row[:-1], widths, strict=True))]
+        print("  " + "  ".join(cells) + "  " + row[-1])
+    print("  (16-bit TFLOP/s: dense bf16 math, or the nearest the chip has (fp16 on V100); calibrated: fitted on "
+          "its own measured kernels, a sibling's fits, or none (datasheet roofline or the family's analytical "
+          "model); sources in hw_models/presets/NAME.yaml)")
+
+
+def cmd_presets(args) -> int:
+    from hw_models.registry import preset_names as device_names
+    from workloads.model_config import preset_names as model_names
+
+    if args.which in (None, "models"):
+        print("models:")
+        for name in model_names():
+            print(f"  {name:<16} {load_model_config(name).source}")
+    if args.which in (None, "devices"):
+        _print_devices(device_names())
+    if args.which in (None, "links"):
+        from hw_models.link import calibrated_links, link_names, load_link
+
+        fitted = calibrated_links()
+        print("links:")
+        for name in link_names():
+            systems = fitted.get(name)
+            how = f"collectives fitted on {', '.join(systems)}" if systems else "datasheet alpha-beta model"
+            print(f"  {name:<16} {load_link(name).bandwidth_GBps:>6g} GB/s per direction, {how}  "
+                  f"(sources in hw_models/presets/links/{name}.yaml)")
+    return 0

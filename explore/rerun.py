@@ -1,0 +1,63 @@
+"""A sweep run again on its output folder: which points are stored already, and whether the report drawn last
+time still shows these results (then re-drawing it, which re-prices the chosen designs, can be skipped).
+
+The report is stamped with a hash of what it was drawn from (the rows, in order, and the goals and sweep file
+kept beside them) in STAMP_NAME; a rerun that would draw it from the same inputs keeps it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from explore.results import DB_NAME
+
+REPORT_FILES = ("report.html", "report.md")
+STAMP_NAME = ".report-stamp.json"
+
+
+def stored_ids(out: Path) -> frozenset[str]:
+    """Ids of the points stored in out/results.sqlite (none for a new folder, or one that is not a results store:
+    the run itself says what is wrong with it)."""
+    db = out / DB_NAME
+    if not db.is_file():
+        return frozenset()
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+            return frozenset(r[0] for r in conn.execute("SELECT point_id FROM results"))
+    except sqlite3.Error:
+        return frozenset()
+
+
+def _plain(value: Any) -> Any:
+    """JSON for numpy scalars as the results store writes them."""
+    return value.item() if hasattr(value, "item") else str(value)
+
+
+def report_inputs(rows: list[dict[str, Any]], columns: list[str], kept: dict[str, str]) -> str:
+    """A hash of what a report is drawn from: the rows in order, every results column of each as stored (a row
+    just evaluated hashes as it does read back), and the files kept beside them."""
+    table = [{c: row.get(c) for c in columns} for row in rows]
+    digest = hashlib.sha256(json.dumps(table, default=_plain).encode())
+    digest.update(json.dumps(kept, sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def report_current(out: Path, inputs: str) -> bool:
+    """Whether the report in `out` was drawn from these inputs (report_inputs) and its files are all there."""
+    stamp = out / STAMP_NAME
+    if not stamp.is_file() or not all((out / name).is_file() for name in REPORT_FILES):
+        return False
+    try:
+        return json.loads(stamp.read_text(encoding="utf-8")).get("inputs") == inputs
+    except (ValueError, AttributeError):  # an unreadable stamp: draw again
+        return False
+
+
+def stamp_report(out: Path, inputs: str) -> None:
+    """Record what the report just drawn in `out` was drawn from."""
+    (out / STAMP_NAME).write_text(json.dumps({"inputs": inputs}), encoding="utf-8")

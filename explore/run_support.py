@@ -1,0 +1,182 @@
+"""What `explore run` adds around one evaluation: `--set KEY=VALUE` overrides, parsed and checked as a sweep's
+overrides are, and hints for a point that does not fit (other formats, more devices, a device with more memory),
+each evaluated before it is suggested."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, replace
+from typing import Any
+
+from explore.design_point import DesignPoint
+from hw_models.link import default_link, load_link_model
+from hw_models.registry import load_device, preset_names, read_device_yaml, what_if_fields
+from kernels.parallel import check_tensor_parallel
+from workloads.errors import InputError
+
+SET_EXAMPLE = "memory.bandwidth_GBps=6700"
+DEVICE_PREFIX, LINK_PREFIX = "device.", "link."
+_NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+_INTEGER = re.compile(r"^[-+]?\d+$")
+_WHERE = re.compile(r"^[^:]*\.ya?ml(:\d+)?: ")  # the file a device or link message starts with
+
+
+def parse_sets(items: list[str]) -> tuple[dict[str, int | float], dict[str, int | float]]:
+    """(device overrides, link overrides) by dotted path of `--set KEY=VALUE` items: a key names a device field
+    ('memory.bandwidth_GBps', or 'device.memory.bandwidth_GBps' as a sweep writes it) or a link field
+    ('link.bandwidth_GBps'); a value is a number (an integer or a decimal)."""
+    device: dict[str, int | float] = {}
+    link: dict[str, int | float] = {}
+    for item in items:
+        key, eq, text = item.partition("=")
+        key, text = key.strip(), text.strip()
+        if not eq or not key:
+            raise InputError(f"--set: found {item!r}, allowed: KEY=VALUE with a device field's dotted path, e.g. "
+                             f"{SET_EXAMPLE}")
+        if not _NUMBER.match(text):
+            raise InputError(f"--set {key}: found {text!r}, allowed: a number (an integer or a decimal, e.g. 6700 "
+                             f"or 1.5e3)")
+        value = int(text) if _INTEGER.match(text) else float(text)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InputError(f"--set {key}: found {text!r}, allowed: a finite number")
+        target, path = (link, key.removeprefix(LINK_PREFIX)) if key.startswith(LINK_PREFIX) else (
+            device, key.removeprefix(DEVICE_PREFIX))
+        if path in target:
+            raise InputError(f"--set {key}: found twice ({target[path]:g} and {value:g}), allowed: once")
+        target[path] = value
+    return device, link
+
+
+def _without_where(message: str) -> str:
+    """A device or link message without the file it starts with (the flag names what was set)."""
+    return _WHERE.sub("", message, count=1)
+
+
+def check_sets(device_name: str, overrides: dict[str, Any], link_name: str, link_overrides: dict[str, Any],
+               devices: int) -> None:
+    """Each override must apply to the device (or link) as a sweep's override must: a field a cost model
+    reads, a valid value. `devices`: how many the point runs on (link fields need more than one)."""
+    load_device(device_name)  # a bad --device is the device's own error, not an override's
+    for path, value in overrides.items():
+        try:
+            load_device(device_name, {path: value})
+        except InputError as err:
+            fields = what_if_fields(device_name)
+            allowed = "" if path in fields else f"; allowed: {', '.join(fields)}"
+            raise InputError(f"--set: {_without_where(str(err))}{allowed}") from None
+    if link_overrides and devices < 2:
+        first = next(iter(link_overrides))
+        raise InputError(f"--set {LINK_PREFIX}{first}: found on one device, allowed: with --tp or --pp above 1 (a "
+                         f"link joins several devices)")
+    for path, value in link_overrides.items():
+        try:
+            load_link_model(link_name or default_link(load_device(device_name).name), {path: value})
+        except InputError as err:
+            raise InputError(f"--set: {_without_where(str(err))}") from None
+
+
+def overrides_text(point: DesignPoint) -> str:
+    """The what-if overrides of a point as applied, with the preset's own value: 'memory.bandwidth_GBps = 6700
+    (h100-sxm: 3350)'."""
+    data, _ = read_device_yaml(point.device)
+    parts = []
+    for path, value in point.overrides:
+        node: Any = data
+        for key in path.split("."):
+            node = node.get(key) if isinstance(node, dict) else None
+        parts.append(f"{path} = {value:g} ({point.device}: {node if node is not None else 'unset'})")
+    parts += [f"link.{path} = {value:g}" for path, value in point.link_overrides]
+    return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class Hint:
+    """A change to a point that does not fit, evaluated: it fits."""
+
+    change: dict[str, Any]  # DesignPoint fields, e.g. {"weight_bits": 8}
+    flags: str  # as `explore run` spells the change: '--weight-bits 8'
+    peak_memory_B: float
+    capacity_B: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"flags": self.flags, "change": self.change, "peak_memory_B": self.peak_memory_B,
+                "capacity_B": self.capacity_B}
+
+
+# Formats a hint may suggest (weights and KV cache; fewer bits than the point's): the ones every family prices.
+HINT_BITS = (16, 8, 4)
+HINT_TP = (2, 4, 8)  # tensor-parallel sizes a hint may suggest: one server at most
+HINT_DEVICES = 3  # devices with more memory a hint lists at most
+
+
+def _flag(field: str, value: Any) -> str:
+    return f"--{field.replace('_', '-')} {value}"
+
+
+def _fits(evaluator, point: DesignPoint, change: dict[str, Any]) -> Hint | None:
+    """The hint of changing the point, when the changed point fits (an invalid change is no hint)."""
+    candidate = replace(point, **change)
+    try:
+        metrics = evaluator.evaluate(candidate).metrics
+        capacity = evaluator.point_device(candidate).memory_bytes
+    except (InputError, ValueError):
+        return None
+    if not metrics["fits_in_memory"]:
+        return None
+    flags = " ".join(_flag(k, v) for k, v in change.items() if k != "overrides")
+    if "overrides" in change and point.overrides:
+        flags += " (without --set)"  # another preset as shipped: the what-ifs were this device's
+    return Hint(change={k: v for k, v in change.items() if k != "overrides"}, flags=flags,
+                peak_memory_B=float(metrics["peak_memory_B"]), capacity_B=float(capacity))
+
+
+def _fewer_bits(evaluator, point: DesignPoint) -> list[Hint]:
+    """The format with the most bits kept (weights first) below the point's that fits."""
+    options = sorted(((w, kv) for w in HINT_BITS if w <= point.weight_bits for kv in HINT_BITS if kv <= point.kv_bits
+                      if (w, kv) != (point.weight_bits, point.kv_bits)), key=lambda o: (-(o[0] + o[1]), -o[0]))
+    for w, kv in options:
+        change = {k: v for k, v in (("weight_bits", w), ("kv_bits", kv)) if getattr(point, k) != v}
+        if hint := _fits(evaluator, point, change):
+            return [hint]
+    return []
+
+
+def _more_devices(evaluator, point: DesignPoint) -> list[Hint]:
+    """The fewest tensor-parallel devices (up to HINT_TP's largest) that hold the point."""
+    config = evaluator.config(point.model)
+    for tp in (t for t in HINT_TP if t > point.tp):
+        try:
+            check_tensor_parallel(config, tp)
+        except ValueError:
+            continue
+        if hint := _fits(evaluator, point, {"tp": tp}):
+            return [hint]
+    return []
+
+
+def _bigger_devices(evaluator, point: DesignPoint) -> list[Hint]:
+    """Presets of the point's device kind with more memory that hold the point (as shipped: without the
+    point's overrides), the smallest first."""
+    own = evaluator.point_device(replace(point, tp=1, pp=1))
+    kind = read_device_yaml(point.device)[0].get("kind")
+    needed = evaluator.evaluate(point).metrics["peak_memory_B"] / (point.tp * point.pp)
+    bigger = sorted((load_device(name).memory_bytes, name) for name in preset_names(kind) if name != point.device)
+    hints: list[Hint] = []
+    for capacity, name in bigger:
+        if capacity <= own.memory_bytes or capacity < needed:  # the point's own footprint cannot fit there
+            continue
+        if hint := _fits(evaluator, point, {"device": name, "overrides": ()}):
+            hints.append(hint)
+        if len(hints) == HINT_DEVICES:
+            break
+    return hints
+
+
+def infeasible_hints(evaluator, point: DesignPoint) -> list[Hint]:
+    """Changes that make a static-batch point that does not fit fit: fewer weight or KV bits, more tensor-parallel
+    devices, a device of the same kind with more memory; each evaluated. None for a serving point (checking
+    one runs its requests)."""
+    if point.serving is not None:
+        return []
+    return [*_fewer_bits(evaluator, point), *_more_devices(evaluator, point), *_bigger_devices(evaluator, point)]
