@@ -1,11 +1,17 @@
-"""Design points evaluated per second: Llama-2-7B, 2048 prompt + 128 output tokens, batch 1, on H100-SXM
-(or another device and batch: --device neupims --batch 64 times decode sub-batches interleaved on two units).
+"""Design points evaluated per second, on one core: Llama-2-7B, a 2048-token prompt and one decode step,
+batch 1, on H100-SXM (or another device, batch and output: --device neupims --batch 64 --output 128 times
+decode sub-batches interleaved on two units).
 
-The trace is captured before timing (sweeps trace once per model, batch and prompt). The analytic
-path (what sweeps use) is timed against the SimPy event simulation of the same point, measured in
-the same run, and the two results are compared. Target: at least 1,000 points/s on one core.
+Measured in the same run, after the traces are captured (sweeps trace once per model, batch and prompt):
+  reference        Evaluator.evaluate, the analytic path (sim/analytic.py), one point per call;
+  event sim        the SimPy event simulation of the same point (the baseline the analytic path replaced);
+  block of one     the sweep path (explore/blocks.py, sim/block.py), one point per call;
+  what-if block    the sweep path over --variants points of the same shape with other memory bandwidths and
+                   bf16 peaks (what a what-if sweep prices together), per point.
+The paths' results are compared. Targets: the reference at >= 1,000 points/s; LLM-Viewer's roofline does
+2,000-6,000 of these points per second on this kind of machine, so 3x that is 6,000-18,000.
 
-    python bench/bench_design_points.py [--seconds 3] [--device NAME] [--batch B]
+    python bench/bench_design_points.py [--seconds 3] [--device NAME] [--batch B] [--output N] [--variants N]
 """
 
 from __future__ import annotations
@@ -13,17 +19,20 @@ from __future__ import annotations
 import argparse
 import time
 
+import numpy as np
+
+from explore.blocks import evaluate_points
 from explore.design_point import DesignPoint
 from explore.evaluate import Evaluator
 
 TARGET_POINTS_PER_S = 1000.0
 
 
-def points_per_second(evaluator: Evaluator, point: DesignPoint, seconds: float, **kwargs) -> float:
-    """Evaluate the point repeatedly for about `seconds`; return evaluations per second."""
+def calls_per_second(call, seconds: float) -> float:
+    """Run call() repeatedly for about `seconds`; return calls per second."""
     count, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds or count < 3:
-        evaluator.evaluate(point, **kwargs)
+        call()
         count += 1
     return count / (time.perf_counter() - start)
 
@@ -33,21 +42,41 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="time per measurement")
     parser.add_argument("--device", default="h100-sxm", help="device preset (default h100-sxm)")
     parser.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
+    parser.add_argument("--output", type=int, default=2, help="output tokens: 2 is one decode step (default)")
+    parser.add_argument("--variants", type=int, default=1000, help="points of the what-if block (default 1000)")
     args = parser.parse_args()
-    point = DesignPoint(model="llama-2-7b", device=args.device, batch=args.batch, prompt=2048, output=128)
+    point = DesignPoint(model="llama-2-7b", device=args.device, batch=args.batch, prompt=2048, output=args.output)
     evaluator = Evaluator()
     start = time.perf_counter()
     analytic = evaluator.evaluate(point)  # captures and lowers the traces once
-    print(f"{args.device}, batch {args.batch}: trace capture + first evaluation: {time.perf_counter() - start:.2f} s")
+    print(f"{args.device}, batch {args.batch}, output {args.output}: traces (captured or from the trace cache) and "
+          f"the first evaluation: "
+          f"{time.perf_counter() - start:.2f} s")
     simulated = evaluator.evaluate(point, event_sim=True)
-    fast = points_per_second(evaluator, point, args.seconds)
-    slow = points_per_second(evaluator, point, args.seconds, event_sim=True)
-    pairs = [(analytic.result.makespan_s, simulated.result.makespan_s),
-             (analytic.result.energy_J, simulated.result.energy_J)]
+    block = evaluate_points(evaluator, [point])[0]
+    rng = np.random.default_rng(0)
+    variants = [DesignPoint(model="llama-2-7b", device=args.device, batch=args.batch, prompt=2048,
+                            output=args.output, overrides=(("memory.bandwidth_GBps", float(bandwidth)),
+                                                           ("compute.peak_TFLOPS.bf16", float(peak))))
+                for bandwidth, peak in zip(rng.uniform(1000, 8000, args.variants),
+                                           rng.uniform(300, 2500, args.variants), strict=True)]
+    evaluate_points(evaluator, variants)  # checks the knob values once, as a sweep does
+    rates = {
+        "reference": calls_per_second(lambda: evaluator.evaluate(point), args.seconds),
+        "event sim": calls_per_second(lambda: evaluator.evaluate(point, event_sim=True), args.seconds),
+        "block of one": calls_per_second(lambda: evaluate_points(evaluator, [point]), args.seconds),
+        "what-if block": args.variants * calls_per_second(lambda: evaluate_points(evaluator, variants),
+                                                          args.seconds),
+    }
+    pairs = [(analytic.result.makespan_s, simulated.result.makespan_s), (analytic.result.energy_J,
+                                                                         simulated.result.energy_J),
+             (analytic.metrics["e2e_s"], block["e2e_s"]), (analytic.metrics["energy_per_token_J"],
+                                                           block["energy_per_token_J"])]
     worst = max(abs(a / b - 1) for a, b in pairs)
-    print(f"analytic path:   {fast:10.1f} points/s   ({fast / TARGET_POINTS_PER_S:.2f}x the 1,000 points/s target)")
-    print(f"event sim path:  {slow:10.1f} points/s   (baseline, same run)")
-    print(f"speedup over the event simulation: {fast / slow:.1f}x; largest metric difference {worst:.2e}")
+    for name, rate in rates.items():
+        print(f"{name:>14}: {rate:12,.0f} points/s   ({rate / rates['reference']:6.2f}x the reference)")
+    print(f"reference / the {TARGET_POINTS_PER_S:,.0f} points/s target: "
+          f"{rates['reference'] / TARGET_POINTS_PER_S:.2f}x; largest difference between the paths' metrics {worst:.2e}")
 
 
 if __name__ == "__main__":

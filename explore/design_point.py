@@ -88,7 +88,7 @@ class DesignPoint:
 
     def _values(self) -> dict[str, Any]:
         """Field values by name (shallow: the fields are numbers, strings and tuples)."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return {name: getattr(self, name) for name in _FIELD_NAMES}
 
     def row(self) -> dict[str, Any]:
         """Input columns of the results table, one column per override ('device.memory.bandwidth_GBps')."""
@@ -102,3 +102,6 @@ class DesignPoint:
         row.update({f"device.{path}": value for path, value in self.overrides})
         row.update({f"link.{path}": value for path, value in link_overrides})
         return row
+
+
+_FIELD_NAMES = tuple(f.name for f in fields(DesignPoint))

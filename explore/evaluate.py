@@ -21,7 +21,7 @@ from sim.analytic import evaluate as evaluate_analytic
 from sim.capacity import highest_rate
 from sim.costs import IterationCostModel
 from sim.engine import simulate
-from sim.memory import batch_footprint, infeasible_reason
+from sim.memory import MemoryFootprint, batch_footprint, infeasible_reason
 from sim.result import RESULT_METRICS, SimResult
 from sim.schedulers import make_scheduler
 from sim.serving import SERVING_METRICS, Pool, ServingResult, serve_pools, serving_infeasible_reason, serving_memory
@@ -56,7 +56,10 @@ class Evaluator:
     Everything memoized is a pure function of its key, so one Evaluator can serve a whole sweep.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, blocks: bool = True) -> None:
+        # Whether sweeps price static points in blocks (explore/blocks.py) or one by one through the reference
+        # path (sim/analytic.py); benchmarks compare the two.
+        self.blocks = blocks
         self._configs: dict[str, ModelConfig] = {}
         self._traces: dict[tuple, Trace] = {}
         self._lowered: dict[tuple, KernelTable] = {}
@@ -64,6 +67,7 @@ class Evaluator:
         self._devices: dict[tuple, Any] = {}
         self._templates: dict[tuple, StepTemplate] = {}
         self._cost_models: dict[tuple, IterationCostModel] = {}
+        self.checked_knobs: set = set()  # what-if values validated for blocks (hw_models/device_block.py)
 
     def config(self, model: str) -> ModelConfig:
         if model not in self._configs:
@@ -171,20 +175,9 @@ class Evaluator:
         if point.serving is not None:
             return self._evaluate_serving(point, fmt)
         device = self.point_device(point)
-        cfg = self.config(point.model)
-        tables = self.tables(point.model, point.batch, point.prompt, fmt, device.sub_batches, point.tp, point.pp,
-                             point.ep, fusion_of(point.execution))
-        prefill_trace = self.trace(point.model, "prefill", point.batch, point.prompt)
+        tables = self.point_tables(point, device)
         workload = BatchWorkload(batch=point.batch, prompt_len=point.prompt, output_len=point.output)
-        memory = batch_footprint(
-            weight_bytes=_weight_bytes(prefill_trace.param_bytes, fmt, device),
-            # The prompt and every output token but the last, which is never fed back into the model.
-            kv_bytes_per_token=cfg.kv_bytes_per_token() * fmt.kv_scale * kv_replication(cfg, point.tp),
-            batch=point.batch,
-            tokens_per_sequence=point.prompt + workload.decode_steps,
-            activation_bytes=prefill_trace.peak_activation_bytes,
-            window=cfg.sliding_window,
-        )
+        memory = self.batch_memory(point, device)
         reason = infeasible_reason(memory, device.memory_bytes)
         if reason and not price_infeasible:
             result = None
@@ -194,6 +187,25 @@ class Evaluator:
             result = evaluate_analytic(device, tables, workload, memory, execution=point.execution)
         return Evaluation(point=point, metrics=_metrics(result, memory, reason, device), result=result,
                           tables=tables)
+
+    def point_tables(self, point: DesignPoint, device) -> PassTables:
+        """The kernel tables of a static-batch point's passes on its device (or system)."""
+        return self.tables(point.model, point.batch, point.prompt, point.numeric_format, device.sub_batches, point.tp,
+                           point.pp, point.ep, fusion_of(point.execution))
+
+    def batch_memory(self, point: DesignPoint, device) -> MemoryFootprint:
+        """What a static-batch point holds in each device's memory: weights, KV cache and activations."""
+        fmt, cfg = point.numeric_format, self.config(point.model)
+        prefill_trace = self.trace(point.model, "prefill", point.batch, point.prompt)
+        return batch_footprint(
+            weight_bytes=_weight_bytes(prefill_trace.param_bytes, fmt, device),
+            # The prompt and every output token but the last, which is never fed back into the model.
+            kv_bytes_per_token=cfg.kv_bytes_per_token() * fmt.kv_scale * kv_replication(cfg, point.tp),
+            batch=point.batch,
+            tokens_per_sequence=point.prompt + point.output - 1,
+            activation_bytes=prefill_trace.peak_activation_bytes,
+            window=cfg.sliding_window,
+        )
 
     def _pool(self, point: DesignPoint, fmt: NumericFormat, role: str, replicas: int, device_name: str = "") -> Pool:
         """A pool of a serving point: `replicas` of the point's device (or of `device_name`, without the point's
@@ -299,16 +311,22 @@ def _metrics(result: SimResult | ServingResult | None, memory, reason: str, devi
     else:
         metrics = result.metrics()
         metrics.update({f"time_{c}_s": result.time_by_class_s.get(c, 0.0) for c in classes})
+    metrics.update(fits_in_memory=not reason, infeasible_reason=reason)
+    metrics.update(hardware_metrics(device, metrics["tokens_per_s"], pools))
+    return metrics
+
+
+def hardware_metrics(device, tokens_per_s, pools: list[Pool] | None = None) -> dict[str, Any]:
+    """The metrics of the hardware itself (the device's or system's, or every pool replica's), and output tokens
+    per dollar of its hourly price at `tokens_per_s` (a number, or an array over a block of points)."""
     area_mm2, price = _pools_hardware(pools) if pools else (device.area_mm2, device.price)
     usd_per_s = price.usd_per_hour / 3600 if price.usd_per_hour else math.nan
-    metrics.update(
+    return dict(
         # Whether fitted efficiency models priced this point: the preset's own ("fitted"), its architecture
         # sibling's ("sibling"), or none (the datasheet roofline, or a family's analytical model).
-        calibrated=calibration_label(device),
-        fits_in_memory=not reason, infeasible_reason=reason, area_mm2=area_mm2,
+        calibrated=calibration_label(device), area_mm2=area_mm2,
         cost_usd=price.usd if price.usd is not None else math.nan,
-        tokens_per_usd=metrics["tokens_per_s"] / usd_per_s,
+        tokens_per_usd=tokens_per_s / usd_per_s,
         # What the whole system rents for (every device of it), where its preset publishes an hourly price.
         usd_per_hour=price.usd_per_hour if price.usd_per_hour else math.nan,
     )
-    return metrics

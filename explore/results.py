@@ -24,7 +24,6 @@ import contextlib
 import csv
 import fcntl
 import json
-import math
 import os
 import secrets
 import sqlite3
@@ -95,12 +94,6 @@ def folder_lock(out_dir: str | Path) -> Iterator[None]:
         os.close(fd)  # releases the flock (pool workers are shut down by now)
 
 
-def _cell(value: Any) -> Any:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    return value
-
-
 def _plain(value: Any) -> Any:
     """JSON fallback for numpy scalars and the like."""
     if hasattr(value, "item"):
@@ -124,12 +117,18 @@ def _replacing(path: Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def _csv_lines(columns: list[str], rows: Iterable[dict[str, Any]]) -> Iterator[list[Any]]:
+    """The cells of each row in column order: empty for a missing value, None or NaN (csv writes None as '')."""
+    for row in rows:
+        yield [None if v != v else v for v in map(row.get, columns)]  # v != v: NaN
+
+
 def _write_csv(path: Path, columns: list[str], rows: Iterable[dict[str, Any]]) -> None:
     """Write a complete CSV atomically (a temporary file renamed over the old one)."""
     with _replacing(path) as tmp, tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows({k: _cell(v) for k, v in row.items()} for row in rows)
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        writer.writerows(_csv_lines(columns, rows))
 
 
 def _read_legacy_csv(path: Path, columns: list[str]) -> list[dict[str, str]]:
@@ -153,6 +152,8 @@ class ResultsStore:
         self.db_path = self.out_dir / DB_NAME
         self.csv_path = self.out_dir / CSV_NAME
         self._db: sqlite3.Connection | None = None
+        # Ids appended to a store that was empty when loaded, in order (None: the store had rows, or was not loaded).
+        self._appended: list[str] | None = None
 
     # -- database -------------------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -212,6 +213,7 @@ class ResultsStore:
         """Finished rows by point_id; brings results.csv in line with the database."""
         rows = {row["point_id"]: row for row in self.rows()}
         _write_csv(self.csv_path, self.columns, rows.values())
+        self._appended = [] if not rows else None  # ids appended since, while they are the whole store in order
         return rows
 
     def append(self, rows: list[dict[str, Any]]) -> None:
@@ -222,27 +224,41 @@ class ResultsStore:
         self._insert(rows)
         new = not self.csv_path.exists() or self.csv_path.stat().st_size == 0
         with self.csv_path.open("a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore")
+            writer = csv.writer(f)
             if new:
-                writer.writeheader()
-            writer.writerows({k: _cell(v) for k, v in row.items()} for row in rows)
+                writer.writerow(self.columns)
+            writer.writerows(_csv_lines(self.columns, rows))
+        if self._appended is not None:
+            self._appended.extend(row["point_id"] for row in rows)
 
-    def export(self, order: Iterable[str] = ()) -> list[dict[str, Any]]:
+    def export(self, order: Iterable[str] = (),
+               stored: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
         """Rewrite results.csv (and results.parquet) from the database, the ids in `order` first, in that order.
 
+        `stored`: every stored row by id in insertion order, where the caller holds them (saves reading them back).
         Returns the rows as exported.
         """
         db = self._connect()
+        order = list(dict.fromkeys(order))
+        if stored is not None:
+            asked = set(order)
+            rows = [stored[i] for i in order] + [row for i, row in stored.items() if i not in asked]
+        if self._appended is not None and order == self._appended:
+            # Every row was appended this run, in the asked order, to a file rewritten when the run began:
+            # the database's insertion order and results.csv are that order already.
+            rows = self.rows() if stored is None else rows
+            write_parquet(self.out_dir / PARQUET_NAME, self.columns, rows)
+            return rows
         db.execute("BEGIN IMMEDIATE")
         try:
             db.execute("UPDATE results SET pos = NULL")
             db.executemany("UPDATE results SET pos = ? WHERE point_id = ?",
-                           [(i, point_id) for i, point_id in enumerate(dict.fromkeys(order))])
+                           [(i, point_id) for i, point_id in enumerate(order)])
         except BaseException:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
-        rows = self.rows()
+        rows = self.rows() if stored is None else rows
         _write_csv(self.csv_path, self.columns, rows)
         write_parquet(self.out_dir / PARQUET_NAME, self.columns, rows)
         return rows

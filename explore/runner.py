@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from explore.blocks import evaluate_points
 from explore.design_point import (
     BREAKDOWN_COLUMNS,
     COMMUNICATION_COLUMN,
@@ -37,9 +38,13 @@ from workloads.errors import InputError
 
 log = logging.getLogger(__name__)
 
-# Points sharing a trace (model, batch, prompt) go to one task so each process traces it once;
-# tasks are capped so results keep arriving during long sweeps.
+# Points sharing a trace (model, batch, prompt) go to one task so each process traces it once, ordered so
+# that points a block prices together (explore/blocks.py) sit side by side; a task ends at a block's end once
+# it holds TASK_POINTS (a block of static what-ifs prices thousands of points in a few milliseconds), or at
+# SERVING_TASK_POINTS serving points (each simulates its requests, about a second), so results keep arriving
+# during long sweeps.
 TASK_POINTS = 256
+SERVING_TASK_POINTS = 16
 
 
 def columns_for(sweep: Sweep) -> list[str]:
@@ -55,8 +60,27 @@ def columns_for(sweep: Sweep) -> list[str]:
 def _tasks(points: list[DesignPoint]) -> list[list[DesignPoint]]:
     groups: dict[tuple, list[DesignPoint]] = defaultdict(list)
     for p in points:
-        groups[(p.model, p.batch, p.prompt)].append(p)
-    return [group[i:i + TASK_POINTS] for group in groups.values() for i in range(0, len(group), TASK_POINTS)]
+        groups[(p.model, p.batch, p.prompt, p.serving is not None)].append(p)
+    tasks: list[list[DesignPoint]] = []
+    for (*_, serving), group in groups.items():
+        if serving:
+            tasks.extend(group[i:i + SERVING_TASK_POINTS] for i in range(0, len(group), SERVING_TASK_POINTS))
+            continue
+        group.sort(key=_block_order)
+        task: list[DesignPoint] = []
+        for p in group:
+            if len(task) >= TASK_POINTS and _block_order(p) != _block_order(task[-1]):
+                tasks.append(task)
+                task = []
+            task.append(p)
+        tasks.append(task)
+    return tasks
+
+
+def _block_order(point: DesignPoint) -> tuple:
+    """Sort key that puts the points of one block next to each other (they differ only in override values)."""
+    return (point.output, point.weight_bits, point.act_bits, point.kv_bits, point.sparsity, point.execution,
+            point.device, point.use_calibration, point.tp, point.pp, tuple(path for path, _ in point.overrides))
 
 
 # One Evaluator per worker thread (a pool process or a Dask worker thread), made on its first task: its
@@ -72,7 +96,7 @@ def _worker_evaluator() -> Evaluator:
 
 def _evaluate_task(points: list[DesignPoint], evaluator: Evaluator | None = None) -> list[dict[str, Any]]:
     evaluator = evaluator or _worker_evaluator()
-    return [p.row() | evaluator.evaluate(p).metrics for p in points]
+    return [p.row() | metrics for p, metrics in zip(points, evaluate_points(evaluator, points), strict=True)]
 
 
 @dataclass(frozen=True)
@@ -255,7 +279,8 @@ class _Run:
 
     def _count(self, row: dict[str, Any]) -> None:
         self.rows[row["point_id"]] = row
-        if is_feasible(normalize_row(row)):  # rows imported from an old results.csv are strings
+        # Rows imported from an old results.csv hold strings; evaluated rows are typed already.
+        if is_feasible(normalize_row(row) if isinstance(row.get("tokens_per_s"), str) else row):
             self.feasible += 1
             value = float(row["tokens_per_s"])
             self.best = value if not self.best >= value else self.best
@@ -287,5 +312,5 @@ def run_sweep(sweep: Sweep, out_dir: Path, *, workers: int = 1, evaluator: Evalu
         finally:
             if run.pool is not None:
                 run.pool.shutdown()
-        table.export(run.asked)
+        table.export(run.asked, run.stored)
     return [run.stored[point_id] for point_id in run.asked]

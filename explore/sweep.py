@@ -323,7 +323,8 @@ class Sweep:
 
     def point(self, values: dict[str, Any]) -> DesignPoint:
         """The design point at one value of every dimension (derived knobs computed from them)."""
-        values = {**values, **self.derive(values)}
+        if self.derived:
+            values = {**values, **self.derive(values)}
         overrides = tuple((k.removeprefix("device."), v) for k, v in values.items() if k.startswith("device."))
         if self.spec.parallel is not None and self.spec.parallel.ep == "spread":
             values["ep"] = values.get("tp", 1)  # experts spread over the tp devices of each point
@@ -349,9 +350,12 @@ class Sweep:
         return self.size() if search.strategy == "grid" else min(search.budget, self.size())
 
     def points(self) -> list[DesignPoint]:
-        """Every design point of the grid, in a fixed order."""
+        """Every design point of the grid, in a fixed order: device what-if values vary fastest, so the points a
+        block prices together (explore/blocks.py) are neighbours."""
         dims = self.dimensions()
-        return [self.point(dict(zip(dims, combo, strict=True))) for combo in itertools.product(*dims.values())]
+        order = sorted(dims, key=lambda name: name.startswith("device."))  # stable: the others keep their order
+        return [self.point({name: combo[order.index(name)] for name in dims})
+                for combo in itertools.product(*(dims[name] for name in order))]
 
 
 def load_sweep(path: str) -> Sweep:

@@ -36,6 +36,19 @@ class KernelCosts:
     static_J: np.ndarray
     unit: np.ndarray | None = None
 
+    @classmethod
+    def broadcast(cls, **fields) -> KernelCosts:
+        """Costs whose fields are brought to one shape: (kernels,), or (points, kernels) over a block of design
+        points where some fields vary by point and others (a FLOP's energy) do not."""
+        shape = np.broadcast_shapes(*(np.shape(v) for k, v in fields.items() if k != "unit" and v is not None))
+        return cls(**{k: v if v is None or k == "unit" or np.shape(v) == shape else np.broadcast_to(v, shape)
+                      for k, v in fields.items()})
+
+    def take(self, index: np.ndarray) -> KernelCosts:
+        """The costs of rows `index` (on the last axis), in that order."""
+        return KernelCosts(**{name: None if value is None else value[..., index]
+                              for name, value in vars(self).items()})
+
     @property
     def unit_index(self) -> np.ndarray:
         return np.zeros(len(self.time_s), dtype=int) if self.unit is None else self.unit

@@ -53,6 +53,12 @@ class DeviceModel:
     kind: ClassVar[str] = ""
     # The engines kernels run on; KernelCosts.unit indexes this tuple.
     units: tuple[str, ...] = ("device",)
+    # Spec fields (dotted paths, '*' a wildcard) that may take one value per design point of a block priced in
+    # one call (hw_models/device_block.py): fields the cost model uses only elementwise per kernel.
+    block_fields: ClassVar[tuple[str, ...]] = ()
+    # Whether a kernel's cost depends on its own row only (not on the rest of the pass, as a cache that holds
+    # some of a pass's weights makes it): then equal rows are priced once (KernelTable.distinct_rows).
+    prices_rows_alone: ClassVar[bool] = False
 
     def __init__(self, spec: Any, reference: Any = None, calibration: Any = None):
         """`reference` is the preset as shipped, before what-if overrides (default: spec itself)."""
@@ -100,12 +106,22 @@ class DeviceModel:
 
     def cost_table(self, table: KernelTable, execution: str = "eager") -> KernelCosts:
         """Costs of every kernel in the table, vectorized; sparsity the device supports is applied first."""
+        costs, index = self.cost_rows(table, execution)
+        return costs if index is None else costs.take(index)
+
+    def cost_rows(self, table: KernelTable, execution: str = "eager") -> tuple[KernelCosts, np.ndarray | None]:
+        """Costs of the table's distinct rows and each kernel's index into them (None: a cost per kernel, in
+        order). A model whose kernels cost by their own row alone prices equal rows once."""
         check_execution(execution)
         if len(table) == 0:
             zero = np.zeros(0)
             return KernelCosts(time_s=zero, compute_s=zero, memory_s=zero, overhead_s=zero, compute_J=zero,
-                               memory_J=zero, static_J=zero)
-        return self._cost_table(table.run_on(self.sparsity_patterns), execution)
+                               memory_J=zero, static_J=zero), None
+        distinct = table.distinct_rows if self.prices_rows_alone else None
+        if distinct is not None:
+            rows, index = distinct
+            return self._cost_table(rows.run_on(self.sparsity_patterns), execution), index
+        return self._cost_table(table.run_on(self.sparsity_patterns), execution), None
 
     def _cost_table(self, table: KernelTable, execution: str) -> KernelCosts:
         raise NotImplementedError

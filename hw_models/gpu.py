@@ -39,6 +39,10 @@ class GPUModel(DeviceModel):
 
     kind = "gpu"
     units = ("gpu",)
+    # Not the SM count (it sets the GEMM waves and the attention splits) nor the L2 size (replays only).
+    block_fields = ("memory.bandwidth_GBps", "memory.capacity_GB", "compute.peak_TFLOPS.*", "power.idle_W",
+                    "energy.dram_pJ_per_bit", "overhead.kernel_launch_us", "overhead.graph_launch_us")
+    prices_rows_alone = True
     # Bytes a kernel's working set may occupy and still be in the L2 cache at its next call: none in a model
     # pass (each layer reads its own KV cache once per step); see replaying().
     replay_cache_bytes = 0.0
@@ -82,15 +86,22 @@ class GPUModel(DeviceModel):
         return 0.0
 
     def _device_times(self, table: KernelTable, peak: np.ndarray):
-        """(compute_s, memory_s, busy_s, latency_s): busy_s blends compute and memory; latency is fixed."""
+        """(compute_s, memory_s, busy_s, latency_s): busy_s blends compute and memory; latency is fixed.
+
+        Over a block of design points (spec fields of shape (points, 1), hw_models/device_block.py) every array
+        is (points, kernels): rows of a kernel class are selected on the last axis.
+        """
         bytes_moved = table.bytes
+        bandwidth_Bps = self.spec.bandwidth_Bps
         compute_s = table.flops / peak
-        memory_s = bytes_moved / self.spec.bandwidth_Bps
+        memory_s = bytes_moved / bandwidth_Bps
         busy_s = np.maximum(compute_s, memory_s)
-        latency_s = np.zeros(len(table))
+        latency_s = np.zeros(busy_s.shape)
         cal = self.calibration
         if cal is None:
             return compute_s, memory_s, busy_s, latency_s
+        compute_s, memory_s = (np.array(np.broadcast_to(x, busy_s.shape)) for x in (compute_s, memory_s))
+        sm_count = self.spec.compute.sm_count
         gemm = table.class_masks.get("gemm")
         if gemm is not None:
             # The table is the work this GPU does (run_on): a pattern it supports has its zeros skipped.
@@ -98,28 +109,27 @@ class GPUModel(DeviceModel):
             for fit, rows in cal.gemm_groups(table.dtype_groups, gemm):
                 kept = table.weight_density[rows] if sparse else 1.0
                 c, m, d = gemm_times(m=table.m[rows], n=table.n[rows], k=table.k[rows], batch=table.batch[rows],
-                                     flops=table.flops[rows], flops_per_s=peak[rows], bytes_moved=bytes_moved[rows],
-                                     bandwidth_Bps=self.spec.bandwidth_Bps, sm_count=self.spec.compute.sm_count,
+                                     flops=table.flops[rows], flops_per_s=peak[..., rows],
+                                     bytes_moved=bytes_moved[rows], bandwidth_Bps=bandwidth_Bps, sm_count=sm_count,
                                      fit=fit, kept=kept)
-                compute_s[rows], memory_s[rows] = c, m
-                busy_s[rows], latency_s[rows] = d - fit.latency_s, fit.latency_s
+                compute_s[..., rows], memory_s[..., rows] = c, m
+                busy_s[..., rows], latency_s[..., rows] = d - fit.latency_s, fit.latency_s
         attention = table.class_masks.get("attention")
         if cal.attention is not None and attention is not None:
             shape = {name: getattr(table, name)[attention] for name in (
                 "flops", "act_bytes", "kv_bytes", "batch", "heads", "kv_heads", "q_len", "kv_len", "head_dim")}
-            c, m, busy, latency = attention_times(**shape, flops_per_s=peak[attention],
-                                                  bandwidth_Bps=self.spec.bandwidth_Bps,
-                                                  sm_count=self.spec.compute.sm_count, fit=cal.attention,
+            c, m, busy, latency = attention_times(**shape, flops_per_s=peak[..., attention],
+                                                  bandwidth_Bps=bandwidth_Bps, sm_count=sm_count, fit=cal.attention,
                                                   cached_bytes=self.replay_cache_bytes)
-            compute_s[attention], memory_s[attention] = c, m
-            busy_s[attention], latency_s[attention] = busy, latency
+            compute_s[..., attention], memory_s[..., attention] = c, m
+            busy_s[..., attention], latency_s[..., attention] = busy, latency
         for name, rows in table.kind_masks.items():
             fit = cal.stream(name)  # None for kinds without a streaming fit (GEMMs, attention)
             if fit is None:
                 continue
-            m, _ = stream_times(bytes_moved=bytes_moved[rows], bandwidth_Bps=self.spec.bandwidth_Bps, fit=fit)
-            memory_s[rows] = m
-            busy_s[rows], latency_s[rows] = np.maximum(compute_s[rows], m), fit.latency_s
+            m, _ = stream_times(bytes_moved=bytes_moved[rows], bandwidth_Bps=bandwidth_Bps, fit=fit)
+            memory_s[..., rows] = m
+            busy_s[..., rows], latency_s[..., rows] = np.maximum(compute_s[..., rows], m), fit.latency_s
         return compute_s, memory_s, busy_s, latency_s
 
     def _cost_table(self, table: KernelTable, execution: str) -> KernelCosts:
@@ -133,5 +143,5 @@ class GPUModel(DeviceModel):
             lambda dtype, matrix: self.joules_per_flop(dtype if matrix else VECTOR_DTYPE))
         memory_J = table.bytes * spec.dram_J_per_byte
         static_J = spec.power.idle_W * time_s
-        return KernelCosts(time_s=time_s, compute_s=compute_s, memory_s=memory_s, overhead_s=overhead_s,
-                           compute_J=compute_J, memory_J=memory_J, static_J=static_J)
+        return KernelCosts.broadcast(time_s=time_s, compute_s=compute_s, memory_s=memory_s, overhead_s=overhead_s,
+                                     compute_J=compute_J, memory_J=memory_J, static_J=static_J)

@@ -28,6 +28,7 @@ kernel dequantizes every element, or runs another backend): `AttentionFit.decode
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -84,17 +85,15 @@ def kv_splits(blocks: np.ndarray, sm_count: int, kv_tiles: np.ndarray) -> np.nda
     nearly fill the SMs (>= 80%) or the keys are 4 tiles or fewer; otherwise the fewest splits whose wave
     efficiency is within 85% of the best, up to MAX_KV_SPLITS."""
     cap = np.minimum(MAX_KV_SPLITS, np.minimum(sm_count, kv_tiles))
-    efficiency = []
-    for splits in range(1, MAX_KV_SPLITS + 1):
-        waves = blocks * splits / sm_count
-        efficiency.append(np.where(splits <= cap, waves / np.ceil(waves), 0.0))
-    efficiency = np.array(efficiency)
+    splits = np.arange(1, MAX_KV_SPLITS + 1).reshape(-1, *([1] * np.ndim(blocks)))  # a leading axis of counts
+    waves = blocks * splits / sm_count
+    efficiency = np.where(splits <= cap, waves / np.ceil(waves), 0.0)
     good = efficiency >= 0.85 * efficiency.max(axis=0)
     return np.where((blocks >= 0.8 * sm_count) | (kv_tiles <= 4), 1, np.argmax(good, axis=0) + 1)
 
 
 def _smooth_max(parts: list[np.ndarray], p: float) -> np.ndarray:
-    top = np.maximum(np.maximum.reduce(parts), 1e-30)  # scaled before the power so large p cannot overflow
+    top = np.maximum(functools.reduce(np.maximum, parts), 1e-30)  # scaled before the power: no overflow
     return top * sum((x / top) ** p for x in parts) ** (1.0 / p)
 
 
@@ -130,15 +129,22 @@ def attention_times(*, flops, act_bytes, kv_bytes, batch, heads, kv_heads, q_len
     decode = q_len == 1
     shapes = dict(flops=flops, act_bytes=act_bytes, kv_bytes=kv_bytes, batch=batch, heads=heads, kv_heads=kv_heads,
                   q_len=q_len, kv_len=kv_len, head_dim=head_dim, flops_per_s=flops_per_s)
-    out = [np.zeros(len(batch)) for _ in range(4)]
+    # (kernels,), or (points, kernels) where a rate varies by design point (a block, hw_models/device_block.py);
+    # the shape-only terms (blocks, waves, splits) stay one per kernel.
+    shape = np.broadcast_shapes(*(np.shape(v) for v in shapes.values()), np.shape(bandwidth_Bps))
+    out = [np.zeros(shape) for _ in range(4)]
     for is_decode in (False, True):
         for is_narrow in (False, True):
             rows = (decode == is_decode) & (narrow == is_narrow)
             if not rows.any():
                 continue
             variant = fit.variant(decode=is_decode, fp8_kv=is_narrow)
-            parts = _times(variant, **{k: np.broadcast_to(v, batch.shape)[rows] for k, v in shapes.items()},
+            every = rows.all()  # most tables hold one variant: no subsets to take
+            parts = _times(variant, **{k: v if every else np.broadcast_to(v, np.shape(v)[:-1] + batch.shape)[..., rows]
+                                       for k, v in shapes.items()},
                            bandwidth_Bps=bandwidth_Bps, sm_count=sm_count, cached_bytes=cached_bytes)
+            if every:
+                return tuple(np.broadcast_to(part, shape) for part in (*parts, variant.latency_s))
             for column, part in zip(out, (*parts, variant.latency_s), strict=True):
-                column[rows] = part
+                column[..., rows] = part
     return tuple(out)

@@ -116,9 +116,16 @@ class KernelTable:
         return distinct, np.array([index[p] for p in pairs], dtype=int)
 
     def per_dtype(self, fn) -> np.ndarray:
-        """fn(dtype, tensor_core) for every kernel, called once per distinct pair (cost models look up rates)."""
+        """fn(dtype, tensor_core) for every kernel, called once per distinct pair (cost models look up rates).
+
+        A rate that is an array over design points (shape (points, 1)) gives (points, kernels)."""
         groups, index = self.dtype_groups
-        return np.array([fn(dtype, tensor_core) for dtype, tensor_core in groups], dtype=float)[index]
+        values = [fn(dtype, tensor_core) for dtype, tensor_core in groups]
+        if all(np.ndim(v) == 0 for v in values):
+            return np.array(values, dtype=float)[index]
+        lead = np.broadcast_shapes(*(np.shape(v) for v in values))[:-1]
+        columns = [np.broadcast_to(np.asarray(v, dtype=float), (*lead, 1)) for v in values]
+        return np.concatenate(columns, axis=-1)[..., index]
 
     def select(self, mask: np.ndarray) -> KernelTable:
         """The rows where mask is true (or the given row indices)."""
@@ -170,30 +177,54 @@ class KernelTable:
         A decode step's attention work and KV reads are proportional to the keys it attends to, and
         nothing else in the step depends on the context length: one traced step gives every step.
         """
-        traced = self._decode_attention_rows.kv_len
         kv_lens = np.asarray(kv_lens, dtype=float)
         if window:
             kv_lens = np.minimum(kv_lens, window)
+        return self._decode_attention_rows._at_kv_lengths(kv_lens)
+
+    def _at_kv_lengths(self, kv_lens: np.ndarray) -> KernelTable:
+        """at_kv_lengths of a table of decode-attention rows only."""
+        traced = self.kv_len
         ratio = (kv_lens[:, None] / traced[None, :]).ravel()
-        template = self._tiled_attention_rows(len(kv_lens))
+        template = self._tiled(len(kv_lens))
         table = replace(template, flops=template.flops * ratio, kv_bytes=template.kv_bytes * ratio,
                         kv_len=np.repeat(kv_lens, len(traced)))
         _share_shape_caches(table, template)  # this runs once per design point
+        distinct = self.distinct_rows
+        if distinct is not None:
+            # Equal rows at one length are equal at every length (they were traced at the same one).
+            rows, index = distinct
+            steps = np.arange(len(kv_lens))[:, None] * len(rows)
+            table.__dict__["distinct_rows"] = (rows._at_kv_lengths(kv_lens), (steps + index[None, :]).ravel())
         return table
 
-    def _tiled_attention_rows(self, steps: int) -> KernelTable:
-        """Decode-attention rows repeated `steps` times at the traced length, memoized by step count."""
+    def _tiled(self, steps: int) -> KernelTable:
+        """The rows repeated `steps` times, memoized by step count."""
         cache = self.__dict__.setdefault("_tiled_cache", {})
         if steps not in cache:
-            rows = self._decode_attention_rows
             # Attention has no weights: the tiled rows are dense whatever the format's sparsity (run_on is a no-op).
-            table = KernelTable(kernels=rows.kernels * steps,
-                                **{name: np.tile(getattr(rows, name), steps) for name in self._columns()})
-            _share_shape_caches(table, rows, tile=steps)
+            table = KernelTable(kernels=self.kernels * steps,
+                                **{name: np.tile(getattr(self, name), steps) for name in self._columns()})
+            _share_shape_caches(table, self, tile=steps)
             cache.clear()  # one step count at a time: sweeps vary it rarely, and memory stays bounded
             cache[steps] = table
         return cache[steps]
 
+    @cached_property
+    def distinct_rows(self) -> tuple[KernelTable, np.ndarray] | None:
+        """(the distinct rows, each row's index into them), or None when no two rows are equal: a model's
+        layers repeat the same kernels, and a cost model that prices each row on its own prices each once."""
+        if len(self) < 2:
+            return None
+        _, dtype_index = self.dtype_groups
+        columns = np.column_stack([dtype_index, *(getattr(self, name) for name in self._columns()
+                                                  if name not in ("dtype",))]).astype(float)
+        _, first, index = np.unique(columns, axis=0, return_index=True, return_inverse=True)
+        if len(first) == len(self):
+            return None
+        rows = self.select(first)
+        rows.__dict__["distinct_rows"] = None
+        return rows, index.ravel()
 
 def _share_shape_caches(table: KernelTable, source: KernelTable, tile: int = 1) -> None:
     """Give `table` the shape-only caches of `source` (its rows repeated `tile` times): they depend on kinds and

@@ -160,14 +160,14 @@ def test_sweep_rows_carry_derived_columns_and_resume(tmp_path, tiny_model):
     sweep = load_sweep(_write(tmp_path, _sweep_text(tiny_model, DERIVED)))
     rows = run_sweep(sweep, tmp_path / "out")
     assert [(r[BANDWIDTH], r["weight_bits"], r[CAPACITY], r["act_bits"]) for r in rows] == [
-        (1000, 8, 300, 8), (1000, 4, 300, 16), (2000, 8, 400, 8), (2000, 4, 400, 16),
-        (4000, 8, 600, 8), (4000, 4, 600, 16)]
+        (1000, 8, 300, 8), (2000, 8, 400, 8), (4000, 8, 600, 8),  # device what-ifs vary fastest
+        (1000, 4, 300, 16), (2000, 4, 400, 16), (4000, 4, 600, 16)]
     assert all(r["fits_in_memory"] for r in rows)
     with (tmp_path / "out" / "results.csv").open() as f:
         reader = csv.DictReader(f)
         header, stored = reader.fieldnames, list(reader)
     assert header.index(CAPACITY) == header.index(BANDWIDTH) + 1
-    assert [float(r[CAPACITY]) for r in stored] == [300, 300, 400, 400, 600, 600]
+    assert [float(r[CAPACITY]) for r in stored] == [300, 400, 600, 300, 400, 600]
     again = run_sweep(load_sweep(sweep.path), tmp_path / "out", evaluator=_NoEvaluator())
     assert [r["point_id"] for r in again] == [r["point_id"] for r in rows]
 
