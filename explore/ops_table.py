@@ -1,0 +1,95 @@
+"""The per-op table of a design point: each op of the prefill and of the first decode step, summed over the
+layers that repeat it, with its work, traffic, arithmetic intensity, what bounds it on the device, and time.
+
+Kernels are grouped by pass, kind, traced op and module with the layer index left out ('layers.*.mlp.down_proj'),
+so a 32-layer model shows one row per op of a layer plus the ops outside the layers. Times are device time
+(each kernel's compute, memory and launch parts as the device model prices them under the point's execution
+mode); a host that dispatches slower than the device runs, as PyTorch eager at small batch, adds its wait on top,
+which the run's TTFT and TPOT include and this table does not.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+
+from hw_models.cost import BOUNDS
+from kernels.table import KernelTable
+from sim.step_costs import pass_execution
+from sim.workload import PassTables
+
+LAYER_INDEX = re.compile(r"(?<=\.)\d+(?=\.|$)")  # 'layers.12.mlp' -> 'layers.*.mlp'
+
+
+@dataclass(frozen=True)
+class OpRow:
+    """One op of a pass, over every layer that runs it."""
+
+    phase: str  # "prefill" or "decode" (the first decode step)
+    kind: str  # kernel kind: gemm, attention_decode, norm, ...
+    op: str  # the traced aten op
+    module: str  # the module it came from, the layer index as '*'
+    count: int  # kernels in the group
+    flops: float
+    bytes: float
+    bound: str  # compute, memory or overhead: the largest of the group's summed time parts
+    time_s: float
+    share: float  # of the pass's device time
+
+    @property
+    def intensity_flop_per_byte(self) -> float:
+        return self.flops / self.bytes if self.bytes > 0 else float("inf")
+
+
+def op_rows(tables: PassTables, device, execution: str) -> list[OpRow]:
+    """The prefill's ops, then the first decode step's, each pass's rows by descending time."""
+    rows = []
+    for phase, table in (("prefill", tables.prefill), ("decode", tables.decode)):
+        mode = pass_execution(execution, decode_only=phase == "decode")
+        rows.extend(_pass_rows(phase, table, device.cost_table(table, mode)))
+    return rows
+
+
+def _pass_rows(phase: str, table: KernelTable, costs) -> list[OpRow]:
+    groups: dict[tuple[str, str, str], list[int]] = defaultdict(list)
+    for i, kernel in enumerate(table.kernels):
+        groups[(kernel.kind.value, kernel.op, LAYER_INDEX.sub("*", kernel.module))].append(i)
+    total_s = float(costs.time_s.sum())
+    rows = []
+    for (kind, op, module), members in groups.items():
+        index = np.array(members)
+        parts = [float(getattr(costs, name)[index].sum()) for name in ("compute_s", "memory_s", "overhead_s")]
+        time_s = float(costs.time_s[index].sum())
+        rows.append(OpRow(phase=phase, kind=kind, op=op, module=module, count=len(members),
+                          flops=float(table.flops[index].sum()), bytes=float(table.bytes[index].sum()),
+                          bound=BOUNDS[int(np.argmax(parts))], time_s=time_s,
+                          share=time_s / total_s if total_s > 0 else 0.0))
+    return sorted(rows, key=lambda row: -row.time_s)
+
+
+def format_op_table(rows: list[OpRow], limit: int | None = None) -> str:
+    """The rows as an aligned text table, a block per pass (at most `limit` rows each, then one line of the rest)."""
+    header = f"{'op':<62} {'n':>4} {'GFLOP':>10} {'MB':>10} {'FLOP/B':>8} {'bound':>8} {'time ms':>9} {'share':>6}"
+    lines = []
+    for phase in ("prefill", "decode"):
+        part = [row for row in rows if row.phase == phase]
+        if not part:
+            continue
+        title = "prefill" if phase == "prefill" else "first decode step"
+        lines += [f"{title}: {len(part)} ops, {sum(r.count for r in part)} kernels, "
+                  f"{sum(r.time_s for r in part) * 1e3:,.3f} ms of device time", header]
+        shown = part if limit is None else part[:limit]
+        for row in shown:
+            name = f"{row.kind} {row.op} {row.module}".strip()[:62]
+            lines.append(f"{name:<62} {row.count:>4} {row.flops / 1e9:>10,.3f} {row.bytes / 1e6:>10,.3f} "
+                         f"{row.intensity_flop_per_byte:>8,.1f} {row.bound:>8} {row.time_s * 1e3:>9,.4f} "
+                         f"{row.share:>6.1%}")
+        if len(shown) < len(part):
+            rest = part[len(shown):]
+            lines.append(f"... {len(rest)} more ops: {sum(r.time_s for r in rest) * 1e3:,.4f} ms, "
+                         f"{sum(r.share for r in rest):.1%}")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"

@@ -1,0 +1,47 @@
+"""The per-op table (explore/ops_table.py): every kernel counted once, sums equal to the passes'."""
+
+from __future__ import annotations
+
+import pytest
+
+from explore.design_point import DesignPoint
+from explore.evaluate import Evaluator
+from explore.ops_table import format_op_table, op_rows
+from tests.explore.tiny_sweep import TINY_CONFIG, write_tiny_model
+
+
+@pytest.fixture(scope="module")
+def evaluation(tmp_path_factory):
+    evaluator = Evaluator()
+    point = DesignPoint(model=write_tiny_model(tmp_path_factory.mktemp("ops")), device="h100-sxm", batch=1,
+                        prompt=32, output=2)
+    return evaluator.evaluate(point), evaluator.point_device(point)
+
+
+def test_rows_account_for_every_kernel_once(evaluation):
+    result, device = evaluation
+    rows = op_rows(result.tables, device, "eager")
+    for phase, table in (("prefill", result.tables.prefill), ("decode", result.tables.decode)):
+        part = [r for r in rows if r.phase == phase]
+        assert sum(r.count for r in part) == len(table)
+        assert sum(r.flops for r in part) == pytest.approx(float(table.flops.sum()), rel=1e-12)
+        assert sum(r.bytes for r in part) == pytest.approx(float(table.bytes.sum()), rel=1e-12)
+        assert sum(r.time_s for r in part) == pytest.approx(float(device.cost_table(table).time_s.sum()), rel=1e-12)
+        assert sum(r.share for r in part) == pytest.approx(1.0)
+        assert [r.time_s for r in part] == sorted((r.time_s for r in part), reverse=True)
+
+
+def test_layers_fold_into_one_row_and_a_decode_gemv_is_memory_bound(evaluation):
+    """The tiny model has two layers: a layer's op is one row of two kernels. A batch-1 decode projection reads
+    each 16-bit weight once for 2 FLOPs of it: about 1 FLOP per byte, far below the H100's ridge point."""
+    result, device = evaluation
+    rows = op_rows(result.tables, device, "eager")
+    down = [r for r in rows if r.phase == "decode" and r.module == "layers.*.mlp.down_proj"]
+    assert len(down) == 1 and down[0].count == TINY_CONFIG["num_hidden_layers"]
+    hidden, inter = TINY_CONFIG["hidden_size"], TINY_CONFIG["intermediate_size"]
+    weight_B = 2 * 2 * hidden * inter  # two layers, 2 bytes per weight
+    assert down[0].flops == pytest.approx(2 * 2 * hidden * inter)
+    assert weight_B <= down[0].bytes <= 1.1 * weight_B
+    assert down[0].bound in ("memory", "overhead")
+    text = format_op_table(rows, limit=3)
+    assert "first decode step:" in text and "more ops" in text
