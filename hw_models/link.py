@@ -39,7 +39,7 @@ from pydantic import TypeAdapter, ValidationError
 from pydantic.dataclasses import dataclass as spec_dataclass
 
 from hw_models.spec_common import SPEC_CONFIG, NonNegative, Positive, Source
-from hw_models.validation import check_keys, did_you_mean, input_error
+from hw_models.validation import check_keys, check_plausible, did_you_mean, input_error
 from workloads.errors import InputError, read_user_text
 from workloads.yaml_lines import LocatedYAML
 
@@ -100,6 +100,7 @@ def load_link(name_or_path: str, overrides: dict | None = None) -> LinkSpec:
                 raise InputError(f"{where}: link.{key}: no such field to override{did_you_mean(key, fields)}; "
                                  f"allowed: {', '.join(fields)}")
         data, line_of = {**data, **overrides}, None
+    check_plausible(data, where, line_of=line_of)  # .inf, .nan and numbers no link has (as device fields are)
     try:
         return TypeAdapter(LinkSpec).validate_python(data)
     except ValidationError as err:

@@ -126,6 +126,10 @@ class Plausible(NamedTuple):
 # parts as of 2026 are the yardstick: B200 (8 TB/s HBM3e, 9 PFLOP/s dense fp4, 1 kW), B300 (288 GB), Cerebras
 # WSE-3 (a 46,225 mm2 wafer, 900,000 cores, 44 GB of SRAM at 21 PB/s, a 23 kW system).
 PLAUSIBLE: tuple[tuple[str, Plausible], ...] = (
+    # A link preset's own fields (hw_models/link.py: top-level keys, where a device's are nested).
+    (r"^bandwidth_GBps$", Plausible(low=0.1, high=1e4, unit="GB/s", why="a link per direction per device: 10 TB/s "
+                                    "is 11x NVLink 5's 900 GB/s; 0.1 GB/s is 1 Gb Ethernet")),
+    (r"^latency_us$", Plausible(low=0, high=1e5, unit="us", why="per hop: 0.1 s is 10^4 times InfiniBand's")),
     (r"^(caches\.\w+|onchip)\.bandwidth_GBps$", Plausible(
         low=1, high=1e8, unit="GB/s", why="on-chip SRAM: 100 PB/s is 5x Cerebras WSE-3's 21 PB/s")),
     (r"_GBps$", Plausible(low=1, high=1e5, unit="GB/s", why="off-chip memory: 100 TB/s is 12x B200's 8 TB/s "

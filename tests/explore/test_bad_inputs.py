@@ -155,6 +155,11 @@ CASES = [
     ("sweep override 1e-300", _check("sweep_override_tiny.yaml"),
      "value 1e-300 on h100-sxm: hw_models/presets/h100-sxm.yaml: memory.bandwidth_GBps: found 1e-300, allowed: 1 to "
      "100,000 GB/s"),
+    ("sweep link override 1e-300", _check("sweep_link_override_tiny.yaml"),
+     "value 1e-300 on nvlink4: hw_models/presets/links/nvlink4.yaml: bandwidth_GBps: found 1e-300, allowed: 0.1 "
+     "to 10,000 GB/s"),
+    ("link latency .inf", _run("--tp", "2", "--link", str(BAD / "link_latency_inf.yaml")),
+     "link_latency_inf.yaml:4: latency_us: found inf, allowed: a finite number"),
     ("sweep sparsity said once", _check("sweep_sparsity.yaml"),
      "format.sparsity.1: found '3:5', allowed: dense or N:M"),
     # Measured-kernel tables (row values: tests/kernels/test_measured.py).
