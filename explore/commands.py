@@ -358,6 +358,12 @@ def cmd_trace(args) -> int:
         if getattr(args, name) < (0 if name == "context" else 1):
             raise InputError(f"--{name}: found {getattr(args, name)}, allowed: a positive integer")
     cfg = load_model_config(args.model)
+    # A prefill of `prompt` tokens, or one decode token after `context` cached ones: every position in the context.
+    flag, value, positions = (("--prompt", args.prompt, args.prompt) if args.phase == "prefill"
+                              else ("--context", args.context, args.context + 1))
+    if positions > cfg.max_positions:
+        raise InputError(f"{flag}: found {value:,} ({positions:,} positions), allowed: at most {cfg.name}'s context "
+                         f"of {cfg.max_positions:,} tokens (max_position_embeddings)")
     if args.phase == "prefill":
         trace = trace_model(cfg, phase="prefill", batch=args.batch, seq_len=args.prompt, fake=not args.real)
     else:

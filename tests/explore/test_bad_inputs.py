@@ -160,6 +160,9 @@ CASES = [
      "to 10,000 GB/s"),
     ("link latency .inf", _run("--tp", "2", "--link", str(BAD / "link_latency_inf.yaml")),
      "link_latency_inf.yaml:4: latency_us: found inf, allowed: a finite number"),
+    ("trace beyond the context", ["trace", "--model", "llama-2-7b", "--phase", "decode", "--context", "100000",
+                                  "-o", "trace.json"],
+     "--context: found 100,000 (100,001 positions), allowed: at most llama-2-7b's context of 4,096 tokens"),
     ("sweep sparsity said once", _check("sweep_sparsity.yaml"),
      "format.sparsity.1: found '3:5', allowed: dense or N:M"),
     # Measured-kernel tables (row values: tests/kernels/test_measured.py).
