@@ -16,6 +16,10 @@ from typing import Any
 
 ALLOWED = ("numbers, knob names, + - * / // ** %, unary -, comparisons, 'a if c else b' and calls of "
            "min, max, round, abs, log2, sqrt")
+# An expression's size: longest text and deepest tree (operators, calls and conditionals count a level each;
+# evaluation recurses through them, and a knob formula needs a handful).
+MAX_EXPRESSION_CHARS = 2000
+MAX_EXPRESSION_DEPTH = 100
 # Largest integer power computed exactly (in bits of the result); beyond it ** works in floats, which overflow
 # to an error instead of building a huge integer.
 MAX_POWER_BITS = 1024
@@ -118,10 +122,17 @@ class Expression:
     @classmethod
     def parse(cls, text: str) -> Expression:
         """Parse and check; ValueError says what is allowed and names the first thing that is not."""
+        if len(text) > MAX_EXPRESSION_CHARS:
+            raise ValueError(f"an expression of at most {MAX_EXPRESSION_CHARS:,} characters (found {len(text):,})")
         try:
             tree = ast.parse(text.strip(), mode="eval").body
         except SyntaxError as err:
             raise ValueError(f"an expression of {ALLOWED} ({err.msg})") from None
+        except (RecursionError, MemoryError):
+            raise ValueError(f"an expression nested at most {MAX_EXPRESSION_DEPTH} levels deep") from None
+        if _depth(tree) > MAX_EXPRESSION_DEPTH:
+            raise ValueError(f"an expression nested at most {MAX_EXPRESSION_DEPTH} levels deep (operators, calls "
+                             f"and conditionals each add one)")
         names: list[str] = []
         _check(tree, text.strip(), names)
         return cls(text, tree, tuple(dict.fromkeys(names)))
@@ -136,6 +147,17 @@ class Expression:
             raise EvaluationError("a result too large for a number") from None
         except (ValueError, TypeError) as err:  # log2(-1), sqrt(-1), a text knob in arithmetic
             raise EvaluationError(str(err)) from None
+
+
+def _depth(tree: ast.AST) -> int:
+    """Levels of the tree, counted without recursion (a long chain of + is as deep as it is long)."""
+    deepest, todo = 0, [(tree, 1)]
+    while todo:
+        node, depth = todo.pop()
+        deepest = max(deepest, depth)
+        if depth <= MAX_EXPRESSION_DEPTH:  # past the limit the answer is known
+            todo.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+    return deepest
 
 
 def _evaluate(node: ast.AST, env: Mapping[str, Any]) -> Any:

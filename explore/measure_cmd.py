@@ -113,6 +113,13 @@ def _validate(args) -> None:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise InputError(f"--{name}: found {value}, allowed: a positive integer")
+    from explore.runner import usable_cores
+
+    cores = usable_cores()
+    if args.threads is not None and args.threads > cores:
+        # More threads than cores time the scheduler's time-slicing, not the kernels: a meaningless table.
+        raise InputError(f"--threads: found {args.threads:,}, allowed: 1 to {cores} (the CPU cores this process "
+                         f"may run on)")
 
 
 def cmd_measure(args) -> int:

@@ -75,7 +75,19 @@ def input_error(err: ValidationError, where: str, prefix: str = "",
         # A rule over several fields of a section (or of the whole file): its message names them; the
         # section itself is no value to quote.
         return InputError(f"{place}: {key}: {allowed}" if key else f"{place}: {allowed}")
-    return InputError(f"{place}: {key}: found {first.get('input')!r}, allowed: {allowed}")
+    return InputError(f"{place}: {key}: found {quoted(first.get('input'))}, allowed: {allowed}")
+
+
+# Longest value quoted in a message; a longer one is shown by its start and its length (one line stays readable).
+MAX_QUOTED_CHARS = 80
+
+
+def quoted(value) -> str:
+    """repr(value), or its first characters and its length when it is long."""
+    text = repr(value)
+    if len(text) <= MAX_QUOTED_CHARS:
+        return text
+    return f"{text[:MAX_QUOTED_CHARS - 20]}... ({len(text):,} characters)"
 
 
 def check_keys(data, cls, where: str, prefix: str = "", line_of=None, path: tuple = ()) -> None:

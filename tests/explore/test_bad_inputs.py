@@ -50,6 +50,23 @@ def _big_device(tmp: Path) -> list[str]:
     return ["run", "--model", "llama-2-7b", "--device", str(path)]
 
 
+def _derived(expression: str):
+    """A sweep whose derived capacity is `expression`, written at test time (they are large)."""
+    def write(tmp: Path) -> list[str]:
+        path = tmp / "derived.yaml"
+        path.write_text(f'name: derived\nmodel: llama-2-7b\ndevice: h100-sxm\nderived:\n'
+                        f'  device.memory.capacity_GB: "{expression}"\n')
+        return ["check", str(path)]
+    return write
+
+
+def _nested_conditionals(levels: int) -> str:
+    text = "80"
+    for _ in range(levels):
+        text = f"(80 if batch > 1 else {text})"
+    return text
+
+
 def _validate(name: str) -> list[str]:
     return ["validate", str(BAD / name)]  # its figures would go to out/validate (none: the table is refused)
 
@@ -163,6 +180,16 @@ CASES = [
     ("trace beyond the context", ["trace", "--model", "llama-2-7b", "--phase", "decode", "--context", "100000",
                                   "-o", "trace.json"],
      "--context: found 100,000 (100,001 positions), allowed: at most llama-2-7b's context of 4,096 tokens"),
+    ("trace --real beyond this machine's memory", ["trace", "--model", "llama-2-7b", "--phase", "prefill", "--prompt",
+                                                   "4000", "--batch", "100000", "--real", "-o", "trace.json"],
+     "--real: found a pass needing at least"),
+    ("measure on more threads than cores", ["measure", "--threads", "100000", "--device-name", "x", "-o", "m.csv"],
+     "--threads: found 100,000, allowed: 1 to"),
+    ("derived with 100,000 terms", _derived(" + ".join(["batch"] * 100_000)),
+     "derived.device.memory.capacity_GB: found 'batch + batch + batch"),
+    ("derived 2,000 conditionals deep", _derived(_nested_conditionals(2000)), "characters), allowed: an expression of "
+                                                                           "at most 2,000 characters"),
+    ("derived 150 terms deep", _derived(" + ".join(["batch"] * 150)), "an expression nested at most 100 levels deep"),
     ("sweep sparsity said once", _check("sweep_sparsity.yaml"),
      "format.sparsity.1: found '3:5', allowed: dense or N:M"),
     # Measured-kernel tables (row values: tests/kernels/test_measured.py).
