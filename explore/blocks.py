@@ -19,8 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from explore.design_point import KERNEL_CLASSES, DesignPoint
+from explore.design_point import DesignPoint
 from explore.evaluate import Evaluator, hardware_metrics
+from explore.metrics import KERNEL_CLASSES, add_derived
 from hw_models.device_block import block_device, check_knob_values, varies_in_block
 from sim.block import evaluate_block, supports_block
 from sim.memory import infeasible_reason
@@ -38,7 +39,7 @@ def block_key(point: DesignPoint, evaluator: Evaluator) -> tuple | None:
         return None  # no knob a block could vary: the point is alone whatever the sweep, so the reference prices it
     fixed = tuple((path, value) for path, value in point.overrides if path not in varying)
     return (point.model, point.device, point.use_calibration, point.batch, point.prompt, point.output,
-            point.numeric_format, point.execution, fixed, varying)
+            point.numeric_format, point.execution, point.knobs, fixed, varying)
 
 
 def evaluate_points(evaluator: Evaluator, points: list[DesignPoint]) -> list[dict[str, Any]]:
@@ -96,5 +97,5 @@ def _evaluate_block(evaluator: Evaluator, points: list[DesignPoint], *, varying:
             shared[name] = value
     names = [*RESULT_METRICS, *(n for n in columns if n not in RESULT_METRICS)]
     values = zip(*(columns[name].tolist() for name in names), strict=True)
-    return [dict(zip(names, row, strict=True)) | shared | {"fits_in_memory": ok, "infeasible_reason": why}
+    return [add_derived(dict(zip(names, row, strict=True)) | shared | {"fits_in_memory": ok, "infeasible_reason": why})
             for row, ok, why in zip(values, fits.tolist(), reason, strict=True)]

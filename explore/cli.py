@@ -9,10 +9,13 @@ import math
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hw_models.validation import did_you_mean
-from kernels.formats import ALLOWED_BITS
 from workloads.errors import InputError
+
+if TYPE_CHECKING:
+    from explore.knobs import Knob
 
 COMMANDS = ("run", "check", "report", "presets", "trace", "import-vidur", "import-aiconfigurator", "calibrate",
             "validate", "measure")
@@ -68,28 +71,7 @@ def _command_parser() -> argparse.ArgumentParser:
 
     run = add("run", "Evaluate one design point and print its metrics.",
               "explore run --model llama-2-7b --device h100-sxm --batch 8 --prompt 2048 --output 128 --json")
-    run.add_argument("--model", required=True, help="model preset name or path to a config.json")
-    run.add_argument("--device", required=True, help="device preset name or path to a device YAML")
-    for name, default in (("batch", 1), ("prompt", 512), ("output", 128)):
-        run.add_argument(f"--{name}", type=int, default=default, help=f"default {default}")
-    for name, allowed in ALLOWED_BITS.items():
-        run.add_argument(f"--{name.replace('_', '-')}", type=int, default=16, choices=allowed, help="default 16")
-    run.add_argument("--sparsity", default="dense", help="structured N:M weight sparsity, e.g. 2:4 (default dense)")
-    run.add_argument("--execution", choices=["eager", "graphs", "engine"], default="eager",
-                     help="kernel launches: eager (PyTorch: framework dispatch and a host launch per aten op, "
-                          "default), graphs (the same kernels replayed from CUDA graphs) or engine (a serving "
-                          "engine's fused kernels, decode from CUDA graphs)")
-    run.add_argument("--tp", type=int, default=1,
-                     help="tensor-parallel devices (Megatron-style sharding, an all-reduce per block; default 1)")
-    run.add_argument("--pp", type=int, default=1,
-                     help="pipeline stages, each of --tp devices holding its share of the layers; one batch in "
-                          "flight (default 1)")
-    run.add_argument("--ep", type=int, default=1,
-                     help="expert parallelism for MoE models: 1, or --tp to spread the experts whole over the "
-                          "tensor-parallel devices instead of splitting each (default 1)")
-    run.add_argument("--link", default="",
-                     help="the link between --tp devices: a link preset (explore presets links) or a YAML path; "
-                          "default: the device's own interconnect")
+    add_knob_flags(run)
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="a what-if on a device field, as a sweep's overrides: (repeatable), e.g. --set "
                           "memory.bandwidth_GBps=6700 (also device.memory.bandwidth_GBps; link.bandwidth_GBps "
@@ -131,6 +113,24 @@ def _command_parser() -> argparse.ArgumentParser:
 
     add_measure_parser(add)
     return p
+
+
+def run_knobs() -> tuple[Knob, ...]:
+    """The registered knobs `explore run` has a flag for (explore/knobs.py), in registry order."""
+    from explore.knobs import knobs
+
+    return tuple(k for k in knobs() if k.flag and k.scope in ("point", "system"))
+
+
+def add_knob_flags(run: argparse.ArgumentParser) -> None:
+    """One flag per knob of the point and system scope: --<name> with the knob's type, default and allowed values
+    (values the knob checks itself, such as a minimum, are checked by the command: one line naming the flag)."""
+    for knob in run_knobs():
+        kwargs = {"required": True} if knob.required else {"default": knob.default}
+        if knob.allowed:
+            kwargs["choices"] = list(knob.allowed)
+        shown = "" if knob.required or knob.default == "" else f" (default {knob.default})"
+        run.add_argument(knob.flag_name, type=knob.type, help=f"{knob.help}{shown}", **kwargs)
 
 
 SERVING_EXAMPLE = ("explore run --model llama-2-7b --device h100-sxm --serving --trace splitwise-conv --requests 2000 "

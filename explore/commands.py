@@ -6,8 +6,8 @@ import json
 import sys
 from pathlib import Path
 
-from explore.cli import default_out, json_safe, print_json
-from explore.design_point import DesignPoint
+from explore.cli import default_out, json_safe, print_json, run_knobs
+from explore.design_point import DesignPoint, with_knobs
 from explore.evaluate import Evaluator
 from explore.rerun import REPORT_FILES, report_current, report_inputs, stamp_report, stored_ids
 from explore.results import folder_lock
@@ -18,7 +18,6 @@ from explore.sweep import load_sweep
 from hw_models.device import dispatch_s
 from hw_models.link import load_link_model
 from hw_models.registry import load_device
-from kernels.formats import parse_sparsity
 from kernels.parallel import check_expert_parallel, check_pipeline_parallel, check_tensor_parallel
 from sim.serving_spec import ServingSpec
 from workloads.errors import InputError
@@ -135,9 +134,12 @@ def cmd_check(args) -> int:
 
 
 def cmd_run(args) -> int:
-    for name in ("batch", "prompt", "output"):
-        if getattr(args, name) < 1:
-            raise InputError(f"--{name}: found {getattr(args, name)}, allowed: an integer >= 1")
+    values = {knob.name: getattr(args, knob.name) for knob in run_knobs()}
+    for knob in run_knobs():
+        try:
+            knob.validate(values[knob.name])
+        except ValueError as err:
+            raise InputError(f"{knob.flag_name}: {err}") from None
     serving = _serving_spec(args) if args.serving else None
     if serving is not None and args.sim:
         raise InputError("--sim: found with --serving, allowed: a static batch (a serving run is an event "
@@ -161,16 +163,10 @@ def cmd_run(args) -> int:
         load_link_model(args.link)
     overrides, link_overrides = parse_sets(args.set)
     check_sets(args.device, overrides, args.link, link_overrides, args.tp * args.pp)
-    point = DesignPoint(model=args.model, device=args.device, batch=serving.max_seqs if serving else args.batch,
-                        prompt=0 if serving else args.prompt, output=0 if serving else args.output,
-                        weight_bits=args.weight_bits, act_bits=args.act_bits, kv_bits=args.kv_bits,
-                        sparsity=args.sparsity, execution=args.execution, use_calibration=not args.roofline,
-                        serving=serving, tp=args.tp, pp=args.pp, ep=args.ep, link=args.link,
+    if serving is not None:  # a serving point has no static batch: batch is its sequence limit
+        values.update(batch=serving.max_seqs, prompt=0, output=0)
+    point = DesignPoint(**with_knobs(values), use_calibration=not args.roofline, serving=serving,
                         overrides=tuple(overrides.items()), link_overrides=tuple(link_overrides.items()))
-    try:
-        parse_sparsity(args.sparsity)
-    except ValueError as err:
-        raise InputError(f"--{err}") from None
     simulate = (args.sim or bool(args.chrome_trace)) and serving is None
     evaluator = Evaluator()
     evaluation = evaluator.evaluate(point, event_sim=simulate, timeline=bool(args.chrome_trace))
@@ -182,14 +178,20 @@ def cmd_run(args) -> int:
         # With the tables and the device, each kernel's event carries its class, FLOPs, bytes and bound.
         write_chrome_trace(evaluation.result, point.device, args.chrome_trace, tables=evaluation.tables,
                            device=evaluator.point_device(point), execution=point.execution)
-    metrics = json_safe(evaluation.metrics) | {column: value for column, value in point.row().items()
-                                               if column.startswith(("device.", "link."))}
+    metrics = json_safe(evaluation.metrics) | _set_inputs(point)
     if args.json:
         print_json(metrics)
     else:
         print(f"# {_assumptions(point, evaluator.point_device(point))}")
         _print_metrics(metrics)
     return 0
+
+
+def _set_inputs(point: DesignPoint) -> dict:
+    """What a run's output adds to the metrics: the device and link fields set with --set and the generic knobs
+    (explore/knobs.py) set to other than their default."""
+    return {column: value for column, value in point.row().items()
+            if column.startswith(("device.", "link.")) or column in dict(point.knobs)}
 
 
 def _print_metrics(metrics: dict) -> None:
@@ -204,8 +206,7 @@ def _print_infeasible(args, point: DesignPoint, evaluator: Evaluator, metrics: d
     known of it (memory, area, price; no timings). Exit code 1."""
     reason = metrics["infeasible_reason"]
     hints = infeasible_hints(evaluator, point)
-    shown = json_safe(metrics) | {column: value for column, value in point.row().items()
-                                  if column.startswith(("device.", "link."))}
+    shown = json_safe(metrics) | _set_inputs(point)
     if args.json:
         print(f"explore: infeasible: {reason}", file=sys.stderr)
         print_json(shown | {"hints": [hint.as_dict() for hint in hints]})

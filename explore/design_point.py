@@ -1,4 +1,8 @@
-"""DesignPoint: one combination of model, device, workload, numeric format and device overrides."""
+"""DesignPoint: one combination of model, device, workload, numeric format and device overrides.
+
+The knobs with a typed field here are read by name; every other registered knob of the point or system scope
+(explore/knobs.py) is generic: its value, where it differs from the knob's default, is kept in `knobs`.
+"""
 
 from __future__ import annotations
 
@@ -8,33 +12,9 @@ from dataclasses import dataclass, fields
 from functools import cached_property
 from typing import Any
 
+from explore.knobs import KNOBS, Knob, knobs
 from kernels.formats import NumericFormat
-from sim.serving import SERVING_METRICS
 from sim.serving_spec import ServingSpec
-
-# Columns every results row starts with (the inputs), then METRIC_COLUMNS.
-INPUT_COLUMNS = ("point_id", "model", "device", "batch", "prompt", "output", "weight_bits", "act_bits", "kv_bits",
-                 "sparsity", "execution")
-# The knobs of a design point (every input column but the key).
-KNOB_COLUMNS = INPUT_COLUMNS[1:]
-# tokens_per_s is end to end (every output token over the makespan, prefill included); decode_tokens_per_s
-# counts the tokens after each request's first over the decode time (sim/result.py SimResult.metrics).
-METRIC_COLUMNS = (
-    "ttft_s", "tpot_s", "e2e_s", "tokens_per_s", "decode_tokens_per_s", "energy_per_token_J", "avg_power_W",
-    "peak_memory_B", "fits_in_memory", "infeasible_reason", "area_mm2", "cost_usd", "tokens_per_usd", "calibrated",
-)
-# Latency of one request by kernel class (prefill and all decode steps), after the metrics.
-KERNEL_CLASSES = ("gemm", "attention", "norm", "softmax", "elementwise", "embedding")
-BREAKDOWN_COLUMNS = tuple(f"time_{c}_s" for c in KERNEL_CLASSES)
-# Time in collectives over the link, and the hourly price of the whole system: columns of sweeps over systems
-# of several devices (and of serving sweeps, whose replicas and pools are systems too).
-COMMUNICATION_COLUMN = "time_communication_s"
-SYSTEM_PRICE_COLUMN = "usd_per_hour"
-# Knob columns of a sweep over systems of several devices.
-SYSTEM_INPUT_COLUMNS = ("tp", "pp", "ep", "link")
-# Knob columns of a serving sweep (after the inputs), and its metrics (after METRIC_COLUMNS).
-SERVING_INPUT_COLUMNS = tuple(ServingSpec().columns())
-SERVING_METRIC_COLUMNS = SERVING_METRICS
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,6 +41,9 @@ class DesignPoint:
     ep: int = 1  # expert parallelism: 1, or tp to spread an MoE model's experts over the tp devices
     link: str = ""  # the link between them: a link preset name or path; empty: the device's own (hw_models/link.py)
     link_overrides: tuple[tuple[str, Any], ...] = ()  # link fields, e.g. ("bandwidth_GBps", 300)
+    # Generic registry knobs set to other than their default, sorted by name (explore/knobs.py); a knob at its
+    # default is left out, so a point's key does not change when a knob is added to the registry.
+    knobs: tuple[tuple[str, Any], ...] = ()
 
     @cached_property
     def point_id(self) -> str:
@@ -78,13 +61,25 @@ class DesignPoint:
             del values["ep"]
         if not values["link_overrides"]:
             del values["link_overrides"]
+        if not values["knobs"]:
+            del values["knobs"]  # points without a generic knob keep the keys they had before knobs existed
         canonical = json.dumps(values, sort_keys=True, default=str)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
     @property
     def numeric_format(self) -> NumericFormat:
+        """The format of the point: its bit widths and sparsity, and every generic knob that applies to the format
+        (a NumericFormat field of the same name)."""
+        parts = {name: value for name, value in self.knobs if KNOBS[name].applies == "format"}
         return NumericFormat(weight_bits=self.weight_bits, act_bits=self.act_bits, kv_bits=self.kv_bits,
-                             sparsity=self.sparsity)
+                             sparsity=self.sparsity, **parts)
+
+    def knob(self, name: str) -> Any:
+        """The point's value of any registered knob of the point or system scope: a typed field, or a generic knob's
+        value (its default where the point does not set it)."""
+        if name in _FIELD_NAMES:
+            return getattr(self, name)
+        return dict(self.knobs).get(name, KNOBS[name].default)
 
     def _values(self) -> dict[str, Any]:
         """Field values by name (shallow: the fields are numbers, strings and tuples)."""
@@ -96,7 +91,9 @@ class DesignPoint:
         values.pop("overrides")
         link_overrides = values.pop("link_overrides")
         serving = values.pop("serving")
+        set_knobs = dict(values.pop("knobs"))
         row = {"point_id": self.point_id, **values, "link": self.link or "default"}
+        row.update({k.name: set_knobs.get(k.name, k.default) for k in generic_knobs()})
         if serving is not None:
             row.update(serving.columns())
         row.update({f"device.{path}": value for path, value in self.overrides})
@@ -105,3 +102,31 @@ class DesignPoint:
 
 
 _FIELD_NAMES = tuple(f.name for f in fields(DesignPoint))
+
+
+def generic_knobs() -> tuple[Knob, ...]:
+    """The registered knobs of the point and system scope without a typed field: their values live in
+    DesignPoint.knobs."""
+    return KNOBS.view("generic", _generic)
+
+
+# The sweep-file sections built from the registry (explore/schema.py section_model): where a generic knob is set.
+GENERIC_SECTIONS = ("workload", "format")
+
+
+def _generic() -> tuple[Knob, ...]:
+    generic = tuple(k for k in knobs() if k.scope != "serving" and k.name not in _FIELD_NAMES)
+    for k in generic:
+        if k.section not in GENERIC_SECTIONS:
+            raise ValueError(f"knob {k.name!r}: section {k.section!r}, allowed for a knob without a DesignPoint "
+                             f"field: {', '.join(GENERIC_SECTIONS)}")
+    return generic
+
+
+def with_knobs(values: dict[str, Any]) -> dict[str, Any]:
+    """DesignPoint keyword arguments from knob values by name: generic knobs gathered into `knobs` (those at their
+    default left out, so the key stays as it was before they existed)."""
+    fields = {name: value for name, value in values.items() if name in _FIELD_NAMES}
+    generic = sorted((name, value) for name, value in values.items()
+                     if name not in _FIELD_NAMES and value != KNOBS[name].default)
+    return fields | ({"knobs": tuple(generic)} if generic else {})

@@ -6,7 +6,8 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any
 
-from explore.design_point import KERNEL_CLASSES, DesignPoint
+from explore.design_point import DesignPoint
+from explore.metrics import KERNEL_CLASSES, add_derived
 from hw_models.gpu_efficiency import calibration_label
 from hw_models.link import default_link, load_link_model
 from hw_models.registry import load_device
@@ -171,9 +172,16 @@ class Evaluator:
         A point that does not fit in the device's memory is not simulated (its timings are not reported, and
         an absurd output length costs nothing); price_infeasible simulates it anyway, for its result.
         """
-        fmt = point.numeric_format
         if point.serving is not None:
-            return self._evaluate_serving(point, fmt)
+            evaluation = self._evaluate_serving(point, point.numeric_format)
+        else:
+            evaluation = self._evaluate_static(point, event_sim, timeline, price_infeasible)
+        add_derived(evaluation.metrics)  # metrics explore computes from the others (explore/metrics.py)
+        return evaluation
+
+    def _evaluate_static(self, point: DesignPoint, event_sim: bool, timeline: bool,
+                         price_infeasible: bool) -> Evaluation:
+        """A static batch of the point's batch, prompt and output on its device (or system)."""
         device = self.point_device(point)
         tables = self.point_tables(point, device)
         workload = BatchWorkload(batch=point.batch, prompt_len=point.prompt, output_len=point.output)

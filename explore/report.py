@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from explore.metrics import better_first
 from explore.rows import (
     constraint_label,
     count_label,
@@ -128,15 +129,15 @@ def report_tables(rows: list[dict[str, Any]], constraints: Sequence[str] | None 
     meets = " meeting the constraints" if constraints else ""
     left_out = (f" {count_label(len(violating), 'feasible point')} that break a constraint are left out (listed in "
                 "'Points that break a constraint').") if violating else ""
-    fastest = sorted(meeting, key=lambda r: -r["tokens_per_s"])[:TOP_N]
-    frugal = sorted((r for r in meeting if math.isfinite(r.get("energy_per_token_J", math.nan))),
-                    key=lambda r: r["energy_per_token_J"])[:TOP_N]
+    fastest = better_first(meeting, "tokens_per_s")[:TOP_N]
+    frugal = better_first((r for r in meeting if math.isfinite(r.get("energy_per_token_J", math.nan))),
+                          "energy_per_token_J")[:TOP_N]
     lead = [_design_table("Highest throughput", f"{meets} with the most tokens/s", fastest, overrides, left_out),
             _design_table("Lowest energy per token", f"{meets} with the least energy per output token", frugal,
                           overrides, left_out)]
     tail = []
     if violating:
-        shown = sorted(violating, key=lambda r: -r["tokens_per_s"])[:MAX_BROKEN]
+        shown = better_first(violating, "tokens_per_s")[:MAX_BROKEN]
         more = f" Showing the {len(shown)} with the most tokens/s." if len(violating) > len(shown) else ""
         tail.append(ReportTable(
             title="Points that break a constraint",

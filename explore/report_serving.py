@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from explore.design_point import generic_knobs
+from explore.metrics import better_first
 from explore.plots import figure_png
 from explore.plots_serving import (
     TIMELINE_WINDOWS,
@@ -137,8 +139,9 @@ def knob_value(row: dict[str, Any], knob: str) -> Any:
 
 
 def varying_knobs(rows: list[dict[str, Any]]) -> list[str]:
-    """DESIGN_KNOBS that take more than one value in the rows, plus ALWAYS_SHOWN, in DESIGN_KNOBS order."""
-    return [knob for knob in DESIGN_KNOBS
+    """DESIGN_KNOBS and the generic knobs (explore/design_point.py) that take more than one value in the rows, plus
+    ALWAYS_SHOWN, in that order."""
+    return [knob for knob in (*DESIGN_KNOBS, *(k.name for k in generic_knobs()))
             if knob in ALWAYS_SHOWN or len({knob_value(row, knob) for row in rows}) > 1]
 
 
@@ -438,10 +441,8 @@ def serving_tables(rows: list[dict[str, Any]], constraints: Sequence[str] | None
     best = ("capacity_rps", "Highest capacity", "with the highest arrival rate that meets the SLO") if searched else (
         "goodput_rps", "Highest goodput", "serving the most requests per second within the SLO (all completed "
         "requests when there is none)")
-    good = sorted((r for r in meeting if _has(r, best[0])),
-                  key=lambda r: (-float(r[best[0]]), -float(r["tokens_per_s"])))[:TOP_N]
-    frugal = sorted((r for r in meeting if _has(r, "energy_per_token_J")),
-                    key=lambda r: float(r["energy_per_token_J"]))[:TOP_N]
+    good = better_first((r for r in meeting if _has(r, best[0])), best[0], "tokens_per_s")[:TOP_N]
+    frugal = better_first((r for r in meeting if _has(r, "energy_per_token_J")), "energy_per_token_J")[:TOP_N]
     infeasible = [row for row in rows if not is_feasible(row)]
     shown = infeasible[:MAX_INFEASIBLE]
     more = f" Showing the first {len(shown)} of {len(infeasible)}." if len(infeasible) > len(shown) else ""

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from explore.design_point import KERNEL_CLASSES
+from explore.metrics import KERNEL_CLASSES, better_first
 from explore.plots import (
     BROKEN_MARK,
     CHOSEN_MARK,
@@ -178,13 +178,13 @@ def breakdown_rows(feasible: list[dict[str, Any]], chosen: Chosen) -> tuple[list
     if len(feasible) <= MAX_BARS:
         return feasible, f"all {count_label(len(feasible), 'feasible design point')}"
     picked = list({point_key(row): row for row, _ in chosen}.values())
-    anchor = picked[0] if picked else max(feasible, key=lambda r: as_number(r.get("tokens_per_s")))
+    anchor = picked[0] if picked else better_first(feasible, "tokens_per_s")[0]
     why = "the first chosen design" if picked else "the highest-throughput point"
     keys = {point_key(row) for row in picked}
     peers = [row for row in feasible if row["batch"] == anchor["batch"] and point_key(row) not in keys]
     room = MAX_BARS - len(picked)
     if len(peers) > room:
-        peers = sorted(peers, key=lambda r: -as_number(r.get("tokens_per_s")))[:room]
+        peers = better_first(peers, "tokens_per_s")[:room]
         at = f"the {len(peers)} with the most tokens/s at batch {anchor['batch']} ({why}'s batch)"
     else:
         at = f"all {count_label(len(peers), 'point')} at batch {anchor['batch']} ({why}'s batch)"

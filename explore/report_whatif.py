@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from explore.metrics import metric
 from explore.plots import figure_png
 from explore.plots_objectives import SpeedupLine, SpeedupPanel, speedup_figure
 from explore.report import ReportFigure
@@ -17,12 +18,18 @@ from explore.rows import OVERRIDE_PREFIX, as_number, device_label, is_feasible, 
 
 TITLE = "What-if against the preset as shipped"
 MAX_KNOBS = 3  # rows of the figure: the overridden fields that vary most
-# (metric, panel title): each gain is shipped / what-if (> 1: the what-if is faster or spends less energy).
+# (metric, panel title): each gain is shipped / what-if for a metric better lower (> 1: the what-if is faster or
+# spends less energy), what-if / shipped for one better higher.
 GAINS = (("tpot_s", "TPOT speed-up"), ("ttft_s", "TTFT speed-up"),
          ("energy_per_token_J", "energy per token saved"))
 HOW_TO_READ = ("Each line is one device: at each value of the overridden field, the median gain over every other "
                "knob (model, batch, format, the other overrides), the band from the smallest to the largest. Gains "
                "are shipped / what-if: 2× TPOT speed-up halves the time per output token, 1× changes nothing.")
+
+
+def _gain(name: str, shipped: float, whatif: float) -> float:
+    """How much better the what-if is (> 1: better), the way the metric's registry entry says is better."""
+    return shipped / whatif if metric(name).better == "min" else whatif / shipped
 
 
 def _override_columns(rows: list[dict[str, Any]]) -> list[str]:
@@ -61,7 +68,7 @@ def gains(rows: list[dict[str, Any]], detail: DetailSource) -> list[tuple[dict[s
         base = shipped.get(base_id) or detail.baseline(row)
         if base is None:
             return None
-        result.append((row, {m: as_number(base.get(m)) / as_number(row.get(m)) for m, _ in GAINS}))
+        result.append((row, {m: _gain(m, as_number(base.get(m)), as_number(row.get(m))) for m, _ in GAINS}))
     return result
 
 

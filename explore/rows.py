@@ -5,25 +5,26 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from explore.design_point import (
-    BREAKDOWN_COLUMNS,
-    METRIC_COLUMNS,
-    SERVING_METRIC_COLUMNS,
-    SYSTEM_PRICE_COLUMN,
-    DesignPoint,
-)
+from explore.design_point import DesignPoint, generic_knobs, with_knobs
+from explore.knobs import KNOBS, knob, knobs
+from explore.metrics import METRICS, metric
 from kernels.formats import NumericFormat
 
-TEXT_COLUMNS = ("point_id", "model", "device", "infeasible_reason", "sparsity", "execution", "scheduler", "arrival",
-                "calibrated")
-INT_COLUMNS = ("batch", "prompt", "output", "weight_bits", "act_bits", "kv_bits")
-BOOL_COLUMNS = ("fits_in_memory", "meets_constraints")
-# Numeric metrics (what objectives and constraints may name), and as a set for typing rows.
-NUMERIC_METRICS = tuple(m for m in (*METRIC_COLUMNS, SYSTEM_PRICE_COLUMN, *SERVING_METRIC_COLUMNS,
-                                    *BREAKDOWN_COLUMNS, "time_communication_s")
-                        if m not in ("infeasible_reason", *BOOL_COLUMNS))
-NUMBER_COLUMNS = frozenset(NUMERIC_METRICS)
 OVERRIDE_PREFIX = "device."
+
+
+def _column_types() -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
+    def kind(name: str) -> frozenset[str]:
+        return frozenset(m.name for m in METRICS.entries() if m.kind == name)
+
+    text = {"point_id", *(k.name for k in knobs() if k.type is str)} | kind("text")
+    return frozenset(text), kind("bool"), kind("number")
+
+
+def column_types() -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
+    """The text, bool and number columns of results rows (any other column: an integer where integral), from the
+    registries (memoized in the metrics registry, under the knobs registry's version)."""
+    return METRICS.view(("column types", KNOBS.version), _column_types)
 
 
 def as_number(value: Any) -> float:
@@ -62,12 +63,13 @@ def _integral(value: Any) -> Any:
 def normalize_row(row: dict[str, Any]) -> dict[str, Any]:
     """A results row with typed values, whether it came from an evaluation or from a CSV file."""
     typed: dict[str, Any] = {}
+    text, boolean, numbers = column_types()
     for key, value in row.items():
-        if key in TEXT_COLUMNS:
+        if key in text:
             typed[key] = _text(value)
-        elif key in BOOL_COLUMNS:
+        elif key in boolean:
             typed[key] = _boolean(value)
-        elif key in NUMBER_COLUMNS:
+        elif key in numbers:
             typed[key] = as_number(value)
         else:
             typed[key] = _integral(value)
@@ -88,12 +90,13 @@ def overrides_of(row: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
 
 
 def point_from_row(row: dict[str, Any]) -> DesignPoint:
-    """The design point a (typed) row was evaluated at."""
-    fields = {name: int(row[name]) for name in INT_COLUMNS}
+    """The design point a (typed) row of a static sweep on one device was evaluated at."""
+    fields = {k.name: int(row[k.name]) for k in knobs(section="workload") + knobs(section="format")
+              if k.type is int and k.column == "always"}
+    generic = {k.name: k.type(row[k.name]) for k in generic_knobs() if row.get(k.name) not in (None, "")}
     return DesignPoint(model=row["model"], device=row["device"], overrides=overrides_of(row),
                        execution=row.get("execution") or "eager", sparsity=row.get("sparsity") or "dense",
-                       use_calibration=row.get("calibrated") != "none",
-                       **fields)
+                       use_calibration=row.get("calibrated") != "none", **with_knobs(fields | generic))
 
 
 def format_label(row: dict[str, Any]) -> str:
@@ -147,10 +150,17 @@ def point_label(row: dict[str, Any], *, lengths: bool = False, batch: bool = Tru
         parts.pop(2)
     if lengths:
         parts.append(f"p{row.get('prompt')} o{row.get('output')}")
+    parts += knobs_label(row)
     if overrides := overrides_label(row):
         parts.append(overrides)
     parts[1] = device_label(row)
     return " / ".join(str(p) for p in parts)
+
+
+def knobs_label(row: dict[str, Any]) -> list[str]:
+    """'name=value' of each generic knob (explore/design_point.py) a row sets to other than its default."""
+    return [f"{k.name}={value_label(row[k.name])}" for k in generic_knobs()
+            if row.get(k.name) not in (None, "") and row[k.name] != k.default]
 
 
 def device_label(row: dict[str, Any]) -> str:
@@ -166,35 +176,18 @@ def device_label(row: dict[str, Any]) -> str:
     return name + marks.get(row.get("calibrated"), "")
 
 
-# Names of metrics in figures and tables, and their SI unit suffix (None: a unit-free name such as tokens/s).
-METRIC_NAMES: dict[str, tuple[str, str | None]] = {
-    "ttft_s": ("TTFT", "s"), "tpot_s": ("TPOT", "s"), "e2e_s": ("end-to-end latency", "s"),
-    # tokens_per_s: end to end (every output token over the makespan, prefill included); decode_tokens_per_s: the
-    # tokens after each request's first over the decode time (sim/result.py SimResult.metrics).
-    "tokens_per_s": ("tokens/s", None), "decode_tokens_per_s": ("decode tokens/s", None),
-    "energy_per_token_J": ("energy per output token", "J/token"),
-    "avg_power_W": ("average power", "W"), "peak_memory_B": ("peak memory", "B"), "area_mm2": ("area", "mm2"),
-    "cost_usd": ("cost", "usd"), "tokens_per_usd": ("tokens/USD", None),
-    **{f"{m}_{stat}_s": (f"{stat} {label}", "s")
-       for m, label in (("ttft", "TTFT"), ("tpot", "TPOT"), ("e2e", "end-to-end latency"),
-                        ("queue", "queueing delay"), ("tbt", "time between tokens"))
-       for stat in ("mean", "p50", "p90", "p99")},
-    "usd_per_hour": ("system price", "USD/hour"),
-    "goodput_rps": ("goodput", "requests/s"), "requests_per_s": ("requests/s", None),
-    "output_tokens_per_s": ("output tokens/s", None), "slo_attainment": ("SLO attainment", None),
-    "capacity_rps": ("capacity", "requests/s"), "mean_batch_size": ("mean batch size", None),
-    "kv_utilization_mean": ("mean KV-cache utilization", None),
-    "kv_utilization_max": ("peak KV-cache utilization", None),
-}
 UNIT_SUFFIXES = {"s": "s", "J": "J", "W": "W", "B": "bytes", "mm2": "mm²", "usd": "USD", "GBps": "GB/s", "GB": "GB"}
 # What figures and tables show a SI unit as (the results table keeps SI): times in milliseconds, bytes in GB.
 DISPLAY_UNITS = {"s": ("ms", 1e3), "B": ("GB", 1e-9), "mm2": ("mm²", 1.0), "usd": ("USD", 1.0)}
 
 
 def _unit(name: str) -> tuple[str, str | None]:
-    """A metric's or knob's name in words and its SI unit suffix (None when it has none)."""
-    if name in METRIC_NAMES:
-        return METRIC_NAMES[name]
+    """A metric's or knob's name in words and its SI unit suffix (None when it has none): from its registry entry
+    (explore/metrics.py, explore/knobs.py), else read off the name."""
+    if entry := metric(name):
+        return entry.label, entry.unit or None
+    if entry := knob(name):
+        return entry.words, entry.unit or None
     if "." in name:  # an override's dotted path ('device.memory.bandwidth_GBps'): as the sweep file spells it
         return name, None
     stem, _, suffix = name.rpartition("_")

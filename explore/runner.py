@@ -19,18 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from explore.blocks import evaluate_points
-from explore.design_point import (
-    BREAKDOWN_COLUMNS,
-    COMMUNICATION_COLUMN,
-    INPUT_COLUMNS,
-    METRIC_COLUMNS,
-    SERVING_INPUT_COLUMNS,
-    SERVING_METRIC_COLUMNS,
-    SYSTEM_INPUT_COLUMNS,
-    SYSTEM_PRICE_COLUMN,
-    DesignPoint,
-)
+from explore.design_point import DesignPoint
 from explore.evaluate import Evaluator
+from explore.knobs import input_columns
+from explore.metrics import result_columns
 from explore.results import ResultsStore, folder_lock
 from explore.rows import count_label, is_feasible, normalize_row
 from explore.sweep import Sweep
@@ -48,13 +40,11 @@ SERVING_TASK_POINTS = 16
 
 
 def columns_for(sweep: Sweep) -> list[str]:
-    extra = ["meets_constraints"] if sweep.spec.constraints else []
+    """The results columns of a sweep: its knobs (explore/knobs.py), device and link fields, then its metrics
+    (explore/metrics.py)."""
     serving, system = sweep.spec.serving is not None, sweep.spec.parallel is not None
-    return (list(INPUT_COLUMNS) + (list(SYSTEM_INPUT_COLUMNS) if system else [])
-            + (list(SERVING_INPUT_COLUMNS) if serving else []) + sweep.override_columns()
-            + list(METRIC_COLUMNS) + ([SYSTEM_PRICE_COLUMN] if system or serving else []) + extra
-            + (list(SERVING_METRIC_COLUMNS) if serving else [])
-            + list(BREAKDOWN_COLUMNS) + ([COMMUNICATION_COLUMN] if system else []))
+    return (input_columns(system=system, serving=serving, set_knobs=sweep.set_knobs()) + sweep.override_columns()
+            + result_columns(system=system, serving=serving, constraints=bool(sweep.spec.constraints)))
 
 
 def _tasks(points: list[DesignPoint]) -> list[list[DesignPoint]]:
@@ -80,7 +70,8 @@ def _tasks(points: list[DesignPoint]) -> list[list[DesignPoint]]:
 def _block_order(point: DesignPoint) -> tuple:
     """Sort key that puts the points of one block next to each other (they differ only in override values)."""
     return (point.output, point.weight_bits, point.act_bits, point.kv_bits, point.sparsity, point.execution,
-            point.device, point.use_calibration, point.tp, point.pp, tuple(path for path, _ in point.overrides))
+            point.device, point.use_calibration, point.tp, point.pp, tuple(path for path, _ in point.overrides),
+            point.knobs)
 
 
 # One Evaluator per worker thread (a pool process or a Dask worker thread), made on its first task: its

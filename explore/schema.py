@@ -14,25 +14,14 @@ from pydantic import (
     PlainValidator,
     StrictFloat,
     StrictInt,
+    create_model,
 )
 from pydantic_core import PydanticCustomError, core_schema
 
 from explore.derived import Expression
-from kernels.formats import ALLOWED_BITS, ALLOWED_SPARSITY, parse_sparsity
+from explore.knobs import Knob
 
 PositiveInt = Annotated[StrictInt, Field(ge=1)]
-WeightBits = Literal[ALLOWED_BITS["weight_bits"]]
-
-
-def sparsity_name(pattern: str) -> str:
-    try:
-        parse_sparsity(pattern)
-    except ValueError:
-        raise ValueError(ALLOWED_SPARSITY) from None  # the message names the key and the value once
-    return pattern
-
-
-SparsityName = Annotated[str, AfterValidator(sparsity_name)]
 
 
 def expression_text(text: Any) -> str:
@@ -50,8 +39,6 @@ class ExpressionText(str):
     def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
         return core_schema.no_info_plain_validator_function(expression_text)
 
-
-Bits = Literal[ALLOWED_BITS["act_bits"]]
 
 # A sweep's name is its default output folder (out/<name>), so it must be one plain folder name: no path
 # separators, no '.' or '..', no control characters; then the folder cannot land outside the output root.
@@ -117,3 +104,36 @@ PositiveNumber = Annotated[StrictInt | StrictFloat, AfterValidator(finite), Fiel
 
 def as_list(value) -> list:
     return list(value) if isinstance(value, list | tuple) else [value]
+
+
+def _checked(knob: Knob):
+    """A validator running the knob's own check; its error says only what is allowed (pydantic's message names
+    the key and the value once)."""
+    def check(value: Any) -> Any:
+        try:
+            knob.check(value)
+        except ValueError:
+            raise ValueError(knob.allowed_words()) from None
+        return value
+
+    return check
+
+
+def knob_type(knob: Knob) -> Any:
+    """The pydantic type of one value of a knob (explore/knobs.py): its allowed values, else its type with its
+    minimum and its check."""
+    if knob.allowed:
+        return Literal[knob.allowed]
+    bound = [Field(ge=knob.minimum)] if knob.minimum is not None else []
+    if knob.type is int:
+        return Annotated[StrictInt, *bound] if bound else StrictInt
+    if knob.type is float:
+        return Annotated[StrictInt | StrictFloat, AfterValidator(finite), *bound]
+    return Annotated[str, AfterValidator(_checked(knob))] if knob.check is not None else str
+
+
+def section_model(name: str, knobs: tuple[Knob, ...]) -> type[Strict]:
+    """A sweep-file section (workload:, format:) with one field per knob: one value or a list of them, the knob's
+    default where the file leaves it out."""
+    fields: dict[str, Any] = {k.name: (one_or_more(knob_type(k)), k.default) for k in knobs}
+    return create_model(name, __base__=Strict, **fields)

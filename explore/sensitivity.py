@@ -7,10 +7,14 @@ from typing import Any
 
 import numpy as np
 
-from explore.design_point import KNOB_COLUMNS, SERVING_INPUT_COLUMNS
+from explore.knobs import knobs
 from explore.rows import OVERRIDE_PREFIX, as_number, is_feasible
 
-KNOBS = (*KNOB_COLUMNS, *SERVING_INPUT_COLUMNS)
+
+def _knob_names() -> list[str]:
+    """The registered knobs sensitivity looks at: the point's, then the serving ones (a system's tp, pp, ep and link
+    are not ranked here)."""
+    return [k.name for scope in ("point", "serving") for k in knobs(scope=scope)]
 
 
 def _key(value: Any) -> Any:
@@ -21,9 +25,10 @@ def _key(value: Any) -> Any:
 
 
 def varying_knobs(rows: list[dict[str, Any]]) -> list[str]:
-    """The knobs (KNOBS, then each device.<path> override column) that take more than one value in the rows."""
+    """The knobs (explore/knobs.py, then each device.<path> override column) that take more than one value in the
+    rows."""
     overrides = dict.fromkeys(key for row in rows for key in row if key.startswith(OVERRIDE_PREFIX))
-    return [knob for knob in (*KNOBS, *overrides) if len({_key(row.get(knob)) for row in rows}) > 1]
+    return [knob for knob in (*_knob_names(), *overrides) if len({_key(row.get(knob)) for row in rows}) > 1]
 
 
 def sensitivity(rows: list[dict[str, Any]], objective: str) -> dict[str, list[tuple[Any, float]]]:

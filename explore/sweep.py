@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import operator
 import re
@@ -17,30 +18,29 @@ from pydantic import (
     StrictBool,
     StrictInt,
     ValidationError,
+    create_model,
     field_validator,
     model_validator,
 )
 
 from explore.derived import EvaluationError, Expression
-from explore.design_point import SERVING_METRIC_COLUMNS, DesignPoint
-from explore.rows import NUMERIC_METRICS
+from explore.design_point import DesignPoint, generic_knobs, with_knobs
+from explore.knobs import KNOBS, knobs
+from explore.metrics import metric, metric_names, numeric_metrics
 from explore.schema import (
-    Bits,
     ExpressionText,
     Number,
-    PositiveInt,
-    SparsityName,
     Strict,
     SweepName,
-    WeightBits,
     as_list,
+    knob_type,
     one_or_more,
+    section_model,
 )
 from explore.sweep_serving import Parallel, Serving, check_parallel, check_serving, serving_dimensions, serving_spec
 from hw_models.link import default_link, load_link_model
 from hw_models.registry import load_device
 from hw_models.validation import check_keys, did_you_mean, input_error
-from kernels.formats import ALLOWED_BITS
 from workloads.errors import InputError
 from workloads.model_config import check_context, load_model_config
 from workloads.yaml_lines import LocatedYAML
@@ -58,6 +58,7 @@ MAX_SEARCH_SPACE = 10**15
 
 OPS = {"<=": operator.le, "<": operator.lt, ">=": operator.ge, ">": operator.gt, "==": operator.eq}
 CONSTRAINT = re.compile(r"^\s*([A-Za-z_][\w]*)\s*(<=|>=|<|>|==)\s*([-+0-9.eE]+)\s*$")
+log = logging.getLogger(__name__)
 
 
 class Range(Strict):
@@ -76,19 +77,6 @@ class Range(Strict):
         return np.linspace(lo, hi, self.steps).tolist()
 
 
-class Workload(Strict):
-    batch: one_or_more(PositiveInt) = 1
-    prompt: one_or_more(PositiveInt) = 512
-    output: one_or_more(PositiveInt) = 128
-
-
-class Format(Strict):
-    weight_bits: one_or_more(WeightBits) = 16
-    act_bits: one_or_more(Bits) = 16
-    kv_bits: one_or_more(Bits) = 16
-    sparsity: one_or_more(SparsityName) = "dense"
-
-
 class Objectives(Strict):
     minimize: list[str] = []
     maximize: list[str] = []
@@ -96,10 +84,11 @@ class Objectives(Strict):
     @field_validator("minimize", "maximize")
     @classmethod
     def _known_metrics(cls, names: list[str]) -> list[str]:
+        known = numeric_metrics()
         for name in names:
-            if name not in NUMERIC_METRICS:
-                raise ValueError(f"a metric name{did_you_mean(name, NUMERIC_METRICS)}: one of "
-                                 f"{', '.join(NUMERIC_METRICS)} (found {name!r})")
+            if name not in known:
+                raise ValueError(f"a metric name{did_you_mean(name, known)}: one of {', '.join(known)} (found "
+                                 f"{name!r})")
         return names
 
 
@@ -120,14 +109,17 @@ class Search(Strict):
 
 
 class SweepFile(Strict):
+    """The sweep file's schema; its workload: and format: sections are built from the knobs registry
+    (sweep_file() gives the class with them)."""
+
     name: SweepName
     model: one_or_more(str)
     device: one_or_more(str)
-    workload: Workload = Workload()
+    workload: Strict = Strict()  # the registry's workload knobs (sweep_file)
     serving: Serving | None = None
     parallel: Parallel | None = None
-    format: Format = Format()
-    execution: one_or_more(Literal["eager", "graphs", "engine"]) = "eager"
+    format: Strict = Strict()  # the registry's format knobs (sweep_file)
+    execution: one_or_more(knob_type(KNOBS["execution"])) = KNOBS["execution"].default
     calibrated: StrictBool = True  # false: price every device on its datasheet roofline, fitted or not
     overrides: dict[str, one_or_more(Number) | Range] = {}
     # Knobs computed per design point from its other knobs, e.g. {"device.memory.capacity_GB": "2 * batch"}.
@@ -152,7 +144,7 @@ class SweepFile(Strict):
         if self.serving is None:
             named = [*self.objectives.minimize, *self.objectives.maximize,
                      *(Constraint.parse(text).metric for text in self.constraints)]
-            serving_only = [name for name in named if name in SERVING_METRIC_COLUMNS]
+            serving_only = [name for name in named if name in metric_names("serving")]
             if serving_only:
                 raise ValueError(f"a serving: section for serving metrics (found {serving_only[0]!r} in a static "
                                  f"sweep)")
@@ -161,10 +153,11 @@ class SweepFile(Strict):
     @field_validator("constraints")
     @classmethod
     def _parse_constraints(cls, items: list[str]) -> list[str]:
+        known = numeric_metrics()
         for item in items:
-            metric = Constraint.parse(item).metric
-            if metric not in NUMERIC_METRICS:
-                raise ValueError(f"a metric name{did_you_mean(metric, NUMERIC_METRICS)} (found {item!r})")
+            name = Constraint.parse(item).metric
+            if name not in known:
+                raise ValueError(f"a metric name{did_you_mean(name, known)} (found {item!r})")
         return items
 
     @field_validator("overrides")
@@ -178,12 +171,29 @@ class SweepFile(Strict):
         return overrides
 
 
-# Knobs a sweep may derive besides device fields, and the values each may take (None: any integer >= 1).
-DERIVABLE: dict[str, tuple[int, ...] | None] = {
-    "batch": None, "prompt": None, "output": None, **ALLOWED_BITS,
-}
+def sweep_file() -> type[SweepFile]:
+    """SweepFile with the workload: and format: sections of the knobs registered now (built once per registry
+    state)."""
+    return KNOBS.view("sweep file", _sweep_file)
+
+
+def _sweep_file() -> type[SweepFile]:
+    workload_model = section_model("Workload", knobs(section="workload"))
+    format_model = section_model("Format", knobs(section="format"))
+    return create_model("SweepFile", __base__=SweepFile, __doc__=SweepFile.__doc__,
+                        workload=(workload_model, workload_model()), format=(format_model, format_model()))
+
+
+def derivable() -> tuple[str, ...]:
+    """Knobs a sweep may derive besides device fields (explore/knobs.py: derivable)."""
+    return tuple(k.name for k in knobs() if k.derivable)
+
+
+def text_knobs() -> tuple[str, ...]:
+    return tuple(k.name for k in knobs() if k.type is str)
+
+
 LINK_PREFIX = "link."  # overrides of the link between parallel devices: 'link.bandwidth_GBps'
-TEXT_KNOBS = ("model", "device", "sparsity", "execution", "scheduler", "link")
 DERIVED_DIGITS = 12  # significant digits a derived device field keeps: 0.1 * 3000 is 300, not 300.00000000000006
 
 
@@ -194,11 +204,12 @@ def derived_value(target: str, value: Any) -> int | float:
         raise ValueError(f"found {value!r}, allowed: a finite number")
     if target.startswith("device."):
         return value if isinstance(value, int) else float(f"{value:.{DERIVED_DIGITS}g}")
-    allowed = DERIVABLE[target]
-    if value != int(value) or (allowed is None and value < 1) or (allowed is not None and value not in allowed):
-        what = "an integer >= 1" if allowed is None else ", ".join(map(str, allowed))
-        raise ValueError(f"found {value!r}, allowed: {what}")
-    return int(value)
+    knob = KNOBS[target]
+    if knob.type is int:
+        if value != int(value):
+            raise ValueError(f"found {value!r}, allowed: {knob.allowed_words()}")
+        value = int(value)
+    return knob.validate(value)
 
 
 @dataclass(frozen=True)
@@ -267,10 +278,17 @@ class Sweep:
                 + [target for target in self.derived if target.startswith("device.")]
                 + list(self.link_override_values()))
 
+    def set_knobs(self) -> list[str]:
+        """The generic knobs (explore/design_point.py) the file sets or derives: they have results columns."""
+        return [k.name for k in generic_knobs() if k.name in self.derived
+                or k.name in getattr(self.spec, k.section).model_fields_set]
+
     def dimensions(self) -> dict[str, list]:
         """Each knob of the sweep and the values it takes; override knobs are named 'device.<path>'.
 
-        Derived knobs are not dimensions: point() computes them from the dimensions' values.
+        Derived knobs are not dimensions: point() computes them from the dimensions' values. A generic knob is
+        one where the file sets it (after the built-in knobs, so existing sweeps keep their order and search
+        space).
         """
         s, w, f = self.spec, self.spec.workload, self.spec.format
         dims = {"model": as_list(s.model), "device": as_list(s.device)}
@@ -284,6 +302,7 @@ class Sweep:
             dims.update(tp=as_list(s.parallel.tp), pp=as_list(s.parallel.pp), link=as_list(s.parallel.link))
         dims.update(weight_bits=as_list(f.weight_bits), act_bits=as_list(f.act_bits), kv_bits=as_list(f.kv_bits),
                     sparsity=as_list(f.sparsity), execution=as_list(s.execution))
+        dims.update({name: as_list(getattr(getattr(s, KNOBS[name].section), name)) for name in self.set_knobs()})
         return {name: values for name, values in dims.items() if name not in self.derived}
 
     def derive(self, values: dict[str, Any], targets: list[str] | None = None) -> dict[str, Any]:
@@ -338,8 +357,8 @@ class Sweep:
         fields = {k: v for k, v in values.items() if not k.startswith(("device.", LINK_PREFIX))}
         if fields.get("link") == "default":
             fields["link"] = ""
-        return DesignPoint(**fields, overrides=overrides, use_calibration=self.spec.calibrated, serving=serving,
-                           link_overrides=link_overrides)
+        return DesignPoint(**with_knobs(fields), overrides=overrides, use_calibration=self.spec.calibrated,
+                           serving=serving, link_overrides=link_overrides)
 
     def size(self) -> int:
         return math.prod(len(v) for v in self.dimensions().values())  # exact: np.prod wraps past 2^63
@@ -361,19 +380,33 @@ class Sweep:
 def load_sweep(path: str) -> Sweep:
     """Parse and validate a sweep file as a whole: schema, presets it names, and device overrides."""
     located = LocatedYAML(path)
+    schema = sweep_file()
     if not isinstance(located.data, dict):
         raise InputError(f"{path}: found {type(located.data).__name__}, allowed: a mapping of sweep keys "
-                         f"({', '.join(SweepFile.model_fields)})")
-    check_keys(located.data, SweepFile, path, line_of=located.line_of)
+                         f"({', '.join(schema.model_fields)})")
+    check_keys(located.data, schema, path, line_of=located.line_of)
     try:
-        spec = SweepFile.model_validate(located.data)
+        spec = schema.model_validate(located.data)
     except ValidationError as err:
         raise input_error(err, path, line_of=located.line_of) from None
     sweep = Sweep(path=path, spec=spec)
+    _warn_directions(sweep, located)
     _check_size(sweep, located)
     _check_derived(sweep, located)
     _check_references(sweep, located)
     return sweep
+
+
+def _warn_directions(sweep: Sweep, located: LocatedYAML) -> None:
+    """One warning per objective that goes against its metric's better direction (explore/metrics.py): minimizing
+    tokens_per_s is allowed (a what-if may ask for it) but is more often a slip."""
+    objectives = sweep.spec.objectives
+    for goal, names, wrong in (("minimize", objectives.minimize, "max"), ("maximize", objectives.maximize, "min")):
+        for i, name in enumerate(names):
+            if metric(name).better == wrong:
+                log.warning("%s: objectives.%s: %s is better %s; %s it only if that is the question",
+                            located.where(("objectives", goal, i)), goal, name,
+                            "higher" if wrong == "max" else "lower", goal)
 
 
 def _check_size(sweep: Sweep, located: LocatedYAML) -> None:
@@ -412,10 +445,11 @@ def _check_target(sweep: Sweep, target: str, where: str, located: LocatedYAML) -
             raise InputError(f"{where}: derived.{target}: also swept at {located.where(('overrides', target))}; "
                              f"allowed: a knob that is either swept or derived")
         return
-    if target not in DERIVABLE:
-        raise InputError(f"{where}: derived.{target}: found {target!r}{did_you_mean(target, DERIVABLE)}, allowed: "
-                         f"{', '.join(DERIVABLE)} or a device field like 'device.memory.capacity_GB'")
-    section = "workload" if target in Workload.model_fields else "format"
+    allowed = derivable()
+    if target not in allowed:
+        raise InputError(f"{where}: derived.{target}: found {target!r}{did_you_mean(target, allowed)}, allowed: "
+                         f"{', '.join(allowed)} or a device field like 'device.memory.capacity_GB'")
+    section = KNOBS[target].section
     if target in getattr(sweep.spec, section).model_fields_set:
         raise InputError(f"{where}: derived.{target}: also set at {located.where((section, target))} "
                          f"({section}.{target}); allowed: a knob that is either swept or derived")
@@ -423,11 +457,12 @@ def _check_target(sweep: Sweep, target: str, where: str, located: LocatedYAML) -
 
 def _check_names(sweep: Sweep, target: str, above: list[str], where: str) -> None:
     """Every name an expression reads must be a numeric dimension or a knob derived above it."""
-    numeric = [name for name in sweep.dimensions() if name not in TEXT_KNOBS] + above
+    text = text_knobs()
+    numeric = [name for name in sweep.dimensions() if name not in text] + above
     for name in sweep.derived[target].names:
         if name in numeric:
             continue
-        if name in TEXT_KNOBS:
+        if name in text:
             why = f"{name!r} is text"
         elif name in sweep.derived:
             why = f"{name!r} is derived at or below this line"

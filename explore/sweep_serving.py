@@ -6,11 +6,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, StrictFloat, StrictInt, model_validator
 
-from explore.schema import PositiveInt, PositiveNumber, Strict, as_list, one_or_more
+from explore.knobs import KNOBS
+from explore.schema import PositiveInt, PositiveNumber, Strict, as_list, knob_type, one_or_more
 from hw_models.link import load_link_model
 from hw_models.registry import load_device
 from kernels.parallel import check_expert_parallel, check_pipeline_parallel, check_tensor_parallel
-from sim.schedulers import SCHEDULERS
 from sim.serving_spec import ServingSpec
 from workloads.errors import InputError
 from workloads.model_config import load_model_config
@@ -65,10 +65,11 @@ class Serving(Strict):
     trace: str | None = None  # a shipped trace name or a CSV path: lengths (and arrivals with arrival: trace)
     prompt: Lengths | None = None
     output: Lengths | None = None
-    scheduler: one_or_more(Literal[tuple(SCHEDULERS)]) = DEFAULT.scheduler
-    max_seqs: one_or_more(PositiveInt) = DEFAULT.max_seqs
-    max_batched_tokens: one_or_more(PositiveInt) = DEFAULT.max_batched_tokens
-    chunk_tokens: one_or_more(PositiveInt) = DEFAULT.chunk_tokens
+    # The knobs a serving sweep may list take their types from the knobs registry (explore/knobs.py).
+    scheduler: one_or_more(knob_type(KNOBS["scheduler"])) = DEFAULT.scheduler
+    max_seqs: one_or_more(knob_type(KNOBS["max_seqs"])) = DEFAULT.max_seqs
+    max_batched_tokens: one_or_more(knob_type(KNOBS["max_batched_tokens"])) = DEFAULT.max_batched_tokens
+    chunk_tokens: one_or_more(knob_type(KNOBS["chunk_tokens"])) = DEFAULT.chunk_tokens
     block_tokens: PositiveInt = DEFAULT.block_tokens
     prefix_tokens: Annotated[StrictInt, Field(ge=0)] = DEFAULT.prefix_tokens
     preemption: Literal["recompute", "swap"] = DEFAULT.preemption
@@ -77,8 +78,8 @@ class Serving(Strict):
     slo: ServiceLevel | None = None
     capacity: tuple[PositiveNumber, PositiveNumber] | None = None  # search the highest rate in [low, high]
     # Replicas serving whole requests (the decode pool's, disaggregated); > 0 prefill replicas: a prefill pool.
-    replicas: one_or_more(PositiveInt) = DEFAULT.replicas
-    prefill_replicas: one_or_more(Annotated[StrictInt, Field(ge=0)]) = DEFAULT.prefill_replicas
+    replicas: one_or_more(knob_type(KNOBS["replicas"])) = DEFAULT.replicas
+    prefill_replicas: one_or_more(knob_type(KNOBS["prefill_replicas"])) = DEFAULT.prefill_replicas
     prefill_device: str | None = None  # the prefill pool's device (default: the point's)
     kv_link: str = DEFAULT.kv_link  # the link each request's KV crosses from the prefill to the decode pool
 

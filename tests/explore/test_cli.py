@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from tiny_sweep import write_tiny_model
 
-from explore.design_point import INPUT_COLUMNS, METRIC_COLUMNS
+from explore.knobs import input_columns
+from explore.metrics import metric_names
 from explore.runner import run_sweep
 from explore.sweep import load_sweep
 
@@ -50,7 +51,7 @@ def test_run_json_uses_results_column_names():
                    "--json")
     assert done.returncode == 0, done.stderr
     metrics = json.loads(done.stdout)
-    assert set(METRIC_COLUMNS) <= set(metrics)
+    assert set(metric_names("point")) <= set(metrics)
     # 4 output tokens per request: tokens/s is 4 over the end-to-end latency (batch 1).
     assert metrics["tokens_per_s"] == pytest.approx(4 / metrics["e2e_s"])
     assert metrics["fits_in_memory"] is True
@@ -121,7 +122,8 @@ def test_kill_9_then_resume_loses_nothing_and_duplicates_nothing(tmp_path):
     run_sweep(load_sweep(str(sweep)), tmp_path / "clean")
     by_id = {r["point_id"]: r for r in _rows(tmp_path / "clean")}
     assert {r["point_id"]: r for r in rows} == by_id
-    assert list(rows[0])[:len(INPUT_COLUMNS)] == list(INPUT_COLUMNS)
+    inputs = input_columns(system=False, serving=False)
+    assert list(rows[0])[:len(inputs)] == inputs
     # The resumed results.csv lists the points in sweep order, like the uninterrupted run's.
     assert ids == [r["point_id"] for r in _rows(tmp_path / "clean")]
     assert (out / "report.html").exists()

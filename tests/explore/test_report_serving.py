@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from explore.design_point import INPUT_COLUMNS, METRIC_COLUMNS, SERVING_METRIC_COLUMNS
 from explore.evaluate import Evaluator
+from explore.knobs import input_columns
+from explore.metrics import metric_names
 from explore.plots_serving import windowed_mean
 from explore.report import write_report
 from explore.report_detail import DETAIL_FILE
@@ -30,7 +31,7 @@ def _serving_row(device: str, scheduler: str, rate: float | None, *, capacity: f
     """A results row of a serving point with made-up metrics that worsen with the rate."""
     load = (rate or capacity or 1.0) / (8.0 if device == "h100-sxm" else 4.0)
     ttft_p99 = 0.1 * math.exp(3 * load) * (50 if scheduler == "static" else 1)
-    metrics = dict.fromkeys(METRIC_COLUMNS + SERVING_METRIC_COLUMNS, math.nan) | {
+    metrics = dict.fromkeys(metric_names("point", "serving"), math.nan) | {
         "fits_in_memory": not reason, "infeasible_reason": reason, "calibrated": "fitted"}
     if not reason:
         attainment = min(1.0, 1.2 - 0.5 * load)
@@ -45,7 +46,7 @@ def _serving_row(device: str, scheduler: str, rate: float | None, *, capacity: f
               "execution": "eager", "scheduler": scheduler, "arrival": "poisson", "rate_per_s": rate,
               "requests": 300, "max_seqs": 64, "max_batched_tokens": 8192, "chunk_tokens": 512, "block_tokens": 16,
               "prefix_tokens": 0}
-    assert set(INPUT_COLUMNS) <= set(inputs)
+    assert set(input_columns(system=False, serving=False)) <= set(inputs)
     return inputs | metrics
 
 

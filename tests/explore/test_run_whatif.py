@@ -11,7 +11,7 @@ import pytest
 from tiny_sweep import write_sweep, write_tiny_model
 
 from explore.cli import main
-from explore.design_point import METRIC_COLUMNS
+from explore.metrics import metric_names
 from explore.sweep import load_sweep
 
 # A Llama-shaped model of four wide layers (13.9e9 parameters, 27.9 GB in bf16): more than an L4's 24 GB,
@@ -55,7 +55,7 @@ def test_set_gives_the_sweep_overrides_numbers(wide, tmp_path, capsys, evaluator
                                              "overrides: {device.memory.bandwidth_GBps: 6700}\n"))
     (point,) = sweep.points()
     expected = evaluator.evaluate(point).metrics
-    for name in METRIC_COLUMNS:
+    for name in metric_names("point"):
         if isinstance(expected[name], float) and expected[name] == expected[name]:  # NaN is null in JSON
             assert doubled[name] == pytest.approx(expected[name], rel=1e-12), name
     # Batch-1 decode of 27.9 GB of weights is bandwidth-bound: twice the bandwidth, clearly faster steps.
