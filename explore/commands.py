@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 from explore.cli import default_out, json_safe, print_json, run_knobs
 from explore.design_point import DesignPoint, with_knobs
 from explore.evaluate import Evaluator
+from explore.ops_table import format_op_table, op_rows
 from explore.rerun import REPORT_FILES, report_current, report_inputs, stamp_report, stored_ids
 from explore.results import folder_lock
 from explore.rows import count_label, is_feasible, normalize_row
@@ -140,6 +142,9 @@ def cmd_run(args) -> int:
             knob.validate(values[knob.name])
         except ValueError as err:
             raise InputError(f"{knob.flag_name}: {err}") from None
+    if args.ops and args.serving:
+        raise InputError("--ops: found with --serving, allowed: a static batch (the table is of one prefill and "
+                         "one decode step)")
     serving = _serving_spec(args) if args.serving else None
     if serving is not None and args.sim:
         raise InputError("--sim: found with --serving, allowed: a static batch (a serving run is an event "
@@ -179,12 +184,23 @@ def cmd_run(args) -> int:
         write_chrome_trace(evaluation.result, point.device, args.chrome_trace, tables=evaluation.tables,
                            device=evaluator.point_device(point), execution=point.execution)
     metrics = json_safe(evaluation.metrics) | _set_inputs(point)
+    ops = _op_rows(args, point, evaluator, evaluation)
     if args.json:
-        print_json(metrics)
+        print_json(metrics | ({"ops": [asdict(row) for row in ops]} if ops is not None else {}))
     else:
         print(f"# {_assumptions(point, evaluator.point_device(point))}")
         _print_metrics(metrics)
+        if ops is not None:
+            print()
+            print(format_op_table(ops), end="")
     return 0
+
+
+def _op_rows(args, point: DesignPoint, evaluator: Evaluator, evaluation) -> list | None:
+    """The per-op table's rows where --ops asks for them (a static point: a serving run has no one pass)."""
+    if not args.ops:
+        return None
+    return op_rows(evaluation.tables, evaluator.point_device(point), point.execution)
 
 
 def _set_inputs(point: DesignPoint) -> dict:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from explore.design_point import DesignPoint
@@ -45,3 +47,17 @@ def test_layers_fold_into_one_row_and_a_decode_gemv_is_memory_bound(evaluation):
     assert down[0].bound in ("memory", "overhead")
     text = format_op_table(rows, limit=3)
     assert "first decode step:" in text and "more ops" in text
+
+
+def test_explore_run_ops_prints_the_same_rows(tmp_path, capsys, evaluation):
+    from explore.cli import main
+
+    result, device = evaluation
+    model = write_tiny_model(tmp_path)
+    assert main(["run", "--model", model, "--device", "h100-sxm", "--prompt", "32", "--output", "2", "--ops",
+                 "--json"]) == 0
+    ops = json.loads(capsys.readouterr().out)["ops"]
+    expected = op_rows(result.tables, device, "eager")
+    assert [(r["phase"], r["module"], r["count"]) for r in ops] == [(r.phase, r.module, r.count) for r in expected]
+    assert main(["run", "--model", model, "--device", "h100-sxm", "--serving", "--ops"]) == 2
+    assert "--ops: found with --serving" in capsys.readouterr().err
