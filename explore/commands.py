@@ -7,19 +7,23 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from explore.cli import default_out, json_safe, print_json, run_knobs
 from explore.design_point import DesignPoint, with_knobs
 from explore.evaluate import Evaluator
+from explore.knobs import input_columns
 from explore.ops_table import format_op_table, op_rows
 from explore.rerun import REPORT_FILES, report_current, report_inputs, stamp_report, stored_ids
 from explore.results import folder_lock
 from explore.rows import count_label, is_feasible, normalize_row
 from explore.run_support import HINT_BITS, HINT_TP, check_sets, infeasible_hints, overrides_text, parse_sets
 from explore.runner import Progress, columns_for, run_sweep
-from explore.sweep import load_sweep
+from explore.sweep import Constraint, Objectives, load_sweep
 from hw_models.device import dispatch_s
 from hw_models.link import load_link_model
 from hw_models.registry import load_device
+from hw_models.validation import input_error
 from kernels.parallel import check_expert_parallel, check_pipeline_parallel, check_tensor_parallel
 from sim.serving_spec import ServingSpec
 from workloads.errors import InputError
@@ -359,13 +363,48 @@ def cmd_report(args) -> int:
     out = Path(args.out_dir)
     if not (out / CSV_NAME).is_file() and not (out / DB_NAME).is_file():
         raise InputError(f"{out}: no results.csv here (run a sweep with --out {out} first)")
-    goals_path = out / GOALS_FILE
-    goals = json.loads(goals_path.read_text()) if goals_path.is_file() else {}
+    goals = _read_goals(out / GOALS_FILE)
     # No evaluator: every figure comes from the results and the detail the sweep stored beside them (no trace, no
     # torch); figures whose detail is missing say so, in the report and in one logged line.
-    html, md = write_report(out, read_results(out), title=out.name, **goals)
+    rows = read_results(out, required=input_columns(system=False, serving=False))
+    html, md = write_report(out, rows, title=out.name, **goals)
     print(f"report:  {html}\nsummary: {md}")
     return 0
+
+
+GOAL_KEYS = ("objectives", "constraints", "slo")
+
+
+def _read_goals(path: Path) -> dict:
+    """A results folder's objectives.json as the sweep wrote it (objectives, constraints, slo), each checked as a
+    sweep file's are; one line naming the file and key where it is not (an edited or foreign file)."""
+    if not path.is_file():
+        return {}
+    try:
+        goals = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as err:
+        raise InputError(f"{path}: found text that is not JSON ({err}), allowed: the objectives.json a sweep "
+                         f"writes") from None
+    if not isinstance(goals, dict):
+        raise InputError(f"{path}: found {type(goals).__name__}, allowed: a mapping of {', '.join(GOAL_KEYS)}")
+    for key in goals:
+        if key not in GOAL_KEYS:
+            raise InputError(f"{path}: {key}: unknown key, allowed: {', '.join(GOAL_KEYS)}")
+    try:
+        objectives = Objectives.model_validate(goals.get("objectives") or {})
+    except ValidationError as err:
+        raise input_error(err, str(path), prefix="objectives.") from None
+    constraints = goals.get("constraints") or []
+    if not isinstance(constraints, list) or not all(isinstance(c, str) for c in constraints):
+        raise InputError(f"{path}: constraints: found {constraints!r}, allowed: a list of 'METRIC OP NUMBER'")
+    try:
+        Constraint.parse_all(constraints)
+    except ValueError as err:
+        raise InputError(f"{path}: constraints: {err}") from None
+    slo = goals.get("slo")
+    if slo is not None and not isinstance(slo, dict):
+        raise InputError(f"{path}: slo: found {slo!r}, allowed: a mapping of SLO fields or null")
+    return {"objectives": objectives.model_dump(), "constraints": constraints, "slo": slo}
 
 
 def cmd_trace(args) -> int:

@@ -297,22 +297,46 @@ def write_parquet(path: Path, columns: list[str], rows: list[dict[str, Any]]) ->
     return True
 
 
-def read_results(out_dir: str | Path) -> list[dict[str, Any]]:
-    """The rows of a sweep's output folder: from results.sqlite when there is one, else from results.csv."""
+def read_results(out_dir: str | Path, required: Iterable[str] = ()) -> list[dict[str, Any]]:
+    """The rows of a sweep's output folder: from results.sqlite when there is one, else from results.csv. Every
+    row must be a mapping holding the `required` columns (a store edited by hand, or a CSV another tool wrote,
+    is refused in one line naming the row and what it lacks)."""
     out_dir = Path(out_dir)
     db_path = out_dir / DB_NAME
     if db_path.is_file():
         db = sqlite3.connect(db_path)
         try:
-            return [json.loads(text) for (text,) in db.execute(f"SELECT row FROM results {_ORDER}")]
+            stored = db.execute(f"SELECT rowid, row FROM results {_ORDER}").fetchall()
         except sqlite3.DatabaseError as err:
             raise InputError(f"{db_path}: not a sweep's results store ({err})") from None
         finally:
             db.close()
-    rows = read_rows(out_dir / CSV_NAME)
-    if rows and "point_id" not in rows[0]:
-        raise InputError(f"{out_dir / CSV_NAME}: no point_id column: not a results table written by explore")
+        rows = [_stored_row(db_path, rowid, text) for rowid, text in stored]
+        where = [f"{db_path}: row {rowid}" for rowid, _ in stored]
+    else:
+        rows = read_rows(out_dir / CSV_NAME)
+        if rows and "point_id" not in rows[0]:
+            raise InputError(f"{out_dir / CSV_NAME}: no point_id column: not a results table written by explore")
+        where = [f"{out_dir / CSV_NAME}:{line}" for line in range(2, len(rows) + 2)]
+    required = list(required)
+    for place, row in zip(where, rows, strict=True):
+        missing = [column for column in required if column not in row]
+        if missing:
+            raise InputError(f"{place}: {', '.join(missing)}: missing, allowed: a results row with every input "
+                             f"column ({', '.join(required)})")
     return rows
+
+
+def _stored_row(db_path: Path, rowid: int, text: Any) -> dict[str, Any]:
+    """One stored row, refused in one line when it is not the JSON object a run stores."""
+    try:
+        row = json.loads(text)
+    except (TypeError, ValueError):
+        row = None
+    if not isinstance(row, dict) or not isinstance(row.get("point_id"), str):
+        raise InputError(f"{db_path}: row {rowid}: found {str(text)[:60]!r}, allowed: a JSON object of results "
+                         f"columns with a point_id (a row written by explore, not edited)")
+    return row
 
 
 def read_rows(path: str | Path) -> list[dict[str, str]]:

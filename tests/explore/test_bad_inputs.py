@@ -5,6 +5,7 @@ huge ranges and grids used to hang or grow memory; sweep names could write outsi
 from __future__ import annotations
 
 import faulthandler
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -65,6 +66,25 @@ def _nested_conditionals(levels: int) -> str:
     for _ in range(levels):
         text = f"(80 if batch > 1 else {text})"
     return text
+
+
+def _report_folder(objectives: str | None = None, csv_text: str = "point_id\nabc\n", stored_row: str | None = None):
+    """A results folder with an objectives.json, a results.csv and (when given) a results.sqlite holding one row
+    of this text, as an edit by hand or another tool could leave them."""
+    def write(tmp: Path) -> list[str]:
+        out = tmp / "results-folder"
+        out.mkdir()
+        (out / "results.csv").write_text(csv_text)
+        if objectives is not None:
+            (out / "objectives.json").write_text(objectives)
+        if stored_row is not None:
+            db = sqlite3.connect(out / "results.sqlite")
+            db.execute("CREATE TABLE results (point_id TEXT PRIMARY KEY, row TEXT NOT NULL, pos INTEGER)")
+            db.execute("INSERT INTO results VALUES ('abc', ?, NULL)", (stored_row,))
+            db.commit()
+            db.close()
+        return ["report", str(out)]
+    return write
 
 
 def _validate(name: str) -> list[str]:
@@ -190,6 +210,15 @@ CASES = [
     ("derived 2,000 conditionals deep", _derived(_nested_conditionals(2000)), "characters), allowed: an expression of "
                                                                            "at most 2,000 characters"),
     ("derived 150 terms deep", _derived(" + ".join(["batch"] * 150)), "an expression nested at most 100 levels deep"),
+    ("report: objectives.json not JSON", _report_folder(objectives="{broken"), "objectives.json: found text that "
+                                                                              "is not JSON"),
+    ("report: objectives.json unknown key", _report_folder(objectives='{"bogus": 1}'),
+     "objectives.json: bogus: unknown key, allowed: objectives, constraints, slo"),
+    ("report: objectives.json unknown metric", _report_folder(objectives='{"objectives": {"minimize": ["speed"]}}'),
+     "objectives.json: objectives.minimize: found ['speed'], allowed: a metric name: one of ttft_s"),
+    ("report: results.csv without input columns", _report_folder(), "results.csv:2: model, device, batch"),
+    ("report: an edited stored row", _report_folder(stored_row="not json"),
+     "results.sqlite: row 1: found 'not json', allowed: a JSON object of results columns"),
     ("sweep sparsity said once", _check("sweep_sparsity.yaml"),
      "format.sparsity.1: found '3:5', allowed: dense or N:M"),
     # Measured-kernel tables (row values: tests/kernels/test_measured.py).
