@@ -50,6 +50,7 @@ class Knob:
     default: Any = REQUIRED
     allowed: tuple = ()  # the values it may take; empty: any value of its type (at least `minimum`)
     minimum: int | float | None = None
+    maximum: int | float | None = None  # the largest value that still means something (say why at the entry)
     check: Callable[[Any], Any] | None = None  # raises ValueError for a value it refuses (allowed_text says why)
     allowed_text: str = ""  # what is allowed, in words, where `allowed` and `minimum` cannot say it
     unit: str = ""  # SI unit suffix where the value has one ('s'); '' for counts, bits and names
@@ -78,6 +79,8 @@ class Knob:
         if self.allowed:
             return ", ".join(map(str, self.allowed))
         kind = {int: "an integer", float: "a number", str: "a name"}[self.type]
+        if self.minimum is not None and self.maximum is not None:
+            return f"{kind} from {self.minimum:,} to {self.maximum:,}"
         return f"{kind} >= {self.minimum:g}" if self.minimum is not None else kind
 
     def validate(self, value: Any) -> Any:
@@ -90,6 +93,8 @@ class Knob:
             ok = value in self.allowed
         if ok and self.minimum is not None:
             ok = value >= self.minimum
+        if ok and self.maximum is not None:
+            ok = value <= self.maximum
         if ok and self.check is not None:
             try:
                 self.check(value)
@@ -140,10 +145,14 @@ _knob("model", str, "model preset name or path to a config.json", "top",
       allowed_text="a model preset (explore presets models) or a path to a config.json")
 _knob("device", str, "device preset name or path to a device YAML", "top",
       allowed_text="a device preset (explore presets devices) or a path to a device YAML")
-for _name, _default, _help in (("batch", 1, "sequences in the static batch"),
-                               ("prompt", 512, "prompt tokens per sequence"),
-                               ("output", 128, "output tokens per sequence")):
-    _knob(_name, int, _help, "workload", default=_default, minimum=1, derivable=True)
+# A static batch of more than 2^20 sequences is 1,000x any serving engine's (vLLM caps max_num_seqs in the
+# hundreds to a few thousand); beyond it tracing's shape arithmetic overflows (a batch of 10^20 crashed torch).
+# Prompt and output are bounded by each model's context (max_position_embeddings).
+MAX_BATCH = 2**20
+for _name, _default, _help, _maximum in (("batch", 1, "sequences in the static batch", MAX_BATCH),
+                                         ("prompt", 512, "prompt tokens per sequence", None),
+                                         ("output", 128, "output tokens per sequence", None)):
+    _knob(_name, int, _help, "workload", default=_default, minimum=1, maximum=_maximum, derivable=True)
 for _name, _what in (("weight_bits", "weights"), ("act_bits", "activations"), ("kv_bits", "the KV cache")):
     _knob(_name, int, f"bits per value of {_what}", "format", default=16, allowed=ALLOWED_BITS[_name],
           derivable=True)

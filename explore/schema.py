@@ -124,7 +124,7 @@ def knob_type(knob: Knob) -> Any:
     minimum and its check."""
     if knob.allowed:
         return Literal[knob.allowed]
-    bound = [Field(ge=knob.minimum)] if knob.minimum is not None else []
+    bound = [Field(ge=knob.minimum, le=knob.maximum)] if knob.minimum is not None else []
     if knob.type is int:
         return Annotated[StrictInt, *bound] if bound else StrictInt
     if knob.type is float:

@@ -68,11 +68,16 @@ class Range(Strict):
     steps: Annotated[StrictInt, Field(ge=2, le=MAX_RANGE_STEPS)]
     scale: Literal["linear", "log"] = "linear"
 
+    @model_validator(mode="after")
+    def _positive_for_log(self):
+        if self.scale == "log" and min(self.range) <= 0:
+            raise ValueError(f"range: found {list(self.range)} with scale: log, allowed: two positive bounds (a "
+                             f"geometric sequence cannot reach 0 or change sign)")
+        return self
+
     def values(self) -> list[float]:
         lo, hi = self.range
         if self.scale == "log":
-            if lo <= 0 or hi <= 0:
-                raise ValueError("a log range needs positive bounds")
             return np.geomspace(lo, hi, self.steps).tolist()
         return np.linspace(lo, hi, self.steps).tolist()
 
@@ -97,7 +102,8 @@ class Search(Strict):
 
     strategy: Literal["grid", "random", "nsga2", "tpe"] = "grid"
     budget: Annotated[StrictInt, Field(ge=1)] | None = None
-    seed: StrictInt = 0
+    # numpy's and Optuna's samplers take a 32-bit seed: a larger one passed `check` and failed the run.
+    seed: Annotated[StrictInt, Field(ge=0, le=2**32 - 1)] = 0
     # Points proposed at once; fixed (not tied to --workers) so that results do not depend on the worker count.
     batch: Annotated[StrictInt, Field(ge=1)] = 16
 

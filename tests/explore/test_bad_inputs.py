@@ -219,6 +219,15 @@ CASES = [
     ("report: results.csv without input columns", _report_folder(), "results.csv:2: model, device, batch"),
     ("report: an edited stored row", _report_folder(stored_row="not json"),
      "results.sqlite: row 1: found 'not json', allowed: a JSON object of results columns"),
+    ("sweep log range from 0", _check("sweep_log_range_zero.yaml"),
+     "sweep_log_range_zero.yaml:5: overrides.device.memory.bandwidth_GBps: range: found [0, 3000] with scale: log, "
+     "allowed: two positive bounds"),
+    ("sweep seed beyond 32 bits", _check("sweep_seed_too_big.yaml"),
+     "search.seed: found 99999999999, allowed: less than or equal to 4294967295"),
+    ("sweep batch of 10^20", _check("sweep_batch_1e20.yaml"),
+     "workload.batch: found 100000000000000000000, allowed: less than or equal to 1048576"),
+    ("run batch of 10^20", _run("--batch", str(10**20)), "--batch: found 100000000000000000000, allowed: an integer "
+                                                         "from 1 to 1,048,576"),
     ("sweep sparsity said once", _check("sweep_sparsity.yaml"),
      "format.sparsity.1: found '3:5', allowed: dense or N:M"),
     # Measured-kernel tables (row values: tests/kernels/test_measured.py).
