@@ -199,7 +199,7 @@ BAD_DERIVED = {
     "bad bit width": ("  kv_bits: \"weight_bits - 2\"", "derived.kv_bits",
                       "at weight_bits=8: found 6, allowed: 16, 8, 4"),
     "fractional batch": ("  batch: \"weight_bits / 3\"", "derived.batch",
-                         "at weight_bits=8: found 2.6666666666666665, allowed: an integer >= 1"),
+                         "at weight_bits=8: found 2.6666666666666665, allowed: an integer from 1 to 1,048,576"),
     "division by zero": (f"  {CAPACITY}: \"1 / (weight_bits - 4)\"", CAPACITY, "at weight_bits=4: division by zero"),
     "device rejects value": (f"  {CAPACITY}: \"1000 - {BANDWIDTH} / 4\"", CAPACITY, "value 0.0 on h100-sxm: "),
     "number, not text": (f"  {CAPACITY}: 300", CAPACITY, "found 300, allowed: an expression in quotes"),
