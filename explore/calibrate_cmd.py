@@ -17,6 +17,8 @@ from hw_models.calibration import (
     _ATTENTION_PARAMETERS,
     ATTENTION_KINDS,
     GEMM_KINDS,
+    MOE_KIND,
+    MOE_PARAMETERS,
     QUANTIZE_BYTES_PER_INPUT,
     STREAM_FIT_CLASSES,
     calibration_path,
@@ -25,7 +27,7 @@ from hw_models.calibration import (
     gemm_key,
     load_calibration,
     predict,
-    train_sources,
+    training_sources,
     write_calibration,
 )
 from hw_models.gpu import GPUModel
@@ -86,11 +88,14 @@ def cmd_calibrate(args) -> int:
 def fit_groups(rows: list[MeasuredKernel]) -> dict[str, tuple[int, int]]:
     """The fits fit_calibration makes of a device's training rows: each one's rows and parameters (a GEMM per
     dtype fit, with a quantization kernel's two and an eager host interval's one where they apply; attention
-    per family of prefill or decode and 16-bit or 8-bit KV; a stream fit per kernel class)."""
+    per family of prefill or decode and 16-bit or 8-bit KV; a fused-MoE fit per dtype; a stream fit per kernel
+    class)."""
     groups: dict[str, list[MeasuredKernel]] = defaultdict(list)
     for r in rows:
         if r.kernel in GEMM_KINDS:
             groups[f"gemm {gemm_key(r)}".rstrip()].append(r)
+        elif r.kernel == MOE_KIND:
+            groups[f"moe {gemm_key(r)}".rstrip()].append(r)
         elif r.kernel in ATTENTION_KINDS:
             phase = "decode" if r.kernel == "attention_decode" or r.seq_len <= 1 else "prefill"
             kv = " kv 8-bit" if r.kv_dtype in ("fp8", "int8", "fp4") else ""
@@ -102,6 +107,8 @@ def fit_groups(rows: list[MeasuredKernel]) -> dict[str, tuple[int, int]]:
         if name.startswith("gemm"):
             quantize = QUANTIZE_BYTES_PER_INPUT.get(gemm_key(group[0]), 0.0)
             parameters = 5 + 2 * bool(quantize) + any(r.timing == "eager" for r in group)
+        elif name.startswith("moe"):
+            parameters = len(MOE_PARAMETERS)
         else:
             parameters = len(_ATTENTION_PARAMETERS) if name.startswith("attention") else 2
         counts[name] = (len(group), parameters)
@@ -112,7 +119,7 @@ def check_rows_per_fit(rows: list[MeasuredKernel], device: str, train_fraction: 
     """Each fit needs at least as many training rows as it has parameters: fewer leave it undetermined (one row
     fits any curve through it), and the written calibration would price every shape from one point."""
     own = [r for r in rows if r.device == device and not r.is_step]
-    train = set(train_sources({r.source for r in own}, train_fraction))
+    train = set(training_sources(own, train_fraction))
     for name, (count, parameters) in fit_groups([r for r in own if r.source in train]).items():
         if count < parameters:
             raise InputError(f"{tables}: {name} rows for {device}: found {count} to fit on (of the training share "
@@ -157,9 +164,10 @@ def _score(rows: list[MeasuredKernel], include_train: bool, where: str) -> tuple
 
 
 def row_group(row: MeasuredKernel) -> str:
-    """The group a row's error is reported in: its kernel, with the dtype fit of a GEMM below 16 bits and the
-    KV dtype of attention over a quantized cache ('gemm fp8', 'gemm fp8/block128', 'attention_decode kv fp8')."""
-    if row.kernel in GEMM_KINDS and gemm_key(row):
+    """The group a row's error is reported in: its kernel, with the dtype fit of a GEMM or MoE layer below 16 bits
+    and the KV dtype of attention over a quantized cache ('gemm fp8', 'moe fp8/block128', 'attention_decode kv
+    fp8')."""
+    if row.kernel in (*GEMM_KINDS, MOE_KIND) and gemm_key(row):
         return f"{row.kernel} {gemm_key(row)}"
     if row.kv_dtype and row.kv_dtype != row.dtype:
         return f"{row.kernel} kv {row.kv_dtype}"
@@ -173,6 +181,9 @@ def _has_fit(cal, row: MeasuredKernel) -> bool:
         return (cal.gemm_dtypes or {}).get(key) is not None if key else cal.gemm is not None
     if row.kernel in ATTENTION_KINDS:
         return cal.attention is not None
+    if row.kernel == MOE_KIND:
+        key = gemm_key(row)
+        return (cal.moe_dtypes or {}).get(key) is not None if key else cal.moe is not None
     return cal.stream(row.kernel) is not None
 
 
@@ -329,7 +340,7 @@ def add_parsers(add) -> None:
     aic = add("import-aiconfigurator",
               "Convert aiconfigurator's measured H200/L40S/B200 kernels into a measured-kernel table.",
               "explore import-aiconfigurator ../shared/data/aiconfigurator -o aic-kernels.csv.gz")
-    aic.add_argument("folder", help="aiconfigurator data folder (<gpu>/gemm/..., <gpu>/attention/...)")
+    aic.add_argument("folder", help="aiconfigurator data folder (<gpu>/gemm/..., <gpu>/attention/..., <gpu>/moe/...)")
     aic.add_argument("-o", "--output", required=True, help="table path (.csv or .csv.gz)")
 
     cal = add("calibrate", "Fit a GPU preset's efficiency models on measured-kernel tables.",

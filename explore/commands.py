@@ -297,8 +297,9 @@ def _serving_spec(args) -> ServingSpec:
 FITTABLE_CLASSES = ("gemm", "attention", "norm", "elementwise", "activation", "rope", "embedding")
 
 
-def _calibration_text(device) -> str:
-    """Which fits priced a device's kernels: its own, a sibling's, or none (and the classes left on the roofline)."""
+def _calibration_text(device, fused_moe: bool = False) -> str:
+    """Which fits priced a device's kernels: its own, a sibling's, or none (and the classes left on the roofline);
+    `fused_moe`: the point runs fused MoE layers (an MoE model in engine execution)."""
     cal = getattr(device, "calibration", None)
     if cal is None:
         return ("uncalibrated datasheet roofline" if device.kind == "gpu"
@@ -311,6 +312,9 @@ def _calibration_text(device) -> str:
     roofline = [c for c in FITTABLE_CLASSES if c not in cal.fitted_classes]
     if roofline:
         parts.append(f"{', '.join(roofline)} on the datasheet roofline")
+    if fused_moe and "moe" not in cal.fitted_classes and "gemm" in cal.fitted_classes:
+        # A fused MoE layer without a fit of its own runs as grouped GEMMs (hw_models/gpu_moe.py).
+        parts.append("fused MoE layers as grouped GEMMs on the gemm fit")
     return "; ".join(parts)
 
 
@@ -340,7 +344,7 @@ def _assumptions(point: DesignPoint, device) -> str:
         device = device.device
     else:
         system = ""
-    fitted = _calibration_text(device)
+    fitted = _calibration_text(device, point.execution == "engine" and load_model_config(point.model).is_moe)
     what = f"{point.model} on {point.device}: {system}{fitted}; {_launch_text(point.execution, device)}"
     if point.overrides or point.link_overrides:
         what += f"; what-if (--set): {overrides_text(point)}"

@@ -2,8 +2,10 @@
 
 Fits minimize the squared log ratio of predicted to measured kernel time (so a 10% miss on a 5 us
 kernel weighs as much as on a 5 ms one) with bounded least squares. Rows are split by their `source`
-(for the Vidur data, one model each; for aiconfigurator's, one weight shape or attention head
-configuration each), so held-out rows come from groups the fit never saw.
+(for the Vidur data, one model each; for aiconfigurator's, one weight shape, attention head
+configuration or MoE model shape each), so held-out rows come from groups the fit never saw. Fused-MoE
+sources are split on their own (the same rule over them alone), so that adding them left every other
+kernel's split, and its fits, as they were.
 
 A row is compared as its source timed it (MeasuredKernel.timing): the model's device time, plus the host
 launch where the timing includes one. Device time and the launch gap are separate terms: the fit's
@@ -24,8 +26,10 @@ import numpy as np
 import yaml
 
 from hw_models.gpu import GPUModel
-from hw_models.gpu_efficiency import AttentionFit, Calibration, GemmFit, StreamFit
+from hw_models.gpu_efficiency import AttentionFit, Calibration, GemmFit, MoeFit, StreamFit
+from hw_models.gpu_moe import ALIGNMENT
 from kernels.measured import MeasuredKernel
+from kernels.moe import MATRICES
 from kernels.table import KernelTable
 from workloads.errors import InputError
 
@@ -33,6 +37,7 @@ STREAM_FIT_CLASSES = ("norm", "elementwise", "activation", "rope", "embedding")
 GEMM_KINDS = ("gemm", "batched_gemm")
 LOW_PRECISION_DTYPES = ("fp8", "fp4")
 ATTENTION_KINDS = ("attention_prefill", "attention_decode")
+MOE_KIND = "moe"
 CALIBRATION_FOLDER = "calibration"
 # Bytes the input-quantization kernel before a low-precision GEMM moves per input element (GemmFit): it reads the
 # 16-bit value and writes the narrow one: fp8 per-tensor (vLLM scaled_fp8_quant, one scale per tensor), fp8 with
@@ -45,6 +50,20 @@ def train_sources(sources: set[str], train_fraction: float) -> list[str]:
     ranked = sorted(sources, key=lambda s: hashlib.sha256(s.encode()).hexdigest())
     count = min(len(ranked), max(1, math.ceil(train_fraction * len(ranked))))
     return sorted(ranked[:count])
+
+
+def training_sources(rows: list[MeasuredKernel], train_fraction: float) -> list[str]:
+    """The sources of `rows` to fit on: train_sources of all sources but the fused-MoE ones, and of the fused-MoE
+    sources of each MoE fit (dtype and variant) apart, so each MoE fit trains on its own share of model shapes."""
+    moe: dict[str, set[str]] = {}
+    for r in rows:
+        if r.kernel == MOE_KIND:
+            moe.setdefault(gemm_key(r), set()).add(r.source)
+    others = {r.source for r in rows if r.kernel != MOE_KIND}.difference(*moe.values())
+    picked = train_sources(others, train_fraction) if others else []
+    for key in sorted(moe):
+        picked += train_sources(moe[key], train_fraction)
+    return sorted(set(picked))
 
 
 def _table(rows: list[MeasuredKernel]) -> tuple[KernelTable, np.ndarray]:
@@ -69,10 +88,10 @@ def as_timed(device: GPUModel, device_s: np.ndarray, timings: np.ndarray, host_i
 
 
 def predict(device: GPUModel, rows: list[MeasuredKernel]) -> np.ndarray:
-    """Predicted times of measured kernel rows, as their sources timed them (a GEMM variant fitted apart is
-    priced with its own fit)."""
+    """Predicted times of measured kernel rows, as their sources timed them (a GEMM or MoE variant fitted apart
+    is priced with its own fit)."""
     predicted, host = np.empty(len(rows)), np.zeros(len(rows))
-    keys = np.array([gemm_key(r) if r.kernel in GEMM_KINDS else "" for r in rows], dtype=object)
+    keys = np.array([gemm_key(r) if r.kernel in (*GEMM_KINDS, MOE_KIND) else "" for r in rows], dtype=object)
     gemm = np.array([r.kernel in GEMM_KINDS for r in rows])
     for key in dict.fromkeys(keys.tolist()):
         index = np.flatnonzero(keys == key)
@@ -135,6 +154,35 @@ def fit_gemm(base: GPUModel, rows: list[MeasuredKernel]) -> GemmFit:
                 values["quantize_latency_s"] = fixed * part
         return GemmFit(quantize_bytes_per_input=quantize, **values)
     return _fit(base, rows, make, lambda fit: {"gemm": fit}, x0, lower, upper)
+
+
+# MoeFit parameters as fitted (scaled near 1): start, lower and upper bounds, scale to SI. Fractions stay at or
+# below 1. The unaligned slowdown starts at none: a fit without unaligned rows leaves it there.
+MOE_PARAMETERS = {
+    "compute_fraction": (0.7, 0.02, 1.0, 1.0), "bandwidth_fraction": (0.8, 0.02, 1.0, 1.0),
+    "act_bandwidth_fraction": (0.8, 0.02, 1.0, 1.0), "latency_s": (20.0, 0.0, 1000.0, 1e-6),
+    "blend": (4.0, 1.0, 50.0, 1.0), "padding_share": (0.5, 0.0, 1.0, 1.0),
+    "cta_bandwidth_Bps": (20.0, 0.1, 1e4, 1e9), "unaligned_slowdown": (0.0, 0.0, 10.0, 1.0),
+    "cache_speedup": (2.0, 1.0, 20.0, 1.0),
+}
+
+
+def fit_moe(base: GPUModel, rows: list[MeasuredKernel]) -> MoeFit:
+    """One fused-MoE fit on rows of one dtype key (the rows' dtype picks the peak rate). A term no row exercises
+    is left out, at its no-effect value: the unaligned slowdown without unaligned intermediate sizes (block-scaled
+    fp8 needs multiples of 128), the L2 speed-up without a layer small enough to stay in the L2 when replayed."""
+    kernels = [r.to_kernel() for r in rows]
+    unused = set()
+    if not any(round(k.n / MATRICES) % ALIGNMENT for k in kernels):
+        unused.add("unaligned_slowdown")
+    if not any(k.total_bytes <= base.spec.memory.l2_cache_MB * 1e6 for k in kernels):
+        unused.add("cache_speedup")
+    params = {name: v for name, v in MOE_PARAMETERS.items() if name not in unused}
+    x0, lower, upper, scale = (np.array([v[i] for v in params.values()]) for i in range(4))
+
+    def make(x):
+        return MoeFit(**{n: float(v * c) for n, v, c in zip(params, x, scale, strict=True)})
+    return _fit(base, rows, make, lambda fit: {"moe": fit}, x0, lower, upper)
 
 
 def fit_stream(base: GPUModel, kernel_class: str, rows: list[MeasuredKernel]) -> StreamFit:
@@ -200,13 +248,17 @@ def fit_calibration(base: GPUModel, rows: list[MeasuredKernel], *, table_path: s
     rows = [r for r in rows if r.device == base.name and not r.is_step]  # whole steps are validated, not fitted
     if not rows:
         raise InputError(f"{table_path}: no kernel rows for device {base.name!r}")
-    train = train_sources({r.source for r in rows}, train_fraction)
+    train = training_sources(rows, train_fraction)
     fitting = [r for r in rows if r.source in set(train)]
     gemm_rows: dict[str, list[MeasuredKernel]] = {}
+    moe_rows: dict[str, list[MeasuredKernel]] = {}
     for r in fitting:
         if r.kernel in GEMM_KINDS:
             gemm_rows.setdefault(gemm_key(r), []).append(r)
+        elif r.kernel == MOE_KIND:
+            moe_rows.setdefault(gemm_key(r), []).append(r)
     gemms = {key: fit_gemm(base, group) for key, group in sorted(gemm_rows.items())}
+    moes = {key: fit_moe(base, group) for key, group in sorted(moe_rows.items())}
     streams = {c: fit_stream(base, c, [r for r in fitting if r.kernel == c])
                for c in STREAM_FIT_CLASSES if any(r.kernel == c for r in fitting)}
     attention = [r for r in fitting if r.kernel in ATTENTION_KINDS]
@@ -216,7 +268,8 @@ def fit_calibration(base: GPUModel, rows: list[MeasuredKernel], *, table_path: s
         "train_sources": train, "date": datetime.date.today().isoformat(), "command": command,
     }
     return Calibration(device=base.name, gemm=gemms.pop("", None), gemm_dtypes=gemms or None, streams=streams or None,
-                       attention=fit_attention(base, attention) if attention else None, provenance=provenance)
+                       attention=fit_attention(base, attention) if attention else None, moe=moes.pop("", None),
+                       moe_dtypes=moes or None, provenance=provenance)
 
 
 def error_summary(predicted: np.ndarray, measured: np.ndarray) -> dict[str, float]:
@@ -235,7 +288,10 @@ def write_calibration(cal: Calibration, path: Path) -> None:
             "gemm": asdict(cal.gemm) if cal.gemm else None,
             "gemm_dtypes": {k: asdict(v) for k, v in (cal.gemm_dtypes or {}).items()},
             "streams": {k: asdict(v) for k, v in (cal.streams or {}).items()},
-            "attention": asdict(cal.attention) if cal.attention else None}
+            "attention": asdict(cal.attention) if cal.attention else None,
+            **({"moe": asdict(cal.moe) if cal.moe else None,
+                "moe_dtypes": {k: asdict(v) for k, v in (cal.moe_dtypes or {}).items()}}
+               if cal.moe or cal.moe_dtypes else {})}
     path.parent.mkdir(parents=True, exist_ok=True)
     header = ("# Fitted by `explore calibrate` (see provenance): efficiency of hw_models/gpu_efficiency.py's\n"
               "# models for this preset. Do not edit by hand: rerun the command.\n")
@@ -253,6 +309,8 @@ def read_calibration(path: Path) -> Calibration:
             gemm_dtypes={k: GemmFit(**v) for k, v in (data.get("gemm_dtypes") or {}).items()} or None,
             streams={k: StreamFit(**v) for k, v in (data.get("streams") or {}).items()} or None,
             attention=AttentionFit(**data["attention"]) if data.get("attention") else None,
+            moe=MoeFit(**data["moe"]) if data.get("moe") else None,
+            moe_dtypes={k: MoeFit(**v) for k, v in (data.get("moe_dtypes") or {}).items()} or None,
         )
     except (OSError, yaml.YAMLError, KeyError, TypeError) as err:
         raise InputError(f"{path}: not a calibration file ({type(err).__name__}: {err})") from None

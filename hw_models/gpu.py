@@ -2,8 +2,9 @@
 
 Device time: with a calibration for the preset (hw_models/calibration/<name>.yaml, fitted by
 `explore calibrate` on measured kernels, or its architecture sibling's, see registry.load_device), GEMMs
-(a fit per dtype where one was measured: 16-bit, fp8, fp4), attention and streaming kernels follow the
-fitted efficiency models of gpu_efficiency.py; kernels without a fit (uncalibrated presets) take the roofline:
+(a fit per dtype where one was measured: 16-bit, fp8, fp4), attention, fused MoE layers and streaming kernels
+follow the fitted efficiency models of gpu_efficiency.py (a fused MoE layer without a MoE fit is priced by the
+GEMM fit as the grouped GEMM it is); kernels without a fit (uncalibrated presets) take the roofline:
 the larger of math at the dense peak rate of the kernel's dtype and traffic at peak DRAM bandwidth.
 Host cost per kernel depends on the execution mode: "eager" launches every kernel from the host
 (kernel_launch_us, added serially: a host no faster than one launch per kernel), "graphs" replays a
@@ -28,7 +29,7 @@ import numpy as np
 
 from hw_models.cost import KernelCosts
 from hw_models.device import VECTOR_DTYPE, DeviceModel, check_execution
-from hw_models.gpu_efficiency import Calibration, attention_times, gemm_times, stream_times
+from hw_models.gpu_efficiency import Calibration, attention_times, gemm_times, moe_times, stream_times
 from hw_models.gpu_spec import GPUSpec
 from kernels.table import KernelTable
 from workloads.errors import InputError
@@ -58,8 +59,8 @@ class GPUModel(DeviceModel):
 
     def replaying(self) -> GPUModel:
         """This model pricing kernels as a benchmark times them: one call replayed on the same tensors, so a
-        working set that fits in the L2 cache (memory.l2_cache_MB) is still there at the next call. Only
-        attention reads it (GEMM benchmarks rotate copies of their weights)."""
+        working set that fits in the L2 cache (memory.l2_cache_MB) is still there at the next call. Attention and
+        fused MoE layers read it (GEMM benchmarks rotate copies of their weights)."""
         model = copy.copy(self)
         model.replay_cache_bytes = self.spec.memory.l2_cache_MB * 1e6
         return model
@@ -103,6 +104,17 @@ class GPUModel(DeviceModel):
         compute_s, memory_s = (np.array(np.broadcast_to(x, busy_s.shape)) for x in (compute_s, memory_s))
         sm_count = self.spec.compute.sm_count
         gemm = table.class_masks.get("gemm")
+        moe = table.kind_masks.get("moe")
+        if moe is not None:
+            for fit, rows in cal.moe_groups(table.dtype_groups, moe):
+                c, m, busy, latency = moe_times(
+                    m=table.m[rows], n=table.n[rows], k=table.k[rows], batch=table.batch[rows],
+                    weight_bytes=table.weight_bytes[rows], act_bytes=table.act_bytes[rows],
+                    flops_per_s=peak[..., rows], bandwidth_Bps=bandwidth_Bps, fit=fit,
+                    cached_bytes=self.replay_cache_bytes)
+                compute_s[..., rows], memory_s[..., rows] = c, m
+                busy_s[..., rows], latency_s[..., rows] = busy, latency
+                gemm = gemm & ~rows  # priced: the GEMM fits below price the MoE rows no MoE fit covers
         if gemm is not None:
             # The table is the work this GPU does (run_on): a pattern it supports has its zeros skipped.
             sparse = table.sparsity in self.sparsity_patterns

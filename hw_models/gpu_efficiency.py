@@ -7,7 +7,7 @@ work is paid; math runs at a fraction of peak,
 traffic at a fraction of peak bandwidth, the two blend smoothly where neither dominates, and every
 kernel has a fixed latency. Streaming kernels (norm, elementwise, embedding): a fixed latency plus
 one pass over their bytes at a fraction of peak bandwidth. Fused attention (prefill and split-KV decode):
-hw_models/gpu_attention.py. Every parameter is fitted by
+hw_models/gpu_attention.py; fused MoE layers: hw_models/gpu_moe.py. Every parameter is fitted by
 `explore calibrate` on measured kernels; fractions are capped at 1 so no kernel beats the roofline.
 """
 
@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from hw_models.gpu_attention import ATTENTION_Q_TILE, AttentionFit, attention_times  # noqa: F401 (re-exported)
+from hw_models.gpu_moe import MoeFit, moe_times  # noqa: F401 (re-exported)
 
 # Thread-block tile shapes (rows x columns of C) of CUTLASS's SM80/SM90 tensor-core GEMM kernels, which
 # cuBLAS's heuristics choose among; the model picks the one with the least padded work.
@@ -104,6 +105,10 @@ class Calibration:
     gemm_dtypes: dict[str, GemmFit] | None = None
     streams: dict[str, StreamFit] | None = None  # by kernel kind: norm, elementwise, activation, rope, embedding
     attention: AttentionFit | None = None
+    # Fused MoE layers: 16-bit (and any dtype without a fit of its own), and by low-precision dtype or variant key
+    # as gemm_dtypes ("fp8", "fp8/block128", "fp4/nvfp4").
+    moe: MoeFit | None = None
+    moe_dtypes: dict[str, MoeFit] | None = None
     provenance: dict | None = None  # table, sha256, rows, train_sources, date, command
     sibling: str = ""  # the preset whose fits filled the classes in `borrowed`
     borrowed: tuple[str, ...] = ()  # kernel classes ("gemm", "gemm fp8", "attention", "norm", ...) from the sibling
@@ -112,7 +117,8 @@ class Calibration:
     def fitted_classes(self) -> tuple[str, ...]:
         """Every kernel class a fit prices ('gemm', 'gemm fp8', 'attention', 'norm', ...)."""
         return (*(("gemm",) if self.gemm else ()), *(f"gemm {k}" for k in self.gemm_dtypes or {}),
-                *(("attention",) if self.attention else ()), *(self.streams or {}))
+                *(("attention",) if self.attention else ()), *(("moe",) if self.moe else ()),
+                *(f"moe {k}" for k in self.moe_dtypes or {}), *(self.streams or {}))
 
     def filled_from(self, sibling: Calibration) -> Calibration:
         """This calibration with the classes it lacks taken from a sibling preset's (its own fits win)."""
@@ -120,7 +126,8 @@ class Calibration:
             device=self.device, gemm=self.gemm or sibling.gemm,
             gemm_dtypes={**(sibling.gemm_dtypes or {}), **(self.gemm_dtypes or {})} or None,
             streams={**(sibling.streams or {}), **(self.streams or {})} or None,
-            attention=self.attention or sibling.attention, provenance=self.provenance)
+            attention=self.attention or sibling.attention, moe=self.moe or sibling.moe,
+            moe_dtypes={**(sibling.moe_dtypes or {}), **(self.moe_dtypes or {})} or None, provenance=self.provenance)
         own = set(self.fitted_classes)
         borrowed = tuple(c for c in merged.fitted_classes if c not in own)
         return replace(merged, sibling=sibling.device if borrowed else "", borrowed=borrowed)
@@ -137,24 +144,25 @@ class Calibration:
     def gemm_groups(self, dtype_groups: tuple[list, np.ndarray], rows: np.ndarray) -> list[tuple[GemmFit, np.ndarray]]:
         """(fit, row mask) for the GEMM rows of a table, one group per distinct dtype (GEMMs no fit prices are left
         out); `dtype_groups` is the table's cached (distinct (dtype, tensor_core) pairs, index of each row)."""
-        if not self.gemm_dtypes:
-            return [(self.gemm, rows)] if self.gemm is not None else []
-        distinct, index = dtype_groups
-        groups = []
-        for i, (dtype, _) in enumerate(distinct):
-            fit = self.gemm_fit(dtype)
-            mask = rows & (index == i)
-            if fit is not None and mask.any():
-                groups.append((fit, mask))
-        return groups
+        return _groups(self.gemm, self.gemm_dtypes, self.gemm_fit, dtype_groups, rows)
+
+    def moe_groups(self, dtype_groups: tuple[list, np.ndarray], rows: np.ndarray) -> list[tuple[MoeFit, np.ndarray]]:
+        """(fit, row mask) for the fused-MoE rows of a table, as gemm_groups."""
+        return _groups(self.moe, self.moe_dtypes, self.moe_fit, dtype_groups, rows)
+
+    def moe_fit(self, dtype: str) -> MoeFit | None:
+        """The fused-MoE fit that prices `dtype` (or a 'dtype/variant' key)."""
+        return (self.moe_dtypes or {}).get(dtype) or self.moe
 
     def with_variant(self, variant_key: str) -> Calibration:
-        """This calibration with a variant's fit ('fp8/block128') pricing its dtype."""
-        fit = (self.gemm_dtypes or {}).get(variant_key)
-        if fit is None:
-            return self
+        """This calibration with a variant's fits ('fp8/block128', GEMM and MoE where fitted) pricing its dtype."""
         dtype = variant_key.split("/")[0]
-        return replace(self, gemm_dtypes={**(self.gemm_dtypes or {}), dtype: fit})
+        changed = {}
+        for name in ("gemm_dtypes", "moe_dtypes"):
+            fits = getattr(self, name) or {}
+            if variant_key in fits:
+                changed[name] = {**fits, dtype: fits[variant_key]}
+        return replace(self, **changed) if changed else self
 
     def stream(self, kind: str) -> StreamFit | None:
         """The fit for a streaming kernel kind. Softmax has no measurements of its own, and calibrations
@@ -162,6 +170,21 @@ class Calibration:
         elementwise fit."""
         streams = self.streams or {}
         return streams.get(kind) or (streams.get("elementwise") if kind in POINTWISE_FALLBACK else None)
+
+
+def _groups(default, by_dtype: dict | None, fit_of, dtype_groups: tuple[list, np.ndarray], rows: np.ndarray) -> list:
+    """(fit, row mask) per distinct dtype of `rows` that a fit prices: the default fit for all when there are no
+    per-dtype fits, else each dtype's fit_of(dtype)."""
+    if not by_dtype:
+        return [(default, rows)] if default is not None else []
+    distinct, index = dtype_groups
+    groups = []
+    for i, (dtype, _) in enumerate(distinct):
+        fit = fit_of(dtype)
+        mask = rows & (index == i)
+        if fit is not None and mask.any():
+            groups.append((fit, mask))
+    return groups
 
 
 POINTWISE_FALLBACK = ("softmax", "activation", "rope")

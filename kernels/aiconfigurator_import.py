@@ -12,9 +12,19 @@ quantity a profiler's kernel durations measure, up to the small gap between grap
 `graph`). Block-scaled fp8 GEMMs were allowed to fall back to eager launches in collector versions of the
 time, so those rows may carry a host launch each (`eager`).
 
+Fused MoE layers come from `.../moe/<framework>/<version>/moe_perf.csv.gz` (collector/vllm/collect_moe.py:
+vLLM's `fused_experts` and the FlashInfer CUTLASS / TensorRT-LLM MoE kernels it dispatches to, timed from a
+CUDA graph like the GEMMs, graph capture falling back to eager launches only where it fails: `graph`). A row
+is a layer on the first of moe_ep_size devices: `m` tokens, hidden size `k`, each expert's intermediate size
+on the device `n` = inter_size / moe_tp_size (the collector's local_inter_size), the top-k of `experts`, the
+EP size and the routing (`distribution`: the collector's balanced or power-law expert ids, replayed by
+kernels/aiconfigurator_routing.py). bf16, per-tensor fp8, block-scaled fp8 and NVFP4 layers are read; int4
+and MXFP4 layers (one or two model shapes each, nothing to hold out) are skipped.
+
 Each row's `source` names a group a fit can hold out whole: the GPU, the kernel, its dtype and the
-weight shape (GEMM) or the head configuration and attention backend (attention). Windowed attention rows
-(window_size > 0) are skipped: the measured-kernel table has no window column.
+weight shape (GEMM), the head configuration and attention backend (attention), or the MoE backend and model
+shape (hidden, intermediate, top-k, experts; its TP and EP layouts and token counts together). Windowed
+attention rows (window_size > 0) are skipped: the measured-kernel table has no window column.
 """
 
 from __future__ import annotations
@@ -34,6 +44,9 @@ GPU_PRESETS = {"h200_sxm": "h200", "l40s": "l40s", "b200_sxm": "b200"}
 GEMM_DTYPES = {"bfloat16": ("bf16", ""), "fp8": ("fp8", "tensor"), "fp8_block": ("fp8", "block128"),
                "nvfp4": ("fp4", "nvfp4")}
 KV_DTYPES = {"bfloat16": "bf16", "fp8": "fp8"}
+# Its MoE dtypes read (as GEMM_DTYPES: weights and math; activations enter and leave in bf16).
+MOE_DTYPES = {"bfloat16": ("bf16", ""), "fp8": ("fp8", "tensor"), "fp8_block": ("fp8", "block128"),
+              "nvfp4": ("fp4", "nvfp4")}
 # The collector replays GEMMs and attention from CUDA graphs except block-scaled fp8 GEMMs (see above).
 EAGER_GEMM_DTYPES = frozenset({"fp8_block"})
 
@@ -72,8 +85,23 @@ def _attention_rows(path: Path, device: str, gpu: str, decode: bool) -> Iterator
             head_dim=head_dim)
 
 
+def _moe_rows(path: Path, device: str, gpu: str) -> Iterator[MeasuredKernel]:
+    for row in _rows(path):
+        if row["moe_dtype"] not in MOE_DTYPES:
+            continue
+        dtype, variant = MOE_DTYPES[row["moe_dtype"]]
+        hidden, inter, topk, experts = (int(row[c]) for c in ("hidden_size", "inter_size", "topk", "num_experts"))
+        yield MeasuredKernel(
+            device=device, kernel="moe", dtype=dtype, variant=variant, time_s=float(row["latency"]) * 1e-3,
+            timing="graph", m=int(row["num_tokens"]), n=inter // int(row["moe_tp_size"]), k=hidden, topk=topk,
+            experts=experts, expert_parallel=int(row["moe_ep_size"]), routing=row["distribution"],
+            backend=row["kernel_source"],
+            source=f"aiconfigurator:{gpu}:moe:{row['moe_dtype']}:{row['kernel_source']}:h{hidden}:i{inter}:"
+                   f"top{topk}:e{experts}")
+
+
 def read_aiconfigurator(folder: str | Path) -> list[MeasuredKernel]:
-    """Every GEMM and (unwindowed) attention kernel measured in an aiconfigurator data folder."""
+    """Every GEMM, (unwindowed) attention kernel and fused MoE layer measured in an aiconfigurator data folder."""
     folder = Path(folder)
     gpus = [p for p in sorted(folder.iterdir()) if p.name in GPU_PRESETS] if folder.is_dir() else []
     if not gpus:
@@ -88,4 +116,6 @@ def read_aiconfigurator(folder: str | Path) -> list[MeasuredKernel]:
             rows.extend(_attention_rows(path, device, gpu, decode=False))
         for path in sorted(gpu_dir.glob("attention/*/*/generation_attention_perf.csv.gz")):
             rows.extend(_attention_rows(path, device, gpu, decode=True))
+        for path in sorted(gpu_dir.glob("moe/*/*/moe_perf.csv.gz")):
+            rows.extend(_moe_rows(path, device, gpu))
     return rows

@@ -24,10 +24,19 @@ same fusions in C++):
 - attention: one flash-attention kernel over the paged KV cache, prefill and decode (vLLM's FlashAttention and
   FlashInfer backends); its work and traffic are the eager flash-attention kernel's.
 
+- fused_moe: an MoE layer's experts, each a gather of its tokens, gate, up and down GEMMs, activation, product,
+  routing weight and scatter-add, and the zeroed output they add into, are one fused MoE kernel (vLLM's FusedMoE
+  layer, vllm/model_executor/layers/fused_moe/layer.py, runs `fused_experts`: Triton grouped GEMMs in
+  fused_moe.py, or FlashInfer's CUTLASS / TensorRT-LLM MoE kernels; the tokens are permuted by expert inside it,
+  and `moe_sum` writes the output). Its work and traffic are kernels/moe.py's: the experts that got tokens
+  (each read whole), their rows, and vLLM's intermediate caches. Gated experts only (vLLM's MoE is gated; an
+  ungated MoE keeps its eager kernels). The router's softmax, top-k and renormalization are one kernel
+  (vLLM `fused_topk` -> csrc/moe/topk_softmax_kernels.cu `topk_softmax`, renormalizing in place), moving what
+  the eager softmax moved: the router logits read and E probabilities per token written, at least what
+  top-k weights and ids take. The router's GEMM stays.
+
 A fused kernel keeps the FLOPs of the eager kernels it replaces (the sum) and moves what the fused kernel
-moves: its inputs read once and its outputs written once, never the intermediates of the eager chain. MoE
-experts keep their gathers and scatters (vLLM's fused_moe kernel is not modeled); each expert's gate and up
-projections and its activation are fused like a dense MLP's.
+moves: its inputs read once and its outputs written once, never the intermediates of the eager chain.
 
 Projections and blocks are recognised by the module names of our decoder (workloads/decoder.py), as
 kernels/parallel.py does; a table is fused at its traced precision, after tensor-parallel sharding.
@@ -42,6 +51,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from kernels.kernel import KernelKind
+from kernels.moe import MATRICES, fused_moe_act_bytes
 from kernels.table import KIND_CODE, KernelTable
 
 ENGINE = "engine"
@@ -49,8 +59,11 @@ _GEMM, _NORM, _ROPE = KIND_CODE[KernelKind.GEMM], KIND_CODE[KernelKind.NORM], KI
 _ACTIVATION, _ELEMENTWISE = KIND_CODE[KernelKind.ACTIVATION], KIND_CODE[KernelKind.ELEMENTWISE]
 _ATTENTION = (KIND_CODE[KernelKind.ATTENTION_PREFILL], KIND_CODE[KernelKind.ATTENTION_DECODE])
 _DECODER_LAYER = re.compile(r"(^|\.)layers\.\d+$")  # a residual add runs in the decoder layer module itself
-# Columns a fused kernel sets; every other column is its anchor row's.
-_COLUMNS = ("flops", "weight_bytes", "act_bytes", "kv_bytes", "n")
+_EXPERT = re.compile(r"^(.*)\.experts\.(\d+)(\.|$)")  # an MoE expert's module: (layer, expert index)
+_COLLECTIVES = (KIND_CODE[KernelKind.ALL_REDUCE], KIND_CODE[KernelKind.SEND_RECV])
+_SOFTMAX = KIND_CODE[KernelKind.SOFTMAX]
+# Columns a fused kernel sets; every other column is its anchor row's (its kind too, unless `kind` is given).
+_COLUMNS = ("flops", "weight_bytes", "act_bytes", "kv_bytes", "n", "m", "batch")
 
 
 @dataclass
@@ -64,6 +77,7 @@ class _Kernel:
     op: str = ""
     module: str = ""
     columns: dict[str, float] = field(default_factory=dict)
+    kind: KernelKind | None = None
 
 
 def fuse_engine(table: KernelTable) -> KernelTable:
@@ -75,14 +89,18 @@ def fuse_engine(table: KernelTable) -> KernelTable:
     out = sorted(fused + keep, key=lambda kernel: kernel.position)
     result = table.select(np.array([k.anchor for k in out], dtype=int))
     columns = {name: getattr(result, name).astype(float) for name in _COLUMNS}
+    kinds = result.kind.copy()
     kernels = list(result.kernels)
     for i, kernel in enumerate(out):
         for name, value in kernel.columns.items():
             columns[name][i] = value
-        if kernel.columns or kernel.op or kernel.module:
+        if kernel.kind is not None:
+            kinds[i] = KIND_CODE[kernel.kind]
+        if kernel.columns or kernel.op or kernel.module or kernel.kind:
             kernels[i] = replace(kernels[i], op=kernel.op or kernels[i].op, module=kernel.module or kernels[i].module,
-                                 n=int(columns["n"][i]), **{name: columns[name][i] for name in _COLUMNS[:-1]})
-    return replace(result, kernels=tuple(kernels), **columns)
+                                 kind=kernel.kind or kernels[i].kind, n=int(columns["n"][i]), m=columns["m"][i],
+                                 batch=columns["batch"][i], **{name: columns[name][i] for name in _COLUMNS[:4]})
+    return replace(result, kernels=tuple(kernels), kind=kinds, **columns)
 
 
 FUSIONS: dict[str, Callable[[KernelTable], KernelTable]] = {"": lambda table: table, ENGINE: fuse_engine}
@@ -111,8 +129,13 @@ class _Fusion:
         out: list[_Kernel] = []
         for parent in dict.fromkeys(m.rsplit(".", 1)[0] for m in self.gemm if m.endswith(".q_proj")):
             out += self._attention_block(parent)
+        moe = {}
+        for parent in dict.fromkeys(match[1] for m in self.modules if (match := _EXPERT.match(m))):
+            moe[parent] = self._moe_layer(parent)
+            out += moe[parent]
         for parent in dict.fromkeys(m.rsplit(".", 1)[0] for m in self.gemm if m.endswith(".gate_proj")):
-            out += self._gated_mlp(parent)
+            if not ((match := _EXPERT.match(parent)) and moe.get(match[1])):  # an expert of a fused MoE layer
+                out += self._gated_mlp(parent)
         out += self._norms()
         out += [_Kernel(position=i, anchor=i, rows=[i], op="paged_flash_attention")
                 for i in np.flatnonzero(np.isin(self.t.kind, _ATTENTION)).tolist()]
@@ -177,6 +200,40 @@ class _Fusion:
             # Reads the gate and up outputs, writes their product: what the eager product alone moved.
             out.append(_Kernel(position=mul, anchor=act, rows=[act, mul], op=f"{self.ops[act].rstrip('_')}_and_mul",
                                columns=dict(flops=float(t.flops[[act, mul]].sum()), act_bytes=float(t.act_bytes[mul]))))
+        return out
+
+    def _moe_layer(self, parent: str) -> list[_Kernel]:
+        """One fused MoE kernel for the experts of MoE layer `parent` (with the zeroed output they add into), and
+        one topk_softmax kernel for its router's softmax, top-k and renormalization."""
+        t = self.t
+        experts: dict[str, list[int]] = {}
+        for i, module in enumerate(self.modules):
+            if (match := _EXPERT.match(module)) and match[1] == parent and t.kind[i] not in _COLLECTIVES:
+                experts.setdefault(match[2], []).append(i)
+        gates = [self.gemm.get(f"{parent}.experts.{e}.gate_proj") for e in experts]
+        if None in gates or any(f"{parent}.experts.{e}.up_proj" not in self.gemm for e in experts):
+            return []  # ungated experts: vLLM's fused MoE is gated; they keep their eager kernels
+        first = min(min(rows) for rows in experts.values())
+        here = [i for i in self.rows.get(parent, []) if i < first]
+        zeros = [i for i in here if self.ops[i] in ("zeros_like", "zeros", "zero_")]
+        rows = sorted(zeros + [i for group in experts.values() for i in group])
+        gate = gates[0]
+        hidden, inter, routed = float(t.k[gate]), float(t.n[gate]), float(t.m[gates].sum())
+        width = float(t.act_bytes[gate] / (t.m[gate] * (t.k[gate] + t.n[gate])))
+        router = self.gemm.get(f"{parent}.gate")
+        tokens = float(t.m[router]) if router is not None else routed
+        out = [_Kernel(position=first, anchor=gate, rows=rows, op="fused_moe", module=f"{parent}.experts",
+                       kind=KernelKind.MOE, columns=dict(
+                           flops=float(t.flops[rows].sum()), weight_bytes=float(t.weight_bytes[rows].sum()),
+                           act_bytes=fused_moe_act_bytes(tokens, routed, hidden, inter, width),
+                           kv_bytes=float(t.kv_bytes[rows].sum()), n=MATRICES * inter, m=routed / len(gates),
+                           batch=float(len(gates))))]
+        routing = [i for i in here if i not in zeros and (router is None or i > router)
+                   and self.modules[i] == parent and not t.tensor_core[i]]
+        softmax = [i for i in routing if t.kind[i] == _SOFTMAX]
+        if softmax:
+            out.append(_Kernel(position=routing[0], anchor=softmax[0], rows=routing, op="topk_softmax", columns=dict(
+                flops=float(t.flops[routing].sum()), act_bytes=float(t.act_bytes[softmax[0]]))))
         return out
 
     def _norms(self) -> list[_Kernel]:

@@ -19,6 +19,7 @@ class KernelKind(StrEnum):
     EMBEDDING = "embedding"
     ALL_REDUCE = "all_reduce"  # a collective over a link (tensor parallelism): act_bytes is the message per device
     SEND_RECV = "send_recv"  # a point-to-point send between pipeline stages: act_bytes is the message
+    MOE = "moe"  # a fused MoE layer: every routed token through its experts in one launch (kernels/moe.py)
 
 
 # The coarse classes reports break latency down by.
@@ -29,6 +30,7 @@ KIND_CLASS = {
     KernelKind.NORM: "norm", KernelKind.SOFTMAX: "softmax",
     KernelKind.EMBEDDING: "embedding",
     KernelKind.ALL_REDUCE: "communication", KernelKind.SEND_RECV: "communication",
+    KernelKind.MOE: "gemm",  # experts' GEMMs: reports count them as GEMM time
 }
 
 
@@ -51,11 +53,13 @@ class Kernel:
     tensor_core: bool
     layer: int | None = None
     module: str = ""
-    # GEMM shape (C[m, n] = A[m, k] B[k, n], `batch` of them); zero where not a GEMM.
-    m: int = 0
+    # GEMM shape (C[m, n] = A[m, k] B[k, n], `batch` of them); zero where not a GEMM. A fused MoE layer is a
+    # grouped GEMM: `batch` experts of `m` rows each on average (fractional), n their matrices' output columns
+    # (3 x intermediate for gated experts) and k the hidden size (kernels/moe.py).
+    m: float = 0
     n: int = 0
     k: int = 0
-    batch: int = 0
+    batch: float = 0
     # Attention shape; zero where not attention.
     heads: int = 0
     kv_heads: int = 0

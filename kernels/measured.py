@@ -3,6 +3,11 @@
 CSV (optionally gzipped) with the columns of DESIGN.md; readers accept extra columns and ignore them.
 Besides kernels, a row may time a whole decode step of a model (`kernel` decode_step, the model in `model`,
 `batch` sequences each attending to `kv_len` keys, its own new one included): what a user's step costs.
+A fused MoE layer (`kernel` moe) has `m` tokens, `k` the hidden size, `n` one expert's intermediate size on the
+device (after tensor parallelism), `topk` experts per token of `experts` in all, spread over `expert_parallel`
+devices (the row times the first, holding experts 0 .. experts/expert_parallel - 1), and the `routing` that
+sent tokens to them (kernels/aiconfigurator_routing.py); `backend` names the kernels that ran it (kernels/moe.py
+reads whether they keep caches of every routed row).
 """
 
 from __future__ import annotations
@@ -21,9 +26,11 @@ from workloads.errors import InputError
 from workloads.op_costs import attention_flops
 
 COLUMNS = ("device", "kernel", "m", "n", "k", "batch", "seq_len", "kv_len", "heads", "kv_heads", "head_dim",
-           "bytes", "dtype", "time_s", "source", "model", "kv_dtype", "variant", "timing")
+           "bytes", "dtype", "time_s", "source", "model", "kv_dtype", "variant", "timing", "topk", "experts",
+           "expert_parallel", "routing", "backend")
 # Columns written only when some row uses them (a table without them keeps its bytes, and its SHA-256).
-OPTIONAL_COLUMNS = ("model", "kv_dtype", "variant", "timing")
+OPTIONAL_COLUMNS = ("model", "kv_dtype", "variant", "timing", "topk", "experts", "expert_parallel", "routing",
+                    "backend")
 KERNEL_NAMES = tuple(k.value for k in KernelKind)
 DECODE_STEP = "decode_step"  # a whole decode step of `model`, not one kernel
 # A quantized GEMM's dtype, e.g. 'w4a16' (4-bit weights, 16-bit activations); other rows use DTYPE_BITS names.
@@ -40,6 +47,10 @@ TIMINGS = ("kernel", "graph", "eager", "isolated")
 GEMM_VARIANTS = ("tensor", "block128", "nvfp4")
 # Bits per value of each dtype a measured row may name (fp4: e2m1 values).
 ROW_DTYPE_BITS = {**DTYPE_BITS, "fp4": 4}
+# Scale bytes a variant stores per weight value: an fp32 scale per 128 x 128 block (DeepSeek-V3's block-scaled
+# fp8), an e4m3 scale per 16 values (NVFP4). Counted for MoE rows, whose weights dominate their traffic.
+VARIANT_SCALE_BYTES = {"block128": 4.0 / (128 * 128), "nvfp4": 1.0 / 16}
+MOE = "moe"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,6 +76,11 @@ class MeasuredKernel:
     kv_dtype: str = ""  # attention rows: the KV cache's dtype where it differs from `dtype`
     variant: str = ""  # GEMM rows: a GEMM_VARIANTS scaling of low-precision operands ("" for 16-bit GEMMs)
     timing: str = "kernel"  # how the source timed the kernel (TIMINGS)
+    topk: int = 0  # moe rows: experts per token, of `experts`, over `expert_parallel` devices (module docstring)
+    experts: int = 0
+    expert_parallel: int = 0  # 0 or 1: every expert on the device
+    routing: str = ""  # moe rows: kernels/aiconfigurator_routing.py ('' is balanced)
+    backend: str = ""  # the implementation that ran the kernel, as its source names it (moe rows: kernels/moe.py)
 
     @property
     def is_step(self) -> bool:
@@ -77,6 +93,8 @@ class MeasuredKernel:
         if self.is_step:
             raise ValueError(f"a {DECODE_STEP} row of {self.model} is a whole step, not one kernel")
         kind = KernelKind(self.kernel)
+        if kind == KernelKind.MOE:
+            return self._moe_kernel()
         fmt = quantized_format(self.dtype)
         dtype = fmt.gemm_dtype(QUANTIZED_BASE_DTYPE) if fmt else self.dtype
         width = ROW_DTYPE_BITS.get(self.dtype, 16) / 8
@@ -112,6 +130,20 @@ class MeasuredKernel:
                       kv_bytes=0.0, dtype=dtype, tensor_core=False)
 
 
+    def _moe_kernel(self) -> Kernel:
+        """A fused MoE layer: the experts of the first device touched by the row's routing, each whole; 16-bit
+        activations (the layer's input and output, and vLLM's intermediate caches, are bf16 on every path)."""
+        from kernels.aiconfigurator_routing import BALANCED, routed_on_rank0
+        from kernels.moe import caches_every_row, fused_moe_kernel
+
+        touched, routed = routed_on_rank0(self.m, self.topk, self.experts, max(self.expert_parallel, 1),
+                                          self.routing or BALANCED)
+        weight_width = ROW_DTYPE_BITS[self.dtype] / 8 + VARIANT_SCALE_BYTES.get(self.variant, 0.0)
+        return fused_moe_kernel(tokens=self.m, routed=routed, touched=touched, hidden=self.k, inter=self.n,
+                                weight_width=weight_width, act_width=2.0, dtype=self.dtype,
+                                routed_all=float(self.m * self.topk) if caches_every_row(self.backend) else None)
+
+
 def quantized_format(dtype: str) -> NumericFormat | None:
     """The numeric format of a 'wXaY' dtype (ValueError for bit widths NumericFormat does not allow), else None."""
     match = QUANTIZED_DTYPE.match(dtype)
@@ -136,7 +168,8 @@ TIME_RANGE_S = (1e-9, 86_400.0)
 # The shape fields each kind of row needs (at least 1); a streaming kernel needs bytes instead.
 NEEDED = {"gemm": ("m", "n", "k"), "batched_gemm": ("m", "n", "k"),
           "attention_prefill": ("batch", "heads", "kv_heads", "kv_len", "head_dim"),
-          "attention_decode": ("batch", "heads", "kv_heads", "kv_len", "head_dim")}
+          "attention_decode": ("batch", "heads", "kv_heads", "kv_len", "head_dim"),
+          MOE: ("m", "n", "k", "topk", "experts")}
 
 
 def _number(name: str, kind: type, raw: str, where: str) -> int | float:
@@ -193,8 +226,23 @@ def _parse(row: dict, where: str) -> MeasuredKernel:
         shown = ", ".join(f"{name} {values.get(name, 0):g}" for name in needed)
         raise InputError(f"{where}: {', '.join(missing)}: found {shown}, allowed: at least 1 in each of "
                          f"{', '.join(needed)} for {values['kernel']} rows")
+    if values["kernel"] == MOE:
+        _check_moe(values, where)
     values.setdefault("source", "")
     return MeasuredKernel(**values)
+
+
+def _check_moe(values: dict, where: str) -> None:
+    """An MoE row routes to at most its experts, spread evenly over its devices, by a routing the replay knows."""
+    from kernels.aiconfigurator_routing import routing_names_ok
+
+    if values.get("routing") and not routing_names_ok(values["routing"]):
+        raise InputError(f"{where}: routing: found {values['routing']!r}, allowed: balanced or power_law_<alpha> "
+                         f"with alpha > 1 (e.g. power_law_1.2)")
+    ep, experts, topk = values.get("expert_parallel") or 1, values["experts"], values["topk"]
+    if experts % ep or topk > experts:
+        raise InputError(f"{where}: experts, topk, expert_parallel: found {experts}, {topk}, {ep}; allowed: top-k "
+                         f"at most the experts, and experts a multiple of expert_parallel")
 
 
 def read_table(path: str | Path) -> list[MeasuredKernel]:
@@ -221,7 +269,7 @@ def read_table(path: str | Path) -> list[MeasuredKernel]:
 def write_table(path: str | Path, rows: list[MeasuredKernel]) -> None:
     """Write rows with the standard columns (empty cells for fields that do not apply)."""
     path = Path(path)
-    used = {c for c in OPTIONAL_COLUMNS if any(getattr(r, c) not in ("", "kernel") for r in rows)}
+    used = {c for c in OPTIONAL_COLUMNS if any(getattr(r, c) not in ("", "kernel", 0) for r in rows)}
     columns = tuple(c for c in COLUMNS if c not in OPTIONAL_COLUMNS or c in used)
     with _open_text(path, "w") as f:
         writer = csv.DictWriter(f, fieldnames=columns)

@@ -10,7 +10,10 @@ small shapes and every kernel is described by how its work grows:
   query (the rotary table is computed per position, and broadcast into q and k). Four traces with independent
   drivers give the four coefficients of each column exactly; nothing is read from kernel names.
 - an MoE expert's kernels (its gathers, GEMMs and scatter) are affine in the tokens routed to that expert
-  (balanced routing, as the traced layer assumes); an expert with no tokens launches nothing.
+  (balanced routing, as the traced layer assumes); an expert with no tokens launches nothing. A fused MoE
+  layer (kernels/moe.py) follows the same routing: its FLOPs grow with the rows routed to the device's experts,
+  its weights with the experts those rows reach and its activation traffic as kernels/moe.fused_moe_act_bytes
+  of its tokens and rows, each scaled from the decode trace (every expert gets tokens there).
 - attention is re-shaped from its traced rows by the work it does: prefill chunks compute causal
   (query, key) pairs and read their cached prefix from the KV cache; decode tokens read their KV lengths.
   Prefill chunks of an iteration share one kernel per layer, decode tokens another (varlen kernels as
@@ -34,6 +37,7 @@ from kernels.formats import NumericFormat
 from kernels.fusion import fuse
 from kernels.kernel import KernelKind
 from kernels.lowering import lower_trace
+from kernels.moe import MATRICES, balanced_routing, fused_moe_act_bytes
 from kernels.table import KIND_CODE, KernelTable
 from workloads.model_config import ModelConfig, balanced_expert_load
 from workloads.op_costs import causal_pairs
@@ -54,6 +58,7 @@ _LAYER_INDEX = re.compile(r"(?<![^.])layers\.\d+")
 # every layer but the first.
 SPAN_MODEL, SPAN_EVERY, SPAN_FIRST, SPAN_REST = range(4)
 _ATTENTION = (KIND_CODE[KernelKind.ATTENTION_PREFILL], KIND_CODE[KernelKind.ATTENTION_DECODE])
+_MOE = KIND_CODE[KernelKind.MOE]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -136,6 +141,7 @@ class StepTemplate:
     traced_decode_seqs: float
     num_experts: int
     experts_per_token: int
+    traced_tokens: float  # tokens of the decode trace, whose fused MoE rows the template re-scales
     activation_per_token_B: float  # peak live activations per token of an iteration, and at zero tokens
     activation_base_B: float
     param_bytes: float  # the model's weights at the traced precision
@@ -148,6 +154,7 @@ class StepTemplate:
         x = traces.drivers()
         expert = np.array([int(m.group(1)) if (m := _EXPERT.search(k.module)) else -1 for k in tables[0].kernels])
         is_expert = expert >= 0
+        is_moe = tables[0].kind == _MOE
         coef = {}
         for name in SCALED_COLUMNS:
             values = np.stack([getattr(t, name) for t in tables])  # (4 traces, kernels)
@@ -161,6 +168,10 @@ class StepTemplate:
                 c[is_expert] = 0.0
                 c[is_expert, 4] = slope
                 c[is_expert, 0] = values[0, is_expert] - slope * load[0]
+            if is_moe.any():
+                # A fused MoE layer: its decode trace's columns, re-scaled per iteration by _linear_table.
+                c[is_moe] = 0.0
+                c[is_moe, 0] = values[0, is_moe]
             coef[name] = c
         unique, count, span = _unique_rows(tables[0], expert, coef)
         prefill_rows = traces.prefill.select(traces.prefill.kind == _ATTENTION[0])
@@ -175,7 +186,7 @@ class StepTemplate:
             traced_decode_kv=float(decode_rows.kv_len[0] * decode_rows.batch[0]),
             traced_decode_seqs=float(decode_rows.batch[0]),
             num_experts=traces.num_experts, experts_per_token=traces.experts_per_token,
-            activation_per_token_B=max(per_token, 0.0),
+            traced_tokens=float(x[0, 1]), activation_per_token_B=max(per_token, 0.0),
             activation_base_B=traces.decode_activation_B - max(per_token, 0.0) * b,
             param_bytes=traces.param_bytes,
         )
@@ -239,11 +250,36 @@ class StepTemplate:
             load = np.where(self.expert >= 0, per_expert[self.expert], 0.0)
         drivers = np.array([1.0, tokens, sampled, positions])
         columns = {name: c[:, :4] @ drivers + c[:, 4] * load for name, c in self.coef.items()}
+        moe = self.linear.kind == _MOE
+        touched = np.ones(len(self.expert))
+        if moe.any():
+            touched = self._fused_moe(columns, tokens, moe)
         table = replace(self.linear, **columns)
-        launched = (self.expert < 0) | (load > 0)  # an expert without tokens launches nothing
+        launched = ((self.expert < 0) | (load > 0)) & (touched > 0)  # an expert without tokens launches nothing
         if launched.all():
             return table, self.count
         return table.select(launched), self.count[launched]
+
+    def _fused_moe(self, columns: dict[str, np.ndarray], tokens: int, moe: np.ndarray) -> np.ndarray:
+        """Set the fused MoE rows' columns for an iteration of `tokens` tokens (the rows hold their decode trace's
+        values): FLOPs by the rows routed to the device's experts, weights by the experts reached, activation
+        traffic by kernels/moe.fused_moe_act_bytes. Returns the experts each row reaches (1 for other rows)."""
+        touched = np.ones(len(moe))
+        columns["batch"] = self.linear.batch.astype(float).copy()
+        k, per_expert = self.experts_per_token, self.linear.n / MATRICES
+        for i in np.flatnonzero(moe):
+            held = int(self.linear.batch[i])  # every expert of the device got tokens in the trace
+            reached, routed = balanced_routing(tokens, k, self.num_experts, held)
+            _, traced = balanced_routing(int(self.traced_tokens), k, self.num_experts, held)
+            hidden = self.linear.k[i]
+            act = (fused_moe_act_bytes(tokens, routed, hidden, per_expert[i], 1.0) /
+                   fused_moe_act_bytes(self.traced_tokens, traced, hidden, per_expert[i], 1.0))
+            columns["flops"][i] *= routed / traced
+            columns["act_bytes"][i] *= act
+            columns["weight_bytes"][i] *= reached / held
+            columns["m"][i] = routed / max(reached, 1)
+            columns["batch"][i] = touched[i] = reached
+        return touched
 
     def _decode_attention(self, shape: StepShape) -> KernelTable:
         """One layer's decode attention: each decoding sequence reads its keys."""

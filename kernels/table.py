@@ -15,6 +15,7 @@ KIND_CODE = {kind: i for i, kind in enumerate(KINDS)}
 CLASS_OF_CODE = np.array([KIND_CLASS[kind] for kind in KINDS], dtype=object)
 CLASS_CODES = {name: np.array([KIND_CODE[k] for k in KINDS if KIND_CLASS[k] == name])
                for name in dict.fromkeys(KIND_CLASS.values())}
+_WEIGHT_KINDS = (KIND_CODE[KernelKind.GEMM], KIND_CODE[KernelKind.MOE])
 
 
 @dataclass(frozen=True)
@@ -135,7 +136,8 @@ class KernelTable:
 
     def with_format(self, fmt: NumericFormat) -> KernelTable:
         """Traffic and compute dtypes under a numeric format (the table is traced at 16 bits)."""
-        weight_gemm = (self.kind == KIND_CODE[KernelKind.GEMM]) & (self.weight_bytes > 0)
+        # Weight GEMMs: projections, and fused MoE layers (grouped GEMMs over the experts' weights).
+        weight_gemm = np.isin(self.kind, _WEIGHT_KINDS) & (self.weight_bytes > 0)
         dtype = self.dtype.copy()
         if weight_gemm.any():
             dtype[weight_gemm] = [fmt.gemm_dtype(d) for d in dtype[weight_gemm]]

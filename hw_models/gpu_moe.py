@@ -1,0 +1,105 @@
+"""Fitted time of a fused MoE layer on a GPU (vLLM fused_experts and the grouped-GEMM MoE kernels it dispatches to).
+
+The layer (kernels/moe.py) runs two grouped GEMMs in sequence, the experts' fused gate-up projection
+(N = 2f, K = h) and their down projection (N = h, K = f), plus the routing-alignment, activation and top-k sum
+kernels between them. Its time is a fixed latency, plus the activation traffic at a fraction of DRAM bandwidth
+(the intermediate caches and the layer's input and output, kernels/moe.fused_moe_act_bytes), plus for each
+GEMM a smooth maximum of
+
+- math: the GEMM's FLOPs at a fraction of the dtype's peak, with a fitted share of its tile padding paid: each
+  touched expert's rows fill whole MOE_TILE_M-row tiles, and N and K are cut into MOE_TILE_N and MOE_TILE_K
+  tiles (few rows per expert at small batch pad to a whole tile: what makes MoE math slow at small batch);
+- weights: the touched experts' matrices streamed at the smaller of a fraction of DRAM bandwidth and what the
+  GEMM's thread blocks (CTAs: expert row tiles x N tiles) draw at a fitted rate each, so that a GEMM of few
+  tiles (one or two experts, a thin intermediate shard under tensor parallelism) cannot fill the memory system.
+
+A benchmark that replays one layer on the same weights (aiconfigurator's collector: one copy of the experts,
+its calls replayed from a CUDA graph) finds weights and activations that fit in the L2 cache still there at the
+next call (`cached_bytes`, the replayed model's L2 size); they stream `cache_speedup` times faster. A model pass
+reads each layer's experts once per step, so the simulator passes no cached bytes (as for attention).
+
+Where the intermediate size is not a multiple of ALIGNMENT elements the whole layer takes a fitted slowdown:
+Triton specializes integer arguments divisible by 16 (sizes and strides: `tt.divisibility = 16`), and only
+then vectorizes the loads along K (triton/runtime/jit.py, the `specialization` of kernel arguments); thin
+tensor-parallel shards (704 / 32 = 22 columns) take the scalar path.
+
+Every parameter is fitted per dtype by `explore calibrate` on aiconfigurator's measured layers; fractions are
+capped at 1, so in a model pass no layer is faster than the larger of its math at peak and its bytes (the
+touched experts' weights and the activations) at bandwidth.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from kernels.moe import MATRICES
+
+# Row tile of a grouped MoE GEMM: the power of two at or above an expert's rows, from 16 to 64. FlashInfer's
+# TensorRT-LLM MoE picks `tile_tokens_dim` as the next power of two of the average rows per expert, clamped to
+# [8, 64] (aiconfigurator collector/vllm/collect_moe.py, the call of trtllm_fp4_block_scale_routed_moe); vLLM's
+# Triton kernel uses BLOCK_SIZE_M 16 when there are no more tokens than experts and 64 otherwise
+# (fused_moe.get_default_config). 16 is the smallest row tile of the Triton kernel, so the floor here.
+MOE_TILE_M = (16.0, 64.0)
+# Column and reduction tiles: vLLM's Triton default configs (BLOCK_SIZE_N 64; BLOCK_SIZE_K 64 for small batches).
+MOE_TILE_N = 64.0
+MOE_TILE_K = 64.0
+# Triton's divisibility specialization (see the module docstring), in elements.
+ALIGNMENT = 16
+
+
+@dataclass(frozen=True, kw_only=True)
+class MoeFit:
+    compute_fraction: float  # achieved fraction of the dtype's dense peak
+    bandwidth_fraction: float  # achieved fraction of DRAM bandwidth streaming expert weights
+    act_bandwidth_fraction: float  # achieved fraction of DRAM bandwidth on activations (caches, input, output)
+    latency_s: float  # fixed time of a layer (its kernels' launch-to-finish with no work)
+    blend: float  # p of (math^p + weights^p)^(1/p) per GEMM: large p is a sharp roofline corner
+    padding_share: float  # share of the row, column and reduction tile padding's math that is paid
+    cta_bandwidth_Bps: float  # weight bytes per second one thread block streams
+    unaligned_slowdown: float = 0.0  # extra time, as a share, of a layer whose intermediate size is unaligned
+    cache_speedup: float = 1.0  # L2 over DRAM streaming rate, for a replayed layer whose bytes stay in the L2
+
+
+def _row_tile(rows: np.ndarray) -> np.ndarray:
+    """MOE_TILE_M's row tile of experts with `rows` rows each."""
+    low, high = MOE_TILE_M
+    return np.clip(2.0 ** np.ceil(np.log2(np.maximum(rows, 1.0))), low, high)
+
+
+def _smooth_max(a: np.ndarray, b: np.ndarray, p: float) -> np.ndarray:
+    top = np.maximum(np.maximum(a, b), 1e-30)  # scaled before the power: no overflow
+    return top * ((a / top) ** p + (b / top) ** p) ** (1.0 / p)
+
+
+def moe_times(*, m, n, k, batch, weight_bytes, act_bytes, flops_per_s, bandwidth_Bps, fit: MoeFit,
+              cached_bytes: float = 0.0):
+    """(compute_s, memory_s, busy_s, latency_s) of fused MoE layers (arrays, one entry per layer; rate arrays may
+    add a leading axis of design points): `m` rows per touched expert, `batch` touched experts, `n` = 3 x the
+    intermediate size f (MATRICES), `k` the hidden size h (kernels/moe.py). busy_s is the time past the fixed latency; a
+    layer whose bytes fit in `cached_bytes` (a replayed benchmark's L2) streams them cache_speedup times faster."""
+    rows, experts = np.maximum(m, 0.0), np.maximum(batch, 1.0)
+    inter, hidden = n / MATRICES, k
+    tile = _row_tile(rows)
+    row_tiles = np.ceil(rows / tile)
+    per_weight = weight_bytes / np.maximum(experts * n * k, 1.0)  # bytes per weight value, scales included
+    speed = np.where(weight_bytes + act_bytes <= cached_bytes, fit.cache_speedup, 1.0)
+    weights_rate = bandwidth_Bps * fit.bandwidth_fraction
+    compute_s = memory_s = busy_s = 0.0
+    for cols, depth in ((2.0 * inter, hidden), (hidden, inter)):
+        exact = 2.0 * experts * rows * cols * depth
+        padded = 2.0 * experts * row_tiles * tile * _ceil_to(cols, MOE_TILE_N) * _ceil_to(depth, MOE_TILE_K)
+        math_s = (exact + fit.padding_share * np.maximum(padded - exact, 0.0)) / (flops_per_s * fit.compute_fraction)
+        ctas = experts * row_tiles * np.ceil(cols / MOE_TILE_N)
+        weights_s = experts * cols * depth * per_weight / np.minimum(weights_rate, ctas * fit.cta_bandwidth_Bps) / speed
+        compute_s, memory_s = compute_s + math_s, memory_s + weights_s
+        busy_s = busy_s + _smooth_max(math_s, weights_s, fit.blend)
+    act_s = act_bytes / (bandwidth_Bps * fit.act_bandwidth_fraction * speed)
+    slowdown = np.where(np.mod(np.round(inter), ALIGNMENT) != 0, 1.0 + fit.unaligned_slowdown, 1.0)
+    busy_s = (busy_s + act_s) * slowdown
+    return compute_s, memory_s + act_s, busy_s, fit.latency_s * slowdown
+
+
+def _ceil_to(x: np.ndarray, tile: float) -> np.ndarray:
+    return np.ceil(x / tile) * tile

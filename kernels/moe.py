@@ -1,0 +1,90 @@
+"""A fused MoE layer: the work, traffic and shape of one launch that runs every routed token through its experts.
+
+What the kernel computes (vLLM's `fused_experts`, vllm/model_executor/layers/fused_moe/fused_moe.py, and the
+FlashInfer CUTLASS / TensorRT-LLM MoE kernels it dispatches to): the token-expert rows are sorted by expert
+(`moe_align_block_size`), each expert's rows go through one grouped GEMM of its gate and up projections fused
+(w1: [2 x inter, hidden]), the SiLU-and-product, and a grouped GEMM of its down projection (w2: [hidden, inter]);
+the top-k outputs of each token are summed (`moe_sum`). So with R routed rows (tokens x top-k, the rows a device
+computes) of experts with hidden size h and intermediate size f:
+
+    FLOPs = 2 x R x (h x 2f + f x h) = 2 x R x 3 x h x f
+
+Weights: only the experts that receive a row are read, each whole: weight bytes = touched experts x 3 x h x f x
+bytes per weight. Activations: vLLM's Triton path (fused_experts_impl, TritonExperts) keeps three intermediate
+caches in memory, sized by every row the device routes, R_all = tokens x top-k: under expert parallelism its
+GEMMs write zeros for the rows of other devices' experts (`write_zeros_to_output`); FlashInfer's CUTLASS and
+TensorRT-LLM MoE kernels permute only the rows of the device's own experts (their `local_expert_offset` and
+`local_num_experts` arguments), so R_all = R (caches_every_row). The gate-up GEMM reads its R input rows
+(R x h) and writes R_all x 2f, the activation reads those and writes R_all x f, the down GEMM reads R x f and
+writes R_all x h, the top-k sum reads those and writes the layer output (tokens x h):
+
+    activation bytes = width x (R x (h + f) + R_all x (5f + 2h) + tokens x h)     (R_all = R on one device)
+
+As a kernel it is a grouped GEMM: `batch` problems (the touched experts), each of `m` rows (R / touched, the
+rows an expert gets on average), `n` = 3f output columns over the expert's three matrices and `k` = h, so that
+2 x m x n x k x batch is its FLOPs and n x k x batch its weights, as for any GEMM.
+
+Which experts the rows reach is a routing model. A traced MoE layer routes by `balanced_expert_load`
+(workloads/model_config.py): tokens x top-k rows spread as evenly as they go, so min(E, tokens x top-k) experts
+are touched. aiconfigurator's 'balanced' measurements touch as many (with other expert ids, which matters only
+when experts are spread over devices: kernels/aiconfigurator_routing.py).
+A router that picks k distinct experts uniformly at random per token would touch fewer in expectation,
+E x (1 - (1 - k/E)^tokens) (each expert missed by a token with probability 1 - k/E, independently over tokens;
+e.g. 161 of DeepSeek-V3's 256 experts at 32 tokens, top-8, against 256 balanced): the max-spread model is the
+upper bound of weight traffic at a given batch, and skewed (power-law) routing touches fewer still.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kernels.kernel import Kernel, KernelKind
+from workloads.model_config import balanced_expert_load
+
+# Matrices of one expert: gate, up and down (gated experts, SwiGLU: Mixtral, Qwen-MoE, DeepSeek; the fused kernel
+# of vLLM's FusedMoE layer is gated, and kernels/fusion.py fuses gated experts only).
+MATRICES = 3
+
+
+def caches_every_row(backend: str) -> bool:
+    """Whether an MoE backend (aiconfigurator's kernel_source names) sizes its caches by every routed row: vLLM's
+    Triton kernels do, FlashInfer's CUTLASS and TensorRT-LLM kernels keep the device's own rows only."""
+    return "triton" in backend.lower()
+
+
+def fused_moe_flops(routed: float, hidden: float, inter: float) -> float:
+    """FLOPs of the experts' GEMMs over `routed` token-expert rows (see the module docstring)."""
+    return 2.0 * routed * MATRICES * hidden * inter
+
+
+def fused_moe_act_bytes(tokens: float, routed: float, hidden: float, inter: float, width: float,
+                        routed_all: float | None = None) -> float:
+    """Activation bytes of a fused MoE layer (vLLM fused_experts' intermediate caches; module docstring): `routed`
+    rows computed here of `routed_all` routed by the device (all of them unless experts are spread)."""
+    every = routed if routed_all is None else routed_all
+    return width * (routed * (hidden + inter) + every * (5.0 * inter + 2.0 * hidden) + tokens * hidden)
+
+
+def expert_bytes(hidden: float, inter: float, width: float) -> float:
+    """Weight bytes of one expert."""
+    return MATRICES * hidden * inter * width
+
+
+def balanced_routing(tokens: int, topk: int, experts: int, held: int) -> tuple[int, int]:
+    """(touched experts, routed rows) of the first `held` of `experts` experts (a device's share under expert
+    parallelism) when tokens x topk rows are spread by balanced_expert_load, as a traced layer routes them."""
+    load = np.array(balanced_expert_load(int(tokens), int(topk), int(experts))[:int(held)])
+    return int((load > 0).sum()), int(load.sum())
+
+
+def fused_moe_kernel(*, tokens: float, routed: float, touched: float, hidden: int, inter: int, weight_width: float,
+                     act_width: float, dtype: str, routed_all: float | None = None, flops: float | None = None,
+                     layer: int | None = None, module: str = "") -> Kernel:
+    """The fused MoE kernel of `routed` rows over `touched` experts, of `routed_all` the device routes (FLOPs as
+    counted unless given: a fusion keeps the FLOPs of the eager kernels it replaces)."""
+    return Kernel(
+        kind=KernelKind.MOE, op="fused_moe", dtype=dtype, tensor_core=True, layer=layer, module=module,
+        flops=fused_moe_flops(routed, hidden, inter) if flops is None else flops,
+        weight_bytes=touched * expert_bytes(hidden, inter, weight_width),
+        act_bytes=fused_moe_act_bytes(tokens, routed, hidden, inter, act_width, routed_all), kv_bytes=0.0,
+        m=routed / touched if touched else 0.0, n=MATRICES * inter, k=hidden, batch=touched)
