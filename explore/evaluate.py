@@ -197,9 +197,18 @@ class Evaluator:
                           tables=tables)
 
     def point_tables(self, point: DesignPoint, device) -> PassTables:
-        """The kernel tables of a static-batch point's passes on its device (or system)."""
-        return self.tables(point.model, point.batch, point.prompt, point.numeric_format, device.sub_batches, point.tp,
-                           point.pp, point.ep, fusion_of(point.execution))
+        """The kernel tables of a static-batch point's passes on its device (or system); decode attention capped at
+        the point's KV window (kv_window)."""
+        tables = self.tables(point.model, point.batch, point.prompt, point.numeric_format, device.sub_batches,
+                             point.tp, point.pp, point.ep, fusion_of(point.execution))
+        window = self.kv_window(point)
+        return tables if window == tables.attention_window else replace(tables, attention_window=window)
+
+    def kv_window(self, point: DesignPoint) -> int | None:
+        """The most KV-cache tokens a sequence of the point keeps and decode attends to: the model's sliding window,
+        the point's kv_budget (explore/knobs.py), the smaller of the two, or None (all of them)."""
+        limits = [n for n in (self.config(point.model).sliding_window, point.knob("kv_budget")) if n]
+        return min(limits) if limits else None
 
     def batch_memory(self, point: DesignPoint, device) -> MemoryFootprint:
         """What a static-batch point holds in each device's memory: weights, KV cache and activations."""
@@ -212,7 +221,7 @@ class Evaluator:
             batch=point.batch,
             tokens_per_sequence=point.prompt + point.output - 1,
             activation_bytes=prefill_trace.peak_activation_bytes,
-            window=cfg.sliding_window,
+            window=self.kv_window(point),
         )
 
     def _pool(self, point: DesignPoint, fmt: NumericFormat, role: str, replicas: int, device_name: str = "") -> Pool:
@@ -237,6 +246,9 @@ class Evaluator:
         """A serving run of the point's requests on its pools of replicas (sim/serving.py), or at the highest
         rate that meets the SLO when the spec asks for a capacity search."""
         spec = point.serving
+        if point.knob("kv_budget"):
+            raise InputError(f"kv_budget: found {point.knob('kv_budget')} with serving, allowed: 0 (a serving run "
+                             f"keeps every KV token; a KV budget is modeled for static batches)")
         if point.pp > 1:
             raise InputError("pp: found a serving point on pipeline stages, allowed: pp = 1 with serving (a pipelined "
                              "replica, with several batches in flight, is not modeled yet)")

@@ -161,6 +161,14 @@ _knob("sparsity", str, "structured N:M weight sparsity, e.g. 2:4", "format", def
 _knob("execution", str, "kernel launches: eager (PyTorch: framework dispatch and a host launch per aten op), graphs "
       "(the same kernels replayed from CUDA graphs) or engine (a serving engine's fused kernels, decode from CUDA "
       "graphs)", "top", default="eager", allowed=("eager", "graphs", "engine"))
+# ---- decode-time techniques (generic knobs: a column only in sweeps that set them) -----------------------------
+# StreamingLLM (Xiao et al., "Efficient Streaming Language Models with Attention Sinks", ICLR 2024): a sequence
+# keeps the KV of its first tokens (attention sinks; the paper keeps 4) and of a recent window, and decode attends
+# to those alone, so its reads and the cache it holds stop growing with the context. The prefill still attends to
+# the whole prompt. Read by explore/evaluate.py (point_tables, batch_memory) like a model's own sliding window.
+register(Knob(name="kv_budget", type=int, section="workload", default=0, minimum=0, unit="tokens",
+              label="KV budget", help="KV-cache tokens a sequence keeps in decode (attention sinks + a recent window, "
+              "StreamingLLM); 0 keeps all", allowed_text="0 (keep all) or a number of tokens >= 1", derivable=True))
 # ---- systems of several devices (parallel:) -------------------------------------------------------------------
 _knob("tp", int, "tensor-parallel devices: Megatron-style sharding, an all-reduce per block", "parallel",
       scope="system", default=1, minimum=1)

@@ -1,0 +1,65 @@
+"""The kv_budget knob (StreamingLLM's attention sinks + recent window): decode reads and the cache held stop at
+the budget; a budget at least the context changes nothing; both evaluation paths agree."""
+
+from __future__ import annotations
+
+import pytest
+
+from explore.blocks import evaluate_points
+from explore.cli import main
+from explore.design_point import DesignPoint
+from explore.evaluate import Evaluator
+from explore.sweep import load_sweep
+from tests.explore.test_blocks import assert_same
+from tests.explore.tiny_sweep import TINY_CONFIG, write_sweep, write_tiny_model
+
+# The tiny model's KV per token: keys and values of 2 layers x 2 KV heads x 16 dims at 2 bytes.
+KV_B_PER_TOKEN = 2 * TINY_CONFIG["num_hidden_layers"] * TINY_CONFIG["num_key_value_heads"] * 16 * 2
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> str:
+    return write_tiny_model(tmp_path_factory.mktemp("kv"))
+
+
+@pytest.fixture(scope="module")
+def evaluator() -> Evaluator:
+    return Evaluator()
+
+
+def point(model: str, budget: int, **fields) -> DesignPoint:
+    return DesignPoint(model=model, device="h100-sxm", batch=4, prompt=200, output=9, execution="engine",
+                       knobs=(("kv_budget", budget),) if budget else (), **fields)
+
+
+def test_the_cache_held_stops_at_the_budget(model, evaluator):
+    """4 sequences hold 200 + 8 tokens each; a budget of 64 keeps 64: (208 - 64) x 4 x 256 B less."""
+    full, kept = (evaluator.evaluate(point(model, budget)).metrics for budget in (0, 64))
+    assert full["peak_memory_B"] - kept["peak_memory_B"] == (208 - 64) * 4 * KV_B_PER_TOKEN
+
+
+def test_decode_attention_reads_less_and_a_budget_beyond_the_context_changes_nothing(model, evaluator):
+    full, kept, roomy = (evaluator.evaluate(point(model, budget)).metrics for budget in (0, 64, 208))
+    assert kept["time_attention_s"] < full["time_attention_s"]
+    assert kept["tpot_s"] <= full["tpot_s"]
+    assert kept["ttft_s"] == full["ttft_s"]  # the prefill attends to the whole prompt
+    assert roomy == full
+
+
+def test_blocks_agree_with_the_reference(model, evaluator):
+    points = [point(model, budget, overrides=(("memory.bandwidth_GBps", bandwidth),))
+              for budget in (0, 64) for bandwidth in (1000.0, 3000.0)]
+    for p, block in zip(points, evaluate_points(evaluator, points), strict=True):
+        assert_same(evaluator.evaluate(p).metrics, block, f"{p}")
+
+
+def test_a_sweep_sets_it_and_a_serving_run_refuses_it(model, tmp_path, capsys):
+    path = write_sweep(tmp_path, f"name: kv\nmodel: {model}\ndevice: h100-sxm\n"
+                                 f"workload: {{batch: 4, prompt: 200, output: 9, kv_budget: [0, 64]}}\n")
+    assert sorted(p.knob("kv_budget") for p in load_sweep(path).points()) == [0, 64]
+    bad = write_sweep(tmp_path, f"name: kv\nmodel: {model}\ndevice: h100-sxm\nworkload: {{kv_budget: -1}}\n")
+    assert main(["check", bad]) == 2
+    assert "workload.kv_budget: found -1" in capsys.readouterr().err
+    assert main(["run", "--model", model, "--device", "h100-sxm", "--serving", "--rate", "1", "--requests", "4",
+                 "--kv-budget", "64"]) == 2
+    assert "kv_budget: found 64 with serving" in capsys.readouterr().err
