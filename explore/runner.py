@@ -56,19 +56,23 @@ def _tasks(points: list[DesignPoint]) -> list[list[DesignPoint]]:
         if serving:
             tasks.extend(group[i:i + SERVING_TASK_POINTS] for i in range(0, len(group), SERVING_TASK_POINTS))
             continue
-        group.sort(key=_block_order)
-        task: list[DesignPoint] = []
+        # Blocks in the order their first points were asked for: a grid's blocks are contiguous already (device
+        # what-ifs vary fastest), so its rows are stored in the asked order and need no reordering on export.
+        blocks: dict[tuple, list[DesignPoint]] = defaultdict(list)
         for p in group:
-            if len(task) >= TASK_POINTS and _block_order(p) != _block_order(task[-1]):
+            blocks[_block_of(p)].append(p)
+        task: list[DesignPoint] = []
+        for block in blocks.values():
+            if len(task) >= TASK_POINTS:
                 tasks.append(task)
                 task = []
-            task.append(p)
+            task.extend(block)
         tasks.append(task)
     return tasks
 
 
-def _block_order(point: DesignPoint) -> tuple:
-    """Sort key that puts the points of one block next to each other (they differ only in override values)."""
+def _block_of(point: DesignPoint) -> tuple:
+    """What the points of one block share (they differ only in override values; explore/blocks.py)."""
     return (point.output, point.weight_bits, point.act_bits, point.kv_bits, point.sparsity, point.execution,
             point.device, point.use_calibration, point.tp, point.pp, tuple(path for path, _ in point.overrides),
             point.knobs)
