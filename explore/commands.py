@@ -19,8 +19,10 @@ from explore.results import folder_lock
 from explore.rows import count_label, is_feasible, normalize_row
 from explore.run_support import HINT_BITS, HINT_TP, check_sets, infeasible_hints, overrides_text, parse_sets
 from explore.runner import Progress, columns_for, run_sweep
+from explore.schema import as_list
 from explore.sweep import Constraint, Objectives, load_sweep
 from hw_models.device import dispatch_s
+from hw_models.device_block import varies_in_block
 from hw_models.link import load_link_model
 from hw_models.registry import load_device
 from hw_models.validation import input_error
@@ -38,6 +40,9 @@ GOALS_FILE = "objectives.json"
 SWEEP_COPY = "sweep.yaml"  # a serving sweep's file, kept beside its results
 TRACE_S_PER_LAYER = 0.05
 POINT_S = 0.001
+# A point priced in a block of what-ifs (explore/blocks.py): the 10,368-point GPU grid runs end to end at about
+# 10,000 points/s on one core (bench/bench_sweep_grid.py).
+BLOCK_POINT_S = 0.0001
 OPTUNA_S_PER_POINT = 0.02
 REPORT_S = 8.0
 # A serving point simulates its requests: the whole Splitwise conversation trace (19,366 requests, Llama-2-7B
@@ -113,6 +118,24 @@ def _sweep_into(args, sweep, out: Path) -> int:
     return 0
 
 
+def _in_blocks(sweep, evaluator: Evaluator) -> bool:
+    """Whether a static sweep's what-ifs are all fields its devices price in blocks (explore/blocks.py)."""
+    paths = list(sweep.override_values())
+    if not paths or sweep.spec.parallel is not None:
+        return False
+    return all(varies_in_block(type(evaluator.device(device)), path)
+               for device in as_list(sweep.spec.device) for path in paths)
+
+
+def _traced(evaluator: Evaluator, model: str, batch: int, prompt: int) -> bool:
+    """Whether the trace cache holds a static point's prefill and decode traces."""
+    from workloads.trace_cache import is_cached
+
+    cfg = evaluator.config(model)
+    return (is_cached(cfg, phase="prefill", batch=batch, seq_len=prompt)
+            and is_cached(cfg, phase="decode", batch=batch, seq_len=1, context_len=prompt))
+
+
 def cmd_check(args) -> int:
     sweep = load_sweep(args.sweep)
     derived, search = sweep.derived_values(), sweep.spec.search
@@ -121,17 +144,22 @@ def cmd_check(args) -> int:
     serving = sweep.spec.serving
     if serving is None:
         traces = [(model, b, p) for model in dims["model"] for b in dims["batch"] for p in dims["prompt"]]
-        point_s = POINT_S
+        point_s = BLOCK_POINT_S if _in_blocks(sweep, evaluator) else POINT_S
+        # Traces already in the on-disk cache load in milliseconds (workloads/trace_cache.py).
+        to_capture = [t for t in traces if not _traced(evaluator, *t)]
     else:
         traces = [(model, b, 0) for model in dims["model"] for b in range(TEMPLATE_TRACES)]
         point_s = serving.requests * SERVING_S_PER_REQUEST * (CAPACITY_RUNS if serving.capacity else 1)
-    trace_s = sum(evaluator.config(model).num_layers * TRACE_S_PER_LAYER for model, _, _ in traces)
+        to_capture = traces
+    trace_s = sum(evaluator.config(model).num_layers * TRACE_S_PER_LAYER for model, _, _ in to_capture)
     visits = sweep.visits()
     per_point = point_s + (OPTUNA_S_PER_POINT if search.strategy in ("nsga2", "tpe") else 0.0)
     estimate = trace_s + visits * per_point + REPORT_S
     plan = "all evaluated" if search.strategy == "grid" else f"{search.strategy} search evaluates {visits}"
     traces_label = count_label(len(traces), "trace")
-    print(f"{args.sweep}: valid\n{sweep.size()} design points ({plan}), up to {traces_label} to capture")
+    capture = (f"up to {traces_label} to capture" if len(to_capture) == len(traces) else
+               f"{len(to_capture)} of {traces_label} to capture (the others are in the trace cache)")
+    print(f"{args.sweep}: valid\n{sweep.size()} design points ({plan}), {capture}")
     for target, values in derived.items():
         shown = ", ".join(f"{v:g}" for v in values[:MAX_SHOWN]) + (", ..." if len(values) > MAX_SHOWN else "")
         print(f"derived {target} = {sweep.spec.derived[target]}: {len(values)} values ({shown})")

@@ -125,6 +125,11 @@ def store(key: dict[str, Any], trace: Trace) -> None:
             tmp.unlink()
 
 
+def is_cached(config: ModelConfig, *, phase: str, batch: int, seq_len: int, context_len: int = 0) -> bool:
+    """Whether the cache has a file for this trace (not read: a broken one is found when it is loaded)."""
+    return trace_path(trace_key(config, phase=phase, batch=batch, seq_len=seq_len, context_len=context_len)).is_file()
+
+
 def cached_trace(config: ModelConfig, *, phase: str, batch: int, seq_len: int, context_len: int = 0) -> Trace:
     """trace_model(config, ...) on fake tensors, from the cache when it holds it (torch is imported only to
     capture a trace the cache lacks)."""
