@@ -239,16 +239,13 @@ class Evaluator:
             block_tokens=spec.block_tokens)
         return Pool(name=f"{role} ({point.device})", role=role, replicas=replicas, costs=costs,
                     scheduler=spec.scheduler, limits=limits, memory=memory, idle_power_W=device.idle_power_W,
-                    prefix_tokens=spec.prefix_tokens, window=cfg.sliding_window,
+                    prefix_tokens=spec.prefix_tokens, window=self.kv_window(point),
                     swap_bandwidth_Bps=spec.swap_GBps * 1e9 if spec.swap_GBps else None)
 
     def _evaluate_serving(self, point: DesignPoint, fmt: NumericFormat) -> Evaluation:
         """A serving run of the point's requests on its pools of replicas (sim/serving.py), or at the highest
         rate that meets the SLO when the spec asks for a capacity search."""
         spec = point.serving
-        if point.knob("kv_budget"):
-            raise InputError(f"kv_budget: found {point.knob('kv_budget')} with serving, allowed: 0 (a serving run "
-                             f"keeps every KV token; a KV budget is modeled for static batches)")
         if point.pp > 1:
             raise InputError("pp: found a serving point on pipeline stages, allowed: pp = 1 with serving (a pipelined "
                              "replica, with several batches in flight, is not modeled yet)")
@@ -269,7 +266,7 @@ class Evaluator:
             requests, clipped = spec.request_set(rate).clipped_to_context(cfg.max_positions)
             for pool in pools:
                 reason = serving_infeasible_reason(pool.memory, requests, make_scheduler(pool.scheduler, pool.limits),
-                                                   spec.prefix_tokens, cfg.sliding_window)
+                                                   spec.prefix_tokens, self.kv_window(point))
                 if reason:
                     raise _InfeasibleError(f"{pool.name}: {reason}" if len(pools) > 1 else reason)
             result = serve_pools(pools, requests, slo=spec.slo(), kv_transfer_s=transfer_s)

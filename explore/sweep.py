@@ -143,8 +143,10 @@ class SweepFile(Strict):
 
     @model_validator(mode="after")
     def _workload_or_serving(self):
-        if self.serving is not None and self.workload.model_fields_set:
-            raise ValueError("either a static workload or serving, not both")
+        # A serving sweep's requests have their own lengths; generic workload knobs (kv_budget) apply to both.
+        static = self.workload.model_fields_set & {"batch", "prompt", "output"}
+        if self.serving is not None and static:
+            raise ValueError(f"either a static workload ({', '.join(sorted(static))}) or serving, not both")
         if self.serving is not None and self.parallel is not None and max(as_list(self.parallel.pp)) > 1:
             raise ValueError("pp = 1 with serving (a pipelined serving replica is not modeled yet)")
         if self.serving is None:

@@ -1,5 +1,6 @@
 """The kv_budget knob (StreamingLLM's attention sinks + recent window): decode reads and the cache held stop at
-the budget; a budget at least the context changes nothing; both evaluation paths agree."""
+the budget, in static batches and serving runs; a budget at least the context changes nothing; both evaluation
+paths agree."""
 
 from __future__ import annotations
 
@@ -53,13 +54,32 @@ def test_blocks_agree_with_the_reference(model, evaluator):
         assert_same(evaluator.evaluate(p).metrics, block, f"{p}")
 
 
-def test_a_sweep_sets_it_and_a_serving_run_refuses_it(model, tmp_path, capsys):
+def test_sweeps_set_it_static_or_serving(model, tmp_path, capsys):
     path = write_sweep(tmp_path, f"name: kv\nmodel: {model}\ndevice: h100-sxm\n"
                                  f"workload: {{batch: 4, prompt: 200, output: 9, kv_budget: [0, 64]}}\n")
     assert sorted(p.knob("kv_budget") for p in load_sweep(path).points()) == [0, 64]
     bad = write_sweep(tmp_path, f"name: kv\nmodel: {model}\ndevice: h100-sxm\nworkload: {{kv_budget: -1}}\n")
     assert main(["check", bad]) == 2
     assert "workload.kv_budget: found -1" in capsys.readouterr().err
-    assert main(["run", "--model", model, "--device", "h100-sxm", "--serving", "--rate", "1", "--requests", "4",
-                 "--kv-budget", "64"]) == 2
-    assert "kv_budget: found 64 with serving" in capsys.readouterr().err
+    serving = ("serving: {requests: 8, rate: 20, prompt: {dist: fixed, tokens: 200}, output: {dist: fixed, tokens: 8}}"
+               "\n")
+    path = write_sweep(tmp_path, f"name: kv\nmodel: {model}\ndevice: h100-sxm\nworkload: {{kv_budget: [0, 32]}}\n"
+                                 + serving)
+    assert sorted(p.knob("kv_budget") for p in load_sweep(path).points()) == [0, 32]
+    both = write_sweep(tmp_path, f"name: kv\nmodel: {model}\ndevice: h100-sxm\nworkload: {{batch: 2}}\n" + serving)
+    assert main(["check", both]) == 2
+    assert "either a static workload (batch) or serving, not both" in capsys.readouterr().err
+
+
+def test_a_serving_run_holds_the_budget(model, evaluator):
+    """Each of the 8 requests keeps 32 of its 200 + 8 tokens' KV: the most the cache ever holds shrinks."""
+    from sim.serving_spec import ServingSpec
+    from workloads.requests import Fixed
+
+    spec = ServingSpec(requests=8, rate_per_s=20.0, prompt=Fixed(tokens=200), output=Fixed(tokens=8))
+    full, kept = (evaluator.evaluate(DesignPoint(model=model, device="h100-sxm", batch=spec.max_seqs, prompt=0,
+                                                 output=0, serving=spec,
+                                                 knobs=(("kv_budget", budget),) if budget else ())).metrics
+                  for budget in (0, 32))
+    assert kept["kv_utilization_max"] < full["kv_utilization_max"]
+    assert kept["time_attention_s"] <= full["time_attention_s"]
