@@ -32,6 +32,11 @@ class FPGAModel(DeviceModel):
 
     kind = "fpga"
     units = ("fpga",)
+    # Every number the cost model reads per kernel (hw_models/device_block.py: a block of what-ifs prices them as
+    # (points, 1) arrays).
+    block_fields = ("compute.clock_MHz", "compute.dsp_count", "compute.gemv_dsp_fraction", "compute.vector_lanes",
+                    "memory.bandwidth_GBps", "memory.efficiency", "memory.capacity_GB", "onchip.bandwidth_GBps",
+                    "onchip.activation_buffer_MB", "power.idle_W", "overhead.kernel_cycles", "energy.*")
 
     @property
     def sparsity_patterns(self) -> frozenset[str]:
@@ -62,11 +67,11 @@ class FPGAModel(DeviceModel):
         onchip_bytes = np.where(on_chip, table.act_bytes, 0.0)
         offchip_bytes = table.bytes - onchip_bytes
         memory_s = offchip_bytes / spec.achieved_bandwidth_Bps + onchip_bytes / spec.onchip_bandwidth_Bps
-        overhead_s = np.full(len(table), spec.overhead.kernel_cycles / spec.clock_Hz)
+        overhead_s = spec.overhead.kernel_cycles / spec.clock_Hz * np.ones(len(table))
         time_s = np.maximum(compute_s, memory_s) + overhead_s
         compute_J = table.flops * table.per_dtype(self._flop_J)
         energy = spec.energy
         memory_J = (offchip_bytes * energy.hbm_pJ_per_bit + table.bytes * energy.onchip_pJ_per_bit) * 8e-12
         static_J = spec.power.idle_W * time_s
-        return KernelCosts(time_s=time_s, compute_s=compute_s, memory_s=memory_s, overhead_s=overhead_s,
-                           compute_J=compute_J, memory_J=memory_J, static_J=static_J)
+        return KernelCosts.broadcast(time_s=time_s, compute_s=compute_s, memory_s=memory_s, overhead_s=overhead_s,
+                                     compute_J=compute_J, memory_J=memory_J, static_J=static_J)

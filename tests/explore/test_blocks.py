@@ -113,3 +113,16 @@ def test_block_values_are_checked_as_single_what_ifs():
         check_knob_values("h100-sxm", {"memory.bandwidth_GBps": [1000.0, -5.0]})
     with pytest.raises(InputError, match="idle_W"):
         check_knob_values("h100-sxm", {"power.idle_W": [50.0, 600.0, 800.0]})
+
+
+def test_fpga_what_ifs_equal_the_reference(models, evaluator):
+    """The FPGA family prices its block fields per kernel too: clock, achieved HBM efficiency and the on-chip
+    activation buffer (which decides what a decode pass keeps on chip) vary across one block."""
+    points = [DesignPoint(model=models["llama"], device=device, batch=1, prompt=24, output=12, weight_bits=8,
+                          act_bits=8, sparsity=sparsity,
+                          overrides=(("compute.clock_MHz", clock), ("memory.efficiency", efficiency),
+                                     ("onchip.activation_buffer_MB", buffer)))
+              for device in ("alveo-u280", "versal-vhk158") for sparsity in ("dense", "2:4")
+              for clock, efficiency, buffer in ((200.0, 0.5, 0.001), (300.0, 0.8, 8.0))]
+    for point, block in zip(points, evaluate_points(evaluator, points), strict=True):
+        assert_same(evaluator.evaluate(point).metrics, block, f"{point}")
