@@ -194,9 +194,21 @@ def _stacked_bars(ax: Axes, labels: Sequence[str], parts: Mapping[str, Sequence[
     ax.grid(True, axis="x", alpha=0.3)
 
 
+# Widest bar label in characters: longer design-point labels (what-if values) wrap onto more lines, so the
+# labels never take the whole figure width (the axes would collapse).
+BAR_LABEL_CHARS = 60
+
+
+def _bar_labels(labels: Sequence[str]) -> tuple[list[str], int]:
+    """Labels wrapped at BAR_LABEL_CHARS, and the lines they take in all."""
+    wrapped = [textwrap.fill(label, BAR_LABEL_CHARS) for label in labels]
+    return wrapped, sum(label.count("\n") + 1 for label in wrapped)
+
+
 def breakdown_figure(labels: Sequence[str], times_s: Mapping[str, Sequence[float]]) -> Figure:
     """Stacked horizontal bars: one bar per design point, one segment per kernel class (drawn in ms)."""
-    fig = Figure(figsize=(10.0, 1.6 + 0.28 * len(labels)), layout="constrained")
+    labels, lines = _bar_labels(labels)
+    fig = Figure(figsize=(10.0, 1.6 + 0.28 * lines), layout="constrained")
     ax = fig.subplots()
     _stacked_bars(ax, labels, {c: MS * np.asarray(v, dtype=float) for c, v in times_s.items()}, CLASS_COLORS)
     ax.set_xlabel("latency of one request: prefill and every decode step (ms)")
@@ -208,7 +220,8 @@ def breakdown_figure(labels: Sequence[str], times_s: Mapping[str, Sequence[float
 def energy_breakdown_figure(labels: Sequence[str], parts_J: Mapping[str, Sequence[float]]) -> Figure:
     """Stacked horizontal bars: energy per output token of each design point split into static, memory and
     compute energy (J/token)."""
-    fig = Figure(figsize=(10.0, 1.6 + 0.28 * len(labels)), layout="constrained")
+    labels, lines = _bar_labels(labels)
+    fig = Figure(figsize=(10.0, 1.6 + 0.28 * lines), layout="constrained")
     ax = fig.subplots()
     _stacked_bars(ax, labels, parts_J, ENERGY_COLORS)
     ax.set_xlabel("energy per output token (J/token)")
