@@ -1,11 +1,12 @@
 """Design points evaluated in blocks: points that share their kernel tables priced together, numpy over
 (points x kernels).
 
-A block is the static-batch points of one model, batch, prompt, output, format, execution and device preset
-(with any what-if values they share) that differ only in knobs their device family applies per kernel
-(hw_models/device_block.py): one device model holds every point's values, one call per pass prices every
-point (sim/block.py), and the metrics come out as columns. A point with such a knob takes this path even
-alone (a resumed sweep may evaluate one point of a block), so its numbers never depend on its neighbours.
+A block is the static-batch points of one model, batch, prompt, output, format, execution, device preset,
+calibration choice and generic knobs (with any what-if values they share) that differ only in knobs their
+device family applies per kernel (hw_models/device_block.py): one device model holds every point's values,
+one call per pass prices every point (sim/block.py), and the metrics come out as columns. A point with such
+a knob takes this path even alone (a resumed sweep may evaluate one point of a block), so its numbers never
+depend on its neighbours.
 Points without one, serving points, systems of several devices and devices that interleave decode
 sub-batches are evaluated by Evaluator.evaluate; sim/analytic.py is the reference the block path is held
 equal to (tests/explore/test_blocks.py).
@@ -72,20 +73,21 @@ def _evaluate_block(evaluator: Evaluator, points: list[DesignPoint], *, varying:
     check_knob_values(first.device, knobs, fixed=dict(fixed), calibrated=first.use_calibration,
                       checked=evaluator.checked_knobs)
     base = evaluator.device(first.device, fixed, first.use_calibration)
-    device = block_device(base, knobs) if knobs else base
+    device = block_device(base, knobs)
     tables = evaluator.point_tables(first, device)
     if not supports_block(device, tables):
         return None
     count = len(points)
-    memory = evaluator.batch_memory(first, device)
+    workload = BatchWorkload(batch=first.batch, prompt_len=first.prompt, output_len=first.output)
+    memory = evaluator.batch_memory(first, device, workload)
     capacity_B = np.broadcast_to(device.memory_bytes, (count, 1))[:, 0]
     reasons = {c: infeasible_reason(memory, c) for c in np.unique(capacity_B).tolist()}
     reason = [reasons[c] for c in capacity_B.tolist()]
     fits = np.array([not r for r in reason])
-    workload = BatchWorkload(batch=first.batch, prompt_len=first.prompt, output_len=first.output)
     result = evaluate_block(device, count, tables, workload, memory, first.execution)
-    columns = {name: np.where(fits, values, math.nan) for name, values in result.metrics().items()}
-    columns["peak_memory_B"] = result.metrics()["peak_memory_B"]  # reported for points that do not fit too
+    metrics = result.metrics()
+    columns = {name: np.where(fits, values, math.nan) for name, values in metrics.items()}
+    columns["peak_memory_B"] = metrics["peak_memory_B"]  # reported for points that do not fit too
     for label in (*KERNEL_CLASSES, "communication"):
         values = result.time_by_class_s.get(label, np.zeros(count))
         columns[f"time_{label}_s"] = np.where(fits, values, math.nan)

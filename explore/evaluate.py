@@ -185,7 +185,7 @@ class Evaluator:
         device = self.point_device(point)
         tables = self.point_tables(point, device)
         workload = BatchWorkload(batch=point.batch, prompt_len=point.prompt, output_len=point.output)
-        memory = self.batch_memory(point, device)
+        memory = self.batch_memory(point, device, workload)
         reason = infeasible_reason(memory, device.memory_bytes)
         if reason and not price_infeasible:
             result = None
@@ -210,8 +210,9 @@ class Evaluator:
         limits = [n for n in (self.config(point.model).sliding_window, point.knob("kv_budget")) if n]
         return min(limits) if limits else None
 
-    def batch_memory(self, point: DesignPoint, device) -> MemoryFootprint:
-        """What a static-batch point holds in each device's memory: weights, KV cache and activations."""
+    def batch_memory(self, point: DesignPoint, device, workload: BatchWorkload) -> MemoryFootprint:
+        """What a static-batch point (running `workload`) holds in each device's memory: weights, KV cache and
+        activations."""
         fmt, cfg = point.numeric_format, self.config(point.model)
         prefill_trace = self.trace(point.model, "prefill", point.batch, point.prompt)
         return batch_footprint(
@@ -219,7 +220,7 @@ class Evaluator:
             # The prompt and every output token but the last, which is never fed back into the model.
             kv_bytes_per_token=cfg.kv_bytes_per_token() * fmt.kv_scale * kv_replication(cfg, point.tp),
             batch=point.batch,
-            tokens_per_sequence=point.prompt + point.output - 1,
+            tokens_per_sequence=workload.prompt_len + workload.decode_steps,
             activation_bytes=prefill_trace.peak_activation_bytes,
             window=self.kv_window(point),
         )

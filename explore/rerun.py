@@ -1,5 +1,5 @@
 """A sweep run again on its output folder: which points are stored already, and whether the report drawn last
-time still shows these results (then re-drawing it, which re-prices the chosen designs, can be skipped).
+time still shows these results (then re-drawing it can be skipped).
 
 The report is stamped with a hash of what it was drawn from (the rows, in order, and the goals and sweep file
 kept beside them) in STAMP_NAME; a rerun that would draw it from the same inputs keeps it.
@@ -14,7 +14,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from explore.results import DB_NAME
+from explore.results import DB_NAME, plain
 
 REPORT_FILES = ("report.html", "report.md")
 STAMP_NAME = ".report-stamp.json"
@@ -33,16 +33,11 @@ def stored_ids(out: Path) -> frozenset[str]:
         return frozenset()
 
 
-def _plain(value: Any) -> Any:
-    """JSON for numpy scalars as the results store writes them."""
-    return value.item() if hasattr(value, "item") else str(value)
-
-
 def report_inputs(rows: list[dict[str, Any]], columns: list[str], kept: dict[str, str]) -> str:
     """A hash of what a report is drawn from: the rows in order, every results column of each as stored (a row
     just evaluated hashes as it does read back), and the files kept beside them."""
     table = [{c: row.get(c) for c in columns} for row in rows]
-    digest = hashlib.sha256(json.dumps(table, default=_plain).encode())
+    digest = hashlib.sha256(json.dumps(table, default=plain).encode())
     digest.update(json.dumps(kept, sort_keys=True).encode())
     return digest.hexdigest()
 

@@ -94,7 +94,7 @@ def folder_lock(out_dir: str | Path) -> Iterator[None]:
         os.close(fd)  # releases the flock (pool workers are shut down by now)
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """JSON fallback for numpy scalars and the like."""
     if hasattr(value, "item"):
         return value.item()
@@ -194,7 +194,7 @@ class ResultsStore:
 
     def _insert(self, rows: list[dict[str, Any]]) -> None:
         db = self._db
-        encoded = [(row["point_id"], json.dumps({c: row.get(c) for c in self.columns}, default=_plain))
+        encoded = [(row["point_id"], json.dumps({c: row.get(c) for c in self.columns}, default=plain))
                    for row in rows]
         db.execute("BEGIN IMMEDIATE")
         try:

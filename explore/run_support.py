@@ -161,7 +161,7 @@ def _bigger_devices(evaluator, point: DesignPoint) -> list[Hint]:
     own = evaluator.point_device(replace(point, tp=1, pp=1))
     kind = read_device_yaml(point.device)[0].get("kind")
     needed = evaluator.evaluate(point).metrics["peak_memory_B"] / (point.tp * point.pp)
-    bigger = sorted((load_device(name).memory_bytes, name) for name in preset_names(kind) if name != point.device)
+    bigger = sorted((evaluator.device(name).memory_bytes, name) for name in preset_names(kind) if name != point.device)
     hints: list[Hint] = []
     for capacity, name in bigger:
         if capacity <= own.memory_bytes or capacity < needed:  # the point's own footprint cannot fit there

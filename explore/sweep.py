@@ -381,7 +381,8 @@ class Sweep:
         block prices together (explore/blocks.py) are neighbours."""
         dims = self.dimensions()
         order = sorted(dims, key=lambda name: name.startswith("device."))  # stable: the others keep their order
-        return [self.point({name: combo[order.index(name)] for name in dims})
+        position = [order.index(name) for name in dims]  # each dimension's place in a combination
+        return [self.point(dict(zip(dims, (combo[i] for i in position), strict=True)))
                 for combo in itertools.product(*(dims[name] for name in order))]
 
 

@@ -239,9 +239,12 @@ class StepTemplate:
             parts.append((self._prefill_attention(shape), np.array([float(self.attention_layers)])))
         if shape.decode_seqs:
             parts.append((self._decode_attention(shape), np.array([float(self.attention_layers)])))
-        if len(parts) == 1:
-            return parts[0]
-        return KernelTable.concat([table for table, _ in parts]), np.concatenate([count for _, count in parts])
+        table, count = parts[0] if len(parts) == 1 else (KernelTable.concat([table for table, _ in parts]),
+                                                         np.concatenate([count for _, count in parts]))
+        # The rows are unique already, counted apart: a cost model need not look for equal rows (a sort per
+        # iteration of a serving run).
+        table.__dict__["distinct_rows"] = None
+        return table, count
 
     def _linear_table(self, tokens: int, sampled: int, positions: int) -> tuple[KernelTable, np.ndarray]:
         load = np.zeros(len(self.expert))

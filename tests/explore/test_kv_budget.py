@@ -12,20 +12,20 @@ from explore.design_point import DesignPoint
 from explore.evaluate import Evaluator
 from explore.sweep import load_sweep
 from tests.explore.test_blocks import assert_same
-from tests.explore.tiny_sweep import TINY_CONFIG, write_sweep, write_tiny_model
+from tests.explore.tiny_sweep import TINY_CONFIG, write_sweep
 
 # The tiny model's KV per token: keys and values of 2 layers x 2 KV heads x 16 dims at 2 bytes.
 KV_B_PER_TOKEN = 2 * TINY_CONFIG["num_hidden_layers"] * TINY_CONFIG["num_key_value_heads"] * 16 * 2
 
 
-@pytest.fixture(scope="module")
-def model(tmp_path_factory) -> str:
-    return write_tiny_model(tmp_path_factory.mktemp("kv"))
+@pytest.fixture
+def model(tiny_config) -> str:
+    return tiny_config
 
 
-@pytest.fixture(scope="module")
-def evaluator() -> Evaluator:
-    return Evaluator()
+@pytest.fixture
+def evaluator(tiny_evaluator) -> Evaluator:
+    return tiny_evaluator
 
 
 def point(model: str, budget: int, **fields) -> DesignPoint:
@@ -42,9 +42,9 @@ def test_the_cache_held_stops_at_the_budget(model, evaluator):
 def test_decode_attention_reads_less_and_a_budget_beyond_the_context_changes_nothing(model, evaluator):
     full, kept, roomy = (evaluator.evaluate(point(model, budget)).metrics for budget in (0, 64, 208))
     assert kept["time_attention_s"] < full["time_attention_s"]
-    assert kept["tpot_s"] <= full["tpot_s"]
+    assert kept["tpot_s"] < full["tpot_s"]  # engine decode replays graphs: no host floor hides the reads
     assert kept["ttft_s"] == full["ttft_s"]  # the prefill attends to the whole prompt
-    assert roomy == full
+    assert_same(full, roomy, "a budget of the whole context")
 
 
 def test_blocks_agree_with_the_reference(model, evaluator):
@@ -82,4 +82,4 @@ def test_a_serving_run_holds_the_budget(model, evaluator):
                                                  knobs=(("kv_budget", budget),) if budget else ())).metrics
                   for budget in (0, 32))
     assert kept["kv_utilization_max"] < full["kv_utilization_max"]
-    assert kept["time_attention_s"] <= full["time_attention_s"]
+    assert kept["time_attention_s"] < full["time_attention_s"]

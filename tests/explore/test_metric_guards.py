@@ -9,9 +9,7 @@ import math
 import pytest
 
 from explore.design_point import DesignPoint
-from explore.evaluate import Evaluator
 from hw_models.registry import read_device_yaml
-from tests.explore.tiny_sweep import write_tiny_model
 
 # The tiny Llama of tiny_sweep.py: hidden 64, FFN 128, 2 layers, 4 heads of 16, 2 KV heads, vocabulary 128, untied
 # embeddings, bf16. Parameters by hand: per layer q 64x64 + k, v 64x32 each + o 64x64 = 12,288, gate/up/down
@@ -20,14 +18,6 @@ TINY_PARAMS = 2 * (12_288 + 24_576 + 128) + 2 * 128 * 64 + 64
 TINY_WEIGHT_BYTES = 2 * TINY_PARAMS  # bf16
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> str:
-    return write_tiny_model(tmp_path_factory.mktemp("guards"))
-
-
-@pytest.fixture(scope="module")
-def local_evaluator() -> Evaluator:
-    return Evaluator()
 
 
 def _point(model: str, **fields) -> DesignPoint:
@@ -37,7 +27,7 @@ def _point(model: str, **fields) -> DesignPoint:
 # --- execution modes ---------------------------------------------------------------------------------------------
 
 
-def test_each_execution_mode_prices_its_own_launches_through_a_decode_step(local_evaluator, tiny):
+def test_each_execution_mode_prices_its_own_launches_through_a_decode_step(tiny_evaluator, tiny_config):
     """Per decode step of N kernels on an H100: 'graphs' adds graph_launch_us per kernel to the device time
     ('device' mode, no launches), 'eager' waits on PyTorch's host dispatch, 21.6 us per kernel ((1 / 25.5) s per
     token over gpt-fast's 1,818 kernels, hw_models/device.py), longer than any of these tiny kernels with its
@@ -45,9 +35,9 @@ def test_each_execution_mode_prices_its_own_launches_through_a_decode_step(local
     CUDA graph). Replacing the graph launch cost with the eager one fails here."""
     overhead = read_device_yaml("h100-sxm")[0]["overhead"]
     assert (overhead["kernel_launch_us"], overhead["graph_launch_us"]) == (2.1, 1.3)
-    tpot = {mode: local_evaluator.evaluate(_point(tiny, execution=mode)).metrics["tpot_s"]
+    tpot = {mode: tiny_evaluator.evaluate(_point(tiny_config, execution=mode)).metrics["tpot_s"]
             for mode in ("device", "graphs", "eager")}
-    kernels = len(local_evaluator.tables(tiny, 2, 16, _point(tiny).numeric_format).decode)
+    kernels = len(tiny_evaluator.tables(tiny_config, 2, 16, _point(tiny_config).numeric_format).decode)
     assert kernels > 20
     assert tpot["graphs"] - tpot["device"] == pytest.approx(kernels * 1.3e-6, rel=1e-9)
     assert tpot["eager"] == pytest.approx(kernels * (1 / 25.5) / 1818, rel=1e-9)
@@ -56,12 +46,12 @@ def test_each_execution_mode_prices_its_own_launches_through_a_decode_step(local
 # --- sparse weights in the memory footprint -----------------------------------------------------------------------
 
 
-def test_traced_weights_are_the_hand_count(local_evaluator, tiny):
-    assert local_evaluator.trace(tiny, "prefill", 2, 16).param_bytes == TINY_WEIGHT_BYTES
+def test_traced_weights_are_the_hand_count(tiny_evaluator, tiny_config):
+    assert tiny_evaluator.trace(tiny_config, "prefill", 2, 16).param_bytes == TINY_WEIGHT_BYTES
 
 
 @pytest.mark.parametrize("bits", [16, 4])
-def test_2_4_weights_are_stored_sparse_only_where_the_device_computes_on_them(local_evaluator, tiny, bits):
+def test_2_4_weights_are_stored_sparse_only_where_the_device_computes_on_them(tiny_evaluator, tiny_config, bits):
     """2:4 keeps 2 of every 4 weights plus a 2-bit position each: at 16 bits (2 x 16 + 2 x 2) / (4 x 16) = 0.5625
     of the dense bytes, at 4 bits with a 16-bit scale per 128 weights (2 x 4.125 + 2 x 2) / (4 x 4.125) = 0.7424.
     The H100's sparse tensor cores take 2:4 (preset structured_sparsity), the V100's have none: dense bytes."""
@@ -71,8 +61,9 @@ def test_2_4_weights_are_stored_sparse_only_where_the_device_computes_on_them(lo
     dense_B = TINY_WEIGHT_BYTES * stored / 16
     kept = (2 * stored + 2 * 2) / (4 * stored)
     for device, ratio in (("h100-sxm", kept), ("v100-sxm2", 1.0)):
-        peak = {sparsity: local_evaluator.evaluate(_point(tiny, device=device, weight_bits=bits, sparsity=sparsity))
-                .metrics["peak_memory_B"] for sparsity in ("dense", "2:4")}
+        peak = {sparsity: tiny_evaluator.evaluate(_point(tiny_config, device=device, weight_bits=bits,
+                                                         sparsity=sparsity)).metrics["peak_memory_B"]
+                for sparsity in ("dense", "2:4")}
         assert peak["dense"] - peak["2:4"] == pytest.approx(dense_B * (1 - ratio), rel=1e-9, abs=1e-6), device
 
 
@@ -80,14 +71,14 @@ def test_2_4_weights_are_stored_sparse_only_where_the_device_computes_on_them(lo
 
 
 @pytest.mark.parametrize("device", ["h100-sxm", "m2-ultra-tmac", "a100-sxm-80gb"])
-def test_cost_usd_and_tokens_per_usd_from_the_preset_price(local_evaluator, tiny, device):
+def test_cost_usd_and_tokens_per_usd_from_the_preset_price(tiny_evaluator, tiny_config, device):
     """cost_usd is the preset's purchase price (NaN where none is published); tokens_per_usd is tokens per second
     over the hourly price per second (NaN without an hourly price): h100-sxm rents at $3.78/h and has no list
     price; the M2 Ultra Mac Studio costs $3,999 and rents at nothing; the A100-80GB rents at $2.4984/h."""
     price = read_device_yaml(device)[0]["price"]
     expected = {"h100-sxm": (None, 3.78), "m2-ultra-tmac": (3999, None), "a100-sxm-80gb": (None, 2.4984)}[device]
     assert (price.get("usd"), price.get("usd_per_hour")) == expected
-    m = local_evaluator.evaluate(_point(tiny, device=device)).metrics
+    m = tiny_evaluator.evaluate(_point(tiny_config, device=device)).metrics
     usd, usd_per_hour = expected
     assert m["cost_usd"] == usd if usd is not None else math.isnan(m["cost_usd"])
     if usd_per_hour is None:

@@ -44,7 +44,9 @@ def test_layers_fold_into_one_row_and_a_decode_gemv_is_memory_bound(evaluation):
     weight_B = 2 * 2 * hidden * inter  # two layers, 2 bytes per weight
     assert down[0].flops == pytest.approx(2 * 2 * hidden * inter)
     assert weight_B <= down[0].bytes <= 1.1 * weight_B
-    assert down[0].bound in ("memory", "overhead")
+    ridge_flop_per_byte = device.peak_flops("bf16") / device.bandwidth_Bps  # the H100 preset's: about 295
+    assert down[0].intensity_flop_per_byte < ridge_flop_per_byte / 100
+    assert down[0].bound in ("memory", "overhead")  # a tiny GEMV: its launch may take longer than its bytes
     text = format_op_table(rows, limit=3)
     assert "first decode step:" in text and "more ops" in text
 

@@ -20,7 +20,6 @@ from hypothesis import strategies as st
 from explore.design_point import DesignPoint
 from explore.evaluate import Evaluator
 from hw_models.registry import read_device_yaml
-from tests.explore.tiny_sweep import write_tiny_model
 
 PROPERTY = settings(max_examples=15, derandomize=True, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -30,15 +29,6 @@ POINTS = dict(device=st.sampled_from(DEVICES), batch=st.sampled_from([1, 3, 8]),
               output=st.integers(2, 40), execution=st.sampled_from(["eager", "graphs", "engine"]))
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> str:
-    return write_tiny_model(tmp_path_factory.mktemp("properties"))
-
-
-@pytest.fixture(scope="module")
-def local_evaluator() -> Evaluator:
-    """An Evaluator of this module's own (the tiny model's traces are keyed by a temporary path)."""
-    return Evaluator()
 
 
 def _metrics(evaluator: Evaluator, model: str, **fields) -> dict:
@@ -50,13 +40,14 @@ def _metrics(evaluator: Evaluator, model: str, **fields) -> dict:
        bits=st.lists(st.sampled_from([16, 8, 4, 3, 2]), min_size=2, max_size=2, unique=True),
        kv=st.lists(st.sampled_from([16, 8, 4]), min_size=2, max_size=2, unique=True),
        sparsity=st.sampled_from(["dense", "2:4"]))
-def test_fewer_bits_never_need_more_memory(local_evaluator, tiny, device, batch, prompt, bits, kv, sparsity):
+def test_fewer_bits_never_need_more_memory(tiny_evaluator, tiny_config, device, batch, prompt, bits, kv, sparsity):
     """Fewer weight bits at the same KV bits, and fewer KV bits at the same weight bits: strictly less memory."""
     (few, more), (kv_few, kv_more) = sorted(bits), sorted(kv)
     common = dict(device=device, batch=batch, prompt=prompt, output=4, sparsity=sparsity)
 
     def peak(weight_bits: int, kv_bits: int) -> float:
-        return _metrics(local_evaluator, tiny, weight_bits=weight_bits, kv_bits=kv_bits, **common)["peak_memory_B"]
+        metrics = _metrics(tiny_evaluator, tiny_config, weight_bits=weight_bits, kv_bits=kv_bits, **common)
+        return metrics["peak_memory_B"]
 
     assert peak(few, kv_more) < peak(more, kv_more)
     assert peak(more, kv_few) < peak(more, kv_more)
@@ -64,9 +55,9 @@ def test_fewer_bits_never_need_more_memory(local_evaluator, tiny, device, batch,
 
 @PROPERTY
 @given(**POINTS, bits=st.sampled_from([16, 8, 4]))
-def test_e2e_is_ttft_plus_a_tpot_per_later_token(local_evaluator, tiny, device, batch, prompt, output, execution,
+def test_e2e_is_ttft_plus_a_tpot_per_later_token(tiny_evaluator, tiny_config, device, batch, prompt, output, execution,
                                                  bits):
-    m = _metrics(local_evaluator, tiny, device=device, batch=batch, prompt=prompt, output=output,
+    m = _metrics(tiny_evaluator, tiny_config, device=device, batch=batch, prompt=prompt, output=output,
                  execution=execution, weight_bits=bits)
     assert m["fits_in_memory"] and m["ttft_s"] > 0 and m["tpot_s"] > 0
     assert m["e2e_s"] == pytest.approx(m["ttft_s"] + (output - 1) * m["tpot_s"], rel=1e-9)
@@ -75,10 +66,10 @@ def test_e2e_is_ttft_plus_a_tpot_per_later_token(local_evaluator, tiny, device, 
 
 @PROPERTY
 @given(**POINTS, bits=st.sampled_from([16, 8, 4]))
-def test_energy_is_the_sum_of_its_parts(local_evaluator, tiny, device, batch, prompt, output, execution, bits):
-    point = DesignPoint(model=tiny, device=device, batch=batch, prompt=prompt, output=output, execution=execution,
-                        weight_bits=bits)
-    evaluation = local_evaluator.evaluate(point)
+def test_energy_is_the_sum_of_its_parts(tiny_evaluator, tiny_config, device, batch, prompt, output, execution, bits):
+    point = DesignPoint(model=tiny_config, device=device, batch=batch, prompt=prompt, output=output,
+                        execution=execution, weight_bits=bits)
+    evaluation = tiny_evaluator.evaluate(point)
     m, result = evaluation.metrics, evaluation.result
     energy_J = m["energy_per_token_J"] * batch * output
     assert energy_J == pytest.approx(m["avg_power_W"] * result.makespan_s, rel=1e-9)
@@ -93,11 +84,12 @@ def test_energy_is_the_sum_of_its_parts(local_evaluator, tiny, device, batch, pr
 @PROPERTY
 @given(device=st.sampled_from(["h100-sxm", "a100-sxm-80gb", "l4", "v100-sxm2"]), batch=st.sampled_from([1, 3, 8]),
        prompt=st.sampled_from([8, 40]), output=st.integers(2, 40), bits=st.sampled_from([16, 8, 4]))
-def test_cuda_graphs_never_slower_than_eager_end_to_end(local_evaluator, tiny, device, batch, prompt, output, bits):
+def test_cuda_graphs_never_slower_than_eager_end_to_end(tiny_evaluator, tiny_config, device, batch, prompt, output,
+                                                         bits):
     """Per kernel a graph node costs less than a stream launch (the preset's graph_launch_us <= kernel_launch_us)
     and replays need no host dispatch, so no latency metric of a point is worse with graphs."""
     common = dict(device=device, batch=batch, prompt=prompt, output=output, weight_bits=bits)
-    graphs, eager = (_metrics(local_evaluator, tiny, execution=mode, **common) for mode in ("graphs", "eager"))
+    graphs, eager = (_metrics(tiny_evaluator, tiny_config, execution=mode, **common) for mode in ("graphs", "eager"))
     for name in ("ttft_s", "tpot_s", "e2e_s"):
         assert graphs[name] <= eager[name] * (1 + 1e-12), name
     assert graphs["tpot_s"] < eager["tpot_s"]  # a tiny model's decode waits on eager dispatch

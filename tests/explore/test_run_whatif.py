@@ -8,11 +8,11 @@ import json
 from pathlib import Path
 
 import pytest
-from tiny_sweep import write_sweep, write_tiny_model
 
 from explore.cli import main
 from explore.metrics import metric_names
 from explore.sweep import load_sweep
+from tests.explore.tiny_sweep import write_sweep, write_tiny_model
 
 # A Llama-shaped model of four wide layers (13.9e9 parameters, 27.9 GB in bf16): more than an L4's 24 GB,
 # less than an H100's 80, traced in seconds. Decode at batch 1 streams its weights: bandwidth-bound.
