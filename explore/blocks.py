@@ -30,8 +30,17 @@ from sim.result import RESULT_METRICS
 from sim.workload import BatchWorkload
 
 
+def block_group(point: DesignPoint) -> tuple:
+    """What the points of one block have in common besides their what-if values (no device model needed: task
+    order keeps such points side by side)."""
+    return (point.model, point.device, point.use_calibration, point.batch, point.prompt, point.output,
+            point.numeric_format, point.execution, point.knobs, point.tp, point.pp,
+            tuple(path for path, _ in point.overrides))
+
+
 def block_key(point: DesignPoint, evaluator: Evaluator) -> tuple | None:
-    """What the points of one block share (None: the point is evaluated alone)."""
+    """What the points of one block share (None: the point is evaluated alone): its block_group and the what-if
+    values its device family cannot vary within a block."""
     if point.serving is not None or point.tp > 1 or point.pp > 1:
         return None
     model_class = type(evaluator.device(point.device, calibrated=point.use_calibration))
@@ -39,8 +48,7 @@ def block_key(point: DesignPoint, evaluator: Evaluator) -> tuple | None:
     if not varying:
         return None  # no knob a block could vary: the point is alone whatever the sweep, so the reference prices it
     fixed = tuple((path, value) for path, value in point.overrides if path not in varying)
-    return (point.model, point.device, point.use_calibration, point.batch, point.prompt, point.output,
-            point.numeric_format, point.execution, point.knobs, fixed, varying)
+    return block_group(point), fixed, varying
 
 
 def evaluate_points(evaluator: Evaluator, points: list[DesignPoint]) -> list[dict[str, Any]]:

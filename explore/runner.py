@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from explore.blocks import evaluate_points
+from explore.blocks import block_group, evaluate_points
 from explore.design_point import DesignPoint
 from explore.evaluate import Evaluator
 from explore.knobs import input_columns
@@ -60,7 +60,7 @@ def _tasks(points: list[DesignPoint]) -> list[list[DesignPoint]]:
         # what-ifs vary fastest), so its rows are stored in the asked order and need no reordering on export.
         blocks: dict[tuple, list[DesignPoint]] = defaultdict(list)
         for p in group:
-            blocks[_block_of(p)].append(p)
+            blocks[block_group(p)].append(p)
         task: list[DesignPoint] = []
         for block in blocks.values():
             if len(task) >= TASK_POINTS:
@@ -69,13 +69,6 @@ def _tasks(points: list[DesignPoint]) -> list[list[DesignPoint]]:
             task.extend(block)
         tasks.append(task)
     return tasks
-
-
-def _block_of(point: DesignPoint) -> tuple:
-    """What the points of one block share (they differ only in override values; explore/blocks.py)."""
-    return (point.output, point.weight_bits, point.act_bits, point.kv_bits, point.sparsity, point.execution,
-            point.device, point.use_calibration, point.tp, point.pp, tuple(path for path, _ in point.overrides),
-            point.knobs)
 
 
 # One Evaluator per worker thread (a pool process or a Dask worker thread), made on its first task: its

@@ -28,7 +28,7 @@ import yaml
 from hw_models.gpu import GPUModel
 from hw_models.gpu_efficiency import AttentionFit, Calibration, GemmFit, MoeFit, StreamFit
 from hw_models.gpu_moe import ALIGNMENT
-from kernels.measured import MeasuredKernel
+from kernels.measured import MOE, MeasuredKernel
 from kernels.moe import MATRICES
 from kernels.table import KernelTable
 from workloads.errors import InputError
@@ -37,7 +37,7 @@ STREAM_FIT_CLASSES = ("norm", "elementwise", "activation", "rope", "embedding")
 GEMM_KINDS = ("gemm", "batched_gemm")
 LOW_PRECISION_DTYPES = ("fp8", "fp4")
 ATTENTION_KINDS = ("attention_prefill", "attention_decode")
-MOE_KIND = "moe"
+MOE_KIND = MOE
 CALIBRATION_FOLDER = "calibration"
 # Bytes the input-quantization kernel before a low-precision GEMM moves per input element (GemmFit): it reads the
 # 16-bit value and writes the narrow one: fp8 per-tensor (vLLM scaled_fp8_quant, one scale per tensor), fp8 with

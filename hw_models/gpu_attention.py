@@ -29,7 +29,7 @@ kernel dequantizes every element, or runs another backend): `AttentionFit.decode
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -75,9 +75,6 @@ class AttentionFit:
         fit = (self.fp8_kv or self) if fp8_kv else self
         return (fit.decode or fit) if decode else fit
 
-    def parameters(self) -> dict:
-        """This fit's own parameters (no variants)."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("decode", "fp8_kv")}
 
 
 def kv_splits(blocks: np.ndarray, sm_count: int, kv_tiles: np.ndarray) -> np.ndarray:
@@ -92,7 +89,8 @@ def kv_splits(blocks: np.ndarray, sm_count: int, kv_tiles: np.ndarray) -> np.nda
     return np.where((blocks >= 0.8 * sm_count) | (kv_tiles <= 4), 1, np.argmax(good, axis=0) + 1)
 
 
-def _smooth_max(parts: list[np.ndarray], p: float) -> np.ndarray:
+def smooth_max(parts: list[np.ndarray], p: float) -> np.ndarray:
+    """(sum of part^p)^(1/p): the largest part where p is large, a blend where parts are close."""
     top = np.maximum(functools.reduce(np.maximum, parts), 1e-30)  # scaled before the power: no overflow
     return top * sum((x / top) ** p for x in parts) ** (1.0 / p)
 
@@ -105,14 +103,14 @@ def _times(fit: AttentionFit, *, flops, act_bytes, kv_bytes, batch, heads, kv_he
     blocks = blocks * kv_splits(blocks, sm_count, np.ceil(kv_len / ATTENTION_KV_TILE))
     waves = np.ceil(blocks / sm_count)
     mma = 4.0 * head_dim
-    per_pair = _smooth_max([mma, np.full_like(mma, fit.softmax_flops)], fit.softmax_overlap)
+    per_pair = smooth_max([mma, np.full_like(mma, fit.softmax_flops)], fit.softmax_overlap)
     compute_s = flops * (per_pair / mma) / (flops_per_s * fit.compute_fraction * blocks / (waves * sm_count))
     cached = act_bytes + kv_bytes <= cached_bytes
     speed = np.where(cached, fit.cache_speedup, 1.0)
     memory_s = (act_bytes + kv_bytes) / (bandwidth_Bps * fit.bandwidth_fraction * speed)
     keys_values = np.where(kv_bytes > 0, kv_bytes, 4.0 * batch * kv_heads * kv_len * head_dim)  # else 16-bit K, V
     blocks_s = waves * (fit.block_s + keys_values / blocks / (fit.block_bandwidth_Bps * speed))
-    busy_s = batch * fit.sequence_s / sm_count + _smooth_max([compute_s, memory_s, blocks_s], fit.blend)
+    busy_s = batch * fit.sequence_s / sm_count + smooth_max([compute_s, memory_s, blocks_s], fit.blend)
     return compute_s, memory_s, busy_s
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from hw_models.gpu_attention import ATTENTION_Q_TILE, AttentionFit, attention_times  # noqa: F401 (re-exported)
+from hw_models.gpu_attention import ATTENTION_Q_TILE, AttentionFit, attention_times, smooth_max  # noqa: F401 (re-exported)
 from hw_models.gpu_moe import MoeFit, moe_times  # noqa: F401 (re-exported)
 
 # Thread-block tile shapes (rows x columns of C) of CUTLASS's SM80/SM90 tensor-core GEMM kernels, which
@@ -73,10 +73,7 @@ def gemm_times(*, m, n, k, batch, flops, flops_per_s, bytes_moved, bandwidth_Bps
     # sampled token) a rounding error below zero, which the blend's power would turn into NaN.
     compute_s = np.maximum(work, 0.0) / (flops_per_s * fit.compute_fraction)
     memory_s = np.maximum(bytes_moved, 0.0) / (bandwidth_Bps * fit.bandwidth_fraction)
-    p = fit.blend
-    # Scale before the power so large p cannot overflow.
-    top = np.maximum(np.maximum(compute_s, memory_s), 1e-30)
-    blended = top * ((compute_s / top) ** p + (memory_s / top) ** p) ** (1.0 / p)
+    blended = smooth_max([compute_s, memory_s], fit.blend)
     return compute_s, memory_s, blended + fit.latency_s + input_quantize_s(m, k, batch, bandwidth_Bps, fit)
 
 

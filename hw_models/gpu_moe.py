@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hw_models.gpu_attention import smooth_max
 from kernels.moe import MATRICES
 
 # Row tile of a grouped MoE GEMM: the power of two at or above an expert's rows, from 16 to 64. FlashInfer's
@@ -68,11 +69,6 @@ def _row_tile(rows: np.ndarray) -> np.ndarray:
     return np.clip(2.0 ** np.ceil(np.log2(np.maximum(rows, 1.0))), low, high)
 
 
-def _smooth_max(a: np.ndarray, b: np.ndarray, p: float) -> np.ndarray:
-    top = np.maximum(np.maximum(a, b), 1e-30)  # scaled before the power: no overflow
-    return top * ((a / top) ** p + (b / top) ** p) ** (1.0 / p)
-
-
 def moe_times(*, m, n, k, batch, weight_bytes, act_bytes, flops_per_s, bandwidth_Bps, fit: MoeFit,
               cached_bytes: float = 0.0):
     """(compute_s, memory_s, busy_s, latency_s) of fused MoE layers (arrays, one entry per layer; rate arrays may
@@ -94,7 +90,7 @@ def moe_times(*, m, n, k, batch, weight_bytes, act_bytes, flops_per_s, bandwidth
         ctas = experts * row_tiles * np.ceil(cols / MOE_TILE_N)
         weights_s = experts * cols * depth * per_weight / np.minimum(weights_rate, ctas * fit.cta_bandwidth_Bps) / speed
         compute_s, memory_s = compute_s + math_s, memory_s + weights_s
-        busy_s = busy_s + _smooth_max(math_s, weights_s, fit.blend)
+        busy_s = busy_s + smooth_max([math_s, weights_s], fit.blend)
     act_s = act_bytes / (bandwidth_Bps * fit.act_bandwidth_fraction * speed)
     slowdown = np.where(np.mod(np.round(inter), ALIGNMENT) != 0, 1.0 + fit.unaligned_slowdown, 1.0)
     busy_s = (busy_s + act_s) * slowdown

@@ -45,8 +45,7 @@ GEMM_DTYPES = {"bfloat16": ("bf16", ""), "fp8": ("fp8", "tensor"), "fp8_block": 
                "nvfp4": ("fp4", "nvfp4")}
 KV_DTYPES = {"bfloat16": "bf16", "fp8": "fp8"}
 # Its MoE dtypes read (as GEMM_DTYPES: weights and math; activations enter and leave in bf16).
-MOE_DTYPES = {"bfloat16": ("bf16", ""), "fp8": ("fp8", "tensor"), "fp8_block": ("fp8", "block128"),
-              "nvfp4": ("fp4", "nvfp4")}
+MOE_DTYPES = GEMM_DTYPES
 # The collector replays GEMMs and attention from CUDA graphs except block-scaled fp8 GEMMs (see above).
 EAGER_GEMM_DTYPES = frozenset({"fp8_block"})
 

@@ -50,7 +50,7 @@ ROW_DTYPE_BITS = {**DTYPE_BITS, "fp4": 4}
 # Scale bytes a variant stores per weight value: an fp32 scale per 128 x 128 block (DeepSeek-V3's block-scaled
 # fp8), an e4m3 scale per 16 values (NVFP4). Counted for MoE rows, whose weights dominate their traffic.
 VARIANT_SCALE_BYTES = {"block128": 4.0 / (128 * 128), "nvfp4": 1.0 / 16}
-MOE = "moe"
+MOE = KernelKind.MOE.value  # the measured-table name of a fused MoE layer
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -114,6 +114,8 @@ def test_moe_fits_round_trip_through_a_calibration_file(tmp_path):
 # they were not fitted on, over every such row of aiconfigurator's H200 moe_perf.csv.gz (explore validate, README):
 # median 10.2% (bf16), 16.3% (fp8 per-tensor), 9.7% (fp8 block-scaled). This test scores every 8th held-out row
 # (to stay fast; 10.0%, 17.1% and 9.9% on that sample); the bound is the full median plus 2 points, for the sampling.
+# A guard against regressions scored on the fit's own source (held-out shapes of the same aiconfigurator tables),
+# not an independent accuracy claim: no other source measures fused MoE layers.
 HELD_OUT_MEDIAN = {"bf16": 0.102, "fp8": 0.163, "fp8/block128": 0.097}
 MARGIN = 0.02
 
@@ -131,4 +133,5 @@ def test_held_out_error_on_measured_h200_moe_layers():
     error = predict(load_device("h200"), held_out) / np.array([r.time_s for r in held_out]) - 1.0
     keys = np.array([gemm_key(r) or "bf16" for r in held_out])
     for key, median in HELD_OUT_MEDIAN.items():
-        assert np.median(np.abs(error[keys == key])) <= median + MARGIN, key
+        assert np.median(np.abs(error[keys == key])) <= median + MARGIN, (
+            f"{key}: median error on held-out H200 MoE shapes (same source as the fit: aiconfigurator moe_perf)")
