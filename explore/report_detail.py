@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from explore.plots import Roof
-from explore.results import _replacing as replacing
 from explore.rows import as_number, point_from_row
 from kernels.formats import DTYPE_BITS, NumericFormat
+from workloads.atomic_write import replacing
 
 if TYPE_CHECKING:
     from explore.design_point import DesignPoint

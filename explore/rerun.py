@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from explore.results import DB_NAME, plain
+from workloads.atomic_write import replacing
 
 REPORT_FILES = ("report.html", "report.md")
 STAMP_NAME = ".report-stamp.json"
@@ -55,4 +56,5 @@ def report_current(out: Path, inputs: str) -> bool:
 
 def stamp_report(out: Path, inputs: str) -> None:
     """Record what the report just drawn in `out` was drawn from."""
-    (out / STAMP_NAME).write_text(json.dumps({"inputs": inputs}), encoding="utf-8")
+    with replacing(out / STAMP_NAME) as tmp:  # a run killed while writing leaves no half stamp
+        tmp.write_text(json.dumps({"inputs": inputs}), encoding="utf-8")

@@ -25,12 +25,12 @@ import csv
 import fcntl
 import json
 import os
-import secrets
 import sqlite3
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from workloads.atomic_write import replacing
 from workloads.errors import InputError
 
 DB_NAME = "results.sqlite"
@@ -101,22 +101,6 @@ def plain(value: Any) -> Any:
     return str(value)
 
 
-@contextlib.contextmanager
-def _replacing(path: Path) -> Iterator[Path]:
-    """A temporary file beside path, renamed over it when the block ends without error (removed otherwise).
-
-    Its name is unique (this process's pid and a random part): two processes or threads writing the same file
-    never share a temporary file, and the last rename wins with a complete file. The writer creates it, so
-    it gets the usual permissions (mkstemp's would be owner-only).
-    """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(6)}.tmp")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _csv_lines(columns: list[str], rows: Iterable[dict[str, Any]]) -> Iterator[list[Any]]:
     """The cells of each row in column order: empty for a missing value, None or NaN (csv writes None as '')."""
     for row in rows:
@@ -125,7 +109,7 @@ def _csv_lines(columns: list[str], rows: Iterable[dict[str, Any]]) -> Iterator[l
 
 def _write_csv(path: Path, columns: list[str], rows: Iterable[dict[str, Any]]) -> None:
     """Write a complete CSV atomically (a temporary file renamed over the old one)."""
-    with _replacing(path) as tmp, tmp.open("w", newline="") as f:
+    with replacing(path) as tmp, tmp.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(columns)
         writer.writerows(_csv_lines(columns, rows))
@@ -292,7 +276,7 @@ def write_parquet(path: Path, columns: list[str], rows: list[dict[str, Any]]) ->
                                                              for v in values):
             values = [None if v is None else float(v) for v in values]  # ints and floats: one float column
         arrays.append(pa.array(values))
-    with _replacing(path) as tmp:
+    with replacing(path) as tmp:
         pq.write_table(pa.Table.from_arrays(arrays, names=columns), tmp)
     return True
 

@@ -13,7 +13,6 @@ Where: $LLM_CODESIGN_CACHE/traces when that variable is set, else $XDG_CACHE_HOM
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import gzip
 import hashlib
@@ -21,13 +20,13 @@ import json
 import logging
 import os
 import re
-import secrets
 import zlib
 from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from workloads.atomic_write import replacing
 from workloads.model_config import ModelConfig
 from workloads.trace import TRACE_VERSION, Trace
 
@@ -110,19 +109,13 @@ def store(key: dict[str, Any], trace: Trace) -> None:
     path = trace_path(key)
     payload = gzip.compress(json.dumps({"key": key, "trace": trace.to_dict()}, separators=(",", ":")).encode(),
                             compresslevel=6)
-    # A temporary name of this writer's own (pid and a random part), created by open() so it gets the usual
-    # permissions; os.replace is atomic on one file system: concurrent writers of one key each rename a whole file
-    # of the same content, and readers see the old file or the new one, never a mix.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(6)}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tmp.open("xb") as f:
+        # Concurrent writers of one key each rename a whole file of the same content (workloads/atomic_write.py).
+        with replacing(path) as tmp, tmp.open("xb") as f:
             f.write(payload)
-        os.replace(tmp, path)
-    except OSError as err:
+    except OSError as err:  # the folder itself may be what fails, the temporary file's removal included
         log.warning("%s: trace not cached (%s)", path, err)
-        with contextlib.suppress(OSError):  # the folder itself may be what fails
-            tmp.unlink()
 
 
 def is_cached(config: ModelConfig, *, phase: str, batch: int, seq_len: int, context_len: int = 0) -> bool:
