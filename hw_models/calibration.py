@@ -105,14 +105,22 @@ def predict(device: GPUModel, rows: list[MeasuredKernel]) -> np.ndarray:
     return as_timed(device, predicted, np.array([r.timing for r in rows]), host)
 
 
-def _fit(base: GPUModel, rows: list[MeasuredKernel], make, to_calibration, x0, lower, upper):
-    """make(x) of the parameters x that minimize the squared log error of the model priced with
-    to_calibration(make(x)) on the rows (bounded least squares)."""
+# A fit's parameters: name -> (start, lower bound, upper bound, scale to SI). Each is fitted scaled near 1.
+Parameters = dict[str, tuple[float, float, float, float]]
+
+
+def _fit(base: GPUModel, rows: list[MeasuredKernel], params: Parameters, build, to_calibration):
+    """build({name: value in SI}) of the parameters that minimize the squared log error of the model priced with
+    to_calibration(build(...)) on the rows (bounded least squares)."""
     from scipy.optimize import least_squares  # here: scipy.optimize takes ~0.5 s to import, and every CLI command
     # imports this module for its parser, while only fitting needs it
 
+    x0, lower, upper, scale = (np.array([v[i] for v in params.values()]) for i in range(4))
     table, measured = _table(rows)
     timings = np.array([r.timing for r in rows])
+
+    def make(x):
+        return build({n: float(v * c) for n, v, c in zip(params, x, scale, strict=True)})
 
     def residual(x):
         fit = make(x)
@@ -130,35 +138,33 @@ def fit_gemm(base: GPUModel, rows: list[MeasuredKernel]) -> GemmFit:
     rows launched eagerly (timing 'eager') also fit the call's host interval."""
     quantize = QUANTIZE_BYTES_PER_INPUT.get(gemm_key(rows[0]), 0.0)
     eager = any(r.timing == "eager" for r in rows)
-    # name: (start, lower, upper, scale to SI); the quantization kernel's and host terms only where they apply.
-    params = {"compute_fraction": (0.8, 0.05, 1.0, 1.0), "bandwidth_fraction": (0.8, 0.05, 1.0, 1.0),
-              "latency_s": (5.0, 0.0, 1000.0, 1e-6), "blend": (4.0, 1.0, 50.0, 1.0),
-              "padding_share": (0.5, 0.0, 1.0, 1.0),
-              **({"quantize_latency_s": (2.0, 0.0, 1000.0, 1e-6),
-                  "quantize_bandwidth_fraction": (0.5, 0.01, 1.0, 1.0)} if quantize else {}),
-              **({"host_interval_s": (20.0, 0.0, 1000.0, 1e-6)} if eager else {})}
+    # The quantization kernel's and host terms only where they apply.
+    params: Parameters = {
+        "compute_fraction": (0.8, 0.05, 1.0, 1.0), "bandwidth_fraction": (0.8, 0.05, 1.0, 1.0),
+        "latency_s": (5.0, 0.0, 1000.0, 1e-6), "blend": (4.0, 1.0, 50.0, 1.0), "padding_share": (0.5, 0.0, 1.0, 1.0),
+        **({"quantize_latency_s": (2.0, 0.0, 1000.0, 1e-6),
+            "quantize_bandwidth_fraction": (0.5, 0.01, 1.0, 1.0)} if quantize else {}),
+        **({"host_interval_s": (20.0, 0.0, 1000.0, 1e-6)} if eager else {})}
     if eager:
         # An eager loop's floor is the host's or the device's, which the rows cannot tell apart: the device's
         # fixed latency (GEMM and quantization kernel together) is fitted as a share of the host interval, so
         # the floor is the host's; `quantize_latency_s` is then the quantization kernel's part of that share.
         params.update(latency_s=(0.2, 0.0, 1.0, 1.0),
                       **({"quantize_latency_s": (0.5, 0.0, 1.0, 1.0)} if quantize else {}))
-    x0, lower, upper, scale = (np.array([v[i] for v in params.values()]) for i in range(4))
 
-    def make(x):
-        values = {n: float(v * c) for n, v, c in zip(params, x, scale, strict=True)}
+    def build(values: dict[str, float]) -> GemmFit:
         if eager:
             fixed, part = values["latency_s"] * values["host_interval_s"], values.get("quantize_latency_s", 0.0)
             values["latency_s"] = fixed * (1.0 - part)
             if quantize:
                 values["quantize_latency_s"] = fixed * part
         return GemmFit(quantize_bytes_per_input=quantize, **values)
-    return _fit(base, rows, make, lambda fit: {"gemm": fit}, x0, lower, upper)
+    return _fit(base, rows, params, build, lambda fit: {"gemm": fit})
 
 
-# MoeFit parameters as fitted (scaled near 1): start, lower and upper bounds, scale to SI. Fractions stay at or
-# below 1. The unaligned slowdown starts at none: a fit without unaligned rows leaves it there.
-MOE_PARAMETERS = {
+# MoeFit parameters (Parameters). Fractions stay at or below 1. The unaligned slowdown starts at none: a fit
+# without unaligned rows leaves it there.
+MOE_PARAMETERS: Parameters = {
     "compute_fraction": (0.7, 0.02, 1.0, 1.0), "bandwidth_fraction": (0.8, 0.02, 1.0, 1.0),
     "act_bandwidth_fraction": (0.8, 0.02, 1.0, 1.0), "latency_s": (20.0, 0.0, 1000.0, 1e-6),
     "blend": (4.0, 1.0, 50.0, 1.0), "padding_share": (0.5, 0.0, 1.0, 1.0),
@@ -178,22 +184,19 @@ def fit_moe(base: GPUModel, rows: list[MeasuredKernel]) -> MoeFit:
     if not any(k.total_bytes <= base.spec.memory.l2_cache_MB * 1e6 for k in kernels):
         unused.add("cache_speedup")
     params = {name: v for name, v in MOE_PARAMETERS.items() if name not in unused}
-    x0, lower, upper, scale = (np.array([v[i] for v in params.values()]) for i in range(4))
+    return _fit(base, rows, params, lambda values: MoeFit(**values), lambda fit: {"moe": fit})
 
-    def make(x):
-        return MoeFit(**{n: float(v * c) for n, v, c in zip(params, x, scale, strict=True)})
-    return _fit(base, rows, make, lambda fit: {"moe": fit}, x0, lower, upper)
+
+STREAM_PARAMETERS: Parameters = {"bandwidth_fraction": (0.7, 0.01, 1.0, 1.0), "latency_s": (3.0, 0.0, 1000.0, 1e-6)}
 
 
 def fit_stream(base: GPUModel, kernel_class: str, rows: list[MeasuredKernel]) -> StreamFit:
-    def make(x):
-        return StreamFit(bandwidth_fraction=x[0], latency_s=x[1] * 1e-6)
-    return _fit(base, rows, make, lambda fit: {"streams": {kernel_class: fit}}, [0.7, 3.0], [0.01, 0.0],
-                [1.0, 1000.0])
+    return _fit(base, rows, STREAM_PARAMETERS, lambda values: StreamFit(**values),
+                lambda fit: {"streams": {kernel_class: fit}})
 
 
-# AttentionFit parameters as fitted (scaled near 1): start, lower and upper bounds. Fractions stay at or below 1.
-_ATTENTION_PARAMETERS = {  # name: (x0, lower, upper, scale to SI)
+# AttentionFit parameters (Parameters). Fractions stay at or below 1.
+_ATTENTION_PARAMETERS: Parameters = {
     "compute_fraction": (0.6, 0.05, 1.0, 1.0), "bandwidth_fraction": (0.8, 0.05, 1.0, 1.0),
     "latency_s": (8.0, 0.0, 1000.0, 1e-6), "block_s": (2.0, 0.0, 100.0, 1e-6), "sequence_s": (2.0, 0.0, 100.0, 1e-6),
     "block_bandwidth_Bps": (50.0, 1.0, 1e4, 1e9), "softmax_flops": (256.0, 0.0, 4096.0, 1.0),
@@ -203,12 +206,8 @@ _ATTENTION_PARAMETERS = {  # name: (x0, lower, upper, scale to SI)
 
 def _fit_attention_family(base: GPUModel, rows: list[MeasuredKernel], packs_gqa: bool) -> tuple[AttentionFit, float]:
     """One AttentionFit on rows of one kernel family, and its sum of squared log errors."""
-    names = list(_ATTENTION_PARAMETERS)
-    x0, lower, upper, scale = (np.array([v[i] for v in _ATTENTION_PARAMETERS.values()]) for i in range(4))
-
-    def make(x):
-        return AttentionFit(packs_gqa=packs_gqa, **{n: float(v * s) for n, v, s in zip(names, x, scale, strict=True)})
-    fit = _fit(base, rows, make, lambda fit: {"attention": fit}, x0, lower, upper)
+    fit = _fit(base, rows, _ATTENTION_PARAMETERS, lambda values: AttentionFit(packs_gqa=packs_gqa, **values),
+               lambda fit: {"attention": fit})
     model = GPUModel(base.spec, base.reference, Calibration(device=base.name, attention=fit))
     return fit, float(np.sum(np.log(predict(model, rows) / np.array([r.time_s for r in rows])) ** 2))
 

@@ -62,8 +62,10 @@ _DECODER_LAYER = re.compile(r"(^|\.)layers\.\d+$")  # a residual add runs in the
 _EXPERT = re.compile(r"^(.*)\.experts\.(\d+)(\.|$)")  # an MoE expert's module: (layer, expert index)
 _COLLECTIVES = (KIND_CODE[KernelKind.ALL_REDUCE], KIND_CODE[KernelKind.SEND_RECV])
 _SOFTMAX = KIND_CODE[KernelKind.SOFTMAX]
-# Columns a fused kernel sets; every other column is its anchor row's (its kind too, unless `kind` is given).
-_COLUMNS = ("flops", "weight_bytes", "act_bytes", "kv_bytes", "n", "m", "batch")
+# Columns a fused kernel sets; every other column is its anchor row's (its kind too, unless `kind` is given). Work
+# and traffic add up over the eager rows a kernel replaces; its shape is set where it has one.
+_WORK_COLUMNS = ("flops", "weight_bytes", "act_bytes", "kv_bytes")
+_COLUMNS = (*_WORK_COLUMNS, "n", "m", "batch")
 
 
 @dataclass
@@ -99,7 +101,7 @@ def fuse_engine(table: KernelTable) -> KernelTable:
         if kernel.columns or kernel.op or kernel.module or kernel.kind:
             kernels[i] = replace(kernels[i], op=kernel.op or kernels[i].op, module=kernel.module or kernels[i].module,
                                  kind=kernel.kind or kernels[i].kind, n=int(columns["n"][i]), m=columns["m"][i],
-                                 batch=columns["batch"][i], **{name: columns[name][i] for name in _COLUMNS[:4]})
+                                 batch=columns["batch"][i], **{name: columns[name][i] for name in _WORK_COLUMNS})
     return replace(result, kernels=tuple(kernels), kind=kinds, **columns)
 
 
@@ -182,7 +184,7 @@ class _Fusion:
         if writes:
             # Keys and values copied into their cache blocks: the eager copies' traffic, in one launch.
             out.append(_Kernel(position=writes[0], anchor=writes[0], rows=writes, op="reshape_and_cache", columns={
-                name: float(getattr(t, name)[writes].sum()) for name in _COLUMNS[:-1]}))
+                name: float(getattr(t, name)[writes].sum()) for name in (*_WORK_COLUMNS, "n", "m")}))
         return out
 
     def _gated_mlp(self, parent: str) -> list[_Kernel]:
