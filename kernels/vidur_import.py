@@ -5,6 +5,12 @@ the per-model profiling/compute/<gpu>/<model>/mlp.csv.gz (median times in ms, fp
 layer). Bytes of streaming kernels are one pass over their inputs and outputs, from the shapes in the
 data's README: T tokens, hidden h, F FFN width, H and KV heads of size hd, TP-way tensor parallelism.
 Each row's `source` names the model ("vidur:<model>"), so fits can hold whole models out.
+
+How they were timed (Vidur's profiler, `vidur/profiling/common/cuda_timer.py`): an op runs under a PyTorch
+(Kineto) profiler and its time is the sum of the device durations of every CUDA kernel it launched
+(`aggregation_fn=sum`), the median over 20 steps. So a row is device time without host gaps (timing `kernel`),
+but an op that launches two kernels (a cuBLAS split-K GEMM and its reduction) counts both; its smallest GEMMs
+take 4 us on H100, where aiconfigurator's graph-replayed H200 GEMMs go down to 2.4 us.
 """
 
 from __future__ import annotations
