@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from explore.cli import default_out, json_safe, print_json, run_knobs
 from explore.design_point import DesignPoint, with_knobs
 from explore.evaluate import Evaluator
+from explore.format_checks import check_run_format, format_notice
 from explore.knobs import input_columns
 from explore.ops_table import format_op_table, op_rows
 from explore.rerun import REPORT_FILES, report_current, report_inputs, stamp_report, stored_ids
@@ -87,7 +88,7 @@ def _sweep_into(args, sweep, out: Path) -> int:
     kept = {GOALS_FILE: json.dumps(goals, indent=2)} | (
         {SWEEP_COPY: Path(args.sweep).read_text(encoding="utf-8")} if serving else {})
     stored = stored_ids(out)
-    if search.strategy == "grid" and stored and stored.issuperset(p.point_id for p in sweep.points()):
+    if search.strategy == "grid" and stored and stored.issuperset(sweep.points().point_ids()):
         print(f"all {sweep.size()} design points already stored in {out}/", file=sys.stderr)
     evaluator = Evaluator()
     executor = args.executor
@@ -194,6 +195,7 @@ def cmd_run(args) -> int:
         check_expert_parallel(config, args.ep, args.tp)
     except ValueError as err:
         raise InputError(f"--ep: {err}") from None
+    check_run_format(values, config, args.tp)  # explore/format_checks.py: part combinations, group sizes
     if args.pp != 1 and args.serving:
         raise InputError("--pp: found with --serving, allowed: 1 (a pipelined serving replica is not modeled yet)")
     if args.link:
@@ -374,6 +376,9 @@ def _assumptions(point: DesignPoint, device) -> str:
         system = ""
     fitted = _calibration_text(device, point.execution == "engine" and load_model_config(point.model).is_moe)
     what = f"{point.model} on {point.device}: {system}{fitted}; {_launch_text(point.execution, device)}"
+    notice = format_notice(device, point.numeric_format)
+    if notice:
+        what += f"; {notice}"
     if point.overrides or point.link_overrides:
         what += f"; what-if (--set): {overrides_text(point)}"
     if point.serving is not None:

@@ -48,6 +48,10 @@ class DesignPoint:
     @cached_property
     def point_id(self) -> str:
         """Stable hash of the inputs: the key under which the result is stored (resume skips stored keys)."""
+        return key_of(self.canonical())
+
+    def canonical(self) -> str:
+        """The JSON text point_id hashes: every field, less those at a value that keeps older points' keys."""
         values = self._values()
         if values["sparsity"] == "dense":
             del values["sparsity"]  # points stored before sparsity existed keep their keys (resume still works)
@@ -63,8 +67,7 @@ class DesignPoint:
             del values["link_overrides"]
         if not values["knobs"]:
             del values["knobs"]  # points without a generic knob keep the keys they had before knobs existed
-        canonical = json.dumps(values, sort_keys=True, default=str)
-        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+        return json.dumps(values, sort_keys=True, default=str)
 
     @property
     def numeric_format(self) -> NumericFormat:
@@ -87,18 +90,29 @@ class DesignPoint:
 
     def row(self) -> dict[str, Any]:
         """Input columns of the results table, one column per override ('device.memory.bandwidth_GBps')."""
+        return {"point_id": self.point_id, **self.row_fields(),
+                **{f"device.{path}": value for path, value in self.overrides}, **self.link_columns()}
+
+    def row_fields(self) -> dict[str, Any]:
+        """The input columns before the device overrides' (row() less point_id, device.* and link.*)."""
         values = self._values()
-        values.pop("overrides")
-        link_overrides = values.pop("link_overrides")
-        serving = values.pop("serving")
-        set_knobs = dict(values.pop("knobs"))
-        row = {"point_id": self.point_id, **values, "link": self.link or "default"}
+        for name in ("overrides", "link_overrides", "serving", "knobs"):
+            del values[name]
+        row = {**values, "link": self.link or "default"}
+        set_knobs = dict(self.knobs)
         row.update({k.name: set_knobs.get(k.name, k.default) for k in generic_knobs()})
-        if serving is not None:
-            row.update(serving.columns())
-        row.update({f"device.{path}": value for path, value in self.overrides})
-        row.update({f"link.{path}": value for path, value in link_overrides})
+        if self.serving is not None:
+            row.update(self.serving.columns())
         return row
+
+    def link_columns(self) -> dict[str, Any]:
+        """The link overrides' input columns ('link.bandwidth_GBps'), after the device overrides'."""
+        return {f"link.{path}": value for path, value in self.link_overrides}
+
+
+def key_of(canonical: str) -> str:
+    """A point_id from a point's canonical JSON text (DesignPoint.canonical)."""
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 _FIELD_NAMES = tuple(f.name for f in fields(DesignPoint))

@@ -6,26 +6,43 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
+
 from explore.design_point import DesignPoint
 from explore.metrics import KERNEL_CLASSES, add_derived
 from hw_models.gpu_efficiency import calibration_label
-from hw_models.link import default_link, load_link_model
+from hw_models.link import LinkSpec, default_link, link_names, load_link, load_link_model
 from hw_models.registry import load_device
 from hw_models.system import SystemModel, SystemPrice
+from kernels.early_exit import decode_kv_share, skip_layers
 from kernels.formats import NumericFormat
 from kernels.fusion import ENGINE, fuse
+from kernels.kv_policy import DUO_WINDOW_TOKENS, KVPolicy, Window, kept_tokens
 from kernels.lowering import lower_trace
+from kernels.medusa import medusa_head_params, medusa_head_table
+from kernels.mixed_layers import edge_mixed_template
+from kernels.module_params import stored_weight_scale
 from kernels.parallel import kv_replication, pipeline_sends, shard_tensor_parallel
 from kernels.shapes import TEMPLATE_LAYERS, StepTemplate
 from kernels.table import KernelTable
+from kernels.token_select import TokenSelection, token_selection
 from sim.analytic import evaluate as evaluate_analytic
 from sim.capacity import highest_rate
 from sim.costs import IterationCostModel
 from sim.engine import simulate
 from sim.memory import MemoryFootprint, batch_footprint, infeasible_reason
+from sim.offload import HostLink, LinkTraffic, device_footprint, offload_traffic, plan_offload
 from sim.result import RESULT_METRICS, SimResult
 from sim.schedulers import make_scheduler
 from sim.serving import SERVING_METRICS, Pool, ServingResult, serve_pools, serving_infeasible_reason, serving_memory
+from sim.speculative import (
+    MEDUSA,
+    ServingSpeculation,
+    Speculation,
+    SpeculativeTables,
+    draft_error,
+    evaluate_speculative,
+)
 from sim.step_costs import sub_batch_sizes
 from sim.workload import BatchWorkload, PassTables
 from workloads.errors import InputError
@@ -68,6 +85,8 @@ class Evaluator:
         self._devices: dict[tuple, Any] = {}
         self._templates: dict[tuple, StepTemplate] = {}
         self._cost_models: dict[tuple, IterationCostModel] = {}
+        self._host_links: dict[str, LinkSpec] = {}
+        self._skipped: dict[tuple, tuple[PassTables, PassTables]] = {}  # (tables, depth) -> (them, skipped)
         self.checked_knobs: set = set()  # what-if values validated for blocks (hw_models/device_block.py)
 
     def config(self, model: str) -> ModelConfig:
@@ -75,33 +94,36 @@ class Evaluator:
             self._configs[model] = load_model_config(model)
         return self._configs[model]
 
-    def trace(self, model: str, phase: str, batch: int, prompt: int) -> Trace:
-        """The prefill of `prompt` tokens, or the first decode step after it, for `batch` sequences."""
-        return self._trace_config(self.config(model), phase, batch, prompt)
+    def trace(self, model: str, phase: str, batch: int, prompt: int, query: int = 1) -> Trace:
+        """The prefill of `prompt` tokens, or the first decode step after it (of `query` tokens per sequence: a
+        speculative verification's), for `batch` sequences."""
+        return self._trace_config(self.config(model), phase, batch, prompt, query)
 
-    def _trace_config(self, cfg: ModelConfig, phase: str, batch: int, prompt: int) -> Trace:
+    def _trace_config(self, cfg: ModelConfig, phase: str, batch: int, prompt: int, query: int = 1) -> Trace:
         """A trace of a config, memoized here and on disk (step templates trace their models' first layers only)."""
-        key = (cfg, phase, batch, prompt)
+        key = (cfg, phase, batch, prompt, query)
         if key not in self._traces:
             from workloads.trace_cache import cached_trace  # torch loads only when the disk cache lacks the trace
 
             self._traces[key] = (cached_trace(cfg, phase="prefill", batch=batch, seq_len=prompt) if phase == "prefill"
-                                 else cached_trace(cfg, phase="decode", batch=batch, seq_len=1, context_len=prompt))
+                                 else cached_trace(cfg, phase="decode", batch=batch, seq_len=query,
+                                                   context_len=prompt))
         return self._traces[key]
 
     def lowered(self, model: str, phase: str, batch: int, prompt: int, tp: int = 1, pp: int = 1,
-                ep: int = 1, fusion: str = "") -> KernelTable:
+                ep: int = 1, fusion: str = "", query: int = 1) -> KernelTable:
         """The kernels of a traced pass at the traced precision (formats are applied per design point), as one
         of `tp` tensor-parallel devices runs them (experts spread over them with ep = tp), fused as `fusion`
-        launches them (kernels/fusion.py), with sends between `pp` pipeline stages."""
-        key = (model, phase, batch, prompt, tp, pp, ep, fusion)
+        launches them (kernels/fusion.py), with sends between `pp` pipeline stages; a decode of `query` tokens
+        per sequence where query > 1."""
+        key = (model, phase, batch, prompt, tp, pp, ep, fusion) + ((query,) if query != 1 else ())
         if key not in self._lowered:
             if tp == 1 and pp == 1:
-                eager = KernelTable.from_kernels(lower_trace(self.trace(model, phase, batch, prompt)))
+                eager = KernelTable.from_kernels(lower_trace(self.trace(model, phase, batch, prompt, query)))
                 self._lowered[key] = fuse(eager, fusion)
             else:
                 cfg = self.config(model)
-                whole = self.lowered(model, phase, batch, prompt)
+                whole = self.lowered(model, phase, batch, prompt, query=query)
                 sharded = fuse(shard_tensor_parallel(whole, tp, cfg, ep), fusion)
                 self._lowered[key] = pipeline_sends(sharded, pp, cfg)
         return self._lowered[key]
@@ -128,9 +150,10 @@ class Evaluator:
         if key not in self._templates:
             cfg = self.config(model)
             few = replace(cfg, num_layers=min(cfg.num_layers, TEMPLATE_LAYERS))  # every layer runs the same kernels
-            self._templates[key] = StepTemplate.from_model(
-                cfg, fmt, lambda phase, batch, prompt: self._trace_config(few, phase, batch, prompt),
-                shard=lambda table: shard_tensor_parallel(table, tp, few, ep), fusion=fusion)
+            # A format with edge layers mixes two templates (kernels/mixed_layers.py); any other is built as it is.
+            self._templates[key] = edge_mixed_template(lambda layer_fmt: StepTemplate.from_model(
+                cfg, layer_fmt, lambda phase, batch, prompt: self._trace_config(few, phase, batch, prompt),
+                shard=lambda table: shard_tensor_parallel(table, tp, few, ep), fusion=fusion), fmt, cfg.num_layers)
         return self._templates[key]
 
     def device(self, name: str, overrides: tuple = (), calibrated: bool = True, tp: int = 1, link: str = "",
@@ -176,54 +199,205 @@ class Evaluator:
             evaluation = self._evaluate_serving(point, point.numeric_format)
         else:
             evaluation = self._evaluate_static(point, event_sim, timeline, price_infeasible)
-        add_derived(evaluation.metrics)  # metrics explore computes from the others (explore/metrics.py)
+        # Metrics explore computes from the others and from the point's inputs (quality: explore/metrics.py).
+        add_derived(evaluation.metrics, point)
         return evaluation
 
     def _evaluate_static(self, point: DesignPoint, event_sim: bool, timeline: bool,
                          price_infeasible: bool) -> Evaluation:
         """A static batch of the point's batch, prompt and output on its device (or system)."""
+        if point.knob("offload") != "none":
+            self._check_offload(point)
         device = self.point_device(point)
         tables = self.point_tables(point, device)
         workload = BatchWorkload(batch=point.batch, prompt_len=point.prompt, output_len=point.output)
         memory = self.batch_memory(point, device, workload)
         reason = infeasible_reason(memory, device.memory_bytes)
+        speculative = self.speculative_tables(point, device)
+        traffic = None
+        if reason and point.knob("offload") != "none":
+            memory, reason, traffic = self.offloaded(point, device, workload, memory)
         if reason and not price_infeasible:
             result = None
+        elif speculative is not None:
+            # Priced in closed form (sim/speculative.py); the event simulation has no speculative steps.
+            result = evaluate_speculative(device, speculative, workload, memory, execution=point.execution)
         elif event_sim:
-            result = simulate(device, tables, workload, memory, record_timeline=timeline, execution=point.execution)
+            result = simulate(device, tables, workload, memory, record_timeline=timeline, execution=point.execution,
+                              traffic=traffic)
         else:
-            result = evaluate_analytic(device, tables, workload, memory, execution=point.execution)
-        return Evaluation(point=point, metrics=_metrics(result, memory, reason, device), result=result,
-                          tables=tables)
+            result = evaluate_analytic(device, tables, workload, memory, execution=point.execution, traffic=traffic)
+        return Evaluation(point=point, metrics=_metrics(result, memory, reason, device, offloaded_B=memory.offloaded_B),
+                          result=result, tables=tables)
+
+    def _check_offload(self, point: DesignPoint) -> None:
+        """Offloading runs a static batch on one device without speculation (InputError otherwise)."""
+        offload = point.knob("offload")
+        if point.tp > 1 or point.pp > 1:
+            raise InputError(f"offload: found {offload!r} on {point.tp * point.pp} devices, allowed: none, or "
+                             f"offloading on one device (tp = pp = 1; offloading a sharded model is not modeled)")
+        if point.knob("spec_draft"):
+            raise InputError(f"offload: found {offload!r} with spec_draft {point.knob('spec_draft')!r}, allowed: none "
+                             f"with speculative decoding (an offloaded draft and target are not modeled)")
+
+    def offloaded(self, point: DesignPoint, device, workload: BatchWorkload,
+                  memory: MemoryFootprint) -> tuple[MemoryFootprint, str, LinkTraffic | None]:
+        """A static-batch point that does not fit in device memory, run with the least of it in host memory that its
+        offload knob allows (sim/offload.py): what the device then holds, why it still cannot run ('' when it can)
+        and the bytes each pass moves over the host link (None when it cannot run)."""
+        cfg = self.config(point.model)
+        plan = plan_offload(memory, device.memory_bytes, cfg.num_layers, point.knob("offload"))
+        if isinstance(plan, str):
+            return memory, plan, None
+        spec = self.host_link(point, device)
+        link = HostLink(bandwidth_Bps=spec.bandwidth_Bps, latency_s=spec.latency_s,
+                        prefetch=bool(point.knob("offload_prefetch")))
+        window = self.kv_window(point)
+        token_B = cfg.kv_bytes_per_token() * point.numeric_format.kv_scale * point.batch  # one token of every sequence
+        traffic = offload_traffic(
+            plan, link, layers=cfg.num_layers, prompt_kv_B=token_B * kept_tokens(point.prompt, window),
+            # Each step's attention reads the cache before its own token, whose KV it has just computed on the device.
+            step_kv_B=token_B * kept_tokens(workload.decode_kv_lengths() - 1, window), token_kv_B=token_B)
+        return device_footprint(memory, plan), "", traffic
+
+    def host_link(self, point: DesignPoint, device) -> LinkSpec:
+        """The link a point's offloaded bytes stream over: its host_link knob, else its device preset's host_link."""
+        name = point.knob("host_link")
+        if not name:
+            preset = getattr(device.spec, "host_link", None)
+            if preset is None:
+                raise InputError(f"host_link: device {point.device!r} names no host link in its preset, allowed: a "
+                                 f"link preset ({', '.join(link_names())}) or a link YAML path as host_link")
+            name = preset.link
+        if name not in self._host_links:
+            self._host_links[name] = load_link(name)
+        return self._host_links[name]
 
     def point_tables(self, point: DesignPoint, device) -> PassTables:
         """The kernel tables of a static-batch point's passes on its device (or system); decode attention capped at
-        the point's KV window (kv_window)."""
+        the point's KV window (kv_window), and with per-head budgets, the prefill's streaming heads at theirs."""
         tables = self.tables(point.model, point.batch, point.prompt, point.numeric_format, device.sub_batches,
                              point.tp, point.pp, point.ep, fusion_of(point.execution))
+        tables = self._skip_layers(point, tables)
         window = self.kv_window(point)
-        return tables if window == tables.attention_window else replace(tables, attention_window=window)
+        if window == tables.attention_window:
+            return tables
+        if isinstance(window, KVPolicy):
+            tables = replace(tables, prefill=_windowed_prefill(tables.prefill, window, point.prompt))
+        return replace(tables, attention_window=window)
 
-    def kv_window(self, point: DesignPoint) -> int | None:
+    def _skip_layers(self, point: DesignPoint, tables: PassTables) -> PassTables:
+        """The point's decode tables at its exit_depth (kernels/early_exit.py): the prefill runs every layer."""
+        depth = point.knob("exit_depth")
+        if depth == 1.0:
+            return tables
+        if point.pp > 1 or point.knob("spec_draft"):
+            raise InputError(f"exit_depth: found {depth} with {'pp > 1' if point.pp > 1 else 'spec_draft'}, allowed: "
+                             f"layer skipping on one pipeline stage without speculative decoding (not modeled yet)")
+        key = (id(tables), depth)
+        if key not in self._skipped:
+            layers = self.config(point.model).num_layers
+            self._skipped[key] = (tables, replace(
+                tables, decode=skip_layers(tables.decode, layers, depth),
+                sub_batch_decode=tuple((size, skip_layers(table, layers, depth))
+                                       for size, table in tables.sub_batch_decode)))
+        return self._skipped[key][1]
+
+    def kv_window(self, point: DesignPoint) -> Window:
         """The most KV-cache tokens a sequence of the point keeps and decode attends to: the model's sliding window,
-        the point's kv_budget (explore/knobs.py), the smaller of the two, or None (all of them)."""
-        limits = [n for n in (self.config(point.model).sliding_window, point.knob("kv_budget")) if n]
-        return min(limits) if limits else None
+        the point's kv_budget (explore/knobs.py), the smaller of the two, or None (all of them); with retrieval_heads,
+        a KVPolicy whose streaming heads keep that window (DuoAttention's where there is none)."""
+        own = self.config(point.model).sliding_window
+        limits = [n for n in (own, point.knob("kv_budget")) if n]
+        window = min(limits) if limits else None
+        full_heads = point.knob("retrieval_heads")
+        selection = self.token_selection(point)
+        if not full_heads and selection is None:
+            return window
+        if full_heads:
+            window = window or DUO_WINDOW_TOKENS
+        return KVPolicy(window=window, full_heads=full_heads, limit=own, selection=selection)
+
+    def token_selection(self, point: DesignPoint) -> TokenSelection | None:
+        """The point's dynamic top-k token selection (kernels/token_select.py), or None where decode reads every
+        token it keeps (topk_fraction 1)."""
+        share = point.knob("topk_fraction")
+        if share == 1.0:
+            return None
+        cfg = self.config(point.model)
+        return token_selection(point.knob("topk_method"), share, layers=cfg.num_layers, heads=cfg.num_heads,
+                               kv_heads=cfg.num_kv_heads, head_dim=cfg.head_dim,
+                               kv_element_B=2.0 * point.numeric_format.kv_scale)
+
+    def speculation(self, point: DesignPoint) -> Speculation | None:
+        """The point's speculative decoding (sim/speculative.py), or None where it decodes plainly."""
+        if not point.knob("spec_draft"):
+            return None
+        return Speculation(drafted=point.knob("spec_tokens"), acceptance=point.knob("acceptance"),
+                           tree=point.knob("spec_tree"))
+
+    def _check_draft(self, point: DesignPoint) -> None:
+        """A draft must be smaller than the point's model; speculation runs on one device (InputError otherwise)."""
+        draft = point.knob("spec_draft")
+        if point.tp > 1 or point.pp > 1:
+            raise InputError(f"spec_draft: found {draft!r} on {point.tp * point.pp} devices, allowed: speculative "
+                             f"decoding on one device (tp = pp = 1; a sharded draft is not modeled yet)")
+        if draft != MEDUSA:
+            reason = draft_error(self.config(point.model), self.config(draft))
+            if reason:
+                raise InputError(f"spec_draft: {reason}")
+
+    def speculative_tables(self, point: DesignPoint, device) -> SpeculativeTables | None:
+        """The passes of a speculative static point: the target's prefill, its verification of the drafted tokens
+        (with Medusa heads) and the draft's prefill and decode step; None without speculation."""
+        spec = self.speculation(point)
+        if spec is None:
+            return None
+        self._check_draft(point)
+        fmt, fusion, draft = point.numeric_format, fusion_of(point.execution), point.knob("spec_draft")
+        verify = self.lowered(point.model, "decode", point.batch, point.prompt, fusion=fusion,
+                              query=spec.verified).with_format(fmt)
+        if draft == MEDUSA:
+            heads = medusa_head_table(self.config(point.model), spec.drafted, point.batch * spec.verified)
+            verify = KernelTable.concat([verify, heads.with_format(fmt)])
+        target = self.point_tables(point, device)
+        return SpeculativeTables(
+            prefill=target.prefill, verify=verify, speculation=spec, window=target.attention_window,
+            draft=None if draft == MEDUSA else self.tables(draft, point.batch, point.prompt, fmt, fusion=fusion))
 
     def batch_memory(self, point: DesignPoint, device, workload: BatchWorkload) -> MemoryFootprint:
         """What a static-batch point (running `workload`) holds in each device's memory: weights, KV cache and
         activations."""
         fmt, cfg = point.numeric_format, self.config(point.model)
         prefill_trace = self.trace(point.model, "prefill", point.batch, point.prompt)
-        return batch_footprint(
-            weight_bytes=_weight_bytes(prefill_trace.param_bytes, fmt, device),
-            # The prompt and every output token but the last, which is never fed back into the model.
+        memory = batch_footprint(
+            weight_bytes=_weight_bytes(prefill_trace.param_bytes, fmt, device, cfg),
+            # The prompt and every output token but the last, which is never fed back into the model; a decode
+            # token that skips layers holds KV in the layers it runs only (kernels/early_exit.py).
             kv_bytes_per_token=cfg.kv_bytes_per_token() * fmt.kv_scale * kv_replication(cfg, point.tp),
             batch=point.batch,
-            tokens_per_sequence=workload.prompt_len + workload.decode_steps,
+            tokens_per_sequence=workload.prompt_len + workload.decode_steps * decode_kv_share(
+                cfg.num_layers, point.knob("exit_depth")),
             activation_bytes=prefill_trace.peak_activation_bytes,
             window=self.kv_window(point),
         )
+        draft = point.knob("spec_draft")
+        if not draft:
+            return memory
+        if draft == MEDUSA:  # the heads' weights, stored in the weights' format
+            element_B = prefill_trace.param_bytes / cfg.param_count()
+            heads_B = medusa_head_params(cfg, point.knob("spec_tokens")) * element_B
+            return replace(memory, weights_B=memory.weights_B + _weight_bytes(heads_B, fmt, device))
+        # A draft model holds its weights and a KV cache of its own as long as the target's.
+        draft_cfg = self.config(draft)
+        draft_trace = self.trace(draft, "prefill", point.batch, point.prompt)
+        held = batch_footprint(weight_bytes=_weight_bytes(draft_trace.param_bytes, fmt, device, draft_cfg),
+                               kv_bytes_per_token=draft_cfg.kv_bytes_per_token() * fmt.kv_scale, batch=point.batch,
+                               tokens_per_sequence=workload.prompt_len + workload.decode_steps,
+                               activation_bytes=draft_trace.peak_activation_bytes, window=self.kv_window(point))
+        return MemoryFootprint(weights_B=memory.weights_B + held.weights_B,
+                               kv_cache_B=memory.kv_cache_B + held.kv_cache_B,
+                               activations_B=max(memory.activations_B, held.activations_B))
 
     def _pool(self, point: DesignPoint, fmt: NumericFormat, role: str, replicas: int, device_name: str = "") -> Pool:
         """A pool of a serving point: `replicas` of the point's device (or of `device_name`, without the point's
@@ -233,20 +407,51 @@ class Evaluator:
             point = replace(point, device=device_name, overrides=())
         device, costs = self.point_device(point), self.cost_model(point, fmt)
         limits = spec.limits()
+        weights_B = _weight_bytes(costs.template.param_bytes, fmt, device, cfg)
+        kv_per_token_B = cfg.kv_bytes_per_token() * fmt.kv_scale * kv_replication(cfg, point.tp)
+        speculation = self._serving_speculation(point, fmt, role, device)
+        if speculation is not None and speculation.draft is not None:  # the draft's weights and KV live here too
+            weights_B += _weight_bytes(speculation.draft.template.param_bytes, fmt, device,
+                                        self.config(point.knob("spec_draft")))
+            kv_per_token_B += self.config(point.knob("spec_draft")).kv_bytes_per_token() * fmt.kv_scale
+        elif speculation is not None:
+            element_B = costs.template.param_bytes / cfg.param_count()
+            weights_B += _weight_bytes(medusa_head_params(cfg, point.knob("spec_tokens")) * element_B, fmt, device)
         memory = serving_memory(
-            capacity_B=device.memory_bytes, weights_B=_weight_bytes(costs.template.param_bytes, fmt, device),
+            capacity_B=device.memory_bytes, weights_B=weights_B,
             activations_B=costs.template.activation_bytes(make_scheduler(spec.scheduler, limits).token_budget()),
-            kv_bytes_per_token=cfg.kv_bytes_per_token() * fmt.kv_scale * kv_replication(cfg, point.tp),
-            block_tokens=spec.block_tokens)
+            kv_bytes_per_token=kv_per_token_B, block_tokens=spec.block_tokens)
         return Pool(name=f"{role} ({point.device})", role=role, replicas=replicas, costs=costs,
                     scheduler=spec.scheduler, limits=limits, memory=memory, idle_power_W=device.idle_power_W,
                     prefix_tokens=spec.prefix_tokens, window=self.kv_window(point),
-                    swap_bandwidth_Bps=spec.swap_GBps * 1e9 if spec.swap_GBps else None)
+                    swap_bandwidth_Bps=spec.swap_GBps * 1e9 if spec.swap_GBps else None,
+                    speculation=speculation, seed=spec.seed)
+
+    def _serving_speculation(self, point: DesignPoint, fmt: NumericFormat, role: str,
+                             device) -> ServingSpeculation | None:
+        """How a pool's replicas decode speculatively (None: plainly, or a prefill pool, which does not decode)."""
+        speculation = self.speculation(point)
+        if speculation is None or role == "prefill":
+            return None
+        self._check_draft(point)
+        draft = point.knob("spec_draft")
+        if draft != MEDUSA:
+            return ServingSpeculation(speculation, draft=self.cost_model(replace(point, model=draft), fmt))
+        cfg = self.config(point.model)
+        return ServingSpeculation(speculation, device=device, execution=point.execution,
+                                  heads=lambda rows: medusa_head_table(cfg, speculation.drafted, rows).with_format(fmt))
 
     def _evaluate_serving(self, point: DesignPoint, fmt: NumericFormat) -> Evaluation:
         """A serving run of the point's requests on its pools of replicas (sim/serving.py), or at the highest
         rate that meets the SLO when the spec asks for a capacity search."""
         spec = point.serving
+        if point.knob("offload") != "none":
+            raise InputError(f"offload: found {point.knob('offload')!r} with serving:, allowed: none (offloading in a "
+                             f"serving run is not modeled; a static batch offloads)")
+        if point.knob("exit_depth") != 1.0:
+            raise InputError(f"exit_depth: found {point.knob('exit_depth')} with serving:, allowed: 1 (layer skipping "
+                             f"is priced in static batches; a serving iteration mixing prefill and skipping decode "
+                             f"tokens is not modeled yet)")
         if point.pp > 1:
             raise InputError("pp: found a serving point on pipeline stages, allowed: pp = 1 with serving (a pipelined "
                              "replica, with several batches in flight, is not modeled yet)")
@@ -312,15 +517,26 @@ class _InfeasibleError(Exception):
     """A serving point that cannot run (its reason is the message)."""
 
 
-def _weight_bytes(param_bytes: float, fmt: NumericFormat, device) -> float:
-    """Bytes of weights on the device: stored in the sparse layout only on a device that computes on it."""
-    return param_bytes * fmt.weight_scale * (
-        fmt.sparse_weight_scale if fmt.sparsity in device.sparsity_patterns else 1.0)
+def _windowed_prefill(prefill: KernelTable, policy: KVPolicy, prompt: int) -> KernelTable:
+    """A prefill whose streaming heads attend to their window only (DuoAttention): its attention FLOPs scaled to
+    the (query, key) pairs computed (kernels/kv_policy.py); the keys and values are still read once."""
+    share = policy.prefill_attention_share(prompt)
+    return replace(prefill, flops=np.where(prefill.attention_mask, prefill.flops * share, prefill.flops))
+
+
+def _weight_bytes(param_bytes: float, fmt: NumericFormat, device, config: ModelConfig | None = None) -> float:
+    """Bytes of weights on the device: stored in the sparse layout only on a device that computes on it. A mixed
+    format stores each part of `config`'s model at its bits (kernels/module_params.py); without a config (weights
+    outside the decoder layers, such as Medusa heads) every weight takes weight_bits. Outliers and entropy coding
+    change what is stored (NumericFormat.stored_weight_scale)."""
+    scale = stored_weight_scale(fmt, config) if config is not None else fmt.stored_weight_scale()
+    return param_bytes * scale * (fmt.sparse_weight_scale if fmt.sparsity in device.sparsity_patterns else 1.0)
 
 
 def _metrics(result: SimResult | ServingResult | None, memory, reason: str, device,
-             pools: list[Pool] | None = None) -> dict[str, Any]:
-    """The results row's metrics; area and price are the device's (or system's), or every pool replica's."""
+             pools: list[Pool] | None = None, offloaded_B: float = 0.0) -> dict[str, Any]:
+    """The results row's metrics; area and price are the device's (or system's), or every pool replica's;
+    offloaded_B what the point keeps in host memory."""
     classes = (*KERNEL_CLASSES, "communication")
     if reason:
         # A design that does not fit cannot run: its timings are not reported.
@@ -329,7 +545,7 @@ def _metrics(result: SimResult | ServingResult | None, memory, reason: str, devi
     else:
         metrics = result.metrics()
         metrics.update({f"time_{c}_s": result.time_by_class_s.get(c, 0.0) for c in classes})
-    metrics.update(fits_in_memory=not reason, infeasible_reason=reason)
+    metrics.update(fits_in_memory=not reason, infeasible_reason=reason, offloaded_B=offloaded_B)
     metrics.update(hardware_metrics(device, metrics["tokens_per_s"], pools))
     return metrics
 

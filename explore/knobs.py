@@ -29,15 +29,38 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from explore.quality import ANY_METHOD, methods
 from explore.registry import Registry
-from kernels.formats import ALLOWED_BITS, ALLOWED_SPARSITY, DENSE, parse_sparsity
+from hw_models.link import load_link
+from kernels.formats import (
+    ACT_TYPES,
+    ALLOWED_BITS,
+    ALLOWED_SPARSITY,
+    DENSE,
+    GRANULARITIES,
+    GROUP_SIZES,
+    MAX_OUTLIER_FRACTION,
+    OVERRIDE_BITS,
+    SCALE_BITS,
+    WEIGHT_CODINGS,
+    WEIGHT_TYPES,
+    NumericFormat,
+    parse_sparsity,
+)
+from kernels.sparsity import ACT_PREDICTORS
+from kernels.token_select import METHODS as TOPK_METHODS
+from kernels.token_select import QUEST
+from sim.offload import OFFLOADS
 from sim.schedulers import SCHEDULERS
 from sim.serving_spec import ARRIVALS, PREEMPTIONS, ServingSpec
+from sim.speculative import MEDUSA
+from workloads.model_config import load_model_config
 
 Section = Literal["top", "workload", "format", "parallel", "serving"]  # where a sweep file sets it
 Scope = Literal["point", "system", "serving"]  # which sweeps have its column: all, with parallel:, with serving:
 Applies = Literal["point", "format"]
 REQUIRED = object()  # the default of a knob every point must name (model, device)
+_FORMAT = NumericFormat()  # the default of every format part
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -140,6 +163,28 @@ def _sparsity(pattern: str) -> str:
     return pattern
 
 
+def _host_link(name: str) -> str:
+    """A host link: empty (the device preset's) or a link preset or YAML that loads."""
+    if name:
+        load_link(name)
+    return name
+
+
+def _unit_fraction(value: float) -> float:
+    """A share that must leave something: in (0, 1]."""
+    if not 0.0 < value <= 1.0:
+        raise ValueError(f"found {value!r}, allowed: a fraction in (0, 1]")
+    return value
+
+
+def _draft(name: str) -> str:
+    """A speculative draft: off, Medusa heads, or a model that loads (its size is checked against the target's
+    where both are known: sim/speculative.py draft_error)."""
+    if name not in ("", MEDUSA):
+        load_model_config(name)
+    return name
+
+
 # ---- every sweep: the point's model, device, static workload, format and execution ---------------------------
 _knob("model", str, "model preset name or path to a config.json", "top",
       allowed_text="a model preset (explore presets models) or a path to a config.json")
@@ -156,11 +201,64 @@ for _name, _default, _help, _maximum in (("batch", 1, "sequences in the static b
 for _name, _what in (("weight_bits", "weights"), ("act_bits", "activations"), ("kv_bits", "the KV cache")):
     _knob(_name, int, f"bits per value of {_what}", "format", default=16, allowed=ALLOWED_BITS[_name],
           derivable=True)
-_knob("sparsity", str, "structured N:M weight sparsity, e.g. 2:4", "format", default=DENSE, check=_sparsity,
+_knob("sparsity", str, "weight sparsity: N:M (e.g. 2:4), unstructured:S (Flash-LLM: stored compressed, computed "
+      "dense) or blockB:S (zero B x B tiles skipped), S the share of zero weights; a device that does not exploit "
+      "the pattern runs it dense (kernels/sparsity.py)", "format", default=DENSE, check=_sparsity,
       allowed_text=ALLOWED_SPARSITY)
 _knob("execution", str, "kernel launches: eager (PyTorch: framework dispatch and a host launch per aten op), graphs "
       "(the same kernels replayed from CUDA graphs) or engine (a serving engine's fused kernels, decode from CUDA "
       "graphs)", "top", default="eager", allowed=("eager", "graphs", "engine"))
+# ---- numeric format parts beyond the bit widths (kernels/formats.py NumericFormat; generic: a column only in
+# sweeps that set them). Defaults give the integer formats with fp16 scales per 128 values of GPTQ/AWQ. MXFP4 is
+# {weight_type: fp4_e2m1, act_type: fp4_e2m1, weight_bits: 4, act_bits: 4, scale_type: e8m0, group_size: 32},
+# NVFP4 the same with scale_type e4m3 and group_size 16 (README "Numeric formats").
+for _name, _help, _allowed in (
+        ("weight_type", "element type of quantized weights: int, fp8_e4m3, fp8_e5m2, fp4_e2m1, nf4, lut "
+         "(a non-uniform codebook, SqueezeLLM) or ternary (BitNet b1.58, stored in 2 bits)", tuple(WEIGHT_TYPES)),
+        ("act_type", "element type of quantized activations: int, fp8_e4m3, fp8_e5m2 or fp4_e2m1", tuple(ACT_TYPES)),
+        ("scale_type", "how each group of quantized weights stores its scale: fp16, e8m0 (MX formats), e4m3 (NVFP4) "
+         "or two_level (QServe: 8-bit group scales and zeros under fp16 channel scales)", tuple(SCALE_BITS)),
+        ("scale_granularity", "what shares one weight scale: a group of group_size values, an output channel or "
+         "the whole tensor", GRANULARITIES)):
+    register(Knob(name=_name, type=str, help=_help, section="format", default=getattr(_FORMAT, _name),
+                  allowed=_allowed, applies="format"))
+register(Knob(name="group_size", type=int, section="format", default=_FORMAT.group_size, allowed=GROUP_SIZES,
+              applies="format", help="quantized values sharing one scale (along a GEMM's k dimension); must "
+              "divide every k of the model that it is smaller than"))
+# Mixed precision, outliers and entropy coding (kernels/formats.py NumericFormat; README "Numeric formats"). The
+# override widths are weight widths above 2 bits (a module kept at fewer bits than weight_bits is weight_bits').
+# edge_layers stops at 500, half of the most decoder layers a model config may have (workloads/model_config.py).
+for _name, _help in (
+        ("attn_weight_bits", "bits of the decoder layers' attention projections (0: weight_bits); more than "
+         "weight_bits"),
+        ("mlp_weight_bits", "bits of the decoder layers' MLP and expert weights (0: weight_bits); more than "
+         "weight_bits"),
+        ("edge_layer_bits", "bits of every weight of the first and last edge_layers decoder layers (0: as the rest; "
+         "llama.cpp K-quant mixes keep them higher)")):
+    register(Knob(name=_name, type=int, section="format", default=0, allowed=OVERRIDE_BITS, applies="format",
+                  help=_help))
+register(Knob(name="edge_layers", type=int, section="format", default=_FORMAT.edge_layers, minimum=1, maximum=500,
+              applies="format", help="decoder layers at each end of the model that edge_layer_bits keeps"))
+register(Knob(name="outlier_fraction", type=float, section="format", default=0.0, minimum=0.0,
+              maximum=MAX_OUTLIER_FRACTION, applies="format", label="outlier fraction",
+              help="fraction of quantized weights kept again in fp16 in a sparse CSR matrix (SpQR ~0.01, SqueezeLLM "
+              "0.0005-0.0045), multiplied by a sparse kernel of its own", allowed_text=f"a fraction from 0 to "
+              f"{MAX_OUTLIER_FRACTION}"))
+register(Knob(name="weight_coding", type=str, section="format", default=_FORMAT.weight_coding, allowed=WEIGHT_CODINGS,
+              applies="format", help="entropy coding of 16-bit weights: none, or dfloat11 (Huffman-coded bf16 at "
+              "~11 bits, decompressed per transformer block and pass)"))
+# Activation sparsity (kernels/sparsity.py): the share of the MLP's activations each decode token keeps (TEAL, R-Sparse,
+# WINA: magnitude thresholding; Deja Vu: a low-rank predictor per layer, whose work is added); the MLP reads only the
+# kept rows and columns of its weights on devices that exploit it (hw_models/sparsity_support.py).
+register(Knob(name="act_kept", type=float, section="format", default=_FORMAT.act_kept, check=_unit_fraction,
+              applies="format", label="kept MLP activations", derivable=True,
+              help="share of the MLP's activations each decode token keeps (activation sparsity: TEAL, R-Sparse, "
+              "WINA, Deja Vu); the MLP reads only their weight rows where the device exploits it; 1: dense",
+              allowed_text="a fraction in (0, 1] (1: dense activations)"))
+register(Knob(name="act_predictor", type=str, section="format", default=_FORMAT.act_predictor,
+              allowed=ACT_PREDICTORS, applies="format", label="activation predictor",
+              help="how act_kept < 1 chooses the kept activations: none (magnitude thresholding: TEAL, R-Sparse, "
+              "WINA) or deja_vu (a rank-1,000 predictor per layer, its work added)"))
 # ---- decode-time techniques (generic knobs: a column only in sweeps that set them) -----------------------------
 # StreamingLLM (Xiao et al., "Efficient Streaming Language Models with Attention Sinks", ICLR 2024): a sequence
 # keeps the KV of its first tokens (attention sinks; the paper keeps 4) and of a recent window, and decode attends
@@ -169,6 +267,72 @@ _knob("execution", str, "kernel launches: eager (PyTorch: framework dispatch and
 register(Knob(name="kv_budget", type=int, section="workload", default=0, minimum=0, unit="tokens",
               label="KV budget", help="KV-cache tokens a sequence keeps in decode (attention sinks + a recent window, "
               "StreamingLLM); 0 keeps all", allowed_text="0 (keep all) or a number of tokens >= 1", derivable=True))
+# DuoAttention (Xiao et al., ICLR 2025) and RazorAttention (Tang et al., 2024): a share of the KV heads (retrieval
+# heads) keeps the whole cache, the others (streaming heads) keep kv_budget's sinks + window, or DuoAttention's 64
+# sinks + 256 recent tokens where kv_budget is 0 (kernels/kv_policy.py); decode reads, the cache held and (as
+# DuoAttention runs it) the prefill's streaming heads follow the mix. 0 leaves kv_budget to every head.
+register(Knob(name="retrieval_heads", type=float, section="workload", default=0.0, minimum=0.0, maximum=1.0,
+              label="retrieval heads", help="share of KV heads that keep the whole cache while the others keep "
+              "the kv_budget window (DuoAttention/RazorAttention); 0: kv_budget applies to every head",
+              allowed_text="a fraction from 0 to 1", derivable=True))
+# Speculative decoding (Leviathan et al., ICML 2023; Medusa, Cai et al., ICML 2024): a draft proposes spec_tokens
+# tokens, the target verifies them in one pass and keeps the accepted ones (sim/speculative.py).
+register(Knob(name="spec_draft", type=str, section="workload", default="", label="draft",
+              help="speculative decoding's draft: a smaller model preset or config.json on the same device, or "
+              "'medusa' (spec_tokens extra decoding heads on the target); empty: off", check=_draft,
+              allowed_text="empty (off), 'medusa', or a model preset or config.json path smaller than the target"))
+# At most 32 drafted tokens: the chance that the last one is accepted, acceptance^32, is under 4% even at an
+# acceptance of 0.9, so longer drafts only add cost (Medusa trains 5 heads; Leviathan et al. test up to 10 tokens).
+register(Knob(name="spec_tokens", type=int, section="workload", default=5, minimum=1, maximum=32,
+              label="drafted tokens", help="tokens the draft proposes per step (Medusa: its heads)",
+              derivable=True))
+# A Medusa tree's candidates (Medusa's Vicuna-7B tree, medusa_choices.mc_sim_7b_63, holds 63); 512 is 8x that.
+register(Knob(name="spec_tree", type=int, section="workload", default=0, minimum=0, maximum=512,
+              label="tree candidates", help="candidate tokens of a verification tree (Medusa); 0: a chain of "
+              "spec_tokens tokens", allowed_text="0 (a chain) or a number of candidates from 1 to 512"))
+register(Knob(name="acceptance", type=float, section="workload", default=0.0, minimum=0.0, maximum=1.0,
+              label="acceptance rate", help="chance that each drafted token is accepted (Leviathan et al.'s alpha; "
+              "0: none are, speculation only costs)", allowed_text="a fraction from 0 to 1", derivable=True))
+# Memory tiers (FlexGen, Sheng et al., ICML 2023, Section 4; DeepSpeed ZeRO-Inference): a static batch that does not fit
+# in device memory keeps the excess in host memory (or flash) and streams it over the host link layer by layer,
+# each layer's transfer overlapping the previous layer's compute (sim/offload.py). A point that fits offloads nothing.
+register(Knob(name="offload", type=str, section="workload", default="none", allowed=OFFLOADS,
+              help="what may live in host memory when the point does not fit in device memory: none, weights, kv "
+              "(the KV cache) or auto (weights first, then the KV cache); the least that must is offloaded"))
+register(Knob(name="host_link", type=str, section="workload", default="", label="host link", check=_host_link,
+              help="the link offloaded bytes stream over: a link preset (pcie4-x16, pcie5-x16, nvme-pcie4-x4 ...) or "
+              "a link YAML; empty: the device preset's host_link (its PCIe generation)",
+              allowed_text="empty (the device's own host link), a link preset (explore presets links) or a path to "
+              "a link YAML"))
+register(Knob(name="offload_prefetch", type=int, section="workload", default=1, allowed=(0, 1),
+              label="offload prefetch", help="1: the next layer's transfer overlaps this layer's compute (a pass "
+              "takes the longer of the two); 0: transfers and compute take turns (their sum)"))
+# Dynamic top-k token selection (Quest, Tang et al., ICML 2024; Double Sparsity, Yang et al., 2024): each decode step
+# scores every cached token from a compressed key summary and attends to the best topk_fraction of them; the cache
+# stays whole (plus the summary). A share rather than a token count: both papers state sparsity as one (Double
+# Sparsity's 1/16), and it is valid at every context a sweep sets (a budget of B tokens at context L is B / L).
+# kernels/token_select.py prices the scoring, top-k and sparse attention; 1 selects nothing (no scoring either).
+register(Knob(name="topk_fraction", type=float, section="workload", default=1.0, check=_unit_fraction,
+              label="top-k token fraction", help="share of the cached tokens each decode step attends to after "
+              "scoring them all from a key summary (Quest, Double Sparsity: topk_method); 1: every token, no "
+              "selection", allowed_text="a fraction in (0, 1] (1: no selection)", derivable=True))
+register(Knob(name="topk_method", type=str, section="workload", default=QUEST, allowed=TOPK_METHODS,
+              label="top-k method", help="how topk_fraction < 1 scores tokens: quest (per-page min/max keys, 16-token "
+              "pages, first two layers dense) or double_sparsity (a label cache of 1/8 of the head_dim key channels, "
+              "16 of 128)"))
+# Early exit / layer skipping (SkipDecode, Del Corro et al., 2023): each decode token runs this share of the decoder
+# layers (the upper ones; exits fall monotonically, so a later token never needs a layer's KV an earlier one
+# skipped); the prefill runs every layer (kernels/early_exit.py).
+register(Knob(name="exit_depth", type=float, section="workload", default=1.0, check=_unit_fraction,
+              label="decode depth", help="share of the decoder layers each decode token runs (SkipDecode-style layer "
+              "skipping; rounded to whole layers); the skipped layers do no work and hold no KV for it; 1: all",
+              allowed_text="a fraction in (0, 1] (1: every layer)", derivable=True))
+# The method behind a compressed format's published quality (explore/quality.py): the quality_delta metric reads
+# the rows of this method in explore/data/quality.csv; "any" takes the best published figure of any method.
+# It changes no price: the kernels of a format are the same whichever method chose its values.
+register(Knob(name="quant_method", type=str, section="format", default=ANY_METHOD, allowed=(ANY_METHOD, *methods()),
+              label="quantization method", help="the quantization or pruning method whose published quality "
+              "quality_delta reports (any: the best published for the format)"))
 # ---- systems of several devices (parallel:) -------------------------------------------------------------------
 _knob("tp", int, "tensor-parallel devices: Megatron-style sharding, an all-reduce per block", "parallel",
       scope="system", default=1, minimum=1)

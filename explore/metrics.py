@@ -6,7 +6,8 @@ sim/ computes most of these and keeps its own tuples of what it computes (sim/re
 sim/serving.py SERVING_METRICS); this registry adds what explore needs on top (unit, direction, label,
 definition), and tests/explore/test_registries.py holds the two consistent. A metric explore can compute from
 a row's other metrics is one entry with `derive` (Metric.derive: applied by `add_derived` after every
-evaluation); one that sim/ computes is its entry here plus its computation there.
+evaluation); one of the design point's inputs alone (published quality of its format) is one entry with
+`of_point`; one that sim/ computes is its entry here plus its computation there.
 
 Columns come in sections, laid out by `result_columns` in this order (a section is present only in the sweeps
 it applies to): point (every sweep), price (systems and serving), constraints (with constraints), serving,
@@ -41,6 +42,9 @@ class Metric:
     section: Section = "point"
     # Computed in explore from the row's other metrics (None: sim/ or explore/evaluate.py computes it).
     derive: Callable[[Mapping[str, Any]], float] | None = None
+    # Computed in explore from the design point's inputs alone (its model and format), not from its pricing.
+    of_point: Callable[[Any], Any] | None = None
+    reason: str = ""  # the text metric that says why this one is NaN (report tables show it next to the value)
 
 
 METRICS: Registry[Metric] = Registry("metric")
@@ -102,18 +106,40 @@ def better_first(rows: Iterable[dict[str, Any]], *names: str) -> list[dict[str, 
     return sorted(rows, key=better_key(*names))
 
 
-def add_derived(values: dict[str, Any]) -> dict[str, Any]:
-    """The metrics of one evaluation with every derived metric added (NaN where it cannot be computed)."""
+def add_derived(values: dict[str, Any], point: Any = None) -> dict[str, Any]:
+    """The metrics of one evaluation with every derived metric added (NaN where it cannot be computed), and, given
+    the design point (explore.design_point.DesignPoint), every metric of the point's inputs (Metric.of_point)."""
     for m in METRICS.view("derived", lambda: tuple(m for m in METRICS.entries() if m.derive is not None)):
         try:
             values[m.name] = float(m.derive(values))
         except (KeyError, TypeError, ValueError, ZeroDivisionError):
             values[m.name] = math.nan
+    if point is not None:
+        for m in METRICS.view("of point", lambda: tuple(m for m in METRICS.entries() if m.of_point is not None)):
+            values[m.name] = m.of_point(point)
     return values
 
 
 def _m(name: str, label: str, unit: str, better: Better, definition: str, **kw: Any) -> None:
     register(Metric(name=name, label=label, unit=unit, better=better, definition=definition, **kw))
+
+
+def _quality(point: Any) -> Any:
+    from explore.quality import point_quality  # reads the shipped table on first use
+
+    return point_quality(point)
+
+
+def _sparsity_use(point: Any) -> str:
+    from explore.format_checks import point_sparsity_use  # loads the point's device model on first use
+
+    return point_sparsity_use(point)
+
+
+def _emulated(point: Any) -> str:
+    from explore.format_checks import point_emulated_gemms  # loads the point's device model on first use
+
+    return point_emulated_gemms(point)
 
 
 # ---- point: every sweep (sim/result.py RESULT_METRICS first, in its order) -----------------------------------
@@ -139,6 +165,30 @@ _m("tokens_per_usd", "tokens/USD", "", "max", "tokens_per_s over the hourly pric
 _m("calibrated", "calibrated", "", None,
    "what priced the kernels: fitted (the preset's own fits), sibling (borrowed) or none (datasheet or paper)",
    kind="text")
+_m("tokens_per_J", "tokens/J", "", "max", "output tokens per joule: 1 / energy_per_token_J",
+   derive=lambda m: 1.0 / m["energy_per_token_J"])
+# Published model quality of the point's model and format (explore/quality.py, explore/data/quality.csv): never
+# estimated; NaN with the reason in quality_source where no paper row matches.
+_m("quality_delta", "perplexity increase", "", "min",
+   "published WikiText-2 perplexity of the point's model and format (quant_method's best method) minus its "
+   "16-bit baseline, from the same paper table; positive is worse, 0 for 16-bit dense, NaN where no row matches",
+   of_point=lambda point: _quality(point).delta, reason="quality_source")
+_m("quality_source", "quality source", "", None,
+   "the paper, table and values quality_delta comes from, or why it has none", kind="text",
+   of_point=lambda point: _quality(point).source)
+# Formats a GPU has no tensor cores for run emulated at a wider dtype (hw_models/gpu_quant.py): said per point, so a
+# sweep over devices and formats shows which of its prices carry the conversion work.
+_m("emulated_gemms", "emulated GEMMs", "", None,
+   "the format's GEMM dtypes the device has no native math for and the dtype each runs in ('fp8 as bf16'); empty "
+   "where every GEMM runs natively", kind="text", of_point=lambda point: _emulated(point))
+# Memory tiers (explore/knobs.py offload, sim/offload.py): what a point that does not fit keeps in host memory.
+_m("offloaded_B", "offloaded", "B", "min", "bytes of weights and KV cache held in host memory and streamed over the "
+   "host link (offload); 0 where everything fits in device memory")
+# Sparsity a device does not exploit runs dense (kernels/sparsity.py, hw_models/sparsity_support.py): said per point,
+# so a sweep over sparsity patterns and devices shows which prices carry the pattern's savings.
+_m("sparsity_use", "sparsity use", "", None,
+   "how the device runs the format's weight and activation sparsity: each pattern exploited or run dense (not "
+   "supported); empty for a dense format", kind="text", of_point=lambda point: _sparsity_use(point))
 # ---- price: systems of several devices and serving -----------------------------------------------------------
 _m("usd_per_hour", "system price", "USD/hour", "min",
    "hourly price of every device of the system, where its preset publishes one", section="price")

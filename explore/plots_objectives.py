@@ -24,10 +24,11 @@ FRONT_COLOR = "#d62728"
 
 
 def _scale_axes(ax: Axes, x: np.ndarray, y: np.ndarray) -> None:
-    if wide_range(x):
-        ax.set_xscale("log")
-    if wide_range(y):
-        ax.set_yscale("log")
+    for values, set_scale in ((x, ax.set_xscale), (y, ax.set_yscale)):
+        finite = values[np.isfinite(values)]
+        # A log axis would hide zeros (quality_delta is 0 at 16-bit dense) and negative values: linear then.
+        if wide_range(values) and bool(np.all(finite > 0)):
+            set_scale("log")
 
 
 def _direction(name: str, minimized: bool) -> str:

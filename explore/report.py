@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from explore.metrics import better_first
+from explore.metrics import better_first, metric
 from explore.rows import (
+    as_number,
     constraint_label,
     count_label,
     device_label,
@@ -81,8 +82,16 @@ def broken_cell(row: dict[str, Any], broken: Callable[[dict[str, Any]], list[str
     """The constraints a row breaks with its value of each: 'ttft_s <= 2 (TTFT is 2,645 ms)'."""
     from explore.sweep import Constraint
 
-    return "; ".join(f"{text} ({_unit_words(c.metric)} is {metric_value_label(c.metric, row.get(c.metric))})"
-                     for text in broken(row) for c in [Constraint.parse(text)])
+    return "; ".join(f"{text} ({_unit_words(c.metric)} is {metric_value_label(c.metric, row.get(c.metric))}"
+                     f"{_why_missing(row, c.metric)})" for text in broken(row) for c in [Constraint.parse(text)])
+
+
+def _why_missing(row: dict[str, Any], name: str) -> str:
+    """': <why>' where a metric has no value and its registry entry names the column that says why."""
+    entry = metric(name)
+    if entry is None or not entry.reason or math.isfinite(as_number(row.get(name))):
+        return ""
+    return f": {row.get(entry.reason) or 'no reason stored'}"
 
 
 def _unit_words(metric: str) -> str:

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from explore.metrics import metric
 from explore.pareto import objective_matrix, pareto_mask
 from explore.plots import figure_png
 from explore.plots_objectives import (
@@ -118,8 +119,20 @@ def _pair_figure(meeting: list, violating: list, x: str, y: str, minimize: list[
                           label=point_label(front[i], lengths=lengths)) for i, r in sorted(roles.items())]
     fig = pareto_figure(x, y, pareto_points(meeting, violating, front, x, y), x in minimize, y in minimize, chosen)
     caption = (f"{count_label(len(meeting), 'feasible point')} meeting the constraints, {len(violating)} breaking one; "
-               f"{len(front)} Pareto-optimal. {HOW_TO_READ_PARETO}")
+               f"{len(front)} Pareto-optimal.{_undrawn(meeting + violating, x, y)} {HOW_TO_READ_PARETO}")
     return ReportFigure(name=name, title=title, caption=caption, png=figure_png(fig))
+
+
+def _undrawn(rows: list[dict[str, Any]], x: str, y: str) -> str:
+    """' 3 feasible points have no value of quality_delta and are not drawn (quality_source says why).', or ''."""
+    missing = [name for name in (x, y) if any(not math.isfinite(float(row.get(name, math.nan))) for row in rows)]
+    count = sum(1 for row in rows if any(not math.isfinite(float(row.get(name, math.nan))) for name in missing))
+    if not count:
+        return ""
+    reasons = [f"{entry.reason} says why" for name in missing if (entry := metric(name)) and entry.reason]
+    why = f" ({'; '.join(reasons)})" if reasons else ""
+    return (f" {count_label(count, 'feasible point')} without a value of {' or '.join(missing)} "
+            f"{'is' if count == 1 else 'are'} not drawn{why}.")
 
 
 def _ranked(rows: list[dict[str, Any]], name: str, minimized: bool) -> list[dict[str, Any]]:

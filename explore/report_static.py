@@ -50,6 +50,7 @@ FIGURE_TITLES = {
     "energy_breakdown": "Energy per output token by part: static, memory, compute",
     "energy": "Energy per output token by device and format", "batch": "TTFT and TPOT against batch size",
     "scaling": "TTFT and TPOT against tensor-parallel devices",
+    "formats": "Time and energy per output token against weight bits",  # explore/report_formats.py
 }
 HOW_TO_READ = {
     "roofline": "Each point is a distinct kernel (repeated layers drawn once), its area its share of the time of "
@@ -334,6 +335,8 @@ def batch_section(feasible: list[dict[str, Any]], chosen: Chosen, broken: Broken
 def static_figures(rows: list[dict[str, Any]], detail: DetailSource, chosen: Chosen, broken: Broken,
                    ) -> list[ReportFigure]:
     """Every static-batch figure, in order; figures that need feasible points say so when there are none."""
+    from explore.report_decode import decode_section
+    from explore.report_formats import formats_section
     from explore.report_whatif import whatif_section
 
     feasible = [row for row in rows if is_feasible(row)]
@@ -354,4 +357,4 @@ def static_figures(rows: list[dict[str, Any]], detail: DetailSource, chosen: Cho
     ]
     if len({row.get("tp") for row in feasible if row.get("tp") is not None}) > 1:
         figures.append(batch_section(feasible, chosen, broken, knob="tp"))
-    return figures + whatif_section(rows, detail)
+    return figures + formats_section(feasible, broken) + decode_section(feasible) + whatif_section(rows, detail)

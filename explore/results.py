@@ -2,9 +2,12 @@
 
 results.sqlite (WAL mode) holds one row per finished design point, keyed by point_id (PRIMARY KEY). Each
 finished batch is inserted in one transaction and committed before `append` returns, so a kill -9 at any
-moment loses no finished point, and the key makes a point impossible to store twice. Rows are stored as
-JSON objects of the results columns with their types kept (floats, ints, bools, text; NaN as NaN), so
-reading them back gives the values an evaluation gave.
+moment loses no finished point, and the key makes a point impossible to store twice. A row is one SQL column per
+results column (c<i> for the i-th of the columns listed in the meta table), typed as the evaluation gave it: an
+int, a float or a text as itself, NaN as NULL (SQLite's only form of it), and None, True and False as the BLOBs
+'None', 'True' and 'False', so reading a row back gives the values an evaluation gave. A block's rows are written
+with one executemany of tuples, no per-row document. A store written before (one JSON object per row, in a `row`
+column) is converted to this layout in one transaction when a run opens it, and read as it is by read_results.
 
 results.csv is the export users read: rows are appended to it as batches finish, and it is rewritten from
 the database when a run starts (dropping a line cut short by a kill, adding rows committed just before one)
@@ -23,13 +26,19 @@ from __future__ import annotations
 import contextlib
 import csv
 import fcntl
+import itertools
 import json
+import math
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from explore.columns import Columns
+from explore.results_csv import csv_text
 from workloads.atomic_write import replacing
 from workloads.errors import InputError
 
@@ -37,16 +46,62 @@ DB_NAME = "results.sqlite"
 CSV_NAME = "results.csv"
 PARQUET_NAME = "results.parquet"
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS results (
-    point_id TEXT PRIMARY KEY,   -- DesignPoint.point_id
-    row TEXT NOT NULL,           -- JSON object: results column -> typed value
-    pos INTEGER                  -- position in the order the strategy asked for it (set on export), else NULL
-);
-"""
+_META = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
 # Exported order: asked order where known, then insertion order (rowid grows with each insert).
 _ORDER = "ORDER BY pos IS NULL, pos, rowid"
+# Values SQLite has no form of, stored as BLOBs (NaN is NULL); no results value is ever bytes.
+_DECODED = {b"None": None, b"True": True, b"False": False}
+_ENCODED = {value: blob for blob, value in _DECODED.items() if value is not None}
+_NONE = b"None"
+_PLAIN = frozenset((str, int, float))
+
+
+def _cell_names(columns: list[str]) -> list[str]:
+    """The SQL column of each results column: point_id, else c<i>."""
+    if "point_id" not in columns:
+        raise ValueError(f"results columns without point_id: {columns}")
+    return ["point_id" if name == "point_id" else f"c{i}" for i, name in enumerate(columns)]
+
+
+def _table_sql(columns: list[str]) -> str:
+    cells = [name for name in _cell_names(columns) if name != "point_id"]
+    # point_id: DesignPoint.point_id; pos: the position the strategy asked for it in (set on export), else NULL;
+    # the results columns untyped, so each value keeps the type it was stored with.
+    return f"CREATE TABLE results (point_id TEXT PRIMARY KEY, pos INTEGER{''.join(f', {c}' for c in cells)})"
+
+
+def _encoded(value: Any) -> Any:
+    """A value as stored: str, int and float as themselves (SQLite stores NaN as NULL), the rest as BLOBs."""
+    if value.__class__ in _PLAIN:
+        return value
+    if value is None:
+        return _NONE
+    if isinstance(value, bool | np.bool_):
+        return _ENCODED[bool(value)]
+    if isinstance(value, np.generic):
+        return _encoded(value.item())
+    for base in (str, int, float):  # a subclass: as its base type
+        if isinstance(value, base):
+            return base(value)
+    return str(value)  # as the JSON rows stored it (json default=str)
+
+
+def _encoded_column(columns: Columns, name: str) -> Iterable[Any]:
+    """Column `name` of a batch as stored, row by row (None where the batch lacks it)."""
+    if name not in columns.arrays:
+        return itertools.repeat(_encoded(columns.constants.get(name)), columns.size)
+    values = columns.arrays[name]
+    if isinstance(values, np.ndarray):
+        if values.dtype.kind == "b":
+            return np.where(values, _ENCODED[True], _ENCODED[False]).tolist()
+        if values.dtype.kind in "fiu":
+            return values.tolist()
+    return [v if v.__class__ in _PLAIN else _encoded(v) for v in values]
+
+
+def _decoded(row: Sequence[Any]) -> list[Any]:
+    """A stored row's values as they were given (NULL: NaN; BLOBs: None, True, False)."""
+    return [math.nan if v is None else _DECODED[v] if v.__class__ is bytes else v for v in row]
 
 
 LOCK_NAME = ".explore.lock"  # in the output folder; the lock is an flock on it, the file itself stays
@@ -148,9 +203,15 @@ class ResultsStore:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             try:
                 db = sqlite3.connect(self.db_path, isolation_level=None)  # transactions are explicit below
+                # 16 KiB pages (a new store's; an existing one keeps its own): a row of a few dozen columns is about
+                # 0.4 KB, and bulk inserts into 4 KiB pages spend a fifth of their time more splitting them.
+                db.execute("PRAGMA page_size=16384")
                 db.execute("PRAGMA journal_mode=WAL")
-                db.execute("PRAGMA synchronous=FULL")  # a commit is on disk when it returns
-                db.executescript(_SCHEMA)
+                # A commit is in the write-ahead log when it returns: a run killed at any moment (kill -9 included)
+                # loses no committed batch. Only an OS crash or power cut may lose the last few, which a rerun
+                # evaluates again (the database stays consistent); FULL would also sync each commit to the disk.
+                db.execute("PRAGMA synchronous=NORMAL")
+                db.executescript(_META)
                 stored = db.execute("SELECT value FROM meta WHERE key = 'columns'").fetchone()
             except sqlite3.DatabaseError as err:
                 raise InputError(f"{self.db_path}: cannot be used as a results store ({err}); allowed: a "
@@ -172,18 +233,46 @@ class ResultsStore:
                                  f"({', '.join(change) or 'another order'}: overrides, derived knobs or constraints "
                                  f"changed); allowed: the same sweep, or another --out folder")
             self._db = db
+            layout = _layout(db)
+            if not layout:
+                db.execute(_table_sql(self.columns))
+            elif "row" in layout:
+                self._convert_json_rows()
             if fresh and self.csv_path.exists():  # an output folder from before the database: import it
-                self._insert(_read_legacy_csv(self.csv_path, self.columns))
+                self._insert([Columns.from_rows(_read_legacy_csv(self.csv_path, self.columns))])
         return self._db
 
-    def _insert(self, rows: list[dict[str, Any]]) -> None:
+    def _convert_json_rows(self) -> None:
+        """Rewrite a store of JSON rows (written before the typed layout) in the typed layout, in one transaction:
+        the same rows, order and asked positions."""
         db = self._db
-        encoded = [(row["point_id"], json.dumps({c: row.get(c) for c in self.columns}, default=plain))
-                   for row in rows]
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            stored = db.execute("SELECT rowid, row, pos FROM results ORDER BY rowid").fetchall()
+            rows = [_stored_row(self.db_path, rowid, text) for rowid, text, _ in stored]
+            db.execute("DROP TABLE results")
+            db.execute(_table_sql(self.columns))
+            self._execute_inserts([Columns.from_rows(rows)], "INSERT INTO")
+            db.executemany("UPDATE results SET pos = ? WHERE point_id = ?",
+                           [(pos, row["point_id"]) for row, (_, _, pos) in zip(rows, stored, strict=True)
+                            if pos is not None])
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def _execute_inserts(self, batches: list[Columns], verb: str) -> None:
+        cells = _cell_names(self.columns)
+        sql = f"{verb} results ({', '.join(cells)}) VALUES ({', '.join('?' * len(cells))})"
+        for batch in batches:
+            self._db.executemany(sql, zip(*(_encoded_column(batch, name) for name in self.columns), strict=True))
+
+    def _insert(self, batches: list[Columns]) -> None:
+        db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
             # A point already stored keeps its first row: nothing is ever stored twice.
-            db.executemany("INSERT OR IGNORE INTO results (point_id, row) VALUES (?, ?)", encoded)
+            self._execute_inserts(batches, "INSERT OR IGNORE INTO")
         except BaseException:
             db.execute("ROLLBACK")
             raise
@@ -191,7 +280,7 @@ class ResultsStore:
 
     def rows(self) -> list[dict[str, Any]]:
         """All stored rows, in export order."""
-        return [json.loads(text) for (text,) in self._connect().execute(f"SELECT row FROM results {_ORDER}")]
+        return _typed_rows(self._connect(), self.columns)
 
     def load(self) -> dict[str, dict[str, Any]]:
         """Finished rows by point_id; brings results.csv in line with the database."""
@@ -200,20 +289,23 @@ class ResultsStore:
         self._appended = [] if not rows else None  # ids appended since, while they are the whole store in order
         return rows
 
-    def append(self, rows: list[dict[str, Any]]) -> None:
-        """Store a finished batch in one committed transaction, then append it to results.csv."""
-        if not rows:
+    def append(self, rows: Sequence[dict[str, Any]] | Sequence[Columns]) -> None:
+        """Store finished rows (dicts, or batches of them as Columns) in one committed transaction, then append
+        them to results.csv."""
+        batches = [Columns.from_rows(rows)] if rows and isinstance(rows[0], dict) else [b for b in rows if b.size]
+        if not batches:
             return
         self._connect()
-        self._insert(rows)
+        self._insert(batches)
         new = not self.csv_path.exists() or self.csv_path.stat().st_size == 0
         with self.csv_path.open("a", newline="") as f:
             writer = csv.writer(f)
             if new:
                 writer.writerow(self.columns)
-            writer.writerows(_csv_lines(self.columns, rows))
+            f.writelines(csv_text(batch, self.columns) for batch in batches)
         if self._appended is not None:
-            self._appended.extend(row["point_id"] for row in rows)
+            for batch in batches:
+                self._appended.extend(batch.column("point_id"))
 
     def export(self, order: Iterable[str] = (),
                stored: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
@@ -290,13 +382,18 @@ def read_results(out_dir: str | Path, required: Iterable[str] = ()) -> list[dict
     if db_path.is_file():
         db = sqlite3.connect(db_path)
         try:
-            stored = db.execute(f"SELECT rowid, row FROM results {_ORDER}").fetchall()
-        except sqlite3.DatabaseError as err:
+            if "row" in _layout(db):  # a store of JSON rows, written before the typed layout
+                stored = db.execute(f"SELECT rowid, row FROM results {_ORDER}").fetchall()
+                rows = [_stored_row(db_path, rowid, text) for rowid, text in stored]
+                where = [f"{db_path}: row {rowid}" for rowid, _ in stored]
+            else:
+                columns = db.execute("SELECT value FROM meta WHERE key = 'columns'").fetchone()
+                rows = _typed_rows(db, json.loads(columns[0]))
+                where = [f"{db_path}: point {row['point_id']}" for row in rows]
+        except (sqlite3.DatabaseError, TypeError, ValueError) as err:
             raise InputError(f"{db_path}: not a sweep's results store ({err})") from None
         finally:
             db.close()
-        rows = [_stored_row(db_path, rowid, text) for rowid, text in stored]
-        where = [f"{db_path}: row {rowid}" for rowid, _ in stored]
     else:
         rows = read_rows(out_dir / CSV_NAME)
         if rows and "point_id" not in rows[0]:
@@ -309,6 +406,18 @@ def read_results(out_dir: str | Path, required: Iterable[str] = ()) -> list[dict
             raise InputError(f"{place}: {', '.join(missing)}: missing, allowed: a results row with every input "
                              f"column ({', '.join(required)})")
     return rows
+
+
+def _layout(db: sqlite3.Connection) -> list[str]:
+    """The SQL columns of a store's results table (none before it is made)."""
+    return [name for _, name, *_ in db.execute("PRAGMA table_info(results)")]
+
+
+def _typed_rows(db: sqlite3.Connection, columns: list[str]) -> list[dict[str, Any]]:
+    """The rows of a store in the typed layout, in export order."""
+    cells = _cell_names(columns)
+    stored = db.execute(f"SELECT {', '.join(cells)} FROM results {_ORDER}")
+    return [dict(zip(columns, _decoded(row), strict=True)) for row in stored]
 
 
 def _stored_row(db_path: Path, rowid: int, text: Any) -> dict[str, Any]:

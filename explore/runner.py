@@ -1,31 +1,38 @@
 """Run a sweep: evaluate the points not yet in the results store, in parallel, writing each batch as it finishes.
 
+Points travel as blocks (explore/point_blocks.py: a sweep's points are its blocks already) and come back as
+columns (explore/columns.py), one batch per point block, stored in bulk (explore/results.py).
+
 Points are evaluated in this process (one worker), on a local process pool (--workers N), or on a Dask
 cluster (--executor dask: a LocalCluster of N worker processes, or the scheduler at --scheduler ADDR).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
+import math
 import os
 import signal
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from explore.blocks import block_group, evaluate_points
+from explore.blocks import block_group, evaluate_blocks
+from explore.columns import Columns
 from explore.design_point import DesignPoint
 from explore.evaluate import Evaluator
 from explore.knobs import input_columns
 from explore.metrics import result_columns
+from explore.point_blocks import PointBlock, blocks_of
 from explore.results import ResultsStore, folder_lock
 from explore.rows import count_label, is_feasible, normalize_row
-from explore.sweep import Sweep
+from explore.sweep import OPS, Sweep
 from workloads.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -47,28 +54,51 @@ def columns_for(sweep: Sweep) -> list[str]:
             + result_columns(system=system, serving=serving, constraints=bool(sweep.spec.constraints)))
 
 
-def _tasks(points: list[DesignPoint]) -> list[list[DesignPoint]]:
-    groups: dict[tuple, list[DesignPoint]] = defaultdict(list)
-    for p in points:
-        groups[(p.model, p.batch, p.prompt, p.serving is not None)].append(p)
-    tasks: list[list[DesignPoint]] = []
+def _tasks(blocks: list[PointBlock]) -> list[list[PointBlock]]:
+    """Point blocks grouped into tasks: those sharing a trace together, a block's points never split (but serving
+    points, SERVING_TASK_POINTS to a task)."""
+    groups: dict[tuple, list[PointBlock]] = defaultdict(list)
+    for block in blocks:
+        p = block.base
+        groups[(p.model, p.batch, p.prompt, p.serving is not None)].append(block)
+    tasks: list[list[PointBlock]] = []
     for (*_, serving), group in groups.items():
         if serving:
-            tasks.extend(group[i:i + SERVING_TASK_POINTS] for i in range(0, len(group), SERVING_TASK_POINTS))
+            tasks.extend(_chunks(group, SERVING_TASK_POINTS))
             continue
         # Blocks in the order their first points were asked for: a grid's blocks are contiguous already (device
         # what-ifs vary fastest), so its rows are stored in the asked order and need no reordering on export.
-        blocks: dict[tuple, list[DesignPoint]] = defaultdict(list)
-        for p in group:
-            blocks[block_group(p)].append(p)
-        task: list[DesignPoint] = []
-        for block in blocks.values():
-            if len(task) >= TASK_POINTS:
+        together: dict[tuple, list[PointBlock]] = defaultdict(list)
+        for block in group:
+            together[block_group(block.first)].append(block)
+        task: list[PointBlock] = []
+        size = 0
+        for same in together.values():
+            if size >= TASK_POINTS:
                 tasks.append(task)
-                task = []
-            task.extend(block)
+                task, size = [], 0
+            task.extend(same)
+            size += sum(block.size for block in same)
         tasks.append(task)
     return tasks
+
+
+def _chunks(blocks: list[PointBlock], points: int) -> Iterator[list[PointBlock]]:
+    """The blocks' points in tasks of `points` points (the last one fewer), in order."""
+    task, size = [], 0
+    for block in blocks:
+        start = 0
+        while start < block.size:
+            part = block if start == 0 and block.size <= points - size else block.take(
+                range(start, min(block.size, start + points - size)))
+            task.append(part)
+            size += part.size
+            start += part.size
+            if size == points:
+                yield task
+                task, size = [], 0
+    if task:
+        yield task
 
 
 # One Evaluator per worker thread (a pool process or a Dask worker thread), made on its first task: its
@@ -82,9 +112,11 @@ def _worker_evaluator() -> Evaluator:
     return _worker.evaluator
 
 
-def _evaluate_task(points: list[DesignPoint], evaluator: Evaluator | None = None) -> list[dict[str, Any]]:
+def _evaluate_task(blocks: list[PointBlock], evaluator: Evaluator | None = None) -> list[Columns]:
+    """The results rows of a task's points, a batch of columns per point block: inputs, then metrics."""
     evaluator = evaluator or _worker_evaluator()
-    return [p.row() | metrics for p, metrics in zip(points, evaluate_points(evaluator, points), strict=True)]
+    return [block.input_columns().merged(metrics)
+            for block, metrics in zip(blocks, evaluate_blocks(evaluator, blocks), strict=True)]
 
 
 @dataclass(frozen=True)
@@ -117,7 +149,7 @@ class DaskExecutor:
             raise InputError(f"--scheduler: cannot reach {scheduler!r} ({err}); allowed: the address of a "
                              f"running Dask scheduler, e.g. tcp://host:8786") from None
 
-    def completed(self, tasks: list[list[DesignPoint]]) -> Iterator[list[dict[str, Any]]]:
+    def completed(self, tasks: list[list[PointBlock]]) -> Iterator[list[Columns]]:
         from distributed import as_completed as dask_completed
 
         # pure=False: every task is run, even two with equal arguments (Dask would otherwise share one key).
@@ -180,7 +212,7 @@ class PoolExecutor:
     def __init__(self, workers: int):
         self.pool = ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(os.getpid(),))
 
-    def completed(self, tasks: list[list[DesignPoint]]) -> Iterator[list[dict[str, Any]]]:
+    def completed(self, tasks: list[list[PointBlock]]) -> Iterator[list[Columns]]:
         futures = [self.pool.submit(_evaluate_task, task) for task in tasks]
         for future in as_completed(futures):
             yield future.result()
@@ -223,7 +255,7 @@ def capped_workers(workers: int, points: int) -> int:
     return workers
 
 
-def _results(tasks, pool, evaluator: Evaluator) -> Iterator[list[dict[str, Any]]]:
+def _results(tasks, pool, evaluator: Evaluator) -> Iterator[list[Columns]]:
     """Rows of each task as it finishes: in this process, or on the executor's workers."""
     if pool is None:
         for task in tasks:
@@ -244,26 +276,57 @@ class _Run:
         self.total, self.feasible, self.best = total, 0, float("nan")
         self.start = time.monotonic()
 
-    def evaluate(self, points: list[DesignPoint]) -> list[dict[str, Any]]:
+    def evaluate(self, points: Sequence[DesignPoint]) -> list[dict[str, Any]]:
         """Rows of the points, in order: stored rows as they are, new points evaluated and stored."""
-        for p in points:
-            self.asked.setdefault(p.point_id)
-        todo = list({p.point_id: p for p in points if p.point_id not in self.stored}.values())
-        for p in points:
-            if p.point_id in self.stored and p.point_id not in self.rows:
-                self._count(self.stored[p.point_id])
+        blocks = blocks_of(points)  # a sweep's PointSet is blocks already
+        ids = [point_id for block in blocks for point_id in block.point_ids]
+        self.asked.update(dict.fromkeys(ids))  # keys already asked keep their place
+        stored, counted = self.stored, self.rows
+        todo, seen = [], set()
+        for block in blocks:
+            new = [i for i, point_id in enumerate(block.point_ids) if point_id not in stored and point_id not in seen]
+            seen.update(block.point_ids[i] for i in new)
+            if new:
+                todo.append(block if len(new) == block.size else block.take(new))
+        for point_id in ids:
+            if point_id in stored and point_id not in counted:
+                self._count(stored[point_id])
         for batch in _results(_tasks(todo), self.pool, self.evaluator):
-            for row in batch:
+            for columns in batch:
                 if self.constraints:
-                    row["meets_constraints"] = bool(row["fits_in_memory"]) and all(
-                        c.holds(row) for c in self.constraints)
-                self.stored[row["point_id"]] = row
-                self._count(row)
+                    columns.set("meets_constraints", self._meets(columns))
             self.table.append(batch)
+            for columns in batch:
+                rows = dict(zip(columns.column("point_id"), columns.rows(), strict=True))
+                stored.update(rows)
+                counted.update(rows)
+                self._count_feasible(columns)
             if self.on_progress:
                 self.on_progress(Progress(len(self.rows), self.total, self.feasible, self.best,
                                           time.monotonic() - self.start))
-        return [self.stored[p.point_id] for p in points]
+        return [stored[point_id] for point_id in ids]
+
+    def _meets(self, columns: Columns) -> list[bool]:
+        """Whether each row fits and meets every constraint."""
+        held = [columns.values("fits_in_memory")]
+        for c in self.constraints:
+            bound, op = c.bound, OPS[c.op]
+            values = columns.column(c.metric) if c.metric in columns else [math.nan] * columns.size
+            held.append([op(float(v), bound) for v in values])
+        return [all(row) for row in zip(*held, strict=True)]
+
+    def _count_feasible(self, columns: Columns) -> None:
+        """Count the feasible rows of a batch just evaluated (is_feasible, over columns) and their best tokens/s."""
+        def column(name: str, default: Any) -> Iterable[Any]:
+            return columns.column(name) if name in columns else itertools.repeat(default, columns.size)
+
+        tokens = [t for fits, why, t in zip(column("fits_in_memory", True), column("infeasible_reason", ""),
+                                            column("tokens_per_s", math.nan), strict=True)
+                  if fits and not why and math.isfinite(t)]
+        self.feasible += len(tokens)
+        if tokens:
+            value = max(tokens)
+            self.best = value if not self.best >= value else self.best
 
     def _count(self, row: dict[str, Any]) -> None:
         self.rows[row["point_id"]] = row

@@ -128,7 +128,8 @@ def knob_type(knob: Knob) -> Any:
     if knob.type is int:
         return Annotated[StrictInt, *bound] if bound else StrictInt
     if knob.type is float:
-        return Annotated[StrictInt | StrictFloat, AfterValidator(finite), *bound]
+        checked = [AfterValidator(_checked(knob))] if knob.check is not None else []
+        return Annotated[StrictInt | StrictFloat, AfterValidator(finite), *bound, *checked]
     return Annotated[str, AfterValidator(_checked(knob))] if knob.check is not None else str
 
 

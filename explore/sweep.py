@@ -8,7 +8,7 @@ import math
 import operator
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Annotated, Any, Literal
 
@@ -25,8 +25,10 @@ from pydantic import (
 
 from explore.derived import EvaluationError, Expression
 from explore.design_point import DesignPoint, generic_knobs, with_knobs
+from explore.format_checks import check_sweep_formats
 from explore.knobs import KNOBS, knobs
 from explore.metrics import metric, metric_names, numeric_metrics
+from explore.point_blocks import PointBlock, PointSet
 from explore.schema import (
     ExpressionText,
     Number,
@@ -41,6 +43,7 @@ from explore.sweep_serving import Parallel, Serving, check_parallel, check_servi
 from hw_models.link import default_link, load_link_model
 from hw_models.registry import load_device
 from hw_models.validation import check_keys, did_you_mean, input_error
+from sim.speculative import MEDUSA, draft_error
 from workloads.errors import InputError
 from workloads.model_config import check_context, load_model_config
 from workloads.yaml_lines import LocatedYAML
@@ -376,10 +379,35 @@ class Sweep:
         search = self.spec.search
         return self.size() if search.strategy == "grid" else min(search.budget, self.size())
 
-    def points(self) -> list[DesignPoint]:
+    def points(self) -> PointSet:
         """Every design point of the grid, in a fixed order: device what-if values vary fastest, so the points a
-        block prices together (explore/blocks.py) are neighbours."""
+        block prices together (explore/blocks.py) are neighbours. Held as blocks of the points that differ only in
+        those values (explore/point_blocks.py): a DesignPoint is made where one is read."""
         dims = self.dimensions()
+        inner = [name for name in dims if name.startswith("device.")]
+        outer = [name for name in dims if name not in inner]
+        if not inner or self._derived_read(inner):
+            return PointSet([PointBlock.of(point) for point in self._each_point(dims)])
+        # Each combination of the other knobs is one block; its overrides are the swept device fields in dimension
+        # order, then the derived ones (constant within the block: they read no device field).
+        combos = list(itertools.product(*(dims[name] for name in inner)))
+        swept = {name.removeprefix("device."): column for name, column in zip(inner, zip(*combos, strict=True),
+                                                                              strict=True)}
+        blocks = []
+        for combo in itertools.product(*(dims[name] for name in outer)):
+            values = dict(zip(outer, combo, strict=True))
+            first = self.point({name: values[name] if name in values else dims[name][0] for name in dims})
+            paths = tuple(path for path, _ in first.overrides)
+            columns = tuple(swept[path] if path in swept else (value,) * len(combos) for path, value in first.overrides)
+            blocks.append(PointBlock(base=replace(first, overrides=()), paths=paths, values=columns, size=len(combos)))
+        return PointSet(blocks)
+
+    def _derived_read(self, names: list[str]) -> bool:
+        """Whether a derived knob reads any of these dimensions (directly or through another derived knob)."""
+        return any(name in names for target in self.derived for name in self.derived_inputs(target)[0])
+
+    def _each_point(self, dims: dict[str, list]) -> list[DesignPoint]:
+        """Every point of the grid made one by one (points() in that order)."""
         order = sorted(dims, key=lambda name: name.startswith("device."))  # stable: the others keep their order
         position = [order.index(name) for name in dims]  # each dimension's place in a combination
         return [self.point(dict(zip(dims, (combo[i] for i in position), strict=True)))
@@ -513,6 +541,8 @@ def _check_references(sweep: Sweep, located: LocatedYAML) -> None:
             except InputError as err:
                 raise InputError(f"{located.where(loc)}: {key}: {_strip_prefix(str(err), key)}") from None
     _check_context(sweep, located)
+    _check_drafts(sweep, located)
+    check_sweep_formats(sweep, located)  # explore/format_checks.py: part combinations and group sizes
     _check_link_overrides(sweep, located)
     fields = {("overrides", f"device.{path}"): values for path, values in sweep.override_values().items()}
     fields.update({("derived", target): values for target, values in sweep.derived_values().items()
@@ -562,6 +592,17 @@ def _check_context(sweep: Sweep, located: LocatedYAML) -> None:
     keys = ", ".join(f"{'derived' if t in sweep.derived else 'workload'}.{t}" for t in ("prompt", "output"))
     for model in as_list(sweep.spec.model):
         check_context(load_model_config(model), prompt, output, where=f"{located.where(loc)}: {keys}")
+
+
+def _check_drafts(sweep: Sweep, located: LocatedYAML) -> None:
+    """A speculative draft model must be smaller than every model it drafts for (sim/speculative.py)."""
+    for draft in as_list(sweep.spec.workload.spec_draft):
+        if draft in ("", MEDUSA):
+            continue
+        for model in as_list(sweep.spec.model):
+            reason = draft_error(load_model_config(model), load_model_config(draft))
+            if reason:
+                raise InputError(f"{located.where(('workload', 'spec_draft'))}: workload.spec_draft: {reason}")
 
 
 def _check_link_overrides(sweep: Sweep, located: LocatedYAML) -> None:

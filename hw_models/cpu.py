@@ -43,6 +43,7 @@ import numpy as np
 
 from hw_models.cost import KernelCosts
 from hw_models.device import DeviceModel
+from hw_models.sparsity_support import cpu_support
 from kernels.table import KernelTable
 
 # Dequantization unpacks into byte lanes (int8 dot products); table builds run in 16-bit lanes (fp16 sums).
@@ -72,6 +73,12 @@ class CPUModel(DeviceModel):
 
     kind = "cpu"
     units = ("cpu",)
+
+    @property
+    def sparsity_patterns(self) -> frozenset[str]:
+        """Activation sparsity (hw_models/sparsity_support.py): the MLP's GEMMs arrive with the union of their tokens'
+        kept rows; weight patterns run dense."""
+        return cpu_support()
 
     @property
     def area_mm2(self) -> float:

@@ -24,6 +24,7 @@ import numpy as np
 
 from hw_models.cost import KernelCosts
 from hw_models.device import VECTOR_DTYPE, DeviceModel
+from hw_models.sparsity_support import fpga_support
 from kernels.table import KernelTable
 
 
@@ -40,7 +41,7 @@ class FPGAModel(DeviceModel):
 
     @property
     def sparsity_patterns(self) -> frozenset[str]:
-        return frozenset(self.spec.compute.sparsity_patterns)
+        return fpga_support(self.spec.compute.sparsity_patterns)
 
     def _flop_J(self, dtype: str, matrix: bool) -> float:
         """Energy per FLOP of one kernel group: a MAC (two FLOPs) on the DSPs, or an SFU vector op."""

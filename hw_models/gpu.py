@@ -2,10 +2,13 @@
 
 Device time: with a calibration for the preset (hw_models/calibration/<name>.yaml, fitted by
 `explore calibrate` on measured kernels, or its architecture sibling's, see registry.load_device), GEMMs
-(a fit per dtype where one was measured: 16-bit, fp8, fp4), attention, fused MoE layers and streaming kernels
+(a fit per dtype where one was measured: 16-bit, fp8, fp4; block-scaled formats on the fit of their measured
+implementation), attention, fused MoE layers and streaming kernels
 follow the fitted efficiency models of gpu_efficiency.py (a fused MoE layer without a MoE fit is priced by the
 GEMM fit as the grouped GEMM it is); kernels without a fit (uncalibrated presets) take the roofline:
 the larger of math at the dense peak rate of the kernel's dtype and traffic at peak DRAM bandwidth.
+GEMMs with quantized weights add the CUDA-core work that dequantizes them, and a format whose dtype the GPU lacks
+is emulated at the next wider one (hw_models/gpu_quant.py; quant_plan says so).
 Host cost per kernel depends on the execution mode: "eager" launches every kernel from the host
 (kernel_launch_us, added serially: a host no faster than one launch per kernel), "graphs" replays a
 captured CUDA graph (graph_launch_us per kernel), "device" counts kernel time only (what a profiler's
@@ -29,8 +32,11 @@ import numpy as np
 
 from hw_models.cost import KernelCosts
 from hw_models.device import VECTOR_DTYPE, DeviceModel, check_execution
-from hw_models.gpu_efficiency import Calibration, attention_times, gemm_times, moe_times, stream_times
+from hw_models.gpu_efficiency import TILE_SHAPES, Calibration, attention_times, gemm_times, moe_times, stream_times
+from hw_models.gpu_quant import MIXED_INPUT_TILES, QuantPlan, dequant_ops, lane_ops_per_s, quant_plan
 from hw_models.gpu_spec import GPUSpec
+from hw_models.sparsity_support import gpu_support
+from kernels.formats import NumericFormat
 from kernels.table import KernelTable
 from workloads.errors import InputError
 
@@ -67,7 +73,7 @@ class GPUModel(DeviceModel):
 
     @property
     def sparsity_patterns(self) -> frozenset[str]:
-        return frozenset(self.spec.compute.structured_sparsity)
+        return gpu_support(self.spec.compute.structured_sparsity, self.spec.compute.peak_TFLOPS)
 
     def joules_per_flop(self, dtype: str) -> float:
         """Energy of one FLOP in `dtype`, derived from the reference preset (see the module docstring)."""
@@ -86,21 +92,66 @@ class GPUModel(DeviceModel):
             return overhead.graph_launch_us * 1e-6
         return 0.0
 
-    def _device_times(self, table: KernelTable, peak: np.ndarray):
+    def quant_plan(self, fmt: NumericFormat | None) -> QuantPlan | None:
+        """How this GPU runs a format's weight GEMMs (None: 16-bit weights), memoized per format."""
+        plans = self.__dict__.setdefault("_quant_plans", {})
+        if fmt not in plans:
+            plans[fmt] = quant_plan(fmt, self.spec.compute.peak_TFLOPS, self.spec.name)
+        return plans[fmt]
+
+    def _calibration_for(self, plan: QuantPlan | None) -> Calibration | None:
+        """The calibration with the fits of the plan's block-scaled implementation pricing its dtype."""
+        cal = self.calibration
+        if cal is None or plan is None or not plan.variant:
+            return cal
+        variants = self.__dict__.setdefault("_variant_calibrations", {})
+        if plan.variant not in variants:
+            variants[plan.variant] = cal.with_variant(plan.variant)
+        return variants[plan.variant]
+
+    def row_plans(self, table: KernelTable) -> list[tuple[QuantPlan, np.ndarray]]:
+        """The plan of each weight width of a table's quantized GEMMs and its rows: one for a uniform format, one per
+        width of a mixed one (each width runs as its own uniform format, NumericFormat.at_bits)."""
+        fmt = table.numeric_format
+        if fmt is None:
+            return []
+        quantized = table.weight_bits < 16
+        if not fmt.mixed:
+            plan = self.quant_plan(fmt)
+            return [] if plan is None else [(plan, quantized)]
+        plans = []
+        for bits in np.unique(table.weight_bits[quantized]).tolist():
+            plan = self.quant_plan(fmt if bits == fmt.weight_bits else fmt.at_bits(int(bits)))
+            if plan is not None:
+                plans.append((plan, table.weight_bits == bits))
+        return plans
+
+    def _vector_ops(self, table: KernelTable) -> np.ndarray | None:
+        """CUDA-core instructions that dequantize or convert each kernel's operands (None: none)."""
+        ops = [dequant_ops(plan, m=table.m, n=table.n, k=table.k, batch=table.batch, quantized=rows)
+               for plan, rows in self.row_plans(table) if plan.adds_work]
+        return sum(ops[1:], ops[0]) if ops else None
+
+    def _device_times(self, table: KernelTable, peak: np.ndarray, vector_ops: np.ndarray | None = None):
         """(compute_s, memory_s, busy_s, latency_s): busy_s blends compute and memory; latency is fixed.
+        `vector_ops`: CUDA-core instructions per kernel (dequantization), in series with its matrix math.
 
         Over a block of design points (spec fields of shape (points, 1), hw_models/device_block.py) every array
         is (points, kernels): rows of a kernel class are selected on the last axis.
         """
         bytes_moved = table.bytes
         bandwidth_Bps = self.spec.bandwidth_Bps
-        compute_s = table.flops / peak
+        vector_s = 0.0 if vector_ops is None else vector_ops / lane_ops_per_s(self.peak_flops(VECTOR_DTYPE))
+        compute_s = table.flops / peak + vector_s
         memory_s = bytes_moved / bandwidth_Bps
         busy_s = np.maximum(compute_s, memory_s)
         latency_s = np.zeros(busy_s.shape)
-        cal = self.calibration
+        plans = self.row_plans(table)
+        # Widths of one format share its scale layout: at most one block-scaled variant among them.
+        cal = self._calibration_for(next((plan for plan, _ in plans if plan.variant), None))
         if cal is None:
             return compute_s, memory_s, busy_s, latency_s
+        vector_s = np.broadcast_to(vector_s, busy_s.shape)
         compute_s, memory_s = (np.array(np.broadcast_to(x, busy_s.shape)) for x in (compute_s, memory_s))
         sm_count = self.spec.compute.sm_count
         gemm = table.class_masks.get("gemm")
@@ -118,14 +169,23 @@ class GPUModel(DeviceModel):
         if gemm is not None:
             # The table is the work this GPU does (run_on): a pattern it supports has its zeros skipped.
             sparse = table.sparsity in self.sparsity_patterns
-            for fit, rows in cal.gemm_groups(table.dtype_groups, gemm):
-                kept = table.weight_density[rows] if sparse else 1.0
-                c, m, d = gemm_times(m=table.m[rows], n=table.n[rows], k=table.k[rows], batch=table.batch[rows],
-                                     flops=table.flops[rows], flops_per_s=peak[..., rows],
-                                     bytes_moved=bytes_moved[rows], bandwidth_Bps=bandwidth_Bps, sm_count=sm_count,
-                                     fit=fit, kept=kept)
-                compute_s[..., rows], memory_s[..., rows] = c, m
-                busy_s[..., rows], latency_s[..., rows] = d - fit.latency_s, fit.latency_s
+            mixed_rows = [rows for plan, rows in plans if plan.mixed_input]
+            mixed = np.logical_or.reduce(mixed_rows) if mixed_rows else None
+            for fit, group in cal.gemm_groups(table.dtype_groups, gemm):
+                # Weight-only GEMMs run mixed-input kernels with tiles of their own (hw_models/gpu_quant.py).
+                parts = [(group, TILE_SHAPES)] if mixed is None else [(group & ~mixed, TILE_SHAPES),
+                                                                      (group & mixed, MIXED_INPUT_TILES)]
+                for rows, tiles in parts:
+                    if not rows.any():
+                        continue
+                    kept = table.weight_density[rows] if sparse else 1.0
+                    c, m, d = gemm_times(m=table.m[rows], n=table.n[rows], k=table.k[rows], batch=table.batch[rows],
+                                         flops=table.flops[rows], flops_per_s=peak[..., rows],
+                                         bytes_moved=bytes_moved[rows], bandwidth_Bps=bandwidth_Bps,
+                                         sm_count=sm_count, fit=fit, kept=kept, vector_s=vector_s[..., rows],
+                                         tiles=tiles)
+                    compute_s[..., rows], memory_s[..., rows] = c, m
+                    busy_s[..., rows], latency_s[..., rows] = d - fit.latency_s, fit.latency_s
         attention = table.class_masks.get("attention")
         if cal.attention is not None and attention is not None:
             shape = {name: getattr(table, name)[attention] for name in (
@@ -148,11 +208,14 @@ class GPUModel(DeviceModel):
         spec = self.spec
         host_s = self.host_s(execution)
         peak = table.per_dtype(lambda dtype, matrix: self.peak_flops(dtype if matrix else VECTOR_DTYPE))
-        compute_s, memory_s, busy_s, latency_s = self._device_times(table, peak)
+        vector_ops = self._vector_ops(table)
+        compute_s, memory_s, busy_s, latency_s = self._device_times(table, peak, vector_ops)
         overhead_s = latency_s + host_s
         time_s = busy_s + overhead_s
         compute_J = table.flops * table.per_dtype(
             lambda dtype, matrix: self.joules_per_flop(dtype if matrix else VECTOR_DTYPE))
+        if vector_ops is not None:  # a lane instruction is one FMA's issue: two FLOPs of vector energy
+            compute_J = compute_J + 2.0 * vector_ops * self.joules_per_flop(VECTOR_DTYPE)
         memory_J = table.bytes * spec.dram_J_per_byte
         static_J = spec.power.idle_W * time_s
         return KernelCosts.broadcast(time_s=time_s, compute_s=compute_s, memory_s=memory_s, overhead_s=overhead_s,

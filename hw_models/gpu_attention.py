@@ -22,8 +22,9 @@ A benchmark that replays one call on the same tensors finds a working set smalle
 there (attention tables measured that way: `cached_bytes`); it streams `cache_speedup` times faster. A model
 pass reads each layer's KV cache once per step, so the simulator passes no cached bytes.
 
-Fits are kept apart where engines run different kernels: decode and prefill, and a KV cache in fp8 (the
-kernel dequantizes every element, or runs another backend): `AttentionFit.decode` and `.fp8_kv`.
+Fits are kept apart where engines run different kernels: decode (a few query rows against a longer cache:
+`decode_like`) and prefill, and a KV cache in fp8 (the kernel dequantizes every element, or runs another backend):
+`AttentionFit.decode` and `.fp8_kv`.
 """
 
 from __future__ import annotations
@@ -114,17 +115,28 @@ def _times(fit: AttentionFit, *, flops, act_bytes, kv_bytes, batch, heads, kv_he
     return compute_s, memory_s, busy_s
 
 
+def decode_like(q_len, kv_len, heads, kv_heads):
+    """Whether attention calls run as decode kernels: every query row of a KV head (its positions x the query heads
+    packed with it) fits one query tile and attends to a longer cache. One new token, or the k + 1 tokens of a
+    speculative verification: FlashAttention-3 packs the positions with the query heads into the tile's rows
+    (PackGQA) and splits the keys over blocks as for one token, so the decode fit prices them; the prefill fit,
+    measured only on prompts attending to themselves (queries = keys), would charge each block a prefill's
+    per-block streaming rate. The decode fit's own rows are one token; longer queries are an extrapolation."""
+    return (q_len == 1) | ((q_len * heads / kv_heads <= ATTENTION_Q_TILE) & (q_len < kv_len))
+
+
 def attention_times(*, flops, act_bytes, kv_bytes, batch, heads, kv_heads, q_len, kv_len, head_dim, flops_per_s,
                     bandwidth_Bps, sm_count: int, fit: AttentionFit, cached_bytes: float = 0.0):
     """(compute_s, memory_s, busy_s, latency_s) of fused attention kernels (arrays, one entry per kernel):
     busy_s is the device time past the fixed latency_s of the fit that prices the kernel (see the module
-    docstring). A KV cache element narrower than NARROW_KV_BYTES picks the fp8-KV fit; q_len 1 the decode fit."""
+    docstring). A KV cache element narrower than NARROW_KV_BYTES picks the fp8-KV fit; decode_like calls the decode
+    fit."""
     batch, heads, q_len = np.maximum(batch, 1), np.maximum(heads, 1), np.maximum(q_len, 1)
     kv_heads = np.where(kv_heads > 0, kv_heads, heads)
     kv_len, head_dim = np.maximum(kv_len, 1), np.maximum(head_dim, 1)
     # A traced prefill reads its keys and values as activations (kv_bytes 0): a 16-bit cache.
     narrow = (kv_bytes > 0) & (kv_bytes < NARROW_KV_BYTES * 2.0 * batch * kv_heads * kv_len * head_dim)
-    decode = q_len == 1
+    decode = decode_like(q_len, kv_len, heads, kv_heads)
     shapes = dict(flops=flops, act_bytes=act_bytes, kv_bytes=kv_bytes, batch=batch, heads=heads, kv_heads=kv_heads,
                   q_len=q_len, kv_len=kv_len, head_dim=head_dim, flops_per_s=flops_per_s)
     # (kernels,), or (points, kernels) where a rate varies by design point (a block, hw_models/device_block.py);

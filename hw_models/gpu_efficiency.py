@@ -50,28 +50,32 @@ class StreamFit:
     latency_s: float
 
 
-def padded_flops(m: np.ndarray, n: np.ndarray, k: np.ndarray, batch: np.ndarray, sm_count: int) -> np.ndarray:
-    """FLOPs executed when C[m, n] is tiled and the tiles run in whole waves over sm_count SMs."""
-    tile_m = TILE_SHAPES[:, 0][:, None]
-    tile_n = TILE_SHAPES[:, 1][:, None]
+def padded_flops(m: np.ndarray, n: np.ndarray, k: np.ndarray, batch: np.ndarray, sm_count: int,
+                 tiles: np.ndarray = TILE_SHAPES) -> np.ndarray:
+    """FLOPs executed when C[m, n] is tiled (the best of `tiles`) and the tiles run in whole waves over sm_count SMs."""
+    tile_m = tiles[:, 0][:, None]
+    tile_n = tiles[:, 1][:, None]
     tiles = np.ceil(m / tile_m) * np.ceil(n / tile_n) * batch
     waves = np.ceil(tiles / sm_count)
     return (2.0 * waves * sm_count * tile_m * tile_n * k).min(axis=0)
 
 
 def gemm_times(*, m, n, k, batch, flops, flops_per_s, bytes_moved, bandwidth_Bps, sm_count: int,
-               fit: GemmFit, kept=1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+               fit: GemmFit, kept=1.0, vector_s=0.0, tiles: np.ndarray = TILE_SHAPES,
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(compute_s, memory_s, device_s) of GEMMs; device_s includes the fixed latency.
 
     Padding never makes less work than the GEMM's own FLOPs (which also covers kernels with no shape). A
     sparse GEMM pads the same tiles but does only the `kept` share of their math (N/M of an N:M pattern the
-    GPU skips the zeros of).
+    GPU skips the zeros of). `vector_s` is CUDA-core time in the main loop (dequantizing quantized weights,
+    hw_models/gpu_quant.py), in series with the tensor-core math; `tiles` the thread-block tiles the kernel
+    chooses among (mixed-input kernels have their own, gpu_quant.MIXED_INPUT_TILES).
     """
-    padded = np.maximum(padded_flops(m, n, k, batch, sm_count) * kept, flops)
+    padded = np.maximum(padded_flops(m, n, k, batch, sm_count, tiles) * kept, flops)
     work = flops + fit.padding_share * (padded - flops)
     # Clamped at zero: a step template's affine rows can leave a GEMM that does no work (an LM head with no
     # sampled token) a rounding error below zero, which the blend's power would turn into NaN.
-    compute_s = np.maximum(work, 0.0) / (flops_per_s * fit.compute_fraction)
+    compute_s = np.maximum(work, 0.0) / (flops_per_s * fit.compute_fraction) + vector_s
     memory_s = np.maximum(bytes_moved, 0.0) / (bandwidth_Bps * fit.bandwidth_fraction)
     blended = smooth_max([compute_s, memory_s], fit.blend)
     return compute_s, memory_s, blended + fit.latency_s + input_quantize_s(m, k, batch, bandwidth_Bps, fit)
@@ -98,7 +102,8 @@ class Calibration:
     device: str
     gemm: GemmFit | None = None  # 16-bit GEMMs, and any dtype without a fit of its own
     # GEMMs of one low-precision dtype ("fp8", "fp4"), and implementation variants fitted apart ("fp8/block128"),
-    # which only validation prices (a numeric format names no variant).
+    # which price measured rows of that variant and the block-scaled float formats (kernels/formats.py
+    # NumericFormat.block_scaled_variant, hw_models/gpu_quant.py).
     gemm_dtypes: dict[str, GemmFit] | None = None
     streams: dict[str, StreamFit] | None = None  # by kernel kind: norm, elementwise, activation, rope, embedding
     attention: AttentionFit | None = None

@@ -10,6 +10,7 @@ from pydantic.dataclasses import dataclass
 from hw_models.spec_common import (
     SPEC_CONFIG,
     AreaSpec,
+    HostLinkSpec,
     NonNegative,
     OffChipMemory,
     Positive,
@@ -88,6 +89,7 @@ class GPUSpec(OffChipMemory):
     area: AreaSpec
     price: PriceSpec
     sibling: SiblingSpec | None = None
+    host_link: HostLinkSpec | None = None  # where offloaded bytes stream from (None: a sweep names host_link)
 
     @property
     def dram_J_per_byte(self) -> float:

@@ -41,6 +41,7 @@ import numpy as np
 from hw_models.cost import KernelCosts
 from hw_models.device import DeviceModel
 from hw_models.npu_spec import NPUSpec
+from hw_models.sparsity_support import npu_support
 from kernels.formats import DTYPE_BITS
 from kernels.kernel import KernelKind
 from kernels.table import KIND_CODE, KernelTable
@@ -82,6 +83,12 @@ class NPUModel(DeviceModel):
     def __init__(self, spec: NPUSpec, reference: NPUSpec | None = None, calibration=None):
         super().__init__(spec, reference, calibration)
         self.units = ("npu", "pim") if spec.pim is not None else ("npu",)
+
+    @property
+    def sparsity_patterns(self) -> frozenset[str]:
+        """Block patterns whose zero blocks cover whole array tiles (hw_models/sparsity_support.py): their folds
+        are skipped, which the kernel's FLOPs below its dense shape's already shorten."""
+        return npu_support(self.spec.npu.array_rows, self.spec.npu.array_cols)
 
     @property
     def sub_batches(self) -> int:

@@ -11,7 +11,7 @@ from typing import Annotated, NamedTuple
 from pydantic import AfterValidator, ConfigDict, Field, StringConstraints, model_validator
 from pydantic.dataclasses import dataclass
 
-from kernels.formats import ALLOWED_SPARSITY, parse_sparsity
+from kernels.sparsity import ALLOWED_STRUCTURED, parse_structured
 
 Positive = Annotated[float, Field(gt=0)]
 NonNegative = Annotated[float, Field(ge=0)]
@@ -23,9 +23,9 @@ SPEC_CONFIG = ConfigDict(extra="forbid")
 
 def _sparsity_pattern(pattern: str) -> str:
     try:
-        parse_sparsity(pattern)
+        parse_structured(pattern)
     except ValueError:
-        raise ValueError(ALLOWED_SPARSITY) from None  # the key and the value are the message's: said once
+        raise ValueError(ALLOWED_STRUCTURED) from None  # the key and the value are the message's: said once
     return pattern
 
 
@@ -102,6 +102,15 @@ class AreaSpec:
     process: Annotated[str, Unread("a record of the chip; no cost model scales with the process node")]
     source: Source
     transistors_billion: Annotated[Positive | None, Unread("a record of the chip; area comes from die_mm2")] = None
+
+
+@dataclass(frozen=True, kw_only=True, config=SPEC_CONFIG)
+class HostLinkSpec:
+    """The link between the device and its host's memory: a link preset name (hw_models/presets/links), over which
+    offloaded weights and KV cache stream (sim/offload.py); `source` says where the device's link is documented."""
+
+    link: str
+    source: Source
 
 
 @dataclass(frozen=True, kw_only=True, config=SPEC_CONFIG)

@@ -113,8 +113,9 @@ def check_keys(data, cls, where: str, prefix: str = "", line_of=None, path: tupl
         check_keys(value, hints[key], where, prefix, line_of, path + (key,))
 
 
+@functools.cache  # typing.get_type_hints evaluates every annotation anew: most of a device load's checks
 def _fields(cls) -> dict[str, type] | None:
-    """Field names and types of a dataclass or pydantic model (the first such member of a union)."""
+    """Field names and types of a dataclass or pydantic model (the first such member of a union); read only."""
     for member in typing.get_args(cls) or (cls,):
         if isinstance(member, type) and issubclass(member, BaseModel):
             return {name: f.annotation for name, f in member.model_fields.items()}

@@ -1,47 +1,134 @@
-"""Numeric formats: weight, activation and KV-cache bit widths, and what they do to a kernel's cost."""
+"""Numeric formats: each tensor's element type and bit width, how its scales are stored, and what that does to a
+kernel's traffic and the dtype its matrix math runs in.
+
+A format is one set of choices for the whole model (weights of every GEMM, activations entering them, the KV
+cache). Parts and the formats they spell:
+
+- weight_bits / act_bits / kv_bits: bits per value (16: the traced 16-bit float, unquantized).
+- weight_type / act_type: the element type of a quantized tensor. "int" (uniform integers, GPTQ/AWQ/SmoothQuant),
+  "fp8_e4m3" / "fp8_e5m2" (8-bit floats, OCP FP8), "fp4_e2m1" (4-bit float, OCP MX / NVFP4 elements), weights
+  also "nf4" (4-bit NormalFloat codebook, QLoRA), "lut" (a non-uniform codebook of 2^bits entries per channel,
+  SqueezeLLM) and "ternary" ({-1, 0, 1}, BitNet b1.58, stored in 2 bits as bitnet.cpp's I2_S packing does).
+- scale_type: how each group's scale is stored: "fp16" (GPTQ, AWQ), "e8m0" (a power of two in 8 bits, the OCP
+  MX formats), "e4m3" (an fp8 scale, NVFP4) or "two_level" (QServe's progressive scheme: an fp16 scale per output
+  channel and, per group, an 8-bit integer scale and a 4-bit zero point).
+- scale_granularity: "group" (one scale per group_size consecutive values along the GEMM's k dimension), "channel"
+  (one per output channel) or "tensor" (one per tensor). Per-channel and per-tensor scales are counted as no
+  bytes: one 16-bit scale per row of k >= 1,024 weights is under 0.4% of 4-bit weights.
+- MXFP4 = fp4_e2m1 weights and activations, e8m0 scales per 32; MXFP8 = fp8_e4m3, e8m0 per 32 (OCP Microscaling
+  Formats (MX) v1.0 spec, 2023, Table 1); NVFP4 = fp4_e2m1, e4m3 scales per 16 (NVIDIA Blackwell architecture
+  technical brief, 2024); DeepSeek-V3-style block fp8 = fp8_e4m3 with group scales per 128.
+
+The KV cache keeps one 16-bit scale per group_size values whatever the weights' scales.
+
+Beyond one set of bits for every weight (kernels/table.py KernelTable.with_format applies them per kernel):
+
+- Mixed precision by module and layer: attn_weight_bits and mlp_weight_bits keep a decoder layer's attention
+  projections or its MLP (its experts in MoE models) at more bits than weight_bits, and edge_layer_bits keeps every
+  weight of the first and last edge_layers decoder layers at more bits (0: as weight_bits). llama.cpp's K-quant
+  mixes are the recipe: Q4_K_M stores attn_v and ffn_down at Q6_K in the first and last eighth of the layers
+  (llama.cpp src/llama-quant.cpp llama_tensor_get_type, use_more_bits), and first/last-layer precision is the
+  common guard of low-bit methods (e.g. BitNet and PB-LLM keep the embedding and head in 16 bits). weight_bits
+  is the fewest bits of the model: an override names more, and the modules it raises keep the element and scale
+  types of weight_bits (a width those types do not take is an error). A module raised to 16 bits runs unquantized,
+  activations included. Weights outside the decoder layers (the LM head, embeddings) keep weight_bits.
+- Outliers kept apart (dense-and-sparse): outlier_fraction of each quantized matrix's weights are stored once more
+  in 16 bits in a sparse matrix (SpQR, Dettmers et al., ICLR 2024, keeps about 1%; SqueezeLLM, Kim et al., ICML
+  2024, 0.05% and 0.45%), in CSR with an fp16 value and a 16-bit column index per outlier, 32 bits (SpQR's
+  inference library merges the two into one 32-bit word: inference_lib/src/spqr_quant/sparse_util.py
+  merge_col_val); the row offsets (32 bits per row of k >= 1,024 weights, under 0.03 bits a weight) are not counted.
+  The dense matrix keeps its quantized value at every position. A separate sparse kernel multiplies them.
+- Entropy-coded 16-bit weights (weight_coding dfloat11: DFloat11, Zhang et al., 2025): bf16 weights Huffman-coded
+  to DFLOAT11_BITS a weight in memory, lossless, decompressed on the GPU once per transformer block and pass into
+  16-bit weights that the GEMMs read.
+
+A format a device family does not run natively is its cost model's to price (hw_models/gpu_quant.py for GPUs);
+every family reads the traffic and the GEMM dtype from here.
+"""
 
 from __future__ import annotations
 
-import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-# Weights go down to 2 bits (LUT and bit-serial GEMV engines use 2-4 bit weights); activations and KV to 4.
-ALLOWED_BITS = {"weight_bits": (16, 8, 4, 3, 2), "act_bits": (16, 8, 4), "kv_bits": (16, 8, 4)}
-DENSE = "dense"
-# Structured N:M weight sparsity: at most N nonzeros in every group of M consecutive weights.
-NM_PATTERN = re.compile(r"^([1-9][0-9]*):([1-9][0-9]*)$")
-ALLOWED_SPARSITY = "dense or N:M with 0 < N < M and M in 4, 8, 16 (e.g. 2:4, 1:4, 4:8)"
+# The sparsity grammar lives in kernels/sparsity.py; its names are re-exported here, where callers import formats.
+from kernels.sparsity import ALLOWED_SPARSITY as ALLOWED_SPARSITY
+from kernels.sparsity import DENSE as DENSE
+from kernels.sparsity import check_activation_sparsity
+from kernels.sparsity import parse_sparsity as parse_sparsity
 
+# Weights go down to 2 bits (LUT and bit-serial GEMV engines use 2-4 bit weights; 3, 5 and 6 bits are GPTQ's and
+# llama.cpp's K-quant widths); activations and KV to 4.
+ALLOWED_BITS = {"weight_bits": (16, 8, 6, 5, 4, 3, 2), "act_bits": (16, 8, 4), "kv_bits": (16, 8, 4)}
+# Weight sparsity patterns (N:M, unstructured, block) and activation sparsity: kernels/sparsity.py.
 
-def parse_sparsity(pattern: str) -> tuple[int, int]:
-    """(N, M) of a structured pattern; dense is (1, 1). ValueError names what is allowed."""
-    if pattern == DENSE:
-        return 1, 1
-    match = NM_PATTERN.match(str(pattern))
-    if match:
-        n, m = int(match[1]), int(match[2])
-        if 0 < n < m and m in (4, 8, 16):
-            return n, m
-    raise ValueError(f"sparsity: found {pattern!r}, allowed: {ALLOWED_SPARSITY}")
+INT = "int"
+# Element types and the bit widths each takes (None: any quantized width of the tensor).
+WEIGHT_TYPES: dict[str, tuple[int, ...] | None] = {
+    INT: None, "fp8_e4m3": (8,), "fp8_e5m2": (8,), "fp4_e2m1": (4,), "nf4": (4,), "lut": (2, 3, 4, 5, 6, 8),
+    "ternary": (2,)}
+ACT_TYPES: dict[str, tuple[int, ...] | None] = {INT: None, "fp8_e4m3": (8,), "fp8_e5m2": (8,), "fp4_e2m1": (4,)}
+# Floating-point element types (the GEMM dtype of matching weights and activations is fp8 or fp4).
+FLOAT_TYPES = {"fp8_e4m3": "fp8", "fp8_e5m2": "fp8", "fp4_e2m1": "fp4"}
+# Weight types read through a table (a lookup per weight on devices without codebook units).
+CODEBOOK_TYPES = ("nf4", "lut")
+# Bits each group of weights stores for its scale (and zero point), by scale type.
+SCALE_BITS = {"fp16": 16.0, "e8m0": 8.0, "e4m3": 8.0, "two_level": 8.0 + 4.0}
+GRANULARITIES = ("group", "channel", "tensor")
+# Group sizes a format may take: 16 (NVFP4) to 256 (llama.cpp's K-quant super-blocks); 1,024 and more would be a
+# scale per row of most models' GEMMs, which scale_granularity "channel" says.
+GROUP_SIZES = (16, 32, 64, 128, 256)
+
+# Mixed precision: the format fields that keep a part of the model at more bits than weight_bits (0: as weight_bits).
+BIT_OVERRIDES = ("attn_weight_bits", "mlp_weight_bits", "edge_layer_bits")
+OVERRIDE_BITS = (0, *sorted(b for b in ALLOWED_BITS["weight_bits"] if b > 2))
+# Outliers: bits each one stores (fp16 value + 16-bit column index, SpQR's CSR layout; see the module docstring).
+OUTLIER_BITS = 16.0 + 16.0
+# Above 5% of the weights (five times SpQR's ~1%) the sparse part alone costs 1.6 bits a weight, more than the
+# dense-and-sparse methods spend on it.
+MAX_OUTLIER_FRACTION = 0.05
+# Entropy coding of 16-bit weights. DFloat11's compressed size: Llama 3.1 8B 16.1 -> 10.9 GB (67.7%), Llama 3.3 70B
+# 141 -> 95.4 GB (67.7%), Llama 3.1 405B 812 -> 551 GB (67.9%) (Zhang et al., "70% Size, 100% Accuracy", arXiv
+# 2504.11651 v3, Table 2): 67.7% of 16 bits.
+WEIGHT_CODINGS = ("none", "dfloat11")
+DFLOAT11_BITS = 16.0 * 10.9 / 16.1
+# Decoder-layer modules by role (HF module paths): attention projections; everything else in a layer is the MLP
+# (its experts and router in MoE models).
+_ATTENTION_MODULE = re.compile(r"(^|\.)(self_attn|attn|attention|self_attention)(\.|$)")
+
 
 # Bits per value of each short dtype name.
-DTYPE_BITS = {"fp64": 64, "fp32": 32, "tf32": 32, "fp16": 16, "bf16": 16, "fp8": 8, "int8": 8, "int4": 4}
+DTYPE_BITS = {"fp64": 64, "fp32": 32, "tf32": 32, "fp16": 16, "bf16": 16, "fp8": 8, "int8": 8, "int4": 4, "fp4": 4}
 
 # Short dtype names, as device presets key their peak rates.
 DTYPE_SHORT = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32", "float8_e4m3fn": "fp8"}
 
 
+def _check_type(role: str, types: dict[str, tuple[int, ...] | None], name: str, bits: int) -> None:
+    """ValueError unless `name` is an element type of the role that takes `bits` bits."""
+    if name not in types:
+        raise ValueError(f"{role}_type: found {name!r}, allowed: {', '.join(types)}")
+    widths = types[name]
+    if name != INT and bits >= 16:
+        raise ValueError(f"{role}_type: found {name!r} with {role}_bits {bits}, allowed: {role}_bits "
+                         f"{', '.join(map(str, widths))} (16 bits keep the traced 16-bit float; its type is {INT})")
+    if widths is not None and bits not in widths:
+        raise ValueError(f"{role}_type: found {name!r} with {role}_bits {bits}, allowed: {role}_bits "
+                         f"{', '.join(map(str, widths))}")
+
+
 @dataclass(frozen=True, kw_only=True)
 class NumericFormat:
-    """Bit widths of weights, activations and KV cache; quantized tensors carry one 16-bit scale per group.
+    """Bit widths and element types of weights, activations and KV cache, and how quantized weights store scales.
 
-    `group_size` is the number of values sharing one scale (128 is the common choice of GPTQ and AWQ);
-    it adds 16 / group_size bits per value to quantized tensors.
+    `group_size` is the number of values sharing one scale (128 is the common choice of GPTQ and AWQ); with the
+    default 16-bit scales it adds 16 / group_size bits per value to quantized tensors. A group larger than a GEMM's
+    k dimension is one scale per row of that GEMM.
 
-    `sparsity` is the structured N:M pattern of the GEMM weights ("dense", "2:4", ...). A device whose
-    matrix units skip the zeros of that pattern stores the kept values plus a log2(M)-bit position each
-    and does N/M of the math; any other device runs the weights dense (see KernelTable.run_on).
+    `sparsity` is the pattern of the GEMM weights ("dense", "2:4", "unstructured:0.7", "block64:0.5"), and
+    `act_kept` the share of the MLP's activations each decode token keeps (kernels/sparsity.py). A device that
+    exploits a pattern stores its compressed layout and does the work the pattern leaves; any other device runs
+    the weights dense (see KernelTable.run_on).
     """
 
     weight_bits: int = 16
@@ -49,6 +136,21 @@ class NumericFormat:
     kv_bits: int = 16
     group_size: int = 128
     sparsity: str = DENSE
+    weight_type: str = INT
+    act_type: str = INT
+    scale_type: str = "fp16"
+    scale_granularity: str = "group"
+    attn_weight_bits: int = 0
+    mlp_weight_bits: int = 0
+    edge_layer_bits: int = 0
+    edge_layers: int = 1
+    outlier_fraction: float = 0.0
+    weight_coding: str = "none"
+    # Activation sparsity (kernels/sparsity.py): the share of the MLP's activations each decode token keeps, and the
+    # predictor that chooses them ("none": magnitude thresholding, TEAL / R-Sparse / WINA; "deja_vu": a low-rank
+    # predictor per layer).
+    act_kept: float = 1.0
+    act_predictor: str = "none"
 
     def __post_init__(self) -> None:
         for name, allowed in ALLOWED_BITS.items():
@@ -58,15 +160,148 @@ class NumericFormat:
         if self.group_size < 1:
             raise ValueError(f"group_size: found {self.group_size!r}, allowed: an integer >= 1")
         parse_sparsity(self.sparsity)
+        check_activation_sparsity(self.act_kept, self.act_predictor)
+        _check_type("weight", WEIGHT_TYPES, self.weight_type, self.weight_bits)
+        _check_type("act", ACT_TYPES, self.act_type, self.act_bits)
+        if self.scale_type not in SCALE_BITS:
+            raise ValueError(f"scale_type: found {self.scale_type!r}, allowed: {', '.join(SCALE_BITS)}")
+        if self.scale_granularity not in GRANULARITIES:
+            raise ValueError(f"scale_granularity: found {self.scale_granularity!r}, allowed: "
+                             f"{', '.join(GRANULARITIES)}")
+        if self.scale_type != "fp16" and self.scale_granularity != "group":
+            raise ValueError(f"scale_type: found {self.scale_type!r} with scale_granularity "
+                             f"{self.scale_granularity!r}, allowed: fp16 (block scales are per group)")
+        if self.act_bits < 16:
+            self._check_math_pair()
+        self._check_mixed()
+
+    def _check_mixed(self) -> None:
+        """Overrides name more bits than weight_bits in widths its element and scale types take (one equal to
+        weight_bits is normalized to 0, so equal formats compare equal); outliers need quantized weights, entropy
+        coding 16-bit ones."""
+        if not (isinstance(self.edge_layers, int) and self.edge_layers >= 1):
+            raise ValueError(f"edge_layers: found {self.edge_layers!r}, allowed: an integer >= 1")
+        for name in BIT_OVERRIDES:
+            bits = getattr(self, name)
+            if bits not in OVERRIDE_BITS or (bits and bits < self.weight_bits):
+                raise ValueError(f"{name}: found {bits!r} with weight_bits {self.weight_bits}, allowed: 0 (as "
+                                 f"weight_bits) or more bits than weight_bits: "
+                                 f"{', '.join(str(b) for b in OVERRIDE_BITS if b >= self.weight_bits)}")
+            if bits == self.weight_bits:
+                object.__setattr__(self, name, 0)
+            elif bits:
+                try:
+                    self.at_bits(bits)
+                except ValueError as err:
+                    raise ValueError(f"{name}: found {bits}, a width the weights' types do not take ({err}); "
+                                     f"allowed: 0, 16 or a width they take") from None
+        if not 0.0 <= self.outlier_fraction <= MAX_OUTLIER_FRACTION:
+            raise ValueError(f"outlier_fraction: found {self.outlier_fraction!r}, allowed: a fraction from 0 to "
+                             f"{MAX_OUTLIER_FRACTION}")
+        if self.outlier_fraction and self.weight_bits >= 16:
+            raise ValueError(f"outlier_fraction: found {self.outlier_fraction} with weight_bits 16, allowed: 0 "
+                             f"(outliers are kept apart from quantized weights: weight_bits below 16)")
+        if self.weight_coding not in WEIGHT_CODINGS:
+            raise ValueError(f"weight_coding: found {self.weight_coding!r}, allowed: {', '.join(WEIGHT_CODINGS)}")
+        if self.weight_coding != "none" and self.weight_bits < 16:
+            raise ValueError(f"weight_coding: found {self.weight_coding!r} with weight_bits {self.weight_bits}, "
+                             f"allowed: none (DFloat11 codes 16-bit weights: weight_bits 16)")
+
+    def at_bits(self, bits: int) -> NumericFormat:
+        """The uniform format of weights kept at `bits` bits: this format's element and scale types at that width,
+        or the traced 16-bit precision (activations included) at 16 bits. ValueError where the types do not take
+        the width."""
+        plain = dict.fromkeys(BIT_OVERRIDES, 0) | {"edge_layers": 1, "outlier_fraction": 0.0, "weight_coding": "none"}
+        if bits >= 16:
+            return replace(self, weight_bits=16, act_bits=16, weight_type=INT, act_type=INT, scale_type="fp16",
+                           scale_granularity="group", **plain)
+        return replace(self, weight_bits=bits, **plain)
+
+    @property
+    def mixed(self) -> bool:
+        """Whether some weights are kept at other bits than weight_bits."""
+        return any(getattr(self, name) for name in BIT_OVERRIDES)
+
+    @property
+    def weight_widths(self) -> tuple[int, ...]:
+        """Every weight width the format uses, weight_bits first."""
+        return tuple(dict.fromkeys([self.weight_bits, *(getattr(self, n) for n in BIT_OVERRIDES if getattr(self, n))]))
+
+    def module_bits(self, module: str, edge: bool = False) -> int:
+        """Bits of the weights of a decoder-layer module (an HF module path), in an edge layer or not."""
+        attention = _ATTENTION_MODULE.search(module) is not None
+        bits = (self.attn_weight_bits if attention else self.mlp_weight_bits) or self.weight_bits
+        return max(bits, self.edge_layer_bits) if edge else bits
+
+    def is_edge_layer(self, layer: int, num_layers: int) -> bool:
+        """Whether decoder layer `layer` of `num_layers` is one of the first or last edge_layers."""
+        return bool(self.edge_layer_bits) and (layer < self.edge_layers or layer >= num_layers - self.edge_layers)
+
+    def edge_share(self, num_layers: int) -> float:
+        """Fraction of the decoder layers kept at edge_layer_bits."""
+        if not self.edge_layer_bits:
+            return 0.0
+        return min(2 * self.edge_layers, num_layers) / num_layers
+
+    def interior(self) -> NumericFormat:
+        """The format of the layers between the edge layers (every layer when there are none)."""
+        return replace(self, edge_layer_bits=0)
+
+    def at_edge(self) -> NumericFormat:
+        """The format of the edge layers, as module overrides."""
+        edge = self.edge_layer_bits
+        if not edge:
+            return self
+        return replace(self, edge_layer_bits=0, attn_weight_bits=max(self.attn_weight_bits or self.weight_bits, edge),
+                       mlp_weight_bits=max(self.mlp_weight_bits or self.weight_bits, edge))
+
+    def stored_weight_bits(self, bits: int) -> float:
+        """Bits a weight kept at `bits` holds in memory: its storage with its share of the scales, its share of
+        the outliers' sparse matrix, or DFloat11's coded width for 16-bit weights."""
+        if bits >= 16:
+            return DFLOAT11_BITS if self.weight_coding == "dfloat11" else 16.0
+        own = self if bits == self.weight_bits else self.at_bits(bits)
+        return own.weight_storage_bits + self.outlier_fraction * OUTLIER_BITS
+
+    def stored_weight_scale(self, attn_share: float = 0.0, mlp_share: float = 0.0, num_layers: int = 1) -> float:
+        """Stored weight bytes relative to 16-bit ones, for a model whose attention and MLP weights are these
+        shares of its parameters (the rest, embeddings, head and norms, kept at weight_bits)."""
+        def scale(bits: int) -> float:
+            return self.stored_weight_bits(bits) / 16.0
+
+        edge = self.edge_share(num_layers)
+        other = 1.0 - attn_share - mlp_share
+        layer_scale = sum(share * ((1.0 - edge) * scale(self.module_bits(name)) + edge * scale(
+            self.module_bits(name, edge=True))) for share, name in ((attn_share, "self_attn"), (mlp_share, "mlp")))
+        return other * scale(self.weight_bits) + layer_scale
+
+    def _check_math_pair(self) -> None:
+        """Quantized activations meet the weights in one math dtype: integer activations take integer (or
+        codebook, ternary) weights, float activations weights no wider than themselves."""
+        if self.act_type == INT and self.weight_type in FLOAT_TYPES | {"nf4": ""}:
+            raise ValueError(f"weight_type: found {self.weight_type!r} with integer {self.act_bits}-bit "
+                             f"activations, allowed: int, lut or ternary (or act_type fp8_e4m3 / fp4_e2m1)")
+        if self.act_type in FLOAT_TYPES and self.weight_bits > self.act_bits:
+            raise ValueError(f"weight_bits: found {self.weight_bits} with {self.act_type} activations, allowed: at "
+                             f"most {self.act_bits} (the weights are converted to the activations' type)")
 
     def storage_bits(self, bits: int) -> float:
-        """Bits stored per value, scales included."""
+        """Bits stored per KV-cache value (and per weight with the default scales), scales included."""
         return float(bits) if bits >= 16 else bits + 16.0 / self.group_size
+
+    @property
+    def weight_storage_bits(self) -> float:
+        """Bits stored per weight, its share of the scales included."""
+        if self.weight_bits >= 16:
+            return 16.0
+        if self.scale_granularity != "group":
+            return float(self.weight_bits)
+        return self.weight_bits + SCALE_BITS[self.scale_type] / self.group_size
 
     @property
     def weight_scale(self) -> float:
         """Weight traffic relative to 16-bit weights."""
-        return self.storage_bits(self.weight_bits) / 16.0
+        return self.weight_storage_bits / 16.0
 
     @property
     def kv_scale(self) -> float:
@@ -76,32 +311,74 @@ class NumericFormat:
     def act_scale(self) -> float:
         return self.act_bits / 16.0
 
+    @property
+    def weight_only(self) -> bool:
+        """Quantized weights meeting 16-bit activations: dequantized to the activation type for 16-bit math."""
+        return self.weight_bits < 16 and self.act_bits >= 16
+
     def gemm_dtype(self, traced_dtype: str) -> str:
         """Dtype the matrix units compute a weight GEMM in.
 
         Weight-only quantization (w4a16, w8a16) dequantizes to the activation type, so the math runs at
-        16-bit rates; with 8-bit (or narrower) activations and weights the integer path is used.
+        16-bit rates. Float activations set the math (fp8, fp4; narrower weights are converted to them); with
+        integer 8-bit (or narrower) activations and weights the integer path is used.
         """
-        if self.act_bits <= 8 and self.weight_bits <= 8:
-            # 2- and 3-bit weights fit 4-bit integer lanes as well as 4-bit ones do.
-            return "int4" if self.act_bits <= 4 and self.weight_bits <= 4 else "int8"
-        return traced_dtype
+        if self.act_bits >= 16 or self.weight_bits >= 16:
+            return traced_dtype
+        if self.act_type in FLOAT_TYPES:
+            return FLOAT_TYPES[self.act_type]
+        # 2- and 3-bit weights fit 4-bit integer lanes as well as 4-bit ones do.
+        return "int4" if self.act_bits <= 4 and self.weight_bits <= 4 else "int8"
+
+    @property
+    def block_scaled_variant(self) -> str:
+        """The measured GEMM implementation a block-scaled float format runs as ('fp8/block128', 'fp4/nvfp4'), or ''
+        (hw_models calibrations fit these apart: kernels/aiconfigurator_import.py)."""
+        dtype = self.gemm_dtype("bf16")
+        if self.scale_granularity != "group" or dtype not in ("fp8", "fp4"):
+            return ""
+        return "fp8/block128" if dtype == "fp8" else "fp4/nvfp4"
 
     @property
     def weight_density(self) -> float:
         """Fraction of weights kept by the sparsity pattern (1 when dense)."""
-        n, m = parse_sparsity(self.sparsity)
-        return n / m
+        return parse_sparsity(self.sparsity).density
 
     @property
     def sparse_weight_scale(self) -> float:
-        """Stored weight bytes of the sparse layout relative to the dense one: kept values plus their positions."""
-        n, m = parse_sparsity(self.sparsity)
-        if m == 1:
-            return 1.0
-        return n / m * (1.0 + math.log2(m) / self.storage_bits(self.weight_bits))
+        """Stored weight bytes of the sparse layout relative to the dense one: kept values plus their positions
+        (kernels/sparsity.py)."""
+        return parse_sparsity(self.sparsity).stored_scale(self.weight_storage_bits)
 
     @property
     def label(self) -> str:
         base = f"w{self.weight_bits}a{self.act_bits}kv{self.kv_bits}"
-        return base if self.sparsity == DENSE else f"{base}-{self.sparsity}"
+        parts = [f"w:{self.weight_type}" if self.weight_type != INT else "",
+                 f"a:{self.act_type}" if self.act_type != INT else "",
+                 self.scale_granularity if self.scale_granularity != "group" else "",
+                 f"{self.scale_type}/{self.group_size}" if self.scale_type != "fp16" else "",
+                 self.sparsity if self.sparsity != DENSE else "",
+                 f"attn{self.attn_weight_bits}" if self.attn_weight_bits else "",
+                 f"mlp{self.mlp_weight_bits}" if self.mlp_weight_bits else "",
+                 f"edge{self.edge_layers}x{self.edge_layer_bits}" if self.edge_layer_bits else "",
+                 f"out{self.outlier_fraction:g}" if self.outlier_fraction else "",
+                 self.weight_coding if self.weight_coding != "none" else "",
+                 f"act{self.act_kept:g}" if self.act_kept < 1.0 else "",
+                 self.act_predictor if self.act_predictor != "none" and self.act_kept < 1.0 else ""]
+        return "-".join([base, *(p for p in parts if p)])
+
+
+def check_group_size(fmt: NumericFormat, k_dims: dict[str, int], model: str) -> None:
+    """ValueError ('group_size: found X, allowed: Y') when a group of quantized weights would straddle two rows of a
+    GEMM: the group size must divide each k dimension it is smaller than (`k_dims`: GEMM name -> k)."""
+    if fmt.weight_bits >= 16 or fmt.scale_granularity != "group":
+        return
+    bad = {name: k for name, k in k_dims.items() if fmt.group_size < k and k % fmt.group_size}
+    if bad:
+        ks = sorted(set(k_dims.values()))
+        fits = [g for g in GROUP_SIZES if all(g >= k or k % g == 0 for k in ks)]
+        shown = ", ".join(f"{name} k={k}" for name, k in bad.items())
+        raise ValueError(f"group_size: found {fmt.group_size}, which does not divide {model}'s {shown}; allowed: a "
+                         f"divisor of every GEMM's k ({', '.join(map(str, ks))}): "
+                         f"{', '.join(map(str, fits)) or 'none of ' + ', '.join(map(str, GROUP_SIZES))}, or "
+                         f"scale_granularity channel")

@@ -36,6 +36,7 @@ import numpy as np
 from kernels.formats import NumericFormat
 from kernels.fusion import fuse
 from kernels.kernel import KernelKind
+from kernels.kv_policy import Window, decode_reads, flops_per_read
 from kernels.lowering import lower_trace
 from kernels.moe import MATRICES, balanced_routing, fused_moe_act_bytes
 from kernels.table import KIND_CODE, KernelTable
@@ -71,25 +72,28 @@ class StepShape:
     prefill_cached: int = 0  # keys the chunks read back from the KV cache (their already-computed prefix)
     decode_seqs: int = 0
     decode_kv: int = 0  # keys the decoding sequences attend to, summed
+    decode_query: int = 1  # query tokens per decoding sequence (a speculative verification's drafted tokens + 1)
+    decode_flops_per_kv: float = 1.0  # decode attention FLOPs per key read (a token selection: kernels/kv_policy.py)
     sampled: int = 0  # sequences that sample a token: decodes, and prefills that finish their prompt
     positions: int = 1  # the longest query of the iteration (rows of the rotary table)
 
     @property
     def tokens(self) -> int:
-        return self.prefill_tokens + self.decode_seqs
+        return self.prefill_tokens + self.decode_seqs * self.decode_query
 
 
 def step_shape(chunks: Sequence[tuple[int, int]] = (), decode_kv: Sequence[int] = (), *, sampled: int,
-               window: int | None = None) -> StepShape:
+               window: Window = None, decode_query: int = 1) -> StepShape:
     """The shape of an iteration: prefill `chunks` as (new tokens, cached prefix tokens) and the KV lengths of
-    the decoding sequences (a sliding window caps what a decode token attends to)."""
-    decode = np.minimum(decode_kv, window) if window else np.asarray(decode_kv)
-    return StepShape(
+    the decoding sequences (a sliding window, or a KV policy, caps what a decode token attends to), each with
+    `decode_query` query tokens (a speculative verification: the last token and the drafted ones)."""
+    decode, _ = decode_reads(np.asarray(decode_kv), window)
+    return StepShape(decode_flops_per_kv=flops_per_read(window),
         prefill_seqs=len(chunks), prefill_tokens=sum(q for q, _ in chunks),
         prefill_pairs=sum(causal_pairs(q, q + cached) for q, cached in chunks),
         prefill_cached=sum(cached for _, cached in chunks), decode_seqs=len(decode_kv),
-        decode_kv=int(np.sum(decode)), sampled=sampled,
-        positions=max([q for q, _ in chunks] + [1]),
+        decode_kv=round(float(np.sum(decode))), sampled=sampled, decode_query=decode_query,
+        positions=max([q for q, _ in chunks] + [decode_query if len(decode_kv) else 1]),
     )
 
 
@@ -285,12 +289,14 @@ class StepTemplate:
         return touched
 
     def _decode_attention(self, shape: StepShape) -> KernelTable:
-        """One layer's decode attention: each decoding sequence reads its keys."""
+        """One layer's decode attention: each decoding sequence reads its keys once, for each of its query tokens
+        (one, or a speculative verification's) computing against every key."""
         row = self.decode_attention
         work = shape.decode_kv / self.traced_decode_kv
-        return replace(row, flops=row.flops * work, kv_bytes=row.kv_bytes * work,
-                       act_bytes=row.act_bytes * shape.decode_seqs / self.traced_decode_seqs,
-                       batch=np.array([float(shape.decode_seqs)]),
+        query = shape.decode_query
+        return replace(row, flops=row.flops * work * query * shape.decode_flops_per_kv, kv_bytes=row.kv_bytes * work,
+                       act_bytes=row.act_bytes * shape.decode_seqs * query / self.traced_decode_seqs,
+                       batch=np.array([float(shape.decode_seqs)]), q_len=np.array([float(query)]),
                        kv_len=np.array([shape.decode_kv / shape.decode_seqs]))
 
     def _prefill_attention(self, shape: StepShape) -> KernelTable:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, fields, replace
 from functools import cached_property
 
 import numpy as np
 
+from kernels.format_kernels import FORMAT_OPS, decompression_kernels, outlier_kernels
 from kernels.formats import DENSE, NumericFormat
 from kernels.kernel import KIND_CLASS, Kernel, KernelKind
+from kernels.kv_policy import Window, decode_reads
+from kernels.sparsity import ACTIVATION, DEJA_VU_RANK, PREDICTOR_BITS, parse_sparsity, union_share
 
 KINDS = tuple(KernelKind)
 KIND_CODE = {kind: i for i, kind in enumerate(KINDS)}
@@ -16,6 +20,9 @@ CLASS_OF_CODE = np.array([KIND_CLASS[kind] for kind in KINDS], dtype=object)
 CLASS_CODES = {name: np.array([KIND_CODE[k] for k in KINDS if KIND_CLASS[k] == name])
                for name in dict.fromkeys(KIND_CLASS.values())}
 _WEIGHT_KINDS = (KIND_CODE[KernelKind.GEMM], KIND_CODE[KernelKind.MOE])
+_ATTENTION_KINDS = (KIND_CODE[KernelKind.ATTENTION_PREFILL], KIND_CODE[KernelKind.ATTENTION_DECODE])
+# A decoder layer's MLP in the traced module paths ('layers.3.mlp.up_proj', workloads/decoder.py).
+_MLP_MODULE = re.compile(r"(^|\.)mlp(\.|$)")
 
 
 @dataclass(frozen=True)
@@ -49,6 +56,9 @@ class KernelTable:
     weight_bits: np.ndarray | None = None
     # KV heads of attention kernels (zero elsewhere): with kv_bytes they give the KV cache's element width.
     kv_heads: np.ndarray | None = None
+    # The numeric format the table is in (set by with_format; None: the traced precision). Cost models read its
+    # element and scale types (hw_models/gpu_quant.py) for the rows with quantized weights (weight_bits < 16).
+    numeric_format: NumericFormat | None = None
 
     def __post_init__(self) -> None:
         for name in ("weight_density", "sparse_weight_scale"):
@@ -79,10 +89,11 @@ class KernelTable:
         """The rows of several tables of one numeric format, in order."""
         first = tables[0]
         return cls(kernels=tuple(k for t in tables for k in t.kernels), sparsity=first.sparsity,
+                   numeric_format=first.numeric_format,
                    **{name: np.concatenate([getattr(t, name) for t in tables]) for name in first._columns()})
 
     def _columns(self) -> list[str]:
-        return [f.name for f in fields(self) if f.name not in ("kernels", "sparsity")]
+        return [f.name for f in fields(self) if f.name not in ("kernels", "sparsity", "numeric_format")]
 
     def __len__(self) -> int:
         return len(self.kernels)
@@ -132,38 +143,114 @@ class KernelTable:
         """The rows where mask is true (or the given row indices)."""
         index = np.flatnonzero(mask) if np.asarray(mask).dtype == bool else np.asarray(mask)
         return KernelTable(kernels=tuple(self.kernels[i] for i in index), sparsity=self.sparsity,
+                           numeric_format=self.numeric_format,
                            **{name: getattr(self, name)[index] for name in self._columns()})
 
-    def with_format(self, fmt: NumericFormat) -> KernelTable:
-        """Traffic and compute dtypes under a numeric format (the table is traced at 16 bits)."""
+    def with_format(self, fmt: NumericFormat, num_layers: int | None = None) -> KernelTable:
+        """Traffic and compute dtypes under a numeric format (the table is traced at 16 bits), followed by the
+        kernels the format adds (kernels/format_kernels.py: outliers' sparse products, DFloat11's decompression).
+
+        Each weight GEMM takes the bits of its module and layer (NumericFormat.module_bits: a mixed format keeps
+        some at more bits than weight_bits, each run as the uniform format of its width, NumericFormat.at_bits);
+        `num_layers`, the model's decoder layers, says which are its last layers (default: the table's own, which
+        holds the whole model)."""
         # Weight GEMMs: projections, and fused MoE layers (grouped GEMMs over the experts' weights).
         weight_gemm = np.isin(self.kind, _WEIGHT_KINDS) & (self.weight_bytes > 0)
+        bits = self._format_bits(fmt, weight_gemm, num_layers)
         dtype = self.dtype.copy()
-        if weight_gemm.any():
-            dtype[weight_gemm] = [fmt.gemm_dtype(d) for d in dtype[weight_gemm]]
+        weight_scale = np.full(len(self), fmt.weight_scale)
+        act_scale = np.full(len(self), fmt.act_scale)
+        density = np.where(weight_gemm, fmt.weight_density, 1.0)
+        sparse_scale = np.where(weight_gemm, fmt.sparse_weight_scale, 1.0)
+        for width in np.unique(bits[weight_gemm]).tolist():
+            rows = weight_gemm & (bits == width)
+            row_fmt = fmt if width == fmt.weight_bits else fmt.at_bits(int(width))
+            dtype[rows] = [row_fmt.gemm_dtype(d) for d in dtype[rows]]
+            if row_fmt is not fmt:
+                weight_scale[rows], act_scale[rows] = row_fmt.weight_scale, row_fmt.act_scale
+                density[rows], sparse_scale[rows] = row_fmt.weight_density, row_fmt.sparse_weight_scale
         # Quantized activations shrink only the GEMM's input operand (m x k of its m x k + m x n activation
         # traffic): the output is written at 16 bits for the next kernels; other kernels keep their precision.
         input_share = np.divide(self.k, self.k + self.n, out=np.ones(len(self.k)), where=(self.k + self.n) > 0)
-        act_bytes = np.where(weight_gemm, self.act_bytes * (1.0 - input_share * (1.0 - fmt.act_scale)),
+        act_bytes = np.where(weight_gemm, self.act_bytes * (1.0 - input_share * (1.0 - act_scale)),
                              self.act_bytes)
-        return replace(self, weight_bytes=self.weight_bytes * fmt.weight_scale, act_bytes=act_bytes,
-                       kv_bytes=self.kv_bytes * fmt.kv_scale, dtype=dtype, sparsity=fmt.sparsity,
-                       weight_density=np.where(weight_gemm, fmt.weight_density, 1.0),
-                       sparse_weight_scale=np.where(weight_gemm, fmt.sparse_weight_scale, 1.0),
-                       weight_bits=np.where(weight_gemm, float(fmt.weight_bits), 16.0))
+        table = replace(self, weight_bytes=self.weight_bytes * weight_scale, act_bytes=act_bytes,
+                        kv_bytes=self.kv_bytes * fmt.kv_scale, dtype=dtype, sparsity=fmt.sparsity,
+                        weight_density=density, sparse_weight_scale=sparse_scale,
+                        weight_bits=np.where(weight_gemm, bits, 16.0), numeric_format=fmt)
+        added = []
+        if fmt.outlier_fraction:
+            added += outlier_kernels(self.kernels, np.flatnonzero(weight_gemm & (bits < 16)), fmt.outlier_fraction)
+        if fmt.weight_coding == "dfloat11":
+            added += decompression_kernels(self.kernels, np.flatnonzero(weight_gemm & (bits >= 16)))
+        if not added:
+            return table
+        return KernelTable.concat([table, replace(KernelTable.from_kernels(added), numeric_format=fmt)])
+
+    def _format_bits(self, fmt: NumericFormat, weight_gemm: np.ndarray, num_layers: int | None) -> np.ndarray:
+        """Bits of each row's weights under a format (16 where the row has no weight GEMM)."""
+        if not fmt.mixed:
+            return np.where(weight_gemm, float(fmt.weight_bits), 16.0)
+        layers = [k.layer for k in self.kernels]
+        if num_layers is None:
+            num_layers = max((layer for layer in layers if layer is not None), default=-1) + 1
+        bits = np.full(len(self), 16.0)
+        for i in np.flatnonzero(weight_gemm).tolist():
+            layer = layers[i]
+            bits[i] = fmt.weight_bits if layer is None else fmt.module_bits(
+                self.kernels[i].module, fmt.is_edge_layer(layer, num_layers))
+        return bits
+
+    @cached_property
+    def format_rows(self) -> np.ndarray:
+        """Rows whose work a numeric format sets: weight GEMMs and the kernels a format adds."""
+        added = np.array([k.op in FORMAT_OPS for k in self.kernels], dtype=bool)
+        return (np.isin(self.kind, _WEIGHT_KINDS) & (self.weight_bytes > 0)) | added
 
     def run_on(self, sparsity_patterns: frozenset[str]) -> KernelTable:
-        """The work a device does: a sparsity pattern it supports skips the zeros (N/M of the GEMM math, the
-        compressed weights moved); any other pattern runs dense, weights stored dense."""
-        if self.sparsity == DENSE or self.sparsity not in sparsity_patterns:
+        """The work a device does with the sparsity it exploits (kernels/sparsity.py): a weight pattern moves its
+        compressed layout and does the math the pattern leaves (N/M, the kept blocks; all of it for unstructured
+        weights, which are computed dense); activation sparsity has the MLP's GEMMs read the union of their tokens'
+        kept rows, plus the predictor's work. Sparsity it does not exploit runs dense, weights stored dense. In a
+        table that changed, weight_density is the share of each row's dense math done."""
+        fmt = self.numeric_format
+        weights = self.sparsity != DENSE and self.sparsity in sparsity_patterns
+        acts = fmt is not None and fmt.act_kept < 1.0 and ACTIVATION in sparsity_patterns
+        if not (weights or acts):
             return self
+        key = (self.sparsity if weights else DENSE, acts)
         cache = self.__dict__.setdefault("_run_on_cache", {})
-        if self.sparsity not in cache:
-            table = replace(self, flops=self.flops * self.weight_density,
-                            weight_bytes=self.weight_bytes * self.sparse_weight_scale)
+        if key not in cache:
+            done = np.where(self.weight_density < 1.0, parse_sparsity(self.sparsity).compute_density, 1.0) \
+                if weights else np.ones(len(self))
+            flops = self.flops * done
+            weight_bytes = self.weight_bytes * self.sparse_weight_scale if weights else self.weight_bytes
+            if acts:
+                mlp = self.mlp_gemm_rows
+                share = np.where(mlp, union_share(fmt.act_kept, self.m * np.maximum(self.batch, 1.0)), 1.0)
+                done, flops, weight_bytes = done * share, flops * share, weight_bytes * share
+                if fmt.act_predictor == "deja_vu":
+                    flops, weight_bytes = self._with_predictor(mlp, flops, weight_bytes)
+            table = replace(self, flops=flops, weight_bytes=weight_bytes, weight_density=done)
             _share_shape_caches(table, self)
-            cache[self.sparsity] = table
-        return cache[self.sparsity]
+            cache[key] = table
+        return cache[key]
+
+    @cached_property
+    def mlp_gemm_rows(self) -> np.ndarray:
+        """Weight GEMMs of a decoder layer's dense MLP (module path with an 'mlp' part; fused MoE rows excluded)."""
+        return np.array([k.kind == KernelKind.GEMM and k.weight_bytes > 0 and k.layer is not None
+                         and _MLP_MODULE.search(k.module) is not None for k in self.kernels], dtype=bool)
+
+    def _with_predictor(self, mlp: np.ndarray, flops: np.ndarray, weight_bytes: np.ndarray):
+        """(flops, weight_bytes) with Deja Vu's predictor added to each layer's MLP down projection (the MLP row
+        whose k, the intermediate size, exceeds its n, the hidden size): DEJA_VU_RANK x (hidden + intermediate)
+        16-bit weights read once per pass, two FLOPs per weight and token."""
+        rows = mlp & (self.k > self.n)
+        weights = DEJA_VU_RANK * (self.n + self.k) * np.maximum(self.batch, 1.0)
+        tokens = self.m * np.maximum(self.batch, 1.0)
+        return (np.where(rows, flops + 2.0 * tokens * DEJA_VU_RANK * (self.n + self.k), flops),
+                np.where(rows, weight_bytes + weights * PREDICTOR_BITS / 8.0, weight_bytes))
 
     @cached_property
     def decode_attention_mask(self) -> np.ndarray:
@@ -173,23 +260,36 @@ class KernelTable:
     def _decode_attention_rows(self) -> KernelTable:
         return self.select(self.decode_attention_mask)
 
-    def at_kv_lengths(self, kv_lens: np.ndarray, window: int | None = None) -> KernelTable:
+    def at_kv_lengths(self, kv_lens: np.ndarray, window: Window = None) -> KernelTable:
         """Decode-attention rows repeated for each KV length (step-major), with FLOPs and KV traffic rescaled.
 
         A decode step's attention work and KV reads are proportional to the keys it attends to, and
-        nothing else in the step depends on the context length: one traced step gives every step.
+        nothing else in the step depends on the context length: one traced step gives every step. A window
+        (kernels/kv_policy.py) caps the keys, for every head or for the streaming heads; a token selection reads and
+        computes a share of them plus its scoring and top-k (kernels/token_select.py).
         """
-        kv_lens = np.asarray(kv_lens, dtype=float)
-        if window:
-            kv_lens = np.minimum(kv_lens, window)
-        return self._decode_attention_rows._at_kv_lengths(kv_lens)
+        return self._decode_attention_rows._at_kv_lengths(*decode_reads(np.asarray(kv_lens, dtype=float), window))
 
-    def _at_kv_lengths(self, kv_lens: np.ndarray) -> KernelTable:
-        """at_kv_lengths of a table of decode-attention rows only."""
+    @cached_property
+    def attention_mask(self) -> np.ndarray:
+        """Every attention row, of one query token or of several."""
+        return np.isin(self.kind, _ATTENTION_KINDS)
+
+    def attention_at_kv_lengths(self, kv_lens: np.ndarray, window: Window = None) -> KernelTable:
+        """at_kv_lengths over every attention row: a pass of a few query tokens per sequence against its KV cache
+        (a speculative verification) reads every key once per step whatever its query length, and computes in
+        proportion to the keys too."""
+        return self.select(self.attention_mask)._at_kv_lengths(*decode_reads(np.asarray(kv_lens, dtype=float), window))
+
+    def _at_kv_lengths(self, kv_lens: np.ndarray, flop_lens: np.ndarray | None = None) -> KernelTable:
+        """at_kv_lengths of a table of decode-attention rows only: KV traffic as of `kv_lens` keys per step (also
+        its kv_len: the keys' worth of bytes the kernel streams), FLOPs as of `flop_lens` (default: the same)."""
         traced = self.kv_len
         ratio = (kv_lens[:, None] / traced[None, :]).ravel()
+        flop_ratio = (ratio if flop_lens is None or flop_lens is kv_lens
+                      else (flop_lens[:, None] / traced[None, :]).ravel())
         template = self._tiled(len(kv_lens))
-        table = replace(template, flops=template.flops * ratio, kv_bytes=template.kv_bytes * ratio,
+        table = replace(template, flops=template.flops * flop_ratio, kv_bytes=template.kv_bytes * ratio,
                         kv_len=np.repeat(kv_lens, len(traced)))
         _share_shape_caches(table, template)  # this runs once per design point
         distinct = self.distinct_rows
@@ -197,7 +297,8 @@ class KernelTable:
             # Equal rows at one length are equal at every length (they were traced at the same one).
             rows, index = distinct
             steps = np.arange(len(kv_lens))[:, None] * len(rows)
-            table.__dict__["distinct_rows"] = (rows._at_kv_lengths(kv_lens), (steps + index[None, :]).ravel())
+            table.__dict__["distinct_rows"] = (rows._at_kv_lengths(kv_lens, flop_lens),
+                                               (steps + index[None, :]).ravel())
         return table
 
     def _tiled(self, steps: int) -> KernelTable:
@@ -205,7 +306,7 @@ class KernelTable:
         cache = self.__dict__.setdefault("_tiled_cache", {})
         if steps not in cache:
             # Attention has no weights: the tiled rows are dense whatever the format's sparsity (run_on is a no-op).
-            table = KernelTable(kernels=self.kernels * steps,
+            table = KernelTable(kernels=self.kernels * steps, numeric_format=self.numeric_format,
                                 **{name: np.tile(getattr(self, name), steps) for name in self._columns()})
             _share_shape_caches(table, self, tile=steps)
             cache.clear()  # one step count at a time: sweeps vary it rarely, and memory stays bounded

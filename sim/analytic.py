@@ -9,15 +9,17 @@ points per second); tests check that it agrees with simulate().
 from __future__ import annotations
 
 from sim.memory import MemoryFootprint
+from sim.offload import LinkTraffic
 from sim.result import RequestTiming, SimResult
 from sim.step_costs import StepCosts, price_passes
 from sim.workload import BatchWorkload, PassTables
 
 
 def evaluate(device, tables: PassTables, workload: BatchWorkload, memory: MemoryFootprint,
-             execution: str = "eager") -> SimResult:
-    """Timings and energy of the batch without an event loop (no timeline)."""
-    costs = price_passes(device, tables, workload, execution)
+             execution: str = "eager", traffic: LinkTraffic | None = None) -> SimResult:
+    """Timings and energy of the batch without an event loop (no timeline); `traffic`: what an offloaded batch
+    moves over its host link (sim/offload.py)."""
+    costs = price_passes(device, tables, workload, execution, traffic)
     first_token_s = float(costs.prefill.time_s.sum())
     finishes = costs.decode_finish_times(first_token_s)
     return batch_result(device, costs, workload, memory, first_token_s, finishes,

@@ -83,8 +83,12 @@ class _PricedPass:
 
     def sum(self, name: str, mask: np.ndarray | None = None) -> np.ndarray:
         """Field `name` summed over the kernels (where mask is true) at each point: shape (points,). Each point's
-        sum is taken along its own row, so it does not depend on which other points share the block."""
-        return (self.field(name) * self.counts(mask)).sum(axis=1)
+        sum is taken along its own row, so it does not depend on which other points share the block; a field the
+        same at every point (one row, or a row broadcast) is summed once, the same sum bit for bit."""
+        values = getattr(self.costs, name)
+        if values.ndim == 1 or values.shape[0] == 1 or values.strides[0] == 0:
+            return np.full(self.points, (values[(0,) * (values.ndim - 1)] * self.counts(mask)).sum())
+        return (values * self.counts(mask)).sum(axis=1)
 
     def step_sums(self, name: str, steps: int) -> np.ndarray:
         """Field `name` summed per decode step over a table of `steps` steps' attention kernels (step-major, as

@@ -16,6 +16,7 @@ import simpy
 from kernels.table import KernelTable
 from sim.analytic import batch_result
 from sim.memory import MemoryFootprint
+from sim.offload import LinkTraffic
 from sim.result import SimResult, Timeline
 from sim.step_costs import StepCosts, price_passes
 from sim.workload import BatchWorkload, PassTables
@@ -88,9 +89,10 @@ def _serve_batch(env: simpy.Environment, units: list[simpy.Resource], costs: Ste
 
 
 def simulate(device, tables: PassTables, workload: BatchWorkload, memory: MemoryFootprint,
-             record_timeline: bool = True, execution: str = "eager") -> SimResult:
-    """Run the batch through the event simulation and return its timings, energy and timeline."""
-    costs = price_passes(device, tables, workload, execution)
+             record_timeline: bool = True, execution: str = "eager", traffic: LinkTraffic | None = None) -> SimResult:
+    """Run the batch through the event simulation and return its timings, energy and timeline (`traffic`: what an
+    offloaded batch moves over its host link, sim/offload.py)."""
+    costs = price_passes(device, tables, workload, execution, traffic)
     env = simpy.Environment()
     units = [simpy.Resource(env, capacity=1) for _ in device.units]
     passes = _pass_tables(tables, costs)

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import math
 
+from kernels.kv_policy import Window, kept_tokens
+
 
 class PagedKVCache:
     """Block accounting of one replica's KV cache."""
 
-    def __init__(self, *, capacity_blocks: int, block_tokens: int, prefix_tokens: int = 0, window: int | None = None):
-        """`window`: a sliding-window model keeps the KV of its last `window` tokens only."""
+    def __init__(self, *, capacity_blocks: int, block_tokens: int, prefix_tokens: int = 0, window: Window = None):
+        """`window`: a sliding-window model keeps the KV of its last `window` tokens only (a KVPolicy: its mix of
+        retrieval and streaming heads, kernels/kv_policy.py)."""
         if block_tokens < 1:
             raise ValueError(f"block_tokens: found {block_tokens}, allowed: an integer >= 1")
         self.capacity_blocks = capacity_blocks
@@ -45,8 +48,7 @@ class PagedKVCache:
 
     def blocks_for(self, tokens: int) -> int:
         """Blocks a sequence of `tokens` cached tokens holds of its own (past the shared prefix)."""
-        if self.window:
-            tokens = min(tokens, self.window)
+        tokens = kept_tokens(tokens, self.window)
         return max(0, math.ceil(tokens / self.block_tokens) - self.prefix_blocks)
 
     def extra_blocks(self, seq: int, tokens: int) -> int:

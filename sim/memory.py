@@ -1,8 +1,11 @@
-"""Device memory a static batch needs: weights, the KV cache at its longest, and peak activations."""
+"""Device memory a static batch needs: weights, the KV cache at its longest, and peak activations (and what it
+offloads to host memory, where it does: sim/offload.py)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from kernels.kv_policy import Window, kept_tokens
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -10,6 +13,7 @@ class MemoryFootprint:
     weights_B: float
     kv_cache_B: float
     activations_B: float
+    offloaded_B: float = 0.0  # weights and KV cache held in host memory instead (sim/offload.py), not in total_B
 
     @property
     def total_B(self) -> float:
@@ -17,9 +21,10 @@ class MemoryFootprint:
 
 
 def batch_footprint(*, weight_bytes: float, kv_bytes_per_token: float, batch: int, tokens_per_sequence: int,
-                    activation_bytes: float, window: int | None = None) -> MemoryFootprint:
-    """Footprint of `batch` sequences of `tokens_per_sequence` tokens (a sliding window caps the cache)."""
-    cached = min(tokens_per_sequence, window) if window else tokens_per_sequence
+                    activation_bytes: float, window: Window = None) -> MemoryFootprint:
+    """Footprint of `batch` sequences of `tokens_per_sequence` tokens (a sliding window or a KV policy caps the
+    cache)."""
+    cached = float(kept_tokens(tokens_per_sequence, window))
     return MemoryFootprint(weights_B=weight_bytes, kv_cache_B=kv_bytes_per_token * batch * cached,
                            activations_B=activation_bytes)
 

@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from collections.abc import Sequence as Sequence_
 
+import numpy as np
 import simpy
 
+from kernels.kv_policy import Window
 from sim.costs import IterationCostModel
 from sim.schedulers import EngineState, Scheduler, Sequence
+from sim.speculative import ServingSpeculation
 
 ROLES = ("serve", "prefill", "decode")
 
@@ -25,9 +29,13 @@ class Replica:
     """The process of one replica and what it records."""
 
     def __init__(self, env: simpy.Environment, costs: IterationCostModel, scheduler: Scheduler, state: EngineState,
-                 *, window: int | None, swap_s_per_token: float, on_finish: Callable[[Sequence], None],
-                 on_prefilled: Callable[[Sequence], None] | None = None):
+                 *, window: Window, swap_s_per_token: float, on_finish: Callable[[Sequence], None],
+                 on_prefilled: Callable[[Sequence], None] | None = None,
+                 speculation: ServingSpeculation | None = None, seed: Sequence_[int] = (0,)):
+        """`speculation`: decode speculatively (sim/speculative.py), drawing accepted tokens from `seed`."""
         self.env, self.costs, self.scheduler, self.state = env, costs, scheduler, state
+        self.speculation = speculation
+        self.rng = np.random.default_rng(list(seed))
         self.window, self.swap_s_per_token = window, swap_s_per_token
         self.on_finish, self.on_prefilled = on_finish, on_prefilled
         self.swap_s = 0.0
@@ -64,7 +72,7 @@ class Replica:
                                    f"never be scheduled: {state.kv.capacity_blocks} KV blocks of "
                                    f"{state.kv.block_tokens} tokens, limits {self.scheduler.limits}")
             self.peak_blocks = max(self.peak_blocks, state.kv.used_blocks)
-            cost = self.costs.price(batch.shape(self.window))
+            cost = self._price(batch)
             entry = self.cost_counts.setdefault(id(cost), [cost, 0])
             entry[1] += 1
             start = self.env.now
@@ -75,6 +83,14 @@ class Replica:
             self.log.append((start, time_s, batch.size, batch.tokens, state.kv.used_blocks))
             self._apply(batch, self.env.now)
 
+    def _price(self, batch):
+        """The iteration's cost: plain, or a speculative verification with its draft's steps."""
+        spec = self.speculation
+        if spec is None or not batch.decodes:
+            return self.costs.price(batch.shape(self.window))
+        shape = batch.shape(self.window, spec.speculation.verified)
+        return spec.price(self.costs.price(shape), shape, batch.draft_shapes(self.window))
+
     def _apply(self, batch, now_s: float) -> None:
         for seq, chunk in batch.prefills:
             seq.computed += chunk
@@ -83,10 +99,13 @@ class Replica:
                 if self.on_prefilled is not None and seq.generated < seq.output:
                     self._leave(seq)
                     self.on_prefilled(seq)
-        for seq in batch.decodes:
-            seq.computed += 1
-            seq.target += 1
-            self._sample(seq, now_s)
+        advance = (self.speculation.accepted_tokens(self.rng, len(batch.decodes)).tolist()
+                   if self.speculation is not None and batch.decodes else [1] * len(batch.decodes))
+        for seq, tokens in zip(batch.decodes, advance, strict=True):
+            for _ in range(min(tokens, seq.output - seq.generated)):  # tokens past the request's last are dropped
+                seq.computed += 1
+                seq.target += 1
+                self._sample(seq, now_s)
 
     def _sample(self, seq: Sequence, now_s: float) -> None:
         seq.generated += 1

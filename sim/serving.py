@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import simpy
 
+from kernels.kv_policy import Window, kept_tokens
 from sim.costs import KERNEL_CLASS_NAMES, IterationCost, IterationCostModel
 from sim.kv_cache import PagedKVCache
 from sim.replica import ROLES, Replica
@@ -28,6 +29,7 @@ from sim.serving_metrics import (
     per_decode_second,
     summarize,
 )
+from sim.speculative import ServingSpeculation
 from workloads.requests import RequestSet
 
 # What a serving run reports beyond the static-batch metrics (sim/result.py RESULT_METRICS), in this order.
@@ -56,7 +58,7 @@ class ServingMemory:
 
 
 def serving_infeasible_reason(memory: ServingMemory, requests: RequestSet, scheduler: Scheduler,
-                              prefix_tokens: int = 0, window: int | None = None) -> str:
+                              prefix_tokens: int = 0, window: Window = None) -> str:
     """Empty when the replica can serve every request, else why not."""
     if memory.kv_blocks < 1:
         return (f"needs {(memory.weights_B + memory.activations_B) / 1e9:.1f} GB for weights "
@@ -64,7 +66,7 @@ def serving_infeasible_reason(memory: ServingMemory, requests: RequestSet, sched
                 f"iteration ({memory.activations_B / 1e9:.1f}) plus KV blocks, but the device has "
                 f"{memory.capacity_B / 1e9:.1f} GB")
     longest = int((requests.prompt_tokens + requests.output_tokens - 1).max())
-    cached = min(longest, window) if window else longest  # a sliding window keeps its last tokens only
+    cached = math.ceil(kept_tokens(longest, window))  # a sliding window keeps its last tokens only
     own_tokens = cached - (prefix_tokens // memory.block_tokens) * memory.block_tokens
     needed = math.ceil(max(own_tokens, 1) / memory.block_tokens) + prefix_tokens // memory.block_tokens
     usable = memory.kv_blocks - math.ceil(scheduler.limits.watermark * memory.kv_blocks)
@@ -166,8 +168,10 @@ class Pool:
     memory: ServingMemory
     idle_power_W: float
     prefix_tokens: int = 0
-    window: int | None = None
+    window: Window = None  # a sliding window or KV policy (kernels/kv_policy.py)
     swap_bandwidth_Bps: float | None = None
+    speculation: ServingSpeculation | None = None  # decode speculatively (sim/speculative.py)
+    seed: int = 0  # of the accepted tokens' draws, with the pool's and the replica's index
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
@@ -179,7 +183,7 @@ class Pool:
 
 
 def serve(costs: IterationCostModel, requests: RequestSet, scheduler: Scheduler, kv: PagedKVCache,
-          memory: ServingMemory, idle_power_W: float, *, window: int | None = None, slo: SLO | None = None,
+          memory: ServingMemory, idle_power_W: float, *, window: Window = None, slo: SLO | None = None,
           swap_bandwidth_Bps: float | None = None) -> ServingResult:
     """Simulate one replica serving `requests` under `scheduler` until the last request finishes.
 
@@ -227,7 +231,7 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
                                 swap_s_per_token=per_token_B / pool.swap_bandwidth_Bps if pool.swap_bandwidth_Bps
                                 else 0.0, on_finish=on_finish,
                                 on_prefilled=(lambda seq: env.process(_hand_over(seq))) if pool.role == "prefill"
-                                else None))
+                                else None, speculation=pool.speculation, seed=(pool.seed, p, r)))
         replicas.append(made)
 
     def least_loaded(pool: list[Replica]) -> Replica:

@@ -8,6 +8,10 @@ that wait is spread over the pass's kernels by their share of the dispatch and s
 max(host, device) per pass, a lower bound of the exact schedule (each kernel starting once it is both issued
 and its predecessor done), which it equals when one side is the longer throughout the pass, as in a decode
 step whose every kernel dispatches slower than it runs.
+
+A batch that offloads weights or KV cache to host memory (sim/offload.py) also waits on the host link: with
+prefetch the device's work stretches to the link time where that is longer, without it the link time is added;
+the wait is spread over the pass's kernels as the host's is, and the host's dispatch overlaps the result.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import numpy as np
 from hw_models.cost import KernelCosts
 from hw_models.device import dispatch_s
 from sim.interleave import interleaved_schedule
+from sim.offload import LinkTraffic, link_wait_s
 from sim.workload import BatchWorkload, PassTables
 
 DYNAMIC_ENERGY_FIELDS = ("compute_J", "memory_J")
@@ -41,6 +46,8 @@ class DecodeCosts:
     steps: int
     class_masks: dict[str, np.ndarray]  # kernel class (gemm, attention, ...) -> its kernels
     dispatch_s: float = 0.0  # host dispatch per kernel, overlapping the device's work (module docstring)
+    link_s: np.ndarray | None = None  # per step, seconds of transfers on the host link (None: nothing offloaded)
+    prefetch: bool = True  # whether those transfers overlap the step's compute (sim/offload.py)
 
     def _step_grid(self, name: str) -> np.ndarray:
         return getattr(self.attention, name).reshape(self.steps, int(self.attention_mask.sum()))
@@ -61,6 +68,9 @@ class DecodeCosts:
     @cached_property
     def stall_s(self) -> np.ndarray:
         """Per step, how long the device waits on the host beyond its own work (zero where the host keeps up)."""
+        if self.link_s is not None:  # the host link's wait, then the host's dispatch over the longer step
+            wait = link_wait_s(self._device_step_s, self.link_s, self.prefetch)
+            return wait + host_stall_s(self.host_step_s, self._device_step_s + wait)
         if not self.dispatch_s or not len(self.base) or not self.steps:
             return np.zeros(self.steps)
         return host_stall_s(self.host_step_s, self._device_step_s)
@@ -92,6 +102,8 @@ class DecodeCosts:
         base = getattr(self.base, name)
         attention = getattr(self.attention, name)
         waits = float(self.stall_s.sum()) if self._waits(name) else 0.0
+        if kernel_mask is None and name == "time_s" and waits and self.link_s is not None:
+            return float((self._device_step_s + self.stall_s).sum())
         if kernel_mask is None and name == "time_s" and waits:
             return float(np.maximum(self.host_step_s, self._device_step_s).sum())  # max(host, device) per step
         if kernel_mask is None:
@@ -183,6 +195,19 @@ def with_host(costs: KernelCosts, dispatch: float) -> KernelCosts:
     the longer) spread over the kernels, so the pass takes max(host, device)."""
     kernels = len(costs)
     stall = float(host_stall_s(dispatch * kernels, costs.time_s.sum())) if kernels else 0.0
+    return _waiting(costs, stall)
+
+
+def with_link(costs: KernelCosts, link_s: float, prefetch: bool) -> KernelCosts:
+    """A pass's costs once it waits on `link_s` seconds of transfers on the host link (sim/offload.py), spread over
+    its kernels: the pass takes max(link, device) with prefetch, their sum without."""
+    wait = float(link_wait_s(costs.time_s.sum(), link_s, prefetch)) if len(costs) else 0.0
+    return _waiting(costs, wait)
+
+
+def _waiting(costs: KernelCosts, stall: float) -> KernelCosts:
+    """Costs with `stall` seconds of waiting spread over the kernels by count (their static energy scaled along)."""
+    kernels = len(costs)
     if stall <= 0:
         return costs
     extra = stall / kernels
@@ -197,12 +222,15 @@ def sub_batch_sizes(batch: int, parts: int) -> tuple[int, ...]:
     return tuple(batch // parts + (1 if i < batch % parts else 0) for i in range(parts))
 
 
-def price_passes(device, tables: PassTables, workload: BatchWorkload, execution: str = "eager") -> StepCosts:
-    """Price the prefill once, one decode step once per sub-batch, and the decode attention of every step.
+def price_passes(device, tables: PassTables, workload: BatchWorkload, execution: str = "eager",
+                 traffic: LinkTraffic | None = None) -> StepCosts:
+    """Price the prefill once, one decode step once per sub-batch, and the decode attention of every step; with
+    `traffic` (an offloaded batch: sim/offload.py), each pass waits on its transfers over the host link.
 
     With sub-batch tables, the decode runs interleaved only when that finishes sooner than decoding the
     batch whole, as a serving scheduler would choose (NeuPIMs turns sub-batch mode on per batch): split
-    sub-batches read every weight once each, which costs more than the overlap saves at small batches.
+    sub-batches read every weight once each, which costs more than the overlap saves at small batches. An
+    offloaded batch decodes whole (each sub-batch would stream the offloaded weights again).
     """
     kv_lens = workload.decode_kv_lengths()
     decode_mode, prefill_mode = (pass_execution(execution, decode_only=only) for only in (True, False))
@@ -212,13 +240,17 @@ def price_passes(device, tables: PassTables, workload: BatchWorkload, execution:
         return DecodeCosts(batch=size, base=device.cost_table(table, decode_mode),
                            attention=device.cost_table(steps, decode_mode), attention_mask=table.decode_attention_mask,
                            steps=len(kv_lens), class_masks=table.class_masks,
-                           dispatch_s=dispatch_s(device, decode_mode))
+                           dispatch_s=dispatch_s(device, decode_mode),
+                           **({} if traffic is None else {"link_s": traffic.decode_s(), "prefetch": traffic.prefetch}))
 
-    prefill = with_host(device.cost_table(tables.prefill, prefill_mode), dispatch_s(device, prefill_mode))
+    prefill = device.cost_table(tables.prefill, prefill_mode)
+    if traffic is not None:
+        prefill = with_link(prefill, traffic.prefill_s(), traffic.prefetch)
+    prefill = with_host(prefill, dispatch_s(device, prefill_mode))
     whole_part = price(workload.batch, tables.decode)
     whole_s = whole_part.total("time_s")
     whole = StepCosts(prefill=prefill, decode=(whole_part,), decode_offsets_s=(whole_s,))
-    if not tables.sub_batch_decode:
+    if not tables.sub_batch_decode or traffic is not None:
         return whole
     parts = tuple(price(size, table) for size, table in tables.sub_batch_decode)
     unit_count = len(device.units)

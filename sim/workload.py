@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kernels.kv_policy import Window
 from kernels.table import KernelTable
 
 
@@ -46,5 +47,5 @@ class PassTables:
 
     prefill: KernelTable
     decode: KernelTable
-    attention_window: int | None = None
+    attention_window: Window = None  # decode attention's window or KV policy (kernels/kv_policy.py)
     sub_batch_decode: tuple[tuple[int, KernelTable], ...] = ()

@@ -8,6 +8,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from kernels.kv_policy import Window
 from kernels.shapes import StepShape, step_shape
 from sim.kv_cache import PagedKVCache
 
@@ -69,11 +70,20 @@ class Batch:
     def tokens(self) -> int:
         return sum(q for _, q in self.prefills) + len(self.decodes)
 
-    def shape(self, window: int | None) -> StepShape:
-        """The iteration's shape: sequences whose chunk ends their prefill sample a token, as decodes do."""
+    def shape(self, window: Window, decode_query: int = 1) -> StepShape:
+        """The iteration's shape: sequences whose chunk ends their prefill sample a token, as decodes do (each of its
+        `decode_query` positions, in a speculative verification)."""
         finishing = sum(1 for seq, q in self.prefills if seq.computed + q >= seq.target)
-        return step_shape([(q, seq.computed) for seq, q in self.prefills], [s.computed + 1 for s in self.decodes],
-                          sampled=finishing + len(self.decodes), window=window)
+        return step_shape([(q, seq.computed) for seq, q in self.prefills],
+                          [s.computed + decode_query for s in self.decodes],
+                          sampled=finishing + len(self.decodes) * decode_query, window=window,
+                          decode_query=decode_query)
+
+    def draft_shapes(self, window: Window) -> tuple[StepShape, StepShape]:
+        """A speculative draft's iterations: its first step (the chunks and a token of each decode), then a step
+        of the decodes alone."""
+        return self.shape(window), step_shape([], [s.computed + 1 for s in self.decodes], sampled=len(self.decodes),
+                                              window=window)
 
 
 @dataclass(kw_only=True)

@@ -126,3 +126,31 @@ def test_fpga_what_ifs_equal_the_reference(models, evaluator):
               for clock, efficiency, buffer in ((200.0, 0.5, 0.001), (300.0, 0.8, 8.0))]
     for point, block in zip(points, evaluate_points(evaluator, points), strict=True):
         assert_same(evaluator.evaluate(point).metrics, block, f"{point}")
+
+
+def test_a_sweeps_rows_equal_the_reference_runs(models, evaluator, tmp_path):
+    """End to end through the runner and the store: a what-if grid (a block field and a field that splits its blocks,
+    a generic knob, a constraint) gives the reference path's rows, inputs equal and metrics to rounding."""
+    from explore.runner import run_sweep
+    from explore.sweep import load_sweep
+    from tests.explore.tiny_sweep import write_sweep
+
+    sweep = load_sweep(write_sweep(tmp_path, f"""
+name: rows
+model: {models['llama']}
+device: [h100-sxm, l40s]
+workload: {{batch: [1, 64], prompt: 24, output: 3, kv_budget: [0, 8]}}
+format: {{weight_bits: [16, 4]}}
+overrides:
+  device.compute.sm_count: [66, 132]
+  device.memory.bandwidth_GBps: [900, 4000]
+  device.memory.capacity_GB: [0.0001, 80]
+constraints: ["tpot_s >= 0"]
+"""))
+    blocks = run_sweep(sweep, tmp_path / "blocks", evaluator=evaluator)
+    reference = run_sweep(sweep, tmp_path / "reference", evaluator=Evaluator(blocks=False))
+    assert len(blocks) == sweep.size() == 2 ** 7
+    assert any(r["meets_constraints"] for r in blocks) and not all(r["meets_constraints"] for r in blocks)
+    assert any(not r["fits_in_memory"] for r in blocks)
+    for row, expected in zip(blocks, reference, strict=True):
+        assert_same(expected, row, row["point_id"])

@@ -18,6 +18,7 @@ from tiny_sweep import write_tiny_model
 
 from explore.knobs import input_columns
 from explore.metrics import metric_names
+from explore.results import read_results
 from explore.runner import run_sweep
 from explore.sweep import load_sweep
 
@@ -101,9 +102,7 @@ def test_kill_9_then_resume_loses_nothing_and_duplicates_nothing(tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     # What the database holds after the kill: every batch committed before it, each point once.
-    db = sqlite3.connect(out / "results.sqlite")
-    stored = [json.loads(text) for (text,) in db.execute("SELECT row FROM results")]
-    db.close()
+    stored = read_results(out)
     partial = [{k: "" if v is None or v != v else str(v) for k, v in row.items()} for row in stored]
     assert 0 < len(partial) < total, "the kill should land mid-sweep"
     assert len({r["point_id"] for r in partial}) == len(partial)
@@ -212,7 +211,7 @@ def _one_line_error(capsys, argv: list[str]) -> str:
 
 def test_more_user_mistakes_are_one_line(tmp_path, capsys):
     run = ["run", "--model", "llama-2-7b", "--device", "h100-sxm", "--batch", "1", "--prompt", "8", "--output", "2"]
-    assert "invalid choice: 5" in _one_line_error(capsys, [*run, "--weight-bits", "5"])
+    assert "invalid choice: 7" in _one_line_error(capsys, [*run, "--weight-bits", "7"])
     assert "did you mean 'check'" in _one_line_error(capsys, ["chek", "sweep.yaml"])
     missing = tmp_path / "no-such-folder" / "trace.json"
     assert f"{missing}: No such file or directory" in _one_line_error(capsys, [*run, "--chrome-trace", str(missing)])

@@ -30,17 +30,17 @@ from tests.explore.tiny_sweep import write_sweep, write_tiny_model
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
-# A format part the cost model already reads (kernels.formats.NumericFormat.group_size: values sharing one 16-bit
-# scale) but no knob exposes: registering it is all a sweep, `explore run` and the report need.
-GROUP_SIZE = Knob(name="group_size", type=int, help="values sharing one 16-bit quantization scale", section="format",
-                  default=128, allowed=(32, 64, 128), applies="format")
+# A format knob (kernels.formats.NumericFormat.group_size: values sharing one quantization scale) is one registry
+# entry (explore/knobs.py): it reaches a sweep, `explore run` and the report without an edit anywhere else.
+# DUMMY is a knob registered by the test only, to check that registering is undone.
+DUMMY = Knob(name="dummy_part", type=int, help="a part nothing reads", section="format", default=1, allowed=(1, 2))
 TOKENS_PER_KJ = Metric(name="tokens_per_kJ", label="tokens per kJ", unit="", better="max",
                        definition="1000 / energy_per_token_J", derive=lambda m: 1e3 / m["energy_per_token_J"])
 
 
 @pytest.fixture
 def dummies():
-    with KNOBS.added(GROUP_SIZE), METRICS.added(TOKENS_PER_KJ):
+    with METRICS.added(TOKENS_PER_KJ):
         yield
 
 
@@ -106,7 +106,8 @@ def test_a_registered_knob_and_metric_reach_sweeps_columns_points_and_labels(dum
     assert sweep.dimensions()["group_size"] == [32, 128]
     columns = columns_for(sweep)
     assert columns[columns.index("execution") + 1] == "group_size"
-    assert columns[columns.index("calibrated") + 1] == "tokens_per_kJ"
+    point = metric_names("point")  # the dummy metric goes last in its section
+    assert point[-1] == "tokens_per_kJ" and columns[columns.index(point[-2]) + 1] == "tokens_per_kJ"
     small, default = sweep.points()
     assert small.knobs == (("group_size", 32),) and small.numeric_format.group_size == 32
     assert (small.knob("group_size"), default.knob("group_size"), small.knob("weight_bits")) == (32, 128, 4)
@@ -131,9 +132,9 @@ def test_a_registered_knob_is_checked_in_sweeps_and_flags(dummies, tmp_path, cap
     path = write_sweep(tmp_path, f"name: bad\nmodel: {model}\ndevice: h100-sxm\nformat: {{group_size: [32, 100]}}\n")
     assert main(["check", path]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
-    assert "sweep.yaml:4: format.group_size.1: found 100, allowed: 32, 64 or 128" in line
+    assert "sweep.yaml:4: format.group_size.1: found 100, allowed: 16, 32, 64, 128 or 256" in line
 
-    assert "--group-size {32,64,128}" in _run_help()
+    assert "--group-size {16,32,64,128,256}" in _run_help()
     run = ["run", "--model", model, "--device", "h100-sxm", "--prompt", "32", "--output", "4", "--weight-bits", "4"]
     assert main([*run, "--group-size", "32", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
@@ -150,11 +151,11 @@ def _run_help() -> str:
 
 
 def test_registering_is_undone_on_exit(tmp_path):
-    with KNOBS.added(GROUP_SIZE), METRICS.added(TOKENS_PER_KJ):
-        assert "group_size" in sweep_file().model_fields["format"].annotation.model_fields
+    with KNOBS.added(DUMMY), METRICS.added(TOKENS_PER_KJ):
+        assert "dummy_part" in sweep_file().model_fields["format"].annotation.model_fields
         with pytest.raises(ValueError, match="registered already"):
-            KNOBS.register(GROUP_SIZE)
-    assert "group_size" not in KNOBS and "tokens_per_kJ" not in METRICS
-    assert "group_size" not in sweep_file().model_fields["format"].annotation.model_fields
-    assert "group_size" not in input_columns(system=True, serving=True)
+            KNOBS.register(DUMMY)
+    assert "dummy_part" not in KNOBS and "tokens_per_kJ" not in METRICS
+    assert "dummy_part" not in sweep_file().model_fields["format"].annotation.model_fields
+    assert "dummy_part" not in input_columns(system=True, serving=True)
     assert "tokens_per_kJ" not in add_derived({"energy_per_token_J": 1.0})

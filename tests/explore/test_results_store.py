@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+import sqlite3
 import subprocess
 import sys
 
 import pytest
 from tiny_sweep import write_tiny_model
 
+from explore import runner
 from explore.results import ResultsStore, read_results, read_rows
 from explore.rows import normalize_row
 from explore.runner import columns_for, run_sweep
@@ -77,8 +79,7 @@ def test_a_kill_inside_a_transaction_stores_nothing_of_it(tmp_path, sweep):
     script = ("import os, signal, sqlite3, sys\n"
               "db = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
               "db.execute('BEGIN IMMEDIATE')\n"
-              "db.executemany('INSERT INTO results (point_id, row) VALUES (?, ?)', "
-              "[(str(i), '{}') for i in range(100)])\n"
+              "db.executemany('INSERT INTO results (point_id) VALUES (?)', [(str(i),) for i in range(100)])\n"
               "os.kill(os.getpid(), signal.SIGKILL)\n")
     killed = subprocess.run([sys.executable, "-c", script, str(tmp_path / "results.sqlite")])
     assert killed.returncode == -9
@@ -127,3 +128,66 @@ def test_another_sweeps_folder_is_refused_and_the_same_sweep_resumes(tmp_path, s
         store.load()
     with ResultsStore(tmp_path, columns_for(sweep), "first") as store:
         assert store.load() == {}
+
+
+def _identical(a, b) -> bool:
+    """Equal values of equal types (True is not 1, 1 is not 1.0, NaN is NaN, None is None)."""
+    return json.dumps(a) == json.dumps(b) and [type(v) for v in a] == [type(v) for v in b]
+
+
+def test_stored_values_read_back_as_given(tmp_path):
+    columns = ["point_id", "text", "empty", "int", "float", "whole", "nan", "none", "yes", "no", "big"]
+    given = [{"point_id": "a", "text": "x, \"y\"\nz", "empty": "", "int": 3, "float": 0.1, "whole": 3.0,
+              "nan": math.nan, "none": None, "yes": True, "no": False, "big": 2**62},
+             {"point_id": "b", "text": "None", "empty": "True", "int": -1, "float": -0.0, "whole": 1e300,
+              "nan": math.inf, "none": "nan", "yes": 1, "no": 0.0, "big": -(2**62)}]
+    with ResultsStore(tmp_path, columns) as store:
+        store.load()
+        store.append(given)
+    with ResultsStore(tmp_path, columns) as store:
+        stored = store.load()
+    for row in given:
+        assert _identical([stored[row["point_id"]][c] for c in columns], [row[c] for c in columns])
+    for row, expected in zip(read_results(tmp_path), given, strict=True):
+        assert _identical(list(row.values()), list(expected.values()))
+    # results.csv as the csv module writes the same rows (the appended lines and a rewrite agree).
+    appended = (tmp_path / "results.csv").read_text()
+    with ResultsStore(tmp_path, columns) as store:
+        store.export(["b", "a"])
+        store.export(["a", "b"])
+    assert (tmp_path / "results.csv").read_text() == appended
+
+
+def _legacy_store(out, sweep, rows) -> None:
+    """out/results.sqlite as the store wrote it before its typed layout: one JSON object per row."""
+    columns = columns_for(sweep)
+    out.mkdir()
+    db = sqlite3.connect(out / "results.sqlite")
+    db.executescript("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+                     "CREATE TABLE results (point_id TEXT PRIMARY KEY, row TEXT NOT NULL, pos INTEGER);")
+    db.executemany("INSERT INTO meta VALUES (?, ?)", [("sweep", sweep.name), ("columns", json.dumps(columns))])
+    db.executemany("INSERT INTO results VALUES (?, ?, ?)",
+                   [(r["point_id"], json.dumps({c: r.get(c) for c in columns}), i) for i, r in enumerate(rows)])
+    db.commit()
+    db.close()
+
+
+def test_a_store_of_json_rows_is_read_and_resumed(tmp_path, sweep, monkeypatch):
+    """A results folder written before the typed layout: the report reads it as it is, and a run resumes it
+    (converted in place) without evaluating a stored point again."""
+    rows = run_sweep(sweep, tmp_path / "new")
+    columns = columns_for(sweep)
+    kept = [{c: r.get(c) for c in columns} for r in rows[:7]]
+    _legacy_store(tmp_path / "old", sweep, rows[:7])
+    assert _same(read_results(tmp_path / "old"), kept)
+    evaluated = []
+    real = runner.evaluate_blocks
+    monkeypatch.setattr(runner, "evaluate_blocks", lambda ev, blocks: evaluated.extend(blocks) or real(ev, blocks))
+    resumed = run_sweep(sweep, tmp_path / "old")
+    assert sum(b.size for b in evaluated) == len(rows) - 7
+    assert _same([{c: r.get(c) for c in columns} for r in resumed], [{c: r.get(c) for c in columns} for r in rows])
+    db = sqlite3.connect(tmp_path / "old" / "results.sqlite")
+    assert "row" not in [name for _, name, *_ in db.execute("PRAGMA table_info(results)")]
+    db.close()
+    assert _same(read_results(tmp_path / "old"), [{c: r.get(c) for c in columns} for r in rows])
+    assert (tmp_path / "old" / "results.csv").read_text() == (tmp_path / "new" / "results.csv").read_text()

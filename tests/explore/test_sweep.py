@@ -55,7 +55,7 @@ BAD_SWEEPS = {
     "typo in nested key": ("workload:\n  batch: 1\n  promt: 64", 6, "workload.promt", "did you mean 'prompt'"),
     "typo in top key": ("workloads: {batch: 1}", 4, "workloads", "did you mean 'workload'"),
     "bad bit width": ("format: {kv_bits: 3}", 4, "format.kv_bits", "16, 8 or 4"),
-    "bad weight bit width": ("format: {weight_bits: 5}", 4, "format.weight_bits", "16, 8, 4, 3 or 2"),
+    "bad weight bit width": ("format: {weight_bits: 7}", 4, "format.weight_bits", "16, 8, 6, 5, 4, 3 or 2"),
     "bad sparsity pattern": ("format: {sparsity: [dense, '3:4', '2:3']}", 4, "format.sparsity.2",
                              "'2:3', allowed: dense or N:M"),
     "negative bandwidth": ("overrides: {device.memory.bandwidth_GBps: [1000, -5]}", 4,

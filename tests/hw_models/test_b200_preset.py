@@ -39,7 +39,7 @@ def test_memory_and_power_match_the_datasheet(b200):
     assert b200.bandwidth_Bps == pytest.approx(BANDWIDTH_GBPS * 1e9)
     assert b200.memory_bytes == pytest.approx(CAPACITY_GB * 1e9)
     assert b200.spec.power.tdp_W == TDP_W
-    assert b200.sparsity_patterns == {"2:4"}
+    assert b200.spec.compute.structured_sparsity == ("2:4",) and "2:4" in b200.sparsity_patterns
 
 
 def test_reading_1_gb_takes_1_gb_over_the_bandwidth(b200):

@@ -74,8 +74,8 @@ def test_h200_fit_on_vidur_h100_gemms_meets_the_median(h100_rows):
 
 
 @pytest.mark.xfail(strict=True, reason="median 25% / p90 76% against 12% / 30%: Vidur has few GEMMs under 10 us, and "
-                   "its fitted 4.9 us latency (its smallest GEMMs take 4 us; aiconfigurator's 2.4 us) and soft roofline "
-                   "corner make aiconfigurator's many small H200 GEMMs too slow")
+                   "its fitted 4.9 us latency (its smallest GEMMs take 4 us; aiconfigurator's 2.4 us) and soft "
+                   "roofline corner make aiconfigurator's many small H200 GEMMs too slow")
 def test_h100_fit_on_aiconfigurator_h200_gemms_meets_the_target(h200_rows):
     summary = _cross("h200", "h100-sxm", h200_rows)
     assert summary["median_abs_err"] <= TARGET_MEDIAN and summary["p90_abs_err"] <= TARGET_P90

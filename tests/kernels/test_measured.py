@@ -80,7 +80,7 @@ def test_decode_step_rows_round_trip_with_a_model_column_kernels_alone_without(t
     ("h100-sxm,gemm,1,2,3,,,,,,,,fp16,-1,x,", "time_s: found -1.0"),
     ("h100-sxm,conv,1,2,3,,,,,,,,fp16,1e-5,x,", "kernel: found 'conv'"),
     ("h100-sxm,gemm,1,2,3,,,,,,,,fp12,1e-5,x,", "dtype: found 'fp12', allowed: fp64"),
-    ("h100-sxm,gemm,1,2,3,,,,,,,,w5a16,1e-5,x,", "dtype: weight_bits: found 5"),
+    ("h100-sxm,gemm,1,2,3,,,,,,,,w7a16,1e-5,x,", "dtype: weight_bits: found 7"),
     ("h100-sxm,gemm,one,2,3,,,,,,,,fp16,1e-5,x,", "m: found 'one'"),
     # Values validate used to score and calibrate to fit (issue 17): each refused with its column.
     ("h100-sxm,gemm,-5,2,3,,,,,,,,fp16,1e-5,x,", "m: found -5, allowed: a whole number from 0 to 16,777,216"),

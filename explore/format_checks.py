@@ -1,0 +1,116 @@
+"""Checks of a numeric format against itself and the model: combinations of format parts no kernel runs (fp4 with 8
+bits, an unknown element type) and a group size that does not divide a GEMM's k dimension of the model, each a
+one-line error naming the flag (`explore run`) or the sweep key."""
+
+from __future__ import annotations
+
+import functools
+import itertools
+from typing import Any
+
+from explore.knobs import KNOBS, knobs
+from kernels.formats import NumericFormat, check_group_size
+from kernels.sparsity import sparsity_notice, sparsity_use
+from workloads.errors import InputError
+from workloads.model_config import ModelConfig, load_model_config
+
+
+def format_knob_names() -> list[str]:
+    """The knobs whose values build a point's NumericFormat (DesignPoint.numeric_format)."""
+    typed = ("weight_bits", "act_bits", "kv_bits", "sparsity")
+    return [k.name for k in knobs(section="format") if k.name in typed or k.applies == "format"]
+
+
+def gemm_k_dims(config: ModelConfig, tp: int = 1) -> dict[str, int]:
+    """The k (reduction) dimension of each weight GEMM of a decoder layer on one of `tp` tensor-parallel devices:
+    column-parallel projections read the whole hidden state, row-parallel ones their shard (kernels/parallel.py)."""
+    return {"hidden (QKV, MLP up, LM head)": config.hidden_size,
+            "attention output": config.num_heads * config.head_dim // tp,
+            "MLP down": config.intermediate_size // tp}
+
+
+def check_format(parts: dict[str, Any], config: ModelConfig, tp: int = 1) -> NumericFormat:
+    """The format of these parts; ValueError ('<field>: found X, allowed: Y') for a combination no kernel runs or a
+    group size that does not fit the model."""
+    fmt = NumericFormat(**parts)
+    check_group_size(fmt, gemm_k_dims(config, tp), config.name)
+    return fmt
+
+
+def check_run_format(values: dict[str, Any], config: ModelConfig, tp: int) -> None:
+    """`explore run`'s format flags: InputError naming the flag of the part at fault."""
+    try:
+        check_format({name: values[name] for name in format_knob_names() if name in values}, config, tp)
+    except ValueError as err:
+        field, _, rest = str(err).partition(": ")
+        flag = KNOBS[field].flag_name if field in KNOBS else f"--{field.replace('_', '-')}"
+        raise InputError(f"{flag}: {rest}") from None
+
+
+def check_sweep_formats(sweep, located) -> None:
+    """Every combination of a sweep's format values, on every model and tensor-parallel degree: InputError naming
+    the format: key of the part at fault. Derived format knobs are checked when their points are evaluated."""
+    dims = sweep.dimensions()
+    names = [name for name in format_knob_names() if name in dims]
+    tps = dims.get("tp", [1])
+    for model in dims["model"]:
+        config = load_model_config(model)
+        for combo in itertools.product(*(dims[name] for name in names)):
+            parts = dict(zip(names, combo, strict=True))
+            for tp in tps:
+                try:
+                    check_format(parts, config, tp)
+                except ValueError as err:
+                    field, _, rest = str(err).partition(": ")
+                    key = field if field in names else next(iter(names), field)
+                    shown = ", ".join(f"{k}={v}" for k, v in parts.items() if len(dims[k]) > 1 or k == field)
+                    at = f" (at {shown}{f', tp={tp}' if tp != 1 else ''})" if shown else ""
+                    raise InputError(f"{located.where(('format', key))}: format.{field}: {rest}{at}") from None
+
+
+def format_notice(device, fmt: NumericFormat) -> str:
+    """What a device (or a system of them) does with a format it cannot run as it is ('' when it runs it natively):
+    a GPU emulating a dtype it has no tensor cores for (hw_models/gpu_quant.py), for each weight width of a mixed
+    format; sparsity the device does not exploit, run dense (kernels/sparsity.py)."""
+    notices = [plan.notice for plan in _plans(device, fmt) if plan.notice]
+    model = getattr(device, "device", device)  # a system of devices: its devices' model
+    notices.append(sparsity_notice(model.sparsity_patterns, model.name, fmt))
+    return "; ".join(dict.fromkeys(n for n in notices if n))
+
+
+def emulated_gemms(device, fmt: NumericFormat) -> str:
+    """The GEMM dtypes of a format that a device emulates, each with the dtype it runs in ('fp8 as bf16'), or ''
+    where every GEMM runs natively."""
+    return ", ".join(dict.fromkeys(f"{plan.dtype} as {plan.math_dtype}" for plan in _plans(device, fmt)
+                                   if plan.emulated))
+
+
+def _plans(device, fmt: NumericFormat) -> list:
+    """The device's plan of each weight width of the format (none for devices without quantization plans)."""
+    device = getattr(device, "device", device)  # a system of devices: its devices' model
+    plan_of = getattr(device, "quant_plan", None)
+    if plan_of is None:
+        return []
+    plans = [plan_of(fmt if bits == fmt.weight_bits else fmt.at_bits(bits)) for bits in fmt.weight_widths]
+    return [plan for plan in plans if plan is not None]
+
+
+@functools.lru_cache(maxsize=256)
+def _device_model(name: str, overrides: tuple, calibrated: bool):
+    from hw_models.registry import load_device
+
+    return load_device(name, dict(overrides), calibrated=calibrated)
+
+
+def point_sparsity_use(point) -> str:
+    """How a design point's device runs the sparsity of its format (kernels/sparsity.py sparsity_use; '' when dense)."""
+    fmt = point.numeric_format
+    if fmt.sparsity == "dense" and fmt.act_kept >= 1.0:
+        return ""
+    device = _device_model(point.device, point.overrides, point.use_calibration)
+    return sparsity_use(device.sparsity_patterns, device.name, fmt)
+
+
+def point_emulated_gemms(point) -> str:
+    """emulated_gemms of a design point (explore.design_point.DesignPoint): its format on its device as overridden."""
+    return emulated_gemms(_device_model(point.device, point.overrides, point.use_calibration), point.numeric_format)

@@ -1,0 +1,220 @@
+"""Published model quality per numeric format: the table explore/data/quality.csv and the quality_delta of a design
+point read from it.
+
+The table holds quality figures as papers publish them: one row per model, quantization or pruning method and
+numeric format, naming the paper, the table the figure was read from, the metric and its context length, the
+16-bit baseline and the value of the compressed model, both from that table. Nothing in it is fitted, interpolated
+or estimated: a point whose model and format no row covers gets no quality figure (NaN), with the reason.
+
+A row names the numeric format it was measured in by the columns named after NumericFormat fields (weight_bits,
+act_bits, kv_bits, group_size, sparsity and any field kernels/formats.py adds later); a blank cell, or a field the
+table has no column for, is that field's default. A row applies to a point only when the point's NumericFormat
+equals the row's, field by field: a figure measured at 4-bit integer weights says nothing of 4-bit floats or of
+another group size. The model is matched by its name (the preset name, or the folder of a config.json path), so a
+figure for llama-2-7b never stands in for llama-2-13b.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import functools
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kernels.formats import NumericFormat
+from workloads.errors import InputError
+
+TABLE_PATH = Path(__file__).parent / "data" / "quality.csv"
+ANY_METHOD = "any"  # the quant_method knob's default: the best published method for the point's format
+# The metric quality_delta reports, and how its change is signed: +1 where a larger value is worse (perplexity),
+# -1 where a larger value is better (an accuracy). Rows of other metrics may sit in the table for the record.
+METRIC = "wikitext2_ppl"
+WORSE_WHEN_LARGER = {"wikitext2_ppl": 1}
+TEXT_COLUMNS = ("model", "method", "paper", "table", "metric", "note")
+COLUMNS = ("model", "method", "paper", "table", "metric", "context_tokens", "baseline", "value", "note")
+REQUIRED = ("model", "method", "paper", "table", "metric", "context_tokens", "baseline", "value")
+FORMAT_FIELDS = {f.name: f for f in dataclasses.fields(NumericFormat)}
+
+
+@dataclass(frozen=True)
+class QualityRow:
+    """One published figure: `value` of `metric` for `model` compressed by `method` in `fmt`, against the 16-bit
+    `baseline` of the same table."""
+
+    model: str
+    method: str
+    paper: str
+    table: str
+    metric: str
+    context_tokens: int
+    baseline: float
+    value: float
+    fmt: NumericFormat
+    note: str = ""
+
+    @property
+    def delta(self) -> float:
+        """The change of the metric, positive when the compressed model is worse."""
+        # Rounded to the table's precision: 5.60 - 5.47 is 0.13, not 0.12999999999999989.
+        return round((self.value - self.baseline) * WORSE_WHEN_LARGER[self.metric], 6)
+
+    @property
+    def source(self) -> str:
+        """The row as a results cell names it: method, paper, where in it, metric and values."""
+        return (f"{self.method}: {self.paper}, {self.table}; {self.metric} at {self.context_tokens} tokens "
+                f"{self.baseline:g} -> {self.value:g}")
+
+
+@dataclass(frozen=True)
+class QualityFigure:
+    """The quality_delta of a point and where it comes from (or why there is none: delta NaN)."""
+
+    delta: float
+    source: str
+
+
+def _field_value(name: str, text: str) -> Any:
+    """A NumericFormat field's value from a CSV cell, typed like the field's default (ValueError if it is not)."""
+    kind = type(FORMAT_FIELDS[name].default)
+    return int(text) if kind is int else float(text) if kind is float else text
+
+
+def _row(cells: dict[str, str]) -> QualityRow:
+    """A table row from its cells; ValueError naming the first bad cell."""
+    missing = [name for name in REQUIRED if not (cells.get(name) or "").strip()]
+    if missing:
+        raise ValueError(f"{missing[0]}: empty, allowed: a value (required: {', '.join(REQUIRED)})")
+    text = {name: (cells.get(name) or "").strip() for name in TEXT_COLUMNS}
+    if text["metric"] not in WORSE_WHEN_LARGER:
+        raise ValueError(f"metric: found {text['metric']!r}, allowed: {', '.join(WORSE_WHEN_LARGER)}")
+    numbers: dict[str, float] = {}
+    for name in ("baseline", "value", "context_tokens"):
+        try:
+            numbers[name] = float(cells[name])
+        except ValueError:
+            raise ValueError(f"{name}: found {cells[name]!r}, allowed: a number") from None
+        if not (math.isfinite(numbers[name]) and numbers[name] > 0):
+            raise ValueError(f"{name}: found {cells[name]!r}, allowed: a finite number > 0")
+    if numbers["context_tokens"] != int(numbers["context_tokens"]):
+        raise ValueError(f"context_tokens: found {cells['context_tokens']!r}, allowed: a whole number of tokens")
+    parts = {}
+    for name in FORMAT_FIELDS:
+        value = (cells.get(name) or "").strip()
+        if value:
+            try:
+                parts[name] = _field_value(name, value)
+            except ValueError:
+                raise ValueError(f"{name}: found {value!r}, allowed: a value of NumericFormat.{name}") from None
+    fmt = NumericFormat(**parts)  # ValueError names the field and what it allows
+    return QualityRow(model=text["model"].lower(), method=text["method"].lower(), paper=text["paper"],
+                      table=text["table"], metric=text["metric"], context_tokens=int(numbers["context_tokens"]),
+                      baseline=numbers["baseline"], value=numbers["value"], fmt=fmt, note=text["note"])
+
+
+def read_table(path: str | Path) -> tuple[QualityRow, ...]:
+    """The rows of a quality CSV; InputError naming the file, the row (its line) and the bad cell."""
+    path = Path(path)
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            header = list(reader.fieldnames or ())
+            unknown = [name for name in header if name not in COLUMNS and name not in FORMAT_FIELDS]
+            if unknown or not set(REQUIRED) <= set(header):
+                bad = unknown[0] if unknown else next(name for name in REQUIRED if name not in header)
+                raise InputError(f"{path}: header: found {'column ' + repr(bad) if unknown else 'no ' + repr(bad)}, "
+                                 f"allowed: columns {', '.join(COLUMNS)} and NumericFormat fields "
+                                 f"{', '.join(FORMAT_FIELDS)} ({', '.join(REQUIRED)} required)")
+            rows = []
+            for cells in reader:
+                if None in cells or any(value is None for value in cells.values()):
+                    raise InputError(f"{path}: line {reader.line_num}: found {len(cells) - (None in cells)} cells "
+                                     f"or more, allowed: {len(header)} cells, one per column")
+                try:
+                    rows.append(_row(cells))
+                except ValueError as err:
+                    raise InputError(f"{path}: line {reader.line_num}: {err}") from None
+    except OSError as err:
+        raise InputError(f"{path}: cannot read: {err.strerror}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not UTF-8 text, allowed: a UTF-8 CSV file") from None
+    return tuple(rows)
+
+
+@functools.cache
+def shipped_table() -> tuple[QualityRow, ...]:
+    """The table that ships with the project (read once per process)."""
+    return read_table(TABLE_PATH)
+
+
+def methods(path: str | Path = TABLE_PATH) -> tuple[str, ...]:
+    """The methods a quality CSV names, in order of first appearance: its method column alone, unchecked (the
+    quant_method knob lists them at import; the rows are checked where they are used)."""
+    try:
+        with Path(path).open(newline="", encoding="utf-8") as f:
+            names = ((row.get("method") or "").strip().lower() for row in csv.DictReader(f))
+            return tuple(dict.fromkeys(name for name in names if name))
+    except (OSError, UnicodeDecodeError):
+        return ()
+
+
+def is_uncompressed(fmt: NumericFormat) -> bool:
+    """16-bit weights, activations and KV cache, dense: the baseline every figure is a change from."""
+    return (fmt.weight_bits >= 16 and fmt.act_bits >= 16 and fmt.kv_bits >= 16 and fmt.weight_density == 1.0
+            and fmt.act_kept >= 1.0)
+
+
+def quality_figure(model: str, fmt: NumericFormat, method: str = ANY_METHOD,
+                   rows: Iterable[QualityRow] | None = None) -> QualityFigure:
+    """The published change in METRIC for `model` (a model name, e.g. 'llama-2-7b') in `fmt` by `method` ('any':
+    the best figure of any method), from `rows` (the shipped table by default). Among several matching rows the
+    smallest change is taken (the best published result, the source names it). 16-bit dense is 0 by definition."""
+    if is_uncompressed(fmt):
+        return QualityFigure(0.0, "16-bit dense: the baseline (0 by definition)")
+    model = model.lower()
+    table = shipped_table() if rows is None else tuple(rows)
+    matching = [row for row in table if row.metric == METRIC and row.model == model and row.fmt == fmt
+                and method in (ANY_METHOD, row.method)]
+    if matching:
+        best = min(matching, key=lambda row: row.delta)
+        return QualityFigure(best.delta, best.source)
+    return QualityFigure(math.nan, _why_none(model, fmt, method, table))
+
+
+def _why_none(model: str, fmt: NumericFormat, method: str, table: tuple[QualityRow, ...]) -> str:
+    """Why no row gives a figure: the model is not in the table, or none of its rows has the format (and method)."""
+    where = f"no published {METRIC} figure"
+    of_model = [row for row in table if row.metric == METRIC and row.model == model]
+    if not of_model:
+        return f"{where} for model {model} (the table has {', '.join(sorted({r.model for r in table}))})"
+    by = "" if method == ANY_METHOD else f" by {method}"
+    formats = sorted({format_words(r.fmt) for r in of_model if method in (ANY_METHOD, r.method)})
+    return f"{where} for {model} in {format_words(fmt)}{by} (its rows: {', '.join(formats) or 'none'})"
+
+
+LABELLED = ("weight_bits", "act_bits", "kv_bits", "sparsity")  # the fields NumericFormat.label spells
+
+
+def format_words(fmt: NumericFormat) -> str:
+    """The format's label and every other field not at its default that the label does not spell already
+    ('w4a16kv16 group_size=64')."""
+    others = [f"{name}={getattr(fmt, name)}" for name, field in FORMAT_FIELDS.items()
+              if name not in LABELLED and getattr(fmt, name) != field.default
+              and str(getattr(fmt, name)) not in fmt.label]
+    return " ".join([fmt.label, *others])
+
+
+@functools.lru_cache(maxsize=4096)
+def _point_figure(model: str, fmt: NumericFormat, method: str) -> QualityFigure:
+    from workloads.model_config import load_model_config
+
+    return quality_figure(load_model_config(model).name, fmt, method)
+
+
+def point_quality(point) -> QualityFigure:
+    """The quality figure of a design point (explore.design_point.DesignPoint): its model's name, its
+    NumericFormat and its quant_method knob."""
+    return _point_figure(point.model, point.numeric_format, point.knob("quant_method"))

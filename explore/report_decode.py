@@ -1,0 +1,80 @@
+"""The decode-time section of the design report: time and energy per output token against the KV budget (kv_budget,
+retrieval_heads) and against speculative decoding's acceptance rate, when a sweep sets them. Reads stored results
+only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from explore.plots import figure_png
+from explore.plots_decode import DecodeSeries, decode_figure
+from explore.report import ReportFigure
+from explore.rows import as_number, device_label
+from kernels.kv_policy import DUO_WINDOW_TOKENS
+
+TITLE = "Time and energy per output token against the KV budget and the acceptance rate"
+HOW_TO_READ = ("Lower is better. A KV budget saves time where decode attention's reads are a large share of a step's "
+               "bytes (long contexts, large batches); speculation pays off once the acceptance rate lifts the tokens "
+               "per step above what verifying the drafts and running the draft cost, less so at large batches where "
+               "the verification is compute-bound.")
+
+
+def _budget(row: dict[str, Any]) -> float:
+    """The tokens a (streaming) head keeps: its kv_budget, DuoAttention's window where only retrieval_heads is set,
+    or its whole context where the budget keeps all."""
+    budget = as_number(row.get("kv_budget") or 0)
+    if not budget and as_number(row.get("retrieval_heads") or 0):
+        budget = DUO_WINDOW_TOKENS
+    context = as_number(row.get("prompt")) + as_number(row.get("output"))
+    return min(budget, context) if budget else context
+
+
+def _series(rows: list[dict[str, Any]], x, key) -> list[DecodeSeries]:
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((device_label(row), key(row)), []).append(row)
+    out = []
+    for (device, what), members in groups.items():
+        members = sorted(members, key=x)
+        out.append(DecodeSeries(label=f"{device} / {what}", color_key=device, x=np.array([x(r) for r in members]),
+                                tpot_s=np.array([as_number(r["tpot_s"]) for r in members]),
+                                energy_J=np.array([as_number(r["energy_per_token_J"]) for r in members])))
+    return out
+
+
+def decode_section(feasible: list[dict[str, Any]]) -> list[ReportFigure]:
+    """The figure, where the sweep sets kv_budget, retrieval_heads or a speculative draft (else none)."""
+    if not any(k in row for row in feasible for k in ("kv_budget", "retrieval_heads", "spec_draft")):
+        return []
+    # One model and batch at a time would need panels of their own: the first of each is drawn (caption says so).
+    model, batch = feasible[0]["model"], feasible[0].get("batch")
+    rows = [r for r in feasible if r["model"] == model and r.get("batch") == batch]
+    plain = [r for r in rows if not r.get("spec_draft")]
+    speculative = [r for r in rows if r.get("spec_draft")]
+
+    def policy(row: dict[str, Any]) -> str:
+        share = as_number(row.get("retrieval_heads") or 0)
+        return f"{share:.0%} retrieval heads" if share else "every head windowed"
+
+    def spec_key(row: dict[str, Any]) -> str:
+        budget = int(_budget(row))
+        return f"{row['spec_draft']} / KV {budget} / {policy(row)}"
+
+    # Lines against the budget take the plain points; lines against acceptance, the speculative ones at the
+    # smallest and largest budget (every budget would crowd the panel; results.csv holds them all).
+    budgets = sorted({_budget(r) for r in speculative})
+    ends = {budgets[0], budgets[-1]} if budgets else set()
+    by_budget = _series(plain, _budget, policy) if len({_budget(r) for r in plain}) > 1 else []
+    by_acceptance = _series([r for r in speculative if _budget(r) in ends],
+                            lambda r: as_number(r.get("acceptance") or 0), spec_key)
+    if not by_budget and not by_acceptance:
+        return []
+    caption = (f"Feasible points of {model} at batch {batch}; color: device. Left: plain decoding against the KV "
+               f"budget (a streaming head's window with retrieval heads; the whole context at the right end), one "
+               f"line per KV policy. Right: speculative decoding "
+               f"against the acceptance rate at the smallest and largest KV budget. The other points are in "
+               f"results.csv.")
+    return [ReportFigure(name="decode_time", title=TITLE, caption=f"{caption} {HOW_TO_READ}",
+                         png=figure_png(decode_figure(by_budget, by_acceptance)))]

@@ -1,0 +1,164 @@
+"""How a GPU runs the GEMMs of a numeric format: the tensor-core dtype, whether the chip has it, and the work its
+CUDA cores add to turn stored weights into what the tensor cores take.
+
+The model, per GEMM with quantized weights (kernels/formats.py):
+
+- Native low-precision math. fp8 weights and activations run at the preset's fp8 rate, fp4 (NVFP4, MXFP4) at its
+  fp4 rate, int8/int4 at the integer rates; block scales are applied by the tensor cores (Blackwell's block-scaled
+  MMA) or in the epilogue, so the CUDA cores add nothing. A calibrated preset prices them on its fit of that
+  dtype, and a block-scaled float format on the fit of the block-scaled implementation where one was measured
+  ('fp8/block128', 'fp4/nvfp4': aiconfigurator's tables, hw_models/calibration.py).
+- Emulated math. A dtype the preset has no rate for (fp8 on an A100, fp4 on an A100 or H100, int4 on an H100) runs
+  at the next wider dtype it has (hw_models/spec_common.DTYPE_FALLBACK), and the CUDA cores convert both operands
+  to it: each weight element once per M-tile pass and each activation element once per N-tile pass. quant_plan
+  says so in its notice (`explore run` prints it).
+- Weight-only formats (W8A16, W4A16, W3A16, fp8 or fp4 weights with 16-bit activations): the math runs at the
+  16-bit rate, the weights move at their stored bits (scales included, KernelTable.with_format) and the CUDA cores
+  dequantize every weight element once per M-tile pass.
+- W4A8 runs int8 math on 4-bit weights; with two-level scales (QServe) the int4 -> int8 step is QServe's cheaper
+  one.
+
+Dequantization work, in 32-bit lane instructions per weight element (counted from the kernels' code):
+- int8 -> fp16: 1.0 (two prmt.b32 and two sub.f16x2 per four values: FasterTransformer's / TensorRT-LLM's
+  FastInterleavedAndBiasedNumericArrayConverter<half_t, uint8_t, 4>, as vendored in PyTorch
+  aten/src/ATen/native/cuda/cutlass_extensions/interleaved_numeric_conversion.h);
+- int4 (and 2-bit, which tiles a 32-bit register the same way) -> fp16: 1.125 (one shift, four lop3.b32, two
+  sub.f16x2 and two fma.f16x2 per eight values: the <half_t, uint4b_t, 8> converter of the same file);
+- 3, 5 and 6 bits, stored as a 2- or 4-bit plane plus a plane of the high bits (llama.cpp's K-quants): 1.625 (the
+  low plane as above, and one lop3 per pair to merge the high bits);
+- float elements (fp8, fp4) add 0.5: one f16x2 multiply per pair rebiases the exponent after the bits are placed;
+- codebook elements (nf4, SqueezeLLM's lut) add 1.0 to the index extraction: one shared-memory lookup per weight
+  ("a lookup per weight": SqueezeLLM, Kim et al., ICML 2024, Section 5; LUT-GEMM, Park et al., ICLR 2024);
+- scales add 0.5 (one mul/fma.f16x2 per pair: TensorRT-LLM's fpA_intB dequantizer scales every element; per-tensor
+  scales are folded into the epilogue, and SqueezeLLM's per-channel codebooks hold the 16-bit values: 0);
+- QServe's W4A8 with two-level scales: 0.875 (per eight weights three instructions unpack them into two registers
+  of four int8 and one vectorized multiply and one subtract per register apply the 8-bit group scale and zero:
+  Lin et al., "QServe", MLSys 2025, Section 5.2, "register-level parallelism" and "subtraction after
+  multiplication"); other W4A8 pays the int4 unpack and a scale, 1.625.
+
+An M-tile pass is 64 output rows: Marlin's thread blocks hold at most 4 x 16 rows of the output per pass over their
+weight tile and split larger batches into 64-row problems (Frantar et al., "MARLIN", PPoPP 2025, Section 4), so
+a weight is dequantized ceil(m / 64) times; activations are converted once per 128 output columns (CUTLASS's
+128-wide tiles, gpu_efficiency.TILE_SHAPES). The instructions issue at half the fp32 vector peak (a datasheet FP32
+TFLOP/s counts an FMA as two FLOPs; the CUDA C++ Programming Guide's throughput table gives 64 results per clock
+per SM for 32-bit FMA and for 32-bit logic operations on compute capability 8.0; on 9.0 fp32 issues at 128 and
+logic at 64, so the rate is optimistic there by up to 2x for integer-heavy sequences). The dequantization time
+adds to the tensor-core time before it is blended with memory time: QServe measures this main-loop overhead
+at 20-90% of the GEMM for kernels that do not hide it (Section 3.2, Figure 5).
+
+A mixed format (kernels/formats.py: attention, MLP or edge layers at more bits) is planned per weight width: each
+width's GEMMs run as the uniform format of that width (GPUModel.row_plans), a width at 16 bits unquantized.
+Outliers kept apart in a sparse matrix and DFloat11's decompression are kernels of their own
+(kernels/format_kernels.py), priced as streaming kernels.
+
+Not priced: fused MoE layers with a MoE fit keep the fit's price whatever the weights' format (it was measured on
+bf16, fp8 and fp4 layers).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from hw_models.spec_common import fallback_dtype
+from kernels.formats import CODEBOOK_TYPES, FLOAT_TYPES, INT, NumericFormat
+
+# Lane instructions per element to turn stored values into 16-bit (or 8-bit) math operands; see the docstring.
+UNPACK_OPS = {8: 1.0, 4: 9 / 8, 2: 9 / 8}
+# 3, 5 and 6 bits are stored as a 2- or 4-bit plane and a plane of the high bits (llama.cpp's Q3_K, Q5_K, Q6_K
+# blocks: ggml-common.h block_q3_K hmask, block_q5_K qh, block_q6_K qh): the low plane converts as above and one
+# lop3 per pair merges the high bits into the 16-bit pattern before the magic-number subtraction.
+UNALIGNED_UNPACK_OPS = 9 / 8 + 0.5
+FLOAT_REBIAS_OPS = 0.5
+LOOKUP_OPS = 1.0
+SCALE_OPS = 0.5
+QSERVE_W4A8_OPS = 7 / 8
+# Output rows per pass over a weight tile (Marlin) and output columns per pass over an activation tile (CUTLASS).
+M_TILE_ROWS = 64
+N_TILE_COLUMNS = 128
+# Thread-block tiles (rows x columns of C) of mixed-input (16-bit x quantized) kernels: Marlin's 1-4 blocks of 16
+# rows by 128 or 256 columns (thread_m_blocks, thread_n; Frantar et al., Section 4), so a decode GEMM pads its rows
+# to 16, not to the 64 of cuBLAS's smallest tensor-core tile.
+MIXED_INPUT_TILES = np.array([(rows, cols) for rows in (16, 32, 48, 64) for cols in (128, 256)], dtype=float)
+QUANTIZED_DTYPES = ("fp8", "fp4", "int8", "int4")
+
+
+@dataclass(frozen=True)
+class QuantPlan:
+    """How one GPU runs a format's weight GEMMs."""
+
+    dtype: str  # the format's GEMM dtype (kernels/formats.NumericFormat.gemm_dtype)
+    math_dtype: str  # the tensor-core dtype it runs in on this GPU
+    weight_ops: float  # lane instructions per weight element per M-tile pass (0: the tensor cores take the weights)
+    act_ops: float  # lane instructions per activation element per N-tile pass (emulated math only)
+    variant: str  # calibration variant that prices it ('fp8/block128', 'fp4/nvfp4') or ''
+    notice: str  # what a user should know ('' when the GPU runs the format as it is)
+    mixed_input: bool = False  # 16-bit activations times quantized weights (weight-only): MIXED_INPUT_TILES
+
+    @property
+    def emulated(self) -> bool:
+        return self.math_dtype != self.dtype
+
+    @property
+    def adds_work(self) -> bool:
+        return self.weight_ops > 0 or self.act_ops > 0
+
+
+def unpack_ops(bits: int, element_type: str) -> float:
+    """Lane instructions per element to place a stored value in a 16-bit register (index extraction for codebooks)."""
+    ops = UNPACK_OPS.get(bits, UNALIGNED_UNPACK_OPS)
+    if element_type in FLOAT_TYPES:
+        ops += FLOAT_REBIAS_OPS
+    if element_type in CODEBOOK_TYPES:
+        ops += LOOKUP_OPS
+    return ops
+
+
+def _scale_ops(fmt: NumericFormat) -> float:
+    """Scale work per element: none for per-tensor scales (the epilogue applies them) and for SqueezeLLM's codebooks,
+    whose entries are the 16-bit values themselves."""
+    return 0.0 if fmt.scale_granularity == "tensor" or fmt.weight_type == "lut" else SCALE_OPS
+
+
+def quant_plan(fmt: NumericFormat | None, peak_TFLOPS, gpu: str, traced_dtype: str = "bf16") -> QuantPlan | None:
+    """The plan for a format's weight GEMMs on a GPU with these peak rates; None when the weights are 16-bit."""
+    if fmt is None or fmt.weight_bits >= 16:
+        return None
+    dtype = fmt.gemm_dtype(traced_dtype)
+    if fmt.weight_only:
+        ops = unpack_ops(fmt.weight_bits, fmt.weight_type) + _scale_ops(fmt)
+        return QuantPlan(dtype=dtype, math_dtype=dtype, weight_ops=ops, act_ops=0.0, variant="", notice="",
+                         mixed_input=True)
+    math = fallback_dtype(peak_TFLOPS, dtype, default=())
+    if math == dtype:
+        if dtype == "int8" and fmt.weight_bits < 8:  # W4A8: the int4 weights are widened to int8 lanes
+            ops = QSERVE_W4A8_OPS if fmt.scale_type == "two_level" else (
+                unpack_ops(fmt.weight_bits, fmt.weight_type) + _scale_ops(fmt))
+        elif dtype in FLOAT_TYPES.values() and (fmt.weight_type != fmt.act_type or fmt.weight_bits < fmt.act_bits):
+            ops = unpack_ops(fmt.weight_bits, fmt.weight_type) + _scale_ops(fmt)  # e.g. int4 weights, fp8 math
+        else:
+            ops = 0.0
+        return QuantPlan(dtype=dtype, math_dtype=dtype, weight_ops=ops, act_ops=0.0,
+                         variant=fmt.block_scaled_variant if ops == 0.0 else "", notice="")
+    weight_ops = unpack_ops(fmt.weight_bits, fmt.weight_type) + _scale_ops(fmt)
+    act_ops = unpack_ops(fmt.act_bits, fmt.act_type if fmt.act_type != INT else INT)
+    notice = (f"{dtype} GEMMs emulated on {gpu}: no {dtype} tensor cores, so weights and activations are converted "
+              f"to {math} on the CUDA cores ({weight_ops:g} and {act_ops:g} instructions per element and pass) and "
+              f"the math runs at the {math} rate")
+    return QuantPlan(dtype=dtype, math_dtype=math, weight_ops=weight_ops, act_ops=act_ops, variant="", notice=notice)
+
+
+def dequant_ops(plan: QuantPlan, *, m, n, k, batch, quantized) -> np.ndarray:
+    """Lane instructions of each GEMM row (zero where `quantized` is false): weight elements per M-tile pass plus,
+    for emulated math, activation elements per N-tile pass."""
+    m, n, k = (np.maximum(np.asarray(x, dtype=float), 0.0) for x in (m, n, k))
+    batch = np.maximum(np.asarray(batch, dtype=float), 1.0)
+    weights = plan.weight_ops * k * n * batch * np.ceil(np.maximum(m, 1.0) / M_TILE_ROWS)
+    acts = plan.act_ops * m * k * batch * np.ceil(np.maximum(n, 1.0) / N_TILE_COLUMNS)
+    return np.where(quantized, weights + acts, 0.0)
+
+
+def lane_ops_per_s(vector_flops_per_s):
+    """Lane instructions per second of the CUDA cores: half the fp32 vector peak (an FMA counts two FLOPs)."""
+    return vector_flops_per_s / 2.0

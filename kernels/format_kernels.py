@@ -1,0 +1,69 @@
+"""The kernels a numeric format adds to a pass, beside the GEMMs it re-prices (KernelTable.with_format).
+
+- Outliers kept apart (NumericFormat.outlier_fraction; SpQR, SqueezeLLM): after each quantized GEMM a sparse
+  product multiplies the outliers' CSR matrix by the GEMM's input and adds it into the GEMM's output. It reads the
+  outliers (OUTLIER_BITS each), the input once, and the output once more to accumulate into it, and does two FLOPs
+  per outlier and token on the vector units. It is a kernel of its own, as SqueezeLLM runs its balanced CSR kernel
+  beside the dense LUT kernel (Kim et al., ICML 2024, Section 5). Its rows are elementwise kernels: memory-bound
+  streaming work, priced as the device prices streaming kernels (a GPU's fitted streaming efficiency where its
+  calibration has one, else the roofline). That is optimistic for a CSR product, whose input reads are gathers;
+  no measurement of one at these densities is in the project's data.
+- Entropy-coded weights (weight_coding dfloat11; DFloat11, Zhang et al., 2025): before its GEMMs run, each
+  transformer block's weights are decompressed into a 16-bit buffer ("transformer-block-level decompression",
+  Section 3 of the paper), one kernel per block that reads the coded weights and writes 16-bit ones; the GEMMs then
+  read the 16-bit weights as they would uncompressed. Weights outside the blocks (the LM head) are decompressed
+  by a kernel of their own. Priced as a streaming kernel of those bytes: the Huffman decoding on the CUDA cores is
+  taken as hidden under the traffic (an optimistic bound: the paper's decoder is not timed here).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import numpy as np
+
+from kernels.formats import DFLOAT11_BITS, DTYPE_BITS, OUTLIER_BITS
+from kernels.kernel import Kernel, KernelKind
+
+OUTLIER_OP = "outlier_spmm"
+DECOMPRESS_OP = "dfloat11_decompress"
+FORMAT_OPS = (OUTLIER_OP, DECOMPRESS_OP)
+_BLOCK = re.compile(r"^(.*?(?<![^.])layers\.\d+)")
+
+
+def _element_B(dtype: str) -> float:
+    return DTYPE_BITS.get(dtype, 16) / 8.0
+
+
+def outlier_kernels(kernels: Sequence[Kernel], rows: np.ndarray, fraction: float) -> list[Kernel]:
+    """The sparse product of each given GEMM row's outliers (`rows` index `kernels`, at the traced precision)."""
+    out = []
+    for i in rows.tolist():
+        gemm = kernels[i]
+        outliers = fraction * gemm.weight_bytes / _element_B(gemm.dtype)
+        output_share = gemm.n / (gemm.k + gemm.n) if gemm.k + gemm.n > 0 else 0.0
+        out.append(Kernel(kind=KernelKind.ELEMENTWISE, op=OUTLIER_OP, flops=fraction * gemm.flops,
+                          weight_bytes=outliers * OUTLIER_BITS / 8.0,
+                          act_bytes=gemm.act_bytes * (1.0 + output_share), kv_bytes=0.0, dtype=gemm.dtype,
+                          tensor_core=False, layer=gemm.layer, module=gemm.module))
+    return out
+
+
+def decompression_kernels(kernels: Sequence[Kernel], rows: np.ndarray) -> list[Kernel]:
+    """One DFloat11 decompression per transformer block of the given weight rows (and one per weight row outside
+    the blocks): it reads the coded weights and writes them at 16 bits."""
+    blocks: dict[tuple, list[Kernel]] = {}
+    for i in rows.tolist():
+        kernel = kernels[i]
+        blocks.setdefault(("block", kernel.layer) if kernel.layer is not None else ("model", i), []).append(kernel)
+    out = []
+    for group in blocks.values():
+        first = group[0]
+        weights_B = sum(k.weight_bytes * 16.0 / (8.0 * _element_B(k.dtype)) for k in group)
+        block = _BLOCK.match(first.module)
+        out.append(Kernel(kind=KernelKind.ELEMENTWISE, op=DECOMPRESS_OP, flops=0.0,
+                          weight_bytes=weights_B * DFLOAT11_BITS / 16.0, act_bytes=weights_B, kv_bytes=0.0,
+                          dtype=first.dtype, tensor_core=False, layer=first.layer,
+                          module=block[1] if block and first.layer is not None else first.module))
+    return out

@@ -1,0 +1,107 @@
+"""KV policies: how many of a sequence's cached tokens decode attention reads and the KV cache holds.
+
+Two policies keep a window of attention sinks plus recent tokens:
+- StreamingLLM (Xiao et al., ICLR 2024): every head keeps the window. A model-wide window is a plain int (a
+  model's own sliding window, or the kv_budget knob), and everything that takes a `window` accepts it.
+- DuoAttention (Xiao et al., "DuoAttention: Efficient Long-Context LLM Inference with Retrieval and Streaming
+  Heads", ICLR 2025) and RazorAttention (Tang et al., 2024): a share of the KV heads (retrieval heads) keeps every
+  token while the others (streaming heads) keep the window. A KVPolicy carries both; what a decode step reads and
+  what the cache holds is the mix, per token, of the two kinds of head (every head's KV is the same size).
+
+A KVPolicy may also select tokens dynamically (Quest, Double Sparsity: kernels/token_select.py): the cache stays
+whole (plus a key summary), and each decode step reads a share of it after scoring every token.
+
+kept_tokens(tokens, window) is the one place a window is applied to what the cache holds, and decode_reads(tokens,
+window) the one place it is applied to what decode attention reads and computes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from kernels.token_select import TokenSelection
+
+# DuoAttention's streaming heads keep 64 attention sinks and 256 recent tokens (mit-han-lab/duo-attention,
+# duo_attn/utils.py: --sink_size 64, --recent_size 256, the defaults of its training and efficiency runs).
+DUO_SINK_TOKENS = 64
+DUO_RECENT_TOKENS = 256
+DUO_WINDOW_TOKENS = DUO_SINK_TOKENS + DUO_RECENT_TOKENS
+
+
+@dataclass(frozen=True)
+class KVPolicy:
+    """Retrieval heads (a `full_heads` share of the KV heads) keep every token; streaming heads keep `window` (None:
+    every token too); decode attention reads what `selection` picks of what each head keeps (None: all of it)."""
+
+    window: int | None = None
+    full_heads: float = 0.0
+    limit: int | None = None  # what every head keeps at most: a model's own sliding window (None: no limit)
+    selection: TokenSelection | None = None
+
+    def __post_init__(self) -> None:
+        if self.window is not None and self.window < 1:
+            raise ValueError(f"window: found {self.window}, allowed: an integer >= 1")
+        if not 0.0 <= self.full_heads <= 1.0:
+            raise ValueError(f"full_heads: found {self.full_heads}, allowed: a fraction from 0 to 1")
+
+    def tokens(self, tokens):
+        """Tokens' worth of KV each head keeps, averaged over the heads, for a sequence of `tokens` cached tokens (a
+        number or an array): what decode attends over before any selection."""
+        full = np.minimum(tokens, self.limit) if self.limit else tokens
+        if self.window is None:
+            return full
+        return self.full_heads * full + (1.0 - self.full_heads) * np.minimum(tokens, self.window)
+
+    def held(self, tokens):
+        """Tokens' worth of KV memory held: what the heads keep, plus a selection's key summary."""
+        kept = self.tokens(tokens)
+        return kept * self.selection.held_scale if self.selection else kept
+
+    def reads(self, tokens):
+        """(bytes, FLOPs) of a decode step's attention, in tokens' worth of attending to every kept token."""
+        kept = self.tokens(tokens)
+        if self.selection is None:
+            return kept, kept
+        return kept * self.selection.bytes_scale, kept * self.selection.flops_scale
+
+    def prefill_attention_share(self, prompt: int) -> float:
+        """The share of a causal prefill's (query, key) pairs that are computed when streaming heads attend to their
+        window only (DuoAttention applies its streaming heads in the prefill too; a selection does not apply to the
+        prefill: Quest and Double Sparsity run it dense)."""
+        if self.window is None:
+            return 1.0
+        full = prompt * (prompt + 1) / 2
+        w = min(self.window, prompt)
+        windowed = w * (w + 1) / 2 + (prompt - w) * w  # query i sees min(i, window) keys
+        return self.full_heads + (1.0 - self.full_heads) * windowed / full
+
+
+Window = int | KVPolicy | None  # what every `window` parameter takes: none, a model-wide window, or a KVPolicy
+
+
+def kept_tokens(tokens, window: Window):
+    """Tokens' worth of KV memory a sequence of `tokens` cached tokens holds under `window`."""
+    if window is None or (not isinstance(window, KVPolicy) and not window):
+        return tokens
+    if isinstance(window, KVPolicy):
+        return window.held(tokens)
+    return np.minimum(tokens, window)
+
+
+def decode_reads(tokens, window: Window):
+    """(bytes, FLOPs) of a decode step's attention for a sequence of `tokens` cached tokens under `window`, each in
+    tokens' worth of attending to that many tokens: equal, and the tokens kept, unless a KV policy selects."""
+    if isinstance(window, KVPolicy):
+        return window.reads(tokens)
+    kept = kept_tokens(tokens, window)
+    return kept, kept
+
+
+def flops_per_read(window: Window) -> float:
+    """A decode step's attention FLOPs per FLOP of attending to the keys' worth of bytes it reads (decode_reads): 1
+    unless a KV policy selects tokens, whose scoring costs a different share of FLOPs than of bytes."""
+    if isinstance(window, KVPolicy) and window.selection is not None:
+        return window.selection.flops_scale / window.selection.bytes_scale
+    return 1.0

@@ -1,0 +1,26 @@
+"""How a model's parameters split between attention, MLP and the rest, and what a numeric format stores of them."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from kernels.formats import NumericFormat
+from workloads.model_config import ModelConfig
+
+
+def layer_param_shares(config: ModelConfig) -> tuple[float, float]:
+    """(attention, MLP) parameters of the decoder layers as fractions of the model's (ModelConfig.param_count; the
+    rest are embeddings, the LM head and norms). Read off param_count itself with the attention heads or the MLP
+    removed, so the two stay consistent with it (biases, experts and routers included)."""
+    total = config.param_count()
+    no_attention = replace(config, num_heads=0, num_kv_heads=0, attention_bias=False).param_count()
+    no_mlp = replace(config, intermediate_size=0, mlp_bias=False, num_experts=0).param_count()
+    return (total - no_attention) / total, (total - no_mlp) / total
+
+
+def stored_weight_scale(fmt: NumericFormat, config: ModelConfig) -> float:
+    """Bytes a format stores of `config`'s weights relative to 16-bit ones (NumericFormat.stored_weight_scale)."""
+    if not fmt.mixed:
+        return fmt.stored_weight_scale()
+    attention, mlp = layer_param_shares(config)
+    return fmt.stored_weight_scale(attention, mlp, config.num_layers)

@@ -1,0 +1,117 @@
+"""Dynamic top-k token selection: each decode step scores every cached token from a compressed key summary and
+attends to the highest-scoring share of them only; the whole cache stays in memory.
+
+Two methods, priced per layer as three kernels folded into the decode-attention row (its bytes and FLOPs):
+- the scoring kernel reads the summary of every cached token and computes a score per page or token and query head;
+- a top-k over those scores (written once by the scoring kernel, then read by each radix-select pass);
+- sparse attention over the selected tokens (their keys and values, and the attention FLOPs of that many keys).
+
+Quest (Tang et al., "Quest: Query-Aware Sparsity for Efficient Long-Context LLM Inference", ICML 2024): the cache
+is paged (16 tokens a page); each page keeps the element-wise min and max of its keys (two key vectors, at the
+cache's element width: mit-han-lab/Quest quest/utils/controller.py keeps this metadata in a second KV cache of the
+same dtype, one entry per page). A page's score is sum_i max(q_i min_i, q_i max_i): two products, a max and an add
+per channel and page. Quest leaves the first two layers dense (mit-han-lab/Quest evaluation/quest_attention.py:
+`if q_len > 1 or self.layer_id < 2: return self.flash_forward(...)`), where its per-layer sparsity is low.
+
+Double Sparsity (Yang et al., "Post-Training Sparse Attention with Double Sparsity", arXiv 2408.07092): a label
+cache keeps r of the head_dim key channels of every token (offline-calibrated outlier channels); a token's score
+is the r-channel dot product of query and label. andy-yang-1/DoubleSparse models/model.py keeps the labels in the
+cache's dtype (k_label beside k_cache) and runs sparse_forward in every layer. Labels here are 1/8 of the channels
+(16 of 128, the issue's setting); the paper's 1/16 channel sparsity (8 of 128) is the `label_share` argument.
+
+The selected share is a fraction of the cached tokens (not a token count): both papers state sparsity as a share
+(Double Sparsity's 1/16), a share is valid at every context a sweep sets, and the reads stay proportional to the
+context, so a serving iteration's summed KV lengths price it exactly. A fixed budget B at context L is B / L.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+QUEST = "quest"
+DOUBLE_SPARSITY = "double_sparsity"
+METHODS = (QUEST, DOUBLE_SPARSITY)
+
+QUEST_PAGE_TOKENS = 16  # Quest's page size (mit-han-lab/Quest scripts/longbench.sh: --chunk_size 16)
+QUEST_DENSE_LAYERS = 2  # layers Quest leaves dense (evaluation/quest_attention.py, layer_id < 2)
+QUEST_OPS_PER_CHANNEL = 4  # per page and channel: q*min, q*max, their max, the running sum
+DS_LABEL_SHARE = 1 / 8  # label channels of Double Sparsity's label cache per head_dim channel (16 of 128)
+# Top-k over the scores: the scoring kernel writes each score once (16-bit, the activations' dtype in both
+# implementations), and a radix select reads it once per pass: 8-bit digits over 16-bit keys take 2 passes
+# (llama.cpp's CUDA top_k_radix_cuda uses RADIX_BITS = 8); each pass does one histogram update per score.
+SCORE_BYTES = 2
+TOPK_PASSES = 2
+
+
+@dataclass(frozen=True)
+class TokenSelection:
+    """A decode step's selection, as multiples of what attention over every cached token reads and computes.
+
+    `share` of the cached tokens is attended to in the `1 - dense_share` of the layers that select; the scoring
+    and top-k add `overhead_bytes` (summary and score traffic per KV byte of the cache) and `overhead_flops`
+    (scoring and top-k work per attention FLOP of the cache); the summary held adds `summary_share` per KV byte.
+    """
+
+    method: str
+    share: float
+    overhead_bytes: float
+    overhead_flops: float
+    summary_share: float
+    dense_share: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method: found {self.method!r}, allowed: {', '.join(METHODS)}")
+        if not 0.0 < self.share <= 1.0:
+            raise ValueError(f"share: found {self.share}, allowed: a fraction in (0, 1]")
+
+    @property
+    def bytes_scale(self) -> float:
+        """Bytes a decode step's attention moves, per byte of the cached KV it attends over."""
+        return self.dense_share + (1.0 - self.dense_share) * (self.share + self.overhead_bytes)
+
+    @property
+    def flops_scale(self) -> float:
+        """Attention FLOPs of a decode step, per FLOP of attending to every cached token."""
+        return self.dense_share + (1.0 - self.dense_share) * (self.share + self.overhead_flops)
+
+    @property
+    def held_scale(self) -> float:
+        """KV memory held per byte of the cache: the cache whole, plus the key summary of every layer (both
+        implementations keep it in every layer, the dense ones too)."""
+        return 1.0 + self.summary_share
+
+
+def token_selection(method: str, share: float, *, layers: int, heads: int, kv_heads: int, head_dim: int,
+                    kv_element_B: float, label_share: float = DS_LABEL_SHARE,
+                    label_element_B: float | None = None) -> TokenSelection:
+    """The selection of `method` reading `share` of the cached tokens in a model of `layers` decoder layers and
+    `heads` query heads over `kv_heads` KV heads of `head_dim`, its cache `kv_element_B` bytes an element.
+
+    Per cached token and KV head the cache holds 2 x head_dim elements (key and value), and attention does
+    4 x head_dim FLOPs per query head (q.k and p.v); the ratios below are per those. Double Sparsity keeps
+    `label_share` of the channels as labels, `label_element_B` bytes each (default: the cache's element).
+    """
+    kv_B_per_token = 2.0 * head_dim * kv_element_B * kv_heads
+    if method == QUEST:
+        summary = 1.0 / QUEST_PAGE_TOKENS  # two key vectors a page of 16 tokens: 2 d / 16 per 2 d
+        scores_per_token = 1.0 / QUEST_PAGE_TOKENS  # one per page and query head
+        scoring_flops = QUEST_OPS_PER_CHANNEL * head_dim / QUEST_PAGE_TOKENS / (4.0 * head_dim)
+        dense = min(QUEST_DENSE_LAYERS, layers) / layers
+    elif method == DOUBLE_SPARSITY:
+        if not 0.0 < label_share <= 1.0:
+            raise ValueError(f"label_share: found {label_share}, allowed: a fraction in (0, 1]")
+        label_channels = max(1.0, round(label_share * head_dim))
+        label_B = kv_element_B if label_element_B is None else label_element_B
+        summary = label_channels * label_B / (2.0 * head_dim * kv_element_B)  # r key channels per 2 d elements
+        scores_per_token = 1.0  # one per token and query head
+        scoring_flops = 2.0 * label_channels / (4.0 * head_dim)  # an r-channel dot product
+        dense = 0.0
+    else:
+        raise ValueError(f"method: found {method!r}, allowed: {', '.join(METHODS)}")
+    scores = scores_per_token * heads  # per cached token, over the query heads
+    topk_bytes = scores * SCORE_BYTES * (1 + TOPK_PASSES) / kv_B_per_token
+    topk_flops = scores * TOPK_PASSES / (4.0 * head_dim * heads)
+    return TokenSelection(method=method, share=share, overhead_bytes=summary + topk_bytes,
+                          overhead_flops=scoring_flops + topk_flops, summary_share=summary, dense_share=dense)
+

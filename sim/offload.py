@@ -1,0 +1,167 @@
+"""Memory tiers: weights and KV cache offloaded to host memory (or flash) over a link, with layer-by-layer prefetch.
+
+A static batch whose weights, KV cache and activations exceed the device's memory can run with part of them in
+host memory, at the cost the link sets (FlexGen, Sheng et al., "FlexGen: High-Throughput Generative Inference of
+Large Language Models with a Single GPU", ICML 2023, Section 4; DeepSpeed ZeRO-Inference, which streams offloaded
+weights layer by layer).
+
+What is modeled
+- Placement (plan_offload): the least that must leave the device does, as one share of every layer (FlexGen's
+  placement percentages: a fraction of each layer's weights and of each layer's KV cache in host memory). The
+  device keeps prefetch buffers for the offloaded part of two layers: the one it computes and the next one
+  arriving (double buffering).
+- Policy: 'weights' offloads weights only, 'kv' the KV cache only, 'auto' weights first and the KV cache only once
+  every weight is in host memory. Weights go first because a weight byte in host memory costs one transfer per
+  pass that the whole batch shares (DeepSpeed ZeRO-Inference offloads weights alone), while the KV cache grows with
+  the batch and the context; 'kv' is there for the opposite case (a large batch of long sequences).
+- Traffic per pass (offload_traffic): the offloaded weights cross host to device once per pass (the prefill and
+  every decode step read every weight once); each decode step brings in the offloaded share of the KV cache its
+  attention reads; the offloaded share of the KV a pass writes (the prompt's in the prefill, one token's in each
+  decode step) crosses device to host. A PCIe link is full duplex, so the two directions run at once: a pass's
+  link time is the larger direction's bytes over the link's bandwidth, plus the link's latency once per layer.
+- Overlap (link_wait_s): with prefetch, a pass takes per layer the larger of its compute and its transfer
+  (FlexGen's overlapped schedule, Section 4); the decoder layers are alike (the same kernels, the same bytes), so
+  that is the larger of the pass's device time and its link time. Without prefetch, the sum of the two.
+
+Not modeled: host DRAM bandwidth as a second limit (a server's host DRAM delivers several times a PCIe x16 link's
+rate, so the link is the bound), host memory capacity (it holds whatever is offloaded), pageable memory (transfers
+run from pinned buffers at the link's rate; a pageable copy is staged and slower), attention computed on the host
+CPU next to an offloaded KV cache (FlexGen's CPU delegation), a third tier behind host memory (FlexGen's disk), the
+pipeline fill (the first layer's transfer of a pass before any overlap: one layer's share of its link time),
+compressed transfers, and the link's own transfer energy (no sourced energy per bit of a PCIe or NVMe transfer was
+found, so it is not counted; static power while the device waits on the link is, as for any time).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from sim.memory import MemoryFootprint
+
+OFFLOADS = ("none", "weights", "kv", "auto")
+BUFFERED_LAYERS = 2  # the layer computing and the next one arriving (double buffering)
+
+
+@dataclass(frozen=True, kw_only=True)
+class OffloadPlan:
+    """Shares of every layer's weights and KV cache held in host memory, and the bytes that makes."""
+
+    weights_share: float = 0.0
+    kv_share: float = 0.0
+    weights_B: float = 0.0  # weights in host memory
+    kv_B: float = 0.0  # KV cache in host memory at its largest (the last decode step)
+    # The device's prefetch buffers for the offloaded part of BUFFERED_LAYERS layers, of weights and of KV.
+    weights_buffer_B: float = 0.0
+    kv_buffer_B: float = 0.0
+
+    @property
+    def offloaded_B(self) -> float:
+        return self.weights_B + self.kv_B
+
+
+def plan_offload(footprint: MemoryFootprint, capacity_B: float, layers: int, mode: str) -> OffloadPlan | str:
+    """The least a static batch of `footprint` must offload under `mode` (OFFLOADS) to fit `capacity_B`, or why it
+    cannot (the text of an infeasible reason). A footprint that fits offloads nothing."""
+    if mode not in OFFLOADS:
+        raise ValueError(f"offload: found {mode!r}, allowed: {', '.join(OFFLOADS)}")
+    excess_B = footprint.total_B - capacity_B
+    if mode == "none" or excess_B <= 0:
+        return OffloadPlan()
+    # Offloading a share s of a tensor class of B bytes frees s B but adds s B x BUFFERED_LAYERS / layers of buffers.
+    kept = 1.0 - BUFFERED_LAYERS / layers
+    weights_room_B = footprint.weights_B * kept if mode in ("weights", "auto") else 0.0
+    kv_room_B = footprint.kv_cache_B * kept if mode in ("kv", "auto") else 0.0
+    if weights_room_B + kv_room_B < excess_B:
+        return _cannot_fit(footprint, capacity_B, layers, mode)
+    weights_share = min(1.0, excess_B / weights_room_B) if weights_room_B > 0 else 0.0
+    left_B = excess_B - weights_share * weights_room_B
+    kv_share = left_B / kv_room_B if left_B > 0 else 0.0
+    weights_B, kv_B = weights_share * footprint.weights_B, kv_share * footprint.kv_cache_B
+    return OffloadPlan(weights_share=weights_share, kv_share=kv_share, weights_B=weights_B, kv_B=kv_B,
+                       weights_buffer_B=weights_B * BUFFERED_LAYERS / layers,
+                       kv_buffer_B=kv_B * BUFFERED_LAYERS / layers)
+
+
+def _cannot_fit(footprint: MemoryFootprint, capacity_B: float, layers: int, mode: str) -> str:
+    what = {"weights": "every weight", "kv": "the whole KV cache", "auto": "every weight and the whole KV cache"}[mode]
+    held = ({"weights": "KV cache", "kv": "weights", "auto": ""}[mode])
+    kept_B = {"weights": footprint.kv_cache_B, "kv": footprint.weights_B, "auto": 0.0}[mode]
+    moved_B = footprint.total_B - footprint.activations_B - kept_B
+    buffers_B = moved_B * BUFFERED_LAYERS / layers
+    parts = f"{held} {kept_B / 1e9:.1f}, " if held else ""
+    return (f"offload {mode}: needs {(kept_B + footprint.activations_B + buffers_B) / 1e9:.1f} GB with {what} in "
+            f"host memory ({parts}activations {footprint.activations_B / 1e9:.1f}, prefetch buffers of "
+            f"{BUFFERED_LAYERS} of {layers} layers {buffers_B / 1e9:.1f}) but the device has {capacity_B / 1e9:.1f} GB")
+
+
+def device_footprint(footprint: MemoryFootprint, plan: OffloadPlan) -> MemoryFootprint:
+    """What the device holds under the plan: the resident weights and KV cache, their prefetch buffers (counted with
+    the tensors they buffer) and the activations; offloaded_B says what host memory holds."""
+    if not plan.offloaded_B:
+        return footprint
+    return MemoryFootprint(weights_B=footprint.weights_B - plan.weights_B + plan.weights_buffer_B,
+                           kv_cache_B=footprint.kv_cache_B - plan.kv_B + plan.kv_buffer_B,
+                           activations_B=footprint.activations_B, offloaded_B=plan.offloaded_B)
+
+
+@dataclass(frozen=True, kw_only=True)
+class HostLink:
+    """The link between the device and the tier offloaded bytes live in, per direction (hw_models/link.py LinkSpec)."""
+
+    bandwidth_Bps: float
+    latency_s: float  # per transfer: one per layer and direction that moves bytes
+    prefetch: bool = True  # the next layer's transfer overlaps this layer's compute
+
+
+@dataclass(frozen=True, kw_only=True)
+class LinkTraffic:
+    """Bytes a static batch moves over its host link in the prefill and in each decode step, and that link."""
+
+    link: HostLink
+    layers: int
+    prefill_B: tuple[float, float]  # (host to device, device to host)
+    decode_to_device_B: np.ndarray  # per decode step
+    decode_to_host_B: np.ndarray
+
+    @property
+    def prefetch(self) -> bool:
+        return self.link.prefetch
+
+    def prefill_s(self) -> float:
+        """Seconds the prefill's transfers take on the link."""
+        return float(transfer_s(*self.prefill_B, self.link, self.layers))
+
+    def decode_s(self) -> np.ndarray:
+        """Seconds each decode step's transfers take on the link."""
+        return transfer_s(self.decode_to_device_B, self.decode_to_host_B, self.link, self.layers)
+
+
+def offload_traffic(plan: OffloadPlan, link: HostLink, *, layers: int, prompt_kv_B: float, step_kv_B: np.ndarray,
+                    token_kv_B: float) -> LinkTraffic:
+    """The link traffic of a static batch under `plan`: prompt_kv_B the batch's cached KV after the prefill,
+    step_kv_B the cached KV each decode step's attention reads besides its own token's, token_kv_B the KV one decode
+    step adds (all of the whole batch, every layer)."""
+    steps = np.asarray(step_kv_B, dtype=float)
+    return LinkTraffic(
+        link=link, layers=layers, prefill_B=(plan.weights_B, plan.kv_share * prompt_kv_B),
+        decode_to_device_B=plan.weights_B + plan.kv_share * steps,
+        decode_to_host_B=np.full(steps.shape, plan.kv_share * token_kv_B))
+
+
+def transfer_s(to_device_B, to_host_B, link: HostLink, layers: int):
+    """Seconds a pass's transfers take: each direction its bytes over the bandwidth plus one latency per layer where
+    it moves any, the two directions at once (full duplex)."""
+    def one_way(bytes_B):
+        bytes_B = np.asarray(bytes_B, dtype=float)
+        return np.where(bytes_B > 0, bytes_B / link.bandwidth_Bps + layers * link.latency_s, 0.0)
+
+    return np.maximum(one_way(to_device_B), one_way(to_host_B))
+
+
+def link_wait_s(device_s, link_s, prefetch: bool):
+    """How long a pass waits on the link beyond its device time: with prefetch the link time the compute does not
+    cover (the pass takes the larger of the two), without it the whole link time (the pass takes their sum)."""
+    device_s, link_s = np.asarray(device_s, dtype=float), np.asarray(link_s, dtype=float)
+    return np.maximum(link_s - device_s, 0.0) if prefetch else link_s

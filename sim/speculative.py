@@ -1,0 +1,205 @@
+"""Speculative decoding of a static batch: a draft proposes tokens, the target verifies them in one pass.
+
+Each speculative step (Leviathan et al., "Fast Inference from Transformers via Speculative Decoding", ICML 2023)
+runs the draft's k decode steps (another model on the same device, each step reading its own KV cache), or, with
+Medusa heads (Cai et al., ICML 2024), nothing before the target's pass (the heads run inside it, on its hidden
+states: kernels/medusa.py); then one pass of the target over the k + 1 query tokens of each sequence (the last
+accepted token and the k drafted ones; with a Medusa tree, its candidates plus one) against its KV cache. That
+pass is traced as a decode step of k + 1 tokens after the prompt: its GEMMs have batch x (k + 1) rows, its
+attention reads every key once. Each step yields E = (1 - a^(k+1)) / (1 - a) tokens per sequence in expectation
+(Leviathan et al., eq. 1; k + 1 at a = 1) for an acceptance rate a, so the batch's O - 1 decode tokens take
+(O - 1) / E steps.
+
+The steps are priced at ceil((O - 1) / E) evenly spaced points of the generation (the middle of each step's
+share of it) and their sum scaled to (O - 1) / E steps: the decode time then falls as E grows, with no jump where
+the step count rounds. Host dispatch overlaps each pass as it does a plain decode step (sim/step_costs.py).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from hw_models.device import dispatch_s
+from kernels.kv_policy import Window
+from kernels.table import KernelTable
+from sim.memory import MemoryFootprint
+from sim.result import RequestTiming, SimResult
+from sim.step_costs import DYNAMIC_ENERGY_FIELDS, DecodeCosts, pass_execution, with_host
+from sim.workload import BatchWorkload, PassTables
+from workloads.model_config import ModelConfig
+
+MEDUSA = "medusa"  # the spec_draft value that drafts with Medusa heads on the target
+
+
+def expected_tokens(acceptance: float, drafted: int) -> float:
+    """Tokens a speculative step yields per sequence in expectation (Leviathan et al. 2023, eq. 1): the accepted
+    drafts and the target's own next token."""
+    if acceptance >= 1.0:
+        return float(drafted + 1)
+    return (1.0 - acceptance ** (drafted + 1)) / (1.0 - acceptance)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Speculation:
+    """k drafted tokens per step (Medusa: k heads), each accepted with probability `acceptance`; `tree` > 0
+    verifies that many candidates (a Medusa tree, whose acceptance along its best path the knob then gives)."""
+
+    drafted: int
+    acceptance: float
+    tree: int = 0
+
+    def __post_init__(self) -> None:
+        if self.drafted < 1:
+            raise ValueError(f"spec_tokens: found {self.drafted}, allowed: an integer >= 1")
+        if not 0.0 <= self.acceptance <= 1.0:
+            raise ValueError(f"acceptance: found {self.acceptance}, allowed: a fraction from 0 to 1")
+        if self.tree < 0:
+            raise ValueError(f"spec_tree: found {self.tree}, allowed: an integer >= 0")
+
+    @property
+    def verified(self) -> int:
+        """Query tokens per sequence in the target's verification pass."""
+        return (self.tree or self.drafted) + 1
+
+    @property
+    def tokens_per_step(self) -> float:
+        return expected_tokens(self.acceptance, self.drafted)
+
+
+def draft_error(target: ModelConfig, draft: ModelConfig) -> str:
+    """Empty when `draft` can draft for `target`, else why not (a draft no smaller than its target only costs)."""
+    if draft.param_count() >= target.param_count():
+        return (f"found {draft.name} ({draft.param_count() / 1e9:.2f} B parameters), allowed: a model smaller than "
+                f"the target {target.name} ({target.param_count() / 1e9:.2f} B)")
+    return ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SpeculativeTables:
+    """The target's prefill, its verification pass (Medusa heads included) traced after the prompt, and the draft's
+    prefill and decode step (None with Medusa heads)."""
+
+    prefill: KernelTable
+    verify: KernelTable
+    draft: PassTables | None
+    speculation: Speculation
+    window: Window = None  # the KV window or policy the target's and the draft's attention keep
+
+
+def step_plan(workload: BatchWorkload, speculation: Speculation) -> tuple[float, np.ndarray]:
+    """(expected speculative steps, tokens each sequence has generated before each priced step)."""
+    remaining = workload.decode_steps
+    if remaining == 0:
+        return 0.0, np.zeros(0)
+    steps = remaining / speculation.tokens_per_step
+    priced = math.ceil(steps - 1e-9)
+    share = remaining / priced  # tokens per priced step; the middle of each step's share of the generation
+    return steps, 1.0 + np.arange(priced) * share + (share - 1.0) / 2.0
+
+
+def _pass(device, table: KernelTable, kv_lens: np.ndarray, window: Window, mode: str, batch: int) -> DecodeCosts:
+    """A pass priced at every step: its attention rows at that step's keys, the rest once."""
+    return DecodeCosts(batch=batch, base=device.cost_table(table, mode),
+                       attention=device.cost_table(table.attention_at_kv_lengths(kv_lens, window), mode),
+                       attention_mask=table.attention_mask, steps=len(kv_lens), class_masks=table.class_masks,
+                       dispatch_s=dispatch_s(device, mode))
+
+
+def evaluate_speculative(device, tables: SpeculativeTables, workload: BatchWorkload, memory: MemoryFootprint,
+                         execution: str = "eager") -> SimResult:
+    """Timings and energy of the batch decoded speculatively (sim/analytic.py's result, speculative steps)."""
+    spec = tables.speculation
+    decode_mode, prefill_mode = (pass_execution(execution, decode_only=only) for only in (True, False))
+    prefills = [tables.prefill] + ([tables.draft.prefill] if tables.draft else [])
+    priced_prefills = [with_host(device.cost_table(t, prefill_mode), dispatch_s(device, prefill_mode))
+                       for t in prefills]
+    steps, generated = step_plan(workload, spec)
+    prompt = workload.prompt_len
+    # Keys of the verification: the prompt, the tokens generated so far and the drafted ones after the last.
+    passes = [_pass(device, tables.verify, prompt + generated + spec.verified - 1, tables.window, decode_mode,
+                    workload.batch)]
+    if tables.draft is not None:
+        # Draft step i of each speculative step attends to the prompt, the generated tokens and i drafts.
+        draft_kv = (prompt + generated[:, None] + np.arange(spec.drafted)[None, :]).ravel()
+        passes.append(_pass(device, tables.draft.decode, draft_kv, tables.window, decode_mode, workload.batch))
+    scale = steps / len(generated) if len(generated) else 0.0
+    first_token_s = sum(float(p.time_s.sum()) for p in priced_prefills)
+    decode_s = scale * sum(p.total("time_s") for p in passes)
+    energy = {name: sum(float(getattr(p, name).sum()) for p in priced_prefills)
+              + scale * sum(p.total(name) for p in passes) for name in DYNAMIC_ENERGY_FIELDS}
+    energy["static_J"] = device.idle_power_W * (first_token_s + decode_s)
+    by_class: dict[str, float] = {}
+    for table, costs in zip(prefills, priced_prefills, strict=True):
+        for label, mask in table.class_masks.items():
+            by_class[label] = by_class.get(label, 0.0) + float(costs.time_s[mask].sum())
+    for part in passes:
+        for label, mask in part.class_masks.items():
+            by_class[label] = by_class.get(label, 0.0) + scale * part.total("time_s", mask)
+    timing = RequestTiming(count=workload.batch, arrival_s=0.0, first_token_s=first_token_s,
+                           finish_s=first_token_s + decode_s, output_tokens=workload.output_len)
+    return SimResult(request_groups=(timing,), makespan_s=first_token_s + decode_s, memory=memory,
+                     energy_parts_J=energy, time_by_class_s=by_class)
+
+
+class ServingSpeculation:
+    """Speculative decoding in a serving replica's iterations (sim/replica.py): an iteration with decoding sequences
+    verifies `verified` tokens of each (the target's pass, priced from its step template with that many query tokens
+    per sequence), after the draft's k steps (the draft's own step template: one over the iteration's prefill chunks
+    and decodes, k - 1 over its decodes) or with the Medusa heads over the verified rows; each sequence then
+    advances by its accepted drafts plus one, drawn from the acceptance rate with a seeded generator."""
+
+    def __init__(self, speculation: Speculation, *, draft=None, heads=None, device=None, execution: str = "eager"):
+        """`draft`: the draft's IterationCostModel; `heads(rows)`: the Medusa heads' KernelTable over `rows` hidden
+        states, priced on `device` (one of the two)."""
+        self.speculation, self.draft, self.heads = speculation, draft, heads
+        self.device, self.execution = device, execution
+        self._memo: dict[tuple, object] = {}
+
+    def price(self, cost, shape, draft_shapes: tuple) -> object:
+        """The iteration's cost with the draft's steps (or the heads) added: `cost` is the target's verification
+        iteration of `shape`, `draft_shapes` the draft's (its first step, then a decode-only one)."""
+        key = (id(cost), *draft_shapes) if self.draft is not None else (id(cost), shape.decode_seqs)
+        if key not in self._memo:
+            extra = []
+            if self.draft is not None:
+                first, rest = (self.draft.price(s) for s in draft_shapes)
+                extra = [first] + [rest] * (self.speculation.drafted - 1)
+            elif shape.decode_seqs:
+                extra = [self._heads_cost(shape.decode_seqs * self.speculation.verified)]
+            self._memo[key] = _sum_costs([cost, *extra])
+        return self._memo[key]
+
+    def _heads_cost(self, rows: int):
+        from sim.costs import KERNEL_CLASS_NAMES, IterationCost  # sim.costs imports nothing of this module
+
+        table = self.heads(rows)
+        costs = self.device.cost_table(table, pass_execution(self.execution, decode_only=True))
+        class_time = np.zeros(len(KERNEL_CLASS_NAMES))
+        class_time[KERNEL_CLASS_NAMES.index("gemm")] = float(costs.time_s.sum())
+        return IterationCost(time_s=float(costs.time_s.sum()), compute_J=float(costs.compute_J.sum()),
+                             memory_J=float(costs.memory_J.sum()), class_time_s=class_time)
+
+    def accepted_tokens(self, rng: np.random.Generator, sequences: int) -> np.ndarray:
+        """Tokens each of `sequences` verified sequences advances by: its accepted drafts (each accepted with the
+        acceptance rate until the first rejection, at most k) plus the target's own token."""
+        k, a = self.speculation.drafted, self.speculation.acceptance
+        if a >= 1.0:
+            return np.full(sequences, k + 1)
+        if a <= 0.0:
+            return np.ones(sequences, dtype=int)
+        # P(at least i accepted) = a^i: the count of leading successes of a geometric draw.
+        draws = np.floor(np.log(rng.random(sequences)) / math.log(a)).astype(int)
+        return np.minimum(draws, k) + 1
+
+
+def _sum_costs(costs: list):
+    """One IterationCost for passes run back to back."""
+    if len(costs) == 1:
+        return costs[0]
+    first = costs[0]
+    return type(first)(time_s=sum(c.time_s for c in costs), compute_J=sum(c.compute_J for c in costs),
+                       memory_J=sum(c.memory_J for c in costs),
+                       class_time_s=sum((c.class_time_s for c in costs), np.zeros_like(first.class_time_s)))

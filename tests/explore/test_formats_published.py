@@ -1,0 +1,126 @@
+"""Quantized formats against published measurements and papers (kernels/formats.py, hw_models/gpu_quant.py), and
+format mistakes as one-line errors.
+
+- gpt-fast (PyTorch, github.com/pytorch-labs/gpt-fast README "Benchmarks"; the same figures in the PyTorch blog
+  "Accelerating Generative AI with PyTorch II: GPT, Fast", 2023-11-30): Llama-2-7B on an A100-80GB (power-limited
+  to 330 W), batch 1, a 5-token prompt, torch.compile with CUDA graphs: bf16 104.9 tokens/s, int8 weight-only
+  (per-channel) 155.58, int4 weight-only with groups of 32 (tinygemm) 196.80. We run it as an engine (fused
+  kernels replayed from CUDA graphs, as torch.compile's output is).
+- QServe (Lin et al., "QServe: W4A8KV4 Quantization and System Co-design for Efficient LLM Serving", MLSys 2025,
+  Figure 1 / Section 7.2): W4A8KV4 serving throughput over TensorRT-LLM's W8A8 on Llama-3-8B, 1.2x on A100 and
+  1.4x on L40S (maximum throughput: 1,024 input and 512 output tokens, the largest batch that fits).
+- SqueezeLLM (Kim et al., "SqueezeLLM: Dense-and-Sparse Quantization", ICML 2024, abstract and Section 5.4): 3-bit
+  non-uniform (per-channel lookup table) kernels "up to 2.3x" faster than the fp16 baseline on an A6000 generating
+  128 tokens at batch 1 (LLaMA 7B-30B).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from explore.cli import main
+from explore.design_point import DesignPoint
+from explore.evaluate import Evaluator
+from tests.explore.tiny_sweep import write_sweep
+
+GPT_FAST_SPEEDUP_W4 = 196.80 / 104.9
+GPT_FAST_SPEEDUP_W8 = 155.58 / 104.9
+TOLERANCE = 0.20
+
+
+@pytest.fixture(scope="module")
+def evaluator() -> Evaluator:
+    return Evaluator()
+
+
+def _tpot(evaluator: Evaluator, point: DesignPoint) -> float:
+    return evaluator.evaluate(point).metrics["tpot_s"]
+
+
+GPT_FAST = DesignPoint(model="llama-2-7b", device="a100-sxm-80gb", batch=1, prompt=8, output=128, execution="engine")
+
+
+def test_w4a16_over_w16_on_a100_matches_gpt_fast(evaluator):
+    """Batch-1 decode speed-up of int4 weight-only (groups of 32) over bf16: ours about 2.0x against 1.88x."""
+    w4 = replace(GPT_FAST, weight_bits=4, knobs=(("group_size", 32),))
+    speedup = _tpot(evaluator, GPT_FAST) / _tpot(evaluator, w4)
+    assert abs(speedup / GPT_FAST_SPEEDUP_W4 - 1) <= TOLERANCE, speedup
+
+
+def test_w8a16_over_w16_on_a100_matches_gpt_fast(evaluator):
+    """int8 weight-only with per-channel scales: ours about 1.6x against 1.48x."""
+    w8 = replace(GPT_FAST, weight_bits=8, knobs=(("scale_granularity", "channel"),))
+    speedup = _tpot(evaluator, GPT_FAST) / _tpot(evaluator, w8)
+    assert abs(speedup / GPT_FAST_SPEEDUP_W8 - 1) <= TOLERANCE, speedup
+
+
+def _qserve_speedup(evaluator: Evaluator, device: str, batch: int) -> float:
+    base = DesignPoint(model="llama-3-8b", device=device, batch=batch, prompt=1024, output=512, execution="engine",
+                       weight_bits=8, act_bits=8, kv_bits=16, knobs=(("scale_granularity", "channel"),))
+    qserve = replace(base, weight_bits=4, kv_bits=4, knobs=(("scale_type", "two_level"),))
+    rates = [evaluator.evaluate(p).metrics["tokens_per_s"] for p in (base, qserve)]
+    return rates[1] / rates[0]
+
+
+# Both formats at one batch that fits both (W8A8 with a 16-bit KV cache holds fewer sequences: QServe's gain at its
+# own largest batch is larger, so these bound the direction, within 30% of the paper on either side).
+@pytest.mark.parametrize("device, batch, paper", [
+    ("a100-sxm-80gb", 64, 1.2),
+    pytest.param("l40s", 16, 1.4, marks=pytest.mark.xfail(strict=True, reason=(
+        "ours about 1.86x against 1.4x: on L40S's 864 GB/s the W8A8 baseline's 16-bit KV cache and 8-bit weights "
+        "dominate a batch-16 step, so W4 weights and a 4-bit KV cache save more than QServe measured; the model "
+        "prices no QServe attention or dequantization inefficiency beyond the W4A8 main loop")))])
+def test_qserve_w4a8kv4_over_w8a8_direction(evaluator, device, batch, paper):
+    speedup = _qserve_speedup(evaluator, device, batch)
+    assert 1.0 < speedup and abs(speedup / paper - 1) <= 0.30, speedup
+
+
+@pytest.mark.xfail(strict=True, reason="ours about 3.9x against at most 2.3x: at batch 1 the 3-bit LUT GEMV is priced "
+                   "memory-bound (2.6 lookup instructions per weight hide under the 3-bit traffic), while SqueezeLLM's "
+                   "kernel stays below the bandwidth it saves; its kernel inefficiency (a CUDA-core GEMV, no tensor "
+                   "cores) is not modeled")
+def test_squeezellm_3bit_over_fp16_on_a6000(evaluator):
+    """SqueezeLLM's 3-bit LUT kernel at batch 1: faster than fp16 and not beyond the paper's best 2.3x (+15%)."""
+    fp16 = DesignPoint(model="llama-2-7b", device="rtx-a6000", batch=1, prompt=8, output=128, execution="engine")
+    lut3 = replace(fp16, weight_bits=3, knobs=(("scale_granularity", "channel"), ("weight_type", "lut")))
+    speedup = _tpot(evaluator, fp16) / _tpot(evaluator, lut3)
+    assert 1.5 <= speedup <= 2.3 * 1.15, speedup
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--weight-bits", "8", "--weight-type", "fp4_e2m1"],
+     "--weight-type: found 'fp4_e2m1' with weight_bits 8, allowed: weight_bits 4"),
+    (["--weight-bits", "4", "--group-size", "256", "--tp", "2"],
+     "--group-size: found 256, which does not divide llama-2-7b's MLP down k=5504"),
+    (["--weight-bits", "4", "--act-bits", "8", "--weight-type", "nf4"],
+     "--weight-type: found 'nf4' with integer 8-bit activations"),
+])
+def test_bad_format_flags_are_one_line(capsys, flags, message):
+    assert main(["run", "--model", "llama-2-7b", "--device", "a100-sxm-80gb", *flags]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert message in line
+
+
+def test_bad_format_in_a_sweep_is_one_line(tmp_path, capsys):
+    path = write_sweep(tmp_path, "name: bad\nmodel: llama-2-7b\ndevice: a100-sxm-80gb\n"
+                                 "format: {weight_bits: [4, 8], weight_type: [int, fp4_e2m1]}\n")
+    assert main(["check", path]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "sweep.yaml:4: format.weight_type: found 'fp4_e2m1' with weight_bits 8, allowed: weight_bits 4" in line
+    path = write_sweep(tmp_path, "name: bad\nmodel: llama-2-7b\ndevice: a100-sxm-80gb\n"
+                                 "format: {weight_bits: 4, weight_type: fp5}\n")
+    assert main(["check", path]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "format.weight_type" in line and "fp5" in line
+
+
+def test_fp4_on_a100_says_it_is_emulated(capsys):
+    flags = ["--weight-bits", "4", "--act-bits", "4", "--weight-type", "fp4_e2m1", "--act-type", "fp4_e2m1",
+             "--scale-type", "e4m3", "--group-size", "16", "--prompt", "16", "--output", "4"]
+    assert main(["run", "--model", "llama-2-7b", "--device", "a100-sxm-80gb", *flags]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert "fp4 GEMMs emulated on a100-sxm-80gb" in first
+    assert main(["run", "--model", "llama-2-7b", "--device", "b200", *flags]) == 0
+    assert "emulated" not in capsys.readouterr().out.splitlines()[0]

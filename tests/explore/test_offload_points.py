@@ -1,0 +1,145 @@
+"""Offloaded design points (explore/knobs.py offload, sim/offload.py): a point too large for its device runs with the
+excess in host memory, bounded by its host link; offloading is never faster than fitting; offload none changes
+nothing; bad input gets one line."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import pytest
+
+from explore.design_point import DesignPoint
+from explore.evaluate import Evaluator
+from explore.knobs import knob
+from workloads.errors import InputError
+
+GB = 1e9
+LAYERS_70B = 80  # Llama-2-70B's num_hidden_layers (config.json)
+PCIE4_X16_Bps = 31.5e9  # per direction: 16 GT/s x 16 lanes x 128/130 / 8 (PCIe 4.0 base specification)
+PCIE5_X16_Bps = 63.0e9  # 32 GT/s x 16 lanes x 128/130 / 8 (PCIe 5.0 base specification)
+TIMINGS = ("ttft_s", "tpot_s", "e2e_s", "energy_per_token_J")
+
+
+@pytest.fixture(scope="module")
+def evaluator() -> Evaluator:
+    return Evaluator()
+
+
+def point70b(device: str = "a100-sxm-80gb", **knobs) -> DesignPoint:
+    # The shapes tests/explore/test_tensor_parallel.py traces too (a session traces each once).
+    return DesignPoint(model="llama-2-70b", device=device, batch=1, prompt=1024, output=8,
+                       knobs=tuple(sorted(knobs.items())))
+
+
+# ---- Llama-2-70B (fp16, 138 GB) on one 80 GB GPU: bounded by PCIe -------------------------------------------------
+
+@pytest.mark.parametrize(("device", "link_Bps"), [("a100-sxm-80gb", PCIE4_X16_Bps), ("h100-sxm", PCIE5_X16_Bps)])
+def test_an_offloaded_70b_decode_step_is_bounded_by_the_pcie_floor(evaluator, device, link_Bps):
+    """Llama-2-70B in fp16 needs about 138 GB; on an 80 GB GPU the rest lives in host memory and crosses PCIe every
+    decode step (each step reads every weight). Floor: the bytes that cannot stay over the link's bandwidth; with two
+    layers' buffers double-buffered the device gives up 2/80 of what it offloads, so it offloads
+    excess / (1 - 2/80). Ceiling: that transfer plus the device's own step (the same point on a device with room
+    for it, a capacity what-if), as if nothing overlapped."""
+    needed_B = evaluator.evaluate(point70b(device)).metrics["peak_memory_B"]  # infeasible: reports what it needs
+    capacity_B = 80 * GB
+    excess_B = needed_B - capacity_B
+    assert excess_B > 50 * GB  # 138 GB of weights on 80 GB
+    offloaded_B = excess_B / (1 - 2 / LAYERS_70B)
+    metrics = evaluator.evaluate(point70b(device, offload="weights")).metrics
+    assert metrics["fits_in_memory"] and metrics["offloaded_B"] == pytest.approx(offloaded_B, rel=1e-9)
+    assert metrics["peak_memory_B"] == pytest.approx(capacity_B, rel=1e-9)
+    roomy = replace(point70b(device), overrides=(("memory.capacity_GB", 200),))
+    own_step_s = evaluator.evaluate(roomy).metrics["tpot_s"]
+    floor_s = excess_B / link_Bps  # no buffers at all: what any placement must stream per step
+    assert floor_s < offloaded_B / link_Bps <= metrics["tpot_s"]
+    assert metrics["tpot_s"] <= offloaded_B / link_Bps + LAYERS_70B * 1e-6 + own_step_s
+    # Without prefetch the transfer and the step add up: the ceiling is reached.
+    serial = evaluator.evaluate(point70b(device, offload="weights", offload_prefetch=0)).metrics
+    assert serial["tpot_s"] == pytest.approx(offloaded_B / link_Bps + own_step_s, rel=0.05)
+
+
+def test_a_faster_link_streams_the_same_bytes_sooner(evaluator):
+    pcie4 = evaluator.evaluate(point70b(offload="auto", host_link="pcie4-x16")).metrics
+    pcie5 = evaluator.evaluate(point70b(offload="auto", host_link="pcie5-x16")).metrics
+    nvme = evaluator.evaluate(point70b(offload="auto", host_link="nvme-pcie4-x4")).metrics
+    assert pcie4["offloaded_B"] == pcie5["offloaded_B"] == nvme["offloaded_B"]
+    assert pcie5["tpot_s"] < pcie4["tpot_s"] < nvme["tpot_s"]
+    # The device's own preset names PCIe 4.0 x16 (NVIDIA A100 datasheet: PCIe Gen4 64 GB/s both ways).
+    default = evaluator.evaluate(point70b(offload="auto")).metrics
+    assert default["tpot_s"] == pcie4["tpot_s"]
+
+
+# ---- invariants -----------------------------------------------------------------------------------------------
+
+# A KV-bound point: 32 sequences of 1,040 tokens of a 7B model hold 17 GB of KV cache beside 13.5 GB of weights
+# on an L4's 24 GB.
+KV_BOUND = DesignPoint(model="llama-2-7b", device="l4", batch=32, prompt=1024, output=16)
+
+
+@pytest.mark.parametrize(("base", "knobs"), [
+    (point70b(), {"offload": "weights"}), (point70b(), {"offload": "auto"}),
+    (point70b(), {"offload": "auto", "offload_prefetch": 0}), (KV_BOUND, {"offload": "kv"}),
+    (KV_BOUND, {"offload": "auto"})], ids=["weights", "auto", "auto-serial", "kv", "kv-bound-auto"])
+def test_offloading_is_never_faster_than_fitting(evaluator, base, knobs):
+    """The same point with the device's capacity raised until it fits (a what-if) is the offloaded point's lower
+    bound in every timing and in energy."""
+    offloaded = evaluator.evaluate(replace(base, knobs=tuple(sorted(knobs.items())))).metrics
+    fitting = evaluator.evaluate(replace(base, overrides=(("memory.capacity_GB", 500),))).metrics
+    assert offloaded["fits_in_memory"] and offloaded["offloaded_B"] > 0 and fitting["offloaded_B"] == 0
+    for name in TIMINGS:
+        assert offloaded[name] >= fitting[name], name
+    assert offloaded["tokens_per_s"] <= fitting["tokens_per_s"]
+
+
+def test_a_point_that_fits_gets_the_same_numbers_whatever_offload_says(evaluator):
+    plain = DesignPoint(model="llama-2-7b", device="h100-sxm", batch=4, prompt=512, output=16)
+    reference = evaluator.evaluate(plain).metrics
+    assert reference["offloaded_B"] == 0
+    for mode in ("weights", "kv", "auto"):
+        metrics = evaluator.evaluate(replace(plain, knobs=(("offload", mode),))).metrics
+        assert {k: v for k, v in metrics.items() if k != "offload"} == reference
+
+
+def test_offload_none_leaves_a_point_that_does_not_fit_infeasible(evaluator):
+    metrics = evaluator.evaluate(point70b()).metrics
+    assert not metrics["fits_in_memory"] and metrics["infeasible_reason"].startswith("needs ")
+    assert math.isnan(metrics["tpot_s"]) and metrics["offloaded_B"] == 0
+
+
+# ---- bad input ------------------------------------------------------------------------------------------------
+
+def test_an_offload_that_still_cannot_fit_is_infeasible_with_its_reason(evaluator):
+    metrics = evaluator.evaluate(point70b(offload="kv")).metrics  # 0.2 GB of KV cannot free 58 GB
+    assert not metrics["fits_in_memory"] and math.isnan(metrics["tpot_s"])
+    assert metrics["infeasible_reason"].startswith("offload kv: needs ") and "80.0 GB" in metrics["infeasible_reason"]
+
+
+def test_unknown_offload_values_and_links_are_refused_in_one_line():
+    with pytest.raises(ValueError, match=r"found 'disk', allowed: none, weights, kv, auto"):
+        knob("offload").validate("disk")
+    with pytest.raises(ValueError, match=r"found 'pcie9', allowed: empty \(the device's own host link\)"):
+        knob("host_link").validate("pcie9")
+    with pytest.raises(ValueError, match=r"found 2, allowed: 0, 1"):
+        knob("offload_prefetch").validate(2)
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    # B200's preset names no host link (its datasheet's host interface was not sourced); 80 GB makes 70B not fit.
+    ({"device": "b200", "overrides": (("memory.capacity_GB", 80),)},
+     r"host_link: device 'b200' names no host link in its preset, allowed: a link preset"),
+    ({"tp": 2}, r"offload: found 'auto' on 2 devices, allowed: none, or offloading on one device"),
+    ({"knobs": (("offload", "auto"), ("spec_draft", "medusa"))}, r"offload: found 'auto' with spec_draft 'medusa'"),
+])
+def test_offloads_the_model_does_not_cover_are_refused(evaluator, fields, message):
+    with pytest.raises(InputError, match=message):
+        evaluator.evaluate(replace(point70b(offload="auto"), **fields))
+
+
+def test_serving_with_offload_is_refused(evaluator):
+    from sim.serving_spec import ServingSpec
+
+    point = DesignPoint(model="llama-2-7b", device="h100-sxm", batch=1, prompt=128, output=16,
+                        serving=ServingSpec(), knobs=(("offload", "weights"),))
+    with pytest.raises(InputError, match=r"offload: found 'weights' with serving:, allowed: none"):
+        evaluator.evaluate(point)

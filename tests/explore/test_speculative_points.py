@@ -1,0 +1,153 @@
+"""Speculative decoding on design points (sim/speculative.py through explore/evaluate.py): invariants on a tiny
+Llama and its tinier draft, static batches and serving runs, bad input, and Medusa-1 against its paper."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from explore.blocks import evaluate_points
+from explore.cli import main
+from explore.design_point import DesignPoint
+from sim.serving_spec import ServingSpec
+from sim.speculative import expected_tokens
+from tests.explore.tiny_sweep import TINY_CONFIG, write_sweep
+from workloads.requests import Fixed
+
+DRAFT_CONFIG = TINY_CONFIG | {"num_hidden_layers": 1, "hidden_size": 32, "intermediate_size": 64}
+
+
+@pytest.fixture(scope="module")
+def draft(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("draft") / "config.json"
+    path.write_text(json.dumps(DRAFT_CONFIG))
+    return str(path)
+
+
+def point(model: str, **knobs) -> DesignPoint:
+    return DesignPoint(model=model, device="h100-sxm", batch=4, prompt=200, output=33, execution="engine",
+                       knobs=tuple(sorted(knobs.items())))
+
+
+@pytest.mark.parametrize("kind", ["draft", "medusa"])
+def test_acceptance_zero_is_never_faster_and_more_acceptance_never_slower(tiny_config, tiny_evaluator, draft, kind):
+    name = draft if kind == "draft" else "medusa"
+    plain = tiny_evaluator.evaluate(point(tiny_config)).metrics
+    tpots = [tiny_evaluator.evaluate(point(tiny_config, spec_draft=name, spec_tokens=4, acceptance=a)).metrics["tpot_s"]
+             for a in (0.0, 0.2, 0.4, 0.6, 0.8, 0.9, 1.0)]
+    assert tpots[0] >= plain["tpot_s"]
+    assert tpots == sorted(tpots, reverse=True)
+
+
+def test_full_acceptance_gives_k_plus_one_tokens_per_step(tiny_config, tiny_evaluator):
+    """With a = 1 and k = 3 the 32 decode tokens take 8 steps: the decode time is 8 verification passes (Medusa
+    heads included), which is what a = 1, k = 7 takes in 4 passes of its own, each verifying 8 tokens."""
+    for k, steps in ((3, 8), (7, 4)):
+        evaluation = tiny_evaluator.evaluate(point(tiny_config, spec_draft="medusa", spec_tokens=k, acceptance=1.0))
+        decode_s = evaluation.metrics["tpot_s"] * 32
+        assert expected_tokens(1.0, k) == k + 1
+        # One step's time: price the same point with output 1 + (k + 1) tokens, a single step.
+        single = tiny_evaluator.evaluate(DesignPoint(
+            model=tiny_config, device="h100-sxm", batch=4, prompt=200, output=k + 2, execution="engine",
+            knobs=(("acceptance", 1.0), ("spec_draft", "medusa"), ("spec_tokens", k)))).metrics["tpot_s"] * (k + 1)
+        assert decode_s == pytest.approx(steps * single, rel=0.05)  # later steps read a few more keys
+
+
+def test_the_draft_holds_its_weights_and_cache(tiny_config, tiny_evaluator, draft):
+    plain = tiny_evaluator.evaluate(point(tiny_config)).metrics["peak_memory_B"]
+    drafted = tiny_evaluator.evaluate(point(tiny_config, spec_draft=draft, acceptance=0.5)).metrics["peak_memory_B"]
+    # The draft's KV: keys and values of 1 layer x 2 KV heads x 8 dims (32 / 4 heads) at 2 bytes, 232 tokens x 4.
+    assert drafted - plain >= 2 * 1 * 2 * 8 * 2 * 232 * 4
+
+
+def test_blocks_take_the_reference_path(tiny_config, tiny_evaluator, draft):
+    points = [DesignPoint(model=tiny_config, device="h100-sxm", batch=4, prompt=200, output=9,
+                          overrides=(("memory.bandwidth_GBps", bw),),
+                          knobs=(("acceptance", 0.7), ("spec_draft", draft)))
+              for bw in (1000.0, 3000.0)]
+    for p, block in zip(points, evaluate_points(tiny_evaluator, points), strict=True):
+        assert block["tpot_s"] == tiny_evaluator.evaluate(p).metrics["tpot_s"]
+
+
+def serving_point(model: str, seed: int = 0, **knobs) -> DesignPoint:
+    spec = ServingSpec(requests=12, rate_per_s=50.0, prompt=Fixed(tokens=200), output=Fixed(tokens=24), seed=seed)
+    return DesignPoint(model=model, device="h100-sxm", batch=spec.max_seqs, prompt=0, output=0, serving=spec,
+                       execution="engine", knobs=tuple(sorted(knobs.items())))
+
+
+@pytest.mark.parametrize("kind", ["draft", "medusa"])
+def test_serving_speculates_with_the_same_draws_for_the_same_seed(tiny_config, tiny_evaluator, draft, kind):
+    name = draft if kind == "draft" else "medusa"
+    plain = tiny_evaluator.evaluate(serving_point(tiny_config)).metrics
+    nothing = tiny_evaluator.evaluate(serving_point(tiny_config, spec_draft=name, acceptance=0.0)).metrics
+    assert nothing["tpot_s"] >= plain["tpot_s"]
+    runs = [tiny_evaluator.evaluate(serving_point(tiny_config, seed=s, spec_draft=name, acceptance=0.7)).metrics
+            for s in (3, 3)]
+    assert runs[0]["tpot_s"] == runs[1]["tpot_s"] and runs[0]["e2e_s"] == runs[1]["e2e_s"]
+    every = tiny_evaluator.evaluate(serving_point(tiny_config, spec_draft=name, acceptance=1.0)).metrics
+    assert every["tpot_s"] < runs[0]["tpot_s"] < nothing["tpot_s"]
+
+
+@pytest.mark.parametrize(("knobs", "message"), [
+    ("acceptance: 1.5", "workload.acceptance: found 1.5, allowed: "),
+    ("acceptance: -0.1", "workload.acceptance: found -0.1"),
+    ("spec_tokens: 0", "workload.spec_tokens: found 0"),
+    ("spec_tokens: 1000", "workload.spec_tokens: found 1000, allowed: "),
+    ("spec_draft: no-such-model", "workload.spec_draft: found 'no-such-model'"),
+    ("retrieval_heads: 2", "workload.retrieval_heads: found 2"),
+])
+def test_bad_sweep_values_get_one_line_and_exit_2(tiny_config, tmp_path, capsys, knobs, message):
+    path = write_sweep(tmp_path, f"name: s\nmodel: {tiny_config}\ndevice: h100-sxm\nworkload: {{{knobs}}}\n")
+    assert main(["check", path]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_a_draft_larger_than_the_target_is_refused(tiny_config, draft, tmp_path, capsys):
+    path = write_sweep(tmp_path,
+                       f"name: s\nmodel: {draft}\ndevice: h100-sxm\nworkload: {{spec_draft: {tiny_config}}}\n")
+    assert main(["check", path]) == 2
+    err = capsys.readouterr().err
+    assert "workload.spec_draft: found" in err and "allowed: a model smaller than the target" in err
+    assert len(err.strip().splitlines()) == 1
+    assert main(["run", "--model", draft, "--device", "h100-sxm", "--spec-draft", tiny_config]) == 2
+    err = capsys.readouterr().err
+    assert "spec_draft: found" in err and len(err.strip().splitlines()) == 1
+    assert main(["run", "--model", tiny_config, "--device", "h100-sxm", "--acceptance", "2"]) == 2
+    assert "--acceptance: found 2.0" in capsys.readouterr().err
+
+
+# Medusa-1 (Cai et al., "Medusa: Simple LLM Inference Acceleration Framework with Multiple Decoding Heads", ICML
+# 2024; abstract: "Medusa-1 can achieve over 2.2x speedup without compromising generation quality", Vicuna-7B at
+# batch 1 on an A100, through its PyTorch reference implementation: eager execution). Vicuna-7B v1.3 has
+# LLaMA-7B's shapes, which the llama-2-7b preset shares (hidden 4096, 32 layers, 32 heads, vocab 32000).
+# Acceptance: the paper's tree attains its acceleration from 5 heads whose top-1 accuracies on Vicuna-7B are
+# 0.5604, 0.3164, 0.2010, 0.1474, 0.1175 (FasterDecoding/Medusa, assets/medusa_acc.csv, run "7b"); along the top-1
+# chain, a head's token is kept when it and every head before it are right, so a step yields 1 + 0.5604 + 0.3164 +
+# 0.2010 + 0.1474 + 0.1175 = 2.34 tokens; the acceptance rate below gives that E with k = 5 (eq. 1), a lower bound
+# of the tree's. Tolerance: 2.2x within [1.6, 2.8] (the paper's figure is a mean over MT-bench categories whose
+# speed-ups range from about 1.8x to 2.6x). And less at a large batch: the verification's GEMMs of 64 x 6 rows are
+# compute-bound where plain decoding is not.
+MEDUSA_TOKENS_PER_STEP = 1 + 0.5604 + 0.3164 + 0.2010 + 0.1474 + 0.1175
+
+
+def acceptance_for(tokens: float, drafted: int) -> float:
+    low, high = 0.0, 1.0
+    for _ in range(60):
+        mid = (low + high) / 2
+        low, high = (mid, high) if expected_tokens(mid, drafted) < tokens else (low, mid)
+    return low
+
+
+def medusa_speedup(evaluator, batch: int) -> float:
+    base = DesignPoint(model="llama-2-7b", device="a100-sxm-80gb", batch=batch, prompt=256, output=256)
+    knobs = (("acceptance", acceptance_for(MEDUSA_TOKENS_PER_STEP, 5)), ("spec_draft", "medusa"), ("spec_tokens", 5))
+    return evaluator.evaluate(base).metrics["tpot_s"] / evaluator.evaluate(
+        DesignPoint(**{**base.__dict__, "knobs": knobs})).metrics["tpot_s"]
+
+
+def test_medusa_1_speedup_at_batch_1_and_less_at_batch_64(tiny_evaluator):
+    at_1 = medusa_speedup(tiny_evaluator, 1)
+    assert 1.6 <= at_1 <= 2.8
+    assert medusa_speedup(tiny_evaluator, 64) < at_1

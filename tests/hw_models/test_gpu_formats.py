@@ -1,0 +1,135 @@
+"""GPU pricing of quantized GEMMs (hw_models/gpu_quant.py): fewer weight bits never slower in a memory-bound decode
+GEMM, the speed-up bounded by the bytes moved and the dequantization work (hand-computed from the fit's parameters),
+fp8 at the fp8 rate against aiconfigurator's measured H200 GEMMs, and emulation where a GPU lacks the dtype."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import statistics
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hw_models.registry import load_device
+from kernels.formats import NumericFormat
+from kernels.kernel import Kernel, KernelKind
+from kernels.table import KernelTable
+
+AIC_GEMM = (Path(__file__).resolve().parents[3] / "shared" / "data" / "aiconfigurator" / "h200_sxm" / "gemm" / "vllm"
+            / "0.24.0" / "gemm_perf.csv.gz")
+# Llama-2-7B's decode GEMMs, batch 1: (n, k) of QKV-sized, MLP up and MLP down projections.
+LLAMA2_7B_GEMMS = ((4096, 4096), (11008, 4096), (4096, 11008))
+WEIGHT_BITS = (16, 8, 6, 5, 4, 3, 2)
+
+
+def gemm(m: int, n: int, k: int) -> Kernel:
+    """A weight GEMM at 16 bits: X[m, k] @ W[k, n]."""
+    return Kernel(kind=KernelKind.GEMM, op="mm", flops=2.0 * m * n * k, weight_bytes=2.0 * k * n,
+                  act_bytes=2.0 * (m * k + m * n), kv_bytes=0.0, dtype="bf16", tensor_core=True, m=m, n=n, k=k, batch=1)
+
+
+def time_s(device, kernels: list[Kernel], fmt: NumericFormat) -> np.ndarray:
+    table = KernelTable.from_kernels(kernels).with_format(fmt)
+    return device.cost_table(table, "device").time_s
+
+
+@pytest.fixture(scope="module")
+def a100():
+    return load_device("a100-sxm-80gb")
+
+
+@pytest.mark.parametrize("n, k", LLAMA2_7B_GEMMS)
+def test_fewer_weight_bits_are_never_slower_at_batch_1(a100, n, k):
+    times = [float(time_s(a100, [gemm(1, n, k)], NumericFormat(weight_bits=bits))[0]) for bits in WEIGHT_BITS]
+    shown = dict(zip(WEIGHT_BITS, times, strict=True))
+    assert all(later <= earlier for earlier, later in zip(times, times[1:], strict=False)), shown
+
+
+@pytest.mark.parametrize("n, k", LLAMA2_7B_GEMMS)
+@pytest.mark.parametrize("bits", [8, 4, 3])
+def test_speedup_follows_bytes_minus_dequantization(a100, n, k, bits):
+    """By hand, from the A100 fit (hw_models/calibration/a100-sxm-80gb.yaml): a GEMM takes at least its latency plus
+    its weights at the fitted bandwidth, and at most that plus its dequantization (1.5 + 0.125 [4-bit] or 1.0 + 0.5
+    [8-bit] or 1.625 + 0.5 [3-bit] lane instructions per weight at 19.5 / 2 T/s) plus its 16-row padded tensor work
+    at the fitted fraction of 312 TFLOP/s (the smooth maximum of two times is at most their sum)."""
+    fit = a100.calibration.gemm
+    bandwidth = 2039e9 * fit.bandwidth_fraction
+    ops = {8: 1.0 + 0.5, 4: 9 / 8 + 0.5, 3: 9 / 8 + 0.5 + 0.5}[bits]
+    padded_work = 2 * 16 * n * k
+    work = 2 * n * k + fit.padding_share * (padded_work - 2 * n * k)
+    compute_s = work / (312e12 * fit.compute_fraction) + ops * n * k / (19.5e12 / 2)
+    weights_16, weights_b = 2.0 * n * k, 2.0 * n * k * (bits + 16 / 128) / 16
+    acts = 2.0 * (k + n)
+    t16_low = fit.latency_s + (weights_16 + acts) / bandwidth
+    tb_high = fit.latency_s + (weights_b + acts) / bandwidth + compute_s
+    t16, tb = (float(time_s(a100, [gemm(1, n, k)], NumericFormat(weight_bits=b))[0]) for b in (16, bits))
+    assert t16 / tb <= weights_16 / weights_b  # never more than the bytes saved
+    assert t16 / tb >= t16_low / tb_high  # never less than bytes minus dequantization and padding
+
+
+def _aic_rows() -> dict[str, dict[tuple[int, int, int], float]]:
+    rows: dict[str, dict] = {}
+    with gzip.open(AIC_GEMM, "rt") as f:
+        for r in csv.DictReader(f):
+            rows.setdefault(r["gemm_dtype"], {})[int(r["m"]), int(r["n"]), int(r["k"])] = float(r["latency"])
+    return rows
+
+
+@pytest.mark.skipif(not AIC_GEMM.is_file(), reason="../shared/data/aiconfigurator not present")
+@pytest.mark.xfail(strict=True, reason="predicted 1.35x against the measured 1.59x: on these shapes the shipped H200 "
+                   "fits price bf16 GEMMs 5% fast and per-tensor fp8 GEMMs 9% slow (median; the fp8 fit's "
+                   "compute_fraction 0.75 and padding_share 0.83 against bf16's 0.82 and 0.13); needs an fp8 refit "
+                   "weighted to the compute-bound shapes (hw_models/calibration.py, the lead's)")
+def test_fp8_gemm_speedup_on_h200_matches_the_measured():
+    """Per-tensor fp8 (vLLM's CutlassFP8ScaledMMLinearKernel, its input quantization included) over bf16
+    (torch.nn.functional.linear) on H200, aiconfigurator's gemm_perf table: the median speed-up over the GEMMs with
+    m, n and k all at least 4,096 (693 shapes, about 1.59x: the math-bound regime where fp8's doubled rate shows)
+    is predicted within 10%."""
+    rows = _aic_rows()
+    shapes = sorted(s for s in rows["bfloat16"] if s in rows["fp8"] and min(s) >= 4096)
+    measured = statistics.median(rows["bfloat16"][s] / rows["fp8"][s] for s in shapes)
+    h200 = load_device("h200")
+    kernels = [gemm(*s) for s in shapes]
+    fp8 = NumericFormat(weight_bits=8, act_bits=8, weight_type="fp8_e4m3", act_type="fp8_e4m3",
+                        scale_granularity="tensor")
+    predicted = statistics.median(time_s(h200, kernels, NumericFormat()) / time_s(h200, kernels, fp8))
+    assert len(shapes) > 500
+    assert predicted == pytest.approx(measured, rel=0.10)
+
+
+def test_fp8_runs_at_the_fp8_rate_where_the_gpu_has_it():
+    """A compute-bound 8192^3 GEMM on the H100 roofline (no fit): fp8 math at 1,978.9 TFLOP/s, bf16 at 989.4."""
+    h100 = load_device("h100-sxm", calibrated=False)
+    fp8 = NumericFormat(weight_bits=8, act_bits=8, weight_type="fp8_e4m3", act_type="fp8_e4m3",
+                        scale_granularity="tensor")
+    big = [gemm(8192, 8192, 8192)]
+    assert float(time_s(h100, big, fp8)[0]) == pytest.approx(2 * 8192**3 / 1978.9e12, rel=1e-9)
+    assert h100.quant_plan(fp8).notice == ""
+
+
+def test_fp4_on_a100_is_emulated_and_says_so():
+    """No fp4 (or fp8) tensor cores on Ampere: the math runs at the fp16 rate plus the CUDA cores' conversion, and
+    the plan's notice says so (explore run prints it)."""
+    a100 = load_device("a100-sxm-80gb", calibrated=False)
+    nvfp4 = NumericFormat(weight_bits=4, act_bits=4, weight_type="fp4_e2m1", act_type="fp4_e2m1", scale_type="e4m3",
+                          group_size=16)
+    plan = a100.quant_plan(nvfp4)
+    assert plan.emulated and plan.math_dtype == "fp16"
+    assert "emulated on a100-sxm-80gb" in plan.notice and "fp4" in plan.notice
+    # Roofline, compute-bound: the fp16 math plus conversions of weights (2.125 ops: 4-bit unpack, exponent rebias,
+    # scale) once per 64 rows and activations (1.625) once per 128 columns, at 9.75 T lane instructions/s.
+    m = n = k = 4096
+    ops = 2.125 * n * k * (m / 64) + 1.625 * m * k * (n / 128)
+    expected = 2 * m * n * k / 312e12 + ops / 9.75e12
+    assert float(time_s(a100, [gemm(m, n, k)], nvfp4)[0]) == pytest.approx(expected, rel=1e-9)
+    # B200 has fp4 tensor cores: native, no notice.
+    assert load_device("b200").quant_plan(nvfp4).notice == ""
+
+
+def test_default_format_prices_as_before(a100):
+    """A table under the default format is priced like the traced table (no dequantization, cuBLAS tiles)."""
+    kernels = [gemm(1, n, k) for n, k in LLAMA2_7B_GEMMS] + [gemm(4096, 4096, 4096)]
+    plain = a100.cost_table(KernelTable.from_kernels(kernels), "device").time_s
+    assert np.array_equal(time_s(a100, kernels, NumericFormat()), plain)

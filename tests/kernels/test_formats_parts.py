@@ -1,0 +1,77 @@
+"""Format parts (kernels/formats.py): element types, scale types and granularity, by hand; combinations no kernel runs
+and group sizes that do not fit a model's GEMMs are refused with the field named."""
+
+from __future__ import annotations
+
+import pytest
+
+from kernels.formats import NumericFormat, check_group_size
+
+FP4 = dict(weight_bits=4, act_bits=4, weight_type="fp4_e2m1", act_type="fp4_e2m1")
+
+
+@pytest.mark.parametrize("parts, bits", [
+    (dict(weight_bits=4), 4 + 16 / 128),  # GPTQ/AWQ: a 16-bit scale per 128 weights
+    (dict(**FP4, scale_type="e8m0", group_size=32), 4 + 8 / 32),  # MXFP4 (OCP MX v1.0: E8M0 per 32)
+    (dict(**FP4, scale_type="e4m3", group_size=16), 4 + 8 / 16),  # NVFP4: an E4M3 scale per 16
+    (dict(weight_bits=4, act_bits=8, scale_type="two_level"), 4 + 12 / 128),  # QServe: uint8 scale + uint4 zero
+    (dict(weight_bits=8, scale_granularity="channel"), 8),  # per-channel scales: counted as no bytes
+    (dict(weight_bits=2, weight_type="ternary"), 2 + 16 / 128),
+    (dict(weight_bits=5), 5 + 16 / 128),
+])
+def test_stored_bits_per_weight(parts, bits):
+    assert NumericFormat(**parts).weight_storage_bits == pytest.approx(bits)
+    assert NumericFormat(**parts).weight_scale == pytest.approx(bits / 16)
+
+
+@pytest.mark.parametrize("parts, dtype", [
+    (dict(weight_bits=8, act_bits=8, weight_type="fp8_e4m3", act_type="fp8_e4m3"), "fp8"),
+    (dict(FP4), "fp4"),
+    (dict(weight_bits=4, act_bits=8, act_type="fp8_e4m3"), "fp8"),  # TensorRT-LLM's W4A8 AWQ: int4 x fp8
+    (dict(weight_bits=4, weight_type="fp4_e2m1"), "bf16"),  # weight-only fp4: 16-bit math
+    (dict(weight_bits=3, weight_type="lut"), "bf16"),
+    (dict(weight_bits=4, act_bits=8), "int8"),
+])
+def test_gemm_dtype_of_typed_formats(parts, dtype):
+    assert NumericFormat(**parts).gemm_dtype("bf16") == dtype
+
+
+@pytest.mark.parametrize("parts, message", [
+    (dict(weight_bits=8, weight_type="fp4_e2m1"), "weight_type: found 'fp4_e2m1' with weight_bits 8"),
+    (dict(weight_type="fp8_e4m3"), "weight_type: found 'fp8_e4m3' with weight_bits 16"),
+    (dict(weight_bits=4, weight_type="fp5"), "weight_type: found 'fp5', allowed: int, fp8_e4m3"),
+    (dict(act_bits=4, act_type="nf4"), "act_type: found 'nf4'"),
+    (dict(weight_bits=4, act_bits=8, weight_type="nf4"), "weight_type: found 'nf4' with integer 8-bit"),
+    (dict(weight_bits=8, act_bits=4, act_type="fp4_e2m1"), "weight_bits: found 8 with fp4_e2m1 activations"),
+    (dict(weight_bits=4, scale_type="e8m0", scale_granularity="tensor"), "scale_type: found 'e8m0'"),
+    (dict(weight_bits=4, scale_granularity="row"), "scale_granularity: found 'row'"),
+    (dict(weight_bits=7), "weight_bits: found 7"),
+])
+def test_combinations_no_kernel_runs_are_refused(parts, message):
+    with pytest.raises(ValueError, match=message):
+        NumericFormat(**parts)
+
+
+def test_block_scaled_variants():
+    fp8 = dict(weight_bits=8, act_bits=8, weight_type="fp8_e4m3", act_type="fp8_e4m3")
+    assert NumericFormat(**fp8).block_scaled_variant == "fp8/block128"
+    assert NumericFormat(**fp8, scale_granularity="tensor").block_scaled_variant == ""
+    assert NumericFormat(**FP4, scale_type="e4m3", group_size=16).block_scaled_variant == "fp4/nvfp4"
+    assert NumericFormat(weight_bits=4).block_scaled_variant == ""
+
+
+def test_group_size_must_divide_each_k_it_is_smaller_than():
+    llama_7b = {"hidden": 4096, "attention output": 4096, "MLP down": 11008}
+    check_group_size(NumericFormat(weight_bits=4, group_size=256), llama_7b, "llama-2-7b")  # 11008 = 43 x 256
+    with pytest.raises(ValueError, match="group_size: found 256, which does not divide m's MLP down k=5504"):
+        check_group_size(NumericFormat(weight_bits=4, group_size=256), {**llama_7b, "MLP down": 5504}, "m")
+    # A group at least as long as a row is one scale per row; 16-bit weights and per-channel scales have no groups.
+    check_group_size(NumericFormat(weight_bits=4, group_size=128), {"hidden": 64}, "tiny")
+    check_group_size(NumericFormat(weight_bits=16, group_size=256), {"MLP down": 5504}, "m")
+    check_group_size(NumericFormat(weight_bits=4, group_size=256, scale_granularity="channel"), {"down": 5504}, "m")
+
+
+def test_defaults_are_the_formats_of_before():
+    fmt = NumericFormat(weight_bits=4, kv_bits=8)
+    assert fmt.label == "w4a16kv8" and fmt.weight_scale == (4 + 16 / 128) / 16 and fmt.kv_scale == (8 + 16 / 128) / 16
+    assert NumericFormat(weight_bits=4, sparsity="2:4").label == "w4a16kv16-2:4"

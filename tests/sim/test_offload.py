@@ -1,0 +1,167 @@
+"""Memory tiers (sim/offload.py): what an offloaded batch keeps in host memory, the bytes each pass moves over the host
+link, and how a pass waits on them, against hand calculations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hw_models.registry import load_device
+from kernels.lowering import lower_trace
+from kernels.table import KernelTable
+from sim.analytic import evaluate
+from sim.engine import simulate
+from sim.memory import MemoryFootprint, batch_footprint
+from sim.offload import (
+    HostLink,
+    OffloadPlan,
+    device_footprint,
+    link_wait_s,
+    offload_traffic,
+    plan_offload,
+    transfer_s,
+)
+from sim.step_costs import price_passes
+from sim.workload import BatchWorkload, PassTables
+
+GB = 1e9
+
+
+def _footprint(weights_GB: float, kv_GB: float, activations_GB: float) -> MemoryFootprint:
+    return MemoryFootprint(weights_B=weights_GB * GB, kv_cache_B=kv_GB * GB, activations_B=activations_GB * GB)
+
+
+# ---- placement ------------------------------------------------------------------------------------------------
+
+def test_a_footprint_that_fits_offloads_nothing():
+    footprint = _footprint(10, 5, 1)
+    for mode in ("none", "weights", "kv", "auto"):
+        assert plan_offload(footprint, 80 * GB, 10, mode) == OffloadPlan()
+        assert device_footprint(footprint, OffloadPlan()) is footprint
+
+
+def test_weights_offload_the_excess_plus_two_layers_of_buffers():
+    # 100 GB of weights, 10 of KV, 5 of activations on 80 GB, 10 layers: 35 GB too many. Offloading w GB frees w but
+    # buffers 2 of 10 layers' share of it, 0.2 w: w = 35 / 0.8 = 43.75 GB, with 8.75 GB of buffers.
+    plan = plan_offload(_footprint(100, 10, 5), 80 * GB, 10, "weights")
+    assert plan.weights_B == pytest.approx(43.75 * GB) and plan.kv_B == 0
+    assert plan.weights_share == pytest.approx(0.4375) and plan.weights_buffer_B == pytest.approx(8.75 * GB)
+    held = device_footprint(_footprint(100, 10, 5), plan)
+    assert held.total_B == pytest.approx(80 * GB)  # exactly full: the least that must leave does
+    assert held.offloaded_B == pytest.approx(43.75 * GB)
+
+
+def test_auto_offloads_every_weight_before_any_kv():
+    # 20 GB of weights, 100 of KV, 5 of activations on 80 GB, 10 layers: 45 GB too many; all weights free 16 GB
+    # (20 less 4 of buffers), the KV cache the other 29 at 0.8 per byte: 36.25 GB of it, a share of 0.3625.
+    plan = plan_offload(_footprint(20, 100, 5), 80 * GB, 10, "auto")
+    assert plan.weights_share == 1.0 and plan.weights_B == pytest.approx(20 * GB)
+    assert plan.kv_share == pytest.approx(0.3625) and plan.kv_B == pytest.approx(36.25 * GB)
+    assert device_footprint(_footprint(20, 100, 5), plan).total_B == pytest.approx(80 * GB)
+    # Where weights alone suffice, auto is the weights policy.
+    assert plan_offload(_footprint(100, 10, 5), 80 * GB, 10, "auto") == plan_offload(
+        _footprint(100, 10, 5), 80 * GB, 10, "weights")
+
+
+def test_an_offload_that_still_cannot_fit_says_why():
+    # The KV cache alone (10 GB, 8 after its buffers) cannot free 35 GB.
+    reason = plan_offload(_footprint(100, 10, 5), 80 * GB, 10, "kv")
+    assert isinstance(reason, str) and reason.startswith("offload kv: needs ") and "80.0 GB" in reason
+    # Activations (and the buffers) stay on the device whatever moves.
+    assert isinstance(plan_offload(_footprint(100, 10, 90), 80 * GB, 10, "auto"), str)
+    # Two layers double-buffered are the whole model: offloading frees nothing.
+    assert isinstance(plan_offload(_footprint(100, 10, 5), 80 * GB, 2, "weights"), str)
+    with pytest.raises(ValueError, match="offload: found 'disk'"):
+        plan_offload(_footprint(100, 10, 5), 80 * GB, 10, "disk")
+
+
+# ---- link time ------------------------------------------------------------------------------------------------
+
+LINK = HostLink(bandwidth_Bps=10 * GB, latency_s=1e-6)
+
+
+def test_transfer_time_is_the_larger_direction_plus_a_latency_per_layer():
+    # 20 GB in and 5 GB out at 10 GB/s, 4 layers: the directions run at once, 2 s + 4 us.
+    assert transfer_s(20 * GB, 5 * GB, LINK, 4) == pytest.approx(2 + 4e-6)
+    assert transfer_s(0.0, 0.0, LINK, 4) == 0.0
+
+
+def test_prefetch_takes_the_longer_of_compute_and_transfer_else_their_sum():
+    assert link_wait_s(0.5, 2.0, True) == pytest.approx(1.5)  # the pass takes 2 s
+    assert link_wait_s(3.0, 2.0, True) == 0.0  # compute covers the transfer
+    assert link_wait_s(3.0, 2.0, False) == pytest.approx(2.0)  # the pass takes 5 s
+
+
+def test_traffic_streams_weights_every_pass_and_the_offloaded_kv_share_each_step():
+    plan = OffloadPlan(weights_share=1.0, kv_share=0.5, weights_B=10 * GB, kv_B=3 * GB)
+    traffic = offload_traffic(plan, LINK, layers=4, prompt_kv_B=4 * GB, step_kv_B=np.array([4, 5]) * GB,
+                              token_kv_B=0.1 * GB)
+    assert traffic.prefill_B == (10 * GB, 2 * GB)  # every weight in, half the prompt's KV out
+    assert traffic.decode_to_device_B.tolist() == [12 * GB, 12.5 * GB]  # weights + half the cache read
+    assert traffic.decode_to_host_B.tolist() == [0.05 * GB, 0.05 * GB]  # half the new token's KV
+    assert traffic.decode_s() == pytest.approx([1.2 + 4e-6, 1.25 + 4e-6])
+
+
+# ---- priced passes --------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def llama(trace_of):
+    """Llama-2-7B on an H100 SXM, batch 1, prompt 64, 4 output tokens (3 decode steps)."""
+    def table(trace):
+        return KernelTable.from_kernels(lower_trace(trace))
+
+    prefill = trace_of("llama-2-7b", "prefill", 1, 64)
+    tables = PassTables(prefill=table(prefill), decode=table(trace_of("llama-2-7b", "decode", 1, 1, 64)))
+    workload = BatchWorkload(batch=1, prompt_len=64, output_len=4)
+    memory = batch_footprint(weight_bytes=prefill.param_bytes, kv_bytes_per_token=1.0, batch=1,
+                             tokens_per_sequence=68, activation_bytes=prefill.peak_activation_bytes)
+    return load_device("h100-sxm"), tables, workload, memory
+
+
+def _traffic(weights_B: float, prefetch: bool = True):
+    plan = OffloadPlan(weights_share=1.0, weights_B=weights_B)
+    link = HostLink(bandwidth_Bps=LINK.bandwidth_Bps, latency_s=0.0, prefetch=prefetch)
+    return offload_traffic(plan, link, layers=32, prompt_kv_B=0.0, step_kv_B=np.zeros(3), token_kv_B=0.0)
+
+
+def test_each_step_takes_the_longer_of_its_own_time_and_its_transfer(llama):
+    device, tables, workload, memory = llama
+    # Replayed from CUDA graphs, a pass has no host dispatch to overlap: its time is the device's.
+    plain = price_passes(device, tables, workload, "graphs")
+    step_s = plain.decode[0].total("time_s") / 3
+    # Weights streamed at 10 GB/s taking 3x a plain step: each step takes the transfer; without prefetch, both.
+    weights_B = 3 * step_s * LINK.bandwidth_Bps
+    slow = price_passes(device, tables, workload, "graphs", _traffic(weights_B))
+    assert slow.decode[0].total("time_s") == pytest.approx(3 * 3 * step_s)
+    serial = price_passes(device, tables, workload, "graphs", _traffic(weights_B, prefetch=False))
+    assert serial.decode[0].total("time_s") == pytest.approx(3 * 4 * step_s)
+    prefill_s = float(plain.prefill.time_s.sum())
+    assert float(serial.prefill.time_s.sum()) == pytest.approx(prefill_s + 3 * step_s)
+    # A transfer the compute covers costs nothing with prefetch.
+    hidden = price_passes(device, tables, workload, "graphs", _traffic(0.5 * step_s * LINK.bandwidth_Bps))
+    assert hidden.decode[0].total("time_s") == pytest.approx(plain.decode[0].total("time_s"))
+
+
+def test_host_dispatch_overlaps_the_step_and_its_transfer(llama):
+    device, tables, workload, memory = llama
+    eager = price_passes(device, tables, workload, "eager").decode[0]
+    device_s = eager._device_step_s  # each step's kernels back to back, before any wait
+    host_s = eager.host_step_s
+    assert host_s > device_s.max()  # batch 1 in eager mode: the host's dispatch is the longer
+    link_s = 2 * host_s
+    serial = price_passes(device, tables, workload, "eager", _traffic(link_s * LINK.bandwidth_Bps, prefetch=False))
+    # Without prefetch a step takes max(host, device + link): the link now sets it, with the device's time on top.
+    assert serial.decode[0].total("time_s") == pytest.approx(float(np.maximum(host_s, device_s + link_s).sum()))
+    overlapped = price_passes(device, tables, workload, "eager", _traffic(0.5 * host_s * LINK.bandwidth_Bps))
+    # With prefetch and a transfer shorter than the host's dispatch, the host still sets the step.
+    assert overlapped.decode[0].total("time_s") == pytest.approx(3 * host_s)
+
+
+def test_the_event_simulation_waits_on_the_link_as_the_analytic_path_does(llama):
+    device, tables, workload, memory = llama
+    traffic = _traffic(20 * GB)  # 2 s per pass
+    analytic = evaluate(device, tables, workload, memory, traffic=traffic)
+    event = simulate(device, tables, workload, memory, record_timeline=False, traffic=traffic)
+    assert event.makespan_s == pytest.approx(analytic.makespan_s, rel=1e-9)
+    assert analytic.makespan_s == pytest.approx(4 * 2.0, rel=1e-6)  # the prefill and 3 steps, each 2 s of transfer
+    assert evaluate(device, tables, workload, memory).makespan_s < analytic.makespan_s

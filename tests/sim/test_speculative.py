@@ -1,0 +1,59 @@
+"""Speculative decoding's arithmetic (sim/speculative.py): expected tokens per step, the priced steps, and the
+accepted tokens a serving replica draws."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sim.speculative import ServingSpeculation, Speculation, expected_tokens, step_plan
+from sim.workload import BatchWorkload
+
+
+@pytest.mark.parametrize(("acceptance", "drafted", "tokens"), [
+    (0.0, 4, 1.0),  # every draft rejected: the target's own token
+    (1.0, 4, 5.0),  # every draft accepted: k + 1
+    (0.5, 1, 1.5),  # 1 + 0.5
+    (0.5, 3, 1.875),  # 1 + 0.5 + 0.25 + 0.125
+    (0.8, 2, 2.44),  # 1 + 0.8 + 0.64
+])
+def test_expected_tokens_by_hand(acceptance, drafted, tokens):
+    """Leviathan et al. 2023, eq. 1: (1 - a^(k+1)) / (1 - a), summed by hand as 1 + a + ... + a^k."""
+    assert expected_tokens(acceptance, drafted) == pytest.approx(tokens)
+
+
+def test_more_acceptance_never_yields_fewer_tokens():
+    for drafted in (1, 3, 8):
+        values = [expected_tokens(a, drafted) for a in np.linspace(0.0, 1.0, 41)]
+        assert values == sorted(values)
+
+
+def test_steps_cover_the_decode_tokens():
+    """33 outputs: 32 decode tokens; at 2 tokens per step (a = 1, k = 1) 16 steps, the first after 1 generated token."""
+    steps, generated = step_plan(BatchWorkload(batch=1, prompt_len=10, output_len=33),
+                                 Speculation(drafted=1, acceptance=1.0))
+    assert steps == 16 and len(generated) == 16
+    assert generated[0] == pytest.approx(1.5) and np.diff(generated) == pytest.approx(np.full(15, 2.0))
+    plain_steps, plain = step_plan(BatchWorkload(batch=1, prompt_len=10, output_len=33),
+                                   Speculation(drafted=3, acceptance=0.0))
+    assert plain_steps == 32 and plain.tolist() == list(range(1, 33))  # one token per step, as plain decode
+
+
+@pytest.mark.parametrize("bad", [dict(drafted=0, acceptance=0.5), dict(drafted=2, acceptance=1.5),
+                                 dict(drafted=2, acceptance=-0.1), dict(drafted=2, acceptance=0.5, tree=-1)])
+def test_bad_speculation_is_refused(bad):
+    with pytest.raises(ValueError, match="found"):
+        Speculation(**bad)
+
+
+def test_accepted_tokens_follow_the_rate_and_the_seed():
+    spec = ServingSpeculation(Speculation(drafted=4, acceptance=0.6))
+    draws = spec.accepted_tokens(np.random.default_rng([7, 0, 0]), 20_000)
+    assert draws.min() >= 1 and draws.max() <= 5
+    # The mean is eq. 1's expectation (1 + 0.6 + 0.36 + 0.216 + 0.1296 = 2.3056) within sampling error.
+    assert draws.mean() == pytest.approx(2.3056, abs=0.03)
+    again = spec.accepted_tokens(np.random.default_rng([7, 0, 0]), 20_000)
+    assert (draws == again).all()
+    for acceptance, tokens in ((0.0, 1), (1.0, 5)):
+        fixed = ServingSpeculation(Speculation(drafted=4, acceptance=acceptance))
+        assert (fixed.accepted_tokens(np.random.default_rng(0), 10) == tokens).all()
