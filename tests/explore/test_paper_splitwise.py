@@ -38,6 +38,10 @@ def _capacity(evaluator, **pools) -> float:
     return highest_rate(meets, low=2.0, high=100.0, rel_tol=0.05)
 
 
+# Four capacity searches over serving simulations, about 20 s: kept out of the unit run with the other long checks.
+pytestmark = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def capacities(evaluator) -> dict[str, float]:
     return {"mixed 4": _capacity(evaluator, replicas=4),

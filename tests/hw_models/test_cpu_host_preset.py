@@ -45,6 +45,8 @@ COMPUTE_BOUND = [(512, 512, 512), (768, 768, 768), (384, 1536, 1024)]
 # Set by bench/check_cpu_host_preset.sh: the held-out timing check runs only there, not in the unit run (a busy
 # or different machine misses it without anything in the code being wrong).
 TIMING_ENV = "LLM_CODESIGN_MACHINE_TIMING"
+# Building the preset times this machine for about 15 s: kept out of the unit run with the other long checks.
+pytestmark = pytest.mark.slow
 
 
 def _measure(folder: Path) -> tuple[list[MeasuredKernel], list[MeasuredKernel], Path, dict]:
