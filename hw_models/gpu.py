@@ -162,7 +162,7 @@ class GPUModel(DeviceModel):
                     m=table.m[rows], n=table.n[rows], k=table.k[rows], batch=table.batch[rows],
                     weight_bytes=table.weight_bytes[rows], act_bytes=table.act_bytes[rows],
                     flops_per_s=peak[..., rows], bandwidth_Bps=bandwidth_Bps, fit=fit,
-                    cached_bytes=self.replay_cache_bytes)
+                    cached_bytes=self.replay_cache_bytes, vector_s=vector_s[..., rows])
                 compute_s[..., rows], memory_s[..., rows] = c, m
                 busy_s[..., rows], latency_s[..., rows] = busy, latency
                 gemm = gemm & ~rows  # priced: the GEMM fits below price the MoE rows no MoE fit covers

@@ -70,11 +70,13 @@ def _row_tile(rows: np.ndarray) -> np.ndarray:
 
 
 def moe_times(*, m, n, k, batch, weight_bytes, act_bytes, flops_per_s, bandwidth_Bps, fit: MoeFit,
-              cached_bytes: float = 0.0):
+              cached_bytes: float = 0.0, vector_s=0.0):
     """(compute_s, memory_s, busy_s, latency_s) of fused MoE layers (arrays, one entry per layer; rate arrays may
     add a leading axis of design points): `m` rows per touched expert, `batch` touched experts, `n` = 3 x the
     intermediate size f (MATRICES), `k` the hidden size h (kernels/moe.py). busy_s is the time past the fixed latency; a
-    layer whose bytes fit in `cached_bytes` (a replayed benchmark's L2) streams them cache_speedup times faster."""
+    layer whose bytes fit in `cached_bytes` (a replayed benchmark's L2) streams them cache_speedup times faster.
+    `vector_s`: the CUDA cores' dequantization of quantized weights (hw_models/gpu_quant.py), in series with the
+    math of each of the two grouped GEMMs by its share of the weights (gate and up: 2/3, down: 1/3)."""
     rows, experts = np.maximum(m, 0.0), np.maximum(batch, 1.0)
     inter, hidden = n / MATRICES, k
     tile = _row_tile(rows)
@@ -87,6 +89,7 @@ def moe_times(*, m, n, k, batch, weight_bytes, act_bytes, flops_per_s, bandwidth
         exact = 2.0 * experts * rows * cols * depth
         padded = 2.0 * experts * row_tiles * tile * _ceil_to(cols, MOE_TILE_N) * _ceil_to(depth, MOE_TILE_K)
         math_s = (exact + fit.padding_share * np.maximum(padded - exact, 0.0)) / (flops_per_s * fit.compute_fraction)
+        math_s = math_s + vector_s * cols * depth / np.maximum(n * k, 1.0)
         ctas = experts * row_tiles * np.ceil(cols / MOE_TILE_N)
         weights_s = experts * cols * depth * per_weight / np.minimum(weights_rate, ctas * fit.cta_bandwidth_Bps) / speed
         compute_s, memory_s = compute_s + math_s, memory_s + weights_s

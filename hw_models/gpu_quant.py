@@ -51,8 +51,12 @@ width's GEMMs run as the uniform format of that width (GPUModel.row_plans), a wi
 Outliers kept apart in a sparse matrix and DFloat11's decompression are kernels of their own
 (kernels/format_kernels.py), priced as streaming kernels.
 
-Not priced: fused MoE layers with a MoE fit keep the fit's price whatever the weights' format (it was measured on
-bf16, fp8 and fp4 layers).
+Fused MoE layers of a weight-only format pay the same dequantization, each touched expert's weights once per
+M-tile pass of its rows, in series with the grouped GEMMs' math (hw_models/gpu_moe.py moe_times); their MoE fit
+is the 16-bit one. Against aiconfigurator's Marlin W4A16 MoE layers (int4_wo, one model shape per GPU, rows no fit
+saw: tests/hw_models/test_moe_weight_only.py) that is -7% in the median on L40S; on H200 and B200 the layers run
+37% and 60% slower than priced, Marlin's Ampere-style tensor-core instructions not reaching the peak the 16-bit
+fit was measured at.
 """
 
 from __future__ import annotations
