@@ -27,6 +27,7 @@ from hw_models.device_block import varies_in_block
 from hw_models.link import load_link_model
 from hw_models.registry import load_device
 from hw_models.validation import input_error
+from kernels.kv_policy import budget_error
 from kernels.parallel import check_expert_parallel, check_pipeline_parallel, check_tensor_parallel
 from sim.serving_spec import ServingSpec
 from workloads.errors import InputError
@@ -185,6 +186,12 @@ def cmd_run(args) -> int:
     config = load_model_config(args.model)  # outside the checks below: its own errors are no flag's
     if serving is None:  # a serving run clips its requests to the context instead (clipped_requests)
         check_context(config, args.prompt, args.output)
+    budget_limit = ((args.prompt + args.output, f"--prompt + --output ({args.prompt:,} + {args.output:,})")
+                    if serving is None else
+                    (config.max_positions, f"{config.name}'s context (max_position_embeddings)"))
+    reason = budget_error(args.kv_budget, *budget_limit)  # kernels/kv_policy.py, as sweep files are checked
+    if reason:
+        raise InputError(f"--kv-budget: {reason}")
     for flag, value, check in (("--tp", args.tp, check_tensor_parallel), ("--pp", args.pp, check_pipeline_parallel)):
         try:
             if value != 1:

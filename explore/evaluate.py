@@ -17,6 +17,7 @@ from hw_models.system import SystemModel, SystemPrice
 from kernels.early_exit import decode_kv_share, skip_layers
 from kernels.formats import NumericFormat
 from kernels.fusion import ENGINE, fuse
+from kernels.kv_eviction import Eviction, eviction, scored_prefill
 from kernels.kv_policy import DUO_WINDOW_TOKENS, KVPolicy, Window, kept_tokens
 from kernels.lowering import lower_trace
 from kernels.medusa import medusa_head_params, medusa_head_table
@@ -284,6 +285,9 @@ class Evaluator:
             return tables
         if isinstance(window, KVPolicy):
             tables = replace(tables, prefill=_windowed_prefill(tables.prefill, window, point.prompt))
+        if isinstance(window, KVPolicy) and window.eviction is not None:
+            tables = replace(tables, prefill=scored_prefill(tables.prefill, 1.0 - window.full_heads,
+                                                            window.eviction.prefill_score_B))
         return replace(tables, attention_window=window)
 
     def _skip_layers(self, point: DesignPoint, tables: PassTables) -> PassTables:
@@ -306,17 +310,28 @@ class Evaluator:
     def kv_window(self, point: DesignPoint) -> Window:
         """The most KV-cache tokens a sequence of the point keeps and decode attends to: the model's sliding window,
         the point's kv_budget (explore/knobs.py), the smaller of the two, or None (all of them); with retrieval_heads,
-        a KVPolicy whose streaming heads keep that window (DuoAttention's where there is none)."""
+        a KVPolicy whose streaming heads keep that window (DuoAttention's where there is none); with a kv_budget_method
+        other than streaming, the budget's heads keep it by importance scores (kernels/kv_eviction.py)."""
         own = self.config(point.model).sliding_window
         limits = [n for n in (own, point.knob("kv_budget")) if n]
         window = min(limits) if limits else None
         full_heads = point.knob("retrieval_heads")
         selection = self.token_selection(point)
-        if not full_heads and selection is None:
+        evicts = self.eviction(point)
+        if not full_heads and selection is None and evicts is None:
             return window
         if full_heads:
             window = window or DUO_WINDOW_TOKENS
-        return KVPolicy(window=window, full_heads=full_heads, limit=own, selection=selection)
+        return KVPolicy(window=window, full_heads=full_heads, limit=own, selection=selection, eviction=evicts)
+
+    def eviction(self, point: DesignPoint) -> Eviction | None:
+        """How the point's kv_budget is kept (kernels/kv_eviction.py): None for StreamingLLM's sinks + recent
+        window, or without a kv_budget (the method then has nothing to evict to)."""
+        if not point.knob("kv_budget"):
+            return None
+        cfg = self.config(point.model)
+        return eviction(point.knob("kv_budget_method"), heads=cfg.num_heads, kv_heads=cfg.num_kv_heads,
+                        head_dim=cfg.head_dim, kv_element_B=2.0 * point.numeric_format.kv_scale)
 
     def token_selection(self, point: DesignPoint) -> TokenSelection | None:
         """The point's dynamic top-k token selection (kernels/token_select.py), or None where decode reads every

@@ -47,6 +47,8 @@ from kernels.formats import (
     NumericFormat,
     parse_sparsity,
 )
+from kernels.kv_eviction import METHODS as KV_BUDGET_METHODS
+from kernels.kv_eviction import STREAMING
 from kernels.sparsity import ACT_PREDICTORS
 from kernels.token_select import METHODS as TOPK_METHODS
 from kernels.token_select import QUEST
@@ -267,6 +269,14 @@ register(Knob(name="act_predictor", type=str, section="format", default=_FORMAT.
 register(Knob(name="kv_budget", type=int, section="workload", default=0, minimum=0, unit="tokens",
               label="KV budget", help="KV-cache tokens a sequence keeps in decode (attention sinks + a recent window, "
               "StreamingLLM); 0 keeps all", allowed_text="0 (keep all) or a number of tokens >= 1", derivable=True))
+# How kv_budget's tokens are chosen (kernels/kv_eviction.py): StreamingLLM's sinks + recent window (no scores), H2O
+# (Zhang et al., NeurIPS 2023: heavy hitters by accumulated attention + recent tokens; attention runs unfused to
+# expose the probabilities) or D2O (Wan et al., 2024: H2O's eviction plus merging each evicted token into its most
+# similar kept key). Reads and the cache stay at the budget; the scores' traffic and work are added per step.
+register(Knob(name="kv_budget_method", type=str, section="workload", default=STREAMING, allowed=KV_BUDGET_METHODS,
+              label="KV budget method", help="how kv_budget's tokens are kept: streaming (attention sinks + recent "
+              "window), h2o (heavy hitters by accumulated attention + recent tokens, unfused attention) or d2o (H2O "
+              "plus merging evicted tokens into their most similar kept ones); ignored where kv_budget is 0"))
 # DuoAttention (Xiao et al., ICLR 2025) and RazorAttention (Tang et al., 2024): a share of the KV heads (retrieval
 # heads) keeps the whole cache, the others (streaming heads) keep kv_budget's sinks + window, or DuoAttention's 64
 # sinks + 256 recent tokens where kv_budget is 0 (kernels/kv_policy.py); decode reads, the cache held and (as

@@ -43,6 +43,7 @@ from explore.sweep_serving import Parallel, Serving, check_parallel, check_servi
 from hw_models.link import default_link, load_link_model
 from hw_models.registry import load_device
 from hw_models.validation import check_keys, did_you_mean, input_error
+from kernels.kv_policy import budget_error
 from sim.speculative import MEDUSA, draft_error
 from workloads.errors import InputError
 from workloads.model_config import check_context, load_model_config
@@ -557,34 +558,53 @@ def _check_references(sweep: Sweep, located: LocatedYAML) -> None:
                                      f"value {value!r} on {device}: {err}") from None
 
 
-def _longest_request(sweep: Sweep) -> tuple[int, int]:
-    """The (prompt, output) of a static sweep's point with the most tokens in all: the largest of each where
-    neither is derived, else the largest sum over the combinations the derived ones read."""
+def _combinations(sweep: Sweep, names: tuple[str, ...]) -> list[dict[str, Any]] | None:
+    """The values `names` take together over a sweep's grid (each a dimension or a derived knob): every
+    combination of the dimensions they are or read, with the derived ones computed; None where those are more
+    than MAX_SWEEP_POINTS (too many to pair)."""
     dims = sweep.dimensions()
-    derived = [t for t in ("prompt", "output") if t in sweep.derived]
-    if not derived:
-        return max(dims["prompt"]), max(dims["output"])
+    derived = [t for t in names if t in sweep.derived]
     inputs, chain = {}, set()
     for target in derived:
         read, targets = sweep.derived_inputs(target)
         inputs.update(read)
         chain.update(targets)
-    inputs.update({t: dims[t] for t in ("prompt", "output") if t not in sweep.derived})
-    if math.prod(len(v) for v in inputs.values()) > MAX_SWEEP_POINTS:  # too many to pair: the largest of each
-        values = {**dims, **sweep.derived_values()}
-        return max(values["prompt"]), max(values["output"])
+    inputs.update({t: dims[t] for t in names if t not in sweep.derived})
+    if math.prod(len(v) for v in inputs.values()) > MAX_SWEEP_POINTS:
+        return None
     order = [t for t in sweep.derived if t in chain]
-    pairs = []
+    out = []
     for combo in itertools.product(*inputs.values()):
         values = dict(zip(inputs, combo, strict=True))
         values.update(sweep.derive(values, order))
-        pairs.append((values["prompt"], values["output"]))
-    return max(pairs, key=sum)
+        out.append({t: values[t] for t in names})
+    return out
+
+
+def _largest(sweep: Sweep, name: str) -> Any:
+    """The largest value a dimension or derived knob takes over the grid."""
+    if name in sweep.derived:
+        return max(sweep.derived_values()[name])
+    return max(sweep.dimensions()[name])
+
+
+def _longest_request(sweep: Sweep) -> tuple[int, int]:
+    """The (prompt, output) of a static sweep's point with the most tokens in all: the largest of each where
+    neither is derived, else the largest sum over the combinations the derived ones read."""
+    if not {"prompt", "output"} & set(sweep.derived):
+        dims = sweep.dimensions()
+        return max(dims["prompt"]), max(dims["output"])
+    combos = _combinations(sweep, ("prompt", "output"))
+    if combos is None:  # too many to pair: the largest of each
+        return _largest(sweep, "prompt"), _largest(sweep, "output")
+    longest = max(combos, key=lambda c: c["prompt"] + c["output"])
+    return longest["prompt"], longest["output"]
 
 
 def _check_context(sweep: Sweep, located: LocatedYAML) -> None:
     """A static sweep's prompt and output must fit every model's context (a serving sweep's requests are clipped
-    to it instead, and counted in clipped_requests)."""
+    to it instead, and counted in clipped_requests); a KV budget must not exceed what a point can cache."""
+    _check_kv_budget(sweep, located)
     if sweep.spec.serving is not None:
         return
     prompt, output = _longest_request(sweep)
@@ -592,6 +612,33 @@ def _check_context(sweep: Sweep, located: LocatedYAML) -> None:
     keys = ", ".join(f"{'derived' if t in sweep.derived else 'workload'}.{t}" for t in ("prompt", "output"))
     for model in as_list(sweep.spec.model):
         check_context(load_model_config(model), prompt, output, where=f"{located.where(loc)}: {keys}")
+
+
+def _check_kv_budget(sweep: Sweep, located: LocatedYAML) -> None:
+    """kv_budget at most each static point's prompt + output, or a serving sweep's model context
+    (kernels/kv_policy.py budget_error): a larger budget would keep every token and change nothing."""
+    if "kv_budget" not in sweep.derived and "kv_budget" not in sweep.set_knobs():
+        return
+    section = "derived" if "kv_budget" in sweep.derived else "workload"
+    where = f"{located.where((section, 'kv_budget'))}: {section}.kv_budget"
+    if sweep.spec.serving is not None:
+        budget = _largest(sweep, "kv_budget")
+        for model in as_list(sweep.spec.model):
+            cfg = load_model_config(model)
+            reason = budget_error(budget, cfg.max_positions, f"{cfg.name}'s context (max_position_embeddings)")
+            if reason:
+                raise InputError(f"{where}: {reason}")
+        return
+    combos = _combinations(sweep, ("prompt", "output", "kv_budget"))
+    if combos is None:  # too many to pair: the largest budget against the shortest request
+        values = {**sweep.dimensions(), **sweep.derived_values()}
+        combos = [{"prompt": min(values["prompt"]), "output": min(values["output"]),
+                   "kv_budget": max(values["kv_budget"])}]
+    for c in combos:
+        reason = budget_error(c["kv_budget"], c["prompt"] + c["output"],
+                              f"the point's prompt + output ({c['prompt']:,} + {c['output']:,})")
+        if reason:
+            raise InputError(f"{where}: {reason}")
 
 
 def _check_drafts(sweep: Sweep, located: LocatedYAML) -> None:

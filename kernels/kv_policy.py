@@ -8,6 +8,9 @@ Two policies keep a window of attention sinks plus recent tokens:
   token while the others (streaming heads) keep the window. A KVPolicy carries both; what a decode step reads and
   what the cache holds is the mix, per token, of the two kinds of head (every head's KV is the same size).
 
+A KVPolicy's windowed heads may choose what they keep by importance scores instead of recency (H2O's heavy hitters,
+D2O's merging: kernels/kv_eviction.py): the same budget, plus the scoring's own traffic and work every step.
+
 A KVPolicy may also select tokens dynamically (Quest, Double Sparsity: kernels/token_select.py): the cache stays
 whole (plus a key summary), and each decode step reads a share of it after scoring every token.
 
@@ -21,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kernels.kv_eviction import Eviction
 from kernels.token_select import TokenSelection
 
 # DuoAttention's streaming heads keep 64 attention sinks and 256 recent tokens (mit-han-lab/duo-attention,
@@ -39,10 +43,13 @@ class KVPolicy:
     full_heads: float = 0.0
     limit: int | None = None  # what every head keeps at most: a model's own sliding window (None: no limit)
     selection: TokenSelection | None = None
+    eviction: Eviction | None = None  # how the windowed heads choose their `window` tokens (None: sinks + recent)
 
     def __post_init__(self) -> None:
         if self.window is not None and self.window < 1:
             raise ValueError(f"window: found {self.window}, allowed: an integer >= 1")
+        if self.eviction is not None and self.window is None:
+            raise ValueError("eviction: found without a window, allowed: an eviction to a budget (window >= 1)")
         if not 0.0 <= self.full_heads <= 1.0:
             raise ValueError(f"full_heads: found {self.full_heads}, allowed: a fraction from 0 to 1")
 
@@ -54,23 +61,41 @@ class KVPolicy:
             return full
         return self.full_heads * full + (1.0 - self.full_heads) * np.minimum(tokens, self.window)
 
+    def evicting(self, tokens):
+        """Tokens' worth of KV the evicting (windowed) heads keep, averaged over every head: what an eviction's
+        scores cover (0 without an eviction)."""
+        if self.eviction is None:
+            return 0.0 * tokens
+        return (1.0 - self.full_heads) * np.minimum(tokens, self.window)
+
     def held(self, tokens):
-        """Tokens' worth of KV memory held: what the heads keep, plus a selection's key summary."""
+        """Tokens' worth of KV memory held: what the heads keep, plus a selection's key summary and an eviction's
+        accumulated scores."""
         kept = self.tokens(tokens)
-        return kept * self.selection.held_scale if self.selection else kept
+        held = kept * self.selection.held_scale if self.selection else kept
+        if self.eviction is not None:
+            held = held + self.evicting(tokens) * self.eviction.held_share
+        return held
 
     def reads(self, tokens):
         """(bytes, FLOPs) of a decode step's attention, in tokens' worth of attending to every kept token."""
         kept = self.tokens(tokens)
         if self.selection is None:
-            return kept, kept
-        return kept * self.selection.bytes_scale, kept * self.selection.flops_scale
+            moved, work = kept, kept
+        else:
+            moved, work = kept * self.selection.bytes_scale, kept * self.selection.flops_scale
+        if self.eviction is not None:
+            evicting = self.evicting(tokens)
+            moved = moved + evicting * self.eviction.overhead_bytes
+            work = work + evicting * self.eviction.overhead_flops
+        return moved, work
 
     def prefill_attention_share(self, prompt: int) -> float:
         """The share of a causal prefill's (query, key) pairs that are computed when streaming heads attend to their
         window only (DuoAttention applies its streaming heads in the prefill too; a selection does not apply to the
-        prefill: Quest and Double Sparsity run it dense)."""
-        if self.window is None:
+        prefill: Quest and Double Sparsity run it dense; an eviction attends to the whole prompt to score it, then
+        keeps its budget)."""
+        if self.window is None or self.eviction is not None:
             return 1.0
         full = prompt * (prompt + 1) / 2
         w = min(self.window, prompt)
@@ -101,7 +126,22 @@ def decode_reads(tokens, window: Window):
 
 def flops_per_read(window: Window) -> float:
     """A decode step's attention FLOPs per FLOP of attending to the keys' worth of bytes it reads (decode_reads): 1
-    unless a KV policy selects tokens, whose scoring costs a different share of FLOPs than of bytes."""
-    if isinstance(window, KVPolicy) and window.selection is not None:
+    unless a KV policy selects or evicts tokens, whose scoring costs a different share of FLOPs than of bytes. With
+    an eviction it is the ratio within the window (exact for every head keeping a window; with retrieval heads the
+    ratio past the window differs by the eviction's overheads' share, a few percent)."""
+    if not isinstance(window, KVPolicy) or (window.selection is None and window.eviction is None):
+        return 1.0
+    if window.eviction is None:
         return window.selection.flops_scale / window.selection.bytes_scale
-    return 1.0
+    moved, work = window.reads(float(window.window))
+    return float(work / moved)
+
+
+def budget_error(budget: int, context_tokens: int, what: str) -> str:
+    """Why a KV budget of `budget` tokens cannot apply to sequences of at most `context_tokens` tokens (`what` names
+    that limit), or '' when it can: a budget above every token a sequence caches keeps them all, which is no budget
+    (0 says that)."""
+    if budget > context_tokens:
+        return (f"found a budget of {budget:,} tokens, allowed: at most {what} of {context_tokens:,} tokens "
+                f"(0 keeps every token)")
+    return ""

@@ -1,0 +1,114 @@
+"""KV budgets at design points: a budget above what a point can cache is refused (sweep files and `explore run`),
+and kv_budget_method (H2O, D2O: kernels/kv_eviction.py) keeps the budget by scores, in static batches, blocks and
+serving runs."""
+
+from __future__ import annotations
+
+import pytest
+
+from explore.blocks import evaluate_points
+from explore.cli import main
+from explore.design_point import DesignPoint
+from tests.explore.test_blocks import assert_same
+from tests.explore.tiny_sweep import write_sweep
+
+SERVING = ("serving: {requests: 8, rate: 20, prompt: {dist: fixed, tokens: 200}, output: {dist: fixed, tokens: 8}}\n")
+
+
+def one_error(capsys) -> str:
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    return line
+
+
+@pytest.mark.parametrize(("workload", "derived", "needle"), [
+    # 200 + 9 = 209 tokens: a budget of 210 is above the point's prompt + output.
+    ("{batch: 4, prompt: 200, output: 9, kv_budget: [64, 210]}", "",
+     "workload.kv_budget: found a budget of 210 tokens, allowed: at most the point's prompt + output (200 + 9) of 209"),
+    # The grid pairs the shorter prompt with the larger budget: 100 + 9 < 150.
+    ("{batch: 4, prompt: [100, 300], output: 9, kv_budget: [64, 150]}", "",
+     "found a budget of 150 tokens, allowed: at most the point's prompt + output (100 + 9) of 109"),
+    # A derived budget is checked at every combination of what it reads.
+    ("{batch: 4, prompt: [100, 300], output: 9}", "derived: {kv_budget: 'prompt + 20'}",
+     "derived.kv_budget: found a budget of 120 tokens"),
+])
+def test_a_sweep_with_a_budget_above_the_context_is_refused(tiny_config, tmp_path, capsys, workload, derived,
+                                                            needle):
+    path = write_sweep(tmp_path, f"name: kv\nmodel: {tiny_config}\ndevice: h100-sxm\nworkload: {workload}\n"
+                                 f"{derived}\n")
+    assert main(["check", path]) == 2
+    assert needle in one_error(capsys)
+
+
+def test_a_budget_within_every_point_is_valid(tiny_config, tmp_path, capsys):
+    path = write_sweep(tmp_path, f"name: kv\nmodel: {tiny_config}\ndevice: h100-sxm\n"
+                                 "workload: {batch: 4, prompt: [100, 300], output: 9, kv_budget: [0, 64, 109]}\n")
+    assert main(["check", path]) == 0
+
+
+def test_a_serving_sweep_budget_is_bounded_by_the_model_context(tiny_config, tmp_path, capsys):
+    """The tiny model's context is 2,048 tokens (max_position_embeddings)."""
+    ok = write_sweep(tmp_path, f"name: kv\nmodel: {tiny_config}\ndevice: h100-sxm\nworkload: {{kv_budget: 2048}}\n"
+                               + SERVING)
+    assert main(["check", ok]) == 0
+    capsys.readouterr()
+    bad = write_sweep(tmp_path, f"name: kv\nmodel: {tiny_config}\ndevice: h100-sxm\nworkload: {{kv_budget: 4096}}\n"
+                                + SERVING)
+    assert main(["check", bad]) == 2
+    assert "workload.kv_budget: found a budget of 4,096 tokens, allowed: at most" in (line := one_error(capsys))
+    assert "context (max_position_embeddings) of 2,048 tokens" in line
+
+
+def test_explore_run_refuses_a_budget_above_the_context(tiny_config, capsys):
+    code = main(["run", "--model", tiny_config, "--device", "h100-sxm", "--prompt", "200", "--output", "9",
+                 "--kv-budget", "300"])
+    assert code == 2
+    assert one_error(capsys).startswith(
+        "explore: error: --kv-budget: found a budget of 300 tokens, allowed: at most --prompt + --output (200 + 9) "
+        "of 209 tokens")
+    assert main(["run", "--model", tiny_config, "--device", "h100-sxm", "--prompt", "200", "--output", "9",
+                 "--kv-budget", "64", "--kv-budget-method", "h2o", "--json"]) == 0
+
+
+def point(model: str, method: str = "streaming", budget: int = 64, **fields) -> DesignPoint:
+    knobs = (("kv_budget", budget),) + ((("kv_budget_method", method),) if method != "streaming" else ())
+    return DesignPoint(model=model, device="h100-sxm", batch=4, prompt=400, output=9, execution="engine",
+                       knobs=tuple(sorted(knobs)), **fields)
+
+
+def test_scores_cost_time_in_decode_and_prefill(tiny_config, tiny_evaluator):
+    """The same budget by H2O's scores: decode reads the scores too and the prefill runs unfused (slower than the
+    window, which reads the same KV); D2O adds its similarity row; every method holds the budget, far below the
+    whole cache."""
+    whole = tiny_evaluator.evaluate(point(tiny_config, budget=0)).metrics
+    window, h2o, d2o = (tiny_evaluator.evaluate(point(tiny_config, m)).metrics for m in ("streaming", "h2o", "d2o"))
+    assert window["time_attention_s"] < h2o["time_attention_s"] < d2o["time_attention_s"]
+    assert h2o["ttft_s"] > window["ttft_s"] == whole["ttft_s"]
+    assert max(window["peak_memory_B"], h2o["peak_memory_B"], d2o["peak_memory_B"]) < whole["peak_memory_B"]
+    assert window["peak_memory_B"] < h2o["peak_memory_B"]  # the accumulated scores are held
+
+
+def test_the_method_needs_a_budget(tiny_config, tiny_evaluator):
+    """Without a kv_budget there is nothing to evict to: the method changes nothing."""
+    plain = tiny_evaluator.evaluate(point(tiny_config, budget=0)).metrics
+    h2o = tiny_evaluator.evaluate(point(tiny_config, "h2o", budget=0)).metrics
+    assert_same(plain, h2o, "h2o without a budget")
+
+
+def test_blocks_agree_with_the_reference(tiny_config, tiny_evaluator):
+    points = [point(tiny_config, method, overrides=(("memory.bandwidth_GBps", bandwidth),))
+              for method in ("h2o", "d2o") for bandwidth in (1000.0, 3000.0)]
+    for p, block in zip(points, evaluate_points(tiny_evaluator, points), strict=True):
+        assert_same(tiny_evaluator.evaluate(p).metrics, block, f"{p}")
+
+
+def test_a_serving_run_with_h2o(tiny_config, tiny_evaluator):
+    from sim.serving_spec import ServingSpec
+    from workloads.requests import Fixed
+
+    spec = ServingSpec(requests=8, rate_per_s=20.0, prompt=Fixed(tokens=200), output=Fixed(tokens=8))
+    window, h2o = (tiny_evaluator.evaluate(DesignPoint(
+        model=tiny_config, device="h100-sxm", batch=spec.max_seqs, prompt=0, output=0, serving=spec,
+        knobs=tuple(sorted((("kv_budget", 32),) + ((("kv_budget_method", m),) if m else ()))))).metrics
+        for m in ("", "h2o"))
+    assert h2o["time_attention_s"] > window["time_attention_s"]
+    assert h2o["kv_utilization_max"] >= window["kv_utilization_max"]
