@@ -27,6 +27,7 @@ import yaml
 
 from hw_models.gpu import GPUModel
 from hw_models.gpu_efficiency import AttentionFit, Calibration, GemmFit, MoeFit, StreamFit
+from hw_models.gpu_gemm_configs import tile_policy
 from hw_models.gpu_moe import ALIGNMENT
 from kernels.measured import MOE, MeasuredKernel
 from kernels.moe import MATRICES
@@ -43,6 +44,11 @@ CALIBRATION_FOLDER = "calibration"
 # 16-bit value and writes the narrow one: fp8 per-tensor (vLLM scaled_fp8_quant, one scale per tensor), fp8 with
 # an fp32 scale per 128-element group (per_token_group_quant_fp8), NVFP4 (4-bit values, an fp8 scale per 16).
 QUANTIZE_BYTES_PER_INPUT = {"fp8": 3.0, "fp8/block128": 3.0 + 4 / 128, "fp4/nvfp4": 2.5 + 1 / 16}
+# The GEMM library whose shape dispatch picks the tile of a dtype key's measured rows (hw_models/gpu_gemm_configs.py):
+# aiconfigurator's per-tensor fp8 rows are vLLM's CutlassFP8ScaledMMLinearKernel (its collector, ai-dynamo/
+# aiconfigurator collector/vllm/collect_gemm.py: Fp8Config with a static activation scale, so the input
+# quantization is the one static_scaled_fp8_quant pass of QUANTIZE_BYTES_PER_INPUT['fp8']).
+GEMM_TILE_LIBRARY = {"fp8": "vllm-cutlass-fp8"}
 
 
 def train_sources(sources: set[str], train_fraction: float) -> list[str]:
@@ -133,15 +139,19 @@ def _fit(base: GPUModel, rows: list[MeasuredKernel], params: Parameters, build, 
 
 
 def fit_gemm(base: GPUModel, rows: list[MeasuredKernel]) -> GemmFit:
-    """One GEMM fit on rows of one dtype (the rows' dtype picks the peak rate). A low-precision GEMM with a
+    """One GEMM fit on rows of one dtype (the rows' dtype picks the peak rate), tiled as its library dispatches
+    where GEMM_TILE_LIBRARY names one. A low-precision GEMM with a
     quantization kernel before it (QUANTIZE_BYTES_PER_INPUT) also fits that kernel's latency and bandwidth;
     rows launched eagerly (timing 'eager') also fit the call's host interval."""
-    quantize = QUANTIZE_BYTES_PER_INPUT.get(gemm_key(rows[0]), 0.0)
+    key = gemm_key(rows[0])
+    quantize = QUANTIZE_BYTES_PER_INPUT.get(key, 0.0)
+    policy = tile_policy(GEMM_TILE_LIBRARY[key], base.name) if key in GEMM_TILE_LIBRARY else ""
     eager = any(r.timing == "eager" for r in rows)
     # The quantization kernel's and host terms only where they apply.
     params: Parameters = {
         "compute_fraction": (0.8, 0.05, 1.0, 1.0), "bandwidth_fraction": (0.8, 0.05, 1.0, 1.0),
         "latency_s": (5.0, 0.0, 1000.0, 1e-6), "blend": (4.0, 1.0, 50.0, 1.0), "padding_share": (0.5, 0.0, 1.0, 1.0),
+        **({"sm_bandwidth_share": (2.0, 0.01, 100.0, 1.0)} if policy else {}),
         **({"quantize_latency_s": (2.0, 0.0, 1000.0, 1e-6),
             "quantize_bandwidth_fraction": (0.5, 0.01, 1.0, 1.0)} if quantize else {}),
         **({"host_interval_s": (20.0, 0.0, 1000.0, 1e-6)} if eager else {})}
@@ -158,7 +168,7 @@ def fit_gemm(base: GPUModel, rows: list[MeasuredKernel]) -> GemmFit:
             values["latency_s"] = fixed * (1.0 - part)
             if quantize:
                 values["quantize_latency_s"] = fixed * part
-        return GemmFit(quantize_bytes_per_input=quantize, **values)
+        return GemmFit(quantize_bytes_per_input=quantize, tile_policy=policy, **values)
     return _fit(base, rows, params, build, lambda fit: {"gemm": fit})
 
 

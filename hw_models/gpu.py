@@ -172,10 +172,11 @@ class GPUModel(DeviceModel):
             mixed_rows = [rows for plan, rows in plans if plan.mixed_input]
             mixed = np.logical_or.reduce(mixed_rows) if mixed_rows else None
             for fit, group in cal.gemm_groups(table.dtype_groups, gemm):
-                # Weight-only GEMMs run mixed-input kernels with tiles of their own (hw_models/gpu_quant.py).
-                parts = [(group, TILE_SHAPES)] if mixed is None else [(group & ~mixed, TILE_SHAPES),
-                                                                      (group & mixed, MIXED_INPUT_TILES)]
-                for rows, tiles in parts:
+                # Weight-only GEMMs run mixed-input kernels with tiles of their own (hw_models/gpu_quant.py), not
+                # the tile dispatch of the library the fit was measured on.
+                parts = [(group, TILE_SHAPES, None)] if mixed is None else [
+                    (group & ~mixed, TILE_SHAPES, None), (group & mixed, MIXED_INPUT_TILES, "")]
+                for rows, tiles, tile_policy in parts:
                     if not rows.any():
                         continue
                     kept = table.weight_density[rows] if sparse else 1.0
@@ -183,7 +184,7 @@ class GPUModel(DeviceModel):
                                          flops=table.flops[rows], flops_per_s=peak[..., rows],
                                          bytes_moved=bytes_moved[rows], bandwidth_Bps=bandwidth_Bps,
                                          sm_count=sm_count, fit=fit, kept=kept, vector_s=vector_s[..., rows],
-                                         tiles=tiles)
+                                         tiles=tiles, tile_policy=tile_policy)
                     compute_s[..., rows], memory_s[..., rows] = c, m
                     busy_s[..., rows], latency_s[..., rows] = d - fit.latency_s, fit.latency_s
         attention = table.class_masks.get("attention")

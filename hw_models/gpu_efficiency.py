@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from hw_models.gpu_attention import ATTENTION_Q_TILE, AttentionFit, attention_times, smooth_max  # noqa: F401 (re-exported)
+from hw_models.gpu_gemm_configs import policy_tiles
 from hw_models.gpu_moe import MoeFit, moe_times  # noqa: F401 (re-exported)
 
 # Thread-block tile shapes (rows x columns of C) of CUTLASS's SM80/SM90 tensor-core GEMM kernels, which
@@ -32,6 +33,11 @@ class GemmFit:
     latency_s: float  # fixed time of any kernel
     blend: float  # p of (compute^p + memory^p)^(1/p): large p is a sharp roofline corner
     padding_share: float = 1.0  # share of the tile and wave padding's work that is paid (0: none, 1: all)
+    # The library's tile dispatch by shape (gpu_gemm_configs.TILE_POLICIES); '': the least-padded of the tile menu.
+    tile_policy: str = ""
+    # Operand bandwidth one SM streams where a tile policy leaves SMs without a tile, as a multiple of its even share
+    # of DRAM bandwidth (bandwidth / SMs), so it moves with the preset's bandwidth as the fractions do (0: no limit).
+    sm_bandwidth_share: float = 0.0
     # A low-precision GEMM whose 16-bit input is first quantized by a kernel of its own (vLLM's fp8 linear: a
     # static per-tensor scaled_fp8_quant, or a dynamic per-token-group quantization for block-scaled weights):
     # the bytes that kernel moves per input element (reads 16 bits, writes the narrow value and its scales; 0:
@@ -51,17 +57,28 @@ class StreamFit:
 
 
 def padded_flops(m: np.ndarray, n: np.ndarray, k: np.ndarray, batch: np.ndarray, sm_count: int,
-                 tiles: np.ndarray = TILE_SHAPES) -> np.ndarray:
-    """FLOPs executed when C[m, n] is tiled (the best of `tiles`) and the tiles run in whole waves over sm_count SMs."""
-    tile_m = tiles[:, 0][:, None]
-    tile_n = tiles[:, 1][:, None]
-    tiles = np.ceil(m / tile_m) * np.ceil(n / tile_n) * batch
-    waves = np.ceil(tiles / sm_count)
-    return (2.0 * waves * sm_count * tile_m * tile_n * k).min(axis=0)
+                 tiles: np.ndarray = TILE_SHAPES, tile_policy: str = "") -> np.ndarray:
+    """FLOPs executed when C[m, n] is tiled and the tiles run in whole waves over sm_count SMs: the best of `tiles`,
+    or the tile a library's shape dispatch picks (`tile_policy`, hw_models/gpu_gemm_configs.py; a tile shared by
+    several SMs fills sm_count / SMs slots per wave)."""
+    if tile_policy:
+        tile_m, tile_n, sms = (t[None, :] for t in policy_tiles(tile_policy, m, n, k))
+    else:
+        tile_m, tile_n, sms = tiles[:, 0][:, None], tiles[:, 1][:, None], 1.0
+    slots = np.floor(sm_count / sms)
+    waves = np.ceil(np.ceil(m / tile_m) * np.ceil(n / tile_n) * batch / slots)
+    return (2.0 * waves * slots * tile_m * tile_n * k).min(axis=0)
+
+
+def busy_sms(m, n, k, batch, sm_count: int, tile_policy: str) -> np.ndarray:
+    """SMs that hold a tile of each GEMM under a tile policy (at most all of them; at least one, so that a GEMM
+    with no rows, which moves no bytes, has a rate)."""
+    tile_m, tile_n, sms = policy_tiles(tile_policy, m, n, k)
+    return np.clip(np.ceil(m / tile_m) * np.ceil(n / tile_n) * batch * sms, 1.0, sm_count)
 
 
 def gemm_times(*, m, n, k, batch, flops, flops_per_s, bytes_moved, bandwidth_Bps, sm_count: int,
-               fit: GemmFit, kept=1.0, vector_s=0.0, tiles: np.ndarray = TILE_SHAPES,
+               fit: GemmFit, kept=1.0, vector_s=0.0, tiles: np.ndarray = TILE_SHAPES, tile_policy: str | None = None,
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(compute_s, memory_s, device_s) of GEMMs; device_s includes the fixed latency.
 
@@ -69,14 +86,21 @@ def gemm_times(*, m, n, k, batch, flops, flops_per_s, bytes_moved, bandwidth_Bps
     sparse GEMM pads the same tiles but does only the `kept` share of their math (N/M of an N:M pattern the
     GPU skips the zeros of). `vector_s` is CUDA-core time in the main loop (dequantizing quantized weights,
     hw_models/gpu_quant.py), in series with the tensor-core math; `tiles` the thread-block tiles the kernel
-    chooses among (mixed-input kernels have their own, gpu_quant.MIXED_INPUT_TILES).
+    chooses among (mixed-input kernels have their own, gpu_quant.MIXED_INPUT_TILES), `tile_policy` the library's
+    tile dispatch that replaces them (None: the fit's, GemmFit.tile_policy; '': none).
     """
-    padded = np.maximum(padded_flops(m, n, k, batch, sm_count, tiles) * kept, flops)
+    policy = fit.tile_policy if tile_policy is None else tile_policy
+    padded = np.maximum(padded_flops(m, n, k, batch, sm_count, tiles, policy) * kept, flops)
     work = flops + fit.padding_share * (padded - flops)
     # Clamped at zero: a step template's affine rows can leave a GEMM that does no work (an LM head with no
     # sampled token) a rounding error below zero, which the blend's power would turn into NaN.
     compute_s = np.maximum(work, 0.0) / (flops_per_s * fit.compute_fraction) + vector_s
-    memory_s = np.maximum(bytes_moved, 0.0) / (bandwidth_Bps * fit.bandwidth_fraction)
+    rate_Bps = bandwidth_Bps * fit.bandwidth_fraction
+    if policy and fit.sm_bandwidth_share:
+        # Fewer tiles than SMs (no split-K in the dispatch): only the SMs holding a tile stream the operands.
+        sm_Bps = fit.sm_bandwidth_share * bandwidth_Bps / sm_count
+        rate_Bps = np.minimum(rate_Bps, busy_sms(m, n, k, batch, sm_count, policy) * sm_Bps)
+    memory_s = np.maximum(bytes_moved, 0.0) / rate_Bps
     blended = smooth_max([compute_s, memory_s], fit.blend)
     return compute_s, memory_s, blended + fit.latency_s + input_quantize_s(m, k, batch, bandwidth_Bps, fit)
 

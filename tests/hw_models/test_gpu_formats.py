@@ -78,10 +78,6 @@ def _aic_rows() -> dict[str, dict[tuple[int, int, int], float]]:
 
 
 @pytest.mark.skipif(not AIC_GEMM.is_file(), reason="../shared/data/aiconfigurator not present")
-@pytest.mark.xfail(strict=True, reason="predicted 1.35x against the measured 1.59x: on these shapes the shipped H200 "
-                   "fits price bf16 GEMMs 5% fast and per-tensor fp8 GEMMs 9% slow (median; the fp8 fit's "
-                   "compute_fraction 0.75 and padding_share 0.83 against bf16's 0.82 and 0.13); needs an fp8 refit "
-                   "weighted to the compute-bound shapes (hw_models/calibration.py, the lead's)")
 def test_fp8_gemm_speedup_on_h200_matches_the_measured():
     """Per-tensor fp8 (vLLM's CutlassFP8ScaledMMLinearKernel, its input quantization included) over bf16
     (torch.nn.functional.linear) on H200, aiconfigurator's gemm_perf table: the median speed-up over the GEMMs with
