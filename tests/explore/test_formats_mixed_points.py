@@ -111,6 +111,7 @@ def test_bad_sweep_format_is_one_line_exit_2(tmp_path, capsys):
     assert code == 2 and len(err) == 1 and "format.mlp_weight_bits: found 6 with weight_bits 8" in err[0], err
 
 
+@pytest.mark.slow  # an 8B decode in three modes, about 5 s
 @pytest.mark.xfail(strict=True, reason=(
     "DFloat11's README (LeanModels/DFloat11: 'At batch size = 1, inference is approximately 2x slower than the "
     "original BF16 model, but the performance gap narrows significantly with larger batches', HF transformers, "

@@ -41,6 +41,10 @@ def _capacity(evaluator, **knobs) -> float:
     return highest_rate(meets, low=0.1, high=20.0, rel_tol=0.1)
 
 
+# Capacity searches over serving simulations, about 9 s: run with -m slow beside the other long checks.
+pytestmark = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def capacities(evaluator) -> dict[str, float]:
     return {"vllm": _capacity(evaluator, scheduler="continuous", max_seqs=128),

@@ -49,6 +49,7 @@ def test_search_needs_a_budget_and_objectives(tmp_path):
         load_sweep(str(path))
 
 
+@pytest.mark.slow  # two searches, about 5 s
 def test_random_search_is_deterministic_and_within_budget(tmp_path, evaluator):
     sweep = _sweep(tmp_path, "{strategy: random, budget: 40, seed: 3}")
     first = run_sweep(sweep, tmp_path / "a", evaluator=evaluator)

@@ -130,6 +130,7 @@ class SlowSideGPU(TwoUnitGPU):
                                    static_J=costs.static_J * f)
 
 
+@pytest.mark.slow  # a Mixtral trace, about 7 s
 def test_moe_sub_batches_run_their_own_kernels(trace_of):
     """Mixtral decode of 4 sequences routes 8 token-expert pairs (all 8 experts busy); a sub-batch of 2 routes 4,
     so it launches fewer expert kernels. The event simulation must label and count each sub-batch's own kernels."""
