@@ -131,11 +131,7 @@ def _in_blocks(sweep, evaluator: Evaluator) -> bool:
 
 def _traced(evaluator: Evaluator, model: str, batch: int, prompt: int) -> bool:
     """Whether the trace cache holds a static point's prefill and decode traces."""
-    from workloads.trace_cache import is_cached
-
-    cfg = evaluator.config(model)
-    return (is_cached(cfg, phase="prefill", batch=batch, seq_len=prompt)
-            and is_cached(cfg, phase="decode", batch=batch, seq_len=1, context_len=prompt))
+    return all(evaluator.is_traced(model, phase, batch, prompt) for phase in ("prefill", "decode"))
 
 
 def cmd_check(args) -> int:

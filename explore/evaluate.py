@@ -55,6 +55,14 @@ from workloads.trace import Trace
 KV_BUCKET_TOKENS = 16
 
 
+def trace_args(phase: str, batch: int, prompt: int, query: int = 1) -> dict:
+    """The trace a pass needs (workloads/trace_cache.cached_trace's arguments): the prefill of `prompt` tokens, or a
+    decode of `query` new tokens per sequence after `prompt` cached ones."""
+    if phase == "prefill":
+        return dict(phase="prefill", batch=batch, seq_len=prompt)
+    return dict(phase="decode", batch=batch, seq_len=query, context_len=prompt)
+
+
 def fusion_of(execution: str) -> str:
     """The kernels an execution mode launches: a serving engine's fused kernels for 'engine', the eager ones
     (one per aten op) otherwise (kernels/fusion.py)."""
@@ -106,10 +114,14 @@ class Evaluator:
         if key not in self._traces:
             from workloads.trace_cache import cached_trace  # torch loads only when the disk cache lacks the trace
 
-            self._traces[key] = (cached_trace(cfg, phase="prefill", batch=batch, seq_len=prompt) if phase == "prefill"
-                                 else cached_trace(cfg, phase="decode", batch=batch, seq_len=query,
-                                                   context_len=prompt))
+            self._traces[key] = cached_trace(cfg, **trace_args(phase, batch, prompt, query))
         return self._traces[key]
+
+    def is_traced(self, model: str, phase: str, batch: int, prompt: int) -> bool:
+        """Whether the disk cache holds the trace `trace` would load (so no capture, and no torch, is needed)."""
+        from workloads.trace_cache import is_cached
+
+        return is_cached(self.config(model), **trace_args(phase, batch, prompt))
 
     def lowered(self, model: str, phase: str, batch: int, prompt: int, tp: int = 1, pp: int = 1,
                 ep: int = 1, fusion: str = "", query: int = 1) -> KernelTable:
