@@ -437,6 +437,8 @@ class Evaluator:
         weights_B = _weight_bytes(costs.template.param_bytes, fmt, device, cfg)
         kv_per_token_B = cfg.kv_bytes_per_token() * fmt.kv_scale * kv_replication(cfg, point.tp)
         speculation = self._serving_speculation(point, fmt, role, device)
+        if speculation is not None:  # the KV of every verified token is written before acceptance is known
+            limits = replace(limits, lookahead_slots=speculation.speculation.verified - 1)
         if speculation is not None and speculation.draft is not None:  # the draft's weights and KV live here too
             weights_B += _weight_bytes(speculation.draft.template.param_bytes, fmt, device,
                                         self.config(point.knob("spec_draft")))

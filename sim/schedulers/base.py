@@ -108,6 +108,9 @@ class SchedulerLimits:
     chunk_tokens: int = 512  # token budget of a chunked-prefill iteration (Sarathi-Serve's budget)
     watermark: float = 0.01  # fraction of KV blocks a new admission leaves free [vLLM's watermark, 1%]
     preemption: str = "recompute"  # or "swap": a preempted sequence's KV moves to host memory and back
+    # KV slots a decoding sequence holds beyond its next token [num_lookahead_slots]: a speculative step writes the KV
+    # of every token it verifies, k drafted ones beyond the next, before knowing how many are accepted.
+    lookahead_slots: int = 0
 
 
 class Scheduler:
@@ -204,14 +207,15 @@ class Scheduler:
         return batch
 
     def _grow_decodes(self, state: EngineState, decoding: list[Sequence]) -> list[Sequence]:
-        """Give each decoding sequence (oldest first) a block for its next token, preempting the newest
-        running sequences when blocks run out (vLLM's policy); returns the sequences that decode."""
+        """Give each decoding sequence (oldest first) blocks for its next token and its lookahead slots, preempting
+        the newest running sequences when blocks run out (vLLM's policy); returns the sequences that decode."""
         kv = state.kv
         kept: list[Sequence] = []
         pending = list(decoding)
+        step = 1 + self.limits.lookahead_slots
         while pending:
             seq = pending.pop(0)
-            while not kv.can_hold(seq.index, seq.computed + 1):
+            while not kv.can_hold(seq.index, seq.computed + step):
                 victim = state.running[-1]
                 self._preempt(state, victim)
                 if victim is seq:
@@ -220,6 +224,6 @@ class Scheduler:
                     if victim in waiting_list:
                         waiting_list.remove(victim)
             else:
-                kv.hold(seq.index, seq.computed + 1)
+                kv.hold(seq.index, seq.computed + step)
                 kept.append(seq)
         return kept

@@ -496,6 +496,17 @@ def test_out_of_blocks_the_newest_sequences_are_preempted_to_the_front(scheduler
     assert kv.used_blocks == 2  # the oldest one's two blocks
 
 
+@pytest.mark.parametrize("lookahead, blocks", [(0, 2), (5, 2), (17, 3)])
+def test_a_speculative_decode_holds_its_lookahead_slots(lookahead, blocks):
+    """vLLM's num_lookahead_slots: a sequence of 16 cached tokens that verifies 1 + lookahead tokens holds blocks of
+    16 for 17, 22 and 34 tokens: 2, 2 and 3 blocks."""
+    kv = PagedKVCache(capacity_blocks=10, block_tokens=16)
+    seq = _decoding(0, kv)
+    state = EngineState(kv=kv, running=[seq])
+    batch = make_scheduler("continuous", SchedulerLimits(lookahead_slots=lookahead)).schedule(state)
+    assert batch.decodes == [seq] and kv.used_blocks == blocks
+
+
 def test_admission_leaves_the_watermark_free():
     """vLLM's watermark: a new prompt is admitted only if ceil(1% of the blocks) stay free after it. With 100
     blocks of 16 tokens, a prompt of 99 blocks is admitted and one of 100 is not."""
