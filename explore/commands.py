@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from explore.cli import default_out, json_safe, print_json, run_knobs
 from explore.design_point import DesignPoint, with_knobs
-from explore.evaluate import Evaluator
+from explore.evaluate import Evaluator, trace_args
 from explore.format_checks import check_run_format, format_notice
 from explore.knobs import input_columns
 from explore.ops_table import format_op_table, op_rows
@@ -460,11 +460,7 @@ def cmd_trace(args) -> int:
     if positions > cfg.max_positions:
         raise InputError(f"{flag}: found {value:,} ({positions:,} positions), allowed: at most {cfg.name}'s context "
                          f"of {cfg.max_positions:,} tokens (max_position_embeddings)")
-    if args.phase == "prefill":
-        trace = trace_model(cfg, phase="prefill", batch=args.batch, seq_len=args.prompt, fake=not args.real)
-    else:
-        trace = trace_model(cfg, phase="decode", batch=args.batch, seq_len=1, context_len=args.context,
-                            fake=not args.real)
+    trace = trace_model(cfg, **trace_args(args.phase, args.batch, value), fake=not args.real)
     trace.save(args.output)
     print(f"{args.output}: {len(trace.ops)} ops, {trace.flops:.3e} FLOPs, {trace.model} {trace.phase}")
     return 0
