@@ -30,7 +30,7 @@ import numpy as np
 from explore.columns import Columns
 from explore.design_point import DesignPoint
 from explore.evaluate import Evaluator, hardware_metrics
-from explore.metrics import KERNEL_CLASSES, METRICS
+from explore.metrics import KERNEL_CLASSES, derived_metrics, point_metrics
 from explore.point_blocks import PointBlock, blocks_of
 from hw_models.device_block import block_device, check_knob_values, varies_in_block
 from sim.block import evaluate_block, supports_block
@@ -114,11 +114,6 @@ def evaluate_blocks(evaluator: Evaluator, blocks: Sequence[PointBlock]) -> list[
     return out
 
 
-def point_metrics(point: DesignPoint) -> dict[str, Any]:
-    """The metrics of a point's inputs alone (explore/metrics.py Metric.of_point)."""
-    return {m.name: m.of_point(point) for m in METRICS.entries() if m.of_point is not None}
-
-
 def _keyed(evaluator: Evaluator, block: PointBlock) -> Iterator[tuple[tuple | None, Sequence[int]]]:
     """The block key of each part of a point block (block_key: None where its points are evaluated alone) with the
     indices of that part's points: one part unless an override a block cannot vary takes several values."""
@@ -188,7 +183,7 @@ def _evaluate_block(evaluator: Evaluator, first: DesignPoint, knobs: dict[str, l
 def _add_derived(columns: Columns) -> None:
     """Every derived metric (explore/metrics.py Metric.derive) added at every row, as add_derived adds it to one
     evaluation's metrics: in registry order, each reading the row with those above it, NaN where it fails."""
-    derived = [m for m in METRICS.entries() if m.derive is not None]
+    derived = derived_metrics()
     if not derived:
         return
     row = _Row(columns)

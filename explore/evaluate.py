@@ -226,7 +226,7 @@ class Evaluator:
         workload = BatchWorkload(batch=point.batch, prompt_len=point.prompt, output_len=point.output)
         memory = self.batch_memory(point, device, workload)
         reason = infeasible_reason(memory, device.memory_bytes)
-        speculative = self.speculative_tables(point, device)
+        speculative = self.speculative_tables(point, tables)
         traffic = None
         if reason and point.knob("offload") != "none":
             memory, reason, traffic = self.offloaded(point, device, workload, memory)
@@ -374,9 +374,10 @@ class Evaluator:
             if reason:
                 raise InputError(f"spec_draft: {reason}")
 
-    def speculative_tables(self, point: DesignPoint, device) -> SpeculativeTables | None:
-        """The passes of a speculative static point: the target's prefill, its verification of the drafted tokens
-        (with Medusa heads) and the draft's prefill and decode step; None without speculation."""
+    def speculative_tables(self, point: DesignPoint, target: PassTables) -> SpeculativeTables | None:
+        """The passes of a speculative static point whose plain passes are `target` (point_tables): the target's
+        prefill, its verification of the drafted tokens (with Medusa heads) and the draft's prefill and decode step;
+        None without speculation."""
         spec = self.speculation(point)
         if spec is None:
             return None
@@ -387,7 +388,6 @@ class Evaluator:
         if draft == MEDUSA:
             heads = medusa_head_table(self.config(point.model), spec.drafted, point.batch * spec.verified)
             verify = KernelTable.concat([verify, heads.with_format(fmt)])
-        target = self.point_tables(point, device)
         return SpeculativeTables(
             prefill=target.prefill, verify=verify, speculation=spec, window=target.attention_window,
             draft=None if draft == MEDUSA else self.tables(draft, point.batch, point.prompt, fmt, fusion=fusion))
@@ -395,7 +395,7 @@ class Evaluator:
     def batch_memory(self, point: DesignPoint, device, workload: BatchWorkload) -> MemoryFootprint:
         """What a static-batch point (running `workload`) holds in each device's memory: weights, KV cache and
         activations."""
-        fmt, cfg = point.numeric_format, self.config(point.model)
+        fmt, cfg, window = point.numeric_format, self.config(point.model), self.kv_window(point)
         prefill_trace = self.trace(point.model, "prefill", point.batch, point.prompt)
         memory = batch_footprint(
             weight_bytes=_weight_bytes(prefill_trace.param_bytes, fmt, device, cfg),
@@ -406,22 +406,21 @@ class Evaluator:
             tokens_per_sequence=workload.prompt_len + workload.decode_steps * decode_kv_share(
                 cfg.num_layers, point.knob("exit_depth")),
             activation_bytes=prefill_trace.peak_activation_bytes,
-            window=self.kv_window(point),
+            window=window,
         )
         draft = point.knob("spec_draft")
         if not draft:
             return memory
-        if draft == MEDUSA:  # the heads' weights, stored in the weights' format
-            element_B = prefill_trace.param_bytes / cfg.param_count()
-            heads_B = medusa_head_params(cfg, point.knob("spec_tokens")) * element_B
-            return replace(memory, weights_B=memory.weights_B + _weight_bytes(heads_B, fmt, device))
+        if draft == MEDUSA:
+            heads_B = _medusa_heads_B(prefill_trace.param_bytes, cfg, point.knob("spec_tokens"), fmt, device)
+            return replace(memory, weights_B=memory.weights_B + heads_B)
         # A draft model holds its weights and a KV cache of its own as long as the target's.
         draft_cfg = self.config(draft)
         draft_trace = self.trace(draft, "prefill", point.batch, point.prompt)
         held = batch_footprint(weight_bytes=_weight_bytes(draft_trace.param_bytes, fmt, device, draft_cfg),
                                kv_bytes_per_token=draft_cfg.kv_bytes_per_token() * fmt.kv_scale, batch=point.batch,
                                tokens_per_sequence=workload.prompt_len + workload.decode_steps,
-                               activation_bytes=draft_trace.peak_activation_bytes, window=self.kv_window(point))
+                               activation_bytes=draft_trace.peak_activation_bytes, window=window)
         return MemoryFootprint(weights_B=memory.weights_B + held.weights_B,
                                kv_cache_B=memory.kv_cache_B + held.kv_cache_B,
                                activations_B=max(memory.activations_B, held.activations_B))
@@ -444,8 +443,7 @@ class Evaluator:
                                         self.config(point.knob("spec_draft")))
             kv_per_token_B += self.config(point.knob("spec_draft")).kv_bytes_per_token() * fmt.kv_scale
         elif speculation is not None:
-            element_B = costs.template.param_bytes / cfg.param_count()
-            weights_B += _weight_bytes(medusa_head_params(cfg, point.knob("spec_tokens")) * element_B, fmt, device)
+            weights_B += _medusa_heads_B(costs.template.param_bytes, cfg, point.knob("spec_tokens"), fmt, device)
         memory = serving_memory(
             capacity_B=device.memory_bytes, weights_B=weights_B,
             activations_B=costs.template.activation_bytes(make_scheduler(spec.scheduler, limits).token_budget()),
@@ -560,6 +558,12 @@ def _weight_bytes(param_bytes: float, fmt: NumericFormat, device, config: ModelC
     change what is stored (NumericFormat.stored_weight_scale)."""
     scale = stored_weight_scale(fmt, config) if config is not None else fmt.stored_weight_scale()
     return param_bytes * scale * (fmt.sparse_weight_scale if fmt.sparsity in device.sparsity_patterns else 1.0)
+
+
+def _medusa_heads_B(param_bytes: float, config: ModelConfig, heads: int, fmt: NumericFormat, device) -> float:
+    """Bytes of `heads` Medusa heads on `config`'s model of `param_bytes` traced weights: stored as its weights are
+    (the traced bytes per parameter, then the format's weight bits)."""
+    return _weight_bytes(medusa_head_params(config, heads) * (param_bytes / config.param_count()), fmt, device)
 
 
 def _metrics(result: SimResult | ServingResult | None, memory, reason: str, device,

@@ -109,15 +109,25 @@ def better_first(rows: Iterable[dict[str, Any]], *names: str) -> list[dict[str, 
 def add_derived(values: dict[str, Any], point: Any = None) -> dict[str, Any]:
     """The metrics of one evaluation with every derived metric added (NaN where it cannot be computed), and, given
     the design point (explore.design_point.DesignPoint), every metric of the point's inputs (Metric.of_point)."""
-    for m in METRICS.view("derived", lambda: tuple(m for m in METRICS.entries() if m.derive is not None)):
+    for m in derived_metrics():
         try:
             values[m.name] = float(m.derive(values))
         except (KeyError, TypeError, ValueError, ZeroDivisionError):
             values[m.name] = math.nan
     if point is not None:
-        for m in METRICS.view("of point", lambda: tuple(m for m in METRICS.entries() if m.of_point is not None)):
-            values[m.name] = m.of_point(point)
+        values.update(point_metrics(point))
     return values
+
+
+def derived_metrics() -> tuple[Metric, ...]:
+    """The metrics computed from a row's other metrics (Metric.derive), in registry order."""
+    return METRICS.view("derived", lambda: tuple(m for m in METRICS.entries() if m.derive is not None))
+
+
+def point_metrics(point: Any) -> dict[str, Any]:
+    """The metrics of a design point's inputs alone (Metric.of_point)."""
+    return {m.name: m.of_point(point) for m in METRICS.view(
+        "of point", lambda: tuple(m for m in METRICS.entries() if m.of_point is not None))}
 
 
 def _m(name: str, label: str, unit: str, better: Better, definition: str, **kw: Any) -> None:

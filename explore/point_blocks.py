@@ -42,8 +42,7 @@ class PointBlock:
     @classmethod
     def of(cls, point: DesignPoint) -> PointBlock:
         """The block of one point."""
-        return cls(base=replace(point, overrides=()), paths=tuple(path for path, _ in point.overrides),
-                   values=tuple((value,) for _, value in point.overrides))
+        return _block([point])
 
     def overrides(self, i: int) -> tuple[tuple[str, Any], ...]:
         return tuple(zip(self.paths, (column[i] for column in self.values), strict=True))

@@ -32,7 +32,7 @@ from explore.metrics import result_columns
 from explore.point_blocks import PointBlock, blocks_of
 from explore.results import ResultsStore, folder_lock
 from explore.rows import count_label, is_feasible, normalize_row
-from explore.sweep import OPS, Sweep
+from explore.sweep import Sweep
 from workloads.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -310,9 +310,8 @@ class _Run:
         """Whether each row fits and meets every constraint."""
         held = [columns.values("fits_in_memory")]
         for c in self.constraints:
-            bound, op = c.bound, OPS[c.op]
             values = columns.column(c.metric) if c.metric in columns else [math.nan] * columns.size
-            held.append([op(float(v), bound) for v in values])
+            held.append([c.accepts(v) for v in values])
         return [all(row) for row in zip(*held, strict=True)]
 
     def _count_feasible(self, columns: Columns) -> None:

@@ -245,7 +245,11 @@ class Constraint:
         return [cls.parse(text) for text in texts or ()]
 
     def holds(self, metrics: dict[str, Any]) -> bool:
-        return OPS[self.op](float(metrics.get(self.metric, float("nan"))), self.bound)
+        return self.accepts(metrics.get(self.metric, float("nan")))
+
+    def accepts(self, value: Any) -> bool:
+        """Whether a value of the metric meets the bound (NaN never does)."""
+        return OPS[self.op](float(value), self.bound)
 
     def excess(self, metrics: dict[str, Any]) -> float:
         """How far a value is past the bound: <= 0 where the constraint holds (NaN where the metric is missing)."""

@@ -126,15 +126,19 @@ class GPUModel(DeviceModel):
                 plans.append((plan, table.weight_bits == bits))
         return plans
 
-    def _vector_ops(self, table: KernelTable) -> np.ndarray | None:
-        """CUDA-core instructions that dequantize or convert each kernel's operands (None: none)."""
+    @staticmethod
+    def _vector_ops(table: KernelTable, plans: list[tuple[QuantPlan, np.ndarray]]) -> np.ndarray | None:
+        """CUDA-core instructions that dequantize or convert each kernel's operands (None: none); `plans` is
+        row_plans(table)."""
         ops = [dequant_ops(plan, m=table.m, n=table.n, k=table.k, batch=table.batch, quantized=rows)
-               for plan, rows in self.row_plans(table) if plan.adds_work]
+               for plan, rows in plans if plan.adds_work]
         return sum(ops[1:], ops[0]) if ops else None
 
-    def _device_times(self, table: KernelTable, peak: np.ndarray, vector_ops: np.ndarray | None = None):
+    def _device_times(self, table: KernelTable, peak: np.ndarray, plans: list[tuple[QuantPlan, np.ndarray]],
+                      vector_ops: np.ndarray | None = None):
         """(compute_s, memory_s, busy_s, latency_s): busy_s blends compute and memory; latency is fixed.
-        `vector_ops`: CUDA-core instructions per kernel (dequantization), in series with its matrix math.
+        `plans`: row_plans(table); `vector_ops`: CUDA-core instructions per kernel (dequantization), in series with
+        its matrix math.
 
         Over a block of design points (spec fields of shape (points, 1), hw_models/device_block.py) every array
         is (points, kernels): rows of a kernel class are selected on the last axis.
@@ -146,7 +150,6 @@ class GPUModel(DeviceModel):
         memory_s = bytes_moved / bandwidth_Bps
         busy_s = np.maximum(compute_s, memory_s)
         latency_s = np.zeros(busy_s.shape)
-        plans = self.row_plans(table)
         # Widths of one format share its scale layout: at most one block-scaled variant among them.
         cal = self._calibration_for(next((plan for plan, _ in plans if plan.variant), None))
         if cal is None:
@@ -209,8 +212,9 @@ class GPUModel(DeviceModel):
         spec = self.spec
         host_s = self.host_s(execution)
         peak = table.per_dtype(lambda dtype, matrix: self.peak_flops(dtype if matrix else VECTOR_DTYPE))
-        vector_ops = self._vector_ops(table)
-        compute_s, memory_s, busy_s, latency_s = self._device_times(table, peak, vector_ops)
+        plans = self.row_plans(table)
+        vector_ops = self._vector_ops(table, plans)
+        compute_s, memory_s, busy_s, latency_s = self._device_times(table, peak, plans, vector_ops)
         overhead_s = latency_s + host_s
         time_s = busy_s + overhead_s
         compute_J = table.flops * table.per_dtype(

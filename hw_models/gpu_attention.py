@@ -77,7 +77,6 @@ class AttentionFit:
         return (fit.decode or fit) if decode else fit
 
 
-
 def kv_splits(blocks: np.ndarray, sm_count: int, kv_tiles: np.ndarray) -> np.ndarray:
     """Split-KV count of FlashAttention-3's num_splits_heuristic (hopper/heuristics.h): no split when the blocks
     nearly fill the SMs (>= 80%) or the keys are 4 tiles or fewer; otherwise the fewest splits whose wave

@@ -85,7 +85,6 @@ N_TILE_COLUMNS = 128
 # rows by 128 or 256 columns (thread_m_blocks, thread_n; Frantar et al., Section 4), so a decode GEMM pads its rows
 # to 16, not to the 64 of cuBLAS's smallest tensor-core tile.
 MIXED_INPUT_TILES = np.array([(rows, cols) for rows in (16, 32, 48, 64) for cols in (128, 256)], dtype=float)
-QUANTIZED_DTYPES = ("fp8", "fp4", "int8", "int4")
 
 
 @dataclass(frozen=True)

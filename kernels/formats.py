@@ -278,7 +278,7 @@ class NumericFormat:
     def _check_math_pair(self) -> None:
         """Quantized activations meet the weights in one math dtype: integer activations take integer (or
         codebook, ternary) weights, float activations weights no wider than themselves."""
-        if self.act_type == INT and self.weight_type in FLOAT_TYPES | {"nf4": ""}:
+        if self.act_type == INT and (self.weight_type in FLOAT_TYPES or self.weight_type == "nf4"):
             raise ValueError(f"weight_type: found {self.weight_type!r} with integer {self.act_bits}-bit "
                              f"activations, allowed: int, lut or ternary (or act_type fp8_e4m3 / fp4_e2m1)")
         if self.act_type in FLOAT_TYPES and self.weight_bits > self.act_bits:

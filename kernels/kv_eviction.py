@@ -61,8 +61,8 @@ class Eviction:
     """What a method adds to a decode step of the evicting heads, as multiples of attending to their kept tokens.
 
     `overhead_bytes` per KV byte kept, `overhead_flops` per attention FLOP of the kept tokens, `held_share` per KV
-    byte held; `prefill_score_B` bytes per (query head, query, key) pair the prefill's unfused attention moves, and
-    `prefill_unfused`: whether the prefill computes every pair of the s x s matrix (the masked half too).
+    byte held; `prefill_score_B` bytes per (query head, query, key) pair the prefill's unfused attention moves (it
+    computes every pair of the s x s matrix, the masked half too: scored_prefill).
     """
 
     method: str
@@ -70,7 +70,6 @@ class Eviction:
     overhead_flops: float
     held_share: float
     prefill_score_B: float
-    prefill_unfused: bool = True
 
     def __post_init__(self) -> None:
         if self.method not in (H2O, D2O):
@@ -105,8 +104,7 @@ def scored_prefill(prefill: KernelTable, scored_share: float, score_B: float) ->
     half too) and move `score_B` bytes per pair through the materialized matrix."""
     rows = prefill.attention_mask & (prefill.q_len > 0)
     pairs = prefill.q_len * prefill.kv_len
-    causal = np.array([causal_pairs(int(q), int(k)) if row else 1 for q, k, row in
-                       zip(prefill.q_len, prefill.kv_len, rows, strict=True)], dtype=float)
+    causal = np.where(rows, causal_pairs(prefill.q_len, prefill.kv_len), 1.0)
     flops = prefill.flops * (1.0 - scored_share + scored_share * pairs / causal)
     scores_B = scored_share * prefill.batch * prefill.heads * pairs * score_B
     return replace(prefill, flops=np.where(rows, flops, prefill.flops),

@@ -30,6 +30,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 import numpy as np
 
@@ -60,6 +61,8 @@ _LAYER_INDEX = re.compile(r"(?<![^.])layers\.\d+")
 SPAN_MODEL, SPAN_EVERY, SPAN_FIRST, SPAN_REST = range(4)
 _ATTENTION = (KIND_CODE[KernelKind.ATTENTION_PREFILL], KIND_CODE[KernelKind.ATTENTION_DECODE])
 _MOE = KIND_CODE[KernelKind.MOE]
+# balanced_routing per (tokens, top-k, experts, held): the same few arguments every iteration of a serving run.
+_routing = lru_cache(maxsize=4096)(balanced_routing)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,11 +91,12 @@ def step_shape(chunks: Sequence[tuple[int, int]] = (), decode_kv: Sequence[int] 
     the decoding sequences (a sliding window, or a KV policy, caps what a decode token attends to), each with
     `decode_query` query tokens (a speculative verification: the last token and the drafted ones)."""
     decode, _ = decode_reads(np.asarray(decode_kv), window)
-    return StepShape(decode_flops_per_kv=flops_per_read(window),
+    return StepShape(
         prefill_seqs=len(chunks), prefill_tokens=sum(q for q, _ in chunks),
         prefill_pairs=sum(causal_pairs(q, q + cached) for q, cached in chunks),
         prefill_cached=sum(cached for _, cached in chunks), decode_seqs=len(decode_kv),
-        decode_kv=round(float(np.sum(decode))), sampled=sampled, decode_query=decode_query,
+        decode_kv=round(float(np.sum(decode))), decode_flops_per_kv=flops_per_read(window), sampled=sampled,
+        decode_query=decode_query,
         positions=max([q for q, _ in chunks] + [decode_query if len(decode_kv) else 1]),
     )
 
@@ -276,8 +280,8 @@ class StepTemplate:
         k, per_expert = self.experts_per_token, self.linear.n / MATRICES
         for i in np.flatnonzero(moe):
             held = int(self.linear.batch[i])  # every expert of the device got tokens in the trace
-            reached, routed = balanced_routing(tokens, k, self.num_experts, held)
-            _, traced = balanced_routing(int(self.traced_tokens), k, self.num_experts, held)
+            reached, routed = _routing(tokens, k, self.num_experts, held)
+            _, traced = _routing(int(self.traced_tokens), k, self.num_experts, held)
             hidden = self.linear.k[i]
             act = (fused_moe_act_bytes(tokens, routed, hidden, per_expert[i], 1.0) /
                    fused_moe_act_bytes(self.traced_tokens, traced, hidden, per_expert[i], 1.0))

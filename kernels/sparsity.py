@@ -45,6 +45,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
+import numpy as np
+
 DENSE = "dense"
 UNSTRUCTURED = "unstructured"
 ACTIVATION = "activation"
@@ -170,8 +172,6 @@ def check_activation_sparsity(kept: float, predictor: str) -> None:
 def union_share(kept: float, tokens):
     """Share of the weights a GEMM over `tokens` tokens reads when each keeps `kept` of the activations,
     independently: 1 - (1 - kept)^tokens (exactly 1 when kept is 1)."""
-    import numpy as np
-
     if kept >= 1.0:
         return np.ones_like(np.asarray(tokens, dtype=float))
     return 1.0 - (1.0 - kept) ** np.maximum(np.asarray(tokens, dtype=float), 1.0)

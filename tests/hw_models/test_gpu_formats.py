@@ -51,7 +51,7 @@ def test_fewer_weight_bits_are_never_slower_at_batch_1(a100, n, k):
 @pytest.mark.parametrize("bits", [8, 4, 3])
 def test_speedup_follows_bytes_minus_dequantization(a100, n, k, bits):
     """By hand, from the A100 fit (hw_models/calibration/a100-sxm-80gb.yaml): a GEMM takes at least its latency plus
-    its weights at the fitted bandwidth, and at most that plus its dequantization (1.5 + 0.125 [4-bit] or 1.0 + 0.5
+    its weights at the fitted bandwidth, and at most that plus its dequantization (1.125 + 0.5 [4-bit] or 1.0 + 0.5
     [8-bit] or 1.625 + 0.5 [3-bit] lane instructions per weight at 19.5 / 2 T/s) plus its 16-row padded tensor work
     at the fitted fraction of 312 TFLOP/s (the smooth maximum of two times is at most their sum)."""
     fit = a100.calibration.gemm
