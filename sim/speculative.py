@@ -161,16 +161,26 @@ class ServingSpeculation:
     def price(self, cost, shape, draft_shapes: tuple) -> object:
         """The iteration's cost with the draft's steps (or the heads) added: `cost` is the target's verification
         iteration of `shape`, `draft_shapes` the draft's (its first step, then a decode-only one)."""
-        key = (id(cost), *draft_shapes) if self.draft is not None else (id(cost), shape.decode_seqs)
+        # Keyed on the priced costs' identities, which are stable and few: both cost models memoize every cost
+        # they return, one per bucket of shapes, for the replica's lifetime (raw shapes would grow per iteration).
+        if self.draft is not None:
+            first, rest = (self.draft.price(s) for s in draft_shapes)
+            key = (id(cost), id(first), id(rest))
+        else:
+            key = (id(cost), shape.decode_seqs)
         if key not in self._memo:
             extra = []
             if self.draft is not None:
-                first, rest = (self.draft.price(s) for s in draft_shapes)
                 extra = [first] + [rest] * (self.speculation.drafted - 1)
             elif shape.decode_seqs:
                 extra = [self._heads_cost(shape.decode_seqs * self.speculation.verified)]
             self._memo[key] = _sum_costs([cost, *extra])
         return self._memo[key]
+
+    @property
+    def iterations_priced(self) -> int:
+        """How many distinct speculative iteration costs have been summed."""
+        return len(self._memo)
 
     def _heads_cost(self, rows: int):
         from sim.costs import KERNEL_CLASS_NAMES, IterationCost  # sim.costs imports nothing of this module

@@ -57,3 +57,31 @@ def test_accepted_tokens_follow_the_rate_and_the_seed():
     for acceptance, tokens in ((0.0, 1), (1.0, 5)):
         fixed = ServingSpeculation(Speculation(drafted=4, acceptance=acceptance))
         assert (fixed.accepted_tokens(np.random.default_rng(0), 10) == tokens).all()
+
+
+class _BucketedDraft:
+    """A draft cost model that, as sim.costs.IterationCostModel does, memoizes one cost per bucket of KV lengths."""
+
+    def __init__(self, bucket_tokens: int):
+        self.bucket_tokens, self.memo = bucket_tokens, {}
+
+    def price(self, kv_tokens: int):
+        from sim.costs import IterationCost
+
+        key = kv_tokens // self.bucket_tokens
+        return self.memo.setdefault(key, IterationCost(time_s=1e-3 * (key + 1), compute_J=1.0, memory_J=1.0,
+                                                       class_time_s=np.zeros(3)))
+
+
+def test_a_long_run_sums_one_cost_per_priced_bucket_not_per_iteration():
+    """Draft shapes that grow by a token every iteration fall into a few KV buckets: the speculative sums are as
+    many as the bucket combinations priced, and each sum is the target's time plus the draft's k steps."""
+    from sim.costs import IterationCost
+
+    draft = _BucketedDraft(bucket_tokens=16)
+    spec = ServingSpeculation(Speculation(drafted=3, acceptance=0.5), draft=draft)
+    target = IterationCost(time_s=0.01, compute_J=2.0, memory_J=2.0, class_time_s=np.ones(3))
+    for kv in range(96, 160):  # 64 iterations over 4 buckets of 16 tokens (96-111, ..., 144-159)
+        cost = spec.price(target, None, (kv, kv))
+        assert cost.time_s == pytest.approx(0.01 + 3 * 1e-3 * (kv // 16 + 1))
+    assert spec.iterations_priced == 4
