@@ -181,7 +181,8 @@ _m("tokens_per_J", "tokens/J", "", "max", "output tokens per joule: 1 / energy_p
 # estimated; NaN with the reason in quality_source where no paper row matches.
 _m("quality_delta", "perplexity increase", "", "min",
    "published WikiText-2 perplexity of the point's model and format (quant_method's best method) minus its "
-   "16-bit baseline, from the same paper table; positive is worse, 0 for 16-bit dense, NaN where no row matches",
+   "16-bit baseline, from the same paper table (token perplexity where published, else lm-eval's word "
+   "perplexity: quality_source names it); positive is worse, 0 for 16-bit dense, NaN where no row matches",
    of_point=lambda point: _quality(point).delta, reason="quality_source")
 _m("quality_source", "quality source", "", None,
    "the paper, table and values quality_delta comes from, or why it has none", kind="text",

@@ -6,12 +6,20 @@ numeric format, naming the paper, the table the figure was read from, the metric
 16-bit baseline and the value of the compressed model, both from that table. Nothing in it is fitted, interpolated
 or estimated: a point whose model and format no row covers gets no quality figure (NaN), with the reason.
 
+Two WikiText-2 perplexities are published: the token perplexity of fixed windows (wikitext2_ppl: GPTQ's protocol,
+which most quantization papers follow) and lm-evaluation-harness's word perplexity of whole documents
+(wikitext_word_ppl: what toolkits such as torchao report). Their scales differ, so a figure is never taken across
+them: quality_delta is the token-level change where a row gives one, else the word-level one, and quality_source
+names the metric.
+
 A row names the numeric format it was measured in by the columns named after NumericFormat fields (weight_bits,
 act_bits, kv_bits, group_size, sparsity and any field kernels/formats.py adds later); a blank cell, or a field the
 table has no column for, is that field's default. A row applies to a point only when the point's NumericFormat
 equals the row's, field by field: a figure measured at 4-bit integer weights says nothing of 4-bit floats or of
-another group size. The model is matched by its name (the preset name, or the folder of a config.json path), so a
-figure for llama-2-7b never stands in for llama-2-13b.
+another group size. The one field compared only where it is used is group_size: a format whose weights are scaled
+per channel or per tensor and whose KV cache is 16-bit has no groups, whatever its group_size says. The model is
+matched by its name (the preset name, or the folder of a config.json path), so a figure for llama-2-7b never stands
+in for llama-2-13b.
 """
 
 from __future__ import annotations
@@ -30,10 +38,11 @@ from workloads.errors import InputError
 
 TABLE_PATH = Path(__file__).parent / "data" / "quality.csv"
 ANY_METHOD = "any"  # the quant_method knob's default: the best published method for the point's format
-# The metric quality_delta reports, and how its change is signed: +1 where a larger value is worse (perplexity),
-# -1 where a larger value is better (an accuracy). Rows of other metrics may sit in the table for the record.
-METRIC = "wikitext2_ppl"
-WORSE_WHEN_LARGER = {"wikitext2_ppl": 1}
+# The metrics quality_delta reports, in order of preference (a point takes the first one some row gives it), and how
+# each change is signed: +1 where a larger value is worse (perplexity), -1 where a larger value is better (an
+# accuracy). Rows of other metrics may sit in the table for the record.
+METRICS = ("wikitext2_ppl", "wikitext_word_ppl")
+WORSE_WHEN_LARGER = {"wikitext2_ppl": 1, "wikitext_word_ppl": 1}
 TEXT_COLUMNS = ("model", "method", "paper", "table", "metric", "note")
 COLUMNS = ("model", "method", "paper", "table", "metric", "context_tokens", "baseline", "value", "note")
 REQUIRED = ("model", "method", "paper", "table", "metric", "context_tokens", "baseline", "value")
@@ -169,25 +178,37 @@ def is_uncompressed(fmt: NumericFormat) -> bool:
 
 def quality_figure(model: str, fmt: NumericFormat, method: str = ANY_METHOD,
                    rows: Iterable[QualityRow] | None = None) -> QualityFigure:
-    """The published change in METRIC for `model` (a model name, e.g. 'llama-2-7b') in `fmt` by `method` ('any':
-    the best figure of any method), from `rows` (the shipped table by default). Among several matching rows the
-    smallest change is taken (the best published result, the source names it). 16-bit dense is 0 by definition."""
+    """The published change in the first of METRICS any row gives for `model` (a model name, e.g. 'llama-2-7b') in
+    `fmt` by `method` ('any': the best figure of any method), from `rows` (the shipped table by default). Among
+    several matching rows of that metric the smallest change is taken (the best published result, the source names
+    it). 16-bit dense is 0 by definition."""
     if is_uncompressed(fmt):
         return QualityFigure(0.0, "16-bit dense: the baseline (0 by definition)")
     model = model.lower()
     table = shipped_table() if rows is None else tuple(rows)
-    matching = [row for row in table if row.metric == METRIC and row.model == model and row.fmt == fmt
-                and method in (ANY_METHOD, row.method)]
-    if matching:
-        best = min(matching, key=lambda row: row.delta)
-        return QualityFigure(best.delta, best.source)
+    key = _matched_format(fmt)
+    for metric in METRICS:
+        matching = [row for row in table if row.metric == metric and row.model == model
+                    and _matched_format(row.fmt) == key and method in (ANY_METHOD, row.method)]
+        if matching:
+            best = min(matching, key=lambda row: row.delta)
+            return QualityFigure(best.delta, best.source)
     return QualityFigure(math.nan, _why_none(model, fmt, method, table))
+
+
+def _matched_format(fmt: NumericFormat) -> NumericFormat:
+    """The format as rows are matched on: group_size set to its default where no tensor is scaled per group
+    (weights at 16 bits or scaled per channel or tensor, and a 16-bit KV cache), since it then changes nothing."""
+    grouped_weights = fmt.weight_bits < 16 and fmt.scale_granularity == "group"
+    if grouped_weights or fmt.kv_bits < 16:
+        return fmt
+    return dataclasses.replace(fmt, group_size=FORMAT_FIELDS["group_size"].default)
 
 
 def _why_none(model: str, fmt: NumericFormat, method: str, table: tuple[QualityRow, ...]) -> str:
     """Why no row gives a figure: the model is not in the table, or none of its rows has the format (and method)."""
-    where = f"no published {METRIC} figure"
-    of_model = [row for row in table if row.metric == METRIC and row.model == model]
+    where = f"no published {' or '.join(METRICS)} figure"
+    of_model = [row for row in table if row.metric in METRICS and row.model == model]
     if not of_model:
         return f"{where} for model {model} (the table has {', '.join(sorted({r.model for r in table}))})"
     by = "" if method == ANY_METHOD else f" by {method}"
