@@ -27,8 +27,9 @@ Dequantization work, in 32-bit lane instructions per weight element (counted fro
 - 3, 5 and 6 bits, stored as a 2- or 4-bit plane plus a plane of the high bits (llama.cpp's K-quants): 1.625 (the
   low plane as above, and one lop3 per pair to merge the high bits);
 - float elements (fp8, fp4) add 0.5: one f16x2 multiply per pair rebiases the exponent after the bits are placed;
-- codebook elements (nf4, SqueezeLLM's lut) add 1.0 to the index extraction: one shared-memory lookup per weight
-  ("a lookup per weight": SqueezeLLM, Kim et al., ICML 2024, Section 5; LUT-GEMM, Park et al., ICLR 2024);
+- codebook elements (nf4, and lut with quantized activations) add 1.0 to the index extraction: one shared-memory
+  lookup per weight ("a lookup per weight": SqueezeLLM, Kim et al., ICML 2024, Section 5; LUT-GEMM, Park et al.,
+  ICLR 2024); weight-only lut runs SqueezeLLM's own GEMV, counted below;
 - scales add 0.5 (one mul/fma.f16x2 per pair: TensorRT-LLM's fpA_intB dequantizer scales every element; per-tensor
   scales are folded into the epilogue, and SqueezeLLM's per-channel codebooks hold the 16-bit values: 0);
 - QServe's W4A8 with two-level scales: 0.875 (per eight weights three instructions unpack them into two registers
@@ -49,14 +50,27 @@ at 20-90% of the GEMM for kernels that do not hide it (Section 3.2, Figure 5).
 A mixed format (kernels/formats.py: attention, MLP or edge layers at more bits) is planned per weight width: each
 width's GEMMs run as the uniform format of that width (GPUModel.row_plans), a width at 16 bits unquantized.
 Outliers kept apart in a sparse matrix and DFloat11's decompression are kernels of their own
-(kernels/format_kernels.py), priced as streaming kernels.
+(kernels/format_kernels.py): the outliers' product priced as a streaming kernel, the decompression at the larger of
+its bytes and its Huffman decoding on the CUDA cores (vector FLOPs at the FP32 rate).
+
+SqueezeLLM's per-channel codebook weights (weight_type lut) run its own kernel, a GEMV on the CUDA cores
+(squeezellm/quant_cuda_kernel.cu, VecQuant3MatMulKernelNUQPerChannel and its 4-bit twin: one thread per output
+column walks 128 rows of k, the column's 2^bits fp32 codebook entries and the block's activations in shared
+memory). Per weight and token it issues LUT_GEMV_OPS lane instructions: a shift and a mask extract the index, an
+address into the codebook, two shared-memory loads (the entry and the activation) and an FMA, 6 (the 3-bit index
+straddling two words every 11 values adds ~0.1, not counted). Its batched form (VecQuant3MatMulKernelNUQPerChannel-
+Batched) loops over the tokens and redoes all of it for each, so the work is paid once per token (rows_per_pass 1),
+not once per M-tile: memory-bound at batch 1 (on an RTX A6000 Llama-2-7B's 6.6e9 GEMM weights take 2.0 ms of
+instructions against 3.2 ms of 3-bit traffic), CUDA-core-bound from a few tokens on. Its FMAs are still counted as
+tensor-core math too, 2 FLOPs a weight and token at the 16-bit tensor rate, a twentieth of their CUDA-core time or less.
 
 Fused MoE layers of a weight-only format pay the same dequantization, each touched expert's weights once per
 M-tile pass of its rows, in series with the grouped GEMMs' math (hw_models/gpu_moe.py moe_times); their MoE fit
 is the 16-bit one. Against aiconfigurator's Marlin W4A16 MoE layers (int4_wo, one model shape per GPU, rows no fit
 saw: tests/hw_models/test_moe_weight_only.py) that is -7% in the median on L40S; on H200 and B200 the layers run
-37% and 60% slower than priced, Marlin's Ampere-style tensor-core instructions not reaching the peak the 16-bit
-fit was measured at.
+37% and 60% slower than priced: Marlin issues the sm_80 mma.sync on every GPU, and Hopper and Blackwell reach the
+tensor-core peak the 16-bit fit was measured at only through wgmma / tcgen05. No published rate of mma.sync on those
+GPUs was found, so the gap is not priced.
 """
 
 from __future__ import annotations
@@ -78,6 +92,8 @@ FLOAT_REBIAS_OPS = 0.5
 LOOKUP_OPS = 1.0
 SCALE_OPS = 0.5
 QSERVE_W4A8_OPS = 7 / 8
+# SqueezeLLM's CUDA-core LUT GEMV: lane instructions per weight and token (see the docstring).
+LUT_GEMV_OPS = 6.0
 # Output rows per pass over a weight tile (Marlin) and output columns per pass over an activation tile (CUTLASS).
 M_TILE_ROWS = 64
 N_TILE_COLUMNS = 128
@@ -98,6 +114,7 @@ class QuantPlan:
     variant: str  # calibration variant that prices it ('fp8/block128', 'fp4/nvfp4') or ''
     notice: str  # what a user should know ('' when the GPU runs the format as it is)
     mixed_input: bool = False  # 16-bit activations times quantized weights (weight-only): MIXED_INPUT_TILES
+    rows_per_pass: float = M_TILE_ROWS  # output rows whose work one pass over the weights serves
 
     @property
     def emulated(self) -> bool:
@@ -129,6 +146,9 @@ def quant_plan(fmt: NumericFormat | None, peak_TFLOPS, gpu: str, traced_dtype: s
     if fmt is None or fmt.weight_bits >= 16:
         return None
     dtype = fmt.gemm_dtype(traced_dtype)
+    if fmt.weight_only and fmt.weight_type == "lut":  # SqueezeLLM's GEMV: its work once per token
+        return QuantPlan(dtype=dtype, math_dtype=dtype, weight_ops=LUT_GEMV_OPS, act_ops=0.0, variant="", notice="",
+                         mixed_input=True, rows_per_pass=1.0)
     if fmt.weight_only:
         ops = unpack_ops(fmt.weight_bits, fmt.weight_type) + _scale_ops(fmt)
         return QuantPlan(dtype=dtype, math_dtype=dtype, weight_ops=ops, act_ops=0.0, variant="", notice="",
@@ -153,11 +173,11 @@ def quant_plan(fmt: NumericFormat | None, peak_TFLOPS, gpu: str, traced_dtype: s
 
 
 def dequant_ops(plan: QuantPlan, *, m, n, k, batch, quantized) -> np.ndarray:
-    """Lane instructions of each GEMM row (zero where `quantized` is false): weight elements per M-tile pass plus,
-    for emulated math, activation elements per N-tile pass."""
+    """Lane instructions of each GEMM row (zero where `quantized` is false): weight elements per pass of
+    plan.rows_per_pass rows (an M-tile) plus, for emulated math, activation elements per N-tile pass."""
     m, n, k = (np.maximum(np.asarray(x, dtype=float), 0.0) for x in (m, n, k))
     batch = np.maximum(np.asarray(batch, dtype=float), 1.0)
-    weights = plan.weight_ops * k * n * batch * np.ceil(np.maximum(m, 1.0) / M_TILE_ROWS)
+    weights = plan.weight_ops * k * n * batch * np.ceil(np.maximum(m, 1.0) / plan.rows_per_pass)
     acts = plan.act_ops * m * k * batch * np.ceil(np.maximum(n, 1.0) / N_TILE_COLUMNS)
     return np.where(quantized, weights + acts, 0.0)
 

@@ -12,8 +12,26 @@
   transformer block's weights are decompressed into a 16-bit buffer ("transformer-block-level decompression",
   Section 3 of the paper), one kernel per block that reads the coded weights and writes 16-bit ones; the GEMMs then
   read the 16-bit weights as they would uncompressed. Weights outside the blocks (the LM head) are decompressed
-  by a kernel of their own. Priced as a streaming kernel of those bytes: the Huffman decoding on the CUDA cores is
-  taken as hidden under the traffic (an optimistic bound: the paper's decoder is not timed here).
+  by a kernel of their own. The kernel's time is the larger of its bytes and its Huffman decoding, which runs on
+  the CUDA cores: DFLOAT11_DECODE_OPS lane instructions per weight, carried as two vector FLOPs each (a lane
+  instruction is one FMA's issue, as the GPU model counts dequantization), so a device prices them at its vector
+  rate. Decoding is serial within a thread (each code's length sets where the next one starts), so its
+  instructions cannot hide under the traffic the way a fixed-width unpack does.
+
+DFLOAT11_DECODE_OPS, counted per weight. DFloat11 ships its kernel as PTX (LeanModels/DFloat11,
+dfloat11/modeling_dfloat11_llama.py loads decode.ptx's huffman_decode: 256 threads a block, 8 coded bytes a
+thread, a shared-memory output buffer of 4 values per coded byte); its two-phase design decodes each thread's
+bytes twice, once to count the values they hold (a block-wide prefix sum of the counts then gives each thread its
+output position) and once to write them (paper Section 3.3). The decoding step is the paper's hierarchical-LUT
+lookup, written out in CUDA C in bf16_huffman_infer (PyPI bf16-huffman-infer 0.0.2, bf16_huffman_infer/src/kernel.cu,
+decoder::decode_symbol, a reimplementation of DFloat11's decoder): per value, a byte of the bit buffer indexes the
+first 256-entry LUT in shared memory (byte extract and load, 2), the result is tested for the escape to the next
+LUT (compare and branch, 2; codes longer than 8 bits are rare and not counted), the code length is looked up (a
+shared load, 1), the 64-bit bit buffer shifts by it (two funnel shifts, 2) and the remaining-bit count drops and is
+tested for a refill (2), a 32-bit refill every ~11 values at ~2.6 bits a code (load, two shifts, two ors, an add:
+~0.5 a value): 9.5. Twice (19), plus one count increment in the first phase, and in the second the value's sign
+and mantissa byte placed beside the decoded exponent (load, shift, merge: 3) and written to the shared buffer (1)
+that is copied out with 128-bit loads and stores (0.25): 24.25, rounded to 24.
 """
 
 from __future__ import annotations
@@ -27,6 +45,10 @@ from kernels.formats import DFLOAT11_BITS, DTYPE_BITS, OUTLIER_BITS
 from kernels.kernel import Kernel, KernelKind
 
 OUTLIER_OP = "outlier_spmm"
+# Lane instructions of DFloat11's Huffman decoding per weight (see the module docstring) and the vector FLOPs one
+# lane instruction is priced as (an FMA's issue: two FLOPs).
+DFLOAT11_DECODE_OPS = 24.0
+FLOPS_PER_LANE_OP = 2.0
 DECOMPRESS_OP = "dfloat11_decompress"
 FORMAT_OPS = (OUTLIER_OP, DECOMPRESS_OP)
 _BLOCK = re.compile(r"^(.*?(?<![^.])layers\.\d+)")
@@ -52,7 +74,7 @@ def outlier_kernels(kernels: Sequence[Kernel], rows: np.ndarray, fraction: float
 
 def decompression_kernels(kernels: Sequence[Kernel], rows: np.ndarray) -> list[Kernel]:
     """One DFloat11 decompression per transformer block of the given weight rows (and one per weight row outside
-    the blocks): it reads the coded weights and writes them at 16 bits."""
+    the blocks): it reads the coded weights, writes them at 16 bits, and decodes each on the vector units."""
     blocks: dict[tuple, list[Kernel]] = {}
     for i in rows.tolist():
         kernel = kernels[i]
@@ -62,7 +84,8 @@ def decompression_kernels(kernels: Sequence[Kernel], rows: np.ndarray) -> list[K
         first = group[0]
         weights_B = sum(k.weight_bytes * 16.0 / (8.0 * _element_B(k.dtype)) for k in group)
         block = _BLOCK.match(first.module)
-        out.append(Kernel(kind=KernelKind.ELEMENTWISE, op=DECOMPRESS_OP, flops=0.0,
+        out.append(Kernel(kind=KernelKind.ELEMENTWISE, op=DECOMPRESS_OP,
+                          flops=FLOPS_PER_LANE_OP * DFLOAT11_DECODE_OPS * weights_B / 2.0,
                           weight_bytes=weights_B * DFLOAT11_BITS / 16.0, act_bytes=weights_B, kv_bytes=0.0,
                           dtype=first.dtype, tensor_core=False, layer=first.layer,
                           module=block[1] if block and first.layer is not None else first.module))

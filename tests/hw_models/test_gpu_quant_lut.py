@@ -1,0 +1,61 @@
+"""SqueezeLLM's codebook (lut) weights on a GPU run its CUDA-core GEMV (hw_models/gpu_quant.py): 6 lane instructions a
+weight and token, once per token.
+
+Expected values are hand-computed from the kernel's per-weight work (squeezellm/quant_cuda_kernel.cu,
+VecQuant3MatMulKernelNUQPerChannel and its Batched form, which loops over the tokens) and the RTX A6000 datasheet
+(FP32 38.7 TFLOP/s, so 19.35e12 lane instructions/s; 768 GB/s), on a Llama-2-7B MLP projection (k 4,096, n 11,008)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hw_models.gpu_quant import dequant_ops, quant_plan
+from hw_models.registry import load_device
+from kernels.formats import NumericFormat
+from kernels.kernel import Kernel, KernelKind
+from kernels.table import KernelTable
+
+K, N = 4096, 11008
+LUT3 = NumericFormat(weight_bits=3, weight_type="lut", scale_granularity="channel")
+A6000 = load_device("rtx-a6000")
+
+
+def _plan(fmt: NumericFormat):
+    return quant_plan(fmt, A6000.spec.compute.peak_TFLOPS, "rtx-a6000")
+
+
+def _ops(fmt: NumericFormat, tokens: int) -> float:
+    return float(dequant_ops(_plan(fmt), m=tokens, n=N, k=K, batch=1, quantized=True))
+
+
+def _time_s(fmt: NumericFormat, tokens: int) -> float:
+    gemm = Kernel(kind=KernelKind.GEMM, op="mm", flops=2.0 * tokens * K * N, weight_bytes=2.0 * K * N,
+                  act_bytes=2.0 * tokens * (K + N), kv_bytes=0.0, dtype="fp16", tensor_core=True, layer=0,
+                  module="model.layers.0.mlp.up_proj", m=tokens, n=N, k=K, batch=1)
+    table = KernelTable.from_kernels([gemm]).with_format(fmt)
+    return float(A6000.cost_table(table, "device").time_s[0])
+
+
+def test_the_lut_gemv_pays_its_work_once_per_token():
+    """6 lane instructions a weight and token: 6 x k x n at one token, 32 times that at 32; a tensor-core W4A16
+    kernel dequantizes once per 64-row M-tile, the same at 1 and 32 tokens."""
+    assert _ops(LUT3, 1) == pytest.approx(6 * K * N)
+    assert _ops(LUT3, 32) == pytest.approx(32 * 6 * K * N)
+    w4 = NumericFormat(weight_bits=4)
+    assert _ops(w4, 32) == pytest.approx(_ops(w4, 1))
+
+
+def test_at_one_token_the_lut_gemv_is_bound_by_its_3_bit_weights():
+    """6 x 45.1e6 / 19.35e12 = 14.0 us of instructions against 45.1e6 x 3 / 8 / 768e9 = 22.0 us of weights: at least
+    16 / 3 fewer bytes than fp16's, so more than 3x faster than fp16 with room for efficiency."""
+    assert 6 * K * N / 19.35e12 < K * N * 3 / 8 / 768e9
+    assert _time_s(NumericFormat(), 1) / _time_s(LUT3, 1) > 3.0
+
+
+def test_at_32_tokens_the_lut_gemv_is_slower_than_fp16():
+    """32 x 6 / 19.35e12 = 9.9 ps of instructions a weight against fp16's 2 B / 768 GB/s = 2.6 ps of weights (its
+    math, 64 FLOPs a weight at 154.8 TFLOP/s, 0.4 ps): the GEMV, which redoes its work per token, loses."""
+    assert 32 * 6 / 19.35e12 > 2 / 768e9
+    assert _time_s(LUT3, 32) > _time_s(NumericFormat(), 32)
+    assert np.isfinite(_time_s(LUT3, 32))
