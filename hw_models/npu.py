@@ -24,9 +24,9 @@ arrays hold at once. Time = max(compute, memory); no per-kernel launch cost (the
 Vector kernels (norm, softmax, elementwise, embedding) run on the vector units at their op rate.
 
 PIM: decode attention (GEMV against the KV cache) runs in the banks, unit "pim", at the in-bank MAC rate
-(channels x banks x multipliers per command interval), derated by row switches (precharge + activate
-between rows), plus the query and result crossing the external channels. Everything else runs on the NPU,
-unit "npu". Dual row buffers with sub-batch interleaving give sub_batches = 2 (the simulator overlaps one
+(channels x banks x multipliers per command interval), derated by row switches (precharge, activating every
+bank, tRCD between rows), plus the query and result crossing the external channels. Everything else runs on the
+NPU, unit "npu". Dual row buffers with sub-batch interleaving give sub_batches = 2 (the simulator overlaps one
 sub-batch's PIM attention with the other's NPU GEMMs); a single row buffer blocks memory while PIM computes,
 so nothing overlaps (sub_batches = 1).
 

@@ -80,9 +80,11 @@ class PIMSpec:
     multipliers_per_bank: PositiveInt  # elements one PIM compute command consumes per bank
     element_bytes: Positive  # bytes per element the multipliers take (16-bit: 2)
     frequency_MHz: Positive  # DRAM command clock
-    command_cycles: PositiveInt  # clock cycles between compute commands to the same bank group (tCCD_L)
+    command_cycles: PositiveInt  # clock cycles from one compute command to the next
     row_bytes: PositiveInt  # DRAM row (page) per bank
-    row_switch_cycles: NonNegative  # open the next row: precharge + activate (tRP + tRCD)
+    # Cycles between the last compute command on a row and the first on the next: precharge, then activating
+    # every bank (tFAW-limited when all banks open together), then tRCD.
+    row_switch_cycles: NonNegative
     # single: a bank's one row buffer serves either memory reads or PIM commands (blocked mode);
     # dual: a second row buffer lets the NPU read memory while PIM computes.
     row_buffers: Literal["single", "dual"]

@@ -106,12 +106,13 @@ def test_sram_limited_chunks_force_weight_or_input_rereads():
 
 def test_decode_attention_on_pim_from_the_bank_rate():
     # 32 channels x 32 banks x 16 multipliers every 2 cycles at 1 GHz = 8.192e12 MAC/s; a 1 KB row is 32 commands
-    # (64 cycles) then a 28-cycle row switch; the query/outputs cross the 1024 GB/s channels.
+    # (64 cycles) then a 120-cycle row switch, so a row takes the artifact's 184-cycle GEMV latency
+    # (casys-kaist/NeuPIMs src/scheduler/Scheduler.cc); the query/outputs cross the 1024 GB/s channels.
     device = load_device("neupims")
     k = decode_attention(batch=64, heads=32, kv_len=512, head_dim=128)
     table = costs(device, [k])
     macs = k.flops / 2
-    bank_s = macs / 8.192e12 * (64 + 28) / 64
+    bank_s = macs / 8.192e12 * 184 / 64
     assert table.time_s[0] == pytest.approx(bank_s + k.act_bytes / 1.024e12)
     assert device.units[int(table.unit_index[0])] == "pim"
 
