@@ -3,12 +3,12 @@
 GEMM: the problem is cut into thread-block tiles that run in waves over the SMs, so a partial last wave
 or a ragged edge tile costs a full one (tile and wave quantization) — in part: libraries recover some of
 that padding (split-K and stream-K schedules, a tile menu wider than ours), so a fitted share of the padded
-work is paid; math runs at a fraction of peak,
-traffic at a fraction of peak bandwidth, the two blend smoothly where neither dominates, and every
-kernel has a fixed latency. Streaming kernels (norm, elementwise, embedding): a fixed latency plus
-one pass over their bytes at a fraction of peak bandwidth. Fused attention (prefill and split-KV decode):
-hw_models/gpu_attention.py; fused MoE layers: hw_models/gpu_moe.py. Every parameter is fitted by
-`explore calibrate` on measured kernels; fractions are capped at 1 so no kernel beats the roofline.
+work is paid; math runs at a fraction of peak, traffic at a fraction of peak bandwidth (the output written at a
+fraction of its own where a fit has one), the two blend smoothly where neither dominates, and every kernel has a
+fixed latency. Streaming kernels (norm, elementwise, embedding): a fixed latency plus one pass over their bytes
+at a fraction of peak bandwidth. Fused attention (prefill and split-KV decode): hw_models/gpu_attention.py; fused
+MoE layers: hw_models/gpu_moe.py. Every parameter is fitted by `explore calibrate` on measured kernels; fractions
+are capped at 1 so no kernel beats the roofline.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from hw_models.gpu_moe import MoeFit, moe_times  # noqa: F401 (re-exported)
 # Thread-block tile shapes (rows x columns of C) of CUTLASS's SM80/SM90 tensor-core GEMM kernels, which
 # cuBLAS's heuristics choose among; the model picks the one with the least padded work.
 TILE_SHAPES = np.array([(256, 128), (128, 256), (128, 128), (128, 64), (64, 128), (64, 64)], dtype=float)
+# Bytes per output element a GEMM writes: 16-bit (low-precision scaled-mm kernels return bf16 too).
+OUTPUT_BYTES = 2.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -45,9 +47,15 @@ class GemmFit:
     quantize_bytes_per_input: float = 0.0
     quantize_latency_s: float = 0.0
     quantize_bandwidth_fraction: float = 1.0
+    # That kernel's time per input row where it runs one thread block per row (vLLM's static_scaled_fp8_quant:
+    # grid(num_tokens)): each block's fixed work, spread over the SMs (0: none).
+    quantize_row_s: float = 0.0
     # Host time of one call launched eagerly from Python (vLLM's block-scaled fp8 path: several kernels and
     # their glue): an eagerly timed call takes the longer of it and the device time (0: the preset's launch).
     host_interval_s: float = 0.0
+    # Achieved fraction of DRAM bandwidth at which the kernel's epilogue writes its 16-bit output, where it differs
+    # from the main loop's reads (0: the same, `bandwidth_fraction`).
+    output_bandwidth_fraction: float = 0.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -100,7 +108,12 @@ def gemm_times(*, m, n, k, batch, flops, flops_per_s, bytes_moved, bandwidth_Bps
         # Fewer tiles than SMs (no split-K in the dispatch): only the SMs holding a tile stream the operands.
         sm_Bps = fit.sm_bandwidth_share * bandwidth_Bps / sm_count
         rate_Bps = np.minimum(rate_Bps, busy_sms(m, n, k, batch, sm_count, policy) * sm_Bps)
-    memory_s = np.maximum(bytes_moved, 0.0) / rate_Bps
+    moved = np.maximum(bytes_moved, 0.0)
+    if fit.output_bandwidth_fraction:
+        written = np.minimum(np.maximum(batch, 1) * m * n * OUTPUT_BYTES, moved)
+        memory_s = (moved - written) / rate_Bps + written / (bandwidth_Bps * fit.output_bandwidth_fraction)
+    else:
+        memory_s = moved / rate_Bps
     blended = smooth_max([compute_s, memory_s], fit.blend)
     return compute_s, memory_s, blended + fit.latency_s + input_quantize_s(m, k, batch, bandwidth_Bps, fit)
 
@@ -109,8 +122,10 @@ def input_quantize_s(m, k, batch, bandwidth_Bps: float, fit: GemmFit):
     """Device time of the kernel that quantizes a GEMM's m x k input before it (zero where the fit has none)."""
     if not fit.quantize_bytes_per_input:
         return 0.0
-    traffic = np.maximum(batch, 1) * m * k * fit.quantize_bytes_per_input
-    return fit.quantize_latency_s + traffic / (bandwidth_Bps * fit.quantize_bandwidth_fraction)
+    rows = np.maximum(batch, 1) * m
+    traffic = rows * k * fit.quantize_bytes_per_input
+    stream_s = traffic / (bandwidth_Bps * fit.quantize_bandwidth_fraction)
+    return fit.quantize_latency_s + rows * fit.quantize_row_s + stream_s
 
 
 def stream_times(*, bytes_moved, bandwidth_Bps, fit: StreamFit) -> tuple[np.ndarray, np.ndarray]:

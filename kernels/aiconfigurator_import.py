@@ -10,7 +10,9 @@ with its own weights), the graph is replayed and timed with CUDA events, and the
 kernels in it. So a row is a kernel's device time back to back, with no host launch in it: the same
 quantity a profiler's kernel durations measure, up to the small gap between graph nodes (rows time
 `graph`). Block-scaled fp8 GEMMs were allowed to fall back to eager launches in collector versions of the
-time, so those rows may carry a host launch each (`eager`).
+time, so those rows may carry a host launch each (`eager`). A GEMM row times the layer's whole forward
+(collector/vllm/collect_gemm.py: vLLM's RowParallelLinear), so a per-tensor fp8 row includes the static input
+quantization kernel vLLM runs before the scaled GEMM; the six copies of the layer share one input tensor.
 
 Fused MoE layers come from `.../moe/<framework>/<version>/moe_perf.csv.gz` (collector/vllm/collect_moe.py:
 vLLM's `fused_experts` and the FlashInfer CUTLASS / TensorRT-LLM MoE kernels it dispatches to, timed from a

@@ -9,8 +9,13 @@ Each row's `source` names the model ("vidur:<model>"), so fits can hold whole mo
 How they were timed (Vidur's profiler, `vidur/profiling/common/cuda_timer.py`): an op runs under a PyTorch
 (Kineto) profiler and its time is the sum of the device durations of every CUDA kernel it launched
 (`aggregation_fn=sum`), the median over 20 steps. So a row is device time without host gaps (timing `kernel`),
-but an op that launches two kernels (a cuBLAS split-K GEMM and its reduction) counts both; its smallest GEMMs
-take 4 us on H100, where aiconfigurator's graph-replayed H200 GEMMs go down to 2.4 us.
+and an op that launches two kernels (a cuBLAS split-K GEMM and its reduction) counts both, as aiconfigurator's
+graph replays of a whole layer do. Its smallest GEMMs take 4 us on H100 where aiconfigurator's H200 GEMMs go down
+to 2.4 us, but that floor is the device's, not the timing's: Vidur's smallest GEMMs stream 4.2 MB of weights (m up
+to 64, k 512, n 4096: 4 us; aiconfigurator's H200, 3.5 us), and on GEMMs of m <= 16 and at least that much weight
+both sources' times lie on a line of the same intercept, 4.2 us (H100) and 4.1 us (H200), at 0.89 and 0.85 of
+each datasheet bandwidth (tests/hw_models/test_gemm_cross_source.py). aiconfigurator's 2.4 us GEMMs move
+kilobytes, which Vidur never timed.
 """
 
 from __future__ import annotations
