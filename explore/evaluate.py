@@ -490,7 +490,9 @@ class Evaluator:
             link = load_link_model(spec.kv_link)
 
             def transfer_s(message_B: float) -> float:
-                return float(link.collective_time_s("send_recv", message_B, 2))
+                # Each of a replica's tp devices sends its shard of the KV over its own port (a DGX has one NIC per
+                # GPU: the link preset's source), all at once.
+                return float(link.collective_time_s("send_recv", message_B / point.tp, 2))
         else:
             pools, transfer_s = [self._pool(point, fmt, "serve", spec.replicas)], None
         memory = pools[-1].memory

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import cache
 
 from sim.schedulers import SCHEDULERS, SchedulerLimits
@@ -22,6 +22,8 @@ from workloads.requests import (
 
 ARRIVALS = ("poisson", "gamma", "trace")
 PREEMPTIONS = ("recompute", "swap")
+# Fields added after serving results were first stored: left out of the repr (a point's key) at their default.
+KEY_NEUTRAL_DEFAULTS = frozenset({"prompt_batch_tokens"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,6 +46,7 @@ class ServingSpec:
     max_seqs: int = 256
     max_batched_tokens: int = 8192
     chunk_tokens: int = 512
+    prompt_batch_tokens: int | None = None  # SchedulerLimits.prompt_batch_tokens (Splitwise: 2,048)
     block_tokens: int = 16
     prefix_tokens: int = 0
     preemption: str = "recompute"  # or "swap" over a host link of swap_GBps
@@ -62,6 +65,12 @@ class ServingSpec:
     prefill_device: str = ""
     kv_link: str = "infiniband-ndr"
 
+    def __repr__(self) -> str:
+        """The dataclass repr, less the fields at a default that specs written before those fields existed lack: a
+        design point's key hashes this text, so stored serving results keep their keys and resume."""
+        shown = (f for f in fields(self) if not (f.name in KEY_NEUTRAL_DEFAULTS and getattr(self, f.name) == f.default))
+        return f"{type(self).__name__}({', '.join(f'{f.name}={getattr(self, f.name)!r}' for f in shown)})"
+
     def __post_init__(self) -> None:
         if self.scheduler not in SCHEDULERS:
             raise InputError(f"scheduler: found {self.scheduler!r}, allowed: {', '.join(SCHEDULERS)}")
@@ -75,6 +84,10 @@ class ServingSpec:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InputError(f"{name}: found {value!r}, allowed: an integer >= 1")
+        if self.prompt_batch_tokens is not None and (isinstance(self.prompt_batch_tokens, bool) or not isinstance(
+                self.prompt_batch_tokens, int) or self.prompt_batch_tokens < 1):
+            raise InputError(f"prompt_batch_tokens: found {self.prompt_batch_tokens!r}, allowed: an integer >= 1, or "
+                             f"none (prompts batched up to max_batched_tokens)")
         for name in ("rate_per_s", "cv", "slo_ttft_s", "slo_tpot_s", "swap_GBps"):
             value = getattr(self, name)
             if value is not None and not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
@@ -119,7 +132,8 @@ class ServingSpec:
 
     def limits(self) -> SchedulerLimits:
         return SchedulerLimits(max_seqs=self.max_seqs, max_batched_tokens=self.max_batched_tokens,
-                               chunk_tokens=self.chunk_tokens, preemption=self.preemption)
+                               chunk_tokens=self.chunk_tokens, preemption=self.preemption,
+                               prompt_batch_tokens=self.prompt_batch_tokens)
 
     def slo(self) -> SLO | None:
         if self.slo_ttft_s is None and self.slo_tpot_s is None:

@@ -111,6 +111,10 @@ class SchedulerLimits:
     # KV slots a decoding sequence holds beyond its next token [num_lookahead_slots]: a speculative step writes the KV
     # of every token it verifies, k drafted ones beyond the next, before knowing how many are accepted.
     lookahead_slots: int = 0
+    # Prompt tokens prefilled whole together in one iteration, beyond which further prompts wait for the next (a
+    # longer prompt still runs, alone): Splitwise's machine-level scheduler caps a batch of prompts at 2,048 tokens,
+    # where its prompt throughput stops growing (Patel et al., ISCA 2024, §4.2 and Fig. 6a). None: max_batched_tokens.
+    prompt_batch_tokens: int | None = None
 
 
 class Scheduler:
@@ -154,20 +158,26 @@ class Scheduler:
     def _prefill_whole(self, state: EngineState, batch: Batch, tokens: int, *, whole_request: bool) -> None:
         """Admit waiting prompts (FCFS) into `batch` to be prefilled whole, while the batch stays within
         max_batched_tokens (counting `tokens` already in it), the running sequences within max_seqs, and the
-        KV cache holds each one's prompt (or, with `whole_request`, its whole request). Swapped sequences
-        come back before anything new is admitted."""
+        KV cache holds each one's prompt (or, with `whole_request`, its whole request). A sequence a prefill pool
+        handed over joins the running ones without a prefill (the caller decides when it decodes). Swapped
+        sequences come back before anything new is admitted."""
+        prompts = 0
         while state.waiting and not state.swapped and len(state.running) < self.limits.max_seqs:
             seq = state.waiting[0]
-            if not seq.in_prefill:  # handed over by a prefill pool: it decodes from the next iteration
-                if not self._admit(state, seq, seq.computed + 1):
+            if not seq.in_prefill:  # handed over by a prefill pool: admitted straight into decoding
+                if not self._admit(state, seq, seq.final_tokens if whole_request else seq.computed + 1):
                     break
                 continue
             if tokens + seq.remaining_prefill > self.limits.max_batched_tokens:
+                break
+            cap = self.limits.prompt_batch_tokens
+            if cap is not None and batch.prefills and prompts + seq.remaining_prefill > cap:
                 break
             if not self._admit(state, seq, seq.final_tokens if whole_request else seq.target):
                 break
             batch.prefills.append((seq, seq.remaining_prefill))
             tokens += seq.remaining_prefill
+            prompts += seq.remaining_prefill
 
     def _preempt(self, state: EngineState, seq: Sequence) -> None:
         """Free its blocks. By recompute, it waits at the front to recompute its whole context; by swap, its KV

@@ -16,5 +16,8 @@ class OrcaScheduler(Scheduler):
 
     def schedule(self, state: EngineState) -> Batch:
         batch = Batch(decodes=list(state.running))
+        admitted_from = len(state.running)
         self._prefill_whole(state, batch, len(batch.decodes), whole_request=True)
+        # Sequences a prefill pool handed over have their first token: they join this iteration's decodes.
+        batch.decodes += [seq for seq in state.running[admitted_from:] if not seq.in_prefill]
         return batch

@@ -18,4 +18,6 @@ class StaticScheduler(Scheduler):
             return Batch(decodes=list(state.running))
         batch = Batch()
         self._prefill_whole(state, batch, 0, whole_request=True)
+        if not batch.prefills:  # only sequences a prefill pool handed over: they start decoding as a batch
+            batch.decodes = list(state.running)
         return batch

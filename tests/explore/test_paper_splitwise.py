@@ -1,80 +1,263 @@
-"""Splitwise (Patel et al., ISCA 2024): running prefill and decode on separate machines, with each request's KV
-cache moved between them, serves more within the same latency SLOs: "1.4x higher throughput at 20% lower
-cost" than the same GPUs each running both phases, or "2.35x more throughput with the same cost and power".
+"""Splitwise (Patel et al., ISCA 2024, arXiv:2311.18677): prompt (prefill) and token (decode) phases on separate
+machines, each request's KV cache moved between them, against clusters whose every machine runs both.
 
-Here: Llama-2-7B on H100s, the Splitwise conversation trace's request lengths at Poisson arrivals, vLLM-style
-continuous batching on every replica, KV over InfiniBand NDR. Capacity is the highest arrival rate at which
-p99 TTFT <= 1 s, p99 time per output token <= 50 ms and p99 time between tokens <= 100 ms (our choice of
-SLOs: Splitwise states its own as slowdowns over an idle machine). Every replica runs as a serving engine
-(`execution: engine`: fused kernels, decode replayed from CUDA graphs), as Splitwise's vLLM-based machines did.
-Measured on the first 500 requests (H100 pricing attention with the fits it borrows from H200): four mixed
-replicas about 51 req/s; one prefill and two decode H100s about 32 req/s (0.63x, the paper: 1.4x at 20% lower
-cost); two and two about 31 req/s (0.61x, the paper: 2.35x). The paper's conclusion is reversed: a documented
-miss (strict xfails below), not yet explained: the likely cause is that our mixed replicas lose too little to
-prefill interference, so splitting mostly takes GPUs away from decode. Under PyTorch-eager replicas (a host floor
-of about 28 ms per iteration) the direction comes out as the paper's (about 1.7x), but not for the paper's
-reason, so that is not what these checks use.
+What the paper evaluates (its text; its figures and tables are images in the copies we could read):
+- Machines: DGX-A100 and DGX-H100, 8 GPUs each, one model instance per machine, 8-way tensor parallel (§2-E, §5.1).
+  Table 1: $17.6/h and $38/h per machine. Provisioned power in its artifact (Azure/splitwise-sim,
+  notebooks/utils.py and plots.ipynb): 24.8 and 44 units per machine, so the power of 40 DGX-H100s fits 70
+  DGX-A100s (§6.2 says 70) and their cost 86.
+- Models: BLOOM-176B and Llama-2-70B (Table 3). The cluster results of §6.2-6.3 are BLOOM-176B's; §6.4 (Fig. 20b)
+  runs Llama-70B on those clusters: "All the Splitwise designs out-perform both the Baseline designs at higher load",
+  without a ratio.
+- Designs (§4.4, Table 5): Baseline-A100 / Baseline-H100, every machine mixing both phases with mixed continuous
+  batching (Orca's, §5.1-5.2); Splitwise-AA and -HH (one machine type in both pools), -HA (H100 prompt, A100 token
+  machines), -HHcap (H100 token machines capped to 70% of machine power, 50% per GPU). Prompt machines batch prompts
+  FCFS up to 2,048 tokens, token machines as many as memory holds (§4.2); requests go to the shortest queue counted
+  in pending tokens, and above a load threshold machines join a mixed pool (§4.1). Prompt and token machine counts
+  are searched per trace and goal (§4.4, Fig. 12); Splitwise-HH for conversation: 25 prompt + 15 token machines at
+  the power of 40 DGX-H100s (§6.2).
+- SLOs (Table 6, §5.2): all nine of P50 / P90 / P99 slowdown over the same request on one DGX-A100 without
+  contention: TTFT 2 / 3 / 6, TBT (a request's mean time between tokens) 1.25 / 1.5 / 5, E2E 1.25 / 1.5 / 5.
+- Traces: Azure coding (median prompt 1,500, output 13) and conversation (1,020 and 129), Poisson arrivals (§3, §5.2).
+- Results: iso-power, conversation (§6.2, Fig. 18a): Splitwise-AA 2.15x the throughput of Baseline-A100 at the same
+  power and cost; Splitwise-HA 1.18x at 10% lower cost. Iso-cost (§6.3, Fig. 18b): Splitwise-AA 1.4x Baseline-H100 at
+  the same cost (25% more power, 2x the space). Iso-throughput: Splitwise-HHcap matches Baseline-H100 at 25% lower
+  power. The abstract's "1.4x at 20% lower cost" and "2.35x at the same cost and power" (the conclusion: 1.76x at 15%
+  lower power, or 2.35x) are not tied to a design in the text; the closest body numbers are the 1.4x and 2.15x above.
+
+Here: Llama-2-70B and BLOOM-176B (workloads/presets/bloom-176b.json, in OPT form), every machine a TP-8 system of
+h100-sxm or a100-sxm-80gb running as a serving engine (`execution: engine`), orca scheduling (mixed continuous
+batching) in every pool, prompts batched up to 2,048 tokens (a longer one alone), at most 512 sequences
+(splitwise-sim's max_batch_size), and the same requests of the conversation trace in every run of a model, at
+Poisson arrivals scaled to the rate. The SLO is Table 6 over our own unloaded run of each request on one DGX-A100
+(sim/slowdown.py), judged on the requests arriving after the first 20% and before the last 30%. The clusters are the
+paper's scaled by 1/10: the power of 4 DGX-H100s holds 7 DGX-A100s (iso-power), their cost 8 (iso-cost); each
+Splitwise design keeps its best split of prompt and token machines.
+
+Measured (req/s; capacities to 5%, and the SLO verdict near capacity moves by about 10% with the arrivals drawn;
+at the time of writing):
+  Llama-2-70B: Baseline-A100 10.0, Splitwise-AA 19.2 (4 prompt + 3 token): 1.9x; Baseline-H100 27.1,
+  Splitwise-HH 27.1 (3 + 1; 2 + 2 the same): 1.0x; iso-power Splitwise-HA 19.2 (2 H100 + 3 A100): 1.9x of
+  Baseline-A100; Splitwise-AA against Baseline-H100 (the same power) 0.7x, where Fig. 20b has it above.
+  BLOOM-176B: Baseline-A100 4.2, Splitwise-AA 5.5 (3 + 4): 1.3x (the paper 2.15x); Baseline-H100 18.3, iso-cost
+  Splitwise-AA 6.5 (4 + 4 of 8 A100s): 0.35x (the paper 1.4x).
+
+Why the previous check came out reversed (Llama-2-7B on single H100s, p99 TTFT <= 1 s, TPOT <= 50 ms, TBT <= 100 ms:
+1 prefill + 2 decode 0.63x of 4 mixed): those absolute limits are 8-16x an unloaded decode step of a 7B model on an
+H100, so a mixed replica could absorb prefill stalls until nearly saturated and splitting only took GPUs from
+decoding; and runs of 500 requests arrived over about 10 s, so warm-up and drain, not steady load, set the
+capacities. Splitwise's limits are slowdowns with a median TBT of 1.25x: a mixed machine breaks them once prefills
+interrupt more than a few of its decode steps, while a token machine only has to keep its batch's step within 1.25x of
+batch 1. The interference was priced all along (a prompt in a mixed iteration lengthens it for every running decode);
+under the paper's SLOs and cluster designs the direction is the paper's for A100 clusters and H100 prompt machines.
+(Also fixed on the way: a decode replica under orca or static scheduling stopped when handed a request with nothing
+else to run, and did not reserve the request's whole KV; a TP-8 replica's KV crossed one InfiniBand port, not 8.)
+
+The misses: (1) wherever A100s compete with H100s (Splitwise-AA against Baseline-H100), A100 prompt machines lose
+per dollar and per watt: our H100 prefills 2.4x faster than our A100 on Llama-2-70B (1,020 tokens: 58 against 140
+ms) and 2.6x on BLOOM-176B (106 against 276 ms), beyond the 2.16x price and 1.77x power ratios. That ratio is the
+paper's own: its simulator's profiles (splitwise-sim data/perf_model.csv, vLLM measurements) give Llama-2-70B on two
+GPUs 377 against 158 ms for 1,024 prompt tokens, 2.4x. So for its 1.4x the paper's Baseline-H100 must lose far more
+to mixed batching than ours (or its Splitwise-AA gain more): our mixed H100s' decode steps, 1.6x faster than on the
+A100 the SLO is set on, absorb prefill stalls within the limits. (2) BLOOM's Splitwise-AA gains 1.3x, not 2.15x: its
+token machines keep the 1.25x median TBT limit only up to about 30 sequences (a BLOOM decode step grows 1.7x from
+batch 1 to 64 on our A100; the paper's Fig. 5b: 2x at 64 on H100), so they batch little more than mixed machines,
+and again the paper's mixed baseline must lose more than ours, or its Splitwise designs gain more. Which is not
+established: candidates are its mixed pool (below), its preemption of running tokens by new prompts (§4.2) and its
+vLLM's iteration times, unlike our serving-engine model (Llama-2-70B on 8 power-capped H100s in those profiles:
+decode steps of about 30 ms at batch 1 and 50 ms at 64, a 1,024-token prefill about 100 ms; ours on 8 H100s: 13, 16
+and 58 ms). (3) Llama's Splitwise-HH only matches Baseline-H100, for the slack of (1).
+
+Not modeled: the mixed pool (§4.1: machines of one pool taking the other's work at high load; ours are fixed pools,
+so Splitwise capacities here are lower bounds), JSQ on pending tokens (ours routes to the replica holding the fewest
+requests; routing on pending prompt tokens instead, tried once, raised Llama's Baseline-H100 and Splitwise-HH alike
+and left BLOOM's Splitwise-AA at 1.3x), power capping (no clock or power-cap model, so Splitwise-HHcap
+is not built), and the layer-wise overlap of the KV hand-off with the prefill (§4.3; ours starts after the prefill,
+each GPU's shard over its own InfiniBand port).
 """
 
 from __future__ import annotations
 
+from functools import cache
+
+import numpy as np
 import pytest
 
 from explore.design_point import DesignPoint
 from sim.capacity import highest_rate
 from sim.serving_spec import ServingSpec
+from sim.slowdown import SlowdownSLO, slowdowns, unloaded_latencies
 
-REQUESTS = 500
+LLAMA, BLOOM = "llama-2-70b", "bloom-176b"
+H100, A100 = "h100-sxm", "a100-sxm-80gb"
+TP = 8
+# Table 1 (per machine per hour) and splitwise-sim's provisioned power (notebooks/utils.py, plots.ipynb).
+COST_USD_PER_H = {H100: 38.0, A100: 17.6}
+POWER = {H100: 44.0, A100: 24.8}
+BUDGET_H100 = 4  # the paper's 40 DGX-H100 budget, scaled by 1/10
+ISO_POWER_A100 = int(BUDGET_H100 * POWER[H100] // POWER[A100])  # 7 (the paper: 70)
+ISO_COST_A100 = int(BUDGET_H100 * COST_USD_PER_H[H100] // COST_USD_PER_H[A100])  # 8 (the paper: 86)
+PROMPT_SHARE = 25 / 40  # Splitwise-HH's prompt machines for the conversation trace (§6.2): where a split search starts
+# Splitwise's machines batch prompts up to 2,048 tokens (§4.2; splitwise-sim start_state max_batch_tokens); a longer
+# prompt runs alone, so an iteration may hold up to the model's context.
+PROMPT_BATCH_TOKENS = 2048
+MAX_BATCHED_TOKENS = {LLAMA: 4096, BLOOM: 8192}
+MAX_SEQS = 512  # splitwise-sim configs/start_state/*.yaml max_batch_size
+# Every run of a model replays the same requests (the conversation trace's first ones, Poisson arrivals scaled to
+# the rate), enough that they arrive over 30 s or more at its designs' capacities; the SLO is judged on those
+# arriving between the JUDGED fractions of the run: the first ones find idle machines and the last ones machines
+# draining, where the paper's traces run for minutes at a steady rate.
+REQUESTS = {LLAMA: 800, BLOOM: 400}
+JUDGED = (0.2, 0.7)
+RATES = {LLAMA: (2.0, 100.0), BLOOM: (1.0, 50.0)}  # req/s the capacity searches may span
+FIRST_GUESS = {LLAMA: 10.0, BLOOM: 5.0}  # req/s where a baseline's search starts
+
+pytestmark = pytest.mark.slow  # about 20 capacity searches over serving runs of 70B and 176B models
 
 
-def _capacity(evaluator, **pools) -> float:
-    def meets(rate: float) -> bool:
-        spec = ServingSpec(scheduler="continuous", requests=REQUESTS, trace="splitwise-conv", rate_per_s=rate, **pools)
-        point = DesignPoint(model="llama-2-7b", device="h100-sxm", batch=spec.max_seqs, prompt=0, output=0,
-                            serving=spec, execution="engine")
-        m = evaluator.evaluate(point).metrics
-        return m["ttft_p99_s"] <= 1.0 and m["tpot_p99_s"] <= 0.05 and m["tbt_p99_s"] <= 0.1
-
-    return highest_rate(meets, low=2.0, high=100.0, rel_tol=0.05)
-
-
-# Four capacity searches over serving simulations, about 20 s: kept out of the unit run with the other long checks.
-pytestmark = pytest.mark.slow
+def _point(model: str, device: str, rate: float, *, machines: int, prompt_machines: int = 0,
+           prompt_device: str = "") -> DesignPoint:
+    """`machines` mixed machines of `device`, or `prompt_machines` prompt machines (of `prompt_device`) handing KV
+    to `machines` token machines."""
+    spec = ServingSpec(scheduler="orca", requests=REQUESTS[model], trace="splitwise-conv", rate_per_s=rate,
+                       max_seqs=MAX_SEQS, max_batched_tokens=MAX_BATCHED_TOKENS[model],
+                       prompt_batch_tokens=PROMPT_BATCH_TOKENS, replicas=machines,
+                       prefill_replicas=prompt_machines, prefill_device=prompt_device)
+    return DesignPoint(model=model, device=device, batch=spec.max_seqs, prompt=0, output=0, tp=TP, serving=spec,
+                       execution="engine")
 
 
 @pytest.fixture(scope="module")
-def capacities(evaluator) -> dict[str, float]:
-    return {"mixed 4": _capacity(evaluator, replicas=4),
-            "1 prefill + 2 decode": _capacity(evaluator, replicas=2, prefill_replicas=1),
-            "2 prefill + 2 decode": _capacity(evaluator, replicas=2, prefill_replicas=2)}
+def capacity(evaluator):
+    """capacity(model, device, machines=..., prompt_machines=..., prompt_device=...) -> the highest rate (req/s)
+    meeting Table 6's SLO over each request's unloaded run on one DGX-A100."""
+    slo = SlowdownSLO()
+
+    @cache
+    def reference(model: str):
+        point = _point(model, A100, 1.0, machines=1)
+        return evaluator.cost_model(point, point.numeric_format)
+
+    @cache
+    def unloaded(model: str, prompts: bytes, outputs: bytes):
+        return unloaded_latencies(reference(model), np.frombuffer(prompts, dtype=np.int64),
+                                  np.frombuffer(outputs, dtype=np.int64))
+
+    def meets(model: str, device: str, rate: float, **pools) -> bool:
+        records = evaluator.evaluate(_point(model, device, rate, **pools)).result.records
+        alone = unloaded(model, records.prompt_tokens.tobytes(), records.output_tokens.tobytes())
+        first, last = (int(len(records) * share) for share in JUDGED)
+        return slo.met({name: values[first:last] for name, values in slowdowns(records, alone).items()})
+
+    found: dict[tuple, float] = {}
+
+    def search(model: str, device: str, guess: float | None = None, **pools) -> float:
+        key = (model, device, *sorted(pools.items()))
+        if key not in found:
+            low, high = RATES[model]
+            found[key] = highest_rate(lambda rate: meets(model, device, rate, **pools), low=low, high=high,
+                                      rel_tol=0.05, guess=guess or FIRST_GUESS[model])
+        return found[key]
+
+    return search
 
 
-@pytest.mark.xfail(strict=True, reason="reversed: ours about 0.63x (three disaggregated H100s serve less than four "
-                                       "mixed ones) against the paper's 1.4x; see the module docstring")
-def test_fewer_disaggregated_gpus_serve_more(capacities):
-    """Three disaggregated H100s against four mixed ones: more throughput at 25% lower cost (paper: 1.4x at
-    20% lower cost)."""
-    gain = capacities["1 prefill + 2 decode"] / capacities["mixed 4"]
-    assert gain >= 1.05, capacities
+def _best_split(capacity, model: str, device: str, machines, prompt_device: str = "") -> tuple[float, int]:
+    """The highest capacity over splits into prompt and token machines, and its prompt machines. `machines(p)` is the
+    token machines that go with p prompt machines. The capacity rises with p while the prompt pool limits it and falls
+    once the token pool does, so the search climbs from the paper's share to the peak (each search starting from the
+    best capacity so far)."""
+    best = (0.0, 0)
+
+    def at(p: int) -> float:
+        if p < 1 or machines(p) < 1:
+            return 0.0
+        return capacity(model, device, guess=best[0] or None, machines=machines(p), prompt_machines=p,
+                         prompt_device=prompt_device)
+
+    most = next(p for p in range(1, 1000) if machines(p) < 1) - 1  # the most prompt machines that leave a token one
+    p = min(max(1, round(PROMPT_SHARE * (most + 1))), most)
+    while True:
+        for q in (p, p + 1, p - 1):
+            best = max(best, (at(q), q))
+        if best[1] == p:
+            return best
+        p = best[1]
 
 
-@pytest.mark.xfail(strict=True, reason="reversed: ours about 0.63x (three disaggregated H100s serve less than four "
-                                       "mixed ones) against the paper's 1.4x; see the module docstring")
-def test_fewer_gpus_gain_near_the_paper(capacities):
-    gain = capacities["1 prefill + 2 decode"] / capacities["mixed 4"]
-    assert 1.4 / 1.35 <= gain <= 1.4 * 1.35, capacities
+def _same_machines(total: int):
+    return lambda p: total - p
 
 
-@pytest.mark.xfail(strict=True, reason="reversed: ours about 0.61x at the same cost and power against the "
-                                       "paper's 2.35x; see the module docstring")
-def test_same_gpus_disaggregated_serve_more(capacities):
-    """Four H100s either way (the same cost and power): disaggregated serves more (paper: 2.35x)."""
-    gain = capacities["2 prefill + 2 decode"] / capacities["mixed 4"]
-    assert gain > 1.1, capacities
+def _iso_power_a100(p: int) -> int:
+    """splitwise-sim's iso-power Splitwise-HA: what p H100 prompt machines leave of the budget, in A100s."""
+    return int((BUDGET_H100 - p) * POWER[H100] // POWER[A100])
 
 
-@pytest.mark.xfail(strict=True, reason="ours about 0.61x at the same cost against the paper's 2.35x: see the module "
-                                       "docstring")
-def test_same_gpus_gain_near_the_paper(capacities):
-    gain = capacities["2 prefill + 2 decode"] / capacities["mixed 4"]
-    assert 2.35 / 1.35 <= gain <= 2.35 * 1.35, capacities
+def _gain(capacity, model: str, baseline: tuple[str, int], device: str, machines, prompt_device: str = ""):
+    """A Splitwise design's best capacity over that of `baseline` (device, machines mixing both phases), and what was
+    measured (split, its prompt machines, baseline)."""
+    mixed = capacity(model, baseline[0], machines=baseline[1])
+    split, prompts = _best_split(capacity, model, device, machines, prompt_device)
+    return split / mixed, (split, prompts, mixed)
+
+
+# Llama-2-70B: the paper's direction (§6.4, Fig. 20b: every Splitwise design out-performs both baselines at high load).
+def test_llama_splitwise_aa_serves_more_than_baseline_a100(capacity):
+    """The same 7 DGX-A100s (the same cost and power), split into prompt and token machines, serve more."""
+    gain, measured = _gain(capacity, LLAMA, (A100, ISO_POWER_A100), A100, _same_machines(ISO_POWER_A100))
+    assert gain >= 1.1, measured
+
+
+def test_llama_splitwise_hh_serves_as_much_as_baseline_h100(capacity):
+    """The same 4 DGX-H100s split serve at least as much (Fig. 20b: more; ours equal within the searches' 5%: under
+    limits set on an A100, a mixed H100's decode steps have slack to absorb prefills)."""
+    gain, measured = _gain(capacity, LLAMA, (H100, BUDGET_H100), H100, _same_machines(BUDGET_H100))
+    assert gain >= 1.0, measured
+
+
+def test_llama_splitwise_ha_serves_more_than_baseline_a100_at_the_same_power(capacity):
+    """H100 prompt machines and what they leave of the power budget in A100 token machines (§6.2: 1.18x on BLOOM)."""
+    gain, measured = _gain(capacity, LLAMA, (A100, ISO_POWER_A100), A100, _iso_power_a100, prompt_device=H100)
+    assert gain >= 1.1, measured
+
+
+@pytest.mark.xfail(strict=True, reason="ours about 0.7x (Fig. 20b: above): our mixed H100s lose less to prefills "
+                                       "than the paper's (see the module docstring)")
+def test_llama_iso_power_splitwise_aa_serves_more_than_baseline_h100(capacity):
+    """Fig. 20b: Splitwise-AA on the power of Baseline-H100 (7 A100s against 4 H100s) serves more."""
+    gain, measured = _gain(capacity, LLAMA, (H100, BUDGET_H100), A100, _same_machines(ISO_POWER_A100))
+    assert gain > 1.0, measured
+
+
+# BLOOM-176B: the paper's numbers (§6.2-6.3).
+@pytest.fixture(scope="module")
+def bloom_aa_gain(capacity) -> tuple[float, tuple]:
+    """Iso-power Splitwise-AA over Baseline-A100 (the same 7 A100s), and what was measured."""
+    return _gain(capacity, BLOOM, (A100, ISO_POWER_A100), A100, _same_machines(ISO_POWER_A100))
+
+
+def test_bloom_splitwise_aa_serves_more_than_baseline_a100(bloom_aa_gain):
+    gain, measured = bloom_aa_gain
+    assert gain >= 1.1, measured
+
+
+@pytest.mark.xfail(strict=True, reason="ours about 1.3x against the paper's 2.15x (2.35x in the abstract): our token "
+                                       "machines stay within the 1.25x median TBT limit only up to about 30 BLOOM "
+                                       "sequences; what the paper's mixed A100s pay that ours do not is not "
+                                       "established (see the module docstring)")
+def test_bloom_splitwise_aa_gain_near_the_paper(bloom_aa_gain):
+    """§6.2 (Fig. 18a): the 70 DGX-A100s of Baseline-A100 split serve 2.15x (the abstract's 2.35x at the same cost
+    and power): within 1.35x either way of that range."""
+    gain, measured = bloom_aa_gain
+    assert 2.15 / 1.35 <= gain <= 2.35 * 1.35, measured
+
+
+@pytest.mark.xfail(strict=True, reason="reversed: at the cost of 4 H100s, 8 A100s split serve about 0.35x of "
+                                       "Baseline-H100 against the paper's 1.4x: A100 prompt machines lose per "
+                                       "dollar (H100 prefills 2.6x faster), and our mixed H100s lose less to "
+                                       "prefills than the paper's (see the module docstring)")
+def test_bloom_iso_cost_splitwise_aa_serves_more_than_baseline_h100(capacity):
+    """§6.3 (Fig. 18b): at the cost of 40 DGX-H100s, 86 DGX-A100s split serve 1.4x Baseline-H100."""
+    gain, measured = _gain(capacity, BLOOM, (H100, BUDGET_H100), A100, _same_machines(ISO_COST_A100))
+    assert 1.4 / 1.35 <= gain <= 1.4 * 1.35, measured

@@ -155,3 +155,17 @@ def test_unknown_prefill_device_is_one_line(tmp_path, capsys):
     assert main(["check", path]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "prefill_device" in err and "h100-sxm" in err
+
+
+def test_serving_points_stored_before_prompt_batch_tokens_keep_their_keys():
+    """The key a serving point had before ServingSpec gained prompt_batch_tokens (computed by that code: results
+    stored then must resume), and a point that sets it gets a key of its own."""
+    from dataclasses import replace
+
+    from explore.design_point import DesignPoint
+    from sim.serving_spec import ServingSpec
+
+    spec = ServingSpec(scheduler="chunked", requests=200, rate_per_s=4.0)
+    point = DesignPoint(model="llama-2-7b", device="h100-sxm", batch=256, prompt=0, output=0, serving=spec)
+    assert point.point_id == "1975a0ffdaf012dc"
+    assert replace(point, serving=replace(spec, prompt_batch_tokens=2048)).point_id != point.point_id

@@ -1,0 +1,110 @@
+"""Slowdown SLOs: each request's latencies over those of the same request served alone.
+
+Splitwise (Patel et al., ISCA 2024, arXiv:2311.18677, Section V-A and its SLO table) states its service-level
+objectives as percentiles of per-request slowdown rather than absolute times: a request's TTFT, its mean time
+between tokens (TBT) and its end-to-end latency, each divided by the same quantity for that request run alone on
+one machine (its artifact, Azure/splitwise-sim notebooks/plots.ipynb, `get_slo` and `add_baseline_perf`: the
+reference is one unloaded DGX-A100, 8-way tensor parallel, whatever cluster is being judged). A limit on the
+median slowdown binds where absolute limits do not: a prefill stalling every running decode doubles the time
+between tokens of the requests it interrupts long before any absolute TBT limit notices.
+
+An unloaded run here is what a continuous-batching replica does with one request and nothing else: one
+iteration prefills the whole prompt (and samples the first token), then one decode iteration at batch 1 per
+further token, the k-th attending to prompt + k keys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from kernels.kv_policy import Window
+from kernels.shapes import step_shape
+from sim.costs import IterationCostModel
+from sim.serving_metrics import RequestRecords
+
+METRICS = ("ttft", "tbt", "e2e")
+Limits = tuple[tuple[int, float], ...]  # (percentile, highest slowdown allowed at it)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Unloaded:
+    """Latencies of requests each served alone: TTFT and mean time between tokens (NaN for one-token requests)."""
+
+    ttft_s: np.ndarray
+    tbt_s: np.ndarray
+    output_tokens: np.ndarray
+
+    @property
+    def e2e_s(self) -> np.ndarray:
+        """TTFT plus every further token at the unloaded time between tokens (Splitwise's baseline_e2e)."""
+        return self.ttft_s + np.nan_to_num(self.tbt_s) * (self.output_tokens - 1)
+
+
+def unloaded_latencies(costs: IterationCostModel, prompt_tokens, output_tokens, window: Window = None) -> Unloaded:
+    """Each request (`prompt_tokens`, `output_tokens`, aligned arrays) alone on a replica priced by `costs`: a
+    prefill of its whole prompt, then decode steps at batch 1 (module docstring). Decode steps are priced once
+    per KV length and summed through a running total, so thousands of requests cost one pass over the lengths."""
+    prompts = np.asarray(prompt_tokens, dtype=np.int64)
+    outputs = np.asarray(output_tokens, dtype=np.int64)
+    prefill_s = {int(p): costs.price(step_shape([(int(p), 0)], [], sampled=1, window=window)).time_s
+                 for p in np.unique(prompts)}
+    longest = int((prompts + outputs - 1).max()) if len(prompts) else 0
+    step_s = np.zeros(longest + 1)
+    for kv in range(1, longest + 1):  # step_s[kv]: a decode step of one sequence attending to kv keys
+        step_s[kv] = costs.price(step_shape([], [kv], sampled=1, window=window)).time_s
+    running = np.cumsum(step_s)
+    # The k-th decode step (k = 1 .. output - 1) attends to prompt + k keys.
+    decode_s = running[prompts + outputs - 1] - running[prompts]
+    steps = outputs - 1
+    tbt_s = np.full(len(prompts), np.nan)
+    np.divide(decode_s, steps, out=tbt_s, where=steps > 0)
+    return Unloaded(ttft_s=np.array([prefill_s[int(p)] for p in prompts]), tbt_s=tbt_s, output_tokens=outputs)
+
+
+def slowdowns(records: RequestRecords, unloaded: Unloaded) -> dict[str, np.ndarray]:
+    """Per-request slowdowns (`METRICS`) of a run over the same requests served alone (aligned, arrival order).
+    TBT is each request's mean time between tokens after its first (its TPOT); NaN for one-token requests."""
+    if len(records) != len(unloaded.ttft_s):
+        raise ValueError(f"records: found {len(records)} requests, allowed: the {len(unloaded.ttft_s)} of the "
+                         f"unloaded run")
+    return {"ttft": records.ttft_s / unloaded.ttft_s, "tbt": records.tpot_s / unloaded.tbt_s,
+            "e2e": records.e2e_s / unloaded.e2e_s}
+
+
+# Splitwise's SLO table (Section V-A; splitwise-sim notebooks/plots.ipynb get_slo): P50 / P90 / P99 slowdown.
+SPLITWISE_TTFT: Limits = ((50, 2.0), (90, 3.0), (99, 6.0))
+SPLITWISE_TBT: Limits = ((50, 1.25), (90, 1.5), (99, 5.0))
+SPLITWISE_E2E: Limits = ((50, 1.25), (90, 1.5), (99, 5.0))
+
+
+@dataclass(frozen=True, kw_only=True)
+class SlowdownSLO:
+    """Highest slowdown allowed at each percentile of each metric (default: Splitwise's table)."""
+
+    ttft: Limits = SPLITWISE_TTFT
+    tbt: Limits = SPLITWISE_TBT
+    e2e: Limits = SPLITWISE_E2E
+
+    def __post_init__(self) -> None:
+        for name in METRICS:
+            for percentile, limit in getattr(self, name):
+                if not (0 <= percentile <= 100 and limit >= 1.0):
+                    raise ValueError(f"{name}: found limit {limit} at p{percentile}, allowed: a slowdown >= 1 at a "
+                                     f"percentile in [0, 100]")
+
+    def misses(self, per_request: dict[str, np.ndarray]) -> list[str]:
+        """Every limit the slowdowns break, as 'tbt p50 1.31 > 1.25' (empty when the SLO is met). Percentiles
+        use numpy's linear rule over the requests that have the metric (as pandas' quantile in Splitwise's)."""
+        broken = []
+        for name in METRICS:
+            values = per_request[name][~np.isnan(per_request[name])]
+            for percentile, limit in getattr(self, name):
+                value = float(np.percentile(values, percentile)) if len(values) else 1.0
+                if value > limit:
+                    broken.append(f"{name} p{percentile} {value:.2f} > {limit}")
+        return broken
+
+    def met(self, per_request: dict[str, np.ndarray]) -> bool:
+        return not self.misses(per_request)
