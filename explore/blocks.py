@@ -64,18 +64,39 @@ def block_key(point: DesignPoint, evaluator: Evaluator) -> tuple | None:
 
 def evaluate_points(evaluator: Evaluator, points: Sequence[DesignPoint]) -> list[dict[str, Any]]:
     """The metrics of each point, in order: blocks where points share a block key, each other point alone."""
-    return [row for columns in evaluate_blocks(evaluator, blocks_of(points)) for row in columns.rows()]
+    given = points if isinstance(points, list | tuple) else None  # the points themselves, where held
+    if given is not None and len(given) == 1 and evaluator.blocks and block_key(given[0], evaluator) is None:
+        return [evaluator.evaluate(given[0]).metrics]  # one point the reference prices: no block to form
+    return [row for part in _evaluated(evaluator, blocks_of(points), given)
+            for row in (part.rows() if isinstance(part, Columns) else part)]
 
 
 def evaluate_blocks(evaluator: Evaluator, blocks: Sequence[PointBlock]) -> list[Columns]:
     """The metrics of each point block's points (explore/point_blocks.py), as columns: the points of one block key
     priced together (across point blocks, or a part of one), each other point alone."""
+    return [part if isinstance(part, Columns) else Columns.from_rows(part) for part in _evaluated(evaluator, blocks)]
+
+
+def _evaluated(evaluator: Evaluator, blocks: Sequence[PointBlock],
+               points: Sequence[DesignPoint] | None = None) -> list[Columns | list[dict[str, Any]]]:
+    """evaluate_blocks' result, where a block of points evaluated alone may be their rows as they are (each
+    Evaluator.evaluate's metrics: point metrics included). `points`: the blocks' points in order, where the caller
+    holds them (they are evaluated as given instead of rebuilt from their block)."""
+    starts = [0]
+    for block in blocks:
+        starts.append(starts[-1] + block.size)
+
+    def point(b: int, i: int) -> DesignPoint:
+        if points is not None:
+            return points[starts[b] + i]
+        return blocks[b].first if i == 0 else blocks[b].point(i)
+
     if not evaluator.blocks:
-        return [Columns.from_rows([evaluator.evaluate(point).metrics for point in block.points()]) for block in blocks]
+        return [[evaluator.evaluate(point(b, i)).metrics for i in range(block.size)] for b, block in enumerate(blocks)]
     groups: dict[tuple, list[tuple[int, Sequence[int]]]] = defaultdict(list)  # key -> (block, its points' indices)
     alone: list[tuple[int, int]] = []
     for b, block in enumerate(blocks):
-        for key, indices in _keyed(evaluator, block):
+        for key, indices in _keyed(evaluator, block, point(b, 0)):
             if key is None:
                 alone.extend((b, i) for i in indices)
             else:
@@ -97,8 +118,11 @@ def evaluate_blocks(evaluator: Evaluator, blocks: Sequence[PointBlock]) -> list[
                 for i in indices:
                     rows[b][i] = priced.row(offset)
                     offset += 1
-    for b, i in alone:
-        rows[b][i] = evaluator.evaluate(blocks[b].point(i)).metrics
+    for b, i in alone:  # Evaluator.evaluate adds the point metrics itself
+        rows[b][i] = evaluator.evaluate(point(b, i)).metrics
+    alone_count = dict.fromkeys(range(len(blocks)), 0)
+    for b, _ in alone:
+        alone_count[b] += 1
     out = []
     for b, block in enumerate(blocks):
         if b in whole:
@@ -107,17 +131,22 @@ def evaluate_blocks(evaluator: Evaluator, blocks: Sequence[PointBlock]) -> list[
             columns.names = (*columns.names, *(n for n in columns.constants if n not in columns.names))
         else:
             # Point metrics (Metric.of_point) read no what-if value: those of the block's first point are every point's.
-            point = point_metrics(block.first)
-            columns = Columns.from_rows([rows[b][i] | {k: v for k, v in point.items() if k not in rows[b][i]}
-                                         for i in range(block.size)])
+            # Rows of points evaluated alone have them already: a block of such rows only is taken as it is.
+            if alone_count[b] == block.size:
+                columns = [rows[b][i] for i in range(block.size)]
+            else:
+                shared = point_metrics(block.first)
+                columns = Columns.from_rows([rows[b][i] | {k: v for k, v in shared.items() if k not in rows[b][i]}
+                                             for i in range(block.size)])
         out.append(columns)
     return out
 
 
-def _keyed(evaluator: Evaluator, block: PointBlock) -> Iterator[tuple[tuple | None, Sequence[int]]]:
+def _keyed(evaluator: Evaluator, block: PointBlock, first: DesignPoint) -> Iterator[tuple[tuple | None, Sequence[int]]]:
     """The block key of each part of a point block (block_key: None where its points are evaluated alone) with the
-    indices of that part's points: one part unless an override a block cannot vary takes several values."""
-    key = block_key(block.first, evaluator)  # the same for every point but for its fixed what-if values
+    indices of that part's points: one part unless an override a block cannot vary takes several values. `first`:
+    the block's first point."""
+    key = block_key(first, evaluator)  # the same for every point but for its fixed what-if values
     if key is None:
         yield None, range(block.size)
         return

@@ -6,6 +6,7 @@ The knobs with a typed field here are read by name; every other registered knob 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, fields
@@ -73,16 +74,22 @@ class DesignPoint:
     def numeric_format(self) -> NumericFormat:
         """The format of the point: its bit widths and sparsity, and every generic knob that applies to the format
         (a NumericFormat field of the same name)."""
-        parts = {name: value for name, value in self.knobs if KNOBS[name].applies == "format"}
-        return NumericFormat(weight_bits=self.weight_bits, act_bits=self.act_bits, kv_bits=self.kv_bits,
-                             sparsity=self.sparsity, **parts)
+        parts = tuple((name, value) for name, value in self.knobs if KNOBS[name].applies == "format")
+        try:
+            return _numeric_format(self.weight_bits, self.act_bits, self.kv_bits, self.sparsity, parts)
+        except TypeError:  # a value that cannot be a cache key (a list from YAML): built as it is
+            return NumericFormat(weight_bits=self.weight_bits, act_bits=self.act_bits, kv_bits=self.kv_bits,
+                                 sparsity=self.sparsity, **dict(parts))
 
     def knob(self, name: str) -> Any:
         """The point's value of any registered knob of the point or system scope: a typed field, or a generic knob's
         value (its default where the point does not set it)."""
-        if name in _FIELD_NAMES:
+        if name in _FIELD_SET:
             return getattr(self, name)
-        return dict(self.knobs).get(name, KNOBS[name].default)
+        for knob, value in self.knobs:  # a handful at most: no dict built per read
+            if knob == name:
+                return value
+        return KNOBS[name].default
 
     def _values(self) -> dict[str, Any]:
         """Field values by name (shallow: the fields are numbers, strings and tuples)."""
@@ -110,12 +117,21 @@ class DesignPoint:
         return {f"link.{path}": value for path, value in self.link_overrides}
 
 
+@functools.lru_cache(maxsize=1024, typed=True)  # typed: 4 and 4.0 validate apart
+def _numeric_format(weight_bits: int, act_bits: int, kv_bits: int, sparsity: str,
+                    parts: tuple[tuple[str, Any], ...]) -> NumericFormat:
+    """The NumericFormat of these fields, built (and validated) once per distinct format: a sweep has a few formats
+    over many points, and a point reads its format several times per evaluation. The format is a frozen value."""
+    return NumericFormat(weight_bits=weight_bits, act_bits=act_bits, kv_bits=kv_bits, sparsity=sparsity, **dict(parts))
+
+
 def key_of(canonical: str) -> str:
     """A point_id from a point's canonical JSON text (DesignPoint.canonical)."""
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 _FIELD_NAMES = tuple(f.name for f in fields(DesignPoint))
+_FIELD_SET = frozenset(_FIELD_NAMES)
 
 
 def generic_knobs() -> tuple[Knob, ...]:

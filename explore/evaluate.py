@@ -97,6 +97,7 @@ class Evaluator:
         self._host_links: dict[str, LinkSpec] = {}
         self._skipped: dict[tuple, tuple[PassTables, PassTables]] = {}  # (tables, depth) -> (them, skipped)
         self.checked_knobs: set = set()  # what-if values validated for blocks (hw_models/device_block.py)
+        self._scales: dict[tuple, tuple] = {}  # ids of (format, config) -> (them, the stored weight scale)
 
     def config(self, model: str) -> ModelConfig:
         if model not in self._configs:
@@ -392,13 +393,22 @@ class Evaluator:
             prefill=target.prefill, verify=verify, speculation=spec, window=target.attention_window,
             draft=None if draft == MEDUSA else self.tables(draft, point.batch, point.prompt, fmt, fusion=fusion))
 
+    def _stored_scale(self, fmt: NumericFormat, cfg: ModelConfig) -> float:
+        """stored_weight_scale of a format on a model, memoized (by the format object first: hashing one reads every
+        field)."""
+        key = (id(fmt), id(cfg))
+        hit = self._scales.get(key)
+        if hit is None or hit[0] is not fmt or hit[1] is not cfg:
+            hit = self._scales[key] = (fmt, cfg, stored_weight_scale(fmt, cfg))  # both kept alive with their ids
+        return hit[2]
+
     def batch_memory(self, point: DesignPoint, device, workload: BatchWorkload) -> MemoryFootprint:
         """What a static-batch point (running `workload`) holds in each device's memory: weights, KV cache and
         activations."""
         fmt, cfg, window = point.numeric_format, self.config(point.model), self.kv_window(point)
         prefill_trace = self.trace(point.model, "prefill", point.batch, point.prompt)
         memory = batch_footprint(
-            weight_bytes=_weight_bytes(prefill_trace.param_bytes, fmt, device, cfg),
+            weight_bytes=_weight_bytes(prefill_trace.param_bytes, fmt, device, cfg, self._stored_scale(fmt, cfg)),
             # The prompt and every output token but the last, which is never fed back into the model; a decode
             # token that skips layers holds KV in the layers it runs only (kernels/early_exit.py).
             kv_bytes_per_token=cfg.kv_bytes_per_token() * fmt.kv_scale * kv_replication(cfg, point.tp),
@@ -553,12 +563,14 @@ def _windowed_prefill(prefill: KernelTable, policy: KVPolicy, prompt: int) -> Ke
     return replace(prefill, flops=np.where(prefill.attention_mask, prefill.flops * share, prefill.flops))
 
 
-def _weight_bytes(param_bytes: float, fmt: NumericFormat, device, config: ModelConfig | None = None) -> float:
+def _weight_bytes(param_bytes: float, fmt: NumericFormat, device, config: ModelConfig | None = None,
+                  scale: float | None = None) -> float:
     """Bytes of weights on the device: stored in the sparse layout only on a device that computes on it. A mixed
     format stores each part of `config`'s model at its bits (kernels/module_params.py); without a config (weights
     outside the decoder layers, such as Medusa heads) every weight takes weight_bits. Outliers and entropy coding
     change what is stored (NumericFormat.stored_weight_scale)."""
-    scale = stored_weight_scale(fmt, config) if config is not None else fmt.stored_weight_scale()
+    if scale is None:  # `scale`: stored_weight_scale(fmt, config), where the caller holds it
+        scale = stored_weight_scale(fmt, config) if config is not None else fmt.stored_weight_scale()
     return param_bytes * scale * (fmt.sparse_weight_scale if fmt.sparsity in device.sparsity_patterns else 1.0)
 
 
@@ -568,18 +580,22 @@ def _medusa_heads_B(param_bytes: float, config: ModelConfig, heads: int, fmt: Nu
     return _weight_bytes(medusa_head_params(config, heads) * (param_bytes / config.param_count()), fmt, device)
 
 
+# Each kernel class's busy time metric (time_gemm_s, ...), communication included.
+_CLASS_TIMES = tuple((c, f"time_{c}_s") for c in (*KERNEL_CLASSES, "communication"))
+
+
 def _metrics(result: SimResult | ServingResult | None, memory, reason: str, device,
              pools: list[Pool] | None = None, offloaded_B: float = 0.0) -> dict[str, Any]:
     """The results row's metrics; area and price are the device's (or system's), or every pool replica's;
     offloaded_B what the point keeps in host memory."""
-    classes = (*KERNEL_CLASSES, "communication")
     if reason:
         # A design that does not fit cannot run: its timings are not reported.
         metrics: dict[str, Any] = dict.fromkeys(RESULT_METRICS, math.nan) | {"peak_memory_B": memory.total_B}
-        metrics.update({f"time_{c}_s": math.nan for c in classes})
+        metrics.update({key: math.nan for _, key in _CLASS_TIMES})
     else:
         metrics = result.metrics()
-        metrics.update({f"time_{c}_s": result.time_by_class_s.get(c, 0.0) for c in classes})
+        by_class = result.time_by_class_s
+        metrics.update({key: by_class.get(c, 0.0) for c, key in _CLASS_TIMES})
     metrics.update(fits_in_memory=not reason, infeasible_reason=reason, offloaded_B=offloaded_B)
     metrics.update(hardware_metrics(device, metrics["tokens_per_s"], pools))
     return metrics

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
+from functools import cached_property
+from typing import Any
 
 import numpy as np
 
@@ -40,14 +42,37 @@ class KernelCosts:
     def broadcast(cls, **fields) -> KernelCosts:
         """Costs whose fields are brought to one shape: (kernels,), or (points, kernels) over a block of design
         points where some fields vary by point and others (a FLOP's energy) do not."""
-        shape = np.broadcast_shapes(*(np.shape(v) for k, v in fields.items() if k != "unit" and v is not None))
+        shapes = {np.shape(v) for k, v in fields.items() if k != "unit" and v is not None}
+        if len(shapes) == 1:  # one shape already (one design point): nothing to broadcast
+            return cls(**fields)
+        shape = np.broadcast_shapes(*shapes)
         return cls(**{k: v if v is None or k == "unit" or np.shape(v) == shape else np.broadcast_to(v, shape)
                       for k, v in fields.items()})
+
+    def sum(self, name: str, mask: np.ndarray | None = None, without: np.ndarray | None = None) -> float:
+        """Field `name` summed over the kernels where `mask` is true (None: all) and `without` is not."""
+        values = getattr(self, name)
+        if mask is None and without is None:
+            return float(values.sum())
+        keep = ~without if mask is None else mask if without is None else mask & ~without
+        return float(values[keep].sum())
+
+    def sums(self, name: str, masks: dict[str, np.ndarray], without: np.ndarray | None = None) -> np.ndarray:
+        """sum(name, mask, without) for each of `masks` (by label), as an array in their order."""
+        return np.array([self.sum(name, mask, without) for mask in masks.values()])
 
     def take(self, index: np.ndarray) -> KernelCosts:
         """The costs of rows `index` (on the last axis), in that order."""
         return KernelCosts(**{name: None if value is None else value[..., index]
                               for name, value in vars(self).items()})
+
+    def rows_slice(self, start: int, end: int) -> KernelCosts:
+        """The costs of rows start to end (on the last axis): views, no copies."""
+        part = slice(start, end)
+        return KernelCosts(time_s=self.time_s[..., part], compute_s=self.compute_s[..., part],
+                           memory_s=self.memory_s[..., part], overhead_s=self.overhead_s[..., part],
+                           compute_J=self.compute_J[..., part], memory_J=self.memory_J[..., part],
+                           static_J=self.static_J[..., part], unit=None if self.unit is None else self.unit[..., part])
 
     @property
     def unit_index(self) -> np.ndarray:
@@ -70,3 +95,48 @@ class KernelCosts:
                  for name in ("compute_s", "memory_s", "overhead_s", "compute_J", "memory_J", "static_J")}
         return KernelCost(time_s=float(self.time_s[i]), energy_J=float(self.energy_J[i]),
                           bound=BOUNDS[int(self.bound[i])], breakdown=parts)
+
+
+COST_FIELDS = tuple(f.name for f in fields(KernelCosts))
+
+
+class IndexedCosts:
+    """The costs of a table's kernels held as the costs of its distinct rows (`rows`, DeviceModel.cost_rows) and
+    each kernel's index into them: a sum over kernels is a product with how often each row occurs (the table's
+    distinct_counts, which it keeps), and the per-kernel arrays of KernelCosts are made when first read (an event
+    simulation's timeline reads them; an analytic sum does not)."""
+
+    def __init__(self, rows: KernelCosts, index: np.ndarray, table: Any):
+        """`table`: the KernelTable priced (its distinct_counts give how often each row occurs)."""
+        self.rows, self.index, self.table = rows, index, table
+
+    def sum(self, name: str, mask: np.ndarray | None = None, without: np.ndarray | None = None) -> float:
+        """Field `name` summed over the kernels where `mask` is true (None: all) and `without` is not."""
+        return float(getattr(self.rows, name) @ self.table.distinct_counts(mask, without))
+
+    def sums(self, name: str, masks: dict[str, np.ndarray], without: np.ndarray | None = None) -> np.ndarray:
+        """sum(name, mask, without) for each of `masks` (by label; the table's own, whose counts it keeps), as an
+        array in their order."""
+        return self.table.distinct_counts_matrix(masks, without) @ getattr(self.rows, name)
+
+    def map_rows(self, **fields: np.ndarray) -> IndexedCosts:
+        """These costs with some fields of the distinct rows replaced (elementwise changes: every kernel of a row
+        changes alike)."""
+        return IndexedCosts(replace(self.rows, **fields), self.index, self.table)
+
+    @cached_property
+    def full(self) -> KernelCosts:
+        """The per-kernel costs, in kernel order."""
+        return self.rows.take(self.index)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getattr__(self, name: str) -> Any:  # the rest of KernelCosts' interface, on the per-kernel costs
+        if name.startswith("__") or name in ("rows", "index", "table", "full"):
+            raise AttributeError(name)
+        if name in COST_FIELDS and "full" not in self.__dict__:  # one field: gathered alone, then kept
+            values = getattr(self.rows, name)
+            values = self.__dict__[name] = None if values is None else values[..., self.index]
+            return values
+        return getattr(self.full, name)

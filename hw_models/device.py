@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from hw_models.cost import KernelCost, KernelCosts
+from hw_models.cost import IndexedCosts, KernelCost, KernelCosts
 from kernels.kernel import Kernel
 from kernels.table import KernelTable
 
@@ -153,3 +153,27 @@ def dispatch_s(device, execution: str) -> float:
     kernels whatever the host does."""
     check_execution(execution)
     return EAGER_DISPATCH_S if execution == "eager" and device.kind in EAGER_DISPATCH_KINDS else 0.0
+
+
+def cost_passes(device, tables: list[KernelTable], execution: str = "eager") -> list[KernelCosts | IndexedCosts]:
+    """device.cost_table of each table. A device model whose kernels cost by their own row alone
+    (DeviceModel.prices_rows_alone) prices the distinct rows of all of them stacked (KernelTable.stack) in one call,
+    where the tables share their numeric format and sparsity: the same numbers for one call's overhead, each table's
+    costs held by distinct row (IndexedCosts). Other devices and systems, and tables of several formats, are priced
+    one table at a time."""
+    first = tables[0]
+    if (not getattr(device, "prices_rows_alone", False) or len(tables) < 2 or any(len(t) == 0 for t in tables)
+            or not all(t.sparsity == first.sparsity and (t.numeric_format is first.numeric_format
+                                                         or t.numeric_format == first.numeric_format) for t in tables)):
+        return [device.cost_table(table, execution) for table in tables]
+    check_execution(execution)
+    parts = [table.distinct_rows or (table, None) for table in tables]
+    patterns = device.sparsity_patterns
+    costs = device._cost_table(KernelTable.stack([rows.run_on(patterns) for rows, _ in parts]), execution)
+    out, start = [], 0
+    for table, (rows, index) in zip(tables, parts, strict=True):
+        end = start + len(rows)
+        part = costs.rows_slice(start, end)
+        out.append(part if index is None else IndexedCosts(part, index, table))
+        start = end
+    return out

@@ -32,12 +32,21 @@ import numpy as np
 
 from hw_models.cost import KernelCosts
 from hw_models.device import VECTOR_DTYPE, DeviceModel, check_execution
-from hw_models.gpu_efficiency import TILE_SHAPES, Calibration, attention_times, gemm_times, moe_times, stream_times
+from hw_models.gpu_attention import attention_shapes, shaped_attention_times
+from hw_models.gpu_efficiency import (
+    TILE_SHAPES,
+    Calibration,
+    StreamFit,
+    gemm_times,
+    moe_times,
+    stream_times,
+)
 from hw_models.gpu_quant import MIXED_INPUT_TILES, QuantPlan, dequant_ops, lane_ops_per_s, quant_plan
 from hw_models.gpu_spec import GPUSpec
 from hw_models.sparsity_support import gpu_support
-from kernels.formats import NumericFormat
-from kernels.table import KernelTable
+from kernels.formats import DENSE, NumericFormat
+from kernels.kernel import KernelKind
+from kernels.table import KINDS, KernelTable
 from workloads.errors import InputError
 
 
@@ -73,7 +82,11 @@ class GPUModel(DeviceModel):
 
     @property
     def sparsity_patterns(self) -> frozenset[str]:
-        return gpu_support(self.spec.compute.structured_sparsity, self.spec.compute.peak_TFLOPS)
+        patterns = self.__dict__.get("_sparsity_patterns")
+        if patterns is None:  # the spec does not change under a model: read it once
+            patterns = self.__dict__["_sparsity_patterns"] = gpu_support(self.spec.compute.structured_sparsity,
+                                                                         self.spec.compute.peak_TFLOPS)
+        return patterns
 
     def joules_per_flop(self, dtype: str) -> float:
         """Energy of one FLOP in `dtype`, derived from the reference preset (see the module docstring)."""
@@ -94,9 +107,15 @@ class GPUModel(DeviceModel):
 
     def quant_plan(self, fmt: NumericFormat | None) -> QuantPlan | None:
         """How this GPU runs a format's weight GEMMs (None: 16-bit weights), memoized per format."""
+        # Looked up by the format object first: points of one format share it, and hashing a format reads every field.
+        by_id = self.__dict__.setdefault("_quant_plans_by_id", {})
+        hit = by_id.get(id(fmt))
+        if hit is not None and hit[0] is fmt:
+            return hit[1]
         plans = self.__dict__.setdefault("_quant_plans", {})
         if fmt not in plans:
             plans[fmt] = quant_plan(fmt, self.spec.compute.peak_TFLOPS, self.spec.name)
+        by_id[id(fmt)] = (fmt, plans[fmt])  # the format kept alive with its id
         return plans[fmt]
 
     def _calibration_for(self, plan: QuantPlan | None) -> Calibration | None:
@@ -115,10 +134,10 @@ class GPUModel(DeviceModel):
         fmt = table.numeric_format
         if fmt is None:
             return []
-        quantized = table.weight_bits < 16
         if not fmt.mixed:
             plan = self.quant_plan(fmt)
-            return [] if plan is None else [(plan, quantized)]
+            return [] if plan is None else [(plan, table.weight_bits < 16)]
+        quantized = table.weight_bits < 16
         plans = []
         for bits in np.unique(table.weight_bits[quantized]).tolist():
             plan = self.quant_plan(fmt if bits == fmt.weight_bits else fmt.at_bits(int(bits)))
@@ -141,37 +160,46 @@ class GPUModel(DeviceModel):
         its matrix math.
 
         Over a block of design points (spec fields of shape (points, 1), hw_models/device_block.py) every array
-        is (points, kernels): rows of a kernel class are selected on the last axis.
+        is (points, kernels): rows of a kernel class are selected on the last axis. Each class is priced in one
+        call over all its rows, whatever pass they come from (DeviceModel.cost_passes stacks passes).
         """
         bytes_moved = table.bytes
         bandwidth_Bps = self.spec.bandwidth_Bps
         vector_s = 0.0 if vector_ops is None else vector_ops / lane_ops_per_s(self.peak_flops(VECTOR_DTYPE))
-        compute_s = table.flops / peak + vector_s
+        compute_s = table.flops / peak if vector_ops is None else table.flops / peak + vector_s
         memory_s = bytes_moved / bandwidth_Bps
         busy_s = np.maximum(compute_s, memory_s)
         latency_s = np.zeros(busy_s.shape)
         # Widths of one format share its scale layout: at most one block-scaled variant among them.
-        cal = self._calibration_for(next((plan for plan, _ in plans if plan.variant), None))
+        cal = self._calibration_for(next((plan for plan, _ in plans if plan.variant), None) if plans else None)
         if cal is None:
             return compute_s, memory_s, busy_s, latency_s
-        vector_s = np.broadcast_to(vector_s, busy_s.shape)
-        compute_s, memory_s = (np.array(np.broadcast_to(x, busy_s.shape)) for x in (compute_s, memory_s))
+        shape = busy_s.shape
+        # Fresh arrays of the full shape, written by class below (a block's rates make them (points, kernels)).
+        if compute_s.shape != shape:
+            compute_s = np.array(np.broadcast_to(compute_s, shape))
+        if memory_s.shape != shape:
+            memory_s = np.array(np.broadcast_to(memory_s, shape))
+
+        def vector(rows):  # CUDA-core time of some rows (none: no dequantization)
+            return vector_s if np.ndim(vector_s) == 0 else np.broadcast_to(vector_s, shape)[..., rows]
+
         sm_count = self.spec.compute.sm_count
-        gemm = table.class_masks.get("gemm")
-        moe = table.kind_masks.get("moe")
+        gemm = table.class_rows("gemm")
+        moe = table.kind_rows(KernelKind.MOE)
         if moe is not None:
             for fit, rows in cal.moe_groups(table.dtype_groups, moe):
                 c, m, busy, latency = moe_times(
                     m=table.m[rows], n=table.n[rows], k=table.k[rows], batch=table.batch[rows],
                     weight_bytes=table.weight_bytes[rows], act_bytes=table.act_bytes[rows],
                     flops_per_s=peak[..., rows], bandwidth_Bps=bandwidth_Bps, fit=fit,
-                    cached_bytes=self.replay_cache_bytes, vector_s=vector_s[..., rows])
+                    cached_bytes=self.replay_cache_bytes, vector_s=vector(rows))
                 compute_s[..., rows], memory_s[..., rows] = c, m
                 busy_s[..., rows], latency_s[..., rows] = busy, latency
                 gemm = gemm & ~rows  # priced: the GEMM fits below price the MoE rows no MoE fit covers
         if gemm is not None:
             # The table is the work this GPU does (run_on): a pattern it supports has its zeros skipped.
-            sparse = table.sparsity in self.sparsity_patterns
+            sparse = table.sparsity != DENSE and table.sparsity in self.sparsity_patterns
             mixed_rows = [rows for plan, rows in plans if plan.mixed_input]
             mixed = np.logical_or.reduce(mixed_rows) if mixed_rows else None
             for fit, group in cal.gemm_groups(table.dtype_groups, gemm):
@@ -179,33 +207,39 @@ class GPUModel(DeviceModel):
                 # the tile dispatch of the library the fit was measured on.
                 parts = [(group, TILE_SHAPES, None)] if mixed is None else [
                     (group & ~mixed, TILE_SHAPES, None), (group & mixed, MIXED_INPUT_TILES, "")]
-                for rows, tiles, tile_policy in parts:
-                    if not rows.any():
+                for mask, tiles, tile_policy in parts:
+                    g = table.rows_where(mask)  # the rows and their shape columns, gathered once per table
+                    rows = g.index
+                    if not len(rows):
                         continue
-                    kept = table.weight_density[rows] if sparse else 1.0
-                    c, m, d = gemm_times(m=table.m[rows], n=table.n[rows], k=table.k[rows], batch=table.batch[rows],
-                                         flops=table.flops[rows], flops_per_s=peak[..., rows],
-                                         bytes_moved=bytes_moved[rows], bandwidth_Bps=bandwidth_Bps,
-                                         sm_count=sm_count, fit=fit, kept=kept, vector_s=vector_s[..., rows],
+                    kept = g.weight_density if sparse else 1.0
+                    c, m, d = gemm_times(m=g.m, n=g.n, k=g.k, batch=g.batch, flops=g.flops, flops_per_s=peak[..., rows],
+                                         bytes_moved=g.bytes, bandwidth_Bps=bandwidth_Bps,
+                                         sm_count=sm_count, fit=fit, kept=kept, vector_s=vector(rows),
                                          tiles=tiles, tile_policy=tile_policy)
                     compute_s[..., rows], memory_s[..., rows] = c, m
                     busy_s[..., rows], latency_s[..., rows] = d - fit.latency_s, fit.latency_s
-        attention = table.class_masks.get("attention")
+        attention = table.class_rows("attention")
         if cal.attention is not None and attention is not None:
-            shape = {name: getattr(table, name)[attention] for name in (
-                "flops", "act_bytes", "kv_bytes", "batch", "heads", "kv_heads", "q_len", "kv_len", "head_dim")}
-            c, m, busy, latency = attention_times(**shape, flops_per_s=peak[..., attention],
-                                                  bandwidth_Bps=bandwidth_Bps, sm_count=sm_count, fit=cal.attention,
-                                                  cached_bytes=self.replay_cache_bytes)
-            compute_s[..., attention], memory_s[..., attention] = c, m
-            busy_s[..., attention], latency_s[..., attention] = busy, latency
-        for name, rows in table.kind_masks.items():
-            fit = cal.stream(name)  # None for kinds without a streaming fit (GEMMs, attention)
-            if fit is None:
-                continue
-            m, _ = stream_times(bytes_moved=bytes_moved[rows], bandwidth_Bps=bandwidth_Bps, fit=fit)
-            memory_s[..., rows] = m
-            busy_s[..., rows], latency_s[..., rows] = np.maximum(compute_s[..., rows], m), fit.latency_s
+            g = table.rows_where(attention)
+            rows = g.index
+            shapes = g.memo("attention_shapes", lambda: attention_shapes(**{name: getattr(g, name) for name in (
+                "flops", "act_bytes", "kv_bytes", "batch", "heads", "kv_heads", "q_len", "kv_len", "head_dim")}))
+            c, m, busy, latency = shaped_attention_times(shapes, flops_per_s=peak[..., rows],
+                                                         bandwidth_Bps=bandwidth_Bps, sm_count=sm_count,
+                                                         fit=cal.attention, cached_bytes=self.replay_cache_bytes)
+            compute_s[..., rows], memory_s[..., rows] = c, m
+            busy_s[..., rows], latency_s[..., rows] = busy, latency
+        # Streaming kernels (norm, elementwise, ...): each row takes its kind's fit by one lookup (stream_columns).
+        has_fit, fractions, latencies = stream_columns(cal)
+        g = table.rows_where(has_fit[table.kind])
+        if len(g):
+            streaming, codes = g.index, g.kind
+            m, _ = stream_times(bytes_moved=g.bytes, bandwidth_Bps=bandwidth_Bps,
+                                fit=StreamFit(bandwidth_fraction=fractions[codes], latency_s=0.0))
+            memory_s[..., streaming] = m
+            busy_s[..., streaming] = np.maximum(compute_s[..., streaming], m)
+            latency_s[..., streaming] = latencies[codes]
         return compute_s, memory_s, busy_s, latency_s
 
     def _cost_table(self, table: KernelTable, execution: str) -> KernelCosts:
@@ -225,3 +259,17 @@ class GPUModel(DeviceModel):
         static_J = spec.power.idle_W * time_s
         return KernelCosts.broadcast(time_s=time_s, compute_s=compute_s, memory_s=memory_s, overhead_s=overhead_s,
                                      compute_J=compute_J, memory_J=memory_J, static_J=static_J)
+
+
+def stream_columns(cal: Calibration) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(whether a streaming fit prices it, the fit's bandwidth_fraction, its latency_s) per kernel kind code
+    (kernels/table.py KINDS) under a calibration's streaming fits (Calibration.stream): computed once per
+    calibration (kept beside its fields)."""
+    columns = cal.__dict__.get("_stream_columns")
+    if columns is None:
+        fits = [cal.stream(kind.value) for kind in KINDS]
+        columns = (np.array([fit is not None for fit in fits]),
+                   np.array([fit.bandwidth_fraction if fit else 1.0 for fit in fits]),
+                   np.array([fit.latency_s if fit else 0.0 for fit in fits]))
+        cal.__dict__["_stream_columns"] = columns  # a frozen dataclass: eq and hash read the fields only
+    return columns

@@ -30,7 +30,9 @@ Fits are kept apart where engines run different kernels: decode (a few query row
 from __future__ import annotations
 
 import functools
+import operator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -77,12 +79,15 @@ class AttentionFit:
         return (fit.decode or fit) if decode else fit
 
 
+_SPLITS = np.arange(1, MAX_KV_SPLITS + 1)
+
+
 def kv_splits(blocks: np.ndarray, sm_count: int, kv_tiles: np.ndarray) -> np.ndarray:
     """Split-KV count of FlashAttention-3's num_splits_heuristic (hopper/heuristics.h): no split when the blocks
     nearly fill the SMs (>= 80%) or the keys are 4 tiles or fewer; otherwise the fewest splits whose wave
     efficiency is within 85% of the best, up to MAX_KV_SPLITS."""
     cap = np.minimum(MAX_KV_SPLITS, np.minimum(sm_count, kv_tiles))
-    splits = np.arange(1, MAX_KV_SPLITS + 1).reshape(-1, *([1] * np.ndim(blocks)))  # a leading axis of counts
+    splits = _SPLITS.reshape(-1, *([1] * np.ndim(blocks)))  # a leading axis of counts
     waves = blocks * splits / sm_count
     efficiency = np.where(splits <= cap, waves / np.ceil(waves), 0.0)
     good = efficiency >= 0.85 * efficiency.max(axis=0)
@@ -92,24 +97,23 @@ def kv_splits(blocks: np.ndarray, sm_count: int, kv_tiles: np.ndarray) -> np.nda
 def smooth_max(parts: list[np.ndarray], p: float) -> np.ndarray:
     """(sum of part^p)^(1/p): the largest part where p is large, a blend where parts are close."""
     top = np.maximum(functools.reduce(np.maximum, parts), 1e-30)  # scaled before the power: no overflow
-    return top * sum((x / top) ** p for x in parts) ** (1.0 / p)
+    return top * functools.reduce(operator.add, [(x / top) ** p for x in parts]) ** (1.0 / p)
 
 
-def _times(fit: AttentionFit, *, flops, act_bytes, kv_bytes, batch, heads, kv_heads, q_len, kv_len, head_dim,
-           flops_per_s, bandwidth_Bps, sm_count: int, cached_bytes: float):
+def _times(fit: _RowFits, shapes: AttentionShapes, *, flops_per_s, bandwidth_Bps, sm_count: int,
+           cached_bytes: float):
+    batch, heads, kv_heads, head_dim = shapes.batch, shapes.heads, shapes.kv_heads, shapes.head_dim
     groups = np.where(fit.packs_gqa, kv_heads, heads)
-    rows = q_len * heads / groups  # query rows per group: positions x the query heads packed in it
+    rows = shapes.q_len * heads / groups  # query rows per group: positions x the query heads packed in it
     blocks = batch * groups * np.ceil(rows / ATTENTION_Q_TILE)
-    blocks = blocks * kv_splits(blocks, sm_count, np.ceil(kv_len / ATTENTION_KV_TILE))
+    blocks = blocks * kv_splits(blocks, sm_count, shapes.kv_tiles)
     waves = np.ceil(blocks / sm_count)
     mma = 4.0 * head_dim
-    per_pair = smooth_max([mma, np.full_like(mma, fit.softmax_flops)], fit.softmax_overlap)
-    compute_s = flops * (per_pair / mma) / (flops_per_s * fit.compute_fraction * blocks / (waves * sm_count))
-    cached = act_bytes + kv_bytes <= cached_bytes
-    speed = np.where(cached, fit.cache_speedup, 1.0)
-    memory_s = (act_bytes + kv_bytes) / (bandwidth_Bps * fit.bandwidth_fraction * speed)
-    keys_values = np.where(kv_bytes > 0, kv_bytes, 4.0 * batch * kv_heads * kv_len * head_dim)  # else 16-bit K, V
-    blocks_s = waves * (fit.block_s + keys_values / blocks / (fit.block_bandwidth_Bps * speed))
+    per_pair = smooth_max([mma, fit.softmax_flops], fit.softmax_overlap)
+    compute_s = shapes.flops * (per_pair / mma) / (flops_per_s * fit.compute_fraction * blocks / (waves * sm_count))
+    speed = np.where(shapes.traffic <= cached_bytes, fit.cache_speedup, 1.0)
+    memory_s = shapes.traffic / (bandwidth_Bps * fit.bandwidth_fraction * speed)
+    blocks_s = waves * (fit.block_s + shapes.keys_values / blocks / (fit.block_bandwidth_Bps * speed))
     busy_s = batch * fit.sequence_s / sm_count + smooth_max([compute_s, memory_s, blocks_s], fit.blend)
     return compute_s, memory_s, busy_s
 
@@ -124,36 +128,94 @@ def decode_like(q_len, kv_len, heads, kv_heads):
     return (q_len == 1) | ((q_len * heads / kv_heads <= ATTENTION_Q_TILE) & (q_len < kv_len))
 
 
-def attention_times(*, flops, act_bytes, kv_bytes, batch, heads, kv_heads, q_len, kv_len, head_dim, flops_per_s,
-                    bandwidth_Bps, sm_count: int, fit: AttentionFit, cached_bytes: float = 0.0):
-    """(compute_s, memory_s, busy_s, latency_s) of fused attention kernels (arrays, one entry per kernel):
-    busy_s is the device time past the fixed latency_s of the fit that prices the kernel (see the module
-    docstring). A KV cache element narrower than NARROW_KV_BYTES picks the fp8-KV fit; decode_like calls the decode
-    fit."""
+@dataclass(frozen=True)
+class AttentionShapes:
+    """What the time of fused attention calls depends on besides the device (arrays, one entry per kernel): their
+    dimensions (at least 1; KV heads default to the query heads), traffic, and the fit variant that prices each (an
+    index into variant_columns: 2 x decode_like + fp8 KV). A table's attention rows have one (hw_models/gpu.py keeps
+    it with them)."""
+
+    flops: np.ndarray
+    traffic: np.ndarray  # activation and KV-cache bytes
+    keys_values: np.ndarray  # bytes of keys and values streamed (16-bit K, V where the trace has no KV cache bytes)
+    batch: np.ndarray
+    heads: np.ndarray
+    kv_heads: np.ndarray
+    q_len: np.ndarray
+    kv_tiles: np.ndarray  # ATTENTION_KV_TILE-key tiles of the keys
+    head_dim: np.ndarray
+    variant: np.ndarray
+
+
+def attention_shapes(*, flops, act_bytes, kv_bytes, batch, heads, kv_heads, q_len, kv_len, head_dim) -> AttentionShapes:
+    """The device-free terms of attention_times."""
     batch, heads, q_len = np.maximum(batch, 1), np.maximum(heads, 1), np.maximum(q_len, 1)
     kv_heads = np.where(kv_heads > 0, kv_heads, heads)
     kv_len, head_dim = np.maximum(kv_len, 1), np.maximum(head_dim, 1)
     # A traced prefill reads its keys and values as activations (kv_bytes 0): a 16-bit cache.
     narrow = (kv_bytes > 0) & (kv_bytes < NARROW_KV_BYTES * 2.0 * batch * kv_heads * kv_len * head_dim)
     decode = decode_like(q_len, kv_len, heads, kv_heads)
-    shapes = dict(flops=flops, act_bytes=act_bytes, kv_bytes=kv_bytes, batch=batch, heads=heads, kv_heads=kv_heads,
-                  q_len=q_len, kv_len=kv_len, head_dim=head_dim, flops_per_s=flops_per_s)
+    return AttentionShapes(
+        flops=flops, traffic=act_bytes + kv_bytes,
+        keys_values=np.where(kv_bytes > 0, kv_bytes, 4.0 * batch * kv_heads * kv_len * head_dim),
+        batch=batch, heads=heads, kv_heads=kv_heads, q_len=q_len, kv_tiles=np.ceil(kv_len / ATTENTION_KV_TILE),
+        head_dim=head_dim, variant=2 * np.asarray(decode, dtype=int) + narrow)
+
+
+def attention_times(*, flops, act_bytes, kv_bytes, batch, heads, kv_heads, q_len, kv_len, head_dim, flops_per_s,
+                    bandwidth_Bps, sm_count: int, fit: AttentionFit, cached_bytes: float = 0.0):
+    """(compute_s, memory_s, busy_s, latency_s) of fused attention kernels (arrays, one entry per kernel):
+    busy_s is the device time past the fixed latency_s of the fit that prices the kernel (see the module
+    docstring). A KV cache element narrower than NARROW_KV_BYTES picks the fp8-KV fit; decode_like calls the decode
+    fit."""
+    shapes = attention_shapes(flops=flops, act_bytes=act_bytes, kv_bytes=kv_bytes, batch=batch, heads=heads,
+                              kv_heads=kv_heads, q_len=q_len, kv_len=kv_len, head_dim=head_dim)
+    return shaped_attention_times(shapes, flops_per_s=flops_per_s, bandwidth_Bps=bandwidth_Bps, sm_count=sm_count,
+                                  fit=fit, cached_bytes=cached_bytes)
+
+
+def shaped_attention_times(shapes: AttentionShapes, *, flops_per_s, bandwidth_Bps, sm_count: int, fit: AttentionFit,
+                           cached_bytes: float = 0.0):
+    """attention_times of calls whose device-free terms are `shapes` (attention_shapes). Each kernel takes its fit's
+    parameters by one lookup (variant_columns), so kernels of every variant are priced in one pass."""
+    row_fit = _RowFits(*variant_columns(fit)[shapes.variant].T)
+    parts = _times(row_fit, shapes, flops_per_s=flops_per_s, bandwidth_Bps=bandwidth_Bps, sm_count=sm_count,
+                   cached_bytes=cached_bytes)
     # (kernels,), or (points, kernels) where a rate varies by design point (a block, hw_models/device_block.py);
     # the shape-only terms (blocks, waves, splits) stay one per kernel.
-    shape = np.broadcast_shapes(*(np.shape(v) for v in shapes.values()), np.shape(bandwidth_Bps))
-    out = [np.zeros(shape) for _ in range(4)]
-    for is_decode in (False, True):
-        for is_narrow in (False, True):
-            rows = (decode == is_decode) & (narrow == is_narrow)
-            if not rows.any():
-                continue
-            variant = fit.variant(decode=is_decode, fp8_kv=is_narrow)
-            every = rows.all()  # most tables hold one variant: no subsets to take
-            parts = _times(variant, **{k: v if every else np.broadcast_to(v, np.shape(v)[:-1] + batch.shape)[..., rows]
-                                       for k, v in shapes.items()},
-                           bandwidth_Bps=bandwidth_Bps, sm_count=sm_count, cached_bytes=cached_bytes)
-            if every:
-                return tuple(np.broadcast_to(part, shape) for part in (*parts, variant.latency_s))
-            for column, part in zip(out, (*parts, variant.latency_s), strict=True):
-                column[..., rows] = part
-    return tuple(out)
+    out = (*parts, row_fit.latency_s)
+    sizes = {np.shape(part) for part in out}
+    if len(sizes) == 1:
+        return out
+    shape = np.broadcast_shapes(*sizes)
+    return tuple(part if np.shape(part) == shape else np.broadcast_to(part, shape) for part in out)
+
+
+class _RowFits(NamedTuple):
+    """AttentionFit's parameters with one value per kernel (arrays; packs_gqa as 0 or 1), as _times reads them."""
+
+    compute_fraction: np.ndarray
+    bandwidth_fraction: np.ndarray
+    latency_s: np.ndarray
+    block_s: np.ndarray
+    sequence_s: np.ndarray
+    block_bandwidth_Bps: np.ndarray
+    softmax_flops: np.ndarray
+    softmax_overlap: np.ndarray
+    blend: np.ndarray
+    cache_speedup: np.ndarray
+    packs_gqa: np.ndarray
+
+
+_ROW_FIELDS = _RowFits._fields
+
+
+def variant_columns(fit: AttentionFit) -> np.ndarray:
+    """The parameters (_RowFits' fields, in order) of the four fits that price attention kernels (fit.variant), one
+    row per variant, indexed by 2 x decode + fp8 KV: computed once per fit (kept beside its fields)."""
+    columns = fit.__dict__.get("_variant_columns")
+    if columns is None:
+        variants = [fit.variant(decode=decode, fp8_kv=narrow) for decode in (False, True) for narrow in (False, True)]
+        columns = np.array([[float(getattr(v, name)) for name in _ROW_FIELDS] for v in variants])
+        fit.__dict__["_variant_columns"] = columns  # a frozen dataclass: eq and hash read the fields only
+    return columns

@@ -21,6 +21,8 @@ CLASS_CODES = {name: np.array([KIND_CODE[k] for k in KINDS if KIND_CLASS[k] == n
                for name in dict.fromkeys(KIND_CLASS.values())}
 _WEIGHT_KINDS = (KIND_CODE[KernelKind.GEMM], KIND_CODE[KernelKind.MOE])
 _ATTENTION_KINDS = (KIND_CODE[KernelKind.ATTENTION_PREFILL], KIND_CODE[KernelKind.ATTENTION_DECODE])
+# Per kernel class, whether each kind code belongs to it (KernelTable.class_rows).
+_CLASS_OF_KIND = {name: np.isin(np.arange(len(KINDS)), codes) for name, codes in CLASS_CODES.items()}
 # A decoder layer's MLP in the traced module paths ('layers.3.mlp.up_proj', workloads/decoder.py).
 _MLP_MODULE = re.compile(r"(^|\.)mlp(\.|$)")
 
@@ -92,14 +94,115 @@ class KernelTable:
                    numeric_format=first.numeric_format,
                    **{name: np.concatenate([getattr(t, name) for t in tables]) for name in first._columns()})
 
+    @classmethod
+    def stack(cls, tables: list[KernelTable]) -> KernelTable:
+        """The rows of several tables of one numeric format and sparsity, in order, as one table: a cost model that
+        prices each row on its own (DeviceModel.cost_passes) prices several passes in one call. Unlike concat, it
+        keeps the parts' dtype groups (the one shape cache cost models need per call) instead of recomputing them."""
+        first = tables[0]
+        # Memoized on the first table, per the others (kept alive, so their ids stay theirs): the passes of one
+        # point's tables are stacked for every device a sweep prices them on.
+        cache = first.__dict__.setdefault("_stack_cache", {})
+        key = tuple(id(t) for t in tables[1:])
+        hit = cache.get(key)
+        if hit is not None and all(a is b for a, b in zip(hit[0], tables[1:], strict=True)):
+            return hit[1]
+        for table in tables[1:]:
+            same_format = table.numeric_format is first.numeric_format or table.numeric_format == first.numeric_format
+            if not same_format or table.sparsity != first.sparsity:
+                raise ValueError(f"stack: tables of formats {first.numeric_format} ({first.sparsity}) and "
+                                 f"{table.numeric_format} ({table.sparsity}), allowed: one format and sparsity")
+        stacked = cls(kernels=sum((t.kernels for t in tables), ()), sparsity=first.sparsity,
+                      numeric_format=first.numeric_format,
+                      **{name: np.concatenate([getattr(t, name) for t in tables]) for name in _COLUMNS})
+        groups = [t.dtype_groups for t in tables]
+        distinct = groups[0][0]
+        if all(g[0] == distinct for g in groups):
+            stacked.__dict__["dtype_groups"] = (distinct, np.concatenate([g[1] for g in groups]))
+        else:
+            distinct = sorted({pair for g in groups for pair in g[0]})
+            position = {pair: i for i, pair in enumerate(distinct)}
+            stacked.__dict__["dtype_groups"] = (distinct, np.concatenate(
+                [np.array([position[pair] for pair in g[0]], dtype=int)[g[1]] for g in groups]))
+        if len(cache) >= TABLES_KEPT:
+            cache.clear()
+        cache[key] = (tuple(tables[1:]), stacked)
+        return stacked
+
+    def distinct_counts(self, mask: np.ndarray | None = None, without: np.ndarray | None = None) -> np.ndarray:
+        """How many of the kernels where `mask` is true (None: all) and `without` is not each distinct row
+        (distinct_rows; every row where there is none) stands for: a sum over kernels of per-row values is a product
+        with these. Memoized per pair of mask objects (the table's own: class_masks, decode_attention_mask)."""
+        cache = self.__dict__.setdefault("_counts_cache", {})
+        key = (id(mask), id(without))
+        hit = cache.get(key)
+        if hit is not None and hit[0] is mask and hit[1] is without:
+            return hit[2]
+        distinct = self.distinct_rows
+        index, rows = (np.arange(len(self)), len(self)) if distinct is None else (distinct[1], len(distinct[0]))
+        keep = np.ones(len(self), dtype=bool) if mask is None else np.array(mask, dtype=bool)
+        if without is not None:
+            keep &= ~without
+        counts = np.bincount(index[keep], minlength=rows).astype(float)
+        cache[key] = (mask, without, counts)  # the masks kept alive with their ids
+        return counts
+
+    def distinct_counts_matrix(self, masks: dict[str, np.ndarray], without: np.ndarray | None = None) -> np.ndarray:
+        """distinct_counts(mask, without) of each of `masks` (by label) as the rows of one matrix: sums of per-row
+        values over several masks are one product. Memoized per mapping object (the table's own: class_masks)."""
+        return self._mask_matrix("_counts_matrix", masks, without,
+                                 lambda: [self.distinct_counts(mask, without) for mask in masks.values()])
+
+    def masks_within(self, masks: dict[str, np.ndarray], within: np.ndarray) -> np.ndarray:
+        """Each of `masks` (by label) restricted to the rows where `within` is true, as the rows of a 0/1 matrix: a
+        sum over those rows of each mask's kernels is one product. Memoized per mapping object."""
+        return self._mask_matrix("_within_matrix", masks, within, lambda: [mask[within] for mask in masks.values()])
+
+    def _mask_matrix(self, cache_name: str, masks: dict, other: np.ndarray | None, rows) -> np.ndarray:
+        cache = self.__dict__.setdefault(cache_name, {})
+        key = (id(masks), id(other))
+        hit = cache.get(key)
+        if hit is None or hit[0] is not masks or hit[1] is not other:
+            matrix = np.array(rows(), dtype=float).reshape(len(masks), -1)
+            hit = cache[key] = (masks, other, matrix)  # the masks kept alive with their ids
+        return hit[2]
+
+    def class_rows(self, name: str) -> np.ndarray | None:
+        """Row mask of kernel class `name` (gemm, attention, ...), None where the table has none: one lookup by kind
+        code (class_masks finds every class at once), memoized."""
+        cache = self.__dict__.setdefault("_class_rows", {})
+        if name not in cache:
+            rows = _CLASS_OF_KIND[name][self.kind]
+            cache[name] = rows if rows.any() else None
+        return cache[name]
+
+    def kind_rows(self, kind: KernelKind) -> np.ndarray | None:
+        """Row mask of one kernel kind, None where the table has none (see class_rows)."""
+        cache = self.__dict__.setdefault("_kind_rows", {})
+        if kind not in cache:
+            rows = self.kind == KIND_CODE[kind]
+            cache[kind] = rows if rows.any() else None
+        return cache[kind]
+
+    def rows_where(self, mask: np.ndarray) -> RowGroup:
+        """The rows where `mask` is true, with their columns gathered when first read: memoized per mask value, so
+        a cost model pricing this table on many devices gathers the columns of a group of rows once."""
+        cache = self.__dict__.setdefault("_row_groups", {})
+        key = mask.tobytes()
+        group = cache.get(key)
+        if group is None:
+            group = cache[key] = RowGroup(self, np.flatnonzero(mask))
+        return group
+
     def _columns(self) -> list[str]:
         return [f.name for f in fields(self) if f.name not in ("kernels", "sparsity", "numeric_format")]
 
     def __len__(self) -> int:
         return len(self.kernels)
 
-    @property
+    @cached_property
     def bytes(self) -> np.ndarray:
+        """Bytes each kernel moves (weights, activations, KV cache): kept, as the columns do not change."""
         return self.weight_bytes + self.act_bytes + self.kv_bytes
 
     @property
@@ -133,7 +236,7 @@ class KernelTable:
         A rate that is an array over design points (shape (points, 1)) gives (points, kernels)."""
         groups, index = self.dtype_groups
         values = [fn(dtype, tensor_core) for dtype, tensor_core in groups]
-        if all(np.ndim(v) == 0 for v in values):
+        if all(type(v) is float or np.ndim(v) == 0 for v in values):
             return np.array(values, dtype=float)[index]
         lead = np.broadcast_shapes(*(np.shape(v) for v in values))[:-1]
         columns = [np.broadcast_to(np.asarray(v, dtype=float), (*lead, 1)) for v in values]
@@ -268,7 +371,20 @@ class KernelTable:
         (kernels/kv_policy.py) caps the keys, for every head or for the streaming heads; a token selection reads and
         computes a share of them plus its scoring and top-k (kernels/token_select.py).
         """
-        return self._decode_attention_rows._at_kv_lengths(*decode_reads(np.asarray(kv_lens, dtype=float), window))
+        lens = np.asarray(kv_lens, dtype=float)
+        # Memoized per KV lengths and window: every device a sweep prices this table on decodes the same steps (the
+        # lengths follow from the prompt, which the table is traced at, and the output length).
+        cache = self.__dict__.setdefault("_steps_cache", {})
+        try:
+            key = (lens.tobytes(), window)
+            hit = cache.get(key)
+        except TypeError:  # a window that is no cache key
+            return self._decode_attention_rows._at_kv_lengths(*decode_reads(lens, window))
+        if hit is None:
+            if len(cache) >= TABLES_KEPT:
+                cache.clear()  # a sweep varies the output length rarely: memory stays bounded
+            hit = cache[key] = self._decode_attention_rows._at_kv_lengths(*decode_reads(lens, window))
+        return hit
 
     @cached_property
     def attention_mask(self) -> np.ndarray:
@@ -291,7 +407,7 @@ class KernelTable:
         template = self._tiled(len(kv_lens))
         table = replace(template, flops=template.flops * flop_ratio, kv_bytes=template.kv_bytes * ratio,
                         kv_len=np.repeat(kv_lens, len(traced)))
-        _share_shape_caches(table, template)  # this runs once per design point
+        _share_shape_caches(table, template)  # once per table and KV lengths (at_kv_lengths keeps the result)
         distinct = self.distinct_rows
         if distinct is not None:
             # Equal rows at one length are equal at every length (they were traced at the same one).
@@ -305,8 +421,10 @@ class KernelTable:
         """The rows repeated `steps` times, memoized by step count."""
         cache = self.__dict__.setdefault("_tiled_cache", {})
         if steps not in cache:
-            # Attention has no weights: the tiled rows are dense whatever the format's sparsity (run_on is a no-op).
-            table = KernelTable(kernels=self.kernels * steps, numeric_format=self.numeric_format,
+            # Attention has no weights: run_on leaves the tiled rows as they are; they keep the format's sparsity so
+            # that they stack with the passes they belong to (KernelTable.stack).
+            table = KernelTable(kernels=self.kernels * steps, sparsity=self.sparsity,
+                                numeric_format=self.numeric_format,
                                 **{name: np.tile(getattr(self, name), steps) for name in self._columns()})
             _share_shape_caches(table, self, tile=steps)
             cache.clear()  # one step count at a time: sweeps vary it rarely, and memory stays bounded
@@ -329,10 +447,43 @@ class KernelTable:
         rows.__dict__["distinct_rows"] = None
         return rows, index.ravel()
 
+class RowGroup:
+    """Some rows of a table (`index`, row numbers in order) and their columns, each gathered when first read and then
+    kept: a table's columns do not change (KernelTable.rows_where)."""
+
+    def __init__(self, table: KernelTable, index: np.ndarray):
+        self.table, self.index = table, index
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def memo(self, name: str, make):
+        """make(), computed once for these rows: a term that depends on their columns alone (not on a device)."""
+        if name not in self.__dict__:
+            self.__dict__[name] = make()
+        return self.__dict__[name]
+
+    def __getattr__(self, name: str) -> np.ndarray:
+        if name.startswith("_") or name in ("table", "index"):
+            raise AttributeError(name)
+        values = self.__dict__[name] = getattr(self.table, name)[self.index]
+        return values
+
+
+# Step tables (at_kv_lengths) and stacks (KernelTable.stack) a table keeps: a sweep varies the output length rarely,
+# and a long output's step table is large (steps x attention rows), so memory stays bounded.
+TABLES_KEPT = 2
+_COLUMNS = tuple(f.name for f in fields(KernelTable) if f.name not in ("kernels", "sparsity", "numeric_format"))
+
+
 def _share_shape_caches(table: KernelTable, source: KernelTable, tile: int = 1) -> None:
     """Give `table` the shape-only caches of `source` (its rows repeated `tile` times): they depend on kinds and
     dtypes, not on work or traffic, and recomputing them per design point would cost more than the pricing."""
     distinct, index = source.dtype_groups
+    if tile == 1:  # the same rows: the same (read-only) arrays
+        table.__dict__["dtype_groups"] = (distinct, index)
+        table.__dict__["class_masks"], table.__dict__["kind_masks"] = source.class_masks, source.kind_masks
+        return
     table.__dict__["dtype_groups"] = (distinct, np.tile(index, tile))
     for name in ("class_masks", "kind_masks"):
         table.__dict__[name] = {key: np.tile(mask, tile) for key, mask in getattr(source, name).items()}

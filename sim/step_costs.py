@@ -21,8 +21,8 @@ from functools import cached_property
 
 import numpy as np
 
-from hw_models.cost import KernelCosts
-from hw_models.device import dispatch_s
+from hw_models.cost import IndexedCosts, KernelCosts
+from hw_models.device import cost_passes, dispatch_s
 from sim.interleave import interleaved_schedule
 from sim.offload import LinkTraffic, link_wait_s
 from sim.workload import BatchWorkload, PassTables
@@ -50,15 +50,21 @@ class DecodeCosts:
     prefetch: bool = True  # whether those transfers overlap the step's compute (sim/offload.py)
 
     def _step_grid(self, name: str) -> np.ndarray:
-        return getattr(self.attention, name).reshape(self.steps, int(self.attention_mask.sum()))
+        per_step = len(self.attention) // self.steps if self.steps else int(self.attention_mask.sum())
+        return getattr(self.attention, name).reshape(self.steps, per_step)
+
+    @cached_property
+    def _attends(self) -> bool:
+        """Whether the step has attention kernels priced per step."""
+        return bool(len(self.attention))
 
     @cached_property
     def _device_step_s(self) -> np.ndarray:
         """Each step's device time (its kernels back to back)."""
-        device_s = np.full(self.steps, self.base.time_s[~self.attention_mask].sum())
-        if self.attention_mask.any():
-            device_s += self._step_grid("time_s").sum(axis=1)
-        return device_s
+        base_s = self.base.sum("time_s", without=self.attention_mask)
+        if self._attends:
+            return base_s + self._step_grid("time_s").sum(axis=1)
+        return np.full(self.steps, base_s)
 
     @property
     def host_step_s(self) -> float:
@@ -77,7 +83,15 @@ class DecodeCosts:
 
     def _waits(self, name: str) -> bool:
         """Whether field `name` carries the wait on the host (the time and its overhead part do)."""
-        return name in _STALL_FIELDS and bool(self.stall_s.any())
+        return name in _STALL_FIELDS and self._stalls
+
+    @cached_property
+    def _stalls(self) -> bool:
+        return bool(self.stall_s.any())
+
+    @cached_property
+    def _stall_total_s(self) -> float:
+        return float(self.stall_s.sum())
 
     def step(self, name: str, step: int) -> np.ndarray:
         """Per-kernel values of field `name` (e.g. 'time_s') in decode step `step`, in execution order."""
@@ -99,19 +113,39 @@ class DecodeCosts:
 
     def total(self, name: str, kernel_mask: np.ndarray | None = None) -> float:
         """Sum of field `name` over all steps, optionally over the kernels where kernel_mask is true."""
-        base = getattr(self.base, name)
-        attention = getattr(self.attention, name)
-        waits = float(self.stall_s.sum()) if self._waits(name) else 0.0
+        base = self.base
+        waits = self._stall_total_s if self._waits(name) else 0.0
         if kernel_mask is None and name == "time_s" and waits and self.link_s is not None:
             return float((self._device_step_s + self.stall_s).sum())
         if kernel_mask is None and name == "time_s" and waits:
             return float(np.maximum(self.host_step_s, self._device_step_s).sum())  # max(host, device) per step
         if kernel_mask is None:
-            return float((base.sum() - base[self.attention_mask].sum()) * self.steps + attention.sum()) + waits
-        total = base[kernel_mask & ~self.attention_mask].sum() * self.steps
-        if self.steps and (kernel_mask & self.attention_mask).any():
-            total += self._step_grid(name)[:, kernel_mask[self.attention_mask]].sum()
-        return float(total) + waits * float(kernel_mask.sum()) / len(base)
+            attention = getattr(self.attention, name)
+            return (self.base.sum(name, without=self.attention_mask) * self.steps + float(attention.sum())) + waits
+        total = self.base.sum(name, kernel_mask, without=self.attention_mask) * self.steps
+        if self.steps and self._attends:
+            attended = kernel_mask[self.attention_mask]
+            if attended.any():
+                total += self._step_grid(name)[:, attended].sum()
+        if not waits:
+            return float(total)
+        return float(total) + waits * float(np.count_nonzero(kernel_mask)) / len(base)
+
+    def class_totals(self, name: str) -> dict[str, float]:
+        """total(name, mask) of every kernel class (class_masks) at once: the decode step's kernels but its attention
+        times the steps, plus each step's attention, plus the wait on the host spread by kernel count."""
+        masks = self.class_masks
+        table = getattr(self.base, "table", None)  # IndexedCosts keep their table's counts per mask
+        totals = self.base.sums(name, masks, self.attention_mask) * self.steps
+        if self.steps and self._attends:
+            within = (table.masks_within(masks, self.attention_mask) if table is not None
+                      else np.array([mask[self.attention_mask] for mask in masks.values()], dtype=float))
+            totals = totals + within @ self._step_grid(name).sum(axis=0)
+        if self._waits(name):
+            kernels = (table.distinct_counts_matrix(masks).sum(axis=1) if table is not None
+                       else np.array([np.count_nonzero(mask) for mask in masks.values()], dtype=float))
+            totals = totals + self._stall_total_s * kernels / len(self.base)
+        return dict(zip(self.class_masks, totals.tolist(), strict=True))
 
     @cached_property
     def segments(self) -> tuple[np.ndarray, np.ndarray]:
@@ -153,10 +187,10 @@ class StepCosts:
 
         With sub-batches overlapping on different units, these busy times add up to more than the makespan.
         """
-        by_class = {label: float(self.prefill.time_s[mask].sum()) for label, mask in prefill_masks.items()}
+        by_class = dict(zip(prefill_masks, self.prefill.sums("time_s", prefill_masks).tolist(), strict=True))
         for part in self.decode:
-            for label, mask in part.class_masks.items():
-                by_class[label] = by_class.get(label, 0.0) + part.total("time_s", mask)
+            for label, total in part.class_totals("time_s").items():
+                by_class[label] = by_class.get(label, 0.0) + total
         return by_class
 
     def decode_finish_times(self, start_s: float) -> list[float]:
@@ -169,7 +203,7 @@ class StepCosts:
         Static power is drawn for the makespan, whether one kernel runs, none (a gap), or several at once
         on different units; per-kernel static_J (idle power x kernel time) would count overlaps twice.
         """
-        parts = {name: float(getattr(self.prefill, name).sum()) + self.decode_total(name)
+        parts = {name: self.prefill.sum(name) + self.decode_total(name)
                  for name in DYNAMIC_ENERGY_FIELDS}
         parts["static_J"] = idle_power_W * makespan_s
         return parts
@@ -194,14 +228,15 @@ def with_host(costs: KernelCosts, dispatch: float) -> KernelCosts:
     """A pass's costs once it waits on a host dispatching `dispatch` seconds per kernel: the wait (if the host is
     the longer) spread over the kernels, so the pass takes max(host, device)."""
     kernels = len(costs)
-    stall = float(host_stall_s(dispatch * kernels, costs.time_s.sum())) if kernels else 0.0
+    # host_stall_s of one pass, in floats
+    stall = max(dispatch * kernels - costs.sum("time_s"), 0.0) if kernels and dispatch else 0.0
     return _waiting(costs, stall)
 
 
 def with_link(costs: KernelCosts, link_s: float, prefetch: bool) -> KernelCosts:
     """A pass's costs once it waits on `link_s` seconds of transfers on the host link (sim/offload.py), spread over
     its kernels: the pass takes max(link, device) with prefetch, their sum without."""
-    wait = float(link_wait_s(costs.time_s.sum(), link_s, prefetch)) if len(costs) else 0.0
+    wait = float(link_wait_s(costs.sum("time_s"), link_s, prefetch)) if len(costs) else 0.0
     return _waiting(costs, wait)
 
 
@@ -211,9 +246,11 @@ def _waiting(costs: KernelCosts, stall: float) -> KernelCosts:
     if stall <= 0:
         return costs
     extra = stall / kernels
-    static_J = np.divide(costs.static_J * (costs.time_s + extra), costs.time_s, out=costs.static_J.copy(),
-                         where=costs.time_s > 0)
-    return replace(costs, time_s=costs.time_s + extra, overhead_s=costs.overhead_s + extra, static_J=static_J)
+    rows = costs.rows if isinstance(costs, IndexedCosts) else costs  # elementwise: on the distinct rows where held
+    static_J = np.divide(rows.static_J * (rows.time_s + extra), rows.time_s, out=rows.static_J.copy(),
+                         where=rows.time_s > 0)
+    changed = dict(time_s=rows.time_s + extra, overhead_s=rows.overhead_s + extra, static_J=static_J)
+    return costs.map_rows(**changed) if isinstance(costs, IndexedCosts) else replace(costs, **changed)
 
 
 def sub_batch_sizes(batch: int, parts: int) -> tuple[int, ...]:
@@ -235,19 +272,25 @@ def price_passes(device, tables: PassTables, workload: BatchWorkload, execution:
     kv_lens = workload.decode_kv_lengths()
     decode_mode, prefill_mode = (pass_execution(execution, decode_only=only) for only in (True, False))
 
-    def price(size: int, table) -> DecodeCosts:
-        steps = table.at_kv_lengths(kv_lens, tables.attention_window)
-        return DecodeCosts(batch=size, base=device.cost_table(table, decode_mode),
-                           attention=device.cost_table(steps, decode_mode), attention_mask=table.decode_attention_mask,
+    def price(size: int, table, base: KernelCosts | None = None, attention: KernelCosts | None = None) -> DecodeCosts:
+        if base is None:
+            base, attention = cost_passes(device, [table, table.at_kv_lengths(kv_lens, tables.attention_window)],
+                                                 decode_mode)
+        return DecodeCosts(batch=size, base=base, attention=attention, attention_mask=table.decode_attention_mask,
                            steps=len(kv_lens), class_masks=table.class_masks,
                            dispatch_s=dispatch_s(device, decode_mode),
                            **({} if traffic is None else {"link_s": traffic.decode_s(), "prefetch": traffic.prefetch}))
 
-    prefill = device.cost_table(tables.prefill, prefill_mode)
+    steps = tables.decode.at_kv_lengths(kv_lens, tables.attention_window)
+    if prefill_mode == decode_mode:  # the prefill, the decode step and its attention at every step: one call
+        prefill, base, attention = cost_passes(device, [tables.prefill, tables.decode, steps], decode_mode)
+    else:
+        prefill = device.cost_table(tables.prefill, prefill_mode)
+        base, attention = cost_passes(device, [tables.decode, steps], decode_mode)
     if traffic is not None:
         prefill = with_link(prefill, traffic.prefill_s(), traffic.prefetch)
     prefill = with_host(prefill, dispatch_s(device, prefill_mode))
-    whole_part = price(workload.batch, tables.decode)
+    whole_part = price(workload.batch, tables.decode, base, attention)
     whole_s = whole_part.total("time_s")
     whole = StepCosts(prefill=prefill, decode=(whole_part,), decode_offsets_s=(whole_s,))
     if not tables.sub_batch_decode or traffic is not None:

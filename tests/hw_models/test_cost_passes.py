@@ -1,0 +1,74 @@
+"""Passes priced together (hw_models/device.py cost_passes: their distinct rows stacked into one call) cost exactly
+what each pass costs priced alone (DeviceModel.cost_table); sums over kernels by distinct row (IndexedCosts) equal
+the sums of the per-kernel arrays."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hw_models.cost import COST_FIELDS, IndexedCosts
+from hw_models.device import cost_passes
+from hw_models.registry import load_device
+from kernels.formats import NumericFormat
+from kernels.lowering import lower_trace
+from kernels.table import KernelTable
+
+PROMPT = 48
+# Fitted presets (H100 with its fp8 fits, A100 with a sibling's, L40S) and a datasheet roofline.
+DEVICES = (("h100-sxm", True), ("a100-sxm-80gb", True), ("l40s", True), ("h100-sxm", False))
+# 16-bit, fp8 weights and activations, 4-bit weights only (dequantized on the CUDA cores), an fp8 KV cache with 2:4
+# sparse weights: every fit variant of attention (prefill, decode, fp8 KV) and GEMM the tables reach.
+FORMATS = (NumericFormat(), NumericFormat(weight_bits=8, act_bits=8), NumericFormat(weight_bits=4),
+           NumericFormat(kv_bits=8, sparsity="2:4"))
+
+
+@pytest.fixture(scope="module")
+def passes(trace_of, tiny_llama):
+    """Prefill, decode step and the decode attention of three steps of the tiny Llama, batch 2, per format."""
+    prefill = KernelTable.from_kernels(lower_trace(trace_of(tiny_llama, "prefill", 2, PROMPT)))
+    decode = KernelTable.from_kernels(lower_trace(trace_of(tiny_llama, "decode", 2, 1, PROMPT)))
+    out = []
+    for fmt in FORMATS:
+        p, d = prefill.with_format(fmt), decode.with_format(fmt)
+        out.append((p, d, d.at_kv_lengths(PROMPT + 1 + np.arange(3.0))))
+    return out
+
+
+@pytest.mark.parametrize(("name", "calibrated"), DEVICES)
+def test_stacked_passes_cost_what_each_pass_costs_alone(passes, name, calibrated):
+    device = load_device(name, calibrated=calibrated)
+    for tables in passes:
+        together = cost_passes(device, list(tables))
+        assert any(isinstance(costs, IndexedCosts) for costs in together)  # the stacked path ran
+        for table, costs in zip(tables, together, strict=True):
+            alone = device.cost_table(table)
+            assert len(costs) == len(table)
+            for field in COST_FIELDS:
+                expected, got = getattr(alone, field), getattr(costs, field)
+                assert (expected is None) == (got is None), field
+                if expected is not None:
+                    assert np.array_equal(got, expected), f"{name} {table.numeric_format}: {field}"
+
+
+def test_sums_by_distinct_row_equal_sums_over_kernels(passes):
+    device = load_device("h100-sxm")
+    prefill, decode, steps = passes[0]
+    for table, costs in zip((prefill, decode), cost_passes(device, [prefill, decode, steps])[:2], strict=True):
+        assert isinstance(costs, IndexedCosts)
+        attention = table.decode_attention_mask
+        for field in ("time_s", "compute_J", "memory_J"):
+            values = getattr(device.cost_table(table), field)
+            assert costs.sum(field) == pytest.approx(values.sum(), rel=1e-12)
+            assert costs.sum(field, without=attention) == pytest.approx(values[~attention].sum(), rel=1e-12)
+            masks = table.class_masks
+            assert costs.sums(field, masks, attention) == pytest.approx(
+                [values[mask & ~attention].sum() for mask in masks.values()], rel=1e-12)
+
+
+def test_tables_of_several_formats_are_priced_one_by_one(passes):
+    """Stacking needs one format: passes of two are each priced alone, with the same numbers."""
+    device = load_device("h100-sxm")
+    dense, fp8 = passes[0][0], passes[1][1]
+    for table, costs in zip((dense, fp8), cost_passes(device, [dense, fp8]), strict=True):
+        assert np.array_equal(costs.time_s, device.cost_table(table).time_s)
