@@ -42,7 +42,7 @@ class KernelCosts:
     def broadcast(cls, **fields) -> KernelCosts:
         """Costs whose fields are brought to one shape: (kernels,), or (points, kernels) over a block of design
         points where some fields vary by point and others (a FLOP's energy) do not."""
-        shapes = {np.shape(v) for k, v in fields.items() if k != "unit" and v is not None}
+        shapes = {v.shape for k, v in fields.items() if k != "unit" and v is not None}
         if len(shapes) == 1:  # one shape already (one design point): nothing to broadcast
             return cls(**fields)
         shape = np.broadcast_shapes(*shapes)
@@ -63,7 +63,7 @@ class KernelCosts:
 
     def take(self, index: np.ndarray) -> KernelCosts:
         """The costs of rows `index` (on the last axis), in that order."""
-        return KernelCosts(**{name: None if value is None else value[..., index]
+        return KernelCosts(**{name: None if value is None else value.take(index, axis=-1)  # numpy's fast gather
                               for name, value in vars(self).items()})
 
     def rows_slice(self, start: int, end: int) -> KernelCosts:
@@ -137,6 +137,6 @@ class IndexedCosts:
             raise AttributeError(name)
         if name in COST_FIELDS and "full" not in self.__dict__:  # one field: gathered alone, then kept
             values = getattr(self.rows, name)
-            values = self.__dict__[name] = None if values is None else values[..., self.index]
+            values = self.__dict__[name] = None if values is None else values.take(self.index, axis=-1)
             return values
         return getattr(self.full, name)

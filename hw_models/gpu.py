@@ -40,6 +40,7 @@ from hw_models.gpu_efficiency import (
     gemm_times,
     moe_times,
     stream_times,
+    tile_counts,
 )
 from hw_models.gpu_quant import MIXED_INPUT_TILES, QuantPlan, dequant_ops, lane_ops_per_s, quant_plan
 from hw_models.gpu_spec import GPUSpec
@@ -184,52 +185,59 @@ class GPUModel(DeviceModel):
         def vector(rows):  # CUDA-core time of some rows (none: no dequantization)
             return vector_s if np.ndim(vector_s) == 0 else np.broadcast_to(vector_s, shape)[..., rows]
 
+        def put(rows, compute, memory, busy, latency):  # a class's times into its rows (None: compute_s kept)
+            # One design point's arrays are indexed directly: numpy indexes through an ellipsis several times slower.
+            at = rows if len(shape) == 1 else (Ellipsis, rows)
+            if compute is not None:
+                compute_s[at] = compute
+            memory_s[at], busy_s[at], latency_s[at] = memory, busy, latency
+
         sm_count = self.spec.compute.sm_count
         gemm = table.class_rows("gemm")
         moe = table.kind_rows(KernelKind.MOE)
         if moe is not None:
-            for fit, rows in cal.moe_groups(table.dtype_groups, moe):
+            for fit, rows in cal.moe_groups(table, moe):
                 c, m, busy, latency = moe_times(
                     m=table.m[rows], n=table.n[rows], k=table.k[rows], batch=table.batch[rows],
                     weight_bytes=table.weight_bytes[rows], act_bytes=table.act_bytes[rows],
                     flops_per_s=peak[..., rows], bandwidth_Bps=bandwidth_Bps, fit=fit,
                     cached_bytes=self.replay_cache_bytes, vector_s=vector(rows))
-                compute_s[..., rows], memory_s[..., rows] = c, m
-                busy_s[..., rows], latency_s[..., rows] = busy, latency
+                put(rows, c, m, busy, latency)
                 gemm = gemm & ~rows  # priced: the GEMM fits below price the MoE rows no MoE fit covers
         if gemm is not None:
             # The table is the work this GPU does (run_on): a pattern it supports has its zeros skipped.
             sparse = table.sparsity != DENSE and table.sparsity in self.sparsity_patterns
             mixed_rows = [rows for plan, rows in plans if plan.mixed_input]
             mixed = np.logical_or.reduce(mixed_rows) if mixed_rows else None
-            for fit, group in cal.gemm_groups(table.dtype_groups, gemm):
+            for fit, group in cal.gemm_groups(table, gemm):
                 # Weight-only GEMMs run mixed-input kernels with tiles of their own (hw_models/gpu_quant.py), not
                 # the tile dispatch of the library the fit was measured on.
                 parts = [(group, TILE_SHAPES, None)] if mixed is None else [
                     (group & ~mixed, TILE_SHAPES, None), (group & mixed, MIXED_INPUT_TILES, "")]
                 for mask, tiles, tile_policy in parts:
+                    # Each tile's count depends on the rows' shapes alone: kept with them, per tile set.
+                    memo = "tile_counts" if tiles is TILE_SHAPES else "mixed-input tile_counts"
                     g = table.rows_where(mask)  # the rows and their shape columns, gathered once per table
                     rows = g.index
                     if not len(rows):
                         continue
                     kept = g.weight_density if sparse else 1.0
-                    c, m, d = gemm_times(m=g.m, n=g.n, k=g.k, batch=g.batch, flops=g.flops, flops_per_s=peak[..., rows],
-                                         bytes_moved=g.bytes, bandwidth_Bps=bandwidth_Bps,
-                                         sm_count=sm_count, fit=fit, kept=kept, vector_s=vector(rows),
-                                         tiles=tiles, tile_policy=tile_policy)
-                    compute_s[..., rows], memory_s[..., rows] = c, m
-                    busy_s[..., rows], latency_s[..., rows] = d - fit.latency_s, fit.latency_s
+                    counts = g.memo(memo, lambda: tile_counts(g.m, g.n, g.batch, tiles))  # noqa: B023 (called here)
+                    c, m, d = gemm_times(m=g.m, n=g.n, k=g.k, batch=g.batch, flops=g.flops,
+                                         flops_per_s=peak.take(rows, axis=-1), bytes_moved=g.bytes,
+                                         bandwidth_Bps=bandwidth_Bps, sm_count=sm_count, fit=fit, kept=kept,
+                                         vector_s=vector(rows), tiles=tiles, tile_policy=tile_policy, counts=counts)
+                    put(rows, c, m, d - fit.latency_s, fit.latency_s)
         attention = table.class_rows("attention")
         if cal.attention is not None and attention is not None:
             g = table.rows_where(attention)
             rows = g.index
             shapes = g.memo("attention_shapes", lambda: attention_shapes(**{name: getattr(g, name) for name in (
                 "flops", "act_bytes", "kv_bytes", "batch", "heads", "kv_heads", "q_len", "kv_len", "head_dim")}))
-            c, m, busy, latency = shaped_attention_times(shapes, flops_per_s=peak[..., rows],
+            c, m, busy, latency = shaped_attention_times(shapes, flops_per_s=peak.take(rows, axis=-1),
                                                          bandwidth_Bps=bandwidth_Bps, sm_count=sm_count,
                                                          fit=cal.attention, cached_bytes=self.replay_cache_bytes)
-            compute_s[..., rows], memory_s[..., rows] = c, m
-            busy_s[..., rows], latency_s[..., rows] = busy, latency
+            put(rows, c, m, busy, latency)
         # Streaming kernels (norm, elementwise, ...): each row takes its kind's fit by one lookup (stream_columns).
         has_fit, fractions, latencies = stream_columns(cal)
         g = table.rows_where(has_fit[table.kind])
@@ -237,9 +245,7 @@ class GPUModel(DeviceModel):
             streaming, codes = g.index, g.kind
             m, _ = stream_times(bytes_moved=g.bytes, bandwidth_Bps=bandwidth_Bps,
                                 fit=StreamFit(bandwidth_fraction=fractions[codes], latency_s=0.0))
-            memory_s[..., streaming] = m
-            busy_s[..., streaming] = np.maximum(compute_s[..., streaming], m)
-            latency_s[..., streaming] = latencies[codes]
+            put(streaming, None, m, np.maximum(compute_s.take(streaming, axis=-1), m), latencies[codes])
         return compute_s, memory_s, busy_s, latency_s
 
     def _cost_table(self, table: KernelTable, execution: str) -> KernelCosts:

@@ -80,18 +80,28 @@ class AttentionFit:
 
 
 _SPLITS = np.arange(1, MAX_KV_SPLITS + 1)
+_SPLIT_COLUMN = _SPLITS[:, None]
 
 
 def kv_splits(blocks: np.ndarray, sm_count: int, kv_tiles: np.ndarray) -> np.ndarray:
     """Split-KV count of FlashAttention-3's num_splits_heuristic (hopper/heuristics.h): no split when the blocks
     nearly fill the SMs (>= 80%) or the keys are 4 tiles or fewer; otherwise the fewest splits whose wave
     efficiency is within 85% of the best, up to MAX_KV_SPLITS."""
-    cap = np.minimum(MAX_KV_SPLITS, np.minimum(sm_count, kv_tiles))
-    splits = _SPLITS.reshape(-1, *([1] * np.ndim(blocks)))  # a leading axis of counts
+    blocks, kv_tiles = np.asarray(blocks), np.asarray(kv_tiles)
+    return _kv_splits(blocks, sm_count, np.minimum(MAX_KV_SPLITS, kv_tiles), kv_tiles <= 4)
+
+
+def _kv_splits(blocks: np.ndarray, sm_count: int, split_tiles: np.ndarray, few_tiles: np.ndarray) -> np.ndarray:
+    """kv_splits from the device-free terms of the keys (AttentionShapes): their tiles capped at MAX_KV_SPLITS, and
+    whether they are 4 tiles or fewer."""
+    unsplit = (blocks >= 0.8 * sm_count) | few_tiles
+    if unsplit.all():  # every call fills the SMs or has few keys: no search
+        return np.ones(np.shape(blocks), dtype=int)
+    splits = _SPLIT_COLUMN if blocks.ndim == 1 else _SPLITS.reshape(-1, *([1] * blocks.ndim))  # a leading axis
     waves = blocks * splits / sm_count
-    efficiency = np.where(splits <= cap, waves / np.ceil(waves), 0.0)
+    efficiency = np.where(splits <= np.minimum(sm_count, split_tiles), waves / np.ceil(waves), 0.0)
     good = efficiency >= 0.85 * efficiency.max(axis=0)
-    return np.where((blocks >= 0.8 * sm_count) | (kv_tiles <= 4), 1, np.argmax(good, axis=0) + 1)
+    return np.where(unsplit, 1, np.argmax(good, axis=0) + 1)
 
 
 def smooth_max(parts: list[np.ndarray], p: float) -> np.ndarray:
@@ -102,19 +112,17 @@ def smooth_max(parts: list[np.ndarray], p: float) -> np.ndarray:
 
 def _times(fit: _RowFits, shapes: AttentionShapes, *, flops_per_s, bandwidth_Bps, sm_count: int,
            cached_bytes: float):
-    batch, heads, kv_heads, head_dim = shapes.batch, shapes.heads, shapes.kv_heads, shapes.head_dim
-    groups = np.where(fit.packs_gqa, kv_heads, heads)
-    rows = shapes.q_len * heads / groups  # query rows per group: positions x the query heads packed in it
-    blocks = batch * groups * np.ceil(rows / ATTENTION_Q_TILE)
-    blocks = blocks * kv_splits(blocks, sm_count, shapes.kv_tiles)
+    # Thread blocks before split-KV: per KV head (query heads packed as rows of its tiles) or per query head.
+    blocks = np.where(fit.packs_gqa, shapes.packed_blocks, shapes.head_blocks)
+    blocks = blocks * _kv_splits(blocks, sm_count, shapes.split_tiles, shapes.few_tiles)
     waves = np.ceil(blocks / sm_count)
-    mma = 4.0 * head_dim
+    mma = shapes.mma_flops
     per_pair = smooth_max([mma, fit.softmax_flops], fit.softmax_overlap)
     compute_s = shapes.flops * (per_pair / mma) / (flops_per_s * fit.compute_fraction * blocks / (waves * sm_count))
     speed = np.where(shapes.traffic <= cached_bytes, fit.cache_speedup, 1.0)
     memory_s = shapes.traffic / (bandwidth_Bps * fit.bandwidth_fraction * speed)
     blocks_s = waves * (fit.block_s + shapes.keys_values / blocks / (fit.block_bandwidth_Bps * speed))
-    busy_s = batch * fit.sequence_s / sm_count + smooth_max([compute_s, memory_s, blocks_s], fit.blend)
+    busy_s = shapes.batch * fit.sequence_s / sm_count + smooth_max([compute_s, memory_s, blocks_s], fit.blend)
     return compute_s, memory_s, busy_s
 
 
@@ -143,8 +151,15 @@ class AttentionShapes:
     kv_heads: np.ndarray
     q_len: np.ndarray
     kv_tiles: np.ndarray  # ATTENTION_KV_TILE-key tiles of the keys
+    split_tiles: np.ndarray  # those tiles capped at MAX_KV_SPLITS (no more splits than tiles, nor than the cap)
+    few_tiles: np.ndarray  # whether there are 4 tiles or fewer (never split)
     head_dim: np.ndarray
     variant: np.ndarray
+    mma_flops: np.ndarray  # QK^T and PV FLOPs of one (query, key) pair: 4 x head_dim
+    # Thread blocks of a call before split-KV: one per ATTENTION_Q_TILE query rows of a group, the groups being the
+    # KV heads with their query heads packed as rows (packs_gqa) or the query heads themselves.
+    packed_blocks: np.ndarray
+    head_blocks: np.ndarray
 
 
 def attention_shapes(*, flops, act_bytes, kv_bytes, batch, heads, kv_heads, q_len, kv_len, head_dim) -> AttentionShapes:
@@ -155,11 +170,19 @@ def attention_shapes(*, flops, act_bytes, kv_bytes, batch, heads, kv_heads, q_le
     # A traced prefill reads its keys and values as activations (kv_bytes 0): a 16-bit cache.
     narrow = (kv_bytes > 0) & (kv_bytes < NARROW_KV_BYTES * 2.0 * batch * kv_heads * kv_len * head_dim)
     decode = decode_like(q_len, kv_len, heads, kv_heads)
+
+    kv_tiles = np.ceil(kv_len / ATTENTION_KV_TILE)
+
+    def blocks(groups):  # query rows per group: positions x the query heads packed in it
+        return batch * groups * np.ceil(q_len * heads / groups / ATTENTION_Q_TILE)
+
     return AttentionShapes(
         flops=flops, traffic=act_bytes + kv_bytes,
         keys_values=np.where(kv_bytes > 0, kv_bytes, 4.0 * batch * kv_heads * kv_len * head_dim),
-        batch=batch, heads=heads, kv_heads=kv_heads, q_len=q_len, kv_tiles=np.ceil(kv_len / ATTENTION_KV_TILE),
-        head_dim=head_dim, variant=2 * np.asarray(decode, dtype=int) + narrow)
+        batch=batch, heads=heads, kv_heads=kv_heads, q_len=q_len, kv_tiles=kv_tiles,
+        split_tiles=np.minimum(MAX_KV_SPLITS, kv_tiles), few_tiles=kv_tiles <= 4,
+        head_dim=head_dim, variant=2 * np.asarray(decode, dtype=int) + narrow, mma_flops=4.0 * head_dim,
+        packed_blocks=blocks(kv_heads), head_blocks=blocks(heads))
 
 
 def attention_times(*, flops, act_bytes, kv_bytes, batch, heads, kv_heads, q_len, kv_len, head_dim, flops_per_s,
@@ -184,7 +207,7 @@ def shaped_attention_times(shapes: AttentionShapes, *, flops_per_s, bandwidth_Bp
     # (kernels,), or (points, kernels) where a rate varies by design point (a block, hw_models/device_block.py);
     # the shape-only terms (blocks, waves, splits) stay one per kernel.
     out = (*parts, row_fit.latency_s)
-    sizes = {np.shape(part) for part in out}
+    sizes = {part.shape for part in out}
     if len(sizes) == 1:
         return out
     shape = np.broadcast_shapes(*sizes)

@@ -13,7 +13,9 @@ are capped at 1 so no kernel beats the roofline.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
+from functools import cached_property
 
 import numpy as np
 
@@ -64,17 +66,27 @@ class StreamFit:
     latency_s: float
 
 
+def tile_counts(m: np.ndarray, n: np.ndarray, batch: np.ndarray, tiles: np.ndarray = TILE_SHAPES) -> np.ndarray:
+    """Thread-block tiles of C[m, n] (times the batch) under each of `tiles`, shape (tiles, kernels): device-free, so
+    a cost model keeps them with a table's rows."""
+    return np.ceil(m / tiles[:, 0][:, None]) * np.ceil(n / tiles[:, 1][:, None]) * batch
+
+
 def padded_flops(m: np.ndarray, n: np.ndarray, k: np.ndarray, batch: np.ndarray, sm_count: int,
-                 tiles: np.ndarray = TILE_SHAPES, tile_policy: str = "") -> np.ndarray:
+                 tiles: np.ndarray = TILE_SHAPES, tile_policy: str = "", counts: np.ndarray | None = None,
+                 ) -> np.ndarray:
     """FLOPs executed when C[m, n] is tiled and the tiles run in whole waves over sm_count SMs: the best of `tiles`,
     or the tile a library's shape dispatch picks (`tile_policy`, hw_models/gpu_gemm_configs.py; a tile shared by
-    several SMs fills sm_count / SMs slots per wave)."""
+    several SMs fills sm_count / SMs slots per wave). `counts`: tile_counts(m, n, batch, tiles), where kept."""
     if tile_policy:
         tile_m, tile_n, sms = (t[None, :] for t in policy_tiles(tile_policy, m, n, k))
-    else:
-        tile_m, tile_n, sms = tiles[:, 0][:, None], tiles[:, 1][:, None], 1.0
-    slots = np.floor(sm_count / sms)
-    waves = np.ceil(np.ceil(m / tile_m) * np.ceil(n / tile_n) * batch / slots)
+        slots = np.floor(sm_count / sms)
+        counts = np.ceil(m / tile_m) * np.ceil(n / tile_n) * batch
+    else:  # each tile on one SM: a slot per SM
+        tile_m, tile_n, slots = tiles[:, 0][:, None], tiles[:, 1][:, None], float(math.floor(sm_count))
+        if counts is None:
+            counts = tile_counts(m, n, batch, tiles)
+    waves = np.ceil(counts / slots)
     return (2.0 * waves * slots * tile_m * tile_n * k).min(axis=0)
 
 
@@ -87,7 +99,7 @@ def busy_sms(m, n, k, batch, sm_count: int, tile_policy: str) -> np.ndarray:
 
 def gemm_times(*, m, n, k, batch, flops, flops_per_s, bytes_moved, bandwidth_Bps, sm_count: int,
                fit: GemmFit, kept=1.0, vector_s=0.0, tiles: np.ndarray = TILE_SHAPES, tile_policy: str | None = None,
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+               counts: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(compute_s, memory_s, device_s) of GEMMs; device_s includes the fixed latency.
 
     Padding never makes less work than the GEMM's own FLOPs (which also covers kernels with no shape). A
@@ -95,10 +107,14 @@ def gemm_times(*, m, n, k, batch, flops, flops_per_s, bytes_moved, bandwidth_Bps
     GPU skips the zeros of). `vector_s` is CUDA-core time in the main loop (dequantizing quantized weights,
     hw_models/gpu_quant.py), in series with the tensor-core math; `tiles` the thread-block tiles the kernel
     chooses among (mixed-input kernels have their own, gpu_quant.MIXED_INPUT_TILES), `tile_policy` the library's
-    tile dispatch that replaces them (None: the fit's, GemmFit.tile_policy; '': none).
+    tile dispatch that replaces them (None: the fit's, GemmFit.tile_policy; '': none); `counts` the GEMMs'
+    tile_counts under `tiles`, where kept.
     """
     policy = fit.tile_policy if tile_policy is None else tile_policy
-    padded = np.maximum(padded_flops(m, n, k, batch, sm_count, tiles, policy) * kept, flops)
+    padded = padded_flops(m, n, k, batch, sm_count, tiles, policy, counts)
+    if not (isinstance(kept, float) and kept == 1.0):  # dense: every padded FLOP is done
+        padded = padded * kept
+    padded = np.maximum(padded, flops)
     work = flops + fit.padding_share * (padded - flops)
     # Clamped at zero: a step template's affine rows can leave a GEMM that does no work (an LM head with no
     # sampled token) a rounding error below zero, which the blend's power would turn into NaN.
@@ -154,7 +170,7 @@ class Calibration:
     sibling: str = ""  # the preset whose fits filled the classes in `borrowed`
     borrowed: tuple[str, ...] = ()  # kernel classes ("gemm", "gemm fp8", "attention", "norm", ...) from the sibling
 
-    @property
+    @cached_property  # a frozen value: its fits do not change
     def fitted_classes(self) -> tuple[str, ...]:
         """Every kernel class a fit prices ('gemm', 'gemm fp8', 'attention', 'norm', ...)."""
         return (*(("gemm",) if self.gemm else ()), *(f"gemm {k}" for k in self.gemm_dtypes or {}),
@@ -173,7 +189,7 @@ class Calibration:
         borrowed = tuple(c for c in merged.fitted_classes if c not in own)
         return replace(merged, sibling=sibling.device if borrowed else "", borrowed=borrowed)
 
-    @property
+    @cached_property
     def label(self) -> str:
         """'fitted' where the preset has fits of its own, 'sibling' where every fit is borrowed."""
         return "sibling" if self.borrowed and set(self.borrowed) == set(self.fitted_classes) else "fitted"
@@ -182,14 +198,14 @@ class Calibration:
         """The GEMM fit that prices `dtype` (or a 'dtype/variant' key)."""
         return (self.gemm_dtypes or {}).get(dtype) or self.gemm
 
-    def gemm_groups(self, dtype_groups: tuple[list, np.ndarray], rows: np.ndarray) -> list[tuple[GemmFit, np.ndarray]]:
-        """(fit, row mask) for the GEMM rows of a table, one group per distinct dtype (GEMMs no fit prices are left
-        out); `dtype_groups` is the table's cached (distinct (dtype, tensor_core) pairs, index of each row)."""
-        return _groups(self.gemm, self.gemm_dtypes, self.gemm_fit, dtype_groups, rows)
+    def gemm_groups(self, table, rows: np.ndarray) -> list[tuple[GemmFit, np.ndarray]]:
+        """(fit, row mask) for the GEMM rows (a mask) of a KernelTable, one group per distinct dtype (GEMMs no fit
+        prices are left out)."""
+        return _groups(self.gemm, self.gemm_dtypes, self.gemm_fit, table, rows)
 
-    def moe_groups(self, dtype_groups: tuple[list, np.ndarray], rows: np.ndarray) -> list[tuple[MoeFit, np.ndarray]]:
+    def moe_groups(self, table, rows: np.ndarray) -> list[tuple[MoeFit, np.ndarray]]:
         """(fit, row mask) for the fused-MoE rows of a table, as gemm_groups."""
-        return _groups(self.moe, self.moe_dtypes, self.moe_fit, dtype_groups, rows)
+        return _groups(self.moe, self.moe_dtypes, self.moe_fit, table, rows)
 
     def moe_fit(self, dtype: str) -> MoeFit | None:
         """The fused-MoE fit that prices `dtype` (or a 'dtype/variant' key)."""
@@ -213,19 +229,12 @@ class Calibration:
         return streams.get(kind) or (streams.get("elementwise") if kind in POINTWISE_FALLBACK else None)
 
 
-def _groups(default, by_dtype: dict | None, fit_of, dtype_groups: tuple[list, np.ndarray], rows: np.ndarray) -> list:
+def _groups(default, by_dtype: dict | None, fit_of, table, rows: np.ndarray) -> list:
     """(fit, row mask) per distinct dtype of `rows` that a fit prices: the default fit for all when there are no
-    per-dtype fits, else each dtype's fit_of(dtype)."""
+    per-dtype fits, else each dtype's fit_of(dtype) (the table keeps its rows of each dtype: KernelTable.dtype_rows)."""
     if not by_dtype:
         return [(default, rows)] if default is not None else []
-    distinct, index = dtype_groups
-    groups = []
-    for i, (dtype, _) in enumerate(distinct):
-        fit = fit_of(dtype)
-        mask = rows & (index == i)
-        if fit is not None and mask.any():
-            groups.append((fit, mask))
-    return groups
+    return [(fit, mask) for dtype, mask in table.dtype_rows(rows) if (fit := fit_of(dtype)) is not None]
 
 
 POINTWISE_FALLBACK = ("softmax", "activation", "rope")

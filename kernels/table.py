@@ -230,6 +230,18 @@ class KernelTable:
         index = {p: i for i, p in enumerate(distinct)}
         return distinct, np.array([index[p] for p in pairs], dtype=int)
 
+    def dtype_rows(self, rows: np.ndarray) -> list[tuple[str, np.ndarray]]:
+        """(dtype, row mask) of each distinct (dtype, tensor_core) pair (dtype_groups) among `rows` (a mask), in that
+        order, those with no row left out: memoized per mask value (cost models group a table's rows by dtype on
+        every device)."""
+        cache = self.__dict__.setdefault("_dtype_rows", {})
+        key = rows.tobytes()
+        if key not in cache:
+            distinct, index = self.dtype_groups
+            masks = [(dtype, rows & (index == i)) for i, (dtype, _) in enumerate(distinct)]
+            cache[key] = [(dtype, mask) for dtype, mask in masks if mask.any()]
+        return cache[key]
+
     def per_dtype(self, fn) -> np.ndarray:
         """fn(dtype, tensor_core) for every kernel, called once per distinct pair (cost models look up rates).
 

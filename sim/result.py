@@ -82,11 +82,6 @@ class SimResult:
     def output_tokens(self) -> int:
         return sum(r.output_tokens * r.count for r in self.request_groups)
 
-    def _mean(self, values) -> float:
-        """Mean over requests of a per-group value."""
-        counts = [g.count for g in self.request_groups]
-        return float(np.dot(list(values), counts) / sum(counts))
-
     def metrics(self) -> dict[str, float]:
         """The metrics of the results table (RESULT_METRICS), SI units in the names.
 
@@ -97,17 +92,19 @@ class SimResult:
         B x (O - 1) / (makespan_s - ttft_s); decoded as one batch (no decode sub-batches) makespan_s = e2e_s, so
         B x (O - 1) / (e2e_s - ttft_s) = B / tpot_s. NaN with one output token (nothing decoded).
         """
+        groups = self.request_groups  # a few groups of requests with equal timings: plain sums over them
+        requests = sum(g.count for g in groups)
         tokens = self.output_tokens
-        groups = self.request_groups
         decode_tokens = sum(g.count * (g.output_tokens - 1) for g in groups)
         decode_s = decode_span_s([g.first_token_s for g in groups], [g.finish_s for g in groups])
+        energy_J = self.energy_J
         return dict(zip(RESULT_METRICS, (
-            self._mean(g.ttft_s for g in groups),
-            self._mean(g.tpot_s for g in groups),
-            self._mean(g.finish_s - g.arrival_s for g in groups),
+            sum(g.ttft_s * g.count for g in groups) / requests,
+            sum(g.tpot_s * g.count for g in groups) / requests,
+            sum((g.finish_s - g.arrival_s) * g.count for g in groups) / requests,
             tokens / self.makespan_s,
             per_decode_second(decode_tokens, decode_s),
-            self.energy_J / tokens,
-            self.energy_J / self.makespan_s,
+            energy_J / tokens,
+            energy_J / self.makespan_s,
             float(self.memory.total_B),
         ), strict=True))

@@ -207,6 +207,8 @@ def decode_span_s(first_token_s, finish_s) -> float:
     is the latest finish minus that first token. Intervals are sorted by start: each adds the part of it past
     the latest end before it (the interval that reaches that end starts no later, so it covers the rest).
     """
+    if len(first_token_s) == 1:  # one interval (a static batch decoded whole): its own length, in floats
+        return max(0.0, float(finish_s[0]) - float(first_token_s[0]))
     start, end = np.asarray(first_token_s, dtype=float), np.asarray(finish_s, dtype=float)
     if start.size == 0:
         return 0.0

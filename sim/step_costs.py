@@ -53,7 +53,7 @@ class DecodeCosts:
         per_step = len(self.attention) // self.steps if self.steps else int(self.attention_mask.sum())
         return getattr(self.attention, name).reshape(self.steps, per_step)
 
-    @cached_property
+    @property
     def _attends(self) -> bool:
         """Whether the step has attention kernels priced per step."""
         return bool(len(self.attention))
@@ -71,27 +71,30 @@ class DecodeCosts:
         """Each step's host dispatch time."""
         return self.dispatch_s * len(self.base)
 
-    @cached_property
+    @property
     def stall_s(self) -> np.ndarray:
         """Per step, how long the device waits on the host beyond its own work (zero where the host keeps up)."""
+        return self._stall[0]
+
+    @cached_property
+    def _stall(self) -> tuple[np.ndarray, bool, float]:
+        """(stall_s, whether any step waits, the total wait), computed once."""
         if self.link_s is not None:  # the host link's wait, then the host's dispatch over the longer step
             wait = link_wait_s(self._device_step_s, self.link_s, self.prefetch)
-            return wait + host_stall_s(self.host_step_s, self._device_step_s + wait)
-        if not self.dispatch_s or not len(self.base) or not self.steps:
-            return np.zeros(self.steps)
-        return host_stall_s(self.host_step_s, self._device_step_s)
+            stall = wait + host_stall_s(self.host_step_s, self._device_step_s + wait)
+        elif not self.dispatch_s or not len(self.base) or not self.steps:
+            stall = np.zeros(self.steps)
+        else:
+            stall = host_stall_s(self.host_step_s, self._device_step_s)
+        return stall, bool(stall.any()), float(stall.sum())
 
     def _waits(self, name: str) -> bool:
         """Whether field `name` carries the wait on the host (the time and its overhead part do)."""
-        return name in _STALL_FIELDS and self._stalls
+        return name in _STALL_FIELDS and self._stall[1]
 
-    @cached_property
-    def _stalls(self) -> bool:
-        return bool(self.stall_s.any())
-
-    @cached_property
+    @property
     def _stall_total_s(self) -> float:
-        return float(self.stall_s.sum())
+        return self._stall[2]
 
     def step(self, name: str, step: int) -> np.ndarray:
         """Per-kernel values of field `name` (e.g. 'time_s') in decode step `step`, in execution order."""

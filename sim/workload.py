@@ -25,7 +25,9 @@ class BatchWorkload:
     def __post_init__(self) -> None:
         for name in ("batch", "prompt_len", "output_len"):
             value = getattr(self, name)
-            if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+            # A plain int passes before the (slower) check for any integer type; a bool is not a count.
+            integral = type(value) is int or (isinstance(value, numbers.Integral) and not isinstance(value, bool))
+            if not integral or value < 1:
                 raise ValueError(f"{name}: found {value!r}, allowed: an integer >= 1")
 
     @property
