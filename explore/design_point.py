@@ -58,6 +58,8 @@ class DesignPoint:
             del values["sparsity"]  # points stored before sparsity existed keep their keys (resume still works)
         if values["serving"] is None:
             del values["serving"]  # static points keep the keys they had before serving existed
+        else:
+            values["serving"] = values["serving"].key_text()
         if values["tp"] == 1 and not values["link"]:
             del values["tp"], values["link"]  # one-device points keep their keys
         if values["pp"] == 1:
@@ -76,7 +78,8 @@ class DesignPoint:
         (a NumericFormat field of the same name)."""
         parts = tuple((name, value) for name, value in self.knobs if KNOBS[name].applies == "format")
         try:
-            return _numeric_format(self.weight_bits, self.act_bits, self.kv_bits, self.sparsity, parts)
+            return _numeric_format(self.weight_bits, self.act_bits, self.kv_bits, self.sparsity, parts,
+                                   tuple(type(value) for _, value in parts))
         except TypeError:  # a value that cannot be a cache key (a list from YAML): built as it is
             return NumericFormat(weight_bits=self.weight_bits, act_bits=self.act_bits, kv_bits=self.kv_bits,
                                  sparsity=self.sparsity, **dict(parts))
@@ -119,9 +122,11 @@ class DesignPoint:
 
 @functools.lru_cache(maxsize=1024, typed=True)  # typed: 4 and 4.0 validate apart
 def _numeric_format(weight_bits: int, act_bits: int, kv_bits: int, sparsity: str,
-                    parts: tuple[tuple[str, Any], ...]) -> NumericFormat:
+                    parts: tuple[tuple[str, Any], ...], types: tuple[type, ...]) -> NumericFormat:
     """The NumericFormat of these fields, built (and validated) once per distinct format: a sweep has a few formats
-    over many points, and a point reads its format several times per evaluation. The format is a frozen value."""
+    over many points, and a point reads its format several times per evaluation. The format is a frozen value.
+    `types`: the types of the parts' values, in the key only (typed=True does not look inside a tuple: a knob at 2
+    and at 2.0 would share an entry, and NumericFormat checks some knobs' types)."""
     return NumericFormat(weight_bits=weight_bits, act_bits=act_bits, kv_bits=kv_bits, sparsity=sparsity, **dict(parts))
 
 

@@ -68,11 +68,8 @@ class KernelCosts:
 
     def rows_slice(self, start: int, end: int) -> KernelCosts:
         """The costs of rows start to end (on the last axis): views, no copies."""
-        part = slice(start, end)
-        return KernelCosts(time_s=self.time_s[..., part], compute_s=self.compute_s[..., part],
-                           memory_s=self.memory_s[..., part], overhead_s=self.overhead_s[..., part],
-                           compute_J=self.compute_J[..., part], memory_J=self.memory_J[..., part],
-                           static_J=self.static_J[..., part], unit=None if self.unit is None else self.unit[..., part])
+        return KernelCosts(**{name: None if value is None else value[..., start:end]
+                              for name, value in vars(self).items()})
 
     @property
     def unit_index(self) -> np.ndarray:

@@ -116,6 +116,8 @@ class GPUModel(DeviceModel):
         plans = self.__dict__.setdefault("_quant_plans", {})
         if fmt not in plans:
             plans[fmt] = quant_plan(fmt, self.spec.compute.peak_TFLOPS, self.spec.name)
+        if len(by_id) >= _FORMATS_KEPT:  # a mixed format's widths are new objects per table (at_bits): bounded
+            by_id.clear()
         by_id[id(fmt)] = (fmt, plans[fmt])  # the format kept alive with its id
         return plans[fmt]
 
@@ -265,6 +267,10 @@ class GPUModel(DeviceModel):
         static_J = spec.power.idle_W * time_s
         return KernelCosts.broadcast(time_s=time_s, compute_s=compute_s, memory_s=memory_s, overhead_s=overhead_s,
                                      compute_J=compute_J, memory_J=memory_J, static_J=static_J)
+
+
+# Format objects GPUModel.quant_plan keeps by id: a sweep's few formats, without holding every one ever priced.
+_FORMATS_KEPT = 64
 
 
 def stream_columns(cal: Calibration) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

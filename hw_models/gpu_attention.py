@@ -139,21 +139,15 @@ def decode_like(q_len, kv_len, heads, kv_heads):
 @dataclass(frozen=True)
 class AttentionShapes:
     """What the time of fused attention calls depends on besides the device (arrays, one entry per kernel): their
-    dimensions (at least 1; KV heads default to the query heads), traffic, and the fit variant that prices each (an
-    index into variant_columns: 2 x decode_like + fp8 KV). A table's attention rows have one (hw_models/gpu.py keeps
-    it with them)."""
+    work, traffic, tiling terms, and the fit variant that prices each (an index into variant_columns: 2 x decode_like
+    + fp8 KV). A table's attention rows have one (hw_models/gpu.py keeps it with them)."""
 
     flops: np.ndarray
     traffic: np.ndarray  # activation and KV-cache bytes
     keys_values: np.ndarray  # bytes of keys and values streamed (16-bit K, V where the trace has no KV cache bytes)
-    batch: np.ndarray
-    heads: np.ndarray
-    kv_heads: np.ndarray
-    q_len: np.ndarray
-    kv_tiles: np.ndarray  # ATTENTION_KV_TILE-key tiles of the keys
-    split_tiles: np.ndarray  # those tiles capped at MAX_KV_SPLITS (no more splits than tiles, nor than the cap)
+    batch: np.ndarray  # sequences (at least 1)
+    split_tiles: np.ndarray  # ATTENTION_KV_TILE-key tiles of the keys, capped at MAX_KV_SPLITS
     few_tiles: np.ndarray  # whether there are 4 tiles or fewer (never split)
-    head_dim: np.ndarray
     variant: np.ndarray
     mma_flops: np.ndarray  # QK^T and PV FLOPs of one (query, key) pair: 4 x head_dim
     # Thread blocks of a call before split-KV: one per ATTENTION_Q_TILE query rows of a group, the groups being the
@@ -179,9 +173,8 @@ def attention_shapes(*, flops, act_bytes, kv_bytes, batch, heads, kv_heads, q_le
     return AttentionShapes(
         flops=flops, traffic=act_bytes + kv_bytes,
         keys_values=np.where(kv_bytes > 0, kv_bytes, 4.0 * batch * kv_heads * kv_len * head_dim),
-        batch=batch, heads=heads, kv_heads=kv_heads, q_len=q_len, kv_tiles=kv_tiles,
-        split_tiles=np.minimum(MAX_KV_SPLITS, kv_tiles), few_tiles=kv_tiles <= 4,
-        head_dim=head_dim, variant=2 * np.asarray(decode, dtype=int) + narrow, mma_flops=4.0 * head_dim,
+        batch=batch, split_tiles=np.minimum(MAX_KV_SPLITS, kv_tiles), few_tiles=kv_tiles <= 4,
+        variant=2 * np.asarray(decode, dtype=int) + narrow, mma_flops=4.0 * head_dim,
         packed_blocks=blocks(kv_heads), head_blocks=blocks(heads))
 
 

@@ -144,6 +144,8 @@ class KernelTable:
         if without is not None:
             keep &= ~without
         counts = np.bincount(index[keep], minlength=rows).astype(float)
+        if len(cache) >= MASKS_KEPT:  # a caller's fresh masks (a unit's rows, step_costs) would pile up: bounded
+            cache.clear()
         cache[key] = (mask, without, counts)  # the masks kept alive with their ids
         return counts
 
@@ -485,6 +487,8 @@ class RowGroup:
 # Step tables (at_kv_lengths) and stacks (KernelTable.stack) a table keeps: a sweep varies the output length rarely,
 # and a long output's step table is large (steps x attention rows), so memory stays bounded.
 TABLES_KEPT = 2
+# Mask pairs KernelTable.distinct_counts keeps: the table's own masks and a few more.
+MASKS_KEPT = 64
 _COLUMNS = tuple(f.name for f in fields(KernelTable) if f.name not in ("kernels", "sparsity", "numeric_format"))
 
 

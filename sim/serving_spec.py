@@ -65,9 +65,9 @@ class ServingSpec:
     prefill_device: str = ""
     kv_link: str = "infiniband-ndr"
 
-    def __repr__(self) -> str:
-        """The dataclass repr, less the fields at a default that specs written before those fields existed lack: a
-        design point's key hashes this text, so stored serving results keep their keys and resume."""
+    def key_text(self) -> str:
+        """The text a design point's key hashes (explore/design_point.py canonical): the dataclass repr, less the
+        fields at a default that specs written before those fields existed lack, so stored results keep their keys."""
         shown = (f for f in fields(self) if not (f.name in KEY_NEUTRAL_DEFAULTS and getattr(self, f.name) == f.default))
         return f"{type(self).__name__}({', '.join(f'{f.name}={getattr(self, f.name)!r}' for f in shown)})"
 

@@ -209,11 +209,24 @@ def test_llama_splitwise_aa_serves_more_than_baseline_a100(capacity):
     assert gain >= 1.1, measured
 
 
-def test_llama_splitwise_hh_serves_as_much_as_baseline_h100(capacity):
-    """The same 4 DGX-H100s split serve at least as much (Fig. 20b: more; ours equal within the searches' 5%: under
-    limits set on an A100, a mixed H100's decode steps have slack to absorb prefills)."""
-    gain, measured = _gain(capacity, LLAMA, (H100, BUDGET_H100), H100, _same_machines(BUDGET_H100))
-    assert gain >= 1.0, measured
+def _llama_hh_gain(capacity):
+    return _gain(capacity, LLAMA, (H100, BUDGET_H100), H100, _same_machines(BUDGET_H100))
+
+
+def test_llama_splitwise_hh_serves_no_less_than_baseline_h100(capacity):
+    """The same 4 DGX-H100s split lose nothing beyond the capacity searches' 5% resolution (a guard; the paper's
+    "more" is the strict xfail below)."""
+    gain, measured = _llama_hh_gain(capacity)
+    assert gain >= 0.95, measured
+
+
+@pytest.mark.xfail(strict=True, reason="ours about 1.0x (27.1 req/s either way) against Fig. 20b's 'every Splitwise "
+                                       "design out-performs both baselines at high load': under limits set on an A100, "
+                                       "a mixed H100's decode steps have slack to absorb prefills")
+def test_llama_splitwise_hh_serves_more_than_baseline_h100(capacity):
+    """The same 4 DGX-H100s split serve more than mixed (Fig. 20b), beyond the searches' 5% resolution."""
+    gain, measured = _llama_hh_gain(capacity)
+    assert gain > 1.05, measured
 
 
 def test_llama_splitwise_ha_serves_more_than_baseline_a100_at_the_same_power(capacity):

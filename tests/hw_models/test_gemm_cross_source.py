@@ -155,7 +155,7 @@ def test_sources_agree_on_memory_bound_shapes_once_bandwidth_is_counted(h100_row
     """On shared shapes of arithmetic intensity under 100 FLOP/B (memory-bound on both GPUs: ridge points 295 and
     206 FLOP/B), Vidur's H100 time over aiconfigurator's H200 time, divided by the ratio of their datasheet rooflines
     (here the bandwidth ratio 4,800 / 3,350 = 1.43), has a median within 15% of 1: the sources disagree where the
-    math bounds the GEMM (test below), not in how they time memory-bound kernels."""
+    math bounds the GEMM (test above), not in how they time memory-bound kernels."""
     h100, h200 = _medians(h100_rows), _medians(h200_rows)
 
     def intensity(s):
