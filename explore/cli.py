@@ -168,6 +168,9 @@ def _add_serving_flags(run: argparse.ArgumentParser) -> None:
                    help=f"tokens per iteration (default {spec.max_batched_tokens})")
     g.add_argument("--chunk-tokens", type=int, default=spec.chunk_tokens,
                    help=f"chunked prefill's token budget (default {spec.chunk_tokens})")
+    g.add_argument("--prompt-batch-tokens", type=int,
+                   help="prompt tokens prefilled together in one iteration; a longer prompt runs alone (Splitwise: "
+                        "2048; default: up to --max-batched-tokens)")
     g.add_argument("--block-tokens", type=int, default=spec.block_tokens,
                    help=f"tokens per KV block (default {spec.block_tokens})")
     g.add_argument("--prefix-tokens", type=int, default=0, help="a system prompt every request shares (default 0)")

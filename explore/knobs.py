@@ -373,3 +373,7 @@ for _name, _type, _help, _kw in (
         ("prefill_device", str, "the prefill pool's device (default: the point's)",
          {"allowed_text": "a device preset or a path to a device YAML"})):
     _knob(_name, _type, _help, "serving", scope="serving", default=getattr(_SPEC, _name), flag=False, **_kw)
+# A column only in serving sweeps that set it: folders of serving sweeps written before it resume.
+register(Knob(name="prompt_batch_tokens", type=int, section="serving", scope="serving", default=None, flag=False,
+              minimum=1, help="prompt tokens prefilled together in one iteration; a longer prompt runs alone "
+                              "(Splitwise batches prompts up to 2,048); unset: up to max_batched_tokens"))

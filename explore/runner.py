@@ -50,7 +50,7 @@ def columns_for(sweep: Sweep) -> list[str]:
     """The results columns of a sweep: its knobs (explore/knobs.py), device and link fields, then its metrics
     (explore/metrics.py)."""
     serving, system = sweep.spec.serving is not None, sweep.spec.parallel is not None
-    return (input_columns(system=system, serving=serving, set_knobs=sweep.set_knobs()) + sweep.override_columns()
+    return (input_columns(system=system, serving=serving, set_knobs=sweep.column_knobs()) + sweep.override_columns()
             + result_columns(system=system, serving=serving, constraints=bool(sweep.spec.constraints)))
 
 

@@ -299,6 +299,13 @@ class Sweep:
         return [k.name for k in generic_knobs() if k.name in self.derived
                 or k.name in getattr(self.spec, k.section).model_fields_set]
 
+    def column_knobs(self) -> list[str]:
+        """The knobs with a column only where set that this file sets: its generic knobs, and serving knobs its
+        serving section sets."""
+        serving = self.spec.serving
+        return self.set_knobs() + [k.name for k in knobs(scope="serving") if k.column == "when set"
+                                   and serving is not None and getattr(serving, k.name) is not None]
+
     def dimensions(self) -> dict[str, list]:
         """Each knob of the sweep and the values it takes; override knobs are named 'device.<path>'.
 

@@ -70,6 +70,7 @@ class Serving(Strict):
     max_seqs: one_or_more(knob_type(KNOBS["max_seqs"])) = DEFAULT.max_seqs
     max_batched_tokens: one_or_more(knob_type(KNOBS["max_batched_tokens"])) = DEFAULT.max_batched_tokens
     chunk_tokens: one_or_more(knob_type(KNOBS["chunk_tokens"])) = DEFAULT.chunk_tokens
+    prompt_batch_tokens: one_or_more(knob_type(KNOBS["prompt_batch_tokens"])) | None = None
     block_tokens: PositiveInt = DEFAULT.block_tokens
     prefix_tokens: Annotated[StrictInt, Field(ge=0)] = DEFAULT.prefix_tokens
     preemption: Literal["recompute", "swap"] = DEFAULT.preemption
@@ -120,6 +121,8 @@ def serving_dimensions(serving: Serving) -> dict[str, list]:
             "cv": as_list(serving.cv), "max_seqs": as_list(serving.max_seqs),
             "max_batched_tokens": as_list(serving.max_batched_tokens),
             "chunk_tokens": as_list(serving.chunk_tokens)}
+    if serving.prompt_batch_tokens is not None:
+        dims["prompt_batch_tokens"] = as_list(serving.prompt_batch_tokens)
     dims.update(replicas=as_list(serving.replicas), prefill_replicas=as_list(serving.prefill_replicas))
     if serving.arrival != "gamma":
         del dims["cv"]
@@ -134,7 +137,8 @@ def serving_spec(serving: Serving, values: dict[str, Any]) -> ServingSpec:
         prompt=serving.prompt.distribution() if serving.prompt else Fixed(tokens=1),
         output=serving.output.distribution() if serving.output else Fixed(tokens=1),
         max_seqs=values["max_seqs"], max_batched_tokens=values["max_batched_tokens"],
-        chunk_tokens=values["chunk_tokens"], block_tokens=serving.block_tokens,
+        chunk_tokens=values["chunk_tokens"], prompt_batch_tokens=values.get("prompt_batch_tokens"),
+        block_tokens=serving.block_tokens,
         prefix_tokens=serving.prefix_tokens, preemption=serving.preemption, swap_GBps=serving.swap_GBps,
         seed=serving.seed, slo_ttft_s=slo.ttft_s, slo_tpot_s=slo.tpot_s,
         slo_attainment=slo.attainment, capacity=serving.capacity, replicas=values["replicas"],

@@ -124,7 +124,9 @@ class ServingSpec:
                 "requests": self.requests, "max_seqs": self.max_seqs, "max_batched_tokens": self.max_batched_tokens,
                 "chunk_tokens": self.chunk_tokens, "block_tokens": self.block_tokens,
                 "prefix_tokens": self.prefix_tokens, "preemption": self.preemption, "replicas": self.replicas,
-                "prefill_replicas": self.prefill_replicas, "prefill_device": self.prefill_device or None}
+                "prefill_replicas": self.prefill_replicas, "prefill_device": self.prefill_device or None,
+                # A column only where set (explore/knobs.py): results written before it keep their columns.
+                **({} if self.prompt_batch_tokens is None else {"prompt_batch_tokens": self.prompt_batch_tokens})}
 
     @property
     def disaggregated(self) -> bool:

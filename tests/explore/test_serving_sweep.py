@@ -169,3 +169,27 @@ def test_serving_points_stored_before_prompt_batch_tokens_keep_their_keys():
     point = DesignPoint(model="llama-2-7b", device="h100-sxm", batch=256, prompt=0, output=0, serving=spec)
     assert point.point_id == "1975a0ffdaf012dc"
     assert replace(point, serving=replace(spec, prompt_batch_tokens=2048)).point_id != point.point_id
+
+
+def test_prompt_batch_tokens_is_a_serving_knob_with_a_column_only_where_set(tmp_path, capsys):
+    """A sweep that lists it gets its column and its values in each point's spec; a serving sweep that leaves it out
+    has no such column (folders written before it keep their columns and resume); a bad value is one line, exit 2."""
+    serving = SERVING.replace("[static, continuous, chunked]", "continuous").replace("rate: [50, 400]", "rate: 400")
+    path = _serving_sweep(tmp_path, serving + "  prompt_batch_tokens: [16, 128]\n")
+    assert sorted(p.serving.prompt_batch_tokens for p in load_sweep(path).points()) == [16, 128]
+    out = tmp_path / "out"
+    assert main([path, "--out", str(out), "--quiet"]) == 0
+    assert sorted(int(r["prompt_batch_tokens"]) for r in read_results(out)) == [16, 128]
+    plain = _serving_sweep(tmp_path, serving)
+    assert main([plain, "--out", str(tmp_path / "plain"), "--quiet"]) == 0
+    assert all("prompt_batch_tokens" not in r for r in read_results(tmp_path / "plain"))
+    capsys.readouterr()
+    bad = _serving_sweep(tmp_path, serving + "  prompt_batch_tokens: 0\n")
+    assert main(["check", bad]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "serving.prompt_batch_tokens: found 0" in err, err
+    model = write_tiny_model(tmp_path)
+    assert main(["run", "--model", model, "--device", "h100-sxm", "--serving", "--rate", "1",
+                 "--prompt-batch-tokens", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--prompt-batch-tokens: found 0" in err, err
