@@ -66,7 +66,7 @@ STYLES = (("-", "o"), ("--", "s"), (":", "^"), ("-.", "D"), ("-", "v"), ("--", "
 # Knobs besides the rate that tell serving designs apart, named as `knob_value` reads them; labels show the
 # device and scheduler always, the others where they vary.
 DESIGN_KNOBS = ("model", "device", "scheduler", "format", "overrides", "arrival", "cv", "requests", "max_seqs",
-                "max_batched_tokens", "chunk_tokens", "block_tokens", "prefix_tokens")
+                "max_batched_tokens", "chunk_tokens", "prompt_batch_tokens", "block_tokens", "prefix_tokens")
 ALWAYS_SHOWN = ("device", "scheduler")
 
 FIGURE_TITLES = {
