@@ -76,6 +76,8 @@ class DesignPoint:
     def numeric_format(self) -> NumericFormat:
         """The format of the point: its bit widths and sparsity, and every generic knob that applies to the format
         (a NumericFormat field of the same name)."""
+        if not self.knobs:  # most points: no generic knob, so no format knob to gather (read several times a point)
+            return _numeric_format(self.weight_bits, self.act_bits, self.kv_bits, self.sparsity, (), ())
         parts = tuple((name, value) for name, value in self.knobs if KNOBS[name].applies == "format")
         try:
             return _numeric_format(self.weight_bits, self.act_bits, self.kv_bits, self.sparsity, parts,

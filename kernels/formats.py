@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
+from functools import cached_property
 
 # The sparsity grammar lives in kernels/sparsity.py; its names are re-exported here, where callers import formats.
 from kernels.sparsity import ALLOWED_SPARSITY as ALLOWED_SPARSITY
@@ -131,6 +132,8 @@ class NumericFormat:
     the weights dense (see KernelTable.run_on).
     """
 
+    # The derived values below are cached_property: pure functions of these frozen fields, kept in the instance's
+    # __dict__ (eq and hash read the fields only), since a sweep's few formats are read several times a point.
     weight_bits: int = 16
     act_bits: int = 16
     kv_bits: int = 16
@@ -217,12 +220,12 @@ class NumericFormat:
                            scale_granularity="group", **plain)
         return replace(self, weight_bits=bits, **plain)
 
-    @property
+    @cached_property
     def mixed(self) -> bool:
         """Whether some weights are kept at other bits than weight_bits."""
         return any(getattr(self, name) for name in BIT_OVERRIDES)
 
-    @property
+    @cached_property
     def weight_widths(self) -> tuple[int, ...]:
         """Every weight width the format uses, weight_bits first."""
         return tuple(dict.fromkeys([self.weight_bits, *(getattr(self, n) for n in BIT_OVERRIDES if getattr(self, n))]))
@@ -289,7 +292,7 @@ class NumericFormat:
         """Bits stored per KV-cache value (and per weight with the default scales), scales included."""
         return float(bits) if bits >= 16 else bits + 16.0 / self.group_size
 
-    @property
+    @cached_property
     def weight_storage_bits(self) -> float:
         """Bits stored per weight, its share of the scales included."""
         if self.weight_bits >= 16:
@@ -298,20 +301,20 @@ class NumericFormat:
             return float(self.weight_bits)
         return self.weight_bits + SCALE_BITS[self.scale_type] / self.group_size
 
-    @property
+    @cached_property
     def weight_scale(self) -> float:
         """Weight traffic relative to 16-bit weights."""
         return self.weight_storage_bits / 16.0
 
-    @property
+    @cached_property
     def kv_scale(self) -> float:
         return self.storage_bits(self.kv_bits) / 16.0
 
-    @property
+    @cached_property
     def act_scale(self) -> float:
         return self.act_bits / 16.0
 
-    @property
+    @cached_property
     def weight_only(self) -> bool:
         """Quantized weights meeting 16-bit activations: dequantized to the activation type for 16-bit math."""
         return self.weight_bits < 16 and self.act_bits >= 16
@@ -330,7 +333,7 @@ class NumericFormat:
         # 2- and 3-bit weights fit 4-bit integer lanes as well as 4-bit ones do.
         return "int4" if self.act_bits <= 4 and self.weight_bits <= 4 else "int8"
 
-    @property
+    @cached_property
     def block_scaled_variant(self) -> str:
         """The measured GEMM implementation a block-scaled float format runs as ('fp8/block128', 'fp4/nvfp4'), or ''
         (hw_models calibrations fit these apart: kernels/aiconfigurator_import.py)."""
@@ -339,18 +342,18 @@ class NumericFormat:
             return ""
         return "fp8/block128" if dtype == "fp8" else "fp4/nvfp4"
 
-    @property
+    @cached_property
     def weight_density(self) -> float:
         """Fraction of weights kept by the sparsity pattern (1 when dense)."""
         return parse_sparsity(self.sparsity).density
 
-    @property
+    @cached_property
     def sparse_weight_scale(self) -> float:
         """Stored weight bytes of the sparse layout relative to the dense one: kept values plus their positions
         (kernels/sparsity.py)."""
         return parse_sparsity(self.sparsity).stored_scale(self.weight_storage_bits)
 
-    @property
+    @cached_property
     def label(self) -> str:
         base = f"w{self.weight_bits}a{self.act_bits}kv{self.kv_bits}"
         parts = [f"w:{self.weight_type}" if self.weight_type != INT else "",
