@@ -61,15 +61,33 @@ class KernelCosts:
         """sum(name, mask, without) for each of `masks` (by label), as an array in their order."""
         return np.array([self.sum(name, mask, without) for mask in masks.values()])
 
+    def field_sums(self, masks: dict[str, np.ndarray], without: np.ndarray | None = None) -> np.ndarray:
+        """Every summed field (SUM_FIELDS, in columns) over the kernels not in `without` (row 0) and over those of
+        each of `masks` (rows 1..., in their order): one product for all the totals of a pass."""
+        keep = np.ones(len(self), dtype=bool) if without is None else ~without
+        weights = np.array([keep, *(mask & keep for mask in masks.values())], dtype=float)
+        return weights @ self.matrix.T
+
+    @cached_property
+    def matrix(self) -> np.ndarray:
+        """The summed fields (SUM_FIELDS) as the rows of one array, shape (fields, kernels)."""
+        return np.stack([getattr(self, name) for name in SUM_FIELDS])
+
     def take(self, index: np.ndarray) -> KernelCosts:
         """The costs of rows `index` (on the last axis), in that order."""
         return KernelCosts(**{name: None if value is None else value.take(index, axis=-1)  # numpy's fast gather
-                              for name, value in vars(self).items()})
+                              for name, value in self._fields()})
 
     def rows_slice(self, start: int, end: int) -> KernelCosts:
-        """The costs of rows start to end (on the last axis): views, no copies."""
-        return KernelCosts(**{name: None if value is None else value[..., start:end]
-                              for name, value in vars(self).items()})
+        """The costs of rows start to end (on the last axis): views, no copies (of the field matrix too, where
+        it was made)."""
+        part = KernelCosts(**{name: None if value is None else value[..., start:end] for name, value in self._fields()})
+        if "matrix" in self.__dict__:
+            part.__dict__["matrix"] = self.matrix[..., start:end]
+        return part
+
+    def _fields(self):
+        return ((name, getattr(self, name)) for name in COST_FIELDS)
 
     @property
     def unit_index(self) -> np.ndarray:
@@ -95,6 +113,10 @@ class KernelCosts:
 
 
 COST_FIELDS = tuple(f.name for f in fields(KernelCosts))
+# The fields a pass's totals sum (every one but the unit), in the columns of KernelCosts.field_sums, and each one's
+# column.
+SUM_FIELDS = tuple(name for name in COST_FIELDS if name != "unit")
+SUM_COLUMN = {name: i for i, name in enumerate(SUM_FIELDS)}
 
 
 class IndexedCosts:
@@ -116,6 +138,11 @@ class IndexedCosts:
         array in their order."""
         return self.table.distinct_counts_matrix(masks, without) @ getattr(self.rows, name)
 
+    def field_sums(self, masks: dict[str, np.ndarray], without: np.ndarray | None = None) -> np.ndarray:
+        """KernelCosts.field_sums of the kernels, as a product of the counts (the table's, per mask mapping) with
+        the distinct rows' fields."""
+        return self.table.labelled_counts(masks, without) @ self.rows.matrix.T
+
     def map_rows(self, **fields: np.ndarray) -> IndexedCosts:
         """These costs with some fields of the distinct rows replaced (elementwise changes: every kernel of a row
         changes alike)."""
@@ -130,7 +157,7 @@ class IndexedCosts:
         return len(self.index)
 
     def __getattr__(self, name: str) -> Any:  # the rest of KernelCosts' interface, on the per-kernel costs
-        if name.startswith("__") or name in ("rows", "index", "table", "full"):
+        if name.startswith("__") or name in ("rows", "index", "table", "full", "matrix"):
             raise AttributeError(name)
         if name in COST_FIELDS and "full" not in self.__dict__:  # one field: gathered alone, then kept
             values = getattr(self.rows, name)

@@ -170,6 +170,7 @@ def cost_passes(device, tables: list[KernelTable], execution: str = "eager") -> 
     parts = [table.distinct_rows or (table, None) for table in tables]
     patterns = device.sparsity_patterns
     costs = device._cost_table(KernelTable.stack([rows.run_on(patterns) for rows, _ in parts]), execution)
+    costs.matrix  # noqa: B018 (the summed fields stacked once: each pass's costs hold a slice of them)
     out, start = [], 0
     for table, (rows, index) in zip(tables, parts, strict=True):
         end = start + len(rows)

@@ -155,6 +155,12 @@ class KernelTable:
         return self._mask_matrix("_counts_matrix", masks, without,
                                  lambda: [self.distinct_counts(mask, without) for mask in masks.values()])
 
+    def labelled_counts(self, masks: dict[str, np.ndarray], without: np.ndarray | None = None) -> np.ndarray:
+        """distinct_counts of every kernel but `without` (row 0) and of each of `masks` (rows 1..., by label) as one
+        matrix: every total of a pass is one product with it. Memoized per mapping object (the table's own)."""
+        return self._mask_matrix("_labelled_counts", masks, without, lambda: [
+            self.distinct_counts(None, without), *(self.distinct_counts(mask, without) for mask in masks.values())])
+
     def masks_within(self, masks: dict[str, np.ndarray], within: np.ndarray) -> np.ndarray:
         """Each of `masks` (by label) restricted to the rows where `within` is true, as the rows of a 0/1 matrix: a
         sum over those rows of each mask's kernels is one product. Memoized per mapping object."""
@@ -165,7 +171,8 @@ class KernelTable:
         key = (id(masks), id(other))
         hit = cache.get(key)
         if hit is None or hit[0] is not masks or hit[1] is not other:
-            matrix = np.array(rows(), dtype=float).reshape(len(masks), -1)
+            values = rows()
+            matrix = np.array(values, dtype=float).reshape(len(values), -1)
             hit = cache[key] = (masks, other, matrix)  # the masks kept alive with their ids
         return hit[2]
 

@@ -20,10 +20,10 @@ def evaluate(device, tables: PassTables, workload: BatchWorkload, memory: Memory
     """Timings and energy of the batch without an event loop (no timeline); `traffic`: what an offloaded batch
     moves over its host link (sim/offload.py)."""
     costs = price_passes(device, tables, workload, execution, traffic)
-    first_token_s = costs.prefill.sum("time_s")
+    first_token_s = costs.prefill_s
     finishes = costs.decode_finish_times(first_token_s)
     return batch_result(device, costs, workload, memory, first_token_s, finishes,
-                        time_by_class_s=costs.time_by_class_s(tables.prefill.class_masks))
+                        time_by_class_s=costs.time_by_class_s())
 
 
 def batch_result(device, costs: StepCosts, workload: BatchWorkload, memory: MemoryFootprint, first_token_s: float,

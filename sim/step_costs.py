@@ -16,18 +16,20 @@ the wait is spread over the pass's kernels as the host's is, and the host's disp
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 import numpy as np
 
-from hw_models.cost import IndexedCosts, KernelCosts
+from hw_models.cost import SUM_COLUMN, IndexedCosts, KernelCosts
 from hw_models.device import cost_passes, dispatch_s
 from sim.interleave import interleaved_schedule
 from sim.offload import LinkTraffic, link_wait_s
 from sim.workload import BatchWorkload, PassTables
 
 DYNAMIC_ENERGY_FIELDS = ("compute_J", "memory_J")
+TIME = SUM_COLUMN["time_s"]
+NO_MASKS: dict[str, np.ndarray] = {}  # field_sums over every kernel alone (one mapping: its counts are kept per table)
 
 
 @dataclass(frozen=True)
@@ -59,9 +61,20 @@ class DecodeCosts:
         return bool(len(self.attention))
 
     @cached_property
+    def _base_sums(self) -> np.ndarray:
+        """Every summed field (columns: SUM_COLUMN) over the step's kernels but its attention (row 0) and over those
+        of each kernel class (rows 1..., in class_masks order): one product for every total of the step."""
+        return self.base.field_sums(self.class_masks, self.attention_mask)
+
+    @cached_property
+    def _attention_sums(self) -> np.ndarray:
+        """Every summed field over the attention kernels of every step."""
+        return self.attention.field_sums(NO_MASKS)[0]
+
+    @cached_property
     def _device_step_s(self) -> np.ndarray:
         """Each step's device time (its kernels back to back)."""
-        base_s = self.base.sum("time_s", without=self.attention_mask)
+        base_s = self._base_sums[0, TIME]
         if self._attends:
             return base_s + self._step_grid("time_s").sum(axis=1)
         return np.full(self.steps, base_s)
@@ -123,8 +136,8 @@ class DecodeCosts:
         if kernel_mask is None and name == "time_s" and waits:
             return float(np.maximum(self.host_step_s, self._device_step_s).sum())  # max(host, device) per step
         if kernel_mask is None:
-            attention = getattr(self.attention, name)
-            return (self.base.sum(name, without=self.attention_mask) * self.steps + float(attention.sum())) + waits
+            column = SUM_COLUMN[name]
+            return float(self._base_sums[0, column] * self.steps + self._attention_sums[column]) + waits
         total = self.base.sum(name, kernel_mask, without=self.attention_mask) * self.steps
         if self.steps and self._attends:
             attended = kernel_mask[self.attention_mask]
@@ -139,7 +152,7 @@ class DecodeCosts:
         times the steps, plus each step's attention, plus the wait on the host spread by kernel count."""
         masks = self.class_masks
         table = getattr(self.base, "table", None)  # IndexedCosts keep their table's counts per mask
-        totals = self.base.sums(name, masks, self.attention_mask) * self.steps
+        totals = self._base_sums[1:, SUM_COLUMN[name]] * self.steps
         if self.steps and self._attends:
             within = (table.masks_within(masks, self.attention_mask) if table is not None
                       else np.array([mask[self.attention_mask] for mask in masks.values()], dtype=float))
@@ -176,6 +189,18 @@ class StepCosts:
     # When each decode sub-batch finishes, counted from the start of decode (the schedule does not depend on
     # when it starts); set by price_passes.
     decode_offsets_s: tuple[float, ...] = ()
+    prefill_masks: dict[str, np.ndarray] = field(default_factory=dict)  # the prefill's kernel classes
+
+    @cached_property
+    def _prefill_sums(self) -> np.ndarray:
+        """Every summed field (columns: SUM_COLUMN) over the prefill's kernels (row 0) and each class's (rows 1...,
+        in prefill_masks order)."""
+        return self.prefill.field_sums(self.prefill_masks)
+
+    @property
+    def prefill_s(self) -> float:
+        """The prefill's time: its kernels back to back."""
+        return float(self._prefill_sums[0, TIME])
 
     @property
     def interleaved(self) -> bool:
@@ -185,12 +210,12 @@ class StepCosts:
         """Sum of field `name` over every decode step of every sub-batch."""
         return sum(part.total(name) for part in self.decode)
 
-    def time_by_class_s(self, prefill_masks: dict[str, np.ndarray]) -> dict[str, float]:
+    def time_by_class_s(self) -> dict[str, float]:
         """Busy time of each kernel class over the prefill and every decode step of every sub-batch.
 
         With sub-batches overlapping on different units, these busy times add up to more than the makespan.
         """
-        by_class = dict(zip(prefill_masks, self.prefill.sums("time_s", prefill_masks).tolist(), strict=True))
+        by_class = dict(zip(self.prefill_masks, self._prefill_sums[1:, TIME].tolist(), strict=True))
         for part in self.decode:
             for label, total in part.class_totals("time_s").items():
                 by_class[label] = by_class.get(label, 0.0) + total
@@ -206,7 +231,7 @@ class StepCosts:
         Static power is drawn for the makespan, whether one kernel runs, none (a gap), or several at once
         on different units; per-kernel static_J (idle power x kernel time) would count overlaps twice.
         """
-        parts = {name: self.prefill.sum(name) + self.decode_total(name)
+        parts = {name: float(self._prefill_sums[0, SUM_COLUMN[name]]) + self.decode_total(name)
                  for name in DYNAMIC_ENERGY_FIELDS}
         parts["static_J"] = idle_power_W * makespan_s
         return parts
@@ -295,7 +320,8 @@ def price_passes(device, tables: PassTables, workload: BatchWorkload, execution:
     prefill = with_host(prefill, dispatch_s(device, prefill_mode))
     whole_part = price(workload.batch, tables.decode, base, attention)
     whole_s = whole_part.total("time_s")
-    whole = StepCosts(prefill=prefill, decode=(whole_part,), decode_offsets_s=(whole_s,))
+    whole = StepCosts(prefill=prefill, decode=(whole_part,), decode_offsets_s=(whole_s,),
+                      prefill_masks=tables.prefill.class_masks)
     if not tables.sub_batch_decode or traffic is not None:
         return whole
     parts = tuple(price(size, table) for size, table in tables.sub_batch_decode)
@@ -306,7 +332,9 @@ def price_passes(device, tables: PassTables, workload: BatchWorkload, execution:
     if busiest_s >= whole_s:
         return whole
     offsets = _interleaved_finishes(parts, unit_count)
-    return StepCosts(prefill=prefill, decode=parts, decode_offsets_s=offsets) if max(offsets) < whole_s else whole
+    if max(offsets) >= whole_s:
+        return whole
+    return StepCosts(prefill=prefill, decode=parts, decode_offsets_s=offsets, prefill_masks=tables.prefill.class_masks)
 
 
 def _interleaved_finishes(parts: tuple[DecodeCosts, ...], unit_count: int) -> tuple[float, ...]:
