@@ -5,7 +5,9 @@ overlaps math and traffic, as the paper's MV analysis assumes).
 - Compute: matrix kernels run on `dsp_count` DSP slices at `macs_per_dsp_per_cycle` of the kernel's
   operand type (DSP packing: narrower integers pack more MACs per slice); matrix-vector kernels (GEMMs
   with m = 1 and decode attention) use only `gemv_dsp_fraction` of the engine (the MPE's MV mode).
-  Vector kernels run on the SFU at `vector_lanes` elements per cycle. N:M sparsity the sparse DSP chains
+  Vector kernels run on the SFU at `vector_lanes` elements per cycle. With a `mixed_precision:` unit, GEMMs whose
+  weights are narrower than their activations that it takes run at its MACs per DSP slice per cycle and energy
+  per MAC instead of the activation dtype's (hw_models/mixed_precision.py). N:M sparsity the sparse DSP chains
   support (`sparsity_patterns`) is applied by DeviceModel.cost_table: sparse GEMMs arrive with N/M of
   the FLOPs and compressed weight bytes.
 - Memory: weights and KV cache stream from HBM at the achieved fraction `efficiency` of its peak.
@@ -24,6 +26,7 @@ import numpy as np
 
 from hw_models.cost import KernelCosts
 from hw_models.device import VECTOR_DTYPE, DeviceModel
+from hw_models.mixed_precision import unit_rates
 from hw_models.sparsity_support import fpga_support
 from kernels.table import KernelTable
 
@@ -47,6 +50,15 @@ class FPGAModel(DeviceModel):
         """Energy per FLOP of one kernel group: a MAC (two FLOPs) on the DSPs, or an SFU vector op."""
         return self.spec.mac_J(dtype) / 2.0 if matrix else self.spec.energy.vector_op_pJ * 1e-12
 
+    def _on_unit(self, table: KernelTable, peak: np.ndarray, flop_J: np.ndarray) -> tuple:
+        """(FLOP/s, joules per FLOP) of each kernel with the mixed-precision GEMMs the unit takes where it is the
+        faster path (hw_models/mixed_precision.py)."""
+        spec = self.spec
+        per_cycle, unit_J = unit_rates(spec.mixed_precision, table)
+        unit_peak = 2.0 * spec.compute.dsp_count * per_cycle * spec.clock_Hz
+        on_unit = (per_cycle > 0) & (unit_peak >= peak)
+        return np.where(on_unit, unit_peak, peak), np.where(on_unit, unit_J / 2.0, flop_J)
+
     def _gemv_rows(self, table: KernelTable) -> np.ndarray:
         """Matrix-vector kernels (the MPE's MV mode): single-token GEMMs and decode attention."""
         gemm = table.class_masks.get("gemm", np.zeros(len(table), dtype=bool))
@@ -62,6 +74,9 @@ class FPGAModel(DeviceModel):
     def _cost_table(self, table: KernelTable, execution: str) -> KernelCosts:
         spec = self.spec
         peak = table.per_dtype(lambda dtype, matrix: self.peak_flops(dtype if matrix else VECTOR_DTYPE))
+        flop_J = table.per_dtype(self._flop_J)
+        if spec.mixed_precision is not None:
+            peak, flop_J = self._on_unit(table, peak, flop_J)
         peak = np.where(self._gemv_rows(table), peak * spec.compute.gemv_dsp_fraction, peak)
         compute_s = table.flops / peak
         on_chip = self.activations_on_chip(table)
@@ -70,7 +85,7 @@ class FPGAModel(DeviceModel):
         memory_s = offchip_bytes / spec.achieved_bandwidth_Bps + onchip_bytes / spec.onchip_bandwidth_Bps
         overhead_s = spec.overhead.kernel_cycles / spec.clock_Hz * np.ones(len(table))
         time_s = np.maximum(compute_s, memory_s) + overhead_s
-        compute_J = table.flops * table.per_dtype(self._flop_J)
+        compute_J = table.flops * flop_J
         energy = spec.energy
         memory_J = (offchip_bytes * energy.hbm_pJ_per_bit + table.bytes * energy.onchip_pJ_per_bit) * 8e-12
         static_J = spec.power.idle_W * time_s

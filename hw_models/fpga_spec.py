@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 from pydantic import Field, StrictBool, model_validator
 from pydantic.dataclasses import dataclass
 
+from hw_models.mixed_precision import MixedPrecisionSpec
 from hw_models.spec_common import (
     SPEC_CONFIG,
     AreaSpec,
@@ -123,6 +124,9 @@ class FPGASpec(OffChipMemory):
     power: PowerSpec
     area: AreaSpec
     price: PriceSpec
+    # A mixed-precision MAC unit in the matrix engine, rates per DSP slice (hw_models/mixed_precision.py); None: low-bit
+    # weights are widened to the activation type (kind dequantize).
+    mixed_precision: MixedPrecisionSpec | None = None
 
     @property
     def clock_Hz(self) -> float:

@@ -30,8 +30,12 @@ NPU, unit "npu". Dual row buffers with sub-batch interleaving give sub_batches =
 sub-batch's PIM attention with the other's NPU GEMMs); a single row buffer blocks memory while PIM computes,
 so nothing overlaps (sub_batches = 1).
 
-Energy: MACs x energy per MAC (by dtype), vector ops x energy per op, SRAM bytes x energy per byte, off-chip
-bits x HBM energy per bit, in-bank bits x PIM energy per bit, static power x time.
+Mixed-precision GEMMs (weights narrower than activations: W4A16, W4A8, ternary): with a `mixed_precision:` unit
+(MixPE PEs, or a bit-serial LUT unit) the arrays run those it takes at its MACs per PE per cycle and energy per MAC
+(hw_models/mixed_precision.py); without one, at the activation dtype's rate, the weights only moving fewer bytes.
+
+Energy: MACs x energy per MAC (by dtype, or the unit's), vector ops x energy per op, SRAM bytes x energy per byte,
+off-chip bits x HBM energy per bit, in-bank bits x PIM energy per bit, static power x time.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ import numpy as np
 
 from hw_models.cost import KernelCosts
 from hw_models.device import DeviceModel
+from hw_models.mixed_precision import unit_rates
 from hw_models.npu_spec import NPUSpec
 from hw_models.sparsity_support import npu_support
 from kernels.formats import DTYPE_BITS
@@ -155,6 +160,8 @@ class NPUModel(DeviceModel):
         element_bytes = table.per_dtype(lambda d, _: DTYPE_BITS.get(d, 16) / 8)
         macs_per_s = table.per_dtype(lambda d, _: spec.macs_per_s(d))
         mac_J = table.per_dtype(lambda d, _: spec.mac_J(d))
+        if spec.mixed_precision is not None and matrix.any():
+            macs_per_s, mac_J = self._on_unit(table, matrix, macs_per_s, mac_J)
         compute_s, memory_s = np.zeros(size), table.bytes / spec.bandwidth_Bps
         offchip_B, sram_B = table.bytes.copy(), 2 * table.bytes
         compute_J = np.zeros(size)
@@ -173,6 +180,15 @@ class NPUModel(DeviceModel):
             unit[on_pim] = 1
         return KernelCosts(time_s=time_s, compute_s=compute_s, memory_s=memory_s, overhead_s=np.zeros(size),
                            compute_J=compute_J, memory_J=memory_J, static_J=spec.power.idle_W * time_s, unit=unit)
+
+    def _on_unit(self, table: KernelTable, matrix: np.ndarray, macs_per_s: np.ndarray, mac_J: np.ndarray) -> tuple:
+        """(MAC rate, joules per MAC) of each kernel with the mixed-precision GEMMs the unit takes where it is the
+        faster path (hw_models/mixed_precision.py)."""
+        spec = self.spec
+        per_cycle, unit_J = unit_rates(spec.mixed_precision, table)
+        unit_macs_per_s = spec.pes * spec.frequency_Hz * per_cycle
+        on_unit = matrix & (per_cycle > 0) & (unit_macs_per_s >= macs_per_s)
+        return np.where(on_unit, unit_macs_per_s, macs_per_s), np.where(on_unit, unit_J, mac_J)
 
     def _pim(self, table: KernelTable, rows: np.ndarray, compute_s, memory_s, time_s, compute_J, memory_J) -> None:
         """Decode attention in the banks: fills the PIM rows of the arrays in place."""

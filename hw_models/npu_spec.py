@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import StrictBool, model_validator
 from pydantic.dataclasses import dataclass
 
+from hw_models.mixed_precision import MixedPrecisionSpec
 from hw_models.spec_common import (
     SPEC_CONFIG,
     AreaSpec,
@@ -127,6 +128,9 @@ class NPUSpec(OffChipMemory):
     area: AreaSpec
     price: PriceSpec
     pim: PIMSpec | None = None
+    # A mixed-precision MAC unit in the arrays (hw_models/mixed_precision.py); None: low-bit weights are widened to
+    # the activation type (kind dequantize).
+    mixed_precision: MixedPrecisionSpec | None = None
 
     @model_validator(mode="after")
     def _pim_energy(self):
