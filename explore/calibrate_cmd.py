@@ -165,8 +165,8 @@ def _score(rows: list[MeasuredKernel], include_train: bool, where: str) -> tuple
 
 def row_group(row: MeasuredKernel) -> str:
     """The group a row's error is reported in: its kernel, with the dtype fit of a GEMM or MoE layer below 16 bits
-    and the KV dtype of attention over a quantized cache ('gemm fp8', 'moe fp8/block128', 'attention_decode kv
-    fp8')."""
+    and the KV dtype of attention over a quantized cache ('gemm fp8', 'moe fp8/block128', 'moe bf16/w4int',
+    'attention_decode kv fp8')."""
     if row.kernel in (*GEMM_KINDS, MOE_KIND) and gemm_key(row):
         return f"{row.kernel} {gemm_key(row)}"
     if row.kv_dtype and row.kv_dtype != row.dtype:

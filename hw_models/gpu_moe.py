@@ -26,6 +26,13 @@ tensor-parallel shards (704 / 32 = 22 columns) take the scalar path.
 Every parameter is fitted per dtype by `explore calibrate` on aiconfigurator's measured layers; fractions are
 capped at 1, so in a model pass no layer is faster than the larger of its math at peak and its bytes (the
 touched experts' weights and the activations) at bandwidth.
+
+Weight-only layers (4-bit weights, 16-bit activations: Marlin's int4 MoE, MXFP4 experts with bf16 math) run at the
+16-bit rate on their stored weight bytes, scales included, with the CUDA cores' dequantization in series with the
+math (`vector_s`, hw_models/gpu_quant.py); they have fits of their own, keyed by weight_only_key ('bf16/w4int',
+'bf16/w4fp4'), which a point with that weight format prices its MoE layers on (gpu_quant.quant_plan's variant).
+Their kernels issue other instructions than the 16-bit ones the bf16 fit saw (Marlin: Ampere's mma.sync on every
+GPU), so the 16-bit fit does not carry over: their achieved fraction of the 16-bit peak is what the fit measures.
 """
 
 from __future__ import annotations
@@ -61,6 +68,13 @@ class MoeFit:
     cta_bandwidth_Bps: float  # weight bytes per second one thread block streams
     unaligned_slowdown: float = 0.0  # extra time, as a share, of a layer whose intermediate size is unaligned
     cache_speedup: float = 1.0  # L2 over DRAM streaming rate, for a replayed layer whose bytes stay in the L2
+
+
+def weight_only_key(weight_bits: int, weight_type: str, dtype: str) -> str:
+    """The MoE fit key of layers with weight-only quantized weights computing in `dtype`: '<dtype>/w<bits><element>'
+    ('bf16/w4int', 'bf16/w4fp4' for fp4 e2m1 values), a variant key as Calibration.with_variant reads them."""
+    element = {"int": "int", "fp4_e2m1": "fp4"}.get(weight_type, weight_type)
+    return f"{dtype}/w{weight_bits}{element}"
 
 
 def _row_tile(rows: np.ndarray) -> np.ndarray:

@@ -65,12 +65,12 @@ instructions against 3.2 ms of 3-bit traffic), CUDA-core-bound from a few tokens
 tensor-core math too, 2 FLOPs a weight and token at the 16-bit tensor rate, a twentieth of their CUDA-core time or less.
 
 Fused MoE layers of a weight-only format pay the same dequantization, each touched expert's weights once per
-M-tile pass of its rows, in series with the grouped GEMMs' math (hw_models/gpu_moe.py moe_times); their MoE fit
-is the 16-bit one. Against aiconfigurator's Marlin W4A16 MoE layers (int4_wo, one model shape per GPU, rows no fit
-saw: tests/hw_models/test_moe_weight_only.py) that is -7% in the median on L40S; on H200 and B200 the layers run
-37% and 60% slower than priced: Marlin issues the sm_80 mma.sync on every GPU, and Hopper and Blackwell reach the
-tensor-core peak the 16-bit fit was measured at only through wgmma / tcgen05. No published rate of mma.sync on those
-GPUs was found, so the gap is not priced.
+M-tile pass of its rows, in series with the grouped GEMMs' math (hw_models/gpu_moe.py moe_times). Their MoE fit is
+the one of the measured weight-only MoE kernels of that element type and width (the plan's variant,
+gpu_moe.weight_only_key: aiconfigurator's Marlin int4 and MXFP4 MoE layers on H200, L40S and B200), else the 16-bit
+one. Marlin issues the sm_80 mma.sync on every GPU, and Hopper and Blackwell reach the tensor-core peak the 16-bit
+fit was measured at only through wgmma / tcgen05: no published rate of mma.sync on those GPUs was found, and the
+weight-only fit's achieved fraction of the 16-bit peak is the measured rate (tests/hw_models/test_moe_weight_only.py).
 """
 
 from __future__ import annotations
@@ -79,6 +79,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hw_models.gpu_moe import weight_only_key
 from hw_models.spec_common import fallback_dtype
 from kernels.formats import CODEBOOK_TYPES, FLOAT_TYPES, INT, NumericFormat
 
@@ -111,7 +112,7 @@ class QuantPlan:
     math_dtype: str  # the tensor-core dtype it runs in on this GPU
     weight_ops: float  # lane instructions per weight element per M-tile pass (0: the tensor cores take the weights)
     act_ops: float  # lane instructions per activation element per N-tile pass (emulated math only)
-    variant: str  # calibration variant that prices it ('fp8/block128', 'fp4/nvfp4') or ''
+    variant: str  # calibration variant that prices it ('fp8/block128', 'fp4/nvfp4', 'bf16/w4int') or ''
     notice: str  # what a user should know ('' when the GPU runs the format as it is)
     mixed_input: bool = False  # 16-bit activations times quantized weights (weight-only): MIXED_INPUT_TILES
     rows_per_pass: float = M_TILE_ROWS  # output rows whose work one pass over the weights serves
@@ -151,8 +152,9 @@ def quant_plan(fmt: NumericFormat | None, peak_TFLOPS, gpu: str, traced_dtype: s
                          mixed_input=True, rows_per_pass=1.0)
     if fmt.weight_only:
         ops = unpack_ops(fmt.weight_bits, fmt.weight_type) + _scale_ops(fmt)
-        return QuantPlan(dtype=dtype, math_dtype=dtype, weight_ops=ops, act_ops=0.0, variant="", notice="",
-                         mixed_input=True)
+        # Its fused MoE layers take the fit of the measured weight-only MoE kernels where one exists (gpu_moe.py).
+        return QuantPlan(dtype=dtype, math_dtype=dtype, weight_ops=ops, act_ops=0.0,
+                         variant=weight_only_key(fmt.weight_bits, fmt.weight_type, dtype), notice="", mixed_input=True)
     math = fallback_dtype(peak_TFLOPS, dtype, default=())
     if math == dtype:
         if dtype == "int8" and fmt.weight_bits < 8:  # W4A8: the int4 weights are widened to int8 lanes

@@ -17,7 +17,7 @@ import gzip
 import io
 import math
 import re
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from kernels.formats import DTYPE_BITS, NumericFormat
@@ -43,8 +43,13 @@ ROW_KINDS = (*KERNEL_NAMES, DECODE_STEP)
 # timed over the loop (device time, or the host's launch interval where that is longer); isolated: one call
 # between events on an idle device (device time plus the host launch).
 TIMINGS = ("kernel", "graph", "eager", "isolated")
+# How a weight-only row's ('wXaY') quantized weights are stored, beyond NumericFormat's defaults (integer values,
+# a 16-bit scale per 128): 'group32', a 16-bit scale per 32 (Kimi-K2.5's native INT4, Marlin MoE:
+# kernels/aiconfigurator_import.py); 'mxfp4', fp4 e2m1 values with an e8m0 scale per 32 (OCP MX v1.0, Table 1).
+WEIGHT_VARIANTS = {"group32": {"group_size": 32},
+                   "mxfp4": {"weight_type": "fp4_e2m1", "scale_type": "e8m0", "group_size": 32}}
 # Implementation variants of a GEMM at one dtype: how its low-precision operands are scaled.
-GEMM_VARIANTS = ("tensor", "block128", "nvfp4")
+GEMM_VARIANTS = ("tensor", "block128", "nvfp4", *WEIGHT_VARIANTS)
 # Bits per value of each dtype a measured row may name (fp4: e2m1 values).
 ROW_DTYPE_BITS = {**DTYPE_BITS, "fp4": 4}
 # Scale bytes a variant stores per weight value: an fp32 scale per 128 x 128 block (DeepSeek-V3's block-scaled
@@ -83,6 +88,12 @@ class MeasuredKernel:
     backend: str = ""  # the implementation that ran the kernel, as its source names it (moe rows: kernels/moe.py)
 
     @property
+    def numeric_format(self) -> NumericFormat | None:
+        """The format of a quantized 'wXaY' row, its WEIGHT_VARIANTS storage applied (None for other dtypes)."""
+        fmt = quantized_format(self.dtype)
+        return replace(fmt, **WEIGHT_VARIANTS[self.variant]) if fmt and self.variant in WEIGHT_VARIANTS else fmt
+
+    @property
     def is_step(self) -> bool:
         """A whole decode step, priced by simulating the model (not by to_kernel)."""
         return self.kernel == DECODE_STEP
@@ -95,7 +106,7 @@ class MeasuredKernel:
         kind = KernelKind(self.kernel)
         if kind == KernelKind.MOE:
             return self._moe_kernel()
-        fmt = quantized_format(self.dtype)
+        fmt = self.numeric_format
         dtype = fmt.gemm_dtype(QUANTIZED_BASE_DTYPE) if fmt else self.dtype
         width = ROW_DTYPE_BITS.get(self.dtype, 16) / 8
         if kind in (KernelKind.GEMM, KernelKind.BATCHED_GEMM):
@@ -138,9 +149,14 @@ class MeasuredKernel:
 
         touched, routed = routed_on_rank0(self.m, self.topk, self.experts, max(self.expert_parallel, 1),
                                           self.routing or BALANCED)
-        weight_width = ROW_DTYPE_BITS[self.dtype] / 8 + VARIANT_SCALE_BYTES.get(self.variant, 0.0)
+        fmt = self.numeric_format
+        if fmt is None:
+            weight_width = ROW_DTYPE_BITS[self.dtype] / 8 + VARIANT_SCALE_BYTES.get(self.variant, 0.0)
+            dtype = self.dtype
+        else:  # quantized weights with their scales; the math runs in bf16, the layer's activation type
+            weight_width, dtype = fmt.weight_storage_bits / 8, fmt.gemm_dtype("bf16")
         return fused_moe_kernel(tokens=self.m, routed=routed, touched=touched, hidden=self.k, inter=self.n,
-                                weight_width=weight_width, act_width=2.0, dtype=self.dtype,
+                                weight_width=weight_width, act_width=2.0, dtype=dtype,
                                 routed_all=float(self.m * self.topk) if caches_every_row(self.backend) else None)
 
 

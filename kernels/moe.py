@@ -48,8 +48,10 @@ MATRICES = 3
 
 def caches_every_row(backend: str) -> bool:
     """Whether an MoE backend (aiconfigurator's kernel_source names) sizes its caches by every routed row: vLLM's
-    Triton kernels do, FlashInfer's CUTLASS and TensorRT-LLM kernels keep the device's own rows only."""
-    return "triton" in backend.lower()
+    Triton kernels and its Marlin MoE (fused_marlin_moe: intermediate caches of M x topk rows, the activation and
+    the top-k sum over all of them) do, FlashInfer's CUTLASS and TensorRT-LLM kernels keep the device's own rows
+    only."""
+    return any(name in backend.lower() for name in ("triton", "marlin"))
 
 
 def fused_moe_flops(routed: float, hidden: float, inter: float) -> float:

@@ -1,74 +1,180 @@
-"""Weight-only (W4A16) fused MoE layers: the 16-bit MoE fit at 4-bit weight traffic plus the CUDA cores'
-dequantization (hw_models/gpu_quant.py), scored on aiconfigurator's Marlin int4 MoE layers (moe_dtype int4_wo:
-vLLM's compressed-tensors WNA16 Marlin experts, one model shape, hidden 7168, intermediate 2048, top-8 of 384
-experts), rows that no fit saw: an independent check of the weight-only model on MoE layers."""
+"""Weight-only (W4A16) fused MoE layers (hw_models/gpu_moe.py): priced at the 16-bit rate on 4-bit weight traffic with
+the scales plus the CUDA cores' dequantization (hw_models/gpu_quant.py), on a fit of their own ('bf16/w4int' for
+Marlin's int4 MoE, 'bf16/w4fp4' for MXFP4 experts) that a point of that weight format reaches through its quant
+plan; the fitter recovering known parameters through that path; and the shipped fits scored on aiconfigurator's
+measured weight-only MoE layers that no fit saw (layouts held out: kernels/aiconfigurator_import.py)."""
 
 from __future__ import annotations
 
-import csv
-import gzip
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from hw_models.calibration import (
+    fit_moe,
+    gemm_key,
+    load_calibration,
+    predict,
+    read_calibration,
+    write_calibration,
+)
+from hw_models.gpu import GPUModel
+from hw_models.gpu_efficiency import Calibration, MoeFit
 from hw_models.registry import load_device
 from kernels.formats import NumericFormat
 from kernels.measured import MeasuredKernel
+from kernels.moe import fused_moe_kernel
 from kernels.table import KernelTable
 
 AICONFIGURATOR = Path(__file__).resolve().parents[3] / "shared" / "data" / "aiconfigurator"
-pytestmark = pytest.mark.skipif(not AICONFIGURATOR.is_dir(), reason="../shared/data/aiconfigurator not present")
-W4A16 = NumericFormat(weight_bits=4)
+needs_data = pytest.mark.skipif(not AICONFIGURATOR.is_dir(), reason="../shared/data/aiconfigurator not present")
+INT4_G32 = NumericFormat(weight_bits=4, group_size=32)
+MXFP4 = NumericFormat(weight_bits=4, weight_type="fp4_e2m1", scale_type="e8m0", group_size=32)
+TRUTH = MoeFit(compute_fraction=0.3, bandwidth_fraction=0.8, act_bandwidth_fraction=0.5, latency_s=30e-6, blend=3.0,
+               padding_share=0.7, cta_bandwidth_Bps=15e9, unaligned_slowdown=0.2)
+SIXTEEN_BIT = MoeFit(compute_fraction=0.7, bandwidth_fraction=0.9, act_bandwidth_fraction=0.8, latency_s=20e-6,
+                     blend=4.0, padding_share=0.5, cta_bandwidth_Bps=20e9)
 
 
-def _int4_layers(gpu: str, device: str) -> list[MeasuredKernel]:
+def _layers(width: float) -> KernelTable:
+    """Two fused layers of Kimi-K2.5's experts (hidden 7168, intermediate 2048): 1 token (8 experts) and 4,096
+    tokens (every one of 384 experts), weights `width` bytes each."""
+    return KernelTable.from_kernels([
+        fused_moe_kernel(tokens=t, routed=8 * t, touched=min(8 * t, 384), hidden=7168, inter=2048,
+                         weight_width=width, act_width=2.0, dtype="bf16") for t in (1, 4096)])
+
+
+def test_weight_only_rows_are_keyed_by_weight_element():
+    int4 = MeasuredKernel(device="h200", kernel="moe", dtype="w4a16", variant="group32", time_s=1e-4, source="s",
+                          m=1, n=2048, k=7168, topk=8, experts=384, backend="marlin")
+    fp4 = MeasuredKernel(**{**int4.__dict__, "variant": "mxfp4"})
+    assert (gemm_key(int4), gemm_key(fp4)) == ("bf16/w4int", "bf16/w4fp4")
+    # A weight-only GEMM row keeps the 16-bit GEMM fit; an MoE row of 16-bit weights the 16-bit MoE fit.
+    assert gemm_key(MeasuredKernel(**{**int4.__dict__, "kernel": "gemm"})) == ""
+    assert gemm_key(MeasuredKernel(**{**int4.__dict__, "dtype": "bf16", "variant": ""})) == ""
+    # The layer computes in bf16 on 4.5-bit (int4 + a bf16 scale per 32) or 4.25-bit (e2m1 + an e8m0 per 32)
+    # weights: 8 touched experts x 3 x 7168 x 2048 weights.
+    weights = 8 * 3 * 7168 * 2048
+    assert int4.to_kernel().dtype == "bf16"
+    assert int4.to_kernel().weight_bytes == pytest.approx(weights * 4.5 / 8)
+    assert fp4.to_kernel().weight_bytes == pytest.approx(weights * 4.25 / 8)
+
+
+def test_a_point_with_weight_only_weights_prices_its_moe_layers_on_their_fit():
+    """The format's quant plan names the weight-only fit: the MoE layers of a W4A16 (int4, scale per 32) point are
+    priced exactly as by a calibration whose only MoE fit is the weight-only one; an MXFP4 point has no fit of its
+    own here and keeps the 16-bit fit; 16-bit layers keep the 16-bit fit whatever else the calibration holds."""
+    base = load_device("h200", calibrated=False)
+
+    def priced(cal: Calibration, fmt: NumericFormat | None) -> np.ndarray:
+        table = _layers(2.0)
+        return GPUModel(base.spec, calibration=cal).cost_table(table.with_format(fmt) if fmt else table,
+                                                                execution="device").time_s
+
+    both = Calibration(device="h200", moe=SIXTEEN_BIT, moe_dtypes={"bf16/w4int": TRUTH})
+    np.testing.assert_array_equal(priced(both, INT4_G32), priced(Calibration(device="h200", moe=TRUTH), INT4_G32))
+    np.testing.assert_array_equal(priced(both, MXFP4), priced(Calibration(device="h200", moe=SIXTEEN_BIT), MXFP4))
+    np.testing.assert_array_equal(priced(both, None), priced(Calibration(device="h200", moe=SIXTEEN_BIT), None))
+    assert not np.allclose(priced(both, INT4_G32), priced(Calibration(device="h200", moe=SIXTEEN_BIT), INT4_G32))
+
+
+def test_dequantization_is_in_the_weight_only_layer():
+    """At 4,096 tokens (about 85 rows per expert, two 64-row passes over each weight) the layer is math-bound, so the
+    CUDA cores' dequantization in series with the math shows: per-group scales (0.5 instructions per weight and pass
+    on top of the 1.125 of the int4 unpack) take longer than a per-tensor scale applied in the epilogue, while
+    moving no more than the 1/32 share of scale bits more."""
+    model = GPUModel(load_device("h200", calibrated=False).spec,
+                     calibration=Calibration(device="h200", moe_dtypes={"bf16/w4int": TRUTH}))
+    grouped, per_tensor = (model.cost_table(_layers(2.0).with_format(fmt), execution="device").time_s
+                           for fmt in (INT4_G32, NumericFormat(weight_bits=4, scale_granularity="tensor")))
+    assert grouped[1] > per_tensor[1] * 1.01
+
+
+def _rows(times, shapes, variant: str) -> list[MeasuredKernel]:
+    return [MeasuredKernel(device="h200", kernel="moe", dtype="w4a16", variant=variant, time_s=float(t),
+                           source="synthetic", m=m, n=n, k=k, topk=topk, experts=e, expert_parallel=ep,
+                           backend="marlin")
+            for t, (m, n, k, topk, e, ep) in zip(times, shapes, strict=True)]
+
+
+@pytest.mark.parametrize("variant, key", [("group32", "bf16/w4int"), ("mxfp4", "bf16/w4fp4")])
+def test_fitter_recovers_known_weight_only_parameters(variant, key):
+    """Weight-only rows priced by a known fit (through their format's dequantization and 4-bit traffic) over tokens 1
+    to 16k, thin to wide intermediate shards (one unaligned) and expert parallelism: the fit finds every parameter."""
+    shapes = [(tokens, inter, hidden, topk, experts, ep)
+              for tokens in (1, 4, 16, 64, 256, 1024, 4096, 16384)
+              for inter, hidden, topk, experts, ep in ((2048, 7168, 8, 384, 1), (2048, 7168, 8, 384, 16),
+                                                       (128, 7168, 8, 384, 1), (90, 2880, 4, 128, 1),
+                                                       (2880, 2880, 4, 32, 1))]
+    base = load_device("h200", calibrated=False)
+    truth = GPUModel(base.spec, calibration=Calibration(device="h200", moe_dtypes={key: TRUTH}))
+    times = predict(truth, _rows(np.ones(len(shapes)), shapes, variant))
+    fitted = fit_moe(base, _rows(times, shapes, variant))
+    for name in MoeFit.__dataclass_fields__:  # the L2 speed-up at its no-effect value included
+        assert getattr(fitted, name) == pytest.approx(getattr(TRUTH, name), rel=0.01), name
+
+
+def test_weight_only_fits_round_trip_through_a_calibration_file(tmp_path):
+    cal = Calibration(device="b200", moe=SIXTEEN_BIT, moe_dtypes={"bf16/w4int": TRUTH, "bf16/w4fp4": SIXTEEN_BIT})
+    write_calibration(cal, tmp_path / "b200.yaml")
+    back = read_calibration(tmp_path / "b200.yaml")
+    assert back.moe_dtypes == cal.moe_dtypes
+    assert back.with_variant("bf16/w4int").moe_fit("bf16") == TRUTH
+
+
+def _held_out(gpu: str, device: str, key: str) -> list[MeasuredKernel]:
+    """aiconfigurator's weight-only MoE layers of one fit key that the shipped calibration was not fitted on."""
+    from kernels.aiconfigurator_import import _moe_rows
+
     path = next((AICONFIGURATOR / gpu / "moe").glob("*/*/moe_perf.csv.gz"))
-    with gzip.open(path, "rt", newline="") as f:
-        return [MeasuredKernel(device=device, kernel="moe", dtype="bf16", time_s=float(r["latency"]) * 1e-3,
-                               timing="graph", m=int(r["num_tokens"]), n=int(r["inter_size"]) // int(r["moe_tp_size"]),
-                               k=int(r["hidden_size"]), topk=int(r["topk"]), experts=int(r["num_experts"]),
-                               expert_parallel=int(r["moe_ep_size"]), routing=r["distribution"],
-                               backend=r["kernel_source"], source=f"aiconfigurator:{gpu}:moe:int4_wo")
-                for r in csv.DictReader(f) if r["moe_dtype"] == "int4_wo"]
+    train = set(load_calibration(device).provenance["train_sources"])
+    rows = [r for r in _moe_rows(path, device, gpu) if r.dtype == "w4a16" and gemm_key(r) == key]
+    held = [r for r in rows if r.source not in train]
+    assert rows and len(held) >= len(rows) // 3, "the shipped fit holds out about half the layouts"
+    return held
 
 
-def _errors(gpu: str, device_name: str, fmt: NumericFormat = W4A16) -> np.ndarray:
-    rows = _int4_layers(gpu, device_name)
-    assert len(rows) > 1000
-    table = KernelTable.from_kernels([r.to_kernel() for r in rows]).with_format(fmt)
-    predicted = load_device(device_name).cost_table(table, execution="device").time_s
-    return predicted / np.array([r.time_s for r in rows]) - 1.0
+# Held-out target: 20%, the upper end of the fitted MoE layers' in-source held-out medians (10-17%, README accuracy
+# table), which the weight-only issue (issue 13: W4A16 MoE priced as it runs) asked these layers to meet.
+TARGET = 0.20
+GPUS = [("h200_sxm", "h200"), ("l40s", "l40s"), ("b200_sxm", "b200")]
 
 
-def test_dequantization_reaches_the_fused_layer():
-    """At 16,384 tokens (about 340 rows per expert) the layer is math-bound, so the dequantization in series with it
-    shows: per-group scales (0.5 instructions per weight and pass on top of the 1.125 of the int4 unpack) take longer
-    than a per-tensor scale applied in the epilogue, on the same bytes within the scales' 1/64 share."""
-    rows = [r for r in _int4_layers("h200_sxm", "h200") if r.m == 16384]
-    table = KernelTable.from_kernels([r.to_kernel() for r in rows])
-    device = load_device("h200")
-    grouped = device.cost_table(table.with_format(W4A16), execution="device").time_s
-    per_tensor = device.cost_table(table.with_format(NumericFormat(weight_bits=4, scale_granularity="tensor")),
-                                   execution="device").time_s
-    assert (grouped > per_tensor * 1.01).all()
+@needs_data
+@pytest.mark.parametrize("gpu, device", GPUS)
+def test_marlin_int4_moe_layers_held_out_within_twenty_percent(gpu, device):
+    """Marlin's W4A16 MoE (int4, a bf16 scale per 32; Kimi-K2.5's experts) on TP/EP layouts no fit saw: median error
+    within 20% and no more biased than that either way. On H200 and B200 this was a documented miss while the layers
+    were priced on the 16-bit MoE fit (Marlin issues Ampere's mma.sync, not wgmma / tcgen05, and no published rate
+    of it was found): the measured layers now give its achieved rate."""
+    held = _held_out(gpu, device, "bf16/w4int")
+    error = predict(load_device(device), held) / np.array([r.time_s for r in held]) - 1.0
+    assert np.median(np.abs(error)) <= TARGET
+    assert -TARGET <= np.median(error) <= TARGET
 
 
-def test_ada_marlin_layers_within_twenty_percent():
-    """On L40S (Ada: Marlin's mma.sync is its tensor cores' native instruction) the median error is within 20%, the
-    upper end of the fitted MoE layers' in-source held-out medians (10-17%, README)."""
-    assert np.median(np.abs(_errors("l40s", "l40s"))) <= 0.20
+@pytest.mark.parametrize("device", ["h200", "b200"])
+def test_marlin_runs_below_the_sixteen_bit_moe_rate_on_hopper_and_blackwell(device):
+    """Hopper and Blackwell reach their tensor-core peak only through wgmma / tcgen05 (Luo et al., 'Benchmarking and
+    Dissecting the Nvidia Hopper GPU Architecture', 2024), which the 16-bit MoE kernels issue and Marlin does not: the
+    shipped Marlin fit's achieved fraction of the bf16 peak is below the 16-bit MoE fit's."""
+    cal = load_calibration(device)
+    assert cal.moe_dtypes["bf16/w4int"].compute_fraction < cal.moe.compute_fraction
 
 
-@pytest.mark.parametrize("gpu, device_name", [("h200_sxm", "h200"), ("b200_sxm", "b200")])
-@pytest.mark.xfail(strict=True, reason=(
-    "priced 37% (H200) and 60% (B200) too fast in the median. Marlin's MoE kernel (vLLM csrc/moe/marlin_moe_wna16, "
-    "built on quantization/gptq_marlin/marlin.cuh) issues the sm_80 warp-level mma.sync m16n8k16 on every GPU, while "
-    "Hopper and Blackwell reach their tensor-core peak only through the asynchronous warpgroup wgmma (sm_90) and "
-    "tcgen05 (sm_100) instructions (Luo et al., 'Benchmarking and Dissecting the Nvidia Hopper GPU Architecture', "
-    "2024: the tensor cores' full potential is realized only with wgmma), and the 16-bit MoE fit these layers are "
-    "priced on was measured on kernels that use them. The rate mma.sync reaches on H200 and B200 is neither in the "
-    "project's data nor found published as a number; pricing it needs that per-GPU rate in the preset and a "
-    "mixed-input MMA rate in gpu.py's MoE call (moe_times receives the dtype's peak)"))
-def test_hopper_and_blackwell_marlin_layers_within_twenty_percent(gpu, device_name):
-    assert np.median(np.abs(_errors(gpu, device_name))) <= 0.20
+@needs_data
+@pytest.mark.parametrize("gpu, device", [
+    pytest.param("h200_sxm", "h200", marks=pytest.mark.xfail(strict=True, reason=(
+        "held-out median 20.1%: H200's MXFP4 rows come from two kernels that one fit per weight format prices "
+        "together, OpenAI's Triton MoE on gpt-oss's shapes (15.3%, bias +6%) and Marlin's on hidden 3584, top-16 of "
+        "896 (27.9%, bias -9%); a fit per kernel needs a point to say which kernel its engine runs, which no knob "
+        "does"))),
+    ("l40s", "l40s"), ("b200_sxm", "b200")])
+def test_mxfp4_moe_layers_held_out_within_twenty_percent(gpu, device):
+    """gpt-oss's MXFP4 experts with bf16 math (Triton, Marlin or FlashInfer TensorRT-LLM kernels, as vLLM picks per
+    GPU) on layouts no fit saw: median error within 20%, bias within 20% either way."""
+    held = _held_out(gpu, device, "bf16/w4fp4")
+    error = predict(load_device(device), held) / np.array([r.time_s for r in held]) - 1.0
+    assert np.median(np.abs(error)) <= TARGET
+    assert -TARGET <= np.median(error) <= TARGET

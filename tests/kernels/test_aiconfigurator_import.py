@@ -71,6 +71,38 @@ def test_rows_by_hand(folder, tmp_path):
     assert read_table(path) == rows
 
 
+MOE = ["framework", "version", "device", "op_name", "kernel_source", "moe_dtype", "num_tokens", "hidden_size",
+       "inter_size", "topk", "num_experts", "moe_tp_size", "moe_ep_size", "distribution", "latency"]
+
+
+def test_weight_only_moe_rows_by_hand(tmp_path):
+    """Marlin's int4 MoE and gpt-oss's MXFP4 MoE read as w4a16 layers with their weights' storage as the variant,
+    held out by layout; the MXFP4 x MXFP8 layers (fp8 math) are left out."""
+    _write(tmp_path / "b200_sxm/moe/vllm/0.24.0/moe_perf.csv.gz", MOE, [
+        ["VLLM", "0.24.0", "NVIDIA B200", "moe", "vllm_compressedtensorswna16marlinmoe_marlin_marlinexperts",
+         "int4_wo", 1, 7168, 2048, 8, 384, 2, 1, "balanced", 0.0683],
+        ["VLLM", "0.24.0", "NVIDIA B200", "moe", "vllm_gptossmxfp4moe_flashinfer_trtllm_mxfp4_bf16_"
+         "trtllmmxfp4expertsmonolithic", "w4a16_mxfp4", 1, 2880, 2880, 4, 128, 1, 4, "power_law_1.2", 0.05],
+        ["VLLM", "0.24.0", "NVIDIA B200", "moe", "vllm_mxfp4moe_flashinfer_trtllm_mxfp4_mxfp8_"
+         "trtllmmxfp4expertsmodular", "w4a8_mxfp4_mxfp8", 1, 4096, 2048, 6, 256, 1, 1, "balanced", 0.04]])
+    rows = read_aiconfigurator(tmp_path)
+    assert [(r.dtype, r.variant) for r in rows] == [("w4a16", "group32"), ("w4a16", "mxfp4")]
+    int4, fp4 = rows
+    # n is one expert's intermediate size on the device: 2048 / TP 2; the layout names the held-out group.
+    assert (int4.m, int4.n, int4.k, int4.topk, int4.experts, int4.expert_parallel) == (1, 1024, 7168, 8, 384, 1)
+    assert int4.source == ("aiconfigurator:b200_sxm:moe:int4_wo:vllm_compressedtensorswna16marlinmoe_marlin_"
+                           "marlinexperts:h7168:i2048:top8:e384:tp2:ep1")
+    assert fp4.source.endswith(":h2880:i2880:top4:e128:tp1:ep4") and fp4.routing == "power_law_1.2"
+    assert (int4.time_s, int4.timing, int4.device) == (pytest.approx(68.3e-6), "graph", "b200")
+    # 1 token, top-8: 8 experts x 3 matrices of 7168 x 1024 at 4 bits + a bf16 scale per 32 (4.5 bits), bf16 math.
+    kernel = int4.to_kernel()
+    assert kernel.weight_bytes == pytest.approx(8 * 3 * 7168 * 1024 * 4.5 / 8)
+    assert kernel.flops == pytest.approx(2 * 8 * 3 * 7168 * 1024) and kernel.dtype == "bf16"
+    path = tmp_path / "t.csv.gz"
+    write_table(path, rows)
+    assert read_table(path) == rows
+
+
 def test_fp8_kv_moves_half_the_kv_bytes():
     row = MeasuredKernel(device="h200", kernel="attention_decode", dtype="bf16", time_s=1e-5, source="s", batch=4,
                          seq_len=1, kv_len=1000, heads=32, kv_heads=8, head_dim=128)
