@@ -144,6 +144,7 @@ def _add_serving_flags(run: argparse.ArgumentParser) -> None:
     """Flags of `explore run --serving`: requests arriving at one replica instead of one static batch."""
     from sim.schedulers import SCHEDULERS
     from sim.serving_spec import ARRIVALS, ServingSpec
+    from sim.slowdown import SLOWDOWN_PRESETS
 
     spec = ServingSpec()  # the flags' defaults are the spec's
 
@@ -190,6 +191,9 @@ def _add_serving_flags(run: argparse.ArgumentParser) -> None:
     g.add_argument("--slo-ttft", type=float, help="SLO: time to first token per request, s")
     g.add_argument("--slo-tpot", type=float, help="SLO: time per output token per request, s")
     g.add_argument("--slo-attainment", type=float, default=0.9, help="SLO: fraction of requests (default 0.9)")
+    g.add_argument("--slo-slowdown", choices=list(SLOWDOWN_PRESETS),
+                   help="SLO: limits on percentiles of each request's TTFT, TBT and E2E slowdown over its run alone "
+                        "on the device (splitwise: Splitwise's nine P50/P90/P99 limits); adds the slowdown_* metrics")
     g.add_argument("--capacity", type=float, nargs=2, metavar=("LOW", "HIGH"),
                    help="search the highest rate in [LOW, HIGH] req/s that meets the SLO")
 

@@ -30,6 +30,7 @@ from hw_models.validation import input_error
 from kernels.kv_policy import budget_error
 from kernels.parallel import check_expert_parallel, check_pipeline_parallel, check_tensor_parallel
 from sim.serving_spec import ServingSpec
+from sim.slowdown import SLOWDOWN_PRESETS
 from workloads.errors import InputError
 from workloads.model_config import check_context, load_model_config
 from workloads.requests import Fixed, resolve_trace
@@ -283,8 +284,8 @@ def _print_infeasible(args, point: DesignPoint, evaluator: Evaluator, metrics: d
 
 # ServingSpec fields and the `explore run` flags that set them, for error messages.
 SERVING_FLAGS = {"rate_per_s": "--rate", "swap_GBps": "--swap-GBps", "slo_ttft_s": "--slo-ttft",
-                 "slo_tpot_s": "--slo-tpot", "slo_attainment": "--slo-attainment", "prompt": "--prompt",
-                 "output": "--output"}
+                 "slo_tpot_s": "--slo-tpot", "slo_attainment": "--slo-attainment", "slo_slowdown": "--slo-slowdown",
+                 "prompt": "--prompt", "output": "--output"}
 
 
 def _serving_spec(args) -> ServingSpec:
@@ -312,7 +313,9 @@ def _serving_spec(args) -> ServingSpec:
                   block_tokens=args.block_tokens, prefix_tokens=args.prefix_tokens,
                   preemption=args.preemption, swap_GBps=args.swap_GBps, seed=args.seed, slo_ttft_s=args.slo_ttft,
                   slo_tpot_s=args.slo_tpot,
-                  slo_attainment=args.slo_attainment, capacity=tuple(args.capacity) if args.capacity else None,
+                  slo_attainment=args.slo_attainment,
+                  slo_slowdown=SLOWDOWN_PRESETS[args.slo_slowdown] if args.slo_slowdown else None,
+                  capacity=tuple(args.capacity) if args.capacity else None,
                   replicas=args.replicas, prefill_replicas=args.prefill_replicas, prefill_device=args.prefill_device,
                   kv_link=args.kv_link)
     if args.seed < 0:

@@ -36,6 +36,7 @@ from sim.offload import HostLink, LinkTraffic, device_footprint, offload_traffic
 from sim.result import RESULT_METRICS, SimResult
 from sim.schedulers import make_scheduler
 from sim.serving import SERVING_METRICS, Pool, ServingResult, serve_pools, serving_infeasible_reason, serving_memory
+from sim.slowdown import SLOWDOWN_METRICS
 from sim.speculative import (
     MEDUSA,
     ServingSpeculation,
@@ -533,6 +534,8 @@ class Evaluator:
         except _InfeasibleError as err:
             metrics = _metrics(None, memory, str(err), device, pools)
             metrics.update(dict.fromkeys(SERVING_METRICS, math.nan))
+            if spec.slo_slowdown is not None:  # the columns a slowdown SLO adds (sim/slowdown.py)
+                metrics.update(dict.fromkeys(SLOWDOWN_METRICS, math.nan))
             return Evaluation(point=point, metrics=metrics, result=None, tables=None)
         metrics = _metrics(result, memory, "", device, pools)
         if spec.capacity:

@@ -3,17 +3,17 @@ label and definition. The one list that results columns, `explore run --json`, o
 report labels and sort orders, and the README's metric table read.
 
 sim/ computes most of these and keeps its own tuples of what it computes (sim/result.py RESULT_METRICS,
-sim/serving.py SERVING_METRICS); this registry adds what explore needs on top (unit, direction, label,
-definition), and tests/explore/test_registries.py holds the two consistent. A metric explore can compute from
-a row's other metrics is one entry with `derive` (Metric.derive: applied by `add_derived` after every
-evaluation); one of the design point's inputs alone (published quality of its format) is one entry with
-`of_point`; one that sim/ computes is its entry here plus its computation there.
+sim/serving.py SERVING_METRICS, sim/slowdown.py SLOWDOWN_METRICS); this registry adds what explore needs on top
+(unit, direction, label, definition), and tests/explore/test_registries.py holds the two consistent. A metric
+explore can compute from a row's other metrics is one entry with `derive` (Metric.derive: applied by
+`add_derived` after every evaluation); one of the design point's inputs alone (published quality of its format)
+is one entry with `of_point`; one that sim/ computes is its entry here plus its computation there.
 
 Columns come in sections, laid out by `result_columns` in this order (a section is present only in the sweeps
 it applies to): point (every sweep), price (systems and serving), constraints (with constraints), serving,
-breakdown (busy time by kernel class), communication (systems). A new entry goes last in its section. Adding
-a column changes the results columns, and a results folder written before refuses to resume into them (the
-store compares column lists): rerun such sweeps into a new folder.
+slowdown (serving under a slowdown SLO), breakdown (busy time by kernel class), communication (systems). A new
+entry goes last in its section. Adding a column changes the results columns, and a results folder written before
+refuses to resume into them (the store compares column lists): rerun such sweeps into a new folder.
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ from explore.registry import Registry
 
 Better = Literal["min", "max"] | None
 Kind = Literal["number", "bool", "text"]
-Section = Literal["point", "price", "constraints", "serving", "breakdown", "communication"]
-SECTIONS: tuple[Section, ...] = ("point", "price", "constraints", "serving", "breakdown", "communication")
+Section = Literal["point", "price", "constraints", "serving", "slowdown", "breakdown", "communication"]
+SECTIONS: tuple[Section, ...] = ("point", "price", "constraints", "serving", "slowdown", "breakdown",
+                                 "communication")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,10 +72,11 @@ def numeric_metrics() -> tuple[str, ...]:
     return metric_names(*(s for s in SECTIONS if s != "constraints"), kinds=("number",))
 
 
-def result_columns(*, system: bool, serving: bool, constraints: bool) -> list[str]:
-    """The metric columns of a sweep's results table, after its input columns."""
+def result_columns(*, system: bool, serving: bool, constraints: bool, slowdown: bool = False) -> list[str]:
+    """The metric columns of a sweep's results table, after its input columns; `slowdown`: its serving SLO limits
+    slowdowns (a section of its own, so serving folders written before it keep their columns and resume)."""
     present = {"point": True, "price": system or serving, "constraints": constraints, "serving": serving,
-               "breakdown": True, "communication": system}
+               "slowdown": serving and slowdown, "breakdown": True, "communication": system}
     return list(metric_names(*(s for s in SECTIONS if present[s])))
 
 
@@ -240,6 +242,15 @@ _m("clipped_requests", "clipped requests", "", None, "requests clipped to the mo
    section="serving")
 _m("capacity_rps", "capacity", "requests/s", "max", "highest arrival rate meeting the SLO (capacity search)",
    section="serving")
+# ---- slowdown: sim/slowdown.py SLOWDOWN_METRICS, in its order (serving sweeps whose SLO limits slowdowns) -----
+_SLOWDOWNS = (("ttft", "TTFT", "time to first token"),
+              ("tbt", "TBT", "mean time between tokens after the first (one-token requests left out)"),
+              ("e2e", "E2E", "end-to-end latency"))
+for _key, _label, _what in _SLOWDOWNS:
+    for _stat in ("p50", "p90", "p99"):
+        _m(f"slowdown_{_key}_{_stat}", f"{_stat} {_label} slowdown", "", "min",
+           f"{_stat} over requests of the {_what} over that of the same request served alone on the point's "
+           f"device (sim/slowdown.py)", section="slowdown")
 # ---- breakdown: busy time by kernel class (every sweep) ----------------------------------------------------
 KERNEL_CLASSES = ("gemm", "attention", "norm", "softmax", "elementwise", "embedding")
 for _class in KERNEL_CLASSES:

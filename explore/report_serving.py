@@ -51,6 +51,7 @@ from explore.rows import (
     value_label,
 )
 from explore.sweep import Constraint
+from sim.slowdown import METRICS as SLOWDOWN_OF
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -66,13 +67,15 @@ STYLES = (("-", "o"), ("--", "s"), (":", "^"), ("-.", "D"), ("-", "v"), ("--", "
 # Knobs besides the rate that tell serving designs apart, named as `knob_value` reads them; labels show the
 # device and scheduler always, the others where they vary.
 DESIGN_KNOBS = ("model", "device", "scheduler", "format", "overrides", "arrival", "cv", "requests", "max_seqs",
-                "max_batched_tokens", "chunk_tokens", "prompt_batch_tokens", "block_tokens", "prefix_tokens")
+                "max_batched_tokens", "chunk_tokens", "prompt_batch_tokens", "block_tokens", "prefix_tokens",
+                "replicas", "prefill_replicas", "prefill_device")
 ALWAYS_SHOWN = ("device", "scheduler")
 
 FIGURE_TITLES = {
     "serving_latency": "p99 TTFT and TPOT against arrival rate",
     "serving_goodput": "Goodput and SLO attainment against arrival rate",
     "serving_energy": "Energy per output token against arrival rate",
+    "serving_slowdown": "Slowdown over each request's run alone against arrival rate",
     "serving_capacity": "Capacity: the highest arrival rate that meets the SLO",
     "serving_cdf": "Latency distributions over requests",
     "serving_timeline": "KV-cache utilization and running batch size over time",
@@ -89,6 +92,11 @@ HOW_TO_READ = {
                        "arrivals stop); where a line bends away from it, the replica is overloaded.",
     "serving_energy": "Energy per output token, idle power included: at low rates the device idles between "
                       "requests and each token costs more; batching more requests per iteration makes it cheaper.",
+    "serving_slowdown": "Each request's TTFT, mean time between tokens and end-to-end latency over the same request "
+                        "served alone on the design's device (1: no slowdown), at the percentile of requests the "
+                        "panel names; a design meets the slowdown SLO where every percentile limit holds (the "
+                        "dashed lines; the other percentiles are results columns). Queueing and batching with other "
+                        "requests, and prefills interrupting decodes, raise it as requests arrive faster.",
     "serving_capacity": "Higher is better: the highest Poisson arrival rate at which each design still meets the "
                         "SLO, found by bisection; 'none' means even the lowest rate searched misses it.",
     "serving_cdf": "Each curve rises through the requests of one design, fastest first: the x value where it "
@@ -243,21 +251,47 @@ def _figure(name: str, caption: str, fig: Figure | None = None, title: str | Non
                         png=None if fig is None else figure_png(fig))
 
 
+def _slowdown_limits(slo: Mapping[str, Any] | None) -> dict[str, dict[int, float]]:
+    """The SLO's slowdown limits as {metric: {percentile: limit}} (sim/slowdown.py METRICS); empty without."""
+    limits = (slo or {}).get("slowdown") or {}
+    return {name: {int(key.removeprefix("p")): float(value) for key, value in (limits.get(name) or {}).items()
+                   if value is not None} for name in SLOWDOWN_OF if (limits.get(name) or {})}
+
+
+def _slowdown_panels(slo: Mapping[str, Any] | None, constraints: Sequence[str] | None) -> list[Panel]:
+    """One panel per limited metric, at the percentile the SLO limits lowest (the lowest percentile on ties)."""
+    panels = []
+    for name, limits in _slowdown_limits(slo).items():
+        if not limits:
+            continue
+        percentile = min(limits, key=lambda p: (limits[p], p))
+        metric = f"slowdown_{name}_p{percentile}"
+        panels.append(Panel(metric=metric, title=f"p{percentile} {name.upper()} slowdown",
+                            ylabel=f"p{percentile} {name.upper()} slowdown (x alone)",
+                            limits=[Limit(value=limits[percentile], label="slowdown SLO limit", linestyle="--")]
+                            + _constraint_limits(constraints, metric)))
+    return panels
+
+
 def rate_figures(rows: list[dict[str, Any]], slo: Mapping[str, Any] | None, constraints: Sequence[str] | None,
                  chosen: Sequence[tuple[dict[str, Any], list[str]]] = ()) -> list[ReportFigure]:
-    """p99 latency, goodput with SLO attainment, and energy per token against the arrival rate."""
-    names = ("serving_latency", "serving_goodput", "serving_energy")
+    """p99 latency, goodput with SLO attainment, and energy per token against the arrival rate; with a slowdown
+    SLO, the limited slowdowns too."""
+    slowdown = _slowdown_panels(slo, constraints)
+    names = ("serving_latency", "serving_goodput", "serving_energy") + (("serving_slowdown",) if slowdown else ())
     if why := _rates_missing(rows):
         return [_figure(name, why) for name in names]
-    metrics = ("ttft_p99_s", "tpot_p99_s", "goodput_rps", "slo_attainment", "energy_per_token_J")
+    metrics = ("ttft_p99_s", "tpot_p99_s", "goodput_rps", "slo_attainment", "energy_per_token_J",
+               *(panel.metric for panel in slowdown))
     series, caption = rate_series(rows, metrics, chosen)
     latency = [Panel(metric="ttft_p99_s", title="p99 time to first token", ylabel="p99 TTFT (ms)", scale=1e3,
                      limits=_slo_limit(slo, "ttft_s") + _constraint_limits(constraints, "ttft_p99_s")),
                Panel(metric="tpot_p99_s", title="p99 time per output token", ylabel="p99 TPOT (ms)", scale=1e3,
                      limits=_slo_limit(slo, "tpot_s") + _constraint_limits(constraints, "tpot_p99_s"))]
-    judged = any(np.isfinite(s.values["slo_attainment"]).any() for s in series)  # False: the sweep has no SLO
-    goodput = [Panel(metric="goodput_rps", title="goodput" if judged else "goodput (no SLO: every completed request)",
-                     ylabel="goodput (requests/s meeting the SLO)" if judged else "completed requests/s",
+    judged = any(np.isfinite(s.values["slo_attainment"]).any() for s in series)  # False: no per-request limits
+    unjudged = "no per-request SLO limits" if slowdown else "no SLO"
+    goodput = [Panel(metric="goodput_rps", title="goodput" if judged else f"goodput ({unjudged}: every completed "
+                     f"request)", ylabel="goodput (requests/s meeting the SLO)" if judged else "completed requests/s",
                      limits=_constraint_limits(constraints, "goodput_rps"), identity=True)]
     if judged:
         target = [Limit(value=float(slo["attainment"]), label=f"SLO attainment target ({slo['attainment']:g})",
@@ -267,9 +301,9 @@ def rate_figures(rows: list[dict[str, Any]], slo: Mapping[str, Any] | None, cons
                              ylabel="fraction of requests meeting the SLO"))
     energy = [Panel(metric="energy_per_token_J", title="energy per output token", ylabel="energy (J/token)",
                     limits=_constraint_limits(constraints, "energy_per_token_J"))]
-    titles = {"serving_goodput": None if judged else "Goodput against arrival rate (no SLO)"}
+    titles = {"serving_goodput": None if judged else f"Goodput against arrival rate ({unjudged})"}
     return [_figure(name, caption, rate_figure(series, panels), titles.get(name))
-            for name, panels in zip(names, (latency, goodput, energy), strict=True)]
+            for name, panels in zip(names, [latency, goodput, energy] + ([slowdown] if slowdown else []), strict=True)]
 
 
 def capacity_section(rows: list[dict[str, Any]]) -> ReportFigure:
@@ -415,12 +449,14 @@ METRICS = (("goodput (req/s)", "goodput_rps", 1.0), ("SLO attainment", "slo_atta
            ("tokens/s", "tokens_per_s", 1.0), ("energy/token (J)", "energy_per_token_J", 1.0),
            ("avg power (W)", "avg_power_W", 1.0), ("peak memory (GB)", "peak_memory_B", 1e-9))
 CAPACITY = ("capacity (req/s)", "capacity_rps", 1.0)
+# Under a slowdown SLO: the p90 slowdown of each metric (the other percentiles are results columns).
+SLOWDOWNS = tuple((f"p90 {name.upper()} slowdown", f"slowdown_{name}_p90", 1.0) for name in SLOWDOWN_OF)
 
 
 def _design_table(title: str, note: str, shown: list[dict[str, Any]], rows: list[dict[str, Any]]) -> ReportTable:
     headers, extra = _point_headers(rows)
-    metrics = METRICS + ((CAPACITY,) if any(_has(r, "capacity_rps") for r in rows)
-                         else ())
+    metrics = METRICS + ((CAPACITY,) if any(_has(r, "capacity_rps") for r in rows) else ()) + tuple(
+        m for m in SLOWDOWNS if any(_has(r, m[1]) for r in rows))
     return ReportTable(title=title, note=note, headers=headers + [m[0] for m in metrics],
                        cells=[_point_cells(r, "rate (req/s)" in headers, extra)
                               + [format_number(r.get(name), scale) for _, name, scale in metrics] for r in shown])
@@ -483,4 +519,9 @@ def serving_summary(rows: list[dict[str, Any]], slo: Mapping[str, Any] | None) -
                               for key, name in (("ttft_s", "TTFT"), ("tpot_s", "TPOT")) if slo.get(key) is not None)
         share = slo.get("attainment")
         lines.append(f"SLO: {limits} for {share:.0%} of requests." if share is not None else f"SLO: {limits}.")
+    if slowdown := _slowdown_limits(slo):
+        bounds = "; ".join(f"{name.upper()} " + ", ".join(f"p{p} <= {limit:g}x" for p, limit in sorted(limits.items()))
+                           for name, limits in slowdown.items())
+        lines.append(f"Slowdown SLO (each request's latency over its run alone on the design's device; every limit "
+                     f"must hold): {bounds}.")
     return lines

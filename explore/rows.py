@@ -143,6 +143,11 @@ def point_label(row: dict[str, Any], *, lengths: bool = False, batch: bool = Tru
     if row.get("scheduler"):  # a serving point: its scheduler and arrival rate, not a static batch
         rate = as_number(row.get("rate_per_s"))
         load = f"{row['scheduler']} / {rate:g} req/s" if math.isfinite(rate) else str(row["scheduler"])
+        replicas, prefill = as_number(row.get("replicas")), as_number(row.get("prefill_replicas"))
+        if math.isfinite(prefill) and prefill > 0:  # pools tell serving designs on one device apart
+            load += f" / {prefill:g} prefill + {replicas:g} decode replicas"
+        elif math.isfinite(replicas) and replicas > 1:
+            load += f" / {replicas:g} replicas"
     else:
         load = f"b{row.get('batch')}"
     parts = [row.get("model", ""), row.get("device", ""), load, format_label(row)]

@@ -153,13 +153,18 @@ class SweepFile(Strict):
             raise ValueError(f"either a static workload ({', '.join(sorted(static))}) or serving, not both")
         if self.serving is not None and self.parallel is not None and max(as_list(self.parallel.pp)) > 1:
             raise ValueError("pp = 1 with serving (a pipelined serving replica is not modeled yet)")
+        named = [*self.objectives.minimize, *self.objectives.maximize,
+                 *(Constraint.parse(text).metric for text in self.constraints)]
         if self.serving is None:
-            named = [*self.objectives.minimize, *self.objectives.maximize,
-                     *(Constraint.parse(text).metric for text in self.constraints)]
-            serving_only = [name for name in named if name in metric_names("serving")]
+            serving_only = [name for name in named if name in metric_names("serving", "slowdown")]
             if serving_only:
                 raise ValueError(f"a serving: section for serving metrics (found {serving_only[0]!r} in a static "
                                  f"sweep)")
+        elif self.serving.slo is None or self.serving.slo.slowdown is None:
+            measured = [name for name in named if name in metric_names("slowdown")]
+            if measured:
+                raise ValueError(f"serving: slo: slowdown: limits for slowdown metrics (found {measured[0]!r} "
+                                 f"in a sweep whose SLO has none)")
         return self
 
     @field_validator("constraints")
@@ -298,6 +303,11 @@ class Sweep:
         """The generic knobs (explore/design_point.py) the file sets or derives: they have results columns."""
         return [k.name for k in generic_knobs() if k.name in self.derived
                 or k.name in getattr(self.spec, k.section).model_fields_set]
+
+    def limits_slowdown(self) -> bool:
+        """Whether the serving SLO limits slowdowns: the results then have the slowdown columns."""
+        serving = self.spec.serving
+        return serving is not None and serving.slo is not None and serving.slo.slowdown is not None
 
     def column_knobs(self) -> list[str]:
         """The knobs with a column only where set that this file sets: its generic knobs, and serving knobs its

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, StrictFloat, StrictInt, model_validator
+from pydantic import AfterValidator, Field, StrictFloat, StrictInt, field_validator, model_serializer, model_validator
 
 from explore.knobs import KNOBS
-from explore.schema import PositiveInt, PositiveNumber, Strict, as_list, knob_type, one_or_more
+from explore.schema import PositiveInt, PositiveNumber, Strict, as_list, finite, knob_type, one_or_more
 from hw_models.link import load_link_model
 from hw_models.registry import load_device
 from kernels.parallel import check_expert_parallel, check_pipeline_parallel, check_tensor_parallel
 from sim.serving_spec import ServingSpec
+from sim.slowdown import METRICS as SLOWDOWN_OF
+from sim.slowdown import PERCENTILES as SLOWDOWN_PERCENTILES
+from sim.slowdown import SLOWDOWN_PRESETS, SlowdownSLO
 from workloads.errors import InputError
 from workloads.model_config import load_model_config
 from workloads.requests import Fixed, LogNormal, Uniform, read_request_trace, resolve_trace
@@ -44,12 +47,76 @@ class Lengths(Strict):
         return LogNormal(median=self.median, sigma=self.sigma, low=self.low or 1, high=self.high)
 
 
+# A slowdown limit: a request's latency over its latency alone, so 1 (no slowdown) is the least a limit can be.
+SlowdownLimit = Annotated[StrictInt | StrictFloat, AfterValidator(finite), Field(ge=1)]
+
+
+class PercentileLimits(Strict):
+    """The highest slowdown allowed at each percentile of requests (the percentiles a run reports)."""
+
+    p50: SlowdownLimit | None = None
+    p90: SlowdownLimit | None = None
+    p99: SlowdownLimit | None = None
+
+    def limits(self) -> tuple[tuple[int, float], ...]:
+        return tuple((p, float(getattr(self, f"p{p}"))) for p in SLOWDOWN_PERCENTILES
+                     if getattr(self, f"p{p}") is not None)
+
+
+class SlowdownLimits(Strict):
+    """Limits on percentiles of each request's TTFT, TBT and E2E slowdown over its run alone (sim/slowdown.py);
+    a metric left out is not limited."""
+
+    ttft: PercentileLimits | None = None
+    tbt: PercentileLimits | None = None
+    e2e: PercentileLimits | None = None
+
+    @model_validator(mode="after")
+    def _some_limit(self):
+        if not any(getattr(self, name) is not None and getattr(self, name).limits() for name in SLOWDOWN_OF):
+            raise ValueError("at least one limit, e.g. {tbt: {p50: 1.25}} (found none)")
+        return self
+
+    def slo(self) -> SlowdownSLO:
+        """The limits as a SlowdownSLO (floats, so 2 and 2.0 give one design point key)."""
+        return SlowdownSLO(**{name: getattr(self, name).limits() if getattr(self, name) else ()
+                              for name in SLOWDOWN_OF})
+
+
+def _limits_of(slo: SlowdownSLO) -> dict[str, dict[str, float]]:
+    """A SlowdownSLO as the sweep file writes its limits."""
+    return {name: {f"p{p}": limit for p, limit in getattr(slo, name)} for name in SLOWDOWN_OF}
+
+
 class ServiceLevel(Strict):
-    """Per-request latency limits and the fraction of requests that must meet them."""
+    """Per-request latency limits and the fraction of requests that must meet them; and limits on percentiles of
+    each request's slowdown over its run alone (a preset name or the limits), every one of which must hold."""
 
     ttft_s: PositiveNumber | None = None
     tpot_s: PositiveNumber | None = None
     attainment: Annotated[StrictInt | StrictFloat, Field(gt=0, le=1)] = 0.9
+    slowdown: SlowdownLimits | None = None
+
+    @field_validator("slowdown", mode="before")
+    @classmethod
+    def _preset(cls, value: Any) -> Any:
+        if isinstance(value, str) and value in SLOWDOWN_PRESETS:
+            return _limits_of(SLOWDOWN_PRESETS[value])
+        if value is not None and not isinstance(value, dict):
+            raise ValueError(f"a slowdown preset ({', '.join(SLOWDOWN_PRESETS)}) or limits such as "
+                             f"{{tbt: {{p50: 1.25}}}}")
+        return value
+
+    @model_serializer(mode="wrap")
+    def _without_unset_slowdown(self, handler) -> dict[str, Any]:
+        """Dumped as before slowdown limits existed where there are none (a results folder's goals file)."""
+        dumped = handler(self)
+        if dumped.get("slowdown") is None:
+            dumped.pop("slowdown", None)
+        return dumped
+
+    def slowdown_slo(self) -> SlowdownSLO | None:
+        return self.slowdown.slo() if self.slowdown is not None else None
 
 
 DEFAULT = ServingSpec()  # the section's defaults are the spec's
@@ -141,9 +208,9 @@ def serving_spec(serving: Serving, values: dict[str, Any]) -> ServingSpec:
         block_tokens=serving.block_tokens,
         prefix_tokens=serving.prefix_tokens, preemption=serving.preemption, swap_GBps=serving.swap_GBps,
         seed=serving.seed, slo_ttft_s=slo.ttft_s, slo_tpot_s=slo.tpot_s,
-        slo_attainment=slo.attainment, capacity=serving.capacity, replicas=values["replicas"],
-        prefill_replicas=values["prefill_replicas"], prefill_device=serving.prefill_device or "",
-        kv_link=serving.kv_link)
+        slo_attainment=slo.attainment, slo_slowdown=slo.slowdown_slo(), capacity=serving.capacity,
+        replicas=values["replicas"], prefill_replicas=values["prefill_replicas"],
+        prefill_device=serving.prefill_device or "", kv_link=serving.kv_link)
 
 
 def _unkeyed(err: InputError) -> str:

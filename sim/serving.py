@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import simpy
@@ -29,6 +29,7 @@ from sim.serving_metrics import (
     per_decode_second,
     summarize,
 )
+from sim.slowdown import Unloaded, unloaded_latencies
 from sim.speculative import ServingSpeculation
 from workloads.requests import RequestSet
 
@@ -113,6 +114,7 @@ class ServingResult:
     busy_s: dict[str, float] = field(default_factory=dict)  # per pool: its replicas' summed iteration time
     slo: SLO | None = None
     extra: dict[str, float] = field(default_factory=dict)
+    unloaded: Unloaded | None = None  # the requests each served alone, where the SLO limits slowdowns
 
     @property
     def energy_J(self) -> float:
@@ -129,7 +131,7 @@ class ServingResult:
         prefill, iterations in that time also prefill arriving requests, so it is decode throughput with that
         interference, over every replica; NaN when no request has a second output token.
         """
-        summary = summarize(self.records, makespan_s=self.makespan_s, slo=self.slo)
+        summary = summarize(self.records, makespan_s=self.makespan_s, slo=self.slo, unloaded=self.unloaded)
         records = self.records
         tokens = float(records.output_tokens.sum())
         decode_s = decode_span_s(records.first_token_s, records.finish_s)
@@ -172,6 +174,9 @@ class Pool:
     swap_bandwidth_Bps: float | None = None
     speculation: ServingSpeculation | None = None  # decode speculatively (sim/speculative.py)
     seed: int = 0  # of the accepted tokens' draws, with the pool's and the replica's index
+    # Requests served alone on one of its replicas, by their lengths: a slowdown SLO's reference, computed once
+    # however many rates a capacity search runs on the pool.
+    alone: dict[tuple[bytes, bytes], Unloaded] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
@@ -180,6 +185,15 @@ class Pool:
             raise ValueError(f"replicas: found {self.replicas}, allowed: an integer >= 1")
         if self.limits.preemption == "swap" and not self.swap_bandwidth_Bps:
             raise ValueError("swap preemption needs the host link's bandwidth (swap_bandwidth_Bps)")
+
+    def unloaded(self, requests: RequestSet) -> Unloaded:
+        """Each request served alone by one of the pool's replicas (sim/slowdown.py), its shared prefix cached."""
+        key = (requests.prompt_tokens.tobytes(), requests.output_tokens.tobytes())
+        if key not in self.alone:
+            shared = self.prefix_tokens // self.memory.block_tokens * self.memory.block_tokens
+            self.alone[key] = unloaded_latencies(self.costs, requests.prompt_tokens, requests.output_tokens,
+                                                 window=self.window, prefix_tokens=shared)
+        return self.alone[key]
 
 
 def serve(costs: IterationCostModel, requests: RequestSet, scheduler: Scheduler, kv: PagedKVCache,
@@ -260,7 +274,11 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
         for replica in pool_replicas:
             env.process(replica.run())
     env.run(until=done)
-    return _result(pools, replicas, finished, requests, slo)
+    result = _result(pools, replicas, finished, requests, slo)
+    if slo is None or slo.slowdown is None:
+        return result
+    # A slowdown's reference is the request alone on the point's own device: the last pool's (module slowdown).
+    return replace(result, unloaded=pools[-1].unloaded(requests))
 
 
 def _result(pools: list[Pool], replicas: list[list[Replica]], finished: list[Sequence], requests: RequestSet,

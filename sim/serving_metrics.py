@@ -8,8 +8,12 @@ Everything here is a pure function of numpy columns; times are float seconds. `i
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # types only: sim/slowdown.py imports this module (its records), so this one calls it through SLO
+    from sim.slowdown import SlowdownSLO, Unloaded
 
 PERCENTILES = (50, 90, 99)
 _LATENCIES = ("ttft", "tpot", "e2e", "queue")
@@ -109,11 +113,18 @@ class RequestRecords:
 
 @dataclass(frozen=True, kw_only=True)
 class SLO:
-    """Per-request latency limits (None = no limit) and the fraction of requests that must meet all of them."""
+    """Per-request latency limits (None = no limit) and the fraction of requests that must meet all of them, and
+    limits on percentiles of each request's slowdown over its run alone (sim/slowdown.py; None = none)."""
 
     ttft_s: float | None = None
     tpot_s: float | None = None
     attainment: float = 0.9
+    slowdown: SlowdownSLO | None = None
+
+    @property
+    def per_request(self) -> bool:
+        """Whether the SLO limits each request's latencies (an attainment to reach), not only slowdowns."""
+        return self.ttft_s is not None or self.tpot_s is not None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.attainment <= 1.0:
@@ -141,12 +152,16 @@ def _mean_and_percentiles(values: np.ndarray) -> list[float]:
     return [float(values.mean()), *(float(v) for v in np.percentile(values, PERCENTILES))]
 
 
-def summarize(records: RequestRecords, *, makespan_s: float, slo: SLO | None = None) -> dict[str, float]:
-    """Summary metrics with SI units in the names; keys are SUMMARY_METRICS in order, NaN where undefined.
+def summarize(records: RequestRecords, *, makespan_s: float, slo: SLO | None = None,
+              unloaded: Unloaded | None = None) -> dict[str, float]:
+    """Summary metrics with SI units in the names; keys are SUMMARY_METRICS in order, NaN where undefined, then
+    with an SLO that limits slowdowns sim/slowdown.py's SLOWDOWN_METRICS (over `unloaded`, the same requests
+    each served alone).
 
     Latency means and percentiles are over requests (TPOT ignores one-token requests). Rates divide by
-    makespan_s. Without an SLO every request counts as good: goodput_rps = requests_per_s and the attainment
-    columns are NaN.
+    makespan_s. Without per-request limits every request counts as good: goodput_rps = requests_per_s and
+    slo_attainment is NaN. meets_slo is 1 where the attainment reaches the SLO's and every slowdown limit holds
+    (NaN without an SLO).
     """
     if not makespan_s > 0:
         raise ValueError(f"makespan_s must be > 0, got {makespan_s}")
@@ -154,16 +169,19 @@ def summarize(records: RequestRecords, *, makespan_s: float, slo: SLO | None = N
     for name in _LATENCIES:
         stats += _mean_and_percentiles(getattr(records, f"{name}_s"))
     n = len(records)
-    if slo is None:
-        good, attainment, meets = n, float("nan"), float("nan")
-    else:
-        met = slo.met(records)
-        good = int(met.sum())
+    good, attainment, meets, slowdown = n, float("nan"), float("nan"), {}
+    if slo is not None and slo.per_request:
+        good = int(slo.met(records).sum())
         attainment = good / n if n else float("nan")
         meets = float(attainment >= slo.attainment) if n else float("nan")
+    if slo is not None and slo.slowdown is not None:
+        if unloaded is None:
+            raise ValueError("unloaded: found none with a slowdown SLO, allowed: the requests' latencies alone")
+        slowdown, held = slo.slowdown.measure(records, unloaded)
+        meets = float(held and meets != 0.0) if n else float("nan")
     values = [*stats, n / makespan_s, float(records.output_tokens.sum()) / makespan_s, good / makespan_s,
               attainment, meets, float(records.preemptions.sum())]
-    return dict(zip(SUMMARY_METRICS, values, strict=True))
+    return dict(zip(SUMMARY_METRICS, values, strict=True)) | slowdown
 
 
 @dataclass(frozen=True, kw_only=True)

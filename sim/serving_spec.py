@@ -8,6 +8,7 @@ from functools import cache
 
 from sim.schedulers import SCHEDULERS, SchedulerLimits
 from sim.serving_metrics import SLO
+from sim.slowdown import SlowdownSLO
 from workloads.errors import InputError
 from workloads.requests import (
     Fixed,
@@ -23,7 +24,7 @@ from workloads.requests import (
 ARRIVALS = ("poisson", "gamma", "trace")
 PREEMPTIONS = ("recompute", "swap")
 # Fields added after serving results were first stored: left out of the repr (a point's key) at their default.
-KEY_NEUTRAL_DEFAULTS = frozenset({"prompt_batch_tokens"})
+KEY_NEUTRAL_DEFAULTS = frozenset({"prompt_batch_tokens", "slo_slowdown"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,6 +56,8 @@ class ServingSpec:
     slo_ttft_s: float | None = None
     slo_tpot_s: float | None = None
     slo_attainment: float = 0.9
+    # Limits on percentiles of each request's slowdown over its run alone (sim/slowdown.py; Splitwise's SLOs).
+    slo_slowdown: SlowdownSLO | None = None
     # Search the highest rate in (low, high) req/s that meets the SLO instead of running at rate_per_s.
     capacity: tuple[float, float] | None = None
     # Replicas serving requests whole; with prefill_replicas > 0, the decode pool's replicas, and a separate
@@ -99,7 +102,10 @@ class ServingSpec:
                                  f"0 < low < high")
             if self.slo() is None:
                 raise InputError("capacity: found no SLO, allowed: a capacity search under an SLO "
-                                 "(slo: {ttft_s: ..., tpot_s: ...})")
+                                 "(slo: {ttft_s: ..., tpot_s: ...} or slo: {slowdown: splitwise})")
+        if self.slo_slowdown is not None and not isinstance(self.slo_slowdown, SlowdownSLO):
+            raise InputError(f"slo_slowdown: found {self.slo_slowdown!r}, allowed: a SlowdownSLO (sim/slowdown.py) "
+                             f"or none")
         if self.preemption not in PREEMPTIONS:
             raise InputError(f"preemption: found {self.preemption!r}, allowed: {', '.join(PREEMPTIONS)}")
         if self.preemption == "swap" and self.swap_GBps is None:
@@ -138,9 +144,10 @@ class ServingSpec:
                                prompt_batch_tokens=self.prompt_batch_tokens)
 
     def slo(self) -> SLO | None:
-        if self.slo_ttft_s is None and self.slo_tpot_s is None:
+        if self.slo_ttft_s is None and self.slo_tpot_s is None and self.slo_slowdown is None:
             return None
-        return SLO(ttft_s=self.slo_ttft_s, tpot_s=self.slo_tpot_s, attainment=self.slo_attainment)
+        return SLO(ttft_s=self.slo_ttft_s, tpot_s=self.slo_tpot_s, attainment=self.slo_attainment,
+                   slowdown=self.slo_slowdown)
 
     def request_set(self, rate_per_s: float | None = None) -> RequestSet:
         """The requests, at `rate_per_s` instead of the spec's rate when given (same lengths either way)."""

@@ -10,7 +10,12 @@ between tokens of the requests it interrupts long before any absolute TBT limit 
 
 An unloaded run here is what a continuous-batching replica does with one request and nothing else: one
 iteration prefills the whole prompt (and samples the first token), then one decode iteration at batch 1 per
-further token, the k-th attending to prompt + k keys.
+further token, the k-th attending to prompt + k keys. A shared prefix (a system prompt every request starts with)
+is cached as on the replica, so the prefill computes only the rest of the prompt.
+
+In a sweep the reference is the design point's own device (its format, tensor parallelism and overrides) serving
+the request that way, whatever the point's scheduler, pools or speculation: designs on one device share one
+reference, as Splitwise judges every cluster against one baseline machine.
 """
 
 from __future__ import annotations
@@ -22,9 +27,12 @@ import numpy as np
 from kernels.kv_policy import Window
 from kernels.shapes import step_shape
 from sim.costs import IterationCostModel
-from sim.serving_metrics import RequestRecords
+from sim.serving_metrics import PERCENTILES, RequestRecords
 
 METRICS = ("ttft", "tbt", "e2e")
+# Results columns of a run under a slowdown SLO: each metric's slowdown at the percentiles every latency reports
+# (Splitwise's table limits these three).
+SLOWDOWN_METRICS: tuple[str, ...] = tuple(f"slowdown_{m}_p{p}" for m in METRICS for p in PERCENTILES)
 Limits = tuple[tuple[int, float], ...]  # (percentile, highest slowdown allowed at it)
 
 
@@ -42,14 +50,21 @@ class Unloaded:
         return self.ttft_s + np.nan_to_num(self.tbt_s) * (self.output_tokens - 1)
 
 
-def unloaded_latencies(costs: IterationCostModel, prompt_tokens, output_tokens, window: Window = None) -> Unloaded:
+def unloaded_latencies(costs: IterationCostModel, prompt_tokens, output_tokens, window: Window = None,
+                       prefix_tokens: int = 0) -> Unloaded:
     """Each request (`prompt_tokens`, `output_tokens`, aligned arrays) alone on a replica priced by `costs`: a
-    prefill of its whole prompt, then decode steps at batch 1 (module docstring). Decode steps are priced once
-    per KV length and summed through a running total, so thousands of requests cost one pass over the lengths."""
+    prefill of its prompt past the `prefix_tokens` already cached (the replica's shared prefix; at least the last
+    prompt token is computed, as sim/kv_cache.py cached_prefix), then decode steps at batch 1 (module docstring).
+    Decode steps are priced once per KV length and summed through a running total, so thousands of requests cost
+    one pass over the lengths."""
     prompts = np.asarray(prompt_tokens, dtype=np.int64)
     outputs = np.asarray(output_tokens, dtype=np.int64)
-    prefill_s = {int(p): costs.price(step_shape([(int(p), 0)], [], sampled=1, window=window)).time_s
-                 for p in np.unique(prompts)}
+
+    def prefill(prompt: int) -> float:
+        cached = max(0, min(prefix_tokens, prompt - 1))
+        return costs.price(step_shape([(prompt - cached, cached)], [], sampled=1, window=window)).time_s
+
+    prefill_s = {int(p): prefill(int(p)) for p in np.unique(prompts)}
     longest = int((prompts + outputs - 1).max()) if len(prompts) else 0
     step_s = np.zeros(longest + 1)
     for kv in range(1, longest + 1):  # step_s[kv]: a decode step of one sequence attending to kv keys
@@ -108,3 +123,18 @@ class SlowdownSLO:
 
     def met(self, per_request: dict[str, np.ndarray]) -> bool:
         return not self.misses(per_request)
+
+    def measure(self, records: RequestRecords, unloaded: Unloaded) -> tuple[dict[str, float], bool]:
+        """A run's SLOWDOWN_METRICS columns (NaN where no request has the metric) and whether it meets every
+        limit (sim/serving_metrics.py summarize calls this for an SLO with slowdown limits)."""
+        per_request = slowdowns(records, unloaded)
+        columns = {}
+        for name in METRICS:
+            values = per_request[name][~np.isnan(per_request[name])]
+            stats = np.percentile(values, PERCENTILES) if len(values) else np.full(len(PERCENTILES), np.nan)
+            columns.update({f"slowdown_{name}_p{p}": float(v) for p, v in zip(PERCENTILES, stats, strict=True)})
+        return columns, self.met(per_request)
+
+
+# Named slowdown SLOs a sweep (slo: {slowdown: NAME}) and `explore run --slo-slowdown NAME` may give.
+SLOWDOWN_PRESETS: dict[str, SlowdownSLO] = {"splitwise": SlowdownSLO()}
