@@ -148,6 +148,18 @@ class GPUModel(DeviceModel):
                 plans.append((plan, table.weight_bits == bits))
         return plans
 
+    def _moe_parts(self, cal: Calibration, plans: list[tuple[QuantPlan, np.ndarray]],
+                   moe: np.ndarray) -> list[tuple[Calibration, np.ndarray]]:
+        """(calibration, rows) of a table's fused MoE rows: each weight-only width's rows on the calibration of its
+        variant (the measured weight-only MoE fit, gpu_moe.weight_only_key), every other row on `cal`."""
+        parts, rest = [], moe
+        for plan, rows in plans:
+            own = moe & rows if plan.mixed_input and plan.variant else None
+            if own is not None and own.any():
+                parts.append((self._calibration_for(plan), own))
+                rest = rest & ~own
+        return [*parts, (cal, rest)] if rest.any() else parts
+
     @staticmethod
     def _vector_ops(table: KernelTable, plans: list[tuple[QuantPlan, np.ndarray]]) -> np.ndarray | None:
         """CUDA-core instructions that dequantize or convert each kernel's operands (None: none); `plans` is
@@ -173,8 +185,11 @@ class GPUModel(DeviceModel):
         memory_s = bytes_moved / bandwidth_Bps
         busy_s = np.maximum(compute_s, memory_s)
         latency_s = np.zeros(busy_s.shape)
-        # Widths of one format share its scale layout: at most one block-scaled variant among them.
-        cal = self._calibration_for(next((plan for plan, _ in plans if plan.variant), None) if plans else None)
+        # Widths of one format share its scale layout: at most one block-scaled variant among them. A weight-only
+        # width's variant names the fit of its own fused MoE layers (_moe_parts), not the table's: its dtype is the
+        # 16-bit one, which 16-bit layers of a mixed format share.
+        cal = self._calibration_for(next((plan for plan, _ in plans if plan.variant and not plan.mixed_input), None)
+                                    if plans else None)
         if cal is None:
             return compute_s, memory_s, busy_s, latency_s
         shape = busy_s.shape
@@ -198,14 +213,15 @@ class GPUModel(DeviceModel):
         gemm = table.class_rows("gemm")
         moe = table.kind_rows(KernelKind.MOE)
         if moe is not None:
-            for fit, rows in cal.moe_groups(table, moe):
-                c, m, busy, latency = moe_times(
-                    m=table.m[rows], n=table.n[rows], k=table.k[rows], batch=table.batch[rows],
-                    weight_bytes=table.weight_bytes[rows], act_bytes=table.act_bytes[rows],
-                    flops_per_s=peak[..., rows], bandwidth_Bps=bandwidth_Bps, fit=fit,
-                    cached_bytes=self.replay_cache_bytes, vector_s=vector(rows))
-                put(rows, c, m, busy, latency)
-                gemm = gemm & ~rows  # priced: the GEMM fits below price the MoE rows no MoE fit covers
+            for part_cal, part in self._moe_parts(cal, plans, moe):
+                for fit, rows in part_cal.moe_groups(table, part):
+                    c, m, busy, latency = moe_times(
+                        m=table.m[rows], n=table.n[rows], k=table.k[rows], batch=table.batch[rows],
+                        weight_bytes=table.weight_bytes[rows], act_bytes=table.act_bytes[rows],
+                        flops_per_s=peak[..., rows], bandwidth_Bps=bandwidth_Bps, fit=fit,
+                        cached_bytes=self.replay_cache_bytes, vector_s=vector(rows))
+                    put(rows, c, m, busy, latency)
+                    gemm = gemm & ~rows  # priced: the GEMM fits below price the MoE rows no MoE fit covers
         if gemm is not None:
             # The table is the work this GPU does (run_on): a pattern it supports has its zeros skipped.
             sparse = table.sparsity != DENSE and table.sparsity in self.sparsity_patterns

@@ -6,6 +6,7 @@ measured weight-only MoE layers that no fit saw (layouts held out: kernels/aicon
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ from hw_models.gpu import GPUModel
 from hw_models.gpu_efficiency import Calibration, MoeFit
 from hw_models.registry import load_device
 from kernels.formats import NumericFormat
+from kernels.kernel import Kernel, KernelKind
 from kernels.measured import MeasuredKernel
 from kernels.moe import fused_moe_kernel
 from kernels.table import KernelTable
@@ -178,3 +180,24 @@ def test_mxfp4_moe_layers_held_out_within_twenty_percent(gpu, device):
     error = predict(load_device(device), held) / np.array([r.time_s for r in held]) - 1.0
     assert np.median(np.abs(error)) <= TARGET
     assert -TARGET <= np.median(error) <= TARGET
+
+
+def test_sixteen_bit_experts_of_a_mixed_format_keep_the_sixteen_bit_fit():
+    """A W4A16 format whose MLP (the experts) stays at 16 bits (mlp_weight_bits) has no weight-only MoE layer: its
+    MoE layers price exactly as those of a calibration holding the 16-bit fit alone, not on the int4 fit its
+    4-bit attention GEMMs' plan names; with 8-bit experts (no fit of their own) likewise."""
+    base = load_device("h200", calibrated=False)
+    both = Calibration(device="h200", moe=SIXTEEN_BIT, moe_dtypes={"bf16/w4int": TRUTH})
+    alone = Calibration(device="h200", moe=SIXTEEN_BIT)
+    for mlp_bits in (16, 8):
+        fmt = NumericFormat(weight_bits=4, group_size=32, mlp_weight_bits=mlp_bits)
+        # The layer's attention projection (4-bit, priced on the GEMM fits) and its experts.
+        projection = Kernel(kind=KernelKind.GEMM, op="mm", flops=2.0 * 4096 * 7168 * 7168,
+                            weight_bytes=2.0 * 7168 ** 2, act_bytes=4.0 * 4096 * 7168, kv_bytes=0.0, dtype="bf16",
+                            tensor_core=True, m=4096, n=7168, k=7168, layer=1, module="model.layers.1.self_attn.q_proj")
+        layers = KernelTable.from_kernels([projection, *(replace(kernel, layer=1, module="model.layers.1.mlp.experts")
+                                                         for kernel in _layers(2.0).kernels)])
+        table = layers.with_format(fmt, num_layers=4)
+        assert table.weight_bits.tolist() == [4, mlp_bits, mlp_bits]  # the experts are the MLP
+        np.testing.assert_array_equal(GPUModel(base.spec, calibration=both).cost_table(table, "device").time_s,
+                                      GPUModel(base.spec, calibration=alone).cost_table(table, "device").time_s)
