@@ -26,7 +26,7 @@ import numpy as np
 
 from hw_models.cost import KernelCosts
 from hw_models.device import VECTOR_DTYPE, DeviceModel
-from hw_models.mixed_precision import unit_rates
+from hw_models.mixed_precision import faster_on_unit
 from hw_models.sparsity_support import fpga_support
 from kernels.table import KernelTable
 
@@ -50,15 +50,6 @@ class FPGAModel(DeviceModel):
         """Energy per FLOP of one kernel group: a MAC (two FLOPs) on the DSPs, or an SFU vector op."""
         return self.spec.mac_J(dtype) / 2.0 if matrix else self.spec.energy.vector_op_pJ * 1e-12
 
-    def _on_unit(self, table: KernelTable, peak: np.ndarray, flop_J: np.ndarray) -> tuple:
-        """(FLOP/s, joules per FLOP) of each kernel with the mixed-precision GEMMs the unit takes where it is the
-        faster path (hw_models/mixed_precision.py)."""
-        spec = self.spec
-        per_cycle, unit_J = unit_rates(spec.mixed_precision, table)
-        unit_peak = 2.0 * spec.compute.dsp_count * per_cycle * spec.clock_Hz
-        on_unit = (per_cycle > 0) & (unit_peak >= peak)
-        return np.where(on_unit, unit_peak, peak), np.where(on_unit, unit_J / 2.0, flop_J)
-
     def _gemv_rows(self, table: KernelTable) -> np.ndarray:
         """Matrix-vector kernels (the MPE's MV mode): single-token GEMMs and decode attention."""
         gemm = table.class_masks.get("gemm", np.zeros(len(table), dtype=bool))
@@ -76,7 +67,8 @@ class FPGAModel(DeviceModel):
         peak = table.per_dtype(lambda dtype, matrix: self.peak_flops(dtype if matrix else VECTOR_DTYPE))
         flop_J = table.per_dtype(self._flop_J)
         if spec.mixed_precision is not None:
-            peak, flop_J = self._on_unit(table, peak, flop_J)
+            peak, flop_J = faster_on_unit(spec.mixed_precision, table, peak, flop_J,
+                                          spec.compute.dsp_count * spec.clock_Hz, ops_per_mac=2.0)
         peak = np.where(self._gemv_rows(table), peak * spec.compute.gemv_dsp_fraction, peak)
         compute_s = table.flops / peak
         on_chip = self.activations_on_chip(table)

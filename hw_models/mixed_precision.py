@@ -72,3 +72,14 @@ def unit_rates(unit: MixedPrecisionSpec, table: KernelTable) -> tuple[np.ndarray
     # Bit-serial: a b-bit weight is b passes of the 1-bit lookup.
     passes = np.maximum(bits, 1.0) if unit.kind == "lut" else 1.0
     return np.where(takes, pass_rate / passes, 0.0), np.where(takes, pass_J * passes, 0.0)
+
+
+def faster_on_unit(unit: MixedPrecisionSpec, table: KernelTable, rate: np.ndarray, op_J: np.ndarray,
+                   slots_per_s, ops_per_mac: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """(rate, joules per op) of each kernel, with the GEMMs the unit takes moved onto it where it is at least as fast
+    as the device's own path (`rate`, `op_J`). `slots_per_s`: PEs or DSP slices x clock; `ops_per_mac`: 1 when the
+    rates count MACs (NPU), 2 when they count FLOPs (FPGA)."""
+    per_cycle, unit_J = unit_rates(unit, table)
+    unit_rate = ops_per_mac * slots_per_s * per_cycle
+    on_unit = (per_cycle > 0) & (unit_rate >= rate)
+    return np.where(on_unit, unit_rate, rate), np.where(on_unit, unit_J / ops_per_mac, op_J)

@@ -44,7 +44,7 @@ import numpy as np
 
 from hw_models.cost import KernelCosts
 from hw_models.device import DeviceModel
-from hw_models.mixed_precision import unit_rates
+from hw_models.mixed_precision import faster_on_unit
 from hw_models.npu_spec import NPUSpec
 from hw_models.sparsity_support import npu_support
 from kernels.formats import DTYPE_BITS
@@ -161,7 +161,8 @@ class NPUModel(DeviceModel):
         macs_per_s = table.per_dtype(lambda d, _: spec.macs_per_s(d))
         mac_J = table.per_dtype(lambda d, _: spec.mac_J(d))
         if spec.mixed_precision is not None and matrix.any():
-            macs_per_s, mac_J = self._on_unit(table, matrix, macs_per_s, mac_J)
+            macs_per_s, mac_J = faster_on_unit(spec.mixed_precision, table, macs_per_s, mac_J,
+                                               spec.pes * spec.frequency_Hz)
         compute_s, memory_s = np.zeros(size), table.bytes / spec.bandwidth_Bps
         offchip_B, sram_B = table.bytes.copy(), 2 * table.bytes
         compute_J = np.zeros(size)
@@ -180,15 +181,6 @@ class NPUModel(DeviceModel):
             unit[on_pim] = 1
         return KernelCosts(time_s=time_s, compute_s=compute_s, memory_s=memory_s, overhead_s=np.zeros(size),
                            compute_J=compute_J, memory_J=memory_J, static_J=spec.power.idle_W * time_s, unit=unit)
-
-    def _on_unit(self, table: KernelTable, matrix: np.ndarray, macs_per_s: np.ndarray, mac_J: np.ndarray) -> tuple:
-        """(MAC rate, joules per MAC) of each kernel with the mixed-precision GEMMs the unit takes where it is the
-        faster path (hw_models/mixed_precision.py)."""
-        spec = self.spec
-        per_cycle, unit_J = unit_rates(spec.mixed_precision, table)
-        unit_macs_per_s = spec.pes * spec.frequency_Hz * per_cycle
-        on_unit = matrix & (per_cycle > 0) & (unit_macs_per_s >= macs_per_s)
-        return np.where(on_unit, unit_macs_per_s, macs_per_s), np.where(on_unit, unit_J, mac_J)
 
     def _pim(self, table: KernelTable, rows: np.ndarray, compute_s, memory_s, time_s, compute_J, memory_J) -> None:
         """Decode attention in the banks: fills the PIM rows of the arrays in place."""
