@@ -75,19 +75,21 @@ class KernelCosts:
 
     def take(self, index: np.ndarray) -> KernelCosts:
         """The costs of rows `index` (on the last axis), in that order."""
-        return KernelCosts(**{name: None if value is None else value.take(index, axis=-1)  # numpy's fast gather
-                              for name, value in self._fields()})
+        return self._mapped(lambda values: values.take(index, axis=-1))  # numpy's fast gather
 
     def rows_slice(self, start: int, end: int) -> KernelCosts:
         """The costs of rows start to end (on the last axis): views, no copies (of the field matrix too, where
         it was made)."""
-        part = KernelCosts(**{name: None if value is None else value[..., start:end] for name, value in self._fields()})
+        part = self._mapped(lambda values: values[..., start:end])
         if "matrix" in self.__dict__:
             part.__dict__["matrix"] = self.matrix[..., start:end]
         return part
 
-    def _fields(self):
-        return ((name, getattr(self, name)) for name in COST_FIELDS)
+    def _mapped(self, of) -> KernelCosts:
+        """These costs with `of` applied to every field (the unit too, where there is one)."""
+        return KernelCosts(time_s=of(self.time_s), compute_s=of(self.compute_s), memory_s=of(self.memory_s),
+                           overhead_s=of(self.overhead_s), compute_J=of(self.compute_J), memory_J=of(self.memory_J),
+                           static_J=of(self.static_J), unit=None if self.unit is None else of(self.unit))
 
     @property
     def unit_index(self) -> np.ndarray:
