@@ -115,9 +115,9 @@ class KernelCosts:
 
 
 COST_FIELDS = tuple(f.name for f in fields(KernelCosts))
-# The fields a pass's totals sum (every one but the unit), in the columns of KernelCosts.field_sums, and each one's
-# column.
-SUM_FIELDS = tuple(name for name in COST_FIELDS if name != "unit")
+# The fields a pass's totals sum (its time and dynamic energy: sim/step_costs.py), in the columns of
+# KernelCosts.field_sums, and each one's column.
+SUM_FIELDS = ("time_s", "compute_J", "memory_J")
 SUM_COLUMN = {name: i for i, name in enumerate(SUM_FIELDS)}
 
 

@@ -128,7 +128,8 @@ class DecodeCosts:
         return values
 
     def total(self, name: str, kernel_mask: np.ndarray | None = None) -> float:
-        """Sum of field `name` over all steps, optionally over the kernels where kernel_mask is true."""
+        """Sum of field `name` (one of SUM_FIELDS) over all steps, optionally over the kernels where kernel_mask is
+        true."""
         base = self.base
         waits = self._stall_total_s if self._waits(name) else 0.0
         if kernel_mask is None and name == "time_s" and waits and self.link_s is not None:
