@@ -142,6 +142,7 @@ SERVING_EXAMPLE = ("explore run --model llama-2-7b --device h100-sxm --serving -
 
 def _add_serving_flags(run: argparse.ArgumentParser) -> None:
     """Flags of `explore run --serving`: requests arriving at one replica instead of one static batch."""
+    from sim.routers import DEFAULT_ROUTER, ROUTERS
     from sim.schedulers import SCHEDULERS
     from sim.serving_spec import ARRIVALS, ServingSpec
     from sim.slowdown import SLOWDOWN_PRESETS
@@ -179,7 +180,7 @@ def _add_serving_flags(run: argparse.ArgumentParser) -> None:
                    help="when KV blocks run out: recompute (default) or swap to host memory over --swap-GBps")
     g.add_argument("--swap-GBps", type=float, help="host link bandwidth for swap preemption, GB/s")
     g.add_argument("--replicas", type=int, default=1,
-                   help="replicas serving requests, each arrival to the least loaded (with --prefill-replicas: "
+                   help="replicas serving requests, each arrival to the one --router picks (with --prefill-replicas: "
                         "the decode pool's; default 1)")
     g.add_argument("--prefill-replicas", type=int, default=0,
                    help="a separate prefill pool of this many replicas handing each request's KV to the decode "
@@ -187,6 +188,8 @@ def _add_serving_flags(run: argparse.ArgumentParser) -> None:
     g.add_argument("--prefill-device", default="", help="the prefill pool's device (default: --device)")
     g.add_argument("--kv-link", default=spec.kv_link,
                    help=f"the link KV crosses from the prefill to the decode pool (default {spec.kv_link})")
+    g.add_argument("--router", help=f"how each pool picks the replica a request joins: {', '.join(ROUTERS)} "
+                                    f"(default {DEFAULT_ROUTER})")
     g.add_argument("--seed", type=int, default=0, help="seed of arrivals and lengths (default 0)")
     g.add_argument("--slo-ttft", type=float, help="SLO: time to first token per request, s")
     g.add_argument("--slo-tpot", type=float, help="SLO: time per output token per request, s")

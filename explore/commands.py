@@ -317,7 +317,7 @@ def _serving_spec(args) -> ServingSpec:
                   slo_slowdown=SLOWDOWN_PRESETS[args.slo_slowdown] if args.slo_slowdown else None,
                   capacity=tuple(args.capacity) if args.capacity else None,
                   replicas=args.replicas, prefill_replicas=args.prefill_replicas, prefill_device=args.prefill_device,
-                  kv_link=args.kv_link)
+                  kv_link=args.kv_link, router=args.router)
     if args.seed < 0:
         raise InputError(f"--seed: found {args.seed}, allowed: an integer >= 0")
     try:

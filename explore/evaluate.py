@@ -34,6 +34,7 @@ from sim.engine import simulate
 from sim.memory import MemoryFootprint, batch_footprint, infeasible_reason
 from sim.offload import HostLink, LinkTraffic, device_footprint, offload_traffic, plan_offload
 from sim.result import RESULT_METRICS, SimResult
+from sim.routers import DEFAULT_ROUTER
 from sim.schedulers import make_scheduler
 from sim.serving import SERVING_METRICS, Pool, ServingResult, serve_pools, serving_infeasible_reason, serving_memory
 from sim.slowdown import SLOWDOWN_METRICS
@@ -461,6 +462,7 @@ class Evaluator:
             kv_bytes_per_token=kv_per_token_B, block_tokens=spec.block_tokens)
         return Pool(name=f"{role} ({point.device})", role=role, replicas=replicas, costs=costs,
                     scheduler=spec.scheduler, limits=limits, memory=memory, idle_power_W=device.idle_power_W,
+                    router=spec.router or DEFAULT_ROUTER,
                     prefix_tokens=spec.prefix_tokens, window=self.kv_window(point),
                     swap_bandwidth_Bps=spec.swap_GBps * 1e9 if spec.swap_GBps else None,
                     speculation=speculation, seed=spec.seed)

@@ -53,6 +53,7 @@ from kernels.sparsity import ACT_PREDICTORS
 from kernels.token_select import METHODS as TOPK_METHODS
 from kernels.token_select import QUEST
 from sim.offload import OFFLOADS
+from sim.routers import ROUTERS
 from sim.schedulers import SCHEDULERS
 from sim.serving_spec import ARRIVALS, PREEMPTIONS, ServingSpec
 from sim.speculative import MEDUSA
@@ -377,3 +378,7 @@ for _name, _type, _help, _kw in (
 register(Knob(name="prompt_batch_tokens", type=int, section="serving", scope="serving", default=None, flag=False,
               minimum=1, help="prompt tokens prefilled together in one iteration; a longer prompt runs alone "
                               "(Splitwise batches prompts up to 2,048); unset: up to max_batched_tokens"))
+register(Knob(name="router", type=str, section="serving", scope="serving", default=None, flag=False,
+              allowed=tuple(ROUTERS), help="how a pool picks the replica each request (arrival or prefill hand-over) "
+              "joins: least_requests (fewest held), least_tokens (fewest pending tokens, Splitwise's JSQ) or "
+              "round_robin; unset: least_requests"))

@@ -150,6 +150,7 @@ class Serving(Strict):
     prefill_replicas: one_or_more(knob_type(KNOBS["prefill_replicas"])) = DEFAULT.prefill_replicas
     prefill_device: str | None = None  # the prefill pool's device (default: the point's)
     kv_link: str = DEFAULT.kv_link  # the link each request's KV crosses from the prefill to the decode pool
+    router: one_or_more(knob_type(KNOBS["router"])) | None = None  # how a pool picks a replica (least_requests)
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -191,6 +192,8 @@ def serving_dimensions(serving: Serving) -> dict[str, list]:
     if serving.prompt_batch_tokens is not None:
         dims["prompt_batch_tokens"] = as_list(serving.prompt_batch_tokens)
     dims.update(replicas=as_list(serving.replicas), prefill_replicas=as_list(serving.prefill_replicas))
+    if serving.router is not None:
+        dims["router"] = as_list(serving.router)
     if serving.arrival != "gamma":
         del dims["cv"]
     return dims
@@ -210,7 +213,7 @@ def serving_spec(serving: Serving, values: dict[str, Any]) -> ServingSpec:
         seed=serving.seed, slo_ttft_s=slo.ttft_s, slo_tpot_s=slo.tpot_s,
         slo_attainment=slo.attainment, slo_slowdown=slo.slowdown_slo(), capacity=serving.capacity,
         replicas=values["replicas"], prefill_replicas=values["prefill_replicas"],
-        prefill_device=serving.prefill_device or "", kv_link=serving.kv_link)
+        prefill_device=serving.prefill_device or "", kv_link=serving.kv_link, router=values.get("router"))
 
 
 def _unkeyed(err: InputError) -> str:

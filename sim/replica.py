@@ -51,6 +51,14 @@ class Replica:
         state = self.state
         return len(state.waiting) + len(state.running) + len(state.swapped)
 
+    @property
+    def pending_tokens(self) -> int:
+        """Tokens its requests still wait for, as a token-counting router compares them: each request's prompt
+        tokens still to prefill (or recompute) and one for its next output token (sim/routers.py LeastTokens)."""
+        state = self.state
+        return sum(seq.remaining_prefill + 1 for queue in (state.waiting, state.running, state.swapped)
+                   for seq in queue)
+
     def accept(self, seq: Sequence) -> None:
         """Queue a request (a new one, or one handed over after its prefill) and wake the replica."""
         self.state.waiting.append(seq)
@@ -67,7 +75,7 @@ class Replica:
                     self.wake = self.env.event()
                     yield self.wake
                     continue
-                seq = (state.waiting or state.swapped)[0]
+                seq = (state.waiting or state.swapped or state.running)[0]
                 raise RuntimeError(f"request {seq.index} ({seq.prompt} prompt + {seq.output} output tokens) can "
                                    f"never be scheduled: {state.kv.capacity_blocks} KV blocks of "
                                    f"{state.kv.block_tokens} tokens, limits {self.scheduler.limits}")

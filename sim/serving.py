@@ -1,8 +1,8 @@
 """Discrete-event simulation (SimPy) of serving: requests arrive at pools of replicas (sim/replica.py).
 
 Arrivals are one process; each replica another, running the iterations its scheduler forms. One pool serves
-requests whole (data-parallel replicas, each request routed to the least-loaded one), or a prefill pool
-hands each prefilled request's KV to a decode pool (disaggregated serving, as Splitwise studies).
+requests whole (data-parallel replicas, each request routed to one by the pool's router, sim/routers.py), or a
+prefill pool hands each prefilled request's KV to a decode pool (disaggregated serving, as Splitwise studies).
 Iterations, not kernels, are the events, so a trace of many thousands of requests runs in seconds.
 """
 
@@ -19,6 +19,7 @@ from kernels.kv_policy import Window, kept_tokens
 from sim.costs import KERNEL_CLASS_NAMES, IterationCost, IterationCostModel
 from sim.kv_cache import PagedKVCache
 from sim.replica import ROLES, Replica
+from sim.routers import DEFAULT_ROUTER, make_router
 from sim.schedulers import EngineState, Scheduler, SchedulerLimits, Sequence, make_scheduler
 from sim.serving_metrics import (
     SLO,
@@ -174,6 +175,7 @@ class Pool:
     swap_bandwidth_Bps: float | None = None
     speculation: ServingSpeculation | None = None  # decode speculatively (sim/speculative.py)
     seed: int = 0  # of the accepted tokens' draws, with the pool's and the replica's index
+    router: str = DEFAULT_ROUTER  # how it picks the replica each request joins (sim/routers.py ROUTERS)
     # Requests served alone on one of its replicas, by their lengths: a slowdown SLO's reference, computed once
     # however many rates a capacity search runs on the pool.
     alone: dict[tuple[bytes, bytes], Unloaded] = field(default_factory=dict, repr=False, compare=False)
@@ -214,10 +216,10 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
                 ) -> ServingResult:
     """Simulate pools of replicas serving `requests`: one 'serve' pool, or a 'prefill' and a 'decode' pool.
 
-    Each arrival goes to the entry pool's least-loaded replica; a prefilled request's KV (its tokens x the
-    decode pool's bytes per token) moves to the decode pool's least-loaded replica in kv_transfer_s(bytes)
-    (transfers overlap; the link's contention and energy are not modeled). `caches` and `schedulers` give
-    each replica's own (default: new ones from the pool).
+    Each arrival goes to the entry pool's replica its router picks (Pool.router, sim/routers.py); a
+    prefilled request's KV (its tokens x the decode pool's bytes per token) moves in kv_transfer_s(bytes) to the
+    decode pool's replica its router picks when the KV lands (transfers overlap; the link's contention and energy are
+    not modeled). `caches` and `schedulers` give each replica's own (default: new ones from the pool).
     """
     roles = [pool.role for pool in pools]
     if roles not in (["serve"], ["prefill", "decode"]):
@@ -248,14 +250,13 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
                                 else None, speculation=pool.speculation, seed=(pool.seed, p, r)))
         replicas.append(made)
 
-    def least_loaded(pool: list[Replica]) -> Replica:
-        return min(pool, key=lambda replica: replica.outstanding)
+    routers = [make_router(pool.router) for pool in pools]
 
     def _hand_over(seq: Sequence):
         decode_pool = pools[1]
         per_token_B = decode_pool.memory.kv_block_B / decode_pool.memory.block_tokens
         yield env.timeout(kv_transfer_s(seq.computed * per_token_B) if kv_transfer_s else 0.0)
-        least_loaded(replicas[1]).accept(seq)
+        routers[1].choose(replicas[1]).accept(seq)
 
     arrivals = requests.arrival_s.tolist()
     prompts, outputs = requests.prompt_tokens.tolist(), requests.output_tokens.tolist()
@@ -264,7 +265,7 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
         for index, arrival_s in enumerate(arrivals):
             if arrival_s > env.now:
                 yield env.timeout(arrival_s - env.now)
-            replica = least_loaded(replicas[0])
+            replica = routers[0].choose(replicas[0])
             seq = Sequence(index=index, arrival_s=arrival_s, prompt=prompts[index], output=outputs[index])
             seq.computed = replica.state.kv.cached_prefix(seq.target)
             replica.accept(seq)

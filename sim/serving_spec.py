@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, fields
 from functools import cache
 
+from sim.routers import ROUTERS
 from sim.schedulers import SCHEDULERS, SchedulerLimits
 from sim.serving_metrics import SLO
 from sim.slowdown import SlowdownSLO
@@ -24,7 +25,7 @@ from workloads.requests import (
 ARRIVALS = ("poisson", "gamma", "trace")
 PREEMPTIONS = ("recompute", "swap")
 # Fields added after serving results were first stored: left out of the repr (a point's key) at their default.
-KEY_NEUTRAL_DEFAULTS = frozenset({"prompt_batch_tokens", "slo_slowdown"})
+KEY_NEUTRAL_DEFAULTS = frozenset({"prompt_batch_tokens", "slo_slowdown", "router"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,6 +68,9 @@ class ServingSpec:
     prefill_replicas: int = 0
     prefill_device: str = ""
     kv_link: str = "infiniband-ndr"
+    # How each pool picks the replica a request joins, arrivals and hand-overs alike (sim/routers.py); None:
+    # least_requests, the router of results stored before routers could be chosen.
+    router: str | None = None
 
     def key_text(self) -> str:
         """The text a design point's key hashes (explore/design_point.py canonical): the dataclass repr, less the
@@ -106,6 +110,8 @@ class ServingSpec:
         if self.slo_slowdown is not None and not isinstance(self.slo_slowdown, SlowdownSLO):
             raise InputError(f"slo_slowdown: found {self.slo_slowdown!r}, allowed: a SlowdownSLO (sim/slowdown.py) "
                              f"or none")
+        if self.router is not None and self.router not in ROUTERS:
+            raise InputError(f"router: found {self.router!r}, allowed: {', '.join(ROUTERS)}")
         if self.preemption not in PREEMPTIONS:
             raise InputError(f"preemption: found {self.preemption!r}, allowed: {', '.join(PREEMPTIONS)}")
         if self.preemption == "swap" and self.swap_GBps is None:
@@ -132,7 +138,8 @@ class ServingSpec:
                 "prefix_tokens": self.prefix_tokens, "preemption": self.preemption, "replicas": self.replicas,
                 "prefill_replicas": self.prefill_replicas, "prefill_device": self.prefill_device or None,
                 # A column only where set (explore/knobs.py): results written before it keep their columns.
-                **({} if self.prompt_batch_tokens is None else {"prompt_batch_tokens": self.prompt_batch_tokens})}
+                **({} if self.prompt_batch_tokens is None else {"prompt_batch_tokens": self.prompt_batch_tokens}),
+                **({} if self.router is None else {"router": self.router})}
 
     @property
     def disaggregated(self) -> bool:

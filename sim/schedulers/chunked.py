@@ -15,6 +15,10 @@ class ChunkedPrefillScheduler(Scheduler):
     chunked = True
 
     def schedule(self, state: EngineState) -> Batch:
+        # Sequences a prefill pool handed over at the head of the queue join before the decodes are chosen, so they
+        # decode in this iteration (as the other schedulers have them do): admitted after, they would sit out an
+        # iteration, and in an iteration with nothing else to run the batch would be empty though work is held.
+        self._admit_handed_over(state)
         decoding = [seq for seq in state.running if not seq.in_prefill]
         batch = Batch(decodes=self._grow_decodes(state, decoding))
         budget = self.limits.chunk_tokens - len(batch.decodes)
@@ -29,7 +33,7 @@ class ChunkedPrefillScheduler(Scheduler):
             budget -= chunk
         while state.waiting and not state.swapped and budget > 0 and len(state.running) < self.limits.max_seqs:
             seq = state.waiting[0]
-            if not seq.in_prefill:  # handed over by a prefill pool: it decodes from the next iteration
+            if not seq.in_prefill:  # handed over behind a prompt (FCFS): it decodes from the next iteration
                 if not self._admit(state, seq, seq.computed + 1):
                     break
                 continue

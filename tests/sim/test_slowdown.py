@@ -8,27 +8,13 @@ import math
 import numpy as np
 import pytest
 
-from hw_models.registry import load_device
-from kernels.formats import NumericFormat
-from kernels.shapes import StepTemplate, step_shape
-from sim.costs import IterationCostModel
+from kernels.shapes import step_shape
 from sim.kv_cache import PagedKVCache
 from sim.schedulers import SchedulerLimits, make_scheduler
 from sim.serving import Pool, serve, serve_pools, serving_memory
 from sim.serving_metrics import SLO, RequestRecords, summarize
 from sim.slowdown import SLOWDOWN_METRICS, SlowdownSLO, Unloaded, slowdowns, unloaded_latencies
 from workloads.requests import RequestSet
-
-
-@pytest.fixture(scope="module")
-def costs(tiny_llama, trace_of) -> IterationCostModel:
-    def trace(phase: str, batch: int, prompt: int):
-        if phase == "decode":
-            return trace_of(tiny_llama, "decode", batch, 1, prompt)
-        return trace_of(tiny_llama, "prefill", batch, prompt)
-
-    template = StepTemplate.from_model(tiny_llama, NumericFormat(), trace)
-    return IterationCostModel(load_device("h100-sxm"), template, execution="graphs")
 
 
 def test_unloaded_latencies_are_the_iterations_a_lone_request_runs(costs):

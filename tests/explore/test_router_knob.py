@@ -1,0 +1,79 @@
+"""The serving knob `router` (sim/routers.py): a sweep's serving.router and `explore run --serving --router`, its
+column only in sweeps that set it, the keys of points that leave it out, and its one-line errors."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+from explore.cli import main
+from explore.design_point import DesignPoint
+from explore.results import read_results
+from explore.sweep import load_sweep
+from sim.serving_spec import ServingSpec
+from tests.explore.tiny_sweep import write_sweep, write_tiny_model
+
+SERVING = """  requests: 20
+  prompt: {dist: uniform, low: 8, high: 64}
+  output: {dist: uniform, low: 2, high: 16}
+  rate: 400
+  scheduler: continuous
+  max_seqs: 8
+  replicas: 2
+"""
+
+
+def _sweep(tmp_path, serving: str) -> str:
+    model = write_tiny_model(tmp_path)
+    return write_sweep(tmp_path, f"name: route\nmodel: {model}\ndevice: h100-sxm\nserving:\n{serving}")
+
+
+def test_a_point_that_leaves_the_router_out_keeps_its_key_and_one_that_sets_it_gets_its_own():
+    spec = ServingSpec(scheduler="chunked", requests=200, rate_per_s=4.0)
+    point = DesignPoint(model="llama-2-7b", device="h100-sxm", batch=256, prompt=0, output=0, serving=spec)
+    assert point.point_id == "1975a0ffdaf012dc"  # as tests/explore/test_serving_sweep.py holds it
+    assert "router" not in spec.key_text() and spec.router is None  # least_requests: the pools' default
+    routed = replace(point, serving=replace(spec, router="least_tokens"))
+    assert routed.point_id != point.point_id
+
+
+def test_router_is_a_serving_knob_with_a_column_only_where_set(tmp_path, capsys):
+    path = _sweep(tmp_path, SERVING + "  router: [least_requests, least_tokens, round_robin]\n")
+    assert sorted(p.serving.router for p in load_sweep(path).points()) == ["least_requests", "least_tokens",
+                                                                            "round_robin"]
+    assert main([path, "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    rows = read_results(tmp_path / "out")
+    assert sorted(r["router"] for r in rows) == ["least_requests", "least_tokens", "round_robin"]
+    plain = _sweep(tmp_path, SERVING)
+    assert main([plain, "--out", str(tmp_path / "plain"), "--quiet"]) == 0
+    assert all("router" not in r for r in read_results(tmp_path / "plain"))
+    capsys.readouterr()
+
+
+def test_a_bad_router_is_one_line_naming_the_key_and_the_routers(tmp_path, capsys):
+    bad = _sweep(tmp_path, SERVING + "  router: fastest\n")
+    assert main(["check", bad]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "serving.router" in err and "'fastest'" in err and "round_robin" in err, err
+    model = write_tiny_model(tmp_path)
+    assert main(["run", "--model", model, "--device", "h100-sxm", "--serving", "--rate", "1",
+                 "--router", "fastest"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "explore: error: --router: found 'fastest', allowed: least_requests, least_tokens, round_robin", err
+
+
+def test_run_routes_by_the_flag(tmp_path, capsys):
+    """The hand case of tests/sim/test_pools.py through `explore run`: a 200-token prompt and two of 16 arrive together
+    at two replicas; by requests the third shares the long prompt's prefill, by pending tokens the short one's, so
+    the mean TTFT moves with the flag (and without it the run is least_requests'). Replayed from graphs: eager, the
+    tiny model's every prefill would take its host dispatch alone, whatever its tokens."""
+    model = write_tiny_model(tmp_path)
+    trace = tmp_path / "three.csv"
+    trace.write_text("arrival_s,prompt_tokens,output_tokens\n0,200,4\n0,16,4\n0,16,4\n")
+    ttft = {}
+    for router in ("least_requests", "least_tokens", None):
+        assert main(["run", "--model", model, "--device", "h100-sxm", "--serving", "--trace", str(trace),
+                     "--arrival", "trace", "--requests", "3", "--replicas", "2", "--execution", "graphs", "--json",
+                     *(["--router", router] if router else [])]) == 0
+        ttft[router] = json.loads(capsys.readouterr().out)["ttft_mean_s"]
+    assert ttft[None] == ttft["least_requests"] != ttft["least_tokens"]

@@ -1,0 +1,156 @@
+"""Pools of replicas (sim/serving.py serve_pools, sim/replica.py) under every scheduler, serving requests whole or
+split into a prefill and a decode pool, and the routers (sim/routers.py) that pick each request's replica.
+
+The tiny Llama on an H100 (tests/sim/conftest.py: about half a millisecond an iteration). Expected values are hand
+sums of IterationCostModel.price over the iterations a request must run, counts every correct run must give
+(tokens sampled, requests held), or the replica a routing rule picks by hand.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kernels.shapes import step_shape
+from sim.kv_cache import PagedKVCache
+from sim.routers import ROUTERS, make_router
+from sim.schedulers import SCHEDULERS, SchedulerLimits
+from sim.serving import Pool, serve_pools, serving_memory
+from workloads.requests import Poisson, RequestSet, Uniform, sample_requests
+
+BLOCK = 16
+KV_PER_TOKEN_B = 2 * 2 * 16 * 2 * 2  # K and V x 2 KV heads x 16 dims x 2 B x 2 layers (the tiny Llama)
+# Pool layouts: (role, replicas) of each pool.
+LAYOUTS = {"whole x2": (("serve", 2),), "split 1+1": (("prefill", 1), ("decode", 1)),
+           "split 1+2": (("prefill", 1), ("decode", 2)), "split 2+1": (("prefill", 2), ("decode", 1))}
+
+
+class HeldBy(PagedKVCache):
+    """A replica's KV cache that remembers every request it ever held blocks for."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.requests: set[int] = set()
+
+    def hold(self, seq: int, tokens: int) -> None:
+        super().hold(seq, tokens)
+        self.requests.add(seq)
+
+
+def _pools(costs, layout, scheduler: str, *, blocks: int = 100_000, router: str = "least_requests"):
+    """The pools of a layout, each replica's KV cache of `blocks` blocks recording what it holds."""
+    memory = serving_memory(capacity_B=blocks * BLOCK * KV_PER_TOKEN_B, weights_B=0.0, activations_B=0.0,
+                            kv_bytes_per_token=KV_PER_TOKEN_B, block_tokens=BLOCK)
+    pools = [Pool(name=role, role=role, replicas=replicas, costs=costs, scheduler=scheduler,
+                  limits=SchedulerLimits(max_seqs=8, chunk_tokens=64), router=router, memory=memory,
+                  idle_power_W=costs.device.idle_power_W) for role, replicas in layout]
+    caches = [[HeldBy(capacity_blocks=blocks, block_tokens=BLOCK) for _ in range(pool.replicas)] for pool in pools]
+    return pools, caches
+
+
+def _serve(costs, requests, layout, scheduler: str, *, transfer_s: float = 0.0, **kw):
+    pools, caches = _pools(costs, layout, scheduler, **kw)
+    result = serve_pools(pools, requests, kv_transfer_s=lambda message_B: transfer_s, caches=caches)
+    return result, caches
+
+
+def _alone_e2e_s(costs, prompt: int, output: int) -> tuple[float, float]:
+    """(TTFT, E2E) of a request alone, by hand: its prefill, then decode steps attending prompt + 1, prompt + 2, ..."""
+    ttft = costs.price(step_shape([(prompt, 0)], sampled=1)).time_s
+    decodes = [costs.price(step_shape(decode_kv=[prompt + 1 + step], sampled=1)).time_s for step in range(output - 1)]
+    return ttft, ttft + sum(decodes)
+
+
+@pytest.mark.parametrize("scheduler", sorted(SCHEDULERS))
+def test_a_handed_over_request_decodes_as_soon_as_its_kv_lands(costs, scheduler):
+    """One request through a prefill and a decode replica: its prefill, the KV transfer, then one decode step per
+    further token with nothing in between (the chunked scheduler once formed an empty batch here and crashed)."""
+    prompt, output, transfer_s = 40, 6, 1e-3
+    requests = RequestSet(arrival_s=np.zeros(1), prompt_tokens=np.array([prompt]), output_tokens=np.array([output]))
+    result, _ = _serve(costs, requests, LAYOUTS["split 1+1"], scheduler, transfer_s=transfer_s)
+    ttft, e2e = _alone_e2e_s(costs, prompt, output)
+    assert result.records.ttft_s[0] == pytest.approx(ttft, rel=1e-9)
+    assert result.records.e2e_s[0] == pytest.approx(e2e + transfer_s, rel=1e-9)
+    assert len(result.iterations) == output  # one prefill, output - 1 decode steps
+
+
+def _mixed_requests(count: int = 16, seed: int = 3) -> RequestSet:
+    """Requests of varied lengths arriving faster than one replica serves them (batches form and overlap)."""
+    return sample_requests(arrivals=Poisson(rate_per_s=2000.0), prompt=Uniform(low=4, high=120),
+                           output=Uniform(low=1, high=40), count=count, seed=seed)
+
+
+@pytest.mark.parametrize("blocks", [100_000, 24], ids=["roomy", "tight KV"])
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+@pytest.mark.parametrize("scheduler", sorted(SCHEDULERS))
+def test_every_scheduler_on_every_layout_serves_each_request_once(costs, scheduler, layout, blocks):
+    """Every request finishes, once: each output token after the first is sampled once (one gap each), each pool
+    holds each request it serves on exactly one replica (a decode pool: every request of more than one token), and
+    with room for every KV block nothing is computed twice (prompt tokens plus one decode per further token)."""
+    requests = _mixed_requests()
+    result, caches = _serve(costs, requests, LAYOUTS[layout], scheduler, blocks=blocks)
+    records = result.records
+    np.testing.assert_array_equal(records.arrival_s, requests.arrival_s)
+    np.testing.assert_array_equal(records.output_tokens, requests.output_tokens)
+    assert np.all(records.first_token_s >= records.arrival_s) and np.all(records.finish_s >= records.first_token_s)
+    assert len(result.token_gaps_s) == int((requests.output_tokens - 1).sum())
+    everyone = set(range(len(requests)))
+    for (role, _), pool_caches in zip(LAYOUTS[layout], caches, strict=True):
+        expected = ({i for i in everyone if requests.output_tokens[i] > 1} if role == "decode" else everyone)
+        held = [cache.requests for cache in pool_caches]
+        assert set().union(*held) == expected, role
+        assert sum(len(h) for h in held) == len(expected), f"{role}: a request held on two replicas"
+    if blocks == 100_000:
+        assert records.preemptions.sum() == 0
+        assert result.iterations.tokens.sum() == requests.prompt_tokens.sum() + (requests.output_tokens - 1).sum()
+
+
+def _at_once(prompts: list[int], output: int = 4) -> RequestSet:
+    count = len(prompts)
+    return RequestSet(arrival_s=np.zeros(count), prompt_tokens=np.array(prompts), output_tokens=np.full(count, output))
+
+
+def test_least_tokens_and_least_requests_route_apart_and_the_latency_follows(costs):
+    """A (200-token prompt), B and C (16 tokens) arrive together at two replicas. A goes to the first, B to the
+    second; then each holds one request, so by requests C joins the first (ties: the first), while by pending
+    tokens (201 against 17) it joins the second. C's first token comes from the prefill it shares with A or B."""
+    requests = _at_once([200, 16, 16])
+    by_requests, caches_r = _serve(costs, requests, LAYOUTS["whole x2"], "continuous", router="least_requests")
+    by_tokens, caches_t = _serve(costs, requests, LAYOUTS["whole x2"], "continuous", router="least_tokens")
+    assert [c.requests for c in caches_r[0]] == [{0, 2}, {1}]
+    assert [c.requests for c in caches_t[0]] == [{0}, {1, 2}]
+    with_a = costs.price(step_shape([(200, 0), (16, 0)], sampled=2)).time_s
+    with_b = costs.price(step_shape([(16, 0), (16, 0)], sampled=2)).time_s
+    assert with_a > with_b
+    assert by_requests.records.ttft_s[2] == pytest.approx(with_a, rel=1e-9)
+    assert by_tokens.records.ttft_s[2] == pytest.approx(with_b, rel=1e-9)
+
+
+def test_round_robin_takes_each_replica_in_turn_for_arrivals_and_hand_overs(costs):
+    """Requests far apart: each finds every replica idle, so least_requests always picks the first, and round robin
+    takes the replicas in turn, in both pools."""
+    prompt, output, count = 24, 3, 5
+    _, e2e = _alone_e2e_s(costs, prompt, output)
+    requests = RequestSet(arrival_s=10 * e2e * np.arange(count), prompt_tokens=np.full(count, prompt),
+                          output_tokens=np.full(count, output))
+    _, caches = _serve(costs, requests, (("prefill", 2), ("decode", 3)), "continuous", router="round_robin")
+    assert [c.requests for c in caches[0]] == [{0, 2, 4}, {1, 3}]
+    assert [c.requests for c in caches[1]] == [{0, 3}, {1, 4}, {2}]
+    _, caches = _serve(costs, requests, (("prefill", 2), ("decode", 3)), "continuous", router="least_requests")
+    assert [c.requests for c in caches[0]] == [set(range(count)), set()]
+    assert [c.requests for c in caches[1]] == [set(range(count)), set(), set()]
+
+
+@pytest.mark.parametrize("router", sorted(ROUTERS))
+def test_same_requests_same_router_same_run(costs, router):
+    requests = _mixed_requests(count=24, seed=11)
+    first, _ = _serve(costs, requests, LAYOUTS["split 1+2"], "chunked", router=router)
+    again, _ = _serve(costs, requests, LAYOUTS["split 1+2"], "chunked", router=router)
+    for name in ("first_token_s", "finish_s", "scheduled_s"):
+        np.testing.assert_array_equal(getattr(first.records, name), getattr(again.records, name))
+
+
+def test_routers_are_found_by_name():
+    assert {name: make_router(name).name for name in ROUTERS} == {name: name for name in ROUTERS}
+    with pytest.raises(ValueError, match="router: found 'fastest', allowed: least_requests"):
+        make_router("fastest")
