@@ -177,8 +177,9 @@ class Pool:
     seed: int = 0  # of the accepted tokens' draws, with the pool's and the replica's index
     router: str = DEFAULT_ROUTER  # how it picks the replica each request joins (sim/routers.py ROUTERS)
     # Requests served alone on one of its replicas, by their lengths: a slowdown SLO's reference, computed once
-    # however many rates a capacity search runs on the pool.
-    alone: dict[tuple[bytes, bytes], Unloaded] = field(default_factory=dict, repr=False, compare=False)
+    # however many rates a capacity search runs on the pool (not an argument, so a pool `replace` makes, with
+    # other costs perhaps, starts a cache of its own).
+    alone: dict[tuple[bytes, bytes], Unloaded] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
