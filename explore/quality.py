@@ -4,7 +4,8 @@ point read from it.
 The table holds quality figures as papers publish them: one row per model, quantization or pruning method and
 numeric format, naming the paper, the table the figure was read from, the metric and its context length, the
 16-bit baseline and the value of the compressed model, both from that table. Nothing in it is fitted, interpolated
-or estimated: a point whose model and format no row covers gets no quality figure (NaN), with the reason.
+or estimated: a point whose model and format no row covers gets no quality figure (NaN), with the reason (the
+published formats nearest to the point's and the fields they differ in).
 
 Two WikiText-2 perplexities are published: the token perplexity of fixed windows (wikitext2_ppl: GPTQ's protocol,
 which most quantization papers follow) and lm-evaluation-harness's word perplexity of whole documents
@@ -205,15 +206,43 @@ def _matched_format(fmt: NumericFormat) -> NumericFormat:
     return dataclasses.replace(fmt, group_size=FORMAT_FIELDS["group_size"].default)
 
 
+NEAREST_SHOWN = 3  # nearest published formats a reason names
+
+
 def _why_none(model: str, fmt: NumericFormat, method: str, table: tuple[QualityRow, ...]) -> str:
-    """Why no row gives a figure: the model is not in the table, or none of its rows has the format (and method)."""
+    """Why no row gives a figure: the model is not in the table, or none of its rows has the format (and method);
+    then the reason names the published formats nearest to the point's (fewest NumericFormat fields apart) and the
+    fields they differ in, so a point one field off a published format (a codebook scaled per group where the
+    paper's is per channel, another group size) says which field to change."""
     where = f"no published {' or '.join(METRICS)} figure"
     of_model = [row for row in table if row.metric in METRICS and row.model == model]
     if not of_model:
         return f"{where} for model {model} (the table has {', '.join(sorted({r.model for r in table}))})"
     by = "" if method == ANY_METHOD else f" by {method}"
-    formats = sorted({format_words(r.fmt) for r in of_model if method in (ANY_METHOD, r.method)})
-    return f"{where} for {model} in {format_words(fmt)}{by} (its rows: {', '.join(formats) or 'none'})"
+    candidates = [row for row in of_model if method in (ANY_METHOD, row.method)]
+    if not candidates:
+        return f"{where} for {model} in {format_words(fmt)}{by} (its methods: " \
+               f"{', '.join(sorted({r.method for r in of_model}))})"
+    return f"{where} for {model} in {format_words(fmt)}{by} (nearest published: {_nearest(fmt, candidates)})"
+
+
+def _nearest(fmt: NumericFormat, rows: list[QualityRow]) -> str:
+    """The published formats of `rows` fewest fields away from `fmt` (as rows are matched), each with its methods
+    and the fields it differs in: 'w3a16kv16-w:lut-channel by squeezellm (scale_granularity=channel vs group)'."""
+    key = _matched_format(fmt)
+    apart: dict[NumericFormat, tuple[str, ...]] = {}
+    by_format: dict[NumericFormat, set[str]] = {}
+    for row in rows:
+        other = _matched_format(row.fmt)
+        apart[other] = tuple(name for name in FORMAT_FIELDS if getattr(other, name) != getattr(key, name))
+        by_format.setdefault(other, set()).add(row.method)
+    fewest = min(len(fields) for fields in apart.values())
+    nearest = sorted((other for other, fields in apart.items() if len(fields) == fewest), key=format_words)
+    words = [f"{format_words(other)} by {', '.join(sorted(by_format[other]))} ("
+             + ", ".join(f"{name}={getattr(other, name)} vs {getattr(key, name)}" for name in apart[other]) + ")"
+             for other in nearest[:NEAREST_SHOWN]]
+    more = len(nearest) - NEAREST_SHOWN
+    return "; ".join(words) + (f"; {more} more as near" if more > 0 else "")
 
 
 LABELLED = ("weight_bits", "act_bits", "kv_bits", "sparsity")  # the fields NumericFormat.label spells
