@@ -3,9 +3,10 @@
 Fits minimize the squared log ratio of predicted to measured kernel time (so a 10% miss on a 5 us
 kernel weighs as much as on a 5 ms one) with bounded least squares. Rows are split by their `source`
 (for the Vidur data, one model each; for aiconfigurator's, one weight shape, attention head
-configuration or MoE model shape each, and for its weight-only 4-bit MoE layers one TP/EP layout of a model shape),
-so held-out rows come from groups the fit never saw. Weight-only MoE layers have fits of their own by weight element
-(gemm_key: 'bf16/w4int', 'bf16/w4fp4'), priced and fitted as a point of that format prices them (_table). Fused-MoE
+configuration or MoE model shape each, and for its 4-bit-weight MoE layers one TP/EP layout of a model shape),
+so held-out rows come from groups the fit never saw. MoE layers of quantized weights meeting wider activations
+(weight-only W4A16, MXFP4 x MXFP8) have fits of their own by math dtype and weight element (gemm_key: 'bf16/w4int',
+'bf16/w4fp4', 'fp8/w4fp4'), priced and fitted as a point of that format prices them (_table). Fused-MoE
 sources are split on their own (the same rule over them alone), so that adding them left every other
 kernel's split, and its fits, as they were.
 
@@ -30,7 +31,7 @@ import yaml
 from hw_models.gpu import GPUModel
 from hw_models.gpu_efficiency import AttentionFit, Calibration, GemmFit, MoeFit, StreamFit
 from hw_models.gpu_gemm_configs import tile_policy
-from hw_models.gpu_moe import ALIGNMENT, weight_only_key
+from hw_models.gpu_moe import ALIGNMENT, quantized_weight_key
 from kernels.measured import MOE, MeasuredKernel
 from kernels.moe import MATRICES
 from kernels.table import KernelTable
@@ -84,33 +85,35 @@ def training_sources(rows: list[MeasuredKernel], train_fraction: float) -> list[
 
 
 def _table(rows: list[MeasuredKernel]) -> tuple[KernelTable, np.ndarray]:
-    """The rows as a kernel table and their measured times. Weight-only MoE rows (of one format, as fit and predict
-    group them) are the 16-bit layer under their format, as a point with that format prices them: 4-bit weight
-    traffic with the scales, and the CUDA cores' dequantization (hw_models/gpu_quant.py)."""
+    """The rows as a kernel table and their measured times. Quantized-weight MoE rows (of one format, as fit and
+    predict group them) are the 16-bit layer under their format, as a point with that format prices them: 4-bit
+    weight traffic with the scales, the format's math dtype and, where the GPU's tensor cores do not take the weights
+    as they are, the CUDA cores' dequantization (hw_models/gpu_quant.py)."""
     measured = np.array([r.time_s for r in rows])
-    formats = {r.numeric_format for r in rows if _weight_only_moe(r)}
+    formats = {r.numeric_format for r in rows if _quantized_moe(r)}
     if not formats:
         return KernelTable.from_kernels([r.to_kernel() for r in rows]), measured
-    if len(formats) > 1 or not all(_weight_only_moe(r) for r in rows):
-        raise ValueError(f"_table: weight-only MoE rows of formats {sorted(f.label for f in formats)} mixed with "
-                         f"other rows; allowed: one weight-only MoE format per table")
+    if len(formats) > 1 or not all(_quantized_moe(r) for r in rows):
+        raise ValueError(f"_table: quantized-weight MoE rows of formats {sorted(f.label for f in formats)} mixed "
+                         f"with other rows; allowed: one quantized-weight MoE format per table")
     fmt = formats.pop()
-    dense = [replace(r, dtype=fmt.gemm_dtype("bf16"), variant="").to_kernel() for r in rows]
+    dense = [replace(r, dtype="bf16", variant="").to_kernel() for r in rows]  # traced at 16 bits, as a model is
     return KernelTable.from_kernels(dense).with_format(fmt), measured
 
 
-def _weight_only_moe(row: MeasuredKernel) -> bool:
-    fmt = row.numeric_format
-    return row.kernel == MOE_KIND and fmt is not None and fmt.weight_only
+def _quantized_moe(row: MeasuredKernel) -> bool:
+    """A fused MoE row of a quantized 'wXaY' dtype (weight-only W4A16, MXFP4 x MXFP8 W4A8)."""
+    return row.kernel == MOE_KIND and row.numeric_format is not None
 
 
 def gemm_key(row: MeasuredKernel) -> str:
     """The GEMM or MoE fit a row belongs to: its dtype, or 'dtype/variant' for a scaling variant fitted apart;
-    weight-only MoE layers by their weights' width and element type (gpu_moe.weight_only_key: 'bf16/w4int'); other
-    16-bit (and weight-quantized 'wXaY' GEMM rows, which compute at 16 bits) share the default fit, key ''."""
-    if _weight_only_moe(row):
+    quantized-weight MoE layers by their math dtype and their weights' width and element type
+    (gpu_moe.quantized_weight_key: 'bf16/w4int', 'fp8/w4fp4'); other 16-bit (and weight-quantized 'wXaY' GEMM rows,
+    which compute at 16 bits) share the default fit, key ''."""
+    if _quantized_moe(row):
         fmt = row.numeric_format
-        return weight_only_key(fmt.weight_bits, fmt.weight_type, fmt.gemm_dtype("bf16"))
+        return quantized_weight_key(fmt.weight_bits, fmt.weight_type, fmt.gemm_dtype("bf16"))
     if row.dtype not in LOW_PRECISION_DTYPES:
         return ""
     return row.dtype if row.variant in ("", "tensor") else f"{row.dtype}/{row.variant}"

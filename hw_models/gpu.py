@@ -151,7 +151,7 @@ class GPUModel(DeviceModel):
     def _moe_parts(self, cal: Calibration, plans: list[tuple[QuantPlan, np.ndarray]],
                    moe: np.ndarray) -> list[tuple[Calibration, np.ndarray]]:
         """(calibration, rows) of a table's fused MoE rows: each weight-only width's rows on the calibration of its
-        variant (the measured weight-only MoE fit, gpu_moe.weight_only_key), every other row on `cal`."""
+        variant (the measured weight-only MoE fit, gpu_moe.quantized_weight_key), every other row on `cal`."""
         parts, rest = [], moe
         for plan, rows in plans:
             own = moe & rows if plan.mixed_input and plan.variant else None

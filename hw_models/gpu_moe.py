@@ -29,10 +29,18 @@ touched experts' weights and the activations) at bandwidth.
 
 Weight-only layers (4-bit weights, 16-bit activations: Marlin's int4 MoE, MXFP4 experts with bf16 math) run at the
 16-bit rate on their stored weight bytes, scales included, with the CUDA cores' dequantization in series with the
-math (`vector_s`, hw_models/gpu_quant.py); they have fits of their own, keyed by weight_only_key ('bf16/w4int',
+math (`vector_s`, hw_models/gpu_quant.py); they have fits of their own, keyed by quantized_weight_key ('bf16/w4int',
 'bf16/w4fp4'), which a point with that weight format prices its MoE layers on (gpu_quant.quant_plan's variant).
 Their kernels issue other instructions than the 16-bit ones the bf16 fit saw (Marlin: Ampere's mma.sync on every
 GPU), so the 16-bit fit does not carry over: their achieved fraction of the 16-bit peak is what the fit measures.
+
+MXFP4 weights meeting MXFP8 activations (W4A8, 'fp8/w4fp4') run fp8 math on 4.25-bit weight traffic. On Blackwell
+the tensor cores take the e2m1 weights as they are: the block-scaled MMA of kind mxf8f6f4 multiplies an e2m1 operand
+by an e4m3 one, each with an e8m0 scale per 32 (PTX ISA, tcgen05.mma block_scale; LLVM's NVVM MMA tables list
+e2m1, e2m3, e3m2, e4m3 and e5m2 for either operand), so no CUDA core dequantizes them, and the kinds that run at the
+fp4 rate (mxf4, mxf4nvf4) take e2m1 on both sides: the layer's math is measured against the fp8 peak. Its fit is
+FlashInfer's TensorRT-LLM MXFP4 x MXFP8 MoE's (aiconfigurator's B200 layers). A GPU without fp4 tensor cores
+converts the weights to fp8 on its CUDA cores and prices the layer on its fp8 MoE fit (gpu_quant.quant_plan).
 """
 
 from __future__ import annotations
@@ -70,9 +78,10 @@ class MoeFit:
     cache_speedup: float = 1.0  # L2 over DRAM streaming rate, for a replayed layer whose bytes stay in the L2
 
 
-def weight_only_key(weight_bits: int, weight_type: str, dtype: str) -> str:
-    """The MoE fit key of layers with weight-only quantized weights computing in `dtype`: '<dtype>/w<bits><element>'
-    ('bf16/w4int', 'bf16/w4fp4' for fp4 e2m1 values), a variant key as Calibration.with_variant reads them."""
+def quantized_weight_key(weight_bits: int, weight_type: str, dtype: str) -> str:
+    """The MoE fit key of layers whose quantized weights meet activations of another type, computing in `dtype`:
+    '<dtype>/w<bits><element>' ('bf16/w4int', 'bf16/w4fp4' for fp4 e2m1 values under bf16 math, 'fp8/w4fp4' under
+    fp8 math), a variant key as Calibration.with_variant reads them."""
     element = {"int": "int", "fp4_e2m1": "fp4"}.get(weight_type, weight_type)
     return f"{dtype}/w{weight_bits}{element}"
 

@@ -17,6 +17,10 @@ The model, per GEMM with quantized weights (kernels/formats.py):
   dequantize every weight element once per M-tile pass.
 - W4A8 runs int8 math on 4-bit weights; with two-level scales (QServe) the int4 -> int8 step is QServe's cheaper
   one.
+- Weights narrower than fp8 activations (int4 or fp4 e2m1) are converted to fp8 on the CUDA cores (the plan's notice
+  says so), except MXFP4 weights (e2m1, an e8m0 scale per 32) on a GPU with fp4 tensor cores: Blackwell's
+  block-scaled MMA of kind mxf8f6f4 takes them beside MXFP8 activations as they are (hw_models/gpu_moe.py), at the
+  fp8 rate, and its fused MoE layers take the fit of the measured MXFP4 x MXFP8 MoE kernel ('fp8/w4fp4').
 
 Dequantization work, in 32-bit lane instructions per weight element (counted from the kernels' code):
 - int8 -> fp16: 1.0 (two prmt.b32 and two sub.f16x2 per four values: FasterTransformer's / TensorRT-LLM's
@@ -67,7 +71,7 @@ tensor-core math too, 2 FLOPs a weight and token at the 16-bit tensor rate, a tw
 Fused MoE layers of a weight-only format pay the same dequantization, each touched expert's weights once per
 M-tile pass of its rows, in series with the grouped GEMMs' math (hw_models/gpu_moe.py moe_times). Their MoE fit is
 the one of the measured weight-only MoE kernels of that element type and width (the plan's variant,
-gpu_moe.weight_only_key: aiconfigurator's Marlin int4 and MXFP4 MoE layers on H200, L40S and B200), else the 16-bit
+gpu_moe.quantized_weight_key: aiconfigurator's Marlin int4 and MXFP4 MoE layers on H200, L40S and B200), else the 16-bit
 one. Marlin issues the sm_80 mma.sync on every GPU, and Hopper and Blackwell reach the tensor-core peak the 16-bit
 fit was measured at only through wgmma / tcgen05: no published rate of mma.sync on those GPUs was found, and the
 weight-only fit's achieved fraction of the 16-bit peak is the measured rate (tests/hw_models/test_moe_weight_only.py).
@@ -79,7 +83,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hw_models.gpu_moe import weight_only_key
+from hw_models.gpu_moe import quantized_weight_key
 from hw_models.spec_common import fallback_dtype
 from kernels.formats import CODEBOOK_TYPES, FLOAT_TYPES, INT, NumericFormat
 
@@ -112,7 +116,7 @@ class QuantPlan:
     math_dtype: str  # the tensor-core dtype it runs in on this GPU
     weight_ops: float  # lane instructions per weight element per M-tile pass (0: the tensor cores take the weights)
     act_ops: float  # lane instructions per activation element per N-tile pass (emulated math only)
-    variant: str  # calibration variant that prices it ('fp8/block128', 'fp4/nvfp4', 'bf16/w4int') or ''
+    variant: str  # calibration variant that prices it ('fp8/block128', 'fp4/nvfp4', 'bf16/w4int', 'fp8/w4fp4') or ''
     notice: str  # what a user should know ('' when the GPU runs the format as it is)
     mixed_input: bool = False  # 16-bit activations times quantized weights (weight-only): MIXED_INPUT_TILES
     rows_per_pass: float = M_TILE_ROWS  # output rows whose work one pass over the weights serves
@@ -154,24 +158,40 @@ def quant_plan(fmt: NumericFormat | None, peak_TFLOPS, gpu: str, traced_dtype: s
         ops = unpack_ops(fmt.weight_bits, fmt.weight_type) + _scale_ops(fmt)
         # Its fused MoE layers take the fit of the measured weight-only MoE kernels where one exists (gpu_moe.py).
         return QuantPlan(dtype=dtype, math_dtype=dtype, weight_ops=ops, act_ops=0.0,
-                         variant=weight_only_key(fmt.weight_bits, fmt.weight_type, dtype), notice="", mixed_input=True)
+                         variant=quantized_weight_key(fmt.weight_bits, fmt.weight_type, dtype), notice="",
+                         mixed_input=True)
     math = fallback_dtype(peak_TFLOPS, dtype, default=())
     if math == dtype:
+        notice = ""
         if dtype == "int8" and fmt.weight_bits < 8:  # W4A8: the int4 weights are widened to int8 lanes
             ops = QSERVE_W4A8_OPS if fmt.scale_type == "two_level" else (
                 unpack_ops(fmt.weight_bits, fmt.weight_type) + _scale_ops(fmt))
+        elif _mx_fp4_weights_on_fp8(fmt, dtype) and "fp4" in peak_TFLOPS:  # Blackwell's mxf8f6f4 MMA takes them
+            return QuantPlan(dtype=dtype, math_dtype=dtype, weight_ops=0.0, act_ops=0.0, notice="",
+                             variant=quantized_weight_key(fmt.weight_bits, fmt.weight_type, dtype))
         elif dtype in FLOAT_TYPES.values() and (fmt.weight_type != fmt.act_type or fmt.weight_bits < fmt.act_bits):
             ops = unpack_ops(fmt.weight_bits, fmt.weight_type) + _scale_ops(fmt)  # e.g. int4 weights, fp8 math
+            notice = (f"{fmt.weight_type} weights converted to {dtype} on {gpu}'s CUDA cores ({ops:g} instructions "
+                      f"per weight and pass) for {dtype} math" + (
+                          ": no fp4 tensor cores to take them beside fp8 activations (Blackwell's block-scaled MMA "
+                          "does)" if _mx_fp4_weights_on_fp8(fmt, dtype) else ""))
         else:
             ops = 0.0
         return QuantPlan(dtype=dtype, math_dtype=dtype, weight_ops=ops, act_ops=0.0,
-                         variant=fmt.block_scaled_variant if ops == 0.0 else "", notice="")
+                         variant=fmt.block_scaled_variant if ops == 0.0 else "", notice=notice)
     weight_ops = unpack_ops(fmt.weight_bits, fmt.weight_type) + _scale_ops(fmt)
     act_ops = unpack_ops(fmt.act_bits, fmt.act_type if fmt.act_type != INT else INT)
     notice = (f"{dtype} GEMMs emulated on {gpu}: no {dtype} tensor cores, so weights and activations are converted "
               f"to {math} on the CUDA cores ({weight_ops:g} and {act_ops:g} instructions per element and pass) and "
               f"the math runs at the {math} rate")
     return QuantPlan(dtype=dtype, math_dtype=math, weight_ops=weight_ops, act_ops=act_ops, variant="", notice=notice)
+
+
+def _mx_fp4_weights_on_fp8(fmt: NumericFormat, dtype: str) -> bool:
+    """MXFP4 weights (e2m1 with an e8m0 scale per 32, OCP MX v1.0 Table 1) under fp8 math: the operand pair the
+    block-scaled MMA of kind mxf8f6f4 multiplies (hw_models/gpu_moe.py)."""
+    return (dtype == "fp8" and fmt.weight_type == "fp4_e2m1" and fmt.scale_type == "e8m0"
+            and fmt.scale_granularity == "group" and fmt.group_size == 32)
 
 
 def dequant_ops(plan: QuantPlan, *, m, n, k, batch, quantized) -> np.ndarray:

@@ -21,14 +21,15 @@ is a layer on the first of moe_ep_size devices: `m` tokens, hidden size `k`, eac
 on the device `n` = inter_size / moe_tp_size (the collector's local_inter_size), the top-k of `experts`, the
 EP size and the routing (`distribution`: the collector's balanced or power-law expert ids, replayed by
 kernels/aiconfigurator_routing.py). bf16, per-tensor fp8, block-scaled fp8 and NVFP4 layers are read, and the
-weight-only 4-bit layers (WEIGHT_ONLY_MOE_DTYPES: 4-bit weights dequantized to bf16 for bf16 math; rows of dtype
-w4a16 with the weights' storage as their variant). Their kernel_source names the kernel that ran: Marlin's MoE
-(vLLM's CompressedTensorsWNA16MarlinMoEMethod and MarlinExperts) for int4_wo on every GPU, and for MXFP4 on L40S and
-beside the others on H200 and B200; OpenAI's Triton MXFP4 MoE (OAITritonMxfp4Experts) on H200; FlashInfer's
-TensorRT-LLM MXFP4 x bf16 MoE on B200. The MXFP4 x MXFP8 layers (w4a8_mxfp4_mxfp8, B200: fp8 math) are not read.
-Each weight-only dtype was measured on one to three model shapes, too few to hold out by shape, so their sources
-also name the TP and EP layout: a fit holds out whole layouts (other expert counts and intermediate shards per
-device) of the shapes it saw.
+layers of 4-bit weights meeting wider activations (QUANTIZED_MOE_DTYPES: rows of a 'wXaY' dtype with the weights'
+storage as their variant): weight-only ones (w4a16: dequantized to bf16 for bf16 math) and B200's MXFP4 x MXFP8 ones
+(w4a8: fp8 math). Their kernel_source names the kernel that ran: Marlin's MoE (vLLM's
+CompressedTensorsWNA16MarlinMoEMethod and MarlinExperts) for int4_wo on every GPU, and for MXFP4 on L40S and beside
+the others on H200 and B200; OpenAI's Triton MXFP4 MoE (OAITritonMxfp4Experts) on H200; FlashInfer's TensorRT-LLM
+MXFP4 x bf16 MoE on B200; and for w4a8_mxfp4_mxfp8 FlashInfer's TensorRT-LLM MXFP4 x MXFP8 MoE (vLLM's Mxfp4MoEMethod,
+trtllmmxfp4expertsmodular; an sm_100 kernel, so B200 alone has the rows). Each of these dtypes was measured on one to
+three model shapes, too few to hold out by shape, so their sources also name the TP and EP layout: a fit holds out
+whole layouts (other expert counts and intermediate shards per device) of the shapes it saw.
 
 Each row's `source` names a group a fit can hold out whole: the GPU, the kernel, its dtype and the
 weight shape (GEMM), the head configuration and attention backend (attention), or the MoE backend and model
@@ -55,14 +56,18 @@ GEMM_DTYPES = {"bfloat16": ("bf16", ""), "fp8": ("fp8", "tensor"), "fp8_block": 
 KV_DTYPES = {"bfloat16": "bf16", "fp8": "fp8"}
 # Its MoE dtypes read (as GEMM_DTYPES: weights and math; activations enter and leave in bf16).
 MOE_DTYPES = GEMM_DTYPES
-# Weight-only 4-bit MoE dtypes: (our dtype, the weights' storage: kernels/measured.WEIGHT_VARIANTS).
+# 4-bit-weight MoE dtypes: (our 'wXaY' dtype, the operands' storage: kernels/measured.WEIGHT_VARIANTS).
 # int4_wo: symmetric int4 with a bf16 scale per 32 weights. The collector builds the layer as vLLM loads
 # moonshotai/Kimi-K2.5 (its shape: hidden 7168, intermediate 2048, top-8 of 384), whose experts are natively INT4
 # with a scale per 32 (Moonshot's K2-Thinking INT4 note: "quant scale of 1x32"; ~4.5 bits a weight). An earlier
 # collector revision (ai-dynamo/aiconfigurator collector/vllm/collect_moe.py, kernel_source vllm_marlin_int4_moe)
 # used a scale per 128 instead: 4.125 bits, 8% less weight traffic. w4a16_mxfp4: gpt-oss's MXFP4 experts (e2m1
-# values, an e8m0 scale per 32; vLLM's Mxfp4Config) with bf16 activations.
-WEIGHT_ONLY_MOE_DTYPES = {"int4_wo": ("w4a16", "group32"), "w4a16_mxfp4": ("w4a16", "mxfp4")}
+# values, an e8m0 scale per 32; vLLM's Mxfp4Config) with bf16 activations. w4a8_mxfp4_mxfp8: the same weights with
+# activations quantized to MXFP8 (e4m3, an e8m0 scale per 32) for FlashInfer's TensorRT-LLM MoE, which takes them as
+# MxE2m1 weights and MxE4m3 activations (flashinfer csrc/trtllm_fused_moe_kernel_launcher.cu, the block-scale MoE's
+# dtype checks).
+QUANTIZED_MOE_DTYPES = {"int4_wo": ("w4a16", "group32"), "w4a16_mxfp4": ("w4a16", "mxfp4"),
+                        "w4a8_mxfp4_mxfp8": ("w4a8", "mxfp4_mxfp8")}
 # The collector replays GEMMs and attention from CUDA graphs except block-scaled fp8 GEMMs (see above).
 EAGER_GEMM_DTYPES = frozenset({"fp8_block"})
 
@@ -104,12 +109,12 @@ def _attention_rows(path: Path, device: str, gpu: str, decode: bool) -> Iterator
 def _moe_rows(path: Path, device: str, gpu: str) -> Iterator[MeasuredKernel]:
     for row in _rows(path):
         moe_dtype = row["moe_dtype"]
-        if moe_dtype not in MOE_DTYPES and moe_dtype not in WEIGHT_ONLY_MOE_DTYPES:
+        if moe_dtype not in MOE_DTYPES and moe_dtype not in QUANTIZED_MOE_DTYPES:
             continue
-        dtype, variant = MOE_DTYPES.get(moe_dtype) or WEIGHT_ONLY_MOE_DTYPES[moe_dtype]
+        dtype, variant = MOE_DTYPES.get(moe_dtype) or QUANTIZED_MOE_DTYPES[moe_dtype]
         hidden, inter, topk, experts = (int(row[c]) for c in ("hidden_size", "inter_size", "topk", "num_experts"))
         tp, ep = int(row["moe_tp_size"]), int(row["moe_ep_size"])
-        layout = f":tp{tp}:ep{ep}" if moe_dtype in WEIGHT_ONLY_MOE_DTYPES else ""  # held out by layout (above)
+        layout = f":tp{tp}:ep{ep}" if moe_dtype in QUANTIZED_MOE_DTYPES else ""  # held out by layout (above)
         yield MeasuredKernel(
             device=device, kernel="moe", dtype=dtype, variant=variant, time_s=float(row["latency"]) * 1e-3,
             timing="graph", m=int(row["num_tokens"]), n=inter // tp, k=hidden, topk=topk,

@@ -45,9 +45,13 @@ ROW_KINDS = (*KERNEL_NAMES, DECODE_STEP)
 TIMINGS = ("kernel", "graph", "eager", "isolated")
 # How a weight-only row's ('wXaY') quantized weights are stored, beyond NumericFormat's defaults (integer values,
 # a 16-bit scale per 128): 'group32', a 16-bit scale per 32 (Kimi-K2.5's native INT4, Marlin MoE:
-# kernels/aiconfigurator_import.py); 'mxfp4', fp4 e2m1 values with an e8m0 scale per 32 (OCP MX v1.0, Table 1).
+# kernels/aiconfigurator_import.py); 'mxfp4', fp4 e2m1 values with an e8m0 scale per 32 (OCP MX v1.0, Table 1);
+# 'mxfp4_mxfp8', those weights meeting MXFP8 activations (fp8 e4m3, an e8m0 scale per 32, the same table) in a 'w4a8'
+# row.
 WEIGHT_VARIANTS = {"group32": {"group_size": 32},
-                   "mxfp4": {"weight_type": "fp4_e2m1", "scale_type": "e8m0", "group_size": 32}}
+                   "mxfp4": {"weight_type": "fp4_e2m1", "scale_type": "e8m0", "group_size": 32},
+                   "mxfp4_mxfp8": {"weight_type": "fp4_e2m1", "act_type": "fp8_e4m3", "scale_type": "e8m0",
+                                   "group_size": 32}}
 # Implementation variants of a GEMM at one dtype: how its low-precision operands are scaled.
 GEMM_VARIANTS = ("tensor", "block128", "nvfp4", *WEIGHT_VARIANTS)
 # Bits per value of each dtype a measured row may name (fp4: e2m1 values).
@@ -153,7 +157,7 @@ class MeasuredKernel:
         if fmt is None:
             weight_width = ROW_DTYPE_BITS[self.dtype] / 8 + VARIANT_SCALE_BYTES.get(self.variant, 0.0)
             dtype = self.dtype
-        else:  # quantized weights with their scales; the math runs in bf16, the layer's activation type
+        else:  # quantized weights with their scales; the math in the format's GEMM dtype (bf16 for weight-only)
             weight_width, dtype = fmt.weight_storage_bits / 8, fmt.gemm_dtype("bf16")
         return fused_moe_kernel(tokens=self.m, routed=routed, touched=touched, hidden=self.k, inter=self.n,
                                 weight_width=weight_width, act_width=2.0, dtype=dtype,

@@ -93,26 +93,29 @@ def test_dequantization_is_in_the_weight_only_layer():
     assert grouped[1] > per_tensor[1] * 1.01
 
 
-def _rows(times, shapes, variant: str) -> list[MeasuredKernel]:
-    return [MeasuredKernel(device="h200", kernel="moe", dtype="w4a16", variant=variant, time_s=float(t),
+def _rows(times, shapes, device: str, dtype: str, variant: str) -> list[MeasuredKernel]:
+    return [MeasuredKernel(device=device, kernel="moe", dtype=dtype, variant=variant, time_s=float(t),
                            source="synthetic", m=m, n=n, k=k, topk=topk, experts=e, expert_parallel=ep,
                            backend="marlin")
             for t, (m, n, k, topk, e, ep) in zip(times, shapes, strict=True)]
 
 
-@pytest.mark.parametrize("variant, key", [("group32", "bf16/w4int"), ("mxfp4", "bf16/w4fp4")])
-def test_fitter_recovers_known_weight_only_parameters(variant, key):
-    """Weight-only rows priced by a known fit (through their format's dequantization and 4-bit traffic) over tokens 1
-    to 16k, thin to wide intermediate shards (one unaligned) and expert parallelism: the fit finds every parameter."""
+@pytest.mark.parametrize("device, dtype, variant, key", [
+    ("h200", "w4a16", "group32", "bf16/w4int"), ("h200", "w4a16", "mxfp4", "bf16/w4fp4"),
+    ("b200", "w4a8", "mxfp4_mxfp8", "fp8/w4fp4")])
+def test_fitter_recovers_known_quantized_weight_parameters(device, dtype, variant, key):
+    """Quantized-weight rows priced by a known fit (through their format's 4-bit traffic and math dtype, and the
+    dequantization where the GPU pays one: weight-only layers; not B200's MXFP4 x MXFP8 ones) over tokens 1 to 16k,
+    thin to wide intermediate shards (one unaligned) and expert parallelism: the fit finds every parameter."""
     shapes = [(tokens, inter, hidden, topk, experts, ep)
               for tokens in (1, 4, 16, 64, 256, 1024, 4096, 16384)
               for inter, hidden, topk, experts, ep in ((2048, 7168, 8, 384, 1), (2048, 7168, 8, 384, 16),
                                                        (128, 7168, 8, 384, 1), (90, 2880, 4, 128, 1),
                                                        (2880, 2880, 4, 32, 1))]
-    base = load_device("h200", calibrated=False)
-    truth = GPUModel(base.spec, calibration=Calibration(device="h200", moe_dtypes={key: TRUTH}))
-    times = predict(truth, _rows(np.ones(len(shapes)), shapes, variant))
-    fitted = fit_moe(base, _rows(times, shapes, variant))
+    base = load_device(device, calibrated=False)
+    truth = GPUModel(base.spec, calibration=Calibration(device=device, moe_dtypes={key: TRUTH}))
+    times = predict(truth, _rows(np.ones(len(shapes)), shapes, device, dtype, variant))
+    fitted = fit_moe(base, _rows(times, shapes, device, dtype, variant))
     for name in MoeFit.__dataclass_fields__:  # the L2 speed-up at its no-effect value included
         assert getattr(fitted, name) == pytest.approx(getattr(TRUTH, name), rel=0.01), name
 
@@ -125,13 +128,14 @@ def test_weight_only_fits_round_trip_through_a_calibration_file(tmp_path):
     assert back.with_variant("bf16/w4int").moe_fit("bf16") == TRUTH
 
 
-def _held_out(gpu: str, device: str, key: str) -> list[MeasuredKernel]:
-    """aiconfigurator's weight-only MoE layers of one fit key that the shipped calibration was not fitted on."""
+def held_out_layers(gpu: str, device: str, key: str) -> list[MeasuredKernel]:
+    """aiconfigurator's quantized-weight MoE layers of one fit key ('bf16/w4int', 'fp8/w4fp4') that the shipped
+    calibration was not fitted on."""
     from kernels.aiconfigurator_import import _moe_rows
 
     path = next((AICONFIGURATOR / gpu / "moe").glob("*/*/moe_perf.csv.gz"))
     train = set(load_calibration(device).provenance["train_sources"])
-    rows = [r for r in _moe_rows(path, device, gpu) if r.dtype == "w4a16" and gemm_key(r) == key]
+    rows = [r for r in _moe_rows(path, device, gpu) if gemm_key(r) == key]
     held = [r for r in rows if r.source not in train]
     assert rows and len(held) >= len(rows) // 3, "the shipped fit holds out about half the layouts"
     return held
@@ -150,7 +154,7 @@ def test_marlin_int4_moe_layers_held_out_within_twenty_percent(gpu, device):
     within 20% and no more biased than that either way. On H200 and B200 this was a documented miss while the layers
     were priced on the 16-bit MoE fit (Marlin issues Ampere's mma.sync, not wgmma / tcgen05, and no published rate
     of it was found): the measured layers now give its achieved rate."""
-    held = _held_out(gpu, device, "bf16/w4int")
+    held = held_out_layers(gpu, device, "bf16/w4int")
     error = predict(load_device(device), held) / np.array([r.time_s for r in held]) - 1.0
     assert np.median(np.abs(error)) <= TARGET
     assert -TARGET <= np.median(error) <= TARGET
@@ -176,7 +180,7 @@ def test_marlin_runs_below_the_sixteen_bit_moe_rate_on_hopper_and_blackwell(devi
 def test_mxfp4_moe_layers_held_out_within_twenty_percent(gpu, device):
     """gpt-oss's MXFP4 experts with bf16 math (Triton, Marlin or FlashInfer TensorRT-LLM kernels, as vLLM picks per
     GPU) on layouts no fit saw: median error within 20%, bias within 20% either way."""
-    held = _held_out(gpu, device, "bf16/w4fp4")
+    held = held_out_layers(gpu, device, "bf16/w4fp4")
     error = predict(load_device(device), held) / np.array([r.time_s for r in held]) - 1.0
     assert np.median(np.abs(error)) <= TARGET
     assert -TARGET <= np.median(error) <= TARGET

@@ -77,7 +77,7 @@ MOE = ["framework", "version", "device", "op_name", "kernel_source", "moe_dtype"
 
 def test_weight_only_moe_rows_by_hand(tmp_path):
     """Marlin's int4 MoE and gpt-oss's MXFP4 MoE read as w4a16 layers with their weights' storage as the variant,
-    held out by layout; the MXFP4 x MXFP8 layers (fp8 math) are left out."""
+    held out by layout; the MXFP4 x MXFP8 layers as w4a8 ones (fp8 math), likewise."""
     _write(tmp_path / "b200_sxm/moe/vllm/0.24.0/moe_perf.csv.gz", MOE, [
         ["VLLM", "0.24.0", "NVIDIA B200", "moe", "vllm_compressedtensorswna16marlinmoe_marlin_marlinexperts",
          "int4_wo", 1, 7168, 2048, 8, 384, 2, 1, "balanced", 0.0683],
@@ -86,8 +86,12 @@ def test_weight_only_moe_rows_by_hand(tmp_path):
         ["VLLM", "0.24.0", "NVIDIA B200", "moe", "vllm_mxfp4moe_flashinfer_trtllm_mxfp4_mxfp8_"
          "trtllmmxfp4expertsmodular", "w4a8_mxfp4_mxfp8", 1, 4096, 2048, 6, 256, 1, 1, "balanced", 0.04]])
     rows = read_aiconfigurator(tmp_path)
-    assert [(r.dtype, r.variant) for r in rows] == [("w4a16", "group32"), ("w4a16", "mxfp4")]
-    int4, fp4 = rows
+    assert [(r.dtype, r.variant) for r in rows] == [("w4a16", "group32"), ("w4a16", "mxfp4"), ("w4a8", "mxfp4_mxfp8")]
+    int4, fp4, w4a8 = rows
+    # 1 token, top-6 of 256: 6 experts x 3 matrices of 4096 x 2048, e2m1 + an e8m0 scale per 32 (4.25 bits), fp8 math.
+    assert w4a8.source.endswith(":h4096:i2048:top6:e256:tp1:ep1")
+    assert w4a8.to_kernel().weight_bytes == pytest.approx(6 * 3 * 4096 * 2048 * 4.25 / 8)
+    assert w4a8.to_kernel().dtype == "fp8"
     # n is one expert's intermediate size on the device: 2048 / TP 2; the layout names the held-out group.
     assert (int4.m, int4.n, int4.k, int4.topk, int4.experts, int4.expert_parallel) == (1, 1024, 7168, 8, 384, 1)
     assert int4.source == ("aiconfigurator:b200_sxm:moe:int4_wo:vllm_compressedtensorswna16marlinmoe_marlin_"

@@ -90,8 +90,9 @@ def test_moe_rows_from_a_slice_of_the_real_table(tmp_path):
     with gzip.open(folder / MOE_TABLE, "rt") as f:
         raw = list(csv.DictReader(f))
     rows = read_aiconfigurator(folder)
-    kept = [r for r in raw if r["moe_dtype"] in ("bfloat16", "fp8", "fp8_block", "nvfp4", "int4_wo", "w4a16_mxfp4")]
-    assert len(rows) == len(kept) > 0  # MXFP4 x MXFP8 layers are left out
+    kept = [r for r in raw if r["moe_dtype"] in ("bfloat16", "fp8", "fp8_block", "nvfp4", "int4_wo", "w4a16_mxfp4",
+                                                  "w4a8_mxfp4_mxfp8")]
+    assert len(rows) == len(kept) > 0
     for raw_row, row in zip(kept, rows, strict=True):
         assert (row.kernel, row.device, row.timing) == ("moe", "h200", "graph")
         assert row.m == int(raw_row["num_tokens"]) and row.k == int(raw_row["hidden_size"])
