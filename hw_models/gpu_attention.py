@@ -30,7 +30,7 @@ Fits are kept apart where engines run different kernels: decode (a few query row
 from __future__ import annotations
 
 import functools
-import operator
+import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -104,17 +104,41 @@ def _kv_splits(blocks: np.ndarray, sm_count: int, split_tiles: np.ndarray, few_t
     return np.where(unsplit, 1, np.argmax(good, axis=0) + 1)
 
 
+@functools.cache
+def split_table(sm_count: int) -> np.ndarray:
+    """kv_splits of every whole number of blocks (rows; the last row: this many or more, which fill 80% of the SMs
+    and never split) and every count of key tiles capped at MAX_KV_SPLITS (columns, 0 unused): the search done
+    once per SM count, so that a call's split count is one lookup."""
+    filled = math.ceil(0.8 * sm_count)  # the fewest whole blocks with blocks >= 0.8 x sm_count
+    blocks, tiles = np.meshgrid(np.arange(1, filled + 1, dtype=float), np.arange(1, MAX_KV_SPLITS + 1, dtype=float),
+                                indexing="ij")
+    table = np.ones((filled + 1, MAX_KV_SPLITS + 1), dtype=int)
+    table[1:, 1:] = _kv_splits(blocks, sm_count, tiles, tiles <= 4)
+    return table
+
+
 def smooth_max(parts: list[np.ndarray], p: float) -> np.ndarray:
     """(sum of part^p)^(1/p): the largest part where p is large, a blend where parts are close."""
-    top = np.maximum(functools.reduce(np.maximum, parts), 1e-30)  # scaled before the power: no overflow
-    return top * functools.reduce(operator.add, [(x / top) ** p for x in parts]) ** (1.0 / p)
+    top = parts[0]
+    for part in parts[1:]:
+        top = np.maximum(top, part)
+    top = np.maximum(top, 1e-30)  # scaled before the power: no overflow
+    total = (parts[0] / top) ** p
+    for part in parts[1:]:
+        total = total + (part / top) ** p
+    return top * total ** (1.0 / p)
 
 
 def _times(fit: _RowFits, shapes: AttentionShapes, *, flops_per_s, bandwidth_Bps, sm_count: int,
            cached_bytes: float):
     # Thread blocks before split-KV: per KV head (query heads packed as rows of its tiles) or per query head.
     blocks = np.where(fit.packs_gqa, shapes.packed_blocks, shapes.head_blocks)
-    blocks = blocks * _kv_splits(blocks, sm_count, shapes.split_tiles, shapes.few_tiles)
+    if shapes.whole_blocks:  # the search's answer looked up (split_table)
+        table = split_table(sm_count)
+        splits = table[np.minimum(blocks, len(table) - 1).astype(np.intp), shapes.split_column]
+    else:
+        splits = _kv_splits(blocks, sm_count, shapes.split_tiles, shapes.few_tiles)
+    blocks = blocks * splits
     waves = np.ceil(blocks / sm_count)
     mma = shapes.mma_flops
     per_pair = smooth_max([mma, fit.softmax_flops], fit.softmax_overlap)
@@ -155,6 +179,8 @@ class AttentionShapes:
     # KV heads with their query heads packed as rows (packs_gqa) or the query heads themselves.
     packed_blocks: np.ndarray
     head_blocks: np.ndarray
+    whole_blocks: bool  # whether both block counts are whole numbers (split_table's rows)
+    split_column: np.ndarray  # split_tiles as split_table's column index
 
 
 def attention_shapes(*, flops, act_bytes, kv_bytes, batch, heads, kv_heads, q_len, kv_len, head_dim) -> AttentionShapes:
@@ -171,12 +197,16 @@ def attention_shapes(*, flops, act_bytes, kv_bytes, batch, heads, kv_heads, q_le
     def blocks(groups):  # query rows per group: positions x the query heads packed in it
         return batch * groups * np.ceil(q_len * heads / groups / ATTENTION_Q_TILE)
 
+    packed_blocks, head_blocks = blocks(kv_heads), blocks(heads)
+    split_tiles = np.minimum(MAX_KV_SPLITS, kv_tiles)
     return AttentionShapes(
         flops=flops, traffic=act_bytes + kv_bytes,
         keys_values=np.where(kv_bytes > 0, kv_bytes, 4.0 * batch * kv_heads * kv_len * head_dim),
-        batch=batch, split_tiles=np.minimum(MAX_KV_SPLITS, kv_tiles), few_tiles=kv_tiles <= 4,
+        batch=batch, split_tiles=split_tiles, few_tiles=kv_tiles <= 4,
         variant=2 * np.asarray(decode, dtype=int) + narrow, mma_flops=4.0 * head_dim,
-        packed_blocks=blocks(kv_heads), head_blocks=blocks(heads))
+        packed_blocks=packed_blocks, head_blocks=head_blocks,
+        whole_blocks=bool(np.all(packed_blocks % 1 == 0) and np.all(head_blocks % 1 == 0)),
+        split_column=np.asarray(split_tiles, dtype=np.intp))
 
 
 def attention_times(*, flops, act_bytes, kv_bytes, batch, heads, kv_heads, q_len, kv_len, head_dim, flops_per_s,
@@ -201,10 +231,9 @@ def shaped_attention_times(shapes: AttentionShapes, *, flops_per_s, bandwidth_Bp
     # (kernels,), or (points, kernels) where a rate varies by design point (a block, hw_models/device_block.py);
     # the shape-only terms (blocks, waves, splits) stay one per kernel.
     out = (*parts, row_fit.latency_s)
-    sizes = {part.shape for part in out}
-    if len(sizes) == 1:
+    if np.ndim(flops_per_s) < 2 and np.ndim(bandwidth_Bps) < 2:  # one design point: every part one per kernel
         return out
-    shape = np.broadcast_shapes(*sizes)
+    shape = np.broadcast_shapes(*(part.shape for part in out))
     return tuple(part if np.shape(part) == shape else np.broadcast_to(part, shape) for part in out)
 
 

@@ -28,6 +28,7 @@ from hw_models.gpu_moe import MoeFit, moe_times  # noqa: F401 (re-exported)
 TILE_SHAPES = np.array([(256, 128), (128, 256), (128, 128), (128, 64), (64, 128), (64, 64)], dtype=float)
 # Bytes per output element a GEMM writes: 16-bit (low-precision scaled-mm kernels return bf16 too).
 OUTPUT_BYTES = 2.0
+_TILE_SHAPES_FLOPS = 2.0 * TILE_SHAPES[:, 0:1] * TILE_SHAPES[:, 1:2]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -82,12 +83,19 @@ def padded_flops(m: np.ndarray, n: np.ndarray, k: np.ndarray, batch: np.ndarray,
         tile_m, tile_n, sms = (t[None, :] for t in policy_tiles(tile_policy, m, n, k))
         slots = np.floor(sm_count / sms)
         counts = np.ceil(m / tile_m) * np.ceil(n / tile_n) * batch
-    else:  # each tile on one SM: a slot per SM
-        tile_m, tile_n, slots = tiles[:, 0][:, None], tiles[:, 1][:, None], float(math.floor(sm_count))
-        if counts is None:
-            counts = tile_counts(m, n, batch, tiles)
-    waves = np.ceil(counts / slots)
-    return (2.0 * waves * slots * tile_m * tile_n * k).min(axis=0)
+        return (2.0 * np.ceil(counts / slots) * slots * tile_m * tile_n * k).min(axis=0)
+    # Each tile on one SM: a slot per SM. Whole numbers below 2^53 throughout, so the products are exact in any order.
+    slots = float(math.floor(sm_count))
+    if counts is None:
+        counts = tile_counts(m, n, batch, tiles)
+    return (np.ceil(counts / slots) * (_tile_flops(tiles) * slots) * k).min(axis=0)
+
+
+def _tile_flops(tiles: np.ndarray) -> np.ndarray:
+    """2 x the output elements of each tile, as a column: FLOPs per unit of k (TILE_SHAPES' kept with it)."""
+    if tiles is TILE_SHAPES:
+        return _TILE_SHAPES_FLOPS
+    return 2.0 * tiles[:, 0:1] * tiles[:, 1:2]
 
 
 def busy_sms(m, n, k, batch, sm_count: int, tile_policy: str) -> np.ndarray:

@@ -99,7 +99,8 @@ class DecodeCosts:
             stall = np.zeros(self.steps)
         else:
             stall = host_stall_s(self.host_step_s, self._device_step_s)
-        return stall, bool(stall.any()), float(stall.sum())
+        total = float(stall.sum())  # of waits >= 0: positive where any step waits
+        return stall, total > 0.0, total
 
     def _waits(self, name: str) -> bool:
         """Whether field `name` carries the wait on the host (the time and its overhead part do)."""
@@ -250,7 +251,7 @@ def pass_execution(execution: str, *, decode_only: bool) -> str:
 
 def host_stall_s(host_s, device_s):
     """How long the device waits on the host: host work the device's own work does not cover."""
-    return np.maximum(np.asarray(host_s, dtype=float) - device_s, 0.0)
+    return np.maximum(np.subtract(host_s, device_s, dtype=float), 0.0)
 
 
 def with_host(costs: KernelCosts, dispatch: float) -> KernelCosts:

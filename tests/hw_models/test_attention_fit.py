@@ -11,7 +11,7 @@ import pytest
 
 from hw_models.calibration import fit_attention, predict, train_sources
 from hw_models.gpu import GPUModel
-from hw_models.gpu_attention import AttentionFit, kv_splits
+from hw_models.gpu_attention import AttentionFit, attention_shapes, kv_splits, shaped_attention_times
 from hw_models.gpu_efficiency import Calibration
 from hw_models.registry import load_device
 from kernels.measured import MeasuredKernel
@@ -35,6 +35,25 @@ def test_split_kv_follows_flash_attention_heuristic():
     # 8 blocks on 132 SMs with 512 key tiles: the best wave efficiency (16 splits: 128/132) within 85% is first
     # reached at 14 splits (112/132); enough blocks, or 4 key tiles or fewer, never split.
     assert kv_splits(np.array([8.0, 8.0, 512.0]), 132, np.array([512.0, 4.0, 512.0])).tolist() == [14, 1, 1]
+
+
+def test_split_lookup_gives_the_search_answer():
+    """Whole block counts take the heuristic's answer from a table made once per SM count: every block count up to
+    and past 80% of the SMs and every key length gives the times the search itself gives."""
+    batch, kv_len = (a.ravel() for a in np.meshgrid(np.arange(1, 40.0), 64.0 * np.arange(1, 70), indexing="ij"))
+    shapes = attention_shapes(flops=4.0 * 128 * kv_len * 32 * batch, act_bytes=2.0 * 2 * 32 * 128 * batch,
+                              kv_bytes=4.0 * 8 * kv_len * 128 * batch, batch=batch, heads=32, kv_heads=8, q_len=1,
+                              kv_len=kv_len, head_dim=128)
+    assert shapes.whole_blocks
+    fit = AttentionFit(compute_fraction=0.6, bandwidth_fraction=0.8, latency_s=9e-6, block_s=2e-6,
+                       block_bandwidth_Bps=20e9)
+    def times(s, sm_count):
+        return shaped_attention_times(s, flops_per_s=1e15, bandwidth_Bps=3e12, sm_count=sm_count, fit=fit)
+
+    for sm_count in (58, 80, 108, 132, 148):
+        looked_up, searched = times(shapes, sm_count), times(replace(shapes, whole_blocks=False), sm_count)
+        for a, b in zip(looked_up, searched, strict=True):
+            np.testing.assert_array_equal(a, b)
 
 
 def test_decode_time_by_hand():
