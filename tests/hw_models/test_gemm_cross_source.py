@@ -17,6 +17,28 @@ What the data say about the two sources, each checked below on the measured rows
   peak), Vidur's H100 takes a median 1.12x aiconfigurator's H200 on identical shapes, spread from 0.94x to 1.33x
   over shapes: a per-shape difference of kernel choice, which no one factor (a clock) would explain, and which no
   fit moved between them at equal peaks can undo.
+- Between the two, where m is 65-256 and the arithmetic intensity is above 100 FLOP/B, the GEMMs scale with each GPU's
+  bandwidth, not with the peak math both share: on the shapes both timed, H100 takes a median 1.43x H200's time (the
+  bandwidth ratio is 1.43; both reach 0.56 of their own bandwidth), while the shipped fits, moved onto each GPU's
+  peaks, predict 1.15x (H100's) and 1.22x (H200's): their roofline corner makes those shapes partly compute-bound, and
+  prices them slow on both GPUs (H100's fit +7% on H100, H200's +10% on H200, there). At m 257-1024 the 1.35x is no
+  longer bandwidth: H200 runs those at 0.78 of its peak math, its large-m rate, and Vidur's H100 at 0.57 (0.70 at
+  larger m), a wider form of the sources' compute-bound gap. A blend fitted jointly (1.70, each source on its own
+  GPU's peaks) leaves the m 65-1024 transfer error as it was (31% to 32%): a per-source blend is not what misleads.
+- The fixed latency is not one constant: on aiconfigurator's H200 GEMMs of m <= 4 and n <= 256 the time grows from
+  2.5 us (k <= 64) by about 80 ns per 64-wide step of k, to 5.6 us at k = 2560, and stays there beyond (cuBLAS
+  splits k once a CTA's serial main loop is that long). Vidur's H100 GEMMs all have k >= 512 and weights of 4 MB or
+  more, so a fit on them cannot tell that term from the fixed latency. Fitted as a floor on the kernel's busy time
+  (a step latency times min(k / 64, a fitted cap), in the smooth maximum with math and traffic), the term takes
+  H200's held-out error from 8.7% / 23.9% to 5.6% / 15.8% (2.6 us + 80 ns per step, cap 45 steps), leaves H100's and
+  A100's (6.9% / 20.2%, 4.6% / 12.6%) as they were, and moves neither cross-source median by more than half a point
+  (12.9% / 29.0% and 25.9% / 71.2%, from 13.1% / 28.4% and 25.4% / 76.2%): Vidur's fit keeps a 4.7 us latency. One
+  GemmFit fitted on both sources' training rows with that term meets the targets on both held-out sets (8.0% / 21.8%
+  on H100, 6.8% / 23.9% on H200): the form can describe both; one source alone does not determine it. Adding re-read
+  operand traffic (each row of output tiles re-streaming the weights, a fitted share of them) on top meets the
+  target from H200 to H100 (10.1% / 25.1%) but not back (20.8% / 80.8%), with shares that differ by source (0.18 on
+  Vidur's H100, 0.07 on H200) and H100's math fraction pushed to 0.96: not a mechanism the two agree on (counting
+  only re-reads of operands larger than the 50 MB L2, H200's fit takes none).
 """
 
 from __future__ import annotations
@@ -165,3 +187,60 @@ def test_sources_agree_on_memory_bound_shapes_once_bandwidth_is_counted(h100_row
     assert len(shared) >= 100
     excess = np.median([h100[s] / h200[s] / (4800 / 3350) for s in shared])
     assert 0.85 < excess < 1.15, excess
+
+
+def test_h200_small_gemm_latency_grows_with_k_until_split_k(h100_rows, h200_rows):
+    """On aiconfigurator's H200 GEMMs of m <= 4 and n <= 256 (kilobytes of operands: no bandwidth or math term), the
+    median time at k = 2048 is 1.6x to 2.4x the one at k <= 64 (a serial main loop of 32 steps of 64 k each over
+    one), a rise of 40 to 160 ns per 64-wide step (under one DRAM round trip, as a pipelined loop keeps several
+    steps in flight), and from k = 2560 to 16384 it stays within 15% (the library splits k rather than lengthen
+    the loop). Vidur's H100 GEMMs start at k = 512, where that rise has begun."""
+    small = [r for r in h200_rows if r.m <= 4 and r.n <= 256]
+
+    def median_s(ks):
+        return float(np.median([r.time_s for r in small if r.k in ks]))
+    base_s, k2048_s = median_s({32, 64}), median_s({2048})
+    assert 1.6 < k2048_s / base_s < 2.4, (base_s, k2048_s)
+    step_s = (k2048_s - base_s) / (2048 / 64 - 1)
+    assert 40e-9 < step_s < 160e-9, step_s
+    split = [median_s({k}) for k in (2560, 4096, 8192, 16384)]
+    assert max(split) < 1.15 * min(split), split
+    assert min(r.k for r in h100_rows) == 512
+
+
+def _mid_m_shared(h100_rows, h200_rows) -> list[tuple]:
+    """Shapes both sources timed with m of 65-256 and an arithmetic intensity of at least 100 FLOP/B (above the
+    memory-bound set of test_sources_agree_on_memory_bound_shapes_once_bandwidth_is_counted)."""
+    h100, h200 = _medians(h100_rows), _medians(h200_rows)
+
+    def intensity(s):
+        m, n, k = s
+        return 2.0 * m * n * k / (2.0 * (m * k + k * n + m * n))
+    return sorted(s for s in set(h100) & set(h200) if 64 < s[0] <= 256 and intensity(s) >= 100)
+
+
+def test_mid_m_gemms_scale_with_bandwidth_not_peak_math(h100_rows, h200_rows):
+    """On shared shapes of m 65-256 above 100 FLOP/B, Vidur's H100 time over aiconfigurator's H200 time has a median
+    above 1.3 (nearer the bandwidth ratio 4,800 / 3,350 = 1.43 than the 1.0 of their equal dense peak) and below 1.55
+    (not beyond the bandwidth ratio by more than the sources' compute-bound gap, 1.08x, would add)."""
+    shapes = _mid_m_shared(h100_rows, h200_rows)
+    assert len(shapes) >= 100
+    h100, h200 = _medians(h100_rows), _medians(h200_rows)
+    ratio = np.median([h100[s] / h200[s] for s in shapes])
+    assert 1.3 < ratio < 1.55, ratio
+
+
+@pytest.mark.xfail(strict=True, reason="the shipped fits moved onto each GPU's peaks predict H100 / H200 of 1.15 "
+                   "(H100's fit) and 1.22 (H200's) on those shapes against the measured 1.43: the roofline corner "
+                   "prices them as partly compute-bound, and the two GPUs share their peak math")
+@pytest.mark.parametrize("fit_of", ["h100-sxm", "h200"])
+def test_fits_scale_mid_m_gemms_with_bandwidth(fit_of, h100_rows, h200_rows):
+    """Either shipped fit, on each GPU's own peaks, predicts the measured H100 / H200 time ratio of the shared
+    mid-m shapes (test above) within 10%: the device dependence a design-space sweep over bandwidth relies on."""
+    shapes = _mid_m_shared(h100_rows, h200_rows)
+    h100, h200 = _medians(h100_rows), _medians(h200_rows)
+    one100, one200 = ({(r.m, r.n, r.k): r for r in rows} for rows in (h100_rows, h200_rows))
+    predicted = (predict(_transferred("h100-sxm", fit_of), [one100[s] for s in shapes])
+                 / predict(_transferred("h200", fit_of), [one200[s] for s in shapes]))
+    measured = np.median([h100[s] / h200[s] for s in shapes])
+    assert abs(np.median(predicted) / measured - 1.0) <= 0.10, (np.median(predicted), measured)
