@@ -22,6 +22,7 @@ from explore.run_support import HINT_BITS, HINT_TP, check_sets, infeasible_hints
 from explore.runner import Progress, columns_for, run_sweep
 from explore.schema import as_list
 from explore.sweep import Constraint, Objectives, load_sweep
+from explore.sweep_serving import capacity_notice
 from hw_models.device import dispatch_s
 from hw_models.device_block import varies_in_block
 from hw_models.link import load_link_model
@@ -116,6 +117,9 @@ def _sweep_into(args, sweep, out: Path) -> int:
                                 points={p.point_id: p for p in sweep.points()} if serving else None)
         stamp_report(out, inputs)
     feasible = sum(1 for r in rows if is_feasible(normalize_row(r)))
+    notice = capacity_notice(rows, serving.requests) if serving else ""
+    if notice:
+        print(notice, file=sys.stderr)
     print(f"{len(rows)} design points ({feasible} feasible)\nresults: {out / 'results.csv'}\nreport:  {html}\n"
           f"summary: {md}")
     return 0
@@ -222,6 +226,9 @@ def cmd_run(args) -> int:
         write_chrome_trace(evaluation.result, point.device, args.chrome_trace, tables=evaluation.tables,
                            device=evaluator.point_device(point), execution=point.execution)
     metrics = json_safe(evaluation.metrics) | _set_inputs(point)
+    if evaluation.metrics.get("capacity_judged") == 0.0:  # sim/capacity.py: the requests, not the design, stopped it
+        print(f"explore: notice: capacity {evaluation.metrics['capacity_note']}; raise --requests to judge it",
+              file=sys.stderr)
     ops = _op_rows(args, point, evaluator, evaluation)
     if args.json:
         print_json(metrics | ({"ops": [asdict(row) for row in ops]} if ops is not None else {}))

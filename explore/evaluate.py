@@ -28,7 +28,7 @@ from kernels.shapes import TEMPLATE_LAYERS, StepTemplate
 from kernels.table import KernelTable
 from kernels.token_select import TokenSelection, token_selection
 from sim.analytic import evaluate as evaluate_analytic
-from sim.capacity import highest_rate
+from sim.capacity import CAPACITY_METRICS, RateVerdict, rate_verdict, search_capacity
 from sim.costs import IterationCostModel
 from sim.engine import simulate
 from sim.memory import MemoryFootprint, batch_footprint, infeasible_reason
@@ -523,13 +523,14 @@ class Evaluator:
 
         results: dict[float | None, ServingResult] = {}
 
-        def meets(rate: float) -> bool:
+        def judge(rate: float) -> RateVerdict:
             results[rate] = run(rate)
-            return results[rate].metrics()["meets_slo"] == 1.0
+            return rate_verdict(results[rate])
 
         try:
             if spec.capacity:
-                capacity = highest_rate(meets, low=spec.capacity[0], high=spec.capacity[1])
+                found = search_capacity(judge, low=spec.capacity[0], high=spec.capacity[1])
+                capacity = found.rate_per_s
                 result = results[capacity or spec.capacity[0]]
             else:
                 result = results.setdefault(None, run(None))
@@ -538,10 +539,13 @@ class Evaluator:
             metrics.update(dict.fromkeys(SERVING_METRICS, math.nan))
             if spec.slo_slowdown is not None:  # the columns a slowdown SLO adds (sim/slowdown.py)
                 metrics.update(dict.fromkeys(SLOWDOWN_METRICS, math.nan))
+            if spec.capacity:  # the columns a capacity search adds (sim/capacity.py)
+                metrics.update(dict.fromkeys(CAPACITY_METRICS, math.nan) | {"capacity_note": ""})
             return Evaluation(point=point, metrics=metrics, result=None, tables=None)
         metrics = _metrics(result, memory, "", device, pools)
         if spec.capacity:
             metrics["capacity_rps"] = capacity
+            metrics.update(found.metrics())
         return Evaluation(point=point, metrics=metrics, result=result, tables=None)
 
 

@@ -11,9 +11,10 @@ is one entry with `of_point`; one that sim/ computes is its entry here plus its 
 
 Columns come in sections, laid out by `result_columns` in this order (a section is present only in the sweeps
 it applies to): point (every sweep), price (systems and serving), constraints (with constraints), serving,
-slowdown (serving under a slowdown SLO), breakdown (busy time by kernel class), communication (systems). A new
-entry goes last in its section. Adding a column changes the results columns, and a results folder written before
-refuses to resume into them (the store compares column lists): rerun such sweeps into a new folder.
+slowdown (serving under a slowdown SLO), capacity (serving capacity searches), breakdown (busy time by kernel
+class), communication (systems). A new entry goes last in its section. Adding a column changes the results
+columns, and a results folder written before refuses to resume into them (the store compares column lists): rerun
+such sweeps into a new folder.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ from explore.registry import Registry
 
 Better = Literal["min", "max"] | None
 Kind = Literal["number", "bool", "text"]
-Section = Literal["point", "price", "constraints", "serving", "slowdown", "breakdown", "communication"]
-SECTIONS: tuple[Section, ...] = ("point", "price", "constraints", "serving", "slowdown", "breakdown",
+Section = Literal["point", "price", "constraints", "serving", "slowdown", "capacity", "breakdown", "communication"]
+SECTIONS: tuple[Section, ...] = ("point", "price", "constraints", "serving", "slowdown", "capacity", "breakdown",
                                  "communication")
 
 
@@ -72,11 +73,14 @@ def numeric_metrics() -> tuple[str, ...]:
     return metric_names(*(s for s in SECTIONS if s != "constraints"), kinds=("number",))
 
 
-def result_columns(*, system: bool, serving: bool, constraints: bool, slowdown: bool = False) -> list[str]:
+def result_columns(*, system: bool, serving: bool, constraints: bool, slowdown: bool = False,
+                   capacity: bool = False) -> list[str]:
     """The metric columns of a sweep's results table, after its input columns; `slowdown`: its serving SLO limits
-    slowdowns (a section of its own, so serving folders written before it keep their columns and resume)."""
+    slowdowns, `capacity`: it searches capacity (sections of their own, so serving folders written before them keep
+    their columns and resume)."""
     present = {"point": True, "price": system or serving, "constraints": constraints, "serving": serving,
-               "slowdown": serving and slowdown, "breakdown": True, "communication": system}
+               "slowdown": serving and slowdown, "capacity": serving and capacity, "breakdown": True,
+               "communication": system}
     return list(metric_names(*(s for s in SECTIONS if present[s])))
 
 
@@ -251,6 +255,17 @@ for _key, _label, _what in _SLOWDOWNS:
         _m(f"slowdown_{_key}_{_stat}", f"{_stat} {_label} slowdown", "", "min",
            f"{_stat} over requests of the {_what} over that of the same request served alone on the point's "
            f"device (sim/slowdown.py)", section="slowdown")
+# ---- capacity: sim/capacity.py CAPACITY_METRICS, in its order (serving sweeps that search capacity) ----------
+_m("capacity_judged", "capacity judged", "", None,
+   "1 where the search judged the rate that stopped it (its run failed the SLO, or was long and steady enough to "
+   "show whether the queue keeps up: sim/stability.py), 0 where capacity_rps is only what the requests can show",
+   kind="bool", section="capacity")
+_m("queue_growth", "queue growth", "", "min",
+   "at the capacity rate, seconds the time requests wait for a running batch grows per second of arrivals (about "
+   "0 in steady state, arrival over service rate less 1 for an overloaded queue; NaN where not judged)",
+   section="capacity")
+_m("capacity_note", "capacity note", "", None, "why capacity_judged is 0 (empty where it is 1)", kind="text",
+   section="capacity")
 # ---- breakdown: busy time by kernel class (every sweep) ----------------------------------------------------
 KERNEL_CLASSES = ("gemm", "attention", "norm", "softmax", "elementwise", "embedding")
 for _class in KERNEL_CLASSES:

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Field, StrictFloat, StrictInt, field_validator, model_serializer, model_validator
 
 from explore.knobs import KNOBS
+from explore.rows import is_feasible, normalize_row
 from explore.schema import PositiveInt, PositiveNumber, Strict, as_list, finite, knob_type, one_or_more
 from hw_models.link import load_link_model
 from hw_models.registry import load_device
@@ -268,3 +269,15 @@ def check_parallel(parallel: Parallel, models: list[str], located: LocatedYAML) 
                 load_link_model(link)
             except InputError as err:
                 raise InputError(f"{located.where(('parallel', 'link'))}: parallel.link: {_unkeyed(err)}") from None
+
+
+def capacity_notice(rows: list[dict[str, Any]], requests: int) -> str:
+    """One line where a capacity search could not judge the rate that stopped it (capacity_judged 0: its run met
+    the SLO but was too short or too noisy to show whether the queue keeps up, sim/stability.py); '' otherwise."""
+    typed = [normalize_row(row) for row in rows]
+    unjudged = [row for row in typed if is_feasible(row) and "capacity_judged" in row and not row["capacity_judged"]]
+    if not unjudged:
+        return ""
+    return (f"notice: {len(unjudged)} of {len(rows)} capacities are not judged: {requests} requests were too few to "
+            f"show whether the queue keeps up at the rate above each (capacity_judged 0, capacity_note says why); "
+            f"each is the highest rate these requests show sustainable; raise serving.requests to judge them")

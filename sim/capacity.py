@@ -1,9 +1,23 @@
-"""Capacity: the highest arrival rate at which a replica still meets its SLO, found by bisection."""
+"""Capacity: the highest arrival rate at which a design still meets its SLO and keeps up, found by bisection.
+
+`highest_rate` bisects on any verdict. `search_capacity` is the serving capacity search: a rate is sustainable
+when its run meets the SLO and its queue does not grow (sim/stability.py), so that a run of too few requests to
+show an unstable queue cannot pass a rate the design does not sustain. A rate whose run is too short to judge is
+not sustainable either; where that, and not the SLO or a growing queue, stopped the search, the capacity is the
+highest rate these requests can show and is marked not judged.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
+
+from sim.serving import ServingResult
+from sim.stability import GROWTH_LIMIT, Stability, queue_stability
+
+# Results columns of a capacity search beyond capacity_rps (explore/metrics.py, section "capacity"), in order.
+CAPACITY_METRICS = ("capacity_judged", "queue_growth", "capacity_note")
 
 
 def highest_rate(meets: Callable[[float], bool], *, low: float, high: float, rel_tol: float = 0.05,
@@ -46,3 +60,64 @@ def _bracket(meets: Callable[[float], bool], *, low: float, high: float, rate: f
             return below, rate
         rate = below
     return 0.0, 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class RateVerdict:
+    """One run of a capacity search: whether it met the SLO, and its queue-growth verdict."""
+
+    meets_slo: bool
+    stability: Stability
+
+    @property
+    def sustainable(self) -> bool:
+        return self.meets_slo and self.stability.stable
+
+
+@dataclass(frozen=True, kw_only=True)
+class Capacity:
+    """What a capacity search found: the highest sustainable rate (0 when even the lowest is not), whether the
+    search could judge the rate that stopped it, and what it tried."""
+
+    rate_per_s: float
+    judged: bool  # False: the rate above the capacity failed only because its run was too short or noisy to judge
+    note: str  # why the capacity is not judged; '' when it is
+    verdicts: dict[float, RateVerdict]
+
+    def metrics(self) -> dict[str, float | str]:
+        """The CAPACITY_METRICS of the search, the queue growth that of the run at the capacity."""
+        at = self.verdicts.get(self.rate_per_s)
+        return {"capacity_judged": float(self.judged),
+                "queue_growth": at.stability.growth if at is not None else math.nan,
+                "capacity_note": self.note}
+
+
+def search_capacity(judge: Callable[[float], RateVerdict], *, low: float, high: float, rel_tol: float = 0.05,
+                    guess: float | None = None) -> Capacity:
+    """The highest rate in [low, high] whose run `judge` finds sustainable (highest_rate, same arguments).
+
+    Not judged: where the lowest rate that failed above the answer met its SLO but its run could not be judged
+    (sim/stability.py), the answer is what these requests can show, not what the design cannot sustain."""
+    verdicts: dict[float, RateVerdict] = {}
+
+    def sustainable(rate: float) -> bool:
+        verdicts[rate] = judge(rate)
+        return verdicts[rate].sustainable
+
+    rate = highest_rate(sustainable, low=low, high=high, rel_tol=rel_tol, guess=guess)
+    failed = [r for r, verdict in verdicts.items() if r > rate and not verdict.sustainable]
+    stopper = verdicts[min(failed)] if failed else None
+    if stopper is None or not stopper.meets_slo or stopper.stability.judged:
+        return Capacity(rate_per_s=rate, judged=True, note="", verdicts=verdicts)
+    shown = f"{rate:.3g} req/s is the highest rate" if rate > 0 else "no rate is one"
+    note = (f"not judged: the run at {min(failed):.3g} req/s met the SLO but {stopper.stability.reason}; "
+            f"{shown} these requests show sustainable (more requests can judge higher rates)")
+    return Capacity(rate_per_s=rate, judged=False, note=note, verdicts=verdicts)
+
+
+def rate_verdict(result: ServingResult, *, growth_limit: float = GROWTH_LIMIT) -> RateVerdict:
+    """A serving run's verdict: whether it met its SLO, and whether its queue grew (sim/stability.py)."""
+    records = result.records
+    stability = queue_stability(records.arrival_s, records.wait_s, records.e2e_s, growth_limit=growth_limit)
+    meets = result.metrics()["meets_slo"]
+    return RateVerdict(meets_slo=bool(meets == 1.0), stability=stability)

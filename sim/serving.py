@@ -293,7 +293,8 @@ def _result(pools: list[Pool], replicas: list[list[Replica]], finished: list[Seq
     records = RequestRecords(arrival_s=column("arrival_s"), scheduled_s=column("scheduled_s"),
                              first_token_s=column("first_token_s"), finish_s=column("finish_s"),
                              prompt_tokens=column("prompt", int), output_tokens=column("output", int),
-                             preemptions=column("preemptions", int))
+                             preemptions=column("preemptions", int),
+                             decode_admitted_s=column("decode_admitted_s"))
     everyone = [(pool, replica) for pool, made in zip(pools, replicas, strict=True) for replica in made]
     rows = [(*row, pool.memory.kv_blocks) for pool, replica in everyone for row in replica.log]
     log = np.array(sorted(rows), dtype=float).reshape(-1, 6).T

@@ -61,6 +61,7 @@ class RequestRecords:
 
     Times are absolute simulation times in seconds and must satisfy
     arrival_s <= scheduled_s <= first_token_s <= finish_s; every request produces at least one output token.
+    decode_admitted_s is NaN for a request served whole by one replica, else between first_token_s and finish_s.
     """
 
     arrival_s: np.ndarray
@@ -70,8 +71,12 @@ class RequestRecords:
     prompt_tokens: np.ndarray
     output_tokens: np.ndarray
     preemptions: np.ndarray  # times it was preempted
+    # When a decode pool admitted it after a prefill pool's replica prefilled it (None: NaN, served whole).
+    decode_admitted_s: np.ndarray | None = None
 
     def __post_init__(self) -> None:
+        if self.decode_admitted_s is None:
+            object.__setattr__(self, "decode_admitted_s", np.full(np.shape(self.arrival_s), np.nan))
         ints = {"prompt_tokens": np.int64, "output_tokens": np.int64, "preemptions": np.int64}
         _columns(self, tuple(f.name for f in fields(self)), ints)
         times = np.stack([self.arrival_s, self.scheduled_s, self.first_token_s, self.finish_s])
@@ -83,6 +88,11 @@ class RequestRecords:
                              f" <= finish_s: {times[:, bad[0]].tolist()}")
         if np.any(self.output_tokens < 1) or np.any(self.prompt_tokens < 0) or np.any(self.preemptions < 0):
             raise ValueError("RequestRecords needs output_tokens >= 1, prompt_tokens >= 0 and preemptions >= 0")
+        handed = ~np.isnan(self.decode_admitted_s)
+        if np.any(self.decode_admitted_s[handed] < self.first_token_s[handed]) or np.any(
+                self.decode_admitted_s[handed] > self.finish_s[handed]):
+            raise ValueError("RequestRecords needs first_token_s <= decode_admitted_s <= finish_s where a decode pool "
+                             "admitted a request")
 
     def __len__(self) -> int:
         return len(self.arrival_s)
@@ -101,6 +111,12 @@ class RequestRecords:
     def queue_s(self) -> np.ndarray:
         """Queueing delay before first entering a running batch: scheduled_s - arrival_s."""
         return self.scheduled_s - self.arrival_s
+
+    @property
+    def wait_s(self) -> np.ndarray:
+        """Time waiting outside any running batch: queue_s, plus for a request handed to a decode pool the time
+        from its first token to its admission there (the KV transfer included)."""
+        return self.queue_s + np.nan_to_num(self.decode_admitted_s - self.first_token_s)
 
     @property
     def tpot_s(self) -> np.ndarray:

@@ -30,6 +30,7 @@ class Sequence:
     generated: int = 0
     scheduled_s: float = math.nan
     first_token_s: float = math.nan
+    decode_admitted_s: float = math.nan  # when a decode pool admitted it, handed over after its prefill
     last_token_s: float = math.nan
     finish_s: float = math.nan
     preemptions: int = 0
@@ -153,6 +154,8 @@ class Scheduler:
         state.running.append(seq)
         if math.isnan(seq.scheduled_s):
             seq.scheduled_s = state.now_s
+        elif not seq.in_prefill and math.isnan(seq.decode_admitted_s):  # handed over: prefilled elsewhere
+            seq.decode_admitted_s = state.now_s
         return True
 
     def _prefill_whole(self, state: EngineState, batch: Batch, tokens: int, *, whole_request: bool) -> None:

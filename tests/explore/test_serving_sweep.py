@@ -75,7 +75,8 @@ def test_run_serving_json_has_the_sweep_metric_names(tmp_path, capsys):
 
 def test_capacity_search_reports_a_rate_meeting_the_slo(tmp_path, capsys):
     model = write_tiny_model(tmp_path)
-    assert main(["run", "--model", model, "--device", "h100-sxm", "--serving", "--requests", "40", "--prompt", "32",
+    # 200 requests: a capacity search judges a rate only with 50 past the warm-up (sim/stability.py).
+    assert main(["run", "--model", model, "--device", "h100-sxm", "--serving", "--requests", "200", "--prompt", "32",
                  "--output", "8", "--slo-ttft", "0.01", "--capacity", "1", "10000", "--json"]) == 0
     metrics = json.loads(capsys.readouterr().out)
     assert 1 <= metrics["capacity_rps"] <= 10000

@@ -120,7 +120,8 @@ def test_two_requests_at_once_on_a_one_sequence_replica_by_hand(tmp_path):
 
 
 def _capacity(evaluator, model: str, slo: SlowdownSLO) -> float:
-    spec = ServingSpec(scheduler="continuous", requests=40, rate_per_s=None, prompt=Uniform(low=8, high=64),
+    # 200 requests: a capacity search judges a rate only with 50 past the warm-up (sim/stability.py).
+    spec = ServingSpec(scheduler="continuous", requests=200, rate_per_s=None, prompt=Uniform(low=8, high=64),
                        output=Uniform(low=2, high=32), max_seqs=8, capacity=(1.0, 100000.0), slo_slowdown=slo)
     point = DesignPoint(model=model, device="h100-sxm", batch=spec.max_seqs, prompt=0, output=0, serving=spec)
     return evaluator.evaluate(point).metrics["capacity_rps"]

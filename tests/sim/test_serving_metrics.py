@@ -45,6 +45,15 @@ def test_derived_columns_by_hand():
     assert len(r) == 4 and r.output_tokens.dtype == np.int64
 
 
+def test_wait_adds_the_decode_pools_admission_by_hand():
+    """Served whole, a request waits its queue_s only; handed to a decode pool, also from its first token to the
+    decode pool's admission: request 0 waits 0 + (1.5 - 0.5), request 2 waits 0 + (4.0 - 3.5)."""
+    assert np.all(np.isnan(records().decode_admitted_s))
+    np.testing.assert_allclose(records().wait_s, records().queue_s)
+    handed = records(decode_admitted_s=[1.5, math.nan, 4.0, math.nan])
+    np.testing.assert_allclose(handed.wait_s, [1.0, 0.5, 0.5, 1.0])
+
+
 def test_summary_latencies_by_hand():
     s = summarize(records(), makespan_s=10.0)
     assert tuple(s) == SUMMARY_METRICS
@@ -170,6 +179,8 @@ def test_iteration_log_by_hand():
         (dict(finish_s=[4.5, 2.0, math.nan, 10.0]), "finite"),
         (dict(output_tokens=[5, 0, 3, 5]), "output_tokens >= 1"),
         (dict(arrival_s=[[0.0, 1.0, 2.0, 3.0]]), "1-D"),
+        (dict(decode_admitted_s=[0.4, math.nan, math.nan, math.nan]), "decode_admitted_s"),  # before its first token
+        (dict(decode_admitted_s=[math.nan, math.nan, math.nan, 10.5]), "decode_admitted_s"),  # after its finish
     ],
 )
 def test_bad_records_fail_loudly(overrides, message):
