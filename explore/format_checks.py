@@ -9,7 +9,7 @@ import itertools
 from typing import Any
 
 from explore.knobs import KNOBS, knobs
-from kernels.formats import NumericFormat, check_group_size
+from kernels.formats import NumericFormat, check_group_size, check_hot_experts
 from kernels.sparsity import sparsity_notice, sparsity_use
 from workloads.errors import InputError
 from workloads.model_config import ModelConfig, load_model_config
@@ -34,6 +34,7 @@ def check_format(parts: dict[str, Any], config: ModelConfig, tp: int = 1) -> Num
     group size that does not fit the model."""
     fmt = NumericFormat(**parts)
     check_group_size(fmt, gemm_k_dims(config, tp), config.name)
+    check_hot_experts(fmt, config.num_experts, config.name)
     return fmt
 
 

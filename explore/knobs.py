@@ -242,6 +242,16 @@ for _name, _help in (
                   help=_help))
 register(Knob(name="edge_layers", type=int, section="format", default=_FORMAT.edge_layers, minimum=1, maximum=500,
               applies="format", help="decoder layers at each end of the model that edge_layer_bits keeps"))
+# Mixed precision by expert (kernels/formats.py NumericFormat.hot_experts: MC-MoE, Li et al. 2024, MxMoE): a share of
+# each MoE layer's routed experts at hot_expert_bits, the rest at the experts' bits; a dense model is refused.
+register(Knob(name="hot_experts", type=float, section="format", default=_FORMAT.hot_experts, minimum=0.0,
+              maximum=1.0, applies="format", label="hot experts", derivable=True,
+              help="share of each MoE layer's routed experts kept at hot_expert_bits (expert-level mixed precision: "
+              "MC-MoE, frequency-based allocation); the rest keep the experts' bits; 0: off; MoE models only",
+              allowed_text="a fraction from 0 to 1 (0: off)"))
+register(Knob(name="hot_expert_bits", type=int, section="format", default=_FORMAT.hot_expert_bits,
+              allowed=OVERRIDE_BITS, applies="format", label="hot expert bits",
+              help="bits of the hot experts (hot_experts); more than the experts' (mlp_weight_bits, else weight_bits)"))
 register(Knob(name="outlier_fraction", type=float, section="format", default=0.0, minimum=0.0,
               maximum=MAX_OUTLIER_FRACTION, applies="format", label="outlier fraction",
               help="fraction of quantized weights kept again in fp16 in a sparse CSR matrix (SpQR ~0.01, SqueezeLLM "

@@ -220,6 +220,8 @@ class GPUModel(DeviceModel):
                         weight_bytes=table.weight_bytes[rows], act_bytes=table.act_bytes[rows],
                         flops_per_s=peak[..., rows], bandwidth_Bps=bandwidth_Bps, fit=fit,
                         cached_bytes=self.replay_cache_bytes, vector_s=vector(rows))
+                    # A layer whose hot experts run apart pays its fixed time (routing, activation, top-k sum) once.
+                    latency = np.where(table.moe_rest_rows[rows], 0.0, latency)
                     put(rows, c, m, busy, latency)
                     gemm = gemm & ~rows  # priced: the GEMM fits below price the MoE rows no MoE fit covers
         if gemm is not None:

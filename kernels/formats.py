@@ -32,6 +32,21 @@ Beyond one set of bits for every weight (kernels/table.py KernelTable.with_forma
   is the fewest bits of the model: an override names more, and the modules it raises keep the element and scale
   types of weight_bits (a width those types do not take is an error). A module raised to 16 bits runs unquantized,
   activations included. Weights outside the decoder layers (the LM head, embeddings) keep weight_bits.
+- Mixed precision by expert (hot_experts, hot_expert_bits): in each MoE layer a share of the routed experts keeps
+  hot_expert_bits and the rest the experts' bits (mlp_weight_bits or weight_bits), as the expert-level methods
+  allocate: MC-MoE (Huang et al., ICLR 2025, arXiv:2410.06270: Pre-Loading Mixed-Precision Quantization, 1-3 bits
+  per expert by a linear program over each expert's importance and routing frequency, 2.54 average bits on
+  Mixtral 8x7B), "Examining Post-Training Quantization for Mixture-of-Experts" (Li et al., 2024, arXiv:2406.08155:
+  the most frequently routed experts at more bits) and MxMoE (Duanmu et al., ICML 2025, arXiv:2505.05799: bits per
+  linear block, by sensitivity and activation frequency). Stored: hot_experts of the experts' parameters at
+  hot_expert_bits (a share of E experts that is no whole number, E x 0.3, is the average over the layers of whole
+  numbers of hot experts). Read: routing is modeled balanced, preferring no expert, so of the n experts a step's
+  tokens reach, n x hot_experts are hot on average; a fused MoE layer prices exactly that share (kernels/moe.py).
+  An eager layer launches whole experts: its hot ones are spread evenly over the expert ids (is_hot_expert), so
+  that the first n experts, the ones balanced routing fills first (workloads/model_config.py balanced_expert_load),
+  hold hot_expert_count(n) of them, n x hot_experts rounded half up (within half an expert of the average). The skew
+  of real routers, whose frequently routed hot experts take more than their share of the tokens, is not modeled.
+  The router's GEMM keeps the MLP's bits.
 - Outliers kept apart (dense-and-sparse): outlier_fraction of each quantized matrix's weights are stored once more
   in 16 bits in a sparse matrix (SpQR, Dettmers et al., ICLR 2024, keeps about 1%; SqueezeLLM, Kim et al., ICML
   2024, 0.05% and 0.45%), in CSR with an fp16 value and a 16-bit column index per outlier, 32 bits (SpQR's
@@ -48,6 +63,7 @@ every family reads the traffic and the GEMM dtype from here.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, replace
 from functools import cached_property
@@ -83,6 +99,9 @@ GROUP_SIZES = (16, 32, 64, 128, 256)
 # Mixed precision: the format fields that keep a part of the model at more bits than weight_bits (0: as weight_bits).
 BIT_OVERRIDES = ("attn_weight_bits", "mlp_weight_bits", "edge_layer_bits")
 OVERRIDE_BITS = (0, *sorted(b for b in ALLOWED_BITS["weight_bits"] if b > 2))
+# The module path of a fused MoE layer's hot experts when they run as a kernel apart (kernels/moe.py).
+HOT_EXPERTS_MODULE = ".experts.hot"
+_EXPERT_INDEX = re.compile(r"\.experts\.(\d+)(\.|$)")
 # Outliers: bits each one stores (fp16 value + 16-bit column index, SpQR's CSR layout; see the module docstring).
 OUTLIER_BITS = 16.0 + 16.0
 # Above 5% of the weights (five times SpQR's ~1%) the sparse part alone costs 1.6 bits a weight, more than the
@@ -154,6 +173,10 @@ class NumericFormat:
     # predictor per layer).
     act_kept: float = 1.0
     act_predictor: str = "none"
+    # Mixed precision by expert (module docstring): the share of each MoE layer's routed experts kept at
+    # hot_expert_bits, the rest at the experts' bits (0: off).
+    hot_experts: float = 0.0
+    hot_expert_bits: int = 0
 
     def __post_init__(self) -> None:
         for name, allowed in ALLOWED_BITS.items():
@@ -198,6 +221,7 @@ class NumericFormat:
                 except ValueError as err:
                     raise ValueError(f"{name}: found {bits}, a width the weights' types do not take ({err}); "
                                      f"allowed: 0, 16 or a width they take") from None
+        self._check_hot_experts()
         if not 0.0 <= self.outlier_fraction <= MAX_OUTLIER_FRACTION:
             raise ValueError(f"outlier_fraction: found {self.outlier_fraction!r}, allowed: a fraction from 0 to "
                              f"{MAX_OUTLIER_FRACTION}")
@@ -210,11 +234,34 @@ class NumericFormat:
             raise ValueError(f"weight_coding: found {self.weight_coding!r} with weight_bits {self.weight_bits}, "
                              f"allowed: none (DFloat11 codes 16-bit weights: weight_bits 16)")
 
+    def _check_hot_experts(self) -> None:
+        """hot_experts is a share of the experts and hot_expert_bits more bits than the experts' in a width the
+        weights' types take; both are normalized to 0 where no expert changes (no share, or the experts' own bits),
+        so equal formats compare equal."""
+        share, bits = self.hot_experts, self.hot_expert_bits
+        if isinstance(share, bool) or not isinstance(share, int | float) or not 0.0 <= share <= 1.0:
+            raise ValueError(f"hot_experts: found {share!r}, allowed: a fraction from 0 to 1 (0: off)")
+        experts = self.mlp_weight_bits or self.weight_bits
+        more = ", ".join(str(b) for b in OVERRIDE_BITS if b > experts) or "none (the experts are at 16 bits)"
+        if bits not in OVERRIDE_BITS or (share and bits < experts):
+            raise ValueError(f"hot_expert_bits: found {bits!r} with the experts at {experts} bits, allowed: 0 (off) "
+                             f"or more bits than the experts' (mlp_weight_bits, else weight_bits): {more}")
+        if not share or bits == experts:
+            object.__setattr__(self, "hot_experts", 0.0)
+            object.__setattr__(self, "hot_expert_bits", 0)
+            return
+        try:
+            self.at_bits(bits)
+        except ValueError as err:
+            raise ValueError(f"hot_expert_bits: found {bits}, a width the weights' types do not take ({err}); "
+                             f"allowed: 0, 16 or a width they take") from None
+
     def at_bits(self, bits: int) -> NumericFormat:
         """The uniform format of weights kept at `bits` bits: this format's element and scale types at that width,
         or the traced 16-bit precision (activations included) at 16 bits. ValueError where the types do not take
         the width."""
-        plain = dict.fromkeys(BIT_OVERRIDES, 0) | {"edge_layers": 1, "outlier_fraction": 0.0, "weight_coding": "none"}
+        plain = dict.fromkeys(BIT_OVERRIDES, 0) | {"edge_layers": 1, "outlier_fraction": 0.0, "weight_coding": "none",
+                                                  "hot_experts": 0.0, "hot_expert_bits": 0}
         if bits >= 16:
             return replace(self, weight_bits=16, act_bits=16, weight_type=INT, act_type=INT, scale_type="fp16",
                            scale_granularity="group", **plain)
@@ -223,18 +270,33 @@ class NumericFormat:
     @cached_property
     def mixed(self) -> bool:
         """Whether some weights are kept at other bits than weight_bits."""
-        return any(getattr(self, name) for name in BIT_OVERRIDES)
+        return any(getattr(self, name) for name in (*BIT_OVERRIDES, "hot_expert_bits"))
 
     @cached_property
     def weight_widths(self) -> tuple[int, ...]:
         """Every weight width the format uses, weight_bits first."""
-        return tuple(dict.fromkeys([self.weight_bits, *(getattr(self, n) for n in BIT_OVERRIDES if getattr(self, n))]))
+        return tuple(dict.fromkeys([self.weight_bits, *(getattr(self, n) for n in (*BIT_OVERRIDES, "hot_expert_bits")
+                                                        if getattr(self, n))]))
 
     def module_bits(self, module: str, edge: bool = False) -> int:
-        """Bits of the weights of a decoder-layer module (an HF module path), in an edge layer or not."""
+        """Bits of the weights of a decoder-layer module (an HF module path), in an edge layer or not: an expert
+        ('.experts.<i>.') or a fused MoE layer's hot experts ('.experts.hot') at hot_expert_bits where it is hot."""
         attention = _ATTENTION_MODULE.search(module) is not None
         bits = (self.attn_weight_bits if attention else self.mlp_weight_bits) or self.weight_bits
+        if self.hot_experts and not attention:
+            index = _EXPERT_INDEX.search(module)
+            if module.endswith(HOT_EXPERTS_MODULE) or (index is not None and self.is_hot_expert(int(index[1]))):
+                bits = self.hot_expert_bits
         return max(bits, self.edge_layer_bits) if edge else bits
+
+    def hot_expert_count(self, experts: int | float) -> int:
+        """Hot experts among the first `experts` expert ids of a layer: experts x hot_experts rounded half up."""
+        return math.floor(experts * self.hot_experts + 0.5) if self.hot_experts else 0
+
+    def is_hot_expert(self, index: int) -> bool:
+        """Whether expert `index` of a layer is hot: the hot ones are spread evenly over the ids, so that every run
+        of first experts holds its share of them (hot_expert_count)."""
+        return self.hot_expert_count(index + 1) > self.hot_expert_count(index)
 
     def is_edge_layer(self, layer: int, num_layers: int) -> bool:
         """Whether decoder layer `layer` of `num_layers` is one of the first or last edge_layers."""
@@ -256,7 +318,8 @@ class NumericFormat:
         if not edge:
             return self
         return replace(self, edge_layer_bits=0, attn_weight_bits=max(self.attn_weight_bits or self.weight_bits, edge),
-                       mlp_weight_bits=max(self.mlp_weight_bits or self.weight_bits, edge))
+                       mlp_weight_bits=max(self.mlp_weight_bits or self.weight_bits, edge),
+                       hot_expert_bits=max(self.hot_expert_bits, edge) if self.hot_experts else 0)
 
     def stored_weight_bits(self, bits: int) -> float:
         """Bits a weight kept at `bits` holds in memory: its storage with its share of the scales, its share of
@@ -266,17 +329,26 @@ class NumericFormat:
         own = self if bits == self.weight_bits else self.at_bits(bits)
         return own.weight_storage_bits + self.outlier_fraction * OUTLIER_BITS
 
-    def stored_weight_scale(self, attn_share: float = 0.0, mlp_share: float = 0.0, num_layers: int = 1) -> float:
+    def stored_weight_scale(self, attn_share: float = 0.0, mlp_share: float = 0.0, num_layers: int = 1,
+                            expert_share: float = 0.0) -> float:
         """Stored weight bytes relative to 16-bit ones, for a model whose attention and MLP weights are these
-        shares of its parameters (the rest, embeddings, head and norms, kept at weight_bits)."""
+        shares of its parameters (the rest, embeddings, head and norms, kept at weight_bits); `expert_share` of them
+        (within the MLP's) are the routed experts, hot_experts of which are hot."""
         def scale(bits: int) -> float:
             return self.stored_weight_bits(bits) / 16.0
 
+        def at(module: str) -> float:  # a module's scale, averaged over edge and inner layers
+            return (1.0 - edge) * scale(self.module_bits(module)) + edge * scale(self.module_bits(module, edge=True))
+
         edge = self.edge_share(num_layers)
         other = 1.0 - attn_share - mlp_share
-        layer_scale = sum(share * ((1.0 - edge) * scale(self.module_bits(name)) + edge * scale(
-            self.module_bits(name, edge=True))) for share, name in ((attn_share, "self_attn"), (mlp_share, "mlp")))
-        return other * scale(self.weight_bits) + layer_scale
+        hot = self.hot_experts if expert_share else 0.0
+        # The hot experts' share of the parameters moves from the MLP's bits to hot_expert_bits.
+        layer_scale = sum(share * at(name) for share, name in ((attn_share, "self_attn"), (mlp_share, "mlp")))
+        if not hot:
+            return other * scale(self.weight_bits) + layer_scale
+        return other * scale(self.weight_bits) + layer_scale + expert_share * hot * (
+            at("mlp" + HOT_EXPERTS_MODULE) - at("mlp"))
 
     def _check_math_pair(self) -> None:
         """Quantized activations meet the weights in one math dtype: integer activations take integer (or
@@ -364,6 +436,7 @@ class NumericFormat:
                  f"attn{self.attn_weight_bits}" if self.attn_weight_bits else "",
                  f"mlp{self.mlp_weight_bits}" if self.mlp_weight_bits else "",
                  f"edge{self.edge_layers}x{self.edge_layer_bits}" if self.edge_layer_bits else "",
+                 f"hot{self.hot_experts:g}x{self.hot_expert_bits}" if self.hot_experts else "",
                  f"out{self.outlier_fraction:g}" if self.outlier_fraction else "",
                  self.weight_coding if self.weight_coding != "none" else "",
                  f"act{self.act_kept:g}" if self.act_kept < 1.0 else "",
@@ -385,3 +458,11 @@ def check_group_size(fmt: NumericFormat, k_dims: dict[str, int], model: str) -> 
                          f"divisor of every GEMM's k ({', '.join(map(str, ks))}): "
                          f"{', '.join(map(str, fits)) or 'none of ' + ', '.join(map(str, GROUP_SIZES))}, or "
                          f"scale_granularity channel")
+
+
+def check_hot_experts(fmt: NumericFormat, num_experts: int, model: str) -> None:
+    """ValueError ('hot_experts: found X, allowed: 0') where a format keeps hot experts of a model without routed
+    experts: a dense model has none to keep."""
+    if fmt.hot_experts and not num_experts:
+        raise ValueError(f"hot_experts: found {fmt.hot_experts:g} on {model}, a dense model (no routed experts), "
+                         f"allowed: 0 (hot experts are a share of an MoE layer's experts)")

@@ -18,9 +18,20 @@ def layer_param_shares(config: ModelConfig) -> tuple[float, float]:
     return (total - no_attention) / total, (total - no_mlp) / total
 
 
+def expert_param_share(config: ModelConfig) -> float:
+    """The routed experts' parameters as a fraction of the model's: the MoE layers' MLP parameters less their
+    routers' (hidden x experts each, as ModelConfig.param_count counts them); 0 for a dense model."""
+    if not config.num_experts:
+        return 0.0
+    _, mlp = layer_param_shares(config)
+    return mlp - config.num_layers * config.hidden_size * config.num_experts / config.param_count()
+
+
 def stored_weight_scale(fmt: NumericFormat, config: ModelConfig) -> float:
     """Bytes a format stores of `config`'s weights relative to 16-bit ones (NumericFormat.stored_weight_scale)."""
     if not fmt.mixed:
         return fmt.stored_weight_scale()
     attention, mlp = layer_param_shares(config)
-    return fmt.stored_weight_scale(attention, mlp, config.num_layers)
+    if not fmt.hot_experts:
+        return fmt.stored_weight_scale(attention, mlp, config.num_layers)
+    return fmt.stored_weight_scale(attention, mlp, config.num_layers, expert_param_share(config))

@@ -32,12 +32,25 @@ A router that picks k distinct experts uniformly at random per token would touch
 E x (1 - (1 - k/E)^tokens) (each expert missed by a token with probability 1 - k/E, independently over tokens;
 e.g. 161 of DeepSeek-V3's 256 experts at 32 tokens, top-8, against 256 balanced): the max-spread model is the
 upper bound of weight traffic at a given batch, and skewed (power-law) routing touches fewer still.
+
+Experts at two widths (NumericFormat.hot_experts): a grouped-GEMM kernel is built for one weight type (vLLM's
+fused_experts takes one quantization config per layer), so a layer whose hot experts keep more bits runs as two fused
+MoE kernels (as MLX's QuantizedSwitchLinear, one width per tensor, makes per-expert mixed bits group the experts by
+width into a kernel each: "Per-Expert Mixed-Bit Quantization via Mask-and-Combine Dispatch", Black Sheep AI Research,
+2026), its hot experts (module '<layer>.experts.hot') and the others ('<layer>.experts.cold'), each with its experts'
+share of the layer's rows and traffic (hot_expert_parts); the layer's routing, activation and top-k sum run once, so
+cost models charge its fixed time to the hot part only (KernelTable.moe_rest_rows). MxMoE (Duanmu et al., ICML 2025,
+arXiv:2505.05799) generates one grouped GEMM over blocks of several precisions instead; its single launch is not
+modeled. The routing model prefers no expert, so of the experts a layer's rows reach, hot_experts are hot on average
+(a fractional number of experts, as `m` is a fractional number of rows); the skew of real routers toward their
+frequently routed hot experts is not modeled.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from kernels.formats import HOT_EXPERTS_MODULE, NumericFormat
 from kernels.kernel import Kernel, KernelKind
 from workloads.model_config import balanced_expert_load
 
@@ -90,3 +103,34 @@ def fused_moe_kernel(*, tokens: float, routed: float, touched: float, hidden: in
         weight_bytes=touched * expert_bytes(hidden, inter, weight_width),
         act_bytes=fused_moe_act_bytes(tokens, routed, hidden, inter, act_width, routed_all), kv_bytes=0.0,
         m=routed / touched if touched else 0.0, n=MATRICES * inter, k=hidden, batch=touched)
+
+
+# The module suffix of a fused MoE layer's experts at the MLP's bits when its hot experts run apart.
+COLD_EXPERTS_MODULE = ".experts.cold"
+
+
+def is_split(module: str) -> bool:
+    """Whether a fused MoE kernel runs a part of its layer's experts (hot_expert_parts)."""
+    return module.endswith((HOT_EXPERTS_MODULE, COLD_EXPERTS_MODULE))
+
+
+def part_experts(module: str, experts: float, fmt: NumericFormat) -> float:
+    """Experts a fused MoE kernel runs of `experts` its layer reaches: the hot ones, the others, or all (hot:
+    the hot_experts share of them, on average under routing that prefers no expert)."""
+    if module.endswith(HOT_EXPERTS_MODULE):
+        return experts * fmt.hot_experts
+    if module.endswith(COLD_EXPERTS_MODULE):
+        return experts - experts * fmt.hot_experts
+    return experts
+
+
+def hot_expert_parts(module: str, experts: float, fmt: NumericFormat) -> tuple[tuple[str, float], ...]:
+    """(module, experts) of each kernel a fused MoE kernel of module `module` over `experts` experts runs as under
+    `fmt`: its hot experts and the others (module docstring), or itself where all of them are at one width."""
+    if not fmt.hot_experts or is_split(module):
+        return ((module, experts),)
+    layer = module.removesuffix(".experts")
+    if fmt.hot_experts >= 1.0:
+        return ((layer + HOT_EXPERTS_MODULE, experts),)
+    return ((layer + HOT_EXPERTS_MODULE, part_experts(HOT_EXPERTS_MODULE, experts, fmt)),
+            (layer + COLD_EXPERTS_MODULE, part_experts(COLD_EXPERTS_MODULE, experts, fmt)))

@@ -34,12 +34,12 @@ from functools import lru_cache
 
 import numpy as np
 
-from kernels.formats import NumericFormat
+from kernels.formats import HOT_EXPERTS_MODULE, NumericFormat
 from kernels.fusion import fuse
 from kernels.kernel import KernelKind
 from kernels.kv_policy import Window, decode_reads, flops_per_read
 from kernels.lowering import lower_trace
-from kernels.moe import MATRICES, balanced_routing, fused_moe_act_bytes
+from kernels.moe import COLD_EXPERTS_MODULE, MATRICES, balanced_routing, fused_moe_act_bytes, part_experts
 from kernels.table import KIND_CODE, KernelTable
 from workloads.model_config import ModelConfig, balanced_expert_load
 from workloads.op_costs import causal_pairs
@@ -278,7 +278,11 @@ class StepTemplate:
         touched = np.ones(len(moe))
         columns["batch"] = self.linear.batch.astype(float).copy()
         k, per_expert = self.experts_per_token, self.linear.n / MATRICES
+        layer_held = _layer_experts(self.linear, moe)
         for i in np.flatnonzero(moe):
+            if i in layer_held:  # a part of a layer's experts (hot or not: kernels/moe.py hot_expert_parts)
+                touched[i] = self._moe_part(columns, tokens, i, layer_held[i])
+                continue
             held = int(self.linear.batch[i])  # every expert of the device got tokens in the trace
             reached, routed = _routing(tokens, k, self.num_experts, held)
             _, traced = _routing(int(self.traced_tokens), k, self.num_experts, held)
@@ -291,6 +295,25 @@ class StepTemplate:
             columns["m"][i] = routed / max(reached, 1)
             columns["batch"][i] = touched[i] = reached
         return touched
+
+    def _moe_part(self, columns: dict[str, np.ndarray], tokens: int, i: int, held: int) -> float:
+        """_fused_moe of row `i`, the kernel of a part of a layer of `held` experts on the device: the layer's
+        routing, of which the part runs the experts hot_expert_parts gives it and their share of the rows."""
+        k, module, fmt = self.experts_per_token, self.linear.kernels[i].module, self.linear.numeric_format
+        reached_all, routed_all = _routing(tokens, k, self.num_experts, held)
+        _, traced_all = _routing(int(self.traced_tokens), k, self.num_experts, held)
+        reached = part_experts(module, float(reached_all), fmt)
+        share = reached / reached_all if reached_all else 0.0
+        traced_share = self.linear.batch[i] / held  # every expert of the device got tokens in the trace
+        hidden, inter = self.linear.k[i], self.linear.n[i] / MATRICES
+        act = (fused_moe_act_bytes(tokens, routed_all, hidden, inter, 1.0) /
+               fused_moe_act_bytes(self.traced_tokens, traced_all, hidden, inter, 1.0))
+        columns["flops"][i] *= routed_all * share / (traced_all * traced_share)
+        columns["act_bytes"][i] *= act * share / traced_share
+        columns["weight_bytes"][i] *= reached / self.linear.batch[i]
+        columns["m"][i] = routed_all / max(reached_all, 1)  # every part's experts get the layer's rows per expert
+        columns["batch"][i] = reached
+        return reached
 
     def _decode_attention(self, shape: StepShape) -> KernelTable:
         """One layer's decode attention: each decoding sequence reads its keys once, for each of its query tokens
@@ -312,6 +335,23 @@ class StepTemplate:
                        act_bytes=row.act_bytes * tokens / self.traced_prefill_tokens,
                        kv_bytes=np.array([shape.prefill_cached * kv_bytes_per_key]), batch=np.array([float(seqs)]),
                        q_len=np.array([tokens / seqs]), kv_len=np.array([(tokens + shape.prefill_cached) / seqs]))
+
+
+def _layer_experts(linear: KernelTable, moe: np.ndarray) -> dict[int, int]:
+    """Of the fused MoE rows that run a part of their layer's experts (kernels/moe.py is_split), the experts of the
+    whole layer on the device: a hot part's own, or with the other experts' part that follows it (the split puts
+    it right after; an edge-layer template appends its rows in pairs too, kernels/mixed_layers.py)."""
+    held: dict[int, int] = {}
+    for i in np.flatnonzero(moe).tolist():
+        module = linear.kernels[i].module
+        if not module.endswith(HOT_EXPERTS_MODULE):
+            continue
+        layer, after = module.removesuffix(HOT_EXPERTS_MODULE), i + 1
+        if after < len(linear) and moe[after] and linear.kernels[after].module == layer + COLD_EXPERTS_MODULE:
+            held[i] = held[after] = round(float(linear.batch[i] + linear.batch[after]))
+        else:
+            held[i] = round(float(linear.batch[i]))
+    return held
 
 
 def _check_aligned(ref: KernelTable, other: KernelTable, name: str) -> None:

@@ -12,6 +12,7 @@ from kernels.format_kernels import FORMAT_OPS, decompression_kernels, outlier_ke
 from kernels.formats import DENSE, NumericFormat
 from kernels.kernel import KIND_CLASS, Kernel, KernelKind
 from kernels.kv_policy import Window, decode_reads
+from kernels.moe import COLD_EXPERTS_MODULE, hot_expert_parts
 from kernels.sparsity import ACTIVATION, DEJA_VU_RANK, PREDICTOR_BITS, parse_sparsity, union_share
 
 KINDS = tuple(KernelKind)
@@ -277,7 +278,12 @@ class KernelTable:
         Each weight GEMM takes the bits of its module and layer (NumericFormat.module_bits: a mixed format keeps
         some at more bits than weight_bits, each run as the uniform format of its width, NumericFormat.at_bits);
         `num_layers`, the model's decoder layers, says which are its last layers (default: the table's own, which
-        holds the whole model)."""
+        holds the whole model). A fused MoE layer whose hot experts keep more bits runs them as a kernel apart
+        (kernels/moe.py hot_expert_parts)."""
+        if fmt.hot_experts:
+            split = self._hot_experts_apart(fmt)
+            if split is not None:
+                return split.with_format(fmt, num_layers)
         # Weight GEMMs: projections, and fused MoE layers (grouped GEMMs over the experts' weights).
         weight_gemm = np.isin(self.kind, _WEIGHT_KINDS) & (self.weight_bytes > 0)
         bits = self._format_bits(fmt, weight_gemm, num_layers)
@@ -311,6 +317,25 @@ class KernelTable:
             return table
         return KernelTable.concat([table, replace(KernelTable.from_kernels(added), numeric_format=fmt)])
 
+    def _hot_experts_apart(self, fmt: NumericFormat) -> KernelTable | None:
+        """The table with each fused MoE row of experts at two widths split into its hot and other experts' rows,
+        each with its experts' share of the work and traffic (kernels/moe.py hot_expert_parts); None where no row
+        splits."""
+        moe = np.flatnonzero(self.kind == KIND_CODE[KernelKind.MOE]).tolist()
+        parts = {i: hot_expert_parts(self.kernels[i].module, float(self.batch[i]), fmt) for i in moe}
+        if all(part == ((self.kernels[i].module, float(self.batch[i])),) for i, part in parts.items()):
+            return None
+        index, share, batch, kernels = [], [], [], []
+        for i, kernel in enumerate(self.kernels):
+            for module, experts in parts.get(i, ((kernel.module, float(self.batch[i])),)):
+                index.append(i)
+                share.append(experts / float(self.batch[i]) if i in parts else 1.0)
+                batch.append(experts)
+                kernels.append(replace(kernel, module=module, batch=experts) if i in parts else kernel)
+        rows, share = self.select(np.array(index)), np.array(share)
+        work = {name: getattr(rows, name) * share for name in ("flops", "weight_bytes", "act_bytes", "kv_bytes")}
+        return replace(rows, kernels=tuple(kernels), batch=np.array(batch), **work)
+
     def _format_bits(self, fmt: NumericFormat, weight_gemm: np.ndarray, num_layers: int | None) -> np.ndarray:
         """Bits of each row's weights under a format (16 where the row has no weight GEMM)."""
         if not fmt.mixed:
@@ -324,6 +349,13 @@ class KernelTable:
             bits[i] = fmt.weight_bits if layer is None else fmt.module_bits(
                 self.kernels[i].module, fmt.is_edge_layer(layer, num_layers))
         return bits
+
+    @cached_property
+    def moe_rest_rows(self) -> np.ndarray:
+        """Fused MoE rows of the other experts of a layer whose hot experts run as a kernel apart (kernels/moe.py
+        hot_expert_parts): the layer's routing, activation and top-k sum run once, priced with its hot experts."""
+        return np.array([k.kind == KernelKind.MOE and k.module.endswith(COLD_EXPERTS_MODULE) for k in self.kernels],
+                        dtype=bool)
 
     @cached_property
     def format_rows(self) -> np.ndarray:
