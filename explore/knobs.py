@@ -242,8 +242,9 @@ for _name, _help in (
                   help=_help))
 register(Knob(name="edge_layers", type=int, section="format", default=_FORMAT.edge_layers, minimum=1, maximum=500,
               applies="format", help="decoder layers at each end of the model that edge_layer_bits keeps"))
-# Mixed precision by expert (kernels/formats.py NumericFormat.hot_experts: MC-MoE, Li et al. 2024, MxMoE): a share of
-# each MoE layer's routed experts at hot_expert_bits, the rest at the experts' bits; a dense model is refused.
+# Mixed precision by expert (kernels/formats.py NumericFormat.hot_experts: MC-MoE, Huang et al. 2025; Li et al. 2024;
+# MxMoE): a share of each MoE layer's routed experts at hot_expert_bits, the rest at the experts' bits; a dense model
+# is refused.
 register(Knob(name="hot_experts", type=float, section="format", default=_FORMAT.hot_experts, minimum=0.0,
               maximum=1.0, applies="format", label="hot experts", derivable=True,
               help="share of each MoE layer's routed experts kept at hot_expert_bits (expert-level mixed precision: "

@@ -127,9 +127,11 @@ class GPUModel(DeviceModel):
         if cal is None or plan is None or not plan.variant:
             return cal
         variants = self.__dict__.setdefault("_variant_calibrations", {})
-        if plan.variant not in variants:
-            variants[plan.variant] = cal.with_variant(plan.variant)
-        return variants[plan.variant]
+        key = (plan.gemm_variant, plan.variant)
+        if key not in variants:  # the GEMM fallback first, so that the plan's own variant prices what it has fits for
+            base = cal.with_variant(plan.gemm_variant) if plan.gemm_variant else cal
+            variants[key] = base.with_variant(plan.variant)
+        return variants[key]
 
     def row_plans(self, table: KernelTable) -> list[tuple[QuantPlan, np.ndarray]]:
         """The plan of each weight width of a table's quantized GEMMs and its rows: one for a uniform format, one per
@@ -221,7 +223,8 @@ class GPUModel(DeviceModel):
                         flops_per_s=peak[..., rows], bandwidth_Bps=bandwidth_Bps, fit=fit,
                         cached_bytes=self.replay_cache_bytes, vector_s=vector(rows))
                     # A layer whose hot experts run apart pays its fixed time (routing, activation, top-k sum) once.
-                    latency = np.where(table.moe_rest_rows[rows], 0.0, latency)
+                    if table.numeric_format is not None and table.numeric_format.hot_experts:
+                        latency = np.where(table.moe_rest_rows[rows], 0.0, latency)
                     put(rows, c, m, busy, latency)
                     gemm = gemm & ~rows  # priced: the GEMM fits below price the MoE rows no MoE fit covers
         if gemm is not None:

@@ -20,7 +20,9 @@ The model, per GEMM with quantized weights (kernels/formats.py):
 - Weights narrower than fp8 activations (int4 or fp4 e2m1) are converted to fp8 on the CUDA cores (the plan's notice
   says so), except MXFP4 weights (e2m1, an e8m0 scale per 32) on a GPU with fp4 tensor cores: Blackwell's
   block-scaled MMA of kind mxf8f6f4 takes them beside MXFP8 activations as they are (hw_models/gpu_moe.py), at the
-  fp8 rate, and its fused MoE layers take the fit of the measured MXFP4 x MXFP8 MoE kernel ('fp8/w4fp4').
+  fp8 rate, and its fused MoE layers take the fit of the measured MXFP4 x MXFP8 MoE kernel ('fp8/w4fp4'); its other
+  GEMMs, measured nowhere as W4A8, take the fit of the block-scaled fp8 GEMMs MXFP8 runs on ('fp8/block128', the
+  plan's gemm_variant): the same block-scaled MMA with 8-bit weights.
 
 Dequantization work, in 32-bit lane instructions per weight element (counted from the kernels' code):
 - int8 -> fp16: 1.0 (two prmt.b32 and two sub.f16x2 per four values: FasterTransformer's / TensorRT-LLM's
@@ -120,6 +122,7 @@ class QuantPlan:
     notice: str  # what a user should know ('' when the GPU runs the format as it is)
     mixed_input: bool = False  # 16-bit activations times quantized weights (weight-only): MIXED_INPUT_TILES
     rows_per_pass: float = M_TILE_ROWS  # output rows whose work one pass over the weights serves
+    gemm_variant: str = ""  # variant of its GEMMs where no GEMM fit has `variant` ('': as variant)
 
     @property
     def emulated(self) -> bool:
@@ -163,18 +166,20 @@ def quant_plan(fmt: NumericFormat | None, peak_TFLOPS, gpu: str, traced_dtype: s
     math = fallback_dtype(peak_TFLOPS, dtype, default=())
     if math == dtype:
         notice = ""
+        mx_fp4 = _mx_fp4_weights_on_fp8(fmt, dtype)
         if dtype == "int8" and fmt.weight_bits < 8:  # W4A8: the int4 weights are widened to int8 lanes
             ops = QSERVE_W4A8_OPS if fmt.scale_type == "two_level" else (
                 unpack_ops(fmt.weight_bits, fmt.weight_type) + _scale_ops(fmt))
-        elif _mx_fp4_weights_on_fp8(fmt, dtype) and "fp4" in peak_TFLOPS:  # Blackwell's mxf8f6f4 MMA takes them
+        elif mx_fp4 and "fp4" in peak_TFLOPS:  # Blackwell's mxf8f6f4 MMA takes them
             return QuantPlan(dtype=dtype, math_dtype=dtype, weight_ops=0.0, act_ops=0.0, notice="",
-                             variant=quantized_weight_key(fmt.weight_bits, fmt.weight_type, dtype))
+                             variant=quantized_weight_key(fmt.weight_bits, fmt.weight_type, dtype),
+                             gemm_variant=fmt.block_scaled_variant)
         elif dtype in FLOAT_TYPES.values() and (fmt.weight_type != fmt.act_type or fmt.weight_bits < fmt.act_bits):
             ops = unpack_ops(fmt.weight_bits, fmt.weight_type) + _scale_ops(fmt)  # e.g. int4 weights, fp8 math
             notice = (f"{fmt.weight_type} weights converted to {dtype} on {gpu}'s CUDA cores ({ops:g} instructions "
                       f"per weight and pass) for {dtype} math" + (
                           ": no fp4 tensor cores to take them beside fp8 activations (Blackwell's block-scaled MMA "
-                          "does)" if _mx_fp4_weights_on_fp8(fmt, dtype) else ""))
+                          "does)" if mx_fp4 else ""))
         else:
             ops = 0.0
         return QuantPlan(dtype=dtype, math_dtype=dtype, weight_ops=ops, act_ops=0.0,

@@ -43,7 +43,7 @@ ROW_KINDS = (*KERNEL_NAMES, DECODE_STEP)
 # timed over the loop (device time, or the host's launch interval where that is longer); isolated: one call
 # between events on an idle device (device time plus the host launch).
 TIMINGS = ("kernel", "graph", "eager", "isolated")
-# How a weight-only row's ('wXaY') quantized weights are stored, beyond NumericFormat's defaults (integer values,
+# How a quantized row's ('wXaY') operands are stored, beyond NumericFormat's defaults (integer values,
 # a 16-bit scale per 128): 'group32', a 16-bit scale per 32 (Kimi-K2.5's native INT4, Marlin MoE:
 # kernels/aiconfigurator_import.py); 'mxfp4', fp4 e2m1 values with an e8m0 scale per 32 (OCP MX v1.0, Table 1);
 # 'mxfp4_mxfp8', those weights meeting MXFP8 activations (fp8 e4m3, an e8m0 scale per 32, the same table) in a 'w4a8'

@@ -32,6 +32,5 @@ def stored_weight_scale(fmt: NumericFormat, config: ModelConfig) -> float:
     if not fmt.mixed:
         return fmt.stored_weight_scale()
     attention, mlp = layer_param_shares(config)
-    if not fmt.hot_experts:
-        return fmt.stored_weight_scale(attention, mlp, config.num_layers)
-    return fmt.stored_weight_scale(attention, mlp, config.num_layers, expert_param_share(config))
+    experts = expert_param_share(config) if fmt.hot_experts else 0.0
+    return fmt.stored_weight_scale(attention, mlp, config.num_layers, experts)

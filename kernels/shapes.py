@@ -30,7 +30,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 import numpy as np
 
@@ -278,7 +278,7 @@ class StepTemplate:
         touched = np.ones(len(moe))
         columns["batch"] = self.linear.batch.astype(float).copy()
         k, per_expert = self.experts_per_token, self.linear.n / MATRICES
-        layer_held = _layer_experts(self.linear, moe)
+        layer_held = self._split_experts
         for i in np.flatnonzero(moe):
             if i in layer_held:  # a part of a layer's experts (hot or not: kernels/moe.py hot_expert_parts)
                 touched[i] = self._moe_part(columns, tokens, i, layer_held[i])
@@ -295,6 +295,12 @@ class StepTemplate:
             columns["m"][i] = routed / max(reached, 1)
             columns["batch"][i] = touched[i] = reached
         return touched
+
+    @cached_property
+    def _split_experts(self) -> dict[int, int]:
+        """_layer_experts of the template's rows, found once: the rows are fixed, so no iteration repeats it (a
+        template without hot experts has none, at no cost per iteration)."""
+        return _layer_experts(self.linear, self.linear.kind == _MOE)
 
     def _moe_part(self, columns: dict[str, np.ndarray], tokens: int, i: int, held: int) -> float:
         """_fused_moe of row `i`, the kernel of a part of a layer of `held` experts on the device: the layer's

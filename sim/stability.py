@@ -88,7 +88,11 @@ def queue_stability(arrival_s, wait_s, e2e_s, *, growth_limit: float = GROWTH_LI
     growth = float(np.polyfit(time_s, waited_s, 1)[0])
     # The slope's standard error from the batch-to-batch slopes: a growing queue's waits are a random walk with
     # drift, whose steps (unlike its levels) are independent.
-    steps = np.diff(waited_s) / np.diff(time_s)
+    spans_s = np.diff(time_s)
+    if not (spans_s > 0).all():  # batches arriving at one instant (rounded timestamps): no batch-to-batch slope
+        return unjudged("batches of its requests arrive at the same time, so the growth of their waits has no "
+                        "standard error")
+    steps = np.diff(waited_s) / spans_s
     error = float(np.std(steps, ddof=1) / math.sqrt(steps.size))
     if growth - error > growth_limit:
         return Stability(judged=True, growth=growth, limit=growth_limit,

@@ -166,6 +166,12 @@ def test_the_4us_floor_of_vidurs_gemms_is_the_devices(h100_rows, h200_rows):
     assert 0.75 < h100_Bps / 3350e9 < 0.95 and 0.75 < h200_Bps / 4800e9 < 0.95, (h100_Bps, h200_Bps)
 
 
+def _intensity(shape: tuple) -> float:
+    """FLOPs per byte of a 16-bit GEMM of this (m, n, k): both operands read and the output written once."""
+    m, n, k = shape
+    return 2.0 * m * n * k / (2.0 * (m * k + k * n + m * n))
+
+
 def _medians(rows) -> dict[tuple, float]:
     times: dict[tuple, list[float]] = {}
     for r in rows:
@@ -179,11 +185,7 @@ def test_sources_agree_on_memory_bound_shapes_once_bandwidth_is_counted(h100_row
     (here the bandwidth ratio 4,800 / 3,350 = 1.43), has a median within 15% of 1: the sources disagree where the
     math bounds the GEMM (test above), not in how they time memory-bound kernels."""
     h100, h200 = _medians(h100_rows), _medians(h200_rows)
-
-    def intensity(s):
-        m, n, k = s
-        return 2.0 * m * n * k / (2.0 * (m * k + k * n + m * n))
-    shared = [s for s in set(h100) & set(h200) if intensity(s) < 100]
+    shared = [s for s in set(h100) & set(h200) if _intensity(s) < 100]
     assert len(shared) >= 100
     excess = np.median([h100[s] / h200[s] / (4800 / 3350) for s in shared])
     assert 0.85 < excess < 1.15, excess
@@ -212,11 +214,7 @@ def _mid_m_shared(h100_rows, h200_rows) -> list[tuple]:
     """Shapes both sources timed with m of 65-256 and an arithmetic intensity of at least 100 FLOP/B (above the
     memory-bound set of test_sources_agree_on_memory_bound_shapes_once_bandwidth_is_counted)."""
     h100, h200 = _medians(h100_rows), _medians(h200_rows)
-
-    def intensity(s):
-        m, n, k = s
-        return 2.0 * m * n * k / (2.0 * (m * k + k * n + m * n))
-    return sorted(s for s in set(h100) & set(h200) if 64 < s[0] <= 256 and intensity(s) >= 100)
+    return sorted(s for s in set(h100) & set(h200) if 64 < s[0] <= 256 and _intensity(s) >= 100)
 
 
 def test_mid_m_gemms_scale_with_bandwidth_not_peak_math(h100_rows, h200_rows):

@@ -89,3 +89,12 @@ def test_noisy_short_runs_over_the_service_rate_are_never_called_stable(load):
     verdicts = [queue_stability(*_md1(load, 100, seed)) for seed in range(10)]
     assert not any(v.stable for v in verdicts)
     assert any(not v.judged and "vary too much" in v.reason for v in verdicts)
+
+
+def test_batches_arriving_at_one_instant_are_not_judged():
+    """Arrival times rounded to whole seconds put whole batches at one instant: the batch-to-batch slopes divide by
+    zero, so no error bounds the growth, and the run is not judged (it was once judged with an empty reason)."""
+    arrival_s = np.repeat(np.arange(8.0), 100)  # 8 bursts of 100 requests, one a second
+    wait_s = 0.5 * arrival_s  # waits growing 0.5 s per s, ten times the limit
+    verdict = queue_stability(arrival_s, wait_s, np.full(arrival_s.size, 0.5))
+    assert not verdict.judged and not verdict.stable and "same time" in verdict.reason
