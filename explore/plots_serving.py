@@ -15,11 +15,13 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
 from explore.plots import MS, grouped_bars_figure, wide_range
 
 LIMIT_COLOR = "#444444"
 TIMELINE_WINDOWS = 200  # the timeline shows time-weighted means over this many windows of each run
+NOT_JUDGED_MARK = "\u2020"  # a dagger after a capacity its search could not judge (capacity_judged 0)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -216,15 +218,28 @@ def rate_figure(series: Sequence[RateSeries], panels: Sequence[Panel]) -> Figure
     return fig
 
 
+def _capacity_label(capacity_rps: float, judged: bool) -> str:
+    """A capacity bar's label: its value, 'none' at zero, '' for NaN (no bar); NOT_JUDGED_MARK after an unjudged one."""
+    if not math.isfinite(capacity_rps):
+        return ""
+    return ("none" if capacity_rps == 0 else f"{capacity_rps:.3g}") + ("" if judged else NOT_JUDGED_MARK)
+
+
 def capacity_figure(groups: Sequence[str], capacity_rps: Mapping[str, Sequence[float]],
-                    colors: Mapping[str, str]) -> Figure:
+                    colors: Mapping[str, str], judged: Mapping[str, Sequence[bool]] | None = None) -> Figure:
     """Grouped bars: one group per design (device, format, ...), one bar per scheduler, the value on each bar;
-    a zero bar (no rate meets the SLO) is labeled 'none'; NaN draws no bar."""
+    a zero bar (no rate meets the SLO) is labeled 'none'; NaN draws no bar. A capacity `judged` marks False
+    (its search stopped on a run too short or noisy to judge, sim/capacity.py) is a hollow bar whose label ends in
+    NOT_JUDGED_MARK, with a legend entry saying so; without `judged` every capacity counts as judged."""
     fig, ax, x, bars = grouped_bars_figure(groups, capacity_rps, height_in=4.6, colors=colors)
-    for container, values in zip(bars, capacity_rps.values(), strict=True):
+    marks = {name: list((judged or {}).get(name, [True] * len(values))) for name, values in capacity_rps.items()}
+    for (name, values), container in zip(capacity_rps.items(), bars, strict=True):
         heights = np.asarray(values, dtype=float)
-        ax.bar_label(container, labels=["none" if h == 0 else "" if not math.isfinite(h) else f"{h:.3g}"
-                                        for h in heights], fontsize=8, padding=2)
+        for bar, ok in zip(container, marks[name], strict=True):
+            if not ok:  # hollow, as a rate figure's hollow marker: not a verdict on the design
+                bar.set(facecolor="white", edgecolor=colors[name], linewidth=1.5)
+        ax.bar_label(container, labels=[_capacity_label(h, ok) for h, ok in zip(heights, marks[name], strict=True)],
+                     fontsize=8, padding=2)
     rotate = len(groups) > 4 or sum(len(g) for g in groups) > 60
     ax.set_xticks(x, [textwrap.fill(g, 28) for g in groups], rotation=20 if rotate else 0,
                   ha="right" if rotate else "center", fontsize=8)
@@ -232,8 +247,16 @@ def capacity_figure(groups: Sequence[str], capacity_rps: Mapping[str, Sequence[f
     ax.set_ylim(0, max([np.nanmax(np.asarray(v, dtype=float), initial=0.0) for v in capacity_rps.values()]
                        + [1e-9]) * 1.15)
     ax.grid(True, axis="y", alpha=0.3)
-    fig.legend(loc="outside lower center", ncols=min(len(capacity_rps), 4), fontsize=8, frameon=False,
-               title="scheduler", title_fontsize=8)
+    handles = [Patch(color=colors[name], label=name) for name in capacity_rps]
+    unjudged = any(not ok and math.isfinite(h) for name, values in capacity_rps.items()
+                   for h, ok in zip(np.asarray(values, dtype=float), marks[name], strict=True))
+    if unjudged:
+        handles.append(Patch(facecolor="white", edgecolor=LIMIT_COLOR, linewidth=1.5,
+                             label=f"hollow, {NOT_JUDGED_MARK}: not judged (too few requests to tell whether the "
+                                   "queue keeps up; raise the number of requests)"))
+    fig.legend(handles=handles, loc="outside lower center", fontsize=8, frameon=False, title="scheduler",
+               title_fontsize=8, ncols=_legend_columns([h.get_label() for h in handles]) if unjudged
+               else min(len(handles), 4))
     return fig
 
 

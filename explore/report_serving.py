@@ -18,6 +18,7 @@ from explore.design_point import generic_knobs
 from explore.metrics import better_first
 from explore.plots import figure_png
 from explore.plots_serving import (
+    NOT_JUDGED_MARK,
     TIMELINE_WINDOWS,
     Limit,
     Panel,
@@ -52,6 +53,7 @@ from explore.rows import (
 )
 from explore.sweep import Constraint
 from sim.slowdown import METRICS as SLOWDOWN_OF
+from sim.stability import GROWTH_LIMIT
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -132,6 +134,35 @@ def _load(row: dict[str, Any]) -> float:
     """The rate a row ran at: its arrival rate, or its capacity when the sweep searched capacity."""
     rate = _rate(row)
     return rate if math.isfinite(rate) else _number(row, "capacity_rps")
+
+
+def searched_capacity(row: dict[str, Any]) -> bool:
+    """Whether a row holds a capacity its sweep searched (capacity_rps set, feasible)."""
+    return is_feasible(row) and _has(row, "capacity_rps")
+
+
+def capacity_unjudged(row: dict[str, Any]) -> bool:
+    """Whether a row's capacity is not judged (capacity_judged 0, sim/capacity.py); False where the folder has no
+    capacity_judged column (written before it existed)."""
+    return searched_capacity(row) and "capacity_judged" in row and not row["capacity_judged"]
+
+
+MAX_NOTES = 3  # unjudged capacities whose capacity_note a caption or table note quotes
+
+
+def unjudged_footnote(rows: Sequence[dict[str, Any]], knobs: Sequence[str], marks: str) -> str:
+    """A footnote line for the unjudged capacities among rows, opening with `marks` (what marks them: 'X marks'),
+    quoting each one's capacity_note (the first MAX_NOTES) and saying what to do; '' when every capacity is judged."""
+    unjudged = [row for row in rows if capacity_unjudged(row)]
+    if not unjudged:
+        return ""
+    quoted = "; ".join(f"{serving_label(row, knobs, rate=False)} at {_number(row, 'capacity_rps'):.3g} req/s: "
+                       f"\"{row.get('capacity_note') or 'no note recorded'}\"" for row in unjudged[:MAX_NOTES])
+    more = (f"; {count_label(len(unjudged) - MAX_NOTES, 'more')} in results.csv" if len(unjudged) > MAX_NOTES else "")
+    one = len(unjudged) == 1
+    return (f"{marks} a capacity not judged (capacity_judged 0): the requests, not the design, stopped its search. "
+            f"{'Its' if one else 'Their'} capacity_note: {quoted}{more}. Raise the number of requests "
+            f"(serving.requests, explore run --requests) to judge {'it' if one else 'them'}.")
 
 
 def knob_value(row: dict[str, Any], knob: str) -> Any:
@@ -307,20 +338,29 @@ def rate_figures(rows: list[dict[str, Any]], slo: Mapping[str, Any] | None, cons
 
 
 def capacity_section(rows: list[dict[str, Any]]) -> ReportFigure:
-    """Capacity bars per design, one color per scheduler, or why they are missing."""
-    searched = [r for r in rows if is_feasible(r) and _has(r, "capacity_rps")]
+    """Capacity bars per design, one color per scheduler, an unjudged capacity hollow with its note quoted in the
+    caption; or why they are missing."""
+    searched = [r for r in rows if searched_capacity(r)]
     if not searched:
         return _figure("serving_capacity", "Not drawn: the sweep did not search capacity (serving: capacity: "
                                            "[low, high] finds the highest rate meeting the SLO).")
     knobs = [k for k in varying_knobs(searched) if k != "scheduler"]
     groups = list(dict.fromkeys(serving_label(r, knobs, rate=False) for r in searched))
     schedulers = list(dict.fromkeys(r["scheduler"] for r in searched))
-    values = {s: [max((float(r["capacity_rps"]) for r in searched if r["scheduler"] == s
-                       and serving_label(r, knobs, rate=False) == g), default=math.nan) for g in groups]
-              for s in schedulers}
+    # The bar of a scheduler and group: its highest capacity (the first row on ties), judged as that row is.
+    drawn = {s: [max((r for r in searched if r["scheduler"] == s and serving_label(r, knobs, rate=False) == g),
+                     key=lambda r: float(r["capacity_rps"]), default=None) for g in groups] for s in schedulers}
+    values = {s: [math.nan if r is None else float(r["capacity_rps"]) for r in drawn[s]] for s in schedulers}
+    judged = {s: [r is None or not capacity_unjudged(r) for r in drawn[s]] for s in schedulers}
     colors = {s: SCHEDULER_COLORS.get(s, f"C{i}") for i, s in enumerate(schedulers)}
     caption = f"{count_label(len(searched), 'feasible design point')}; one group per design, one bar per scheduler."
-    return _figure("serving_capacity", caption, capacity_figure(groups, values, colors))
+    if _has_capacity_columns(searched):  # searched since sim/stability.py: a rate passes only where the queue keeps up
+        caption += (" A rate counts only where its run also keeps up: the time requests wait for a batch grows by at "
+                    f"most {GROWTH_LIMIT:g} s per s of arrivals (queue growth in the tables).")
+    if footnote := unjudged_footnote([r for bars in drawn.values() for r in bars if r is not None],
+                                     varying_knobs(searched), f"A hollow bar and {NOT_JUDGED_MARK} mark"):
+        caption += f" {footnote}"
+    return _figure("serving_capacity", caption, capacity_figure(groups, values, colors, judged))
 
 
 # ---- per-request detail of re-run designs -------------------------------------------------------------------
@@ -449,17 +489,34 @@ METRICS = (("goodput (req/s)", "goodput_rps", 1.0), ("SLO attainment", "slo_atta
            ("tokens/s", "tokens_per_s", 1.0), ("energy/token (J)", "energy_per_token_J", 1.0),
            ("avg power (W)", "avg_power_W", 1.0), ("peak memory (GB)", "peak_memory_B", 1e-9))
 CAPACITY = ("capacity (req/s)", "capacity_rps", 1.0)
+# Beside the capacity where the sweep's folder has the capacity columns (sim/capacity.py CAPACITY_METRICS).
+QUEUE_GROWTH = ("queue growth (s/s)", "queue_growth", 1.0)
 # Under a slowdown SLO: the p90 slowdown of each metric (the other percentiles are results columns).
 SLOWDOWNS = tuple((f"p90 {name.upper()} slowdown", f"slowdown_{name}_p90", 1.0) for name in SLOWDOWN_OF)
 
 
+def _has_capacity_columns(rows: list[dict[str, Any]]) -> bool:
+    """Whether the rows carry a capacity search's columns (folders written before them do not)."""
+    return any("capacity_judged" in r or _has(r, "queue_growth") for r in rows)
+
+
+def _metric_cell(row: dict[str, Any], name: str, scale: float) -> str:
+    """A metric's table cell; a capacity that is not judged ends in NOT_JUDGED_MARK."""
+    mark = f" {NOT_JUDGED_MARK}" if name == "capacity_rps" and capacity_unjudged(row) else ""
+    return format_number(row.get(name), scale) + mark
+
+
 def _design_table(title: str, note: str, shown: list[dict[str, Any]], rows: list[dict[str, Any]]) -> ReportTable:
+    """A table of shown serving points; the columns as the rows have them, unjudged capacities footnoted."""
     headers, extra = _point_headers(rows)
-    metrics = METRICS + ((CAPACITY,) if any(_has(r, "capacity_rps") for r in rows) else ()) + tuple(
-        m for m in SLOWDOWNS if any(_has(r, m[1]) for r in rows))
-    return ReportTable(title=title, note=note, headers=headers + [m[0] for m in metrics],
+    capacity = ((CAPACITY,) + ((QUEUE_GROWTH,) if _has_capacity_columns(rows) else ())
+                if any(_has(r, "capacity_rps") for r in rows) else ())
+    metrics = METRICS + capacity + tuple(m for m in SLOWDOWNS if any(_has(r, m[1]) for r in rows))
+    footnote = unjudged_footnote(shown, varying_knobs(rows), f"{NOT_JUDGED_MARK} marks")
+    return ReportTable(title=title, note=f"{note} {footnote}" if footnote else note,
+                       headers=headers + [m[0] for m in metrics],
                        cells=[_point_cells(r, "rate (req/s)" in headers, extra)
-                              + [format_number(r.get(name), scale) for _, name, scale in metrics] for r in shown])
+                              + [_metric_cell(r, name, scale) for _, name, scale in metrics] for r in shown])
 
 
 def serving_tables(rows: list[dict[str, Any]], constraints: Sequence[str] | None = None,

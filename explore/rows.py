@@ -36,9 +36,10 @@ def as_number(value: Any) -> float:
 
 
 def _boolean(value: Any) -> bool:
-    """A bool from a bool, a number or a string such as 'True' / 'false' / '1'."""
-    if isinstance(value, str):
-        return value.strip().lower() in ("true", "1", "yes")
+    """A bool from a bool, a number or a string such as 'True' / 'false' / '1' / '1.0' (a float flag as results.csv
+    writes it: capacity_judged)."""
+    if isinstance(value, str) and value.strip().lower() in ("true", "yes"):
+        return True
     number = as_number(value)
     return math.isfinite(number) and number != 0
 

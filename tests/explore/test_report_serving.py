@@ -19,6 +19,8 @@ from explore.report_detail import DETAIL_FILE
 from explore.report_serving import FIGURE_TITLES, detail_rows, rate_series
 from explore.rows import normalize_row
 from explore.sweep import load_sweep
+from sim.capacity import Capacity, RateVerdict, search_capacity
+from sim.stability import Stability
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SLO = {"ttft_s": 2.0, "tpot_s": 0.1, "attainment": 0.9}
@@ -170,3 +172,81 @@ def test_report_reruns_chosen_points_for_per_request_figures(tmp_path: Path, eva
     page = write_report(tmp_path / "out", rows, title="tiny", evaluator=evaluator, **goals)[0].read_text()
     assert not set(DETAIL) & _drawn(tmp_path / "out")
     assert page.count("results.csv does not hold the whole serving workload") == 2
+
+
+def _searched(capacity_rps: float, growth: float, unjudged_above: bool) -> Capacity:
+    """A capacity search on [1, 16] whose runs meet the SLO and keep up (queue growth `growth`) up to capacity_rps;
+    above it they fail on a growing queue, or (unjudged_above) are too short to judge: sim/capacity.py writes the
+    note."""
+    def judge(rate: float) -> RateVerdict:
+        if rate <= capacity_rps:
+            return RateVerdict(meets_slo=True, stability=Stability(judged=True, growth=growth))
+        if unjudged_above:
+            return RateVerdict(meets_slo=True, stability=Stability(
+                judged=False, growth=math.nan, reason="its 200 arrivals span 22 s, under 3 mean end-to-end latencies"))
+        return RateVerdict(meets_slo=True, stability=Stability(judged=True, growth=0.4, reason="its queue grows"))
+
+    return search_capacity(judge, low=1.0, high=16.0)
+
+
+def _capacity_rows(with_columns: bool) -> list[dict]:
+    """Two capacity-search rows (a judged one on the H100, an unjudged one on the A100) and an infeasible one;
+    without the capacity columns as a folder written before them."""
+    rows = []
+    for device, capacity, growth, unjudged_above in (("h100-sxm", 8.0, 0.01, False),
+                                                      ("a100-sxm-80gb", 5.0, 0.02, True)):
+        found = _searched(capacity, growth, unjudged_above)
+        row = _serving_row(device, "chunked", None, capacity=found.rate_per_s)
+        rows.append(row | (found.metrics() if with_columns else {}))
+    infeasible = _serving_row("l4", "chunked", None, reason="needs 14.2 GB for weights but the device has 8 GB")
+    return rows + [infeasible | ({"capacity_judged": math.nan, "queue_growth": math.nan, "capacity_note": ""}
+                                 if with_columns else {})]
+
+
+def _md_section(markdown: str, title: str) -> list[list[str]]:
+    """The cells of a Markdown table section of the report, header first."""
+    lines = markdown.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0].splitlines()
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines
+            if line.startswith("|") and not line.startswith("|---")]
+
+
+def test_unjudged_capacity_is_marked_with_its_note_in_tables_and_figure(tmp_path: Path) -> None:
+    rows = _csv_round_trip(_capacity_rows(with_columns=True), tmp_path / "results.csv")
+    typed = [normalize_row(r) for r in rows]
+    judged, unjudged = typed[0], typed[1]
+    assert judged["capacity_judged"] and not unjudged["capacity_judged"]  # the search's own verdicts
+    note = unjudged["capacity_note"]
+    assert note.startswith("not judged: the run at") and "its 200 arrivals span 22 s" in note
+    html_path, md_path = write_report(tmp_path, rows, title="capacity", slo=SLO)
+    page, markdown = html_path.read_text(), md_path.read_text()
+    assert _drawn(tmp_path) == {"serving_capacity"}
+    table = _md_section(markdown, "Highest capacity")
+    header = table[0]
+    at = header.index("capacity (req/s)")
+    assert header[at + 1] == "queue growth (s/s)"
+    by_device = {cells[1]: cells for cells in table[1:]}
+    assert by_device["h100-sxm"][at] == f"{judged['capacity_rps']:.4g}"  # judged: no mark
+    assert by_device["a100-sxm-80gb"][at] == f"{unjudged['capacity_rps']:.4g} \u2020"
+    # The queue growth of the run at each capacity (judged: it kept up), as the search measured it.
+    assert by_device["h100-sxm"][at + 1] == "0.01" and by_device["a100-sxm-80gb"][at + 1] == "0.02"
+    # The footnote quotes the note of the unjudged capacity only, and says what to do, in both tables and the figure.
+    for text in (markdown, page):
+        assert text.count(note) == 3  # Highest capacity, Lowest energy per token, the capacity figure's caption
+        assert text.count("Raise the number of requests") == 3
+        assert "\u2020 marks a capacity not judged (capacity_judged 0)" in text
+        assert "A hollow bar and \u2020 mark a capacity not judged" in text
+        assert "h100-sxm / chunked at" not in text  # the judged capacity is not footnoted
+        assert "the time requests wait for a batch grows by at most 0.05 s per s" in text
+
+
+def test_folder_without_capacity_columns_renders_as_before(tmp_path: Path) -> None:
+    rows = _csv_round_trip(_capacity_rows(with_columns=False), tmp_path / "results.csv")
+    html_path, md_path = write_report(tmp_path, rows, title="capacity", slo=SLO)
+    page, markdown = html_path.read_text(), md_path.read_text()
+    assert _drawn(tmp_path) == {"serving_capacity"}
+    assert _md_section(markdown, "Highest capacity")[0] == [
+        "model", "device", "scheduler", "format", "goodput (req/s)", "SLO attainment", "p99 TTFT (ms)",
+        "p99 TPOT (ms)", "tokens/s", "energy/token (J)", "avg power (W)", "peak memory (GB)", "capacity (req/s)"]
+    for text in (markdown, page):
+        assert "\u2020" not in text and "queue growth" not in text and "not judged" not in text
+        assert "keeps up" not in text and "Raise the number of requests" not in text

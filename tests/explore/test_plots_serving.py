@@ -1,0 +1,49 @@
+"""Serving figures (explore/plots_serving.py): capacity bars mark the capacities their search could not judge."""
+
+from __future__ import annotations
+
+import math
+
+from matplotlib.colors import to_rgba
+
+from explore.plots_serving import NOT_JUDGED_MARK, capacity_figure
+
+GROUPS = ["h100-sxm", "a100-sxm-80gb"]
+COLORS = {"chunked": "#d62728", "continuous": "#1f77b4"}
+CAPACITY_RPS = {"chunked": [8.0, 4.97], "continuous": [6.0, math.nan]}
+
+
+def _bars(fig) -> tuple[list, list[str], list[str]]:
+    """The drawn bars (in series order, group by group), the labels on them and the legend's entries."""
+    ax = fig.axes[0]
+    labels = [text.get_text() for text in ax.texts]
+    return list(ax.patches), labels, [text.get_text() for text in fig.legends[0].get_texts()]
+
+
+def test_unjudged_capacity_is_a_hollow_bar_with_a_dagger_and_a_legend_entry() -> None:
+    fig = capacity_figure(GROUPS, CAPACITY_RPS, COLORS, {"chunked": [True, False], "continuous": [False, True]})
+    bars, labels, legend = _bars(fig)
+    white = to_rgba("white")
+    # chunked on the H100 is judged: filled in its scheduler's color; chunked on the A100 and continuous on the H100
+    # are not: white inside, outlined in their scheduler's color.
+    assert bars[0].get_facecolor() == to_rgba(COLORS["chunked"])
+    assert bars[1].get_facecolor() == white and bars[1].get_edgecolor() == to_rgba(COLORS["chunked"])
+    assert bars[2].get_facecolor() == white and bars[2].get_edgecolor() == to_rgba(COLORS["continuous"])
+    assert labels == ["8", f"4.97{NOT_JUDGED_MARK}", f"6{NOT_JUDGED_MARK}", ""]  # NaN: no bar, no label
+    assert legend[:2] == ["chunked", "continuous"]
+    assert len(legend) == 3 and "not judged" in legend[2] and "raise the number of requests" in legend[2]
+
+
+def test_capacities_without_verdicts_draw_as_before() -> None:
+    """No `judged` (a folder written before capacity_judged existed), or every capacity judged: filled bars, plain
+    labels, one legend entry per scheduler."""
+    for judged in (None, {"chunked": [True, True], "continuous": [True, True]}):
+        bars, labels, legend = _bars(capacity_figure(GROUPS, CAPACITY_RPS, COLORS, judged))
+        assert [bar.get_facecolor() for bar in bars[:3]] == [to_rgba(COLORS[s]) for s in
+                                                             ("chunked", "chunked", "continuous")]
+        assert labels == ["8", "4.97", "6", ""] and legend == ["chunked", "continuous"]
+
+
+def test_zero_capacity_not_judged_reads_none_with_the_mark() -> None:
+    bars, labels, legend = _bars(capacity_figure(["l4"], {"chunked": [0.0]}, COLORS, {"chunked": [False]}))
+    assert labels == [f"none{NOT_JUDGED_MARK}"] and "not judged" in legend[-1]
