@@ -274,14 +274,14 @@ class GPUModel(DeviceModel):
     def _cost_table(self, table: KernelTable, execution: str) -> KernelCosts:
         spec = self.spec
         host_s = self.host_s(execution)
-        peak = table.per_dtype(lambda dtype, matrix: self.peak_flops(dtype if matrix else VECTOR_DTYPE))
+        peak, flop_J = table.per_dtype(lambda dtype, matrix: (self.peak_flops(dtype if matrix else VECTOR_DTYPE),
+                                                              self.joules_per_flop(dtype if matrix else VECTOR_DTYPE)))
         plans = self.row_plans(table)
         vector_ops = self._vector_ops(table, plans)
         compute_s, memory_s, busy_s, latency_s = self._device_times(table, peak, plans, vector_ops)
         overhead_s = latency_s + host_s
         time_s = busy_s + overhead_s
-        compute_J = table.flops * table.per_dtype(
-            lambda dtype, matrix: self.joules_per_flop(dtype if matrix else VECTOR_DTYPE))
+        compute_J = table.flops * flop_J
         if vector_ops is not None:  # a lane instruction is one FMA's issue: two FLOPs of vector energy
             compute_J = compute_J + 2.0 * vector_ops * self.joules_per_flop(VECTOR_DTYPE)
         memory_J = table.bytes * spec.dram_J_per_byte

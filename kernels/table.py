@@ -162,6 +162,11 @@ class KernelTable:
         return self._mask_matrix("_labelled_counts", masks, without, lambda: [
             self.distinct_counts(None, without), *(self.distinct_counts(mask, without) for mask in masks.values())])
 
+    def kernel_counts(self, masks: dict[str, np.ndarray]) -> np.ndarray:
+        """How many kernels each of `masks` (by label) holds, in their order. Memoized per mapping object."""
+        return self._mask_matrix("_kernel_counts", masks, None,
+                                 lambda: [float(np.count_nonzero(mask)) for mask in masks.values()]).ravel()
+
     def masks_within(self, masks: dict[str, np.ndarray], within: np.ndarray) -> np.ndarray:
         """Each of `masks` (by label) restricted to the rows where `within` is true, as the rows of a 0/1 matrix: a
         sum over those rows of each mask's kernels is one product. Memoized per mapping object."""
@@ -252,17 +257,18 @@ class KernelTable:
             cache[key] = [(dtype, mask) for dtype, mask in masks if mask.any()]
         return cache[key]
 
-    def per_dtype(self, fn) -> np.ndarray:
-        """fn(dtype, tensor_core) for every kernel, called once per distinct pair (cost models look up rates).
+    def per_dtype(self, fn) -> np.ndarray | tuple[np.ndarray, ...]:
+        """fn(dtype, tensor_core) for every kernel, called once per distinct pair (cost models look up rates); where
+        fn returns a tuple (several rates of a pair), a tuple of such arrays, looked up in one pass.
 
         A rate that is an array over design points (shape (points, 1)) gives (points, kernels)."""
         groups, index = self.dtype_groups
         values = [fn(dtype, tensor_core) for dtype, tensor_core in groups]
-        if all(type(v) is float or np.ndim(v) == 0 for v in values):
-            return np.array(values, dtype=float)[index]
-        lead = np.broadcast_shapes(*(np.shape(v) for v in values))[:-1]
-        columns = [np.broadcast_to(np.asarray(v, dtype=float), (*lead, 1)) for v in values]
-        return np.concatenate(columns, axis=-1)[..., index]
+        if values and type(values[0]) is tuple:
+            if all(type(v) is float for row in values for v in row):  # one gather for every rate
+                return tuple(np.array(values, dtype=float).T.take(index, axis=1))
+            return tuple(_per_kernel(list(column), index) for column in zip(*values, strict=True))
+        return _per_kernel(values, index)
 
     def select(self, mask: np.ndarray) -> KernelTable:
         """The rows where mask is true (or the given row indices)."""
@@ -499,6 +505,16 @@ class KernelTable:
         rows = self.select(first)
         rows.__dict__["distinct_rows"] = None
         return rows, index.ravel()
+
+def _per_kernel(values: list, index: np.ndarray) -> np.ndarray:
+    """Each kernel's value of its (dtype, tensor_core) pair: `values` per pair (numbers, or arrays over design points
+    of shape (points, 1)), `index` each kernel's pair (KernelTable.dtype_groups)."""
+    if all(type(v) is float or np.ndim(v) == 0 for v in values):
+        return np.array(values, dtype=float)[index]
+    lead = np.broadcast_shapes(*(np.shape(v) for v in values))[:-1]
+    columns = [np.broadcast_to(np.asarray(v, dtype=float), (*lead, 1)) for v in values]
+    return np.concatenate(columns, axis=-1)[..., index]
+
 
 class RowGroup:
     """Some rows of a table (`index`, row numbers in order) and their columns, each gathered when first read and then

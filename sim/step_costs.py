@@ -160,7 +160,7 @@ class DecodeCosts:
                       else np.array([mask[self.attention_mask] for mask in masks.values()], dtype=float))
             totals = totals + within @ self._step_grid(name).sum(axis=0)
         if self._waits(name):
-            kernels = (table.distinct_counts_matrix(masks).sum(axis=1) if table is not None
+            kernels = (table.kernel_counts(masks) if table is not None
                        else np.array([np.count_nonzero(mask) for mask in masks.values()], dtype=float))
             totals = totals + self._stall_total_s * kernels / len(self.base)
         return dict(zip(self.class_masks, totals.tolist(), strict=True))
@@ -251,7 +251,7 @@ def pass_execution(execution: str, *, decode_only: bool) -> str:
 
 def host_stall_s(host_s, device_s):
     """How long the device waits on the host: host work the device's own work does not cover."""
-    return np.maximum(np.subtract(host_s, device_s, dtype=float), 0.0)
+    return np.maximum(np.asarray(host_s, dtype=float) - device_s, 0.0)
 
 
 def with_host(costs: KernelCosts, dispatch: float) -> KernelCosts:
