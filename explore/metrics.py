@@ -19,6 +19,8 @@ such sweeps into a new folder.
 
 from __future__ import annotations
 
+import functools
+import importlib
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -140,22 +142,23 @@ def _m(name: str, label: str, unit: str, better: Better, definition: str, **kw: 
     register(Metric(name=name, label=label, unit=unit, better=better, definition=definition, **kw))
 
 
-def _quality(point: Any) -> Any:
-    from explore.quality import point_quality  # reads the shipped table on first use
+@functools.cache
+def _imported(module: str, name: str) -> Callable:
+    """A function of a module imported on first use: this module stays light to import (the report reads it), and a
+    design point's metrics do not run an import statement each."""
+    return getattr(importlib.import_module(module), name)
 
-    return point_quality(point)
+
+def _quality(point: Any) -> Any:
+    return _imported("explore.quality", "point_quality")(point)  # reads the shipped table on first use
 
 
 def _sparsity_use(point: Any) -> str:
-    from explore.format_checks import point_sparsity_use  # loads the point's device model on first use
-
-    return point_sparsity_use(point)
+    return _imported("explore.format_checks", "point_sparsity_use")(point)  # loads the point's device model
 
 
 def _emulated(point: Any) -> str:
-    from explore.format_checks import point_emulated_gemms  # loads the point's device model on first use
-
-    return point_emulated_gemms(point)
+    return _imported("explore.format_checks", "point_emulated_gemms")(point)  # loads the point's device model
 
 
 # ---- point: every sweep (sim/result.py RESULT_METRICS first, in its order) -----------------------------------

@@ -144,9 +144,12 @@ def _times(fit: _RowFits, shapes: AttentionShapes, *, flops_per_s, bandwidth_Bps
     per_pair = smooth_max([mma, fit.softmax_flops], fit.softmax_overlap)
     compute_s = shapes.flops * (per_pair / mma) / (flops_per_s * fit.compute_fraction * blocks / (waves * sm_count))
     # A simulated pass passes no cached bytes: every call streams from DRAM.
-    speed = np.where(shapes.traffic <= cached_bytes, fit.cache_speedup, 1.0) if cached_bytes else 1.0
-    memory_s = shapes.traffic / (bandwidth_Bps * fit.bandwidth_fraction * speed)
-    blocks_s = waves * (fit.block_s + shapes.keys_values / blocks / (fit.block_bandwidth_Bps * speed))
+    stream_Bps, block_Bps = bandwidth_Bps * fit.bandwidth_fraction, fit.block_bandwidth_Bps
+    if cached_bytes:
+        speed = np.where(shapes.traffic <= cached_bytes, fit.cache_speedup, 1.0)
+        stream_Bps, block_Bps = stream_Bps * speed, block_Bps * speed
+    memory_s = shapes.traffic / stream_Bps
+    blocks_s = waves * (fit.block_s + shapes.keys_values / blocks / block_Bps)
     busy_s = shapes.batch * fit.sequence_s / sm_count + smooth_max([compute_s, memory_s, blocks_s], fit.blend)
     return compute_s, memory_s, busy_s
 

@@ -158,7 +158,8 @@ class DecodeCosts:
         if self.steps and self._attends:
             within = (table.masks_within(masks, self.attention_mask) if table is not None
                       else np.array([mask[self.attention_mask] for mask in masks.values()], dtype=float))
-            totals = totals + within @ self._step_grid(name).sum(axis=0)
+            grid = self._step_grid(name)
+            totals = totals + within @ (grid[0] if self.steps == 1 else grid.sum(axis=0))  # one step: no reduction
         if self._waits(name):
             kernels = (table.kernel_counts(masks) if table is not None
                        else np.array([np.count_nonzero(mask) for mask in masks.values()], dtype=float))
