@@ -58,18 +58,64 @@ else to run, and did not reserve the request's whole KV; a TP-8 replica's KV cro
 
 The misses: (1) wherever A100s compete with H100s (Splitwise-AA against Baseline-H100), A100 prompt machines lose
 per dollar and per watt: our H100 prefills 2.4x faster than our A100 on Llama-2-70B (1,020 tokens: 58 against 140
-ms) and 2.6x on BLOOM-176B (106 against 276 ms), beyond the 2.16x price and 1.77x power ratios. That ratio is the
-paper's own: its simulator's profiles (splitwise-sim data/perf_model.csv, vLLM measurements) give Llama-2-70B on two
-GPUs 377 against 158 ms for 1,024 prompt tokens, 2.4x. So for its 1.4x the paper's Baseline-H100 must lose far more
-to mixed batching than ours (or its Splitwise-AA gain more): our mixed H100s' decode steps, 1.6x faster than on the
-A100 the SLO is set on, absorb prefill stalls within the limits. (2) BLOOM's Splitwise-AA gains 1.24x, not 2.15x: its
-token machines keep the 1.25x median TBT limit only up to about 30 sequences (a BLOOM decode step grows 1.7x from
-batch 1 to 64 on our A100; the paper's Fig. 5b: 2x at 64 on H100), so they batch little more than mixed machines,
-and again the paper's mixed baseline must lose more than ours, or its Splitwise designs gain more. Which is not
-established: candidates are its mixed pool (below), its preemption of running tokens by new prompts (§4.2) and its
-vLLM's iteration times, unlike our serving-engine model (Llama-2-70B on 8 power-capped H100s in those profiles:
-decode steps of about 30 ms at batch 1 and 50 ms at 64, a 1,024-token prefill about 100 ms; ours on 8 H100s: 13, 16
-and 58 ms). (3) Llama's Splitwise-HH serves 0.92x of Baseline-H100, for the slack of (1).
+ms) and 2.6x on BLOOM-176B (106 against 276 ms), beyond the 2.16x price and 1.77x power ratios. The paper's eight-GPU
+profiles give less: 2.07x and 2.17x (table below; the 2.4x of its Llama-2-70B rows is on two GPUs), and its H100
+decodes only 1.35x faster than its A100 (ours 1.6-1.7x). (2) BLOOM's Splitwise-AA gains 1.24x, not 2.15x: its token
+machines keep the 1.25x median TBT limit only up to about 30 sequences (a BLOOM decode step grows 1.7x from batch 1
+to 64 on our A100, as vLLM measured it: 2.0x in the paper's profiles, Fig. 5b's 2x on H100). (3) Llama's Splitwise-HH
+serves 0.92x of Baseline-H100, for the slack of (1).
+
+Splitwise's own iteration times. The paper's cluster results come from its simulator (splitwise-sim,
+github.com/Mutinifni/splitwise-sim @ 378088013a54df6f2052c27ff5ae6ea7619c3ecc, performance_model.py
+DatabasePerformanceModel over data/perf_model.csv), which prices an iteration by its tokens (prompt tokens plus
+one per decoding sequence) on the axis prompt_size x batch_size of vLLM measurements: prompt-only at
+prompt_time(tokens), decode-only at token_time(tokens), mixed at 1.1 x prompt_time(tokens). Its smallest point is one
+128-token prompt, so a decode step of 1 to 512 sequences is read off single-request rows and costs the same at any
+batch (below: "sim"), although the batch rows vLLM measured grow 1.6-2.0x by batch 64 ("vLLM"). Those measurements
+predate vLLM's CUDA graphs (vllm-project/vllm PR #1926, December 2023, after the paper's arXiv v1 of November
+2023), so every iteration was launched from Python; their decode floor is the host's: Llama-2-70B decodes in
+29.8 ms on four and on eight H100s (44.9 ms on A100s) where eight GPUs read the weights in about 5 ms. TP-8 (ms; our
+decodes at 1,024 keys, the profile's at 512; BLOOM `graphs` is within 2% of `eager`):
+
+                         prefill 512 / 1,024 / 2,048     decode at batch 1 / 16 / 64
+  Llama-2-70B  H100 sim        54 /  78 / 134            31 / 31 / 31   (vLLM 30 / 34 / 50)
+                    engine     36 /  58 / 103            13 / 14 / 17
+                    eager      73 / 101 / 176            73 / 73 / 73
+                    graphs     61 /  98 / 174            24 / 25 / 29
+               A100 sim        93 / 161 / 283            43 / 43 / 43   (vLLM 45 / 50 / 72)
+                    engine     79 / 140 / 259            21 / 23 / 28
+                    eager     121 / 210 / 381            73 / 73 / 73
+                    graphs    118 / 207 / 379            33 / 35 / 43
+  BLOOM-176B   H100 sim        76 / 132 / 252            35 / 35 / 36   (vLLM 36 / 41 / 64)
+                    engine     63 / 106 / 195            21 / 25 / 37
+                    eager      64 / 109 / 198            24 / 28 / 40
+               A100 sim       174 / 288 / 536            48 / 48 / 48   (vLLM 49 / 57 / 97)
+                    engine    153 / 277 / 528            36 / 42 / 61
+                    eager     157 / 281 / 533            39 / 45 / 65
+
+No execution mode of ours is that regime: `eager` (PyTorch's unfused aten kernels, not vLLM's fused ones launched
+eagerly) is as far from it as `engine` (mean |log ratio| over the table 0.48 against 0.45 for Llama, 0.17 against
+0.20 for BLOOM); its Llama decode is flat only because host dispatch bounds it, at the same 73 ms on both GPUs, so its
+mixed H100s lose their slack (Baseline-H100 9.6 req/s, below Baseline-A100's 10.9) and its Llama ratios turn the
+paper's way for that reason. The module stays on `engine`. Gains (split over mixed capacity) per iteration-time
+source, with our scheduling, memory and SLO in every column ("sim": every iteration priced as splitwise-sim prices it,
+splitwise_sim_profile.py; "sim + vLLM decode": the same, decode steps from the measured batch rows):
+
+                                          paper   engine  eager  graphs   sim   sim + vLLM decode
+  Llama  Splitwise-AA / Baseline-A100      > 1     1.92    1.76   1.83    2.95        1.48
+         Splitwise-HH / Baseline-H100      > 1     0.92    2.95   1.00    2.00        0.74
+         Splitwise-HA / Baseline-A100      > 1     1.92    1.54   1.83    3.36        1.09
+         Splitwise-AA / Baseline-H100      > 1     0.59    2.00   0.77    1.76        0.65
+  BLOOM  Splitwise-AA / Baseline-A100     2.15     1.24    1.24   1.24    1.76        1.48
+         iso-cost AA / Baseline-H100       1.4     0.39    0.34   0.32    0.68        0.62
+
+So the regime explains most of the misses: with splitwise-sim's iteration times our clusters give every Llama
+direction of Fig. 20b and BLOOM's Splitwise-AA within the paper's band (the test_*_at_splitwise_times checks), and
+the decode step that does not grow with the batch is what does it: priced from vLLM's own batch rows the same
+profiles give our directions back. Left over: iso-cost BLOOM, 0.68x at the paper's iteration times, where our
+Baseline-H100 serves 3.0x Baseline-A100 (16.8 against 5.5 req/s) and the paper's 2.15x and 1.4x imply about 1.9x:
+what its mixed H100s pay that ours do not is not established (candidates: preemption of running tokens by new
+prompts, §4.2, which splitwise-sim's baseline machines do up to 4 times per token task; the mixed pool below).
 
 Not modeled: the mixed pool (§4.1: machines of one pool taking the other's work at high load; ours are fixed pools,
 so Splitwise capacities here are lower bounds), power capping (no clock or power-cap model, so Splitwise-HHcap
@@ -85,9 +131,11 @@ import numpy as np
 import pytest
 
 from explore.design_point import DesignPoint
+from explore.evaluate import Evaluator
 from sim.capacity import highest_rate
 from sim.serving_spec import ServingSpec
 from sim.slowdown import SlowdownSLO, slowdowns, unloaded_latencies
+from tests.explore.splitwise_sim_profile import ProfileEvaluator
 
 LLAMA, BLOOM = "llama-2-70b", "bloom-176b"
 H100, A100 = "h100-sxm", "a100-sxm-80gb"
@@ -115,7 +163,7 @@ JUDGED = (0.2, 0.7)
 RATES = {LLAMA: (2.0, 100.0), BLOOM: (1.0, 50.0)}  # req/s the capacity searches may span
 FIRST_GUESS = {LLAMA: 10.0, BLOOM: 5.0}  # req/s where a baseline's search starts
 
-pytestmark = pytest.mark.slow  # about 20 capacity searches over serving runs of 70B and 176B models
+pytestmark = pytest.mark.slow  # about 30 capacity searches over serving runs of 70B and 176B models
 
 
 def _point(model: str, device: str, rate: float, *, machines: int, prompt_machines: int = 0,
@@ -130,10 +178,9 @@ def _point(model: str, device: str, rate: float, *, machines: int, prompt_machin
                        execution="engine")
 
 
-@pytest.fixture(scope="module")
-def capacity(evaluator):
+def _capacity_search(evaluator: Evaluator):
     """capacity(model, device, machines=..., prompt_machines=..., prompt_device=...) -> the highest rate (req/s)
-    meeting Table 6's SLO over each request's unloaded run on one DGX-A100."""
+    meeting Table 6's SLO over each request's unloaded run on one DGX-A100, every run priced by `evaluator`."""
     slo = SlowdownSLO()
 
     @cache
@@ -163,6 +210,18 @@ def capacity(evaluator):
         return found[key]
 
     return search
+
+
+@pytest.fixture(scope="module")
+def capacity(evaluator):
+    """_capacity_search over our iteration times."""
+    return _capacity_search(evaluator)
+
+
+@pytest.fixture(scope="module")
+def profile_capacity():
+    """_capacity_search with every iteration priced as splitwise-sim prices it (splitwise_sim_profile.py)."""
+    return _capacity_search(ProfileEvaluator())
 
 
 def _best_split(capacity, model: str, device: str, machines, prompt_device: str = "") -> tuple[float, int]:
@@ -227,8 +286,9 @@ def test_llama_splitwise_hh_serves_no_less_than_baseline_h100(capacity):
 
 
 @pytest.mark.xfail(strict=True, reason="ours about 0.92x (29.5 against 32.2 req/s) against Fig. 20b's 'every Splitwise "
-                                       "design out-performs both baselines at high load': under limits set on an A100, "
-                                       "a mixed H100's decode steps have slack to absorb prefills")
+                                       "design out-performs both baselines at high load': our decode steps grow with "
+                                       "the batch as vLLM measured them, where splitwise-sim's do not (2.0x at its "
+                                       "iteration times; see the module docstring)")
 def test_llama_splitwise_hh_serves_more_than_baseline_h100(capacity):
     """The same 4 DGX-H100s split serve more than mixed (Fig. 20b), beyond the searches' 5% resolution."""
     gain, measured = _llama_hh_gain(capacity)
@@ -241,8 +301,9 @@ def test_llama_splitwise_ha_serves_more_than_baseline_a100_at_the_same_power(cap
     assert gain >= 1.1, measured
 
 
-@pytest.mark.xfail(strict=True, reason="ours about 0.59x (Fig. 20b: above): our mixed H100s lose less to prefills "
-                                       "than the paper's (see the module docstring)")
+@pytest.mark.xfail(strict=True, reason="ours about 0.59x (Fig. 20b: above): our decode steps grow with the batch and "
+                                       "our H100 decodes 1.6x faster than our A100, where splitwise-sim's steps are "
+                                       "flat and 1.35x apart (1.76x at its iteration times; see the module docstring)")
 def test_llama_iso_power_splitwise_aa_serves_more_than_baseline_h100(capacity):
     """Fig. 20b: Splitwise-AA on the power of Baseline-H100 (7 A100s against 4 H100s) serves more."""
     gain, measured = _gain(capacity, LLAMA, (H100, BUDGET_H100), A100, _same_machines(ISO_POWER_A100))
@@ -263,8 +324,8 @@ def test_bloom_splitwise_aa_serves_more_than_baseline_a100(bloom_aa_gain):
 
 @pytest.mark.xfail(strict=True, reason="ours about 1.24x against the paper's 2.15x (2.35x in the abstract): our token "
                                        "machines stay within the 1.25x median TBT limit only up to about 30 BLOOM "
-                                       "sequences; what the paper's mixed A100s pay that ours do not is not "
-                                       "established (see the module docstring)")
+                                       "sequences, where splitwise-sim's decode step does not grow with the batch "
+                                       "(1.76x at its iteration times; see the module docstring)")
 def test_bloom_splitwise_aa_gain_near_the_paper(bloom_aa_gain):
     """§6.2 (Fig. 18a): the 70 DGX-A100s of Baseline-A100 split serve 2.15x (the abstract's 2.35x at the same cost
     and power): within 1.35x either way of that range."""
@@ -273,10 +334,38 @@ def test_bloom_splitwise_aa_gain_near_the_paper(bloom_aa_gain):
 
 
 @pytest.mark.xfail(strict=True, reason="reversed: at the cost of 4 H100s, 8 A100s split serve about 0.39x of "
-                                       "Baseline-H100 against the paper's 1.4x: A100 prompt machines lose per "
-                                       "dollar (H100 prefills 2.6x faster), and our mixed H100s lose less to "
-                                       "prefills than the paper's (see the module docstring)")
+                                       "Baseline-H100 against the paper's 1.4x: our H100 prefills 2.6x faster (the "
+                                       "paper's profiles 2.17x) and our decode steps grow with the batch (0.68x at "
+                                       "splitwise-sim's iteration times; see the module docstring)")
 def test_bloom_iso_cost_splitwise_aa_serves_more_than_baseline_h100(capacity):
     """§6.3 (Fig. 18b): at the cost of 40 DGX-H100s, 86 DGX-A100s split serve 1.4x Baseline-H100."""
     gain, measured = _gain(capacity, BLOOM, (H100, BUDGET_H100), A100, _same_machines(ISO_COST_A100))
+    assert 1.4 / 1.35 <= gain <= 1.4 * 1.35, measured
+
+
+# The same checks with every iteration priced as splitwise-sim prices it: the paper's conclusions from its own
+# iteration times through our scheduling, memory and SLO.
+def test_llama_at_splitwise_times_every_split_design_serves_more_than_both_baselines(profile_capacity):
+    """Fig. 20b: Splitwise-AA, -HH and -HA (iso-power) each serve more than Baseline-A100 and Baseline-H100, beyond
+    the searches' 5% resolution."""
+    designs = {"AA": _best_split(profile_capacity, LLAMA, A100, _same_machines(ISO_POWER_A100))[0],
+               "HH": _best_split(profile_capacity, LLAMA, H100, _same_machines(BUDGET_H100))[0],
+               "HA": _best_split(profile_capacity, LLAMA, A100, _iso_power_a100, prompt_device=H100)[0]}
+    baselines = {"A100": profile_capacity(LLAMA, A100, machines=ISO_POWER_A100),
+                 "H100": profile_capacity(LLAMA, H100, machines=BUDGET_H100)}
+    assert min(designs.values()) > 1.05 * max(baselines.values()), (designs, baselines)
+
+
+def test_bloom_at_splitwise_times_splitwise_aa_gain_near_the_paper(profile_capacity):
+    """§6.2 (Fig. 18a): Splitwise-AA 2.15x (2.35x) Baseline-A100 at the same 7 A100s, within 1.35x either way."""
+    gain, measured = _gain(profile_capacity, BLOOM, (A100, ISO_POWER_A100), A100, _same_machines(ISO_POWER_A100))
+    assert 2.15 / 1.35 <= gain <= 2.35 * 1.35, measured
+
+
+@pytest.mark.xfail(strict=True, reason="about 0.68x against the paper's 1.4x at splitwise-sim's iteration times: our "
+                                       "Baseline-H100 serves 3.0x Baseline-A100 where the paper's 2.15x and 1.4x imply "
+                                       "about 1.9x; not established why (see the module docstring)")
+def test_bloom_at_splitwise_times_iso_cost_splitwise_aa_serves_more_than_baseline_h100(profile_capacity):
+    """§6.3 (Fig. 18b): at the cost of 4 H100s, 8 A100s split serve 1.4x Baseline-H100, within 1.35x either way."""
+    gain, measured = _gain(profile_capacity, BLOOM, (H100, BUDGET_H100), A100, _same_machines(ISO_COST_A100))
     assert 1.4 / 1.35 <= gain <= 1.4 * 1.35, measured
