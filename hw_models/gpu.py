@@ -36,10 +36,9 @@ from hw_models.gpu_attention import attention_shapes, shaped_attention_times
 from hw_models.gpu_efficiency import (
     TILE_SHAPES,
     Calibration,
-    StreamFit,
     gemm_times,
     moe_times,
-    stream_times,
+    stream_memory_s,
     tile_counts,
 )
 from hw_models.gpu_quant import MIXED_INPUT_TILES, QuantPlan, dequant_ops, lane_ops_per_s, quant_plan
@@ -246,11 +245,11 @@ class GPUModel(DeviceModel):
                         continue
                     kept = g.weight_density if sparse else 1.0
                     counts = g.memo(memo, lambda: tile_counts(g.m, g.n, g.batch, tiles))  # noqa: B023 (called here)
-                    c, m, d = gemm_times(m=g.m, n=g.n, k=g.k, batch=g.batch, flops=g.flops,
+                    c, m, busy, latency = gemm_times(m=g.m, n=g.n, k=g.k, batch=g.batch, flops=g.flops,
                                          flops_per_s=peak.take(rows, axis=-1), bytes_moved=g.bytes,
                                          bandwidth_Bps=bandwidth_Bps, sm_count=sm_count, fit=fit, kept=kept,
                                          vector_s=vector(rows), tiles=tiles, tile_policy=tile_policy, counts=counts)
-                    put(rows, c, m, d - fit.latency_s, fit.latency_s)
+                    put(rows, c, m, busy, latency)
         attention = table.class_rows("attention")
         if cal.attention is not None and attention is not None:
             g = table.rows_where(attention)
@@ -266,8 +265,7 @@ class GPUModel(DeviceModel):
         g = table.rows_where(has_fit[table.kind])
         if len(g):
             streaming, codes = g.index, g.kind
-            m, _ = stream_times(bytes_moved=g.bytes, bandwidth_Bps=bandwidth_Bps,
-                                fit=StreamFit(bandwidth_fraction=fractions[codes], latency_s=0.0))
+            m = stream_memory_s(bytes_moved=g.bytes, bandwidth_Bps=bandwidth_Bps, bandwidth_fraction=fractions[codes])
             put(streaming, None, m, np.maximum(compute_s.take(streaming, axis=-1), m), latencies[codes])
         return compute_s, memory_s, busy_s, latency_s
 

@@ -107,8 +107,10 @@ def busy_sms(m, n, k, batch, sm_count: int, tile_policy: str) -> np.ndarray:
 
 def gemm_times(*, m, n, k, batch, flops, flops_per_s, bytes_moved, bandwidth_Bps, sm_count: int,
                fit: GemmFit, kept=1.0, vector_s=0.0, tiles: np.ndarray = TILE_SHAPES, tile_policy: str | None = None,
-               counts: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(compute_s, memory_s, device_s) of GEMMs; device_s includes the fixed latency.
+               counts: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """(compute_s, memory_s, busy_s, latency_s) of GEMMs, as the other fitted kernel classes give them: a GEMM's
+    device time is busy_s (the blend of its math and traffic, and the input's quantization kernel where the fit
+    has one) plus the fit's fixed latency_s.
 
     Padding never makes less work than the GEMM's own FLOPs (which also covers kernels with no shape). A
     sparse GEMM pads the same tiles but does only the `kept` share of their math (N/M of an N:M pattern the
@@ -126,7 +128,9 @@ def gemm_times(*, m, n, k, batch, flops, flops_per_s, bytes_moved, bandwidth_Bps
     work = flops + fit.padding_share * (padded - flops)
     # Clamped at zero: a step template's affine rows can leave a GEMM that does no work (an LM head with no
     # sampled token) a rounding error below zero, which the blend's power would turn into NaN.
-    compute_s = np.maximum(work, 0.0) / (flops_per_s * fit.compute_fraction) + vector_s
+    compute_s = np.maximum(work, 0.0) / (flops_per_s * fit.compute_fraction)
+    if type(vector_s) is not float or vector_s:  # no CUDA-core work: nothing to add
+        compute_s = compute_s + vector_s
     rate_Bps = bandwidth_Bps * fit.bandwidth_fraction
     if policy and fit.sm_bandwidth_share:
         # Fewer tiles than SMs (no split-K in the dispatch): only the SMs holding a tile stream the operands.
@@ -138,8 +142,10 @@ def gemm_times(*, m, n, k, batch, flops, flops_per_s, bytes_moved, bandwidth_Bps
         memory_s = (moved - written) / rate_Bps + written / (bandwidth_Bps * fit.output_bandwidth_fraction)
     else:
         memory_s = moved / rate_Bps
-    blended = smooth_max([compute_s, memory_s], fit.blend)
-    return compute_s, memory_s, blended + fit.latency_s + input_quantize_s(m, k, batch, bandwidth_Bps, fit)
+    busy_s = smooth_max([compute_s, memory_s], fit.blend)
+    if fit.quantize_bytes_per_input:
+        busy_s = busy_s + input_quantize_s(m, k, batch, bandwidth_Bps, fit)
+    return compute_s, memory_s, busy_s, fit.latency_s
 
 
 def input_quantize_s(m, k, batch, bandwidth_Bps: float, fit: GemmFit):
@@ -152,10 +158,10 @@ def input_quantize_s(m, k, batch, bandwidth_Bps: float, fit: GemmFit):
     return fit.quantize_latency_s + rows * fit.quantize_row_s + stream_s
 
 
-def stream_times(*, bytes_moved, bandwidth_Bps, fit: StreamFit) -> tuple[np.ndarray, np.ndarray]:
-    """(memory_s, device_s) of streaming kernels."""
-    memory_s = bytes_moved / (bandwidth_Bps * fit.bandwidth_fraction)
-    return memory_s, memory_s + fit.latency_s
+def stream_memory_s(*, bytes_moved, bandwidth_Bps, bandwidth_fraction) -> np.ndarray:
+    """Time streaming kernels take to move their bytes at a fitted fraction of the bandwidth (StreamFit's; each
+    kernel's fixed latency_s comes on top)."""
+    return bytes_moved / (bandwidth_Bps * bandwidth_fraction)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -71,12 +71,12 @@ def test_few_tiles_stream_at_the_per_sm_rate():
     fit = GemmFit(compute_fraction=0.8, bandwidth_fraction=0.8, latency_s=0.0, blend=50.0, padding_share=0.0,
                   tile_policy=SM90, sm_bandwidth_share=1.5)
     one, bytes_moved = np.array([1.0]), np.array([16384 * 1024 + 8 * 16384 + 2 * 8 * 1024.0])
-    _, memory_s, _ = gemm_times(m=np.array([8.0]), n=np.array([1024.0]), k=np.array([16384.0]), batch=one,
+    _, memory_s, _, _ = gemm_times(m=np.array([8.0]), n=np.array([1024.0]), k=np.array([16384.0]), batch=one,
                                 flops=np.array([2.0 * 8 * 1024 * 16384]), flops_per_s=1979e12,
                                 bytes_moved=bytes_moved, bandwidth_Bps=4.8e12, sm_count=132, fit=fit)
     assert memory_s[0] == pytest.approx(bytes_moved[0] / (16 * 1.5 * 4.8e12 / 132))
     # Without a policy the limit is off: the whole GPU's fraction of bandwidth.
-    _, memory_s, _ = gemm_times(m=np.array([8.0]), n=np.array([1024.0]), k=np.array([16384.0]), batch=one,
+    _, memory_s, _, _ = gemm_times(m=np.array([8.0]), n=np.array([1024.0]), k=np.array([16384.0]), batch=one,
                                 flops=np.array([2.0 * 8 * 1024 * 16384]), flops_per_s=1979e12,
                                 bytes_moved=bytes_moved, bandwidth_Bps=4.8e12, sm_count=132, fit=fit, tile_policy="")
     assert memory_s[0] == pytest.approx(bytes_moved[0] / (0.8 * 4.8e12))
