@@ -184,7 +184,7 @@ def _evaluate_block(evaluator: Evaluator, first: DesignPoint, knobs: dict[str, l
         return None
     count = len(next(iter(knobs.values())))
     workload = BatchWorkload(batch=first.batch, prompt_len=first.prompt, output_len=first.output)
-    memory = evaluator.batch_memory(first, device, workload)
+    memory = evaluator.batch_memory(first, device, workload, tables.attention_window)
     capacity_B = np.broadcast_to(device.memory_bytes, (count, 1))[:, 0]
     reasons = {c: infeasible_reason(memory, c) for c in np.unique(capacity_B).tolist()}
     reason = [reasons[c] for c in capacity_B.tolist()]

@@ -227,7 +227,7 @@ class Evaluator:
         device = self.point_device(point)
         tables = self.point_tables(point, device)
         workload = BatchWorkload(batch=point.batch, prompt_len=point.prompt, output_len=point.output)
-        memory = self.batch_memory(point, device, workload)
+        memory = self.batch_memory(point, device, workload, tables.attention_window)
         reason = infeasible_reason(memory, device.memory_bytes)
         speculative = self.speculative_tables(point, tables)
         traffic = None
@@ -404,10 +404,10 @@ class Evaluator:
             hit = self._scales[key] = (fmt, cfg, stored_weight_scale(fmt, cfg))  # both kept alive with their ids
         return hit[2]
 
-    def batch_memory(self, point: DesignPoint, device, workload: BatchWorkload) -> MemoryFootprint:
+    def batch_memory(self, point: DesignPoint, device, workload: BatchWorkload, window: Window) -> MemoryFootprint:
         """What a static-batch point (running `workload`) holds in each device's memory: weights, KV cache and
-        activations."""
-        fmt, cfg, window = point.numeric_format, self.config(point.model), self.kv_window(point)
+        activations; `window`: the point's KV window (kv_window), as its tables carry it (point_tables)."""
+        fmt, cfg = point.numeric_format, self.config(point.model)
         prefill_trace = self.trace(point.model, "prefill", point.batch, point.prompt)
         memory = batch_footprint(
             weight_bytes=_weight_bytes(prefill_trace.param_bytes, fmt, device, cfg, self._stored_scale(fmt, cfg)),

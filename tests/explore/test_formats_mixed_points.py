@@ -48,7 +48,8 @@ def test_weights_held_follow_each_module_bits(tiny_evaluator):
     the 6,738,415,616 parameters at its width (hand-computed from the model's shapes)."""
     point = _point(attn_weight_bits=8, edge_layer_bits=16)
     device = tiny_evaluator.point_device(point)
-    memory = tiny_evaluator.batch_memory(point, device, BatchWorkload(batch=1, prompt_len=128, output_len=32))
+    memory = tiny_evaluator.batch_memory(point, device, BatchWorkload(batch=1, prompt_len=128, output_len=32),
+                                         tiny_evaluator.kv_window(point))
     total = 6_738_415_616
     attention, mlp = 32 * 4 * 4096**2 / total, 32 * 3 * 4096 * 11008 / total
     edge = 2 / 32

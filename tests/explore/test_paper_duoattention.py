@@ -30,7 +30,8 @@ def ratios(evaluator, model: str, context: int, retrieval: float) -> tuple[float
                             execution="engine", knobs=knobs)
         evaluation = evaluator.evaluate(point, price_infeasible=True)
         memory = evaluator.batch_memory(point, evaluator.point_device(point),
-                                        BatchWorkload(batch=1, prompt_len=context, output_len=8))
+                                        BatchWorkload(batch=1, prompt_len=context, output_len=8),
+                                        evaluator.kv_window(point))
         out.append((evaluation.result.metrics()["tpot_s"], memory.weights_B + memory.kv_cache_B))
     (full_tpot, full_B), (duo_tpot, duo_B) = out
     return full_tpot / duo_tpot, full_B / duo_B
