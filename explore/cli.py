@@ -201,6 +201,16 @@ def _add_serving_flags(run: argparse.ArgumentParser) -> None:
                    help="search the highest rate in [LOW, HIGH] req/s that meets the SLO")
 
 
+def serving_flags_set(args: argparse.Namespace) -> list[tuple[str, object]]:
+    """(flag, value) of each flag of the serving group (--serving aside) that args sets to other than its default:
+    flags a static batch would silently ignore."""
+    bare = argparse.ArgumentParser(add_help=False)
+    _add_serving_flags(bare)
+    defaults = vars(bare.parse_args([]))
+    return [(f"--{dest.replace('_', '-')}", getattr(args, dest)) for dest, default in defaults.items()
+            if dest != "serving" and getattr(args, dest, default) != default]
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.WARNING, format="%(message)s")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from explore.cli import default_out, json_safe, print_json, run_knobs
+from explore.cli import default_out, json_safe, print_json, run_knobs, serving_flags_set
 from explore.design_point import DesignPoint, with_knobs
 from explore.evaluate import Evaluator, trace_args
 from explore.format_checks import check_run_format, format_notice
@@ -80,7 +80,7 @@ def _sweep_into(args, sweep, out: Path) -> int:
     from explore.report import write_report
 
     search = sweep.spec.search
-    plan = (f"{sweep.size()} design points" if search.strategy == "grid" else
+    plan = (count_label(sweep.size(), "design point") if search.strategy == "grid" else
             f"{search.strategy} search over {sweep.size()} design points, budget {search.budget}")
     print(f"sweep {sweep.name!r}: {plan} -> {out}/", file=sys.stderr)
     serving = sweep.spec.serving
@@ -120,8 +120,8 @@ def _sweep_into(args, sweep, out: Path) -> int:
     notice = capacity_notice(rows, serving.requests) if serving else ""
     if notice:
         print(notice, file=sys.stderr)
-    print(f"{len(rows)} design points ({feasible} feasible)\nresults: {out / 'results.csv'}\nreport:  {html}\n"
-          f"summary: {md}")
+    print(f"{count_label(len(rows), 'design point')} ({feasible} feasible)\nresults: {out / 'results.csv'}\n"
+          f"report:  {html}\nsummary: {md}")
     return 0
 
 
@@ -162,7 +162,7 @@ def cmd_check(args) -> int:
     traces_label = count_label(len(traces), "trace")
     capture = (f"up to {traces_label} to capture" if len(to_capture) == len(traces) else
                f"{len(to_capture)} of {traces_label} to capture (the others are in the trace cache)")
-    print(f"{args.sweep}: valid\n{sweep.size()} design points ({plan}), {capture}")
+    print(f"{args.sweep}: valid\n{count_label(sweep.size(), 'design point')} ({plan}), {capture}")
     for target, values in derived.items():
         shown = ", ".join(f"{v:g}" for v in values[:MAX_SHOWN]) + (", ..." if len(values) > MAX_SHOWN else "")
         print(f"derived {target} = {sweep.spec.derived[target]}: {len(values)} values ({shown})")
@@ -177,6 +177,12 @@ def cmd_run(args) -> int:
             knob.validate(values[knob.name])
         except ValueError as err:
             raise InputError(f"{knob.flag_name}: {err}") from None
+    if not args.serving and (stray := serving_flags_set(args)):  # else a static batch would ignore them silently
+        flag, value = stray[0]
+        shown = " ".join(f"{v:g}" for v in value) if isinstance(value, list) else (
+            f"{value:g}" if isinstance(value, float) else repr(value) if isinstance(value, str) else value)
+        raise InputError(f"{flag}: found {shown} without --serving, allowed: with --serving (a serving run's flag: a "
+                         f"static batch has no arriving requests), or left out")
     if args.ops and args.serving:
         raise InputError("--ops: found with --serving, allowed: a static batch (the table is of one prefill and "
                          "one decode step)")
@@ -313,6 +319,9 @@ def _serving_spec(args) -> ServingSpec:
             raise InputError(f"{flag}: {str(err).partition(': ')[2] or err}") from None
     if not 0 < args.slo_attainment <= 1:
         raise InputError(f"--slo-attainment: found {args.slo_attainment}, allowed: a fraction in (0, 1]")
+    if args.capacity and args.rate is not None:  # the search picks the rate: a given one would be ignored
+        raise InputError(f"--rate: found {args.rate:g} with --capacity, allowed: one of them (--capacity searches "
+                         f"the rate), as a sweep's serving: takes rate or capacity")
     fields = dict(scheduler=args.scheduler, requests=args.requests, arrival=args.arrival, rate_per_s=args.rate,
                   cv=args.cv, trace=args.trace, prompt=Fixed(tokens=args.prompt), output=Fixed(tokens=args.output),
                   max_seqs=args.max_seqs, max_batched_tokens=args.max_batched_tokens,
@@ -402,6 +411,8 @@ def _assumptions(point: DesignPoint, device) -> str:
         pools = (f"{s.prefill_replicas} prefill replica(s) ({s.prefill_device or point.device}) handing KV over "
                  f"{s.kv_link} to {s.replicas} decode replica(s)" if s.disaggregated
                  else f"{s.replicas} replica(s)")
+        if s.router:  # the one a user asked for (--router); unset: the default, least_requests
+            pools += f", router {s.router}"
         what += (f"; serving {s.requests} requests ({s.trace or 'fixed lengths'}, {s.arrival} arrivals, {rate}) "
                  f"with {s.scheduler} scheduling on {pools}")
     return what

@@ -149,6 +149,8 @@ def point_label(row: dict[str, Any], *, lengths: bool = False, batch: bool = Tru
             load += f" / {prefill:g} prefill + {replicas:g} decode replicas"
         elif math.isfinite(replicas) and replicas > 1:
             load += f" / {replicas:g} replicas"
+        if row.get("router"):  # a column only in sweeps that set it: there it tells their designs apart
+            load += f" / router {row['router']}"
     else:
         load = f"b{row.get('batch')}"
     parts = [row.get("model", ""), row.get("device", ""), load, format_label(row)]

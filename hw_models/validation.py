@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import functools
 import math
 import re
@@ -14,12 +13,7 @@ from collections.abc import Callable
 from pydantic import BaseModel, ValidationError
 
 from hw_models.spec_common import PLAUSIBLE, Plausible, Unread
-from workloads.errors import InputError
-
-
-def did_you_mean(word: str, choices) -> str:
-    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+from workloads.errors import InputError, did_you_mean
 
 
 def dotted(loc) -> str:

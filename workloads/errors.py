@@ -1,5 +1,6 @@
 """The one error type for bad user input, shared by every layer (it lives in the lowest one)."""
 
+import difflib
 import os
 from pathlib import Path
 
@@ -7,6 +8,21 @@ from pathlib import Path
 class InputError(ValueError):
     """A user mistake (unknown preset, malformed file, out-of-range value): the CLI prints it as one
     line naming the file, the key, what was found and what is allowed, and exits with code 2."""
+
+
+# A word that begins at most this many choices is completed to them ('h100': 'h100-pcie' or 'h100-sxm').
+MAX_COMPLETIONS = 3
+
+
+def did_you_mean(word: str, choices) -> str:
+    """' (did you mean 'x'?)' naming the choices a word begins (up to MAX_COMPLETIONS: a short name's closest
+    spelling may be another thing, 'h100' -> 'h200'), else the closest choice; '' when none is close."""
+    word, names = str(word), [str(c) for c in choices]
+    completions = [name for name in names if len(word) >= 2 and name != word and name.startswith(word)]
+    if 0 < len(completions) <= MAX_COMPLETIONS:
+        return f" (did you mean {' or '.join(repr(name) for name in completions)}?)"
+    close = difflib.get_close_matches(word, names, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 # Sweep files, device YAMLs and config.json are written by hand: the largest shipped is 7 KB. 1 MiB is over a

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import difflib
 from importlib import resources
 from pathlib import Path
 
-from workloads.errors import InputError, read_user_text
+from workloads.errors import InputError, did_you_mean, read_user_text
 
 PRESET_FOLDER = "presets"
 
@@ -30,10 +29,8 @@ def read_preset(name_or_path: str, *, package: str, suffixes: tuple[str, ...], k
         return read_user_text(path), str(path), path.stem
     names = bundled_names(package, suffixes[0])
     if name_or_path not in names:
-        close = difflib.get_close_matches(name_or_path, names, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise InputError(f"{key}: found {name_or_path!r}{hint}, allowed: a path to a {file_kind} or one of "
-                         f"{', '.join(names)}")
+        raise InputError(f"{key}: found {name_or_path!r}{did_you_mean(name_or_path, names)}, allowed: a path to "
+                         f"a {file_kind} or one of {', '.join(names)}")
     text = (resources.files(package) / PRESET_FOLDER / f"{name_or_path}{suffixes[0]}").read_text()
     return text, bundled_where(package, name_or_path + suffixes[0]), name_or_path
 

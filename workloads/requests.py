@@ -8,7 +8,6 @@ time too); `RequestSet.scaled_to_rate` moves the first arrival to 0.
 from __future__ import annotations
 
 import csv
-import difflib
 import gzip
 import io
 import math
@@ -19,7 +18,7 @@ from typing import Protocol
 
 import numpy as np
 
-from workloads.errors import InputError
+from workloads.errors import InputError, did_you_mean
 
 TRACE_FOLDER = Path(__file__).parent / "traces"
 SHIPPED_TRACES: dict[str, str] = {
@@ -319,8 +318,7 @@ def resolve_trace(name_or_path: str) -> Path:
     if path.suffix in (".csv", ".gz") or len(path.parts) > 1:
         raise InputError(f"{name_or_path}: no such file, allowed: an existing CSV file or a shipped trace "
                          f"({', '.join(SHIPPED_TRACES)})")
-    close = difflib.get_close_matches(name_or_path, list(SHIPPED_TRACES), n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    hint = did_you_mean(name_or_path, SHIPPED_TRACES)
     raise InputError(f"trace: found {name_or_path!r}{hint}, which is no file and no shipped trace, allowed: "
                      f"a path to a CSV file or one of {', '.join(SHIPPED_TRACES)}")
 

@@ -1,0 +1,62 @@
+"""What explore/commands.py tells a user: `explore run` refuses a serving flag given without --serving (a static
+batch would ignore it and print static metrics as if it had been applied: a new user's `--rate 6 --router least_tokens`
+without --serving), and counts say '1 design point'."""
+
+from __future__ import annotations
+
+import pytest
+
+from explore.cli import main
+
+
+@pytest.mark.parametrize("flags, needle", [
+    (["--rate", "6"], "--rate: found 6 without --serving"),
+    (["--router", "least_tokens"], "--router: found 'least_tokens' without --serving"),
+    (["--capacity", "1", "8"], "--capacity: found 1 8 without --serving"),
+    (["--replicas", "2"], "--replicas: found 2 without --serving"),
+    (["--scheduler", "chunked"], "--scheduler: found 'chunked' without --serving"),
+    (["--trace", "splitwise-conv"], "--trace: found 'splitwise-conv' without --serving"),
+    (["--slo-tpot", "0.1"], "--slo-tpot: found 0.1 without --serving"),
+    (["--swap-GBps", "10"], "--swap-GBps: found 10 without --serving"),
+])
+def test_a_serving_flag_without_serving_is_one_line_exit_2(flags, needle, capsys):
+    code = main(["run", "--model", "llama-2-7b", "--device", "h100-sxm", *flags])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and needle in err[0], err
+    assert "allowed: with --serving" in err[0] and "Traceback" not in err[0]
+
+
+def test_serving_flags_at_their_defaults_are_no_mistake(tiny_config, capsys):
+    """A flag equal to its default changes nothing, so it is not refused: the static point runs."""
+    code = main(["run", "--model", tiny_config, "--device", "h100-sxm", "--prompt", "16", "--output", "4",
+                 "--scheduler", "continuous", "--replicas", "1", "--json"])
+    out = capsys.readouterr().out
+    assert code == 0 and '"tpot_s"' in out
+
+
+def test_check_and_run_count_one_design_point_in_the_singular(tmp_path, tiny_config, capsys):
+    sweep = tmp_path / "one.yaml"
+    sweep.write_text(f"name: one\nmodel: {tiny_config}\ndevice: h100-sxm\n"
+                     f"workload: {{batch: 1, prompt: 16, output: 4}}\n")
+    assert main(["check", str(sweep)]) == 0
+    assert "\n1 design point (all evaluated)," in capsys.readouterr().out
+    assert main([str(sweep), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert "1 design point (1 feasible)" in captured.out and "design points" not in captured.out + captured.err
+
+
+def test_the_run_header_names_the_router_asked_for(tiny_config, capsys):
+    flags = ["run", "--model", tiny_config, "--device", "h100-sxm", "--serving", "--rate", "50", "--requests", "6",
+             "--prompt", "16", "--output", "4", "--replicas", "2"]
+    assert main([*flags, "--router", "least_tokens"]) == 0
+    assert capsys.readouterr().out.splitlines()[0].endswith("on 2 replica(s), router least_tokens")
+    assert main(flags) == 0  # no --router: the header as before
+    assert capsys.readouterr().out.splitlines()[0].endswith("on 2 replica(s)")
+
+
+def test_a_rate_beside_a_capacity_search_is_one_line_exit_2(capsys):
+    """A capacity search picks the rate itself, so a given --rate would be ignored (a sweep refuses both too)."""
+    code = main(["run", "--model", "llama-2-7b", "--device", "h100-sxm", "--serving", "--rate", "2",
+                 "--capacity", "1", "8", "--slo-ttft", "2"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--rate: found 2 with --capacity, allowed: one of them" in err[0], err

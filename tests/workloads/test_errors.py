@@ -1,0 +1,38 @@
+"""did_you_mean (workloads/errors.py), the hint of every unknown-name message: a short name that begins a few
+choices is completed to them ('h100' once suggested 'h200', the closest spelling, though the user meant an H100)."""
+
+from __future__ import annotations
+
+import pytest
+
+from explore.cli import main
+from workloads.errors import MAX_COMPLETIONS, did_you_mean
+
+DEVICES = ["a100-sxm-40gb", "a100-sxm-80gb", "h100-pcie", "h100-sxm", "h200", "v100-sxm2", "v100s-pcie"]
+
+
+@pytest.mark.parametrize("word, hint", [
+    ("h100", " (did you mean 'h100-pcie' or 'h100-sxm'?)"),  # completions, not the closest spelling 'h200'
+    ("a100", " (did you mean 'a100-sxm-40gb' or 'a100-sxm-80gb'?)"),
+    ("h100-sxn", " (did you mean 'h100-sxm'?)"),  # a typo: the closest spelling, as before
+    ("tpu-v5", ""),
+])
+def test_hints(word, hint):
+    assert did_you_mean(word, DEVICES) == hint
+
+
+def test_one_letter_is_not_completed():
+    """'h' begins three devices; one letter says too little to name them (difflib finds nothing close either)."""
+    assert did_you_mean("h", DEVICES) == ""
+
+
+def test_more_completions_than_the_cap_fall_back_to_the_closest_spelling():
+    links = ["nvlink2", "nvlink3", "nvlink4", "nvlink5"]
+    assert len(links) > MAX_COMPLETIONS
+    assert did_you_mean("nvlink", links) == " (did you mean 'nvlink5'?)"
+
+
+def test_a_device_name_missing_its_suffix_is_completed_on_the_command_line(capsys):
+    assert main(["run", "--model", "llama-2-7b", "--device", "h100"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "found 'h100' (did you mean 'h100-pcie' or 'h100-sxm'?), allowed:" in err[0], err
