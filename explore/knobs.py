@@ -42,6 +42,8 @@ from kernels.formats import (
     MAX_OUTLIER_FRACTION,
     OVERRIDE_BITS,
     SCALE_BITS,
+    SCALE_GROUP_SIZES,
+    SPQR_GROUP_SIZES,
     WEIGHT_CODINGS,
     WEIGHT_TYPES,
     NumericFormat,
@@ -219,15 +221,24 @@ for _name, _help, _allowed in (
         ("weight_type", "element type of quantized weights: int, fp8_e4m3, fp8_e5m2, fp4_e2m1, nf4, lut "
          "(a non-uniform codebook, SqueezeLLM) or ternary (BitNet b1.58, stored in 2 bits)", tuple(WEIGHT_TYPES)),
         ("act_type", "element type of quantized activations: int, fp8_e4m3, fp8_e5m2 or fp4_e2m1", tuple(ACT_TYPES)),
-        ("scale_type", "how each group of quantized weights stores its scale: fp16, e8m0 (MX formats), e4m3 (NVFP4) "
-         "or two_level (QServe: 8-bit group scales and zeros under fp16 channel scales)", tuple(SCALE_BITS)),
+        ("scale_type", "how each group of quantized weights stores its scale: fp16, e8m0 (MX formats), e4m3 (NVFP4), "
+         "two_level (QServe: 8-bit group scales and zeros under fp16 channel scales) or spqr3 (SpQR: 3-bit group "
+         "scales and zeros under fp16 statistics per scale_group_size groups; weight-only integers)",
+         tuple(SCALE_BITS)),
         ("scale_granularity", "what shares one weight scale: a group of group_size values, an output channel or "
          "the whole tensor", GRANULARITIES)):
     register(Knob(name=_name, type=str, help=_help, section="format", default=getattr(_FORMAT, _name),
                   allowed=_allowed, applies="format"))
-register(Knob(name="group_size", type=int, section="format", default=_FORMAT.group_size, allowed=GROUP_SIZES,
-              applies="format", help="quantized values sharing one scale (along a GEMM's k dimension); must "
-              "divide every k of the model that it is smaller than"))
+register(Knob(name="group_size", type=int, section="format", default=_FORMAT.group_size,
+              allowed=tuple(sorted((*SPQR_GROUP_SIZES, *GROUP_SIZES))), applies="format",
+              help="quantized values sharing one scale (along a GEMM's k dimension); must divide every k of the "
+              "model that it is smaller than; 8 only with scale_type spqr3"))
+# SpQR's second-level groups (kernels/formats.py NumericFormat.scale_group_size, the paper's beta2; ignored under other
+# scale types).
+register(Knob(name="scale_group_size", type=int, section="format", default=_FORMAT.scale_group_size,
+              allowed=SCALE_GROUP_SIZES, applies="format", label="scale group size",
+              help="with scale_type spqr3: groups whose 3-bit scales and zeros share one fp16 second-level "
+              "statistic (SpQR's beta2: 16 near-lossless, 64 in its ~3.9-bit rows); ignored otherwise"))
 # Mixed precision, outliers and entropy coding (kernels/formats.py NumericFormat; README "Numeric formats"). The
 # override widths are weight widths above 2 bits (a module kept at fewer bits than weight_bits is weight_bits').
 # edge_layers stops at 500, half of the most decoder layers a model config may have (workloads/model_config.py).

@@ -38,6 +38,19 @@ Dequantization work, in 32-bit lane instructions per weight element (counted fro
   ICLR 2024); weight-only lut runs SqueezeLLM's own GEMV, counted below;
 - scales add 0.5 (one mul/fma.f16x2 per pair: TensorRT-LLM's fpA_intB dequantizer scales every element; per-tensor
   scales are folded into the epilogue, and SqueezeLLM's per-channel codebooks hold the 16-bit values: 0);
+- SpQR's bilevel statistics (scale_type spqr3): the weight-only path above (its integer width's unpack and a scale)
+  plus, per group of group_size weights, SPQR_GROUP_OPS = 28 to turn the group's 3-bit scale and zero into fp16
+  ones, counted from SpQR's kernel (Vahe1994/SpQR inference_lib/src/spqr_quant/inference_kernels/
+  spqr_cuda_kernel.cu, spqr_quantized_matvec_fused: one thread per 64-bit word holding a group's 3-bit scale and
+  zero, its 16 weights and an 8-bit slice of the tile's second-level statistics): the slice shifted out and into
+  place (1 + 5: a 64-bit shift by a lane-dependent amount), the tile's statistics gathered by three 64-bit
+  shuffle-ors over the warp (recover_second_order_sync: 12), the scale and zero extracted (1) and converted to
+  half2 (INT2_TO_HALF2: two masks, two int-to-half conversions, a pack, 5), dequantized with the second-level
+  statistics (dequantize2: a subtract and a multiply, 2) and broadcast to both halves (2). That kernel is a
+  matvec whose per-weight work (3-bit fields taken with shifts and int-to-half conversions, fp32 FMAs on the CUDA
+  cores) is repeated for every token of a batch (QuantizedLinear.forward: "The kernel currently only supports
+  matvec"); the format is priced here as a Marlin-style mixed-input kernel runs it, dequantized once per M-tile
+  pass, which SpQR's own kernel does not do.
 - QServe's W4A8 with two-level scales: 0.875 (per eight weights three instructions unpack them into two registers
   of four int8 and one vectorized multiply and one subtract per register apply the 8-bit group scale and zero:
   Lin et al., "QServe", MLSys 2025, Section 5.2, "register-level parallelism" and "subtraction after
@@ -87,7 +100,7 @@ import numpy as np
 
 from hw_models.gpu_moe import quantized_weight_key
 from hw_models.spec_common import fallback_dtype
-from kernels.formats import CODEBOOK_TYPES, FLOAT_TYPES, INT, NumericFormat
+from kernels.formats import CODEBOOK_TYPES, FLOAT_TYPES, INT, SPQR, NumericFormat
 
 # Lane instructions per element to turn stored values into 16-bit (or 8-bit) math operands; see the docstring.
 UNPACK_OPS = {8: 1.0, 4: 9 / 8, 2: 9 / 8}
@@ -98,6 +111,8 @@ UNALIGNED_UNPACK_OPS = 9 / 8 + 0.5
 FLOAT_REBIAS_OPS = 0.5
 LOOKUP_OPS = 1.0
 SCALE_OPS = 0.5
+# SpQR's second-level statistics: lane instructions per group of group_size weights (see the docstring).
+SPQR_GROUP_OPS = 1 + 5 + 12 + 1 + 5 + 2 + 2
 QSERVE_W4A8_OPS = 7 / 8
 # SqueezeLLM's CUDA-core LUT GEMV: lane instructions per weight and token (see the docstring).
 LUT_GEMV_OPS = 6.0
@@ -146,7 +161,10 @@ def unpack_ops(bits: int, element_type: str) -> float:
 def _scale_ops(fmt: NumericFormat) -> float:
     """Scale work per element: none for per-tensor scales (the epilogue applies them) and for SqueezeLLM's codebooks,
     whose entries are the 16-bit values themselves."""
-    return 0.0 if fmt.scale_granularity == "tensor" or fmt.weight_type == "lut" else SCALE_OPS
+    if fmt.scale_granularity == "tensor" or fmt.weight_type == "lut":
+        return 0.0
+    # SpQR dequantizes each group's 3-bit scale and zero with its second-level statistics first.
+    return SCALE_OPS + (SPQR_GROUP_OPS / fmt.group_size if fmt.scale_type == SPQR else 0.0)
 
 
 def quant_plan(fmt: NumericFormat | None, peak_TFLOPS, gpu: str, traced_dtype: str = "bf16") -> QuantPlan | None:

@@ -10,8 +10,23 @@ cache). Parts and the formats they spell:
   also "nf4" (4-bit NormalFloat codebook, QLoRA), "lut" (a non-uniform codebook of 2^bits entries per channel,
   SqueezeLLM) and "ternary" ({-1, 0, 1}, BitNet b1.58, stored in 2 bits as bitnet.cpp's I2_S packing does).
 - scale_type: how each group's scale is stored: "fp16" (GPTQ, AWQ), "e8m0" (a power of two in 8 bits, the OCP
-  MX formats), "e4m3" (an fp8 scale, NVFP4) or "two_level" (QServe's progressive scheme: an fp16 scale per output
-  channel and, per group, an 8-bit integer scale and a 4-bit zero point).
+  MX formats), "e4m3" (an fp8 scale, NVFP4), "two_level" (QServe's progressive scheme: an fp16 scale per output
+  channel and, per group, an 8-bit integer scale and a 4-bit zero point) or "spqr3" (SpQR's bilevel statistics,
+  below).
+- SpQR (Dettmers et al., "SpQR: A Sparse-Quantized Representation for Near-Lossless LLM Weight Compression", ICLR
+  2024, arXiv:2306.03078): integer weights in very small groups (group_size, the paper's beta1: "typically of
+  beta1 = 8 - 32 weights", Section 4.1; 8 is allowed with this scale type alone) whose scale and zero point are
+  themselves quantized to 3 bits (b_s = b_z = 3); each run of scale_group_size groups (beta2, along the output
+  channels) quantizes those scales with one fp16 scale and zero, and the zeros with another pair. Outliers are
+  outlier_fraction (below). Average bits per weight, the paper's Eq. 4 (Appendix D):
+  b_w + (b_s + b_z) / beta1 + 64 / (beta1 beta2) + 32 r_o; e.g. 3-bit weights with beta1 = beta2 = 16 are 3.625
+  (Table 3, "3-bit statistics": 3.63; Appendix H: 3.625). Table 1's ~3.9-bit rows are 3-bit weights, beta1 = 8,
+  beta2 = 64 (3.875) plus outliers; its near-lossless ~4.6-bit rows 4-bit weights, beta1 = beta2 = 16 (4.625, the
+  LLaMA-30B configuration of Appendix B) plus outliers. SpQR is weight-only: its kernel dequantizes to 16-bit
+  activations. SpQR's GPU library packs each row of a 16 x 16 tile (3-bit scale, zero and 16 weights, and an
+  8-bit slice of the tile's second-level statistics) into one 64-bit word, 4 bits a weight at 3 bits
+  (inference_lib/src/spqr_quant/inference.py, QuantizedLinear): the stored bits here are the paper's, the layout's
+  padding is not counted.
 - scale_granularity: "group" (one scale per group_size consecutive values along the GEMM's k dimension), "channel"
   (one per output channel) or "tensor" (one per tensor). Per-channel and per-tensor scales are counted as no
   bytes: one 16-bit scale per row of k >= 1,024 weights is under 0.4% of 4-bit weights.
@@ -19,7 +34,8 @@ cache). Parts and the formats they spell:
   Formats (MX) v1.0 spec, 2023, Table 1); NVFP4 = fp4_e2m1, e4m3 scales per 16 (NVIDIA Blackwell architecture
   technical brief, 2024); DeepSeek-V3-style block fp8 = fp8_e4m3 with group scales per 128.
 
-The KV cache keeps one 16-bit scale per group_size values whatever the weights' scales.
+The KV cache keeps one 16-bit scale per group_size values whatever the weights' scales (groups of 8
+under SpQR's scales too).
 
 Beyond one set of bits for every weight (kernels/table.py KernelTable.with_format applies them per kernel):
 
@@ -90,11 +106,23 @@ FLOAT_TYPES = {"fp8_e4m3": "fp8", "fp8_e5m2": "fp8", "fp4_e2m1": "fp4"}
 # Weight types read through a table (a lookup per weight on devices without codebook units).
 CODEBOOK_TYPES = ("nf4", "lut")
 # Bits each group of weights stores for its scale (and zero point), by scale type.
-SCALE_BITS = {"fp16": 16.0, "e8m0": 8.0, "e4m3": 8.0, "two_level": 8.0 + 4.0}
+SPQR = "spqr3"
+# SpQR's first-level statistics: a 3-bit scale and a 3-bit zero point per group (b_s = b_z = 3, Section 4.2).
+SPQR_STAT_BITS = 3.0
+SCALE_BITS = {"fp16": 16.0, "e8m0": 8.0, "e4m3": 8.0, "two_level": 8.0 + 4.0, SPQR: 2 * SPQR_STAT_BITS}
+# SpQR's second level: per scale_group_size groups an fp16 scale and zero for their scales and another pair for
+# their zeros, 2 x (16 + 16) bits (the 64 of Eq. 4; "four 16-bit scalars" per 16 x 16 group, Section 4.2).
+SPQR_SECOND_LEVEL_BITS = 2 * (16.0 + 16.0)
 GRANULARITIES = ("group", "channel", "tensor")
 # Group sizes a format may take: 16 (NVFP4) to 256 (llama.cpp's K-quant super-blocks); 1,024 and more would be a
 # scale per row of most models' GEMMs, which scale_granularity "channel" says.
 GROUP_SIZES = (16, 32, 64, 128, 256)
+# Group sizes below those that only SpQR's quantized statistics take: Table 1's ~3.9-bit rows use groups of 8.
+SPQR_GROUP_SIZES = (8,)
+# SpQR's second-level group sizes (beta2: first-level groups sharing one fp16 second-level statistic): the grid of
+# the paper's Table 5; 16 is its near-lossless configuration (Appendix B) and the default.
+SCALE_GROUP_SIZES = (4, 8, 16, 32, 64, 128)
+DEFAULT_SCALE_GROUP_SIZE = 16
 
 # Mixed precision: the format fields that keep a part of the model at more bits than weight_bits (0: as weight_bits).
 BIT_OVERRIDES = ("attn_weight_bits", "mlp_weight_bits", "edge_layer_bits")
@@ -162,6 +190,9 @@ class NumericFormat:
     act_type: str = INT
     scale_type: str = "fp16"
     scale_granularity: str = "group"
+    # SpQR's beta2 (scale_type spqr3): first-level groups whose 3-bit scales and zeros share one fp16 second-level
+    # statistic; normalized to its default under other scale types, which do not quantize their scales in groups.
+    scale_group_size: int = DEFAULT_SCALE_GROUP_SIZE
     attn_weight_bits: int = 0
     mlp_weight_bits: int = 0
     edge_layer_bits: int = 0
@@ -197,9 +228,33 @@ class NumericFormat:
         if self.scale_type != "fp16" and self.scale_granularity != "group":
             raise ValueError(f"scale_type: found {self.scale_type!r} with scale_granularity "
                              f"{self.scale_granularity!r}, allowed: fp16 (block scales are per group)")
+        self._check_spqr()
         if self.act_bits < 16:
             self._check_math_pair()
         self._check_mixed()
+
+    def _check_spqr(self) -> None:
+        """SpQR's bilevel statistics (scale_type spqr3) take integer weights meeting 16-bit activations, the group
+        sizes below 16 that only they allow, and a second-level group size of the paper's grid; scale_group_size is
+        normalized to its default under other scale types, so equal formats compare equal."""
+        spqr = self.scale_type == SPQR
+        if self.group_size < min(GROUP_SIZES) and not (spqr and self.group_size in SPQR_GROUP_SIZES):
+            raise ValueError(f"group_size: found {self.group_size} with scale_type {self.scale_type}, allowed: "
+                             f"{', '.join(map(str, GROUP_SIZES))}; {', '.join(map(str, SPQR_GROUP_SIZES))} only with "
+                             f"scale_type {SPQR} (SpQR's 3-bit bilevel statistics)")
+        sgs = self.scale_group_size
+        if isinstance(sgs, bool) or sgs not in SCALE_GROUP_SIZES:
+            raise ValueError(f"scale_group_size: found {sgs!r}, allowed: {', '.join(map(str, SCALE_GROUP_SIZES))} "
+                             f"(groups sharing SpQR's fp16 second-level statistics)")
+        if not spqr:
+            object.__setattr__(self, "scale_group_size", DEFAULT_SCALE_GROUP_SIZE)
+            return
+        if self.weight_type != INT:
+            raise ValueError(f"scale_type: found {SPQR!r} with weight_type {self.weight_type!r}, allowed: weight_type "
+                             f"{INT} (SpQR quantizes integers, min-max per group)")
+        if self.act_bits < 16:
+            raise ValueError(f"scale_type: found {SPQR!r} with act_bits {self.act_bits}, allowed: act_bits 16 (SpQR "
+                             f"is weight-only: its kernel dequantizes the weights for 16-bit activations)")
 
     def _check_mixed(self) -> None:
         """Overrides name more bits than weight_bits in widths its element and scale types take (one equal to
@@ -243,6 +298,10 @@ class NumericFormat:
             raise ValueError(f"hot_experts: found {share!r}, allowed: a fraction from 0 to 1 (0: off)")
         experts = self.mlp_weight_bits or self.weight_bits
         more = ", ".join(str(b) for b in OVERRIDE_BITS if b > experts) or "none (the experts are at 16 bits)"
+        if share and bits == 0:  # a share of hot experts asks for their width; 0 would leave them as the rest
+            raise ValueError(f"hot_expert_bits: found 0 with hot_experts {share:g} and the experts at "
+                             f"{experts} bits, allowed: more bits than the experts' (mlp_weight_bits, else "
+                             f"weight_bits): {more}; or hot_experts 0 (off)")
         if bits not in OVERRIDE_BITS or (share and bits < experts):
             raise ValueError(f"hot_expert_bits: found {bits!r} with the experts at {experts} bits, allowed: 0 (off) "
                              f"or more bits than the experts' (mlp_weight_bits, else weight_bits): {more}")
@@ -263,7 +322,9 @@ class NumericFormat:
         plain = dict.fromkeys(BIT_OVERRIDES, 0) | {"edge_layers": 1, "outlier_fraction": 0.0, "weight_coding": "none",
                                                   "hot_experts": 0.0, "hot_expert_bits": 0}
         if bits >= 16:
-            return replace(self, weight_bits=16, act_bits=16, weight_type=INT, act_type=INT, scale_type="fp16",
+            # A group size only SpQR's statistics take keeps them (it still sizes the KV cache's groups).
+            scale_type = "fp16" if self.group_size >= min(GROUP_SIZES) else self.scale_type
+            return replace(self, weight_bits=16, act_bits=16, weight_type=INT, act_type=INT, scale_type=scale_type,
                            scale_granularity="group", **plain)
         return replace(self, weight_bits=bits, **plain)
 
@@ -371,7 +432,10 @@ class NumericFormat:
             return 16.0
         if self.scale_granularity != "group":
             return float(self.weight_bits)
-        return self.weight_bits + SCALE_BITS[self.scale_type] / self.group_size
+        bits = self.weight_bits + SCALE_BITS[self.scale_type] / self.group_size
+        if self.scale_type == SPQR:  # SpQR's fp16 second-level statistics, per scale_group_size groups (Eq. 4)
+            bits += SPQR_SECOND_LEVEL_BITS / (self.group_size * self.scale_group_size)
+        return bits
 
     @cached_property
     def weight_scale(self) -> float:
@@ -431,7 +495,8 @@ class NumericFormat:
         parts = [f"w:{self.weight_type}" if self.weight_type != INT else "",
                  f"a:{self.act_type}" if self.act_type != INT else "",
                  self.scale_granularity if self.scale_granularity != "group" else "",
-                 f"{self.scale_type}/{self.group_size}" if self.scale_type != "fp16" else "",
+                 f"{self.scale_type}/{self.group_size}" + (f"x{self.scale_group_size}" if self.scale_type == SPQR
+                                                           else "") if self.scale_type != "fp16" else "",
                  self.sparsity if self.sparsity != DENSE else "",
                  f"attn{self.attn_weight_bits}" if self.attn_weight_bits else "",
                  f"mlp{self.mlp_weight_bits}" if self.mlp_weight_bits else "",

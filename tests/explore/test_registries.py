@@ -134,9 +134,9 @@ def test_a_registered_knob_is_checked_in_sweeps_and_flags(dummies, tmp_path, cap
     path = write_sweep(tmp_path, f"name: bad\nmodel: {model}\ndevice: h100-sxm\nformat: {{group_size: [32, 100]}}\n")
     assert main(["check", path]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
-    assert "sweep.yaml:4: format.group_size.1: found 100, allowed: 16, 32, 64, 128 or 256" in line
+    assert "sweep.yaml:4: format.group_size.1: found 100, allowed: 8, 16, 32, 64, 128 or 256" in line
 
-    assert "--group-size {16,32,64,128,256}" in _run_help()
+    assert "--group-size {8,16,32,64,128,256}" in _run_help()
     run = ["run", "--model", model, "--device", "h100-sxm", "--prompt", "32", "--output", "4", "--weight-bits", "4"]
     assert main([*run, "--group-size", "32", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)

@@ -46,7 +46,10 @@ def _expert_rows(table: KernelTable) -> np.ndarray:
 @pytest.mark.parametrize("fields, needle", [
     (dict(hot_experts=1.5, hot_expert_bits=8), "hot_experts: found 1.5, allowed: a fraction from 0 to 1"),
     (dict(hot_experts=-0.1, hot_expert_bits=8), "hot_experts: found -0.1"),
-    (dict(hot_experts=0.25), "hot_expert_bits: found 0 with the experts at 4 bits, allowed: 0 (off) or more"),
+    # A share without its width: 0 is refused, so the message must not offer it (it offers hot_experts 0 instead).
+    (dict(hot_experts=0.25), "hot_expert_bits: found 0 with hot_experts 0.25 and the experts at 4 bits, allowed: "
+                             "more bits than the experts' (mlp_weight_bits, else weight_bits): 5, 6, 8, 16; or "
+                             "hot_experts 0 (off)"),
     (dict(hot_experts=0.25, hot_expert_bits=7), "hot_expert_bits: found 7"),
     (dict(hot_experts=0.25, hot_expert_bits=6, mlp_weight_bits=8), "hot_expert_bits: found 6 with the experts at 8"),
     (dict(hot_experts=0.25, hot_expert_bits=8, weight_type="nf4"), "hot_expert_bits: found 8, a width the weights'"),

@@ -1,0 +1,37 @@
+"""SpQR design points against the paper's measured decode speed (Dettmers et al., "SpQR", ICLR 2024,
+arXiv:2306.03078, Table 4: tokens/s at batch 1 on one A100, LLaMA-7B, 100 tokens generated from scratch or after a
+1,024-token prefix): fp16 47 +- 2.3 and 46 +- 2.4, SpQR with its optimized kernel 57 +- 2.4 and 55 +- 2.1, so SpQR
+decodes 1.21x and 1.20x as fast as fp16 ("about 20-30%", Section 5). The SpQR point is Table 1's 7B row at ~3.9 bits
+(3-bit weights, groups of 8, second-level groups of 64, 0.2% outliers; the paper does not say which configuration
+Table 4 ran). Llama-2-7B's preset stands in for LLaMA-7B: the same shapes (hidden 4,096, 32 layers of 32 heads, MLP
+11,008). Bounds: faster than fp16 (the paper's conclusion) and under 1.25 x 1.21.
+
+Where the model stands (A100 SXM 80 GB, scratch): eager fp16 28.0 ms a token (the paper measured 21.3), SpQR 32.9 ms
+(0.85x: a miss, the strict xfail below); replayed from CUDA graphs 13.3 against 11.4 ms (1.17x); a serving engine's
+kernels 9.2 against 7.0 ms (1.32x).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from explore.design_point import DesignPoint
+
+SPQR_7B = (("group_size", 8), ("outlier_fraction", 0.002), ("scale_group_size", 64), ("scale_type", "spqr3"))
+PAPER_SPEEDUP = {1: 57 / 47, 1024: 55 / 46}
+
+
+def _tpot_s(evaluator, prompt: int, **fields) -> float:
+    point = DesignPoint(model="llama-2-7b", device="a100-sxm-80gb", batch=1, prompt=prompt, output=100, **fields)
+    return evaluator.evaluate(point).metrics["tpot_s"]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "eager decode of a 7B model at batch 1 is host-bound in the model (fp16 28.0 ms a token against the paper's "
+    "21.3 ms), so fewer bytes buy nothing, and the outliers' sparse product is a kernel of its own after each GEMM "
+    "(kernels/format_kernels.py), one more launch each, where SpQR's kernel fuses the dense and sparse products "
+    "(spqr_quantized_matvec_fused): SpQR comes out 0.85x fp16 instead of 1.2x"))
+@pytest.mark.parametrize("prompt", [1, 1024])
+def test_spqr_decodes_faster_than_fp16_as_table_4_measures(tiny_evaluator, prompt):
+    speedup = _tpot_s(tiny_evaluator, prompt) / _tpot_s(tiny_evaluator, prompt, weight_bits=3, knobs=SPQR_7B)
+    assert 1.0 < speedup < 1.25 * PAPER_SPEEDUP[prompt]
