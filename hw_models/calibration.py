@@ -173,12 +173,13 @@ def _fit(base: GPUModel, rows: list[MeasuredKernel], params: Parameters, build, 
     return make([float(v) for v in x])
 
 
-def fit_gemm(base: GPUModel, rows: list[MeasuredKernel]) -> GemmFit:
+def fit_gemm(base: GPUModel, rows: list[MeasuredKernel], latencies_from: GemmFit | None = None) -> GemmFit:
     """One GEMM fit on rows of one dtype (the rows' dtype picks the peak rate), tiled as its library dispatches
     where GEMM_TILE_LIBRARY names one. A low-precision GEMM with a
     quantization kernel before it (QUANTIZE_BYTES_PER_INPUT) also fits that kernel's latency and bandwidth (and its
     time per input row where ROW_GRID_QUANTIZE_FITS names it); OUTPUT_RATE_FITS also fit the output's write rate;
-    rows launched eagerly (timing 'eager') also fit the call's host interval."""
+    rows launched eagerly (timing 'eager') also fit the call's host interval, and take their device latencies from
+    `latencies_from` (eager_latencies) instead of fitting them."""
     key = gemm_key(rows[0])
     quantize = QUANTIZE_BYTES_PER_INPUT.get(key, 0.0)
     policy = tile_policy(GEMM_TILE_LIBRARY[key], base.name) if key in GEMM_TILE_LIBRARY else ""
@@ -193,21 +194,44 @@ def fit_gemm(base: GPUModel, rows: list[MeasuredKernel]) -> GemmFit:
         **({"host_interval_s": (20.0, 0.0, 1000.0, 1e-6)} if eager else {}),
         **({"output_bandwidth_fraction": (0.5, 0.01, 1.0, 1.0)} if key in OUTPUT_RATE_FITS else {}),
         **({"quantize_row_s": (1.0, 0.0, 1000.0, 1e-9)} if quantize and key in ROW_GRID_QUANTIZE_FITS else {})}
+    fixed: dict[str, float] = {}
     if eager:
-        # An eager loop's floor is the host's or the device's, which the rows cannot tell apart: the device's
-        # fixed latency (GEMM and quantization kernel together) is fitted as a share of the host interval, so
-        # the floor is the host's; `quantize_latency_s` is then the quantization kernel's part of that share.
-        params.update(latency_s=(0.2, 0.0, 1.0, 1.0),
-                      **({"quantize_latency_s": (0.5, 0.0, 1.0, 1.0)} if quantize else {}))
+        # An eager loop's floor is the host's or the device's, which the rows cannot tell apart: any device
+        # latency up to the host interval fits them alike, and a fitted one lands anywhere in that range (a
+        # host-sized latency then charged as device time in every execution mode). So the device's fixed
+        # latencies are not fitted here but taken from an identifiable, graph-timed fit of the same GPU.
+        if latencies_from is None:
+            raise ValueError(f"fit_gemm: rows of {key or 'bf16'!r} are timed eagerly; their device latencies come "
+                             f"from a graph-timed fit of the GPU (latencies_from), and none was given")
+        fixed = eager_latencies(latencies_from, quantize)
+        for name in fixed:
+            del params[name]
 
     def build(values: dict[str, float]) -> GemmFit:
-        if eager:
-            fixed, part = values["latency_s"] * values["host_interval_s"], values.get("quantize_latency_s", 0.0)
-            values["latency_s"] = fixed * (1.0 - part)
-            if quantize:
-                values["quantize_latency_s"] = fixed * part
-        return GemmFit(quantize_bytes_per_input=quantize, tile_policy=policy, **values)
+        return GemmFit(quantize_bytes_per_input=quantize, tile_policy=policy, **values, **fixed)
     return _fit(base, rows, params, build, lambda fit: {"gemm": fit})
+
+
+def eager_latencies(sibling: GemmFit, quantize_bytes_per_input: float) -> dict[str, float]:
+    """The device latencies an eagerly timed GEMM fit takes from a graph-timed fit of the same GPU: its GEMM
+    latency, and, where the eager kernel has an input quantization kernel, the sibling's quantization kernel's
+    latency (or, where the sibling has none, its GEMM latency: one kernel's fixed time on that GPU). Both add to
+    every row, so the sibling's rows identify their sum, not its split; taking both carries that sum over."""
+    if not quantize_bytes_per_input:
+        return {"latency_s": sibling.latency_s}
+    quantize_s = sibling.quantize_latency_s if sibling.quantize_bytes_per_input else sibling.latency_s
+    return {"latency_s": sibling.latency_s, "quantize_latency_s": quantize_s}
+
+
+def latency_sibling(key: str, graph_timed: dict[str, GemmFit]) -> str | None:
+    """The graph-timed GEMM fit whose device latencies an eagerly timed fit of dtype key `key` takes: the same
+    dtype's default scaling ('fp8' for 'fp8/block128': the same GPU's nearest kernel, its latency identifiable
+    since graph replay hides the host), else the GPU's 16-bit fit ('': a GEMM's fixed time on that GPU), else
+    none."""
+    for candidate in (key.split("/")[0], ""):
+        if candidate != key and candidate in graph_timed:
+            return candidate
+    return None
 
 
 # MoeFit parameters (Parameters). Fractions stay at or below 1. The unaligned slowdown starts at none: a fit
@@ -304,7 +328,20 @@ def fit_calibration(base: GPUModel, rows: list[MeasuredKernel], *, table_path: s
             gemm_rows.setdefault(gemm_key(r), []).append(r)
         elif r.kernel == MOE_KIND:
             moe_rows.setdefault(gemm_key(r), []).append(r)
-    gemms = {key: fit_gemm(base, group) for key, group in sorted(gemm_rows.items())}
+    eager = {key for key, group in gemm_rows.items() if any(r.timing == "eager" for r in group)}
+    gemms = {key: fit_gemm(base, group) for key, group in sorted(gemm_rows.items()) if key not in eager}
+    notes: dict[str, str] = {}
+    for key in sorted(eager):
+        sibling = latency_sibling(key, gemms)
+        if sibling is None:
+            raise InputError(f"{table_path}: GEMM rows of {key!r} on {base.name!r} are timed eagerly, and no "
+                             f"graph-timed GEMM rows of that device give their device latency; allowed: a table "
+                             f"with graph-timed {key.split('/')[0]!r} or 16-bit GEMM rows of {base.name!r}")
+        gemms[key] = fit_gemm(base, gemm_rows[key], gemms[sibling])
+        taken = " and ".join(eager_latencies(gemms[sibling], gemms[key].quantize_bytes_per_input))
+        notes[key] = (f"rows timed eagerly (host and device floors alike): {taken} taken from this GPU's "
+                      f"graph-timed GEMM fit {sibling or '16-bit'!r}, not fitted")
+    gemms = dict(sorted(gemms.items()))
     moes = {key: fit_moe(base, group) for key, group in sorted(moe_rows.items())}
     streams = {c: fit_stream(base, c, [r for r in fitting if r.kernel == c])
                for c in STREAM_FIT_CLASSES if any(r.kernel == c for r in fitting)}
@@ -313,6 +350,7 @@ def fit_calibration(base: GPUModel, rows: list[MeasuredKernel], *, table_path: s
         "table": table_path, "sha256": ", ".join(hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in paths),
         "rows_used": len(fitting), "rows_for_device": len(rows), "train_fraction": train_fraction,
         "train_sources": train, "date": datetime.date.today().isoformat(), "command": command,
+        **({"fixed_latencies": notes} if notes else {}),
     }
     return Calibration(device=base.name, gemm=gemms.pop("", None), gemm_dtypes=gemms or None, streams=streams or None,
                        attention=fit_attention(base, attention) if attention else None, moe=moes.pop("", None),
