@@ -13,7 +13,7 @@ from explore.cli import default_out, json_safe, print_json, run_knobs, serving_f
 from explore.design_point import DesignPoint, with_knobs
 from explore.evaluate import Evaluator, trace_args
 from explore.format_checks import check_run_format, format_notice
-from explore.knobs import input_columns
+from explore.knobs import KNOBS, input_columns
 from explore.ops_table import format_op_table, op_rows
 from explore.rerun import REPORT_FILES, report_current, report_inputs, stamp_report, stored_ids
 from explore.results import folder_lock
@@ -183,6 +183,9 @@ def cmd_run(args) -> int:
             f"{value:g}" if isinstance(value, float) else repr(value) if isinstance(value, str) else value)
         raise InputError(f"{flag}: found {shown} without --serving, allowed: with --serving (a serving run's flag: a "
                          f"static batch has no arriving requests), or left out")
+    if args.serving and args.batch != KNOBS["batch"].default:  # the scheduler forms a serving run's batches
+        raise InputError(f"--batch: found {args.batch} with --serving, allowed: left out (a serving run's batches "
+                         f"are its scheduler's; --max-seqs caps them)")
     if args.ops and args.serving:
         raise InputError("--ops: found with --serving, allowed: a static batch (the table is of one prefill and "
                          "one decode step)")

@@ -87,6 +87,8 @@ class Knob:
     flag: bool = True  # `explore run` has --<name> (point and system scope)
     applies: Applies = "point"  # where the cost model reads a generic knob (see the module docstring)
     column: Literal["always", "when set"] = "when set"
+    # The knob that turns this one on: at that knob's default (off) this one changes nothing, and labels omit it.
+    only_with: str = ""
 
     @property
     def words(self) -> str:
@@ -262,7 +264,7 @@ register(Knob(name="hot_experts", type=float, section="format", default=_FORMAT.
               "MC-MoE, frequency-based allocation); the rest keep the experts' bits; 0: off; MoE models only",
               allowed_text="a fraction from 0 to 1 (0: off)"))
 register(Knob(name="hot_expert_bits", type=int, section="format", default=_FORMAT.hot_expert_bits,
-              allowed=OVERRIDE_BITS, applies="format", label="hot expert bits",
+              allowed=OVERRIDE_BITS, applies="format", label="hot expert bits", only_with="hot_experts",
               help="bits of the hot experts (hot_experts); more than the experts' (mlp_weight_bits, else weight_bits)"))
 register(Knob(name="outlier_fraction", type=float, section="format", default=0.0, minimum=0.0,
               maximum=MAX_OUTLIER_FRACTION, applies="format", label="outlier fraction",

@@ -20,12 +20,13 @@ from explore.plots_objectives import (
     ranking_figure,
     sensitivity_figure,
 )
+from explore.plots_serving import NOT_JUDGED_MARK
 from explore.report import ReportFigure, ReportTable
+from explore.report_serving import metric_cell, unjudged_footnote, varying_knobs
 from explore.rows import (
     count_label,
     device_label,
     format_label,
-    format_number,
     is_feasible,
     lengths_vary,
     metric_axis_label,
@@ -175,9 +176,10 @@ def pareto_table(rows: list[dict[str, Any]], objectives: dict | None, constraint
         best = _ranked(meeting, names[0], bool(minimize))[:MAX_RANKED]
         return ReportTable(title=f"Best designs by {metric_axis_label(names[0])}", headers=headers,
                            note=f"The {count_label(len(best), 'feasible point')} best "
-                                f"({'lower' if minimize else 'higher'} is better).{broke}",
-                           cells=[[point_label(r, lengths=lengths),
-                                   format_number(r.get(names[0]), metric_scale(names[0]))] for r in best])
+                                f"({'lower' if minimize else 'higher'} is better).{broke}"
+                                f"{_unjudged(best, rows, names)}",
+                           cells=[[point_label(r, lengths=lengths), metric_cell(r, names[0], metric_scale(names[0]))]
+                                  for r in best])
     front, roles = _front_and_roles(meeting, minimize, maximize)
     shown = front[:MAX_FRONT_ROWS]
     more = f" Showing the first {len(shown)} of {len(front)}." if len(front) > len(shown) else ""
@@ -185,9 +187,17 @@ def pareto_table(rows: list[dict[str, Any]], objectives: dict | None, constraint
     return ReportTable(
         title="Pareto-optimal designs", headers=headers + ["chosen"],
         note=f"{count_label(len(front), 'point')} no other feasible point beats on every objective ({goal}), "
-             f"sorted by {names[0]}.{broke}{more}",
-        cells=[[point_label(r, lengths=lengths)] + [format_number(r.get(n), metric_scale(n)) for n in names]
+             f"sorted by {names[0]}.{broke}{more}{_unjudged(shown, rows, names)}",
+        cells=[[point_label(r, lengths=lengths)] + [metric_cell(r, n, metric_scale(n)) for n in names]
                + [", ".join(roles.get(i, []))] for i, r in enumerate(shown)])
+
+
+def _unjudged(shown: list[dict[str, Any]], rows: list[dict[str, Any]], names: list[str]) -> str:
+    """' <footnote>' on the unjudged capacities among the shown rows where capacity_rps is a column; else ''."""
+    if "capacity_rps" not in names:
+        return ""
+    footnote = unjudged_footnote(shown, varying_knobs(rows), f"{NOT_JUDGED_MARK} marks")
+    return f" {footnote}" if footnote else ""
 
 
 def sensitivity_figures(rows: list[dict[str, Any]], objectives: dict | None) -> list[ReportFigure]:

@@ -500,7 +500,7 @@ def _has_capacity_columns(rows: list[dict[str, Any]]) -> bool:
     return any("capacity_judged" in r or _has(r, "queue_growth") for r in rows)
 
 
-def _metric_cell(row: dict[str, Any], name: str, scale: float) -> str:
+def metric_cell(row: dict[str, Any], name: str, scale: float) -> str:
     """A metric's table cell; a capacity that is not judged ends in NOT_JUDGED_MARK."""
     mark = f" {NOT_JUDGED_MARK}" if name == "capacity_rps" and capacity_unjudged(row) else ""
     return format_number(row.get(name), scale) + mark
@@ -516,7 +516,7 @@ def _design_table(title: str, note: str, shown: list[dict[str, Any]], rows: list
     return ReportTable(title=title, note=f"{note} {footnote}" if footnote else note,
                        headers=headers + [m[0] for m in metrics],
                        cells=[_point_cells(r, "rate (req/s)" in headers, extra)
-                              + [_metric_cell(r, name, scale) for _, name, scale in metrics] for r in shown])
+                              + [metric_cell(r, name, scale) for _, name, scale in metrics] for r in shown])
 
 
 def serving_tables(rows: list[dict[str, Any]], constraints: Sequence[str] | None = None,

@@ -6,7 +6,7 @@ import math
 from typing import Any
 
 from explore.design_point import DesignPoint, generic_knobs, with_knobs
-from explore.knobs import KNOBS, knob, knobs
+from explore.knobs import KNOBS, Knob, knob, knobs
 from explore.metrics import METRICS, metric
 from kernels.formats import NumericFormat
 
@@ -166,9 +166,15 @@ def point_label(row: dict[str, Any], *, lengths: bool = False, batch: bool = Tru
 
 
 def knobs_label(row: dict[str, Any]) -> list[str]:
-    """'name=value' of each generic knob (explore/design_point.py) a row sets to other than its default."""
+    """'name=value' of each generic knob (explore/design_point.py) a row sets to other than its default, less those
+    whose only_with knob is off there (hot_expert_bits at hot_experts 0: no expert takes the bits)."""
     return [f"{k.name}={value_label(row[k.name])}" for k in generic_knobs()
-            if row.get(k.name) not in (None, "") and row[k.name] != k.default]
+            if _set(row, k) and not (k.only_with and not _set(row, KNOBS[k.only_with]))]
+
+
+def _set(row: dict[str, Any], k: Knob) -> bool:
+    """Whether a row sets knob k to other than its default (a column a sweep lacks, or empty, is the default)."""
+    return row.get(k.name) not in (None, "") and row[k.name] != k.default
 
 
 def device_label(row: dict[str, Any]) -> str:

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import (
+    AfterValidator,
     Field,
     StrictBool,
     StrictInt,
@@ -42,7 +43,7 @@ from explore.schema import (
 from explore.sweep_serving import Parallel, Serving, check_parallel, check_serving, serving_dimensions, serving_spec
 from hw_models.link import default_link, load_link_model
 from hw_models.registry import load_device
-from hw_models.validation import check_keys, did_you_mean, input_error
+from hw_models.validation import check_keys, did_you_mean, input_error, quoted
 from kernels.kv_policy import budget_error
 from sim.speculative import MEDUSA, draft_error
 from workloads.errors import InputError
@@ -62,7 +63,25 @@ MAX_SEARCH_SPACE = 10**15
 
 OPS = {"<=": operator.le, "<": operator.lt, ">=": operator.ge, ">": operator.gt, "==": operator.eq}
 CONSTRAINT = re.compile(r"^\s*([A-Za-z_][\w]*)\s*(<=|>=|<|>|==)\s*([-+0-9.eE]+)\s*$")
+CONSTRAINT_FORM = f"'METRIC OP NUMBER' with OP one of {', '.join(OPS)} (e.g. 'tpot_s <= 0.1')"
 log = logging.getLogger(__name__)
+
+
+def _constraint_text(text: str) -> str:
+    """One constraint of a sweep file, or ValueError saying only what is allowed (input_error names the value found
+    and its place in the list)."""
+    try:
+        name = Constraint.parse(text).metric
+    except ValueError:
+        raise ValueError(CONSTRAINT_FORM) from None
+    known = numeric_metrics()
+    if name not in known:
+        raise ValueError(f"a numeric metric{did_you_mean(name, known)} as METRIC in 'METRIC OP NUMBER' (README, "
+                         f"Sweep files: the metrics table)")
+    return text
+
+
+ConstraintText = Annotated[str, AfterValidator(_constraint_text)]
 
 
 class Range(Strict):
@@ -135,7 +154,7 @@ class SweepFile(Strict):
     # Knobs computed per design point from its other knobs, e.g. {"device.memory.capacity_GB": "2 * batch"}.
     derived: dict[str, ExpressionText] = {}
     objectives: Objectives = Objectives()
-    constraints: list[str] = []
+    constraints: list[ConstraintText] = []
     search: Search = Search()
 
     @model_validator(mode="after")
@@ -167,15 +186,15 @@ class SweepFile(Strict):
                                  f"in a sweep whose SLO has none)")
         return self
 
-    @field_validator("constraints")
+    @field_validator("constraints", mode="before")
     @classmethod
-    def _parse_constraints(cls, items: list[str]) -> list[str]:
-        known = numeric_metrics()
-        for item in items:
-            name = Constraint.parse(item).metric
-            if name not in known:
-                raise ValueError(f"a metric name{did_you_mean(name, known)} (found {item!r})")
-        return items
+    def _constraint_list(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return value  # each item is checked as a ConstraintText
+        allowed = f"a list of constraints, each {CONSTRAINT_FORM}"
+        # input_error quotes a wrong value itself, but not a mapping: it reads one as a section under a rule that
+        # spans its fields ('constraints: {tpot_s: {max: 0.1}}' is a user's guess at a form this file lacks).
+        raise ValueError(f"found {quoted(value)}, allowed: {allowed}" if isinstance(value, dict) else allowed)
 
     @field_validator("overrides")
     @classmethod
@@ -243,7 +262,7 @@ class Constraint:
             metric, op, bound = match.groups() if match else ("", "", "")
             return cls(metric, op, float(bound))
         except ValueError:  # no match, or a number the pattern lets through ('1e', '..')
-            raise ValueError(f"'METRIC OP NUMBER' with OP one of {', '.join(OPS)} (found {text!r})") from None
+            raise ValueError(f"found {text!r}, allowed: {CONSTRAINT_FORM}") from None
 
     @classmethod
     def parse_all(cls, texts: Sequence[str] | None) -> list[Constraint]:

@@ -18,7 +18,7 @@ from sim.slowdown import PERCENTILES as SLOWDOWN_PERCENTILES
 from sim.slowdown import SLOWDOWN_PRESETS, SlowdownSLO
 from workloads.errors import InputError
 from workloads.model_config import load_model_config
-from workloads.requests import Fixed, LogNormal, Uniform, read_request_trace, resolve_trace
+from workloads.requests import SHIPPED_TRACES, Fixed, LogNormal, Uniform, read_request_trace, resolve_trace
 from workloads.yaml_lines import LocatedYAML
 
 
@@ -37,7 +37,8 @@ class Lengths(Strict):
         needed = {"fixed": ("tokens",), "uniform": ("low", "high"), "lognormal": ("median", "sigma")}[self.dist]
         missing = [name for name in needed if getattr(self, name) is None]
         if missing:
-            raise ValueError(f"{', '.join(needed)} for a {self.dist} distribution (missing {', '.join(missing)})")
+            raise ValueError(f"found dist: {self.dist} without {' or '.join(missing)}, allowed: {self.dist} with "
+                             f"{' and '.join(needed)}")
         return self
 
     def distribution(self):
@@ -153,25 +154,41 @@ class Serving(Strict):
     kv_link: str = DEFAULT.kv_link  # the link each request's KV crosses from the prefill to the decode pool
     router: one_or_more(knob_type(KNOBS["router"])) | None = None  # how a pool picks a replica (least_requests)
 
+    @field_validator("capacity")
+    @classmethod
+    def _rising(cls, capacity: tuple[float, float] | None) -> tuple[float, float] | None:
+        if capacity is not None and not capacity[0] < capacity[1]:
+            raise ValueError("[low, high] rates with 0 < low < high (req/s)")  # input_error names the value found
+        return capacity
+
     @model_validator(mode="after")
     def _consistent(self):
+        lengths = "both prompt and output (length distributions, e.g. {dist: fixed, tokens: 512})"
+        trace = f"trace (one of {', '.join(SHIPPED_TRACES)}, or a CSV path)"
         if self.trace and (self.prompt or self.output):
-            raise ValueError("either a trace or prompt and output distributions, not both")
+            given = " and ".join(key for key in ("prompt", "output") if getattr(self, key))
+            raise ValueError(f"found trace {self.trace!r} with {given}, allowed: either {trace} or {lengths}, "
+                             f"not both (a trace gives the lengths)")
         if not self.trace and not (self.prompt and self.output):
-            raise ValueError("a trace, or both prompt and output distributions")
+            given = ("prompt without output" if self.prompt else "output without prompt" if self.output else
+                     "no trace, prompt or output")
+            raise ValueError(f"found {given}, allowed: {trace}, or {lengths}")
         if self.capacity is not None:
             if self.rate is not None:
-                raise ValueError("either rate or a capacity search over rates, not both")
+                raise ValueError(f"found rate {self.rate} with capacity {list(self.capacity)}, allowed: one of them "
+                                 f"(capacity searches the rate)")
             if self.slo is None:
-                raise ValueError("an slo for the capacity search to meet")
-            if not self.capacity[0] < self.capacity[1]:
-                raise ValueError(f"capacity as [low, high] with low < high (found {list(self.capacity)})")
+                raise ValueError(f"found capacity {list(self.capacity)} without an slo, allowed: an slo for the "
+                                 f"capacity search to meet (slo: {{ttft_s: ..., tpot_s: ...}})")
         elif self.rate is None and self.arrival != "trace":
-            raise ValueError(f"a rate (requests per second) for {self.arrival} arrivals")
+            raise ValueError(f"found {self.arrival} arrivals without a rate, allowed: a rate (requests per second) "
+                             f"or a capacity search (capacity: [low, high])")
         if self.arrival == "trace" and not self.trace:
-            raise ValueError("a trace to take arrival times from (arrival: trace)")
+            raise ValueError("found arrival: trace without a trace, allowed: a trace to take arrival times from "
+                             "(trace: NAME), or poisson or gamma arrivals")
         if self.preemption == "swap" and self.swap_GBps is None:
-            raise ValueError("swap_GBps (the host link's bandwidth in GB/s) for swap preemption")
+            raise ValueError("found swap preemption without swap_GBps, allowed: swap_GBps (the host link's bandwidth "
+                             "in GB/s), or recompute preemption")
         return self
 
 

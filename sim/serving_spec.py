@@ -102,8 +102,8 @@ class ServingSpec:
         if self.capacity is not None:
             low, high = self.capacity
             if not 0 < low < high:
-                raise InputError(f"capacity: found {list(self.capacity)}, allowed: [low, high] rates with "
-                                 f"0 < low < high")
+                raise InputError(f"capacity: found [{low:g}, {high:g}], allowed: [low, high] rates with "
+                                 f"0 < low < high (req/s)")
             if self.slo() is None:
                 raise InputError("capacity: found no SLO, allowed: a capacity search under an SLO "
                                  "(slo: {ttft_s: ..., tpot_s: ...} or slo: {slowdown: splitwise})")

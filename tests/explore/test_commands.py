@@ -60,3 +60,22 @@ def test_a_rate_beside_a_capacity_search_is_one_line_exit_2(capsys):
                  "--capacity", "1", "8", "--slo-ttft", "2"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "--rate: found 2 with --capacity, allowed: one of them" in err[0], err
+
+
+def test_a_batch_with_serving_is_one_line_exit_2(capsys):
+    """A serving run's batches are its scheduler's (--max-seqs caps them): a given --batch would be ignored. (Serving
+    runs without --batch still run: test_the_run_header_names_the_router_asked_for.)"""
+    code = main(["run", "--model", "llama-2-7b", "--device", "h100-sxm", "--serving", "--rate", "2", "--batch", "8"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert "--batch: found 8 with --serving, allowed: left out" in err[0] and "--max-seqs" in err[0], err
+
+
+@pytest.mark.parametrize("low, high", [("10", "5"), ("5", "5"), ("0", "5")])
+def test_a_capacity_that_does_not_rise_is_one_line_exit_2(low, high, capsys):
+    code = main(["run", "--model", "llama-2-7b", "--device", "h100-sxm", "--serving", "--capacity", low, high,
+                 "--slo-ttft", "2"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].endswith(f"--capacity: found [{low}, {high}], allowed: [low, high] rates with 0 < low < high "
+                           f"(req/s)"), err

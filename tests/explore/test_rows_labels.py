@@ -1,9 +1,11 @@
-"""Design-point labels (explore/rows.py point_label) of serving sweeps that set a router: the Pareto table and the
-chosen designs' labels name it, so designs that differ only in their router are told apart."""
+"""Design-point labels (explore/rows.py point_label): serving sweeps that set a router name it in the Pareto table
+and the chosen designs' labels, so designs that differ only in their router are told apart; a knob that another turns
+on (Knob.only_with) is left out where that one is off."""
 
 from __future__ import annotations
 
-from explore.rows import point_label
+from explore.knobs import KNOBS, knobs
+from explore.rows import normalize_row, point_label
 
 ROW = {"model": "llama-2-7b", "device": "h100-sxm", "scheduler": "continuous", "rate_per_s": None,
        "replicas": 2, "prefill_replicas": 0, "weight_bits": 16, "act_bits": 16, "kv_bits": 16}
@@ -19,3 +21,27 @@ def test_rows_without_a_router_column_keep_their_labels():
     """Sweeps that do not set a router have no router column (or an empty one read back from results.csv)."""
     expected = "llama-2-7b / h100-sxm / continuous / 2 replicas / w16a16kv16"
     assert point_label(ROW) == point_label(ROW | {"router": ""}) == point_label(ROW | {"router": None}) == expected
+
+
+# A static point of hot_experts: [0, 0.25] x hot_expert_bits: 8 on a 4-bit MoE model (tests/explore/
+# test_hot_experts_points.py sweeps it): the 8-bit experts exist only where hot_experts > 0.
+STATIC = {"model": "mixtral-8x7b", "device": "h100-sxm", "batch": 1, "weight_bits": 4, "act_bits": 16, "kv_bits": 16}
+
+
+def test_hot_expert_bits_are_labelled_only_where_there_are_hot_experts():
+    plain = "mixtral-8x7b / h100-sxm / b1 / w4a16kv16"
+    off = STATIC | {"hot_experts": 0.0, "hot_expert_bits": 8}
+    on = STATIC | {"hot_experts": 0.25, "hot_expert_bits": 8}
+    assert point_label(STATIC) == plain  # a sweep without the knobs: the label as before
+    assert point_label(off) == plain  # no hot expert takes the 8 bits: they change nothing
+    # As `explore report` reads them back from results.csv: every value a string.
+    assert point_label(normalize_row({k: str(v) for k, v in off.items()})) == plain
+    assert point_label(on) == f"{plain} / hot_experts=0.25 / hot_expert_bits=8"
+
+
+def test_every_only_with_names_a_registered_knob_that_is_off_at_its_default():
+    turned_on = {k.name: k.only_with for k in knobs() if k.only_with}
+    assert turned_on.get("hot_expert_bits") == "hot_experts"
+    for name, other in turned_on.items():
+        assert other in KNOBS and other != name, name
+        assert KNOBS[other].default in (0, 0.0, "", "none"), other  # its default turns the feature off

@@ -111,3 +111,23 @@ def test_yaml_syntax_error_names_the_line(tmp_path):
 def test_missing_required_key(tmp_path):
     with pytest.raises(InputError, match="device: missing"):
         load_sweep(write(tmp_path, "name: x\nmodel: llama-2-7b\n"))
+
+
+@pytest.mark.parametrize("constraints, line, expected", [
+    # Each item is judged on its own: its index and line named, the value found quoted once.
+    ("['ttft_s <= 2', 'tpot_x <= 1']", 4, "constraints.1: found 'tpot_x <= 1', allowed: a numeric metric (did you "
+     "mean 'tpot_s'?) as METRIC in 'METRIC OP NUMBER'"),
+    ("\n  - ttft_s <= 2\n  - tpot_s about 1", 6, "constraints.1: found 'tpot_s about 1', allowed: 'METRIC OP NUMBER' "
+     "with OP one of <=, <, >=, >, == (e.g. 'tpot_s <= 0.1')"),
+    # A guess at a mapping form, and a single text: what the key takes.
+    ("{tpot_s: {max: -1}}", 4, "constraints: found {'tpot_s': {'max': -1}}, allowed: a list of constraints, each "
+     "'METRIC OP NUMBER' with OP one of <=, <, >=, >, == (e.g. 'tpot_s <= 0.1')"),
+    ("'tpot_s <= 1'", 4, "constraints: found 'tpot_s <= 1', allowed: a list of constraints, each 'METRIC OP NUMBER'"),
+])
+def test_a_bad_constraint_is_one_line_with_one_found(tmp_path, constraints, line, expected):
+    path = write(tmp_path, f"name: bad\nmodel: llama-2-7b\ndevice: h100-sxm\nconstraints: {constraints}\n")
+    with pytest.raises(InputError) as err:
+        load_sweep(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}:{line}: {expected}"), message
+    assert message.count("found") == 1 and "\n" not in message

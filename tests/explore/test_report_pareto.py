@@ -1,0 +1,53 @@
+"""The report's Pareto-optimal (and single-objective best) table (explore/report_pareto.py pareto_table): a capacity
+its search could not judge (capacity_judged 0) carries the serving tables' dagger and footnote."""
+
+from __future__ import annotations
+
+from explore.report_pareto import pareto_table
+from explore.rows import normalize_row
+from tests.explore.test_report_serving import _capacity_rows
+
+DAGGER = "\u2020"
+
+
+def _rows() -> tuple[list[dict], dict, dict]:
+    """The serving report's capacity rows (a judged H100, an unjudged A100, an infeasible L4), typed; the A100 made
+    the more frugal so that both searched designs are Pareto-optimal over capacity and energy."""
+    rows = [normalize_row(r) for r in _capacity_rows(with_columns=True)]
+    judged, unjudged = rows[0], rows[1]
+    unjudged["energy_per_token_J"] = judged["energy_per_token_J"] / 2
+    return rows, judged, unjudged
+
+
+def _cells(table) -> dict[str, list[str]]:
+    return {cells[0].split(" / ")[1]: cells for cells in table.cells}
+
+
+def test_pareto_table_marks_an_unjudged_capacity_and_quotes_its_note():
+    rows, judged, unjudged = _rows()
+    assert judged["capacity_judged"] and not unjudged["capacity_judged"]  # the search's own verdicts
+    table = pareto_table(rows, {"maximize": ["capacity_rps"], "minimize": ["energy_per_token_J"]}, None)
+    at = 1 + table.headers[1:].index(next(h for h in table.headers if "capacity" in h.lower()))
+    cells = _cells(table)
+    assert set(cells) == {"h100-sxm", "a100-sxm-80gb"}  # both on the front
+    assert cells["h100-sxm"][at] == f"{judged['capacity_rps']:.4g}"  # judged: no mark
+    assert cells["a100-sxm-80gb"][at] == f"{unjudged['capacity_rps']:.4g} {DAGGER}"
+    assert f"{DAGGER} marks a capacity not judged (capacity_judged 0)" in table.note
+    assert unjudged["capacity_note"] in table.note and "h100-sxm" not in table.note  # the judged one: no footnote
+    assert "Raise the number of requests" in table.note
+
+
+def test_single_objective_table_marks_it_too():
+    rows, _, unjudged = _rows()
+    table = pareto_table(rows, {"maximize": ["capacity_rps"]}, None)
+    assert _cells(table)["a100-sxm-80gb"][1] == f"{unjudged['capacity_rps']:.4g} {DAGGER}"
+    assert f"{DAGGER} marks a capacity not judged" in table.note
+
+
+def test_no_mark_or_footnote_without_a_capacity_column_or_an_unjudged_capacity():
+    rows, judged, _ = _rows()
+    objectives = {"minimize": ["energy_per_token_J", "ttft_p99_s"]}  # capacity is not a column
+    table = pareto_table(rows, objectives, None)
+    assert DAGGER not in table.note + "".join(c for row in table.cells for c in row)
+    judged_only = pareto_table([judged], {"maximize": ["capacity_rps"], "minimize": ["energy_per_token_J"]}, None)
+    assert DAGGER not in judged_only.note + "".join(c for row in judged_only.cells for c in row)
