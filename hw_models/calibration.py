@@ -329,16 +329,19 @@ def fit_calibration(base: GPUModel, rows: list[MeasuredKernel], *, table_path: s
         elif r.kernel == MOE_KIND:
             moe_rows.setdefault(gemm_key(r), []).append(r)
     eager = {key for key, group in gemm_rows.items() if any(r.timing == "eager" for r in group)}
-    gemms = {key: fit_gemm(base, group) for key, group in sorted(gemm_rows.items()) if key not in eager}
+    # An eager fit's sibling is looked up among the graph-timed fits alone: another eager fit's latencies are not
+    # identified by its own rows, and the provenance says the sibling is graph-timed.
+    graph_timed = {key: fit_gemm(base, group) for key, group in sorted(gemm_rows.items()) if key not in eager}
+    gemms = dict(graph_timed)
     notes: dict[str, str] = {}
     for key in sorted(eager):
-        sibling = latency_sibling(key, gemms)
+        sibling = latency_sibling(key, graph_timed)
         if sibling is None:
             raise InputError(f"{table_path}: GEMM rows of {key!r} on {base.name!r} are timed eagerly, and no "
                              f"graph-timed GEMM rows of that device give their device latency; allowed: a table "
                              f"with graph-timed {key.split('/')[0]!r} or 16-bit GEMM rows of {base.name!r}")
-        gemms[key] = fit_gemm(base, gemm_rows[key], gemms[sibling])
-        taken = " and ".join(eager_latencies(gemms[sibling], gemms[key].quantize_bytes_per_input))
+        gemms[key] = fit_gemm(base, gemm_rows[key], graph_timed[sibling])
+        taken = " and ".join(eager_latencies(graph_timed[sibling], gemms[key].quantize_bytes_per_input))
         notes[key] = (f"rows timed eagerly (host and device floors alike): {taken} taken from this GPU's "
                       f"graph-timed GEMM fit {sibling or '16-bit'!r}, not fitted")
     gemms = dict(sorted(gemms.items()))

@@ -245,10 +245,10 @@ class GPUModel(DeviceModel):
                         continue
                     kept = g.weight_density if sparse else 1.0
                     counts = g.memo(memo, lambda: tile_counts(g.m, g.n, g.batch, tiles))  # noqa: B023 (called here)
-                    c, m, busy, latency = gemm_times(m=g.m, n=g.n, k=g.k, batch=g.batch, flops=g.flops,
-                                         flops_per_s=peak.take(rows, axis=-1), bytes_moved=g.bytes,
-                                         bandwidth_Bps=bandwidth_Bps, sm_count=sm_count, fit=fit, kept=kept,
-                                         vector_s=vector(rows), tiles=tiles, tile_policy=tile_policy, counts=counts)
+                    c, m, busy, latency = gemm_times(
+                        m=g.m, n=g.n, k=g.k, batch=g.batch, flops=g.flops, flops_per_s=peak.take(rows, axis=-1),
+                        bytes_moved=g.bytes, bandwidth_Bps=bandwidth_Bps, sm_count=sm_count, fit=fit, kept=kept,
+                        vector_s=vector(rows), tiles=tiles, tile_policy=tile_policy, counts=counts)
                     put(rows, c, m, busy, latency)
         attention = table.class_rows("attention")
         if cal.attention is not None and attention is not None:

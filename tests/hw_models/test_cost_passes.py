@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hw_models.cost import COST_FIELDS, IndexedCosts
+from hw_models.cost import COST_FIELDS, IndexedCosts, KernelCosts
 from hw_models.device import cost_passes
 from hw_models.registry import load_device
 from kernels.formats import NumericFormat
@@ -72,3 +72,18 @@ def test_tables_of_several_formats_are_priced_one_by_one(passes):
     dense, fp8 = passes[0][0], passes[1][1]
     for table, costs in zip((dense, fp8), cost_passes(device, [dense, fp8]), strict=True):
         assert np.array_equal(costs.time_s, device.cost_table(table).time_s)
+
+
+@pytest.mark.parametrize("shape", [(6,), (3, 6)])
+def test_a_slice_of_costs_slices_every_field(shape):
+    """KernelCosts.rows_slice spells out its fields (for speed): every field, the unit too, is the slice of the
+    kernels asked for, for one design point's costs and a block's (points, kernels)."""
+    from dataclasses import fields
+
+    values = {f.name: np.arange(np.prod(shape), dtype=float).reshape(shape) + 100 * i
+              for i, f in enumerate(fields(KernelCosts)) if f.name != "unit"}
+    costs = KernelCosts(**values, unit=np.arange(6))
+    part = costs.rows_slice(1, 4)
+    for f in fields(KernelCosts):
+        whole = getattr(costs, f.name)
+        np.testing.assert_array_equal(getattr(part, f.name), whole[..., 1:4])

@@ -10,6 +10,8 @@ block-scaled fp8 against 3.48 ms bf16).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -81,6 +83,29 @@ def test_an_eager_fit_without_a_sibling_is_refused():
         fit_gemm(base, rows)
     with pytest.raises(InputError, match="timed eagerly"):
         fit_calibration(base, rows, table_path=__file__, train_fraction=1.0, command="test")
+
+
+def test_an_eager_fit_never_takes_its_latencies_from_another_eager_fit(tmp_path):
+    """Per-tensor and block-scaled fp8 both timed eagerly beside graph-timed bf16 rows: 'fp8/block128' may not take
+    the (itself unidentified) eager 'fp8' fit's latencies; both take the graph-timed 16-bit fit's, and say so."""
+    base = load_device("b200", calibrated=False)
+    rng = np.random.default_rng(5)
+    shapes = [(int(m), int(n), int(k)) for m, n, k in 2 ** rng.integers([0, 8, 8], [12, 14, 14], size=(24, 3))]
+    bf16 = GemmFit(compute_fraction=0.8, bandwidth_fraction=0.8, latency_s=3e-6, blend=2.0)
+    truth = GPUModel(base.spec, calibration=Calibration(device="b200", gemm=bf16, gemm_dtypes={
+        "fp8": replace(PER_TENSOR, host_interval_s=200e-6), BLOCK: BLOCK_SCALED}))
+    rows = [MeasuredKernel(device="b200", kernel="gemm", dtype="bf16", timing="graph", time_s=1.0,
+                           source=f"synthetic:bf16:{i % 4}", m=m, n=n, k=k) for i, (m, n, k) in enumerate(shapes)]
+    rows += _rows("tensor", "eager", shapes, np.ones(len(shapes))) + _rows("block128", "eager", shapes,
+                                                                           np.ones(len(shapes)))
+    rows = [replace(r, time_s=float(t)) for r, t in zip(rows, predict(truth, rows), strict=True)]
+    table = tmp_path / "synthetic.csv"
+    table.write_text("synthetic\n")
+    cal = fit_calibration(base, rows, table_path=str(table), train_fraction=1.0, command="test")
+    for key in ("fp8", BLOCK):
+        assert "'16-bit'" in cal.provenance["fixed_latencies"][key], key
+        assert cal.gemm_dtypes[key].latency_s == cal.gemm.latency_s
+        assert cal.gemm_dtypes[key].quantize_latency_s == cal.gemm.latency_s
 
 
 def test_the_sibling_is_the_same_dtype_else_the_16_bit_fit():
