@@ -170,6 +170,26 @@ def cmd_check(args) -> int:
     return 0
 
 
+def _idle_serving_flag(args) -> str:
+    """Why a serving flag the user set does nothing beside the other flags given ('' when none): a single run refuses
+    it, as it refuses serving flags without --serving (a sweep's grids may cross such settings on purpose)."""
+    spec = ServingSpec()
+    pool = "with --prefill-replicas N (N >= 1: a prefill pool to hand over from), or left out"
+    for flag, value, idle, allowed in (
+            ("--cv", args.cv, args.cv != spec.cv and args.arrival != "gamma",
+             "with --arrival gamma (Poisson arrivals have a cv of 1), or left out"),
+            ("--swap-GBps", args.swap_GBps, args.swap_GBps is not None and args.preemption != "swap",
+             "with --preemption swap (recompute preemption moves nothing over the host link), or left out"),
+            ("--prefill-device", args.prefill_device, bool(args.prefill_device) and not args.prefill_replicas, pool),
+            ("--kv-link", args.kv_link, args.kv_link != spec.kv_link and not args.prefill_replicas, pool)):
+        if idle:
+            shown = f"{value:g}" if isinstance(value, float) else repr(value)
+            context = {"--cv": f"--arrival {args.arrival}", "--swap-GBps": f"--preemption {args.preemption}"}.get(
+                flag, "no prefill pool")
+            return f"{flag}: found {shown} with {context}, allowed: {allowed}"
+    return ""
+
+
 def cmd_run(args) -> int:
     values = {knob.name: getattr(args, knob.name) for knob in run_knobs()}
     for knob in run_knobs():
@@ -186,6 +206,8 @@ def cmd_run(args) -> int:
     if args.serving and args.batch != KNOBS["batch"].default:  # the scheduler forms a serving run's batches
         raise InputError(f"--batch: found {args.batch} with --serving, allowed: left out (a serving run's batches "
                          f"are its scheduler's; --max-seqs caps them)")
+    if args.serving and (idle := _idle_serving_flag(args)):
+        raise InputError(idle)
     if args.ops and args.serving:
         raise InputError("--ops: found with --serving, allowed: a static batch (the table is of one prefill and "
                          "one decode step)")

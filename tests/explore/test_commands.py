@@ -79,3 +79,31 @@ def test_a_capacity_that_does_not_rise_is_one_line_exit_2(low, high, capsys):
     assert code == 2 and len(err) == 1, err
     assert err[0].endswith(f"--capacity: found [{low}, {high}], allowed: [low, high] rates with 0 < low < high "
                            f"(req/s)"), err
+
+
+@pytest.mark.parametrize("flags, needle", [
+    (["--cv", "3"], "--cv: found 3 with --arrival poisson, allowed: with --arrival gamma"),
+    (["--swap-GBps", "31.5"], "--swap-GBps: found 31.5 with --preemption recompute, allowed: with --preemption swap"),
+    (["--prefill-device", "a100-sxm-80gb"], "--prefill-device: found 'a100-sxm-80gb' with no prefill pool"),
+    (["--kv-link", "nvlink4"], "--kv-link: found 'nvlink4' with no prefill pool"),
+])
+def test_a_serving_flag_another_flag_leaves_idle_is_one_line_exit_2(flags, needle, capsys):
+    """Found in a user trial: these ran and printed results the flag had no part in."""
+    code = main(["run", "--model", "llama-2-7b", "--device", "h100-sxm", "--serving", "--rate", "2", *flags])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and needle in err[0], err
+
+
+@pytest.mark.parametrize("flags", [
+    ["--arrival", "gamma", "--cv", "3"],
+    ["--preemption", "swap", "--swap-GBps", "31.5"],
+    ["--prefill-replicas", "1", "--prefill-device", "a100-sxm-80gb", "--kv-link", "nvlink4"],
+    [],
+])
+def test_serving_flags_that_act_are_no_mistake(flags):
+    from explore.cli import _command_parser
+    from explore.commands import _idle_serving_flag
+
+    args = _command_parser().parse_args(["run", "--model", "llama-2-7b", "--device", "h100-sxm", "--serving", "--rate",
+                                         "2", *flags])
+    assert _idle_serving_flag(args) == ""
