@@ -406,3 +406,7 @@ register(Knob(name="router", type=str, section="serving", scope="serving", defau
               allowed=tuple(ROUTERS), help="how a pool picks the replica each request (arrival or prefill hand-over) "
               "joins: least_requests (fewest held), least_tokens (fewest pending tokens, Splitwise's JSQ) or "
               "round_robin; unset: least_requests"))
+register(Knob(name="max_decode_preemptions", type=int, section="serving", scope="serving", default=None, flag=False,
+              minimum=0, help="orca only: new prompts take the iteration's token budget (prompt_batch_tokens) first "
+              "and running decodes past it sit out, each at most this many iterations (splitwise-sim's baseline "
+              "machines: 4); unset: decodes never sit out"))

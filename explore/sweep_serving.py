@@ -140,6 +140,7 @@ class Serving(Strict):
     max_batched_tokens: one_or_more(knob_type(KNOBS["max_batched_tokens"])) = DEFAULT.max_batched_tokens
     chunk_tokens: one_or_more(knob_type(KNOBS["chunk_tokens"])) = DEFAULT.chunk_tokens
     prompt_batch_tokens: one_or_more(knob_type(KNOBS["prompt_batch_tokens"])) | None = None
+    max_decode_preemptions: one_or_more(knob_type(KNOBS["max_decode_preemptions"])) | None = None
     block_tokens: PositiveInt = DEFAULT.block_tokens
     prefix_tokens: Annotated[StrictInt, Field(ge=0)] = DEFAULT.prefix_tokens
     preemption: Literal["recompute", "swap"] = DEFAULT.preemption
@@ -209,6 +210,8 @@ def serving_dimensions(serving: Serving) -> dict[str, list]:
             "chunk_tokens": as_list(serving.chunk_tokens)}
     if serving.prompt_batch_tokens is not None:
         dims["prompt_batch_tokens"] = as_list(serving.prompt_batch_tokens)
+    if serving.max_decode_preemptions is not None:
+        dims["max_decode_preemptions"] = as_list(serving.max_decode_preemptions)
     dims.update(replicas=as_list(serving.replicas), prefill_replicas=as_list(serving.prefill_replicas))
     if serving.router is not None:
         dims["router"] = as_list(serving.router)
@@ -226,6 +229,7 @@ def serving_spec(serving: Serving, values: dict[str, Any]) -> ServingSpec:
         output=serving.output.distribution() if serving.output else Fixed(tokens=1),
         max_seqs=values["max_seqs"], max_batched_tokens=values["max_batched_tokens"],
         chunk_tokens=values["chunk_tokens"], prompt_batch_tokens=values.get("prompt_batch_tokens"),
+        max_decode_preemptions=values.get("max_decode_preemptions"),
         block_tokens=serving.block_tokens,
         prefix_tokens=serving.prefix_tokens, preemption=serving.preemption, swap_GBps=serving.swap_GBps,
         seed=serving.seed, slo_ttft_s=slo.ttft_s, slo_tpot_s=slo.tpot_s,

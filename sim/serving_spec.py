@@ -25,7 +25,7 @@ from workloads.requests import (
 ARRIVALS = ("poisson", "gamma", "trace")
 PREEMPTIONS = ("recompute", "swap")
 # Fields added after serving results were first stored: left out of the repr (a point's key) at their default.
-KEY_NEUTRAL_DEFAULTS = frozenset({"prompt_batch_tokens", "slo_slowdown", "router"})
+KEY_NEUTRAL_DEFAULTS = frozenset({"prompt_batch_tokens", "slo_slowdown", "router", "max_decode_preemptions"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,6 +49,9 @@ class ServingSpec:
     max_batched_tokens: int = 8192
     chunk_tokens: int = 512
     prompt_batch_tokens: int | None = None  # SchedulerLimits.prompt_batch_tokens (Splitwise: 2,048)
+    # Orca only: new prompts preempt running decodes past the iteration's token budget, each at most this many times
+    # (SchedulerLimits.max_decode_preemptions; splitwise-sim's baseline machines: 4). None: decodes never sit out.
+    max_decode_preemptions: int | None = None
     block_tokens: int = 16
     prefix_tokens: int = 0
     preemption: str = "recompute"  # or "swap" over a host link of swap_GBps
@@ -95,6 +98,14 @@ class ServingSpec:
                 self.prompt_batch_tokens, int) or self.prompt_batch_tokens < 1):
             raise InputError(f"prompt_batch_tokens: found {self.prompt_batch_tokens!r}, allowed: an integer >= 1, or "
                              f"none (prompts batched up to max_batched_tokens)")
+        if self.max_decode_preemptions is not None:
+            value = self.max_decode_preemptions
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise InputError(f"max_decode_preemptions: found {value!r}, allowed: an integer >= 0, or none (decodes "
+                                 f"never sit out)")
+            if self.scheduler != "orca":
+                raise InputError(f"max_decode_preemptions: found {value} with scheduler {self.scheduler!r}, allowed: "
+                                 f"only with scheduler 'orca'")
         for name in ("rate_per_s", "cv", "slo_ttft_s", "slo_tpot_s", "swap_GBps"):
             value = getattr(self, name)
             if value is not None and not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
@@ -139,7 +150,9 @@ class ServingSpec:
                 "prefill_replicas": self.prefill_replicas, "prefill_device": self.prefill_device or None,
                 # A column only where set (explore/knobs.py): results written before it keep their columns.
                 **({} if self.prompt_batch_tokens is None else {"prompt_batch_tokens": self.prompt_batch_tokens}),
-                **({} if self.router is None else {"router": self.router})}
+                **({} if self.router is None else {"router": self.router}),
+                **({} if self.max_decode_preemptions is None
+                   else {"max_decode_preemptions": self.max_decode_preemptions})}
 
     @property
     def disaggregated(self) -> bool:
@@ -148,7 +161,8 @@ class ServingSpec:
     def limits(self) -> SchedulerLimits:
         return SchedulerLimits(max_seqs=self.max_seqs, max_batched_tokens=self.max_batched_tokens,
                                chunk_tokens=self.chunk_tokens, preemption=self.preemption,
-                               prompt_batch_tokens=self.prompt_batch_tokens)
+                               prompt_batch_tokens=self.prompt_batch_tokens,
+                               max_decode_preemptions=self.max_decode_preemptions)
 
     def slo(self) -> SLO | None:
         if self.slo_ttft_s is None and self.slo_tpot_s is None and self.slo_slowdown is None:

@@ -116,6 +116,10 @@ class SchedulerLimits:
     # longer prompt still runs, alone): Splitwise's machine-level scheduler caps a batch of prompts at 2,048 tokens,
     # where its prompt throughput stops growing (Patel et al., ISCA 2024, §4.2 and Fig. 6a). None: max_batched_tokens.
     prompt_batch_tokens: int | None = None
+    # Orca only: new prompts take the iteration's token budget (prompt_batch_tokens, else max_batched_tokens) first and
+    # running decodes that do not fit sit out the iteration, their KV kept, until one has sat out this many iterations
+    # and goes first (splitwise-sim's baseline machines, max_preemptions 4: sim/schedulers/orca.py). None: never.
+    max_decode_preemptions: int | None = None
 
 
 class Scheduler:

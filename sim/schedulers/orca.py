@@ -2,22 +2,60 @@
 
 from __future__ import annotations
 
-from sim.schedulers.base import Batch, EngineState, Scheduler
+from sim.schedulers.base import Batch, EngineState, Scheduler, SchedulerLimits, Sequence
 
 
 class OrcaScheduler(Scheduler):
     """Each iteration decodes every running sequence and, in the same iteration, prefills whole the waiting
     prompts that fit in max_seqs and the token limit (selective batching, Yu et al., OSDI 2022). Admission
     holds the KV of the whole request, as Orca reserves a request's maximum length, so nothing is preempted
-    (the simulator knows each output length; Orca reserves the maximum, so this is its best case)."""
+    (the simulator knows each output length; Orca reserves the maximum, so this is its best case).
+
+    With limits.max_decode_preemptions set, new prompts preempt running decodes as splitwise-sim's baseline machines
+    do (github.com/Mutinifni/splitwise-sim @ 378088013a54df6f2052c27ff5ae6ea7619c3ecc, instance.py
+    SplitwiseInstance.select_batch; configs/start_state/baseline.yaml: max_batch_tokens 2048, max_preemptions 4):
+    an iteration holds at most a token budget (prompt_batch_tokens, else max_batched_tokens) of prompt tokens and
+    decodes, one token each. Decodes that have sat out max_decode_preemptions iterations go first, then waiting
+    prompts (FCFS, a longer one alone), then the decodes that sat out the last iteration (in the order they did),
+    then the other running ones (in admission order); those past the budget sit out this iteration, their KV kept
+    (SplitwiseInstance.preempt_task frees no memory), and each iteration sat out counts as a preemption
+    (ORCAInstance.start_iteration counts every iteration a task waits in num_preemptions). Unlike splitwise-sim, whose
+    over-preempted tasks go first only while they lead its pending queue (sorted by preemptions when queued, then
+    arrival), a decode here is never made to sit out more than max_decode_preemptions iterations; and those decodes
+    count against max_batched_tokens but not against the prompts' share of the budget.
+    """
 
     name = "orca"
     reserves_whole_request = True
 
+    def __init__(self, limits: SchedulerLimits):
+        super().__init__(limits)
+        self._sat_out: list[Sequence] = []  # decodes that sat out the last iteration, in the order they did
+
     def schedule(self, state: EngineState) -> Batch:
+        if self.limits.max_decode_preemptions is not None:
+            return self._schedule_preempting(state, self.limits.max_decode_preemptions)
         batch = Batch(decodes=list(state.running))
         admitted_from = len(state.running)
         self._prefill_whole(state, batch, len(batch.decodes), whole_request=True)
         # Sequences a prefill pool handed over have their first token: they join this iteration's decodes.
         batch.decodes += [seq for seq in state.running[admitted_from:] if not seq.in_prefill]
+        return batch
+
+    def _schedule_preempting(self, state: EngineState, cap: int) -> Batch:
+        budget = self.limits.prompt_batch_tokens or self.limits.max_batched_tokens
+        overdue = [seq for seq in state.running if seq.preemptions >= cap]
+        batch = Batch(decodes=overdue)
+        self._prefill_whole(state, batch, len(overdue), whole_request=True)
+        prompts = {seq.index for seq, _ in batch.prefills}
+        skip = prompts | {seq.index for seq in overdue}
+        running = {seq.index for seq in state.running}
+        waited = [seq for seq in self._sat_out if seq.index in running and seq.index not in skip]
+        skip |= {seq.index for seq in waited}
+        candidates = waited + [seq for seq in state.running if seq.index not in skip]
+        room = max(0, budget - batch.tokens)
+        batch.decodes = overdue + candidates[:room]
+        self._sat_out = candidates[room:]
+        for seq in self._sat_out:
+            seq.preemptions += 1
         return batch
