@@ -244,7 +244,8 @@ def _unkeyed(err: InputError) -> str:
 
 
 def check_serving(serving: Serving, models: list[str], located: LocatedYAML) -> None:
-    """The trace must read, the prefill device and KV link load, and a KV block fit every model's context."""
+    """The trace must read, decode preemptions go with the orca scheduler, the prefill device and KV link load, and a
+    KV block fit every model's context."""
     if serving is not None and serving.trace:
         try:
             read_request_trace(resolve_trace(serving.trace))  # a malformed trace is a mistake in this file
@@ -252,6 +253,12 @@ def check_serving(serving: Serving, models: list[str], located: LocatedYAML) -> 
             message = str(err)
             raise InputError(f"{located.where(('serving', 'trace'))}: serving."
                              f"{message if message.startswith('trace: ') else 'trace: ' + message}") from None
+    if serving is not None and serving.max_decode_preemptions is not None:
+        others = [name for name in as_list(serving.scheduler) if name != "orca"]
+        if others:  # ServingSpec refuses the pair: found here, before any point runs
+            raise InputError(f"{located.where(('serving', 'max_decode_preemptions'))}: serving.max_decode_preemptions: "
+                             f"found {serving.max_decode_preemptions} with scheduler {others[0]!r}, allowed: only with "
+                             f"scheduler 'orca' (decodes preempted by arriving prompts, as splitwise-sim's baseline)")
     if serving is not None:
         for key in ("prefill_device", "kv_link"):
             name = getattr(serving, key)
