@@ -133,7 +133,7 @@ constraints: ["quality_delta <= 0.3"]
     assert math.isnan(by_share[0.01]["quality_delta"]) and not by_share[0.01]["meets_constraints"]
     assert "outlier_fraction=0.002 vs 0.01" in by_share[0.01]["quality_source"]
     # More outliers store more bytes and never decode faster.
-    assert by_share[0.01]["tpot_s"] >= by_share[0.002]["tpot_s"]
+    assert by_share[0.01]["tpot_s"] >= by_share[0.002]["tpot_s"] * (1 - 1e-12)  # equal up to summation order
 
 
 def _one_line_exit_2(capsys, argv: list[str]) -> str:
