@@ -27,7 +27,7 @@ from hw_models.calibration import (
     gemm_key,
     load_calibration,
     predict,
-    training_sources,
+    tables_training_sources,
     write_calibration,
 )
 from hw_models.gpu import GPUModel
@@ -68,13 +68,16 @@ def cmd_calibrate(args) -> int:
     if base.kind != "gpu":
         raise InputError(f"--device: found {args.device!r} (a {base.kind} preset), allowed: a GPU preset "
                          f"(calibration fits the GPU efficiency models): {', '.join(preset_names('gpu'))}")
-    rows = [row for table in args.table for row in read_table(table)]
+    tables = [read_table(table) for table in args.table]
+    rows = [row for table in tables for row in table]
     if not 0 < args.train_fraction <= 1:
         raise InputError(f"--train-fraction: found {args.train_fraction}, allowed: a number in (0, 1]")
-    check_rows_per_fit(rows, args.device, args.train_fraction, ", ".join(map(str, args.table)))
+    own = [[r for r in table if r.device == args.device and not r.is_step] for table in tables]
+    train = tables_training_sources(own, args.train_fraction)
+    check_rows_per_fit(rows, args.device, train, ", ".join(map(str, args.table)), args.train_fraction)
     command = "explore " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "explore calibrate"
     cal = fit_calibration(base, rows, table_path=[str(t) for t in args.table], train_fraction=args.train_fraction,
-                          command=command)
+                          command=command, train=train)
     out = Path(args.out) if args.out else calibration_path(args.device)
     write_calibration(cal, out)
     prov = cal.provenance
@@ -115,11 +118,12 @@ def fit_groups(rows: list[MeasuredKernel]) -> dict[str, tuple[int, int]]:
     return counts
 
 
-def check_rows_per_fit(rows: list[MeasuredKernel], device: str, train_fraction: float, tables: str) -> None:
+def check_rows_per_fit(rows: list[MeasuredKernel], device: str, train: list[str], tables: str,
+                       train_fraction: float) -> None:
     """Each fit needs at least as many training rows as it has parameters: fewer leave it undetermined (one row
     fits any curve through it), and the written calibration would price every shape from one point."""
     own = [r for r in rows if r.device == device and not r.is_step]
-    train = set(training_sources(own, train_fraction))
+    train = set(train)
     for name, (count, parameters) in fit_groups([r for r in own if r.source in train]).items():
         if count < parameters:
             raise InputError(f"{tables}: {name} rows for {device}: found {count} to fit on (of the training share "
@@ -155,7 +159,8 @@ def _score(rows: list[MeasuredKernel], include_train: bool, where: str) -> tuple
         predicted[~steps] = predict(device, [r for r in scored if not r.is_step])
         predicted[steps] = predict_steps(name, [r for r in scored if r.is_step], where)
         if steps.any():
-            notes.append(f"{name}: decode_step rows are compared with the simulated step (eager kernel launches)")
+            notes.append(f"{name}: decode_step rows are compared with the simulated step, launched as each was timed "
+                         f"(eagerly, or replayed from CUDA graphs)")
         measured = np.array([r.time_s for r in scored])
         kinds = np.array([row_group(r) for r in scored])
         summary[name] = {k: error_summary(predicted[kinds == k], measured[kinds == k]) for k in sorted(set(kinds))}
@@ -166,11 +171,14 @@ def _score(rows: list[MeasuredKernel], include_train: bool, where: str) -> tuple
 def row_group(row: MeasuredKernel) -> str:
     """The group a row's error is reported in: its kernel, with the dtype fit of a GEMM or MoE layer below 16 bits
     and the KV dtype of attention over a quantized cache ('gemm fp8', 'moe fp8/block128', 'moe bf16/w4int',
-    'attention_decode kv fp8')."""
+    'attention_decode kv fp8'), and decode steps replayed from CUDA graphs apart from eager ones
+    ('decode_step graph')."""
     if row.kernel in (*GEMM_KINDS, MOE_KIND) and gemm_key(row):
         return f"{row.kernel} {gemm_key(row)}"
     if row.kv_dtype and row.kv_dtype != row.dtype:
         return f"{row.kernel} kv {row.kv_dtype}"
+    if row.is_step and row.timing == "graph":
+        return f"{row.kernel} graph"
     return row.kernel
 
 
@@ -217,7 +225,8 @@ def cross_source(rows: list[MeasuredKernel], device_name: str, from_name: str, t
 
 def predict_steps(device: str, rows: list[MeasuredKernel], where: str) -> np.ndarray:
     """Simulated time of each decode_step row: the one decode step of a design point whose prompt puts its
-    new tokens at the row's kv_len, with eager launches, as `explore run` prices it (fits in memory or not)."""
+    new tokens at the row's kv_len, as `explore run` prices it (fits in memory or not), launched as the row was
+    timed: replayed from CUDA graphs for a 'graph' row, eagerly for the others."""
     from explore.design_point import DesignPoint
     from explore.evaluate import Evaluator
     from kernels.harness import table_dtype
@@ -236,7 +245,8 @@ def predict_steps(device: str, rows: list[MeasuredKernel], where: str) -> np.nda
         if row.kv_len < 2:
             raise InputError(f"{step}: kv_len: found {row.kv_len}, allowed: at least 2 (a cached token and the new "
                              f"one)")
-        point = DesignPoint(model=row.model, device=device, batch=row.batch, prompt=row.kv_len - 1, output=2)
+        point = DesignPoint(model=row.model, device=device, batch=row.batch, prompt=row.kv_len - 1, output=2,
+                            execution="graphs" if row.timing == "graph" else "eager")
         times.append(evaluator.evaluate(point, price_infeasible=True).result.metrics()["tpot_s"])
     return np.array(times, dtype=float)
 

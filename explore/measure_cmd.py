@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shlex
 import time
@@ -139,6 +140,7 @@ def cmd_measure(args) -> int:
         torch.set_num_threads(args.threads)
     source = harness.harness_source(torch_device)
     print(f"provenance: {source}; command: {_command_line(args)}", flush=True)
+    logging.getLogger(harness.__name__).setLevel(logging.INFO)  # one line per timed shape: the run's progress
     if args.cpu_preset is not None:
         return _write_cpu_preset(args, source)
     measure = {"gemm": harness.measure_gemms, "attention": harness.measure_attention,

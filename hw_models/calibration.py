@@ -84,6 +84,12 @@ def training_sources(rows: list[MeasuredKernel], train_fraction: float) -> list[
     return sorted(set(picked))
 
 
+def tables_training_sources(tables: list[list[MeasuredKernel]], train_fraction: float) -> list[str]:
+    """training_sources of each table apart: adding a table to a calibration leaves the split of the others as it
+    was (ranked together, new sources would move the cut among the old ones)."""
+    return sorted(set().union(*(training_sources(rows, train_fraction) for rows in tables if rows)))
+
+
 def _table(rows: list[MeasuredKernel]) -> tuple[KernelTable, np.ndarray]:
     """The rows as a kernel table and their measured times. Quantized-weight MoE rows (of one format, as fit and
     predict group them) are the 16-bit layer under their format, as a point with that format prices them: 4-bit
@@ -309,17 +315,19 @@ def fit_attention(base: GPUModel, rows: list[MeasuredKernel]) -> AttentionFit:
 
 
 def fit_calibration(base: GPUModel, rows: list[MeasuredKernel], *, table_path: str | list[str],
-                    train_fraction: float, command: str) -> Calibration:
+                    train_fraction: float, command: str, train: list[str] | None = None) -> Calibration:
     """Fit every kernel class that has measurements on this device, on the training share of sources.
 
     `table_path` names the table (or tables) the rows came from; the provenance records each one's SHA-256.
+    `train` is the sources to fit on (default: training_sources of the rows; tables_training_sources when the
+    rows come from several tables).
     """
     paths = [table_path] if isinstance(table_path, str) else list(table_path)
     table_path = ", ".join(paths)
     rows = [r for r in rows if r.device == base.name and not r.is_step]  # whole steps are validated, not fitted
     if not rows:
         raise InputError(f"{table_path}: no kernel rows for device {base.name!r}")
-    train = training_sources(rows, train_fraction)
+    train = training_sources(rows, train_fraction) if train is None else train
     fitting = [r for r in rows if r.source in set(train)]
     gemm_rows: dict[str, list[MeasuredKernel]] = {}
     moe_rows: dict[str, list[MeasuredKernel]] = {}

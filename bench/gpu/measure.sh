@@ -1,28 +1,35 @@
 #!/usr/bin/env bash
 # Run ON the lent GPU machine, from the repository root, with .gpu-wheels carried (bench/gpu/fetch_wheels.sh):
-#   bench/gpu/measure.sh h100-sxm [MODEL]
-# Times GEMMs, attention, RMSNorm/SiLU/add and whole decode steps of MODEL (default llama-3-8b, built at full
-# size with random weights) into $OUT/DEVICE.csv.gz, every row with its provenance (torch, GPU, CUDA, driver,
-# date); then scores the shipped model of DEVICE on those rows (kernels and steps it was never fitted on).
-# Everything it writes is under $OUT (the device tool brings that folder back): the table, the command's
-# log, nvidia-smi's view of the card, and the validation summary and plots.
+#   bench/gpu/measure.sh h200 [MODEL ...]
+# Times GEMMs, attention and RMSNorm/SiLU/add into $OUT/DEVICE-KIND.csv.gz, then whole decode steps of each MODEL
+# (default llama-3-8b; built at full size with random weights, each step launched eagerly and replayed from a
+# CUDA graph) into $OUT/DEVICE-steps-MODEL.csv.gz; every row names torch, the GPU, CUDA, the driver and the date.
+# Each table is written as soon as its kind is done, so a run cut short keeps what finished. Also under $OUT:
+# nvidia-smi's view of the card and the log. Score the tables here afterwards (explore validate), which costs
+# no device time: the device tool brings back at most 8 files.
 set -euo pipefail
-DEVICE=${1:?usage: bench/gpu/measure.sh DEVICE_PRESET [MODEL]}
-MODEL=${2:-llama-3-8b}
+DEVICE=${1:?usage: bench/gpu/measure.sh DEVICE_PRESET [MODEL ...]}
+shift
+MODELS=("${@:-llama-3-8b}")
 OUT=${OUT:-out/gpu}
 PYTHON=${PYTHON:-python3}
 CUDA_FLAG=${CUDA_FLAG---cuda}  # CUDA_FLAG= (empty) runs the same steps on the CPU, to try the script out
+export PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
 if ! "$PYTHON" -c "import pydantic, simpy" 2>/dev/null; then
     "$PYTHON" -m pip install --quiet --no-index --find-links .gpu-wheels pydantic simpy
 fi
 if command -v nvidia-smi >/dev/null; then
-    nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,power.limit --format=csv \
-        > "$OUT/nvidia-smi.csv"
+    nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem,power.limit \
+        --format=csv > "$OUT/nvidia-smi.csv"
 fi
-# shellcheck disable=SC2086  # CUDA_FLAG is one flag or none
-"$PYTHON" -m explore measure $CUDA_FLAG --device-name "$DEVICE" --model "$MODEL" ${MEASURE_ARGS:-} \
-    -o "$OUT/$DEVICE.csv.gz" 2>&1 | tee "$OUT/measure.log"
-"$PYTHON" -m explore validate "$OUT/$DEVICE.csv.gz" --device "$DEVICE" --json --out "$OUT/validate" \
-    > "$OUT/validate.json"
-"$PYTHON" -m explore validate "$OUT/$DEVICE.csv.gz" --device "$DEVICE" --out "$OUT/validate" | tee "$OUT/validate.txt"
+for kind in gemm attention streaming; do
+    # shellcheck disable=SC2086  # CUDA_FLAG is one flag or none; MEASURE_ARGS a list of flags
+    "$PYTHON" -m explore measure $CUDA_FLAG --device-name "$DEVICE" --kinds "$kind" ${MEASURE_ARGS:-} \
+        -o "$OUT/$DEVICE-$kind.csv.gz" 2>&1 | tee -a "$OUT/measure.log"
+done
+for model in "${MODELS[@]}"; do
+    # shellcheck disable=SC2086
+    "$PYTHON" -m explore measure $CUDA_FLAG --device-name "$DEVICE" --kinds decode_step --model "$model" \
+        ${MEASURE_ARGS:-} -o "$OUT/$DEVICE-steps-$(basename "$model" .json).csv.gz" 2>&1 | tee -a "$OUT/measure.log"
+done

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 
 import pytest
 from tiny_sweep import write_tiny_model
@@ -39,6 +40,21 @@ def test_a_step_is_scored_against_the_step_explore_run_simulates(tmp_path, capsy
     assert summary["n"] == 2
     assert summary["median_abs_err"] == pytest.approx(0.25, abs=1e-9)
     assert summary["median_bias"] == pytest.approx(-0.25, abs=1e-9)
+
+
+def test_a_graph_timed_step_is_scored_against_the_graph_replayed_step(tmp_path, capsys):
+    model = write_tiny_model(tmp_path)
+    evaluator = Evaluator()
+    eager_s, graphs_s = (evaluator.evaluate(DesignPoint(model=model, device=DEVICE, batch=2, prompt=64, output=2,
+                                                        execution=mode)).metrics["tpot_s"]
+                         for mode in ("eager", "graphs"))
+    assert graphs_s < eager_s  # the tiny model's step is host-bound when launched eagerly
+    table = tmp_path / "steps.csv"
+    write_table(table, [_step(model, eager_s), replace(_step(model, graphs_s), timing="graph")])
+    summary = _validate_json(table, tmp_path, capsys)[DEVICE]
+    # Each row meets the step launched as it was timed, in its own group: both errors are zero.
+    for group in ("decode_step", "decode_step graph"):
+        assert summary[group]["n"] == 1 and summary[group]["median_abs_err"] == pytest.approx(0.0, abs=1e-9)
 
 
 def test_a_step_at_another_dtype_than_its_model_is_refused(tmp_path, capsys):

@@ -8,7 +8,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hw_models.calibration import error_summary, fit_gemm, fit_stream, load_calibration, predict, train_sources
+from hw_models.calibration import (
+    error_summary,
+    fit_gemm,
+    fit_stream,
+    load_calibration,
+    predict,
+    tables_training_sources,
+    train_sources,
+    training_sources,
+)
 from hw_models.gpu import GPUModel
 from hw_models.gpu_efficiency import Calibration, GemmFit, padded_flops
 from hw_models.registry import load_device
@@ -64,6 +73,19 @@ def test_train_split_is_deterministic_and_a_share_of_sources():
     first = train_sources(sources, 0.5)
     assert first == train_sources(set(sorted(sources, reverse=True)), 0.5)
     assert len(first) == 4 and set(first) <= sources
+
+
+def test_an_added_table_leaves_the_split_of_the_others_as_it_was():
+    def rows(prefix: str, count: int) -> list[MeasuredKernel]:
+        return [MeasuredKernel(device="h200", kernel="gemm", dtype="bf16", time_s=1e-5, source=f"{prefix}:{i}", m=1,
+                               n=64, k=64) for i in range(count)]
+
+    first, added = rows("aic", 40), rows("harness", 12)
+    alone = set(training_sources(first, 0.5))
+    both = set(tables_training_sources([first, added], 0.5))
+    assert both & {r.source for r in first} == alone and len(both - alone) == 6  # half of each table
+    # Ranked together, the new sources move the cut among the old ones: the split this avoids.
+    assert set(training_sources(first + added, 0.5)) & {r.source for r in first} != alone
 
 
 def test_error_summary_by_hand():

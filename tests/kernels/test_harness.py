@@ -176,3 +176,31 @@ def test_measure_command_rejects_bad_arguments(argv):
     args = _measure_args(*itertools.chain.from_iterable(base.items()))
     with pytest.raises(InputError):
         cmd_measure(args)
+
+
+def test_the_timed_norm_computes_the_models_rms_norm():
+    # The harness times torch's fused rms_norm in place of the decoder's module of eager ops: the same function.
+    from workloads.decoder import RMSNorm
+
+    x = torch.randn(8, 64, dtype=torch.float32)
+    (_, _, _, norm, _), *_ = harness._streaming_ops(torch, 64, torch.float32, "cpu")
+    assert torch.allclose(norm(x), RMSNorm(64, 1e-5, torch.float32)(x), rtol=1e-5, atol=1e-6)
+
+
+def test_graph_replayed_steps_need_cuda(tiny_llama):
+    with pytest.raises(ValueError, match="allowed: a CUDA device"):
+        harness.measure_decode_step(tiny_llama, batch=1, context_len=8, device="cpu", dtype="bf16", graph=True)
+    # On the CPU a step is timed eagerly only: one row per case, none 'graph'.
+    rows = harness.measure_decode_steps("tiny.json", tiny_llama, [(1, 8)], device=DEVICE, repeats=2)
+    assert [r.timing for r in rows] == ["isolated"]
+
+
+def test_a_profiled_step_reads_back_as_a_trace(tmp_path, tiny_llama):
+    from workloads.profiler_import import profile_to_trace
+
+    path = tmp_path / "step.json.gz"
+    ops = harness.profile_decode_step(tiny_llama, path, batch=1, context_len=16, device="cpu")
+    trace = profile_to_trace(path)
+    # Every decoder layer's attention is in the trace, and the file holds no fewer events than it counted as ops.
+    assert sum("scaled_dot_product" in op.name for op in trace.ops) == tiny_llama.num_layers
+    assert ops >= len(trace.ops) > 0
