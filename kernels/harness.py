@@ -1,15 +1,15 @@
 """Measurement harness: time real kernels on CUDA or CPU and produce measured-kernel table rows.
 
 Each timing warms up, then runs the kernel many times on freshly made inputs with the caches flushed in
-between (a write over a buffer larger than the last-level cache), and keeps the median. On CUDA the time
+between (a read of a buffer larger than the last-level cache), and keeps the median. On CUDA the time
 is taken by device events around the call; on CPU by the wall clock around it (CPU ops are synchronous).
 
-On CUDA the flush (256 MiB written, tens of microseconds of device time) is queued ahead of the start event, so
+On CUDA the flush (256 MiB read, tens of microseconds of device time) is queued ahead of the start event, so
 the host's dispatch of the call happens while the device is still flushing and stays out of the time; the
 device's own launch of the kernel stays in ('isolated' rows: a fit's device time plus the preset's
-kernel_launch_us). Checked on an H200 (2026-12-04, torch 2.11): with a device sleep queued ahead of the start
-event as well, which hides any dispatch, the times moved by a median 0.26 us over 200 GEMMs, 0.04 us over 22
-attention cases and 0.00 us over 36 norm, SiLU and add sizes.
+kernel_launch_us). Checked on an H200 (2026-12-04, torch 2.11, a flush that wrote its buffer): with a device
+sleep queued ahead of the start event as well, which hides any dispatch, the times moved by a median 0.26 us over
+200 GEMMs, 0.04 us over 22 attention cases and 0.00 us over 36 norm, SiLU and add sizes.
 
 torch is imported inside the functions, so kernels/ imports without it.
 """
@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 TABLE_DTYPE_NAMES = {name: DTYPE_SHORT[name] for name in TORCH_DTYPES}
 TORCH_DTYPE_NAMES = {short: name for name, short in TABLE_DTYPE_NAMES.items()}
 
-# Bytes written between runs to evict the inputs of the previous run from the caches. H100's L2 is 50 MiB
+# Bytes read between runs to evict the inputs of the previous run from the caches. H100's L2 is 50 MiB
 # (H200 the same); 256 MiB is what triton.testing.do_bench uses. CPU last-level caches are at most tens of MiB.
 FLUSH_BYTES = {"cuda": 256 * 2**20, "cpu": 64 * 2**20}
 MAX_RUNS_FACTOR = 100  # with min_time_s, at most repeats x this many timed runs
@@ -118,15 +118,21 @@ def harness_source(device: str) -> str:
 
 
 class _CacheFlusher:
-    """Overwrites a buffer larger than the device's last-level cache."""
+    """Reads a buffer larger than the device's last-level cache, leaving the cache full of clean lines.
+
+    A flush that writes its buffer leaves the cache full of dirty lines, and the timed kernel, whose reads evict
+    them, pays their write-back to DRAM: up to a cache's worth of extra traffic on a memory-bound kernel. A read
+    evicts the previous run's inputs the same way and leaves nothing to write back.
+    """
 
     def __init__(self, device: str):
         torch = _torch()
         kind = "cuda" if _is_cuda(device) else "cpu"
-        self._buffer = torch.empty(FLUSH_BYTES[kind], dtype=torch.uint8, device=device)
+        # Written once here, so that every page is backed (an untouched CPU page reads as the shared zero page).
+        self._buffer = torch.ones(FLUSH_BYTES[kind], dtype=torch.uint8, device=device)
 
     def __call__(self) -> None:
-        self._buffer.zero_()
+        self._buffer.amax()
 
 
 def _time_cpu(fn: Callable, inputs: tuple) -> float:

@@ -106,3 +106,25 @@ def test_graph_launch_is_the_measured_gap_between_replayed_kernels():
         gaps_us.append((steps[(model, "graph")] * 1e6 - sum(durations_us)) / len(durations_us))
     assert all(0.3 < gap < 0.5 for gap in gaps_us), gaps_us
     assert load_device("h200").spec.overhead.graph_launch_us == pytest.approx(np.mean(gaps_us), abs=0.02)
+
+
+def test_isolated_gemms_took_longer_than_in_step_by_more_than_a_launch_growing_with_the_weights():
+    """The harness's GEMM rows were timed after a flush that wrote 256 MiB; the same GEMMs inside a profiled eager
+    step (no flush) took less by a gap that grows with the weight bytes, from about 3.3 us at 8 MB to about 9 us at
+    90-117 MB, where a launch alone would add one constant: consistent with the flush's dirty lines written back
+    inside the timed kernel (up to the 50 MB L2), which is why the harness's flush now reads its buffer."""
+    isolated = {(r.m, r.n, r.k): r.time_s for r in read_table(DATA / "h200-gemm.csv.gz")}
+    gaps_us: dict[float, list[float]] = {}
+    for name in PROFILES:
+        trace = profile_to_trace(DATA / f"h200-profile-{name}.json.gz")
+        in_step: dict[tuple, list[float]] = {}
+        for op in trace.ops:
+            kernel = lower_op(op, trace.dtype) if op.attrs.get("measured_time_s") else None
+            if kernel is not None and kernel.kernel_class == "gemm":
+                in_step.setdefault((kernel.m, kernel.n, kernel.k), []).append(op.attrs["measured_time_s"])
+        for shape, times in in_step.items():
+            if shape in isolated:
+                weight_MB = shape[1] * shape[2] * 2 / 1e6
+                gaps_us.setdefault(weight_MB, []).append((isolated[shape] - float(np.median(times))) * 1e6)
+    small, large = np.median(gaps_us[8.388608]), np.median([g for w, gs in gaps_us.items() if w > 80 for g in gs])
+    assert 2.1 < small < 4.5 and large > 2 * small, gaps_us

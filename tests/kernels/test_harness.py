@@ -75,6 +75,18 @@ def test_time_op_warms_up_cycles_a_pool_and_honours_min_time(clock):
         harness.time_op(fn, make, device="cpu", repeats=0)
 
 
+def test_cache_flush_reads_a_buffer_larger_than_the_cache_and_writes_none(monkeypatch):
+    """The flush leaves the cache clean: a flush that wrote its buffer would leave dirty lines whose write-back the
+    timed kernel pays (in-place writes bump a tensor's version counter; a read does not)."""
+    monkeypatch.setitem(harness.FLUSH_BYTES, "cpu", 2**20)
+    flusher = harness._CacheFlusher("cpu")
+    buffer = flusher._buffer
+    assert buffer.numel() * buffer.element_size() == 2**20 and bool((buffer == 1).all())
+    version = buffer._version
+    flusher()
+    assert buffer._version == version
+
+
 def test_gemm_rows_rates_and_scaling():
     small, large = (32, 32, 32), (512, 512, 512)  # 4096 times the FLOPs
     rows = harness.measure_gemms([small, large], device=DEVICE, dtype="fp32", repeats=10)
