@@ -295,14 +295,30 @@ def _broadcast(shapes: list[tuple[int, ...]]) -> tuple[int, ...] | None:
     return tuple(out)
 
 
+def _gather_output(short: str, shapes: list[tuple[int, ...]]) -> tuple[int, ...] | None:
+    """Output shape of a lookup into a table (the first input) by an index (the second): embedding's index shape
+    by the table's row, gather's index shape, index_select's index length by the table's row (a profile records
+    no dim argument among the shapes; the selection along the table's first dim is the embedding lookup)."""
+    table, index = shapes[0], shapes[1]
+    if short == "embedding":
+        return index + table[1:]
+    if short == "gather":
+        return index
+    if short == "index_select":
+        return (math.prod(index),) + table[1:]
+    return None
+
+
 def _output_shape(short: str, shapes: list[tuple[int, ...]]) -> tuple[int, ...] | None:
-    """Output shape: exact for GEMMs and attention, the broadcast (or largest) input for the rest."""
+    """Output shape: exact for GEMMs, attention and table lookups, the broadcast (or largest) input for the rest."""
     if not shapes:
         return None
     if short in GEMM_FLOP_OPS and len(shapes) >= 2:
         return _gemm_output(short, shapes)
     if short in op_costs.ATTENTION_OPS and len(shapes) >= 3:
         return shapes[0][:-1] + shapes[2][-1:]
+    if short in op_costs.GATHER_OPS and len(shapes) >= 2 and (out := _gather_output(short, shapes)) is not None:
+        return out
     return _broadcast(shapes) or max(shapes, key=math.prod)
 
 
@@ -325,7 +341,13 @@ def _op(group: list[ProfiledKernel], default_dtype: str) -> Op:
     in_place = short.endswith("_") and bool(ins)
     out_shape = None if in_place else _output_shape(short, [t.shape for t in ins])
     out = TensorMeta(shape=out_shape, dtype=ins[0].dtype if ins else default_dtype) if out_shape else None
-    read = sum(t.nbytes for t in (ins[1:] if short == "copy_" else ins))
+    if short in op_costs.GATHER_OPS and out is not None and out.shape != ins[0].shape:
+        # Only the gathered rows of the table are read, plus the index (and no out= argument).
+        read = out.nbytes + ins[1].nbytes
+    elif short in op_costs.FACTORY_OPS:
+        read = 0
+    else:
+        read = sum(t.nbytes for t in (ins[1:] if short == "copy_" else ins))
     written = ins[0].nbytes if in_place else (out.nbytes if out else 0)
     attrs: dict = {"measured_time_s": sum(r.time_s for r in group), "profiler_op": first.op,
                    "kernels": [r.kernel for r in group]}

@@ -140,3 +140,14 @@ def test_malformed_file_is_one_line_input_error(tmp_path, content):
 def test_missing_file_is_input_error(tmp_path):
     with pytest.raises(InputError):
         import_profile(tmp_path / "absent.json")
+
+
+def test_embedding_lookup_reads_only_the_gathered_rows(profiled, tiny_llama):
+    """The lookup reads the BATCH x PROMPT rows it gathers and their int64 ids, not the whole vocabulary table."""
+    path, _, _ = profiled
+    lookups = [op for op in profile_to_trace(path).ops if op.name.split(".")[-1] in ("embedding", "index_select")]
+    assert lookups
+    rows_bytes = BATCH * PROMPT * tiny_llama.hidden_size * 4
+    for op in lookups:
+        assert op.bytes_read["activation"] == rows_bytes + BATCH * PROMPT * 8, op.name
+        assert op.bytes_written["activation"] == rows_bytes, op.name
