@@ -51,11 +51,12 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from kernels.kernel import KernelKind
+from kernels.lowering import is_norm_module
 from kernels.moe import MATRICES, fused_moe_act_bytes
 from kernels.table import KIND_CODE, KernelTable
 
 ENGINE = "engine"
-_GEMM, _NORM, _ROPE = KIND_CODE[KernelKind.GEMM], KIND_CODE[KernelKind.NORM], KIND_CODE[KernelKind.ROPE]
+_GEMM, _ROPE = KIND_CODE[KernelKind.GEMM], KIND_CODE[KernelKind.ROPE]
 _ACTIVATION, _ELEMENTWISE = KIND_CODE[KernelKind.ACTIVATION], KIND_CODE[KernelKind.ELEMENTWISE]
 _ATTENTION = (KIND_CODE[KernelKind.ATTENTION_PREFILL], KIND_CODE[KernelKind.ATTENTION_DECODE])
 _DECODER_LAYER = re.compile(r"(^|\.)layers\.\d+$")  # a residual add runs in the decoder layer module itself
@@ -239,16 +240,15 @@ class _Fusion:
         return out
 
     def _norms(self) -> list[_Kernel]:
-        """One kernel per RMSNorm chain (consecutive norm kernels of one module, an rsqrt among them), with the
+        """One kernel per RMSNorm chain (consecutive kernels of one norm module, an rsqrt among them), with the
         residual add before it when there is one."""
-        t, out, i = self.t, [], 0
-        while i < len(t):
+        out, i, modules = [], 0, self.modules
+        while i < len(modules):
             end = i
-            while t.kind[i] == _NORM and end + 1 < len(t) and t.kind[end + 1] == _NORM and \
-                    self.modules[end + 1] == self.modules[i]:
+            while is_norm_module(modules[i]) and end + 1 < len(modules) and modules[end + 1] == modules[i]:
                 end += 1
             chain = list(range(i, end + 1))
-            if t.kind[i] == _NORM and "rsqrt" in (self.ops[j] for j in chain):
+            if is_norm_module(modules[i]) and "rsqrt" in (self.ops[j] for j in chain):
                 out.append(self._norm(chain))
             i = end + 1
         return out
@@ -260,9 +260,11 @@ class _Fusion:
                 _DECODER_LAYER.search(self.modules[add]):
             # Reads the input and the residual, writes the new residual and the normalized output: 4/3 of the add's
             # traffic (two reads and a write), over every token of the add.
-            return _Kernel(position=add, anchor=chain[0], rows=[add, *chain], op="fused_add_rms_norm", columns=dict(
-                flops=float(t.flops[[add, *chain]].sum()), weight_bytes=weights,
-                act_bytes=float(t.act_bytes[add]) * 4 / 3))
+            return _Kernel(position=add, anchor=chain[0], rows=[add, *chain], op="fused_add_rms_norm",
+                           kind=KernelKind.NORM, columns=dict(flops=float(t.flops[[add, *chain]].sum()),
+                                                              weight_bytes=weights,
+                                                              act_bytes=float(t.act_bytes[add]) * 4 / 3))
         # Reads the input, writes the output: the chain's last kernel (the weight product) moves one tensor of each.
-        return _Kernel(position=chain[0], anchor=chain[0], rows=chain, op="rms_norm", columns=dict(
-            flops=float(t.flops[chain].sum()), weight_bytes=weights, act_bytes=float(t.act_bytes[chain[-1]])))
+        return _Kernel(position=chain[0], anchor=chain[0], rows=chain, op="rms_norm", kind=KernelKind.NORM,
+                       columns=dict(flops=float(t.flops[chain].sum()), weight_bytes=weights,
+                                    act_bytes=float(t.act_bytes[chain[-1]])))

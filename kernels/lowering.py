@@ -1,7 +1,8 @@
 """Lower trace ops to kernels: one kernel per aten op that moves data, views dropped (they cost nothing).
 
 This is eager execution: every non-view op launches a kernel. Attention ops become fused attention
-kernels whose FLOPs count only the work a causal kernel does.
+kernels whose FLOPs count only the work a causal kernel does; a norm is a norm kernel where one aten op computes
+it (rms_norm, layer_norm), and a norm module's separate ops are the pointwise kernels they are.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ CACHE_WRITE_OPS = frozenset({"copy_", "index_copy_", "index_copy", "index_put_",
 ATTENTION_MODULES = ("self_attn", "attn", "attention", "self_attention")
 
 
-def _is_norm_module(module: str) -> bool:
+def is_norm_module(module: str) -> bool:
+    """A normalization module (`input_layernorm`, `norm`, `ln_f`): eager, its pow, mean, rsqrt and products are
+    pointwise kernels of their own, which an engine fuses into one norm kernel (kernels/fusion.py)."""
     last = module.rsplit(".", 1)[-1].lower()
     return "norm" in last or last.startswith("ln")
 
@@ -82,7 +85,7 @@ def lower_op(op: Op, trace_dtype: str) -> Kernel | None:
         return _batched_gemm(op, common)
     if name in SOFTMAX_OPS:
         kind = KernelKind.SOFTMAX
-    elif name in NORM_OPS or _is_norm_module(op.module):
+    elif name in NORM_OPS:
         kind = KernelKind.NORM
     elif name in EMBEDDING_OPS:
         kind = KernelKind.EMBEDDING

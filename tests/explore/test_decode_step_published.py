@@ -50,21 +50,21 @@ def _near(ours: float, measured: float) -> bool:
 
 
 def test_engine_decode_step_matches_lmdeploy(evaluator):
-    """Ours about 10.3 ms against 10.61 ms (TurboMind launches its kernels from C++; ours replays the decode from
+    """Ours about 9.8 ms against 10.61 ms (TurboMind launches its kernels from C++; ours replays the decode from
     CUDA graphs at 1.3 us per kernel instead of 2.1, under 0.3 ms on ~320 kernels)."""
     ours = _metrics(evaluator, "engine")["tpot_s"]
     assert _near(ours, LMDEPLOY_ENGINE_STEP_S), (ours, LMDEPLOY_ENGINE_STEP_S)
 
 
 def test_engine_prefill_matches_lmdeploy_first_token(evaluator):
-    """The same row's first-token latency: a 2,048-token prefill, launched from the host (ours about 0.135 s)."""
+    """The same row's first-token latency: a 2,048-token prefill, launched from the host (ours about 0.136 s)."""
     ours = _metrics(evaluator, "engine")["ttft_s"]
     assert _near(ours, LMDEPLOY_FIRST_TOKEN_S), ours
 
 
 def test_eager_decode_step_matches_fireworks(evaluator):
     """Ours about 28 ms against 33.3 ms: host-bound, 1,298 kernels at 21.6 us of dispatch each; the device's own
-    work (about 15.5 ms with its launches) hides behind it, so the step takes the host's time."""
+    work (about 14 ms with its launches) hides behind it, so the step takes the host's time."""
     ours = _metrics(evaluator, "eager")["tpot_s"]
     assert _near(ours, FIREWORKS_EAGER_STEP_S), (ours, FIREWORKS_EAGER_STEP_S)
     kernels = len(evaluator.tables("llama-2-7b", 1, 2048, POINT.numeric_format).decode)
@@ -72,7 +72,7 @@ def test_eager_decode_step_matches_fireworks(evaluator):
 
 
 def test_graphs_decode_step_matches_fireworks(evaluator):
-    """The same program replayed from CUDA graphs: ours about 14.5 ms against 14.5 ms."""
+    """The same program replayed from CUDA graphs: ours about 13.0 ms against 14.5 ms."""
     ours = _metrics(evaluator, "graphs")["tpot_s"]
     assert _near(ours, FIREWORKS_GRAPHS_STEP_S), (ours, FIREWORKS_GRAPHS_STEP_S)
 

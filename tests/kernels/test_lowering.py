@@ -118,12 +118,21 @@ def test_tiny_trace_attention_kernels(tiny_llama, trace_of):
     assert (q_proj.kind, q_proj.m, q_proj.n, q_proj.k) == (KernelKind.GEMM, 2, 64, 64)
 
 
-def test_norm_module_ops_lower_to_norm(tiny_llama, trace_of):
+def test_norm_module_ops_lower_to_the_pointwise_kernels_they_are(tiny_llama, trace_of):
+    """Eager, our decoder's RMSNorm is separate aten ops (square, mean, add eps, rsqrt, two products), each a
+    pointwise kernel of its own, not a fused norm kernel; the engine fuses them (tests/kernels/test_fusion.py)."""
     kernels = lower_trace(trace_of(tiny_llama, "decode", 2, 1, 16))
-    for kernel in kernels:
-        if kernel.module.endswith("layernorm") or kernel.module == "norm":
-            assert kernel.kind == KernelKind.NORM
+    norm_ops = [k for k in kernels if k.module.endswith("layernorm") or k.module == "norm"]
+    assert norm_ops and "rsqrt" in {k.op for k in norm_ops}
+    assert {k.kind for k in norm_ops} == {KernelKind.ELEMENTWISE}
     assert any(k.kind == KernelKind.EMBEDDING for k in kernels)
+
+
+def test_a_fused_norm_op_lowers_to_a_norm_kernel():
+    op = Op(name="aten.rms_norm.default", inputs=(TensorMeta(shape=(2, 64), dtype="float32"),),
+            outputs=(TensorMeta(shape=(2, 64), dtype="float32"),), flops=512.0,
+            bytes_read={"activation": 512}, bytes_written={"activation": 512}, layer=0, module="layers.0.mlp")
+    assert lower_op(op, "float32").kind == KernelKind.NORM
 
 
 def test_pointwise_kernels_by_kind(tiny_llama, trace_of):
@@ -134,7 +143,7 @@ def test_pointwise_kernels_by_kind(tiny_llama, trace_of):
     assert [k.op for k in by_kind[KernelKind.ACTIVATION]] == ["silu"]
     assert sorted(k.op for k in by_kind[KernelKind.ROPE]) == sorted(["mul", "mul", "neg", "cat", "add"] * 2)
     assert all(k.module.endswith("self_attn") for k in by_kind[KernelKind.ROPE])
-    residual = [k for k in by_kind[KernelKind.ELEMENTWISE] if k.op == "add"]
+    residual = [k for k in by_kind[KernelKind.ELEMENTWISE] if k.op == "add" and k.module == "layers.0"]
     cache_writes = [k for k in by_kind[KernelKind.ELEMENTWISE] if k.op == "copy_"]
     assert len(residual) == 2 and len(cache_writes) == 2
     # All three report as the "elementwise" class in breakdowns.
