@@ -7,7 +7,8 @@ Time of a kernel = max(compute, memory) + the thread loss (below); a CPU has no 
 - Baseline compute (no LUT, or weights wider than the LUT kernels take): multiply-adds at the SIMD peak of
   the kernel's dtype (a dtype without SIMD arithmetic runs as the next wider one); GEMMs with quantized
   weights run llama.cpp style: activations quantized to int8 on the fly, int8 dot products, and for
-  sub-8-bit weights `dequant_lane_ops_per_weight` byte-lane operations per weight to unpack them.
+  sub-8-bit weights `dequant_lane_ops_per_weight` byte-lane slots per weight of SIMD work besides the
+  multiply-adds (unpacking the weights, and scaling and accumulating each block's sum).
 - LUT compute (weights of at most lut.max_weight_bits bits): per token and activation group of g values a
   table of 2^g partial sums is built on the SIMD units; each weight group of g weights then needs b
   lookups (one per bit plane) plus their accumulation. No dequantization: the tables are indexed by the

@@ -16,14 +16,16 @@ Fit: m2-ultra-tmac's serial_us (61 us) is solved on one point, T-MAC Llama-2-7B 
 tokens/s; the one-thread rate, 16.68, is the CPU model's own and is not fitted). Everything else is held out.
 
 Tolerance 25%, on both the rate at N threads and the speedup over one thread. Observed on the held-out T-MAC
-points: rate +20% (W4, 8 threads), +15% (BitNet, 4), +3% (BitNet, paper, 8); speedup -4%, -24%, -7%.
-Known miss (xfail): llama.cpp's speedups come out 32-34% too low. The thread model is not what misses: the
-serial time per token that each published pair implies with its own one-thread time, (T_N - T_1 / N) /
-(1 - 1 / N), is 9.0-16.1 ms across T-MAC and llama.cpp alike, and the model charges 13.9 ms (Llama-2-7B) and
-11.3 ms (BitNet-3B): modeled / implied - 1 from -14% to +27% over the seven pairs, checked within 30%
-(test_serial_time_matches_what_each_pair_implies). What misses is the one-thread baseline: the dequantizing
-kernel is priced 2-3x faster than llama.cpp's Q2_K and Q4_0 run on one M2 core (11.3 vs 3.8 and 5.7
-tokens/s), so the same serial time is a larger share of its shorter step.
+points: rate +4% (W4, 8 threads), +15% (BitNet, 4), +3% (BitNet, paper, 8); speedup +10%, -24%, -7%. On
+llama.cpp's: speedup -13% (W2), -10% (W4), -17% (BitNet); Q4_0's rates +9% (one thread) and -3% (eight), its
+one-thread kernel priced by its instruction count per block (ampere-altra.yaml's source), not fitted.
+Known miss (xfail): Q2_K's rates, +61% and +39% (Llama-2-7B, 1 and 8 threads), +88% and +56% (BitNet, 1 and 4):
+the same count prices 2-bit k-quants, whose kernel issues about as many instructions per weight as Q4_0's but
+runs slower on one M2 core (3.82 against 5.65 tokens/s), its scalar accumulation per 16 weights being a
+loop-carried chain. The thread model is not what misses: the serial time per token that each published pair
+implies with its own one-thread time, (T_N - T_1 / N) / (1 - 1 / N), is 9.0-16.1 ms across T-MAC and llama.cpp
+alike, and the model charges 13.9 ms (Llama-2-7B) and 11.3 ms (BitNet-3B), checked within 30% over the seven
+pairs (test_serial_time_matches_what_each_pair_implies).
 BitNet-3B's shape: hidden 3200, FFN 8640, 26 layers, 32 heads, vocabulary 32002 (1bitLLM/bitnet_b1_58-3B's
 config as copied in two public repositories; its Hugging Face page was not readable here), run as a Llama.
 """
@@ -243,11 +245,23 @@ def test_serial_time_matches_what_each_pair_implies(pair, decode_tables):
     assert modeled_s == pytest.approx(implied_s, rel=SERIAL_TOLERANCE), f"{pair} ({pair.source})"
 
 
-@pytest.mark.xfail(strict=True, reason="llama.cpp's speedups come out 32-34% low: the one-thread dequantizing "
-                                       "kernel is priced 2-3x faster than llama.cpp's Q2_K / Q4_0 on one M2 core, so "
-                                       "the (right) serial time is a larger share of its step; see the docstring")
 @pytest.mark.parametrize("pair", HELD_OUT_LLAMA_CPP, ids=str)
 def test_held_out_llama_cpp_speedups(pair, decode_tables):
     one, many = (_tokens_per_s(decode_tables, pair, t) for t in (1, pair.threads))
     speedup = pair.many_threads / pair.one_thread
     assert speedup * (1 - TOLERANCE) <= many / one <= speedup * (1 + TOLERANCE), f"{pair} ({pair.source})"
+
+
+Q2_K_MISS = pytest.mark.xfail(strict=True, reason=(
+    "Q2_K's rates come out 39-88% fast: its kernel issues about as many SIMD instructions per weight as Q4_0's, "
+    "which the preset prices, but its per-16-weight scalar accumulation is a loop-carried chain that an "
+    "instruction count does not see (llama.cpp runs Q2_K at 3.82 tokens/s on one M2 core against Q4_0's 5.65); "
+    "see the docstring"))
+
+
+@pytest.mark.parametrize("pair", [pytest.param(p, marks=Q2_K_MISS) if p.bits == 2 else p for p in HELD_OUT_LLAMA_CPP],
+                         ids=str)
+def test_held_out_llama_cpp_rates(pair, decode_tables):
+    """The dequantizing kernel's one-thread rate is its instruction count (ampere-altra.yaml's source), not fitted."""
+    for threads, rate in ((1, pair.one_thread), (pair.threads, pair.many_threads)):
+        assert _tokens_per_s(decode_tables, pair, threads) == pytest.approx(rate, rel=TOLERANCE), f"{pair}, {threads}"
