@@ -14,7 +14,8 @@ class KernelKind(StrEnum):
     ELEMENTWISE = "elementwise"  # residual adds and other pointwise ops
     ACTIVATION = "activation"  # activation functions (SiLU, GELU, ReLU, ...)
     ROPE = "rope"  # pointwise ops of the attention block: rotary embedding of q and k
-    NORM = "norm"
+    NORM = "norm"  # a norm computed by one kernel (a fused aten op, an engine's fused norm)
+    NORM_PART = "norm_part"  # one of the separate pointwise ops an eager norm module runs (square, mean, rsqrt, ...)
     SOFTMAX = "softmax"
     EMBEDDING = "embedding"
     ALL_REDUCE = "all_reduce"  # a collective over a link (tensor parallelism): act_bytes is the message per device
@@ -27,7 +28,7 @@ KIND_CLASS = {
     KernelKind.GEMM: "gemm", KernelKind.BATCHED_GEMM: "gemm",
     KernelKind.ATTENTION_PREFILL: "attention", KernelKind.ATTENTION_DECODE: "attention",
     KernelKind.ELEMENTWISE: "elementwise", KernelKind.ACTIVATION: "elementwise", KernelKind.ROPE: "elementwise",
-    KernelKind.NORM: "norm", KernelKind.SOFTMAX: "softmax",
+    KernelKind.NORM: "norm", KernelKind.NORM_PART: "norm", KernelKind.SOFTMAX: "softmax",
     KernelKind.EMBEDDING: "embedding",
     KernelKind.ALL_REDUCE: "communication", KernelKind.SEND_RECV: "communication",
     KernelKind.MOE: "gemm",  # experts' GEMMs: reports count them as GEMM time

@@ -2,7 +2,8 @@
 
 This is eager execution: every non-view op launches a kernel. Attention ops become fused attention
 kernels whose FLOPs count only the work a causal kernel does; a norm is a norm kernel where one aten op computes
-it (rms_norm, layer_norm), and a norm module's separate ops are the pointwise kernels they are.
+it (rms_norm, layer_norm), and a norm module's separate ops are norm parts: pointwise kernels of their own, priced
+as such, that reports count as norm time.
 """
 
 from __future__ import annotations
@@ -87,6 +88,8 @@ def lower_op(op: Op, trace_dtype: str) -> Kernel | None:
         kind = KernelKind.SOFTMAX
     elif name in NORM_OPS:
         kind = KernelKind.NORM
+    elif is_norm_module(op.module):
+        kind = KernelKind.NORM_PART
     elif name in EMBEDDING_OPS:
         kind = KernelKind.EMBEDDING
     elif name in ACTIVATION_OPS:

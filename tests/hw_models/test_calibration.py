@@ -212,3 +212,20 @@ def test_a_fit_on_two_tables_names_both_in_its_provenance(tmp_path):
     prov = cal.provenance
     assert prov["table"] == f"{paths[0]}, {paths[1]}" and prov["rows_for_device"] == 8 and prov["rows_used"] == 4
     assert prov["sha256"] == ", ".join(hashlib.sha256(p.read_bytes()).hexdigest() for p in paths)
+
+
+def test_an_eager_norms_parts_are_priced_as_pointwise_kernels_and_reported_as_norm():
+    """On H200 (its own norm and elementwise fits differ), a norm part costs what the same kernel costs as an
+    elementwise one, not what the fused-norm fit gives it; both kinds report under their class."""
+    from kernels.kernel import Kernel, KernelKind
+    from kernels.table import KernelTable
+
+    def kernel(kind):
+        return Kernel(kind=kind, op="mul", flops=4096.0, weight_bytes=0.0, act_bytes=3 * 2 * 4096.0, kv_bytes=0.0,
+                      dtype="bf16", tensor_core=False, layer=0, module="layers.0.input_layernorm")
+
+    table = KernelTable.from_kernels([kernel(k) for k in (KernelKind.NORM_PART, KernelKind.ELEMENTWISE,
+                                                           KernelKind.NORM)])
+    part, pointwise, fused = load_device("h200").cost_table(table, execution="device").time_s
+    assert part == pointwise and part != fused
+    assert list(table.kernel_class) == ["norm", "elementwise", "norm"]
