@@ -5,8 +5,8 @@ the same GEMMs inside a profiled step by a gap growing with the weights (data/me
 if the dirty lines' write-back is the cause, the reading flush's times fall to the in-step ones and the gap between
 the two columns grows with the weight bytes up to the L2's size.
 
-    python3 bench/gpu/check_flush.py $OUT/h200-flush-check.csv          # on the GPU
-    python3 bench/gpu/check_flush.py /tmp/flush.csv --cpu               # the same on the CPU, small shapes
+    PYTHONPATH=. python3 bench/gpu/check_flush.py $OUT/h200-flush-check.csv    # on the GPU
+    PYTHONPATH=. python3 bench/gpu/check_flush.py /tmp/flush.csv --cpu         # the same on the CPU, small shapes
 """
 
 from __future__ import annotations
