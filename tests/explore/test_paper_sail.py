@@ -1,4 +1,5 @@
-"""Paper checks for the CPU family: SAIL's speedup over a Neoverse-N1 CPU, and T-MAC's measured M2 Ultra rates.
+"""Paper checks for the CPU family: SAIL's speedup over a Neoverse-N1 CPU, T-MAC's measured M2 Ultra rates and its
+gains over llama.cpp.
 
 SAIL (Zhang, Park, Lee, Sadredini, "SAIL: SRAM-Accelerated LLM Inference System with Lookup-Table-based
 GEMV", arXiv:2509.25853, 2025), abstract: "up to 10.7x speedup ... compared to ARM Neoverse-N1 CPU
@@ -95,3 +96,39 @@ def test_tmac_eight_threads_decode_rate(bits, evaluator):
     other held-out points). Without thread-scaling losses it was 134 and 90, an upper bound only."""
     ours = 1.0 / _tpot_s(evaluator, "m2-ultra-tmac", 1, bits, (("compute.threads", 8),))
     assert ours == pytest.approx(TMAC_M2_ULTRA[(bits, 8)], rel=TOLERANCE)
+
+
+# T-MAC's abstract (arXiv:2407.00088v2): "up to 4x increase in throughput and 70% reduction in energy consumption
+# compared to llama.cpp", over four devices; its datasheet's largest M2 Ultra gain is Llama-2-7B W2 on one thread
+# (16.68 against llama.cpp Q2_K's 3.82 tokens/s, 4.4x), the setting compared here.
+TMAC_SPEEDUP_UP_TO, TMAC_ENERGY_RATIO = 4.0, 1 - 0.70
+
+
+def _tmac_and_llama_cpp(evaluator) -> tuple[dict, dict]:
+    """Metrics of token generation (8 prompt tokens, 256 generated) on one M2 Ultra thread, W2: T-MAC's LUT kernels,
+    then the same preset without them (llama.cpp's dequantizing kernels)."""
+    def metrics(overrides):
+        point = DesignPoint(model="llama-2-7b", device="m2-ultra-tmac", batch=1, prompt=8, output=256, weight_bits=2,
+                            overrides=(("compute.threads", 1), *overrides))
+        return evaluator.evaluate(point).metrics
+    return metrics(()), metrics((("lut", None),))
+
+
+def test_tmac_speedup_over_llama_cpp(evaluator):
+    """Ours 2.7x against "up to 4x" (inside 35%, T-MAC several times faster): low because llama.cpp's Q2_K is
+    priced 61% fast on one M2 core (tests/hw_models/test_cpu_threads.py); at its measured 3.82 tokens/s the same
+    T-MAC rate would give 4.4x."""
+    tmac, llama_cpp = _tmac_and_llama_cpp(evaluator)
+    speedup = llama_cpp["tpot_s"] / tmac["tpot_s"]
+    assert TMAC_SPEEDUP_UP_TO * (1 - TOLERANCE) <= speedup <= TMAC_SPEEDUP_UP_TO * (1 + TOLERANCE), speedup
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "ours 0.48 of llama.cpp's energy per token against the abstract's 0.30 (a 52% reduction against 70%): the "
+    "energy follows the time, since the preset's per-token energy is mostly its 10 W idle power over the step (the "
+    "SIMD work is priced at Horowitz's 45 nm lane-op energy, no per-instruction core overhead), and llama.cpp's Q2_K "
+    "baseline is priced 61% fast"))
+def test_tmac_energy_reduction_over_llama_cpp(evaluator):
+    tmac, llama_cpp = _tmac_and_llama_cpp(evaluator)
+    ratio = tmac["energy_per_token_J"] / llama_cpp["energy_per_token_J"]
+    assert TMAC_ENERGY_RATIO * (1 - TOLERANCE) <= ratio <= TMAC_ENERGY_RATIO * (1 + TOLERANCE), ratio
