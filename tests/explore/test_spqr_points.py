@@ -7,7 +7,7 @@ Table 4 ran). Llama-2-7B's preset stands in for LLaMA-7B: the same shapes (hidde
 11,008). Bounds: faster than fp16 (the paper's conclusion) and under 1.25 x 1.21.
 
 Where the model stands (A100 SXM 80 GB, scratch): eager fp16 28.0 ms a token (the paper measured 21.3), SpQR 32.9 ms
-(0.85x: a miss, the strict xfail below); replayed from CUDA graphs 13.3 against 11.4 ms (1.17x); a serving engine's
+(0.85x: a miss, the strict xfail below); replayed from CUDA graphs 12.5 against 10.6 ms (1.18x); a serving engine's
 kernels 9.2 against 7.0 ms (1.32x).
 """
 
