@@ -16,6 +16,7 @@ torch is imported inside the functions, so kernels/ imports without it.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import gzip
 import itertools
@@ -33,6 +34,7 @@ from typing import TYPE_CHECKING
 from kernels.formats import DTYPE_SHORT
 from kernels.measured import MeasuredKernel
 from workloads.model_config import TORCH_DTYPES
+from workloads.profiler_import import MODULE_ANNOTATION
 
 if TYPE_CHECKING:
     from workloads.model_config import ModelConfig
@@ -427,11 +429,36 @@ def cpu_streaming_sizes() -> list[StreamingSize]:
     return [(1, 1024), (64, 1024), (512, 1024)]
 
 
+@contextlib.contextmanager
+def _module_annotations(model):
+    """Every submodule's forward inside a profiler range named MODULE_ANNOTATION + its path ('layers.0.mlp'), so
+    that a profile says which module ran each op, as a captured trace does (workloads.profiler_import reads them)."""
+    torch = _torch()
+    open_ranges: list = []
+
+    def enter(name):
+        def hook(module, args):
+            open_ranges.append(torch.profiler.record_function(MODULE_ANNOTATION + name).__enter__())
+        return hook
+
+    def leave(module, args, output):
+        open_ranges.pop().__exit__(None, None, None)
+
+    handles = [h for name, module in model.named_modules() if name
+               for h in (module.register_forward_pre_hook(enter(name)), module.register_forward_hook(leave))]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def profile_decode_step(config: ModelConfig, path: str | Path, *, batch: int, context_len: int, device: str,
                         warmup: int = 2) -> int:
     """Profile one eagerly launched decode step of a full-size model (random weights) into a Chrome trace at
-    `path` (.json or .json.gz): every op with its input shapes and, on CUDA, the device kernels it launched, as
-    workloads.profiler_import reads it. Returns the number of device kernels (ops on the CPU) in the trace."""
+    `path` (.json or .json.gz): every op with its input shapes, the module that ran it and, on CUDA, the device
+    kernels it launched, as workloads.profiler_import reads it. Returns the number of device kernels (ops on the
+    CPU) in the trace."""
     torch = _torch()
     from torch.profiler import ProfilerActivity, profile
 
@@ -448,7 +475,7 @@ def profile_decode_step(config: ModelConfig, path: str | Path, *, batch: int, co
             model(ids, cache, context_len)
         if cuda:
             torch.cuda.synchronize(device)
-        with profile(activities=activities, record_shapes=True) as prof:
+        with profile(activities=activities, record_shapes=True) as prof, _module_annotations(model):
             model(ids, cache, context_len)
             if cuda:
                 torch.cuda.synchronize(device)

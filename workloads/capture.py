@@ -16,7 +16,7 @@ from torch.utils._pytree import tree_flatten
 from workloads import op_costs
 from workloads.errors import InputError
 from workloads.model_config import ModelConfig
-from workloads.trace import DTYPE_BYTES, Op, TensorMeta, Trace
+from workloads.trace import DTYPE_BYTES, Op, TensorMeta, Trace, layer_index
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -52,14 +52,6 @@ class _ModuleTracker:
     def remove(self) -> None:
         for handle in self._handles:
             handle.remove()
-
-
-def layer_index(module_path: str) -> int | None:
-    """The decoder layer a module belongs to: the first numeric part of its path ('layers.3.mlp' -> 3)."""
-    for part in module_path.split("."):
-        if part.isdigit():
-            return int(part)
-    return None
 
 
 class _Recorder(TorchDispatchMode):

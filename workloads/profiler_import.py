@@ -26,7 +26,7 @@ from pathlib import Path
 
 from workloads import op_costs
 from workloads.errors import InputError
-from workloads.trace import Op, TensorMeta, Trace
+from workloads.trace import Op, TensorMeta, Trace, layer_index
 
 DEVICE_CATEGORIES = frozenset({"kernel", "gpu_memcpy", "gpu_memset"})
 RUNTIME_CATEGORIES = frozenset({"cuda_runtime", "cuda_driver", "runtime"})
@@ -47,6 +47,10 @@ NO_WORK_OPS = op_costs.VIEW_OPS | frozenset({
 })
 
 GEMM_FLOP_OPS = frozenset({"mm", "addmm", "bmm", "baddbmm"})
+# Name prefix of the profiler ranges that say which module ran the ops inside them (kernels.harness opens one around
+# every submodule's forward): "module: layers.0.self_attn.q_proj".
+MODULE_ANNOTATION = "module: "
+ANNOTATION_CATEGORIES = frozenset({"user_annotation"})
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +67,7 @@ class ProfiledKernel:
     op_id: int | None  # the op call's External id (kernels of one call share it); None: no op found
     start_s: float  # kernel start, seconds from the trace's first kernel
     is_causal: bool | None = None  # attention ops: the is_causal argument, where the trace records it
+    module: str = ""  # the innermost module that ran the op, where the trace names modules (MODULE_ANNOTATION)
 
 
 @dataclass
@@ -72,6 +77,7 @@ class _CpuOp:
     dur: float
     args: dict
     parent: int | None = None
+    module: str = ""
 
 
 def _read_events(path: Path) -> list:
@@ -101,6 +107,7 @@ def _category(event: dict) -> str:
 def _split(events: list, path: Path) -> tuple[list[_CpuOp], list[dict], dict[int, int]]:
     """cpu ops (nested by thread), device events and runtime correlation -> External id."""
     by_thread: dict[tuple, list[_CpuOp]] = {}
+    modules: dict[tuple, list[_CpuOp]] = {}
     device, runtime_ids = [], {}
     for i, event in enumerate(events):
         if not isinstance(event, dict):
@@ -109,9 +116,13 @@ def _split(events: list, path: Path) -> tuple[list[_CpuOp], list[dict], dict[int
             continue
         cat, where = _category(event), f"{path}: traceEvents[{i}] ({event.get('name')!r})"
         args = event.get("args") if isinstance(event.get("args"), dict) else {}
+        name = str(event.get("name", ""))
         if cat == "cpu_op":
-            op = _CpuOp(str(event.get("name", "")), _number(event, "ts", where), _number(event, "dur", where), args)
+            op = _CpuOp(name, _number(event, "ts", where), _number(event, "dur", where), args)
             by_thread.setdefault((event.get("pid"), event.get("tid")), []).append(op)
+        elif cat in ANNOTATION_CATEGORIES and name.startswith(MODULE_ANNOTATION):
+            span = _CpuOp(name, _number(event, "ts", where), _number(event, "dur", where), args)
+            modules.setdefault((event.get("pid"), event.get("tid")), []).append(span)
         elif cat in DEVICE_CATEGORIES:
             for key in ("ts", "dur"):
                 _number(event, key, where)
@@ -119,9 +130,24 @@ def _split(events: list, path: Path) -> tuple[list[_CpuOp], list[dict], dict[int
         elif cat in RUNTIME_CATEGORIES and "correlation" in args:
             runtime_ids[args["correlation"]] = args.get("External id")
     ops: list[_CpuOp] = []
-    for thread_ops in by_thread.values():
+    for thread, thread_ops in by_thread.items():
+        _name_modules(thread_ops, modules.get(thread, []))
         ops.extend(_nest(thread_ops, offset=len(ops)))
     return ops, device, runtime_ids
+
+
+def _name_modules(ops: list[_CpuOp], spans: list[_CpuOp]) -> None:
+    """Set each op's module: the innermost module range (MODULE_ANNOTATION) of its thread that holds its start."""
+    spans = sorted(spans, key=lambda s: (s.ts, -s.dur))
+    open_spans: list[_CpuOp] = []
+    at = 0
+    for op in sorted(ops, key=lambda o: o.ts):
+        while at < len(spans) and spans[at].ts <= op.ts:
+            open_spans.append(spans[at])
+            at += 1
+        open_spans = [s for s in open_spans if op.ts < s.ts + s.dur]
+        if open_spans:
+            op.module = open_spans[-1].name.removeprefix(MODULE_ANNOTATION)
 
 
 def _nest(ops: list[_CpuOp], offset: int) -> list[_CpuOp]:
@@ -221,7 +247,7 @@ def _is_causal(op: _CpuOp) -> bool | None:
 def _record(op: _CpuOp, *, time_s: float, kernel: str, op_id: int, start_s: float) -> ProfiledKernel:
     shapes, dtypes = _tensor_inputs(op.args)
     return ProfiledKernel(op=op.name, input_shapes=shapes, input_dtypes=dtypes, time_s=time_s, kernel=kernel,
-                          op_id=op_id, start_s=start_s, is_causal=_is_causal(op))
+                          op_id=op_id, start_s=start_s, is_causal=_is_causal(op), module=op.module)
 
 
 def _device_records(ops: list[_CpuOp], device: list[dict], runtime_ids: dict[int, int]) -> list[ProfiledKernel]:
@@ -356,7 +382,7 @@ def _op(group: list[ProfiledKernel], default_dtype: str) -> Op:
         attrs["is_causal"] = first.is_causal if first.is_causal is not None else (q_len == kv_len and q_len > 1)
     return Op(name=f"aten.{short}", inputs=tuple(ins), outputs=(out,) if out else (),
               flops=_flops(short, ins, out), bytes_read={"activation": read}, bytes_written={"activation": written},
-              layer=None, module="", attrs=attrs)
+              layer=layer_index(first.module), module=first.module, attrs=attrs)
 
 
 def _trace_dtype(records: list[ProfiledKernel]) -> str:

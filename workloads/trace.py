@@ -38,6 +38,14 @@ class TensorMeta:
         return self.numel * DTYPE_BYTES.get(self.dtype, 4)
 
 
+def layer_index(module_path: str) -> int | None:
+    """The decoder layer a module belongs to: the first numeric part of its path ('layers.3.mlp' -> 3)."""
+    for part in module_path.split("."):
+        if part.isdigit():
+            return int(part)
+    return None
+
+
 @dataclass(frozen=True, kw_only=True)
 class Op:
     """One dispatched aten op. Views have zero FLOPs and zero bytes."""

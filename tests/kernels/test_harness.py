@@ -216,3 +216,25 @@ def test_a_profiled_step_reads_back_as_a_trace(tmp_path, tiny_llama):
     # Every decoder layer's attention is in the trace, and the file holds no fewer events than it counted as ops.
     assert sum("scaled_dot_product" in op.name for op in trace.ops) == tiny_llama.num_layers
     assert ops >= len(trace.ops) > 0
+
+
+def test_a_profiled_step_names_the_module_of_each_op(tmp_path, tiny_llama, trace_of):
+    """The profile's ops carry the modules that ran them, as a captured trace's do: the same GEMM modules in the same
+    order, the layer read off the path, and the norm modules' ops lowered as norm parts (kernels/lowering.py)."""
+    from kernels.kernel import KernelKind
+    from kernels.lowering import lower_op
+    from workloads.profiler_import import profile_to_trace
+
+    path = tmp_path / "step.json.gz"
+    harness.profile_decode_step(tiny_llama, path, batch=1, context_len=16, device="cpu")
+    profiled = profile_to_trace(path)
+    captured = trace_of(tiny_llama, "decode", 1, 1, 16)
+
+    def gemm_modules(trace):
+        return [op.module for op in trace.ops if (k := lower_op(op, trace.dtype)) is not None and k.kind ==
+                KernelKind.GEMM]
+
+    assert gemm_modules(profiled) == gemm_modules(captured)
+    assert {op.layer for op in profiled.ops if op.module.startswith("layers.1.")} == {1}
+    norms = [lower_op(op, profiled.dtype) for op in profiled.ops if op.module.endswith("input_layernorm")]
+    assert norms and {k.kind for k in norms if k is not None} == {KernelKind.NORM_PART}

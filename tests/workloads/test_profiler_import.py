@@ -151,3 +151,25 @@ def test_embedding_lookup_reads_only_the_gathered_rows(profiled, tiny_llama):
     for op in lookups:
         assert op.bytes_read["activation"] == rows_bytes + BATCH * PROMPT * 8, op.name
         assert op.bytes_written["activation"] == rows_bytes, op.name
+
+
+def test_ops_take_the_innermost_module_range_that_holds_them(tmp_path):
+    """Module ranges (kernels.harness opens one per submodule forward) nest: an op gets the innermost one open at its
+    start on its own thread, and none outside every range or on another thread."""
+    from workloads.profiler_import import MODULE_ANNOTATION
+
+    def span(name, ts, dur, tid=1):
+        return {"ph": "X", "cat": "user_annotation", "name": MODULE_ANNOTATION + name, "pid": 1, "tid": tid,
+                "ts": ts, "dur": dur}
+
+    def op(ts, ext, tid=1):
+        return {"ph": "X", "cat": "cpu_op", "name": "aten::add", "pid": 1, "tid": tid, "ts": ts, "dur": 1.0,
+                "args": {"External id": ext, "Input Dims": [[4], [4]], "Input type": ["float", "float"]}}
+
+    events = [span("layers.2", 0.0, 100.0), span("layers.2.mlp", 10.0, 20.0), op(12.0, 1), op(40.0, 2),
+              op(150.0, 3), op(12.0, 4, tid=2), span("other", 0.0, 200.0, tid=3)]
+    path = tmp_path / "modules.json"
+    path.write_text(json.dumps({"traceEvents": events}))
+    modules = {r.op_id: r.module for r in import_profile(path)}
+    assert modules == {1: "layers.2.mlp", 2: "layers.2", 3: "", 4: ""}
+    assert sorted(-1 if op.layer is None else op.layer for op in profile_to_trace(path).ops) == [-1, -1, 2, 2]
