@@ -252,7 +252,9 @@ def predict_steps(device: str, rows: list[MeasuredKernel], where: str) -> np.nda
 
 
 def _score_profile(path: str, device_name: str) -> tuple[dict, dict, list[str]]:
-    """Errors of a profiled run, op by op: each op is lowered as a captured trace's would be and priced."""
+    """Errors of a profiled run, op by op: each op is lowered as a captured trace's would be and priced, and the
+    errors are summarized by kernel kind (gemm, attention_decode, norm_part, rope, activation, elementwise, ...), as
+    a measured table's rows are by their kernel."""
     from kernels.lowering import lower_op
     from kernels.table import KernelTable
     from workloads.profiler_import import profile_to_trace
@@ -266,7 +268,7 @@ def _score_profile(path: str, device_name: str) -> tuple[dict, dict, list[str]]:
     table = KernelTable.from_kernels([k for k, _ in pairs])
     predicted = device.cost_table(table, execution="device").time_s
     measured = np.array([t for _, t in pairs])
-    kinds = np.array([k.kernel_class for k, _ in pairs])
+    kinds = np.array([k.kind.value for k, _ in pairs])
     summary = {device_name: {k: error_summary(predicted[kinds == k], measured[kinds == k])
                              for k in sorted(set(kinds))}}
     notes = [f"{device_name}: {len(pairs)} profiled ops from {path}, compared op by op (kernel time only)"]

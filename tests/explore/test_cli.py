@@ -196,7 +196,7 @@ def test_validate_profile_compares_each_profiled_op(tmp_path, tiny_llama):
     summary = json.loads(done.stdout)["h100-sxm"]
     # The tiny llama runs 2 layers x 7 projections + the LM head = 15 GEMMs, each compared once.
     assert summary["gemm"]["n"] == 15
-    assert summary["attention"]["n"] == 2
+    assert summary["attention_prefill"]["n"] == 2  # by kernel kind: a 16-token prompt's attention is a prefill
 
 
 def _one_line_error(capsys, argv: list[str]) -> str:
