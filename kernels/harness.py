@@ -439,7 +439,9 @@ def _module_annotations(model):
 
     def enter(name):
         def hook(module, args):
-            open_ranges.append(torch.profiler.record_function(MODULE_ANNOTATION + name).__enter__())
+            span = torch.profiler.record_function(MODULE_ANNOTATION + name)
+            span.__enter__()
+            open_ranges.append(span)
         return hook
 
     def leave(module, args, output):
