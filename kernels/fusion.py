@@ -51,12 +51,11 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from kernels.kernel import KernelKind
-from kernels.lowering import is_norm_module
 from kernels.moe import MATRICES, fused_moe_act_bytes
 from kernels.table import KIND_CODE, KernelTable
 
 ENGINE = "engine"
-_GEMM, _ROPE = KIND_CODE[KernelKind.GEMM], KIND_CODE[KernelKind.ROPE]
+_GEMM, _ROPE, _NORM_PART = KIND_CODE[KernelKind.GEMM], KIND_CODE[KernelKind.ROPE], KIND_CODE[KernelKind.NORM_PART]
 _ACTIVATION, _ELEMENTWISE = KIND_CODE[KernelKind.ACTIVATION], KIND_CODE[KernelKind.ELEMENTWISE]
 _ATTENTION = (KIND_CODE[KernelKind.ATTENTION_PREFILL], KIND_CODE[KernelKind.ATTENTION_DECODE])
 _DECODER_LAYER = re.compile(r"(^|\.)layers\.\d+$")  # a residual add runs in the decoder layer module itself
@@ -240,15 +239,16 @@ class _Fusion:
         return out
 
     def _norms(self) -> list[_Kernel]:
-        """One kernel per RMSNorm chain (consecutive kernels of one norm module, an rsqrt among them), with the
+        """One kernel per RMSNorm chain (consecutive norm parts of one module, an rsqrt among them), with the
         residual add before it when there is one."""
-        out, i, modules = [], 0, self.modules
-        while i < len(modules):
+        t, out, i = self.t, [], 0
+        while i < len(t):
             end = i
-            while is_norm_module(modules[i]) and end + 1 < len(modules) and modules[end + 1] == modules[i]:
+            while t.kind[i] == _NORM_PART and end + 1 < len(t) and t.kind[end + 1] == _NORM_PART and \
+                    self.modules[end + 1] == self.modules[i]:
                 end += 1
             chain = list(range(i, end + 1))
-            if is_norm_module(modules[i]) and "rsqrt" in (self.ops[j] for j in chain):
+            if t.kind[i] == _NORM_PART and "rsqrt" in (self.ops[j] for j in chain):
                 out.append(self._norm(chain))
             i = end + 1
         return out

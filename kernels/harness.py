@@ -432,28 +432,23 @@ def cpu_streaming_sizes() -> list[StreamingSize]:
 
 @contextlib.contextmanager
 def _module_annotations(model):
-    """Every submodule's forward inside a profiler range named MODULE_ANNOTATION + its path ('layers.0.mlp'), so
-    that a profile says which module ran each op, as a captured trace does (workloads.profiler_import reads them)."""
+    """Every module's forward inside a profiler range named MODULE_ANNOTATION + its path ('layers.0.mlp'), so that
+    a profile says which module ran each op, as a captured trace does (workloads.profiler_import reads them)."""
     torch = _torch()
-    open_ranges: list = []
+    from workloads.capture import ModuleTracker
 
-    def enter(name):
-        def hook(module, args):
-            span = torch.profiler.record_function(MODULE_ANNOTATION + name)
-            span.__enter__()
-            open_ranges.append(span)
-        return hook
+    spans: list = []
 
-    def leave(module, args, output):
-        open_ranges.pop().__exit__(None, None, None)
+    def open_span(path: str) -> None:
+        span = torch.profiler.record_function(MODULE_ANNOTATION + path)
+        span.__enter__()
+        spans.append(span)
 
-    handles = [h for name, module in model.named_modules() if name
-               for h in (module.register_forward_pre_hook(enter(name)), module.register_forward_hook(leave))]
+    tracker = ModuleTracker(model, on_enter=open_span, on_leave=lambda: spans.pop().__exit__(None, None, None))
     try:
         yield
     finally:
-        for handle in handles:
-            handle.remove()
+        tracker.remove()
 
 
 def profile_decode_step(config: ModelConfig, path: str | Path, *, batch: int, context_len: int, device: str,

@@ -26,9 +26,9 @@ CACHE_WRITE_OPS = frozenset({"copy_", "index_copy_", "index_copy", "index_put_",
 ATTENTION_MODULES = ("self_attn", "attn", "attention", "self_attention")
 
 
-def is_norm_module(module: str) -> bool:
+def _is_norm_module(module: str) -> bool:
     """A normalization module (`input_layernorm`, `norm`, `ln_f`): eager, its pow, mean, rsqrt and products are
-    pointwise kernels of their own, which an engine fuses into one norm kernel (kernels/fusion.py)."""
+    pointwise kernels of their own (norm parts), which an engine fuses into one norm kernel (kernels/fusion.py)."""
     last = module.rsplit(".", 1)[-1].lower()
     return "norm" in last or last.startswith("ln")
 
@@ -88,7 +88,7 @@ def lower_op(op: Op, trace_dtype: str) -> Kernel | None:
         kind = KernelKind.SOFTMAX
     elif name in NORM_OPS:
         kind = KernelKind.NORM
-    elif is_norm_module(op.module):
+    elif _is_norm_module(op.module):
         kind = KernelKind.NORM_PART
     elif name in EMBEDDING_OPS:
         kind = KernelKind.EMBEDDING

@@ -7,6 +7,7 @@ so the op sequence equals a real CPU run); small models can run on real CPU tens
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -27,11 +28,14 @@ def _nbytes(t: torch.Tensor) -> int:
     return math.prod(t.shape) * DTYPE_BYTES.get(_dtype_name(t.dtype), t.element_size())
 
 
-class _ModuleTracker:
-    """Keeps the path of the innermost module running, through forward pre- and post-hooks."""
+class ModuleTracker:
+    """Keeps the path of the innermost module running, through forward pre- and post-hooks; `on_enter(path)` and
+    `on_leave()`, where given, run as each module's forward starts and ends (the root's path is "")."""
 
-    def __init__(self, module: torch.nn.Module):
+    def __init__(self, module: torch.nn.Module, on_enter: Callable[[str], None] | None = None,
+                 on_leave: Callable[[], None] | None = None):
         self.stack: list[str] = [""]
+        self._on_enter, self._on_leave = on_enter, on_leave
         self._handles = []
         for name, sub in module.named_modules():
             self._handles.append(sub.register_forward_pre_hook(self._enter(name)))
@@ -40,10 +44,14 @@ class _ModuleTracker:
     def _enter(self, name: str):
         def hook(_module, _args):
             self.stack.append(name)
+            if self._on_enter is not None:
+                self._on_enter(name)
         return hook
 
     def _leave(self, _module, _args, _out):
         self.stack.pop()
+        if self._on_leave is not None:
+            self._on_leave()
 
     @property
     def current(self) -> str:
@@ -63,7 +71,7 @@ class _Recorder(TorchDispatchMode):
     holding a frame a moment longer cannot change it).
     """
 
-    def __init__(self, roles: dict[int, str], tracker: _ModuleTracker):
+    def __init__(self, roles: dict[int, str], tracker: ModuleTracker):
         super().__init__()
         self.roles = roles
         self.tracker = tracker
@@ -231,7 +239,7 @@ def capture(module: torch.nn.Module, args: tuple = (), kwargs: dict | None = Non
     """
     roles = {id(p): "weight" for p in module.parameters()}
     roles.update({id(t): "kv" for t in kv_tensors})
-    tracker = _ModuleTracker(module)
+    tracker = ModuleTracker(module)
     try:
         with torch.no_grad(), _Recorder(roles, tracker) as recorder:
             result = module(*args, **(kwargs or {}))
