@@ -55,6 +55,8 @@ GemmShape = tuple[int, int, int]  # (m, n, k): C[m, n] = A[m, k] @ B[k, n]
 AttentionCase = tuple[int, int, int, int, int, int]  # (batch, heads, kv_heads, q_len, kv_len, head_dim)
 StreamingSize = tuple[int, int]  # (rows, hidden): an activation of rows x hidden elements
 DecodeCase = tuple[int, int]  # (batch, context_len): batch new tokens after context_len cached ones
+# The largest bf16 KV cache (keys and values) a GPU attention case makes: each timed run makes its inputs afresh.
+ATTENTION_KV_BYTES_MAX = 8 * 10**9
 
 
 def _torch():
@@ -397,10 +399,15 @@ def cpu_gemm_grid() -> list[GemmShape]:
 
 
 def default_attention_cases() -> list[AttentionCase]:
-    """GPU cases: Llama-3-8B-like GQA (32 heads, 8 KV heads) and Llama-2-7B MHA, head_dim 128."""
-    prefill = [(1, 32, 8, s, s, 128) for s in (128, 512, 1024, 2048, 4096, 8192)] + [(4, 32, 8, 2048, 2048, 128),
-                                                                                      (1, 32, 32, 2048, 2048, 128)]
-    decode = [(b, 32, 8, 1, s, 128) for b in (1, 8, 32) for s in (512, 2048, 8192, 32768)]
+    """GPU cases over five head layouts (heads, KV heads, head_dim): Llama-3-8B (32, 8, 128), Llama-2-7B MHA
+    (32, 32, 128), Llama-3-70B (64, 8, 128), Llama-3.2-1B (32, 8, 64) and Gemma-2-9B (16, 8, 256); causal prefills
+    of 128-16,384 tokens and decode steps of batch 1-64 over 512-32,768 cached keys, each KV cache at most 8 GB."""
+    layouts = [(32, 8, 128), (32, 32, 128), (64, 8, 128), (32, 8, 64), (16, 8, 256)]
+    prefill = [(b, h, kvh, s, s, d) for h, kvh, d in layouts
+               for b, s in ((1, 128), (1, 512), (1, 1024), (1, 2048), (1, 4096), (1, 8192), (4, 2048))]
+    prefill += [(1, 32, 8, 16384, 16384, 128)]
+    decode = [(b, h, kvh, 1, s, d) for h, kvh, d in layouts for b in (1, 8, 32, 64) for s in (512, 2048, 8192, 32768)
+              if 2 * b * kvh * s * d * 2 <= ATTENTION_KV_BYTES_MAX]
     decode += [(b, 32, 32, 1, 4096, 128) for b in (1, 8)]
     return prefill + decode
 

@@ -1,9 +1,8 @@
 """Run ON the lent GPU machine, from the repository root: time the batch-1 GEMMs of the Llama 7B/8B/70B weights after
 the harness's flush (which reads its buffer) and after a flush that writes it (as triton.testing.do_bench does), one
-shape after the other, into OUT (.csv). On the H200 (2026-12-04) the writing flush left the isolated GEMMs slower than
-the same GEMMs inside a profiled step by a gap growing with the weights (data/measured/h200-2026-12-04/README.md):
-if the dirty lines' write-back is the cause, the reading flush's times fall to the in-step ones and the gap between
-the two columns grows with the weight bytes up to the L2's size.
+shape after the other, into OUT (.csv). On an H200 (data/measured/h200-2026-12-04/h200-flush-check.csv) the
+writing flush left each GEMM slower by 1.1 us at 8.4 MB of weights and 6.4-8.4 us from 90 MB on, and after the
+reading flush the isolated GEMMs take their in-step durations plus a launch.
 
     PYTHONPATH=. python3 bench/gpu/check_flush.py $OUT/h200-flush-check.csv    # on the GPU
     PYTHONPATH=. python3 bench/gpu/check_flush.py /tmp/flush.csv --cpu         # the same on the CPU, small shapes

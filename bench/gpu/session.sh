@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run ON the lent GPU machine, from the repository root, with .gpu-wheels carried (bench/gpu/fetch_wheels.sh), as
-# one device call (a few minutes on an H200; not yet timed there):
+# one device call (2 min 1 s on an H200, 2026-12-04, besides the machine's start):
 #   bench/gpu/session.sh h200 [MODEL ...]
 # Everything a session measures, in one go: the flush check (bench/gpu/check_flush.py), the kernel and decode-step
 # tables (bench/gpu/measure.sh, default models llama-3-8b and llama-2-7b) and a profile of one eager decode step of

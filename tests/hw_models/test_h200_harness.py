@@ -9,6 +9,7 @@ cross-source. Bounds are the accuracy targets of issue 12 (GEMM cross-source med
 
 from __future__ import annotations
 
+import csv
 import gzip
 import hashlib
 import json
@@ -25,7 +26,7 @@ from kernels.table import KernelTable
 from workloads.profiler_import import profile_to_trace
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "measured" / "h200-2026-12-04"
-PROFILES = ["llama-3-8b-b1", "llama-3-8b-b32", "llama-2-7b-b1"]
+PROFILES = ["llama-3-8b-b1", "llama-3-8b-b32", "llama-2-7b-b1", "llama-2-7b-b32"]
 
 
 def _summary(table: str, kernel: str | None = None) -> dict:
@@ -62,21 +63,27 @@ def test_gemms_inside_profiled_decode_steps_meet_the_target(name):
     assert summary["median_abs_err"] <= 0.12 and summary["p90_abs_err"] <= 0.30, summary
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "torch 2.11's SDPA runs cuDNN's attention kernel on the H200, over a contiguous KV cache; the decode fit is "
+    "aiconfigurator's paged FlashAttention-3 rows (vLLM): predicted 20% slow (median over 75 cases, 54% at p90). At "
+    "32K keys cuDNN streams the KV cache at 96% of the DRAM peak (batch 32: 928 us) where the fit reaches 84% "
+    "(1,068 us); the fit has no term per implementation"))
 def test_decode_attention_cross_source_error_meets_the_target():
     summary = _summary("h200-attention.csv.gz", "attention_decode")
-    assert summary["median_abs_err"] <= 0.15, summary
+    assert summary["n"] == 75 and summary["median_abs_err"] <= 0.15, summary
 
 
 @pytest.mark.xfail(strict=True, reason="torch 2.11's SDPA runs cuDNN's attention kernel on the H200; the prefill fit "
-                   "is aiconfigurator's FlashAttention-3 rows: predicted 26% slow (median over 8 cases, 72% slow at "
-                   "128 tokens), and the fit carries no per-implementation term")
+                   "is aiconfigurator's FlashAttention-3 rows: predicted 29% slow (median over 36 cases over five head "
+                   "layouts, +16% at Llama-3-8B's to +58% at Llama-2-7B's MHA; 99% at p90, the 128-token prefills), "
+                   "and the fit carries no per-implementation term")
 def test_prefill_attention_cross_source_error_meets_the_target():
     summary = _summary("h200-attention.csv.gz", "attention_prefill")
-    assert summary["median_abs_err"] <= 0.15, summary
+    assert summary["n"] == 36 and summary["median_abs_err"] <= 0.15, summary
 
 
-@pytest.mark.xfail(strict=True, reason="the attention inside an eager step is cuDNN's kernel (two launches per call, "
-                   "4.6 us each at batch 1 and 2,049 keys): the FlashAttention-3 fit prices it 21-50% slow")
+@pytest.mark.xfail(strict=True, reason="the attention inside an eager step is cuDNN's kernel (two launches per call at "
+                   "batch 1): the FlashAttention-3 fit prices it 20-50% slow (20-21% at batch 32, 29-50% at batch 1)")
 @pytest.mark.parametrize("name", PROFILES)
 def test_attention_inside_profiled_decode_steps_meets_the_target(name):
     summary = _profile_summary(name, "attention")
@@ -96,35 +103,66 @@ def test_fitted_pointwise_classes_on_held_out_sizes(kernel):
 def test_graph_launch_is_the_measured_gap_between_replayed_kernels():
     # Replaying a step from a CUDA graph costs its kernels' own durations plus a gap per kernel; the preset's
     # graph_launch_us is that gap, recomputed here from the shipped step times and profiles.
-    steps = {(r.model, r.timing): r.time_s for r in read_table(DATA / "h200-steps.csv.gz")
-             if r.batch == 1 and r.kv_len == 2049}
+    steps = {(r.model, r.batch, r.timing): r.time_s for r in read_table(DATA / "h200-steps.csv.gz") if r.kv_len == 2049}
     gaps_us = []
-    for model in ("llama-3-8b", "llama-2-7b"):
-        events = json.loads(gzip.decompress((DATA / f"h200-profile-{model}-b1.json.gz").read_bytes()))["traceEvents"]
+    for name in PROFILES:
+        model, _, batch = name.rpartition("-b")
+        events = json.loads(gzip.decompress((DATA / f"h200-profile-{name}.json.gz").read_bytes()))["traceEvents"]
         durations_us = [e["dur"] for e in events if e.get("cat") == "kernel"]
         assert len(durations_us) > 1000  # a whole step: about 46 kernels per layer
-        gaps_us.append((steps[(model, "graph")] * 1e6 - sum(durations_us)) / len(durations_us))
+        gaps_us.append((steps[(model, int(batch), "graph")] * 1e6 - sum(durations_us)) / len(durations_us))
     assert all(0.3 < gap < 0.5 for gap in gaps_us), gaps_us
     assert load_device("h200").spec.overhead.graph_launch_us == pytest.approx(np.mean(gaps_us), abs=0.02)
 
 
-def test_isolated_gemms_took_longer_than_in_step_by_more_than_a_launch_growing_with_the_weights():
-    """The harness's GEMM rows were timed after a flush that wrote 256 MiB; the same GEMMs inside a profiled eager
-    step (no flush) took less by a gap that grows with the weight bytes, from about 3.3 us at 8 MB to about 9 us at
-    90-117 MB, where a launch alone would add one constant: consistent with the flush's dirty lines written back
-    inside the timed kernel (up to the 50 MB L2), which is why the harness's flush now reads its buffer."""
+def _in_step_gemm_times(name: str) -> dict[tuple[int, int, int], float]:
+    """Median profiled duration of each GEMM shape inside one eager decode step (nothing flushes between them)."""
+    trace = profile_to_trace(DATA / f"h200-profile-{name}.json.gz")
+    times: dict[tuple, list[float]] = {}
+    for op in trace.ops:
+        kernel = lower_op(op, trace.dtype) if op.attrs.get("measured_time_s") else None
+        if kernel is not None and kernel.kernel_class == "gemm":
+            times.setdefault((kernel.m, kernel.n, kernel.k), []).append(op.attrs["measured_time_s"])
+    return {shape: float(np.median(t)) for shape, t in times.items()}
+
+
+def test_a_flush_that_writes_slows_the_next_gemm_by_its_write_back():
+    """The same GEMM timed after a flush that writes 256 MiB (as triton.testing.do_bench does) and after the harness's
+    flush, which reads it: the writing flush's dirty lines, written back as the GEMM's reads evict them, cost a gap
+    growing with the weights until they fill the 50 MB L2 (about 1 us at 8 MB, 7-8 us from 90 MB on)."""
+    with open(DATA / "h200-flush-check.csv") as f:
+        rows = list(csv.DictReader(f))
+    gap_us = {(int(r["m"]), float(r["weight_MB"])): (float(r["write_flush_s"]) - float(r["read_flush_s"])) * 1e6
+              for r in rows}
+    for m in (1, 32):
+        by_size = [gap_us[(m, w)] for w in sorted(w for mm, w in gap_us if mm == m)]
+        assert 0.5 < by_size[0] < 2 and min(by_size[2:]) > 5, by_size  # 8 MB, then >= 90 MB
+
+
+def test_after_the_reading_flush_an_isolated_gemm_costs_its_in_step_time_plus_at_most_a_launch():
+    """With the reading flush, a GEMM timed alone takes its in-step duration (profiled, no flush) plus its own
+    device launch, which the in-step duration leaves out: a gap no larger than the preset's 2.1 us launch and no
+    longer growing with the weight bytes, as it did after the writing flush (data/measured/h200-2026-12-04/run1)."""
     isolated = {(r.m, r.n, r.k): r.time_s for r in read_table(DATA / "h200-gemm.csv.gz")}
     gaps_us: dict[float, list[float]] = {}
     for name in PROFILES:
-        trace = profile_to_trace(DATA / f"h200-profile-{name}.json.gz")
-        in_step: dict[tuple, list[float]] = {}
-        for op in trace.ops:
-            kernel = lower_op(op, trace.dtype) if op.attrs.get("measured_time_s") else None
-            if kernel is not None and kernel.kernel_class == "gemm":
-                in_step.setdefault((kernel.m, kernel.n, kernel.k), []).append(op.attrs["measured_time_s"])
-        for shape, times in in_step.items():
+        for shape, in_step_s in _in_step_gemm_times(name).items():
             if shape in isolated:
-                weight_MB = shape[1] * shape[2] * 2 / 1e6
-                gaps_us.setdefault(weight_MB, []).append((isolated[shape] - float(np.median(times))) * 1e6)
+                gaps_us.setdefault(shape[1] * shape[2] * 2 / 1e6, []).append((isolated[shape] - in_step_s) * 1e6)
+    launch_us = load_device("h200").spec.overhead.kernel_launch_us
     small, large = np.median(gaps_us[8.388608]), np.median([g for w, gs in gaps_us.items() if w > 80 for g in gs])
-    assert 2.1 < small < 4.5 and large > 2 * small, gaps_us
+    assert 0 < large <= small <= launch_us + 0.2, gaps_us
+
+
+def test_a_second_lease_repeats_the_kernel_times():
+    """Every kernel of the tables timed again on a second lease of the machine (h200-repeat.csv.gz): the median
+    difference is about 1%, far under the model errors the tests above bound."""
+    def key(r):
+        return (r.kernel, r.m, r.n, r.k, r.batch, r.seq_len, r.kv_len, r.heads, r.kv_heads, r.head_dim, r.bytes)
+
+    first = {key(r): r.time_s for table in ("h200-gemm", "h200-attention", "h200-pointwise", "h200-norm")
+             for r in read_table(DATA / f"{table}.csv.gz")}
+    repeat = read_table(DATA / "h200-repeat.csv.gz")
+    diffs = [abs(r.time_s / first[key(r)] - 1) for r in repeat]
+    assert len(diffs) == len(repeat) == 258
+    assert np.median(diffs) < 0.02 and np.quantile(diffs, 0.9) < 0.05, (np.median(diffs), np.quantile(diffs, 0.9))
