@@ -32,7 +32,7 @@ from hw_models.gpu import GPUModel
 from hw_models.gpu_efficiency import AttentionFit, Calibration, GemmFit, MoeFit, StreamFit
 from hw_models.gpu_gemm_configs import tile_policy
 from hw_models.gpu_moe import ALIGNMENT, quantized_weight_key
-from kernels.measured import MOE, MeasuredKernel
+from kernels.measured import MOE, TORCH_SDPA_BACKEND, MeasuredKernel
 from kernels.moe import MATRICES
 from kernels.table import KernelTable
 from workloads.errors import InputError
@@ -291,9 +291,24 @@ def _fit_attention_family(base: GPUModel, rows: list[MeasuredKernel], packs_gqa:
 
 
 def fit_attention(base: GPUModel, rows: list[MeasuredKernel]) -> AttentionFit:
-    """Attention fits by kernel family: prefill and decode, each with a 16-bit and an fp8 KV cache where rows
-    have them (the first present of prefill, decode is the top-level fit, the others its variants). Decode packs
-    the query heads of a KV head into one block; for prefill both layouts are fitted and the better kept."""
+    """Attention fits by library and kernel family. Rows timed through torch's scaled_dot_product_attention
+    (TORCH_SDPA_BACKEND) are the `torch_sdpa` fit, the others (an engine's kernels) the top level; where only
+    torch's were measured, their fit is the top level and prices every attention kernel."""
+    torch_rows = [r for r in rows if r.backend == TORCH_SDPA_BACKEND]
+    engine_rows = [r for r in rows if r.backend != TORCH_SDPA_BACKEND]
+    torch_fit = _fit_attention_families(base, torch_rows) if torch_rows else None
+    if not engine_rows:
+        if torch_fit is None:
+            raise ValueError("fit_attention: no attention rows")
+        return torch_fit
+    return replace(_fit_attention_families(base, engine_rows), torch_sdpa=torch_fit)
+
+
+def _fit_attention_families(base: GPUModel, rows: list[MeasuredKernel]) -> AttentionFit:
+    """Attention fits of one library by kernel family: prefill and decode, each with a 16-bit and an fp8 KV cache
+    where rows have them (the first present of prefill, decode is the top-level fit, the others its variants).
+    Decode packs the query heads of a KV head into one block; for prefill both layouts are fitted and the better
+    kept."""
     families: dict[tuple[bool, bool], AttentionFit] = {}
     for decode in (False, True):
         for fp8_kv in (False, True):
@@ -303,9 +318,6 @@ def fit_attention(base: GPUModel, rows: list[MeasuredKernel]) -> AttentionFit:
                 layouts = (True,) if decode else (True, False)
                 families[decode, fp8_kv] = min((_fit_attention_family(base, group, p) for p in layouts),
                                                key=lambda pair: pair[1])[0]
-    if not families:
-        raise ValueError("fit_attention: no attention rows")
-
     def joined(fp8_kv: bool) -> AttentionFit | None:
         prefill, decode = families.get((False, fp8_kv)), families.get((True, fp8_kv))
         top = prefill or decode

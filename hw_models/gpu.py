@@ -255,7 +255,8 @@ class GPUModel(DeviceModel):
             g = table.rows_where(attention)
             rows = g.index
             shapes = g.memo("attention_shapes", lambda: attention_shapes(**{name: getattr(g, name) for name in (
-                "flops", "act_bytes", "kv_bytes", "batch", "heads", "kv_heads", "q_len", "kv_len", "head_dim")}))
+                "flops", "act_bytes", "kv_bytes", "batch", "heads", "kv_heads", "q_len", "kv_len", "head_dim",
+                "torch_sdpa")}))
             c, m, busy, latency = shaped_attention_times(shapes, flops_per_s=peak.take(rows, axis=-1),
                                                          bandwidth_Bps=bandwidth_Bps, sm_count=sm_count,
                                                          fit=cal.attention, cached_bytes=self.replay_cache_bytes)

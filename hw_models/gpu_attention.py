@@ -24,7 +24,10 @@ pass reads each layer's KV cache once per step, so the simulator passes no cache
 
 Fits are kept apart where engines run different kernels: decode (a few query rows against a longer cache:
 `decode_like`) and prefill, and a KV cache in fp8 (the kernel dequantizes every element, or runs another backend):
-`AttentionFit.decode` and `.fp8_kv`.
+`AttentionFit.decode` and `.fp8_kv`. PyTorch's own scaled_dot_product_attention, which an eager model (and its CUDA
+graph) runs over a contiguous KV cache, is another library's kernel (cuDNN's on Hopper): `AttentionFit.torch_sdpa`,
+with decode and prefill of its own, prices the kernels a table marks as torch's (KernelTable.torch_sdpa) where
+measurements of it exist.
 """
 
 from __future__ import annotations
@@ -66,16 +69,19 @@ class AttentionFit:
     packs_gqa: bool = True  # one block per KV head (query heads packed as rows), else one per query head
     decode: AttentionFit | None = None  # decode kernels (q_len 1), where fitted apart
     fp8_kv: AttentionFit | None = None  # kernels reading an fp8 KV cache, where fitted apart
+    torch_sdpa: AttentionFit | None = None  # torch's scaled_dot_product_attention kernels, where fitted apart
 
     def __post_init__(self) -> None:
-        for name in ("decode", "fp8_kv"):  # read back from YAML as plain mappings
+        for name in ("decode", "fp8_kv", "torch_sdpa"):  # read back from YAML as plain mappings
             value = getattr(self, name)
             if isinstance(value, dict):
                 object.__setattr__(self, name, AttentionFit(**value))
 
-    def variant(self, *, decode: bool, fp8_kv: bool) -> AttentionFit:
-        """The fit that prices decode (or prefill) kernels with an fp8 (or 16-bit) KV cache."""
-        fit = (self.fp8_kv or self) if fp8_kv else self
+    def variant(self, *, decode: bool, fp8_kv: bool, torch_sdpa: bool = False) -> AttentionFit:
+        """The fit that prices decode (or prefill) kernels with an fp8 (or 16-bit) KV cache, of torch's SDPA or
+        of the library the top-level fit was measured on."""
+        fit = (self.torch_sdpa or self) if torch_sdpa else self
+        fit = (fit.fp8_kv or fit) if fp8_kv else fit
         return (fit.decode or fit) if decode else fit
 
 
@@ -167,8 +173,8 @@ def decode_like(q_len, kv_len, heads, kv_heads):
 @dataclass(frozen=True)
 class AttentionShapes:
     """What the time of fused attention calls depends on besides the device (arrays, one entry per kernel): their
-    work, traffic, tiling terms, and the fit variant that prices each (an index into variant_columns: 2 x decode_like
-    + fp8 KV). A table's attention rows have one (hw_models/gpu.py keeps it with them)."""
+    work, traffic, tiling terms, and the fit variant that prices each (an index into variant_columns: 4 x torch SDPA
+    + 2 x decode_like + fp8 KV). A table's attention rows have one (hw_models/gpu.py keeps it with them)."""
 
     flops: np.ndarray
     traffic: np.ndarray  # activation and KV-cache bytes
@@ -186,8 +192,9 @@ class AttentionShapes:
     split_column: np.ndarray  # split_tiles as split_table's column index
 
 
-def attention_shapes(*, flops, act_bytes, kv_bytes, batch, heads, kv_heads, q_len, kv_len, head_dim) -> AttentionShapes:
-    """The device-free terms of attention_times."""
+def attention_shapes(*, flops, act_bytes, kv_bytes, batch, heads, kv_heads, q_len, kv_len, head_dim,
+                     torch_sdpa=False) -> AttentionShapes:
+    """The device-free terms of attention_times (`torch_sdpa`: which kernels are torch's, KernelTable.torch_sdpa)."""
     batch, heads, q_len = np.maximum(batch, 1), np.maximum(heads, 1), np.maximum(q_len, 1)
     kv_heads = np.where(kv_heads > 0, kv_heads, heads)
     kv_len, head_dim = np.maximum(kv_len, 1), np.maximum(head_dim, 1)
@@ -206,7 +213,8 @@ def attention_shapes(*, flops, act_bytes, kv_bytes, batch, heads, kv_heads, q_le
         flops=flops, traffic=act_bytes + kv_bytes,
         keys_values=np.where(kv_bytes > 0, kv_bytes, 4.0 * batch * kv_heads * kv_len * head_dim),
         batch=batch, split_tiles=split_tiles, few_tiles=kv_tiles <= 4,
-        variant=2 * np.asarray(decode, dtype=int) + narrow, mma_flops=4.0 * head_dim,
+        variant=4 * np.asarray(torch_sdpa, dtype=int) + 2 * np.asarray(decode, dtype=int) + narrow,
+        mma_flops=4.0 * head_dim,
         packed_blocks=packed_blocks, head_blocks=head_blocks,
         whole_blocks=bool(np.all(packed_blocks % 1 == 0) and np.all(head_blocks % 1 == 0)),
         split_column=np.asarray(split_tiles, dtype=np.intp))
@@ -260,11 +268,13 @@ _ROW_FIELDS = _RowFits._fields
 
 
 def variant_columns(fit: AttentionFit) -> np.ndarray:
-    """The parameters (_RowFits' fields, in order) of the four fits that price attention kernels (fit.variant), one
-    row per variant, indexed by 2 x decode + fp8 KV: computed once per fit (kept beside its fields)."""
+    """The parameters (_RowFits' fields, in order) of the eight fits that price attention kernels (fit.variant), one
+    row per variant, indexed by 4 x torch SDPA + 2 x decode + fp8 KV: computed once per fit (kept beside its
+    fields)."""
     columns = fit.__dict__.get("_variant_columns")
     if columns is None:
-        variants = [fit.variant(decode=decode, fp8_kv=narrow) for decode in (False, True) for narrow in (False, True)]
+        variants = [fit.variant(decode=decode, fp8_kv=narrow, torch_sdpa=sdpa) for sdpa in (False, True)
+                    for decode in (False, True) for narrow in (False, True)]
         columns = np.array([[float(getattr(v, name)) for name in _ROW_FIELDS] for v in variants])
         fit.__dict__["_variant_columns"] = columns  # a frozen dataclass: eq and hash read the fields only
     return columns

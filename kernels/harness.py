@@ -33,7 +33,7 @@ from time import perf_counter_ns
 from typing import TYPE_CHECKING
 
 from kernels.formats import DTYPE_SHORT
-from kernels.measured import MeasuredKernel
+from kernels.measured import TORCH_SDPA_BACKEND, MeasuredKernel
 from workloads.model_config import TORCH_DTYPES
 from workloads.profiler_import import MODULE_ANNOTATION
 
@@ -255,7 +255,7 @@ def measure_attention(cases: Sequence[AttentionCase], *, device: str, dtype: str
         case = f"b{batch} h{heads}/{kv_heads} q{q_len} kv{kv_len} d{head_dim}"
         rows.append(_row(kind, device=device, dtype=dtype, time_s=t,
                          source=f"{source}; op=sdpa[{case}]", batch=batch, seq_len=q_len, kv_len=kv_len, heads=heads,
-                         kv_heads=kv_heads, head_dim=head_dim))
+                         kv_heads=kv_heads, head_dim=head_dim, backend=TORCH_SDPA_BACKEND))
     return rows
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from workloads.op_costs import ATTENTION_OPS
+
 
 class KernelKind(StrEnum):
     GEMM = "gemm"
@@ -21,6 +23,17 @@ class KernelKind(StrEnum):
     ALL_REDUCE = "all_reduce"  # a collective over a link (tensor parallelism): act_bytes is the message per device
     SEND_RECV = "send_recv"  # a point-to-point send between pipeline stages: act_bytes is the message
     MOE = "moe"  # a fused MoE layer: every routed token through its experts in one launch (kernels/moe.py)
+
+
+# The op of a kernel of torch's scaled_dot_product_attention where no trace named it (a measured row of that
+# backend: kernels/measured.py); traced kernels keep the aten op torch dispatched to (ATTENTION_OPS).
+TORCH_SDPA_OP = "scaled_dot_product_attention"
+
+
+def is_torch_sdpa(op: str) -> bool:
+    """Whether a kernel's op is torch's scaled_dot_product_attention (over a contiguous KV cache), which cost models
+    may price apart from an engine's paged flash attention (hw_models/gpu_attention.py)."""
+    return op == TORCH_SDPA_OP or op in ATTENTION_OPS
 
 
 # The coarse classes reports break latency down by.

@@ -7,7 +7,8 @@ A fused MoE layer (`kernel` moe) has `m` tokens, `k` the hidden size, `n` one ex
 device (after tensor parallelism), `topk` experts per token of `experts` in all, spread over `expert_parallel`
 devices (the row times the first, holding experts 0 .. experts/expert_parallel - 1), and the `routing` that
 sent tokens to them (kernels/aiconfigurator_routing.py); `backend` names the kernels that ran it (kernels/moe.py
-reads whether they keep caches of every routed row).
+reads whether they keep caches of every routed row; an attention row timed through torch's
+scaled_dot_product_attention says TORCH_SDPA_BACKEND).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from kernels.formats import DTYPE_BITS, NumericFormat
-from kernels.kernel import Kernel, KernelKind
+from kernels.kernel import TORCH_SDPA_OP, Kernel, KernelKind
 from workloads.errors import InputError
 from workloads.op_costs import attention_flops
 
@@ -60,6 +61,9 @@ ROW_DTYPE_BITS = {**DTYPE_BITS, "fp4": 4}
 # fp8), an e4m3 scale per 16 values (NVFP4). Counted for MoE rows, whose weights dominate their traffic.
 VARIANT_SCALE_BYTES = {"block128": 4.0 / (128 * 128), "nvfp4": 1.0 / 16}
 MOE = KernelKind.MOE.value  # the measured-table name of a fused MoE layer
+# The backend of an attention row timed through torch's scaled_dot_product_attention (the harness's rows): priced
+# by a device's fit of torch's kernels where it has one (hw_models/gpu_attention.py), not an engine's.
+TORCH_SDPA_BACKEND = "torch-sdpa"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -89,7 +93,8 @@ class MeasuredKernel:
     experts: int = 0
     expert_parallel: int = 0  # 0 or 1: every expert on the device
     routing: str = ""  # moe rows: kernels/aiconfigurator_routing.py ('' is balanced)
-    backend: str = ""  # the implementation that ran the kernel, as its source names it (moe rows: kernels/moe.py)
+    backend: str = ""  # the implementation that ran the kernel, as its source names it (moe rows: kernels/moe.py;
+    # attention rows: TORCH_SDPA_BACKEND)
 
     @property
     def numeric_format(self) -> NumericFormat | None:
@@ -136,7 +141,8 @@ class MeasuredKernel:
             kv_width = ROW_DTYPE_BITS[self.kv_dtype] / 8 if self.kv_dtype else width
             kv = 2.0 * self.batch * self.kv_heads * self.kv_len * self.head_dim * kv_width
             act = 2.0 * self.batch * self.heads * q_len * self.head_dim * width
-            return Kernel(kind=kind, op=self.kernel, flops=flops, weight_bytes=0.0, act_bytes=act, kv_bytes=kv,
+            op = TORCH_SDPA_OP if self.backend == TORCH_SDPA_BACKEND else self.kernel
+            return Kernel(kind=kind, op=op, flops=flops, weight_bytes=0.0, act_bytes=act, kv_bytes=kv,
                           dtype=dtype, tensor_core=True, batch=self.batch, heads=self.heads,
                           kv_heads=self.kv_heads, q_len=q_len, kv_len=self.kv_len, head_dim=self.head_dim,
                           causal=causal)

@@ -10,7 +10,7 @@ import numpy as np
 
 from kernels.format_kernels import FORMAT_OPS, decompression_kernels, outlier_kernels
 from kernels.formats import DENSE, NumericFormat
-from kernels.kernel import KIND_CLASS, Kernel, KernelKind
+from kernels.kernel import KIND_CLASS, Kernel, KernelKind, is_torch_sdpa
 from kernels.kv_policy import Window, decode_reads
 from kernels.moe import COLD_EXPERTS_MODULE, hot_expert_parts
 from kernels.sparsity import ACTIVATION, DEJA_VU_RANK, PREDICTOR_BITS, parse_sparsity, union_share
@@ -59,6 +59,9 @@ class KernelTable:
     weight_bits: np.ndarray | None = None
     # KV heads of attention kernels (zero elsewhere): with kv_bytes they give the KV cache's element width.
     kv_heads: np.ndarray | None = None
+    # Whether each kernel is torch's scaled_dot_product_attention (kernel.is_torch_sdpa), which a cost model may
+    # price apart from an engine's attention; derived from the kernels' ops unless given.
+    torch_sdpa: np.ndarray | None = None
     # The numeric format the table is in (set by with_format; None: the traced precision). Cost models read its
     # element and scale types (hw_models/gpu_quant.py) for the rows with quantized weights (weight_bits < 16).
     numeric_format: NumericFormat | None = None
@@ -71,6 +74,8 @@ class KernelTable:
             object.__setattr__(self, "kv_heads", np.array([k.kv_heads for k in self.kernels], dtype=float))
         if self.weight_bits is None:
             object.__setattr__(self, "weight_bits", np.full(len(self.kernels), 16.0))
+        if self.torch_sdpa is None:
+            object.__setattr__(self, "torch_sdpa", np.array([is_torch_sdpa(k.op) for k in self.kernels], dtype=bool))
 
     @classmethod
     def from_kernels(cls, kernels: list[Kernel] | tuple[Kernel, ...]) -> KernelTable:

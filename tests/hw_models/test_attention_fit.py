@@ -14,16 +14,16 @@ from hw_models.gpu import GPUModel
 from hw_models.gpu_attention import AttentionFit, attention_shapes, kv_splits, shaped_attention_times
 from hw_models.gpu_efficiency import Calibration
 from hw_models.registry import load_device
-from kernels.measured import MeasuredKernel
+from kernels.measured import TORCH_SDPA_BACKEND, MeasuredKernel
 from kernels.table import KernelTable
 
 AICONFIGURATOR = Path(__file__).resolve().parents[3] / "shared" / "data" / "aiconfigurator"
 
 
-def _row(*, batch, heads, kv_heads, q_len, kv_len, head_dim, time_s=1.0, kv_dtype="", source="synthetic"):
+def _row(*, batch, heads, kv_heads, q_len, kv_len, head_dim, time_s=1.0, kv_dtype="", source="synthetic", backend=""):
     return MeasuredKernel(device="h200", kernel="attention_prefill" if q_len > 1 else "attention_decode",
                           dtype="bf16", kv_dtype=kv_dtype, time_s=time_s, source=source, batch=batch, seq_len=q_len,
-                          kv_len=kv_len, heads=heads, kv_heads=kv_heads, head_dim=head_dim)
+                          kv_len=kv_len, heads=heads, kv_heads=kv_heads, head_dim=head_dim, backend=backend)
 
 
 def _model(fit: AttentionFit) -> GPUModel:
@@ -84,6 +84,40 @@ def test_fp8_kv_and_decode_rows_take_their_own_fits():
     costs = GPUModel(base.spec, calibration=Calibration(device="h200", attention=fit)).cost_table(
         KernelTable.from_kernels([r.to_kernel() for r in rows]), execution="device")
     assert costs.overhead_s.tolist() == pytest.approx([1e-6, 2e-6, 3e-6, 4e-6])
+
+
+def test_torch_sdpa_kernels_take_their_own_fit_and_engine_kernels_the_top_level():
+    # The same decode shape as a measured torch SDPA row, as an eager trace's aten op, and as the engine's paged
+    # flash attention (kernels/fusion.py): the first two take the torch_sdpa fit, the last the top level; a device
+    # with no torch_sdpa fit prices all three alike.
+    engine = AttentionFit(compute_fraction=0.5, bandwidth_fraction=0.5, latency_s=1e-6)
+    shape = dict(batch=1, heads=1, kv_heads=1, q_len=1, kv_len=1, head_dim=64)
+    kernel = _row(**shape).to_kernel()
+    kernels = [_row(backend=TORCH_SDPA_BACKEND, **shape).to_kernel(),
+               replace(kernel, op="_scaled_dot_product_cudnn_attention"), replace(kernel, op="paged_flash_attention")]
+    table = KernelTable.from_kernels(kernels)
+    with_torch = _model(replace(engine, torch_sdpa=replace(engine, latency_s=5e-6)))
+    assert with_torch.cost_table(table, execution="device").overhead_s.tolist() == pytest.approx([5e-6, 5e-6, 1e-6])
+    assert _model(engine).cost_table(table, execution="device").overhead_s.tolist() == pytest.approx([1e-6] * 3)
+
+
+def test_fitter_keeps_torch_sdpa_rows_apart():
+    """Rows of two libraries, each priced by its own known fit, are fitted back to two fits that each price their
+    own rows: torch's (TORCH_SDPA_BACKEND) as the torch_sdpa fit, the engine's as the top level."""
+    engine = AttentionFit(compute_fraction=1.0, bandwidth_fraction=0.85, latency_s=9e-6, block_s=2.5e-6,
+                          sequence_s=2e-6, block_bandwidth_Bps=60e9, blend=3.0)
+    torch_fit = replace(engine, bandwidth_fraction=0.95, latency_s=5e-6, block_s=0.0, sequence_s=0.0)
+    rng = np.random.default_rng(7)
+    engine_rows = _synthetic_rows(rng, True, 200)
+    torch_rows = [replace(r, backend=TORCH_SDPA_BACKEND) for r in _synthetic_rows(rng, True, 200)]
+    rows = [replace(r, time_s=float(t)) for r, t in zip(engine_rows, predict(_model(engine), engine_rows), strict=True)]
+    rows += [replace(r, time_s=float(t)) for r, t in zip(torch_rows, predict(_model(torch_fit), torch_rows),
+                                                            strict=True)]
+    fitted = fit_attention(load_device("h200", calibrated=False), rows)
+    assert fitted.torch_sdpa is not None and fitted.torch_sdpa.torch_sdpa is None
+    assert fitted.latency_s == pytest.approx(engine.latency_s, rel=0.05)
+    assert fitted.torch_sdpa.latency_s == pytest.approx(torch_fit.latency_s, rel=0.05)
+    np.testing.assert_allclose(predict(_model(fitted), rows), [r.time_s for r in rows], rtol=0.01)
 
 
 def _synthetic_rows(rng, decode: bool, count: int) -> list[MeasuredKernel]:

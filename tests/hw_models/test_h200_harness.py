@@ -1,10 +1,10 @@
 """The shipped H200 model against this project's own H200 measurements (data/measured/h200-2026-12-04): GEMMs,
 attention and pointwise kernels timed by kernels/harness.py, and torch.profiler traces of whole eager decode steps.
 
-The H200 calibration was fitted on aiconfigurator's tables and, for the residual add and SiLU classes, on half of
-the harness's pointwise sizes; its GEMM and attention fits never saw a harness row, so those errors are
-cross-source. Bounds are the accuracy targets of issue 12 (GEMM cross-source median <= 12%, p90 <= 30%; attention
-<= 15%); a miss is a strict xfail with its reason.
+The H200 calibration was fitted on aiconfigurator's tables and, for the residual add and SiLU classes and torch's SDPA
+attention, on half of the harness's pointwise sizes and attention cases; its GEMM fits never saw a harness row, so
+those errors are cross-source, and no fit saw the profiled steps. Bounds are the accuracy targets of issue 12 (GEMM
+cross-source median <= 12%, p90 <= 30%; attention <= 15%); a miss is a strict xfail with its reason.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import csv
 import gzip
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -44,10 +45,12 @@ def _profile_summary(name: str, kernel_class: str) -> dict:
     return error_summary(predicted, np.array([t for _, t in pairs]))
 
 
-def test_the_gemm_and_attention_rows_are_a_source_the_calibration_never_saw():
+def test_the_gemm_and_step_rows_are_a_source_the_calibration_never_saw():
     fitted_on = set(load_calibration("h200").provenance["sha256"].split(", "))
-    for table in ("h200-gemm.csv.gz", "h200-attention.csv.gz", "h200-steps.csv.gz"):
+    for table in ("h200-gemm.csv.gz", "h200-steps.csv.gz"):
         assert hashlib.sha256((DATA / table).read_bytes()).hexdigest() not in fitted_on
+    # The SDPA table fits the torch_sdpa attention family on half of its cases (below).
+    assert hashlib.sha256((DATA / "h200-attention.csv.gz").read_bytes()).hexdigest() in fitted_on
 
 
 def test_gemm_cross_source_error_meets_the_target():
@@ -63,31 +66,32 @@ def test_gemms_inside_profiled_decode_steps_meet_the_target(name):
     assert summary["median_abs_err"] <= 0.12 and summary["p90_abs_err"] <= 0.30, summary
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "torch 2.11's SDPA runs cuDNN's attention kernel on the H200, over a contiguous KV cache; the decode fit is "
-    "aiconfigurator's paged FlashAttention-3 rows (vLLM): predicted 20% slow (median over 75 cases, 54% at p90). At "
-    "32K keys cuDNN streams the KV cache at 96% of the DRAM peak (batch 32: 928 us) where the fit reaches 84% "
-    "(1,068 us); the fit has no term per implementation"))
-def test_decode_attention_cross_source_error_meets_the_target():
-    summary = _summary("h200-attention.csv.gz", "attention_decode")
-    assert summary["n"] == 75 and summary["median_abs_err"] <= 0.15, summary
+@pytest.mark.parametrize("kernel", ["attention_prefill", "attention_decode"])
+def test_torch_sdpa_attention_on_held_out_cases(kernel):
+    """torch's SDPA (cuDNN's kernel on the H200, over a contiguous KV cache) has a fit of its own, on half of the
+    harness's cases (five head layouts); the other half scores it: within the issue's 15% attention target."""
+    train = set(load_calibration("h200").provenance["train_sources"])
+    rows = [r for r in read_table(DATA / "h200-attention.csv.gz") if r.kernel == kernel and r.source not in train]
+    assert len(rows) >= 15
+    summary = error_summary(predict(load_device("h200"), rows), np.array([r.time_s for r in rows]))
+    assert summary["median_abs_err"] <= 0.15, summary
 
 
-@pytest.mark.xfail(strict=True, reason="torch 2.11's SDPA runs cuDNN's attention kernel on the H200; the prefill fit "
-                   "is aiconfigurator's FlashAttention-3 rows: predicted 29% slow (median over 36 cases over five head "
-                   "layouts, +16% at Llama-3-8B's to +58% at Llama-2-7B's MHA; 99% at p90, the 128-token prefills), "
-                   "and the fit carries no per-implementation term")
-def test_prefill_attention_cross_source_error_meets_the_target():
-    summary = _summary("h200-attention.csv.gz", "attention_prefill")
-    assert summary["n"] == 36 and summary["median_abs_err"] <= 0.15, summary
+@pytest.mark.parametrize("kernel", ["attention_prefill", "attention_decode"])
+def test_the_engine_attention_fit_prices_torch_sdpa_kernels_slow(kernel):
+    """Why torch's kernels have a fit apart: priced as the engine's paged FlashAttention-3 (aiconfigurator's rows),
+    the same cases come out 20% (decode; cuDNN streams a contiguous cache at up to 96% of the DRAM peak, the paged
+    kernel at 84%) to 29% (prefill) slow in the median."""
+    rows = [replace(r, backend="") for r in read_table(DATA / "h200-attention.csv.gz") if r.kernel == kernel]
+    summary = error_summary(predict(load_device("h200"), rows), np.array([r.time_s for r in rows]))
+    assert 0.10 < summary["median_bias"] < 0.40, summary
 
 
-@pytest.mark.xfail(strict=True, reason="the attention inside an eager step is cuDNN's kernel (two launches per call at "
-                   "batch 1): the FlashAttention-3 fit prices it 20-50% slow (20-21% at batch 32, 29-50% at batch 1)")
 @pytest.mark.parametrize("name", PROFILES)
 def test_attention_inside_profiled_decode_steps_meets_the_target(name):
+    # Kernel durations inside eager steps (cuDNN's, two launches per call at batch 1), which no fit saw.
     summary = _profile_summary(name, "attention")
-    assert summary["median_abs_err"] <= 0.15, summary
+    assert summary["n"] == 32 and summary["median_abs_err"] <= 0.15, summary
 
 
 @pytest.mark.parametrize("kernel", ["elementwise", "activation"])
