@@ -32,7 +32,7 @@ from hw_models.calibration import (
 )
 from hw_models.gpu import GPUModel
 from hw_models.registry import load_device, preset_names
-from kernels.measured import MeasuredKernel, read_table, write_table
+from kernels.measured import DECODE_STEP, MeasuredKernel, read_table, write_table
 from workloads.errors import InputError
 
 
@@ -159,8 +159,8 @@ def _score(rows: list[MeasuredKernel], include_train: bool, where: str) -> tuple
         predicted[~steps] = predict(device, [r for r in scored if not r.is_step])
         predicted[steps] = predict_steps(name, [r for r in scored if r.is_step], where)
         if steps.any():
-            notes.append(f"{name}: decode_step rows are compared with the simulated step, launched as each was timed "
-                         f"(eagerly, or replayed from CUDA graphs)")
+            notes.append(f"{name}: decode_step and prefill_step rows are compared with the simulated step, launched "
+                         f"as each was timed (eagerly, or replayed from CUDA graphs)")
         measured = np.array([r.time_s for r in scored])
         kinds = np.array([row_group(r) for r in scored])
         summary[name] = {k: error_summary(predicted[kinds == k], measured[kinds == k]) for k in sorted(set(kinds))}
@@ -224,9 +224,10 @@ def cross_source(rows: list[MeasuredKernel], device_name: str, from_name: str, t
 
 
 def predict_steps(device: str, rows: list[MeasuredKernel], where: str) -> np.ndarray:
-    """Simulated time of each decode_step row: the one decode step of a design point whose prompt puts its
-    new tokens at the row's kv_len, as `explore run` prices it (fits in memory or not), launched as the row was
-    timed: replayed from CUDA graphs for a 'graph' row, eagerly for the others."""
+    """Simulated time of each whole-step row, as `explore run` prices it (fits in memory or not), launched as the row
+    was timed (replayed from CUDA graphs for a 'graph' row, eagerly for the others): a decode_step row is the one
+    decode step of a design point whose prompt puts its new tokens at the row's kv_len (its TPOT); a prefill_step row
+    the prefill of a point with the row's batch and prompt (its TTFT)."""
     from explore.design_point import DesignPoint
     from explore.evaluate import Evaluator
     from kernels.harness import table_dtype
@@ -234,7 +235,9 @@ def predict_steps(device: str, rows: list[MeasuredKernel], where: str) -> np.nda
     evaluator = Evaluator()
     times = []
     for row in rows:
-        step = f"{where}: decode_step of {row.model} (batch {row.batch}, kv_len {row.kv_len})"
+        decode = row.kernel == DECODE_STEP
+        length = f"kv_len {row.kv_len}" if decode else f"seq_len {row.seq_len}"
+        step = f"{where}: {row.kernel} of {row.model} (batch {row.batch}, {length})"
         try:
             config = evaluator.config(row.model)
         except InputError as err:
@@ -242,12 +245,18 @@ def predict_steps(device: str, rows: list[MeasuredKernel], where: str) -> np.nda
         if table_dtype(config.dtype) != row.dtype:
             raise InputError(f"{step}: dtype: found {row.dtype!r}, allowed: the model's own "
                              f"{table_dtype(config.dtype)!r} (a step is traced at its config's dtype)")
-        if row.kv_len < 2:
+        if decode and row.kv_len < 2:
             raise InputError(f"{step}: kv_len: found {row.kv_len}, allowed: at least 2 (a cached token and the new "
                              f"one)")
-        point = DesignPoint(model=row.model, device=device, batch=row.batch, prompt=row.kv_len - 1, output=2,
-                            execution="graphs" if row.timing == "graph" else "eager")
-        times.append(evaluator.evaluate(point, price_infeasible=True).result.metrics()["tpot_s"])
+        execution = "graphs" if row.timing == "graph" else "eager"
+        if decode:
+            point = DesignPoint(model=row.model, device=device, batch=row.batch, prompt=row.kv_len - 1, output=2,
+                                execution=execution)
+        else:
+            point = DesignPoint(model=row.model, device=device, batch=row.batch, prompt=row.seq_len, output=1,
+                                execution=execution)
+        metrics = evaluator.evaluate(point, price_infeasible=True).result.metrics()
+        times.append(metrics["tpot_s" if decode else "ttft_s"])
     return np.array(times, dtype=float)
 
 

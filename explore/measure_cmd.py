@@ -12,17 +12,19 @@ from pathlib import Path
 
 from workloads.errors import InputError
 
-KINDS = ("gemm", "attention", "streaming", "decode_step")
-KERNEL_KINDS = KINDS[:3]  # the default --kinds; decode_step joins them when --model is given
+KINDS = ("gemm", "attention", "streaming", "decode_step", "prefill_step")
+KERNEL_KINDS = KINDS[:3]  # the default --kinds; decode_step and prefill_step join them when --model is given
+MODEL_KINDS = KINDS[3:]  # whole steps of a model: need --model
 
 MEASURE_HELP = """Time real kernels (GEMM, attention, RMSNorm/SiLU/add) with torch on this machine and write a
 measured-kernel table (the CSV that `explore calibrate` and `explore validate` read).
 
 On CUDA (--cuda) the full grids run (about a minute on an H100); on the CPU small grids run (seconds).
---quick keeps a few shapes of each kind, as a smoke test. With --model, whole decode steps of that model
-(built at full size from its config, random weights, at the config's dtype) are timed too, as
-`decode_step` rows that `explore validate` compares with the simulated step. Every row's source column
-names torch, the device, the driver and the date; the same provenance and the command line are printed.
+--quick keeps a few shapes of each kind, as a smoke test. With --model, whole decode steps and prefills
+of that model (built at full size from its config, random weights, at the config's dtype) are timed too,
+as `decode_step` and `prefill_step` rows that `explore validate` compares with the simulated step. Every
+row's source column names torch, the device, the driver and the date; the same provenance and the command
+line are printed.
 
 --cpu-preset OUT.yaml instead writes a device preset (kind cpu) of this machine: streaming bandwidth and
 the achieved fp32/bf16 GEMM rates of a few large GEMMs, timed on --threads threads in three rounds, each
@@ -41,7 +43,8 @@ def add_measure_parser(add) -> argparse.ArgumentParser:
                         "validate prices the rows on it")
     p.add_argument("--cuda", action="store_true", help="run on the CUDA device (default: the CPU)")
     p.add_argument("--kinds", default=None,
-                   help=f"comma-separated subset of {','.join(KINDS)} (default: all; decode_step needs --model)")
+                   help=f"comma-separated subset of {','.join(KINDS)} (default: all; decode_step and prefill_step "
+                        f"need --model)")
     p.add_argument("--model", help="model preset or config.json whose whole decode steps to time (decode_step)")
     p.add_argument("--quick", action="store_true", help="a few shapes per kind (smoke test)")
     p.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp32"], help="default bf16")
@@ -56,13 +59,15 @@ def add_measure_parser(add) -> argparse.ArgumentParser:
 
 def _kinds(text: str | None, model: str | None) -> list[str]:
     if text is None:
-        return list(KERNEL_KINDS) + ["decode_step"] * (model is not None)
+        return list(KERNEL_KINDS) + list(MODEL_KINDS) * (model is not None)
     kinds = [k.strip() for k in text.split(",") if k.strip()]
     unknown = [k for k in kinds if k not in KINDS]
     if unknown or not kinds:
         raise InputError(f"--kinds: found {text!r}, allowed: a comma-separated subset of {','.join(KINDS)}")
-    if "decode_step" in kinds and model is None:
-        raise InputError("--model: missing; --kinds decode_step times a model's decode steps (a preset or config.json)")
+    steps = [k for k in kinds if k in MODEL_KINDS]
+    if steps and model is None:
+        raise InputError(f"--model: missing; --kinds {','.join(steps)} times a model's whole steps (a preset or "
+                         f"config.json)")
     return kinds
 
 
@@ -85,12 +90,14 @@ def _grids(cuda: bool, quick: bool) -> dict[str, list]:
 
     if cuda and not quick:
         return {"gemm": harness.default_gemm_grid(), "attention": harness.default_attention_cases(),
-                "streaming": harness.default_streaming_sizes(), "decode_step": harness.default_decode_cases()}
+                "streaming": harness.default_streaming_sizes(), "decode_step": harness.default_decode_cases(),
+                "prefill_step": harness.default_prefill_cases()}
     grids = {"gemm": harness.cpu_gemm_grid(), "attention": harness.cpu_attention_cases(),
-             "streaming": harness.cpu_streaming_sizes(), "decode_step": harness.cpu_decode_cases()}
+             "streaming": harness.cpu_streaming_sizes(), "decode_step": harness.cpu_decode_cases(),
+             "prefill_step": harness.cpu_prefill_cases()}
     if quick:
         grids = {"gemm": grids["gemm"][::4], "attention": grids["attention"][::2], "streaming": grids["streaming"][:2],
-                 "decode_step": grids["decode_step"][:1]}
+                 "decode_step": grids["decode_step"][:1], "prefill_step": grids["prefill_step"][:1]}
     return grids
 
 
@@ -127,7 +134,7 @@ def cmd_measure(args) -> int:
     """Run the harness for the requested kinds and write the table; print provenance and a summary."""
     _validate(args)
     kinds = _kinds(args.kinds, args.model)
-    config = _model_config(args.model) if "decode_step" in kinds else None
+    config = _model_config(args.model) if set(kinds) & set(MODEL_KINDS) else None
     import torch
 
     from kernels import harness
@@ -145,13 +152,14 @@ def cmd_measure(args) -> int:
         return _write_cpu_preset(args, source)
     measure = {"gemm": harness.measure_gemms, "attention": harness.measure_attention,
                "streaming": harness.measure_streaming}
+    measure_steps = {"decode_step": harness.measure_decode_steps, "prefill_step": harness.measure_prefill_steps}
     grids = _grids(args.cuda, args.quick)
     start = time.perf_counter()
     rows = []
     for kind in kinds:
-        if kind == "decode_step":
-            rows += harness.measure_decode_steps(args.model, config, grids[kind], device=args.device_name,
-                                                 torch_device=torch_device, source=source, repeats=args.repeats)
+        if kind in MODEL_KINDS:
+            rows += measure_steps[kind](args.model, config, grids[kind], device=args.device_name,
+                                        torch_device=torch_device, source=source, repeats=args.repeats)
             continue
         rows += measure[kind](grids[kind], device=args.device_name, dtype=args.dtype, torch_device=torch_device,
                               source=source, repeats=args.repeats)

@@ -23,8 +23,8 @@ CLASS_COLORS = {
     "gemm": "#1f77b4", "attention": "#ff7f0e", "norm": "#2ca02c", "softmax": "#d62728",
     "elementwise": "#9467bd", "embedding": "#8c564b", "communication": "#17becf",
 }
-# Measured-table kinds beyond the kernel classes: pointwise kinds and whole decode steps.
-VALIDATION_COLORS = {"activation": "#e377c2", "rope": "#bcbd22", "decode_step": "#000000"}
+# Measured-table kinds beyond the kernel classes: pointwise kinds and whole steps (drawn as diamonds).
+VALIDATION_COLORS = {"activation": "#e377c2", "rope": "#bcbd22", "decode_step": "#000000", "prefill_step": "#7f7f7f"}
 PHASE_MARKERS = {"prefill": "o", "decode": "^"}
 LINE_STYLES = ("-", "--", ":", "-.")  # after the 10 colors of the cycle run out, lines change style
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "h", "<", ">", "p", "*")  # one per numeric format
@@ -388,10 +388,11 @@ def validation_figure(device: str, predicted_s: np.ndarray, measured_s: np.ndarr
     error = predicted_s / measured_s - 1.0
     for kind in sorted(set(kinds.tolist())):
         rows = kinds == kind
-        color = VALIDATION_COLORS.get(kind) or CLASS_COLORS.get(kind.split("_")[0], "#7f7f7f")
+        kernel = kind.split()[0]  # 'decode_step graph': the kernel, then its group's qualifier
+        color = VALIDATION_COLORS.get(kernel) or CLASS_COLORS.get(kind.split("_")[0], "#7f7f7f")
         # Thousands of kernels as faint dots; a handful (whole decode steps, a small table) as visible marks.
         size, alpha = (3, 0.3) if rows.sum() > 200 else (24, 0.8)
-        marker = "D" if kind == "decode_step" else "o"
+        marker = "D" if kernel in ("decode_step", "prefill_step") else "o"
         for ax, y in ((scatter, predicted_s[rows]), (residual, 100 * error[rows])):
             ax.scatter(measured_s[rows], y, s=size, alpha=alpha, color=color, marker=marker, lw=0,
                        label=kind if ax is scatter else None)

@@ -55,6 +55,7 @@ GemmShape = tuple[int, int, int]  # (m, n, k): C[m, n] = A[m, k] @ B[k, n]
 AttentionCase = tuple[int, int, int, int, int, int]  # (batch, heads, kv_heads, q_len, kv_len, head_dim)
 StreamingSize = tuple[int, int]  # (rows, hidden): an activation of rows x hidden elements
 DecodeCase = tuple[int, int]  # (batch, context_len): batch new tokens after context_len cached ones
+PrefillCase = tuple[int, int]  # (batch, prompt_len): batch prompts of prompt_len tokens into an empty cache
 # The largest bf16 KV cache (keys and values) a GPU attention case makes: each timed run makes its inputs afresh.
 ATTENTION_KV_BYTES_MAX = 8 * 10**9
 
@@ -298,8 +299,9 @@ def measure_streaming(sizes: Sequence[StreamingSize], *, device: str, dtype: str
 
 
 def measure_decode_step(config: ModelConfig, *, batch: int, context_len: int, device: str, dtype: str,
-                        warmup: int = 2, repeats: int = 10, graph: bool = False) -> float:
-    """Median seconds of one decode step (batch new tokens after context_len cached ones) of a full-size model.
+                        warmup: int = 2, repeats: int = 10, graph: bool = False, new_tokens: int = 1) -> float:
+    """Median seconds of one forward step (batch x new_tokens tokens after context_len cached ones) of a full-size
+    model: a decode step (one new token), or a prefill (context_len 0, the prompt's tokens new).
 
     The model is built from `config` with random weights on `device` (a torch device); use small configs
     on CPU. With `graph` (CUDA only) the step is captured once in a CUDA graph and each timed run copies its
@@ -309,16 +311,17 @@ def measure_decode_step(config: ModelConfig, *, batch: int, context_len: int, de
     torch = _torch()
     from workloads.decoder import DecoderModel, KVCache
 
-    if batch < 1 or context_len < 0:
-        raise ValueError(f"batch >= 1 and context_len >= 0 required; found {batch}, {context_len}")
+    if batch < 1 or context_len < 0 or new_tokens < 1:
+        raise ValueError(f"batch >= 1, context_len >= 0 and new_tokens >= 1 required; found {batch}, {context_len}, "
+                         f"{new_tokens}")
     tdtype = torch_dtype(dtype)
     # Factory calls in the model (its parameters, the cache, positions in forward) land on `device`.
     with torch.device(device), torch.no_grad():
         model = DecoderModel(config, tdtype).eval()
-        cache = KVCache(config, batch, context_len + 1, tdtype)
+        cache = KVCache(config, batch, context_len + new_tokens, tdtype)
 
         def make():
-            return (torch.randint(0, config.vocab_size, (batch, 1), device=device),)
+            return (torch.randint(0, config.vocab_size, (batch, new_tokens), device=device),)
 
         def step(ids):
             return model(ids, cache, context_len)
@@ -384,6 +387,23 @@ def measure_decode_steps(model: str, config: ModelConfig, cases: Sequence[Decode
     return rows
 
 
+def measure_prefill_steps(model: str, config: ModelConfig, cases: Sequence[PrefillCase], *, device: str,
+                          torch_device: str = "cpu", source: str | None = None,
+                          repeats: int = 10) -> list[MeasuredKernel]:
+    """Time whole prefills of `config` at its own dtype, one row ('prefill_step') per (batch, prompt_len): batch
+    prompts of prompt_len tokens run through the model into an empty KV cache, launched eagerly (timing 'isolated')."""
+    dtype = table_dtype(config.dtype)
+    source = source or harness_source(torch_device)
+    rows = []
+    for batch, prompt_len in cases:
+        t = measure_decode_step(config, batch=batch, context_len=0, new_tokens=prompt_len, device=torch_device,
+                                dtype=dtype, repeats=repeats)
+        log.info("prefill %s batch=%d prompt=%d: %.3e s", model, batch, prompt_len, t)
+        rows.append(_row("prefill_step", device=device, dtype=dtype, time_s=t, batch=batch, seq_len=prompt_len,
+                         kv_len=prompt_len, model=model, source=f"{source}; op=prefill_step[{model}]"))
+    return rows
+
+
 def default_gemm_grid() -> list[GemmShape]:
     """GPU grid: M from 1 to 8192 (powers of two and a few odd sizes) x (K, N) of Llama 7B/8B/70B layers."""
     ms = [2**i for i in range(14)] + [3, 7, 24, 100, 1000, 3000]
@@ -427,6 +447,17 @@ def cpu_decode_cases() -> list[DecodeCase]:
     return [(1, 128), (4, 512)]
 
 
+def default_prefill_cases() -> list[PrefillCase]:
+    """GPU cases: one prompt of 128 to 4,096 tokens (Llama-2's whole context), and 4 of 2,048 and 16 of 512 (8,192
+    tokens each)."""
+    return [(1, 128), (1, 512), (1, 2048), (1, 4096), (4, 2048), (16, 512)]
+
+
+def cpu_prefill_cases() -> list[PrefillCase]:
+    """CPU cases: short prompts."""
+    return [(1, 64), (2, 128)]
+
+
 def default_streaming_sizes() -> list[StreamingSize]:
     """GPU sizes: tokens from 1 to 16384 at hidden 4096 and 8192."""
     return [(r, h) for h in (4096, 8192) for r in (1, 16, 128, 1024, 4096, 16384)]
@@ -459,11 +490,12 @@ def _module_annotations(model):
 
 
 def profile_decode_step(config: ModelConfig, path: str | Path, *, batch: int, context_len: int, device: str,
-                        warmup: int = 2) -> int:
-    """Profile one eagerly launched decode step of a full-size model (random weights) into a Chrome trace at
-    `path` (.json or .json.gz): every op with its input shapes, the module that ran it and, on CUDA, the device
-    kernels it launched, as workloads.profiler_import reads it. Returns the number of device kernels (ops on the
-    CPU) in the trace."""
+                        warmup: int = 2, new_tokens: int = 1) -> int:
+    """Profile one eagerly launched forward step of a full-size model (random weights): batch x new_tokens tokens
+    after context_len cached ones (a decode step; a prefill with context_len 0 and the prompt's tokens new), into a
+    Chrome trace at `path` (.json or .json.gz): every op with its input shapes, the module that ran it and, on
+    CUDA, the device kernels it launched, as workloads.profiler_import reads it. Returns the number of device
+    kernels (ops on the CPU) in the trace."""
     torch = _torch()
     from torch.profiler import ProfilerActivity, profile
 
@@ -474,8 +506,8 @@ def profile_decode_step(config: ModelConfig, path: str | Path, *, batch: int, co
     activities = [ProfilerActivity.CPU] + [ProfilerActivity.CUDA] * cuda
     with torch.device(device), torch.no_grad():
         model = DecoderModel(config, tdtype).eval()
-        cache = KVCache(config, batch, context_len + 1, tdtype)
-        ids = torch.randint(0, config.vocab_size, (batch, 1), device=device)
+        cache = KVCache(config, batch, context_len + new_tokens, tdtype)
+        ids = torch.randint(0, config.vocab_size, (batch, new_tokens), device=device)
         for _ in range(warmup):
             model(ids, cache, context_len)
         if cuda:

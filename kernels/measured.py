@@ -2,7 +2,8 @@
 
 CSV (optionally gzipped) with the columns of DESIGN.md; readers accept extra columns and ignore them.
 Besides kernels, a row may time a whole decode step of a model (`kernel` decode_step, the model in `model`,
-`batch` sequences each attending to `kv_len` keys, its own new one included): what a user's step costs.
+`batch` sequences each attending to `kv_len` keys, its own new one included) or a whole prefill (`kernel`
+prefill_step: `batch` prompts of `seq_len` tokens into an empty cache): what a user's step costs.
 A fused MoE layer (`kernel` moe) has `m` tokens, `k` the hidden size, `n` one expert's intermediate size on the
 device (after tensor parallelism), `topk` experts per token of `experts` in all, spread over `expert_parallel`
 devices (the row times the first, holding experts 0 .. experts/expert_parallel - 1), and the `routing` that
@@ -34,10 +35,12 @@ OPTIONAL_COLUMNS = ("model", "kv_dtype", "variant", "timing", "topk", "experts",
                     "backend")
 KERNEL_NAMES = tuple(k.value for k in KernelKind)
 DECODE_STEP = "decode_step"  # a whole decode step of `model`, not one kernel
+PREFILL_STEP = "prefill_step"  # a whole prefill of `batch` prompts of `seq_len` tokens of `model`, not one kernel
+STEP_KINDS = (DECODE_STEP, PREFILL_STEP)
 # A quantized GEMM's dtype, e.g. 'w4a16' (4-bit weights, 16-bit activations); other rows use DTYPE_BITS names.
 QUANTIZED_DTYPE = re.compile(r"^w([0-9]+)a([0-9]+)$")
 QUANTIZED_BASE_DTYPE = "fp16"  # the 16-bit type such a GEMM's activations and outputs are in
-ROW_KINDS = (*KERNEL_NAMES, DECODE_STEP)
+ROW_KINDS = (*KERNEL_NAMES, *STEP_KINDS)
 # How a source timed its kernels. kernel: a profiler's kernel durations (device time only); graph: a CUDA
 # graph of the kernels replayed back to back and timed with events, divided by the kernels in it (device
 # time, or the graph's per-node launch interval where that is longer); eager: host launches back to back,
@@ -104,14 +107,14 @@ class MeasuredKernel:
 
     @property
     def is_step(self) -> bool:
-        """A whole decode step, priced by simulating the model (not by to_kernel)."""
-        return self.kernel == DECODE_STEP
+        """A whole decode step or prefill, priced by simulating the model (not by to_kernel)."""
+        return self.kernel in STEP_KINDS
 
     def to_kernel(self) -> Kernel:
         """The Kernel a cost model prices for this row (traffic at the row's dtype; a quantized GEMM 'wXaY'
         moves X-bit weights with their group scales and Y-bit inputs, and computes as NumericFormat says)."""
         if self.is_step:
-            raise ValueError(f"a {DECODE_STEP} row of {self.model} is a whole step, not one kernel")
+            raise ValueError(f"a {self.kernel} row of {self.model} is a whole step, not one kernel")
         kind = KernelKind(self.kernel)
         if kind == KernelKind.MOE:
             return self._moe_kernel()
@@ -233,9 +236,11 @@ def _parse(row: dict, where: str) -> MeasuredKernel:
         values[f.name] = raw if f.type == "str" else _number(f.name, float if f.type == "float" else int, raw, where)
     if values["kernel"] not in ROW_KINDS:
         raise InputError(f"{where}: kernel: found {values['kernel']!r}, allowed: {', '.join(ROW_KINDS)}")
-    if values["kernel"] == DECODE_STEP and not (values.get("model") and values.get("batch") and values.get("kv_len")):
-        raise InputError(f"{where}: {DECODE_STEP}: model, batch and kv_len: found {values.get('model')!r}, "
-                         f"{values.get('batch')!r}, {values.get('kv_len')!r}; allowed: a model and positive counts")
+    if values["kernel"] in STEP_KINDS:
+        length = "kv_len" if values["kernel"] == DECODE_STEP else "seq_len"
+        if not (values.get("model") and values.get("batch") and values.get(length)):
+            raise InputError(f"{where}: {values['kernel']}: model, batch and {length}: found {values.get('model')!r}, "
+                             f"{values.get('batch')!r}, {values.get(length)!r}; allowed: a model and positive counts")
     try:
         quantized = quantized_format(values["dtype"])
     except ValueError as err:  # wXaY with bit widths no format allows
@@ -246,7 +251,7 @@ def _parse(row: dict, where: str) -> MeasuredKernel:
     for key, allowed in (("kv_dtype", ROW_DTYPE_BITS), ("variant", GEMM_VARIANTS), ("timing", TIMINGS)):
         if values.get(key) and values[key] not in allowed:
             raise InputError(f"{where}: {key}: found {values[key]!r}, allowed: {', '.join(allowed)}")
-    needed = NEEDED.get(values["kernel"], () if values["kernel"] == DECODE_STEP else ("bytes",))
+    needed = NEEDED.get(values["kernel"], () if values["kernel"] in STEP_KINDS else ("bytes",))
     missing = [name for name in needed if not values.get(name)]
     if missing:
         shown = ", ".join(f"{name} {values.get(name, 0):g}" for name in needed)

@@ -3,7 +3,8 @@
 #   bench/gpu/measure.sh h200 [MODEL ...]
 # Times GEMMs, attention and RMSNorm/SiLU/add into $OUT/DEVICE-KIND.csv.gz, then whole decode steps of each MODEL
 # (default llama-3-8b; built at full size with random weights, each step launched eagerly and replayed from a
-# CUDA graph) into $OUT/DEVICE-steps-MODEL.csv.gz; every row names torch, the GPU, CUDA, the driver and the date.
+# CUDA graph) and its eager prefills into $OUT/DEVICE-steps-MODEL.csv.gz; every row names torch, the GPU, CUDA, the
+# driver and the date.
 # Each table is written as soon as its kind is done, so a run cut short keeps what finished. Also under $OUT:
 # nvidia-smi's view of the card and the log. Score the tables here afterwards (explore validate), which costs
 # no device time: the device tool brings back at most 8 files.
@@ -30,6 +31,6 @@ for kind in gemm attention streaming; do
 done
 for model in "${MODELS[@]}"; do
     # shellcheck disable=SC2086
-    "$PYTHON" -m explore measure $CUDA_FLAG --device-name "$DEVICE" --kinds decode_step --model "$model" \
+    "$PYTHON" -m explore measure $CUDA_FLAG --device-name "$DEVICE" --kinds decode_step,prefill_step --model "$model" \
         ${MEASURE_ARGS:-} -o "$OUT/$DEVICE-steps-$(basename "$model" .json).csv.gz" 2>&1 | tee -a "$OUT/measure.log"
 done

@@ -1,5 +1,5 @@
-"""Whole decode steps in a measured table: `explore validate` compares each with the step `explore run` simulates,
-the harness writes them from `explore measure --model`, and calibration leaves them out of every fit."""
+"""Whole decode steps and prefills in a measured table: `explore validate` compares each with the step `explore run`
+simulates, the harness writes them from `explore measure --model`, and calibration leaves them out of every fit."""
 
 from __future__ import annotations
 
@@ -42,6 +42,31 @@ def test_a_step_is_scored_against_the_step_explore_run_simulates(tmp_path, capsy
     assert summary["median_bias"] == pytest.approx(-0.25, abs=1e-9)
 
 
+def test_a_prefill_is_scored_against_the_ttft_explore_run_simulates(tmp_path, capsys):
+    model = write_tiny_model(tmp_path)
+    # batch 2 prompts of 64 tokens into an empty cache: a static point's time to its first token.
+    simulated_s = Evaluator().evaluate(DesignPoint(model=model, device=DEVICE, batch=2, prompt=64,
+                                                   output=1)).metrics["ttft_s"]
+    prefill = MeasuredKernel(device=DEVICE, kernel="prefill_step", dtype="bf16", time_s=simulated_s, source="test",
+                             batch=2, seq_len=64, kv_len=64, model=model)
+    table = tmp_path / "prefill.csv"
+    write_table(table, [prefill, replace(prefill, time_s=simulated_s / 2)])
+    summary = _validate_json(table, tmp_path, capsys)[DEVICE]["prefill_step"]
+    # Errors 0 and +100%: median |err| 50%, bias +50%.
+    assert summary["n"] == 2
+    assert summary["median_abs_err"] == pytest.approx(0.5, abs=1e-9)
+    assert summary["median_bias"] == pytest.approx(0.5, abs=1e-9)
+
+
+def test_a_prefill_without_its_prompt_length_is_refused(tmp_path, capsys):
+    table = tmp_path / "prefill.csv"
+    table.write_text("device,kernel,batch,dtype,time_s,source,model\n"
+                     f"{DEVICE},prefill_step,2,bf16,0.01,test,llama-3-8b\n")
+    assert main(["validate", str(table), "--out", str(tmp_path / "v")]) == 2
+    err = capsys.readouterr().err
+    assert "prefill_step: model, batch and seq_len" in err and len(err.strip().splitlines()) == 1
+
+
 def test_a_graph_timed_step_is_scored_against_the_graph_replayed_step(tmp_path, capsys):
     model = write_tiny_model(tmp_path)
     evaluator = Evaluator()
@@ -68,12 +93,14 @@ def test_a_step_at_another_dtype_than_its_model_is_refused(tmp_path, capsys):
 def test_measure_writes_steps_that_validate_reads(tmp_path, capsys):
     model = write_tiny_model(tmp_path)
     table = tmp_path / "m.csv"
-    assert main(["measure", "--device-name", DEVICE, "--model", model, "--kinds", "decode_step", "--quick",
-                 "--repeats", "3", "--threads", "1", "-o", str(table)]) == 0
+    assert main(["measure", "--device-name", DEVICE, "--model", model, "--kinds", "decode_step,prefill_step",
+                 "--quick", "--repeats", "3", "--threads", "1", "-o", str(table)]) == 0
     rows = read_table(table)
-    assert [(r.kernel, r.model, r.batch, r.kv_len, r.dtype) for r in rows] == [("decode_step", model, 1, 129, "bf16")]
+    assert [(r.kernel, r.model, r.batch, r.seq_len, r.kv_len, r.dtype) for r in rows] == [
+        ("decode_step", model, 1, 0, 129, "bf16"), ("prefill_step", model, 1, 64, 64, "bf16")]
     capsys.readouterr()
-    assert _validate_json(table, tmp_path, capsys)[DEVICE]["decode_step"]["n"] == 1
+    summary = _validate_json(table, tmp_path, capsys)[DEVICE]
+    assert summary["decode_step"]["n"] == 1 and summary["prefill_step"]["n"] == 1
 
 
 def test_measure_refuses_a_model_too_large_for_this_machine(capsys):

@@ -218,6 +218,23 @@ def test_a_profiled_step_reads_back_as_a_trace(tmp_path, tiny_llama):
     assert ops >= len(trace.ops) > 0
 
 
+def test_a_profiled_prefill_lowers_to_prefill_attention_and_prompt_sized_gemms(tmp_path, tiny_llama):
+    from kernels.kernel import KernelKind
+    from kernels.lowering import lower_op
+    from workloads.profiler_import import profile_to_trace
+
+    path = tmp_path / "prefill.json.gz"
+    harness.profile_decode_step(tiny_llama, path, batch=2, context_len=0, new_tokens=24, device="cpu")
+    trace = profile_to_trace(path)
+    kernels = [k for op in trace.ops if (k := lower_op(op, trace.dtype)) is not None]
+    attention = [k for k in kernels if k.kind in (KernelKind.ATTENTION_PREFILL, KernelKind.ATTENTION_DECODE)]
+    assert [(k.kind, k.batch, k.q_len, k.kv_len) for k in attention] == [
+        (KernelKind.ATTENTION_PREFILL, 2, 24, 24)] * tiny_llama.num_layers
+    # Every token of both prompts through the layers; the LM head over each prompt's last position only.
+    gemms = {(k.module == "lm_head", k.m) for k in kernels if k.kind == KernelKind.GEMM}
+    assert gemms == {(False, 2 * 24), (True, 2)}
+
+
 def test_a_profiled_step_names_the_module_of_each_op(tmp_path, tiny_llama, trace_of):
     """The profile's ops carry the modules that ran them, as a captured trace's do: the same GEMM modules in the same
     order, the layer read off the path, and the norm modules' ops lowered as norm parts (kernels/lowering.py)."""
