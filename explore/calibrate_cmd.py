@@ -32,7 +32,7 @@ from hw_models.calibration import (
 )
 from hw_models.gpu import GPUModel
 from hw_models.registry import load_device, preset_names
-from kernels.measured import DECODE_STEP, MeasuredKernel, read_table, write_table
+from kernels.measured import DECODE_STEP, GENERAL_LAYOUT, MeasuredKernel, read_table, write_table
 from workloads.errors import InputError
 
 
@@ -104,7 +104,7 @@ def fit_groups(rows: list[MeasuredKernel]) -> dict[str, tuple[int, int]]:
             kv = " kv 8-bit" if r.kv_dtype in ("fp8", "int8", "fp4") else ""
             groups[f"attention {phase}{kv}"].append(r)
         elif r.kernel in STREAM_FIT_CLASSES:
-            groups[r.kernel].append(r)
+            groups[GENERAL_LAYOUT if r.variant == GENERAL_LAYOUT else r.kernel].append(r)
     counts = {}
     for name, group in groups.items():
         if name.startswith("gemm"):

@@ -32,7 +32,7 @@ from hw_models.gpu import GPUModel
 from hw_models.gpu_efficiency import AttentionFit, Calibration, GemmFit, MoeFit, StreamFit
 from hw_models.gpu_gemm_configs import tile_policy
 from hw_models.gpu_moe import ALIGNMENT, quantized_weight_key
-from kernels.measured import MOE, TORCH_SDPA_BACKEND, MeasuredKernel
+from kernels.measured import GENERAL_LAYOUT, MOE, TORCH_SDPA_BACKEND, MeasuredKernel
 from kernels.moe import MATRICES
 from kernels.table import KernelTable
 from workloads.errors import InputError
@@ -366,8 +366,10 @@ def fit_calibration(base: GPUModel, rows: list[MeasuredKernel], *, table_path: s
                       f"graph-timed GEMM fit {sibling or '16-bit'!r}, not fitted")
     gemms = dict(sorted(gemms.items()))
     moes = {key: fit_moe(base, group) for key, group in sorted(moe_rows.items())}
-    streams = {c: fit_stream(base, c, [r for r in fitting if r.kernel == c])
-               for c in STREAM_FIT_CLASSES if any(r.kernel == c for r in fitting)}
+    # Streaming rows off the contiguous vectorized loop fit one class of their own, whatever their kernel kind.
+    stream_rows = {c: [r for r in fitting if r.kernel == c and r.variant != GENERAL_LAYOUT] for c in STREAM_FIT_CLASSES}
+    stream_rows[GENERAL_LAYOUT] = [r for r in fitting if r.kernel in STREAM_FIT_CLASSES and r.variant == GENERAL_LAYOUT]
+    streams = {c: fit_stream(base, c, group) for c, group in stream_rows.items() if group}
     attention = [r for r in fitting if r.kernel in ATTENTION_KINDS]
     provenance = {
         "table": table_path, "sha256": ", ".join(hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in paths),

@@ -46,6 +46,7 @@ from hw_models.gpu_spec import GPUSpec
 from hw_models.sparsity_support import gpu_support
 from kernels.formats import DENSE, NumericFormat
 from kernels.kernel import KernelKind
+from kernels.measured import GENERAL_LAYOUT
 from kernels.table import KINDS, KernelTable
 from workloads.errors import InputError
 
@@ -261,13 +262,20 @@ class GPUModel(DeviceModel):
                                                          bandwidth_Bps=bandwidth_Bps, sm_count=sm_count,
                                                          fit=cal.attention, cached_bytes=self.replay_cache_bytes)
             put(rows, c, m, busy, latency)
-        # Streaming kernels (norm, elementwise, ...): each row takes its kind's fit by one lookup (stream_columns).
+        # Streaming kernels (norm, elementwise, ...): each row takes its kind's fit by one lookup (stream_columns);
+        # a pointwise kernel off the contiguous vectorized loop takes the general-layout fit where there is one.
         has_fit, fractions, latencies = stream_columns(cal)
-        g = table.rows_where(has_fit[table.kind])
+        general = cal.stream(GENERAL_LAYOUT)
+        priced = has_fit[table.kind] if general is None else has_fit[table.kind] | table.general_layout
+        g = table.rows_where(priced)
         if len(g):
             streaming, codes = g.index, g.kind
-            m = stream_memory_s(bytes_moved=g.bytes, bandwidth_Bps=bandwidth_Bps, bandwidth_fraction=fractions[codes])
-            put(streaming, None, m, np.maximum(compute_s.take(streaming, axis=-1), m), latencies[codes])
+            fraction, latency = fractions[codes], latencies[codes]
+            if general is not None:
+                fraction = np.where(g.general_layout, general.bandwidth_fraction, fraction)
+                latency = np.where(g.general_layout, general.latency_s, latency)
+            m = stream_memory_s(bytes_moved=g.bytes, bandwidth_Bps=bandwidth_Bps, bandwidth_fraction=fraction)
+            put(streaming, None, m, np.maximum(compute_s.take(streaming, axis=-1), m), latency)
         return compute_s, memory_s, busy_s, latency_s
 
     def _cost_table(self, table: KernelTable, execution: str) -> KernelCosts:

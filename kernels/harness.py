@@ -33,7 +33,7 @@ from time import perf_counter_ns
 from typing import TYPE_CHECKING
 
 from kernels.formats import DTYPE_SHORT
-from kernels.measured import TORCH_SDPA_BACKEND, MeasuredKernel
+from kernels.measured import GENERAL_LAYOUT, TORCH_SDPA_BACKEND, MeasuredKernel
 from workloads.model_config import TORCH_DTYPES
 from workloads.profiler_import import MODULE_ANNOTATION
 
@@ -275,12 +275,41 @@ def _streaming_ops(torch, hidden: int, tdtype, torch_device: str) -> list[tuple[
             ("elementwise", "add", 2, torch.add, 3)]
 
 
+def _general_ops(torch, tdtype, torch_device: str) -> list[tuple[str, Callable, Callable]]:
+    """(op, make(rows, hidden), fn) of pointwise ops off the contiguous vectorized loop, one per cause
+    (kernels.lowering.general_layout), as an eager decoder runs them: a cast (the eager RMSNorm's upcast to fp32, or
+    to bf16 from fp32), a product with a per-row broadcast (the RMSNorm's scaling) and a negation of a strided half
+    (RoPE's rotate_half)."""
+    other = torch.bfloat16 if tdtype == torch.float32 else torch.float32
+
+    def one(r, h):
+        return (torch.randn(r, h, device=torch_device, dtype=tdtype),)
+
+    def with_row_scale(r, h):
+        return (torch.randn(r, h, device=torch_device, dtype=tdtype), torch.randn(r, 1, device=torch_device,
+                                                                                 dtype=tdtype))
+
+    return [("cast", one, lambda x: x.to(other)), ("mul_row", with_row_scale, torch.mul),
+            ("neg_half", one, lambda x: torch.neg(x[:, x.shape[1] // 2:]))]
+
+
+def _general_bytes(op: str, rows: int, hidden: int, width: int) -> float:
+    """Device-memory bytes of a _general_ops op: read and written once each."""
+    numel = rows * hidden
+    if op == "cast":
+        return float(numel * (width + (2 if width == 4 else 4)))
+    if op == "mul_row":
+        return float(2 * numel * width + rows * width)
+    return float(numel * width)  # neg_half: half the elements read, half written
+
+
 def measure_streaming(sizes: Sequence[StreamingSize], *, device: str, dtype: str, torch_device: str = "cpu",
                       source: str | None = None, repeats: int = 20) -> list[MeasuredKernel]:
-    """Time RMSNorm ('norm'), SiLU ('activation') and add ('elementwise') over activations of rows x hidden.
+    """Time RMSNorm ('norm'), SiLU ('activation') and add ('elementwise') over activations of rows x hidden, and the
+    pointwise ops of _general_ops ('elementwise' rows of variant GENERAL_LAYOUT).
 
     `bytes` is one pass of device-memory traffic: 2 x numel x element size for RMSNorm and SiLU
-    (read + write), 3 x numel x element size for add (two reads, one write).
+    (read + write), 3 x numel x element size for add (two reads, one write); _general_bytes for the others.
     """
     torch, tdtype, source = _setup(torch_device, dtype, source)
     width = torch.empty((), dtype=tdtype).element_size()
@@ -294,6 +323,13 @@ def measure_streaming(sizes: Sequence[StreamingSize], *, device: str, dtype: str
             nbytes = float(passes * n_rows * hidden * width)
             log.info("%s [%d x %d]: %.3e s", op, n_rows, hidden, t)
             rows.append(_row(kernel, device=device, dtype=dtype, time_s=t, bytes=nbytes,
+                             source=f"{source}; op={op}[{n_rows}x{hidden}]"))
+        for op, make_general, fn in _general_ops(torch, tdtype, torch_device):
+            t = time_op(fn, lambda r=n_rows, h=hidden, make=make_general: make(r, h), device=torch_device,
+                        repeats=repeats)
+            log.info("%s [%d x %d]: %.3e s", op, n_rows, hidden, t)
+            rows.append(_row("elementwise", device=device, dtype=dtype, time_s=t, variant=GENERAL_LAYOUT,
+                             bytes=_general_bytes(op, n_rows, hidden, width),
                              source=f"{source}; op={op}[{n_rows}x{hidden}]"))
     return rows
 

@@ -81,6 +81,9 @@ class Kernel:
     kv_len: int = 0
     head_dim: int = 0
     causal: bool = False
+    # A pointwise kernel off the framework's contiguous vectorized path: an operand broadcast to the output, of
+    # another dtype (a cast), or not dense (a slice, a transposed view), which streams slower (kernels/lowering.py).
+    general_layout: bool = False
 
     @property
     def total_bytes(self) -> float:

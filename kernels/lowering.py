@@ -72,6 +72,29 @@ def _attention(op: Op, common: dict) -> Kernel:
                   kv_len=kv_len, head_dim=head_dim, causal=causal, **common)
 
 
+POINTWISE_KINDS = (KernelKind.ELEMENTWISE, KernelKind.ACTIVATION, KernelKind.ROPE, KernelKind.NORM_PART)
+
+
+def general_layout(op: Op) -> bool:
+    """Whether a pointwise op leaves PyTorch's contiguous vectorized loop (TensorIterator's fast path, taken when
+    every operand is dense with the output's shape and dtype): its output or an input is not dense, or a tensor
+    input (not a 0-dim scalar) has another dtype or is broadcast to the output (fewer dims, or size 1 where the
+    output's dim is larger; a reduction's input, larger than its output, is not). Density is torch's (size-1 dims
+    carry any stride), so a transposed view is dense at a decode step's one position and not over a prompt, and a
+    table broadcast over sequences is not broadcast to one sequence: kernels/shapes.py keeps each traced shape's
+    flags."""
+    out = op.outputs[0] if op.outputs else (op.inputs[0] if op.inputs else None)
+    if out is None:
+        return False
+
+    def broadcast(t) -> bool:
+        return len(t.shape) < len(out.shape) or any(
+            a == 1 and b > 1 for a, b in zip(t.shape[::-1], out.shape[::-1], strict=False))
+
+    return not out.contiguous or any(
+        t.shape and (not t.contiguous or t.dtype != out.dtype or broadcast(t)) for t in op.inputs)
+
+
 def lower_op(op: Op, trace_dtype: str) -> Kernel | None:
     """The kernel an op launches, or None for views."""
     if op.is_view:
@@ -98,7 +121,8 @@ def lower_op(op: Op, trace_dtype: str) -> Kernel | None:
         kind = KernelKind.ROPE
     else:
         kind = KernelKind.ELEMENTWISE
-    return Kernel(kind=kind, flops=op.flops, tensor_core=False, **common)
+    general = kind in POINTWISE_KINDS and general_layout(op)
+    return Kernel(kind=kind, flops=op.flops, tensor_core=False, general_layout=general, **common)
 
 
 def lower_trace(trace: Trace) -> list[Kernel]:

@@ -58,6 +58,10 @@ WEIGHT_VARIANTS = {"group32": {"group_size": 32},
                                    "group_size": 32}}
 # Implementation variants of a GEMM at one dtype: how its low-precision operands are scaled.
 GEMM_VARIANTS = ("tensor", "block128", "nvfp4", *WEIGHT_VARIANTS)
+# The variant of a streaming row whose operands leave the contiguous vectorized loop (a cast, a broadcast, a strided
+# operand: kernels.lowering.general_layout), priced apart from contiguous streams.
+GENERAL_LAYOUT = "general"
+ROW_VARIANTS = (*GEMM_VARIANTS, GENERAL_LAYOUT)
 # Bits per value of each dtype a measured row may name (fp4: e2m1 values).
 ROW_DTYPE_BITS = {**DTYPE_BITS, "fp4": 4}
 # Scale bytes a variant stores per weight value: an fp32 scale per 128 x 128 block (DeepSeek-V3's block-scaled
@@ -90,7 +94,8 @@ class MeasuredKernel:
     bytes: float = 0.0
     model: str = ""  # decode_step rows: the model preset name or config path
     kv_dtype: str = ""  # attention rows: the KV cache's dtype where it differs from `dtype`
-    variant: str = ""  # GEMM rows: a GEMM_VARIANTS scaling of low-precision operands ("" for 16-bit GEMMs)
+    variant: str = ""  # GEMM rows: a GEMM_VARIANTS scaling of low-precision operands ("" for 16-bit GEMMs);
+    # streaming rows: GENERAL_LAYOUT for operands off the contiguous vectorized loop
     timing: str = "kernel"  # how the source timed the kernel (TIMINGS)
     topk: int = 0  # moe rows: experts per token, of `experts`, over `expert_parallel` devices (module docstring)
     experts: int = 0
@@ -151,7 +156,7 @@ class MeasuredKernel:
                           causal=causal)
         # Streaming kernels (norm, elementwise, softmax, embedding): one pass over `bytes`.
         return Kernel(kind=kind, op=self.kernel, flops=self.bytes / width, weight_bytes=0.0, act_bytes=self.bytes,
-                      kv_bytes=0.0, dtype=dtype, tensor_core=False)
+                      kv_bytes=0.0, dtype=dtype, tensor_core=False, general_layout=self.variant == GENERAL_LAYOUT)
 
 
     def _moe_kernel(self) -> Kernel:
@@ -248,7 +253,7 @@ def _parse(row: dict, where: str) -> MeasuredKernel:
     if values["dtype"] not in ROW_DTYPE_BITS and quantized is None:
         raise InputError(f"{where}: dtype: found {values['dtype']!r}, allowed: {', '.join(ROW_DTYPE_BITS)} or wXaY "
                          f"(e.g. w4a16)")
-    for key, allowed in (("kv_dtype", ROW_DTYPE_BITS), ("variant", GEMM_VARIANTS), ("timing", TIMINGS)):
+    for key, allowed in (("kv_dtype", ROW_DTYPE_BITS), ("variant", ROW_VARIANTS), ("timing", TIMINGS)):
         if values.get(key) and values[key] not in allowed:
             raise InputError(f"{where}: {key}: found {values[key]!r}, allowed: {', '.join(allowed)}")
     needed = NEEDED.get(values["kernel"], () if values["kernel"] in STEP_KINDS else ("bytes",))

@@ -38,6 +38,7 @@ def edge_mixed_template(build: Callable[[NumericFormat], StepTemplate], fmt: Num
         interior, linear=replace(linear, numeric_format=fmt),
         coef={name: np.concatenate([c, edge.coef[name][outer]]) for name, c in interior.coef.items()},
         expert=np.concatenate([interior.expert, edge.expert[outer]]),
+        general_layout=np.concatenate([interior.general_layout, edge.general_layout[:, outer]], axis=1),
         count=np.concatenate([np.where(inner, interior.count * (1.0 - share), interior.count),
                               edge.count[outer] * share]),
         span=np.concatenate([interior.span, edge.span[outer]]))

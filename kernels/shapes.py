@@ -138,6 +138,9 @@ class StepTemplate:
     linear: KernelTable  # unique rows (columns are set per iteration)
     coef: dict[str, np.ndarray]  # per SCALED_COLUMN: (rows, 5) coefficients of 1, tokens, sampled, query, expert load
     expert: np.ndarray  # per row: its MoE expert, or -1
+    # (4 traces, rows): each row's KernelTable.general_layout in the decode, wide decode, prefill and wide prefill
+    # traces: whether a pointwise kernel takes the contiguous loop can depend on the shape (lowering.general_layout)
+    general_layout: np.ndarray
     count: np.ndarray  # per row: how many traced kernels it stands for
     span: np.ndarray  # per row: which layers it runs in (SPAN_MODEL, SPAN_EVERY, SPAN_FIRST or SPAN_REST)
     prefill_attention: KernelTable  # one row: the traced prefill attention of one layer
@@ -188,7 +191,8 @@ class StepTemplate:
         per_token = (traces.prefill_activation_B - traces.decode_activation_B) / (b * p - b)
         return cls(
             linear=tables[0].select(unique), coef={name: c[unique] for name, c in coef.items()},
-            expert=expert[unique], count=count, span=span, prefill_attention=prefill_rows.select([0]),
+            expert=expert[unique], general_layout=np.stack([t.general_layout[unique] for t in tables]),
+            count=count, span=span, prefill_attention=prefill_rows.select([0]),
             decode_attention=decode_rows.select([0]), attention_layers=len(decode_rows),
             traced_prefill_pairs=float(b * causal_pairs(p, p)), traced_prefill_tokens=float(b * p),
             traced_decode_kv=float(decode_rows.kv_len[0] * decode_rows.batch[0]),
@@ -265,7 +269,10 @@ class StepTemplate:
         touched = np.ones(len(self.expert))
         if moe.any():
             touched = self._fused_moe(columns, tokens, moe)
-        table = replace(self.linear, **columns)
+        # The layout flags of the traced pass most like this iteration: decode steps (one position) or prompts, and
+        # as few sequences as the narrow traces or more.
+        trace = 2 * (positions > 1) + (sampled > self.traced_tokens)
+        table = replace(self.linear, **columns, general_layout=self.general_layout[trace])
         launched = ((self.expert < 0) | (load > 0)) & (touched > 0)  # an expert without tokens launches nothing
         if launched.all():
             return table, self.count

@@ -62,6 +62,8 @@ class KernelTable:
     # Whether each kernel is torch's scaled_dot_product_attention (kernel.is_torch_sdpa), which a cost model may
     # price apart from an engine's attention; derived from the kernels' ops unless given.
     torch_sdpa: np.ndarray | None = None
+    # Whether each kernel is a pointwise one off the contiguous vectorized path (Kernel.general_layout).
+    general_layout: np.ndarray | None = None
     # The numeric format the table is in (set by with_format; None: the traced precision). Cost models read its
     # element and scale types (hw_models/gpu_quant.py) for the rows with quantized weights (weight_bits < 16).
     numeric_format: NumericFormat | None = None
@@ -76,6 +78,8 @@ class KernelTable:
             object.__setattr__(self, "weight_bits", np.full(len(self.kernels), 16.0))
         if self.torch_sdpa is None:
             object.__setattr__(self, "torch_sdpa", np.array([is_torch_sdpa(k.op) for k in self.kernels], dtype=bool))
+        if self.general_layout is None:
+            object.__setattr__(self, "general_layout", np.array([k.general_layout for k in self.kernels], dtype=bool))
 
     @classmethod
     def from_kernels(cls, kernels: list[Kernel] | tuple[Kernel, ...]) -> KernelTable:

@@ -217,7 +217,8 @@ def _unique_tensors(leaves) -> list[torch.Tensor]:
 
 
 def _meta(t: torch.Tensor, role: str) -> TensorMeta:
-    return TensorMeta(shape=tuple(int(s) for s in t.shape), dtype=_dtype_name(t.dtype), role=role)
+    return TensorMeta(shape=tuple(int(s) for s in t.shape), dtype=_dtype_name(t.dtype), role=role,
+                      contiguous=bool(t.is_contiguous()))
 
 
 def _attrs(func, short, args, kwargs) -> dict:

@@ -63,6 +63,8 @@ class ProfiledKernel:
     input_shapes: tuple[tuple[int, ...], ...]
     input_dtypes: tuple[str, ...]  # trace dtype names ("bfloat16"); "unknown" for members of a tensor list
     time_s: float
+    # Whether each input is dense in row-major order, from 'Input Strides' (True where the trace records none)
+    input_contiguous: tuple[bool, ...] = ()
     kernel: str  # device kernel name; the op name on a CPU-only trace
     op_id: int | None  # the op call's External id (kernels of one call share it); None: no op found
     start_s: float  # kernel start, seconds from the trace's first kernel
@@ -211,20 +213,39 @@ def _cpu_kernels(ops: list[_CpuOp]) -> list[tuple[int, float]]:
     return kernels
 
 
-def _tensor_inputs(args: dict) -> tuple[tuple[tuple[int, ...], ...], tuple[str, ...]]:
-    """Shapes and dtypes of an op's tensor arguments from 'Input Dims' and 'Input type'."""
-    shapes, dtypes = [], []
-    for dims, kind in zip(args.get("Input Dims", []), args.get("Input type", []), strict=False):
+def _tensor_inputs(args: dict) -> tuple[tuple[tuple[int, ...], ...], tuple[str, ...], tuple[bool, ...]]:
+    """Shapes, dtypes and contiguity of an op's tensor arguments from 'Input Dims', 'Input type' and 'Input
+    Strides' (contiguous where the trace records no strides)."""
+    shapes, dtypes, contiguous = [], [], []
+    strides = args.get("Input Strides", [])
+    for i, (dims, kind) in enumerate(zip(args.get("Input Dims", []), args.get("Input type", []), strict=False)):
         if not isinstance(dims, list):
             continue
+        stride = strides[i] if i < len(strides) else None
         if kind == "TensorList":
             members = [d for d in dims if isinstance(d, list) and all(isinstance(x, int) for x in d)]
             shapes.extend(tuple(d) for d in members)
             dtypes.extend("unknown" for _ in members)
+            member_strides = stride if isinstance(stride, list) and len(stride) == len(members) else [None] * len(
+                members)
+            contiguous.extend(_dense(d, st) if isinstance(st, list) and len(st) == len(d) else True
+                              for d, st in zip(members, member_strides, strict=True))
         elif kind in PROFILER_DTYPES and all(isinstance(x, int) for x in dims):
             shapes.append(tuple(dims))
             dtypes.append(PROFILER_DTYPES[kind])
-    return tuple(shapes), tuple(dtypes)
+            contiguous.append(_dense(dims, stride) if isinstance(stride, list) and len(stride) == len(dims) else True)
+    return tuple(shapes), tuple(dtypes), tuple(contiguous)
+
+
+def _dense(shape: list[int], strides: list[int]) -> bool:
+    """Whether strides lay a tensor of this shape out densely in row-major order, as torch's is_contiguous says
+    (size-1 dims carry any stride)."""
+    expected = 1
+    for size, stride in zip(reversed(shape), reversed(strides), strict=True):
+        if size != 1 and stride != expected:
+            return False
+        expected *= size
+    return True
 
 
 def _is_causal(op: _CpuOp) -> bool | None:
@@ -245,9 +266,10 @@ def _is_causal(op: _CpuOp) -> bool | None:
 
 
 def _record(op: _CpuOp, *, time_s: float, kernel: str, op_id: int, start_s: float) -> ProfiledKernel:
-    shapes, dtypes = _tensor_inputs(op.args)
-    return ProfiledKernel(op=op.name, input_shapes=shapes, input_dtypes=dtypes, time_s=time_s, kernel=kernel,
-                          op_id=op_id, start_s=start_s, is_causal=_is_causal(op), module=op.module)
+    shapes, dtypes, contiguous = _tensor_inputs(op.args)
+    return ProfiledKernel(op=op.name, input_shapes=shapes, input_dtypes=dtypes, input_contiguous=contiguous,
+                          time_s=time_s, kernel=kernel, op_id=op_id, start_s=start_s, is_causal=_is_causal(op),
+                          module=op.module)
 
 
 def _device_records(ops: list[_CpuOp], device: list[dict], runtime_ids: dict[int, int]) -> list[ProfiledKernel]:
@@ -362,8 +384,9 @@ def _op(group: list[ProfiledKernel], default_dtype: str) -> Op:
     first = group[0]
     short = _short(first.op)
     known = [d for d in first.input_dtypes if d != "unknown"]
-    ins = [TensorMeta(shape=s, dtype=d if d != "unknown" else (known[0] if known else default_dtype))
-           for s, d in zip(first.input_shapes, first.input_dtypes, strict=True)]
+    dense = first.input_contiguous or (True,) * len(first.input_shapes)
+    ins = [TensorMeta(shape=s, dtype=d if d != "unknown" else (known[0] if known else default_dtype), contiguous=c)
+           for s, d, c in zip(first.input_shapes, first.input_dtypes, dense, strict=True)]
     in_place = short.endswith("_") and bool(ins)
     out_shape = None if in_place else _output_shape(short, [t.shape for t in ins])
     out = TensorMeta(shape=out_shape, dtype=ins[0].dtype if ins else default_dtype) if out_shape else None

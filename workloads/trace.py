@@ -9,7 +9,7 @@ from pathlib import Path
 from workloads.errors import InputError
 
 TRACE_FORMAT = "llm-codesign-trace"
-TRACE_VERSION = 1
+TRACE_VERSION = 3
 
 # Tensor roles: what a tensor is to the model, so that numeric formats can scale each kind of traffic.
 ROLES = ("weight", "activation", "kv")
@@ -25,6 +25,9 @@ class TensorMeta:
     shape: tuple[int, ...]
     dtype: str
     role: str = "activation"
+    # Dense in row-major order, as torch's is_contiguous says (the strides of size-1 dims do not matter): a
+    # transposed view or a slice is not, unless its sizes make it so (one position of a decode step).
+    contiguous: bool = True
 
     @property
     def numel(self) -> int:
@@ -136,7 +139,7 @@ class Trace:
 
 
 def _tensor_from_dict(d: dict) -> TensorMeta:
-    return TensorMeta(shape=tuple(d["shape"]), dtype=d["dtype"], role=d["role"])
+    return TensorMeta(shape=tuple(d["shape"]), dtype=d["dtype"], role=d["role"], contiguous=d["contiguous"])
 
 
 def _op_from_dict(d: dict) -> Op:

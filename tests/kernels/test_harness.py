@@ -110,9 +110,15 @@ def test_attention_rows():
 
 def test_streaming_rows_count_one_pass_of_bytes():
     rows, numel = harness.measure_streaming([(8, 256)], device=DEVICE, dtype="bf16", repeats=5), 8 * 256
-    assert [(r.kernel, r.bytes, r.dtype) for r in rows] == [
-        ("norm", 2 * numel * 2, "bf16"), ("activation", 2 * numel * 2, "bf16"), ("elementwise", 3 * numel * 2, "bf16")]
-    assert [r.source.rsplit("op=", 1)[1] for r in rows] == ["rms_norm[8x256]", "silu[8x256]", "add[8x256]"]
+    # The cast reads bf16 and writes fp32; the per-row product reads the rows and their 8 scales; the negation of
+    # a strided half reads and writes half the elements.
+    assert [(r.kernel, r.variant, r.bytes, r.dtype) for r in rows] == [
+        ("norm", "", 2 * numel * 2, "bf16"), ("activation", "", 2 * numel * 2, "bf16"),
+        ("elementwise", "", 3 * numel * 2, "bf16"), ("elementwise", "general", numel * (2 + 4), "bf16"),
+        ("elementwise", "general", 2 * numel * 2 + 8 * 2, "bf16"), ("elementwise", "general", numel * 2, "bf16")]
+    assert [r.source.rsplit("op=", 1)[1] for r in rows] == ["rms_norm[8x256]", "silu[8x256]", "add[8x256]",
+                                                            "cast[8x256]", "mul_row[8x256]", "neg_half[8x256]"]
+    assert [r.to_kernel().general_layout for r in rows] == [False] * 3 + [True] * 3
 
 
 @pytest.mark.parametrize("name", ["table.csv", "table.csv.gz"])

@@ -149,3 +149,42 @@ def test_pointwise_kernels_by_kind(tiny_llama, trace_of):
     assert len(residual) == 2 and len(cache_writes) == 2
     # All three report as the "elementwise" class in breakdowns.
     assert {k.kernel_class for k in by_kind[KernelKind.ACTIVATION] + by_kind[KernelKind.ROPE]} == {"elementwise"}
+
+
+def _pointwise(name: str, inputs: list[TensorMeta], out: TensorMeta | None) -> Op:
+    return Op(name=f"aten.{name}.default", inputs=tuple(inputs), outputs=(out,) if out else (), flops=0.0,
+              bytes_read={"activation": sum(t.nbytes for t in inputs)},
+              bytes_written={"activation": out.nbytes if out else 0}, layer=0, module="layers.0.mlp")
+
+
+def test_general_layout_marks_casts_broadcasts_and_strided_operands():
+    x = TensorMeta(shape=(4, 64), dtype="bfloat16")
+
+    def general(name, inputs, out=x):
+        return lower_op(_pointwise(name, inputs, out), "bfloat16").general_layout
+
+    # Dense operands of the output's shape and dtype: the contiguous vectorized loop. A scalar operand and a
+    # reduction's larger input do not leave it.
+    assert not general("add", [x, x])
+    assert not general("add", [x, TensorMeta(shape=(), dtype="float64")])
+    assert not general("mean", [x], TensorMeta(shape=(4, 1), dtype="bfloat16"))
+    # A cast, a per-row broadcast, a strided input or output: the general loop.
+    assert general("_to_copy", [x], TensorMeta(shape=(4, 64), dtype="float32"))
+    assert general("mul", [x, TensorMeta(shape=(4, 1), dtype="bfloat16")])
+    assert general("neg", [TensorMeta(shape=(4, 64), dtype="bfloat16", contiguous=False)])
+    assert general("copy_", [TensorMeta(shape=(4, 64), dtype="bfloat16", contiguous=False), x], None)
+
+
+def test_captured_decoder_ops_off_the_contiguous_loop(trace_of):
+    """In a captured Llama prefill layer, the eager RMSNorm's casts and per-row products, RoPE's broadcast products,
+    strided halves and their sums, and the KV-cache writes are general-layout kernels; the residual adds, SiLU, the
+    MLP product, the norm's pow and mean are not (the H200's profiled prefill marks the same ops from its strides)."""
+    trace = trace_of("llama-3-8b", "prefill", 1, 64)
+    kernels = [k for k in lower_trace(trace) if k.layer == 0 and not k.tensor_core]
+    general = {(k.kind, k.op) for k in kernels if k.general_layout}
+    assert general == {(KernelKind.NORM_PART, "_to_copy"), (KernelKind.NORM_PART, "mul"), (KernelKind.ROPE, "mul"),
+                       (KernelKind.ROPE, "neg"), (KernelKind.ROPE, "cat"), (KernelKind.ROPE, "add"),
+                       (KernelKind.ELEMENTWISE, "copy_")}
+    contiguous = {(k.kind, k.op) for k in kernels if not k.general_layout}
+    assert {(KernelKind.ACTIVATION, "silu"), (KernelKind.ELEMENTWISE, "add"), (KernelKind.NORM_PART, "pow"),
+            (KernelKind.NORM_PART, "mean")} <= contiguous

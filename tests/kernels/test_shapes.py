@@ -206,3 +206,16 @@ def test_template_prices_one_layer_of_rows(templates, tiny_llama):
     assert template.attention_layers == tiny_llama.num_layers
     assert len(table) < count.sum()
     assert np.all(count >= 1)
+
+
+def test_layout_flags_follow_the_iteration(models, templates, trace_of):
+    """Whether a pointwise kernel takes the contiguous loop can depend on the shape (kernels.lowering.general_layout):
+    RoPE's sum of products is over dense tensors at a decode step's one position and over transposed views in a
+    prompt. The template gives each iteration the flags of the traced pass it is like, as tracing it would."""
+    for phase, batch, length in (("decode", 3, 40), ("prefill", 3, 40)):
+        reference = _reference(trace_of, models["llama"], phase, batch, length)
+        table, _ = templates["llama"].table(_shape(phase, batch, length))
+        rope_add = {bool(k.general_layout) for k in reference.kernels if k.kind == KernelKind.ROPE and k.op == "add"}
+        assert rope_add == {phase == "prefill"}
+        rows = [i for i, k in enumerate(table.kernels) if k.kind == KernelKind.ROPE and k.op == "add"]
+        assert rows and set(table.general_layout[rows].tolist()) == rope_add

@@ -173,3 +173,19 @@ def test_ops_take_the_innermost_module_range_that_holds_them(tmp_path):
     modules = {r.op_id: r.module for r in import_profile(path)}
     assert modules == {1: "layers.2.mlp", 2: "layers.2", 3: "", 4: ""}
     assert sorted(-1 if op.layer is None else op.layer for op in profile_to_trace(path).ops) == [-1, -1, 2, 2]
+
+
+def test_input_strides_say_which_inputs_are_dense(profiled, tiny_llama):
+    """A profile records each input's strides: RoPE's rotate_half negates a slice of the last dim (not dense) and
+    joins it to another slice (a tensor list's members carry their own strides); the residual add's inputs are
+    dense."""
+    path, _, _ = profiled
+    ops = profile_to_trace(path).ops
+    negs = [op for op in ops if op.name == "aten.neg"]
+    assert negs and all(not op.inputs[0].contiguous for op in negs)
+    hidden = (BATCH, PROMPT, tiny_llama.hidden_size)
+    adds = [op for op in ops if op.name == "aten.add" and [t.shape for t in op.inputs] == [hidden, hidden]]
+    assert adds and all(t.contiguous for op in adds for t in op.inputs)
+    # rotate_half's cats (4-D), not the rotary table's
+    cats = [op for op in ops if op.name == "aten.cat" and len(op.inputs[0].shape) == 4]
+    assert cats and all(any(not t.contiguous for t in op.inputs) for op in cats)
