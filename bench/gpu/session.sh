@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Run ON the lent GPU machine, from the repository root, with .gpu-wheels carried (bench/gpu/fetch_wheels.sh), as
-# one device call (2 min 1 s on an H200, 2026-12-04, besides the machine's start):
+# one device call (on an H200, 2026-12-04: 2 min 1 s before measure.sh timed prefills too, which took 38 s more;
+# besides the machine's start):
 #   bench/gpu/session.sh h200 [MODEL ...]
 # Everything a session measures, in one go: the flush check (bench/gpu/check_flush.py), the kernel and decode-step
 # tables (bench/gpu/measure.sh, default models llama-3-8b and llama-2-7b) and a profile of one eager decode step of
