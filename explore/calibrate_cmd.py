@@ -260,10 +260,16 @@ def predict_steps(device: str, rows: list[MeasuredKernel], where: str) -> np.nda
     return np.array(times, dtype=float)
 
 
+# The summary row of a profile that holds every kernel.
+PROFILE_TOTAL = "all kernels"
+
+
 def _score_profile(path: str, device_name: str) -> tuple[dict, dict, list[str]]:
     """Errors of a profiled run, op by op: each op is lowered as a captured trace's would be and priced, and the
     errors are summarized by kernel kind (gemm, attention_decode, norm_part, rope, activation, elementwise, ...), as
-    a measured table's rows are by their kernel."""
+    a measured table's rows are by their kernel. Each kind also gets its measured and predicted time summed over
+    the run (`measured_s`, `predicted_s`), and a row 'all kernels' sums them all: what the kinds weigh in the step,
+    which a median of per-op errors does not say."""
     from kernels.lowering import lower_op
     from kernels.table import KernelTable
     from workloads.profiler_import import profile_to_trace
@@ -278,9 +284,12 @@ def _score_profile(path: str, device_name: str) -> tuple[dict, dict, list[str]]:
     predicted = device.cost_table(table, execution="device").time_s
     measured = np.array([t for _, t in pairs])
     kinds = np.array([k.kind.value for k, _ in pairs])
-    summary = {device_name: {k: error_summary(predicted[kinds == k], measured[kinds == k])
-                             for k in sorted(set(kinds))}}
-    notes = [f"{device_name}: {len(pairs)} profiled ops from {path}, compared op by op (kernel time only)"]
+    groups = {k: kinds == k for k in sorted(set(kinds))} | {PROFILE_TOTAL: np.ones(len(kinds), dtype=bool)}
+    summary = {device_name: {k: error_summary(predicted[rows], measured[rows]) | {
+        "measured_s": float(measured[rows].sum()), "predicted_s": float(predicted[rows].sum())}
+        for k, rows in groups.items()}}
+    notes = [f"{device_name}: {len(pairs)} profiled ops from {path}, compared op by op (kernel time only); "
+             f"measured and predicted: each kind's time summed over the run"]
     return summary, {device_name: (predicted, measured, kinds)}, notes
 
 
@@ -324,10 +333,13 @@ def _report_validation(args, summary: dict, pairs: dict, notes: list[str]) -> in
 
 
 def _text_table(summary: dict) -> str:
-    """In-source errors per device and group, and cross-source errors beside them where they were asked for."""
+    """In-source errors per device and group, and cross-source errors beside them where they were asked for (a
+    profile's summed times instead)."""
     cross = any("cross_source" in s for kinds in summary.values() for s in kinds.values())
+    sums = any("measured_s" in s for kinds in summary.values() for s in kinds.values())
     head = f"{'device':<16}{'kernel':<30}{'n':>8}{'median |err|':>14}{'p90 |err|':>11}{'median bias':>13}"
-    lines = [head + (f"{'cross n':>9}{'cross median':>14}{'cross p90':>11}{'cross bias':>12}" if cross else "")]
+    head += f"{'cross n':>9}{'cross median':>14}{'cross p90':>11}{'cross bias':>12}" if cross else ""
+    lines = [head + (f"{'measured ms':>13}{'predicted ms':>14}" if sums else "")]
     for device, kinds in summary.items():
         for kind, s in kinds.items():
             line = f"{device:<16}{kind:<30}"
@@ -335,6 +347,8 @@ def _text_table(summary: dict) -> str:
                      if "n" in s else f"{'-':>8}{'-':>14}{'-':>11}{'-':>13}")
             if c := s.get("cross_source"):
                 line += f"{c['n']:>9}{c['median_abs_err']:>14.1%}{c['p90_abs_err']:>11.1%}{c['median_bias']:>+12.1%}"
+            if "measured_s" in s:
+                line += f"{s['measured_s'] * 1e3:>13.3f}{s['predicted_s'] * 1e3:>14.3f}"
             lines.append(line)
     return "\n".join(lines)
 

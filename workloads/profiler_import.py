@@ -53,6 +53,8 @@ MODULE_ANNOTATION = "module: "
 ANNOTATION_CATEGORIES = frozenset({"user_annotation"})
 
 log = logging.getLogger(__name__)
+# Reductions over dims given as their second argument (keepdim the third): their output is the reduced shape.
+REDUCTION_OPS = frozenset({"mean", "sum", "amax", "amin", "prod", "var", "std", "logsumexp"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,6 +67,8 @@ class ProfiledKernel:
     time_s: float
     # Whether each input is dense in row-major order, from 'Input Strides' (True where the trace records none)
     input_contiguous: tuple[bool, ...] = ()
+    # A reduction's output shape, from its dims and keepdim arguments ('Concrete Inputs'); None for other ops
+    reduced_shape: tuple[int, ...] | None = None
     kernel: str  # device kernel name; the op name on a CPU-only trace
     op_id: int | None  # the op call's External id (kernels of one call share it); None: no op found
     start_s: float  # kernel start, seconds from the trace's first kernel
@@ -248,6 +252,22 @@ def _dense(shape: list[int], strides: list[int]) -> bool:
     return True
 
 
+def _reduced_shape(op: _CpuOp, shapes: tuple[tuple[int, ...], ...]) -> tuple[int, ...] | None:
+    """The output shape of a reduction over dims (mean(x, [-1], keepdim=True)): its first input's shape with the
+    reduced dims of size 1 (keepdim) or dropped; None for other ops, or where the trace records no dims."""
+    concrete = op.args.get("Concrete Inputs", [])
+    if _short(op.name) not in REDUCTION_OPS or not shapes or len(concrete) < 2:
+        return None
+    try:
+        dims = [int(d) for d in str(concrete[1]).strip("[]").split(",") if d.strip()]
+    except ValueError:
+        return None
+    shape = shapes[0]
+    reduced = {d % len(shape) for d in dims} if dims and shape else set(range(len(shape)))
+    keep = len(concrete) > 2 and str(concrete[2]) in ("True", "1")
+    return tuple(1 if i in reduced else n for i, n in enumerate(shape) if keep or i not in reduced)
+
+
 def _is_causal(op: _CpuOp) -> bool | None:
     """The is_causal argument of an attention op, from 'Concrete Inputs' and the op's schema."""
     if _short(op.name) not in op_costs.ATTENTION_OPS or "Concrete Inputs" not in op.args:
@@ -268,8 +288,8 @@ def _is_causal(op: _CpuOp) -> bool | None:
 def _record(op: _CpuOp, *, time_s: float, kernel: str, op_id: int, start_s: float) -> ProfiledKernel:
     shapes, dtypes, contiguous = _tensor_inputs(op.args)
     return ProfiledKernel(op=op.name, input_shapes=shapes, input_dtypes=dtypes, input_contiguous=contiguous,
-                          time_s=time_s, kernel=kernel, op_id=op_id, start_s=start_s, is_causal=_is_causal(op),
-                          module=op.module)
+                          reduced_shape=_reduced_shape(op, shapes), time_s=time_s, kernel=kernel, op_id=op_id,
+                          start_s=start_s, is_causal=_is_causal(op), module=op.module)
 
 
 def _device_records(ops: list[_CpuOp], device: list[dict], runtime_ids: dict[int, int]) -> list[ProfiledKernel]:
@@ -388,7 +408,7 @@ def _op(group: list[ProfiledKernel], default_dtype: str) -> Op:
     ins = [TensorMeta(shape=s, dtype=d if d != "unknown" else (known[0] if known else default_dtype), contiguous=c)
            for s, d, c in zip(first.input_shapes, first.input_dtypes, dense, strict=True)]
     in_place = short.endswith("_") and bool(ins)
-    out_shape = None if in_place else _output_shape(short, [t.shape for t in ins])
+    out_shape = None if in_place else first.reduced_shape or _output_shape(short, [t.shape for t in ins])
     out = TensorMeta(shape=out_shape, dtype=ins[0].dtype if ins else default_dtype) if out_shape else None
     if short in op_costs.GATHER_OPS and out is not None and out.shape != ins[0].shape:
         # Only the gathered rows of the table are read, plus the index (and no out= argument).

@@ -197,6 +197,11 @@ def test_validate_profile_compares_each_profiled_op(tmp_path, tiny_llama):
     # The tiny llama runs 2 layers x 7 projections + the LM head = 15 GEMMs, each compared once.
     assert summary["gemm"]["n"] == 15
     assert summary["attention_prefill"]["n"] == 2  # by kernel kind: a 16-token prompt's attention is a prefill
+    # Each kind's time summed over the run, and a row of all of them: the sums of the kinds' sums.
+    kinds = [group for name, group in summary.items() if name != "all kernels"]
+    for column in ("measured_s", "predicted_s"):
+        assert summary["all kernels"][column] == pytest.approx(sum(group[column] for group in kinds), rel=1e-12)
+    assert summary["all kernels"]["n"] == sum(group["n"] for group in kinds)
 
 
 def _one_line_error(capsys, argv: list[str]) -> str:

@@ -189,3 +189,15 @@ def test_input_strides_say_which_inputs_are_dense(profiled, tiny_llama):
     # rotate_half's cats (4-D), not the rotary table's
     cats = [op for op in ops if op.name == "aten.cat" and len(op.inputs[0].shape) == 4]
     assert cats and all(any(not t.contiguous for t in op.inputs) for op in cats)
+
+
+def test_a_reduction_writes_its_reduced_shape(profiled, tiny_llama):
+    """The RMSNorm's mean over the hidden dim (keepdim) writes one value per token, not a tensor of its input's size:
+    its dims and keepdim are read from the profile's concrete inputs."""
+    path, _, _ = profiled
+    means = [op for op in profile_to_trace(path).ops if op.name == "aten.mean"]
+    assert means
+    for op in means:
+        rows = op.inputs[0].numel // tiny_llama.hidden_size
+        assert op.outputs[0].shape == op.inputs[0].shape[:-1] + (1,)
+        assert op.bytes_written["activation"] == rows * 4  # fp32, as the norm computes
