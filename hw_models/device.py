@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from hw_models.cost import IndexedCosts, KernelCost, KernelCosts
+from hw_models.gpu_spec import FRAMEWORK_DISPATCH_US
 from kernels.kernel import Kernel
 from kernels.table import KernelTable
 
@@ -27,19 +28,9 @@ from kernels.table import KernelTable
 # per pass), or device time only ("device", what a profiler's kernel durations measure). Devices without a
 # host launch path (an NPU's own controller, an FPGA's instruction stream) price every mode alike.
 EXECUTION_MODES = ("eager", "graphs", "engine", "device")
-# Host time PyTorch eager spends per kernel before its launch (Python, nn.Module calls, the ATen
-# dispatcher, the caching allocator; the view ops between kernels included), on the host side of an
-# asynchronous launch: it overlaps device time instead of adding to it (sim/step_costs.py).
-# Source: PyTorch blog "Accelerating Generative AI with PyTorch II: GPT, Fast" (Team PyTorch, 2023-11-30,
-# pytorch.org/blog/accelerating-generative-ai-2): gpt-fast's eager Llama-2-7B, batch 1, bf16, on an
-# A100-80GB, 25.5 tokens/s and "heavily CPU overhead bound", i.e. host time per token. Per token it launches
-# 1,818 kernels, counted from its model.py and generate.py (commit 9ac48bc, the code the post released): per
-# layer 56 (two 8-op RMSNorms, the wqkv GEMM, 9 rotary ops each for q and k, 2 KV-cache index_puts,
-# 2 repeat_interleave copies, 9 for math SDPA with a boolean mask, wo, 2 residual adds, 5 in the MLP), and
-# 26 outside the layers (mask and rotary-table gathers, embedding, final norm, LM head, top-k sampling,
-# position update, token copies). (1 / 25.5) s / 1,818 = 21.6 us. Derived from this one figure only: the
-# decode-step test validates eager mode on a different measurement.
-EAGER_DISPATCH_S = (1 / 25.5) / 1818
+# Host time PyTorch eager spends per kernel before its launch, by default (a GPU spec's
+# overhead.framework_dispatch_us sets a host's own; hw_models/gpu_spec.py gives the source).
+EAGER_DISPATCH_S = FRAMEWORK_DISPATCH_US * 1e-6
 # Device kinds PyTorch eager drives kernel by kernel from Python; the others are priced as their own runtimes
 # run them (an NPU controller, an FPGA instruction stream, llama.cpp and T-MAC on CPUs).
 EAGER_DISPATCH_KINDS = frozenset({"gpu"})
@@ -148,11 +139,13 @@ def check_execution(execution: str) -> None:
 
 
 def dispatch_s(device, execution: str) -> float:
-    """Host-side framework time per kernel in an execution mode (EAGER_DISPATCH_S for PyTorch eager on a GPU,
-    0 otherwise): a term apart from the device's per-kernel launch gap (host_s), which the device pays between
-    kernels whatever the host does."""
+    """Host-side framework time per kernel in an execution mode (the GPU spec's overhead.framework_dispatch_us for
+    PyTorch eager, 0 otherwise): a term apart from the device's per-kernel launch gap (host_s), which the device
+    pays between kernels whatever the host does."""
     check_execution(execution)
-    return EAGER_DISPATCH_S if execution == "eager" and device.kind in EAGER_DISPATCH_KINDS else 0.0
+    if execution != "eager" or device.kind not in EAGER_DISPATCH_KINDS:
+        return 0.0
+    return device.spec.overhead.framework_dispatch_us * 1e-6
 
 
 def cost_passes(device, tables: list[KernelTable], execution: str = "eager") -> list[KernelCosts | IndexedCosts]:

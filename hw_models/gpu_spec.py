@@ -59,11 +59,30 @@ class EnergySpec:
     source: Source
 
 
+# Host time PyTorch eager spends per kernel before its launch (Python, nn.Module calls, the ATen dispatcher, the
+# caching allocator; the view ops between kernels included), on the host side of an asynchronous launch: it
+# overlaps device time instead of adding to it (sim/step_costs.py). Source: PyTorch blog "Accelerating Generative
+# AI with PyTorch II: GPT, Fast" (Team PyTorch, 2023-11-30, pytorch.org/blog/accelerating-generative-ai-2):
+# gpt-fast's eager Llama-2-7B, batch 1, bf16, on an A100-80GB, 25.5 tokens/s and "heavily CPU overhead bound", i.e.
+# host time per token. Per token it launches 1,818 kernels, counted from its model.py and generate.py (commit
+# 9ac48bc, the code the post released): per layer 56 (two 8-op RMSNorms, the wqkv GEMM, 9 rotary ops each for q and
+# k, 2 KV-cache index_puts, 2 repeat_interleave copies, 9 for math SDPA with a boolean mask, wo, 2 residual adds,
+# 5 in the MLP), and 26 outside the layers (mask and rotary-table gathers, embedding, final norm, LM head, top-k
+# sampling, position update, token copies). (1 / 25.5) s / 1,818 = 21.6 us. Derived from this one figure only:
+# the decode-step tests validate eager mode on other measurements. Hosts differ: the eager steps of two lent H200
+# machines put theirs at 20.8 and 26.0 us (tests/explore/test_validate_h200_steps.py).
+FRAMEWORK_DISPATCH_US = 1e6 / 25.5 / 1818
+
+
 @dataclass(frozen=True, kw_only=True, config=SPEC_CONFIG)
 class OverheadSpec:
     kernel_launch_us: NonNegative  # per kernel launched from the host (eager execution)
     graph_launch_us: NonNegative  # per kernel replayed from a CUDA graph
     source: Source
+    # Host time PyTorch eager spends per kernel before its launch: the host's and the framework's, not the GPU's,
+    # so one default for every preset (FRAMEWORK_DISPATCH_US) that a device file or a sweep's overrides set to a
+    # host's own.
+    framework_dispatch_us: NonNegative = FRAMEWORK_DISPATCH_US
 
 
 @dataclass(frozen=True, kw_only=True, config=SPEC_CONFIG)

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from hw_models.validation import check_keys, check_plausible, did_you_mean, input_error, unread_reason
+from hw_models.validation import check_keys, check_plausible, declared_field, did_you_mean, input_error, unread_reason
 from workloads.errors import InputError
 from workloads.preset_files import bundled_names, bundled_where, read_preset
 from workloads.yaml_lines import LocatedYAML
@@ -118,8 +118,9 @@ def _leaves(node: dict, prefix: str = ""):
 
 
 def apply_overrides(data: dict, overrides: dict[str, Any], where: str) -> dict:
-    """A copy of data with dotted-path fields replaced ('memory.bandwidth_GBps': 4000); paths must exist and
-    be read by a cost model (a what-if on a field none reads would silently change nothing)."""
+    """A copy of data with dotted-path fields replaced ('memory.bandwidth_GBps': 4000); paths must be fields of the
+    spec (in the file, or declared with a default) and be read by a cost model (a what-if on a field none reads would
+    silently change nothing)."""
     result = copy.deepcopy(data)
     kind = DEVICE_KINDS.get(data.get("kind"))
     for path, value in overrides.items():
@@ -129,7 +130,10 @@ def apply_overrides(data: dict, overrides: dict[str, Any], where: str) -> dict:
         node = result
         keys = path.split(".")
         for depth, key in enumerate(keys):
-            if not isinstance(node, dict) or key not in node:
+            # A field with a default that the file leaves out is set as if the file had it.
+            absent_default = (depth == len(keys) - 1 and isinstance(node, dict) and kind is not None
+                              and declared_field(kind.spec_class, path))
+            if (not isinstance(node, dict) or key not in node) and not absent_default:
                 choices = list(node) if isinstance(node, dict) else []
                 raise InputError(f"{where}: device.{'.'.join(keys[:depth + 1])}: no such field to override"
                                  f"{did_you_mean(key, choices)}")

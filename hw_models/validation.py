@@ -119,6 +119,18 @@ def _fields(cls) -> dict[str, type] | None:
     return None
 
 
+def declared_field(cls, path: str) -> bool:
+    """Whether dotted `path` names a field of spec class `cls` (a field with a default may be absent from a preset's
+    file and still be set by an override)."""
+    hint = cls
+    for key in path.split("."):
+        fields = _fields(hint)
+        if not fields or key not in fields:
+            return False
+        hint = fields[key]
+    return True
+
+
 @functools.cache
 def unread_fields(cls) -> dict[tuple[str, ...], str]:
     """Paths of the fields of spec class `cls` marked Unread (no cost model reads them), with the reason;
