@@ -1,12 +1,14 @@
 """Measurement harness: time real kernels on CUDA or CPU and produce measured-kernel table rows.
 
-Each timing warms up, then runs the kernel many times on freshly made inputs with the caches flushed in
-between (a read of a buffer larger than the last-level cache), and keeps the median. On CUDA the time
-is taken by device events around the call; on CPU by the wall clock around it (CPU ops are synchronous).
+Each timing warms up, then runs the kernel many times on freshly made inputs and keeps the median. GEMMs and
+attention find their inputs as a model's pass does, not in the caches (weights and KV caches no kernel has just
+written): the caches are flushed in between (a read of a buffer larger than the last-level cache). Pointwise kernels
+find theirs warm, as the kernel that made them left them: in a pass each reads what the one before wrote. On CUDA
+the time is taken by device events around the call; on CPU by the wall clock around it (CPU ops are synchronous).
 
-On CUDA the flush (256 MiB read, tens of microseconds of device time) is queued ahead of the start event, so
-the host's dispatch of the call happens while the device is still flushing and stays out of the time; the
-device's own launch of the kernel stays in ('isolated' rows: a fit's device time plus the preset's
+On CUDA the flush (256 MiB read, tens of microseconds of device time), or for warm inputs a device sleep, is queued
+ahead of the start event, so the host's dispatch of the call happens while the device is busy and stays out of the
+time; the device's own launch of the kernel stays in ('isolated' rows: a fit's device time plus the preset's
 kernel_launch_us). Checked on an H200 (2026-12-04, torch 2.11, a flush that wrote its buffer): with a device
 sleep queued ahead of the start event as well, which hides any dispatch, the times moved by a median 0.26 us over
 200 GEMMs, 0.04 us over 22 attention cases and 0.00 us over 36 norm, SiLU and add sizes.
@@ -50,6 +52,9 @@ TORCH_DTYPE_NAMES = {short: name for name, short in TABLE_DTYPE_NAMES.items()}
 # (H200 the same); 256 MiB is what triton.testing.do_bench uses. CPU last-level caches are at most tens of MiB.
 FLUSH_BYTES = {"cuda": 256 * 2**20, "cpu": 64 * 2**20}
 MAX_RUNS_FACTOR = 100  # with min_time_s, at most repeats x this many timed runs
+# Device cycles a sleep holds the stream ahead of the start event (about 100 us at an H200's 1.98 GHz): longer than
+# the host takes to dispatch one pointwise op, so the time starts when the device is already waiting on the kernel.
+SLEEP_CYCLES = 200_000
 
 GemmShape = tuple[int, int, int]  # (m, n, k): C[m, n] = A[m, k] @ B[k, n]
 AttentionCase = tuple[int, int, int, int, int, int]  # (batch, heads, kv_heads, q_len, kv_len, head_dim)
@@ -141,6 +146,19 @@ class _CacheFlusher:
         self._buffer.amax()
 
 
+class _DeviceSleep:
+    """In a flush's place where a kernel is to find its inputs warm: a device sleep queued ahead of the start event,
+    which keeps the host's dispatch out of the time as the flush does and leaves the caches as they are (a no-op on
+    a CPU, timed synchronously)."""
+
+    def __init__(self, device: str):
+        self._cuda = _is_cuda(device)
+
+    def __call__(self) -> None:
+        if self._cuda:
+            _torch().cuda._sleep(SLEEP_CYCLES)
+
+
 def _time_cpu(fn: Callable, inputs: tuple) -> float:
     start = perf_counter_ns()
     fn(*inputs)
@@ -161,8 +179,11 @@ def time_op(fn: Callable, make_inputs: Callable[[], tuple], *, device: str, warm
             min_time_s: float = 0.0, pool: int = 0, flush: bool = True) -> float:
     """Median seconds of fn(*make_inputs()) over at least `repeats` timed runs (more until min_time_s is spent).
 
-    Each run gets inputs not touched since the last cache flush: made fresh for the run (pool=0), or, where
-    making them is slow, taken in turn from `pool` input sets made up front. Runs under torch.no_grad().
+    Each run gets inputs made fresh for the run (pool=0), or, where making them is slow, taken in turn from `pool`
+    input sets made up front. With `flush` they are not in the caches when the run starts (a read of a buffer larger
+    than the last-level cache in between); without it, inputs made fresh are as warm as the kernel that made them
+    left them, and on CUDA a device sleep hides the host's dispatch instead (_DeviceSleep). Runs under
+    torch.no_grad().
     """
     if repeats < 1 or warmup < 0 or pool < 0:
         raise ValueError(f"repeats >= 1, warmup >= 0, pool >= 0 required; found {repeats}, {warmup}, {pool}")
@@ -170,7 +191,7 @@ def time_op(fn: Callable, make_inputs: Callable[[], tuple], *, device: str, warm
     cuda = _is_cuda(device)
     timer = _time_cuda if cuda else _time_cpu
     next_inputs = itertools.cycle([make_inputs() for _ in range(pool)]).__next__ if pool else make_inputs
-    flusher = _CacheFlusher(device) if flush else None
+    flusher = _CacheFlusher(device) if flush else _DeviceSleep(device)
     times: list[float] = []
     with torch.no_grad():
         for _ in range(warmup):
@@ -179,10 +200,22 @@ def time_op(fn: Callable, make_inputs: Callable[[], tuple], *, device: str, warm
             torch.cuda.synchronize(device)
         while len(times) < repeats or (sum(times) < min_time_s and len(times) < repeats * MAX_RUNS_FACTOR):
             inputs = next_inputs()
-            if flusher is not None:
-                flusher()
+            flusher()
             times.append(timer(fn, inputs))
     return statistics.median(times)
+
+
+def write_check(path: str | Path, rows: list[dict], torch_device: str) -> str:
+    """Write a check's rows (bench/gpu/check_*.py: dicts of one set of keys) to a CSV at `path`, each with the
+    harness's provenance in a `source` column; returns that provenance."""
+    import csv
+
+    source = harness_source(torch_device)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=[*rows[0], "source"])
+        writer.writeheader()
+        writer.writerows({**row, "source": source} for row in rows)
+    return source
 
 
 def _row(kernel: str, *, device: str, dtype: str, time_s: float, source: str, **shape) -> MeasuredKernel:
@@ -309,24 +342,29 @@ def measure_streaming(sizes: Sequence[StreamingSize], *, device: str, dtype: str
     pointwise ops of _general_ops ('elementwise' rows of variant GENERAL_LAYOUT).
 
     `bytes` is one pass of device-memory traffic: 2 x numel x element size for RMSNorm and SiLU
-    (read + write), 3 x numel x element size for add (two reads, one write); _general_bytes for the others.
+    (read + write), 3 x numel x element size for add (two reads, one write); _general_bytes for the others. The
+    inputs are warm, as the kernel that made them left them (no flush): inside a model's pass a pointwise kernel
+    reads what the kernel before it wrote (an H200 check, bench/gpu/check_warm.py: warm small ones take 0.2-1 us
+    less than after a flush, large ones the same). GEMMs and attention read weights and KV caches no kernel of
+    the pass has just written, and are timed after a flush.
     """
     torch, tdtype, source = _setup(torch_device, dtype, source)
     width = torch.empty((), dtype=tdtype).element_size()
+    source = f"{source}; warm inputs"
     rows = []
     for n_rows, hidden in sizes:
         for kernel, op, n_inputs, fn, passes in _streaming_ops(torch, hidden, tdtype, torch_device):
             def make(r=n_rows, h=hidden, n=n_inputs):
                 return tuple(torch.randn(r, h, device=torch_device, dtype=tdtype) for _ in range(n))
 
-            t = time_op(fn, make, device=torch_device, repeats=repeats)
+            t = time_op(fn, make, device=torch_device, repeats=repeats, flush=False)
             nbytes = float(passes * n_rows * hidden * width)
             log.info("%s [%d x %d]: %.3e s", op, n_rows, hidden, t)
             rows.append(_row(kernel, device=device, dtype=dtype, time_s=t, bytes=nbytes,
                              source=f"{source}; op={op}[{n_rows}x{hidden}]"))
         for op, make_general, fn in _general_ops(torch, tdtype, torch_device):
             t = time_op(fn, lambda r=n_rows, h=hidden, make=make_general: make(r, h), device=torch_device,
-                        repeats=repeats)
+                        repeats=repeats, flush=False)
             log.info("%s [%d x %d]: %.3e s", op, n_rows, hidden, t)
             rows.append(_row("elementwise", device=device, dtype=dtype, time_s=t, variant=GENERAL_LAYOUT,
                              bytes=_general_bytes(op, n_rows, hidden, width),

@@ -10,7 +10,6 @@ reading flush the isolated GEMMs take their in-step durations plus a launch.
 
 from __future__ import annotations
 
-import csv
 import sys
 
 from kernels import harness
@@ -57,11 +56,7 @@ def main(argv: list[str]) -> int:
         print(f"m {shape[0]:>3} n {shape[1]:>6} k {shape[2]:>5} ({weight_MB:7.1f} MB): read flush "
               f"{times['read_flush_s'] * 1e6:8.2f} us, write flush {times['write_flush_s'] * 1e6:8.2f} us, "
               f"gap {(times['write_flush_s'] - times['read_flush_s']) * 1e6:6.2f} us", flush=True)
-    with open(out, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=[*rows[0], "source"])
-        writer.writeheader()
-        source = harness.harness_source(device)
-        writer.writerows({**row, "source": source} for row in rows)
+    source = harness.write_check(out, rows, device)
     print(f"{out}: {len(rows)} shapes ({source})")
     return 0
 

@@ -94,12 +94,17 @@ def test_attention_inside_profiled_decode_steps_meets_the_target(name):
     assert summary["n"] == 32 and summary["median_abs_err"] <= 0.15, summary
 
 
+def _warm(kernel: str, general: bool) -> list:
+    return [r for r in read_table(DATA / "h200-pointwise-warm.csv.gz")
+            if r.kernel == kernel and (r.variant == "general") == general]
+
+
 @pytest.mark.parametrize("kernel", ["elementwise", "activation"])
 def test_fitted_pointwise_classes_on_held_out_sizes(kernel):
-    # The classes fitted on the harness's own pointwise rows, scored on the sizes the fit left out.
+    # The classes fitted on the harness's own pointwise rows (warm inputs), scored on the sizes the fit left out.
     train = set(load_calibration("h200").provenance["train_sources"])
-    rows = [r for r in read_table(DATA / "h200-pointwise.csv.gz") if r.kernel == kernel and r.source not in train]
-    assert len(rows) >= 4
+    rows = [r for r in _warm(kernel, general=False) if r.source not in train]
+    assert len(rows) >= 3
     summary = error_summary(predict(load_device("h200"), rows), np.array([r.time_s for r in rows]))
     assert summary["median_abs_err"] <= 0.15, summary
 
@@ -107,16 +112,32 @@ def test_fitted_pointwise_classes_on_held_out_sizes(kernel):
 def test_general_layout_pointwise_ops_on_held_out_sizes():
     """Casts, per-row products and negations of a strided half (pointwise ops off the contiguous vectorized loop) have
     a fit of their own on half of their sizes; the other half scores it. Priced as contiguous streams instead, the
-    same rows come out 38% fast in the median: these ops stream at about 0.4 of the DRAM peak, not 0.9."""
+    same rows come out fast by a third and more in the median: these ops stream at about 0.4 of the DRAM peak."""
     train = set(load_calibration("h200").provenance["train_sources"])
-    rows = read_table(DATA / "h200-pointwise-general.csv.gz")
+    rows = _warm("elementwise", general=True)
     held_out = [r for r in rows if r.source not in train]
-    assert len(held_out) >= 15
+    assert len(held_out) >= 10
     summary = error_summary(predict(load_device("h200"), held_out), np.array([r.time_s for r in held_out]))
     assert summary["median_abs_err"] <= 0.15, summary
     contiguous = [replace(r, variant="") for r in rows]
     bias = error_summary(predict(load_device("h200"), contiguous), np.array([r.time_s for r in rows]))["median_bias"]
     assert bias < -0.25, bias
+
+
+def test_warm_inputs_save_only_their_latency():
+    """The same pointwise ops with inputs just written (warm, as a pass's pointwise kernels find them) and after a
+    flush: warm is faster while the inputs fit the 50 MB L2 many times over, by a fraction of a microsecond to a
+    microsecond and a half, and within 8% of each other at 16,384 rows (128 MB of input and more), where both stream
+    from DRAM."""
+    with open(DATA / "h200-warm-check.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 40
+    for r in rows:
+        cold_s, warm_s, rows_ = float(r["cold_s"]), float(r["warm_s"]), int(r["rows"])
+        if rows_ <= 64:
+            assert 0.1e-6 < cold_s - warm_s < 2.0e-6, r
+        elif rows_ >= 16384:
+            assert abs(warm_s / cold_s - 1) < 0.08, r
 
 
 def test_graph_launch_is_the_measured_gap_between_replayed_kernels():
