@@ -171,14 +171,16 @@ def _score(rows: list[MeasuredKernel], include_train: bool, where: str) -> tuple
 def row_group(row: MeasuredKernel) -> str:
     """The group a row's error is reported in: its kernel, with the dtype fit of a GEMM or MoE layer below 16 bits
     and the KV dtype of attention over a quantized cache ('gemm fp8', 'moe fp8/block128', 'moe bf16/w4int',
-    'attention_decode kv fp8'), and decode steps replayed from CUDA graphs apart from eager ones
-    ('decode_step graph')."""
+    'attention_decode kv fp8'), decode steps replayed from CUDA graphs apart from eager ones
+    ('decode_step graph'), and pointwise rows off the contiguous loop apart ('elementwise general')."""
     if row.kernel in (*GEMM_KINDS, MOE_KIND) and gemm_key(row):
         return f"{row.kernel} {gemm_key(row)}"
     if row.kv_dtype and row.kv_dtype != row.dtype:
         return f"{row.kernel} kv {row.kv_dtype}"
     if row.is_step and row.timing == "graph":
         return f"{row.kernel} graph"
+    if row.variant == GENERAL_LAYOUT:
+        return f"{row.kernel} {GENERAL_LAYOUT}"
     return row.kernel
 
 
@@ -192,7 +194,7 @@ def _has_fit(cal, row: MeasuredKernel) -> bool:
     if row.kernel == MOE_KIND:
         key = gemm_key(row)
         return (cal.moe_dtypes or {}).get(key) is not None if key else cal.moe is not None
-    return cal.stream(row.kernel) is not None
+    return cal.stream(GENERAL_LAYOUT if row.variant == GENERAL_LAYOUT else row.kernel) is not None
 
 
 def cross_source(rows: list[MeasuredKernel], device_name: str, from_name: str, tables: list[str]) -> tuple[dict, str]:
