@@ -124,6 +124,19 @@ def test_general_layout_pointwise_ops_on_held_out_sizes():
     assert bias < -0.25, bias
 
 
+@pytest.mark.parametrize("group", ["elementwise", "activation", "elementwise general"])
+def test_the_harness_warm_streaming_table_of_a_later_lease(group):
+    """`explore measure --kinds streaming` as the harness now times it (warm inputs), on a later lease: rows no fit saw,
+    half of them at a hidden size (8,192) the fits never had, scored by the fits of the warm check's rows."""
+    train = set(load_calibration("h200").provenance["train_sources"])
+    from explore.calibrate_cmd import row_group  # the groups `explore validate` reports
+
+    rows = [r for r in read_table(DATA / "h200-streaming-warm.csv.gz") if row_group(r) == group]
+    assert len(rows) in (12, 36) and not {r.source for r in rows} & train
+    summary = error_summary(predict(load_device("h200"), rows), np.array([r.time_s for r in rows]))
+    assert summary["median_abs_err"] <= 0.15, summary
+
+
 def test_warm_inputs_save_only_their_latency():
     """The same pointwise ops with inputs just written (warm, as a pass's pointwise kernels find them) and after a
     flush: warm is faster while the inputs fit the 50 MB L2 many times over, by a fraction of a microsecond to a
