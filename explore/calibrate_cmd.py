@@ -27,6 +27,7 @@ from hw_models.calibration import (
     gemm_key,
     load_calibration,
     predict,
+    stream_class,
     tables_training_sources,
     write_calibration,
 )
@@ -104,7 +105,7 @@ def fit_groups(rows: list[MeasuredKernel]) -> dict[str, tuple[int, int]]:
             kv = " kv 8-bit" if r.kv_dtype in ("fp8", "int8", "fp4") else ""
             groups[f"attention {phase}{kv}"].append(r)
         elif r.kernel in STREAM_FIT_CLASSES:
-            groups[GENERAL_LAYOUT if r.variant == GENERAL_LAYOUT else r.kernel].append(r)
+            groups[stream_class(r)].append(r)
     counts = {}
     for name, group in groups.items():
         if name.startswith("gemm"):
@@ -194,7 +195,7 @@ def _has_fit(cal, row: MeasuredKernel) -> bool:
     if row.kernel == MOE_KIND:
         key = gemm_key(row)
         return (cal.moe_dtypes or {}).get(key) is not None if key else cal.moe is not None
-    return cal.stream(GENERAL_LAYOUT if row.variant == GENERAL_LAYOUT else row.kernel) is not None
+    return cal.stream(stream_class(row)) is not None
 
 
 def cross_source(rows: list[MeasuredKernel], device_name: str, from_name: str, tables: list[str]) -> tuple[dict, str]:

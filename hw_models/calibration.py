@@ -268,6 +268,12 @@ def fit_moe(base: GPUModel, rows: list[MeasuredKernel]) -> MoeFit:
 STREAM_PARAMETERS: Parameters = {"bandwidth_fraction": (0.7, 0.01, 1.0, 1.0), "latency_s": (3.0, 0.0, 1000.0, 1e-6)}
 
 
+def stream_class(row: MeasuredKernel) -> str:
+    """The streaming fit a streaming row belongs to: its kernel kind's, or, for a row off the contiguous vectorized
+    loop (variant GENERAL_LAYOUT), that one class of its own whatever its kind."""
+    return GENERAL_LAYOUT if row.variant == GENERAL_LAYOUT else row.kernel
+
+
 def fit_stream(base: GPUModel, kernel_class: str, rows: list[MeasuredKernel]) -> StreamFit:
     return _fit(base, rows, STREAM_PARAMETERS, lambda values: StreamFit(**values),
                 lambda fit: {"streams": {kernel_class: fit}})
@@ -366,10 +372,11 @@ def fit_calibration(base: GPUModel, rows: list[MeasuredKernel], *, table_path: s
                       f"graph-timed GEMM fit {sibling or '16-bit'!r}, not fitted")
     gemms = dict(sorted(gemms.items()))
     moes = {key: fit_moe(base, group) for key, group in sorted(moe_rows.items())}
-    # Streaming rows off the contiguous vectorized loop fit one class of their own, whatever their kernel kind.
-    stream_rows = {c: [r for r in fitting if r.kernel == c and r.variant != GENERAL_LAYOUT] for c in STREAM_FIT_CLASSES}
-    stream_rows[GENERAL_LAYOUT] = [r for r in fitting if r.kernel in STREAM_FIT_CLASSES and r.variant == GENERAL_LAYOUT]
-    streams = {c: fit_stream(base, c, group) for c, group in stream_rows.items() if group}
+    stream_rows: dict[str, list[MeasuredKernel]] = {}
+    for r in fitting:
+        if r.kernel in STREAM_FIT_CLASSES:
+            stream_rows.setdefault(stream_class(r), []).append(r)
+    streams = {c: fit_stream(base, c, group) for c, group in stream_rows.items()}
     attention = [r for r in fitting if r.kernel in ATTENTION_KINDS]
     provenance = {
         "table": table_path, "sha256": ", ".join(hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in paths),

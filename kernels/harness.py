@@ -308,12 +308,13 @@ def _streaming_ops(torch, hidden: int, tdtype, torch_device: str) -> list[tuple[
             ("elementwise", "add", 2, torch.add, 3)]
 
 
-def _general_ops(torch, tdtype, torch_device: str) -> list[tuple[str, Callable, Callable]]:
-    """(op, make(rows, hidden), fn) of pointwise ops off the contiguous vectorized loop, one per cause
-    (kernels.lowering.general_layout), as an eager decoder runs them: a cast (the eager RMSNorm's upcast to fp32, or
-    to bf16 from fp32), a product with a per-row broadcast (the RMSNorm's scaling) and a negation of a strided half
-    (RoPE's rotate_half)."""
+def _general_ops(torch, tdtype, torch_device: str) -> list[tuple[str, Callable, Callable, Callable]]:
+    """(op, make(rows, hidden), fn, bytes(rows, hidden)) of pointwise ops off the contiguous vectorized loop, one per
+    cause (kernels.lowering.general_layout), as an eager decoder runs them: a cast (the eager RMSNorm's upcast to
+    fp32, or to bf16 from fp32), a product with a per-row broadcast (the RMSNorm's scaling) and a negation of a
+    strided half (RoPE's rotate_half). Bytes: each operand read and the output written once."""
     other = torch.bfloat16 if tdtype == torch.float32 else torch.float32
+    width, other_width = (torch.empty((), dtype=t).element_size() for t in (tdtype, other))
 
     def one(r, h):
         return (torch.randn(r, h, device=torch_device, dtype=tdtype),)
@@ -322,18 +323,9 @@ def _general_ops(torch, tdtype, torch_device: str) -> list[tuple[str, Callable, 
         return (torch.randn(r, h, device=torch_device, dtype=tdtype), torch.randn(r, 1, device=torch_device,
                                                                                  dtype=tdtype))
 
-    return [("cast", one, lambda x: x.to(other)), ("mul_row", with_row_scale, torch.mul),
-            ("neg_half", one, lambda x: torch.neg(x[:, x.shape[1] // 2:]))]
-
-
-def _general_bytes(op: str, rows: int, hidden: int, width: int) -> float:
-    """Device-memory bytes of a _general_ops op: read and written once each."""
-    numel = rows * hidden
-    if op == "cast":
-        return float(numel * (width + (2 if width == 4 else 4)))
-    if op == "mul_row":
-        return float(2 * numel * width + rows * width)
-    return float(numel * width)  # neg_half: half the elements read, half written
+    return [("cast", one, lambda x: x.to(other), lambda r, h: float(r * h * (width + other_width))),
+            ("mul_row", with_row_scale, torch.mul, lambda r, h: float((2 * r * h + r) * width)),
+            ("neg_half", one, lambda x: torch.neg(x[:, x.shape[1] // 2:]), lambda r, h: float(r * h * width))]
 
 
 def measure_streaming(sizes: Sequence[StreamingSize], *, device: str, dtype: str, torch_device: str = "cpu",
@@ -342,7 +334,7 @@ def measure_streaming(sizes: Sequence[StreamingSize], *, device: str, dtype: str
     pointwise ops of _general_ops ('elementwise' rows of variant GENERAL_LAYOUT).
 
     `bytes` is one pass of device-memory traffic: 2 x numel x element size for RMSNorm and SiLU
-    (read + write), 3 x numel x element size for add (two reads, one write); _general_bytes for the others. The
+    (read + write), 3 x numel x element size for add (two reads, one write); _general_ops gives the others'. The
     inputs are warm, as the kernel that made them left them (no flush): inside a model's pass a pointwise kernel
     reads what the kernel before it wrote (an H200 check, bench/gpu/check_warm.py: warm small ones take 0.2-1 us
     less than after a flush, large ones the same). GEMMs and attention read weights and KV caches no kernel of
@@ -362,12 +354,12 @@ def measure_streaming(sizes: Sequence[StreamingSize], *, device: str, dtype: str
             log.info("%s [%d x %d]: %.3e s", op, n_rows, hidden, t)
             rows.append(_row(kernel, device=device, dtype=dtype, time_s=t, bytes=nbytes,
                              source=f"{source}; op={op}[{n_rows}x{hidden}]"))
-        for op, make_general, fn in _general_ops(torch, tdtype, torch_device):
+        for op, make_general, fn, nbytes in _general_ops(torch, tdtype, torch_device):
             t = time_op(fn, lambda r=n_rows, h=hidden, make=make_general: make(r, h), device=torch_device,
                         repeats=repeats, flush=False)
             log.info("%s [%d x %d]: %.3e s", op, n_rows, hidden, t)
             rows.append(_row("elementwise", device=device, dtype=dtype, time_s=t, variant=GENERAL_LAYOUT,
-                             bytes=_general_bytes(op, n_rows, hidden, width),
+                             bytes=nbytes(n_rows, hidden),
                              source=f"{source}; op={op}[{n_rows}x{hidden}]"))
     return rows
 

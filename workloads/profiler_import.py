@@ -51,10 +51,10 @@ GEMM_FLOP_OPS = frozenset({"mm", "addmm", "bmm", "baddbmm"})
 # every submodule's forward): "module: layers.0.self_attn.q_proj".
 MODULE_ANNOTATION = "module: "
 ANNOTATION_CATEGORIES = frozenset({"user_annotation"})
-
-log = logging.getLogger(__name__)
 # Reductions over dims given as their second argument (keepdim the third): their output is the reduced shape.
 REDUCTION_OPS = frozenset({"mean", "sum", "amax", "amin", "prod", "var", "std", "logsumexp"})
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -232,18 +232,19 @@ def _tensor_inputs(args: dict) -> tuple[tuple[tuple[int, ...], ...], tuple[str, 
             dtypes.extend("unknown" for _ in members)
             member_strides = stride if isinstance(stride, list) and len(stride) == len(members) else [None] * len(
                 members)
-            contiguous.extend(_dense(d, st) if isinstance(st, list) and len(st) == len(d) else True
-                              for d, st in zip(members, member_strides, strict=True))
+            contiguous.extend(_dense(d, st) for d, st in zip(members, member_strides, strict=True))
         elif kind in PROFILER_DTYPES and all(isinstance(x, int) for x in dims):
             shapes.append(tuple(dims))
             dtypes.append(PROFILER_DTYPES[kind])
-            contiguous.append(_dense(dims, stride) if isinstance(stride, list) and len(stride) == len(dims) else True)
+            contiguous.append(_dense(dims, stride))
     return tuple(shapes), tuple(dtypes), tuple(contiguous)
 
 
-def _dense(shape: list[int], strides: list[int]) -> bool:
+def _dense(shape: list[int], strides) -> bool:
     """Whether strides lay a tensor of this shape out densely in row-major order, as torch's is_contiguous says
-    (size-1 dims carry any stride)."""
+    (size-1 dims carry any stride); True where the trace records no strides of the shape's length."""
+    if not isinstance(strides, list) or len(strides) != len(shape):
+        return True
     expected = 1
     for size, stride in zip(reversed(shape), reversed(strides), strict=True):
         if size != 1 and stride != expected:

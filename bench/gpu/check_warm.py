@@ -30,7 +30,7 @@ def _ops(torch, hidden: int, tdtype, device: str):
 
     ops = [("add", inputs(2), torch.add), ("silu", inputs(1), F.silu)]
     return ops + [(op, lambda r, h=hidden, make=make: make(r, h), fn)
-                  for op, make, fn in harness._general_ops(torch, tdtype, device)]
+                  for op, make, fn, _ in harness._general_ops(torch, tdtype, device)]
 
 
 def main(argv: list[str]) -> int:
