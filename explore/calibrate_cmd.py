@@ -27,13 +27,14 @@ from hw_models.calibration import (
     gemm_key,
     load_calibration,
     predict,
+    quantized_gemm,
     stream_class,
     tables_training_sources,
     write_calibration,
 )
 from hw_models.gpu import GPUModel
 from hw_models.registry import load_device, preset_names
-from kernels.measured import DECODE_STEP, GENERAL_LAYOUT, MeasuredKernel, read_table, write_table
+from kernels.measured import DECODE_STEP, GENERAL_LAYOUT, MeasuredKernel, quantized_format, read_table, write_table
 from workloads.errors import InputError
 
 
@@ -96,7 +97,7 @@ def fit_groups(rows: list[MeasuredKernel]) -> dict[str, tuple[int, int]]:
     class)."""
     groups: dict[str, list[MeasuredKernel]] = defaultdict(list)
     for r in rows:
-        if r.kernel in GEMM_KINDS:
+        if r.kernel in GEMM_KINDS and not quantized_gemm(r):
             groups[f"gemm {gemm_key(r)}".rstrip()].append(r)
         elif r.kernel == MOE_KIND:
             groups[f"moe {gemm_key(r)}".rstrip()].append(r)
@@ -172,14 +173,16 @@ def _score(rows: list[MeasuredKernel], include_train: bool, where: str) -> tuple
 def row_group(row: MeasuredKernel) -> str:
     """The group a row's error is reported in: its kernel, with the dtype fit of a GEMM or MoE layer below 16 bits
     and the KV dtype of attention over a quantized cache ('gemm fp8', 'moe fp8/block128', 'moe bf16/w4int',
-    'attention_decode kv fp8'), decode steps replayed from CUDA graphs apart from eager ones
-    ('decode_step graph'), and pointwise rows off the contiguous loop apart ('elementwise general')."""
+    'attention_decode kv fp8'), decode steps replayed from CUDA graphs apart from eager ones and quantized
+    steps apart ('decode_step graph', 'decode_step w4a16 graph'),
+    and pointwise rows off the contiguous loop apart ('elementwise general')."""
     if row.kernel in (*GEMM_KINDS, MOE_KIND) and gemm_key(row):
         return f"{row.kernel} {gemm_key(row)}"
     if row.kv_dtype and row.kv_dtype != row.dtype:
         return f"{row.kernel} kv {row.kv_dtype}"
-    if row.is_step and row.timing == "graph":
-        return f"{row.kernel} graph"
+    if row.is_step:  # a step whose linears ran quantized weights apart, and graph-replayed apart from eager
+        quantized = f" {row.dtype}" if row.numeric_format is not None else ""
+        return f"{row.kernel}{quantized}{' graph' * (row.timing == 'graph')}"
     if row.variant == GENERAL_LAYOUT:
         return f"{row.kernel} {GENERAL_LAYOUT}"
     return row.kernel
@@ -188,7 +191,7 @@ def row_group(row: MeasuredKernel) -> str:
 def _has_fit(cal, row: MeasuredKernel) -> bool:
     """Whether a fit of the calibration prices the row (rather than the roofline)."""
     if row.kernel in GEMM_KINDS:
-        key = gemm_key(row)
+        key = "" if quantized_gemm(row) else gemm_key(row)  # a quantized GEMM is priced on the 16-bit fit
         return (cal.gemm_dtypes or {}).get(key) is not None if key else cal.gemm is not None
     if row.kernel in ATTENTION_KINDS:
         return cal.attention is not None
@@ -245,19 +248,23 @@ def predict_steps(device: str, rows: list[MeasuredKernel], where: str) -> np.nda
             config = evaluator.config(row.model)
         except InputError as err:
             raise InputError(f"{step}: model: {str(err).removeprefix('model: ')}") from None
-        if table_dtype(config.dtype) != row.dtype:
+        weights = quantized_format(row.dtype)
+        weight_only = weights is not None and weights.weight_only and table_dtype(config.dtype) in ("bf16", "fp16")
+        if table_dtype(config.dtype) != row.dtype and not weight_only:
             raise InputError(f"{step}: dtype: found {row.dtype!r}, allowed: the model's own "
-                             f"{table_dtype(config.dtype)!r} (a step is traced at its config's dtype)")
+                             f"{table_dtype(config.dtype)!r} (a step is traced at its config's dtype) or, for a "
+                             f"16-bit model, a weight-only 'wXa16' (its linears at X bits)")
+        bits = {"weight_bits": weights.weight_bits} if weight_only else {}
         if decode and row.kv_len < 2:
             raise InputError(f"{step}: kv_len: found {row.kv_len}, allowed: at least 2 (a cached token and the new "
                              f"one)")
         execution = "graphs" if row.timing == "graph" else "eager"
         if decode:
             point = DesignPoint(model=row.model, device=device, batch=row.batch, prompt=row.kv_len - 1, output=2,
-                                execution=execution)
+                                execution=execution, **bits)
         else:
             point = DesignPoint(model=row.model, device=device, batch=row.batch, prompt=row.seq_len, output=1,
-                                execution=execution)
+                                execution=execution, **bits)
         metrics = evaluator.evaluate(point, price_infeasible=True).result.metrics()
         times.append(metrics["tpot_s" if decode else "ttft_s"])
     return np.array(times, dtype=float)

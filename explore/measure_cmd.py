@@ -10,11 +10,13 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from kernels.harness import QUANTIZED_GEMM_DTYPES, STEP_WEIGHT_DTYPES  # imports no torch: the parser stays fast
 from workloads.errors import InputError
 
 KINDS = ("gemm", "attention", "streaming", "decode_step", "prefill_step")
 KERNEL_KINDS = KINDS[:3]  # the default --kinds; decode_step and prefill_step join them when --model is given
 MODEL_KINDS = KINDS[3:]  # whole steps of a model: need --model
+FLOAT_DTYPES = ("bf16", "fp16", "fp32")
 
 MEASURE_HELP = """Time real kernels (GEMM, attention, RMSNorm/SiLU/add) with torch on this machine and write a
 measured-kernel table (the CSV that `explore calibrate` and `explore validate` read).
@@ -47,7 +49,10 @@ def add_measure_parser(add) -> argparse.ArgumentParser:
                         f"need --model)")
     p.add_argument("--model", help="model preset or config.json whose whole decode steps to time (decode_step)")
     p.add_argument("--quick", action="store_true", help="a few shapes per kind (smoke test)")
-    p.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp32"], help="default bf16")
+    p.add_argument("--dtype", default="bf16", choices=[*FLOAT_DTYPES, *QUANTIZED_GEMM_DTYPES],
+                   help="default bf16; fp8 (per-tensor scaled), w8a8 (int8) and w4a16 (int4 weights, a bf16 scale "
+                        "and zero per 128) time GEMMs through the torch op that runs them; w4a16 also runs a bf16 "
+                        "model's whole steps with int4 linears (tinygemm, as gpt-fast's int4)")
     p.add_argument("--repeats", type=int, default=20, help="timed runs per shape; the median is kept (default 20)")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU: intra-op threads (default torch's); 1 is steadier on a shared machine")
@@ -117,6 +122,12 @@ def _validate(args) -> None:
             raise InputError(f"{flag}: found {path!r}, allowed: a file in an existing folder this user can write")
     if not args.device_name.strip():
         raise InputError("--device-name: found an empty name, allowed: a device preset name such as h100-sxm")
+    if args.dtype in QUANTIZED_GEMM_DTYPES and args.cpu_preset is None:
+        runs = ("gemm", *MODEL_KINDS) if args.dtype in STEP_WEIGHT_DTYPES else ("gemm",)
+        others = [k for k in _kinds(args.kinds, args.model) if k not in runs]
+        if others:
+            raise InputError(f"--dtype: found {args.dtype!r} with --kinds {','.join(others)}, allowed: "
+                             f"{', '.join(FLOAT_DTYPES)} (a quantized dtype times {' and '.join(runs)} only)")
     for name in ("repeats", "threads"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -135,6 +146,13 @@ def cmd_measure(args) -> int:
     _validate(args)
     kinds = _kinds(args.kinds, args.model)
     config = _model_config(args.model) if set(kinds) & set(MODEL_KINDS) else None
+    if config is not None and args.dtype in STEP_WEIGHT_DTYPES:
+        from kernels.harness import int4_refusal
+
+        why = (f"a {config.dtype} model" if config.dtype not in ("bfloat16", "float16") else int4_refusal(config))
+        if why:
+            raise InputError(f"--dtype: found {args.dtype!r} for {args.model}: {why}; allowed: a 16-bit model "
+                             f"whose linears tinygemm's int4 kernel takes")
     import torch
 
     from kernels import harness
@@ -159,7 +177,8 @@ def cmd_measure(args) -> int:
     for kind in kinds:
         if kind in MODEL_KINDS:
             rows += measure_steps[kind](args.model, config, grids[kind], device=args.device_name,
-                                        torch_device=torch_device, source=source, repeats=args.repeats)
+                                        torch_device=torch_device, source=source, repeats=args.repeats,
+                                        weights=args.dtype if args.dtype in STEP_WEIGHT_DTYPES else "")
             continue
         rows += measure[kind](grids[kind], device=args.device_name, dtype=args.dtype, torch_device=torch_device,
                               source=source, repeats=args.repeats)

@@ -91,20 +91,29 @@ def tables_training_sources(tables: list[list[MeasuredKernel]], train_fraction: 
 
 
 def _table(rows: list[MeasuredKernel]) -> tuple[KernelTable, np.ndarray]:
-    """The rows as a kernel table and their measured times. Quantized-weight MoE rows (of one format, as fit and
-    predict group them) are the 16-bit layer under their format, as a point with that format prices them: 4-bit
-    weight traffic with the scales, the format's math dtype and, where the GPU's tensor cores do not take the weights
-    as they are, the CUDA cores' dequantization (hw_models/gpu_quant.py)."""
+    """The rows as a kernel table and their measured times. Quantized rows, MoE layers and GEMMs of a 'wXaY' dtype
+    (of one format, as fit and predict group them), are the 16-bit kernel under their format, as a point with that
+    format prices them: the weights' traffic at their bits with the scales, the format's math dtype and, where the
+    GPU's tensor cores do not take the weights as they are, the CUDA cores' dequantization (hw_models/gpu_quant.py)."""
     measured = np.array([r.time_s for r in rows])
-    formats = {r.numeric_format for r in rows if _quantized_moe(r)}
+    formats = {r.numeric_format for r in rows if r.numeric_format is not None}
     if not formats:
         return KernelTable.from_kernels([r.to_kernel() for r in rows]), measured
-    if len(formats) > 1 or not all(_quantized_moe(r) for r in rows):
-        raise ValueError(f"_table: quantized-weight MoE rows of formats {sorted(f.label for f in formats)} mixed "
-                         f"with other rows; allowed: one quantized-weight MoE format per table")
+    if len(formats) > 1 or not all(r.numeric_format is not None for r in rows):
+        raise ValueError(f"_table: quantized rows of formats {sorted(f.label for f in formats)} mixed with other "
+                         f"rows; allowed: one quantized format per table")
     fmt = formats.pop()
-    dense = [replace(r, dtype="bf16", variant="").to_kernel() for r in rows]  # traced at 16 bits, as a model is
-    return KernelTable.from_kernels(dense).with_format(fmt), measured
+    return KernelTable.from_kernels([_traced_kernel(r) for r in rows]).with_format(fmt), measured
+
+
+def _traced_kernel(row: MeasuredKernel):
+    """The 16-bit kernel a model traces where a quantized row runs: its layer, or its GEMM with B as the weights
+    (a plain 16-bit row's B is an input like A, which no format quantizes)."""
+    kernel = replace(row, dtype="bf16", variant="").to_kernel()
+    if row.kernel == MOE_KIND:
+        return kernel
+    weight_bytes = kernel.batch * row.k * row.n * 2.0
+    return replace(kernel, weight_bytes=weight_bytes, act_bytes=kernel.act_bytes - weight_bytes)
 
 
 def _quantized_moe(row: MeasuredKernel) -> bool:
@@ -112,14 +121,24 @@ def _quantized_moe(row: MeasuredKernel) -> bool:
     return row.kernel == MOE_KIND and row.numeric_format is not None
 
 
+def quantized_gemm(row: MeasuredKernel) -> bool:
+    """A GEMM row of a quantized 'wXaY' dtype (the harness's tinygemm W4A16 and int8 W8A8): it scores how a point of
+    that format is priced (hw_models/gpu_quant.py, on the device's 16-bit and low-precision fits), and no fit is
+    made of it."""
+    return row.kernel in GEMM_KINDS and row.numeric_format is not None
+
+
 def gemm_key(row: MeasuredKernel) -> str:
     """The GEMM or MoE fit a row belongs to: its dtype, or 'dtype/variant' for a scaling variant fitted apart;
     quantized-weight MoE layers by their math dtype and their weights' width and element type
-    (gpu_moe.quantized_weight_key: 'bf16/w4int', 'fp8/w4fp4'); other 16-bit (and weight-quantized 'wXaY' GEMM rows,
-    which compute at 16 bits) share the default fit, key ''."""
+    (gpu_moe.quantized_weight_key: 'bf16/w4int', 'fp8/w4fp4'); quantized 'wXaY' GEMM rows, which no fit is made of
+    (quantized_gemm), by their dtype and variant ('w4a16', 'w4a16:group32'); other 16-bit rows share the default
+    fit, key ''."""
     if _quantized_moe(row):
         fmt = row.numeric_format
         return quantized_weight_key(fmt.weight_bits, fmt.weight_type, fmt.gemm_dtype("bf16"))
+    if quantized_gemm(row):
+        return f"{row.dtype}:{row.variant}" if row.variant else row.dtype
     if row.dtype not in LOW_PRECISION_DTYPES:
         return ""
     return row.dtype if row.variant in ("", "tensor") else f"{row.dtype}/{row.variant}"
@@ -350,7 +369,7 @@ def fit_calibration(base: GPUModel, rows: list[MeasuredKernel], *, table_path: s
     gemm_rows: dict[str, list[MeasuredKernel]] = {}
     moe_rows: dict[str, list[MeasuredKernel]] = {}
     for r in fitting:
-        if r.kernel in GEMM_KINDS:
+        if r.kernel in GEMM_KINDS and not quantized_gemm(r):
             gemm_rows.setdefault(gemm_key(r), []).append(r)
         elif r.kernel == MOE_KIND:
             moe_rows.setdefault(gemm_key(r), []).append(r)

@@ -229,24 +229,115 @@ def _setup(torch_device: str, dtype: str, source: str | None) -> tuple:
     return _torch(), torch_dtype(dtype), source or harness_source(torch_device)
 
 
+# GEMMs below 16 bits the harness times, as the table names their dtype, each through the torch op that runs it:
+#   fp8    torch._scaled_mm of e4m3 operands with per-tensor fp32 scales, bf16 out (cuBLASLt; rows of variant
+#          'tensor', as aiconfigurator's per-tensor fp8 GEMMs);
+#   w8a8   torch._int_mm of int8 operands, int32 out (cuBLASLt; on CUDA it takes m > 16 only);
+#   w4a16  torch._weight_int4pack_mm: bf16 activations times int4 weights with a bf16 scale and zero per
+#          W4A16_GROUP_SIZE along k, the tinygemm kernel gpt-fast's int4 runs (on the CPU its CPU twin).
+QUANTIZED_GEMM_DTYPES = ("fp8", "w8a8", "w4a16")
+# The quantized dtype a whole decode step or prefill can run its linears in (int4_linears).
+STEP_WEIGHT_DTYPES = ("w4a16",)
+W4A16_GROUP_SIZE = 128  # NumericFormat's default group (kernels/formats.py), so a 'w4a16' row needs no variant
+TINYGEMM_INNER_K_TILES = 8  # gpt-fast's choice (quantize.py WeightOnlyInt4QuantHandler, inner_k_tiles=8)
+# Input sets a quantized GEMM cycles through: packing int4 weights for every run would take longer than the runs.
+QUANTIZED_GEMM_POOL = 2
+
+
+def _gemm_case(torch, dtype: str, m: int, n: int, k: int, torch_device: str) -> tuple[Callable, Callable, str, int]:
+    """(make inputs, op, row variant, input pool) timing C[m, n] = A[m, k] @ B[k, n] at table dtype `dtype`."""
+    if dtype not in QUANTIZED_GEMM_DTYPES:
+        tdtype = torch_dtype(dtype)
+        return (lambda: (torch.randn(m, k, device=torch_device, dtype=tdtype),
+                         torch.randn(k, n, device=torch_device, dtype=tdtype)), torch.mm, "", 0)
+
+    def weights_nk(dtype):  # B stored as [n, k] and used transposed: the column-major operand cuBLASLt takes
+        if dtype == torch.int8:
+            return torch.randint(-128, 128, (n, k), device=torch_device, dtype=torch.int8).t()
+        return torch.randn(n, k, device=torch_device).to(dtype).t()
+
+    if dtype == "fp8":
+        e4m3, one = torch.float8_e4m3fn, torch.ones((), device=torch_device)
+
+        def scaled_mm(a, b, scale_a, scale_b):
+            return torch._scaled_mm(a, b, scale_a=scale_a, scale_b=scale_b, out_dtype=torch.bfloat16)
+
+        return (lambda: (torch.randn(m, k, device=torch_device).to(e4m3), weights_nk(e4m3), one, one),
+                scaled_mm, "tensor", 0)
+    if dtype == "w8a8":
+        return (lambda: (torch.randint(-128, 128, (m, k), device=torch_device, dtype=torch.int8),
+                         weights_nk(torch.int8)), torch._int_mm, "", 0)
+
+    def make_w4a16():
+        return (torch.randn(m, k, device=torch_device, dtype=torch.bfloat16),
+                *_int4_weights(torch, n, k, torch_device))
+
+    return make_w4a16, _int4_mm(torch, torch_device), "", QUANTIZED_GEMM_POOL
+
+
+def _int4_weights(torch, n: int, k: int, torch_device: str) -> tuple:
+    """Random int4 weights of an [n, k] linear packed for tinygemm, and its bf16 scale and zero per group."""
+    if _is_cuda(torch_device):  # two 4-bit values per byte, [n, k / 2]
+        packed = torch._convert_weight_to_int4pack(
+            torch.randint(0, 256, (n, k // 2), device=torch_device, dtype=torch.uint8), TINYGEMM_INNER_K_TILES)
+    else:
+        packed = torch._convert_weight_to_int4pack_for_cpu(
+            torch.randint(0, 16, (n, k), device=torch_device, dtype=torch.int32), TINYGEMM_INNER_K_TILES)
+    return packed, torch.randn(k // W4A16_GROUP_SIZE, n, 2, device=torch_device, dtype=torch.bfloat16)
+
+
+def _int4_mm(torch, torch_device: str) -> Callable:
+    """tinygemm's x[m, k] @ W^T for packed int4 W (the CPU twin off CUDA): fn(x, packed, scales_and_zeros)."""
+    mm = torch._weight_int4pack_mm if _is_cuda(torch_device) else torch._weight_int4pack_mm_for_cpu
+    return lambda x, packed, scales: mm(x, packed, W4A16_GROUP_SIZE, scales)
+
+
+def int4_linears(model, torch_device: str) -> int:
+    """Replace every bias-free nn.Linear of `model` (the LM head included) by tinygemm's int4 linear with random
+    weights, as gpt-fast's int4 weight-only quantization does (WeightOnlyInt4Linear); returns how many. The
+    16-bit weights are freed."""
+    torch = _torch()
+    mm = _int4_mm(torch, torch_device)
+
+    class Int4Linear(torch.nn.Module):
+        def __init__(self, n: int, k: int):
+            super().__init__()
+            self.n = n
+            self.packed, self.scales = _int4_weights(torch, n, k, torch_device)
+
+        def forward(self, x):
+            return mm(x.reshape(-1, x.shape[-1]), self.packed, self.scales).reshape(*x.shape[:-1], self.n)
+
+    linears = [(parent, name, child) for parent in model.modules() for name, child in parent.named_children()
+               if isinstance(child, torch.nn.Linear) and child.bias is None]
+    for parent, name, child in linears:
+        if child.in_features % W4A16_GROUP_SIZE or child.out_features % 8:  # int4_refusal checks configs
+            raise ValueError(f"{name}: [{child.out_features}, {child.in_features}] weights; allowed for int4: "
+                             f"in_features a multiple of {W4A16_GROUP_SIZE} and out_features of 8")
+        setattr(parent, name, Int4Linear(child.out_features, child.in_features))
+    return len(linears)
+
+
 def measure_gemms(shapes: Sequence[GemmShape], *, device: str, dtype: str, torch_device: str = "cpu",
                   source: str | None = None, repeats: int = 20) -> list[MeasuredKernel]:
-    """Time torch.mm of A[m, k] x B[k, n] for each (m, n, k); rows have kernel 'gemm'.
+    """Time a GEMM A[m, k] x B[k, n] for each (m, n, k); rows have kernel 'gemm'. A 16- or 32-bit dtype runs
+    torch.mm; a QUANTIZED_GEMM_DTYPES one its torch op, and a shape that op refuses is left out and logged.
 
     `device` is the preset name written in the rows; `torch_device` is where the kernels run ('cpu', 'cuda').
     """
-    torch, tdtype, source = _setup(torch_device, dtype, source)
+    torch, source = _torch(), source or harness_source(torch_device)
     rows = []
     for m, n, k in shapes:
-        def make(m=m, n=n, k=k):
-            return (torch.randn(m, k, device=torch_device, dtype=tdtype),
-                    torch.randn(k, n, device=torch_device, dtype=tdtype))
-
-        t = time_op(torch.mm, make, device=torch_device, repeats=repeats)
-        log.info("gemm m=%d n=%d k=%d: %.3e s", m, n, k, t)
+        make, op, variant, pool = _gemm_case(torch, dtype, m, n, k, torch_device)
+        try:
+            t = time_op(op, make, device=torch_device, repeats=repeats, pool=pool)
+        except RuntimeError as error:  # e.g. torch._int_mm on CUDA below 17 rows
+            log.info("gemm %s m=%d n=%d k=%d: left out, %s", dtype, m, n, k, str(error).splitlines()[0])
+            continue
+        log.info("gemm %s m=%d n=%d k=%d: %.3e s", dtype, m, n, k, t)
         # The source names the weight shape: a calibration holds out whole shapes (as Vidur's whole models).
-        rows.append(_row("gemm", device=device, dtype=dtype, time_s=t,
-                         source=f"{source}; op=mm[k{k} n{n}]", m=m, n=n, k=k))
+        rows.append(_row("gemm", device=device, dtype=dtype, time_s=t, source=f"{source}; op=mm[k{k} n{n}]",
+                         m=m, n=n, k=k, variant=variant))
     return rows
 
 
@@ -365,14 +456,16 @@ def measure_streaming(sizes: Sequence[StreamingSize], *, device: str, dtype: str
 
 
 def measure_decode_step(config: ModelConfig, *, batch: int, context_len: int, device: str, dtype: str,
-                        warmup: int = 2, repeats: int = 10, graph: bool = False, new_tokens: int = 1) -> float:
+                        warmup: int = 2, repeats: int = 10, graph: bool = False, new_tokens: int = 1,
+                        int4: bool = False) -> float:
     """Median seconds of one forward step (batch x new_tokens tokens after context_len cached ones) of a full-size
     model: a decode step (one new token), or a prefill (context_len 0, the prompt's tokens new).
 
     The model is built from `config` with random weights on `device` (a torch device); use small configs
     on CPU. With `graph` (CUDA only) the step is captured once in a CUDA graph and each timed run copies its
     token ids into the graph's input and replays it, as a serving engine's decode does: the same kernels
-    without the host's per-kernel dispatch.
+    without the host's per-kernel dispatch. With `int4` its linears run tinygemm's int4 weight-only GEMMs
+    (int4_linears; `dtype` bf16, the only one tinygemm takes).
     """
     torch = _torch()
     from workloads.decoder import DecoderModel, KVCache
@@ -384,6 +477,8 @@ def measure_decode_step(config: ModelConfig, *, batch: int, context_len: int, de
     # Factory calls in the model (its parameters, the cache, positions in forward) land on `device`.
     with torch.device(device), torch.no_grad():
         model = DecoderModel(config, tdtype).eval()
+        if int4:
+            int4_linears(model, device)
         cache = KVCache(config, batch, context_len + new_tokens, tdtype)
 
         def make():
@@ -420,16 +515,17 @@ def _graph_step(step: Callable, ids, device: str) -> Callable:
 
 
 def measure_decode_steps(model: str, config: ModelConfig, cases: Sequence[DecodeCase], *, device: str,
-                         torch_device: str = "cpu", source: str | None = None,
-                         repeats: int = 10) -> list[MeasuredKernel]:
+                         torch_device: str = "cpu", source: str | None = None, repeats: int = 10,
+                         weights: str = "") -> list[MeasuredKernel]:
     """Time whole decode steps of `config` at its own dtype, one row ('decode_step') per (batch, context_len),
     launched eagerly (timing 'isolated'); on CUDA each case is timed replayed from a CUDA graph too (timing
-    'graph').
+    'graph'). With `weights` 'w4a16' (STEP_WEIGHT_DTYPES) the linears run int4 weights (int4_linears) and the rows
+    have that dtype.
 
     `model` is written in the rows (the preset name or config path the model came from); each row's kv_len
     counts the keys a new token attends to, its own included (context_len + 1), as in a simulated step.
     """
-    dtype = table_dtype(config.dtype)
+    dtype, int4 = _step_dtype(config, weights)
     source = source or harness_source(torch_device)
     modes = (False, True) if _is_cuda(torch_device) else (False,)
     rows = []
@@ -437,7 +533,8 @@ def measure_decode_steps(model: str, config: ModelConfig, cases: Sequence[Decode
         for graph in modes:
             try:
                 t = measure_decode_step(config, batch=batch, context_len=context_len, device=torch_device,
-                                        dtype=dtype, repeats=repeats, graph=graph)
+                                        dtype=_step_activations(config, int4), repeats=repeats, graph=graph,
+                                        int4=int4)
             except RuntimeError as err:
                 if not graph:
                     raise
@@ -454,20 +551,53 @@ def measure_decode_steps(model: str, config: ModelConfig, cases: Sequence[Decode
 
 
 def measure_prefill_steps(model: str, config: ModelConfig, cases: Sequence[PrefillCase], *, device: str,
-                          torch_device: str = "cpu", source: str | None = None,
-                          repeats: int = 10) -> list[MeasuredKernel]:
+                          torch_device: str = "cpu", source: str | None = None, repeats: int = 10,
+                          weights: str = "") -> list[MeasuredKernel]:
     """Time whole prefills of `config` at its own dtype, one row ('prefill_step') per (batch, prompt_len): batch
-    prompts of prompt_len tokens run through the model into an empty KV cache, launched eagerly (timing 'isolated')."""
-    dtype = table_dtype(config.dtype)
+    prompts of prompt_len tokens run through the model into an empty KV cache, launched eagerly (timing 'isolated');
+    `weights` as for measure_decode_steps."""
+    dtype, int4 = _step_dtype(config, weights)
     source = source or harness_source(torch_device)
     rows = []
     for batch, prompt_len in cases:
         t = measure_decode_step(config, batch=batch, context_len=0, new_tokens=prompt_len, device=torch_device,
-                                dtype=dtype, repeats=repeats)
+                                dtype=_step_activations(config, int4), repeats=repeats, int4=int4)
         log.info("prefill %s batch=%d prompt=%d: %.3e s", model, batch, prompt_len, t)
         rows.append(_row("prefill_step", device=device, dtype=dtype, time_s=t, batch=batch, seq_len=prompt_len,
                          kv_len=prompt_len, model=model, source=f"{source}; op=prefill_step[{model}]"))
     return rows
+
+
+def int4_refusal(config: ModelConfig) -> str:
+    """Why tinygemm cannot run `config`'s linears as int4 ('' when it can): each one's inputs a multiple of
+    W4A16_GROUP_SIZE and its outputs of 8."""
+    d = config.head_dim
+    inputs = {"hidden_size": config.hidden_size, "intermediate_size": config.intermediate_size,
+              "num_attention_heads x head_dim": config.num_heads * d}
+    outputs = {"num_key_value_heads x head_dim": config.num_kv_heads * d, "vocab_size": config.vocab_size}
+    for name, size in inputs.items():
+        if size % W4A16_GROUP_SIZE:
+            return f"{name} {size} is not a multiple of tinygemm's group of {W4A16_GROUP_SIZE}"
+    for name, size in outputs.items():
+        if size % 8:
+            return f"{name} {size} is not a multiple of 8"
+    return ""
+
+
+def _step_dtype(config: ModelConfig, weights: str) -> tuple[str, bool]:
+    """The table dtype of a model's step rows and whether its linears run int4 weights."""
+    if weights not in ("", *STEP_WEIGHT_DTYPES):
+        raise ValueError(f"weights: found {weights!r}, allowed: '' (the config's dtype) or "
+                         f"{', '.join(STEP_WEIGHT_DTYPES)}")
+    if weights and table_dtype(config.dtype) not in ("bf16", "fp16"):
+        raise ValueError(f"weights: found {weights!r} for a {config.dtype} model, allowed: a 16-bit model")
+    return (weights, True) if weights else (table_dtype(config.dtype), False)
+
+
+def _step_activations(config: ModelConfig, int4: bool) -> str:
+    """The dtype a step runs its activations in: the config's, or bf16 under tinygemm's int4 linears, which take
+    bf16 only (an fp16 model's step costs the same at bf16: both 16-bit, at one tensor-core rate)."""
+    return "bf16" if int4 else table_dtype(config.dtype)
 
 
 def default_gemm_grid() -> list[GemmShape]:

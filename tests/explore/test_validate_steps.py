@@ -122,3 +122,40 @@ def test_calibration_fits_kernels_and_skips_steps(tmp_path):
     write_table(table, kernels + [_step("llama-3-8b", 0.01, kv_len=513)])
     cal = fit_calibration(base, read_table(table), table_path=str(table), train_fraction=0.5, command="test")
     assert cal.provenance["rows_for_device"] == 8 and set(cal.streams) == {"norm"}
+
+
+def _int4_model(folder) -> str:
+    """The tiny model widened to linears tinygemm's int4 kernel takes (inputs a multiple of its group of 128)."""
+    path = write_tiny_model(folder)
+    config = json.loads(open(path).read()) | {"hidden_size": 128, "intermediate_size": 256}
+    with open(path, "w") as f:
+        json.dump(config, f)
+    return path
+
+
+def test_a_w4a16_step_is_scored_against_the_int4_point_in_a_group_of_its_own(tmp_path, capsys):
+    model = _int4_model(tmp_path)
+    evaluator = Evaluator()
+    # Replayed from CUDA graphs: launched eagerly the tiny step is host-bound, at one time for either format.
+    point = DesignPoint(model=model, device=DEVICE, batch=2, prompt=64, output=2, execution="graphs")
+    w16_s, w4_s = (evaluator.evaluate(replace(point, weight_bits=bits)).metrics["tpot_s"] for bits in (16, 4))
+    assert w4_s < w16_s
+    table = tmp_path / "steps.csv"
+    write_table(table, [replace(_step(model, t, dtype=dtype), timing="graph")
+                        for t, dtype in ((w16_s, "bf16"), (w4_s, "w4a16"))])
+    summary = _validate_json(table, tmp_path, capsys)[DEVICE]
+    for group in ("decode_step graph", "decode_step w4a16 graph"):
+        assert summary[group]["n"] == 1 and summary[group]["median_abs_err"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_measure_writes_w4a16_steps_and_refuses_a_model_tinygemm_cannot_run(tmp_path, capsys):
+    table = tmp_path / "m.csv"
+    assert main(["measure", "--device-name", DEVICE, "--model", _int4_model(tmp_path), "--kinds", "decode_step",
+                 "--dtype", "w4a16", "--quick", "--repeats", "3", "--threads", "1", "-o", str(table)]) == 0
+    assert [(r.kernel, r.dtype) for r in read_table(table)] == [("decode_step", "w4a16")]
+    capsys.readouterr()
+    assert main(["measure", "--device-name", DEVICE, "--model", write_tiny_model(tmp_path / "small"), "--kinds",
+                 "decode_step", "--dtype", "w4a16", "-o", str(table)]) == 2
+    assert "hidden_size 64 is not a multiple of tinygemm's group of 128" in capsys.readouterr().err
+    assert main(["measure", "--device-name", DEVICE, "--kinds", "attention", "--dtype", "fp8", "-o", str(table)]) == 2
+    assert "--dtype: found 'fp8' with --kinds attention" in capsys.readouterr().err

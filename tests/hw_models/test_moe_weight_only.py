@@ -52,8 +52,9 @@ def test_weight_only_rows_are_keyed_by_weight_element():
                           m=1, n=2048, k=7168, topk=8, experts=384, backend="marlin")
     fp4 = MeasuredKernel(**{**int4.__dict__, "variant": "mxfp4"})
     assert (gemm_key(int4), gemm_key(fp4)) == ("bf16/w4int", "bf16/w4fp4")
-    # A weight-only GEMM row keeps the 16-bit GEMM fit; an MoE row of 16-bit weights the 16-bit MoE fit.
-    assert gemm_key(MeasuredKernel(**{**int4.__dict__, "kernel": "gemm"})) == ""
+    # A weight-only GEMM row is a group of its own, priced on the 16-bit GEMM fit and never fitted
+    # (test_calibration_quantized_gemms.py); an MoE row of 16-bit weights keeps the 16-bit MoE fit.
+    assert gemm_key(MeasuredKernel(**{**int4.__dict__, "kernel": "gemm"})) == "w4a16:group32"
     assert gemm_key(MeasuredKernel(**{**int4.__dict__, "dtype": "bf16", "variant": ""})) == ""
     # The layer computes in bf16 on 4.5-bit (int4 + a bf16 scale per 32) or 4.25-bit (e2m1 + an e8m0 per 32)
     # weights: 8 touched experts x 3 x 7168 x 2048 weights.

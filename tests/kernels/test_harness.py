@@ -261,3 +261,35 @@ def test_a_profiled_step_names_the_module_of_each_op(tmp_path, tiny_llama, trace
     assert {op.layer for op in profiled.ops if op.module.startswith("layers.1.")} == {1}
     norms = [lower_op(op, profiled.dtype) for op in profiled.ops if op.module.endswith("input_layernorm")]
     assert norms and {k.kind for k in norms if k is not None} == {KernelKind.NORM_PART}
+
+
+@pytest.mark.parametrize("dtype, variant", [("fp8", "tensor"), ("w8a8", ""), ("w4a16", "")])
+def test_quantized_gemm_rows_name_their_format(dtype, variant):
+    rows = harness.measure_gemms([(32, 256, 256)], device=DEVICE, dtype=dtype, repeats=3)
+    assert [(r.kernel, r.m, r.n, r.k, r.dtype, r.variant) for r in rows] == [("gemm", 32, 256, 256, dtype, variant)]
+    assert rows[0].time_s > 0
+
+
+def test_a_shape_the_op_refuses_is_left_out():
+    # tinygemm packs k in tiles of 8 x 16 and groups of 128: k = 96 is neither.
+    assert harness.measure_gemms([(4, 256, 96)], device=DEVICE, dtype="w4a16", repeats=3) == []
+
+
+def test_int4_linears_replace_every_linear_and_keep_the_models_shapes(tiny_llama):
+    from dataclasses import replace
+
+    from workloads.decoder import DecoderModel, KVCache
+
+    config = replace(tiny_llama, hidden_size=128, intermediate_size=256, head_dim=32, vocab_size=256)
+    assert harness.int4_refusal(config) == ""
+    with torch.no_grad():
+        model = DecoderModel(config, torch.bfloat16).eval()
+        # Per layer q, k, v, o, gate, up and down; and the LM head.
+        assert harness.int4_linears(model, "cpu") == 7 * 2 + 1
+        assert not any(isinstance(m, torch.nn.Linear) for m in model.modules())
+        logits = model(torch.randint(0, 256, (2, 3)), KVCache(config, 2, 8, torch.bfloat16), 0)
+    assert logits.shape[-1] == 256 and torch.isfinite(logits.float()).all()
+
+
+def test_int4_refusal_names_the_dimension(tiny_llama):
+    assert harness.int4_refusal(tiny_llama) == "hidden_size 64 is not a multiple of tinygemm's group of 128"
