@@ -42,6 +42,7 @@ from hw_models.gpu_efficiency import (
     tile_counts,
 )
 from hw_models.gpu_quant import MIXED_INPUT_TILES, QuantPlan, dequant_ops, lane_ops_per_s, quant_plan
+from hw_models.gpu_reduction import serial_steps
 from hw_models.gpu_spec import GPUSpec
 from hw_models.sparsity_support import gpu_support
 from kernels.formats import DENSE, NumericFormat
@@ -275,7 +276,17 @@ class GPUModel(DeviceModel):
                 fraction = np.where(g.general_layout, general.bandwidth_fraction, fraction)
                 latency = np.where(g.general_layout, general.latency_s, latency)
             m = stream_memory_s(bytes_moved=g.bytes, bandwidth_Bps=bandwidth_Bps, bandwidth_fraction=fraction)
-            put(streaming, None, m, np.maximum(compute_s.take(streaming, axis=-1), m), latency)
+            busy = np.maximum(compute_s.take(streaming, axis=-1), m)
+            step_ns = self.spec.memory.serial_load_ns
+            if step_ns is not None and g.reduce_rows.any():  # a reduction waits on its threads' serial loads
+                def steps_on(sms):
+                    return serial_steps(g.reduce_rows, g.reduce_length, sms)  # noqa: B023 (called here)
+
+                # Kept with the rows per SM count (a block of design points may vary it: computed afresh).
+                steps = g.memo(f"serial_steps {sm_count}", lambda: steps_on(sm_count)) if np.ndim(sm_count) == 0 \
+                    else steps_on(sm_count)
+                busy = np.maximum(busy, steps * (step_ns * 1e-9))
+            put(streaming, None, m, busy, latency)
         return compute_s, memory_s, busy_s, latency_s
 
     def _cost_table(self, table: KernelTable, execution: str) -> KernelCosts:

@@ -51,6 +51,10 @@ class MemorySpec:
                                                      "is inside the fitted efficiencies; only scoring measured rows "
                                                      "replayed on the same tensors reads it)")]
     source: Source
+    # Time of one step of a thread's loop that waits on each load before the next (a vector load of L2-resident
+    # input and its use): the floor of PyTorch's row reductions over few rows (hw_models/gpu_reduction.py). None
+    # where no measurement sets it: reductions are then priced as the streams they also are.
+    serial_load_ns: Positive | None = None
 
 
 @dataclass(frozen=True, kw_only=True, config=SPEC_CONFIG)

@@ -161,6 +161,8 @@ PLAUSIBLE: tuple[tuple[str, Plausible], ...] = (
     (r"_pJ(_per_\w+)?(\.\w+)?$", Plausible(low=1e-4, high=1e4, unit="pJ", why="per action: an off-package DDR "
                                            "bit costs about 20 pJ and an fp32 MAC about 5; 10 nJ is 500x those")),
     (r"_us$", Plausible(low=0, high=1e6, unit="us", why="one second per kernel is 10^5 kernel launches")),
+    (r"_ns$", Plausible(low=1e-3, high=1e6, unit="ns", why="per dependent memory step: a DRAM access takes about "
+                        "100 ns to 1 us; 1 ms is a thousand times the slowest")),
     (r"^price\.usd$", Plausible(low=1, high=1e8, unit="USD", why="a Cerebras CS-3 system sells for a few million")),
     (r"usd_per_hour$", Plausible(low=1e-3, high=1e5, unit="USD/h", why="a whole 8-GPU B200 server rents for about "
                                  "50 USD/h")),

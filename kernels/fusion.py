@@ -66,6 +66,7 @@ _SOFTMAX = KIND_CODE[KernelKind.SOFTMAX]
 # and traffic add up over the eager rows a kernel replaces; its shape is set where it has one.
 _WORK_COLUMNS = ("flops", "weight_bytes", "act_bytes", "kv_bytes")
 _COLUMNS = (*_WORK_COLUMNS, "n", "m", "batch")
+_REDUCTION_COLUMNS = ("reduce_rows", "reduce_length")
 
 
 @dataclass
@@ -93,16 +94,21 @@ def fuse_engine(table: KernelTable) -> KernelTable:
     columns = {name: getattr(result, name).astype(float) for name in _COLUMNS}
     kinds = result.kind.copy()
     kernels = list(result.kernels)
+    # A fused kernel is no eager reduction, even where its anchor row was one (a fused norm anchored on its mean).
+    reductions = {name: getattr(result, name).copy() for name in _REDUCTION_COLUMNS}
     for i, kernel in enumerate(out):
         for name, value in kernel.columns.items():
             columns[name][i] = value
         if kernel.kind is not None:
             kinds[i] = KIND_CODE[kernel.kind]
         if kernel.columns or kernel.op or kernel.module or kernel.kind:
+            for name in _REDUCTION_COLUMNS:
+                reductions[name][i] = 0.0
             kernels[i] = replace(kernels[i], op=kernel.op or kernels[i].op, module=kernel.module or kernels[i].module,
                                  kind=kernel.kind or kernels[i].kind, n=int(columns["n"][i]), m=columns["m"][i],
-                                 batch=columns["batch"][i], **{name: columns[name][i] for name in _WORK_COLUMNS})
-    return replace(result, kernels=tuple(kernels), kind=kinds, **columns)
+                                 batch=columns["batch"][i], reduce_rows=0, reduce_length=0,
+                                 **{name: columns[name][i] for name in _WORK_COLUMNS})
+    return replace(result, kernels=tuple(kernels), kind=kinds, **columns, **reductions)
 
 
 FUSIONS: dict[str, Callable[[KernelTable], KernelTable]] = {"": lambda table: table, ENGINE: fuse_engine}

@@ -84,6 +84,11 @@ class Kernel:
     # A pointwise kernel off the framework's contiguous vectorized path: an operand broadcast to the output, of
     # another dtype (a cast), or not dense (a slice, a transposed view), which streams slower (kernels/lowering.py).
     general_layout: bool = False
+    # A reduction over its input's last dim (mean, sum, amax, ...: workloads/op_costs.REDUCTION_OPS): the rows it
+    # reduces, one output each, and the values of a row; zero elsewhere. A GPU runs few rows with few threads each,
+    # each thread's loop over its values a chain of loads (hw_models/gpu_reduction.py).
+    reduce_rows: float = 0
+    reduce_length: int = 0
 
     @property
     def total_bytes(self) -> float:

@@ -12,7 +12,7 @@ import math
 
 from kernels.formats import DTYPE_SHORT
 from kernels.kernel import Kernel, KernelKind
-from workloads.op_costs import ATTENTION_OPS, attention_flops
+from workloads.op_costs import ATTENTION_OPS, REDUCTION_OPS, attention_flops
 from workloads.trace import Op, Trace
 
 GEMM_OPS = frozenset({"mm", "addmm", "matmul", "linear", "_scaled_mm"})
@@ -122,7 +122,20 @@ def lower_op(op: Op, trace_dtype: str) -> Kernel | None:
     else:
         kind = KernelKind.ELEMENTWISE
     general = kind in POINTWISE_KINDS and general_layout(op)
-    return Kernel(kind=kind, flops=op.flops, tensor_core=False, general_layout=general, **common)
+    rows, length = last_dim_reduction(op)
+    return Kernel(kind=kind, flops=op.flops, tensor_core=False, general_layout=general, reduce_rows=rows,
+                  reduce_length=length, **common)
+
+
+def last_dim_reduction(op: Op) -> tuple[int, int]:
+    """(rows, values per row) of a reduction over exactly its input's last dim (its output that shape less the last
+    dim, kept as 1 or dropped); (0, 0) for other ops."""
+    if op.short_name not in REDUCTION_OPS or not op.inputs or not op.outputs:
+        return 0, 0
+    shape, out = tuple(op.inputs[0].shape), tuple(op.outputs[0].shape)
+    if len(shape) < 1 or shape[-1] < 2 or out not in (shape[:-1], (*shape[:-1], 1)):
+        return 0, 0
+    return math.prod(shape[:-1]), shape[-1]
 
 
 def lower_trace(trace: Trace) -> list[Kernel]:

@@ -53,7 +53,7 @@ TEMPLATE_PROMPT = 16
 TEMPLATE_LAYERS = 2
 
 # Columns of a non-attention kernel that grow with the iteration; every other column is fixed by the kernel.
-SCALED_COLUMNS = ("flops", "weight_bytes", "act_bytes", "kv_bytes", "m")
+SCALED_COLUMNS = ("flops", "weight_bytes", "act_bytes", "kv_bytes", "m", "reduce_rows")
 _EXPERT = re.compile(r"\.experts\.(\d+)(\.|$)")
 _LAYER_INDEX = re.compile(r"(?<![^.])layers\.\d+")
 # Which layers a template row runs in: outside the layer stack (once), every layer, the first layer only, or
@@ -379,7 +379,8 @@ def _unique_rows(table: KernelTable, expert: np.ndarray, coef: dict) -> tuple[np
     """Index of the first of each group of identical rows (the same kernel at the same place in its layer, whatever
     the layer), group sizes, and the layers each group runs in (SPAN_*: the group's traced layers against all
     traced layers)."""
-    fixed = ("kind", "dtype", "tensor_core", "n", "k", "batch", "weight_density", "sparse_weight_scale", "weight_bits")
+    fixed = ("kind", "dtype", "tensor_core", "n", "k", "batch", "weight_density", "sparse_weight_scale", "weight_bits",
+             "reduce_length")
     first: dict[tuple, int] = {}
     count: dict[int, int] = {}
     layers: dict[int, set] = {}

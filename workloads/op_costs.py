@@ -39,6 +39,9 @@ FACTORY_OPS = frozenset({
     "full_like", "new_zeros", "new_empty", "new_ones",
 })
 
+# Reductions over the dims given as their second argument (keepdim the third): aten's reduce_kernel on a GPU.
+REDUCTION_OPS = frozenset({"mean", "sum", "amax", "amin", "prod", "var", "std", "logsumexp"})
+
 ATTENTION_OPS = frozenset({
     "_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_flash_attention",
     "_scaled_dot_product_efficient_attention", "_scaled_dot_product_cudnn_attention",

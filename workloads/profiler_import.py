@@ -51,8 +51,6 @@ GEMM_FLOP_OPS = frozenset({"mm", "addmm", "bmm", "baddbmm"})
 # every submodule's forward): "module: layers.0.self_attn.q_proj".
 MODULE_ANNOTATION = "module: "
 ANNOTATION_CATEGORIES = frozenset({"user_annotation"})
-# Reductions over dims given as their second argument (keepdim the third): their output is the reduced shape.
-REDUCTION_OPS = frozenset({"mean", "sum", "amax", "amin", "prod", "var", "std", "logsumexp"})
 
 log = logging.getLogger(__name__)
 
@@ -257,7 +255,7 @@ def _reduced_shape(op: _CpuOp, shapes: tuple[tuple[int, ...], ...]) -> tuple[int
     """The output shape of a reduction over dims (mean(x, [-1], keepdim=True)): its first input's shape with the
     reduced dims of size 1 (keepdim) or dropped; None for other ops, or where the trace records no dims."""
     concrete = op.args.get("Concrete Inputs", [])
-    if _short(op.name) not in REDUCTION_OPS or not shapes or len(concrete) < 2:
+    if _short(op.name) not in op_costs.REDUCTION_OPS or not shapes or len(concrete) < 2:
         return None
     try:
         dims = [int(d) for d in str(concrete[1]).strip("[]").split(",") if d.strip()]

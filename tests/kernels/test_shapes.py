@@ -26,9 +26,10 @@ from workloads.model_config import ModelConfig, balanced_expert_load
 from workloads.op_costs import causal_pairs
 
 FMT = NumericFormat()
-# One preset of every device kind: a GPU, the NeuPIMs NPU (with PIM units), a CPU and the FlightLLM FPGA.
-DEVICES = ("h100-sxm", "neupims", "ampere-altra", "alveo-u280")
-COLUMNS = ("flops", "weight_bytes", "act_bytes", "kv_bytes")
+# One preset of every device kind: a GPU, the NeuPIMs NPU (with PIM units), a CPU and the FlightLLM FPGA; and H200,
+# whose reductions take their serial loads' floor (hw_models/gpu_reduction.py), from their rows in the template.
+DEVICES = ("h100-sxm", "neupims", "ampere-altra", "alveo-u280", "h200")
+COLUMNS = ("flops", "weight_bytes", "act_bytes", "kv_bytes", "reduce_rows")
 # (batch, prompt or context): none is a shape the template traced (batches 1-2 at TEMPLATE_PROMPT tokens).
 SHAPES = ((1, 7), (1, 100), (3, 40), (8, 7), (8, 100))
 PREFILL_ATTENTION = KIND_CODE[KernelKind.ATTENTION_PREFILL]
