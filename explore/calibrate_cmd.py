@@ -276,10 +276,10 @@ PROFILE_TOTAL = "all kernels"
 
 def _score_profile(path: str, device_name: str) -> tuple[dict, dict, list[str]]:
     """Errors of a profiled run, op by op: each op is lowered as a captured trace's would be and priced, and the
-    errors are summarized by kernel kind (gemm, attention_decode, norm_part, rope, activation, elementwise, ...), as
-    a measured table's rows are by their kernel. Each kind also gets its measured and predicted time summed over
-    the run (`measured_s`, `predicted_s`), and a row 'all kernels' sums them all: what the kinds weigh in the step,
-    which a median of per-op errors does not say."""
+    errors are summarized by kernel kind (gemm, attention_decode, norm_part, rope_part, activation, elementwise,
+    ...), as a measured table's rows are by their kernel. Each kind also gets its measured and predicted time summed
+    over the run (`measured_s`, `predicted_s`), and a row 'all kernels' sums them all: what the kinds weigh in the
+    step, which a median of per-op errors does not say."""
     from kernels.lowering import lower_op
     from kernels.table import KernelTable
     from workloads.profiler_import import profile_to_trace

@@ -24,7 +24,8 @@ CLASS_COLORS = {
     "elementwise": "#9467bd", "embedding": "#8c564b", "communication": "#17becf",
 }
 # Measured-table kinds beyond the kernel classes: pointwise kinds and whole steps (drawn as diamonds).
-VALIDATION_COLORS = {"activation": "#e377c2", "rope": "#bcbd22", "decode_step": "#000000", "prefill_step": "#7f7f7f"}
+VALIDATION_COLORS = {"activation": "#e377c2", "rope": "#bcbd22", "rope_part": "#bcbd22", "decode_step": "#000000",
+                     "prefill_step": "#7f7f7f"}
 PHASE_MARKERS = {"prefill": "o", "decode": "^"}
 LINE_STYLES = ("-", "--", ":", "-.")  # after the 10 colors of the cycle run out, lines change style
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "h", "<", ">", "p", "*")  # one per numeric format

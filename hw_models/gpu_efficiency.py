@@ -236,9 +236,10 @@ class Calibration:
         return replace(self, **changed) if changed else self
 
     def stream(self, kind: str) -> StreamFit | None:
-        """The fit for a streaming kernel kind. Softmax and an eager norm's separate pointwise ops (norm_part)
-        have no measurements of their own, and calibrations written before activation and RoPE kernels were told
-        apart have one fit for all: those use the elementwise fit."""
+        """The fit for a streaming kernel kind. Softmax and the separate pointwise ops of an eager norm or rotary
+        embedding (norm_part, rope_part: a fused kernel's fit, such as Vidur's rotary kernel for 'rope', does not
+        describe them) have no measurements of their own, and calibrations written before activation and RoPE
+        kernels were told apart have one fit for all: those use the elementwise fit."""
         streams = self.streams or {}
         return streams.get(kind) or (streams.get("elementwise") if kind in POINTWISE_FALLBACK else None)
 
@@ -251,7 +252,7 @@ def _groups(default, by_dtype: dict | None, fit_of, table, rows: np.ndarray) -> 
     return [(fit, mask) for dtype, mask in table.dtype_rows(rows) if (fit := fit_of(dtype)) is not None]
 
 
-POINTWISE_FALLBACK = ("softmax", "activation", "rope", "norm_part")
+POINTWISE_FALLBACK = ("softmax", "activation", "rope", "norm_part", "rope_part")
 
 
 def calibration_label(device) -> str:

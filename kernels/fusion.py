@@ -55,7 +55,8 @@ from kernels.moe import MATRICES, fused_moe_act_bytes
 from kernels.table import KIND_CODE, KernelTable
 
 ENGINE = "engine"
-_GEMM, _ROPE, _NORM_PART = KIND_CODE[KernelKind.GEMM], KIND_CODE[KernelKind.ROPE], KIND_CODE[KernelKind.NORM_PART]
+_GEMM, _ROPE_PART = KIND_CODE[KernelKind.GEMM], KIND_CODE[KernelKind.ROPE_PART]
+_NORM_PART = KIND_CODE[KernelKind.NORM_PART]
 _ACTIVATION, _ELEMENTWISE = KIND_CODE[KernelKind.ACTIVATION], KIND_CODE[KernelKind.ELEMENTWISE]
 _ATTENTION = (KIND_CODE[KernelKind.ATTENTION_PREFILL], KIND_CODE[KernelKind.ATTENTION_DECODE])
 _DECODER_LAYER = re.compile(r"(^|\.)layers\.\d+$")  # a residual add runs in the decoder layer module itself
@@ -151,7 +152,7 @@ class _Fusion:
 
     def dropped(self) -> list[int]:
         """Rows the engine does not run per pass: the rotary table of positions, computed once at load."""
-        return [i for i in range(len(self.t)) if self.t.kind[i] == _ROPE and self.t.kernels[i].layer is None]
+        return [i for i in range(len(self.t)) if self.t.kind[i] == _ROPE_PART and self.t.kernels[i].layer is None]
 
     def _output_bytes(self, i: int) -> float:
         """Bytes a GEMM writes: the output's share n / (k + n) of its activation traffic (input read, output
@@ -177,7 +178,7 @@ class _Fusion:
         q, k, _ = rows
         out = [self._merged_gemm(rows, f"{parent}.qkv_proj")]
         here = self.rows.get(parent, [])
-        rope = [i for i in here if t.kind[i] == _ROPE]
+        rope = [i for i in here if t.kind[i] == _ROPE_PART]
         if rope:
             # In place on q and k, reading each token's cos/sin row (head_dim values) of the cached table.
             element = float(t.act_bytes[q] / (t.m[q] * (t.k[q] + t.n[q])))
@@ -185,7 +186,7 @@ class _Fusion:
             head_dim = float(t.head_dim[attention[0]]) if attention else 0.0
             act = 2 * (self._output_bytes(q) + self._output_bytes(k)) + t.m[q] * head_dim * element
             out.append(_Kernel(position=rope[0], anchor=rope[0], rows=rope, op="rotary_embedding", columns=dict(
-                flops=float(t.flops[rope].sum()), act_bytes=float(act))))
+                flops=float(t.flops[rope].sum()), act_bytes=float(act)), kind=KernelKind.ROPE))
         writes = [i for i in here if t.kind[i] == _ELEMENTWISE and t.kv_bytes[i] > 0 and not t.tensor_core[i]]
         if writes:
             # Keys and values copied into their cache blocks: the eager copies' traffic, in one launch.

@@ -15,7 +15,8 @@ class KernelKind(StrEnum):
     ATTENTION_DECODE = "attention_decode"
     ELEMENTWISE = "elementwise"  # residual adds and other pointwise ops
     ACTIVATION = "activation"  # activation functions (SiLU, GELU, ReLU, ...)
-    ROPE = "rope"  # pointwise ops of the attention block: rotary embedding of q and k
+    ROPE = "rope"  # a rotary embedding of q and k computed by one kernel (an engine's fused rotary kernel)
+    ROPE_PART = "rope_part"  # one of the separate pointwise ops an eager rotary embedding runs (products, halves, ...)
     NORM = "norm"  # a norm computed by one kernel (a fused aten op, an engine's fused norm)
     NORM_PART = "norm_part"  # one of the separate pointwise ops an eager norm module runs (square, mean, rsqrt, ...)
     SOFTMAX = "softmax"
@@ -41,6 +42,7 @@ KIND_CLASS = {
     KernelKind.GEMM: "gemm", KernelKind.BATCHED_GEMM: "gemm",
     KernelKind.ATTENTION_PREFILL: "attention", KernelKind.ATTENTION_DECODE: "attention",
     KernelKind.ELEMENTWISE: "elementwise", KernelKind.ACTIVATION: "elementwise", KernelKind.ROPE: "elementwise",
+    KernelKind.ROPE_PART: "elementwise",
     KernelKind.NORM: "norm", KernelKind.NORM_PART: "norm", KernelKind.SOFTMAX: "softmax",
     KernelKind.EMBEDDING: "embedding",
     KernelKind.ALL_REDUCE: "communication", KernelKind.SEND_RECV: "communication",

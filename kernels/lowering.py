@@ -34,7 +34,8 @@ def _is_norm_module(module: str) -> bool:
 
 
 def _is_rope(op: Op) -> bool:
-    """A pointwise op of the attention block (rotary embedding of q and k), not a KV-cache write."""
+    """A pointwise op of the attention block (rotary embedding of q and k), not a KV-cache write: eager, a part of
+    the rotary embedding (rope parts), which an engine fuses into one rotary kernel (kernels/fusion.py)."""
     last = op.module.rsplit(".", 1)[-1].lower()
     return (last in ATTENTION_MODULES or "rotary" in last) and op.short_name not in CACHE_WRITE_OPS
 
@@ -72,7 +73,7 @@ def _attention(op: Op, common: dict) -> Kernel:
                   kv_len=kv_len, head_dim=head_dim, causal=causal, **common)
 
 
-POINTWISE_KINDS = (KernelKind.ELEMENTWISE, KernelKind.ACTIVATION, KernelKind.ROPE, KernelKind.NORM_PART)
+POINTWISE_KINDS = (KernelKind.ELEMENTWISE, KernelKind.ACTIVATION, KernelKind.ROPE_PART, KernelKind.NORM_PART)
 
 
 def general_layout(op: Op) -> bool:
@@ -118,7 +119,7 @@ def lower_op(op: Op, trace_dtype: str) -> Kernel | None:
     elif name in ACTIVATION_OPS:
         kind = KernelKind.ACTIVATION
     elif _is_rope(op):
-        kind = KernelKind.ROPE
+        kind = KernelKind.ROPE_PART
     else:
         kind = KernelKind.ELEMENTWISE
     general = kind in POINTWISE_KINDS and general_layout(op)

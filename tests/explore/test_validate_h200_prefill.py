@@ -22,7 +22,7 @@ from workloads.profiler_import import profile_to_trace
 DATA = Path(__file__).resolve().parents[2] / "data" / "measured" / "h200-2026-12-04"
 # The prefills whose kernels keep the GPU busy (2,048 tokens and more); the 128-token one is host-bound.
 LONG_PROFILES = ["llama-3-8b-prefill-b1x2048", "llama-3-8b-prefill-b4x2048", "llama-2-7b-prefill-b4x2048"]
-POINTWISE = (KernelKind.NORM_PART, KernelKind.ROPE, KernelKind.ELEMENTWISE, KernelKind.ACTIVATION)
+POINTWISE = (KernelKind.NORM_PART, KernelKind.ROPE_PART, KernelKind.ELEMENTWISE, KernelKind.ACTIVATION)
 
 
 def _time_by_kind(name: str) -> dict[KernelKind, tuple[float, float]]:

@@ -142,13 +142,13 @@ def test_pointwise_kernels_by_kind(tiny_llama, trace_of):
     kernels = [k for k in lower_trace(trace_of(tiny_llama, "decode", 2, 1, 16)) if k.layer == 0]
     by_kind = {kind: [k for k in kernels if k.kind == kind] for kind in KernelKind}
     assert [k.op for k in by_kind[KernelKind.ACTIVATION]] == ["silu"]
-    assert sorted(k.op for k in by_kind[KernelKind.ROPE]) == sorted(["mul", "mul", "neg", "cat", "add"] * 2)
-    assert all(k.module.endswith("self_attn") for k in by_kind[KernelKind.ROPE])
+    assert sorted(k.op for k in by_kind[KernelKind.ROPE_PART]) == sorted(["mul", "mul", "neg", "cat", "add"] * 2)
+    assert all(k.module.endswith("self_attn") for k in by_kind[KernelKind.ROPE_PART])
     residual = [k for k in by_kind[KernelKind.ELEMENTWISE] if k.op == "add"]
     cache_writes = [k for k in by_kind[KernelKind.ELEMENTWISE] if k.op == "copy_"]
     assert len(residual) == 2 and len(cache_writes) == 2
     # All three report as the "elementwise" class in breakdowns.
-    assert {k.kernel_class for k in by_kind[KernelKind.ACTIVATION] + by_kind[KernelKind.ROPE]} == {"elementwise"}
+    assert {k.kernel_class for k in by_kind[KernelKind.ACTIVATION] + by_kind[KernelKind.ROPE_PART]} == {"elementwise"}
 
 
 def _pointwise(name: str, inputs: list[TensorMeta], out: TensorMeta | None) -> Op:
@@ -182,8 +182,9 @@ def test_captured_decoder_ops_off_the_contiguous_loop(trace_of):
     trace = trace_of("llama-3-8b", "prefill", 1, 64)
     kernels = [k for k in lower_trace(trace) if k.layer == 0 and not k.tensor_core]
     general = {(k.kind, k.op) for k in kernels if k.general_layout}
-    assert general == {(KernelKind.NORM_PART, "_to_copy"), (KernelKind.NORM_PART, "mul"), (KernelKind.ROPE, "mul"),
-                       (KernelKind.ROPE, "neg"), (KernelKind.ROPE, "cat"), (KernelKind.ROPE, "add"),
+    assert general == {(KernelKind.NORM_PART, "_to_copy"), (KernelKind.NORM_PART, "mul"),
+                       (KernelKind.ROPE_PART, "mul"), (KernelKind.ROPE_PART, "neg"), (KernelKind.ROPE_PART, "cat"),
+                       (KernelKind.ROPE_PART, "add"),
                        (KernelKind.ELEMENTWISE, "copy_")}
     contiguous = {(k.kind, k.op) for k in kernels if not k.general_layout}
     assert {(KernelKind.ACTIVATION, "silu"), (KernelKind.ELEMENTWISE, "add"), (KernelKind.NORM_PART, "pow"),

@@ -216,7 +216,8 @@ def test_layout_flags_follow_the_iteration(models, templates, trace_of):
     for phase, batch, length in (("decode", 3, 40), ("prefill", 3, 40)):
         reference = _reference(trace_of, models["llama"], phase, batch, length)
         table, _ = templates["llama"].table(_shape(phase, batch, length))
-        rope_add = {bool(k.general_layout) for k in reference.kernels if k.kind == KernelKind.ROPE and k.op == "add"}
+        rope_add = {bool(k.general_layout) for k in reference.kernels
+                    if k.kind == KernelKind.ROPE_PART and k.op == "add"}
         assert rope_add == {phase == "prefill"}
-        rows = [i for i, k in enumerate(table.kernels) if k.kind == KernelKind.ROPE and k.op == "add"]
+        rows = [i for i, k in enumerate(table.kernels) if k.kind == KernelKind.ROPE_PART and k.op == "add"]
         assert rows and set(table.general_layout[rows].tolist()) == rope_add
