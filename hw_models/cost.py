@@ -44,10 +44,19 @@ class KernelCosts:
         points where some fields vary by point and others (a FLOP's energy) do not."""
         shapes = {v.shape for k, v in fields.items() if k != "unit" and v is not None}
         if len(shapes) == 1:  # one shape already (one design point): nothing to broadcast
-            return cls(**fields)
+            return cls._of(fields)
         shape = np.broadcast_shapes(*shapes)
         return cls(**{k: v if v is None or k == "unit" or np.shape(v) == shape else np.broadcast_to(v, shape)
                       for k, v in fields.items()})
+
+    @classmethod
+    def _of(cls, fields: dict[str, Any]) -> KernelCosts:
+        """Costs of the fields given (every one but perhaps `unit`), set without the frozen __init__'s
+        object.__setattr__ per field: a cost model makes several of these per design point."""
+        costs = object.__new__(cls)
+        costs.__dict__["unit"] = None
+        costs.__dict__.update(fields)
+        return costs
 
     def sum(self, name: str, mask: np.ndarray | None = None, without: np.ndarray | None = None) -> float:
         """Field `name` summed over the kernels where `mask` is true (None: all) and `without` is not."""
@@ -81,9 +90,10 @@ class KernelCosts:
         """The costs of rows start to end (on the last axis): views, no copies (of the field matrix too, where
         it was made)."""
         at = slice(start, end) if self.time_s.ndim == 1 else (Ellipsis, slice(start, end))
-        part = KernelCosts(time_s=self.time_s[at], compute_s=self.compute_s[at], memory_s=self.memory_s[at],
-                           overhead_s=self.overhead_s[at], compute_J=self.compute_J[at], memory_J=self.memory_J[at],
-                           static_J=self.static_J[at], unit=None if self.unit is None else self.unit[at])
+        part = KernelCosts._of(dict(
+            time_s=self.time_s[at], compute_s=self.compute_s[at], memory_s=self.memory_s[at],
+            overhead_s=self.overhead_s[at], compute_J=self.compute_J[at], memory_J=self.memory_J[at],
+            static_J=self.static_J[at], unit=None if self.unit is None else self.unit[at]))
         if "matrix" in self.__dict__:
             part.__dict__["matrix"] = self.matrix[..., start:end]
         return part

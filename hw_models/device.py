@@ -154,20 +154,36 @@ def cost_passes(device, tables: list[KernelTable], execution: str = "eager") -> 
     where the tables share their numeric format and sparsity: the same numbers for one call's overhead, each table's
     costs held by distinct row (IndexedCosts). Other devices and systems, and tables of several formats, are priced
     one table at a time."""
-    first = tables[0]
-    if (not getattr(device, "prices_rows_alone", False) or len(tables) < 2 or any(len(t) == 0 for t in tables)
-            or not all(t.sparsity == first.sparsity and (t.numeric_format is first.numeric_format
-                                                         or t.numeric_format == first.numeric_format) for t in tables)):
+    stacked = stacked_costs(device, tables, execution)
+    if stacked is None:
         return [device.cost_table(table, execution) for table in tables]
+    costs, _, spans = stacked
+    costs.matrix  # noqa: B018 (the summed fields stacked once: each pass's costs hold a slice of them)
+    out = []
+    for table, (start, end, index) in zip(tables, spans, strict=True):
+        part = costs.rows_slice(start, end)
+        out.append(part if index is None else IndexedCosts(part, index, table))
+    return out
+
+
+def stacked_costs(device, tables: list[KernelTable], execution: str = "eager",
+                  ) -> tuple[KernelCosts, KernelTable, list[tuple[int, int, np.ndarray | None]]] | None:
+    """cost_passes' one call: the costs of the tables' distinct rows stacked (KernelTable.stack), that stacked table,
+    and each table's (start, end) in it with each kernel's index into its distinct rows (None: a row per kernel);
+    None where the tables are priced one at a time (see cost_passes)."""
+    if not getattr(device, "prices_rows_alone", False) or len(tables) < 2:
+        return None
+    fmt, sparsity = tables[0].numeric_format, tables[0].sparsity
+    for t in tables:
+        if not len(t) or t.sparsity != sparsity or (t.numeric_format is not fmt and t.numeric_format != fmt):
+            return None
     check_execution(execution)
     parts = [table.distinct_rows or (table, None) for table in tables]
     patterns = device.sparsity_patterns
-    costs = device._cost_table(KernelTable.stack([rows.run_on(patterns) for rows, _ in parts]), execution)
-    costs.matrix  # noqa: B018 (the summed fields stacked once: each pass's costs hold a slice of them)
-    out, start = [], 0
-    for table, (rows, index) in zip(tables, parts, strict=True):
-        end = start + len(rows)
-        part = costs.rows_slice(start, end)
-        out.append(part if index is None else IndexedCosts(part, index, table))
-        start = end
-    return out
+    stacked = KernelTable.stack([rows.run_on(patterns) for rows, _ in parts])
+    costs = device._cost_table(stacked, execution)
+    spans, start = [], 0
+    for rows, index in parts:
+        spans.append((start, start + len(rows), index))
+        start += len(rows)
+    return costs, stacked, spans

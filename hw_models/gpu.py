@@ -203,7 +203,9 @@ class GPUModel(DeviceModel):
             memory_s = np.array(np.broadcast_to(memory_s, shape))
 
         def vector(rows):  # CUDA-core time of some rows (none: no dequantization)
-            return vector_s if np.ndim(vector_s) == 0 else np.broadcast_to(vector_s, shape)[..., rows]
+            if type(vector_s) is float or np.ndim(vector_s) == 0:
+                return vector_s
+            return np.broadcast_to(vector_s, shape)[..., rows]
 
         def put(rows, compute, memory, busy, latency):  # a class's times into its rows (None: compute_s kept)
             # One design point's arrays are indexed directly: numpy indexes through an ellipsis several times slower.
@@ -289,11 +291,28 @@ class GPUModel(DeviceModel):
             put(streaming, None, m, busy, latency)
         return compute_s, memory_s, busy_s, latency_s
 
+    def _kernel_rates(self, table: KernelTable) -> tuple[np.ndarray, np.ndarray]:
+        """(peak FLOP/s, joules per FLOP) of each kernel, by its (dtype, tensor_core) pair (KernelTable.dtype_groups):
+        the pairs' rates kept per set of pairs where they are numbers (the spec does not change under a model), so a
+        call is one gather; rates that are arrays over a block of design points are looked up per call."""
+        groups, index = table.dtype_groups
+        cache = self.__dict__.setdefault("_rates_by_pairs", {})
+        key = tuple(groups)
+        rates = cache.get(key)
+        if rates is None:
+            values = [(self.peak_flops(dtype if matrix else VECTOR_DTYPE),
+                       self.joules_per_flop(dtype if matrix else VECTOR_DTYPE)) for dtype, matrix in groups]
+            if not all(isinstance(v, float) for row in values for v in row):
+                return table.per_dtype(lambda dtype, matrix: (self.peak_flops(dtype if matrix else VECTOR_DTYPE),
+                                                              self.joules_per_flop(dtype if matrix else VECTOR_DTYPE)))
+            rates = cache[key] = np.array(values, dtype=float).T
+        peak, flop_J = rates.take(index, axis=1)
+        return peak, flop_J
+
     def _cost_table(self, table: KernelTable, execution: str) -> KernelCosts:
         spec = self.spec
         host_s = self.host_s(execution)
-        peak, flop_J = table.per_dtype(lambda dtype, matrix: (self.peak_flops(dtype if matrix else VECTOR_DTYPE),
-                                                              self.joules_per_flop(dtype if matrix else VECTOR_DTYPE)))
+        peak, flop_J = self._kernel_rates(table)
         plans = self.row_plans(table)
         vector_ops = self._vector_ops(table, plans)
         compute_s, memory_s, busy_s, latency_s = self._device_times(table, peak, plans, vector_ops)

@@ -129,10 +129,16 @@ def smooth_max(parts: list[np.ndarray], p: float) -> np.ndarray:
     for part in parts[1:]:
         top = np.maximum(top, part)
     top = np.maximum(top, 1e-30)  # scaled before the power: no overflow
-    total = (parts[0] / top) ** p
+    # In place on the fresh arrays of each step (the same operations, without a temporary per step).
+    total = parts[0] / top
+    total **= p
     for part in parts[1:]:
-        total = total + (part / top) ** p
-    return top * total ** (1.0 / p)
+        term = part / top
+        term **= p
+        total += term
+    total **= 1.0 / p
+    total *= top
+    return total
 
 
 def _times(fit: _RowFits, shapes: AttentionShapes, *, flops_per_s, bandwidth_Bps, sm_count: int,
@@ -191,6 +197,13 @@ class AttentionShapes:
     whole_blocks: bool  # whether both block counts are whole numbers (split_table's rows)
     split_column: np.ndarray  # split_tiles as split_table's column index
 
+    @functools.cached_property
+    def row_values(self) -> tuple[list, ...]:
+        """The columns _scalar_times reads, as lists of Python numbers (kept: the shapes do not change)."""
+        return tuple(np.broadcast_to(column, self.flops.shape).tolist() for column in (
+            self.flops, self.traffic, self.keys_values, self.batch, self.split_column, self.mma_flops,
+            self.packed_blocks, self.head_blocks, self.variant))
+
 
 def attention_shapes(*, flops, act_bytes, kv_bytes, batch, heads, kv_heads, q_len, kv_len, head_dim,
                      torch_sdpa=False) -> AttentionShapes:
@@ -236,6 +249,13 @@ def shaped_attention_times(shapes: AttentionShapes, *, flops_per_s, bandwidth_Bp
                            cached_bytes: float = 0.0):
     """attention_times of calls whose device-free terms are `shapes` (attention_shapes). Each kernel takes its fit's
     parameters by one lookup (variant_columns), so kernels of every variant are priced in one pass."""
+    if len(shapes.flops) <= SCALAR_ROWS and shapes.whole_blocks and np.ndim(flops_per_s) == 1 \
+            and np.ndim(bandwidth_Bps) == 0:
+        try:
+            return _scalar_times(shapes, flops_per_s=flops_per_s, bandwidth_Bps=float(bandwidth_Bps),
+                                 sm_count=sm_count, fit=fit, cached_bytes=cached_bytes)
+        except (ZeroDivisionError, OverflowError):  # a zero rate: numpy's inf (with its warning) as on any other path
+            pass
     row_fit = _RowFits(*variant_columns(fit)[shapes.variant].T)
     parts = _times(row_fit, shapes, flops_per_s=flops_per_s, bandwidth_Bps=bandwidth_Bps, sm_count=sm_count,
                    cached_bytes=cached_bytes)
@@ -246,6 +266,59 @@ def shaped_attention_times(shapes: AttentionShapes, *, flops_per_s, bandwidth_Bp
         return out
     shape = np.broadcast_shapes(*(part.shape for part in out))
     return tuple(part if np.shape(part) == shape else np.broadcast_to(part, shape) for part in out)
+
+
+# Attention rows of one design point (a prefill's and a decode step's) priced in Python floats: numpy's overhead per
+# call on arrays this short exceeds the arithmetic, and _times makes some forty calls.
+SCALAR_ROWS = 4
+
+
+def _scalar_smooth_max(parts: list[float], p: float) -> float:
+    """smooth_max of floats, in the same order of operations."""
+    top = max(max(parts), 1e-30)
+    total = (parts[0] / top) ** p
+    for part in parts[1:]:
+        total = total + (part / top) ** p
+    return top * total ** (1.0 / p)
+
+
+def _scalar_times(shapes: AttentionShapes, *, flops_per_s: np.ndarray, bandwidth_Bps: float, sm_count: int,
+                  fit: AttentionFit, cached_bytes: float):
+    """shaped_attention_times of a few rows of one design point (whole block counts): _times row by row in floats,
+    each step as _times takes it."""
+    rows = variant_rows(fit)
+    table = split_table(sm_count)
+    last = len(table) - 1
+    compute, memory, busy, latency = [], [], [], []
+    for flops, traffic, keys_values, batch, column, mma, packed, head, variant, rate in zip(
+            *shapes.row_values, flops_per_s.tolist(), strict=True):
+        fit_row = rows[variant]
+        blocks = packed if fit_row.packs_gqa else head
+        blocks = blocks * int(table[int(min(blocks, last)), column])
+        waves = float(math.ceil(blocks / sm_count))
+        per_pair = _scalar_smooth_max([mma, fit_row.softmax_flops], fit_row.softmax_overlap)
+        compute_s = flops * (per_pair / mma) / (rate * fit_row.compute_fraction * blocks / (waves * sm_count))
+        stream_Bps, block_Bps = bandwidth_Bps * fit_row.bandwidth_fraction, fit_row.block_bandwidth_Bps
+        if cached_bytes:
+            speed = fit_row.cache_speedup if traffic <= cached_bytes else 1.0
+            stream_Bps, block_Bps = stream_Bps * speed, block_Bps * speed
+        memory_s = traffic / stream_Bps
+        blocks_s = waves * (fit_row.block_s + keys_values / blocks / block_Bps)
+        compute.append(compute_s)
+        memory.append(memory_s)
+        busy.append(batch * fit_row.sequence_s / sm_count
+                    + _scalar_smooth_max([compute_s, memory_s, blocks_s], fit_row.blend))
+        latency.append(fit_row.latency_s)
+    return np.array(compute), np.array(memory), np.array(busy), np.array(latency)
+
+
+def variant_rows(fit: AttentionFit) -> list[_RowFits]:
+    """variant_columns(fit) as one _RowFits of floats per variant: computed once per fit (kept beside its fields)."""
+    rows = fit.__dict__.get("_variant_rows")
+    if rows is None:
+        rows = [_RowFits(*row) for row in variant_columns(fit).tolist()]
+        fit.__dict__["_variant_rows"] = rows  # a frozen dataclass: eq and hash read the fields only
+    return rows
 
 
 class _RowFits(NamedTuple):

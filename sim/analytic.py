@@ -11,7 +11,7 @@ from __future__ import annotations
 from sim.memory import MemoryFootprint
 from sim.offload import LinkTraffic
 from sim.result import RequestTiming, SimResult
-from sim.step_costs import StepCosts, price_passes
+from sim.step_costs import StepCosts, price_passes, whole_batch_totals
 from sim.workload import BatchWorkload, PassTables
 
 
@@ -19,6 +19,15 @@ def evaluate(device, tables: PassTables, workload: BatchWorkload, memory: Memory
              execution: str = "eager", traffic: LinkTraffic | None = None) -> SimResult:
     """Timings and energy of the batch without an event loop (no timeline); `traffic`: what an offloaded batch
     moves over its host link (sim/offload.py)."""
+    if traffic is None and not tables.sub_batch_decode:  # one finish time: the totals alone, no per-pass objects
+        totals = whole_batch_totals(device, tables, workload, execution)
+        finish_s = totals.prefill_s + totals.decode_s
+        timing = RequestTiming(count=workload.batch, arrival_s=0.0, first_token_s=totals.prefill_s, finish_s=finish_s,
+                               output_tokens=workload.output_len)
+        # Static power is drawn until the last request finishes (StepCosts.energy_parts).
+        energy = totals.dynamic_J | {"static_J": device.idle_power_W * finish_s}
+        return SimResult(request_groups=(timing,), makespan_s=finish_s, memory=memory, energy_parts_J=energy,
+                         time_by_class_s=totals.time_by_class_s)
     costs = price_passes(device, tables, workload, execution, traffic)
     first_token_s = costs.prefill_s
     finishes = costs.decode_finish_times(first_token_s)

@@ -93,15 +93,19 @@ class SimResult:
         B x (O - 1) / (e2e_s - ttft_s) = B / tpot_s. NaN with one output token (nothing decoded).
         """
         groups = self.request_groups  # a few groups of requests with equal timings: plain sums over them
-        requests = sum(g.count for g in groups)
-        tokens = self.output_tokens
-        decode_tokens = sum(g.count * (g.output_tokens - 1) for g in groups)
+        if len(groups) == 1:  # a static batch decoded whole: the same sums of one term, without a generator each
+            (g,) = groups
+            requests, tokens, decode_tokens = g.count, g.output_tokens * g.count, g.count * (g.output_tokens - 1)
+            totals = (g.ttft_s * g.count, g.tpot_s * g.count, (g.finish_s - g.arrival_s) * g.count)
+        else:
+            requests, tokens = sum(g.count for g in groups), self.output_tokens
+            decode_tokens = sum(g.count * (g.output_tokens - 1) for g in groups)
+            totals = (sum(g.ttft_s * g.count for g in groups), sum(g.tpot_s * g.count for g in groups),
+                      sum((g.finish_s - g.arrival_s) * g.count for g in groups))
         decode_s = decode_span_s([g.first_token_s for g in groups], [g.finish_s for g in groups])
         energy_J = self.energy_J
         return dict(zip(RESULT_METRICS, (
-            sum(g.ttft_s * g.count for g in groups) / requests,
-            sum(g.tpot_s * g.count for g in groups) / requests,
-            sum((g.finish_s - g.arrival_s) * g.count for g in groups) / requests,
+            totals[0] / requests, totals[1] / requests, totals[2] / requests,  # ttft_s, tpot_s, e2e_s
             tokens / self.makespan_s,
             per_decode_second(decode_tokens, decode_s),
             energy_J / tokens,

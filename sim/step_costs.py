@@ -22,7 +22,8 @@ from functools import cached_property
 import numpy as np
 
 from hw_models.cost import SUM_COLUMN, IndexedCosts, KernelCosts
-from hw_models.device import cost_passes, dispatch_s
+from hw_models.device import cost_passes, dispatch_s, stacked_costs
+from kernels.table import KernelTable
 from sim.interleave import interleaved_schedule
 from sim.offload import LinkTraffic, link_wait_s
 from sim.workload import BatchWorkload, PassTables
@@ -282,6 +283,149 @@ def _waiting(costs: KernelCosts, stall: float) -> KernelCosts:
                          where=rows.time_s > 0)
     changed = dict(time_s=rows.time_s + extra, overhead_s=rows.overhead_s + extra, static_J=static_J)
     return costs.map_rows(**changed) if isinstance(costs, IndexedCosts) else replace(costs, **changed)
+
+
+@dataclass(frozen=True)
+class WholeBatchTotals:
+    """What the analytic path reads of a batch decoded whole with nothing offloaded: price_passes' StepCosts reduced
+    to its totals (the prefill's time, the decode's, each kernel class's busy time and the dynamic energy)."""
+
+    prefill_s: float
+    decode_s: float
+    time_by_class_s: dict[str, float]
+    dynamic_J: dict[str, float]  # DYNAMIC_ENERGY_FIELDS over every kernel of every pass
+
+
+def whole_batch_totals(device, tables: PassTables, workload: BatchWorkload, execution: str = "eager",
+                       ) -> WholeBatchTotals:
+    """price_passes' totals for a batch that decodes whole (no sub-batch tables) without offloading, summed straight
+    from the passes' costs: StepCosts' and DecodeCosts' arithmetic (the host's waits spread by kernel count, each
+    step's attention at its KV length) without their per-kernel arrays, for the analytic path's one point per call.
+    The event simulation prices the same passes through price_passes; tests hold the two equal."""
+    kv_lens = workload.decode_kv_lengths()
+    decode_mode = pass_execution(execution, decode_only=True)
+    prefill_mode = pass_execution(execution, decode_only=False)
+    decode = tables.decode
+    sums = _pass_sums(device, tables.prefill, decode, decode.at_kv_lengths(kv_lens, tables.attention_window),
+                      prefill_mode, decode_mode, len(kv_lens))
+
+    # The prefill (with_host): the host's wait, where it is the longer, spread over its kernels by count.
+    prefill_masks = tables.prefill.class_masks
+    kernels = len(tables.prefill)
+    dispatch = dispatch_s(device, prefill_mode)
+    prefill_s = sums.prefill[0][TIME]
+    stall = max(dispatch * kernels - prefill_s, 0.0) if kernels and dispatch else 0.0
+    by_class = dict(zip(prefill_masks, (row[TIME] for row in sums.prefill[1:]), strict=True))
+    if stall > 0:
+        prefill_s += stall
+        counts = tables.prefill.kernel_counts(prefill_masks).tolist()
+        by_class = {label: total + stall * count / kernels
+                    for (label, total), count in zip(by_class.items(), counts, strict=True)}
+    dynamic = {name: sums.prefill[0][SUM_COLUMN[name]] for name in DYNAMIC_ENERGY_FIELDS}
+
+    # Each decode step: the base step's kernels but its attention, plus that step's attention (DecodeCosts), the
+    # step taking the longer of its device time and the host's dispatch.
+    steps, step_kernels = len(kv_lens), len(decode)
+    base, attention = sums.base[0], sums.attention
+    host_step_s = dispatch_s(device, decode_mode) * step_kernels
+    wait_s = 0.0
+    if host_step_s and steps:
+        device_step_s = base[TIME] + sums.step_attention_s
+        step_s = np.maximum(host_step_s, device_step_s)  # max(host, device) per step
+        wait_s = float((step_s - device_step_s).sum())  # host_stall_s: the host's time past the device's, or 0
+    if wait_s > 0.0:
+        decode_s = float(step_s.sum())
+    else:
+        decode_s = base[TIME] * steps + attention[TIME]
+    for name in DYNAMIC_ENERGY_FIELDS:
+        column = SUM_COLUMN[name]
+        dynamic[name] += base[column] * steps + attention[column]
+    masks = decode.class_masks
+    waits = (wait_s * decode.kernel_counts(masks) / step_kernels).tolist() if wait_s > 0.0 else [0.0] * len(masks)
+    for label, row, attended, wait in zip(masks, sums.base[1:], sums.attention_by_class, waits, strict=True):
+        total = row[TIME] * steps + attended + wait
+        by_class[label] = by_class.get(label, 0.0) + total
+    return WholeBatchTotals(prefill_s=prefill_s, decode_s=decode_s, time_by_class_s=by_class, dynamic_J=dynamic)
+
+
+@dataclass(frozen=True)
+class _PassSums:
+    """The sums whole_batch_totals reads (rows of SUM_FIELDS, in their columns, as floats)."""
+
+    prefill: list[list[float]]  # the prefill's kernels (row 0) and each of its classes' (rows 1...)
+    base: list[list[float]]  # a decode step's kernels but its attention (row 0) and each class's (rows 1...)
+    attention: list[float]  # every step's attention kernels
+    attention_by_class: list[float]  # time of every step's attention kernels of each decode class
+    step_attention_s: np.ndarray  # each step's attention time
+
+
+def _pass_sums(device, prefill: KernelTable, decode: KernelTable, steps_table: KernelTable, prefill_mode: str,
+               decode_mode: str, steps: int) -> _PassSums:
+    """The passes' sums: one product of the stacked call's costs (hw_models/device.py stacked_costs) with weights
+    kept on the stacked table, or each pass's costs summed apart where the passes are priced apart."""
+    stacked = stacked_costs(device, [prefill, decode, steps_table], decode_mode) if prefill_mode == decode_mode \
+        else None
+    masks, attention_mask = decode.class_masks, decode.decode_attention_mask
+    if stacked is not None:
+        costs, table, spans = stacked
+        weights = _sum_weights(table, prefill, decode, steps_table, spans, steps)
+        sums = (weights.matrix @ costs.matrix.T).tolist()
+        start, end, _ = spans[2]
+        step_s = np.bincount(weights.kernel_step, weights=costs.time_s[start:end].take(weights.step_index),
+                             minlength=steps)
+        p, d = len(prefill.class_masks) + 1, len(masks) + 1
+        return _PassSums(prefill=sums[:p], base=sums[p:p + d], attention=sums[p + d],
+                         attention_by_class=[row[TIME] for row in sums[p + d + 1:]], step_attention_s=step_s)
+    if prefill_mode == decode_mode:
+        prefill_costs, base, attention = cost_passes(device, [prefill, decode, steps_table], decode_mode)
+    else:
+        prefill_costs = device.cost_table(prefill, prefill_mode)
+        base, attention = cost_passes(device, [decode, steps_table], decode_mode)
+    if steps and len(attention):
+        grid = attention.time_s.reshape(steps, len(attention) // steps)
+        step_s = grid.sum(axis=1)
+        by_class = (decode.masks_within(masks, attention_mask) @ grid.sum(axis=0)).tolist()
+    else:
+        step_s, by_class = np.zeros(steps), [0.0] * len(masks)
+    return _PassSums(prefill=prefill_costs.field_sums(prefill.class_masks).tolist(),
+                     base=base.field_sums(masks, attention_mask).tolist(),
+                     attention=attention.field_sums(NO_MASKS)[0].tolist(), attention_by_class=by_class,
+                     step_attention_s=step_s)
+
+
+@dataclass(frozen=True)
+class _SumWeights:
+    """Device-free weights of _pass_sums' one product, kept on the stacked table: how many kernels of each sum each
+    stacked distinct row stands for, and each step's attention kernels (their step, their distinct row)."""
+
+    matrix: np.ndarray  # rows: the prefill's sums, the decode step's, every step's attention, each class's of it
+    kernel_step: np.ndarray
+    step_index: np.ndarray
+
+
+def _sum_weights(stacked: KernelTable, prefill: KernelTable, decode: KernelTable, steps_table: KernelTable,
+                 spans: list, steps: int) -> _SumWeights:
+    """_pass_sums' weights for the passes stacked as `spans` (stacked_costs), made once per stacked table."""
+    hit = stacked.__dict__.get("_sum_weights")
+    if hit is not None and hit[0] is prefill and hit[1] is decode and hit[2] is steps_table:
+        return hit[3]
+    masks, attention_mask = decode.class_masks, decode.decode_attention_mask
+    (p0, p1, _), (d0, d1, _), (a0, a1, step_index) = spans
+    if step_index is None:
+        step_index = np.arange(len(steps_table))
+    within = np.tile(decode.masks_within(masks, attention_mask), (1, steps))  # each step's attention kernels
+    prefill_rows = prefill.labelled_counts(prefill.class_masks)
+    decode_rows = decode.labelled_counts(masks, attention_mask)
+    matrix = np.zeros((len(prefill_rows) + len(decode_rows) + 1 + len(masks), len(stacked)))
+    matrix[:len(prefill_rows), p0:p1] = prefill_rows
+    matrix[len(prefill_rows):len(prefill_rows) + len(decode_rows), d0:d1] = decode_rows
+    attention_rows = [np.bincount(step_index, minlength=a1 - a0),
+                      *(np.bincount(step_index, weights=row, minlength=a1 - a0) for row in within)]
+    matrix[len(prefill_rows) + len(decode_rows):, a0:a1] = attention_rows
+    weights = _SumWeights(matrix=matrix, kernel_step=np.repeat(np.arange(steps), len(steps_table) // steps),
+                          step_index=step_index)
+    stacked.__dict__["_sum_weights"] = (prefill, decode, steps_table, weights)  # the tables kept alive with it
+    return weights
 
 
 def sub_batch_sizes(batch: int, parts: int) -> tuple[int, ...]:

@@ -170,3 +170,29 @@ def test_held_out_error_on_measured_h200_attention():
     for kernel in ("attention_prefill", "attention_decode"):
         mask = np.array([r.kernel == kernel for r in held_out])
         assert np.median(np.abs(error[mask])) <= 0.15, kernel
+
+
+@pytest.mark.parametrize("device_name", ["h200", "l40s", "b200"])  # the GPUs with attention fits
+def test_a_few_rows_priced_in_floats_match_the_array_path(monkeypatch, device_name):
+    """shaped_attention_times prices one design point's few attention rows in Python floats (_scalar_times) and any
+    other call with numpy (_times): the two agree to rounding, on every fit family (prefill, decode, torch's SDPA),
+    with and without an L2-resident working set."""
+    import hw_models.gpu_attention as attention
+
+    fit = load_device(device_name).calibration.attention
+    shapes = attention_shapes(
+        flops=np.array([4.0 * 128 * 2048 * 32, 4.0 * 2048 * 2048 * 32 / 2, 4.0 * 128 * 8192 * 32 * 16, 1e9]),
+        act_bytes=np.array([2.0 * 2 * 32 * 128, 2.0 * 2048 * 32 * 128 * 2, 16 * 2.0 * 2 * 32 * 128, 1e6]),
+        kv_bytes=np.array([2.0 * 2 * 8 * 128 * 2048, 2.0 * 2 * 8 * 128 * 2048, 16 * 2.0 * 2 * 8 * 128 * 8192, 1e7]),
+        batch=np.array([1, 1, 16, 4]), heads=np.array([32, 32, 32, 32]), kv_heads=np.array([8, 8, 8, 32]),
+        q_len=np.array([1, 2048, 1, 1]), kv_len=np.array([2048, 2048, 8192, 512]),
+        head_dim=np.array([128, 128, 128, 128]), torch_sdpa=np.array([False, False, False, True]))
+    for cached_bytes in (0.0, 50e6):
+        kwargs = dict(flops_per_s=np.full(4, 989e12), bandwidth_Bps=4.8e12, sm_count=132, fit=fit,
+                      cached_bytes=cached_bytes)
+        floats = shaped_attention_times(shapes, **kwargs)
+        monkeypatch.setattr(attention, "SCALAR_ROWS", 0)  # every call through the arrays
+        arrays = shaped_attention_times(shapes, **kwargs)
+        monkeypatch.undo()
+        for got, want in zip(floats, arrays, strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-12)

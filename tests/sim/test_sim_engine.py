@@ -16,6 +16,7 @@ from sim.analytic import evaluate
 from sim.chrome_trace import chrome_trace_events, write_chrome_trace
 from sim.engine import simulate
 from sim.memory import batch_footprint
+from sim.result import RESULT_METRICS
 from sim.step_costs import with_host
 from sim.workload import BatchWorkload, PassTables
 
@@ -103,6 +104,23 @@ def test_simulate_agrees_with_analytic(llama):
     assert sim.energy_J == pytest.approx(analytic.energy_J, rel=1e-9)
     for label, seconds in analytic.time_by_class_s.items():
         assert sim.time_by_class_s[label] == pytest.approx(seconds, rel=1e-9), label
+
+
+@pytest.mark.parametrize("device_name", ["h100-sxm", "a100-sxm-80gb"])  # fitted, and the datasheet roofline
+@pytest.mark.parametrize("execution", ["eager", "graphs", "engine", "device"])
+@pytest.mark.parametrize("output", [1, 2, OUTPUT])
+def test_analytic_totals_agree_with_step_costs(trace_of, device_name, execution, output):
+    """The analytic path sums a batch decoded whole straight from its passes' costs (sim/step_costs.py
+    whole_batch_totals: one stacked call where the passes launch alike, each pass apart for an engine's prefill); the
+    event simulation prices the same passes through price_passes. Both agree, with and without decode steps."""
+    device, tables, workload, memory = _setup(trace_of, "llama-2-7b", 1, PROMPT, output, device=device_name)
+    sim = simulate(device, tables, workload, memory, execution=execution)
+    analytic = evaluate(device, tables, workload, memory, execution=execution)
+    a, b = sim.metrics(), analytic.metrics()
+    for key in RESULT_METRICS:
+        assert a[key] == pytest.approx(b[key], rel=1e-12, nan_ok=True), key
+    assert analytic.energy_parts_J == pytest.approx(sim.energy_parts_J, rel=1e-12)
+    assert analytic.time_by_class_s == pytest.approx(sim.time_by_class_s, rel=1e-12)
 
 
 @pytest.fixture(scope="module")
