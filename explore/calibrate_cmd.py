@@ -163,6 +163,9 @@ def _score(rows: list[MeasuredKernel], include_train: bool, where: str) -> tuple
         if steps.any():
             notes.append(f"{name}: decode_step and prefill_step rows are compared with the simulated step, launched "
                          f"as each was timed (eagerly, or replayed from CUDA graphs)")
+            host = host_dispatch_note(device, [r for r in scored if r.is_step], predicted[steps])
+            if host:
+                notes.append(f"{name}: {host}")
         measured = np.array([r.time_s for r in scored])
         kinds = np.array([row_group(r) for r in scored])
         summary[name] = {k: error_summary(predicted[kinds == k], measured[kinds == k]) for k in sorted(set(kinds))}
@@ -268,6 +271,34 @@ def predict_steps(device: str, rows: list[MeasuredKernel], where: str) -> np.nda
         metrics = evaluator.evaluate(point, price_infeasible=True).result.metrics()
         times.append(metrics["tpot_s" if decode else "ttft_s"])
     return np.array(times, dtype=float)
+
+
+def host_dispatch_note(device, rows: list[MeasuredKernel], predicted_s: np.ndarray) -> str:
+    """What the eagerly launched steps among `rows` say of the host that ran them: where the model prices a step at
+    its host's dispatch (every kernel's framework time, more than the device's), the measured time over the kernels
+    the step launches is that host's dispatch per kernel ('' where no eager step is host-bound in the model)."""
+    from explore.evaluate import Evaluator
+    from hw_models.device import dispatch_s
+
+    per_kernel_s = dispatch_s(device, "eager")
+    if not per_kernel_s:
+        return ""
+    evaluator, implied_s = Evaluator(), []
+    for row, predicted in zip(rows, predicted_s, strict=True):
+        if row.timing == "graph":
+            continue
+        decode = row.kernel == DECODE_STEP
+        kernels = len(evaluator.lowered(row.model, "decode" if decode else "prefill", row.batch,
+                                        row.kv_len - 1 if decode else row.seq_len))
+        if abs(predicted - kernels * per_kernel_s) <= 1e-9 * predicted:  # the host's time, not the device's
+            implied_s.append(row.time_s / kernels)
+    if not implied_s:
+        return ""
+    us = np.array(implied_s) * 1e6
+    return (f"{len(us)} eager steps are host-bound as priced; their measured times over the kernels each launches put "
+            f"this host at a median {np.median(us):.1f} us per kernel ({us.min():.1f}-{us.max():.1f}), against "
+            f"{per_kernel_s * 1e6:.1f} us priced (overhead.framework_dispatch_us: a device file or a sweep's "
+            f"overrides set a host's own)")
 
 
 # The summary row of a profile that holds every kernel.

@@ -159,3 +159,24 @@ def test_measure_writes_w4a16_steps_and_refuses_a_model_tinygemm_cannot_run(tmp_
     assert "hidden_size 64 is not a multiple of tinygemm's group of 128" in capsys.readouterr().err
     assert main(["measure", "--device-name", DEVICE, "--kinds", "attention", "--dtype", "fp8", "-o", str(table)]) == 2
     assert "--dtype: found 'fp8' with --kinds attention" in capsys.readouterr().err
+
+
+def test_host_bound_eager_steps_say_what_the_host_dispatches_per_kernel(tmp_path, capsys):
+    """A tiny model's eager step is priced at its host's dispatch (21.6 us a kernel, more than its device time): a
+    step measured at twice that puts the host at twice the dispatch a kernel, and validate says so beside the
+    field that sets it. Graph-replayed steps say nothing of the host."""
+    from hw_models.gpu_spec import FRAMEWORK_DISPATCH_US
+    from kernels.lowering import lower_trace
+
+    model = write_tiny_model(tmp_path)
+    evaluator = Evaluator()
+    kernels = len(lower_trace(evaluator.trace(model, "decode", 2, 64)))
+    point = DesignPoint(model=model, device=DEVICE, batch=2, prompt=64, output=2)
+    eager_s = evaluator.evaluate(point).metrics["tpot_s"]
+    assert eager_s == pytest.approx(kernels * FRAMEWORK_DISPATCH_US * 1e-6, rel=1e-9)  # host-bound as priced
+    table = tmp_path / "steps.csv"
+    write_table(table, [_step(model, 2 * eager_s), replace(_step(model, eager_s / 10), timing="graph")])
+    assert main(["validate", str(table), "--out", str(tmp_path / "v")]) == 0
+    (line,) = [line for line in capsys.readouterr().out.splitlines() if "per kernel" in line]
+    assert "1 eager steps are host-bound as priced" in line
+    assert f"median {2 * FRAMEWORK_DISPATCH_US:.1f} us per kernel" in line and "overhead.framework_dispatch_us" in line
