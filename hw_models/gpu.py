@@ -44,10 +44,12 @@ from hw_models.gpu_efficiency import (
 from hw_models.gpu_quant import MIXED_INPUT_TILES, QuantPlan, dequant_ops, lane_ops_per_s, quant_plan
 from hw_models.gpu_reduction import serial_steps
 from hw_models.gpu_spec import GPUSpec
+from hw_models.gpu_unstructured import expansion_s
 from hw_models.sparsity_support import gpu_support
 from kernels.formats import DENSE, NumericFormat
 from kernels.kernel import KernelKind
 from kernels.measured import GENERAL_LAYOUT
+from kernels.sparsity import UNSTRUCTURED, support_key
 from kernels.table import KINDS, KernelTable
 from workloads.errors import InputError
 
@@ -233,6 +235,7 @@ class GPUModel(DeviceModel):
         if gemm is not None:
             # The table is the work this GPU does (run_on): a pattern it supports has its zeros skipped.
             sparse = table.sparsity != DENSE and table.sparsity in self.sparsity_patterns
+            expands = sparse and support_key(table.sparsity) == UNSTRUCTURED  # loaded sparse, computed dense
             mixed_rows = [rows for plan, rows in plans if plan.mixed_input]
             mixed = np.logical_or.reduce(mixed_rows) if mixed_rows else None
             for fit, group in cal.gemm_groups(table, gemm):
@@ -253,6 +256,10 @@ class GPUModel(DeviceModel):
                         m=g.m, n=g.n, k=g.k, batch=g.batch, flops=g.flops, flops_per_s=peak.take(rows, axis=-1),
                         bytes_moved=g.bytes, bandwidth_Bps=bandwidth_Bps, sm_count=sm_count, fit=fit, kept=kept,
                         vector_s=vector(rows), tiles=tiles, tile_policy=tile_policy, counts=counts)
+                    if expands:  # Flash-LLM's dense tiles in shared memory, whatever share of weights is kept
+                        busy = np.maximum(busy, expansion_s(
+                            n=g.n, k=g.k, m=g.m, batch=g.batch, density=g.weight_density, sm_count=sm_count,
+                            clock_MHz=self.spec.compute.boost_clock_MHz) * (g.weight_bytes > 0))
                     put(rows, c, m, busy, latency)
         attention = table.class_rows("attention")
         if cal.attention is not None and attention is not None:

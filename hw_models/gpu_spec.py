@@ -28,7 +28,9 @@ DTYPES = Literal["fp64", "fp32", "tf32", "fp16", "bf16", "fp8", "int8", "int4", 
 @dataclass(frozen=True, kw_only=True, config=SPEC_CONFIG)
 class ComputeSpec:
     sm_count: Annotated[int, Field(gt=0)]
-    boost_clock_MHz: Annotated[Positive, Unread("a record of the chip; rates come from peak_TFLOPS")]
+    # Tensor and vector rates come from peak_TFLOPS; the clock sets what scales with it alone, the SMs' shared-memory
+    # bandwidth (hw_models/gpu_unstructured.py).
+    boost_clock_MHz: Positive
     # Dense peak rates per dtype (TOPS for integer types); "fp32" is the vector (non-tensor-core) rate.
     peak_TFLOPS: dict[DTYPES, Positive]
     source: Source

@@ -16,11 +16,11 @@ Weight patterns (NumericFormat.sparsity):
   (memory-bound) speeds up with the bytes saved, prefill (compute-bound) does not. Quantized weights keep the
   16-bit location beside their stored bits (no published kernel: an extrapolation of the layout). The per-tile
   offsets (one int32 per 8,192 weights) and the padding of each tile to a multiple of 4 nonzeros are not counted.
-  Nor is the kernel's shared-memory work, which does not shrink with the sparsity: each K step zero-fills the
-  dense tile, scatters the nonzeros into it one 16-bit store each and reads it back densely for the tensor cores
+  The kernel's shared-memory work does not shrink with the sparsity: each K step zero-fills the dense tile,
+  scatters the nonzeros into it one 16-bit store each and reads it back densely for the tensor cores
   (csrc/SpMM_Kernel.cuh), about 4 bytes of bank traffic per dense weight, more time than the DRAM traffic of the
-  kept weights above about 88% sparsity on an A100; nor its split-K partials, reduced by a second kernel
-  (tests/hw_models/test_paper_flash_llm.py names the gap).
+  kept weights above about 88% sparsity on an A100: a GPU prices it (hw_models/gpu_unstructured.py). Its split-K
+  partials, reduced by a second kernel, are not counted.
 - "blockB:S" (B in 16, 32, 64, 128; 0 < S < 1 the share of zero B x B blocks): whole zero tiles are skipped, their
   math and their bytes; each kept block stores a 32-bit column index, as the BSR format does (cuSPARSE bsrColInd is
   int32), 32 / B^2 bits per weight; row offsets (one per B rows) are not counted.
