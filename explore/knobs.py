@@ -269,7 +269,8 @@ register(Knob(name="hot_expert_bits", type=int, section="format", default=_FORMA
 register(Knob(name="outlier_fraction", type=float, section="format", default=0.0, minimum=0.0,
               maximum=MAX_OUTLIER_FRACTION, applies="format", label="outlier fraction",
               help="fraction of quantized weights kept again in fp16 in a sparse CSR matrix (SpQR ~0.01, SqueezeLLM "
-              "0.0005-0.0045), multiplied by a sparse kernel of its own", allowed_text=f"a fraction from 0 to "
+              "0.0005-0.0045), multiplied by a sparse kernel of its own (with scale_type spqr3 inside the quantized "
+              "GEMM, as SpQR's fused kernel does)", allowed_text=f"a fraction from 0 to "
               f"{MAX_OUTLIER_FRACTION}"))
 register(Knob(name="weight_coding", type=str, section="format", default=_FORMAT.weight_coding, allowed=WEIGHT_CODINGS,
               applies="format", help="entropy coding of 16-bit weights: none, or dfloat11 (Huffman-coded bf16 at "

@@ -4,7 +4,10 @@
   product multiplies the outliers' CSR matrix by the GEMM's input and adds it into the GEMM's output. It reads the
   outliers (OUTLIER_BITS each), the input once, and the output once more to accumulate into it, and does two FLOPs
   per outlier and token on the vector units. It is a kernel of its own, as SqueezeLLM runs its balanced CSR kernel
-  beside the dense LUT kernel (Kim et al., ICML 2024, Section 5). Its rows are elementwise kernels: memory-bound
+  beside the dense LUT kernel (Kim et al., ICML 2024, Section 5). SpQR's kernel multiplies its outliers inside the
+  quantized matvec instead (Vahe1994/SpQR inference_lib spqr_cuda_kernel.cu, spqr_quantized_matvec_fused, the dense
+  and sparse parts of a tile in one launch, on the input it has already loaded): their bytes join the GEMM's weight
+  traffic (outlier_bytes) and no kernel is added. Its rows are elementwise kernels: memory-bound
   streaming work, priced as the device prices streaming kernels (a GPU's fitted streaming efficiency where its
   calibration has one, else the roofline). That is optimistic for a CSR product, whose input reads are gathers;
   no measurement of one at these densities is in the project's data.
@@ -58,15 +61,19 @@ def _element_B(dtype: str) -> float:
     return DTYPE_BITS.get(dtype, 16) / 8.0
 
 
+def outlier_bytes(gemm: Kernel, fraction: float) -> float:
+    """Bytes of a GEMM's outliers in CSR (OUTLIER_BITS each), `fraction` of its weights (at the traced precision)."""
+    return fraction * gemm.weight_bytes / _element_B(gemm.dtype) * OUTLIER_BITS / 8.0
+
+
 def outlier_kernels(kernels: Sequence[Kernel], rows: np.ndarray, fraction: float) -> list[Kernel]:
     """The sparse product of each given GEMM row's outliers (`rows` index `kernels`, at the traced precision)."""
     out = []
     for i in rows.tolist():
         gemm = kernels[i]
-        outliers = fraction * gemm.weight_bytes / _element_B(gemm.dtype)
         output_share = gemm.n / (gemm.k + gemm.n) if gemm.k + gemm.n > 0 else 0.0
         out.append(Kernel(kind=KernelKind.ELEMENTWISE, op=OUTLIER_OP, flops=fraction * gemm.flops,
-                          weight_bytes=outliers * OUTLIER_BITS / 8.0,
+                          weight_bytes=outlier_bytes(gemm, fraction),
                           act_bytes=gemm.act_bytes * (1.0 + output_share), kv_bytes=0.0, dtype=gemm.dtype,
                           tensor_core=False, layer=gemm.layer, module=gemm.module))
     return out

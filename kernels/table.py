@@ -8,8 +8,8 @@ from functools import cached_property
 
 import numpy as np
 
-from kernels.format_kernels import FORMAT_OPS, decompression_kernels, outlier_kernels
-from kernels.formats import DENSE, NumericFormat
+from kernels.format_kernels import FORMAT_OPS, decompression_kernels, outlier_bytes, outlier_kernels
+from kernels.formats import DENSE, SPQR, NumericFormat
 from kernels.kernel import KIND_CLASS, Kernel, KernelKind, is_torch_sdpa
 from kernels.kv_policy import Window, decode_reads
 from kernels.moe import COLD_EXPERTS_MODULE, hot_expert_parts
@@ -325,13 +325,18 @@ class KernelTable:
         input_share = np.divide(self.k, self.k + self.n, out=np.ones(len(self.k)), where=(self.k + self.n) > 0)
         act_bytes = np.where(weight_gemm, self.act_bytes * (1.0 - input_share * (1.0 - act_scale)),
                              self.act_bytes)
-        table = replace(self, weight_bytes=self.weight_bytes * weight_scale, act_bytes=act_bytes,
+        weight_bytes = self.weight_bytes * weight_scale
+        added = []
+        if fmt.outlier_fraction:
+            rows = np.flatnonzero(weight_gemm & (bits < 16))
+            if fmt.scale_type == SPQR:  # SpQR's kernel multiplies its outliers in the GEMM (format_kernels.py)
+                weight_bytes[rows] += [outlier_bytes(self.kernels[i], fmt.outlier_fraction) for i in rows.tolist()]
+            else:
+                added += outlier_kernels(self.kernels, rows, fmt.outlier_fraction)
+        table = replace(self, weight_bytes=weight_bytes, act_bytes=act_bytes,
                         kv_bytes=self.kv_bytes * fmt.kv_scale, dtype=dtype, sparsity=fmt.sparsity,
                         weight_density=density, sparse_weight_scale=sparse_scale,
                         weight_bits=np.where(weight_gemm, bits, 16.0), numeric_format=fmt)
-        added = []
-        if fmt.outlier_fraction:
-            added += outlier_kernels(self.kernels, np.flatnonzero(weight_gemm & (bits < 16)), fmt.outlier_fraction)
         if fmt.weight_coding == "dfloat11":
             added += decompression_kernels(self.kernels, np.flatnonzero(weight_gemm & (bits >= 16)))
         if not added:
