@@ -159,11 +159,14 @@ def _score(rows: list[MeasuredKernel], include_train: bool, where: str) -> tuple
         steps = np.array([r.is_step for r in scored])
         predicted = np.empty(len(scored))
         predicted[~steps] = predict(device, [r for r in scored if not r.is_step])
-        predicted[steps] = predict_steps(name, [r for r in scored if r.is_step], where)
         if steps.any():
+            from explore.evaluate import Evaluator
+
+            step_rows, evaluator = [r for r in scored if r.is_step], Evaluator()  # one tracer for both uses
+            predicted[steps] = predict_steps(name, step_rows, where, evaluator)
             notes.append(f"{name}: decode_step and prefill_step rows are compared with the simulated step, launched "
                          f"as each was timed (eagerly, or replayed from CUDA graphs)")
-            host = host_dispatch_note(device, [r for r in scored if r.is_step], predicted[steps])
+            host = host_dispatch_note(device, step_rows, predicted[steps], evaluator)
             if host:
                 notes.append(f"{name}: {host}")
         measured = np.array([r.time_s for r in scored])
@@ -232,16 +235,17 @@ def cross_source(rows: list[MeasuredKernel], device_name: str, from_name: str, t
     return summary, note
 
 
-def predict_steps(device: str, rows: list[MeasuredKernel], where: str) -> np.ndarray:
+def predict_steps(device: str, rows: list[MeasuredKernel], where: str, evaluator=None) -> np.ndarray:
     """Simulated time of each whole-step row, as `explore run` prices it (fits in memory or not), launched as the row
     was timed (replayed from CUDA graphs for a 'graph' row, eagerly for the others): a decode_step row is the one
     decode step of a design point whose prompt puts its new tokens at the row's kv_len (its TPOT); a prefill_step row
-    the prefill of a point with the row's batch and prompt (its TTFT)."""
+    the prefill of a point with the row's batch and prompt (its TTFT). `evaluator`: an explore.evaluate.Evaluator
+    whose traces to reuse (default: a new one)."""
     from explore.design_point import DesignPoint
     from explore.evaluate import Evaluator
     from kernels.harness import table_dtype
 
-    evaluator = Evaluator()
+    evaluator = evaluator or Evaluator()
     times = []
     for row in rows:
         decode = row.kernel == DECODE_STEP
@@ -273,17 +277,17 @@ def predict_steps(device: str, rows: list[MeasuredKernel], where: str) -> np.nda
     return np.array(times, dtype=float)
 
 
-def host_dispatch_note(device, rows: list[MeasuredKernel], predicted_s: np.ndarray) -> str:
+def host_dispatch_note(device, rows: list[MeasuredKernel], predicted_s: np.ndarray, evaluator) -> str:
     """What the eagerly launched steps among `rows` say of the host that ran them: where the model prices a step at
     its host's dispatch (every kernel's framework time, more than the device's), the measured time over the kernels
-    the step launches is that host's dispatch per kernel ('' where no eager step is host-bound in the model)."""
-    from explore.evaluate import Evaluator
+    the step launches is that host's dispatch per kernel ('' where no eager step is host-bound in the model).
+    `evaluator`: the explore.evaluate.Evaluator that priced the steps (its traces give their kernels)."""
     from hw_models.device import dispatch_s
 
     per_kernel_s = dispatch_s(device, "eager")
     if not per_kernel_s:
         return ""
-    evaluator, implied_s = Evaluator(), []
+    implied_s = []
     for row, predicted in zip(rows, predicted_s, strict=True):
         if row.timing == "graph":
             continue

@@ -307,14 +307,17 @@ class GPUModel(DeviceModel):
         key = tuple(groups)
         rates = cache.get(key)
         if rates is None:
-            values = [(self.peak_flops(dtype if matrix else VECTOR_DTYPE),
-                       self.joules_per_flop(dtype if matrix else VECTOR_DTYPE)) for dtype, matrix in groups]
-            if not all(isinstance(v, float) for row in values for v in row):
-                return table.per_dtype(lambda dtype, matrix: (self.peak_flops(dtype if matrix else VECTOR_DTYPE),
-                                                              self.joules_per_flop(dtype if matrix else VECTOR_DTYPE)))
-            rates = cache[key] = np.array(values, dtype=float).T
+            values = [self._pair_rates(*pair) for pair in groups]
+            if not all(type(v) is float for row in values for v in row):  # arrays over a block of design points
+                return table.per_dtype(self._pair_rates)
+            rates = cache[key] = np.array(values, dtype=float).reshape(len(values), 2).T
         peak, flop_J = rates.take(index, axis=1)
         return peak, flop_J
+
+    def _pair_rates(self, dtype: str, matrix: bool) -> tuple:
+        """(peak FLOP/s, joules per FLOP) of kernels of a dtype on the matrix units or (not matrix) the vector units."""
+        unit = dtype if matrix else VECTOR_DTYPE
+        return self.peak_flops(unit), self.joules_per_flop(unit)
 
     def _cost_table(self, table: KernelTable, execution: str) -> KernelCosts:
         spec = self.spec

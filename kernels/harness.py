@@ -28,7 +28,7 @@ import platform
 import shutil
 import statistics
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from time import perf_counter_ns
@@ -216,6 +216,17 @@ def write_check(path: str | Path, rows: list[dict], torch_device: str) -> str:
         writer.writeheader()
         writer.writerows({**row, "source": source} for row in rows)
     return source
+
+
+def run_check(argv: list[str], rows: Callable[[str, bool], Iterable[dict]]) -> int:
+    """The command line of a bench/gpu/check_*.py, `OUT.csv [--cpu]`: rows(torch device, on the CPU) timed into OUT
+    with the harness's provenance (write_check), each row printed by the check as it is timed."""
+    out, cpu = argv[0], "--cpu" in argv[1:]
+    device = "cpu" if cpu else "cuda"
+    measured = list(rows(device, cpu))
+    source = write_check(out, measured, device)
+    print(f"{out}: {len(measured)} rows ({source})")
+    return 0
 
 
 def _row(kernel: str, *, device: str, dtype: str, time_s: float, source: str, **shape) -> MeasuredKernel:
@@ -525,7 +536,7 @@ def measure_decode_steps(model: str, config: ModelConfig, cases: Sequence[Decode
     `model` is written in the rows (the preset name or config path the model came from); each row's kv_len
     counts the keys a new token attends to, its own included (context_len + 1), as in a simulated step.
     """
-    dtype, int4 = _step_dtype(config, weights)
+    dtype, activations, int4 = _step_dtypes(config, weights)
     source = source or harness_source(torch_device)
     modes = (False, True) if _is_cuda(torch_device) else (False,)
     rows = []
@@ -533,8 +544,7 @@ def measure_decode_steps(model: str, config: ModelConfig, cases: Sequence[Decode
         for graph in modes:
             try:
                 t = measure_decode_step(config, batch=batch, context_len=context_len, device=torch_device,
-                                        dtype=_step_activations(config, int4), repeats=repeats, graph=graph,
-                                        int4=int4)
+                                        dtype=activations, repeats=repeats, graph=graph, int4=int4)
             except RuntimeError as err:
                 if not graph:
                     raise
@@ -556,12 +566,12 @@ def measure_prefill_steps(model: str, config: ModelConfig, cases: Sequence[Prefi
     """Time whole prefills of `config` at its own dtype, one row ('prefill_step') per (batch, prompt_len): batch
     prompts of prompt_len tokens run through the model into an empty KV cache, launched eagerly (timing 'isolated');
     `weights` as for measure_decode_steps."""
-    dtype, int4 = _step_dtype(config, weights)
+    dtype, activations, int4 = _step_dtypes(config, weights)
     source = source or harness_source(torch_device)
     rows = []
     for batch, prompt_len in cases:
         t = measure_decode_step(config, batch=batch, context_len=0, new_tokens=prompt_len, device=torch_device,
-                                dtype=_step_activations(config, int4), repeats=repeats, int4=int4)
+                                dtype=activations, repeats=repeats, int4=int4)
         log.info("prefill %s batch=%d prompt=%d: %.3e s", model, batch, prompt_len, t)
         rows.append(_row("prefill_step", device=device, dtype=dtype, time_s=t, batch=batch, seq_len=prompt_len,
                          kv_len=prompt_len, model=model, source=f"{source}; op=prefill_step[{model}]"))
@@ -584,20 +594,18 @@ def int4_refusal(config: ModelConfig) -> str:
     return ""
 
 
-def _step_dtype(config: ModelConfig, weights: str) -> tuple[str, bool]:
-    """The table dtype of a model's step rows and whether its linears run int4 weights."""
+def _step_dtypes(config: ModelConfig, weights: str) -> tuple[str, str, bool]:
+    """(the table dtype of a model's step rows, the dtype its activations run in, whether its linears run int4
+    weights). Under tinygemm's int4 linears the activations are bf16, the only dtype it takes (an fp16 model's step
+    costs the same at bf16: both 16-bit, at one tensor-core rate)."""
     if weights not in ("", *STEP_WEIGHT_DTYPES):
         raise ValueError(f"weights: found {weights!r}, allowed: '' (the config's dtype) or "
                          f"{', '.join(STEP_WEIGHT_DTYPES)}")
-    if weights and table_dtype(config.dtype) not in ("bf16", "fp16"):
+    if not weights:
+        return table_dtype(config.dtype), table_dtype(config.dtype), False
+    if table_dtype(config.dtype) not in ("bf16", "fp16"):
         raise ValueError(f"weights: found {weights!r} for a {config.dtype} model, allowed: a 16-bit model")
-    return (weights, True) if weights else (table_dtype(config.dtype), False)
-
-
-def _step_activations(config: ModelConfig, int4: bool) -> str:
-    """The dtype a step runs its activations in: the config's, or bf16 under tinygemm's int4 linears, which take
-    bf16 only (an fp16 model's step costs the same at bf16: both 16-bit, at one tensor-core rate)."""
-    return "bf16" if int4 else table_dtype(config.dtype)
+    return weights, "bf16", True
 
 
 def default_gemm_grid() -> list[GemmShape]:

@@ -259,10 +259,12 @@ def host_stall_s(host_s, device_s):
 def with_host(costs: KernelCosts, dispatch: float) -> KernelCosts:
     """A pass's costs once it waits on a host dispatching `dispatch` seconds per kernel: the wait (if the host is
     the longer) spread over the kernels, so the pass takes max(host, device)."""
-    kernels = len(costs)
-    # host_stall_s of one pass, in floats
-    stall = max(dispatch * kernels - costs.sum("time_s"), 0.0) if kernels and dispatch else 0.0
-    return _waiting(costs, stall)
+    return _waiting(costs, pass_host_wait_s(dispatch, len(costs), costs.sum("time_s")))
+
+
+def pass_host_wait_s(dispatch: float, kernels: int, device_s: float) -> float:
+    """host_stall_s of one pass, in floats: how long it waits on a host dispatching `dispatch` seconds per kernel."""
+    return max(dispatch * kernels - device_s, 0.0) if kernels and dispatch else 0.0
 
 
 def with_link(costs: KernelCosts, link_s: float, prefetch: bool) -> KernelCosts:
@@ -312,9 +314,8 @@ def whole_batch_totals(device, tables: PassTables, workload: BatchWorkload, exec
     # The prefill (with_host): the host's wait, where it is the longer, spread over its kernels by count.
     prefill_masks = tables.prefill.class_masks
     kernels = len(tables.prefill)
-    dispatch = dispatch_s(device, prefill_mode)
     prefill_s = sums.prefill[0][TIME]
-    stall = max(dispatch * kernels - prefill_s, 0.0) if kernels and dispatch else 0.0
+    stall = pass_host_wait_s(dispatch_s(device, prefill_mode), kernels, prefill_s)
     by_class = dict(zip(prefill_masks, (row[TIME] for row in sums.prefill[1:]), strict=True))
     if stall > 0:
         prefill_s += stall
@@ -331,10 +332,10 @@ def whole_batch_totals(device, tables: PassTables, workload: BatchWorkload, exec
     wait_s = 0.0
     if host_step_s and steps:
         device_step_s = base[TIME] + sums.step_attention_s
-        step_s = np.maximum(host_step_s, device_step_s)  # max(host, device) per step
-        wait_s = float((step_s - device_step_s).sum())  # host_stall_s: the host's time past the device's, or 0
+        stall = host_stall_s(host_step_s, device_step_s)  # as DecodeCosts._stall
+        wait_s = float(stall.sum())
     if wait_s > 0.0:
-        decode_s = float(step_s.sum())
+        decode_s = float(np.maximum(host_step_s, device_step_s).sum())  # as DecodeCosts.total: max(host, device)
     else:
         decode_s = base[TIME] * steps + attention[TIME]
     for name in DYNAMIC_ENERGY_FIELDS:

@@ -38,11 +38,8 @@ def _time(shape: tuple[int, int, int], device: str) -> float:
     return harness.time_op(torch.mm, make, device=device, repeats=50)
 
 
-def main(argv: list[str]) -> int:
-    out, cpu = argv[0], "--cpu" in argv[1:]
-    device = "cpu" if cpu else "cuda"
+def _rows(device: str, cpu: bool):
     reading = harness._CacheFlusher
-    rows = []
     for shape in CPU_SHAPES if cpu else GPU_SHAPES:
         times = {}
         for name, flusher in (("read_flush_s", reading), ("write_flush_s", _WritingFlusher)):
@@ -52,13 +49,14 @@ def main(argv: list[str]) -> int:
             finally:
                 harness._CacheFlusher = reading
         weight_MB = shape[1] * shape[2] * 2 / 1e6
-        rows.append({"m": shape[0], "n": shape[1], "k": shape[2], "weight_MB": weight_MB, **times})
         print(f"m {shape[0]:>3} n {shape[1]:>6} k {shape[2]:>5} ({weight_MB:7.1f} MB): read flush "
               f"{times['read_flush_s'] * 1e6:8.2f} us, write flush {times['write_flush_s'] * 1e6:8.2f} us, "
               f"gap {(times['write_flush_s'] - times['read_flush_s']) * 1e6:6.2f} us", flush=True)
-    source = harness.write_check(out, rows, device)
-    print(f"{out}: {len(rows)} shapes ({source})")
-    return 0
+        yield {"m": shape[0], "n": shape[1], "k": shape[2], "weight_MB": weight_MB, **times}
+
+
+def main(argv: list[str]) -> int:
+    return harness.run_check(argv, _rows)
 
 
 if __name__ == "__main__":

@@ -21,22 +21,19 @@ GPU_SIZES = [(rows, hidden) for hidden in (4096, 8192)
 CPU_SIZES = [(rows, 256) for rows in (1, 16)]
 
 
-def main(argv: list[str]) -> int:
-    out, cpu = argv[0], "--cpu" in argv[1:]
-    device = "cpu" if cpu else "cuda"
+def _rows(device: str, cpu: bool):
     torch = harness._torch()
-    rows = []
     for n_rows, hidden in CPU_SIZES if cpu else GPU_SIZES:
         def make(r=n_rows, h=hidden):
             return (torch.randn(r, h, device=device, dtype=torch.float32),)
 
         time_s = harness.time_op(lambda x: x.mean(-1, keepdim=True), make, device=device, repeats=50, flush=False)
-        rows.append({"op": "mean", "rows": n_rows, "hidden": hidden, "bytes": 4 * n_rows * (hidden + 1),
-                     "time_s": time_s})
         print(f"mean [{n_rows:>5} x {hidden}] fp32: {time_s * 1e6:8.2f} us", flush=True)
-    source = harness.write_check(out, rows, device)
-    print(f"{out}: {len(rows)} rows ({source})")
-    return 0
+        yield {"op": "mean", "rows": n_rows, "hidden": hidden, "bytes": 4 * n_rows * (hidden + 1), "time_s": time_s}
+
+
+def main(argv: list[str]) -> int:
+    return harness.run_check(argv, _rows)
 
 
 if __name__ == "__main__":

@@ -33,23 +33,21 @@ def _ops(torch, hidden: int, tdtype, device: str):
                   for op, make, fn, _ in harness._general_ops(torch, tdtype, device)]
 
 
-def main(argv: list[str]) -> int:
-    out, cpu = argv[0], "--cpu" in argv[1:]
-    device = "cpu" if cpu else "cuda"
+def _rows(device: str, cpu: bool):
     torch = harness._torch()
-    rows = []
     for n_rows, hidden in CPU_SIZES if cpu else GPU_SIZES:
         for op, make, fn in _ops(torch, hidden, torch.bfloat16, device):
             times = {}
             for name, flush in (("cold_s", True), ("warm_s", False)):
                 times[name] = harness.time_op(fn, lambda r=n_rows, make=make: make(r), device=device, repeats=50,
                                               flush=flush)
-            rows.append({"op": op, "rows": n_rows, "hidden": hidden, **times})
             print(f"{op:>9} [{n_rows:>5} x {hidden}]: cold {times['cold_s'] * 1e6:8.2f} us, warm "
                   f"{times['warm_s'] * 1e6:8.2f} us", flush=True)
-    source = harness.write_check(out, rows, device)
-    print(f"{out}: {len(rows)} rows ({source})")
-    return 0
+            yield {"op": op, "rows": n_rows, "hidden": hidden, **times}
+
+
+def main(argv: list[str]) -> int:
+    return harness.run_check(argv, _rows)
 
 
 if __name__ == "__main__":

@@ -293,3 +293,19 @@ def test_int4_linears_replace_every_linear_and_keep_the_models_shapes(tiny_llama
 
 def test_int4_refusal_names_the_dimension(tiny_llama):
     assert harness.int4_refusal(tiny_llama) == "hidden_size 64 is not a multiple of tinygemm's group of 128"
+
+
+def test_a_check_writes_its_rows_with_the_harness_provenance(tmp_path, capsys):
+    import csv
+
+    out = tmp_path / "check.csv"
+
+    def rows(device, cpu):
+        assert (device, cpu) == ("cpu", True)
+        yield from ({"op": "mean", "rows": r, "time_s": r * 1e-6} for r in (1, 16))
+
+    assert harness.run_check([str(out), "--cpu"], rows) == 0
+    written = list(csv.DictReader(out.open()))
+    assert [(r["op"], r["rows"]) for r in written] == [("mean", "1"), ("mean", "16")]
+    assert {r["source"] for r in written} == {harness.harness_source("cpu")}
+    assert f"{out}: 2 rows" in capsys.readouterr().out
