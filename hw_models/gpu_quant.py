@@ -51,10 +51,20 @@ Dequantization work, in 32-bit lane instructions per weight element (counted fro
   cores) is repeated for every token of a batch (QuantizedLinear.forward: "The kernel currently only supports
   matvec"); the format is priced here as a Marlin-style mixed-input kernel runs it, dequantized once per M-tile
   pass, which SpQR's own kernel does not do.
-- QServe's W4A8 with two-level scales: 0.875 (per eight weights three instructions unpack them into two registers
-  of four int8 and one vectorized multiply and one subtract per register apply the 8-bit group scale and zero:
-  Lin et al., "QServe", MLSys 2025, Section 5.2, "register-level parallelism" and "subtraction after
-  multiplication"); other W4A8 pays the int4 unpack and a scale, 1.625.
+- QServe's W4A8 kernels (mit-han-lab/qserve kernels/csrc/qgemm/w4a8_per_chn and w4a8_per_group, gemm_cuda.cu,
+  share_to_reg_one_stage_B), counted per 32-bit word of eight 4-bit weights. With per-channel (or per-tensor)
+  scales a mask and a masked shift place them in two registers of four int8 lanes: 3/8 a weight
+  (W4A8_CHANNEL_OPS); the scale and the zero point wait for the epilogue (the int32 sums times the weight and
+  activation scales, minus the zero times the activation row's sum), since the int8 tensor cores take no scale.
+  With two-level group scales (QServe's progressive quantization) each register is also multiplied by the group's
+  8-bit scale and gets its zero point added with one __vadd4 ("subtraction after multiplication", 4 more a word),
+  and each thread's 32 weights cost 7 instructions to extract four scales and 4 byte permutes to broadcast four
+  zeros: (12 + 8 + 8 + 11) / 32 a weight (W4A8_TWO_LEVEL_OPS; the paper's own count, Lin et al., "QServe", MLSys
+  2025, Section 5.2, leaves out the scale extraction: 7/8). Each warp unpacks the weight fragment it multiplies,
+  so a weight is unpacked once per warp row of the grid, ceil(m / block rows) x block rows / warp rows, on the
+  kernels' tiles by m (gemm_w4a8_per_chn: above 256 rows blocks of 128 rows with warps of 64, from 128 to 256
+  blocks of 64 with warps of 32, below 128 both 32; gemm_w4a8_per_group: above 128 rows 128 and 64, else 32-row
+  warps). Other W4A8 pays the int4 unpack and a scale, 1.625, on Marlin's tiles.
 
 An M-tile pass is 64 output rows: Marlin's thread blocks hold at most 4 x 16 rows of the output per pass over their
 weight tile and split larger batches into 64-row problems (Frantar et al., "MARLIN", PPoPP 2025, Section 4), so
@@ -78,7 +88,7 @@ column walks 128 rows of k, the column's 2^bits fp32 codebook entries and the bl
 memory). Per weight and token it issues LUT_GEMV_OPS lane instructions: a shift and a mask extract the index, an
 address into the codebook, two shared-memory loads (the entry and the activation) and an FMA, 6 (the 3-bit index
 straddling two words every 11 values adds ~0.1, not counted). Its batched form (VecQuant3MatMulKernelNUQPerChannel-
-Batched) loops over the tokens and redoes all of it for each, so the work is paid once per token (rows_per_pass 1),
+Batched) loops over the tokens and redoes all of it for each, so the work is paid once per token (TOKEN_PASSES),
 not once per M-tile: memory-bound at batch 1 (on an RTX A6000 Llama-2-7B's 6.6e9 GEMM weights take 2.0 ms of
 instructions against 3.2 ms of 3-bit traffic), CUDA-core-bound from a few tokens on. Its FMAs are still counted as
 tensor-core math too, 2 FLOPs a weight and token at the 16-bit tensor rate, a twentieth of their CUDA-core time or less.
@@ -94,6 +104,7 @@ weight-only fit's achieved fraction of the 16-bit peak is the measured rate (tes
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -113,7 +124,9 @@ LOOKUP_OPS = 1.0
 SCALE_OPS = 0.5
 # SpQR's second-level statistics: lane instructions per group of group_size weights (see the docstring).
 SPQR_GROUP_OPS = 1 + 5 + 12 + 1 + 5 + 2 + 2
-QSERVE_W4A8_OPS = 7 / 8
+# QServe's W4A8 main loops: lane instructions per weight per warp pass (see the docstring).
+W4A8_CHANNEL_OPS = 3 / 8
+W4A8_TWO_LEVEL_OPS = (12 + 8 + 8 + 7 + 4) / 32
 # SqueezeLLM's CUDA-core LUT GEMV: lane instructions per weight and token (see the docstring).
 LUT_GEMV_OPS = 6.0
 # Output rows per pass over a weight tile (Marlin) and output columns per pass over an activation tile (CUTLASS).
@@ -126,17 +139,45 @@ MIXED_INPUT_TILES = np.array([(rows, cols) for rows in (16, 32, 48, 64) for cols
 
 
 @dataclass(frozen=True)
+class PassTile:
+    """A kernel's tile for GEMMs of up to max_m rows: the output rows one thread block holds and the rows one
+    pass of unpacked weights serves (a warp's rows, where each warp unpacks the fragment it multiplies)."""
+
+    max_m: float
+    block_rows: int
+    pass_rows: int
+
+
+MARLIN_PASSES = (PassTile(math.inf, M_TILE_ROWS, M_TILE_ROWS),)
+TOKEN_PASSES = (PassTile(math.inf, 1, 1),)  # SqueezeLLM's GEMV redoes its work for every token
+# QServe's launch tiles by m (gemm_w4a8_per_chn and gemm_w4a8_per_group in gemm_cuda.cu; see the docstring).
+QSERVE_CHANNEL_PASSES = (PassTile(127, 32, 32), PassTile(256, 64, 32), PassTile(math.inf, 128, 64))
+QSERVE_GROUP_PASSES = (PassTile(127, 32, 32), PassTile(128, 64, 32), PassTile(math.inf, 128, 64))
+
+
+def weight_passes(tiles: tuple[PassTile, ...], m) -> np.ndarray:
+    """Times each weight is unpacked by a GEMM of m rows: once per pass_rows of its blocks' padded rows."""
+    m = np.maximum(np.asarray(m, dtype=float), 1.0)
+    passes, below = np.zeros(m.shape), -math.inf
+    for tile in tiles:
+        rows = (m > below) & (m <= tile.max_m)
+        passes = np.where(rows, np.ceil(m / tile.block_rows) * (tile.block_rows / tile.pass_rows), passes)
+        below = tile.max_m
+    return passes
+
+
+@dataclass(frozen=True)
 class QuantPlan:
     """How one GPU runs a format's weight GEMMs."""
 
     dtype: str  # the format's GEMM dtype (kernels/formats.NumericFormat.gemm_dtype)
     math_dtype: str  # the tensor-core dtype it runs in on this GPU
-    weight_ops: float  # lane instructions per weight element per M-tile pass (0: the tensor cores take the weights)
+    weight_ops: float  # lane instructions per weight element per pass (0: the tensor cores take the weights)
     act_ops: float  # lane instructions per activation element per N-tile pass (emulated math only)
     variant: str  # calibration variant that prices it ('fp8/block128', 'fp4/nvfp4', 'bf16/w4int', 'fp8/w4fp4') or ''
     notice: str  # what a user should know ('' when the GPU runs the format as it is)
     mixed_input: bool = False  # 16-bit activations times quantized weights (weight-only): MIXED_INPUT_TILES
-    rows_per_pass: float = M_TILE_ROWS  # output rows whose work one pass over the weights serves
+    passes: tuple[PassTile, ...] = MARLIN_PASSES  # how many times a GEMM of m rows unpacks each weight
     gemm_variant: str = ""  # variant of its GEMMs where no GEMM fit has `variant` ('': as variant)
 
     @property
@@ -174,7 +215,7 @@ def quant_plan(fmt: NumericFormat | None, peak_TFLOPS, gpu: str, traced_dtype: s
     dtype = fmt.gemm_dtype(traced_dtype)
     if fmt.weight_only and fmt.weight_type == "lut":  # SqueezeLLM's GEMV: its work once per token
         return QuantPlan(dtype=dtype, math_dtype=dtype, weight_ops=LUT_GEMV_OPS, act_ops=0.0, variant="", notice="",
-                         mixed_input=True, rows_per_pass=1.0)
+                         mixed_input=True, passes=TOKEN_PASSES)
     if fmt.weight_only:
         ops = unpack_ops(fmt.weight_bits, fmt.weight_type) + _scale_ops(fmt)
         # Its fused MoE layers take the fit of the measured weight-only MoE kernels where one exists (gpu_moe.py).
@@ -186,8 +227,12 @@ def quant_plan(fmt: NumericFormat | None, peak_TFLOPS, gpu: str, traced_dtype: s
         notice = ""
         mx_fp4 = _mx_fp4_weights_on_fp8(fmt, dtype)
         if dtype == "int8" and fmt.weight_bits < 8:  # W4A8: the int4 weights are widened to int8 lanes
-            ops = QSERVE_W4A8_OPS if fmt.scale_type == "two_level" else (
-                unpack_ops(fmt.weight_bits, fmt.weight_type) + _scale_ops(fmt))
+            qserve = _qserve_kernel(fmt)
+            if qserve is not None:
+                ops, passes = qserve
+                return QuantPlan(dtype=dtype, math_dtype=dtype, weight_ops=ops, act_ops=0.0, variant="", notice="",
+                                 passes=passes)
+            ops = unpack_ops(fmt.weight_bits, fmt.weight_type) + _scale_ops(fmt)
         elif mx_fp4 and "fp4" in peak_TFLOPS:  # Blackwell's mxf8f6f4 MMA takes them
             return QuantPlan(dtype=dtype, math_dtype=dtype, weight_ops=0.0, act_ops=0.0, notice="",
                              variant=quantized_weight_key(fmt.weight_bits, fmt.weight_type, dtype),
@@ -210,6 +255,17 @@ def quant_plan(fmt: NumericFormat | None, peak_TFLOPS, gpu: str, traced_dtype: s
     return QuantPlan(dtype=dtype, math_dtype=math, weight_ops=weight_ops, act_ops=act_ops, variant="", notice=notice)
 
 
+def _qserve_kernel(fmt: NumericFormat) -> tuple[float, tuple[PassTile, ...]] | None:
+    """(instructions per weight and pass, tiles) of the QServe kernel that runs a W4A8 integer format, or None."""
+    if fmt.weight_bits != 4 or fmt.weight_type != INT:
+        return None
+    if fmt.scale_type == "two_level":
+        return W4A8_TWO_LEVEL_OPS, QSERVE_GROUP_PASSES
+    if fmt.scale_granularity in ("channel", "tensor"):
+        return W4A8_CHANNEL_OPS, QSERVE_CHANNEL_PASSES
+    return None
+
+
 def _mx_fp4_weights_on_fp8(fmt: NumericFormat, dtype: str) -> bool:
     """MXFP4 weights (e2m1 with an e8m0 scale per 32, OCP MX v1.0 Table 1) under fp8 math: the operand pair the
     block-scaled MMA of kind mxf8f6f4 multiplies (hw_models/gpu_moe.py)."""
@@ -218,11 +274,11 @@ def _mx_fp4_weights_on_fp8(fmt: NumericFormat, dtype: str) -> bool:
 
 
 def dequant_ops(plan: QuantPlan, *, m, n, k, batch, quantized) -> np.ndarray:
-    """Lane instructions of each GEMM row (zero where `quantized` is false): weight elements per pass of
-    plan.rows_per_pass rows (an M-tile) plus, for emulated math, activation elements per N-tile pass."""
+    """Lane instructions of each GEMM row (zero where `quantized` is false): weight elements per pass of the
+    plan's tiles (weight_passes) plus, for emulated math, activation elements per N-tile pass."""
     m, n, k = (np.maximum(np.asarray(x, dtype=float), 0.0) for x in (m, n, k))
     batch = np.maximum(np.asarray(batch, dtype=float), 1.0)
-    weights = plan.weight_ops * k * n * batch * np.ceil(np.maximum(m, 1.0) / plan.rows_per_pass)
+    weights = plan.weight_ops * k * n * batch * weight_passes(plan.passes, m)
     acts = plan.act_ops * m * k * batch * np.ceil(np.maximum(n, 1.0) / N_TILE_COLUMNS)
     return np.where(quantized, weights + acts, 0.0)
 
