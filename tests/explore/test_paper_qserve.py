@@ -1,0 +1,108 @@
+"""Serving throughput against QServe's published table (Lin et al., "QServe: W4A8KV4 Quantization and System Co-design
+for Efficient LLM Serving", MLSys 2025; github.com/mit-han-lab/qserve README.md@172741f, "Efficiency Benchmarks",
+the paper's Table 4).
+
+The table: maximum throughput in tokens/s, 1,024 input and 512 output tokens per sequence, in-flight batching off,
+paged attention on, "the same device memory budget" for every system; QServe's batch per model and GPU is published,
+TensorRT-LLM's is not. QServe runs per-channel weights on the A100 and groups of 128 (two-level scales) on the L40S,
+as the README recommends for each; TensorRT-LLM's W4A16 is AWQ with groups of 128 and its W8A8 is SmoothQuant, whose
+KV cache is 8-bit (the README's accuracy footnote: "SmoothQuant is evaluated with per-tensor static KV cache
+quantization"). OOM: the system could not hold the model. Each point runs as a serving engine (fused kernels,
+decode replayed from CUDA graphs), one static batch prefilled whole and decoded to the end.
+
+Checked here: QServe's gain over TensorRT-LLM's fastest format (the paper's headline, Llama-3-8B: 1.20x on the A100,
+over FP16; 1.39x on the L40S, over W8A8), QServe's absolute throughput at its published batch, and which cells the
+table marks OOM.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from explore.design_point import DesignPoint
+from explore.evaluate import Evaluator
+
+A100, L40S = "a100-sxm-80gb", "l40s"
+FORMATS = {
+    "fp16": dict(weight_bits=16),
+    "w4a16": dict(weight_bits=4, knobs=(("group_size", 128),)),  # AWQ, groups of 128
+    "w8a8": dict(weight_bits=8, act_bits=8, kv_bits=8, knobs=(("scale_granularity", "channel"),)),  # SmoothQuant
+    A100: dict(weight_bits=4, act_bits=8, kv_bits=4, knobs=(("scale_granularity", "channel"),)),  # QServe
+    L40S: dict(weight_bits=4, act_bits=8, kv_bits=4, knobs=(("scale_type", "two_level"),)),
+}
+# tokens/s of TensorRT-LLM FP16, W4A16 and W8A8 (None: OOM), QServe W4A8KV4, and QServe's batch.
+TABLE = {
+    L40S: {"llama-3-8b": (1326, 1431, 2634, 3656, 128), "llama-2-7b": (444, 681, 1271, 2394, 128),
+           "mistral-7b": (1566, 1457, 2569, 3774, 128), "llama-2-13b": (92, 368, 440, 1327, 75),
+           "llama-2-70b": (None, 119, None, 286, 24)},
+    A100: {"llama-3-8b": (2503, 2370, 2396, 3005, 256), "llama-2-7b": (1549, 1549, 2334, 2908, 190),
+           "mistral-7b": (2371, 2403, 2427, 2970, 256), "llama-2-13b": (488, 871, 1277, 1741, 128),
+           "llama-2-70b": (None, 358, 235, 419, 96)},
+}
+TOLERANCE = 0.30
+
+
+def _serving(model: str, device: str, batch: int, fmt: dict) -> DesignPoint:
+    return DesignPoint(model=model, device=device, batch=batch, prompt=1024, output=512, execution="engine", **fmt)
+
+
+def _largest_batch_rate(evaluator: Evaluator, device: str, fmt: dict) -> float:
+    """Llama-3-8B's tokens/s at the largest batch, in steps of 32 up to the table's largest (256), whose weights, KV
+    cache and activations fit the device (steps, not every batch: each batch size is a trace of its own)."""
+    for batch in range(256, 0, -32):
+        metrics = evaluator.evaluate(_serving("llama-3-8b", device, batch, fmt)).metrics
+        if metrics["fits_in_memory"]:
+            return metrics["tokens_per_s"]
+    raise AssertionError(f"no batch of {fmt} fits {device}")
+
+
+# Ours: L40S 1.25x (QServe 4,520 tokens/s at batch 128 against W8A8's 3,630 at batch 192), A100 1.05x (6,130 against
+# W8A8's 5,850, both at batch 256). The table's A100 W8A8 (2,396) is no faster than its FP16 (2,503), where ours is
+# 1.9x faster (FP16: 3,120 at batch 192): the paper's A100 gain is over FP16, ours over W8A8 (the table's gain over
+# W8A8 is 1.25x). Within 30% of the paper on either side, and above 1.
+@pytest.mark.slow  # eight batch sizes of an 8B model traced, about 15 s
+@pytest.mark.parametrize("device, paper", [(A100, 3005 / 2503), (L40S, 3656 / 2634)])
+def test_qserve_over_the_fastest_tensorrt_llm_format(evaluator, device, paper):
+    qserve = evaluator.evaluate(_serving("llama-3-8b", device, TABLE[device]["llama-3-8b"][4], FORMATS[device]))
+    best = max(_largest_batch_rate(evaluator, device, FORMATS[name]) for name in ("fp16", "w4a16", "w8a8"))
+    speedup = qserve.metrics["tokens_per_s"] / best
+    assert 1.0 < speedup and abs(speedup / paper - 1) <= TOLERANCE, speedup
+
+
+def _qserve_rate(evaluator: Evaluator, device: str, model: str) -> float:
+    *_, batch = TABLE[device][model]
+    return evaluator.evaluate(_serving(model, device, batch, FORMATS[device])).metrics["tokens_per_s"]
+
+
+# Ours over the table: +24% (Llama-3-8B), +4% (Llama-2-7B), +21% (Mistral-7B), +6% (Llama-2-13B, batch 75), +24%
+# (Llama-2-70B, batch 24).
+@pytest.mark.slow  # five models traced at their batch, about 10 s
+@pytest.mark.parametrize("model", list(TABLE[L40S]))
+def test_qserve_throughput_on_l40s_at_its_published_batch(evaluator, model):
+    paper = TABLE[L40S][model][3]
+    assert _qserve_rate(evaluator, L40S, model) == pytest.approx(paper, rel=TOLERANCE)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason=(
+    "ours +47% (Llama-2-13B) to +109% (Mistral-7B) over the table's A100 QServe runs, and +42% to +144% over its A100 "
+    "W8A8 ones, while its A100 FP16 and W4A16 runs are within -4% to +55% of ours as on the L40S. The table's A100 "
+    "int8 runs are slow beyond what the chip explains: W8A8 is no faster than FP16 (Llama-3-8B 2,396 against 2,503 "
+    "tokens/s) and QServe takes longer per sequence on the A100 (0.17 s at batch 256) than on the L40S (0.14 s at "
+    "128), though the A100 has 2.4x the L40S's bandwidth and 0.85x its int8 peak (624 against 733 TOPS). No "
+    "measurement of an A100 int8 GEMM is in the project's data"))
+@pytest.mark.parametrize("model", ["llama-3-8b", "llama-2-7b", "mistral-7b", "llama-2-13b", "llama-2-70b"])
+def test_qserve_throughput_on_a100_at_its_published_batch(evaluator, model):
+    paper = TABLE[A100][model][3]
+    assert _qserve_rate(evaluator, A100, model) == pytest.approx(paper, rel=TOLERANCE)
+
+
+@pytest.mark.slow  # five models traced at batch 1, about 8 s
+@pytest.mark.parametrize("device", [A100, L40S])
+def test_what_the_table_marks_oom_does_not_fit(evaluator, device):
+    """Llama-2-70B's 16-bit weights fit neither GPU and its 8-bit ones not the L40S's 48 GB; every cell with a
+    throughput holds at least one sequence."""
+    for model, row in TABLE[device].items():
+        for name, published in zip(("fp16", "w4a16", "w8a8", device), row[:4], strict=True):
+            fits = evaluator.evaluate(_serving(model, device, 1, FORMATS[name])).metrics["fits_in_memory"]
+            assert bool(fits) == (published is not None), (model, name)
