@@ -72,11 +72,27 @@ def check_sweep_formats(sweep, located) -> None:
 def format_notice(device, fmt: NumericFormat) -> str:
     """What a device (or a system of them) does with a format it cannot run as it is ('' when it runs it natively):
     a GPU emulating a dtype it has no tensor cores for (hw_models/gpu_quant.py), for each weight width of a mixed
-    format; sparsity the device does not exploit, run dense (kernels/sparsity.py)."""
+    format; GEMMs no measured GEMM of their kind prices (unmeasured_gemms); sparsity the device does not exploit,
+    run dense (kernels/sparsity.py)."""
     notices = [plan.notice for plan in _plans(device, fmt) if plan.notice]
     model = getattr(device, "device", device)  # a system of devices: its devices' model
+    unmeasured = unmeasured_gemms(model, fmt)
+    if unmeasured:
+        notices.append(f"GEMMs with no measurement of their own on {model.name}, priced on another fit: {unmeasured}")
     notices.append(sparsity_notice(model.sparsity_patterns, model.name, fmt))
     return "; ".join(dict.fromkeys(n for n in notices if n))
+
+
+def unmeasured_gemms(device, fmt: NumericFormat) -> str:
+    """Each weight width's GEMMs that no measured GEMM of their kind prices on the device, with what prices them
+    instead ('w8a8 (int8): 16-bit fit'), or '' (hw_models/gpu.py GPUModel.gemm_pricing_unmeasured)."""
+    model = getattr(device, "device", device)  # a system of devices: its devices' model
+    priced_by = getattr(model, "gemm_pricing_unmeasured", None)
+    if priced_by is None:
+        return ""
+    parts = (f"w{width.weight_bits}a{width.act_bits} ({plan.dtype}): {how}"
+             for width, plan in _width_plans(model, fmt) if (how := priced_by(plan)))
+    return ", ".join(dict.fromkeys(parts))
 
 
 def emulated_gemms(device, fmt: NumericFormat) -> str:
@@ -88,12 +104,17 @@ def emulated_gemms(device, fmt: NumericFormat) -> str:
 
 def _plans(device, fmt: NumericFormat) -> list:
     """The device's plan of each weight width of the format (none for devices without quantization plans)."""
+    return [plan for _, plan in _width_plans(device, fmt)]
+
+
+def _width_plans(device, fmt: NumericFormat) -> list:
+    """(uniform format, plan) of each quantized weight width of the format on the device."""
     device = getattr(device, "device", device)  # a system of devices: its devices' model
     plan_of = getattr(device, "quant_plan", None)
     if plan_of is None:
         return []
-    plans = [plan_of(fmt if bits == fmt.weight_bits else fmt.at_bits(bits)) for bits in fmt.weight_widths]
-    return [plan for plan in plans if plan is not None]
+    widths = [fmt if bits == fmt.weight_bits else fmt.at_bits(bits) for bits in fmt.weight_widths]
+    return [(width, plan) for width in widths if (plan := plan_of(width)) is not None]
 
 
 @functools.lru_cache(maxsize=256)
@@ -110,6 +131,12 @@ def point_sparsity_use(point) -> str:
         return ""
     device = _device_model(point.device, point.overrides, point.use_calibration)
     return sparsity_use(device.sparsity_patterns, device.name, fmt)
+
+
+def point_unmeasured_gemms(point) -> str:
+    """unmeasured_gemms of a design point (explore.design_point.DesignPoint): its format on its device as
+    overridden."""
+    return unmeasured_gemms(_device_model(point.device, point.overrides, point.use_calibration), point.numeric_format)
 
 
 def point_emulated_gemms(point) -> str:

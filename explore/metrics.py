@@ -157,6 +157,10 @@ def _sparsity_use(point: Any) -> str:
     return _imported("explore.format_checks", "point_sparsity_use")(point)  # loads the point's device model
 
 
+def _unmeasured(point: Any) -> str:
+    return _imported("explore.format_checks", "point_unmeasured_gemms")(point)  # loads the point's device model
+
+
 def _emulated(point: Any) -> str:
     return _imported("explore.format_checks", "point_emulated_gemms")(point)  # loads the point's device model
 
@@ -201,6 +205,11 @@ _m("quality_source", "quality source", "", None,
 _m("emulated_gemms", "emulated GEMMs", "", None,
    "the format's GEMM dtypes the device has no native math for and the dtype each runs in ('fp8 as bf16'); empty "
    "where every GEMM runs natively", kind="text", of_point=lambda point: _emulated(point))
+_m("unmeasured_gemms", "unmeasured GEMMs", "", None,
+   "the format's GEMMs that no measured GEMM of their kind prices on the device, each with the fit that prices "
+   "them instead ('w8a8 (int8): 16-bit fit'; '+ dequantization' where the CUDA cores' unpacking is counted from "
+   "the kernels); empty where fits of their own price them or the device has no GEMM fit", kind="text",
+   of_point=lambda point: _unmeasured(point))
 # Memory tiers (explore/knobs.py offload, sim/offload.py): what a point that does not fit keeps in host memory.
 _m("offloaded_B", "offloaded", "B", "min", "bytes of weights and KV cache held in host memory and streamed over the "
    "host link (offload); 0 where everything fits in device memory")

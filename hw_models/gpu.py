@@ -124,6 +124,22 @@ class GPUModel(DeviceModel):
         by_id[id(fmt)] = (fmt, plans[fmt])  # the format kept alive with its id
         return plans[fmt]
 
+    def gemm_pricing_unmeasured(self, plan: QuantPlan) -> str:
+        """What prices a plan's GEMMs where no GEMM run as they run was measured for this GPU (or its sibling):
+        '16-bit fit' (native math of a dtype without a fit of its own, at that dtype's peak), with '+ dequantization'
+        where the CUDA cores' unpacking is counted from the kernels (weight-only and W4A8 formats); '' where a fit
+        of the plan's own dtype prices them as they run, for emulated math (the plan's notice says what runs) and
+        for a GPU without a GEMM fit (the calibration text says so)."""
+        cal = self._calibration_for(plan)
+        if cal is None or cal.gemm is None or plan.emulated:
+            return ""
+        counted = " + dequantization" if plan.adds_work else ""
+        if plan.mixed_input:  # 16-bit math on quantized weights
+            return f"16-bit fit{counted}"
+        if plan.dtype in (cal.gemm_dtypes or {}):
+            return f"{plan.dtype} fit{counted}" if counted else ""
+        return f"16-bit fit{counted}"
+
     def _calibration_for(self, plan: QuantPlan | None) -> Calibration | None:
         """The calibration with the fits of the plan's block-scaled implementation pricing its dtype."""
         cal = self.calibration

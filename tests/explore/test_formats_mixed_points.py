@@ -1,5 +1,6 @@
 """Design points in mixed-precision, dense-and-sparse and DFloat11 formats: GPU pricing per weight width, the
-weights a device holds, the emulated_gemms column, one-line errors, and DFloat11's published decode overhead."""
+weights a device holds, the emulated_gemms and unmeasured_gemms columns, one-line errors, and DFloat11's published
+decode overhead."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pytest
 
 from explore.cli import main
 from explore.design_point import DesignPoint
-from explore.format_checks import emulated_gemms, format_notice
+from explore.format_checks import emulated_gemms, format_notice, unmeasured_gemms
 from hw_models.gpu_quant import SCALE_OPS, UNPACK_OPS
 from hw_models.registry import load_device
 from kernels.formats import NumericFormat
@@ -84,11 +85,38 @@ def test_emulated_gemms_says_which_dtypes_run_emulated():
     assert format_notice(a100, mixed) == format_notice(a100, fp8) != ""
 
 
+def test_unmeasured_gemms_names_the_fit_that_prices_them():
+    """No int8 GEMM is in any measured table (Vidur's are fp16; aiconfigurator's bf16, fp8 and NVFP4), so int8 math
+    runs on the 16-bit fit at the int8 peak; aiconfigurator measured H200's per-tensor fp8 GEMMs, and H100 SXM
+    borrows that fit from its sibling; weight-only formats run the 16-bit fit with their unpacking counted, and
+    W4A8 the same on int8 math. 16-bit weights, emulated math (its own notice) and the datasheet roofline (no GEMM
+    fit) say nothing."""
+    w8a8 = NumericFormat(weight_bits=8, act_bits=8, scale_granularity="channel")
+    fp8 = NumericFormat(weight_bits=8, act_bits=8, weight_type="fp8_e4m3", act_type="fp8_e4m3",
+                        scale_granularity="tensor")
+    w4a8 = NumericFormat(weight_bits=4, act_bits=8, scale_type="two_level")
+    a100, h100, h200 = load_device(A100), load_device(H100), load_device("h200")
+    assert unmeasured_gemms(a100, w8a8) == "w8a8 (int8): 16-bit fit"
+    assert unmeasured_gemms(h200, fp8) == unmeasured_gemms(h100, fp8) == ""
+    assert unmeasured_gemms(h200, w4a8) == "w4a8 (int8): 16-bit fit + dequantization"
+    assert unmeasured_gemms(a100, NumericFormat(weight_bits=4)).endswith("16-bit fit + dequantization")
+    assert unmeasured_gemms(a100, NumericFormat()) == unmeasured_gemms(a100, fp8) == ""
+    assert unmeasured_gemms(load_device(A100, calibrated=False), w8a8) == ""
+    # A mixed format names each width its own way.
+    mixed = NumericFormat(weight_bits=4, act_bits=8, scale_type="two_level", attn_weight_bits=8)
+    assert unmeasured_gemms(h200, mixed) == ("w4a8 (int8): 16-bit fit + dequantization, "
+                                             "w8a8 (int8): 16-bit fit")
+    assert "w8a8 (int8): 16-bit fit" in format_notice(a100, w8a8)
+
+
 def test_emulated_gemms_is_a_results_column(tiny_evaluator):
     fp8 = dict(act_bits=8, weight_type="fp8_e4m3", act_type="fp8_e4m3")
     point = DesignPoint(model="llama-2-7b", device=A100, batch=1, prompt=128, output=32, weight_bits=8, act_bits=8,
                         knobs=tuple(sorted((k, v) for k, v in fp8.items() if k != "act_bits")))
     assert tiny_evaluator.evaluate(point).metrics["emulated_gemms"].startswith("fp8 as ")
+    assert tiny_evaluator.evaluate(point).metrics["unmeasured_gemms"] == ""  # emulated: its own column says so
+    w8a8 = DesignPoint(model="llama-2-7b", device=A100, batch=1, prompt=128, output=32, weight_bits=8, act_bits=8)
+    assert tiny_evaluator.evaluate(w8a8).metrics["unmeasured_gemms"].startswith("w8a8 (int8): 16-bit fit")
 
 
 @pytest.mark.parametrize("flags, needle", [
