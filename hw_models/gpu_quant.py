@@ -60,7 +60,9 @@ Dequantization work, in 32-bit lane instructions per weight element (counted fro
   8-bit scale and gets its zero point added with one __vadd4 ("subtraction after multiplication", 4 more a word),
   and each thread's 32 weights cost 7 instructions to extract four scales and 4 byte permutes to broadcast four
   zeros: (12 + 8 + 8 + 11) / 32 a weight (W4A8_TWO_LEVEL_OPS; the paper's own count, Lin et al., "QServe", MLSys
-  2025, Section 5.2, leaves out the scale extraction: 7/8). Each warp unpacks the weight fragment it multiplies,
+  2025, Section 5.2, leaves out the scale extraction: 7/8). __vadd4 is counted as one instruction, as the paper
+  counts it; where a GPU has no per-byte add and the compiler builds it from logic ops and an add, the count is a
+  lower bound. Each warp unpacks the weight fragment it multiplies,
   so a weight is unpacked once per warp row of the grid, ceil(m / block rows) x block rows / warp rows, on the
   kernels' tiles by m (gemm_w4a8_per_chn: above 256 rows blocks of 128 rows with warps of 64, from 128 to 256
   blocks of 64 with warps of 32, below 128 both 32; gemm_w4a8_per_group: above 128 rows 128 and 64, else 32-row
