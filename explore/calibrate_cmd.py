@@ -34,7 +34,16 @@ from hw_models.calibration import (
 )
 from hw_models.gpu import GPUModel
 from hw_models.registry import load_device, preset_names
-from kernels.measured import DECODE_STEP, GENERAL_LAYOUT, MeasuredKernel, quantized_format, read_table, write_table
+from kernels.measured import (
+    BATCH_RUN,
+    DECODE_STEP,
+    GENERAL_LAYOUT,
+    PREFILL_STEP,
+    ROW_DTYPE_BITS,
+    MeasuredKernel,
+    read_table,
+    write_table,
+)
 from workloads.errors import InputError
 
 
@@ -164,8 +173,9 @@ def _score(rows: list[MeasuredKernel], include_train: bool, where: str) -> tuple
 
             step_rows, evaluator = [r for r in scored if r.is_step], Evaluator()  # one tracer for both uses
             predicted[steps] = predict_steps(name, step_rows, where, evaluator)
-            notes.append(f"{name}: decode_step and prefill_step rows are compared with the simulated step, launched "
-                         f"as each was timed (eagerly, or replayed from CUDA graphs)")
+            notes.append(f"{name}: decode_step, prefill_step and batch_run rows are compared with the simulated step "
+                         f"or run, launched as each was timed (eagerly, replayed from CUDA graphs, or as a serving "
+                         f"engine)")
             host = host_dispatch_note(device, step_rows, predicted[steps], evaluator)
             if host:
                 notes.append(f"{name}: {host}")
@@ -180,15 +190,17 @@ def row_group(row: MeasuredKernel) -> str:
     """The group a row's error is reported in: its kernel, with the dtype fit of a GEMM or MoE layer below 16 bits
     and the KV dtype of attention over a quantized cache ('gemm fp8', 'moe fp8/block128', 'moe bf16/w4int',
     'attention_decode kv fp8'), decode steps replayed from CUDA graphs apart from eager ones and quantized
-    steps apart ('decode_step graph', 'decode_step w4a16 graph'),
+    steps apart ('decode_step graph', 'decode_step w4a16 graph'), whole runs by format and how they ran
+    ('batch_run w4a8 kv int4 engine'),
     and pointwise rows off the contiguous loop apart ('elementwise general')."""
     if row.kernel in (*GEMM_KINDS, MOE_KIND) and gemm_key(row):
         return f"{row.kernel} {gemm_key(row)}"
+    if row.is_step:  # quantized weights and KV caches apart, and graph-replayed and engine runs apart from eager
+        quantized = f" {row.dtype}" if row.numeric_format is not None else ""
+        kv = f" kv {row.kv_dtype}" if row.kv_dtype and row.kv_dtype != row.dtype else ""
+        return f"{row.kernel}{quantized}{kv}{f' {row.timing}' * (row.timing in ('graph', 'engine'))}"
     if row.kv_dtype and row.kv_dtype != row.dtype:
         return f"{row.kernel} kv {row.kv_dtype}"
-    if row.is_step:  # a step whose linears ran quantized weights apart, and graph-replayed apart from eager
-        quantized = f" {row.dtype}" if row.numeric_format is not None else ""
-        return f"{row.kernel}{quantized}{' graph' * (row.timing == 'graph')}"
     if row.variant == GENERAL_LAYOUT:
         return f"{row.kernel} {GENERAL_LAYOUT}"
     return row.kernel
@@ -237,44 +249,76 @@ def cross_source(rows: list[MeasuredKernel], device_name: str, from_name: str, t
 
 def predict_steps(device: str, rows: list[MeasuredKernel], where: str, evaluator=None) -> np.ndarray:
     """Simulated time of each whole-step row, as `explore run` prices it (fits in memory or not), launched as the row
-    was timed (replayed from CUDA graphs for a 'graph' row, eagerly for the others): a decode_step row is the one
-    decode step of a design point whose prompt puts its new tokens at the row's kv_len (its TPOT); a prefill_step row
-    the prefill of a point with the row's batch and prompt (its TTFT). `evaluator`: an explore.evaluate.Evaluator
-    whose traces to reuse (default: a new one)."""
-    from explore.design_point import DesignPoint
+    was timed (replayed from CUDA graphs for a 'graph' row, as a serving engine for an 'engine' one, eagerly for the
+    others): a decode_step row is the one decode step of a design point whose prompt puts its new tokens at the
+    row's kv_len (its TPOT); a prefill_step row the prefill of a point with the row's batch and prompt (its TTFT); a
+    batch_run row the whole run of a point with the row's batch, prompt, output and format (its makespan, e2e_s).
+    `evaluator`: an explore.evaluate.Evaluator whose traces to reuse (default: a new one)."""
     from explore.evaluate import Evaluator
-    from kernels.harness import table_dtype
 
     evaluator = evaluator or Evaluator()
     times = []
     for row in rows:
-        decode = row.kernel == DECODE_STEP
-        length = f"kv_len {row.kv_len}" if decode else f"seq_len {row.seq_len}"
-        step = f"{where}: {row.kernel} of {row.model} (batch {row.batch}, {length})"
-        try:
-            config = evaluator.config(row.model)
-        except InputError as err:
-            raise InputError(f"{step}: model: {str(err).removeprefix('model: ')}") from None
-        weights = quantized_format(row.dtype)
-        weight_only = weights is not None and weights.weight_only and table_dtype(config.dtype) in ("bf16", "fp16")
-        if table_dtype(config.dtype) != row.dtype and not weight_only:
-            raise InputError(f"{step}: dtype: found {row.dtype!r}, allowed: the model's own "
-                             f"{table_dtype(config.dtype)!r} (a step is traced at its config's dtype) or, for a "
-                             f"16-bit model, a weight-only 'wXa16' (its linears at X bits)")
-        bits = {"weight_bits": weights.weight_bits} if weight_only else {}
-        if decode and row.kv_len < 2:
-            raise InputError(f"{step}: kv_len: found {row.kv_len}, allowed: at least 2 (a cached token and the new "
-                             f"one)")
-        execution = "graphs" if row.timing == "graph" else "eager"
-        if decode:
-            point = DesignPoint(model=row.model, device=device, batch=row.batch, prompt=row.kv_len - 1, output=2,
-                                execution=execution, **bits)
-        else:
-            point = DesignPoint(model=row.model, device=device, batch=row.batch, prompt=row.seq_len, output=1,
-                                execution=execution, **bits)
-        metrics = evaluator.evaluate(point, price_infeasible=True).result.metrics()
-        times.append(metrics["tpot_s" if decode else "ttft_s"])
+        point, metric = _step_point(device, row, where, evaluator)
+        times.append(evaluator.evaluate(point, price_infeasible=True).result.metrics()[metric])
     return np.array(times, dtype=float)
+
+
+STEP_METRICS = {DECODE_STEP: "tpot_s", PREFILL_STEP: "ttft_s", BATCH_RUN: "e2e_s"}
+ROW_EXECUTION = {"graph": "graphs", "engine": "engine"}  # how a row was timed -> how its point runs (else eager)
+
+
+def _step_point(device: str, row: MeasuredKernel, where: str, evaluator):
+    """(design point, metric) that prices a whole-step row (predict_steps)."""
+    from explore.design_point import DesignPoint
+    from kernels.harness import table_dtype
+
+    decode = row.kernel == DECODE_STEP
+    length = f"kv_len {row.kv_len}" if decode else f"seq_len {row.seq_len}"
+    step = f"{where}: {row.kernel} of {row.model} (batch {row.batch}, {length})"
+    try:
+        config = evaluator.config(row.model)
+    except InputError as err:
+        raise InputError(f"{step}: model: {str(err).removeprefix('model: ')}") from None
+    fmt = row.numeric_format
+    native = table_dtype(config.dtype)
+    if row.kernel == BATCH_RUN:  # any format: the run's weights, activations and KV cache as the row gives them
+        if fmt is None and row.dtype != native:
+            raise InputError(f"{step}: dtype: found {row.dtype!r}, allowed: the model's own {native!r} or a "
+                             f"quantized 'wXaY'")
+        parts = _format_point(fmt, ROW_DTYPE_BITS[row.kv_dtype] if row.kv_dtype else 16)
+        point = DesignPoint(model=row.model, device=device, batch=row.batch, prompt=row.seq_len,
+                            output=row.kv_len - row.seq_len, execution=ROW_EXECUTION.get(row.timing, "eager"),
+                            **parts)
+        return point, STEP_METRICS[row.kernel]
+    weight_only = fmt is not None and fmt.weight_only and native in ("bf16", "fp16")
+    if native != row.dtype and not weight_only:
+        raise InputError(f"{step}: dtype: found {row.dtype!r}, allowed: the model's own {native!r} (a step is "
+                         f"traced at its config's dtype) or, for a 16-bit model, a weight-only 'wXa16' (its "
+                         f"linears at X bits)")
+    bits = {"weight_bits": fmt.weight_bits} if weight_only else {}
+    if decode and row.kv_len < 2:
+        raise InputError(f"{step}: kv_len: found {row.kv_len}, allowed: at least 2 (a cached token and the new one)")
+    execution = "graphs" if row.timing == "graph" else "eager"
+    if decode:
+        return DesignPoint(model=row.model, device=device, batch=row.batch, prompt=row.kv_len - 1, output=2,
+                           execution=execution, **bits), STEP_METRICS[row.kernel]
+    return DesignPoint(model=row.model, device=device, batch=row.batch, prompt=row.seq_len, output=1,
+                       execution=execution, **bits), STEP_METRICS[row.kernel]
+
+
+def _format_point(fmt, kv_bits: int) -> dict:
+    """A design point's format fields for a row's weights (None: 16-bit) and KV bits: the widths, and each format
+    knob where the row's format differs from the default."""
+    from explore.knobs import knobs
+    from kernels.formats import NumericFormat
+
+    if fmt is None:
+        return {"kv_bits": kv_bits}
+    default = NumericFormat(weight_bits=fmt.weight_bits, act_bits=fmt.act_bits)
+    set_knobs = tuple(sorted((k.name, getattr(fmt, k.name)) for k in knobs() if k.applies == "format"
+                             and hasattr(fmt, k.name) and getattr(fmt, k.name) != getattr(default, k.name)))
+    return {"weight_bits": fmt.weight_bits, "act_bits": fmt.act_bits, "kv_bits": kv_bits, "knobs": set_knobs}
 
 
 def host_dispatch_note(device, rows: list[MeasuredKernel], predicted_s: np.ndarray, evaluator) -> str:
@@ -289,7 +333,7 @@ def host_dispatch_note(device, rows: list[MeasuredKernel], predicted_s: np.ndarr
         return ""
     implied_s = []
     for row, predicted in zip(rows, predicted_s, strict=True):
-        if row.timing == "graph":
+        if row.timing == "graph" or row.kernel == BATCH_RUN:  # a run's time holds more than its steps' dispatch
             continue
         decode = row.kernel == DECODE_STEP
         kernels = len(evaluator.lowered(row.model, "decode" if decode else "prefill", row.batch,

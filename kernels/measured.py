@@ -2,8 +2,12 @@
 
 CSV (optionally gzipped) with the columns of DESIGN.md; readers accept extra columns and ignore them.
 Besides kernels, a row may time a whole decode step of a model (`kernel` decode_step, the model in `model`,
-`batch` sequences each attending to `kv_len` keys, its own new one included) or a whole prefill (`kernel`
-prefill_step: `batch` prompts of `seq_len` tokens into an empty cache): what a user's step costs.
+`batch` sequences each attending to `kv_len` keys, its own new one included), a whole prefill (`kernel`
+prefill_step: `batch` prompts of `seq_len` tokens into an empty cache): what a user's step costs, or a whole static
+batch run (`kernel` batch_run: `batch` prompts of `seq_len` tokens prefilled and decoded until each sequence holds
+`kv_len` tokens, `time_s` the run's makespan; its weights' format in `dtype` and `variant`, its KV cache's in
+`kv_dtype`, and `timing` engine for a serving engine): what a published serving benchmark reports as throughput,
+batch x (kv_len - seq_len) / time_s.
 A fused MoE layer (`kernel` moe) has `m` tokens, `k` the hidden size, `n` one expert's intermediate size on the
 device (after tensor parallelism), `topk` experts per token of `experts` in all, spread over `expert_parallel`
 devices (the row times the first, holding experts 0 .. experts/expert_parallel - 1), and the `routing` that
@@ -36,7 +40,8 @@ OPTIONAL_COLUMNS = ("model", "kv_dtype", "variant", "timing", "topk", "experts",
 KERNEL_NAMES = tuple(k.value for k in KernelKind)
 DECODE_STEP = "decode_step"  # a whole decode step of `model`, not one kernel
 PREFILL_STEP = "prefill_step"  # a whole prefill of `batch` prompts of `seq_len` tokens of `model`, not one kernel
-STEP_KINDS = (DECODE_STEP, PREFILL_STEP)
+BATCH_RUN = "batch_run"  # a whole static batch run of `model`, prompts of `seq_len` tokens decoded to `kv_len`
+STEP_KINDS = (DECODE_STEP, PREFILL_STEP, BATCH_RUN)
 # A quantized GEMM's dtype, e.g. 'w4a16' (4-bit weights, 16-bit activations); other rows use DTYPE_BITS names.
 QUANTIZED_DTYPE = re.compile(r"^w([0-9]+)a([0-9]+)$")
 QUANTIZED_BASE_DTYPE = "fp16"  # the 16-bit type such a GEMM's activations and outputs are in
@@ -45,14 +50,17 @@ ROW_KINDS = (*KERNEL_NAMES, *STEP_KINDS)
 # graph of the kernels replayed back to back and timed with events, divided by the kernels in it (device
 # time, or the graph's per-node launch interval where that is longer); eager: host launches back to back,
 # timed over the loop (device time, or the host's launch interval where that is longer); isolated: one call
-# between events on an idle device (device time plus the host launch).
-TIMINGS = ("kernel", "graph", "eager", "isolated")
+# between events on an idle device (device time plus the host launch); engine: a serving engine's whole run
+# (batch_run rows: fused kernels, decode replayed from CUDA graphs).
+TIMINGS = ("kernel", "graph", "eager", "isolated", "engine")
 # How a quantized row's ('wXaY') operands are stored, beyond NumericFormat's defaults (integer values,
 # a 16-bit scale per 128): 'group32', a 16-bit scale per 32 (Kimi-K2.5's native INT4, Marlin MoE:
 # kernels/aiconfigurator_import.py); 'mxfp4', fp4 e2m1 values with an e8m0 scale per 32 (OCP MX v1.0, Table 1);
 # 'mxfp4_mxfp8', those weights meeting MXFP8 activations (fp8 e4m3, an e8m0 scale per 32, the same table) in a 'w4a8'
-# row.
-WEIGHT_VARIANTS = {"group32": {"group_size": 32},
+# row; 'channel', a scale per output channel (SmoothQuant's W8A8, QServe's per-channel W4A8); 'two_level', QServe's
+# 8-bit group scales under fp16 channel scales.
+WEIGHT_VARIANTS = {"group32": {"group_size": 32}, "channel": {"scale_granularity": "channel"},
+                   "two_level": {"scale_type": "two_level"},
                    "mxfp4": {"weight_type": "fp4_e2m1", "scale_type": "e8m0", "group_size": 32},
                    "mxfp4_mxfp8": {"weight_type": "fp4_e2m1", "act_type": "fp8_e4m3", "scale_type": "e8m0",
                                    "group_size": 32}}
@@ -246,6 +254,9 @@ def _parse(row: dict, where: str) -> MeasuredKernel:
         if not (values.get("model") and values.get("batch") and values.get(length)):
             raise InputError(f"{where}: {values['kernel']}: model, batch and {length}: found {values.get('model')!r}, "
                              f"{values.get('batch')!r}, {values.get(length)!r}; allowed: a model and positive counts")
+        if values["kernel"] == BATCH_RUN and values.get("kv_len", 0) <= values["seq_len"]:
+            raise InputError(f"{where}: kv_len: found {values.get('kv_len', 0)} with seq_len {values['seq_len']}, "
+                             f"allowed: more than seq_len (a batch_run decodes kv_len - seq_len tokens a sequence)")
     try:
         quantized = quantized_format(values["dtype"])
     except ValueError as err:  # wXaY with bit widths no format allows

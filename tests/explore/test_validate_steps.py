@@ -42,6 +42,26 @@ def test_a_step_is_scored_against_the_step_explore_run_simulates(tmp_path, capsy
     assert summary["median_bias"] == pytest.approx(-0.25, abs=1e-9)
 
 
+def test_a_batch_run_is_scored_against_the_makespan_explore_run_simulates(tmp_path, capsys):
+    """A published serving run (data/published/): batch 2 prompts of 64 tokens decoded to 80 tokens each, W4A8 with
+    two-level scales and an int4 KV cache on a serving engine, is the static point of those fields; its makespan is
+    the point's e2e_s, and the run is reported in a group of its format and how it ran."""
+    model = write_tiny_model(tmp_path)
+    point = DesignPoint(model=model, device=DEVICE, batch=2, prompt=64, output=16, weight_bits=4, act_bits=8,
+                        kv_bits=4, execution="engine", knobs=(("scale_type", "two_level"),))
+    simulated_s = Evaluator().evaluate(point).metrics["e2e_s"]
+    run = MeasuredKernel(device=DEVICE, kernel="batch_run", dtype="w4a8", time_s=simulated_s, source="test", batch=2,
+                         seq_len=64, kv_len=80, model=model, kv_dtype="int4", variant="two_level", timing="engine")
+    table = tmp_path / "runs.csv"
+    write_table(table, [run, replace(run, time_s=simulated_s * 2)])
+    assert read_table(table) == [run, replace(run, time_s=simulated_s * 2)]
+    summary = _validate_json(table, tmp_path, capsys)[DEVICE]["batch_run w4a8 kv int4 engine"]
+    # Errors 0 and -50%: median |err| 25%, bias -25%.
+    assert summary["n"] == 2
+    assert summary["median_abs_err"] == pytest.approx(0.25, abs=1e-9)
+    assert summary["median_bias"] == pytest.approx(-0.25, abs=1e-9)
+
+
 def test_a_prefill_is_scored_against_the_ttft_explore_run_simulates(tmp_path, capsys):
     model = write_tiny_model(tmp_path)
     # batch 2 prompts of 64 tokens into an empty cache: a static point's time to its first token.

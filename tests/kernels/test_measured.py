@@ -97,6 +97,9 @@ def test_decode_step_rows_round_trip_with_a_model_column_kernels_alone_without(t
     ("h100-sxm,gemm,16,16,16,,,,,,,,fp16,1e-30,x,", "time_s: found 1e-30, allowed: 1e-09 to 86,400 seconds"),
     ("h100-sxm,gemm,16,16,16,,,,,,,,fp16,nan,x,", "time_s: found nan"),
     ("h100-sxm,decode_step,,,,1000000000000000,,513,,,,,bf16,0.01,x,llama-3-8b", "batch: found 1e\\+15"),
+    # A whole run decodes kv_len - seq_len tokens a sequence: none decoded is no run.
+    ("h100-sxm,batch_run,,,,8,1024,1024,,,,,bf16,10,x,llama-3-8b", "kv_len: found 1024 with seq_len 1024"),
+    ("h100-sxm,batch_run,,,,8,,1536,,,,,bf16,10,x,llama-3-8b", "batch_run: model, batch and seq_len"),
 ])
 def test_bad_rows_name_file_line_and_key(tmp_path, line, message):
     path = tmp_path / "t.csv"
