@@ -476,8 +476,10 @@ def add_parsers(add) -> None:
                      help="share of the table's sources (models) to fit on; the rest is held out (default 0.5)")
     cal.add_argument("--out", help="calibration file (default: hw_models/calibration/DEVICE.yaml)")
 
-    val = add("validate", "Predict every row of a measured-kernel table and report the error per GPU and kernel.",
-              "explore validate vidur-kernels.csv.gz --device h100-sxm --json")
+    val = add("validate", "Predict every row of a measured-kernel table (kernels, whole steps, whole batch runs) and "
+                          "report the error per GPU and kernel.",
+              "explore validate vidur-kernels.csv.gz --device h100-sxm --json\n  "
+              "explore validate data/published/qserve-throughput.csv")
     val.add_argument("table", nargs="*", help="measured-kernel tables (.csv or .csv.gz), read as one")
     val.add_argument("--profile", metavar="TRACE.json",
                      help="instead of a table: a torch.profiler Chrome trace, compared op by op (needs --device)")
