@@ -190,15 +190,16 @@ def row_group(row: MeasuredKernel) -> str:
     """The group a row's error is reported in: its kernel, with the dtype fit of a GEMM or MoE layer below 16 bits
     and the KV dtype of attention over a quantized cache ('gemm fp8', 'moe fp8/block128', 'moe bf16/w4int',
     'attention_decode kv fp8'), decode steps replayed from CUDA graphs apart from eager ones and quantized
-    steps apart ('decode_step graph', 'decode_step w4a16 graph'), whole runs by format and how they ran
-    ('batch_run w4a8 kv int4 engine'),
+    steps apart ('decode_step graph', 'decode_step w4a16 graph'), whole runs by format, devices and how they ran
+    ('batch_run w4a8 kv int4 engine', 'batch_run tp4 engine'),
     and pointwise rows off the contiguous loop apart ('elementwise general')."""
     if row.kernel in (*GEMM_KINDS, MOE_KIND) and gemm_key(row):
         return f"{row.kernel} {gemm_key(row)}"
     if row.is_step:  # quantized weights and KV caches apart, and graph-replayed and engine runs apart from eager
         quantized = f" {row.dtype}" if row.numeric_format is not None else ""
         kv = f" kv {row.kv_dtype}" if row.kv_dtype and row.kv_dtype != row.dtype else ""
-        return f"{row.kernel}{quantized}{kv}{f' {row.timing}' * (row.timing in ('graph', 'engine'))}"
+        devices = f" tp{row.tp}" if row.tp > 1 else ""
+        return f"{row.kernel}{quantized}{kv}{devices}{f' {row.timing}' * (row.timing in ('graph', 'engine'))}"
     if row.kv_dtype and row.kv_dtype != row.dtype:
         return f"{row.kernel} kv {row.kv_dtype}"
     if row.variant == GENERAL_LAYOUT:
@@ -252,7 +253,8 @@ def predict_steps(device: str, rows: list[MeasuredKernel], where: str, evaluator
     was timed (replayed from CUDA graphs for a 'graph' row, as a serving engine for an 'engine' one, eagerly for the
     others): a decode_step row is the one decode step of a design point whose prompt puts its new tokens at the
     row's kv_len (its TPOT); a prefill_step row the prefill of a point with the row's batch and prompt (its TTFT); a
-    batch_run row the whole run of a point with the row's batch, prompt, output and format (its makespan, e2e_s).
+    batch_run row the whole run of a point with the row's batch, prompt, output, format and tensor parallelism (its
+    makespan, e2e_s).
     `evaluator`: an explore.evaluate.Evaluator whose traces to reuse (default: a new one)."""
     from explore.evaluate import Evaluator
 
@@ -289,7 +291,7 @@ def _step_point(device: str, row: MeasuredKernel, where: str, evaluator):
         parts = _format_point(fmt, ROW_DTYPE_BITS[row.kv_dtype] if row.kv_dtype else 16)
         point = DesignPoint(model=row.model, device=device, batch=row.batch, prompt=row.seq_len,
                             output=row.kv_len - row.seq_len, execution=ROW_EXECUTION.get(row.timing, "eager"),
-                            **parts)
+                            tp=max(row.tp, 1), **parts)
         return point, STEP_METRICS[row.kernel]
     weight_only = fmt is not None and fmt.weight_only and native in ("bf16", "fp16")
     if native != row.dtype and not weight_only:

@@ -6,8 +6,8 @@ Besides kernels, a row may time a whole decode step of a model (`kernel` decode_
 prefill_step: `batch` prompts of `seq_len` tokens into an empty cache): what a user's step costs, or a whole static
 batch run (`kernel` batch_run: `batch` prompts of `seq_len` tokens prefilled and decoded until each sequence holds
 `kv_len` tokens, `time_s` the run's makespan; its weights' format in `dtype` and `variant`, its KV cache's in
-`kv_dtype`, and `timing` engine for a serving engine): what a published serving benchmark reports as throughput,
-batch x (kv_len - seq_len) / time_s.
+`kv_dtype`, `tp` its tensor-parallel devices, and `timing` engine for a serving engine): what a published serving
+benchmark reports as throughput, batch x (kv_len - seq_len) / time_s.
 A fused MoE layer (`kernel` moe) has `m` tokens, `k` the hidden size, `n` one expert's intermediate size on the
 device (after tensor parallelism), `topk` experts per token of `experts` in all, spread over `expert_parallel`
 devices (the row times the first, holding experts 0 .. experts/expert_parallel - 1), and the `routing` that
@@ -33,10 +33,10 @@ from workloads.op_costs import attention_flops
 
 COLUMNS = ("device", "kernel", "m", "n", "k", "batch", "seq_len", "kv_len", "heads", "kv_heads", "head_dim",
            "bytes", "dtype", "time_s", "source", "model", "kv_dtype", "variant", "timing", "topk", "experts",
-           "expert_parallel", "routing", "backend")
+           "expert_parallel", "routing", "backend", "tp")
 # Columns written only when some row uses them (a table without them keeps its bytes, and its SHA-256).
 OPTIONAL_COLUMNS = ("model", "kv_dtype", "variant", "timing", "topk", "experts", "expert_parallel", "routing",
-                    "backend")
+                    "backend", "tp")
 KERNEL_NAMES = tuple(k.value for k in KernelKind)
 DECODE_STEP = "decode_step"  # a whole decode step of `model`, not one kernel
 PREFILL_STEP = "prefill_step"  # a whole prefill of `batch` prompts of `seq_len` tokens of `model`, not one kernel
@@ -111,6 +111,7 @@ class MeasuredKernel:
     routing: str = ""  # moe rows: kernels/aiconfigurator_routing.py ('' is balanced)
     backend: str = ""  # the implementation that ran the kernel, as its source names it (moe rows: kernels/moe.py;
     # attention rows: TORCH_SDPA_BACKEND)
+    tp: int = 0  # batch_run rows: the tensor-parallel devices the run spread its model over (0 or 1: one device)
 
     @property
     def numeric_format(self) -> NumericFormat | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -108,6 +109,17 @@ def test_bad_rows_name_file_line_and_key(tmp_path, line, message):
     with pytest.raises(InputError, match=message) as err:
         read_table(path)
     assert str(err.value).startswith(f"{path}:2: ")
+
+
+def test_batch_run_rows_round_trip_with_their_devices_and_a_table_without_keeps_its_columns(tmp_path):
+    run = MeasuredKernel(device="a100-sxm-80gb", kernel="batch_run", dtype="fp16", time_s=12.5, source="t", batch=16,
+                         seq_len=128, kv_len=256, model="llama-2-70b", timing="engine", tp=4)
+    both, alone = tmp_path / "both.csv", tmp_path / "alone.csv"
+    write_table(both, [run, replace(run, tp=0)])
+    write_table(alone, [replace(run, tp=0)])
+    assert read_table(both) == [run, replace(run, tp=0)] and read_table(alone) == [replace(run, tp=0)]
+    assert "tp" in both.read_text().splitlines()[0].split(",")
+    assert "tp" not in alone.read_text().splitlines()[0].split(",")
 
 
 def test_a_weight_quantized_gemm_row_moves_its_weights_at_their_width():
