@@ -285,9 +285,10 @@ def _step_point(device: str, row: MeasuredKernel, where: str, evaluator):
     fmt = row.numeric_format
     native = table_dtype(config.dtype)
     if row.kernel == BATCH_RUN:  # any format: the run's weights, activations and KV cache as the row gives them
-        if fmt is None and row.dtype != native:
-            raise InputError(f"{step}: dtype: found {row.dtype!r}, allowed: the model's own {native!r} or a "
-                             f"quantized 'wXaY'")
+        sixteen = ("bf16", "fp16")  # one tensor-core rate and one width: a run in either prices as the model's own
+        if fmt is None and row.dtype != native and not (row.dtype in sixteen and native in sixteen):
+            raise InputError(f"{step}: dtype: found {row.dtype!r}, allowed: the model's own {native!r}"
+                             f"{' (or the other 16-bit type)' * (native in sixteen)} or a quantized 'wXaY'")
         parts = _format_point(fmt, ROW_DTYPE_BITS[row.kv_dtype] if row.kv_dtype else 16)
         point = DesignPoint(model=row.model, device=device, batch=row.batch, prompt=row.seq_len,
                             output=row.kv_len - row.seq_len, execution=ROW_EXECUTION.get(row.timing, "eager"),

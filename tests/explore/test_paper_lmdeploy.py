@@ -19,40 +19,36 @@ together. Tensor-parallel over four A100s (NVLink 3, all-reduce fitted on Vidur'
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-from explore.calibrate_cmd import predict_steps
-from kernels.measured import read_table
+from tests.explore.published_runs import published_runs, time_errors
 
-RUNS = read_table(Path(__file__).resolve().parents[2] / "data" / "published" / "lmdeploy-a100-static.csv")
+RUNS = published_runs("lmdeploy-a100-static.csv")
 TARGET_MEDIAN = 0.10  # a run's makespan, in the median
 TARGET_EACH = 0.35  # any run
 
 
 @pytest.fixture(scope="module")
-def time_errors(evaluator) -> np.ndarray:
-    predicted = predict_steps("a100-sxm-80gb", RUNS, "lmdeploy-a100-static.csv", evaluator)
-    return predicted / np.array([run.time_s for run in RUNS]) - 1.0
+def errors(evaluator) -> np.ndarray:
+    return time_errors(evaluator, RUNS, "a100-sxm-80gb")
 
 
 @pytest.mark.slow  # 49 runs of three 7B-70B models at their own batch and lengths, about a minute
 @pytest.mark.parametrize("devices, runs", [(1, 29), (4, 20)])
-def test_static_runs_on_a100_match_lmdeploy(time_errors, devices, runs):
+def test_static_runs_on_a100_match_lmdeploy(errors, devices, runs):
     chosen = np.array([max(run.tp, 1) == devices for run in RUNS])
-    errors = time_errors[chosen]
-    assert len(errors) == runs
-    assert float(np.median(np.abs(errors))) <= TARGET_MEDIAN, np.median(np.abs(errors))
-    assert float(np.abs(errors).max()) <= TARGET_EACH, errors
+    chosen_errors = errors[chosen]
+    assert len(chosen_errors) == runs
+    assert float(np.median(np.abs(chosen_errors))) <= TARGET_MEDIAN, np.median(np.abs(chosen_errors))
+    assert float(np.abs(chosen_errors).max()) <= TARGET_EACH, chosen_errors
 
 
 @pytest.mark.slow
-def test_more_batch_never_lowers_throughput_measured_or_simulated(time_errors):
+def test_more_batch_never_lowers_throughput_measured_or_simulated(errors):
     """Both sides agree that 16 sequences with the same lengths produce more tokens per second than one (the table's
     invariant, and ours): per model and lengths, tokens/s rises from batch 1 to 16."""
-    predicted = np.array([run.time_s for run in RUNS]) * (1.0 + time_errors)
+    predicted = np.array([run.time_s for run in RUNS]) * (1.0 + errors)
     for times in (np.array([run.time_s for run in RUNS]), predicted):
         rate = {(r.model, r.seq_len, r.kv_len, r.batch): r.batch * (r.kv_len - r.seq_len) / t
                 for r, t in zip(RUNS, times, strict=True)}

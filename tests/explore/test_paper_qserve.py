@@ -19,16 +19,15 @@ cells the table marks OOM.
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
-from explore.calibrate_cmd import _step_point, predict_steps
+from explore.calibrate_cmd import _step_point
 from explore.design_point import DesignPoint
 from explore.evaluate import Evaluator
-from kernels.measured import read_table
+from tests.explore.published_runs import published_runs, time_errors
 
-QSERVE_RUNS = read_table(Path(__file__).resolve().parents[2] / "data" / "published" / "qserve-throughput.csv")
+QSERVE_RUNS = published_runs("qserve-throughput.csv")
 A100, L40S = "a100-sxm-80gb", "l40s"
 TENSORRT_LLM = {
     "fp16": dict(weight_bits=16),
@@ -81,8 +80,7 @@ def test_qserve_over_the_fastest_tensorrt_llm_format(evaluator, device, paper):
 def _time_errors(evaluator: Evaluator, device: str) -> dict[str, float]:
     """Each QServe run's simulated makespan over the published one, minus 1, by model (explore validate's scoring)."""
     runs = _runs(device)
-    predicted = predict_steps(device, runs, "qserve-throughput.csv", evaluator)
-    return {run.model: float(p / run.time_s - 1) for run, p in zip(runs, predicted, strict=True)}
+    return {run.model: float(e) for run, e in zip(runs, time_errors(evaluator, runs, device), strict=True)}
 
 
 # Ours, in time (throughput is its inverse): -19% (Llama-3-8B), -3% (Llama-2-7B), -18% (Mistral-7B), -5%
