@@ -196,7 +196,7 @@ def row_group(row: MeasuredKernel) -> str:
     if row.kernel in (*GEMM_KINDS, MOE_KIND) and gemm_key(row):
         return f"{row.kernel} {gemm_key(row)}"
     if row.is_step:  # quantized weights and KV caches apart, and graph-replayed and engine runs apart from eager
-        quantized = f" {row.dtype}" if row.numeric_format is not None else ""
+        quantized = f" {row.dtype}" if (row.run_format if row.kernel == BATCH_RUN else row.numeric_format) else ""
         kv = f" kv {row.kv_dtype}" if row.kv_dtype and row.kv_dtype != row.dtype else ""
         devices = f" tp{row.tp}" if row.tp > 1 else ""
         return f"{row.kernel}{quantized}{kv}{devices}{f' {row.timing}' * (row.timing in ('graph', 'engine'))}"
@@ -282,18 +282,19 @@ def _step_point(device: str, row: MeasuredKernel, where: str, evaluator):
         config = evaluator.config(row.model)
     except InputError as err:
         raise InputError(f"{step}: model: {str(err).removeprefix('model: ')}") from None
-    fmt = row.numeric_format
     native = table_dtype(config.dtype)
     if row.kernel == BATCH_RUN:  # any format: the run's weights, activations and KV cache as the row gives them
+        fmt = row.run_format
         sixteen = ("bf16", "fp16")  # one tensor-core rate and one width: a run in either prices as the model's own
         if fmt is None and row.dtype != native and not (row.dtype in sixteen and native in sixteen):
             raise InputError(f"{step}: dtype: found {row.dtype!r}, allowed: the model's own {native!r}"
-                             f"{' (or the other 16-bit type)' * (native in sixteen)} or a quantized 'wXaY'")
+                             f"{' (or the other 16-bit type)' * (native in sixteen)}, fp8 or a quantized 'wXaY'")
         parts = _format_point(fmt, ROW_DTYPE_BITS[row.kv_dtype] if row.kv_dtype else 16)
         point = DesignPoint(model=row.model, device=device, batch=row.batch, prompt=row.seq_len,
                             output=row.kv_len - row.seq_len, execution=ROW_EXECUTION.get(row.timing, "eager"),
                             tp=max(row.tp, 1), **parts)
         return point, STEP_METRICS[row.kernel]
+    fmt = row.numeric_format
     weight_only = fmt is not None and fmt.weight_only and native in ("bf16", "fp16")
     if native != row.dtype and not weight_only:
         raise InputError(f"{step}: dtype: found {row.dtype!r}, allowed: the model's own {native!r} (a step is "

@@ -76,6 +76,9 @@ ROW_DTYPE_BITS = {**DTYPE_BITS, "fp4": 4}
 # fp8), an e4m3 scale per 16 values (NVFP4). Counted for MoE rows, whose weights dominate their traffic.
 VARIANT_SCALE_BYTES = {"block128": 4.0 / (128 * 128), "nvfp4": 1.0 / 16}
 MOE = KernelKind.MOE.value  # the measured-table name of a fused MoE layer
+# An 'fp8' batch_run: fp8 e4m3 weights and activations, one scale per tensor (TensorRT-LLM's FP8 engines).
+FP8_RUN = NumericFormat(weight_bits=8, act_bits=8, weight_type="fp8_e4m3", act_type="fp8_e4m3",
+                        scale_granularity="tensor")
 # The backend of an attention row timed through torch's scaled_dot_product_attention (the harness's rows): priced
 # by a device's fit of torch's kernels where it has one (hw_models/gpu_attention.py), not an engine's.
 TORCH_SDPA_BACKEND = "torch-sdpa"
@@ -118,6 +121,13 @@ class MeasuredKernel:
         """The format of a quantized 'wXaY' row, its WEIGHT_VARIANTS storage applied (None for other dtypes)."""
         fmt = quantized_format(self.dtype)
         return replace(fmt, **WEIGHT_VARIANTS[self.variant]) if fmt and self.variant in WEIGHT_VARIANTS else fmt
+
+    @property
+    def run_format(self) -> NumericFormat | None:
+        """The format of a whole run's weights (batch_run rows): a 'wXaY' row's numeric_format, fp8 e4m3 weights and
+        activations with a scale per tensor for an 'fp8' row (as its GEMM rows are: variant 'tensor'), None for a
+        16-bit run."""
+        return FP8_RUN if self.dtype == "fp8" else self.numeric_format
 
     @property
     def is_step(self) -> bool:
@@ -258,6 +268,9 @@ def _parse(row: dict, where: str) -> MeasuredKernel:
         if values["kernel"] == BATCH_RUN and values.get("kv_len", 0) <= values["seq_len"]:
             raise InputError(f"{where}: kv_len: found {values.get('kv_len', 0)} with seq_len {values['seq_len']}, "
                              f"allowed: more than seq_len (a batch_run decodes kv_len - seq_len tokens a sequence)")
+        if values["kernel"] == BATCH_RUN and values["dtype"] == "fp8" and values.get("variant", "tensor") != "tensor":
+            raise InputError(f"{where}: variant: found {values['variant']!r} for an fp8 batch_run, allowed: tensor "
+                             f"(or empty): fp8 weights and activations with a scale per tensor")
     try:
         quantized = quantized_format(values["dtype"])
     except ValueError as err:  # wXaY with bit widths no format allows

@@ -101,11 +101,13 @@ def test_decode_step_rows_round_trip_with_a_model_column_kernels_alone_without(t
     # A whole run decodes kv_len - seq_len tokens a sequence: none decoded is no run.
     ("h100-sxm,batch_run,,,,8,1024,1024,,,,,bf16,10,x,llama-3-8b", "kv_len: found 1024 with seq_len 1024"),
     ("h100-sxm,batch_run,,,,8,,1536,,,,,bf16,10,x,llama-3-8b", "batch_run: model, batch and seq_len"),
+    ("h100-sxm,batch_run,,,,8,1024,1536,,,,,fp8,10,x,llama-3-8b,block128",
+     "variant: found 'block128' for an fp8 batch_run"),
 ])
 def test_bad_rows_name_file_line_and_key(tmp_path, line, message):
     path = tmp_path / "t.csv"
     path.write_text("device,kernel,m,n,k,batch,seq_len,kv_len,heads,kv_heads,head_dim,bytes,dtype,time_s,source,"
-                    "model\n" + line + "\n")
+                    "model,variant\n" + line + "\n")
     with pytest.raises(InputError, match=message) as err:
         read_table(path)
     assert str(err.value).startswith(f"{path}:2: ")
