@@ -261,7 +261,7 @@ def predict_steps(device: str, rows: list[MeasuredKernel], where: str, evaluator
     evaluator = evaluator or Evaluator()
     times = []
     for row in rows:
-        point, metric = _step_point(device, row, where, evaluator)
+        point, metric = step_point(device, row, where, evaluator)
         times.append(evaluator.evaluate(point, price_infeasible=True).result.metrics()[metric])
     return np.array(times, dtype=float)
 
@@ -270,10 +270,11 @@ STEP_METRICS = {DECODE_STEP: "tpot_s", PREFILL_STEP: "ttft_s", BATCH_RUN: "e2e_s
 ROW_EXECUTION = {"graph": "graphs", "engine": "engine"}  # how a row was timed -> how its point runs (else eager)
 
 
-def _step_point(device: str, row: MeasuredKernel, where: str, evaluator):
+def step_point(device: str, row: MeasuredKernel, where: str, evaluator):
     """(design point, metric) that prices a whole-step row (predict_steps)."""
     from explore.design_point import DesignPoint
     from kernels.harness import table_dtype
+    from kernels.parallel import check_tensor_parallel
 
     decode = row.kernel == DECODE_STEP
     length = f"kv_len {row.kv_len}" if decode else f"seq_len {row.seq_len}"
@@ -289,6 +290,10 @@ def _step_point(device: str, row: MeasuredKernel, where: str, evaluator):
         if fmt is None and row.dtype != native and not (row.dtype in sixteen and native in sixteen):
             raise InputError(f"{step}: dtype: found {row.dtype!r}, allowed: the model's own {native!r}"
                              f"{' (or the other 16-bit type)' * (native in sixteen)}, fp8 or a quantized 'wXaY'")
+        try:
+            check_tensor_parallel(config, max(row.tp, 1))
+        except ValueError as err:
+            raise InputError(f"{step}: tp: {err}") from None
         parts = _format_point(fmt, ROW_DTYPE_BITS[row.kv_dtype] if row.kv_dtype else 16)
         point = DesignPoint(model=row.model, device=device, batch=row.batch, prompt=row.seq_len,
                             output=row.kv_len - row.seq_len, execution=ROW_EXECUTION.get(row.timing, "eager"),

@@ -22,7 +22,7 @@ from dataclasses import replace
 
 import pytest
 
-from explore.calibrate_cmd import _step_point
+from explore.calibrate_cmd import step_point
 from explore.design_point import DesignPoint
 from explore.evaluate import Evaluator
 from tests.explore.published_runs import published_runs, time_errors
@@ -70,7 +70,7 @@ def _largest_batch_rate(evaluator: Evaluator, device: str, fmt: dict) -> float:
 @pytest.mark.parametrize("device, paper", [(A100, 1.20), (L40S, 1.39)])
 def test_qserve_over_the_fastest_tensorrt_llm_format(evaluator, device, paper):
     (run,) = (row for row in _runs(device) if row.model == "llama-3-8b")
-    point, _ = _step_point(device, run, "qserve-throughput.csv", evaluator)
+    point, _ = step_point(device, run, "qserve-throughput.csv", evaluator)
     qserve = evaluator.evaluate(point).metrics["tokens_per_s"]
     best = max(_largest_batch_rate(evaluator, device, fmt) for fmt in TENSORRT_LLM.values())
     speedup = qserve / best
@@ -114,5 +114,5 @@ def test_what_the_table_marks_oom_does_not_fit(evaluator):
             for name, published in zip(TENSORRT_LLM, row, strict=True):
                 fits = evaluator.evaluate(_serving(model, device, 1, TENSORRT_LLM[name])).metrics["fits_in_memory"]
                 assert bool(fits) == (published is not None), (device, model, name)
-            point, _ = _step_point(device, qserve[model], "qserve-throughput.csv", evaluator)
+            point, _ = step_point(device, qserve[model], "qserve-throughput.csv", evaluator)
             assert evaluator.evaluate(replace(point, batch=1)).metrics["fits_in_memory"], (device, model, "qserve")

@@ -62,6 +62,17 @@ def test_a_batch_run_is_scored_against_the_makespan_explore_run_simulates(tmp_pa
     assert summary["median_bias"] == pytest.approx(-0.25, abs=1e-9)
 
 
+def test_a_batch_run_on_devices_that_cannot_shard_the_model_is_one_line(tmp_path, capsys):
+    model = write_tiny_model(tmp_path)
+    run = MeasuredKernel(device=DEVICE, kernel="batch_run", dtype="bf16", time_s=1.0, source="test", batch=2,
+                         seq_len=64, kv_len=80, model=model, timing="engine", tp=3)
+    table = tmp_path / "runs.csv"
+    write_table(table, [run])
+    assert main(["validate", str(table), "--out", str(tmp_path / "v")]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "batch_run of" in line and "tp: found 3, allowed: a divisor of" in line, line
+
+
 def test_a_prefill_is_scored_against_the_ttft_explore_run_simulates(tmp_path, capsys):
     model = write_tiny_model(tmp_path)
     # batch 2 prompts of 64 tokens into an empty cache: a static point's time to its first token.
