@@ -196,7 +196,7 @@ def row_group(row: MeasuredKernel) -> str:
     if row.kernel in (*GEMM_KINDS, MOE_KIND) and gemm_key(row):
         return f"{row.kernel} {gemm_key(row)}"
     if row.is_step:  # quantized weights and KV caches apart, and graph-replayed and engine runs apart from eager
-        quantized = f" {row.dtype}" if (row.run_format if row.kernel == BATCH_RUN else row.numeric_format) else ""
+        quantized = f" {row.dtype}" if row.run_format is not None else ""
         kv = f" kv {row.kv_dtype}" if row.kv_dtype and row.kv_dtype != row.dtype else ""
         devices = f" tp{row.tp}" if row.tp > 1 else ""
         return f"{row.kernel}{quantized}{kv}{devices}{f' {row.timing}' * (row.timing in ('graph', 'engine'))}"
@@ -268,6 +268,7 @@ def predict_steps(device: str, rows: list[MeasuredKernel], where: str, evaluator
 
 STEP_METRICS = {DECODE_STEP: "tpot_s", PREFILL_STEP: "ttft_s", BATCH_RUN: "e2e_s"}
 ROW_EXECUTION = {"graph": "graphs", "engine": "engine"}  # how a row was timed -> how its point runs (else eager)
+SIXTEEN_BIT = ("bf16", "fp16")  # one tensor-core rate and one width
 
 
 def step_point(device: str, row: MeasuredKernel, where: str, evaluator):
@@ -284,23 +285,22 @@ def step_point(device: str, row: MeasuredKernel, where: str, evaluator):
     except InputError as err:
         raise InputError(f"{step}: model: {str(err).removeprefix('model: ')}") from None
     native = table_dtype(config.dtype)
+    execution = ROW_EXECUTION.get(row.timing, "eager")
     if row.kernel == BATCH_RUN:  # any format: the run's weights, activations and KV cache as the row gives them
-        fmt = row.run_format
-        sixteen = ("bf16", "fp16")  # one tensor-core rate and one width: a run in either prices as the model's own
-        if fmt is None and row.dtype != native and not (row.dtype in sixteen and native in sixteen):
+        fmt = row.run_format  # a 16-bit run in either 16-bit type prices as the model's own
+        if fmt is None and row.dtype != native and not (row.dtype in SIXTEEN_BIT and native in SIXTEEN_BIT):
             raise InputError(f"{step}: dtype: found {row.dtype!r}, allowed: the model's own {native!r}"
-                             f"{' (or the other 16-bit type)' * (native in sixteen)}, fp8 or a quantized 'wXaY'")
+                             f"{' (or the other 16-bit type)' * (native in SIXTEEN_BIT)}, fp8 or a quantized 'wXaY'")
         try:
             check_tensor_parallel(config, max(row.tp, 1))
         except ValueError as err:
             raise InputError(f"{step}: tp: {err}") from None
         parts = _format_point(fmt, ROW_DTYPE_BITS[row.kv_dtype] if row.kv_dtype else 16)
         point = DesignPoint(model=row.model, device=device, batch=row.batch, prompt=row.seq_len,
-                            output=row.kv_len - row.seq_len, execution=ROW_EXECUTION.get(row.timing, "eager"),
-                            tp=max(row.tp, 1), **parts)
+                            output=row.kv_len - row.seq_len, execution=execution, tp=max(row.tp, 1), **parts)
         return point, STEP_METRICS[row.kernel]
     fmt = row.numeric_format
-    weight_only = fmt is not None and fmt.weight_only and native in ("bf16", "fp16")
+    weight_only = fmt is not None and fmt.weight_only and native in SIXTEEN_BIT
     if native != row.dtype and not weight_only:
         raise InputError(f"{step}: dtype: found {row.dtype!r}, allowed: the model's own {native!r} (a step is "
                          f"traced at its config's dtype) or, for a 16-bit model, a weight-only 'wXa16' (its "
@@ -308,7 +308,6 @@ def step_point(device: str, row: MeasuredKernel, where: str, evaluator):
     bits = {"weight_bits": fmt.weight_bits} if weight_only else {}
     if decode and row.kv_len < 2:
         raise InputError(f"{step}: kv_len: found {row.kv_len}, allowed: at least 2 (a cached token and the new one)")
-    execution = "graphs" if row.timing == "graph" else "eager"
     if decode:
         return DesignPoint(model=row.model, device=device, batch=row.batch, prompt=row.kv_len - 1, output=2,
                            execution=execution, **bits), STEP_METRICS[row.kernel]

@@ -160,6 +160,8 @@ QSERVE_GROUP_PASSES = (PassTile(127, 32, 32), PassTile(128, 64, 32), PassTile(ma
 def weight_passes(tiles: tuple[PassTile, ...], m) -> np.ndarray:
     """Times each weight is unpacked by a GEMM of m rows: once per pass_rows of its blocks' padded rows."""
     m = np.maximum(np.asarray(m, dtype=float), 1.0)
+    if len(tiles) == 1:  # one tile for every m (Marlin's, a GEMV's): no tiers to select
+        return np.ceil(m / tiles[0].block_rows) * (tiles[0].block_rows / tiles[0].pass_rows)
     passes, below = np.zeros(m.shape), -math.inf
     for tile in tiles:
         rows = (m > below) & (m <= tile.max_m)

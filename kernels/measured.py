@@ -124,9 +124,9 @@ class MeasuredKernel:
 
     @property
     def run_format(self) -> NumericFormat | None:
-        """The format of a whole run's weights (batch_run rows): a 'wXaY' row's numeric_format, fp8 e4m3 weights and
+        """The format of a whole step's or run's weights: a 'wXaY' row's numeric_format, fp8 e4m3 weights and
         activations with a scale per tensor for an 'fp8' row (as its GEMM rows are: variant 'tensor'), None for a
-        16-bit run."""
+        16-bit one."""
         return FP8_RUN if self.dtype == "fp8" else self.numeric_format
 
     @property

@@ -31,7 +31,7 @@ TARGET_EACH = 0.35  # any run
 
 @pytest.fixture(scope="module")
 def errors(evaluator) -> np.ndarray:
-    return time_errors(evaluator, RUNS, "a100-sxm-80gb")
+    return time_errors(evaluator, RUNS)
 
 
 @pytest.mark.slow  # 49 runs of three 7B-70B models at their own batch and lengths, about a minute

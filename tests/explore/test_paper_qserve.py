@@ -25,7 +25,7 @@ import pytest
 from explore.calibrate_cmd import step_point
 from explore.design_point import DesignPoint
 from explore.evaluate import Evaluator
-from tests.explore.published_runs import published_runs, time_errors
+from tests.explore.published_runs import assert_all_within, published_runs, time_errors
 
 QSERVE_RUNS = published_runs("qserve-throughput.csv")
 A100, L40S = "a100-sxm-80gb", "l40s"
@@ -80,15 +80,14 @@ def test_qserve_over_the_fastest_tensorrt_llm_format(evaluator, device, paper):
 def _time_errors(evaluator: Evaluator, device: str) -> dict[str, float]:
     """Each QServe run's simulated makespan over the published one, minus 1, by model (explore validate's scoring)."""
     runs = _runs(device)
-    return {run.model: float(e) for run, e in zip(runs, time_errors(evaluator, runs, device), strict=True)}
+    return {run.model: float(e) for run, e in zip(runs, time_errors(evaluator, runs), strict=True)}
 
 
 # Ours, in time (throughput is its inverse): -19% (Llama-3-8B), -3% (Llama-2-7B), -18% (Mistral-7B), -5%
 # (Llama-2-13B, batch 75), -20% (Llama-2-70B, batch 24).
 @pytest.mark.slow  # five models traced at their batch, about 10 s
 def test_qserve_runs_on_l40s_at_their_published_batch(evaluator):
-    errors = _time_errors(evaluator, L40S)
-    assert len(errors) == 5 and all(abs(e) <= TOLERANCE for e in errors.values()), errors
+    assert_all_within(_time_errors(evaluator, L40S), 5, TOLERANCE)
 
 
 @pytest.mark.slow
@@ -100,8 +99,7 @@ def test_qserve_runs_on_l40s_at_their_published_batch(evaluator):
     "(0.14 s at 128), though the A100 has 2.4x the L40S's bandwidth and 0.85x its int8 peak (624 against 733 TOPS). "
     "No measurement of an A100 int8 GEMM is in the project's data"))
 def test_qserve_runs_on_a100_at_their_published_batch(evaluator):
-    errors = _time_errors(evaluator, A100)
-    assert len(errors) == 5 and all(abs(e) <= TOLERANCE for e in errors.values()), errors
+    assert_all_within(_time_errors(evaluator, A100), 5, TOLERANCE)
 
 
 @pytest.mark.slow  # five models traced at batch 1, about 10 s
