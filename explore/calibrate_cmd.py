@@ -191,14 +191,14 @@ def row_group(row: MeasuredKernel) -> str:
     and the KV dtype of attention over a quantized cache ('gemm fp8', 'moe fp8/block128', 'moe bf16/w4int',
     'attention_decode kv fp8'), decode steps replayed from CUDA graphs apart from eager ones and quantized
     steps apart ('decode_step graph', 'decode_step w4a16 graph'), whole runs by format, devices and how they ran
-    ('batch_run w4a8 kv int4 engine', 'batch_run tp4 engine'),
+    ('batch_run w4a8 kv int4 engine', 'batch_run tp4 engine', 'batch_run tp8 custom engine': custom all-reduces),
     and pointwise rows off the contiguous loop apart ('elementwise general')."""
     if row.kernel in (*GEMM_KINDS, MOE_KIND) and gemm_key(row):
         return f"{row.kernel} {gemm_key(row)}"
     if row.is_step:  # quantized weights and KV caches apart, and graph-replayed and engine runs apart from eager
         quantized = f" {row.dtype}" if row.run_format is not None else ""
         kv = f" kv {row.kv_dtype}" if row.kv_dtype and row.kv_dtype != row.dtype else ""
-        devices = f" tp{row.tp}" if row.tp > 1 else ""
+        devices = f" tp{row.tp}{' custom' * (row.backend == 'custom')}" if row.tp > 1 else ""
         return f"{row.kernel}{quantized}{kv}{devices}{f' {row.timing}' * (row.timing in ('graph', 'engine'))}"
     if row.kv_dtype and row.kv_dtype != row.dtype:
         return f"{row.kernel} kv {row.kv_dtype}"
@@ -296,6 +296,8 @@ def step_point(device: str, row: MeasuredKernel, where: str, evaluator):
         except ValueError as err:
             raise InputError(f"{step}: tp: {err}") from None
         parts = _format_point(fmt, ROW_DTYPE_BITS[row.kv_dtype] if row.kv_dtype else 16)
+        if row.backend == "custom":  # its engine's own all-reduce kernels (a knob at its default is left out)
+            parts["knobs"] = tuple(sorted((*parts.get("knobs", ()), ("allreduce", row.backend))))
         point = DesignPoint(model=row.model, device=device, batch=row.batch, prompt=row.seq_len,
                             output=row.kv_len - row.seq_len, execution=execution, tp=max(row.tp, 1), **parts)
         return point, STEP_METRICS[row.kernel]
@@ -434,12 +436,13 @@ def _text_table(summary: dict) -> str:
     profile's summed times instead)."""
     cross = any("cross_source" in s for kinds in summary.values() for s in kinds.values())
     sums = any("measured_s" in s for kinds in summary.values() for s in kinds.values())
-    head = f"{'device':<16}{'kernel':<30}{'n':>8}{'median |err|':>14}{'p90 |err|':>11}{'median bias':>13}"
+    width = max([30] + [len(kind) + 2 for kinds in summary.values() for kind in kinds])  # the longest group fits
+    head = f"{'device':<16}{'kernel':<{width}}{'n':>8}{'median |err|':>14}{'p90 |err|':>11}{'median bias':>13}"
     head += f"{'cross n':>9}{'cross median':>14}{'cross p90':>11}{'cross bias':>12}" if cross else ""
     lines = [head + (f"{'measured ms':>13}{'predicted ms':>14}" if sums else "")]
     for device, kinds in summary.items():
         for kind, s in kinds.items():
-            line = f"{device:<16}{kind:<30}"
+            line = f"{device:<16}{kind:<{width}}"
             line += (f"{s['n']:>8}{s['median_abs_err']:>14.1%}{s['p90_abs_err']:>11.1%}{s['median_bias']:>+13.1%}"
                      if "n" in s else f"{'-':>8}{'-':>14}{'-':>11}{'-':>13}")
             if c := s.get("cross_source"):

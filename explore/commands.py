@@ -415,6 +415,8 @@ def _assumptions(point: DesignPoint, device) -> str:
         link = device.link
         source = link.fitted_on.get("all_reduce")
         fitted_link = f"all-reduce fitted on {source} NCCL data" if source else "datasheet alpha-beta model"
+        if device.allreduce == "custom":
+            fitted_link = f"custom one-shot/two-shot all-reduce kernels, NCCL ({fitted_link}) where faster"
         stages = (f" in {point.pp} pipeline stages" if point.pp > 1 else "") + (
             f", experts spread over the {point.ep} devices" if point.ep > 1 else "")
         system = (f"{point.tp * point.pp} x {point.device}, {point.tp}-way tensor parallel{stages} over "

@@ -147,8 +147,9 @@ def generic_knobs() -> tuple[Knob, ...]:
     return KNOBS.view("generic", _generic)
 
 
-# The sweep-file sections built from the registry (explore/schema.py section_model): where a generic knob is set.
-GENERIC_SECTIONS = ("workload", "format")
+# Where a generic knob is set: the sweep-file sections built from the registry (explore/schema.py section_model) and
+# the parallel: section (explore/sweep_serving.py Parallel, which names its generic knobs' fields itself).
+GENERIC_SECTIONS = ("workload", "format", "parallel")
 
 
 def _generic() -> tuple[Knob, ...]:

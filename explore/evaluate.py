@@ -173,10 +173,10 @@ class Evaluator:
         return self._templates[key]
 
     def device(self, name: str, overrides: tuple = (), calibrated: bool = True, tp: int = 1, link: str = "",
-               link_overrides: tuple = (), pp: int = 1):
+               link_overrides: tuple = (), pp: int = 1, allreduce: str = "nccl"):
         """A device model; with tp or pp > 1, the system of tp x pp such devices joined by the link (with its
-        overrides)."""
-        key = (name, overrides, calibrated, tp, link, link_overrides, pp)
+        overrides), all-reducing with `allreduce` (hw_models/link.py ALLREDUCE_IMPLEMENTATIONS)."""
+        key = (name, overrides, calibrated, tp, link, link_overrides, pp, allreduce)
         if key not in self._devices:
             if tp == 1 and pp == 1:
                 self._devices[key] = load_device(name, dict(overrides), calibrated=calibrated)
@@ -185,19 +185,19 @@ class Evaluator:
                 # Uncalibrated devices are compared on datasheet links too (fitted and datasheet links differ by
                 # up to 2x on the same hardware).
                 self._devices[key] = SystemModel(device, tp, load_link_model(
-                    link or default_link(device.name), dict(link_overrides), calibrated=calibrated), pp)
+                    link or default_link(device.name), dict(link_overrides), calibrated=calibrated), pp, allreduce)
         return self._devices[key]
 
     def point_device(self, point: DesignPoint):
         """The device model (or system of devices) a design point runs on."""
         return self.device(point.device, point.overrides, point.use_calibration, point.tp, point.link,
-                           point.link_overrides, point.pp)
+                           point.link_overrides, point.pp, point.knob("allreduce"))
 
     def cost_model(self, point: DesignPoint, fmt: NumericFormat) -> IterationCostModel:
         """The iteration cost model of a point's model, format, device and execution (shared by every
         serving point that differs only in its requests or scheduler, so each shape is priced once)."""
         key = (point.model, fmt, point.device, point.overrides, point.use_calibration, point.execution, point.tp,
-               point.link, point.link_overrides, point.ep)
+               point.link, point.link_overrides, point.ep, point.knob("allreduce"))
         if key not in self._cost_models:
             template = self.template(point.model, fmt, point.tp, point.ep, fusion_of(point.execution))
             self._cost_models[key] = IterationCostModel(self.point_device(point), template, execution=point.execution,

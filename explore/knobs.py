@@ -51,6 +51,7 @@ from kernels.formats import (
 )
 from kernels.kv_eviction import METHODS as KV_BUDGET_METHODS
 from kernels.kv_eviction import STREAMING
+from kernels.parallel import ALLREDUCE_IMPLEMENTATIONS
 from kernels.sparsity import ACT_PREDICTORS
 from kernels.token_select import METHODS as TOPK_METHODS
 from kernels.token_select import QUEST
@@ -379,6 +380,13 @@ _knob("ep", int, "expert parallelism for MoE models: 1, or tp to spread the expe
 _knob("link", str, "the link between the tp devices: a link preset (explore presets links) or a YAML path; "
       "default: the device's own interconnect", "parallel", scope="system", default="",
       allowed_text="a link preset (explore presets links) or a path to a link YAML")
+# How the all-reduces of tensor parallelism run (hw_models/link.py ALLREDUCE_IMPLEMENTATIONS): NCCL's collective, or an
+# engine's own P2P kernels (gpt-fast with ENABLE_INTRA_NODE_COMM=1, vLLM's and TensorRT-LLM's custom all-reduce).
+register(Knob(name="allreduce", type=str, section="parallel", scope="system", default="nccl",
+              allowed=ALLREDUCE_IMPLEMENTATIONS, label="all-reduce",
+              help="how the tp devices all-reduce: nccl (NCCL's collective, fitted on measured calls where the link "
+              "has them) or custom (an engine's one-shot or two-shot kernels reading the peers' buffers over the "
+              "link, NCCL where faster)"))
 # ---- serving (serving:): ServingSpec fields, in ServingSpec.columns() order ----------------------------------
 _SPEC = ServingSpec()
 for _name, _type, _help, _kw in (

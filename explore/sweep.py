@@ -321,7 +321,7 @@ class Sweep:
     def set_knobs(self) -> list[str]:
         """The generic knobs (explore/design_point.py) the file sets or derives: they have results columns."""
         return [k.name for k in generic_knobs() if k.name in self.derived
-                or k.name in getattr(self.spec, k.section).model_fields_set]
+                or k.name in getattr(getattr(self.spec, k.section), "model_fields_set", ())]
 
     def limits_slowdown(self) -> bool:
         """Whether the serving SLO limits slowdowns: the results then have the slowdown columns."""

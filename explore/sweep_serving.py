@@ -200,6 +200,7 @@ class Parallel(Strict):
     pp: one_or_more(PositiveInt) = 1  # pipeline stages (static batches only)
     ep: Literal["split", "spread"] = "split"  # an MoE model's experts: each split over tp, or spread whole
     link: one_or_more(str) = "default"  # a link preset or path; 'default': the device's own interconnect
+    allreduce: one_or_more(knob_type(KNOBS["allreduce"])) = "nccl"  # NCCL's, or an engine's custom kernels
 
 
 def serving_dimensions(serving: Serving) -> dict[str, list]:

@@ -168,6 +168,30 @@ def collective_time_s(kind: str, message_bytes, devices, link: LinkSpec, fit: Co
     return float(time) if time.ndim == 0 else time
 
 
+# ----- An engine's own all-reduce: P2P kernels over the link instead of NCCL -----
+
+def custom_all_reduce_time_s(message_bytes, devices, link: LinkSpec, kernels_s):
+    """Seconds of a custom all-reduce of message_bytes per rank over `link`, the faster of its two algorithms
+    (arrays broadcast; one device costs nothing).
+
+    As PyTorch's IntraNodeComm runs them (torch/csrc/distributed/c10d/intra_node_comm.cu): a copy of the input into
+    the buffer the peers read, then one kernel. One-shot: a barrier (each rank signals every peer with a system-scope
+    atomic and waits for theirs: one link hop), then each rank reads the n - 1 peers' whole buffers and sums.
+    Two-shot: a barrier, each rank reduces its 1/n slice from every buffer, a second barrier, then it gathers the
+    n - 1 other reduced slices: 2 (n - 1) / n of the buffer over the link. A read phase waits on a round trip (two
+    hops) before its bytes stream at the link's bandwidth. `kernels_s`: the device time of the copy and the kernel,
+    priced on the device for their local traffic and launch (hw_models/system.py); the hop is the link's
+    latency_us.
+    """
+    size = np.asarray(message_bytes, dtype=float)
+    n = np.asarray(devices, dtype=float)
+    hop, bandwidth = link.latency_s, link.bandwidth_Bps
+    one_shot = kernels_s + 3 * hop + (n - 1) * size / bandwidth
+    two_shot = kernels_s + 6 * hop + 2 * (n - 1) / n * size / bandwidth
+    time = np.where(n > 1, np.minimum(one_shot, two_shot), 0.0)
+    return float(time) if time.ndim == 0 else time
+
+
 # ----- Fits on measured NCCL data: which systems, where the data lies, how rows are split, the fit itself -----
 
 @dataclass(frozen=True)

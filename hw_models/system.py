@@ -4,8 +4,10 @@ The `tp` devices of a pipeline stage run the same sharded kernels (kernels/paral
 kernel takes the time one device takes, and its dynamic energy is `tp` times one device's. The `pp` stages
 run one after the other (one batch in flight), each kernel on its stage only. Collective kernels (all-reduces
 within a stage, sends between stages) are priced on the link (hw_models/link.py) instead of a device and take
-the link's time; their energy (the link's own) is not counted. Memory, idle power, area and price are the
-sum over all devices.
+the link's time; their energy (the link's own) is not counted. An all-reduce runs as NCCL's collective or, with
+allreduce="custom", as an engine's own P2P kernels (hw_models/link.py custom_all_reduce_time_s), whose copy and
+reduction kernels the device prices for their local traffic and launch, NCCL taking over where it is faster.
+Memory, idle power, area and price are the sum over all devices.
 """
 
 from __future__ import annotations
@@ -15,11 +17,15 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from hw_models.cost import KernelCosts
-from hw_models.link import LinkModel
+from hw_models.link import LinkModel, custom_all_reduce_time_s
 from kernels.kernel import KernelKind
+from kernels.parallel import ALLREDUCE_IMPLEMENTATIONS
 from kernels.table import KIND_CODE, KernelTable
+from workloads.errors import InputError
 
-_COLLECTIVES = {KIND_CODE[KernelKind.ALL_REDUCE]: "all_reduce", KIND_CODE[KernelKind.SEND_RECV]: "send_recv"}
+_ALL_REDUCE = KIND_CODE[KernelKind.ALL_REDUCE]
+_COLLECTIVES = {_ALL_REDUCE: "all_reduce", KIND_CODE[KernelKind.SEND_RECV]: "send_recv"}
+_ELEMENTWISE = KIND_CODE[KernelKind.ELEMENTWISE]
 
 
 @dataclass(frozen=True)
@@ -33,8 +39,10 @@ class SystemPrice:
 class SystemModel:
     """`tp` x `pp` copies of a device model joined by a link: the DeviceModel interface for the whole system."""
 
-    def __init__(self, device, tp: int, link: LinkModel, pp: int = 1):
-        self.device, self.tp, self.pp, self.link = device, tp, pp, link
+    def __init__(self, device, tp: int, link: LinkModel, pp: int = 1, allreduce: str = "nccl"):
+        if allreduce not in ALLREDUCE_IMPLEMENTATIONS:
+            raise InputError(f"allreduce: found {allreduce!r}, allowed: {', '.join(ALLREDUCE_IMPLEMENTATIONS)}")
+        self.device, self.tp, self.pp, self.link, self.allreduce = device, tp, pp, link, allreduce
         self.devices = tp * pp
         self.kind = device.kind
         self.units = device.units
@@ -101,6 +109,11 @@ class SystemModel:
             if rows.any():
                 time_s[rows] = self.link.collective_time_s(kind, table.act_bytes[collective][rows],
                                                            self.collective_devices(kind))
+        if self.allreduce == "custom":
+            rows = table.kind[collective] == _ALL_REDUCE
+            if rows.any():
+                time_s[rows] = np.minimum(time_s[rows], self._custom_all_reduce_s(
+                    table.select(np.flatnonzero(collective)[rows]), execution))
         fields = {}
         for name in ("time_s", "compute_s", "memory_s", "overhead_s", "compute_J", "memory_J", "static_J"):
             values = np.zeros(n)
@@ -114,6 +127,16 @@ class SystemModel:
             unit = np.zeros(n, dtype=int)
             unit[~collective] = compute.unit
         return KernelCosts(unit=unit, **fields)
+
+    def _custom_all_reduce_s(self, all_reduces: KernelTable, execution: str) -> np.ndarray:
+        """Seconds of each all-reduce run as an engine's custom kernels: the copy into the shared buffer and the
+        reduction kernel, each moving the message in and out of its own device's memory (the peers' reads are the
+        link's part), priced on the device, then the link's hops and bytes."""
+        message = all_reduces.act_bytes
+        local = replace(all_reduces, kind=np.full(len(all_reduces), _ELEMENTWISE), act_bytes=2 * message,
+                        flops=np.zeros(len(all_reduces)))
+        kernels_s = 2 * self.device.cost_table(local, execution).time_s
+        return custom_all_reduce_time_s(message, self.tp, self.link.spec, kernels_s)
 
 
 def _scale_energy(costs: KernelCosts, devices: int) -> KernelCosts:

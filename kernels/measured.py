@@ -6,7 +6,8 @@ Besides kernels, a row may time a whole decode step of a model (`kernel` decode_
 prefill_step: `batch` prompts of `seq_len` tokens into an empty cache): what a user's step costs, or a whole static
 batch run (`kernel` batch_run: `batch` prompts of `seq_len` tokens prefilled and decoded until each sequence holds
 `kv_len` tokens, `time_s` the run's makespan; its weights' format in `dtype` and `variant`, its KV cache's in
-`kv_dtype`, `tp` its tensor-parallel devices, and `timing` engine for a serving engine): what a published serving
+`kv_dtype`, `tp` its tensor-parallel devices, `backend` how their all-reduces ran (nccl, the default, or an
+engine's custom kernels), and `timing` engine for a serving engine): what a published serving
 benchmark reports as throughput, batch x (kv_len - seq_len) / time_s.
 A fused MoE layer (`kernel` moe) has `m` tokens, `k` the hidden size, `n` one expert's intermediate size on the
 device (after tensor parallelism), `topk` experts per token of `experts` in all, spread over `expert_parallel`
@@ -28,6 +29,7 @@ from pathlib import Path
 
 from kernels.formats import DTYPE_BITS, NumericFormat
 from kernels.kernel import TORCH_SDPA_OP, Kernel, KernelKind
+from kernels.parallel import ALLREDUCE_IMPLEMENTATIONS
 from workloads.errors import InputError
 from workloads.op_costs import attention_flops
 
@@ -113,6 +115,7 @@ class MeasuredKernel:
     expert_parallel: int = 0  # 0 or 1: every expert on the device
     routing: str = ""  # moe rows: kernels/aiconfigurator_routing.py ('' is balanced)
     backend: str = ""  # the implementation that ran the kernel, as its source names it (moe rows: kernels/moe.py;
+    # batch_run rows: how the run's tensor-parallel all-reduces ran, kernels/parallel.py ALLREDUCE_IMPLEMENTATIONS;
     # attention rows: TORCH_SDPA_BACKEND)
     tp: int = 0  # batch_run rows: the tensor-parallel devices the run spread its model over (0 or 1: one device)
 
@@ -278,6 +281,9 @@ def _parse(row: dict, where: str) -> MeasuredKernel:
     if values["dtype"] not in ROW_DTYPE_BITS and quantized is None:
         raise InputError(f"{where}: dtype: found {values['dtype']!r}, allowed: {', '.join(ROW_DTYPE_BITS)} or wXaY "
                          f"(e.g. w4a16)")
+    if values["kernel"] == BATCH_RUN and values.get("backend", "nccl") not in ALLREDUCE_IMPLEMENTATIONS:
+        raise InputError(f"{where}: backend: found {values['backend']!r} for a batch_run, allowed: "
+                         f"{', '.join(ALLREDUCE_IMPLEMENTATIONS)} (how its all-reduces ran; empty: nccl)")
     for key, allowed in (("kv_dtype", ROW_DTYPE_BITS), ("variant", ROW_VARIANTS), ("timing", TIMINGS)):
         if values.get(key) and values[key] not in allowed:
             raise InputError(f"{where}: {key}: found {values[key]!r}, allowed: {', '.join(allowed)}")

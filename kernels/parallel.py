@@ -30,6 +30,10 @@ COLUMN_PARALLEL = ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj", "lm_hea
 ROW_PARALLEL = ("o_proj", "down_proj")
 _EXPERT = re.compile(r"\.experts\.\d+(\.|$)")
 _GEMM = KIND_CODE[KernelKind.GEMM]
+# How the all-reduces run: "nccl", NCCL's collective; "custom", an engine's own kernels that read the peers' buffers
+# directly over the link (PyTorch's IntraNodeComm, which gpt-fast enables with ENABLE_INTRA_NODE_COMM=1; vLLM's and
+# TensorRT-LLM's custom all-reduce). hw_models/link.py prices both.
+ALLREDUCE_IMPLEMENTATIONS = ("nccl", "custom")
 
 
 def check_tensor_parallel(config: ModelConfig, tp: int) -> None:

@@ -8,10 +8,13 @@ No term is fitted on these runs. The eager dispatch cost derived from gpt-fast (
 eager baseline, not these compiled runs, and does not enter an engine's price.
 
 Ours, in time, on one GPU: bf16 -3.0%; int8 -10.2% (Llama-2-7B) and -10.1% (Llama-2-70B); int4 -12.0% and -16.1%.
-Tensor-parallel: the miss below.
+Tensor-parallel, with the custom all-reduce gpt-fast's command enables: bf16 -0.2% to -3.4% on 2-8 GPUs;
+Llama-2-70B in int8 and int4 on 8 GPUs -13.9% and -17.8%.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -35,16 +38,13 @@ def test_one_gpu_runs_in_three_formats_match_gpt_fast(errors):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "tensor-parallel runs priced 8% (Llama-2-70B on 2 GPUs) to 73% (Llama-2-7B on 8) too long: every decode step "
-    "pays two all-reduces a layer at the 41.7 us small-message latency fitted on Vidur's DGX A100 NCCL calls "
-    "(hw_models/calibration/links/a100-dgx.yaml; 2.7 ms a token for Llama-2-7B), while gpt-fast's own numbers leave "
-    "at most about 7 us for each on 8 GPUs (3.0 ms a token, 2.6 ms of it the rest of the step as priced): it runs "
-    "PyTorch's intra-node all-reduce (ENABLE_INTRA_NODE_COMM=1) inside CUDA graphs, not NCCL calls. LMDeploy's "
-    "TurboMind Llama-2-70B over four A100s agrees with the NCCL figure (test_paper_lmdeploy.py, |error| 4.3%), and "
-    "aiconfigurator's nccl-tests on H200 and B200 put small all-reduces at 4.7-8.0 us: the latency is the "
-    "implementation's, and no knob yet says which one an engine runs"))
 def test_tensor_parallel_runs_match_gpt_fast(errors):
+    """gpt-fast's tensor-parallel command sets ENABLE_INTRA_NODE_COMM=1: PyTorch's IntraNodeComm all-reduce, run
+    here as the custom all-reduce (`backend` custom: hw_models/link.py custom_all_reduce_time_s). Its box is a
+    hybrid cube mesh, where IntraNodeComm runs 8 GPUs with one more barrier and read phase than the one-shot priced
+    on NVLink 3's switch (about 1.8 us an all-reduce, 4% of the 8-GPU Llama-2-7B run): a known small
+    underestimate, not a fitted term. Priced with NCCL's all-reduce fitted on Vidur's DGX A100 calls (41.7 us a
+    small message) the same runs come out 8-73% too long (test_nccl_all_reduces_overprice_gpt_fast)."""
     assert_all_within({key: error for key, error in errors.items() if key[2] > 1}, 8, TOLERANCE)
 
 
@@ -57,3 +57,13 @@ def test_more_gpus_never_slow_a_run_measured_or_simulated(errors):
         measured = np.array([t for _, t in runs])
         predicted = np.array([t * (1 + errors[(model, "bf16", tp)]) for tp, t in runs])
         assert np.all(np.diff(measured) < 0) and np.all(np.diff(predicted) < 0), (model, measured, predicted)
+
+
+@pytest.mark.slow
+def test_nccl_all_reduces_overprice_gpt_fast(evaluator, errors):
+    """The same 8-GPU Llama-2-7B run priced with NCCL's all-reduce (fitted on Vidur's DGX A100 calls, 41.7 us a
+    small message) instead of its custom one: more than 20% too long, where the custom one is within 20%. The
+    published run cannot be explained by NCCL's eager-call latency: which all-reduce an engine runs matters."""
+    run = next(r for r in RUNS if r.model == "llama-2-7b" and r.tp == 8)
+    nccl = float(time_errors(evaluator, [replace(run, backend="")])[0])
+    assert nccl > TOLERANCE and abs(errors[("llama-2-7b", "bf16", 8)]) <= TOLERANCE, (nccl, errors)

@@ -179,3 +179,59 @@ def test_a_system_rents_for_its_devices(evaluator):
     devices' published hourly prices summed: 4 x H100's $3.78/h (its preset's source)."""
     point = DesignPoint(model="llama-2-7b", device="h100-sxm", batch=2, prompt=64, output=4, tp=4)
     assert evaluator.evaluate(point).metrics["usd_per_hour"] == pytest.approx(4 * 3.78)
+
+
+def _all_reduce_s(evaluator, allreduce: str, execution: str) -> np.ndarray:
+    """Each all-reduce of batch-1 Llama-2-7B's decode step on 8 A100s, all-reducing with `allreduce`."""
+    device = evaluator.device("a100-sxm-80gb", (), True, 8, "", (), 1, allreduce)
+    table = evaluator.tables("llama-2-7b", 1, 64, FMT, 1, 8).decode
+    reduces = table.kind == KIND_CODE[KernelKind.ALL_REDUCE]
+    return device.cost_table(table, execution).time_s[reduces]
+
+
+def test_custom_all_reduce_is_never_slower_than_nccl_and_pays_its_kernels_and_hops(evaluator):
+    """An engine's custom all-reduce falls back to NCCL where NCCL is faster, so it is never slower; and it costs at
+    least its two kernels' launches in a graph plus one-shot's three link hops (hw_models/link.py)."""
+    a100 = evaluator.device("a100-sxm-80gb")
+    custom, nccl = _all_reduce_s(evaluator, "custom", "graphs"), _all_reduce_s(evaluator, "nccl", "graphs")
+    assert len(custom) == 2 * 32 and np.all(custom <= nccl)
+    floor = 2 * a100.host_s("graphs") + 3 * 0.6e-6
+    assert np.all(custom >= floor) and np.all(custom < nccl)  # 8 KB messages: the P2P kernels win
+    # Launched from the host the kernels pay its launch instead of a graph node's.
+    assert np.all(_all_reduce_s(evaluator, "custom", "eager") > custom)
+
+
+def test_nccl_all_reduce_keeps_its_points_and_numbers(evaluator):
+    """A point at the default all-reduce keeps its key, and prices as the point without the knob."""
+    from explore.design_point import with_knobs
+
+    plain = DesignPoint(model="llama-2-7b", device="h100-sxm", batch=2, prompt=64, output=4, tp=2)
+    named = DesignPoint(**with_knobs(dict(model="llama-2-7b", device="h100-sxm", batch=2, prompt=64, output=4, tp=2,
+                                          allreduce="nccl")))
+    custom = DesignPoint(**with_knobs(dict(model="llama-2-7b", device="h100-sxm", batch=2, prompt=64, output=4, tp=2,
+                                           allreduce="custom")))
+    assert plain.point_id == named.point_id != custom.point_id
+    assert evaluator.evaluate(named).metrics["e2e_s"] == evaluator.evaluate(plain).metrics["e2e_s"]
+    assert evaluator.evaluate(custom).metrics["e2e_s"] <= evaluator.evaluate(plain).metrics["e2e_s"]
+
+
+def test_allreduce_sweeps_in_the_parallel_section(tmp_path, capsys):
+    """parallel: {allreduce: [nccl, custom]} is a results column; custom all-reduces take less communication time
+    on a small-message decode; an unknown implementation is the one-line error."""
+    from explore.results import read_results
+    from tests.explore.tiny_sweep import write_sweep, write_tiny_model
+
+    model = write_tiny_model(tmp_path)
+    path = write_sweep(tmp_path, f"name: allreduce\nmodel: {model}\ndevice: a100-sxm-80gb\n"
+                                 "parallel: {tp: 2, allreduce: [nccl, custom]}\n"
+                                 "workload: {batch: 1, prompt: 16, output: 8}\nexecution: graphs\n")
+    assert main([path, "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    rows = {r["allreduce"]: r for r in read_results(tmp_path / "out")}
+    assert set(rows) == {"nccl", "custom"}
+    assert 0 < float(rows["custom"]["time_communication_s"]) < float(rows["nccl"]["time_communication_s"])
+    capsys.readouterr()
+    bad = write_sweep(tmp_path, f"name: allreduce\nmodel: {model}\ndevice: a100-sxm-80gb\n"
+                                "parallel: {tp: 2, allreduce: mpi}\n")
+    assert main(["check", bad]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "allreduce" in err and "mpi" in err and "custom" in err, err

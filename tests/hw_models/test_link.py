@@ -18,6 +18,7 @@ from hw_models.link import (
     ProtocolFit,
     calibrated_links,
     collective_time_s,
+    custom_all_reduce_time_s,
     default_link,
     fit_collectives,
     held_out,
@@ -51,6 +52,28 @@ def test_other_collectives_by_hand():
     # send_recv of 1 MB: 1e6 / 31.5e9 = 31.746 us + 1 us, whatever the group size.
     assert collective_time_s("send_recv", 1e6, 2, pcie) == pytest.approx(32.746e-6, rel=1e-5)
     assert collective_time_s("send_recv", 1e6, 8, pcie) == collective_time_s("send_recv", 1e6, 2, pcie)
+
+
+def test_custom_all_reduce_by_hand():
+    nvlink3 = load_link("nvlink3")  # 300 GB/s per direction, 0.6 us a hop
+    kernels = 5e-6  # the copy and the reduction kernel, as a device prices them (hw_models/system.py)
+    # 8 GPUs, 8 KB per rank (batch-1 Llama-2-7B): one-shot, a barrier hop and a read's round trip (3 x 0.6 us)
+    # plus 7 x 8,192 B / 300e9 B/s = 0.191 us: 6.991 us. Two-shot: 6 hops and 2 x 7/8 x 8,192 B / 300e9 B/s.
+    assert custom_all_reduce_time_s(8192, 8, nvlink3, kernels) == pytest.approx(6.99115e-6, rel=1e-5)
+    # 8 GPUs, 8 MiB: one-shot 7 x 8 MiB / 300e9 = 195.7 us; two-shot 2 x 7/8 x 8 MiB / 300e9 = 48.9 us + 3.6 us.
+    two_shot = kernels + 6 * 0.6e-6 + 2 * 7 / 8 * 8 * MiB / 300e9
+    assert custom_all_reduce_time_s(8 * MiB, 8, nvlink3, kernels) == pytest.approx(two_shot, rel=1e-9)
+    assert custom_all_reduce_time_s(8192, 1, nvlink3, kernels) == 0.0
+
+
+def test_custom_all_reduce_is_never_slower_with_more_bandwidth_or_fewer_bytes():
+    sizes, devices = np.meshgrid(np.geomspace(256, 2**30, 23), np.arange(2, 9))
+    slow, fast = load_link("nvlink3"), load_link("nvlink3", {"bandwidth_GBps": 600})
+    time = custom_all_reduce_time_s(sizes, devices, slow, 3e-6)
+    assert np.all(custom_all_reduce_time_s(sizes, devices, fast, 3e-6) <= time)
+    assert np.all(np.diff(time, axis=1) >= 0)
+    # Its floor: the kernels and one-shot's three hops, whatever the message.
+    assert np.all(time >= 3e-6 + 3 * slow.latency_s)
 
 
 def test_datasheet_bandwidths():

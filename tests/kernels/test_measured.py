@@ -124,6 +124,19 @@ def test_batch_run_rows_round_trip_with_their_devices_and_a_table_without_keeps_
     assert "tp" not in alone.read_text().splitlines()[0].split(",")
 
 
+def test_a_batch_run_names_how_its_all_reduces_ran(tmp_path):
+    """`backend` of a batch_run: nccl (or empty) or custom; anything else is the one-line error naming the key."""
+    header = "device,kernel,batch,seq_len,kv_len,dtype,time_s,source,model,timing,backend,tp\n"
+    path = tmp_path / "t.csv"
+    path.write_text(header + "a100-sxm-80gb,batch_run,1,5,205,bf16,0.6,x,llama-2-7b,engine,custom,8\n"
+                    "a100-sxm-80gb,batch_run,1,5,205,bf16,0.6,x,llama-2-7b,engine,,8\n")
+    assert [row.backend for row in read_table(path)] == ["custom", ""]
+    path.write_text(header + "a100-sxm-80gb,batch_run,1,5,205,bf16,0.6,x,llama-2-7b,engine,mpi,8\n")
+    with pytest.raises(InputError, match="backend: found 'mpi' for a batch_run, allowed: nccl, custom") as err:
+        read_table(path)
+    assert str(err.value).startswith(f"{path}:2: ") and "\n" not in str(err.value)
+
+
 def test_a_weight_quantized_gemm_row_moves_its_weights_at_their_width():
     row = MeasuredKernel(device="h100-sxm", kernel="gemm", dtype="w4a16", time_s=1e-5, source="t", m=16, n=4096,
                          k=4096)
