@@ -383,7 +383,7 @@ _knob("link", str, "the link between the tp devices: a link preset (explore pres
 # How the all-reduces of tensor parallelism run (hw_models/link.py ALLREDUCE_IMPLEMENTATIONS): NCCL's collective, or an
 # engine's own P2P kernels (gpt-fast with ENABLE_INTRA_NODE_COMM=1, vLLM's and TensorRT-LLM's custom all-reduce).
 register(Knob(name="allreduce", type=str, section="parallel", scope="system", default="nccl",
-              allowed=ALLREDUCE_IMPLEMENTATIONS, label="all-reduce",
+              allowed=ALLREDUCE_IMPLEMENTATIONS, label="all-reduce", only_with="tp",
               help="how the tp devices all-reduce: nccl (NCCL's collective, fitted on measured calls where the link "
               "has them) or custom (an engine's one-shot or two-shot kernels reading the peers' buffers over the "
               "link, NCCL where faster)"))

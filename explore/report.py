@@ -22,6 +22,7 @@ from explore.rows import (
     format_label,
     format_number,
     is_feasible,
+    knobs_label,
     metric_axis_label,
     metric_value_label,
     normalize_row,
@@ -99,11 +100,15 @@ def _unit_words(metric: str) -> str:
     return metric_axis_label(metric).split(" (")[0]
 
 
-def _point_cells(row: dict[str, Any], overrides: bool) -> list[str]:
-    """Table cells naming a design point."""
+def _point_cells(row: dict[str, Any], knobs: bool, overrides: bool) -> list[str]:
+    """Table cells naming a design point: with `knobs`, the generic knobs it sets (explore/rows.py knobs_label)."""
     cells = [str(row.get("model", "")), device_label(row), str(row.get("batch", "")),
              f"{row.get('prompt')}/{row.get('output')}", format_label(row)]
-    return cells + ([overrides_label(row)] if overrides else [])
+    return cells + ([", ".join(knobs_label(row))] if knobs else []) + ([overrides_label(row)] if overrides else [])
+
+
+def _point_headers(knobs: bool, overrides: bool) -> list[str]:
+    return POINT_HEADERS + (["knobs"] if knobs else []) + (["overrides"] if overrides else [])
 
 
 POINT_HEADERS = ["model", "device", "batch", "prompt/output", "format"]
@@ -118,11 +123,12 @@ def _design_cells(row: dict[str, Any]) -> list[str]:
     return [format_number(row.get(name), scale) for name, scale in scaled]
 
 
-def _design_table(title: str, what: str, rows: list[dict[str, Any]], overrides: bool, left_out: str) -> ReportTable:
+def _design_table(title: str, what: str, rows: list[dict[str, Any]], knobs: bool, overrides: bool,
+                  left_out: str) -> ReportTable:
     """A table of design points with their metrics."""
-    headers = POINT_HEADERS + (["overrides"] if overrides else []) + DESIGN_HEADERS
     return ReportTable(title=title, note=f"The {count_label(len(rows), 'feasible point')} {what.strip()}.{left_out}",
-                       headers=headers, cells=[_point_cells(row, overrides) + _design_cells(row) for row in rows])
+                       headers=_point_headers(knobs, overrides) + DESIGN_HEADERS,
+                       cells=[_point_cells(row, knobs, overrides) + _design_cells(row) for row in rows])
 
 
 def report_tables(rows: list[dict[str, Any]], constraints: Sequence[str] | None = None,
@@ -131,6 +137,7 @@ def report_tables(rows: list[dict[str, Any]], constraints: Sequence[str] | None 
     constraints) and after them (the points that break a constraint, marked with the ones they break; the
     infeasible points with their reasons)."""
     overrides = any(overrides_of(row) for row in rows)
+    knobs = any(knobs_label(row) for row in rows)
     broken = constraint_judge(constraints)
     feasible = [row for row in rows if is_feasible(row)]
     meeting = [row for row in feasible if not broken(row)]
@@ -141,9 +148,9 @@ def report_tables(rows: list[dict[str, Any]], constraints: Sequence[str] | None 
     fastest = better_first(meeting, "tokens_per_s")[:TOP_N]
     frugal = better_first((r for r in meeting if math.isfinite(r.get("energy_per_token_J", math.nan))),
                           "energy_per_token_J")[:TOP_N]
-    lead = [_design_table("Highest throughput", f"{meets} with the most tokens/s", fastest, overrides, left_out),
+    lead = [_design_table("Highest throughput", f"{meets} with the most tokens/s", fastest, knobs, overrides, left_out),
             _design_table("Lowest energy per token", f"{meets} with the least energy per output token", frugal,
-                          overrides, left_out)]
+                          knobs, overrides, left_out)]
     tail = []
     if violating:
         shown = better_first(violating, "tokens_per_s")[:MAX_BROKEN]
@@ -152,15 +159,15 @@ def report_tables(rows: list[dict[str, Any]], constraints: Sequence[str] | None 
             title="Points that break a constraint",
             note=f"{count_label(len(violating), 'feasible point')} run but break a constraint: no best-design table, "
                  f"Pareto front or chosen design includes them.{more}",
-            headers=POINT_HEADERS + (["overrides"] if overrides else []) + DESIGN_HEADERS + ["breaks"],
-            cells=[_point_cells(r, overrides) + _design_cells(r) + [broken_cell(r, broken)] for r in shown]))
+            headers=_point_headers(knobs, overrides) + DESIGN_HEADERS + ["breaks"],
+            cells=[_point_cells(r, knobs, overrides) + _design_cells(r) + [broken_cell(r, broken)] for r in shown]))
     infeasible = [row for row in rows if not is_feasible(row)]
     shown = infeasible[:MAX_INFEASIBLE]
     more = f" Showing the first {len(shown)} of {len(infeasible)}." if len(infeasible) > len(shown) else ""
     tail.append(ReportTable(
         title="Infeasible design points", note=f"{count_label(len(infeasible), 'point')} cannot run.{more}",
-        headers=POINT_HEADERS + (["overrides"] if overrides else []) + ["peak memory (GB)", "reason"],
-        cells=[_point_cells(r, overrides) + [format_number(r.get("peak_memory_B"), 1e-9),
+        headers=_point_headers(knobs, overrides) + ["peak memory (GB)", "reason"],
+        cells=[_point_cells(r, knobs, overrides) + [format_number(r.get("peak_memory_B"), 1e-9),
                                              r.get("infeasible_reason") or "no metrics (NaN)"] for r in shown]))
     return lead, tail
 

@@ -46,6 +46,21 @@ def test_best_tables_leave_out_and_mark_points_that_break_a_constraint() -> None
     assert broken.headers[-1] == "breaks" and broken.cells[0][-1] == "ttft_s <= 0.5 (TTFT is 900 ms)"
 
 
+def test_best_tables_name_the_generic_knobs_a_point_sets() -> None:
+    """Points that differ only in a generic knob (here how a tensor-parallel system all-reduces) are told apart by a
+    knobs column; a table of points that set none has no such column; at tp 1 the all-reduce knob changes nothing
+    and is not named."""
+    nccl = normalize_row({**_row("m", "gpu", 1, (16, 16, 16), 0.012, 0.25, 1.0), "tp": 4, "allreduce": "nccl"})
+    custom = normalize_row({**_row("m", "gpu", 1, (16, 16, 16), 0.010, 0.25, 0.9), "tp": 4, "allreduce": "custom"})
+    alone = normalize_row({**_row("m", "gpu", 1, (16, 16, 16), 0.02, 0.3, 1.1), "tp": 1, "allreduce": "custom"})
+    lead, _ = report_tables([nccl, custom, alone])
+    table = lead[0]
+    knobs = [dict(zip(table.headers, cells, strict=True))["knobs"] for cells in table.cells]
+    assert knobs == ["allreduce=custom", "", ""]
+    plain, _ = report_tables([_row("m", "gpu", 1, (16, 16, 16), 0.012, 0.25, 1.0)])
+    assert "knobs" not in plain[0].headers
+
+
 # ---- no figure drops the chosen designs ----------------------------------------------------------------------
 
 def _many_lines() -> list[dict]:
