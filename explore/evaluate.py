@@ -175,7 +175,7 @@ class Evaluator:
     def device(self, name: str, overrides: tuple = (), calibrated: bool = True, tp: int = 1, link: str = "",
                link_overrides: tuple = (), pp: int = 1, allreduce: str = "nccl"):
         """A device model; with tp or pp > 1, the system of tp x pp such devices joined by the link (with its
-        overrides), all-reducing with `allreduce` (hw_models/link.py ALLREDUCE_IMPLEMENTATIONS)."""
+        overrides), all-reducing with `allreduce` (kernels/parallel.py ALLREDUCE_IMPLEMENTATIONS)."""
         key = (name, overrides, calibrated, tp, link, link_overrides, pp, allreduce)
         if key not in self._devices:
             if tp == 1 and pp == 1:

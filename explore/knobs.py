@@ -380,8 +380,8 @@ _knob("ep", int, "expert parallelism for MoE models: 1, or tp to spread the expe
 _knob("link", str, "the link between the tp devices: a link preset (explore presets links) or a YAML path; "
       "default: the device's own interconnect", "parallel", scope="system", default="",
       allowed_text="a link preset (explore presets links) or a path to a link YAML")
-# How the all-reduces of tensor parallelism run (hw_models/link.py ALLREDUCE_IMPLEMENTATIONS): NCCL's collective, or an
-# engine's own P2P kernels (gpt-fast with ENABLE_INTRA_NODE_COMM=1, vLLM's and TensorRT-LLM's custom all-reduce).
+# How the all-reduces of tensor parallelism run (kernels/parallel.py ALLREDUCE_IMPLEMENTATIONS; hw_models/link.py
+# prices both): NCCL's collective, or an engine's own P2P kernels.
 register(Knob(name="allreduce", type=str, section="parallel", scope="system", default="nccl",
               allowed=ALLREDUCE_IMPLEMENTATIONS, label="all-reduce", only_with="tp",
               help="how the tp devices all-reduce: nccl (NCCL's collective, fitted on measured calls where the link "
