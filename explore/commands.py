@@ -415,8 +415,11 @@ def _assumptions(point: DesignPoint, device) -> str:
         link = device.link
         source = link.fitted_on.get("all_reduce")
         fitted_link = f"all-reduce fitted on {source} NCCL data" if source else "datasheet alpha-beta model"
-        if device.allreduce == "custom":
+        if device.custom_all_reduce:
             fitted_link = f"custom one-shot/two-shot all-reduce kernels, NCCL ({fitted_link}) where faster"
+        elif device.allreduce == "custom":
+            fitted_link += (f"; NCCL, not custom all-reduce kernels: {point.tp} devices, and {link.spec.name} joins "
+                            f"at most {link.spec.peer_devices} that reach each other's memory")
         stages = (f" in {point.pp} pipeline stages" if point.pp > 1 else "") + (
             f", experts spread over the {point.ep} devices" if point.ep > 1 else "")
         system = (f"{point.tp * point.pp} x {point.device}, {point.tp}-way tensor parallel{stages} over "

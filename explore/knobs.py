@@ -383,7 +383,7 @@ _knob("link", str, "the link between the tp devices: a link preset (explore pres
 # How the all-reduces of tensor parallelism run (kernels/parallel.py ALLREDUCE_IMPLEMENTATIONS; hw_models/link.py
 # prices both): NCCL's collective, or an engine's own P2P kernels.
 register(Knob(name="allreduce", type=str, section="parallel", scope="system", default="nccl",
-              allowed=ALLREDUCE_IMPLEMENTATIONS, label="all-reduce", only_with="tp",
+              allowed=ALLREDUCE_IMPLEMENTATIONS, label="all-reduce",
               help="how the tp devices all-reduce: nccl (NCCL's collective, fitted on measured calls where the link "
               "has them) or custom (an engine's one-shot or two-shot kernels reading the peers' buffers over the "
               "link, NCCL where faster)"))

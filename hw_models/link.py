@@ -38,7 +38,7 @@ import yaml
 from pydantic import TypeAdapter, ValidationError
 from pydantic.dataclasses import dataclass as spec_dataclass
 
-from hw_models.spec_common import SPEC_CONFIG, NonNegative, Positive, Source
+from hw_models.spec_common import SPEC_CONFIG, NonNegative, Positive, PositiveInt, Source
 from hw_models.validation import check_keys, check_plausible, did_you_mean, input_error
 from workloads.errors import InputError, read_user_text
 from workloads.yaml_lines import LocatedYAML
@@ -58,6 +58,9 @@ class LinkSpec:
     bandwidth_GBps: Positive
     latency_us: NonNegative
     source: Source
+    # The most GPUs on the link that each reach every other's memory directly (an NVSwitch board's eight): an
+    # engine's custom all-reduce runs within that many and NCCL beyond. 2 where a file does not say: PCIe's pair.
+    peer_devices: PositiveInt = 2
 
     @property
     def bandwidth_Bps(self) -> float:

@@ -6,7 +6,8 @@ run one after the other (one batch in flight), each kernel on its stage only. Co
 within a stage, sends between stages) are priced on the link (hw_models/link.py) instead of a device and take
 the link's time; their energy (the link's own) is not counted. An all-reduce runs as NCCL's collective or, with
 allreduce="custom", as an engine's own P2P kernels (hw_models/link.py custom_all_reduce_time_s), whose copy and
-reduction kernels the device prices for their local traffic and launch, NCCL taking over where it is faster.
+reduction kernels the device prices for their local traffic and launch, NCCL taking over where it is faster or where
+the tp devices do not all reach each other's memory (more than the link's peer_devices).
 Memory, idle power, area and price are the sum over all devices.
 """
 
@@ -52,6 +53,12 @@ class SystemModel:
     @property
     def name(self) -> str:
         return f"{self.devices} x {self.device.name}"
+
+    @property
+    def custom_all_reduce(self) -> bool:
+        """Whether all-reduces run as an engine's custom kernels: asked for, and the tp devices all reach each other's
+        memory over the link (its peer_devices); engines fall back to NCCL otherwise, and so does this model."""
+        return self.allreduce == "custom" and self.tp <= self.link.spec.peer_devices
 
     def collective_devices(self, kind: str) -> int:
         return self.tp if kind == "all_reduce" else 2
@@ -109,7 +116,7 @@ class SystemModel:
             if rows.any():
                 time_s[rows] = self.link.collective_time_s(kind, table.act_bytes[collective][rows],
                                                            self.collective_devices(kind))
-        if self.allreduce == "custom":
+        if self.custom_all_reduce:
             rows = table.kind[collective] == _ALL_REDUCE
             if rows.any():
                 time_s[rows] = np.minimum(time_s[rows], self._custom_all_reduce_s(

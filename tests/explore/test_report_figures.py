@@ -48,15 +48,15 @@ def test_best_tables_leave_out_and_mark_points_that_break_a_constraint() -> None
 
 def test_best_tables_name_the_generic_knobs_a_point_sets() -> None:
     """Points that differ only in a generic knob (here how a tensor-parallel system all-reduces) are told apart by a
-    knobs column; a table of points that set none has no such column; at tp 1 the all-reduce knob changes nothing
-    and is not named."""
+    knobs column, which names each knob a point sets to other than its default; a table of points that set none has
+    no such column."""
     nccl = normalize_row({**_row("m", "gpu", 1, (16, 16, 16), 0.012, 0.25, 1.0), "tp": 4, "allreduce": "nccl"})
     custom = normalize_row({**_row("m", "gpu", 1, (16, 16, 16), 0.010, 0.25, 0.9), "tp": 4, "allreduce": "custom"})
     alone = normalize_row({**_row("m", "gpu", 1, (16, 16, 16), 0.02, 0.3, 1.1), "tp": 1, "allreduce": "custom"})
     lead, _ = report_tables([nccl, custom, alone])
     table = lead[0]
     knobs = [dict(zip(table.headers, cells, strict=True))["knobs"] for cells in table.cells]
-    assert knobs == ["allreduce=custom", "", ""]
+    assert knobs == ["allreduce=custom", "", "allreduce=custom"]
     plain, _ = report_tables([_row("m", "gpu", 1, (16, 16, 16), 0.012, 0.25, 1.0)])
     assert "knobs" not in plain[0].headers
 

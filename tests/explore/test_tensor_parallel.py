@@ -235,3 +235,17 @@ def test_allreduce_sweeps_in_the_parallel_section(tmp_path, capsys):
     assert main(["check", bad]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "allreduce" in err and "mpi" in err and "custom" in err, err
+
+
+def test_custom_all_reduce_runs_only_where_the_devices_reach_each_other(evaluator):
+    """Over PCIe, engines run their own all-reduce on two GPUs at most (vLLM): four L40S all-reduce with NCCL whatever
+    the knob says; the link's peer_devices, overridden as a what-if, lifts that."""
+    table = evaluator.tables("llama-2-7b", 1, 64, FMT, 1, 4).decode
+    reduces = table.kind == KIND_CODE[KernelKind.ALL_REDUCE]
+
+    def times(allreduce: str, link_overrides: tuple = ()) -> np.ndarray:
+        device = evaluator.device("l40s", (), True, 4, "", link_overrides, 1, allreduce)
+        return device.cost_table(table, "graphs").time_s[reduces]
+
+    assert np.array_equal(times("custom"), times("nccl"))
+    assert np.all(times("custom", (("peer_devices", 4),)) < times("nccl"))

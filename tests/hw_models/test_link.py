@@ -66,6 +66,17 @@ def test_custom_all_reduce_by_hand():
     assert custom_all_reduce_time_s(8192, 1, nvlink3, kernels) == 0.0
 
 
+def test_peer_devices_of_the_presets():
+    """How many GPUs on a link reach each other's memory (where an engine's custom all-reduce runs): an NVSwitch
+    board's eight, a DGX-1 quad on NVLink 2, vLLM's pair on PCIe, none across nodes; each with its source."""
+    expected = {"nvlink2": 4, "nvlink3": 8, "nvlink4": 8, "nvlink5": 8, "pcie3-x16": 2, "pcie4-x16": 2,
+                "pcie5-x16": 2, "infiniband-ndr": 1, "ethernet-100g": 1, "nvme-pcie4-x4": 1}
+    assert set(expected) == set(link_names())
+    for name, count in expected.items():
+        link = load_link(name)
+        assert link.peer_devices == count and "peer_devices" in link.source, name
+
+
 def test_custom_all_reduce_is_never_slower_with_more_bandwidth_or_fewer_bytes():
     sizes, devices = np.meshgrid(np.geomspace(256, 2**30, 23), np.arange(2, 9))
     slow, fast = load_link("nvlink3"), load_link("nvlink3", {"bandwidth_GBps": 600})
