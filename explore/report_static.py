@@ -38,6 +38,7 @@ from explore.rows import (
     device_label,
     format_label,
     is_feasible,
+    knobs_label,
     lengths_vary,
     overrides_label,
     point_label,
@@ -217,7 +218,7 @@ def energy_breakdown_section(shown: list[dict[str, Any]], what: str, labels: lis
 
 def energy_panels(pool: list[dict[str, Any]], chosen: Chosen) -> tuple[list[EnergyPanel], str]:
     """Per model, per device and format, the lowest energy per token over the other knobs (batch, lengths,
-    overrides), its batch as the bar's note; and what that covers."""
+    overrides, generic knobs), its batch as the bar's note; and what that covers."""
     measured = [row for row in pool if math.isfinite(as_number(row.get("energy_per_token_J")))]
     panels = []
     for model in dict.fromkeys(row["model"] for row in measured):
@@ -236,6 +237,7 @@ def energy_panels(pool: list[dict[str, Any]], chosen: Chosen) -> tuple[list[Ener
         panels.append(EnergyPanel(title=str(model), devices=devices, energy_J=energy, notes=notes))
     varied = ["batch"] + (["prompt and output lengths"] if lengths_vary(measured) else [])
     varied += ["overrides"] if any(overrides_label(row) for row in measured) else []
+    varied += ["the knobs the sweep sets"] if any(knobs_label(row) for row in measured) else []
     caption = (f"Each bar is the lowest energy per output token of one device and format over {', '.join(varied)}; "
                "its batch is printed on the bar. One panel per model, one group per device, one bar per format.")
     best_rows = [row for row, roles in chosen if any("energy" in role for role in roles)]
@@ -269,11 +271,12 @@ def energy_section(meeting: list[dict[str, Any]], feasible: list[dict[str, Any]]
 # ---- latency against batch ----------------------------------------------------------------------------------
 
 def _line_keys(row: dict[str, Any], knob: str, lengths: bool) -> tuple[str, str]:
-    """(color key, style key) of a row's line: its hardware (device and overrides) and its format (with the
-    lengths when they vary, and the batch for lines against tensor-parallel devices)."""
+    """(color key, style key) of a row's line: its hardware (device and overrides) and its format with the generic
+    knobs it sets (with the lengths when they vary, and the batch for lines against tensor-parallel devices)."""
     other = dict(row, tp=1) if knob == "tp" else row
     hardware = " / ".join(p for p in (device_label(other), overrides_label(row)) if p)
-    fmt = format_label(row) + (f" / p{row.get('prompt')} o{row.get('output')}" if lengths else "")
+    fmt = " / ".join([format_label(row), *knobs_label(row)]) + (
+        f" / p{row.get('prompt')} o{row.get('output')}" if lengths else "")
     return hardware, (f"b{row.get('batch')} / {fmt}" if knob == "tp" else fmt)
 
 

@@ -61,6 +61,20 @@ def test_best_tables_name_the_generic_knobs_a_point_sets() -> None:
     assert "knobs" not in plain[0].headers
 
 
+def test_lines_against_tp_keep_points_of_different_knobs_apart() -> None:
+    """The scaling figure draws one line per device, batch, format and set of generic knobs: NCCL and custom
+    all-reduces are two lines, each with its own points in tp order."""
+    from explore.report_static import batch_panels
+
+    rows = [normalize_row({**_row("m", "gpu", 1, (16, 16, 16), 0.01 / tp * (0.8 if ar == "custom" else 1.0), 0.1, 1.0),
+                           "tp": tp, "allreduce": ar}) for ar in ("nccl", "custom") for tp in (1, 2, 4)]
+    (panel,), _, _ = batch_panels(rows, [], lambda row: [], knob="tp")
+    assert len(panel.series) == 2
+    for series in panel.series:
+        assert list(series.batch) == [1, 2, 4] and all(series.tpot_s[:-1] > series.tpot_s[1:]), series.label
+    assert {("allreduce=custom" in s.label) for s in panel.series} == {True, False}
+
+
 # ---- no figure drops the chosen designs ----------------------------------------------------------------------
 
 def _many_lines() -> list[dict]:
