@@ -1,0 +1,61 @@
+"""First-token latency against TensorRT-LLM's published low-latency tables (github.com/NVIDIA/TensorRT-LLM
+docs/source/performance.md@138f96d, "Low Latency", TensorRT-LLM v0.5: gptSessionBenchmark at batch 1 with one output
+token), shipped as the batch_run rows of data/published/tensorrt-llm-first-token.csv (one output token: the run is
+the prefill) and scored as `explore validate` scores them: Llama-2-7B in FP8 on an H100 and an L40S and in FP16 on an
+A100, and Llama-2-70B over four H100s (FP8) and four A100s (FP16), prompts of 128 and 2,048 tokens.
+
+No term is fitted on these runs. They check what the throughput tables barely reach: a prefill alone, and on four
+GPUs its all-reduces of 2-32 MB (128-2,048 tokens of 8,192 16-bit values), in NCCL's bandwidth regime. The published
+latencies are whole milliseconds: the 7 ms and 14 ms rows carry up to 7% and 4% of rounding.
+
+Ours, in time: A100 -8.2%, +2.6% (7B) and +2.0%, +9.2% (70B over four); H100 -13.1%, +5.9% (7B) and -21.6%, +11.2%
+(70B over four); L40S +1.4% (128 tokens) and +36.4% (2,048 tokens). The two beyond 20% are strict xfails below.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.explore.published_runs import published_runs, time_errors
+
+RUNS = published_runs("tensorrt-llm-first-token.csv")
+TOLERANCE = 0.20
+MISSES = {
+    ("h100-sxm", "llama-2-70b", 128): (
+        "ours 20.4 ms against 26 ms (-21.6%; the rounding of a whole millisecond leaves -20% to -23%): not diagnosed. "
+        "At 2,048 tokens the same system is +11%, and the 7B model alone on an H100 at 128 tokens -13%: the short "
+        "prompts run shorter than published on the H100, where the A100's do not"),
+    ("l40s", "llama-2-7b", 2048): (
+        "ours 99.6 ms against 73 ms (+36%): the prefill's fp8 GEMMs take 74 ms, 49% of the L40S's 733 TFLOP/s fp8 "
+        "peak on aiconfigurator's L40S fit (vLLM's CUTLASS kernels), where the published run's whole prefill implies "
+        "at least 50% and its GEMMs more; at 128 tokens the same GPU is +1.4%. The fit and the run disagree on "
+        "compute-bound fp8 GEMMs of the L40S; which measured the slower clocks is not known"),
+}
+
+
+@pytest.fixture(scope="module")
+def errors(evaluator) -> dict[tuple[str, str, int], float]:
+    """Each run's time error by (device, model, prompt tokens)."""
+    return {(run.device, run.model, run.seq_len): float(error)
+            for run, error in zip(RUNS, time_errors(evaluator, RUNS), strict=True)}
+
+
+def _cases():
+    for run in RUNS:
+        key = (run.device, run.model, run.seq_len)
+        marks = [pytest.mark.xfail(strict=True, reason=MISSES[key])] if key in MISSES else []
+        yield pytest.param(key, marks=marks, id=f"{run.device}-{run.model}-tp{max(run.tp, 1)}-{run.seq_len}")
+
+
+@pytest.mark.slow  # Llama-2-7B and 70B prefilled at 128 and 2,048 tokens on three GPUs, about 20 s
+@pytest.mark.parametrize("key", list(_cases()))
+def test_first_token_latency_matches_tensorrt_llm(errors, key):
+    assert abs(errors[key]) <= TOLERANCE, errors[key]
+
+
+def test_the_rows_are_the_published_tables():
+    """Ten rows: two prompt lengths each of Llama-2-7B on three GPUs and of Llama-2-70B over four H100s and A100s,
+    batch 1, one output token, the 70B runs tensor-parallel over four."""
+    assert len(RUNS) == 10 and all(r.batch == 1 and r.kv_len == r.seq_len + 1 for r in RUNS)
+    assert sorted({r.seq_len for r in RUNS}) == [128, 2048]
+    assert all((r.tp == 4) == (r.model == "llama-2-70b") for r in RUNS)
