@@ -27,9 +27,10 @@ MISSES = {
         "prompts run shorter than published on the H100, where the A100's do not"),
     ("l40s", "llama-2-7b", 2048): (
         "ours 99.6 ms against 73 ms (+36%): the prefill's fp8 GEMMs take 74 ms, 49% of the L40S's 733 TFLOP/s fp8 "
-        "peak on aiconfigurator's L40S fit (vLLM's CUTLASS kernels), where the published run's whole prefill implies "
-        "at least 50% and its GEMMs more; at 128 tokens the same GPU is +1.4%. The fit and the run disagree on "
-        "compute-bound fp8 GEMMs of the L40S; which measured the slower clocks is not known"),
+        "peak, as aiconfigurator's own L40S rows at m = 2,048 run (45-52%: 0.206 ms for 2,048 x 4,096 x 4,096, "
+        "0.536 ms for 2,048 x 12,288 x 4,096, vLLM's CUTLASS kernels), while the published run's whole prefill implies "
+        "at least 50% and its GEMMs more; at 128 tokens the same GPU is +1.4%. Two sources disagree on the L40S's "
+        "compute-bound fp8 GEMMs (boards and clocks not published)"),
 }
 
 
