@@ -55,6 +55,9 @@ def cmd_presets(args) -> int:
         for name in link_names():
             systems = fitted.get(name)
             how = f"collectives fitted on {', '.join(systems)}" if systems else "datasheet alpha-beta model"
-            print(f"  {name:<16} {load_link(name).bandwidth_GBps:>6g} GB/s per direction, {how}  "
+            link = load_link(name)
+            peers = (f"custom all-reduce on up to {link.peer_devices} GPUs" if link.peer_devices > 1
+                     else "no custom all-reduce")
+            print(f"  {name:<16} {link.bandwidth_GBps:>6g} GB/s per direction, {how}, {peers}  "
                   f"(sources in hw_models/presets/links/{name}.yaml)")
     return 0
