@@ -22,6 +22,7 @@ PUBLISHED_PARAMS = {
     "llama-2-7b": 6.74e9,  # Llama 2 model card (HF: 6,738,415,616)
     "llama-2-13b": 13.0e9,  # Llama 2 model card (HF: 13,015,864,320)
     "llama-2-70b": 69.0e9,  # Llama 2 model card (HF: 68,976,648,192)
+    "llama-33b": 32.5e9,  # LLaMA (Touvron et al. 2023) Table 2: 32.5B ("33B"; HF huggyllama/llama-30b)
     "llama-3-8b": 8.03e9,  # Meta-Llama-3-8B model card (8.03B)
     "llama-3-70b": 70.6e9,  # Meta-Llama-3-70B model card (70.6B)
     "mistral-7b": 7.24e9,  # Mistral-7B-v0.1 (7.24B)
