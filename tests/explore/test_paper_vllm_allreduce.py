@@ -24,8 +24,8 @@ from tests.explore.published_runs import published_runs, time_errors
 RUNS = published_runs("vllm-custom-allreduce-a100.csv")
 TOLERANCE = 0.20
 SHORT_70B = ("both Llama-2-70B runs 21% short (-21.0% with NCCL, -21.6% custom), by 3.4 s and 3.2 s: about 13 ms a "
-             "decode step that the engine model does not price, alike in both. vLLM v0.2 scheduled, prepared inputs and "
-             "sampled in Python every step; no source gives that cost, so it is not modeled")
+             "decode step that the engine model does not price, alike in both. vLLM v0.2 scheduled, prepared inputs "
+             "and sampled in Python every step; no source gives that cost, so it is not modeled")
 
 
 @pytest.fixture(scope="module")
