@@ -310,10 +310,9 @@ def step_point(device: str, row: MeasuredKernel, where: str, evaluator):
     bits = {"weight_bits": fmt.weight_bits} if weight_only else {}
     if decode and row.kv_len < 2:
         raise InputError(f"{step}: kv_len: found {row.kv_len}, allowed: at least 2 (a cached token and the new one)")
-    if decode:
-        return DesignPoint(model=row.model, device=device, batch=row.batch, prompt=row.kv_len - 1, output=2,
-                           execution=execution, **bits), STEP_METRICS[row.kernel]
-    return DesignPoint(model=row.model, device=device, batch=row.batch, prompt=row.seq_len, output=1,
+    # A decode step is the second of two generated tokens after a prompt of kv_len - 1; a prefill is a run of one.
+    prompt, output = (row.kv_len - 1, 2) if decode else (row.seq_len, 1)
+    return DesignPoint(model=row.model, device=device, batch=row.batch, prompt=prompt, output=output,
                        execution=execution, **bits), STEP_METRICS[row.kernel]
 
 

@@ -134,7 +134,7 @@ class MeasuredKernel:
 
     @property
     def is_step(self) -> bool:
-        """A whole decode step or prefill, priced by simulating the model (not by to_kernel)."""
+        """A whole decode step, prefill or batch run, priced by simulating the model (not by to_kernel)."""
         return self.kernel in STEP_KINDS
 
     def to_kernel(self) -> Kernel:

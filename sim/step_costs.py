@@ -334,10 +334,8 @@ def whole_batch_totals(device, tables: PassTables, workload: BatchWorkload, exec
         device_step_s = base[TIME] + sums.step_attention_s
         stall = host_stall_s(host_step_s, device_step_s)  # as DecodeCosts._stall
         wait_s = float(stall.sum())
-    if wait_s > 0.0:
-        decode_s = float(np.maximum(host_step_s, device_step_s).sum())  # as DecodeCosts.total: max(host, device)
-    else:
-        decode_s = base[TIME] * steps + attention[TIME]
+    # As DecodeCosts.total: max(host, device) per step, the device's time plus the host's wait past it.
+    decode_s = base[TIME] * steps + attention[TIME] + wait_s
     for name in DYNAMIC_ENERGY_FIELDS:
         column = SUM_COLUMN[name]
         dynamic[name] += base[column] * steps + attention[column]
