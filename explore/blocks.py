@@ -30,7 +30,7 @@ import numpy as np
 from explore.columns import Columns
 from explore.design_point import DesignPoint
 from explore.evaluate import Evaluator, hardware_metrics
-from explore.metrics import KERNEL_CLASSES, derived_metrics, point_metrics
+from explore.metrics import TIME_CLASSES, derived_metrics, point_metrics
 from explore.point_blocks import PointBlock, blocks_of
 from hw_models.device_block import block_device, check_knob_values, varies_in_block
 from sim.block import evaluate_block, supports_block
@@ -193,7 +193,7 @@ def _evaluate_block(evaluator: Evaluator, first: DesignPoint, knobs: dict[str, l
     metrics = result.metrics()
     arrays: dict[str, Any] = {name: np.where(fits, values, math.nan) for name, values in metrics.items()}
     arrays["peak_memory_B"] = metrics["peak_memory_B"]  # reported for points that do not fit too
-    for label in (*KERNEL_CLASSES, "communication"):
+    for label in TIME_CLASSES:
         values = result.time_by_class_s.get(label, np.zeros(count))
         arrays[f"time_{label}_s"] = np.where(fits, values, math.nan)
     arrays.update(fits_in_memory=fits, infeasible_reason=reason, offloaded_B=np.zeros(count))  # offload: block_key

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from explore.design_point import DesignPoint
-from explore.metrics import KERNEL_CLASSES, add_derived
+from explore.metrics import TIME_CLASSES, add_derived
 from hw_models.gpu_efficiency import calibration_label
 from hw_models.link import LinkSpec, default_link, link_names, load_link, load_link_model
 from hw_models.registry import load_device
@@ -590,7 +590,7 @@ def _medusa_heads_B(param_bytes: float, config: ModelConfig, heads: int, fmt: Nu
 
 
 # Each kernel class's busy time metric (time_gemm_s, ...), communication included.
-_CLASS_TIMES = tuple((c, f"time_{c}_s") for c in (*KERNEL_CLASSES, "communication"))
+_CLASS_TIMES = tuple((c, f"time_{c}_s") for c in TIME_CLASSES)
 
 
 def _metrics(result: SimResult | ServingResult | None, memory, reason: str, device,

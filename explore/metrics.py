@@ -285,3 +285,10 @@ for _class in KERNEL_CLASSES:
        section="breakdown")
 _m("time_communication_s", "time communication", "s", "min", "busy time of collectives over the link",
    section="communication")
+_m("time_host_wait_s", "time host wait", "s", "min",
+   "time the device waits on the host over the run: PyTorch eager's dispatch where it takes longer than the kernels "
+   "it launches, or transfers on the host link when offloading; faster kernels do not shorten it",
+   section="breakdown")
+# The time-by-class entries a results row carries (time_<class>_s): the kernel classes, collectives and the waits on
+# the host (sim/step_costs.py HOST_WAIT).
+TIME_CLASSES = (*KERNEL_CLASSES, "communication", "host_wait")

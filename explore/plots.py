@@ -21,7 +21,7 @@ from matplotlib.patches import Patch
 # One fixed color per kernel class, so every figure of a report agrees.
 CLASS_COLORS = {
     "gemm": "#1f77b4", "attention": "#ff7f0e", "norm": "#2ca02c", "softmax": "#d62728",
-    "elementwise": "#9467bd", "embedding": "#8c564b", "communication": "#17becf",
+    "elementwise": "#9467bd", "embedding": "#8c564b", "communication": "#17becf", "host wait": "#c7c7c7",
 }
 # Measured-table kinds beyond the kernel classes: pointwise kinds and whole steps (drawn as diamonds).
 VALIDATION_COLORS = {"activation": "#e377c2", "rope": "#bcbd22", "rope_part": "#bcbd22", "decode_step": "#000000",

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from explore.metrics import KERNEL_CLASSES, better_first
+from explore.metrics import TIME_CLASSES, better_first
 from explore.plots import (
     BROKEN_MARK,
     CHOSEN_MARK,
@@ -61,7 +61,9 @@ HOW_TO_READ = {
                 "distance below its roof is time lost to launch overhead or a slower rate. Kernels without FLOPs "
                 "(copies, embedding lookups) are not shown.",
     "breakdown": "Each bar is the latency of one request (prefill plus all decode steps), split by kernel class; "
-                 "the longest segment is what to speed up first.",
+                 "the longest segment is what to speed up first. 'host wait' is the device idle while the host "
+                 "catches up (PyTorch eager's dispatch, or the host link when offloading): faster kernels do not "
+                 "shorten it; CUDA graphs or an engine's fused kernels (`execution: graphs` or `engine`) do.",
     "energy_breakdown": "Static energy is idle (leakage and board) power over the whole run, so it shrinks as "
                         "batching shortens the time per token; memory energy is data movement (off-chip, on-chip, "
                         "in-bank); compute energy is the arithmetic.",
@@ -197,7 +199,7 @@ def breakdown_rows(feasible: list[dict[str, Any]], chosen: Chosen) -> tuple[list
 
 
 def breakdown_section(shown: list[dict[str, Any]], what: str, labels: list[str]) -> ReportFigure:
-    times = {c: [as_number(row.get(f"time_{c}_s")) for row in shown] for c in (*KERNEL_CLASSES, "communication")}
+    times = {c.replace("_", " "): [as_number(row.get(f"time_{c}_s")) for row in shown] for c in TIME_CLASSES}
     times = {c: values for c, values in times.items() if np.nansum(values) > 0}  # no empty legend entries
     return figure("breakdown", f"Shows {what}.", breakdown_figure(labels, times))
 

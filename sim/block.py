@@ -18,7 +18,7 @@ from hw_models.device import dispatch_s
 from kernels.table import KernelTable
 from sim.memory import MemoryFootprint
 from sim.result import RESULT_METRICS
-from sim.step_costs import DYNAMIC_ENERGY_FIELDS, host_stall_s, pass_execution
+from sim.step_costs import DYNAMIC_ENERGY_FIELDS, HOST_WAIT, host_stall_s, pass_execution
 from sim.workload import BatchWorkload, PassTables
 
 
@@ -107,15 +107,12 @@ def evaluate_block(device, points: int, tables: PassTables, workload: BatchWorkl
         raise ValueError(f"{device.name}: a block needs one execution unit and a batch decoded whole")
     prefill_mode, decode_mode = (pass_execution(execution, decode_only=only) for only in (False, True))
 
-    # The prefill: its kernels back to back, or its host dispatch where that is the longer (sim/step_costs.py):
-    # the wait is spread over its kernels.
+    # The prefill: its kernels back to back, or its host dispatch where that is the longer (sim/step_costs.py).
     prefill = _PricedPass(device, tables.prefill, prefill_mode, points)
-    kernels = len(tables.prefill)
     first_token_s = prefill.sum("time_s")
-    stall_s = host_stall_s(dispatch_s(device, prefill_mode) * kernels, first_token_s)
-    by_class = {label: prefill.sum("time_s", mask) + stall_s * mask.sum() / kernels
-                for label, mask in tables.prefill.class_masks.items()}
-    first_token_s = first_token_s + stall_s
+    prefill_wait_s = host_stall_s(dispatch_s(device, prefill_mode) * len(tables.prefill), first_token_s)
+    by_class = {label: prefill.sum("time_s", mask) for label, mask in tables.prefill.class_masks.items()}
+    first_token_s = first_token_s + prefill_wait_s
     energy = {name: prefill.sum(name) for name in DYNAMIC_ENERGY_FIELDS}
 
     # Each decode step: the base step's kernels with its attention priced at that step's KV length.
@@ -128,12 +125,11 @@ def evaluate_block(device, points: int, tables: PassTables, workload: BatchWorkl
     step_s = base.sum("time_s", ~attention)[:, None] + per_step.step_sums("time_s", steps)  # (points, steps)
     step_stall_s = host_stall_s(dispatch_s(device, decode_mode) * kernels, step_s)
     decode_s = (step_s + step_stall_s).sum(axis=1)
-    stall_s = step_stall_s.sum(axis=1)
     for label, mask in decode.class_masks.items():
         in_steps = np.tile(mask[attention], steps)
-        total = (base.sum("time_s", mask & ~attention) * steps + per_step.sum("time_s", in_steps)
-                 + stall_s * mask.sum() / kernels)
+        total = base.sum("time_s", mask & ~attention) * steps + per_step.sum("time_s", in_steps)
         by_class[label] = by_class.get(label, 0.0) + total
+    by_class[HOST_WAIT] = prefill_wait_s + step_stall_s.sum(axis=1)
     for name in DYNAMIC_ENERGY_FIELDS:
         energy[name] = energy[name] + base.sum(name, ~attention) * steps + per_step.sum(name)
     # Static power is drawn until the last request finishes.

@@ -17,16 +17,18 @@ import numpy as np
 from hw_models.device import dispatch_s
 from kernels.kernel import KIND_CLASS
 from kernels.shapes import StepShape, StepTemplate
-from sim.step_costs import host_stall_s, pass_execution
+from sim.step_costs import HOST_WAIT, host_stall_s, pass_execution
 
 KERNEL_CLASS_NAMES = tuple(dict.fromkeys(KIND_CLASS.values()))
+# An iteration's time by class: its kernel classes' busy time, then its wait on the host.
+TIME_CLASS_NAMES = (*KERNEL_CLASS_NAMES, HOST_WAIT)
 # Mean KV lengths under this many buckets are priced exactly (a bucket would be over 1/8 of them).
 EXACT_BUCKETS = 8
 
 
 @dataclass(frozen=True, kw_only=True)
 class IterationCost:
-    """Time and dynamic energy of one iteration; busy time by kernel class (KERNEL_CLASS_NAMES order)."""
+    """Time and dynamic energy of one iteration; its time by class (TIME_CLASS_NAMES order)."""
 
     time_s: float
     compute_J: float
@@ -95,12 +97,13 @@ class IterationCostModel:
         costs = self.device.cost_table(table, mode)
         time_s = costs.time_s * count
         kernels = float(count.sum())
-        # The device's wait on the host, shared by the kernels (every kernel dispatches alike).
+        # The device's wait on the host, where its dispatch of the kernels takes longer than they run.
         waits = float(host_stall_s(dispatch_s(self.device, mode) * kernels, time_s.sum()))
-        class_time = np.zeros(len(KERNEL_CLASS_NAMES))
+        class_time = np.zeros(len(TIME_CLASS_NAMES))
         for i, name in enumerate(KERNEL_CLASS_NAMES):
             mask = table.class_masks.get(name)
             if mask is not None:
-                class_time[i] = time_s[mask].sum() + waits * count[mask].sum() / kernels
+                class_time[i] = time_s[mask].sum()
+        class_time[-1] = waits
         return IterationCost(time_s=float(time_s.sum()) + waits, compute_J=float(costs.compute_J @ count),
                              memory_J=float(costs.memory_J @ count), class_time_s=class_time)

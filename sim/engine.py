@@ -25,20 +25,16 @@ TIMELINE_COLUMNS = 7  # start, duration, kernel index, phase, step, unit, sub-ba
 
 
 class Monitor:
-    """Collects the timeline, per-class busy time, first token and finish times through on_<event> hooks."""
+    """Collects the timeline, first token and finish times through on_<event> hooks."""
 
-    def __init__(self, kernel_classes: dict[tuple[int, int], np.ndarray], record_timeline: bool):
-        self.kernel_classes = kernel_classes  # (phase, sub-batch) -> class label per kernel index
+    def __init__(self, record_timeline: bool):
         self.record_timeline = record_timeline
         self.rows: list[tuple] = []
-        self.time_by_class_s: dict[str, float] = {}
         self.first_token_s = 0.0
         self.finish_s: dict[int, float] = {}
 
     def on_kernel(self, start_s: float, duration_s: float, index: int, phase: int, step: int, unit: int,
                   sub_batch: int) -> None:
-        label = self.kernel_classes[phase, sub_batch][index]
-        self.time_by_class_s[label] = self.time_by_class_s.get(label, 0.0) + duration_s
         if self.record_timeline:
             self.rows.append((start_s, duration_s, index, phase, step, unit, sub_batch))
 
@@ -96,12 +92,12 @@ def simulate(device, tables: PassTables, workload: BatchWorkload, memory: Memory
     env = simpy.Environment()
     units = [simpy.Resource(env, capacity=1) for _ in device.units]
     passes = _pass_tables(tables, costs)
-    monitor = Monitor({key: table.kernel_class for key, table in passes.items()}, record_timeline)
+    monitor = Monitor(record_timeline)
     env.process(_serve_batch(env, units, costs, monitor))
     env.run()
     finishes = [monitor.finish_s[part] for part in range(len(costs.decode))]
     return batch_result(device, costs, workload, memory, monitor.first_token_s, finishes,
-                        time_by_class_s=monitor.time_by_class_s, timeline=monitor.timeline(),
+                        time_by_class_s=costs.time_by_class_s(), timeline=monitor.timeline(),
                         kernel_names={key: tuple(f"{k.op} {k.module}".strip() for k in table.kernels)
                                    for key, table in passes.items()},
                      unit_names=tuple(device.units))

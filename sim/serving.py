@@ -16,7 +16,7 @@ import numpy as np
 import simpy
 
 from kernels.kv_policy import Window, kept_tokens
-from sim.costs import KERNEL_CLASS_NAMES, IterationCost, IterationCostModel
+from sim.costs import TIME_CLASS_NAMES, IterationCost, IterationCostModel
 from sim.kv_cache import PagedKVCache
 from sim.replica import ROLES, Replica
 from sim.routers import DEFAULT_ROUTER, make_router
@@ -304,13 +304,13 @@ def _result(pools: list[Pool], replicas: list[list[Replica]], finished: list[Seq
     makespan_s = float(records.finish_s.max() - requests.arrival_s[0])
     priced: list[tuple[IterationCost, int]] = [entry for _, replica in everyone
                                                for entry in replica.cost_counts.values()]
-    class_time = sum((cost.class_time_s * n for cost, n in priced), np.zeros(len(KERNEL_CLASS_NAMES)))
+    class_time = sum((cost.class_time_s * n for cost, n in priced), np.zeros(len(TIME_CLASS_NAMES)))
     energy = {"compute_J": sum(cost.compute_J * n for cost, n in priced),
               "memory_J": sum(cost.memory_J * n for cost, n in priced),
               "static_J": sum(pool.idle_power_W * pool.replicas for pool in pools) * makespan_s}
     busiest = max(everyone, key=lambda pair: pair[1].peak_blocks / pair[0].memory.kv_blocks)
     return ServingResult(records=records, iterations=iterations, makespan_s=makespan_s, energy_parts_J=energy,
-                         time_by_class_s=dict(zip(KERNEL_CLASS_NAMES, class_time.tolist(), strict=True)),
+                         time_by_class_s=dict(zip(TIME_CLASS_NAMES, class_time.tolist(), strict=True)),
                          memory=busiest[0].memory, shapes_priced=sum(p.costs.shapes_priced for p in pools),
                          peak_kv_blocks=busiest[1].peak_blocks,
                          token_gaps_s=np.array([gap for _, replica in everyone for gap in replica.token_gaps]),

@@ -27,7 +27,7 @@ from kernels.kv_policy import Window
 from kernels.table import KernelTable
 from sim.memory import MemoryFootprint
 from sim.result import RequestTiming, SimResult
-from sim.step_costs import DYNAMIC_ENERGY_FIELDS, DecodeCosts, pass_execution, with_host
+from sim.step_costs import DYNAMIC_ENERGY_FIELDS, HOST_WAIT, DecodeCosts, pass_execution, pass_host_wait_s
 from sim.workload import BatchWorkload, PassTables
 from workloads.model_config import ModelConfig
 
@@ -114,8 +114,9 @@ def evaluate_speculative(device, tables: SpeculativeTables, workload: BatchWorkl
     spec = tables.speculation
     decode_mode, prefill_mode = (pass_execution(execution, decode_only=only) for only in (True, False))
     prefills = [tables.prefill] + ([tables.draft.prefill] if tables.draft else [])
-    priced_prefills = [with_host(device.cost_table(t, prefill_mode), dispatch_s(device, prefill_mode))
-                       for t in prefills]
+    priced_prefills = [device.cost_table(t, prefill_mode) for t in prefills]
+    prefill_waits_s = [pass_host_wait_s(dispatch_s(device, prefill_mode), len(c), c.sum("time_s"))
+                       for c in priced_prefills]
     steps, generated = step_plan(workload, spec)
     prompt = workload.prompt_len
     # Keys of the verification: the prompt, the tokens generated so far and the drafted ones after the last.
@@ -126,7 +127,7 @@ def evaluate_speculative(device, tables: SpeculativeTables, workload: BatchWorkl
         draft_kv = (prompt + generated[:, None] + np.arange(spec.drafted)[None, :]).ravel()
         passes.append(_pass(device, tables.draft.decode, draft_kv, tables.window, decode_mode, workload.batch))
     scale = steps / len(generated) if len(generated) else 0.0
-    first_token_s = sum(float(p.time_s.sum()) for p in priced_prefills)
+    first_token_s = sum(float(p.time_s.sum()) for p in priced_prefills) + sum(prefill_waits_s)
     decode_s = scale * sum(p.total("time_s") for p in passes)
     energy = {name: sum(float(getattr(p, name).sum()) for p in priced_prefills)
               + scale * sum(p.total(name) for p in passes) for name in DYNAMIC_ENERGY_FIELDS}
@@ -136,8 +137,9 @@ def evaluate_speculative(device, tables: SpeculativeTables, workload: BatchWorkl
         for label, mask in table.class_masks.items():
             by_class[label] = by_class.get(label, 0.0) + float(costs.time_s[mask].sum())
     for part in passes:
-        for label, mask in part.class_masks.items():
-            by_class[label] = by_class.get(label, 0.0) + scale * part.total("time_s", mask)
+        for label, total in part.class_totals("time_s").items():
+            by_class[label] = by_class.get(label, 0.0) + scale * total
+    by_class[HOST_WAIT] = sum(prefill_waits_s) + scale * sum(part.wait_s for part in passes)
     timing = RequestTiming(count=workload.batch, arrival_s=0.0, first_token_s=first_token_s,
                            finish_s=first_token_s + decode_s, output_tokens=workload.output_len)
     return SimResult(request_groups=(timing,), makespan_s=first_token_s + decode_s, memory=memory,
@@ -183,12 +185,12 @@ class ServingSpeculation:
         return len(self._memo)
 
     def _heads_cost(self, rows: int):
-        from sim.costs import KERNEL_CLASS_NAMES, IterationCost  # sim.costs imports nothing of this module
+        from sim.costs import TIME_CLASS_NAMES, IterationCost  # sim.costs imports nothing of this module
 
         table = self.heads(rows)
         costs = self.device.cost_table(table, pass_execution(self.execution, decode_only=True))
-        class_time = np.zeros(len(KERNEL_CLASS_NAMES))
-        class_time[KERNEL_CLASS_NAMES.index("gemm")] = float(costs.time_s.sum())
+        class_time = np.zeros(len(TIME_CLASS_NAMES))
+        class_time[TIME_CLASS_NAMES.index("gemm")] = float(costs.time_s.sum())
         return IterationCost(time_s=float(costs.time_s.sum()), compute_J=float(costs.compute_J.sum()),
                              memory_J=float(costs.memory_J.sum()), class_time_s=class_time)
 

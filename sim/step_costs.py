@@ -29,6 +29,10 @@ from sim.offload import LinkTraffic, link_wait_s
 from sim.workload import BatchWorkload, PassTables
 
 DYNAMIC_ENERGY_FIELDS = ("compute_J", "memory_J")
+# The time-by-class label of the device's waits on the host (PyTorch's dispatch, transfers on the host link): the
+# waits stretch the kernels they fall between (module docstring), but a breakdown by kernel class shows them apart,
+# since faster kernels do not shorten them.
+HOST_WAIT = "host_wait"
 TIME = SUM_COLUMN["time_s"]
 NO_MASKS: dict[str, np.ndarray] = {}  # field_sums over every kernel alone (one mapping: its counts are kept per table)
 
@@ -108,7 +112,8 @@ class DecodeCosts:
         return name in _STALL_FIELDS and self._stall[1]
 
     @property
-    def _stall_total_s(self) -> float:
+    def wait_s(self) -> float:
+        """How long the device waits on the host over every step."""
         return self._stall[2]
 
     def step(self, name: str, step: int) -> np.ndarray:
@@ -133,7 +138,7 @@ class DecodeCosts:
         """Sum of field `name` (one of SUM_FIELDS) over all steps, optionally over the kernels where kernel_mask is
         true."""
         base = self.base
-        waits = self._stall_total_s if self._waits(name) else 0.0
+        waits = self.wait_s if self._waits(name) else 0.0
         if kernel_mask is None and name == "time_s" and waits and self.link_s is not None:
             return float((self._device_step_s + self.stall_s).sum())
         if kernel_mask is None and name == "time_s" and waits:
@@ -151,8 +156,8 @@ class DecodeCosts:
         return float(total) + waits * float(np.count_nonzero(kernel_mask)) / len(base)
 
     def class_totals(self, name: str) -> dict[str, float]:
-        """total(name, mask) of every kernel class (class_masks) at once: the decode step's kernels but its attention
-        times the steps, plus each step's attention, plus the wait on the host spread by kernel count."""
+        """Field `name` of every kernel class (class_masks) at once: the decode step's kernels but its attention times
+        the steps, plus each step's attention; the wait on the host is not in them (wait_s)."""
         masks = self.class_masks
         table = getattr(self.base, "table", None)  # IndexedCosts keep their table's counts per mask
         totals = self._base_sums[1:, SUM_COLUMN[name]] * self.steps
@@ -161,10 +166,6 @@ class DecodeCosts:
                       else np.array([mask[self.attention_mask] for mask in masks.values()], dtype=float))
             grid = self._step_grid(name)
             totals = totals + within @ (grid[0] if self.steps == 1 else grid.sum(axis=0))  # one step: no reduction
-        if self._waits(name):
-            kernels = (table.kernel_counts(masks) if table is not None
-                       else np.array([np.count_nonzero(mask) for mask in masks.values()], dtype=float))
-            totals = totals + self._stall_total_s * kernels / len(self.base)
         return dict(zip(self.class_masks, totals.tolist(), strict=True))
 
     @cached_property
@@ -194,6 +195,7 @@ class StepCosts:
     # when it starts); set by price_passes.
     decode_offsets_s: tuple[float, ...] = ()
     prefill_masks: dict[str, np.ndarray] = field(default_factory=dict)  # the prefill's kernel classes
+    prefill_wait_s: float = 0.0  # of the prefill's time, the wait on the host (spread over its kernels' times)
 
     @cached_property
     def _prefill_sums(self) -> np.ndarray:
@@ -215,14 +217,19 @@ class StepCosts:
         return sum(part.total(name) for part in self.decode)
 
     def time_by_class_s(self) -> dict[str, float]:
-        """Busy time of each kernel class over the prefill and every decode step of every sub-batch.
+        """Busy time of each kernel class over the prefill and every decode step of every sub-batch, and the waits on
+        the host (HOST_WAIT).
 
         With sub-batches overlapping on different units, these busy times add up to more than the makespan.
         """
-        by_class = dict(zip(self.prefill_masks, self._prefill_sums[1:, TIME].tolist(), strict=True))
+        # The prefill's kernel times carry its wait spread by kernel count: each class gives its share back.
+        counts = np.array([np.count_nonzero(mask) for mask in self.prefill_masks.values()], dtype=float)
+        share = self.prefill_wait_s / len(self.prefill) if len(self.prefill) else 0.0
+        by_class = dict(zip(self.prefill_masks, (self._prefill_sums[1:, TIME] - share * counts).tolist(), strict=True))
         for part in self.decode:
             for label, total in part.class_totals("time_s").items():
                 by_class[label] = by_class.get(label, 0.0) + total
+        by_class[HOST_WAIT] = self.prefill_wait_s + sum(part.wait_s for part in self.decode)
         return by_class
 
     def decode_finish_times(self, start_s: float) -> list[float]:
@@ -301,9 +308,9 @@ class WholeBatchTotals:
 def whole_batch_totals(device, tables: PassTables, workload: BatchWorkload, execution: str = "eager",
                        ) -> WholeBatchTotals:
     """price_passes' totals for a batch that decodes whole (no sub-batch tables) without offloading, summed straight
-    from the passes' costs: StepCosts' and DecodeCosts' arithmetic (the host's waits spread by kernel count, each
-    step's attention at its KV length) without their per-kernel arrays, for the analytic path's one point per call.
-    The event simulation prices the same passes through price_passes; tests hold the two equal."""
+    from the passes' costs: StepCosts' and DecodeCosts' arithmetic (each pass the longer of its host's dispatch and
+    its kernels, each step's attention at its KV length) without their per-kernel arrays, for the analytic path's
+    one point per call. The event simulation prices the same passes through price_passes; tests hold the two equal."""
     kv_lens = workload.decode_kv_lengths()
     decode_mode = pass_execution(execution, decode_only=True)
     prefill_mode = pass_execution(execution, decode_only=False)
@@ -311,17 +318,12 @@ def whole_batch_totals(device, tables: PassTables, workload: BatchWorkload, exec
     sums = _pass_sums(device, tables.prefill, decode, decode.at_kv_lengths(kv_lens, tables.attention_window),
                       prefill_mode, decode_mode, len(kv_lens))
 
-    # The prefill (with_host): the host's wait, where it is the longer, spread over its kernels by count.
+    # The prefill (with_host): the host's wait, where it is the longer.
     prefill_masks = tables.prefill.class_masks
-    kernels = len(tables.prefill)
     prefill_s = sums.prefill[0][TIME]
-    stall = pass_host_wait_s(dispatch_s(device, prefill_mode), kernels, prefill_s)
+    prefill_wait_s = pass_host_wait_s(dispatch_s(device, prefill_mode), len(tables.prefill), prefill_s)
+    prefill_s += prefill_wait_s
     by_class = dict(zip(prefill_masks, (row[TIME] for row in sums.prefill[1:]), strict=True))
-    if stall > 0:
-        prefill_s += stall
-        counts = tables.prefill.kernel_counts(prefill_masks).tolist()
-        by_class = {label: total + stall * count / kernels
-                    for (label, total), count in zip(by_class.items(), counts, strict=True)}
     dynamic = {name: sums.prefill[0][SUM_COLUMN[name]] for name in DYNAMIC_ENERGY_FIELDS}
 
     # Each decode step: the base step's kernels but its attention, plus that step's attention (DecodeCosts), the
@@ -339,11 +341,9 @@ def whole_batch_totals(device, tables: PassTables, workload: BatchWorkload, exec
     for name in DYNAMIC_ENERGY_FIELDS:
         column = SUM_COLUMN[name]
         dynamic[name] += base[column] * steps + attention[column]
-    masks = decode.class_masks
-    waits = (wait_s * decode.kernel_counts(masks) / step_kernels).tolist() if wait_s > 0.0 else [0.0] * len(masks)
-    for label, row, attended, wait in zip(masks, sums.base[1:], sums.attention_by_class, waits, strict=True):
-        total = row[TIME] * steps + attended + wait
-        by_class[label] = by_class.get(label, 0.0) + total
+    for label, row, attended in zip(decode.class_masks, sums.base[1:], sums.attention_by_class, strict=True):
+        by_class[label] = by_class.get(label, 0.0) + row[TIME] * steps + attended
+    by_class[HOST_WAIT] = prefill_wait_s + wait_s
     return WholeBatchTotals(prefill_s=prefill_s, decode_s=decode_s, time_by_class_s=by_class, dynamic_J=dynamic)
 
 
@@ -461,13 +461,15 @@ def price_passes(device, tables: PassTables, workload: BatchWorkload, execution:
     else:
         prefill = device.cost_table(tables.prefill, prefill_mode)
         base, attention = cost_passes(device, [tables.decode, steps], decode_mode)
+    device_s = prefill.sum("time_s")
     if traffic is not None:
         prefill = with_link(prefill, traffic.prefill_s(), traffic.prefetch)
     prefill = with_host(prefill, dispatch_s(device, prefill_mode))
+    prefill_wait_s = max(prefill.sum("time_s") - device_s, 0.0)
     whole_part = price(workload.batch, tables.decode, base, attention)
     whole_s = whole_part.total("time_s")
     whole = StepCosts(prefill=prefill, decode=(whole_part,), decode_offsets_s=(whole_s,),
-                      prefill_masks=tables.prefill.class_masks)
+                      prefill_masks=tables.prefill.class_masks, prefill_wait_s=prefill_wait_s)
     if not tables.sub_batch_decode or traffic is not None:
         return whole
     parts = tuple(price(size, table) for size, table in tables.sub_batch_decode)
@@ -480,7 +482,8 @@ def price_passes(device, tables: PassTables, workload: BatchWorkload, execution:
     offsets = _interleaved_finishes(parts, unit_count)
     if max(offsets) >= whole_s:
         return whole
-    return StepCosts(prefill=prefill, decode=parts, decode_offsets_s=offsets, prefill_masks=tables.prefill.class_masks)
+    return StepCosts(prefill=prefill, decode=parts, decode_offsets_s=offsets, prefill_masks=tables.prefill.class_masks,
+                     prefill_wait_s=prefill_wait_s)
 
 
 def _interleaved_finishes(parts: tuple[DecodeCosts, ...], unit_count: int) -> tuple[float, ...]:

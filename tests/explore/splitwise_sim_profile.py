@@ -28,7 +28,7 @@ from explore.design_point import DesignPoint
 from explore.evaluate import Evaluator
 from kernels.formats import NumericFormat
 from kernels.shapes import StepShape
-from sim.costs import KERNEL_CLASS_NAMES, IterationCost, IterationCostModel
+from sim.costs import TIME_CLASS_NAMES, IterationCost, IterationCostModel
 
 # splitwise-sim mixed iterations: prompt_time of all their tokens, times this (performance_model.py).
 MIXED_FACTOR = 1.1
@@ -98,7 +98,7 @@ class ProfileCostModel(IterationCostModel):
             time_ms = interpolate(tokens, BATCH_TOKENS, self.profile.prompt_ms)
             time_ms *= MIXED_FACTOR if shape.decode_seqs else 1.0
         return IterationCost(time_s=time_ms / 1e3, compute_J=0.0, memory_J=0.0,
-                             class_time_s=np.zeros(len(KERNEL_CLASS_NAMES)))
+                             class_time_s=np.zeros(len(TIME_CLASS_NAMES)))
 
 
 class ProfileEvaluator(Evaluator):

@@ -141,12 +141,18 @@ def test_static_batch_reproduces_the_static_path(device_name, tiny_llama, trace_
     workload = BatchWorkload(batch=batch, prompt_len=prompt, output_len=output)
     footprint = batch_footprint(weight_bytes=0.0, kv_bytes_per_token=tiny_llama.kv_bytes_per_token(), batch=batch,
                                 tokens_per_sequence=prompt + output - 1, activation_bytes=0.0)
-    want = evaluate_analytic(device, tables, workload, footprint).metrics()
+    static = evaluate_analytic(device, tables, workload, footprint)
+    want = static.metrics()
     result = _serve(IterationCostModel(device, template), _together(batch, prompt, output), "static", max_seqs=batch)
     got = result.metrics()
     assert len(result.iterations) == output  # one prefill and a decode step per further token
     for name in STATIC_METRICS:
         assert got[name] == pytest.approx(want[name], rel=1e-9), name
+    # Busy time by kernel class, and the wait on the eager host (a tiny model's steps are host-bound on a GPU), alike.
+    assert (static.time_by_class_s["host_wait"] > 0) == (device.kind == "gpu")
+    for label in set(static.time_by_class_s) | set(result.time_by_class_s):
+        assert result.time_by_class_s.get(label, 0.0) == pytest.approx(static.time_by_class_s.get(label, 0.0),
+                                                                        rel=1e-9, abs=1e-15), label
 
 
 def test_static_batch_reproduces_the_evaluator_at_full_size(evaluator):

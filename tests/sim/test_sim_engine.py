@@ -208,3 +208,23 @@ def test_chrome_trace_needs_timeline(llama):
     result = simulate(device, tables, workload, memory, record_timeline=False)
     with pytest.raises(ValueError):
         chrome_trace_events(result, "h100-sxm")
+
+
+@pytest.mark.parametrize("run", ["analytic", "event"])
+def test_the_wait_on_the_host_is_apart_from_the_kernel_classes(trace_of, run):
+    """An eager batch-1 decode of Llama-2-7B waits on its host: each kernel class keeps the busy time it has on a host
+    that dispatches for free, and the wait is its own entry, the run's time less those busy times. A host-bound step
+    takes the host's dispatch of its kernels (1,000 us / 1,000 per kernel here, far above any kernel)."""
+    device, tables, workload, memory = _setup(trace_of, "llama-2-7b", 1, PROMPT, OUTPUT)
+    slow_host = load_device("h100-sxm", {"overhead.framework_dispatch_us": 1000.0})
+    free_host = load_device("h100-sxm", {"overhead.framework_dispatch_us": 0.0})
+    price = evaluate if run == "analytic" else simulate
+    waiting, unhindered = (price(d, tables, workload, memory) for d in (slow_host, free_host))
+    assert unhindered.time_by_class_s["host_wait"] == 0.0
+    busy = {label: s for label, s in waiting.time_by_class_s.items() if label != "host_wait"}
+    assert busy == pytest.approx({k: v for k, v in unhindered.time_by_class_s.items() if k != "host_wait"}, rel=1e-9)
+    wait = waiting.time_by_class_s["host_wait"]
+    assert wait == pytest.approx(waiting.makespan_s - sum(busy.values()), rel=1e-9)
+    passes = len(tables.prefill) + len(tables.decode) * (OUTPUT - 1)  # each host-bound: its kernels' dispatch
+    assert waiting.makespan_s == pytest.approx(passes * 1e-3, rel=1e-9)
+    assert wait == pytest.approx(passes * 1e-3 - unhindered.makespan_s, rel=1e-9)
