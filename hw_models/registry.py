@@ -11,7 +11,15 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from hw_models.validation import check_keys, check_plausible, declared_field, did_you_mean, input_error, unread_reason
+from hw_models.validation import (
+    absent_number_fields,
+    check_keys,
+    check_plausible,
+    declared_field,
+    did_you_mean,
+    input_error,
+    unread_reason,
+)
 from workloads.errors import InputError
 from workloads.preset_files import bundled_names, bundled_where, read_preset
 from workloads.yaml_lines import LocatedYAML
@@ -148,9 +156,12 @@ def what_if_fields(name_or_path: str) -> list[str]:
     """Dotted paths of a device's numeric fields a cost model reads: what overrides may change."""
     data, _, _, _ = _read(name_or_path)
     kind = DEVICE_KINDS.get(data.get("kind"))
-    return [path for path, value in _leaves(data)
-            if (value is None or isinstance(value, (int, float))) and not isinstance(value, bool)
-            and kind is not None and unread_reason(kind.spec_class, path) is None]
+    if kind is None:
+        return []
+    in_file = [path for path, value in _leaves(data)
+               if (value is None or isinstance(value, (int, float))) and not isinstance(value, bool)]
+    return [path for path in in_file + absent_number_fields(kind.spec_class, data)
+            if unread_reason(kind.spec_class, path) is None]
 
 
 def validate_spec(data: dict, where: str, line_of=None):

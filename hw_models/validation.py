@@ -131,6 +131,25 @@ def declared_field(cls, path: str) -> bool:
     return True
 
 
+def absent_number_fields(cls, data: dict, prefix: str = "") -> list[str]:
+    """Dotted paths of the number fields of spec class `cls` that a preset's `data` leaves out, inside the sections it
+    has: fields declared with a default, which a what-if may still set."""
+    found = []
+    for name, hint in (_fields(cls) or {}).items():
+        if name not in data and _holds_number(hint):
+            found.append(f"{prefix}{name}")
+        elif isinstance(data.get(name), dict):
+            found += absent_number_fields(hint, data[name], f"{prefix}{name}.")
+    return found
+
+
+def _holds_number(hint) -> bool:
+    """Whether a field's type is a number (int or float, optionally None)."""
+    members = [m for m in (typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,))
+               if m is not type(None)]
+    return bool(members) and all(m in (int, float) for m in members)
+
+
 @functools.cache
 def unread_fields(cls) -> dict[tuple[str, ...], str]:
     """Paths of the fields of spec class `cls` marked Unread (no cost model reads them), with the reason;

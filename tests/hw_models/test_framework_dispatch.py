@@ -8,7 +8,7 @@ import pytest
 from explore.design_point import DesignPoint
 from explore.evaluate import Evaluator
 from hw_models.device import EAGER_DISPATCH_S, dispatch_s
-from hw_models.registry import load_device
+from hw_models.registry import load_device, read_device_yaml, what_if_fields
 from workloads.errors import InputError
 
 
@@ -24,6 +24,15 @@ def test_a_misspelled_or_negative_host_cost_is_refused():
         load_device("h200", {"overhead.framework_dispatch_usx": 30.0})
     with pytest.raises(InputError, match="greater than or equal to 0"):
         load_device("h200", {"overhead.framework_dispatch_us": -1.0})
+
+
+def test_the_what_ifs_a_device_lists_include_fields_its_file_leaves_to_their_default():
+    """No GPU preset writes framework_dispatch_us (each takes the default), yet it is a what-if: `--set` lists it when
+    it refuses an unknown field. Fields a cost model does not read stay out."""
+    fields = what_if_fields("h200")
+    assert "overhead.framework_dispatch_us" in fields and "memory.bandwidth_GBps" in fields
+    assert "framework_dispatch_us" not in read_device_yaml("h200")[0]["overhead"]
+    assert not any(field.endswith("source") or field == "name" for field in fields)
 
 
 def test_a_host_bound_eager_step_scales_with_the_host_and_a_graph_step_does_not():
