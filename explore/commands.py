@@ -268,7 +268,7 @@ def cmd_run(args) -> int:
         _print_metrics(metrics)
         if ops is not None:
             print()
-            print(format_op_table(ops), end="")
+            print(format_op_table(ops, dispatch_s=dispatch_s(evaluator.point_device(point), point.execution)), end="")
     return 0
 
 

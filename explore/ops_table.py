@@ -5,7 +5,7 @@ Kernels are grouped by pass, kind, traced op and module with the layer index lef
 so a 32-layer model shows one row per op of a layer plus the ops outside the layers. Times are device time
 (each kernel's compute, memory and launch parts as the device model prices them under the point's execution
 mode); a host that dispatches slower than the device runs, as PyTorch eager at small batch, adds its wait on top,
-which the run's TTFT and TPOT include and this table does not.
+which the run's TTFT and TPOT include (time_host_wait_s) and each pass's title line states.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 
 from hw_models.cost import BOUNDS
 from kernels.table import KernelTable
-from sim.step_costs import pass_execution
+from sim.step_costs import pass_execution, pass_host_wait_s
 from sim.workload import PassTables
 
 LAYER_INDEX = re.compile(r"(?<=\.)\d+(?=\.|$)")  # 'layers.12.mlp' -> 'layers.*.mlp'
@@ -70,8 +70,10 @@ def _pass_rows(phase: str, table: KernelTable, costs) -> list[OpRow]:
     return sorted(rows, key=lambda row: -row.time_s)
 
 
-def format_op_table(rows: list[OpRow], limit: int | None = None) -> str:
-    """The rows as an aligned text table, a block per pass (at most `limit` rows each, then one line of the rest)."""
+def format_op_table(rows: list[OpRow], limit: int | None = None, dispatch_s: float = 0.0) -> str:
+    """The rows as an aligned text table, a block per pass (at most `limit` rows each, then one line of the rest);
+    a pass whose kernels the host dispatches (`dispatch_s` each) slower than the device runs them says how long it
+    waits on the host."""
     header = f"{'op':<62} {'n':>4} {'GFLOP':>10} {'MB':>10} {'FLOP/B':>8} {'bound':>8} {'time ms':>9} {'share':>6}"
     lines = []
     for phase in ("prefill", "decode"):
@@ -79,8 +81,12 @@ def format_op_table(rows: list[OpRow], limit: int | None = None) -> str:
         if not part:
             continue
         title = "prefill" if phase == "prefill" else "first decode step"
-        lines += [f"{title}: {len(part)} ops, {sum(r.count for r in part)} kernels, "
-                  f"{sum(r.time_s for r in part) * 1e3:,.3f} ms of device time", header]
+        kernels, device_s = sum(r.count for r in part), sum(r.time_s for r in part)
+        wait_s = pass_host_wait_s(dispatch_s, kernels, device_s)
+        host = (f"; the host dispatches them in {dispatch_s * kernels * 1e3:,.3f} ms ({dispatch_s * 1e6:.1f} us a "
+                f"kernel), so the pass waits {wait_s * 1e3:,.3f} ms on it" if wait_s > 0 else "")
+        lines += [f"{title}: {len(part)} ops, {kernels} kernels, {device_s * 1e3:,.3f} ms of device time{host}",
+                  header]
         shown = part if limit is None else part[:limit]
         for row in shown:
             name = f"{row.kind} {row.op} {row.module}".strip()[:62]

@@ -63,3 +63,20 @@ def test_explore_run_ops_prints_the_same_rows(tmp_path, capsys, evaluation):
     assert [(r["phase"], r["module"], r["count"]) for r in ops] == [(r.phase, r.module, r.count) for r in expected]
     assert main(["run", "--model", model, "--device", "h100-sxm", "--serving", "--ops"]) == 2
     assert "--ops: found with --serving" in capsys.readouterr().err
+
+
+def test_a_host_bound_pass_says_how_long_it_waits_on_the_host(evaluation):
+    """A tiny model's eager passes run in microseconds a kernel, under the host's 21.6 us dispatch: each pass's title
+    states the host's time (kernels x dispatch) and the wait (that less the device time), by hand; a host that
+    dispatches for free adds nothing."""
+    result, device = evaluation
+    rows = op_rows(result.tables, device, "eager")
+    text = format_op_table(rows, dispatch_s=20e-6)
+    for phase, title in (("prefill", "prefill"), ("decode", "first decode step")):
+        part = [r for r in rows if r.phase == phase]
+        kernels, device_s = sum(r.count for r in part), sum(r.time_s for r in part)
+        assert kernels * 20e-6 > device_s
+        line = next(line for line in text.splitlines() if line.startswith(f"{title}:"))
+        assert (f"the host dispatches them in {kernels * 20e-3:,.3f} ms (20.0 us a kernel), so the pass waits "
+                f"{(kernels * 20e-6 - device_s) * 1e3:,.3f} ms on it") in line
+    assert "host" not in format_op_table(rows)
