@@ -88,7 +88,7 @@ def _sweep_into(args, sweep, out: Path) -> int:
              "slo": serving.slo.model_dump() if serving and serving.slo else None}
     # The files beside the results the report is drawn with: when they, the points and the results are as the
     # report found them last time, re-drawing it would draw the same report.
-    kept = {GOALS_FILE: json.dumps(goals, indent=2)} | (
+    kept = {GOALS_FILE: json.dumps(goals | {"name": sweep.name}, indent=2)} | (
         {SWEEP_COPY: Path(args.sweep).read_text(encoding="utf-8")} if serving else {})
     stored = stored_ids(out)
     if search.strategy == "grid" and stored and stored.issuperset(sweep.points().point_ids()):
@@ -456,20 +456,22 @@ def cmd_report(args) -> int:
     if not (out / CSV_NAME).is_file() and not (out / DB_NAME).is_file():
         raise InputError(f"{out}: no results.csv here (run a sweep with --out {out} first)")
     goals = _read_goals(out / GOALS_FILE)
+    title = goals.pop("name", None) or out.name  # the sweep's name; a folder written before it was kept: its own
     # No evaluator: every figure comes from the results and the detail the sweep stored beside them (no trace, no
     # torch); figures whose detail is missing say so, in the report and in one logged line.
     rows = read_results(out, required=input_columns(system=False, serving=False))
-    html, md = write_report(out, rows, title=out.name, **goals)
+    html, md = write_report(out, rows, title=title, **goals)
     print(f"report:  {html}\nsummary: {md}")
     return 0
 
 
-GOAL_KEYS = ("objectives", "constraints", "slo")
+GOAL_KEYS = ("objectives", "constraints", "slo", "name")
 
 
 def _read_goals(path: Path) -> dict:
-    """A results folder's objectives.json as the sweep wrote it (objectives, constraints, slo), each checked as a
-    sweep file's are; one line naming the file and key where it is not (an edited or foreign file)."""
+    """A results folder's objectives.json as the sweep wrote it (objectives, constraints, slo, and the sweep's name
+    where kept), each checked as a sweep file's are; one line naming the file and key where it is not (an edited or
+    foreign file)."""
     if not path.is_file():
         return {}
     try:
@@ -496,7 +498,11 @@ def _read_goals(path: Path) -> dict:
     slo = goals.get("slo")
     if slo is not None and not isinstance(slo, dict):
         raise InputError(f"{path}: slo: found {slo!r}, allowed: a mapping of SLO fields or null")
-    return {"objectives": objectives.model_dump(), "constraints": constraints, "slo": slo}
+    name = goals.get("name")
+    if name is not None and not isinstance(name, str):
+        raise InputError(f"{path}: name: found {name!r}, allowed: the sweep's name, a string")
+    return {"objectives": objectives.model_dump(), "constraints": constraints, "slo": slo} | (
+        {"name": name} if name else {})
 
 
 def cmd_trace(args) -> int:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from explore.metrics import better_first, metric
+from explore.metrics import TIME_CLASSES, better_first, metric
 from explore.rows import (
     as_number,
     constraint_label,
@@ -188,7 +188,20 @@ def _summary(rows: list[dict[str, Any]], constraints: Sequence[str] | None) -> l
 
         lines.append("Constraints: " + ", ".join(constraint_label(c.metric, c.op, c.bound)
                                                  for c in Constraint.parse_all(constraints)) + ".")
+    waiting = sum(_mostly_waits(row) for row in rows if is_feasible(row))
+    if waiting:
+        lines.append(f"{waiting} of {feasible} feasible points spend over half their time waiting on the host "
+                     "(PyTorch eager's dispatch, `time_host_wait_s`; the 'host wait' of the latency breakdown): on "
+                     "them faster devices and narrower formats barely change the times; `execution: graphs` or "
+                     "`engine` removes the wait.")
     return lines + ["Times in ms, energy in J per output token, power in W."]
+
+
+def _mostly_waits(row: dict[str, Any]) -> bool:
+    """Whether the wait on the host is over half of a point's time (its kernel classes' busy time and the wait)."""
+    times = [as_number(row.get(f"time_{c}_s")) for c in TIME_CLASSES]
+    wait, total = as_number(row.get("time_host_wait_s")), math.fsum(t for t in times if math.isfinite(t))
+    return math.isfinite(wait) and total > 0 and wait > total / 2
 
 
 # ---- rendering ----------------------------------------------------------------------------------------------

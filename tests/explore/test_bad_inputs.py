@@ -213,7 +213,9 @@ CASES = [
     ("report: objectives.json not JSON", _report_folder(objectives="{broken"), "objectives.json: found text that "
                                                                               "is not JSON"),
     ("report: objectives.json unknown key", _report_folder(objectives='{"bogus": 1}'),
-     "objectives.json: bogus: unknown key, allowed: objectives, constraints, slo"),
+     "objectives.json: bogus: unknown key, allowed: objectives, constraints, slo, name"),
+    ("report: objectives.json name not text", _report_folder(objectives='{"name": 3}'),
+     "objectives.json: name: found 3, allowed: the sweep's name, a string"),
     ("report: objectives.json unknown metric", _report_folder(objectives='{"objectives": {"minimize": ["speed"]}}'),
      "objectives.json: objectives.minimize: found ['speed'], allowed: a metric name: one of ttft_s"),
     ("report: results.csv without input columns", _report_folder(), "results.csv:2: model, device, batch"),
