@@ -4,10 +4,10 @@ Host and device work overlap. A device model's kernel time includes the launch g
 kernels (host_s); the framework's dispatch on the host (dispatch_s: PyTorch eager's Python and ATen dispatcher)
 runs ahead of the device, since launches are asynchronous, so a pass takes the longer of its host time and its
 device time rather than their sum. When the host is the longer (a small-batch eager decode), the device waits:
-that wait is spread over the pass's kernels by their share of the dispatch and shows in their times. This is
-max(host, device) per pass, a lower bound of the exact schedule (each kernel starting once it is both issued
-and its predecessor done), which it equals when one side is the longer throughout the pass, as in a decode
-step whose every kernel dispatches slower than it runs.
+that wait is spread over the pass's kernels by their share of the dispatch and shows in their times (a breakdown by
+kernel class shows it apart, as HOST_WAIT). This is max(host, device) per pass, a lower bound of the exact schedule
+(each kernel starting once it is both issued and its predecessor done), which it equals when one side is the longer
+throughout the pass, as in a decode step whose every kernel dispatches slower than it runs.
 
 A batch that offloads weights or KV cache to host memory (sim/offload.py) also waits on the host link: with
 prefetch the device's work stretches to the link time where that is longer, without it the link time is added;
