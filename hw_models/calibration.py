@@ -164,11 +164,22 @@ def predict(device: GPUModel, rows: list[MeasuredKernel]) -> np.ndarray:
         model = device
         if "/" in key and device.calibration is not None:
             model = GPUModel(device.spec, device.reference, device.calibration.with_variant(key))
-        table, _ = _table([rows[i] for i in index])
-        predicted[index] = model.replaying().cost_table(table, execution="device").time_s
+        for part, table, copies in _replay_groups([rows[i] for i in index]):
+            predicted[index[part]] = model.replaying(copies).cost_table(table, execution="device").time_s
         fit = device.calibration.gemm_fit(key) if device.calibration is not None else None
         host[index[gemm[index]]] = fit.host_interval_s if fit else 0.0
     return as_timed(device, predicted, np.array([r.timing for r in rows]), host)
+
+
+def _replay_groups(rows: list[MeasuredKernel]) -> list[tuple[np.ndarray, KernelTable, int]]:
+    """The rows by how many copies of a GEMM their benchmark replays (MeasuredKernel.replay_copies): each group's
+    indices into `rows`, its kernel table and its copies."""
+    copies = np.array([r.replay_copies for r in rows])
+    groups = []
+    for count in dict.fromkeys(copies.tolist()):
+        part = np.flatnonzero(copies == count)
+        groups.append((part, _table([rows[i] for i in part])[0], count))
+    return groups
 
 
 # A fit's parameters: name -> (start, lower bound, upper bound, scale to SI). Each is fitted scaled near 1.
@@ -182,7 +193,8 @@ def _fit(base: GPUModel, rows: list[MeasuredKernel], params: Parameters, build, 
     # imports this module for its parser, while only fitting needs it
 
     x0, lower, upper, scale = (np.array([v[i] for v in params.values()]) for i in range(4))
-    table, measured = _table(rows)
+    measured = np.array([r.time_s for r in rows])
+    groups = _replay_groups(rows)
     timings = np.array([r.timing for r in rows])
 
     def make(x):
@@ -191,7 +203,9 @@ def _fit(base: GPUModel, rows: list[MeasuredKernel], params: Parameters, build, 
     def residual(x):
         fit = make(x)
         model = GPUModel(base.spec, base.reference, Calibration(device=base.name, **to_calibration(fit)))
-        device_s = model.replaying().cost_table(table, execution="device").time_s
+        device_s = np.empty(len(rows))
+        for part, table, copies in groups:
+            device_s[part] = model.replaying(copies).cost_table(table, execution="device").time_s
         return np.log(as_timed(model, device_s, timings, getattr(fit, "host_interval_s", 0.0)) / measured)
 
     x = least_squares(residual, x0=x0, bounds=(lower, upper), x_scale="jac").x
@@ -218,7 +232,9 @@ def fit_gemm(base: GPUModel, rows: list[MeasuredKernel], latencies_from: GemmFit
             "quantize_bandwidth_fraction": (0.5, 0.01, 1.0, 1.0)} if quantize else {}),
         **({"host_interval_s": (20.0, 0.0, 1000.0, 1e-6)} if eager else {}),
         **({"output_bandwidth_fraction": (0.5, 0.01, 1.0, 1.0)} if key in OUTPUT_RATE_FITS else {}),
-        **({"quantize_row_s": (1.0, 0.0, 1000.0, 1e-9)} if quantize and key in ROW_GRID_QUANTIZE_FITS else {})}
+        **({"quantize_row_s": (1.0, 0.0, 1000.0, 1e-9)} if quantize and key in ROW_GRID_QUANTIZE_FITS else {}),
+        # Only where some row's copies all fit in the L2 (as fit_moe's cache_speedup).
+        **({"cache_speedup": (2.0, 1.0, 20.0, 1.0)} if any(stays_in_l2(base, r) for r in rows) else {})}
     fixed: dict[str, float] = {}
     if eager:
         # An eager loop's floor is the host's or the device's, which the rows cannot tell apart: any device
@@ -235,6 +251,12 @@ def fit_gemm(base: GPUModel, rows: list[MeasuredKernel], latencies_from: GemmFit
     def build(values: dict[str, float]) -> GemmFit:
         return GemmFit(quantize_bytes_per_input=quantize, tile_policy=policy, **values, **fixed)
     return _fit(base, rows, params, build, lambda fit: {"gemm": fit})
+
+
+def stays_in_l2(base: GPUModel, row: MeasuredKernel) -> bool:
+    """Whether a GEMM row's benchmark keeps its operands in the L2 between calls: all its replay_copies fit."""
+    return bool(row.replay_copies) and row.to_kernel().total_bytes * row.replay_copies <= \
+        base.spec.memory.l2_cache_MB * 1e6
 
 
 def eager_latencies(sibling: GemmFit, quantize_bytes_per_input: float) -> dict[str, float]:

@@ -64,8 +64,9 @@ class GPUModel(DeviceModel):
                     "energy.dram_pJ_per_bit", "overhead.kernel_launch_us", "overhead.graph_launch_us")
     prices_rows_alone = True
     # Bytes a kernel's working set may occupy and still be in the L2 cache at its next call: none in a model
-    # pass (each layer reads its own KV cache once per step); see replaying().
+    # pass (each layer reads its own KV cache once per step); see replaying(). A GEMM's: gemm_cache_bytes.
     replay_cache_bytes = 0.0
+    gemm_cache_bytes = 0.0
 
     def __init__(self, spec: GPUSpec, reference: GPUSpec | None = None, calibration: Calibration | None = None):
         super().__init__(spec, reference, calibration)
@@ -76,12 +77,14 @@ class GPUModel(DeviceModel):
             raise InputError(f"{ref.name}: power.tdp_W: found {ref.power.tdp_W}, allowed: above idle_W plus DRAM "
                              f"power at full bandwidth ({ref.power.tdp_W - self._dynamic_W:.0f} W)")
 
-    def replaying(self) -> GPUModel:
+    def replaying(self, gemm_copies: int = 0) -> GPUModel:
         """This model pricing kernels as a benchmark times them: one call replayed on the same tensors, so a
-        working set that fits in the L2 cache (memory.l2_cache_MB) is still there at the next call. Attention and
-        fused MoE layers read it (GEMM benchmarks rotate copies of their weights)."""
+        working set that fits in the L2 cache (memory.l2_cache_MB) is still there at the next call (attention and
+        fused MoE layers). A GEMM benchmark runs `gemm_copies` copies of the GEMM in turn (0: it rotates or flushes
+        its operands out of the L2), so a GEMM's stay where that many fit."""
         model = copy.copy(self)
         model.replay_cache_bytes = self.spec.memory.l2_cache_MB * 1e6
+        model.gemm_cache_bytes = model.replay_cache_bytes / gemm_copies if gemm_copies else 0.0
         return model
 
     @property
@@ -271,7 +274,8 @@ class GPUModel(DeviceModel):
                     c, m, busy, latency = gemm_times(
                         m=g.m, n=g.n, k=g.k, batch=g.batch, flops=g.flops, flops_per_s=peak.take(rows, axis=-1),
                         bytes_moved=g.bytes, bandwidth_Bps=bandwidth_Bps, sm_count=sm_count, fit=fit, kept=kept,
-                        vector_s=vector(rows), tiles=tiles, tile_policy=tile_policy, counts=counts)
+                        vector_s=vector(rows), tiles=tiles, tile_policy=tile_policy, counts=counts,
+                        cached_bytes=self.gemm_cache_bytes)
                     if expands:  # Flash-LLM's dense tiles in shared memory, whatever share of weights is kept
                         busy = np.maximum(busy, expansion_s(
                             n=g.n, k=g.k, m=g.m, batch=g.batch, density=g.weight_density, sm_count=sm_count,

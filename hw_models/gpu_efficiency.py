@@ -59,6 +59,9 @@ class GemmFit:
     # Achieved fraction of DRAM bandwidth at which the kernel's epilogue writes its 16-bit output, where it differs
     # from the main loop's reads (0: the same, `bandwidth_fraction`).
     output_bandwidth_fraction: float = 0.0
+    # L2 over DRAM streaming rate of a GEMM whose operands stay in the L2 between calls of a benchmark that replays
+    # it on the same tensors (cached_bytes); a model pass reads each layer's weights once a step, so it has none.
+    cache_speedup: float = 1.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -107,7 +110,8 @@ def busy_sms(m, n, k, batch, sm_count: int, tile_policy: str) -> np.ndarray:
 
 def gemm_times(*, m, n, k, batch, flops, flops_per_s, bytes_moved, bandwidth_Bps, sm_count: int,
                fit: GemmFit, kept=1.0, vector_s=0.0, tiles: np.ndarray = TILE_SHAPES, tile_policy: str | None = None,
-               counts: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+               counts: np.ndarray | None = None, cached_bytes: float = 0.0,
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """(compute_s, memory_s, busy_s, latency_s) of GEMMs, as the other fitted kernel classes give them: a GEMM's
     device time is busy_s (the blend of its math and traffic, and the input's quantization kernel where the fit
     has one) plus the fit's fixed latency_s.
@@ -118,7 +122,8 @@ def gemm_times(*, m, n, k, batch, flops, flops_per_s, bytes_moved, bandwidth_Bps
     hw_models/gpu_quant.py), in series with the tensor-core math; `tiles` the thread-block tiles the kernel
     chooses among (mixed-input kernels have their own, gpu_quant.MIXED_INPUT_TILES), `tile_policy` the library's
     tile dispatch that replaces them (None: the fit's, GemmFit.tile_policy; '': none); `counts` the GEMMs'
-    tile_counts under `tiles`, where kept.
+    tile_counts under `tiles`, where kept. A GEMM moving at most `cached_bytes` (a replayed benchmark's share of the
+    L2 per copy it cycles through) streams `fit.cache_speedup` times faster.
     """
     policy = fit.tile_policy if tile_policy is None else tile_policy
     padded = padded_flops(m, n, k, batch, sm_count, tiles, policy, counts)
@@ -137,6 +142,8 @@ def gemm_times(*, m, n, k, batch, flops, flops_per_s, bytes_moved, bandwidth_Bps
         sm_Bps = fit.sm_bandwidth_share * bandwidth_Bps / sm_count
         rate_Bps = np.minimum(rate_Bps, busy_sms(m, n, k, batch, sm_count, policy) * sm_Bps)
     moved = np.maximum(bytes_moved, 0.0)
+    if cached_bytes and fit.cache_speedup != 1.0:
+        rate_Bps = rate_Bps * np.where(moved <= cached_bytes, fit.cache_speedup, 1.0)
     if fit.output_bandwidth_fraction:
         written = np.minimum(np.maximum(batch, 1) * m * n * OUTPUT_BYTES, moved)
         memory_s = (moved - written) / rate_Bps + written / (bandwidth_Bps * fit.output_bandwidth_fraction)

@@ -6,8 +6,8 @@ Latencies are milliseconds per kernel call.
 
 How they were timed (aiconfigurator's collector, `collector/helper.py: benchmark_with_power` and
 `collector/vllm/collect_*.py`): the op is captured in a CUDA graph (GEMMs: six copies of the layer, each
-with its own weights), the graph is replayed and timed with CUDA events, and the time is divided by the
-kernels in it. So a row is a kernel's device time back to back, with no host launch in it: the same
+with its own weights: GEMM_REPLAY_COPIES), the graph is replayed and timed with CUDA events, and the time is
+divided by the kernels in it. So a row is a kernel's device time back to back, with no host launch in it: the same
 quantity a profiler's kernel durations measure, up to the small gap between graph nodes (rows time
 `graph`). Block-scaled fp8 GEMMs were allowed to fall back to eager launches in collector versions of the
 time, so those rows may carry a host launch each (`eager`). A GEMM row times the layer's whole forward
@@ -70,6 +70,12 @@ QUANTIZED_MOE_DTYPES = {"int4_wo": ("w4a16", "group32"), "w4a16_mxfp4": ("w4a16"
                         "w4a8_mxfp4_mxfp8": ("w4a8", "mxfp4_mxfp8")}
 # The collector replays GEMMs and attention from CUDA graphs except block-scaled fp8 GEMMs (see above).
 EAGER_GEMM_DTYPES = frozenset({"fp8_block"})
+# Copies of a GEMM layer the collector runs in turn between two calls of one (collector/vllm/collect_gemm.py
+# `outside_loop_count`, "independent GEMM instances for L2 cache flush"): six for bf16 and per-tensor fp8 GEMMs in
+# every revision of the file. Where six copies' weights and outputs fit in the L2 they stay there (L40S's 96 MB:
+# GEMMs of up to 16 MB of weights stream faster than its DRAM can deliver). Block-scaled fp8 and NVFP4 GEMMs ran six
+# copies in earlier revisions and one in later ones, and the data do not say which: unknown (0).
+GEMM_REPLAY_COPIES = {"bfloat16": 6, "fp8": 6}
 
 
 def _rows(path: Path) -> Iterator[dict]:
@@ -86,6 +92,7 @@ def _gemm_rows(path: Path, device: str, gpu: str) -> Iterator[MeasuredKernel]:
         yield MeasuredKernel(
             device=device, kernel="gemm", dtype=dtype, variant=variant, time_s=float(row["latency"]) * 1e-3,
             timing="eager" if row["gemm_dtype"] in EAGER_GEMM_DTYPES else "graph",
+            replay_copies=GEMM_REPLAY_COPIES.get(row["gemm_dtype"], 0),
             source=f"aiconfigurator:{gpu}:gemm:{row['gemm_dtype']}:n{n}:k{k}", m=m, n=n, k=k)
 
 

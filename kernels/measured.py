@@ -35,10 +35,10 @@ from workloads.op_costs import attention_flops
 
 COLUMNS = ("device", "kernel", "m", "n", "k", "batch", "seq_len", "kv_len", "heads", "kv_heads", "head_dim",
            "bytes", "dtype", "time_s", "source", "model", "kv_dtype", "variant", "timing", "topk", "experts",
-           "expert_parallel", "routing", "backend", "tp")
+           "expert_parallel", "routing", "backend", "tp", "replay_copies")
 # Columns written only when some row uses them (a table without them keeps its bytes, and its SHA-256).
 OPTIONAL_COLUMNS = ("model", "kv_dtype", "variant", "timing", "topk", "experts", "expert_parallel", "routing",
-                    "backend", "tp")
+                    "backend", "tp", "replay_copies")
 KERNEL_NAMES = tuple(k.value for k in KernelKind)
 DECODE_STEP = "decode_step"  # a whole decode step of `model`, not one kernel
 PREFILL_STEP = "prefill_step"  # a whole prefill of `batch` prompts of `seq_len` tokens of `model`, not one kernel
@@ -118,6 +118,10 @@ class MeasuredKernel:
     # batch_run rows: how the run's tensor-parallel all-reduces ran, kernels/parallel.py ALLREDUCE_IMPLEMENTATIONS;
     # attention rows: TORCH_SDPA_BACKEND)
     tp: int = 0  # batch_run rows: the tensor-parallel devices the run spread its model over (0 or 1: one device)
+    # GEMM rows: how many copies of the GEMM (its own weights and output) the benchmark runs in turn on the same
+    # tensors between two calls of one, so that their operands stay in the L2 cache where all copies fit (0: none
+    # stay, the benchmark rotates or flushes them, or its source does not say)
+    replay_copies: int = 0
 
     @property
     def numeric_format(self) -> NumericFormat | None:
