@@ -255,8 +255,8 @@ def fit_gemm(base: GPUModel, rows: list[MeasuredKernel], latencies_from: GemmFit
 
 def stays_in_l2(base: GPUModel, row: MeasuredKernel) -> bool:
     """Whether a GEMM row's benchmark keeps its operands in the L2 between calls: all its replay_copies fit."""
-    return bool(row.replay_copies) and row.to_kernel().total_bytes * row.replay_copies <= \
-        base.spec.memory.l2_cache_MB * 1e6
+    working_set_B = row.to_kernel().total_bytes * row.replay_copies
+    return bool(row.replay_copies) and working_set_B <= base.spec.memory.l2_cache_MB * 1e6
 
 
 def eager_latencies(sibling: GemmFit, quantize_bytes_per_input: float) -> dict[str, float]:
