@@ -149,6 +149,10 @@ class PassTile:
     block_rows: int
     pass_rows: int
 
+    def passes(self, m):
+        """Times each weight is unpacked for m rows: once per pass_rows of the blocks' padded rows."""
+        return np.ceil(m / self.block_rows) * (self.block_rows / self.pass_rows)
+
 
 MARLIN_PASSES = (PassTile(math.inf, M_TILE_ROWS, M_TILE_ROWS),)
 TOKEN_PASSES = (PassTile(math.inf, 1, 1),)  # SqueezeLLM's GEMV redoes its work for every token
@@ -160,12 +164,11 @@ QSERVE_GROUP_PASSES = (PassTile(127, 32, 32), PassTile(128, 64, 32), PassTile(ma
 def weight_passes(tiles: tuple[PassTile, ...], m) -> np.ndarray:
     """Times each weight is unpacked by a GEMM of m rows: once per pass_rows of its blocks' padded rows."""
     m = np.maximum(np.asarray(m, dtype=float), 1.0)
-    if len(tiles) == 1:  # one tile for every m (Marlin's, a GEMV's): no tiers to select
-        return np.ceil(m / tiles[0].block_rows) * (tiles[0].block_rows / tiles[0].pass_rows)
+    if len(tiles) == 1:  # one tile for every m (Marlin's, a GEMV's: max_m infinite): no tiers to select
+        return tiles[0].passes(m)
     passes, below = np.zeros(m.shape), -math.inf
     for tile in tiles:
-        rows = (m > below) & (m <= tile.max_m)
-        passes = np.where(rows, np.ceil(m / tile.block_rows) * (tile.block_rows / tile.pass_rows), passes)
+        passes = np.where((m > below) & (m <= tile.max_m), tile.passes(m), passes)
         below = tile.max_m
     return passes
 

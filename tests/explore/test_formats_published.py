@@ -15,18 +15,16 @@ format mistakes as one-line errors. QServe's serving throughput is checked in te
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
 from explore.cli import main
 from explore.design_point import DesignPoint
 from explore.evaluate import Evaluator
-from kernels.measured import read_table
+from tests.explore.published_runs import published_runs
 from tests.explore.tiny_sweep import write_sweep
 
-PUBLISHED = Path(__file__).resolve().parents[2] / "data" / "published"
-GPT_FAST_RUNS = {(run.model, run.dtype, run.tp): run for run in read_table(PUBLISHED / "gpt-fast-a100.csv")}
+GPT_FAST_RUNS = {(run.model, run.dtype, run.tp): run for run in published_runs("gpt-fast-a100.csv")}
 
 
 def _gpt_fast_tokens_per_s(dtype: str) -> float:

@@ -27,6 +27,13 @@ needs_aic = pytest.mark.skipif(not AIC.is_dir(), reason="../shared/data/aiconfig
 FIT = GemmFit(compute_fraction=0.6, bandwidth_fraction=0.8, latency_s=3e-6, blend=4.0, cache_speedup=2.5)
 
 
+def _aic_gemm_rows(gpu: str, device: str) -> list[MeasuredKernel]:
+    """aiconfigurator's GEMM rows of one GPU folder, as the importer reads them."""
+    from kernels.aiconfigurator_import import _gemm_rows
+
+    return list(_gemm_rows(next((AIC / gpu / "gemm").glob("*/*/gemm_perf.csv.gz")), device, gpu))
+
+
 def _times(fit: GemmFit, n: int, cached_bytes: float) -> tuple[float, float]:
     """(memory_s, busy_s) of a batch-1 GEMV over an n x 4,096 bf16 weight on 864 GB/s."""
     shape = {"m": np.array([1.0]), "n": np.array([float(n)]), "k": np.array([4096.0]), "batch": np.array([1.0])}
@@ -86,22 +93,15 @@ def test_the_copies_round_trip_through_a_table(tmp_path):
 
 @needs_aic
 def test_the_importer_marks_the_copies_the_collector_ran():
-    from kernels.aiconfigurator_import import _gemm_rows
-
-    path = next((AIC / "l40s" / "gemm").glob("*/*/gemm_perf.csv.gz"))
-    copies = {(r.dtype, r.variant): r.replay_copies for r in _gemm_rows(path, "l40s", "l40s")}
+    copies = {(r.dtype, r.variant): r.replay_copies for r in _aic_gemm_rows("l40s", "l40s")}
     assert copies == {("bf16", ""): 6, ("fp8", "tensor"): 6, ("fp8", "block128"): 0}  # block-scaled: not known
-    path = next((AIC / "b200_sxm" / "gemm").glob("*/*/gemm_perf.csv.gz"))
-    copies = {(r.dtype, r.variant): r.replay_copies for r in _gemm_rows(path, "b200", "b200_sxm")}
+    copies = {(r.dtype, r.variant): r.replay_copies for r in _aic_gemm_rows("b200_sxm", "b200")}
     assert copies[("fp8", "block128")] == copies[("fp4", "nvfp4")] == 0  # the revision is not known
 
 
 @pytest.fixture(scope="module")
 def l40s_gemv_rows():
-    from kernels.aiconfigurator_import import _gemm_rows
-
-    path = next((AIC / "l40s" / "gemm").glob("*/*/gemm_perf.csv.gz"))
-    return [r for r in _gemm_rows(path, "l40s", "l40s") if r.dtype == "bf16" and r.m <= 16]
+    return [r for r in _aic_gemm_rows("l40s", "l40s") if r.dtype == "bf16" and r.m <= 16]
 
 
 @needs_aic
