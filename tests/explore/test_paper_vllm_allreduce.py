@@ -6,13 +6,14 @@ them. No term is fitted on them.
 
 - Llama-2-70B over four A100s: 16.37 s before, 14.57 s after. Each decode step all-reduces 1 MB messages (64 tokens
   of 8,192 16-bit values) 160 times, 64 times gpt-fast's batch-1 messages: the custom kernels' link bytes are a third
-  of their time here (5 of 16 us a call, two-shot), NCCL's fitted latency most of its 52 us. Ours 12.93 s and
-  11.42 s (-21.0%, -21.6%); the custom all-reduce saves 1.51 s of the published 1.80 s.
-- LLaMA 33B over two A100s: 15.88 s and 14.38 s. 852 KB messages, 120 a step. Ours 13.09 s and 12.00 s (-17.6%,
-  -16.6%); the custom all-reduce saves 1.09 s of the published 1.50 s.
+  of their time here (5 of 16 us a call, two-shot), NCCL's device time 38 us. Ours 12.38 s and 11.42 s (-24.4%,
+  -21.6%); the custom all-reduce saves 0.96 s of the published 1.80 s.
+- LLaMA 33B over two A100s: 15.88 s and 14.38 s. 852 KB messages, 120 a step. Ours 12.54 s and 12.00 s (-21.0%,
+  -16.5%); the custom all-reduce saves 0.54 s of the published 1.50 s.
 
-Both savings come out short (16% and 27%): NCCL inside vLLM's CUDA graphs on A100 cost at least as much as the
-latency fitted on Vidur's eager calls (41.7 us a small message), which prices it here.
+Both savings come out short (47% and 64%): NCCL inside vLLM's CUDA graphs on A100 cost more than NCCL's device time
+(Vidur's DGX A100 calls read as device time or the host's interval between calls, hw_models/link.py as_timed_s), about
+what the host's interval in Vidur's eager calls was (58 us).
 """
 
 from __future__ import annotations
@@ -23,8 +24,11 @@ from tests.explore.published_runs import published_runs, time_errors
 
 RUNS = published_runs("vllm-custom-allreduce-a100.csv")
 TOLERANCE = 0.20
-SHORT_70B = ("both Llama-2-70B runs 21% short (-21.0% with NCCL, -21.6% custom), by 3.4 s and 3.2 s: about 13 ms a "
-             "decode step that the engine model does not price, alike in both. vLLM v0.2 scheduled, prepared inputs "
+COSTLIER = ("NCCL in vLLM's CUDA graphs cost more than NCCL's device time (Vidur's DGX A100 calls read as device time "
+            "or the host's interval between calls), or its custom kernels less")
+SHORT_70B = ("both Llama-2-70B runs short (-24.4% with NCCL, -21.6% custom), by 4.0 s and 3.2 s: about 13 ms a "
+             "decode step that the engine model does not price, alike in both, and NCCL's cost in vLLM beyond its "
+             "device time (COSTLIER) in the NCCL run. vLLM v0.2 scheduled, prepared inputs "
              "and sampled in Python every step; no source gives that cost, so it is not modeled")
 
 
@@ -36,15 +40,20 @@ def predicted_s(evaluator) -> dict[tuple[str, str], float]:
 
 
 MEASURED = {(run.model, run.backend): run.time_s for run in RUNS}
+MISSES = {("llama-2-70b", "nccl"): SHORT_70B, ("llama-2-70b", "custom"): SHORT_70B,
+          ("llama-33b", "nccl"): "LLaMA 33B with NCCL comes out 21.0% short (the custom run 16.5%): " + COSTLIER}
 
 
 @pytest.mark.slow  # Llama-2-70B and LLaMA 33B traced at batch 64, a few seconds
 @pytest.mark.parametrize("model", [
-    "llama-2-70b",
+    pytest.param("llama-2-70b", marks=pytest.mark.xfail(strict=True, reason=(
+        "ours saves 0.96 s where vLLM measured 1.80 s (-47%): on four A100s the 1 MB all-reduce costs 38 us with NCCL "
+        "at its device time and 16 us as custom kernels, where the published saving is about 44 us a call: "
+        + COSTLIER))),
     pytest.param("llama-33b", marks=pytest.mark.xfail(strict=True, reason=(
-        "ours saves 1.09 s where vLLM measured 1.50 s (-27%): on two A100s the 852 KB all-reduce costs 47 us with "
-        "NCCL as fitted on Vidur's eager calls and 11 us as custom kernels, 36 us apart, where the published saving "
-        "is about 49 us a call: NCCL in vLLM's CUDA graphs cost more than the fit, or its custom kernels less"))),
+        "ours saves 0.54 s where vLLM measured 1.50 s (-64%): on two A100s the 852 KB all-reduce costs 29 us with "
+        "NCCL at its device time and 11 us as custom kernels, where the published saving is about 49 us a call: "
+        + COSTLIER))),
 ])
 def test_custom_all_reduce_saves_what_vllm_measured(predicted_s, model):
     """The time the custom all-reduce saves over NCCL is within 20% of the published saving, and the custom run is the
@@ -55,8 +64,8 @@ def test_custom_all_reduce_saves_what_vllm_measured(predicted_s, model):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("key", [pytest.param(key, marks=[pytest.mark.xfail(strict=True, reason=SHORT_70B)]
-                                              if key[0] == "llama-2-70b" else [], id="-".join(key))
+@pytest.mark.parametrize("key", [pytest.param(key, marks=[pytest.mark.xfail(strict=True, reason=MISSES[key])]
+                                              if key in MISSES else [], id="-".join(key))
                                  for key in MEASURED])
 def test_each_run_matches_vllm(predicted_s, key):
     assert abs(predicted_s[key] / MEASURED[key] - 1) <= TOLERANCE, (predicted_s[key], MEASURED[key])
