@@ -263,9 +263,12 @@ def predict_steps(device: str, rows: list[MeasuredKernel], where: str, evaluator
 
     evaluator = evaluator or Evaluator()
     times = []
-    for row in rows:
+    for done, row in enumerate(rows, 1):
         point, metric = step_point(device, row, where, evaluator)
         times.append(evaluator.evaluate(point, price_infeasible=True).result.metrics()[metric])
+        # Each row is a simulated run of seconds: say how far along they are.
+        print(f"\r{device}: {done}/{len(rows)} whole steps and runs simulated", end="\n" if done == len(rows) else "",
+              file=sys.stderr, flush=True)
     return np.array(times, dtype=float)
 
 
@@ -505,7 +508,7 @@ def add_parsers(add) -> None:
 
     cal = add("calibrate", "Fit a GPU preset's efficiency models on measured-kernel tables.",
               "explore calibrate vidur-kernels.csv.gz --device h100-sxm\n  "
-              "explore calibrate vidur-kernels.csv.gz data/measured/h100-sxm.csv.gz --device h100-sxm")
+              "explore calibrate aic-kernels.csv.gz data/measured/h200-2026-12-04/h200-gemm.csv.gz --device h200")
     cal.add_argument("table", nargs="+", help="measured-kernel tables (.csv or .csv.gz), read as one")
     cal.add_argument("--device", required=True, help="GPU preset name")
     cal.add_argument("--train-fraction", type=float, default=0.5,

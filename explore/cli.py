@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 from hw_models.validation import did_you_mean
 from workloads.errors import InputError
 
+TRACE_TOKENS = 512  # `explore trace`'s prompt (prefill) or cached tokens (decode) when not given
+
 if TYPE_CHECKING:
     from explore.knobs import Knob
 
@@ -101,11 +103,11 @@ def _command_parser() -> argparse.ArgumentParser:
 
     trace = add("trace", "Capture a trace of one prefill or decode step and save it as JSON.",
                 "explore trace --model llama-3-8b --phase decode --batch 4 --context 2048 -o trace.json")
-    trace.add_argument("--model", required=True)
-    trace.add_argument("--phase", required=True, choices=["prefill", "decode"])
-    trace.add_argument("--batch", type=int, default=1)
-    trace.add_argument("--prompt", type=int, default=512, help="prefill: prompt tokens (default 512)")
-    trace.add_argument("--context", type=int, default=512, help="decode: tokens already cached (default 512)")
+    trace.add_argument("--model", required=True, help="model preset name or path to a config.json")
+    trace.add_argument("--phase", required=True, choices=["prefill", "decode"], help="which step to capture")
+    trace.add_argument("--batch", type=int, default=1, help="sequences in the step (default 1)")
+    trace.add_argument("--prompt", type=int, help=f"prefill: prompt tokens (default {TRACE_TOKENS})")
+    trace.add_argument("--context", type=int, help=f"decode: tokens already cached (default {TRACE_TOKENS})")
     trace.add_argument("--real", action="store_true", help="execute on real CPU tensors instead of fake ones")
     trace.add_argument("-o", "--output", required=True, help="trace JSON path")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from explore.cli import default_out, json_safe, print_json, run_knobs, serving_flags_set
+from explore.cli import TRACE_TOKENS, default_out, json_safe, print_json, run_knobs, serving_flags_set
 from explore.design_point import DesignPoint, with_knobs
 from explore.evaluate import Evaluator, trace_args
 from explore.format_checks import check_run_format, format_notice
@@ -165,7 +165,8 @@ def cmd_check(args) -> int:
     print(f"{args.sweep}: valid\n{count_label(sweep.size(), 'design point')} ({plan}), {capture}")
     for target, values in derived.items():
         shown = ", ".join(f"{v:g}" for v in values[:MAX_SHOWN]) + (", ..." if len(values) > MAX_SHOWN else "")
-        print(f"derived {target} = {sweep.spec.derived[target]}: {len(values)} values ({shown})")
+        count = f"{len(values)} value{'s' * (len(values) != 1)}"
+        print(f"derived {target} = {sweep.spec.derived[target]}: {count} ({shown})")
     print(f"estimated run time: about {estimate:.0f} s on one worker")
     return 0
 
@@ -236,7 +237,8 @@ def cmd_run(args) -> int:
         raise InputError(f"--ep: {err}") from None
     check_run_format(values, config, args.tp)  # explore/format_checks.py: part combinations, group sizes
     if args.pp != 1 and args.serving:
-        raise InputError("--pp: found with --serving, allowed: 1 (a pipelined serving replica is not modeled yet)")
+        raise InputError(f"--pp: found {args.pp} with --serving, allowed: 1 (a pipelined serving replica is not "
+                         f"modeled yet)")
     if args.link:
         load_link_model(args.link)
     overrides, link_overrides = parse_sets(args.set)
@@ -399,6 +401,9 @@ def _calibration_text(device, fused_moe: bool = False) -> str:
 def _launch_text(execution: str, device) -> str:
     """How an execution mode launches kernels on a device, with its per-kernel costs."""
     launch, node = device.host_s("eager") * 1e6, device.host_s("graphs") * 1e6
+    if execution != "eager" and device.kind != "gpu":  # no CUDA graphs: the device's own launch, whatever the mode
+        fused = " (fused kernels)" if execution == "engine" else ""
+        return f"{execution} execution{fused}, {launch:.1f} us launch per kernel"
     if execution == "engine":
         return (f"engine execution (fused kernels; decode replayed from CUDA graphs, {node:.1f} us per kernel; "
                 f"prefill launched from the host, {launch:.1f} us per kernel)")
@@ -508,6 +513,13 @@ def _read_goals(path: Path) -> dict:
 def cmd_trace(args) -> int:
     from workloads.capture import trace_model
 
+    other = "context" if args.phase == "prefill" else "prompt"  # the other phase's length: refused, not ignored
+    if getattr(args, other) is not None:
+        own = "prompt" if other == "context" else "context"
+        raise InputError(f"--{other}: found {getattr(args, other)} with --phase {args.phase}, allowed: --{own} (a "
+                         f"{args.phase} step's {'prompt tokens' if own == 'prompt' else 'cached tokens'})")
+    args.prompt = TRACE_TOKENS if args.prompt is None else args.prompt
+    args.context = TRACE_TOKENS if args.context is None else args.context
     for name in ("batch", "prompt", "context"):
         if getattr(args, name) < (0 if name == "context" else 1):
             raise InputError(f"--{name}: found {getattr(args, name)}, allowed: a positive integer")

@@ -177,8 +177,10 @@ _m("energy_per_token_J", "energy per output token", "J/token", "min",
    "energy of the run (compute, memory, static power over the makespan) over its output tokens")
 _m("avg_power_W", "average power", "W", None, "energy of the run over the makespan")
 _m("peak_memory_B", "peak memory", "B", "min",
-   "bytes one device holds at the peak: weights, KV cache and activations")
-_m("fits_in_memory", "fits in memory", "", None, "whether the peak memory fits the device's capacity",
+   "bytes held at the peak: weights, KV cache and activations, over all of a system's devices (each of tp "
+   "devices holds an even share)")
+_m("fits_in_memory", "fits in memory", "", None, "whether the peak memory fits the capacity of the device, or of "
+   "all the system's devices",
    kind="bool")
 _m("infeasible_reason", "infeasible reason", "", None, "why the point cannot run (empty when it can)",
    kind="text")

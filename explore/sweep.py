@@ -460,7 +460,8 @@ def load_sweep(path: str) -> Sweep:
     located = LocatedYAML(path)
     schema = sweep_file()
     if not isinstance(located.data, dict):
-        raise InputError(f"{path}: found {type(located.data).__name__}, allowed: a mapping of sweep keys "
+        found = "no keys (an empty file)" if located.data is None else f"a {type(located.data).__name__}"
+        raise InputError(f"{path}: found {found}, allowed: a mapping of sweep keys "
                          f"({', '.join(schema.model_fields)})")
     check_keys(located.data, schema, path, line_of=located.line_of)
     try:

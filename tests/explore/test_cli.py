@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 import os
 import signal
@@ -21,6 +22,7 @@ from explore.metrics import metric_names
 from explore.results import read_results
 from explore.runner import run_sweep
 from explore.sweep import load_sweep
+from kernels.measured import read_table
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -185,6 +187,13 @@ def test_validate_scores_general_layout_rows_apart(tmp_path):
     # The same bytes take longer off the contiguous loop (0.4 of the DRAM peak, not 0.9): the same measured time
     # is predicted slower there, so its error is the larger.
     assert summary["elementwise general"]["median_bias"] > summary["elementwise"]["median_bias"]
+    # Every scored row, written back as a measured-kernel table with its group, prediction and signed error.
+    with gzip.open(tmp_path / "v" / "rows.csv.gz", "rt", newline="") as f:
+        written = list(csv.DictReader(f))
+    assert [(r["source"], r["group"]) for r in written] == [("a", "elementwise"), ("b", "elementwise general")]
+    for row in written:
+        assert float(row["error"]) == pytest.approx(float(row["predicted_s"]) / float(row["time_s"]) - 1, abs=1e-4)
+    assert len(read_table(tmp_path / "v" / "rows.csv.gz")) == 2  # a table `explore validate` itself reads
 
 
 def test_validate_bad_table_is_one_line(tmp_path):
