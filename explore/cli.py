@@ -99,7 +99,8 @@ def _command_parser() -> argparse.ArgumentParser:
 
     presets = add("presets", "List the bundled model, device and link presets with their sources.",
                   "explore presets devices")
-    presets.add_argument("which", nargs="?", choices=["models", "devices", "links"], default=None)
+    presets.add_argument("kind", nargs="?", choices=["models", "devices", "links"], default=None,
+                         help="list only these presets (default: all)")
 
     trace = add("trace", "Capture a trace of one prefill or decode step and save it as JSON.",
                 "explore trace --model llama-3-8b --phase decode --batch 4 --context 2048 -o trace.json")

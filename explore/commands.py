@@ -91,8 +91,12 @@ def _sweep_into(args, sweep, out: Path) -> int:
     kept = {GOALS_FILE: json.dumps(goals | {"name": sweep.name}, indent=2)} | (
         {SWEEP_COPY: Path(args.sweep).read_text(encoding="utf-8")} if serving else {})
     stored = stored_ids(out)
-    if search.strategy == "grid" and stored and stored.issuperset(sweep.points().point_ids()):
-        print(f"all {sweep.size()} design points already stored in {out}/", file=sys.stderr)
+    if search.strategy == "grid" and stored:
+        ids = set(sweep.points().point_ids())
+        have = len(stored & ids)
+        print(f"all {sweep.size()} design points already stored in {out}/" if have == len(ids) else
+              f"resuming: {have} of {len(ids)} design points already stored in {out}/, {len(ids) - have} to run",
+              file=sys.stderr)
     evaluator = Evaluator()
     executor = args.executor
     where = f" on Dask ({args.scheduler or f'local cluster of {args.workers}'})" if executor == "dask" else ""

@@ -32,9 +32,10 @@ def gemm_k_dims(config: ModelConfig, tp: int = 1) -> dict[str, int]:
 def check_format(parts: dict[str, Any], config: ModelConfig, tp: int = 1) -> NumericFormat:
     """The format of these parts; ValueError ('<field>: found X, allowed: Y') for a combination no kernel runs or a
     group size that does not fit the model."""
+    # Before the format's own checks: on a dense model, the bits of hot experts it does not have do not matter.
+    check_hot_experts(parts.get("hot_experts", 0), config.num_experts, config.name)
     fmt = NumericFormat(**parts)
     check_group_size(fmt, gemm_k_dims(config, tp), config.name)
-    check_hot_experts(fmt, config.num_experts, config.name)
     return fmt
 
 

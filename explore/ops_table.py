@@ -53,10 +53,15 @@ def op_rows(tables: PassTables, device, execution: str) -> list[OpRow]:
     return rows
 
 
+# The suffix of an aten op as the tracing machine's CPU ran it (_scaled_dot_product_flash_attention_for_cpu): the
+# table names the op the priced device runs.
+CPU_SUFFIX = "_for_cpu"
+
+
 def _pass_rows(phase: str, table: KernelTable, costs) -> list[OpRow]:
     groups: dict[tuple[str, str, str], list[int]] = defaultdict(list)
     for i, kernel in enumerate(table.kernels):
-        groups[(kernel.kind.value, kernel.op, LAYER_INDEX.sub("*", kernel.module))].append(i)
+        groups[(kernel.kind.value, kernel.op.removesuffix(CPU_SUFFIX), LAYER_INDEX.sub("*", kernel.module))].append(i)
     total_s = float(costs.time_s.sum())
     rows = []
     for (kind, op, module), members in groups.items():

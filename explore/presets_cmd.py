@@ -41,13 +41,13 @@ def cmd_presets(args) -> int:
     from hw_models.registry import preset_names as device_names
     from workloads.model_config import preset_names as model_names
 
-    if args.which in (None, "models"):
+    if args.kind in (None, "models"):
         print("models:")
         for name in model_names():
             print(f"  {name:<16} {load_model_config(name).source}")
-    if args.which in (None, "devices"):
+    if args.kind in (None, "devices"):
         _print_devices(device_names())
-    if args.which in (None, "links"):
+    if args.kind in (None, "links"):
         from hw_models.link import calibrated_links, link_names, load_link
 
         fitted = calibrated_links()

@@ -105,11 +105,12 @@ def _on_base(data: dict, where: str, line_of) -> tuple[dict, str]:
     base = data["base"]
     if not isinstance(base, str) or base not in bundled_names("hw_models", ".yaml"):
         line = line_of(("base",))
-        raise InputError(f"{where}{f':{line}' if line else ''}: base: found {base!r}, allowed: a device preset "
-                         f"name (explore presets devices)")
+        names = bundled_names("hw_models", ".yaml")
+        raise InputError(f"{where}{f':{line}' if line else ''}: base: found {base!r}"
+                         f"{did_you_mean(str(base), names)}, allowed: a device preset name (explore presets devices)")
     base_data = _read(base)[0]
     changes = dict(_leaves({k: v for k, v in data.items() if k not in ("base", *IDENTITY_FIELDS)}))
-    merged = apply_overrides(base_data, changes, where)
+    merged = apply_overrides(base_data, changes, where, line_of=line_of)
     merged["name"] = data.get("name") or Path(where).stem
     merged["description"] = data.get("description") or f"{base_data.get('description', base)}, changed by {where}"
     return merged, base
@@ -125,16 +126,18 @@ def _leaves(node: dict, prefix: str = ""):
             yield path, value
 
 
-def apply_overrides(data: dict, overrides: dict[str, Any], where: str) -> dict:
+def apply_overrides(data: dict, overrides: dict[str, Any], where: str, line_of=None) -> dict:
     """A copy of data with dotted-path fields replaced ('memory.bandwidth_GBps': 4000); paths must be fields of the
     spec (in the file, or declared with a default) and be read by a cost model (a what-if on a field none reads would
-    silently change nothing)."""
+    silently change nothing). `line_of`: where each path sits in the file the overrides came from (named in errors)."""
     result = copy.deepcopy(data)
     kind = DEVICE_KINDS.get(data.get("kind"))
     for path, value in overrides.items():
+        line = line_of(tuple(path.split("."))) if line_of else None
+        at = f"{where}:{line}" if line else where
         why = unread_reason(kind.spec_class, path) if kind else None
         if why is not None:
-            raise InputError(f"{where}: device.{path}: not a what-if knob: {why}")
+            raise InputError(f"{at}: device.{path}: not a what-if knob: {why}")
         node = result
         keys = path.split(".")
         for depth, key in enumerate(keys):
@@ -143,7 +146,7 @@ def apply_overrides(data: dict, overrides: dict[str, Any], where: str) -> dict:
                               and declared_field(kind.spec_class, path))
             if (not isinstance(node, dict) or key not in node) and not absent_default:
                 choices = list(node) if isinstance(node, dict) else []
-                raise InputError(f"{where}: device.{'.'.join(keys[:depth + 1])}: no such field to override"
+                raise InputError(f"{at}: device.{'.'.join(keys[:depth + 1])}: no such field to override"
                                  f"{did_you_mean(key, choices)}")
             if depth == len(keys) - 1:
                 node[key] = value

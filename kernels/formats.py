@@ -525,9 +525,9 @@ def check_group_size(fmt: NumericFormat, k_dims: dict[str, int], model: str) -> 
                          f"scale_granularity channel")
 
 
-def check_hot_experts(fmt: NumericFormat, num_experts: int, model: str) -> None:
-    """ValueError ('hot_experts: found X, allowed: 0') where a format keeps hot experts of a model without routed
-    experts: a dense model has none to keep."""
-    if fmt.hot_experts and not num_experts:
-        raise ValueError(f"hot_experts: found {fmt.hot_experts:g} on {model}, a dense model (no routed experts), "
+def check_hot_experts(hot_experts: float, num_experts: int, model: str) -> None:
+    """ValueError ('hot_experts: found X, allowed: 0') where a format would keep a share `hot_experts` of the experts of
+    a model without routed experts: a dense model has none to keep."""
+    if hot_experts and not num_experts:
+        raise ValueError(f"hot_experts: found {hot_experts:g} on {model}, a dense model (no routed experts), "
                          f"allowed: 0 (hot experts are a share of an MoE layer's experts)")

@@ -33,6 +33,15 @@ def test_rows_account_for_every_kernel_once(evaluation):
         assert [r.time_s for r in part] == sorted((r.time_s for r in part), reverse=True)
 
 
+def test_attention_is_named_as_the_priced_device_runs_it(evaluation):
+    """The trace ran on this machine's CPU, whose flash attention is aten's '..._for_cpu' op; the table prices a GPU."""
+    result, device = evaluation
+    ops = {r.op for r in op_rows(result.tables, device, "eager") if r.kind.startswith("attention")}
+    traced = {k.op for k in result.tables.prefill.kernels if k.kind.value.startswith("attention")}
+    assert ops and not any(op.endswith("_for_cpu") for op in ops)
+    assert {op.removesuffix("_for_cpu") for op in traced} <= ops
+
+
 def test_layers_fold_into_one_row_and_a_decode_gemv_is_memory_bound(evaluation):
     """The tiny model has two layers: a layer's op is one row of two kernels. A batch-1 decode projection reads
     each 16-bit weight once for 2 FLOPs of it: about 1 FLOP per byte, far below the H100's ridge point."""

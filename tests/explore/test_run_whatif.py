@@ -236,4 +236,5 @@ def test_rerun_of_a_finished_sweep_keeps_an_up_to_date_report(tmp_path, capsys, 
     (Path(out) / "report.md").unlink()  # a report file gone: drawn again
     assert "re-drawing the report" in run() and drawn == [2, 2, 2, 2]
     Path(sweep).write_text(text.replace("[1, 2]", "[1, 2, 4]"))  # a new point: evaluated, then drawn
-    assert "already stored" not in run() and drawn == [2, 2, 2, 2, 3]
+    err = run()
+    assert f"resuming: 2 of 3 design points already stored in {out}/, 1 to run" in err and drawn == [2, 2, 2, 2, 3]

@@ -33,14 +33,15 @@ def test_a_file_on_a_base_preset_prices_as_the_override_does(tmp_path):
     assert np.all(derived.cost_table(table).time_s <= load_device("h100-sxm").cost_table(table).time_s)
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("base: h100-sx\n", "base: found 'h100-sx', allowed: a device preset name"),
-    ("base: h100-sxm\nmemory:\n  l2_cache_MB: 100\n", "device.memory.l2_cache_MB: not a what-if knob"),
-    ("base: h100-sxm\nmemory:\n  bandwith_GBps: 6700\n", "device.memory.bandwith_GBps: no such field"),
+@pytest.mark.parametrize(("text", "line", "message"), [
+    ("base: h100-sx\n", 1, "base: found 'h100-sx' \\(did you mean 'h100-sxm'\\?\\), allowed: a device preset name"),
+    ("base: h100-sxm\nmemory:\n  l2_cache_MB: 100\n", 3, "device.memory.l2_cache_MB: not a what-if knob"),
+    ("base: h100-sxm\nmemory:\n  bandwith_GBps: 6700\n", 3, "device.memory.bandwith_GBps: no such field"),
 ])
-def test_bad_base_files_are_one_line_errors(tmp_path, text, message):
+def test_bad_base_files_are_one_line_errors(tmp_path, text, line, message):
+    """Each names the file and the line of the key, what was found and what is allowed."""
     path = tmp_path / "bad.yaml"
     path.write_text(text)
     with pytest.raises(InputError, match=message) as err:
         load_device(str(path))
-    assert "\n" not in str(err.value) and str(path) in str(err.value)
+    assert "\n" not in str(err.value) and str(err.value).startswith(f"{path}:{line}: ")
