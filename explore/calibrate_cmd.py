@@ -142,9 +142,11 @@ def check_rows_per_fit(rows: list[MeasuredKernel], device: str, train: list[str]
                              f"the {name} fit's parameters")
 
 
-def _score(rows: list[MeasuredKernel], include_train: bool, where: str) -> tuple[dict, dict, list[str], dict]:
+def _score(rows: list[MeasuredKernel], include_train: bool, where: str,
+           origin: dict[int, str] | None = None) -> tuple[dict, dict, list[str], dict]:
     """Errors by device and kernel class, the (predicted, measured, group) arrays, notes on what was scored, and
-    the scored rows of each device (in the arrays' order)."""
+    the scored rows of each device (in the arrays' order). `origin`: the table each whole-step row came from, by
+    id(row), where several were given: their runs are grouped per table (each a published source of its own)."""
     summary: dict[str, dict] = {}
     pairs: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     scored_rows: dict[str, list[MeasuredKernel]] = {}
@@ -182,7 +184,8 @@ def _score(rows: list[MeasuredKernel], include_train: bool, where: str) -> tuple
             if host:
                 notes.append(f"{name}: {host}")
         measured = np.array([r.time_s for r in scored])
-        kinds = np.array([row_group(r) for r in scored])
+        kinds = np.array([f"{row_group(r)} ({origin[id(r)]})" if origin and r.is_step else row_group(r)
+                          for r in scored])
         summary[name] = {k: error_summary(predicted[kinds == k], measured[kinds == k]) for k in sorted(set(kinds))}
         pairs[name] = (predicted, measured, kinds)
         scored_rows[name] = scored
@@ -405,14 +408,18 @@ def cmd_validate(args) -> int:
             raise InputError("--device: missing; a profile is compared against one device preset")
         summary, pairs, notes = _score_profile(args.profile, args.device)
         return _report_validation(args, summary, pairs, notes, {})
-    rows = [row for table in args.table for row in read_table(table)]
+    read = [(table, read_table(table)) for table in args.table]
+    rows = [row for _, table_rows in read for row in table_rows]
     tables = ", ".join(args.table)
+    # Whole runs of several tables are grouped per table (each table one published source).
+    origin = {id(row): Path(table).name.removesuffix(".gz").removesuffix(".csv") for table, table_rows in read
+              for row in table_rows} if len(read) > 1 else None
     if args.device:
         _device(args.device)
         rows = [r for r in rows if r.device == args.device]
         if not rows:
             raise InputError(f"{tables}: no rows for device {args.device!r}")
-    summary, pairs, notes, scored_rows = _score(rows, args.include_train, tables)
+    summary, pairs, notes, scored_rows = _score(rows, args.include_train, tables, origin)
     if args.cross_from:
         if not args.device:
             raise InputError("--cross-from: needs --device, the preset whose rows the other preset's fits score")

@@ -62,6 +62,22 @@ def test_a_batch_run_is_scored_against_the_makespan_explore_run_simulates(tmp_pa
     assert summary["median_bias"] == pytest.approx(-0.25, abs=1e-9)
 
 
+def test_runs_of_several_tables_are_grouped_per_table(tmp_path, capsys):
+    """Two tables of whole steps (two published sources, say) are scored in a group each, named by its file; one
+    table keeps its groups' plain names."""
+    model = write_tiny_model(tmp_path)
+    point = DesignPoint(model=model, device=DEVICE, batch=2, prompt=64, output=2)
+    simulated_s = Evaluator().evaluate(point).metrics["tpot_s"]
+    first, second = tmp_path / "engine-a.csv", tmp_path / "engine-b.csv.gz"
+    write_table(first, [_step(model, simulated_s)])
+    write_table(second, [_step(model, 2 * simulated_s)])
+    assert main(["validate", str(first), str(second), "--json", "--out", str(tmp_path / "v")]) == 0
+    summary = json.loads(capsys.readouterr().out)[DEVICE]
+    assert summary["decode_step (engine-a)"]["median_bias"] == pytest.approx(0.0, abs=1e-9)
+    assert summary["decode_step (engine-b)"]["median_bias"] == pytest.approx(-0.5, abs=1e-9)
+    assert set(_validate_json(first, tmp_path, capsys)[DEVICE]) == {"decode_step"}
+
+
 def test_a_batch_run_on_devices_that_cannot_shard_the_model_is_one_line(tmp_path, capsys):
     model = write_tiny_model(tmp_path)
     run = MeasuredKernel(device=DEVICE, kernel="batch_run", dtype="bf16", time_s=1.0, source="test", batch=2,
