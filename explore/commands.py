@@ -77,7 +77,7 @@ def cmd_sweep(args) -> int:
 
 
 def _sweep_into(args, sweep, out: Path) -> int:
-    from explore.report import write_report
+    from explore.report import host_wait_note, write_report
 
     search = sweep.spec.search
     plan = (count_label(sweep.size(), "design point") if search.strategy == "grid" else
@@ -124,6 +124,8 @@ def _sweep_into(args, sweep, out: Path) -> int:
     notice = capacity_notice(rows, serving.requests) if serving else ""
     if notice:
         print(notice, file=sys.stderr)
+    if waiting := host_wait_note([normalize_row(r) for r in rows]):
+        print(f"note: {waiting}", file=sys.stderr)
     print(f"{count_label(len(rows), 'design point')} ({feasible} feasible)\nresults: {out / 'results.csv'}\n"
           f"report:  {html}\nsummary: {md}")
     return 0
