@@ -83,6 +83,8 @@ def _sweep_into(args, sweep, out: Path) -> int:
     plan = (count_label(sweep.size(), "design point") if search.strategy == "grid" else
             f"{search.strategy} search over {sweep.size()} design points, budget {search.budget}")
     print(f"sweep {sweep.name!r}: {plan} -> {out}/", file=sys.stderr)
+    if note := default_execution_note(sweep):
+        print(f"note: {note}", file=sys.stderr)
     serving = sweep.spec.serving
     goals = {"objectives": sweep.spec.objectives.model_dump(), "constraints": sweep.spec.constraints,
              "slo": serving.slo.model_dump() if serving and serving.slo else None}
@@ -145,6 +147,21 @@ def _traced(evaluator: Evaluator, model: str, batch: int, prompt: int) -> bool:
     return all(evaluator.is_traced(model, phase, batch, prompt) for phase in ("prefill", "decode"))
 
 
+def default_execution_note(sweep) -> str:
+    """What a sweep that does not set `execution:` runs its GPUs as ('' where it sets it or has no GPU): PyTorch
+    eager, whose host dispatch bounds small-batch steps, which a user comparing hardware may not mean."""
+    from hw_models.registry import read_device_yaml
+
+    if "execution" in sweep.spec.model_fields_set:
+        return ""
+    gpus = [d for d in sweep.dimensions()["device"] if read_device_yaml(d)[0].get("kind") == "gpu"]
+    if not gpus:
+        return ""
+    return (f"execution not set: the GPUs ({', '.join(gpus)}) run as PyTorch eager, one kernel per op dispatched "
+            f"from Python, which bounds small-batch steps whatever the GPU; `execution: engine` runs a serving "
+            f"engine's kernels (decode from CUDA graphs), `execution: eager` keeps this and says so")
+
+
 def cmd_check(args) -> int:
     sweep = load_sweep(args.sweep)
     derived, search = sweep.derived_values(), sweep.spec.search
@@ -174,6 +191,8 @@ def cmd_check(args) -> int:
         count = f"{len(values)} value{'s' * (len(values) != 1)}"
         print(f"derived {target} = {sweep.spec.derived[target]}: {count} ({shown})")
     print(f"estimated run time: about {estimate:.0f} s on one worker")
+    if note := default_execution_note(sweep):
+        print(f"note: {note}")
     return 0
 
 

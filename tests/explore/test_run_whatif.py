@@ -238,3 +238,17 @@ def test_rerun_of_a_finished_sweep_keeps_an_up_to_date_report(tmp_path, capsys, 
     Path(sweep).write_text(text.replace("[1, 2]", "[1, 2, 4]"))  # a new point: evaluated, then drawn
     err = run()
     assert f"resuming: 2 of 3 design points already stored in {out}/, 1 to run" in err and drawn == [2, 2, 2, 2, 3]
+
+
+@pytest.mark.parametrize(("lines", "noted"), [
+    ("device: [h100-sxm, neupims]\n", True),  # a GPU left on the default: said, and named
+    ("device: [h100-sxm, neupims]\nexecution: eager\n", False),  # eager chosen: nothing to say
+    ("device: [h100-sxm]\nexecution: engine\n", False),
+    ("device: [neupims]\n", False),  # no GPU: no PyTorch eager dispatch to speak of
+])
+def test_check_says_when_gpus_run_eager_by_default(tmp_path, capsys, lines, noted):
+    tiny = write_tiny_model(tmp_path)
+    sweep = write_sweep(tmp_path, f"name: dflt\nmodel: {tiny}\n{lines}workload: {{batch: 1, prompt: 16, output: 2}}\n")
+    assert main(["check", sweep]) == 0
+    out = capsys.readouterr().out
+    assert ("execution not set: the GPUs (h100-sxm) run as PyTorch eager" in out) == noted
