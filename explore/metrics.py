@@ -276,7 +276,8 @@ _m("capacity_judged", "capacity judged", "", None,
    kind="bool", section="capacity")
 _m("queue_growth", "queue growth", "", "min",
    "at the capacity rate, seconds the time requests wait for a running batch grows per second of arrivals (about "
-   "0 in steady state, arrival over service rate less 1 for an overloaded queue; NaN where not judged)",
+   "0 in steady state, arrival over service rate less 1 for an overloaded queue; NaN where the run at the capacity "
+   "is too short or noisy to judge; capacity_judged says the same of the rate above it)",
    section="capacity")
 _m("capacity_note", "capacity note", "", None, "why capacity_judged is 0 (empty where it is 1)", kind="text",
    section="capacity")

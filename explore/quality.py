@@ -198,12 +198,16 @@ def quality_figure(model: str, fmt: NumericFormat, method: str = ANY_METHOD,
 
 
 def _matched_format(fmt: NumericFormat) -> NumericFormat:
-    """The format as rows are matched on: group_size set to its default where no tensor is scaled per group
-    (weights at 16 bits or scaled per channel or tensor, and a 16-bit KV cache), since it then changes nothing."""
+    """The format as rows are matched on: a field set to its default where it changes nothing: group_size where no
+    tensor is scaled per group (weights at 16 bits or scaled per channel or tensor, and a 16-bit KV cache),
+    edge_layers where no edge layer is kept at other bits (edge_layer_bits 0)."""
+    unused = {}
     grouped_weights = fmt.weight_bits < 16 and fmt.scale_granularity == "group"
-    if grouped_weights or fmt.kv_bits < 16:
-        return fmt
-    return dataclasses.replace(fmt, group_size=FORMAT_FIELDS["group_size"].default)
+    if not (grouped_weights or fmt.kv_bits < 16):
+        unused["group_size"] = FORMAT_FIELDS["group_size"].default
+    if not fmt.edge_layer_bits:
+        unused["edge_layers"] = FORMAT_FIELDS["edge_layers"].default
+    return dataclasses.replace(fmt, **unused) if unused else fmt
 
 
 NEAREST_SHOWN = 3  # nearest published formats a reason names

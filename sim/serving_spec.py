@@ -28,6 +28,9 @@ PREEMPTIONS = ("recompute", "swap")
 KEY_NEUTRAL_DEFAULTS = frozenset({"prompt_batch_tokens", "slo_slowdown", "router", "max_decode_preemptions"})
 
 
+DEFAULT_REQUESTS = 1000
+
+
 @dataclass(frozen=True, kw_only=True)
 class ServingSpec:
     """Requests arriving at a replica and how it schedules them.
@@ -38,7 +41,7 @@ class ServingSpec:
     """
 
     scheduler: str = "continuous"
-    requests: int = 1000
+    requests: int = DEFAULT_REQUESTS  # on a trace of fewer requests, the default takes them all
     arrival: str = "poisson"
     rate_per_s: float | None = 1.0
     cv: float = 1.0
@@ -133,6 +136,16 @@ class ServingSpec:
                              f"(0: no separate prefill pool)")
         if self.prefix_tokens < 0:
             raise InputError(f"prefix_tokens: found {self.prefix_tokens}, allowed: an integer >= 0")
+        if self.trace and self.requests > len(trace := _trace(self.trace)):
+            if self.requests != DEFAULT_REQUESTS:
+                raise InputError(f"requests: found {self.requests}, allowed: at most {len(trace)}, the requests in "
+                                 f"trace {self.trace!r}")
+            object.__setattr__(self, "requests", len(trace))  # the default on a shorter trace: all of it
+        shortest, where = ((int(_trace(self.trace).head(self.requests).prompt_tokens.min()), f"trace {self.trace!r}")
+                           if self.trace else (_shortest(self.prompt), f"prompts {self.prompt}"))
+        if self.prefix_tokens > shortest:
+            raise InputError(f"prefix_tokens: found {self.prefix_tokens}, allowed: at most {shortest} tokens, the "
+                             f"shortest prompt ({where}): a shared prefix is part of every prompt")
 
     def check_context(self, max_tokens: int, model: str) -> None:
         """A KV block must fit in the model's context (a larger one could never be filled)."""
@@ -184,6 +197,11 @@ class ServingSpec:
     def _arrivals(self, rate: float):
         return Gamma(rate_per_s=rate, cv=self.cv) if self.arrival == "gamma" else Poisson(rate_per_s=rate)
 
+
+
+def _shortest(lengths) -> int:
+    """The fewest tokens a length distribution gives (a fixed count, or its lower bound)."""
+    return int(getattr(lengths, "tokens", None) or getattr(lengths, "low", None) or 1)
 
 
 @cache

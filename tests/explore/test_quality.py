@@ -4,6 +4,7 @@ leaves points without a figure out."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -82,6 +83,14 @@ def test_qserve_awq_row_gives_the_published_change_for_llama_2_7b_w4a16():
     # Through a design point: its model preset's name, NumericFormat and quant_method knob.
     assert point_quality(_point(weight_bits=4)).delta == pytest.approx(0.13)
     assert point_quality(_point(weight_bits=4, knobs=(("quant_method", "gptq"),))).delta == pytest.approx(0.16)
+
+
+def test_a_field_that_changes_nothing_does_not_hide_the_figure():
+    """edge_layers says how many edge layers edge_layer_bits keeps at other bits: with no edge bits it changes
+    nothing, so W4A16 with edge_layers 2 is AWQ's W4A16 (0.13); with edge bits it is another format."""
+    w4 = NumericFormat(weight_bits=4)
+    assert quality_figure("llama-2-7b", dataclasses.replace(w4, edge_layers=2)).delta == pytest.approx(0.13)
+    assert math.isnan(quality_figure("llama-2-7b", dataclasses.replace(w4, edge_layers=2, edge_layer_bits=8)).delta)
 
 
 def test_wanda_readme_keeps_the_paper_conclusion_at_2_4_on_llama_2_7b():

@@ -1,0 +1,40 @@
+"""A serving section's requests against what its trace and prompts hold: the counts a run reports are the
+requests it simulated, and a shared prefix fits in every prompt."""
+
+from __future__ import annotations
+
+import pytest
+
+from sim.serving_spec import DEFAULT_REQUESTS, ServingSpec
+from workloads.requests import Fixed, Uniform
+
+
+@pytest.fixture
+def three_requests(tmp_path):
+    trace = tmp_path / "three.csv"
+    trace.write_text("arrival_s,prompt_tokens,output_tokens\n0.0,40,6\n0.5,90,8\n1.0,60,4\n")
+    return str(trace)
+
+
+def test_the_default_count_takes_a_shorter_trace_whole_and_says_so(three_requests):
+    spec = ServingSpec(trace=three_requests, rate_per_s=1.0)
+    assert DEFAULT_REQUESTS > 3 and spec.requests == 3 and len(spec.request_set()) == 3
+    two = ServingSpec(trace=three_requests, rate_per_s=1.0, requests=2)
+    assert two.request_set().prompt_tokens.tolist() == [40, 90]
+
+
+def test_more_requests_than_the_trace_holds_is_one_line(three_requests, one_line_error):
+    where, message = one_line_error(lambda: ServingSpec(trace=three_requests, rate_per_s=1.0, requests=5))
+    assert where == "requests" and "found 5, allowed: at most 3, the requests in trace" in message
+
+
+@pytest.mark.parametrize(("fields", "shortest"), [
+    ({"prompt": Fixed(tokens=1024)}, 1024),
+    ({"prompt": Uniform(low=100, high=900)}, 100),
+    ({"trace": "TRACE"}, 40),  # the trace's shortest prompt among the requests taken
+])
+def test_a_shared_prefix_longer_than_a_prompt_is_one_line(three_requests, one_line_error, fields, shortest):
+    fields = {k: (three_requests if v == "TRACE" else v) for k, v in fields.items()}
+    ServingSpec(rate_per_s=1.0, prefix_tokens=shortest, **fields)  # as long as the shortest prompt: allowed
+    where, message = one_line_error(lambda: ServingSpec(rate_per_s=1.0, prefix_tokens=shortest + 1, **fields))
+    assert where == "prefix_tokens" and f"allowed: at most {shortest} tokens, the shortest prompt" in message
