@@ -101,20 +101,26 @@ def chrome_trace_events(result: SimResult, device_name: str, *, tables: PassTabl
 
 
 def serving_trace_events(result: ServingResult, device_name: str) -> list[dict]:
-    """A serving run as iterations ('X' events, microseconds) on the replica's track, with counters of the
-    running batch and the KV blocks in use, and each request's life (arrival to last token) as an async span."""
+    """A serving run as iterations ('X' events, microseconds), each replica on its own track (named by its pool,
+    role and index where there are several), with counters of each replica's running batch and KV blocks in use, and
+    each request's life (arrival to last token) as an async span."""
     log = result.iterations
-    events: list[dict] = [{"ph": "M", "pid": 0, "name": "process_name", "args": {"name": device_name}},
-                          {"ph": "M", "pid": 0, "tid": 0, "name": "thread_name", "args": {"name": "iterations"}}]
-    for start, duration, batch, tokens, blocks in zip(log.start_s.tolist(), log.duration_s.tolist(),
-                                                      log.batch_size.tolist(), log.tokens.tolist(),
-                                                      log.kv_blocks_used.tolist(), strict=True):
+    names = log.replica_names
+    events: list[dict] = [{"ph": "M", "pid": 0, "name": "process_name", "args": {"name": device_name}}]
+    events += [{"ph": "M", "pid": 0, "tid": tid, "name": "thread_name",
+                "args": {"name": f"{name} iterations".strip()}} for tid, name in enumerate(names)]
+    for start, duration, batch, tokens, blocks, tid in zip(log.start_s.tolist(), log.duration_s.tolist(),
+                                                           log.batch_size.tolist(), log.tokens.tolist(),
+                                                           log.kv_blocks_used.tolist(), log.replica.tolist(),
+                                                           strict=True):
         kind = "decode" if tokens == batch else "prefill"
-        events.append({"ph": "X", "pid": 0, "tid": 0, "name": kind, "ts": start * 1e6, "dur": duration * 1e6,
+        of = f" ({names[tid]})" if names[tid] else ""
+        events.append({"ph": "X", "pid": 0, "tid": tid, "name": kind, "ts": start * 1e6, "dur": duration * 1e6,
                        "args": {"sequences": int(batch), "tokens": int(tokens), "kv_blocks": int(blocks)}})
-        events.append({"ph": "C", "pid": 0, "name": "running batch", "ts": start * 1e6,
+        events.append({"ph": "C", "pid": 0, "name": f"running batch{of}", "ts": start * 1e6,
                        "args": {"sequences": int(batch)}})
-        events.append({"ph": "C", "pid": 0, "name": "KV blocks", "ts": start * 1e6, "args": {"used": int(blocks)}})
+        events.append({"ph": "C", "pid": 0, "name": f"KV blocks{of}", "ts": start * 1e6,
+                       "args": {"used": int(blocks)}})
     records = result.records
     for index, (arrival, first, finish) in enumerate(zip(records.arrival_s.tolist(), records.first_token_s.tolist(),
                                                          records.finish_s.tolist(), strict=True)):

@@ -296,10 +296,14 @@ def _result(pools: list[Pool], replicas: list[list[Replica]], finished: list[Seq
                              preemptions=column("preemptions", int),
                              decode_admitted_s=column("decode_admitted_s"))
     everyone = [(pool, replica) for pool, made in zip(pools, replicas, strict=True) for replica in made]
-    rows = [(*row, pool.memory.kv_blocks) for pool, replica in everyone for row in replica.log]
-    log = np.array(sorted(rows), dtype=float).reshape(-1, 6).T
+    rows = [(*row, pool.memory.kv_blocks, index) for index, (pool, replica) in enumerate(everyone)
+            for row in replica.log]
+    log = np.array(sorted(rows), dtype=float).reshape(-1, 7).T
+    names = tuple(f"{pool.name} replica {i}" for pool, made in zip(pools, replicas, strict=True)
+                  for i in range(len(made))) if len(everyone) > 1 else ("",)
     iterations = IterationLog(start_s=log[0], duration_s=log[1], batch_size=log[2], tokens=log[3],
-                              kv_blocks_used=log[4], kv_blocks_total=log[5] if len(log[5]) else 1)
+                              kv_blocks_used=log[4], kv_blocks_total=log[5] if len(log[5]) else 1, replica=log[6],
+                              replica_names=names)
     # Static power is drawn from the first arrival to the last finish, idle gaps included, on every replica.
     makespan_s = float(records.finish_s.max() - requests.arrival_s[0])
     priced: list[tuple[IterationCost, int]] = [entry for _, replica in everyone

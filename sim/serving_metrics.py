@@ -210,10 +210,15 @@ class IterationLog:
     tokens: np.ndarray  # tokens processed: prefill chunk tokens + decode tokens
     kv_blocks_used: np.ndarray
     kv_blocks_total: int | np.ndarray  # the replica's KV blocks (per row when replicas differ)
+    # Which replica ran each row, an index into replica_names ('' names: one replica, rows all 0).
+    replica: np.ndarray | None = None
+    replica_names: tuple[str, ...] = ("",)
 
     def __post_init__(self) -> None:
-        ints = {"batch_size": np.int64, "tokens": np.int64, "kv_blocks_used": np.int64}
-        _columns(self, ("start_s", "duration_s", "batch_size", "tokens", "kv_blocks_used"), ints)
+        if self.replica is None:
+            object.__setattr__(self, "replica", np.zeros(len(np.asarray(self.start_s)), dtype=np.int64))
+        ints = {"batch_size": np.int64, "tokens": np.int64, "kv_blocks_used": np.int64, "replica": np.int64}
+        _columns(self, ("start_s", "duration_s", "batch_size", "tokens", "kv_blocks_used", "replica"), ints)
         if np.any(np.asarray(self.kv_blocks_total) <= 0):
             raise ValueError(f"IterationLog.kv_blocks_total must be > 0, got {self.kv_blocks_total}")
         if np.any(self.duration_s < 0):

@@ -8,6 +8,8 @@ sums of IterationCostModel.price over the iterations a request must run, counts 
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -103,6 +105,24 @@ def test_every_scheduler_on_every_layout_serves_each_request_once(costs, schedul
     if blocks == 100_000:
         assert records.preemptions.sum() == 0
         assert result.iterations.tokens.sum() == requests.prompt_tokens.sum() + (requests.output_tokens - 1).sum()
+
+
+@pytest.mark.parametrize("layout", ["whole x2", "split 1+2"])
+def test_each_replica_runs_one_iteration_at_a_time_on_its_own_chrome_track(costs, layout):
+    """The iteration log says which replica ran each row: one replica never runs two iterations at once, and the
+    serving timeline gives each replica its own track, named by its pool, with no slices overlapping on a track."""
+    from sim.chrome_trace import serving_trace_events
+
+    result, _ = _serve(costs, _mixed_requests(), LAYOUTS[layout], "continuous")
+    log = result.iterations
+    assert len(log.replica_names) == 2 + (layout == "split 1+2") and set(log.replica.tolist()) == set(
+        range(len(log.replica_names)))
+    events = serving_trace_events(result, "tiny")
+    tracks = {e["tid"]: e["args"]["name"] for e in events if e.get("name") == "thread_name"}
+    assert sorted(tracks) == list(range(len(log.replica_names))) and len(set(tracks.values())) == len(tracks)
+    for tid in tracks:
+        spans = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e["ph"] == "X" and e["tid"] == tid)
+        assert spans and all(later[0] >= earlier[1] - 1e-6 for earlier, later in itertools.pairwise(spans)), tid
 
 
 def _at_once(prompts: list[int], output: int = 4) -> RequestSet:
