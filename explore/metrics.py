@@ -247,7 +247,8 @@ _m("preemptions", "preemptions", "", "min", "times a request was preempted, summ
    section="serving")
 for _stat in ("p50", "p99"):
     _m(f"tbt_{_stat}_s", f"{_stat} time between tokens", "s", "min",
-       f"{_stat} over every token of every request of the time since the request's previous token",
+       f"{_stat} over every token of every request of the time since the request's previous token (0 for tokens a "
+       f"speculative step accepts together)",
        section="serving")
 _m("mean_batch_size", "mean batch size", "", None, "sequences per iteration, averaged over busy time",
    section="serving")

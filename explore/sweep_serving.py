@@ -32,6 +32,17 @@ class Lengths(Strict):
     median: PositiveNumber | None = None  # lognormal
     sigma: Annotated[StrictInt | StrictFloat, Field(ge=0)] | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _a_count(cls, data):
+        """A bare count of tokens is a fixed length (`prompt: 512` as `prompt: {dist: fixed, tokens: 512}`)."""
+        if isinstance(data, int) and not isinstance(data, bool):
+            return {"dist": "fixed", "tokens": data}
+        if not isinstance(data, dict | Lengths):
+            raise ValueError("a count of tokens (512) or a length distribution ({dist: fixed, tokens: 512}, "
+                             "{dist: uniform, low: 64, high: 512} or {dist: lognormal, median: 1024, sigma: 0.6})")
+        return data
+
     @model_validator(mode="after")
     def _parameters(self):
         needed = {"fixed": ("tokens",), "uniform": ("low", "high"), "lognormal": ("median", "sigma")}[self.dist]

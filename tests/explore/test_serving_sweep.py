@@ -92,6 +92,8 @@ BAD = [
     ("capacity: [1, 10]", "slo"),
     ("scheduler: fifo", "scheduler"),
     ("arrival: trace", "trace"),
+    ("prompt: abc", "allowed: a count of tokens (512) or a length distribution ({dist: fixed, tokens: 512}"),
+    ("prompt: 0", "serving.prompt.tokens: found 0"),
 ]
 
 
@@ -107,6 +109,12 @@ def test_bad_serving_sections_are_one_line_errors(tmp_path, capsys, line, named)
     assert main(["check", path]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "Traceback" not in err and named in err, err
+
+
+def test_a_count_of_tokens_is_a_fixed_length(tmp_path):
+    text = "  rate: 2\n  prompt: {dist: fixed, tokens: 16}\n  output: {dist: fixed, tokens: 4}\n"
+    by_count = load_sweep(_serving_sweep(tmp_path, text.replace("{dist: fixed, tokens: 16}", "16")))
+    assert by_count.points()[0].serving == load_sweep(_serving_sweep(tmp_path, text)).points()[0].serving
 
 
 def test_trace_with_missing_columns_is_a_one_line_error(tmp_path, capsys):
