@@ -7,7 +7,7 @@ Measured in the same run, after the traces are captured (sweeps trace once per m
   event sim        the SimPy event simulation of the same point (the baseline the analytic path replaced);
   block of one     the sweep path (explore/blocks.py, sim/block.py), one point per call;
   what-if block    the sweep path over --variants points of the same shape with other memory bandwidths and
-                   bf16 peaks (what a what-if sweep prices together), per point;
+                   fp16 peaks (Llama-2-7B's math; what a what-if sweep prices together), per point;
   distinct points  the sweep path, one point per call, rotating over points that differ in device (DISTINCT_DEVICES),
                    batch (DISTINCT_BATCHES) and prompt (DISTINCT_PROMPTS), all traced beforehand: no two calls in a
                    row price the same device, nor the same point, so a memo of a point's result would not carry it.
@@ -80,7 +80,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     variants = [DesignPoint(model="llama-2-7b", device=args.device, batch=args.batch, prompt=2048,
                             output=args.output, overrides=(("memory.bandwidth_GBps", float(bandwidth)),
-                                                           ("compute.peak_TFLOPS.bf16", float(peak))))
+                                                           ("compute.peak_TFLOPS.fp16", float(peak))))
                 for bandwidth, peak in zip(rng.uniform(1000, 8000, args.variants),
                                            rng.uniform(300, 2500, args.variants), strict=True)]
     evaluate_points(evaluator, variants)  # checks the knob values once, as a sweep does

@@ -1,4 +1,4 @@
-"""Sweep throughput on one core: examples/gpu-whatif-grid.yaml (10,368 points: memory bandwidth x bf16 peak x
+"""Sweep throughput on one core: examples/gpu-whatif-grid.yaml (10,368 points: memory bandwidth x fp16 peak x
 batch x weight and KV bits x launch mode) end to end, from reading the sweep file to the stored results
 (results.sqlite, results.csv), priced in blocks (explore/blocks.py) and point by point through the reference path
 (sim/analytic.py), measured in the same run.

@@ -83,8 +83,9 @@ def _sweep_into(args, sweep, out: Path) -> int:
     plan = (count_label(sweep.size(), "design point") if search.strategy == "grid" else
             f"{search.strategy} search over {sweep.size()} design points, budget {search.budget}")
     print(f"sweep {sweep.name!r}: {plan} -> {out}/", file=sys.stderr)
-    if note := default_execution_note(sweep):
-        print(f"note: {note}", file=sys.stderr)
+    for note in (default_execution_note(sweep), idle_peak_note(sweep.spec.overrides, sweep.dimensions()["model"])):
+        if note:
+            print(f"note: {note}", file=sys.stderr)
     serving = sweep.spec.serving
     goals = {"objectives": sweep.spec.objectives.model_dump(), "constraints": sweep.spec.constraints,
              "slo": serving.slo.model_dump() if serving and serving.slo else None}
@@ -162,6 +163,23 @@ def default_execution_note(sweep) -> str:
             f"engine's kernels (decode from CUDA graphs), `execution: eager` keeps this and says so")
 
 
+SIXTEEN_BIT_PEAKS = {"float16": "fp16", "bfloat16": "bf16"}  # a model's config dtype -> the peak its math runs at
+
+
+def idle_peak_note(paths, models) -> str:
+    """What a what-if on a 16-bit peak changes where no model runs at that type ('' where one does): an fp16 model's
+    16-bit math runs at compute.peak_TFLOPS.fp16, a bf16 model's at .bf16, so a what-if on the other changes
+    nothing."""
+    used = {SIXTEEN_BIT_PEAKS.get(load_model_config(model).dtype) for model in models}
+    for path in paths:
+        dtype = path.removeprefix("device.").removeprefix("compute.peak_TFLOPS.")
+        if dtype in SIXTEEN_BIT_PEAKS.values() and dtype not in used and path.endswith(f"peak_TFLOPS.{dtype}"):
+            kinds = ", ".join(sorted(t for t in used if t))
+            return (f"{path} changes no point's math: {', '.join(models)} run{'s' * (len(models) == 1)} in {kinds}, "
+                    f"priced at compute.peak_TFLOPS.{kinds.split(', ')[0]}")
+    return ""
+
+
 def cmd_check(args) -> int:
     sweep = load_sweep(args.sweep)
     derived, search = sweep.derived_values(), sweep.spec.search
@@ -191,8 +209,9 @@ def cmd_check(args) -> int:
         count = f"{len(values)} value{'s' * (len(values) != 1)}"
         print(f"derived {target} = {sweep.spec.derived[target]}: {count} ({shown})")
     print(f"estimated run time: about {estimate:.0f} s on one worker")
-    if note := default_execution_note(sweep):
-        print(f"note: {note}")
+    for note in (default_execution_note(sweep), idle_peak_note(sweep.spec.overrides, sweep.dimensions()["model"])):
+        if note:
+            print(f"note: {note}")
     return 0
 
 
@@ -229,6 +248,11 @@ def cmd_run(args) -> int:
             f"{value:g}" if isinstance(value, float) else repr(value) if isinstance(value, str) else value)
         raise InputError(f"{flag}: found {shown} without --serving, allowed: with --serving (a serving run's flag: a "
                          f"static batch has no arriving requests), or left out")
+    if not values.get("spec_draft"):  # the drafting knobs of speculation, without speculation, would change nothing
+        for name in ("acceptance", "spec_tokens"):
+            if values.get(name) != KNOBS[name].default:
+                raise InputError(f"{KNOBS[name].flag_name}: found {values[name]:g} without --spec-draft, allowed: with "
+                                 f"--spec-draft (speculative decoding), or left out")
     if args.serving and args.batch != KNOBS["batch"].default:  # the scheduler forms a serving run's batches
         raise InputError(f"--batch: found {args.batch} with --serving, allowed: left out (a serving run's batches "
                          f"are its scheduler's; --max-seqs caps them)")
@@ -284,6 +308,8 @@ def cmd_run(args) -> int:
         write_chrome_trace(evaluation.result, point.device, args.chrome_trace, tables=evaluation.tables,
                            device=evaluator.point_device(point), execution=point.execution)
     metrics = json_safe(evaluation.metrics) | _set_inputs(point)
+    if idle := idle_peak_note(overrides, [args.model]):
+        print(f"explore: notice: {idle}", file=sys.stderr)
     if evaluation.metrics.get("capacity_judged") == 0.0:  # sim/capacity.py: the requests, not the design, stopped it
         print(f"explore: notice: capacity {evaluation.metrics['capacity_note']}; raise --requests to judge it",
               file=sys.stderr)

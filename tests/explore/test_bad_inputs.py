@@ -195,6 +195,8 @@ CASES = [
     ("sweep link override 1e-300", _check("sweep_link_override_tiny.yaml"),
      "value 1e-300 on nvlink4: hw_models/presets/links/nvlink4.yaml: bandwidth_GBps: found 1e-300, allowed: 0.1 "
      "to 10,000 GB/s"),
+    ("acceptance without speculation", _run("--acceptance", "0.6"),
+     "--acceptance: found 0.6 without --spec-draft, allowed: with --spec-draft"),
     ("hot experts on a dense model, named before their bits", _run("--hot-experts", "0.5"),
      "--hot-experts: found 0.5 on llama-2-7b, a dense model (no routed experts), allowed: 0"),
     ("link latency .inf", _run("--tp", "2", "--link", str(BAD / "link_latency_inf.yaml")),

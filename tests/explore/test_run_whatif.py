@@ -252,3 +252,18 @@ def test_check_says_when_gpus_run_eager_by_default(tmp_path, capsys, lines, note
     assert main(["check", sweep]) == 0
     out = capsys.readouterr().out
     assert ("execution not set: the GPUs (h100-sxm) run as PyTorch eager" in out) == noted
+
+
+def test_a_16_bit_peak_no_model_runs_at_is_named(capsys):
+    """Llama-2-7B's config is fp16, Llama-3-8B's bf16: a what-if on the bf16 peak changes the first's math not at all,
+    and check and run say so; on the peak a model of the point runs at, nothing is said."""
+    from explore.commands import idle_peak_note
+
+    note = idle_peak_note({"device.compute.peak_TFLOPS.bf16": [300]}, ["llama-2-7b"])
+    assert note.startswith("device.compute.peak_TFLOPS.bf16 changes no point's math: llama-2-7b runs in fp16")
+    assert idle_peak_note({"device.compute.peak_TFLOPS.bf16": [300]}, ["llama-2-7b", "llama-3-8b"]) == ""
+    assert idle_peak_note({"device.compute.peak_TFLOPS.fp16": [300], "device.memory.bandwidth_GBps": [1]},
+                          ["llama-2-7b"]) == ""
+    assert main(["run", "--model", "llama-2-7b", "--device", "h100-sxm", "--set", "compute.peak_TFLOPS.bf16=300",
+                 "--output", "2", "--prompt", "16"]) == 0
+    assert "compute.peak_TFLOPS.bf16 changes no point's math" in capsys.readouterr().err
