@@ -180,8 +180,10 @@ def _add_serving_flags(run: argparse.ArgumentParser) -> None:
                    help=f"tokens per KV block (default {spec.block_tokens})")
     g.add_argument("--prefix-tokens", type=int, default=0, help="a system prompt every request shares (default 0)")
     g.add_argument("--preemption", choices=["recompute", "swap"], default="recompute",
-                   help="when KV blocks run out: recompute (default) or swap to host memory over --swap-GBps")
-    g.add_argument("--swap-GBps", type=float, help="host link bandwidth for swap preemption, GB/s")
+                   help="when KV blocks run out: recompute (default) or swap to host memory over the device's host "
+                        "link (or --swap-GBps)")
+    g.add_argument("--swap-GBps", type=float,
+                   help="host link bandwidth for swap preemption, GB/s (default: the device preset's host_link)")
     g.add_argument("--replicas", type=int, default=1,
                    help="replicas serving requests, each arrival to the one --router picks (with --prefill-replicas: "
                         "the decode pool's; default 1)")

@@ -464,7 +464,9 @@ class Evaluator:
                     scheduler=spec.scheduler, limits=limits, memory=memory, idle_power_W=device.idle_power_W,
                     router=spec.router or DEFAULT_ROUTER,
                     prefix_tokens=spec.prefix_tokens, window=self.kv_window(point),
-                    swap_bandwidth_Bps=spec.swap_GBps * 1e9 if spec.swap_GBps else None,
+                    swap_bandwidth_Bps=(spec.swap_GBps * 1e9 if spec.swap_GBps else
+                                        self.host_link(point, device).bandwidth_Bps if spec.preemption == "swap"
+                                        else None),
                     speculation=speculation, seed=spec.seed)
 
     def _serving_speculation(self, point: DesignPoint, fmt: NumericFormat, role: str,

@@ -155,7 +155,7 @@ class Serving(Strict):
     block_tokens: PositiveInt = DEFAULT.block_tokens
     prefix_tokens: Annotated[StrictInt, Field(ge=0)] = DEFAULT.prefix_tokens
     preemption: Literal["recompute", "swap"] = DEFAULT.preemption
-    swap_GBps: PositiveNumber | None = None  # host link bandwidth for swap preemption
+    swap_GBps: PositiveNumber | None = None  # swap preemption's host link bandwidth (default: the point's host link)
     seed: Annotated[StrictInt, Field(ge=0, le=2**32 - 1)] = DEFAULT.seed
     slo: ServiceLevel | None = None
     capacity: tuple[PositiveNumber, PositiveNumber] | None = None  # search the highest rate in [low, high]
@@ -198,9 +198,6 @@ class Serving(Strict):
         if self.arrival == "trace" and not self.trace:
             raise ValueError("found arrival: trace without a trace, allowed: a trace to take arrival times from "
                              "(trace: NAME), or poisson or gamma arrivals")
-        if self.preemption == "swap" and self.swap_GBps is None:
-            raise ValueError("found swap preemption without swap_GBps, allowed: swap_GBps (the host link's bandwidth "
-                             "in GB/s), or recompute preemption")
         return self
 
 

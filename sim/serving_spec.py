@@ -58,7 +58,7 @@ class ServingSpec:
     block_tokens: int = 16
     prefix_tokens: int = 0
     preemption: str = "recompute"  # or "swap" over a host link of swap_GBps
-    swap_GBps: float | None = None
+    swap_GBps: float | None = None  # None: the point's host link (its host_link knob, else its device preset's)
     seed: int = 0
     slo_ttft_s: float | None = None
     slo_tpot_s: float | None = None
@@ -128,9 +128,6 @@ class ServingSpec:
             raise InputError(f"router: found {self.router!r}, allowed: {', '.join(ROUTERS)}")
         if self.preemption not in PREEMPTIONS:
             raise InputError(f"preemption: found {self.preemption!r}, allowed: {', '.join(PREEMPTIONS)}")
-        if self.preemption == "swap" and self.swap_GBps is None:
-            raise InputError("swap_GBps: found none with swap preemption, allowed: the host link's bandwidth in "
-                             "GB/s (e.g. 31.5 for PCIe 4.0 x16, 63 for PCIe 5.0 x16: PCI-SIG base specifications)")
         if self.prefill_replicas < 0:
             raise InputError(f"prefill_replicas: found {self.prefill_replicas}, allowed: an integer >= 0 "
                              f"(0: no separate prefill pool)")

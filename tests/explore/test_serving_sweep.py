@@ -202,3 +202,24 @@ def test_prompt_batch_tokens_is_a_serving_knob_with_a_column_only_where_set(tmp_
                  "--prompt-batch-tokens", "0"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "--prompt-batch-tokens: found 0" in err, err
+
+
+def test_swap_preemption_defaults_to_the_devices_host_link(tmp_path):
+    """Swap preemption moves KV over the host link: the device preset's (an H100 SXM's PCIe 5.0 x16, 63 GB/s) where
+    no swap_GBps is given, the given bandwidth where one is; recompute preemption moves nothing over it."""
+    from explore.design_point import DesignPoint
+    from explore.evaluate import Evaluator
+    from hw_models.link import load_link
+    from sim.serving_spec import ServingSpec
+    from workloads.requests import Fixed
+
+    model, evaluator = write_tiny_model(tmp_path), Evaluator()
+
+    def pool(**fields):
+        spec = ServingSpec(requests=4, rate_per_s=4.0, prompt=Fixed(tokens=16), output=Fixed(tokens=4), **fields)
+        point = DesignPoint(model=model, device="h100-sxm", batch=spec.max_seqs, prompt=0, output=0, serving=spec)
+        return evaluator._pool(point, point.numeric_format, "serve", 1)
+
+    assert pool(preemption="swap").swap_bandwidth_Bps == load_link("pcie5-x16").bandwidth_Bps
+    assert pool(preemption="swap", swap_GBps=10.0).swap_bandwidth_Bps == 10e9
+    assert pool().swap_bandwidth_Bps is None

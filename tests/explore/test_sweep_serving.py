@@ -58,8 +58,6 @@ def test_a_trace_beside_lengths_names_both(tmp_path):
      "second) or a capacity search (capacity: [low, high])"),
     ("  arrival: trace\n" + PROMPT + OUTPUT, "serving: found arrival: trace without a trace, allowed: a trace to take "
      "arrival times from (trace: NAME), or poisson or gamma arrivals"),
-    ("  trace: splitwise-conv\n  rate: 1\n  preemption: swap\n", "serving: found swap preemption without swap_GBps, "
-     "allowed: swap_GBps (the host link's bandwidth in GB/s), or recompute preemption"),
 ])
 def test_every_rule_over_several_keys_says_what_was_found_and_what_is_allowed(tmp_path, section, expected):
     assert f".yaml:4: {expected}" in _message(tmp_path, section)
