@@ -187,6 +187,9 @@ CASES = [
     ("sweep flag as text", _check("sweep_bool_string.yaml"), "calibrated: found 'false', allowed: true or false"),
     ("sweep float override as text", _check("sweep_override_text.yaml"),
      "overrides.device.memory.bandwidth_GBps.1: found 'fast', allowed: a number (an integer or a decimal"),
+    ("sweep name a YAML boolean", _check("sweep_name_off.yaml"),
+     "sweep_name_off.yaml:1: name: found False, allowed: a valid string (YAML reads an unquoted yes, no, on, off, "
+     "true or false as a boolean: quote it)"),
     ("sweep key said once", _check("sweep_unknown_prefill_device.yaml"),
      "sweep_unknown_prefill_device.yaml:9: serving.prefill_device: found 'nope', allowed: a path to a device YAML"),
     ("sweep override 1e-300", _check("sweep_override_tiny.yaml"),
