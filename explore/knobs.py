@@ -253,7 +253,7 @@ for _name, _help in (
         ("edge_layer_bits", "bits of every weight of the first and last edge_layers decoder layers (0: as the rest; "
          "llama.cpp K-quant mixes keep them higher)")):
     register(Knob(name=_name, type=int, section="format", default=0, allowed=OVERRIDE_BITS, applies="format",
-                  help=_help))
+                  help=_help, derivable=True))  # derived: keeps a mix apart from the weight widths it does not fit
 register(Knob(name="edge_layers", type=int, section="format", default=_FORMAT.edge_layers, minimum=1, maximum=500,
               applies="format", help="decoder layers at each end of the model that edge_layer_bits keeps"))
 # Mixed precision by expert (kernels/formats.py NumericFormat.hot_experts: MC-MoE, Huang et al. 2025; Li et al. 2024;

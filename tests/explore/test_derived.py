@@ -119,6 +119,19 @@ def test_derived_knobs_are_not_dimensions(tmp_path, tiny_model):
     assert sweep.derived_values() == {CAPACITY: [300, 400, 600], "act_bits": [8, 16]}
 
 
+def test_a_mixed_precision_knob_derived_from_the_weight_width(tmp_path, tiny_model):
+    """Edge layers at 8 bits fit only under narrower weights (a 16-bit model has no edge layers to keep higher), so a
+    mix crossed with a weight_bits list that holds 16 is refused, and derived from it is one sweep."""
+    text = (f"name: mix\nmodel: {tiny_model}\ndevice: h100-sxm\nworkload: {{batch: 1, prompt: 16, output: 2}}\n"
+            "format: {weight_bits: [16, 4], edge_layer_bits: 8}\n")
+    with pytest.raises(InputError, match="edge_layer_bits: found 8"):
+        load_sweep(_write(tmp_path, text))
+    rule = "derived:\n  edge_layer_bits: \"8 if weight_bits < 8 else 0\"\n"
+    derived = text.replace(", edge_layer_bits: 8", "") + rule
+    points = load_sweep(_write(tmp_path, derived)).points()
+    assert sorted((p.weight_bits, p.numeric_format.edge_layer_bits) for p in points) == [(4, 8), (16, 0)]
+
+
 def test_point_id_covers_derived_values(tmp_path, tiny_model):
     one = load_sweep(_write(tmp_path, _sweep_text(tiny_model, f"  {CAPACITY}: \"200 + 0.1 * {BANDWIDTH}\"\n")))
     other = load_sweep(_write(tmp_path, _sweep_text(tiny_model, f"  {CAPACITY}: \"300 + 0.1 * {BANDWIDTH}\"\n")))
