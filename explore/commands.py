@@ -83,9 +83,8 @@ def _sweep_into(args, sweep, out: Path) -> int:
     plan = (count_label(sweep.size(), "design point") if search.strategy == "grid" else
             f"{search.strategy} search over {sweep.size()} design points, budget {search.budget}")
     print(f"sweep {sweep.name!r}: {plan} -> {out}/", file=sys.stderr)
-    for note in (default_execution_note(sweep), idle_peak_note(sweep.spec.overrides, sweep.dimensions()["model"])):
-        if note:
-            print(f"note: {note}", file=sys.stderr)
+    for note in sweep_notes(sweep):
+        print(f"note: {note}", file=sys.stderr)
     serving = sweep.spec.serving
     goals = {"objectives": sweep.spec.objectives.model_dump(), "constraints": sweep.spec.constraints,
              "slo": serving.slo.model_dump() if serving and serving.slo else None}
@@ -172,12 +171,19 @@ def idle_peak_note(paths, models) -> str:
     nothing."""
     used = {SIXTEEN_BIT_PEAKS.get(load_model_config(model).dtype) for model in models}
     for path in paths:
-        dtype = path.removeprefix("device.").removeprefix("compute.peak_TFLOPS.")
-        if dtype in SIXTEEN_BIT_PEAKS.values() and dtype not in used and path.endswith(f"peak_TFLOPS.{dtype}"):
+        field = path.removeprefix("device.")
+        dtype = field.removeprefix("compute.peak_TFLOPS.")
+        if dtype != field and dtype in SIXTEEN_BIT_PEAKS.values() and dtype not in used:
             kinds = ", ".join(sorted(t for t in used if t))
             return (f"{path} changes no point's math: {', '.join(models)} run{'s' * (len(models) == 1)} in {kinds}, "
                     f"priced at compute.peak_TFLOPS.{kinds.split(', ')[0]}")
     return ""
+
+
+def sweep_notes(sweep) -> list[str]:
+    """What a sweep's settings do that its author may not mean, said before it runs (explore check, a sweep's start)."""
+    notes = (default_execution_note(sweep), idle_peak_note(sweep.spec.overrides, sweep.dimensions()["model"]))
+    return [note for note in notes if note]
 
 
 def cmd_check(args) -> int:
@@ -209,9 +215,8 @@ def cmd_check(args) -> int:
         count = f"{len(values)} value{'s' * (len(values) != 1)}"
         print(f"derived {target} = {sweep.spec.derived[target]}: {count} ({shown})")
     print(f"estimated run time: about {estimate:.0f} s on one worker")
-    for note in (default_execution_note(sweep), idle_peak_note(sweep.spec.overrides, sweep.dimensions()["model"])):
-        if note:
-            print(f"note: {note}")
+    for note in sweep_notes(sweep):
+        print(f"note: {note}")
     return 0
 
 
