@@ -204,12 +204,15 @@ def host_wait_note(rows: list[dict[str, Any]]) -> str:
 
 
 def _waits_on_dispatch(row: dict[str, Any]) -> bool:
-    """Whether an eager point's device waits on the host's dispatch. A pass waits where the host dispatches its
-    kernels slower than the device runs them; a decode step launches as many kernels as the prefill for less work,
-    so where any pass waits, every decode step does, and the TPOT is the host's time."""
+    """Whether an eager point's device waits on the host's dispatch (a point that offloads waits on the host link
+    instead, which no launch mode removes). A pass waits where the host dispatches its kernels slower than the device
+    runs them; a decode step launches as many kernels as the prefill for less work, so where any pass waits, every
+    decode step does, and the TPOT is the host's time."""
+    if row.get("execution") != "eager" or as_number(row.get("offloaded_B")) > 0:
+        return False
     times = [as_number(row.get(f"time_{c}_s")) for c in TIME_CLASSES]
     wait, total = as_number(row.get("time_host_wait_s")), math.fsum(t for t in times if math.isfinite(t))
-    return row.get("execution") == "eager" and math.isfinite(wait) and total > 0 and wait > WAIT_SHARE * total
+    return math.isfinite(wait) and total > 0 and wait > WAIT_SHARE * total
 
 
 WAIT_SHARE = 1e-6  # a wait below this share of a point's time is rounding, not a host-bound pass

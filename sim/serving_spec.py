@@ -138,11 +138,14 @@ class ServingSpec:
                 raise InputError(f"requests: found {self.requests}, allowed: at most {len(trace)}, the requests in "
                                  f"trace {self.trace!r}")
             object.__setattr__(self, "requests", len(trace))  # the default on a shorter trace: all of it
-        shortest, where = ((int(_trace(self.trace).head(self.requests).prompt_tokens.min()), f"trace {self.trace!r}")
-                           if self.trace else (_shortest(self.prompt), f"prompts {self.prompt}"))
-        if self.prefix_tokens > shortest:
-            raise InputError(f"prefix_tokens: found {self.prefix_tokens}, allowed: at most {shortest} tokens, the "
-                             f"shortest prompt ({where}): a shared prefix is part of every prompt")
+        if self.prefix_tokens:
+            # The requests' lengths are the same at every rate: any rate gives them.
+            shortest = int(self.request_set(rate_per_s=1.0).prompt_tokens.min())
+            where = f"trace {self.trace!r}" if self.trace else f"prompts {self.prompt}"
+            if self.prefix_tokens > shortest:
+                raise InputError(f"prefix_tokens: found {self.prefix_tokens}, allowed: at most {shortest} tokens, the "
+                                 f"shortest prompt of the {self.requests} requests ({where}): a shared prefix is part "
+                                 f"of every prompt")
 
     def check_context(self, max_tokens: int, model: str) -> None:
         """A KV block must fit in the model's context (a larger one could never be filled)."""
@@ -194,11 +197,6 @@ class ServingSpec:
     def _arrivals(self, rate: float):
         return Gamma(rate_per_s=rate, cv=self.cv) if self.arrival == "gamma" else Poisson(rate_per_s=rate)
 
-
-
-def _shortest(lengths) -> int:
-    """The fewest tokens a length distribution gives (a fixed count, or its lower bound)."""
-    return int(getattr(lengths, "tokens", None) or getattr(lengths, "low", None) or 1)
 
 
 @cache

@@ -247,5 +247,10 @@ def test_the_summary_says_how_many_points_wait_on_the_host(evaluator, rows, tmp_
     assert long_rows[0]["tpot_s"] == pytest.approx(long_rows[1]["tpot_s"], rel=1e-9)  # the host's time on both
     _, md = write_report(tmp_path / "eager", eager_rows + long_rows + rows, title="mixed")
     assert "4 of 8 feasible points wait on the host" in md.read_text()
+    # A point that offloads waits on the host link, which no launch mode removes: not counted as the dispatch's.
+    from explore.report import host_wait_note
+
+    assert host_wait_note(eager_rows[:1]).startswith("1 of 1 feasible points wait on the host")
+    assert host_wait_note([eager_rows[0] | {"offloaded_B": 1e9}]) == ""
     _, md = write_report(tmp_path / "graphs", rows, title="graphs")
     assert "wait on the host" not in md.read_text().split("##", 1)[0]

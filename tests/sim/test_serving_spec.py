@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from sim.serving_spec import DEFAULT_REQUESTS, ServingSpec
-from workloads.requests import Fixed, Uniform
+from workloads.requests import Fixed, LogNormal, Uniform
 
 
 @pytest.fixture
@@ -30,7 +30,7 @@ def test_more_requests_than_the_trace_holds_is_one_line(three_requests, one_line
 
 @pytest.mark.parametrize(("fields", "shortest"), [
     ({"prompt": Fixed(tokens=1024)}, 1024),
-    ({"prompt": Uniform(low=100, high=900)}, 100),
+    ({"prompt": Uniform(low=100, high=101)}, 100),  # 1,000 draws of two lengths: the shorter is among them
     ({"trace": "TRACE"}, 40),  # the trace's shortest prompt among the requests taken
 ])
 def test_a_shared_prefix_longer_than_a_prompt_is_one_line(three_requests, one_line_error, fields, shortest):
@@ -38,3 +38,9 @@ def test_a_shared_prefix_longer_than_a_prompt_is_one_line(three_requests, one_li
     ServingSpec(rate_per_s=1.0, prefix_tokens=shortest, **fields)  # as long as the shortest prompt: allowed
     where, message = one_line_error(lambda: ServingSpec(rate_per_s=1.0, prefix_tokens=shortest + 1, **fields))
     assert where == "prefix_tokens" and f"allowed: at most {shortest} tokens, the shortest prompt" in message
+
+
+def test_a_prefix_is_judged_against_the_prompts_drawn_not_the_distributions_floor():
+    """A lognormal's floor is 1 token, but its prompts around a median of 1,024 (sigma 0.6) all hold a 64-token
+    prefix: 64 / 1,024 is 4.6 sigmas below the median."""
+    ServingSpec(rate_per_s=1.0, prompt=LogNormal(median=1024, sigma=0.6), prefix_tokens=64)
