@@ -415,7 +415,7 @@ def cmd_validate(args) -> int:
     origin = {id(row): Path(table).name.removesuffix(".gz").removesuffix(".csv") for table, table_rows in read
               for row in table_rows} if len(read) > 1 else None
     if args.device:
-        _device(args.device)
+        load_device(args.device)  # a preset or a device YAML, as a table's device column may name
         rows = [r for r in rows if r.device == args.device]
         if not rows:
             raise InputError(f"{tables}: no rows for device {args.device!r}")
@@ -494,7 +494,9 @@ def _write_figures(out: Path, pairs: dict) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for device, (predicted, measured, kinds) in pairs.items():
-        path = out / f"validate-{device}.png"
+        # A device given as a YAML path is named by its file.
+        name = Path(device).stem if device.endswith((".yaml", ".yml")) else device
+        path = out / f"validate-{name}.png"
         path.write_bytes(figure_png(validation_figure(device, predicted, measured, kinds)))
         paths.append(path)
     return paths

@@ -77,6 +77,10 @@ def format_notice(device, fmt: NumericFormat) -> str:
     run dense (kernels/sparsity.py)."""
     notices = [plan.notice for plan in _plans(device, fmt) if plan.notice]
     model = getattr(device, "device", device)  # a system of devices: its devices' model
+    wider = _array_fallbacks(model, fmt)
+    if wider:
+        notices.append(", ".join(f"{dtype} GEMMs run at the {math} rate" for dtype, math in wider)
+                       + f" on {model.name}: its matrix units have no mode for them")
     unmeasured = unmeasured_gemms(model, fmt)
     if unmeasured:
         notices.append(f"GEMMs with no measurement of their own on {model.name}, priced on another fit: {unmeasured}")
@@ -99,8 +103,28 @@ def unmeasured_gemms(device, fmt: NumericFormat) -> str:
 def emulated_gemms(device, fmt: NumericFormat) -> str:
     """The GEMM dtypes of a format that a device emulates, each with the dtype it runs in ('fp8 as bf16'), or ''
     where every GEMM runs natively."""
-    return ", ".join(dict.fromkeys(f"{plan.dtype} as {plan.math_dtype}" for plan in _plans(device, fmt)
-                                   if plan.emulated))
+    emulated = [(plan.dtype, plan.math_dtype) for plan in _plans(device, fmt) if plan.emulated]
+    return ", ".join(dict.fromkeys(f"{dtype} as {math}" for dtype, math in
+                                   emulated + _array_fallbacks(getattr(device, "device", device), fmt)))
+
+
+def _array_fallbacks(model, fmt: NumericFormat) -> list[tuple[str, str]]:
+    """(GEMM dtype, dtype it runs as) of each quantized weight width whose dtype an NPU's or FPGA's matrix units lack
+    (their spec's matrix_dtype: the next wider one they have), unless a mixed-precision unit takes weights narrower
+    than the activations."""
+    matrix_dtype = getattr(model.spec, "matrix_dtype", None)
+    if matrix_dtype is None or fmt.weight_bits >= 16:
+        return []
+    mixed_unit = getattr(model.spec, "mixed_precision", None) is not None
+    pairs = []
+    for bits in fmt.weight_widths:
+        width = fmt if bits == fmt.weight_bits else fmt.at_bits(bits)
+        if width.weight_bits >= 16 or (mixed_unit and width.weight_bits < width.act_bits):
+            continue
+        dtype = width.gemm_dtype("fp16")
+        if (math := matrix_dtype(dtype)) != dtype:
+            pairs.append((dtype, math))
+    return list(dict.fromkeys(pairs))
 
 
 def _plans(device, fmt: NumericFormat) -> list:

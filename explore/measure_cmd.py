@@ -8,6 +8,7 @@ import os
 import shlex
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 from kernels.harness import QUANTIZED_GEMM_DTYPES, STEP_WEIGHT_DTYPES  # imports no torch: the parser stays fast
@@ -221,7 +222,8 @@ def _write_cpu_preset(args, source: str) -> int:
     header = f"# Written by: {_command_line(args)}\n# {source}\n"
     Path(args.cpu_preset).write_text(header + cpu_host.preset_yaml(data))
     if args.output is not None:
-        write_table(args.output, rows)
+        # The rows name the preset file, so `explore validate` of the table scores the preset written beside it.
+        write_table(args.output, [replace(row, device=args.cpu_preset) for row in rows])
     fp32, bf16 = cpu_host.gemm_GFLOPs(rows, "fp32"), cpu_host.gemm_GFLOPs(rows, "bf16")
     print(f"{args.cpu_preset}: streaming {data['memory']['bandwidth_GBps']} GB/s, fp32 GEMM {fp32:.4g} GFLOP/s"
           + (f", bf16 GEMM {bf16:.4g} GFLOP/s" if bf16 else "") + f" on {threads} thread(s), from {len(rows)} rows"

@@ -250,8 +250,9 @@ def speedup_figure(rows: Sequence[Sequence[SpeedupPanel]]) -> Figure:
         for ax in row_axes[len(row):]:
             ax.set_visible(False)
     handles = [Line2D([], [], color=c, marker="o", label=k) for k, c in colors.items()]
-    handles += [Line2D([], [], color="#444444", ls="--", label="1× = the preset as shipped"),
-                Line2D([], [], color="#444444", ls=":", label="the shipped value of the knob"),
-                Line2D([], [], color="#999999", lw=6, alpha=0.3, label="band: min to max over the other knobs")]
+    handles.append(Line2D([], [], color="#444444", ls="--", label="1× = the preset as shipped"))
+    if any(panel.shipped is not None and math.isfinite(panel.shipped) for row in rows for panel in row):
+        handles.append(Line2D([], [], color="#444444", ls=":", label="the shipped value of the knob"))
+    handles.append(Line2D([], [], color="#999999", lw=6, alpha=0.3, label="band: min to max over the other knobs"))
     fig.legend(handles=handles, loc="outside lower center", ncols=min(4, len(handles)), fontsize=8, frameon=False)
     return fig

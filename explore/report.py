@@ -165,11 +165,16 @@ def report_tables(rows: list[dict[str, Any]], constraints: Sequence[str] | None 
     shown = infeasible[:MAX_INFEASIBLE]
     more = f" Showing the first {len(shown)} of {len(infeasible)}." if len(infeasible) > len(shown) else ""
     tail.append(ReportTable(
-        title="Infeasible design points", note=f"{count_label(len(infeasible), 'point')} cannot run.{more}",
+        title="Infeasible design points", note=infeasible_note(len(infeasible), more),
         headers=_point_headers(knobs, overrides) + ["peak memory (GB)", "reason"],
         cells=[_point_cells(r, knobs, overrides) + [format_number(r.get("peak_memory_B"), 1e-9),
                                              r.get("infeasible_reason") or "no metrics (NaN)"] for r in shown]))
     return lead, tail
+
+
+def infeasible_note(count: int, more: str = "") -> str:
+    """The note of the infeasible points' table: how many cannot run, or that every point runs."""
+    return f"{count_label(count, 'point')} cannot run.{more}" if count else "Every point runs."
 
 
 def _summary(rows: list[dict[str, Any]], constraints: Sequence[str] | None) -> list[str]:

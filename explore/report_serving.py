@@ -39,6 +39,7 @@ from explore.report import (
     ReportTable,
     broken_cell,
     constraint_judge,
+    infeasible_note,
 )
 from explore.report_detail import not_stored, point_key
 from explore.rows import (
@@ -555,7 +556,7 @@ def serving_tables(rows: list[dict[str, Any]], constraints: Sequence[str] | None
                                 cells=[cells + [broken_cell(r, broken)]
                                        for cells, r in zip(table.cells, violating, strict=False)]))
     tail.append(ReportTable(
-        title="Infeasible design points", note=f"{count_label(len(infeasible), 'point')} cannot run.{more}",
+        title="Infeasible design points", note=infeasible_note(len(infeasible), more),
         headers=headers + ["peak memory (GB)", "reason"],
         cells=[_point_cells(r, "rate (req/s)" in headers, extra)
                + [format_number(r.get("peak_memory_B"), 1e-9), r.get("infeasible_reason") or "no metrics (NaN)"]

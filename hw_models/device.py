@@ -95,6 +95,11 @@ class DeviceModel:
         check_execution(execution)
         return 0.0
 
+    def replaying(self, gemm_copies: int = 0) -> DeviceModel:
+        """This model pricing kernels as a benchmark times them, replayed on the same tensors: the same model where
+        no cache holds a replayed call's working set beyond what the model prices already (a GPU's L2 does)."""
+        return self
+
     def cost_table(self, table: KernelTable, execution: str = "eager") -> KernelCosts:
         """Costs of every kernel in the table, vectorized; sparsity the device supports is applied first."""
         costs, index = self.cost_rows(table, execution)

@@ -210,8 +210,29 @@ def load_device(name_or_path: str, overrides: dict[str, Any] | None = None, *, c
         raise InputError(f"{where}: sibling.preset: found {sibling.preset!r}, allowed: a GPU preset name "
                          f"(explore presets devices)")
     if calibrated and sibling is not None:
-        borrowed = load_calibration(sibling.preset)
+        borrowed = sibling_calibration(sibling.preset, borrower=base or name_or_path)
         if borrowed is not None:
             own = calibration or Calibration(device=spec.name)
             calibration = own.filled_from(borrowed)
     return DEVICE_KINDS[data["kind"]].model_class(spec, reference=reference, calibration=calibration)
+
+
+def sibling_calibration(preset: str, *, borrower: str):
+    """The fits a sibling preset prices with: its own, filled from its own sibling's and so on along the chain
+    (H100 PCIe takes H100 SXM's, and through it the classes H100 SXM takes from H200), never from the preset that
+    borrows or one already in the chain; None where the chain has no fits."""
+    from hw_models.calibration import load_calibration
+    from hw_models.gpu_efficiency import Calibration
+
+    chain, seen = [], {borrower}
+    while preset not in seen:
+        seen.add(preset)
+        chain.append(load_calibration(preset) or Calibration(device=preset))
+        sibling = getattr(_read(preset)[2], "sibling", None)
+        if sibling is None:
+            break
+        preset = sibling.preset
+    merged = chain.pop()
+    while chain:
+        merged = chain.pop().filled_from(merged)
+    return merged if merged.fitted_classes else None

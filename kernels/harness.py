@@ -431,7 +431,7 @@ def _general_ops(torch, tdtype, torch_device: str) -> list[tuple[str, Callable, 
 
 
 def measure_streaming(sizes: Sequence[StreamingSize], *, device: str, dtype: str, torch_device: str = "cpu",
-                      source: str | None = None, repeats: int = 20) -> list[MeasuredKernel]:
+                      source: str | None = None, repeats: int = 20, flush: bool = False) -> list[MeasuredKernel]:
     """Time RMSNorm ('norm'), SiLU ('activation') and add ('elementwise') over activations of rows x hidden, and the
     pointwise ops of _general_ops ('elementwise' rows of variant GENERAL_LAYOUT).
 
@@ -440,25 +440,26 @@ def measure_streaming(sizes: Sequence[StreamingSize], *, device: str, dtype: str
     inputs are warm, as the kernel that made them left them (no flush): inside a model's pass a pointwise kernel
     reads what the kernel before it wrote (an H200 check, bench/gpu/check_warm.py: warm small ones take 0.2-1 us
     less than after a flush, large ones the same). GEMMs and attention read weights and KV caches no kernel of
-    the pass has just written, and are timed after a flush.
+    the pass has just written, and are timed after a flush. With `flush` the inputs are timed cold, as a stream
+    from memory (what a CPU preset's memory bandwidth is, hw_models/cpu_host.py).
     """
     torch, tdtype, source = _setup(torch_device, dtype, source)
     width = torch.empty((), dtype=tdtype).element_size()
-    source = f"{source}; warm inputs"
+    source = f"{source}; {'inputs flushed from the caches' if flush else 'warm inputs'}"
     rows = []
     for n_rows, hidden in sizes:
         for kernel, op, n_inputs, fn, passes in _streaming_ops(torch, hidden, tdtype, torch_device):
             def make(r=n_rows, h=hidden, n=n_inputs):
                 return tuple(torch.randn(r, h, device=torch_device, dtype=tdtype) for _ in range(n))
 
-            t = time_op(fn, make, device=torch_device, repeats=repeats, flush=False)
+            t = time_op(fn, make, device=torch_device, repeats=repeats, flush=flush)
             nbytes = float(passes * n_rows * hidden * width)
             log.info("%s [%d x %d]: %.3e s", op, n_rows, hidden, t)
             rows.append(_row(kernel, device=device, dtype=dtype, time_s=t, bytes=nbytes,
                              source=f"{source}; op={op}[{n_rows}x{hidden}]"))
         for op, make_general, fn, nbytes in _general_ops(torch, tdtype, torch_device):
             t = time_op(fn, lambda r=n_rows, h=hidden, make=make_general: make(r, h), device=torch_device,
-                        repeats=repeats, flush=False)
+                        repeats=repeats, flush=flush)
             log.info("%s [%d x %d]: %.3e s", op, n_rows, hidden, t)
             rows.append(_row("elementwise", device=device, dtype=dtype, time_s=t, variant=GENERAL_LAYOUT,
                              bytes=nbytes(n_rows, hidden),

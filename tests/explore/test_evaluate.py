@@ -6,6 +6,7 @@ from dataclasses import replace
 
 from explore.design_point import DesignPoint
 from explore.rows import device_label, normalize_row
+from hw_models.registry import load_device
 
 # Replayed from graphs: a batch-1 eager decode waits on PyTorch's host dispatch, whatever prices the kernels.
 POINT = DesignPoint(model="llama-2-7b", device="h100-sxm", batch=1, prompt=64, output=4, execution="graphs")
@@ -25,6 +26,16 @@ def test_a_gpu_without_measurements_borrows_its_architecture_siblings_fits(evalu
     roofline = evaluator.evaluate(replace(POINT, device="h100-pcie", use_calibration=False)).metrics
     assert pcie["calibrated"] == "sibling" and roofline["calibrated"] == "none"
     assert roofline["tpot_s"] < pcie["tpot_s"]  # the borrowed fractions are at most 1 and add latencies
+
+
+def test_a_sibling_lends_what_it_borrows_itself():
+    """H100 PCIe's sibling, H100 SXM, takes attention and fp8 GEMMs from its own sibling, H200 (Vidur measured neither
+    on H100): H100 PCIe takes them too, so nothing of a Hopper GPU is left on the datasheet roofline, while the chain
+    stops where it comes back (H100 SXM and H200 are each other's siblings)."""
+    pcie, sxm, h200 = (load_device(name).calibration for name in ("h100-pcie", "h100-sxm", "h200"))
+    assert pcie.sibling == "h100-sxm" and set(pcie.borrowed) == set(sxm.fitted_classes)
+    assert pcie.attention == sxm.attention == h200.attention and pcie.gemm == sxm.gemm != h200.gemm
+    assert {"attention", "gemm fp8"} <= set(sxm.borrowed) and set(sxm.borrowed) <= set(h200.fitted_classes)
 
 
 def test_uncalibrated_devices_are_marked_in_labels_from_csv_rows():

@@ -85,6 +85,21 @@ def test_emulated_gemms_says_which_dtypes_run_emulated():
     assert format_notice(a100, mixed) == format_notice(a100, fp8) != ""
 
 
+def test_matrix_units_without_a_mode_for_the_dtype_say_so():
+    """The FPGA presets' DSPs have int8, int4 and 16-bit modes (FlightLLM; AMD WP487, WP521) and the NeuPIMs arrays
+    16-bit operands only (its config's precision 2): fp8 math runs at the 16-bit rate on the FPGA, int8 and fp8
+    on the NPU, and the point says so; a mode the units have, weight-only formats (16-bit math) and 16-bit
+    weights say nothing. The emulated dtype is never faster than the native one it stands beside."""
+    fp8 = NumericFormat(weight_bits=8, act_bits=8, weight_type="fp8_e4m3", act_type="fp8_e4m3")
+    int8 = NumericFormat(weight_bits=8, act_bits=8)
+    fpga, npu = load_device("alveo-u280"), load_device("neupims")
+    assert emulated_gemms(fpga, fp8) == "fp8 as fp16" and emulated_gemms(fpga, int8) == ""
+    assert emulated_gemms(npu, int8) == "int8 as fp16" and emulated_gemms(npu, fp8) == "fp8 as fp16"
+    assert "fp8 GEMMs run at the fp16 rate on alveo-u280" in format_notice(fpga, fp8)
+    assert emulated_gemms(fpga, NumericFormat(weight_bits=4)) == emulated_gemms(npu, NumericFormat()) == ""
+    assert fpga.spec.peak_flops("fp8") == fpga.spec.peak_flops("fp16") < fpga.spec.peak_flops("int8")
+
+
 def test_unmeasured_gemms_names_the_fit_that_prices_them():
     """No int8 GEMM is in any measured table (Vidur's are fp16; aiconfigurator's bf16, fp8 and NVFP4), so int8 math
     runs on the 16-bit fit at the int8 peak; aiconfigurator measured H200's per-tensor fp8 GEMMs, and H100 SXM

@@ -247,3 +247,17 @@ def test_chrome_trace_events_say_what_each_kernel_is(tmp_path: Path, evaluator: 
     # Without the tables the traced op's name stays, but attention is named as attention.
     plain = [e["name"] for e in chrome_trace_events(evaluation.result, "h100-sxm") if e["ph"] == "X"]
     assert not any("scaled_dot_product" in name for name in plain) and any(n.startswith("attention ") for n in plain)
+
+
+@pytest.mark.parametrize("shipped", [None, 2039.0])
+def test_what_if_legend_names_the_shipped_value_only_where_it_is_drawn(shipped) -> None:
+    """Over several devices no one shipped value exists, and the legend does not name a line it did not draw."""
+    from explore.plots_objectives import SpeedupLine, SpeedupPanel, speedup_figure
+
+    x = np.array([1000.0, 3000.0])
+    line = SpeedupLine(label="a100-sxm-80gb", x=x, median=np.array([0.8, 1.2]), low=x * 0, high=x * 0)
+    fig = speedup_figure([[SpeedupPanel(knob="device.memory.bandwidth_GBps", title="TPOT speed-up", lines=[line],
+                                        shipped=shipped)]])
+    labels = [text.get_text() for legend in fig.legends for text in legend.get_texts()]
+    dotted = [line for ax in fig.axes for line in ax.get_lines() if line.get_linestyle() == ":"]
+    assert ("the shipped value of the knob" in labels) == (shipped is not None) == bool(dotted)

@@ -28,10 +28,11 @@ import numpy as np
 import pytest
 import torch
 
+from explore.cli import main
 from hw_models import cpu_host
 from hw_models.registry import load_device
 from kernels import harness
-from kernels.measured import MeasuredKernel
+from kernels.measured import MeasuredKernel, read_table
 from kernels.table import KernelTable
 from workloads.errors import InputError
 
@@ -129,6 +130,14 @@ def test_a_wrong_preset_misses(measured, field, factor, regime):
     assert medians[regime] > TOLERANCE, medians[3]
 
 
+def test_streams_are_timed_from_memory(measured):
+    """The preset's bandwidth is DRAM's: its streaming rows are timed after a cache flush, not on warm inputs (a 32 MiB
+    add stays partly in a 32 MiB L3 between runs and reads faster than memory streams)."""
+    train, _, _, _ = measured
+    streams = [r for r in train if r.kernel in ("norm", "elementwise", "activation")]
+    assert streams and all("inputs flushed" in r.source and "warm inputs" not in r.source for r in streams)
+
+
 def test_training_rows_fit_and_rates_are_plausible(measured):
     train, _, path, data = measured
     device = load_device(str(path))
@@ -197,13 +206,19 @@ def test_measure_command_writes_the_preset(measured, tmp_path, monkeypatch, caps
 
     train, _, _, _ = measured
     monkeypatch.setattr(cpu_host, "measure_host", lambda **_: train)  # the timing itself is tested above
-    out = tmp_path / "host.yaml"
+    out, rows = tmp_path / "sub" / "host.yaml", tmp_path / "rows.csv"
+    out.parent.mkdir()
     args = _command_parser().parse_args(["measure", "--device-name", "my-host", "--threads", "1",
-                                         "--cpu-preset", str(out)])
+                                         "--cpu-preset", str(out), "-o", str(rows)])
     assert cmd_measure(args) == 0
     device = load_device(str(out))
     assert device.name == "my-host" and "explore measure --device-name my-host" in device.spec.compute.source
     assert str(out) in capsys.readouterr().out
+    # The rows name the preset file, so validating them scores the preset just written (a path with folders
+    # names its figure by the file).
+    assert {row.device for row in read_table(rows)} == {str(out)}
+    assert main(["validate", str(rows), "--out", str(tmp_path / "v")]) == 0
+    assert (tmp_path / "v" / "validate-host.png").is_file()
     bad = _command_parser().parse_args(["measure", "--device-name", "h", "--cuda", "--cpu-preset", "x.yaml"])
     with pytest.raises(InputError):
         cmd_measure(bad)
