@@ -15,7 +15,7 @@ from explore.evaluate import Evaluator, trace_args
 from explore.format_checks import check_run_format, format_notice
 from explore.knobs import KNOBS, input_columns
 from explore.ops_table import format_op_table, op_rows
-from explore.rerun import REPORT_FILES, report_current, report_inputs, stamp_report, stored_ids
+from explore.rerun import REPORT_FILES, report_current, report_inputs, stamp_report, stored_ids, unstamp_report
 from explore.results import folder_lock
 from explore.rows import count_label, is_feasible, normalize_row
 from explore.run_support import HINT_BITS, HINT_TP, check_sets, infeasible_hints, overrides_text, parse_sets
@@ -96,9 +96,13 @@ def _sweep_into(args, sweep, out: Path) -> int:
     if search.strategy == "grid" and stored:
         ids = set(sweep.points().point_ids())
         have = len(stored & ids)
-        print(f"all {sweep.size()} design points already stored in {out}/" if have == len(ids) else
-              f"resuming: {have} of {len(ids)} design points already stored in {out}/, {len(ids) - have} to run",
-              file=sys.stderr)
+        if have:
+            print(f"all {sweep.size()} design points already stored in {out}/" if have == len(ids) else
+                  f"resuming: {have} of {len(ids)} design points already stored in {out}/, {len(ids) - have} to "
+                  f"run", file=sys.stderr)
+    elif stored:
+        print(f"resuming: {count_label(len(stored), 'design point')} stored in {out}/; the {search.strategy} search "
+              f"takes those it asks for again from there", file=sys.stderr)
     evaluator = Evaluator()
     executor = args.executor
     where = f" on Dask ({args.scheduler or f'local cluster of {args.workers}'})" if executor == "dask" else ""
@@ -522,6 +526,7 @@ def cmd_report(args) -> int:
     # torch); figures whose detail is missing say so, in the report and in one logged line.
     rows = read_results(out, required=input_columns(system=False, serving=False))
     html, md = write_report(out, rows, title=title, **goals)
+    unstamp_report(out)
     print(f"report:  {html}\nsummary: {md}")
     return 0
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 from dataclasses import dataclass, fields
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 from explore.knobs import KNOBS, Knob, knobs
@@ -70,7 +72,19 @@ class DesignPoint:
             del values["link_overrides"]
         if not values["knobs"]:
             del values["knobs"]  # points without a generic knob keep the keys they had before knobs existed
+        files = self.input_files()
+        if files:  # a file's contents are part of what was evaluated: an edited file is a new point
+            values["files"] = {path: file_digest(path) for path in files}
         return json.dumps(values, sort_keys=True, default=str)
+
+    def input_files(self) -> list[str]:
+        """The files the point reads by path (a model's config.json, a device or link YAML, a request trace, a draft
+        model, a pool's device): string inputs naming an existing file, not a preset name."""
+        names = [self.model, self.device, self.link, *(v for _, v in self.knobs if isinstance(v, str))]
+        if self.serving is not None:
+            names += [getattr(self.serving, f.name) for f in fields(self.serving)
+                      if isinstance(getattr(self.serving, f.name), str)]
+        return sorted({name for name in names if name and os.path.isfile(name)})
 
     @property
     def numeric_format(self) -> NumericFormat:
@@ -130,6 +144,17 @@ def _numeric_format(weight_bits: int, act_bits: int, kv_bits: int, sparsity: str
     `types`: the types of the parts' values, in the key only (typed=True does not look inside a tuple: a knob at 2
     and at 2.0 would share an entry, and NumericFormat checks some knobs' types)."""
     return NumericFormat(weight_bits=weight_bits, act_bits=act_bits, kv_bits=kv_bits, sparsity=sparsity, **dict(parts))
+
+
+@functools.lru_cache(maxsize=256)
+def _digest(path: str, mtime_ns: int, size: int) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def file_digest(path: str) -> str:
+    """A short hash of a file's bytes (read again only when its modification time or size changes)."""
+    stat = os.stat(path)
+    return _digest(os.path.abspath(path), stat.st_mtime_ns, stat.st_size)
 
 
 def key_of(canonical: str) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from explore.metrics import TIME_CLASSES, better_first, metric
+from explore.rerun import FIGURES
 from explore.rows import (
     as_number,
     constraint_label,
@@ -339,7 +340,7 @@ def write_report(out_dir: Path, rows: list[dict], *, title: str, evaluator: Eval
     figures = extra_figures + kind_figures
     tables = extra_tables + lead_tables + tail_tables
     summary = _summary(typed, constraints) + kind_summary + [f"Written {datetime.date.today().isoformat()}."]
-    figure_dir = out_dir / "figures"
+    figure_dir = out_dir / FIGURES
     figure_dir.mkdir(parents=True, exist_ok=True)
     for stale in (path for pattern in OBJECTIVE_FIGURES for path in figure_dir.glob(pattern)):
         stale.unlink()  # objective figures of an earlier report (other objectives); this one writes its own below

@@ -19,6 +19,7 @@ from workloads.atomic_write import replacing
 
 REPORT_FILES = ("report.html", "report.md")
 STAMP_NAME = ".report-stamp.json"
+FIGURES = "figures"  # the report's figure folder (explore/report.py)
 
 
 def stored_ids(out: Path) -> frozenset[str]:
@@ -44,17 +45,27 @@ def report_inputs(rows: list[dict[str, Any]], columns: list[str], kept: dict[str
 
 
 def report_current(out: Path, inputs: str) -> bool:
-    """Whether the report in `out` was drawn from these inputs (report_inputs) and its files are all there."""
+    """Whether the report in `out` was drawn from these inputs (report_inputs) and its files, figures included,
+    are all there."""
     stamp = out / STAMP_NAME
     if not stamp.is_file() or not all((out / name).is_file() for name in REPORT_FILES):
         return False
     try:
-        return json.loads(stamp.read_text(encoding="utf-8")).get("inputs") == inputs
-    except (ValueError, AttributeError):  # an unreadable stamp: draw again
+        stamped = json.loads(stamp.read_text(encoding="utf-8"))
+        figures = stamped.get("figures", [])
+        return stamped.get("inputs") == inputs and all((out / FIGURES / name).is_file() for name in figures)
+    except (ValueError, AttributeError, TypeError):  # an unreadable stamp: draw again
         return False
 
 
 def stamp_report(out: Path, inputs: str) -> None:
-    """Record what the report just drawn in `out` was drawn from."""
+    """Record what the report just drawn in `out` was drawn from, and the figures it drew."""
+    figures = sorted(path.name for path in (out / FIGURES).glob("*.png"))
     with replacing(out / STAMP_NAME) as tmp:  # a run killed while writing leaves no half stamp
-        tmp.write_text(json.dumps({"inputs": inputs}), encoding="utf-8")
+        tmp.write_text(json.dumps({"inputs": inputs, "figures": figures}), encoding="utf-8")
+
+
+def unstamp_report(out: Path) -> None:
+    """Forget what the report in `out` was drawn from: it was drawn from something else (`explore report` draws
+    every stored row), so the sweep's next run draws its own."""
+    (out / STAMP_NAME).unlink(missing_ok=True)

@@ -289,6 +289,22 @@ class ResultsStore:
         self._appended = [] if not rows else None  # ids appended since, while they are the whole store in order
         return rows
 
+    def update(self, column: str, values: dict[str, Any]) -> None:
+        """Set one column of stored rows (by point_id) in one committed transaction, and rewrite results.csv."""
+        if not values:
+            return
+        db = self._connect()
+        cell = _cell_names(self.columns)[self.columns.index(column)]
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany(f"UPDATE results SET {cell} = ? WHERE point_id = ?",
+                           [(_encoded(value), point_id) for point_id, value in values.items()])
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        _write_csv(self.csv_path, self.columns, self.rows())
+
     def append(self, rows: Sequence[dict[str, Any]] | Sequence[Columns]) -> None:
         """Store finished rows (dicts, or batches of them as Columns) in one committed transaction, then append
         them to results.csv."""

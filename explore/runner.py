@@ -39,11 +39,11 @@ log = logging.getLogger(__name__)
 
 # Points sharing a trace (model, batch, prompt) go to one task so each process traces it once, ordered so
 # that points a block prices together (explore/blocks.py) sit side by side; a task ends at a block's end once
-# it holds TASK_POINTS (a block of static what-ifs prices thousands of points in a few milliseconds), or at
-# SERVING_TASK_POINTS serving points (each simulates its requests, about a second), so results keep arriving
-# during long sweeps.
+# it holds TASK_POINTS (a block of static what-ifs prices thousands of points in a few milliseconds). A serving
+# point is a task of its own: each simulates its requests (a second, or minutes for a capacity search) and is
+# stored as it finishes, so a killed run loses none that finished (a worker keeps its traces between tasks).
 TASK_POINTS = 256
-SERVING_TASK_POINTS = 16
+SERVING_TASK_POINTS = 1
 
 
 def columns_for(sweep: Sweep) -> list[str]:
@@ -273,6 +273,7 @@ class _Run:
         self.table, self.pool, self.evaluator, self.on_progress = table, pool, evaluator, on_progress
         self.constraints = sweep.constraints()
         self.stored = table.load()
+        self._judge_stored()
         self.asked: dict[str, None] = {}  # point ids the strategy asked for, in first-asked order
         self.rows: dict[str, dict[str, Any]] = {}  # their rows, once known
         self.total, self.feasible, self.best = total, 0, float("nan")
@@ -286,8 +287,11 @@ class _Run:
         stored, counted = self.stored, self.rows
         todo, seen = [], set()
         for block in blocks:
-            new = [i for i, point_id in enumerate(block.point_ids) if point_id not in stored and point_id not in seen]
-            seen.update(block.point_ids[i] for i in new)
+            new = []
+            for i, point_id in enumerate(block.point_ids):  # a point asked twice, in a block or across, runs once
+                if point_id not in stored and point_id not in seen:
+                    seen.add(point_id)
+                    new.append(i)
             if new:
                 todo.append(block if len(new) == block.size else block.take(new))
         for point_id in ids:
@@ -307,6 +311,19 @@ class _Run:
                 self.on_progress(Progress(len(self.rows), self.total, self.feasible, self.best,
                                           time.monotonic() - self.start))
         return [stored[point_id] for point_id in ids]
+
+    def _judge_stored(self) -> None:
+        """Judge the stored rows by this run's constraints: they may have changed since the rows were stored."""
+        if not self.constraints:
+            return
+        changed = {}
+        for point_id, row in self.stored.items():
+            typed = normalize_row(row) if isinstance(row.get("fits_in_memory"), str) else row
+            meets = bool(typed.get("fits_in_memory")) and all(
+                c.accepts(typed.get(c.metric, math.nan)) for c in self.constraints)
+            if typed.get("meets_constraints") != meets:
+                row["meets_constraints"] = changed[point_id] = meets
+        self.table.update("meets_constraints", changed)
 
     def _meets(self, columns: Columns) -> list[bool]:
         """Whether each row fits and meets every constraint."""

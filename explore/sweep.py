@@ -93,6 +93,9 @@ class Range(Strict):
 
     @model_validator(mode="after")
     def _positive_for_log(self):
+        if self.range[0] == self.range[1]:  # every step the same value: one design point, counted `steps` times
+            raise ValueError(f"range: found {list(self.range)} with steps: {self.steps}, allowed: two different "
+                             f"bounds (for one value, give the value)")
         if self.scale == "log" and min(self.range) <= 0:
             raise ValueError(f"range: found {list(self.range)} with scale: log, allowed: two positive bounds (a "
                              f"geometric sequence cannot reach 0 or change sign)")

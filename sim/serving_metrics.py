@@ -234,7 +234,8 @@ class IterationLog:
     def mean_batch_size(self) -> float:
         """Batch size averaged over busy time (weighted by iteration duration); NaN with no busy time."""
         busy_s = float(self.duration_s.sum())
-        return float(np.dot(self.batch_size, self.duration_s)) / busy_s if busy_s > 0 else float("nan")
+        # A sum of products, not np.dot: BLAS splits a long dot over threads, and the sum then depends on how many.
+        return float((self.batch_size * self.duration_s).sum()) / busy_s if busy_s > 0 else float("nan")
 
 
 def decode_span_s(first_token_s, finish_s) -> float:
@@ -282,5 +283,5 @@ def mean_in_system(records: RequestRecords, *, start_s: float, end_s: float) -> 
     steps = np.concatenate([np.ones(len(records)), -np.ones(len(records))])
     order = np.argsort(times, kind="stable")
     times, count = times[order], np.cumsum(steps[order])  # count[i]: requests in system just after event i
-    area = float(np.dot(count[:-1], np.diff(times))) if times.size else 0.0
+    area = float((count[:-1] * np.diff(times)).sum()) if times.size else 0.0  # as mean_batch_size: no BLAS dot
     return area / (end_s - start_s)

@@ -1,0 +1,132 @@
+"""A sweep run again on its folder after something changed: what it reads by path, its constraints, its report, or
+a search's stored points; and a point asked twice runs once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from tiny_sweep import write_tiny_model
+
+from explore import runner
+from explore.cli import main
+from explore.results import ResultsStore, read_rows
+from explore.runner import columns_for
+from explore.sweep import load_sweep
+
+
+def _sweep(folder: Path, model: str, device: str, extra: str = "") -> str:
+    path = folder / "sweep.yaml"
+    path.write_text(f"name: rerun\nmodel: {model}\ndevice: {device}\n"
+                    f"workload: {{batch: [1, 2], prompt: 16, output: 4}}\n{extra}")
+    return str(path)
+
+
+def _tpot(out: Path) -> list[float]:
+    return [float(row["tpot_s"]) for row in read_rows(out / "results.csv")]
+
+
+def test_an_edited_device_file_is_evaluated_again(tmp_path, capsys):
+    """A device YAML named by path is part of each point's key with its contents: after an edit (lower bandwidth) the
+    rerun evaluates its points again, as a fresh folder does, instead of keeping the first file's results."""
+    model = write_tiny_model(tmp_path)
+    device = tmp_path / "dev.yaml"
+    device.write_text("base: h100-sxm\nname: h100-what-if\nmemory: {bandwidth_GBps: 6700}\n")
+    sweep, out = _sweep(tmp_path, model, str(device), "execution: engine\n"), tmp_path / "out"
+    assert main([sweep, "--out", str(out), "--quiet"]) == 0
+    fast = _tpot(out)
+    device.write_text("base: h100-sxm\nname: h100-what-if\nmemory: {bandwidth_GBps: 100}\n")
+    capsys.readouterr()
+    assert main([sweep, "--out", str(out), "--quiet"]) == 0
+    assert "already stored" not in capsys.readouterr().err
+    assert main([sweep, "--out", str(tmp_path / "fresh"), "--quiet"]) == 0
+    slow = _tpot(tmp_path / "fresh")
+    assert all(s > f for s, f in zip(slow, fast, strict=True))
+    assert _tpot(out)[:2] == slow  # the edited file's rows first, in the sweep's order
+
+
+def test_a_changed_constraint_judges_the_stored_rows_again(tmp_path):
+    """meets_constraints in results.csv follows the constraint of the run that wrote it, stored rows included: the
+    same column a fresh folder gets."""
+    model = write_tiny_model(tmp_path)
+    out = tmp_path / "out"
+    assert main([_sweep(tmp_path, model, "h100-sxm", 'constraints: ["tpot_s <= 10"]\n'), "--out", str(out),
+                 "--quiet"]) == 0
+    assert {row["meets_constraints"] for row in read_rows(out / "results.csv")} == {"True"}
+    tight = _sweep(tmp_path, model, "h100-sxm", 'constraints: ["tpot_s <= 1e-9"]\n')
+    assert main([tight, "--out", str(out), "--quiet"]) == 0
+    assert main([tight, "--out", str(tmp_path / "fresh"), "--quiet"]) == 0
+    assert [row["meets_constraints"] for row in read_rows(out / "results.csv")] == ["False", "False"]
+    assert read_rows(out / "results.csv") == read_rows(tmp_path / "fresh" / "results.csv")
+
+
+def test_a_point_asked_twice_is_evaluated_once(tmp_path, monkeypatch):
+    """A search may ask for one point twice in a batch: it is evaluated and counted once."""
+    model = write_tiny_model(tmp_path)
+    sweep = load_sweep(_sweep(tmp_path, model, "h100-sxm"))
+    evaluated = []
+    real = runner._evaluate_task
+
+    def counting(blocks, evaluator=None):
+        evaluated.extend(point_id for block in blocks for point_id in block.point_ids)
+        return real(blocks, evaluator)
+
+    monkeypatch.setattr(runner, "_evaluate_task", counting)
+    point = sweep.points()[0]
+    with ResultsStore(tmp_path / "out", columns_for(sweep), sweep.name) as table:
+        run = runner._Run(sweep, table, None, runner.Evaluator(), None, 2)
+        rows = run.evaluate([point, point])
+    assert evaluated == [point.point_id] and len(rows) == 2 and run.feasible == 1
+
+
+def test_each_serving_point_is_a_task_of_its_own(tmp_path):
+    """A serving point is stored as it finishes: one to a task (a task's rows are stored when it ends)."""
+    path = tmp_path / "serving.yaml"
+    path.write_text("name: s\nmodel: llama-2-7b\ndevice: h100-sxm\nexecution: engine\n"
+                    "serving: {requests: 20, rate: [1, 2, 3], prompt: 64, output: 8}\n")
+    sweep = load_sweep(str(path))
+    tasks = runner._tasks(list(sweep.points().blocks))
+    assert [sum(block.size for block in task) for task in tasks] == [1, 1, 1]
+
+
+def test_explore_report_leaves_the_next_run_to_draw_its_own(tmp_path, capsys):
+    """`explore report DIR` draws every stored row, here more than the narrowed sweep asks for: the sweep's next run
+    draws its own report rather than call that one up to date; so does a run whose figures were deleted."""
+    model = write_tiny_model(tmp_path)
+    out = tmp_path / "out"
+    assert main([_sweep(tmp_path, model, "[h100-sxm, l4]"), "--out", str(out), "--quiet"]) == 0
+    narrow = _sweep(tmp_path, model, "h100-sxm")
+    assert main([narrow, "--out", str(out), "--quiet"]) == 0
+    assert main(["report", str(out)]) == 0
+    assert "4 design points" in (out / "report.md").read_text()
+    capsys.readouterr()
+    assert main([narrow, "--out", str(out), "--quiet"]) == 0
+    assert "up to date" not in capsys.readouterr().err
+    assert "2 design points" in (out / "report.md").read_text()
+    assert main([narrow, "--out", str(out), "--quiet"]) == 0
+    assert "up to date" in capsys.readouterr().err
+    for figure in (out / "figures").glob("*.png"):
+        figure.unlink()
+    assert main([narrow, "--out", str(out), "--quiet"]) == 0
+    assert "up to date" not in capsys.readouterr().err and any((out / "figures").glob("*.png"))
+
+
+@pytest.mark.parametrize("strategy", ["random"])
+def test_a_search_says_it_resumes(tmp_path, capsys, strategy):
+    model = write_tiny_model(tmp_path)
+    sweep = _sweep(tmp_path, model, "[h100-sxm, l4, a100-sxm-80gb]",
+                   f"search: {{strategy: {strategy}, budget: 3, seed: 1}}\n")
+    out = tmp_path / "out"
+    assert main([sweep, "--out", str(out), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main([sweep, "--out", str(out), "--quiet"]) == 0
+    assert "resuming: 3 design points stored" in capsys.readouterr().err
+
+
+def test_a_range_of_one_value_is_refused(tmp_path, capsys):
+    model = write_tiny_model(tmp_path)
+    sweep = _sweep(tmp_path, model, "h100-sxm",
+                   "overrides: {device.memory.bandwidth_GBps: {range: [1000, 1000], steps: 3}}\n")
+    assert main(["check", sweep]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "sweep.yaml:5: overrides.device.memory.bandwidth_GBps: range: found [1000, 1000] with steps: 3" in line
