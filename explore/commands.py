@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from dataclasses import asdict
@@ -15,6 +16,7 @@ from explore.evaluate import Evaluator, trace_args
 from explore.format_checks import check_run_format, format_notice
 from explore.knobs import KNOBS, input_columns
 from explore.ops_table import format_op_table, op_rows
+from explore.point_checks import check_sweep_points
 from explore.rerun import REPORT_FILES, report_current, report_inputs, stamp_report, stored_ids, unstamp_report
 from explore.results import folder_lock
 from explore.rows import count_label, is_feasible, normalize_row
@@ -71,12 +73,14 @@ def cmd_sweep(args) -> int:
     sweep = load_sweep(args.sweep)
     if args.workers < 1:
         raise InputError(f"--workers: found {args.workers}, allowed: an integer >= 1")
+    evaluator = Evaluator()
+    check_sweep_points(sweep, evaluator)  # before anything is written: a combination no point runs is one line
     out = Path(args.out) if args.out else default_out(sweep.name)
     with folder_lock(out):  # one run per folder, from its first result to its report (refused before any output)
-        return _sweep_into(args, sweep, out)
+        return _sweep_into(args, sweep, out, evaluator)
 
 
-def _sweep_into(args, sweep, out: Path) -> int:
+def _sweep_into(args, sweep, out: Path, evaluator: Evaluator) -> int:
     from explore.report import host_wait_note, write_report
 
     search = sweep.spec.search
@@ -103,7 +107,6 @@ def _sweep_into(args, sweep, out: Path) -> int:
     elif stored:
         print(f"resuming: {count_label(len(stored), 'design point')} stored in {out}/; the {search.strategy} search "
               f"takes those it asks for again from there", file=sys.stderr)
-    evaluator = Evaluator()
     executor = args.executor
     where = f" on Dask ({args.scheduler or f'local cluster of {args.workers}'})" if executor == "dask" else ""
     if where:
@@ -213,6 +216,7 @@ def cmd_check(args) -> int:
     traces_label = count_label(len(traces), "trace")
     capture = (f"up to {traces_label} to capture" if len(to_capture) == len(traces) else
                f"{len(to_capture)} of {traces_label} to capture (the others are in the trace cache)")
+    check_sweep_points(sweep, evaluator)
     print(f"{args.sweep}: valid\n{count_label(sweep.size(), 'design point')} ({plan}), {capture}")
     for target, values in derived.items():
         shown = ", ".join(f"{v:g}" for v in values[:MAX_SHOWN]) + (", ..." if len(values) > MAX_SHOWN else "")
@@ -429,6 +433,8 @@ def _serving_spec(args) -> ServingSpec:
         return spec
     except InputError as err:
         name, _, rest = str(err).partition(": ")
+        if name not in SERVING_FLAGS and name not in {f.name for f in dataclasses.fields(ServingSpec)}:
+            raise  # not a field's message (a trace file's names the file)
         flag = SERVING_FLAGS.get(name, f"--{name.replace('_', '-')}")
         raise InputError(f"{flag}: {rest}") from None
 

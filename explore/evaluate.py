@@ -219,6 +219,20 @@ class Evaluator:
         add_derived(evaluation.metrics, point)
         return evaluation
 
+    def check_point(self, point: DesignPoint) -> None:
+        """The checks evaluate() makes of a point's combination of values before it prices anything (InputError
+        where one refuses it): the device or system it runs on, offloading, layer skipping, a draft model and a
+        serving run's limits. Nothing is traced: `explore check` and a sweep's start judge every point this way."""
+        self.point_device(point)
+        if point.serving is not None:
+            self._check_serving(point)
+        elif point.knob("offload") != "none":
+            self._check_offload(point)
+        if point.knob("exit_depth") != 1.0 and point.serving is None:
+            self._check_exit_depth(point)
+        if point.knob("spec_draft"):
+            self._check_draft(point)
+
     def _evaluate_static(self, point: DesignPoint, event_sim: bool, timeline: bool,
                          price_infeasible: bool) -> Evaluation:
         """A static batch of the point's batch, prompt and output on its device (or system)."""
@@ -310,9 +324,7 @@ class Evaluator:
         depth = point.knob("exit_depth")
         if depth == 1.0:
             return tables
-        if point.pp > 1 or point.knob("spec_draft"):
-            raise InputError(f"exit_depth: found {depth} with {'pp > 1' if point.pp > 1 else 'spec_draft'}, allowed: "
-                             f"layer skipping on one pipeline stage without speculative decoding (not modeled yet)")
+        self._check_exit_depth(point)
         key = (id(tables), depth)
         if key not in self._skipped:
             layers = self.config(point.model).num_layers
@@ -321,6 +333,14 @@ class Evaluator:
                 sub_batch_decode=tuple((size, skip_layers(table, layers, depth))
                                        for size, table in tables.sub_batch_decode)))
         return self._skipped[key][1]
+
+    @staticmethod
+    def _check_exit_depth(point: DesignPoint) -> None:
+        """Layer skipping runs on one pipeline stage without speculative decoding (InputError otherwise)."""
+        if point.pp > 1 or point.knob("spec_draft"):
+            raise InputError(f"exit_depth: found {point.knob('exit_depth')} with "
+                             f"{'pp > 1' if point.pp > 1 else 'spec_draft'}, allowed: layer skipping on one pipeline "
+                             f"stage without speculative decoding (not modeled yet)")
 
     def kv_window(self, point: DesignPoint) -> Window:
         """The most KV-cache tokens a sequence of the point keeps and decode attends to: the model's sliding window,
@@ -483,10 +503,9 @@ class Evaluator:
         return ServingSpeculation(speculation, device=device, execution=point.execution,
                                   heads=lambda rows: medusa_head_table(cfg, speculation.drafted, rows).with_format(fmt))
 
-    def _evaluate_serving(self, point: DesignPoint, fmt: NumericFormat) -> Evaluation:
-        """A serving run of the point's requests on its pools of replicas (sim/serving.py), or at the highest
-        rate that meets the SLO when the spec asks for a capacity search."""
-        spec = point.serving
+    @staticmethod
+    def _check_serving(point: DesignPoint) -> None:
+        """What a serving run does not model (InputError): offloading, layer skipping, pipeline stages."""
         if point.knob("offload") != "none":
             raise InputError(f"offload: found {point.knob('offload')!r} with serving:, allowed: none (offloading in a "
                              f"serving run is not modeled; a static batch offloads)")
@@ -497,6 +516,12 @@ class Evaluator:
         if point.pp > 1:
             raise InputError("pp: found a serving point on pipeline stages, allowed: pp = 1 with serving (a pipelined "
                              "replica, with several batches in flight, is not modeled yet)")
+
+    def _evaluate_serving(self, point: DesignPoint, fmt: NumericFormat) -> Evaluation:
+        """A serving run of the point's requests on its pools of replicas (sim/serving.py), or at the highest
+        rate that meets the SLO when the spec asks for a capacity search."""
+        spec = point.serving
+        self._check_serving(point)
         device = self.point_device(point)
         cfg = self.config(point.model)
         if spec.disaggregated:

@@ -133,6 +133,9 @@ class ServingSpec:
                              f"(0: no separate prefill pool)")
         if self.prefix_tokens < 0:
             raise InputError(f"prefix_tokens: found {self.prefix_tokens}, allowed: an integer >= 0")
+        if self.arrival == "trace" and not _trace(self.trace).has_arrivals:
+            raise InputError(f"arrival: found 'trace' with trace {self.trace!r}, which has no arrival times, allowed: "
+                             f"poisson or gamma arrivals at a rate over its lengths")
         if self.trace and self.requests > len(trace := _trace(self.trace)):
             if self.requests != DEFAULT_REQUESTS:
                 raise InputError(f"requests: found {self.requests}, allowed: at most {len(trace)}, the requests in "

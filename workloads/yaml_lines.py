@@ -119,6 +119,11 @@ class LocatedYAML:
             loc = loc[:-1]
         return None
 
+    def key_line(self, key: str) -> int | None:
+        """Line of the first key of this name at any depth (a message names a key, not its section)."""
+        lines = [line for loc, line in self._table.items() if loc and loc[-1] == key]
+        return min(lines) if lines else None
+
     def where(self, loc: tuple) -> str:
         line = self.line_of(loc)
         return f"{self.path}:{line}" if line else self.path

@@ -190,6 +190,24 @@ CASES = [
     ("sweep name a YAML boolean", _check("sweep_name_off.yaml"),
      "sweep_name_off.yaml:1: name: found False, allowed: a valid string (YAML reads an unquoted yes, no, on, off, "
      "true or false as a boolean: quote it)"),
+    ("trace file with a bad column", _run("--serving", "--requests", "1", "--arrival", "trace", "--trace",
+                                          str(BAD / "trace_bad_column.csv")),
+     "trace_bad_column.csv: found columns arrival_s, prompt_tokens, output_token, allowed: columns including "
+     "output_tokens"),
+    ("trace arrivals from a trace without times", _run("--serving", "--requests", "5", "--arrival", "trace",
+                                                       "--trace", "arxiv-summarization"),
+     "--arrival: found 'trace' with trace 'arxiv-summarization', which has no arrival times, allowed: poisson or "
+     "gamma arrivals at a rate over its lengths"),
+    # Combinations of values each valid alone, which no point can run: found by `explore check` and before a run.
+    ("sweep layer skipping in serving", _check("sweep_exit_depth_serving.yaml"),
+     "sweep_exit_depth_serving.yaml:6: exit_depth: found 0.5 with serving:, allowed: 1"),
+    ("sweep layer skipping in serving, run", _sweep("sweep_exit_depth_serving.yaml"),
+     "sweep_exit_depth_serving.yaml:6: exit_depth: found 0.5 with serving:, allowed: 1"),
+    ("sweep draft on two devices", _check("sweep_draft_on_two_devices.yaml"),
+     "sweep_draft_on_two_devices.yaml:4: spec_draft: found 'medusa' on 2 devices, allowed: speculative decoding on "
+     "one device (tp = pp = 1; a sharded draft is not modeled yet) (at tp=2, spec_draft=medusa)"),
+    ("sweep uniform bounds reversed", _check("sweep_uniform_bounds.yaml"),
+     "sweep_uniform_bounds.yaml:4: high: found 100, allowed: an integer >= low (500)"),
     ("sweep key said once", _check("sweep_unknown_prefill_device.yaml"),
      "sweep_unknown_prefill_device.yaml:9: serving.prefill_device: found 'nope', allowed: a path to a device YAML"),
     ("sweep override 1e-300", _check("sweep_override_tiny.yaml"),

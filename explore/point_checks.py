@@ -1,0 +1,69 @@
+"""A sweep's design points judged before anything runs: combinations of its values that evaluation refuses.
+
+A sweep file's keys are each valid alone, yet some combinations are not (a draft model on two devices, layer
+skipping in a serving run, a prompt's uniform bounds the wrong way round). Evaluation refuses them point by point
+(explore/evaluate.py Evaluator.check_point); here every distinct point of the sweep is judged that way up front,
+without tracing, so `explore check` finds what the run would stop on, with the file, the line of the key and the
+values of the point.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from explore.design_point import DesignPoint
+from explore.sweep import Sweep
+from workloads.errors import InputError
+from workloads.yaml_lines import LocatedYAML
+
+
+def check_sweep_points(sweep: Sweep, evaluator) -> None:
+    """Judge every point of the sweep as its evaluation would (a block's what-ifs change none of the checks, so each
+    block's first point stands for it); the first refused one is a one-line InputError naming the sweep file, the
+    line of the key the message starts with and, where several values are swept, the point's."""
+    try:
+        blocks = sweep.points().blocks
+    except InputError as err:  # a combination the points themselves cannot be made of
+        raise _located(sweep, err, None) from None
+    judged: set[str] = set()
+    for block in blocks:
+        point = block.first
+        key = point.canonical()
+        if key in judged:
+            continue
+        judged.add(key)
+        try:
+            evaluator.check_point(point)
+        except InputError as err:
+            raise _located(sweep, err, point) from None
+
+
+def _located(sweep: Sweep, err: InputError, point: DesignPoint | None) -> InputError:
+    message = str(err)
+    if message.startswith(sweep.path):
+        return err  # located already
+    line = LocatedYAML(sweep.path).key_line(message.split(":", 1)[0].strip())
+    at = _swept_values(sweep, point) if point is not None else ""
+    return InputError(f"{sweep.path}{f':{line}' if line else ''}: {message}{f' (at {at})' if at else ''}")
+
+
+def _swept_values(sweep: Sweep, point: DesignPoint) -> str:
+    """The point's value of each knob the sweep gives several values (device what-ifs aside)."""
+    shown = []
+    for name, values in sweep.dimensions().items():
+        if len(values) > 1 and not name.startswith(("device.", "link.")):
+            value = _value(point, name)
+            if value is not None:
+                shown.append(f"{name}={value}")
+    return ", ".join(shown)
+
+
+def _value(point: DesignPoint, name: str) -> Any:
+    if hasattr(point, name):
+        return getattr(point, name)
+    if point.serving is not None and hasattr(point.serving, name):
+        return getattr(point.serving, name)
+    try:
+        return point.knob(name)
+    except KeyError:
+        return None
