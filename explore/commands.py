@@ -239,11 +239,18 @@ def _idle_serving_flag(args) -> str:
             ("--swap-GBps", args.swap_GBps, args.swap_GBps is not None and args.preemption != "swap",
              "with --preemption swap (recompute preemption moves nothing over the host link), or left out"),
             ("--prefill-device", args.prefill_device, bool(args.prefill_device) and not args.prefill_replicas, pool),
-            ("--kv-link", args.kv_link, args.kv_link != spec.kv_link and not args.prefill_replicas, pool)):
+            ("--kv-link", args.kv_link, args.kv_link != spec.kv_link and not args.prefill_replicas, pool),
+            ("--slo-attainment", args.slo_attainment, args.slo_attainment != spec.slo_attainment and not (
+                args.slo_ttft or args.slo_tpot or args.slo_slowdown),
+             "with an SLO to attain (--slo-ttft, --slo-tpot or --slo-slowdown), or left out"),
+            *((flag, getattr(args, name), args.trace is not None and getattr(args, name) != KNOBS[name].default,
+               f"left out with --trace (the trace gives each request's {name} tokens)")
+              for flag, name in (("--prompt", "prompt"), ("--output", "output")))):
         if idle:
             shown = f"{value:g}" if isinstance(value, float) else repr(value)
-            context = {"--cv": f"--arrival {args.arrival}", "--swap-GBps": f"--preemption {args.preemption}"}.get(
-                flag, "no prefill pool")
+            context = {"--cv": f"--arrival {args.arrival}", "--swap-GBps": f"--preemption {args.preemption}",
+                       "--slo-attainment": "no SLO", "--prompt": f"--trace {args.trace}",
+                       "--output": f"--trace {args.trace}"}.get(flag, "no prefill pool")
             return f"{flag}: found {shown} with {context}, allowed: {allowed}"
     return ""
 
@@ -262,7 +269,7 @@ def cmd_run(args) -> int:
         raise InputError(f"{flag}: found {shown} without --serving, allowed: with --serving (a serving run's flag: a "
                          f"static batch has no arriving requests), or left out")
     if not values.get("spec_draft"):  # the drafting knobs of speculation, without speculation, would change nothing
-        for name in ("acceptance", "spec_tokens"):
+        for name in ("acceptance", "spec_tokens", "spec_tree"):
             if values.get(name) != KNOBS[name].default:
                 raise InputError(f"{KNOBS[name].flag_name}: found {values[name]:g} without --spec-draft, allowed: with "
                                  f"--spec-draft (speculative decoding), or left out")

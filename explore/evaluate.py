@@ -389,6 +389,10 @@ class Evaluator:
     def _check_draft(self, point: DesignPoint) -> None:
         """A draft must be smaller than the point's model; speculation runs on one device (InputError otherwise)."""
         draft = point.knob("spec_draft")
+        tree, drafted = point.knob("spec_tree"), point.knob("spec_tokens")
+        if 0 < tree < drafted:
+            raise InputError(f"spec_tree: found {tree} with spec_tokens {drafted}, allowed: 0 (a chain) or at least "
+                             f"{drafted} candidates (a tree holds the chain of drafted tokens it is priced to accept)")
         if point.tp > 1 or point.pp > 1:
             raise InputError(f"spec_draft: found {draft!r} on {point.tp * point.pp} devices, allowed: speculative "
                              f"decoding on one device (tp = pp = 1; a sharded draft is not modeled yet)")

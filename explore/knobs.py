@@ -376,7 +376,9 @@ _knob("tp", int, "tensor-parallel devices: Megatron-style sharding, an all-reduc
 _knob("pp", int, "pipeline stages, each of tp devices holding its share of the layers; one batch in flight",
       "parallel", scope="system", default=1, minimum=1)
 _knob("ep", int, "expert parallelism for MoE models: 1, or tp to spread the experts whole over the tensor-parallel "
-      "devices instead of splitting each", "parallel", scope="system", default=1, minimum=1)
+      "devices instead of splitting each (a sweep's parallel.ep says split or spread, lists sweep)", "parallel",
+      scope="system", default=1, minimum=1,
+      allowed_text="1 or tp (explore run --ep); in a sweep split or spread, or a list of them")
 _knob("link", str, "the link between the tp devices: a link preset (explore presets links) or a YAML path; "
       "default: the device's own interconnect", "parallel", scope="system", default="",
       allowed_text="a link preset (explore presets links) or a path to a link YAML")

@@ -354,7 +354,8 @@ class Sweep:
         else:
             dims.update(serving_dimensions(s.serving))
         if s.parallel is not None:
-            dims.update(tp=as_list(s.parallel.tp), pp=as_list(s.parallel.pp), link=as_list(s.parallel.link))
+            dims.update(tp=as_list(s.parallel.tp), pp=as_list(s.parallel.pp), link=as_list(s.parallel.link),
+                        ep=as_list(s.parallel.ep))
         dims.update(weight_bits=as_list(f.weight_bits), act_bits=as_list(f.act_bits), kv_bits=as_list(f.kv_bits),
                     sparsity=as_list(f.sparsity), execution=as_list(s.execution))
         dims.update({name: as_list(getattr(getattr(s, KNOBS[name].section), name)) for name in self.set_knobs()})
@@ -400,8 +401,8 @@ class Sweep:
         if self.derived:
             values = {**values, **self.derive(values)}
         overrides = tuple((k.removeprefix("device."), v) for k, v in values.items() if k.startswith("device."))
-        if self.spec.parallel is not None and self.spec.parallel.ep == "spread":
-            values["ep"] = values.get("tp", 1)  # experts spread over the tp devices of each point
+        if "ep" in values:  # experts split over the tp devices (ep 1), or spread whole over them (ep = tp)
+            values["ep"] = values.get("tp", 1) if values["ep"] == "spread" else 1
         serving = None
         if self.spec.serving is not None:
             serving = serving_spec(self.spec.serving, values)
@@ -571,8 +572,22 @@ def _check_derived(sweep: Sweep, located: LocatedYAML) -> None:
                 raise InputError(f"{where}: derived.{target}: {expression.text!r}{at}: {err}{allowed}") from None
 
 
+def _check_speculation_knobs(sweep: Sweep, located: LocatedYAML) -> None:
+    """The drafting knobs of speculative decoding set where no point drafts are refused, as explore run refuses the
+    flags without --spec-draft: they would only show in the results as if they had been run."""
+    workload = sweep.spec.workload
+    if any(as_list(getattr(workload, "spec_draft", ""))) or "spec_draft" in sweep.derived:
+        return
+    for name in ("acceptance", "spec_tokens", "spec_tree"):
+        if name in getattr(workload, "model_fields_set", ()):
+            raise InputError(f"{located.where(('workload', name))}: workload.{name}: found "
+                             f"{getattr(workload, name)!r} with no spec_draft, allowed: with workload.spec_draft "
+                             f"(speculative decoding), or left out")
+
+
 def _check_references(sweep: Sweep, located: LocatedYAML) -> None:
     """Every model and device must load, and every override must apply to every device."""
+    _check_speculation_knobs(sweep, located)
     models = as_list(sweep.spec.model)
     if sweep.spec.serving is not None:
         check_serving(sweep.spec.serving, models, located)

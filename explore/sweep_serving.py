@@ -206,7 +206,7 @@ class Parallel(Strict):
 
     tp: one_or_more(PositiveInt) = 1
     pp: one_or_more(PositiveInt) = 1  # pipeline stages (static batches only)
-    ep: Literal["split", "spread"] = "split"  # an MoE model's experts: each split over tp, or spread whole
+    ep: one_or_more(Literal["split", "spread"]) = "split"  # an MoE model's experts: each split over tp, or spread whole
     link: one_or_more(str) = "default"  # a link preset or path; 'default': the device's own interconnect
     allreduce: one_or_more(knob_type(KNOBS["allreduce"])) = "nccl"  # NCCL's, or an engine's custom kernels
 
@@ -276,6 +276,7 @@ def check_serving(serving: Serving, models: list[str], located: LocatedYAML) -> 
                     load_device(name) if key == "prefill_device" else load_link_model(name)
                 except InputError as err:
                     raise InputError(f"{located.where(('serving', key))}: serving.{key}: {_unkeyed(err)}") from None
+        _check_idle(serving, located)
         for model in models:
             context = load_model_config(model).max_positions
             if serving.block_tokens > context:
@@ -283,11 +284,35 @@ def check_serving(serving: Serving, models: list[str], located: LocatedYAML) -> 
                                  f"{serving.block_tokens}, allowed: at most {model}'s context of {context} tokens")
 
 
+def _check_idle(serving: Serving, located: LocatedYAML) -> None:
+    """A key set in the section that no point of the sweep would read is refused, as explore run refuses the flag:
+    it would only show in the results as if it had been run."""
+    given = serving.model_fields_set
+    no_pool = all(replicas == 0 for replicas in as_list(serving.prefill_replicas))
+    slo = serving.slo
+    pool = "with prefill_replicas >= 1 (a prefill pool to hand over from), or left out"
+    for key, idle, context, allowed in (
+            (("cv",), "cv" in given and serving.arrival != "gamma", f"arrival {serving.arrival!r}",
+             "with arrival: gamma (Poisson arrivals have a cv of 1), or left out"),
+            (("swap_GBps",), serving.swap_GBps is not None and serving.preemption != "swap",
+             f"preemption {serving.preemption!r}",
+             "with preemption: swap (recompute preemption moves nothing over the host link), or left out"),
+            (("prefill_device",), bool(serving.prefill_device) and no_pool, "no prefill pool", pool),
+            (("kv_link",), "kv_link" in given and no_pool, "no prefill pool", pool),
+            (("slo", "attainment"), slo is not None and "attainment" in slo.model_fields_set and not (
+                slo.ttft_s or slo.tpot_s or slo.slowdown), "no SLO limit",
+             "with ttft_s, tpot_s or slowdown limits to attain, or left out")):
+        if idle:
+            value = getattr(slo if key[0] == "slo" else serving, key[-1])
+            raise InputError(f"{located.where(('serving', *key))}: serving.{'.'.join(key)}: found {value!r} with "
+                             f"{context}, allowed: {allowed}")
+
+
 def check_parallel(parallel: Parallel, models: list[str], located: LocatedYAML) -> None:
     """Every tp must shard every model's heads, and every link must load."""
     for model in models:
         config = load_model_config(model)
-        if parallel.ep == "spread":
+        if "spread" in as_list(parallel.ep):
             for tp in as_list(parallel.tp):
                 try:
                     check_expert_parallel(config, tp, tp)

@@ -198,6 +198,22 @@ CASES = [
                                                        "--trace", "arxiv-summarization"),
      "--arrival: found 'trace' with trace 'arxiv-summarization', which has no arrival times, allowed: poisson or "
      "gamma arrivals at a rate over its lengths"),
+    # Keys no point would read: refused as explore run refuses the flags (they would show in results as if run).
+    ("sweep acceptance without a draft", _check("sweep_acceptance_without_draft.yaml"),
+     "sweep_acceptance_without_draft.yaml:4: workload.acceptance: found 0.5 with no spec_draft, allowed: with "
+     "workload.spec_draft"),
+    ("sweep cv with Poisson arrivals", _check("sweep_cv_with_poisson.yaml"),
+     "sweep_cv_with_poisson.yaml:4: serving.cv: found 3 with arrival 'poisson', allowed: with arrival: gamma"),
+    ("sweep prefill device without a pool", _check("sweep_prefill_device_without_pool.yaml"),
+     "sweep_prefill_device_without_pool.yaml:4: serving.prefill_device: found 'a100-sxm-80gb' with no prefill "
+     "pool"),
+    ("sweep tree smaller than the chain", _check("sweep_tree_under_chain.yaml"),
+     "sweep_tree_under_chain.yaml:4: spec_tree: found 2 with spec_tokens 5, allowed: 0 (a chain) or at least 5"),
+    ("--spec-tree without a draft", _run("--spec-tree", "4"), "--spec-tree: found 4 without --spec-draft"),
+    ("--prompt with a trace", _run("--serving", "--trace", "splitwise-conv", "--prompt", "100"),
+     "--prompt: found 100 with --trace splitwise-conv, allowed: left out with --trace"),
+    ("--slo-attainment alone", _run("--serving", "--slo-attainment", "0.5"),
+     "--slo-attainment: found 0.5 with no SLO, allowed: with an SLO to attain"),
     # Combinations of values each valid alone, which no point can run: found by `explore check` and before a run.
     ("sweep layer skipping in serving", _check("sweep_exit_depth_serving.yaml"),
      "sweep_exit_depth_serving.yaml:6: exit_depth: found 0.5 with serving:, allowed: 1"),

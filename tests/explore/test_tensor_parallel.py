@@ -249,3 +249,20 @@ def test_custom_all_reduce_runs_only_where_the_devices_reach_each_other(evaluato
 
     assert np.array_equal(times("custom"), times("nccl"))
     assert np.all(times("custom", (("peer_devices", 4),)) < times("nccl"))
+
+
+def test_split_and_spread_experts_sweep_side_by_side(tmp_path, evaluator):
+    """parallel: {ep: [split, spread]} runs both layouts of an MoE model's experts in one sweep, each point as the
+    same point built by hand (ep 1 and ep = tp)."""
+    from explore.results import read_results
+    from tests.explore.tiny_sweep import write_sweep
+
+    path = write_sweep(tmp_path, "name: ep\nmodel: mixtral-8x7b\ndevice: h100-sxm\nexecution: engine\n"
+                                 "parallel: {tp: 2, ep: [split, spread]}\n"
+                                 "workload: {batch: 1, prompt: 16, output: 4}\n")
+    assert main([path, "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    rows = {int(r["ep"]): float(r["tpot_s"]) for r in read_results(tmp_path / "out")}
+    for ep in (1, 2):
+        point = DesignPoint(model="mixtral-8x7b", device="h100-sxm", execution="engine", tp=2, ep=ep, batch=1,
+                            prompt=16, output=4)
+        assert rows[ep] == evaluator.evaluate(point).metrics["tpot_s"]
