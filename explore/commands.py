@@ -27,7 +27,7 @@ from explore.sweep import Constraint, Objectives, load_sweep
 from explore.sweep_serving import capacity_notice
 from hw_models.device import dispatch_s
 from hw_models.device_block import varies_in_block
-from hw_models.link import load_link_model
+from hw_models.link import default_link, load_link_model
 from hw_models.registry import load_device
 from hw_models.validation import input_error
 from kernels.kv_policy import budget_error
@@ -308,8 +308,18 @@ def cmd_run(args) -> int:
     if args.pp != 1 and args.serving:
         raise InputError(f"--pp: found {args.pp} with --serving, allowed: 1 (a pipelined serving replica is not "
                          f"modeled yet)")
-    if args.link:
-        load_link_model(args.link)
+    if args.tp * args.pp > 1:  # the link the devices talk over: --link, else the device's own
+        try:
+            load_link_model(args.link or default_link(load_device(args.device).name))
+        except InputError as err:
+            message = str(err)  # a link file's own error names the file; the preset lookup's names no flag
+            raise (InputError(f"--link: {message.removeprefix('link: ')}") if message.startswith("link: ") else
+                   err) from None
+    else:
+        for flag, value, default in (("--link", args.link, ""), ("--allreduce", values["allreduce"], "nccl")):
+            if value != default:
+                raise InputError(f"{flag}: found {value!r} on one device, allowed: with --tp or --pp above 1 (it "
+                                 f"joins several devices), or left out")
     overrides, link_overrides = parse_sets(args.set)
     check_sets(args.device, overrides, args.link, link_overrides, args.tp * args.pp)
     if serving is not None:  # a serving point has no static batch: batch is its sequence limit

@@ -73,7 +73,7 @@ def check_sets(device_name: str, overrides: dict[str, Any], link_name: str, link
         try:
             load_link_model(link_name or default_link(load_device(device_name).name), {path: value})
         except InputError as err:
-            raise InputError(f"--set: {_without_where(str(err))}") from None
+            raise InputError(f"--set: {LINK_PREFIX}{_without_where(str(err))}") from None
 
 
 def overrides_text(point: DesignPoint) -> str:

@@ -167,28 +167,6 @@ class SweepFile(Strict):
                              f"{self.search.strategy!r}")
         return self
 
-    @model_validator(mode="after")
-    def _workload_or_serving(self):
-        # A serving sweep's requests have their own lengths; generic workload knobs (kv_budget) apply to both.
-        static = self.workload.model_fields_set & {"batch", "prompt", "output"}
-        if self.serving is not None and static:
-            raise ValueError(f"either a static workload ({', '.join(sorted(static))}) or serving, not both")
-        if self.serving is not None and self.parallel is not None and max(as_list(self.parallel.pp)) > 1:
-            raise ValueError("pp = 1 with serving (a pipelined serving replica is not modeled yet)")
-        named = [*self.objectives.minimize, *self.objectives.maximize,
-                 *(Constraint.parse(text).metric for text in self.constraints)]
-        if self.serving is None:
-            serving_only = [name for name in named if name in metric_names("serving", "slowdown")]
-            if serving_only:
-                raise ValueError(f"a serving: section for serving metrics (found {serving_only[0]!r} in a static "
-                                 f"sweep)")
-        elif self.serving.slo is None or self.serving.slo.slowdown is None:
-            measured = [name for name in named if name in metric_names("slowdown")]
-            if measured:
-                raise ValueError(f"serving: slo: slowdown: limits for slowdown metrics (found {measured[0]!r} "
-                                 f"in a sweep whose SLO has none)")
-        return self
-
     @field_validator("constraints", mode="before")
     @classmethod
     def _constraint_list(cls, value: Any) -> Any:
@@ -473,11 +451,40 @@ def load_sweep(path: str) -> Sweep:
     except ValidationError as err:
         raise input_error(err, path, line_of=located.line_of) from None
     sweep = Sweep(path=path, spec=spec)
+    _check_workload_or_serving(spec, located)
     _warn_directions(sweep, located)
     _check_size(sweep, located)
     _check_derived(sweep, located)
     _check_references(sweep, located)
     return sweep
+
+
+def _check_workload_or_serving(spec: SweepFile, located: LocatedYAML) -> None:
+    """A static workload or a serving section, and the metrics each has: a serving sweep's requests have their own
+    lengths (generic workload knobs such as kv_budget apply to both), and its replicas are not pipelined."""
+    serving = spec.serving
+    static = [key for key in ("batch", "prompt", "output") if key in spec.workload.model_fields_set]
+    if serving is not None and static:
+        raise InputError(f"{located.where(('workload', static[0]))}: workload.{static[0]}: found "
+                         f"{getattr(spec.workload, static[0])!r} with serving:, allowed: left out (a serving run's "
+                         f"requests have their own lengths: serving.prompt and serving.output)")
+    if serving is not None and spec.parallel is not None and max(as_list(spec.parallel.pp)) > 1:
+        raise InputError(f"{located.where(('parallel', 'pp'))}: parallel.pp: found {spec.parallel.pp!r} with serving:, "
+                         f"allowed: 1 (a pipelined serving replica is not modeled yet)")
+    named = [(("objectives", goal, i), name) for goal in ("minimize", "maximize")
+             for i, name in enumerate(getattr(spec.objectives, goal))]
+    named += [(("constraints", i), Constraint.parse(text).metric) for i, text in enumerate(spec.constraints)]
+    if serving is None:
+        wrong, allowed = metric_names("serving", "slowdown"), "a static sweep's metric, or a serving: section"
+    elif serving.slo is None or serving.slo.slowdown is None:
+        wrong, allowed = metric_names("slowdown"), "with serving.slo.slowdown limits (a slowdown is judged by them)"
+    else:
+        return
+    for loc, name in named:
+        if name in wrong:
+            kind = "a static sweep" if serving is None else "a sweep whose SLO has no slowdown limits"
+            raise InputError(f"{located.where(loc)}: {'.'.join(map(str, loc))}: found {name!r} in {kind}, allowed: "
+                             f"{allowed}")
 
 
 def _warn_directions(sweep: Sweep, located: LocatedYAML) -> None:

@@ -490,5 +490,6 @@ DEVICE_LINKS = {"a100-sxm-40gb": "nvlink3", "a100-sxm-80gb": "nvlink3", "h100-sx
 def default_link(device: str) -> str:
     """The link preset a device preset's GPUs talk over in a multi-GPU server."""
     if device not in DEVICE_LINKS:
-        raise InputError(f"link: device {device!r} has no default link; allowed: name one of {', '.join(link_names())}")
+        raise InputError(f"link: found none for device {device!r} (its preset names no default link), allowed: a link "
+                         f"preset ({', '.join(link_names())}) or a link YAML path")
     return DEVICE_LINKS[device]

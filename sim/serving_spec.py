@@ -29,6 +29,9 @@ KEY_NEUTRAL_DEFAULTS = frozenset({"prompt_batch_tokens", "slo_slowdown", "router
 
 
 DEFAULT_REQUESTS = 1000
+# The most requests one run simulates: 35x the largest shipped trace (arxiv-summarization, 28,257 requests). A run
+# holds every request's record and shows no progress inside a point: 10 million ran for minutes, growing by 30 MB/s.
+MAX_REQUESTS = 1_000_000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -97,6 +100,9 @@ class ServingSpec:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InputError(f"{name}: found {value!r}, allowed: an integer >= 1")
+        if self.requests > MAX_REQUESTS:
+            raise InputError(f"requests: found {self.requests:,}, allowed: at most {MAX_REQUESTS:,} (a run holds "
+                             f"every request's record)")
         if self.prompt_batch_tokens is not None and (isinstance(self.prompt_batch_tokens, bool) or not isinstance(
                 self.prompt_batch_tokens, int) or self.prompt_batch_tokens < 1):
             raise InputError(f"prompt_batch_tokens: found {self.prompt_batch_tokens!r}, allowed: an integer >= 1, or "
@@ -119,8 +125,9 @@ class ServingSpec:
                 raise InputError(f"capacity: found [{low:g}, {high:g}], allowed: [low, high] rates with "
                                  f"0 < low < high (req/s)")
             if self.slo() is None:
-                raise InputError("capacity: found no SLO, allowed: a capacity search under an SLO "
-                                 "(slo: {ttft_s: ..., tpot_s: ...} or slo: {slowdown: splitwise})")
+                raise InputError("capacity: found no SLO, allowed: a capacity search under an SLO (TTFT or TPOT "
+                                 "limits, or slowdown limits: a sweep's slo:, explore run's --slo-ttft, --slo-tpot "
+                                 "or --slo-slowdown)")
         if self.slo_slowdown is not None and not isinstance(self.slo_slowdown, SlowdownSLO):
             raise InputError(f"slo_slowdown: found {self.slo_slowdown!r}, allowed: a SlowdownSLO (sim/slowdown.py) "
                              f"or none")

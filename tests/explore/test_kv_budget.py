@@ -68,7 +68,7 @@ def test_sweeps_set_it_static_or_serving(model, tmp_path, capsys):
     assert sorted(p.knob("kv_budget") for p in load_sweep(path).points()) == [0, 32]
     both = write_sweep(tmp_path, f"name: kv\nmodel: {model}\ndevice: h100-sxm\nworkload: {{batch: 2}}\n" + serving)
     assert main(["check", both]) == 2
-    assert "either a static workload (batch) or serving, not both" in capsys.readouterr().err
+    assert "sweep.yaml:4: workload.batch: found 2 with serving:, allowed: left out" in capsys.readouterr().err
 
 
 def test_a_serving_run_holds_the_budget(model, evaluator):
