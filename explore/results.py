@@ -283,9 +283,10 @@ class ResultsStore:
         return _typed_rows(self._connect(), self.columns)
 
     def load(self) -> dict[str, dict[str, Any]]:
-        """Finished rows by point_id; brings results.csv in line with the database."""
+        """Finished rows by point_id, every one stored (a point the sweep had once may come back); brings results.csv
+        in line with the database's current rows."""
         rows = {row["point_id"]: row for row in self.rows()}
-        _write_csv(self.csv_path, self.columns, rows.values())
+        _write_csv(self.csv_path, self.columns, _typed_rows(self._connect(), self.columns, current=True))
         self._appended = [] if not rows else None  # ids appended since, while they are the whole store in order
         return rows
 
@@ -325,7 +326,9 @@ class ResultsStore:
 
     def export(self, order: Iterable[str] = (),
                stored: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
-        """Rewrite results.csv (and results.parquet) from the database, the ids in `order` first, in that order.
+        """Rewrite results.csv (and results.parquet) from the database: the ids in `order`, in that order, where an
+        order is given (the points the sweep asked for: rows of points it no longer has stay in the database only),
+        else every row.
 
         `stored`: every stored row by id in insertion order, where the caller holds them (saves reading them back).
         Returns the rows as exported.
@@ -333,8 +336,7 @@ class ResultsStore:
         db = self._connect()
         order = list(dict.fromkeys(order))
         if stored is not None:
-            asked = set(order)
-            rows = [stored[i] for i in order] + [row for i, row in stored.items() if i not in asked]
+            rows = [stored[i] for i in order] if order else list(stored.values())
         if self._appended is not None and order == self._appended:
             # Every row was appended this run, in the asked order, to a file rewritten when the run began:
             # the database's insertion order and results.csv are that order already.
@@ -346,11 +348,14 @@ class ResultsStore:
             db.execute("UPDATE results SET pos = NULL")
             db.executemany("UPDATE results SET pos = ? WHERE point_id = ?",
                            [(i, point_id) for i, point_id in enumerate(order)])
+            if order:  # rows stored after this (a later run's, killed or not) are current until it exports
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('exported_rowid', "
+                           "(SELECT COALESCE(MAX(rowid), 0) FROM results))")
         except BaseException:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
-        rows = self.rows() if stored is None else rows
+        rows = _typed_rows(db, self.columns, current=bool(order)) if stored is None else rows
         _write_csv(self.csv_path, self.columns, rows)
         write_parquet(self.out_dir / PARQUET_NAME, self.columns, rows)
         return rows
@@ -404,7 +409,7 @@ def read_results(out_dir: str | Path, required: Iterable[str] = ()) -> list[dict
                 where = [f"{db_path}: row {rowid}" for rowid, _ in stored]
             else:
                 columns = db.execute("SELECT value FROM meta WHERE key = 'columns'").fetchone()
-                rows = _typed_rows(db, json.loads(columns[0]))
+                rows = _typed_rows(db, json.loads(columns[0]), current=True)
                 where = [f"{db_path}: point {row['point_id']}" for row in rows]
         except (sqlite3.DatabaseError, TypeError, ValueError) as err:
             raise InputError(f"{db_path}: not a sweep's results store ({err})") from None
@@ -429,10 +434,13 @@ def _layout(db: sqlite3.Connection) -> list[str]:
     return [name for _, name, *_ in db.execute("PRAGMA table_info(results)")]
 
 
-def _typed_rows(db: sqlite3.Connection, columns: list[str]) -> list[dict[str, Any]]:
-    """The rows of a store in the typed layout, in export order."""
+def _typed_rows(db: sqlite3.Connection, columns: list[str], current: bool = False) -> list[dict[str, Any]]:
+    """The rows of a store in the typed layout, in export order; `current`: only those of the sweep as last run (the
+    points its last finished run asked for, and any stored since), not rows of points it no longer has."""
     cells = _cell_names(columns)
-    stored = db.execute(f"SELECT {', '.join(cells)} FROM results {_ORDER}")
+    exported = db.execute("SELECT value FROM meta WHERE key = 'exported_rowid'").fetchone() if current else None
+    where = f"WHERE pos IS NOT NULL OR rowid > {int(exported[0])} " if exported else ""
+    stored = db.execute(f"SELECT {', '.join(cells)} FROM results {where}{_ORDER}")
     return [dict(zip(columns, _decoded(row), strict=True)) for row in stored]
 
 

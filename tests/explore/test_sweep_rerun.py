@@ -89,20 +89,34 @@ def test_each_serving_point_is_a_task_of_its_own(tmp_path):
     assert [sum(block.size for block in task) for task in tasks] == [1, 1, 1]
 
 
-def test_explore_report_leaves_the_next_run_to_draw_its_own(tmp_path, capsys):
-    """`explore report DIR` draws every stored row, here more than the narrowed sweep asks for: the sweep's next run
-    draws its own report rather than call that one up to date; so does a run whose figures were deleted."""
+def test_a_narrowed_sweep_shows_its_own_points(tmp_path, capsys):
+    """Narrowed from 4 points to 2, a sweep's results.csv and `explore report DIR` hold its 2; the other 2 stay stored
+    and a sweep widened again takes them back without evaluating them."""
     model = write_tiny_model(tmp_path)
     out = tmp_path / "out"
     assert main([_sweep(tmp_path, model, "[h100-sxm, l4]"), "--out", str(out), "--quiet"]) == 0
     narrow = _sweep(tmp_path, model, "h100-sxm")
     assert main([narrow, "--out", str(out), "--quiet"]) == 0
+    assert len(read_rows(out / "results.csv")) == 2
     assert main(["report", str(out)]) == 0
-    assert "4 design points" in (out / "report.md").read_text()
+    assert "2 design points" in (out / "report.md").read_text()
+    capsys.readouterr()
+    assert main([_sweep(tmp_path, model, "[h100-sxm, l4]"), "--out", str(out), "--quiet"]) == 0
+    assert "all 4 design points already stored" in capsys.readouterr().err
+    assert len(read_rows(out / "results.csv")) == 4
+
+
+def test_explore_report_leaves_the_next_run_to_draw_its_own(tmp_path, capsys):
+    """`explore report DIR` draws the report again without the sweep's file (no trace, no evaluator): the sweep's
+    next run draws its own report rather than call that one up to date; so does a run whose figures were deleted."""
+    model = write_tiny_model(tmp_path)
+    out = tmp_path / "out"
+    narrow = _sweep(tmp_path, model, "h100-sxm")
+    assert main([narrow, "--out", str(out), "--quiet"]) == 0
+    assert main(["report", str(out)]) == 0
     capsys.readouterr()
     assert main([narrow, "--out", str(out), "--quiet"]) == 0
     assert "up to date" not in capsys.readouterr().err
-    assert "2 design points" in (out / "report.md").read_text()
     assert main([narrow, "--out", str(out), "--quiet"]) == 0
     assert "up to date" in capsys.readouterr().err
     for figure in (out / "figures").glob("*.png"):
