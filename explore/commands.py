@@ -187,9 +187,36 @@ def idle_peak_note(paths, models) -> str:
     return ""
 
 
+def mixed_links_note(sweep) -> str:
+    """Where a calibrated sweep's links are priced by different models ('' where not): a link with measured NCCL
+    collectives takes their fits, one without them its datasheet formula, which runs 45-85% under measured NCCL
+    times, so a faster link may come out slower than a slower one."""
+    parallel = sweep.spec.parallel
+    if parallel is None or not sweep.spec.calibrated or max(as_list(parallel.tp)) * max(as_list(parallel.pp)) < 2:
+        return ""
+    names = set()
+    for link in as_list(parallel.link):
+        if link != "default":
+            names.add(link)
+            continue
+        for device in sweep.dimensions()["device"]:
+            try:
+                names.add(default_link(load_device(device).name))
+            except InputError:  # no default link: the point's own check says so
+                pass
+    models = {name: bool(load_link_model(name).fitted_on) for name in names}
+    fitted, datasheet = sorted(n for n, f in models.items() if f), sorted(n for n, f in models.items() if not f)
+    if not fitted or not datasheet:
+        return ""
+    return (f"links priced by different models: {', '.join(fitted)} by fits on measured NCCL collectives, "
+            f"{', '.join(datasheet)} by the datasheet formula, which runs 45-85% under measured times; to rank links "
+            f"like for like set `calibrated: false` (devices and links on their datasheets)")
+
+
 def sweep_notes(sweep) -> list[str]:
     """What a sweep's settings do that its author may not mean, said before it runs (explore check, a sweep's start)."""
-    notes = (default_execution_note(sweep), idle_peak_note(sweep.spec.overrides, sweep.dimensions()["model"]))
+    notes = (default_execution_note(sweep), idle_peak_note(sweep.spec.overrides, sweep.dimensions()["model"]),
+             mixed_links_note(sweep))
     return [note for note in notes if note]
 
 

@@ -36,6 +36,7 @@ from explore.schema import (
     Strict,
     SweepName,
     as_list,
+    distinct,
     knob_type,
     one_or_more,
     section_model,
@@ -120,7 +121,14 @@ class Objectives(Strict):
             if name not in known:
                 raise ValueError(f"a metric name{did_you_mean(name, known)}: one of {', '.join(known)} (found "
                                  f"{name!r})")
-        return names
+        return distinct(names)
+
+    @model_validator(mode="after")
+    def _one_direction(self):
+        both = [name for name in self.minimize if name in self.maximize]
+        if both:
+            raise ValueError(f"found {both[0]!r} in minimize and maximize, allowed: each metric in one of them")
+        return self
 
 
 class Search(Strict):
@@ -137,6 +145,10 @@ class Search(Strict):
     def _budget_for_searches(self):
         if self.strategy != "grid" and self.budget is None:
             raise ValueError(f"a budget (number of design points to evaluate) for strategy {self.strategy!r}")
+        idle = [key for key in ("budget", "seed", "batch") if key in self.model_fields_set]
+        if self.strategy == "grid" and idle:
+            raise ValueError(f"found {idle[0]} {getattr(self, idle[0])} with strategy 'grid', allowed: budget, seed "
+                             f"and batch with strategy random, nsga2 or tpe (a grid evaluates every point, in order)")
         return self
 
 
@@ -241,6 +253,8 @@ class Constraint:
         match = CONSTRAINT.match(text)
         try:
             metric, op, bound = match.groups() if match else ("", "", "")
+            if not math.isfinite(float(bound)):  # 1e999 reads as inf: a bound that holds or fails everywhere
+                raise ValueError(bound)
             return cls(metric, op, float(bound))
         except ValueError:  # no match, or a number the pattern lets through ('1e', '..')
             raise ValueError(f"found {text!r}, allowed: {CONSTRAINT_FORM}") from None

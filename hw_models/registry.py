@@ -109,7 +109,12 @@ def _on_base(data: dict, where: str, line_of) -> tuple[dict, str]:
         raise InputError(f"{where}{f':{line}' if line else ''}: base: found {base!r}"
                          f"{did_you_mean(str(base), names)}, allowed: a device preset name (explore presets devices)")
     base_data = _read(base)[0]
-    changes = dict(_leaves({k: v for k, v in data.items() if k not in ("base", *IDENTITY_FIELDS)}))
+    if "kind" in data and data["kind"] != base_data["kind"]:  # a what-if of a preset keeps its kind of device
+        line = line_of(("kind",))
+        raise InputError(f"{where}{f':{line}' if line else ''}: kind: found {data['kind']!r} on base {base!r} (a "
+                         f"{base_data['kind']}), allowed: {base_data['kind']!r} or left out (a device of another kind "
+                         f"is a file of its own, without base:)")
+    changes = dict(_leaves({k: v for k, v in data.items() if k not in ("base", "kind", *IDENTITY_FIELDS)}))
     merged = apply_overrides(base_data, changes, where, line_of=line_of)
     merged["name"] = data.get("name") or Path(where).stem
     merged["description"] = data.get("description") or f"{base_data.get('description', base)}, changed by {where}"

@@ -34,7 +34,10 @@ def _most_specific(errors: list[dict]) -> dict:
         leaf = not isinstance(e.get("input"), list | dict)
         # A list fails a union's scalar member by its type; the list member that took the type and then
         # failed a rule (too short, a repeated value) says what is wrong.
-        return (leaf, len([p for p in e["loc"] if not _is_type_tag(p)]), not e["type"].endswith("_type"))
+        # A list given where one value or a list of them is allowed: the list member's rule, not the scalar's type.
+        list_member = isinstance(e.get("input"), list) and any("list[" in str(p) for p in e["loc"])
+        return (leaf, len([p for p in e["loc"] if not _is_type_tag(p)]), not e["type"].endswith("_type"),
+                list_member)
     return max(errors, key=score)
 
 
@@ -44,6 +47,7 @@ PLAIN_ALLOWED = {
     "bool_parsing": "true or false",
     "int_from_float": "an integer", "int_parsing": "an integer", "int_type": "an integer",
     "float_parsing": "a number", "float_type": "a number",
+    "model_type": "a mapping of its keys (key: value, ...)", "dict_type": "a mapping of its keys (key: value, ...)",
 }
 
 
@@ -63,6 +67,9 @@ def input_error(err: ValidationError, where: str, prefix: str = "",
     if first["type"] == "too_short":
         allowed = f"a list of at least {first['ctx']['min_length']} value(s)"
     allowed = PLAIN_ALLOWED.get(first["type"], allowed)
+    if first["type"] == "int_type" and any(e["type"] == "float_type" and e["input"] is first["input"]
+                                           for e in err.errors()):
+        allowed = "a number"  # an integer or a decimal: a union of the two refused both
     for prefix_text in ("Input should be ", "Value error, "):
         allowed = allowed.removeprefix(prefix_text)
     if isinstance(first.get("input"), dict):

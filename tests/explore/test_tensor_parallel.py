@@ -266,3 +266,20 @@ def test_split_and_spread_experts_sweep_side_by_side(tmp_path, evaluator):
         point = DesignPoint(model="mixtral-8x7b", device="h100-sxm", execution="engine", tp=2, ep=ep, batch=1,
                             prompt=16, output=4)
         assert rows[ep] == evaluator.evaluate(point).metrics["tpot_s"]
+
+
+def test_a_sweep_over_links_priced_by_different_models_says_so(tmp_path, capsys):
+    """NVLink 4 and PCIe 4 have fits on measured NCCL collectives (HGX H200, an L40S host), PCIe 5 none (its datasheet
+    formula): a sweep ranking them is told, before it runs; one over fitted links alone is not."""
+    from tests.explore.tiny_sweep import write_sweep
+
+    def notes(links: str) -> str:
+        path = write_sweep(tmp_path, "name: links\nmodel: llama-2-70b\ndevice: h100-sxm\nexecution: engine\n"
+                                     "workload: {batch: 8, prompt: 128, output: 4}\n"
+                                     f"parallel: {{tp: 4, link: {links}}}\n")
+        assert main(["check", path]) == 0
+        return capsys.readouterr().out
+
+    assert "links priced by different models: nvlink4 by fits" in notes("[default, pcie5-x16]")
+    assert "pcie5-x16 by the datasheet formula" in notes("[default, pcie5-x16]")
+    assert "links priced by different models" not in notes("[default, pcie4-x16]")
