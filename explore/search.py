@@ -29,12 +29,31 @@ def grid_search(sweep: Sweep, evaluate: Evaluate) -> None:
     evaluate(sweep.points())
 
 
+def distinct_draws(rng: np.random.Generator, size: int, count: int) -> list[int]:
+    """`count` distinct indices below `size`, drawn uniformly in turn (a repeat is drawn again): the first k of a
+    larger count are the k of count k, so a search given a bigger budget with the same seed evaluates the points of
+    the smaller one first, stored already. Beyond half the space (where repeats would take most of the draws) a
+    permutation's first `count`."""
+    if 2 * count > size:
+        return rng.permutation(size)[:count].tolist()
+    chosen: dict[int, None] = {}
+    while len(chosen) < count:
+        # Draws in chunks of one size whatever the count: the same stream of indices for every budget.
+        for index in rng.integers(size, size=DRAW_CHUNK).tolist():
+            chosen.setdefault(index)
+            if len(chosen) == count:
+                break
+    return list(chosen)
+
+
+DRAW_CHUNK = 256
+
+
 def random_search(sweep: Sweep, evaluate: Evaluate) -> None:
     search = sweep.spec.search
     dims = sweep.dimensions()
     sizes = [len(v) for v in dims.values()]
-    rng = np.random.default_rng(search.seed)
-    chosen = rng.choice(sweep.size(), size=min(search.budget, sweep.size()), replace=False)
+    chosen = distinct_draws(np.random.default_rng(search.seed), sweep.size(), min(search.budget, sweep.size()))
     points = [sweep.point({name: dims[name][i] for name, i in zip(dims, np.unravel_index(index, sizes),
                                                                      strict=True)}) for index in chosen]
     for start in range(0, len(points), search.batch):

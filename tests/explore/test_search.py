@@ -105,3 +105,17 @@ def test_multi_objective_search_finds_90_percent_of_the_front_with_10_percent_of
     found = [normalize_row(r) for r in run_sweep(search, tmp_path / "nsga2", evaluator=evaluator)]
     assert len({r["point_id"] for r in found}) <= budget
     assert _normalized_hv(found, ideal, nadir) >= 0.9 * full
+
+
+def test_a_bigger_random_budget_takes_the_smaller_ones_points_first():
+    """With one seed, the points of budget 120 are the first 120 of budget 200 (so a rerun with the bigger budget
+    evaluates 80 new points, not 198); every draw is distinct and below the space's size."""
+    import numpy as np
+
+    from explore.search import distinct_draws
+
+    small = distinct_draws(np.random.default_rng(3), 10_000, 120)
+    large = distinct_draws(np.random.default_rng(3), 10_000, 200)
+    assert large[:120] == small and len(set(large)) == 200 and max(large) < 10_000
+    most = distinct_draws(np.random.default_rng(3), 10, 7)  # past half the space: a permutation's first 7
+    assert len(set(most)) == 7 and max(most) < 10
