@@ -139,12 +139,17 @@ class DaskExecutor:
         except ImportError:
             raise InputError("--executor dask: Dask is not installed (pip install 'llm-codesign[dask]')") from None
         self.cluster = None
+        # Dask logs each worker, connection and plugin at INFO (some 35 lines a run): its warnings are enough here.
+        for name in ("distributed", "bokeh", "tornado"):
+            logging.getLogger(name).setLevel(logging.WARNING)
         try:
             if scheduler:
                 self.client = Client(scheduler)  # waits distributed.comm.timeouts.connect (30 s)
             else:
+                # Its workers log at CRITICAL only: a task's own error reaches this process as the task's exception,
+                # and a cluster closed early (Ctrl-C) logs each cancelled task's traceback at ERROR.
                 self.cluster = LocalCluster(n_workers=workers, processes=True, threads_per_worker=1,
-                                            dashboard_address=None)
+                                            dashboard_address=None, silence_logs=logging.CRITICAL)
                 self.client = Client(self.cluster)
         except (OSError, TimeoutError) as err:
             self.shutdown()
@@ -160,6 +165,9 @@ class DaskExecutor:
             yield future.result()
 
     def shutdown(self) -> None:
+        # Closing a cluster whose tasks still run (a Ctrl-C) logs every cancelled connection: nothing to act on.
+        for name in ("distributed", "tornado", "asyncio"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
         if getattr(self, "client", None) is not None:
             self.client.close()
         if self.cluster is not None:
