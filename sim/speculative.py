@@ -74,6 +74,9 @@ def draft_error(target: ModelConfig, draft: ModelConfig) -> str:
     if draft.param_count() >= target.param_count():
         return (f"found {draft.name} ({draft.param_count() / 1e9:.2f} B parameters), allowed: a model smaller than "
                 f"the target {target.name} ({target.param_count() / 1e9:.2f} B)")
+    if draft.vocab_size != target.vocab_size:  # the target verifies the draft's tokens: one tokenizer for both
+        return (f"found {draft.name} (a vocabulary of {draft.vocab_size:,} tokens), allowed: a model of the target "
+                f"{target.name}'s vocabulary ({target.vocab_size:,} tokens)")
     return ""
 
 

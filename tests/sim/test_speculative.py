@@ -85,3 +85,14 @@ def test_a_long_run_sums_one_cost_per_priced_bucket_not_per_iteration():
         cost = spec.price(target, None, (kv, kv))
         assert cost.time_s == pytest.approx(0.01 + 3 * 1e-3 * (kv // 16 + 1))
     assert spec.iterations_priced == 4
+
+
+def test_a_draft_shares_its_targets_vocabulary():
+    """The target verifies the draft's tokens, so the two share a tokenizer: Llama-2-7B (32,000 tokens, its config)
+    cannot draft for Llama-3-8B (128,256) though it is smaller; Llama-2-7B drafts for Llama-2-13B."""
+    from sim.speculative import draft_error
+    from workloads.model_config import load_model_config
+
+    llama2_7b = load_model_config("llama-2-7b")
+    assert "vocabulary of 32,000 tokens" in draft_error(load_model_config("llama-3-8b"), llama2_7b)
+    assert draft_error(load_model_config("llama-2-13b"), llama2_7b) == ""
