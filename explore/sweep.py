@@ -10,6 +10,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -461,7 +462,7 @@ def load_sweep(path: str) -> Sweep:
                          f"({', '.join(schema.model_fields)})")
     check_keys(located.data, schema, path, line_of=located.line_of)
     try:
-        spec = schema.model_validate(located.data)
+        spec = schema.model_validate(_beside(located.data, Path(path).parent))
     except ValidationError as err:
         raise input_error(err, path, line_of=located.line_of) from None
     sweep = Sweep(path=path, spec=spec)
@@ -471,6 +472,35 @@ def load_sweep(path: str) -> Sweep:
     _check_derived(sweep, located)
     _check_references(sweep, located)
     return sweep
+
+
+# Keys whose values may name files: a model's config.json, a device or link YAML, a request trace, a draft model.
+PATH_KEYS = (("model",), ("device",), ("parallel", "link"), ("serving", "trace"), ("serving", "prefill_device"),
+             ("serving", "kv_link"), ("workload", "spec_draft"), ("workload", "host_link"))
+
+
+def _beside(data: dict, folder: Path) -> dict:
+    """The sweep's data with each file it names by a relative path that is not there from the current folder, but is
+    beside the sweep file, named from there: a sweep and its files move together."""
+    def resolved(value: Any) -> Any:
+        if isinstance(value, list):
+            return [resolved(v) for v in value]
+        if not isinstance(value, str) or not value or Path(value).is_absolute() or Path(value).exists():
+            return value
+        candidate = folder / value
+        return str(candidate) if folder != Path(".") and candidate.is_file() else value
+
+    out = dict(data)
+    for keys in PATH_KEYS:
+        section = out
+        for key in keys[:-1]:
+            if not isinstance(section.get(key), dict):
+                break
+            section[key] = section = dict(section[key])
+        else:
+            if keys[-1] in section:
+                section[keys[-1]] = resolved(section[keys[-1]])
+    return out
 
 
 def _check_workload_or_serving(spec: SweepFile, located: LocatedYAML) -> None:

@@ -144,3 +144,20 @@ def test_a_range_of_one_value_is_refused(tmp_path, capsys):
     assert main(["check", sweep]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert "sweep.yaml:5: overrides.device.memory.bandwidth_GBps: range: found [1000, 1000] with steps: 3" in line
+
+
+def test_files_beside_the_sweep_are_found_from_anywhere(tmp_path, monkeypatch):
+    """A sweep naming a device YAML and a model config.json by paths relative to its own folder loads from another
+    working folder; the same names from the working folder still win where they exist there."""
+    folder = tmp_path / "project"
+    folder.mkdir()
+    write_tiny_model(folder)  # folder/tiny/config.json
+    (folder / "dev.yaml").write_text("base: h100-sxm\nname: h100-what-if\nmemory: {bandwidth_GBps: 6700}\n")
+    sweep_path = _sweep(folder, "tiny/config.json", "dev.yaml")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    sweep = load_sweep(sweep_path)
+    assert sweep.spec.device == str(folder / "dev.yaml") and sweep.spec.model == str(folder / "tiny" / "config.json")
+    monkeypatch.chdir(folder)
+    assert load_sweep("sweep.yaml").spec.device == "dev.yaml"
