@@ -36,7 +36,15 @@ from sim.offload import HostLink, LinkTraffic, device_footprint, offload_traffic
 from sim.result import RESULT_METRICS, SimResult
 from sim.routers import DEFAULT_ROUTER
 from sim.schedulers import make_scheduler
-from sim.serving import SERVING_METRICS, Pool, ServingResult, serve_pools, serving_infeasible_reason, serving_memory
+from sim.serving import (
+    SERVING_METRICS,
+    Pool,
+    ServingResult,
+    serve_pools,
+    serving_infeasible_reason,
+    serving_memory,
+    serving_memory_reason,
+)
 from sim.slowdown import SLOWDOWN_METRICS
 from sim.speculative import (
     MEDUSA,
@@ -544,10 +552,12 @@ class Evaluator:
         def run(rate: float | None) -> ServingResult:
             requests, clipped = spec.request_set(rate).clipped_to_context(cfg.max_positions)
             for pool in pools:
-                reason = serving_infeasible_reason(pool.memory, requests, make_scheduler(pool.scheduler, pool.limits),
-                                                   spec.prefix_tokens, self.kv_window(point))
+                scheduler = make_scheduler(pool.scheduler, pool.limits)
+                args = (pool.memory, requests, scheduler, spec.prefix_tokens, self.kv_window(point))
+                reason = serving_infeasible_reason(*args)
                 if reason:
-                    raise _InfeasibleError(f"{pool.name}: {reason}" if len(pools) > 1 else reason)
+                    raise _InfeasibleError(f"{pool.name}: {reason}" if len(pools) > 1 else reason,
+                                           fits=not serving_memory_reason(*args))
             result = serve_pools(pools, requests, slo=spec.slo(), kv_transfer_s=transfer_s)
             result.extra["clipped_requests"] = float(clipped)
             return result
@@ -566,7 +576,7 @@ class Evaluator:
             else:
                 result = results.setdefault(None, run(None))
         except _InfeasibleError as err:
-            metrics = _metrics(None, memory, str(err), device, pools)
+            metrics = _metrics(None, memory, str(err), device, pools, fits=err.fits)
             metrics.update(dict.fromkeys(SERVING_METRICS, math.nan))
             if spec.slo_slowdown is not None:  # the columns a slowdown SLO adds (sim/slowdown.py)
                 metrics.update(dict.fromkeys(SLOWDOWN_METRICS, math.nan))
@@ -593,7 +603,12 @@ def _pools_hardware(pools: list[Pool]) -> tuple[float, SystemPrice]:
 
 
 class _InfeasibleError(Exception):
-    """A serving point that cannot run (its reason is the message)."""
+    """A serving point that cannot run (its reason is the message); `fits`: whether its memory holds it (a scheduler
+    limit, not memory, stops it)."""
+
+    def __init__(self, reason: str, *, fits: bool = False):
+        super().__init__(reason)
+        self.fits = fits
 
 
 def _windowed_prefill(prefill: KernelTable, policy: KVPolicy, prompt: int) -> KernelTable:
@@ -625,9 +640,10 @@ _CLASS_TIMES = tuple((c, f"time_{c}_s") for c in TIME_CLASSES)
 
 
 def _metrics(result: SimResult | ServingResult | None, memory, reason: str, device,
-             pools: list[Pool] | None = None, offloaded_B: float = 0.0) -> dict[str, Any]:
+             pools: list[Pool] | None = None, offloaded_B: float = 0.0, fits: bool | None = None) -> dict[str, Any]:
     """The results row's metrics; area and price are the device's (or system's), or every pool replica's;
-    offloaded_B what the point keeps in host memory."""
+    offloaded_B what the point keeps in host memory; `fits`: whether memory holds a point that cannot run for
+    another reason (default: whether it runs)."""
     if reason:
         # A design that does not fit cannot run: its timings are not reported.
         metrics: dict[str, Any] = dict.fromkeys(RESULT_METRICS, math.nan) | {"peak_memory_B": memory.total_B}
@@ -636,7 +652,8 @@ def _metrics(result: SimResult | ServingResult | None, memory, reason: str, devi
         metrics = result.metrics()
         by_class = result.time_by_class_s
         metrics.update({key: by_class.get(c, 0.0) for c, key in _CLASS_TIMES})
-    metrics.update(fits_in_memory=not reason, infeasible_reason=reason, offloaded_B=offloaded_B)
+    metrics.update(fits_in_memory=not reason if fits is None else fits, infeasible_reason=reason,
+                   offloaded_B=offloaded_B)
     metrics.update(hardware_metrics(device, metrics["tokens_per_s"], pools))
     return metrics
 

@@ -122,7 +122,7 @@ def _fits(evaluator, point: DesignPoint, change: dict[str, Any]) -> Hint | None:
         capacity = evaluator.point_device(candidate).memory_bytes
     except (InputError, ValueError):
         return None
-    if not metrics["fits_in_memory"]:
+    if metrics["infeasible_reason"]:  # memory, or a limit of the scheduler: either way it cannot run
         return None
     flags = " ".join(_flag(k, v) for k, v in change.items() if k != "overrides")
     if "overrides" in change and point.overrides:

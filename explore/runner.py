@@ -327,7 +327,7 @@ class _Run:
         changed = {}
         for point_id, row in self.stored.items():
             typed = normalize_row(row) if isinstance(row.get("fits_in_memory"), str) else row
-            meets = bool(typed.get("fits_in_memory")) and all(
+            meets = bool(typed.get("fits_in_memory")) and not typed.get("infeasible_reason") and all(
                 c.accepts(typed.get(c.metric, math.nan)) for c in self.constraints)
             if typed.get("meets_constraints") != meets:
                 row["meets_constraints"] = changed[point_id] = meets
@@ -335,7 +335,9 @@ class _Run:
 
     def _meets(self, columns: Columns) -> list[bool]:
         """Whether each row fits and meets every constraint."""
-        held = [columns.values("fits_in_memory")]
+        held = [columns.values("fits_in_memory"),
+                [not reason for reason in (columns.column("infeasible_reason") if "infeasible_reason" in columns
+                                           else [""] * columns.size)]]
         for c in self.constraints:
             values = columns.column(c.metric) if c.metric in columns else [math.nan] * columns.size
             held.append([c.accepts(v) for v in values])

@@ -61,7 +61,28 @@ class ServingMemory:
 
 def serving_infeasible_reason(memory: ServingMemory, requests: RequestSet, scheduler: Scheduler,
                               prefix_tokens: int = 0, window: Window = None) -> str:
-    """Empty when the replica can serve every request, else why not."""
+    """Empty when the replica can serve every request, else why not: its memory (serving_memory_reason), or a
+    scheduler that prefills whole with a token budget below the longest prompt."""
+    reason = serving_memory_reason(memory, requests, scheduler, prefix_tokens, window)
+    if reason or scheduler.chunked:
+        return reason
+    # A scheduler that prefills whole must take the longest prompt in one iteration; preempted by recompute, a
+    # sequence prefills its prompt and generated tokens again (vLLM refuses max_num_batched_tokens below the context
+    # length without chunked prefill).
+    recompute = not scheduler.reserves_whole_request and scheduler.limits.preemption == "recompute"
+    whole = int((requests.prompt_tokens + requests.output_tokens - 1).max() if recompute else
+                requests.prompt_tokens.max())
+    if whole > scheduler.limits.max_batched_tokens:
+        what = "request (prompt and outputs, recomputed after a preemption)" if recompute else "prompt"
+        return (f"a {whole}-token {what} exceeds max_batched_tokens ({scheduler.limits.max_batched_tokens}) "
+                f"of the {scheduler.name} scheduler, which prefills whole")
+    return ""
+
+
+def serving_memory_reason(memory: ServingMemory, requests: RequestSet, scheduler: Scheduler,
+                          prefix_tokens: int = 0, window: Window = None) -> str:
+    """Empty when the replica's memory holds its weights, an iteration's activations and the longest request's KV
+    blocks, else why not."""
     if memory.kv_blocks < 1:
         return (f"needs {(memory.weights_B + memory.activations_B) / 1e9:.1f} GB for weights "
                 f"({memory.weights_B / 1e9:.1f}) and the activations of a {scheduler.token_budget()}-token "
@@ -76,16 +97,6 @@ def serving_infeasible_reason(memory: ServingMemory, requests: RequestSet, sched
         return (f"the longest request needs {needed} KV blocks of {memory.block_tokens} tokens "
                 f"({longest} tokens) but {usable} fit in the {memory.kv_cache_B / 1e9:.1f} GB left after weights "
                 f"and activations (less the admission watermark)")
-    if not scheduler.chunked:
-        # A scheduler that prefills whole must take the longest prompt in one iteration; preempted by recompute,
-        # a sequence prefills its prompt and generated tokens again (vLLM refuses max_num_batched_tokens below
-        # the context length without chunked prefill).
-        recompute = not scheduler.reserves_whole_request and scheduler.limits.preemption == "recompute"
-        whole = longest if recompute else int(requests.prompt_tokens.max())
-        if whole > scheduler.limits.max_batched_tokens:
-            what = "request (prompt and outputs, recomputed after a preemption)" if recompute else "prompt"
-            return (f"a {whole}-token {what} exceeds max_batched_tokens ({scheduler.limits.max_batched_tokens}) "
-                    f"of the {scheduler.name} scheduler, which prefills whole")
     return ""
 
 

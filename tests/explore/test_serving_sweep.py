@@ -223,3 +223,22 @@ def test_swap_preemption_defaults_to_the_devices_host_link(tmp_path):
     assert pool(preemption="swap").swap_bandwidth_Bps == load_link("pcie5-x16").bandwidth_Bps
     assert pool(preemption="swap", swap_GBps=10.0).swap_bandwidth_Bps == 10e9
     assert pool().swap_bandwidth_Bps is None
+
+
+def test_a_point_stopped_by_its_schedulers_budget_still_fits_in_memory(tiny_evaluator, tiny_config):
+    """A static scheduler prefills a prompt whole: a 256-token prompt under a 128-token budget cannot run, though the
+    tiny model's memory holds it; the same point with room in the budget runs."""
+    from dataclasses import replace
+
+    from explore.design_point import DesignPoint
+    from sim.serving_spec import ServingSpec
+    from workloads.requests import Fixed
+
+    spec = ServingSpec(scheduler="static", requests=4, rate_per_s=1.0, prompt=Fixed(tokens=256),
+                       output=Fixed(tokens=4), max_batched_tokens=128)
+    point = DesignPoint(model=tiny_config, device="h100-sxm", batch=spec.max_seqs, prompt=0, output=0, serving=spec)
+    stopped = tiny_evaluator.evaluate(point).metrics
+    assert "exceeds max_batched_tokens (128)" in stopped["infeasible_reason"] and stopped["fits_in_memory"]
+    assert math.isnan(stopped["tokens_per_s"])
+    runs = tiny_evaluator.evaluate(replace(point, serving=replace(spec, max_batched_tokens=512))).metrics
+    assert runs["infeasible_reason"] == "" and runs["fits_in_memory"]
