@@ -380,16 +380,17 @@ def run_sweep(sweep: Sweep, out_dir: Path, *, workers: int = 1, evaluator: Evalu
     out_dir.mkdir(parents=True, exist_ok=True)
     search = sweep.spec.search
     total = sweep.visits()
-    with folder_lock(out_dir), ResultsStore(out_dir, columns_for(sweep), sweep.name) as table:
-        run = _Run(sweep, table, None, evaluator or Evaluator(), on_progress, total)
-        log.info("%d design points to visit, %d rows already stored", total, len(run.stored))
+    with folder_lock(out_dir):
         if scheduler is None:  # a Dask scheduler's cluster has the workers it has
             workers = capped_workers(workers, total)
-        run.pool = make_executor(executor, workers, scheduler)
+        pool = make_executor(executor, workers, scheduler)  # before the store: an executor that fails leaves no files
         try:
-            STRATEGIES[search.strategy](sweep, run.evaluate)
+            with ResultsStore(out_dir, columns_for(sweep), sweep.name) as table:
+                run = _Run(sweep, table, pool, evaluator or Evaluator(), on_progress, total)
+                log.info("%d design points to visit, %d rows already stored", total, len(run.stored))
+                STRATEGIES[search.strategy](sweep, run.evaluate)
+                table.export(run.asked, run.stored)
         finally:
-            if run.pool is not None:
-                run.pool.shutdown()
-        table.export(run.asked, run.stored)
+            if pool is not None:
+                pool.shutdown()
     return [run.stored[point_id] for point_id in run.asked]

@@ -68,3 +68,5 @@ def test_scheduler_flag_errors_are_one_line(tmp_path, capsys):
                      "--scheduler", "tcp://127.0.0.1:1"])
     err = capsys.readouterr().err
     assert code == 2 and "cannot reach 'tcp://127.0.0.1:1'" in err and "Traceback" not in err
+    # The executor is made before the store: a folder it failed on holds no results tied to this sweep.
+    assert not (tmp_path / "x" / "results.sqlite").exists()
