@@ -9,6 +9,7 @@ values of the point.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 from explore.design_point import DesignPoint
@@ -16,22 +17,24 @@ from explore.sweep import Sweep
 from workloads.errors import InputError
 from workloads.yaml_lines import LocatedYAML
 
+# The most combinations judged: a search's space may hold 10^15 points, never enumerated (its device and link what-ifs,
+# which no check reads, aside, a sweep rarely holds more than a few thousand).
+MAX_JUDGED = 100_000
+
 
 def check_sweep_points(sweep: Sweep, evaluator) -> None:
-    """Judge every point of the sweep as its evaluation would (a block's what-ifs change none of the checks, so each
-    block's first point stands for it); the first refused one is a one-line InputError naming the sweep file, the
-    line of the key the message starts with and, where several values are swept, the point's."""
-    try:
-        blocks = sweep.points().blocks
-    except InputError as err:  # a combination the points themselves cannot be made of
-        raise _located(sweep, err, None) from None
-    judged: set[str] = set()
-    for block in blocks:
-        point = block.first
-        key = point.canonical()
-        if key in judged:
-            continue
-        judged.add(key)
+    """Judge every point of the sweep as its evaluation would, its device and link what-ifs at their first values (no
+    check reads them); the first refused one is a one-line InputError naming the sweep file, the line of the key the
+    message starts with and, where several values are swept, the point's."""
+    dims = sweep.dimensions()
+    judged = {name: values for name, values in dims.items() if not name.startswith(("device.", "link."))}
+    fixed = {name: values[0] for name, values in dims.items() if name not in judged}
+    combos = itertools.islice(itertools.product(*judged.values()), MAX_JUDGED)
+    for combo in combos:
+        try:
+            point = sweep.point(dict(zip(judged, combo, strict=True)) | fixed)
+        except InputError as err:  # a combination no point can be made of (a serving section's lengths)
+            raise _located(sweep, err, None) from None
         try:
             evaluator.check_point(point)
         except InputError as err:

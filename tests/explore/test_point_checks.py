@@ -1,0 +1,30 @@
+"""explore/point_checks.py: every point a sweep makes is judged before it runs, without enumerating a search's
+space."""
+
+from __future__ import annotations
+
+from tiny_sweep import write_sweep, write_tiny_model
+
+from explore.evaluate import Evaluator
+from explore.point_checks import check_sweep_points
+from explore.sweep import Sweep, load_sweep
+
+
+def test_a_search_over_a_vast_space_is_judged_without_enumerating_it(tmp_path, monkeypatch):
+    """10^12 points, all device what-ifs (which no check reads): judged as the one point they share, where enumerating
+    them would never end."""
+    model = write_tiny_model(tmp_path)
+    overrides = ", ".join(f"device.{path}: {{range: [{low}, {high}], steps: 1000}}" for path, low, high in (
+        ("memory.bandwidth_GBps", 1000, 5000), ("memory.capacity_GB", 40, 200),
+        ("compute.peak_TFLOPS.bf16", 100, 2000), ("compute.peak_TFLOPS.fp16", 100, 2000)))
+    path = write_sweep(tmp_path, f"name: vast\nmodel: {model}\ndevice: h100-sxm\n"
+                                 "workload: {batch: 1, prompt: 16, output: 4}\n"
+                                 f"overrides: {{{overrides}}}\nobjectives: {{minimize: [tpot_s]}}\n"
+                                 "search: {strategy: random, budget: 10, seed: 0}\n")
+    sweep = load_sweep(path)
+    assert sweep.size() == 10**12
+    made = []
+    point = Sweep.point
+    monkeypatch.setattr(Sweep, "point", lambda self, values: made.append(values) or point(self, values))
+    check_sweep_points(sweep, Evaluator())
+    assert len(made) == 1
