@@ -304,7 +304,7 @@ class ResultsStore:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
-        _write_csv(self.csv_path, self.columns, self.rows())
+        _write_csv(self.csv_path, self.columns, _typed_rows(db, self.columns, current=True))
 
     def append(self, rows: Sequence[dict[str, Any]] | Sequence[Columns]) -> None:
         """Store finished rows (dicts, or batches of them as Columns) in one committed transaction, then append
