@@ -30,6 +30,7 @@ from hw_models.device_block import varies_in_block
 from hw_models.link import default_link, load_link_model
 from hw_models.registry import load_device
 from hw_models.validation import input_error
+from kernels.formats import DTYPE_SHORT
 from kernels.kv_policy import budget_error
 from kernels.parallel import check_expert_parallel, check_pipeline_parallel, check_tensor_parallel
 from sim.serving_spec import ServingSpec
@@ -169,18 +170,15 @@ def default_execution_note(sweep) -> str:
             f"engine's kernels (decode from CUDA graphs), `execution: eager` keeps this and says so")
 
 
-SIXTEEN_BIT_PEAKS = {"float16": "fp16", "bfloat16": "bf16"}  # a model's config dtype -> the peak its math runs at
-
-
 def idle_peak_note(paths, models) -> str:
     """What a what-if on a 16-bit peak changes where no model runs at that type ('' where one does): an fp16 model's
     16-bit math runs at compute.peak_TFLOPS.fp16, a bf16 model's at .bf16, so a what-if on the other changes
     nothing."""
-    used = {SIXTEEN_BIT_PEAKS.get(load_model_config(model).dtype) for model in models}
+    used = {DTYPE_SHORT[load_model_config(model).dtype] for model in models}  # the peaks their math runs at
     for path in paths:
         field = path.removeprefix("device.")
         dtype = field.removeprefix("compute.peak_TFLOPS.")
-        if dtype != field and dtype in SIXTEEN_BIT_PEAKS.values() and dtype not in used:
+        if dtype != field and dtype in ("fp16", "bf16") and dtype not in used:
             kinds = ", ".join(sorted(t for t in used if t))
             return (f"{path} changes no point's math: {', '.join(models)} run{'s' * (len(models) == 1)} in {kinds}, "
                     f"priced at compute.peak_TFLOPS.{kinds.split(', ')[0]}")

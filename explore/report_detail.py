@@ -24,7 +24,7 @@ import numpy as np
 
 from explore.plots import Roof
 from explore.rows import as_number, point_from_row
-from kernels.formats import DTYPE_BITS, NumericFormat
+from kernels.formats import DTYPE_BITS, DTYPE_SHORT, NumericFormat
 from workloads.atomic_write import replacing
 
 if TYPE_CHECKING:
@@ -44,7 +44,6 @@ HOW_TO_STORE = "running the sweep again on this folder stores it (finished point
 FIGURES_OF = {"kernels": ("roofline",), "energy": ("energy_breakdown",), "baseline": ("whatif",),
               "serving": ("serving_cdf", "serving_timeline")}
 ENERGY_PARTS = ("static", "memory", "compute")
-TRACED_DTYPE = "bf16"
 
 
 def design_point(row: dict[str, Any]) -> DesignPoint:
@@ -71,12 +70,17 @@ def not_stored(what: str) -> str:
             f"results that changed since), and this report prices nothing ({NO_PRICING}); {HOW_TO_STORE}.")
 
 
-def sweep_dtypes(rows: list[dict[str, Any]]) -> list[str]:
-    """The matrix dtypes the sweep's formats compute in: the traced 16-bit type and each quantized GEMM's."""
-    formats = {NumericFormat(weight_bits=int(r["weight_bits"]), act_bits=int(r["act_bits"]), kv_bits=int(r["kv_bits"]))
-               for r in rows}
-    return list(dict.fromkeys([TRACED_DTYPE, *sorted((f.gemm_dtype(TRACED_DTYPE) for f in formats),
-                                                     key=lambda d: -DTYPE_BITS.get(d, 16))]))
+def sweep_formats(rows: list[dict[str, Any]]) -> set[NumericFormat]:
+    """The bit widths of the sweep's formats."""
+    return {NumericFormat(weight_bits=int(r["weight_bits"]), act_bits=int(r["act_bits"]), kv_bits=int(r["kv_bits"]))
+            for r in rows}
+
+
+def sweep_dtypes(formats: set[NumericFormat], traced: str) -> list[str]:
+    """The matrix dtypes the sweep's formats compute in for a model traced in `traced`: that 16-bit type and each
+    quantized GEMM's."""
+    return list(dict.fromkeys([traced, *sorted((f.gemm_dtype(traced) for f in formats),
+                                               key=lambda d: -DTYPE_BITS.get(d, 16))]))
 
 
 def device_roofs(device: Any, dtypes: list[str]) -> list[Roof]:
@@ -146,7 +150,7 @@ class DetailSource:
     def __init__(self, evaluator: Evaluator | None, rows: list[dict[str, Any]], out_dir: Path | None) -> None:
         self.evaluator = evaluator
         self.out_dir = Path(out_dir) if out_dir is not None else None
-        self.dtypes = sweep_dtypes(rows) if rows else [TRACED_DTYPE]
+        self.formats = sweep_formats(rows)
         self.stored: dict[str, Any] = read_entries(self.out_dir) if self.out_dir is not None else {}
         self.entries: dict[str, Any] = {}  # what this report drew: the next file holds exactly these
         self.computed = 0
@@ -184,7 +188,9 @@ class DetailSource:
         tables = evaluator.evaluate(point).tables
         phases = {phase: kernel_points(device, table, point.execution)
                   for phase, table in (("prefill", tables.prefill), ("decode", tables.decode))}
-        return {"roofs": [[r.label, r.flops, r.bits] for r in device_roofs(device, self.dtypes)],
+        # The roofs of the point's own model: an fp16 model's 16-bit math runs at the fp16 peak, a bf16 one's at bf16.
+        dtypes = sweep_dtypes(self.formats, DTYPE_SHORT[evaluator.config(point.model).dtype])
+        return {"roofs": [[r.label, r.flops, r.bits] for r in device_roofs(device, dtypes)],
                 "vector_flops": float(device.peak_flops("fp32")), "bandwidth_Bps": float(device.bandwidth_Bps),
                 "phases": phases}
 

@@ -261,3 +261,24 @@ def test_what_if_legend_names_the_shipped_value_only_where_it_is_drawn(shipped) 
     labels = [text.get_text() for legend in fig.legends for text in legend.get_texts()]
     dotted = [line for ax in fig.axes for line in ax.get_lines() if line.get_linestyle() == ":"]
     assert ("the shipped value of the knob" in labels) == (shipped is not None) == bool(dotted)
+
+
+def test_roofline_roofs_are_the_points_own_peak_as_overridden(tmp_path: Path, evaluator) -> None:
+    """An fp16 model's 16-bit roof is the device's fp16 peak as the point overrides it (2,000 TFLOP/s, not the H100's
+    shipped 989), and no kernel is drawn above it."""
+    import json
+
+    from explore.report_detail import DetailSource
+    from explore.report_static import roofline_panels
+    from tests.explore.tiny_sweep import TINY_CONFIG
+
+    model = tmp_path / "fp16" / "config.json"
+    model.parent.mkdir()
+    model.write_text(json.dumps(TINY_CONFIG | {"torch_dtype": "float16"}))
+    point = DesignPoint(model=str(model), device="h100-sxm", batch=8, prompt=256, output=4, execution="graphs",
+                        overrides=(("compute.peak_TFLOPS.fp16", 2000),))
+    row = normalize_row(point.row() | evaluator.evaluate(point).metrics)
+    panel = roofline_panels(DetailSource(evaluator, [row], None), [row], [(row, ["best tpot_s"])])[0]
+    (roof,) = panel.roofs
+    assert roof.flops == pytest.approx(2000e12) and "fp16" in roof.label
+    assert np.all(panel.achieved_flops <= roof.flops * (1 + 1e-9))
