@@ -49,6 +49,17 @@ def palette(keys: Sequence[str]) -> dict[str, str]:
     return {key: colors[i % len(colors)] for i, key in enumerate(keys)}
 
 
+def shades(keys: Sequence[str]) -> dict[str, str]:
+    """One shade of a sequential colormap (cividis) per distinct key, in order: colors that do not reuse the devices'
+    palette, where a figure colors something else (the energy figure's formats)."""
+    from matplotlib import colormaps
+    from matplotlib.colors import to_hex
+
+    keys = list(dict.fromkeys(keys))
+    cmap = colormaps["cividis"]
+    return {key: to_hex(cmap(0.1 + 0.8 * i / max(len(keys) - 1, 1))) for i, key in enumerate(keys)}
+
+
 def markers(keys: Sequence[str]) -> dict[str, str]:
     """One marker per key, in order (repeating beyond len(MARKERS))."""
     return {key: MARKERS[i % len(MARKERS)] for i, key in enumerate(dict.fromkeys(keys))}
@@ -264,7 +275,7 @@ class EnergyPanel:
 def energy_figure(panels: Sequence[EnergyPanel]) -> Figure:
     """Grouped bars per model (one panel each, shared y): devices as groups, formats as bars (J/token)."""
     formats = list(dict.fromkeys(f for panel in panels for f in panel.energy_J))
-    colors = palette(formats)
+    colors = shades(formats)  # the device palette colors devices in every other figure
     groups = max(len(panel.devices) for panel in panels)
     width = min(14.0, max(6.5, 2.0 + (0.6 + 0.4 * len(formats)) * groups))
     fig = Figure(figsize=(width, 3.6 * len(panels) + 0.9), layout="constrained")

@@ -107,8 +107,13 @@ def pareto_points(meeting: list, violating: list, front: list, x: str, y: str) -
                         front=np.array([id(r) in on_front for r in rows], dtype=bool))
 
 
-def _pair_figure(meeting: list, violating: list, x: str, y: str, minimize: list[str], lengths: bool) -> ReportFigure:
-    """The Pareto figure of one pair of objectives."""
+# With more than two objectives a pair's own balanced point is not the report's (chosen on every objective): named so.
+PAIR_BALANCED = "balanced on this pair"
+
+
+def _pair_figure(meeting: list, violating: list, x: str, y: str, minimize: list[str], lengths: bool,
+                 objectives: int = 2) -> ReportFigure:
+    """The Pareto figure of one pair of `objectives` objectives."""
     pair_min, pair_max = [n for n in (x, y) if n in minimize], [n for n in (x, y) if n not in minimize]
     name, title = f"pareto_{x}_{y}".lower(), f"Pareto front: {metric_axis_label(x)} against {metric_axis_label(y)}"
     front = sorted(pareto_rows(meeting, pair_min, pair_max), key=lambda r: float(r[x]))
@@ -116,11 +121,15 @@ def _pair_figure(meeting: list, violating: list, x: str, y: str, minimize: list[
         return ReportFigure(name=name, title=title, png=None,
                             caption=f"Not drawn: no feasible point meets the constraints with values of {x} and {y}.")
     roles = chosen_roles(front, pair_min, pair_max)
+    if objectives > 2:
+        roles = {i: [PAIR_BALANCED if role == "balanced" else role for role in r] for i, r in roles.items()}
     chosen = [ChosenPoint(x=float(front[i][x]), y=float(front[i][y]), role=", ".join(r),
                           label=point_label(front[i], lengths=lengths)) for i, r in sorted(roles.items())]
     fig = pareto_figure(x, y, pareto_points(meeting, violating, front, x, y), x in minimize, y in minimize, chosen)
+    pair_note = (f" With {objectives} objectives, '{PAIR_BALANCED}' is the balanced point of these two; the report's "
+                 f"balanced design (the Pareto table's) weighs all {objectives}." if objectives > 2 else "")
     caption = (f"{count_label(len(meeting), 'feasible point')} meeting the constraints, {len(violating)} breaking one; "
-               f"{len(front)} Pareto-optimal.{_undrawn(meeting + violating, x, y)} {HOW_TO_READ_PARETO}")
+               f"{len(front)} Pareto-optimal.{_undrawn(meeting + violating, x, y)} {HOW_TO_READ_PARETO}{pair_note}")
     return ReportFigure(name=name, title=title, caption=caption, png=figure_png(fig))
 
 
@@ -161,7 +170,7 @@ def pareto_figures(rows: list[dict[str, Any]], objectives: dict | None,
                    f"({len(violating)} feasible points break one and are left out); best at the top.")
         return [ReportFigure(name=f"ranking_{name}".lower(), title=title, caption=caption, png=figure_png(fig))]
     pairs = list(itertools.combinations(names, 2))[:MAX_PAIRS]
-    return [_pair_figure(meeting, violating, x, y, minimize, lengths) for x, y in pairs]
+    return [_pair_figure(meeting, violating, x, y, minimize, lengths, len(names)) for x, y in pairs]
 
 
 def pareto_table(rows: list[dict[str, Any]], objectives: dict | None, constraints: Sequence[str] | None) -> ReportTable:

@@ -43,6 +43,7 @@ from explore.report import (
 )
 from explore.report_detail import not_stored, point_key
 from explore.rows import (
+    constraint_label,
     count_label,
     device_label,
     format_label,
@@ -250,7 +251,7 @@ def rate_series(rows: list[dict[str, Any]], metrics: Sequence[str],
 
 
 def _constraint_limits(constraints: Sequence[str] | None, metric: str) -> list[Limit]:
-    return [Limit(value=c.bound, label=f"constraint {c.metric} {c.op} {c.bound:g}", linestyle=":")
+    return [Limit(value=c.bound, label=f"constraint {constraint_label(c.metric, c.op, c.bound)}", linestyle=":")
             for c in Constraint.parse_all(constraints) if c.metric == metric]
 
 

@@ -124,6 +124,16 @@ def test_energy_figure_shows_every_format_and_the_best_point() -> None:
     lowest = min(r["energy_per_token_J"] for r in rows)
     assert min(min(v) for p in panels for v in p.energy_J.values()) == lowest
     assert panels[0].notes["w16a16kv16"] == ["b32"] * 3 and "lowest energy" in caption
+    # Formats are colored apart from the devices' palette, which colors devices in every other figure.
+    from matplotlib.colors import to_rgba
+
+    from explore.plots import energy_figure, palette
+
+    fig = energy_figure(panels)
+    format_colors = {text.get_text(): handle.get_facecolor() for legend in fig.legends
+                     for handle, text in zip(legend.legend_handles, legend.get_texts(), strict=True)}
+    device_colors = {to_rgba(c) for c in palette(["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"]).values()}
+    assert len(format_colors) == 8 and not {tuple(c) for c in format_colors.values()} & device_colors
 
 
 # ---- sensitivity on one scale --------------------------------------------------------------------------------
@@ -282,3 +292,16 @@ def test_roofline_roofs_are_the_points_own_peak_as_overridden(tmp_path: Path, ev
     (roof,) = panel.roofs
     assert roof.flops == pytest.approx(2000e12) and "fp16" in roof.label
     assert np.all(panel.achieved_flops <= roof.flops * (1 + 1e-9))
+
+
+def test_a_pairs_balanced_point_is_named_apart_from_the_reports_with_more_objectives() -> None:
+    """With three objectives each pair's figure has a balanced point of its own: named 'balanced on this pair' in
+    its labels and caption, so it is not read as the report's balanced design; with two, the two are one."""
+    from explore.report_pareto import PAIR_BALANCED, pareto_figures
+
+    rows = [_row("m", "h100-sxm", b, (16, 16, 16), tpot=0.01 * b ** 0.5, ttft=0.1 / b, energy=1.0 / b)
+            for b in (1, 2, 4, 8, 16)]
+    three = pareto_figures(rows, {"minimize": ["tpot_s", "ttft_s", "energy_per_token_J"]}, None)
+    assert len(three) == 3 and all(PAIR_BALANCED in figure.caption for figure in three)
+    two = pareto_figures(rows, {"minimize": ["tpot_s", "ttft_s"]}, None)
+    assert PAIR_BALANCED not in two[0].caption
