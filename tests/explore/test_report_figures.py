@@ -99,8 +99,13 @@ def test_batch_figure_keeps_the_chosen_designs_and_names_its_subset() -> None:
     few = [row for row in rows if row["model"] == "small" and row["weight_bits"] == 16]
     panels, caption, subset = batch_panels(few, [], lambda row: [])
     assert len(panels[0].series) == 6 and not subset and "small: all 6 lines" in caption
-    # Color is the device and line style the format.
+    # Color is the device and line style the format; with what-if values, color is the device as changed, and the
+    # caption says so.
     assert len({s.color_key for s in panels[0].series}) == 3 and len({s.style_key for s in panels[0].series}) == 2
+    assert "(color: device, line style" in caption
+    what_if = [normalize_row(dict(row, **{"device.memory.bandwidth_GBps": bw})) for row in few for bw in (1000, 6000)]
+    panels, caption, _ = batch_panels(what_if, [], lambda row: [])
+    assert len({s.color_key for s in panels[0].series}) == 6 and "(color: device and its what-if values," in caption
 
 
 def test_latency_breakdown_keeps_the_chosen_design() -> None:
