@@ -77,7 +77,8 @@ def cmd_calibrate(args) -> int:
     # Refit from the datasheet roofline, not on top of a previous calibration.
     base = _device(args.device, calibrated=False)
     if base.kind != "gpu":
-        raise InputError(f"--device: found {args.device!r} (a {base.kind} preset), allowed: a GPU preset "
+        article = "an" if base.kind in ("npu", "fpga") else "a"  # the kinds as said: an NPU, an FPGA
+        raise InputError(f"--device: found {args.device!r} ({article} {base.kind} preset), allowed: a GPU preset "
                          f"(calibration fits the GPU efficiency models): {', '.join(preset_names('gpu'))}")
     tables = [read_table(table) for table in args.table]
     rows = [row for table in tables for row in table]
@@ -516,13 +517,16 @@ def add_parsers(add) -> None:
     aic.add_argument("-o", "--output", required=True, help="table path (.csv or .csv.gz)")
 
     cal = add("calibrate", "Fit a GPU preset's efficiency models on measured-kernel tables.",
-              "explore calibrate vidur-kernels.csv.gz --device h100-sxm\n  "
-              "explore calibrate aic-kernels.csv.gz data/measured/h200-2026-12-04/h200-gemm.csv.gz --device h200")
+              "explore calibrate vidur-kernels.csv.gz --device h100-sxm --out my-h100.yaml\n  "
+              "explore calibrate aic-kernels.csv.gz data/measured/h200-2026-12-04/h200-attention.csv.gz "
+              "data/measured/h200-2026-12-04/h200-pointwise-warm.csv.gz --device h200 --out my-h200.yaml  # as "
+              "shipped (README, Accuracy)")
     cal.add_argument("table", nargs="+", help="measured-kernel tables (.csv or .csv.gz), read as one")
     cal.add_argument("--device", required=True, help="GPU preset name")
     cal.add_argument("--train-fraction", type=float, default=0.5,
                      help="share of the table's sources (models) to fit on; the rest is held out (default 0.5)")
-    cal.add_argument("--out", help="calibration file (default: hw_models/calibration/DEVICE.yaml)")
+    cal.add_argument("--out", help="calibration file (default: hw_models/calibration/DEVICE.yaml, the shipped one, "
+                                   "which this rewrites)")
 
     val = add("validate", "Predict every row of a measured-kernel table (kernels, whole steps, whole batch runs) and "
                           "report the error per GPU and kernel.",

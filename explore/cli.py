@@ -86,7 +86,9 @@ def _command_parser() -> argparse.ArgumentParser:
                      help="also print the per-op table: each op of the prefill and the first decode step over the "
                           "layers that repeat it, with FLOPs, bytes, FLOP/byte, what bounds it and its time")
     run.add_argument("--chrome-trace", metavar="PATH",
-                     help="write the timeline as Chrome trace JSON (kernels; with --serving, iterations and requests)")
+                     help="write the timeline as Chrome trace JSON (kernels; with --serving, iterations and "
+                          "requests); where a pass waits on the host's dispatch (eager), each kernel's slice holds its "
+                          "share of that wait beside its device time (--ops gives device times)")
     _add_serving_flags(run)
 
     check = add("check", "Validate a sweep file, count its design points and estimate its run time.",
