@@ -365,6 +365,13 @@ def cmd_run(args) -> int:
     metrics = json_safe(evaluation.metrics) | _set_inputs(point)
     if idle := idle_peak_note(overrides, [args.model]):
         print(f"explore: notice: {idle}", file=sys.stderr)
+    from explore.report import waits_on_dispatch  # here: the report module is slow to import for every command
+
+    if waits_on_dispatch(point.row() | evaluation.metrics):
+        print(f"explore: notice: this point waits on PyTorch eager's dispatch on the host "
+              f"({evaluation.metrics['time_host_wait_s'] * 1e3:.1f} ms over the run: time_host_wait_s), so its decode "
+              f"steps take the host's time whatever the device or format; --execution graphs or engine removes the "
+              f"wait", file=sys.stderr)
     if evaluation.metrics.get("capacity_judged") == 0.0:  # sim/capacity.py: the requests, not the design, stopped it
         print(f"explore: notice: capacity {evaluation.metrics['capacity_note']}; raise --requests to judge it",
               file=sys.stderr)

@@ -202,14 +202,14 @@ def _summary(rows: list[dict[str, Any]], constraints: Sequence[str] | None) -> l
 def host_wait_note(rows: list[dict[str, Any]]) -> str:
     """How many feasible points wait on PyTorch eager's dispatch, and what that means ('' where none does)."""
     feasible = [row for row in rows if is_feasible(row)]
-    waiting = sum(_waits_on_dispatch(row) for row in feasible)
+    waiting = sum(waits_on_dispatch(row) for row in feasible)
     return (f"{waiting} of {len(feasible)} feasible points wait on the host (PyTorch eager's dispatch, "
             "`time_host_wait_s`; the 'host wait' of the latency breakdown): their decode steps take the host's time, "
             "so faster devices and narrower formats do not shorten their TPOT; `execution: graphs` or `engine` "
             "removes the wait.") if waiting else ""
 
 
-def _waits_on_dispatch(row: dict[str, Any]) -> bool:
+def waits_on_dispatch(row: dict[str, Any]) -> bool:
     """Whether an eager point's device waits on the host's dispatch (a point that offloads waits on the host link
     instead, which no launch mode removes). A pass waits where the host dispatches its kernels slower than the device
     runs them; a decode step launches as many kernels as the prefill for less work, so where any pass waits, every

@@ -256,3 +256,18 @@ def test_more_user_mistakes_are_one_line(tmp_path, capsys):
     assert "num_key_value_heads: found 3, allowed: a divisor of num_attention_heads (32)" in _one_line_error(
         capsys, run)
     assert "a GPU preset" in _one_line_error(capsys, ["calibrate", str(latin1), "--device", "neupims"])
+
+
+def test_run_says_when_an_eager_point_waits_on_the_host(tiny_config, capsys):
+    """A batch-1 eager decode of the tiny model dispatches its kernels slower than the device runs them: explore run
+    says its TPOT is the host's, with the wait; the same point as an engine (CUDA graphs) waits on nothing and says
+    nothing."""
+    from explore.cli import main
+
+    flags = ["run", "--model", tiny_config, "--device", "h100-sxm", "--prompt", "16", "--output", "4", "--json"]
+    assert main(flags) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["time_host_wait_s"] > 0
+    assert "waits on PyTorch eager's dispatch on the host" in captured.err
+    assert main([*flags, "--execution", "engine"]) == 0
+    assert "waits on" not in capsys.readouterr().err
