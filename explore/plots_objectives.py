@@ -94,10 +94,18 @@ def pareto_figure(x_name: str, y_name: str, points: ParetoPoints, x_minimized: b
     ax.step(x[points.front][order], y[points.front][order], where="post" if x_minimized else "pre",
             color=FRONT_COLOR, lw=1.2, alpha=0.8, zorder=1)
     _scale_axes(ax, x, y)
+    to_axes = ax.transAxes.inverted()
     for i, point in enumerate(chosen):
-        ax.annotate(f"{chr(ord('A') + i)}: {point.role}", (point.x * sx, point.y * sy), xytext=(10, 10 + 12 * (i % 3)),
-                    textcoords="offset points", fontsize=8, arrowprops={"arrowstyle": "-", "lw": 0.6},
+        at = (point.x * sx, point.y * sy)
+        # Toward the inside of the axes: a label at the right or top edge would run off it (or sit on the frame).
+        fx, fy = to_axes.transform(ax.transData.transform(at))
+        dx, dy = (10 if fx < 0.65 else -10), (10 + 16 * (i % 3)) * (1 if fy < 0.75 else -1)  # a box is ~14 pt tall
+        ax.annotate(f"{chr(ord('A') + i)}: {point.role}", at, xytext=(dx, dy), textcoords="offset points",
+                    ha="left" if dx > 0 else "right", va="bottom" if dy > 0 else "top", fontsize=8,
+                    arrowprops={"arrowstyle": "-", "lw": 0.6},
                     bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "#999", "alpha": 0.9}, zorder=5)
+        # The chosen point itself above every label box, so another's label never hides it.
+        ax.scatter([at[0]], [at[1]], s=60, facecolors="none", edgecolors="black", linewidths=1.2, zorder=6)
     ax.set_xlabel(_direction(x_name, x_minimized))
     ax.set_ylabel(_direction(y_name, y_minimized))
     ax.grid(True, which="major", alpha=0.3)
