@@ -242,6 +242,9 @@ def energy_panels(pool: list[dict[str, Any]], chosen: Chosen) -> tuple[list[Ener
     varied += ["the knobs the sweep sets"] if any(knobs_label(row) for row in measured) else []
     caption = (f"Each bar is the lowest energy per output token of one device and format over {', '.join(varied)}; "
                "its batch is printed on the bar. One panel per model, one group per device, one bar per format.")
+    if "overrides" in varied:
+        caption += (" A bar may be a what-if of its device (the overridden values of each point are in results.csv), "
+                    "not the device as shipped.")
     best_rows = [row for row, roles in chosen if any("energy" in role for role in roles)]
     if best_rows:
         caption += f" The best-energy design is {point_label(best_rows[0], lengths=lengths_vary(measured))}."

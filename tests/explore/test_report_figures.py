@@ -129,6 +129,9 @@ def test_energy_figure_shows_every_format_and_the_best_point() -> None:
     lowest = min(r["energy_per_token_J"] for r in rows)
     assert min(min(v) for p in panels for v in p.energy_J.values()) == lowest
     assert panels[0].notes["w16a16kv16"] == ["b32"] * 3 and "lowest energy" in caption
+    assert "what-if of its device" not in caption  # no overrides: every bar is a device as shipped
+    what_if = [normalize_row(dict(row, **{"device.memory.bandwidth_GBps": 6000})) for row in rows]
+    assert "A bar may be a what-if of its device" in energy_panels(what_if, [])[1]
     # Formats are colored apart from the devices' palette, which colors devices in every other figure.
     from matplotlib.colors import to_rgba
 
