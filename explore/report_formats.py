@@ -57,8 +57,11 @@ def format_panels(feasible: list[dict[str, Any]], broken) -> tuple[list[FormatPa
         panels.append(FormatPanel(title=f"{model}, batch {batch}", series=series))
         parts.append(f"{model} at batch {batch}: {count_label(len(series), 'line')}")
         quality.append(f"{model}: {_quality_words(list(best.values()))}")
-    caption = (f"Feasible points at each model's smallest batch; one line per device and sparsity pattern (color: "
-               f"device, line style: sparsity), one mark per weight width, the point with the lowest TPOT where "
+    sparse = len({_sparsity(row) for row in feasible}) > 1
+    lines = ("one line per device and sparsity pattern (color: device, line style: sparsity)" if sparse else
+             "one line per device (color)")
+    caption = (f"Feasible points at each model's smallest batch; {lines}, one mark per weight width, the point with "
+               f"the lowest TPOT where "
                f"activation or KV bits, lengths or overrides vary too. Drawn: {'; '.join(parts)}. Published quality "
                f"loss of the formats drawn (quality_delta, WikiText-2 perplexity increase; n/a: no published "
                f"figure): {'; '.join(quality)}.")

@@ -313,3 +313,16 @@ def test_a_pairs_balanced_point_is_named_apart_from_the_reports_with_more_object
     assert len(three) == 3 and all(PAIR_BALANCED in figure.caption for figure in three)
     two = pareto_figures(rows, {"minimize": ["tpot_s", "ttft_s"]}, None)
     assert PAIR_BALANCED not in two[0].caption
+
+
+def test_format_figure_names_line_styles_only_where_sparsity_varies() -> None:
+    """One line per device where every point is dense (its caption names no sparsity); one per device and pattern
+    where a pattern varies, which the caption then says."""
+    from explore.report_formats import format_panels
+
+    dense = _many_lines()
+    panels, caption = format_panels(dense, lambda row: [])
+    assert len(panels[0].series) == 3 and "one line per device (color)" in caption and "sparsity" not in caption
+    mixed = dense + [normalize_row(dict(row, sparsity="2:4")) for row in dense]
+    panels, caption = format_panels(mixed, lambda row: [])
+    assert len(panels[0].series) == 6 and "line style: sparsity" in caption
