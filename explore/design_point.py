@@ -84,7 +84,7 @@ class DesignPoint:
         if self.serving is not None:
             names += [getattr(self.serving, f.name) for f in fields(self.serving)
                       if isinstance(getattr(self.serving, f.name), str)]
-        return sorted({name for name in names if name and os.path.isfile(name)})
+        return sorted({name for name in names if _path_like(name) and os.path.isfile(name)})
 
     @property
     def numeric_format(self) -> NumericFormat:
@@ -144,6 +144,15 @@ def _numeric_format(weight_bits: int, act_bits: int, kv_bits: int, sparsity: str
     `types`: the types of the parts' values, in the key only (typed=True does not look inside a tuple: a knob at 2
     and at 2.0 would share an entry, and NumericFormat checks some knobs' types)."""
     return NumericFormat(weight_bits=weight_bits, act_bits=act_bits, kv_bits=kv_bits, sparsity=sparsity, **dict(parts))
+
+
+# What a file a point reads by path ends in (a preset name, a knob's word, never): only such names are looked up on
+# disk, as a point's key is made for every point of a search.
+FILE_SUFFIXES = (".json", ".yaml", ".yml", ".csv", ".gz")
+
+
+def _path_like(name: str) -> bool:
+    return bool(name) and (os.sep in name or name.endswith(FILE_SUFFIXES))
 
 
 @functools.lru_cache(maxsize=256)

@@ -41,7 +41,7 @@ from sim.serving import (
     Pool,
     ServingResult,
     serve_pools,
-    serving_infeasible_reason,
+    serving_budget_reason,
     serving_memory,
     serving_memory_reason,
 )
@@ -553,11 +553,12 @@ class Evaluator:
             requests, clipped = spec.request_set(rate).clipped_to_context(cfg.max_positions)
             for pool in pools:
                 scheduler = make_scheduler(pool.scheduler, pool.limits)
-                args = (pool.memory, requests, scheduler, spec.prefix_tokens, self.kv_window(point))
-                reason = serving_infeasible_reason(*args)
+                memory_reason = serving_memory_reason(pool.memory, requests, scheduler, spec.prefix_tokens,
+                                                      self.kv_window(point))
+                reason = memory_reason or serving_budget_reason(requests, scheduler)
                 if reason:
                     raise _InfeasibleError(f"{pool.name}: {reason}" if len(pools) > 1 else reason,
-                                           fits=not serving_memory_reason(*args))
+                                           fits=not memory_reason)
             result = serve_pools(pools, requests, slo=spec.slo(), kv_transfer_s=transfer_s)
             result.extra["clipped_requests"] = float(clipped)
             return result

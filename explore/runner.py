@@ -130,6 +130,9 @@ class Progress:
     elapsed_s: float
 
 
+DASK_LOGGERS = ("distributed", "bokeh", "tornado", "asyncio")
+
+
 class DaskExecutor:
     """Tasks on a Dask cluster: the scheduler at `scheduler`, or a LocalCluster of `workers` processes."""
 
@@ -140,7 +143,9 @@ class DaskExecutor:
             raise InputError("--executor dask: Dask is not installed (pip install 'llm-codesign[dask]')") from None
         self.cluster = None
         # Dask logs each worker, connection and plugin at INFO (some 35 lines a run): its warnings are enough here.
-        for name in ("distributed", "bokeh", "tornado"):
+        # The levels this process had come back at shutdown.
+        self.log_levels = {name: logging.getLogger(name).level for name in DASK_LOGGERS}
+        for name in DASK_LOGGERS:
             logging.getLogger(name).setLevel(logging.WARNING)
         try:
             if scheduler:
@@ -166,12 +171,14 @@ class DaskExecutor:
 
     def shutdown(self) -> None:
         # Closing a cluster whose tasks still run (a Ctrl-C) logs every cancelled connection: nothing to act on.
-        for name in ("distributed", "tornado", "asyncio"):
+        for name in DASK_LOGGERS:
             logging.getLogger(name).setLevel(logging.CRITICAL)
         if getattr(self, "client", None) is not None:
             self.client.close()
         if self.cluster is not None:
             self.cluster.close()
+        for name, level in self.log_levels.items():
+            logging.getLogger(name).setLevel(level)
 
 
 # How often a worker without prctl (not Linux) checks that its parent still lives.

@@ -482,25 +482,28 @@ PATH_KEYS = (("model",), ("device",), ("parallel", "link"), ("serving", "trace")
 def _beside(data: dict, folder: Path) -> dict:
     """The sweep's data with each file it names by a relative path that is not there from the current folder, but is
     beside the sweep file, named from there: a sweep and its files move together."""
-    def resolved(value: Any) -> Any:
-        if isinstance(value, list):
-            return [resolved(v) for v in value]
-        if not isinstance(value, str) or not value or Path(value).is_absolute() or Path(value).exists():
-            return value
-        candidate = folder / value
-        return str(candidate) if folder != Path(".") and candidate.is_file() else value
-
+    if folder == Path("."):
+        return data
     out = dict(data)
-    for keys in PATH_KEYS:
-        section = out
-        for key in keys[:-1]:
-            if not isinstance(section.get(key), dict):
+    for *sections, key in PATH_KEYS:
+        node = out
+        for section in sections:  # copied on the way down: the located data stays as read
+            if not isinstance(node.get(section), dict):
                 break
-            section[key] = section = dict(section[key])
+            node[section] = node = dict(node[section])
         else:
-            if keys[-1] in section:
-                section[keys[-1]] = resolved(section[keys[-1]])
+            if key in node:
+                node[key] = _resolved(node[key], folder)
     return out
+
+
+def _resolved(value: Any, folder: Path) -> Any:
+    """A relative path (or each of a list) named from `folder` where only there is it a file."""
+    if isinstance(value, list):
+        return [_resolved(v, folder) for v in value]
+    if not isinstance(value, str) or not value or Path(value).is_absolute() or Path(value).exists():
+        return value
+    return str(folder / value) if (folder / value).is_file() else value
 
 
 def _check_workload_or_serving(spec: SweepFile, located: LocatedYAML) -> None:
@@ -623,22 +626,8 @@ def _check_derived(sweep: Sweep, located: LocatedYAML) -> None:
                 raise InputError(f"{where}: derived.{target}: {expression.text!r}{at}: {err}{allowed}") from None
 
 
-def _check_speculation_knobs(sweep: Sweep, located: LocatedYAML) -> None:
-    """The drafting knobs of speculative decoding set where no point drafts are refused, as explore run refuses the
-    flags without --spec-draft: they would only show in the results as if they had been run."""
-    workload = sweep.spec.workload
-    if any(as_list(getattr(workload, "spec_draft", ""))) or "spec_draft" in sweep.derived:
-        return
-    for name in ("acceptance", "spec_tokens", "spec_tree"):
-        if name in getattr(workload, "model_fields_set", ()):
-            raise InputError(f"{located.where(('workload', name))}: workload.{name}: found "
-                             f"{getattr(workload, name)!r} with no spec_draft, allowed: with workload.spec_draft "
-                             f"(speculative decoding), or left out")
-
-
 def _check_references(sweep: Sweep, located: LocatedYAML) -> None:
     """Every model and device must load, and every override must apply to every device."""
-    _check_speculation_knobs(sweep, located)
     models = as_list(sweep.spec.model)
     if sweep.spec.serving is not None:
         check_serving(sweep.spec.serving, models, located)
@@ -752,8 +741,17 @@ def _check_kv_budget(sweep: Sweep, located: LocatedYAML) -> None:
 
 
 def _check_drafts(sweep: Sweep, located: LocatedYAML) -> None:
-    """A speculative draft model must be smaller than every model it drafts for (sim/speculative.py)."""
-    for draft in as_list(sweep.spec.workload.spec_draft):
+    """A speculative draft model must be smaller than every model it drafts for, with its vocabulary
+    (sim/speculative.py); the drafting knobs set where no point drafts are refused, as explore run refuses the flags
+    without --spec-draft (they would only show in the results as if they had been run)."""
+    workload = sweep.spec.workload
+    if not any(as_list(workload.spec_draft)) and "spec_draft" not in sweep.derived:
+        for name in ("acceptance", "spec_tokens", "spec_tree"):
+            if name in workload.model_fields_set:
+                raise InputError(f"{located.where(('workload', name))}: workload.{name}: found "
+                                 f"{getattr(workload, name)!r} with no spec_draft, allowed: with workload.spec_draft "
+                                 f"(speculative decoding), or left out")
+    for draft in as_list(workload.spec_draft):
         if draft in ("", MEDUSA):
             continue
         for model in as_list(sweep.spec.model):

@@ -61,11 +61,17 @@ class ServingMemory:
 
 def serving_infeasible_reason(memory: ServingMemory, requests: RequestSet, scheduler: Scheduler,
                               prefix_tokens: int = 0, window: Window = None) -> str:
-    """Empty when the replica can serve every request, else why not: its memory (serving_memory_reason), or a
-    scheduler that prefills whole with a token budget below the longest prompt."""
-    reason = serving_memory_reason(memory, requests, scheduler, prefix_tokens, window)
-    if reason or scheduler.chunked:
-        return reason
+    """Empty when the replica can serve every request, else why not: its memory (serving_memory_reason), or its
+    scheduler's token budget (serving_budget_reason)."""
+    return (serving_memory_reason(memory, requests, scheduler, prefix_tokens, window)
+            or serving_budget_reason(requests, scheduler))
+
+
+def serving_budget_reason(requests: RequestSet, scheduler: Scheduler) -> str:
+    """Empty where the scheduler can take every request's prefill, else why not: one that prefills whole with a token
+    budget below the longest prompt."""
+    if scheduler.chunked:
+        return ""
     # A scheduler that prefills whole must take the longest prompt in one iteration; preempted by recompute, a
     # sequence prefills its prompt and generated tokens again (vLLM refuses max_num_batched_tokens below the context
     # length without chunked prefill).
