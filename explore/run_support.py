@@ -79,13 +79,14 @@ def check_sets(device_name: str, overrides: dict[str, Any], link_name: str, link
 def overrides_text(point: DesignPoint) -> str:
     """The what-if overrides of a point as applied, with the preset's own value: 'memory.bandwidth_GBps = 6700
     (h100-sxm: 3350)'."""
-    data, _ = read_device_yaml(point.device)
+    spec = load_device(point.device, calibrated=False).spec  # a field the file leaves out has its default there
     parts = []
     for path, value in point.overrides:
-        node: Any = data
+        node: Any = spec
         for key in path.split("."):
-            node = node.get(key) if isinstance(node, dict) else None
-        parts.append(f"{path} = {value:g} ({point.device}: {node if node is not None else 'unset'})")
+            node = node.get(key) if isinstance(node, dict) else getattr(node, key, None)
+        shown = f"{node:g}" if isinstance(node, (int, float)) and not isinstance(node, bool) else "unset"
+        parts.append(f"{path} = {value:g} ({point.device}: {shown})")
     parts += [f"link.{path} = {value:g}" for path, value in point.link_overrides]
     return ", ".join(parts)
 

@@ -64,6 +64,16 @@ def test_set_gives_the_sweep_overrides_numbers(wide, tmp_path, capsys, evaluator
     assert "what-if (--set): memory.bandwidth_GBps = 6700 (h100-sxm: 3350)" in text.splitlines()[0]
 
 
+def test_set_of_a_field_the_preset_leaves_to_its_default_names_the_default(wide, capsys):
+    # h100-sxm's file sets no framework_dispatch_us: the point was priced from the default, gpt-fast's eager
+    # Llama-2-7B on an A100 (25.5 tokens/s over 1,818 kernels a token: 21.57 us), and the header says so.
+    run = ["run", "--model", wide, "--device", "h100-sxm", "--prompt", "64", "--output", "4"]
+    code, text, _ = _run(capsys, [*run, "--set", "overhead.framework_dispatch_us=5"])
+    assert code == 0
+    default_us = 1e6 / 25.5 / 1818
+    assert f"overhead.framework_dispatch_us = 5 (h100-sxm: {default_us:g})" in text.splitlines()[0]
+
+
 @pytest.mark.parametrize("item,needles", [
     ("memory.bandwidth_GBps", ["--set: found 'memory.bandwidth_GBps'", "allowed: KEY=VALUE"]),
     ("memory.bandwidth_GBps=fast", ["--set memory.bandwidth_GBps: found 'fast'", "allowed: a number"]),
