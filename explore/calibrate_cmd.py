@@ -90,6 +90,7 @@ def cmd_calibrate(args) -> int:
     command = "explore " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "explore calibrate"
     cal = fit_calibration(base, rows, table_path=[str(t) for t in args.table], train_fraction=args.train_fraction,
                           command=command, train=train)
+    check_training_error(GPUModel(base.spec, base.reference, cal), rows, train, ", ".join(map(str, args.table)))
     out = Path(args.out) if args.out else calibration_path(args.device)
     write_calibration(cal, out)
     prov = cal.provenance
@@ -100,6 +101,22 @@ def cmd_calibrate(args) -> int:
     return 0
 
 
+def fit_group(row: MeasuredKernel) -> str | None:
+    """The fit fit_calibration makes a training row part of ('gemm fp8', 'attention decode kv 8-bit', 'moe', 'norm',
+    ...), or None where no fit takes it (a quantized 'wXaY' GEMM, a kind without a fit)."""
+    if row.kernel in GEMM_KINDS and not quantized_gemm(row):
+        return f"gemm {gemm_key(row)}".rstrip()
+    if row.kernel == MOE_KIND:
+        return f"moe {gemm_key(row)}".rstrip()
+    if row.kernel in ATTENTION_KINDS:
+        phase = "decode" if row.kernel == "attention_decode" or row.seq_len <= 1 else "prefill"
+        kv = " kv 8-bit" if row.kv_dtype in ("fp8", "int8", "fp4") else ""
+        return f"attention {phase}{kv}"
+    if row.kernel in STREAM_FIT_CLASSES:
+        return stream_class(row)
+    return None
+
+
 def fit_groups(rows: list[MeasuredKernel]) -> dict[str, tuple[int, int]]:
     """The fits fit_calibration makes of a device's training rows: each one's rows and parameters (a GEMM per
     dtype fit, with a quantization kernel's two and an eager host interval's one where they apply; attention
@@ -107,16 +124,9 @@ def fit_groups(rows: list[MeasuredKernel]) -> dict[str, tuple[int, int]]:
     class)."""
     groups: dict[str, list[MeasuredKernel]] = defaultdict(list)
     for r in rows:
-        if r.kernel in GEMM_KINDS and not quantized_gemm(r):
-            groups[f"gemm {gemm_key(r)}".rstrip()].append(r)
-        elif r.kernel == MOE_KIND:
-            groups[f"moe {gemm_key(r)}".rstrip()].append(r)
-        elif r.kernel in ATTENTION_KINDS:
-            phase = "decode" if r.kernel == "attention_decode" or r.seq_len <= 1 else "prefill"
-            kv = " kv 8-bit" if r.kv_dtype in ("fp8", "int8", "fp4") else ""
-            groups[f"attention {phase}{kv}"].append(r)
-        elif r.kernel in STREAM_FIT_CLASSES:
-            groups[stream_class(r)].append(r)
+        name = fit_group(r)
+        if name is not None:
+            groups[name].append(r)
     counts = {}
     for name, group in groups.items():
         if name.startswith("gemm"):
@@ -141,6 +151,34 @@ def check_rows_per_fit(rows: list[MeasuredKernel], device: str, train: list[str]
             raise InputError(f"{tables}: {name} rows for {device}: found {count} to fit on (of the training share "
                              f"--train-fraction {train_fraction:g} of the sources), allowed: at least {parameters}, "
                              f"the {name} fit's parameters")
+
+
+# The most a fit may miss the rows it was fitted on (median |predicted / measured - 1|). The shipped fits miss their
+# held-out rows by at most 20% in the median (README, Accuracy); a fit that misses its own rows by half has met a
+# bound of its parameters (every fraction at its floor, every latency at its cap): times in milliseconds or
+# microseconds written as seconds, or rows of another chip than the preset's peaks.
+MAX_TRAINING_ERROR = 0.5
+
+
+def check_training_error(model: GPUModel, rows: list[MeasuredKernel], train: list[str], tables: str) -> None:
+    """Refuse a calibration whose fits cannot follow the rows they were fitted on (MAX_TRAINING_ERROR), before it is
+    written: priced with it, every design point would inherit the slip."""
+    train = set(train)
+    fitted = [r for r in rows if r.device == model.name and not r.is_step and r.source in train]
+    names = np.array([fit_group(r) or "" for r in fitted], dtype=object)
+    kept = names != ""
+    predicted = predict(model, [r for r, k in zip(fitted, kept, strict=True) if k])
+    measured = np.array([r.time_s for r, k in zip(fitted, kept, strict=True) if k])
+    names = names[kept]
+    for name in sorted(set(names.tolist())):
+        summary = error_summary(predicted[names == name], measured[names == name])
+        if summary["median_abs_err"] > MAX_TRAINING_ERROR:
+            bias = summary["median_bias"]
+            raise InputError(f"{tables}: {name} rows for {model.name}: its fit misses the {summary['n']} rows it was "
+                             f"fitted on by a median {summary['median_abs_err']:.0%} (predicted "
+                             f"{abs(bias):.0%} {'faster' if bias < 0 else 'slower'} than measured), allowed: at most "
+                             f"{MAX_TRAINING_ERROR:.0%}: is time_s in seconds (not milliseconds or microseconds), and "
+                             f"are the rows timed on a chip with {model.name}'s peaks? Nothing was written")
 
 
 def _score(rows: list[MeasuredKernel], include_train: bool, where: str,

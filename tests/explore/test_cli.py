@@ -22,7 +22,7 @@ from explore.metrics import metric_names
 from explore.results import read_results
 from explore.runner import run_sweep
 from explore.sweep import load_sweep
-from kernels.measured import read_table
+from kernels.measured import MeasuredKernel, read_table
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -172,6 +172,21 @@ def test_calibrate_writes_provenance_and_validate_reports_json(tmp_path):
     summary = json.loads(done.stdout)
     assert set(summary["h100-sxm"]["gemm"]) == {"n", "median_abs_err", "p90_abs_err", "median_bias"}
     assert (tmp_path / "v" / "validate-h100-sxm.png").exists()
+
+
+def test_calibrate_refuses_times_in_milliseconds(tmp_path, capsys):
+    # The same GEMMs with time_s in milliseconds (1,000x the seconds): no fit within the parameters' bounds (fractions
+    # of at least 0.05, latencies of at most 1 ms) comes near them, so the calibration would price every GEMM ~1,000x
+    # off. Refused with one line, and no file written.
+    from kernels.measured import write_table
+
+    rows = read_table(_synthetic_table(tmp_path))
+    slipped = tmp_path / "ms.csv"
+    write_table(slipped, [MeasuredKernel(**{**r.__dict__, "time_s": r.time_s * 1e3}) for r in rows])
+    cal = tmp_path / "h100.yaml"
+    err = _one_line_error(capsys, ["calibrate", str(slipped), "--device", "h100-sxm", "--out", str(cal)])
+    assert "gemm rows for h100-sxm" in err and "faster than measured" in err and "seconds" in err
+    assert not cal.exists()
 
 
 def test_validate_scores_general_layout_rows_apart(tmp_path):
