@@ -4,6 +4,7 @@ efficiency, score predictions."""
 from __future__ import annotations
 
 import hashlib
+import os
 import shlex
 import sys
 from collections import defaultdict
@@ -33,7 +34,7 @@ from hw_models.calibration import (
     write_calibration,
 )
 from hw_models.gpu import GPUModel
-from hw_models.registry import load_device, preset_names
+from hw_models.registry import device_base, load_device, preset_names
 from kernels.measured import (
     BATCH_RUN,
     DECODE_STEP,
@@ -66,11 +67,16 @@ def cmd_import_aiconfigurator(args) -> int:
 
 
 def _device(name: str, calibrated: bool = True):
-    """A device preset's model; calibrations belong to presets, so a device file is refused."""
-    if name not in preset_names():
-        load_device(name)  # raises the one-line error naming the allowed presets
-        raise InputError(f"--device: {name!r} is a file, not a preset: calibrations belong to presets")
+    """The model of a device preset or device file (a GPU of one's own: a file without base:, its fits in the
+    calibration file it names)."""
     return load_device(name, calibrated=calibrated)
+
+
+def own_rows(rows: list[MeasuredKernel], device: str, name: str) -> list[MeasuredKernel]:
+    """The rows of a table that --device names: its device column the preset, or a device file as given or by the
+    file's `name:` (as `explore measure --device-name` wrote it), each row named `device` for the commands after."""
+    return [row if row.device == device else replace(row, device=device) for row in rows
+            if row.device in (device, name)]
 
 
 def cmd_calibrate(args) -> int:
@@ -80,13 +86,23 @@ def cmd_calibrate(args) -> int:
         article = "an" if base.kind in ("npu", "fpga") else "a"  # the kinds as said: an NPU, an FPGA
         raise InputError(f"--device: found {args.device!r} ({article} {base.kind} preset), allowed: a GPU preset "
                          f"(calibration fits the GPU efficiency models): {', '.join(preset_names('gpu'))}")
+    is_file = args.device not in preset_names()
+    if is_file and (on := device_base(args.device)):
+        raise InputError(f"--device: {args.device} is a what-if of preset {on!r} (base:) and prices with its fits; "
+                         f"allowed: a preset, or a device file of its own (without base:; sibling: lends the classes "
+                         f"it has no rows of)")
+    if is_file and not args.out:
+        raise InputError(f"--out: missing for device file {args.device}; allowed: a path for its calibration, which "
+                         f"the file then names (calibration: PATH)")
     tables = [read_table(table) for table in args.table]
+    if is_file:  # the fits and their provenance name the device by its file's name
+        tables = [[replace(r, device=base.name) for r in own_rows(table, args.device, base.name)] for table in tables]
     rows = [row for table in tables for row in table]
     if not 0 < args.train_fraction <= 1:
         raise InputError(f"--train-fraction: found {args.train_fraction}, allowed: a number in (0, 1]")
-    own = [[r for r in table if r.device == args.device and not r.is_step] for table in tables]
+    own = [[r for r in table if r.device == base.name and not r.is_step] for table in tables]
     train = tables_training_sources(own, args.train_fraction)
-    check_rows_per_fit(rows, args.device, train, ", ".join(map(str, args.table)), args.train_fraction)
+    check_rows_per_fit(rows, base.name, train, ", ".join(map(str, args.table)), args.train_fraction)
     command = "explore " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "explore calibrate"
     cal = fit_calibration(base, rows, table_path=[str(t) for t in args.table], train_fraction=args.train_fraction,
                           command=command, train=train)
@@ -96,8 +112,12 @@ def cmd_calibrate(args) -> int:
     prov = cal.provenance
     sources = prov["train_sources"]
     shown = ", ".join(sources[:3]) + (f" and {len(sources) - 3} more" if len(sources) > 3 else "")
-    print(f"{out}: fitted on {prov['rows_used']} of {prov['rows_for_device']} rows for {args.device} "
+    print(f"{out}: fitted on {prov['rows_used']} of {prov['rows_for_device']} rows for {base.name} "
           f"({len(sources)} sources: {shown})")
+    named = getattr(base.spec, "calibration", None)
+    if is_file and (named is None or (Path(args.device).parent / named).resolve() != out.resolve()):
+        print(f"to price {args.device} with it, name it in the file: calibration: "
+              f"{os.path.relpath(out.resolve(), Path(args.device).resolve().parent)}")
     return 0
 
 
@@ -454,8 +474,8 @@ def cmd_validate(args) -> int:
     origin = {id(row): Path(table).name.removesuffix(".gz").removesuffix(".csv") for table, table_rows in read
               for row in table_rows} if len(read) > 1 else None
     if args.device:
-        load_device(args.device)  # a preset or a device YAML, as a table's device column may name
-        rows = [r for r in rows if r.device == args.device]
+        # a preset or a device YAML, as a table's device column may name (a file by its path or its name)
+        rows = own_rows(rows, args.device, load_device(args.device).name)
         if not rows:
             raise InputError(f"{tables}: no rows for device {args.device!r}")
     summary, pairs, notes, scored_rows = _score(rows, args.include_train, tables, origin)
@@ -511,12 +531,14 @@ def _text_table(summary: dict) -> str:
     cross = any("cross_source" in s for kinds in summary.values() for s in kinds.values())
     sums = any("measured_s" in s for kinds in summary.values() for s in kinds.values())
     width = max([30] + [len(kind) + 2 for kinds in summary.values() for kind in kinds])  # the longest group fits
-    head = f"{'device':<16}{'kernel':<{width}}{'n':>8}{'median |err|':>14}{'p90 |err|':>11}{'median bias':>13}"
+    device_width = max([16] + [len(device) + 2 for device in summary])  # a device file's path too
+    head = f"{'device':<{device_width}}{'kernel':<{width}}"
+    head += f"{'n':>8}{'median |err|':>14}{'p90 |err|':>11}{'median bias':>13}"
     head += f"{'cross n':>9}{'cross median':>14}{'cross p90':>11}{'cross bias':>12}" if cross else ""
     lines = [head + (f"{'measured ms':>13}{'predicted ms':>14}" if sums else "")]
     for device, kinds in summary.items():
         for kind, s in kinds.items():
-            line = f"{device:<16}{kind:<{width}}"
+            line = f"{device:<{device_width}}{kind:<{width}}"
             line += (f"{s['n']:>8}{s['median_abs_err']:>14.1%}{s['p90_abs_err']:>11.1%}{s['median_bias']:>+13.1%}"
                      if "n" in s else f"{'-':>8}{'-':>14}{'-':>11}{'-':>13}")
             if c := s.get("cross_source"):
@@ -556,15 +578,19 @@ def add_parsers(add) -> None:
 
     cal = add("calibrate", "Fit a GPU preset's efficiency models on measured-kernel tables.",
               "explore calibrate vidur-kernels.csv.gz --device h100-sxm --out my-h100.yaml\n  "
+              "explore calibrate my-4090.csv --device rtx-4090.yaml --out rtx-4090-fits.yaml  # a GPU of your own\n  "
               "explore calibrate aic-kernels.csv.gz data/measured/h200-2026-12-04/h200-attention.csv.gz "
               "data/measured/h200-2026-12-04/h200-pointwise-warm.csv.gz --device h200 --out my-h200.yaml  # as "
               "shipped (README, Accuracy)")
     cal.add_argument("table", nargs="+", help="measured-kernel tables (.csv or .csv.gz), read as one")
-    cal.add_argument("--device", required=True, help="GPU preset name")
+    cal.add_argument("--device", required=True,
+                     help="GPU preset name, or a GPU device file of your own (not on a base: preset; its rows are "
+                          "those whose device column is the file or its name:), which then names the fits "
+                          "(calibration: PATH)")
     cal.add_argument("--train-fraction", type=float, default=0.5,
                      help="share of the table's sources (models) to fit on; the rest is held out (default 0.5)")
     cal.add_argument("--out", help="calibration file (default: hw_models/calibration/DEVICE.yaml, the shipped one, "
-                                   "which this rewrites)")
+                                   "which this rewrites; needed for a device file)")
 
     val = add("validate", "Predict every row of a measured-kernel table (kernels, whole steps, whole batch runs) and "
                           "report the error per GPU and kernel.",

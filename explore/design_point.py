@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from explore.knobs import KNOBS, Knob, knobs
+from hw_models.registry import calibration_file
 from kernels.formats import NumericFormat
 from sim.serving_spec import ServingSpec
 
@@ -84,7 +85,10 @@ class DesignPoint:
         if self.serving is not None:
             names += [getattr(self.serving, f.name) for f in fields(self.serving)
                       if isinstance(getattr(self.serving, f.name), str)]
-        return sorted({name for name in names if _path_like(name) and os.path.isfile(name)})
+        files = {name for name in names if _path_like(name) and os.path.isfile(name)}
+        devices = [self.device, getattr(self.serving, "prefill_device", "")]
+        fits = {cal for name in devices if name in files and (cal := calibration_file(name)) and os.path.isfile(cal)}
+        return sorted(files | fits)
 
     @property
     def numeric_format(self) -> NumericFormat:

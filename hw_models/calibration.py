@@ -481,6 +481,12 @@ def load_calibration(device: str) -> Calibration | None:
     return _read_calibration_version(path, path.stat().st_mtime_ns) if path.is_file() else None
 
 
+def read_calibration_file(path: Path) -> Calibration:
+    """A calibration file given by path (a device file's own), read once per file version."""
+    path = path.resolve()
+    return _read_calibration_version(path, path.stat().st_mtime_ns)
+
+
 @functools.lru_cache(maxsize=64)
 def _read_calibration_version(path: Path, mtime_ns: int) -> Calibration:
     return read_calibration(path)

@@ -114,6 +114,10 @@ class GPUSpec(OffChipMemory):
     area: AreaSpec
     price: PriceSpec
     sibling: SiblingSpec | None = None
+    # A device file's own fitted calibration: the file `explore calibrate TABLE --device THIS_FILE --out PATH` wrote,
+    # its path relative to this file (a preset's calibration ships in hw_models/calibration/ instead).
+    calibration: Annotated[str | None, Unread("the file of this device's fitted efficiencies, not a chip figure; a "
+                                                 "device file on a base: preset keeps the base's calibration")] = None
     host_link: HostLinkSpec | None = None  # where offloaded bytes stream from (None: a sweep names host_link)
 
     @property

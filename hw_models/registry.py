@@ -72,6 +72,11 @@ def read_device_yaml(name_or_path: str) -> tuple[dict, str]:
     return copy.deepcopy(data), where
 
 
+def device_base(name_or_path: str) -> str:
+    """The preset a device file is built on (`base:`), or "" (a preset, or a file of its own)."""
+    return _read(name_or_path)[3]
+
+
 def _read(name_or_path: str) -> tuple[dict, str, Any, str]:
     """(dictionary, where, validated spec, base preset or "") of a preset or device file; the dictionary must not
     be changed."""
@@ -210,6 +215,8 @@ def load_device(name_or_path: str, overrides: dict[str, Any] | None = None, *, c
     # on a base preset, whose calibration it keeps.
     bundled = where.startswith(bundled_where("hw_models", ""))
     calibration = load_calibration(base or name_or_path) if calibrated and (bundled or base) else None
+    if calibrated and not bundled and not base and getattr(own, "calibration", None):
+        calibration = file_calibration(own, where)
     sibling = getattr(spec, "sibling", None)
     if sibling is not None and sibling.preset not in bundled_names("hw_models", ".yaml"):
         raise InputError(f"{where}: sibling.preset: found {sibling.preset!r}, allowed: a GPU preset name "
@@ -220,6 +227,31 @@ def load_device(name_or_path: str, overrides: dict[str, Any] | None = None, *, c
             own = calibration or Calibration(device=spec.name)
             calibration = own.filled_from(borrowed)
     return DEVICE_KINDS[data["kind"]].model_class(spec, reference=reference, calibration=calibration)
+
+
+def calibration_file(name_or_path: str) -> str | None:
+    """The path of the calibration a GPU device file of its own names (`calibration:`), None for a preset or a file
+    that names none: what a device file prices with besides itself."""
+    _, where, spec, base = _read(name_or_path)
+    named = getattr(spec, "calibration", None)
+    bundled = where.startswith(bundled_where("hw_models", ""))
+    return str(Path(where).parent / named) if named and not base and not bundled else None
+
+
+def file_calibration(spec, where: str):
+    """The fitted calibration a device file names (`calibration:`, relative to the file), which must have been fitted
+    for this device (its `device:` the file's name)."""
+    from hw_models.calibration import read_calibration_file
+
+    path = Path(where).parent / spec.calibration
+    if not path.is_file():
+        raise InputError(f"{where}: calibration: found {spec.calibration!r} ({path}: no such file), allowed: the file "
+                         f"explore calibrate TABLE --device {where} --out PATH wrote")
+    calibration = read_calibration_file(path)
+    if calibration.device != spec.name:
+        raise InputError(f"{where}: calibration: found {spec.calibration!r}, fitted for {calibration.device!r}, "
+                         f"allowed: a calibration fitted for this device, {spec.name!r}")
+    return calibration
 
 
 def sibling_calibration(preset: str, *, borrower: str):

@@ -189,6 +189,65 @@ def test_calibrate_refuses_times_in_milliseconds(tmp_path, capsys):
     assert not cal.exists()
 
 
+def test_a_gpu_of_ones_own_is_calibrated_priced_and_validated_from_its_device_file(tmp_path, capsys):
+    # A GPU no preset describes: a device file of its own (the L40S's figures under another name, no sibling), GEMMs
+    # timed by a known efficiency (compute 0.5, bandwidth 0.8, 6 us) on its peaks, its device column the file's name.
+    import yaml
+
+    from explore.design_point import DesignPoint
+    from hw_models.calibration import predict
+    from hw_models.gpu import GPUModel
+    from hw_models.gpu_efficiency import Calibration, GemmFit
+    from hw_models.registry import load_device, read_device_yaml
+    from kernels.measured import write_table
+
+    data, _ = read_device_yaml("l40s")
+    device = tmp_path / "my-gpu.yaml"
+    device.write_text(yaml.safe_dump({**data, "name": "my-gpu"}))
+    base = load_device(str(device), calibrated=False)
+    truth = Calibration(device="my-gpu", gemm=GemmFit(compute_fraction=0.5, bandwidth_fraction=0.8, latency_s=6e-6,
+                                                      blend=2.0))
+    shapes = [(2**a, 2**b, 2**c) for a in range(0, 13, 2) for b in range(8, 14, 2) for c in range(8, 14, 2)]
+    rows = [MeasuredKernel(device="my-gpu", kernel="gemm", dtype="bf16", time_s=1.0, source=f"src-{i % 2}",
+                           m=m, n=n, k=k) for i, (m, n, k) in enumerate(shapes)]
+    times = predict(GPUModel(base.spec, calibration=truth), rows)
+    table = tmp_path / "my-gpu.csv"
+    write_table(table, [MeasuredKernel(**{**r.__dict__, "time_s": float(t)}) for r, t in zip(rows, times, strict=True)])
+
+    # A file has no shipped place for its fits: --out is needed.
+    assert "--out: missing" in _one_line_error(capsys, ["calibrate", str(table), "--device", str(device)])
+    cal = tmp_path / "fits" / "my-gpu.yaml"
+    from explore.cli import main
+    assert main(["calibrate", str(table), "--device", str(device), "--out", str(cal)]) == 0
+    assert "calibration: fits/my-gpu.yaml" in capsys.readouterr().out  # how to name it in the file
+    assert yaml.safe_load(cal.read_text())["gemm"]["compute_fraction"] == pytest.approx(0.5, rel=0.02)
+
+    # Named in the device file, the fits price it: explore run says fitted, validate scores the held-out source.
+    unnamed = DesignPoint(model="llama-2-7b", device=str(device), batch=1, prompt=64, output=4).point_id
+    device.write_text(device.read_text() + "calibration: fits/my-gpu.yaml\n")
+    assert load_device(str(device)).calibration.gemm.compute_fraction == pytest.approx(0.5, rel=0.02)
+    assert main(["run", "--model", "llama-2-7b", "--device", str(device), "--prompt", "64", "--output", "4",
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["calibrated"] == "fitted"
+    assert main(["validate", str(table), "--device", str(device), "--json", "--out", str(tmp_path / "v")]) == 0
+    summary = json.loads(capsys.readouterr().out)[str(device)]["gemm"]
+    assert summary["n"] in (31, 32) and summary["median_abs_err"] < 0.02
+    # The calibration is part of what a point evaluates: refitted, it is a new point.
+    named = DesignPoint(model="llama-2-7b", device=str(device), batch=1, prompt=64, output=4).point_id
+    cal.write_text(cal.read_text() + "# refitted\n")
+    refitted = DesignPoint(model="llama-2-7b", device=str(device), batch=1, prompt=64, output=4).point_id
+    assert len({unnamed, named, refitted}) == 3
+
+    # Fits of another device, and a what-if on a preset (base:), are refused with one line each.
+    cal.write_text(cal.read_text().replace("device: my-gpu", "device: l40s"))
+    err = _one_line_error(capsys, ["run", "--model", "llama-2-7b", "--device", str(device)])
+    assert "calibration: found 'fits/my-gpu.yaml', fitted for 'l40s'" in err
+    what_if = tmp_path / "faster-l40s.yaml"
+    what_if.write_text("base: l40s\nmemory: {bandwidth_GBps: 1000}\n")
+    err = _one_line_error(capsys, ["calibrate", str(table), "--device", str(what_if), "--out", str(cal)])
+    assert "what-if of preset 'l40s' (base:)" in err
+
+
 def test_validate_scores_general_layout_rows_apart(tmp_path):
     # A pointwise row off the contiguous loop (variant general) is its own group, priced by that class's fit.
     path = tmp_path / "pointwise.csv"
