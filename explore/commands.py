@@ -185,6 +185,18 @@ def idle_peak_note(paths, models) -> str:
     return ""
 
 
+def fixed_peak_sm_note(paths) -> str:
+    """What a what-if on a GPU's SM count means where no peak moves with it ('' where one does): the peaks are the
+    chip's own fields, so more SMs at the same peaks are slower ones each, which a kernel too small to fill them
+    feels (README, Sweep files)."""
+    fields = {path.removeprefix("device.") for path in paths}
+    if "compute.sm_count" not in fields or any(f.startswith("compute.peak_TFLOPS") for f in fields):
+        return ""
+    return ("compute.sm_count moves no peak: the chip's compute.peak_TFLOPS stay as they are, so more SMs are slower "
+            "ones each and a GEMM or attention too small to fill them runs slower; for a bigger chip set or derive "
+            "compute.peak_TFLOPS.* in proportion to the SMs")
+
+
 def mixed_links_note(sweep) -> str:
     """Where a calibrated sweep's links are priced by different models ('' where not): a link with measured NCCL
     collectives takes their fits, one without them its datasheet formula, which runs 45-85% under measured NCCL
@@ -214,7 +226,7 @@ def mixed_links_note(sweep) -> str:
 def sweep_notes(sweep) -> list[str]:
     """What a sweep's settings do that its author may not mean, said before it runs (explore check, a sweep's start)."""
     notes = (default_execution_note(sweep), idle_peak_note(sweep.spec.overrides, sweep.dimensions()["model"]),
-             mixed_links_note(sweep))
+             fixed_peak_sm_note([*sweep.spec.overrides, *sweep.spec.derived]), mixed_links_note(sweep))
     return [note for note in notes if note]
 
 
@@ -363,8 +375,9 @@ def cmd_run(args) -> int:
         write_chrome_trace(evaluation.result, point.device, args.chrome_trace, tables=evaluation.tables,
                            device=evaluator.point_device(point), execution=point.execution)
     metrics = json_safe(evaluation.metrics) | _set_inputs(point)
-    if idle := idle_peak_note(overrides, [args.model]):
-        print(f"explore: notice: {idle}", file=sys.stderr)
+    for note in (idle_peak_note(overrides, [args.model]), fixed_peak_sm_note(overrides)):
+        if note:
+            print(f"explore: notice: {note}", file=sys.stderr)
     from explore.report import waits_on_dispatch  # here: the report module is slow to import for every command
 
     if waits_on_dispatch(point.row() | evaluation.metrics):
