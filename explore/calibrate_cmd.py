@@ -79,6 +79,17 @@ def own_rows(rows: list[MeasuredKernel], device: str, name: str) -> list[Measure
             if row.device in (device, name)]
 
 
+def unknown_devices(tables: list[list[MeasuredKernel]], device: str, name: str) -> str:
+    """The device names of a table's rows that are no preset, no device file on disk and not `device` (or its
+    `name:`), with their row counts ('' where none): most likely a typo, whose rows no fit would see."""
+    counts: dict[str, int] = defaultdict(int)
+    for row in (row for table in tables for row in table):
+        counts[row.device] += 1
+    known = set(preset_names()) | {device, name}
+    unknown = {d: n for d, n in counts.items() if d not in known and not Path(d).is_file()}
+    return ", ".join(f"{d!r} ({n} row{'s' * (n != 1)})" for d, n in sorted(unknown.items()))
+
+
 def cmd_calibrate(args) -> int:
     # Refit from the datasheet roofline, not on top of a previous calibration.
     base = _device(args.device, calibrated=False)
@@ -95,6 +106,9 @@ def cmd_calibrate(args) -> int:
         raise InputError(f"--out: missing for device file {args.device}; allowed: a path for its calibration, which "
                          f"the file then names (calibration: PATH)")
     tables = [read_table(table) for table in args.table]
+    if unknown := unknown_devices(tables, args.device, base.name):
+        print(f"explore: notice: {', '.join(map(str, args.table))}: rows of {unknown} name no preset, device file or "
+              f"--device {args.device}; they are left out", file=sys.stderr)
     if is_file:  # the fits and their provenance name the device by its file's name
         tables = [[replace(r, device=base.name) for r in own_rows(table, args.device, base.name)] for table in tables]
     rows = [row for table in tables for row in table]

@@ -12,6 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -219,7 +220,14 @@ def test_a_gpu_of_ones_own_is_calibrated_priced_and_validated_from_its_device_fi
     cal = tmp_path / "fits" / "my-gpu.yaml"
     from explore.cli import main
     assert main(["calibrate", str(table), "--device", str(device), "--out", str(cal)]) == 0
-    assert "calibration: fits/my-gpu.yaml" in capsys.readouterr().out  # how to name it in the file
+    out, err = capsys.readouterr()
+    assert "calibration: fits/my-gpu.yaml" in out  # how to name it in the file
+    assert "notice" not in err
+    # A row whose device is misspelled is no fit's: it is named, not silently left out.
+    typo = tmp_path / "typo.csv"
+    write_table(typo, [replace(r, device="my-gpuu") if i < 2 else r for i, r in enumerate(read_table(table))])
+    assert main(["calibrate", str(typo), "--device", str(device), "--out", str(tmp_path / "typo-fits.yaml")]) == 0
+    assert "rows of 'my-gpuu' (2 rows) name no preset, device file or --device" in capsys.readouterr().err
     assert yaml.safe_load(cal.read_text())["gemm"]["compute_fraction"] == pytest.approx(0.5, rel=0.02)
 
     # Named in the device file, the fits price it: explore run says fitted, validate scores the held-out source.
