@@ -324,7 +324,7 @@ class Evaluator:
             tables = replace(tables, prefill=_windowed_prefill(tables.prefill, window, point.prompt))
         if isinstance(window, KVPolicy) and window.eviction is not None:
             tables = replace(tables, prefill=scored_prefill(tables.prefill, 1.0 - window.full_heads,
-                                                            window.eviction.prefill_score_B))
+                                                            window.eviction.prefill_score_B, window.limit))
         return replace(tables, attention_window=window)
 
     def _skip_layers(self, point: DesignPoint, tables: PassTables) -> PassTables:

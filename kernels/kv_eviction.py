@@ -98,13 +98,14 @@ def eviction(method: str, *, heads: int, kv_heads: int, head_dim: int, kv_elemen
                     held_share=SCORE_B * kv_heads / kv_B, prefill_score_B=SCORE_B * PREFILL_SCORE_PASSES)
 
 
-def scored_prefill(prefill: KernelTable, scored_share: float, score_B: float) -> KernelTable:
+def scored_prefill(prefill: KernelTable, scored_share: float, score_B: float, window: int | None = None) -> KernelTable:
     """A prefill whose attention runs unfused for `scored_share` of its heads (an eviction's, which needs the
     probabilities): those heads compute every (query, key) pair of the s x s matrix (torch.bmm computes the masked
-    half too) and move `score_B` bytes per pair through the materialized matrix."""
+    half too) and move `score_B` bytes per pair through the materialized matrix; the other heads' FLOPs stay those
+    of the causal pairs inside the model's sliding `window`, as the table counts them (kernels/lowering.py)."""
     rows = prefill.attention_mask & (prefill.q_len > 0)
     pairs = prefill.q_len * prefill.kv_len
-    causal = np.where(rows, causal_pairs(prefill.q_len, prefill.kv_len), 1.0)
+    causal = np.where(rows, causal_pairs(prefill.q_len, prefill.kv_len, window), 1.0)
     flops = prefill.flops * (1.0 - scored_share + scored_share * pairs / causal)
     scores_B = scored_share * prefill.batch * prefill.heads * pairs * score_B
     return replace(prefill, flops=np.where(rows, flops, prefill.flops),

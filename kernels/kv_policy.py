@@ -26,6 +26,7 @@ import numpy as np
 
 from kernels.kv_eviction import Eviction
 from kernels.token_select import TokenSelection
+from workloads.op_costs import causal_pairs
 
 # DuoAttention's streaming heads keep 64 attention sinks and 256 recent tokens (mit-han-lab/duo-attention,
 # duo_attn/utils.py: --sink_size 64, --recent_size 256, the defaults of its training and efficiency runs).
@@ -94,12 +95,12 @@ class KVPolicy:
         """The share of a causal prefill's (query, key) pairs that are computed when streaming heads attend to their
         window only (DuoAttention applies its streaming heads in the prefill too; a selection does not apply to the
         prefill: Quest and Double Sparsity run it dense; an eviction attends to the whole prompt to score it, then
-        keeps its budget)."""
+        keeps its budget). A share of the pairs inside the model's own window (`limit`), which the prefill's kernels
+        compute already (kernels/lowering.py)."""
         if self.window is None or self.eviction is not None:
             return 1.0
-        full = prompt * (prompt + 1) / 2
-        w = min(self.window, prompt)
-        windowed = w * (w + 1) / 2 + (prompt - w) * w  # query i sees min(i, window) keys
+        full = causal_pairs(prompt, prompt, self.limit)
+        windowed = causal_pairs(prompt, prompt, self.window)  # query i sees min(i, window) keys
         return self.full_heads + (1.0 - self.full_heads) * windowed / full
 
 

@@ -62,12 +62,12 @@ def _batched_gemm(op: Op, common: dict) -> Kernel:
                   batch=math.prod(a[:-2]), **common)
 
 
-def _attention(op: Op, common: dict) -> Kernel:
+def _attention(op: Op, common: dict, window: int | None) -> Kernel:
     q, k, v = op.inputs[0].shape, op.inputs[1].shape, op.inputs[2].shape
     batch, heads, q_len, head_dim = q[0], q[1], q[-2], q[-1]
     kv_len = k[-2]
     causal = bool(op.attrs.get("is_causal", False))
-    flops = attention_flops(batch, heads, q_len, kv_len, head_dim, v[-1], causal=causal)
+    flops = attention_flops(batch, heads, q_len, kv_len, head_dim, v[-1], causal=causal, window=window)
     kind = KernelKind.ATTENTION_PREFILL if q_len > 1 else KernelKind.ATTENTION_DECODE
     return Kernel(kind=kind, flops=flops, tensor_core=True, batch=batch, heads=heads, kv_heads=k[1], q_len=q_len,
                   kv_len=kv_len, head_dim=head_dim, causal=causal, **common)
@@ -96,14 +96,15 @@ def general_layout(op: Op) -> bool:
         t.shape and (not t.contiguous or t.dtype != out.dtype or broadcast(t)) for t in op.inputs)
 
 
-def lower_op(op: Op, trace_dtype: str) -> Kernel | None:
-    """The kernel an op launches, or None for views."""
+def lower_op(op: Op, trace_dtype: str, window: int | None = None) -> Kernel | None:
+    """The kernel an op launches, or None for views; a causal attention op computes only the pairs inside the model's
+    sliding `window` (Trace.sliding_window), as a serving engine's kernels skip the masked blocks."""
     if op.is_view:
         return None
     name = op.short_name
     common = _common(op, trace_dtype)
     if name in ATTENTION_OPS:
-        return _attention(op, common)
+        return _attention(op, common, window)
     if name in GEMM_OPS:
         return _gemm(op, common)
     if name in BATCHED_GEMM_OPS:
@@ -141,5 +142,5 @@ def last_dim_reduction(op: Op) -> tuple[int, int]:
 
 def lower_trace(trace: Trace) -> list[Kernel]:
     """Kernels of a trace, in execution order."""
-    kernels = (lower_op(op, trace.dtype) for op in trace.ops)
+    kernels = (lower_op(op, trace.dtype, trace.sliding_window) for op in trace.ops)
     return [k for k in kernels if k is not None]

@@ -86,14 +86,16 @@ class StepShape:
 
 
 def step_shape(chunks: Sequence[tuple[int, int]] = (), decode_kv: Sequence[int] = (), *, sampled: int,
-               window: Window = None, decode_query: int = 1) -> StepShape:
+               window: Window = None, decode_query: int = 1, prefill_window: int | None = None) -> StepShape:
     """The shape of an iteration: prefill `chunks` as (new tokens, cached prefix tokens) and the KV lengths of
     the decoding sequences (a sliding window, or a KV policy, caps what a decode token attends to), each with
-    `decode_query` query tokens (a speculative verification: the last token and the drafted ones)."""
+    `decode_query` query tokens (a speculative verification: the last token and the drafted ones). A chunk's queries
+    attend to at most `prefill_window` keys each: the model's own sliding window (StepTemplate.sliding_window; a KV
+    budget or policy leaves the prefill whole)."""
     decode, _ = decode_reads(np.asarray(decode_kv), window)
     return StepShape(
         prefill_seqs=len(chunks), prefill_tokens=sum(q for q, _ in chunks),
-        prefill_pairs=sum(causal_pairs(q, q + cached) for q, cached in chunks),
+        prefill_pairs=sum(causal_pairs(q, q + cached, prefill_window) for q, cached in chunks),
         prefill_cached=sum(cached for _, cached in chunks), decode_seqs=len(decode_kv),
         decode_kv=round(float(np.sum(decode))), decode_flops_per_kv=flops_per_read(window), sampled=sampled,
         decode_query=decode_query,
@@ -121,6 +123,7 @@ class TemplateTraces:
     decode_activation_B: float = 0.0  # peak live activations of the decode and prefill traces
     prefill_activation_B: float = 0.0
     param_bytes: float = 0.0  # the model's weights at the traced precision
+    sliding_window: int | None = None  # the model's own attention window (ModelConfig.sliding_window)
 
     def drivers(self) -> np.ndarray:
         """(tokens, sampled, longest query) of each trace, with a leading 1: shape (4, 4)."""
@@ -156,6 +159,7 @@ class StepTemplate:
     activation_per_token_B: float  # peak live activations per token of an iteration, and at zero tokens
     activation_base_B: float
     param_bytes: float  # the model's weights at the traced precision
+    sliding_window: int | None = None  # the model's own attention window: what a prefill chunk's query attends to
 
     @classmethod
     def from_traces(cls, traces: TemplateTraces) -> StepTemplate:
@@ -194,13 +198,14 @@ class StepTemplate:
             expert=expert[unique], general_layout=np.stack([t.general_layout[unique] for t in tables]),
             count=count, span=span, prefill_attention=prefill_rows.select([0]),
             decode_attention=decode_rows.select([0]), attention_layers=len(decode_rows),
-            traced_prefill_pairs=float(b * causal_pairs(p, p)), traced_prefill_tokens=float(b * p),
+            traced_prefill_pairs=float(b * causal_pairs(p, p, traces.sliding_window)),
+            traced_prefill_tokens=float(b * p),
             traced_decode_kv=float(decode_rows.kv_len[0] * decode_rows.batch[0]),
             traced_decode_seqs=float(decode_rows.batch[0]),
             num_experts=traces.num_experts, experts_per_token=traces.experts_per_token,
             traced_tokens=float(x[0, 1]), activation_per_token_B=max(per_token, 0.0),
             activation_base_B=traces.decode_activation_B - max(per_token, 0.0) * b,
-            param_bytes=traces.param_bytes,
+            param_bytes=traces.param_bytes, sliding_window=traces.sliding_window,
         )
 
     @classmethod
@@ -228,7 +233,7 @@ class StepTemplate:
             prompt=TEMPLATE_PROMPT, num_experts=config.num_experts, experts_per_token=config.experts_per_token,
             decode_activation_B=traces["decode", batch].peak_activation_bytes,
             prefill_activation_B=traced.peak_activation_bytes,
-            param_bytes=config.param_count() * bytes_per_param))
+            param_bytes=config.param_count() * bytes_per_param, sliding_window=config.sliding_window))
         return template.with_layers(config.num_layers)
 
     def with_layers(self, layers: int) -> StepTemplate:
@@ -340,7 +345,8 @@ class StepTemplate:
                        kv_len=np.array([shape.decode_kv / shape.decode_seqs]))
 
     def _prefill_attention(self, shape: StepShape) -> KernelTable:
-        """One layer's prefill attention: chunks compute their causal pairs and read their cached prefix."""
+        """One layer's prefill attention: chunks compute their causal pairs (inside the model's sliding window) and
+        read their cached prefix."""
         row = self.prefill_attention
         kv_bytes_per_key = self.decode_attention.kv_bytes[0] / self.traced_decode_kv
         seqs, tokens = shape.prefill_seqs, shape.prefill_tokens

@@ -94,10 +94,12 @@ class Replica:
     def _price(self, batch):
         """The iteration's cost: plain, or a speculative verification with its draft's steps."""
         spec = self.speculation
+        own = self.costs.template.sliding_window  # the model's window: what its prefill chunks attend to
         if spec is None or not batch.decodes:
-            return self.costs.price(batch.shape(self.window))
-        shape = batch.shape(self.window, spec.speculation.verified)
-        return spec.price(self.costs.price(shape), shape, batch.draft_shapes(self.window))
+            return self.costs.price(batch.shape(self.window, prefill_window=own))
+        shape = batch.shape(self.window, spec.speculation.verified, prefill_window=own)
+        draft_own = spec.draft.template.sliding_window if spec.draft is not None else None
+        return spec.price(self.costs.price(shape), shape, batch.draft_shapes(self.window, draft_own))
 
     def _apply(self, batch, now_s: float) -> None:
         for seq, chunk in batch.prefills:

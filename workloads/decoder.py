@@ -90,8 +90,8 @@ class Attention(nn.Module):
         value_cache[:, :, start:start + s].copy_(v)
         gqa = cfg.num_kv_heads != cfg.num_heads
         if start == 0:
-            # Prefill attends to its own keys causally. (Mistral's sliding window is not applied to
-            # prompts longer than the window: the full causal attention is an upper bound there.)
+            # Prefill attends to its own keys causally. A sliding window (Mistral's) is applied where the trace is
+            # lowered to kernels (kernels/lowering.py): the kernel computes only the pairs inside it.
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
         else:
             end = start + s

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 # Ops that alias their input without moving data. _unsafe_view and friends carry no alias
 # annotation in their schema but are views all the same.
 VIEW_OPS = frozenset({
@@ -49,19 +51,30 @@ ATTENTION_OPS = frozenset({
 })
 
 
-def causal_pairs(q_len: int, kv_len: int) -> int:
-    """(query, key) pairs a causal kernel computes: query i sees the kv_len - q_len cached keys and i + 1 new."""
-    return q_len * (kv_len - q_len) + q_len * (q_len + 1) // 2
+def causal_pairs(q_len: int, kv_len: int, window: int | None = None) -> int:
+    """(query, key) pairs a causal kernel computes: query i sees the kv_len - q_len cached keys and i + 1 new; with a
+    sliding `window`, at most the `window` keys ending at its own position (Mistral's; FlashAttention's window_size)."""
+    if window is None:
+        return q_len * (kv_len - q_len) + q_len * (q_len + 1) // 2
+    return _windowed_prefix_pairs(kv_len, window) - _windowed_prefix_pairs(kv_len - q_len, window)
+
+
+def _windowed_prefix_pairs(positions, window: int):
+    """Pairs of the first `positions` queries of a causal kernel whose queries see at most `window` keys each (a
+    number, or an array of them)."""
+    seen = np.minimum(positions, window) if isinstance(positions, np.ndarray) else min(positions, window)
+    return seen * (seen + 1) // 2 + (positions - seen) * window
 
 
 def attention_flops(batch: int, heads: int, q_len: int, kv_len: int, head_dim: int, v_dim: int,
-                    causal: bool = False) -> float:
+                    causal: bool = False, window: int | None = None) -> float:
     """FLOPs of softmax(Q K^T) V (QK^T and PV, 2 FLOPs per multiply-add).
 
     Without `causal`, masking is ignored: torch.utils.flop_counter's convention for the fused attention ops
-    it knows (what a trace records). With it, only the (query, key) pairs a causal kernel computes count.
+    it knows (what a trace records). With it, only the (query, key) pairs a causal kernel computes count, within
+    the model's sliding `window` where it has one.
     """
-    pairs = causal_pairs(q_len, kv_len) if causal else q_len * kv_len
+    pairs = causal_pairs(q_len, kv_len, window) if causal else q_len * kv_len
     return 2.0 * batch * heads * pairs * (head_dim + v_dim)
 
 

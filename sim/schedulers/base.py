@@ -71,20 +71,21 @@ class Batch:
     def tokens(self) -> int:
         return sum(q for _, q in self.prefills) + len(self.decodes)
 
-    def shape(self, window: Window, decode_query: int = 1) -> StepShape:
+    def shape(self, window: Window, decode_query: int = 1, prefill_window: int | None = None) -> StepShape:
         """The iteration's shape: sequences whose chunk ends their prefill sample a token, as decodes do (each of its
-        `decode_query` positions, in a speculative verification)."""
+        `decode_query` positions, in a speculative verification); `prefill_window`: the model's own sliding window
+        (kernels/shapes.py step_shape)."""
         finishing = sum(1 for seq, q in self.prefills if seq.computed + q >= seq.target)
         return step_shape([(q, seq.computed) for seq, q in self.prefills],
                           [s.computed + decode_query for s in self.decodes],
                           sampled=finishing + len(self.decodes) * decode_query, window=window,
-                          decode_query=decode_query)
+                          decode_query=decode_query, prefill_window=prefill_window)
 
-    def draft_shapes(self, window: Window) -> tuple[StepShape, StepShape]:
+    def draft_shapes(self, window: Window, prefill_window: int | None = None) -> tuple[StepShape, StepShape]:
         """A speculative draft's iterations: its first step (the chunks and a token of each decode), then a step
         of the decodes alone."""
-        return self.shape(window), step_shape([], [s.computed + 1 for s in self.decodes], sampled=len(self.decodes),
-                                              window=window)
+        decodes = step_shape([], [s.computed + 1 for s in self.decodes], sampled=len(self.decodes), window=window)
+        return self.shape(window, prefill_window=prefill_window), decodes
 
 
 @dataclass(kw_only=True)

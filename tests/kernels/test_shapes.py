@@ -150,6 +150,31 @@ def test_sliding_window_caps_what_a_decode_token_reads(tiny_llama, trace_of, dev
     assert short == _shape("decode", batch, 10)
 
 
+def test_sliding_window_caps_what_a_prefill_query_attends_to(tiny_llama, trace_of, devices):
+    """A 24-token sliding window over a 60-token prompt: query i attends to min(i + 1, 24) keys (Mistral's window, as
+    FlashAttention's window_size runs it), in the traced prefill and in the template's, for whole prompts and for a
+    chunk after a cached prefix; counted here key by key."""
+    window, batch, prompt = 24, 2, 60
+    config = replace(tiny_llama, name="tiny-mistral", model_type="mistral", sliding_window=window)
+    template = StepTemplate.from_model(config, FMT, _tracer(trace_of, config))
+    assert template.sliding_window == window
+    pairs = sum(min(i + 1, window) for i in range(prompt))
+    assert pairs == 24 * 25 // 2 + 36 * 24  # against 60 * 61 / 2 = 1,830 without the window
+    flops_per_pair = 2 * config.num_heads * 2 * config.head_dim  # QK^T and PV, 2 FLOPs a multiply-add
+    reference = _reference(trace_of, config, "prefill", batch, prompt)
+    attention = reference.kind == PREFILL_ATTENTION
+    assert float(reference.flops[attention].sum()) == batch * pairs * flops_per_pair * config.num_layers
+    whole = step_shape([(prompt, 0)] * batch, sampled=batch, prefill_window=template.sliding_window)
+    assert whole.prefill_pairs == batch * pairs
+    table, count = template.table(whole)
+    _assert_same_pass(table, count, reference, devices)
+    # A chunk of 10 new tokens after 30 cached: query i sits at position 30 + i and sees min(31 + i, 24) keys.
+    chunk = step_shape([(10, 30)], sampled=1, prefill_window=window)
+    assert chunk.prefill_pairs == 10 * window
+    assert step_shape([(10, 5)], sampled=1, prefill_window=window).prefill_pairs == sum(
+        min(5 + i + 1, window) for i in range(10))
+
+
 def test_a_chunk_with_a_cached_prefix_by_hand(tiny_llama, templates):
     """Prefill chunks of 5 new tokens after 20 cached and of 8 after 30: query i of a chunk with c cached tokens
     sees c + i + 1 keys; the attention reads each chunk's cached keys back from the KV cache."""
