@@ -178,6 +178,9 @@ def _from_hf(cfg: dict, *, name: str, where: str) -> ModelConfig:
             raise InputError(f"{where}: word_embed_proj_dim != hidden_size is not supported")
         if not cfg.get("do_layer_norm_before", True):
             raise InputError(f"{where}: do_layer_norm_before: found false, allowed: true")
+        act = cfg.get("activation_function", "relu")
+        if act != "relu":
+            raise InputError(f"{where}: activation_function: found {act!r}, allowed: 'relu'")
         return ModelConfig(
             **common, hidden_size=hidden, intermediate_size=_require(cfg, "ffn_dim", where),
             num_layers=_require(cfg, "num_hidden_layers", where), num_heads=heads, num_kv_heads=heads,
@@ -192,8 +195,8 @@ def _from_hf(cfg: dict, *, name: str, where: str) -> ModelConfig:
     if act != "silu":
         raise InputError(f"{where}: hidden_act: found {act!r}, allowed: 'silu'")
     window = cfg.get("sliding_window")
-    if model_type == "qwen2" and not cfg.get("use_sliding_window", False):
-        window = None
+    if model_type == "qwen2":
+        window = _qwen2_window(cfg, where)
     return ModelConfig(
         **common, hidden_size=hidden, intermediate_size=_require(cfg, "intermediate_size", where),
         num_layers=_require(cfg, "num_hidden_layers", where), num_heads=heads,
@@ -209,6 +212,27 @@ def _from_hf(cfg: dict, *, name: str, where: str) -> ModelConfig:
         norm_eps=cfg.get("rms_norm_eps", 1e-5), rope_theta=cfg.get("rope_theta", 10000.0),
         sliding_window=window,
     )
+
+
+def _qwen2_window(cfg: dict, where: str) -> int | None:
+    """A Qwen2 config's attention window: Hugging Face's Qwen2 gives layers from max_window_layers on the window, and
+    only with use_sliding_window (every Qwen2.5 config ships it false). All layers or none; some is not modeled."""
+    window, layers = cfg.get("sliding_window"), _require(cfg, "num_hidden_layers", where)
+    if not cfg.get("use_sliding_window", False) or window is None:
+        return None
+    first = cfg.get("max_window_layers", QWEN2_MAX_WINDOW_LAYERS)
+    if not (isinstance(first, int) and not isinstance(first, bool) and first >= 0):
+        raise InputError(f"{where}: max_window_layers: found {first!r}, allowed: an integer >= 0")
+    if first >= layers:
+        return None
+    if first > 0:
+        raise InputError(f"{where}: max_window_layers: found {first} with use_sliding_window true and {layers} "
+                         f"layers, allowed: 0 (every layer attends in its window) or at least {layers} (none does); "
+                         f"a window on some layers only is not modeled")
+    return window
+
+
+QWEN2_MAX_WINDOW_LAYERS = 28  # transformers' Qwen2Config default
 
 
 def preset_names() -> list[str]:

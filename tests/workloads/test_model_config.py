@@ -189,3 +189,32 @@ def test_context_holds_prompt_plus_output():
     with pytest.raises(InputError, match=r"^--prompt, --output: found a prompt of 4,000 tokens and an output of 97 "
                                          r"\(4,097 in all\), allowed: at most llama-2-7b's context of 4,096 tokens"):
         check_context(cfg, 4000, 97)
+
+
+def test_an_opt_activation_other_than_relu_is_refused(one_line_error):
+    """OPT's layers run activation_function (every OPT checkpoint: relu); the decoder builds relu, so another would be
+    priced as relu without a word."""
+    opt = json.loads((Path(__file__).resolve().parents[2] / "workloads" / "presets" / "opt-13b.json").read_text())
+    assert config_from_hf(opt, name="t").mlp == "relu"
+    _, message = one_line_error(lambda: config_from_hf({**opt, "activation_function": "gelu"}, name="t",
+                                                       where="t.json"))
+    assert message.startswith("activation_function: found 'gelu', allowed: 'relu'")
+
+
+def _qwen2(**changes) -> dict:
+    """Qwen2.5-7B's config.json as shipped: a 131,072-token sliding_window with use_sliding_window false."""
+    qwen = json.loads((Path(__file__).resolve().parents[2] / "workloads" / "presets" / "qwen2.5-7b.json").read_text())
+    return {**qwen, **changes}
+
+
+def test_a_qwen2_window_covers_the_layers_from_max_window_layers(one_line_error):
+    """Hugging Face's Qwen2 windows layers max_window_layers and later, only with use_sliding_window: 28 layers and
+    max_window_layers 28 leave every layer whole; 0 windows every layer; 14 would window half, not modeled."""
+    assert _qwen2()["num_hidden_layers"] == 28
+    assert config_from_hf(_qwen2(), name="t").sliding_window is None
+    assert config_from_hf(_qwen2(use_sliding_window=True, max_window_layers=28), name="t").sliding_window is None
+    windowed = config_from_hf(_qwen2(use_sliding_window=True, max_window_layers=0, sliding_window=4096), name="t")
+    assert windowed.sliding_window == 4096
+    _, message = one_line_error(lambda: config_from_hf(_qwen2(use_sliding_window=True, max_window_layers=14),
+                                                       name="t", where="t.json"))
+    assert message.startswith("max_window_layers: found 14 with use_sliding_window true and 28 layers")
