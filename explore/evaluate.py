@@ -10,6 +10,7 @@ import numpy as np
 
 from explore.design_point import DesignPoint
 from explore.metrics import TIME_CLASSES, add_derived
+from explore.point_values import check_point_values
 from hw_models.gpu_efficiency import calibration_label
 from hw_models.link import LinkSpec, default_link, link_names, load_link, load_link_model
 from hw_models.registry import load_device
@@ -108,6 +109,7 @@ class Evaluator:
         self._skipped: dict[tuple, tuple[PassTables, PassTables]] = {}  # (tables, depth) -> (them, skipped)
         self.checked_knobs: set = set()  # what-if values validated for blocks (hw_models/device_block.py)
         self._scales: dict[tuple, tuple] = {}  # ids of (format, config) -> (them, the stored weight scale)
+        self._values_checked: set[tuple] = set()  # what _check_values has passed
 
     def config(self, model: str) -> ModelConfig:
         if model not in self._configs:
@@ -217,8 +219,10 @@ class Evaluator:
         """Metrics of one design point; event_sim runs the SimPy simulation instead of the analytic sum.
 
         A point that does not fit in the device's memory is not simulated (its timings are not reported, and
-        an absurd output length costs nothing); price_infeasible simulates it anyway, for its result.
+        an absurd output length costs nothing); price_infeasible simulates it anyway, for its result. A value
+        `explore run` would refuse is an InputError naming the field (explore/point_values.py).
         """
+        self._check_values(point)
         if point.serving is not None:
             evaluation = self._evaluate_serving(point, point.numeric_format)
         else:
@@ -226,6 +230,20 @@ class Evaluator:
         # Metrics explore computes from the others and from the point's inputs (quality: explore/metrics.py).
         add_derived(evaluation.metrics, point)
         return evaluation
+
+    def _check_values(self, point: DesignPoint) -> None:
+        """check_point_values of a point, once per distinct combination of the values it reads (device what-ifs, which
+        vary most in a sweep, are checked where the device is built)."""
+        key = (point.model, point.batch, point.prompt, point.output, point.weight_bits, point.act_bits, point.kv_bits,
+               point.sparsity, point.execution, point.tp, point.pp, point.ep, point.knobs, point.serving is None)
+        try:
+            if key in self._values_checked:
+                return
+        except TypeError:  # a knob's value that cannot be a key (a list from YAML): checked every time
+            check_point_values(point, self.config(point.model))
+            return
+        check_point_values(point, self.config(point.model))
+        self._values_checked.add(key)
 
     def check_point(self, point: DesignPoint) -> None:
         """The checks evaluate() makes of a point's combination of values before it prices anything (InputError

@@ -92,6 +92,12 @@ class ServingSpec:
             raise InputError(f"scheduler: found {self.scheduler!r}, allowed: {', '.join(SCHEDULERS)}")
         if self.arrival not in ARRIVALS:
             raise InputError(f"arrival: found {self.arrival!r}, allowed: {', '.join(ARRIVALS)}")
+        for name in ("prompt", "output"):
+            lengths = getattr(self, name)
+            if not callable(getattr(lengths, "sample", None)):
+                example = f"Fixed(tokens={lengths})" if isinstance(lengths, int) else "Fixed(tokens=512)"
+                raise InputError(f"{name}: found {lengths!r}, allowed: a length distribution of workloads/requests.py "
+                                 f"(Fixed, Uniform, LogNormal, Empirical), e.g. {example}")
         if self.arrival == "trace" and not self.trace:
             raise InputError("arrival: found 'trace' without a trace, allowed: a trace to replay (trace: NAME)")
         if self.arrival != "trace" and self.rate_per_s is None and self.capacity is None:

@@ -44,3 +44,12 @@ def test_a_prefix_is_judged_against_the_prompts_drawn_not_the_distributions_floo
     """A lognormal's floor is 1 token, but its prompts around a median of 1,024 (sigma 0.6) all hold a 64-token
     prefix: 64 / 1,024 is 4.6 sigmas below the median."""
     ServingSpec(rate_per_s=1.0, prompt=LogNormal(median=1024, sigma=0.6), prefix_tokens=64)
+
+
+@pytest.mark.parametrize("name", ["prompt", "output"])
+def test_lengths_given_as_a_number_are_one_line(name, one_line_error):
+    """From Python, prompt=8000 reads as a length; it was an AttributeError ('int' object has no attribute 'sample')
+    only once requests were drawn. It is a distribution: Fixed(tokens=8000)."""
+    _, message = one_line_error(lambda: ServingSpec(**{name: 8000}))
+    assert message.startswith("found 8000, allowed: a length distribution of workloads/requests.py") and \
+        message.endswith("e.g. Fixed(tokens=8000)"), message

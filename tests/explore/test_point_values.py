@@ -1,0 +1,38 @@
+"""A design point built in Python (DesignPoint into Evaluator.evaluate, as in a notebook) is refused as `explore run`
+refuses the same values: one InputError line naming the field, before anything is traced or priced."""
+
+from __future__ import annotations
+
+import pytest
+
+from explore.design_point import DesignPoint
+from explore.evaluate import Evaluator
+from workloads.errors import InputError
+
+# Llama-2-7B: a 4,096-token context (max_position_embeddings), 32 attention heads.
+POINT = dict(model="llama-2-7b", device="h100-sxm", batch=1, prompt=512, output=128)
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(batch=-1), "batch: found -1, allowed: an integer from 1"),  # was a torch error about a negative dimension
+    (dict(batch=1.5), "batch: found 1.5, allowed: an integer"),
+    (dict(prompt="512"), "prompt: found '512', allowed: an integer >= 1"),
+    (dict(weight_bits=7), "weight_bits: found 7, allowed: 16, 8"),
+    (dict(execution="vllm"), "execution: found 'vllm', allowed: eager, graphs, engine"),
+    # Priced without a word before: 4,096 + 128 tokens past the context, and heads split three ways.
+    (dict(prompt=4096), "prompt, output: found a prompt of 4,096 tokens and an output of 128 (4,224 in all), "
+                        "allowed: at most llama-2-7b's context of 4,096 tokens"),
+    (dict(tp=3), "tp: found 3, allowed: a divisor of llama-2-7b's 32 attention heads"),
+    (dict(knobs=(("kv_budget", -5),)), "kv_budget: found -5"),  # was a NaN row with no reason
+    (dict(knobs=(("kv_budget", 1000),)), "kv_budget: found a budget of 1,000 tokens, allowed: at most prompt + "
+                                         "output (512 + 128)"),
+    (dict(knobs=(("kv_budgett", 64),)), "knobs: found 'kv_budgett', allowed: a generic knob"),  # was a KeyError
+    (dict(overrides={"memory.bandwidth_GBps": 5025.0}), "overrides: found a dict, allowed: a tuple of (name, value) "
+                                                        "pairs"),  # was "unhashable type: 'dict'"
+])
+def test_a_python_point_is_refused_in_one_line_naming_the_field(changes, message):
+    with pytest.raises(InputError) as info:
+        Evaluator().evaluate(DesignPoint(**(POINT | changes)))
+    text = str(info.value)
+    assert "\n" not in text and text.startswith(message), text
+
