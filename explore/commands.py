@@ -388,6 +388,10 @@ def cmd_run(args) -> int:
     if evaluation.metrics.get("capacity_judged") == 0.0:  # sim/capacity.py: the requests, not the design, stopped it
         print(f"explore: notice: capacity {evaluation.metrics['capacity_note']}; raise --requests to judge it",
               file=sys.stderr)
+    if clipped := evaluation.metrics.get("clipped_requests"):  # workloads/requests.py RequestSet.clipped_to_context
+        print(f"explore: notice: {clipped:,.0f} of {serving.requests:,} requests cut to {config.name}'s context of "
+              f"{config.max_positions:,} tokens (max_position_embeddings): an output keeps at most half of it, the "
+              f"prompt what is left (clipped_requests)", file=sys.stderr)
     ops = _op_rows(args, point, evaluator, evaluation)
     if args.json:
         print_json(metrics | ({"ops": [asdict(row) for row in ops]} if ops is not None else {}))

@@ -81,7 +81,8 @@ def serving_budget_reason(requests: RequestSet, scheduler: Scheduler) -> str:
     if whole > scheduler.limits.max_batched_tokens:
         what = "request (prompt and outputs, recomputed after a preemption)" if recompute else "prompt"
         return (f"a {whole}-token {what} exceeds max_batched_tokens ({scheduler.limits.max_batched_tokens}) "
-                f"of the {scheduler.name} scheduler, which prefills whole")
+                f"of the {scheduler.name} scheduler, which prefills whole; allowed: max_batched_tokens of at least "
+                f"{whole}, or the chunked scheduler")
     return ""
 
 

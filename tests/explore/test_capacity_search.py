@@ -74,3 +74,14 @@ def test_splitwise_example_with_200_requests_gives_two_replicas_about_twice_one(
             capacities[spec.replicas] = metrics["capacity_rps"]
             assert (metrics["capacity_judged"] == 1.0) == (metrics["capacity_note"] == ""), metrics
     assert capacities[1] <= capacities[2] <= 2 * 1.05**2 * capacities[1], capacities
+
+
+def test_run_says_when_requests_are_cut_to_the_context(tmp_path, capsys):
+    """Prompts of 3,000 tokens on a model of 2,048 positions are served cut (2,048 - 8 prompt tokens): the command
+    line says so, not only the clipped_requests column."""
+    model = write_tiny_model(tmp_path)
+    assert main(["run", "--model", model, "--device", "h100-sxm", "--serving", "--requests", "5", "--prompt", "3000",
+                 "--output", "8", "--rate", "1", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["clipped_requests"] == 5
+    assert "explore: notice: 5 of 5 requests cut to tiny's context of 2,048 tokens" in captured.err, captured.err

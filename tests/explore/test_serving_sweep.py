@@ -239,6 +239,9 @@ def test_a_point_stopped_by_its_schedulers_budget_still_fits_in_memory(tiny_eval
     point = DesignPoint(model=tiny_config, device="h100-sxm", batch=spec.max_seqs, prompt=0, output=0, serving=spec)
     stopped = tiny_evaluator.evaluate(point).metrics
     assert "exceeds max_batched_tokens (128)" in stopped["infeasible_reason"] and stopped["fits_in_memory"]
+    # What runs it: a budget of the prompt (the static scheduler reserves whole requests, so no recompute), or chunks.
+    assert stopped["infeasible_reason"].endswith("allowed: max_batched_tokens of at least 256, or the chunked "
+                                                 "scheduler"), stopped["infeasible_reason"]
     assert math.isnan(stopped["tokens_per_s"])
     runs = tiny_evaluator.evaluate(replace(point, serving=replace(spec, max_batched_tokens=512))).metrics
     assert runs["infeasible_reason"] == "" and runs["fits_in_memory"]
