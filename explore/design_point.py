@@ -19,6 +19,7 @@ from explore.knobs import KNOBS, Knob, knobs
 from hw_models.registry import calibration_file
 from kernels.formats import NumericFormat
 from sim.serving_spec import ServingSpec
+from workloads.model_config import config_file
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,8 +81,10 @@ class DesignPoint:
 
     def input_files(self) -> list[str]:
         """The files the point reads by path (a model's config.json, a device or link YAML, a request trace, a draft
-        model, a pool's device): string inputs naming an existing file, not a preset name."""
-        names = [self.model, self.device, self.link, *(v for _, v in self.knobs if isinstance(v, str))]
+        model, a pool's device): string inputs naming an existing file, not a preset name; a model named by its
+        folder reads the folder's config.json."""
+        models = [config_file(name) for name in (self.model, *(v for _, v in self.knobs if isinstance(v, str))) if name]
+        names = [*models, self.device, self.link]
         if self.serving is not None:
             names += [getattr(self.serving, f.name) for f in fields(self.serving)
                       if isinstance(getattr(self.serving, f.name), str)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -240,10 +241,17 @@ def preset_names() -> list[str]:
     return bundled_names("workloads", ".json")
 
 
+def config_file(name_or_path: str) -> str:
+    """What a model name reads: a Hugging Face model folder's config.json, else the name itself (a preset or a
+    config.json path)."""
+    in_folder = os.path.join(name_or_path, "config.json")  # os.path: a point's key asks for every point of a search
+    return in_folder if os.path.isfile(in_folder) else name_or_path
+
+
 def load_model_config(name_or_path: str) -> ModelConfig:
-    """A bundled preset by name, or any config.json by path (named after its folder)."""
-    if Path(name_or_path).is_dir() and (Path(name_or_path) / "config.json").is_file():
-        name_or_path = str(Path(name_or_path) / "config.json")  # a Hugging Face model folder
+    """A bundled preset by name, or any config.json by path, or a model folder holding one (named after its
+    folder)."""
+    name_or_path = config_file(name_or_path)
     text, where, name = read_preset(name_or_path, package="workloads", suffixes=(".json",), key="model",
                                     file_kind="config.json")
     if name == "config":

@@ -45,6 +45,20 @@ def test_an_edited_device_file_is_evaluated_again(tmp_path, capsys):
     assert _tpot(out)[:2] == slow  # the edited file's rows first, in the sweep's order
 
 
+def test_an_edited_config_in_a_model_folder_is_evaluated_again(tmp_path, capsys):
+    """A model named by its folder (a Hugging Face download) reads the folder's config.json: after an edit (twice the
+    layers) the rerun evaluates its points again instead of keeping the first config's results."""
+    config = Path(write_tiny_model(tmp_path))  # tmp_path/tiny/config.json
+    sweep, out = _sweep(tmp_path, str(config.parent), "h100-sxm", "execution: engine\n"), tmp_path / "out"
+    assert main([sweep, "--out", str(out), "--quiet"]) == 0
+    shallow = _tpot(out)
+    config.write_text(config.read_text().replace('"num_hidden_layers": 2', '"num_hidden_layers": 4'))
+    capsys.readouterr()
+    assert main([sweep, "--out", str(out), "--quiet"]) == 0
+    assert "already stored" not in capsys.readouterr().err
+    assert all(deep > flat for deep, flat in zip(_tpot(out), shallow, strict=True))
+
+
 def test_a_changed_constraint_judges_the_stored_rows_again(tmp_path):
     """meets_constraints in results.csv follows the constraint of the run that wrote it, stored rows included: the
     same column a fresh folder gets."""
