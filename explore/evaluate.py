@@ -249,6 +249,7 @@ class Evaluator:
         """The checks evaluate() makes of a point's combination of values before it prices anything (InputError
         where one refuses it): the device or system it runs on, offloading, layer skipping, a draft model and a
         serving run's limits. Nothing is traced: `explore check` and a sweep's start judge every point this way."""
+        self._check_values(point)
         self.point_device(point)
         if point.serving is not None:
             self._check_serving(point)

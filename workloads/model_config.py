@@ -72,7 +72,7 @@ class ModelConfig:
 
 def _require(cfg: dict, key: str, where: str):
     if key not in cfg:
-        raise InputError(f"{where}: key '{key}' is missing (a {cfg.get('model_type')} config needs it)")
+        raise InputError(f"{where}: key '{key}' is missing (model_type {cfg.get('model_type')!r} needs it)")
     value = cfg[key]
     if key in POSITIVE_INT_KEYS:
         most = POSITIVE_INT_KEYS[key]
