@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -13,10 +13,11 @@ from pydantic import ValidationError
 from explore.cli import TRACE_TOKENS, default_out, json_safe, print_json, run_knobs, serving_flags_set
 from explore.design_point import DesignPoint, with_knobs
 from explore.evaluate import Evaluator, trace_args
-from explore.format_checks import check_run_format, format_notice
-from explore.knobs import KNOBS, input_columns
+from explore.format_checks import format_notice
+from explore.knobs import KNOBS, flag_name, input_columns
 from explore.ops_table import format_op_table, op_rows
 from explore.point_checks import check_sweep_points
+from explore.point_values import check_point_values
 from explore.rerun import REPORT_FILES, report_current, report_inputs, stamp_report, stored_ids, unstamp_report
 from explore.results import folder_lock
 from explore.rows import count_label, is_feasible, normalize_row
@@ -31,12 +32,10 @@ from hw_models.link import default_link, load_link_model
 from hw_models.registry import load_device
 from hw_models.validation import input_error
 from kernels.formats import DTYPE_SHORT
-from kernels.kv_policy import budget_error
-from kernels.parallel import check_expert_parallel, check_pipeline_parallel, check_tensor_parallel
 from sim.serving_spec import ServingSpec
 from sim.slowdown import SLOWDOWN_PRESETS
 from workloads.errors import InputError
-from workloads.model_config import check_context, load_model_config
+from workloads.model_config import load_model_config
 from workloads.requests import Fixed, resolve_trace
 
 # Rough costs for `explore check`'s estimate, measured on one core of a 2-core CI machine: capturing a
@@ -305,11 +304,6 @@ def cmd_run(args) -> int:
             f"{value:g}" if isinstance(value, float) else repr(value) if isinstance(value, str) else value)
         raise InputError(f"{flag}: found {shown} without --serving, allowed: with --serving (a serving run's flag: a "
                          f"static batch has no arriving requests), or left out")
-    if not values.get("spec_draft"):  # the drafting knobs of speculation, without speculation, would change nothing
-        for name in ("acceptance", "spec_tokens", "spec_tree"):
-            if values.get(name) != KNOBS[name].default:
-                raise InputError(f"{KNOBS[name].flag_name}: found {values[name]:g} without --spec-draft, allowed: with "
-                                 f"--spec-draft (speculative decoding), or left out")
     if args.serving and args.batch != KNOBS["batch"].default:  # the scheduler forms a serving run's batches
         raise InputError(f"--batch: found {args.batch} with --serving, allowed: left out (a serving run's batches "
                          f"are its scheduler's; --max-seqs caps them)")
@@ -322,26 +316,13 @@ def cmd_run(args) -> int:
     if serving is not None and args.sim:
         raise InputError("--sim: found with --serving, allowed: a static batch (a serving run is an event "
                          "simulation already)")
-    config = load_model_config(args.model)  # outside the checks below: its own errors are no flag's
-    if serving is None:  # a serving run clips its requests to the context instead (clipped_requests)
-        check_context(config, args.prompt, args.output)
-    budget_limit = ((args.prompt + args.output, f"--prompt + --output ({args.prompt:,} + {args.output:,})")
-                    if serving is None else
-                    (config.max_positions, f"{config.name}'s context (max_position_embeddings)"))
-    reason = budget_error(args.kv_budget, *budget_limit)  # kernels/kv_policy.py, as sweep files are checked
-    if reason:
-        raise InputError(f"--kv-budget: {reason}")
-    for flag, value, check in (("--tp", args.tp, check_tensor_parallel), ("--pp", args.pp, check_pipeline_parallel)):
-        try:
-            if value != 1:
-                check(config, value)
-        except ValueError as err:
-            raise InputError(f"{flag}: {err}") from None
-    try:
-        check_expert_parallel(config, args.ep, args.tp)
-    except ValueError as err:
-        raise InputError(f"--ep: {err}") from None
-    check_run_format(values, config, args.tp)  # explore/format_checks.py: part combinations, group sizes
+    if serving is not None:  # a serving point has no static batch: batch is its sequence limit
+        values.update(batch=serving.max_seqs, prompt=0, output=0)
+    point = DesignPoint(**with_knobs(values), use_calibration=not args.roofline, serving=serving)
+    # The point's values as one (explore/point_values.py: context, KV budget, parallel layout, format, drafting), each
+    # named by its flag; a model config's own errors are no flag's.
+    config = load_model_config(args.model)
+    check_point_values(point, config, name=flag_name)
     if args.pp != 1 and args.serving:
         raise InputError(f"--pp: found {args.pp} with --serving, allowed: 1 (a pipelined serving replica is not "
                          f"modeled yet)")
@@ -359,10 +340,7 @@ def cmd_run(args) -> int:
                                  f"joins several devices), or left out")
     overrides, link_overrides = parse_sets(args.set)
     check_sets(args.device, overrides, args.link, link_overrides, args.tp * args.pp)
-    if serving is not None:  # a serving point has no static batch: batch is its sequence limit
-        values.update(batch=serving.max_seqs, prompt=0, output=0)
-    point = DesignPoint(**with_knobs(values), use_calibration=not args.roofline, serving=serving,
-                        overrides=tuple(overrides.items()), link_overrides=tuple(link_overrides.items()))
+    point = replace(point, overrides=tuple(overrides.items()), link_overrides=tuple(link_overrides.items()))
     simulate = (args.sim or bool(args.chrome_trace)) and serving is None
     evaluator = Evaluator()
     evaluation = evaluator.evaluate(point, event_sim=simulate, timeline=bool(args.chrome_trace))

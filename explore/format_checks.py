@@ -8,7 +8,7 @@ import functools
 import itertools
 from typing import Any
 
-from explore.knobs import KNOBS, knobs
+from explore.knobs import knobs
 from kernels.formats import NumericFormat, check_group_size, check_hot_experts
 from kernels.sparsity import sparsity_notice, sparsity_use
 from workloads.errors import InputError
@@ -37,16 +37,6 @@ def check_format(parts: dict[str, Any], config: ModelConfig, tp: int = 1) -> Num
     fmt = NumericFormat(**parts)
     check_group_size(fmt, gemm_k_dims(config, tp), config.name)
     return fmt
-
-
-def check_run_format(values: dict[str, Any], config: ModelConfig, tp: int) -> None:
-    """`explore run`'s format flags: InputError naming the flag of the part at fault."""
-    try:
-        check_format({name: values[name] for name in format_knob_names() if name in values}, config, tp)
-    except ValueError as err:
-        field, _, rest = str(err).partition(": ")
-        flag = KNOBS[field].flag_name if field in KNOBS else f"--{field.replace('_', '-')}"
-        raise InputError(f"{flag}: {rest}") from None
 
 
 def check_sweep_formats(sweep, located) -> None:

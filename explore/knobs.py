@@ -69,6 +69,11 @@ REQUIRED = object()  # the default of a knob every point must name (model, devic
 _FORMAT = NumericFormat()  # the default of every format part
 
 
+def flag_name(name: str) -> str:
+    """The `explore run` flag of a knob or DesignPoint field ('kv_budget' -> '--kv-budget')."""
+    return f"--{name.replace('_', '-')}"
+
+
 @dataclass(frozen=True, kw_only=True)
 class Knob:
     name: str  # results column, sweep key (in its section) and `explore run --<name>` flag
@@ -101,7 +106,7 @@ class Knob:
 
     @property
     def flag_name(self) -> str:
-        return f"--{self.name.replace('_', '-')}"
+        return flag_name(self.name)
 
     def allowed_words(self) -> str:
         """What the knob takes, as error messages and the README say it."""

@@ -1,16 +1,19 @@
-"""The values of a design point built in Python, checked as `explore run` and a sweep file check theirs.
+"""The values of a design point, checked as one: for `explore run` (naming its flags) and for a point built in Python
+(naming its fields).
 
-The CLI and the sweep reader refuse a bad value before a DesignPoint exists, naming their flag or key and line. A
-point made directly (a notebook: DesignPoint(...) into Evaluator.evaluate) passes neither, so Evaluator.evaluate
-checks it here, with the same registry (explore/knobs.py) and the same model checks, naming the DesignPoint field:
-one InputError line instead of a torch error from deep in a trace, or a number for a point no model can run.
+A sweep file's reader refuses a bad value before a DesignPoint exists, naming its key and line. `explore run` builds
+its point from its flags and a notebook builds one directly (DesignPoint(...) into Evaluator.evaluate): both are
+checked here, with the same registry (explore/knobs.py) and the same model and format checks, in one InputError line
+instead of a torch error from deep in a trace, or a number for a point no model can run.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import fields
 
 from explore.design_point import DesignPoint
+from explore.format_checks import check_format, format_knob_names
 from explore.knobs import KNOBS
 from kernels.kv_policy import budget_error
 from kernels.parallel import check_expert_parallel, check_pipeline_parallel, check_tensor_parallel
@@ -24,47 +27,68 @@ FORMAT_FIELDS = ("weight_bits", "act_bits", "kv_bits", "sparsity", "execution", 
 _FIELDS = frozenset(f.name for f in fields(DesignPoint))
 
 
-def check_point_values(point: DesignPoint, config: ModelConfig) -> None:
-    """InputError ('field: found X, allowed: Y') for the first value of `point` that `explore run` would refuse:
-    overrides or knobs not given as (name, value) pairs, a knob's value outside the registry's, an unknown generic
-    knob, a static batch longer than the model's context, a kv_budget above what a sequence caches, a parallel
-    layout the model cannot be split into."""
+# The drafting knobs of speculative decoding: without a draft (spec_draft) they would change nothing.
+DRAFTING_KNOBS = ("acceptance", "spec_tokens", "spec_tree")
+
+
+def field_name(name: str) -> str:
+    """How a point built in Python names a value: its DesignPoint field or generic knob."""
+    return name
+
+
+def check_point_values(point: DesignPoint, config: ModelConfig, name: Callable[[str], str] = field_name) -> None:
+    """InputError ('<name>: found X, allowed: Y') for the first value of `point` no evaluation can run, each named by
+    `name` (a field, or `explore run`'s flag): overrides or knobs not given as (name, value) pairs, a knob's value
+    outside the registry's, an unknown generic knob, a static batch longer than the model's context, a kv_budget above
+    what a sequence caches, a parallel layout the model cannot be split into, a numeric format no kernel runs, a
+    drafting knob without a draft."""
     static = point.serving is None
-    for name in ("overrides", "link_overrides", "knobs"):
-        pairs = getattr(point, name)
+    for pairs_name in ("overrides", "link_overrides", "knobs"):
+        pairs = getattr(point, pairs_name)
         if not (isinstance(pairs, tuple) and all(isinstance(p, tuple) and len(p) == 2 for p in pairs)):
             shown = f"a {type(pairs).__name__}" if not isinstance(pairs, tuple) else repr(pairs)
-            raise InputError(f"{name}: found {shown}, allowed: a tuple of (name, value) pairs, e.g. "
+            raise InputError(f"{pairs_name}: found {shown}, allowed: a tuple of (name, value) pairs, e.g. "
                              f"(('memory.bandwidth_GBps', 5025.0),) or tuple(mapping.items())")
-    for name in (STATIC_FIELDS if static else ()) + FORMAT_FIELDS:
-        _check_knob(name, getattr(point, name))
-    for name, value in point.knobs:
-        knob = KNOBS.get(name)
-        if knob is None or knob.scope == "serving" or name in _FIELDS:
-            raise InputError(f"knobs: found {name!r}, allowed: a generic knob of explore/knobs.py (the knobs table "
+    for knob in (STATIC_FIELDS if static else ()) + FORMAT_FIELDS:
+        _check_knob(knob, getattr(point, knob), name)
+    for knob, value in point.knobs:
+        registered = KNOBS.get(knob)
+        if registered is None or registered.scope == "serving" or knob in _FIELDS:
+            raise InputError(f"knobs: found {knob!r}, allowed: a generic knob of explore/knobs.py (the knobs table "
                              f"of the README), each a DesignPoint field's name only where it has no field")
-        _check_knob(name, value)
+        _check_knob(knob, value, name)
     if static:
-        check_context(config, point.prompt, point.output, where="prompt, output")
-    limit = ((point.prompt + point.output, f"prompt + output ({point.prompt:,} + {point.output:,})") if static else
+        check_context(config, point.prompt, point.output, where=f"{name('prompt')}, {name('output')}")
+    limit = ((point.prompt + point.output, f"{name('prompt')} + {name('output')} ({point.prompt:,} + "
+                                           f"{point.output:,})") if static else
              (config.max_positions, f"{config.name}'s context (max_position_embeddings)"))
     reason = budget_error(point.knob("kv_budget"), *limit)
     if reason:
-        raise InputError(f"kv_budget: {reason}")
-    for name, value, check in (("tp", point.tp, check_tensor_parallel), ("pp", point.pp, check_pipeline_parallel)):
+        raise InputError(f"{name('kv_budget')}: {reason}")
+    for knob, check in (("tp", check_tensor_parallel), ("pp", check_pipeline_parallel)):
         try:
-            if value != 1:
-                check(config, value)
+            if getattr(point, knob) != 1:
+                check(config, getattr(point, knob))
         except ValueError as err:
-            raise InputError(f"{name}: {err}") from None
+            raise InputError(f"{name(knob)}: {err}") from None
     try:
         check_expert_parallel(config, point.ep, point.tp)
     except ValueError as err:
-        raise InputError(f"ep: {err}") from None
-
-
-def _check_knob(name: str, value) -> None:
-    try:
-        KNOBS[name].validate(value)
+        raise InputError(f"{name('ep')}: {err}") from None
+    try:  # explore/format_checks.py: part combinations, group sizes
+        check_format({knob: point.knob(knob) for knob in format_knob_names()}, config, point.tp)
     except ValueError as err:
-        raise InputError(f"{name}: {err}") from None
+        part, _, rest = str(err).partition(": ")
+        raise InputError(f"{name(part)}: {rest}") from None
+    if not point.knob("spec_draft"):
+        for knob in DRAFTING_KNOBS:
+            if (value := point.knob(knob)) != KNOBS[knob].default:
+                raise InputError(f"{name(knob)}: found {value:g} without {name('spec_draft')}, allowed: with "
+                                 f"{name('spec_draft')} (speculative decoding), or left out")
+
+
+def _check_knob(knob: str, value, name: Callable[[str], str]) -> None:
+    try:
+        KNOBS[knob].validate(value)
+    except ValueError as err:
+        raise InputError(f"{name(knob)}: {err}") from None

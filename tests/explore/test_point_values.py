@@ -29,6 +29,14 @@ POINT = dict(model="llama-2-7b", device="h100-sxm", batch=1, prompt=512, output=
     (dict(knobs=(("kv_budgett", 64),)), "knobs: found 'kv_budgett', allowed: a generic knob"),  # was a KeyError
     (dict(overrides={"memory.bandwidth_GBps": 5025.0}), "overrides: found a dict, allowed: a tuple of (name, value) "
                                                         "pairs"),  # was "unhashable type: 'dict'"
+    # A format no kernel runs, and a group size that does not divide the MLP's down projection (k = 11,008 / 2):
+    # a ValueError traceback from NumericFormat, or no word at all, before.
+    (dict(weight_bits=8, knobs=(("weight_type", "fp4_e2m1"),)), "weight_type: found 'fp4_e2m1' with weight_bits 8, "
+                                                                "allowed: weight_bits 4"),
+    (dict(weight_bits=4, tp=2, knobs=(("group_size", 256),)), "group_size: found 256, which does not divide "
+                                                              "llama-2-7b's MLP down k=5504"),
+    # A drafting knob without a draft model changes nothing: it was ignored.
+    (dict(knobs=(("acceptance", 0.8),)), "acceptance: found 0.8 without spec_draft, allowed: with spec_draft"),
 ])
 def test_a_python_point_is_refused_in_one_line_naming_the_field(changes, message):
     with pytest.raises(InputError) as info:
