@@ -45,7 +45,7 @@ def near_lossless(outliers: float) -> NumericFormat:  # Table 1's ~4.6-bit confi
 # model, FP16, SpQR ~3.9 bits (value, stated average), SpQR ~4.6 bits (value, stated average)
 TABLE_1 = [("llama-7b", 5.68, (5.87, 3.94), (5.73, 4.63)),
            ("llama-13b", 5.09, (5.22, 3.96), (5.13, 4.63)),
-           ("llama-30b", 4.10, (4.25, 3.89), (4.14, 4.69)),
+           ("llama-33b", 4.10, (4.25, 3.89), (4.14, 4.69)),
            ("llama-65b", 3.53, (3.68, 3.90), (3.57, 4.71))]
 
 
