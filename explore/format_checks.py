@@ -1,6 +1,6 @@
 """Checks of a numeric format against itself and the model: combinations of format parts no kernel runs (fp4 with 8
-bits, an unknown element type) and a group size that does not divide a GEMM's k dimension of the model, each a
-one-line error naming the flag (`explore run`) or the sweep key."""
+bits, an unknown element type), a group size that does not divide a GEMM's k dimension of the model and edge layers
+more than the model has, each a one-line error naming the flag (`explore run`) or the sweep key."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import itertools
 from typing import Any
 
 from explore.knobs import knobs
-from kernels.formats import NumericFormat, check_group_size, check_hot_experts
+from kernels.formats import NumericFormat, check_edge_layers, check_group_size, check_hot_experts
 from kernels.sparsity import sparsity_notice, sparsity_use
 from workloads.errors import InputError
 from workloads.model_config import ModelConfig, load_model_config
@@ -36,6 +36,7 @@ def check_format(parts: dict[str, Any], config: ModelConfig, tp: int = 1) -> Num
     check_hot_experts(parts.get("hot_experts", 0), config.num_experts, config.name)
     fmt = NumericFormat(**parts)
     check_group_size(fmt, gemm_k_dims(config, tp), config.name)
+    check_edge_layers(fmt, config.num_layers, config.name)
     return fmt
 
 

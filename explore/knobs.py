@@ -260,7 +260,8 @@ for _name, _help in (
     register(Knob(name=_name, type=int, section="format", default=0, allowed=OVERRIDE_BITS, applies="format",
                   help=_help, derivable=True))  # derived: keeps a mix apart from the weight widths it does not fit
 register(Knob(name="edge_layers", type=int, section="format", default=_FORMAT.edge_layers, minimum=1, maximum=500,
-              applies="format", help="decoder layers at each end of the model that edge_layer_bits keeps"))
+              applies="format",
+              help="decoder layers at each end of the model that edge_layer_bits keeps (at most half the model's)"))
 # Mixed precision by expert (kernels/formats.py NumericFormat.hot_experts: MC-MoE, Huang et al. 2025; Li et al. 2024;
 # MxMoE): a share of each MoE layer's routed experts at hot_expert_bits, the rest at the experts' bits; a dense model
 # is refused.

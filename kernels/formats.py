@@ -526,6 +526,14 @@ def check_group_size(fmt: NumericFormat, k_dims: dict[str, int], model: str) -> 
                          f"scale_granularity channel")
 
 
+def check_edge_layers(fmt: NumericFormat, num_layers: int, model: str) -> None:
+    """ValueError ('edge_layers: found X, allowed: Y') where the first and last edge_layers decoder layers that
+    edge_layer_bits keeps would overlap: a model of num_layers has at most num_layers // 2 at each end."""
+    if fmt.edge_layer_bits and 2 * fmt.edge_layers > num_layers:
+        raise ValueError(f"edge_layers: found {fmt.edge_layers} on {model}, which has {num_layers} decoder layers, "
+                         f"allowed: 1 to {max(num_layers // 2, 1)} (edge_layers at each end keep edge_layer_bits)")
+
+
 def check_hot_experts(hot_experts: float, num_experts: int, model: str) -> None:
     """ValueError ('hot_experts: found X, allowed: 0') where a format would keep a share `hot_experts` of the experts of
     a model without routed experts: a dense model has none to keep."""

@@ -262,6 +262,9 @@ CASES = [
      "--acceptance: found 0.6 without --spec-draft, allowed: with --spec-draft"),
     ("hot experts on a dense model, named before their bits", _run("--hot-experts", "0.5"),
      "--hot-experts: found 0.5 on llama-2-7b, a dense model (no routed experts), allowed: 0"),
+    ("edge layers overlapping in the middle of the model",  # Llama-2-7B has 32 decoder layers: 16 at each end
+     _run("--weight-bits", "4", "--edge-layer-bits", "8", "--edge-layers", "17"),
+     "--edge-layers: found 17 on llama-2-7b, which has 32 decoder layers, allowed: 1 to 16"),
     ("link latency .inf", _run("--tp", "2", "--link", str(BAD / "link_latency_inf.yaml")),
      "link_latency_inf.yaml:4: latency_us: found inf, allowed: a finite number"),
     ("trace beyond the context", ["trace", "--model", "llama-2-7b", "--phase", "decode", "--context", "100000",

@@ -14,7 +14,7 @@ import pytest
 
 from explore.evaluate import Evaluator
 from kernels.format_kernels import DECOMPRESS_OP, OUTLIER_OP
-from kernels.formats import NumericFormat
+from kernels.formats import NumericFormat, check_edge_layers
 from kernels.kernel import Kernel, KernelKind
 from kernels.module_params import layer_param_shares, stored_weight_scale
 from kernels.shapes import step_shape
@@ -73,6 +73,16 @@ def test_edge_layers_of_a_longer_model_than_the_table():
     layers = np.array([-1 if k.layer is None else k.layer for k in table.kernels])
     assert set(table.weight_bits[layers == 0]) == {8.0}
     assert set(table.weight_bits[layers > 0]) == {4.0}
+
+
+def test_edge_layers_at_each_end_fit_in_the_model():
+    """16 edge layers at each end of a 32-layer model keep all of it at the edge bits; 17 would overlap (one error
+    naming the knob and the model); without edge bits edge_layers keeps nothing and is not checked."""
+    check_edge_layers(NumericFormat(weight_bits=4, edge_layer_bits=8, edge_layers=16), 32, "llama-2-7b")
+    with pytest.raises(ValueError, match=r"^edge_layers: found 17 on llama-2-7b, which has 32 decoder layers, "
+                                         r"allowed: 1 to 16"):
+        check_edge_layers(NumericFormat(weight_bits=4, edge_layer_bits=8, edge_layers=17), 32, "llama-2-7b")
+    check_edge_layers(NumericFormat(weight_bits=4, edge_layers=17), 32, "llama-2-7b")
 
 
 def test_a_module_at_16_bits_runs_unquantized():
