@@ -9,6 +9,7 @@ import itertools
 from typing import Any
 
 from explore.knobs import knobs
+from hw_models.mixed_precision import takes
 from kernels.formats import NumericFormat, check_edge_layers, check_group_size, check_hot_experts
 from kernels.sparsity import sparsity_notice, sparsity_use
 from workloads.errors import InputError
@@ -101,18 +102,20 @@ def emulated_gemms(device, fmt: NumericFormat) -> str:
 
 def _array_fallbacks(model, fmt: NumericFormat) -> list[tuple[str, str]]:
     """(GEMM dtype, dtype it runs as) of each quantized weight width whose dtype an NPU's or FPGA's matrix units lack
-    (their spec's matrix_dtype: the next wider one they have), unless a mixed-precision unit takes weights narrower
-    than the activations."""
+    (their spec's matrix_dtype: the next wider one they have), unless their mixed-precision unit takes the width
+    (hw_models/mixed_precision.py takes: not one switched off, nor an activation dtype it has no rate for)."""
     matrix_dtype = getattr(model.spec, "matrix_dtype", None)
     if matrix_dtype is None or fmt.weight_bits >= 16:
         return []
-    mixed_unit = getattr(model.spec, "mixed_precision", None) is not None
+    unit = getattr(model.spec, "mixed_precision", None)
     pairs = []
     for bits in fmt.weight_widths:
         width = fmt if bits == fmt.weight_bits else fmt.at_bits(bits)
-        if width.weight_bits >= 16 or (mixed_unit and width.weight_bits < width.act_bits):
+        if width.weight_bits >= 16:
             continue
         dtype = width.gemm_dtype("fp16")
+        if unit is not None and takes(unit, width.weight_bits, dtype):
+            continue
         if (math := matrix_dtype(dtype)) != dtype:
             pairs.append((dtype, math))
     return list(dict.fromkeys(pairs))

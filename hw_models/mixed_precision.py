@@ -57,6 +57,14 @@ class MixedPrecisionSpec:
         return self
 
 
+def takes(unit: MixedPrecisionSpec, weight_bits: int, act_dtype: str) -> bool:
+    """Whether the unit takes a GEMM of `weight_bits`-bit weights and `act_dtype` activations (unit_rates' rule for one
+    GEMM): weights narrower than the activations and at most unit.weight_bits wide, an activation dtype it has a rate
+    for, and a kind other than dequantize."""
+    return (unit.kind != "dequantize" and weight_bits < DTYPE_BITS.get(act_dtype, 16)
+            and weight_bits <= unit.weight_bits and unit.macs_per_cycle.get(act_dtype, 0.0) > 0)
+
+
 def unit_rates(unit: MixedPrecisionSpec, table: KernelTable) -> tuple[np.ndarray, np.ndarray]:
     """(MACs per PE or DSP slice per cycle, joules per MAC) of each kernel on the unit; zero for the kernels it does
     not take (vector kernels, weights no narrower than the activations or wider than unit.weight_bits, activation

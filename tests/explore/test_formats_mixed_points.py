@@ -100,6 +100,22 @@ def test_matrix_units_without_a_mode_for_the_dtype_say_so():
     assert fpga.spec.peak_flops("fp8") == fpga.spec.peak_flops("fp16") < fpga.spec.peak_flops("int8")
 
 
+def test_a_mixed_precision_unit_hides_only_the_gemms_it_takes():
+    """W4A8 on the NeuPIMs arrays (16-bit operands only) runs its int8 math at the fp16 rate. MixPE's unit takes it
+    (int8 activations, 4-bit weights): nothing is emulated. Switched off (weight_bits 0, as a sweep's override does) or
+    a LUT unit with no int8-activation rate (npu-lut) leaves it on the arrays as npu-only runs it, and the point says
+    so, as npu-only's does."""
+    w4a8 = NumericFormat(weight_bits=4, act_bits=8)
+    npu_only, mixpe, lut = load_device("npu-only"), load_device("npu-mixpe"), load_device("npu-lut")
+    mixpe_off = load_device("npu-mixpe", {"mixed_precision.weight_bits": 0})
+    assert emulated_gemms(npu_only, w4a8) == "int8 as fp16"
+    assert emulated_gemms(mixpe, w4a8) == ""
+    assert emulated_gemms(mixpe_off, w4a8) == emulated_gemms(lut, w4a8) == "int8 as fp16"
+    assert "int8 GEMMs run at the fp16 rate on npu-lut" in format_notice(lut, w4a8)
+    # The LUT unit takes W4A16 (16-bit activations): nothing to say there.
+    assert emulated_gemms(lut, NumericFormat(weight_bits=4)) == ""
+
+
 def test_unmeasured_gemms_names_the_fit_that_prices_them():
     """No int8 GEMM is in any measured table (Vidur's are fp16; aiconfigurator's bf16, fp8 and NVFP4), so int8 math
     runs on the 16-bit fit at the int8 peak; aiconfigurator measured H200's per-tensor fp8 GEMMs, and H100 SXM
