@@ -134,15 +134,21 @@ def _pair_figure(meeting: list, violating: list, x: str, y: str, minimize: list[
 
 
 def _undrawn(rows: list[dict[str, Any]], x: str, y: str) -> str:
-    """' 3 feasible points have no value of quality_delta and are not drawn (quality_source says why).', or ''."""
-    missing = [name for name in (x, y) if any(not math.isfinite(float(row.get(name, math.nan))) for row in rows)]
+    """' 3 feasible points without a value of quality_delta are not drawn (quality_source says why).', or ''."""
+    return _without_values(rows, (x, y), "not drawn")
+
+
+def _without_values(rows: list[dict[str, Any]], names: Sequence[str], outcome: str) -> str:
+    """' 3 feasible points without a value of quality_delta are <outcome> (quality_source says why).', or '' when
+    every row has a value of every name."""
+    missing = [name for name in names if any(not math.isfinite(float(row.get(name, math.nan))) for row in rows)]
     count = sum(1 for row in rows if any(not math.isfinite(float(row.get(name, math.nan))) for name in missing))
     if not count:
         return ""
     reasons = [f"{entry.reason} says why" for name in missing if (entry := metric(name)) and entry.reason]
     why = f" ({'; '.join(reasons)})" if reasons else ""
     return (f" {count_label(count, 'feasible point')} without a value of {' or '.join(missing)} "
-            f"{'is' if count == 1 else 'are'} not drawn{why}.")
+            f"{'is' if count == 1 else 'are'} {outcome}{why}.")
 
 
 def _ranked(rows: list[dict[str, Any]], name: str, minimized: bool) -> list[dict[str, Any]]:
@@ -186,7 +192,7 @@ def pareto_table(rows: list[dict[str, Any]], objectives: dict | None, constraint
         return ReportTable(title=f"Best designs by {metric_axis_label(names[0])}", headers=headers,
                            note=f"The {count_label(len(best), 'feasible point')} best "
                                 f"({'lower' if minimize else 'higher'} is better).{broke}"
-                                f"{_unjudged(best, rows, names)}",
+                                f"{_without_values(meeting, names, 'left out')}{_unjudged(best, rows, names)}",
                            cells=[[point_label(r, lengths=lengths), metric_cell(r, names[0], metric_scale(names[0]))]
                                   for r in best])
     front, roles = _front_and_roles(meeting, minimize, maximize)
@@ -196,7 +202,8 @@ def pareto_table(rows: list[dict[str, Any]], objectives: dict | None, constraint
     return ReportTable(
         title="Pareto-optimal designs", headers=headers + ["chosen"],
         note=f"{count_label(len(front), 'point')} no other feasible point beats on every objective ({goal}), "
-             f"sorted by {names[0]}.{broke}{more}{_unjudged(shown, rows, names)}",
+             f"sorted by {names[0]}.{broke}{_without_values(meeting, names, 'left out')}{more}"
+             f"{_unjudged(shown, rows, names)}",
         cells=[[point_label(r, lengths=lengths)] + [metric_cell(r, n, metric_scale(n)) for n in names]
                + [", ".join(roles.get(i, []))] for i, r in enumerate(shown)])
 

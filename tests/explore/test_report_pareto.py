@@ -3,6 +3,8 @@ its search could not judge (capacity_judged 0) carries the serving tables' dagge
 
 from __future__ import annotations
 
+import math
+
 from explore.report_pareto import pareto_table
 from explore.rows import normalize_row
 from tests.explore.test_report_serving import _capacity_rows
@@ -51,3 +53,18 @@ def test_no_mark_or_footnote_without_a_capacity_column_or_an_unjudged_capacity()
     assert DAGGER not in table.note + "".join(c for row in table.cells for c in row)
     judged_only = pareto_table([judged], {"maximize": ["capacity_rps"], "minimize": ["energy_per_token_J"]}, None)
     assert DAGGER not in judged_only.note + "".join(c for row in judged_only.cells for c in row)
+
+
+def test_points_without_a_value_of_an_objective_are_counted_as_left_out():
+    """A point with no published quality (quality_delta NaN) cannot be ranked on it: the A100, which spends half the
+    H100's energy, would be on the front of energy against quality; it is left out and the note says so and why,
+    so 'best energy_per_token_J' is not read as the best of every feasible point. The single-objective table too."""
+    rows, judged, unjudged = _rows()
+    judged["quality_delta"], unjudged["quality_delta"] = 0.13, math.nan
+    table = pareto_table(rows, {"minimize": ["energy_per_token_J", "quality_delta"]}, None)
+    assert set(_cells(table)) == {"h100-sxm"}
+    assert "1 feasible point without a value of quality_delta is left out (quality_source says why)." in table.note
+    ranked = pareto_table(rows, {"minimize": ["quality_delta"]}, None)
+    assert set(_cells(ranked)) == {"h100-sxm"} and "without a value of quality_delta is left out" in ranked.note
+    everyone = pareto_table(rows, {"minimize": ["energy_per_token_J"]}, None)
+    assert "left out" not in everyone.note
