@@ -104,6 +104,20 @@ def test_wanda_readme_keeps_the_paper_conclusion_at_2_4_on_llama_2_7b():
     assert best.delta > quality_figure("llama-2-7b", NumericFormat(weight_bits=4)).delta
 
 
+def test_wanda_readme_unstructured_rows_give_its_50_percent_figures():
+    """The same README table's unstructured 50% rows (llama2-7b: magnitude 14.89, SparseGPT 6.51, Wanda 6.42;
+    llama2-70b: SparseGPT and Wanda both 3.98, dense 3.12): a point pruned unstructured:0.5 reads them, Wanda the best
+    on 7B; unstructured pruning loses less than 2:4 at the same 50% (the paper's point that N:M costs accuracy), and
+    another share has no row."""
+    half = NumericFormat(sparsity="unstructured:0.5")
+    best = quality_figure("llama-2-7b", half)
+    assert best.delta == pytest.approx(6.42 - 5.12) and "wanda" in best.source
+    assert quality_figure("llama-2-7b", half, "magnitude").delta == pytest.approx(14.89 - 5.12)
+    assert quality_figure("llama-2-70b", half).delta == pytest.approx(3.98 - 3.12)
+    assert best.delta < quality_figure("llama-2-7b", NumericFormat(sparsity="2:4")).delta
+    assert math.isnan(quality_figure("llama-2-7b", NumericFormat(sparsity="unstructured:0.7")).delta)
+
+
 def test_16_bit_dense_is_zero_by_definition():
     figure = quality_figure("any-model-at-all", NumericFormat())
     assert figure.delta == 0.0 and "16-bit" in figure.source
