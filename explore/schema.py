@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     GetCoreSchemaHandler,
@@ -130,7 +131,19 @@ def knob_type(knob: Knob) -> Any:
     if knob.type is float:
         checked = [AfterValidator(_checked(knob))] if knob.check is not None else []
         return Annotated[StrictInt | StrictFloat, AfterValidator(finite), *bound, *checked]
-    return Annotated[str, AfterValidator(_checked(knob))] if knob.check is not None else str
+    checked = [AfterValidator(_checked(knob))] if knob.check is not None else []
+    return Annotated[str, BeforeValidator(_text(knob)), *checked]
+
+
+def _text(knob: Knob):
+    """A validator refusing a number where a knob takes text (sparsity: 1.5) with what the knob takes, not pydantic's
+    'a valid string'; a YAML boolean keeps pydantic's error, which input_error explains."""
+    def text(value: Any) -> Any:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            raise ValueError(knob.allowed_words())
+        return value
+
+    return text
 
 
 def section_model(name: str, knobs: tuple[Knob, ...]) -> type[Strict]:

@@ -305,6 +305,8 @@ CASES = [
                                                          "from 1 to 1,048,576"),
     ("sweep sparsity said once", _check("sweep_sparsity.yaml"),
      "format.sparsity.1: found '3:5', allowed: dense or N:M"),
+    ("sweep sparsity as a number", _check("sweep_sparsity_number.yaml"),
+     "sweep_sparsity_number.yaml:4: format.sparsity.1: found 0.5, allowed: dense or N:M"),
     # Measured-kernel tables (row values: tests/kernels/test_measured.py).
     ("validate a header-only table", _validate("measured_header_only.csv"), "no rows (only a header)"),
     ("validate a step of an unknown model", _validate("measured_step_unknown_model.csv"),
