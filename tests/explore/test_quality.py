@@ -123,6 +123,31 @@ def test_16_bit_dense_is_zero_by_definition():
     assert figure.delta == 0.0 and "16-bit" in figure.source
 
 
+@pytest.mark.parametrize(("knobs", "says"), [
+    ((("kv_budget", 256),), "kv_budget=256"),  # StreamingLLM's window: the evicted tokens are never attended again
+    ((("kv_budget", 256), ("kv_budget_method", "h2o")), "kv_budget=256"),
+    ((("retrieval_heads", 0.5),), "retrieval_heads=0.5"),  # DuoAttention's streaming heads keep 64 + 256 tokens
+    ((("topk_fraction", 0.25),), "topk_fraction=0.25"),  # Quest attends to a quarter of the cache
+    ((("exit_depth", 0.5),), "exit_depth=0.5"),  # half the layers skipped per token
+])
+def test_a_lossy_decode_time_technique_has_no_figure_not_zero(knobs, says):
+    """A 16-bit dense point is the baseline only while it computes what the model computes: KV eviction, streaming
+    heads, top-k token selection and layer skipping change the outputs, and no row of the table measured them, so
+    quality_delta is NaN with the reason (it read 0 'by definition'), also beside a format that has a figure (AWQ's
+    W4A16 +0.13 on its own)."""
+    for fields in ({}, {"weight_bits": 4}):
+        figure = point_quality(_point(**fields, knobs=knobs))
+        assert math.isnan(figure.delta) and says in figure.source and "no published figure" in figure.source
+
+
+def test_lossless_decode_time_choices_keep_the_formats_figure():
+    """Speculative decoding verifies every token against the target model (Leviathan et al.: the target's own
+    distribution) and every head kept whole (retrieval_heads 1) keeps the whole cache: the format's figure stands."""
+    assert point_quality(_point(knobs=(("acceptance", 0.6), ("spec_draft", "medusa")))).delta == 0.0
+    assert point_quality(_point(weight_bits=4, knobs=(("kv_budget", 256), ("retrieval_heads", 1.0)))
+                         ).delta == pytest.approx(0.13)
+
+
 @pytest.mark.parametrize(("model", "fmt", "method", "says"), [
     ("llama-2-7b", NumericFormat(weight_bits=3), "any", "llama-2-7b in w3a16kv16"),  # no 3-bit row
     ("llama-2-7b", NumericFormat(weight_bits=4, sparsity="2:4"), "any", "w4a16kv16-2:4"),  # never composed
