@@ -42,24 +42,51 @@ def check_format(parts: dict[str, Any], config: ModelConfig, tp: int = 1) -> Num
 
 
 def check_sweep_formats(sweep, located) -> None:
-    """Every combination of a sweep's format values, on every model and tensor-parallel degree: InputError naming
-    the format: key of the part at fault. Derived format knobs are checked when their points are evaluated."""
+    """Every combination of a sweep's format values, derived format knobs computed at each (edge_layer_bits from
+    weight_bits), on every model and tensor-parallel degree: InputError naming the format: or derived: key of the
+    part at fault."""
     dims = sweep.dimensions()
     names = [name for name in format_knob_names() if name in dims]
+    derived = [name for name in format_knob_names() if name in sweep.derived]
+    read, chain = {}, set()
+    for target in derived:
+        target_dims, target_chain = sweep.derived_inputs(target)
+        read.update(target_dims)
+        chain.update(target_chain)
+    inputs = names + [name for name in read if name not in names]
+    order = [target for target in sweep.derived if target in chain]  # file order: each may read those above it
     tps = dims.get("tp", [1])
     for model in dims["model"]:
         config = load_model_config(model)
-        for combo in itertools.product(*(dims[name] for name in names)):
-            parts = dict(zip(names, combo, strict=True))
+        seen = set()
+        for combo in itertools.product(*(dims[name] for name in inputs)):
+            values = dict(zip(inputs, combo, strict=True))
+            parts = {name: values[name] for name in names}
+            if derived:
+                computed = sweep.derive(values, order)
+                parts.update((name, computed[name]) for name in derived)
+            if (key := tuple(parts.items())) in seen:
+                continue
+            seen.add(key)
             for tp in tps:
                 try:
                     check_format(parts, config, tp)
                 except ValueError as err:
-                    field, _, rest = str(err).partition(": ")
-                    key = field if field in names else next(iter(names), field)
-                    shown = ", ".join(f"{k}={v}" for k, v in parts.items() if len(dims[k]) > 1 or k == field)
-                    at = f" (at {shown}{f', tp={tp}' if tp != 1 else ''})" if shown else ""
-                    raise InputError(f"{located.where(('format', key))}: format.{field}: {rest}{at}") from None
+                    raise _format_error(err, parts, names, derived, dims, located, tp) from None
+
+
+def _format_error(err: ValueError, parts: dict[str, Any], names: list[str], derived: list[str], dims: dict,
+                  located, tp: int) -> InputError:
+    """check_format's error at one combination, on the line of the format: (or derived:) key at fault."""
+    field, _, rest = str(err).partition(": ")
+    if field in derived:
+        section, key = "derived", field
+    else:
+        section, key = ("format", field) if field in names else \
+            ("format", names[0]) if names else ("derived", next(iter(derived), field))
+    shown = ", ".join(f"{k}={v}" for k, v in parts.items() if k in derived or len(dims[k]) > 1 or k == field)
+    at = f" (at {shown}{f', tp={tp}' if tp != 1 else ''})" if shown else ""
+    return InputError(f"{located.where((section, key))}: {section}.{field}: {rest}{at}")
 
 
 def format_notice(device, fmt: NumericFormat) -> str:

@@ -307,6 +307,12 @@ CASES = [
      "format.sparsity.1: found '3:5', allowed: dense or N:M"),
     ("sweep sparsity as a number", _check("sweep_sparsity_number.yaml"),
      "sweep_sparsity_number.yaml:4: format.sparsity.1: found 0.5, allowed: dense or N:M"),
+    # A derived format knob is judged with the format it joins: `explore check` said valid and the run crashed.
+    ("sweep derived edge bits below the weight bits", _check("sweep_derived_edge_bits.yaml"),
+     "sweep_derived_edge_bits.yaml:5: derived.edge_layer_bits: found 5 with weight_bits 6, allowed: 0 (as "
+     "weight_bits) or more bits than weight_bits"),
+    ("sweep derived edge bits below the weight bits, run", _sweep("sweep_derived_edge_bits.yaml"),
+     "derived.edge_layer_bits: found 5 with weight_bits 6"),
     # Measured-kernel tables (row values: tests/kernels/test_measured.py).
     ("validate a header-only table", _validate("measured_header_only.csv"), "no rows (only a header)"),
     ("validate a step of an unknown model", _validate("measured_step_unknown_model.csv"),

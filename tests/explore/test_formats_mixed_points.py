@@ -171,6 +171,24 @@ def test_bad_sweep_format_is_one_line_exit_2(tmp_path, capsys):
     assert code == 2 and len(err) == 1 and "format.mlp_weight_bits: found 6 with weight_bits 8" in err[0], err
 
 
+def test_a_sweep_format_is_judged_with_its_derived_parts(tmp_path, capsys):
+    """fp8 activations need 8 activation bits: with act_bits derived as 8 at every point the grid is valid (it was
+    refused, judged at the default 16), and edge layers derived above the weight bits pass while one derived below
+    them is refused on the derived: line, as explore run refuses --edge-layer-bits 3 with --weight-bits 4."""
+    head = ("name: derived-format\nmodel: llama-2-7b\ndevice: a100-sxm-80gb\n"
+            "workload: {batch: 1, prompt: 128, output: 16}\n")
+    ok = write_sweep(tmp_path, head + "format: {weight_bits: [8, 4], act_type: fp8_e4m3}\n"
+                                      "derived: {act_bits: \"8\", edge_layer_bits: \"8 if weight_bits < 8 else 0\"}\n")
+    assert main(["check", ok]) == 0
+    capsys.readouterr()
+    bad = write_sweep(tmp_path, head + "format: {weight_bits: [6, 4]}\n"
+                                       "derived: {edge_layer_bits: \"weight_bits - 1\"}\n")
+    code = main(["check", bad])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert "sweep.yaml:6: derived.edge_layer_bits: found 5 with weight_bits 6" in err[0], err
+
+
 @pytest.mark.slow  # an 8B decode in three modes, about 5 s
 @pytest.mark.xfail(strict=True, reason=(
     "DFloat11's README (LeanModels/DFloat11: 'At batch size = 1, inference is approximately 2x slower than the "
