@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kernels.early_exit import kept_layers
 from kernels.formats import NumericFormat
 from workloads.errors import InputError
 
@@ -272,25 +273,30 @@ def point_quality(point) -> QualityFigure:
     """The quality figure of a design point (explore.design_point.DesignPoint): its model's name, its
     NumericFormat and its quant_method knob; NaN with the reason where the point also runs a decode-time technique
     that changes the model's outputs (lossy_techniques), since no row of the table measured one."""
-    lossy = lossy_techniques(point.knob)
+    from workloads.model_config import load_model_config
+
+    # A static sequence caches its prompt and every output token but the last; a serving run's requests vary.
+    context = point.prompt + point.output - 1 if point.serving is None else math.inf
+    lossy = lossy_techniques(point.knob, context, load_model_config(point.model).num_layers)
     if lossy:
         return QualityFigure(math.nan, f"no published figure with {', '.join(lossy)}: the table measures numeric "
                                        f"formats and pruning, not KV eviction, token selection or layer skipping")
     return _point_figure(point.model, point.numeric_format, point.knob("quant_method"))
 
 
-def lossy_techniques(knob) -> list[str]:
+def lossy_techniques(knob, context_tokens: float, layers: int) -> list[str]:
     """The decode-time techniques a point runs (`knob`: its value of a knob by name) that change what the model
-    computes, each as its knob and value: KV eviction to a budget or streaming heads (kv_budget, retrieval_heads
-    below 1: DuoAttention's streaming heads keep a window even without a budget), attention to a top-k of the cached
-    tokens (topk_fraction below 1) and layer skipping (exit_depth below 1). Speculative decoding and offloading
-    give the model's own outputs and are not among them."""
-    retrieval = knob("retrieval_heads")
+    computes, each as its knob and value: KV eviction to a budget short of the `context_tokens` a sequence caches, or
+    streaming heads (retrieval_heads between 0 and 1: DuoAttention's streaming heads keep a window even without a
+    budget), attention to a top-k of the cached tokens (topk_fraction below 1) and layer skipping (exit_depth short of
+    all `layers` once rounded to whole layers). Speculative decoding and offloading give the model's own outputs and
+    are not among them."""
+    budget, retrieval = knob("kv_budget"), knob("retrieval_heads")
     lossy = []
-    if retrieval < 1 and (knob("kv_budget") > 0 or retrieval > 0):
-        lossy.append(f"kv_budget={knob('kv_budget')}" + (f" with retrieval_heads={retrieval:g}" if retrieval else ""))
+    if retrieval < 1 and (0 < budget < context_tokens or retrieval > 0):
+        lossy.append(f"kv_budget={budget}" + (f" with retrieval_heads={retrieval:g}" if retrieval else ""))
     if knob("topk_fraction") < 1:
         lossy.append(f"topk_fraction={knob('topk_fraction'):g}")
-    if knob("exit_depth") < 1:
+    if kept_layers(layers, knob("exit_depth")) < layers:
         lossy.append(f"exit_depth={knob('exit_depth'):g}")
     return lossy

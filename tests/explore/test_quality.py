@@ -124,8 +124,8 @@ def test_16_bit_dense_is_zero_by_definition():
 
 
 @pytest.mark.parametrize(("knobs", "says"), [
-    ((("kv_budget", 256),), "kv_budget=256"),  # StreamingLLM's window: the evicted tokens are never attended again
-    ((("kv_budget", 256), ("kv_budget_method", "h2o")), "kv_budget=256"),
+    ((("kv_budget", 64),), "kv_budget=64"),  # StreamingLLM's window: the evicted tokens are never attended again
+    ((("kv_budget", 64), ("kv_budget_method", "h2o")), "kv_budget=64"),
     ((("retrieval_heads", 0.5),), "retrieval_heads=0.5"),  # DuoAttention's streaming heads keep 64 + 256 tokens
     ((("topk_fraction", 0.25),), "topk_fraction=0.25"),  # Quest attends to a quarter of the cache
     ((("exit_depth", 0.5),), "exit_depth=0.5"),  # half the layers skipped per token
@@ -142,10 +142,16 @@ def test_a_lossy_decode_time_technique_has_no_figure_not_zero(knobs, says):
 
 def test_lossless_decode_time_choices_keep_the_formats_figure():
     """Speculative decoding verifies every token against the target model (Leviathan et al.: the target's own
-    distribution) and every head kept whole (retrieval_heads 1) keeps the whole cache: the format's figure stands."""
+    distribution), every head kept whole (retrieval_heads 1) keeps the whole cache, a budget of the whole cache (128
+    prompt tokens and 15 of the 16 output tokens: the last is never cached) evicts nothing, and an exit depth that
+    rounds to all 32 of Llama-2-7B's layers skips none: the format's figure stands."""
     assert point_quality(_point(knobs=(("acceptance", 0.6), ("spec_draft", "medusa")))).delta == 0.0
     assert point_quality(_point(weight_bits=4, knobs=(("kv_budget", 256), ("retrieval_heads", 1.0)))
                          ).delta == pytest.approx(0.13)
+    assert point_quality(_point(knobs=(("kv_budget", 143),))).delta == 0.0
+    assert math.isnan(point_quality(_point(knobs=(("kv_budget", 142),))).delta)
+    assert point_quality(_point(knobs=(("exit_depth", 0.99),))).delta == 0.0  # 31.7 layers: all 32 run
+    assert math.isnan(point_quality(_point(knobs=(("exit_depth", 0.95),))).delta)  # 30.4: 30 of 32
 
 
 @pytest.mark.parametrize(("model", "fmt", "method", "says"), [
