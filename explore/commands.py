@@ -14,7 +14,7 @@ from explore.cli import TRACE_TOKENS, default_out, json_safe, print_json, run_kn
 from explore.design_point import DesignPoint, with_knobs
 from explore.evaluate import Evaluator, trace_args
 from explore.format_checks import format_notice
-from explore.knobs import KNOBS, flag_name, input_columns
+from explore.knobs import KNOBS, flag_name, input_columns, knobs
 from explore.ops_table import format_op_table, op_rows
 from explore.point_checks import check_sweep_points
 from explore.point_values import check_point_values
@@ -225,8 +225,33 @@ def mixed_links_note(sweep) -> str:
 def sweep_notes(sweep) -> list[str]:
     """What a sweep's settings do that its author may not mean, said before it runs (explore check, a sweep's start)."""
     notes = (default_execution_note(sweep), idle_peak_note(sweep.spec.overrides, sweep.dimensions()["model"]),
-             fixed_peak_sm_note([*sweep.spec.overrides, *sweep.spec.derived]), mixed_links_note(sweep))
+             fixed_peak_sm_note([*sweep.spec.overrides, *sweep.spec.derived]), mixed_links_note(sweep),
+             idle_knobs_note(sweep))
     return [note for note in notes if note]
+
+
+def idle_knobs_note(sweep) -> str:
+    """The knobs a sweep sets whose only_with knob (explore/knobs.py) is off at every point, so they change nothing
+    (act_predictor deja_vu with act_kept 1 throughout), or ''. A note, not an error: a grid may cross them."""
+    values = sweep.dimensions() | sweep.derived_values()
+    idle = [k for k in knobs() if k.only_with and any(v != k.default for v in values.get(k.name, ()))
+            and all(v == KNOBS[k.only_with].default for v in values.get(k.only_with, [KNOBS[k.only_with].default]))]
+    if not idle:
+        return ""
+    said = ", ".join(f"{k.name} ({k.only_with} is {KNOBS[k.only_with].default:g}, off, at every point)" for k in idle)
+    return f"{said}: {'it changes' if len(idle) == 1 else 'they change'} nothing, so points that differ only there " \
+           f"are one design evaluated again"
+
+
+def check_idle_flags(values: dict) -> None:
+    """explore run: InputError for a flag set where its only_with knob is off (--act-predictor deja_vu without
+    --act-kept below 1), as a flag of speculation without --spec-draft is refused: it would change nothing."""
+    for knob in knobs():
+        other = KNOBS[knob.only_with] if knob.only_with else None
+        if other and knob.name in values and values[knob.name] != knob.default and \
+                values.get(other.name, other.default) == other.default:
+            raise InputError(f"{knob.flag_name}: found {values[knob.name]!r} with {other.flag_name} at "
+                             f"{other.default:g} (off), allowed: with {other.flag_name} set, or left out")
 
 
 def cmd_check(args) -> int:
@@ -304,6 +329,7 @@ def cmd_run(args) -> int:
             f"{value:g}" if isinstance(value, float) else repr(value) if isinstance(value, str) else value)
         raise InputError(f"{flag}: found {shown} without --serving, allowed: with --serving (a serving run's flag: a "
                          f"static batch has no arriving requests), or left out")
+    check_idle_flags(values)
     if args.serving and args.batch != KNOBS["batch"].default:  # the scheduler forms a serving run's batches
         raise InputError(f"--batch: found {args.batch} with --serving, allowed: left out (a serving run's batches "
                          f"are its scheduler's; --max-seqs caps them)")

@@ -260,7 +260,7 @@ for _name, _help in (
     register(Knob(name=_name, type=int, section="format", default=0, allowed=OVERRIDE_BITS, applies="format",
                   help=_help, derivable=True))  # derived: keeps a mix apart from the weight widths it does not fit
 register(Knob(name="edge_layers", type=int, section="format", default=_FORMAT.edge_layers, minimum=1, maximum=500,
-              applies="format",
+              applies="format", only_with="edge_layer_bits",
               help="decoder layers at each end of the model that edge_layer_bits keeps (at most half the model's)"))
 # Mixed precision by expert (kernels/formats.py NumericFormat.hot_experts: MC-MoE, Huang et al. 2025; Li et al. 2024;
 # MxMoE): a share of each MoE layer's routed experts at hot_expert_bits, the rest at the experts' bits; a dense model
@@ -291,7 +291,7 @@ register(Knob(name="act_kept", type=float, section="format", default=_FORMAT.act
               "WINA, Deja Vu); the MLP reads only their weight rows where the device exploits it; 1: dense",
               allowed_text="a fraction in (0, 1] (1: dense activations)"))
 register(Knob(name="act_predictor", type=str, section="format", default=_FORMAT.act_predictor,
-              allowed=ACT_PREDICTORS, applies="format", label="activation predictor",
+              allowed=ACT_PREDICTORS, applies="format", label="activation predictor", only_with="act_kept",
               help="how act_kept < 1 chooses the kept activations: none (magnitude thresholding: TEAL, R-Sparse, "
               "WINA) or deja_vu (a rank-1,000 predictor per layer, its work added)"))
 # ---- decode-time techniques (generic knobs: a column only in sweeps that set them) -----------------------------
@@ -307,9 +307,10 @@ register(Knob(name="kv_budget", type=int, section="workload", default=0, minimum
 # expose the probabilities) or D2O (Wan et al., 2024: H2O's eviction plus merging each evicted token into its most
 # similar kept key). Reads and the cache stay at the budget; the scores' traffic and work are added per step.
 register(Knob(name="kv_budget_method", type=str, section="workload", default=STREAMING, allowed=KV_BUDGET_METHODS,
-              label="KV budget method", help="how kv_budget's tokens are kept: streaming (attention sinks + recent "
-              "window), h2o (heavy hitters by accumulated attention + recent tokens, unfused attention) or d2o (H2O "
-              "plus merging evicted tokens into their most similar kept ones); ignored where kv_budget is 0"))
+              label="KV budget method", only_with="kv_budget",
+              help="how kv_budget's tokens are kept: streaming (attention sinks + recent window), h2o (heavy hitters "
+              "by accumulated attention + recent tokens, unfused attention) or d2o (H2O plus merging evicted tokens "
+              "into their most similar kept ones); ignored where kv_budget is 0"))
 # DuoAttention (Xiao et al., ICLR 2025) and RazorAttention (Tang et al., 2024): a share of the KV heads (retrieval
 # heads) keeps the whole cache, the others (streaming heads) keep kv_budget's sinks + window, or DuoAttention's 64
 # sinks + 256 recent tokens where kv_budget is 0 (kernels/kv_policy.py); decode reads, the cache held and (as
@@ -360,9 +361,9 @@ register(Knob(name="topk_fraction", type=float, section="workload", default=1.0,
               "scoring them all from a key summary (Quest, Double Sparsity: topk_method); 1: every token, no "
               "selection", allowed_text="a fraction in (0, 1] (1: no selection)", derivable=True))
 register(Knob(name="topk_method", type=str, section="workload", default=QUEST, allowed=TOPK_METHODS,
-              label="top-k method", help="how topk_fraction < 1 scores tokens: quest (per-page min/max keys, 16-token "
-              "pages, first two layers dense) or double_sparsity (a label cache of 1/8 of the head_dim key channels, "
-              "16 of 128)"))
+              label="top-k method", only_with="topk_fraction",
+              help="how topk_fraction < 1 scores tokens: quest (per-page min/max keys, 16-token pages, first two "
+              "layers dense) or double_sparsity (a label cache of 1/8 of the head_dim key channels, 16 of 128)"))
 # Early exit / layer skipping (SkipDecode, Del Corro et al., 2023): each decode token runs this share of the decoder
 # layers (the upper ones; exits fall monotonically, so a later token never needs a layer's KV an earlier one
 # skipped); the prefill runs every layer (kernels/early_exit.py).

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from explore.cli import main
+from tests.explore.tiny_sweep import write_sweep
 
 
 @pytest.mark.parametrize("flags, needle", [
@@ -107,3 +108,31 @@ def test_serving_flags_that_act_are_no_mistake(flags):
     args = _command_parser().parse_args(["run", "--model", "llama-2-7b", "--device", "h100-sxm", "--serving", "--rate",
                                          "2", *flags])
     assert _idle_serving_flag(args) == ""
+
+
+@pytest.mark.parametrize("flags, needle", [
+    (["--act-predictor", "deja_vu"], "--act-predictor: found 'deja_vu' with --act-kept at 1 (off)"),
+    (["--kv-budget-method", "h2o"], "--kv-budget-method: found 'h2o' with --kv-budget at 0 (off)"),
+    (["--topk-method", "double_sparsity"], "--topk-method: found 'double_sparsity' with --topk-fraction at 1 (off)"),
+    (["--edge-layers", "2"], "--edge-layers: found 2 with --edge-layer-bits at 0 (off)"),
+])
+def test_a_flag_its_switch_leaves_off_is_one_line_exit_2(flags, needle, capsys):
+    """Deja Vu's predictor only chooses kept activations, H2O only a budget's tokens, Double Sparsity only a top-k, and
+    edge_layers only the layers edge bits keep: without the knob that turns each on, the run would print the plain
+    point's metrics as if it had been applied (as a speculation flag without --spec-draft would)."""
+    code = main(["run", "--model", "llama-2-7b", "--device", "h100-sxm", *flags])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and needle in err[0], err
+    assert "or left out" in err[0]
+
+
+def test_check_notes_knobs_their_switch_leaves_off_at_every_point(tmp_path, tiny_config, capsys):
+    """A sweep crossing act_predictor with act_kept 1 throughout evaluates each design twice: check says so, and says
+    nothing where some point turns the predictor's switch on (a grid may cross them on purpose)."""
+    head = f"name: idle\nmodel: {tiny_config}\ndevice: h100-sxm\nworkload: {{batch: 1, prompt: 16, output: 2}}\n"
+    idle = write_sweep(tmp_path, head + "format: {act_predictor: [none, deja_vu]}\n")
+    assert main(["check", idle]) == 0
+    assert "note: act_predictor (act_kept is 1, off, at every point)" in capsys.readouterr().out
+    crossed = write_sweep(tmp_path, head + "format: {act_predictor: [none, deja_vu], act_kept: [1.0, 0.5]}\n")
+    assert main(["check", crossed]) == 0
+    assert "act_predictor (" not in capsys.readouterr().out

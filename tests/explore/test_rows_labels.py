@@ -44,4 +44,5 @@ def test_every_only_with_names_a_registered_knob_that_is_off_at_its_default():
     assert turned_on.get("hot_expert_bits") == "hot_experts"
     for name, other in turned_on.items():
         assert other in KNOBS and other != name, name
-        assert KNOBS[other].default in (0, 0.0, "", "none"), other  # its default turns the feature off
+        # its default turns the feature off: nothing, or all of a kept share (act_kept, topk_fraction 1)
+        assert KNOBS[other].default in (0, 0.0, 1.0, "", "none"), other
