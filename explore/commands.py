@@ -17,7 +17,7 @@ from explore.format_checks import format_notice
 from explore.knobs import KNOBS, flag_name, input_columns, knobs
 from explore.ops_table import format_op_table, op_rows
 from explore.point_checks import check_sweep_points
-from explore.point_values import check_point_values
+from explore.point_values import check_idle_knobs, check_point_values
 from explore.rerun import REPORT_FILES, report_current, report_inputs, stamp_report, stored_ids, unstamp_report
 from explore.results import folder_lock
 from explore.rows import count_label, is_feasible, normalize_row
@@ -230,6 +230,10 @@ def sweep_notes(sweep) -> list[str]:
     return [note for note in notes if note]
 
 
+def _off_value(switch) -> str:
+    return "unset" if isinstance(switch.default, str) else f"{switch.default:g}"
+
+
 def idle_knobs_note(sweep) -> str:
     """The knobs a sweep sets whose only_with knob (explore/knobs.py) is off at every point, so they change nothing
     (act_predictor deja_vu with act_kept 1 throughout), or ''. A note, not an error: a grid may cross them."""
@@ -238,20 +242,9 @@ def idle_knobs_note(sweep) -> str:
             and all(v == KNOBS[k.only_with].default for v in values.get(k.only_with, [KNOBS[k.only_with].default]))]
     if not idle:
         return ""
-    said = ", ".join(f"{k.name} ({k.only_with} is {KNOBS[k.only_with].default:g}, off, at every point)" for k in idle)
+    said = ", ".join(f"{k.name} ({k.only_with} is {_off_value(KNOBS[k.only_with])}, off, at every point)" for k in idle)
     return f"{said}: {'it changes' if len(idle) == 1 else 'they change'} nothing, so points that differ only there " \
            f"are one design evaluated again"
-
-
-def check_idle_flags(values: dict) -> None:
-    """explore run: InputError for a flag set where its only_with knob is off (--act-predictor deja_vu without
-    --act-kept below 1), as a flag of speculation without --spec-draft is refused: it would change nothing."""
-    for knob in knobs():
-        other = KNOBS[knob.only_with] if knob.only_with else None
-        if other and knob.name in values and values[knob.name] != knob.default and \
-                values.get(other.name, other.default) == other.default:
-            raise InputError(f"{knob.flag_name}: found {values[knob.name]!r} with {other.flag_name} at "
-                             f"{other.default:g} (off), allowed: with {other.flag_name} set, or left out")
 
 
 def cmd_check(args) -> int:
@@ -329,7 +322,6 @@ def cmd_run(args) -> int:
             f"{value:g}" if isinstance(value, float) else repr(value) if isinstance(value, str) else value)
         raise InputError(f"{flag}: found {shown} without --serving, allowed: with --serving (a serving run's flag: a "
                          f"static batch has no arriving requests), or left out")
-    check_idle_flags(values)
     if args.serving and args.batch != KNOBS["batch"].default:  # the scheduler forms a serving run's batches
         raise InputError(f"--batch: found {args.batch} with --serving, allowed: left out (a serving run's batches "
                          f"are its scheduler's; --max-seqs caps them)")
@@ -349,6 +341,7 @@ def cmd_run(args) -> int:
     # named by its flag; a model config's own errors are no flag's.
     config = load_model_config(args.model)
     check_point_values(point, config, name=flag_name)
+    check_idle_knobs(point, name=flag_name)
     if args.pp != 1 and args.serving:
         raise InputError(f"--pp: found {args.pp} with --serving, allowed: 1 (a pipelined serving replica is not "
                          f"modeled yet)")

@@ -69,6 +69,14 @@ REQUIRED = object()  # the default of a knob every point must name (model, devic
 _FORMAT = NumericFormat()  # the default of every format part
 
 
+def off_words(switch: Knob, name: Callable[[str], str]) -> str:
+    """How a message says that `switch` (a knob another turns on with, Knob.only_with) is off: 'without --spec-draft',
+    'with --act-kept at 1 (off)'; `name` names a knob as the message's reader knows it."""
+    if isinstance(switch.default, str):
+        return f"without {name(switch.name)}"
+    return f"with {name(switch.name)} at {switch.default:g} (off)"
+
+
 def flag_name(name: str) -> str:
     """The `explore run` flag of a knob or DesignPoint field ('kv_budget' -> '--kv-budget')."""
     return f"--{name.replace('_', '-')}"
@@ -328,15 +336,17 @@ register(Knob(name="spec_draft", type=str, section="workload", default="", label
 # At most 32 drafted tokens: the chance that the last one is accepted, acceptance^32, is under 4% even at an
 # acceptance of 0.9, so longer drafts only add cost (Medusa trains 5 heads; Leviathan et al. test up to 10 tokens).
 register(Knob(name="spec_tokens", type=int, section="workload", default=5, minimum=1, maximum=32,
-              label="drafted tokens", help="tokens the draft proposes per step (Medusa: its heads)",
-              derivable=True))
+              label="drafted tokens", only_with="spec_draft",
+              help="tokens the draft proposes per step (Medusa: its heads)", derivable=True))
 # A Medusa tree's candidates (Medusa's Vicuna-7B tree, medusa_choices.mc_sim_7b_63, holds 63); 512 is 8x that.
 register(Knob(name="spec_tree", type=int, section="workload", default=0, minimum=0, maximum=512,
-              label="tree candidates", help="candidate tokens of a verification tree (Medusa); 0: a chain of "
-              "spec_tokens tokens", allowed_text="0 (a chain) or a number of candidates from 1 to 512"))
+              label="tree candidates", only_with="spec_draft",
+              help="candidate tokens of a verification tree (Medusa); 0: a chain of spec_tokens tokens",
+              allowed_text="0 (a chain) or a number of candidates from 1 to 512"))
 register(Knob(name="acceptance", type=float, section="workload", default=0.0, minimum=0.0, maximum=1.0,
-              label="acceptance rate", help="chance that each drafted token is accepted (Leviathan et al.'s alpha; "
-              "0: none are, speculation only costs)", allowed_text="a fraction from 0 to 1", derivable=True))
+              label="acceptance rate", only_with="spec_draft",
+              help="chance that each drafted token is accepted (Leviathan et al.'s alpha; 0: none are, speculation "
+              "only costs)", allowed_text="a fraction from 0 to 1", derivable=True))
 # Memory tiers (FlexGen, Sheng et al., ICML 2023, Section 4; DeepSpeed ZeRO-Inference): a static batch that does not fit
 # in device memory keeps the excess in host memory (or flash) and streams it over the host link layer by layer,
 # each layer's transfer overlapping the previous layer's compute (sim/offload.py). A point that fits offloads nothing.

@@ -14,7 +14,7 @@ from dataclasses import fields
 
 from explore.design_point import DesignPoint
 from explore.format_checks import check_format, format_knob_names
-from explore.knobs import KNOBS
+from explore.knobs import KNOBS, knobs, off_words
 from kernels.kv_policy import budget_error
 from kernels.parallel import check_expert_parallel, check_pipeline_parallel, check_tensor_parallel
 from workloads.errors import InputError
@@ -27,10 +27,6 @@ FORMAT_FIELDS = ("weight_bits", "act_bits", "kv_bits", "sparsity", "execution", 
 _FIELDS = frozenset(f.name for f in fields(DesignPoint))
 
 
-# The drafting knobs of speculative decoding: without a draft (spec_draft) they would change nothing.
-DRAFTING_KNOBS = ("acceptance", "spec_tokens", "spec_tree")
-
-
 def field_name(name: str) -> str:
     """How a point built in Python names a value: its DesignPoint field or generic knob."""
     return name
@@ -40,8 +36,7 @@ def check_point_values(point: DesignPoint, config: ModelConfig, name: Callable[[
     """InputError ('<name>: found X, allowed: Y') for the first value of `point` no evaluation can run, each named by
     `name` (a field, or `explore run`'s flag): overrides or knobs not given as (name, value) pairs, a knob's value
     outside the registry's, an unknown generic knob, a static batch longer than the model's context, a kv_budget above
-    what a sequence caches, a parallel layout the model cannot be split into, a numeric format no kernel runs, a
-    drafting knob without a draft."""
+    what a sequence caches, a parallel layout the model cannot be split into, a numeric format no kernel runs."""
     static = point.serving is None
     for pairs_name in ("overrides", "link_overrides", "knobs"):
         pairs = getattr(point, pairs_name)
@@ -80,11 +75,18 @@ def check_point_values(point: DesignPoint, config: ModelConfig, name: Callable[[
     except ValueError as err:
         part, _, rest = str(err).partition(": ")
         raise InputError(f"{name(part)}: {rest}") from None
-    if not point.knob("spec_draft"):
-        for knob in DRAFTING_KNOBS:
-            if (value := point.knob(knob)) != KNOBS[knob].default:
-                raise InputError(f"{name(knob)}: found {value:g} without {name('spec_draft')}, allowed: with "
-                                 f"{name('spec_draft')} (speculative decoding), or left out")
+
+
+def check_idle_knobs(point: DesignPoint, name: Callable[[str], str] = field_name) -> None:
+    """InputError for a knob set where the knob that turns it on (Knob.only_with) is off, so it changes nothing: a
+    drafting knob without a draft, act_predictor at act_kept 1. `explore run` refuses such a flag; a sweep's grid may
+    cross a knob with its switch (such a point is the design without it), so a sweep only notes it."""
+    for knob in knobs():
+        value, switch = point.knob(knob.name), KNOBS.get(knob.only_with)
+        if switch is not None and value != knob.default and point.knob(switch.name) == switch.default:
+            shown = repr(value) if isinstance(value, str) else f"{value:g}"
+            raise InputError(f"{name(knob.name)}: found {shown} {off_words(switch, name)}, allowed: with "
+                             f"{name(switch.name)} set, or left out")
 
 
 def _check_knob(knob: str, value, name: Callable[[str], str]) -> None:

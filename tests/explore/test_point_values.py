@@ -35,8 +35,6 @@ POINT = dict(model="llama-2-7b", device="h100-sxm", batch=1, prompt=512, output=
                                                                 "allowed: weight_bits 4"),
     (dict(weight_bits=4, tp=2, knobs=(("group_size", 256),)), "group_size: found 256, which does not divide "
                                                               "llama-2-7b's MLP down k=5504"),
-    # A drafting knob without a draft model changes nothing: it was ignored.
-    (dict(knobs=(("acceptance", 0.8),)), "acceptance: found 0.8 without spec_draft, allowed: with spec_draft"),
 ])
 def test_a_python_point_is_refused_in_one_line_naming_the_field(changes, message):
     with pytest.raises(InputError) as info:
@@ -44,3 +42,16 @@ def test_a_python_point_is_refused_in_one_line_naming_the_field(changes, message
     text = str(info.value)
     assert "\n" not in text and text.startswith(message), text
 
+
+
+def test_a_knob_its_switch_leaves_off_is_named_by_the_idle_check():
+    """A drafting knob without a draft changes nothing: check_idle_knobs says so (explore run refuses the flag), while
+    evaluate prices it as the design without it, as a sweep crossing the two does."""
+    from explore.point_values import check_idle_knobs
+
+    point = DesignPoint(**POINT, knobs=(("acceptance", 0.8),))
+    with pytest.raises(InputError, match=r"^acceptance: found 0.8 without spec_draft, allowed: with spec_draft set"):
+        check_idle_knobs(point)
+    with pytest.raises(InputError, match=r"^act_predictor: found 'deja_vu' with act_kept at 1 \(off\)"):
+        check_idle_knobs(DesignPoint(**POINT, knobs=(("act_predictor", "deja_vu"),)))
+    check_idle_knobs(DesignPoint(**POINT, knobs=(("act_predictor", "deja_vu"), ("act_kept", 0.5))))
