@@ -183,11 +183,16 @@ def union_share(kept: float, tokens):
 
 
 def sparsity_notice(support: SparsitySupport, device: str, fmt) -> str:
-    """What a device does with the sparsity of a format it does not exploit ('' when it exploits all of it)."""
+    """What a device does with the sparsity of a format it does not exploit, or exploits in a layout larger than the
+    dense weights ('' when it exploits all of it and saves bytes)."""
     parts = []
     if fmt.sparsity != DENSE and fmt.sparsity not in support:
         parts.append(f"sparsity {fmt.sparsity} runs dense on {device} (weights stored and computed dense; it "
                      f"exploits {support.words()})")
+    elif fmt.sparsity != DENSE and (scale := parse_sparsity(fmt.sparsity).stored_scale(fmt.weight_bits)) >= 1.0:
+        parts.append(f"sparsity {fmt.sparsity} stored compressed takes {scale:.2f}x the bytes of dense "
+                     f"{fmt.weight_bits:g}-bit weights (its position bits outweigh the zeros left out): a decode on "
+                     f"{device} reads more than dense weights would")
     if fmt.act_kept < 1.0 and not support.activation:
         parts.append(f"activation sparsity (act_kept {fmt.act_kept:g}) runs dense on {device} (no kernel reads "
                      f"only the kept rows there)")

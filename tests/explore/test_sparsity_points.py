@@ -25,6 +25,22 @@ def test_run_says_a_pattern_runs_dense(tiny_config, capsys):
     assert "activation sparsity (act_kept 0.5) runs dense on npu-only" in notice
 
 
+@pytest.mark.parametrize("weight_bits, zeros, scale", [
+    # Flash-LLM's Tiled-CSL keeps a 16-bit location beside each kept value: (1 - 0.1) x (16 + 16) / 16 = 1.80 of the
+    # dense fp16 bytes, and beside 4-bit values (1 - 0.7) x (4 + 16) / 4 = 1.50.
+    (16, 0.1, "1.80x"),
+    (4, 0.7, "1.50x"),
+    (16, 0.7, None),  # 0.3 x 2 = 0.60: it saves bytes, nothing to say
+])
+def test_run_says_when_a_compressed_layout_outweighs_dense_weights(tiny_config, capsys, weight_bits, zeros, scale):
+    code, out, _ = _run(capsys, "--model", tiny_config, "--device", "a100-sxm-80gb", "--output", "2",
+                        "--sparsity", f"unstructured:{zeros}", "--weight-bits", str(weight_bits))
+    assert code == 0
+    notices = " ".join(line for line in out.splitlines() if line.startswith("# "))
+    said = f"sparsity unstructured:{zeros} stored compressed takes {scale} the bytes of dense {weight_bits}-bit weights"
+    assert (said in notices) if scale else ("stored compressed takes" not in notices), notices
+
+
 def test_sparsity_use_column(tiny_config, capsys):
     code, out, _ = _run(capsys, "--model", tiny_config, "--device", "a100-sxm-80gb", "--output", "2",
                         "--sparsity", "block64:0.5", "--act-kept", "0.5", "--act-predictor", "deja_vu", "--json")
