@@ -15,6 +15,7 @@ from dataclasses import fields
 from explore.design_point import DesignPoint
 from explore.format_checks import check_format, format_knob_names
 from explore.knobs import KNOBS, knobs, off_words
+from hw_models.device import EXECUTION_MODES
 from kernels.kv_policy import budget_error
 from kernels.parallel import check_expert_parallel, check_pipeline_parallel, check_tensor_parallel
 from workloads.errors import InputError
@@ -23,7 +24,7 @@ from workloads.model_config import ModelConfig, check_context
 # DesignPoint fields that are registered knobs, checked by the registry; a serving point's batch, prompt and output
 # are its scheduler's and its requests' (ServingSpec checks them), not a static batch's.
 STATIC_FIELDS = ("batch", "prompt", "output")
-FORMAT_FIELDS = ("weight_bits", "act_bits", "kv_bits", "sparsity", "execution", "tp", "pp", "ep")
+FORMAT_FIELDS = ("weight_bits", "act_bits", "kv_bits", "sparsity", "tp", "pp", "ep")
 _FIELDS = frozenset(f.name for f in fields(DesignPoint))
 
 
@@ -46,6 +47,8 @@ def check_point_values(point: DesignPoint, config: ModelConfig, name: Callable[[
                              f"(('memory.bandwidth_GBps', 5025.0),) or tuple(mapping.items())")
     for knob in (STATIC_FIELDS if static else ()) + FORMAT_FIELDS:
         _check_knob(knob, getattr(point, knob), name)
+    if point.execution not in EXECUTION_MODES:  # 'device' too: kernel time alone, as a profiler sums it
+        raise InputError(f"{name('execution')}: found {point.execution!r}, allowed: {', '.join(EXECUTION_MODES)}")
     for knob, value in point.knobs:
         registered = KNOBS.get(knob)
         if registered is None or registered.scope == "serving" or knob in _FIELDS:
