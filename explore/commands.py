@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from explore.cli import TRACE_TOKENS, default_out, json_safe, print_json, run_knobs, serving_flags_set
 from explore.design_point import DesignPoint, with_knobs
 from explore.evaluate import Evaluator, trace_args
-from explore.format_checks import format_notice
+from explore.format_checks import format_notice, sixteen_bit_notice
 from explore.knobs import KNOBS, flag_name, input_columns, knobs
 from explore.ops_table import format_op_table, op_rows
 from explore.point_checks import check_sweep_points
@@ -563,9 +563,9 @@ def _assumptions(point: DesignPoint, device) -> str:
         system = ""
     fitted = _calibration_text(device, point.execution == "engine" and load_model_config(point.model).is_moe)
     what = f"{point.model} on {point.device}: {system}{fitted}; {_launch_text(point.execution, device)}"
-    notice = format_notice(device, point.numeric_format)
-    if notice:
-        what += f"; {notice}"
+    notices = (format_notice(device, point.numeric_format),
+               sixteen_bit_notice(device, load_model_config(point.model).dtype))
+    what += "".join(f"; {notice}" for notice in notices if notice)
     if point.overrides or point.link_overrides:
         what += f"; what-if (--set): {overrides_text(point)}"
     if point.serving is not None:

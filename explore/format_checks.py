@@ -10,7 +10,7 @@ from typing import Any
 
 from explore.knobs import knobs
 from hw_models.mixed_precision import takes
-from kernels.formats import NumericFormat, check_edge_layers, check_group_size, check_hot_experts
+from kernels.formats import DTYPE_SHORT, NumericFormat, check_edge_layers, check_group_size, check_hot_experts
 from kernels.sparsity import sparsity_notice, sparsity_use
 from workloads.errors import InputError
 from workloads.model_config import ModelConfig, load_model_config
@@ -105,6 +105,19 @@ def format_notice(device, fmt: NumericFormat) -> str:
         notices.append(f"GEMMs with no measurement of their own on {model.name}, priced on another fit: {unmeasured}")
     notices.append(sparsity_notice(model.sparsity_patterns, model.name, fmt))
     return "; ".join(dict.fromkeys(n for n in notices if n))
+
+
+def sixteen_bit_notice(device, model_dtype: str) -> str:
+    """Where a GPU has no tensor-core rate for a model's 16-bit type (bf16 on a V100) and runs its math at the other
+    one's ('' where it has it, and on other kinds)."""
+    model = getattr(device, "device", device)  # a system of devices: its devices' model
+    rates = getattr(getattr(model.spec, "compute", None), "peak_TFLOPS", None)
+    dtype = DTYPE_SHORT.get(model_dtype, model_dtype)
+    if getattr(model, "kind", "") != "gpu" or rates is None or dtype not in ("fp16", "bf16") or dtype in rates:
+        return ""
+    other = "fp16" if dtype == "bf16" else "bf16"
+    return (f"{dtype} math runs at the {other} rate on {model.name}: it has no {dtype} tensor cores (an engine would "
+            f"cast the model to {other})")
 
 
 def unmeasured_gemms(device, fmt: NumericFormat) -> str:

@@ -136,3 +136,14 @@ def test_check_notes_knobs_their_switch_leaves_off_at_every_point(tmp_path, tiny
     crossed = write_sweep(tmp_path, head + "format: {act_predictor: [none, deja_vu], act_kept: [1.0, 0.5]}\n")
     assert main(["check", crossed]) == 0
     assert "act_predictor (" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("model, device, said", [
+    ("llama-3-8b", "v100-sxm2", True),  # a bf16 config; Volta's tensor cores take fp16 only (V100 datasheet)
+    ("llama-2-7b", "v100-sxm2", False),  # an fp16 config
+    ("llama-3-8b", "a100-sxm-80gb", False),  # Ampere has bf16 tensor cores
+])
+def test_run_says_when_a_gpu_has_no_rate_for_the_models_16_bit_type(capsys, model, device, said):
+    assert main(["run", "--model", model, "--device", device, "--prompt", "16", "--output", "2"]) == 0
+    header = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("# "))
+    assert ("bf16 math runs at the fp16 rate on v100-sxm2: it has no bf16 tensor cores" in header) == said, header
