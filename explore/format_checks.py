@@ -104,6 +104,12 @@ def format_notice(device, fmt: NumericFormat) -> str:
     if unmeasured:
         notices.append(f"GEMMs with no measurement of their own on {model.name}, priced on another fit: {unmeasured}")
     notices.append(sparsity_notice(model.sparsity_patterns, model.name, fmt))
+    pim = getattr(model.spec, "pim", None)
+    if pim is not None and fmt.kv_bits < 8 * pim.element_bytes:  # hw_models/npu.py prices bank MACs per element
+        article = "an" if fmt.kv_bits == 8 else "a"
+        notices.append(f"{article} {fmt.kv_bits}-bit KV cache on {model.name} takes less memory, but its banks' "
+                       f"multipliers take one {8 * pim.element_bytes:g}-bit element a MAC, so attention in the banks "
+                       f"takes as long as at {8 * pim.element_bytes:g} bits")
     return "; ".join(dict.fromkeys(n for n in notices if n))
 
 

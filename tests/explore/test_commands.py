@@ -147,3 +147,18 @@ def test_run_says_when_a_gpu_has_no_rate_for_the_models_16_bit_type(capsys, mode
     assert main(["run", "--model", model, "--device", device, "--prompt", "16", "--output", "2"]) == 0
     header = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("# "))
     assert ("bf16 math runs at the fp16 rate on v100-sxm2: it has no bf16 tensor cores" in header) == said, header
+
+
+@pytest.mark.parametrize("device, kv_bits, said", [
+    ("neupims", 8, "an 8-bit KV cache on neupims takes less memory, but its banks' multipliers take one 16-bit"),
+    ("neupims", 4, "a 4-bit KV cache on neupims"),
+    ("neupims", 16, None),
+    ("h100-sxm", 8, None),  # no banks that compute
+])
+def test_run_says_a_narrow_kv_cache_leaves_pim_attention_as_it_was(capsys, device, kv_bits, said):
+    """NeuPIMs' bank multipliers take 16-bit elements (its preset's pim.element_bytes 2): a narrower cache moves fewer
+    bytes through them, but the MACs they do per step stay, so the banks' attention time does not fall."""
+    assert main(["run", "--model", "llama-2-7b", "--device", device, "--kv-bits", str(kv_bits), "--prompt", "64",
+                 "--output", "4"]) == 0
+    header = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("# "))
+    assert (said in header) if said else ("KV cache on" not in header), header
