@@ -196,6 +196,17 @@ def fixed_peak_sm_note(paths) -> str:
             "compute.peak_TFLOPS.* in proportion to the SMs")
 
 
+def power_limit_note(avg_power_W: float, limit_W: float) -> str:
+    """Where a point's average power is above what its hardware is rated to draw ('' where not): energy is priced per
+    action (FLOP, MAC, bit moved) and static power x time, and nothing caps their sum at the TDP."""
+    if not avg_power_W > limit_W:
+        return ""
+    return (f"average power {avg_power_W:.1f} W is above the {limit_W:g} W the hardware is rated for (power.tdp_W, "
+            f"every device): the preset's energy per action at this rate adds up to more than its TDP, so either those "
+            f"figures are high (see the preset's energy source) or the device would throttle, which is not modeled; "
+            f"energy_per_token_J is priced as if it did not")
+
+
 def mixed_links_note(sweep) -> str:
     """Where a calibrated sweep's links are priced by different models ('' where not): a link with measured NCCL
     collectives takes their fits, one without them its datasheet formula, which runs 45-85% under measured NCCL
@@ -372,7 +383,8 @@ def cmd_run(args) -> int:
         write_chrome_trace(evaluation.result, point.device, args.chrome_trace, tables=evaluation.tables,
                            device=evaluator.point_device(point), execution=point.execution)
     metrics = json_safe(evaluation.metrics) | _set_inputs(point)
-    for note in (idle_peak_note(overrides, [args.model]), fixed_peak_sm_note(overrides)):
+    for note in (idle_peak_note(overrides, [args.model]), fixed_peak_sm_note(overrides),
+                 power_limit_note(evaluation.metrics["avg_power_W"], evaluator.power_limit_W(point))):
         if note:
             print(f"explore: notice: {note}", file=sys.stderr)
     from explore.report import waits_on_dispatch  # here: the report module is slow to import for every command

@@ -492,8 +492,7 @@ class Evaluator:
         """A pool of a serving point: `replicas` of the point's device (or of `device_name`, without the point's
         overrides), each holding the model's weights, the activations of its largest iteration and KV blocks."""
         spec, cfg = point.serving, self.config(point.model)
-        if device_name and device_name != point.device:
-            point = replace(point, device=device_name, overrides=())
+        point = _on_device(point, device_name)
         device, costs = self.point_device(point), self.cost_model(point, fmt)
         limits = spec.limits()
         weights_B = _weight_bytes(costs.template.param_bytes, fmt, device, cfg)
@@ -519,6 +518,17 @@ class Evaluator:
                                         self.host_link(point, device).bandwidth_Bps if spec.preemption == "swap"
                                         else None),
                     speculation=speculation, seed=spec.seed)
+
+    def power_limit_W(self, point: DesignPoint) -> float:
+        """The most power a point's hardware is rated to draw: the TDP (power.tdp_W) of every device of its system,
+        or of every replica of its serving pools."""
+        spec = point.serving
+        if spec is None:
+            return self.point_device(point).tdp_W
+        pools = [(spec.replicas, point)]
+        if spec.disaggregated:
+            pools.append((spec.prefill_replicas, _on_device(point, spec.prefill_device)))
+        return sum(replicas * self.point_device(on).tdp_W for replicas, on in pools)
 
     def _serving_speculation(self, point: DesignPoint, fmt: NumericFormat, role: str,
                              device) -> ServingSpeculation | None:
@@ -608,6 +618,14 @@ class Evaluator:
             metrics["capacity_rps"] = capacity
             metrics.update(found.metrics())
         return Evaluation(point=point, metrics=metrics, result=result, tables=None)
+
+
+def _on_device(point: DesignPoint, device_name: str) -> DesignPoint:
+    """A serving pool's point: on `device_name` without the point's device what-ifs, or the point itself where the name
+    is empty or its own device."""
+    if device_name and device_name != point.device:
+        return replace(point, device=device_name, overrides=())
+    return point
 
 
 def _pools_hardware(pools: list[Pool]) -> tuple[float, SystemPrice]:

@@ -71,6 +71,12 @@ class DeviceModel:
         return self.spec.power.idle_W
 
     @property
+    def tdp_W(self) -> float:
+        """The most power the device is rated to draw (power.tdp_W): a limit no cost model applies, so that what the
+        energy per action adds up to can be checked against it."""
+        return self.spec.power.tdp_W
+
+    @property
     def area_mm2(self) -> float:
         """Silicon area; families that add units (PIM logic, LUT arrays) add their area."""
         return self.spec.area.die_mm2

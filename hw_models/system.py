@@ -8,7 +8,7 @@ the link's time; their energy (the link's own) is not counted. An all-reduce run
 allreduce="custom", as an engine's own P2P kernels (hw_models/link.py custom_all_reduce_time_s), whose copy and
 reduction kernels the device prices for their local traffic and launch, NCCL taking over where it is faster or where
 the tp devices do not all reach each other's memory (more than the link's peer_devices).
-Memory, idle power, area and price are the sum over all devices.
+Memory, idle power, TDP, area and price are the sum over all devices.
 """
 
 from __future__ import annotations
@@ -70,6 +70,10 @@ class SystemModel:
     @property
     def idle_power_W(self) -> float:
         return self.devices * self.device.idle_power_W
+
+    @property
+    def tdp_W(self) -> float:
+        return self.devices * self.device.tdp_W
 
     @property
     def area_mm2(self) -> float:
