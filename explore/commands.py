@@ -81,7 +81,7 @@ def cmd_sweep(args) -> int:
 
 
 def _sweep_into(args, sweep, out: Path, evaluator: Evaluator) -> int:
-    from explore.report import host_wait_note, write_report
+    from explore.report import host_wait_note, over_tdp_note, write_report
 
     search = sweep.spec.search
     plan = (count_label(sweep.size(), "design point") if search.strategy == "grid" else
@@ -133,8 +133,9 @@ def _sweep_into(args, sweep, out: Path, evaluator: Evaluator) -> int:
     notice = capacity_notice(rows, serving.requests) if serving else ""
     if notice:
         print(notice, file=sys.stderr)
-    if waiting := host_wait_note([normalize_row(r) for r in rows]):
-        print(f"note: {waiting}", file=sys.stderr)
+    for note in (host_wait_note([normalize_row(r) for r in rows]), over_tdp_note([normalize_row(r) for r in rows])):
+        if note:
+            print(f"note: {note}", file=sys.stderr)
     print(f"{count_label(len(rows), 'design point')} ({feasible} feasible)\nresults: {out / 'results.csv'}\n"
           f"report:  {html}\nsummary: {md}")
     return 0
@@ -384,7 +385,7 @@ def cmd_run(args) -> int:
                            device=evaluator.point_device(point), execution=point.execution)
     metrics = json_safe(evaluation.metrics) | _set_inputs(point)
     for note in (idle_peak_note(overrides, [args.model]), fixed_peak_sm_note(overrides),
-                 power_limit_note(evaluation.metrics["avg_power_W"], evaluator.power_limit_W(point))):
+                 power_limit_note(evaluation.metrics["avg_power_W"], evaluation.metrics["tdp_W"])):
         if note:
             print(f"explore: notice: {note}", file=sys.stderr)
     from explore.report import waits_on_dispatch  # here: the report module is slow to import for every command

@@ -519,17 +519,6 @@ class Evaluator:
                                         else None),
                     speculation=speculation, seed=spec.seed)
 
-    def power_limit_W(self, point: DesignPoint) -> float:
-        """The most power a point's hardware is rated to draw: the TDP (power.tdp_W) of every device of its system,
-        or of every replica of its serving pools."""
-        spec = point.serving
-        if spec is None:
-            return self.point_device(point).tdp_W
-        pools = [(spec.replicas, point)]
-        if spec.disaggregated:
-            pools.append((spec.prefill_replicas, _on_device(point, spec.prefill_device)))
-        return sum(replicas * self.point_device(on).tdp_W for replicas, on in pools)
-
     def _serving_speculation(self, point: DesignPoint, fmt: NumericFormat, role: str,
                              device) -> ServingSpeculation | None:
         """How a pool's replicas decode speculatively (None: plainly, or a prefill pool, which does not decode)."""
@@ -628,8 +617,8 @@ def _on_device(point: DesignPoint, device_name: str) -> DesignPoint:
     return point
 
 
-def _pools_hardware(pools: list[Pool]) -> tuple[float, SystemPrice]:
-    """Area and price of every replica of every pool."""
+def _pools_hardware(pools: list[Pool]) -> tuple[float, SystemPrice, float]:
+    """Area, price and TDP of every replica of every pool."""
     def total(value) -> float | None:
         values = [value(pool.costs.device.price) for pool in pools]
         if any(v is None for v in values):
@@ -637,7 +626,9 @@ def _pools_hardware(pools: list[Pool]) -> tuple[float, SystemPrice]:
         return sum(pool.replicas * v for pool, v in zip(pools, values, strict=True))
 
     area = sum(pool.replicas * pool.costs.device.area_mm2 for pool in pools)
-    return area, SystemPrice(usd=total(lambda price: price.usd), usd_per_hour=total(lambda price: price.usd_per_hour))
+    tdp_W = sum(pool.replicas * pool.costs.device.tdp_W for pool in pools)
+    return (area, SystemPrice(usd=total(lambda price: price.usd), usd_per_hour=total(lambda price: price.usd_per_hour)),
+            tdp_W)
 
 
 class _InfeasibleError(Exception):
@@ -699,7 +690,7 @@ def _metrics(result: SimResult | ServingResult | None, memory, reason: str, devi
 def hardware_metrics(device, tokens_per_s, pools: list[Pool] | None = None) -> dict[str, Any]:
     """The metrics of the hardware itself (the device's or system's, or every pool replica's), and output tokens
     per dollar of its hourly price at `tokens_per_s` (a number, or an array over a block of points)."""
-    area_mm2, price = _pools_hardware(pools) if pools else (device.area_mm2, device.price)
+    area_mm2, price, tdp_W = _pools_hardware(pools) if pools else (device.area_mm2, device.price, device.tdp_W)
     usd_per_s = price.usd_per_hour / 3600 if price.usd_per_hour else math.nan
     return dict(
         # Whether fitted efficiency models priced this point: the preset's own ("fitted"), its architecture
@@ -709,4 +700,6 @@ def hardware_metrics(device, tokens_per_s, pools: list[Pool] | None = None) -> d
         tokens_per_usd=tokens_per_s / usd_per_s,
         # What the whole system rents for (every device of it), where its preset publishes an hourly price.
         usd_per_hour=price.usd_per_hour if price.usd_per_hour else math.nan,
+        # What it is rated to draw: energy is priced per action and as idle power x time, which nothing caps here.
+        tdp_W=tdp_W,
     )

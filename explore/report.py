@@ -209,6 +209,15 @@ def host_wait_note(rows: list[dict[str, Any]]) -> str:
             "removes the wait.") if waiting else ""
 
 
+def over_tdp_note(rows: list[dict[str, Any]]) -> str:
+    """How many feasible points draw more on average than their hardware is rated for ('' where none does)."""
+    feasible = [row for row in rows if is_feasible(row)]
+    over = sum(as_number(row.get("avg_power_W")) > as_number(row.get("tdp_W")) for row in feasible)
+    return (f"{over} of {len(feasible)} feasible points draw more on average than their hardware is rated for "
+            "(avg_power_W above tdp_W): their presets' energy per action adds up to more than the chip can draw, so "
+            "those figures are high or the chip would throttle, which is not modeled.") if over else ""
+
+
 def waits_on_dispatch(row: dict[str, Any]) -> bool:
     """Whether an eager point's device waits on the host's dispatch (a point that offloads waits on the host link
     instead, which no launch mode removes). A pass waits where the host dispatches its kernels slower than the device

@@ -50,9 +50,24 @@ def test_run_says_when_average_power_is_above_the_tdp(model, capsys):
 def test_the_power_limit_counts_every_device(evaluator):
     # Datasheet TDPs: A100 SXM 400 W, H100 SXM 700 W.
     point = DesignPoint(model="llama-2-7b", device="a100-sxm-80gb", batch=1, prompt=64, output=4)
-    assert evaluator.power_limit_W(point) == 400
-    assert evaluator.power_limit_W(DesignPoint(model="llama-2-7b", device="a100-sxm-80gb", batch=1, prompt=64,
-                                               output=4, tp=4)) == 4 * 400
-    serving = ServingSpec(replicas=2, prefill_replicas=3, prefill_device="a100-sxm-80gb")
+    assert evaluator.evaluate(point).metrics["tdp_W"] == 400
+    assert evaluator.evaluate(DesignPoint(model="llama-2-7b", device="a100-sxm-80gb", batch=1, prompt=64,
+                                          output=4, tp=4)).metrics["tdp_W"] == 4 * 400
+    serving = ServingSpec(replicas=2, prefill_replicas=3, prefill_device="a100-sxm-80gb", requests=20, rate_per_s=2.0)
     point = DesignPoint(model="llama-2-7b", device="h100-sxm", batch=256, prompt=0, output=0, serving=serving, tp=2)
-    assert evaluator.power_limit_W(point) == 2 * 2 * 700 + 3 * 2 * 400
+    assert evaluator.evaluate(point).metrics["tdp_W"] == 2 * 2 * 700 + 3 * 2 * 400
+
+
+def test_a_sweep_counts_its_points_above_their_rated_power(model, tmp_path, capsys):
+    """The sweep's rows carry tdp_W, and its end says how many feasible points draw more: the M2 Ultra's decode (130 W
+    of DRAM power at full bandwidth, by hand above) and not the H100's."""
+    from explore.results import read_results
+    from tests.explore.tiny_sweep import write_sweep
+
+    sweep = write_sweep(tmp_path, f"name: power\nmodel: {model}\ndevice: [m2-ultra-tmac, h100-sxm]\n"
+                                  "execution: engine\nworkload: {batch: 1, prompt: 64, output: 32}\n")
+    assert main([sweep, "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    assert "note: 1 of 2 feasible points draw more on average than their hardware is rated for" in \
+        capsys.readouterr().err
+    rows = {row["device"]: row for row in read_results(tmp_path / "out")}
+    assert rows["h100-sxm"]["tdp_W"] == 700 and rows["m2-ultra-tmac"]["avg_power_W"] > rows["m2-ultra-tmac"]["tdp_W"]
