@@ -431,7 +431,8 @@ def _set_inputs(point: DesignPoint) -> dict:
 def _print_metrics(metrics: dict) -> None:
     width = max(len(k) for k in metrics)
     for key, value in metrics.items():
-        shown = f"{value:.6g}" if isinstance(value, float) else value
+        # None: a number with no value (NaN in results.csv: a price the preset does not publish), as the report says it
+        shown = f"{value:.6g}" if isinstance(value, float) else "n/a" if value is None else value
         print(f"{key:<{width}}  {shown}")
 
 

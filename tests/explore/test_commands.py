@@ -162,3 +162,13 @@ def test_run_says_a_narrow_kv_cache_leaves_pim_attention_as_it_was(capsys, devic
                  "--output", "4"]) == 0
     header = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("# "))
     assert (said in header) if said else ("KV cache on" not in header), header
+
+
+def test_run_prints_a_number_it_has_no_value_of_as_n_a(capsys):
+    """The H200 preset publishes no price: its cost columns are NaN in results and 'n/a' in the report, and in
+    explore run's text output too (it printed Python's None)."""
+    assert main(["run", "--model", "llama-2-7b", "--device", "h200", "--prompt", "16", "--output", "2"]) == 0
+    lines = dict((line.split(None, 1) + [""])[:2] for line in capsys.readouterr().out.splitlines()
+                 if not line.startswith("#"))
+    assert lines["cost_usd"] == "n/a" and lines["tokens_per_usd"] == "n/a"
+    assert "None" not in lines.values()
