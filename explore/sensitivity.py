@@ -12,9 +12,9 @@ from explore.rows import OVERRIDE_PREFIX, as_number, is_feasible
 
 
 def _knob_names() -> list[str]:
-    """The registered knobs sensitivity looks at: the point's, then the serving ones (a system's tp, pp, ep and link
-    are not ranked here)."""
-    return [k.name for scope in ("point", "serving") for k in knobs(scope=scope)]
+    """The registered knobs sensitivity looks at: the point's, the system's (tp, pp, ep, link, allreduce), then the
+    serving ones."""
+    return [k.name for scope in ("point", "system", "serving") for k in knobs(scope=scope)]
 
 
 def _key(value: Any) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from explore.rows import value_label
-from explore.sensitivity import sensitivity, varying_knobs
+from explore.sensitivity import effect_sizes, sensitivity, varying_knobs
 
 
 def _row(device: str, batch: int, tpot: float, *, bandwidth: float | None = None, fits: bool = True) -> dict:
@@ -42,3 +42,13 @@ def test_missing_objective_and_constant_knobs() -> None:
     assert sensitivity(ROWS[:1], "tpot_s") == {}
     assert [value_label(v) for v in (4, 2000.0, 0.5, None, "h100-sxm")] == ["4", "2000", "0.5", "default",
                                                                             "h100-sxm"]
+
+
+def test_tensor_parallel_degree_is_ranked() -> None:
+    """A sweep over `parallel: {tp: ...}` ranks tp beside the other knobs: a system price that doubles with tp has
+    a 2x effect (4 devices over 2), larger than the device's."""
+    rows = [_row(device, 1, 1.0) | {"tp": tp, "usd_per_hour": price * tp}
+            for device, price in (("a", 2.5), ("b", 3.8)) for tp in (2, 4)]
+    assert "tp" in varying_knobs(rows)
+    assert sensitivity(rows, "usd_per_hour")["tp"] == [(2, (5.0 + 7.6) / 2), (4, (10.0 + 15.2) / 2)]
+    assert effect_sizes(rows, "usd_per_hour")[0][0] == "tp"
