@@ -322,9 +322,9 @@ def batch_panels(feasible: list[dict[str, Any]], chosen: Chosen, broken: Broken,
                 broken=np.array([bool(broken(r)) for r in members])))
         panels.append(BatchPanel(title=str(model), series=series))
     hardware = "device and its what-if values" if any(overrides_label(row) for row in feasible) else "device"
-    what = f"{hardware} and format" if knob == "batch" else f"{hardware}, batch and format"
-    caption = (f"Feasible points only; one panel per model, one line per {what} (color: {hardware}, line style and "
-               f"marker: format). Drawn: {'; '.join(parts)}.")
+    styled = "format" if knob == "batch" else "batch and format"
+    caption = (f"Feasible points only; one panel per model, one line per {hardware} and {styled} (color: {hardware}, "
+               f"line style and marker: {styled}). Drawn: {'; '.join(parts)}.")
     if chosen:
         caption += f" Stars mark the chosen designs ({_chosen_names(chosen, lengths)})."
     if any(broken(row) for row in feasible):

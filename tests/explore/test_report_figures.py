@@ -75,6 +75,18 @@ def test_lines_against_tp_keep_points_of_different_knobs_apart() -> None:
     assert {("allreduce=custom" in s.label) for s in panel.series} == {True, False}
 
 
+def test_lines_against_tp_caption_says_the_line_style_is_batch_and_format() -> None:
+    """Against tp, two batches of one format on one device are two lines told apart by line style alone, so the
+    caption names batch beside format as what the style encodes."""
+    from explore.report_static import batch_panels
+
+    rows = [normalize_row({**_row("m", "gpu", batch, (16, 16, 16), 0.01 / tp, 0.1, 1.0), "tp": tp})
+            for batch in (1, 32) for tp in (2, 4)]
+    (panel,), caption, _ = batch_panels(rows, [], lambda row: [], knob="tp")
+    assert len({s.color_key for s in panel.series}) == 1 and len({s.style_key for s in panel.series}) == 2
+    assert "(color: device, line style and marker: batch and format)" in caption
+
+
 # ---- no figure drops the chosen designs ----------------------------------------------------------------------
 
 def _many_lines() -> list[dict]:
