@@ -25,6 +25,7 @@ import numpy as np
 from explore.plots import Roof
 from explore.rows import as_number, point_from_row
 from kernels.formats import DTYPE_BITS, DTYPE_SHORT, NumericFormat
+from sim.step_costs import pass_execution
 from workloads.atomic_write import replacing
 
 if TYPE_CHECKING:
@@ -186,7 +187,8 @@ class DetailSource:
         evaluator = self.evaluator
         device = evaluator.device(point.device, point.overrides, point.use_calibration)
         tables = evaluator.evaluate(point).tables
-        phases = {phase: kernel_points(device, table, point.execution)
+        # Each pass in the launch mode the run prices it in (an engine replays its decode steps from CUDA graphs).
+        phases = {phase: kernel_points(device, table, pass_execution(point.execution, decode_only=phase == "decode"))
                   for phase, table in (("prefill", tables.prefill), ("decode", tables.decode))}
         # The roofs of the point's own model: an fp16 model's 16-bit math runs at the fp16 peak, a bf16 one's at bf16.
         dtypes = sweep_dtypes(self.formats, DTYPE_SHORT[evaluator.config(point.model).dtype])

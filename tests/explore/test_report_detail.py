@@ -1,0 +1,29 @@
+"""The per-point detail the report draws from: roofline kernels priced as the run prices them."""
+
+from __future__ import annotations
+
+import math
+
+from explore.design_point import DesignPoint
+from explore.ops_table import op_rows
+from explore.report_detail import DetailSource
+
+
+def test_roofline_decode_kernels_run_at_the_runs_launch_cost(evaluator) -> None:
+    """An engine replays its decode steps from CUDA graphs (1.3 us a kernel on the H100 preset, 2.1 us launched from
+    the host): each decode kernel of the roofline sits where the run's first decode step puts it, the per-op table
+    whose decode rows sum to the run's step (not at the host-launched rate, 0.8 us a kernel slower)."""
+    point = DesignPoint(model="llama-2-7b", device="h100-sxm", batch=1, prompt=128, output=8, execution="engine")
+    evaluation = evaluator.evaluate(point)
+    rows = [r for r in op_rows(evaluation.tables, evaluator.device(point.device), point.execution)
+            if r.phase == "decode"]
+    step_s = sum(r.time_s for r in rows)
+    assert math.isclose(step_s, evaluation.metrics["tpot_s"], rel_tol=0.01)  # the table is the run's step
+    expected = [math.log10(r.flops / r.time_s) for r in rows if r.flops > 0]
+    detail = DetailSource(evaluator, [point.row() | evaluation.metrics], None)
+    drawn = [math.log10(f) for f in detail._kernels(point)["phases"]["decode"]["achieved_flops"]]
+
+    def near(x: float, values: list[float]) -> bool:  # within 0.02% (the host-launched rates are 1-30% lower)
+        return min(abs(x - v) for v in values) < 1e-4
+
+    assert all(near(x, expected) for x in drawn) and all(near(x, drawn) for x in expected)
