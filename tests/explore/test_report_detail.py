@@ -27,3 +27,17 @@ def test_roofline_decode_kernels_run_at_the_runs_launch_cost(evaluator) -> None:
         return min(abs(x - v) for v in values) < 1e-4
 
     assert all(near(x, expected) for x in drawn) and all(near(x, drawn) for x in expected)
+
+
+def test_roofline_shares_are_of_the_systems_pass(evaluator) -> None:
+    """On two tensor-parallel GPUs the roofline's kernels are sized by their share of the pass the run times, its
+    all-reduces over the link included: the drawn decode kernels' shares add up to the step less the ops without
+    FLOPs (the all-reduces, copies), as the per-op table of the same point gives them."""
+    point = DesignPoint(model="llama-2-7b", device="a100-sxm-80gb", batch=8, prompt=128, output=8, execution="engine",
+                        tp=2)
+    evaluation = evaluator.evaluate(point)
+    rows = [r for r in op_rows(evaluation.tables, evaluator.point_device(point), point.execution)
+            if r.phase == "decode"]
+    assert any(r.kind == "all_reduce" and r.share > 0.02 for r in rows)  # a share the roofline must not spread
+    drawn = DetailSource(evaluator, [point.row() | evaluation.metrics], None)._kernels(point)["phases"]["decode"]
+    assert math.isclose(sum(drawn["time_share"]), sum(r.share for r in rows if r.flops > 0), rel_tol=1e-6)
