@@ -112,7 +112,7 @@ PAIR_BALANCED = "balanced on this pair"
 
 
 def _pair_figure(meeting: list, violating: list, x: str, y: str, minimize: list[str], lengths: bool,
-                 objectives: int = 2) -> ReportFigure:
+                 objectives: int = 2, constrained: bool = True) -> ReportFigure:
     """The Pareto figure of one pair of `objectives` objectives."""
     pair_min, pair_max = [n for n in (x, y) if n in minimize], [n for n in (x, y) if n not in minimize]
     name, title = f"pareto_{x}_{y}".lower(), f"Pareto front: {metric_axis_label(x)} against {metric_axis_label(y)}"
@@ -128,8 +128,10 @@ def _pair_figure(meeting: list, violating: list, x: str, y: str, minimize: list[
     fig = pareto_figure(x, y, pareto_points(meeting, violating, front, x, y), x in minimize, y in minimize, chosen)
     pair_note = (f" With {objectives} objectives, '{PAIR_BALANCED}' is the balanced point of these two; the report's "
                  f"balanced design (the Pareto table's) weighs all {objectives}." if objectives > 2 else "")
-    caption = (f"{count_label(len(meeting), 'feasible point')} meeting the constraints, {len(violating)} breaking one; "
-               f"{len(front)} Pareto-optimal.{_undrawn(meeting + violating, x, y)} {HOW_TO_READ_PARETO}{pair_note}")
+    counted = (f"{count_label(len(meeting), 'feasible point')} meeting the constraints, {len(violating)} breaking one"
+               if constrained else f"{count_label(len(meeting), 'feasible point')} (no constraints)")
+    caption = (f"{counted}; {len(front)} Pareto-optimal.{_undrawn(meeting + violating, x, y)} "
+               f"{HOW_TO_READ_PARETO}{pair_note}")
     return ReportFigure(name=name, title=title, caption=caption, png=figure_png(fig))
 
 
@@ -176,7 +178,7 @@ def pareto_figures(rows: list[dict[str, Any]], objectives: dict | None,
                    f"({len(violating)} feasible points break one and are left out); best at the top.")
         return [ReportFigure(name=f"ranking_{name}".lower(), title=title, caption=caption, png=figure_png(fig))]
     pairs = list(itertools.combinations(names, 2))[:MAX_PAIRS]
-    return [_pair_figure(meeting, violating, x, y, minimize, lengths, len(names)) for x, y in pairs]
+    return [_pair_figure(meeting, violating, x, y, minimize, lengths, len(names), bool(constraints)) for x, y in pairs]
 
 
 def pareto_table(rows: list[dict[str, Any]], objectives: dict | None, constraints: Sequence[str] | None) -> ReportTable:

@@ -68,3 +68,16 @@ def test_points_without_a_value_of_an_objective_are_counted_as_left_out():
     assert set(_cells(ranked)) == {"h100-sxm"} and "without a value of quality_delta is left out" in ranked.note
     everyone = pareto_table(rows, {"minimize": ["energy_per_token_J"]}, None)
     assert "left out" not in everyone.note
+
+
+def test_a_pareto_caption_speaks_of_constraints_only_where_the_sweep_has_them():
+    """Without constraints the caption said '2 feasible points meeting the constraints, 0 breaking one'."""
+    from explore.report_pareto import pareto_figures
+
+    rows, judged, unjudged = _rows()
+    objectives = {"minimize": ["energy_per_token_J"], "maximize": ["capacity_rps"]}
+    (free,) = pareto_figures(rows, objectives, None)
+    assert "2 feasible points (no constraints);" in free.caption and "breaking" not in free.caption
+    bound = judged["energy_per_token_J"] * 0.75  # the A100 spends half the H100's energy: it alone meets this
+    (held,) = pareto_figures(rows, objectives, [f"energy_per_token_J <= {bound!r}"])
+    assert "1 feasible point meeting the constraints, 1 breaking one;" in held.caption
