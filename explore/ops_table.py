@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hw_models.cost import BOUNDS
+from hw_models.cost import bound_name
 from kernels.table import KernelTable
 from sim.step_costs import pass_execution, pass_host_wait_s
 from sim.workload import PassTables
@@ -35,7 +35,7 @@ class OpRow:
     count: int  # kernels in the group
     flops: float
     bytes: float
-    bound: str  # compute, memory or overhead: the largest of the group's summed time parts
+    bound: str  # compute, memory or overhead: the largest of the group's summed time parts; link for a collective
     time_s: float
     share: float  # of the pass's device time
 
@@ -70,7 +70,7 @@ def _pass_rows(phase: str, table: KernelTable, costs) -> list[OpRow]:
         time_s = float(costs.time_s[index].sum())
         rows.append(OpRow(phase=phase, kind=kind, op=op, module=module, count=len(members),
                           flops=float(table.flops[index].sum()), bytes=float(table.bytes[index].sum()),
-                          bound=BOUNDS[int(np.argmax(parts))], time_s=time_s,
+                          bound=bound_name(kind, int(np.argmax(parts))), time_s=time_s,
                           share=time_s / total_s if total_s > 0 else 0.0))
     return sorted(rows, key=lambda row: -row.time_s)
 

@@ -8,8 +8,17 @@ from typing import Any
 
 import numpy as np
 
+from kernels.kernel import KernelKind
+
 # What limits a kernel: its math, its memory traffic, or the fixed per-kernel launch overhead.
 BOUNDS = ("compute", "memory", "overhead")
+# Kernels whose time is their link's: a system model keeps it as overhead_s (hw_models/system.py), said as "link".
+LINK_KINDS = frozenset({KernelKind.ALL_REDUCE.value, KernelKind.SEND_RECV.value})
+
+
+def bound_name(kind: str, bound: int) -> str:
+    """What limits a kernel of this kind (KernelKind value), given the index into BOUNDS of its largest time part."""
+    return "link" if kind in LINK_KINDS else BOUNDS[bound]
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hw_models.cost import BOUNDS
+from hw_models.cost import bound_name
 from sim.result import PHASES, SimResult
 from sim.serving import ServingResult
 from sim.step_costs import pass_execution
@@ -40,7 +40,7 @@ def _kernel_args(table: KernelTable, device: Any, execution: str) -> list[dict[s
     bounds = None
     if device is not None:
         costs = device.cost_table(table, execution)
-        bounds = [BOUNDS[int(b)] for b in costs.bound.tolist()]
+        bounds = [bound_name(k.kind.value, int(b)) for k, b in zip(table.kernels, costs.bound.tolist(), strict=True)]
     args = []
     for i, kernel in enumerate(table.kernels):
         flops, moved = float(table.flops[i]), float(table.bytes[i])

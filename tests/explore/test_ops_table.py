@@ -89,3 +89,18 @@ def test_a_host_bound_pass_says_how_long_it_waits_on_the_host(evaluation):
         assert (f"the host dispatches them in {kernels * 20e-3:,.3f} ms (20.0 us a kernel), so the pass waits "
                 f"{(kernels * 20e-6 - device_s) * 1e3:,.3f} ms on it") in line
     assert "host" not in format_op_table(rows)
+
+
+def test_a_collective_is_bound_by_its_link(tmp_path):
+    """A tensor-parallel pass's all-reduces take their link's time (kept as overhead beside no math or traffic of the
+    device): the table and the Chrome trace say 'link', and every other kernel one of the device's three bounds."""
+    from sim.chrome_trace import _kernel_args
+
+    evaluator = Evaluator()
+    point = DesignPoint(model=write_tiny_model(tmp_path), device="h100-sxm", batch=1, prompt=32, output=2, tp=2)
+    result, system = evaluator.evaluate(point), evaluator.point_device(point)
+    rows = op_rows(result.tables, system, "engine")
+    assert {r.bound for r in rows if r.kind == "all_reduce"} == {"link"}
+    assert {r.bound for r in rows if r.kind != "all_reduce"} <= {"compute", "memory", "overhead"}
+    args = _kernel_args(result.tables.decode, system, "engine")
+    assert {a["bound"] for a in args if a["kind"] == "all_reduce"} == {"link"}
