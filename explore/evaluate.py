@@ -219,10 +219,11 @@ class Evaluator:
         """Metrics of one design point; event_sim runs the SimPy simulation instead of the analytic sum.
 
         A point that does not fit in the device's memory is not simulated (its timings are not reported, and
-        an absurd output length costs nothing); price_infeasible simulates it anyway, for its result. A value
-        `explore run` would refuse is an InputError naming the field (explore/point_values.py).
+        an absurd output length costs nothing); price_infeasible simulates it anyway, for its result, past the
+        model's context too (a measured step of a whole context and its sampled token, as validation prices it). A
+        value `explore run` would refuse is an InputError naming the field (explore/point_values.py).
         """
-        self._check_values(point)
+        self._check_values(point, context=not price_infeasible)
         if point.serving is not None:
             evaluation = self._evaluate_serving(point, point.numeric_format)
         else:
@@ -231,18 +232,19 @@ class Evaluator:
         add_derived(evaluation.metrics, point)
         return evaluation
 
-    def _check_values(self, point: DesignPoint) -> None:
-        """check_point_values of a point, once per distinct combination of the values it reads (device what-ifs, which
-        vary most in a sweep, are checked where the device is built)."""
+    def _check_values(self, point: DesignPoint, context: bool = True) -> None:
+        """check_point_values of a point (its context too, with `context`), once per distinct combination of the values
+        it reads (device what-ifs, which vary most in a sweep, are checked where the device is built)."""
         key = (point.model, point.batch, point.prompt, point.output, point.weight_bits, point.act_bits, point.kv_bits,
-               point.sparsity, point.execution, point.tp, point.pp, point.ep, point.knobs, point.serving is None)
+               point.sparsity, point.execution, point.tp, point.pp, point.ep, point.knobs, point.serving is None,
+               context)
         try:
             if key in self._values_checked:
                 return
         except TypeError:  # a knob's value that cannot be a key (a list from YAML): checked every time
-            check_point_values(point, self.config(point.model))
+            check_point_values(point, self.config(point.model), context=context)
             return
-        check_point_values(point, self.config(point.model))
+        check_point_values(point, self.config(point.model), context=context)
         self._values_checked.add(key)
 
     def check_point(self, point: DesignPoint) -> None:

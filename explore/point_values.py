@@ -33,11 +33,13 @@ def field_name(name: str) -> str:
     return name
 
 
-def check_point_values(point: DesignPoint, config: ModelConfig, name: Callable[[str], str] = field_name) -> None:
+def check_point_values(point: DesignPoint, config: ModelConfig, name: Callable[[str], str] = field_name,
+                       context: bool = True) -> None:
     """InputError ('<name>: found X, allowed: Y') for the first value of `point` no evaluation can run, each named by
     `name` (a field, or `explore run`'s flag): overrides or knobs not given as (name, value) pairs, a knob's value
     outside the registry's, an unknown generic knob, a static batch longer than the model's context, a kv_budget above
-    what a sequence caches, a parallel layout the model cannot be split into, a numeric format no kernel runs."""
+    what a sequence caches, a parallel layout the model cannot be split into, a numeric format no kernel runs.
+    `context`: whether a static batch must fit in the model's context (a priced measurement need not)."""
     static = point.serving is None
     for pairs_name in ("overrides", "link_overrides", "knobs"):
         pairs = getattr(point, pairs_name)
@@ -55,7 +57,7 @@ def check_point_values(point: DesignPoint, config: ModelConfig, name: Callable[[
             raise InputError(f"knobs: found {knob!r}, allowed: a generic knob of explore/knobs.py (the knobs table "
                              f"of the README), each a DesignPoint field's name only where it has no field")
         _check_knob(knob, value, name)
-    if static:
+    if static and context:
         check_context(config, point.prompt, point.output, where=f"{name('prompt')}, {name('output')}")
     limit = ((point.prompt + point.output, f"{name('prompt')} + {name('output')} ({point.prompt:,} + "
                                            f"{point.output:,})") if static else

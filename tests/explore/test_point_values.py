@@ -55,3 +55,13 @@ def test_a_knob_its_switch_leaves_off_is_named_by_the_idle_check():
     with pytest.raises(InputError, match=r"^act_predictor: found 'deja_vu' with act_kept at 1 \(off\)"):
         check_idle_knobs(DesignPoint(**POINT, knobs=(("act_predictor", "deja_vu"),)))
     check_idle_knobs(DesignPoint(**POINT, knobs=(("act_predictor", "deja_vu"), ("act_kept", 0.5))))
+
+
+def test_a_priced_measurement_may_fill_the_whole_context():
+    """A measured prefill of Llama-2-7B's whole 4,096-token context samples one token past it: validation prices it with
+    price_infeasible, which takes the point as measured; a point to run is refused past the context."""
+    point = DesignPoint(**(POINT | dict(prompt=4096, output=1)))
+    evaluator = Evaluator()
+    with pytest.raises(InputError, match="^prompt, output: found a prompt of 4,096 tokens and an output of 1"):
+        evaluator.evaluate(point)
+    assert evaluator.evaluate(point, price_infeasible=True).metrics["ttft_s"] > 0
