@@ -83,10 +83,12 @@ def optuna_search(sweep: Sweep, evaluate: Evaluate) -> None:
         sampler = optuna.samplers.TPESampler(multivariate=True, seed=search.seed)
     study = optuna.create_study(directions=["minimize"] * len(objectives.minimize)
                                 + ["maximize"] * len(objectives.maximize), sampler=sampler)
+    # A budget past the space's size takes every point: asking for more would repeat stored ones until the cap.
+    budget = min(search.budget, sweep.size())
     seen: set[str] = set()
     proposals = 0
-    while len(seen) < search.budget and proposals < MAX_PROPOSALS_PER_POINT * search.budget:
-        trials = [study.ask(space) for _ in range(min(search.batch, search.budget - len(seen)))]
+    while len(seen) < budget and proposals < MAX_PROPOSALS_PER_POINT * budget:
+        trials = [study.ask(space) for _ in range(min(search.batch, budget - len(seen)))]
         proposals += len(trials)
         points = [sweep.point({n: dims[n][t.params[n]] for n in dims}) for t in trials]
         for trial, point, row in zip(trials, points, evaluate(points), strict=True):

@@ -119,3 +119,27 @@ def test_a_bigger_random_budget_takes_the_smaller_ones_points_first():
     assert large[:120] == small and len(set(large)) == 200 and max(large) < 10_000
     most = distinct_draws(np.random.default_rng(3), 10, 7)  # past half the space: a permutation's first 7
     assert len(set(most)) == 7 and max(most) < 10
+
+
+@pytest.mark.parametrize("strategy", ["nsga2", "tpe"])
+def test_a_budget_past_the_space_takes_each_point_without_asking_for_the_budget(tmp_path, strategy):
+    """A budget of 300 over a 4-point space evaluates the 4 points and stops: proposing on until 300 distinct
+    points were seen (never) took 50 x 300 proposals, minutes of TPE for a space evaluated in a second."""
+    from explore.search import MAX_PROPOSALS_PER_POINT, optuna_search
+
+    path = tmp_path / "small.yaml"
+    path.write_text("name: small\nmodel: llama-2-7b\ndevice: h100-sxm\nworkload: {batch: [1, 4], prompt: 256}\n"
+                    "format: {weight_bits: [16, 4]}\nobjectives: {minimize: [tpot_s], maximize: [tokens_per_s]}\n"
+                    f"search: {{strategy: {strategy}, budget: 300, seed: 1}}\n")
+    sweep = load_sweep(str(path))
+    assert sweep.size() == 4
+    asked: list[str] = []
+
+    def evaluate(points):
+        asked.extend(p.point_id for p in points)
+        return [{"point_id": p.point_id, "tpot_s": 1.0 / p.batch + p.weight_bits,
+                 "tokens_per_s": p.batch / p.weight_bits} for p in points]
+
+    optuna_search(sweep, evaluate)
+    assert len(set(asked)) == 4
+    assert len(asked) <= MAX_PROPOSALS_PER_POINT * 4
