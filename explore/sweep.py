@@ -653,8 +653,19 @@ def _check_references(sweep: Sweep, located: LocatedYAML) -> None:
                 try:
                     load_device(device, {key.removeprefix("device."): value})
                 except InputError as err:
+                    at = _derived_at(sweep, key, value) if section == "derived" else ""
                     raise InputError(f"{located.where((section, key))}: {section}.{key}: "
-                                     f"value {value!r} on {device}: {err}") from None
+                                     f"value {value!r}{at} on {device}: {err}") from None
+
+
+def _derived_at(sweep: Sweep, target: str, value: Any) -> str:
+    """' at k=v, ...': the first knob values at which a derived knob takes `value` ('' where it reads none)."""
+    dims, chain = sweep.derived_inputs(target)
+    for combo in itertools.product(*dims.values()):
+        values = dict(zip(dims, combo, strict=True))
+        if values and sweep.derive(values, chain)[target] == value:
+            return f" at {', '.join(f'{k}={v}' for k, v in values.items())}"
+    return ""
 
 
 def _combinations(sweep: Sweep, names: tuple[str, ...]) -> list[dict[str, Any]] | None:

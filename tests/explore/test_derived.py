@@ -214,7 +214,8 @@ BAD_DERIVED = {
     "fractional batch": ("  batch: \"weight_bits / 3\"", "derived.batch",
                          "at weight_bits=8: found 2.6666666666666665, allowed: an integer from 1 to 1,048,576"),
     "division by zero": (f"  {CAPACITY}: \"1 / (weight_bits - 4)\"", CAPACITY, "at weight_bits=4: division by zero"),
-    "device rejects value": (f"  {CAPACITY}: \"1000 - {BANDWIDTH} / 4\"", CAPACITY, "value 0.0 on h100-sxm: "),
+    "device rejects value": (f"  {CAPACITY}: \"1000 - {BANDWIDTH} / 4\"", CAPACITY,
+                             f"value 0.0 at {BANDWIDTH}=4000 on h100-sxm: "),
     "number, not text": (f"  {CAPACITY}: 300", CAPACITY, "found 300, allowed: an expression in quotes"),
     "bad syntax": (f"  {CAPACITY}: \"2 *\"", CAPACITY, "invalid syntax"),
 }
