@@ -24,7 +24,7 @@ from explore.rows import count_label, is_feasible, normalize_row
 from explore.run_support import HINT_BITS, HINT_TP, check_sets, infeasible_hints, overrides_text, parse_sets
 from explore.runner import Progress, columns_for, run_sweep
 from explore.schema import as_list
-from explore.sweep import Constraint, Objectives, load_sweep
+from explore.sweep import STRATEGY_NAMES, Constraint, Objectives, load_sweep
 from explore.sweep_serving import capacity_notice
 from hw_models.device import dispatch_s
 from hw_models.device_block import varies_in_block
@@ -91,7 +91,7 @@ def _sweep_into(args, sweep, out: Path, evaluator: Evaluator) -> int:
         print(f"note: {note}", file=sys.stderr)
     serving = sweep.spec.serving
     goals = {"objectives": sweep.spec.objectives.model_dump(), "constraints": sweep.spec.constraints,
-             "slo": serving.slo.model_dump() if serving and serving.slo else None}
+             "slo": serving.slo.model_dump() if serving and serving.slo else None, "search": search.strategy}
     # The files beside the results the report is drawn with: when they, the points and the results are as the
     # report found them last time, re-drawing it would draw the same report.
     kept = {GOALS_FILE: json.dumps(goals | {"name": sweep.name}, indent=2)} | (
@@ -614,13 +614,13 @@ def cmd_report(args) -> int:
     return 0
 
 
-GOAL_KEYS = ("objectives", "constraints", "slo", "name")
+GOAL_KEYS = ("objectives", "constraints", "slo", "search", "name")
 
 
 def _read_goals(path: Path) -> dict:
-    """A results folder's objectives.json as the sweep wrote it (objectives, constraints, slo, and the sweep's name
-    where kept), each checked as a sweep file's are; one line naming the file and key where it is not (an edited or
-    foreign file)."""
+    """A results folder's objectives.json as the sweep wrote it (objectives, constraints, slo, and the search
+    strategy and the sweep's name where kept), each checked as a sweep file's are; one line naming the file and key
+    where it is not (an edited or foreign file)."""
     if not path.is_file():
         return {}
     try:
@@ -647,10 +647,13 @@ def _read_goals(path: Path) -> dict:
     slo = goals.get("slo")
     if slo is not None and not isinstance(slo, dict):
         raise InputError(f"{path}: slo: found {slo!r}, allowed: a mapping of SLO fields or null")
+    search = goals.get("search")
+    if search is not None and search not in STRATEGY_NAMES:
+        raise InputError(f"{path}: search: found {search!r}, allowed: {', '.join(STRATEGY_NAMES)} or null")
     name = goals.get("name")
     if name is not None and not isinstance(name, str):
         raise InputError(f"{path}: name: found {name!r}, allowed: the sweep's name, a string")
-    return {"objectives": objectives.model_dump(), "constraints": constraints, "slo": slo} | (
+    return {"objectives": objectives.model_dump(), "constraints": constraints, "slo": slo, "search": search} | (
         {"name": name} if name else {})
 
 

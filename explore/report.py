@@ -318,15 +318,17 @@ def render_markdown(title: str, summary: list[str], figures: list[ReportFigure],
 
 def write_report(out_dir: Path, rows: list[dict], *, title: str, evaluator: Evaluator | None = None,
                  objectives: dict | None = None, constraints: list[str] | None = None,
-                 slo: Mapping[str, Any] | None = None,
+                 slo: Mapping[str, Any] | None = None, search: str | None = None,
                  points: Mapping[str, DesignPoint] | None = None) -> tuple[Path, Path]:
     """Write out_dir/report.html (self-contained) and out_dir/report.md (+ figures/*.png); return both paths.
 
     `objectives` ({"minimize": [...], "maximize": [...]}) and `constraints` (["ttft_s <= 0.5", ...]) add the
     Pareto fronts, the Pareto-optimal table and the parameter sensitivity; without objectives they are left out.
     Constraints also keep the points that break them out of every best-design table, and mark them where they
-    are shown. Serving rows (a `scheduler` set) get figures against the arrival rate instead of the static-batch
-    ones; `slo` ({"ttft_s": 2.0, "tpot_s": 0.1, "attainment": 0.9}, the sweep's serving SLO) draws its limits, and
+    are shown. `search` (the sweep's strategy: grid, random, nsga2, tpe) says how the points were chosen: the
+    sensitivity figures of a search say that its points are not every combination of the knobs. Serving rows (a
+    `scheduler` set) get figures against the arrival rate instead of the static-batch ones; `slo` ({"ttft_s": 2.0,
+    "tpot_s": 0.1, "attainment": 0.9}, the sweep's serving SLO) draws its limits, and
     `points` (point_id -> DesignPoint of the sweep) lets the report re-run chosen serving points for their
     per-request latency distributions and KV-cache timelines. What the evaluator prices for the figures (kernels,
     energy by part, the shipped preset of what-if points, serving runs) is stored in out_dir/report_detail.json.gz;
@@ -342,7 +344,7 @@ def write_report(out_dir: Path, rows: list[dict], *, title: str, evaluator: Eval
     out_dir = Path(out_dir)
     typed = [normalize_row(row) for row in rows]
     detail = DetailSource(evaluator, typed, out_dir)
-    extra_figures, extra_tables = objective_sections(typed, objectives, constraints)
+    extra_figures, extra_tables = objective_sections(typed, objectives, constraints, search)
     chosen = chosen_designs(typed, objectives, constraints)
     kind_figures, lead_tables, tail_tables, kind_summary = report_sections(typed, evaluator, chosen, points, slo,
                                                                            constraints, detail)

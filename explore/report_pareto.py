@@ -57,6 +57,20 @@ HOW_TO_READ_SENSITIVITY = (
     "left out.")
 
 
+# Searches steered by the objectives: the points they choose are not a uniform sample of the combinations.
+STEERED_SEARCHES = ("nsga2", "tpe")
+
+
+def searched_sensitivity(search: str) -> str:
+    """How to read a sensitivity figure drawn from the points a search chose (not every combination)."""
+    return (f"One row per knob that varies among the points, all on one scale: each dot is the median of the "
+            f"objective over the feasible points at one value of the knob, divided by the median over every feasible "
+            f"point (the dashed 1× line); its spread (largest over smallest) is printed at the right. These points are "
+            f"the ones the {search} search chose, not every combination: at each value of a knob the other knobs take "
+            f"the values the search tried with it, so a row mixes the knob's own effect with where the search looked "
+            f"(a grid over fewer values measures the effect itself). Values without a feasible point are left out.")
+
+
 def objective_names(objectives: dict | None) -> tuple[list[str], list[str]]:
     """The minimized and the maximized metric names (empty lists when none)."""
     objectives = objectives or {}
@@ -218,9 +232,12 @@ def _unjudged(shown: list[dict[str, Any]], rows: list[dict[str, Any]], names: li
     return f" {footnote}" if footnote else ""
 
 
-def sensitivity_figures(rows: list[dict[str, Any]], objectives: dict | None) -> list[ReportFigure]:
-    """One effect-size chart per objective (at most MAX_SENSITIVITY): how far each knob moves it, on one scale."""
+def sensitivity_figures(rows: list[dict[str, Any]], objectives: dict | None,
+                        search: str | None = None) -> list[ReportFigure]:
+    """One effect-size chart per objective (at most MAX_SENSITIVITY): how far each knob moves it, on one scale.
+    `search`: the sweep's strategy; a search's points are where it looked, which the caption says."""
     minimize, maximize = objective_names(objectives)
+    how = searched_sensitivity(search) if search in STEERED_SEARCHES else HOW_TO_READ_SENSITIVITY
     figures = []
     for name in (minimize + maximize)[:MAX_SENSITIVITY]:
         title = f"Sensitivity of {metric_axis_label(name)} to each knob"
@@ -234,7 +251,7 @@ def sensitivity_figures(rows: list[dict[str, Any]], objectives: dict | None) -> 
             continue
         ranked = ", ".join(f"{e.knob} {e.spread:.3g}×" for e in effects if math.isfinite(e.spread))
         figures.append(ReportFigure(name=f"sensitivity_{name}".lower(), title=title,
-                                    caption=f"Knobs by effect: {ranked}. {HOW_TO_READ_SENSITIVITY}",
+                                    caption=f"Knobs by effect: {ranked}. {how}",
                                     png=figure_png(sensitivity_figure(name, effects))))
     return figures
 
@@ -262,10 +279,10 @@ def _front_and_roles(meeting: list[dict[str, Any]], minimize: list[str],
     return front, chosen_roles(front, minimize, maximize)
 
 
-def objective_sections(rows: list[dict[str, Any]], objectives: dict | None,
-                       constraints: Sequence[str] | None) -> tuple[list[ReportFigure], list[ReportTable]]:
+def objective_sections(rows: list[dict[str, Any]], objectives: dict | None, constraints: Sequence[str] | None,
+                       search: str | None = None) -> tuple[list[ReportFigure], list[ReportTable]]:
     """The figures and tables the objectives add to the report (none without objectives), in report order."""
     if not any(objective_names(objectives)):
         return [], []
-    figures = pareto_figures(rows, objectives, constraints) + sensitivity_figures(rows, objectives)
+    figures = pareto_figures(rows, objectives, constraints) + sensitivity_figures(rows, objectives, search)
     return figures, [pareto_table(rows, objectives, constraints)]

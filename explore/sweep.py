@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import numpy as np
 from pydantic import (
@@ -151,6 +151,9 @@ class Search(Strict):
             raise ValueError(f"found {idle[0]} {getattr(self, idle[0])} with strategy 'grid', allowed: budget, seed "
                              f"and batch with strategy random, nsga2 or tpe (a grid evaluates every point, in order)")
         return self
+
+
+STRATEGY_NAMES: tuple[str, ...] = get_args(Search.model_fields["strategy"].annotation)
 
 
 class SweepFile(Strict):

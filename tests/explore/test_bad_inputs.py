@@ -286,7 +286,9 @@ CASES = [
     ("report: objectives.json not JSON", _report_folder(objectives="{broken"), "objectives.json: found text that "
                                                                               "is not JSON"),
     ("report: objectives.json unknown key", _report_folder(objectives='{"bogus": 1}'),
-     "objectives.json: bogus: unknown key, allowed: objectives, constraints, slo, name"),
+     "objectives.json: bogus: unknown key, allowed: objectives, constraints, slo, search, name"),
+    ("report: objectives.json unknown search", _report_folder(objectives='{"search": "anneal"}'),
+     "objectives.json: search: found 'anneal', allowed: grid, random, nsga2, tpe or null"),
     ("report: objectives.json name not text", _report_folder(objectives='{"name": 3}'),
      "objectives.json: name: found 3, allowed: the sweep's name, a string"),
     ("report: objectives.json unknown metric", _report_folder(objectives='{"objectives": {"minimize": ["speed"]}}'),

@@ -52,3 +52,22 @@ def test_tensor_parallel_degree_is_ranked() -> None:
     assert "tp" in varying_knobs(rows)
     assert sensitivity(rows, "usd_per_hour")["tp"] == [(2, (5.0 + 7.6) / 2), (4, (10.0 + 15.2) / 2)]
     assert effect_sizes(rows, "usd_per_hour")[0][0] == "tp"
+
+
+def test_a_steered_search_says_its_rows_mix_effects() -> None:
+    """TPOT here depends on the batch alone; a search that tried bandwidth 1000 only with batch 4 and 2000 only with
+    batch 1 shows bandwidth moving TPOT 4x. The caption of a search's figure must not claim the other knobs take all
+    their values at each value (what makes a grid's medians an effect); a grid's keeps that claim."""
+    from explore.report_pareto import sensitivity_figures
+
+    searched = [_row("a", 4, 4.0, bandwidth=1000), _row("a", 4, 4.0, bandwidth=1000),
+                _row("a", 1, 1.0, bandwidth=2000), _row("a", 1, 1.0, bandwidth=2000)]
+    objectives = {"minimize": ["tpot_s"], "maximize": []}
+    for search in ("nsga2", "tpe"):
+        (figure,) = sensitivity_figures(searched, objectives, search)
+        assert "device.memory.bandwidth_GBps 4×" in figure.caption  # the search's points, as they are
+        assert "at all their values" not in figure.caption
+        assert f"the {search} search chose, not every combination" in figure.caption
+    for search in (None, "grid", "random"):
+        (figure,) = sensitivity_figures(searched, objectives, search)
+        assert "the other knobs at all their values" in figure.caption and "search chose" not in figure.caption
