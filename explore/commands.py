@@ -61,8 +61,7 @@ MAX_SHOWN = 6  # derived values `explore check` lists
 
 
 def _print_progress(p: Progress) -> None:
-    rate = p.done / p.elapsed_s if p.elapsed_s > 0 else 0.0
-    eta = (p.total - p.done) / rate if rate > 0 else float("nan")
+    eta = p.eta_s
     best = f"{p.best_tokens_per_s:,.0f}" if p.best_tokens_per_s == p.best_tokens_per_s else "-"
     end = "\n" if p.done >= p.total else ""
     print(f"\r[{p.done}/{p.total}] feasible {p.feasible}, best {best} tokens/s, "

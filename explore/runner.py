@@ -123,11 +123,18 @@ def _evaluate_task(blocks: list[PointBlock], evaluator: Evaluator | None = None)
 
 @dataclass(frozen=True)
 class Progress:
-    done: int
+    done: int  # points the strategy has asked for with a row: stored before this run, or evaluated in it
     total: int
     feasible: int
     best_tokens_per_s: float
     elapsed_s: float
+    evaluated: int  # of `done`, the points evaluated in this run (stored ones cost no time)
+
+    @property
+    def eta_s(self) -> float:
+        """Seconds left at this run's rate of evaluated points (NaN before one is); rows stored before the run
+        take none of the elapsed time, so counting them would promise a resumed run's end far too soon."""
+        return (self.total - self.done) * self.elapsed_s / self.evaluated if self.evaluated else math.nan
 
 
 DASK_LOGGERS = ("distributed", "bokeh", "tornado", "asyncio")
@@ -291,7 +298,7 @@ class _Run:
         self._judge_stored()
         self.asked: dict[str, None] = {}  # point ids the strategy asked for, in first-asked order
         self.rows: dict[str, dict[str, Any]] = {}  # their rows, once known
-        self.total, self.feasible, self.best = total, 0, float("nan")
+        self.total, self.feasible, self.best, self.evaluated = total, 0, float("nan"), 0
         self.start = time.monotonic()
 
     def evaluate(self, points: Sequence[DesignPoint]) -> list[dict[str, Any]]:
@@ -321,10 +328,11 @@ class _Run:
                 rows = dict(zip(columns.column("point_id"), columns.rows(), strict=True))
                 stored.update(rows)
                 counted.update(rows)
+                self.evaluated += len(rows)
                 self._count_feasible(columns)
             if self.on_progress:
                 self.on_progress(Progress(len(self.rows), self.total, self.feasible, self.best,
-                                          time.monotonic() - self.start))
+                                          time.monotonic() - self.start, self.evaluated))
         return [stored[point_id] for point_id in ids]
 
     def _judge_stored(self) -> None:

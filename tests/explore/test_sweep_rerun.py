@@ -175,3 +175,23 @@ def test_files_beside_the_sweep_are_found_from_anywhere(tmp_path, monkeypatch):
     assert sweep.spec.device == str(folder / "dev.yaml") and sweep.spec.model == str(folder / "tiny" / "config.json")
     monkeypatch.chdir(folder)
     assert load_sweep("sweep.yaml").spec.device == "dev.yaml"
+
+
+def test_a_resumed_run_counts_only_its_own_points_in_the_eta(tmp_path, tiny_config, tiny_evaluator):
+    """Resumed with 2 of 4 points stored, the run evaluates 2: each progress report counts only those in its rate,
+    so the ETA is the points left times the time each new one took (the stored ones took none of it). Counting
+    the stored rows too made a run resumed at 12 of 18 serving points show 'ETA 0s' with 4 s to go."""
+    sweep = _sweep(tmp_path, tiny_config, "h100-sxm", "format: {weight_bits: [16, 8]}\nexecution: engine\n")
+    full = load_sweep(sweep)
+    half = tmp_path / "half.yaml"
+    half.write_text(Path(sweep).read_text().replace("batch: [1, 2]", "batch: [1]"))
+    out = tmp_path / "out"
+    runner.run_sweep(load_sweep(str(half)), out, evaluator=tiny_evaluator)
+    reports: list[runner.Progress] = []
+    runner.run_sweep(full, out, evaluator=tiny_evaluator, on_progress=reports.append)
+    assert reports[-1].done == reports[-1].total == 4 and reports[-1].evaluated == 2
+    for p in reports:
+        assert p.evaluated == p.done - 2
+        assert p.eta_s == pytest.approx((4 - p.done) * p.elapsed_s / p.evaluated)
+    # By hand: 12 of 18 stored, one point evaluated in 1 s: 5 left at 1 s each.
+    assert runner.Progress(13, 18, 13, 100.0, 1.0, evaluated=1).eta_s == pytest.approx(5.0)
