@@ -28,6 +28,7 @@ import csv
 import fcntl
 import itertools
 import json
+import logging
 import math
 import os
 import sqlite3
@@ -41,6 +42,8 @@ from explore.columns import Columns
 from explore.results_csv import csv_text
 from workloads.atomic_write import replacing
 from workloads.errors import InputError
+
+log = logging.getLogger(__name__)
 
 DB_NAME = "results.sqlite"
 CSV_NAME = "results.csv"
@@ -373,11 +376,16 @@ class ResultsStore:
 
 
 def write_parquet(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> bool:
-    """results.parquet with typed columns; skipped (False) when pyarrow is not importable."""
+    """results.parquet with typed columns; skipped (False) when pyarrow is not importable, and a results.parquet
+    there from a run that had it removed, with a notice: it would no longer hold what results.csv holds."""
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError:
+        if path.exists():
+            path.unlink()
+            log.warning("%s: removed: pyarrow is not installed to rewrite it from these results (results.csv holds "
+                        "them)", path)
         return False
     from explore.rows import normalize_row
 

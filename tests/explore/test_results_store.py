@@ -191,3 +191,17 @@ def test_a_store_of_json_rows_is_read_and_resumed(tmp_path, sweep, monkeypatch):
     db.close()
     assert _same(read_results(tmp_path / "old"), [{c: r.get(c) for c in columns} for r in rows])
     assert (tmp_path / "old" / "results.csv").read_text() == (tmp_path / "new" / "results.csv").read_text()
+
+
+def test_without_pyarrow_a_stale_parquet_is_removed(tmp_path, sweep, monkeypatch, caplog):
+    """A results.parquet written by a run that had pyarrow, rerun where pyarrow is missing, would keep the old rows
+    beside a results.csv that has new ones: it is removed, and the run says so."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # import pyarrow raises ImportError
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+    (tmp_path / "results.parquet").write_bytes(b"rows of an earlier run")
+    rows = run_sweep(sweep, tmp_path)
+    assert rows and (tmp_path / "results.csv").is_file()
+    assert not (tmp_path / "results.parquet").exists()
+    assert "results.parquet: removed: pyarrow is not installed" in caplog.text
