@@ -84,7 +84,8 @@ def _sweep_into(args, sweep, out: Path, evaluator: Evaluator) -> int:
 
     search = sweep.spec.search
     plan = (count_label(sweep.size(), "design point") if search.strategy == "grid" else
-            f"{search.strategy} search over {sweep.size()} design points, budget {search.budget}")
+            f"{search.strategy} search over {count_label(sweep.size(), 'design point')}, budget {search.budget}"
+            + (" (every point)" if search.budget >= sweep.size() else ""))
     print(f"sweep {sweep.name!r}: {plan} -> {out}/", file=sys.stderr)
     for note in sweep_notes(sweep):
         print(f"note: {note}", file=sys.stderr)

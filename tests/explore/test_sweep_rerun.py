@@ -195,3 +195,10 @@ def test_a_resumed_run_counts_only_its_own_points_in_the_eta(tmp_path, tiny_conf
         assert p.eta_s == pytest.approx((4 - p.done) * p.elapsed_s / p.evaluated)
     # By hand: 12 of 18 stored, one point evaluated in 1 s: 5 left at 1 s each.
     assert runner.Progress(13, 18, 13, 100.0, 1.0, evaluated=1).eta_s == pytest.approx(5.0)
+
+
+def test_a_search_budget_past_the_space_says_it_takes_every_point(tmp_path, tiny_config, capsys):
+    sweep = _sweep(tmp_path, tiny_config, "h100-sxm", "execution: engine\nobjectives: {minimize: [tpot_s]}\n"
+                   "search: {strategy: tpe, budget: 10, seed: 1}\n")
+    assert main([sweep, "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    assert "tpe search over 2 design points, budget 10 (every point)" in capsys.readouterr().err
