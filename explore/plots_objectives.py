@@ -172,6 +172,29 @@ def ratio_ticks(low: float, high: float, most: int = 9) -> list[float]:
     return sorted(ticks)
 
 
+# Value names on a sensitivity row: 7-point text, about this many points a character; the row's axis is about this
+# many points wide (the 10.5-inch figure less the knob names at the left and the spreads at the right).
+LABEL_CHAR_PT = 4.4
+SENSITIVITY_AXIS_PT = 520.0
+
+
+def label_sides(positions: Sequence[float], widths: Sequence[float]) -> dict[int, int]:
+    """Which value names of a row to draw, and where: index -> +1 (above the dot) or -1 (below). `positions` and
+    `widths` share one unit (fractions of the axis): a name goes where it overlaps no name drawn on that side, the
+    smallest and largest values first (they say which end is which), then the others in order; one that fits
+    neither side is left out (its dot stays)."""
+    order = sorted(range(len(positions)), key=lambda i: positions[i])
+    placed: dict[int, list[int]] = {1: [], -1: []}
+    sides: dict[int, int] = {}
+    for i in dict.fromkeys(order[:1] + order[-1:] + order[1:-1]):
+        for side in ((1, -1) if len(placed[1]) <= len(placed[-1]) else (-1, 1)):
+            if all(abs(positions[i] - positions[j]) >= (widths[i] + widths[j]) / 2 for j in placed[side]):
+                placed[side].append(i)
+                sides[i] = side
+                break
+    return sides
+
+
 def sensitivity_figure(objective: str, effects: Sequence[Effect]) -> Figure:
     """One row per knob on one shared log axis: each value's median objective relative to the overall median,
     the knob's span as a bar and its spread (largest / smallest) at the right; knobs in the given order."""
@@ -186,12 +209,13 @@ def sensitivity_figure(objective: str, effects: Sequence[Effect]) -> Figure:
         values = [r for _, r in measured]
         ax.plot([min(values), max(values)], [row, row], color="#9ecae1", lw=7, solid_capstyle="round", zorder=1)
         ax.plot(values, [row] * len(values), ls="none", marker="o", ms=6, color="#1f77b4", zorder=2)
-        order = np.argsort(values, kind="stable")
-        for rank, index in enumerate(order):  # value names alternate above and below the dots
-            label, ratio = measured[index]
-            ax.annotate(textwrap.shorten(label, 22, placeholder="…"), (ratio, row),
-                        xytext=(0, 7 if rank % 2 == 0 else -7), textcoords="offset points", ha="center",
-                        va="bottom" if rank % 2 == 0 else "top", fontsize=7)
+        names = [textwrap.shorten(label, 22, placeholder="…") for label, _ in measured]
+        span = math.log(high / low)
+        sides = label_sides([math.log(r / low) / span for r in values],
+                            [(len(n) + 1) * LABEL_CHAR_PT / SENSITIVITY_AXIS_PT for n in names])
+        for index, side in sides.items():  # value names above and below the dots, none over another
+            ax.annotate(names[index], (values[index], row), xytext=(0, 7 * side), textcoords="offset points",
+                        ha="center", va="bottom" if side > 0 else "top", fontsize=7)
         spread = effect.spread
         ax.annotate(f"{spread:.3g}×" if math.isfinite(spread) else "", (1.0, row), xycoords=("axes fraction", "data"),
                     xytext=(6, 0), textcoords="offset points", va="center", fontsize=8, fontweight="bold")

@@ -172,6 +172,27 @@ def test_sensitivity_puts_every_knob_on_one_scale() -> None:
     assert len(fig.axes) == 1  # one axis for every knob: no panel gets its own y range
 
 
+def test_sensitivity_value_names_never_overlap_and_name_both_ends() -> None:
+    """A 12-value what-if knob's dots sit within a tenth of the axis: each name drawn keeps clear of the others on
+    its side, the ends are always named; widely spaced dots are all named."""
+    from explore.plots_objectives import Effect, label_sides, sensitivity_figure
+
+    positions = [0.50 + 0.008 * i for i in range(12)]
+    widths = [0.05] * 12  # each name a twentieth of the axis wide
+    sides = label_sides(positions, widths)
+    assert 0 in sides and 11 in sides
+    for side in (1, -1):
+        drawn = sorted(positions[i] for i, s in sides.items() if s == side)
+        assert all(b - a >= 0.05 for a, b in zip(drawn, drawn[1:], strict=False))
+    assert len(label_sides([0.1, 0.3, 0.5, 0.7, 0.9], [0.05] * 5)) == 5
+    # In the figure: the 12 names of the example grid's bandwidths are not all drawn on top of each other.
+    effect = Effect(knob="device.memory.bandwidth_GBps",
+                    values=[(f"{1000 + 454.55 * i:g}", 0.8 + 0.02 * i) for i in range(12)])
+    fig = sensitivity_figure("tokens_per_s", [effect])
+    names = [t for t in fig.axes[0].texts if t.get_text() and not t.get_text().endswith("×")]
+    assert 2 <= len(names) < 12
+
+
 # ---- Pareto plots encode device and format -------------------------------------------------------------------
 
 def test_pareto_colors_devices_and_shapes_formats() -> None:
