@@ -133,10 +133,13 @@ def _sweep_into(args, sweep, out: Path, evaluator: Evaluator) -> int:
     notice = capacity_notice(rows, serving.requests) if serving else ""
     if notice:
         print(notice, file=sys.stderr)
-    for note in (host_wait_note([normalize_row(r) for r in rows]), over_tdp_note([normalize_row(r) for r in rows])):
+    normalized = [normalize_row(r) for r in rows]
+    for note in (host_wait_note(normalized), over_tdp_note(normalized)):
         if note:
             print(f"note: {note}", file=sys.stderr)
-    print(f"{count_label(len(rows), 'design point')} ({feasible} feasible)\nresults: {out / 'results.csv'}\n"
+    meeting = (f", {sum(1 for r in normalized if r.get('meets_constraints') is True)} meet the constraints"
+               if sweep.spec.constraints else "")
+    print(f"{count_label(len(rows), 'design point')} ({feasible} feasible{meeting})\nresults: {out / 'results.csv'}\n"
           f"report:  {html}\nsummary: {md}")
     return 0
 

@@ -202,3 +202,12 @@ def test_a_search_budget_past_the_space_says_it_takes_every_point(tmp_path, tiny
                    "search: {strategy: tpe, budget: 10, seed: 1}\n")
     assert main([sweep, "--out", str(tmp_path / "out"), "--quiet"]) == 0
     assert "tpe search over 2 design points, budget 10 (every point)" in capsys.readouterr().err
+
+
+def test_the_last_line_counts_the_points_meeting_the_constraints(tmp_path, tiny_config, capsys):
+    """No point can reach a TTFT of a nanosecond: the run's last lines say none meets the constraints (the report
+    says so too), not only that every point is feasible; a limit every point meets counts them all."""
+    for limit, meeting in (("1e-9", 0), ("100", 2)):
+        sweep = _sweep(tmp_path, tiny_config, "h100-sxm", f"execution: engine\nconstraints: ['ttft_s <= {limit}']\n")
+        assert main([sweep, "--out", str(tmp_path / f"out-{meeting}"), "--quiet"]) == 0
+        assert f"2 design points (2 feasible, {meeting} meet the constraints)" in capsys.readouterr().out
