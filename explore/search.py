@@ -30,20 +30,23 @@ def grid_search(sweep: Sweep, evaluate: Evaluate) -> None:
 
 
 def distinct_draws(rng: np.random.Generator, size: int, count: int) -> list[int]:
-    """`count` distinct indices below `size`, drawn uniformly in turn (a repeat is drawn again): the first k of a
-    larger count are the k of count k, so a search given a bigger budget with the same seed evaluates the points of
-    the smaller one first, stored already. Beyond half the space (where repeats would take most of the draws) a
-    permutation's first `count`."""
-    if 2 * count > size:
-        return rng.permutation(size)[:count].tolist()
+    """`count` distinct indices below `size`: the first k of a larger count are the k of count k, so a search given a
+    bigger budget with the same seed evaluates the points of the smaller one first, stored already. Up to half the
+    space they are drawn uniformly in turn (a repeat is drawn again); past it, where repeats would take most of the
+    draws, the rest of the space follows in an order drawn after that half."""
+    half = size // 2
     chosen: dict[int, None] = {}
-    while len(chosen) < count:
+    while len(chosen) < min(count, half):
         # Draws in chunks of one size whatever the count: the same stream of indices for every budget.
         for index in rng.integers(size, size=DRAW_CHUNK).tolist():
             chosen.setdefault(index)
-            if len(chosen) == count:
+            if len(chosen) == min(count, half):
                 break
-    return list(chosen)
+    drawn = list(chosen)
+    if count > len(drawn):
+        rest = np.setdiff1d(np.arange(size), np.array(drawn, dtype=np.int64))
+        drawn += rest[rng.permutation(len(rest))[:count - len(drawn)]].tolist()
+    return drawn
 
 
 DRAW_CHUNK = 256

@@ -119,6 +119,12 @@ def test_a_bigger_random_budget_takes_the_smaller_ones_points_first():
     assert large[:120] == small and len(set(large)) == 200 and max(large) < 10_000
     most = distinct_draws(np.random.default_rng(3), 10, 7)  # past half the space: a permutation's first 7
     assert len(set(most)) == 7 and max(most) < 10
+    # Across half the space too: budget 40 of 100 points, then 60 (a permutation took over past 50 and drew 60
+    # other points, 23 of them shared), then the whole space.
+    draws = {n: distinct_draws(np.random.default_rng(3), 100, n) for n in (40, 50, 60, 100)}
+    for small, large in ((40, 50), (40, 60), (50, 60), (60, 100)):
+        assert draws[large][:small] == draws[small]
+    assert sorted(draws[100]) == list(range(100))
 
 
 @pytest.mark.parametrize("strategy", ["nsga2", "tpe"])
