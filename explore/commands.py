@@ -63,7 +63,7 @@ MAX_SHOWN = 6  # derived values `explore check` lists
 def _print_progress(p: Progress) -> None:
     eta = p.eta_s
     best = f"{p.best_tokens_per_s:,.0f}" if p.best_tokens_per_s == p.best_tokens_per_s else "-"
-    end = "\n" if p.done >= p.total else ""
+    end = "\n" if p.done >= p.total or p.finished else ""
     print(f"\r[{p.done}/{p.total}] feasible {p.feasible}, best {best} tokens/s, "
           f"elapsed {p.elapsed_s:.0f}s, ETA {eta:.0f}s   ", end=end, file=sys.stderr, flush=True)
 

@@ -129,6 +129,7 @@ class Progress:
     best_tokens_per_s: float
     elapsed_s: float
     evaluated: int  # of `done`, the points evaluated in this run (stored ones cost no time)
+    finished: bool = False  # the strategy has stopped (short of `total` where it ran out of new points)
 
     @property
     def eta_s(self) -> float:
@@ -335,6 +336,18 @@ class _Run:
                                           time.monotonic() - self.start, self.evaluated))
         return [stored[point_id] for point_id in ids]
 
+    def finish(self, strategy: str) -> None:
+        """The strategy has stopped: where it stopped short of the points it was to visit, a last progress report
+        (the line ends) and a notice saying so."""
+        if len(self.rows) >= self.total:
+            return
+        if self.on_progress:
+            self.on_progress(Progress(len(self.rows), self.total, self.feasible, self.best,
+                                      time.monotonic() - self.start, self.evaluated, finished=True))
+        log.warning("the %s search stopped at %s of its budget of %d: its proposals kept repeating points it had "
+                    "already visited (explore/search.py MAX_PROPOSALS_PER_POINT); a random search draws distinct "
+                    "points", strategy, count_label(len(self.rows), "design point"), self.total)
+
     def _judge_stored(self) -> None:
         """Judge the stored rows by this run's constraints: they may have changed since the rows were stored."""
         if not self.constraints:
@@ -404,6 +417,7 @@ def run_sweep(sweep: Sweep, out_dir: Path, *, workers: int = 1, evaluator: Evalu
                 run = _Run(sweep, table, pool, evaluator or Evaluator(), on_progress, total)
                 log.info("%d design points to visit, %d rows already stored", total, len(run.stored))
                 STRATEGIES[search.strategy](sweep, run.evaluate)
+                run.finish(search.strategy)
                 table.export(run.asked, run.stored)
         finally:
             if pool is not None:

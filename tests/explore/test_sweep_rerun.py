@@ -211,3 +211,19 @@ def test_the_last_line_counts_the_points_meeting_the_constraints(tmp_path, tiny_
         sweep = _sweep(tmp_path, tiny_config, "h100-sxm", f"execution: engine\nconstraints: ['ttft_s <= {limit}']\n")
         assert main([sweep, "--out", str(tmp_path / f"out-{meeting}"), "--quiet"]) == 0
         assert f"2 design points (2 feasible, {meeting} meet the constraints)" in capsys.readouterr().out
+
+
+def test_a_search_stopping_short_of_its_budget_says_so(tmp_path, tiny_config, tiny_evaluator, monkeypatch, caplog):
+    """A search whose proposals keep repeating visited points stops short of its budget (TPE at 54 of a 56-point
+    space stopped at 50): the progress line ends and a notice says how many points it reached, instead of the
+    budget silently not being met."""
+    from explore import search
+
+    sweep = load_sweep(_sweep(tmp_path, tiny_config, "h100-sxm", "format: {weight_bits: [16, 8]}\nexecution: engine\n"
+                              "objectives: {minimize: [tpot_s]}\nsearch: {strategy: tpe, budget: 4, seed: 1}\n"))
+    monkeypatch.setitem(search.STRATEGIES, "tpe", lambda sweep, evaluate: evaluate(list(sweep.points())[:2]))
+    reports: list[runner.Progress] = []
+    rows = runner.run_sweep(sweep, tmp_path / "out", evaluator=tiny_evaluator, on_progress=reports.append)
+    assert len(rows) == 2
+    assert reports[-1].finished and (reports[-1].done, reports[-1].total) == (2, 4)
+    assert "the tpe search stopped at 2 design points of its budget of 4" in caplog.text
