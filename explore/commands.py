@@ -241,8 +241,33 @@ def sweep_notes(sweep) -> list[str]:
     """What a sweep's settings do that its author may not mean, said before it runs (explore check, a sweep's start)."""
     notes = (default_execution_note(sweep), idle_peak_note(sweep.spec.overrides, sweep.dimensions()["model"]),
              fixed_peak_sm_note([*sweep.spec.overrides, *sweep.spec.derived]), mixed_links_note(sweep),
-             idle_knobs_note(sweep))
+             idle_knobs_note(sweep), unpriced_goal_note(sweep))
     return [note for note in notes if note]
+
+
+# Metrics with a value only where the device publishes a price (explore/metrics.py), and the price field each reads.
+PRICED_METRICS = {"cost_usd": "usd", "tokens_per_usd": "usd_per_hour", "usd_per_hour": "usd_per_hour"}
+
+
+def unpriced_goal_note(sweep) -> str:
+    """Objectives and constraints on a price metric where some of the sweep's devices publish no such price (and the
+    sweep sets none by overrides or derived), or '': those points have no value, so no front or constraint takes
+    them."""
+    objectives = sweep.spec.objectives
+    goals = dict.fromkeys([*objectives.minimize, *objectives.maximize, *(c.metric for c in sweep.constraints())])
+    set_paths = {key.removeprefix("device.") for key in [*sweep.spec.overrides, *sweep.spec.derived]}
+    said = []
+    for name in (g for g in goals if g in PRICED_METRICS):
+        field = PRICED_METRICS[name]
+        if f"price.{field}" in set_paths:
+            continue
+        unpriced = [d for d in as_list(sweep.spec.device) if getattr(load_device(d).price, field) is None]
+        if unpriced:
+            said.append(f"{name} has no value on {', '.join(unpriced)} (no price.{field} in the preset)")
+    if not said:
+        return ""
+    return (f"{'; '.join(said)}: those points are left out of every Pareto front and break every constraint on it; "
+            f"`overrides: {{device.price.<field>: [...]}}` sets a price")
 
 
 def _off_value(switch) -> str:

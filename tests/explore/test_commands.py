@@ -138,6 +138,20 @@ def test_check_notes_knobs_their_switch_leaves_off_at_every_point(tmp_path, tiny
     assert "act_predictor (" not in capsys.readouterr().out
 
 
+def test_check_notes_a_price_goal_on_devices_without_a_price(tmp_path, tiny_config, capsys):
+    """The H200 preset publishes no hourly price (explore presets devices: '-'), the H100 SXM $3.78/h: a search
+    maximizing tokens_per_usd over both would leave every H200 point out of its front, which check says before it
+    runs; an override setting the price silences it."""
+    head = (f"name: priced\nmodel: {tiny_config}\ndevice: [h100-sxm, h200]\nworkload: {{batch: 1, prompt: 16, "
+            f"output: 2}}\nobjectives: {{maximize: [tokens_per_usd]}}\n")
+    assert main(["check", write_sweep(tmp_path, head)]) == 0
+    notes = [line for line in capsys.readouterr().out.splitlines() if "tokens_per_usd has no value" in line]
+    assert len(notes) == 1 and "on h200 (no price.usd_per_hour" in notes[0] and "h100-sxm" not in notes[0]
+    priced = head + "overrides: {device.price.usd_per_hour: [3.0, 4.0]}\n"
+    assert main(["check", write_sweep(tmp_path, priced)]) == 0
+    assert "has no value" not in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("model, device, said", [
     ("llama-3-8b", "v100-sxm2", True),  # a bf16 config; Volta's tensor cores take fp16 only (V100 datasheet)
     ("llama-2-7b", "v100-sxm2", False),  # an fp16 config
