@@ -129,11 +129,11 @@ def _sweep_into(args, sweep, out: Path, evaluator: Evaluator) -> int:
         html, md = write_report(out, rows, title=sweep.name, evaluator=evaluator, **goals,
                                 points={p.point_id: p for p in sweep.points()} if serving else None)
         stamp_report(out, inputs)
-    feasible = sum(1 for r in rows if is_feasible(normalize_row(r)))
+    normalized = [normalize_row(r) for r in rows]
+    feasible = sum(1 for r in normalized if is_feasible(r))
     notice = capacity_notice(rows, serving.requests) if serving else ""
     if notice:
         print(notice, file=sys.stderr)
-    normalized = [normalize_row(r) for r in rows]
     for note in (host_wait_note(normalized), over_tdp_note(normalized)):
         if note:
             print(f"note: {note}", file=sys.stderr)
