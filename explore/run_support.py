@@ -53,6 +53,14 @@ def _without_where(message: str) -> str:
     return _WHERE.sub("", message, count=1)
 
 
+def override_error(device_name: str, path: str, err: InputError) -> str:
+    """A device's refusal of a what-if on `path`, without its file, and the fields a what-if may set where `path` is
+    none of them."""
+    fields = what_if_fields(device_name)
+    allowed = "" if path in fields else f"; allowed: {', '.join(fields)}"
+    return f"{_without_where(str(err))}{allowed}"
+
+
 def check_sets(device_name: str, overrides: dict[str, Any], link_name: str, link_overrides: dict[str, Any],
                devices: int) -> None:
     """Each override must apply to the device (or link) as a sweep's override must: a field a cost model
@@ -62,9 +70,7 @@ def check_sets(device_name: str, overrides: dict[str, Any], link_name: str, link
         try:
             load_device(device_name, {path: value})
         except InputError as err:
-            fields = what_if_fields(device_name)
-            allowed = "" if path in fields else f"; allowed: {', '.join(fields)}"
-            raise InputError(f"--set: {_without_where(str(err))}{allowed}") from None
+            raise InputError(f"--set: {override_error(device_name, path, err)}") from None
     if link_overrides and devices < 2:
         first = next(iter(link_overrides))
         raise InputError(f"--set {LINK_PREFIX}{first}: found on one device, allowed: with --tp or --pp above 1 (a "

@@ -31,6 +31,7 @@ from explore.format_checks import check_sweep_formats
 from explore.knobs import KNOBS, knobs
 from explore.metrics import metric, metric_names, numeric_metrics
 from explore.point_blocks import PointBlock, PointSet
+from explore.run_support import override_error
 from explore.schema import (
     ExpressionText,
     Number,
@@ -657,8 +658,8 @@ def _check_references(sweep: Sweep, located: LocatedYAML) -> None:
                     load_device(device, {key.removeprefix("device."): value})
                 except InputError as err:
                     at = _derived_at(sweep, key, value) if section == "derived" else ""
-                    raise InputError(f"{located.where((section, key))}: {section}.{key}: "
-                                     f"value {value!r}{at} on {device}: {err}") from None
+                    raise InputError(f"{located.where((section, key))}: {section}.{key}: value {value!r}{at} on "
+                                     f"{device}: {override_error(device, key.removeprefix('device.'), err)}") from None
 
 
 def _derived_at(sweep: Sweep, target: str, value: Any) -> str:

@@ -253,7 +253,7 @@ CASES = [
     ("sweep key said once", _check("sweep_unknown_prefill_device.yaml"),
      "sweep_unknown_prefill_device.yaml:9: serving.prefill_device: found 'nope', allowed: a path to a device YAML"),
     ("sweep override 1e-300", _check("sweep_override_tiny.yaml"),
-     "value 1e-300 on h100-sxm: hw_models/presets/h100-sxm.yaml: memory.bandwidth_GBps: found 1e-300, allowed: 1 to "
+     "value 1e-300 on h100-sxm: memory.bandwidth_GBps: found 1e-300, allowed: 1 to "
      "100,000 GB/s"),
     ("sweep link override 1e-300", _check("sweep_link_override_tiny.yaml"),
      "value 1e-300 on nvlink4: hw_models/presets/links/nvlink4.yaml: bandwidth_GBps: found 1e-300, allowed: 0.1 "
@@ -370,3 +370,19 @@ def test_calibrate_counts_the_parameters_of_each_fit():
             row("norm", bytes=1e6)]
     assert fit_groups(rows) == {"gemm": (2, 5), "gemm fp8": (1, 8), "attention decode": (1, 10),
                                 "attention prefill kv 8-bit": (1, 10), "norm": (1, 2)}
+
+
+def test_a_sweep_override_of_no_such_field_lists_the_what_if_fields(tmp_path, capsys):
+    """An override a device has no field for (the L2 size under compute:, where no preset has it) names what a what-if
+    may set, as `explore run --set` does."""
+    from explore.cli import main
+    from tests.explore.tiny_sweep import write_sweep
+
+    sweep = write_sweep(tmp_path, "name: l2\nmodel: llama-2-7b\ndevice: h100-sxm\n"
+                                  "workload: {batch: 1, prompt: 16, output: 2}\n"
+                                  "overrides: {device.compute.l2_cache_MB: [50, 100]}\n")
+    assert main(["check", sweep]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "sweep.yaml:5: overrides.device.compute.l2_cache_MB: value 50 on h100-sxm: device.compute.l2_cache_MB: " \
+           "no such field to override; allowed: compute.sm_count," in line
+    assert "memory.bandwidth_GBps" in line
