@@ -156,9 +156,12 @@ PLAUSIBLE: tuple[tuple[str, Plausible], ...] = (
                            "SRAM")),
     (r"_W$", Plausible(low=1e-3, high=1e5, unit="W", why="100 kW is 4x a Cerebras CS-3 system (23 kW) and 100x "
                        "a B200 (1 kW)")),
-    (r"_MHz$", Plausible(low=1, high=1e5, unit="MHz", why="100 GHz is 16x the fastest shipping clock (6.2 GHz)")),
-    (r"_GHz$", Plausible(low=1e-3, high=100, unit="GHz", why="100 GHz is 16x the fastest shipping clock "
-                         "(6.2 GHz)")),
+    # Clocks from 10 MHz, a tenth of the slowest LLM accelerator design clock here (FlightLLM's 225 MHz FPGA
+    # design): a clock in GHz written under an _MHz key (1.5) is refused, as one in MHz under a _GHz key is.
+    (r"_MHz$", Plausible(low=10, high=1e5, unit="MHz", why="100 GHz is 16x the fastest shipping clock (6.2 GHz); "
+                         "below 10 MHz is a clock in GHz written as MHz")),
+    (r"_GHz$", Plausible(low=0.01, high=100, unit="GHz", why="100 GHz is 16x the fastest shipping clock "
+                         "(6.2 GHz); below 0.01 GHz is a clock in MHz written as GHz")),
     (r"_mm2$", Plausible(low=1e-3, high=1e6, unit="mm2", why="20x Cerebras WSE-3's 46,225 mm2 wafer")),
     (r"_pJ(_per_\w+)?(\.\w+)?$", Plausible(low=1e-4, high=1e4, unit="pJ", why="per action: an off-package DDR "
                                            "bit costs about 20 pJ and an fp32 MAC about 5; 10 nJ is 500x those")),

@@ -149,11 +149,21 @@ def test_every_preset_number_has_a_plausible_range_it_sits_well_inside(name):
     ("memory.capacity_GB", 1e12, "allowed: 1e-09 to 100,000 GB"),
     ("power.idle_W", 1e7, "allowed: 0.001 to 100,000 W"),
     ("energy.dram_pJ_per_bit", 1e-9, "allowed: 0.0001 to 10,000 pJ"),
+    ("compute.boost_clock_MHz", 1.98, "found 1.98, allowed: 10 to 100,000 MHz"),  # H100's 1,980 MHz in GHz
     ("overhead.kernel_launch_us", float("inf"), "found inf, allowed: a finite number"),
 ])
 def test_an_implausible_override_names_its_key_and_range(path, value, message, one_line_error):
     _, got = one_line_error(lambda: load_device("h100-sxm", {path: value}))
     assert got.startswith(f"{path}: found ") and message in got, got
+
+
+@pytest.mark.parametrize("name, path, value", [("neupims", "npu.frequency_MHz", 1.0),  # 1 GHz written in GHz
+                                               ("neupims", "pim.frequency_MHz", 1.0),
+                                               ("alveo-u280", "compute.clock_MHz", 0.225),
+                                               ("ampere-altra", "compute.frequency_GHz", 0.003)])  # 3 MHz
+def test_a_clock_in_the_wrong_unit_is_refused(name, path, value, one_line_error):
+    _, got = one_line_error(lambda: load_device(name, {path: value}))
+    assert got.startswith(f"{path}: found {value}, allowed: ") and ("in GHz" in got or "in MHz" in got), got
 
 
 def test_a_plausible_what_if_still_loads():
