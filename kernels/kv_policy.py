@@ -95,9 +95,10 @@ class KVPolicy:
         """The share of a causal prefill's (query, key) pairs that are computed when streaming heads attend to their
         window only (DuoAttention applies its streaming heads in the prefill too; a selection does not apply to the
         prefill: Quest and Double Sparsity run it dense; an eviction attends to the whole prompt to score it, then
-        keeps its budget). A share of the pairs inside the model's own window (`limit`), which the prefill's kernels
-        compute already (kernels/lowering.py)."""
-        if self.window is None or self.eviction is not None:
+        keeps its budget; without retrieval heads every head keeps a StreamingLLM budget, whose prefill attends to the
+        whole prompt as a plain kv_budget's does). A share of the pairs inside the model's own window (`limit`), which
+        the prefill's kernels compute already (kernels/lowering.py)."""
+        if self.window is None or self.eviction is not None or not self.full_heads:
             return 1.0
         full = causal_pairs(prompt, prompt, self.limit)
         windowed = causal_pairs(prompt, prompt, self.window)  # query i sees min(i, window) keys

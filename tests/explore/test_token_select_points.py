@@ -41,6 +41,17 @@ def test_selection_never_reduces_the_memory_held_and_the_prefill_is_dense(tiny_c
     assert sel["time_attention_s"] < full["time_attention_s"]
 
 
+def test_selection_leaves_a_streaming_budgets_prefill_whole(tiny_config, tiny_evaluator):
+    """A kv_budget alone (StreamingLLM) attends to the whole prompt in the prefill, and a selection runs the prefill
+    dense: the two together still prefill the whole prompt (the time to the first token of the budget alone)."""
+    budget = (("kv_budget", 100),)
+    alone = tiny_evaluator.evaluate(point(tiny_config, 1.0, budget)).metrics
+    both = tiny_evaluator.evaluate(point(tiny_config, 1 / 16, DS + budget)).metrics
+    whole = tiny_evaluator.evaluate(point(tiny_config)).metrics
+    assert alone["ttft_s"] == whole["ttft_s"]
+    assert both["ttft_s"] == alone["ttft_s"]
+
+
 def test_the_default_is_no_selection(tiny_config, tiny_evaluator):
     """topk_fraction 1 (its default) prices exactly what a point without the knobs does, whatever the method."""
     plain = DesignPoint(model=tiny_config, device="h100-sxm", batch=4, prompt=400, output=9, execution="engine")

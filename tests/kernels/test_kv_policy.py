@@ -23,6 +23,7 @@ def test_prefill_share_by_hand():
     streaming: 0.5 + 0.5 x 0.7 = 0.85."""
     assert KVPolicy(window=2, full_heads=0.5).prefill_attention_share(4) == pytest.approx(0.85)
     assert KVPolicy(window=8, full_heads=0.0).prefill_attention_share(4) == pytest.approx(1.0)
+    assert KVPolicy(window=2, full_heads=0.0).prefill_attention_share(4) == 1.0  # StreamingLLM: the whole prompt
 
 
 @pytest.mark.parametrize("bad", [dict(window=0), dict(window=8, full_heads=1.5)])
