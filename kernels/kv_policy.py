@@ -98,14 +98,23 @@ class KVPolicy:
         keeps its budget; without retrieval heads every head keeps a StreamingLLM budget, whose prefill attends to the
         whole prompt as a plain kv_budget's does). A share of the pairs inside the model's own window (`limit`), which
         the prefill's kernels compute already (kernels/lowering.py)."""
-        if self.window is None or self.eviction is not None or not self.full_heads:
-            return 1.0
-        full = causal_pairs(prompt, prompt, self.limit)
-        windowed = causal_pairs(prompt, prompt, self.window)  # query i sees min(i, window) keys
-        return self.full_heads + (1.0 - self.full_heads) * windowed / full
+        return prefill_pairs(prompt, prompt, self, self.limit) / causal_pairs(prompt, prompt, self.limit)
 
 
 Window = int | KVPolicy | None  # what every `window` parameter takes: none, a model-wide window, or a KVPolicy
+
+
+def prefill_pairs(queries, keys, window: Window, limit: int | None = None):
+    """The (query, key) pairs a causal prefill chunk of `queries` new tokens over `keys` keys (its cached prefix
+    included) computes, each query attending to at most `limit` keys (the model's own sliding window): DuoAttention's
+    streaming heads (a KVPolicy with retrieval heads) attend to their window only; every other window leaves the
+    prefill whole (a StreamingLLM budget, an eviction that scores the whole prompt, a selection that runs it dense)."""
+    full = causal_pairs(queries, keys, limit)
+    if (not isinstance(window, KVPolicy) or window.window is None or window.eviction is not None
+            or not window.full_heads):
+        return full
+    streaming = causal_pairs(queries, keys, window.window if limit is None else min(window.window, limit))
+    return window.full_heads * full + (1.0 - window.full_heads) * streaming
 
 
 def kept_tokens(tokens, window: Window):

@@ -37,7 +37,7 @@ import numpy as np
 from kernels.formats import HOT_EXPERTS_MODULE, NumericFormat
 from kernels.fusion import fuse
 from kernels.kernel import KernelKind
-from kernels.kv_policy import Window, decode_reads, flops_per_read
+from kernels.kv_policy import Window, decode_reads, flops_per_read, prefill_pairs
 from kernels.lowering import lower_trace
 from kernels.moe import COLD_EXPERTS_MODULE, MATRICES, balanced_routing, fused_moe_act_bytes, part_experts
 from kernels.table import KIND_CODE, KernelTable
@@ -90,12 +90,12 @@ def step_shape(chunks: Sequence[tuple[int, int]] = (), decode_kv: Sequence[int] 
     """The shape of an iteration: prefill `chunks` as (new tokens, cached prefix tokens) and the KV lengths of
     the decoding sequences (a sliding window, or a KV policy, caps what a decode token attends to), each with
     `decode_query` query tokens (a speculative verification: the last token and the drafted ones). A chunk's queries
-    attend to at most `prefill_window` keys each: the model's own sliding window (StepTemplate.sliding_window; a KV
-    budget or policy leaves the prefill whole)."""
+    attend to at most `prefill_window` keys each: the model's own sliding window (StepTemplate.sliding_window), and
+    DuoAttention's streaming heads to theirs (kernels/kv_policy.py prefill_pairs; other budgets leave it whole)."""
     decode, _ = decode_reads(np.asarray(decode_kv), window)
     return StepShape(
         prefill_seqs=len(chunks), prefill_tokens=sum(q for q, _ in chunks),
-        prefill_pairs=sum(causal_pairs(q, q + cached, prefill_window) for q, cached in chunks),
+        prefill_pairs=round(sum(prefill_pairs(q, q + cached, window, prefill_window) for q, cached in chunks)),
         prefill_cached=sum(cached for _, cached in chunks), decode_seqs=len(decode_kv),
         decode_kv=round(float(np.sum(decode))), decode_flops_per_kv=flops_per_read(window), sampled=sampled,
         decode_query=decode_query,

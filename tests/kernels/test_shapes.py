@@ -246,3 +246,17 @@ def test_layout_flags_follow_the_iteration(models, templates, trace_of):
         assert rope_add == {phase == "prefill"}
         rows = [i for i, k in enumerate(table.kernels) if k.kind == KernelKind.ROPE_PART and k.op == "add"]
         assert rows and set(table.general_layout[rows].tolist()) == rope_add
+
+
+def test_duoattention_streaming_heads_window_the_prefill_chunks():
+    """A chunk's pairs under a KVPolicy by hand: a quarter of the heads (retrieval) compute every causal pair, the
+    rest those inside a 2-token window; a StreamingLLM policy (no retrieval heads) leaves the chunk whole."""
+    from kernels.kv_policy import KVPolicy
+
+    duo = KVPolicy(window=2, full_heads=0.25)
+    # 4 new tokens, nothing cached: 1+2+3+4 = 10 pairs whole, 1+2+2+2 = 7 windowed; 0.25*10 + 0.75*7 = 7.75
+    assert step_shape([(4, 0)], sampled=1, window=duo).prefill_pairs == 8
+    # 2 new tokens after 2 cached: 3+4 = 7 whole, 2+2 = 4 windowed; 0.25*7 + 0.75*4 = 4.75
+    assert step_shape([(2, 2)], sampled=1, window=duo).prefill_pairs == 5
+    assert step_shape([(4, 0)], sampled=1, window=KVPolicy(window=2, full_heads=0.0)).prefill_pairs == 10
+    assert step_shape([(4, 0)], sampled=1, window=2).prefill_pairs == 10
