@@ -271,7 +271,9 @@ def unpriced_goal_note(sweep) -> str:
 
 
 def _off_value(switch) -> str:
-    return "unset" if isinstance(switch.default, str) else f"{switch.default:g}"
+    if isinstance(switch.default, str):
+        return switch.default or "unset"
+    return f"{switch.default:g}"
 
 
 def idle_knobs_note(sweep) -> str:

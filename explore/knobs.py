@@ -72,8 +72,10 @@ _FORMAT = NumericFormat()  # the default of every format part
 def off_words(switch: Knob, name: Callable[[str], str]) -> str:
     """How a message says that `switch` (a knob another turns on with, Knob.only_with) is off: 'without --spec-draft',
     'with --act-kept at 1 (off)'; `name` names a knob as the message's reader knows it."""
-    if isinstance(switch.default, str):
+    if isinstance(switch.default, str) and not switch.default:
         return f"without {name(switch.name)}"
+    if isinstance(switch.default, str):
+        return f"with {name(switch.name)} at {switch.default} (off)"
     return f"with {name(switch.name)} at {switch.default:g} (off)"
 
 
@@ -354,12 +356,14 @@ register(Knob(name="offload", type=str, section="workload", default="none", allo
               help="what may live in host memory when the point does not fit in device memory: none, weights, kv "
               "(the KV cache) or auto (weights first, then the KV cache); the least that must is offloaded"))
 register(Knob(name="host_link", type=str, section="workload", default="", label="host link", check=_host_link,
+              only_with="offload",
               help="the link offloaded bytes stream over: a link preset (pcie4-x16, pcie5-x16, nvme-pcie4-x4 ...) or "
               "a link YAML; empty: the device preset's host_link (its PCIe generation)",
               allowed_text="empty (the device's own host link), a link preset (explore presets links) or a path to "
               "a link YAML"))
 register(Knob(name="offload_prefetch", type=int, section="workload", default=1, allowed=(0, 1),
-              label="offload prefetch", help="1: the next layer's transfer overlaps this layer's compute (a pass "
+              label="offload prefetch", only_with="offload",
+              help="1: the next layer's transfer overlaps this layer's compute (a pass "
               "takes the longer of the two); 0: transfers and compute take turns (their sum)"))
 # Dynamic top-k token selection (Quest, Tang et al., ICML 2024; Double Sparsity, Yang et al., 2024): each decode step
 # scores every cached token from a compressed key summary and attends to the best topk_fraction of them; the cache

@@ -57,6 +57,19 @@ def test_a_knob_its_switch_leaves_off_is_named_by_the_idle_check():
     check_idle_knobs(DesignPoint(**POINT, knobs=(("act_predictor", "deja_vu"), ("act_kept", 0.5))))
 
 
+@pytest.mark.parametrize("knob, value", [("host_link", "pcie5-x16"), ("offload_prefetch", 0)])
+def test_a_host_link_knob_without_offloading_is_named_by_the_idle_check(knob, value):
+    """The host link and its prefetch carry only offloaded bytes: without offload nothing crosses them, so setting
+    either changes nothing (explore run refuses the flag; a sweep notes it)."""
+    from explore.point_values import check_idle_knobs
+
+    shown = repr(value) if isinstance(value, str) else value
+    with pytest.raises(InputError, match=rf"^{knob}: found {shown} with offload at none \(off\), allowed: with "
+                                         r"offload set, or left out$"):
+        check_idle_knobs(DesignPoint(**POINT, knobs=((knob, value),)))
+    check_idle_knobs(DesignPoint(**POINT, knobs=((knob, value), ("offload", "auto"))))
+
+
 def test_a_priced_measurement_may_fill_the_whole_context():
     """A measured prefill of Llama-2-7B's whole 4,096-token context samples one token past it: validation prices it with
     price_infeasible, which takes the point as measured; a point to run is refused past the context."""
