@@ -14,7 +14,7 @@ from explore.cli import TRACE_TOKENS, default_out, json_safe, print_json, run_kn
 from explore.design_point import DesignPoint, with_knobs
 from explore.evaluate import Evaluator, trace_args
 from explore.format_checks import format_notice, sixteen_bit_notice
-from explore.knobs import KNOBS, flag_name, input_columns, knobs
+from explore.knobs import KNOBS, flag_name, input_columns, knobs, off_value
 from explore.ops_table import format_op_table, op_rows
 from explore.point_checks import check_sweep_points
 from explore.point_values import check_idle_knobs, check_point_values
@@ -270,12 +270,6 @@ def unpriced_goal_note(sweep) -> str:
             f"`overrides: {{device.price.<field>: [...]}}` sets a price")
 
 
-def _off_value(switch) -> str:
-    if isinstance(switch.default, str):
-        return switch.default or "unset"
-    return f"{switch.default:g}"
-
-
 def idle_knobs_note(sweep) -> str:
     """The knobs a sweep sets whose only_with knob (explore/knobs.py) is off at every point, so they change nothing
     (act_predictor deja_vu with act_kept 1 throughout), or ''. A note, not an error: a grid may cross them."""
@@ -284,7 +278,7 @@ def idle_knobs_note(sweep) -> str:
             and all(v == KNOBS[k.only_with].default for v in values.get(k.only_with, [KNOBS[k.only_with].default]))]
     if not idle:
         return ""
-    said = ", ".join(f"{k.name} ({k.only_with} is {_off_value(KNOBS[k.only_with])}, off, at every point)" for k in idle)
+    said = ", ".join(f"{k.name} ({k.only_with} is {off_value(KNOBS[k.only_with])}, off, at every point)" for k in idle)
     return f"{said}: {'it changes' if len(idle) == 1 else 'they change'} nothing, so points that differ only there " \
            f"are one design evaluated again"
 

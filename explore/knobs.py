@@ -72,11 +72,16 @@ _FORMAT = NumericFormat()  # the default of every format part
 def off_words(switch: Knob, name: Callable[[str], str]) -> str:
     """How a message says that `switch` (a knob another turns on with, Knob.only_with) is off: 'without --spec-draft',
     'with --act-kept at 1 (off)'; `name` names a knob as the message's reader knows it."""
-    if isinstance(switch.default, str) and not switch.default:
+    if switch.default == "":
         return f"without {name(switch.name)}"
+    return f"with {name(switch.name)} at {off_value(switch)} (off)"
+
+
+def off_value(switch: Knob) -> str:
+    """A switch's default, the value at which it is off, as a message says it ('unset' for an empty word)."""
     if isinstance(switch.default, str):
-        return f"with {name(switch.name)} at {switch.default} (off)"
-    return f"with {name(switch.name)} at {switch.default:g} (off)"
+        return switch.default or "unset"
+    return f"{switch.default:g}"
 
 
 def flag_name(name: str) -> str:
