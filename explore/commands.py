@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -241,7 +242,7 @@ def sweep_notes(sweep) -> list[str]:
     """What a sweep's settings do that its author may not mean, said before it runs (explore check, a sweep's start)."""
     notes = (default_execution_note(sweep), idle_peak_note(sweep.spec.overrides, sweep.dimensions()["model"]),
              fixed_peak_sm_note([*sweep.spec.overrides, *sweep.spec.derived]), mixed_links_note(sweep),
-             idle_knobs_note(sweep), unpriced_goal_note(sweep))
+             idle_knobs_note(sweep), crossed_switch_note(sweep), unpriced_goal_note(sweep))
     return [note for note in notes if note]
 
 
@@ -281,6 +282,35 @@ def idle_knobs_note(sweep) -> str:
     said = ", ".join(f"{k.name} ({k.only_with} is {off_value(KNOBS[k.only_with])}, off, at every point)" for k in idle)
     return f"{said}: {'it changes' if len(idle) == 1 else 'they change'} nothing, so points that differ only there " \
            f"are one design evaluated again"
+
+
+def crossed_switch_note(sweep) -> str:
+    """How many points of a grid crossing a switch with the knobs it turns on (spec_draft '' and medusa with four
+    acceptance rates) are another point's design again, the knobs changing nothing where the switch is off, or ''
+    (a switch off at every point is idle_knobs_note's). Derived knobs and searches are left out."""
+    if sweep.spec.search.strategy != "grid":
+        return ""
+    dims, derived = sweep.dimensions(), sweep.derived_values()
+    by_switch: dict[str, list[str]] = {}
+    for knob in knobs():
+        idle_where_off = knob.only_with in dims and len(dims.get(knob.name, ())) > 1
+        if idle_where_off and not {knob.name, knob.only_with} & set(derived):
+            by_switch.setdefault(knob.only_with, []).append(knob.name)
+    total, distinct, said = sweep.size(), float(sweep.size()), []
+    for switch, names in by_switch.items():
+        values = dims[switch]
+        off = sum(1 for v in values if v == KNOBS[switch].default)
+        if not off or off == len(values):
+            continue
+        crossed = math.prod(len(dims[name]) for name in names)
+        # Where the switch is off, every combination of its knobs is one design.
+        distinct *= ((len(values) - off) * crossed + off) / (len(values) * crossed)
+        said.append(f"{' and '.join(names)} {'changes' if len(names) == 1 else 'change'} nothing where {switch} is "
+                    f"{off_value(KNOBS[switch])}")
+    repeated = total - round(distinct)
+    if not repeated:
+        return ""
+    return f"{repeated} of {total} points evaluate another point's design again: {'; '.join(said)}"
 
 
 def cmd_check(args) -> int:

@@ -189,3 +189,21 @@ def test_run_prints_a_number_it_has_no_value_of_as_n_a(capsys):
                  if not line.startswith("#"))
     assert lines["cost_usd"] == "n/a" and lines["tokens_per_usd"] == "n/a"
     assert "None" not in lines.values()
+
+
+@pytest.mark.parametrize("workload, repeated", [
+    # Speculation off or Medusa, at two acceptance rates: off, both rates are one design (3 designs of 4 points).
+    ("spec_draft: ['', medusa], acceptance: [0.3, 0.6]", "1 of 4 points evaluate another point's design again: "
+                                                         "acceptance changes nothing where spec_draft is unset"),
+    # Two switches crossed with their knobs: kv_budget 0 makes the two methods one design (3 of 4), and spec_draft
+    # unset the three acceptance rates one (4 of 6): 24 points, 3 x 4 = 12 designs.
+    ("kv_budget: [0, 8], kv_budget_method: [streaming, h2o], spec_draft: ['', medusa], "
+     "acceptance: [0.3, 0.6, 0.9]", "12 of 24 points evaluate another point's design again"),
+    ("spec_draft: [medusa], acceptance: [0.3, 0.6]", None),  # speculation on throughout: every point its own
+])
+def test_check_counts_points_a_switch_makes_one_design(tmp_path, tiny_config, capsys, workload, repeated):
+    sweep = write_sweep(tmp_path, f"name: crossed\nmodel: {tiny_config}\ndevice: h100-sxm\nexecution: engine\n"
+                                  f"workload: {{batch: 1, prompt: 16, output: 2, {workload}}}\n")
+    assert main(["check", sweep]) == 0
+    out = capsys.readouterr().out
+    assert (repeated in out) if repeated else ("design again" not in out), out
