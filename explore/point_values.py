@@ -9,6 +9,7 @@ instead of a torch error from deep in a trace, or a number for a point no model 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import fields
 
@@ -75,11 +76,30 @@ def check_point_values(point: DesignPoint, config: ModelConfig, name: Callable[[
         check_expert_parallel(config, point.ep, point.tp)
     except ValueError as err:
         raise InputError(f"{name('ep')}: {err}") from None
-    try:  # explore/format_checks.py: part combinations, group sizes
-        check_format({knob: point.knob(knob) for knob in format_knob_names()}, config, point.tp)
+    typed = (point.weight_bits, point.act_bits, point.kv_bits, point.sparsity)
+    parts = tuple((knob, value) for knob, value in point.knobs if KNOBS[knob].applies == "format")
+    try:
+        error = _format_error(typed, parts, config, point.tp)
+    except TypeError:  # a value that cannot be a cache key (a list from YAML): checked as it is
+        error = _format_error.__wrapped__(typed, parts, config, point.tp)
+    if error:
+        part, _, rest = error.partition(": ")
+        raise InputError(f"{name(part)}: {rest}")
+
+
+@functools.lru_cache(maxsize=4096)
+def _format_error(typed: tuple, parts: tuple, config: ModelConfig, tp: int) -> str:
+    """check_format's error for a point's format on a model and tensor-parallel degree ('' where it runs), once per
+    distinct combination: a sweep's points share a handful (explore/format_checks.py: part combinations, group
+    sizes)."""
+    values = {knob: KNOBS[knob].default for knob in format_knob_names()}
+    values.update(zip(("weight_bits", "act_bits", "kv_bits", "sparsity"), typed, strict=True))
+    values.update(parts)
+    try:
+        check_format(values, config, tp)
     except ValueError as err:
-        part, _, rest = str(err).partition(": ")
-        raise InputError(f"{name(part)}: {rest}") from None
+        return str(err)
+    return ""
 
 
 def check_idle_knobs(point: DesignPoint, name: Callable[[str], str] = field_name) -> None:

@@ -29,7 +29,7 @@ import csv
 import dataclasses
 import functools
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -277,26 +277,26 @@ def point_quality(point) -> QualityFigure:
 
     # A static sequence caches its prompt and every output token but the last; a serving run's requests vary.
     context = point.prompt + point.output - 1 if point.serving is None else math.inf
-    lossy = lossy_techniques(point.knob, context, load_model_config(point.model).num_layers)
+    lossy = lossy_techniques(point.knob, context, lambda: load_model_config(point.model).num_layers)
     if lossy:
         return QualityFigure(math.nan, f"no published figure with {', '.join(lossy)}: the table measures numeric "
                                        f"formats and pruning, not KV eviction, token selection or layer skipping")
     return _point_figure(point.model, point.numeric_format, point.knob("quant_method"))
 
 
-def lossy_techniques(knob, context_tokens: float, layers: int) -> list[str]:
+def lossy_techniques(knob, context_tokens: float, layers: Callable[[], int]) -> list[str]:
     """The decode-time techniques a point runs (`knob`: its value of a knob by name) that change what the model
     computes, each as its knob and value: KV eviction to a budget short of the `context_tokens` a sequence caches, or
     streaming heads (retrieval_heads between 0 and 1: DuoAttention's streaming heads keep a window even without a
     budget), attention to a top-k of the cached tokens (topk_fraction below 1) and layer skipping (exit_depth short of
-    all `layers` once rounded to whole layers). Speculative decoding and offloading give the model's own outputs and
+    all `layers()` once rounded to whole layers). Speculative decoding and offloading give the model's own outputs and
     are not among them."""
-    budget, retrieval = knob("kv_budget"), knob("retrieval_heads")
+    budget, retrieval, depth = knob("kv_budget"), knob("retrieval_heads"), knob("exit_depth")
     lossy = []
     if retrieval < 1 and (0 < budget < context_tokens or retrieval > 0):
         lossy.append(f"kv_budget={budget}" + (f" with retrieval_heads={retrieval:g}" if retrieval else ""))
     if knob("topk_fraction") < 1:
         lossy.append(f"topk_fraction={knob('topk_fraction'):g}")
-    if kept_layers(layers, knob("exit_depth")) < layers:
-        lossy.append(f"exit_depth={knob('exit_depth'):g}")
+    if depth < 1 and kept_layers(count := layers(), depth) < count:  # the model's layers read only where asked
+        lossy.append(f"exit_depth={depth:g}")
     return lossy
