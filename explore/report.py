@@ -347,7 +347,7 @@ def write_report(out_dir: Path, rows: list[dict], *, title: str, evaluator: Eval
     extra_figures, extra_tables = objective_sections(typed, objectives, constraints, search)
     chosen = chosen_designs(typed, objectives, constraints)
     kind_figures, lead_tables, tail_tables, kind_summary = report_sections(typed, evaluator, chosen, points, slo,
-                                                                           constraints, detail)
+                                                                           constraints, detail, search)
     figures = extra_figures + kind_figures
     tables = extra_tables + lead_tables + tail_tables
     summary = _summary(typed, constraints) + kind_summary + [f"Written {datetime.date.today().isoformat()}."]

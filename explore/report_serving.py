@@ -441,10 +441,11 @@ def serving_figures(rows: list[dict[str, Any]], detail: DetailSource,
 def report_sections(typed: list[dict[str, Any]], evaluator: Evaluator | None,
                     chosen: Sequence[tuple[dict[str, Any], list[str]]], points: Mapping[str, DesignPoint] | None,
                     slo: Mapping[str, Any] | None, constraints: Sequence[str] | None,
-                    detail: DetailSource | None = None,
+                    detail: DetailSource | None = None, search: str | None = None,
                     ) -> tuple[list[ReportFigure], list[ReportTable], list[ReportTable], list[str]]:
     """Figures, the tables before and after them, and summary lines of the static-batch rows and of the serving
-    rows (a sweep has one kind; a results folder holding both gets both sections, static first)."""
+    rows (a sweep has one kind; a results folder holding both gets both sections, static first); `search`: how the
+    points were chosen (a steered search's are not every combination)."""
     from explore.report import report_tables
     from explore.report_detail import DetailSource
     from explore.report_static import static_figures
@@ -455,7 +456,7 @@ def report_sections(typed: list[dict[str, Any]], evaluator: Evaluator | None,
     broken = constraint_judge(constraints)
     detail = detail or DetailSource(evaluator, typed, None)
     if static or not serving:
-        figures += static_figures(static, detail, [c for c in chosen if not is_serving(c[0])], broken)
+        figures += static_figures(static, detail, [c for c in chosen if not is_serving(c[0])], broken, search)
         before, after = report_tables(static, constraints)
         lead += before
         tail += after

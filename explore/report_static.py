@@ -342,7 +342,7 @@ def batch_section(feasible: list[dict[str, Any]], chosen: Chosen, broken: Broken
 # ---- all static figures -------------------------------------------------------------------------------------
 
 def static_figures(rows: list[dict[str, Any]], detail: DetailSource, chosen: Chosen, broken: Broken,
-                   ) -> list[ReportFigure]:
+                   search: str | None = None) -> list[ReportFigure]:
     """Every static-batch figure, in order; figures that need feasible points say so when there are none."""
     from explore.report_decode import decode_section
     from explore.report_formats import formats_section
@@ -366,4 +366,4 @@ def static_figures(rows: list[dict[str, Any]], detail: DetailSource, chosen: Cho
     ]
     if len({row.get("tp") for row in feasible if row.get("tp") is not None}) > 1:
         figures.append(batch_section(feasible, chosen, broken, knob="tp"))
-    return figures + formats_section(feasible, broken) + decode_section(feasible) + whatif_section(rows, detail)
+    return figures + formats_section(feasible, broken) + decode_section(feasible) + whatif_section(rows, detail, search)

@@ -14,6 +14,7 @@ from explore.plots import figure_png
 from explore.plots_objectives import SpeedupLine, SpeedupPanel, speedup_figure
 from explore.report import ReportFigure
 from explore.report_detail import DetailSource, design_point, not_stored
+from explore.report_pareto import STEERED_SEARCHES
 from explore.rows import OVERRIDE_PREFIX, as_number, device_label, is_feasible, overrides_of, value_label
 
 TITLE = "What-if against the preset as shipped"
@@ -103,8 +104,9 @@ def _headline(pairs: list[tuple[dict[str, Any], dict[str, float]]]) -> str:
             f"{high:.3g}× ({device_label(best)}, {name(best)}, batch {best['batch']}).")
 
 
-def whatif_section(rows: list[dict[str, Any]], detail: DetailSource) -> list[ReportFigure]:
-    """The what-if figure of a sweep with overrides (none without)."""
+def whatif_section(rows: list[dict[str, Any]], detail: DetailSource, search: str | None = None) -> list[ReportFigure]:
+    """The what-if figure of a sweep with overrides (none without); `search`: the sweep's strategy, whose points a
+    steered search (nsga2, tpe) chose where it looked, which the caption says."""
     if not any(overrides_of(row) for row in rows if is_feasible(row)):
         return []
     pairs = gains(rows, detail)
@@ -121,6 +123,9 @@ def whatif_section(rows: list[dict[str, Any]], detail: DetailSource) -> list[Rep
         grid.append([SpeedupPanel(knob=column, title=title, lines=_lines(pairs, column, metric, values),
                                   ticks=None if numeric else [value_label(v) for v in values], shipped=shipped)
                      for metric, title in GAINS])
+    steered = (f" These are the points the {search} search chose, not every combination: at each value the other "
+               f"knobs take the values the search tried with it, so a median mixes the field's own gain with where the "
+               f"search looked." if search in STEERED_SEARCHES else "")
     caption = (f"{len(pairs)} feasible what-if points, each against the same point (model, batch, format, lengths) "
-               f"on the preset as shipped. {_headline(pairs)} {HOW_TO_READ}")
+               f"on the preset as shipped. {_headline(pairs)} {HOW_TO_READ}{steered}")
     return [ReportFigure(name="whatif", title=TITLE, caption=caption, png=figure_png(speedup_figure(grid)))]

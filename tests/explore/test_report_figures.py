@@ -262,6 +262,18 @@ def test_energy_breakdown_adds_up_and_what_if_is_against_the_shipped_preset(tiny
     assert [g["tpot_s"] for _, g in priced] == pytest.approx([g["tpot_s"] for _, g in pairs], rel=1e-9)
 
 
+def test_a_steered_searchs_what_if_caption_says_its_points_are_where_it_looked(tiny_rows, evaluator) -> None:
+    """The what-if figure's medians are over every other knob only in a grid; an NSGA-II or TPE search's points are
+    where it looked, as the sensitivity figure's caption says too."""
+    from explore.report_detail import DetailSource
+    from explore.report_whatif import whatif_section
+
+    detail = DetailSource(evaluator, tiny_rows, None)
+    for search, steered in (("grid", False), ("random", False), ("nsga2", True), ("tpe", True)):
+        (figure,) = whatif_section(tiny_rows, detail, search)
+        assert (f"the points the {search} search chose, not every combination" in figure.caption) == steered
+
+
 def test_a_redrawn_report_reuses_what_was_priced(tiny_rows: list[dict], evaluator, tmp_path: Path) -> None:
     from explore.report_detail import DETAIL_FILE
 
