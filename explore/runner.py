@@ -30,6 +30,7 @@ from explore.evaluate import Evaluator
 from explore.knobs import input_columns
 from explore.metrics import result_columns
 from explore.point_blocks import PointBlock, blocks_of
+from explore.rerun import stored_ids
 from explore.results import ResultsStore, folder_lock
 from explore.rows import count_label, is_feasible, normalize_row
 from explore.sweep import Sweep
@@ -411,7 +412,10 @@ def run_sweep(sweep: Sweep, out_dir: Path, *, workers: int = 1, evaluator: Evalu
     with folder_lock(out_dir):
         if scheduler is None:  # a Dask scheduler's cluster has the workers it has
             workers = capped_workers(workers, total)
-        pool = make_executor(executor, workers, scheduler)  # before the store: an executor that fails leaves no files
+        # A grid whose every point is stored evaluates nothing: no worker or cluster is started for it. Otherwise the
+        # executor comes before the store, so that one that fails to start leaves no files.
+        done = search.strategy == "grid" and stored_ids(out_dir) >= set(sweep.points().point_ids())
+        pool = None if done else make_executor(executor, workers, scheduler)
         try:
             with ResultsStore(out_dir, columns_for(sweep), sweep.name) as table:
                 run = _Run(sweep, table, pool, evaluator or Evaluator(), on_progress, total)

@@ -70,3 +70,15 @@ def test_scheduler_flag_errors_are_one_line(tmp_path, capsys):
     assert code == 2 and "cannot reach 'tcp://127.0.0.1:1'" in err and "Traceback" not in err
     # The executor is made before the store: a folder it failed on holds no results tied to this sweep.
     assert not (tmp_path / "x" / "results.sqlite").exists()
+
+
+def test_a_grid_with_every_point_stored_starts_no_cluster(tmp_path):
+    """Rerun with every point stored, a Dask sweep evaluates nothing: it neither starts a cluster nor reaches its
+    scheduler (an unreachable address is never tried), and returns the stored rows."""
+    import dask
+
+    sweep = load_sweep(str(_sweep_file(tmp_path)))
+    local = run_sweep(sweep, tmp_path / "out")
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
+        again = run_sweep(sweep, tmp_path / "out", executor="dask", scheduler="tcp://127.0.0.1:1")
+    assert [(r["point_id"], r["tpot_s"]) for r in again] == [(r["point_id"], r["tpot_s"]) for r in local]
