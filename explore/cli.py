@@ -245,9 +245,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"explore: error: {where}: {err.strerror or err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        resume = "; every finished design point is stored: run the same command again to resume" if (
-            argv and argv[0] not in COMMANDS) else ""
-        print(f"explore: interrupted{resume}", file=sys.stderr)
+        sweep = bool(argv) and argv[0] not in COMMANDS
+        resume = "; every finished design point is stored: run the same command again to resume" if sweep else ""
+        # A sweep's progress line is left open (carriage returns): the message starts a line of its own.
+        start = "\n" if sweep and "--quiet" not in argv else ""
+        print(f"{start}explore: interrupted{resume}", file=sys.stderr)
         return 130
 
 

@@ -353,3 +353,21 @@ def test_run_says_when_an_eager_point_waits_on_the_host(tiny_config, capsys):
     assert "waits on PyTorch eager's dispatch on the host" in captured.err
     assert main([*flags, "--execution", "engine"]) == 0
     assert "waits on" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_an_interrupted_sweep_says_so_on_a_line_of_its_own(tmp_path, capsys, monkeypatch, quiet):
+    """A sweep's progress line is left open with carriage returns: Ctrl-C's message starts a new line after it (it was
+    appended to '... ETA 3s'), and with --quiet, where no progress line was drawn, none is added."""
+    import explore.cli as cli
+
+    def interrupted(args):
+        print("\r[3/8] feasible 3, ETA 3s   ", end="", file=sys.stderr)  # as the progress line leaves it
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_cmd_sweep", interrupted)
+    sweep = _sweep(tmp_path)
+    assert cli.main([str(sweep), "--out", str(tmp_path / "o"), *(["--quiet"] if quiet else [])]) == 130
+    err = capsys.readouterr().err
+    assert ("ETA 3s   \nexplore: interrupted;" in err) != quiet
+    assert "explore: interrupted; every finished design point is stored" in err.splitlines()[-1]
