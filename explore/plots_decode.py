@@ -27,7 +27,7 @@ class DecodeSeries:
 
 def decode_figure(by_budget: Sequence[DecodeSeries], by_acceptance: Sequence[DecodeSeries]) -> Figure:
     """Two columns (against the KV budget, against the acceptance rate), two rows (TPOT, energy per token)."""
-    columns = [(series, x_label) for series, x_label in ((by_budget, "KV budget (tokens a sequence keeps)"),
+    columns = [(series, x_label) for series, x_label in ((by_budget, "KV budget (tokens a windowed head keeps)"),
                                                          (by_acceptance, "acceptance rate")) if series]
     fig = Figure(figsize=(6.0 * len(columns), 7.0), layout="constrained")
     axes = fig.subplots(2, len(columns), squeeze=False)

@@ -60,7 +60,8 @@ def decode_section(feasible: list[dict[str, Any]]) -> list[ReportFigure]:
 
     def spec_key(row: dict[str, Any]) -> str:
         budget = int(_budget(row))
-        return f"{row['spec_draft']} / KV {budget} / {policy(row)}"
+        whole = budget >= as_number(row.get("prompt")) + as_number(row.get("output"))  # nothing windowed
+        return f"{row['spec_draft']} / " + ("whole KV cache" if whole else f"KV {budget} / {policy(row)}")
 
     # Lines against the budget take the plain points; lines against acceptance, the speculative ones at the
     # smallest and largest budget (every budget would crowd the panel; results.csv holds them all).

@@ -1,0 +1,30 @@
+"""The decode-time figure of the report (explore/report_decode.py): what its lines are called."""
+
+from __future__ import annotations
+
+from matplotlib.figure import Figure
+
+import explore.report_decode as report_decode
+
+
+def _row(kv_budget: int, spec_draft: str, acceptance: float, retrieval_heads: float = 0.0) -> dict:
+    return {"model": "llama-2-7b", "batch": 8, "prompt": 3584, "output": 256, "device": "h100-sxm",
+            "kv_budget": kv_budget, "retrieval_heads": retrieval_heads, "spec_draft": spec_draft,
+            "acceptance": acceptance, "tpot_s": 0.01, "energy_per_token_J": 1.0}
+
+
+def test_speculative_lines_name_a_whole_cache_as_such(monkeypatch):
+    """At kv_budget 0 every head keeps the whole 3,840-token context: nothing is windowed, and the line says so (it
+    read 'KV 3840 / every head windowed'); at a budget of 512 the heads are windowed."""
+    drawn = {}
+
+    def capture(by_budget, by_acceptance):
+        drawn["acceptance"] = [series.label for series in by_acceptance]
+        return Figure()
+
+    monkeypatch.setattr(report_decode, "decode_figure", capture)
+    rows = [_row(budget, "medusa", a) for budget in (0, 512) for a in (0.3, 0.6)]
+    rows += [_row(budget, "", 0.0) for budget in (0, 512)]
+    (figure,) = report_decode.decode_section(rows)
+    assert sorted(drawn["acceptance"]) == ["h100-sxm / medusa / KV 512 / every head windowed",
+                                           "h100-sxm / medusa / whole KV cache"]
