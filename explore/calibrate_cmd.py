@@ -66,12 +66,6 @@ def cmd_import_aiconfigurator(args) -> int:
     return 0
 
 
-def _device(name: str, calibrated: bool = True):
-    """The model of a device preset or device file (a GPU of one's own: a file without base:, its fits in the
-    calibration file it names)."""
-    return load_device(name, calibrated=calibrated)
-
-
 def own_rows(rows: list[MeasuredKernel], device: str, name: str) -> list[MeasuredKernel]:
     """The rows of a table that --device names: its device column the preset, or a device file as given or by the
     file's `name:` (as `explore measure --device-name` wrote it), each row named `device` for the commands after."""
@@ -92,7 +86,7 @@ def unknown_devices(tables: list[list[MeasuredKernel]], device: str, name: str) 
 
 def cmd_calibrate(args) -> int:
     # Refit from the datasheet roofline, not on top of a previous calibration.
-    base = _device(args.device, calibrated=False)
+    base = load_device(args.device, calibrated=False)
     if base.kind != "gpu":
         article = "an" if base.kind in ("npu", "fpga") else "a"  # the kinds as said: an NPU, an FPGA
         raise InputError(f"--device: found {args.device!r} ({article} {base.kind} preset), allowed: a GPU preset "
@@ -312,7 +306,7 @@ def cross_source(rows: list[MeasuredKernel], device_name: str, from_name: str, t
         if hashlib.sha256(Path(table).read_bytes()).hexdigest() in fitted_on:
             raise InputError(f"--cross-from: {from_name} was fitted on {table}; a cross-source check scores rows "
                              f"its fit never saw: give a table from another source")
-    base = _device(device_name, calibrated=False)
+    base = load_device(device_name, calibrated=False)
     transferred = GPUModel(base.spec, base.reference, replace(cal, device=device_name))
     # Only rows a fit of the other preset prices: the rest would be scored on the roofline.
     scored = [r for r in rows if r.device == device_name and not r.is_step and _has_fit(cal, r)]
@@ -459,7 +453,7 @@ def _score_profile(path: str, device_name: str) -> tuple[dict, dict, list[str]]:
              if op.attrs.get("measured_time_s") and (kernel := lower_op(op, trace.dtype)) is not None]
     if not pairs:
         raise InputError(f"{path}: no profiled op with a measured time to compare")
-    device = _device(device_name)
+    device = load_device(device_name)
     table = KernelTable.from_kernels([k for k, _ in pairs])
     predicted = device.cost_table(table, execution="device").time_s
     measured = np.array([t for _, t in pairs])

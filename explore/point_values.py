@@ -25,7 +25,7 @@ from workloads.model_config import ModelConfig, check_context
 # DesignPoint fields that are registered knobs, checked by the registry; a serving point's batch, prompt and output
 # are its scheduler's and its requests' (ServingSpec checks them), not a static batch's.
 STATIC_FIELDS = ("batch", "prompt", "output")
-FORMAT_FIELDS = ("weight_bits", "act_bits", "kv_bits", "sparsity", "tp", "pp", "ep")
+POINT_FIELDS = ("weight_bits", "act_bits", "kv_bits", "sparsity", "tp", "pp", "ep")
 _FIELDS = frozenset(f.name for f in fields(DesignPoint))
 
 
@@ -48,7 +48,7 @@ def check_point_values(point: DesignPoint, config: ModelConfig, name: Callable[[
             shown = f"a {type(pairs).__name__}" if not isinstance(pairs, tuple) else repr(pairs)
             raise InputError(f"{pairs_name}: found {shown}, allowed: a tuple of (name, value) pairs, e.g. "
                              f"(('memory.bandwidth_GBps', 5025.0),) or tuple(mapping.items())")
-    for knob in (STATIC_FIELDS if static else ()) + FORMAT_FIELDS:
+    for knob in (STATIC_FIELDS if static else ()) + POINT_FIELDS:
         _check_knob(knob, getattr(point, knob), name)
     if point.execution not in EXECUTION_MODES:  # 'device' too: kernel time alone, as a profiler sums it
         raise InputError(f"{name('execution')}: found {point.execution!r}, allowed: {', '.join(EXECUTION_MODES)}")
@@ -79,16 +79,16 @@ def check_point_values(point: DesignPoint, config: ModelConfig, name: Callable[[
     typed = (point.weight_bits, point.act_bits, point.kv_bits, point.sparsity)
     parts = tuple((knob, value) for knob, value in point.knobs if KNOBS[knob].applies == "format")
     try:
-        error = _format_error(typed, parts, config, point.tp)
+        error = _format_reason(typed, parts, config, point.tp)
     except TypeError:  # a value that cannot be a cache key (a list from YAML): checked as it is
-        error = _format_error.__wrapped__(typed, parts, config, point.tp)
+        error = _format_reason.__wrapped__(typed, parts, config, point.tp)
     if error:
         part, _, rest = error.partition(": ")
         raise InputError(f"{name(part)}: {rest}")
 
 
 @functools.lru_cache(maxsize=4096)
-def _format_error(typed: tuple, parts: tuple, config: ModelConfig, tp: int) -> str:
+def _format_reason(typed: tuple, parts: tuple, config: ModelConfig, tp: int) -> str:
     """check_format's error for a point's format on a model and tensor-parallel degree ('' where it runs), once per
     distinct combination: a sweep's points share a handful (explore/format_checks.py: part combinations, group
     sizes)."""

@@ -49,26 +49,36 @@ HOW_TO_READ_PARETO = (
     "other point meeting the constraints is at least as good on both and better on one), joined by the front's "
     "red staircase. Lettered points are the best on each objective and the balanced choice: the front point "
     "closest to the ideal corner once each objective is scaled to [0, 1] over the front.")
+
+
+SENSITIVITY_DOTS = ("One row per knob that varies in the sweep, all on one scale: each dot is the median of the "
+                    "objective over the feasible points at one value of the knob")
 HOW_TO_READ_SENSITIVITY = (
-    "One row per knob that varies in the sweep, all on one scale: each dot is the median of the objective over "
-    "the feasible points at one value of the knob (the other knobs at all their values), divided by the median "
-    "over every feasible point (the dashed 1× line). The length of a row is the knob's effect, its spread "
-    "(largest over smallest) printed at the right; knobs are sorted by it. Values without a feasible point are "
-    "left out.")
+    f"{SENSITIVITY_DOTS} (the other knobs at all their values), divided by the median over every feasible point (the "
+    "dashed 1× line). The length of a row is the knob's effect, its spread (largest over smallest) printed at the "
+    "right; knobs are sorted by it. Values without a feasible point are left out.")
+
+
+def how_to_read_sensitivity(search: str | None = None) -> str:
+    """How to read a sensitivity figure: over every combination of the other knobs (a grid, or a uniform random
+    draw), or, for a steered search, over the points it chose, which the caption says."""
+    if search not in STEERED_SEARCHES:
+        return HOW_TO_READ_SENSITIVITY
+    return (f"{SENSITIVITY_DOTS}, divided by the median over every feasible point (the dashed 1× line); its spread "
+            f"(largest over smallest) is printed at the right. {steered_sample(search, 'a row')} (a grid over fewer "
+            f"values measures the effect itself). Values without a feasible point are left out.")
 
 
 # Searches steered by the objectives: the points they choose are not a uniform sample of the combinations.
 STEERED_SEARCHES = ("nsga2", "tpe")
 
 
-def searched_sensitivity(search: str) -> str:
-    """How to read a sensitivity figure drawn from the points a search chose (not every combination)."""
-    return (f"One row per knob that varies among the points, all on one scale: each dot is the median of the "
-            f"objective over the feasible points at one value of the knob, divided by the median over every feasible "
-            f"point (the dashed 1× line); its spread (largest over smallest) is printed at the right. These points are "
-            f"the ones the {search} search chose, not every combination: at each value of a knob the other knobs take "
-            f"the values the search tried with it, so a row mixes the knob's own effect with where the search looked "
-            f"(a grid over fewer values measures the effect itself). Values without a feasible point are left out.")
+def steered_sample(search: str, what: str) -> str:
+    """What a median over a steered search's points mixes: `what` (a figure's row or line) reads the knob's own
+    effect together with where the search looked."""
+    return (f"These are the points the {search} search chose, not every combination: at each value the other knobs "
+            f"take the values the search tried with it, so {what} mixes the knob's own effect with where the search "
+            f"looked")
 
 
 def objective_names(objectives: dict | None) -> tuple[list[str], list[str]]:
@@ -237,7 +247,7 @@ def sensitivity_figures(rows: list[dict[str, Any]], objectives: dict | None,
     """One effect-size chart per objective (at most MAX_SENSITIVITY): how far each knob moves it, on one scale.
     `search`: the sweep's strategy; a search's points are where it looked, which the caption says."""
     minimize, maximize = objective_names(objectives)
-    how = searched_sensitivity(search) if search in STEERED_SEARCHES else HOW_TO_READ_SENSITIVITY
+    how = how_to_read_sensitivity(search)
     figures = []
     for name in (minimize + maximize)[:MAX_SENSITIVITY]:
         title = f"Sensitivity of {metric_axis_label(name)} to each knob"

@@ -14,7 +14,7 @@ from explore.plots import figure_png
 from explore.plots_objectives import SpeedupLine, SpeedupPanel, speedup_figure
 from explore.report import ReportFigure
 from explore.report_detail import DetailSource, design_point, not_stored
-from explore.report_pareto import STEERED_SEARCHES
+from explore.report_pareto import STEERED_SEARCHES, steered_sample
 from explore.rows import OVERRIDE_PREFIX, as_number, device_label, is_feasible, overrides_of, value_label
 
 TITLE = "What-if against the preset as shipped"
@@ -123,9 +123,7 @@ def whatif_section(rows: list[dict[str, Any]], detail: DetailSource, search: str
         grid.append([SpeedupPanel(knob=column, title=title, lines=_lines(pairs, column, metric, values),
                                   ticks=None if numeric else [value_label(v) for v in values], shipped=shipped)
                      for metric, title in GAINS])
-    steered = (f" These are the points the {search} search chose, not every combination: at each value the other "
-               f"knobs take the values the search tried with it, so a median mixes the field's own gain with where the "
-               f"search looked." if search in STEERED_SEARCHES else "")
+    steered = f" {steered_sample(search, 'a median')}." if search in STEERED_SEARCHES else ""
     caption = (f"{len(pairs)} feasible what-if points, each against the same point (model, batch, format, lengths) "
                f"on the preset as shipped. {_headline(pairs)} {HOW_TO_READ}{steered}")
     return [ReportFigure(name="whatif", title=TITLE, caption=caption, png=figure_png(speedup_figure(grid)))]

@@ -414,7 +414,8 @@ def run_sweep(sweep: Sweep, out_dir: Path, *, workers: int = 1, evaluator: Evalu
             workers = capped_workers(workers, total)
         # A grid whose every point is stored evaluates nothing: no worker or cluster is started for it. Otherwise the
         # executor comes before the store, so that one that fails to start leaves no files.
-        done = search.strategy == "grid" and stored_ids(out_dir) >= set(sweep.points().point_ids())
+        stored = stored_ids(out_dir) if search.strategy == "grid" else frozenset()
+        done = bool(stored) and stored >= set(sweep.points().point_ids())  # a new folder: no ids to make
         pool = None if done else make_executor(executor, workers, scheduler)
         try:
             with ResultsStore(out_dir, columns_for(sweep), sweep.name) as table:

@@ -267,7 +267,7 @@ def test_check_says_when_gpus_run_eager_by_default(tmp_path, capsys, lines, note
 def test_a_16_bit_peak_no_model_runs_at_is_named(capsys):
     """Llama-2-7B's config is fp16, Llama-3-8B's bf16: a what-if on the bf16 peak changes the first's math not at all,
     and check and run say so; on the peak a model of the point runs at, nothing is said."""
-    from explore.commands import idle_peak_note
+    from explore.sweep_notes import idle_peak_note
 
     note = idle_peak_note({"device.compute.peak_TFLOPS.bf16": [300]}, ["llama-2-7b"])
     assert note.startswith("device.compute.peak_TFLOPS.bf16 changes no point's math: llama-2-7b runs in fp16")
@@ -282,7 +282,7 @@ def test_a_16_bit_peak_no_model_runs_at_is_named(capsys):
 def test_an_sm_count_what_if_at_the_chips_peaks_is_named(tmp_path, capsys):
     """More SMs at the same chip peaks are slower SMs each: a batch-1 decode on an H100 at twice its 132 SMs is no
     faster (the README's 6.99 against 6.59 ms), and run and check say why; scaling the peaks with it says nothing."""
-    from explore.commands import fixed_peak_sm_note
+    from explore.sweep_notes import fixed_peak_sm_note
 
     assert fixed_peak_sm_note({"device.compute.sm_count": [264]}).startswith("compute.sm_count moves no peak")
     assert fixed_peak_sm_note(["device.compute.sm_count", "device.compute.peak_TFLOPS.fp16"]) == ""

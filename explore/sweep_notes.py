@@ -1,0 +1,166 @@
+"""Notes on a sweep's settings that its author may not mean, said before it runs (`explore check` and a sweep's
+start), and on an `explore run` point's what-ifs and power: none refuses anything, each says what a setting does."""
+
+from __future__ import annotations
+
+import math
+
+from explore.knobs import KNOBS, knobs, off_value
+from explore.schema import as_list
+from hw_models.link import default_link, load_link_model
+from hw_models.registry import load_device, read_device_yaml
+from kernels.formats import DTYPE_SHORT
+from workloads.errors import InputError
+from workloads.model_config import load_model_config
+
+
+def default_execution_note(sweep) -> str:
+    """What a sweep that does not set `execution:` runs its GPUs as ('' where it sets it or has no GPU): PyTorch
+    eager, whose host dispatch bounds small-batch steps, which a user comparing hardware may not mean."""
+    if "execution" in sweep.spec.model_fields_set:
+        return ""
+    gpus = [d for d in sweep.dimensions()["device"] if read_device_yaml(d)[0].get("kind") == "gpu"]
+    if not gpus:
+        return ""
+    return (f"execution not set: the GPUs ({', '.join(gpus)}) run as PyTorch eager, one kernel per op dispatched "
+            f"from Python, which bounds small-batch steps whatever the GPU; `execution: engine` runs a serving "
+            f"engine's kernels (decode from CUDA graphs), `execution: eager` keeps this and says so")
+
+
+def idle_peak_note(paths, models) -> str:
+    """What a what-if on a 16-bit peak changes where no model runs at that type ('' where one does): an fp16 model's
+    16-bit math runs at compute.peak_TFLOPS.fp16, a bf16 model's at .bf16, so a what-if on the other changes
+    nothing."""
+    used = {DTYPE_SHORT[load_model_config(model).dtype] for model in models}  # the peaks their math runs at
+    for path in paths:
+        field = path.removeprefix("device.")
+        dtype = field.removeprefix("compute.peak_TFLOPS.")
+        if dtype != field and dtype in ("fp16", "bf16") and dtype not in used:
+            kinds = ", ".join(sorted(t for t in used if t))
+            return (f"{path} changes no point's math: {', '.join(models)} run{'s' * (len(models) == 1)} in {kinds}, "
+                    f"priced at compute.peak_TFLOPS.{kinds.split(', ')[0]}")
+    return ""
+
+
+def fixed_peak_sm_note(paths) -> str:
+    """What a what-if on a GPU's SM count means where no peak moves with it ('' where one does): the peaks are the
+    chip's own fields, so more SMs at the same peaks are slower ones each, which a kernel too small to fill them
+    feels (README, Sweep files)."""
+    fields = {path.removeprefix("device.") for path in paths}
+    if "compute.sm_count" not in fields or any(f.startswith("compute.peak_TFLOPS") for f in fields):
+        return ""
+    return ("compute.sm_count moves no peak: the chip's compute.peak_TFLOPS stay as they are, so more SMs are slower "
+            "ones each and a GEMM or attention too small to fill them runs slower; for a bigger chip set or derive "
+            "compute.peak_TFLOPS.* in proportion to the SMs")
+
+
+def power_limit_note(avg_power_W: float, limit_W: float) -> str:
+    """Where a point's average power is above what its hardware is rated to draw ('' where not): energy is priced per
+    action (FLOP, MAC, bit moved) and static power x time, and nothing caps their sum at the TDP."""
+    if not avg_power_W > limit_W:
+        return ""
+    return (f"average power {avg_power_W:.1f} W is above the {limit_W:g} W the hardware is rated for (power.tdp_W, "
+            f"every device): the preset's energy per action at this rate adds up to more than its TDP, so either those "
+            f"figures are high (see the preset's energy source) or the device would throttle, which is not modeled; "
+            f"energy_per_token_J is priced as if it did not")
+
+
+def mixed_links_note(sweep) -> str:
+    """Where a calibrated sweep's links are priced by different models ('' where not): a link with measured NCCL
+    collectives takes their fits, one without them its datasheet formula, which runs 45-85% under measured NCCL
+    times, so a faster link may come out slower than a slower one."""
+    parallel = sweep.spec.parallel
+    if parallel is None or not sweep.spec.calibrated or max(as_list(parallel.tp)) * max(as_list(parallel.pp)) < 2:
+        return ""
+    names = set()
+    for link in as_list(parallel.link):
+        if link != "default":
+            names.add(link)
+            continue
+        for device in sweep.dimensions()["device"]:
+            try:
+                names.add(default_link(load_device(device).name))
+            except InputError:  # no default link: the point's own check says so
+                pass
+    models = {name: bool(load_link_model(name).fitted_on) for name in names}
+    fitted, datasheet = sorted(n for n, f in models.items() if f), sorted(n for n, f in models.items() if not f)
+    if not fitted or not datasheet:
+        return ""
+    return (f"links priced by different models: {', '.join(fitted)} by fits on measured NCCL collectives, "
+            f"{', '.join(datasheet)} by the datasheet formula, which runs 45-85% under measured times; to rank links "
+            f"like for like set `calibrated: false` (devices and links on their datasheets)")
+
+
+def sweep_notes(sweep) -> list[str]:
+    """What a sweep's settings do that its author may not mean, said before it runs (explore check, a sweep's start)."""
+    notes = (default_execution_note(sweep), idle_peak_note(sweep.spec.overrides, sweep.dimensions()["model"]),
+             fixed_peak_sm_note([*sweep.spec.overrides, *sweep.spec.derived]), mixed_links_note(sweep),
+             idle_knobs_note(sweep), crossed_switch_note(sweep), unpriced_goal_note(sweep))
+    return [note for note in notes if note]
+
+
+# Metrics with a value only where the device publishes a price (explore/metrics.py), and the price field each reads.
+PRICED_METRICS = {"cost_usd": "usd", "tokens_per_usd": "usd_per_hour", "usd_per_hour": "usd_per_hour"}
+
+
+def unpriced_goal_note(sweep) -> str:
+    """Objectives and constraints on a price metric where some of the sweep's devices publish no such price (and the
+    sweep sets none by overrides or derived), or '': those points have no value, so no front or constraint takes
+    them."""
+    objectives = sweep.spec.objectives
+    goals = dict.fromkeys([*objectives.minimize, *objectives.maximize, *(c.metric for c in sweep.constraints())])
+    set_paths = {key.removeprefix("device.") for key in [*sweep.spec.overrides, *sweep.spec.derived]}
+    said = []
+    for name in (g for g in goals if g in PRICED_METRICS):
+        field = PRICED_METRICS[name]
+        if f"price.{field}" in set_paths:
+            continue
+        unpriced = [d for d in as_list(sweep.spec.device) if getattr(load_device(d).price, field) is None]
+        if unpriced:
+            said.append(f"{name} has no value on {', '.join(unpriced)} (no price.{field} in the preset)")
+    if not said:
+        return ""
+    return (f"{'; '.join(said)}: those points are left out of every Pareto front and break every constraint on it; "
+            f"`overrides: {{device.price.<field>: [...]}}` sets a price")
+
+
+def idle_knobs_note(sweep) -> str:
+    """The knobs a sweep sets whose only_with knob (explore/knobs.py) is off at every point, so they change nothing
+    (act_predictor deja_vu with act_kept 1 throughout), or ''. A note, not an error: a grid may cross them."""
+    values = sweep.dimensions() | sweep.derived_values()
+    idle = [k for k in knobs() if k.only_with and any(v != k.default for v in values.get(k.name, ()))
+            and all(v == KNOBS[k.only_with].default for v in values.get(k.only_with, [KNOBS[k.only_with].default]))]
+    if not idle:
+        return ""
+    said = ", ".join(f"{k.name} ({k.only_with} is {off_value(KNOBS[k.only_with])}, off, at every point)" for k in idle)
+    return f"{said}: {'it changes' if len(idle) == 1 else 'they change'} nothing, so points that differ only there " \
+           f"are one design evaluated again"
+
+
+def crossed_switch_note(sweep) -> str:
+    """How many points of a grid crossing a switch with the knobs it turns on (spec_draft '' and medusa with four
+    acceptance rates) are another point's design again, the knobs changing nothing where the switch is off, or ''
+    (a switch off at every point is idle_knobs_note's). Derived knobs and searches are left out."""
+    if sweep.spec.search.strategy != "grid":
+        return ""
+    dims, derived = sweep.dimensions(), sweep.derived_values()
+    by_switch: dict[str, list[str]] = {}
+    for knob in knobs():
+        idle_where_off = knob.only_with in dims and len(dims.get(knob.name, ())) > 1
+        if idle_where_off and not {knob.name, knob.only_with} & set(derived):
+            by_switch.setdefault(knob.only_with, []).append(knob.name)
+    total, distinct, said = sweep.size(), float(sweep.size()), []
+    for switch, names in by_switch.items():
+        values = dims[switch]
+        off = sum(1 for v in values if v == KNOBS[switch].default)
+        if not off or off == len(values):
+            continue
+        crossed = math.prod(len(dims[name]) for name in names)
+        # Where the switch is off, every combination of its knobs is one design.
+        distinct *= ((len(values) - off) * crossed + off) / (len(values) * crossed)
+        said.append(f"{' and '.join(names)} {'changes' if len(names) == 1 else 'change'} nothing where {switch} is "
+                    f"{off_value(KNOBS[switch])}")
+    repeated = total - round(distinct)
+    if not repeated:
+        return ""
+    return f"{repeated} of {total} points evaluate another point's design again: {'; '.join(said)}"
