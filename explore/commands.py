@@ -253,9 +253,6 @@ def cmd_run(args) -> int:
     config = load_model_config(args.model)
     check_point_values(point, config, name=flag_name)
     check_idle_knobs(point, name=flag_name)
-    if args.pp != 1 and args.serving:
-        raise InputError(f"--pp: found {args.pp} with --serving, allowed: 1 (a pipelined serving replica is not "
-                         f"modeled yet)")
     if args.tp * args.pp > 1:  # the link the devices talk over: --link, else the device's own
         try:
             load_link_model(args.link or default_link(load_device(args.device).name))

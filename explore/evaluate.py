@@ -207,11 +207,12 @@ class Evaluator:
         """The iteration cost model of a point's model, format, device and execution (shared by every
         serving point that differs only in its requests or scheduler, so each shape is priced once)."""
         key = (point.model, fmt, point.device, point.overrides, point.use_calibration, point.execution, point.tp,
-               point.link, point.link_overrides, point.ep, point.knob("allreduce"))
+               point.link, point.link_overrides, point.ep, point.knob("allreduce"), point.pp)
         if key not in self._cost_models:
             template = self.template(point.model, fmt, point.tp, point.ep, fusion_of(point.execution))
             self._cost_models[key] = IterationCostModel(self.point_device(point), template, execution=point.execution,
-                                                        kv_bucket_tokens=KV_BUCKET_TOKENS)
+                                                        kv_bucket_tokens=KV_BUCKET_TOKENS, stages=point.pp,
+                                                        hidden_size=self.config(point.model).hidden_size)
         return self._cost_models[key]
 
     def evaluate(self, point: DesignPoint, *, event_sim: bool = False, timeline: bool = False,
@@ -508,10 +509,11 @@ class Evaluator:
             kv_per_token_B += self.config(point.knob("spec_draft")).kv_bytes_per_token() * fmt.kv_scale
         elif speculation is not None:
             weights_B += _medusa_heads_B(costs.template.param_bytes, cfg, point.knob("spec_tokens"), fmt, device)
-        memory = serving_memory(
-            capacity_B=device.memory_bytes, weights_B=weights_B,
-            activations_B=costs.template.activation_bytes(make_scheduler(spec.scheduler, limits).token_budget()),
-            kv_bytes_per_token=kv_per_token_B, block_tokens=spec.block_tokens)
+        # Each pipeline stage holds the activations of the iteration it runs.
+        budget = make_scheduler(spec.scheduler, limits).token_budget()
+        activations_B = costs.template.activation_bytes(budget) * point.pp
+        memory = serving_memory(capacity_B=device.memory_bytes, weights_B=weights_B, activations_B=activations_B,
+                                kv_bytes_per_token=kv_per_token_B, block_tokens=spec.block_tokens)
         return Pool(name=f"{role} ({point.device})", role=role, replicas=replicas, costs=costs,
                     scheduler=spec.scheduler, limits=limits, memory=memory, idle_power_W=device.idle_power_W,
                     router=spec.router or DEFAULT_ROUTER,
@@ -519,7 +521,7 @@ class Evaluator:
                     swap_bandwidth_Bps=(spec.swap_GBps * 1e9 if spec.swap_GBps else
                                         self.host_link(point, device).bandwidth_Bps if spec.preemption == "swap"
                                         else None),
-                    speculation=speculation, seed=spec.seed)
+                    speculation=speculation, seed=spec.seed, stages=point.pp)
 
     def _serving_speculation(self, point: DesignPoint, fmt: NumericFormat, role: str,
                              device) -> ServingSpeculation | None:
@@ -537,7 +539,7 @@ class Evaluator:
 
     @staticmethod
     def _check_serving(point: DesignPoint) -> None:
-        """What a serving run does not model (InputError): offloading, layer skipping, pipeline stages."""
+        """What a serving run does not model (InputError): offloading, layer skipping."""
         if point.knob("offload") != "none":
             raise InputError(f"offload: found {point.knob('offload')!r} with serving:, allowed: none (offloading in a "
                              f"serving run is not modeled; a static batch offloads)")
@@ -545,9 +547,6 @@ class Evaluator:
             raise InputError(f"exit_depth: found {point.knob('exit_depth')} with serving:, allowed: 1 (layer skipping "
                              f"is priced in static batches; a serving iteration mixing prefill and skipping decode "
                              f"tokens is not modeled yet)")
-        if point.pp > 1:
-            raise InputError("pp: found a serving point on pipeline stages, allowed: pp = 1 with serving (a pipelined "
-                             "replica, with several batches in flight, is not modeled yet)")
 
     def _evaluate_serving(self, point: DesignPoint, fmt: NumericFormat) -> Evaluation:
         """A serving run of the point's requests on its pools of replicas (sim/serving.py), or at the highest
@@ -574,7 +573,7 @@ class Evaluator:
             for pool in pools:
                 scheduler = make_scheduler(pool.scheduler, pool.limits)
                 memory_reason = serving_memory_reason(pool.memory, requests, scheduler, spec.prefix_tokens,
-                                                      self.kv_window(point))
+                                                      self.kv_window(point), engines=pool.stages)
                 reason = memory_reason or serving_budget_reason(requests, scheduler)
                 if reason:
                     raise _InfeasibleError(f"{pool.name}: {reason}" if len(pools) > 1 else reason,

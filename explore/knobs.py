@@ -399,7 +399,8 @@ register(Knob(name="quant_method", type=str, section="format", default=ANY_METHO
 # ---- systems of several devices (parallel:) -------------------------------------------------------------------
 _knob("tp", int, "tensor-parallel devices: Megatron-style sharding, an all-reduce per block", "parallel",
       scope="system", default=1, minimum=1)
-_knob("pp", int, "pipeline stages, each of tp devices holding its share of the layers; one batch in flight",
+_knob("pp", int, "pipeline stages, each of tp devices holding its share of the layers; a static batch is one batch "
+      "in flight, a serving replica one engine per stage with its own batches (vLLM's virtual engines)",
       "parallel", scope="system", default=1, minimum=1)
 _knob("ep", int, "expert parallelism for MoE models: 1, or tp to spread the experts whole over the tensor-parallel "
       "devices instead of splitting each (a sweep's parallel.ep says split or spread, lists sweep)", "parallel",

@@ -512,16 +512,13 @@ def _resolved(value: Any, folder: Path) -> Any:
 
 def _check_workload_or_serving(spec: SweepFile, located: LocatedYAML) -> None:
     """A static workload or a serving section, and the metrics each has: a serving sweep's requests have their own
-    lengths (generic workload knobs such as kv_budget apply to both), and its replicas are not pipelined."""
+    lengths (generic workload knobs such as kv_budget apply to both)."""
     serving = spec.serving
     static = [key for key in ("batch", "prompt", "output") if key in spec.workload.model_fields_set]
     if serving is not None and static:
         raise InputError(f"{located.where(('workload', static[0]))}: workload.{static[0]}: found "
                          f"{getattr(spec.workload, static[0])!r} with serving:, allowed: left out (a serving run's "
                          f"requests have their own lengths: serving.prompt and serving.output)")
-    if serving is not None and spec.parallel is not None and max(as_list(spec.parallel.pp)) > 1:
-        raise InputError(f"{located.where(('parallel', 'pp'))}: parallel.pp: found {spec.parallel.pp!r} with serving:, "
-                         f"allowed: 1 (a pipelined serving replica is not modeled yet)")
     named = [(("objectives", goal, i), name) for goal in ("minimize", "maximize")
              for i, name in enumerate(getattr(spec.objectives, goal))]
     named += [(("constraints", i), Constraint.parse(text).metric) for i, text in enumerate(spec.constraints)]

@@ -40,6 +40,7 @@ from kernels.kernel import KernelKind
 from kernels.kv_policy import Window, decode_reads, flops_per_read, prefill_pairs
 from kernels.lowering import lower_trace
 from kernels.moe import COLD_EXPERTS_MODULE, MATRICES, balanced_routing, fused_moe_act_bytes, part_experts
+from kernels.parallel import stage_of_layer
 from kernels.table import KIND_CODE, KernelTable
 from workloads.model_config import ModelConfig, balanced_expert_load
 from workloads.op_costs import causal_pairs
@@ -251,19 +252,44 @@ class StepTemplate:
 
     def table(self, shape: StepShape) -> tuple[KernelTable, np.ndarray]:
         """The kernels of an iteration as unique rows and the count of each (attention rows: one per layer)."""
-        parts = [self._linear_table(shape.tokens, shape.sampled, shape.positions)]
-        if shape.prefill_seqs:
-            parts.append((self._prefill_attention(shape), np.array([float(self.attention_layers)])))
-        if shape.decode_seqs:
-            parts.append((self._decode_attention(shape), np.array([float(self.attention_layers)])))
-        table, count = parts[0] if len(parts) == 1 else (KernelTable.concat([table for table, _ in parts]),
-                                                         np.concatenate([count for _, count in parts]))
+        table, counts = self.stage_table(shape, 1)
+        return table, counts[0]
+
+    def stage_table(self, shape: StepShape, stages: int) -> tuple[KernelTable, np.ndarray]:
+        """The kernels of an iteration as unique rows, and each row's count on each of `stages` pipeline stages
+        (stages x rows): the decoder layers split as kernels/parallel.py stage_of_layer splits them, a row outside
+        the layer stack on the first stage where the trace runs it before the layers (the embedding), else on the
+        last (the final norm, LM head and sampling)."""
+        linear, rows = self._linear_table(shape.tokens, shape.sampled, shape.positions)
+        layers = np.bincount([stage_of_layer(layer, self.attention_layers, stages)
+                              for layer in range(self.attention_layers)], minlength=stages).astype(float)
+        if stages == 1:
+            counts = [self.count[rows][None, :]]
+        else:
+            span = self.span[rows]
+            first_layer_row = np.argmax(self.span != SPAN_MODEL)
+            share = np.select(
+                [span == SPAN_EVERY, span == SPAN_REST, span == SPAN_FIRST],
+                [(layers / self.attention_layers)[:, None],
+                 ((layers - np.eye(stages)[0]) / max(self.attention_layers - 1, 1))[:, None],
+                 np.eye(stages)[0][:, None]],
+                np.where(rows < first_layer_row, np.eye(stages)[0][:, None], np.eye(stages)[-1][:, None]))
+            counts = [share * self.count[rows]]
+        parts = [linear]
+        for present, attention in ((shape.prefill_seqs, self._prefill_attention),
+                                   (shape.decode_seqs, self._decode_attention)):
+            if present:
+                parts.append(attention(shape))
+                counts.append(layers[:, None])
+        table = parts[0] if len(parts) == 1 else KernelTable.concat(parts)
         # The rows are unique already, counted apart: a cost model need not look for equal rows (a sort per
         # iteration of a serving run).
         table.__dict__["distinct_rows"] = None
-        return table, count
+        return table, np.concatenate(counts, axis=1)
 
     def _linear_table(self, tokens: int, sampled: int, positions: int) -> tuple[KernelTable, np.ndarray]:
+        """The non-attention kernels of an iteration of `tokens` tokens, and the template rows they are (an expert
+        without tokens launches nothing)."""
         load = np.zeros(len(self.expert))
         if self.num_experts:
             per_expert = np.array(balanced_expert_load(tokens, self.experts_per_token, self.num_experts))
@@ -280,8 +306,9 @@ class StepTemplate:
         table = replace(self.linear, **columns, general_layout=self.general_layout[trace])
         launched = ((self.expert < 0) | (load > 0)) & (touched > 0)  # an expert without tokens launches nothing
         if launched.all():
-            return table, self.count
-        return table.select(launched), self.count[launched]
+            return table, np.arange(len(launched))
+        rows = np.flatnonzero(launched)
+        return table.select(rows), rows
 
     def _fused_moe(self, columns: dict[str, np.ndarray], tokens: int, moe: np.ndarray) -> np.ndarray:
         """Set the fused MoE rows' columns for an iteration of `tokens` tokens (the rows hold their decode trace's

@@ -6,6 +6,10 @@ dispatch time where that is longer (sim/step_costs.py: host and device overlap).
 differ only by a few keys of attention are priced once: with `kv_bucket_tokens` > 0, the mean keys a decode
 token attends to, a prefill query attends to, and a chunk reads from its cached prefix are rounded to that
 many tokens (a long run then prices each distinct bucket once). With 0 every shape is priced as it is.
+
+On `stages` pipeline stages an iteration passes each stage in turn: a stage runs its share of the decoder layers
+(kernels/shapes.py StepTemplate.stage_table) on its own devices and host, then sends the hidden state of every
+token to the next stage (16-bit, as kernels/parallel.py pipeline_sends prices a static batch's sends).
 """
 
 from __future__ import annotations
@@ -15,8 +19,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from hw_models.device import dispatch_s
-from kernels.kernel import KIND_CLASS
+from kernels.kernel import KIND_CLASS, KernelKind
+from kernels.parallel import collective_kernel
 from kernels.shapes import StepShape, StepTemplate
+from kernels.table import KernelTable
 from sim.step_costs import HOST_WAIT, host_stall_s, pass_execution
 
 KERNEL_CLASS_NAMES = tuple(dict.fromkeys(KIND_CLASS.values()))
@@ -34,18 +40,27 @@ class IterationCost:
     compute_J: float
     memory_J: float
     class_time_s: np.ndarray
+    # Each pipeline stage's time, its send to the next stage included (one stage: (time_s,)); time_s is their sum.
+    stage_time_s: tuple[float, ...] = ()
 
 
 class IterationCostModel:
     """Prices iterations of one model (its step template) on one device in one execution mode."""
 
-    def __init__(self, device, template: StepTemplate, *, execution: str = "eager", kv_bucket_tokens: int = 0):
+    def __init__(self, device, template: StepTemplate, *, execution: str = "eager", kv_bucket_tokens: int = 0,
+                 stages: int = 1, hidden_size: int = 0):
+        """`stages`: pipeline stages, each sending `hidden_size` 16-bit values per token to the next."""
         if kv_bucket_tokens < 0:
             raise ValueError(f"kv_bucket_tokens: found {kv_bucket_tokens}, allowed: an integer >= 0")
+        if not 1 <= stages <= template.attention_layers or (stages > 1 and hidden_size < 1):
+            raise ValueError(f"stages: found {stages} (hidden_size {hidden_size}), allowed: 1 to the model's "
+                             f"{template.attention_layers} layers, with a hidden_size >= 1 beyond one stage")
         self.device = device
         self.template = template
         self.execution = execution
         self.kv_bucket_tokens = kv_bucket_tokens
+        self.stages = stages
+        self.hidden_size = hidden_size
         self._memo: dict[tuple, IterationCost] = {}
 
     @property
@@ -92,18 +107,32 @@ class IterationCostModel:
                          decode_query=query, decode_flops_per_kv=flops_per_kv)
 
     def _price(self, shape: StepShape) -> IterationCost:
-        table, count = self.template.table(shape)
+        table, counts = self.template.stage_table(shape, self.stages)
         mode = pass_execution(self.execution, decode_only=shape.prefill_seqs == 0)
         costs = self.device.cost_table(table, mode)
-        time_s = costs.time_s * count
-        kernels = float(count.sum())
-        # The device's wait on the host, where its dispatch of the kernels takes longer than they run.
-        waits = float(host_stall_s(dispatch_s(self.device, mode) * kernels, time_s.sum()))
+        time_s = costs.time_s * counts  # (stages, rows)
+        stage_device_s = time_s.sum(axis=1)
+        # Each stage's wait on its host, where the host's dispatch of its kernels takes longer than they run.
+        waits = host_stall_s(dispatch_s(self.device, mode) * counts.sum(axis=1), stage_device_s)
+        count = counts.sum(axis=0)
         class_time = np.zeros(len(TIME_CLASS_NAMES))
         for i, name in enumerate(KERNEL_CLASS_NAMES):
             mask = table.class_masks.get(name)
             if mask is not None:
-                class_time[i] = time_s[mask].sum()
-        class_time[-1] = waits
-        return IterationCost(time_s=float(time_s.sum()) + waits, compute_J=float(costs.compute_J @ count),
-                             memory_J=float(costs.memory_J @ count), class_time_s=class_time)
+                class_time[i] = time_s[:, mask].sum()
+        class_time[-1] = waits.sum()
+        compute_J, memory_J = float(costs.compute_J @ count), float(costs.memory_J @ count)
+        stage_s = stage_device_s + waits
+        if self.stages > 1:
+            send = self._send(shape.tokens, table, mode)
+            stage_s = stage_s + np.append(np.full(self.stages - 1, send.time_s[0]), 0.0)
+            class_time[KERNEL_CLASS_NAMES.index(KIND_CLASS[KernelKind.SEND_RECV])] += send.time_s[0] * (self.stages - 1)
+            compute_J += float(send.compute_J[0]) * (self.stages - 1)
+            memory_J += float(send.memory_J[0]) * (self.stages - 1)
+        return IterationCost(time_s=float(stage_s.sum()), compute_J=compute_J, memory_J=memory_J,
+                             class_time_s=class_time, stage_time_s=tuple(stage_s.tolist()))
+
+    def _send(self, tokens: int, table: KernelTable, mode):
+        """The cost of one stage's send of the iteration's hidden state to the next stage."""
+        send = collective_kernel(KernelKind.SEND_RECV, table.kernels[0], float(tokens * self.hidden_size * 2), 2)
+        return self.device.cost_table(KernelTable.from_kernels([send]), mode)

@@ -6,6 +6,11 @@ finished prefill samples the first token, decodes add one token each, finished r
 blocks. An idle replica sleeps until work arrives. A replica of a prefill pool hands each request over once
 its first token is sampled (its KV leaves with it); a replica of a decode pool admits such requests straight
 into decoding.
+
+A replica on pipeline stages is several such engines (vLLM's virtual engines: one per stage, each with its own
+scheduler, requests and share of the KV blocks) sharing the stages: an iteration holds each stage in turn, so
+while one engine's batch runs on a later stage another's runs on the first, and each engine forms its next batch
+when its last one has left the last stage (its tokens are sampled there).
 """
 
 from __future__ import annotations
@@ -31,9 +36,12 @@ class Replica:
     def __init__(self, env: simpy.Environment, costs: IterationCostModel, scheduler: Scheduler, state: EngineState,
                  *, window: Window, swap_s_per_token: float, on_finish: Callable[[Sequence], None],
                  on_prefilled: Callable[[Sequence], None] | None = None,
-                 speculation: ServingSpeculation | None = None, seed: Sequence_[int] = (0,)):
-        """`speculation`: decode speculatively (sim/speculative.py), drawing accepted tokens from `seed`."""
+                 speculation: ServingSpeculation | None = None, seed: Sequence_[int] = (0,),
+                 stages: Sequence_[simpy.Resource] = ()):
+        """`speculation`: decode speculatively (sim/speculative.py), drawing accepted tokens from `seed`; `stages`:
+        the pipeline stages it shares with its replica's other engines (none: it runs on its devices alone)."""
         self.env, self.costs, self.scheduler, self.state = env, costs, scheduler, state
+        self.stages = stages
         self.speculation = speculation
         self.rng = np.random.default_rng(list(seed))
         self.window, self.swap_s_per_token = window, swap_s_per_token
@@ -44,6 +52,7 @@ class Replica:
         self.cost_counts: dict[int, list] = {}
         self.token_gaps: list[float] = []  # time between consecutive output tokens of a request
         self.peak_blocks = state.kv.used_blocks
+        self.peers: list[Replica] = [self]  # the engines of its replica (its stages'), itself included
 
     @property
     def outstanding(self) -> int:
@@ -79,15 +88,25 @@ class Replica:
                 raise RuntimeError(f"request {seq.index} ({seq.prompt} prompt + {seq.output} output tokens) can "
                                    f"never be scheduled: {state.kv.capacity_blocks} KV blocks of "
                                    f"{state.kv.block_tokens} tokens, limits {self.scheduler.limits}")
-            self.peak_blocks = max(self.peak_blocks, state.kv.used_blocks)
+            # The replica's KV blocks in use: every engine's on its stages.
+            self.peak_blocks = max(self.peak_blocks, sum(peer.state.kv.used_blocks for peer in self.peers))
             cost = self._price(batch)
             entry = self.cost_counts.setdefault(id(cost), [cost, 0])
             entry[1] += 1
             start = self.env.now
             # Swapped KV crosses the host link before the iteration computes (vLLM blocks on its cache ops).
-            time_s = cost.time_s + batch.swapped_tokens * self.swap_s_per_token
-            self.swap_s += time_s - cost.time_s
-            yield self.env.timeout(time_s)
+            swap_s = batch.swapped_tokens * self.swap_s_per_token
+            self.swap_s += swap_s
+            if self.stages:
+                for stage, stage_s in zip(self.stages, cost.stage_time_s, strict=True):
+                    with stage.request() as turn:
+                        yield turn
+                        yield self.env.timeout(stage_s + swap_s)
+                    swap_s = 0.0
+                time_s = self.env.now - start  # its stages' times and its waits for them
+            else:
+                time_s = cost.time_s + swap_s
+                yield self.env.timeout(time_s)
             self.log.append((start, time_s, batch.size, batch.tokens, state.kv.used_blocks))
             self._apply(batch, self.env.now)
 

@@ -87,9 +87,9 @@ def serving_budget_reason(requests: RequestSet, scheduler: Scheduler) -> str:
 
 
 def serving_memory_reason(memory: ServingMemory, requests: RequestSet, scheduler: Scheduler,
-                          prefix_tokens: int = 0, window: Window = None) -> str:
+                          prefix_tokens: int = 0, window: Window = None, engines: int = 1) -> str:
     """Empty when the replica's memory holds its weights, an iteration's activations and the longest request's KV
-    blocks, else why not."""
+    blocks (in the share of one of its `engines`: Pool.stages), else why not."""
     if memory.kv_blocks < 1:
         return (f"needs {(memory.weights_B + memory.activations_B) / 1e9:.1f} GB for weights "
                 f"({memory.weights_B / 1e9:.1f}) and the activations of a {scheduler.token_budget()}-token "
@@ -99,11 +99,13 @@ def serving_memory_reason(memory: ServingMemory, requests: RequestSet, scheduler
     cached = math.ceil(kept_tokens(longest, window))  # a sliding window keeps its last tokens only
     own_tokens = cached - (prefix_tokens // memory.block_tokens) * memory.block_tokens
     needed = math.ceil(max(own_tokens, 1) / memory.block_tokens) + prefix_tokens // memory.block_tokens
-    usable = memory.kv_blocks - math.ceil(scheduler.limits.watermark * memory.kv_blocks)
+    blocks = memory.kv_blocks // engines
+    usable = blocks - math.ceil(scheduler.limits.watermark * blocks)
     if needed > usable:
+        share = f"each of {engines} pipeline engines' share of " if engines > 1 else ""
         return (f"the longest request needs {needed} KV blocks of {memory.block_tokens} tokens "
-                f"({longest} tokens) but {usable} fit in the {memory.kv_cache_B / 1e9:.1f} GB left after weights "
-                f"and activations (less the admission watermark)")
+                f"({longest} tokens) but {usable} fit in {share}the {memory.kv_cache_B / 1e9:.1f} GB left after "
+                f"weights and activations (less the admission watermark)")
     return ""
 
 
@@ -194,6 +196,9 @@ class Pool:
     speculation: ServingSpeculation | None = None  # decode speculatively (sim/speculative.py)
     seed: int = 0  # of the accepted tokens' draws, with the pool's and the replica's index
     router: str = DEFAULT_ROUTER  # how it picks the replica each request joins (sim/routers.py ROUTERS)
+    # Pipeline stages of each replica: that many engines share its stages (sim/replica.py), each with its own
+    # scheduler and an even share of its KV blocks (vLLM's virtual engines); its router picks among every engine.
+    stages: int = 1
     # Requests served alone on one of its replicas, by their lengths: a slowdown SLO's reference, computed once
     # however many rates a capacity search runs on the pool (not an argument, so a pool `replace` makes, with
     # other costs perhaps, starts a cache of its own).
@@ -204,8 +209,16 @@ class Pool:
             raise ValueError(f"role: found {self.role!r}, allowed: {', '.join(ROLES)}")
         if self.replicas < 1:
             raise ValueError(f"replicas: found {self.replicas}, allowed: an integer >= 1")
+        if self.stages < 1 or self.costs.stages != self.stages:
+            raise ValueError(f"stages: found {self.stages} with costs of {self.costs.stages} stages, allowed: the "
+                             f"stages its costs are priced on")
         if self.limits.preemption == "swap" and not self.swap_bandwidth_Bps:
             raise ValueError("swap preemption needs the host link's bandwidth (swap_bandwidth_Bps)")
+
+    @property
+    def engine_kv_blocks(self) -> int:
+        """KV blocks of each engine: a replica's, shared evenly by the engines of its stages."""
+        return self.memory.kv_blocks // self.stages
 
     def unloaded(self, requests: RequestSet) -> Unloaded:
         """Each request served alone by one of the pool's replicas (sim/slowdown.py), its shared prefix cached."""
@@ -253,20 +266,29 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
         if len(finished) == total:
             done.succeed()
 
-    replicas: list[list[Replica]] = []
+    replicas: list[list[Replica]] = []  # per pool, its engines: a replica's `stages` engines in a row
     for p, pool in enumerate(pools):
         made = []
+        per_token_B = pool.memory.kv_block_B / pool.memory.block_tokens
         for r in range(pool.replicas):
-            kv = caches[p][r] if caches else PagedKVCache(capacity_blocks=pool.memory.kv_blocks,
-                                                         block_tokens=pool.memory.block_tokens,
-                                                         prefix_tokens=pool.prefix_tokens, window=pool.window)
-            scheduler = schedulers[p][r] if schedulers else make_scheduler(pool.scheduler, pool.limits)
-            per_token_B = pool.memory.kv_block_B / pool.memory.block_tokens
-            made.append(Replica(env, pool.costs, scheduler, EngineState(kv=kv), window=pool.window,
-                                swap_s_per_token=per_token_B / pool.swap_bandwidth_Bps if pool.swap_bandwidth_Bps
-                                else 0.0, on_finish=on_finish,
-                                on_prefilled=(lambda seq: env.process(_hand_over(seq))) if pool.role == "prefill"
-                                else None, speculation=pool.speculation, seed=(pool.seed, p, r)))
+            stages = [simpy.Resource(env) for _ in range(pool.stages)] if pool.stages > 1 else []
+            engines = []
+            for e in range(pool.stages):
+                i = r * pool.stages + e
+                kv = caches[p][i] if caches else PagedKVCache(capacity_blocks=pool.engine_kv_blocks,
+                                                             block_tokens=pool.memory.block_tokens,
+                                                             prefix_tokens=pool.prefix_tokens, window=pool.window)
+                scheduler = schedulers[p][i] if schedulers else make_scheduler(pool.scheduler, pool.limits)
+                engines.append(Replica(
+                    env, pool.costs, scheduler, EngineState(kv=kv), window=pool.window,
+                    swap_s_per_token=per_token_B / pool.swap_bandwidth_Bps if pool.swap_bandwidth_Bps else 0.0,
+                    on_finish=on_finish,
+                    on_prefilled=(lambda seq: env.process(_hand_over(seq))) if pool.role == "prefill" else None,
+                    speculation=pool.speculation, seed=(pool.seed, p, r) + ((e,) if pool.stages > 1 else ()),
+                    stages=stages))
+            for engine in engines:
+                engine.peers = engines
+            made.extend(engines)
         replicas.append(made)
 
     routers = [make_router(pool.router) for pool in pools]
@@ -314,10 +336,11 @@ def _result(pools: list[Pool], replicas: list[list[Replica]], finished: list[Seq
                              preemptions=column("preemptions", int),
                              decode_admitted_s=column("decode_admitted_s"))
     everyone = [(pool, replica) for pool, made in zip(pools, replicas, strict=True) for replica in made]
-    rows = [(*row, pool.memory.kv_blocks, index) for index, (pool, replica) in enumerate(everyone)
+    rows = [(*row, pool.engine_kv_blocks, index) for index, (pool, replica) in enumerate(everyone)
             for row in replica.log]
     log = np.array(sorted(rows), dtype=float).reshape(-1, 7).T
-    names = tuple(f"{pool.name} replica {i}" for pool, made in zip(pools, replicas, strict=True)
+    names = tuple(f"{pool.name} replica {i // pool.stages}" + (f" engine {i % pool.stages}" if pool.stages > 1 else "")
+                  for pool, made in zip(pools, replicas, strict=True)
                   for i in range(len(made))) if len(everyone) > 1 else ("",)
     iterations = IterationLog(start_s=log[0], duration_s=log[1], batch_size=log[2], tokens=log[3],
                               kv_blocks_used=log[4], kv_blocks_total=log[5] if len(log[5]) else 1, replica=log[6],

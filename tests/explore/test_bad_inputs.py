@@ -226,8 +226,6 @@ CASES = [
      "sweep_rate_word.yaml:4: serving.rate: found 'fast', allowed: a number"),
     ("device file of another kind on a base", _device("device_kind_on_base.yaml"),
      "device_kind_on_base.yaml:3: kind: found 'npu' on base 'h100-sxm' (a gpu), allowed: 'gpu' or left out"),
-    ("sweep pipeline stages with serving", _check("sweep_pp_serving.yaml"),
-     "sweep_pp_serving.yaml:5: parallel.pp: found 2 with serving:, allowed: 1"),
     ("sweep serving metric in a static sweep", _check("sweep_serving_metric_static.yaml"),
      "sweep_serving_metric_static.yaml:5: objectives.minimize.0: found 'ttft_p99_s' in a static sweep"),
     ("--tp on a device without a default link", ["run", "--model", "llama-2-7b", "--device", "neupims", "--tp", "2"],

@@ -16,7 +16,7 @@ from kernels.table import KIND_CODE
 from sim.costs import IterationCostModel
 from sim.kv_cache import PagedKVCache
 from sim.schedulers import SchedulerLimits, make_scheduler
-from sim.serving import serve, serving_memory
+from sim.serving import Pool, serve, serve_pools, serving_memory
 from workloads.requests import RequestSet
 
 FMT = NumericFormat(weight_bits=16, act_bits=16, kv_bits=16)
@@ -283,3 +283,39 @@ def test_a_sweep_over_links_priced_by_different_models_says_so(tmp_path, capsys)
     assert "links priced by different models: nvlink4 by fits" in notes("[default, pcie5-x16]")
     assert "pcie5-x16 by the datasheet formula" in notes("[default, pcie5-x16]")
     assert "links priced by different models" not in notes("[default, pcie4-x16]")
+
+
+def test_one_request_on_pipeline_stages_through_the_serving_core(evaluator):
+    """A request alone on two pipeline stages, served by the serving core (each stage's share of the step template
+    and its send, sim/costs.py), takes what the static path prices for a batch of one on the same stages (the
+    traced pass with its sends, kernels/parallel.py pipeline_sends)."""
+    point = DesignPoint(model="llama-2-7b", device="h100-sxm", batch=1, prompt=32, output=4, pp=2, execution="graphs")
+    want = evaluator.evaluate(point).metrics
+    device = evaluator.point_device(point)
+    costs = IterationCostModel(device, evaluator.template(point.model, FMT), execution="graphs", stages=2,
+                               hidden_size=evaluator.config(point.model).hidden_size)
+    memory = serving_memory(capacity_B=1e12, weights_B=0.0, activations_B=0.0, kv_bytes_per_token=1.0,
+                            block_tokens=16)
+    pool = Pool(name="serve", role="serve", replicas=1, costs=costs, scheduler="static",
+                limits=SchedulerLimits(max_seqs=1), memory=memory, idle_power_W=device.idle_power_W, stages=2)
+    requests = RequestSet(arrival_s=np.zeros(1), prompt_tokens=np.full(1, 32), output_tokens=np.full(1, 4))
+    got = serve_pools([pool], requests).metrics()
+    for name in ("ttft_s", "tpot_s", "e2e_s", "energy_per_token_J"):
+        assert got[name] == pytest.approx(want[name], rel=1e-9), name
+
+
+def test_a_serving_sweep_runs_on_pipeline_stages(tmp_path, capsys):
+    """A serving sweep crosses pipeline stages like any other parallel knob: both points run, and on two stages a
+    request waits no less for its first token than on one (one prompt crosses both stages and a send)."""
+    from explore.results import read_results
+    from tests.explore.tiny_sweep import write_sweep, write_tiny_model
+
+    model = write_tiny_model(tmp_path)
+    sweep = write_sweep(tmp_path, f"name: pp-serving\nmodel: {model}\ndevice: h100-sxm\nexecution: graphs\n"
+                                  "serving: {requests: 6, rate: 1, prompt: 64, output: 8}\nparallel: {pp: [1, 2]}\n")
+    assert main([sweep, "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    rows = sorted(read_results(tmp_path / "out"), key=lambda row: int(row["pp"]))
+    assert [int(row["pp"]) for row in rows] == [1, 2]
+    assert all(not row["infeasible_reason"] for row in rows)
+    assert float(rows[1]["ttft_p50_s"]) > float(rows[0]["ttft_p50_s"])
+    capsys.readouterr()

@@ -20,6 +20,7 @@ from hw_models.registry import load_device
 from kernels.formats import NumericFormat
 from kernels.kernel import KernelKind
 from kernels.lowering import lower_trace
+from kernels.parallel import stage_of_layer
 from kernels.shapes import TEMPLATE_PROMPT, StepTemplate, step_shape
 from kernels.table import KIND_CODE, KernelTable
 from workloads.model_config import ModelConfig, balanced_expert_load
@@ -260,3 +261,33 @@ def test_duoattention_streaming_heads_window_the_prefill_chunks():
     assert step_shape([(2, 2)], sampled=1, window=duo).prefill_pairs == 5
     assert step_shape([(4, 0)], sampled=1, window=KVPolicy(window=2, full_heads=0.0)).prefill_pairs == 10
     assert step_shape([(4, 0)], sampled=1, window=2).prefill_pairs == 10
+
+
+def _stage_reference(reference: KernelTable, layers: int, stages: int) -> np.ndarray:
+    """The pipeline stage of each traced kernel, found from the trace alone: a decoder layer's kernels on the stage
+    stage_of_layer gives the layer, a kernel outside the layers on the first stage if the trace runs it before the
+    first layer (the embedding), else on the last."""
+    layer = [k.layer for k in reference.kernels]
+    first = next(i for i, value in enumerate(layer) if value is not None)
+    return np.array([stage_of_layer(value, layers, stages) if value is not None else 0 if i < first else stages - 1
+                     for i, value in enumerate(layer)])
+
+
+@pytest.mark.parametrize("stages", [1, 2, 3, 5])
+@pytest.mark.parametrize("model", ["llama", "opt", "mixtral"])
+@pytest.mark.parametrize("phase,batch,length", [("prefill", 3, 40), ("decode", 8, 100)])
+def test_each_pipeline_stage_runs_the_kernels_of_its_layers(models, trace_of, devices, model, stages, phase, batch,
+                                                           length):
+    """A five-layer model split over 1-5 stages: each stage's rows of the template, weighted by its counts, carry the
+    FLOPs and bytes, and cost the time, of the traced kernels that stage runs (its layers, and the embedding or the
+    LM head), and every traced kernel is on exactly one stage."""
+    config = replace(models[model], num_layers=5)
+    template = StepTemplate.from_model(config, FMT, _tracer(trace_of, config))
+    reference = _reference(trace_of, config, phase, batch, length)
+    on_stage = _stage_reference(reference, config.num_layers, stages)
+    table, counts = template.stage_table(_shape(phase, batch, length), stages)
+    assert counts.shape == (stages, len(table))
+    assert counts.sum() == len(reference)
+    for stage in range(stages):
+        _assert_same_pass(table, counts[stage], reference.select(np.flatnonzero(on_stage == stage)),
+                          {"h100-sxm": devices["h100-sxm"]})
