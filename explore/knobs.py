@@ -382,7 +382,9 @@ register(Knob(name="topk_fraction", type=float, section="workload", default=1.0,
 register(Knob(name="topk_method", type=str, section="workload", default=QUEST, allowed=TOPK_METHODS,
               label="top-k method", only_with="topk_fraction",
               help="how topk_fraction < 1 scores tokens: quest (per-page min/max keys, 16-token pages, first two "
-              "layers dense) or double_sparsity (a label cache of 1/8 of the head_dim key channels, 16 of 128)"))
+              "layers dense), double_sparsity (a label cache of 1/8 of the head_dim key channels, 16 of 128) or "
+              "tidal_decode (four dense layers, two of them choosing the tokens every other layer attends to; no key "
+              "summary)"))
 # Early exit / layer skipping (SkipDecode, Del Corro et al., 2023): each decode token runs this share of the decoder
 # layers (the upper ones; exits fall monotonically, so a later token never needs a layer's KV an earlier one
 # skipped); the prefill runs every layer (kernels/early_exit.py).

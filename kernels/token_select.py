@@ -1,7 +1,7 @@
 """Dynamic top-k token selection: each decode step scores every cached token from a compressed key summary and
 attends to the highest-scoring share of them only; the whole cache stays in memory.
 
-Two methods, priced per layer as three kernels folded into the decode-attention row (its bytes and FLOPs):
+Three methods, priced per layer as three kernels folded into the decode-attention row (its bytes and FLOPs):
 - the scoring kernel reads the summary of every cached token and computes a score per page or token and query head;
 - a top-k over those scores (written once by the scoring kernel, then read by each radix-select pass);
 - sparse attention over the selected tokens (their keys and values, and the attention FLOPs of that many keys).
@@ -20,6 +20,13 @@ cache's dtype (k_label beside k_cache) and runs sparse_forward in every layer. L
 channels (16 of 128): not a published default but a value between the paper's 1/16 (8 of 128; the `label_share`
 argument) and SGLang's integration default of 32 of 128 (server args `ds_heavy_channel_num=32`).
 
+TidalDecode (Yang et al., "TidalDecode: Fast and Accurate LLM Decoding with Position Persistent Sparse Attention",
+ICLR 2025): no key summary. DerrickYLJ/TidalDecode tidal/models/llama.py builds a 32-layer Llama as two full-attention
+layers (0 and 1), two token selection layers (2 and 12) that attend to the whole cache and take a top-k of their
+attention scores, and sparse layers that all attend to the tokens the last selection layer chose. The four dense
+layers read the whole cache; the top-k of the two selection layers (scores written, then read by each radix pass) is
+spread over the sparse layers, which read the selected share only.
+
 The selected share is a fraction of the cached tokens (not a token count): both papers state sparsity as a share
 (Double Sparsity's 1/16), a share is valid at every context a sweep sets, and the reads stay proportional to the
 context, so a serving iteration's summed KV lengths price it exactly. A fixed budget B at context L is B / L.
@@ -31,11 +38,14 @@ from dataclasses import dataclass
 
 QUEST = "quest"
 DOUBLE_SPARSITY = "double_sparsity"
-METHODS = (QUEST, DOUBLE_SPARSITY)
+TIDAL_DECODE = "tidal_decode"
+METHODS = (QUEST, DOUBLE_SPARSITY, TIDAL_DECODE)
 
 QUEST_PAGE_TOKENS = 16  # Quest's page size (mit-han-lab/Quest scripts/longbench.sh: --chunk_size 16)
 QUEST_DENSE_LAYERS = 2  # layers Quest leaves dense (evaluation/quest_attention.py, layer_id < 2)
 QUEST_OPS_PER_CHANNEL = 4  # per page and channel: q*min, q*max, their max, the running sum
+TIDAL_FULL_LAYERS = 2  # layers 0 and 1 attend to the whole cache (tidal/models/llama.py: FullAttention)
+TIDAL_SELECTION_LAYERS = 2  # layers 2 and 12 attend to the whole cache and select (SearchAttention)
 DS_LABEL_SHARE = 1 / 8  # label channels per head_dim channel (16 of 128): between the paper's 1/16 and SGLang's 1/4
 # Top-k over the scores: the scoring kernel writes each score once (16-bit, the activations' dtype in both
 # implementations), and a radix select reads it once per pass: 8-bit digits over 16-bit keys take 2 passes
@@ -108,6 +118,15 @@ def token_selection(method: str, share: float, *, layers: int, heads: int, kv_he
         scores_per_token = 1.0  # one per token and query head
         scoring_flops = 2.0 * label_channels / (4.0 * head_dim)  # an r-channel dot product
         dense = 0.0
+    elif method == TIDAL_DECODE:
+        dense_layers = min(TIDAL_FULL_LAYERS + TIDAL_SELECTION_LAYERS, layers)
+        sparse_layers = layers - dense_layers
+        summary = 0.0  # no summary: the selection layers score with their own full attention
+        # their scores (one per token and query head) go through a top-k, charged to the sparse layers that use
+        # its choice
+        scores_per_token = TIDAL_SELECTION_LAYERS / sparse_layers if sparse_layers else 0.0
+        scoring_flops = 0.0
+        dense = dense_layers / layers
     else:
         raise ValueError(f"method: found {method!r}, allowed: {', '.join(METHODS)}")
     scores = scores_per_token * heads  # per cached token, over the query heads

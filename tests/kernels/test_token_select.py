@@ -11,7 +11,7 @@ from kernels.early_exit import decode_kv_share, kept_layers, skip_layers
 from kernels.kernel import Kernel, KernelKind
 from kernels.kv_policy import KVPolicy, decode_reads, flops_per_read, kept_tokens
 from kernels.table import KernelTable
-from kernels.token_select import DOUBLE_SPARSITY, QUEST, TokenSelection, token_selection
+from kernels.token_select import DOUBLE_SPARSITY, QUEST, TIDAL_DECODE, TokenSelection, token_selection
 
 # Llama-2-7B's attention: 32 layers, 32 query and 32 KV heads of 128 dims, a 16-bit cache.
 LLAMA2 = dict(layers=32, heads=32, kv_heads=32, head_dim=128, kv_element_B=2.0)
@@ -42,6 +42,19 @@ def test_double_sparsity_by_hand():
     assert small.summary_share == pytest.approx(1 / 128)
 
 
+def test_tidal_decode_by_hand():
+    """TidalDecode's 32-layer Llama: layers 0 and 1 attend to everything, layers 2 and 12 too and choose the tokens
+    the other 28 read. Its top-k: 2 selecting layers x 32 query heads x 2 B x (1 write + 2 reads) = 384 B per
+    16,384 B of a layer's cache, spread over the 28 sparse layers. No summary: the cache held is the cache."""
+    sel = token_selection(TIDAL_DECODE, 1 / 16, **LLAMA2)
+    assert sel.bytes_scale == pytest.approx(4 / 32 + 28 / 32 * (1 / 16 + 384 / 16384 / 28))
+    assert sel.flops_scale == pytest.approx(4 / 32 + 28 / 32 * (1 / 16 + 2 * 32 * 2 / 28 / (4 * 128 * 32)))
+    assert sel.held_scale == 1.0
+    # A model of at most four layers is dense throughout: it reads everything and selects nothing.
+    tiny = token_selection(TIDAL_DECODE, 1 / 16, **(LLAMA2 | dict(layers=2)))
+    assert tiny.bytes_scale == pytest.approx(1.0) and tiny.flops_scale == pytest.approx(1.0)
+
+
 def test_policy_reads_and_holds_by_hand():
     """1000 cached tokens, a window of 320 on the streaming three quarters of the heads: 250 + 240 = 490 kept;
     a selection reads and computes its scales of them and holds its summary besides."""
@@ -58,7 +71,7 @@ def test_policy_reads_and_holds_by_hand():
     assert KVPolicy(selection=sel).tokens(1000) == 1000  # no window: every head keeps every token
 
 
-@pytest.mark.parametrize("method", [QUEST, DOUBLE_SPARSITY])
+@pytest.mark.parametrize("method", [QUEST, DOUBLE_SPARSITY, TIDAL_DECODE])
 @pytest.mark.parametrize("window", [None, 64, 320])
 def test_a_smaller_token_budget_never_reads_more_and_never_holds_less(method, window):
     tokens = np.arange(1, 5000, 37)
@@ -74,7 +87,7 @@ def test_a_smaller_token_budget_never_reads_more_and_never_holds_less(method, wi
 
 def test_selection_reads_less_than_the_whole_cache_at_a_small_budget():
     """At 1/16 of the tokens both methods read and compute well under the whole cache (their overhead is ~1/16)."""
-    for method in (QUEST, DOUBLE_SPARSITY):
+    for method in (QUEST, DOUBLE_SPARSITY, TIDAL_DECODE):
         sel = token_selection(method, 1 / 16, **LLAMA2)
         assert 1 / 16 < sel.bytes_scale < 0.25 and 1 / 16 < sel.flops_scale < 0.25
 
