@@ -19,7 +19,7 @@ from kernels.early_exit import decode_kv_share, skip_layers
 from kernels.formats import NumericFormat
 from kernels.fusion import ENGINE, fuse
 from kernels.kv_eviction import Eviction, eviction, scored_prefill
-from kernels.kv_policy import DUO_WINDOW_TOKENS, KVPolicy, Window, kept_tokens
+from kernels.kv_policy import DUO_WINDOW_TOKENS, KVPolicy, Window, fetched_tokens, kept_tokens
 from kernels.lowering import lower_trace
 from kernels.medusa import medusa_head_params, medusa_head_table
 from kernels.mixed_layers import edge_mixed_template
@@ -317,7 +317,7 @@ class Evaluator:
         traffic = offload_traffic(
             plan, link, layers=cfg.num_layers, prompt_kv_B=token_B * kept_tokens(point.prompt, window),
             # Each step's attention reads the cache before its own token, whose KV it has just computed on the device.
-            step_kv_B=token_B * kept_tokens(workload.decode_kv_lengths() - 1, window), token_kv_B=token_B)
+            step_kv_B=token_B * fetched_tokens(workload.decode_kv_lengths() - 1, window), token_kv_B=token_B)
         return device_footprint(memory, plan), "", traffic
 
     def host_link(self, point: DesignPoint, device) -> LinkSpec:

@@ -14,8 +14,9 @@ D2O's merging: kernels/kv_eviction.py): the same budget, plus the scoring's own 
 A KVPolicy may also select tokens dynamically (Quest, Double Sparsity: kernels/token_select.py): the cache stays
 whole (plus a key summary), and each decode step reads a share of it after scoring every token.
 
-kept_tokens(tokens, window) is the one place a window is applied to what the cache holds, and decode_reads(tokens,
-window) the one place it is applied to what decode attention reads and computes.
+kept_tokens(tokens, window) is the one place a window is applied to what the cache holds, fetched_tokens(tokens,
+window) to what of it a decode step touches, and decode_reads(tokens, window) to what decode attention reads and
+computes.
 """
 
 from __future__ import annotations
@@ -78,6 +79,15 @@ class KVPolicy:
             held = held + self.evicting(tokens) * self.eviction.held_share
         return held
 
+    def fetched(self, tokens):
+        """Tokens' worth of the KV memory held that a decode step touches: all of it, except that a selection reads
+        only its key summary and the tokens it picks of what the heads keep."""
+        held = self.held(tokens)
+        if self.selection is None:
+            return held
+        kept = self.tokens(tokens)
+        return held - kept * (self.selection.held_scale - self.selection.cache_scale)
+
     def reads(self, tokens):
         """(bytes, FLOPs) of a decode step's attention, in tokens' worth of attending to every kept token."""
         kept = self.tokens(tokens)
@@ -124,6 +134,14 @@ def kept_tokens(tokens, window: Window):
     if isinstance(window, KVPolicy):
         return window.held(tokens)
     return np.minimum(tokens, window)
+
+
+def fetched_tokens(tokens, window: Window):
+    """Tokens' worth of the KV memory a sequence of `tokens` cached tokens holds under `window` that a decode step
+    touches: what an offloaded cache streams to the device each step (kept_tokens unless a KV policy selects)."""
+    if isinstance(window, KVPolicy):
+        return window.fetched(tokens)
+    return kept_tokens(tokens, window)
 
 
 def decode_reads(tokens, window: Window):

@@ -87,6 +87,12 @@ class TokenSelection:
         return self.dense_share + (1.0 - self.dense_share) * (self.share + self.overhead_flops)
 
     @property
+    def cache_scale(self) -> float:
+        """Bytes of the cache and its key summary a decode step reads, per byte of the cache: every dense layer's
+        cache, and the summary and the selected share of the others (the top-k's scores are not cache)."""
+        return self.dense_share + (1.0 - self.dense_share) * (self.share + self.summary_share)
+
+    @property
     def held_scale(self) -> float:
         """KV memory held per byte of the cache: the cache whole, plus the key summary of every layer (both
         implementations keep it in every layer, the dense ones too)."""

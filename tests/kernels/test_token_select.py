@@ -9,7 +9,7 @@ import pytest
 
 from kernels.early_exit import decode_kv_share, kept_layers, skip_layers
 from kernels.kernel import Kernel, KernelKind
-from kernels.kv_policy import KVPolicy, decode_reads, flops_per_read, kept_tokens
+from kernels.kv_policy import KVPolicy, decode_reads, fetched_tokens, flops_per_read, kept_tokens
 from kernels.table import KernelTable
 from kernels.token_select import DOUBLE_SPARSITY, QUEST, TIDAL_DECODE, TokenSelection, token_selection
 
@@ -53,6 +53,16 @@ def test_tidal_decode_by_hand():
     # A model of at most four layers is dense throughout: it reads everything and selects nothing.
     tiny = token_selection(TIDAL_DECODE, 1 / 16, **(LLAMA2 | dict(layers=2)))
     assert tiny.bytes_scale == pytest.approx(1.0) and tiny.flops_scale == pytest.approx(1.0)
+
+
+def test_what_a_step_fetches_by_hand():
+    """Of the 1 + 1/16 Double Sparsity holds per cached token, a step touches its labels and the 1/16 it picks; with
+    a window (keeping 320 of 1,000 tokens) the share applies to what is kept. Without a selection: all that is held."""
+    sel = token_selection(DOUBLE_SPARSITY, 1 / 16, **LLAMA2)
+    assert fetched_tokens(1000, KVPolicy(selection=sel)) == pytest.approx(1000 * (1 / 16 + 1 / 16))
+    assert fetched_tokens(1000, KVPolicy(window=320, selection=sel)) == pytest.approx(320 * (1 / 16 + 1 / 16))
+    assert fetched_tokens(1000, KVPolicy(window=320, full_heads=0.25)) == pytest.approx(490)
+    assert fetched_tokens(1000, 64) == 64 and fetched_tokens(1000, None) == 1000
 
 
 def test_policy_reads_and_holds_by_hand():
