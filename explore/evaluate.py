@@ -24,7 +24,7 @@ from kernels.lowering import lower_trace
 from kernels.medusa import medusa_head_params, medusa_head_table
 from kernels.mixed_layers import edge_mixed_template
 from kernels.module_params import stored_weight_scale
-from kernels.parallel import kv_replication, pipeline_sends, shard_tensor_parallel
+from kernels.parallel import check_tensor_parallel, kv_replication, pipeline_sends, shard_tensor_parallel
 from kernels.shapes import TEMPLATE_LAYERS, StepTemplate
 from kernels.table import KernelTable
 from kernels.token_select import TokenSelection, token_selection
@@ -417,19 +417,25 @@ class Evaluator:
                            tree=point.knob("spec_tree"))
 
     def _check_draft(self, point: DesignPoint) -> None:
-        """A draft must be smaller than the point's model; speculation runs on one device (InputError otherwise)."""
+        """A draft must be smaller than the point's model and shard over its tp devices; speculation runs on one
+        pipeline stage (InputError otherwise)."""
         draft = point.knob("spec_draft")
         tree, drafted = point.knob("spec_tree"), point.knob("spec_tokens")
         if 0 < tree < drafted:
             raise InputError(f"spec_tree: found {tree} with spec_tokens {drafted}, allowed: 0 (a chain) or at least "
                              f"{drafted} candidates (a tree holds the chain of drafted tokens it is priced to accept)")
-        if point.tp > 1 or point.pp > 1:
-            raise InputError(f"spec_draft: found {draft!r} on {point.tp * point.pp} devices, allowed: speculative "
-                             f"decoding on one device (tp = pp = 1; a sharded draft is not modeled yet)")
+        if point.pp > 1:
+            raise InputError(f"spec_draft: found {draft!r} on {point.pp} pipeline stages, allowed: speculative "
+                             f"decoding on one stage (pp = 1; a pipelined draft and target are not modeled yet)")
         if draft != MEDUSA:
             reason = draft_error(self.config(point.model), self.config(draft))
             if reason:
                 raise InputError(f"spec_draft: {reason}")
+            try:
+                check_tensor_parallel(self.config(draft), point.tp)
+            except ValueError as err:
+                raise InputError(f"spec_draft: {draft!r} with tp {point.tp}: the draft shards over the target's "
+                                 f"devices (vLLM's default draft tensor parallelism): {err}") from None
 
     def speculative_tables(self, point: DesignPoint, target: PassTables) -> SpeculativeTables | None:
         """The passes of a speculative static point whose plain passes are `target` (point_tables): the target's
@@ -440,14 +446,16 @@ class Evaluator:
             return None
         self._check_draft(point)
         fmt, fusion, draft = point.numeric_format, fusion_of(point.execution), point.knob("spec_draft")
-        verify = self.lowered(point.model, "decode", point.batch, point.prompt, fusion=fusion,
-                              query=spec.verified).with_format(fmt)
+        verify = self.lowered(point.model, "decode", point.batch, point.prompt, tp=point.tp, ep=point.ep,
+                              fusion=fusion, query=spec.verified).with_format(fmt)
         if draft == MEDUSA:
-            heads = medusa_head_table(self.config(point.model), spec.drafted, point.batch * spec.verified)
+            heads = medusa_head_table(self.config(point.model), spec.drafted, point.batch * spec.verified, point.tp)
             verify = KernelTable.concat([verify, heads.with_format(fmt)])
+        # A draft shards over the target's tp devices, as vLLM's draft tensor parallelism does by default.
         return SpeculativeTables(
             prefill=target.prefill, verify=verify, speculation=spec, window=target.attention_window,
-            draft=None if draft == MEDUSA else self.tables(draft, point.batch, point.prompt, fmt, fusion=fusion))
+            draft=None if draft == MEDUSA else self.tables(draft, point.batch, point.prompt, fmt, tp=point.tp,
+                                                           fusion=fusion))
 
     def _stored_scale(self, fmt: NumericFormat, cfg: ModelConfig) -> float:
         """stored_weight_scale of a format on a model, memoized (by the format object first: hashing one reads every
@@ -478,13 +486,15 @@ class Evaluator:
         if not draft:
             return memory
         if draft == MEDUSA:
-            heads_B = _medusa_heads_B(prefill_trace.param_bytes, cfg, point.knob("spec_tokens"), fmt, device)
+            heads_B = _medusa_heads_B(prefill_trace.param_bytes, cfg, point.knob("spec_tokens"), fmt, device,
+                                      point.tp)
             return replace(memory, weights_B=memory.weights_B + heads_B)
         # A draft model holds its weights and a KV cache of its own as long as the target's.
         draft_cfg = self.config(draft)
         draft_trace = self.trace(draft, "prefill", point.batch, point.prompt)
         held = batch_footprint(weight_bytes=_weight_bytes(draft_trace.param_bytes, fmt, device, draft_cfg),
-                               kv_bytes_per_token=draft_cfg.kv_bytes_per_token() * fmt.kv_scale, batch=point.batch,
+                               kv_bytes_per_token=draft_cfg.kv_bytes_per_token() * fmt.kv_scale * kv_replication(
+                                   draft_cfg, point.tp), batch=point.batch,
                                tokens_per_sequence=workload.prompt_len + workload.decode_steps,
                                activation_bytes=draft_trace.peak_activation_bytes, window=window)
         return MemoryFootprint(weights_B=memory.weights_B + held.weights_B,
@@ -506,9 +516,11 @@ class Evaluator:
         if speculation is not None and speculation.draft is not None:  # the draft's weights and KV live here too
             weights_B += _weight_bytes(speculation.draft.template.param_bytes, fmt, device,
                                         self.config(point.knob("spec_draft")))
-            kv_per_token_B += self.config(point.knob("spec_draft")).kv_bytes_per_token() * fmt.kv_scale
+            draft_cfg = self.config(point.knob("spec_draft"))
+            kv_per_token_B += draft_cfg.kv_bytes_per_token() * fmt.kv_scale * kv_replication(draft_cfg, point.tp)
         elif speculation is not None:
-            weights_B += _medusa_heads_B(costs.template.param_bytes, cfg, point.knob("spec_tokens"), fmt, device)
+            weights_B += _medusa_heads_B(costs.template.param_bytes, cfg, point.knob("spec_tokens"), fmt, device,
+                                         point.tp)
         # Each pipeline stage holds the activations of the iteration it runs.
         budget = make_scheduler(spec.scheduler, limits).token_budget()
         activations_B = costs.template.activation_bytes(budget) * point.pp
@@ -531,11 +543,12 @@ class Evaluator:
             return None
         self._check_draft(point)
         draft = point.knob("spec_draft")
-        if draft != MEDUSA:
-            return ServingSpeculation(speculation, draft=self.cost_model(replace(point, model=draft), fmt))
+        if draft != MEDUSA:  # a dense draft on the target's tp devices
+            return ServingSpeculation(speculation, draft=self.cost_model(replace(point, model=draft, ep=1), fmt))
         cfg = self.config(point.model)
         return ServingSpeculation(speculation, device=device, execution=point.execution,
-                                  heads=lambda rows: medusa_head_table(cfg, speculation.drafted, rows).with_format(fmt))
+                                  heads=lambda rows: medusa_head_table(cfg, speculation.drafted, rows,
+                                                                       point.tp).with_format(fmt))
 
     @staticmethod
     def _check_serving(point: DesignPoint) -> None:
@@ -659,10 +672,11 @@ def _weight_bytes(param_bytes: float, fmt: NumericFormat, device, config: ModelC
     return param_bytes * scale * (fmt.sparse_weight_scale if fmt.sparsity in device.sparsity_patterns else 1.0)
 
 
-def _medusa_heads_B(param_bytes: float, config: ModelConfig, heads: int, fmt: NumericFormat, device) -> float:
-    """Bytes of `heads` Medusa heads on `config`'s model of `param_bytes` traced weights: stored as its weights are
-    (the traced bytes per parameter, then the format's weight bits)."""
-    return _weight_bytes(medusa_head_params(config, heads) * (param_bytes / config.param_count()), fmt, device)
+def _medusa_heads_B(param_bytes: float, config: ModelConfig, heads: int, fmt: NumericFormat, device,
+                    tp: int = 1) -> float:
+    """Bytes of `heads` Medusa heads on `config`'s model of `param_bytes` traced weights, over `tp` devices: stored as
+    its weights are (the traced bytes per parameter, then the format's weight bits)."""
+    return _weight_bytes(medusa_head_params(config, heads, tp) * (param_bytes / config.param_count()), fmt, device)
 
 
 # Each kernel class's busy time metric (time_gemm_s, ...), communication included.

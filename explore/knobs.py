@@ -337,8 +337,8 @@ register(Knob(name="retrieval_heads", type=float, section="workload", default=0.
 # Speculative decoding (Leviathan et al., ICML 2023; Medusa, Cai et al., ICML 2024): a draft proposes spec_tokens
 # tokens, the target verifies them in one pass and keeps the accepted ones (sim/speculative.py).
 register(Knob(name="spec_draft", type=str, section="workload", default="", label="draft",
-              help="speculative decoding's draft: a smaller model preset or config.json on the same device, or "
-              "'medusa' (spec_tokens extra decoding heads on the target); empty: off", check=_draft,
+              help="speculative decoding's draft: a smaller model preset or config.json on the same devices (sharded "
+              "as the target), or 'medusa' (spec_tokens extra decoding heads on the target); empty: off", check=_draft,
               allowed_text="empty (off), 'medusa', or a model preset or config.json path smaller than the target"))
 # At most 32 drafted tokens: the chance that the last one is accepted, acceptance^32, is under 4% even at an
 # acceptance of 0.9, so longer drafts only add cost (Medusa trains 5 heads; Leviathan et al. test up to 10 tokens).

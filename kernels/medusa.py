@@ -5,7 +5,9 @@ Medusa (Cai et al., "Medusa: Simple LLM Inference Acceleration Framework with Mu
 hidden x hidden matrix (with a bias) and W2_k a hidden x vocab LM head of its own. The reference implementation
 (FasterDecoding/Medusa, medusa/model/medusa_model.py) applies every head to every position of the verification
 pass, so each head's GEMMs have one row per verified token. Priced as their GEMMs: the SiLU and the residual add
-move hidden-sized vectors, under a thousandth of the LM head's bytes.
+move hidden-sized vectors, under a thousandth of the LM head's bytes. On `tp` tensor-parallel devices each holds
+every W1 whole and a vocabulary-parallel share of each LM head (vLLM's Medusa: nn.Linear blocks, ParallelLMHead
+heads; the logits' gather is not priced, as the target's is not).
 """
 
 from __future__ import annotations
@@ -17,14 +19,16 @@ from workloads.model_config import ModelConfig
 from workloads.trace import DTYPE_BYTES
 
 
-def medusa_head_params(config: ModelConfig, heads: int) -> int:
-    """Parameters of `heads` Medusa heads: W1 (with its bias) and a vocab-sized LM head each."""
+def medusa_head_params(config: ModelConfig, heads: int, tp: int = 1) -> int:
+    """Parameters `heads` Medusa heads hold over `tp` devices: W1 (with its bias) on each, and a vocab-sized LM head
+    split over them."""
     h = config.hidden_size
-    return heads * (h * h + h + h * config.vocab_size)
+    return heads * ((h * h + h) * tp + h * config.vocab_size)
 
 
-def medusa_head_table(config: ModelConfig, heads: int, rows: int) -> KernelTable:
-    """The GEMMs of `heads` Medusa heads over `rows` hidden states (batch x verified tokens), at the model's dtype."""
+def medusa_head_table(config: ModelConfig, heads: int, rows: int, tp: int = 1) -> KernelTable:
+    """The GEMMs of `heads` Medusa heads over `rows` hidden states (batch x verified tokens), at the model's dtype, as
+    one of `tp` devices runs them (its share of each LM head's vocabulary)."""
     element_B = DTYPE_BYTES.get(config.dtype, 2)
     dtype = DTYPE_SHORT.get(config.dtype, config.dtype)
     h = config.hidden_size
@@ -35,5 +39,5 @@ def medusa_head_table(config: ModelConfig, heads: int, rows: int) -> KernelTable
                       module=name, m=rows, n=n, k=h, batch=1)
 
     kernels = [gemm(f"medusa_head.{i}.{part}", n) for i in range(heads)
-               for part, n in (("block", h), ("lm_head", config.vocab_size))]
+               for part, n in (("block", h), ("lm_head", -(-config.vocab_size // tp)))]
     return KernelTable.from_kernels(kernels)

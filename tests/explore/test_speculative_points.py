@@ -151,3 +151,66 @@ def test_medusa_1_speedup_at_batch_1_and_less_at_batch_64(tiny_evaluator):
     at_1 = medusa_speedup(tiny_evaluator, 1)
     assert 1.6 <= at_1 <= 2.8
     assert medusa_speedup(tiny_evaluator, 64) < at_1
+
+
+def sharded(model: str, tp: int, **knobs) -> DesignPoint:
+    return DesignPoint(model=model, device="h100-sxm", batch=4, prompt=200, output=33, execution="engine", tp=tp,
+                       knobs=tuple(sorted(knobs.items())))
+
+
+def test_a_sharded_draft_holds_its_kv_heads_on_each_device_that_needs_them(tiny_config, tiny_evaluator, draft):
+    """On four devices a draft of 2 KV heads keeps a copy of each on two of them (as the target does): its cache takes
+    twice its one-device bytes, 1 layer x 2 KV heads x 8 dims x K and V x 2 B x 232 tokens x 4 sequences each."""
+    one_copy_B = 2 * 1 * 2 * 8 * 2 * 232 * 4
+    held = {}
+    for tp in (1, 4):
+        plain = tiny_evaluator.evaluate(sharded(tiny_config, tp)).metrics["peak_memory_B"]
+        drafted = tiny_evaluator.evaluate(sharded(tiny_config, tp, spec_draft=draft, acceptance=0.5))
+        held[tp] = drafted.metrics["peak_memory_B"] - plain
+    assert held[4] - held[1] == pytest.approx(one_copy_B, rel=1e-9)
+
+
+def test_medusa_heads_keep_their_first_matrix_on_every_device(tiny_config, tiny_evaluator):
+    """Medusa's blocks are replicated over the tensor-parallel devices and its LM heads split by vocabulary (vLLM's
+    Medusa): on two devices 4 heads hold one more copy of W1 and its bias, 4 x (64 x 64 + 64) bf16 values."""
+    held = {}
+    for tp in (1, 2):
+        plain = tiny_evaluator.evaluate(sharded(tiny_config, tp)).metrics["peak_memory_B"]
+        heads = tiny_evaluator.evaluate(sharded(tiny_config, tp, spec_draft="medusa", spec_tokens=4, acceptance=0.5))
+        held[tp] = heads.metrics["peak_memory_B"] - plain
+    assert held[2] - held[1] == pytest.approx(4 * (64 * 64 + 64) * 2, rel=1e-9)
+
+
+@pytest.mark.parametrize("kind", ["draft", "medusa"])
+def test_speculation_on_two_devices_keeps_the_one_device_laws(tiny_config, tiny_evaluator, draft, kind):
+    """On two tensor-parallel devices speculation obeys what it obeys on one: more acceptance is never slower, and a
+    draft's steps run its own all-reduces (a draft model's communication time grows with the drafted tokens)."""
+    name = draft if kind == "draft" else "medusa"
+    tpots = [tiny_evaluator.evaluate(sharded(tiny_config, 2, spec_draft=name, spec_tokens=4, acceptance=a))
+             .metrics["tpot_s"] for a in (0.0, 0.4, 0.8, 1.0)]
+    assert tpots == sorted(tpots, reverse=True) and tpots[0] > tpots[-1]
+    if kind == "draft":
+        comm = [tiny_evaluator.evaluate(sharded(tiny_config, 2, spec_draft=draft, spec_tokens=k, acceptance=0.0))
+                .metrics["time_communication_s"] for k in (1, 2, 4)]
+        assert comm[0] < comm[1] < comm[2]
+
+
+def test_a_draft_that_cannot_shard_is_one_line(tiny_config, tmp_path, capsys):
+    """A draft of 2 attention heads cannot split over 4 devices: refused naming the draft, as its target would be."""
+    narrow = tmp_path / "narrow.json"
+    narrow.write_text(json.dumps(DRAFT_CONFIG | {"num_attention_heads": 2, "num_key_value_heads": 1}))
+    assert main(["run", "--model", tiny_config, "--device", "h100-sxm", "--tp", "4", "--spec-draft", str(narrow)]) == 2
+    err = capsys.readouterr().err
+    assert "spec_draft:" in err and "with tp 4" in err and "2 attention heads" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_serving_speculates_on_two_devices(tiny_config, tiny_evaluator, draft):
+    """A serving run speculates on a tensor-parallel replica: the same seed gives the same run, and full acceptance
+    of 4 drafted tokens serves the requests' decodes faster than none."""
+    def run(acceptance: float) -> dict:
+        p = serving_point(tiny_config, spec_draft=draft, spec_tokens=4, acceptance=acceptance)
+        return tiny_evaluator.evaluate(DesignPoint(**{**p.__dict__, "tp": 2})).metrics
+    names = ("ttft_s", "tpot_s", "e2e_s", "tokens_per_s", "energy_per_token_J")
+    assert [run(0.9)[n] for n in names] == [run(0.9)[n] for n in names]
+    assert run(1.0)["tpot_s"] < run(0.0)["tpot_s"]
