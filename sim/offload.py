@@ -76,8 +76,10 @@ def plan_offload(footprint: MemoryFootprint, capacity_B: float, layers: int, mod
     if weights_room_B + kv_room_B < excess_B:
         return _cannot_fit(footprint, capacity_B, layers, mode)
     weights_share = min(1.0, excess_B / weights_room_B) if weights_room_B > 0 else 0.0
-    left_B = excess_B - weights_share * weights_room_B
-    kv_share = left_B / kv_room_B if left_B > 0 else 0.0
+    # What every weight offloaded cannot free falls to the KV cache (the check above found room for it); taken from
+    # the rooms, not from the share, whose rounding would leave a few bytes over where the weights suffice.
+    left_B = max(0.0, excess_B - weights_room_B)
+    kv_share = min(1.0, left_B / kv_room_B) if left_B > 0 else 0.0
     weights_B, kv_B = weights_share * footprint.weights_B, kv_share * footprint.kv_cache_B
     return OffloadPlan(weights_share=weights_share, kv_share=kv_share, weights_B=weights_B, kv_B=kv_B,
                        weights_buffer_B=weights_B * BUFFERED_LAYERS / layers,

@@ -75,6 +75,18 @@ def test_an_offload_that_still_cannot_fit_says_why():
         plan_offload(_footprint(100, 10, 5), 80 * GB, 10, "disk")
 
 
+
+@pytest.mark.parametrize("excess_B", [45432390400.0, *np.linspace(1e9, 80e9, 40).round()])
+def test_weights_that_suffice_leave_nothing_to_a_kv_cache_they_may_not_touch(excess_B):
+    """Mixtral-8x7B at batch 1 on an L40S (32 layers, 93.4 GB of weights, 45.4 GB too many) crashed with a division
+    by zero: the weights' share times their room came out a few bytes short of the excess (floating-point rounding),
+    and that remainder was handed to a KV cache the 'weights' policy may not offload. The weights alone free it."""
+    footprint = MemoryFootprint(weights_B=93405585408.0, kv_cache_B=0.0, activations_B=0.0)
+    for mode in ("weights", "auto"):
+        plan = plan_offload(footprint, footprint.total_B - excess_B, 32, mode)
+        assert isinstance(plan, OffloadPlan) and plan.kv_B == 0, plan
+        assert device_footprint(footprint, plan).total_B == pytest.approx(footprint.total_B - excess_B)
+
 # ---- link time ------------------------------------------------------------------------------------------------
 
 LINK = HostLink(bandwidth_Bps=10 * GB, latency_s=1e-6)
