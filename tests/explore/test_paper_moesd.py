@@ -11,8 +11,8 @@ step turns compute-bound and the gain falls, as it does for a dense model at eve
 
 What is not expressible here, so only the paper's direction is checked, not its 2.29x: Qwen2-57B-A14B is a
 qwen2_moe model (64 routed experts, top-8, and a shared expert every token runs: workloads/model_config.py supports
-mixtral-style MoE without shared experts), a draft sharded over the target's tensor-parallel GPUs is refused
-(one device only), and the paper's acceptance rates were not readable in the copies we could reach. Here:
+mixtral-style MoE without shared experts), and the paper's acceptance rates were not readable in the copies we
+could reach. Here:
 Mixtral-8x7B (8 experts, top-2) against the dense Mistral-7B of the same attention and width, both on one H200
 (Mixtral's 93 GB of 16-bit weights fit its 141 GB), in engine execution, prompts of 256 tokens and 128 output
 tokens, with the same 0.5B-class draft (Qwen2-0.5B's shape with the targets' 32,000-token vocabulary), 4 drafted
