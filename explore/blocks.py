@@ -186,7 +186,7 @@ def _evaluate_block(evaluator: Evaluator, first: DesignPoint, knobs: dict[str, l
     workload = BatchWorkload(batch=first.batch, prompt_len=first.prompt, output_len=first.output)
     memory = evaluator.batch_memory(first, device, workload, tables.attention_window)
     capacity_B = np.broadcast_to(device.memory_bytes, (count, 1))[:, 0]
-    reasons = {c: infeasible_reason(memory, c) for c in np.unique(capacity_B).tolist()}
+    reasons = {c: infeasible_reason(memory, c, device.devices) for c in np.unique(capacity_B).tolist()}
     reason = [reasons[c] for c in capacity_B.tolist()]
     fits = np.array([not r for r in reason])
     result = evaluate_block(device, count, tables, workload, memory, first.execution)

@@ -272,7 +272,7 @@ class Evaluator:
         tables = self.point_tables(point, device)
         workload = BatchWorkload(batch=point.batch, prompt_len=point.prompt, output_len=point.output)
         memory = self.batch_memory(point, device, workload, tables.attention_window)
-        reason = infeasible_reason(memory, device.memory_bytes)
+        reason = infeasible_reason(memory, device.memory_bytes, device.devices)
         speculative = self.speculative_tables(point, tables)
         traffic = None
         if reason and point.knob("offload") != "none":

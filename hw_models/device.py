@@ -44,6 +44,7 @@ class DeviceModel:
     kind: ClassVar[str] = ""
     # The engines kernels run on; KernelCosts.unit indexes this tuple.
     units: tuple[str, ...] = ("device",)
+    devices: int = 1  # devices whose memory memory_bytes sums (a SystemModel: tp x pp)
     # Spec fields (dotted paths, '*' a wildcard) that may take one value per design point of a block priced in
     # one call (hw_models/device_block.py): fields the cost model uses only elementwise per kernel.
     block_fields: ClassVar[tuple[str, ...]] = ()

@@ -29,10 +29,11 @@ def batch_footprint(*, weight_bytes: float, kv_bytes_per_token: float, batch: in
                            activations_B=activation_bytes)
 
 
-def infeasible_reason(footprint: MemoryFootprint, capacity_B: float) -> str:
-    """Empty when the footprint fits, else why not."""
+def infeasible_reason(footprint: MemoryFootprint, capacity_B: float, devices: int = 1) -> str:
+    """Empty when the footprint fits, else why not; `capacity_B` is that of all `devices` together."""
     if footprint.total_B <= capacity_B:
         return ""
+    held = (f"the {devices} devices have {capacity_B / 1e9:.1f} GB ({capacity_B / devices / 1e9:.1f} each)"
+            if devices > 1 else f"the device has {capacity_B / 1e9:.1f} GB")
     return (f"needs {footprint.total_B / 1e9:.1f} GB (weights {footprint.weights_B / 1e9:.1f}, KV cache "
-            f"{footprint.kv_cache_B / 1e9:.1f}, activations {footprint.activations_B / 1e9:.1f}) but the device "
-            f"has {capacity_B / 1e9:.1f} GB")
+            f"{footprint.kv_cache_B / 1e9:.1f}, activations {footprint.activations_B / 1e9:.1f}) but {held}")

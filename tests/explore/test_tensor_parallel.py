@@ -35,6 +35,15 @@ def test_a_70b_model_fits_on_four_h100s_but_not_one(evaluator):
     assert four.metrics["area_mm2"] == 4 * one.metrics["area_mm2"]
 
 
+def test_a_system_that_does_not_fit_names_its_devices(evaluator):
+    """Llama-2-70B's 138 GB of 16-bit weights on two 80 GB H100s: the reason gives the two devices' 160 GB and each
+    one's 80 GB, not 'the device has 160.0 GB'."""
+    two = evaluator.evaluate(DesignPoint(model="llama-2-70b", device="h100-sxm", batch=64, prompt=1024, output=8,
+                                         tp=2)).metrics
+    assert not two["fits_in_memory"]
+    assert "the 2 devices have 160.0 GB (80.0 each)" in two["infeasible_reason"], two["infeasible_reason"]
+
+
 def test_one_device_keeps_its_point_and_numbers(evaluator):
     plain = DesignPoint(model="llama-2-7b", device="h100-sxm", batch=2, prompt=64, output=4)
     explicit = DesignPoint(model="llama-2-7b", device="h100-sxm", batch=2, prompt=64, output=4, tp=1)

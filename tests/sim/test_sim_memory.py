@@ -45,6 +45,14 @@ def test_infeasible_reason():
     assert "\n" not in reason
 
 
+def test_infeasible_reason_of_several_devices_names_them():
+    fp = batch_footprint(weight_bytes=WEIGHTS_B, kv_bytes_per_token=KV_PER_TOKEN_B, batch=8,
+                         tokens_per_sequence=2176, activation_bytes=100e6)
+    reason = infeasible_reason(fp, 16e9, devices=2)  # two 8 GB devices
+    assert "the 2 devices have 16.0 GB (8.0 each)" in reason, reason
+    assert "the device has" in infeasible_reason(fp, 16e9)
+
+
 def test_llama2_70b_does_not_fit_one_h100():
     # 68,976,648,192 params x 2 B = 138 GB of weights alone > 80 GB.
     fp = batch_footprint(weight_bytes=68_976_648_192 * 2, kv_bytes_per_token=2 * 80 * 8 * 128 * 2, batch=1,
