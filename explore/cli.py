@@ -149,7 +149,7 @@ def _add_serving_flags(run: argparse.ArgumentParser) -> None:
     """Flags of `explore run --serving`: requests arriving at one replica instead of one static batch."""
     from sim.routers import DEFAULT_ROUTER, ROUTERS
     from sim.schedulers import SCHEDULERS
-    from sim.serving_spec import ARRIVALS, ServingSpec
+    from sim.serving_spec import ARRIVALS, PREFIX_ATTENTIONS, ServingSpec
     from sim.slowdown import SLOWDOWN_PRESETS
 
     spec = ServingSpec()  # the flags' defaults are the spec's
@@ -181,6 +181,9 @@ def _add_serving_flags(run: argparse.ArgumentParser) -> None:
     g.add_argument("--block-tokens", type=int, default=spec.block_tokens,
                    help=f"tokens per KV block (default {spec.block_tokens})")
     g.add_argument("--prefix-tokens", type=int, default=0, help="a system prompt every request shares (default 0)")
+    g.add_argument("--prefix-attention", choices=list(PREFIX_ATTENTIONS),
+                   help="how decode attention reads the --prefix-tokens every request shares: paged (each sequence "
+                        "its copy; the default) or cascade (once for all sequences, then each its own tokens)")
     g.add_argument("--preemption", choices=["recompute", "swap"], default="recompute",
                    help="when KV blocks run out: recompute (default) or swap to host memory over the device's host "
                         "link (or --swap-GBps)")

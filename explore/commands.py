@@ -208,13 +208,16 @@ def _idle_serving_flag(args) -> str:
             ("--slo-attainment", args.slo_attainment, args.slo_attainment != spec.slo_attainment and not (
                 args.slo_ttft or args.slo_tpot or args.slo_slowdown),
              "with an SLO to attain (--slo-ttft, --slo-tpot or --slo-slowdown), or left out"),
+            ("--prefix-attention", args.prefix_attention, args.prefix_attention is not None and not args.prefix_tokens,
+             "with --prefix-tokens N (N >= 1: a prefix every request shares), or left out"),
             *((flag, getattr(args, name), args.trace is not None and getattr(args, name) != KNOBS[name].default,
                f"left out with --trace (the trace gives each request's {name} tokens)")
               for flag, name in (("--prompt", "prompt"), ("--output", "output")))):
         if idle:
             shown = f"{value:g}" if isinstance(value, float) else repr(value)
             context = {"--cv": f"--arrival {args.arrival}", "--swap-GBps": f"--preemption {args.preemption}",
-                       "--slo-attainment": "no SLO", "--prompt": f"--trace {args.trace}",
+                       "--slo-attainment": "no SLO", "--prefix-attention": "no shared prefix",
+                       "--prompt": f"--trace {args.trace}",
                        "--output": f"--trace {args.trace}"}.get(flag, "no prefill pool")
             return f"{flag}: found {shown} with {context}, allowed: {allowed}"
     return ""
@@ -397,7 +400,7 @@ def _serving_spec(args) -> ServingSpec:
                   slo_slowdown=SLOWDOWN_PRESETS[args.slo_slowdown] if args.slo_slowdown else None,
                   capacity=tuple(args.capacity) if args.capacity else None,
                   replicas=args.replicas, prefill_replicas=args.prefill_replicas, prefill_device=args.prefill_device,
-                  kv_link=args.kv_link, router=args.router)
+                  kv_link=args.kv_link, router=args.router, prefix_attention=args.prefix_attention)
     if args.seed < 0:
         raise InputError(f"--seed: found {args.seed}, allowed: an integer >= 0")
     try:
@@ -487,6 +490,8 @@ def _assumptions(point: DesignPoint, device) -> str:
                  else f"{s.replicas} replica(s)")
         if s.router:  # the one a user asked for (--router); unset: the default, least_requests
             pools += f", router {s.router}"
+        if s.prefix_tokens:
+            pools += f", a {s.prefix_tokens}-token shared prefix ({s.prefix_attention or 'paged'} attention)"
         what += (f"; serving {s.requests} requests ({s.trace or 'fixed lengths'}, {s.arrival} arrivals, {rate}) "
                  f"with {s.scheduler} scheduling on {pools}")
     return what

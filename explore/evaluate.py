@@ -529,7 +529,7 @@ class Evaluator:
         return Pool(name=f"{role} ({point.device})", role=role, replicas=replicas, costs=costs,
                     scheduler=spec.scheduler, limits=limits, memory=memory, idle_power_W=device.idle_power_W,
                     router=spec.router or DEFAULT_ROUTER,
-                    prefix_tokens=spec.prefix_tokens, window=self.kv_window(point),
+                    prefix_tokens=spec.prefix_tokens, cascade=spec.cascade, window=self.kv_window(point),
                     swap_bandwidth_Bps=(spec.swap_GBps * 1e9 if spec.swap_GBps else
                                         self.host_link(point, device).bandwidth_Bps if spec.preemption == "swap"
                                         else None),
@@ -550,9 +550,13 @@ class Evaluator:
                                   heads=lambda rows: medusa_head_table(cfg, speculation.drafted, rows,
                                                                        point.tp).with_format(fmt))
 
-    @staticmethod
-    def _check_serving(point: DesignPoint) -> None:
-        """What a serving run does not model (InputError): offloading, layer skipping."""
+    def _check_serving(self, point: DesignPoint) -> None:
+        """What a serving run does not model (InputError): offloading, layer skipping, cascade attention under a KV
+        policy (which keeps tokens of its own choosing, the shared prefix perhaps not among them)."""
+        if point.serving.cascade and isinstance(self.kv_window(point), KVPolicy):
+            raise InputError("prefix_attention: found 'cascade' with a KV policy (retrieval_heads, topk_fraction or a "
+                             "kv_budget_method other than streaming), allowed: paged (a policy keeps tokens of its own "
+                             "choosing, so the sequences share no prefix to read once)")
         if point.knob("offload") != "none":
             raise InputError(f"offload: found {point.knob('offload')!r} with serving:, allowed: none (offloading in a "
                              f"serving run is not modeled; a static batch offloads)")

@@ -58,7 +58,7 @@ from kernels.token_select import QUEST
 from sim.offload import OFFLOADS
 from sim.routers import ROUTERS
 from sim.schedulers import SCHEDULERS
-from sim.serving_spec import ARRIVALS, PREEMPTIONS, ServingSpec
+from sim.serving_spec import ARRIVALS, PREEMPTIONS, PREFIX_ATTENTIONS, ServingSpec
 from sim.speculative import MEDUSA
 from workloads.model_config import load_model_config
 
@@ -446,6 +446,11 @@ register(Knob(name="router", type=str, section="serving", scope="serving", defau
               allowed=tuple(ROUTERS), help="how a pool picks the replica each request (arrival or prefill hand-over) "
               "joins: least_requests (fewest held), least_tokens (fewest pending tokens, Splitwise's JSQ) or "
               "round_robin; unset: least_requests"))
+register(Knob(name="prefix_attention", type=str, section="serving", scope="serving", default=None, flag=False,
+              allowed=PREFIX_ATTENTIONS,
+              help="how decode attention reads the prefix_tokens every request shares: paged (each sequence its copy "
+              "of the shared blocks, vLLM's paged attention) or cascade (the prefix once for all sequences, then "
+              "each its own tokens: FlashInfer's cascade inference, Hydragen); unset: paged"))
 register(Knob(name="max_decode_preemptions", type=int, section="serving", scope="serving", default=None, flag=False,
               minimum=0, help="orca only: new prompts take the iteration's token budget (prompt_batch_tokens) first "
               "and running decodes past it sit out, each at most this many iterations (splitwise-sim's baseline "

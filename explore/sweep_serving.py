@@ -165,6 +165,8 @@ class Serving(Strict):
     prefill_device: str | None = None  # the prefill pool's device (default: the point's)
     kv_link: str = DEFAULT.kv_link  # the link each request's KV crosses from the prefill to the decode pool
     router: one_or_more(knob_type(KNOBS["router"])) | None = None  # how a pool picks a replica (least_requests)
+    # How decode attention reads the shared prefix (paged); a list compares the two.
+    prefix_attention: one_or_more(knob_type(KNOBS["prefix_attention"])) | None = None
 
     @field_validator("capacity")
     @classmethod
@@ -205,7 +207,7 @@ class Parallel(Strict):
     """A system of identical devices: tensor-parallel degree and the link between them (lists sweep)."""
 
     tp: one_or_more(PositiveInt) = 1
-    pp: one_or_more(PositiveInt) = 1  # pipeline stages (static batches only)
+    pp: one_or_more(PositiveInt) = 1  # pipeline stages
     ep: one_or_more(Literal["split", "spread"]) = "split"  # an MoE model's experts: each split over tp, or spread whole
     link: one_or_more(str) = "default"  # a link preset or path; 'default': the device's own interconnect
     allreduce: one_or_more(knob_type(KNOBS["allreduce"])) = "nccl"  # NCCL's, or an engine's custom kernels
@@ -224,6 +226,8 @@ def serving_dimensions(serving: Serving) -> dict[str, list]:
     dims.update(replicas=as_list(serving.replicas), prefill_replicas=as_list(serving.prefill_replicas))
     if serving.router is not None:
         dims["router"] = as_list(serving.router)
+    if serving.prefix_attention is not None:
+        dims["prefix_attention"] = as_list(serving.prefix_attention)
     if serving.arrival != "gamma":
         del dims["cv"]
     return dims
@@ -244,7 +248,8 @@ def serving_spec(serving: Serving, values: dict[str, Any]) -> ServingSpec:
         seed=serving.seed, slo_ttft_s=slo.ttft_s, slo_tpot_s=slo.tpot_s,
         slo_attainment=slo.attainment, slo_slowdown=slo.slowdown_slo(), capacity=serving.capacity,
         replicas=values["replicas"], prefill_replicas=values["prefill_replicas"],
-        prefill_device=serving.prefill_device or "", kv_link=serving.kv_link, router=values.get("router"))
+        prefill_device=serving.prefill_device or "", kv_link=serving.kv_link, router=values.get("router"),
+        prefix_attention=values.get("prefix_attention"))
 
 
 def _unkeyed(err: InputError) -> str:
@@ -301,7 +306,9 @@ def _check_idle(serving: Serving, located: LocatedYAML) -> None:
             (("kv_link",), "kv_link" in given and no_pool, "no prefill pool", pool),
             (("slo", "attainment"), slo is not None and "attainment" in slo.model_fields_set and not (
                 slo.ttft_s or slo.tpot_s or slo.slowdown), "no SLO limit",
-             "with ttft_s, tpot_s or slowdown limits to attain, or left out")):
+             "with ttft_s, tpot_s or slowdown limits to attain, or left out"),
+            (("prefix_attention",), "cascade" in as_list(serving.prefix_attention) and not serving.prefix_tokens,
+             "no shared prefix", "with prefix_tokens >= 1 (a prefix every request shares), or left out")):
         if idle:
             value = getattr(slo if key[0] == "slo" else serving, key[-1])
             raise InputError(f"{located.where(('serving', *key))}: serving.{'.'.join(key)}: found {value!r} with "

@@ -37,7 +37,7 @@ import numpy as np
 from kernels.formats import HOT_EXPERTS_MODULE, NumericFormat
 from kernels.fusion import fuse
 from kernels.kernel import KernelKind
-from kernels.kv_policy import Window, decode_reads, flops_per_read, prefill_pairs
+from kernels.kv_policy import KVPolicy, Window, decode_reads, flops_per_read, kept_tokens, prefill_pairs
 from kernels.lowering import lower_trace
 from kernels.moe import COLD_EXPERTS_MODULE, MATRICES, balanced_routing, fused_moe_act_bytes, part_experts
 from kernels.parallel import stage_of_layer
@@ -75,7 +75,11 @@ class StepShape:
     prefill_pairs: int = 0  # causal (query, key) pairs over all chunks
     prefill_cached: int = 0  # keys the chunks read back from the KV cache (their already-computed prefix)
     decode_seqs: int = 0
-    decode_kv: int = 0  # keys the decoding sequences attend to, summed
+    decode_kv: int = 0  # keys the decoding sequences attend to, summed (each its own, with a shared prefix apart)
+    # Keys at the head of decode_shared_seqs of the decoding sequences' caches, the same for each (a shared prompt
+    # prefix), that cascade attention reads once for all of them (0: none read apart).
+    decode_shared_kv: int = 0
+    decode_shared_seqs: int = 0
     decode_query: int = 1  # query tokens per decoding sequence (a speculative verification's drafted tokens + 1)
     decode_flops_per_kv: float = 1.0  # decode attention FLOPs per key read (a token selection: kernels/kv_policy.py)
     sampled: int = 0  # sequences that sample a token: decodes, and prefills that finish their prompt
@@ -87,19 +91,31 @@ class StepShape:
 
 
 def step_shape(chunks: Sequence[tuple[int, int]] = (), decode_kv: Sequence[int] = (), *, sampled: int,
-               window: Window = None, decode_query: int = 1, prefill_window: int | None = None) -> StepShape:
+               window: Window = None, decode_query: int = 1, prefill_window: int | None = None,
+               shared_prefix: int = 0) -> StepShape:
     """The shape of an iteration: prefill `chunks` as (new tokens, cached prefix tokens) and the KV lengths of
     the decoding sequences (a sliding window, or a KV policy, caps what a decode token attends to), each with
     `decode_query` query tokens (a speculative verification: the last token and the drafted ones). A chunk's queries
     attend to at most `prefill_window` keys each: the model's own sliding window (StepTemplate.sliding_window), and
-    DuoAttention's streaming heads to theirs (kernels/kv_policy.py prefill_pairs; other budgets leave it whole)."""
-    decode, _ = decode_reads(np.asarray(decode_kv), window)
+    DuoAttention's streaming heads to theirs (kernels/kv_policy.py prefill_pairs; other budgets leave it whole).
+    `shared_prefix`: the first tokens of every decoding sequence's cache, the same for each, which cascade attention
+    reads once for the sequences that still attend to them (two or more; not under a KV policy, which keeps tokens
+    of its own choosing)."""
+    kv = np.asarray(decode_kv)
+    shared, sharing = 0, 0
+    if shared_prefix and not isinstance(window, KVPolicy):
+        # Caches holding the prefix that the window still reads whole.
+        whole = (kv >= shared_prefix) & (kept_tokens(kv, window) >= kv)
+        if whole.sum() > 1:
+            kv = np.where(whole, kv - shared_prefix, kv)
+            shared, sharing = shared_prefix, int(whole.sum())
+    decode, _ = decode_reads(kv, window)
     return StepShape(
         prefill_seqs=len(chunks), prefill_tokens=sum(q for q, _ in chunks),
         prefill_pairs=round(sum(prefill_pairs(q, q + cached, window, prefill_window) for q, cached in chunks)),
         prefill_cached=sum(cached for _, cached in chunks), decode_seqs=len(decode_kv),
-        decode_kv=round(float(np.sum(decode))), decode_flops_per_kv=flops_per_read(window), sampled=sampled,
-        decode_query=decode_query,
+        decode_kv=round(float(np.sum(decode))), decode_shared_kv=shared, decode_shared_seqs=sharing,
+        decode_flops_per_kv=flops_per_read(window), sampled=sampled, decode_query=decode_query,
         positions=max([q for q, _ in chunks] + [decode_query if len(decode_kv) else 1]),
     )
 
@@ -277,7 +293,8 @@ class StepTemplate:
             counts = [share * self.count[rows]]
         parts = [linear]
         for present, attention in ((shape.prefill_seqs, self._prefill_attention),
-                                   (shape.decode_seqs, self._decode_attention)):
+                                   (shape.decode_seqs, self._decode_attention),
+                                   (shape.decode_shared_seqs, self._shared_prefix_attention)):
             if present:
                 parts.append(attention(shape))
                 counts.append(layers[:, None])
@@ -370,6 +387,19 @@ class StepTemplate:
                        act_bytes=row.act_bytes * shape.decode_seqs * query / self.traced_decode_seqs,
                        batch=np.array([float(shape.decode_seqs)]), q_len=np.array([float(query)]),
                        kv_len=np.array([shape.decode_kv / shape.decode_seqs]))
+
+    def _shared_prefix_attention(self, shape: StepShape) -> KernelTable:
+        """One layer's attention of the decoding sequences' queries to their shared prefix, cascade attention's first
+        kernel (FlashInfer's cascade inference, Hydragen): the queries of every sequence sharing it, stacked as the
+        rows of one sequence, against the prefix's keys, which it reads once (merging its output into the per-sequence
+        kernel's, a pass over the queries' outputs, is not priced)."""
+        row = self.prefill_attention
+        kv_bytes_per_key = self.decode_attention.kv_bytes[0] / self.traced_decode_kv
+        queries = shape.decode_shared_seqs * shape.decode_query
+        return replace(row, flops=row.flops * queries * shape.decode_shared_kv / self.traced_prefill_pairs,
+                       act_bytes=row.act_bytes * queries / self.traced_prefill_tokens,
+                       kv_bytes=np.array([shape.decode_shared_kv * kv_bytes_per_key]), batch=np.array([1.0]),
+                       q_len=np.array([float(queries)]), kv_len=np.array([float(shape.decode_shared_kv)]))
 
     def _prefill_attention(self, shape: StepShape) -> KernelTable:
         """One layer's prefill attention: chunks compute their causal pairs (inside the model's sliding window) and

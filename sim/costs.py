@@ -87,14 +87,15 @@ class IterationCostModel:
     def _bucket(self, s: StepShape) -> tuple:
         if not self.kv_bucket_tokens:
             return (s.prefill_seqs, s.prefill_tokens, s.prefill_pairs, s.prefill_cached, s.decode_seqs, s.decode_kv,
-                    s.sampled, s.positions, s.decode_query, s.decode_flops_per_kv)
+                    s.sampled, s.positions, s.decode_query, s.decode_flops_per_kv, s.decode_shared_kv,
+                    s.decode_shared_seqs)
         return (s.prefill_seqs, s.prefill_tokens, self._round(s.prefill_pairs, max(s.prefill_tokens, 1)),
                 self._round(s.prefill_cached, max(s.prefill_seqs, 1)), s.decode_seqs,
                 self._round(s.decode_kv, max(s.decode_seqs, 1)), s.sampled, s.positions, s.decode_query,
-                s.decode_flops_per_kv)
+                s.decode_flops_per_kv, s.decode_shared_kv, s.decode_shared_seqs)
 
     def _representative(self, key: tuple) -> StepShape:
-        seqs, tokens, pairs, cached, decodes, kv, sampled, positions, query, flops_per_kv = key
+        seqs, tokens, pairs, cached, decodes, kv, sampled, positions, query, flops_per_kv, shared, sharing = key
         if self.kv_bucket_tokens:
             step = self.kv_bucket_tokens
 
@@ -104,7 +105,8 @@ class IterationCostModel:
             pairs, cached, kv = value(pairs, tokens), value(cached, seqs), value(kv, decodes)
         return StepShape(prefill_seqs=seqs, prefill_tokens=tokens, prefill_pairs=pairs, prefill_cached=cached,
                          decode_seqs=decodes, decode_kv=kv, sampled=sampled, positions=positions,
-                         decode_query=query, decode_flops_per_kv=flops_per_kv)
+                         decode_query=query, decode_flops_per_kv=flops_per_kv, decode_shared_kv=shared,
+                         decode_shared_seqs=sharing)
 
     def _price(self, shape: StepShape) -> IterationCost:
         table, counts = self.template.stage_table(shape, self.stages)

@@ -37,11 +37,14 @@ class Replica:
                  *, window: Window, swap_s_per_token: float, on_finish: Callable[[Sequence], None],
                  on_prefilled: Callable[[Sequence], None] | None = None,
                  speculation: ServingSpeculation | None = None, seed: Sequence_[int] = (0,),
-                 stages: Sequence_[simpy.Resource] = ()):
+                 stages: Sequence_[simpy.Resource] = (), shared_prefix: int = 0):
         """`speculation`: decode speculatively (sim/speculative.py), drawing accepted tokens from `seed`; `stages`:
-        the pipeline stages it shares with its replica's other engines (none: it runs on its devices alone)."""
+        the pipeline stages it shares with its replica's other engines (none: it runs on its devices alone);
+        `shared_prefix`: the cached prefix its decodes' attention reads once for all (cascade attention; 0: each
+        sequence reads its own copy, as paged attention does)."""
         self.env, self.costs, self.scheduler, self.state = env, costs, scheduler, state
         self.stages = stages
+        self.shared_prefix = shared_prefix
         self.speculation = speculation
         self.rng = np.random.default_rng(list(seed))
         self.window, self.swap_s_per_token = window, swap_s_per_token
@@ -115,8 +118,9 @@ class Replica:
         spec = self.speculation
         own = self.costs.template.sliding_window  # the model's window: what its prefill chunks attend to
         if spec is None or not batch.decodes:
-            return self.costs.price(batch.shape(self.window, prefill_window=own))
-        shape = batch.shape(self.window, spec.speculation.verified, prefill_window=own)
+            return self.costs.price(batch.shape(self.window, prefill_window=own, shared_prefix=self.shared_prefix))
+        shape = batch.shape(self.window, spec.speculation.verified, prefill_window=own,
+                            shared_prefix=self.shared_prefix)
         draft_own = spec.draft.template.sliding_window if spec.draft is not None else None
         return spec.price(self.costs.price(shape), shape, batch.draft_shapes(self.window, draft_own))
 

@@ -199,6 +199,9 @@ class Pool:
     # Pipeline stages of each replica: that many engines share its stages (sim/replica.py), each with its own
     # scheduler and an even share of its KV blocks (vLLM's virtual engines); its router picks among every engine.
     stages: int = 1
+    # Decode attention reads the shared prefix once for all sequences (cascade attention: FlashInfer, Hydragen)
+    # instead of once per sequence (paged attention over the shared blocks).
+    cascade: bool = False
     # Requests served alone on one of its replicas, by their lengths: a slowdown SLO's reference, computed once
     # however many rates a capacity search runs on the pool (not an argument, so a pool `replace` makes, with
     # other costs perhaps, starts a cache of its own).
@@ -285,7 +288,7 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
                     on_finish=on_finish,
                     on_prefilled=(lambda seq: env.process(_hand_over(seq))) if pool.role == "prefill" else None,
                     speculation=pool.speculation, seed=(pool.seed, p, r) + ((e,) if pool.stages > 1 else ()),
-                    stages=stages))
+                    stages=stages, shared_prefix=kv.prefix_blocks * kv.block_tokens if pool.cascade else 0))
             for engine in engines:
                 engine.peers = engines
             made.extend(engines)

@@ -24,8 +24,12 @@ from workloads.requests import (
 
 ARRIVALS = ("poisson", "gamma", "trace")
 PREEMPTIONS = ("recompute", "swap")
+# How decode attention reads a prefix every request shares: each sequence its copy of the shared blocks (vLLM's
+# paged attention), or the prefix once for all and each sequence its own tokens (cascade attention).
+PREFIX_ATTENTIONS = ("paged", "cascade")
 # Fields added after serving results were first stored: left out of the repr (a point's key) at their default.
-KEY_NEUTRAL_DEFAULTS = frozenset({"prompt_batch_tokens", "slo_slowdown", "router", "max_decode_preemptions"})
+KEY_NEUTRAL_DEFAULTS = frozenset({"prompt_batch_tokens", "slo_slowdown", "router", "max_decode_preemptions",
+                                  "prefix_attention"})
 
 
 DEFAULT_REQUESTS = 1000
@@ -80,6 +84,9 @@ class ServingSpec:
     # How each pool picks the replica a request joins, arrivals and hand-overs alike (sim/routers.py); None:
     # least_requests, the router of results stored before routers could be chosen.
     router: str | None = None
+    # How decode attention reads the shared prefix (PREFIX_ATTENTIONS); None: paged, the attention of results stored
+    # before it could be chosen.
+    prefix_attention: str | None = None
 
     def key_text(self) -> str:
         """The text a design point's key hashes (explore/design_point.py canonical): the dataclass repr, less the
@@ -139,6 +146,9 @@ class ServingSpec:
                              f"or none")
         if self.router is not None and self.router not in ROUTERS:
             raise InputError(f"router: found {self.router!r}, allowed: {', '.join(ROUTERS)}")
+        if self.prefix_attention is not None and self.prefix_attention not in PREFIX_ATTENTIONS:
+            raise InputError(f"prefix_attention: found {self.prefix_attention!r}, allowed: "
+                             f"{', '.join(PREFIX_ATTENTIONS)}")
         if self.preemption not in PREEMPTIONS:
             raise InputError(f"preemption: found {self.preemption!r}, allowed: {', '.join(PREEMPTIONS)}")
         if self.prefill_replicas < 0:
@@ -180,8 +190,14 @@ class ServingSpec:
                 # A column only where set (explore/knobs.py): results written before it keep their columns.
                 **({} if self.prompt_batch_tokens is None else {"prompt_batch_tokens": self.prompt_batch_tokens}),
                 **({} if self.router is None else {"router": self.router}),
+                **({} if self.prefix_attention is None else {"prefix_attention": self.prefix_attention}),
                 **({} if self.max_decode_preemptions is None
                    else {"max_decode_preemptions": self.max_decode_preemptions})}
+
+    @property
+    def cascade(self) -> bool:
+        """Whether decode attention reads the shared prefix once for all sequences."""
+        return self.prefix_attention == "cascade"
 
     @property
     def disaggregated(self) -> bool:

@@ -71,15 +71,17 @@ class Batch:
     def tokens(self) -> int:
         return sum(q for _, q in self.prefills) + len(self.decodes)
 
-    def shape(self, window: Window, decode_query: int = 1, prefill_window: int | None = None) -> StepShape:
+    def shape(self, window: Window, decode_query: int = 1, prefill_window: int | None = None,
+              shared_prefix: int = 0) -> StepShape:
         """The iteration's shape: sequences whose chunk ends their prefill sample a token, as decodes do (each of its
-        `decode_query` positions, in a speculative verification); `prefill_window`: the model's own sliding window
-        (kernels/shapes.py step_shape)."""
+        `decode_query` positions, in a speculative verification); `prefill_window`: the model's own sliding window;
+        `shared_prefix`: the cached prefix every sequence shares, read once by cascade attention (kernels/shapes.py
+        step_shape)."""
         finishing = sum(1 for seq, q in self.prefills if seq.computed + q >= seq.target)
         return step_shape([(q, seq.computed) for seq, q in self.prefills],
                           [s.computed + decode_query for s in self.decodes],
                           sampled=finishing + len(self.decodes) * decode_query, window=window,
-                          decode_query=decode_query, prefill_window=prefill_window)
+                          decode_query=decode_query, prefill_window=prefill_window, shared_prefix=shared_prefix)
 
     def draft_shapes(self, window: Window, prefill_window: int | None = None) -> tuple[StepShape, StepShape]:
         """A speculative draft's iterations: its first step (the chunks and a token of each decode), then a step

@@ -291,3 +291,56 @@ def test_each_pipeline_stage_runs_the_kernels_of_its_layers(models, trace_of, de
     for stage in range(stages):
         _assert_same_pass(table, counts[stage], reference.select(np.flatnonzero(on_stage == stage)),
                           {"h100-sxm": devices["h100-sxm"]})
+
+
+def test_cascade_attention_reads_the_shared_prefix_once_and_computes_the_same_pairs(templates, devices):
+    """Eight sequences decoding after a 96-token shared prefix: cascade attention (its prefix kernel plus the
+    per-sequence kernel over each own suffix) computes every (query, key) pair paged attention computes, and reads
+    the prefix's keys and values once instead of eight times: 7 x 96 keys x K and V x 2 KV heads x 16 dims x 2 B
+    fewer per layer."""
+    kv, prefix = [130, 150, 170, 190, 210, 230, 250, 270], 96
+    paged = step_shape(decode_kv=kv, sampled=8)
+    cascade = step_shape(decode_kv=kv, sampled=8, shared_prefix=prefix)
+    assert (cascade.decode_shared_kv, cascade.decode_shared_seqs) == (prefix, 8)
+    assert cascade.decode_kv == sum(kv) - 8 * prefix
+    template = templates["llama"]
+    (paged_table, paged_count), (table, count) = template.table(paged), template.table(cascade)
+    attention = np.isin(table.kind, [PREFILL_ATTENTION, DECODE_ATTENTION])
+    paged_attention = np.isin(paged_table.kind, [PREFILL_ATTENTION, DECODE_ATTENTION])
+    assert attention.sum() == 2 and paged_attention.sum() == 1
+    assert float(table.flops[attention] @ count[attention]) == pytest.approx(
+        float(paged_table.flops[paged_attention] @ paged_count[paged_attention]), rel=1e-9)
+    per_layer_saved_B = 7 * prefix * 2 * 2 * 16 * 2
+    saved_B = float(paged_table.kv_bytes @ paged_count) - float(table.kv_bytes @ count)
+    assert saved_B == pytest.approx(per_layer_saved_B * template.attention_layers, rel=1e-9)
+    # Everything else is the iteration's as paged attention prices it.
+    rest = ~attention
+    assert float(table.flops[rest] @ count[rest]) == float(paged_table.flops[~paged_attention] @
+                                                           paged_count[~paged_attention])
+
+
+def test_cascade_attention_pays_off_where_the_prefix_dominates_the_reads(templates, devices):
+    """64 sequences after a 4,096-token shared prefix, each with 100 tokens of its own: paged attention reads 64
+    copies of the prefix (33.6 MB a layer of the tiny model), cascade one, and the step is faster on a GPU, though
+    it launches a kernel more (on a step of short caches that launch can cost more than the bytes it saves, which is
+    why engines cascade only long prefixes)."""
+    kv = [4096 + 100] * 64
+    template, gpu = templates["llama"], devices["h100-sxm"]
+
+    def step_s(shape) -> float:
+        table, count = template.table(shape)
+        return float(gpu.cost_table(table).time_s @ count)
+
+    paged = step_s(step_shape(decode_kv=kv, sampled=64))
+    cascade = step_s(step_shape(decode_kv=kv, sampled=64, shared_prefix=4096))
+    assert cascade < paged
+
+
+@pytest.mark.parametrize("case", ["one sequence", "past the window", "no prefix"])
+def test_cascade_attention_shares_only_what_two_or_more_sequences_read_whole(case):
+    """One sequence has no one to share with; a sequence whose sliding window has moved past the prefix no longer
+    reads it; without a prefix there is nothing to share. Each is priced as paged attention."""
+    kv, window, prefix = {"one sequence": ([200], None, 96), "past the window": ([200, 150], 180, 96),
+                          "no prefix": ([200, 150], None, 0)}[case]
+    shape = step_shape(decode_kv=kv, sampled=len(kv), window=window, shared_prefix=prefix)
+    assert shape == step_shape(decode_kv=kv, sampled=len(kv), window=window)

@@ -1,0 +1,78 @@
+"""Cascade attention of a shared prefix in serving runs (serving prefix_attention, kernels/shapes.py step_shape and
+StepTemplate._shared_prefix_attention): where it changes nothing, where it saves, and its one-line errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from explore.cli import main
+from explore.design_point import DesignPoint
+from explore.results import read_results
+from sim.serving_spec import ServingSpec
+from tests.explore.tiny_sweep import write_sweep, write_tiny_model
+from workloads.requests import Fixed
+
+NAMES = ("ttft_s", "tpot_s", "e2e_s", "energy_per_token_J")
+
+
+def _point(model: str, attention: str, *, rate: float, requests: int, prompt: int, output: int,
+           prefix: int) -> DesignPoint:
+    spec = ServingSpec(requests=requests, rate_per_s=rate, prompt=Fixed(tokens=prompt), output=Fixed(tokens=output),
+                       prefix_tokens=prefix, prefix_attention=attention, seed=3)
+    return DesignPoint(model=model, device="h100-sxm", batch=spec.max_seqs, prompt=0, output=0, serving=spec,
+                       execution="engine")
+
+
+def test_requests_that_never_decode_together_are_priced_alike(tmp_path, tiny_evaluator):
+    """Requests a minute apart each decode alone: no other sequence shares the prefix, so cascade attention reads
+    what paged attention reads and every request's latency is the same."""
+    model = write_tiny_model(tmp_path)
+    runs = [tiny_evaluator.evaluate(_point(model, attention, rate=1 / 60, requests=5, prompt=80, output=12,
+                                           prefix=64)).metrics for attention in ("paged", "cascade")]
+    assert [runs[0][n] for n in NAMES] == [runs[1][n] for n in NAMES]
+
+
+def test_a_long_shared_prefix_decodes_faster_read_once(evaluator):
+    """Llama-3-8B on an H100, 48 requests arriving together, each a 2,048-token shared prefix and 64 tokens of its
+    own: a decode step's attention reads the prefix once instead of once per sequence, so the mean time per output
+    token falls, and the prefill and memory held are the same."""
+    paged, cascade = (evaluator.evaluate(_point("llama-3-8b", attention, rate=1000.0, requests=48, prompt=2112,
+                                                output=32, prefix=2048)).metrics for attention in ("paged", "cascade"))
+    assert cascade["tpot_s"] < paged["tpot_s"]
+    assert cascade["time_attention_s"] < paged["time_attention_s"] / 2
+    assert cascade["peak_memory_B"] == paged["peak_memory_B"]
+
+
+def test_a_sweep_compares_paged_and_cascade(tmp_path, capsys):
+    model = write_tiny_model(tmp_path)
+    path = write_sweep(tmp_path, f"name: prefix\nmodel: {model}\ndevice: h100-sxm\nexecution: engine\nserving:\n"
+                                 "  requests: 12\n  rate: 100\n  prompt: 96\n  output: 8\n  prefix_tokens: 64\n"
+                                 "  prefix_attention: [paged, cascade]\n")
+    assert main([path, "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    rows = read_results(tmp_path / "out")
+    assert sorted(row["prefix_attention"] for row in rows) == ["cascade", "paged"]
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--prefix-attention", "cascade"], "--prefix-attention: found 'cascade' with no shared prefix, allowed: with "
+                                        "--prefix-tokens N"),
+    (["--prefix-attention", "cascade", "--prefix-tokens", "32", "--topk-fraction", "0.25"],
+     "prefix_attention: found 'cascade' with a KV policy"),
+])
+def test_cascade_without_a_prefix_to_share_is_one_line(tmp_path, capsys, args, message):
+    model = write_tiny_model(tmp_path)
+    assert main(["run", "--model", model, "--device", "h100-sxm", "--serving", "--rate", "5", "--requests", "4",
+                 "--prompt", "64", "--output", "4", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_a_sweep_cascading_no_prefix_is_one_line(tmp_path, capsys):
+    model = write_tiny_model(tmp_path)
+    path = write_sweep(tmp_path, f"name: prefix\nmodel: {model}\ndevice: h100-sxm\nserving:\n"
+                                 "  requests: 4\n  rate: 5\n  prompt: 64\n  output: 4\n  prefix_attention: cascade\n")
+    assert main(["check", path]) == 2
+    err = capsys.readouterr().err
+    assert "serving.prefix_attention: found 'cascade' with no shared prefix" in err
+    assert len(err.strip().splitlines()) == 1
