@@ -52,7 +52,7 @@ class IterationCostModel:
         """`stages`: pipeline stages, each sending `hidden_size` 16-bit values per token to the next."""
         if kv_bucket_tokens < 0:
             raise ValueError(f"kv_bucket_tokens: found {kv_bucket_tokens}, allowed: an integer >= 0")
-        if not 1 <= stages <= template.attention_layers or (stages > 1 and hidden_size < 1):
+        if stages != 1 and not (1 < stages <= template.attention_layers and hidden_size >= 1):
             raise ValueError(f"stages: found {stages} (hidden_size {hidden_size}), allowed: 1 to the model's "
                              f"{template.attention_layers} layers, with a hidden_size >= 1 beyond one stage")
         self.device = device
