@@ -256,9 +256,10 @@ for _stat in ("p50", "p99"):
 _m("mean_batch_size", "mean batch size", "", None, "sequences per iteration, averaged over busy time",
    section="serving")
 _m("kv_utilization_mean", "mean KV-cache utilization", "", None,
-   "fraction of the KV blocks in use, averaged over iterations", section="serving")
-_m("kv_utilization_max", "peak KV-cache utilization", "", None, "largest fraction of the KV blocks in use",
+   "fraction of the KV blocks in use, averaged over iterations (on pipeline stages: of each engine's share)",
    section="serving")
+_m("kv_utilization_max", "peak KV-cache utilization", "", None,
+   "largest fraction of the KV blocks in use (on pipeline stages: of an engine's share)", section="serving")
 _m("swap_s", "swap", "s", "min", "time spent moving preempted KV to host memory and back", section="serving")
 _m("clipped_requests", "clipped requests", "", None, "requests clipped to the model's context",
    section="serving")

@@ -54,7 +54,8 @@ class Replica:
         self.log: list[tuple[float, float, int, int, int]] = []
         self.cost_counts: dict[int, list] = {}
         self.token_gaps: list[float] = []  # time between consecutive output tokens of a request
-        self.peak_blocks = state.kv.used_blocks
+        self.peak_blocks = state.kv.used_blocks  # its replica's KV blocks in use at the most (every engine's)
+        self.peak_own_blocks = state.kv.used_blocks  # its own share's blocks in use at the most
         self.peers: list[Replica] = [self]  # the engines of its replica (its stages'), itself included
 
     @property
@@ -93,6 +94,7 @@ class Replica:
                                    f"{state.kv.block_tokens} tokens, limits {self.scheduler.limits}")
             # The replica's KV blocks in use: every engine's on its stages.
             self.peak_blocks = max(self.peak_blocks, sum(peer.state.kv.used_blocks for peer in self.peers))
+            self.peak_own_blocks = max(self.peak_own_blocks, state.kv.used_blocks)
             cost = self._price(batch)
             entry = self.cost_counts.setdefault(id(cost), [cost, 0])
             entry[1] += 1

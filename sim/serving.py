@@ -129,7 +129,8 @@ class ServingResult:
     time_by_class_s: dict[str, float]
     memory: ServingMemory
     shapes_priced: int
-    peak_kv_blocks: int
+    peak_kv_blocks: int  # a replica's blocks in use at the most (every engine's of its stages), for its memory
+    peak_kv_share: float  # the largest fraction of an engine's own KV blocks in use (its replica's, on one stage)
     token_gaps_s: np.ndarray  # every time between two consecutive output tokens of a request
     swap_s: float = 0.0  # time spent moving preempted KV to host memory and back
     busy_s: dict[str, float] = field(default_factory=dict)  # per pool: its replicas' summed iteration time
@@ -170,7 +171,7 @@ class ServingResult:
             "mean_batch_size": self.iterations.mean_batch_size(),
             "kv_utilization_mean": float(np.mean(self.iterations.kv_utilization())) if len(self.iterations)
             else math.nan,
-            "kv_utilization_max": self.peak_kv_blocks / self.memory.kv_blocks,
+            "kv_utilization_max": self.peak_kv_share,
             "swap_s": self.swap_s,
             "clipped_requests": self.extra.get("clipped_requests", 0.0),
             "capacity_rps": math.nan,
@@ -361,6 +362,7 @@ def _result(pools: list[Pool], replicas: list[list[Replica]], finished: list[Seq
                          time_by_class_s=dict(zip(TIME_CLASS_NAMES, class_time.tolist(), strict=True)),
                          memory=busiest[0].memory, shapes_priced=sum(p.costs.shapes_priced for p in pools),
                          peak_kv_blocks=busiest[1].peak_blocks,
+                         peak_kv_share=max(engine.peak_own_blocks / pool.engine_kv_blocks for pool, engine in everyone),
                          token_gaps_s=np.array([gap for _, replica in everyone for gap in replica.token_gaps]),
                          slo=slo, swap_s=sum(replica.swap_s for _, replica in everyone),
                          busy_s={pool.name: sum(sum(row[1] for row in replica.log) for replica in made)

@@ -130,3 +130,14 @@ def test_each_engine_holds_its_share_of_the_kv_blocks():
 def test_a_pool_refuses_costs_of_other_stages(costs):
     with pytest.raises(ValueError, match="stages: found 2 with costs of 1 stages"):
         _pool(costs, 2)
+
+
+def test_kv_utilization_is_of_an_engines_share(one_stage, two_stages):
+    """A request alone on two stages holds its blocks in one engine, whose share is half the replica's: its peak
+    utilization is twice the one-stage replica's, and never below the mean over the iterations."""
+    requests = _together(1, 48, 12)
+    whole = serve_pools([_pool(one_stage, 1, blocks=400)], requests).metrics()
+    split = serve_pools([_pool(two_stages, 2, blocks=400)], requests).metrics()
+    assert split["kv_utilization_max"] == pytest.approx(2 * whole["kv_utilization_max"], rel=1e-12)
+    assert split["kv_utilization_max"] >= split["kv_utilization_mean"]
+    assert whole["kv_utilization_max"] >= whole["kv_utilization_mean"]
