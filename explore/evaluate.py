@@ -578,9 +578,9 @@ class Evaluator:
             link = load_link_model(spec.kv_link)
 
             def transfer_s(message_B: float) -> float:
-                # Each of a replica's tp devices sends its shard of the KV over its own port (a DGX has one NIC per
-                # GPU: the link preset's source), all at once.
-                return float(link.collective_time_s("send_recv", message_B / point.tp, 2))
+                # Each of a replica's tp x pp devices sends its shard of the KV (its heads of its stage's layers)
+                # over its own port (a DGX has one NIC per GPU: the link preset's source), all at once.
+                return float(link.collective_time_s("send_recv", message_B / (point.tp * point.pp), 2))
         else:
             pools, transfer_s = [self._pool(point, fmt, "serve", spec.replicas)], None
         memory = pools[-1].memory

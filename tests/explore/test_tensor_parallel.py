@@ -17,7 +17,7 @@ from sim.costs import IterationCostModel
 from sim.kv_cache import PagedKVCache
 from sim.schedulers import SchedulerLimits, make_scheduler
 from sim.serving import Pool, serve, serve_pools, serving_memory
-from workloads.requests import RequestSet
+from workloads.requests import Fixed, RequestSet
 
 FMT = NumericFormat(weight_bits=16, act_bits=16, kv_bits=16)
 
@@ -328,3 +328,22 @@ def test_a_serving_sweep_runs_on_pipeline_stages(tmp_path, capsys):
     assert all(not row["infeasible_reason"] for row in rows)
     assert float(rows[1]["ttft_p50_s"]) > float(rows[0]["ttft_p50_s"])
     capsys.readouterr()
+
+
+def test_prefilled_kv_leaves_every_stage_at_once(evaluator):
+    """Disaggregated on pipeline stages, each stage's devices hold their layers' KV and send it over their own
+    ports at once: a request alone reaches the decode pool one send of its prompt's KV over tp x pp ports after
+    its first token (Llama-2-7B: 32 layers x 32 KV heads x 128 x K and V x 2 B = 512 KiB a token)."""
+    from hw_models.link import load_link_model
+    from sim.serving_spec import ServingSpec
+
+    prompt, kv_per_token_B = 64, 32 * 32 * 128 * 2 * 2
+    link = load_link_model("infiniband-ndr")
+    for tp, pp in ((1, 2), (2, 2)):
+        serving = ServingSpec(requests=1, rate_per_s=1.0, prompt=Fixed(tokens=prompt), output=Fixed(tokens=4),
+                              prefill_replicas=1, kv_link="infiniband-ndr")
+        point = DesignPoint(model="llama-2-7b", device="h100-sxm", batch=1, prompt=0, output=0, serving=serving,
+                            tp=tp, pp=pp, execution="graphs")
+        records = evaluator.evaluate(point).result.records
+        send_s = float(link.collective_time_s("send_recv", prompt * kv_per_token_B / (tp * pp), 2))
+        assert records.decode_admitted_s[0] - records.first_token_s[0] == pytest.approx(send_s, rel=1e-9), (tp, pp)
