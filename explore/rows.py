@@ -178,14 +178,18 @@ def _set(row: dict[str, Any], k: Knob) -> bool:
 
 
 def device_label(row: dict[str, Any]) -> str:
-    """The device name, marked '(uncalibrated)' where no model fitted on measured kernels priced it (a GPU's
-    datasheet roofline, optimistic, or a family's analytical model from its paper) and '(sibling fit)' where
-    its fits are borrowed from a preset of the same architecture, so say so."""
+    """The device name (a system's with its device count, its tensor x pipeline split where it has stages and its
+    link where not the default: 'a100-sxm-80gb x4 (tp2 pp2)'), marked '(uncalibrated)' where no model fitted on
+    measured kernels priced it (a GPU's datasheet roofline, optimistic, or a family's analytical model from its
+    paper) and '(sibling fit)' where its fits are borrowed from a preset of the same architecture, so say so."""
     name = str(row.get("device", ""))
-    tp = as_number(row.get("tp"))
+    tp, pp = (as_number(row.get(key)) for key in ("tp", "pp"))
+    tp, pp = (int(n) if math.isfinite(n) else 1 for n in (tp, pp))
     link = row.get("link")
-    if (math.isfinite(tp) and tp > 1) or link not in (None, "", "default"):  # a system: how many, over what link
-        name += f" x{int(tp) if math.isfinite(tp) else 1}" + (f" ({link})" if link not in (None, "", "default") else "")
+    if tp > 1 or pp > 1 or link not in (None, "", "default"):  # a system: how many, in what stages, over what link
+        system = [f"tp{tp} pp{pp}"] if pp > 1 else []
+        system += [str(link)] if link not in (None, "", "default") else []
+        name += f" x{tp * pp}" + (f" ({', '.join(system)})" if system else "")
     marks = {"none": " (uncalibrated)", "sibling": " (sibling fit)"}
     return name + marks.get(row.get("calibrated"), "")
 

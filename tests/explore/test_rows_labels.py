@@ -46,3 +46,18 @@ def test_every_only_with_names_a_registered_knob_that_is_off_at_its_default():
         assert other in KNOBS and other != name, name
         # its default turns the feature off: nothing, or all of a kept share (act_kept, topk_fraction 1)
         assert KNOBS[other].default in (0, 0.0, 1.0, "", "none"), other
+
+
+def test_a_system_on_pipeline_stages_is_labelled_with_every_device_and_its_split():
+    """tp 4, tp 2 x pp 2 and pp 4 are all four devices, different systems: each label counts the four and tells
+    the splits apart (a label that counted tp alone called tp 4 x pp 4, sixteen devices, 'x4')."""
+    serving = ROW | {"replicas": 1}
+    labels = {(tp, pp): point_label(normalize_row({k: str(v) for k, v in (serving | {"tp": tp, "pp": pp}).items()}))
+              for tp, pp in ((4, 1), (2, 2), (1, 4), (4, 4), (1, 1))}
+    assert labels[4, 1] == "llama-2-7b / h100-sxm x4 / continuous / w16a16kv16"
+    assert labels[2, 2] == "llama-2-7b / h100-sxm x4 (tp2 pp2) / continuous / w16a16kv16"
+    assert labels[1, 4] == "llama-2-7b / h100-sxm x4 (tp1 pp4) / continuous / w16a16kv16"
+    assert labels[4, 4] == "llama-2-7b / h100-sxm x16 (tp4 pp4) / continuous / w16a16kv16"
+    assert labels[1, 1] == "llama-2-7b / h100-sxm / continuous / w16a16kv16"
+    linked = point_label(ROW | {"tp": 2, "pp": 2, "link": "pcie5-x16"})
+    assert linked.split(" / ")[1] == "h100-sxm x4 (tp2 pp2, pcie5-x16)"
