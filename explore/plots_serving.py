@@ -80,6 +80,20 @@ class RunDetail:
     batch_size: np.ndarray  # sequences running
     end_s: float  # the last request's finish
     max_seqs: float
+    # Which engine ran each iteration (a replica, or one of a pipelined replica's engines) and how many engines the
+    # run had; None: one engine ran every iteration.
+    engine: np.ndarray | None = None
+    engines: int = 1
+
+    def engine_mean(self, values: np.ndarray, edges_s: np.ndarray) -> np.ndarray:
+        """Time-weighted means per window of `values` (one per iteration), over each engine's iterations (which do
+        not overlap), averaged over the engines (an engine without iterations counts as zero)."""
+        if self.engine is None:
+            return windowed_mean(self.start_s, self.duration_s, values, edges_s)
+        values = np.asarray(values, dtype=float)
+        total = sum(windowed_mean(self.start_s[self.engine == e], self.duration_s[self.engine == e],
+                                  values[self.engine == e], edges_s) for e in np.unique(self.engine))
+        return total / max(self.engines, 1)
 
 
 def windowed_mean(start_s: np.ndarray, duration_s: np.ndarray, values: np.ndarray,
@@ -297,16 +311,14 @@ def latency_cdf_figure(runs: Sequence[RunDetail], limits: Mapping[str, Sequence[
 
 def timeline_figure(runs: Sequence[RunDetail]) -> Figure:
     """KV-cache utilization (%) above running batch size against time since the first arrival (shared x), as
-    time-weighted means over TIMELINE_WINDOWS windows of each run."""
+    time-weighted means over TIMELINE_WINDOWS windows of each run, per engine (RunDetail.engine_mean)."""
     fig = Figure(figsize=(11.5, 6.4 + 0.2 * len(runs)), layout="constrained")
     kv_ax, batch_ax = fig.subplots(2, 1, sharex=True)
     for run in runs:
         edges = np.linspace(0.0, max(run.end_s, 1e-9), TIMELINE_WINDOWS + 1)
         centers = (edges[:-1] + edges[1:]) / 2
-        kv = windowed_mean(run.start_s, run.duration_s, run.kv_utilization, edges)
-        kv_ax.plot(centers, 100 * kv, color=run.color, lw=1.3)
-        batch_ax.plot(centers, windowed_mean(run.start_s, run.duration_s, run.batch_size, edges), color=run.color,
-                      lw=1.3)
+        kv_ax.plot(centers, 100 * run.engine_mean(run.kv_utilization, edges), color=run.color, lw=1.3)
+        batch_ax.plot(centers, run.engine_mean(run.batch_size, edges), color=run.color, lw=1.3)
     limits = sorted({run.max_seqs for run in runs if math.isfinite(run.max_seqs)})
     for value in limits:
         batch_ax.axhline(value, color=LIMIT_COLOR, lw=1.0, ls=":", zorder=1)

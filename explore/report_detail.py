@@ -235,6 +235,7 @@ class DetailSource:
         return {"ttft_s": records.ttft_s.tolist(), "tpot_s": records.tpot_s.tolist(),
                 "start_s": (iterations.start_s - origin).tolist(), "duration_s": iterations.duration_s.tolist(),
                 "kv_utilization": iterations.kv_utilization().tolist(), "batch_size": iterations.batch_size.tolist(),
+                "engine": iterations.replica.tolist(), "engines": len(iterations.replica_names),
                 "end_s": float(records.finish_s.max()) - origin}
 
     def unstored_figures(self) -> list[str]:

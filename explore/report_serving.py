@@ -107,7 +107,9 @@ HOW_TO_READ = {
                    "crosses a fraction is that percentile (0.99: p99). Dashed vertical lines are the SLO limits; "
                    "a curve meets the SLO where it is above the dotted attainment target at the limit.",
     "serving_timeline": "KV blocks in use and sequences in the running batch, time-weighted means over "
-                        f"{TIMELINE_WINDOWS} windows of each run (idle time counts as zero). A KV cache near 100% "
+                        f"{TIMELINE_WINDOWS} windows of each run (idle time counts as zero), per engine (a replica, "
+                        "or one of a pipelined replica's engines with its share of the KV blocks) and averaged over "
+                        "the engines. A KV cache near 100% "
                         "forces preemptions or queueing; a batch pinned at max_seqs means the scheduler, not "
                         "memory, caps concurrency.",
 }
@@ -385,7 +387,10 @@ def detail_rows(rows: list[dict[str, Any]],
 
 def run_detail(data: Mapping[str, Any], label: str, color: str, max_seqs: float) -> RunDetail:
     """A serving run's latencies and iteration log (DetailSource.serving_run) as a figure's series."""
+    engine = data.get("engine")  # stored before engines were told apart: one engine
     return RunDetail(label=label, color=color, max_seqs=max_seqs, end_s=float(data["end_s"]),
+                     engine=None if engine is None else np.asarray(engine, dtype=np.int64),
+                     engines=int(data.get("engines", 1)),
                      **{name: np.asarray(data[name], dtype=float) for name in
                         ("ttft_s", "tpot_s", "start_s", "duration_s", "kv_utilization", "batch_size")})
 

@@ -13,10 +13,10 @@ import pytest
 from explore.evaluate import Evaluator
 from explore.knobs import input_columns
 from explore.metrics import metric_names
-from explore.plots_serving import windowed_mean
+from explore.plots_serving import timeline_figure, windowed_mean
 from explore.report import write_report
 from explore.report_detail import DETAIL_FILE
-from explore.report_serving import FIGURE_TITLES, detail_rows, rate_series
+from explore.report_serving import FIGURE_TITLES, detail_rows, rate_series, run_detail
 from explore.rows import normalize_row
 from explore.sweep import load_sweep
 from sim.capacity import Capacity, RateVerdict, search_capacity
@@ -132,6 +132,26 @@ def test_windowed_mean_weights_by_time_and_counts_idle_as_zero() -> None:
     assert means.tolist() == pytest.approx([2.0, 2.0])
     halves = windowed_mean(np.array([0.0]), np.array([1.0]), np.array([3]), np.array([0.0, 0.5, 2.0]))
     assert halves.tolist() == pytest.approx([3.0, 1.0])
+
+
+
+def test_timeline_averages_engines_whose_iterations_overlap() -> None:
+    """Two engines (two replicas, or a pipelined replica's two engines) each hold half their KV blocks and run 4
+    sequences, over [0, 1.5) s and [0.5, 2) s: the timeline is their mean per window (never above either engine's
+    50%), 25% over [0, 0.5), 50% over [0.5, 1.5), 25% over [1.5, 2), and 2, 4, 2 sequences likewise."""
+    data = {"ttft_s": [0.1, 0.1], "tpot_s": [0.1, 0.1], "start_s": [0.0, 0.5], "duration_s": [1.5, 1.5],
+            "kv_utilization": [0.5, 0.5], "batch_size": [4, 4], "engine": [0, 1], "engines": 2, "end_s": 2.0}
+    figure = timeline_figure([run_detail(data, "A", "C0", 64.0)])
+    kv_ax, batch_ax = figure.axes[:2]
+    t, kv = kv_ax.lines[0].get_xdata(), kv_ax.lines[0].get_ydata()
+    expected = np.where((t > 0.5) & (t < 1.5), 50.0, 25.0)
+    np.testing.assert_allclose(kv, expected, atol=1e-6)
+    np.testing.assert_allclose(batch_ax.lines[0].get_ydata(), expected / 100 * 8, atol=1e-6)
+    # Stored before engines were told apart: one engine's iterations, as before.
+    del data["engine"], data["engines"]
+    data["start_s"], data["duration_s"] = [0.0, 1.0], [1.0, 1.0]
+    one = timeline_figure([run_detail(data, "A", "C0", 64.0)]).axes[0].lines[0].get_ydata()
+    np.testing.assert_allclose(one, np.full(len(one), 50.0), atol=1e-6)
 
 
 SWEEP = """\
