@@ -201,14 +201,15 @@ def quality_figure(model: str, fmt: NumericFormat, method: str = ANY_METHOD,
 def _matched_format(fmt: NumericFormat) -> NumericFormat:
     """The format as rows are matched on: a field set to its default where it changes nothing: group_size where no
     tensor is scaled per group (weights at 16 bits or scaled per channel or tensor, and a 16-bit KV cache),
-    edge_layers where no edge layer is kept at other bits (edge_layer_bits 0)."""
-    unused = {}
+    edge_layers where no edge layer is kept at other bits (edge_layer_bits 0). head_bits is not matched: the rows
+    are the methods' own figures, whose LM head and embeddings are as each method keeps them (most at 16 bits)."""
+    unused = {"head_bits": FORMAT_FIELDS["head_bits"].default}
     grouped_weights = fmt.weight_bits < 16 and fmt.scale_granularity == "group"
     if not (grouped_weights or fmt.kv_bits < 16):
         unused["group_size"] = FORMAT_FIELDS["group_size"].default
     if not fmt.edge_layer_bits:
         unused["edge_layers"] = FORMAT_FIELDS["edge_layers"].default
-    return dataclasses.replace(fmt, **unused) if unused else fmt
+    return dataclasses.replace(fmt, **unused)
 
 
 NEAREST_SHOWN = 3  # nearest published formats a reason names

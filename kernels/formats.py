@@ -47,7 +47,10 @@ Beyond one set of bits for every weight (kernels/table.py KernelTable.with_forma
   common guard of low-bit methods (e.g. BitNet and PB-LLM keep the embedding and head in 16 bits). weight_bits
   is the fewest bits of the model: an override names more, and the modules it raises keep the element and scale
   types of weight_bits (a width those types do not take is an error). A module raised to 16 bits runs unquantized,
-  activations included. Weights outside the decoder layers (the LM head, embeddings) keep weight_bits.
+  activations included. Weights outside the decoder layers (the LM head, the token embeddings and any head a
+  technique adds) keep head_bits, 0 meaning weight_bits: most weight-only methods leave them at 16 bits (GPTQ's and
+  AWQ's reference code quantize the decoder layers' linear layers only; BitNet b1.58 and PB-LLM keep them in 16
+  bits), while llama.cpp's K-quants store the output matrix at Q6_K.
 - Mixed precision by expert (hot_experts, hot_expert_bits): in each MoE layer a share of the routed experts keeps
   hot_expert_bits and the rest the experts' bits (mlp_weight_bits or weight_bits), as the expert-level methods
   allocate: MC-MoE (Huang et al., ICLR 2025, arXiv:2410.06270: Pre-Loading Mixed-Precision Quantization, 1-3 bits
@@ -125,7 +128,7 @@ SCALE_GROUP_SIZES = (4, 8, 16, 32, 64, 128)
 DEFAULT_SCALE_GROUP_SIZE = 16
 
 # Mixed precision: the format fields that keep a part of the model at more bits than weight_bits (0: as weight_bits).
-BIT_OVERRIDES = ("attn_weight_bits", "mlp_weight_bits", "edge_layer_bits")
+BIT_OVERRIDES = ("attn_weight_bits", "mlp_weight_bits", "edge_layer_bits", "head_bits")
 OVERRIDE_BITS = (0, *sorted(b for b in ALLOWED_BITS["weight_bits"] if b > 2))
 # The module path of a fused MoE layer's hot experts when they run as a kernel apart (kernels/moe.py).
 HOT_EXPERTS_MODULE = ".experts.hot"
@@ -197,6 +200,7 @@ class NumericFormat:
     mlp_weight_bits: int = 0
     edge_layer_bits: int = 0
     edge_layers: int = 1
+    head_bits: int = 0  # the LM head and embeddings (weights outside the decoder layers); 0: weight_bits
     outlier_fraction: float = 0.0
     weight_coding: str = "none"
     # Activation sparsity (kernels/sparsity.py): the share of the MLP's activations each decode token keeps, and the
@@ -393,7 +397,7 @@ class NumericFormat:
     def stored_weight_scale(self, attn_share: float = 0.0, mlp_share: float = 0.0, num_layers: int = 1,
                             expert_share: float = 0.0) -> float:
         """Stored weight bytes relative to 16-bit ones, for a model whose attention and MLP weights are these
-        shares of its parameters (the rest, embeddings, head and norms, kept at weight_bits); `expert_share` of them
+        shares of its parameters (the rest, embeddings, head and norms, kept at head_bits); `expert_share` of them
         (within the MLP's) are the routed experts, hot_experts of which are hot."""
         def scale(bits: int) -> float:
             return self.stored_weight_bits(bits) / 16.0
@@ -406,10 +410,10 @@ class NumericFormat:
         hot = self.hot_experts if expert_share else 0.0
         # The hot experts' share of the parameters moves from the MLP's bits to hot_expert_bits.
         layer_scale = sum(share * at(name) for share, name in ((attn_share, "self_attn"), (mlp_share, "mlp")))
+        outside = other * scale(self.head_bits or self.weight_bits)
         if not hot:
-            return other * scale(self.weight_bits) + layer_scale
-        return other * scale(self.weight_bits) + layer_scale + expert_share * hot * (
-            at("mlp" + HOT_EXPERTS_MODULE) - at("mlp"))
+            return outside + layer_scale
+        return outside + layer_scale + expert_share * hot * (at("mlp" + HOT_EXPERTS_MODULE) - at("mlp"))
 
     def _check_math_pair(self) -> None:
         """Quantized activations meet the weights in one math dtype: integer activations take integer (or
@@ -501,6 +505,7 @@ class NumericFormat:
                  f"attn{self.attn_weight_bits}" if self.attn_weight_bits else "",
                  f"mlp{self.mlp_weight_bits}" if self.mlp_weight_bits else "",
                  f"edge{self.edge_layers}x{self.edge_layer_bits}" if self.edge_layer_bits else "",
+                 f"head{self.head_bits}" if self.head_bits else "",
                  f"hot{self.hot_experts:g}x{self.hot_expert_bits}" if self.hot_experts else "",
                  f"out{self.outlier_fraction:g}" if self.outlier_fraction else "",
                  self.weight_coding if self.weight_coding != "none" else "",

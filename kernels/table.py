@@ -372,7 +372,7 @@ class KernelTable:
         bits = np.full(len(self), 16.0)
         for i in np.flatnonzero(weight_gemm).tolist():
             layer = layers[i]
-            bits[i] = fmt.weight_bits if layer is None else fmt.module_bits(
+            bits[i] = (fmt.head_bits or fmt.weight_bits) if layer is None else fmt.module_bits(
                 self.kernels[i].module, fmt.is_edge_layer(layer, num_layers))
         return bits
 

@@ -93,6 +93,13 @@ def test_a_field_that_changes_nothing_does_not_hide_the_figure():
     assert math.isnan(quality_figure("llama-2-7b", dataclasses.replace(w4, edge_layers=2, edge_layer_bits=8)).delta)
 
 
+def test_the_head_is_kept_as_the_method_keeps_it():
+    """AWQ's W4A16 figure is of AWQ's own model, whose LM head and embeddings stay at 16 bits: a point keeping them at
+    16 bits (head_bits 16) gets it, as one that leaves head_bits at weight_bits does (the table does not say)."""
+    w4 = NumericFormat(weight_bits=4)
+    assert quality_figure("llama-2-7b", dataclasses.replace(w4, head_bits=16)).delta == pytest.approx(0.13)
+
+
 def test_wanda_readme_keeps_the_paper_conclusion_at_2_4_on_llama_2_7b():
     """Wanda (Sun et al. 2023, arXiv:2306.11695), github.com/locuslab/wanda README LLaMA-2 table (context 4096):
     llama2-7b dense 5.12, 2:4 SparseGPT 10.17, Wanda 11.02, magnitude 54.59. At 2:4 on 7B SparseGPT is the best,

@@ -97,20 +97,44 @@ def test_a_module_at_16_bits_runs_unquantized():
 
 def test_more_bits_in_any_module_never_fewer_bytes():
     traced = _model_table()
-    widths = (0, 4, 5, 6, 8, 16)
+    widths = (0, 4, 6, 8, 16)
     totals = {}
-    for attn, mlp, edge in itertools.product(widths, repeat=3):
-        fmt = NumericFormat(weight_bits=4, attn_weight_bits=attn, mlp_weight_bits=mlp, edge_layer_bits=edge)
-        totals[attn or 4, mlp or 4, edge or 4] = (traced.with_format(fmt).weight_bytes.sum(),
-                                                 fmt.stored_weight_scale(0.3, 0.6, 32))
-    for (a, m, e), value in totals.items():
-        for (a2, m2, e2), other in totals.items():
-            if a2 >= a and m2 >= m and e2 >= e:
-                assert other[0] >= value[0] and other[1] >= value[1], ((a, m, e), (a2, m2, e2))
+    for attn, mlp, edge, head in itertools.product(widths, repeat=4):
+        fmt = NumericFormat(weight_bits=4, attn_weight_bits=attn, mlp_weight_bits=mlp, edge_layer_bits=edge,
+                            head_bits=head)
+        totals[attn or 4, mlp or 4, edge or 4, head or 4] = (traced.with_format(fmt).weight_bytes.sum(),
+                                                             fmt.stored_weight_scale(0.3, 0.6, 32))
+    for bits, value in totals.items():
+        for more, other in totals.items():
+            if all(b2 >= b for b, b2 in zip(bits, more, strict=True)):
+                assert other[0] >= value[0] and other[1] >= value[1], (bits, more)
 
 
 def test_an_override_equal_to_weight_bits_is_the_uniform_format():
-    assert NumericFormat(weight_bits=4, attn_weight_bits=4, edge_layer_bits=4) == NumericFormat(weight_bits=4)
+    assert NumericFormat(weight_bits=4, attn_weight_bits=4, edge_layer_bits=4, head_bits=4) == \
+        NumericFormat(weight_bits=4)
+
+
+def test_head_bits_set_the_lm_head_and_nothing_in_the_layers():
+    """head_bits 16 keeps the LM head (the one weight GEMM outside the decoder layers) unquantized, as GPTQ and AWQ
+    do, and every decoder-layer projection at 4 + 16/128 bits."""
+    traced = _model_table()
+    table = traced.with_format(NumericFormat(weight_bits=4, head_bits=16))
+    for i, kernel in enumerate(traced.kernels):
+        head = kernel.layer is None
+        assert table.weight_bits[i] == (16 if head else 4)
+        assert table.weight_bytes[i] == pytest.approx(kernel.weight_bytes * (1.0 if head else _bits(4.125)))
+
+
+def test_llama_2_7b_keeps_its_head_and_embeddings_at_16_bits_by_hand():
+    """Llama-2-7B's weights outside its decoder layers: an untied embedding and LM head of 32,000 x 4,096 and 65
+    RMSNorm weights of 4,096 (two per layer and the final one). At head_bits 16 under W4 (4 + 16/128 bits) they
+    store (16 - 4.125) / 8 bytes more each."""
+    cfg = load_model_config("llama-2-7b")
+    outside = 2 * 32_000 * 4096 + 65 * 4096
+    extra_B = (stored_weight_scale(NumericFormat(weight_bits=4, head_bits=16), cfg)
+               - stored_weight_scale(NumericFormat(weight_bits=4), cfg)) * 2 * cfg.param_count()
+    assert extra_B == pytest.approx(outside * (16 - 4.125) / 8, rel=1e-9)
 
 
 @pytest.mark.parametrize("parts, needle", [
@@ -118,6 +142,7 @@ def test_an_override_equal_to_weight_bits_is_the_uniform_format():
     (dict(weight_bits=4, mlp_weight_bits=7), "mlp_weight_bits: found 7"),
     (dict(weight_bits=4, weight_type="fp4_e2m1", edge_layer_bits=8), "edge_layer_bits: found 8, a width"),
     (dict(weight_bits=4, edge_layer_bits=8, edge_layers=0), "edge_layers: found 0"),
+    (dict(weight_bits=8, head_bits=4), "head_bits: found 4 with weight_bits 8, allowed: 0"),
     (dict(outlier_fraction=0.01), "outlier_fraction: found 0.01 with weight_bits 16"),
     (dict(weight_bits=4, outlier_fraction=0.2), "outlier_fraction: found 0.2, allowed: a fraction from 0 to 0.05"),
     (dict(weight_bits=4, weight_coding="dfloat11"), "weight_coding: found 'dfloat11' with weight_bits 4"),
@@ -207,7 +232,8 @@ def four_layer_model(tmp_path_factory) -> str:
     NumericFormat(weight_bits=4, edge_layer_bits=8),
     NumericFormat(weight_bits=4, attn_weight_bits=8, edge_layer_bits=16, outlier_fraction=0.01),
     NumericFormat(weight_coding="dfloat11"),
-], ids=["edge", "edge+attn+outliers", "dfloat11"])
+    NumericFormat(weight_bits=4, head_bits=8),
+], ids=["edge", "edge+attn+outliers", "dfloat11", "head"])
 def test_step_template_matches_the_whole_model_trace(four_layer_model, fmt):
     """A template traces 2 of the 4 layers; its decode step moves the bytes and does the FLOPs of the whole model's
     traced decode under the same format (edge layers mixed in by share, kernels/mixed_layers.py)."""
