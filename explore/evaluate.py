@@ -530,9 +530,10 @@ class Evaluator:
                     scheduler=spec.scheduler, limits=limits, memory=memory, idle_power_W=device.idle_power_W,
                     router=spec.router or DEFAULT_ROUTER,
                     prefix_tokens=spec.prefix_tokens, cascade=spec.cascade, window=self.kv_window(point),
-                    swap_bandwidth_Bps=(spec.swap_GBps * 1e9 if spec.swap_GBps else
-                                        self.host_link(point, device).bandwidth_Bps if spec.preemption == "swap"
-                                        else None),
+                    # Each of the replica's tp x pp devices swaps its shard of the blocks over its own host link.
+                    swap_bandwidth_Bps=(spec.swap_GBps * 1e9 * point.tp * point.pp if spec.swap_GBps else
+                                        self.host_link(point, device).bandwidth_Bps * point.tp * point.pp
+                                        if spec.preemption == "swap" else None),
                     speculation=speculation, seed=spec.seed, stages=point.pp)
 
     def _serving_speculation(self, point: DesignPoint, fmt: NumericFormat, role: str,

@@ -102,12 +102,11 @@ class Replica:
             # Swapped KV crosses the host link before the iteration computes (vLLM blocks on its cache ops).
             swap_s = batch.swapped_tokens * self.swap_s_per_token
             self.swap_s += swap_s
-            if self.stages:
+            if self.stages:  # each stage swaps its layers' share of the blocks before it computes
                 for stage, stage_s in zip(self.stages, cost.stage_time_s, strict=True):
                     with stage.request() as turn:
                         yield turn
                         yield self.env.timeout(stage_s + swap_s)
-                    swap_s = 0.0
                 time_s = self.env.now - start  # its stages' times and its waits for them
             else:
                 time_s = cost.time_s + swap_s

@@ -133,7 +133,8 @@ class ServingResult:
     peak_kv_share: float  # the largest fraction of an engine's own KV blocks in use (its replica's, on one stage)
     token_gaps_s: np.ndarray  # every time between two consecutive output tokens of a request
     swap_s: float = 0.0  # time spent moving preempted KV to host memory and back
-    busy_s: dict[str, float] = field(default_factory=dict)  # per pool: its replicas' summed iteration time
+    # Per pool: its replicas' summed iteration time (an engine's on pipeline stages includes its waits for them).
+    busy_s: dict[str, float] = field(default_factory=dict)
     slo: SLO | None = None
     extra: dict[str, float] = field(default_factory=dict)
     unloaded: Unloaded | None = None  # the requests each served alone, where the SLO limits slowdowns
@@ -193,6 +194,8 @@ class Pool:
     idle_power_W: float
     prefix_tokens: int = 0
     window: Window = None  # a sliding window or KV policy (kernels/kv_policy.py)
+    # What a replica's swaps move per second: over every device's host link at once (each stage swaps its layers'
+    # share of the blocks before it computes, in that time).
     swap_bandwidth_Bps: float | None = None
     speculation: ServingSpeculation | None = None  # decode speculatively (sim/speculative.py)
     seed: int = 0  # of the accepted tokens' draws, with the pool's and the replica's index

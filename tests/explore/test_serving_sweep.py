@@ -215,14 +215,18 @@ def test_swap_preemption_defaults_to_the_devices_host_link(tmp_path):
 
     model, evaluator = write_tiny_model(tmp_path), Evaluator()
 
-    def pool(**fields):
+    def pool(tp: int = 1, pp: int = 1, **fields):
         spec = ServingSpec(requests=4, rate_per_s=4.0, prompt=Fixed(tokens=16), output=Fixed(tokens=4), **fields)
-        point = DesignPoint(model=model, device="h100-sxm", batch=spec.max_seqs, prompt=0, output=0, serving=spec)
+        point = DesignPoint(model=model, device="h100-sxm", batch=spec.max_seqs, prompt=0, output=0, serving=spec,
+                            tp=tp, pp=pp)
         return evaluator._pool(point, point.numeric_format, "serve", 1)
 
     assert pool(preemption="swap").swap_bandwidth_Bps == load_link("pcie5-x16").bandwidth_Bps
     assert pool(preemption="swap", swap_GBps=10.0).swap_bandwidth_Bps == 10e9
     assert pool().swap_bandwidth_Bps is None
+    # A system's devices each swap their shard over their own link, all at once: two tp x two pp move 4x as fast.
+    assert pool(2, 2, preemption="swap").swap_bandwidth_Bps == 4 * load_link("pcie5-x16").bandwidth_Bps
+    assert pool(2, 1, preemption="swap", swap_GBps=10.0).swap_bandwidth_Bps == 2 * 10e9
 
 
 def test_a_point_stopped_by_its_schedulers_budget_still_fits_in_memory(tiny_evaluator, tiny_config):

@@ -141,3 +141,47 @@ def test_kv_utilization_is_of_an_engines_share(one_stage, two_stages):
     assert split["kv_utilization_max"] == pytest.approx(2 * whole["kv_utilization_max"], rel=1e-12)
     assert split["kv_utilization_max"] >= split["kv_utilization_mean"]
     assert whole["kv_utilization_max"] >= whole["kv_utilization_mean"]
+
+
+def test_each_stage_swaps_its_share_before_it_computes():
+    """An iteration bringing 100 swapped tokens back at 0.01 s a token (the replica's devices' links together) on two
+    stages of 1 s and 2 s: each stage moves its layers' share over its own links in that 1 s, then computes, so the
+    iteration takes 1 + 1 + 1 + 2 = 5 s (with the swap charged to the first stage alone it would take 4 s)."""
+    import simpy
+
+    from sim.costs import IterationCost
+    from sim.kv_cache import PagedKVCache
+    from sim.replica import Replica
+    from sim.schedulers import Batch, EngineState, Sequence
+
+    class Costs:
+        template = type("T", (), {"sliding_window": None})()
+
+        def price(self, shape):
+            return IterationCost(time_s=3.0, compute_J=0.0, memory_J=0.0, class_time_s=np.zeros(1),
+                                 stage_time_s=(1.0, 2.0))
+
+    seq = Sequence(index=0, arrival_s=0.0, prompt=4, output=1)
+
+    class Once:
+        limits = SchedulerLimits()
+
+        def __init__(self):
+            self.done = False
+
+        def next_batch(self, state):
+            if self.done:
+                return Batch()
+            self.done = True
+            state.running.append(seq)
+            return Batch(prefills=[(seq, 4)], swapped_tokens=100)
+
+    env = simpy.Environment()
+    state = EngineState(kv=PagedKVCache(capacity_blocks=10, block_tokens=16))
+    state.kv.hold(0, 4)
+    replica = Replica(env, Costs(), Once(), state, window=None, swap_s_per_token=0.01, on_finish=lambda s: None,
+                      stages=[simpy.Resource(env), simpy.Resource(env)])
+    env.process(replica.run())
+    env.run(until=50)
+    assert replica.log[0][1] == pytest.approx(5.0)
+    assert seq.finish_s == pytest.approx(5.0)
