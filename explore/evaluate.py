@@ -24,7 +24,13 @@ from kernels.lowering import lower_trace
 from kernels.medusa import medusa_head_params, medusa_head_table
 from kernels.mixed_layers import edge_mixed_template
 from kernels.module_params import stored_weight_scale
-from kernels.parallel import check_tensor_parallel, kv_replication, pipeline_sends, shard_tensor_parallel
+from kernels.parallel import (
+    check_tensor_parallel,
+    kv_replication,
+    pipeline_sends,
+    shard_tensor_parallel,
+    stage_send_bytes_per_token,
+)
 from kernels.shapes import TEMPLATE_LAYERS, StepTemplate
 from kernels.table import KernelTable
 from kernels.token_select import TokenSelection, token_selection
@@ -151,7 +157,7 @@ class Evaluator:
                 cfg = self.config(model)
                 whole = self.lowered(model, phase, batch, prompt, query=query)
                 sharded = fuse(shard_tensor_parallel(whole, tp, cfg, ep), fusion)
-                self._lowered[key] = pipeline_sends(sharded, pp, cfg)
+                self._lowered[key] = pipeline_sends(sharded, pp, cfg, residual_apart=fusion == ENGINE)
         return self._lowered[key]
 
     def tables(self, model: str, batch: int, prompt: int, fmt: NumericFormat, sub_batches: int = 1,
@@ -212,7 +218,8 @@ class Evaluator:
             template = self.template(point.model, fmt, point.tp, point.ep, fusion_of(point.execution))
             self._cost_models[key] = IterationCostModel(self.point_device(point), template, execution=point.execution,
                                                         kv_bucket_tokens=KV_BUCKET_TOKENS, stages=point.pp,
-                                                        hidden_size=self.config(point.model).hidden_size)
+                                                        send_B_per_token=stage_send_bytes_per_token(
+                                                            self.config(point.model), point.execution == "engine"))
         return self._cost_models[key]
 
     def evaluate(self, point: DesignPoint, *, event_sim: bool = False, timeline: bool = False,

@@ -141,10 +141,16 @@ def stage_of_layer(layer: int, layers: int, pp: int) -> int:
     return layer * pp // layers
 
 
-def pipeline_sends(table: KernelTable, pp: int, config: ModelConfig) -> KernelTable:
-    """`table` with a send of the hidden state (16-bit, tokens x hidden) after the last kernel of each of the
-    first pp - 1 stages. The embedding runs on the first stage, the final norm and LM head on the last; a stage
-    runs its layers on its own devices while the others wait (one batch in flight: no micro-batches)."""
+def stage_send_bytes_per_token(config: ModelConfig, residual_apart: bool = False) -> float:
+    """Bytes a pipeline stage sends the next per token: its 16-bit hidden state, and the residual stream too where
+    the engine keeps it apart (vLLM's fused add + RMSNorm: its Llama sends both, as IntermediateTensors)."""
+    return config.hidden_size * 2.0 * (2 if residual_apart else 1)
+
+
+def pipeline_sends(table: KernelTable, pp: int, config: ModelConfig, residual_apart: bool = False) -> KernelTable:
+    """`table` with a send of the hidden state (stage_send_bytes_per_token per token) after the last kernel of each
+    of the first pp - 1 stages. The embedding runs on the first stage, the final norm and LM head on the last; a
+    stage runs its layers on its own devices while the others wait (one batch in flight: no micro-batches)."""
     if pp == 1:
         return table
     gemm_rows = np.flatnonzero(table.kind == _GEMM)
@@ -155,7 +161,7 @@ def pipeline_sends(table: KernelTable, pp: int, config: ModelConfig) -> KernelTa
                            if stage_of_layer(layer, config.num_layers, pp) == stage)
         first_row = int(np.flatnonzero(layers == first_layer)[0])
         tokens = table.m[gemm_rows[gemm_rows > first_row][0]]  # the stage's first projection takes every token
-        after.append((first_row - 1, float(tokens * config.hidden_size * 2)))
+        after.append((first_row - 1, float(tokens * stage_send_bytes_per_token(config, residual_apart))))
     return _with_collectives(table, after, KernelKind.SEND_RECV, 2)
 
 

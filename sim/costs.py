@@ -9,7 +9,8 @@ many tokens (a long run then prices each distinct bucket once). With 0 every sha
 
 On `stages` pipeline stages an iteration passes each stage in turn: a stage runs its share of the decoder layers
 (kernels/shapes.py StepTemplate.stage_table) on its own devices and host, then sends the hidden state of every
-token to the next stage (16-bit, as kernels/parallel.py pipeline_sends prices a static batch's sends).
+token to the next stage (kernels/parallel.py stage_send_bytes_per_token, as pipeline_sends prices a static
+batch's sends).
 """
 
 from __future__ import annotations
@@ -48,19 +49,20 @@ class IterationCostModel:
     """Prices iterations of one model (its step template) on one device in one execution mode."""
 
     def __init__(self, device, template: StepTemplate, *, execution: str = "eager", kv_bucket_tokens: int = 0,
-                 stages: int = 1, hidden_size: int = 0):
-        """`stages`: pipeline stages, each sending `hidden_size` 16-bit values per token to the next."""
+                 stages: int = 1, send_B_per_token: float = 0.0):
+        """`stages`: pipeline stages, each sending `send_B_per_token` bytes per token to the next
+        (kernels/parallel.py stage_send_bytes_per_token)."""
         if kv_bucket_tokens < 0:
             raise ValueError(f"kv_bucket_tokens: found {kv_bucket_tokens}, allowed: an integer >= 0")
-        if stages != 1 and not (1 < stages <= template.attention_layers and hidden_size >= 1):
-            raise ValueError(f"stages: found {stages} (hidden_size {hidden_size}), allowed: 1 to the model's "
-                             f"{template.attention_layers} layers, with a hidden_size >= 1 beyond one stage")
+        if stages != 1 and not (1 < stages <= template.attention_layers and send_B_per_token > 0):
+            raise ValueError(f"stages: found {stages} (send_B_per_token {send_B_per_token}), allowed: 1 to the "
+                             f"model's {template.attention_layers} layers, with bytes to send beyond one stage")
         self.device = device
         self.template = template
         self.execution = execution
         self.kv_bucket_tokens = kv_bucket_tokens
         self.stages = stages
-        self.hidden_size = hidden_size
+        self.send_B_per_token = send_B_per_token
         self._memo: dict[tuple, IterationCost] = {}
 
     @property
@@ -136,5 +138,5 @@ class IterationCostModel:
 
     def _send(self, tokens: int, table: KernelTable, mode):
         """The cost of one stage's send of the iteration's hidden state to the next stage."""
-        send = collective_kernel(KernelKind.SEND_RECV, table.kernels[0], float(tokens * self.hidden_size * 2), 2)
+        send = collective_kernel(KernelKind.SEND_RECV, table.kernels[0], float(tokens * self.send_B_per_token), 2)
         return self.device.cost_table(KernelTable.from_kernels([send]), mode)

@@ -302,7 +302,7 @@ def test_one_request_on_pipeline_stages_through_the_serving_core(evaluator):
     want = evaluator.evaluate(point).metrics
     device = evaluator.point_device(point)
     costs = IterationCostModel(device, evaluator.template(point.model, FMT), execution="graphs", stages=2,
-                               hidden_size=evaluator.config(point.model).hidden_size)
+                               send_B_per_token=evaluator.config(point.model).hidden_size * 2.0)
     memory = serving_memory(capacity_B=1e12, weights_B=0.0, activations_B=0.0, kv_bytes_per_token=1.0,
                             block_tokens=16)
     pool = Pool(name="serve", role="serve", replicas=1, costs=costs, scheduler="static",

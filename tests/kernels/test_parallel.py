@@ -105,6 +105,9 @@ def test_pipeline_stages_send_the_hidden_state_between_them(tiny_llama, trace_of
     next_layers = [staged.kernels[i + 1].layer for i in sends]
     assert next_layers == [layer for layer in range(1, config.num_layers) if layer * pp // config.num_layers
                            != (layer - 1) * pp // config.num_layers]
+    # An engine keeping the residual stream apart (vLLM's fused add + RMSNorm) sends it too: twice the bytes.
+    engine = pipeline_sends(whole, pp, config, residual_apart=True)
+    assert np.all(engine.act_bytes[sends] == 2 * 3 * 16 * config.hidden_size * 2)
 
 
 def test_more_stages_than_layers_is_refused(tiny_llama):

@@ -42,7 +42,7 @@ def one_stage(costs):
 @pytest.fixture(scope="module")
 def two_stages(costs):
     system = SystemModel(load_device("h100-sxm"), 1, load_link_model("nvlink4"), 2)
-    return IterationCostModel(system, costs.template, execution="graphs", stages=2, hidden_size=HIDDEN)
+    return IterationCostModel(system, costs.template, execution="graphs", stages=2, send_B_per_token=HIDDEN * 2.0)
 
 
 def _send_s(link, tokens: int) -> float:
