@@ -23,7 +23,8 @@ from kernels.kv_policy import DUO_WINDOW_TOKENS, KVPolicy, Window, fetched_token
 from kernels.lowering import lower_trace
 from kernels.medusa import medusa_head_params, medusa_head_table
 from kernels.mixed_layers import edge_mixed_template
-from kernels.module_params import stored_weight_scale
+from kernels.module_params import expert_byte_share, stored_weight_scale
+from kernels.moe import balanced_routing
 from kernels.parallel import (
     check_tensor_parallel,
     kv_replication,
@@ -39,7 +40,7 @@ from sim.capacity import CAPACITY_METRICS, RateVerdict, rate_verdict, search_cap
 from sim.costs import IterationCostModel
 from sim.engine import simulate
 from sim.memory import MemoryFootprint, batch_footprint, infeasible_reason
-from sim.offload import HostLink, LinkTraffic, device_footprint, offload_traffic, plan_offload
+from sim.offload import HostLink, LinkTraffic, RoutedExperts, device_footprint, offload_traffic, plan_offload
 from sim.result import RESULT_METRICS, SimResult
 from sim.routers import DEFAULT_ROUTER
 from sim.schedulers import make_scheduler
@@ -324,7 +325,8 @@ class Evaluator:
         traffic = offload_traffic(
             plan, link, layers=cfg.num_layers, prompt_kv_B=token_B * kept_tokens(point.prompt, window),
             # Each step's attention reads the cache before its own token, whose KV it has just computed on the device.
-            step_kv_B=token_B * fetched_tokens(workload.decode_kv_lengths() - 1, window), token_kv_B=token_B)
+            step_kv_B=token_B * fetched_tokens(workload.decode_kv_lengths() - 1, window), token_kv_B=token_B,
+            experts=_routed_experts(cfg, point.numeric_format, point.batch, point.prompt))
         return device_footprint(memory, plan), "", traffic
 
     def host_link(self, point: DesignPoint, device) -> LinkSpec:
@@ -682,6 +684,21 @@ def _weight_bytes(param_bytes: float, fmt: NumericFormat, device, config: ModelC
     if scale is None:  # `scale`: stored_weight_scale(fmt, config), where the caller holds it
         scale = stored_weight_scale(fmt, config) if config is not None else fmt.stored_weight_scale()
     return param_bytes * scale * (fmt.sparse_weight_scale if fmt.sparsity in device.sparsity_patterns else 1.0)
+
+
+def _routed_experts(cfg: ModelConfig, fmt: NumericFormat, batch: int, prompt: int) -> RoutedExperts:
+    """A static batch's routed experts for its offloaded traffic: their share of the stored weights, and the share of
+    a layer's experts its prefill (batch x prompt tokens) and each decode step (batch tokens) reach under the
+    balanced routing the kernel tables route by (kernels/moe.py balanced_routing)."""
+    if not cfg.is_moe:
+        return RoutedExperts()
+    experts, topk = cfg.num_experts, cfg.experts_per_token
+
+    def reached(tokens: int) -> float:
+        return balanced_routing(tokens, topk, experts, experts)[0] / experts
+
+    return RoutedExperts(weights_share=expert_byte_share(fmt, cfg), prefill_reached=reached(batch * prompt),
+                         decode_reached=reached(batch))
 
 
 def _medusa_heads_B(param_bytes: float, config: ModelConfig, heads: int, fmt: NumericFormat, device,

@@ -27,6 +27,18 @@ def expert_param_share(config: ModelConfig) -> float:
     return mlp - config.num_layers * config.hidden_size * config.num_experts / config.param_count()
 
 
+def expert_byte_share(fmt: NumericFormat, config: ModelConfig) -> float:
+    """The routed experts' share of the bytes `fmt` stores of `config`'s weights: their parameter share where every
+    weight takes the same bits, else their stored bytes (NumericFormat.stored_weight_scale of the experts alone, less
+    the rest's at weight_bits) over the model's; 0 for a dense model."""
+    experts = expert_param_share(config)
+    if not experts or not fmt.mixed:
+        return experts
+    layers = config.num_layers
+    rest = (1.0 - experts) * fmt.stored_weight_scale(0.0, 0.0, layers)  # the other weights, all at weight_bits
+    return (fmt.stored_weight_scale(0.0, experts, layers, experts) - rest) / stored_weight_scale(fmt, config)
+
+
 def stored_weight_scale(fmt: NumericFormat, config: ModelConfig) -> float:
     """Bytes a format stores of `config`'s weights relative to 16-bit ones (NumericFormat.stored_weight_scale)."""
     if not fmt.mixed:

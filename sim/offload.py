@@ -14,22 +14,36 @@ What is modeled
   every weight is in host memory. Weights go first because a weight byte in host memory costs one transfer per
   pass that the whole batch shares (DeepSpeed ZeRO-Inference offloads weights alone), while the KV cache grows with
   the batch and the context; 'kv' is there for the opposite case (a large batch of long sequences).
-- Traffic per pass (offload_traffic): the offloaded weights cross host to device once per pass (the prefill and
-  every decode step read every weight once); each decode step brings in the offloaded share of the KV cache its
-  attention reads; the offloaded share of the KV a pass writes (the prompt's in the prefill, one token's in each
-  decode step) crosses device to host. A PCIe link is full duplex, so the two directions run at once: a pass's
-  link time is the larger direction's bytes over the link's bandwidth, plus the link's latency once per layer.
-- Overlap (link_wait_s): with prefetch, a pass takes per layer the larger of its compute and its transfer
-  (FlexGen's overlapped schedule, Section 4); the decoder layers are alike (the same kernels, the same bytes), so
-  that is the larger of the pass's device time and its link time. Without prefetch, the sum of the two.
+- Traffic per pass (offload_traffic): the offloaded weights a pass reads cross host to device once per pass: every
+  one of a dense model's, and of a mixture-of-experts model's the offloaded share of its other weights and of the
+  experts its tokens reach (RoutedExperts: under the balanced routing the kernel tables route by, kernels/moe.py
+  balanced_routing, a decode step of one token reaches 2 of Mixtral's 8 experts per layer, a prefill of 128 tokens
+  every one); an engine fetches only the experts that run (Hugging Face accelerate's per-module offload hooks fire
+  for the modules called; Mixtral-offloading, Eliseev & Mazur, arXiv:2312.17238, loads the experts the router
+  picks). Each decode step brings in the offloaded share of the KV cache its attention reads; the offloaded share
+  of the KV a pass writes (the prompt's in the prefill, one token's in each decode step) crosses device to host. A
+  PCIe link is full duplex, so the two directions run at once: a pass's link time is the larger direction's bytes
+  over the link's bandwidth, plus the link's latency once per layer.
+- Overlap (link_wait_s, pass_wait_s): with prefetch, a pass takes per layer the larger of its compute and its
+  transfer (FlexGen's overlapped schedule, Section 4); the decoder layers are alike (the same kernels, the same
+  bytes), so that is the larger of the pass's device time and its link time. Without prefetch, the sum of the two.
+  Which experts a layer runs is known only once its router has run, so the routed experts' transfer cannot be
+  prefetched during the previous layer: it is waited in full (one more transfer per layer), the rest overlapping
+  as above. An engine may instead prefetch every expert of the next layer, as FlexGen prefetches a whole layer;
+  a pass takes the faster of the two schedules, so a pass whose tokens reach every expert (a prefill, a large
+  batch) streams whole layers as a dense model's, whose two schedules are one.
 
 Not modeled: host DRAM bandwidth as a second limit (a server's host DRAM delivers several times a PCIe x16 link's
 rate, so the link is the bound), host memory capacity (it holds whatever is offloaded), pageable memory (transfers
 run from pinned buffers at the link's rate; a pageable copy is staged and slower), attention computed on the host
 CPU next to an offloaded KV cache (FlexGen's CPU delegation), a third tier behind host memory (FlexGen's disk), the
 pipeline fill (the first layer's transfer of a pass before any overlap: one layer's share of its link time),
-compressed transfers, and the link's own transfer energy (no sourced energy per bit of a PCIe or NVMe transfer was
-found, so it is not counted; static power while the device waits on the link is, as for any time).
+compressed transfers, an expert cache across decode steps and speculative expert loading (Mixtral-offloading keeps
+recently used experts on the device and guesses the next layer's experts from the current hidden state, so fewer
+experts cross the link or more of them ahead of time; the prefetch buffers here hold whole layers' offloaded share
+and cache nothing between steps), routing skew (balanced routing reaches the most experts a batch can), and the
+link's own transfer energy (no sourced energy per bit of a PCIe or NVMe transfer was found, so it is not counted;
+static power while the device waits on the link is, as for any time).
 """
 
 from __future__ import annotations
@@ -118,38 +132,65 @@ class HostLink:
 
 
 @dataclass(frozen=True, kw_only=True)
+class RoutedExperts:
+    """A mixture-of-experts model's routed experts: their share of its weight bytes, and the share of a layer's
+    experts the prefill's and a decode step's tokens reach (kernels/moe.py balanced_routing)."""
+
+    weights_share: float = 0.0
+    prefill_reached: float = 1.0
+    decode_reached: float = 1.0
+
+
+DENSE = RoutedExperts()
+
+
+@dataclass(frozen=True, kw_only=True)
 class LinkTraffic:
-    """Bytes a static batch moves over its host link in the prefill and in each decode step, and that link."""
+    """Bytes a static batch moves over its host link in the prefill and in each decode step, and that link. Host to
+    device, a pass moves the routed experts it reaches, not the others; `*_routed_B` says how many of its bytes
+    those are (fetched once the layer's router has picked them), `*_unreached_B` what prefetching every expert of
+    the next layer would add (0 for a dense model)."""
 
     link: HostLink
     layers: int
     prefill_B: tuple[float, float]  # (host to device, device to host)
     decode_to_device_B: np.ndarray  # per decode step
     decode_to_host_B: np.ndarray
+    prefill_routed_B: float = 0.0
+    decode_routed_B: float = 0.0
+    prefill_unreached_B: float = 0.0
+    decode_unreached_B: float = 0.0
 
     @property
     def prefetch(self) -> bool:
         return self.link.prefetch
 
-    def prefill_s(self) -> float:
-        """Seconds the prefill's transfers take on the link."""
-        return float(transfer_s(*self.prefill_B, self.link, self.layers))
+    def prefill_wait_s(self, device_s: float) -> float:
+        """Seconds the prefill, of `device_s` seconds on the device, waits on the link (pass_wait_s)."""
+        return float(pass_wait_s(device_s, *self.prefill_B, self.prefill_routed_B, self.prefill_unreached_B,
+                                 self.link, self.layers))
 
-    def decode_s(self) -> np.ndarray:
-        """Seconds each decode step's transfers take on the link."""
-        return transfer_s(self.decode_to_device_B, self.decode_to_host_B, self.link, self.layers)
+    def decode_wait_s(self, device_s: np.ndarray) -> np.ndarray:
+        """Seconds each decode step, of `device_s` seconds on the device, waits on the link (pass_wait_s)."""
+        return pass_wait_s(device_s, self.decode_to_device_B, self.decode_to_host_B, self.decode_routed_B,
+                           self.decode_unreached_B, self.link, self.layers)
 
 
 def offload_traffic(plan: OffloadPlan, link: HostLink, *, layers: int, prompt_kv_B: float, step_kv_B: np.ndarray,
-                    token_kv_B: float) -> LinkTraffic:
+                    token_kv_B: float, experts: RoutedExperts = DENSE) -> LinkTraffic:
     """The link traffic of a static batch under `plan`: prompt_kv_B the batch's cached KV after the prefill,
     step_kv_B the cached KV each decode step's attention reads besides its own token's, token_kv_B the KV one decode
-    step adds (all of the whole batch, every layer)."""
+    step adds (all of the whole batch, every layer); `experts` the routed experts among the weights."""
     steps = np.asarray(step_kv_B, dtype=float)
+    experts_B = plan.weights_B * experts.weights_share  # the offloaded share of every expert
+    rest_B = plan.weights_B - experts_B
+    prefill_routed_B, decode_routed_B = experts_B * experts.prefill_reached, experts_B * experts.decode_reached
     return LinkTraffic(
-        link=link, layers=layers, prefill_B=(plan.weights_B, plan.kv_share * prompt_kv_B),
-        decode_to_device_B=plan.weights_B + plan.kv_share * steps,
-        decode_to_host_B=np.full(steps.shape, plan.kv_share * token_kv_B))
+        link=link, layers=layers, prefill_B=(rest_B + prefill_routed_B, plan.kv_share * prompt_kv_B),
+        decode_to_device_B=rest_B + decode_routed_B + plan.kv_share * steps,
+        decode_to_host_B=np.full(steps.shape, plan.kv_share * token_kv_B),
+        prefill_routed_B=prefill_routed_B, decode_routed_B=decode_routed_B,
+        prefill_unreached_B=experts_B - prefill_routed_B, decode_unreached_B=experts_B - decode_routed_B)
 
 
 def transfer_s(to_device_B, to_host_B, link: HostLink, layers: int):
@@ -167,3 +208,16 @@ def link_wait_s(device_s, link_s, prefetch: bool):
     cover (the pass takes the larger of the two), without it the whole link time (the pass takes their sum)."""
     device_s, link_s = np.asarray(device_s, dtype=float), np.asarray(link_s, dtype=float)
     return np.maximum(link_s - device_s, 0.0) if prefetch else link_s
+
+
+def pass_wait_s(device_s, to_device_B, to_host_B, routed_B: float, unreached_B: float, link: HostLink, layers: int):
+    """How long a pass of `device_s` seconds on the device waits on the link, moving `to_device_B` (of them
+    `routed_B` of routed experts) and `to_host_B`: the shorter of two schedules. Prefetching whole layers moves
+    the unreached experts too, all of it prefetched; fetching the routed experts once each layer's router has
+    picked them moves only those, on demand (they wait in full), the rest prefetched. A dense model (no routed
+    bytes) takes the first, whose bytes are the second's."""
+    whole_s = transfer_s(np.asarray(to_device_B, dtype=float) + unreached_B, to_host_B, link, layers)
+    prefetched_s = transfer_s(np.asarray(to_device_B, dtype=float) - routed_B, to_host_B, link, layers)
+    on_demand_s = transfer_s(routed_B, 0.0, link, layers)
+    return np.minimum(link_wait_s(device_s, whole_s, link.prefetch),
+                      link_wait_s(device_s, prefetched_s, link.prefetch) + on_demand_s)

@@ -10,8 +10,9 @@ kernel class shows it apart, as HOST_WAIT). This is max(host, device) per pass, 
 throughout the pass, as in a decode step whose every kernel dispatches slower than it runs.
 
 A batch that offloads weights or KV cache to host memory (sim/offload.py) also waits on the host link: with
-prefetch the device's work stretches to the link time where that is longer, without it the link time is added;
-the wait is spread over the pass's kernels as the host's is, and the host's dispatch overlaps the result.
+prefetch the device's work stretches to the link time where that is longer, without it the link time is added (an
+MoE model's routed experts, fetched once its router has run, add theirs: sim/offload.py pass_wait_s); the wait is
+spread over the pass's kernels as the host's is, and the host's dispatch overlaps the result.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from hw_models.cost import SUM_COLUMN, IndexedCosts, KernelCosts
 from hw_models.device import cost_passes, dispatch_s, stacked_costs
 from kernels.table import KernelTable
 from sim.interleave import interleaved_schedule
-from sim.offload import LinkTraffic, link_wait_s
+from sim.offload import LinkTraffic
 from sim.workload import BatchWorkload, PassTables
 
 DYNAMIC_ENERGY_FIELDS = ("compute_J", "memory_J")
@@ -53,8 +54,7 @@ class DecodeCosts:
     steps: int
     class_masks: dict[str, np.ndarray]  # kernel class (gemm, attention, ...) -> its kernels
     dispatch_s: float = 0.0  # host dispatch per kernel, overlapping the device's work (module docstring)
-    link_s: np.ndarray | None = None  # per step, seconds of transfers on the host link (None: nothing offloaded)
-    prefetch: bool = True  # whether those transfers overlap the step's compute (sim/offload.py)
+    link: LinkTraffic | None = None  # each step's transfers on the host link (None: nothing offloaded)
 
     def _step_grid(self, name: str) -> np.ndarray:
         per_step = len(self.attention) // self.steps if self.steps else int(self.attention_mask.sum())
@@ -97,8 +97,8 @@ class DecodeCosts:
     @cached_property
     def _stall(self) -> tuple[np.ndarray, bool, float]:
         """(stall_s, whether any step waits, the total wait), computed once."""
-        if self.link_s is not None:  # the host link's wait, then the host's dispatch over the longer step
-            wait = link_wait_s(self._device_step_s, self.link_s, self.prefetch)
+        if self.link is not None:  # the host link's wait, then the host's dispatch over the longer step
+            wait = self.link.decode_wait_s(self._device_step_s)
             stall = wait + host_stall_s(self.host_step_s, self._device_step_s + wait)
         elif not self.dispatch_s or not len(self.base) or not self.steps:
             stall = np.zeros(self.steps)
@@ -139,7 +139,7 @@ class DecodeCosts:
         true."""
         base = self.base
         waits = self.wait_s if self._waits(name) else 0.0
-        if kernel_mask is None and name == "time_s" and waits and self.link_s is not None:
+        if kernel_mask is None and name == "time_s" and waits and self.link is not None:
             return float((self._device_step_s + self.stall_s).sum())
         if kernel_mask is None and name == "time_s" and waits:
             return float(np.maximum(self.host_step_s, self._device_step_s).sum())  # max(host, device) per step
@@ -274,10 +274,10 @@ def pass_host_wait_s(dispatch: float, kernels: int, device_s: float) -> float:
     return max(dispatch * kernels - device_s, 0.0) if kernels and dispatch else 0.0
 
 
-def with_link(costs: KernelCosts, link_s: float, prefetch: bool) -> KernelCosts:
-    """A pass's costs once it waits on `link_s` seconds of transfers on the host link (sim/offload.py), spread over
-    its kernels: the pass takes max(link, device) with prefetch, their sum without."""
-    wait = float(link_wait_s(costs.sum("time_s"), link_s, prefetch)) if len(costs) else 0.0
+def with_link(costs: KernelCosts, traffic: LinkTraffic) -> KernelCosts:
+    """A prefill's costs once it waits on its transfers on the host link (sim/offload.py LinkTraffic.prefill_wait_s),
+    spread over its kernels."""
+    wait = traffic.prefill_wait_s(costs.sum("time_s")) if len(costs) else 0.0
     return _waiting(costs, wait)
 
 
@@ -453,7 +453,7 @@ def price_passes(device, tables: PassTables, workload: BatchWorkload, execution:
         return DecodeCosts(batch=size, base=base, attention=attention, attention_mask=table.decode_attention_mask,
                            steps=len(kv_lens), class_masks=table.class_masks,
                            dispatch_s=dispatch_s(device, decode_mode),
-                           **({} if traffic is None else {"link_s": traffic.decode_s(), "prefetch": traffic.prefetch}))
+                           link=traffic)
 
     steps = tables.decode.at_kv_lengths(kv_lens, tables.attention_window)
     if prefill_mode == decode_mode:  # the prefill, the decode step and its attention at every step: one call
@@ -463,7 +463,7 @@ def price_passes(device, tables: PassTables, workload: BatchWorkload, execution:
         base, attention = cost_passes(device, [tables.decode, steps], decode_mode)
     device_s = prefill.sum("time_s")
     if traffic is not None:
-        prefill = with_link(prefill, traffic.prefill_s(), traffic.prefetch)
+        prefill = with_link(prefill, traffic)
     prefill = with_host(prefill, dispatch_s(device, prefill_mode))
     prefill_wait_s = max(prefill.sum("time_s") - device_s, 0.0)
     whole_part = price(workload.batch, tables.decode, base, attention)

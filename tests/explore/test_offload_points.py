@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from explore.design_point import DesignPoint
@@ -163,3 +164,69 @@ def test_a_selection_streams_only_what_it_reads_from_an_offloaded_cache(evaluato
     floor_s = selected["offloaded_B"] * (1 / 8) / (1 + 1 / 16) / PCIE4_X16_Bps
     assert 0.9 * floor_s <= selected["tpot_s"] <= 1.25 * floor_s
     assert selected["tpot_s"] < whole["tpot_s"]
+
+
+# ---- a mixture of experts: Mixtral-8x7B (fp16, 93.4 GB) on an L40S (48 GB) -----------------------------------------
+
+# Mixtral-8x7B-v0.1 config.json: hidden 4096, intermediate 14336, 32 layers, 8 experts of which 2 per token, 32 query
+# and 8 KV heads of 128, vocab 32000, untied embeddings; an expert is 3 matrices (gate, up, down).
+MIXTRAL_EXPERTS_B = 2 * 32 * 8 * 3 * 4096 * 14336  # bytes in fp16
+MIXTRAL_REST_B = 2 * (2 * 32000 * 4096 + 32 * (2 * 4096 * 4096 + 2 * 4096 * 1024 + 4096 * 8 + 2 * 4096) + 4096)
+
+
+def mixtral(batch: int, **knobs) -> DesignPoint:
+    return DesignPoint(model="mixtral-8x7b", device="l40s", batch=batch, prompt=128, output=32,
+                       knobs=tuple(sorted({"offload": "weights", **knobs}.items())))
+
+
+def _traffic(evaluator, point: DesignPoint):
+    from sim.workload import BatchWorkload
+
+    device = evaluator.point_device(point)
+    tables = evaluator.point_tables(point, device)
+    workload = BatchWorkload(batch=point.batch, prompt_len=point.prompt, output_len=point.output)
+    memory = evaluator.batch_memory(point, device, workload, tables.attention_window)
+    return evaluator.offloaded(point, device, workload, memory)[2]
+
+
+def test_an_offloaded_moe_decode_step_moves_only_the_experts_it_reaches(evaluator):
+    """A decode step of one token runs 2 of each layer's 8 experts; an offloading engine fetches those (accelerate's
+    per-module hooks, Mixtral-offloading's routed expert loads), not all 8: the offloaded share of the other weights
+    and of 2/8 of the experts crosses PCIe, and the step is bounded by that, not by every offloaded byte."""
+    metrics = evaluator.evaluate(mixtral(1)).metrics
+    share = metrics["offloaded_B"] / (MIXTRAL_EXPERTS_B + MIXTRAL_REST_B)  # FlexGen's share of every layer
+    step_B = share * (MIXTRAL_REST_B + MIXTRAL_EXPERTS_B * 2 / 8)
+    traffic = _traffic(evaluator, mixtral(1))
+    assert traffic.decode_to_device_B == pytest.approx(np.full(31, step_B), rel=1e-9)
+    assert traffic.decode_routed_B == pytest.approx(share * MIXTRAL_EXPERTS_B / 4, rel=1e-9)
+    assert traffic.prefill_B[0] == pytest.approx(metrics["offloaded_B"], rel=1e-9)  # 256 rows reach all 8 experts
+    roomy = evaluator.evaluate(replace(mixtral(1), overrides=(("memory.capacity_GB", 200),))).metrics
+    floor_s = step_B / PCIE4_X16_Bps
+    assert floor_s <= metrics["tpot_s"] <= floor_s + 2 * 32 * 1e-6 + roomy["tpot_s"]
+    assert metrics["tpot_s"] < 0.3 * metrics["offloaded_B"] / PCIE4_X16_Bps  # was every offloaded byte: 3.6x more
+
+
+def test_an_moe_batch_that_reaches_every_expert_moves_every_offloaded_weight(evaluator):
+    """Four tokens route 8 rows, one to each of the 8 experts: every offloaded weight crosses the link in each step,
+    prefetched a layer ahead as a dense model's are."""
+    metrics = evaluator.evaluate(mixtral(4)).metrics
+    traffic = _traffic(evaluator, mixtral(4))
+    assert traffic.decode_to_device_B == pytest.approx(np.full(31, metrics["offloaded_B"]), rel=1e-9)
+    assert traffic.decode_unreached_B == pytest.approx(0.0, abs=1.0)
+    floor_s = metrics["offloaded_B"] / PCIE4_X16_Bps
+    assert floor_s <= metrics["tpot_s"] <= floor_s + 32 * 1e-6 + 1e-3
+
+
+def test_a_dense_offloaded_model_streams_every_offloaded_weight(evaluator):
+    traffic = _traffic(evaluator, point70b(offload="weights"))
+    offloaded_B = evaluator.evaluate(point70b(offload="weights")).metrics["offloaded_B"]
+    assert traffic.decode_to_device_B == pytest.approx(np.full(7, offloaded_B), rel=1e-12)
+    assert traffic.decode_routed_B == traffic.decode_unreached_B == traffic.prefill_routed_B == 0.0
+
+
+@pytest.mark.parametrize("batch", [1, 2, 4])
+def test_a_faster_link_never_slows_an_offloaded_moe(evaluator, batch):
+    links = ("nvme-pcie4-x4", "pcie4-x16", "pcie5-x16")
+    runs = [evaluator.evaluate(mixtral(batch, host_link=link)).metrics for link in links]
+    for name in TIMINGS:
+        assert [m[name] for m in runs] == sorted((m[name] for m in runs), reverse=True), name

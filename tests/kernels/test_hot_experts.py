@@ -18,7 +18,7 @@ from kernels.fusion import fuse
 from kernels.kernel import KernelKind
 from kernels.lowering import lower_trace
 from kernels.mixed_layers import edge_mixed_template
-from kernels.module_params import expert_param_share, layer_param_shares, stored_weight_scale
+from kernels.module_params import expert_byte_share, expert_param_share, layer_param_shares, stored_weight_scale
 from kernels.shapes import StepTemplate, step_shape
 from kernels.table import KernelTable
 from tests.kernels.test_shapes import _tracer
@@ -194,6 +194,25 @@ def test_stored_bytes_of_mixtral_hand_sum():
     assert stored_weight_scale(NumericFormat(weight_bits=4, hot_experts=1.0, hot_expert_bits=8), config) == \
         pytest.approx(stored_weight_scale(NumericFormat(weight_bits=4, mlp_weight_bits=8), config)
                       - 32 * 4096 * 8 * 4 / 16 / total, rel=1e-12)
+
+
+def test_expert_bytes_of_mixtral_hand_sum():
+    """The routed experts' share of what a format stores of Mixtral 8x7B (its offloaded traffic streams the share
+    its tokens reach): their parameter share at one width for every weight; with a quarter of them at 8.125 bits
+    and the rest of the model at 4.125, their bytes over the model's."""
+    config = load_model_config("mixtral-8x7b")
+    total, experts = config.param_count(), 32 * 8 * 3 * 4096 * 14336
+    assert expert_byte_share(W4, config) == pytest.approx(experts / total, rel=1e-12)
+    assert expert_byte_share(NumericFormat(), config) == pytest.approx(experts / total, rel=1e-12)
+    expert_bits = 0.75 * 4.125 + 0.25 * 8.125
+    stored = experts * expert_bits + (total - experts) * 4.125
+    assert expert_byte_share(HOT, config) == pytest.approx(experts * expert_bits / stored, rel=1e-12)
+    # Experts at 4.125 bits beside 16-bit attention: fewer of the bytes than of the parameters.
+    attn16 = NumericFormat(weight_bits=4, attn_weight_bits=16)
+    attention = 32 * (2 * 4096 * 4096 + 2 * 4096 * 1024)
+    assert expert_byte_share(attn16, config) == pytest.approx(
+        experts * 4.125 / (attention * 16 + (total - attention) * 4.125), rel=1e-12)
+    assert expert_byte_share(attn16, load_model_config("llama-2-7b")) == 0.0
 
 
 def test_hot_experts_in_edge_layers_keep_the_edge_bits():

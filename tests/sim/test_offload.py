@@ -15,9 +15,11 @@ from sim.memory import MemoryFootprint, batch_footprint
 from sim.offload import (
     HostLink,
     OffloadPlan,
+    RoutedExperts,
     device_footprint,
     link_wait_s,
     offload_traffic,
+    pass_wait_s,
     plan_offload,
     transfer_s,
 )
@@ -111,7 +113,69 @@ def test_traffic_streams_weights_every_pass_and_the_offloaded_kv_share_each_step
     assert traffic.prefill_B == (10 * GB, 2 * GB)  # every weight in, half the prompt's KV out
     assert traffic.decode_to_device_B.tolist() == [12 * GB, 12.5 * GB]  # weights + half the cache read
     assert traffic.decode_to_host_B.tolist() == [0.05 * GB, 0.05 * GB]  # half the new token's KV
-    assert traffic.decode_s() == pytest.approx([1.2 + 4e-6, 1.25 + 4e-6])
+    # With nothing to overlap, a step waits its whole transfer.
+    assert traffic.decode_wait_s(np.zeros(2)) == pytest.approx([1.2 + 4e-6, 1.25 + 4e-6])
+    assert traffic.decode_routed_B == traffic.decode_unreached_B == 0.0  # a dense model
+
+
+# ---- routed experts -------------------------------------------------------------------------------------------
+
+# 10 GB of offloaded weights, 8 GB of them routed experts; the prefill reaches every expert, a decode step 2 of 8.
+MOE_PLAN = OffloadPlan(weights_share=0.5, weights_B=10 * GB)
+MOE = RoutedExperts(weights_share=0.8, prefill_reached=1.0, decode_reached=0.25)
+
+
+def _moe_traffic(link: HostLink = LINK, experts: RoutedExperts = MOE):
+    return offload_traffic(MOE_PLAN, link, layers=4, prompt_kv_B=0.0, step_kv_B=np.zeros(2), token_kv_B=0.0,
+                           experts=experts)
+
+
+def test_an_moe_decode_step_moves_the_experts_it_reaches():
+    traffic = _moe_traffic()
+    # The 2 GB that are not experts, and 2 of 8 experts' 8 GB: 4 GB, not 10.
+    assert traffic.decode_to_device_B.tolist() == pytest.approx([4 * GB, 4 * GB])
+    assert traffic.decode_routed_B == pytest.approx(2 * GB) and traffic.decode_unreached_B == pytest.approx(6 * GB)
+    # The prefill reaches every expert: every offloaded weight, as a dense model's.
+    assert traffic.prefill_B[0] == pytest.approx(10 * GB) and traffic.prefill_unreached_B == pytest.approx(0.0)
+
+
+def test_routed_experts_wait_in_full_the_rest_overlaps():
+    traffic = _moe_traffic()
+    # 0.1 s of compute: the 2 GB of other weights (0.2 s) are prefetched, 0.1 s of them uncovered; the 2 GB of
+    # routed experts (0.2 s) come once the router has run, waited in full; a latency per layer for each transfer.
+    assert traffic.decode_wait_s(np.full(2, 0.1)) == pytest.approx([0.3 + 8e-6] * 2)
+    # 2 s of compute covers prefetching every expert of the next layer (1 s): no wait, as today.
+    assert traffic.decode_wait_s(np.full(2, 2.0)) == pytest.approx([0.0, 0.0])
+    # The prefill reaches every expert: it prefetches whole layers (1 s) as a dense model does.
+    assert traffic.prefill_wait_s(0.1) == pytest.approx(0.9 + 4e-6)
+    # Without prefetch, the step waits for the 4 GB it moves, two transfers a layer.
+    serial = _moe_traffic(HostLink(bandwidth_Bps=LINK.bandwidth_Bps, latency_s=1e-6, prefetch=False))
+    assert serial.decode_wait_s(np.full(2, 0.1)) == pytest.approx([0.4 + 8e-6] * 2)
+
+
+@pytest.mark.parametrize("prefetch", [True, False])
+def test_a_dense_pass_waits_as_its_whole_transfer_says(prefetch):
+    link = HostLink(bandwidth_Bps=LINK.bandwidth_Bps, latency_s=1e-6, prefetch=prefetch)
+    device_s = np.array([0.0, 0.3, 0.9, 1.5])
+    to_device_B, to_host_B = np.array([12, 12.5, 3, 0.5]) * GB, np.full(4, 0.05 * GB)
+    expected = link_wait_s(device_s, transfer_s(to_device_B, to_host_B, link, 4), prefetch)
+    assert pass_wait_s(device_s, to_device_B, to_host_B, 0.0, 0.0, link, 4).tolist() == expected.tolist()
+
+
+def test_a_faster_link_never_makes_an_offloaded_pass_wait_longer():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        experts = RoutedExperts(weights_share=rng.uniform(0, 1), prefill_reached=1.0,
+                                decode_reached=rng.integers(1, 9) / 8)
+        device_s, latency_s = rng.uniform(0, 2, size=2), rng.choice([0.0, 1e-6])
+        waits = []
+        for prefetch in (False, True):
+            for bandwidth_GBps in (1, 4, 10, 31.5, 63):
+                link = HostLink(bandwidth_Bps=bandwidth_GBps * GB, latency_s=latency_s, prefetch=prefetch)
+                waits.append(_moe_traffic(link, experts).decode_wait_s(device_s))
+        serial, overlapped = np.array(waits[:5]), np.array(waits[5:])
+        assert (np.diff(serial, axis=0) <= 1e-12).all() and (np.diff(overlapped, axis=0) <= 1e-12).all()
+        assert (overlapped <= serial + 1e-12).all()  # prefetch never makes a pass slower
 
 
 # ---- priced passes --------------------------------------------------------------------------------------------
