@@ -400,7 +400,8 @@ def _serving_spec(args) -> ServingSpec:
                   slo_slowdown=SLOWDOWN_PRESETS[args.slo_slowdown] if args.slo_slowdown else None,
                   capacity=tuple(args.capacity) if args.capacity else None,
                   replicas=args.replicas, prefill_replicas=args.prefill_replicas, prefill_device=args.prefill_device,
-                  kv_link=args.kv_link, router=args.router, prefix_attention=args.prefix_attention)
+                  kv_link=args.kv_link, router=args.router, prefix_attention=args.prefix_attention,
+                  memory_utilization=args.memory_utilization)
     if args.seed < 0:
         raise InputError(f"--seed: found {args.seed}, allowed: an integer >= 0")
     try:
@@ -492,6 +493,8 @@ def _assumptions(point: DesignPoint, device) -> str:
             pools += f", router {s.router}"
         if s.prefix_tokens:
             pools += f", a {s.prefix_tokens}-token shared prefix ({s.prefix_attention or 'paged'} attention)"
+        if s.memory_utilization is not None:
+            pools += f", each using {s.memory_utilization:g} of its devices' memory"
         what += (f"; serving {s.requests} requests ({s.trace or 'fixed lengths'}, {s.arrival} arrivals, {rate}) "
                  f"with {s.scheduler} scheduling on {pools}")
     return what

@@ -533,8 +533,10 @@ class Evaluator:
         # Each pipeline stage holds the activations of the iteration it runs.
         budget = make_scheduler(spec.scheduler, limits).token_budget()
         activations_B = costs.template.activation_bytes(budget) * point.pp
+        # device.memory_bytes: every device of the replica (tp x pp), of which the engine may use memory_share.
         memory = serving_memory(capacity_B=device.memory_bytes, weights_B=weights_B, activations_B=activations_B,
-                                kv_bytes_per_token=kv_per_token_B, block_tokens=spec.block_tokens)
+                                kv_bytes_per_token=kv_per_token_B, block_tokens=spec.block_tokens,
+                                utilization=spec.memory_share)
         return Pool(name=f"{role} ({point.device})", role=role, replicas=replicas, costs=costs,
                     scheduler=spec.scheduler, limits=limits, memory=memory, idle_power_W=device.idle_power_W,
                     router=spec.router or DEFAULT_ROUTER,

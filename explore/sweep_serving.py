@@ -167,6 +167,8 @@ class Serving(Strict):
     router: one_or_more(knob_type(KNOBS["router"])) | None = None  # how a pool picks a replica (least_requests)
     # How decode attention reads the shared prefix (paged); a list compares the two.
     prefix_attention: one_or_more(knob_type(KNOBS["prefix_attention"])) | None = None
+    # The share of each device's memory the engine may use (vLLM's gpu_memory_utilization; unset: every byte).
+    memory_utilization: one_or_more(knob_type(KNOBS["memory_utilization"])) | None = None
 
     @field_validator("capacity")
     @classmethod
@@ -228,6 +230,8 @@ def serving_dimensions(serving: Serving) -> dict[str, list]:
         dims["router"] = as_list(serving.router)
     if serving.prefix_attention is not None:
         dims["prefix_attention"] = as_list(serving.prefix_attention)
+    if serving.memory_utilization is not None:
+        dims["memory_utilization"] = as_list(serving.memory_utilization)
     if serving.arrival != "gamma":
         del dims["cv"]
     return dims
@@ -249,7 +253,7 @@ def serving_spec(serving: Serving, values: dict[str, Any]) -> ServingSpec:
         slo_attainment=slo.attainment, slo_slowdown=slo.slowdown_slo(), capacity=serving.capacity,
         replicas=values["replicas"], prefill_replicas=values["prefill_replicas"],
         prefill_device=serving.prefill_device or "", kv_link=serving.kv_link, router=values.get("router"),
-        prefix_attention=values.get("prefix_attention"))
+        prefix_attention=values.get("prefix_attention"), memory_utilization=values.get("memory_utilization"))
 
 
 def _unkeyed(err: InputError) -> str:

@@ -41,14 +41,27 @@ SERVING_METRICS = (*SUMMARY_METRICS, "tbt_p50_s", "tbt_p99_s", "mean_batch_size"
 
 @dataclass(frozen=True, kw_only=True)
 class ServingMemory:
-    """How a replica's memory is split: weights, the activation reserve of the largest iteration, KV blocks."""
+    """How a replica's memory is split: weights, the activation reserve of the largest iteration, KV blocks, all
+    within `utilization` of its devices' `capacity_B` (vLLM's gpu_memory_utilization)."""
 
     weights_B: float
     activations_B: float
     kv_block_B: float
     kv_blocks: int
     block_tokens: int
-    capacity_B: float
+    capacity_B: float  # its devices' memory, every byte
+    utilization: float = 1.0  # the share of capacity_B the engine may use
+
+    @property
+    def usable_B(self) -> float:
+        return self.capacity_B * self.utilization
+
+    def usable_text(self) -> str:
+        """The memory the engine may use, in words: 'the device has 80.0 GB', or '0.9 of the device's 80.0 GB is
+        72.0 GB' below a utilization of 1."""
+        if self.utilization == 1.0:
+            return f"the device has {self.capacity_B / 1e9:.1f} GB"
+        return f"{self.utilization:g} of the device's {self.capacity_B / 1e9:.1f} GB is {self.usable_B / 1e9:.1f} GB"
 
     @property
     def kv_cache_B(self) -> float:
@@ -93,8 +106,7 @@ def serving_memory_reason(memory: ServingMemory, requests: RequestSet, scheduler
     if memory.kv_blocks < 1:
         return (f"needs {(memory.weights_B + memory.activations_B) / 1e9:.1f} GB for weights "
                 f"({memory.weights_B / 1e9:.1f}) and the activations of a {scheduler.token_budget()}-token "
-                f"iteration ({memory.activations_B / 1e9:.1f}) plus KV blocks, but the device has "
-                f"{memory.capacity_B / 1e9:.1f} GB")
+                f"iteration ({memory.activations_B / 1e9:.1f}) plus KV blocks, but {memory.usable_text()}")
     longest = int((requests.prompt_tokens + requests.output_tokens - 1).max())
     cached = math.ceil(kept_tokens(longest, window))  # a sliding window keeps its last tokens only
     own_tokens = cached - (prefix_tokens // memory.block_tokens) * memory.block_tokens
@@ -103,19 +115,23 @@ def serving_memory_reason(memory: ServingMemory, requests: RequestSet, scheduler
     usable = blocks - math.ceil(scheduler.limits.watermark * blocks)
     if needed > usable:
         share = f"each of {engines} pipeline engines' share of " if engines > 1 else ""
+        of = "" if memory.utilization == 1.0 else (f" of the {memory.usable_B / 1e9:.1f} GB it may use, "
+                                                   f"{memory.utilization:g} of the device's "
+                                                   f"{memory.capacity_B / 1e9:.1f} GB")
         return (f"the longest request needs {needed} KV blocks of {memory.block_tokens} tokens "
-                f"({longest} tokens) but {usable} fit in {share}the {memory.kv_cache_B / 1e9:.1f} GB left after "
-                f"weights and activations (less the admission watermark)")
+                f"({longest} tokens) but {usable} fit (less the admission watermark) in {share}the "
+                f"{memory.kv_cache_B / 1e9:.1f} GB left after weights and activations{of}")
     return ""
 
 
 def serving_memory(*, capacity_B: float, weights_B: float, activations_B: float, kv_bytes_per_token: float,
-                   block_tokens: int) -> ServingMemory:
-    """Every byte left after the weights and the activation reserve holds KV blocks (vLLM's profiling rule)."""
+                   block_tokens: int, utilization: float = 1.0) -> ServingMemory:
+    """Every byte of `utilization` x `capacity_B` left after the weights and the activation reserve holds KV blocks
+    (vLLM's profiling rule: gpu_memory_utilization, 0.9 by default there, of each device's memory)."""
     block_B = kv_bytes_per_token * block_tokens
-    blocks = max(0, math.floor((capacity_B - weights_B - activations_B) / block_B))
+    blocks = max(0, math.floor((capacity_B * utilization - weights_B - activations_B) / block_B))
     return ServingMemory(weights_B=weights_B, activations_B=activations_B, kv_block_B=block_B, kv_blocks=blocks,
-                         block_tokens=block_tokens, capacity_B=capacity_B)
+                         block_tokens=block_tokens, capacity_B=capacity_B, utilization=utilization)
 
 
 @dataclass(frozen=True, kw_only=True)

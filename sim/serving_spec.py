@@ -29,7 +29,7 @@ PREEMPTIONS = ("recompute", "swap")
 PREFIX_ATTENTIONS = ("paged", "cascade")
 # Fields added after serving results were first stored: left out of the repr (a point's key) at their default.
 KEY_NEUTRAL_DEFAULTS = frozenset({"prompt_batch_tokens", "slo_slowdown", "router", "max_decode_preemptions",
-                                  "prefix_attention"})
+                                  "prefix_attention", "memory_utilization"})
 
 
 DEFAULT_REQUESTS = 1000
@@ -87,6 +87,9 @@ class ServingSpec:
     # How decode attention reads the shared prefix (PREFIX_ATTENTIONS); None: paged, the attention of results stored
     # before it could be chosen.
     prefix_attention: str | None = None
+    # The share of each of a replica's devices' memory the engine may use for weights, activations and KV blocks
+    # (vLLM's gpu_memory_utilization, 0.9 there by default); None: 1.0, every byte, as results stored before it.
+    memory_utilization: float | None = None
 
     def key_text(self) -> str:
         """The text a design point's key hashes (explore/design_point.py canonical): the dataclass repr, less the
@@ -149,6 +152,11 @@ class ServingSpec:
         if self.prefix_attention is not None and self.prefix_attention not in PREFIX_ATTENTIONS:
             raise InputError(f"prefix_attention: found {self.prefix_attention!r}, allowed: "
                              f"{', '.join(PREFIX_ATTENTIONS)}")
+        if self.memory_utilization is not None and not (
+                isinstance(self.memory_utilization, int | float) and not isinstance(self.memory_utilization, bool)
+                and 0 < self.memory_utilization <= 1):  # NaN fails the comparison
+            raise InputError(f"memory_utilization: found {self.memory_utilization!r}, allowed: a fraction in (0, 1] "
+                             f"(the share of each device's memory the engine may use; vLLM's default 0.9)")
         if self.preemption not in PREEMPTIONS:
             raise InputError(f"preemption: found {self.preemption!r}, allowed: {', '.join(PREEMPTIONS)}")
         if self.prefill_replicas < 0:
@@ -192,7 +200,13 @@ class ServingSpec:
                 **({} if self.router is None else {"router": self.router}),
                 **({} if self.prefix_attention is None else {"prefix_attention": self.prefix_attention}),
                 **({} if self.max_decode_preemptions is None
-                   else {"max_decode_preemptions": self.max_decode_preemptions})}
+                   else {"max_decode_preemptions": self.max_decode_preemptions}),
+                **({} if self.memory_utilization is None else {"memory_utilization": self.memory_utilization})}
+
+    @property
+    def memory_share(self) -> float:
+        """The share of each device's memory the engine may use (memory_utilization; unset, every byte)."""
+        return 1.0 if self.memory_utilization is None else float(self.memory_utilization)
 
     @property
     def cascade(self) -> bool:

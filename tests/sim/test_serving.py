@@ -523,3 +523,26 @@ def test_admission_leaves_the_watermark_free():
 
     assert admits(99 * 16)
     assert not admits(99 * 16 + 1)
+
+
+def test_memory_utilization_shares_the_device_between_weights_activations_and_kv_blocks():
+    """vLLM's gpu_memory_utilization: weights, activations and KV blocks fit in that share of the device. 80 GB at
+    0.9 is 72 GB; less 13 GB of weights and 1 GB of activations leaves 58 GB, 58e9 / (16 x 2^17 B) = 27,656 blocks
+    (27,656.5); at 0.2 (16 GB) 2 GB is left, 953 blocks (953.7). The messages name the share."""
+    block_B = BLOCK * 2**17
+    memory = serving_memory(capacity_B=80e9, weights_B=13e9, activations_B=1e9, kv_bytes_per_token=2**17,
+                            block_tokens=BLOCK, utilization=0.9)
+    assert memory.kv_blocks == 27_656 and memory.kv_block_B == block_B
+    assert memory.total_B <= 72e9 < memory.total_B + block_B
+    assert serving_memory(capacity_B=80e9, weights_B=13e9, activations_B=1e9, kv_bytes_per_token=2**17,
+                          block_tokens=BLOCK, utilization=0.2).kv_blocks == 953
+    policy = make_scheduler("continuous", SchedulerLimits())
+    short = serving_memory(capacity_B=80e9, weights_B=13e9, activations_B=1e9, kv_bytes_per_token=2**17,
+                           block_tokens=BLOCK, utilization=0.15)
+    assert serving_infeasible_reason(short, _together(1, 40, 25), policy).endswith(
+        "but 0.15 of the device's 80.0 GB is 12.0 GB")
+    tight = serving_memory(capacity_B=80e9, weights_B=13e9, activations_B=1e9, kv_bytes_per_token=2**17,
+                           block_tokens=BLOCK, utilization=0.1751)  # 0.008 GB left: 3 blocks of 2 MiB
+    reason = serving_infeasible_reason(tight, _together(1, 40, 25), policy)
+    assert "needs 4 KV blocks" in reason
+    assert reason.endswith("of the 14.0 GB it may use, 0.1751 of the device's 80.0 GB")
