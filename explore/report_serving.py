@@ -72,7 +72,8 @@ STYLES = (("-", "o"), ("--", "s"), (":", "^"), ("-.", "D"), ("-", "v"), ("--", "
 # device and scheduler always, the others where they vary.
 DESIGN_KNOBS = ("model", "device", "scheduler", "format", "overrides", "arrival", "cv", "requests", "max_seqs",
                 "max_batched_tokens", "chunk_tokens", "prompt_batch_tokens", "block_tokens", "prefix_tokens",
-                "replicas", "prefill_replicas", "prefill_device", "router")
+                "preemption", "replicas", "prefill_replicas", "prefill_device", "router", "prefix_attention",
+                "max_decode_preemptions", "memory_utilization")
 ALWAYS_SHOWN = ("device", "scheduler")
 
 FIGURE_TITLES = {

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 
 from explore.evaluate import Evaluator
-from explore.knobs import input_columns
+from explore.knobs import input_columns, knobs
 from explore.metrics import metric_names
 from explore.plots_serving import timeline_figure, windowed_mean
 from explore.report import write_report
 from explore.report_detail import DETAIL_FILE
-from explore.report_serving import FIGURE_TITLES, detail_rows, rate_series, run_detail
+from explore.report_serving import DESIGN_KNOBS, FIGURE_TITLES, detail_rows, rate_series, run_detail
 from explore.rows import normalize_row
 from explore.sweep import load_sweep
 from sim.capacity import Capacity, RateVerdict, search_capacity
@@ -116,6 +116,23 @@ def test_rate_series_one_line_per_design_sorted_by_rate(rate_rows: list[dict]) -
     colors = {s.label.split(" / ")[1]: s.style.color for s in series}
     assert all(s.style.color == colors[s.label.split(" / ")[1]] for s in series) and len(set(colors.values())) == 3
     assert len({s.style.linestyle for s in series}) == 2
+
+
+@pytest.mark.parametrize(("knob", "values"), [("memory_utilization", (0.5, 0.9)),
+                                               ("prefix_attention", ("paged", "cascade")),
+                                               ("max_decode_preemptions", (0, 4))])
+def test_rate_series_tells_apart_designs_of_every_serving_knob_a_sweep_lists(knob: str, values: tuple) -> None:
+    """Rows that differ only in a serving knob a sweep may list are two designs, two lines labelled by it (not one
+    line with two points at each rate)."""
+    rows = [normalize_row(_serving_row("h100-sxm", "orca", rate) | {knob: value, "point_id": f"{value}-{rate}"})
+            for value in values for rate in (2, 6)]
+    series, _ = rate_series(rows, ("ttft_p99_s",))
+    assert [s.label for s in series] == [f"h100-sxm / orca / {knob} {value}" for value in values]
+    assert all(s.rate_per_s.tolist() == [2, 6] for s in series)
+
+
+def test_every_serving_knob_but_the_rate_tells_designs_apart() -> None:
+    assert {k.name for k in knobs(scope="serving")} - {"rate_per_s"} <= set(DESIGN_KNOBS)
 
 
 def test_detail_rows_without_objectives_take_each_scheduler_at_its_highest_rate(rate_rows: list[dict]) -> None:
