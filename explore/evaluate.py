@@ -536,7 +536,7 @@ class Evaluator:
         # device.memory_bytes: every device of the replica (tp x pp), of which the engine may use memory_share.
         memory = serving_memory(capacity_B=device.memory_bytes, weights_B=weights_B, activations_B=activations_B,
                                 kv_bytes_per_token=kv_per_token_B, block_tokens=spec.block_tokens,
-                                utilization=spec.memory_share)
+                                utilization=spec.memory_share, devices=device.devices)
         return Pool(name=f"{role} ({point.device})", role=role, replicas=replicas, costs=costs,
                     scheduler=spec.scheduler, limits=limits, memory=memory, idle_power_W=device.idle_power_W,
                     router=spec.router or DEFAULT_ROUTER,

@@ -51,6 +51,7 @@ class ServingMemory:
     block_tokens: int
     capacity_B: float  # its devices' memory, every byte
     utilization: float = 1.0  # the share of capacity_B the engine may use
+    devices: int = 1  # the devices capacity_B sums (a replica's tp x pp)
 
     @property
     def usable_B(self) -> float:
@@ -58,10 +59,13 @@ class ServingMemory:
 
     def usable_text(self) -> str:
         """The memory the engine may use, in words: 'the device has 80.0 GB', or '0.9 of the device's 80.0 GB is
-        72.0 GB' below a utilization of 1."""
+        72.0 GB' below a utilization of 1 ('the 2 devices have 160.0 GB (80.0 each)' on several)."""
+        held = f"{self.capacity_B / 1e9:.1f} GB" + (
+            f" ({self.capacity_B / self.devices / 1e9:.1f} each)" if self.devices > 1 else "")
         if self.utilization == 1.0:
-            return f"the device has {self.capacity_B / 1e9:.1f} GB"
-        return f"{self.utilization:g} of the device's {self.capacity_B / 1e9:.1f} GB is {self.usable_B / 1e9:.1f} GB"
+            return f"the {self.devices} devices have {held}" if self.devices > 1 else f"the device has {held}"
+        whose = f"the {self.devices} devices'" if self.devices > 1 else "the device's"
+        return f"{self.utilization:g} of {whose} {held} is {self.usable_B / 1e9:.1f} GB"
 
     @property
     def kv_cache_B(self) -> float:
@@ -116,8 +120,7 @@ def serving_memory_reason(memory: ServingMemory, requests: RequestSet, scheduler
     if needed > usable:
         share = f"each of {engines} pipeline engines' share of " if engines > 1 else ""
         of = "" if memory.utilization == 1.0 else (f" of the {memory.usable_B / 1e9:.1f} GB it may use, "
-                                                   f"{memory.utilization:g} of the device's "
-                                                   f"{memory.capacity_B / 1e9:.1f} GB")
+                                                   f"{memory.usable_text().partition(' is ')[0]}")
         return (f"the longest request needs {needed} KV blocks of {memory.block_tokens} tokens "
                 f"({longest} tokens) but {usable} fit (less the admission watermark) in {share}the "
                 f"{memory.kv_cache_B / 1e9:.1f} GB left after weights and activations{of}")
@@ -125,13 +128,14 @@ def serving_memory_reason(memory: ServingMemory, requests: RequestSet, scheduler
 
 
 def serving_memory(*, capacity_B: float, weights_B: float, activations_B: float, kv_bytes_per_token: float,
-                   block_tokens: int, utilization: float = 1.0) -> ServingMemory:
+                   block_tokens: int, utilization: float = 1.0, devices: int = 1) -> ServingMemory:
     """Every byte of `utilization` x `capacity_B` left after the weights and the activation reserve holds KV blocks
-    (vLLM's profiling rule: gpu_memory_utilization, 0.9 by default there, of each device's memory)."""
+    (vLLM's profiling rule: gpu_memory_utilization, 0.9 by default there, of each device's memory); `capacity_B`
+    sums the memory of `devices`."""
     block_B = kv_bytes_per_token * block_tokens
     blocks = max(0, math.floor((capacity_B * utilization - weights_B - activations_B) / block_B))
     return ServingMemory(weights_B=weights_B, activations_B=activations_B, kv_block_B=block_B, kv_blocks=blocks,
-                         block_tokens=block_tokens, capacity_B=capacity_B, utilization=utilization)
+                         block_tokens=block_tokens, capacity_B=capacity_B, utilization=utilization, devices=devices)
 
 
 @dataclass(frozen=True, kw_only=True)

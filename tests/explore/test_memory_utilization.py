@@ -3,6 +3,7 @@ weights, the activation reserve and KV blocks fit in that share; unset, every by
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 
@@ -72,6 +73,13 @@ def test_a_share_too_small_for_the_weights_names_it(evaluator):
     metrics = evaluator.evaluate(_point(0.15)).metrics
     assert not metrics["fits_in_memory"]
     assert metrics["infeasible_reason"].endswith("but 0.15 of the device's 80.0 GB is 12.0 GB")
+
+
+def test_a_share_of_several_devices_names_them(evaluator):
+    """A tp 2 replica's share is of both devices' memory: 0.1 of two A100 40GB is 8 GB, too little for 13.5 GB."""
+    point = _point(0.1, device="a100-sxm-40gb")
+    metrics = evaluator.evaluate(dataclasses.replace(point, tp=2)).metrics
+    assert metrics["infeasible_reason"].endswith("but 0.1 of the 2 devices' 80.0 GB (40.0 each) is 8.0 GB")
 
 
 def test_a_static_batch_takes_no_share(tmp_path, capsys):
