@@ -127,12 +127,24 @@ def knob_type(knob: Knob) -> Any:
         return Literal[knob.allowed]
     bound = [Field(ge=knob.minimum, le=knob.maximum)] if knob.minimum is not None else []
     if knob.type is int:
-        return Annotated[StrictInt, *bound] if bound else StrictInt
+        return Annotated[StrictInt, BeforeValidator(_number(knob)), *bound]
     if knob.type is float:
         checked = [AfterValidator(_checked(knob))] if knob.check is not None else []
-        return Annotated[StrictInt | StrictFloat, AfterValidator(finite), *bound, *checked]
+        return Annotated[StrictInt | StrictFloat, BeforeValidator(_number(knob)), AfterValidator(finite), *bound,
+                         *checked]
     checked = [AfterValidator(_checked(knob))] if knob.check is not None else []
     return Annotated[str, BeforeValidator(_text(knob)), *checked]
+
+
+def _number(knob: Knob):
+    """A validator refusing text where a knob takes a number (memory_utilization: abc) with what the knob takes, not
+    pydantic's 'a valid number'; a YAML boolean keeps pydantic's error, which input_error explains."""
+    def number_(value: Any) -> Any:
+        if isinstance(value, str):
+            raise ValueError(knob.allowed_words())
+        return value
+
+    return number_
 
 
 def _text(knob: Knob):

@@ -224,6 +224,8 @@ CASES = [
      "sweep_search_word.yaml:5: search: found 'nsga2', allowed: a mapping of its keys"),
     ("sweep rate as a word", _check("sweep_rate_word.yaml"),
      "sweep_rate_word.yaml:4: serving.rate: found 'fast', allowed: a number"),
+    ("sweep a knob's number as a word", _check("sweep_knob_word.yaml"),
+     "sweep_knob_word.yaml:4: workload.kv_budget: found 'many', allowed: 0 (keep all) or a number of tokens >= 1"),
     ("device file of another kind on a base", _device("device_kind_on_base.yaml"),
      "device_kind_on_base.yaml:3: kind: found 'npu' on base 'h100-sxm' (a gpu), allowed: 'gpu' or left out"),
     ("sweep serving metric in a static sweep", _check("sweep_serving_metric_static.yaml"),
