@@ -564,7 +564,9 @@ class Evaluator:
 
     def _check_serving(self, point: DesignPoint) -> None:
         """What a serving run does not model (InputError): offloading, layer skipping, cascade attention under a KV
-        policy (which keeps tokens of its own choosing, the shared prefix perhaps not among them)."""
+        policy (which keeps tokens of its own choosing, the shared prefix perhaps not among them); and what the
+        model's context allows of its requests (ServingSpec.check_context)."""
+        point.serving.check_context(self.config(point.model).max_positions, point.model)
         if point.serving.cascade and isinstance(self.kv_window(point), KVPolicy):
             raise InputError("prefix_attention: found 'cascade' with a KV policy (retrieval_heads, topk_fraction or a "
                              "kv_budget_method other than streaming), allowed: paged (a policy keeps tokens of its own "

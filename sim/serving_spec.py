@@ -182,10 +182,19 @@ class ServingSpec:
                                  f"of every prompt")
 
     def check_context(self, max_tokens: int, model: str) -> None:
-        """A KV block must fit in the model's context (a larger one could never be filled)."""
+        """A KV block must fit in the model's context (a larger one could never be filled), and the shared prefix
+        in every prompt once the requests are cut to that context (RequestSet.clipped_to_context)."""
         if self.block_tokens > max_tokens:
             raise InputError(f"block_tokens: found {self.block_tokens}, allowed: at most {model}'s context of "
                              f"{max_tokens} tokens")
+        if self.prefix_tokens:
+            requests, clipped = self.request_set(rate_per_s=1.0).clipped_to_context(max_tokens)
+            shortest = int(requests.prompt_tokens.min())
+            if clipped and self.prefix_tokens > shortest:
+                raise InputError(f"prefix_tokens: found {self.prefix_tokens}, allowed: at most {shortest} tokens, the "
+                                 f"shortest prompt of the {self.requests} requests once cut to {model}'s context of "
+                                 f"{max_tokens:,} tokens (max_position_embeddings): a shared prefix is part of every "
+                                 f"prompt")
 
     def columns(self) -> dict[str, object]:
         """The knobs a results row shows (serving_ prefixed where the name alone is ambiguous)."""

@@ -76,3 +76,22 @@ def test_a_sweep_cascading_no_prefix_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "serving.prefix_attention: found 'cascade' with no shared prefix" in err
     assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("command", ["run", "check"])
+def test_a_prefix_longer_than_the_prompts_cut_to_the_context_is_one_line(tmp_path, capsys, command):
+    """3,000-token prompts on the tiny model's 2,048-token context are cut to 2,048 - 8 = 2,040 tokens: a 2,500-token
+    shared prefix is then longer than every prompt it is part of, and is refused instead of priced as cached."""
+    model = write_tiny_model(tmp_path)
+    if command == "run":
+        args = ["run", "--model", model, "--device", "h100-sxm", "--serving", "--rate", "5", "--requests", "4",
+                "--prompt", "3000", "--output", "8", "--prefix-tokens", "2500", "--prefix-attention", "cascade"]
+        expected = "--prefix-tokens: found 2500, allowed: at most 2040 tokens"
+    else:
+        args = ["check", write_sweep(tmp_path, f"name: prefix\nmodel: {model}\ndevice: h100-sxm\nserving:\n"
+                                               "  requests: 4\n  rate: 5\n  prompt: 3000\n  output: 8\n"
+                                               "  prefix_tokens: 2500\n")]
+        expected = "prefix_tokens: found 2500, allowed: at most 2040 tokens"
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert expected in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
