@@ -42,6 +42,11 @@ class PagedKVCache:
         (it still computes at least its last token, from which it samples)."""
         return min(self.shared_tokens, target - 1)
 
+    def own_tokens(self, tokens: int) -> int:
+        """Tokens' worth of KV a sequence of `tokens` cached tokens holds apart from the shared prefix (under the
+        window): what moves when its KV leaves or enters this cache, by a swap or a hand-over between pools."""
+        return max(0, int(kept_tokens(tokens, self.window)) - self.shared_tokens)
+
     @property
     def free_blocks(self) -> int:
         return self.capacity_blocks - self.used_blocks

@@ -276,9 +276,10 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
     """Simulate pools of replicas serving `requests`: one 'serve' pool, or a 'prefill' and a 'decode' pool.
 
     Each arrival goes to the entry pool's replica its router picks (Pool.router, sim/routers.py); a
-    prefilled request's KV (its tokens x the decode pool's bytes per token) moves in kv_transfer_s(bytes) to the
-    decode pool's replica its router picks when the KV lands (transfers overlap; the link's contention and energy are
-    not modeled). `caches` and `schedulers` give each replica's own (default: new ones from the pool).
+    prefilled request's KV (its tokens past the shared prefix, which the decode pool holds too, x the decode pool's
+    bytes per token) moves in kv_transfer_s(bytes) to the decode pool's replica its router picks when the KV lands
+    (transfers overlap; the link's contention and energy are not modeled). `caches` and `schedulers` give each
+    replica's own (default: new ones from the pool).
     """
     roles = [pool.role for pool in pools]
     if roles not in (["serve"], ["prefill", "decode"]):
@@ -323,7 +324,9 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
     def _hand_over(seq: Sequence):
         decode_pool = pools[1]
         per_token_B = decode_pool.memory.kv_block_B / decode_pool.memory.block_tokens
-        yield env.timeout(kv_transfer_s(seq.computed * per_token_B) if kv_transfer_s else 0.0)
+        # The decode pool's replicas hold the shared prefix already: only the request's own KV crosses.
+        own_tokens = replicas[1][0].state.kv.own_tokens(seq.computed)
+        yield env.timeout(kv_transfer_s(own_tokens * per_token_B) if kv_transfer_s else 0.0)
         routers[1].choose(replicas[1]).accept(seq)
 
     arrivals = requests.arrival_s.tolist()

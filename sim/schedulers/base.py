@@ -199,13 +199,14 @@ class Scheduler:
                 break
 
     def _preempt(self, state: EngineState, seq: Sequence) -> None:
-        """Free its blocks. By recompute, it waits at the front to recompute its whole context; by swap, its KV
-        is copied to host memory and it waits to be swapped back in (before any new admission)."""
+        """Free its blocks. By recompute, it waits at the front to recompute its whole context; by swap, its own KV
+        (not the shared prefix, which stays cached) is copied to host memory and it waits to be swapped back in
+        (before any new admission)."""
         state.kv.release(seq.index)
         state.running.remove(seq)
         seq.preemptions += 1
         if self.limits.preemption == "swap" and not seq.in_prefill:
-            state.swapped_tokens += seq.computed
+            state.swapped_tokens += state.kv.own_tokens(seq.computed)
             state.swapped.append(seq)
             state.swapped.sort(key=lambda s: s.index)
             return
@@ -223,7 +224,7 @@ class Scheduler:
             state.kv.hold(seq.index, seq.computed)
             state.swapped.pop(0)
             state.running.append(seq)
-            moved += seq.computed
+            moved += state.kv.own_tokens(seq.computed)
         return moved
 
     def next_batch(self, state: EngineState) -> Batch:

@@ -174,3 +174,18 @@ def test_routers_are_found_by_name():
     assert {name: make_router(name).name for name in ROUTERS} == {name: name for name in ROUTERS}
     with pytest.raises(ValueError, match="router: found 'fastest', allowed: least_requests"):
         make_router("fastest")
+
+
+def test_a_hand_over_sends_the_kv_past_the_shared_prefix_the_decode_pool_holds(costs):
+    """Both pools hold a 32-token shared prefix (two whole blocks), so a 40-token prompt's hand-over carries its own
+    8 tokens' KV, not the 40 the prefill pool's sequence attends to (vLLM's KV connectors load only the tokens a
+    decode instance's prefix cache lacks)."""
+    memory = serving_memory(capacity_B=1000 * BLOCK * KV_PER_TOKEN_B, weights_B=0.0, activations_B=0.0,
+                            kv_bytes_per_token=KV_PER_TOKEN_B, block_tokens=BLOCK)
+    pools = [Pool(name=role, role=role, replicas=1, costs=costs, scheduler="continuous", limits=SchedulerLimits(),
+                  memory=memory, idle_power_W=costs.device.idle_power_W, prefix_tokens=32)
+             for role in ("prefill", "decode")]
+    sent: list[float] = []
+    requests = RequestSet(arrival_s=np.zeros(1), prompt_tokens=np.array([40]), output_tokens=np.array([3]))
+    serve_pools(pools, requests, kv_transfer_s=lambda message_B: sent.append(message_B) or 0.0)
+    assert sent == [(40 - 32) * KV_PER_TOKEN_B]

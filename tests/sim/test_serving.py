@@ -546,3 +546,23 @@ def test_memory_utilization_shares_the_device_between_weights_activations_and_kv
     reason = serving_infeasible_reason(tight, _together(1, 40, 25), policy)
     assert "needs 4 KV blocks" in reason
     assert reason.endswith("of the 14.0 GB it may use, 0.1751 of the device's 80.0 GB")
+
+
+@pytest.mark.parametrize(("prefix", "window", "moved"), [(64, None, 90 - 64), (0, 32, 32), (0, None, 90)],
+                         ids=["shared prefix", "sliding window", "plain"])
+def test_a_swap_moves_the_kv_a_sequence_holds_of_its_own(prefix, window, moved):
+    """A decoding sequence of 90 cached tokens preempted by swap copies out, and later back in, the KV it holds of
+    its own: past a 64-token shared prefix (four blocks every sequence shares, which stay cached) 26 tokens, under a
+    32-token sliding window 32, otherwise all 90."""
+    from sim.schedulers import EngineState, Sequence
+
+    kv = PagedKVCache(capacity_blocks=20, block_tokens=BLOCK, prefix_tokens=prefix, window=window)
+    state = EngineState(kv=kv)
+    seq = Sequence(index=0, arrival_s=0.0, prompt=80, output=20)
+    seq.computed, seq.generated = 90, 10
+    kv.hold(seq.index, seq.computed)
+    state.running.append(seq)
+    policy = make_scheduler("continuous", SchedulerLimits(preemption="swap"))
+    policy._preempt(state, seq)
+    assert state.swapped == [seq] and state.swapped_tokens == moved
+    assert policy._swap_in(state) == moved and state.running == [seq]
