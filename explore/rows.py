@@ -139,6 +139,12 @@ def overrides_label(row: dict[str, Any]) -> str:
     return ", ".join(f"{path}={value_label(value)}" for path, value in overrides_of(row))
 
 
+# Serving knobs a sweep may list whose results column exists only in sweeps that set them (sim/serving_spec.py
+# ServingSpec.columns), so a label names them wherever the column has a value.
+LABELLED_WHERE_SET = ("router", "prompt_batch_tokens", "max_decode_preemptions", "prefix_attention",
+                      "memory_utilization")
+
+
 def point_label(row: dict[str, Any], *, lengths: bool = False, batch: bool = True) -> str:
     """'model / device / b4 / w16a16kv16' plus overrides, and prompt/output lengths when asked."""
     if row.get("scheduler"):  # a serving point: its scheduler and arrival rate, not a static batch
@@ -149,8 +155,9 @@ def point_label(row: dict[str, Any], *, lengths: bool = False, batch: bool = Tru
             load += f" / {prefill:g} prefill + {replicas:g} decode replicas"
         elif math.isfinite(replicas) and replicas > 1:
             load += f" / {replicas:g} replicas"
-        if row.get("router"):  # a column only in sweeps that set it: there it tells their designs apart
-            load += f" / router {row['router']}"
+        for name in LABELLED_WHERE_SET:  # columns only in sweeps that set them: there they tell designs apart
+            if row.get(name) not in (None, ""):
+                load += f" / {name} {value_label(row[name])}"
     else:
         load = f"b{row.get('batch')}"
     parts = [row.get("model", ""), row.get("device", ""), load, format_label(row)]

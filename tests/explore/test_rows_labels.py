@@ -61,3 +61,14 @@ def test_a_system_on_pipeline_stages_is_labelled_with_every_device_and_its_split
     assert labels[1, 1] == "llama-2-7b / h100-sxm / continuous / w16a16kv16"
     linked = point_label(ROW | {"tp": 2, "pp": 2, "link": "pcie5-x16"})
     assert linked.split(" / ")[1] == "h100-sxm x4 (tp2 pp2, pcie5-x16)"
+
+
+def test_designs_that_differ_only_in_a_serving_knob_set_in_their_sweep_have_distinct_labels():
+    """prefix_attention: [paged, cascade] or memory_utilization: [0.5, 0.9] (columns only in sweeps that set them)
+    are two designs each: the Pareto table and the chosen designs name the knob, as they name a router."""
+    for knob, values in (("prefix_attention", ("paged", "cascade")), ("memory_utilization", (0.5, 0.9)),
+                         ("max_decode_preemptions", (0, 4)), ("prompt_batch_tokens", (512, 2048))):
+        labels = [point_label(normalize_row({k: str(v) for k, v in (ROW | {knob: value}).items()}))
+                  for value in values]
+        assert labels == [f"llama-2-7b / h100-sxm / continuous / 2 replicas / {knob} {value} / w16a16kv16"
+                          for value in values]
