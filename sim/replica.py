@@ -102,11 +102,15 @@ class Replica:
             # Swapped KV crosses the host link before the iteration computes (vLLM blocks on its cache ops).
             swap_s = batch.swapped_tokens * self.swap_s_per_token
             self.swap_s += swap_s
-            if self.stages:  # each stage swaps its layers' share of the blocks before it computes
+            if self.stages:
+                # Every stage swaps its layers' share of the blocks from the iteration's start, over its own links, as
+                # each vLLM worker runs its cache ops before it waits for the previous stage; it computes once its
+                # swap is done and its turn has come.
+                swapped_s = start + swap_s
                 for stage, stage_s in zip(self.stages, cost.stage_time_s, strict=True):
                     with stage.request() as turn:
                         yield turn
-                        yield self.env.timeout(stage_s + swap_s)
+                        yield self.env.timeout(max(swapped_s - self.env.now, 0.0) + stage_s)
                 time_s = self.env.now - start  # its stages' times and its waits for them
             else:
                 time_s = cost.time_s + swap_s
@@ -123,7 +127,8 @@ class Replica:
         shape = batch.shape(self.window, spec.speculation.verified, prefill_window=own,
                             shared_prefix=self.shared_prefix)
         draft_own = spec.draft.template.sliding_window if spec.draft is not None else None
-        return spec.price(self.costs.price(shape), shape, batch.draft_shapes(self.window, draft_own))
+        return spec.price(self.costs.price(shape), shape, batch.draft_shapes(self.window, draft_own,
+                                                                             self.shared_prefix))
 
     def _apply(self, batch, now_s: float) -> None:
         for seq, chunk in batch.prefills:

@@ -83,11 +83,13 @@ class Batch:
                           sampled=finishing + len(self.decodes) * decode_query, window=window,
                           decode_query=decode_query, prefill_window=prefill_window, shared_prefix=shared_prefix)
 
-    def draft_shapes(self, window: Window, prefill_window: int | None = None) -> tuple[StepShape, StepShape]:
+    def draft_shapes(self, window: Window, prefill_window: int | None = None,
+                     shared_prefix: int = 0) -> tuple[StepShape, StepShape]:
         """A speculative draft's iterations: its first step (the chunks and a token of each decode), then a step
-        of the decodes alone."""
-        decodes = step_shape([], [s.computed + 1 for s in self.decodes], sampled=len(self.decodes), window=window)
-        return self.shape(window, prefill_window=prefill_window), decodes
+        of the decodes alone; the draft runs in the engine's attention, cascading a shared prefix where it does."""
+        decodes = step_shape([], [s.computed + 1 for s in self.decodes], sampled=len(self.decodes), window=window,
+                             shared_prefix=shared_prefix)
+        return self.shape(window, prefill_window=prefill_window, shared_prefix=shared_prefix), decodes
 
 
 @dataclass(kw_only=True)

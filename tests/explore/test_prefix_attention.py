@@ -95,3 +95,17 @@ def test_a_prefix_longer_than_the_prompts_cut_to_the_context_is_one_line(tmp_pat
     assert main(args) == 2
     err = capsys.readouterr().err
     assert expected in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_a_draft_cascades_the_prefix_as_its_target_does():
+    """A speculative draft runs in the engine's attention: its first step and its decode steps read the shared prefix
+    once for all sequences, as the target's verification does."""
+    from sim.schedulers import Batch, Sequence
+
+    seqs = [Sequence(index=i, arrival_s=0.0, prompt=80, output=8) for i in range(3)]
+    for seq in seqs:
+        seq.computed = seq.target = 80
+    first, decodes = Batch(decodes=seqs).draft_shapes(None, shared_prefix=64)
+    for shape in (first, decodes):
+        assert (shape.decode_shared_kv, shape.decode_shared_seqs) == (64, 3)
+    assert decodes.decode_kv == 3 * (81 - 64)
