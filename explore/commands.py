@@ -482,6 +482,8 @@ def _assumptions(point: DesignPoint, device) -> str:
     what += "".join(f"; {notice}" for notice in notices if notice)
     if point.overrides or point.link_overrides:
         what += f"; what-if (--set): {overrides_text(point)}"
+    if point.knob("offload") != "none":
+        what += f"; offload {point.knob('offload')} when it does not fit (offloaded_B: what host memory holds)"
     if point.serving is not None:
         s = point.serving
         rate = (f"capacity search in {s.capacity[0]:g}-{s.capacity[1]:g} req/s" if s.capacity
@@ -492,7 +494,12 @@ def _assumptions(point: DesignPoint, device) -> str:
         if s.router:  # the one a user asked for (--router); unset: the default, least_requests
             pools += f", router {s.router}"
         if s.prefix_tokens:
-            pools += f", a {s.prefix_tokens}-token shared prefix ({s.prefix_attention or 'paged'} attention)"
+            # A KV cache shares whole blocks: a prefix shorter than one is cached, and cascaded, as none.
+            shared = s.prefix_tokens // s.block_tokens * s.block_tokens
+            held = f" ({shared} in whole {s.block_tokens}-token blocks)" if shared != s.prefix_tokens else ""
+            pools += f", a {s.prefix_tokens}-token shared prefix{held} ({s.prefix_attention or 'paged'} attention)"
+        if s.preemption == "swap":
+            pools += ", swap preemption"
         if s.memory_utilization is not None:
             pools += f", each using {s.memory_utilization:g} of its devices' memory"
         what += (f"; serving {s.requests} requests ({s.trace or 'fixed lengths'}, {s.arrival} arrivals, {rate}) "

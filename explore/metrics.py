@@ -200,7 +200,8 @@ _m("tokens_per_J", "tokens/J", "", "max", "output tokens per joule: 1 / energy_p
 _m("quality_delta", "perplexity increase", "", "min",
    "published WikiText-2 perplexity of the point's model and format (quant_method's best method) minus its "
    "16-bit baseline, from the same paper table (token perplexity where published, else lm-eval's word "
-   "perplexity: quality_source names it); positive is worse, 0 for 16-bit dense, NaN where no row matches",
+   "perplexity: quality_source names it); positive is worse, 0 for 16-bit dense, NaN where no row matches; the "
+   "method's own model, whose LM head and embeddings most methods keep at 16 bits (head_bits 16 prices it so)",
    of_point=lambda point: _quality(point).delta, reason="quality_source")
 _m("quality_source", "quality source", "", None,
    "the paper, table and values quality_delta comes from, or why it has none", kind="text",

@@ -109,3 +109,14 @@ def test_a_draft_cascades_the_prefix_as_its_target_does():
     for shape in (first, decodes):
         assert (shape.decode_shared_kv, shape.decode_shared_seqs) == (64, 3)
     assert decodes.decode_kv == 3 * (81 - 64)
+
+
+def test_the_run_says_how_much_of_a_prefix_whole_blocks_hold(tmp_path, capsys):
+    """A KV cache shares whole blocks: a 40-token prefix in 16-token blocks is 32 tokens shared, and the first line
+    of `explore run` says so (a 12-token prefix shares none), and that it swaps."""
+    model = write_tiny_model(tmp_path)
+    assert main(["run", "--model", model, "--device", "h100-sxm", "--serving", "--rate", "5", "--requests", "4",
+                 "--prompt", "64", "--output", "4", "--prefix-tokens", "40", "--prefix-attention", "cascade",
+                 "--preemption", "swap"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert "a 40-token shared prefix (32 in whole 16-token blocks) (cascade attention), swap preemption" in first
