@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 from explore.plots import MS, palette
 
 MARKER_SIZE = 4
+LEGEND_ROW_IN = 0.14  # inches a legend row of 7-point text takes
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,8 @@ def decode_figure(by_budget: Sequence[DecodeSeries], by_acceptance: Sequence[Dec
     """Two columns (against the KV budget, against the acceptance rate), two rows (TPOT, energy per token)."""
     columns = [(series, x_label) for series, x_label in ((by_budget, "KV budget (tokens a windowed head keeps)"),
                                                          (by_acceptance, "acceptance rate")) if series]
-    fig = Figure(figsize=(6.0 * len(columns), 7.0), layout="constrained")
+    lines = max(len(series) for series, _ in columns)  # legend rows below the panels, which keep their height
+    fig = Figure(figsize=(6.0 * len(columns), 7.0 + LEGEND_ROW_IN * lines), layout="constrained")
     axes = fig.subplots(2, len(columns), squeeze=False)
     colors = palette([s.color_key for column, _ in columns for s in column])
     styles = ["-", "--", ":", "-."]
@@ -46,5 +48,7 @@ def decode_figure(by_budget: Sequence[DecodeSeries], by_acceptance: Sequence[Dec
         if c == 0 and x_label.startswith("KV"):
             for row in range(2):
                 axes[row][c].set_xscale("log", base=2)
-        axes[0][c].legend(fontsize=7, loc="best")
+    # One legend below the panels (inside them it hid points where many lines run): each column's lines once.
+    handles = [h for c in range(len(columns)) for h in axes[0][c].get_legend_handles_labels()[0]]
+    fig.legend(handles=handles, loc="outside lower center", ncols=len(columns), fontsize=7, frameon=False)
     return fig

@@ -11,7 +11,7 @@ import numpy as np
 from explore.plots import figure_png
 from explore.plots_decode import DecodeSeries, decode_figure
 from explore.report import ReportFigure
-from explore.rows import as_number, device_label
+from explore.rows import as_number, device_label, format_label, knobs_label, overrides_label
 from kernels.kv_policy import DUO_WINDOW_TOKENS
 
 TITLE = "Time and energy per output token against the KV budget and the acceptance rate"
@@ -29,6 +29,32 @@ def _budget(row: dict[str, Any]) -> float:
         budget = DUO_WINDOW_TOKENS
     context = as_number(row.get("prompt")) + as_number(row.get("output"))
     return min(budget, context) if budget else context
+
+
+# The knobs the figure's axes and line names show themselves (the KV policy, the draft and its acceptance rate).
+SHOWN_KNOBS = ("kv_budget", "retrieval_heads", "spec_draft", "acceptance")
+
+
+def _design(row: dict[str, Any]) -> dict[str, str]:
+    """What else may tell a row's design apart, by name: its format and execution, the generic knobs it sets beyond
+    those the figure shows (topk_fraction, kv_budget_method, spec_tokens ...), its what-if values and its lengths."""
+    knobs = (label.split("=", 1) for label in knobs_label(row))
+    return {"format": format_label(row) if "weight_bits" in row else "",
+            **{name: f"{name}={value}" for name, value in knobs if name not in SHOWN_KNOBS},
+            "overrides": overrides_label(row), "lengths": f"p{row.get('prompt')} o{row.get('output')}"}
+
+
+def _apart(rows: list[dict[str, Any]]):
+    """A row's label suffix naming the parts of its design (_design) that differ among `rows` ('' where none do)."""
+    designs = [_design(row) for row in rows]
+    names = dict.fromkeys(name for design in designs for name in design)
+    varying = [name for name in names if len({design.get(name, "") for design in designs}) > 1]
+
+    def suffix(row: dict[str, Any]) -> str:
+        design = _design(row)
+        return "".join(f" / {design[name]}" for name in varying if design.get(name))
+
+    return suffix
 
 
 def _series(rows: list[dict[str, Any]], x, key) -> list[DecodeSeries]:
@@ -53,29 +79,40 @@ def decode_section(feasible: list[dict[str, Any]]) -> list[ReportFigure]:
     rows = [r for r in feasible if r["model"] == model and r.get("batch") == batch]
     plain = [r for r in rows if not r.get("spec_draft")]
     speculative = [r for r in rows if r.get("spec_draft")]
+    # Designs that differ beyond the figure's own knobs (a format, a top-k fraction, a what-if) are lines of their own,
+    # named by what tells them apart among the points of their column.
+    plain_apart, speculative_apart = _apart(plain), _apart(speculative)
 
     def policy(row: dict[str, Any]) -> str:
         share = as_number(row.get("retrieval_heads") or 0)
         return f"{share:.0%} retrieval heads" if share else "every head windowed"
 
+    def plain_key(row: dict[str, Any]) -> str:
+        return policy(row) + plain_apart(row)
+
     def spec_key(row: dict[str, Any]) -> str:
         budget = int(_budget(row))
         whole = budget >= as_number(row.get("prompt")) + as_number(row.get("output"))  # nothing windowed
-        return f"{row['spec_draft']} / " + ("whole KV cache" if whole else f"KV {budget} / {policy(row)}")
+        return (f"{row['spec_draft']} / " + ("whole KV cache" if whole else f"KV {budget} / {policy(row)}")
+                + speculative_apart(row))
 
     # Lines against the budget take the plain points; lines against acceptance, the speculative ones at the
     # smallest and largest budget (every budget would crowd the panel; results.csv holds them all).
     budgets = sorted({_budget(r) for r in speculative})
     ends = {budgets[0], budgets[-1]} if budgets else set()
-    by_budget = _series(plain, _budget, policy) if len({_budget(r) for r in plain}) > 1 else []
+    by_budget = _series(plain, _budget, plain_key) if len({_budget(r) for r in plain}) > 1 else []
     by_acceptance = _series([r for r in speculative if _budget(r) in ends],
                             lambda r: as_number(r.get("acceptance") or 0), spec_key)
     if not by_budget and not by_acceptance:
         return []
-    caption = (f"Feasible points of {model} at batch {batch}; color: device. Left: plain decoding against the KV "
-               f"budget (a streaming head's window with retrieval heads; the whole context at the right end), one "
-               f"line per KV policy. Right: speculative decoding "
-               f"against the acceptance rate at the smallest and largest KV budget. The other points are in "
+    columns = [text for text, drawn in (
+        ("plain decoding against the KV budget (a streaming head's window with retrieval heads; the whole context at "
+         "the right end), one line per KV policy", by_budget),
+        ("speculative decoding against the acceptance rate at the smallest and largest KV budget", by_acceptance))
+        if drawn]
+    shown = (f"Left: {columns[0]}. Right: {columns[1]}." if len(columns) == 2 else f"{columns[0][0].upper()}"
+             f"{columns[0][1:]}.")
+    caption = (f"Feasible points of {model} at batch {batch}; color: device. {shown} The other points are in "
                f"results.csv.")
     return [ReportFigure(name="decode_time", title=TITLE, caption=f"{caption} {HOW_TO_READ}",
                          png=figure_png(decode_figure(by_budget, by_acceptance)))]

@@ -28,3 +28,27 @@ def test_speculative_lines_name_a_whole_cache_as_such(monkeypatch):
     (figure,) = report_decode.decode_section(rows)
     assert sorted(drawn["acceptance"]) == ["h100-sxm / medusa / KV 512 / every head windowed",
                                            "h100-sxm / medusa / whole KV cache"]
+
+
+def test_designs_that_differ_beyond_the_figures_knobs_are_lines_of_their_own(monkeypatch):
+    """Speculative points with and without top-k token selection are two designs: one line each, named by what tells
+    them apart (one line labelled 'whole KV cache' held both, two points at each acceptance rate); the format, the
+    same at every point, is not named. Only the acceptance column is drawn, and the caption says no 'Left/Right'."""
+    drawn = {}
+
+    def capture(by_budget, by_acceptance):
+        drawn["budget"] = by_budget
+        drawn["acceptance"] = {series.label: list(series.x) for series in by_acceptance}
+        return Figure()
+
+    monkeypatch.setattr(report_decode, "decode_figure", capture)
+    rows = [_row(0, "medusa", a) | {"weight_bits": 16, "act_bits": 16, "kv_bits": 16, "topk_fraction": share,
+                                    "topk_method": "tidal_decode"}
+            for share in (1.0, 0.25) for a in (0.3, 0.6)]
+    (figure,) = report_decode.decode_section(rows)
+    assert drawn["acceptance"] == {
+        "h100-sxm / medusa / whole KV cache": [0.3, 0.6],
+        "h100-sxm / medusa / whole KV cache / topk_fraction=0.25 / topk_method=tidal_decode": [0.3, 0.6]}
+    assert not drawn["budget"]
+    assert "Left" not in figure.caption and "Right" not in figure.caption
+    assert "Speculative decoding against the acceptance rate" in figure.caption
