@@ -236,8 +236,9 @@ def rate_series(rows: list[dict[str, Any]], metrics: Sequence[str],
         holding = [k for k in keys if any(point_key(r) in chosen_keys for r in groups[k])]
         others = [k for k in keys if k not in holding][:max(MAX_SERIES - len(holding), 0)]
         keys = [k for k in keys if k in set(holding) | set(others)]
-        shown = (f"{len(keys)} of {len(groups)}: the {len(holding)} holding a chosen design and the first "
-                 f"{len(others)} others in the sweep's order; the rest are in results.csv")
+        which = (f"the {len(holding)} holding a chosen design and the first {len(others)} others" if holding else
+                 f"the first {len(others)}")
+        shown = f"{len(keys)} of {len(groups)}: {which} in the sweep's order; the rest are in results.csv"
     else:
         shown = f"all {len(groups)}"
     series = []

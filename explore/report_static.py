@@ -306,8 +306,10 @@ def batch_panels(feasible: list[dict[str, Any]], chosen: Chosen, broken: Broken,
             others = rest[:max(MAX_SERIES - len(holding), 0)]
             keep = set(holding) | set(others)
             keys = [k for k in keys if k in keep]
-            parts.append(f"{model}: {len(keys)} of {len(groups)} lines (the {len(holding)} holding a chosen design "
-                         f"and the {len(others)} others with the lowest TPOT; the rest are in results.csv)")
+            which = (f"the {len(holding)} holding a chosen design and the {len(others)} others" if holding else
+                     f"the {len(others)}")
+            parts.append(f"{model}: {len(keys)} of {len(groups)} lines ({which} with the lowest TPOT; the rest are in "
+                         f"results.csv)")
             dropped = True
         else:
             parts.append(f"{model}: all {count_label(len(keys), 'line')}")

@@ -108,6 +108,8 @@ def test_batch_figure_keeps_the_chosen_designs_and_names_its_subset() -> None:
     assert any(bool(np.any(s.chosen)) for s in panels[1].series)
     assert "large: 16 of 24 lines (the 1 holding a chosen design and the 15 others with the lowest TPOT" in caption
     assert point_label(rows[-1]) in caption  # the stars are named
+    _, caption, _ = batch_panels(rows, [], lambda row: [])  # no objectives: no design is chosen
+    assert "large: 16 of 24 lines (the 16 with the lowest TPOT;" in caption and "the 0 holding" not in caption
     few = [row for row in rows if row["model"] == "small" and row["weight_bits"] == 16]
     panels, caption, subset = batch_panels(few, [], lambda row: [])
     assert len(panels[0].series) == 6 and not subset and "small: all 6 lines" in caption

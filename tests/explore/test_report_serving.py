@@ -287,3 +287,17 @@ def test_folder_without_capacity_columns_renders_as_before(tmp_path: Path) -> No
     for text in (markdown, page):
         assert "\u2020" not in text and "queue growth" not in text and "not judged" not in text
         assert "keeps up" not in text and "Raise the number of requests" not in text
+
+
+def test_rate_series_names_its_subset_without_a_chosen_design() -> None:
+    """More designs than lines drawn and no objective: the caption names the first ones drawn, not '0 holding a chosen
+    design and the first 16 others'."""
+    from explore.report_serving import MAX_SERIES
+
+    rows = [normalize_row(_serving_row("h100-sxm", "orca", rate) | {"max_decode_preemptions": value,
+                                                                    "point_id": f"{value}-{rate}"})
+            for value in range(MAX_SERIES + 4) for rate in (2, 6)]
+    series, caption = rate_series(rows, ("ttft_p99_s",))
+    assert len(series) == MAX_SERIES
+    assert f"{MAX_SERIES} of {MAX_SERIES + 4}: the first {MAX_SERIES} in the sweep's order" in caption
+    assert "holding" not in caption
