@@ -233,8 +233,9 @@ class ResultsStore:
                 old, new = json.loads(stored[0]), self.columns
                 change = [f"+{c}" for c in new if c not in old] + [f"-{c}" for c in old if c not in new]
                 raise InputError(f"{self.db_path}: written by a sweep with other results columns "
-                                 f"({', '.join(change) or 'another order'}: overrides, derived knobs or constraints "
-                                 f"changed); allowed: the same sweep, or another --out folder")
+                                 f"({', '.join(change) or 'another order'}: the knobs it sets, its overrides, derived "
+                                 f"knobs, constraints or SLO changed); allowed: the same sweep, or another --out "
+                                 f"folder")
             self._db = db
             layout = _layout(db)
             if not layout:

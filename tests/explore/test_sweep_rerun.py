@@ -227,3 +227,16 @@ def test_a_search_stopping_short_of_its_budget_says_so(tmp_path, tiny_config, ti
     assert len(rows) == 2
     assert reports[-1].finished and (reports[-1].done, reports[-1].total) == (2, 4)
     assert "the tpe search stopped at 2 design points of its budget of 4" in caplog.text
+
+
+def test_a_knob_added_to_a_sweep_is_named_as_what_changed_its_columns(tmp_path, capsys):
+    """A knob the first run did not set (head_bits) adds a results column: the rerun on the same folder is refused,
+    naming the column and the knobs set as a cause (it named only overrides, derived knobs and constraints)."""
+    model = write_tiny_model(tmp_path)
+    out = tmp_path / "out"
+    assert main([_sweep(tmp_path, model, "h100-sxm", "format: {weight_bits: 4}\n"), "--out", str(out), "--quiet"]) == 0
+    capsys.readouterr()
+    sweep = _sweep(tmp_path, model, "h100-sxm", "format: {weight_bits: 4, head_bits: [0, 16]}\n")
+    assert main([sweep, "--out", str(out), "--quiet"]) == 2
+    (err,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("explore: error:")]
+    assert "+head_bits" in err and "the knobs it sets" in err
