@@ -278,8 +278,13 @@ def energy_section(meeting: list[dict[str, Any]], feasible: list[dict[str, Any]]
 def _line_keys(row: dict[str, Any], knob: str, lengths: bool) -> tuple[str, str]:
     """(color key, style key) of a row's line: its hardware (device and overrides) and its format with the generic
     knobs it sets (with the lengths when they vary, and the batch for lines against tensor-parallel devices)."""
-    other = dict(row, tp=1) if knob == "tp" else row
-    hardware = " / ".join(p for p in (device_label(other), overrides_label(row)) if p)
+    if knob == "tp":  # a line through several tp: its device and pipeline stages ('x2 (tp1 pp2)' read as one system)
+        pp = as_number(row.get("pp"))
+        stages = f"pp{int(pp)}" if math.isfinite(pp) and pp > 1 else ""
+        device = " / ".join(p for p in (device_label(dict(row, tp=1, pp=1)), stages) if p)
+    else:
+        device = device_label(row)
+    hardware = " / ".join(p for p in (device, overrides_label(row)) if p)
     fmt = " / ".join([format_label(row), *knobs_label(row)]) + (
         f" / p{row.get('prompt')} o{row.get('output')}" if lengths else "")
     return hardware, (f"b{row.get('batch')} / {fmt}" if knob == "tp" else fmt)

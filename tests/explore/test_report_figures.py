@@ -87,6 +87,18 @@ def test_lines_against_tp_caption_says_the_line_style_is_batch_and_format() -> N
     assert "(color: device, line style and marker: batch and format)" in caption
 
 
+
+def test_lines_against_tp_name_their_pipeline_stages_not_one_system() -> None:
+    """A line through tp 1, 2 and 4 on two pipeline stages runs on 2, 4 and 8 devices: its name says 'pp2', not
+    'gpu x2 (tp1 pp2)' (the system at its first point only); one stage names the device alone."""
+    from explore.report_static import batch_panels
+
+    rows = [normalize_row({**_row("m", "gpu", 1, (16, 16, 16), 0.01 / tp, 0.1, 1.0), "tp": tp, "pp": pp})
+            for pp in (1, 2) for tp in (1, 2, 4)]
+    (panel,), _, _ = batch_panels(rows, [], lambda row: [], knob="tp")
+    assert sorted(s.color_key for s in panel.series) == ["gpu", "gpu / pp2"]
+    assert all("tp1" not in s.label and list(s.batch) == [1, 2, 4] for s in panel.series)
+
 # ---- no figure drops the chosen designs ----------------------------------------------------------------------
 
 def _many_lines() -> list[dict]:
