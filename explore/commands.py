@@ -18,7 +18,15 @@ from explore.knobs import KNOBS, flag_name, input_columns
 from explore.ops_table import format_op_table, op_rows
 from explore.point_checks import check_sweep_points
 from explore.point_values import check_idle_knobs, check_point_values
-from explore.rerun import REPORT_FILES, report_current, report_inputs, stamp_report, stored_ids, unstamp_report
+from explore.rerun import (
+    REPORT_FILES,
+    other_models,
+    report_current,
+    report_inputs,
+    stamp_report,
+    stored_ids,
+    unstamp_report,
+)
 from explore.results import folder_lock
 from explore.rows import count_label, is_feasible, normalize_row
 from explore.run_support import HINT_BITS, HINT_TP, check_sets, infeasible_hints, overrides_text, parse_sets
@@ -107,6 +115,10 @@ def _sweep_into(args, sweep, out: Path, evaluator: Evaluator) -> int:
     elif stored:
         print(f"resuming: {count_label(len(stored), 'design point')} stored in {out}/; the {search.strategy} search "
               f"takes those it asks for again from there", file=sys.stderr)
+    if stored and (others := other_models(out)):
+        print(f"note: rows stored in {out}/ were priced by another version of the cost model too (its code or data "
+              f"changed since: {', '.join(others)}); they keep the numbers it gave, beside this version's new rows; a "
+              f"new --out folder prices every point with this one", file=sys.stderr)
     executor = args.executor
     where = f" on Dask ({args.scheduler or f'local cluster of {args.workers}'})" if executor == "dask" else ""
     if where:

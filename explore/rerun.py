@@ -14,6 +14,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from explore.model_version import model_digest
 from explore.results import DB_NAME, plain
 from workloads.atomic_write import replacing
 
@@ -33,6 +34,20 @@ def stored_ids(out: Path) -> frozenset[str]:
             return frozenset(r[0] for r in conn.execute("SELECT point_id FROM results"))
     except sqlite3.Error:
         return frozenset()
+
+
+def other_models(out: Path) -> list[str]:
+    """Digests of the cost models (explore/model_version.py) other than this one that priced rows stored in
+    out/results.sqlite (none for a new folder, or one written before stores kept them)."""
+    db = out / DB_NAME
+    if not db.is_file():
+        return []
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'models'").fetchone()
+    except sqlite3.Error:
+        return []
+    return [d for d in json.loads(row[0]) if d != model_digest()] if row else []
 
 
 def report_inputs(rows: list[dict[str, Any]], columns: list[str], kept: dict[str, str]) -> str:

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from explore.columns import Columns
+from explore.model_version import model_digest
 from explore.results_csv import csv_text
 from workloads.atomic_write import replacing
 from workloads.errors import InputError
@@ -226,6 +227,12 @@ class ResultsStore:
                 db.close()
                 raise InputError(f"{self.db_path}: holds the results of sweep {stored_name[0]!r}, not "
                                  f"{self.sweep_name!r}; allowed: that sweep (to resume it), or another --out folder")
+            # The cost models that priced the rows (explore/model_version.py): this run's joins them.
+            models = db.execute("SELECT value FROM meta WHERE key = 'models'").fetchone()
+            priced_by = json.loads(models[0]) if models else []
+            if model_digest() not in priced_by:
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('models', ?)",
+                           (json.dumps([*priced_by, model_digest()]),))
             if stored is None:
                 db.execute("INSERT INTO meta VALUES ('columns', ?)", (json.dumps(self.columns),))
             elif json.loads(stored[0]) != self.columns:

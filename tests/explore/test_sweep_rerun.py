@@ -240,3 +240,24 @@ def test_a_knob_added_to_a_sweep_is_named_as_what_changed_its_columns(tmp_path, 
     assert main([sweep, "--out", str(out), "--quiet"]) == 2
     (err,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("explore: error:")]
     assert "+head_bits" in err and "the knobs it sets" in err
+
+
+def test_a_rerun_says_when_another_version_of_the_cost_model_priced_its_rows(tmp_path, capsys, monkeypatch):
+    """A point's id holds its inputs, not the code that priced it: rows stored by another version of the cost model
+    (explore/model_version.py) keep its numbers on a rerun, and the rerun says so; one by the same version does not."""
+    from explore import model_version
+
+    model = write_tiny_model(tmp_path)
+    sweep, out = _sweep(tmp_path, model, "h100-sxm"), tmp_path / "out"
+    monkeypatch.setattr(model_version, "model_digest", lambda: "0123456789abcdef")
+    monkeypatch.setattr("explore.results.model_digest", model_version.model_digest)
+    monkeypatch.setattr("explore.rerun.model_digest", model_version.model_digest)
+    assert main([sweep, "--out", str(out), "--quiet"]) == 0
+    assert main([sweep, "--out", str(out), "--quiet"]) == 0
+    assert "another version of the cost model" not in capsys.readouterr().err
+    monkeypatch.setattr("explore.results.model_digest", lambda: "fedcba9876543210")
+    monkeypatch.setattr("explore.rerun.model_digest", lambda: "fedcba9876543210")
+    assert main([sweep, "--out", str(out), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "note: rows stored in" in err and "another version of the cost model too (its code or data changed " \
+        "since: 0123456789abcdef)" in err
