@@ -456,6 +456,15 @@ class Sweep:
                 for combo in itertools.product(*(dims[name] for name in order))]
 
 
+def _section_of_knob(path: tuple) -> str:
+    """Where a key found in the wrong section of a sweep file belongs, if it is a knob of another one
+    (' (a key of serving:)'), else ''."""
+    knob = KNOBS.get(path[-1]) if len(path) == 2 else None
+    if knob is None or knob.section == path[0]:
+        return ""
+    return " (a top-level key)" if knob.section == "top" else f" (a key of {knob.section}:)"
+
+
 def load_sweep(path: str) -> Sweep:
     """Parse and validate a sweep file as a whole: schema, presets it names, and device overrides."""
     located = LocatedYAML(path)
@@ -464,7 +473,7 @@ def load_sweep(path: str) -> Sweep:
         found = "no keys (an empty file)" if located.data is None else f"a {type(located.data).__name__}"
         raise InputError(f"{path}: found {found}, allowed: a mapping of sweep keys "
                          f"({', '.join(schema.model_fields)})")
-    check_keys(located.data, schema, path, line_of=located.line_of)
+    check_keys(located.data, schema, path, line_of=located.line_of, elsewhere=_section_of_knob)
     try:
         spec = schema.model_validate(_beside(located.data, Path(path).parent))
     except ValidationError as err:

@@ -94,8 +94,10 @@ def quoted(value) -> str:
     return f"{text[:MAX_QUOTED_CHARS - 20]}... ({len(text):,} characters)"
 
 
-def check_keys(data, cls, where: str, prefix: str = "", line_of=None, path: tuple = ()) -> None:
-    """Raise on the first key of `data` that dataclass `cls` (and its nested dataclasses) does not have.
+def check_keys(data, cls, where: str, prefix: str = "", line_of=None, path: tuple = (),
+               elsewhere: Callable[[tuple], str] | None = None) -> None:
+    """Raise on the first key of `data` that dataclass `cls` (and its nested dataclasses) does not have;
+    `elsewhere(path)` may say where such a key belongs (' (a key of serving:)'), else ''.
 
     pydantic reports unknown keys too, but cannot say which known key was meant.
     """
@@ -103,7 +105,7 @@ def check_keys(data, cls, where: str, prefix: str = "", line_of=None, path: tupl
         # A mapping of user-chosen names to specs: check each value, not the names.
         value_type = typing.get_args(cls)[1]
         for key, value in data.items():
-            check_keys(value, value_type, where, prefix, line_of, path + (key,))
+            check_keys(value, value_type, where, prefix, line_of, path + (key,), elsewhere)
         return
     hints = _fields(cls)
     if not isinstance(data, dict) or hints is None:
@@ -112,9 +114,10 @@ def check_keys(data, cls, where: str, prefix: str = "", line_of=None, path: tupl
         if key not in hints:
             line = line_of(path + (key,)) if line_of else None
             place = f"{where}:{line}" if line else where
-            raise InputError(f"{place}: {prefix}{dotted(path + (key,))}: unknown key{did_you_mean(key, hints)}; "
-                             f"allowed: {', '.join(hints)}")
-        check_keys(value, hints[key], where, prefix, line_of, path + (key,))
+            belongs = elsewhere(path + (key,)) if elsewhere else ""
+            raise InputError(f"{place}: {prefix}{dotted(path + (key,))}: unknown key"
+                             f"{belongs or did_you_mean(key, hints)}; allowed: {', '.join(hints)}")
+        check_keys(value, hints[key], where, prefix, line_of, path + (key,), elsewhere)
 
 
 @functools.cache  # typing.get_type_hints evaluates every annotation anew: most of a device load's checks

@@ -224,6 +224,8 @@ CASES = [
      "sweep_search_word.yaml:5: search: found 'nsga2', allowed: a mapping of its keys"),
     ("sweep rate as a word", _check("sweep_rate_word.yaml"),
      "sweep_rate_word.yaml:4: serving.rate: found 'fast', allowed: a number"),
+    ("sweep a knob in another section", _check("sweep_key_elsewhere.yaml"),
+     "sweep_key_elsewhere.yaml:4: workload.weight_bits: unknown key (a key of format:); allowed: batch, prompt"),
     ("sweep a knob's number as a word", _check("sweep_knob_word.yaml"),
      "sweep_knob_word.yaml:4: workload.kv_budget: found 'many', allowed: 0 (keep all) or a number of tokens >= 1"),
     ("device file of another kind on a base", _device("device_kind_on_base.yaml"),
