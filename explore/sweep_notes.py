@@ -3,13 +3,14 @@ start), and on an `explore run` point's what-ifs and power: none refuses anythin
 
 from __future__ import annotations
 
+import itertools
 import math
 
 from explore.knobs import KNOBS, knobs, off_value
 from explore.schema import as_list
 from hw_models.link import default_link, load_link_model
 from hw_models.registry import load_device, read_device_yaml
-from kernels.formats import DTYPE_SHORT
+from kernels.formats import BIT_OVERRIDES, DTYPE_SHORT
 from workloads.errors import InputError
 from workloads.model_config import load_model_config
 
@@ -95,7 +96,7 @@ def sweep_notes(sweep) -> list[str]:
     """What a sweep's settings do that its author may not mean, said before it runs (explore check, a sweep's start)."""
     notes = (default_execution_note(sweep), idle_peak_note(sweep.spec.overrides, sweep.dimensions()["model"]),
              fixed_peak_sm_note([*sweep.spec.overrides, *sweep.spec.derived]), mixed_links_note(sweep),
-             idle_knobs_note(sweep), crossed_switch_note(sweep), unpriced_goal_note(sweep))
+             idle_knobs_note(sweep), crossed_switch_note(sweep), equal_override_note(sweep), unpriced_goal_note(sweep))
     return [note for note in notes if note]
 
 
@@ -164,3 +165,22 @@ def crossed_switch_note(sweep) -> str:
     if not repeated:
         return ""
     return f"{repeated} of {total} points evaluate another point's design again: {'; '.join(said)}"
+
+
+def equal_override_note(sweep) -> str:
+    """How many points of a grid name a bit override (attn_weight_bits, mlp_weight_bits, edge_layer_bits, head_bits)
+    equal to the point's weight_bits beside 0 in its list: such an override is weight_bits' own width, the design of
+    0 again (NumericFormat normalizes it to 0), or ''. Derived knobs and searches are left out."""
+    if sweep.spec.search.strategy != "grid":
+        return ""
+    dims, derived = sweep.dimensions(), sweep.derived_values()
+    names = [name for name in BIT_OVERRIDES if len(dims.get(name, ())) > 1 and name not in derived]
+    if not names or "weight_bits" in derived:
+        return ""
+    combos = list(itertools.product(dims.get("weight_bits", [16]), *(dims[name] for name in names)))
+    distinct = {(bits, *(0 if value == bits else value for value in rest)) for bits, *rest in combos}
+    repeated = round(sweep.size() * (1 - len(distinct) / len(combos)))
+    if not repeated:
+        return ""
+    return (f"{repeated} of {sweep.size()} points evaluate another point's design again: {' or '.join(names)} equal "
+            f"to weight_bits keeps weight_bits' own width, the design of 0")

@@ -207,3 +207,21 @@ def test_check_counts_points_a_switch_makes_one_design(tmp_path, tiny_config, ca
     assert main(["check", sweep]) == 0
     out = capsys.readouterr().out
     assert (repeated in out) if repeated else ("design again" not in out), out
+
+
+@pytest.mark.parametrize("form, repeated", [
+    # weight_bits 8 with head_bits 8 is head_bits 0's design: 1 of 6 (a hand count of the 2 x 3 grid).
+    ("weight_bits: [4, 8], head_bits: [0, 8, 16]", "1 of 6 points evaluate another point's design again: head_bits "
+                                                   "equal to weight_bits"),
+    # Attention and MLP overrides of (0, 8, 16) at weight_bits 4 and 8: 18 points; at 4 all 9 are designs of their
+    # own, at 8 the overrides 0 and 8 are one width for each, so 2 x 2 = 4 designs: 18 - 13 = 5 repeat.
+    ("weight_bits: [4, 8], attn_weight_bits: [0, 8, 16], mlp_weight_bits: [0, 8, 16]",
+     "5 of 18 points evaluate another point's design again: attn_weight_bits or mlp_weight_bits equal to"),
+    ("weight_bits: [4], head_bits: [0, 16]", None),
+])
+def test_check_counts_points_an_override_equal_to_weight_bits_repeats(tmp_path, tiny_config, capsys, form, repeated):
+    sweep = write_sweep(tmp_path, f"name: equal\nmodel: {tiny_config}\ndevice: h100-sxm\nexecution: engine\n"
+                                  f"workload: {{batch: 1, prompt: 16, output: 2}}\nformat: {{{form}}}\n")
+    assert main(["check", sweep]) == 0
+    out = capsys.readouterr().out
+    assert (repeated in out) if repeated else ("design again" not in out), out
