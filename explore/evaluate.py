@@ -605,7 +605,8 @@ class Evaluator:
                 scheduler = make_scheduler(pool.scheduler, pool.limits)
                 memory_reason = serving_memory_reason(pool.memory, requests, scheduler, spec.prefix_tokens,
                                                       self.kv_window(point), engines=pool.stages)
-                reason = memory_reason or serving_budget_reason(requests, scheduler)
+                cached = spec.prefix_tokens // pool.memory.block_tokens * pool.memory.block_tokens
+                reason = memory_reason or serving_budget_reason(requests, scheduler, cached)
                 if reason:
                     raise _InfeasibleError(f"{pool.name}: {reason}" if len(pools) > 1 else reason,
                                            fits=not memory_reason)

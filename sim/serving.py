@@ -80,23 +80,26 @@ def serving_infeasible_reason(memory: ServingMemory, requests: RequestSet, sched
                               prefix_tokens: int = 0, window: Window = None) -> str:
     """Empty when the replica can serve every request, else why not: its memory (serving_memory_reason), or its
     scheduler's token budget (serving_budget_reason)."""
+    cached = prefix_tokens // memory.block_tokens * memory.block_tokens
     return (serving_memory_reason(memory, requests, scheduler, prefix_tokens, window)
-            or serving_budget_reason(requests, scheduler))
+            or serving_budget_reason(requests, scheduler, cached))
 
 
-def serving_budget_reason(requests: RequestSet, scheduler: Scheduler) -> str:
+def serving_budget_reason(requests: RequestSet, scheduler: Scheduler, cached_tokens: int = 0) -> str:
     """Empty where the scheduler can take every request's prefill, else why not: one that prefills whole with a token
-    budget below the longest prompt."""
+    budget below the longest prompt, less the `cached_tokens` every prompt finds in the cache (a shared prefix's
+    whole blocks), which it does not compute."""
     if scheduler.chunked:
         return ""
     # A scheduler that prefills whole must take the longest prompt in one iteration; preempted by recompute, a
     # sequence prefills its prompt and generated tokens again (vLLM refuses max_num_batched_tokens below the context
-    # length without chunked prefill).
+    # length without chunked prefill; with prefix caching it counts the tokens a prefill computes).
     recompute = not scheduler.reserves_whole_request and scheduler.limits.preemption == "recompute"
     whole = int((requests.prompt_tokens + requests.output_tokens - 1).max() if recompute else
-                requests.prompt_tokens.max())
+                requests.prompt_tokens.max()) - cached_tokens
     if whole > scheduler.limits.max_batched_tokens:
         what = "request (prompt and outputs, recomputed after a preemption)" if recompute else "prompt"
+        what += " past its cached prefix" if cached_tokens else ""
         return (f"a {whole}-token {what} exceeds max_batched_tokens ({scheduler.limits.max_batched_tokens}) "
                 f"of the {scheduler.name} scheduler, which prefills whole; allowed: max_batched_tokens of at least "
                 f"{whole}, or the chunked scheduler")

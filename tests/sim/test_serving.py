@@ -332,6 +332,22 @@ def test_a_request_a_recompute_could_not_prefill_whole_is_infeasible(costs):
                                          make_scheduler(name, SchedulerLimits(**limits, **extra))) == ""
 
 
+def test_a_cached_prefix_is_no_part_of_the_prefill_a_budget_must_hold(costs):
+    """A request of 40 prompt and 60 output tokens whose first 40 tokens are a shared prefix (whole blocks, cached):
+    recomputed, it prefills 99 - 32 = 67 tokens past the prefix's two 16-token blocks (its 8 more prompt tokens
+    make a block of their own); a 64-token budget is refused, a 67-token one takes it; without the prefix it needs
+    99 (as vLLM's prefix caching counts the tokens a prefill computes)."""
+    requests = _together(3, 40, 60)
+    memory = serving_memory(capacity_B=40 * BLOCK * 256, weights_B=0.0, activations_B=0.0, kv_bytes_per_token=256,
+                            block_tokens=BLOCK)
+    for budget, prefix, feasible in ((64, 40, False), (67, 40, True), (67, 0, False), (99, 0, True)):
+        scheduler = make_scheduler("continuous", SchedulerLimits(max_batched_tokens=budget))
+        reason = serving_infeasible_reason(memory, requests, scheduler, prefix_tokens=prefix)
+        assert (reason == "") is feasible, (budget, prefix, reason)
+    result = _serve(costs, requests, "continuous", max_batched_tokens=67, prefix=40)
+    assert len(result.records) == 3
+
+
 @pytest.mark.parametrize("scheduler", ["static", "orca"])
 def test_the_feasibility_check_leaves_the_admission_watermark(costs, scheduler):
     """A request needing every KV block can never be admitted (admission leaves vLLM's watermark, ceil(1%) of
