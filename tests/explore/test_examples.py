@@ -68,3 +68,17 @@ def test_the_readme_sweep_example_validates(tmp_path):
     path.write_text(block)
     sweep = load_sweep(str(path))
     assert sweep.size() > 1 and "device.memory.capacity_GB" in sweep.derived_values()
+
+
+def test_the_readme_serving_section_validates(tmp_path, capsys):
+    """The `serving:` section the README's "Serving" section shows, under a model and device, copied as a user would:
+    its uncommented keys together are a valid sweep (a key set there that no point reads would be refused)."""
+    from explore.cli import main
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Serving", 1)[1]
+    block = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    assert block.startswith("serving:\n")
+    path = tmp_path / "readme-serving.yaml"
+    path.write_text(f"name: readme-serving\nmodel: llama-2-7b\ndevice: h100-sxm\n{block}")
+    assert main(["check", str(path)]) == 0, capsys.readouterr().err
