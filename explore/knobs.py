@@ -271,9 +271,9 @@ for _name, _help in (
         ("mlp_weight_bits", "bits of the decoder layers' MLP and expert weights (0: weight_bits); more than "
          "weight_bits"),
         ("edge_layer_bits", "bits of every weight of the first and last edge_layers decoder layers (0: as the rest; "
-         "llama.cpp K-quant mixes keep them higher)"),
+         "llama.cpp K-quant mixes keep them higher); more than weight_bits"),
         ("head_bits", "bits of the LM head and token embeddings, the weights outside the decoder layers (0: "
-         "weight_bits; GPTQ, AWQ and most weight-only methods keep them at 16)")):
+         "weight_bits; GPTQ, AWQ and most weight-only methods keep them at 16); more than weight_bits")):
     register(Knob(name=_name, type=int, section="format", default=0, allowed=OVERRIDE_BITS, applies="format",
                   help=_help, derivable=True))  # derived: keeps a mix apart from the weight widths it does not fit
 register(Knob(name="edge_layers", type=int, section="format", default=_FORMAT.edge_layers, minimum=1, maximum=500,

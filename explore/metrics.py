@@ -254,7 +254,8 @@ for _stat in ("p50", "p99"):
        f"{_stat} over every token of every request of the time since the request's previous token (0 for tokens a "
        f"speculative step accepts together)",
        section="serving")
-_m("mean_batch_size", "mean batch size", "", None, "sequences per iteration, averaged over busy time",
+_m("mean_batch_size", "mean batch size", "", None,
+   "sequences per iteration, averaged over busy time (on pipeline stages: of an engine's iterations)",
    section="serving")
 _m("kv_utilization_mean", "mean KV-cache utilization", "", None,
    "fraction of the KV blocks in use, averaged over iterations (on pipeline stages: of each engine's share)",
@@ -292,8 +293,8 @@ KERNEL_CLASSES = ("gemm", "attention", "norm", "softmax", "elementwise", "embedd
 for _class in KERNEL_CLASSES:
     _m(f"time_{_class}_s", f"time {_class}", "s", None, f"busy time of {_class} kernels over the run",
        section="breakdown")
-_m("time_communication_s", "time communication", "s", "min", "busy time of collectives over the link",
-   section="communication")
+_m("time_communication_s", "time communication", "s", "min",
+   "busy time of collectives and pipeline sends over the link", section="communication")
 _m("time_host_wait_s", "time host wait", "s", "min",
    "time the device waits on the host over the run: PyTorch eager's dispatch where it takes longer than the kernels "
    "it launches, or transfers on the host link when offloading; faster kernels do not shorten it",

@@ -163,3 +163,13 @@ def test_registering_is_undone_on_exit(tmp_path):
     assert "dummy_part" not in sweep_file().model_fields["format"].annotation.model_fields
     assert "dummy_part" not in input_columns(system=True, serving=True)
     assert "tokens_per_kJ" not in add_derived({"energy_per_token_J": 1.0})
+
+
+@pytest.mark.parametrize("name", ["attn_weight_bits", "mlp_weight_bits", "edge_layer_bits", "head_bits"])
+def test_a_bit_override_below_weight_bits_is_refused_as_its_help_says(tmp_path, capsys, name):
+    """A width override at fewer bits than weight_bits is refused, and its help (the README's knobs table) says so."""
+    model = write_tiny_model(tmp_path)
+    assert main(["run", "--model", model, "--device", "h100-sxm", "--weight-bits", "8",
+                 f"--{name.replace('_', '-')}", "4"]) == 2
+    assert "more bits than weight_bits" in capsys.readouterr().err
+    assert "more than weight_bits" in KNOBS[name].help
