@@ -227,12 +227,6 @@ class ResultsStore:
                 db.close()
                 raise InputError(f"{self.db_path}: holds the results of sweep {stored_name[0]!r}, not "
                                  f"{self.sweep_name!r}; allowed: that sweep (to resume it), or another --out folder")
-            # The cost models that priced the rows (explore/model_version.py): this run's joins them.
-            models = db.execute("SELECT value FROM meta WHERE key = 'models'").fetchone()
-            priced_by = json.loads(models[0]) if models else []
-            if model_digest() not in priced_by:
-                db.execute("INSERT OR REPLACE INTO meta VALUES ('models', ?)",
-                           (json.dumps([*priced_by, model_digest()]),))
             if stored is None:
                 db.execute("INSERT INTO meta VALUES ('columns', ?)", (json.dumps(self.columns),))
             elif json.loads(stored[0]) != self.columns:
@@ -283,7 +277,16 @@ class ResultsStore:
         db.execute("BEGIN IMMEDIATE")
         try:
             # A point already stored keeps its first row: nothing is ever stored twice.
+            before = db.total_changes
             self._execute_inserts(batches, "INSERT OR IGNORE INTO")
+            if db.total_changes > before:
+                # The cost models that priced the stored rows (explore/model_version.py): this one joins them once
+                # it has stored a row (a rerun that only reads the folder prices nothing).
+                models = db.execute("SELECT value FROM meta WHERE key = 'models'").fetchone()
+                priced_by = json.loads(models[0]) if models else []
+                if model_digest() not in priced_by:
+                    db.execute("INSERT OR REPLACE INTO meta VALUES ('models', ?)",
+                               (json.dumps([*priced_by, model_digest()]),))
         except BaseException:
             db.execute("ROLLBACK")
             raise

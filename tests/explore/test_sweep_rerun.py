@@ -261,3 +261,16 @@ def test_a_rerun_says_when_another_version_of_the_cost_model_priced_its_rows(tmp
     err = capsys.readouterr().err
     assert "note: rows stored in" in err and "another version of the cost model too (its code or data changed " \
         "since: 0123456789abcdef)" in err
+
+
+def test_a_rerun_that_prices_nothing_leaves_no_version_behind(tmp_path, capsys, monkeypatch):
+    """A rerun by another version that finds every point stored prices no row: back at the first version, the folder
+    holds only that version's rows, and a rerun says nothing of another."""
+    model = write_tiny_model(tmp_path)
+    sweep, out = _sweep(tmp_path, model, "h100-sxm"), tmp_path / "out"
+    for digest in ("0123456789abcdef", "fedcba9876543210", "0123456789abcdef"):
+        monkeypatch.setattr("explore.results.model_digest", lambda digest=digest: digest)
+        monkeypatch.setattr("explore.rerun.model_digest", lambda digest=digest: digest)
+        assert main([sweep, "--out", str(out), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("another version of the cost model") == 1 and "since: 0123456789abcdef)" in err
