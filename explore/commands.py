@@ -116,9 +116,12 @@ def _sweep_into(args, sweep, out: Path, evaluator: Evaluator) -> int:
         print(f"resuming: {count_label(len(stored), 'design point')} stored in {out}/; the {search.strategy} search "
               f"takes those it asks for again from there", file=sys.stderr)
     if stored and (others := other_models(out)):
+        every = search.strategy == "grid" and stored >= set(sweep.points().point_ids())
+        held = "every stored row keeps the numbers it gave" if every else \
+            "they keep the numbers it gave, beside this version's new rows"
         print(f"note: rows stored in {out}/ were priced by another version of the cost model too (its code or data "
-              f"changed since: {', '.join(others)}); they keep the numbers it gave, beside this version's new rows; a "
-              f"new --out folder prices every point with this one", file=sys.stderr)
+              f"changed since: {', '.join(others)}); {held}; a new --out folder prices every point with this one",
+              file=sys.stderr)
     executor = args.executor
     where = f" on Dask ({args.scheduler or f'local cluster of {args.workers}'})" if executor == "dask" else ""
     if where:

@@ -260,7 +260,7 @@ def test_a_rerun_says_when_another_version_of_the_cost_model_priced_its_rows(tmp
     assert main([sweep, "--out", str(out), "--quiet"]) == 0
     err = capsys.readouterr().err
     assert "note: rows stored in" in err and "another version of the cost model too (its code or data changed " \
-        "since: 0123456789abcdef)" in err
+        "since: 0123456789abcdef); every stored row keeps the numbers it gave" in err
 
 
 def test_a_rerun_that_prices_nothing_leaves_no_version_behind(tmp_path, capsys, monkeypatch):
