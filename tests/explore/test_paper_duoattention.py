@@ -15,25 +15,12 @@ long-context decode is device-bound. Tolerance: each ratio within 25% of the pap
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from explore.design_point import DesignPoint
 from sim.workload import BatchWorkload
-
-PRESETS = Path(__file__).resolve().parents[2] / "workloads" / "presets"
-
-
-def long_context(tmp_path, preset: str, positions: int) -> str:
-    """The preset's architecture with the context the paper runs it at, a config.json path: its long-context models
-    (Llama-2-7B-32K, Llama-3-8B-1048K) keep their base model's shapes and raise max_position_embeddings."""
-    data = json.loads((PRESETS / f"{preset}.json").read_text()) | {"max_position_embeddings": positions}
-    path = tmp_path / f"{preset}-long.json"
-    path.write_text(json.dumps(data))
-    return str(path)
+from tests.explore.tiny_sweep import write_long_context
 
 
 def ratios(evaluator, model: str, context: int, retrieval: float) -> tuple[float, float]:
@@ -56,7 +43,8 @@ def ratios(evaluator, model: str, context: int, retrieval: float) -> tuple[float
     ("llama-3-8b", 400_000, 0.5, 1.50, 1.67),  # GQA
 ])
 def test_duoattention_decode_speedup_and_memory(tiny_evaluator, tmp_path, model, context, retrieval, speedup, memory):
-    got_speedup, got_memory = ratios(tiny_evaluator, long_context(tmp_path, model, context + 8), context, retrieval)
+    long_model = write_long_context(tmp_path, model, context + 8)
+    got_speedup, got_memory = ratios(tiny_evaluator, long_model, context, retrieval)
     assert speedup * 0.75 <= got_speedup <= speedup * 1.25
     assert memory * 0.75 <= got_memory <= memory * 1.25
     assert got_speedup > 1.0 and got_memory > 1.0  # the paper's conclusion: both fall

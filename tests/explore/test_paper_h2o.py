@@ -19,12 +19,10 @@ GPU batches against FlexGen's 48 x 3), which this project does not search for.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 
 from explore.design_point import DesignPoint
+from tests.explore.tiny_sweep import write_long_context
 
 H2O_BUDGET = 2 * int(0.2 * 5000)
 PAPER_DECODE_SPEEDUP = 132.591 / 95.628
@@ -33,11 +31,7 @@ PAPER_LATENCY_SPEEDUP = 214.206 / 155.442
 
 @pytest.fixture(scope="module")
 def opt_13b_long(tmp_path_factory) -> str:
-    config = json.loads((Path(__file__).parents[2] / "workloads" / "presets" / "opt-13b.json").read_text())
-    config["max_position_embeddings"] = 10240
-    path = tmp_path_factory.mktemp("opt-13b-long") / "config.json"
-    path.write_text(json.dumps(config))
-    return str(path)
+    return write_long_context(tmp_path_factory.mktemp("opt-13b-long"), "opt-13b", 10240)
 
 
 @pytest.mark.slow  # 5,000 decode steps of OPT-13B priced one by one: about 5 s

@@ -17,13 +17,11 @@ Tolerance: each ratio within 25% of the paper's, both sides.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 
 from explore.design_point import DesignPoint
 from sim.workload import BatchWorkload
+from tests.explore.tiny_sweep import write_long_context
 
 CONTEXT = 128_000
 OUTPUT = 16
@@ -37,11 +35,7 @@ PAPER_DECODE = 1.41
 @pytest.fixture(scope="module")
 def llama_2_7b_128k(tmp_path_factory) -> str:
     """Llama-2-7B's shapes with LongGen's extended context (its fine-tuning changes no shape)."""
-    config = json.loads((Path(__file__).parents[2] / "workloads" / "presets" / "llama-2-7b.json").read_text())
-    config["max_position_embeddings"] = CONTEXT + OUTPUT
-    path = tmp_path_factory.mktemp("llama-2-7b-128k") / "config.json"
-    path.write_text(json.dumps(config))
-    return str(path)
+    return write_long_context(tmp_path_factory.mktemp("llama-2-7b-128k"), "llama-2-7b", CONTEXT + OUTPUT)
 
 
 def full_and_longgen(evaluator, model: str, execution: str) -> list[tuple[float, float, float]]:

@@ -16,13 +16,11 @@ since the 15% of heads that keep everything can never be compressed (at most 85%
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 
 from explore.design_point import DesignPoint
 from sim.workload import BatchWorkload
+from tests.explore.tiny_sweep import write_long_context
 
 CONTEXT = 65_536
 OUTPUT = 64
@@ -33,11 +31,7 @@ PAPER_REDUCTION = 0.70
 
 @pytest.fixture(scope="module")
 def llama_2_13b_64k(tmp_path_factory) -> str:
-    config = json.loads((Path(__file__).parents[2] / "workloads" / "presets" / "llama-2-13b.json").read_text())
-    config["max_position_embeddings"] = CONTEXT + OUTPUT
-    path = tmp_path_factory.mktemp("llama-2-13b-64k") / "config.json"
-    path.write_text(json.dumps(config))
-    return str(path)
+    return write_long_context(tmp_path_factory.mktemp("llama-2-13b-64k"), "llama-2-13b", CONTEXT + OUTPUT)
 
 
 def kv_bytes_and_ttft(evaluator, model: str, knobs: tuple) -> tuple[float, float]:

@@ -14,12 +14,10 @@ the budget pool. Tolerance: within 25% of the paper's 2.1x, both sides.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 
 from explore.design_point import DesignPoint
+from tests.explore.tiny_sweep import write_long_context
 
 CONTEXT = 102_400
 DECODED = 256
@@ -29,11 +27,7 @@ PAPER_SPEEDUP = 2.1
 @pytest.fixture(scope="module")
 def llama_2_7b_100k(tmp_path_factory) -> str:
     """Llama-2-7B's shapes with room for the script's longest run (its context plus the decoded tokens)."""
-    config = json.loads((Path(__file__).parents[2] / "workloads" / "presets" / "llama-2-7b.json").read_text())
-    config["max_position_embeddings"] = CONTEXT + DECODED
-    path = tmp_path_factory.mktemp("llama-2-7b-100k") / "config.json"
-    path.write_text(json.dumps(config))
-    return str(path)
+    return write_long_context(tmp_path_factory.mktemp("llama-2-7b-100k"), "llama-2-7b", CONTEXT + DECODED)
 
 
 def full_and_tidal(evaluator, model: str, budget: int) -> tuple[dict, dict]:

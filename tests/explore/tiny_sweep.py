@@ -1,4 +1,5 @@
-"""Shared by the explore tests: a tiny Llama config.json and sweep files written into a test's folder."""
+"""Shared by the explore tests: a tiny Llama config.json, a preset's config with a longer context, and sweep files
+written into a test's folder."""
 
 from __future__ import annotations
 
@@ -17,6 +18,18 @@ def write_tiny_model(folder: Path) -> str:
     path = folder / "tiny" / "config.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(TINY_CONFIG))
+    return str(path)
+
+
+PRESETS = Path(__file__).resolve().parents[2] / "workloads" / "presets"
+
+
+def write_long_context(folder: Path, preset: str, positions: int) -> str:
+    """Path of a config.json of `preset`'s architecture with a context of `positions` tokens, as a paper runs a
+    long-context version of a model (Llama-2-7B-32K, Llama-3-8B-1048K keep their base model's shapes)."""
+    data = json.loads((PRESETS / f"{preset}.json").read_text()) | {"max_position_embeddings": positions}
+    path = folder / f"{preset}-{positions}.json"
+    path.write_text(json.dumps(data))
     return str(path)
 
 
