@@ -541,11 +541,25 @@ class Evaluator:
                     scheduler=spec.scheduler, limits=limits, memory=memory, idle_power_W=device.idle_power_W,
                     router=spec.router or DEFAULT_ROUTER,
                     prefix_tokens=spec.prefix_tokens, cascade=spec.cascade, window=self.kv_window(point),
-                    # Each of the replica's tp x pp devices swaps its shard of the blocks over its own host link.
-                    swap_bandwidth_Bps=(spec.swap_GBps * 1e9 * point.tp * point.pp if spec.swap_GBps else
-                                        self.host_link(point, device).bandwidth_Bps * point.tp * point.pp
-                                        if spec.preemption == "swap" else None),
+                    swap_bandwidth_Bps=self._swap_bandwidth_Bps(point, device),
                     speculation=speculation, seed=spec.seed, stages=point.pp)
+
+    def _swap_bandwidth_Bps(self, point: DesignPoint, device) -> float | None:
+        """What a replica's swap preemption moves per second (None: it recomputes): each of its tp x pp devices swaps
+        its shard of the blocks over its own host link, swap_GBps or its device preset's host_link, at once."""
+        spec = point.serving
+        if spec.preemption != "swap":
+            return None
+        if spec.swap_GBps:
+            return spec.swap_GBps * 1e9 * point.tp * point.pp
+        preset = getattr(device.spec, "host_link", None)
+        if preset is None:
+            raise InputError(f"preemption: found 'swap' on device {point.device!r}, whose preset names no host link to "
+                             f"swap over, allowed: recompute, or swap with swap_GBps (--swap-GBps) set to the "
+                             f"bandwidth of its host link")
+        if preset.link not in self._host_links:
+            self._host_links[preset.link] = load_link(preset.link)
+        return self._host_links[preset.link].bandwidth_Bps * point.tp * point.pp
 
     def _serving_speculation(self, point: DesignPoint, fmt: NumericFormat, role: str,
                              device) -> ServingSpeculation | None:
@@ -574,6 +588,9 @@ class Evaluator:
         if point.knob("offload") != "none":
             raise InputError(f"offload: found {point.knob('offload')!r} with serving:, allowed: none (offloading in a "
                              f"serving run is not modeled; a static batch offloads)")
+        for name in (point.device, point.serving.prefill_device if point.serving.disaggregated else ""):
+            pool_point = _on_device(point, name)
+            self._swap_bandwidth_Bps(pool_point, self.point_device(pool_point))  # a pool's link to swap over
         if point.knob("exit_depth") != 1.0:
             raise InputError(f"exit_depth: found {point.knob('exit_depth')} with serving:, allowed: 1 (layer skipping "
                              f"is priced in static batches; a serving iteration mixing prefill and skipping decode "

@@ -155,7 +155,7 @@ class Serving(Strict):
     block_tokens: PositiveInt = DEFAULT.block_tokens
     prefix_tokens: Annotated[StrictInt, Field(ge=0)] = DEFAULT.prefix_tokens
     preemption: Literal["recompute", "swap"] = DEFAULT.preemption
-    swap_GBps: PositiveNumber | None = None  # swap preemption's host link bandwidth (default: the point's host link)
+    swap_GBps: PositiveNumber | None = None  # swap preemption's GB/s (default: the device preset's host link)
     seed: Annotated[StrictInt, Field(ge=0, le=2**32 - 1)] = DEFAULT.seed
     slo: ServiceLevel | None = None
     capacity: tuple[PositiveNumber, PositiveNumber] | None = None  # search the highest rate in [low, high]

@@ -65,7 +65,7 @@ class ServingSpec:
     block_tokens: int = 16
     prefix_tokens: int = 0
     preemption: str = "recompute"  # or "swap" over a host link of swap_GBps
-    swap_GBps: float | None = None  # None: the point's host link (its host_link knob, else its device preset's)
+    swap_GBps: float | None = None  # None: the device preset's host link (its host_link)
     seed: int = 0
     slo_ttft_s: float | None = None
     slo_tpot_s: float | None = None

@@ -229,6 +229,41 @@ def test_swap_preemption_defaults_to_the_devices_host_link(tmp_path):
     assert pool(2, 1, preemption="swap", swap_GBps=10.0).swap_bandwidth_Bps == 2 * 10e9
 
 
+def test_swap_preemption_on_a_device_without_a_host_link_names_swap_GBps(tmp_path, capsys):
+    """NeuPIMs' preset names no host link: swap preemption there is refused up front, by `explore check` and by `explore
+    run`, in one line naming swap_GBps (host_link only steers offloading, which a serving run refuses); with swap_GBps
+    it swaps at that bandwidth. The host_link knob, which needs offload, does not move an H100's swaps off its preset's
+    PCIe 5.0 x16."""
+    from explore.design_point import DesignPoint
+    from explore.evaluate import Evaluator
+    from hw_models.link import load_link
+    from sim.serving_spec import ServingSpec
+    from workloads.requests import Fixed
+
+    model = write_tiny_model(tmp_path)
+    sweep = write_sweep(tmp_path, f"name: serve\nmodel: {model}\ndevice: [h100-sxm, neupims]\nserving:\n"
+                                  "  requests: 4\n  rate: 4\n  prompt: 16\n  output: 4\n  preemption: swap\n")
+    assert main(["check", sweep]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "preemption: found 'swap' on device 'neupims'" in err and "swap_GBps" in err, err
+    assert main(["run", "--model", model, "--device", "neupims", "--serving", "--rate", "4", "--requests", "4",
+                 "--prompt", "16", "--output", "4", "--preemption", "swap"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--swap-GBps" in err, err
+
+    evaluator = Evaluator()
+
+    def pool(device: str, knobs: tuple = (), **fields):
+        spec = ServingSpec(requests=4, rate_per_s=4.0, prompt=Fixed(tokens=16), output=Fixed(tokens=4),
+                           preemption="swap", **fields)
+        point = DesignPoint(model=model, device=device, batch=spec.max_seqs, prompt=0, output=0, serving=spec,
+                            knobs=knobs)
+        return evaluator._pool(point, point.numeric_format, "serve", 1)
+
+    assert pool("neupims", swap_GBps=25.0).swap_bandwidth_Bps == 25e9
+    assert pool("h100-sxm", (("host_link", "pcie3-x16"),)).swap_bandwidth_Bps == load_link("pcie5-x16").bandwidth_Bps
+
+
 def test_a_point_stopped_by_its_schedulers_budget_still_fits_in_memory(tiny_evaluator, tiny_config):
     """A static scheduler prefills a prompt whole: a 256-token prompt under a 128-token budget cannot run, though the
     tiny model's memory holds it; the same point with room in the budget runs."""
