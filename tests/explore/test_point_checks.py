@@ -3,11 +3,13 @@ space."""
 
 from __future__ import annotations
 
+import pytest
 from tiny_sweep import write_sweep, write_tiny_model
 
 from explore.evaluate import Evaluator
 from explore.point_checks import check_sweep_points
 from explore.sweep import Sweep, load_sweep
+from workloads.errors import InputError
 
 
 def test_a_search_over_a_vast_space_is_judged_without_enumerating_it(tmp_path, monkeypatch):
@@ -28,3 +30,15 @@ def test_a_search_over_a_vast_space_is_judged_without_enumerating_it(tmp_path, m
     monkeypatch.setattr(Sweep, "point", lambda self, values: made.append(values) or point(self, values))
     check_sweep_points(sweep, Evaluator())
     assert len(made) == 1
+
+
+def test_a_refused_point_on_its_devices_default_link_says_default(tmp_path):
+    """A device whose preset names no default link (NeuPIMs) refuses `link: default` on two stages; the point is
+    named with the value the sweep wrote, not an empty one."""
+    model = write_tiny_model(tmp_path)
+    path = write_sweep(tmp_path, f"name: pp\nmodel: {model}\ndevice: neupims\n"
+                                 "workload: {batch: 1, prompt: 16, output: 4}\n"
+                                 "parallel: {pp: 2, link: [pcie4-x16, default]}\n")
+    with pytest.raises(InputError) as err:
+        check_sweep_points(load_sweep(path), Evaluator())
+    assert str(err.value).endswith("(at link=default)"), err.value
