@@ -299,7 +299,8 @@ class Evaluator:
                           result=result, tables=tables)
 
     def _check_offload(self, point: DesignPoint) -> None:
-        """Offloading runs a static batch on one device without speculation (InputError otherwise)."""
+        """Offloading runs a static batch on one device without speculation, over a host link (InputError
+        otherwise)."""
         offload = point.knob("offload")
         if point.tp > 1 or point.pp > 1:
             raise InputError(f"offload: found {offload!r} on {point.tp * point.pp} devices, allowed: none, or "
@@ -307,6 +308,7 @@ class Evaluator:
         if point.knob("spec_draft"):
             raise InputError(f"offload: found {offload!r} with spec_draft {point.knob('spec_draft')!r}, allowed: none "
                              f"with speculative decoding (an offloaded draft and target are not modeled)")
+        self.host_link(point, self.point_device(point))
 
     def offloaded(self, point: DesignPoint, device, workload: BatchWorkload,
                   memory: MemoryFootprint) -> tuple[MemoryFootprint, str, LinkTraffic | None]:
@@ -336,7 +338,8 @@ class Evaluator:
             preset = getattr(device.spec, "host_link", None)
             if preset is None:
                 raise InputError(f"host_link: device {point.device!r} names no host link in its preset, allowed: a "
-                                 f"link preset ({', '.join(link_names())}) or a link YAML path as host_link")
+                                 f"link preset ({', '.join(link_names())}) or a link YAML path as host_link "
+                                 f"(--host-link)")
             name = preset.link
         if name not in self._host_links:
             self._host_links[name] = load_link(name)

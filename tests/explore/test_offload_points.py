@@ -137,6 +137,15 @@ def test_offloads_the_model_does_not_cover_are_refused(evaluator, fields, messag
         evaluator.evaluate(replace(point70b(offload="auto"), **fields))
 
 
+def test_offloading_on_a_device_without_a_host_link_is_refused_before_anything_runs(evaluator):
+    """NeuPIMs' preset names no host link: a point that may offload there is refused by the check `explore check` and
+    a sweep's start make (Evaluator.check_point), in one line naming host_link, not in the middle of the run; with a
+    host link it passes."""
+    with pytest.raises(InputError, match=r"host_link: device 'neupims' names no host link .*\(--host-link\)$"):
+        evaluator.check_point(point70b("neupims", offload="weights"))
+    evaluator.check_point(point70b("neupims", offload="weights", host_link="pcie4-x16"))
+
+
 def test_serving_with_offload_is_refused(evaluator):
     from sim.serving_spec import ServingSpec
 
