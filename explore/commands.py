@@ -476,13 +476,23 @@ def _assumptions(point: DesignPoint, device) -> str:
     """What a prediction assumed: calibration and kernel launch mode."""
     if point.tp > 1 or point.pp > 1:
         link = device.link
-        source = link.fitted_on.get("all_reduce")
-        fitted_link = f"all-reduce fitted on {source} NCCL data" if source else "datasheet alpha-beta model"
-        if device.custom_all_reduce:
-            fitted_link = f"custom one-shot/two-shot all-reduce kernels, NCCL ({fitted_link}) where faster"
-        elif device.allreduce == "custom":
-            fitted_link += (f"; NCCL, not custom all-reduce kernels: {point.tp} devices, and {link.spec.name} joins "
-                            f"at most {link.spec.peer_devices} that reach each other's memory")
+
+        def priced(kind: str, words: str) -> str:
+            source = link.fitted_on.get(kind)
+            return f"{words} fitted on {source} NCCL data" if source else f"{words} on the datasheet alpha-beta model"
+
+        collectives = []  # how the collectives the point runs are priced: tp's all-reduces, the stages' sends
+        if point.tp > 1:
+            nccl = priced("all_reduce", "all-reduce")
+            if device.custom_all_reduce:
+                nccl = f"custom one-shot/two-shot all-reduce kernels, NCCL ({nccl}) where faster"
+            elif device.allreduce == "custom":
+                nccl += (f"; NCCL, not custom all-reduce kernels: {point.tp} devices, and {link.spec.name} joins at "
+                         f"most {link.spec.peer_devices} that reach each other's memory")
+            collectives.append(nccl)
+        if point.pp > 1:
+            collectives.append(priced("send_recv", "send/recv"))
+        fitted_link = "; ".join(collectives)
         stages = (f" in {point.pp} pipeline stages" if point.pp > 1 else "") + (
             f", experts spread over the {point.ep} devices" if point.ep > 1 else "")
         system = (f"{point.tp * point.pp} x {point.device}, {point.tp}-way tensor parallel{stages} over "

@@ -225,3 +225,19 @@ def test_check_counts_points_an_override_equal_to_weight_bits_repeats(tmp_path, 
     assert main(["check", sweep]) == 0
     out = capsys.readouterr().out
     assert (repeated in out) if repeated else ("design again" not in out), out
+
+
+@pytest.mark.parametrize(("flags", "said", "unsaid"), [
+    # Two stages and no tensor parallelism run sends only: NVLink 4's send_recv is fitted on DGX H100 (README).
+    (["--device", "h100-sxm", "--pp", "2"], "(send/recv fitted on h100-dgx NCCL data)", "all-reduce"),
+    # PCIe 4.0's fit (L40S) measured no send_recv: the stages' sends run on the datasheet model.
+    (["--device", "neupims", "--pp", "2", "--link", "pcie4-x16"], "(send/recv on the datasheet alpha-beta model)",
+     "all-reduce"),
+    (["--device", "h100-sxm", "--tp", "2"], "(all-reduce fitted on h200-hgx NCCL data)", "send/recv"),
+    (["--device", "a100-sxm-80gb", "--tp", "2", "--pp", "2"],
+     "(all-reduce fitted on a100-dgx NCCL data; send/recv fitted on a100-dgx NCCL data)", "alpha-beta"),
+])
+def test_run_names_how_the_collectives_it_runs_are_priced(tiny_config, capsys, flags, said, unsaid):
+    assert main(["run", "--model", tiny_config, *flags, "--prompt", "16", "--output", "2"]) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    assert said in header and unsaid not in header, header
