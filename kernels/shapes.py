@@ -89,6 +89,11 @@ class StepShape:
     def tokens(self) -> int:
         return self.prefill_tokens + self.decode_seqs * self.decode_query
 
+    def paged(self) -> StepShape:
+        """The same iteration with every sequence reading its own copy of a shared prefix (no cascade attention)."""
+        return replace(self, decode_kv=self.decode_kv + self.decode_shared_kv * self.decode_shared_seqs,
+                       decode_shared_kv=0, decode_shared_seqs=0)
+
 
 def step_shape(chunks: Sequence[tuple[int, int]] = (), decode_kv: Sequence[int] = (), *, sampled: int,
                window: Window = None, decode_query: int = 1, prefill_window: int | None = None,

@@ -111,6 +111,16 @@ class IterationCostModel:
                          decode_shared_seqs=sharing)
 
     def _price(self, shape: StepShape) -> IterationCost:
+        """An iteration's cost; one that may cascade a shared prefix (StepShape.decode_shared_kv) does where that is
+        the cheaper, as an engine decides per step (vLLM's use_cascade_attention weighs the two), else reads it per
+        sequence."""
+        cost = self._price_kernels(shape)
+        if shape.decode_shared_seqs:
+            paged = self._price_kernels(shape.paged())
+            return paged if paged.time_s < cost.time_s else cost
+        return cost
+
+    def _price_kernels(self, shape: StepShape) -> IterationCost:
         table, counts = self.template.stage_table(shape, self.stages)
         mode = pass_execution(self.execution, decode_only=shape.prefill_seqs == 0)
         costs = self.device.cost_table(table, mode)
