@@ -40,6 +40,7 @@ from hw_models.device_block import varies_in_block
 from hw_models.link import default_link, load_link_model
 from hw_models.registry import load_device
 from hw_models.validation import input_error
+from sim.kv_cache import shared_prefix_tokens
 from sim.serving_spec import ServingSpec
 from sim.slowdown import SLOWDOWN_PRESETS
 from workloads.errors import InputError
@@ -520,7 +521,7 @@ def _assumptions(point: DesignPoint, device) -> str:
             pools += f", router {s.router}"
         if s.prefix_tokens:
             # A KV cache shares whole blocks: a prefix shorter than one is cached, and cascaded, as none.
-            shared = s.prefix_tokens // s.block_tokens * s.block_tokens
+            shared = shared_prefix_tokens(s.prefix_tokens, s.block_tokens)
             held = f" ({shared} in whole {s.block_tokens}-token blocks)" if shared != s.prefix_tokens else ""
             pools += f", a {s.prefix_tokens}-token shared prefix{held} ({s.prefix_attention or 'paged'} attention)"
         if s.preemption == "swap":

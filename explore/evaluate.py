@@ -39,6 +39,7 @@ from sim.analytic import evaluate as evaluate_analytic
 from sim.capacity import CAPACITY_METRICS, RateVerdict, rate_verdict, search_capacity
 from sim.costs import IterationCostModel
 from sim.engine import simulate
+from sim.kv_cache import shared_prefix_tokens
 from sim.memory import MemoryFootprint, batch_footprint, infeasible_reason
 from sim.offload import HostLink, LinkTraffic, RoutedExperts, device_footprint, offload_traffic, plan_offload
 from sim.result import RESULT_METRICS, SimResult
@@ -625,7 +626,7 @@ class Evaluator:
                 scheduler = make_scheduler(pool.scheduler, pool.limits)
                 memory_reason = serving_memory_reason(pool.memory, requests, scheduler, spec.prefix_tokens,
                                                       self.kv_window(point), engines=pool.stages)
-                cached = spec.prefix_tokens // pool.memory.block_tokens * pool.memory.block_tokens
+                cached = shared_prefix_tokens(spec.prefix_tokens, pool.memory.block_tokens)
                 reason = memory_reason or serving_budget_reason(requests, scheduler, cached)
                 if reason:
                     raise _InfeasibleError(f"{pool.name}: {reason}" if len(pools) > 1 else reason,

@@ -13,6 +13,11 @@ import math
 from kernels.kv_policy import Window, kept_tokens
 
 
+def shared_prefix_tokens(prefix_tokens: int, block_tokens: int) -> int:
+    """The tokens of a shared prefix a paged cache shares: its whole blocks (the rest is each sequence's own)."""
+    return prefix_tokens // block_tokens * block_tokens
+
+
 class PagedKVCache:
     """Block accounting of one replica's KV cache."""
 
@@ -23,8 +28,7 @@ class PagedKVCache:
             raise ValueError(f"block_tokens: found {block_tokens}, allowed: an integer >= 1")
         self.capacity_blocks = capacity_blocks
         self.block_tokens = block_tokens
-        # Only whole blocks of the prefix can be shared; the rest is each sequence's own.
-        self.prefix_blocks = prefix_tokens // block_tokens
+        self.prefix_blocks = shared_prefix_tokens(prefix_tokens, block_tokens) // block_tokens
         if self.prefix_blocks > capacity_blocks:
             raise ValueError(f"prefix_tokens: found {prefix_tokens}, allowed: at most the cache's "
                              f"{capacity_blocks * block_tokens} tokens")

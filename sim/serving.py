@@ -17,7 +17,7 @@ import simpy
 
 from kernels.kv_policy import Window, kept_tokens
 from sim.costs import TIME_CLASS_NAMES, IterationCost, IterationCostModel
-from sim.kv_cache import PagedKVCache
+from sim.kv_cache import PagedKVCache, shared_prefix_tokens
 from sim.replica import ROLES, Replica
 from sim.routers import DEFAULT_ROUTER, make_router
 from sim.schedulers import EngineState, Scheduler, SchedulerLimits, Sequence, make_scheduler
@@ -80,9 +80,8 @@ def serving_infeasible_reason(memory: ServingMemory, requests: RequestSet, sched
                               prefix_tokens: int = 0, window: Window = None) -> str:
     """Empty when the replica can serve every request, else why not: its memory (serving_memory_reason), or its
     scheduler's token budget (serving_budget_reason)."""
-    cached = prefix_tokens // memory.block_tokens * memory.block_tokens
     return (serving_memory_reason(memory, requests, scheduler, prefix_tokens, window)
-            or serving_budget_reason(requests, scheduler, cached))
+            or serving_budget_reason(requests, scheduler, shared_prefix_tokens(prefix_tokens, memory.block_tokens)))
 
 
 def serving_budget_reason(requests: RequestSet, scheduler: Scheduler, cached_tokens: int = 0) -> str:
@@ -116,8 +115,8 @@ def serving_memory_reason(memory: ServingMemory, requests: RequestSet, scheduler
                 f"iteration ({memory.activations_B / 1e9:.1f}) plus KV blocks, but {memory.usable_text()}")
     longest = int((requests.prompt_tokens + requests.output_tokens - 1).max())
     cached = math.ceil(kept_tokens(longest, window))  # a sliding window keeps its last tokens only
-    own_tokens = cached - (prefix_tokens // memory.block_tokens) * memory.block_tokens
-    needed = math.ceil(max(own_tokens, 1) / memory.block_tokens) + prefix_tokens // memory.block_tokens
+    shared = shared_prefix_tokens(prefix_tokens, memory.block_tokens)
+    needed = math.ceil(max(cached - shared, 1) / memory.block_tokens) + shared // memory.block_tokens
     blocks = memory.kv_blocks // engines
     usable = blocks - math.ceil(scheduler.limits.watermark * blocks)
     if needed > usable:
@@ -254,7 +253,7 @@ class Pool:
         """Each request served alone by one of the pool's replicas (sim/slowdown.py), its shared prefix cached."""
         key = (requests.prompt_tokens.tobytes(), requests.output_tokens.tobytes())
         if key not in self.alone:
-            shared = self.prefix_tokens // self.memory.block_tokens * self.memory.block_tokens
+            shared = shared_prefix_tokens(self.prefix_tokens, self.memory.block_tokens)
             self.alone[key] = unloaded_latencies(self.costs, requests.prompt_tokens, requests.output_tokens,
                                                  window=self.window, prefix_tokens=shared)
         return self.alone[key]
@@ -316,7 +315,7 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
                     on_finish=on_finish,
                     on_prefilled=(lambda seq: env.process(_hand_over(seq))) if pool.role == "prefill" else None,
                     speculation=pool.speculation, seed=(pool.seed, p, r) + ((e,) if pool.stages > 1 else ()),
-                    stages=stages, shared_prefix=kv.prefix_blocks * kv.block_tokens if pool.cascade else 0))
+                    stages=stages, shared_prefix=kv.shared_tokens if pool.cascade else 0))
             for engine in engines:
                 engine.peers = engines
             made.extend(engines)
