@@ -271,7 +271,7 @@ def cmd_run(args) -> int:
     # named by its flag; a model config's own errors are no flag's.
     config = load_model_config(args.model)
     check_point_values(point, config, name=flag_name)
-    check_idle_knobs(point, name=flag_name)
+    check_idle_knobs(point, name=flag_name)  # --link and --allreduce on one device too (Knob.only_with)
     if args.tp * args.pp > 1:  # the link the devices talk over: --link, else the device's own
         try:
             load_link_model(args.link or default_link(load_device(args.device).name))
@@ -279,11 +279,6 @@ def cmd_run(args) -> int:
             message = str(err)  # a link file's own error names the file; the preset lookup's names no flag
             raise (InputError(f"--link: {message.removeprefix('link: ')}") if message.startswith("link: ") else
                    err) from None
-    else:
-        for flag, value, default in (("--link", args.link, ""), ("--allreduce", values["allreduce"], "nccl")):
-            if value != default:
-                raise InputError(f"{flag}: found {value!r} on one device, allowed: with --tp or --pp above 1 (it "
-                                 f"joins several devices), or left out")
     overrides, link_overrides = parse_sets(args.set)
     check_sets(args.device, overrides, args.link, link_overrides, args.tp * args.pp)
     point = replace(point, overrides=tuple(overrides.items()), link_overrides=tuple(link_overrides.items()))

@@ -69,12 +69,27 @@ REQUIRED = object()  # the default of a knob every point must name (model, devic
 _FORMAT = NumericFormat()  # the default of every format part
 
 
-def off_words(switch: Knob, name: Callable[[str], str]) -> str:
-    """How a message says that `switch` (a knob another turns on with, Knob.only_with) is off: 'without --spec-draft',
-    'with --act-kept at 1 (off)'; `name` names a knob as the message's reader knows it."""
-    if switch.default == "":
-        return f"without {name(switch.name)}"
-    return f"with {name(switch.name)} at {off_value(switch)} (off)"
+def off_words(switches: Iterable[Knob], name: Callable[[str], str]) -> str:
+    """How a message says that `switches` (the knobs that turn another on, Knob.only_with) are all off: 'without
+    --spec-draft', 'with --act-kept at 1 (off)', 'with --tp and --pp at 1 (off)'; `name` names a knob as the message's
+    reader knows it."""
+    switches = tuple(switches)
+    words = [f"without {name(s.name)}" for s in switches if s.default == ""]
+    at = [s for s in switches if s.default != ""]
+    if at and len({off_value(s) for s in at}) == 1:
+        words.append(f"with {' and '.join(name(s.name) for s in at)} at {off_value(at[0])} (off)")
+    else:
+        words += [f"with {name(s.name)} at {off_value(s)} (off)" for s in at]
+    return " and ".join(words)
+
+
+def off_where(switches: Iterable[Knob]) -> str:
+    """Where `switches` are all off, as a sweep note says it: 'spec_draft is unset', 'tp and pp are 1'."""
+    switches = tuple(switches)
+    values = {off_value(s) for s in switches}
+    if len(switches) > 1 and len(values) == 1:
+        return f"{' and '.join(s.name for s in switches)} are {values.pop()}"
+    return " and ".join(f"{s.name} is {off_value(s)}" for s in switches)
 
 
 def off_value(switch: Knob) -> str:
@@ -108,8 +123,14 @@ class Knob:
     flag: bool = True  # `explore run` has --<name> (point and system scope)
     applies: Applies = "point"  # where the cost model reads a generic knob (see the module docstring)
     column: Literal["always", "when set"] = "when set"
-    # The knob that turns this one on: at that knob's default (off) this one changes nothing, and labels omit it.
-    only_with: str = ""
+    # The knobs that turn this one on (switches): any one of them at other than its default turns it on; with all of
+    # them at their defaults (off) this one changes nothing, and labels omit it. Empty: always on.
+    only_with: tuple[str, ...] = ()
+
+    @property
+    def switches(self) -> tuple[Knob, ...]:
+        """The registered knobs that turn this one on (Knob.only_with)."""
+        return tuple(KNOBS[name] for name in self.only_with)
 
     @property
     def words(self) -> str:
@@ -277,7 +298,7 @@ for _name, _help in (
     register(Knob(name=_name, type=int, section="format", default=0, allowed=OVERRIDE_BITS, applies="format",
                   help=_help, derivable=True))  # derived: keeps a mix apart from the weight widths it does not fit
 register(Knob(name="edge_layers", type=int, section="format", default=_FORMAT.edge_layers, minimum=1, maximum=500,
-              applies="format", only_with="edge_layer_bits",
+              applies="format", only_with=("edge_layer_bits",),
               help="decoder layers at each end of the model that edge_layer_bits keeps (at most half the model's)"))
 # Mixed precision by expert (kernels/formats.py NumericFormat.hot_experts: MC-MoE, Huang et al. 2025; Li et al. 2024;
 # MxMoE): a share of each MoE layer's routed experts at hot_expert_bits, the rest at the experts' bits; a dense model
@@ -288,7 +309,7 @@ register(Knob(name="hot_experts", type=float, section="format", default=_FORMAT.
               "MC-MoE, frequency-based allocation); the rest keep the experts' bits; 0: off; MoE models only",
               allowed_text="a fraction from 0 to 1 (0: off)"))
 register(Knob(name="hot_expert_bits", type=int, section="format", default=_FORMAT.hot_expert_bits,
-              allowed=OVERRIDE_BITS, applies="format", label="hot expert bits", only_with="hot_experts",
+              allowed=OVERRIDE_BITS, applies="format", label="hot expert bits", only_with=("hot_experts",),
               help="bits of the hot experts (hot_experts); more than the experts' (mlp_weight_bits, else weight_bits)"))
 register(Knob(name="outlier_fraction", type=float, section="format", default=0.0, minimum=0.0,
               maximum=MAX_OUTLIER_FRACTION, applies="format", label="outlier fraction",
@@ -308,7 +329,7 @@ register(Knob(name="act_kept", type=float, section="format", default=_FORMAT.act
               "WINA, Deja Vu); the MLP reads only their weight rows where the device exploits it; 1: dense",
               allowed_text="a fraction in (0, 1] (1: dense activations)"))
 register(Knob(name="act_predictor", type=str, section="format", default=_FORMAT.act_predictor,
-              allowed=ACT_PREDICTORS, applies="format", label="activation predictor", only_with="act_kept",
+              allowed=ACT_PREDICTORS, applies="format", label="activation predictor", only_with=("act_kept",),
               help="how act_kept < 1 chooses the kept activations: none (magnitude thresholding: TEAL, R-Sparse, "
               "WINA) or deja_vu (a rank-1,000 predictor per layer, its work added)"))
 # ---- decode-time techniques (generic knobs: a column only in sweeps that set them) -----------------------------
@@ -324,7 +345,7 @@ register(Knob(name="kv_budget", type=int, section="workload", default=0, minimum
 # expose the probabilities) or D2O (Wan et al., 2024: H2O's eviction plus merging each evicted token into its most
 # similar kept key). Reads and the cache stay at the budget; the scores' traffic and work are added per step.
 register(Knob(name="kv_budget_method", type=str, section="workload", default=STREAMING, allowed=KV_BUDGET_METHODS,
-              label="KV budget method", only_with="kv_budget",
+              label="KV budget method", only_with=("kv_budget",),
               help="how kv_budget's tokens are kept: streaming (attention sinks + recent window), h2o (heavy hitters "
               "by accumulated attention + recent tokens, unfused attention) or d2o (H2O plus merging evicted tokens "
               "into their most similar kept ones); ignored where kv_budget is 0"))
@@ -345,15 +366,15 @@ register(Knob(name="spec_draft", type=str, section="workload", default="", label
 # At most 32 drafted tokens: the chance that the last one is accepted, acceptance^32, is under 4% even at an
 # acceptance of 0.9, so longer drafts only add cost (Medusa trains 5 heads; Leviathan et al. test up to 10 tokens).
 register(Knob(name="spec_tokens", type=int, section="workload", default=5, minimum=1, maximum=32,
-              label="drafted tokens", only_with="spec_draft",
+              label="drafted tokens", only_with=("spec_draft",),
               help="tokens the draft proposes per step (Medusa: its heads)", derivable=True))
 # A Medusa tree's candidates (Medusa's Vicuna-7B tree, medusa_choices.mc_sim_7b_63, holds 63); 512 is 8x that.
 register(Knob(name="spec_tree", type=int, section="workload", default=0, minimum=0, maximum=512,
-              label="tree candidates", only_with="spec_draft",
+              label="tree candidates", only_with=("spec_draft",),
               help="candidate tokens of a verification tree (Medusa); 0: a chain of spec_tokens tokens",
               allowed_text="0 (a chain) or a number of candidates from 1 to 512"))
 register(Knob(name="acceptance", type=float, section="workload", default=0.0, minimum=0.0, maximum=1.0,
-              label="acceptance rate", only_with="spec_draft",
+              label="acceptance rate", only_with=("spec_draft",),
               help="chance that each drafted token is accepted (Leviathan et al.'s alpha; 0: none are, speculation "
               "only costs)", allowed_text="a fraction from 0 to 1", derivable=True))
 # Memory tiers (FlexGen, Sheng et al., ICML 2023, Section 4; DeepSpeed ZeRO-Inference): a static batch that does not fit
@@ -363,13 +384,13 @@ register(Knob(name="offload", type=str, section="workload", default="none", allo
               help="what may live in host memory when the point does not fit in device memory: none, weights, kv "
               "(the KV cache) or auto (weights first, then the KV cache); the least that must is offloaded"))
 register(Knob(name="host_link", type=str, section="workload", default="", label="host link", check=_host_link,
-              only_with="offload",
+              only_with=("offload",),
               help="the link offloaded bytes stream over: a link preset (pcie4-x16, pcie5-x16, nvme-pcie4-x4 ...) or "
               "a link YAML; empty: the device preset's host_link (its PCIe generation)",
               allowed_text="empty (the device's own host link), a link preset (explore presets links) or a path to "
               "a link YAML"))
 register(Knob(name="offload_prefetch", type=int, section="workload", default=1, allowed=(0, 1),
-              label="offload prefetch", only_with="offload",
+              label="offload prefetch", only_with=("offload",),
               help="1: the next layer's transfer overlaps this layer's compute (a pass "
               "takes the longer of the two); 0: transfers and compute take turns (their sum)"))
 # Dynamic top-k token selection (Quest, Tang et al., ICML 2024; Double Sparsity, Yang et al., 2024): each decode step
@@ -382,7 +403,7 @@ register(Knob(name="topk_fraction", type=float, section="workload", default=1.0,
               "scoring them all from a key summary (Quest, Double Sparsity: topk_method); 1: every token, no "
               "selection", allowed_text="a fraction in (0, 1] (1: no selection)", derivable=True))
 register(Knob(name="topk_method", type=str, section="workload", default=QUEST, allowed=TOPK_METHODS,
-              label="top-k method", only_with="topk_fraction",
+              label="top-k method", only_with=("topk_fraction",),
               help="how topk_fraction < 1 scores tokens: quest (per-page min/max keys, 16-token pages, first two "
               "layers dense), double_sparsity (a label cache of 1/8 of the head_dim key channels, 16 of 128) or "
               "tidal_decode (four dense layers, two of them choosing the tokens every other layer attends to; no key "
@@ -410,13 +431,15 @@ _knob("ep", int, "expert parallelism for MoE models: 1, or tp to spread the expe
       "devices instead of splitting each (a sweep's parallel.ep says split or spread, lists sweep)", "parallel",
       scope="system", default=1, minimum=1,
       allowed_text="1 or tp (explore run --ep); in a sweep split or spread, or a list of them")
+# The link and the all-reduce join several devices: on one (tp and pp 1) they change nothing; pipeline stages pass
+# activations over the link point to point, and only tensor parallelism all-reduces.
 _knob("link", str, "the link between the tp devices: a link preset (explore presets links) or a YAML path; "
-      "default: the device's own interconnect", "parallel", scope="system", default="",
+      "default: the device's own interconnect", "parallel", scope="system", default="", only_with=("tp", "pp"),
       allowed_text="a link preset (explore presets links) or a path to a link YAML")
 # How the all-reduces of tensor parallelism run (kernels/parallel.py ALLREDUCE_IMPLEMENTATIONS; hw_models/link.py
 # prices both): NCCL's collective, or an engine's own P2P kernels.
 register(Knob(name="allreduce", type=str, section="parallel", scope="system", default="nccl",
-              allowed=ALLREDUCE_IMPLEMENTATIONS, label="all-reduce",
+              allowed=ALLREDUCE_IMPLEMENTATIONS, label="all-reduce", only_with=("tp",),
               help="how the tp devices all-reduce: nccl (NCCL's collective, fitted on measured calls where the link "
               "has them) or custom (an engine's one-shot or two-shot kernels reading the peers' buffers over the "
               "link, NCCL where faster)"))

@@ -103,15 +103,16 @@ def _format_reason(typed: tuple, parts: tuple, config: ModelConfig, tp: int) -> 
 
 
 def check_idle_knobs(point: DesignPoint, name: Callable[[str], str] = field_name) -> None:
-    """InputError for a knob set where the knob that turns it on (Knob.only_with) is off, so it changes nothing: a
-    drafting knob without a draft, act_predictor at act_kept 1. `explore run` refuses such a flag; a sweep's grid may
-    cross a knob with its switch (such a point is the design without it), so a sweep only notes it."""
+    """InputError for a knob set where every knob that turns it on (Knob.only_with) is off, so it changes nothing: a
+    drafting knob without a draft, act_predictor at act_kept 1, a link on one device (tp and pp 1). `explore run`
+    refuses such a flag; a sweep's grid may cross a knob with its switches (such a point is the design without it),
+    so a sweep only notes it."""
     for knob in knobs():
-        value, switch = point.knob(knob.name), KNOBS.get(knob.only_with)
-        if switch is not None and value != knob.default and point.knob(switch.name) == switch.default:
+        value, switches = point.knob(knob.name), knob.switches
+        if switches and value != knob.default and all(point.knob(s.name) == s.default for s in switches):
             shown = repr(value) if isinstance(value, str) else f"{value:g}"
-            raise InputError(f"{name(knob.name)}: found {shown} {off_words(switch, name)}, allowed: with "
-                             f"{name(switch.name)} set, or left out")
+            raise InputError(f"{name(knob.name)}: found {shown} {off_words(switches, name)}, allowed: with "
+                             f"{' or '.join(name(s.name) for s in switches)} set, or left out")
 
 
 def _check_knob(knob: str, value, name: Callable[[str], str]) -> None:

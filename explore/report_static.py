@@ -285,7 +285,7 @@ def _line_keys(row: dict[str, Any], knob: str, lengths: bool) -> tuple[str, str]
     else:
         device = device_label(row)
     hardware = " / ".join(p for p in (device, overrides_label(row)) if p)
-    fmt = " / ".join([format_label(row), *knobs_label(row)]) + (
+    fmt = " / ".join([format_label(row), *knobs_label(row, on=(knob,))]) + (
         f" / p{row.get('prompt')} o{row.get('output')}" if lengths else "")
     return hardware, (f"b{row.get('batch')} / {fmt}" if knob == "tp" else fmt)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Any
 
 from explore.design_point import DesignPoint, generic_knobs, with_knobs
@@ -172,11 +173,14 @@ def point_label(row: dict[str, Any], *, lengths: bool = False, batch: bool = Tru
     return " / ".join(str(p) for p in parts)
 
 
-def knobs_label(row: dict[str, Any]) -> list[str]:
+def knobs_label(row: dict[str, Any], on: Iterable[str] = ()) -> list[str]:
     """'name=value' of each generic knob (explore/design_point.py) a row sets to other than its default, less those
-    whose only_with knob is off there (hot_expert_bits at hot_experts 0: no expert takes the bits)."""
+    whose only_with knobs are all off there (hot_expert_bits at hot_experts 0: no expert takes the bits; allreduce at
+    tp 1). `on`: switches taken as on wherever they are (a figure's x axis: a line against tp keeps its all-reduce at
+    tp 1, where its line starts)."""
+    on = set(on)
     return [f"{k.name}={value_label(row[k.name])}" for k in generic_knobs()
-            if _set(row, k) and not (k.only_with and not _set(row, KNOBS[k.only_with]))]
+            if _set(row, k) and not (k.switches and not any(s.name in on or _set(row, s) for s in k.switches))]
 
 
 def _set(row: dict[str, Any], k: Knob) -> bool:

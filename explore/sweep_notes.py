@@ -4,10 +4,10 @@ start), and on an `explore run` point's what-ifs and power: none refuses anythin
 from __future__ import annotations
 
 import itertools
-import math
 
-from explore.knobs import KNOBS, knobs, off_value
+from explore.knobs import KNOBS, knobs, off_where
 from explore.schema import as_list
+from explore.sweep_serving import Parallel
 from hw_models.link import default_link, load_link_model
 from hw_models.registry import load_device, read_device_yaml
 from kernels.formats import BIT_OVERRIDES, DTYPE_SHORT
@@ -125,46 +125,68 @@ def unpriced_goal_note(sweep) -> str:
             f"`overrides: {{device.price.<field>: [...]}}` sets a price")
 
 
+def sweep_default(name: str):
+    """A knob's default as a sweep file spells it: the parallel: section's own words where it has them (link
+    'default', ep 'split'), else the registry's."""
+    field = Parallel.model_fields.get(name)
+    return field.default if field is not None else KNOBS[name].default
+
+
+def _off(knob, values: dict[str, list]) -> list[bool]:
+    """For each combination of the values a sweep gives a knob's switches (one not given at its default), whether
+    they are all off there."""
+    names = [s.name for s in knob.switches]
+    grid = itertools.product(*(values.get(n, [sweep_default(n)]) for n in names))
+    return [_all_off(knob, dict(zip(names, combo, strict=True))) for combo in grid]
+
+
+def _all_off(knob, values: dict) -> bool:
+    """Whether a knob's switches are all off at one point's values (a switch it does not name at its default)."""
+    return all(values.get(s.name, sweep_default(s.name)) == sweep_default(s.name) for s in knob.switches)
+
+
 def idle_knobs_note(sweep) -> str:
-    """The knobs a sweep sets whose only_with knob (explore/knobs.py) is off at every point, so they change nothing
-    (act_predictor deja_vu with act_kept 1 throughout), or ''. A note, not an error: a grid may cross them."""
+    """The knobs a sweep sets whose only_with knobs (explore/knobs.py) are all off at every point, so they change
+    nothing (act_predictor deja_vu with act_kept 1 throughout, a link where tp and pp are 1), or ''. A note, not an
+    error: a grid may cross them."""
     values = sweep.dimensions() | sweep.derived_values()
-    idle = [k for k in knobs() if k.only_with and any(v != k.default for v in values.get(k.name, ()))
-            and all(v == KNOBS[k.only_with].default for v in values.get(k.only_with, [KNOBS[k.only_with].default]))]
+    idle = [k for k in knobs() if k.only_with and any(v != sweep_default(k.name) for v in values.get(k.name, ()))
+            and all(_off(k, values))]
     if not idle:
         return ""
-    said = ", ".join(f"{k.name} ({k.only_with} is {off_value(KNOBS[k.only_with])}, off, at every point)" for k in idle)
+    said = ", ".join(f"{k.name} ({off_where(k.switches)}, off, at every point)" for k in idle)
     return f"{said}: {'it changes' if len(idle) == 1 else 'they change'} nothing, so points that differ only there " \
            f"are one design evaluated again"
 
 
 def crossed_switch_note(sweep) -> str:
-    """How many points of a grid crossing a switch with the knobs it turns on (spec_draft '' and medusa with four
-    acceptance rates) are another point's design again, the knobs changing nothing where the switch is off, or ''
-    (a switch off at every point is idle_knobs_note's). Derived knobs and searches are left out."""
+    """How many points of a grid crossing switches with the knobs they turn on (spec_draft '' and medusa with four
+    acceptance rates; tp 1 and 2 with two links) are another point's design again, the knobs changing nothing where
+    their switches are all off, or '' (switches off at every point are idle_knobs_note's). Derived knobs and searches
+    are left out."""
     if sweep.spec.search.strategy != "grid":
         return ""
     dims, derived = sweep.dimensions(), sweep.derived_values()
-    by_switch: dict[str, list[str]] = {}
-    for knob in knobs():
-        idle_where_off = knob.only_with in dims and len(dims.get(knob.name, ())) > 1
-        if idle_where_off and not {knob.name, knob.only_with} & set(derived):
-            by_switch.setdefault(knob.only_with, []).append(knob.name)
-    total, distinct, said = sweep.size(), float(sweep.size()), []
-    for switch, names in by_switch.items():
-        values = dims[switch]
-        off = sum(1 for v in values if v == KNOBS[switch].default)
-        if not off or off == len(values):
-            continue
-        crossed = math.prod(len(dims[name]) for name in names)
-        # Where the switch is off, every combination of its knobs is one design.
-        distinct *= ((len(values) - off) * crossed + off) / (len(values) * crossed)
-        said.append(f"{' and '.join(names)} {'changes' if len(names) == 1 else 'change'} nothing where {switch} is "
-                    f"{off_value(KNOBS[switch])}")
-    repeated = total - round(distinct)
+    crossed = [k for k in knobs() if k.only_with and len(dims.get(k.name, ())) > 1
+               and not {k.name, *k.only_with} & set(derived) and 0 < sum(_off(k, dims)) < len(_off(k, dims))]
+    if not crossed:
+        return ""
+    # The dimensions the crossed knobs and their switches take, each combination read as its design: a knob whose
+    # switches are all off there is the same design at each of its values.
+    idle_where_off = {k.name for k in crossed}
+    names = list(dict.fromkeys(n for k in crossed for n in (*k.only_with, k.name) if n in dims))
+    combos = [dict(zip(names, combo, strict=True)) for combo in itertools.product(*(dims[n] for n in names))]
+    designs = {tuple(None if n in idle_where_off and _all_off(KNOBS[n], combo) else combo[n] for n in names)
+               for combo in combos}
+    repeated = round(sweep.size() * (1 - len(designs) / len(combos)))
     if not repeated:
         return ""
-    return f"{repeated} of {total} points evaluate another point's design again: {'; '.join(said)}"
+    by_switches: dict[tuple[str, ...], list[str]] = {}
+    for k in crossed:
+        by_switches.setdefault(k.only_with, []).append(k.name)
+    said = [f"{' and '.join(idle)} {'changes' if len(idle) == 1 else 'change'} nothing where "
+            f"{off_where(KNOBS[s] for s in switches)}" for switches, idle in by_switches.items()]
+    return f"{repeated} of {sweep.size()} points evaluate another point's design again: {'; '.join(said)}"
 
 
 def equal_override_note(sweep) -> str:

@@ -234,7 +234,7 @@ CASES = [
      "sweep_serving_metric_static.yaml:5: objectives.minimize.0: found 'ttft_p99_s' in a static sweep"),
     ("--tp on a device without a default link", ["run", "--model", "llama-2-7b", "--device", "neupims", "--tp", "2"],
      "--link: found none for device 'neupims' (its preset names no default link), allowed: a link preset"),
-    ("--link on one device", _run("--link", "pcie4-x16"), "--link: found 'pcie4-x16' on one device"),
+    ("--link on one device", _run("--link", "pcie4-x16"), "--link: found 'pcie4-x16' with --tp and --pp at 1 (off)"),
     ("--link unknown", _run("--tp", "2", "--link", "nope"), "--link: found 'nope'"),
     ("--set on a link, named as set", _run("--tp", "2", "--set", "link.bandwidth_GBps=-5"),
      "--set: link.bandwidth_GBps: found -5"),

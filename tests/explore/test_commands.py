@@ -115,6 +115,10 @@ def test_serving_flags_that_act_are_no_mistake(flags):
     (["--kv-budget-method", "h2o"], "--kv-budget-method: found 'h2o' with --kv-budget at 0 (off)"),
     (["--topk-method", "double_sparsity"], "--topk-method: found 'double_sparsity' with --topk-fraction at 1 (off)"),
     (["--edge-layers", "2"], "--edge-layers: found 2 with --edge-layer-bits at 0 (off)"),
+    # One device: no link joins it (either of --tp or --pp above 1 turns the link on), and without tensor
+    # parallelism nothing all-reduces, pipeline stages or not.
+    (["--link", "pcie5-x16"], "--link: found 'pcie5-x16' with --tp and --pp at 1 (off), allowed: with --tp or --pp"),
+    (["--allreduce", "custom", "--pp", "2"], "--allreduce: found 'custom' with --tp at 1 (off), allowed: with --tp"),
 ])
 def test_a_flag_its_switch_leaves_off_is_one_line_exit_2(flags, needle, capsys):
     """Deja Vu's predictor only chooses kept activations, H2O only a budget's tokens, Double Sparsity only a top-k, and
@@ -207,6 +211,49 @@ def test_check_counts_points_a_switch_makes_one_design(tmp_path, tiny_config, ca
     assert main(["check", sweep]) == 0
     out = capsys.readouterr().out
     assert (repeated in out) if repeated else ("design again" not in out), out
+
+
+@pytest.mark.parametrize("parallel, repeated, workload", [(*case, "")[:3] for case in [
+    # tp 1 is one device: its two links are one design (3 designs of 4 points).
+    ("tp: [1, 2], link: [nvlink4, pcie5-x16]", "1 of 4 points evaluate another point's design again: link changes "
+                                               "nothing where tp and pp are 1"),
+    ("tp: [1, 2], link: [default, pcie5-x16]", "1 of 4 points evaluate another point's design again: link"),
+    # Two switches of the link, one of the all-reduce, crossed: tp 1 pp 1 is 1 design of its 4 points, tp 1 pp 2 is
+    # 2 (its stages use the link, nothing all-reduces), tp 2 at either pp 4 each: 11 designs of 16 points.
+    ("tp: [1, 2], pp: [1, 2], link: [nvlink4, pcie5-x16], allreduce: [nccl, custom]",
+     "5 of 16 points evaluate another point's design again: link changes nothing where tp and pp are 1; allreduce "
+     "changes nothing where tp is 1"),
+    # With the speculation grid of the test above (3 designs of 4) beside tp [1, 2] x link (3 of 4): 3 x 3 = 9
+    # designs of 16 points, 7 repeats.
+    ("tp: [1, 2], link: [nvlink4, pcie5-x16]", "7 of 16 points evaluate another point's design again: acceptance "
+     "changes nothing where spec_draft is unset; link changes nothing where tp and pp are 1",
+     ", spec_draft: ['', medusa], acceptance: [0.3, 0.6]"),
+    ("tp: [2, 4], link: [nvlink4, pcie5-x16]", None),  # several devices throughout: every link its own design
+    ("pp: [1, 2], allreduce: [nccl, custom]", None),  # tp 1 throughout: idle_knobs_note's, not a crossing
+]])
+def test_check_counts_points_on_one_device_that_repeat_a_link(tmp_path, tiny_config, capsys, parallel, repeated,
+                                                              workload):
+    sweep = write_sweep(tmp_path, f"name: linked\nmodel: {tiny_config}\ndevice: h100-sxm\nexecution: engine\n"
+                                  f"workload: {{batch: 1, prompt: 16, output: 2{workload}}}\n"
+                                  f"parallel: {{{parallel}}}\n")
+    assert main(["check", sweep]) == 0
+    out = capsys.readouterr().out
+    assert (repeated in out) if repeated else ("design again" not in out), out
+    assert all("\n" not in line for line in out.splitlines())
+
+
+@pytest.mark.parametrize("parallel, note", [
+    ("tp: 1, link: pcie5-x16", "note: link (tp and pp are 1, off, at every point)"),
+    ("tp: 1, pp: 2, allreduce: custom", "note: allreduce (tp is 1, off, at every point)"),
+    ("tp: 1, pp: 2, link: pcie5-x16", None),  # pipeline stages pass activations over the link
+    ("tp: 1", None),  # the default link ('default' in a sweep) is no link set
+])
+def test_check_notes_a_link_or_allreduce_on_one_device(tmp_path, tiny_config, capsys, parallel, note):
+    sweep = write_sweep(tmp_path, f"name: onedev\nmodel: {tiny_config}\ndevice: h100-sxm\nexecution: engine\n"
+                                  f"workload: {{batch: 1, prompt: 16, output: 2}}\nparallel: {{{parallel}}}\n")
+    assert main(["check", sweep]) == 0
+    out = capsys.readouterr().out
+    assert (note in out) if note else ("at every point" not in out), out
 
 
 @pytest.mark.parametrize("form, repeated", [

@@ -70,6 +70,23 @@ def test_a_host_link_knob_without_offloading_is_named_by_the_idle_check(knob, va
     check_idle_knobs(DesignPoint(**POINT, knobs=((knob, value), ("offload", "auto"))))
 
 
+def test_a_link_or_an_allreduce_on_one_device_is_named_by_the_idle_check():
+    """A link joins devices and an all-reduce runs only across tensor-parallel shards: with tp and pp 1 the link, and
+    with tp 1 the all-reduce, changes nothing (either of tp or pp above 1 turns the link on; pipeline stages pass
+    activations over it point to point, no all-reduce)."""
+    from explore.point_values import check_idle_knobs
+
+    with pytest.raises(InputError, match=r"^link: found 'pcie5-x16' with tp and pp at 1 \(off\), allowed: with tp or "
+                                         r"pp set, or left out$"):
+        check_idle_knobs(DesignPoint(**POINT, link="pcie5-x16"))
+    for layout in (dict(tp=2), dict(pp=2), dict(tp=2, pp=2)):
+        check_idle_knobs(DesignPoint(**(POINT | layout), link="pcie5-x16"))
+    for layout in ({}, dict(pp=2)):
+        with pytest.raises(InputError, match=r"^allreduce: found 'custom' with tp at 1 \(off\), allowed: with tp set"):
+            check_idle_knobs(DesignPoint(**(POINT | layout), knobs=(("allreduce", "custom"),)))
+    check_idle_knobs(DesignPoint(**(POINT | dict(tp=2)), knobs=(("allreduce", "custom"),)))
+
+
 def test_a_priced_measurement_may_fill_the_whole_context():
     """A measured prefill of Llama-2-7B's whole 4,096-token context samples one token past it: validation prices it with
     price_infeasible, which takes the point as measured; a point to run is refused past the context."""

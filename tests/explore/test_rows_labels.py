@@ -39,13 +39,32 @@ def test_hot_expert_bits_are_labelled_only_where_there_are_hot_experts():
     assert point_label(on) == f"{plain} / hot_experts=0.25 / hot_expert_bits=8"
 
 
-def test_every_only_with_names_a_registered_knob_that_is_off_at_its_default():
+def test_every_only_with_names_registered_knobs_that_are_off_at_their_defaults():
     turned_on = {k.name: k.only_with for k in knobs() if k.only_with}
-    assert turned_on.get("hot_expert_bits") == "hot_experts"
-    for name, other in turned_on.items():
-        assert other in KNOBS and other != name, name
-        # its default turns the feature off: nothing, or all of a kept share (act_kept, topk_fraction 1)
-        assert KNOBS[other].default in (0, 0.0, 1.0, "", "none"), other
+    assert turned_on.get("hot_expert_bits") == ("hot_experts",)
+    assert turned_on.get("link") == ("tp", "pp") and turned_on.get("allreduce") == ("tp",)
+    for name, switches in turned_on.items():
+        assert isinstance(switches, tuple) and switches, name
+        for other in switches:
+            assert other in KNOBS and other != name, name
+            # its default turns the feature off: nothing, one device, or all of a kept share (act_kept, topk_fraction 1)
+            assert KNOBS[other].default in (0, 0.0, 1, 1.0, "", "none"), other
+
+
+def test_an_allreduce_is_labelled_only_where_tensor_parallel_shards_run_it():
+    """Without tensor parallelism nothing all-reduces: tp 1 with custom and with NCCL all-reduces is one design, one
+    label (pipeline stages or not); a line against tp keeps its all-reduce at tp 1, where it starts."""
+    from explore.rows import knobs_label
+
+    parallel = STATIC | {"model": "llama-2-7b", "weight_bits": 16, "link": "pcie5-x16"}
+    for pp in (1, 2):
+        labels = {point_label(normalize_row({k: str(v) for k, v in (parallel | {"tp": 1, "pp": pp,
+                                                                                "allreduce": ar}).items()}))
+                  for ar in ("nccl", "custom")}
+        assert len(labels) == 1 and "allreduce" not in labels.pop(), pp
+    sharded = point_label(parallel | {"tp": 2, "pp": 1, "allreduce": "custom"})
+    assert sharded == "llama-2-7b / h100-sxm x2 (pcie5-x16) / b1 / w16a16kv16 / allreduce=custom"
+    assert knobs_label(parallel | {"tp": 1, "allreduce": "custom"}, on=("tp",)) == ["allreduce=custom"]
 
 
 def test_a_system_on_pipeline_stages_is_labelled_with_every_device_and_its_split():
