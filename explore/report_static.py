@@ -40,6 +40,7 @@ from explore.rows import (
     is_feasible,
     knobs_label,
     lengths_vary,
+    link_label,
     overrides_label,
     point_label,
 )
@@ -278,10 +279,10 @@ def energy_section(meeting: list[dict[str, Any]], feasible: list[dict[str, Any]]
 def _line_keys(row: dict[str, Any], knob: str, lengths: bool) -> tuple[str, str]:
     """(color key, style key) of a row's line: its hardware (device and overrides) and its format with the generic
     knobs it sets (with the lengths when they vary, and the batch for lines against tensor-parallel devices)."""
-    if knob == "tp":  # a line through several tp: its device and pipeline stages ('x2 (tp1 pp2)' read as one system)
+    if knob == "tp":  # a line through several tp: its device, link and stages ('x2 (tp1 pp2)' read as one system)
         pp = as_number(row.get("pp"))
         stages = f"pp{int(pp)}" if math.isfinite(pp) and pp > 1 else ""
-        device = " / ".join(p for p in (device_label(dict(row, tp=1, pp=1)), stages) if p)
+        device = " / ".join(p for p in (device_label(dict(row, tp=1, pp=1)), link_label(row), stages) if p)
     else:
         device = device_label(row)
     hardware = " / ".join(p for p in (device, overrides_label(row)) if p)

@@ -190,19 +190,25 @@ def _set(row: dict[str, Any], k: Knob) -> bool:
 
 def device_label(row: dict[str, Any]) -> str:
     """The device name (a system's with its device count, its tensor x pipeline split where it has stages and its
-    link where not the default: 'a100-sxm-80gb x4 (tp2 pp2)'), marked '(uncalibrated)' where no model fitted on
+    link where not the default: 'a100-sxm-80gb x4 (tp2 pp2)'; one device joins nothing, so its label names no link),
+    marked '(uncalibrated)' where no model fitted on
     measured kernels priced it (a GPU's datasheet roofline, optimistic, or a family's analytical model from its
     paper) and '(sibling fit)' where its fits are borrowed from a preset of the same architecture, so say so."""
     name = str(row.get("device", ""))
     tp, pp = (as_number(row.get(key)) for key in ("tp", "pp"))
     tp, pp = (int(n) if math.isfinite(n) else 1 for n in (tp, pp))
-    link = row.get("link")
-    if tp > 1 or pp > 1 or link not in (None, "", "default"):  # a system: how many, in what stages, over what link
+    if tp > 1 or pp > 1:  # a system: how many, in what stages, over what link
         system = [f"tp{tp} pp{pp}"] if pp > 1 else []
-        system += [str(link)] if link not in (None, "", "default") else []
+        system += [link] if (link := link_label(row)) else []
         name += f" x{tp * pp}" + (f" ({', '.join(system)})" if system else "")
     marks = {"none": " (uncalibrated)", "sibling": " (sibling fit)"}
     return name + marks.get(row.get("calibrated"), "")
+
+
+def link_label(row: dict[str, Any]) -> str:
+    """The link a row's devices are joined by, where not their default ('' otherwise)."""
+    link = row.get("link")
+    return "" if link in (None, "", "default") else str(link)
 
 
 UNIT_SUFFIXES = {"s": "s", "J": "J", "W": "W", "B": "bytes", "mm2": "mm²", "usd": "USD", "GBps": "GB/s", "GB": "GB"}

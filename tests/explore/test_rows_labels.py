@@ -5,7 +5,7 @@ on (Knob.only_with) is left out where that one is off."""
 from __future__ import annotations
 
 from explore.knobs import KNOBS, knobs
-from explore.rows import normalize_row, point_label
+from explore.rows import device_label, normalize_row, point_label
 
 ROW = {"model": "llama-2-7b", "device": "h100-sxm", "scheduler": "continuous", "rate_per_s": None,
        "replicas": 2, "prefill_replicas": 0, "weight_bits": 16, "act_bits": 16, "kv_bits": 16}
@@ -91,3 +91,15 @@ def test_designs_that_differ_only_in_a_serving_knob_set_in_their_sweep_have_dist
                   for value in values]
         assert labels == [f"llama-2-7b / h100-sxm / continuous / 2 replicas / {knob} {value} / w16a16kv16"
                           for value in values]
+
+
+def test_one_device_names_no_link_and_a_line_against_tp_keeps_its_link():
+    """A link joins devices: on one device it changes nothing, so tp 1 rows of a tp x link sweep are one design with
+    one label; a line through tp 1, 2, 4 over a link keeps the link in its key, so lines of two links stay apart."""
+    from explore.report_static import _line_keys
+
+    row = STATIC | {"model": "llama-2-7b", "weight_bits": 16, "tp": 1, "pp": 1}
+    assert {device_label(row | {"link": link}) for link in ("nvlink4", "pcie5-x16", "default")} == {"h100-sxm"}
+    assert device_label(row | {"tp": 2, "link": "pcie5-x16"}) == "h100-sxm x2 (pcie5-x16)"
+    keys = {_line_keys(row | {"link": link}, "tp", False)[0] for link in ("nvlink4", "pcie5-x16")}
+    assert keys == {"h100-sxm / nvlink4", "h100-sxm / pcie5-x16"}
