@@ -175,10 +175,8 @@ def crossed_switch_note(sweep) -> str:
     # switches are all off there is the same design at each of its values.
     idle_where_off = {k.name for k in crossed}
     names = list(dict.fromkeys(n for k in crossed for n in (*k.only_with, k.name) if n in dims))
-    combos = [dict(zip(names, combo, strict=True)) for combo in itertools.product(*(dims[n] for n in names))]
-    designs = {tuple(None if n in idle_where_off and _all_off(KNOBS[n], combo) else combo[n] for n in names)
-               for combo in combos}
-    repeated = round(sweep.size() * (1 - len(designs) / len(combos)))
+    repeated = _repeats(sweep, dims, names, lambda combo: tuple(
+        None if n in idle_where_off and _all_off(KNOBS[n], combo) else combo[n] for n in names))
     if not repeated:
         return ""
     by_switches: dict[tuple[str, ...], list[str]] = {}
@@ -199,10 +197,17 @@ def equal_override_note(sweep) -> str:
     names = [name for name in BIT_OVERRIDES if len(dims.get(name, ())) > 1 and name not in derived]
     if not names or "weight_bits" in derived:
         return ""
-    combos = list(itertools.product(dims.get("weight_bits", [16]), *(dims[name] for name in names)))
-    distinct = {(bits, *(0 if value == bits else value for value in rest)) for bits, *rest in combos}
-    repeated = round(sweep.size() * (1 - len(distinct) / len(combos)))
+    dims = {**dims, "weight_bits": dims.get("weight_bits", [16])}
+    repeated = _repeats(sweep, dims, ["weight_bits", *names], lambda combo: tuple(
+        0 if value == combo["weight_bits"] and name != "weight_bits" else value for name, value in combo.items()))
     if not repeated:
         return ""
     return (f"{repeated} of {sweep.size()} points evaluate another point's design again: {' or '.join(names)} equal "
             f"to weight_bits keeps weight_bits' own width, the design of 0")
+
+
+def _repeats(sweep, dims: dict, names: list[str], design) -> int:
+    """Points of a grid that evaluate another point's design again, read off the combinations of the dimensions
+    `names` alone (every other dimension multiplies each design alike): `design(combo)` is a combination's design."""
+    combos = [dict(zip(names, combo, strict=True)) for combo in itertools.product(*(dims[n] for n in names))]
+    return round(sweep.size() * (1 - len({design(combo) for combo in combos}) / len(combos)))

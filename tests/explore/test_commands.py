@@ -195,6 +195,13 @@ def test_run_prints_a_number_it_has_no_value_of_as_n_a(capsys):
     assert "None" not in lines.values()
 
 
+def _check_out(tmp_path, model: str, capsys, sections: str) -> str:
+    """What `explore check` prints (exit 0) of a sweep of the tiny model on an H100 as an engine with `sections`."""
+    sweep = write_sweep(tmp_path, f"name: notes\nmodel: {model}\ndevice: h100-sxm\nexecution: engine\n{sections}")
+    assert main(["check", sweep]) == 0
+    return capsys.readouterr().out
+
+
 @pytest.mark.parametrize("workload, repeated", [
     # Speculation off or Medusa, at two acceptance rates: off, both rates are one design (3 designs of 4 points).
     ("spec_draft: ['', medusa], acceptance: [0.3, 0.6]", "1 of 4 points evaluate another point's design again: "
@@ -206,10 +213,7 @@ def test_run_prints_a_number_it_has_no_value_of_as_n_a(capsys):
     ("spec_draft: [medusa], acceptance: [0.3, 0.6]", None),  # speculation on throughout: every point its own
 ])
 def test_check_counts_points_a_switch_makes_one_design(tmp_path, tiny_config, capsys, workload, repeated):
-    sweep = write_sweep(tmp_path, f"name: crossed\nmodel: {tiny_config}\ndevice: h100-sxm\nexecution: engine\n"
-                                  f"workload: {{batch: 1, prompt: 16, output: 2, {workload}}}\n")
-    assert main(["check", sweep]) == 0
-    out = capsys.readouterr().out
+    out = _check_out(tmp_path, tiny_config, capsys, f"workload: {{batch: 1, prompt: 16, output: 2, {workload}}}\n")
     assert (repeated in out) if repeated else ("design again" not in out), out
 
 
@@ -233,11 +237,8 @@ def test_check_counts_points_a_switch_makes_one_design(tmp_path, tiny_config, ca
 ]])
 def test_check_counts_points_on_one_device_that_repeat_a_link(tmp_path, tiny_config, capsys, parallel, repeated,
                                                               workload):
-    sweep = write_sweep(tmp_path, f"name: linked\nmodel: {tiny_config}\ndevice: h100-sxm\nexecution: engine\n"
-                                  f"workload: {{batch: 1, prompt: 16, output: 2{workload}}}\n"
-                                  f"parallel: {{{parallel}}}\n")
-    assert main(["check", sweep]) == 0
-    out = capsys.readouterr().out
+    out = _check_out(tmp_path, tiny_config, capsys, f"workload: {{batch: 1, prompt: 16, output: 2{workload}}}\n"
+                                                    f"parallel: {{{parallel}}}\n")
     assert (repeated in out) if repeated else ("design again" not in out), out
     assert all("\n" not in line for line in out.splitlines())
 
@@ -249,10 +250,8 @@ def test_check_counts_points_on_one_device_that_repeat_a_link(tmp_path, tiny_con
     ("tp: 1", None),  # the default link ('default' in a sweep) is no link set
 ])
 def test_check_notes_a_link_or_allreduce_on_one_device(tmp_path, tiny_config, capsys, parallel, note):
-    sweep = write_sweep(tmp_path, f"name: onedev\nmodel: {tiny_config}\ndevice: h100-sxm\nexecution: engine\n"
-                                  f"workload: {{batch: 1, prompt: 16, output: 2}}\nparallel: {{{parallel}}}\n")
-    assert main(["check", sweep]) == 0
-    out = capsys.readouterr().out
+    out = _check_out(tmp_path, tiny_config, capsys,
+                     f"workload: {{batch: 1, prompt: 16, output: 2}}\nparallel: {{{parallel}}}\n")
     assert (note in out) if note else ("at every point" not in out), out
 
 
@@ -267,10 +266,8 @@ def test_check_notes_a_link_or_allreduce_on_one_device(tmp_path, tiny_config, ca
     ("weight_bits: [4], head_bits: [0, 16]", None),
 ])
 def test_check_counts_points_an_override_equal_to_weight_bits_repeats(tmp_path, tiny_config, capsys, form, repeated):
-    sweep = write_sweep(tmp_path, f"name: equal\nmodel: {tiny_config}\ndevice: h100-sxm\nexecution: engine\n"
-                                  f"workload: {{batch: 1, prompt: 16, output: 2}}\nformat: {{{form}}}\n")
-    assert main(["check", sweep]) == 0
-    out = capsys.readouterr().out
+    out = _check_out(tmp_path, tiny_config, capsys,
+                     f"workload: {{batch: 1, prompt: 16, output: 2}}\nformat: {{{form}}}\n")
     assert (repeated in out) if repeated else ("design again" not in out), out
 
 
