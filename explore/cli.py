@@ -198,6 +198,19 @@ def _add_serving_flags(run: argparse.ArgumentParser) -> None:
     g.add_argument("--prefill-device", default="", help="the prefill pool's device (default: --device)")
     g.add_argument("--kv-link", default=spec.kv_link,
                    help=f"the link KV crosses from the prefill to the decode pool (default {spec.kv_link})")
+    g.add_argument("--attention-device", default="",
+                   help="run the attention of the serving (or decode) pool on devices of this kind apart from the "
+                        "model's, which then hold the KV cache (model-attention disaggregation, Lamina); default: "
+                        "the model's devices attend")
+    g.add_argument("--attention-devices", type=int, default=spec.attention_devices,
+                   help=f"attention devices per replica, splitting the heads (default {spec.attention_devices})")
+    g.add_argument("--attention-link", default=spec.attention_link,
+                   help=f"the link between the model's and the attention devices, a port per device (default "
+                        f"{spec.attention_link})")
+    g.add_argument("--attention-micro-batches", type=int, default=spec.attention_micro_batches,
+                   help=f"the most micro-batches an iteration splits in to keep both kinds of device busy (default "
+                        f"{spec.attention_micro_batches}: two take turns; each iteration uses as many as make it "
+                        f"fastest)")
     g.add_argument("--router", help=f"how each pool picks the replica a request joins: {', '.join(ROUTERS)} "
                                     f"(default {DEFAULT_ROUTER})")
     g.add_argument("--memory-utilization", type=float,

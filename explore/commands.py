@@ -226,6 +226,10 @@ def _idle_serving_flag(args) -> str:
              "with an SLO to attain (--slo-ttft, --slo-tpot or --slo-slowdown), or left out"),
             ("--prefix-attention", args.prefix_attention, args.prefix_attention is not None and not args.prefix_tokens,
              "with --prefix-tokens N (N >= 1: a prefix every request shares), or left out"),
+            *((flag, getattr(args, name), getattr(args, name) != getattr(spec, name) and not args.attention_device,
+               "with --attention-device DEVICE (attention on devices of its own), or left out")
+              for flag, name in (("--attention-devices", "attention_devices"), ("--attention-link", "attention_link"),
+                                 ("--attention-micro-batches", "attention_micro_batches"))),
             *((flag, getattr(args, name), args.trace is not None and getattr(args, name) != KNOBS[name].default,
                f"left out with --trace (the trace gives each request's {name} tokens)")
               for flag, name in (("--prompt", "prompt"), ("--output", "output")))):
@@ -233,6 +237,8 @@ def _idle_serving_flag(args) -> str:
             shown = f"{value:g}" if isinstance(value, float) else repr(value)
             context = {"--cv": f"--arrival {args.arrival}", "--swap-GBps": f"--preemption {args.preemption}",
                        "--slo-attainment": "no SLO", "--prefix-attention": "no shared prefix",
+                       "--attention-devices": "no --attention-device", "--attention-link": "no --attention-device",
+                       "--attention-micro-batches": "no --attention-device",
                        "--prompt": f"--trace {args.trace}",
                        "--output": f"--trace {args.trace}"}.get(flag, "no prefill pool")
             return f"{flag}: found {shown} with {context}, allowed: {allowed}"
@@ -389,7 +395,9 @@ def _serving_spec(args) -> ServingSpec:
         except InputError as err:
             raise InputError(f"--trace: {str(err).removeprefix('trace: ')}") from None
     for flag, value, load in (("--prefill-device", args.prefill_device, load_device),
-                              ("--kv-link", args.kv_link, load_link_model)):
+                              ("--kv-link", args.kv_link, load_link_model),
+                              ("--attention-device", args.attention_device, load_device),
+                              ("--attention-link", args.attention_link, load_link_model)):
         try:
             if value:
                 load(value)
@@ -412,7 +420,9 @@ def _serving_spec(args) -> ServingSpec:
                   capacity=tuple(args.capacity) if args.capacity else None,
                   replicas=args.replicas, prefill_replicas=args.prefill_replicas, prefill_device=args.prefill_device,
                   kv_link=args.kv_link, router=args.router, prefix_attention=args.prefix_attention,
-                  memory_utilization=args.memory_utilization)
+                  memory_utilization=args.memory_utilization, attention_device=args.attention_device,
+                  attention_devices=args.attention_devices, attention_link=args.attention_link,
+                  attention_micro_batches=args.attention_micro_batches)
     if args.seed < 0:
         raise InputError(f"--seed: found {args.seed}, allowed: an integer >= 0")
     try:
@@ -512,6 +522,10 @@ def _assumptions(point: DesignPoint, device) -> str:
         pools = (f"{s.prefill_replicas} prefill replica(s) ({s.prefill_device or point.device}) handing KV over "
                  f"{s.kv_link} to {s.replicas} decode replica(s)" if s.disaggregated
                  else f"{s.replicas} replica(s)")
+        if s.attention_device:
+            pools += (f", attention on {s.attention_devices} x {s.attention_device} per "
+                      f"{'decode ' if s.disaggregated else ''}replica over {s.attention_link} (up to "
+                      f"{s.attention_micro_batches} micro-batches)")
         if s.router:  # the one a user asked for (--router); unset: the default, least_requests
             pools += f", router {s.router}"
         if s.prefix_tokens:

@@ -36,6 +36,7 @@ from kernels.shapes import TEMPLATE_LAYERS, StepTemplate
 from kernels.table import KernelTable
 from kernels.token_select import TokenSelection, token_selection
 from sim.analytic import evaluate as evaluate_analytic
+from sim.attention_pool import AttentionPool, sent_bytes_per_token
 from sim.capacity import CAPACITY_METRICS, RateVerdict, rate_verdict, search_capacity
 from sim.costs import IterationCostModel
 from sim.engine import simulate
@@ -211,18 +212,38 @@ class Evaluator:
         return self.device(point.device, point.overrides, point.use_calibration, point.tp, point.link,
                            point.link_overrides, point.pp, point.knob("allreduce"))
 
-    def cost_model(self, point: DesignPoint, fmt: NumericFormat) -> IterationCostModel:
+    def cost_model(self, point: DesignPoint, fmt: NumericFormat, attention: bool = False) -> IterationCostModel:
         """The iteration cost model of a point's model, format, device and execution (shared by every
-        serving point that differs only in its requests or scheduler, so each shape is priced once)."""
+        serving point that differs only in its requests or scheduler, so each shape is priced once); with
+        `attention`, its attention on the serving spec's attention devices (attention_pool)."""
+        spec = point.serving
+        attends_apart = attention and spec is not None and bool(spec.attention_device)
         key = (point.model, fmt, point.device, point.overrides, point.use_calibration, point.execution, point.tp,
-               point.link, point.link_overrides, point.ep, point.knob("allreduce"), point.pp)
+               point.link, point.link_overrides, point.ep, point.knob("allreduce"), point.pp) + (
+            (spec.attention_device, spec.attention_devices, spec.attention_link, spec.attention_micro_batches)
+            if attends_apart else ())
         if key not in self._cost_models:
             template = self.template(point.model, fmt, point.tp, point.ep, fusion_of(point.execution))
             self._cost_models[key] = IterationCostModel(self.point_device(point), template, execution=point.execution,
                                                         kv_bucket_tokens=KV_BUCKET_TOKENS, stages=point.pp,
                                                         send_B_per_token=stage_send_bytes_per_token(
-                                                            self.config(point.model), point.execution == "engine"))
+                                                            self.config(point.model), point.execution == "engine"),
+                                                        attention=self.attention_pool(point, fmt) if attends_apart
+                                                        else None)
         return self._cost_models[key]
+
+    def attention_pool(self, point: DesignPoint, fmt: NumericFormat) -> AttentionPool:
+        """The attention devices of a serving point's replica (sim/attention_pool.py): its spec's attention_devices of
+        attention_device, splitting the heads, joined to the tp model devices by attention_link (a port per device)."""
+        spec = point.serving
+        devices = spec.attention_devices
+        out_B, back_B = sent_bytes_per_token(self.config(point.model))
+        return AttentionPool(
+            device=self.device(spec.attention_device, calibrated=point.use_calibration), devices=devices,
+            template=self.template(point.model, fmt, devices, 1, fusion_of(point.execution)),
+            link=load_link_model(spec.attention_link, calibrated=point.use_calibration),
+            ports=min(point.tp, devices), micro_batches=spec.attention_micro_batches, out_B_per_token=out_B,
+            back_B_per_token=back_B)
 
     def evaluate(self, point: DesignPoint, *, event_sim: bool = False, timeline: bool = False,
                  price_infeasible: bool = False) -> Evaluation:
@@ -519,10 +540,13 @@ class Evaluator:
         overrides), each holding the model's weights, the activations of its largest iteration and KV blocks."""
         spec, cfg = point.serving, self.config(point.model)
         point = _on_device(point, device_name)
-        device, costs = self.point_device(point), self.cost_model(point, fmt)
+        device, costs = self.point_device(point), self.cost_model(point, fmt, attention=role != "prefill")
         limits = spec.limits()
         weights_B = _weight_bytes(costs.template.param_bytes, fmt, device, cfg)
-        kv_per_token_B = cfg.kv_bytes_per_token() * fmt.kv_scale * kv_replication(cfg, point.tp)
+        attention = costs.attention
+        # The KV heads are split over the devices attending: the model's tp, or the attention devices.
+        kv_per_token_B = cfg.kv_bytes_per_token() * fmt.kv_scale * kv_replication(
+            cfg, point.tp if attention is None else attention.devices)
         speculation = self._serving_speculation(point, fmt, role, device)
         if speculation is not None:  # the KV of every verified token is written before acceptance is known
             limits = replace(limits, lookahead_slots=speculation.speculation.verified - 1)
@@ -540,9 +564,13 @@ class Evaluator:
         # device.memory_bytes: every device of the replica (tp x pp), of which the engine may use memory_share.
         memory = serving_memory(capacity_B=device.memory_bytes, weights_B=weights_B, activations_B=activations_B,
                                 kv_bytes_per_token=kv_per_token_B, block_tokens=spec.block_tokens,
-                                utilization=spec.memory_share, devices=device.devices)
+                                utilization=spec.memory_share, devices=device.devices,
+                                **({} if attention is None else dict(
+                                    kv_devices=attention.devices,
+                                    kv_capacity_B=attention.devices * attention.device.memory_bytes)))
+        idle_W = device.idle_power_W + (0.0 if attention is None else attention.devices * attention.device.idle_power_W)
         return Pool(name=f"{role} ({point.device})", role=role, replicas=replicas, costs=costs,
-                    scheduler=spec.scheduler, limits=limits, memory=memory, idle_power_W=device.idle_power_W,
+                    scheduler=spec.scheduler, limits=limits, memory=memory, idle_power_W=idle_W,
                     router=spec.router or DEFAULT_ROUTER,
                     prefix_tokens=spec.prefix_tokens, cascade=spec.cascade, window=self.kv_window(point),
                     swap_bandwidth_Bps=self._swap_bandwidth_Bps(point, device),
@@ -592,6 +620,8 @@ class Evaluator:
         if point.knob("offload") != "none":
             raise InputError(f"offload: found {point.knob('offload')!r} with serving:, allowed: none (offloading in a "
                              f"serving run is not modeled; a static batch offloads)")
+        if point.serving.attention_device:
+            self._check_attention(point)
         for name in (point.device, point.serving.prefill_device if point.serving.disaggregated else ""):
             pool_point = _on_device(point, name)
             self._swap_bandwidth_Bps(pool_point, self.point_device(pool_point))  # a pool's link to swap over
@@ -599,6 +629,28 @@ class Evaluator:
             raise InputError(f"exit_depth: found {point.knob('exit_depth')} with serving:, allowed: 1 (layer skipping "
                              f"is priced in static batches; a serving iteration mixing prefill and skipping decode "
                              f"tokens is not modeled yet)")
+
+    def _check_attention(self, point: DesignPoint) -> None:
+        """Attention on devices of its own (sim/attention_pool.py) runs a plain decode on one stage of model devices,
+        the attention devices splitting the heads (InputError otherwise)."""
+        spec = point.serving
+        name = spec.attention_device
+        for value, what in (
+                (point.pp > 1, f"on {point.pp} pipeline stages, allowed: one stage (pp = 1)"),
+                (bool(point.knob("spec_draft")), f"with spec_draft {point.knob('spec_draft')!r}, "
+                 f"allowed: none (speculative decoding beside attention devices is not modeled)"),
+                (spec.cascade, "with prefix_attention 'cascade', allowed: paged (a cascade on "
+                 "attention devices is not modeled)"),
+                (spec.preemption == "swap", "with preemption 'swap', allowed: recompute (swapping from "
+                 "attention devices is not modeled)")):
+            if value:
+                raise InputError(f"attention_device: found {name!r} {what}")
+        try:
+            check_tensor_parallel(self.config(point.model), spec.attention_devices)
+        except ValueError as err:
+            raise InputError(f"attention_devices: {err}: the attention devices split the heads") from None
+        self.device(name, calibrated=point.use_calibration)
+        load_link_model(spec.attention_link)
 
     def _evaluate_serving(self, point: DesignPoint, fmt: NumericFormat) -> Evaluation:
         """A serving run of the point's requests on its pools of replicas (sim/serving.py), or at the highest
@@ -612,10 +664,14 @@ class Evaluator:
                      self._pool(point, fmt, "decode", spec.replicas)]
             link = load_link_model(spec.kv_link)
 
+            # Each of a replica's tp x pp devices sends its shard of the KV (its heads of its stage's layers) over its
+            # own port (a DGX has one NIC per GPU: the link preset's source), all at once; to attention devices, each
+            # takes its heads' share over its own.
+            ports = point.tp * point.pp if pools[1].costs.attention is None else min(
+                point.tp * point.pp, spec.attention_devices)
+
             def transfer_s(message_B: float) -> float:
-                # Each of a replica's tp x pp devices sends its shard of the KV (its heads of its stage's layers)
-                # over its own port (a DGX has one NIC per GPU: the link preset's source), all at once.
-                return float(link.collective_time_s("send_recv", message_B / (point.tp * point.pp), 2))
+                return float(link.collective_time_s("send_recv", message_B / ports, 2))
         else:
             pools, transfer_s = [self._pool(point, fmt, "serve", spec.replicas)], None
         memory = pools[-1].memory
@@ -672,15 +728,19 @@ def _on_device(point: DesignPoint, device_name: str) -> DesignPoint:
 
 
 def _pools_hardware(pools: list[Pool]) -> tuple[float, SystemPrice, float]:
-    """Area, price and TDP of every replica of every pool."""
+    """Area, price and TDP of every replica of every pool, its attention devices included."""
+    held = [(pool.replicas, pool.costs.device) for pool in pools] + [
+        (pool.replicas * pool.costs.attention.devices, pool.costs.attention.device) for pool in pools
+        if pool.costs.attention is not None]
+
     def total(value) -> float | None:
-        values = [value(pool.costs.device.price) for pool in pools]
+        values = [value(device.price) for _, device in held]
         if any(v is None for v in values):
             return None  # a device without a published price: the system has none
-        return sum(pool.replicas * v for pool, v in zip(pools, values, strict=True))
+        return sum(count * v for (count, _), v in zip(held, values, strict=True))
 
-    area = sum(pool.replicas * pool.costs.device.area_mm2 for pool in pools)
-    tdp_W = sum(pool.replicas * pool.costs.device.tdp_W for pool in pools)
+    area = sum(count * device.area_mm2 for count, device in held)
+    tdp_W = sum(count * device.tdp_W for count, device in held)
     return (area, SystemPrice(usd=total(lambda price: price.usd), usd_per_hour=total(lambda price: price.usd_per_hour)),
             tdp_W)
 

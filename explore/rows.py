@@ -143,7 +143,7 @@ def overrides_label(row: dict[str, Any]) -> str:
 # Serving knobs a sweep may list whose results column exists only in sweeps that set them (sim/serving_spec.py
 # ServingSpec.columns), so a label names them wherever the column has a value.
 LABELLED_WHERE_SET = ("router", "prompt_batch_tokens", "max_decode_preemptions", "prefix_attention",
-                      "memory_utilization")
+                      "memory_utilization", "attention_link", "attention_micro_batches")
 
 
 def point_label(row: dict[str, Any], *, lengths: bool = False, batch: bool = True) -> str:
@@ -190,7 +190,8 @@ def _set(row: dict[str, Any], k: Knob) -> bool:
 
 def device_label(row: dict[str, Any]) -> str:
     """The device name (a system's with its device count, its tensor x pipeline split where it has stages and its
-    link where not the default: 'a100-sxm-80gb x4 (tp2 pp2)'; one device joins nothing, so its label names no link),
+    link where not the default: 'a100-sxm-80gb x4 (tp2 pp2)'; one device joins nothing, so its label names no link;
+    attention devices apart after a plus: 'h100-sxm x2 + h20 x4'),
     marked '(uncalibrated)' where no model fitted on
     measured kernels priced it (a GPU's datasheet roofline, optimistic, or a family's analytical model from its
     paper) and '(sibling fit)' where its fits are borrowed from a preset of the same architecture, so say so."""
@@ -201,6 +202,9 @@ def device_label(row: dict[str, Any]) -> str:
         system = [f"tp{tp} pp{pp}"] if pp > 1 else []
         system += [link] if (link := link_label(row)) else []
         name += f" x{tp * pp}" + (f" ({', '.join(system)})" if system else "")
+    if row.get("attention_device") not in (None, ""):  # attention on devices of its own: 'h100-sxm x2 + h20 x4'
+        count = as_number(row.get("attention_devices"))
+        name += f" + {row['attention_device']} x{int(count) if math.isfinite(count) else 1}"
     marks = {"none": " (uncalibrated)", "sibling": " (sibling fit)"}
     return name + marks.get(row.get("calibrated"), "")
 

@@ -43,7 +43,15 @@ from explore.schema import (
     one_or_more,
     section_model,
 )
-from explore.sweep_serving import Parallel, Serving, check_parallel, check_serving, serving_dimensions, serving_spec
+from explore.sweep_serving import (
+    Parallel,
+    Serving,
+    check_parallel,
+    check_serving,
+    serving_dimensions,
+    serving_knobs_set,
+    serving_spec,
+)
 from hw_models.link import default_link, load_link_model
 from hw_models.registry import load_device
 from hw_models.validation import check_keys, did_you_mean, input_error, quoted
@@ -332,8 +340,7 @@ class Sweep:
         """The knobs with a column only where set that this file sets: its generic knobs, and serving knobs its
         serving section sets."""
         serving = self.spec.serving
-        return self.set_knobs() + [k.name for k in knobs(scope="serving") if k.column == "when set"
-                                   and serving is not None and getattr(serving, k.name) is not None]
+        return self.set_knobs() + ([] if serving is None else serving_knobs_set(serving))
 
     def dimensions(self) -> dict[str, list]:
         """Each knob of the sweep and the values it takes; override knobs are named 'device.<path>'.
@@ -489,7 +496,8 @@ def load_sweep(path: str) -> Sweep:
 
 # Keys whose values may name files: a model's config.json, a device or link YAML, a request trace, a draft model.
 PATH_KEYS = (("model",), ("device",), ("parallel", "link"), ("serving", "trace"), ("serving", "prefill_device"),
-             ("serving", "kv_link"), ("workload", "spec_draft"), ("workload", "host_link"))
+             ("serving", "kv_link"), ("serving", "attention_device"), ("serving", "attention_link"),
+             ("workload", "spec_draft"), ("workload", "host_link"))
 
 
 def _beside(data: dict, folder: Path) -> dict:

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, StrictFloat, StrictInt, field_validator, model_serializer, model_validator
 
-from explore.knobs import KNOBS
+from explore.knobs import KNOBS, knobs
 from explore.rows import is_feasible, normalize_row
 from explore.schema import PositiveInt, PositiveNumber, Strict, as_list, finite, knob_type, one_or_more
 from hw_models.link import load_link_model
@@ -169,6 +169,12 @@ class Serving(Strict):
     prefix_attention: one_or_more(knob_type(KNOBS["prefix_attention"])) | None = None
     # The share of each device's memory the engine may use (vLLM's gpu_memory_utilization; unset: every byte).
     memory_utilization: one_or_more(knob_type(KNOBS["memory_utilization"])) | None = None
+    # Model-attention disaggregation (sim/attention_pool.py): the pool's attention on attention_devices of
+    # attention_device, over attention_link, in up to attention_micro_batches.
+    attention_device: str | None = None
+    attention_devices: one_or_more(knob_type(KNOBS["attention_devices"])) | None = None
+    attention_link: str | None = None
+    attention_micro_batches: one_or_more(knob_type(KNOBS["attention_micro_batches"])) | None = None
 
     @field_validator("capacity")
     @classmethod
@@ -232,6 +238,9 @@ def serving_dimensions(serving: Serving) -> dict[str, list]:
         dims["prefix_attention"] = as_list(serving.prefix_attention)
     if serving.memory_utilization is not None:
         dims["memory_utilization"] = as_list(serving.memory_utilization)
+    for name in ("attention_devices", "attention_micro_batches"):
+        if getattr(serving, name) is not None:
+            dims[name] = as_list(getattr(serving, name))
     if serving.arrival != "gamma":
         del dims["cv"]
     return dims
@@ -253,7 +262,22 @@ def serving_spec(serving: Serving, values: dict[str, Any]) -> ServingSpec:
         slo_attainment=slo.attainment, slo_slowdown=slo.slowdown_slo(), capacity=serving.capacity,
         replicas=values["replicas"], prefill_replicas=values["prefill_replicas"],
         prefill_device=serving.prefill_device or "", kv_link=serving.kv_link, router=values.get("router"),
-        prefix_attention=values.get("prefix_attention"), memory_utilization=values.get("memory_utilization"))
+        prefix_attention=values.get("prefix_attention"), memory_utilization=values.get("memory_utilization"),
+        attention_device=serving.attention_device or "",
+        attention_devices=values.get("attention_devices", DEFAULT.attention_devices),
+        attention_link=serving.attention_link or DEFAULT.attention_link,
+        attention_micro_batches=values.get("attention_micro_batches", DEFAULT.attention_micro_batches))
+
+
+# The settings of an attention device, which a results table shows wherever a sweep names one (ServingSpec.columns).
+ATTENTION_SETTINGS = ("attention_device", "attention_devices", "attention_link", "attention_micro_batches")
+
+
+def serving_knobs_set(serving: Serving) -> list[str]:
+    """The serving knobs with a column only where set (explore/knobs.py) that a serving section sets: the attention
+    settings all four where it names an attention device."""
+    return [k.name for k in knobs(scope="serving") if k.column == "when set" and (
+        getattr(serving, k.name) is not None or k.name in ATTENTION_SETTINGS and serving.attention_device)]
 
 
 def _unkeyed(err: InputError) -> str:
@@ -278,11 +302,11 @@ def check_serving(serving: Serving, models: list[str], located: LocatedYAML) -> 
                              f"found {serving.max_decode_preemptions} with scheduler {others[0]!r}, allowed: only with "
                              f"scheduler 'orca' (decodes preempted by arriving prompts, as splitwise-sim's baseline)")
     if serving is not None:
-        for key in ("prefill_device", "kv_link"):
+        for key in ("prefill_device", "kv_link", "attention_device", "attention_link"):
             name = getattr(serving, key)
             if name:
                 try:
-                    load_device(name) if key == "prefill_device" else load_link_model(name)
+                    load_device(name) if key.endswith("device") else load_link_model(name)
                 except InputError as err:
                     raise InputError(f"{located.where(('serving', key))}: serving.{key}: {_unkeyed(err)}") from None
         _check_idle(serving, located)
@@ -308,6 +332,9 @@ def _check_idle(serving: Serving, located: LocatedYAML) -> None:
              "with preemption: swap (recompute preemption moves nothing over the host link), or left out"),
             (("prefill_device",), bool(serving.prefill_device) and no_pool, "no prefill pool", pool),
             (("kv_link",), "kv_link" in given and no_pool, "no prefill pool", pool),
+            *(((key,), getattr(serving, key) is not None and not serving.attention_device, "no attention_device",
+               "with attention_device: DEVICE (attention on devices of its own), or left out")
+              for key in ATTENTION_SETTINGS[1:]),
             (("slo", "attainment"), slo is not None and "attainment" in slo.model_fields_set and not (
                 slo.ttft_s or slo.tpot_s or slo.slowdown), "no SLO limit",
              "with ttft_s, tpot_s or slowdown limits to attain, or left out"),

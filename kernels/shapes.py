@@ -94,6 +94,28 @@ class StepShape:
         return replace(self, decode_kv=self.decode_kv + self.decode_shared_kv * self.decode_shared_seqs,
                        decode_shared_kv=0, decode_shared_seqs=0)
 
+    def split(self, parts: int) -> StepShape:
+        """The largest of `parts` shares of the iteration when its prefill chunks and its decoding sequences are each
+        dealt whole and evenly (ceil(n / parts) of n), each share of the mean size: a micro-batch, or the sequences
+        one of `parts` devices attends for. A shape split in one part is itself."""
+        if parts < 1:
+            raise ValueError(f"parts: found {parts}, allowed: an integer >= 1")
+        if parts == 1 or self.decode_shared_seqs:
+            if self.decode_shared_seqs and parts > 1:
+                raise ValueError("a shape that cascades a shared prefix is not split (its prefix kernel serves all)")
+            return self
+
+        def share(n: int) -> float:
+            return -(-n // parts) / n if n else 0.0
+
+        prefill, decode = share(self.prefill_seqs), share(self.decode_seqs)
+        decodes = -(-self.decode_seqs // parts)
+        return replace(self, prefill_seqs=-(-self.prefill_seqs // parts),
+                       prefill_tokens=round(self.prefill_tokens * prefill),
+                       prefill_pairs=round(self.prefill_pairs * prefill),
+                       prefill_cached=round(self.prefill_cached * prefill), decode_seqs=decodes,
+                       decode_kv=round(self.decode_kv * decode), sampled=-(-self.sampled // parts))
+
 
 def step_shape(chunks: Sequence[tuple[int, int]] = (), decode_kv: Sequence[int] = (), *, sampled: int,
                window: Window = None, decode_query: int = 1, prefill_window: int | None = None,

@@ -24,6 +24,7 @@ from kernels.kernel import KIND_CLASS, KernelKind
 from kernels.parallel import collective_kernel
 from kernels.shapes import StepShape, StepTemplate
 from kernels.table import KernelTable
+from sim.attention_pool import AttentionPool, disaggregated_time_s
 from sim.step_costs import HOST_WAIT, host_stall_s, pass_execution
 
 KERNEL_CLASS_NAMES = tuple(dict.fromkeys(KIND_CLASS.values()))
@@ -49,9 +50,10 @@ class IterationCostModel:
     """Prices iterations of one model (its step template) on one device in one execution mode."""
 
     def __init__(self, device, template: StepTemplate, *, execution: str = "eager", kv_bucket_tokens: int = 0,
-                 stages: int = 1, send_B_per_token: float = 0.0):
+                 stages: int = 1, send_B_per_token: float = 0.0, attention: AttentionPool | None = None):
         """`stages`: pipeline stages, each sending `send_B_per_token` bytes per token to the next
-        (kernels/parallel.py stage_send_bytes_per_token)."""
+        (kernels/parallel.py stage_send_bytes_per_token); `attention`: the devices that run the attention apart
+        from the model's (sim/attention_pool.py; None: the model's devices run it)."""
         if kv_bucket_tokens < 0:
             raise ValueError(f"kv_bucket_tokens: found {kv_bucket_tokens}, allowed: an integer >= 0")
         if stages != 1 and not (1 < stages <= template.attention_layers and send_B_per_token > 0):
@@ -63,6 +65,9 @@ class IterationCostModel:
         self.kv_bucket_tokens = kv_bucket_tokens
         self.stages = stages
         self.send_B_per_token = send_B_per_token
+        if attention is not None and stages > 1:
+            raise ValueError(f"attention: found an attention pool with {stages} stages, allowed: one stage")
+        self.attention = attention
         self._memo: dict[tuple, IterationCost] = {}
 
     @property
@@ -121,22 +126,13 @@ class IterationCostModel:
         return cost
 
     def _price_kernels(self, shape: StepShape) -> IterationCost:
+        if self.attention is not None:
+            return self._price_disaggregated(shape)
         table, counts = self.template.stage_table(shape, self.stages)
         mode = pass_execution(self.execution, decode_only=shape.prefill_seqs == 0)
-        costs = self.device.cost_table(table, mode)
-        time_s = costs.time_s * counts  # (stages, rows)
-        stage_device_s = time_s.sum(axis=1)
-        # Each stage's wait on its host, where the host's dispatch of its kernels takes longer than they run.
-        waits = host_stall_s(dispatch_s(self.device, mode) * counts.sum(axis=1), stage_device_s)
-        count = counts.sum(axis=0)
-        class_time = np.zeros(len(TIME_CLASS_NAMES))
-        for i, name in enumerate(KERNEL_CLASS_NAMES):
-            mask = table.class_masks.get(name)
-            if mask is not None:
-                class_time[i] = time_s[:, mask].sum()
-        class_time[-1] = waits.sum()
-        compute_J, memory_J = float(costs.compute_J @ count), float(costs.memory_J @ count)
-        stage_s = stage_device_s + waits
+        priced = _price_rows(self.device, table, counts, mode)
+        class_time, compute_J, memory_J = priced.class_time_s, priced.compute_J, priced.memory_J
+        stage_s = priced.stage_s
         if self.stages > 1:
             send = self._send(shape.tokens, table, mode)
             stage_s = stage_s + np.append(np.full(self.stages - 1, send.time_s[0]), 0.0)
@@ -146,7 +142,63 @@ class IterationCostModel:
         return IterationCost(time_s=float(stage_s.sum()), compute_J=compute_J, memory_J=memory_J,
                              class_time_s=class_time, stage_time_s=tuple(stage_s.tolist()))
 
+    def _price_disaggregated(self, shape: StepShape) -> IterationCost:
+        """An iteration whose attention runs on the attention devices (sim/attention_pool.py), split in as many
+        micro-batches, up to the pool's, as make it fastest: each reads the model's weights again, so a small batch
+        runs whole. No more micro-batches than sequences of a kind to deal to them."""
+        most = min(self.attention.micro_batches, max(shape.prefill_seqs, shape.decode_seqs, 1))
+        return min((self._price_micro_batches(shape, n) for n in range(1, most + 1)), key=lambda cost: cost.time_s)
+
+    def _price_micro_batches(self, shape: StepShape, n: int) -> IterationCost:
+        """An iteration in `n` micro-batches taking turns: each one's kernels but its attention on the model's devices,
+        its attention on every attention device (each its heads), the sends between them in every layer."""
+        pool = self.attention
+        mode = pass_execution(self.execution, decode_only=shape.prefill_seqs == 0)
+        micro = shape.split(n)
+        table, counts = self.template.stage_table(micro, 1)
+        model = _price_rows(self.device, table, counts * ~table.attention_mask, mode)
+        heads, head_counts = pool.template.stage_table(micro, 1)
+        attention = _price_rows(pool.device, heads, head_counts * heads.attention_mask, mode)
+        out_s, back_s = pool.send_s(micro.tokens)
+        layers = self.template.attention_layers
+        time_s = disaggregated_time_s(float(model.stage_s.sum()), float(attention.stage_s.sum()), out_s, back_s,
+                                      layers, n)
+        class_time = (model.class_time_s + attention.class_time_s) * n
+        class_time[KERNEL_CLASS_NAMES.index(KIND_CLASS[KernelKind.SEND_RECV])] += n * layers * (out_s + back_s)
+        return IterationCost(time_s=time_s, compute_J=n * (model.compute_J + pool.devices * attention.compute_J),
+                             memory_J=n * (model.memory_J + pool.devices * attention.memory_J),
+                             class_time_s=class_time, stage_time_s=(time_s,))
+
     def _send(self, tokens: int, table: KernelTable, mode):
         """The cost of one stage's send of the iteration's hidden state to the next stage."""
         send = collective_kernel(KernelKind.SEND_RECV, table.kernels[0], float(tokens * self.send_B_per_token), 2)
         return self.device.cost_table(KernelTable.from_kernels([send]), mode)
+
+
+@dataclass(frozen=True)
+class _Priced:
+    """Rows of an iteration priced on one device (or system): each stage's time (its host's wait included), the time
+    by class (TIME_CLASS_NAMES order) and the dynamic energy."""
+
+    stage_s: np.ndarray
+    class_time_s: np.ndarray
+    compute_J: float
+    memory_J: float
+
+
+def _price_rows(device, table: KernelTable, counts: np.ndarray, mode) -> _Priced:
+    """`table`'s rows run `counts` times (stages x rows) on `device` in execution `mode`: kernels back to back, each
+    stage waiting on its host where the host's dispatch of its kernels takes longer than they run."""
+    costs = device.cost_table(table, mode)
+    time_s = costs.time_s * counts  # (stages, rows)
+    stage_device_s = time_s.sum(axis=1)
+    waits = host_stall_s(dispatch_s(device, mode) * counts.sum(axis=1), stage_device_s)
+    class_time = np.zeros(len(TIME_CLASS_NAMES))
+    for i, name in enumerate(KERNEL_CLASS_NAMES):
+        mask = table.class_masks.get(name)
+        if mask is not None:
+            class_time[i] = time_s[:, mask].sum()
+    class_time[-1] = waits.sum()
+    count = counts.sum(axis=0)
+    return _Priced(stage_s=stage_device_s + waits, class_time_s=class_time,
+                   compute_J=float(costs.compute_J @ count), memory_J=float(costs.memory_J @ count))

@@ -29,7 +29,12 @@ PREEMPTIONS = ("recompute", "swap")
 PREFIX_ATTENTIONS = ("paged", "cascade")
 # Fields added after serving results were first stored: left out of the repr (a point's key) at their default.
 KEY_NEUTRAL_DEFAULTS = frozenset({"prompt_batch_tokens", "slo_slowdown", "router", "max_decode_preemptions",
-                                  "prefix_attention", "memory_utilization"})
+                                  "prefix_attention", "memory_utilization", "attention_device", "attention_devices",
+                                  "attention_link", "attention_micro_batches"})
+# The most micro-batches an iteration is split in, by default, when attention runs on devices of its own: two take
+# turns on the model's and the attention devices (Lamina's staggered pipelining with one model replica,
+# MegaScale-Infer's ping-pong pipeline).
+ATTENTION_MICRO_BATCHES = 2
 
 
 DEFAULT_REQUESTS = 1000
@@ -90,6 +95,14 @@ class ServingSpec:
     # The share of each of a replica's devices' memory the engine may use for weights, activations and KV blocks
     # (vLLM's gpu_memory_utilization, 0.9 there by default); None: 1.0, every byte, as results stored before it.
     memory_utilization: float | None = None
+    # Model-attention disaggregation (sim/attention_pool.py, Lamina): the serving (or decode) pool's attention runs on
+    # attention_devices of attention_device per replica, which hold its KV cache, joined to the model's devices by
+    # attention_link; each iteration split in up to attention_micro_batches that take turns. "": the model's devices
+    # attend.
+    attention_device: str = ""
+    attention_devices: int = 1
+    attention_link: str = "roce-400g"
+    attention_micro_batches: int = ATTENTION_MICRO_BATCHES
 
     def key_text(self) -> str:
         """The text a design point's key hashes (explore/design_point.py canonical): the dataclass repr, less the
@@ -112,7 +125,8 @@ class ServingSpec:
             raise InputError("arrival: found 'trace' without a trace, allowed: a trace to replay (trace: NAME)")
         if self.arrival != "trace" and self.rate_per_s is None and self.capacity is None:
             raise InputError(f"rate_per_s: found none for {self.arrival} arrivals, allowed: a rate > 0 req/s")
-        for name in ("requests", "max_seqs", "max_batched_tokens", "chunk_tokens", "block_tokens", "replicas"):
+        for name in ("requests", "max_seqs", "max_batched_tokens", "chunk_tokens", "block_tokens", "replicas",
+                     "attention_devices", "attention_micro_batches"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InputError(f"{name}: found {value!r}, allowed: an integer >= 1")
@@ -210,7 +224,10 @@ class ServingSpec:
                 **({} if self.prefix_attention is None else {"prefix_attention": self.prefix_attention}),
                 **({} if self.max_decode_preemptions is None
                    else {"max_decode_preemptions": self.max_decode_preemptions}),
-                **({} if self.memory_utilization is None else {"memory_utilization": self.memory_utilization})}
+                **({} if self.memory_utilization is None else {"memory_utilization": self.memory_utilization}),
+                **({} if not self.attention_device else {
+                    "attention_device": self.attention_device, "attention_devices": self.attention_devices,
+                    "attention_link": self.attention_link, "attention_micro_batches": self.attention_micro_batches})}
 
     @property
     def memory_share(self) -> float:

@@ -1,0 +1,75 @@
+"""Model-attention disaggregation: a replica's attention on memory devices apart from the devices of its model.
+
+Lamina (Chen et al., arXiv:2405.01814v2) runs the attention of decoding on cheap memory-optimized devices that hold
+the KV cache, and the rest of the model (its GEMMs, norms, LM head) on compute devices: in every layer the model's
+devices send each token's query, key and value to the attention devices and take its attention output back
+((2 + 2/G) e d bytes a token and layer, its section 3.1). The attention devices split the heads (Lamina's head-level
+partitioning, section 5: each holds its heads of every sequence's KV and attends for them), as tensor parallelism
+splits them.
+
+The batch is split into micro-batches that take turns, so that while one micro-batch's attention runs on the
+attention devices another's layers run on the model's (Lamina's rotational staggered pipelining with one model
+replica, section 4.3; MegaScale-Infer's ping-pong).
+An iteration of n micro-batches over L layers then takes at least
+
+    max(M + A + L (c_out + c_back), n M, n A, n L c_out, n L c_back)
+
+with M and A one micro-batch's model and attention time over all layers and c_out, c_back its sends of one layer
+each way (latency plus bytes over the ports): every micro-batch's chain through the layers must run whole, and each
+group of devices and each direction of the link must serve every micro-batch. It is a lower bound of the schedule,
+reached where one term leads in every layer; with one micro-batch it is the sequential sum.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kernels.shapes import StepTemplate
+from workloads.model_config import ModelConfig
+
+# Bytes of an activation element sent between the devices: 16-bit, as pipeline sends (kernels/parallel.py).
+SEND_ELEMENT_B = 2.0
+
+
+def sent_bytes_per_token(config: ModelConfig) -> tuple[float, float]:
+    """Bytes one token sends to the attention devices in one layer (its query, key and value), and takes back (its
+    attention output)."""
+    query_B = config.num_heads * config.head_dim * SEND_ELEMENT_B
+    return query_B + 2 * config.num_kv_heads * config.head_dim * SEND_ELEMENT_B, query_B
+
+
+def disaggregated_time_s(model_s: float, attention_s: float, out_s: float, back_s: float, layers: int,
+                         micro_batches: int) -> float:
+    """The time of an iteration of `micro_batches` micro-batches, each taking `model_s` on the model's devices,
+    `attention_s` on the attention devices and `out_s`, `back_s` per layer on the link each way (module docstring)."""
+    n = micro_batches
+    return max(model_s + attention_s + layers * (out_s + back_s), n * model_s, n * attention_s, n * layers * out_s,
+               n * layers * back_s)
+
+
+@dataclass(frozen=True, kw_only=True)
+class AttentionPool:
+    """The attention devices of a replica: `devices` of `device` (a device model), joined to the model's devices by
+    `link` (a hw_models/link.py LinkModel) over `ports` ports each way, each running the attention rows of `template`
+    (the model's template sharded over the attention devices: its heads), with the iteration split in
+    `micro_batches`."""
+
+    device: object
+    devices: int
+    template: StepTemplate
+    link: object
+    ports: int
+    micro_batches: int
+    out_B_per_token: float  # sent_bytes_per_token: to the attention devices, per token and layer
+    back_B_per_token: float
+
+    def __post_init__(self) -> None:
+        for name in ("devices", "ports", "micro_batches"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}: found {value!r}, allowed: an integer >= 1")
+
+    def send_s(self, tokens: int) -> tuple[float, float]:
+        """Seconds one layer's sends of `tokens` tokens take each way: to the attention devices, and back."""
+        return tuple(float(self.link.collective_time_s("send_recv", tokens * per_token / self.ports, 2)) if tokens
+                     else 0.0 for per_token in (self.out_B_per_token, self.back_B_per_token))

@@ -1,0 +1,128 @@
+"""Attention on devices of its own (serving attention_device, sim/attention_pool.py): where a replica's KV blocks
+live, what its hardware costs and draws, how a sweep and `explore run` take the settings, and their one-line
+errors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from explore.cli import main
+from explore.design_point import DesignPoint
+from explore.results import read_results
+from sim.serving_spec import ServingSpec
+from tests.explore.tiny_sweep import write_sweep, write_tiny_model
+from workloads.requests import Fixed
+
+# Llama-3-70B (Hugging Face meta-llama/Meta-Llama-3-70B): 80 layers of 8 KV heads of 128 dims at 16 bits: K and V take
+# 2 x 80 x 8 x 128 x 2 B = 327,680 B a token, 5,242,880 B a block of 16 tokens.
+LLAMA_3_70B_KV_BLOCK_B = 2 * 80 * 8 * 128 * 2 * 16
+H20_B = 96e9  # Lamina (arXiv:2405.01814v2) Table 1: H20, 96 GB
+H100_USD_PER_HOUR, H20_USD_PER_HOUR = 3.78, 1.58  # the presets' prices (hw_models/presets/h100-sxm.yaml, h20.yaml)
+H100_IDLE_W, H20_IDLE_W = 71.8, 71.8  # the presets' idle powers (h20: H100's, a proxy)
+
+
+def _point(*, tp: int = 2, devices: int = 4, share: float | None = None, prefill: int = 1,
+           **serving) -> DesignPoint:
+    spec = ServingSpec(requests=16, rate_per_s=100.0, prompt=Fixed(tokens=1024), output=Fixed(tokens=32),
+                       prefill_replicas=prefill, attention_device="h20", attention_devices=devices,
+                       memory_utilization=share, **serving)
+    return DesignPoint(model="llama-3-70b", device="h100-sxm", batch=spec.max_seqs, prompt=0, output=0, serving=spec,
+                       execution="engine", tp=tp)
+
+
+@pytest.mark.parametrize(("devices", "share", "copies"), [(4, None, 1), (4, 0.9, 1), (16, None, 2)])
+def test_kv_blocks_fill_the_attention_devices_memory(evaluator, devices, share, copies):
+    """A replica's KV blocks are what its attention devices' memory holds, each device whole blocks of its heads: 4
+    H20s hold 4 x floor(96 GB / 5.24 MB) blocks, 0.9 of that at vLLM's default share; 16 split Llama-3-70B's 8 KV
+    heads two devices to a head, so each block is held twice. The weights stay on the model's two H100s."""
+    memory = evaluator.evaluate(_point(devices=devices, share=share, prefill=0)).result.memory
+    block_B = LLAMA_3_70B_KV_BLOCK_B * copies
+    assert memory.kv_block_B == block_B
+    assert memory.kv_blocks == devices * math.floor(H20_B * (share or 1.0) / block_B)
+    assert memory.capacity_B == 2 * 80e9 and memory.kv_capacity_B == devices * H20_B
+
+
+def test_the_weights_must_fit_the_model_devices(evaluator):
+    """Llama-3-70B's 141 GB of 16-bit weights do not fit one H100's 80 GB, however many H20s hold its KV: the point
+    is refused for the weights, not for KV blocks."""
+    metrics = evaluator.evaluate(_point(tp=1, prefill=0)).metrics
+    assert not metrics["fits_in_memory"]
+    reason = metrics["infeasible_reason"]
+    assert "141.1" in reason and "80.0 GB" in reason and "KV blocks" not in reason
+
+
+def test_price_and_idle_power_count_every_attention_device(evaluator):
+    """The system's hourly price and static power are its pools' devices: a prefill replica of 2 H100s and a decode
+    replica of 2 H100s with 4 H20s."""
+    point = _point()
+    evaluation = evaluator.evaluate(point)
+    assert evaluation.metrics["usd_per_hour"] == pytest.approx(4 * H100_USD_PER_HOUR + 4 * H20_USD_PER_HOUR)
+    result = evaluation.result
+    idle_W = 4 * H100_IDLE_W + 4 * H20_IDLE_W
+    assert result.energy_parts_J["static_J"] == pytest.approx(idle_W * result.makespan_s)
+
+
+def test_a_point_without_an_attention_device_keeps_its_key():
+    """Points that leave the attention settings out keep the keys stored before they existed."""
+    spec = ServingSpec(scheduler="chunked", requests=200, rate_per_s=4.0)
+    point = DesignPoint(model="llama-2-7b", device="h100-sxm", batch=256, prompt=0, output=0, serving=spec)
+    assert point.point_id == "1975a0ffdaf012dc"  # as tests/explore/test_serving_sweep.py holds it
+    assert "attention" not in spec.key_text() and not any(k.startswith("attention") for k in spec.columns())
+
+
+SERVING = """  requests: 12
+  prompt: {dist: fixed, tokens: 32}
+  output: {dist: fixed, tokens: 8}
+  rate: 200
+  prefill_replicas: 1
+"""
+
+
+def test_a_sweep_varies_attention_devices_with_a_column_each(tmp_path, capsys):
+    """A sweep over attention devices and micro-batches runs each point, shows the four settings in its columns and
+    names the attention devices in the device label."""
+    model = write_tiny_model(tmp_path)
+    path = write_sweep(tmp_path, f"name: attend\nmodel: {model}\ndevice: h100-sxm\nexecution: engine\n"
+                                 f"serving:\n{SERVING}  attention_device: h20\n  attention_devices: [1, 2]\n"
+                                 f"  attention_micro_batches: [1, 2]\n")
+    assert main([path, "--out", str(tmp_path / "out")]) == 0
+    rows = read_results(tmp_path / "out")
+    assert len(rows) == 4 and all(row["fits_in_memory"] for row in rows)
+    assert {(row["attention_devices"], row["attention_micro_batches"]) for row in rows} == {
+        (1, 1), (1, 2), (2, 1), (2, 2)}
+    assert {row["attention_device"] for row in rows} == {"h20"} and {row["attention_link"] for row in rows} == {
+        "roce-400g"}
+    assert "h100-sxm + h20 x2" in (tmp_path / "out" / "report.md").read_text()
+
+
+@pytest.mark.parametrize(("extra", "key", "found"), [
+    ("  attention_devices: 2\n", "serving.attention_devices", "found 2 with no attention_device"),
+    ("  attention_micro_batches: 3\n", "serving.attention_micro_batches", "found 3 with no attention_device"),
+    ("  attention_link: roce-400g\n", "serving.attention_link", "found 'roce-400g' with no attention_device"),
+    ("  attention_device: h2\n", "serving.attention_device", "found 'h2'"),
+    ("  attention_device: h20\n  attention_devices: 3\n", "attention_devices", "found 3, allowed: a divisor"),
+])
+def test_a_sweep_s_attention_mistakes_get_one_line(tmp_path, capsys, extra, key, found):
+    """`explore check` refuses each before a point runs, in one line naming the key and what it found."""
+    model = write_tiny_model(tmp_path)
+    path = write_sweep(tmp_path, f"name: attend\nmodel: {model}\ndevice: h100-sxm\nserving:\n{SERVING}{extra}")
+    assert main(["check", path]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and key in err and found in err, err
+
+
+@pytest.mark.parametrize(("flags", "found"), [
+    (["--attention-devices", "2"], "--attention-devices: found 2 with no --attention-device"),
+    (["--attention-micro-batches", "1"], "--attention-micro-batches: found 1 with no --attention-device"),
+    (["--attention-device", "h20", "--pp", "2"], "attention_device: found 'h20' on 2 pipeline stages"),
+    (["--attention-device", "h20", "--preemption", "swap"], "attention_device: found 'h20' with preemption 'swap'"),
+    (["--attention-device", "h20", "--attention-link", "roce-4"], "--attention-link: found 'roce-4'"),
+])
+def test_explore_run_s_attention_mistakes_get_one_line(tmp_path, capsys, flags, found):
+    model = write_tiny_model(tmp_path)
+    assert main(["run", "--model", model, "--device", "h100-sxm", "--serving", "--rate", "10", "--requests", "4",
+                 "--prompt", "32", "--output", "4", *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and found in err, err
