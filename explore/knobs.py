@@ -480,6 +480,10 @@ register(Knob(name="max_decode_preemptions", type=int, section="serving", scope=
               minimum=0, help="orca only: new prompts take the iteration's token budget (prompt_batch_tokens) first "
               "and running decodes past it sit out, each at most this many iterations (splitwise-sim's baseline "
               "machines: 4); unset: decodes never sit out"))
+register(Knob(name="memory_utilization", type=float, section="serving", scope="serving", default=None, flag=False,
+              check=_unit_fraction, allowed_text="a fraction in (0, 1]",
+              help="the share of each device's memory a serving replica may use for its weights, activations and KV "
+              "blocks (vLLM's gpu_memory_utilization, 0.9 by default there); unset: 1, every byte"))
 # Model-attention disaggregation (sim/attention_pool.py): columns in sweeps whose serving section names an attention
 # device, every one of the four there.
 register(Knob(name="attention_device", type=str, section="serving", scope="serving", default=None, flag=False,
@@ -497,7 +501,3 @@ register(Knob(name="attention_micro_batches", type=int, section="serving", scope
               help="the most micro-batches an iteration splits in so that the model's and the attention devices "
               "take turns (with attention_device; default 2, Lamina's staggered pipelining on one model replica); "
               "each iteration uses as many as make it fastest"))
-register(Knob(name="memory_utilization", type=float, section="serving", scope="serving", default=None, flag=False,
-              check=_unit_fraction, allowed_text="a fraction in (0, 1]",
-              help="the share of each device's memory a serving replica may use for its weights, activations and KV "
-              "blocks (vLLM's gpu_memory_utilization, 0.9 by default there); unset: 1, every byte"))
