@@ -226,7 +226,8 @@ def _idle_serving_flag(args) -> str:
              "with an SLO to attain (--slo-ttft, --slo-tpot or --slo-slowdown), or left out"),
             ("--prefix-attention", args.prefix_attention, args.prefix_attention is not None and not args.prefix_tokens,
              "with --prefix-tokens N (N >= 1: a prefix every request shares), or left out"),
-            *((flag, getattr(args, name), getattr(args, name) != getattr(spec, name) and not args.attention_device,
+            *((flag, getattr(args, name), getattr(args, name) != getattr(spec, name)
+               and args.attention_device in ("", "none"),
                "with --attention-device DEVICE (attention on devices of its own), or left out")
               for flag, name in (("--attention-devices", "attention_devices"), ("--attention-link", "attention_link"),
                                  ("--attention-micro-batches", "attention_micro_batches"))),
@@ -396,7 +397,8 @@ def _serving_spec(args) -> ServingSpec:
             raise InputError(f"--trace: {str(err).removeprefix('trace: ')}") from None
     for flag, value, load in (("--prefill-device", args.prefill_device, load_device),
                               ("--kv-link", args.kv_link, load_link_model),
-                              ("--attention-device", args.attention_device, load_device),
+                              ("--attention-device", "" if args.attention_device == "none" else args.attention_device,
+                               load_device),
                               ("--attention-link", args.attention_link, load_link_model)):
         try:
             if value:
@@ -522,7 +524,7 @@ def _assumptions(point: DesignPoint, device) -> str:
         pools = (f"{s.prefill_replicas} prefill replica(s) ({s.prefill_device or point.device}) handing KV over "
                  f"{s.kv_link} to {s.replicas} decode replica(s)" if s.disaggregated
                  else f"{s.replicas} replica(s)")
-        if s.attention_device:
+        if s.attends_apart:
             pools += (f", attention on {s.attention_devices} x {s.attention_device} per "
                       f"{'decode ' if s.disaggregated else ''}replica over {s.attention_link} (up to "
                       f"{s.attention_micro_batches} micro-batches)")

@@ -217,7 +217,7 @@ class Evaluator:
         serving point that differs only in its requests or scheduler, so each shape is priced once); with
         `attention`, its attention on the serving spec's attention devices (attention_pool)."""
         spec = point.serving
-        attends_apart = attention and spec is not None and bool(spec.attention_device)
+        attends_apart = attention and spec is not None and spec.attends_apart
         key = (point.model, fmt, point.device, point.overrides, point.use_calibration, point.execution, point.tp,
                point.link, point.link_overrides, point.ep, point.knob("allreduce"), point.pp) + (
             (spec.attention_device, spec.attention_devices, spec.attention_link, spec.attention_micro_batches)
@@ -620,7 +620,7 @@ class Evaluator:
         if point.knob("offload") != "none":
             raise InputError(f"offload: found {point.knob('offload')!r} with serving:, allowed: none (offloading in a "
                              f"serving run is not modeled; a static batch offloads)")
-        if point.serving.attention_device:
+        if point.serving.attends_apart:
             self._check_attention(point)
         for name in (point.device, point.serving.prefill_device if point.serving.disaggregated else ""):
             pool_point = _on_device(point, name)

@@ -486,18 +486,20 @@ register(Knob(name="memory_utilization", type=float, section="serving", scope="s
               "blocks (vLLM's gpu_memory_utilization, 0.9 by default there); unset: 1, every byte"))
 # Model-attention disaggregation (sim/attention_pool.py): columns in sweeps whose serving section names an attention
 # device, every one of the four there.
-register(Knob(name="attention_device", type=str, section="serving", scope="serving", default=None, flag=False,
-              allowed_text="a device preset or a path to a device YAML",
+register(Knob(name="attention_device", type=str, section="serving", scope="serving", default="none", flag=False,
+              allowed_text="none, a device preset or a path to a device YAML (a list sweeps them)",
               help="the device that runs the serving (or decode) pool's attention and holds its KV cache, apart from "
-              "the model's devices (model-attention disaggregation: Lamina); unset: the model's devices attend"))
+              "the model's devices (model-attention disaggregation: Lamina); none: the model's devices attend"))
 register(Knob(name="attention_devices", type=int, section="serving", scope="serving", default=None, flag=False,
-              minimum=1, help="attention devices per replica, splitting the heads (with attention_device; default 1)"))
+              minimum=1, only_with=("attention_device",),
+              help="attention devices per replica, splitting the heads (with attention_device; default 1)"))
 register(Knob(name="attention_link", type=str, section="serving", scope="serving", default=None, flag=False,
+              only_with=("attention_device",),
               allowed_text="a link preset (explore presets links) or a path to a link YAML",
               help="the link between the model's and the attention devices, a port per device (with "
               "attention_device; default roce-400g, Lamina's measured RoCE)"))
 register(Knob(name="attention_micro_batches", type=int, section="serving", scope="serving", default=None,
-              flag=False, minimum=1,
+              flag=False, minimum=1, only_with=("attention_device",),
               help="the most micro-batches an iteration splits in so that the model's and the attention devices "
               "take turns (with attention_device; default 2, Lamina's staggered pipelining on one model replica); "
               "each iteration uses as many as make it fastest"))

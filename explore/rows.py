@@ -202,7 +202,7 @@ def device_label(row: dict[str, Any]) -> str:
         system = [f"tp{tp} pp{pp}"] if pp > 1 else []
         system += [link] if (link := link_label(row)) else []
         name += f" x{tp * pp}" + (f" ({', '.join(system)})" if system else "")
-    if row.get("attention_device") not in (None, ""):  # attention on devices of its own: 'h100-sxm x2 + h20 x4'
+    if row.get("attention_device") not in (None, "", "none"):  # attention on devices of its own: 'h100-sxm x2 + h20 x4'
         count = as_number(row.get("attention_devices"))
         name += f" + {row['attention_device']} x{int(count) if math.isfinite(count) else 1}"
     marks = {"none": " (uncalibrated)", "sibling": " (sibling fit)"}

@@ -12,7 +12,7 @@ from explore.schema import PositiveInt, PositiveNumber, Strict, as_list, finite,
 from hw_models.link import load_link_model
 from hw_models.registry import load_device
 from kernels.parallel import check_expert_parallel, check_pipeline_parallel, check_tensor_parallel
-from sim.serving_spec import ServingSpec
+from sim.serving_spec import ATTENTION_FIELDS, ServingSpec
 from sim.slowdown import METRICS as SLOWDOWN_OF
 from sim.slowdown import PERCENTILES as SLOWDOWN_PERCENTILES
 from sim.slowdown import SLOWDOWN_PRESETS, SlowdownSLO
@@ -171,7 +171,7 @@ class Serving(Strict):
     memory_utilization: one_or_more(knob_type(KNOBS["memory_utilization"])) | None = None
     # Model-attention disaggregation (sim/attention_pool.py): the pool's attention on attention_devices of
     # attention_device, over attention_link, in up to attention_micro_batches.
-    attention_device: str | None = None
+    attention_device: one_or_more(str) | None = None  # none, or a device (a list compares them)
     attention_devices: one_or_more(knob_type(KNOBS["attention_devices"])) | None = None
     attention_link: str | None = None
     attention_micro_batches: one_or_more(knob_type(KNOBS["attention_micro_batches"])) | None = None
@@ -238,7 +238,7 @@ def serving_dimensions(serving: Serving) -> dict[str, list]:
         dims["prefix_attention"] = as_list(serving.prefix_attention)
     if serving.memory_utilization is not None:
         dims["memory_utilization"] = as_list(serving.memory_utilization)
-    for name in ("attention_devices", "attention_micro_batches"):
+    for name in ("attention_device", "attention_devices", "attention_micro_batches"):
         if getattr(serving, name) is not None:
             dims[name] = as_list(getattr(serving, name))
     if serving.arrival != "gamma":
@@ -263,21 +263,17 @@ def serving_spec(serving: Serving, values: dict[str, Any]) -> ServingSpec:
         replicas=values["replicas"], prefill_replicas=values["prefill_replicas"],
         prefill_device=serving.prefill_device or "", kv_link=serving.kv_link, router=values.get("router"),
         prefix_attention=values.get("prefix_attention"), memory_utilization=values.get("memory_utilization"),
-        attention_device=serving.attention_device or "",
+        attention_device=values.get("attention_device", ""),
         attention_devices=values.get("attention_devices", DEFAULT.attention_devices),
         attention_link=serving.attention_link or DEFAULT.attention_link,
         attention_micro_batches=values.get("attention_micro_batches", DEFAULT.attention_micro_batches))
-
-
-# The settings of an attention device, which a results table shows wherever a sweep names one (ServingSpec.columns).
-ATTENTION_SETTINGS = ("attention_device", "attention_devices", "attention_link", "attention_micro_batches")
 
 
 def serving_knobs_set(serving: Serving) -> list[str]:
     """The serving knobs with a column only where set (explore/knobs.py) that a serving section sets: the attention
     settings all four where it names an attention device."""
     return [k.name for k in knobs(scope="serving") if k.column == "when set" and (
-        getattr(serving, k.name) is not None or k.name in ATTENTION_SETTINGS and serving.attention_device)]
+        getattr(serving, k.name) is not None or k.name in ATTENTION_FIELDS and serving.attention_device)]
 
 
 def _unkeyed(err: InputError) -> str:
@@ -303,12 +299,12 @@ def check_serving(serving: Serving, models: list[str], located: LocatedYAML) -> 
                              f"scheduler 'orca' (decodes preempted by arriving prompts, as splitwise-sim's baseline)")
     if serving is not None:
         for key in ("prefill_device", "kv_link", "attention_device", "attention_link"):
-            name = getattr(serving, key)
-            if name:
-                try:
-                    load_device(name) if key.endswith("device") else load_link_model(name)
-                except InputError as err:
-                    raise InputError(f"{located.where(('serving', key))}: serving.{key}: {_unkeyed(err)}") from None
+            for name in as_list(getattr(serving, key)):
+                if name and name != "none":
+                    try:
+                        load_device(name) if key.endswith("device") else load_link_model(name)
+                    except InputError as err:
+                        raise InputError(f"{located.where(('serving', key))}: serving.{key}: {_unkeyed(err)}") from None
         _check_idle(serving, located)
         for model in models:
             context = load_model_config(model).max_positions
@@ -323,6 +319,7 @@ def _check_idle(serving: Serving, located: LocatedYAML) -> None:
     given = serving.model_fields_set
     no_pool = all(replicas == 0 for replicas in as_list(serving.prefill_replicas))
     slo = serving.slo
+    attends_apart = any(name != "none" for name in as_list(serving.attention_device or "none"))
     pool = "with prefill_replicas >= 1 (a prefill pool to hand over from), or left out"
     for key, idle, context, allowed in (
             (("cv",), "cv" in given and serving.arrival != "gamma", f"arrival {serving.arrival!r}",
@@ -332,9 +329,9 @@ def _check_idle(serving: Serving, located: LocatedYAML) -> None:
              "with preemption: swap (recompute preemption moves nothing over the host link), or left out"),
             (("prefill_device",), bool(serving.prefill_device) and no_pool, "no prefill pool", pool),
             (("kv_link",), "kv_link" in given and no_pool, "no prefill pool", pool),
-            *(((key,), getattr(serving, key) is not None and not serving.attention_device, "no attention_device",
+            *(((key,), getattr(serving, key) is not None and not attends_apart, "no attention_device",
                "with attention_device: DEVICE (attention on devices of its own), or left out")
-              for key in ATTENTION_SETTINGS[1:]),
+              for key in ATTENTION_FIELDS[1:]),
             (("slo", "attainment"), slo is not None and "attainment" in slo.model_fields_set and not (
                 slo.ttft_s or slo.tpot_s or slo.slowdown), "no SLO limit",
              "with ttft_s, tpot_s or slowdown limits to attain, or left out"),

@@ -31,6 +31,8 @@ PREFIX_ATTENTIONS = ("paged", "cascade")
 KEY_NEUTRAL_DEFAULTS = frozenset({"prompt_batch_tokens", "slo_slowdown", "router", "max_decode_preemptions",
                                   "prefix_attention", "memory_utilization", "attention_device", "attention_devices",
                                   "attention_link", "attention_micro_batches"})
+# The settings of attention devices: a point whose model's devices attend is the same design whatever they say.
+ATTENTION_FIELDS = ("attention_device", "attention_devices", "attention_link", "attention_micro_batches")
 # The most micro-batches an iteration is split in, by default, when attention runs on devices of its own: two take
 # turns on the model's and the attention devices (Lamina's staggered pipelining with one model replica,
 # MegaScale-Infer's ping-pong pipeline).
@@ -97,8 +99,8 @@ class ServingSpec:
     memory_utilization: float | None = None
     # Model-attention disaggregation (sim/attention_pool.py, Lamina): the serving (or decode) pool's attention runs on
     # attention_devices of attention_device per replica, which hold its KV cache, joined to the model's devices by
-    # attention_link; each iteration split in up to attention_micro_batches that take turns. "": the model's devices
-    # attend.
+    # attention_link; each iteration split in up to attention_micro_batches that take turns. "" or "none": the model's
+    # devices attend ("none" where a sweep lists it beside attention devices: its rows carry the attention columns).
     attention_device: str = ""
     attention_devices: int = 1
     attention_link: str = "roce-400g"
@@ -107,7 +109,8 @@ class ServingSpec:
     def key_text(self) -> str:
         """The text a design point's key hashes (explore/design_point.py canonical): the dataclass repr, less the
         fields at a default that specs written before those fields existed lack, so stored results keep their keys."""
-        shown = (f for f in fields(self) if not (f.name in KEY_NEUTRAL_DEFAULTS and getattr(self, f.name) == f.default))
+        shown = (f for f in fields(self) if not (f.name in KEY_NEUTRAL_DEFAULTS and getattr(self, f.name) == f.default)
+                 and not (f.name in ATTENTION_FIELDS and not self.attends_apart))
         return f"{type(self).__name__}({', '.join(f'{f.name}={getattr(self, f.name)!r}' for f in shown)})"
 
     def __post_init__(self) -> None:
@@ -225,9 +228,15 @@ class ServingSpec:
                 **({} if self.max_decode_preemptions is None
                    else {"max_decode_preemptions": self.max_decode_preemptions}),
                 **({} if self.memory_utilization is None else {"memory_utilization": self.memory_utilization}),
+                # Where a sweep names attention devices: the settings, none where the model's devices attend.
                 **({} if not self.attention_device else {
-                    "attention_device": self.attention_device, "attention_devices": self.attention_devices,
-                    "attention_link": self.attention_link, "attention_micro_batches": self.attention_micro_batches})}
+                    name: getattr(self, name) if self.attends_apart else None for name in ATTENTION_FIELDS}
+                   | {"attention_device": self.attention_device})}
+
+    @property
+    def attends_apart(self) -> bool:
+        """Whether attention runs on devices of its own (attention_device names one)."""
+        return self.attention_device not in ("", "none")
 
     @property
     def memory_share(self) -> float:

@@ -97,8 +97,29 @@ def test_a_sweep_varies_attention_devices_with_a_column_each(tmp_path, capsys):
     assert "h100-sxm + h20 x2" in (tmp_path / "out" / "report.md").read_text()
 
 
+def test_a_sweep_compares_attention_devices_with_none(tmp_path, capsys):
+    """attention_device: [none, h20] compares the model's devices attending with H20s attending: a none row is the
+    design without the setting (its key is the one a sweep without the attention settings gives it, and its
+    attention settings are empty), and the sweep notes that attention_devices changes nothing there."""
+    model = write_tiny_model(tmp_path)
+    head = f"name: attend\nmodel: {model}\ndevice: h100-sxm\nexecution: engine\nserving:\n{SERVING}"
+    plain = write_sweep(tmp_path, head)
+    assert main([plain, "--out", str(tmp_path / "plain")]) == 0
+    (baseline,) = read_results(tmp_path / "plain")
+    path = write_sweep(tmp_path, head + "  attention_device: [none, h20]\n  attention_devices: [1, 2]\n")
+    assert main([path, "--out", str(tmp_path / "out")]) == 0
+    assert "attention_devices changes nothing where attention_device is none" in capsys.readouterr().err
+    rows = read_results(tmp_path / "out")
+    none = [row for row in rows if row["attention_device"] == "none"]
+    assert {row["point_id"] for row in none} == {baseline["point_id"]}
+    assert all(row["attention_devices"] is None and row["tokens_per_s"] == baseline["tokens_per_s"] for row in none)
+    assert {row["attention_devices"] for row in rows if row["attention_device"] == "h20"} == {1, 2}
+
+
 @pytest.mark.parametrize(("extra", "key", "found"), [
     ("  attention_devices: 2\n", "serving.attention_devices", "found 2 with no attention_device"),
+    ("  attention_device: none\n  attention_devices: 2\n", "serving.attention_devices",
+     "found 2 with no attention_device"),
     ("  attention_micro_batches: 3\n", "serving.attention_micro_batches", "found 3 with no attention_device"),
     ("  attention_link: roce-400g\n", "serving.attention_link", "found 'roce-400g' with no attention_device"),
     ("  attention_device: h2\n", "serving.attention_device", "found 'h2'"),
@@ -115,6 +136,8 @@ def test_a_sweep_s_attention_mistakes_get_one_line(tmp_path, capsys, extra, key,
 
 @pytest.mark.parametrize(("flags", "found"), [
     (["--attention-devices", "2"], "--attention-devices: found 2 with no --attention-device"),
+    (["--attention-device", "none", "--attention-devices", "2"],
+     "--attention-devices: found 2 with no --attention-device"),
     (["--attention-micro-batches", "1"], "--attention-micro-batches: found 1 with no --attention-device"),
     (["--attention-device", "h20", "--pp", "2"], "attention_device: found 'h20' on 2 pipeline stages"),
     (["--attention-device", "h20", "--preemption", "swap"], "attention_device: found 'h20' with preemption 'swap'"),
