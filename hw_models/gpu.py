@@ -16,12 +16,16 @@ kernel durations measure).
 
 Energy: static (idle) power x time, plus per-FLOP and per-byte dynamic energy. DRAM energy per bit
 is a published figure for the memory technology (in the preset). The FLOP energy of a dtype is
-derived, not looked up: we assume the board reaches its TDP when the math units run at that dtype's
-peak and DRAM streams at full bandwidth, so
-    J/FLOP(dtype) = (TDP - idle - bandwidth x J/byte) / peak(dtype),
-with every number taken from the preset as shipped. FLOP energy is a property of the chip's circuits,
+derived, not looked up: we assume the board reaches its TDP when its math units run as fast as its GEMMs
+ever do (the fitted GEMM ceiling, compute_fraction of the dtype's datasheet peak; the whole peak where no fit
+prices the dtype) and DRAM streams at full bandwidth, so
+    J/FLOP(dtype) = (TDP - idle - bandwidth x J/byte) / (ceiling(dtype) x peak(dtype)),
+with every number taken from the preset as shipped. Boards do meet their power limit on compute-bound work: an
+H100 SXM's training throughput already falls at a 600 W limit (Mayr et al., arXiv:2603.16164, Table 4), where the
+datasheet peak would put a GEMM at 75% of it well under the TDP. FLOP energy is a property of the chip's circuits,
 so a what-if override (more bandwidth, a higher peak) leaves it unchanged; for the preset itself the
-assumption keeps the average power of any kernel at or below the TDP.
+assumption keeps the average power of any kernel at or below the TDP. Under a power cap below the TDP
+(power.cap_W) a kernel that would draw more runs at a lower clock (hw_models/gpu_power.py).
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from hw_models.gpu_efficiency import (
     stream_memory_s,
     tile_counts,
 )
+from hw_models.gpu_power import DVFS_EXPONENT, capped_busy_s, capped_clock
 from hw_models.gpu_quant import MIXED_INPUT_TILES, QuantPlan, dequant_ops, lane_ops_per_s, quant_plan
 from hw_models.gpu_reduction import serial_steps
 from hw_models.gpu_spec import GPUSpec
@@ -98,8 +103,15 @@ class GPUModel(DeviceModel):
     def joules_per_flop(self, dtype: str) -> float:
         """Energy of one FLOP in `dtype`, derived from the reference preset (see the module docstring)."""
         if dtype not in self._flop_J:
-            self._flop_J[dtype] = self._dynamic_W / self.reference.peak_flops(dtype)
+            self._flop_J[dtype] = self._dynamic_W / (self._math_ceiling(dtype) * self.reference.peak_flops(dtype))
         return self._flop_J[dtype]
+
+    def _math_ceiling(self, dtype: str) -> float:
+        """The share of a dtype's datasheet peak at which the board draws its TDP: its fitted GEMMs' ceiling
+        (compute_fraction) where the preset has a fit for it, else the whole peak (the vector units, an uncalibrated
+        preset)."""
+        fit = None if self.calibration is None or dtype == VECTOR_DTYPE else self.calibration.gemm_fit(dtype)
+        return 1.0 if fit is None else fit.compute_fraction
 
     def host_s(self, execution: str) -> float:
         """Launch cost per kernel in an execution mode, in series with the kernels: a stream launch for PyTorch
@@ -346,12 +358,17 @@ class GPUModel(DeviceModel):
         plans = self.row_plans(table)
         vector_ops = self._vector_ops(table, plans)
         compute_s, memory_s, busy_s, latency_s = self._device_times(table, peak, plans, vector_ops)
-        overhead_s = latency_s + host_s
-        time_s = busy_s + overhead_s
         compute_J = table.flops * flop_J
         if vector_ops is not None:  # a lane instruction is one FMA's issue: two FLOPs of vector energy
             compute_J = compute_J + 2.0 * vector_ops * self.joules_per_flop(VECTOR_DTYPE)
         memory_J = table.bytes * spec.dram_J_per_byte
+        if spec.power.cap_W is not None:  # under a power limit, a kernel that would draw more runs at a lower clock
+            clock = capped_clock(busy_s=busy_s, compute_s=compute_s, memory_s=memory_s, compute_J=compute_J,
+                                 memory_J=memory_J, idle_W=spec.power.idle_W, cap_W=spec.power.cap_W)
+            busy_s = capped_busy_s(busy_s, compute_s, memory_s, clock)
+            compute_s, compute_J = compute_s / clock, compute_J * clock ** (DVFS_EXPONENT - 1)
+        overhead_s = latency_s + host_s
+        time_s = busy_s + overhead_s
         static_J = spec.power.idle_W * time_s
         return KernelCosts.broadcast(time_s=time_s, compute_s=compute_s, memory_s=memory_s, overhead_s=overhead_s,
                                      compute_J=compute_J, memory_J=memory_J, static_J=static_J)

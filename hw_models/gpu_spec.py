@@ -102,13 +102,28 @@ class SiblingSpec:
 
 
 @dataclass(frozen=True, kw_only=True, config=SPEC_CONFIG)
+class GPUPowerSpec(PowerSpec):
+    """A GPU's power: its TDP, idle power, and a power limit below the TDP where one is set (a what-if:
+    `--set power.cap_W=350`, hw_models/gpu_power.py; unset: the TDP, the limit a board ships with)."""
+
+    cap_W: Positive | None = None
+
+    @model_validator(mode="after")
+    def _cap_between_idle_and_tdp(self):
+        if self.cap_W is not None and not self.idle_W < self.cap_W <= self.tdp_W:
+            raise ValueError(f"cap_W ({self.cap_W:g}) must be above idle_W ({self.idle_W:g}) and at most tdp_W "
+                             f"({self.tdp_W:g})")
+        return self
+
+
+@dataclass(frozen=True, kw_only=True, config=SPEC_CONFIG)
 class GPUSpec(OffChipMemory):
     name: str
     kind: Literal["gpu"]
     description: str
     compute: ComputeSpec
     memory: MemorySpec
-    power: PowerSpec
+    power: GPUPowerSpec
     energy: EnergySpec
     overhead: OverheadSpec
     area: AreaSpec

@@ -42,8 +42,8 @@ class Unread:
 
 # Shared by every kind: the cost models price energy from idle power and energy per action.
 TDP_UNREAD = Unread("no cost model reads a what-if TDP: energy is idle power x time plus energy per action "
-                    "(a GPU's energy per FLOP is derived once from the shipped preset's TDP), and power "
-                    "capping is not modeled; override power.idle_W or an energy field instead")
+                    "(a GPU's energy per FLOP is derived once from the shipped preset's TDP); override "
+                    "power.idle_W or an energy field instead, or cap a GPU's power with power.cap_W")
 
 
 # What a matrix kernel in each dtype runs as on hardware without units for it: the next wider format it has

@@ -66,7 +66,7 @@ BAD_SWEEPS = {
                                     "device.memory.l2_cache_MB", "not a what-if knob"),
     "derived unread field": ("overrides: {device.memory.bandwidth_GBps: [1000, 2000]}\nderived:\n"
                              "  device.power.tdp_W: '0.2 * device.memory.bandwidth_GBps'", 6,
-                             "derived.device.power.tdp_W", "power capping is not modeled"),
+                             "derived.device.power.tdp_W", "cap a GPU's power with power.cap_W"),
     "empty device list": ("workload: {batch: 1}\noverrides: {device.memory.bandwidth_GBps: []}", 5,
                           "overrides.device.memory.bandwidth_GBps", "found [], allowed: a list of at least 1"),
     "infinite override": ("overrides: {device.memory.bandwidth_GBps: [1000, .inf]}", 4,
