@@ -52,8 +52,8 @@ class ServingMemory:
     capacity_B: float  # its devices' memory, every byte
     utilization: float = 1.0  # the share of capacity_B the engine may use
     devices: int = 1  # the devices capacity_B sums (a replica's tp x pp)
-    # Attention devices holding the KV blocks apart from the model's devices (sim/attention_pool.py), each a sequence's
-    # whole cache, and their memory, every byte (0: the KV blocks share capacity_B with the weights).
+    # Attention devices holding the KV blocks apart from the model's devices (sim/attention_pool.py), each its heads'
+    # share of every block, and their memory, every byte (0: the KV blocks share capacity_B with the weights).
     kv_devices: int = 0
     kv_capacity_B: float = 0.0
 
@@ -117,6 +117,11 @@ def serving_memory_reason(memory: ServingMemory, requests: RequestSet, scheduler
         return (f"needs {(memory.weights_B + memory.activations_B) / 1e9:.1f} GB for weights "
                 f"({memory.weights_B / 1e9:.1f}) and the activations of a {scheduler.token_budget()}-token "
                 f"iteration ({memory.activations_B / 1e9:.1f}), but {memory.usable_text()}")
+    if memory.kv_blocks < 1 and memory.kv_devices:
+        each_B = memory.kv_capacity_B / memory.kv_devices * memory.utilization
+        return (f"a KV block of {memory.block_tokens} tokens takes {memory.kv_block_B / 1e9:.3g} GB, "
+                f"{memory.kv_block_B / memory.kv_devices / 1e9:.3g} on each of the {memory.kv_devices} attention "
+                f"devices, but each may use {each_B / 1e9:.3g} GB")
     if memory.kv_blocks < 1:
         return (f"needs {(memory.weights_B + memory.activations_B) / 1e9:.1f} GB for weights "
                 f"({memory.weights_B / 1e9:.1f}) and the activations of a {scheduler.token_budget()}-token "
@@ -125,13 +130,14 @@ def serving_memory_reason(memory: ServingMemory, requests: RequestSet, scheduler
     cached = math.ceil(kept_tokens(longest, window))  # a sliding window keeps its last tokens only
     shared = shared_prefix_tokens(prefix_tokens, memory.block_tokens)
     needed = math.ceil(max(cached - shared, 1) / memory.block_tokens) + shared // memory.block_tokens
-    # A sequence's cache lies whole on one attention device.
-    blocks = memory.kv_blocks // (engines * max(memory.kv_devices, 1))
+    # Attention devices split every block by its heads: a sequence's cache spans them all, as it spans tp devices.
+    blocks = memory.kv_blocks // engines
     usable = blocks - math.ceil(scheduler.limits.watermark * blocks)
     if needed > usable and memory.kv_devices:
         return (f"the longest request needs {needed} KV blocks of {memory.block_tokens} tokens ({longest} tokens) but "
-                f"{usable} fit (less the admission watermark) in one of the {memory.kv_devices} attention devices' "
-                f"{memory.kv_cache_B / memory.kv_devices / 1e9:.1f} GB of KV blocks each")
+                f"{usable} fit (less the admission watermark) in the {memory.kv_devices} attention devices' "
+                f"{memory.kv_cache_B / 1e9:.1f} GB of KV blocks ({memory.kv_cache_B / memory.kv_devices / 1e9:.1f} "
+                f"each, every block split by its heads)")
     if needed > usable:
         share = f"each of {engines} pipeline engines' share of " if engines > 1 else ""
         of = "" if memory.utilization == 1.0 else (f" of the {memory.usable_B / 1e9:.1f} GB it may use, "
@@ -148,10 +154,10 @@ def serving_memory(*, capacity_B: float, weights_B: float, activations_B: float,
     """Every byte of `utilization` x `capacity_B` left after the weights and the activation reserve holds KV blocks
     (vLLM's profiling rule: gpu_memory_utilization, 0.9 by default there, of each device's memory); `capacity_B`
     sums the memory of `devices`. With `kv_devices` attention devices the blocks fill `utilization` of their
-    `kv_capacity_B` instead, each device's memory holding whole blocks."""
+    `kv_capacity_B` instead, each device holding its heads' share (1 / kv_devices) of every block."""
     block_B = kv_bytes_per_token * block_tokens
     if kv_devices:
-        blocks = kv_devices * math.floor(kv_capacity_B / kv_devices * utilization / block_B)
+        blocks = math.floor(kv_capacity_B / kv_devices * utilization / (block_B / kv_devices))
     else:
         blocks = max(0, math.floor((capacity_B * utilization - weights_B - activations_B) / block_B))
     return ServingMemory(weights_B=weights_B, activations_B=activations_B, kv_block_B=block_B, kv_blocks=blocks,

@@ -34,13 +34,13 @@ def _point(*, tp: int = 2, devices: int = 4, share: float | None = None, prefill
 
 @pytest.mark.parametrize(("devices", "share", "copies"), [(4, None, 1), (4, 0.9, 1), (16, None, 2)])
 def test_kv_blocks_fill_the_attention_devices_memory(evaluator, devices, share, copies):
-    """A replica's KV blocks are what its attention devices' memory holds, each device whole blocks of its heads: 4
-    H20s hold 4 x floor(96 GB / 5.24 MB) blocks, 0.9 of that at vLLM's default share; 16 split Llama-3-70B's 8 KV
-    heads two devices to a head, so each block is held twice. The weights stay on the model's two H100s."""
+    """A replica's KV blocks are what its attention devices' memory holds, each device its heads' share of every
+    block: 4 H20s hold floor(4 x 96 GB / 5.24 MB) blocks, 0.9 of that at vLLM's default share; 16 split Llama-3-70B's
+    8 KV heads two devices to a head, so each block is held twice. The weights stay on the model's two H100s."""
     memory = evaluator.evaluate(_point(devices=devices, share=share, prefill=0)).result.memory
     block_B = LLAMA_3_70B_KV_BLOCK_B * copies
     assert memory.kv_block_B == block_B
-    assert memory.kv_blocks == devices * math.floor(H20_B * (share or 1.0) / block_B)
+    assert memory.kv_blocks == math.floor(devices * H20_B * (share or 1.0) / block_B)
     assert memory.capacity_B == 2 * 80e9 and memory.kv_capacity_B == devices * H20_B
 
 

@@ -564,6 +564,27 @@ def test_memory_utilization_shares_the_device_between_weights_activations_and_kv
     assert reason.endswith("of the 14.0 GB it may use, 0.1751 of the device's 80.0 GB")
 
 
+def test_attention_devices_split_every_kv_block_by_its_heads():
+    """Attention devices split the heads, so each holds a quarter of every block and a sequence's cache spans all
+    four. Blocks of 16 x 2^19 B (8 MiB; 2 MiB on each device) in 4 devices of 5 MiB each: 2 slices a device, 2
+    blocks in all, where a device holding whole blocks would hold none. 4 devices of 2 GB: 8e9 / 2^23 = 953 blocks
+    (953.7), of which a 3,999-token request needs 250, more than one device's quarter (238) holds; 4 devices of
+    0.4 GB hold 190 (190.7), 188 past vLLM's 1% watermark."""
+    per_token_B, block_B = 2**19, BLOCK * 2**19
+    policy = make_scheduler("continuous", SchedulerLimits())
+
+    def memory(device_B: float):
+        return serving_memory(capacity_B=80e9, weights_B=13e9, activations_B=1e9, kv_bytes_per_token=per_token_B,
+                              block_tokens=BLOCK, kv_devices=4, kv_capacity_B=4 * device_B)
+
+    assert memory(5 * 2**20).kv_blocks == 2
+    assert memory(2e9).kv_blocks == 953 and memory(2e9).kv_block_B == block_B
+    assert serving_infeasible_reason(memory(2e9), _together(1, 3900, 100), policy) == ""
+    reason = serving_infeasible_reason(memory(0.4e9), _together(1, 3900, 100), policy)
+    assert "needs 250 KV blocks" in reason and "but 188 fit" in reason and "4 attention devices" in reason
+    assert "attention devices" in serving_infeasible_reason(memory(2**20), _together(1, 40, 25), policy)
+
+
 @pytest.mark.parametrize(("prefix", "window", "moved"), [(64, None, 90 - 64), (0, 32, 32), (0, None, 90)],
                          ids=["shared prefix", "sliding window", "plain"])
 def test_a_swap_moves_the_kv_a_sequence_holds_of_its_own(prefix, window, moved):
