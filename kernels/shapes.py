@@ -95,26 +95,38 @@ class StepShape:
                        decode_shared_kv=0, decode_shared_seqs=0)
 
     def split(self, parts: int) -> StepShape:
-        """The largest of `parts` shares of the iteration when its prefill chunks and its decoding sequences are each
-        dealt whole and evenly (ceil(n / parts) of n), each share of the mean size: a micro-batch, or the sequences
-        one of `parts` devices attends for. A shape split in one part is itself."""
+        """The largest of `parts` shares of the iteration (shares: ceil(n / parts) of n of each kind): a micro-batch, or
+        the sequences one of `parts` devices attends for. A shape split in one part is itself."""
+        return self.shares(parts)[0]
+
+    def shares(self, parts: int) -> tuple[StepShape, ...]:
+        """The iteration dealt in `parts` shares, largest first, its prefill chunks, its decoding sequences and its
+        sampled sequences each dealt whole and evenly (the first n % parts shares take one more), each share's chunks
+        of the mean size (a share without one has the decodes' query length as its longest); shares dealt nothing are
+        left out. A shape in one part is itself alone."""
         if parts < 1:
             raise ValueError(f"parts: found {parts}, allowed: an integer >= 1")
         if parts == 1 or self.decode_shared_seqs:
             if self.decode_shared_seqs and parts > 1:
                 raise ValueError("a shape that cascades a shared prefix is not split (its prefix kernel serves all)")
-            return self
+            return (self,)
 
-        def share(n: int) -> float:
-            return -(-n // parts) / n if n else 0.0
+        def dealt(n: int, i: int) -> int:
+            return n // parts + (i < n % parts)
 
-        prefill, decode = share(self.prefill_seqs), share(self.decode_seqs)
-        decodes = -(-self.decode_seqs // parts)
-        return replace(self, prefill_seqs=-(-self.prefill_seqs // parts),
-                       prefill_tokens=round(self.prefill_tokens * prefill),
-                       prefill_pairs=round(self.prefill_pairs * prefill),
-                       prefill_cached=round(self.prefill_cached * prefill), decode_seqs=decodes,
-                       decode_kv=round(self.decode_kv * decode), sampled=-(-self.sampled // parts))
+        made = []
+        for i in range(parts):
+            prefills, decodes = dealt(self.prefill_seqs, i), dealt(self.decode_seqs, i)
+            if not prefills and not decodes:
+                continue
+            prefill = prefills / self.prefill_seqs if self.prefill_seqs else 0.0
+            decode = decodes / self.decode_seqs if self.decode_seqs else 0.0
+            made.append(replace(self, prefill_seqs=prefills, prefill_tokens=round(self.prefill_tokens * prefill),
+                                prefill_pairs=round(self.prefill_pairs * prefill),
+                                prefill_cached=round(self.prefill_cached * prefill), decode_seqs=decodes,
+                                decode_kv=round(self.decode_kv * decode), sampled=dealt(self.sampled, i),
+                                positions=self.positions if prefills else self.decode_query))
+        return tuple(made) or (self,)
 
 
 def step_shape(chunks: Sequence[tuple[int, int]] = (), decode_kv: Sequence[int] = (), *, sampled: int,

@@ -151,23 +151,36 @@ class IterationCostModel:
 
     def _price_micro_batches(self, shape: StepShape, n: int) -> IterationCost:
         """An iteration in `n` micro-batches taking turns: each one's kernels but its attention on the model's devices,
-        its attention on every attention device (each its heads), the sends between them in every layer."""
+        its attention on every attention device (each its heads), the sends between them in every layer. The time is
+        the schedule bound of n micro-batches of the largest share; the energy and the time by class are every
+        share's own."""
         pool = self.attention
         mode = pass_execution(self.execution, decode_only=shape.prefill_seqs == 0)
-        micro = shape.split(n)
-        table, counts = self.template.stage_table(micro, 1)
-        model = _price_rows(self.device, table, counts * ~table.attention_mask, mode)
-        heads, head_counts = pool.template.stage_table(micro, 1)
-        attention = _price_rows(pool.device, heads, head_counts * heads.attention_mask, mode)
-        out_s, back_s = pool.send_s(micro.tokens)
         layers = self.template.attention_layers
+        shares = shape.shares(n)
+        priced = {share: self._price_share(share, mode) for share in set(shares)}
+        model, attention, out_s, back_s = priced[shares[0]]
         time_s = disaggregated_time_s(float(model.stage_s.sum()), float(attention.stage_s.sum()), out_s, back_s,
                                       layers, n)
-        class_time = (model.class_time_s + attention.class_time_s) * n
-        class_time[KERNEL_CLASS_NAMES.index(KIND_CLASS[KernelKind.SEND_RECV])] += n * layers * (out_s + back_s)
-        return IterationCost(time_s=time_s, compute_J=n * (model.compute_J + pool.devices * attention.compute_J),
-                             memory_J=n * (model.memory_J + pool.devices * attention.memory_J),
-                             class_time_s=class_time, stage_time_s=(time_s,))
+        class_time = np.zeros(len(TIME_CLASS_NAMES))
+        compute_J = memory_J = 0.0
+        for share in shares:
+            model, attention, out_s, back_s = priced[share]
+            class_time += model.class_time_s + attention.class_time_s
+            class_time[KERNEL_CLASS_NAMES.index(KIND_CLASS[KernelKind.SEND_RECV])] += layers * (out_s + back_s)
+            compute_J += model.compute_J + pool.devices * attention.compute_J
+            memory_J += model.memory_J + pool.devices * attention.memory_J
+        return IterationCost(time_s=time_s, compute_J=compute_J, memory_J=memory_J, class_time_s=class_time,
+                             stage_time_s=(time_s,))
+
+    def _price_share(self, share: StepShape, mode) -> tuple[_Priced, _Priced, float, float]:
+        """One micro-batch: its rows but attention on the model's devices, its attention rows on one attention device
+        (its heads), and its sends of one layer each way."""
+        table, counts = self.template.stage_table(share, 1)
+        model = _price_rows(self.device, table, counts * ~table.attention_mask, mode)
+        heads, head_counts = self.attention.template.stage_table(share, 1)
+        attention = _price_rows(self.attention.device, heads, head_counts * heads.attention_mask, mode)
+        return (model, attention, *self.attention.send_s(share.tokens))
 
     def _send(self, tokens: int, table: KernelTable, mode):
         """The cost of one stage's send of the iteration's hidden state to the next stage."""

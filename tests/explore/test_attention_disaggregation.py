@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from explore.cli import main
 from explore.design_point import DesignPoint
 from explore.results import read_results
+from kernels.formats import NumericFormat
+from kernels.shapes import step_shape
 from sim.serving_spec import ServingSpec
 from tests.explore.tiny_sweep import write_sweep, write_tiny_model
 from workloads.requests import Fixed
@@ -62,6 +65,31 @@ def test_price_and_idle_power_count_every_attention_device(evaluator):
     result = evaluation.result
     idle_W = 4 * H100_IDLE_W + 4 * H20_IDLE_W
     assert result.energy_parts_J["static_J"] == pytest.approx(idle_W * result.makespan_s)
+
+
+def test_micro_batches_energy_is_the_sum_of_their_shares(evaluator):
+    """Invariant: a Llama-2-7B iteration of one 512-token prefill chunk and 32 decodes of 4,000 keys each on an H100
+    with two H20s attending, in two micro-batches (the chunk and 16 decodes, then 16 decodes), spends what the two
+    spend each priced as an iteration of its own; the larger share, taken twice, is only the time's bound (the chunk's
+    work is not counted twice)."""
+    def cost_model(micro_batches: int):
+        spec = ServingSpec(requests=16, rate_per_s=10.0, attention_device="h20", attention_devices=2,
+                           attention_micro_batches=micro_batches)
+        point = DesignPoint(model="llama-2-7b", device="h100-sxm", batch=spec.max_seqs, prompt=0, output=0,
+                            serving=spec, execution="graphs")  # every share in the launch mode it has alone
+        return evaluator.cost_model(point, NumericFormat(), attention=True)
+
+    one, two = cost_model(1), cost_model(2)
+    shape = step_shape(chunks=[(512, 0)], decode_kv=[4000] * 32, sampled=33)
+    first = step_shape(chunks=[(512, 0)], decode_kv=[4000] * 16, sampled=17)
+    second = step_shape(decode_kv=[4000] * 16, sampled=16)
+    assert shape.shares(2) == (first, second)
+    cost = two.price(shape)
+    assert cost.time_s < one.price(shape).time_s  # two micro-batches taken
+    parts = [one.price(first), one.price(second)]
+    assert cost.compute_J == pytest.approx(sum(p.compute_J for p in parts), rel=1e-9)
+    assert cost.memory_J == pytest.approx(sum(p.memory_J for p in parts), rel=1e-9)
+    np.testing.assert_allclose(cost.class_time_s, sum(p.class_time_s for p in parts), rtol=1e-9)
 
 
 def test_a_point_without_an_attention_device_keeps_its_key():
