@@ -727,11 +727,20 @@ def _on_device(point: DesignPoint, device_name: str) -> DesignPoint:
     return point
 
 
-def _pools_hardware(pools: list[Pool]) -> tuple[float, SystemPrice, float]:
-    """Area, price and TDP of every replica of every pool, its attention devices included."""
-    held = [(pool.replicas, pool.costs.device) for pool in pools] + [
+# calibration_label's labels, least calibrated first.
+CALIBRATION_ORDER = ("none", "sibling", "fitted")
+
+
+def _pool_devices(pools: list[Pool]) -> list[tuple[int, Any]]:
+    """Every pool's devices (or systems) and how many of each: its replicas' and their attention devices."""
+    return [(pool.replicas, pool.costs.device) for pool in pools] + [
         (pool.replicas * pool.costs.attention.devices, pool.costs.attention.device) for pool in pools
         if pool.costs.attention is not None]
+
+
+def _pools_hardware(pools: list[Pool]) -> tuple[float, SystemPrice, float]:
+    """Area, price and TDP of every replica of every pool, its attention devices included."""
+    held = _pool_devices(pools)
 
     def total(value) -> float | None:
         values = [value(device.price) for _, device in held]
@@ -822,10 +831,12 @@ def hardware_metrics(device, tokens_per_s, pools: list[Pool] | None = None) -> d
     per dollar of its hourly price at `tokens_per_s` (a number, or an array over a block of points)."""
     area_mm2, price, tdp_W = _pools_hardware(pools) if pools else (device.area_mm2, device.price, device.tdp_W)
     usd_per_s = price.usd_per_hour / 3600 if price.usd_per_hour else math.nan
+    devices = [held for _, held in _pool_devices(pools)] if pools else [device]
     return dict(
         # Whether fitted efficiency models priced this point: the preset's own ("fitted"), its architecture
-        # sibling's ("sibling"), or none (the datasheet roofline, or a family's analytical model).
-        calibrated=calibration_label(device), area_mm2=area_mm2,
+        # sibling's ("sibling"), or none (the datasheet roofline, or a family's analytical model); of a system of
+        # pools (a prefill device, attention devices), the least calibrated of its devices.
+        calibrated=min((calibration_label(held) for held in devices), key=CALIBRATION_ORDER.index), area_mm2=area_mm2,
         cost_usd=price.usd if price.usd is not None else math.nan,
         tokens_per_usd=tokens_per_s / usd_per_s,
         # What the whole system rents for (every device of it), where its preset publishes an hourly price.

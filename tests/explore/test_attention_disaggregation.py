@@ -5,6 +5,8 @@ errors."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -90,6 +92,22 @@ def test_micro_batches_energy_is_the_sum_of_their_shares(evaluator):
     assert cost.compute_J == pytest.approx(sum(p.compute_J for p in parts), rel=1e-9)
     assert cost.memory_J == pytest.approx(sum(p.memory_J for p in parts), rel=1e-9)
     np.testing.assert_allclose(cost.class_time_s, sum(p.class_time_s for p in parts), rtol=1e-9)
+
+
+def test_the_calibration_is_the_least_of_the_model_and_attention_devices(evaluator, tmp_path):
+    """The results' calibrated column names how the least calibrated device of the system was priced: the H100's own
+    fits (fitted) but the H20's borrowed from H100 SXM (its preset's sibling), and a device YAML with no sibling priced
+    on its datasheet roofline (none)."""
+    text = Path("hw_models/presets/h20.yaml").read_text()
+    bare = tmp_path / "bare-h20.yaml"
+    bare.write_text(text[:text.index("sibling:")] + text[text.index("host_link:"):])
+    point = _point(prefill=0)
+
+    def calibrated(name: str) -> str:
+        return evaluator.evaluate(replace(point, serving=replace(point.serving, attention_device=name))
+                                  ).metrics["calibrated"]
+
+    assert [calibrated(name) for name in ("h100-sxm", "h20", str(bare))] == ["fitted", "sibling", "none"]
 
 
 def test_a_point_without_an_attention_device_keeps_its_key():
