@@ -22,7 +22,7 @@ def _print_devices(names: list[str]) -> None:
     rows = []
     for name in names:
         device = load_device(name)
-        rows.append((name, device.kind, f"{device.memory_bytes / 1e9:g}", f"{device.bandwidth_Bps / 1e9:,.0f}",
+        rows.append((name, device.kind, f"{device.memory_bytes / 1e9:.4g}", f"{device.bandwidth_Bps / 1e9:,.0f}",
                      f"{device.peak_flops('bf16') / 1e12:,.1f}", calibration_label(device), _price_text(device.price),
                      device.spec.description))
     widths = [max(len(row[i]) for row in (DEVICE_HEADERS, *rows)) for i in range(len(DEVICE_HEADERS) - 1)]
@@ -32,7 +32,9 @@ def _print_devices(names: list[str]) -> None:
         cells = [cell.rjust(w) if i in right else cell.ljust(w)
                  for i, (cell, w) in enumerate(zip(row[:-1], widths, strict=True))]
         print("  " + "  ".join(cells) + "  " + row[-1])
-    print("  (16-bit TFLOP/s: dense bf16 math, or the nearest the chip has (fp16 on V100); calibrated: fitted on "
+    print("  (memory GB: what weights, KV cache and activations fit in: the total a GPU's driver reports (what a CUDA "
+          "program can allocate, memory.usable_GiB) where its preset gives one, else the datasheet capacity; "
+          "16-bit TFLOP/s: dense bf16 math, or the nearest the chip has (fp16 on V100); calibrated: fitted on "
           "its own measured kernels, a sibling's fits, or none (datasheet roofline or the family's analytical "
           "model); sources in hw_models/presets/NAME.yaml)")
 

@@ -113,6 +113,16 @@ class GPUModel(DeviceModel):
         fit = None if self.calibration is None or dtype == VECTOR_DTYPE else self.calibration.gemm_fit(dtype)
         return 1.0 if fit is None else fit.compute_fraction
 
+    @property
+    def memory_bytes(self):
+        """Bytes a CUDA program can allocate (GPUSpec.memory_bytes). A what-if capacity_GB on a card whose usable
+        memory is measured keeps the card's usable share of its datasheet capacity: the driver's reserve scales
+        with the memory it manages (a what-if that sets usable_GiB itself gets that figure)."""
+        spec, ref = self.spec.memory, self.reference.memory
+        if spec.usable_GiB is None or spec.usable_GiB != ref.usable_GiB:
+            return self.spec.memory_bytes
+        return self.spec.memory_bytes * (spec.capacity_GB / ref.capacity_GB)
+
     def host_s(self, execution: str) -> float:
         """Launch cost per kernel in an execution mode, in series with the kernels: a stream launch for PyTorch
         eager and for an engine's host-launched passes, a graph node for replayed graphs (an engine's decode)."""

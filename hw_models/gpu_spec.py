@@ -57,6 +57,11 @@ class MemorySpec:
     # input and its use): the floor of PyTorch's row reductions over few rows (hw_models/gpu_reduction.py). None
     # where no measurement sets it: reductions are then priced as the streams they also are.
     serial_load_ns: Positive | None = None
+    # The memory a CUDA program can allocate, as the driver reports its total (PyTorch's 'total capacity',
+    # cudaMemGetInfo's total; vLLM's total_gpu_memory), in GiB; None: capacity_GB. A datasheet's '80 GB' is 80 GiB
+    # of HBM less what the driver reserves (nvidia-smi's total counts a little of that reserve), so this is what
+    # weights, KV cache and activations fit in; capacity_GB stays the datasheet's figure.
+    usable_GiB: Positive | None = None
 
 
 @dataclass(frozen=True, kw_only=True, config=SPEC_CONFIG)
@@ -134,6 +139,13 @@ class GPUSpec(OffChipMemory):
     calibration: Annotated[str | None, Unread("the file of this device's fitted efficiencies, not a chip figure; a "
                                                  "device file on a base: preset keeps the base's calibration")] = None
     host_link: HostLinkSpec | None = None  # where offloaded bytes stream from (None: a sweep names host_link)
+
+    @property
+    def memory_bytes(self) -> float:
+        """Bytes a CUDA program can allocate: memory.usable_GiB x 2^30 where the preset gives it, else the
+        datasheet's capacity_GB."""
+        usable = self.memory.usable_GiB
+        return self.memory.capacity_GB * 1e9 if usable is None else usable * 2**30
 
     @property
     def dram_J_per_byte(self) -> float:
