@@ -151,6 +151,8 @@ PLAUSIBLE: tuple[tuple[str, Plausible], ...] = (
     # blows up) to a size that still says something (a larger one makes everything fit).
     (r"_GB$", Plausible(low=1e-9, high=1e5, unit="GB", why="one byte to 100 TB, 7x a whole GB200 NVL72 rack's "
                         "13.5 TB of HBM")),
+    (r"_GiB$", Plausible(low=1e-9, high=1e5, unit="GiB", why="one byte to 100 TiB, 7x a whole GB200 NVL72 rack's "
+                         "13.5 TB of HBM")),
     (r"_MB$", Plausible(low=1e-6, high=1e6, unit="MB", why="one byte to 1 TB, 20x Cerebras WSE-3's 44 GB of SRAM")),
     (r"_[kK]B$", Plausible(low=1e-3, high=1e9, unit="KB", why="one byte to 1 TB, 20x Cerebras WSE-3's 44 GB of "
                            "SRAM")),

@@ -60,7 +60,9 @@ def test_datasheet_figures(name):
     dtype = "bf16" if "bf16" in figures else "fp16"
     assert device.peak_flops(dtype) == pytest.approx(figures[dtype] * 1e12, rel=0.005)
     assert spec.bandwidth_Bps == pytest.approx(figures["bandwidth"] * 1e9, rel=1e-9)
-    assert device.memory_bytes == pytest.approx(figures["capacity"] * 1e9, rel=1e-9)
+    # The datasheet's capacity stays the preset's capacity_GB; what a program can allocate (memory_bytes) is the
+    # measured usable_GiB where given (tests/hw_models/test_usable_memory.py).
+    assert spec.memory.capacity_GB == figures["capacity"]
     assert spec.power.tdp_W == figures["tdp"]
 
 
@@ -68,7 +70,10 @@ def test_h100_sxm_exact():
     device = load_device("h100-sxm")
     assert device.peak_flops("bf16") == pytest.approx(989.4e12)
     assert device.spec.bandwidth_Bps == pytest.approx(3350e9)
-    assert device.memory_bytes == pytest.approx(80e9)
+    assert device.spec.memory.capacity_GB == 80
+    # What a CUDA program can allocate: PyTorch's 'total capacity of 79.11 GiB' on an NVIDIA H100 80GB HBM3
+    # (github.com/vllm-project/vllm/issues/27508).
+    assert device.memory_bytes == pytest.approx(79.11 * 2**30)
 
 
 def test_h200_memory():
