@@ -20,7 +20,9 @@ from workloads.requests import Fixed
 # 128 dims: K and V take 2 x 32 x 32 x 128 x 2 B = 524,288 B a token, 8 MiB a block of 16 tokens.
 LLAMA_2_7B_WEIGHTS_B = 6_738_415_616 * 2
 LLAMA_2_7B_KV_BLOCK_B = 2 * 32 * 32 * 128 * 2 * 16
-H100_SXM_B = 80e9  # NVIDIA H100 SXM datasheet: 80 GB of HBM3
+# What a CUDA program can allocate on an H100 SXM (80 GB of HBM3): PyTorch's 'total capacity of 79.11 GiB' on an
+# NVIDIA H100 80GB HBM3 (github.com/vllm-project/vllm/issues/27508), 84.94e9 B; vLLM multiplies this total by its share.
+H100_SXM_B = 79.11 * 2**30
 
 
 def _point(share: float | None, *, device: str = "h100-sxm", scheduler: str = "continuous", requests: int = 20,
@@ -32,16 +34,16 @@ def _point(share: float | None, *, device: str = "h100-sxm", scheduler: str = "c
 
 
 def test_kv_blocks_at_vllms_default_share_are_what_is_left_of_it(evaluator):
-    """At 0.9 of an H100's 80 GB (72 GB), Llama-2-7B's KV blocks are what its FP16 weights (13.48 GB) and the
-    activation reserve of an 8,192-token iteration leave, in 8 MiB blocks: 6,903 with a reserve of 0.61 GB."""
+    """At 0.9 of an H100's 84.94 GB (76.45 GB), Llama-2-7B's KV blocks are what its FP16 weights (13.48 GB) and the
+    activation reserve of an 8,192-token iteration leave, in 8 MiB blocks."""
     memory = evaluator.evaluate(_point(0.9)).result.memory
     assert memory.weights_B == LLAMA_2_7B_WEIGHTS_B and memory.kv_block_B == LLAMA_2_7B_KV_BLOCK_B
     assert 0 < memory.activations_B < 1e9  # the reserve is the evaluator's (the share is what is checked here)
     assert memory.kv_blocks == math.floor((0.9 * H100_SXM_B - LLAMA_2_7B_WEIGHTS_B - memory.activations_B)
                                           / LLAMA_2_7B_KV_BLOCK_B)
     whole = evaluator.evaluate(_point(None)).result.memory
-    # a tenth of 80 GB is 953.7 blocks of 8 MiB fewer
-    assert whole.kv_blocks - memory.kv_blocks in (953, 954)
+    # a tenth of 84.94 GB is 1,012.6 blocks of 8 MiB fewer
+    assert whole.kv_blocks - memory.kv_blocks in (1012, 1013)
 
 
 def test_a_share_of_1_is_the_run_without_the_setting(evaluator):
@@ -72,14 +74,16 @@ def test_a_smaller_share_never_holds_more_kv_nor_serves_faster(evaluator):
 def test_a_share_too_small_for_the_weights_names_it(evaluator):
     metrics = evaluator.evaluate(_point(0.15)).metrics
     assert not metrics["fits_in_memory"]
-    assert metrics["infeasible_reason"].endswith("but 0.15 of the device's 80.0 GB is 12.0 GB")
+    assert metrics["infeasible_reason"].endswith("but 0.15 of the device's 84.9 GB is 12.7 GB")
 
 
 def test_a_share_of_several_devices_names_them(evaluator):
-    """A tp 2 replica's share is of both devices' memory: 0.1 of two A100 40GB is 8 GB, too little for 13.5 GB."""
+    """A tp 2 replica's share is of both devices' memory: 0.1 of two A100 40GB (39.56 GiB, 42.48 GB each, as PyTorch
+    reports an A100-SXM4-40GB: github.com/threestudio-project/threestudio/issues/402) is 8.5 GB, too little for
+    13.5 GB."""
     point = _point(0.1, device="a100-sxm-40gb")
     metrics = evaluator.evaluate(dataclasses.replace(point, tp=2)).metrics
-    assert metrics["infeasible_reason"].endswith("but 0.1 of the 2 devices' 80.0 GB (40.0 each) is 8.0 GB")
+    assert metrics["infeasible_reason"].endswith("but 0.1 of the 2 devices' 85.0 GB (42.5 each) is 8.5 GB")
 
 
 def test_a_static_batch_takes_no_share(tmp_path, capsys):
