@@ -37,6 +37,7 @@ from explore.sweep_notes import fixed_peak_sm_note, idle_peak_note, power_limit_
 from explore.sweep_serving import capacity_notice
 from hw_models.device import dispatch_s
 from hw_models.device_block import varies_in_block
+from hw_models.gpu_efficiency import calibration_label
 from hw_models.link import default_link, load_link_model
 from hw_models.registry import load_device
 from hw_models.validation import input_error
@@ -525,7 +526,10 @@ def _assumptions(point: DesignPoint, device) -> str:
                  f"{s.kv_link} to {s.replicas} decode replica(s)" if s.disaggregated
                  else f"{s.replicas} replica(s)")
         if s.attends_apart:
-            pools += (f", attention on {s.attention_devices} x {s.attention_device} per "
+            attending = load_device(s.attention_device, calibrated=point.use_calibration)
+            fits = {"fitted": "fitted", "sibling": f"fits of sibling {attending.calibration.sibling}"}.get(
+                calibration_label(attending), "uncalibrated datasheet roofline")
+            pools += (f", attention on {s.attention_devices} x {s.attention_device} ({fits}) per "
                       f"{'decode ' if s.disaggregated else ''}replica over {s.attention_link} (up to "
                       f"{s.attention_micro_batches} micro-batches)")
         if s.router:  # the one a user asked for (--router); unset: the default, least_requests

@@ -10,18 +10,20 @@ splits them.
 The batch is split into micro-batches that take turns, so that while one micro-batch's attention runs on the
 attention devices another's layers run on the model's (Lamina's rotational staggered pipelining with one model
 replica, section 4.3; MegaScale-Infer's ping-pong).
-An iteration of n micro-batches over L layers then takes at least
+An iteration of micro-batches i over L layers then takes at least
 
-    max(M + A + L (c_out + c_back), n M, n A, n L c_out, n L c_back)
+    max(max_i (M_i + A_i + L (c_out_i + c_back_i)), sum M_i, sum A_i, L sum c_out_i, L sum c_back_i)
 
-with M and A one micro-batch's model and attention time over all layers and c_out, c_back its sends of one layer
-each way (latency plus bytes over the ports): every micro-batch's chain through the layers must run whole, and each
-group of devices and each direction of the link must serve every micro-batch. It is a lower bound of the schedule,
-reached where one term leads in every layer; with one micro-batch it is the sequential sum.
+with M_i and A_i micro-batch i's model and attention time over all layers and c_out_i, c_back_i its sends of one
+layer each way (latency plus bytes over the ports): every micro-batch's chain through the layers must run whole, and
+each group of devices and each direction of the link must serve every micro-batch. It is a lower bound of the
+schedule, reached where one term leads in every layer; with one micro-batch it is the sequential sum, with n equal
+ones max(M + A + L (c_out + c_back), n M, n A, n L c_out, n L c_back).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from kernels.shapes import StepTemplate
@@ -38,13 +40,13 @@ def sent_bytes_per_token(config: ModelConfig) -> tuple[float, float]:
     return query_B + 2 * config.num_kv_heads * config.head_dim * SEND_ELEMENT_B, query_B
 
 
-def disaggregated_time_s(model_s: float, attention_s: float, out_s: float, back_s: float, layers: int,
-                         micro_batches: int) -> float:
-    """The time of an iteration of `micro_batches` micro-batches, each taking `model_s` on the model's devices,
-    `attention_s` on the attention devices and `out_s`, `back_s` per layer on the link each way (module docstring)."""
-    n = micro_batches
-    return max(model_s + attention_s + layers * (out_s + back_s), n * model_s, n * attention_s, n * layers * out_s,
-               n * layers * back_s)
+def disaggregated_time_s(model_s: Sequence[float], attention_s: Sequence[float], out_s: Sequence[float],
+                         back_s: Sequence[float], layers: int) -> float:
+    """The time of an iteration of micro-batches, micro-batch i taking model_s[i] on the model's devices,
+    attention_s[i] on the attention devices and out_s[i], back_s[i] per layer on the link each way (module
+    docstring)."""
+    chains = (m + a + layers * (o + b) for m, a, o, b in zip(model_s, attention_s, out_s, back_s, strict=True))
+    return max(max(chains), sum(model_s), sum(attention_s), layers * sum(out_s), layers * sum(back_s))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -151,17 +151,17 @@ class IterationCostModel:
 
     def _price_micro_batches(self, shape: StepShape, n: int) -> IterationCost:
         """An iteration in `n` micro-batches taking turns: each one's kernels but its attention on the model's devices,
-        its attention on every attention device (each its heads), the sends between them in every layer. The time is
-        the schedule bound of n micro-batches of the largest share; the energy and the time by class are every
-        share's own."""
+        its attention on every attention device (each its heads), the sends between them in every layer: the schedule
+        bound of its shares (sim/attention_pool.py), their energy and their time by class."""
         pool = self.attention
         mode = pass_execution(self.execution, decode_only=shape.prefill_seqs == 0)
         layers = self.template.attention_layers
         shares = shape.shares(n)
         priced = {share: self._price_share(share, mode) for share in set(shares)}
-        model, attention, out_s, back_s = priced[shares[0]]
-        time_s = disaggregated_time_s(float(model.stage_s.sum()), float(attention.stage_s.sum()), out_s, back_s,
-                                      layers, n)
+        parts = [priced[share] for share in shares]
+        time_s = disaggregated_time_s([float(model.stage_s.sum()) for model, *_ in parts],
+                                      [float(attention.stage_s.sum()) for _, attention, *_ in parts],
+                                      [out for *_, out, _ in parts], [back for *_, back in parts], layers)
         class_time = np.zeros(len(TIME_CLASS_NAMES))
         compute_J = memory_J = 0.0
         for share in shares:

@@ -110,12 +110,12 @@ class ProfileEvaluator(Evaluator):
         self.measured_decode = measured_decode
         self._profiled: dict[tuple, ProfileCostModel] = {}
 
-    def cost_model(self, point: DesignPoint, fmt: NumericFormat) -> IterationCostModel:
+    def cost_model(self, point: DesignPoint, fmt: NumericFormat, attention: bool = False) -> IterationCostModel:
         key = (point.model, point.device)
         if key not in PROFILES or point.tp != PROFILE_TP:
             raise ValueError(f"{point.model} on {point.device}, tp {point.tp}: found no splitwise-sim profile, "
                              f"allowed: {', '.join(f'{m} on {d}' for m, d in PROFILES)} at tp {PROFILE_TP}")
         if key not in self._profiled:
             decode_ms = MEASURED_DECODE_MS[key] if self.measured_decode else None
-            self._profiled[key] = ProfileCostModel(super().cost_model(point, fmt), PROFILES[key], decode_ms)
+            self._profiled[key] = ProfileCostModel(super().cost_model(point, fmt, attention), PROFILES[key], decode_ms)
         return self._profiled[key]

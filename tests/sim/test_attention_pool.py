@@ -53,11 +53,13 @@ def _pool(template, *, device="h100-sxm", devices=1, link=None, micro_batches=1,
 def test_the_schedule_bound_by_hand():
     """One micro-batch runs its model part, attention and every layer's sends in turn: 3 + 1 + 10 x (0.1 + 0.05).
     Two take turns: the model's devices serve both (2 x 3), more than one micro-batch's chain (3 + 1 + 1.5) or the
-    attention devices' or the link's share (2 x 1, 2 x 10 x 0.1). Attention-bound: 2 x 4 when attention takes 4."""
-    assert disaggregated_time_s(3.0, 1.0, 0.1, 0.05, layers=10, micro_batches=1) == pytest.approx(5.5)
-    assert disaggregated_time_s(3.0, 1.0, 0.1, 0.05, layers=10, micro_batches=2) == pytest.approx(6.0)
-    assert disaggregated_time_s(1.0, 4.0, 0.1, 0.05, layers=10, micro_batches=2) == pytest.approx(8.0)
-    assert disaggregated_time_s(1.0, 1.0, 0.5, 0.05, layers=10, micro_batches=2) == pytest.approx(10.0)  # the link
+    attention devices' or the link's share (2 x 1, 2 x 10 x 0.1). Attention-bound: 2 x 4 when attention takes 4.
+    Unequal shares (a prefill chunk in one): the larger's chain 5 + 1 + 1.5 against the model's 5 + 2."""
+    assert disaggregated_time_s([3.0], [1.0], [0.1], [0.05], layers=10) == pytest.approx(5.5)
+    assert disaggregated_time_s([3.0] * 2, [1.0] * 2, [0.1] * 2, [0.05] * 2, layers=10) == pytest.approx(6.0)
+    assert disaggregated_time_s([1.0] * 2, [4.0] * 2, [0.1] * 2, [0.05] * 2, layers=10) == pytest.approx(8.0)
+    assert disaggregated_time_s([1.0] * 2, [1.0] * 2, [0.5] * 2, [0.05] * 2, layers=10) == pytest.approx(10.0)
+    assert disaggregated_time_s([5.0, 2.0], [1.0, 1.0], [0.1] * 2, [0.05] * 2, layers=10) == pytest.approx(7.5)
 
 
 def test_a_shape_splits_its_sequences_whole_and_evenly():
