@@ -74,8 +74,9 @@ def test_lamina_decodes_faster_than_vllm_at_similar_cost(evaluator, trace):
 
 def test_lamina_holds_a_larger_batch(evaluator):
     """The attention devices' KV cache (0.9 of four H20s' 102 GB) holds about twice the sequences of vLLM's four
-    H100s after the weights (0.9 of 4 x 84.9 GB, less 141 GB): Azure-Conv's decode batch 2.39x vLLM's within 25%. (The two designs' prices compare as the paper's, 0.92,
-    by construction: the H20 preset's price is the paper's ratio to an H100's.)"""
+    H100s after the weights (0.9 of 4 x 84.9 GB, less 141 GB): Azure-Conv's decode batch 2.39x vLLM's within 25%.
+    (The two designs' prices compare as the paper's, 0.92, by construction: the H20 preset's price is the paper's
+    ratio to an H100's.)"""
     lamina, vllm = _run(evaluator, "azure-conv", True), _run(evaluator, "azure-conv", False)
     ratio = _decode_batch(lamina) / _decode_batch(vllm)
     assert PAPER_BATCH / 1.25 <= ratio <= PAPER_BATCH * 1.25, ratio
