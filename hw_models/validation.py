@@ -158,8 +158,8 @@ def absent_number_fields(cls, data: dict, prefix: str = "") -> list[str]:
 
 def _holds_number(hint) -> bool:
     """Whether a field's type is a number (int or float, optionally None)."""
-    members = [m for m in (typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,))
-               if m is not type(None)]
+    union = isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union  # X | None, Optional[X]
+    members = [m for m in (typing.get_args(hint) if union else (hint,)) if m is not type(None)]
     return bool(members) and all(m in (int, float) for m in members)
 
 

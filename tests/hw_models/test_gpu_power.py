@@ -97,3 +97,14 @@ def test_the_clock_meets_the_cap_by_hand():
 def test_a_cap_outside_idle_and_tdp_is_refused(cap, found):
     with pytest.raises(InputError, match=found):
         load_device("h100-sxm", {"power.cap_W": cap})
+
+
+def test_a_gpus_what_ifs_list_its_power_cap_and_usable_memory():
+    """No preset writes power.cap_W (nor a V100 memory.usable_GiB), yet both are what-ifs an override may set: the
+    fields `--set` lists when it refuses an unknown one name them. A CPU has no power cap to set."""
+    from hw_models.registry import what_if_fields
+
+    for name in ("h100-sxm", "v100-sxm2"):
+        load_device(name, {"power.cap_W": 200, "memory.usable_GiB": 20})  # both accepted as overrides
+        assert {"power.cap_W", "memory.usable_GiB"} <= set(what_if_fields(name))
+    assert "power.cap_W" not in what_if_fields("ampere-altra")
