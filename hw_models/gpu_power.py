@@ -46,7 +46,9 @@ def capped_clock(*, busy_s, compute_s, memory_s, compute_J, memory_J, idle_W, ca
 
 def capped_busy_s(busy_s, compute_s, memory_s, clock):
     """A kernel's busy time at a fraction `clock` of its SM clock: its busy time at full clock, scaled as its roofline
-    bound max(compute / clock, memory) scales (its math slows, its DRAM traffic does not)."""
+    bound max(compute / clock, memory) scales (its math slows, its DRAM traffic does not); exactly its busy time at
+    full clock."""
     bound = np.maximum(compute_s, memory_s)
     slowed = np.maximum(compute_s / clock, memory_s)
-    return np.divide(busy_s * slowed, bound, out=np.asarray(busy_s, dtype=float).copy(), where=bound > 0)
+    slows = (bound > 0) & (clock < 1)
+    return np.divide(busy_s * slowed, bound, out=np.asarray(busy_s, dtype=float).copy(), where=slows)

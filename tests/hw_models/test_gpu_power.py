@@ -108,3 +108,16 @@ def test_a_gpus_what_ifs_list_its_power_cap_and_usable_memory():
         load_device(name, {"power.cap_W": 200, "memory.usable_GiB": 20})  # both accepted as overrides
         assert {"power.cap_W", "memory.usable_GiB"} <= set(what_if_fields(name))
     assert "power.cap_W" not in what_if_fields("ampere-altra")
+
+
+def test_a_cap_at_the_tdp_leaves_every_kernel_that_draws_less_exactly_as_it_was():
+    """An H100 draws under its TDP on every one of these GEMMs (its fitted ceiling is where it reaches it): capped at
+    the TDP each keeps its time and energy to the last bit, as the same sweep point without a cap has them."""
+    from kernels.table import KernelTable
+
+    table = KernelTable.from_kernels([_gemm(m, n, k) for m in (1, 3, 16, 77, 256, 1000, 4096)
+                                      for n, k in ((4096, 4096), (14336, 4096), (4096, 14336), (1536, 7168))])
+    plain, capped = (load_device("h100-sxm", overrides).cost_table(table, "eager")
+                     for overrides in (None, {"power.cap_W": 700}))
+    for part in ("time_s", "compute_s", "memory_s", "compute_J", "memory_J", "static_J"):
+        assert np.array_equal(getattr(plain, part), getattr(capped, part)), part
