@@ -234,12 +234,15 @@ class Evaluator:
 
     def attention_pool(self, point: DesignPoint, fmt: NumericFormat) -> AttentionPool:
         """The attention devices of a serving point's replica (sim/attention_pool.py): its spec's attention_devices of
-        attention_device, splitting the heads, joined to the tp model devices by attention_link (a port per device)."""
+        attention_device, splitting the heads, joined to the tp model devices by attention_link (a port per device). The
+        point's what-ifs change the attention devices where they are the point's device (as _on_device's pools)."""
         spec = point.serving
         devices = spec.attention_devices
         out_B, back_B = sent_bytes_per_token(self.config(point.model))
+        attending = _on_device(point, spec.attention_device)
         return AttentionPool(
-            device=self.device(spec.attention_device, calibrated=point.use_calibration), devices=devices,
+            device=self.device(attending.device, attending.overrides, calibrated=point.use_calibration),
+            devices=devices,
             template=self.template(point.model, fmt, devices, 1, fusion_of(point.execution)),
             link=load_link_model(spec.attention_link, calibrated=point.use_calibration),
             ports=min(point.tp, devices), micro_batches=spec.attention_micro_batches, out_B_per_token=out_B,

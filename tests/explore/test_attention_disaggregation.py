@@ -54,6 +54,18 @@ def test_kv_blocks_fill_the_attention_devices_memory(evaluator, devices, share, 
     assert memory.capacity_B == pytest.approx(2 * H100_B) and memory.kv_capacity_B == devices * H20_B
 
 
+@pytest.mark.parametrize(("attention", "each_B"), [("h100-sxm", 60 * 2**30), ("h20", H20_B)])
+def test_attention_devices_of_the_points_device_take_its_what_ifs(evaluator, attention, each_B):
+    """A point's what-ifs change its device wherever it runs, as a prefill pool of the point's own device takes them:
+    4 attention H100s under `memory.usable_GiB: 60` hold 4 x 60 GiB of KV blocks, and draw no more than a cap on the
+    point's device; 4 H20s (another device) keep their own 95.00 GiB."""
+    point = replace(_point(tp=4, prefill=0), overrides=(("memory.usable_GiB", 60.0), ("power.cap_W", 300.0)))
+    point = replace(point, serving=replace(point.serving, attention_device=attention))
+    assert evaluator.evaluate(point).result.memory.kv_capacity_B == pytest.approx(4 * each_B)
+    cap_W = evaluator.attention_pool(point, NumericFormat()).device.spec.power.cap_W
+    assert cap_W == (300.0 if attention == "h100-sxm" else None)
+
+
 def test_the_weights_must_fit_the_model_devices(evaluator):
     """Llama-3-70B's 141 GB of 16-bit weights do not fit one H100's 84.9 GB, however many H20s hold its KV: the point
     is refused for the weights, not for KV blocks."""
