@@ -24,8 +24,11 @@ with every number taken from the preset as shipped. Boards do meet their power l
 H100 SXM's training throughput already falls at a 600 W limit (Mayr et al., arXiv:2603.16164, Table 4), where the
 datasheet peak would put a GEMM at 75% of it well under the TDP. FLOP energy is a property of the chip's circuits,
 so a what-if override (more bandwidth, a higher peak) leaves it unchanged; for the preset itself the
-assumption keeps the average power of any kernel at or below the TDP. Under a power cap below the TDP
-(power.cap_W) a kernel that would draw more runs at a lower clock (hw_models/gpu_power.py).
+assumption keeps the average power of any fitted kernel at or below the TDP. A kernel no fit prices runs on the
+datasheet roofline at the whole peak, optimistic in time, and so draws up to peak / ceiling times the dynamic power
+(attention prefill on an A100, whose GEMMs are fitted and its attention not: about 1.2x the TDP). Under a power
+limit (power.cap_W) a kernel that would draw more runs at a lower clock (hw_models/gpu_power.py); unset, no kernel
+is slowed for its power.
 """
 
 from __future__ import annotations

@@ -108,8 +108,9 @@ class SiblingSpec:
 
 @dataclass(frozen=True, kw_only=True, config=SPEC_CONFIG)
 class GPUPowerSpec(PowerSpec):
-    """A GPU's power: its TDP, idle power, and a power limit below the TDP where one is set (a what-if:
-    `--set power.cap_W=350`, hw_models/gpu_power.py; unset: the TDP, the limit a board ships with)."""
+    """A GPU's power: its TDP, idle power, and a power limit at most the TDP where one is set (a what-if:
+    `--set power.cap_W=350`, hw_models/gpu_power.py; unset: no kernel is slowed for its power, which the FLOP energy
+    keeps at or below the TDP wherever a fit prices the kernel, hw_models/gpu.py)."""
 
     cap_W: Positive | None = None
 
