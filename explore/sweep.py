@@ -52,6 +52,7 @@ from explore.sweep_serving import (
     serving_knobs_set,
     serving_spec,
 )
+from hw_models.device_block import knob_corners
 from hw_models.link import default_link, load_link_model
 from hw_models.registry import load_device
 from hw_models.validation import check_keys, did_you_mean, input_error, quoted
@@ -674,6 +675,24 @@ def _check_references(sweep: Sweep, located: LocatedYAML) -> None:
                     at = _derived_at(sweep, key, value) if section == "derived" else ""
                     raise InputError(f"{located.where((section, key))}: {section}.{key}: value {value!r}{at} on "
                                      f"{device}: {override_error(device, key.removeprefix('device.'), err)}") from None
+        _check_override_corners(device, fields, located)
+
+
+def _check_override_corners(device: str, fields: dict[tuple[str, str], list], located: LocatedYAML) -> None:
+    """Device what-ifs that each load alone must load together where a check compares fields (a power cap above
+    idle power): at the corners of their ranges (hw_models/device_block.py knob_corners), as a block of the sweep's
+    points would price them."""
+    if len(fields) < 2:
+        return
+    sections = {key.removeprefix("device."): (section, key) for section, key in fields}
+    for corner in knob_corners({key.removeprefix("device."): values for (_, key), values in fields.items()}):
+        try:
+            load_device(device, dict(corner))
+        except InputError as err:
+            section, key = sections[corner[0][0]]
+            together = ", ".join(f"{path}={value!r}" for path, value in corner)
+            raise InputError(f"{located.where((section, key))}: {section}: the values {together} together on "
+                             f"{device}: {override_error(device, corner[0][0], err)}") from None
 
 
 def _derived_at(sweep: Sweep, target: str, value: Any) -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import fnmatch
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -57,18 +57,24 @@ def check_knob_values(name: str, knobs: Mapping[str, Sequence[Any]], *, fixed: M
     what passed, across the blocks of a sweep."""
     checked = set() if checked is None else checked
     fixed = tuple(sorted((fixed or {}).items()))
-    paths = sorted(knobs)
-    distinct = {path: sorted(set(knobs[path])) for path in paths}
-    singles = [((path, value),) for path in paths for value in distinct[path]]
-    if len(paths) <= MAX_CORNER_KNOBS:
-        together = itertools.product(*([(path, values[0]), (path, values[-1])] for path, values in distinct.items()))
-    else:
-        together = set(zip(*([(path, value) for value in knobs[path]] for path in paths), strict=True))
-    for overrides in itertools.chain(singles, together):
+    singles = [((path, value),) for path in sorted(knobs) for value in sorted(set(knobs[path]))]
+    for overrides in itertools.chain(singles, knob_corners(knobs)):
         key = (name, calibrated, fixed, tuple(sorted(set(overrides))))
         if key not in checked:
             load_device(name, dict(fixed) | dict(overrides), calibrated=calibrated)
             checked.add(key)
+
+
+def knob_corners(knobs: Mapping[str, Sequence[Any]]) -> Iterable[tuple[tuple[str, Any], ...]]:
+    """The what-if values checked together, as (path, value) pairs: every corner of the knobs' ranges (each at its
+    least or its greatest value), or with more than MAX_CORNER_KNOBS knobs each combination the points take (their
+    values zipped). The checks that compare fields (idle power below a power cap, below the TDP) fail at a corner
+    where they fail anywhere."""
+    paths = sorted(knobs)
+    distinct = {path: sorted(set(knobs[path])) for path in paths}
+    if len(paths) <= MAX_CORNER_KNOBS:
+        return itertools.product(*([(path, values[0]), (path, values[-1])] for path, values in distinct.items()))
+    return set(zip(*([(path, value) for value in knobs[path]] for path in paths), strict=True))
 
 
 def block_device(base, knobs: Mapping[str, Sequence[Any]]):

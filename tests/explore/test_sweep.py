@@ -67,6 +67,9 @@ BAD_SWEEPS = {
     "derived unread field": ("overrides: {device.memory.bandwidth_GBps: [1000, 2000]}\nderived:\n"
                              "  device.power.tdp_W: '0.2 * device.memory.bandwidth_GBps'", 6,
                              "derived.device.power.tdp_W", "cap a GPU's power with power.cap_W"),
+    # Each value loads alone; the cap and the idle power are compared (idle below the cap) only together.
+    "overrides compared together": ("overrides: {device.power.cap_W: [300], device.power.idle_W: [60, 400]}", 4,
+                                    "power.cap_W=300, power.idle_W=400", "cap_W (300) must be above idle_W (400)"),
     "empty device list": ("workload: {batch: 1}\noverrides: {device.memory.bandwidth_GBps: []}", 5,
                           "overrides.device.memory.bandwidth_GBps", "found [], allowed: a list of at least 1"),
     "infinite override": ("overrides: {device.memory.bandwidth_GBps: [1000, .inf]}", 4,
