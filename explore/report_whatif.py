@@ -91,17 +91,23 @@ def _lines(pairs: list[tuple[dict[str, Any], dict[str, float]]], column: str, me
 
 
 def _headline(pairs: list[tuple[dict[str, Any], dict[str, float]]]) -> str:
-    """The largest and smallest TPOT speed-up, with the point that reaches it."""
-    measured = [(g["tpot_s"], row) for row, g in pairs if math.isfinite(g["tpot_s"])]
-    if not measured:
-        return ""
-    (high, best), (low, worst) = max(measured, key=lambda t: t[0]), min(measured, key=lambda t: t[0])
+    """The smallest and largest gain of each metric the what-ifs move (GAINS), with the point that reaches it: a power
+    cap moves TTFT and energy and leaves TPOT, more bandwidth the reverse."""
 
     def name(row: dict[str, Any]) -> str:
         return ", ".join(f"{path}={value_label(v)}" for path, v in overrides_of(row))
 
-    return (f"TPOT speed-up from {low:.3g}× ({device_label(worst)}, {name(worst)}, batch {worst['batch']}) to "
-            f"{high:.3g}× ({device_label(best)}, {name(best)}, batch {best['batch']}).")
+    said = []
+    for gain, words in GAINS:
+        measured = [(g[gain], row) for row, g in pairs if math.isfinite(g[gain])]
+        if not measured:
+            continue
+        (high, best), (low, worst) = max(measured, key=lambda t: t[0]), min(measured, key=lambda t: t[0])
+        if f"{low:.3g}" == f"{high:.3g}" == "1":
+            continue  # a metric no what-if moves
+        said.append(f"{words} from {low:.3g}× ({device_label(worst)}, {name(worst)}, batch {worst['batch']}) to "
+                    f"{high:.3g}× ({device_label(best)}, {name(best)}, batch {best['batch']}).")
+    return " ".join(said) or "No what-if moves TPOT, TTFT or energy per token (1× throughout)."
 
 
 def whatif_section(rows: list[dict[str, Any]], detail: DetailSource, search: str | None = None) -> list[ReportFigure]:

@@ -385,3 +385,20 @@ def test_format_figure_names_line_styles_only_where_sparsity_varies() -> None:
     mixed = dense + [normalize_row(dict(row, sparsity="2:4")) for row in dense]
     panels, caption = format_panels(mixed, lambda row: [])
     assert len(panels[0].series) == 6 and "line style: sparsity" in caption
+
+
+def test_the_what_if_headline_names_the_metrics_the_what_ifs_move() -> None:
+    """A power cap moves TTFT and energy and leaves TPOT: the caption's headline gives those two ranges and no TPOT
+    range of 1x to 1x; what-ifs that move nothing say so."""
+    from explore.report_whatif import _headline
+
+    def row(cap: float) -> dict:
+        return {"device": "h100-sxm", "batch": 8, "device.power.cap_W": cap}
+
+    pairs = [(row(500.0), {"tpot_s": 1.0, "ttft_s": 0.9, "energy_per_token_J": 1.05}),
+             (row(350.0), {"tpot_s": 1.0, "ttft_s": 0.8, "energy_per_token_J": 1.12})]
+    text = _headline(pairs)
+    assert "TTFT speed-up from 0.8× (h100-sxm, power.cap_W=350, batch 8) to 0.9×" in text
+    assert "energy per token saved from 1.05×" in text and "TPOT" not in text
+    flat = [(row(700.0), {"tpot_s": 1.0, "ttft_s": 1.0, "energy_per_token_J": 1.0})]
+    assert _headline(flat) == "No what-if moves TPOT, TTFT or energy per token (1× throughout)."
