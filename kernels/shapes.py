@@ -94,11 +94,6 @@ class StepShape:
         return replace(self, decode_kv=self.decode_kv + self.decode_shared_kv * self.decode_shared_seqs,
                        decode_shared_kv=0, decode_shared_seqs=0)
 
-    def split(self, parts: int) -> StepShape:
-        """The largest of `parts` shares of the iteration (shares: ceil(n / parts) of n of each kind): a micro-batch, or
-        the sequences one of `parts` devices attends for. A shape split in one part is itself."""
-        return self.shares(parts)[0]
-
     def shares(self, parts: int) -> tuple[StepShape, ...]:
         """The iteration dealt in `parts` shares, largest first, its prefill chunks, its decoding sequences and its
         sampled sequences each dealt whole and evenly (the first n % parts shares take one more), each share's chunks

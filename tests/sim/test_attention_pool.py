@@ -66,13 +66,13 @@ def test_a_shape_splits_its_sequences_whole_and_evenly():
     """Five decoding sequences over 5,000 keys in two parts: the larger part has three of them and 3,000 keys; a
     prefill of two chunks (100 + 60 tokens) splits into one chunk of the mean size; one part is the shape itself."""
     shape = step_shape(chunks=[(100, 0), (60, 40)], decode_kv=[1000] * 5, sampled=7)
-    part = shape.split(2)
+    part = shape.shares(2)[0]
     assert (part.decode_seqs, part.decode_kv, part.sampled) == (3, 3000, 4)
     assert (part.prefill_seqs, part.prefill_tokens, part.prefill_cached) == (1, 80, 20)
-    assert shape.split(1) is shape
-    assert shape.split(8).decode_seqs == 1 and shape.split(8).prefill_seqs == 1
+    assert shape.shares(1) == (shape,)
+    assert shape.shares(8)[0].decode_seqs == 1 and shape.shares(8)[0].prefill_seqs == 1
     with pytest.raises(ValueError):
-        shape.split(0)
+        shape.shares(0)
 
 
 def test_sent_bytes_are_lamina_s_per_token_and_layer():
@@ -143,4 +143,4 @@ def test_a_pool_refuses_stages_and_empty_counts(template_of):
     with pytest.raises(ValueError, match="devices"):
         _pool(template_of(1), devices=0)
     with pytest.raises(ValueError, match="cascade"):
-        replace(StepShape(decode_seqs=4, decode_kv=40, decode_shared_kv=8, decode_shared_seqs=4), sampled=4).split(2)
+        replace(StepShape(decode_seqs=4, decode_kv=40, decode_shared_kv=8, decode_shared_seqs=4), sampled=4).shares(2)
