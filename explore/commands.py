@@ -28,7 +28,7 @@ from explore.rerun import (
     unstamp_report,
 )
 from explore.results import folder_lock
-from explore.rows import count_label, is_feasible, normalize_row
+from explore.rows import count_label, device_label, is_feasible, normalize_row
 from explore.run_support import HINT_BITS, HINT_TP, check_sets, infeasible_hints, overrides_text, parse_sets
 from explore.runner import Progress, columns_for, run_sweep
 from explore.schema import as_list
@@ -298,8 +298,9 @@ def cmd_run(args) -> int:
     if args.chrome_trace:
         from sim.chrome_trace import write_chrome_trace
 
-        # With the tables and the device, each kernel's event carries its class, FLOPs, bytes and bound.
-        write_chrome_trace(evaluation.result, point.device, args.chrome_trace, tables=evaluation.tables,
+        # With the tables and the device, each kernel's event carries its class, FLOPs, bytes and bound; the process
+        # is named for the whole system ('h100-sxm x2 + h20 x4').
+        write_chrome_trace(evaluation.result, device_label(point.row()), args.chrome_trace, tables=evaluation.tables,
                            device=evaluator.point_device(point), execution=point.execution)
     metrics = json_safe(evaluation.metrics) | _set_inputs(point)
     for note in (idle_peak_note(overrides, [args.model]), fixed_peak_sm_note(overrides),

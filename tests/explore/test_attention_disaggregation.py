@@ -212,3 +212,18 @@ def test_explore_run_s_attention_mistakes_get_one_line(tmp_path, capsys, flags, 
                  "--prompt", "32", "--output", "4", *flags]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and found in err, err
+
+
+def test_a_chrome_trace_names_the_system_with_its_attention_devices(tmp_path):
+    """The trace's process is the whole replica: the model's device and the attention devices beside it."""
+    import json
+
+    model = write_tiny_model(tmp_path)
+    trace = tmp_path / "trace.json"
+    assert main(["run", "--model", model, "--device", "h100-sxm", "--serving", "--rate", "10", "--requests", "4",
+                 "--prompt", "32", "--output", "4", "--attention-device", "h20", "--attention-devices", "2",
+                 "--chrome-trace", str(trace)]) == 0
+    events = json.loads(trace.read_text())
+    events = events["traceEvents"] if isinstance(events, dict) else events
+    names = [e["args"]["name"] for e in events if e.get("name") == "process_name"]
+    assert names == ["h100-sxm + h20 x2"]
