@@ -32,6 +32,7 @@ from explore.rows import count_label, device_label, is_feasible, normalize_row
 from explore.run_support import HINT_BITS, HINT_TP, check_sets, infeasible_hints, overrides_text, parse_sets
 from explore.runner import Progress, columns_for, run_sweep
 from explore.schema import as_list
+from explore.serving_settings import FlagNames, flag_of, idle_setting
 from explore.sweep import STRATEGY_NAMES, Constraint, Objectives, load_sweep
 from explore.sweep_notes import fixed_peak_sm_note, idle_peak_note, power_limit_note, sweep_notes
 from explore.sweep_serving import capacity_notice
@@ -212,39 +213,18 @@ def cmd_check(args) -> int:
 
 def _idle_serving_flag(args) -> str:
     """Why a serving flag the user set does nothing beside the other flags given ('' when none): a single run refuses
-    it, as it refuses serving flags without --serving (a sweep's grids may cross such settings on purpose)."""
-    spec = ServingSpec()
-    pool = "with --prefill-replicas N (N >= 1: a prefill pool to hand over from), or left out"
-    for flag, value, idle, allowed in (
-            ("--cv", args.cv, args.cv != spec.cv and args.arrival != "gamma",
-             "with --arrival gamma (Poisson arrivals have a cv of 1), or left out"),
-            ("--swap-GBps", args.swap_GBps, args.swap_GBps is not None and args.preemption != "swap",
-             "with --preemption swap (recompute preemption moves nothing over the host link), or left out"),
-            ("--prefill-device", args.prefill_device, bool(args.prefill_device) and not args.prefill_replicas, pool),
-            ("--kv-link", args.kv_link, args.kv_link != spec.kv_link and not args.prefill_replicas, pool),
-            ("--slo-attainment", args.slo_attainment, args.slo_attainment != spec.slo_attainment and not (
-                args.slo_ttft or args.slo_tpot or args.slo_slowdown),
-             "with an SLO to attain (--slo-ttft, --slo-tpot or --slo-slowdown), or left out"),
-            ("--prefix-attention", args.prefix_attention, args.prefix_attention is not None and not args.prefix_tokens,
-             "with --prefix-tokens N (N >= 1: a prefix every request shares), or left out"),
-            *((flag, getattr(args, name), getattr(args, name) != getattr(spec, name)
-               and args.attention_device in ("", "none"),
-               "with --attention-device DEVICE (attention on devices of its own), or left out")
-              for flag, name in (("--attention-devices", "attention_devices"), ("--attention-link", "attention_link"),
-                                 ("--attention-micro-batches", "attention_micro_batches"))),
-            *((flag, getattr(args, name), args.trace is not None and getattr(args, name) != KNOBS[name].default,
-               f"left out with --trace (the trace gives each request's {name} tokens)")
-              for flag, name in (("--prompt", "prompt"), ("--output", "output")))):
-        if idle:
-            shown = f"{value:g}" if isinstance(value, float) else repr(value)
-            context = {"--cv": f"--arrival {args.arrival}", "--swap-GBps": f"--preemption {args.preemption}",
-                       "--slo-attainment": "no SLO", "--prefix-attention": "no shared prefix",
-                       "--attention-devices": "no --attention-device", "--attention-link": "no --attention-device",
-                       "--attention-micro-batches": "no --attention-device",
-                       "--prompt": f"--trace {args.trace}",
-                       "--output": f"--trace {args.trace}"}.get(flag, "no prefill pool")
-            return f"{flag}: found {shown} with {context}, allowed: {allowed}"
-    return ""
+    it, as it refuses serving flags without --serving (a sweep's grids may cross such settings on purpose; the rules
+    are explore/serving_settings.py's, which a sweep's serving: section is checked by too)."""
+    dests = {f.name: flag_of(f.name).removeprefix("--").replace("-", "_") for f in dataclasses.fields(ServingSpec)}
+    values = {field: (getattr(args, dest),) for field, dest in dests.items() if hasattr(args, dest)}
+    flags = {flag for flag, _ in serving_flags_set(args)}
+    given = {field for field in values if flag_of(field) in flags or (
+        field in ("prompt", "output") and getattr(args, field) != KNOBS[field].default)}
+    idle = idle_setting(given, values, FlagNames())
+    if idle is None:
+        return ""
+    value = values[idle.field][0]
+    return f"{flag_of(idle.field)}: {idle.message(f'{value:g}' if isinstance(value, float) else repr(value))}"
 
 
 def cmd_run(args) -> int:
@@ -382,12 +362,6 @@ def _print_infeasible(args, point: DesignPoint, evaluator: Evaluator, metrics: d
     return 1
 
 
-# ServingSpec fields and the `explore run` flags that set them, for error messages.
-SERVING_FLAGS = {"rate_per_s": "--rate", "swap_GBps": "--swap-GBps", "slo_ttft_s": "--slo-ttft",
-                 "slo_tpot_s": "--slo-tpot", "slo_attainment": "--slo-attainment", "slo_slowdown": "--slo-slowdown",
-                 "prompt": "--prompt", "output": "--output"}
-
-
 def _serving_spec(args) -> ServingSpec:
     """The serving workload of `explore run --serving`, its mistakes named by flag."""
     if args.trace is None and args.arrival == "trace":
@@ -435,10 +409,9 @@ def _serving_spec(args) -> ServingSpec:
         return spec
     except InputError as err:
         name, _, rest = str(err).partition(": ")
-        if name not in SERVING_FLAGS and name not in {f.name for f in dataclasses.fields(ServingSpec)}:
+        if name not in {f.name for f in dataclasses.fields(ServingSpec)}:
             raise  # not a field's message (a trace file's names the file)
-        flag = SERVING_FLAGS.get(name, f"--{name.replace('_', '-')}")
-        raise InputError(f"{flag}: {rest}") from None
+        raise InputError(f"{flag_of(name)}: {rest}") from None
 
 
 # The kernel classes a GPU calibration can fit (hw_models.calibration): any other is priced on the roofline.

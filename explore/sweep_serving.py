@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, StrictFloat, StrictInt, field_validator, model_serializer, model_validator
@@ -9,6 +10,7 @@ from pydantic import AfterValidator, Field, StrictFloat, StrictInt, field_valida
 from explore.knobs import KNOBS, knobs
 from explore.rows import is_feasible, normalize_row
 from explore.schema import PositiveInt, PositiveNumber, Strict, as_list, finite, knob_type, one_or_more
+from explore.serving_settings import KeyNames, idle_setting, key_of
 from hw_models.link import load_link_model
 from hw_models.registry import load_device
 from kernels.parallel import check_expert_parallel, check_pipeline_parallel, check_tensor_parallel
@@ -313,34 +315,31 @@ def check_serving(serving: Serving, models: list[str], located: LocatedYAML) -> 
                                  f"{serving.block_tokens}, allowed: at most {model}'s context of {context} tokens")
 
 
+def _given(serving: Serving, field: str) -> tuple[bool, Any]:
+    """Whether the section writes a ServingSpec field's key (with a value other than null), and its value."""
+    owner, written = serving, True
+    *outer, key = key_of(field)
+    for name in outer:
+        written = written and name in owner.model_fields_set
+        owner = getattr(owner, name)
+        if owner is None:
+            return False, None
+    if key not in type(owner).model_fields:
+        return False, None
+    value = getattr(owner, key)
+    return written and key in owner.model_fields_set and value is not None, value
+
+
 def _check_idle(serving: Serving, located: LocatedYAML) -> None:
-    """A key set in the section that no point of the sweep would read is refused, as explore run refuses the flag:
-    it would only show in the results as if it had been run."""
-    given = serving.model_fields_set
-    no_pool = all(replicas == 0 for replicas in as_list(serving.prefill_replicas))
-    slo = serving.slo
-    attends_apart = any(name != "none" for name in as_list(serving.attention_device or "none"))
-    pool = "with prefill_replicas >= 1 (a prefill pool to hand over from), or left out"
-    for key, idle, context, allowed in (
-            (("cv",), "cv" in given and serving.arrival != "gamma", f"arrival {serving.arrival!r}",
-             "with arrival: gamma (Poisson arrivals have a cv of 1), or left out"),
-            (("swap_GBps",), serving.swap_GBps is not None and serving.preemption != "swap",
-             f"preemption {serving.preemption!r}",
-             "with preemption: swap (recompute preemption moves nothing over the host link), or left out"),
-            (("prefill_device",), bool(serving.prefill_device) and no_pool, "no prefill pool", pool),
-            (("kv_link",), "kv_link" in given and no_pool, "no prefill pool", pool),
-            *(((key,), getattr(serving, key) is not None and not attends_apart, "no attention_device",
-               "with attention_device: DEVICE (attention on devices of its own), or left out")
-              for key in ATTENTION_FIELDS[1:]),
-            (("slo", "attainment"), slo is not None and "attainment" in slo.model_fields_set and not (
-                slo.ttft_s or slo.tpot_s or slo.slowdown), "no SLO limit",
-             "with ttft_s, tpot_s or slowdown limits to attain, or left out"),
-            (("prefix_attention",), "cascade" in as_list(serving.prefix_attention) and not serving.prefix_tokens,
-             "no shared prefix", "with prefix_tokens >= 1 (a prefix every request shares), or left out")):
-        if idle:
-            value = getattr(slo if key[0] == "slo" else serving, key[-1])
-            raise InputError(f"{located.where(('serving', *key))}: serving.{'.'.join(key)}: found {value!r} with "
-                             f"{context}, allowed: {allowed}")
+    """A key set in the section that no point of the sweep would read is refused, as explore run refuses the flag
+    (the rules are explore/serving_settings.py's): it would only show in the results as if it had been run."""
+    keyed = {f.name: _given(serving, f.name) for f in dataclasses.fields(ServingSpec)}
+    values = {field: tuple(as_list(value)) for field, (_, value) in keyed.items()}
+    idle = idle_setting({field for field, (written, _) in keyed.items() if written}, values, KeyNames(), sweep=True)
+    if idle is not None:
+        names = KeyNames()
+        raise InputError(f"{located.where(('serving', *key_of(idle.field)))}: serving.{names.name(idle.field)}: "
+                         f"{idle.message(repr(keyed[idle.field][1]))}")
 
 
 def check_parallel(parallel: Parallel, models: list[str], located: LocatedYAML) -> None:

@@ -1,0 +1,158 @@
+"""Which serving settings a run reads only beside others: one table of rules that `explore run --serving` (its flags)
+and a sweep's serving: section (its keys) both refuse by, so that a setting nothing reads is one line rather than a
+column in the results as if it had been run."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+# Every value the user gave each setting (a ServingSpec field): one for a run, each value of a list in a sweep.
+Values = Mapping[str, tuple[Any, ...]]
+
+# ServingSpec fields whose flag is not the field's name (`--rate` sets rate_per_s).
+FLAGS = {"rate_per_s": "--rate", "slo_ttft_s": "--slo-ttft", "slo_tpot_s": "--slo-tpot",
+         "slo_attainment": "--slo-attainment", "slo_slowdown": "--slo-slowdown"}
+# ServingSpec fields whose key in a sweep's serving: section is not the field's name (slo's are nested).
+KEYS = {"rate_per_s": ("rate",), "slo_ttft_s": ("slo", "ttft_s"), "slo_tpot_s": ("slo", "tpot_s"),
+        "slo_attainment": ("slo", "attainment"), "slo_slowdown": ("slo", "slowdown")}
+
+
+def flag_of(field: str) -> str:
+    """The `explore run` flag that sets a ServingSpec field ('--swap-GBps', '--rate')."""
+    return FLAGS.get(field, f"--{field.replace('_', '-')}")
+
+
+def key_of(field: str) -> tuple[str, ...]:
+    """The keys under a sweep's serving: that set a ServingSpec field (('slo', 'attainment'))."""
+    return KEYS.get(field, (field,))
+
+
+class Names(Protocol):
+    """How a caller names serving settings in its messages."""
+
+    def name(self, field: str) -> str:
+        """The setting itself: '--prefill-device' or 'prefill_device'."""
+
+    def setting(self, field: str, value: str) -> str:
+        """The setting with a value the user would write: '--arrival gamma' or 'arrival: gamma'."""
+
+    def found(self, field: str, value: Any) -> str:
+        """The setting with a value the user gave: '--arrival poisson' or "arrival 'poisson'"."""
+
+    def at_least(self, field: str, least: int, why: str) -> str:
+        """A count of at least `least` and what it gives: '--prefill-replicas N (N >= 1: why)'."""
+
+
+@dataclass(frozen=True)
+class FlagNames:
+    """Settings as `explore run` flags."""
+
+    def name(self, field: str) -> str:
+        return flag_of(field)
+
+    def setting(self, field: str, value: str) -> str:
+        return f"{flag_of(field)} {value}"
+
+    def found(self, field: str, value: Any) -> str:
+        return f"{flag_of(field)} {value}"
+
+    def at_least(self, field: str, least: int, why: str) -> str:
+        return f"{flag_of(field)} N (N >= {least}: {why})"
+
+
+@dataclass(frozen=True)
+class KeyNames:
+    """Settings as keys of a sweep's serving: section."""
+
+    def name(self, field: str) -> str:
+        return ".".join(key_of(field))
+
+    def setting(self, field: str, value: str) -> str:
+        return f"{self.name(field)}: {value}"
+
+    def found(self, field: str, value: Any) -> str:
+        return f"{self.name(field)} {value!r}"
+
+    def at_least(self, field: str, least: int, why: str) -> str:
+        return f"{self.name(field)} >= {least} ({why})"
+
+
+@dataclass(frozen=True)
+class ReadWhen:
+    """A serving setting a run reads only beside others: `field` is read where `read` holds of the values given
+    (in a sweep, where it holds for some point); `idle` says what leaves it unread and `allowed` what reads it."""
+
+    field: str
+    read: Callable[[Values], bool]
+    idle: Callable[[Values, Names], str]
+    allowed: Callable[[Names], str]
+    sweep: bool = True  # False: a sweep's schema refuses the pair itself (Serving._consistent)
+
+
+@dataclass(frozen=True)
+class Idle:
+    """A setting the user gave that nothing reads beside the others given."""
+
+    field: str
+    idle: str  # what leaves it unread: 'no prefill pool'
+    allowed: str
+
+    def message(self, shown: str) -> str:
+        """The message after its setting's name, with the value found as the caller shows it."""
+        return f"found {shown} with {self.idle}, allowed: {self.allowed}"
+
+
+def _any(values: Values, field: str) -> bool:
+    return any(values.get(field, ()))
+
+
+def _attends_apart(values: Values) -> bool:
+    return any(device not in (None, "", "none") for device in values.get("attention_device", ()))
+
+
+def _pool(names: Names) -> str:
+    return f"with {names.at_least('prefill_replicas', 1, 'a prefill pool to hand over from')}, or left out"
+
+
+def _attention(names: Names) -> str:
+    return f"with {names.setting('attention_device', 'DEVICE')} (attention on devices of its own), or left out"
+
+
+def _traced(field: str) -> ReadWhen:
+    """A run's prompt or output length, which a trace's lengths replace."""
+    return ReadWhen(field, lambda v: not _any(v, "trace"), lambda v, n: n.found("trace", v["trace"][0]),
+                    lambda n: f"left out with {n.name('trace')} (the trace gives each request's {field} tokens)",
+                    sweep=False)
+
+
+RULES: tuple[ReadWhen, ...] = (
+    ReadWhen("cv", lambda v: "gamma" in v["arrival"], lambda v, n: n.found("arrival", v["arrival"][0]),
+             lambda n: f"with {n.setting('arrival', 'gamma')} (Poisson arrivals have a cv of 1), or left out"),
+    ReadWhen("swap_GBps", lambda v: "swap" in v["preemption"], lambda v, n: n.found("preemption", v["preemption"][0]),
+             lambda n: f"with {n.setting('preemption', 'swap')} (recompute preemption moves nothing over the host "
+                       f"link), or left out"),
+    ReadWhen("prefill_device", lambda v: _any(v, "prefill_replicas"), lambda v, n: "no prefill pool", _pool),
+    ReadWhen("kv_link", lambda v: _any(v, "prefill_replicas"), lambda v, n: "no prefill pool", _pool),
+    ReadWhen("slo_attainment", lambda v: any(_any(v, f) for f in ("slo_ttft_s", "slo_tpot_s", "slo_slowdown")),
+             lambda v, n: "no SLO",
+             lambda n: f"with an SLO to attain ({n.name('slo_ttft_s')}, {n.name('slo_tpot_s')} or "
+                       f"{n.name('slo_slowdown')}), or left out"),
+    ReadWhen("prefix_attention", lambda v: _any(v, "prefix_tokens"), lambda v, n: "no shared prefix",
+             lambda n: f"with {n.at_least('prefix_tokens', 1, 'a prefix every request shares')}, or left out"),
+    *(ReadWhen(field, _attends_apart, lambda v, n: f"no {n.name('attention_device')}", _attention)
+      for field in ("attention_devices", "attention_link", "attention_micro_batches")),
+    _traced("prompt"),
+    _traced("output"),
+)
+
+
+def idle_setting(given: set[str] | frozenset[str], values: Values, names: Names, *,
+                 sweep: bool = False) -> Idle | None:
+    """The first setting the user gave (`given`, ServingSpec fields) that no run reads beside `values`, every value
+    given of each setting; None when each is read. `sweep`: only the rules a sweep's section is checked by."""
+    for rule in RULES:
+        if rule.field in given and (rule.sweep or not sweep) and not rule.read(values):
+            return Idle(rule.field, rule.idle(values, names), rule.allowed(names))
+    return None
