@@ -68,13 +68,15 @@ def test_cascade_without_a_prefix_to_share_is_one_line(tmp_path, capsys, args, m
     assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
-def test_a_sweep_cascading_no_prefix_is_one_line(tmp_path, capsys):
+@pytest.mark.parametrize("value", ["cascade", "paged"])
+def test_a_sweep_s_prefix_attention_with_no_prefix_is_one_line(tmp_path, capsys, value):
+    """Without a shared prefix no point reads prefix_attention, paged or cascade (as --prefix-attention is refused)."""
     model = write_tiny_model(tmp_path)
     path = write_sweep(tmp_path, f"name: prefix\nmodel: {model}\ndevice: h100-sxm\nserving:\n"
-                                 "  requests: 4\n  rate: 5\n  prompt: 64\n  output: 4\n  prefix_attention: cascade\n")
+                                 f"  requests: 4\n  rate: 5\n  prompt: 64\n  output: 4\n  prefix_attention: {value}\n")
     assert main(["check", path]) == 2
     err = capsys.readouterr().err
-    assert "serving.prefix_attention: found 'cascade' with no shared prefix" in err
+    assert f"serving.prefix_attention: found '{value}' with no shared prefix" in err
     assert len(err.strip().splitlines()) == 1
 
 

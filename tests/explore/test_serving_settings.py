@@ -1,0 +1,86 @@
+"""The serving settings a run reads only beside others (explore/serving_settings.py): explore run's flags and a sweep's
+serving: keys are refused by the same rules."""
+
+from __future__ import annotations
+
+import pytest
+
+from explore.cli import main
+from explore.serving_settings import RULES, FlagNames, KeyNames, flag_of, idle_setting, key_of
+from tests.explore.tiny_sweep import write_sweep
+
+RUN = ["run", "--model", "llama-2-7b", "--device", "h100-sxm", "--serving", "--requests", "4"]
+LENGTHS = ("--rate", "2", "--prompt", "64", "--output", "4"), "  rate: 2\n  prompt: 64\n  output: 4\n"
+TRACED = ("--trace", "splitwise-conv", "--rate", "2"), "  trace: splitwise-conv\n  rate: 2\n"
+# Each rule's setting given alone, as flags and as serving: lines, over lengths or over a trace.
+IDLE = {
+    "cv": (LENGTHS, ("--cv", "3"), "  cv: 3\n"),
+    "swap_GBps": (LENGTHS, ("--swap-GBps", "20"), "  swap_GBps: 20\n"),
+    "prefill_device": (LENGTHS, ("--prefill-device", "a100-sxm-80gb"), "  prefill_device: a100-sxm-80gb\n"),
+    "kv_link": (LENGTHS, ("--kv-link", "nvlink4"), "  kv_link: nvlink4\n"),
+    "slo_attainment": (LENGTHS, ("--slo-attainment", "0.5"), "  slo: {attainment: 0.5}\n"),
+    "prefix_attention": (LENGTHS, ("--prefix-attention", "cascade"), "  prefix_attention: cascade\n"),
+    "attention_devices": (LENGTHS, ("--attention-devices", "2"), "  attention_devices: 2\n"),
+    "attention_link": (LENGTHS, ("--attention-link", "infiniband-ndr"), "  attention_link: infiniband-ndr\n"),
+    "attention_micro_batches": (LENGTHS, ("--attention-micro-batches", "3"), "  attention_micro_batches: 3\n"),
+    "prompt": (TRACED, ("--prompt", "100"), "  prompt: 100\n"),
+    "output": (TRACED, ("--output", "100"), "  output: 100\n"),
+}
+
+
+def test_every_rule_has_a_case_here():
+    """A rule added to the table is tried on both callers below."""
+    assert sorted(IDLE) == sorted(rule.field for rule in RULES)
+
+
+@pytest.mark.parametrize("field", list(IDLE))
+def test_explore_run_and_a_sweep_refuse_the_same_settings(field, tmp_path, capsys):
+    (flags, lines), flag_args, key_lines = IDLE[field]
+    assert main([*RUN, *flags, *flag_args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"error: {flag_of(field)}: found " in err[0], err
+    path = write_sweep(tmp_path, f"name: idle\nmodel: llama-2-7b\ndevice: h100-sxm\nserving:\n  requests: 4\n"
+                                 f"{lines}{key_lines}")
+    assert main(["check", path]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    rule = next(rule for rule in RULES if rule.field == field)
+    # A trace beside prompt or output is refused by the section's schema (without a trace both are required).
+    named = f"serving.{'.'.join(key_of(field))}: found " if rule.sweep else f"with {field}, allowed: either"
+    assert len(err) == 1 and "sweep.yaml:" in err[0] and named in err[0], err
+
+
+@pytest.mark.parametrize(("given", "values", "idle"), [
+    # A sweep's list: a key is idle only where no point reads it.
+    ("prefill_device", {"prefill_replicas": (0, 1)}, False),
+    ("prefill_device", {"prefill_replicas": (0,)}, True),
+    ("attention_devices", {"attention_device": ("none", "h20")}, False),
+    ("attention_devices", {"attention_device": ("none", "")}, True),
+    ("cv", {"arrival": ("gamma",)}, False),
+    ("cv", {"arrival": ("poisson",)}, True),
+    ("slo_attainment", {"slo_ttft_s": (None,), "slo_tpot_s": (0.1,)}, False),
+    ("slo_attainment", {"slo_ttft_s": (None,), "slo_tpot_s": (None,), "slo_slowdown": (None,)}, True),
+    ("prefix_attention", {"prefix_tokens": (64,)}, False),
+    ("prefix_attention", {"prefix_tokens": (0,)}, True),
+])
+def test_a_setting_is_idle_only_where_no_value_given_reads_it(given, values, idle):
+    assert (idle_setting({given}, values, KeyNames(), sweep=True) is not None) is idle
+
+
+def test_each_caller_names_the_settings_its_own_way():
+    values = {"arrival": ("poisson",), "prefill_replicas": (0,)}
+    flag = idle_setting({"cv"}, values, FlagNames())
+    key = idle_setting({"cv"}, values, KeyNames())
+    assert flag.message("3") == ("found 3 with --arrival poisson, allowed: with --arrival gamma (Poisson arrivals "
+                                 "have a cv of 1), or left out")
+    assert key.message("3") == ("found 3 with arrival 'poisson', allowed: with arrival: gamma (Poisson arrivals "
+                                "have a cv of 1), or left out")
+    assert "with --prefill-replicas N (N >= 1: " in idle_setting({"kv_link"}, values, FlagNames()).allowed
+    assert "with prefill_replicas >= 1 (" in idle_setting({"kv_link"}, values, KeyNames()).allowed
+    assert (flag_of("slo_attainment"), key_of("slo_attainment")) == ("--slo-attainment", ("slo", "attainment"))
+
+
+def test_prompt_and_output_are_left_to_a_sweep_s_schema():
+    """explore run refuses --prompt beside --trace as an idle flag; a sweep's schema refuses the pair itself."""
+    values = {"trace": ("splitwise-conv",)}
+    assert idle_setting({"prompt"}, values, FlagNames()) is not None
+    assert idle_setting({"prompt"}, values, KeyNames(), sweep=True) is None
