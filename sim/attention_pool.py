@@ -53,8 +53,8 @@ def disaggregated_time_s(model_s: Sequence[float], attention_s: Sequence[float],
 class AttentionPool:
     """The attention devices of a replica: `devices` of `device` (a device model), joined to the model's devices by
     `link` (a hw_models/link.py LinkModel) over `ports` ports each way, each running the attention rows of `template`
-    (the model's template sharded over the attention devices: its heads), with the iteration split in
-    `micro_batches`."""
+    (the model's template sharded over the attention devices: its heads), with each iteration split in up to
+    `micro_batches` (as many as make it fastest: sim/costs.py)."""
 
     device: object
     devices: int
