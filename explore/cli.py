@@ -202,12 +202,14 @@ def _add_serving_flags(run: argparse.ArgumentParser) -> None:
                    help="run the attention of the serving (or decode) pool on devices of this kind apart from the "
                         "model's, which then hold the KV cache (model-attention disaggregation, Lamina); default: "
                         "the model's devices attend")
-    g.add_argument("--attention-devices", type=int, default=spec.attention_devices,
+    # Unset (None) rather than the spec's default, so that a flag given at its default without --attention-device is
+    # still seen as given (and refused: it would change nothing).
+    g.add_argument("--attention-devices", type=int,
                    help=f"attention devices per replica, splitting the heads (default {spec.attention_devices})")
-    g.add_argument("--attention-link", default=spec.attention_link,
+    g.add_argument("--attention-link",
                    help=f"the link between the model's and the attention devices, a port per device (default "
                         f"{spec.attention_link})")
-    g.add_argument("--attention-micro-batches", type=int, default=spec.attention_micro_batches,
+    g.add_argument("--attention-micro-batches", type=int,
                    help=f"the most micro-batches an iteration splits in to keep both kinds of device busy (default "
                         f"{spec.attention_micro_batches}: two take turns; each iteration uses as many as make it "
                         f"fastest)")

@@ -399,8 +399,10 @@ def _serving_spec(args) -> ServingSpec:
                   replicas=args.replicas, prefill_replicas=args.prefill_replicas, prefill_device=args.prefill_device,
                   kv_link=args.kv_link, router=args.router, prefix_attention=args.prefix_attention,
                   memory_utilization=args.memory_utilization, attention_device=args.attention_device,
-                  attention_devices=args.attention_devices, attention_link=args.attention_link,
-                  attention_micro_batches=args.attention_micro_batches)
+                  # Unset attention flags take the spec's defaults.
+                  **{name: getattr(args, name) for name in ("attention_devices", "attention_link",
+                                                            "attention_micro_batches")
+                     if getattr(args, name) is not None})
     if args.seed < 0:
         raise InputError(f"--seed: found {args.seed}, allowed: an integer >= 0")
     try:
