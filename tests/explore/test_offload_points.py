@@ -35,9 +35,10 @@ def point70b(device: str = "a100-sxm-80gb", **knobs) -> DesignPoint:
 
 # ---- Llama-2-70B (fp16, 138 GB) on one 80 GB GPU: bounded by PCIe -------------------------------------------------
 
-# What a CUDA program can allocate: the A100 80 GB preset has no measured total (its datasheet's 80e9 B); an NVIDIA H100
-# 80GB HBM3 has 79.11 GiB (PyTorch's 'total capacity', github.com/vllm-project/vllm/issues/27508).
-@pytest.mark.parametrize(("device", "link_Bps", "capacity_B"), [("a100-sxm-80gb", PCIE4_X16_Bps, 80 * GB),
+# What a CUDA program can allocate: an NVIDIA A100-SXM4-80GB has 85100068864 B (CUDA deviceQuery's totalGlobalMem,
+# github.com/thamada/nvidia-smi nvsim/A100SXMx4_deviceQuery.py); an NVIDIA H100 80GB HBM3 has 79.11 GiB (PyTorch's
+# 'total capacity', github.com/vllm-project/vllm/issues/27508).
+@pytest.mark.parametrize(("device", "link_Bps", "capacity_B"), [("a100-sxm-80gb", PCIE4_X16_Bps, 85100068864),
                                                                ("h100-sxm", PCIE5_X16_Bps, 79.11 * 2**30)])
 def test_an_offloaded_70b_decode_step_is_bounded_by_the_pcie_floor(evaluator, device, link_Bps, capacity_B):
     """Llama-2-70B in fp16 needs about 138 GB; on an 80 GB GPU the rest lives in host memory and crosses PCIe every
@@ -115,7 +116,8 @@ def test_offload_none_leaves_a_point_that_does_not_fit_infeasible(evaluator):
 def test_an_offload_that_still_cannot_fit_is_infeasible_with_its_reason(evaluator):
     metrics = evaluator.evaluate(point70b(offload="kv")).metrics  # 0.2 GB of KV cannot free 58 GB
     assert not metrics["fits_in_memory"] and math.isnan(metrics["tpot_s"])
-    assert metrics["infeasible_reason"].startswith("offload kv: needs ") and "80.0 GB" in metrics["infeasible_reason"]
+    # The device holds what its deviceQuery total says, 85100068864 B (85.1 GB; see the PCIe-floor test above).
+    assert metrics["infeasible_reason"].startswith("offload kv: needs ") and "85.1 GB" in metrics["infeasible_reason"]
 
 
 def test_unknown_offload_values_and_links_are_refused_in_one_line():
