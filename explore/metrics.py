@@ -190,7 +190,8 @@ _m("tokens_per_usd", "tokens/USD", "", "max", "tokens_per_s over the hourly pric
 _m("calibrated", "calibrated", "", None,
    "what priced the kernels: fitted (the preset's own fits), sibling (borrowed) or none (datasheet or paper)",
    kind="text")
-_m("tdp_W", "rated power", "W", None, "power the hardware is rated to draw (power.tdp_W) over every device of the "
+_m("tdp_W", "rated power", "W", None, "power the hardware is rated to draw (power.tdp_W, or a GPU's power limit "
+   "power.cap_W where one is set: what a power budget provisions) over every device of the "
    "system, every replica when serving; avg_power_W above it means the preset's energy per action adds up to more "
    "than the chip can draw (figures too high, or a throttling that is not modeled)")
 _m("tokens_per_J", "tokens/J", "", "max", "output tokens per joule: 1 / energy_per_token_J",

@@ -117,6 +117,13 @@ class GPUModel(DeviceModel):
         return 1.0 if fit is None else fit.compute_fraction
 
     @property
+    def tdp_W(self) -> float:
+        """The most power the GPU may draw: its power limit where one is set (power.cap_W, which its kernels are held
+        to: hw_models/gpu_power.py), else its TDP."""
+        cap = self.spec.power.cap_W
+        return self.spec.power.tdp_W if cap is None else cap
+
+    @property
     def memory_bytes(self):
         """Bytes a CUDA program can allocate (GPUSpec.memory_bytes). A what-if capacity_GB on a card whose usable
         memory is measured keeps the card's usable share of its datasheet capacity: the driver's reserve scales

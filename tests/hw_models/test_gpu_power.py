@@ -121,3 +121,15 @@ def test_a_cap_at_the_tdp_leaves_every_kernel_that_draws_less_exactly_as_it_was(
                      for overrides in (None, {"power.cap_W": 700}))
     for part in ("time_s", "compute_s", "memory_s", "compute_J", "memory_J", "static_J"):
         assert np.array_equal(getattr(plain, part), getattr(capped, part)), part
+
+
+def test_a_capped_gpu_is_rated_at_its_cap():
+    """What a power budget provisions for a capped board is its limit (Splitwise-HHcap provisions its token machines at
+    their caps): the rated power is the cap, on one GPU and over a system of them."""
+    from hw_models.link import load_link_model
+    from hw_models.system import SystemModel
+
+    assert load_device("h100-sxm").tdp_W == 700
+    capped = load_device("h100-sxm", {"power.cap_W": 350})
+    assert capped.tdp_W == 350
+    assert SystemModel(capped, 4, load_link_model("nvlink4")).tdp_W == 4 * 350
