@@ -155,7 +155,9 @@ def apply_overrides(data: dict, overrides: dict[str, Any], where: str, line_of=N
             absent_default = (depth == len(keys) - 1 and isinstance(node, dict) and kind is not None
                               and declared_field(kind.spec_class, path))
             if (not isinstance(node, dict) or key not in node) and not absent_default:
-                choices = list(node) if isinstance(node, dict) else []
+                # Suggest only fields a what-if may set (a power limit's near miss on an NPU is not its unread TDP).
+                choices = [k for k in node if kind is None or unread_reason(
+                    kind.spec_class, ".".join([*keys[:depth], k])) is None] if isinstance(node, dict) else []
                 raise InputError(f"{at}: device.{'.'.join(keys[:depth + 1])}: no such field to override"
                                  f"{did_you_mean(key, choices)}")
             if depth == len(keys) - 1:

@@ -133,3 +133,11 @@ def test_a_capped_gpu_is_rated_at_its_cap():
     capped = load_device("h100-sxm", {"power.cap_W": 350})
     assert capped.tdp_W == 350
     assert SystemModel(capped, 4, load_link_model("nvlink4")).tdp_W == 4 * 350
+
+
+def test_a_cap_on_a_device_without_one_suggests_no_unread_field():
+    """A power limit is a GPU's: on NeuPIMs it is no field to override, and the message does not offer the TDP (which
+    no what-if may set) as the near miss."""
+    with pytest.raises(InputError, match="no such field to override") as err:
+        load_device("neupims", {"power.cap_W": 100})
+    assert "tdp_W" not in str(err.value)
