@@ -492,6 +492,10 @@ def _assumptions(point: DesignPoint, device) -> str:
     what += "".join(f"; {notice}" for notice in notices if notice)
     if point.overrides or point.link_overrides:
         what += f"; what-if (--set): {overrides_text(point)}"
+    cap_W = getattr(device.spec.power, "cap_W", None)  # from --set or the device file: a GPU's power limit
+    if cap_W is not None:
+        what += (f"; power limit {cap_W:g} W a device (a kernel that would draw more runs at a lower clock: "
+                 f"hw_models/gpu_power.py)")
     if point.knob("offload") != "none":
         what += f"; offload {point.knob('offload')} when it does not fit (offloaded_B: what host memory holds)"
     if point.serving is not None:

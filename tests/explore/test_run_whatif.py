@@ -310,3 +310,16 @@ def test_an_sm_count_what_if_at_the_chips_peaks_is_named(tmp_path, capsys):
                                   "overrides: {device.compute.sm_count: [132, 264]}\n")
     assert main(["check", alone]) == 0
     assert "note: compute.sm_count moves no peak" in capsys.readouterr().out
+
+
+def test_a_power_limit_is_named_in_the_header_from_set_or_a_device_file(tmp_path, capsys):
+    """explore run's header says a GPU runs under a power limit, whether --set gave it or a device file on a base:
+    preset, so a capped device is never taken for the preset as shipped."""
+    model = write_tiny_model(tmp_path)
+    device = tmp_path / "h100-capped.yaml"
+    device.write_text("base: h100-sxm\nname: h100-capped\ndescription: an H100 at 350 W\npower:\n  cap_W: 350\n")
+    for extra in (["--device", "h100-sxm", "--set", "power.cap_W=350"], ["--device", str(device)]):
+        code, text, _ = _run(capsys, ["run", "--model", model, "--prompt", "16", "--output", "2", *extra])
+        assert code == 0 and "power limit 350 W a device" in text.splitlines()[0], text.splitlines()[0]
+    code, text, _ = _run(capsys, ["run", "--model", model, "--device", "h100-sxm", "--prompt", "16", "--output", "2"])
+    assert "power limit" not in text.splitlines()[0]
