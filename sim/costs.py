@@ -164,8 +164,7 @@ class IterationCostModel:
                                       [out for *_, out, _ in parts], [back for *_, back in parts], layers)
         class_time = np.zeros(len(TIME_CLASS_NAMES))
         compute_J = memory_J = 0.0
-        for share in shares:
-            model, attention, out_s, back_s = priced[share]
+        for model, attention, out_s, back_s in parts:
             class_time += model.class_time_s + attention.class_time_s
             class_time[KERNEL_CLASS_NAMES.index(KIND_CLASS[KernelKind.SEND_RECV])] += layers * (out_s + back_s)
             compute_J += model.compute_J + pool.devices * attention.compute_J

@@ -157,7 +157,7 @@ def serving_memory(*, capacity_B: float, weights_B: float, activations_B: float,
     `kv_capacity_B` instead, each device holding its heads' share (1 / kv_devices) of every block."""
     block_B = kv_bytes_per_token * block_tokens
     if kv_devices:
-        blocks = math.floor(kv_capacity_B / kv_devices * utilization / (block_B / kv_devices))
+        blocks = math.floor(kv_capacity_B * utilization / block_B)  # each device its 1 / kv_devices of each block
     else:
         blocks = max(0, math.floor((capacity_B * utilization - weights_B - activations_B) / block_B))
     return ServingMemory(weights_B=weights_B, activations_B=activations_B, kv_block_B=block_B, kv_blocks=blocks,
