@@ -29,7 +29,15 @@ from explore.rerun import (
 )
 from explore.results import folder_lock
 from explore.rows import count_label, device_label, is_feasible, normalize_row
-from explore.run_support import HINT_BITS, HINT_TP, check_sets, infeasible_hints, overrides_text, parse_sets
+from explore.run_support import (
+    HINT_BITS,
+    HINT_TP,
+    WHAT_IF_PREFIXES,
+    check_sets,
+    infeasible_hints,
+    overrides_text,
+    parse_sets,
+)
 from explore.runner import Progress, columns_for, run_sweep
 from explore.schema import as_list
 from explore.serving_settings import FlagNames, flag_of, idle_setting
@@ -267,9 +275,12 @@ def cmd_run(args) -> int:
             message = str(err)  # a link file's own error names the file; the preset lookup's names no flag
             raise (InputError(f"--link: {message.removeprefix('link: ')}") if message.startswith("link: ") else
                    err) from None
-    overrides, link_overrides = parse_sets(args.set)
-    check_sets(args.device, overrides, args.link, link_overrides, args.tp * args.pp)
-    point = replace(point, overrides=tuple(overrides.items()), link_overrides=tuple(link_overrides.items()))
+    overrides, link_overrides, attention_overrides = parse_sets(args.set)
+    attention_name = serving.attention_device if serving is not None and serving.attends_apart else ""
+    check_sets(args.device, overrides, args.link, link_overrides, args.tp * args.pp, attention_name,
+               attention_overrides)
+    point = replace(point, overrides=tuple(overrides.items()), link_overrides=tuple(link_overrides.items()),
+                    attention_overrides=tuple(attention_overrides.items()))
     simulate = (args.sim or bool(args.chrome_trace)) and serving is None
     evaluator = Evaluator()
     evaluation = evaluator.evaluate(point, event_sim=simulate, timeline=bool(args.chrome_trace))
@@ -324,7 +335,7 @@ def _set_inputs(point: DesignPoint) -> dict:
     """What a run's output adds to the metrics: the device and link fields set with --set and the generic knobs
     (explore/knobs.py) set to other than their default."""
     return {column: value for column, value in point.row().items()
-            if column.startswith(("device.", "link.")) or column in dict(point.knobs)}
+            if column.startswith(WHAT_IF_PREFIXES) or column in dict(point.knobs)}
 
 
 def _print_metrics(metrics: dict) -> None:
@@ -490,7 +501,7 @@ def _assumptions(point: DesignPoint, device) -> str:
     notices = (format_notice(device, point.numeric_format),
                sixteen_bit_notice(device, load_model_config(point.model).dtype))
     what += "".join(f"; {notice}" for notice in notices if notice)
-    if point.overrides or point.link_overrides:
+    if point.overrides or point.link_overrides or point.attention_overrides:
         what += f"; what-if (--set): {overrides_text(point)}"
     cap_W = getattr(device.spec.power, "cap_W", None)  # from --set or the device file: a GPU's power limit
     if cap_W is not None:

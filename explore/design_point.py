@@ -46,6 +46,8 @@ class DesignPoint:
     ep: int = 1  # expert parallelism: 1, or tp to spread an MoE model's experts over the tp devices
     link: str = ""  # the link between them: a link preset name or path; empty: the device's own (hw_models/link.py)
     link_overrides: tuple[tuple[str, Any], ...] = ()  # link fields, e.g. ("bandwidth_GBps", 300)
+    # Fields of the serving spec's attention devices (ServingSpec.attention_device), e.g. ("memory.size_GB", 192).
+    attention_overrides: tuple[tuple[str, Any], ...] = ()
     # Generic registry knobs set to other than their default, sorted by name (explore/knobs.py); a knob at its
     # default is left out, so a point's key does not change when a knob is added to the registry.
     knobs: tuple[tuple[str, Any], ...] = ()
@@ -72,6 +74,8 @@ class DesignPoint:
             del values["ep"]
         if not values["link_overrides"]:
             del values["link_overrides"]
+        if not values["attention_overrides"]:
+            del values["attention_overrides"]
         if not values["knobs"]:
             del values["knobs"]  # points without a generic knob keep the keys they had before knobs existed
         files = self.input_files()
@@ -124,12 +128,13 @@ class DesignPoint:
     def row(self) -> dict[str, Any]:
         """Input columns of the results table, one column per override ('device.memory.bandwidth_GBps')."""
         return {"point_id": self.point_id, **self.row_fields(),
-                **{f"device.{path}": value for path, value in self.overrides}, **self.link_columns()}
+                **{f"device.{path}": value for path, value in self.overrides}, **self.system_what_if_columns()}
 
     def row_fields(self) -> dict[str, Any]:
-        """The input columns before the device overrides' (row() less point_id, device.* and link.*)."""
+        """The input columns before the device overrides' (row() less point_id, device.*, link.* and
+        attention_device.*)."""
         values = self._values()
-        for name in ("overrides", "link_overrides", "serving", "knobs"):
+        for name in ("overrides", "link_overrides", "attention_overrides", "serving", "knobs"):
             del values[name]
         row = {**values, "link": self.link or "default"}
         set_knobs = dict(self.knobs)
@@ -138,9 +143,11 @@ class DesignPoint:
             row.update(self.serving.columns())
         return row
 
-    def link_columns(self) -> dict[str, Any]:
-        """The link overrides' input columns ('link.bandwidth_GBps'), after the device overrides'."""
-        return {f"link.{path}": value for path, value in self.link_overrides}
+    def system_what_if_columns(self) -> dict[str, Any]:
+        """The input columns of the what-ifs on the rest of the system, after the device overrides': the link's
+        ('link.bandwidth_GBps'), then the attention devices' ('attention_device.memory.bandwidth_GBps')."""
+        return {**{f"link.{path}": value for path, value in self.link_overrides},
+                **{f"attention_device.{path}": value for path, value in self.attention_overrides}}
 
 
 @functools.lru_cache(maxsize=1024, typed=True)  # typed: 4 and 4.0 validate apart

@@ -220,8 +220,8 @@ class Evaluator:
         attends_apart = attention and spec is not None and spec.attends_apart
         key = (point.model, fmt, point.device, point.overrides, point.use_calibration, point.execution, point.tp,
                point.link, point.link_overrides, point.ep, point.knob("allreduce"), point.pp) + (
-            (spec.attention_device, spec.attention_devices, spec.attention_link, spec.attention_micro_batches)
-            if attends_apart else ())
+            (spec.attention_device, spec.attention_devices, spec.attention_link, spec.attention_micro_batches,
+             point.attention_overrides) if attends_apart else ())
         if key not in self._cost_models:
             template = self.template(point.model, fmt, point.tp, point.ep, fusion_of(point.execution))
             self._cost_models[key] = IterationCostModel(self.point_device(point), template, execution=point.execution,
@@ -235,18 +235,25 @@ class Evaluator:
     def attention_pool(self, point: DesignPoint, fmt: NumericFormat) -> AttentionPool:
         """The attention devices of a serving point's replica (sim/attention_pool.py): its spec's attention_devices of
         attention_device, splitting the heads, joined to the tp model devices by attention_link (a port per device). The
-        point's what-ifs change the attention devices where they are the point's device (as _on_device's pools)."""
+        point's device what-ifs change the attention devices where they are the point's device (as _on_device's pools),
+        and its attention what-ifs (attention_overrides) change them alone."""
         spec = point.serving
         devices = spec.attention_devices
         out_B, back_B = sent_bytes_per_token(self.config(point.model))
-        attending = _on_device(point, spec.attention_device)
         return AttentionPool(
-            device=self.device(attending.device, attending.overrides, calibrated=point.use_calibration),
+            device=self.attention_device(point),
             devices=devices,
             template=self.template(point.model, fmt, devices, 1, fusion_of(point.execution)),
             link=load_link_model(spec.attention_link, calibrated=point.use_calibration),
             ports=min(point.tp, devices), micro_batches=spec.attention_micro_batches, out_B_per_token=out_B,
             back_B_per_token=back_B)
+
+    def attention_device(self, point: DesignPoint):
+        """The device model of a serving point's attention devices: its spec's attention_device with the point's device
+        what-ifs where it is the point's device, then the point's attention what-ifs."""
+        attending = _on_device(point, point.serving.attention_device)
+        overrides = tuple((dict(attending.overrides) | dict(point.attention_overrides)).items())
+        return self.device(attending.device, overrides, calibrated=point.use_calibration)
 
     def evaluate(self, point: DesignPoint, *, event_sim: bool = False, timeline: bool = False,
                  price_infeasible: bool = False) -> Evaluation:
@@ -652,7 +659,7 @@ class Evaluator:
             check_tensor_parallel(self.config(point.model), spec.attention_devices)
         except ValueError as err:
             raise InputError(f"attention_devices: {err}: the attention devices split the heads") from None
-        self.device(name, calibrated=point.use_calibration)
+        self.attention_device(point)
         load_link_model(spec.attention_link)
 
     def _evaluate_serving(self, point: DesignPoint, fmt: NumericFormat) -> Evaluation:

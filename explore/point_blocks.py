@@ -85,8 +85,9 @@ class PointBlock:
         fields = self.base.row_fields()
         arrays = {"point_id": self.point_ids} | {f"device.{path}": column
                                                    for path, column in zip(self.paths, self.values, strict=True)}
-        names = ("point_id", *fields, *(name for name in arrays if name != "point_id"), *self.base.link_columns())
-        return Columns(size=self.size, names=names, arrays=arrays, constants=fields | self.base.link_columns())
+        system = self.base.system_what_if_columns()
+        names = ("point_id", *fields, *(name for name in arrays if name != "point_id"), *system)
+        return Columns(size=self.size, names=names, arrays=arrays, constants=fields | system)
 
 
 def _encoded_pairs(path: str, column: tuple[Any, ...]) -> list[str]:

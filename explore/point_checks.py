@@ -13,6 +13,7 @@ import itertools
 from typing import Any
 
 from explore.design_point import DesignPoint
+from explore.run_support import WHAT_IF_PREFIXES
 from explore.sweep import Sweep
 from workloads.errors import InputError
 from workloads.yaml_lines import LocatedYAML
@@ -27,7 +28,7 @@ def check_sweep_points(sweep: Sweep, evaluator) -> None:
     check reads them); the first refused one is a one-line InputError naming the sweep file, the line of the key the
     message starts with and, where several values are swept, the point's."""
     dims = sweep.dimensions()
-    judged = {name: values for name, values in dims.items() if not name.startswith(("device.", "link."))}
+    judged = {name: values for name, values in dims.items() if not name.startswith(WHAT_IF_PREFIXES)}
     fixed = {name: values[0] for name, values in dims.items() if name not in judged}
     combos = itertools.islice(itertools.product(*judged.values()), MAX_JUDGED)
     for combo in combos:
@@ -54,7 +55,7 @@ def _swept_values(sweep: Sweep, point: DesignPoint) -> str:
     """The point's value of each knob the sweep gives several values (device what-ifs aside)."""
     shown = []
     for name, values in sweep.dimensions().items():
-        if len(values) > 1 and not name.startswith(("device.", "link.")):
+        if len(values) > 1 and not name.startswith(WHAT_IF_PREFIXES):
             value = _value(point, name)
             if value is not None:
                 shown.append(f"{name}={value}")

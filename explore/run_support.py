@@ -16,18 +16,23 @@ from kernels.parallel import check_tensor_parallel
 from workloads.errors import InputError
 
 SET_EXAMPLE = "memory.bandwidth_GBps=6700"
-DEVICE_PREFIX, LINK_PREFIX = "device.", "link."
+# What-if keys by what they change: the point's device ('device.memory.bandwidth_GBps'), the link between its parallel
+# devices ('link.bandwidth_GBps'), a serving replica's attention devices ('attention_device.memory.size_GB').
+DEVICE_PREFIX, LINK_PREFIX, ATTENTION_PREFIX = "device.", "link.", "attention_device."
+WHAT_IF_PREFIXES = (DEVICE_PREFIX, LINK_PREFIX, ATTENTION_PREFIX)
 _NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 _INTEGER = re.compile(r"^[-+]?\d+$")
 _WHERE = re.compile(r"^[^:]*\.ya?ml(:\d+)?: ")  # the file a device or link message starts with
 
 
-def parse_sets(items: list[str]) -> tuple[dict[str, int | float], dict[str, int | float]]:
-    """(device overrides, link overrides) by dotted path of `--set KEY=VALUE` items: a key names a device field
-    ('memory.bandwidth_GBps', or 'device.memory.bandwidth_GBps' as a sweep writes it) or a link field
-    ('link.bandwidth_GBps'); a value is a number (an integer or a decimal)."""
+def parse_sets(items: list[str]) -> tuple[dict[str, int | float], dict[str, int | float], dict[str, int | float]]:
+    """(device, link, attention device overrides) by dotted path of `--set KEY=VALUE` items: a key names a device
+    field ('memory.bandwidth_GBps', or 'device.memory.bandwidth_GBps' as a sweep writes it), a link field
+    ('link.bandwidth_GBps') or a field of the attention devices ('attention_device.memory.bandwidth_GBps'); a value is
+    a number (an integer or a decimal)."""
     device: dict[str, int | float] = {}
     link: dict[str, int | float] = {}
+    attention: dict[str, int | float] = {}
     for item in items:
         key, eq, text = item.partition("=")
         key, text = key.strip(), text.strip()
@@ -40,12 +45,14 @@ def parse_sets(items: list[str]) -> tuple[dict[str, int | float], dict[str, int 
         value = int(text) if _INTEGER.match(text) else float(text)
         if isinstance(value, float) and not math.isfinite(value):
             raise InputError(f"--set {key}: found {text!r}, allowed: a finite number")
-        target, path = (link, key.removeprefix(LINK_PREFIX)) if key.startswith(LINK_PREFIX) else (
-            device, key.removeprefix(DEVICE_PREFIX))
+        # The first prefix the key starts with ('' last: a device field's path as it is).
+        target, path = next((target, key.removeprefix(prefix)) for target, prefix in (
+            (link, LINK_PREFIX), (attention, ATTENTION_PREFIX), (device, DEVICE_PREFIX), (device, ""))
+            if key.startswith(prefix))
         if path in target:
             raise InputError(f"--set {key}: found twice ({target[path]:g} and {value:g}), allowed: once")
         target[path] = value
-    return device, link
+    return device, link, attention
 
 
 def _without_where(message: str) -> str:
@@ -53,24 +60,29 @@ def _without_where(message: str) -> str:
     return _WHERE.sub("", message, count=1)
 
 
-def override_error(device_name: str, path: str, err: InputError) -> str:
+def override_error(device_name: str, path: str, err: InputError, prefix: str = "") -> str:
     """A device's refusal of a what-if on `path`, without its file, and the fields a what-if may set where `path` is
-    none of them."""
+    none of them; `prefix`: the what-if's own (ATTENTION_PREFIX), in place of the device's 'device.' where it names
+    the field."""
     fields = what_if_fields(device_name)
     allowed = "" if path in fields else f"; allowed: {', '.join(fields)}"
-    return f"{_without_where(str(err))}{allowed}"
+    said = _without_where(str(err))
+    return f"{prefix + said.removeprefix(DEVICE_PREFIX) if prefix else said}{allowed}"
 
 
 def check_sets(device_name: str, overrides: dict[str, Any], link_name: str, link_overrides: dict[str, Any],
-               devices: int) -> None:
-    """Each override must apply to the device (or link) as a sweep's override must: a field a cost model
-    reads, a valid value. `devices`: how many the point runs on (link fields need more than one)."""
+               devices: int, attention_name: str = "", attention_overrides: dict[str, Any] | None = None) -> None:
+    """Each override must apply to the device (or link, or attention device) as a sweep's override must: a field a
+    cost model reads, a valid value. `devices`: how many the point runs on (link fields need more than one);
+    `attention_name`: the device attention runs on apart ('' where none does)."""
     load_device(device_name)  # a bad --device is the device's own error, not an override's
-    for path, value in overrides.items():
-        try:
-            load_device(device_name, {path: value})
-        except InputError as err:
-            raise InputError(f"--set: {override_error(device_name, path, err)}") from None
+    _check_device_sets(device_name, overrides, "")
+    if attention_overrides and not attention_name:
+        first = next(iter(attention_overrides))
+        raise InputError(f"--set {ATTENTION_PREFIX}{first}: found without --attention-device, allowed: with "
+                         f"--serving and --attention-device (fields of the devices that run the attention apart)")
+    if attention_overrides:
+        _check_device_sets(attention_name, attention_overrides, ATTENTION_PREFIX)
     if link_overrides and devices < 2:
         first = next(iter(link_overrides))
         raise InputError(f"--set {LINK_PREFIX}{first}: found on one device, allowed: with --tp or --pp above 1 (a "
@@ -80,6 +92,22 @@ def check_sets(device_name: str, overrides: dict[str, Any], link_name: str, link
             load_link_model(link_name or default_link(load_device(device_name).name), {path: value})
         except InputError as err:
             raise InputError(f"--set: {LINK_PREFIX}{_without_where(str(err))}") from None
+
+
+def _check_device_sets(device_name: str, overrides: dict[str, Any], prefix: str) -> None:
+    """Each of `overrides` must load on the device alone and all of them together (a power cap above idle power)."""
+    for path, value in overrides.items():
+        try:
+            load_device(device_name, {path: value})
+        except InputError as err:
+            raise InputError(f"--set: {override_error(device_name, path, err, prefix)}") from None
+    if len(overrides) > 1:
+        try:
+            load_device(device_name, overrides)
+        except InputError as err:
+            together = ", ".join(f"{prefix}{path}={value:g}" for path, value in overrides.items())
+            raise InputError(f"--set: the values {together} together on {device_name}: "
+                             f"{_without_where(str(err))}") from None
 
 
 def overrides_text(point: DesignPoint) -> str:
@@ -94,6 +122,7 @@ def overrides_text(point: DesignPoint) -> str:
         shown = f"{node:g}" if isinstance(node, (int, float)) and not isinstance(node, bool) else "unset"
         parts.append(f"{path} = {value:g} ({point.device}: {shown})")
     parts += [f"link.{path} = {value:g}" for path, value in point.link_overrides]
+    parts += [f"{ATTENTION_PREFIX}{path} = {value:g}" for path, value in point.attention_overrides]
     return ", ".join(parts)
 
 

@@ -345,6 +345,11 @@ class _Run:
         if self.on_progress:
             self.on_progress(Progress(len(self.rows), self.total, self.feasible, self.best,
                                       time.monotonic() - self.start, self.evaluated, finished=True))
+        if strategy == "grid":  # every grid point is visited: the ones not counted are designs another point is
+            log.warning("the grid's %d points are %s: the others evaluate one of them again (a setting that changes "
+                        "nothing there; the sweep's notes say which)", self.total,
+                        count_label(len(self.rows), "distinct design"))
+            return
         log.warning("the %s search stopped at %s of its budget of %d: its proposals kept repeating points it had "
                     "already visited (explore/search.py MAX_PROPOSALS_PER_POINT); a random search draws distinct "
                     "points", strategy, count_label(len(self.rows), "design point"), self.total)

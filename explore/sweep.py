@@ -31,7 +31,7 @@ from explore.format_checks import check_sweep_formats
 from explore.knobs import KNOBS, knobs
 from explore.metrics import metric, metric_names, numeric_metrics
 from explore.point_blocks import PointBlock, PointSet
-from explore.run_support import override_error
+from explore.run_support import ATTENTION_PREFIX, LINK_PREFIX, WHAT_IF_PREFIXES, override_error
 from explore.schema import (
     ExpressionText,
     Number,
@@ -207,10 +207,11 @@ class SweepFile(Strict):
     @classmethod
     def _device_paths(cls, overrides: dict) -> dict:
         for path in overrides:
-            device = path.startswith("device.") and len(path.split(".")) >= 3
+            device = path.startswith(("device.", ATTENTION_PREFIX)) and len(path.split(".")) >= 3
             link = path.startswith(LINK_PREFIX) and len(path.split(".")) == 2
             if not (device or link):
-                raise ValueError(f"keys like 'device.memory.bandwidth_GBps' or 'link.bandwidth_GBps' (found {path!r})")
+                raise ValueError(f"keys like 'device.memory.bandwidth_GBps', 'link.bandwidth_GBps' or "
+                                 f"'{ATTENTION_PREFIX}memory.bandwidth_GBps' (found {path!r})")
         return overrides
 
 
@@ -236,7 +237,6 @@ def text_knobs() -> tuple[str, ...]:
     return tuple(k.name for k in knobs() if k.type is str)
 
 
-LINK_PREFIX = "link."  # overrides of the link between parallel devices: 'link.bandwidth_GBps'
 DERIVED_DIGITS = 12  # significant digits a derived device field keeps: 0.1 * 3000 is 300, not 300.00000000000006
 
 
@@ -313,6 +313,11 @@ class Sweep:
         return {path: value.values() if isinstance(value, Range) else as_list(value)
                 for path, value in self.spec.overrides.items() if path.startswith(LINK_PREFIX)}
 
+    def attention_override_values(self) -> dict[str, list]:
+        """Each overridden field of the attention devices ('attention_device.<path>') and the values it takes."""
+        return {path: value.values() if isinstance(value, Range) else as_list(value)
+                for path, value in self.spec.overrides.items() if path.startswith(ATTENTION_PREFIX)}
+
     def constraints(self) -> list[Constraint]:
         return Constraint.parse_all(self.spec.constraints)
 
@@ -322,10 +327,11 @@ class Sweep:
         return {target: Expression.parse(text) for target, text in self.spec.derived.items()}
 
     def override_columns(self) -> list[str]:
-        """The results columns of device fields (swept overrides, then derived ones), then of link fields."""
+        """The results columns of device fields (swept overrides, then derived ones), then of link fields, then of the
+        attention devices' fields."""
         return ([f"device.{path}" for path in self.override_values()]
                 + [target for target in self.derived if target.startswith("device.")]
-                + list(self.link_override_values()))
+                + list(self.link_override_values()) + list(self.attention_override_values()))
 
     def set_knobs(self) -> list[str]:
         """The generic knobs (explore/design_point.py) the file sets or derives: they have results columns."""
@@ -354,6 +360,7 @@ class Sweep:
         dims = {"model": as_list(s.model), "device": as_list(s.device)}
         dims.update({f"device.{path}": values for path, values in self.override_values().items()})
         dims.update(self.link_override_values())
+        dims.update(self.attention_override_values())
         if s.serving is None:
             dims.update(batch=as_list(w.batch), prompt=as_list(w.prompt), output=as_list(w.output))
         else:
@@ -415,11 +422,14 @@ class Sweep:
             values = {k: v for k, v in values.items() if k not in serving_dimensions(self.spec.serving)}
             values.update(batch=serving.max_seqs, prompt=0, output=0)
         link_overrides = tuple((k.removeprefix(LINK_PREFIX), v) for k, v in values.items() if k.startswith(LINK_PREFIX))
-        fields = {k: v for k, v in values.items() if not k.startswith(("device.", LINK_PREFIX))}
+        # A point without attention devices (attention_device: none) has none to change: it is the point without them.
+        attention_overrides = tuple((k.removeprefix(ATTENTION_PREFIX), v) for k, v in values.items()
+                                    if k.startswith(ATTENTION_PREFIX)) if serving and serving.attends_apart else ()
+        fields = {k: v for k, v in values.items() if not k.startswith(WHAT_IF_PREFIXES)}
         if fields.get("link") == "default":
             fields["link"] = ""
         return DesignPoint(**with_knobs(fields), overrides=overrides, use_calibration=self.spec.calibrated,
-                           serving=serving, link_overrides=link_overrides)
+                           serving=serving, link_overrides=link_overrides, attention_overrides=attention_overrides)
 
     def size(self) -> int:
         return math.prod(len(v) for v in self.dimensions().values())  # exact: np.prod wraps past 2^63
@@ -667,32 +677,62 @@ def _check_references(sweep: Sweep, located: LocatedYAML) -> None:
     fields.update({("derived", target): values for target, values in sweep.derived_values().items()
                    if target.startswith("device.")})
     for device in as_list(sweep.spec.device):
-        for (section, key), values in fields.items():
-            for value in values:
-                try:
-                    load_device(device, {key.removeprefix("device."): value})
-                except InputError as err:
-                    at = _derived_at(sweep, key, value) if section == "derived" else ""
-                    raise InputError(f"{located.where((section, key))}: {section}.{key}: value {value!r}{at} on "
-                                     f"{device}: {override_error(device, key.removeprefix('device.'), err)}") from None
-        _check_override_corners(device, fields, located)
+        _check_device_fields(sweep, device, fields, located, "device.")
+    attention = {("overrides", key): values for key, values in sweep.attention_override_values().items()}
+    if attention:
+        for device in _attention_devices(sweep, located, next(iter(attention))[1]):
+            _check_device_fields(sweep, device, attention, located, ATTENTION_PREFIX)
 
 
-def _check_override_corners(device: str, fields: dict[tuple[str, str], list], located: LocatedYAML) -> None:
+def _attention_devices(sweep: Sweep, located: LocatedYAML, key: str) -> list[str]:
+    """The attention devices a sweep's serving section names (none aside): what its attention_device.* what-ifs change.
+    InputError where it names none, naming the what-if's `key`."""
+    serving = sweep.spec.serving
+    named = as_list(serving.attention_device) if serving is not None and serving.attention_device else []
+    devices = [name for name in dict.fromkeys(named) if name not in ("", "none")]
+    if not devices:
+        raise InputError(f"{located.where(('overrides', key))}: overrides.{key}: found without attention devices, "
+                         f"allowed: fields of the attention devices a serving: section's attention_device names")
+    return devices
+
+
+def _check_device_fields(sweep: Sweep, device: str, fields: dict[tuple[str, str], list], located: LocatedYAML,
+                         prefix: str) -> None:
+    """Each what-if on `device` (keys `prefix` + a field's path) must load alone and with the others."""
+    for (section, key), values in fields.items():
+        for value in values:
+            try:
+                load_device(device, {key.removeprefix(prefix): value})
+            except InputError as err:
+                at = _derived_at(sweep, key, value) if section == "derived" else ""
+                raise InputError(f"{located.where((section, key))}: {section}.{key}: value {value!r}{at} on "
+                                 f"{device}: {override_error(device, key.removeprefix(prefix), err, _named(prefix))}"
+                                 ) from None
+    _check_override_corners(device, fields, located, prefix)
+
+
+def _named(prefix: str) -> str:
+    """How a device's messages name the fields of what-ifs with `prefix`: the attention devices' by their own prefix,
+    the point's device's as the device names them."""
+    return "" if prefix == "device." else prefix
+
+
+def _check_override_corners(device: str, fields: dict[tuple[str, str], list], located: LocatedYAML,
+                            prefix: str) -> None:
     """Device what-ifs that each load alone must load together where a check compares fields (a power cap above
     idle power): at the corners of their ranges (hw_models/device_block.py knob_corners), as a block of the sweep's
     points would price them."""
     if len(fields) < 2:
         return
-    sections = {key.removeprefix("device."): (section, key) for section, key in fields}
-    for corner in knob_corners({key.removeprefix("device."): values for (_, key), values in fields.items()}):
+    sections = {key.removeprefix(prefix): (section, key) for section, key in fields}
+    for corner in knob_corners({key.removeprefix(prefix): values for (_, key), values in fields.items()}):
         try:
             load_device(device, dict(corner))
         except InputError as err:
             section, key = sections[corner[0][0]]
-            together = ", ".join(f"{path}={value!r}" for path, value in corner)
+            together = ", ".join(f"{_named(prefix)}{path}={value!r}" for path, value in corner)
             raise InputError(f"{located.where((section, key))}: {section}: the values {together} together on "
-                             f"{device}: {override_error(device, corner[0][0], err)}") from None
+                             f"{device}: {override_error(device, corner[0][0], err, _named(prefix))}") from None
 
 
 def _derived_at(sweep: Sweep, target: str, value: Any) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 
 from explore.knobs import KNOBS, knobs, off_where
+from explore.run_support import ATTENTION_PREFIX
 from explore.schema import as_list
 from explore.sweep_serving import Parallel
 from hw_models.link import default_link, load_link_model
@@ -96,7 +97,8 @@ def sweep_notes(sweep) -> list[str]:
     """What a sweep's settings do that its author may not mean, said before it runs (explore check, a sweep's start)."""
     notes = (default_execution_note(sweep), idle_peak_note(sweep.spec.overrides, sweep.dimensions()["model"]),
              fixed_peak_sm_note([*sweep.spec.overrides, *sweep.spec.derived]), mixed_links_note(sweep),
-             idle_knobs_note(sweep), crossed_switch_note(sweep), equal_override_note(sweep), unpriced_goal_note(sweep))
+             idle_knobs_note(sweep), crossed_switch_note(sweep), equal_override_note(sweep),
+             attention_what_if_note(sweep), unpriced_goal_note(sweep))
     return [note for note in notes if note]
 
 
@@ -204,6 +206,24 @@ def equal_override_note(sweep) -> str:
         return ""
     return (f"{repeated} of {sweep.size()} points evaluate another point's design again: {' or '.join(names)} equal "
             f"to weight_bits keeps weight_bits' own width, the design of 0")
+
+
+def attention_what_if_note(sweep) -> str:
+    """How many points of a grid crossing attention_device none with what-ifs on the attention devices
+    ('attention_device.<field>') are another point's design again: a point without attention devices has none to
+    change. '' where none are; derived knobs and searches are left out."""
+    dims = sweep.dimensions()
+    keys = [key for key, values in dims.items() if key.startswith(ATTENTION_PREFIX) and len(values) > 1]
+    if sweep.spec.search.strategy != "grid" or not keys or "attention_device" not in dims:
+        return ""
+    names = ["attention_device", *keys]
+    repeated = _repeats(sweep, dims, names, lambda combo: tuple(
+        None if name != "attention_device" and combo["attention_device"] in ("", "none") else combo[name]
+        for name in names))
+    if not repeated:
+        return ""
+    return (f"{repeated} of {sweep.size()} points evaluate another point's design again: {', '.join(keys)} "
+            f"{'changes' if len(keys) == 1 else 'change'} nothing where attention_device is none")
 
 
 def _repeats(sweep, dims: dict, names: list[str], design) -> int:

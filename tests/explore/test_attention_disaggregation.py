@@ -230,3 +230,123 @@ def test_a_chrome_trace_names_the_system_with_its_attention_devices(tmp_path):
     events = events["traceEvents"] if isinstance(events, dict) else events
     names = [e["args"]["name"] for e in events if e.get("name") == "process_name"]
     assert names == ["h100-sxm + h20 x2"]
+
+
+# ---- what-ifs on the attention devices (attention_device.<field>) ------------------------------------------------
+
+
+@pytest.mark.parametrize(("attention", "device_what_ifs", "each_B"), [
+    ("h20", (), 50 * 2**30),
+    # The attention devices are the point's own kind: its what-ifs reach them, and their own win.
+    ("h100-sxm", (("memory.usable_GiB", 60.0),), 50 * 2**30),
+])
+def test_attention_what_ifs_change_the_attention_devices_alone(evaluator, attention, device_what_ifs, each_B):
+    """`attention_device.memory.usable_GiB: 50` leaves 4 attention devices 4 x 50 GiB of KV blocks, and a power cap
+    caps them, while the model's four H100s keep their own memory (4 x 79.11 GiB, or 60 GiB each under the point's
+    own what-if) and no cap."""
+    point = replace(_point(tp=4, prefill=0), overrides=device_what_ifs,
+                    attention_overrides=(("memory.usable_GiB", 50.0), ("power.cap_W", 300.0)))
+    point = replace(point, serving=replace(point.serving, attention_device=attention))
+    memory = evaluator.evaluate(point).result.memory
+    assert memory.kv_capacity_B == pytest.approx(4 * each_B)
+    assert memory.capacity_B == pytest.approx(4 * (60 * 2**30 if device_what_ifs else H100_B))
+    assert evaluator.attention_pool(point, NumericFormat()).device.spec.power.cap_W == 300.0
+    assert evaluator.point_device(point).spec.power.cap_W is None
+
+
+def test_more_attention_device_bandwidth_is_never_slower(evaluator):
+    """Decode iterations of 64 sequences at 8K tokens of KV on four H20s: their attention reads 64 x 8K x 320 KiB =
+    168 GB of KV a step, over a quarter of the heads each, so doubling the H20s' memory bandwidth (4.0 to 8.0 TB/s)
+    shortens the iteration, and halving it lengthens it; the model side is the same H100s throughout."""
+    shape = step_shape([], [8192] * 64, sampled=64)
+    times = []
+    for bandwidth in (2000.0, 4000.0, 8000.0):
+        point = replace(_point(prefill=0), attention_overrides=(("memory.bandwidth_GBps", bandwidth),))
+        times.append(evaluator.cost_model(point, NumericFormat(), attention=True).price(shape).time_s)
+    assert times[0] > times[1] > times[2]
+
+
+def test_an_attention_what_if_is_a_point_of_its_own():
+    """A point's key, results row and `explore run --json` name its attention what-ifs; without them it keeps its
+    key."""
+    point = _point()
+    what_if = replace(point, attention_overrides=(("memory.bandwidth_GBps", 8000.0),))
+    assert what_if.point_id != point.point_id
+    assert what_if.row()["attention_device.memory.bandwidth_GBps"] == 8000.0
+    assert not any(column.startswith("attention_device.") for column in point.row())
+
+
+def test_a_sweep_sweeps_the_attention_devices_fields(tmp_path, capsys, caplog):
+    """`overrides: {attention_device.memory.bandwidth_GBps: [...]}` beside attention_device: [none, h20]: a column
+    of its own, one point per value on H20s, and a none point that is the design without attention devices (its key
+    the plain sweep's), which the sweep notes."""
+    model = write_tiny_model(tmp_path)
+    head = f"name: attend\nmodel: {model}\ndevice: h100-sxm\nexecution: engine\nserving:\n{SERVING}"
+    assert main([write_sweep(tmp_path, head), "--out", str(tmp_path / "plain")]) == 0
+    (baseline,) = read_results(tmp_path / "plain")
+    path = write_sweep(tmp_path, head + "  attention_device: [none, h20]\noverrides:\n"
+                                        "  attention_device.memory.bandwidth_GBps: [2000, 8000]\n")
+    assert main([path, "--out", str(tmp_path / "out")]) == 0
+    assert "attention_device.memory.bandwidth_GBps changes nothing where attention_device is none" in \
+        capsys.readouterr().err
+    rows = read_results(tmp_path / "out")
+    column = "attention_device.memory.bandwidth_GBps"
+    assert {row[column] for row in rows if row["attention_device"] == "h20"} == {2000, 8000}
+    assert [row["point_id"] for row in rows if row["attention_device"] == "none"] == [baseline["point_id"]]
+    # A grid visits every point: the one not stored repeats a design, not a search that ran out of proposals.
+    assert "the grid's 4 points are 3 distinct designs" in caplog.text and "budget" not in caplog.text
+
+
+@pytest.mark.parametrize(("serving", "overrides", "found"), [
+    ("", "  attention_device.memory.bandwidth_GBps: 8000\n",
+     "overrides.attention_device.memory.bandwidth_GBps: found without attention devices"),
+    ("  attention_device: none\n", "  attention_device.memory.bandwidth_GBps: 8000\n",
+     "overrides.attention_device.memory.bandwidth_GBps: found without attention devices"),
+    ("  attention_device: h20\n", "  attention_device.memory.bandwith_GBps: 8000\n",
+     "attention_device.memory.bandwith_GBps: no such field to override (did you mean 'bandwidth_GBps'?)"),
+    ("  attention_device: h20\n", "  attention_device.memory.bandwidth_GBps: [4000, -5]\n",
+     "value -5 on h20: attention_device.memory.bandwidth_GBps: found -5"),
+    ("  attention_device: h20\n", "  attention_device.power.cap_W: [100, 300]\n  attention_device.power.idle_W: 150\n",
+     "the values attention_device.power.cap_W=100, attention_device.power.idle_W=150 together on h20"),
+    ("  attention_device: h20\n", "  attention_device.memory: 8000\n", "(found 'attention_device.memory')"),
+])
+def test_a_sweep_s_attention_what_if_mistakes_get_one_line(tmp_path, capsys, serving, overrides, found):
+    model = write_tiny_model(tmp_path)
+    path = write_sweep(tmp_path, f"name: attend\nmodel: {model}\ndevice: h100-sxm\nserving:\n{SERVING}{serving}"
+                                 f"overrides:\n{overrides}")
+    assert main(["check", path]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and found in err, err
+
+
+@pytest.mark.parametrize(("flags", "found"), [
+    (["--set", "attention_device.memory.bandwidth_GBps=8000"],
+     "--set attention_device.memory.bandwidth_GBps: found without --attention-device"),
+    (["--attention-device", "h20", "--set", "attention_device.memory.bandwith_GBps=8000"],
+     "--set: attention_device.memory.bandwith_GBps: no such field to override"),
+    (["--attention-device", "h20", "--set", "attention_device.memory.bandwidth_GBps=-1"],
+     "--set: attention_device.memory.bandwidth_GBps: found -1"),
+    (["--attention-device", "h20", "--set", "attention_device.power.cap_W=100", "--set",
+      "attention_device.power.idle_W=150"],
+     "the values attention_device.power.cap_W=100, attention_device.power.idle_W=150 together on h20"),
+])
+def test_explore_run_s_attention_what_if_mistakes_get_one_line(tmp_path, capsys, flags, found):
+    model = write_tiny_model(tmp_path)
+    assert main(["run", "--model", model, "--device", "h100-sxm", "--serving", "--rate", "10", "--requests", "4",
+                 "--prompt", "32", "--output", "4", *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and found in err, err
+
+
+def test_explore_run_names_its_attention_what_ifs(tmp_path, capsys):
+    """The header says what was set, and --json carries it as the results table's column."""
+    import json
+
+    model = write_tiny_model(tmp_path)
+    flags = ["run", "--model", model, "--device", "h100-sxm", "--serving", "--rate", "10", "--requests", "4",
+             "--prompt", "32", "--output", "4", "--attention-device", "h20", "--set",
+             "attention_device.memory.bandwidth_GBps=8000"]
+    assert main(flags) == 0
+    assert "what-if (--set): attention_device.memory.bandwidth_GBps = 8000" in capsys.readouterr().out
+    assert main([*flags, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["attention_device.memory.bandwidth_GBps"] == 8000
