@@ -173,9 +173,10 @@ def _add_serving_flags(run: argparse.ArgumentParser) -> None:
     g.add_argument("--max-seqs", type=int, default=spec.max_seqs,
                    help=f"sequences per iteration (default {spec.max_seqs})")
     g.add_argument("--max-batched-tokens", type=int, default=spec.max_batched_tokens,
-                   help=f"tokens per iteration (default {spec.max_batched_tokens})")
+                   help=f"tokens per iteration of a scheduler that prefills whole (static, continuous, orca; "
+                        f"default {spec.max_batched_tokens})")
     g.add_argument("--chunk-tokens", type=int, default=spec.chunk_tokens,
-                   help=f"chunked prefill's token budget (default {spec.chunk_tokens})")
+                   help=f"chunked prefill's token budget (--scheduler chunked; default {spec.chunk_tokens})")
     g.add_argument("--prompt-batch-tokens", type=int,
                    help="prompt tokens prefilled together in one iteration; a longer prompt runs alone (Splitwise: "
                         "2048; default: up to --max-batched-tokens)")

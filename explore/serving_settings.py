@@ -8,6 +8,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from sim.schedulers import SCHEDULERS
+
 # Every value the user gave each setting (a ServingSpec field): one for a run, each value of a list in a sweep.
 Values = Mapping[str, tuple[Any, ...]]
 
@@ -120,6 +122,22 @@ def _attention(names: Names) -> str:
     return f"with {names.setting('attention_device', 'DEVICE')} (attention on devices of its own), or left out"
 
 
+def _chunks(values: Values, chunked: bool) -> bool:
+    """Whether some scheduler given prefills in chunks (`chunked`) or whole (not `chunked`): a chunked one's token
+    budget is chunk_tokens, one that prefills whole takes max_batched_tokens (Scheduler.token_budget)."""
+    return any(SCHEDULERS[name].chunked is chunked for name in values.get("scheduler", ()) if name in SCHEDULERS)
+
+
+def _budget(field: str, chunked: bool) -> ReadWhen:
+    """A token budget that only schedulers which prefill in chunks (`chunked`), or only those which do not, read."""
+    kinds = [name for name, scheduler in SCHEDULERS.items() if scheduler.chunked is chunked]
+    kinds_text = kinds[0] if len(kinds) == 1 else f"{', '.join(kinds[:-1])} or {kinds[-1]}"
+    return ReadWhen(field, lambda v: _chunks(v, chunked), lambda v, n: n.found("scheduler", v["scheduler"][0]),
+                    lambda n: f"with {n.setting('scheduler', kinds_text)} (the token budget "
+                              f"{'of a chunked prefill' if chunked else 'of a scheduler that prefills whole'}), "
+                              f"or left out")
+
+
 def _traced(field: str) -> ReadWhen:
     """A run's prompt or output length, which a trace's lengths replace."""
     return ReadWhen(field, lambda v: not _any(v, "trace"), lambda v, n: n.found("trace", v["trace"][0]),
@@ -143,6 +161,8 @@ RULES: tuple[ReadWhen, ...] = (
              lambda n: f"with {n.at_least('prefix_tokens', 1, 'a prefix every request shares')}, or left out"),
     *(ReadWhen(field, _attends_apart, lambda v, n: f"no {n.name('attention_device')}", _attention)
       for field in ("attention_devices", "attention_link", "attention_micro_batches")),
+    _budget("chunk_tokens", chunked=True),
+    _budget("max_batched_tokens", chunked=False),
     _traced("prompt"),
     _traced("output"),
 )

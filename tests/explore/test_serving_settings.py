@@ -23,6 +23,9 @@ IDLE = {
     "attention_devices": (LENGTHS, ("--attention-devices", "2"), "  attention_devices: 2\n"),
     "attention_link": (LENGTHS, ("--attention-link", "infiniband-ndr"), "  attention_link: infiniband-ndr\n"),
     "attention_micro_batches": (LENGTHS, ("--attention-micro-batches", "3"), "  attention_micro_batches: 3\n"),
+    "chunk_tokens": (LENGTHS, ("--chunk-tokens", "256"), "  chunk_tokens: 256\n"),
+    "max_batched_tokens": (LENGTHS, ("--scheduler", "chunked", "--max-batched-tokens", "1024"),
+                           "  scheduler: chunked\n  max_batched_tokens: 1024\n"),
     "prompt": (TRACED, ("--prompt", "100"), "  prompt: 100\n"),
     "output": (TRACED, ("--output", "100"), "  output: 100\n"),
 }
@@ -61,6 +64,11 @@ def test_explore_run_and_a_sweep_refuse_the_same_settings(field, tmp_path, capsy
     ("slo_attainment", {"slo_ttft_s": (None,), "slo_tpot_s": (None,), "slo_slowdown": (None,)}, True),
     ("prefix_attention", {"prefix_tokens": (64,)}, False),
     ("prefix_attention", {"prefix_tokens": (0,)}, True),
+    # A chunked scheduler's budget is chunk_tokens; the others prefill whole within max_batched_tokens.
+    ("chunk_tokens", {"scheduler": ("continuous", "chunked")}, False),
+    ("chunk_tokens", {"scheduler": ("static", "continuous", "orca")}, True),
+    ("max_batched_tokens", {"scheduler": ("chunked", "orca")}, False),
+    ("max_batched_tokens", {"scheduler": ("chunked",)}, True),
 ])
 def test_a_setting_is_idle_only_where_no_value_given_reads_it(given, values, idle):
     assert (idle_setting({given}, values, KeyNames(), sweep=True) is not None) is idle

@@ -27,6 +27,8 @@ SERVING = """  requests: 30
   chunk_tokens: 32
   slo: {ttft_s: 0.05, tpot_s: 0.01}
 """
+# SERVING for schedulers that prefill whole, which read no chunk_tokens (a sweep setting it beside them is refused).
+WHOLE = SERVING.replace("  chunk_tokens: 32\n", "")
 
 
 def test_sweep_runs_serving_points_and_resumes(tmp_path, capsys):
@@ -53,7 +55,7 @@ def test_sweep_runs_serving_points_and_resumes(tmp_path, capsys):
 
 def test_higher_rate_never_lowers_queueing(tmp_path):
     """Same seed and lengths, 8x the arrival rate: requests wait at least as long (continuous batching)."""
-    path = _serving_sweep(tmp_path, SERVING.replace("[static, continuous, chunked]", "continuous"))
+    path = _serving_sweep(tmp_path, WHOLE.replace("[static, continuous, chunked]", "continuous"))
     out = tmp_path / "out"
     assert main([path, "--out", str(out), "--quiet"]) == 0
     by_rate = {float(r["rate_per_s"]): r for r in read_results(out)}
@@ -145,7 +147,7 @@ def test_run_serving_flag_errors(tmp_path, capsys):
 def test_replicas_and_disaggregated_pools_sweep(tmp_path):
     """Replicas and a prefill pool are knobs: more replicas never queue longer at the same rate, and a
     disaggregated point counts every GPU of both pools in its area."""
-    serving = SERVING.replace("[static, continuous, chunked]", "continuous").replace("rate: [50, 400]", "rate: 400")
+    serving = WHOLE.replace("[static, continuous, chunked]", "continuous").replace("rate: [50, 400]", "rate: 400")
     path = _serving_sweep(tmp_path, serving + "  replicas: [1, 2]\n  prefill_replicas: [0, 1]\n")
     out = tmp_path / "out"
     assert main([path, "--out", str(out), "--quiet"]) == 0
@@ -183,7 +185,7 @@ def test_serving_points_stored_before_prompt_batch_tokens_keep_their_keys():
 def test_prompt_batch_tokens_is_a_serving_knob_with_a_column_only_where_set(tmp_path, capsys):
     """A sweep that lists it gets its column and its values in each point's spec; a serving sweep that leaves it out
     has no such column (folders written before it keep their columns and resume); a bad value is one line, exit 2."""
-    serving = SERVING.replace("[static, continuous, chunked]", "continuous").replace("rate: [50, 400]", "rate: 400")
+    serving = WHOLE.replace("[static, continuous, chunked]", "continuous").replace("rate: [50, 400]", "rate: 400")
     path = _serving_sweep(tmp_path, serving + "  prompt_batch_tokens: [16, 128]\n")
     assert sorted(p.serving.prompt_batch_tokens for p in load_sweep(path).points()) == [16, 128]
     out = tmp_path / "out"

@@ -6,7 +6,7 @@ from __future__ import annotations
 from explore.cli import main
 from explore.results import read_results
 from explore.sweep import load_sweep
-from tests.explore.test_serving_sweep import SERVING as PLAIN
+from tests.explore.test_serving_sweep import WHOLE as PLAIN
 from tests.explore.test_serving_sweep import _serving_sweep as _sweep
 
 # Orca at one rate, prompts batched up to 64 tokens: the budget new prompts take first.
