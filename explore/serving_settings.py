@@ -163,6 +163,7 @@ RULES: tuple[ReadWhen, ...] = (
       for field in ("attention_devices", "attention_link", "attention_micro_batches")),
     _budget("chunk_tokens", chunked=True),
     _budget("max_batched_tokens", chunked=False),
+    _budget("prompt_batch_tokens", chunked=False),
     _traced("prompt"),
     _traced("output"),
 )

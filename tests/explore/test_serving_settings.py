@@ -26,6 +26,8 @@ IDLE = {
     "chunk_tokens": (LENGTHS, ("--chunk-tokens", "256"), "  chunk_tokens: 256\n"),
     "max_batched_tokens": (LENGTHS, ("--scheduler", "chunked", "--max-batched-tokens", "1024"),
                            "  scheduler: chunked\n  max_batched_tokens: 1024\n"),
+    "prompt_batch_tokens": (LENGTHS, ("--scheduler", "chunked", "--prompt-batch-tokens", "2048"),
+                            "  scheduler: chunked\n  prompt_batch_tokens: 2048\n"),
     "prompt": (TRACED, ("--prompt", "100"), "  prompt: 100\n"),
     "output": (TRACED, ("--output", "100"), "  output: 100\n"),
 }
