@@ -544,6 +544,8 @@ def cmd_report(args) -> int:
     from explore.results import CSV_NAME, DB_NAME, read_results
 
     out = Path(args.out_dir)
+    if out.is_file():  # results.csv or report.md itself: the folder that holds it is what the user meant
+        raise InputError(f"{out}: found a file, allowed: a sweep's output folder (here {out.parent})")
     if not (out / CSV_NAME).is_file() and not (out / DB_NAME).is_file():
         raise InputError(f"{out}: no results.csv here (run a sweep with --out {out} first)")
     goals = _read_goals(out / GOALS_FILE)
