@@ -355,7 +355,8 @@ register(Knob(name="kv_budget_method", type=str, section="workload", default=STR
 # DuoAttention runs it) the prefill's streaming heads follow the mix. 0 leaves kv_budget to every head.
 register(Knob(name="retrieval_heads", type=float, section="workload", default=0.0, minimum=0.0, maximum=1.0,
               label="retrieval heads", help="share of KV heads that keep the whole cache while the others keep "
-              "the kv_budget window (DuoAttention/RazorAttention); 0: kv_budget applies to every head",
+              "the kv_budget window, or DuoAttention's 64 sinks + 256 recent tokens where kv_budget is 0 "
+              "(DuoAttention/RazorAttention); 0: kv_budget applies to every head",
               allowed_text="a fraction from 0 to 1", derivable=True))
 # Speculative decoding (Leviathan et al., ICML 2023; Medusa, Cai et al., ICML 2024): a draft proposes spec_tokens
 # tokens, the target verifies them in one pass and keeps the accepted ones (sim/speculative.py).
