@@ -18,6 +18,7 @@ from explore.knobs import KNOBS, flag_name, input_columns
 from explore.ops_table import format_op_table, op_rows
 from explore.point_checks import check_sweep_points
 from explore.point_values import check_idle_knobs, check_point_values
+from explore.pool_what_ifs import POOL_WHAT_IFS
 from explore.rerun import (
     REPORT_FILES,
     other_models,
@@ -224,7 +225,8 @@ def _idle_serving_flag(args) -> str:
     it, as it refuses serving flags without --serving (a sweep's grids may cross such settings on purpose; the rules
     are explore/serving_settings.py's, which a sweep's serving: section is checked by too)."""
     dests = {f.name: flag_of(f.name).removeprefix("--").replace("-", "_") for f in dataclasses.fields(ServingSpec)}
-    values = {field: (getattr(args, dest),) for field, dest in dests.items() if hasattr(args, dest)}
+    values = {field: (getattr(args, dest),) for field, dest in dests.items() if hasattr(args, dest)} | {
+        "pp": (args.pp,)}
     flags = {flag for flag, _ in serving_flags_set(args)}
     given = {field for field in values if flag_of(field) in flags or (
         field in ("prompt", "output") and getattr(args, field) != KNOBS[field].default)}
@@ -275,12 +277,10 @@ def cmd_run(args) -> int:
             message = str(err)  # a link file's own error names the file; the preset lookup's names no flag
             raise (InputError(f"--link: {message.removeprefix('link: ')}") if message.startswith("link: ") else
                    err) from None
-    overrides, link_overrides, attention_overrides = parse_sets(args.set)
-    attention_name = serving.attention_device if serving is not None and serving.attends_apart else ""
-    check_sets(args.device, overrides, args.link, link_overrides, args.tp * args.pp, attention_name,
-               attention_overrides)
+    overrides, link_overrides, pools = parse_sets(args.set)
+    check_sets(args.device, overrides, args.link, link_overrides, args.tp * args.pp, serving, pools)
     point = replace(point, overrides=tuple(overrides.items()), link_overrides=tuple(link_overrides.items()),
-                    attention_overrides=tuple(attention_overrides.items()))
+                    **{pool.field: tuple(pools[pool.prefix].items()) for pool in POOL_WHAT_IFS})
     simulate = (args.sim or bool(args.chrome_trace)) and serving is None
     evaluator = Evaluator()
     evaluation = evaluator.evaluate(point, event_sim=simulate, timeline=bool(args.chrome_trace))
@@ -475,7 +475,11 @@ def _assumptions(point: DesignPoint, device) -> str:
 
         def priced(kind: str, words: str) -> str:
             source = link.fitted_on.get(kind)
-            return f"{words} fitted on {source} NCCL data" if source else f"{words} on the datasheet alpha-beta model"
+            # The datasheet model runs 45-85% under every measured system's NCCL times (README, Accuracy): a fitted
+            # link beside it may rank slower than a slower one priced so.
+            return (f"{words} fitted on {source} NCCL data" if source else
+                    f"{words} on the datasheet alpha-beta model, no measured {kind} on {link.spec.name}: 45-85% "
+                    f"under measured NCCL times, so compare it with fitted links under --roofline")
 
         collectives = []  # how the collectives the point runs are priced: tp's all-reduces, the stages' sends
         if point.tp > 1:
@@ -501,7 +505,7 @@ def _assumptions(point: DesignPoint, device) -> str:
     notices = (format_notice(device, point.numeric_format),
                sixteen_bit_notice(device, load_model_config(point.model).dtype))
     what += "".join(f"; {notice}" for notice in notices if notice)
-    if point.overrides or point.link_overrides or point.attention_overrides:
+    if point.overrides or point.link_overrides or any(getattr(point, pool.field) for pool in POOL_WHAT_IFS):
         what += f"; what-if (--set): {overrides_text(point)}"
     cap_W = getattr(device.spec.power, "cap_W", None)  # from --set or the device file: a GPU's power limit
     if cap_W is not None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from explore.knobs import KNOBS, Knob, knobs
+from explore.pool_what_ifs import POOL_WHAT_IFS
 from hw_models.registry import calibration_file
 from kernels.formats import NumericFormat
 from sim.serving_spec import ServingSpec
@@ -46,8 +47,10 @@ class DesignPoint:
     ep: int = 1  # expert parallelism: 1, or tp to spread an MoE model's experts over the tp devices
     link: str = ""  # the link between them: a link preset name or path; empty: the device's own (hw_models/link.py)
     link_overrides: tuple[tuple[str, Any], ...] = ()  # link fields, e.g. ("bandwidth_GBps", 300)
-    # Fields of the serving spec's attention devices (ServingSpec.attention_device), e.g. ("memory.size_GB", 192).
+    # Fields of a serving point's other pools' devices alone (explore/pool_what_ifs.py): its attention devices
+    # (ServingSpec.attention_device) and its prefill pool's, e.g. ("memory.bandwidth_GBps", 8000).
     attention_overrides: tuple[tuple[str, Any], ...] = ()
+    prefill_overrides: tuple[tuple[str, Any], ...] = ()
     # Generic registry knobs set to other than their default, sorted by name (explore/knobs.py); a knob at its
     # default is left out, so a point's key does not change when a knob is added to the registry.
     knobs: tuple[tuple[str, Any], ...] = ()
@@ -74,8 +77,9 @@ class DesignPoint:
             del values["ep"]
         if not values["link_overrides"]:
             del values["link_overrides"]
-        if not values["attention_overrides"]:
-            del values["attention_overrides"]
+        for pool in POOL_WHAT_IFS:
+            if not values[pool.field]:
+                del values[pool.field]
         if not values["knobs"]:
             del values["knobs"]  # points without a generic knob keep the keys they had before knobs existed
         files = self.input_files()
@@ -134,7 +138,7 @@ class DesignPoint:
         """The input columns before the device overrides' (row() less point_id, device.*, link.* and
         attention_device.*)."""
         values = self._values()
-        for name in ("overrides", "link_overrides", "attention_overrides", "serving", "knobs"):
+        for name in ("overrides", "link_overrides", *(pool.field for pool in POOL_WHAT_IFS), "serving", "knobs"):
             del values[name]
         row = {**values, "link": self.link or "default"}
         set_knobs = dict(self.knobs)
@@ -145,9 +149,10 @@ class DesignPoint:
 
     def system_what_if_columns(self) -> dict[str, Any]:
         """The input columns of the what-ifs on the rest of the system, after the device overrides': the link's
-        ('link.bandwidth_GBps'), then the attention devices' ('attention_device.memory.bandwidth_GBps')."""
+        ('link.bandwidth_GBps'), then other pools' devices' ('attention_device.memory.bandwidth_GBps')."""
         return {**{f"link.{path}": value for path, value in self.link_overrides},
-                **{f"attention_device.{path}": value for path, value in self.attention_overrides}}
+                **{f"{pool.prefix}{path}": value for pool in POOL_WHAT_IFS
+                   for path, value in getattr(self, pool.field)}}
 
 
 @functools.lru_cache(maxsize=1024, typed=True)  # typed: 4 and 4.0 validate apart

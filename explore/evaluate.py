@@ -251,9 +251,8 @@ class Evaluator:
     def attention_device(self, point: DesignPoint):
         """The device model of a serving point's attention devices: its spec's attention_device with the point's device
         what-ifs where it is the point's device, then the point's attention what-ifs."""
-        attending = _on_device(point, point.serving.attention_device)
-        overrides = tuple((dict(attending.overrides) | dict(point.attention_overrides)).items())
-        return self.device(attending.device, overrides, calibrated=point.use_calibration)
+        attending = _on_device(point, point.serving.attention_device, point.attention_overrides)
+        return self.device(attending.device, attending.overrides, calibrated=point.use_calibration)
 
     def evaluate(self, point: DesignPoint, *, event_sim: bool = False, timeline: bool = False,
                  price_infeasible: bool = False) -> Evaluation:
@@ -545,11 +544,13 @@ class Evaluator:
                                kv_cache_B=memory.kv_cache_B + held.kv_cache_B,
                                activations_B=max(memory.activations_B, held.activations_B))
 
-    def _pool(self, point: DesignPoint, fmt: NumericFormat, role: str, replicas: int, device_name: str = "") -> Pool:
+    def _pool(self, point: DesignPoint, fmt: NumericFormat, role: str, replicas: int, device_name: str = "",
+              own: tuple = ()) -> Pool:
         """A pool of a serving point: `replicas` of the point's device (or of `device_name`, without the point's
-        overrides), each holding the model's weights, the activations of its largest iteration and KV blocks."""
+        overrides), with the pool's `own` what-ifs, each holding the model's weights, the activations of its largest
+        iteration and KV blocks."""
         spec, cfg = point.serving, self.config(point.model)
-        point = _on_device(point, device_name)
+        point = _on_device(point, device_name, own)
         device, costs = self.point_device(point), self.cost_model(point, fmt, attention=role != "prefill")
         limits = spec.limits()
         weights_B = _weight_bytes(costs.template.param_bytes, fmt, device, cfg)
@@ -632,8 +633,10 @@ class Evaluator:
                              f"serving run is not modeled; a static batch offloads)")
         if point.serving.attends_apart:
             self._check_attention(point)
-        for name in (point.device, point.serving.prefill_device if point.serving.disaggregated else ""):
-            pool_point = _on_device(point, name)
+        pools = [(point.device, ())] + ([(point.serving.prefill_device, point.prefill_overrides)]
+                                        if point.serving.disaggregated else [])
+        for name, own in pools:
+            pool_point = _on_device(point, name, own)
             self._swap_bandwidth_Bps(pool_point, self.point_device(pool_point))  # a pool's link to swap over
         if point.knob("exit_depth") != 1.0:
             raise InputError(f"exit_depth: found {point.knob('exit_depth')} with serving:, allowed: 1 (layer skipping "
@@ -670,7 +673,8 @@ class Evaluator:
         device = self.point_device(point)
         cfg = self.config(point.model)
         if spec.disaggregated:
-            pools = [self._pool(point, fmt, "prefill", spec.prefill_replicas, spec.prefill_device),
+            pools = [self._pool(point, fmt, "prefill", spec.prefill_replicas, spec.prefill_device,
+                                point.prefill_overrides),
                      self._pool(point, fmt, "decode", spec.replicas)]
             link = load_link_model(spec.kv_link)
 
@@ -729,11 +733,13 @@ class Evaluator:
         return Evaluation(point=point, metrics=metrics, result=result, tables=None)
 
 
-def _on_device(point: DesignPoint, device_name: str) -> DesignPoint:
-    """A serving pool's point: on `device_name` without the point's device what-ifs, or the point itself where the name
-    is empty or its own device."""
+def _on_device(point: DesignPoint, device_name: str, own: tuple = ()) -> DesignPoint:
+    """A serving pool's point: on `device_name` without the point's device what-ifs, or on the point's device (the name
+    empty or its own) with them; then the pool's `own` what-ifs (explore/pool_what_ifs.py), which win."""
     if device_name and device_name != point.device:
-        return replace(point, device=device_name, overrides=())
+        point = replace(point, device=device_name, overrides=())
+    if own:
+        point = replace(point, overrides=tuple((dict(point.overrides) | dict(own)).items()))
     return point
 
 

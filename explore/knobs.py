@@ -471,7 +471,8 @@ register(Knob(name="prompt_batch_tokens", type=int, section="serving", scope="se
 register(Knob(name="router", type=str, section="serving", scope="serving", default=None, flag=False,
               allowed=tuple(ROUTERS), help="how a pool picks the replica each request (arrival or prefill hand-over) "
               "joins: least_requests (fewest held), least_tokens (fewest pending tokens, Splitwise's JSQ) or "
-              "round_robin; unset: least_requests"))
+              "round_robin; unset: least_requests; read where a pool has replicas or a replica pipeline stages to "
+              "pick among"))
 register(Knob(name="prefix_attention", type=str, section="serving", scope="serving", default=None, flag=False,
               allowed=PREFIX_ATTENTIONS,
               help="how decode attention reads the prefix_tokens every request shares: paged (each sequence its copy "

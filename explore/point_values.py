@@ -16,6 +16,7 @@ from dataclasses import fields
 from explore.design_point import DesignPoint
 from explore.format_checks import check_format, format_knob_names
 from explore.knobs import KNOBS, knobs, off_words
+from explore.pool_what_ifs import POOL_WHAT_IFS
 from hw_models.device import EXECUTION_MODES
 from kernels.kv_policy import budget_error
 from kernels.parallel import check_expert_parallel, check_pipeline_parallel, check_tensor_parallel
@@ -42,16 +43,16 @@ def check_point_values(point: DesignPoint, config: ModelConfig, name: Callable[[
     what a sequence caches, a parallel layout the model cannot be split into, a numeric format no kernel runs.
     `context`: whether a static batch must fit in the model's context (a priced measurement need not)."""
     static = point.serving is None
-    for pairs_name in ("overrides", "link_overrides", "attention_overrides", "knobs"):
+    for pairs_name in ("overrides", "link_overrides", *(pool.field for pool in POOL_WHAT_IFS), "knobs"):
         pairs = getattr(point, pairs_name)
         if not (isinstance(pairs, tuple) and all(isinstance(p, tuple) and len(p) == 2 for p in pairs)):
             shown = f"a {type(pairs).__name__}" if not isinstance(pairs, tuple) else repr(pairs)
             raise InputError(f"{pairs_name}: found {shown}, allowed: a tuple of (name, value) pairs, e.g. "
                              f"(('memory.bandwidth_GBps', 5025.0),) or tuple(mapping.items())")
-    if point.attention_overrides and (static or not point.serving.attends_apart):
-        raise InputError(f"attention_overrides: found {dict(point.attention_overrides)} without attention devices, "
-                         f"allowed: with a serving spec's attention_device (fields of the devices that run the "
-                         f"attention apart)")
+    for pool in POOL_WHAT_IFS:
+        if getattr(point, pool.field) and not pool.present(point.serving):
+            raise InputError(f"{pool.field}: found {dict(getattr(point, pool.field))} without the {pool.pool}, "
+                             f"allowed: with {pool.needs} (fields of those devices alone)")
     for knob in (STATIC_FIELDS if static else ()) + POINT_FIELDS:
         _check_knob(knob, getattr(point, knob), name)
     if point.execution not in EXECUTION_MODES:  # 'device' too: kernel time alone, as a profiler sums it

@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from explore.design_point import DesignPoint
+from explore.pool_what_ifs import POOL_WHAT_IFS
 from hw_models.link import default_link, load_link_model
 from hw_models.registry import load_device, preset_names, read_device_yaml, what_if_fields
 from kernels.parallel import check_tensor_parallel
@@ -17,22 +18,22 @@ from workloads.errors import InputError
 
 SET_EXAMPLE = "memory.bandwidth_GBps=6700"
 # What-if keys by what they change: the point's device ('device.memory.bandwidth_GBps'), the link between its parallel
-# devices ('link.bandwidth_GBps'), a serving replica's attention devices ('attention_device.memory.size_GB').
-DEVICE_PREFIX, LINK_PREFIX, ATTENTION_PREFIX = "device.", "link.", "attention_device."
-WHAT_IF_PREFIXES = (DEVICE_PREFIX, LINK_PREFIX, ATTENTION_PREFIX)
+# devices ('link.bandwidth_GBps'), the devices of a serving point's other pools (explore/pool_what_ifs.py).
+DEVICE_PREFIX, LINK_PREFIX = "device.", "link."
+WHAT_IF_PREFIXES = (DEVICE_PREFIX, LINK_PREFIX, *(pool.prefix for pool in POOL_WHAT_IFS))
 _NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 _INTEGER = re.compile(r"^[-+]?\d+$")
 _WHERE = re.compile(r"^[^:]*\.ya?ml(:\d+)?: ")  # the file a device or link message starts with
 
 
-def parse_sets(items: list[str]) -> tuple[dict[str, int | float], dict[str, int | float], dict[str, int | float]]:
-    """(device, link, attention device overrides) by dotted path of `--set KEY=VALUE` items: a key names a device
-    field ('memory.bandwidth_GBps', or 'device.memory.bandwidth_GBps' as a sweep writes it), a link field
-    ('link.bandwidth_GBps') or a field of the attention devices ('attention_device.memory.bandwidth_GBps'); a value is
-    a number (an integer or a decimal)."""
+def parse_sets(items: list[str]) -> tuple[dict[str, int | float], dict[str, int | float], dict[str, dict]]:
+    """(device, link, pool) overrides by dotted path of `--set KEY=VALUE` items: a key names a device field
+    ('memory.bandwidth_GBps', or 'device.memory.bandwidth_GBps' as a sweep writes it), a link field
+    ('link.bandwidth_GBps') or a field of another pool's devices ('attention_device.memory.bandwidth_GBps', pool
+    overrides by their prefix: explore/pool_what_ifs.py); a value is a number (an integer or a decimal)."""
     device: dict[str, int | float] = {}
     link: dict[str, int | float] = {}
-    attention: dict[str, int | float] = {}
+    pools: dict[str, dict] = {pool.prefix: {} for pool in POOL_WHAT_IFS}
     for item in items:
         key, eq, text = item.partition("=")
         key, text = key.strip(), text.strip()
@@ -47,12 +48,12 @@ def parse_sets(items: list[str]) -> tuple[dict[str, int | float], dict[str, int 
             raise InputError(f"--set {key}: found {text!r}, allowed: a finite number")
         # The first prefix the key starts with ('' last: a device field's path as it is).
         target, path = next((target, key.removeprefix(prefix)) for target, prefix in (
-            (link, LINK_PREFIX), (attention, ATTENTION_PREFIX), (device, DEVICE_PREFIX), (device, ""))
+            (link, LINK_PREFIX), *((pools[prefix], prefix) for prefix in pools), (device, DEVICE_PREFIX), (device, ""))
             if key.startswith(prefix))
         if path in target:
             raise InputError(f"--set {key}: found twice ({target[path]:g} and {value:g}), allowed: once")
         target[path] = value
-    return device, link, attention
+    return device, link, pools
 
 
 def _without_where(message: str) -> str:
@@ -71,18 +72,20 @@ def override_error(device_name: str, path: str, err: InputError, prefix: str = "
 
 
 def check_sets(device_name: str, overrides: dict[str, Any], link_name: str, link_overrides: dict[str, Any],
-               devices: int, attention_name: str = "", attention_overrides: dict[str, Any] | None = None) -> None:
-    """Each override must apply to the device (or link, or attention device) as a sweep's override must: a field a
-    cost model reads, a valid value. `devices`: how many the point runs on (link fields need more than one);
-    `attention_name`: the device attention runs on apart ('' where none does)."""
+               devices: int, serving=None, pools: dict[str, dict] | None = None) -> None:
+    """Each override must apply to the device (or link, or another pool's devices) as a sweep's override must: a
+    field a cost model reads, a valid value. `devices`: how many the point runs on (link fields need more than one);
+    `serving`: the point's ServingSpec (None: a static batch), whose pools `pools` (parse_sets) change."""
     load_device(device_name)  # a bad --device is the device's own error, not an override's
     _check_device_sets(device_name, overrides, "")
-    if attention_overrides and not attention_name:
-        first = next(iter(attention_overrides))
-        raise InputError(f"--set {ATTENTION_PREFIX}{first}: found without --attention-device, allowed: with "
-                         f"--serving and --attention-device (fields of the devices that run the attention apart)")
-    if attention_overrides:
-        _check_device_sets(attention_name, attention_overrides, ATTENTION_PREFIX)
+    for pool in POOL_WHAT_IFS:
+        pool_overrides = (pools or {}).get(pool.prefix)
+        if not pool_overrides:
+            continue
+        if not pool.present(serving):
+            raise InputError(f"--set {pool.prefix}{next(iter(pool_overrides))}: found without the {pool.pool}, "
+                             f"allowed: with {pool.needs_flags} (fields of those devices alone)")
+        _check_device_sets(pool.device_name(serving, device_name), pool_overrides, pool.prefix)
     if link_overrides and devices < 2:
         first = next(iter(link_overrides))
         raise InputError(f"--set {LINK_PREFIX}{first}: found on one device, allowed: with --tp or --pp above 1 (a "
@@ -122,7 +125,8 @@ def overrides_text(point: DesignPoint) -> str:
         shown = f"{node:g}" if isinstance(node, (int, float)) and not isinstance(node, bool) else "unset"
         parts.append(f"{path} = {value:g} ({point.device}: {shown})")
     parts += [f"link.{path} = {value:g}" for path, value in point.link_overrides]
-    parts += [f"{ATTENTION_PREFIX}{path} = {value:g}" for path, value in point.attention_overrides]
+    parts += [f"{pool.prefix}{path} = {value:g}" for pool in POOL_WHAT_IFS
+              for path, value in getattr(point, pool.field)]
     return ", ".join(parts)
 
 

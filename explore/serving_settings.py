@@ -10,7 +10,8 @@ from typing import Any, Protocol
 
 from sim.schedulers import SCHEDULERS
 
-# Every value the user gave each setting (a ServingSpec field): one for a run, each value of a list in a sweep.
+# Every value the user gave each setting (a ServingSpec field, and the point's pipeline stages `pp`): one for a run,
+# each value of a list in a sweep.
 Values = Mapping[str, tuple[Any, ...]]
 
 # ServingSpec fields whose flag is not the field's name (`--rate` sets rate_per_s).
@@ -138,6 +139,12 @@ def _budget(field: str, chunked: bool) -> ReadWhen:
                               f"or left out")
 
 
+def _routes(values: Values) -> bool:
+    """Whether some pool has more than one replica, or a replica more than one engine (a pipeline stage each, vLLM's
+    virtual engines), for a router to pick among."""
+    return any(count > 1 for field in ("replicas", "prefill_replicas", "pp") for count in values.get(field, ()))
+
+
 def _traced(field: str) -> ReadWhen:
     """A run's prompt or output length, which a trace's lengths replace."""
     return ReadWhen(field, lambda v: not _any(v, "trace"), lambda v, n: n.found("trace", v["trace"][0]),
@@ -161,6 +168,10 @@ RULES: tuple[ReadWhen, ...] = (
              lambda n: f"with {n.at_least('prefix_tokens', 1, 'a prefix every request shares')}, or left out"),
     *(ReadWhen(field, _attends_apart, lambda v, n: f"no {n.name('attention_device')}", _attention)
       for field in ("attention_devices", "attention_link", "attention_micro_batches")),
+    ReadWhen("router", _routes, lambda v, n: "one replica in each pool and one pipeline stage",
+             lambda n: f"with {n.at_least('replicas', 2, 'replicas to pick from')}, "
+                       f"{n.at_least('prefill_replicas', 2, 'prefill replicas to pick from')} or pipeline stages "
+                       f"(pp >= 2: engines to pick from), or left out"),
     _budget("chunk_tokens", chunked=True),
     _budget("max_batched_tokens", chunked=False),
     _budget("prompt_batch_tokens", chunked=False),

@@ -31,7 +31,8 @@ from explore.format_checks import check_sweep_formats
 from explore.knobs import KNOBS, knobs
 from explore.metrics import metric, metric_names, numeric_metrics
 from explore.point_blocks import PointBlock, PointSet
-from explore.run_support import ATTENTION_PREFIX, LINK_PREFIX, WHAT_IF_PREFIXES, override_error
+from explore.pool_what_ifs import POOL_WHAT_IFS
+from explore.run_support import LINK_PREFIX, WHAT_IF_PREFIXES, override_error
 from explore.schema import (
     ExpressionText,
     Number,
@@ -207,11 +208,12 @@ class SweepFile(Strict):
     @classmethod
     def _device_paths(cls, overrides: dict) -> dict:
         for path in overrides:
-            device = path.startswith(("device.", ATTENTION_PREFIX)) and len(path.split(".")) >= 3
+            device = path.startswith(("device.", *POOL_PREFIXES)) and len(path.split(".")) >= 3
             link = path.startswith(LINK_PREFIX) and len(path.split(".")) == 2
             if not (device or link):
-                raise ValueError(f"keys like 'device.memory.bandwidth_GBps', 'link.bandwidth_GBps' or "
-                                 f"'{ATTENTION_PREFIX}memory.bandwidth_GBps' (found {path!r})")
+                pools = ", ".join(f"'{prefix}memory.bandwidth_GBps'" for prefix in POOL_PREFIXES)
+                raise ValueError(f"keys like 'device.memory.bandwidth_GBps', 'link.bandwidth_GBps', {pools} "
+                                 f"(found {path!r})")
         return overrides
 
 
@@ -237,6 +239,7 @@ def text_knobs() -> tuple[str, ...]:
     return tuple(k.name for k in knobs() if k.type is str)
 
 
+POOL_PREFIXES = tuple(pool.prefix for pool in POOL_WHAT_IFS)  # what-ifs on other pools' devices
 DERIVED_DIGITS = 12  # significant digits a derived device field keeps: 0.1 * 3000 is 300, not 300.00000000000006
 
 
@@ -313,10 +316,11 @@ class Sweep:
         return {path: value.values() if isinstance(value, Range) else as_list(value)
                 for path, value in self.spec.overrides.items() if path.startswith(LINK_PREFIX)}
 
-    def attention_override_values(self) -> dict[str, list]:
-        """Each overridden field of the attention devices ('attention_device.<path>') and the values it takes."""
+    def pool_override_values(self, prefix: str | tuple[str, ...] = POOL_PREFIXES) -> dict[str, list]:
+        """Each overridden field of other pools' devices ('attention_device.<path>', 'prefill_device.<path>'; those of
+        `prefix`) and the values it takes."""
         return {path: value.values() if isinstance(value, Range) else as_list(value)
-                for path, value in self.spec.overrides.items() if path.startswith(ATTENTION_PREFIX)}
+                for path, value in self.spec.overrides.items() if path.startswith(prefix)}
 
     def constraints(self) -> list[Constraint]:
         return Constraint.parse_all(self.spec.constraints)
@@ -331,7 +335,7 @@ class Sweep:
         attention devices' fields."""
         return ([f"device.{path}" for path in self.override_values()]
                 + [target for target in self.derived if target.startswith("device.")]
-                + list(self.link_override_values()) + list(self.attention_override_values()))
+                + list(self.link_override_values()) + list(self.pool_override_values()))
 
     def set_knobs(self) -> list[str]:
         """The generic knobs (explore/design_point.py) the file sets or derives: they have results columns."""
@@ -360,7 +364,7 @@ class Sweep:
         dims = {"model": as_list(s.model), "device": as_list(s.device)}
         dims.update({f"device.{path}": values for path, values in self.override_values().items()})
         dims.update(self.link_override_values())
-        dims.update(self.attention_override_values())
+        dims.update(self.pool_override_values())
         if s.serving is None:
             dims.update(batch=as_list(w.batch), prompt=as_list(w.prompt), output=as_list(w.output))
         else:
@@ -422,14 +426,14 @@ class Sweep:
             values = {k: v for k, v in values.items() if k not in serving_dimensions(self.spec.serving)}
             values.update(batch=serving.max_seqs, prompt=0, output=0)
         link_overrides = tuple((k.removeprefix(LINK_PREFIX), v) for k, v in values.items() if k.startswith(LINK_PREFIX))
-        # A point without attention devices (attention_device: none) has none to change: it is the point without them.
-        attention_overrides = tuple((k.removeprefix(ATTENTION_PREFIX), v) for k, v in values.items()
-                                    if k.startswith(ATTENTION_PREFIX)) if serving and serving.attends_apart else ()
+        # A point without a pool (attention_device: none, no prefill pool) has none to change: it is the point
+        # without its what-ifs.
+        pools = {pool.field: pool.pairs(values) if pool.present(serving) else () for pool in POOL_WHAT_IFS}
         fields = {k: v for k, v in values.items() if not k.startswith(WHAT_IF_PREFIXES)}
         if fields.get("link") == "default":
             fields["link"] = ""
         return DesignPoint(**with_knobs(fields), overrides=overrides, use_calibration=self.spec.calibrated,
-                           serving=serving, link_overrides=link_overrides, attention_overrides=attention_overrides)
+                           serving=serving, link_overrides=link_overrides, **pools)
 
     def size(self) -> int:
         return math.prod(len(v) for v in self.dimensions().values())  # exact: np.prod wraps past 2^63
@@ -659,7 +663,8 @@ def _check_references(sweep: Sweep, located: LocatedYAML) -> None:
     """Every model and device must load, and every override must apply to every device."""
     models = as_list(sweep.spec.model)
     if sweep.spec.serving is not None:
-        check_serving(sweep.spec.serving, models, located)
+        stages = tuple(as_list(sweep.spec.parallel.pp)) if sweep.spec.parallel is not None else (1,)
+        check_serving(sweep.spec.serving, models, located, stages)
     if sweep.spec.parallel is not None:
         check_parallel(sweep.spec.parallel, models, located)
     for key in ("model", "device"):
@@ -678,22 +683,17 @@ def _check_references(sweep: Sweep, located: LocatedYAML) -> None:
                    if target.startswith("device.")})
     for device in as_list(sweep.spec.device):
         _check_device_fields(sweep, device, fields, located, "device.")
-    attention = {("overrides", key): values for key, values in sweep.attention_override_values().items()}
-    if attention:
-        for device in _attention_devices(sweep, located, next(iter(attention))[1]):
-            _check_device_fields(sweep, device, attention, located, ATTENTION_PREFIX)
-
-
-def _attention_devices(sweep: Sweep, located: LocatedYAML, key: str) -> list[str]:
-    """The attention devices a sweep's serving section names (none aside): what its attention_device.* what-ifs change.
-    InputError where it names none, naming the what-if's `key`."""
-    serving = sweep.spec.serving
-    named = as_list(serving.attention_device) if serving is not None and serving.attention_device else []
-    devices = [name for name in dict.fromkeys(named) if name not in ("", "none")]
-    if not devices:
-        raise InputError(f"{located.where(('overrides', key))}: overrides.{key}: found without attention devices, "
-                         f"allowed: fields of the attention devices a serving: section's attention_device names")
-    return devices
+    for pool in POOL_WHAT_IFS:
+        pool_fields = {("overrides", key): values for key, values in sweep.pool_override_values(pool.prefix).items()}
+        if not pool_fields:
+            continue
+        devices = pool.sweep_devices(sweep.spec.serving, as_list(sweep.spec.device))
+        if not devices:
+            key = next(iter(pool_fields))[1]
+            raise InputError(f"{located.where(('overrides', key))}: overrides.{key}: found without the {pool.pool}, "
+                             f"allowed: with {pool.needs} (fields of those devices alone)")
+        for device in devices:
+            _check_device_fields(sweep, device, pool_fields, located, pool.prefix)
 
 
 def _check_device_fields(sweep: Sweep, device: str, fields: dict[tuple[str, str], list], located: LocatedYAML,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 
 from explore.knobs import KNOBS, knobs, off_where
-from explore.run_support import ATTENTION_PREFIX
+from explore.pool_what_ifs import POOL_WHAT_IFS
 from explore.schema import as_list
 from explore.sweep_serving import Parallel
 from hw_models.link import default_link, load_link_model
@@ -98,7 +98,7 @@ def sweep_notes(sweep) -> list[str]:
     notes = (default_execution_note(sweep), idle_peak_note(sweep.spec.overrides, sweep.dimensions()["model"]),
              fixed_peak_sm_note([*sweep.spec.overrides, *sweep.spec.derived]), mixed_links_note(sweep),
              idle_knobs_note(sweep), crossed_switch_note(sweep), equal_override_note(sweep),
-             attention_what_if_note(sweep), unpriced_goal_note(sweep))
+             pool_what_if_note(sweep), unpriced_goal_note(sweep))
     return [note for note in notes if note]
 
 
@@ -208,22 +208,30 @@ def equal_override_note(sweep) -> str:
             f"to weight_bits keeps weight_bits' own width, the design of 0")
 
 
-def attention_what_if_note(sweep) -> str:
-    """How many points of a grid crossing attention_device none with what-ifs on the attention devices
-    ('attention_device.<field>') are another point's design again: a point without attention devices has none to
-    change. '' where none are; derived knobs and searches are left out."""
+def pool_what_if_note(sweep) -> str:
+    """How many points of a grid crossing a pool's switch off (attention_device none, prefill_replicas 0) with what-ifs
+    on that pool's devices (explore/pool_what_ifs.py) are another point's design again: a point without the pool has
+    none to change. '' where none are; derived knobs and searches are left out."""
     dims = sweep.dimensions()
-    keys = [key for key, values in dims.items() if key.startswith(ATTENTION_PREFIX) and len(values) > 1]
-    if sweep.spec.search.strategy != "grid" or not keys or "attention_device" not in dims:
+    if sweep.spec.search.strategy != "grid":
         return ""
-    names = ["attention_device", *keys]
-    repeated = _repeats(sweep, dims, names, lambda combo: tuple(
-        None if name != "attention_device" and combo["attention_device"] in ("", "none") else combo[name]
-        for name in names))
-    if not repeated:
+    said, designs = [], {}
+    for pool in POOL_WHAT_IFS:
+        keys = [key for key, values in dims.items() if key.startswith(pool.prefix) and len(values) > 1]
+        if keys and pool.switch in dims and any(pool.switched_off(value) for value in dims[pool.switch]):
+            said.append(f"{', '.join(keys)} {'changes' if len(keys) == 1 else 'change'} nothing where {pool.off}")
+            designs[pool.switch] = (pool, keys)
+    if not said:
         return ""
-    return (f"{repeated} of {sweep.size()} points evaluate another point's design again: {', '.join(keys)} "
-            f"{'changes' if len(keys) == 1 else 'change'} nothing where attention_device is none")
+    names = [name for switch, (_, keys) in designs.items() for name in (switch, *keys)]
+
+    def design(combo: dict) -> tuple:
+        idle = {key for pool, keys in designs.values() if pool.switched_off(combo[pool.switch]) for key in keys}
+        return tuple(None if name in idle else combo[name] for name in names)
+
+    repeated = _repeats(sweep, dims, names, design)
+    return f"{repeated} of {sweep.size()} points evaluate another point's design again: {'; '.join(said)}" \
+        if repeated else ""
 
 
 def _repeats(sweep, dims: dict, names: list[str], design) -> int:

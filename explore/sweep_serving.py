@@ -283,9 +283,9 @@ def _unkeyed(err: InputError) -> str:
     return str(err).removeprefix("device: ").removeprefix("link: ")
 
 
-def check_serving(serving: Serving, models: list[str], located: LocatedYAML) -> None:
-    """The trace must read, decode preemptions go with the orca scheduler, the prefill device and KV link load, and a
-    KV block fit every model's context."""
+def check_serving(serving: Serving, models: list[str], located: LocatedYAML, stages: tuple[int, ...] = (1,)) -> None:
+    """The trace must read, decode preemptions go with the orca scheduler, the prefill device and KV link load, no key
+    be idle beside the others (and the sweep's pipeline `stages`), and a KV block fit every model's context."""
     if serving is not None and serving.trace:
         try:
             read_request_trace(resolve_trace(serving.trace))  # a malformed trace is a mistake in this file
@@ -307,7 +307,7 @@ def check_serving(serving: Serving, models: list[str], located: LocatedYAML) -> 
                         load_device(name) if key.endswith("device") else load_link_model(name)
                     except InputError as err:
                         raise InputError(f"{located.where(('serving', key))}: serving.{key}: {_unkeyed(err)}") from None
-        _check_idle(serving, located)
+        _check_idle(serving, located, stages)
         for model in models:
             context = load_model_config(model).max_positions
             if serving.block_tokens > context:
@@ -330,11 +330,11 @@ def _given(serving: Serving, field: str) -> tuple[bool, Any]:
     return written and key in owner.model_fields_set and value is not None, value
 
 
-def _check_idle(serving: Serving, located: LocatedYAML) -> None:
+def _check_idle(serving: Serving, located: LocatedYAML, stages: tuple[int, ...]) -> None:
     """A key set in the section that no point of the sweep would read is refused, as explore run refuses the flag
     (the rules are explore/serving_settings.py's): it would only show in the results as if it had been run."""
     keyed = {f.name: _given(serving, f.name) for f in dataclasses.fields(ServingSpec)}
-    values = {field: tuple(as_list(value)) for field, (_, value) in keyed.items()}
+    values = {field: tuple(as_list(value)) for field, (_, value) in keyed.items()} | {"pp": stages}
     idle = idle_setting({field for field, (written, _) in keyed.items() if written}, values, KeyNames(), sweep=True)
     if idle is not None:
         names = KeyNames()

@@ -276,32 +276,11 @@ def test_an_attention_what_if_is_a_point_of_its_own():
     assert not any(column.startswith("attention_device.") for column in point.row())
 
 
-def test_a_sweep_sweeps_the_attention_devices_fields(tmp_path, capsys, caplog):
-    """`overrides: {attention_device.memory.bandwidth_GBps: [...]}` beside attention_device: [none, h20]: a column
-    of its own, one point per value on H20s, and a none point that is the design without attention devices (its key
-    the plain sweep's), which the sweep notes."""
-    model = write_tiny_model(tmp_path)
-    head = f"name: attend\nmodel: {model}\ndevice: h100-sxm\nexecution: engine\nserving:\n{SERVING}"
-    assert main([write_sweep(tmp_path, head), "--out", str(tmp_path / "plain")]) == 0
-    (baseline,) = read_results(tmp_path / "plain")
-    path = write_sweep(tmp_path, head + "  attention_device: [none, h20]\noverrides:\n"
-                                        "  attention_device.memory.bandwidth_GBps: [2000, 8000]\n")
-    assert main([path, "--out", str(tmp_path / "out")]) == 0
-    assert "attention_device.memory.bandwidth_GBps changes nothing where attention_device is none" in \
-        capsys.readouterr().err
-    rows = read_results(tmp_path / "out")
-    column = "attention_device.memory.bandwidth_GBps"
-    assert {row[column] for row in rows if row["attention_device"] == "h20"} == {2000, 8000}
-    assert [row["point_id"] for row in rows if row["attention_device"] == "none"] == [baseline["point_id"]]
-    # A grid visits every point: the one not stored repeats a design, not a search that ran out of proposals.
-    assert "the grid's 4 points are 3 distinct designs" in caplog.text and "budget" not in caplog.text
-
-
 @pytest.mark.parametrize(("serving", "overrides", "found"), [
     ("", "  attention_device.memory.bandwidth_GBps: 8000\n",
-     "overrides.attention_device.memory.bandwidth_GBps: found without attention devices"),
+     "overrides.attention_device.memory.bandwidth_GBps: found without the attention devices"),
     ("  attention_device: none\n", "  attention_device.memory.bandwidth_GBps: 8000\n",
-     "overrides.attention_device.memory.bandwidth_GBps: found without attention devices"),
+     "overrides.attention_device.memory.bandwidth_GBps: found without the attention devices"),
     ("  attention_device: h20\n", "  attention_device.memory.bandwith_GBps: 8000\n",
      "attention_device.memory.bandwith_GBps: no such field to override (did you mean 'bandwidth_GBps'?)"),
     ("  attention_device: h20\n", "  attention_device.memory.bandwidth_GBps: [4000, -5]\n",
@@ -321,7 +300,8 @@ def test_a_sweep_s_attention_what_if_mistakes_get_one_line(tmp_path, capsys, ser
 
 @pytest.mark.parametrize(("flags", "found"), [
     (["--set", "attention_device.memory.bandwidth_GBps=8000"],
-     "--set attention_device.memory.bandwidth_GBps: found without --attention-device"),
+     "--set attention_device.memory.bandwidth_GBps: found without the attention devices, allowed: with --serving and "
+     "--attention-device"),
     (["--attention-device", "h20", "--set", "attention_device.memory.bandwith_GBps=8000"],
      "--set: attention_device.memory.bandwith_GBps: no such field to override"),
     (["--attention-device", "h20", "--set", "attention_device.memory.bandwidth_GBps=-1"],

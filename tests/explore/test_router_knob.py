@@ -56,7 +56,7 @@ def test_a_bad_router_is_one_line_naming_the_key_and_the_routers(tmp_path, capsy
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "serving.router" in err and "'fastest'" in err and "round_robin" in err, err
     model = write_tiny_model(tmp_path)
-    assert main(["run", "--model", model, "--device", "h100-sxm", "--serving", "--rate", "1",
+    assert main(["run", "--model", model, "--device", "h100-sxm", "--serving", "--rate", "1", "--replicas", "2",
                  "--router", "fastest"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == "explore: error: --router: found 'fastest', allowed: least_requests, least_tokens, round_robin", err

@@ -23,6 +23,7 @@ IDLE = {
     "attention_devices": (LENGTHS, ("--attention-devices", "2"), "  attention_devices: 2\n"),
     "attention_link": (LENGTHS, ("--attention-link", "infiniband-ndr"), "  attention_link: infiniband-ndr\n"),
     "attention_micro_batches": (LENGTHS, ("--attention-micro-batches", "3"), "  attention_micro_batches: 3\n"),
+    "router": (LENGTHS, ("--router", "least_tokens"), "  router: least_tokens\n"),
     "chunk_tokens": (LENGTHS, ("--chunk-tokens", "256"), "  chunk_tokens: 256\n"),
     "max_batched_tokens": (LENGTHS, ("--scheduler", "chunked", "--max-batched-tokens", "1024"),
                            "  scheduler: chunked\n  max_batched_tokens: 1024\n"),
@@ -71,6 +72,11 @@ def test_explore_run_and_a_sweep_refuse_the_same_settings(field, tmp_path, capsy
     ("chunk_tokens", {"scheduler": ("static", "continuous", "orca")}, True),
     ("max_batched_tokens", {"scheduler": ("chunked", "orca")}, False),
     ("max_batched_tokens", {"scheduler": ("chunked",)}, True),
+    # A router picks among a pool's replicas, or among a replica's engines on pipeline stages.
+    ("router", {"replicas": (1,), "prefill_replicas": (0, 1), "pp": (1,)}, True),
+    ("router", {"replicas": (1, 2), "prefill_replicas": (0,), "pp": (1,)}, False),
+    ("router", {"replicas": (1,), "prefill_replicas": (2,), "pp": (1,)}, False),
+    ("router", {"replicas": (1,), "prefill_replicas": (0,), "pp": (1, 2)}, False),
 ])
 def test_a_setting_is_idle_only_where_no_value_given_reads_it(given, values, idle):
     assert (idle_setting({given}, values, KeyNames(), sweep=True) is not None) is idle
