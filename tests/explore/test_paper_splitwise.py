@@ -133,9 +133,11 @@ an iteration at 16 req/s, at most 4 times, with their median TBT unchanged; at o
 baseline moves (17.6 and 4.2 req/s either way). The baselines stay without it.
 
 Not modeled: the mixed pool (§4.1: machines of one pool taking the other's work at high load; ours are fixed pools,
-so Splitwise capacities here are lower bounds), power capping (no clock or power-cap model, so Splitwise-HHcap
-is not built), and the layer-wise overlap of the KV hand-off with the prefill (§4.3; ours starts after the prefill,
-each GPU's shard over its own InfiniBand port).
+so Splitwise capacities here are lower bounds) and the layer-wise overlap of the KV hand-off with the prefill (§4.3;
+ours starts after the prefill, each GPU's shard over its own InfiniBand port). Splitwise-HHcap is expressible (a cap
+on the token machines alone: `device.power.cap_W: 350` with `prefill_device.power.cap_W: 700`, hw_models/gpu_power.py;
+the cap's effect on each phase is test_paper_splitwise_power.py's) but not checked here: its "25% lower power" counts
+whole machines' power, where ours counts the GPUs' rated power only.
 """
 
 from __future__ import annotations
