@@ -60,6 +60,8 @@ _LAYER_INDEX = re.compile(r"(?<![^.])layers\.\d+")
 # Which layers a template row runs in: outside the layer stack (once), every layer, the first layer only, or
 # every layer but the first.
 SPAN_MODEL, SPAN_EVERY, SPAN_FIRST, SPAN_REST = range(4)
+# Where a row runs in a pass (StepTemplate.row_places): before the decoder layers, in them, after them.
+PLACE_HEAD, PLACE_LAYERS, PLACE_TAIL = range(3)
 _ATTENTION = (KIND_CODE[KernelKind.ATTENTION_PREFILL], KIND_CODE[KernelKind.ATTENTION_DECODE])
 _MOE = KIND_CODE[KernelKind.MOE]
 # balanced_routing per (tokens, top-k, experts, held): the same few arguments every iteration of a serving run.
@@ -337,6 +339,17 @@ class StepTemplate:
         # iteration of a serving run).
         table.__dict__["distinct_rows"] = None
         return table, np.concatenate(counts, axis=1)
+
+    def row_places(self, shape: StepShape) -> np.ndarray:
+        """Where each row of stage_table(shape, 1) runs in the pass: PLACE_HEAD before the decoder layers (the
+        embedding), PLACE_LAYERS in them (the attention rows too), PLACE_TAIL after them (the final norm, LM head and
+        sampling), as stage_table places a row outside the layer stack."""
+        _, rows = self._linear_table(shape.tokens, shape.sampled, shape.positions)
+        first_layer_row = np.argmax(self.span != SPAN_MODEL)
+        linear = np.where(self.span[rows] != SPAN_MODEL, PLACE_LAYERS,
+                          np.where(rows < first_layer_row, PLACE_HEAD, PLACE_TAIL))
+        attention = sum(1 for present in (shape.prefill_seqs, shape.decode_seqs, shape.decode_shared_seqs) if present)
+        return np.concatenate([linear, np.full(attention, PLACE_LAYERS)])
 
     def _linear_table(self, tokens: int, sampled: int, positions: int) -> tuple[KernelTable, np.ndarray]:
         """The non-attention kernels of an iteration of `tokens` tokens, and the template rows they are (an expert

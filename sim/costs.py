@@ -7,6 +7,9 @@ differ only by a few keys of attention are priced once: with `kv_bucket_tokens` 
 token attends to, a prefill query attends to, and a chunk reads from its cached prefix are rounded to that
 many tokens (a long run then prices each distinct bucket once). With 0 every shape is priced as it is.
 
+On a device of several units that splits batches into sub-batches (DeviceModel.sub_batches: NeuPIMs' NPU and PIM),
+an iteration may run as sub-batches that take turns on the units (sim/interleave.py), where that finishes sooner.
+
 On `stages` pipeline stages an iteration passes each stage in turn: a stage runs its share of the decoder layers
 (kernels/shapes.py StepTemplate.stage_table) on its own devices and host, then sends the hidden state of every
 token to the next stage (kernels/parallel.py stage_send_bytes_per_token, as pipeline_sends prices a static
@@ -22,9 +25,10 @@ import numpy as np
 from hw_models.device import dispatch_s
 from kernels.kernel import KIND_CLASS, KernelKind
 from kernels.parallel import collective_kernel
-from kernels.shapes import StepShape, StepTemplate
+from kernels.shapes import PLACE_HEAD, PLACE_LAYERS, PLACE_TAIL, StepShape, StepTemplate
 from kernels.table import KernelTable
 from sim.attention_pool import AttentionPool, disaggregated_time_s
+from sim.interleave import interleaved_schedule
 from sim.step_costs import HOST_WAIT, host_stall_s, pass_execution
 
 KERNEL_CLASS_NAMES = tuple(dict.fromkeys(KIND_CLASS.values()))
@@ -128,6 +132,53 @@ class IterationCostModel:
     def _price_kernels(self, shape: StepShape) -> IterationCost:
         if self.attention is not None:
             return self._price_disaggregated(shape)
+        cost = self._price_whole(shape)
+        if self.stages == 1 and len(self.device.units) > 1 and self.device.sub_batches > 1:
+            # Sub-batches interleaved on the device's units where that finishes sooner, as the static path decodes
+            # (sim/step_costs.py price_passes): each reads the weights again, so a small batch runs whole.
+            most = min(self.device.sub_batches, max(shape.prefill_seqs, shape.decode_seqs, 1))
+            for n in range(2, most + 1):
+                interleaved = self._price_interleaved(shape, n)
+                if interleaved.time_s < cost.time_s:
+                    cost = interleaved
+        return cost
+
+    def _price_interleaved(self, shape: StepShape, n: int) -> IterationCost:
+        """An iteration in `n` sub-batches (NeuPIMs' sub-batch interleaving) sharing the device's units, each unit
+        serving one at a time (sim/interleave.py): each sub-batch's pass is a chain of its head (the embedding), then
+        in every layer its work on each unit in turn, then its tail; a layer's kernels run on the unit of its first
+        row, then on the next unit (an NPU+PIM layer: its GEMMs and vector kernels, then its attention in the banks),
+        and the chains take turns on the units. Energy and time by class are the sub-batches' sums."""
+        mode = pass_execution(self.execution, decode_only=shape.prefill_seqs == 0)
+        layers = self.template.attention_layers
+        unit_count = len(self.device.units)
+        durations, units, kernels = [], [], 0.0
+        class_time = np.zeros(len(TIME_CLASS_NAMES))
+        compute_J = memory_J = 0.0
+        for share in shape.shares(n):
+            table, counts = self.template.stage_table(share, 1)
+            costs = self.device.cost_table(table, mode)
+            priced = _priced(costs, table, counts, 0.0)
+            class_time += priced.class_time_s
+            compute_J, memory_J = compute_J + priced.compute_J, memory_J + priced.memory_J
+            kernels += float(counts.sum())
+            time_s, places, unit = costs.time_s * counts[0], self.template.row_places(share), costs.unit_index
+            layer = np.bincount(unit[places == PLACE_LAYERS], weights=time_s[places == PLACE_LAYERS],
+                                minlength=unit_count) / layers
+            order = [u for u in dict.fromkeys(unit[places == PLACE_LAYERS].tolist())] or [0]
+            ends = [(float(time_s[places == place].sum()), int(unit[places == place][0]) if (places == place).any()
+                     else order[0]) for place in (PLACE_HEAD, PLACE_TAIL)]  # each on its first row's unit
+            durations.append(np.array([ends[0][0], *(layer[u] for _ in range(layers) for u in order), ends[1][0]]))
+            units.append(np.array([ends[0][1], *(u for _ in range(layers) for u in order), ends[1][1]]))
+        starts = interleaved_schedule(durations, units, unit_count)
+        device_s = max(float(start[-1] + duration[-1]) for start, duration in zip(starts, durations, strict=True))
+        wait_s = float(host_stall_s(dispatch_s(self.device, mode) * kernels, device_s))
+        class_time[-1] += wait_s
+        return IterationCost(time_s=device_s + wait_s, compute_J=compute_J, memory_J=memory_J,
+                             class_time_s=class_time, stage_time_s=(device_s + wait_s,))
+
+    def _price_whole(self, shape: StepShape) -> IterationCost:
+        """An iteration run whole: its kernels back to back on each stage in turn."""
         table, counts = self.template.stage_table(shape, self.stages)
         mode = pass_execution(self.execution, decode_only=shape.prefill_seqs == 0)
         priced = _price_rows(self.device, table, counts, mode)
@@ -201,10 +252,14 @@ class _Priced:
 def _price_rows(device, table: KernelTable, counts: np.ndarray, mode) -> _Priced:
     """`table`'s rows run `counts` times (stages x rows) on `device` in execution `mode`: kernels back to back, each
     stage waiting on its host where the host's dispatch of its kernels takes longer than they run."""
-    costs = device.cost_table(table, mode)
+    return _priced(device.cost_table(table, mode), table, counts, dispatch_s(device, mode))
+
+
+def _priced(costs, table: KernelTable, counts: np.ndarray, dispatch: float) -> _Priced:
+    """_price_rows of the rows' priced `costs`, with a host dispatching `dispatch` seconds a kernel."""
     time_s = costs.time_s * counts  # (stages, rows)
     stage_device_s = time_s.sum(axis=1)
-    waits = host_stall_s(dispatch_s(device, mode) * counts.sum(axis=1), stage_device_s)
+    waits = host_stall_s(dispatch * counts.sum(axis=1), stage_device_s)
     class_time = np.zeros(len(TIME_CLASS_NAMES))
     for i, name in enumerate(KERNEL_CLASS_NAMES):
         mask = table.class_masks.get(name)

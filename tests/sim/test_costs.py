@@ -27,3 +27,67 @@ def test_a_long_prefix_over_many_sequences_cascades(costs):
     kv = [4096 + 100] * 64
     cascade = step_shape(decode_kv=kv, sampled=64, shared_prefix=4096)
     assert costs.price(cascade).time_s < costs.price(step_shape(decode_kv=kv, sampled=64)).time_s
+
+
+# ---- sub-batch interleaving on a device of several units (NeuPIMs: NPU and PIM) ----------------------------------
+
+
+@pytest.fixture(scope="module")
+def neupims(evaluator):
+    """GPT-3 7B on one NeuPIMs device (with the paper's four devices' memory: no timing depends on it), its serving
+    iterations' cost model, and a function giving the static path's decode step (sim/step_costs.py price_passes:
+    the traced kernels in their order, sub-batches scheduled segment by segment)."""
+    from explore.design_point import DesignPoint
+    from sim.serving_spec import ServingSpec
+    from sim.step_costs import price_passes
+    from sim.workload import BatchWorkload
+
+    what_if = (("memory.capacity_GB", 128),)
+    point = DesignPoint(model="gpt3-7b", device="neupims", batch=512, prompt=0, output=0,
+                        serving=ServingSpec(max_seqs=512), overrides=what_if)
+    costs = evaluator.cost_model(point, point.numeric_format)
+
+    def static_step_s(batch: int, context: int) -> float:
+        static = DesignPoint(model="gpt3-7b", device="neupims", batch=batch, prompt=context, output=2,
+                             overrides=what_if)
+        device = evaluator.point_device(static)
+        passes = price_passes(device, evaluator.point_tables(static, device),
+                              BatchWorkload(batch=batch, prompt_len=context, output_len=2))
+        return max(passes.decode_offsets_s)  # one decode step, its sub-batches' last to finish
+
+    return costs, static_step_s
+
+
+@pytest.mark.parametrize(("batch", "context", "split"), [(64, 272, False), (512, 272, True), (256, 1024, True)])
+def test_a_neupims_decode_iteration_interleaves_as_the_static_path_does(neupims, batch, context, split):
+    """A serving decode iteration on NeuPIMs takes the static path's decode step within 2%, whether both interleave
+    two sub-batches (one's attention in the PIM banks while the other's GEMMs run on the NPU) or, at a small batch
+    where each sub-batch's second weight read costs more than the overlap saves, both decode whole. The static path
+    schedules the traced kernels in their order; a serving iteration schedules each layer's NPU work then its PIM
+    work (sim/costs.py), so they differ by where in a layer its work after the attention runs."""
+    costs, static_step_s = neupims
+    shape = step_shape([], [context] * batch, sampled=batch)
+    iteration_s = costs.price(shape).time_s
+    assert iteration_s == pytest.approx(static_step_s(batch, context), rel=0.02)
+    whole_s = costs._price_whole(shape).time_s
+    assert (iteration_s < 0.9 * whole_s) if split else (iteration_s == whole_s)
+
+
+def test_an_interleaved_iteration_is_bounded_by_its_busiest_unit_and_sums_its_energy(neupims):
+    """Two sub-batches of 256 of a 512-sequence decode: no schedule beats the busiest unit's total work nor a
+    sub-batch's own chain; the energy is the two sub-batches' priced apart, summed."""
+    costs, _ = neupims
+    shape = step_shape([], [272] * 512, sampled=512)
+    interleaved = costs._price_interleaved(shape, 2)
+    halves = [costs._price_whole(share) for share in shape.shares(2)]
+    assert interleaved.time_s >= max(half.time_s for half in halves)
+    busy = {}  # each unit's work over both halves, from the kernels' own costs
+    for share in shape.shares(2):
+        table, counts = costs.template.stage_table(share, 1)
+        priced = costs.device.cost_table(table, "eager")
+        for unit in set(priced.unit_index.tolist()):
+            busy[unit] = busy.get(unit, 0.0) + float((priced.time_s * counts[0])[priced.unit_index == unit].sum())
+    assert interleaved.time_s >= max(busy.values()) * (1 - 1e-12)
+    assert interleaved.compute_J == pytest.approx(sum(half.compute_J for half in halves))
+    assert interleaved.memory_J == pytest.approx(sum(half.memory_J for half in halves))
+    assert interleaved.class_time_s.sum() == pytest.approx(sum(half.class_time_s.sum() for half in halves))
