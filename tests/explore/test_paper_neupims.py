@@ -158,3 +158,28 @@ def test_batch_256_speedup_over_naive_npu_pim_near_paper(evaluator):
     ours = speedups(evaluator, "gpt3-7b", 256)
     paper = PAPER["npu-pim-naive"]
     assert paper * (1 - TOLERANCE) <= ours["npu-pim-naive"] <= paper * (1 + TOLERANCE), ours
+
+
+def test_continuous_batching_gains_over_naive_npu_pim_as_its_static_step(evaluator):
+    """The paper's own setting is continuous batching's steady state, timed on decode steps (module docstring):
+    served so, 2,048 requests of 256 + 32 tokens arriving at once, prefilled by a pool of 16 replicas so that the
+    decode replica's iterations decode only, 512 sequences at a time, NeuPIMs' decode throughput over the naive
+    NPU+PIM's lies within 35% of the paper's 1.6x and within 10% of our static batch-512 step's ratio (1.34x): each
+    serving iteration interleaves its two sub-batches where that finishes sooner (sim/costs.py), as the static
+    decode does (measured at the time of writing: 1.30x; 1.0x before serving iterations interleaved). In one pool
+    mixing prefill chunks into every iteration the ratio falls to 1.04x: the chunks' GEMMs, which PIM does not take,
+    fill the NPU."""
+    from sim.serving_spec import ServingSpec
+    from workloads.requests import Fixed
+
+    def decode_rate(device: str) -> float:
+        spec = ServingSpec(requests=2048, rate_per_s=1e6, prompt=Fixed(tokens=PROMPT), output=Fixed(tokens=OUTPUT),
+                           max_seqs=512, prefill_replicas=16)
+        point = DesignPoint(model="gpt3-7b", device=device, batch=512, prompt=0, output=0, serving=spec,
+                            overrides=(("memory.capacity_GB", CAPACITY_GB[device]),))
+        return evaluator.evaluate(point).metrics["decode_tokens_per_s"]
+
+    served = decode_rate("neupims") / decode_rate("npu-pim-naive")
+    static = speedups(evaluator, "gpt3-7b", 512)["npu-pim-naive"]
+    assert served == pytest.approx(PAPER["npu-pim-naive"], rel=TOLERANCE), served
+    assert served == pytest.approx(static, rel=0.10), (served, static)
