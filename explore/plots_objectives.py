@@ -157,6 +157,20 @@ def _times(value: float, _position: float | None = None) -> str:
     return f"{value:.3g}×"
 
 
+def _times_within(ax):
+    """A ratio formatter for `ax`'s linear axis that tells its ticks apart: as many decimals as a tenth of the view's
+    span needs (1.005×, 1.01×, ... where the gains span 2%), trailing zeros dropped."""
+
+    def text(value: float, _position: float | None = None) -> str:
+        low, high = ax.get_ylim()
+        span = abs(high - low)
+        decimals = max(0, math.ceil(-math.log10(span / 10))) if span > 0 else 3
+        shown = f"{value:.{decimals}f}".rstrip("0").rstrip(".") if decimals else f"{value:.0f}"
+        return f"{shown}×"
+
+    return text
+
+
 def ratio_ticks(low: float, high: float, most: int = 9) -> list[float]:
     """Round ratios (1×, 1.1×, 2×, 0.5×, ...) inside [low, high] for a log axis, spaced at least 1/most of the
     axis apart, outward from 1×."""
@@ -277,7 +291,7 @@ def speedup_figure(rows: Sequence[Sequence[SpeedupPanel]]) -> Figure:
             ax.set_xlabel(metric_axis_label(panel.knob), fontsize=8)
             ax.set_ylabel(f"{panel.title} (×)", fontsize=8)
             ax.set_title(panel.title, fontsize=10)
-            ax.yaxis.set_major_formatter(FuncFormatter(_times))
+            ax.yaxis.set_major_formatter(FuncFormatter(_times_within(ax)))
             ax.grid(True, alpha=0.3)
         for ax in row_axes[len(row):]:
             ax.set_visible(False)

@@ -43,6 +43,12 @@ class PoolWhatIf:
             return serving.attention_device
         return serving.prefill_device or device
 
+    def row_device(self, row: dict[str, Any]) -> str | None:
+        """The device a results row runs the pool on (None where it names none)."""
+        if self.field == "attention_overrides":
+            return row.get("attention_device") or None
+        return row.get("prefill_device") or row.get("device")
+
     def sweep_devices(self, serving, devices: list[str]) -> list[str]:
         """The devices a sweep's serving: section (explore/sweep_serving.py ServingSection) runs the pool on over the
         sweep's `devices` (empty where no point has the pool)."""

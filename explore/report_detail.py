@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from explore.plots import Roof
-from explore.rows import as_number, point_from_row
+from explore.rows import as_number, is_serving, point_from_row
 from kernels.formats import DTYPE_BITS, DTYPE_SHORT, NumericFormat
 from sim.step_costs import pass_execution
 from workloads.atomic_write import replacing
@@ -208,12 +208,18 @@ class DetailSource:
         tokens = result.output_tokens or 1
         return {name.removesuffix("_J"): value / tokens for name, value in result.energy_parts_J.items()}
 
-    def baseline(self, row: dict[str, Any]) -> dict[str, float] | None:
-        """The metrics of a what-if row's point on the preset as shipped (no overrides), priced even where the
-        shipped preset has too little memory for it (its timing does not depend on the capacity)."""
-        base = replace(design_point(row), overrides=())
+    def baseline(self, row: dict[str, Any], base: DesignPoint | None = None,
+                 known: dict[str, Any] | None = None) -> dict[str, float] | None:
+        """The metrics of a what-if row's point on the presets as shipped: `known` (a row of the sweep, stored as the
+        entry), else `base` priced (a static row's: its point without its overrides), even where the shipped preset
+        has too little memory for it (its timing does not depend on the capacity). A serving row's point cannot be
+        rebuilt from the row: without `base` or `known` its entry is read, never priced."""
+        if base is None and not is_serving(row):
+            base = replace(design_point(row), overrides=())
+        compute = (lambda: {name: as_number(known.get(name)) for name in known}) if known is not None else (
+            None if base is None else lambda: self._baseline(base))
         # Keyed by the what-if row (not the shared base point): each entry is stamped with its own row's metrics.
-        return self._get("baseline", f"baseline {point_key(row)}", row, lambda: self._baseline(base))
+        return self._get("baseline", f"baseline {point_key(row)}", row, compute)
 
     def _baseline(self, point: DesignPoint) -> dict[str, float]:
         evaluation = self.evaluator.evaluate(point, price_infeasible=True)

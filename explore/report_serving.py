@@ -49,6 +49,7 @@ from explore.rows import (
     format_label,
     format_number,
     is_feasible,
+    is_serving,
     metric_value_label,
     overrides_label,
     value_label,
@@ -115,11 +116,6 @@ HOW_TO_READ = {
                         "forces preemptions or queueing; a batch pinned at max_seqs means the scheduler, not "
                         "memory, caps concurrency.",
 }
-
-
-def is_serving(row: dict[str, Any]) -> bool:
-    """Whether a results row comes from a serving run (its scheduler is set)."""
-    return bool(row.get("scheduler"))
 
 
 def _number(row: dict[str, Any], name: str) -> float:
@@ -440,10 +436,12 @@ def detail_figures(rows: list[dict[str, Any]], detail: DetailSource,
 def serving_figures(rows: list[dict[str, Any]], detail: DetailSource,
                     chosen: Sequence[tuple[dict[str, Any], list[str]]] = (),
                     points: Mapping[str, DesignPoint] | None = None, slo: Mapping[str, Any] | None = None,
-                    constraints: Sequence[str] | None = None) -> list[ReportFigure]:
+                    constraints: Sequence[str] | None = None, search: str | None = None) -> list[ReportFigure]:
     """Every serving figure of the report, in order; those that cannot be drawn say why."""
+    from explore.report_whatif import whatif_section
+
     return (rate_figures(rows, slo, constraints, chosen) + [capacity_section(rows)]
-            + detail_figures(rows, detail, chosen, points, slo))
+            + detail_figures(rows, detail, chosen, points, slo) + whatif_section(rows, detail, search, points))
 
 
 def report_sections(typed: list[dict[str, Any]], evaluator: Evaluator | None,
@@ -470,7 +468,7 @@ def report_sections(typed: list[dict[str, Any]], evaluator: Evaluator | None,
         tail += after
     if serving:
         figures += serving_figures(serving, detail, [c for c in chosen if is_serving(c[0])], points, slo,
-                                   constraints)
+                                   constraints, search)
         before, after = serving_tables(serving, constraints)
         lead += before
         tail += after

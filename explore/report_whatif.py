@@ -1,21 +1,28 @@
 """The what-if view of a sweep with device overrides: each point's gain over the same point on the preset as
-shipped (TPOT and TTFT speed-up, energy per token saved), against each overridden field."""
+shipped (TPOT and TTFT speed-up, energy per token saved), against each overridden field. A static sweep's what-ifs
+are its device's; a serving sweep's are also its link's and its other pools' devices' (explore/pool_what_ifs.py),
+each point's baseline the sweep's design point without them."""
 
 from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
+from explore.design_point import DesignPoint
 from explore.metrics import metric
 from explore.plots import figure_png
 from explore.plots_objectives import SpeedupLine, SpeedupPanel, speedup_figure
+from explore.pool_what_ifs import POOL_WHAT_IFS
 from explore.report import ReportFigure
 from explore.report_detail import DetailSource, design_point, not_stored
 from explore.report_pareto import STEERED_SEARCHES, steered_sample
-from explore.rows import OVERRIDE_PREFIX, as_number, device_label, is_feasible, overrides_of, value_label
+from explore.rows import OVERRIDE_PREFIX, as_number, device_label, is_feasible, is_serving, overrides_of, value_label
+from explore.run_support import WHAT_IF_PREFIXES
 
 TITLE = "What-if against the preset as shipped"
 MAX_KNOBS = 3  # rows of the figure: the overridden fields that vary most
@@ -33,9 +40,23 @@ def _gain(name: str, shipped: float, whatif: float) -> float:
     return shipped / whatif if metric(name).better == "min" else whatif / shipped
 
 
+def what_ifs_of(row: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """The what-ifs set in a row: a static row's device overrides ('memory.bandwidth_GBps'), a serving row's every
+    what-if column ('device.memory.bandwidth_GBps', 'attention_device.memory.bandwidth_GBps', 'link.bandwidth_GBps')."""
+    if not is_serving(row):
+        return overrides_of(row)
+    return tuple(sorted((key, value) for key, value in row.items()
+                        if key.startswith(WHAT_IF_PREFIXES) and value not in (None, "")))
+
+
+def _what_if_prefixes(rows: list[dict[str, Any]]) -> tuple[str, ...]:
+    return WHAT_IF_PREFIXES if any(is_serving(row) for row in rows) else (OVERRIDE_PREFIX,)
+
+
 def _override_columns(rows: list[dict[str, Any]]) -> list[str]:
     """Override columns, those taking the most values first (at most MAX_KNOBS)."""
-    columns = dict.fromkeys(k for row in rows for k in row if k.startswith(OVERRIDE_PREFIX))
+    prefixes = _what_if_prefixes(rows)
+    columns = dict.fromkeys(k for row in rows for k in row if k.startswith(prefixes))
     counts = {c: len({value_label(row.get(c)) for row in rows}) for c in columns}
     return sorted(columns, key=lambda c: -counts[c])[:MAX_KNOBS]
 
@@ -56,21 +77,50 @@ def shipped_value(device: str, column: str) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def gains(rows: list[dict[str, Any]], detail: DetailSource) -> list[tuple[dict[str, Any], dict[str, float]]] | None:
+def _shipped(column: str, rows: list[dict[str, Any]]) -> float | None:
+    """The shipped value of a what-if column where its rows change one preset: the device's for 'device.' columns,
+    the attention devices' or the prefill pool's for theirs; None for a link's or where they change several."""
+    named = {OVERRIDE_PREFIX: lambda row: row["device"], **{pool.prefix: pool.row_device for pool in POOL_WHAT_IFS}}
+    prefix = next((prefix for prefix in named if column.startswith(prefix)), None)
+    presets = {named[prefix](row) for row in rows} if prefix else set()
+    if len(presets) != 1 or None in presets:
+        return None
+    return shipped_value(presets.pop(), OVERRIDE_PREFIX + column.removeprefix(prefix))
+
+
+def gains(rows: list[dict[str, Any]], detail: DetailSource, points: Mapping[str, DesignPoint] | None = None,
+          ) -> list[tuple[dict[str, Any], dict[str, float]]] | None:
     """(row, {metric: shipped / what-if}) of each feasible what-if row; None when a baseline cannot be priced
-    (neither stored nor priceable). A row of the sweep without overrides is its own points' baseline."""
+    (neither stored nor priceable). A row of the sweep without overrides is its own points' baseline. A serving
+    row's baseline is its design point (`points`: point_id -> DesignPoint of the sweep) without its what-ifs."""
     feasible = [row for row in rows if is_feasible(row)]
-    shipped = {design_point(row).point_id: row for row in feasible if not overrides_of(row)}
+    shipped = {_key(row): row for row in feasible if not what_ifs_of(row)}
     result = []
     for row in feasible:
-        if not overrides_of(row):
+        if not what_ifs_of(row):
             continue
-        base_id = design_point(dict(row, **{k: None for k in row if k.startswith(OVERRIDE_PREFIX)})).point_id
-        base = shipped.get(base_id) or detail.baseline(row)
+        if is_serving(row):  # its stored baseline, else the sweep's row of its point without what-ifs, else priced
+            point = (points or {}).get(row.get("point_id"))
+            base_point = None if point is None else without_what_ifs(point)
+            known = None if base_point is None else shipped.get(base_point.point_id)
+            base = detail.baseline(row, base_point, known)
+        else:
+            base_id = design_point(dict(row, **{k: None for k in row if k.startswith(OVERRIDE_PREFIX)})).point_id
+            base = shipped.get(base_id) or detail.baseline(row)
         if base is None:
             return None
         result.append((row, {m: _gain(m, as_number(base.get(m)), as_number(row.get(m))) for m, _ in GAINS}))
     return result
+
+
+def _key(row: dict[str, Any]) -> str:
+    """The key a row without what-ifs is found by as a baseline: its point_id (a static row's computed again)."""
+    return str(row.get("point_id")) if is_serving(row) else design_point(row).point_id
+
+
+def without_what_ifs(point: DesignPoint) -> DesignPoint:
+    """A design point on its presets as shipped: no device, link or pool what-ifs."""
+    return replace(point, overrides=(), link_overrides=(), **{pool.field: () for pool in POOL_WHAT_IFS})
 
 
 def _lines(pairs: list[tuple[dict[str, Any], dict[str, float]]], column: str, metric: str,
@@ -95,7 +145,8 @@ def _headline(pairs: list[tuple[dict[str, Any], dict[str, float]]]) -> str:
     cap moves TTFT and energy and leaves TPOT, more bandwidth the reverse."""
 
     def name(row: dict[str, Any]) -> str:
-        return ", ".join(f"{path}={value_label(v)}" for path, v in overrides_of(row))
+        at = f"{as_number(row.get('rate_per_s')):g} req/s" if is_serving(row) else f"batch {row['batch']}"
+        return ", ".join(f"{path}={value_label(v)}" for path, v in what_ifs_of(row)) + f", {at}"
 
     said = []
     for gain, words in GAINS:
@@ -105,31 +156,34 @@ def _headline(pairs: list[tuple[dict[str, Any], dict[str, float]]]) -> str:
         (high, best), (low, worst) = max(measured, key=lambda t: t[0]), min(measured, key=lambda t: t[0])
         if f"{low:.3g}" == f"{high:.3g}" == "1":
             continue  # a metric no what-if moves
-        said.append(f"{words} from {low:.3g}× ({device_label(worst)}, {name(worst)}, batch {worst['batch']}) to "
-                    f"{high:.3g}× ({device_label(best)}, {name(best)}, batch {best['batch']}).")
+        said.append(f"{words} from {low:.3g}× ({device_label(worst)}, {name(worst)}) to "
+                    f"{high:.3g}× ({device_label(best)}, {name(best)}).")
     return " ".join(said) or "No what-if moves TPOT, TTFT or energy per token (1× throughout)."
 
 
-def whatif_section(rows: list[dict[str, Any]], detail: DetailSource, search: str | None = None) -> list[ReportFigure]:
+def whatif_section(rows: list[dict[str, Any]], detail: DetailSource, search: str | None = None,
+                   points: Mapping[str, DesignPoint] | None = None) -> list[ReportFigure]:
     """The what-if figure of a sweep with overrides (none without); `search`: the sweep's strategy, whose points a
-    steered search (nsga2, tpe) chose where it looked, which the caption says."""
-    if not any(overrides_of(row) for row in rows if is_feasible(row)):
+    steered search (nsga2, tpe) chose where it looked, which the caption says; `points`: a serving sweep's design
+    points by point_id, whose baselines are priced from them."""
+    if not any(what_ifs_of(row) for row in rows if is_feasible(row)):
         return []
-    pairs = gains(rows, detail)
+    pairs = gains(rows, detail, points)
     if pairs is None:
         return [ReportFigure(name="whatif", title=TITLE, png=None,
                              caption=not_stored("metrics on the preset as shipped"))]
     what = [row for row, _ in pairs]
     grid = []
-    devices = {row["device"] for row in what}
     for column in _override_columns(what):
         values = sorted(dict.fromkeys(row.get(column) for row in what), key=lambda v: (as_number(v), str(v)))
         numeric = all(math.isfinite(as_number(v)) for v in values)
-        shipped = shipped_value(next(iter(devices)), column) if numeric and len(devices) == 1 else None
+        shipped = _shipped(column, what) if numeric else None
         grid.append([SpeedupPanel(knob=column, title=title, lines=_lines(pairs, column, metric, values),
                                   ticks=None if numeric else [value_label(v) for v in values], shipped=shipped)
                      for metric, title in GAINS])
     steered = f" {steered_sample(search, 'a median')}." if search in STEERED_SEARCHES else ""
-    caption = (f"{len(pairs)} feasible what-if points, each against the same point (model, batch, format, lengths) "
-               f"on the preset as shipped. {_headline(pairs)} {HOW_TO_READ}{steered}")
+    same = "model, format, requests, scheduler" if any(is_serving(row) for row in what) else \
+        "model, batch, format, lengths"
+    caption = (f"{len(pairs)} feasible what-if points, each against the same point ({same}) on the presets as "
+               f"shipped. {_headline(pairs)} {HOW_TO_READ}{steered}")
     return [ReportFigure(name="whatif", title=TITLE, caption=caption, png=figure_png(speedup_figure(grid)))]

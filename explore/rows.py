@@ -84,6 +84,11 @@ def is_feasible(row: dict[str, Any]) -> bool:
     return bool(fits) and math.isfinite(row.get("tokens_per_s", math.nan))
 
 
+def is_serving(row: dict[str, Any]) -> bool:
+    """Whether a results row comes from a serving run (its scheduler is set)."""
+    return bool(row.get("scheduler"))
+
+
 def overrides_of(row: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
     """Device overrides set in a row, as DesignPoint.overrides pairs ('memory.bandwidth_GBps', 4000)."""
     pairs = [(key.removeprefix(OVERRIDE_PREFIX), value) for key, value in row.items()
