@@ -295,7 +295,7 @@ class _Run:
 
     def __init__(self, sweep: Sweep, table: ResultsStore, pool, evaluator: Evaluator, on_progress, total: int):
         self.table, self.pool, self.evaluator, self.on_progress = table, pool, evaluator, on_progress
-        self.constraints = sweep.constraints()
+        self.constraints, self.grid_size = sweep.constraints(), sweep.size()
         self.stored = table.load()
         self._judge_stored()
         self.asked: dict[str, None] = {}  # point ids the strategy asked for, in first-asked order
@@ -350,9 +350,14 @@ class _Run:
                         "nothing there; the sweep's notes say which)", self.total,
                         count_label(len(self.rows), "distinct design"))
             return
+        if strategy == "random":  # it draws until the budget's designs are met: short of it, the grid holds no more
+            log.warning("the random search stopped at %s of its budget of %d: the grid's %d points hold no other "
+                        "design (the rest evaluate one of them again: a setting that changes nothing there)",
+                        count_label(len(self.rows), "design point"), self.total, self.grid_size)
+            return
         log.warning("the %s search stopped at %s of its budget of %d: its proposals kept repeating points it had "
-                    "already visited (explore/search.py MAX_PROPOSALS_PER_POINT); a random search draws distinct "
-                    "points", strategy, count_label(len(self.rows), "design point"), self.total)
+                    "already visited (explore/search.py MAX_PROPOSALS_PER_POINT)", strategy,
+                    count_label(len(self.rows), "design point"), self.total)
 
     def _judge_stored(self) -> None:
         """Judge the stored rows by this run's constraints: they may have changed since the rows were stored."""

@@ -2,7 +2,7 @@
 
 Each strategy calls `evaluate(points) -> rows` (the runner's: stored rows are reused, new ones are
 evaluated and written as they finish) and never evaluates anything itself. grid takes every point;
-random draws `budget` distinct points; nsga2 and tpe are Optuna's multi-objective samplers over the
+random draws `budget` distinct designs; nsga2 and tpe are Optuna's multi-objective samplers over the
 sweep's dimensions (each a categorical choice), steered by the sweep's objectives and constraints.
 All are deterministic for a given seed and batch size, so running a sweep again replays the same
 proposals and resumes from the stored rows.
@@ -53,12 +53,22 @@ DRAW_CHUNK = 256
 
 
 def random_search(sweep: Sweep, evaluate: Evaluate) -> None:
+    """`budget` distinct designs drawn from the grid: grid points that are one design (a pool what-if where the point
+    has no such pool) count once, so more are drawn, in the order of distinct_draws, until the budget is met or the
+    grid has no other design."""
     search = sweep.spec.search
     dims = sweep.dimensions()
     sizes = [len(v) for v in dims.values()]
-    chosen = distinct_draws(np.random.default_rng(search.seed), sweep.size(), min(search.budget, sweep.size()))
-    points = [sweep.point({name: dims[name][i] for name, i in zip(dims, np.unravel_index(index, sizes),
-                                                                     strict=True)}) for index in chosen]
+    budget, drawn = min(search.budget, sweep.size()), 0
+    designs: dict[str, DesignPoint] = {}
+    while len(designs) < budget and drawn < sweep.size():
+        count = min(sweep.size(), drawn + budget - len(designs))
+        for index in distinct_draws(np.random.default_rng(search.seed), sweep.size(), count)[drawn:]:
+            point = sweep.point({name: dims[name][i] for name, i in zip(dims, np.unravel_index(index, sizes),
+                                                                        strict=True)})
+            designs.setdefault(point.point_id, point)
+        drawn = count
+    points = list(designs.values())
     for start in range(0, len(points), search.batch):
         evaluate(points[start:start + search.batch])
 

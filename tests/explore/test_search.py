@@ -149,3 +149,27 @@ def test_a_budget_past_the_space_takes_each_point_without_asking_for_the_budget(
     optuna_search(sweep, evaluate)
     assert len(set(asked)) == 4
     assert len(asked) <= MAX_PROPOSALS_PER_POINT * 4
+
+
+@pytest.mark.parametrize("budget", [6, 8])
+def test_a_random_search_draws_distinct_designs_where_grid_points_repeat_one(tmp_path, budget):
+    """prefill_replicas [0, 1] crossed with five prefill pool power caps: 10 grid points, 6 designs (a point without
+    a prefill pool has no cap to change, so its five are one design). A budget of 6 evaluates the 6 designs, not 6
+    grid points of which some are one design again; a budget of 8 takes the 6 and stops."""
+    from explore.search import random_search
+
+    path = tmp_path / "pool.yaml"
+    path.write_text("name: pool\nmodel: llama-2-7b\ndevice: h100-sxm\nexecution: engine\n"
+                    "serving: {requests: 8, prompt: 256, output: 8, rate: 4, prefill_replicas: [0, 1]}\n"
+                    "overrides: {prefill_device.power.cap_W: [300, 400, 500, 600, 700]}\n"
+                    f"objectives: {{minimize: [tpot_s]}}\nsearch: {{strategy: random, budget: {budget}, seed: 1}}\n")
+    sweep = load_sweep(str(path))
+    assert sweep.size() == 10
+    asked: list[str] = []
+
+    def evaluate(points):
+        asked.extend(p.point_id for p in points)
+        return [{"point_id": p.point_id, "tpot_s": 1.0} for p in points]
+
+    random_search(sweep, evaluate)
+    assert len(asked) == len(set(asked)) == 6

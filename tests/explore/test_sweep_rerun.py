@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tiny_sweep import write_tiny_model
+from tiny_sweep import write_sweep, write_tiny_model
 
 from explore import runner
 from explore.cli import main
@@ -274,3 +274,20 @@ def test_a_rerun_that_prices_nothing_leaves_no_version_behind(tmp_path, capsys, 
         assert main([sweep, "--out", str(out), "--quiet"]) == 0
     err = capsys.readouterr().err
     assert err.count("another version of the cost model") == 1 and "since: 0123456789abcdef)" in err
+
+
+def test_a_random_search_past_the_grids_designs_says_the_rest_repeat_one(tmp_path, tiny_config, tiny_evaluator,
+                                                                         caplog):
+    """prefill_replicas [0, 1] crossed with three prefill pool power caps: 6 grid points, 4 designs (without a prefill
+    pool there is no cap to change). A budget of 5 evaluates the 4 and says that the grid holds no other design, not
+    that proposals kept repeating (a random search proposes nothing)."""
+    sweep = load_sweep(write_sweep(tmp_path, f"name: pool\nmodel: {tiny_config}\ndevice: h100-sxm\nexecution: engine\n"
+                                   "serving: {requests: 4, prompt: 16, output: 4, rate: 4, prefill_replicas: [0, 1]}\n"
+                                   "overrides: {prefill_device.power.cap_W: [300, 500, 700]}\n"
+                                   "objectives: {minimize: [tpot_s]}\n"
+                                   "search: {strategy: random, budget: 5, seed: 1}\n"))
+    rows = runner.run_sweep(sweep, tmp_path / "out", evaluator=tiny_evaluator)
+    assert len({row["point_id"] for row in rows}) == 4
+    assert "the random search stopped at 4 design points of its budget of 5: the grid's 6 points hold no other " \
+           "design" in caplog.text
+    assert "kept repeating" not in caplog.text
