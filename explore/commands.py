@@ -390,8 +390,9 @@ def _serving_spec(args) -> ServingSpec:
         try:
             if value:
                 load(value)
-        except InputError as err:
-            raise InputError(f"{flag}: {str(err).partition(': ')[2] or err}") from None
+        except InputError as err:  # a name's message leads with its key ('device: found ...'), a file's with the file
+            key, _, rest = str(err).partition(": ")
+            raise InputError(f"{flag}: {rest if key in ('device', 'link') and rest else err}") from None
     if not 0 < args.slo_attainment <= 1:
         raise InputError(f"--slo-attainment: found {args.slo_attainment}, allowed: a fraction in (0, 1]")
     if args.capacity and args.rate is not None:  # the search picks the rate: a given one would be ignored

@@ -95,6 +95,21 @@ def test_a_serving_flag_another_flag_leaves_idle_is_one_line_exit_2(flags, needl
     assert code == 2 and len(err) == 1 and needle in err[0], err
 
 
+@pytest.mark.parametrize("flag", ["--prefill-device", "--attention-device", "--kv-link", "--attention-link"])
+def test_a_pool_s_file_that_is_missing_or_wrong_is_named_with_its_line(flag, tmp_path, capsys):
+    """A device or link file given to a pool's flag: the message names the file (and the line of a wrong field), as
+    --device's does, instead of dropping everything before its first colon."""
+    missing, wrong = tmp_path / "missing.yaml", tmp_path / "wrong.yaml"
+    wrong.write_text("base: h20\nname: h20-wrong\nmemory: {capacity_GB: -5}\n" if flag.endswith("device")
+                     else "name: wrong\nbandwidth_GBps: -5\nlatency_us: 1\n")
+    pools = ["--prefill-replicas", "1"] if flag in ("--prefill-device", "--kv-link") else ["--attention-device", "h20"]
+    for path, needle in ((missing, f"{flag}: {missing}: no such"), (wrong, f"{flag}: {wrong}:")):
+        code = main(["run", "--model", "llama-2-7b", "--device", "h100-sxm", "--serving", "--rate", "2", *pools,
+                     flag, str(path)])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and needle in err[0], err
+
+
 @pytest.mark.parametrize("flags", [
     ["--arrival", "gamma", "--cv", "3"],
     ["--preemption", "swap", "--swap-GBps", "31.5"],
