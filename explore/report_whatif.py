@@ -123,6 +123,17 @@ def without_what_ifs(point: DesignPoint) -> DesignPoint:
     return replace(point, overrides=(), link_overrides=(), **{pool.field: () for pool in POOL_WHAT_IFS})
 
 
+def axis_values(rows: list[dict[str, Any]], column: str) -> list[Any]:
+    """The values rows take in a what-if column, in axis order: those that are not numbers (None, 'default': a point
+    without the field, as one without the pool a pool what-if changes) first, by name, then the numbers rising."""
+
+    def order(value: Any) -> tuple[bool, float, str]:
+        number = as_number(value)
+        return (math.isfinite(number), number if math.isfinite(number) else 0.0, str(value))
+
+    return sorted(dict.fromkeys(row.get(column) for row in rows), key=order)
+
+
 def _lines(pairs: list[tuple[dict[str, Any], dict[str, float]]], column: str, metric: str,
            values: list[Any]) -> list[SpeedupLine]:
     """One line per device: median, min and max gain at each value of the column."""
@@ -175,7 +186,7 @@ def whatif_section(rows: list[dict[str, Any]], detail: DetailSource, search: str
     what = [row for row, _ in pairs]
     grid = []
     for column in _override_columns(what):
-        values = sorted(dict.fromkeys(row.get(column) for row in what), key=lambda v: (as_number(v), str(v)))
+        values = axis_values(what, column)
         numeric = all(math.isfinite(as_number(v)) for v in values)
         shipped = _shipped(column, what) if numeric else None
         grid.append([SpeedupPanel(knob=column, title=title, lines=_lines(pairs, column, metric, values),

@@ -402,3 +402,18 @@ def test_the_what_if_headline_names_the_metrics_the_what_ifs_move() -> None:
     assert "energy per token saved from 1.05×" in text and "TPOT" not in text
     flat = [(row(700.0), {"tpot_s": 1.0, "ttft_s": 1.0, "energy_per_token_J": 1.0})]
     assert _headline(flat) == "No what-if moves TPOT, TTFT or energy per token (1× throughout)."
+
+
+def test_a_what_if_axis_puts_points_without_the_field_first_then_the_numbers_rising() -> None:
+    """A serving sweep crossing attention_device none with attention_device. what-ifs: the none points have no value
+    in the column ('default' on the axis). The values sort numbers rising whatever order the rows come in; a missing
+    value sorted as NaN compared neither below nor above a number, and landed between 4000 and 8000, breaking the
+    H20's line there."""
+    import itertools
+
+    from explore.report_whatif import axis_values
+
+    column = "attention_device.memory.bandwidth_GBps"
+    for values in itertools.permutations([8000, None, 4000, 2000]):
+        assert axis_values([{column: v} for v in values], column) == [None, 2000, 4000, 8000], values
+    assert axis_values([{"c": "b"}, {"c": "a"}], "c") == ["a", "b"]  # not numbers: by name
