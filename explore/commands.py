@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from explore.cli import TRACE_TOKENS, default_out, json_safe, print_json, run_knobs, serving_flags_set
 from explore.design_point import DesignPoint, with_knobs
-from explore.evaluate import Evaluator, trace_args
+from explore.evaluate import Evaluator, pool_point, trace_args
 from explore.format_checks import format_notice, sixteen_bit_notice
 from explore.knobs import KNOBS, flag_name, input_columns
 from explore.ops_table import format_op_table, op_rows
@@ -528,6 +528,12 @@ def _assumptions(point: DesignPoint, device) -> str:
             pools += (f", attention on {s.attention_devices} x {s.attention_device} ({fits}) per "
                       f"{'decode ' if s.disaggregated else ''}replica over {s.attention_link} (up to "
                       f"{s.attention_micro_batches} micro-batches)")
+        for pool in POOL_WHAT_IFS:  # a power limit on another pool's devices, from its what-ifs or its device file
+            if pool.present(s):
+                own = pool_point(point, pool.device_name(s, point.device), getattr(point, pool.field))
+                limit_W = getattr(load_device(own.device, dict(own.overrides)).spec.power, "cap_W", None)
+                if limit_W is not None and limit_W != cap_W:
+                    pools += f", power limit {limit_W:g} W a device on the {pool.pool}"
         if s.router:  # the one a user asked for (--router); unset: the default, least_requests
             pools += f", router {s.router}"
         if s.prefix_tokens:

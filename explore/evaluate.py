@@ -251,7 +251,7 @@ class Evaluator:
     def attention_device(self, point: DesignPoint):
         """The device model of a serving point's attention devices: its spec's attention_device with the point's device
         what-ifs where it is the point's device, then the point's attention what-ifs."""
-        attending = _on_device(point, point.serving.attention_device, point.attention_overrides)
+        attending = pool_point(point, point.serving.attention_device, point.attention_overrides)
         return self.device(attending.device, attending.overrides, calibrated=point.use_calibration)
 
     def evaluate(self, point: DesignPoint, *, event_sim: bool = False, timeline: bool = False,
@@ -550,7 +550,7 @@ class Evaluator:
         overrides), with the pool's `own` what-ifs, each holding the model's weights, the activations of its largest
         iteration and KV blocks."""
         spec, cfg = point.serving, self.config(point.model)
-        point = _on_device(point, device_name, own)
+        point = pool_point(point, device_name, own)
         device, costs = self.point_device(point), self.cost_model(point, fmt, attention=role != "prefill")
         limits = spec.limits()
         weights_B = _weight_bytes(costs.template.param_bytes, fmt, device, cfg)
@@ -636,8 +636,8 @@ class Evaluator:
         pools = [(point.device, ())] + ([(point.serving.prefill_device, point.prefill_overrides)]
                                         if point.serving.disaggregated else [])
         for name, own in pools:
-            pool_point = _on_device(point, name, own)
-            self._swap_bandwidth_Bps(pool_point, self.point_device(pool_point))  # a pool's link to swap over
+            on_pool = pool_point(point, name, own)
+            self._swap_bandwidth_Bps(on_pool, self.point_device(on_pool))  # a pool's link to swap over
         if point.knob("exit_depth") != 1.0:
             raise InputError(f"exit_depth: found {point.knob('exit_depth')} with serving:, allowed: 1 (layer skipping "
                              f"is priced in static batches; a serving iteration mixing prefill and skipping decode "
@@ -733,7 +733,7 @@ class Evaluator:
         return Evaluation(point=point, metrics=metrics, result=result, tables=None)
 
 
-def _on_device(point: DesignPoint, device_name: str, own: tuple = ()) -> DesignPoint:
+def pool_point(point: DesignPoint, device_name: str, own: tuple = ()) -> DesignPoint:
     """A serving pool's point: on `device_name` without the point's device what-ifs, or on the point's device (the name
     empty or its own) with them; then the pool's `own` what-ifs (explore/pool_what_ifs.py), which win."""
     if device_name and device_name != point.device:

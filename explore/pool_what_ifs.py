@@ -21,7 +21,7 @@ class PoolWhatIf:
 
     prefix: str
     field: str
-    pool: str  # the devices it changes, in words
+    pool: str  # the pool whose devices it changes, in words
     needs: str  # what a sweep must set for the pool to exist
     needs_flags: str  # what `explore run` must be given for it
     switch: str  # the serving setting without which a point has no such pool
@@ -71,7 +71,7 @@ POOL_WHAT_IFS = (
     PoolWhatIf(prefix="attention_device.", field="attention_overrides", pool="attention devices",
                needs="a serving: section's attention_device", needs_flags="--serving and --attention-device",
                switch="attention_device", off="attention_device is none"),
-    PoolWhatIf(prefix="prefill_device.", field="prefill_overrides", pool="prefill pool's devices",
+    PoolWhatIf(prefix="prefill_device.", field="prefill_overrides", pool="prefill pool",
                needs="a serving: section's prefill pool (prefill_replicas above 0)",
                needs_flags="--serving and --prefill-replicas above 0", switch="prefill_replicas",
                off="prefill_replicas is 0"),

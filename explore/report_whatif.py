@@ -22,7 +22,7 @@ from explore.report import ReportFigure
 from explore.report_detail import DetailSource, design_point, not_stored
 from explore.report_pareto import STEERED_SEARCHES, steered_sample
 from explore.rows import OVERRIDE_PREFIX, as_number, device_label, is_feasible, is_serving, overrides_of, value_label
-from explore.run_support import WHAT_IF_PREFIXES
+from explore.run_support import LINK_PREFIX, WHAT_IF_PREFIXES
 
 TITLE = "What-if against the preset as shipped"
 MAX_KNOBS = 3  # rows of the figure: the overridden fields that vary most
@@ -31,7 +31,7 @@ MAX_KNOBS = 3  # rows of the figure: the overridden fields that vary most
 GAINS = (("tpot_s", "TPOT speed-up"), ("ttft_s", "TTFT speed-up"),
          ("energy_per_token_J", "energy per token saved"))
 HOW_TO_READ = ("Each line is one device: at each value of the overridden field, the median gain over every other "
-               "knob (model, batch, format, the other overrides), the band from the smallest to the largest. Gains "
+               "knob ({others}, the other overrides), the band from the smallest to the largest. Gains "
                "are shipped / what-if: 2× TPOT speed-up halves the time per output token, 1× changes nothing.")
 
 
@@ -78,14 +78,50 @@ def shipped_value(device: str, column: str) -> float | None:
 
 
 def _shipped(column: str, rows: list[dict[str, Any]]) -> float | None:
-    """The shipped value of a what-if column where its rows change one preset: the device's for 'device.' columns,
-    the attention devices' or the prefill pool's for theirs; None for a link's or where they change several."""
+    """The shipped value of a what-if column where the rows that set it change one preset: the device's for
+    'device.' columns, the attention devices' or the prefill pool's for theirs, the link's for 'link.' ones; None
+    where they change several."""
+    setting = [row for row in rows if row.get(column) not in (None, "")]
+    if column.startswith(LINK_PREFIX):
+        links = {row.get("link") if row.get("link") not in (None, "", "default") else _default_link(row["device"])
+                 for row in setting}
+        if len(links) != 1 or None in links:
+            return None
+        return _link_value(links.pop(), column.removeprefix(LINK_PREFIX))
     named = {OVERRIDE_PREFIX: lambda row: row["device"], **{pool.prefix: pool.row_device for pool in POOL_WHAT_IFS}}
     prefix = next((prefix for prefix in named if column.startswith(prefix)), None)
-    presets = {named[prefix](row) for row in rows} if prefix else set()
+    presets = {named[prefix](row) for row in setting} if prefix else set()
     if len(presets) != 1 or None in presets:
         return None
     return shipped_value(presets.pop(), OVERRIDE_PREFIX + column.removeprefix(prefix))
+
+
+def _default_link(device: str) -> str | None:
+    from hw_models.link import default_link
+    from workloads.errors import InputError
+
+    try:
+        return default_link(device)
+    except InputError:
+        return None
+
+
+def _link_value(link: str, field: str) -> float | None:
+    """A link preset's (or file's) value of `field` as shipped; None where it cannot be read."""
+    from hw_models.link import load_link
+    from workloads.errors import InputError
+
+    try:
+        number = as_number(getattr(load_link(link), field, None))
+    except (InputError, OSError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _tick(column: str, value: Any) -> str:
+    """A categorical axis value: a pool column's empty value is a point without that pool."""
+    pool = next((pool for pool in POOL_WHAT_IFS if column.startswith(pool.prefix)), None)
+    return f"no {pool.pool}" if value in (None, "") and pool is not None else value_label(value)
 
 
 def gains(rows: list[dict[str, Any]], detail: DetailSource, points: Mapping[str, DesignPoint] | None = None,
@@ -190,11 +226,12 @@ def whatif_section(rows: list[dict[str, Any]], detail: DetailSource, search: str
         numeric = all(math.isfinite(as_number(v)) for v in values)
         shipped = _shipped(column, what) if numeric else None
         grid.append([SpeedupPanel(knob=column, title=title, lines=_lines(pairs, column, metric, values),
-                                  ticks=None if numeric else [value_label(v) for v in values], shipped=shipped)
+                                  ticks=None if numeric else [_tick(column, v) for v in values], shipped=shipped)
                      for metric, title in GAINS])
     steered = f" {steered_sample(search, 'a median')}." if search in STEERED_SEARCHES else ""
-    same = "model, format, requests, scheduler" if any(is_serving(row) for row in what) else \
-        "model, batch, format, lengths"
+    serving = any(is_serving(row) for row in what)
+    same = "model, format, requests, scheduler" if serving else "model, batch, format, lengths"
+    others = "model, arrival rate, format" if serving else "model, batch, format"
     caption = (f"{len(pairs)} feasible what-if points, each against the same point ({same}) on the presets as "
-               f"shipped. {_headline(pairs)} {HOW_TO_READ}{steered}")
+               f"shipped. {_headline(pairs)} {HOW_TO_READ.format(others=others)}{steered}")
     return [ReportFigure(name="whatif", title=TITLE, caption=caption, png=figure_png(speedup_figure(grid)))]

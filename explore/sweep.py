@@ -425,7 +425,9 @@ class Sweep:
             # A serving point has no static batch: batch is its sequence limit, prompt and output are 0.
             values = {k: v for k, v in values.items() if k not in serving_dimensions(self.spec.serving)}
             values.update(batch=serving.max_seqs, prompt=0, output=0)
-        link_overrides = tuple((k.removeprefix(LINK_PREFIX), v) for k, v in values.items() if k.startswith(LINK_PREFIX))
+        # A point on one device has no link to change: it is the point without its link what-ifs.
+        link_overrides = tuple((k.removeprefix(LINK_PREFIX), v) for k, v in values.items() if k.startswith(LINK_PREFIX)
+                               ) if values.get("tp", 1) * values.get("pp", 1) > 1 else ()
         # A point without a pool (attention_device: none, no prefill pool) has none to change: it is the point
         # without its what-ifs.
         pools = {pool.field: pool.pairs(values) if pool.present(serving) else () for pool in POOL_WHAT_IFS}
@@ -857,6 +859,10 @@ def _check_link_overrides(sweep: Sweep, located: LocatedYAML) -> None:
     if sweep.spec.parallel is None:
         raise InputError(f"{located.where(('overrides', first))}: overrides.{first}: found without a parallel: "
                          f"section, allowed: link fields of a system of devices (parallel: {{tp: [...]}})")
+    parallel = sweep.spec.parallel
+    if max(as_list(parallel.tp)) * max(as_list(parallel.pp)) < 2:
+        raise InputError(f"{located.where(('overrides', first))}: overrides.{first}: found where every point runs on "
+                         f"one device (tp and pp 1), allowed: with tp or pp above 1 (a link joins several devices)")
     links = [link for link in as_list(sweep.spec.parallel.link) if link != "default"]
     links += [default_link(load_device(device).name) for device in as_list(sweep.spec.device)
               if "default" in as_list(sweep.spec.parallel.link)]

@@ -7,6 +7,7 @@ import itertools
 
 from explore.knobs import KNOBS, knobs, off_where
 from explore.pool_what_ifs import POOL_WHAT_IFS
+from explore.run_support import LINK_PREFIX
 from explore.schema import as_list
 from explore.sweep_serving import Parallel
 from hw_models.link import default_link, load_link_model
@@ -98,7 +99,7 @@ def sweep_notes(sweep) -> list[str]:
     notes = (default_execution_note(sweep), idle_peak_note(sweep.spec.overrides, sweep.dimensions()["model"]),
              fixed_peak_sm_note([*sweep.spec.overrides, *sweep.spec.derived]), mixed_links_note(sweep),
              idle_knobs_note(sweep), crossed_switch_note(sweep), equal_override_note(sweep),
-             pool_what_if_note(sweep), unpriced_goal_note(sweep))
+             idle_what_if_note(sweep), unpriced_goal_note(sweep))
     return [note for note in notes if note]
 
 
@@ -208,26 +209,33 @@ def equal_override_note(sweep) -> str:
             f"to weight_bits keeps weight_bits' own width, the design of 0")
 
 
-def pool_what_if_note(sweep) -> str:
-    """How many points of a grid crossing a pool's switch off (attention_device none, prefill_replicas 0) with what-ifs
-    on that pool's devices (explore/pool_what_ifs.py) are another point's design again: a point without the pool has
-    none to change. '' where none are; derived knobs and searches are left out."""
+def idle_what_if_note(sweep) -> str:
+    """How many points of a grid crossing what-ifs with the settings that leave them nothing to change are another
+    point's design again: a pool's (explore/pool_what_ifs.py) where its switch is off (attention_device none,
+    prefill_replicas 0), the link's where the point runs on one device (tp and pp 1). '' where none are; derived
+    knobs and searches are left out."""
     dims = sweep.dimensions()
     if sweep.spec.search.strategy != "grid":
         return ""
-    said, designs = [], {}
-    for pool in POOL_WHAT_IFS:
-        keys = [key for key, values in dims.items() if key.startswith(pool.prefix) and len(values) > 1]
-        if keys and pool.switch in dims and any(pool.switched_off(value) for value in dims[pool.switch]):
-            said.append(f"{', '.join(keys)} {'changes' if len(keys) == 1 else 'change'} nothing where {pool.off}")
-            designs[pool.switch] = (pool, keys)
+    groups = [([pool.switch], lambda combo, pool=pool: pool.switched_off(combo[pool.switch]), pool.off, pool.prefix)
+              for pool in POOL_WHAT_IFS if pool.switch in dims]
+    groups.append((["tp", "pp"], lambda combo: combo["tp"] * combo["pp"] == 1, "tp and pp are 1", LINK_PREFIX))
+    said, idle = [], []
+    for switches, off, words, prefix in groups:
+        keys = [key for key, values in dims.items() if key.startswith(prefix) and len(values) > 1]
+        switched = [dict(zip(switches, combo, strict=True)) for combo in itertools.product(
+            *(dims.get(name, [1]) for name in switches))]
+        if keys and any(off(combo) for combo in switched):
+            said.append(f"{', '.join(keys)} {'changes' if len(keys) == 1 else 'change'} nothing where {words}")
+            idle.append((switches, off, keys))
     if not said:
         return ""
-    names = [name for switch, (_, keys) in designs.items() for name in (switch, *keys)]
+    names = list(dict.fromkeys(name for switches, _, keys in idle for name in (*switches, *keys)))
+    dims = {name: dims.get(name, [1]) for name in names} | {k: v for k, v in dims.items() if k not in names}
 
     def design(combo: dict) -> tuple:
-        idle = {key for pool, keys in designs.values() if pool.switched_off(combo[pool.switch]) for key in keys}
-        return tuple(None if name in idle else combo[name] for name in names)
+        unread = {key for switches, off, keys in idle if off(combo) for key in keys}
+        return tuple(None if name in unread else combo[name] for name in names)
 
     repeated = _repeats(sweep, dims, names, design)
     return f"{repeated} of {sweep.size()} points evaluate another point's design again: {'; '.join(said)}" \

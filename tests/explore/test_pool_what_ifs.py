@@ -58,7 +58,7 @@ def test_a_slower_prefill_pool_is_never_faster_to_the_first_token(evaluator, tmp
 
 def test_a_point_without_a_prefill_pool_refuses_prefill_what_ifs(evaluator, tmp_path):
     point = _point(write_tiny_model(tmp_path), prefill_replicas=0, prefill_overrides=(("power.cap_W", 400.0),))
-    with pytest.raises(Exception, match="prefill_overrides: found .* without the prefill pool's devices"):
+    with pytest.raises(Exception, match="prefill_overrides: found .* without the prefill pool"):
         evaluator.evaluate(point)
     assert replace(point, prefill_overrides=()).point_id != point.point_id
 
@@ -96,7 +96,7 @@ def test_a_sweep_sweeps_a_pool_s_fields(tmp_path, capsys, caplog, switch, what_i
 
 @pytest.mark.parametrize(("serving", "overrides", "found"), [
     ("", "  prefill_device.power.cap_W: 300\n",
-     "overrides.prefill_device.power.cap_W: found without the prefill pool's devices, allowed: with a serving: "
+     "overrides.prefill_device.power.cap_W: found without the prefill pool, allowed: with a serving: "
      "section's prefill pool"),
     ("  prefill_replicas: 1\n", "  prefill_device.power.cap_W: 5000\n",
      "value 5000 on h100-sxm: prefill_device.power"),
@@ -119,9 +119,22 @@ def test_explore_run_takes_prefill_what_ifs(tmp_path, capsys):
              "--prompt", "32", "--output", "4", "--set", "prefill_device.power.cap_W=400"]
     assert main(flags) == 2
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "--set prefill_device.power.cap_W: found without the prefill pool's devices" in err
+    assert err.count("\n") == 0 and "--set prefill_device.power.cap_W: found without the prefill pool" in err
     assert main([*flags, "--prefill-replicas", "1"]) == 0
     assert "what-if (--set): prefill_device.power.cap_W = 400" in capsys.readouterr().out
     assert main([*flags, "--prefill-replicas", "1", "--json"]) == 0
     metrics = json.loads(capsys.readouterr().out)
     assert metrics["prefill_device.power.cap_W"] == 400 and metrics["tdp_W"] == pytest.approx(400.0 + H100_TDP_W)
+
+
+def test_explore_run_names_a_power_limit_on_the_prefill_pool(tmp_path, capsys):
+    """A cap on the prefill pool alone, from --set or from its device file, is named in the header beside the pools."""
+    model = write_tiny_model(tmp_path)
+    capped = tmp_path / "h100-400w.yaml"
+    capped.write_text("base: h100-sxm\npower:\n  cap_W: 400\n")
+    run = ["run", "--model", model, "--device", "h100-sxm", "--serving", "--rate", "10", "--requests", "4",
+           "--prompt", "32", "--output", "4", "--prefill-replicas", "1"]
+    for flags in (["--set", "prefill_device.power.cap_W=400"], ["--prefill-device", str(capped)]):
+        assert main([*run, *flags]) == 0
+        header = capsys.readouterr().out.splitlines()[0]
+        assert "power limit 400 W a device on the prefill pool" in header, header

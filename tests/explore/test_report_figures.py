@@ -417,3 +417,19 @@ def test_a_what_if_axis_puts_points_without_the_field_first_then_the_numbers_ris
     for values in itertools.permutations([8000, None, 4000, 2000]):
         assert axis_values([{column: v} for v in values], column) == [None, 2000, 4000, 8000], values
     assert axis_values([{"c": "b"}, {"c": "a"}], "c") == ["a", "b"]  # not numbers: by name
+
+
+def test_a_what_if_axis_names_points_without_the_pool_and_marks_each_preset_as_shipped() -> None:
+    """The shipped value drawn on a what-if axis is the preset's the column changes, read from the rows that set it:
+    NVLink 4's 450 GB/s a direction (the H100's default link), the H20's 4.0 TB/s (Lamina, Table 1) for its attention
+    devices, though points without attention devices sit on the same axis, named so."""
+    from explore.report_whatif import _shipped, _tick
+
+    link_rows = [{"device": "h100-sxm", "link": "default", "link.bandwidth_GBps": value} for value in (100, 900)]
+    assert _shipped("link.bandwidth_GBps", link_rows) == 450
+    attention_rows = [{"device": "h100-sxm", "attention_device": "h20", "attention_device.memory.bandwidth_GBps": 8e3},
+                      {"device": "h100-sxm", "attention_device": None, "attention_device.memory.bandwidth_GBps": None}]
+    assert _shipped("attention_device.memory.bandwidth_GBps", attention_rows) == 4000
+    assert _tick("attention_device.memory.bandwidth_GBps", None) == "no attention devices"
+    assert _tick("prefill_device.power.cap_W", None) == "no prefill pool"
+    assert _tick("device.memory.bandwidth_GBps", None) == "default"

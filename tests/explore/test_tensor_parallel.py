@@ -147,6 +147,34 @@ def test_link_bandwidth_sweeps_as_an_override(tmp_path, capsys):
         assert err.count("\n") == 0 and named in err, err
 
 
+def test_link_what_ifs_cross_one_device_as_the_design_without_a_link(tmp_path, capsys):
+    """A sweep crossing tp 1 with link what-ifs: a point on one device has no link to change, so it keeps the key of
+    the point without them and the sweep notes the repeats (2 of the 6 points); a sweep whose every point runs on
+    one device is refused in one line, as `explore run --set link.*` without --tp is."""
+    from explore.results import read_results
+    from tests.explore.tiny_sweep import write_sweep, write_tiny_model
+
+    model = write_tiny_model(tmp_path)
+    head = f"name: links\nmodel: {model}\ndevice: h100-sxm\nworkload: {{batch: 8, prompt: 64, output: 8}}\n"
+    assert main([write_sweep(tmp_path, head), "--out", str(tmp_path / "plain"), "--quiet"]) == 0
+    (plain,) = read_results(tmp_path / "plain")
+    path = write_sweep(tmp_path, head + "parallel: {tp: [1, 2]}\noverrides: {link.bandwidth_GBps: [100, 450, 900]}\n")
+    capsys.readouterr()
+    assert main(["check", path]) == 0
+    said = capsys.readouterr()
+    assert "2 of 6 points evaluate another point's design again: link.bandwidth_GBps changes nothing where tp and " \
+           "pp are 1" in said.out + said.err
+    assert main([path, "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    rows = read_results(tmp_path / "out")
+    assert [row["point_id"] for row in rows if row["tp"] == 1] == [plain["point_id"]]
+    assert {row["link.bandwidth_GBps"] for row in rows if row["tp"] == 2} == {100, 450, 900}
+    capsys.readouterr()
+    alone = write_sweep(tmp_path, head + "parallel: {tp: 1}\noverrides: {link.bandwidth_GBps: [100, 900]}\n")
+    assert main(["check", alone]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "overrides.link.bandwidth_GBps: found where every point runs on one device" in err
+
+
 def test_a_tp_sweep_report_draws_scaling(tmp_path, capsys):
     """A sweep over tp gets the scaling figure and names each system in its labels; one without tp does not."""
     from tests.explore.tiny_sweep import write_sweep, write_tiny_model
