@@ -139,10 +139,13 @@ def _budget(field: str, chunked: bool) -> ReadWhen:
                               f"or left out")
 
 
+# What a router picks among: a pool's replicas, a replica's engines (a pipeline stage each, vLLM's virtual engines).
+ROUTED = ("replicas", "prefill_replicas", "pp")
+
+
 def _routes(values: Values) -> bool:
-    """Whether some pool has more than one replica, or a replica more than one engine (a pipeline stage each, vLLM's
-    virtual engines), for a router to pick among."""
-    return any(count > 1 for field in ("replicas", "prefill_replicas", "pp") for count in values.get(field, ()))
+    """Whether some value given has more than one replica in a pool, or more than one engine in a replica."""
+    return any(count > 1 for field in ROUTED for count in values.get(field, ()))
 
 
 def _traced(field: str) -> ReadWhen:

@@ -9,7 +9,7 @@ from explore.knobs import KNOBS, knobs, off_where
 from explore.pool_what_ifs import POOL_WHAT_IFS
 from explore.run_support import LINK_PREFIX
 from explore.schema import as_list
-from explore.sweep_serving import Parallel
+from explore.sweep_serving import Parallel, routes
 from hw_models.link import default_link, load_link_model
 from hw_models.registry import load_device, read_device_yaml
 from kernels.formats import BIT_OVERRIDES, DTYPE_SHORT
@@ -212,17 +212,20 @@ def equal_override_note(sweep) -> str:
 def idle_what_if_note(sweep) -> str:
     """How many points of a grid crossing what-ifs with the settings that leave them nothing to change are another
     point's design again: a pool's (explore/pool_what_ifs.py) where its switch is off (attention_device none,
-    prefill_replicas 0), the link's where the point runs on one device (tp and pp 1). '' where none are; derived
-    knobs and searches are left out."""
+    prefill_replicas 0), the link's where the point runs on one device (tp and pp 1), a router's where nothing is
+    routed. '' where none are; derived knobs and searches are left out."""
     dims = sweep.dimensions()
     if sweep.spec.search.strategy != "grid":
         return ""
-    groups = [([pool.switch], lambda combo, pool=pool: pool.switched_off(combo[pool.switch]), pool.off, pool.prefix)
-              for pool in POOL_WHAT_IFS if pool.switch in dims]
-    groups.append((["tp", "pp"], lambda combo: combo["tp"] * combo["pp"] == 1, "tp and pp are 1", LINK_PREFIX))
+    swept = [key for key, values in dims.items() if len(values) > 1]
+    groups = [([pool.switch], lambda combo, pool=pool: pool.switched_off(combo[pool.switch]), pool.off,
+               [key for key in swept if key.startswith(pool.prefix)]) for pool in POOL_WHAT_IFS if pool.switch in dims]
+    groups.append((["tp", "pp"], lambda combo: combo["tp"] * combo["pp"] == 1, "tp and pp are 1",
+                   [key for key in swept if key.startswith(LINK_PREFIX)]))
+    groups.append((["replicas", "prefill_replicas", "pp"], lambda combo: not routes(combo),
+                   "one replica in each pool and one pipeline stage", [key for key in swept if key == "router"]))
     said, idle = [], []
-    for switches, off, words, prefix in groups:
-        keys = [key for key, values in dims.items() if key.startswith(prefix) and len(values) > 1]
+    for switches, off, words, keys in groups:
         switched = [dict(zip(switches, combo, strict=True)) for combo in itertools.product(
             *(dims.get(name, [1]) for name in switches))]
         if keys and any(off(combo) for combo in switched):

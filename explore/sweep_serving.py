@@ -10,7 +10,7 @@ from pydantic import AfterValidator, Field, StrictFloat, StrictInt, field_valida
 from explore.knobs import KNOBS, knobs
 from explore.rows import is_feasible, normalize_row
 from explore.schema import PositiveInt, PositiveNumber, Strict, as_list, finite, knob_type, one_or_more
-from explore.serving_settings import KeyNames, idle_setting, key_of
+from explore.serving_settings import ROUTED, KeyNames, idle_setting, key_of
 from hw_models.link import load_link_model
 from hw_models.registry import load_device
 from kernels.parallel import check_expert_parallel, check_pipeline_parallel, check_tensor_parallel
@@ -247,8 +247,15 @@ def serving_dimensions(serving: Serving) -> dict[str, list]:
         del dims["cv"]
     return dims
 
+def routes(values: dict[str, Any]) -> bool:
+    """Whether a point has anything for a router to pick among: replicas in a pool, or a replica's engines on
+    pipeline stages (explore/serving_settings.py refuses a router where no point of a sweep routes)."""
+    return any(values.get(name, 1) > 1 for name in ROUTED)
+
+
 def serving_spec(serving: Serving, values: dict[str, Any]) -> ServingSpec:
-    """The ServingSpec of a design point: the section's fixed values and the point's serving knobs."""
+    """The ServingSpec of a design point: the section's fixed values and the point's serving knobs (a router only
+    where the point routes: elsewhere it is the point without one)."""
     slo = serving.slo or ServiceLevel()
     return ServingSpec(
         scheduler=values["scheduler"], requests=serving.requests, arrival=serving.arrival,
@@ -263,7 +270,8 @@ def serving_spec(serving: Serving, values: dict[str, Any]) -> ServingSpec:
         seed=serving.seed, slo_ttft_s=slo.ttft_s, slo_tpot_s=slo.tpot_s,
         slo_attainment=slo.attainment, slo_slowdown=slo.slowdown_slo(), capacity=serving.capacity,
         replicas=values["replicas"], prefill_replicas=values["prefill_replicas"],
-        prefill_device=serving.prefill_device or "", kv_link=serving.kv_link, router=values.get("router"),
+        prefill_device=serving.prefill_device or "", kv_link=serving.kv_link,
+        router=values.get("router") if routes(values) else None,
         prefix_attention=values.get("prefix_attention"), memory_utilization=values.get("memory_utilization"),
         attention_device=values.get("attention_device", ""),
         attention_devices=values.get("attention_devices", DEFAULT.attention_devices),

@@ -77,3 +77,24 @@ def test_run_routes_by_the_flag(tmp_path, capsys):
                      *(["--router", router] if router else [])]) == 0
         ttft[router] = json.loads(capsys.readouterr().out)["ttft_mean_s"]
     assert ttft[None] == ttft["least_requests"] != ttft["least_tokens"]
+
+
+def test_a_router_crossed_with_one_replica_is_the_design_without_one(tmp_path, capsys):
+    """replicas [1, 2] x router [least_tokens, round_robin] x pp [1, 2]: a point with one replica and one stage has
+    nothing to route, so its two routers are one design, the point without a router (its key), and the sweep says
+    so; a point with two replicas or two stages keeps its router."""
+    model = write_tiny_model(tmp_path)
+    head = (f"name: route\nmodel: {model}\ndevice: h100-sxm\nexecution: graphs\nserving:\n  requests: 6\n"
+            f"  prompt: 32\n  output: 4\n  rate: 50\n")
+    assert main([write_sweep(tmp_path, head), "--out", str(tmp_path / "plain"), "--quiet"]) == 0
+    (plain,) = read_results(tmp_path / "plain")
+    path = write_sweep(tmp_path, head + "  replicas: [1, 2]\n  router: [least_tokens, round_robin]\n"
+                                        "parallel: {pp: [1, 2]}\n")
+    capsys.readouterr()
+    assert main([path, "--out", str(tmp_path / "out")]) == 0
+    assert "1 of 8 points evaluate another point's design again: router changes nothing where one replica in each " \
+           "pool and one pipeline stage" in capsys.readouterr().err
+    rows = read_results(tmp_path / "out")
+    alone = [row for row in rows if row["replicas"] == 1 and row["pp"] == 1]
+    assert [row["point_id"] for row in alone] == [plain["point_id"]] and alone[0]["router"] is None
+    assert len(rows) == 7 and {row["router"] for row in rows if row not in alone} == {"least_tokens", "round_robin"}
