@@ -268,6 +268,10 @@ _m("clipped_requests", "clipped requests", "", None, "requests clipped to the mo
    section="serving")
 _m("capacity_rps", "capacity", "requests/s", "max", "highest arrival rate meeting the SLO (capacity search)",
    section="serving")
+_m("power_peak_W", "peak power", "W", None,
+   "highest power of every device of every pool averaged over any 1 s of the run (the window of a GPU's power "
+   "reading, sim/serving_metrics.py POWER_WINDOW_S): static power throughout plus the iterations' dynamic energy "
+   "in the busiest second; what a power budget must provision where avg_power_W is what it bills", section="serving")
 # ---- slowdown: sim/slowdown.py SLOWDOWN_METRICS, in its order (serving sweeps whose SLO limits slowdowns) -----
 _SLOWDOWNS = (("ttft", "TTFT", "time to first token"),
               ("tbt", "TBT", "mean time between tokens after the first (one-token requests left out)"),

@@ -51,7 +51,8 @@ class Replica:
         self.on_finish, self.on_prefilled = on_finish, on_prefilled
         self.swap_s = 0.0
         self.wake: simpy.Event = env.event()
-        self.log: list[tuple[float, float, int, int, int]] = []
+        # Per iteration: start, duration, sequences, tokens, KV blocks in use, dynamic energy (J).
+        self.log: list[tuple[float, float, int, int, int, float]] = []
         self.cost_counts: dict[int, list] = {}
         self.token_gaps: list[float] = []  # time between consecutive output tokens of a request
         self.peak_blocks = state.kv.used_blocks  # its replica's KV blocks in use at the most (every engine's)
@@ -115,7 +116,8 @@ class Replica:
             else:
                 time_s = cost.time_s + swap_s
                 yield self.env.timeout(time_s)
-            self.log.append((start, time_s, batch.size, batch.tokens, state.kv.used_blocks))
+            self.log.append((start, time_s, batch.size, batch.tokens, state.kv.used_blocks,
+                             cost.compute_J + cost.memory_J))
             self._apply(batch, self.env.now)
 
     def _price(self, batch):

@@ -27,6 +27,7 @@ from sim.serving_metrics import (
     IterationLog,
     RequestRecords,
     decode_span_s,
+    peak_window_power_W,
     per_decode_second,
     summarize,
 )
@@ -36,7 +37,7 @@ from workloads.requests import RequestSet
 
 # What a serving run reports beyond the static-batch metrics (sim/result.py RESULT_METRICS), in this order.
 SERVING_METRICS = (*SUMMARY_METRICS, "tbt_p50_s", "tbt_p99_s", "mean_batch_size", "kv_utilization_mean",
-                   "kv_utilization_max", "swap_s", "clipped_requests", "capacity_rps")
+                   "kv_utilization_max", "swap_s", "clipped_requests", "capacity_rps", "power_peak_W")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -172,6 +173,7 @@ class ServingResult:
     records: RequestRecords
     iterations: IterationLog
     makespan_s: float
+    origin_s: float = 0.0  # when the makespan starts (the first arrival), in the iterations' clock
     energy_parts_J: dict[str, float]  # compute_J, memory_J, static_J
     time_by_class_s: dict[str, float]
     memory: ServingMemory
@@ -223,6 +225,10 @@ class ServingResult:
             "swap_s": self.swap_s,
             "clipped_requests": self.extra.get("clipped_requests", 0.0),
             "capacity_rps": math.nan,
+            # The system's static power throughout, and its iterations' dynamic power at their busiest window.
+            "power_peak_W": self.energy_parts_J["static_J"] / self.makespan_s + peak_window_power_W(
+                self.iterations.start_s - self.origin_s, self.iterations.duration_s, self.iterations.dynamic_J,
+                self.makespan_s),
         }
 
 
@@ -393,15 +399,15 @@ def _result(pools: list[Pool], replicas: list[list[Replica]], finished: list[Seq
                              preemptions=column("preemptions", int),
                              decode_admitted_s=column("decode_admitted_s"))
     everyone = [(pool, replica) for pool, made in zip(pools, replicas, strict=True) for replica in made]
-    rows = [(*row, pool.engine_kv_blocks, index) for index, (pool, replica) in enumerate(everyone)
+    rows = [(*row[:5], pool.engine_kv_blocks, index, row[5]) for index, (pool, replica) in enumerate(everyone)
             for row in replica.log]
-    log = np.array(sorted(rows), dtype=float).reshape(-1, 7).T
+    log = np.array(sorted(rows), dtype=float).reshape(-1, 8).T
     names = tuple(f"{pool.name} replica {i // pool.stages}" + (f" engine {i % pool.stages}" if pool.stages > 1 else "")
                   for pool, made in zip(pools, replicas, strict=True)
                   for i in range(len(made))) if len(everyone) > 1 else ("",)
     iterations = IterationLog(start_s=log[0], duration_s=log[1], batch_size=log[2], tokens=log[3],
                               kv_blocks_used=log[4], kv_blocks_total=log[5] if len(log[5]) else 1, replica=log[6],
-                              replica_names=names)
+                              replica_names=names, dynamic_J=log[7])
     # Static power is drawn from the first arrival to the last finish, idle gaps included, on every replica.
     makespan_s = float(records.finish_s.max() - requests.arrival_s[0])
     priced: list[tuple[IterationCost, int]] = [entry for _, replica in everyone
@@ -411,7 +417,8 @@ def _result(pools: list[Pool], replicas: list[list[Replica]], finished: list[Seq
               "memory_J": sum(cost.memory_J * n for cost, n in priced),
               "static_J": sum(pool.idle_power_W * pool.replicas for pool in pools) * makespan_s}
     busiest = max(everyone, key=lambda pair: pair[1].peak_blocks / pair[0].memory.kv_blocks)
-    return ServingResult(records=records, iterations=iterations, makespan_s=makespan_s, energy_parts_J=energy,
+    return ServingResult(records=records, iterations=iterations, makespan_s=makespan_s,
+                         origin_s=float(requests.arrival_s[0]), energy_parts_J=energy,
                          time_by_class_s=dict(zip(TIME_CLASS_NAMES, class_time.tolist(), strict=True)),
                          memory=busiest[0].memory, shapes_priced=sum(p.costs.shapes_priced for p in pools),
                          peak_kv_blocks=busiest[1].peak_blocks,

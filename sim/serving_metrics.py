@@ -213,12 +213,17 @@ class IterationLog:
     # Which replica ran each row, an index into replica_names ('' names: one replica, rows all 0).
     replica: np.ndarray | None = None
     replica_names: tuple[str, ...] = ("",)
+    dynamic_J: np.ndarray | None = None  # each iteration's dynamic energy (compute and memory); None: not priced (0)
 
     def __post_init__(self) -> None:
+        rows = len(np.asarray(self.start_s))
         if self.replica is None:
-            object.__setattr__(self, "replica", np.zeros(len(np.asarray(self.start_s)), dtype=np.int64))
+            object.__setattr__(self, "replica", np.zeros(rows, dtype=np.int64))
+        if self.dynamic_J is None:
+            object.__setattr__(self, "dynamic_J", np.zeros(rows))
         ints = {"batch_size": np.int64, "tokens": np.int64, "kv_blocks_used": np.int64, "replica": np.int64}
-        _columns(self, ("start_s", "duration_s", "batch_size", "tokens", "kv_blocks_used", "replica"), ints)
+        _columns(self, ("start_s", "duration_s", "batch_size", "tokens", "kv_blocks_used", "replica", "dynamic_J"),
+                 ints)
         if np.any(np.asarray(self.kv_blocks_total) <= 0):
             raise ValueError(f"IterationLog.kv_blocks_total must be > 0, got {self.kv_blocks_total}")
         if np.any(self.duration_s < 0):
@@ -236,6 +241,34 @@ class IterationLog:
         busy_s = float(self.duration_s.sum())
         # A sum of products, not np.dot: BLAS splits a long dot over threads, and the sum then depends on how many.
         return float((self.batch_size * self.duration_s).sum()) / busy_s if busy_s > 0 else float("nan")
+
+
+# The window a GPU's power reading averages over: NVML's nvmlDeviceGetPowerUsage (nvidia-smi's power.draw) "returns
+# power averaged over 1 sec interval" on Ampere (but GA100) and newer GPUs (NVIDIA cuda-python NVML bindings,
+# device_get_power_usage): the telemetry a power budget is watched by.
+POWER_WINDOW_S = 1.0
+
+
+def peak_window_power_W(start_s, duration_s, energy_J, span_s: float, window_s: float = POWER_WINDOW_S) -> float:
+    """The highest mean power of iterations (each drawing energy_J[i] evenly over [start_s[i], start_s[i] +
+    duration_s[i]), several at once where replicas overlap) over any `window_s` within [0, span_s]: the run's mean
+    where the run is shorter than the window. The energy in a window is piecewise linear in where it starts, so the
+    highest is at a start where the window's start or end meets an iteration's start or end. An iteration of no
+    duration draws nothing."""
+    start, duration, energy = (np.asarray(a, dtype=float) for a in (start_s, duration_s, energy_J))
+    window = min(window_s, span_s)
+    if window <= 0:
+        return 0.0
+    timed = duration > 0
+    # The cumulative energy drawn by time t, exact at the iterations' starts and ends and linear between them.
+    times = np.concatenate([start[timed], start[timed] + duration[timed]])
+    slopes = np.concatenate([energy[timed] / duration[timed], -energy[timed] / duration[timed]])
+    order = np.argsort(times, kind="stable")
+    times, slopes = np.concatenate([[0.0], times[order]]), np.concatenate([[0.0], slopes[order]])
+    drawn = np.concatenate([[0.0], np.cumsum(np.cumsum(slopes)[:-1] * np.diff(times))])
+    starts = np.clip(np.concatenate([times, times - window]), 0.0, span_s - window)
+    in_window = np.interp(starts + window, times, drawn) - np.interp(starts, times, drawn)
+    return float(max(in_window.max(), 0.0)) / window
 
 
 def decode_span_s(first_token_s, finish_s) -> float:

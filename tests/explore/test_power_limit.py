@@ -71,3 +71,17 @@ def test_a_sweep_counts_its_points_above_their_rated_power(model, tmp_path, caps
         capsys.readouterr().err
     rows = {row["device"]: row for row in read_results(tmp_path / "out")}
     assert rows["h100-sxm"]["tdp_W"] == 700 and rows["m2-ultra-tmac"]["avg_power_W"] > rows["m2-ultra-tmac"]["tdp_W"]
+
+
+@pytest.mark.parametrize("cap_W", [None, 250.0])
+def test_a_serving_runs_peak_power_lies_between_its_mean_and_its_limit(evaluator, model, cap_W):
+    """The busiest second of a serving run on an H100 draws no less than the run's mean power, and under a power
+    limit no more than the limit: every kernel runs at a clock that keeps its draw within it (hw_models/gpu_power.py),
+    static power included, so no second's mean can exceed it."""
+    spec = ServingSpec(requests=200, rate_per_s=40.0, max_seqs=64)
+    point = DesignPoint(model=model, device="h100-sxm", batch=64, prompt=0, output=0, serving=spec,
+                        execution="engine", overrides=(("power.cap_W", cap_W),) if cap_W else ())
+    metrics = evaluator.evaluate(point).metrics
+    assert metrics["avg_power_W"] <= metrics["power_peak_W"] * (1 + 1e-12)
+    if cap_W is not None:
+        assert metrics["power_peak_W"] <= cap_W * (1 + 1e-9)

@@ -198,3 +198,37 @@ def test_bad_arguments_fail_loudly():
     with pytest.raises(ValueError, match="kv_blocks_total"):
         IterationLog(start_s=[0.0], duration_s=[1.0], batch_size=[1], tokens=[1], kv_blocks_used=[1],
                      kv_blocks_total=0)
+
+
+# ---- peak power over a window (POWER_WINDOW_S) ----------------------------------------------------------------
+
+
+def test_peak_window_power_by_hand():
+    """Two iterations, 100 J over [0, 0.5) s and 300 J over [2, 2.5) s, in a 4 s run: the busiest second holds the
+    300 J. Two replicas overlapping, 100 J each over [0, 1) and [0.5, 1.5): any second from 0 to 0.5 holds 150 J.
+    A run shorter than the window: its mean, 10 J over 0.5 s."""
+    from sim.serving_metrics import peak_window_power_W
+
+    assert peak_window_power_W([0, 2], [0.5, 0.5], [100, 300], 4.0) == pytest.approx(300.0)
+    assert peak_window_power_W([0, 0.5], [1, 1], [100, 100], 3.0) == pytest.approx(150.0)
+    assert peak_window_power_W([0], [0.2], [10], 0.5) == pytest.approx(20.0)
+
+
+def test_peak_window_power_is_the_busiest_window_of_a_fine_scan():
+    """Random overlapping iterations: the peak is at least what any window of a fine scan of window starts holds,
+    and more by no more than the scan's step can miss (two ends moving by a step, each at the highest power any
+    iteration draws); it is never below the run's mean power."""
+    from sim.serving_metrics import peak_window_power_W
+
+    rng = np.random.default_rng(7)
+    start = np.sort(rng.uniform(0, 9, 60))
+    duration = rng.uniform(0.01, 0.4, 60)
+    energy = rng.uniform(1, 50, 60)
+    span = float((start + duration).max())
+    peak = peak_window_power_W(start, duration, energy, span)
+    starts = np.linspace(0, span - 1.0, 20001)[:, None]
+    overlap = np.clip(np.minimum(start + duration, starts + 1.0) - np.maximum(start, starts), 0, None)
+    scanned = (energy / duration * overlap).sum(axis=1)  # joules in each 1 s window: its mean power
+    step = span / 20000
+    assert scanned.max() - 1e-9 <= peak <= scanned.max() + 2 * step * (energy / duration).sum()
+    assert peak >= energy.sum() / span
