@@ -18,6 +18,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from explore.plots import MS, grouped_bars_figure, wide_range
+from sim.serving_metrics import window_power_W
 
 LIMIT_COLOR = "#444444"
 TIMELINE_WINDOWS = 200  # the timeline shows time-weighted means over this many windows of each run
@@ -84,6 +85,15 @@ class RunDetail:
     # run had; None: one engine ran every iteration.
     engine: np.ndarray | None = None
     engines: int = 1
+    # Each iteration's dynamic energy and the system's static power (None: stored before power was): the power line.
+    dynamic_J: np.ndarray | None = None
+    static_W: float = math.nan
+    rated_W: float = math.nan  # tdp_W: what the hardware is rated (or capped) to draw
+
+    def power_W(self, edges_s: np.ndarray) -> np.ndarray:
+        """The whole system's mean power within each window: static power plus every iteration's dynamic energy
+        there (replicas' iterations overlap)."""
+        return self.static_W + window_power_W(self.start_s, self.duration_s, self.dynamic_J, edges_s)
 
     def engine_mean(self, values: np.ndarray, edges_s: np.ndarray) -> np.ndarray:
         """Time-weighted means per window of `values` (one per iteration), over each engine's iterations (which do
@@ -311,14 +321,25 @@ def latency_cdf_figure(runs: Sequence[RunDetail], limits: Mapping[str, Sequence[
 
 def timeline_figure(runs: Sequence[RunDetail]) -> Figure:
     """KV-cache utilization (%) above running batch size against time since the first arrival (shared x), as
-    time-weighted means over TIMELINE_WINDOWS windows of each run, per engine (RunDetail.engine_mean)."""
-    fig = Figure(figsize=(11.5, 6.4 + 0.2 * len(runs)), layout="constrained")
-    kv_ax, batch_ax = fig.subplots(2, 1, sharex=True)
+    time-weighted means over TIMELINE_WINDOWS windows of each run, per engine (RunDetail.engine_mean); below them
+    the whole system's power in the same windows, its rated power dashed, where the runs carry their energy."""
+    powered = [run for run in runs if run.dynamic_J is not None]
+    fig = Figure(figsize=(11.5, 6.4 + 2.6 * bool(powered) + 0.2 * len(runs)), layout="constrained")
+    axes = fig.subplots(3 if powered else 2, 1, sharex=True)
+    kv_ax, batch_ax = axes[:2]
     for run in runs:
         edges = np.linspace(0.0, max(run.end_s, 1e-9), TIMELINE_WINDOWS + 1)
         centers = (edges[:-1] + edges[1:]) / 2
         kv_ax.plot(centers, 100 * run.engine_mean(run.kv_utilization, edges), color=run.color, lw=1.3)
         batch_ax.plot(centers, run.engine_mean(run.batch_size, edges), color=run.color, lw=1.3)
+        if run.dynamic_J is not None:
+            axes[2].plot(centers, run.power_W(edges), color=run.color, lw=1.3)
+            if math.isfinite(run.rated_W):
+                axes[2].axhline(run.rated_W, color=run.color, lw=1.0, ls="--", alpha=0.7)
+    if powered:
+        axes[2].set_ylim(bottom=0)
+        axes[2].set_ylabel("power (W)")
+        axes[2].set_title("Power of the whole system (dashed: its rated power, tdp_W)", fontsize=10)
     limits = sorted({run.max_seqs for run in runs if math.isfinite(run.max_seqs)})
     for value in limits:
         batch_ax.axhline(value, color=LIMIT_COLOR, lw=1.0, ls=":", zorder=1)
@@ -328,9 +349,9 @@ def timeline_figure(runs: Sequence[RunDetail]) -> Figure:
     batch_ax.set_ylim(bottom=0)
     batch_ax.set_ylabel("running sequences")
     batch_ax.set_title("Running batch size", fontsize=10)
-    batch_ax.set_xlabel("time since the first arrival (s)")
-    batch_ax.set_xlim(left=0)
-    for ax in (kv_ax, batch_ax):
+    axes[-1].set_xlabel("time since the first arrival (s)")
+    axes[-1].set_xlim(left=0)
+    for ax in axes:
         ax.grid(True, which="major", alpha=0.3)
     handles = [Line2D([], [], color=run.color, lw=1.5, label=run.label) for run in runs]
     if limits:

@@ -242,7 +242,8 @@ class DetailSource:
                 "start_s": (iterations.start_s - origin).tolist(), "duration_s": iterations.duration_s.tolist(),
                 "kv_utilization": iterations.kv_utilization().tolist(), "batch_size": iterations.batch_size.tolist(),
                 "engine": iterations.replica.tolist(), "engines": len(iterations.replica_names),
-                "end_s": float(records.finish_s.max()) - origin}
+                "end_s": float(records.finish_s.max()) - origin, "dynamic_J": iterations.dynamic_J.tolist(),
+                "static_W": result.energy_parts_J["static_J"] / result.makespan_s}
 
     def unstored_figures(self) -> list[str]:
         """The figures this report could not draw for want of stored detail (and of an evaluator)."""

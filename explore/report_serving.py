@@ -85,7 +85,7 @@ FIGURE_TITLES = {
     "serving_slowdown": "Slowdown over each request's run alone against arrival rate",
     "serving_capacity": "Capacity: the highest arrival rate that meets the SLO",
     "serving_cdf": "Latency distributions over requests",
-    "serving_timeline": "KV-cache utilization and running batch size over time",
+    "serving_timeline": "KV-cache utilization, running batch size and power over time",
 }
 HOW_TO_READ = {
     "serving_latency": "Each line is one design as requests arrive faster; color is the scheduler, line style and "
@@ -114,7 +114,9 @@ HOW_TO_READ = {
                         "or one of a pipelined replica's engines with its share of the KV blocks) and averaged over "
                         "the engines. A KV cache near 100% "
                         "forces preemptions or queueing; a batch pinned at max_seqs means the scheduler, not "
-                        "memory, caps concurrency.",
+                        "memory, caps concurrency. Power is the whole system's (every replica's devices, static "
+                        "power included) in the same windows, its rated power (tdp_W) dashed: the gap is the "
+                        "headroom a power budget could oversubscribe (power_peak_W is its busiest second).",
 }
 
 
@@ -384,12 +386,16 @@ def detail_rows(rows: list[dict[str, Any]],
     return picked[:MAX_DETAIL], False
 
 
-def run_detail(data: Mapping[str, Any], label: str, color: str, max_seqs: float) -> RunDetail:
+def run_detail(data: Mapping[str, Any], label: str, color: str, max_seqs: float,
+               rated_W: float = math.nan) -> RunDetail:
     """A serving run's latencies and iteration log (DetailSource.serving_run) as a figure's series."""
     engine = data.get("engine")  # stored before engines were told apart: one engine
+    dynamic = data.get("dynamic_J")  # stored before iterations carried their energy: no power line
     return RunDetail(label=label, color=color, max_seqs=max_seqs, end_s=float(data["end_s"]),
                      engine=None if engine is None else np.asarray(engine, dtype=np.int64),
                      engines=int(data.get("engines", 1)),
+                     dynamic_J=None if dynamic is None else np.asarray(dynamic, dtype=float),
+                     static_W=float(data.get("static_W", math.nan)), rated_W=rated_W,
                      **{name: np.asarray(data[name], dtype=float) for name in
                         ("ttft_s", "tpot_s", "start_s", "duration_s", "kv_utilization", "batch_size")})
 
@@ -417,7 +423,7 @@ def detail_figures(rows: list[dict[str, Any]], detail: DetailSource,
     series = []
     for i, (row, role, data) in enumerate(found):
         label = f"{chr(ord('A') + i)}: " + (f"{role}: " if role else "") + serving_label(row, knobs)
-        series.append(run_detail(data, label, f"C{i % 10}", _number(row, "max_seqs")))
+        series.append(run_detail(data, label, f"C{i % 10}", _number(row, "max_seqs"), _number(row, "tdp_W")))
     searched = any(_has(row, "capacity_rps") for row, _, _ in found)
     which = ("The chosen designs (the best on each objective and the balanced one, as in the Pareto table)"
              if from_chosen else "Per scheduler, the feasible point at the highest "

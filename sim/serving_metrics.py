@@ -255,20 +255,32 @@ def peak_window_power_W(start_s, duration_s, energy_J, span_s: float, window_s: 
     where the run is shorter than the window. The energy in a window is piecewise linear in where it starts, so the
     highest is at a start where the window's start or end meets an iteration's start or end. An iteration of no
     duration draws nothing."""
-    start, duration, energy = (np.asarray(a, dtype=float) for a in (start_s, duration_s, energy_J))
     window = min(window_s, span_s)
     if window <= 0:
         return 0.0
+    times, drawn = _energy_drawn(start_s, duration_s, energy_J)
+    starts = np.clip(np.concatenate([times, times - window]), 0.0, span_s - window)
+    in_window = np.interp(starts + window, times, drawn) - np.interp(starts, times, drawn)
+    return float(max(in_window.max(), 0.0)) / window
+
+
+def window_power_W(start_s, duration_s, energy_J, edges_s) -> np.ndarray:
+    """The mean power the iterations (peak_window_power_W's) draw within each window between consecutive edges."""
+    times, drawn = _energy_drawn(start_s, duration_s, energy_J)
+    edges = np.asarray(edges_s, dtype=float)
+    return np.diff(np.interp(edges, times, drawn)) / np.diff(edges)
+
+
+def _energy_drawn(start_s, duration_s, energy_J) -> tuple[np.ndarray, np.ndarray]:
+    """The energy iterations have drawn by each of their starts and ends (and time 0), each drawing evenly over its
+    duration: exact there and linear between them, so np.interp gives it at any time."""
+    start, duration, energy = (np.asarray(a, dtype=float) for a in (start_s, duration_s, energy_J))
     timed = duration > 0
-    # The cumulative energy drawn by time t, exact at the iterations' starts and ends and linear between them.
     times = np.concatenate([start[timed], start[timed] + duration[timed]])
     slopes = np.concatenate([energy[timed] / duration[timed], -energy[timed] / duration[timed]])
     order = np.argsort(times, kind="stable")
     times, slopes = np.concatenate([[0.0], times[order]]), np.concatenate([[0.0], slopes[order]])
-    drawn = np.concatenate([[0.0], np.cumsum(np.cumsum(slopes)[:-1] * np.diff(times))])
-    starts = np.clip(np.concatenate([times, times - window]), 0.0, span_s - window)
-    in_window = np.interp(starts + window, times, drawn) - np.interp(starts, times, drawn)
-    return float(max(in_window.max(), 0.0)) / window
+    return times, np.concatenate([[0.0], np.cumsum(np.cumsum(slopes)[:-1] * np.diff(times))])
 
 
 def decode_span_s(first_token_s, finish_s) -> float:

@@ -171,6 +171,22 @@ def test_timeline_averages_engines_whose_iterations_overlap() -> None:
     np.testing.assert_allclose(one, np.full(len(one), 50.0), atol=1e-6)
 
 
+def test_timeline_power_is_static_plus_the_overlapping_iterations_energy() -> None:
+    """Two replicas of 100 W static power in all, each iteration drawing 150 J over [0, 1.5) s and [0.5, 2) s (100 W
+    each): 200 W over [0, 0.5), 300 W over [0.5, 1.5), 200 W over [1.5, 2); its rated 700 W dashed. Stored before
+    iterations carried their energy: no power panel."""
+    data = {"ttft_s": [0.1, 0.1], "tpot_s": [0.1, 0.1], "start_s": [0.0, 0.5], "duration_s": [1.5, 1.5],
+            "kv_utilization": [0.5, 0.5], "batch_size": [4, 4], "engine": [0, 1], "engines": 2, "end_s": 2.0,
+            "dynamic_J": [150.0, 150.0], "static_W": 100.0}
+    figure = timeline_figure([run_detail(data, "A", "C0", 64.0, rated_W=700.0)])
+    power_ax = figure.axes[2]
+    t, power = power_ax.lines[0].get_xdata(), power_ax.lines[0].get_ydata()
+    np.testing.assert_allclose(power, np.where((t > 0.5) & (t < 1.5), 300.0, 200.0), atol=1e-6)
+    assert power_ax.lines[1].get_ydata()[0] == 700.0
+    del data["dynamic_J"], data["static_W"]
+    assert len(timeline_figure([run_detail(data, "A", "C0", 64.0)]).axes) == 2
+
+
 SWEEP = """\
 name: tiny-serving
 model: llama-2-7b

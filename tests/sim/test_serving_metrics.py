@@ -232,3 +232,20 @@ def test_peak_window_power_is_the_busiest_window_of_a_fine_scan():
     step = span / 20000
     assert scanned.max() - 1e-9 <= peak <= scanned.max() + 2 * step * (energy / duration).sum()
     assert peak >= energy.sum() / span
+
+
+def test_window_power_conserves_energy_and_stays_under_the_peak():
+    """Mean power in consecutive windows covering a run adds back up to its energy (power x width), and no 1 s window
+    of a fixed grid holds more than the busiest second found anywhere (peak_window_power_W)."""
+    from sim.serving_metrics import peak_window_power_W, window_power_W
+
+    rng = np.random.default_rng(11)
+    start = np.sort(rng.uniform(0, 20, 200))
+    duration = rng.uniform(0.01, 0.3, 200)
+    energy = rng.uniform(1, 80, 200)
+    span = float((start + duration).max())
+    edges = np.linspace(0, span, 137)
+    assert (window_power_W(start, duration, energy, edges) * np.diff(edges)).sum() == pytest.approx(energy.sum())
+    seconds = np.arange(0, np.floor(span) + 1)
+    assert window_power_W(start, duration, energy, seconds).max() <= peak_window_power_W(start, duration, energy,
+                                                                                          span) * (1 + 1e-12)
