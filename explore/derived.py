@@ -1,7 +1,8 @@
 """Derived knobs: expressions that compute one knob of a design point from the point's other knobs.
 
 An expression is parsed with `ast` and evaluated by walking the tree; nothing is ever passed to eval().
-Allowed: numbers, knob names (a device field is written as in the sweep file: device.memory.bandwidth_GBps),
+Allowed: numbers, knob names (a device field is written as in the sweep file: device.memory.bandwidth_GBps, and
+a field of a serving point's other pools' devices so too: attention_device.memory.bandwidth_GBps),
 + - * / // ** %, unary minus, comparisons, `a if c else b` and calls of min, max, round, abs, log2, sqrt.
 """
 
@@ -14,6 +15,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+# The names a device field's attribute chain starts with: the point's device, and a serving point's other pools'
+# (explore/pool_what_ifs.py: what-ifs on them are written so).
+DEVICE_ROOTS = ("device", "attention_device", "prefill_device")
 ALLOWED = ("numbers, knob names, + - * / // ** %, unary -, comparisons, 'a if c else b' and calls of "
            "min, max, round, abs, log2, sqrt")
 # An expression's size: longest text and deepest tree (operators, calls and conditionals count a level each;
@@ -55,12 +59,13 @@ def _power(base: Any, exponent: Any) -> Any:
 
 
 def knob_name(node: ast.expr) -> str | None:
-    """'batch' for a name, 'device.memory.bandwidth_GBps' for an attribute chain on 'device'; None otherwise."""
+    """'batch' for a name, 'device.memory.bandwidth_GBps' for an attribute chain on 'device' (or on a pool's device:
+    'attention_device', 'prefill_device'); None otherwise."""
     parts: list[str] = []
     while isinstance(node, ast.Attribute):
         parts.append(node.attr)
         node = node.value
-    if not isinstance(node, ast.Name) or (parts and node.id != "device"):
+    if not isinstance(node, ast.Name) or (parts and node.id not in DEVICE_ROOTS):
         return None
     return ".".join([node.id, *reversed(parts)])
 

@@ -248,7 +248,7 @@ def derived_value(target: str, value: Any) -> int | float:
     device field. ValueError ('found X, allowed: Y') where the knob cannot take the value."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise ValueError(f"found {value!r}, allowed: a finite number")
-    if target.startswith("device."):
+    if target.startswith(("device.", *POOL_PREFIXES)):
         return value if isinstance(value, int) else float(f"{value:.{DERIVED_DIGITS}g}")
     knob = KNOBS[target]
     if knob.type is int:
@@ -322,6 +322,10 @@ class Sweep:
         return {path: value.values() if isinstance(value, Range) else as_list(value)
                 for path, value in self.spec.overrides.items() if path.startswith(prefix)}
 
+    def pool_derived_values(self, prefix: str | tuple[str, ...] = POOL_PREFIXES) -> dict[str, list]:
+        """Each derived field of other pools' devices (those of `prefix`) and the values it takes over the grid."""
+        return {target: values for target, values in self.derived_values().items() if target.startswith(prefix)}
+
     def constraints(self) -> list[Constraint]:
         return Constraint.parse_all(self.spec.constraints)
 
@@ -335,7 +339,8 @@ class Sweep:
         attention devices' fields."""
         return ([f"device.{path}" for path in self.override_values()]
                 + [target for target in self.derived if target.startswith("device.")]
-                + list(self.link_override_values()) + list(self.pool_override_values()))
+                + list(self.link_override_values()) + list(self.pool_override_values())
+                + [target for target in self.derived if target.startswith(POOL_PREFIXES)])
 
     def set_knobs(self) -> list[str]:
         """The generic knobs (explore/design_point.py) the file sets or derives: they have results columns."""
@@ -608,8 +613,9 @@ def _check_size(sweep: Sweep, located: LocatedYAML) -> None:
 
 
 def _check_target(sweep: Sweep, target: str, where: str, located: LocatedYAML) -> None:
-    """A derived knob must be a numeric knob or a device field, and must not also be swept (or set)."""
-    if target.startswith("device."):
+    """A derived knob must be a numeric knob or a device field (of the point's device or another pool's), and must
+    not also be swept (or set)."""
+    if target.startswith(("device.", *POOL_PREFIXES)):
         if len(target.split(".")) < 3:
             raise InputError(f"{where}: derived.{target}: found {target!r}, allowed: a device field like "
                              f"'device.memory.capacity_GB'")
@@ -639,7 +645,8 @@ def _check_names(sweep: Sweep, target: str, above: list[str], where: str) -> Non
         elif name in sweep.derived:
             why = f"{name!r} is derived at or below this line"
         else:
-            hint = "; a device field must be swept under overrides to be read" if name.startswith("device.") else ""
+            hint = ("; a device field must be swept under overrides to be read"
+                    if name.startswith(("device.", *POOL_PREFIXES)) else "")
             why = f"unknown knob {name!r}{did_you_mean(name, numeric)}{hint}"
         raise InputError(f"{where}: derived.{target}: {why}; allowed: the numeric knobs {', '.join(numeric)}")
 
@@ -687,12 +694,13 @@ def _check_references(sweep: Sweep, located: LocatedYAML) -> None:
         _check_device_fields(sweep, device, fields, located, "device.")
     for pool in POOL_WHAT_IFS:
         pool_fields = {("overrides", key): values for key, values in sweep.pool_override_values(pool.prefix).items()}
+        pool_fields.update({("derived", key): values for key, values in sweep.pool_derived_values(pool.prefix).items()})
         if not pool_fields:
             continue
         devices = pool.sweep_devices(sweep.spec.serving, as_list(sweep.spec.device))
         if not devices:
-            key = next(iter(pool_fields))[1]
-            raise InputError(f"{located.where(('overrides', key))}: overrides.{key}: found without the {pool.pool}, "
+            section, key = next(iter(pool_fields))
+            raise InputError(f"{located.where((section, key))}: {section}.{key}: found without the {pool.pool}, "
                              f"allowed: with {pool.needs} (fields of those devices alone)")
         for device in devices:
             _check_device_fields(sweep, device, pool_fields, located, pool.prefix)

@@ -138,3 +138,32 @@ def test_explore_run_names_a_power_limit_on_the_prefill_pool(tmp_path, capsys):
         assert main([*run, *flags]) == 0
         header = capsys.readouterr().out.splitlines()[0]
         assert "power limit 400 W a device on the prefill pool" in header, header
+
+
+def test_a_pool_s_field_may_be_derived_from_another(tmp_path, capsys):
+    """derived: attention_device.memory.capacity_GB from the swept attention_device.memory.bandwidth_GBps, as a
+    device's field is derived from another (more HBM stacks: both grow): a column of its own, 0.024 x each bandwidth
+    on the H20 points, none on the point without attention devices; a derived pool field where no point has the pool,
+    or one read but never swept, is one line."""
+    model = write_tiny_model(tmp_path)
+    head = f"name: pools\nmodel: {model}\ndevice: h100-sxm\nexecution: engine\nserving:\n{SERVING}"
+    path = write_sweep(tmp_path, head + "  attention_device: [none, h20]\noverrides:\n"
+                                        "  attention_device.memory.bandwidth_GBps: [4000, 8000]\nderived:\n"
+                                        "  attention_device.memory.capacity_GB: '0.024 * "
+                                        "attention_device.memory.bandwidth_GBps'\n")
+    assert main([path, "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    rows = read_results(tmp_path / "out")
+    derived = {row["attention_device.memory.bandwidth_GBps"]: row["attention_device.memory.capacity_GB"]
+               for row in rows if row["attention_device"] == "h20"}
+    assert derived == {4000: pytest.approx(96.0), 8000: pytest.approx(192.0)}
+    assert [row["attention_device.memory.capacity_GB"] for row in rows if row["attention_device"] == "none"] == [None]
+    capsys.readouterr()
+    for extra, found in (("derived:\n  prefill_device.power.cap_W: '300'\n",
+                          "derived.prefill_device.power.cap_W: found without the prefill pool"),
+                         ("  attention_device: h20\nderived:\n  attention_device.power.cap_W: "
+                          "'attention_device.power.idle_W * 4'\n",
+                          "unknown knob 'attention_device.power.idle_W'; a device field must be swept")):
+        bad = write_sweep(tmp_path, head + extra)
+        assert main(["check", bad]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and found in err, err
