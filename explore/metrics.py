@@ -192,8 +192,9 @@ _m("calibrated", "calibrated", "", None,
    kind="text")
 _m("tdp_W", "rated power", "W", None, "power the hardware is rated to draw (power.tdp_W, or a GPU's power limit "
    "power.cap_W where one is set: what a power budget provisions) over every device of the "
-   "system, every replica when serving; avg_power_W above it means the preset's energy per action adds up to more "
-   "than the chip can draw (figures too high, or a throttling that is not modeled)")
+   "system, when serving of every replica of every pool, attention devices included; avg_power_W above it means "
+   "the preset's energy per action adds up to more than the chip can draw (figures too high: without a power limit "
+   "nothing throttles)")
 _m("tokens_per_J", "tokens/J", "", "max", "output tokens per joule: 1 / energy_per_token_J",
    derive=lambda m: 1.0 / m["energy_per_token_J"])
 # Published model quality of the point's model and format (explore/quality.py, explore/data/quality.csv): never
