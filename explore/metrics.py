@@ -184,7 +184,8 @@ _m("fits_in_memory", "fits in memory", "", None, "whether the peak memory fits t
    kind="bool")
 _m("infeasible_reason", "infeasible reason", "", None, "why the point cannot run (empty when it can)",
    kind="text")
-_m("area_mm2", "area", "mm2", "min", "silicon area of every device of the system (every replica when serving)")
+_m("area_mm2", "area", "mm2", "min", "silicon area of every device of the system (when serving, every replica of "
+   "every pool, its attention devices included)")
 _m("cost_usd", "cost", "usd", "min", "purchase price of the device or system, where its preset publishes one")
 _m("tokens_per_usd", "tokens/USD", "", "max", "tokens_per_s over the hourly price (usd_per_hour / 3600)")
 _m("calibrated", "calibrated", "", None,

@@ -167,3 +167,13 @@ def test_a_pool_s_field_may_be_derived_from_another(tmp_path, capsys):
         assert main(["check", bad]) == 2
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and found in err, err
+
+
+def test_explore_check_counts_the_distinct_designs_it_evaluates(tmp_path, capsys):
+    """A grid crossing prefill_replicas [0, 1] with two prefill caps holds 4 points and 3 designs: explore check says
+    it evaluates the 3, as the run then does."""
+    model = write_tiny_model(tmp_path)
+    path = write_sweep(tmp_path, f"name: pools\nmodel: {model}\ndevice: h100-sxm\nserving:\n{SERVING}"
+                                 "  prefill_replicas: [0, 1]\noverrides:\n  prefill_device.power.cap_W: [300, 700]\n")
+    assert main(["check", path]) == 0
+    assert "4 design points (3 distinct designs evaluated)" in capsys.readouterr().out
