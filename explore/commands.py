@@ -206,6 +206,7 @@ def cmd_check(args) -> int:
         point_s = serving.requests * SERVING_S_PER_REQUEST * (CAPACITY_RUNS if serving.capacity else 1)
         to_capture = traces
     trace_s = sum(evaluator.config(model).num_layers * TRACE_S_PER_LAYER for model, _, _ in to_capture)
+    check_sweep_points(sweep, evaluator)  # before the grid's points are made: a refused one names its line
     visits = sweep.visits()
     if search.strategy == "grid" and visits <= DISTINCT_COUNTED:  # each distinct design once (the notes say which
         visits = len(set(sweep.points().point_ids()))             # points repeat one)
@@ -216,7 +217,6 @@ def cmd_check(args) -> int:
     traces_label = count_label(len(traces), "trace")
     capture = (f"up to {traces_label} to capture" if len(to_capture) == len(traces) else
                f"{len(to_capture)} of {traces_label} to capture (the others are in the trace cache)")
-    check_sweep_points(sweep, evaluator)
     print(f"{args.sweep}: valid\n{count_label(sweep.size(), 'design point')} ({plan}), {capture}")
     for target, values in derived.items():
         shown = ", ".join(f"{v:g}" for v in values[:MAX_SHOWN]) + (", ..." if len(values) > MAX_SHOWN else "")

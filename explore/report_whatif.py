@@ -1,7 +1,7 @@
 """The what-if view of a sweep with device overrides: each point's gain over the same point on the preset as
 shipped (TPOT and TTFT speed-up, energy per token saved), against each overridden field. A static sweep's what-ifs
-are its device's; a serving sweep's are also its link's and its other pools' devices' (explore/pool_what_ifs.py),
-each point's baseline the sweep's design point without them."""
+are its device's and its link's; a serving sweep's also its other pools' devices' (explore/pool_what_ifs.py), each
+point's baseline the sweep's design point without them."""
 
 from __future__ import annotations
 
@@ -44,13 +44,14 @@ def what_ifs_of(row: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
     """The what-ifs set in a row: a static row's device overrides ('memory.bandwidth_GBps'), a serving row's every
     what-if column ('device.memory.bandwidth_GBps', 'attention_device.memory.bandwidth_GBps', 'link.bandwidth_GBps')."""
     if not is_serving(row):
-        return overrides_of(row)
+        return overrides_of(row) + tuple(sorted((key, value) for key, value in row.items()
+                                                if key.startswith(LINK_PREFIX) and value not in (None, "")))
     return tuple(sorted((key, value) for key, value in row.items()
                         if key.startswith(WHAT_IF_PREFIXES) and value not in (None, "")))
 
 
 def _what_if_prefixes(rows: list[dict[str, Any]]) -> tuple[str, ...]:
-    return WHAT_IF_PREFIXES if any(is_serving(row) for row in rows) else (OVERRIDE_PREFIX,)
+    return WHAT_IF_PREFIXES if any(is_serving(row) for row in rows) else (OVERRIDE_PREFIX, LINK_PREFIX)
 
 
 def _override_columns(rows: list[dict[str, Any]]) -> list[str]:
@@ -141,6 +142,7 @@ def gains(rows: list[dict[str, Any]], detail: DetailSource, points: Mapping[str,
             known = None if base_point is None else shipped.get(base_point.point_id)
             base = detail.baseline(row, base_point, known)
         else:
+            # A static row's point is rebuilt without its what-ifs (design_point reads no link column).
             base_id = design_point(dict(row, **{k: None for k in row if k.startswith(OVERRIDE_PREFIX)})).point_id
             base = shipped.get(base_id) or detail.baseline(row)
         if base is None:

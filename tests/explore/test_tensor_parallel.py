@@ -175,6 +175,26 @@ def test_link_what_ifs_cross_one_device_as_the_design_without_a_link(tmp_path, c
     assert err.count("\n") == 0 and "overrides.link.bandwidth_GBps: found where every point runs on one device" in err
 
 
+def test_a_static_link_what_if_is_against_the_link_as_shipped(tmp_path, evaluator):
+    """A static sweep's link what-ifs get the what-if figure too: at NVLink 4's own 450 GB/s every gain is exactly
+    1 (the same point), at 900 never below 1, at 100 never above."""
+    from explore.report_detail import DetailSource
+    from explore.report_whatif import gains
+    from explore.results import read_results
+    from tests.explore.tiny_sweep import write_sweep, write_tiny_model
+
+    model = write_tiny_model(tmp_path)
+    path = write_sweep(tmp_path, f"name: links\nmodel: {model}\ndevice: h100-sxm\nparallel: {{tp: 2}}\n"
+                                 "workload: {batch: 8, prompt: 64, output: 8}\nexecution: graphs\n"
+                                 "overrides: {link.bandwidth_GBps: [100, 450, 900]}\n")
+    assert main([path, "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    assert (tmp_path / "out" / "figures" / "whatif.png").is_file()
+    rows = read_results(tmp_path / "out")
+    by_value = {row["link.bandwidth_GBps"]: gain for row, gain in gains(rows, DetailSource(evaluator, rows, None))}
+    assert by_value[450] == {"tpot_s": 1.0, "ttft_s": 1.0, "energy_per_token_J": 1.0}
+    assert all(g >= 1.0 for g in by_value[900].values()) and all(g <= 1.0 for g in by_value[100].values())
+
+
 def test_a_tp_sweep_report_draws_scaling(tmp_path, capsys):
     """A sweep over tp gets the scaling figure and names each system in its labels; one without tp does not."""
     from tests.explore.tiny_sweep import write_sweep, write_tiny_model
