@@ -176,6 +176,11 @@ _m("decode_tokens_per_s", "decode tokens/s", "", "max",
 _m("energy_per_token_J", "energy per output token", "J/token", "min",
    "energy of the run (compute, memory, static power over the makespan) over its output tokens")
 _m("avg_power_W", "average power", "W", None, "energy of the run over the makespan")
+_m("power_peak_W", "peak power", "W", None,
+   "highest power of the whole system (every device of every pool when serving) averaged over any 1 s of the run "
+   "(the window of a GPU's power reading, sim/serving_metrics.py POWER_WINDOW_S): static power throughout plus the "
+   "dynamic energy of the busiest second, a serving run's iterations or a static batch's prefill then decode, each "
+   "drawn evenly; what a power budget must provision where avg_power_W is what it bills")
 _m("peak_memory_B", "peak memory", "B", "min",
    "bytes held at the peak: weights, KV cache and activations, over all of a system's devices (each of tp "
    "devices holds an even share)")
@@ -270,10 +275,6 @@ _m("clipped_requests", "clipped requests", "", None, "requests clipped to the mo
    section="serving")
 _m("capacity_rps", "capacity", "requests/s", "max", "highest arrival rate meeting the SLO (capacity search)",
    section="serving")
-_m("power_peak_W", "peak power", "W", None,
-   "highest power of every device of every pool averaged over any 1 s of the run (the window of a GPU's power "
-   "reading, sim/serving_metrics.py POWER_WINDOW_S): static power throughout plus the iterations' dynamic energy "
-   "in the busiest second; what a power budget must provision where avg_power_W is what it bills", section="serving")
 # ---- slowdown: sim/slowdown.py SLOWDOWN_METRICS, in its order (serving sweeps whose SLO limits slowdowns) -----
 _SLOWDOWNS = (("ttft", "TTFT", "time to first token"),
               ("tbt", "TBT", "mean time between tokens after the first (one-token requests left out)"),

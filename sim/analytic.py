@@ -27,7 +27,7 @@ def evaluate(device, tables: PassTables, workload: BatchWorkload, memory: Memory
         # Static power is drawn until the last request finishes (StepCosts.energy_parts).
         energy = totals.dynamic_J | {"static_J": device.idle_power_W * finish_s}
         return SimResult(request_groups=(timing,), makespan_s=finish_s, memory=memory, energy_parts_J=energy,
-                         time_by_class_s=totals.time_by_class_s)
+                         time_by_class_s=totals.time_by_class_s, prefill_dynamic_J=totals.prefill_dynamic_J)
     costs = price_passes(device, tables, workload, execution, traffic)
     first_token_s = costs.prefill_s
     finishes = costs.decode_finish_times(first_token_s)
@@ -44,4 +44,5 @@ def batch_result(device, costs: StepCosts, workload: BatchWorkload, memory: Memo
                                  output_tokens=workload.output_len)
                    for part, finish in zip(costs.decode, finishes, strict=True))
     return SimResult(request_groups=groups, makespan_s=makespan_s, memory=memory,
-                     energy_parts_J=costs.energy_parts(makespan_s, device.idle_power_W), **fields)
+                     energy_parts_J=costs.energy_parts(makespan_s, device.idle_power_W),
+                     prefill_dynamic_J=costs.prefill_dynamic_J, **fields)

@@ -18,6 +18,7 @@ from hw_models.device import dispatch_s
 from kernels.table import KernelTable
 from sim.memory import MemoryFootprint
 from sim.result import RESULT_METRICS
+from sim.serving_metrics import two_phase_peak_power_W
 from sim.step_costs import DYNAMIC_ENERGY_FIELDS, HOST_WAIT, host_stall_s, pass_execution
 from sim.workload import BatchWorkload, PassTables
 
@@ -37,6 +38,7 @@ class BlockResult:
     energy_parts_J: dict[str, np.ndarray]  # compute_J, memory_J, static_J
     time_by_class_s: dict[str, np.ndarray]
     memory: MemoryFootprint
+    prefill_dynamic_J: np.ndarray | float = 0.0  # of the compute and memory energy, the prefill's
 
     @property
     def makespan_s(self) -> np.ndarray:
@@ -56,10 +58,13 @@ class BlockResult:
         # Decode tokens over the decode time (sim.serving_metrics.per_decode_second): NaN where nothing decodes.
         decode_tokens_per_s = np.divide(self.workload.batch * steps, self.decode_s, out=nan.copy(),
                                         where=decoding) if steps else nan
+        static_J = self.energy_parts_J["static_J"]
+        peak_W = static_J / makespan_s + two_phase_peak_power_W(
+            self.first_token_s, self.prefill_dynamic_J, self.decode_s, energy_J - static_J - self.prefill_dynamic_J)
         return dict(zip(RESULT_METRICS, (
             self.first_token_s, self.decode_s / steps if steps else nan, makespan_s, tokens / makespan_s,
-            decode_tokens_per_s, energy_J / tokens, energy_J / makespan_s, np.full_like(makespan_s,
-                                                                                       float(self.memory.total_B)),
+            decode_tokens_per_s, energy_J / tokens, energy_J / makespan_s, peak_W,
+            np.full_like(makespan_s, float(self.memory.total_B)),
         ), strict=True))
 
 
@@ -114,6 +119,7 @@ def evaluate_block(device, points: int, tables: PassTables, workload: BatchWorkl
     by_class = {label: prefill.sum("time_s", mask) for label, mask in tables.prefill.class_masks.items()}
     first_token_s = first_token_s + prefill_wait_s
     energy = {name: prefill.sum(name) for name in DYNAMIC_ENERGY_FIELDS}
+    prefill_J = sum(energy.values())
 
     # Each decode step: the base step's kernels with its attention priced at that step's KV length.
     decode = tables.decode
@@ -136,4 +142,4 @@ def evaluate_block(device, points: int, tables: PassTables, workload: BatchWorkl
     idle_W = np.broadcast_to(device.idle_power_W, (points, 1))[:, 0]
     energy["static_J"] = idle_W * (first_token_s + decode_s)
     return BlockResult(workload=workload, first_token_s=first_token_s, decode_s=decode_s, energy_parts_J=energy,
-                       time_by_class_s=by_class, memory=memory)
+                       time_by_class_s=by_class, memory=memory, prefill_dynamic_J=prefill_J)

@@ -9,7 +9,7 @@ from functools import cached_property
 import numpy as np
 
 from sim.memory import MemoryFootprint
-from sim.serving_metrics import decode_span_s, per_decode_second
+from sim.serving_metrics import decode_span_s, per_decode_second, two_phase_peak_power_W
 
 PHASES = ("prefill", "decode")
 
@@ -18,7 +18,7 @@ PHASES = ("prefill", "decode")
 # tokens_per_s is end to end (every output token, the first included, over the makespan, prefill included);
 # decode_tokens_per_s counts decode only (output tokens after each request's first, over the decode time).
 RESULT_METRICS = ("ttft_s", "tpot_s", "e2e_s", "tokens_per_s", "decode_tokens_per_s", "energy_per_token_J",
-                  "avg_power_W", "peak_memory_B")
+                  "avg_power_W", "power_peak_W", "peak_memory_B")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,6 +68,7 @@ class SimResult:
     # (phase index, sub-batch) -> label of each kernel of the table that pass ran
     kernel_names: dict[tuple[int, int], tuple[str, ...]] = field(default_factory=dict)
     unit_names: tuple[str, ...] = ("device",)
+    prefill_dynamic_J: float = 0.0  # of energy_parts_J's compute and memory energy, the prefill's
 
     @property
     def energy_J(self) -> float:
@@ -104,11 +105,19 @@ class SimResult:
                       sum((g.finish_s - g.arrival_s) * g.count for g in groups))
         decode_s = decode_span_s([g.first_token_s for g in groups], [g.finish_s for g in groups])
         energy_J = self.energy_J
+        static_J = self.energy_parts_J["static_J"]
+        # Two phases drawing evenly: the prefill up to the first token, then the decode (every group's first token
+        # comes from the one prefill).
+        prefill_s = groups[0].first_token_s - groups[0].arrival_s
+        peak_W = static_J / self.makespan_s + float(two_phase_peak_power_W(
+            prefill_s, self.prefill_dynamic_J, self.makespan_s - prefill_s,
+            energy_J - static_J - self.prefill_dynamic_J))
         return dict(zip(RESULT_METRICS, (
             totals[0] / requests, totals[1] / requests, totals[2] / requests,  # ttft_s, tpot_s, e2e_s
             tokens / self.makespan_s,
             per_decode_second(decode_tokens, decode_s),
             energy_J / tokens,
             energy_J / self.makespan_s,
+            peak_W,
             float(self.memory.total_B),
         ), strict=True))

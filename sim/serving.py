@@ -37,7 +37,7 @@ from workloads.requests import RequestSet
 
 # What a serving run reports beyond the static-batch metrics (sim/result.py RESULT_METRICS), in this order.
 SERVING_METRICS = (*SUMMARY_METRICS, "tbt_p50_s", "tbt_p99_s", "mean_batch_size", "kv_utilization_mean",
-                   "kv_utilization_max", "swap_s", "clipped_requests", "capacity_rps", "power_peak_W")
+                   "kv_utilization_max", "swap_s", "clipped_requests", "capacity_rps")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -213,7 +213,12 @@ class ServingResult:
             "tokens_per_s": tokens / self.makespan_s,
             "decode_tokens_per_s": per_decode_second(tokens - len(records), decode_s),
             "energy_per_token_J": self.energy_J / tokens,
-            "avg_power_W": self.energy_J / self.makespan_s, "peak_memory_B": peak_B,
+            "avg_power_W": self.energy_J / self.makespan_s,
+            # The system's static power throughout, and its iterations' dynamic power at their busiest window.
+            "power_peak_W": self.energy_parts_J["static_J"] / self.makespan_s + peak_window_power_W(
+                self.iterations.start_s - self.origin_s, self.iterations.duration_s, self.iterations.dynamic_J,
+                self.makespan_s),
+            "peak_memory_B": peak_B,
             **summary,
             # Time between tokens over every token of every request (Sarathi-Serve's TBT): a decode stalled by
             # another request's prefill shows here, where a request's mean TPOT hides it.
@@ -225,10 +230,6 @@ class ServingResult:
             "swap_s": self.swap_s,
             "clipped_requests": self.extra.get("clipped_requests", 0.0),
             "capacity_rps": math.nan,
-            # The system's static power throughout, and its iterations' dynamic power at their busiest window.
-            "power_peak_W": self.energy_parts_J["static_J"] / self.makespan_s + peak_window_power_W(
-                self.iterations.start_s - self.origin_s, self.iterations.duration_s, self.iterations.dynamic_J,
-                self.makespan_s),
         }
 
 

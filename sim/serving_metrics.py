@@ -264,6 +264,22 @@ def peak_window_power_W(start_s, duration_s, energy_J, span_s: float, window_s: 
     return float(max(in_window.max(), 0.0)) / window
 
 
+def two_phase_peak_power_W(first_s, first_J, second_s, second_J, window_s: float = POWER_WINDOW_S):
+    """peak_window_power_W of two phases back to back, each drawing its energy evenly (a static batch's prefill,
+    then its decode), over arrays of them at once: the busiest window lies flush with the start of the run where the
+    first phase draws the more power, else with its end, and covers as much of that phase as it can."""
+    first_s, first_J, second_s, second_J = np.broadcast_arrays(*(np.asarray(a, dtype=float) for a in (
+        first_s, first_J, second_s, second_J)))
+    window = np.minimum(window_s, first_s + second_s)
+    first_W = np.divide(first_J, first_s, out=np.zeros_like(first_J), where=first_s > 0)
+    second_W = np.divide(second_J, second_s, out=np.zeros_like(second_J), where=second_s > 0)
+    high_W, high_s = np.where(first_W >= second_W, first_W, second_W), np.where(first_W >= second_W, first_s, second_s)
+    low_W = np.where(first_W >= second_W, second_W, first_W)
+    covered = np.minimum(window, high_s)
+    drawn = high_W * covered + low_W * (window - covered)
+    return np.divide(drawn, window, out=np.zeros_like(drawn), where=window > 0)
+
+
 def window_power_W(start_s, duration_s, energy_J, edges_s) -> np.ndarray:
     """The mean power the iterations (peak_window_power_W's) draw within each window between consecutive edges."""
     times, drawn = _energy_drawn(start_s, duration_s, energy_J)

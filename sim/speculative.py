@@ -145,8 +145,9 @@ def evaluate_speculative(device, tables: SpeculativeTables, workload: BatchWorkl
     by_class[HOST_WAIT] = sum(prefill_waits_s) + scale * sum(part.wait_s for part in passes)
     timing = RequestTiming(count=workload.batch, arrival_s=0.0, first_token_s=first_token_s,
                            finish_s=first_token_s + decode_s, output_tokens=workload.output_len)
+    prefill_J = sum(float(getattr(p, name).sum()) for p in priced_prefills for name in DYNAMIC_ENERGY_FIELDS)
     return SimResult(request_groups=(timing,), makespan_s=first_token_s + decode_s, memory=memory,
-                     energy_parts_J=energy, time_by_class_s=by_class)
+                     energy_parts_J=energy, time_by_class_s=by_class, prefill_dynamic_J=prefill_J)
 
 
 class ServingSpeculation:

@@ -247,6 +247,11 @@ class StepCosts:
         parts["static_J"] = idle_power_W * makespan_s
         return parts
 
+    @property
+    def prefill_dynamic_J(self) -> float:
+        """The prefill's compute and memory energy."""
+        return float(sum(self._prefill_sums[0, SUM_COLUMN[name]] for name in DYNAMIC_ENERGY_FIELDS))
+
 
 _STALL_FIELDS = ("time_s", "overhead_s")
 
@@ -303,6 +308,7 @@ class WholeBatchTotals:
     decode_s: float
     time_by_class_s: dict[str, float]
     dynamic_J: dict[str, float]  # DYNAMIC_ENERGY_FIELDS over every kernel of every pass
+    prefill_dynamic_J: float = 0.0  # the prefill's share of their sum
 
 
 def whole_batch_totals(device, tables: PassTables, workload: BatchWorkload, execution: str = "eager",
@@ -325,6 +331,7 @@ def whole_batch_totals(device, tables: PassTables, workload: BatchWorkload, exec
     prefill_s += prefill_wait_s
     by_class = dict(zip(prefill_masks, (row[TIME] for row in sums.prefill[1:]), strict=True))
     dynamic = {name: sums.prefill[0][SUM_COLUMN[name]] for name in DYNAMIC_ENERGY_FIELDS}
+    prefill_J = sum(dynamic.values())
 
     # Each decode step: the base step's kernels but its attention, plus that step's attention (DecodeCosts), the
     # step taking the longer of its device time and the host's dispatch.
@@ -344,7 +351,8 @@ def whole_batch_totals(device, tables: PassTables, workload: BatchWorkload, exec
     for label, row, attended in zip(decode.class_masks, sums.base[1:], sums.attention_by_class, strict=True):
         by_class[label] = by_class.get(label, 0.0) + row[TIME] * steps + attended
     by_class[HOST_WAIT] = prefill_wait_s + wait_s
-    return WholeBatchTotals(prefill_s=prefill_s, decode_s=decode_s, time_by_class_s=by_class, dynamic_J=dynamic)
+    return WholeBatchTotals(prefill_s=prefill_s, decode_s=decode_s, time_by_class_s=by_class, dynamic_J=dynamic,
+                            prefill_dynamic_J=prefill_J)
 
 
 @dataclass(frozen=True)

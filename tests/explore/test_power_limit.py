@@ -85,3 +85,15 @@ def test_a_serving_runs_peak_power_lies_between_its_mean_and_its_limit(evaluator
     assert metrics["avg_power_W"] <= metrics["power_peak_W"] * (1 + 1e-12)
     if cap_W is not None:
         assert metrics["power_peak_W"] <= cap_W * (1 + 1e-9)
+
+
+@pytest.mark.parametrize("cap_W", [None, 250.0])
+def test_a_static_batchs_peak_power_lies_between_its_mean_and_its_limit(evaluator, model, cap_W):
+    """A static batch's busiest second (its prefill, then its decode, each drawing evenly) draws no less than the
+    run's mean power and, under a power limit, no more than the limit."""
+    point = DesignPoint(model=model, device="h100-sxm", batch=16, prompt=512, output=64, execution="engine",
+                        overrides=(("power.cap_W", cap_W),) if cap_W else ())
+    metrics = evaluator.evaluate(point).metrics
+    assert metrics["avg_power_W"] <= metrics["power_peak_W"] * (1 + 1e-12)
+    if cap_W is not None:
+        assert metrics["power_peak_W"] <= cap_W * (1 + 1e-9)

@@ -249,3 +249,17 @@ def test_window_power_conserves_energy_and_stays_under_the_peak():
     seconds = np.arange(0, np.floor(span) + 1)
     assert window_power_W(start, duration, energy, seconds).max() <= peak_window_power_W(start, duration, energy,
                                                                                           span) * (1 + 1e-12)
+
+
+def test_two_phase_peak_power_is_the_busiest_window_of_the_two_phases():
+    """A static batch's prefill then decode, each drawing evenly: the closed form over arrays of them equals
+    peak_window_power_W of the two as iterations, whichever phase draws more, longer or shorter than the window."""
+    from sim.serving_metrics import peak_window_power_W, two_phase_peak_power_W
+
+    rng = np.random.default_rng(5)
+    first_s, second_s = rng.uniform(0.05, 3.0, 200), rng.uniform(0.05, 3.0, 200)
+    first_J, second_J = rng.uniform(1, 900, 200), rng.uniform(1, 900, 200)
+    closed = two_phase_peak_power_W(first_s, first_J, second_s, second_J)
+    each = [peak_window_power_W([0.0, a], [a, b], [e, f], a + b)
+            for a, e, b, f in zip(first_s, first_J, second_s, second_J, strict=True)]
+    np.testing.assert_allclose(closed, each, rtol=1e-9)
