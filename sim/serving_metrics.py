@@ -268,6 +268,8 @@ def two_phase_peak_power_W(first_s, first_J, second_s, second_J, window_s: float
     """peak_window_power_W of two phases back to back, each drawing its energy evenly (a static batch's prefill,
     then its decode), over arrays of them at once: the busiest window lies flush with the start of the run where the
     first phase draws the more power, else with its end, and covers as much of that phase as it can."""
+    if all(isinstance(a, float | int) for a in (first_s, first_J, second_s, second_J)):
+        return _two_phase_peak(float(first_s), float(first_J), float(second_s), float(second_J), window_s)
     first_s, first_J, second_s, second_J = np.broadcast_arrays(*(np.asarray(a, dtype=float) for a in (
         first_s, first_J, second_s, second_J)))
     window = np.minimum(window_s, first_s + second_s)
@@ -278,6 +280,18 @@ def two_phase_peak_power_W(first_s, first_J, second_s, second_J, window_s: float
     covered = np.minimum(window, high_s)
     drawn = high_W * covered + low_W * (window - covered)
     return np.divide(drawn, window, out=np.zeros_like(drawn), where=window > 0)
+
+
+def _two_phase_peak(first_s: float, first_J: float, second_s: float, second_J: float, window_s: float) -> float:
+    """two_phase_peak_power_W of one pair, in floats (one design point's metrics: numpy's fixed cost is the larger)."""
+    window = min(window_s, first_s + second_s)
+    if window <= 0:
+        return 0.0
+    first_W = first_J / first_s if first_s > 0 else 0.0
+    second_W = second_J / second_s if second_s > 0 else 0.0
+    (high_W, high_s), low_W = ((first_W, first_s), second_W) if first_W >= second_W else ((second_W, second_s), first_W)
+    covered = min(window, high_s)
+    return (high_W * covered + low_W * (window - covered)) / window
 
 
 def window_power_W(start_s, duration_s, energy_J, edges_s) -> np.ndarray:

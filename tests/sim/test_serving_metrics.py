@@ -263,3 +263,6 @@ def test_two_phase_peak_power_is_the_busiest_window_of_the_two_phases():
     each = [peak_window_power_W([0.0, a], [a, b], [e, f], a + b)
             for a, e, b, f in zip(first_s, first_J, second_s, second_J, strict=True)]
     np.testing.assert_allclose(closed, each, rtol=1e-9)
+    scalars = [two_phase_peak_power_W(float(a), float(e), float(b), float(f))  # one point's path, in floats
+               for a, e, b, f in zip(first_s, first_J, second_s, second_J, strict=True)]
+    np.testing.assert_allclose(scalars, each, rtol=1e-9)
