@@ -276,28 +276,6 @@ def test_an_attention_what_if_is_a_point_of_its_own():
     assert not any(column.startswith("attention_device.") for column in point.row())
 
 
-@pytest.mark.parametrize(("serving", "overrides", "found"), [
-    ("", "  attention_device.memory.bandwidth_GBps: 8000\n",
-     "overrides.attention_device.memory.bandwidth_GBps: found without the attention devices"),
-    ("  attention_device: none\n", "  attention_device.memory.bandwidth_GBps: 8000\n",
-     "overrides.attention_device.memory.bandwidth_GBps: found without the attention devices"),
-    ("  attention_device: h20\n", "  attention_device.memory.bandwith_GBps: 8000\n",
-     "attention_device.memory.bandwith_GBps: no such field to override (did you mean 'bandwidth_GBps'?)"),
-    ("  attention_device: h20\n", "  attention_device.memory.bandwidth_GBps: [4000, -5]\n",
-     "value -5 on h20: attention_device.memory.bandwidth_GBps: found -5"),
-    ("  attention_device: h20\n", "  attention_device.power.cap_W: [100, 300]\n  attention_device.power.idle_W: 150\n",
-     "the values attention_device.power.cap_W=100, attention_device.power.idle_W=150 together on h20"),
-    ("  attention_device: h20\n", "  attention_device.memory: 8000\n", "(found 'attention_device.memory')"),
-])
-def test_a_sweep_s_attention_what_if_mistakes_get_one_line(tmp_path, capsys, serving, overrides, found):
-    model = write_tiny_model(tmp_path)
-    path = write_sweep(tmp_path, f"name: attend\nmodel: {model}\ndevice: h100-sxm\nserving:\n{SERVING}{serving}"
-                                 f"overrides:\n{overrides}")
-    assert main(["check", path]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and found in err, err
-
-
 @pytest.mark.parametrize(("flags", "found"), [
     (["--set", "attention_device.memory.bandwidth_GBps=8000"],
      "--set attention_device.memory.bandwidth_GBps: found without the attention devices, allowed: with --serving and "

@@ -102,8 +102,19 @@ def test_a_sweep_sweeps_a_pool_s_fields(tmp_path, capsys, caplog, switch, what_i
      "value 5000 on h100-sxm: prefill_device.power"),
     ("  prefill_replicas: 1\n  prefill_device: l40s\n", "  prefill_device.memory.bandwith_GBps: 900\n",
      "on l40s: prefill_device.memory.bandwith_GBps: no such field to override"),
+    ("", "  attention_device.memory.bandwidth_GBps: 8000\n",
+     "overrides.attention_device.memory.bandwidth_GBps: found without the attention devices"),
+    ("  attention_device: none\n", "  attention_device.memory.bandwidth_GBps: 8000\n",
+     "overrides.attention_device.memory.bandwidth_GBps: found without the attention devices"),
+    ("  attention_device: h20\n", "  attention_device.memory.bandwith_GBps: 8000\n",
+     "attention_device.memory.bandwith_GBps: no such field to override (did you mean 'bandwidth_GBps'?)"),
+    ("  attention_device: h20\n", "  attention_device.memory.bandwidth_GBps: [4000, -5]\n",
+     "value -5 on h20: attention_device.memory.bandwidth_GBps: found -5"),
+    ("  attention_device: h20\n", "  attention_device.power.cap_W: [100, 300]\n  attention_device.power.idle_W: 150\n",
+     "the values attention_device.power.cap_W=100, attention_device.power.idle_W=150 together on h20"),
+    ("  attention_device: h20\n", "  attention_device.memory: 8000\n", "(found 'attention_device.memory')"),
 ])
-def test_a_sweep_s_prefill_what_if_mistakes_get_one_line(tmp_path, capsys, serving, overrides, found):
+def test_a_sweep_s_pool_what_if_mistakes_get_one_line(tmp_path, capsys, serving, overrides, found):
     model = write_tiny_model(tmp_path)
     path = write_sweep(tmp_path, f"name: pools\nmodel: {model}\ndevice: h100-sxm\nserving:\n{SERVING}{serving}"
                                  f"overrides:\n{overrides}")
