@@ -150,32 +150,38 @@ class IterationCostModel:
         row, then on the next unit (an NPU+PIM layer: its GEMMs and vector kernels, then its attention in the banks),
         and the chains take turns on the units. Energy and time by class are the sub-batches' sums."""
         mode = pass_execution(self.execution, decode_only=shape.prefill_seqs == 0)
-        layers = self.template.attention_layers
-        unit_count = len(self.device.units)
-        durations, units, kernels = [], [], 0.0
-        class_time = np.zeros(len(TIME_CLASS_NAMES))
-        compute_J = memory_J = 0.0
-        for share in shape.shares(n):
-            table, counts = self.template.stage_table(share, 1)
-            costs = self.device.cost_table(table, mode)
-            priced = _priced(costs, table, counts, 0.0)
-            class_time += priced.class_time_s
-            compute_J, memory_J = compute_J + priced.compute_J, memory_J + priced.memory_J
-            kernels += float(counts.sum())
-            time_s, places, unit = costs.time_s * counts[0], self.template.row_places(share), costs.unit_index
-            layer = np.bincount(unit[places == PLACE_LAYERS], weights=time_s[places == PLACE_LAYERS],
-                                minlength=unit_count) / layers
-            order = [u for u in dict.fromkeys(unit[places == PLACE_LAYERS].tolist())] or [0]
-            ends = [(float(time_s[places == place].sum()), int(unit[places == place][0]) if (places == place).any()
-                     else order[0]) for place in (PLACE_HEAD, PLACE_TAIL)]  # each on its first row's unit
-            durations.append(np.array([ends[0][0], *(layer[u] for _ in range(layers) for u in order), ends[1][0]]))
-            units.append(np.array([ends[0][1], *(u for _ in range(layers) for u in order), ends[1][1]]))
-        starts = interleaved_schedule(durations, units, unit_count)
+        shares = shape.shares(n)
+        chains = {share: self._chain(share, mode) for share in set(shares)}  # equal shares priced once
+        durations = [chains[share][0] for share in shares]
+        units = [chains[share][1] for share in shares]
+        class_time = sum((chains[share][2].class_time_s for share in shares), np.zeros(len(TIME_CLASS_NAMES)))
+        compute_J = sum(chains[share][2].compute_J for share in shares)
+        memory_J = sum(chains[share][2].memory_J for share in shares)
+        kernels = sum(chains[share][3] for share in shares)
+        starts = interleaved_schedule(durations, units, len(self.device.units))
         device_s = max(float(start[-1] + duration[-1]) for start, duration in zip(starts, durations, strict=True))
         wait_s = float(host_stall_s(dispatch_s(self.device, mode) * kernels, device_s))
         class_time[-1] += wait_s
         return IterationCost(time_s=device_s + wait_s, compute_J=compute_J, memory_J=memory_J,
                              class_time_s=class_time, stage_time_s=(device_s + wait_s,))
+
+    def _chain(self, share: StepShape, mode) -> tuple[np.ndarray, np.ndarray, _Priced, float]:
+        """One sub-batch's chain of segments for _price_interleaved (durations, units), its priced rows and its kernel
+        count: its head on its first row's unit, then in every layer its work on each unit in the order its rows
+        first reach them, then its tail."""
+        layers = self.template.attention_layers
+        table, counts = self.template.stage_table(share, 1)
+        costs = self.device.cost_table(table, mode)
+        time_s, places, unit = costs.time_s * counts[0], self.template.row_places(share), costs.unit_index
+        in_layers = places == PLACE_LAYERS
+        layer = np.bincount(unit[in_layers], weights=time_s[in_layers], minlength=len(self.device.units)) / layers
+        order = list(dict.fromkeys(unit[in_layers].tolist())) or [0]
+        head, tail = ((float(time_s[places == place].sum()),
+                       int(unit[places == place][0]) if (places == place).any() else order[0])
+                      for place in (PLACE_HEAD, PLACE_TAIL))
+        durations = np.array([head[0], *(layer[u] for _ in range(layers) for u in order), tail[0]])
+        units = np.array([head[1], *(u for _ in range(layers) for u in order), tail[1]])
+        return durations, units, _priced(costs, table, counts, 0.0), float(counts.sum())
 
     def _price_whole(self, shape: StepShape) -> IterationCost:
         """An iteration run whole: its kernels back to back on each stage in turn."""
