@@ -173,7 +173,6 @@ class ServingResult:
     records: RequestRecords
     iterations: IterationLog
     makespan_s: float
-    origin_s: float = 0.0  # when the makespan starts (the first arrival), in the iterations' clock
     energy_parts_J: dict[str, float]  # compute_J, memory_J, static_J
     time_by_class_s: dict[str, float]
     memory: ServingMemory
@@ -215,9 +214,10 @@ class ServingResult:
             "energy_per_token_J": self.energy_J / tokens,
             "avg_power_W": self.energy_J / self.makespan_s,
             # The system's static power throughout, and its iterations' dynamic power at their busiest window.
+            # (the makespan runs from the first arrival, the iterations' clock from the run's start).
             "power_peak_W": self.energy_parts_J["static_J"] / self.makespan_s + peak_window_power_W(
-                self.iterations.start_s - self.origin_s, self.iterations.duration_s, self.iterations.dynamic_J,
-                self.makespan_s),
+                self.iterations.start_s - records.arrival_s.min(), self.iterations.duration_s,
+                self.iterations.dynamic_J, self.makespan_s),
             "peak_memory_B": peak_B,
             **summary,
             # Time between tokens over every token of every request (Sarathi-Serve's TBT): a decode stalled by
@@ -418,8 +418,7 @@ def _result(pools: list[Pool], replicas: list[list[Replica]], finished: list[Seq
               "memory_J": sum(cost.memory_J * n for cost, n in priced),
               "static_J": sum(pool.idle_power_W * pool.replicas for pool in pools) * makespan_s}
     busiest = max(everyone, key=lambda pair: pair[1].peak_blocks / pair[0].memory.kv_blocks)
-    return ServingResult(records=records, iterations=iterations, makespan_s=makespan_s,
-                         origin_s=float(requests.arrival_s[0]), energy_parts_J=energy,
+    return ServingResult(records=records, iterations=iterations, makespan_s=makespan_s, energy_parts_J=energy,
                          time_by_class_s=dict(zip(TIME_CLASS_NAMES, class_time.tolist(), strict=True)),
                          memory=busiest[0].memory, shapes_priced=sum(p.costs.shapes_priced for p in pools),
                          peak_kv_blocks=busiest[1].peak_blocks,

@@ -208,6 +208,17 @@ def test_a_sweep_s_attention_mistakes_get_one_line(tmp_path, capsys, extra, key,
     (["--attention-device", "h20", "--pp", "2"], "attention_device: found 'h20' on 2 pipeline stages"),
     (["--attention-device", "h20", "--preemption", "swap"], "attention_device: found 'h20' with preemption 'swap'"),
     (["--attention-device", "h20", "--attention-link", "roce-4"], "--attention-link: found 'roce-4'"),
+    # What-ifs on the attention devices alone (attention_device.<field>).
+    (["--set", "attention_device.memory.bandwidth_GBps=8000"],
+     "--set attention_device.memory.bandwidth_GBps: found without the attention devices, allowed: with --serving and "
+     "--attention-device"),
+    (["--attention-device", "h20", "--set", "attention_device.memory.bandwith_GBps=8000"],
+     "--set: attention_device.memory.bandwith_GBps: no such field to override"),
+    (["--attention-device", "h20", "--set", "attention_device.memory.bandwidth_GBps=-1"],
+     "--set: attention_device.memory.bandwidth_GBps: found -1"),
+    (["--attention-device", "h20", "--set", "attention_device.power.cap_W=100", "--set",
+      "attention_device.power.idle_W=150"],
+     "the values attention_device.power.cap_W=100, attention_device.power.idle_W=150 together on h20"),
 ])
 def test_explore_run_s_attention_mistakes_get_one_line(tmp_path, capsys, flags, found):
     model = write_tiny_model(tmp_path)
@@ -274,26 +285,6 @@ def test_an_attention_what_if_is_a_point_of_its_own():
     assert what_if.point_id != point.point_id
     assert what_if.row()["attention_device.memory.bandwidth_GBps"] == 8000.0
     assert not any(column.startswith("attention_device.") for column in point.row())
-
-
-@pytest.mark.parametrize(("flags", "found"), [
-    (["--set", "attention_device.memory.bandwidth_GBps=8000"],
-     "--set attention_device.memory.bandwidth_GBps: found without the attention devices, allowed: with --serving and "
-     "--attention-device"),
-    (["--attention-device", "h20", "--set", "attention_device.memory.bandwith_GBps=8000"],
-     "--set: attention_device.memory.bandwith_GBps: no such field to override"),
-    (["--attention-device", "h20", "--set", "attention_device.memory.bandwidth_GBps=-1"],
-     "--set: attention_device.memory.bandwidth_GBps: found -1"),
-    (["--attention-device", "h20", "--set", "attention_device.power.cap_W=100", "--set",
-      "attention_device.power.idle_W=150"],
-     "the values attention_device.power.cap_W=100, attention_device.power.idle_W=150 together on h20"),
-])
-def test_explore_run_s_attention_what_if_mistakes_get_one_line(tmp_path, capsys, flags, found):
-    model = write_tiny_model(tmp_path)
-    assert main(["run", "--model", model, "--device", "h100-sxm", "--serving", "--rate", "10", "--requests", "4",
-                 "--prompt", "32", "--output", "4", *flags]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and found in err, err
 
 
 def test_explore_run_names_its_attention_what_ifs(tmp_path, capsys):

@@ -127,6 +127,17 @@ def test_a_bigger_random_budget_takes_the_smaller_ones_points_first():
     assert sorted(draws[100]) == list(range(100))
 
 
+def _recording(metrics):
+    """(the point ids a strategy asks for, in order; an evaluate that records them and answers `metrics(point)`)."""
+    asked: list[str] = []
+
+    def evaluate(points):
+        asked.extend(p.point_id for p in points)
+        return [{"point_id": p.point_id, **metrics(p)} for p in points]
+
+    return asked, evaluate
+
+
 @pytest.mark.parametrize("strategy", ["nsga2", "tpe"])
 def test_a_budget_past_the_space_takes_each_point_without_asking_for_the_budget(tmp_path, strategy):
     """A budget of 300 over a 4-point space evaluates the 4 points and stops: proposing on until 300 distinct
@@ -139,13 +150,8 @@ def test_a_budget_past_the_space_takes_each_point_without_asking_for_the_budget(
                     f"search: {{strategy: {strategy}, budget: 300, seed: 1}}\n")
     sweep = load_sweep(str(path))
     assert sweep.size() == 4
-    asked: list[str] = []
-
-    def evaluate(points):
-        asked.extend(p.point_id for p in points)
-        return [{"point_id": p.point_id, "tpot_s": 1.0 / p.batch + p.weight_bits,
-                 "tokens_per_s": p.batch / p.weight_bits} for p in points]
-
+    asked, evaluate = _recording(lambda p: {"tpot_s": 1.0 / p.batch + p.weight_bits,
+                                            "tokens_per_s": p.batch / p.weight_bits})
     optuna_search(sweep, evaluate)
     assert len(set(asked)) == 4
     assert len(asked) <= MAX_PROPOSALS_PER_POINT * 4
@@ -165,11 +171,6 @@ def test_a_random_search_draws_distinct_designs_where_grid_points_repeat_one(tmp
                     f"objectives: {{minimize: [tpot_s]}}\nsearch: {{strategy: random, budget: {budget}, seed: 1}}\n")
     sweep = load_sweep(str(path))
     assert sweep.size() == 10
-    asked: list[str] = []
-
-    def evaluate(points):
-        asked.extend(p.point_id for p in points)
-        return [{"point_id": p.point_id, "tpot_s": 1.0} for p in points]
-
+    asked, evaluate = _recording(lambda p: {"tpot_s": 1.0})
     random_search(sweep, evaluate)
     assert len(asked) == len(set(asked)) == 6
