@@ -498,6 +498,17 @@ def _assumptions(point: DesignPoint, device) -> str:
             elif device.allreduce == "custom":
                 nccl += (f"; NCCL, not custom all-reduce kernels: {point.tp} devices, and {link.spec.name} joins at "
                          f"most {link.spec.peer_devices} that reach each other's memory")
+            elif device.nvls_all_reduce:
+                fit = device.nvls_fit
+                nccl = "NVLS all-reduce, the switch reducing (NVLink SHARP), " + (
+                    "on the datasheet model" if fit is None else
+                    f"fitted on {fit.provenance['data']['file']}" if fit.link == link.spec.name else
+                    f"fitted over {fit.link} ({fit.provenance['data']['file']}): its latency and fraction of "
+                    f"{link.spec.name}'s bandwidth")
+            elif device.allreduce == "nvls":
+                nccl += ("; NCCL, not NVLS: " + (f"{link.spec.name}'s switch does not reduce" if not link.spec.multimem
+                                                 else f"{point.tp} devices, and {link.spec.name} joins at most "
+                                                      f"{link.spec.peer_devices}"))
             collectives.append(nccl)
         if point.pp > 1:
             collectives.append(priced("send_recv", "send/recv"))

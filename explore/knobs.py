@@ -442,8 +442,9 @@ _knob("link", str, "the link between the tp devices: a link preset (explore pres
 register(Knob(name="allreduce", type=str, section="parallel", scope="system", default="nccl",
               allowed=ALLREDUCE_IMPLEMENTATIONS, label="all-reduce", only_with=("tp",),
               help="how the tp devices all-reduce: nccl (NCCL's collective, fitted on measured calls where the link "
-              "has them) or custom (an engine's one-shot or two-shot kernels reading the peers' buffers over the "
-              "link, NCCL where faster)"))
+              "has them), custom (an engine's one-shot or two-shot kernels reading the peers' buffers over the "
+              "link, NCCL where faster) or nvls (multimem loads and stores the NVSwitch reduces and multicasts: "
+              "NVLink SHARP, on nvlink4 and nvlink5; NCCL elsewhere)"))
 # ---- serving (serving:): ServingSpec fields, in ServingSpec.columns() order ----------------------------------
 _SPEC = ServingSpec()
 for _name, _type, _help, _kw in (

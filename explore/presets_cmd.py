@@ -51,6 +51,7 @@ def cmd_presets(args) -> int:
         _print_devices(device_names())
     if args.kind in (None, "links"):
         from hw_models.link import calibrated_links, link_names, load_link
+        from hw_models.nvls import load_nvls_fit
 
         fitted = calibrated_links()
         print("links:")
@@ -60,6 +61,11 @@ def cmd_presets(args) -> int:
             link = load_link(name)
             peers = (f"custom all-reduce on up to {link.peer_devices} GPUs" if link.peer_devices > 1
                      else "no custom all-reduce")
+            if link.multimem:
+                nvls = load_nvls_fit()
+                peers += (", NVLS all-reduce " if nvls is None else
+                          f", NVLS all-reduce fitted on {nvls.provenance['data']['file']}" if nvls.link == name else
+                          f", NVLS all-reduce borrowing {nvls.link}'s fitted latency and bandwidth fraction")
             print(f"  {name:<16} {link.bandwidth_GBps:>6g} GB/s per direction, {how}, {peers}  "
                   f"(sources in hw_models/presets/links/{name}.yaml)")
     return 0

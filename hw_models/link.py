@@ -63,6 +63,9 @@ class LinkSpec:
     # The most GPUs on the link that each reach every other's memory directly (an NVSwitch board's eight): an
     # engine's custom all-reduce runs within that many and NCCL beyond. 2 where a file does not say: PCIe's pair.
     peer_devices: PositiveInt = 2
+    # Whether the switch reduces in the network (NVLink SHARP): an all-reduce may run as multimem loads and stores
+    # through it (allreduce="nvls", hw_models/nvls.py). False where a file does not say.
+    multimem: bool = False
 
     @property
     def bandwidth_Bps(self) -> float:

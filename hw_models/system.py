@@ -7,7 +7,9 @@ within a stage, sends between stages) are priced on the link (hw_models/link.py)
 the link's time; their energy (the link's own) is not counted. An all-reduce runs as NCCL's collective or, with
 allreduce="custom", as an engine's own P2P kernels (hw_models/link.py custom_all_reduce_time_s), whose copy and
 reduction kernels the device prices for their local traffic and launch, NCCL taking over where it is faster or where
-the tp devices do not all reach each other's memory (more than the link's peer_devices).
+the tp devices do not all reach each other's memory (more than the link's peer_devices). With allreduce="nvls" it runs
+as multimem loads and stores that the switch reduces and multicasts (NVLink SHARP, hw_models/nvls.py), on links whose
+switch does (LinkSpec.multimem) among devices that all reach each other; NCCL elsewhere.
 Memory, idle power, TDP, area and price are the sum over all devices.
 """
 
@@ -19,6 +21,7 @@ import numpy as np
 
 from hw_models.cost import KernelCosts
 from hw_models.link import LinkModel, custom_all_reduce_time_s
+from hw_models.nvls import load_nvls_fit, nvls_all_reduce_time_s
 from kernels.kernel import KernelKind
 from kernels.parallel import ALLREDUCE_IMPLEMENTATIONS
 from kernels.table import KIND_CODE, KernelTable
@@ -59,6 +62,18 @@ class SystemModel:
         """Whether all-reduces run as an engine's custom kernels: asked for, and the tp devices all reach each other's
         memory over the link (its peer_devices); engines fall back to NCCL otherwise, and so does this model."""
         return self.allreduce == "custom" and self.tp <= self.link.spec.peer_devices
+
+    @property
+    def nvls_all_reduce(self) -> bool:
+        """Whether all-reduces run through the switch's reductions (NVLink SHARP): asked for, the link's switch
+        reduces, and the tp devices all reach each other over it; NCCL otherwise."""
+        return self.allreduce == "nvls" and self.link.spec.multimem and self.tp <= self.link.spec.peer_devices
+
+    @property
+    def nvls_fit(self):
+        """The NVLS all-reduce fit (hw_models/nvls.py NvlsFit; its `link` the one it was measured on) on a calibrated
+        link, None where the datasheet model prices it (a link file, or links priced on their datasheet)."""
+        return load_nvls_fit() if self.link.fits else None
 
     def collective_devices(self, kind: str) -> int:
         return self.tp if kind == "all_reduce" else 2
@@ -125,6 +140,11 @@ class SystemModel:
             if rows.any():
                 time_s[rows] = np.minimum(time_s[rows], self._custom_all_reduce_s(
                     table.select(np.flatnonzero(collective)[rows]), execution))
+        if self.nvls_all_reduce:
+            rows = table.kind[collective] == _ALL_REDUCE
+            fit = self.nvls_fit
+            time_s[rows] = nvls_all_reduce_time_s(table.act_bytes[collective][rows], self.tp, self.link.spec,
+                                                  fit.all_reduce if fit else None)
         fields = {}
         for name in ("time_s", "compute_s", "memory_s", "overhead_s", "compute_J", "memory_J", "static_J"):
             values = np.zeros(n)

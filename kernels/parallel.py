@@ -32,8 +32,10 @@ _EXPERT = re.compile(r"\.experts\.\d+(\.|$)")
 _GEMM = KIND_CODE[KernelKind.GEMM]
 # How the all-reduces run: "nccl", NCCL's collective; "custom", an engine's own kernels that read the peers' buffers
 # directly over the link (PyTorch's IntraNodeComm, which gpt-fast enables with ENABLE_INTRA_NODE_COMM=1; vLLM's and
-# TensorRT-LLM's custom all-reduce). hw_models/link.py prices both.
-ALLREDUCE_IMPLEMENTATIONS = ("nccl", "custom")
+# TensorRT-LLM's custom all-reduce); "nvls", multimem loads and stores that an NVSwitch reduces and multicasts (NVLink
+# SHARP: NCCL's NVLS algorithm, PyTorch symmetric memory's multimem all-reduce). hw_models/link.py prices the first
+# two, hw_models/nvls.py the third.
+ALLREDUCE_IMPLEMENTATIONS = ("nccl", "custom", "nvls")
 
 
 def check_tensor_parallel(config: ModelConfig, tp: int) -> None:
