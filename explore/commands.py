@@ -512,6 +512,9 @@ def _assumptions(point: DesignPoint, device) -> str:
             collectives.append(nccl)
         if point.pp > 1:
             collectives.append(priced("send_recv", "send/recv"))
+        if point.knob("overlap") == "token_split":
+            collectives.append("each iteration's tokens in two halves where that is faster, one half's all-reduces "
+                               "beside the other's compute (TokenWeave)")
         fitted_link = "; ".join(collectives)
         stages = (f" in {point.pp} pipeline stages" if point.pp > 1 else "") + (
             f", experts spread over the {point.ep} devices" if point.ep > 1 else "")

@@ -219,7 +219,7 @@ class Evaluator:
         spec = point.serving
         attends_apart = attention and spec is not None and spec.attends_apart
         key = (point.model, fmt, point.device, point.overrides, point.use_calibration, point.execution, point.tp,
-               point.link, point.link_overrides, point.ep, point.knob("allreduce"), point.pp) + (
+               point.link, point.link_overrides, point.ep, point.knob("allreduce"), point.pp, point.knob("overlap")) + (
             (spec.attention_device, spec.attention_devices, spec.attention_link, spec.attention_micro_batches,
              point.attention_overrides) if attends_apart else ())
         if key not in self._cost_models:
@@ -229,7 +229,7 @@ class Evaluator:
                                                         send_B_per_token=stage_send_bytes_per_token(
                                                             self.config(point.model), point.execution == "engine"),
                                                         attention=self.attention_pool(point, fmt) if attends_apart
-                                                        else None)
+                                                        else None, overlap=point.knob("overlap"))
         return self._cost_models[key]
 
     def attention_pool(self, point: DesignPoint, fmt: NumericFormat) -> AttentionPool:
@@ -299,12 +299,21 @@ class Evaluator:
             self._check_offload(point)
         if point.knob("exit_depth") != 1.0 and point.serving is None:
             self._check_exit_depth(point)
+        if point.serving is None:
+            self._check_static_overlap(point)
         if point.knob("spec_draft"):
             self._check_draft(point)
+
+    @staticmethod
+    def _check_static_overlap(point: DesignPoint) -> None:
+        if point.knob("overlap") != "none":
+            raise InputError(f"overlap: found {point.knob('overlap')!r} in a static batch, allowed: none (token "
+                             f"splitting is priced in serving iterations: add serving:, or --serving)")
 
     def _evaluate_static(self, point: DesignPoint, event_sim: bool, timeline: bool,
                          price_infeasible: bool) -> Evaluation:
         """A static batch of the point's batch, prompt and output on its device (or system)."""
+        self._check_static_overlap(point)
         if point.knob("offload") != "none":
             self._check_offload(point)
         device = self.point_device(point)
@@ -638,6 +647,10 @@ class Evaluator:
         for name, own in pools:
             on_pool = pool_point(point, name, own)
             self._swap_bandwidth_Bps(on_pool, self.point_device(on_pool))  # a pool's link to swap over
+        if point.knob("overlap") != "none" and (point.pp > 1 or point.serving.attends_apart):
+            where = f"pp {point.pp}" if point.pp > 1 else f"attention_device {point.serving.attention_device!r}"
+            raise InputError(f"overlap: found {point.knob('overlap')!r} with {where}, allowed: none (token splitting "
+                             f"on one stage of devices that run their own attention)")
         if point.knob("exit_depth") != 1.0:
             raise InputError(f"exit_depth: found {point.knob('exit_depth')} with serving:, allowed: 1 (layer skipping "
                              f"is priced in static batches; a serving iteration mixing prefill and skipping decode "

@@ -55,6 +55,7 @@ from kernels.parallel import ALLREDUCE_IMPLEMENTATIONS
 from kernels.sparsity import ACT_PREDICTORS
 from kernels.token_select import METHODS as TOPK_METHODS
 from kernels.token_select import QUEST
+from sim.costs import OVERLAPS
 from sim.offload import OFFLOADS
 from sim.routers import ROUTERS
 from sim.schedulers import SCHEDULERS
@@ -445,6 +446,12 @@ register(Knob(name="allreduce", type=str, section="parallel", scope="system", de
               "has them), custom (an engine's one-shot or two-shot kernels reading the peers' buffers over the "
               "link, NCCL where faster) or nvls (multimem loads and stores the NVSwitch reduces and multicasts: "
               "NVLink SHARP, on nvlink4 and nvlink5; NCCL elsewhere)"))
+# Compute-communication overlap inside an iteration (sim/costs.py OVERLAPS): priced in serving iterations only.
+register(Knob(name="overlap", type=str, section="parallel", scope="system", default="none", allowed=OVERLAPS,
+              only_with=("tp",),
+              help="how a serving iteration on tp devices overlaps its all-reduces with compute: none, or token_split "
+              "(TokenWeave: the tokens in two halves, one half's all-reduces beside the other's compute, where that "
+              "is faster; serving runs only)"))
 # ---- serving (serving:): ServingSpec fields, in ServingSpec.columns() order ----------------------------------
 _SPEC = ServingSpec()
 for _name, _type, _help, _kw in (

@@ -221,6 +221,7 @@ class Parallel(Strict):
     ep: one_or_more(Literal["split", "spread"]) = "split"  # an MoE model's experts: each split over tp, or spread whole
     link: one_or_more(str) = "default"  # a link preset or path; 'default': the device's own interconnect
     allreduce: one_or_more(knob_type(KNOBS["allreduce"])) = "nccl"  # NCCL's, or an engine's custom kernels
+    overlap: one_or_more(knob_type(KNOBS["overlap"])) = "none"  # all-reduces beside compute (serving iterations)
 
 
 def serving_dimensions(serving: Serving) -> dict[str, list]:

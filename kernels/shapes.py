@@ -125,6 +125,36 @@ class StepShape:
                                 positions=self.positions if prefills else self.decode_query))
         return tuple(made) or (self,)
 
+    def token_halves(self) -> tuple[StepShape, ...]:
+        """The iteration's tokens in two halves of about equal count, as TokenWeave splits them: each prefill chunk at
+        its middle (the second half attends to the first as a cached prefix, so it takes the later queries' larger
+        share of the causal pairs, and it samples where the chunk finishes its prompt), the decoding sequences dealt
+        whole and evenly. A shape without a prefill is dealt by sequences (shares(2)); one that cannot be split (a
+        single token, or a cascaded shared prefix) is itself alone."""
+        if not self.prefill_seqs or self.decode_shared_seqs:
+            return self.shares(2)
+        seqs, tokens = self.prefill_seqs, self.prefill_tokens / self.prefill_seqs  # the mean chunk
+        cached = self.prefill_cached / seqs
+        first = tokens // 2
+        if first < 1:
+            return self.shares(2)
+        # The first half's share of the chunk's causal pairs (whatever window scaled them, it scales both halves).
+        share = causal_pairs(first, cached + first) / causal_pairs(tokens, cached + tokens)
+        first_pairs = round(self.prefill_pairs * share)
+        decodes = self.decode_seqs // 2
+        prefill_sampled = self.sampled - self.decode_seqs
+        halves = []
+        for half, (chunk, prefix, pairs, dealt) in enumerate(
+                ((first, cached, first_pairs, decodes),
+                 (tokens - first, cached + first, self.prefill_pairs - first_pairs, self.decode_seqs - decodes))):
+            kv = round(self.decode_kv * dealt / self.decode_seqs) if self.decode_seqs else 0
+            halves.append(replace(self, prefill_tokens=round(chunk * seqs), prefill_pairs=pairs,
+                                  prefill_cached=round(prefix * seqs), decode_seqs=dealt,
+                                  decode_kv=kv if half == 0 else self.decode_kv - halves[0].decode_kv,
+                                  sampled=dealt + (prefill_sampled if half else 0),
+                                  positions=max(round(chunk), self.decode_query if dealt else 1)))
+        return tuple(halves)
+
 
 def step_shape(chunks: Sequence[tuple[int, int]] = (), decode_kv: Sequence[int] = (), *, sampled: int,
                window: Window = None, decode_query: int = 1, prefill_window: int | None = None,

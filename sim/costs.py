@@ -10,6 +10,9 @@ many tokens (a long run then prices each distinct bucket once). With 0 every sha
 On a device of several units that splits batches into sub-batches (DeviceModel.sub_batches: NeuPIMs' NPU and PIM),
 an iteration may run as sub-batches that take turns on the units (sim/interleave.py), where that finishes sooner.
 
+On tensor-parallel devices an iteration may run as two token halves, one half's all-reduces on the link while the other
+half computes (`overlap` token_split: TokenWeave), where that finishes sooner.
+
 On `stages` pipeline stages an iteration passes each stage in turn: a stage runs its share of the decoder layers
 (kernels/shapes.py StepTemplate.stage_table) on its own devices and host, then sends the hidden state of every
 token to the next stage (kernels/parallel.py stage_send_bytes_per_token, as pipeline_sends prices a static
@@ -26,7 +29,7 @@ from hw_models.device import dispatch_s
 from kernels.kernel import KIND_CLASS, KernelKind
 from kernels.parallel import collective_kernel
 from kernels.shapes import PLACE_HEAD, PLACE_LAYERS, PLACE_TAIL, StepShape, StepTemplate
-from kernels.table import KernelTable
+from kernels.table import KIND_CODE, KernelTable
 from sim.attention_pool import AttentionPool, disaggregated_time_s
 from sim.interleave import interleaved_schedule
 from sim.step_costs import HOST_WAIT, host_stall_s, pass_execution
@@ -36,6 +39,9 @@ KERNEL_CLASS_NAMES = tuple(dict.fromkeys(KIND_CLASS.values()))
 TIME_CLASS_NAMES = (*KERNEL_CLASS_NAMES, HOST_WAIT)
 # Mean KV lengths under this many buckets are priced exactly (a bucket would be over 1/8 of them).
 EXACT_BUCKETS = 8
+# How an iteration on tensor-parallel devices overlaps its all-reduces with compute: not at all, or TokenWeave's
+# token splitting (IterationCostModel._price_token_split).
+OVERLAPS = ("none", "token_split")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,10 +60,13 @@ class IterationCostModel:
     """Prices iterations of one model (its step template) on one device in one execution mode."""
 
     def __init__(self, device, template: StepTemplate, *, execution: str = "eager", kv_bucket_tokens: int = 0,
-                 stages: int = 1, send_B_per_token: float = 0.0, attention: AttentionPool | None = None):
+                 stages: int = 1, send_B_per_token: float = 0.0, attention: AttentionPool | None = None,
+                 overlap: str = "none"):
         """`stages`: pipeline stages, each sending `send_B_per_token` bytes per token to the next
         (kernels/parallel.py stage_send_bytes_per_token); `attention`: the devices that run the attention apart
-        from the model's (sim/attention_pool.py; None: the model's devices run it)."""
+        from the model's (sim/attention_pool.py; None: the model's devices run it); `overlap` (OVERLAPS): token_split
+        runs an iteration as two token halves whose all-reduces overlap the other half's compute, where that finishes
+        sooner (one stage, attention on the model's devices)."""
         if kv_bucket_tokens < 0:
             raise ValueError(f"kv_bucket_tokens: found {kv_bucket_tokens}, allowed: an integer >= 0")
         if stages != 1 and not (1 < stages <= template.attention_layers and send_B_per_token > 0):
@@ -72,6 +81,11 @@ class IterationCostModel:
         if attention is not None and stages > 1:
             raise ValueError(f"attention: found an attention pool with {stages} stages, allowed: one stage")
         self.attention = attention
+        if overlap not in OVERLAPS or (overlap != "none" and (stages > 1 or attention is not None)):
+            raise ValueError(f"overlap: found {overlap!r} ({stages} stages, attention pool: {attention is not None}), "
+                             f"allowed: one of {', '.join(OVERLAPS)}; token_split on one stage without an attention "
+                             f"pool")
+        self.overlap = overlap
         self._memo: dict[tuple, IterationCost] = {}
 
     @property
@@ -141,6 +155,12 @@ class IterationCostModel:
                 interleaved = self._price_interleaved(shape, n)
                 if interleaved.time_s < cost.time_s:
                     cost = interleaved
+        if self.overlap == "token_split":
+            # As an engine that splits where it pays: two halves each read the weights again, so a small batch runs
+            # whole (TokenWeave turns splitting on from about a thousand tokens).
+            split = self._price_token_split(shape)
+            if split is not None and split.time_s < cost.time_s:
+                cost = split
         return cost
 
     def _price_interleaved(self, shape: StepShape, n: int) -> IterationCost:
@@ -148,17 +168,34 @@ class IterationCostModel:
         serving one at a time (sim/interleave.py): each sub-batch's pass is a chain of its head (the embedding), then
         in every layer its work on each unit in turn, then its tail; a layer's kernels run on the unit of its first
         row, then on the next unit (an NPU+PIM layer: its GEMMs and vector kernels, then its attention in the banks),
-        and the chains take turns on the units. Energy and time by class are the sub-batches' sums."""
+        and the chains take turns on the units."""
+        return self._price_chains(shape, shape.shares(n), self._chain, len(self.device.units))
+
+    def _price_token_split(self, shape: StepShape) -> IterationCost | None:
+        """TokenWeave's token splitting (Gond et al., arXiv:2505.11329): the iteration's tokens in two halves
+        (StepShape.token_halves), each a chain of its layers' compute runs on the devices and their all-reduces on
+        the link (_comm_chain), so that one half's all-reduce runs while the other half computes. What the all-reduce
+        kernel's SMs take from the compute beside it, and TokenWeave's fused AllReduce-RMSNorm, are not priced.
+        None where the iteration does not split."""
+        halves = shape.token_halves()
+        if len(halves) < 2:
+            return None
+        return self._price_chains(shape, halves, self._comm_chain, 2)
+
+    def _price_chains(self, shape: StepShape, shares: tuple[StepShape, ...], chain, unit_count: int) -> IterationCost:
+        """`shape` run as `shares`, each a chain of segments (chain(share, mode): durations, units, priced rows, kernel
+        count) taking turns on `unit_count` units (sim/interleave.py): its time is the last segment's end, plus the
+        host's wait where dispatching every share's kernels takes longer. Energy and time by class are the shares'
+        sums."""
         mode = pass_execution(self.execution, decode_only=shape.prefill_seqs == 0)
-        shares = shape.shares(n)
-        chains = {share: self._chain(share, mode) for share in set(shares)}  # equal shares priced once
+        chains = {share: chain(share, mode) for share in set(shares)}  # equal shares priced once
         durations = [chains[share][0] for share in shares]
         units = [chains[share][1] for share in shares]
         class_time = sum((chains[share][2].class_time_s for share in shares), np.zeros(len(TIME_CLASS_NAMES)))
         compute_J = sum(chains[share][2].compute_J for share in shares)
         memory_J = sum(chains[share][2].memory_J for share in shares)
         kernels = sum(chains[share][3] for share in shares)
-        starts = interleaved_schedule(durations, units, len(self.device.units))
+        starts = interleaved_schedule(durations, units, unit_count)
         device_s = max(float(start[-1] + duration[-1]) for start, duration in zip(starts, durations, strict=True))
         wait_s = float(host_stall_s(dispatch_s(self.device, mode) * kernels, device_s))
         class_time[-1] += wait_s
@@ -181,6 +218,30 @@ class IterationCostModel:
                       for place in (PLACE_HEAD, PLACE_TAIL))
         durations = np.array([head[0], *(layer[u] for _ in range(layers) for u in order), tail[0]])
         units = np.array([head[1], *(u for _ in range(layers) for u in order), tail[1]])
+        return durations, units, _priced(costs, table, counts, 0.0), float(counts.sum())
+
+    def _comm_chain(self, share: StepShape, mode) -> tuple[np.ndarray, np.ndarray, _Priced, float]:
+        """One token half's chain for _price_token_split: its head, then in every layer its runs of compute kernels
+        (unit 0; the layer's attention in its first run, where the attention block computes it) and the all-reduces
+        between them (unit 1, the link), then its tail."""
+        layers = self.template.attention_layers
+        table, counts = self.template.stage_table(share, 1)
+        costs = self.device.cost_table(table, mode)
+        time_s, places = costs.time_s * counts[0], self.template.row_places(share)
+        reduces = table.kind == KIND_CODE[KernelKind.ALL_REDUCE]
+        in_layers = places == PLACE_LAYERS
+        segments, run = [], 0.0
+        for row in np.flatnonzero(in_layers & ~table.attention_mask):
+            if reduces[row]:
+                segments += [(run, 0), (time_s[row] / layers, 1)]
+                run = 0.0
+            else:
+                run += time_s[row] / layers
+        segments.append((run, 0))
+        segments[0] = (segments[0][0] + float(time_s[in_layers & table.attention_mask].sum()) / layers, 0)
+        head, tail = (float(time_s[places == place].sum()) for place in (PLACE_HEAD, PLACE_TAIL))
+        durations = np.array([head, *(d for _ in range(layers) for d, _ in segments), tail])
+        units = np.array([0, *(u for _ in range(layers) for _, u in segments), 0])
         return durations, units, _priced(costs, table, counts, 0.0), float(counts.sum())
 
     def _price_whole(self, shape: StepShape) -> IterationCost:

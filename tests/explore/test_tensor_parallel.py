@@ -397,3 +397,27 @@ def test_prefilled_kv_leaves_every_stage_at_once(evaluator):
         records = evaluator.evaluate(point).result.records
         send_s = float(link.collective_time_s("send_recv", prompt * kv_per_token_B / (tp * pp), 2))
         assert records.decode_admitted_s[0] - records.first_token_s[0] == pytest.approx(send_s, rel=1e-9), (tp, pp)
+
+
+def test_a_serving_sweep_crosses_token_splitting(tmp_path, capsys):
+    """parallel: {overlap: [none, token_split]} is a results column of a serving sweep; an iteration splits only where
+    that is faster, so a split point's requests wait no longer for their first token; a static sweep, or pipeline
+    stages, refuse it in one line."""
+    from explore.results import read_results
+    from tests.explore.tiny_sweep import write_sweep, write_tiny_model
+
+    model = write_tiny_model(tmp_path)
+    head = f"name: overlap\nmodel: {model}\ndevice: h100-sxm\nexecution: graphs\n"
+    sweep = write_sweep(tmp_path, head + "serving: {requests: 6, rate: 1, prompt: 512, output: 4}\n"
+                                         "parallel: {tp: 2, overlap: [none, token_split]}\n")
+    assert main([sweep, "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    rows = {row["overlap"]: row for row in read_results(tmp_path / "out")}
+    assert set(rows) == {"none", "token_split"}
+    assert float(rows["token_split"]["ttft_p50_s"]) <= float(rows["none"]["ttft_p50_s"])
+    capsys.readouterr()
+    for section in ("workload: {batch: 1, prompt: 64, output: 4}\nparallel: {tp: 2, overlap: token_split}\n",
+                    "serving: {requests: 2, rate: 1, prompt: 64, output: 4}\n"
+                    "parallel: {tp: 2, pp: 2, overlap: token_split}\n"):
+        assert main(["check", write_sweep(tmp_path, head + section)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and "overlap" in err and "token_split" in err, err

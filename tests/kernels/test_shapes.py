@@ -344,3 +344,24 @@ def test_cascade_attention_shares_only_what_two_or_more_sequences_read_whole(cas
                           "no prefix": ([200, 150], None, 0)}[case]
     shape = step_shape(decode_kv=kv, sampled=len(kv), window=window, shared_prefix=prefix)
     assert shape == step_shape(decode_kv=kv, sampled=len(kv), window=window)
+
+
+def test_token_halves_split_a_prompt_at_its_middle():
+    """A 1,000-token prompt after 200 cached tokens, beside four decodes: halves of 500 new tokens; the first reads
+    the 200 cached, the second those and the first half's 500; the causal pairs by hand, 500 x 200 + 500 x 501 / 2 =
+    225,250 and 500 x 700 + 125,250 = 475,250 (of 700,500); the decodes two and two, and the prompt's sampled token
+    in the second half, where the prompt ends."""
+    shape = step_shape([(1000, 200)], [100, 200, 300, 400], sampled=5)
+    first, second = shape.token_halves()
+    assert (first.prefill_tokens, second.prefill_tokens) == (500, 500)
+    assert (first.prefill_cached, second.prefill_cached) == (200, 700)
+    assert (first.prefill_pairs, second.prefill_pairs) == (225_250, 475_250)
+    assert first.prefill_pairs + second.prefill_pairs == shape.prefill_pairs == 700_500
+    assert (first.decode_seqs, second.decode_seqs) == (2, 2) and first.decode_kv + second.decode_kv == 1000
+    assert (first.sampled, second.sampled) == (2, 3) and first.tokens + second.tokens == shape.tokens
+
+
+def test_token_halves_of_a_decode_deal_its_sequences():
+    shape = step_shape([], [64] * 8, sampled=8)
+    assert shape.token_halves() == shape.shares(2)
+    assert step_shape([], [64], sampled=1).token_halves() == (step_shape([], [64], sampled=1),)

@@ -91,3 +91,68 @@ def test_an_interleaved_iteration_is_bounded_by_its_busiest_unit_and_sums_its_en
     assert interleaved.compute_J == pytest.approx(sum(half.compute_J for half in halves))
     assert interleaved.memory_J == pytest.approx(sum(half.memory_J for half in halves))
     assert interleaved.class_time_s.sum() == pytest.approx(sum(half.class_time_s.sum() for half in halves))
+
+
+# ---- token splitting on tensor-parallel devices (TokenWeave) ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tokenweave(evaluator):
+    """Llama-3-70B over eight H100s all-reducing through the NVSwitch (TokenWeave's setting), its serving iterations'
+    cost model with token splitting and without."""
+    from explore.design_point import DesignPoint, with_knobs
+    from sim.serving_spec import ServingSpec
+
+    def model(overlap: str):
+        point = DesignPoint(**with_knobs(dict(model="llama-3-70b", device="h100-sxm", batch=1, prompt=0, output=0,
+                                              serving=ServingSpec(), execution="engine", tp=8, allreduce="nvls",
+                                              overlap=overlap)))
+        return evaluator.cost_model(point, point.numeric_format)
+
+    return model("token_split"), model("none")
+
+
+def test_a_split_prefill_overlaps_all_reduces_and_is_bounded_by_its_busiest_unit(tokenweave):
+    """An 8,192-token prefill in two halves: faster than run whole, yet never faster than the halves' compute alone
+    nor their all-reduces alone (each unit serves one half at a time), nor a half's own chain; its energy and busy
+    time by class are the halves' run whole, summed."""
+    from kernels.kernel import KernelKind
+    from kernels.table import KIND_CODE
+    from sim.step_costs import pass_execution
+
+    split_model, whole_model = tokenweave
+    mode = pass_execution("engine", decode_only=False)
+    shape = step_shape([(8192, 0)], [], sampled=1)
+    # Priced as it is, not as its bucket's representative (price() rounds the causal pairs to a KV bucket).
+    split, whole = split_model._price_kernels(shape), whole_model._price_kernels(shape)
+    assert split.time_s < 0.9 * whole.time_s
+    halves = [split_model._price_whole(half) for half in shape.token_halves()]
+    assert split.time_s >= max(half.time_s for half in halves)
+    busy = [0.0, 0.0]  # the devices' compute and the link's all-reduces, over both halves, from the kernels' costs
+    for half in shape.token_halves():
+        table, counts = split_model.template.stage_table(half, 1)
+        time_s = split_model.device.cost_table(table, mode).time_s * counts[0]
+        reduces = table.kind == KIND_CODE[KernelKind.ALL_REDUCE]
+        busy[0] += float(time_s[~reduces].sum())
+        busy[1] += float(time_s[reduces].sum())
+    assert split.time_s >= max(busy) * (1 - 1e-12)
+    assert split.compute_J == pytest.approx(sum(half.compute_J for half in halves))
+    assert split.memory_J == pytest.approx(sum(half.memory_J for half in halves))
+    assert split.class_time_s == pytest.approx(sum(half.class_time_s for half in halves))
+
+
+def test_a_small_decode_runs_whole(tokenweave):
+    """Eight decoding sequences: each half would read the weights again, so the iteration runs whole, as without
+    splitting."""
+    split_model, whole_model = tokenweave
+    shape = step_shape([], [1024] * 8, sampled=8)
+    split, whole = split_model.price(shape), whole_model.price(shape)
+    assert (split.time_s, split.compute_J, split.memory_J) == (whole.time_s, whole.compute_J, whole.memory_J)
+
+
+def test_token_split_on_one_stage_only(costs):
+    from sim.costs import IterationCostModel
+
+    for kwargs in (dict(overlap="tokenweave"), dict(overlap="token_split", stages=2, send_B_per_token=1.0)):
+        with pytest.raises(ValueError, match="overlap"):
+            IterationCostModel(costs.device, costs.template, **kwargs)
