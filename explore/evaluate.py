@@ -34,6 +34,7 @@ from kernels.parallel import (
 )
 from kernels.shapes import TEMPLATE_LAYERS, StepTemplate
 from kernels.table import KernelTable
+from kernels.token_prune import first_pruned_layer, kept_prompt_tokens, pruned_prefill
 from kernels.token_select import TokenSelection, token_selection
 from sim.analytic import evaluate as evaluate_analytic
 from sim.attention_pool import AttentionPool, sent_bytes_per_token
@@ -116,6 +117,7 @@ class Evaluator:
         self._cost_models: dict[tuple, IterationCostModel] = {}
         self._host_links: dict[str, LinkSpec] = {}
         self._skipped: dict[tuple, tuple[PassTables, PassTables]] = {}  # (tables, depth) -> (them, skipped)
+        self._pruned: dict[tuple, tuple] = {}  # (prefill, kept prefill, first layer) -> (them, the pruned prefill)
         self.checked_knobs: set = set()  # what-if values validated for blocks (hw_models/device_block.py)
         self._scales: dict[tuple, tuple] = {}  # ids of (format, config) -> (them, the stored weight scale)
         self._values_checked: set[tuple] = set()  # what _check_values has passed
@@ -301,6 +303,8 @@ class Evaluator:
             self._check_exit_depth(point)
         if point.serving is None:
             self._check_static_overlap(point)
+        if point.knob("prompt_kept") != 1.0 and point.serving is None:
+            self._check_prompt_kept(point)
         if point.knob("spec_draft"):
             self._check_draft(point)
 
@@ -387,19 +391,47 @@ class Evaluator:
 
     def point_tables(self, point: DesignPoint, device) -> PassTables:
         """The kernel tables of a static-batch point's passes on its device (or system); decode attention capped at
-        the point's KV window (kv_window), and with per-head budgets, the prefill's streaming heads at theirs."""
+        the point's KV window (kv_window), and with per-head budgets, the prefill's streaming heads at theirs; with
+        prompt_kept below 1, the prefill's pruned layers at the kept prompt tokens."""
         tables = self.tables(point.model, point.batch, point.prompt, point.numeric_format, device.sub_batches,
                              point.tp, point.pp, point.ep, fusion_of(point.execution))
         tables = self._skip_layers(point, tables)
         window = self.kv_window(point)
         if window == tables.attention_window:
-            return tables
+            return self._prune_prompt(point, device, tables)
         if isinstance(window, KVPolicy):
             tables = replace(tables, prefill=_windowed_prefill(tables.prefill, window, point.prompt))
         if isinstance(window, KVPolicy) and window.eviction is not None:
             tables = replace(tables, prefill=scored_prefill(tables.prefill, 1.0 - window.full_heads,
                                                             window.eviction.prefill_score_B, window.limit))
-        return replace(tables, attention_window=window)
+        return self._prune_prompt(point, device, replace(tables, attention_window=window))
+
+    def _prune_prompt(self, point: DesignPoint, device, tables: PassTables) -> PassTables:
+        """The point's tables with its prefill's layers from prune_start on processing prompt_kept of the prompt
+        tokens (kernels/token_prune.py): those layers, the final norm and the LM head as the same point's prefill at
+        the kept prompt length prices them. Decode is left as it is (pruned tokens may be revived)."""
+        kept = point.knob("prompt_kept")
+        if kept == 1.0:
+            return tables
+        self._check_prompt_kept(point)
+        first = first_pruned_layer(self.config(point.model).num_layers, point.knob("prune_start"))
+        tokens = kept_prompt_tokens(point.prompt, kept)
+        if tokens == point.prompt or first == self.config(point.model).num_layers:
+            return tables
+        short = self.point_tables(replace(point, prompt=tokens, knobs=tuple(
+            (name, value) for name, value in point.knobs if name != "prompt_kept")), device).prefill
+        key = (id(tables.prefill), id(short), first)
+        hit = self._pruned.get(key)
+        if hit is None or hit[0] is not tables.prefill or hit[1] is not short:
+            hit = self._pruned[key] = (tables.prefill, short, pruned_prefill(tables.prefill, short, first))
+        return replace(tables, prefill=hit[2])
+
+    @staticmethod
+    def _check_prompt_kept(point: DesignPoint) -> None:
+        """Prompt-token pruning runs on one pipeline stage (InputError otherwise)."""
+        if point.pp > 1:
+            raise InputError(f"prompt_kept: found {point.knob('prompt_kept')} with pp > 1, allowed: prompt-token "
+                             f"pruning on one pipeline stage (not modeled yet)")
 
     def _skip_layers(self, point: DesignPoint, tables: PassTables) -> PassTables:
         """The point's decode tables at its exit_depth (kernels/early_exit.py): the prefill runs every layer."""
@@ -655,6 +687,10 @@ class Evaluator:
             raise InputError(f"exit_depth: found {point.knob('exit_depth')} with serving:, allowed: 1 (layer skipping "
                              f"is priced in static batches; a serving iteration mixing prefill and skipping decode "
                              f"tokens is not modeled yet)")
+        if point.knob("prompt_kept") != 1.0:
+            raise InputError(f"prompt_kept: found {point.knob('prompt_kept')} with serving:, allowed: 1 (prompt-token "
+                             f"pruning is priced in static batches; a serving iteration's prefill chunks with pruned "
+                             f"layers are not modeled yet)")
 
     def _check_attention(self, point: DesignPoint) -> None:
         """Attention on devices of its own (sim/attention_pool.py) runs a plain decode on one stage of model devices,

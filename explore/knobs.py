@@ -53,6 +53,7 @@ from kernels.kv_eviction import METHODS as KV_BUDGET_METHODS
 from kernels.kv_eviction import STREAMING
 from kernels.parallel import ALLREDUCE_IMPLEMENTATIONS
 from kernels.sparsity import ACT_PREDICTORS
+from kernels.token_prune import PAPER_PRUNE_START
 from kernels.token_select import METHODS as TOPK_METHODS
 from kernels.token_select import QUEST
 from sim.costs import OVERLAPS
@@ -224,6 +225,13 @@ def _unit_fraction(value: float) -> float:
     """A share that must leave something: in (0, 1]."""
     if not 0.0 < value <= 1.0:
         raise ValueError(f"found {value!r}, allowed: a fraction in (0, 1]")
+    return value
+
+
+def _leading_fraction(value: float) -> float:
+    """A share of the layers that must leave some after it: in [0, 1)."""
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"found {value!r}, allowed: a fraction in [0, 1)")
     return value
 
 
@@ -417,6 +425,21 @@ register(Knob(name="exit_depth", type=float, section="workload", default=1.0, ch
               label="decode depth", help="share of the decoder layers each decode token runs (SkipDecode-style layer "
               "skipping; rounded to whole layers); the skipped layers do no work and hold no KV for it; 1: all",
               allowed_text="a fraction in (0, 1] (1: every layer)", derivable=True))
+# Prompt-token pruning in the prefill (LazyLLM, Fu et al., arXiv 2407.14057, §3.2): the layers from prune_start of
+# the depth on process only the prompt tokens the last token attends to most, prompt_kept of them on average (a
+# progressive schedule at its mean share); the layers before run every token. prune_start's default is the paper's
+# Llama 2 7B schedule (kernels/token_prune.py). Decode is priced on the whole prompt's KV: pruned tokens may be
+# revived from LazyLLM's Aux Cache.
+register(Knob(name="prompt_kept", type=float, section="workload", default=1.0, check=_unit_fraction,
+              label="kept prompt tokens", help="share of the prompt tokens each prefill layer from prune_start on "
+              "processes (LazyLLM-style dynamic token pruning; the mean of a progressive schedule); static batches "
+              "only (serving: refuses it); 1: every token, no pruning",
+              allowed_text="a fraction in (0, 1] (1: no pruning)", derivable=True))
+register(Knob(name="prune_start", type=float, section="workload", default=PAPER_PRUNE_START,
+              check=_leading_fraction, label="pruning start", only_with=("prompt_kept",),
+              help="share of the decoder layers, from the first, that process every prompt token before pruning "
+              "starts (rounded to whole layers; default: LazyLLM's Llama 2 7B schedule, 9 of 32 layers)",
+              allowed_text="a fraction in [0, 1) (0: the first layer prunes)", derivable=True))
 # The method behind a compressed format's published quality (explore/quality.py): the quality_delta metric reads
 # the rows of this method in explore/data/quality.csv; "any" takes the best published figure of any method.
 # It changes no price: the kernels of a format are the same whichever method chose its values.

@@ -36,6 +36,7 @@ from typing import Any
 
 from kernels.early_exit import kept_layers
 from kernels.formats import NumericFormat
+from kernels.token_prune import first_pruned_layer
 from workloads.errors import InputError
 
 TABLE_PATH = Path(__file__).parent / "data" / "quality.csv"
@@ -281,17 +282,19 @@ def point_quality(point) -> QualityFigure:
     lossy = lossy_techniques(point.knob, context, lambda: load_model_config(point.model).num_layers)
     if lossy:
         return QualityFigure(math.nan, f"no published figure with {', '.join(lossy)}: the table measures numeric "
-                                       f"formats and pruning, not KV eviction, token selection or layer skipping")
+                                       f"formats and pruning, not KV eviction, token selection, layer skipping or "
+                                       f"prompt-token pruning")
     return _point_figure(point.model, point.numeric_format, point.knob("quant_method"))
 
 
 def lossy_techniques(knob, context_tokens: float, layers: Callable[[], int]) -> list[str]:
-    """The decode-time techniques a point runs (`knob`: its value of a knob by name) that change what the model
+    """The inference-time techniques a point runs (`knob`: its value of a knob by name) that change what the model
     computes, each as its knob and value: KV eviction to a budget short of the `context_tokens` a sequence caches, or
     streaming heads (retrieval_heads between 0 and 1: DuoAttention's streaming heads keep a window even without a
-    budget), attention to a top-k of the cached tokens (topk_fraction below 1) and layer skipping (exit_depth short of
-    all `layers()` once rounded to whole layers). Speculative decoding and offloading give the model's own outputs and
-    are not among them."""
+    budget), attention to a top-k of the cached tokens (topk_fraction below 1), layer skipping (exit_depth short of
+    all `layers()` once rounded to whole layers) and prompt-token pruning in the prefill (prompt_kept below 1 where a
+    layer prunes once prune_start is rounded to whole layers). Speculative decoding and offloading give the model's
+    own outputs and are not among them."""
     budget, retrieval, depth = knob("kv_budget"), knob("retrieval_heads"), knob("exit_depth")
     lossy = []
     if retrieval < 1 and (0 < budget < context_tokens or retrieval > 0):
@@ -300,4 +303,6 @@ def lossy_techniques(knob, context_tokens: float, layers: Callable[[], int]) -> 
         lossy.append(f"topk_fraction={knob('topk_fraction'):g}")
     if depth < 1 and kept_layers(count := layers(), depth) < count:  # the model's layers read only where asked
         lossy.append(f"exit_depth={depth:g}")
+    if knob("prompt_kept") < 1 and first_pruned_layer(count := layers(), knob("prune_start")) < count:
+        lossy.append(f"prompt_kept={knob('prompt_kept'):g}")
     return lossy

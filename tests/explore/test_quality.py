@@ -136,12 +136,13 @@ def test_16_bit_dense_is_zero_by_definition():
     ((("retrieval_heads", 0.5),), "retrieval_heads=0.5"),  # DuoAttention's streaming heads keep 64 + 256 tokens
     ((("topk_fraction", 0.25),), "topk_fraction=0.25"),  # Quest attends to a quarter of the cache
     ((("exit_depth", 0.5),), "exit_depth=0.5"),  # half the layers skipped per token
+    ((("prompt_kept", 0.4),), "prompt_kept=0.4"),  # LazyLLM's later layers see 40% of the prompt
 ])
 def test_a_lossy_decode_time_technique_has_no_figure_not_zero(knobs, says):
     """A 16-bit dense point is the baseline only while it computes what the model computes: KV eviction, streaming
-    heads, top-k token selection and layer skipping change the outputs, and no row of the table measured them, so
-    quality_delta is NaN with the reason (it read 0 'by definition'), also beside a format that has a figure (AWQ's
-    W4A16 +0.13 on its own)."""
+    heads, top-k token selection, layer skipping and prompt-token pruning change the outputs, and no row of the table
+    measured them, so quality_delta is NaN with the reason (it read 0 'by definition'), also beside a format that has
+    a figure (AWQ's W4A16 +0.13 on its own)."""
     for fields in ({}, {"weight_bits": 4}):
         figure = point_quality(_point(**fields, knobs=knobs))
         assert math.isnan(figure.delta) and says in figure.source and "no published figure" in figure.source
@@ -151,7 +152,8 @@ def test_lossless_decode_time_choices_keep_the_formats_figure():
     """Speculative decoding verifies every token against the target model (Leviathan et al.: the target's own
     distribution), every head kept whole (retrieval_heads 1) keeps the whole cache, a budget of the whole cache (128
     prompt tokens and 15 of the 16 output tokens: the last is never cached) evicts nothing, and an exit depth that
-    rounds to all 32 of Llama-2-7B's layers skips none: the format's figure stands."""
+    rounds to all 32 of Llama-2-7B's layers skips none (a pruning start that does prunes in none): the format's figure
+    stands."""
     assert point_quality(_point(knobs=(("acceptance", 0.6), ("spec_draft", "medusa")))).delta == 0.0
     assert point_quality(_point(weight_bits=4, knobs=(("kv_budget", 256), ("retrieval_heads", 1.0)))
                          ).delta == pytest.approx(0.13)
@@ -159,6 +161,7 @@ def test_lossless_decode_time_choices_keep_the_formats_figure():
     assert math.isnan(point_quality(_point(knobs=(("kv_budget", 142),))).delta)
     assert point_quality(_point(knobs=(("exit_depth", 0.99),))).delta == 0.0  # 31.7 layers: all 32 run
     assert math.isnan(point_quality(_point(knobs=(("exit_depth", 0.95),))).delta)  # 30.4: 30 of 32
+    assert point_quality(_point(knobs=(("prompt_kept", 0.4), ("prune_start", 0.99)))).delta == 0.0  # 31.7: no layer
 
 
 @pytest.mark.parametrize(("model", "fmt", "method", "says"), [
