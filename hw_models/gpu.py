@@ -317,9 +317,10 @@ class GPUModel(DeviceModel):
         if cal.attention is not None and attention is not None:
             g = table.rows_where(attention)
             rows = g.index
+            packing = table.numeric_format.kv_packing if table.numeric_format is not None else 1.0
             shapes = g.memo("attention_shapes", lambda: attention_shapes(**{name: getattr(g, name) for name in (
                 "flops", "act_bytes", "kv_bytes", "batch", "heads", "kv_heads", "q_len", "kv_len", "head_dim",
-                "torch_sdpa")}))
+                "torch_sdpa")}, kv_packing=packing))
             c, m, busy, latency = shaped_attention_times(shapes, flops_per_s=peak.take(rows, axis=-1),
                                                          bandwidth_Bps=bandwidth_Bps, sm_count=sm_count,
                                                          fit=cal.attention, cached_bytes=self.replay_cache_bytes)

@@ -206,13 +206,15 @@ class AttentionShapes:
 
 
 def attention_shapes(*, flops, act_bytes, kv_bytes, batch, heads, kv_heads, q_len, kv_len, head_dim,
-                     torch_sdpa=False) -> AttentionShapes:
-    """The device-free terms of attention_times (`torch_sdpa`: which kernels are torch's, KernelTable.torch_sdpa)."""
+                     torch_sdpa=False, kv_packing: float = 1.0) -> AttentionShapes:
+    """The device-free terms of attention_times (`torch_sdpa`: which kernels are torch's, KernelTable.torch_sdpa).
+    `kv_packing`: the cache's stored bytes over its values' (below 1 for a bitmap-packed sparse cache,
+    NumericFormat.kv_packing): the kernel reads the packed bytes, and its fit is chosen by the values' width."""
     batch, heads, q_len = np.maximum(batch, 1), np.maximum(heads, 1), np.maximum(q_len, 1)
     kv_heads = np.where(kv_heads > 0, kv_heads, heads)
     kv_len, head_dim = np.maximum(kv_len, 1), np.maximum(head_dim, 1)
     # A traced prefill reads its keys and values as activations (kv_bytes 0): a 16-bit cache.
-    narrow = (kv_bytes > 0) & (kv_bytes < NARROW_KV_BYTES * 2.0 * batch * kv_heads * kv_len * head_dim)
+    narrow = (kv_bytes > 0) & (kv_bytes < NARROW_KV_BYTES * kv_packing * 2.0 * batch * kv_heads * kv_len * head_dim)
     decode = decode_like(q_len, kv_len, heads, kv_heads)
 
     kv_tiles = np.ceil(kv_len / ATTENTION_KV_TILE)

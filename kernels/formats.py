@@ -35,7 +35,8 @@ cache). Parts and the formats they spell:
   technical brief, 2024); DeepSeek-V3-style block fp8 = fp8_e4m3 with group scales per 128.
 
 The KV cache keeps one 16-bit scale per group_size values whatever the weights' scales (groups of 8
-under SpQR's scales too).
+under SpQR's scales too). kv_sparsity prunes a share of each token's Key and Value elements and stores the rest in
+Mustafar's bitmap layout (kernels/kv_sparsity.py); kv_scale, the cache's bytes against 16-bit ones, counts it.
 
 Beyond one set of bits for every weight (kernels/table.py KernelTable.with_format applies them per kernel):
 
@@ -88,6 +89,7 @@ from dataclasses import dataclass, replace
 from functools import cached_property
 
 # The sparsity grammar lives in kernels/sparsity.py; its names are re-exported here, where callers import formats.
+from kernels.kv_sparsity import kv_element_bits
 from kernels.sparsity import ALLOWED_SPARSITY as ALLOWED_SPARSITY
 from kernels.sparsity import DENSE as DENSE
 from kernels.sparsity import check_activation_sparsity
@@ -212,6 +214,9 @@ class NumericFormat:
     # hot_expert_bits, the rest at the experts' bits (0: off).
     hot_experts: float = 0.0
     hot_expert_bits: int = 0
+    # Unstructured KV-cache sparsity (kernels/kv_sparsity.py, Mustafar): the share of each token's Key and Value
+    # elements pruned, the rest stored in a bitmap-compressed layout that decode attention reads directly (0: dense).
+    kv_sparsity: float = 0.0
 
     def __post_init__(self) -> None:
         for name, allowed in ALLOWED_BITS.items():
@@ -222,6 +227,10 @@ class NumericFormat:
             raise ValueError(f"group_size: found {self.group_size!r}, allowed: an integer >= 1")
         parse_sparsity(self.sparsity)
         check_activation_sparsity(self.act_kept, self.act_predictor)
+        share = self.kv_sparsity
+        if isinstance(share, bool) or not isinstance(share, int | float) or not 0.0 <= share < 1.0:
+            raise ValueError(f"kv_sparsity: found {share!r}, allowed: a fraction from 0 to below 1 (the share of KV "
+                             f"elements pruned; 0: dense)")
         _check_type("weight", WEIGHT_TYPES, self.weight_type, self.weight_bits)
         _check_type("act", ACT_TYPES, self.act_type, self.act_bits)
         if self.scale_type not in SCALE_BITS:
@@ -430,6 +439,12 @@ class NumericFormat:
         return float(bits) if bits >= 16 else bits + 16.0 / self.group_size
 
     @cached_property
+    def kv_storage_bits(self) -> float:
+        """Bits a KV-cache element takes in memory: its value with its share of the scales, or, pruned to
+        kv_sparsity, its share of the bitmap layout (kernels/kv_sparsity.py)."""
+        return kv_element_bits(self.storage_bits(self.kv_bits), self.kv_sparsity, self.kv_bits)
+
+    @cached_property
     def weight_storage_bits(self) -> float:
         """Bits stored per weight, its share of the scales included."""
         if self.weight_bits >= 16:
@@ -447,8 +462,16 @@ class NumericFormat:
         return self.weight_storage_bits / 16.0
 
     @cached_property
+    def kv_packing(self) -> float:
+        """A KV-cache element's bytes in memory over its value's (with its scales): below 1 where kv_sparsity packs
+        the cache in a bitmap layout, 1 when dense."""
+        return self.kv_storage_bits / self.storage_bits(self.kv_bits)
+
+    @cached_property
     def kv_scale(self) -> float:
-        return self.storage_bits(self.kv_bits) / 16.0
+        """KV-cache bytes relative to a dense 16-bit cache: what its memory, its capacity, decode attention's
+        reads and the cache writes all scale by."""
+        return self.kv_storage_bits / 16.0
 
     @cached_property
     def act_scale(self) -> float:
@@ -510,6 +533,7 @@ class NumericFormat:
                  f"out{self.outlier_fraction:g}" if self.outlier_fraction else "",
                  self.weight_coding if self.weight_coding != "none" else "",
                  f"act{self.act_kept:g}" if self.act_kept < 1.0 else "",
+                 f"kvsp{self.kv_sparsity:g}" if self.kv_sparsity else "",
                  self.act_predictor if self.act_predictor != "none" and self.act_kept < 1.0 else ""]
         return "-".join([base, *(p for p in parts if p)])
 
