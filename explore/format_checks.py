@@ -110,6 +110,10 @@ def format_notice(device, fmt: NumericFormat) -> str:
         notices.append(f"{article} {fmt.kv_bits}-bit KV cache on {model.name} takes less memory, but its banks' "
                        f"multipliers take one {8 * pim.element_bytes:g}-bit element a MAC, so attention in the banks "
                        f"takes as long as at {8 * pim.element_bytes:g} bits")
+    if pim is not None and fmt.kv_sparsity and fmt.kv_packing < 1.0:
+        notices.append(f"a bitmap-packed sparse KV cache (kv_sparsity {fmt.kv_sparsity:g}) on {model.name} is priced "
+                       f"as its packed bytes read in the banks, as if they expanded the bitmap for free; their "
+                       f"multipliers still take one element a MAC, pruned ones included")
     return "; ".join(dict.fromkeys(n for n in notices if n))
 
 

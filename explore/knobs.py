@@ -341,6 +341,15 @@ register(Knob(name="act_predictor", type=str, section="format", default=_FORMAT.
               allowed=ACT_PREDICTORS, applies="format", label="activation predictor", only_with=("act_kept",),
               help="how act_kept < 1 chooses the kept activations: none (magnitude thresholding: TEAL, R-Sparse, "
               "WINA) or deja_vu (a rank-1,000 predictor per layer, its work added)"))
+# Unstructured KV-cache sparsity (kernels/kv_sparsity.py: Mustafar, Joo et al., NeurIPS 2025): each token's Key and
+# Value vectors pruned by magnitude and stored in a bitmap layout, read compressed by decode attention, which does the
+# dense math; the cache's memory, capacity, reads and writes all follow from NumericFormat.kv_scale.
+register(Knob(name="kv_sparsity", type=float, section="format", default=_FORMAT.kv_sparsity, check=_leading_fraction,
+              applies="format", label="KV sparsity", derivable=True,
+              help="share of each token's Key and Value elements pruned by magnitude (Mustafar), the rest stored in "
+              "a bitmap layout (64-element tiles: 64-bit bitmap, 32-bit offset, values at kv_bits) that decode "
+              "attention reads compressed and computes dense; 0: dense",
+              allowed_text="a fraction in [0, 1) (0: a dense cache)"))
 # ---- decode-time techniques (generic knobs: a column only in sweeps that set them) -----------------------------
 # StreamingLLM (Xiao et al., "Efficient Streaming Language Models with Attention Sinks", ICLR 2024): a sequence
 # keeps the KV of its first tokens (attention sinks; the paper keeps 4) and of a recent window, and decode attends

@@ -174,9 +174,10 @@ def methods(path: str | Path = TABLE_PATH) -> tuple[str, ...]:
 
 
 def is_uncompressed(fmt: NumericFormat) -> bool:
-    """16-bit weights, activations and KV cache, dense: the baseline every figure is a change from."""
+    """16-bit weights, activations and KV cache, dense (no weight, activation or KV sparsity): the baseline every
+    figure is a change from."""
     return (fmt.weight_bits >= 16 and fmt.act_bits >= 16 and fmt.kv_bits >= 16 and fmt.weight_density == 1.0
-            and fmt.act_kept >= 1.0)
+            and fmt.act_kept >= 1.0 and not fmt.kv_sparsity)
 
 
 def quality_figure(model: str, fmt: NumericFormat, method: str = ANY_METHOD,
