@@ -199,6 +199,11 @@ def collective_time_s(kind: str, message_bytes, devices, link: LinkSpec, fit: Co
 
 # ----- An engine's own all-reduce: P2P kernels over the link instead of NCCL -----
 
+# The largest message an engine's custom all-reduce takes: the buffer its peers read, beyond which the engine calls
+# NCCL. vLLM's CustomAllreduce(max_size=8192 * 1024) (vllm/distributed/device_communicators/custom_all_reduce.py);
+# PyTorch's IntraNodeComm allocates 10 MiB (torch/csrc/distributed/c10d/intra_node_comm.hpp kDefaultBufferSize).
+CUSTOM_ALL_REDUCE_MAX_B = 8 * MiB
+
 def custom_all_reduce_time_s(message_bytes, devices, link: LinkSpec, kernels_s):
     """Seconds of a custom all-reduce of message_bytes per rank over `link`, the faster of its two algorithms
     (arrays broadcast; one device costs nothing).

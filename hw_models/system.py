@@ -6,8 +6,9 @@ run one after the other (one batch in flight), each kernel on its stage only. Co
 within a stage, sends between stages) are priced on the link (hw_models/link.py) instead of a device and take
 the link's time; their energy (the link's own) is not counted. An all-reduce runs as NCCL's collective or, with
 allreduce="custom", as an engine's own P2P kernels (hw_models/link.py custom_all_reduce_time_s), whose copy and
-reduction kernels the device prices for their local traffic and launch, NCCL taking over where it is faster or where
-the tp devices do not all reach each other's memory (more than the link's peer_devices). With allreduce="nvls" it runs
+reduction kernels the device prices for their local traffic and launch, NCCL taking over where it is faster, where the
+message exceeds the kernels' buffer (CUSTOM_ALL_REDUCE_MAX_B) or where the tp devices do not all reach each other's
+memory (more than the link's peer_devices). With allreduce="nvls" it runs
 as multimem loads and stores that the switch reduces and multicasts (NVLink SHARP, hw_models/nvls.py), on links whose
 switch does (LinkSpec.multimem) among devices that all reach each other; NCCL elsewhere.
 Memory, idle power, TDP, area and price are the sum over all devices.
@@ -20,7 +21,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from hw_models.cost import KernelCosts
-from hw_models.link import LinkModel, custom_all_reduce_time_s
+from hw_models.link import CUSTOM_ALL_REDUCE_MAX_B, LinkModel, custom_all_reduce_time_s
 from hw_models.nvls import load_nvls_fit, nvls_all_reduce_time_s
 from kernels.kernel import KernelKind
 from kernels.parallel import ALLREDUCE_IMPLEMENTATIONS
@@ -136,7 +137,8 @@ class SystemModel:
                 time_s[rows] = self.link.collective_time_s(kind, table.act_bytes[collective][rows],
                                                            self.collective_devices(kind))
         if self.custom_all_reduce:
-            rows = table.kind[collective] == _ALL_REDUCE
+            # The engine's kernels take messages up to their shared buffer's size; larger ones go to NCCL.
+            rows = (table.kind[collective] == _ALL_REDUCE) & (table.act_bytes[collective] <= CUSTOM_ALL_REDUCE_MAX_B)
             if rows.any():
                 time_s[rows] = np.minimum(time_s[rows], self._custom_all_reduce_s(
                     table.select(np.flatnonzero(collective)[rows]), execution))

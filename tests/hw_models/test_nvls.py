@@ -128,3 +128,15 @@ def test_nccl_fit_on_bandwidth_bound_published_calls():
 def test_nccl_fit_on_latency_bound_published_calls():
     size, err = _nccl_errors()
     assert np.median(np.abs(err[size < 64 * MiB])) <= 0.15, err
+
+
+def test_custom_all_reduce_hands_messages_beyond_its_buffer_to_nccl():
+    """An engine's custom all-reduce takes messages up to its buffer (vLLM's 8 MiB): a 4 MiB message runs as its
+    kernels where they beat NCCL, a 16 MiB one as NCCL's collective exactly."""
+    from hw_models.link import CUSTOM_ALL_REDUCE_MAX_B
+
+    assert CUSTOM_ALL_REDUCE_MAX_B == 8 * MiB
+    table = _all_reduces([4 * MiB, 16 * MiB])
+    custom = _system("custom").cost_table(table, "engine").time_s
+    nccl = _system("nccl").cost_table(table, "engine").time_s
+    assert custom[0] < nccl[0] and custom[1] == nccl[1]
