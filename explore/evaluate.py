@@ -491,7 +491,7 @@ class Evaluator:
         cfg = self.config(point.model)
         return token_selection(point.knob("topk_method"), share, layers=cfg.num_layers, heads=cfg.num_heads,
                                kv_heads=cfg.num_kv_heads, head_dim=cfg.head_dim,
-                               kv_element_B=2.0 * point.numeric_format.kv_scale)
+                               kv_element_B=2.0 * point.numeric_format.kv_scale, reuse=point.knob("topk_reuse"))
 
     def speculation(self, point: DesignPoint) -> Speculation | None:
         """The point's speculative decoding (sim/speculative.py), or None where it decodes plainly."""

@@ -426,7 +426,16 @@ register(Knob(name="topk_method", type=str, section="workload", default=QUEST, a
               help="how topk_fraction < 1 scores tokens: quest (per-page min/max keys, 16-token pages, first two "
               "layers dense), double_sparsity (a label cache of 1/8 of the head_dim key channels, 16 of 128) or "
               "tidal_decode (four dense layers, two of them choosing the tokens every other layer attends to; no key "
-              "summary)"))
+              "summary) or token_select (TokenSelect: every layer scores each token with its full key and soft-votes "
+              "over the heads; no summary, the whole key cache read)"))
+# TokenSelect's Selection Cache (Wu et al., arXiv 2411.02886): a decode step whose query resembles the last selecting
+# one reuses its selection, skipping the scoring and top-k; the share of such steps is the user's
+# (kernels/token_select.py).
+register(Knob(name="topk_reuse", type=float, section="workload", default=0.0, check=_leading_fraction,
+              label="top-k reuse", only_with=("topk_fraction",),
+              help="share of decode steps that reuse the previous step's top-k selection instead of scoring the "
+              "cache again (TokenSelect's Selection Cache hit rate), for any topk_method; 0: every step scores",
+              allowed_text="a fraction in [0, 1) (0: every step scores)", derivable=True))
 # Early exit / layer skipping (SkipDecode, Del Corro et al., 2023): each decode token runs this share of the decoder
 # layers (the upper ones; exits fall monotonically, so a later token never needs a layer's KV an earlier one
 # skipped); the prefill runs every layer (kernels/early_exit.py).

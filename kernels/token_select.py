@@ -1,7 +1,7 @@
 """Dynamic top-k token selection: each decode step scores every cached token from a compressed key summary and
 attends to the highest-scoring share of them only; the whole cache stays in memory.
 
-Three methods, priced per layer as three kernels folded into the decode-attention row (its bytes and FLOPs):
+Four methods, priced per layer as three kernels folded into the decode-attention row (its bytes and FLOPs):
 - the scoring kernel reads the summary of every cached token and computes a score per page or token and query head;
 - a top-k over those scores (written once by the scoring kernel, then read by each radix-select pass);
 - sparse attention over the selected tokens (their keys and values, and the attention FLOPs of that many keys).
@@ -27,6 +27,15 @@ attention scores, and sparse layers that all attend to the tokens the last selec
 layers read the whole cache; the top-k of the two selection layers (scores written, then read by each radix pass) is
 spread over the sparse layers, which read the selected share only.
 
+TokenSelect (Wu et al., "TokenSelect: Efficient Long-Context Inference and Length Extrapolation for LLMs via Dynamic
+Token-Level KV Cache Selection", arXiv 2411.02886): no summary either; every layer scores each cached token with its
+own key. pzs19/TokenSelect patcher/token_retrieval.py: paged_matmul_kernel dots each query head with the key of its KV
+head (the layer's key buffer, read whole: half the cache), get_topk_tokens soft-votes (a softmax of each head's
+scores, summed over the heads) and takes one top-k over the voted score per token. Its Selection Cache lets a decode
+step whose query is similar to the last selecting one (cosine >= 0.9) reuse that selection, skipping scoring and
+top-k: `reuse` is the share of steps that do (the paper's hit rate is not read here; the released code ships the
+cache off, QUERY_CACHE = False). `reuse` applies to every method's scoring and top-k the same way.
+
 The selected share is a fraction of the cached tokens (not a token count): both papers state sparsity as a share
 (Double Sparsity's 1/16), a share is valid at every context a sweep sets, and the reads stay proportional to the
 context, so a serving iteration's summed KV lengths price it exactly. A fixed budget B at context L is B / L.
@@ -39,7 +48,8 @@ from dataclasses import dataclass
 QUEST = "quest"
 DOUBLE_SPARSITY = "double_sparsity"
 TIDAL_DECODE = "tidal_decode"
-METHODS = (QUEST, DOUBLE_SPARSITY, TIDAL_DECODE)
+TOKEN_SELECT = "token_select"
+METHODS = (QUEST, DOUBLE_SPARSITY, TIDAL_DECODE, TOKEN_SELECT)
 
 QUEST_PAGE_TOKENS = 16  # Quest's page size (mit-han-lab/Quest scripts/longbench.sh: --chunk_size 16)
 QUEST_DENSE_LAYERS = 2  # layers Quest leaves dense (evaluation/quest_attention.py, layer_id < 2)
@@ -52,6 +62,10 @@ DS_LABEL_SHARE = 1 / 8  # label channels per head_dim channel (16 of 128): betwe
 # (llama.cpp's CUDA top_k_radix_cuda uses RADIX_BITS = 8); each pass does one histogram update per score.
 SCORE_BYTES = 2
 TOPK_PASSES = 2
+# TokenSelect's per-head scores (bf16, one per token and query head) are written by the dot-product kernel, then read
+# and written by the softmax and read by the sum over heads (patcher/token_retrieval.py get_topk_tokens); the voted
+# score (one per token) goes through the top-k as every method's does.
+TOKEN_SELECT_HEAD_SCORE_PASSES = 4
 
 
 @dataclass(frozen=True)
@@ -60,7 +74,9 @@ class TokenSelection:
 
     `share` of the cached tokens is attended to in the `1 - dense_share` of the layers that select; the scoring
     and top-k add `overhead_bytes` (summary and score traffic per KV byte of the cache) and `overhead_flops`
-    (scoring and top-k work per attention FLOP of the cache); the summary held adds `summary_share` per KV byte.
+    (scoring and top-k work per attention FLOP of the cache); a step reads `summary_share` of summary per KV byte,
+    and the summary held adds `summary_held` per KV byte (None: summary_share; 0 where the summary is the cache's own
+    keys, or more than what a step reads where steps reuse an earlier selection).
     """
 
     method: str
@@ -69,6 +85,7 @@ class TokenSelection:
     overhead_flops: float
     summary_share: float
     dense_share: float = 0.0
+    summary_held: float | None = None
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -96,20 +113,25 @@ class TokenSelection:
     def held_scale(self) -> float:
         """KV memory held per byte of the cache: the cache whole, plus the key summary of every layer (both
         implementations keep it in every layer, the dense ones too)."""
-        return 1.0 + self.summary_share
+        return 1.0 + (self.summary_share if self.summary_held is None else self.summary_held)
 
 
 def token_selection(method: str, share: float, *, layers: int, heads: int, kv_heads: int, head_dim: int,
                     kv_element_B: float, label_share: float = DS_LABEL_SHARE,
-                    label_element_B: float | None = None) -> TokenSelection:
+                    label_element_B: float | None = None, reuse: float = 0.0) -> TokenSelection:
     """The selection of `method` reading `share` of the cached tokens in a model of `layers` decoder layers and
     `heads` query heads over `kv_heads` KV heads of `head_dim`, its cache `kv_element_B` bytes an element.
 
     Per cached token and KV head the cache holds 2 x head_dim elements (key and value), and attention does
     4 x head_dim FLOPs per query head (q.k and p.v); the ratios below are per those. Double Sparsity keeps
-    `label_share` of the channels as labels, `label_element_B` bytes each (default: the cache's element).
+    `label_share` of the channels as labels, `label_element_B` bytes each (default: the cache's element). A `reuse`
+    share of the steps attends to the previous step's selection, reading no summary and scoring nothing.
     """
+    if not 0.0 <= reuse < 1.0:
+        raise ValueError(f"reuse: found {reuse}, allowed: a fraction in [0, 1)")
     kv_B_per_token = 2.0 * head_dim * kv_element_B * kv_heads
+    held = None
+    head_score_passes = 0
     if method == QUEST:
         summary = 1.0 / QUEST_PAGE_TOKENS  # two key vectors a page of 16 tokens: 2 d / 16 per 2 d
         scores_per_token = 1.0 / QUEST_PAGE_TOKENS  # one per page and query head
@@ -133,11 +155,21 @@ def token_selection(method: str, share: float, *, layers: int, heads: int, kv_he
         scores_per_token = TIDAL_SELECTION_LAYERS / sparse_layers if sparse_layers else 0.0
         scoring_flops = 0.0
         dense = dense_layers / layers
+    elif method == TOKEN_SELECT:
+        summary, held = 0.5, 0.0  # the keys of every cached token, the cache's own
+        scores_per_token = 1.0 / heads  # one voted score per token goes through the top-k
+        head_score_passes = TOKEN_SELECT_HEAD_SCORE_PASSES
+        scoring_flops = 2.0 * head_dim / (4.0 * head_dim)  # a head_dim dot product per token and query head
+        dense = 0.0
     else:
         raise ValueError(f"method: found {method!r}, allowed: {', '.join(METHODS)}")
     scores = scores_per_token * heads  # per cached token, over the query heads
-    topk_bytes = scores * SCORE_BYTES * (1 + TOPK_PASSES) / kv_B_per_token
+    topk_bytes = (scores * (1 + TOPK_PASSES) + heads * head_score_passes) * SCORE_BYTES / kv_B_per_token
     topk_flops = scores * TOPK_PASSES / (4.0 * head_dim * heads)
-    return TokenSelection(method=method, share=share, overhead_bytes=summary + topk_bytes,
-                          overhead_flops=scoring_flops + topk_flops, summary_share=summary, dense_share=dense)
+    scoring = 1.0 - reuse  # the share of steps that score
+    if held is None and reuse:
+        held = summary
+    return TokenSelection(method=method, share=share, overhead_bytes=scoring * (summary + topk_bytes),
+                          overhead_flops=scoring * (scoring_flops + topk_flops), summary_share=scoring * summary,
+                          dense_share=dense, summary_held=held)
 

@@ -60,6 +60,19 @@ def test_the_default_is_no_selection(tiny_config, tiny_evaluator):
     assert tiny_evaluator.kv_window(point(tiny_config)) is None
 
 
+def test_reusing_selections_decodes_faster_and_holds_the_same(tiny_config, tiny_evaluator):
+    """topk_reuse (TokenSelect's Selection Cache) skips the scoring on that share of steps: decode attention takes
+    less time the more steps reuse, the memory held and the prefill stay; static batches and blocks agree."""
+    ts = (("topk_method", "token_select"),)
+    got = [tiny_evaluator.evaluate(point(tiny_config, 1 / 16, ts + ((("topk_reuse", r),) if r else ()))).metrics
+           for r in (0.0, 0.5, 0.9)]
+    attention = [m["time_attention_s"] for m in got]
+    assert attention[0] > attention[1] > attention[2]
+    assert len({m["peak_memory_B"] for m in got}) == 1 and len({m["ttft_s"] for m in got}) == 1
+    reused = point(tiny_config, 1 / 16, ts + (("topk_reuse", 0.5),))
+    assert_same(tiny_evaluator.evaluate(reused).metrics, evaluate_points(tiny_evaluator, [reused])[0], "topk_reuse")
+
+
 def test_blocks_agree_with_the_reference(tiny_config, tiny_evaluator):
     points = [point(tiny_config, share, overrides=(("memory.bandwidth_GBps", bandwidth),))
               for share in (1.0, 1 / 16) for bandwidth in (1000.0, 3000.0)]
@@ -83,7 +96,7 @@ def test_a_serving_run_reads_less_and_holds_no_less(tiny_config, tiny_evaluator)
 # Bad values of the decode-time knobs of this work (exit_depth too: tests/explore/test_early_exit.py), in a sweep
 # file and on the command line: the key, what was found and what is allowed, on one line, exit 2.
 BAD_VALUES = [("topk_fraction", "0"), ("topk_fraction", "1.5"), ("topk_fraction", "-0.5"), ("topk_method", "h2o"),
-              ("exit_depth", "0"), ("exit_depth", "1.5")]
+              ("topk_reuse", "1"), ("topk_reuse", "-0.2"), ("exit_depth", "0"), ("exit_depth", "1.5")]
 
 
 def test_bad_values_get_one_line_and_exit_2(tiny_config, tmp_path, capsys):

@@ -11,7 +11,14 @@ from kernels.early_exit import decode_kv_share, kept_layers, skip_layers
 from kernels.kernel import Kernel, KernelKind
 from kernels.kv_policy import KVPolicy, decode_reads, fetched_tokens, flops_per_read, kept_tokens
 from kernels.table import KernelTable
-from kernels.token_select import DOUBLE_SPARSITY, QUEST, TIDAL_DECODE, TokenSelection, token_selection
+from kernels.token_select import (
+    DOUBLE_SPARSITY,
+    QUEST,
+    TIDAL_DECODE,
+    TOKEN_SELECT,
+    TokenSelection,
+    token_selection,
+)
 
 # Llama-2-7B's attention: 32 layers, 32 query and 32 KV heads of 128 dims, a 16-bit cache.
 LLAMA2 = dict(layers=32, heads=32, kv_heads=32, head_dim=128, kv_element_B=2.0)
@@ -53,6 +60,42 @@ def test_tidal_decode_by_hand():
     # A model of at most four layers is dense throughout: it reads everything and selects nothing.
     tiny = token_selection(TIDAL_DECODE, 1 / 16, **(LLAMA2 | dict(layers=2)))
     assert tiny.bytes_scale == pytest.approx(1.0) and tiny.flops_scale == pytest.approx(1.0)
+
+
+# Qwen2-7B's attention (TokenSelect's model): 28 layers, 28 query and 4 KV heads of 128 dims, a 16-bit cache.
+QWEN2 = dict(layers=28, heads=28, kv_heads=4, head_dim=128, kv_element_B=2.0)
+
+
+def test_token_select_by_hand():
+    """Per cached token and layer the cache holds 2 x 128 x 2 B x 4 heads = 2,048 B; scoring reads every key, half
+    of it, and holds nothing besides. Scores: 28 per token (one per query head) at 2 B, written, read and written by
+    the softmax, read by the head sum: 4 x 28 x 2 = 224 B; the voted score, written once and read by 2 radix passes:
+    6 B. Scoring: a 128-channel dot product, 2 x 128 FLOPs per 4 x 128 of attention; top-k: 2 per 4 x 128 x 28."""
+    sel = token_selection(TOKEN_SELECT, 1 / 64, **QWEN2)
+    assert sel.bytes_scale == pytest.approx(1 / 64 + 1 / 2 + 230 / 2048)
+    assert sel.flops_scale == pytest.approx(1 / 64 + 1 / 2 + 2 / (4 * 128 * 28))
+    assert sel.held_scale == 1.0
+    assert sel.cache_scale == pytest.approx(1 / 64 + 1 / 2)  # every key, and the picked keys and values again
+
+
+@pytest.mark.parametrize("method", [QUEST, DOUBLE_SPARSITY, TIDAL_DECODE, TOKEN_SELECT])
+def test_reusing_a_selection_scores_less_and_holds_the_same(method):
+    """A step that reuses the last selection (TokenSelect's Selection Cache) reads no summary and scores nothing: with
+    9 of 10 steps reusing, the overheads are a tenth; the selected share is read every step; the summary held is the
+    same. More reuse never reads more."""
+    plain = token_selection(method, 1 / 16, **LLAMA2)
+    reused = token_selection(method, 1 / 16, **LLAMA2, reuse=0.9)
+    assert reused.overhead_bytes == pytest.approx(0.1 * plain.overhead_bytes)
+    assert reused.overhead_flops == pytest.approx(0.1 * plain.overhead_flops)
+    assert reused.share == plain.share and reused.held_scale == plain.held_scale
+    reads = [token_selection(method, 1 / 16, **LLAMA2, reuse=r).bytes_scale for r in (0.0, 0.3, 0.6, 0.95)]
+    assert all(a >= b for a, b in zip(reads, reads[1:], strict=False))
+
+
+@pytest.mark.parametrize("reuse", [-0.1, 1.0, 1.5])
+def test_a_reuse_that_never_scores_is_refused(reuse):
+    with pytest.raises(ValueError, match=r"reuse: found .*allowed: a fraction in \[0, 1\)"):
+        token_selection(TOKEN_SELECT, 1 / 16, **LLAMA2, reuse=reuse)
 
 
 def test_what_a_step_fetches_by_hand():
