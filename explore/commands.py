@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from explore.cli import TRACE_TOKENS, default_out, json_safe, print_json, run_knobs, serving_flags_set
 from explore.design_point import DesignPoint, with_knobs
 from explore.evaluate import Evaluator, pool_point, trace_args
-from explore.format_checks import format_notice, sixteen_bit_notice
+from explore.format_checks import estimate_notice, format_notice, sixteen_bit_notice
 from explore.knobs import KNOBS, flag_name, input_columns
 from explore.ops_table import format_op_table, op_rows
 from explore.point_checks import check_sweep_points
@@ -526,7 +526,8 @@ def _assumptions(point: DesignPoint, device) -> str:
     fitted = _calibration_text(device, point.execution == "engine" and load_model_config(point.model).is_moe)
     what = f"{point.model} on {point.device}: {system}{fitted}; {_launch_text(point.execution, device)}"
     notices = (format_notice(device, point.numeric_format),
-               sixteen_bit_notice(device, load_model_config(point.model).dtype))
+               sixteen_bit_notice(device, load_model_config(point.model).dtype),
+               estimate_notice(device, point.knob("prefill_kept")))
     what += "".join(f"; {notice}" for notice in notices if notice)
     if point.overrides or point.link_overrides or any(getattr(point, pool.field) for pool in POOL_WHAT_IFS):
         what += f"; what-if (--set): {overrides_text(point)}"

@@ -15,11 +15,13 @@ from hw_models.gpu_efficiency import calibration_label
 from hw_models.link import LinkSpec, default_link, link_names, load_link, load_link_model
 from hw_models.registry import load_device
 from hw_models.system import SystemModel, SystemPrice
+from kernels.block_estimate import with_estimate
+from kernels.block_sparse import PrefillSelection
 from kernels.early_exit import decode_kv_share, skip_layers
 from kernels.formats import NumericFormat
 from kernels.fusion import ENGINE, fuse
 from kernels.kv_eviction import Eviction, eviction, scored_prefill
-from kernels.kv_policy import DUO_WINDOW_TOKENS, KVPolicy, Window, fetched_tokens, kept_tokens
+from kernels.kv_policy import DUO_WINDOW_TOKENS, KVPolicy, Window, estimate_pairs, fetched_tokens, kept_tokens
 from kernels.lowering import lower_trace
 from kernels.medusa import medusa_head_params, medusa_head_table
 from kernels.mixed_layers import edge_mixed_template
@@ -392,7 +394,8 @@ class Evaluator:
     def point_tables(self, point: DesignPoint, device) -> PassTables:
         """The kernel tables of a static-batch point's passes on its device (or system); decode attention capped at
         the point's KV window (kv_window), and with per-head budgets, the prefill's streaming heads at theirs; with
-        prompt_kept below 1, the prefill's pruned layers at the kept prompt tokens."""
+        prefill_kept below 1, the prefill's attention at its kept pairs after its estimate's kernels
+        (kernels/block_sparse.py); with prompt_kept below 1, the prefill's pruned layers at the kept prompt tokens."""
         tables = self.tables(point.model, point.batch, point.prompt, point.numeric_format, device.sub_batches,
                              point.tp, point.pp, point.ep, fusion_of(point.execution))
         tables = self._skip_layers(point, tables)
@@ -404,6 +407,9 @@ class Evaluator:
         if isinstance(window, KVPolicy) and window.eviction is not None:
             tables = replace(tables, prefill=scored_prefill(tables.prefill, 1.0 - window.full_heads,
                                                             window.eviction.prefill_score_B, window.limit))
+        if isinstance(window, KVPolicy) and window.prefill is not None:
+            tables = replace(tables, prefill=with_estimate(
+                tables.prefill, lambda q_len, kv_len: estimate_pairs(q_len, kv_len, window, window.limit)))
         return self._prune_prompt(point, device, replace(tables, attention_window=window))
 
     def _prune_prompt(self, point: DesignPoint, device, tables: PassTables) -> PassTables:
@@ -460,18 +466,22 @@ class Evaluator:
         """The most KV-cache tokens a sequence of the point keeps and decode attends to: the model's sliding window,
         the point's kv_budget (explore/knobs.py), the smaller of the two, or None (all of them); with retrieval_heads,
         a KVPolicy whose streaming heads keep that window (DuoAttention's where there is none); with a kv_budget_method
-        other than streaming, the budget's heads keep it by importance scores (kernels/kv_eviction.py)."""
+        other than streaming, the budget's heads keep it by importance scores (kernels/kv_eviction.py); with
+        prefill_kept below 1, a KVPolicy whose prefill computes that share of its pairs beyond SALE's local window
+        (kernels/block_sparse.py)."""
         own = self.config(point.model).sliding_window
         limits = [n for n in (own, point.knob("kv_budget")) if n]
         window = min(limits) if limits else None
         full_heads = point.knob("retrieval_heads")
         selection = self.token_selection(point)
         evicts = self.eviction(point)
-        if not full_heads and selection is None and evicts is None:
+        prefill = PrefillSelection(point.knob("prefill_kept")) if point.knob("prefill_kept") != 1.0 else None
+        if not full_heads and selection is None and evicts is None and prefill is None:
             return window
         if full_heads:
             window = window or DUO_WINDOW_TOKENS
-        return KVPolicy(window=window, full_heads=full_heads, limit=own, selection=selection, eviction=evicts)
+        return KVPolicy(window=window, full_heads=full_heads, limit=own, selection=selection, eviction=evicts,
+                        prefill=prefill)
 
     def eviction(self, point: DesignPoint) -> Eviction | None:
         """How the point's kv_budget is kept (kernels/kv_eviction.py): None for StreamingLLM's sinks + recent
@@ -666,9 +676,9 @@ class Evaluator:
         model's context allows of its requests (ServingSpec.check_context)."""
         point.serving.check_context(self.config(point.model).max_positions, point.model)
         if point.serving.cascade and isinstance(self.kv_window(point), KVPolicy):
-            raise InputError("prefix_attention: found 'cascade' with a KV policy (retrieval_heads, topk_fraction or a "
-                             "kv_budget_method other than streaming), allowed: paged (a policy keeps tokens of its own "
-                             "choosing, so the sequences share no prefix to read once)")
+            raise InputError("prefix_attention: found 'cascade' with a KV policy (retrieval_heads, topk_fraction, "
+                             "prefill_kept or a kv_budget_method other than streaming), allowed: paged (a policy keeps "
+                             "tokens of its own choosing, so the sequences share no prefix to read once)")
         if point.knob("offload") != "none":
             raise InputError(f"offload: found {point.knob('offload')!r} with serving:, allowed: none (offloading in a "
                              f"serving run is not modeled; a static batch offloads)")

@@ -10,6 +10,8 @@ from typing import Any
 
 from explore.knobs import knobs
 from hw_models.mixed_precision import takes
+from hw_models.spec_common import fallback_dtype
+from kernels.block_estimate import ESTIMATE_DTYPE
 from kernels.formats import DTYPE_SHORT, NumericFormat, check_edge_layers, check_group_size, check_hot_experts
 from kernels.sparsity import sparsity_notice, sparsity_use
 from workloads.errors import InputError
@@ -115,6 +117,27 @@ def format_notice(device, fmt: NumericFormat) -> str:
                        f"as its packed bytes read in the banks, as if they expanded the bitmap for free; their "
                        f"multipliers still take one element a MAC, pruned ones included")
     return "; ".join(dict.fromkeys(n for n in notices if n))
+
+
+def estimate_notice(device, prefill_kept: float) -> str:
+    """Where a device has no int4 matrix rate for a block-sparse prefill's 4-bit estimate (prefill_kept below 1,
+    kernels/block_sparse.py) and prices its Q.K at the next wider dtype it has, as it prices any row of a dtype it lacks
+    ('' where it has one, or the prefill is dense)."""
+    if prefill_kept >= 1.0:
+        return ""
+    model = getattr(device, "device", device)  # a system of devices: its devices' model
+    matrix_dtype = getattr(model.spec, "matrix_dtype", None)
+    rates = getattr(getattr(model.spec, "compute", None), "peak_TFLOPS", None)
+    if matrix_dtype is not None:
+        math = matrix_dtype(ESTIMATE_DTYPE)
+    elif rates is not None:
+        math = fallback_dtype(rates, ESTIMATE_DTYPE, default=())
+    else:
+        return ""
+    if math == ESTIMATE_DTYPE:
+        return ""
+    return (f"prefill_kept's 4-bit Q.K estimate runs at the {math} rate on {model.name}: it has no int4 matrix "
+            f"mode (the 4-bit operands' conversion to {math} is not priced)")
 
 
 def sixteen_bit_notice(device, model_dtype: str) -> str:

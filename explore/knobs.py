@@ -436,6 +436,15 @@ register(Knob(name="topk_reuse", type=float, section="workload", default=0.0, ch
               help="share of decode steps that reuse the previous step's top-k selection instead of scoring the "
               "cache again (TokenSelect's Selection Cache hit rate), for any topk_method; 0: every step scores",
               allowed_text="a fraction in [0, 1) (0: every step scores)", derivable=True))
+# Block-sparse prefill attention chosen by a low-bit estimate (SALE, Zhang et al., arXiv 2505.24179): the prefill's
+# attention computes each query's 128-token local window plus this share of its other causal pairs, after a 4-bit
+# Q.K estimate of every pair (its own kernels, priced at the device's int4 rate: kernels/block_sparse.py). SALE's
+# per-head thresholds set the share and the paper publishes none: a what-if, not a fitted value. Decode unchanged.
+register(Knob(name="prefill_kept", type=float, section="workload", default=1.0, check=_unit_fraction,
+              label="kept prefill pairs", help="share of the prefill's causal attention pairs beyond each query's "
+              "128-token local window that are computed, after a 4-bit Q.K estimate scores every pair (SALE-style "
+              "block-sparse prefill; the estimate is priced at the device's int4 rate); decode unchanged; 1: dense, "
+              "no estimate", allowed_text="a fraction in (0, 1] (1: dense)", derivable=True))
 # Early exit / layer skipping (SkipDecode, Del Corro et al., 2023): each decode token runs this share of the decoder
 # layers (the upper ones; exits fall monotonically, so a later token never needs a layer's KV an earlier one
 # skipped); the prefill runs every layer (kernels/early_exit.py).

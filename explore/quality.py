@@ -283,8 +283,8 @@ def point_quality(point) -> QualityFigure:
     lossy = lossy_techniques(point.knob, context, lambda: load_model_config(point.model).num_layers)
     if lossy:
         return QualityFigure(math.nan, f"no published figure with {', '.join(lossy)}: the table measures numeric "
-                                       f"formats and pruning, not KV eviction, token selection, layer skipping or "
-                                       f"prompt-token pruning")
+                                       f"formats and pruning, not KV eviction, token selection, layer skipping, "
+                                       f"prompt-token pruning or block-sparse prefill attention")
     return _point_figure(point.model, point.numeric_format, point.knob("quant_method"))
 
 
@@ -293,8 +293,9 @@ def lossy_techniques(knob, context_tokens: float, layers: Callable[[], int]) -> 
     computes, each as its knob and value: KV eviction to a budget short of the `context_tokens` a sequence caches, or
     streaming heads (retrieval_heads between 0 and 1: DuoAttention's streaming heads keep a window even without a
     budget), attention to a top-k of the cached tokens (topk_fraction below 1), layer skipping (exit_depth short of
-    all `layers()` once rounded to whole layers) and prompt-token pruning in the prefill (prompt_kept below 1 where a
-    layer prunes once prune_start is rounded to whole layers). Speculative decoding and offloading give the model's
+    all `layers()` once rounded to whole layers), prompt-token pruning in the prefill (prompt_kept below 1 where a
+    layer prunes once prune_start is rounded to whole layers) and block-sparse prefill attention (prefill_kept below
+    1). Speculative decoding and offloading give the model's
     own outputs and are not among them."""
     budget, retrieval, depth = knob("kv_budget"), knob("retrieval_heads"), knob("exit_depth")
     lossy = []
@@ -306,4 +307,6 @@ def lossy_techniques(knob, context_tokens: float, layers: Callable[[], int]) -> 
         lossy.append(f"exit_depth={depth:g}")
     if knob("prompt_kept") < 1 and first_pruned_layer(count := layers(), knob("prune_start")) < count:
         lossy.append(f"prompt_kept={knob('prompt_kept'):g}")
+    if knob("prefill_kept") < 1:
+        lossy.append(f"prefill_kept={knob('prefill_kept'):g}")
     return lossy

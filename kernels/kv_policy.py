@@ -12,7 +12,9 @@ A KVPolicy's windowed heads may choose what they keep by importance scores inste
 D2O's merging: kernels/kv_eviction.py): the same budget, plus the scoring's own traffic and work every step.
 
 A KVPolicy may also select tokens dynamically (Quest, Double Sparsity: kernels/token_select.py): the cache stays
-whole (plus a key summary), and each decode step reads a share of it after scoring every token.
+whole (plus a key summary), and each decode step reads a share of it after scoring every token. Its `prefill` may
+select too (SALE: kernels/block_sparse.py): the prefill's attention computes a local window plus a share of the other
+pairs, after a 4-bit estimate of every pair (estimate_pairs); the cache and decode are unchanged.
 
 kept_tokens(tokens, window) is the one place a window is applied to what the cache holds, fetched_tokens(tokens,
 window) to what of it a decode step touches, and decode_reads(tokens, window) to what decode attention reads and
@@ -21,10 +23,11 @@ computes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
+from kernels.block_sparse import PrefillSelection
 from kernels.kv_eviction import Eviction
 from kernels.token_select import TokenSelection
 from workloads.op_costs import causal_pairs
@@ -46,6 +49,7 @@ class KVPolicy:
     limit: int | None = None  # what every head keeps at most: a model's own sliding window (None: no limit)
     selection: TokenSelection | None = None
     eviction: Eviction | None = None  # how the windowed heads choose their `window` tokens (None: sinks + recent)
+    prefill: PrefillSelection | None = None  # the pairs the prefill's attention computes (None: every causal pair)
 
     def __post_init__(self) -> None:
         if self.window is not None and self.window < 1:
@@ -106,8 +110,8 @@ class KVPolicy:
         window only (DuoAttention applies its streaming heads in the prefill too; a selection does not apply to the
         prefill: Quest and Double Sparsity run it dense; an eviction attends to the whole prompt to score it, then
         keeps its budget; without retrieval heads every head keeps a StreamingLLM budget, whose prefill attends to the
-        whole prompt as a plain kv_budget's does). A share of the pairs inside the model's own window (`limit`), which
-        the prefill's kernels compute already (kernels/lowering.py)."""
+        whole prompt as a plain kv_budget's does; a prefill selection computes its share of them). A share of the pairs
+        inside the model's own window (`limit`), which the prefill's kernels compute already (kernels/lowering.py)."""
         return prefill_pairs(prompt, prompt, self, self.limit) / causal_pairs(prompt, prompt, self.limit)
 
 
@@ -118,13 +122,27 @@ def prefill_pairs(queries, keys, window: Window, limit: int | None = None):
     """The (query, key) pairs a causal prefill chunk of `queries` new tokens over `keys` keys (its cached prefix
     included) computes, each query attending to at most `limit` keys (the model's own sliding window): DuoAttention's
     streaming heads (a KVPolicy with retrieval heads) attend to their window only; every other window leaves the
-    prefill whole (a StreamingLLM budget, an eviction that scores the whole prompt, a selection that runs it dense)."""
-    full = causal_pairs(queries, keys, limit)
+    prefill whole (a StreamingLLM budget, an eviction that scores the whole prompt, a selection that runs it dense).
+    A KVPolicy's prefill selection (SALE) computes its share of each head's pairs (PrefillSelection.pairs)."""
+    selection = window.prefill if isinstance(window, KVPolicy) else None
+
+    def pairs(seen: int | None):  # each query attending to at most `seen` keys
+        return causal_pairs(queries, keys, seen) if selection is None else selection.pairs(queries, keys, seen)
+
+    full = pairs(limit)
     if (not isinstance(window, KVPolicy) or window.window is None or window.eviction is not None
             or not window.full_heads):
         return full
-    streaming = causal_pairs(queries, keys, window.window if limit is None else min(window.window, limit))
+    streaming = pairs(window.window if limit is None else min(window.window, limit))
     return window.full_heads * full + (1.0 - window.full_heads) * streaming
+
+
+def estimate_pairs(queries, keys, window: Window, limit: int | None = None):
+    """The (query, key) pairs per query head a prefill selection's estimate scores (every pair its heads would compute
+    without it: prefill_pairs of the policy without the selection), or 0 where the prefill does not select."""
+    if not isinstance(window, KVPolicy) or window.prefill is None:
+        return 0
+    return prefill_pairs(queries, keys, replace(window, prefill=None), limit)
 
 
 def kept_tokens(tokens, window: Window):

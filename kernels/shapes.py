@@ -34,10 +34,19 @@ from functools import cached_property, lru_cache
 
 import numpy as np
 
+from kernels.block_estimate import ESTIMATE_ROWS, estimate_kernels
 from kernels.formats import HOT_EXPERTS_MODULE, NumericFormat
 from kernels.fusion import fuse
 from kernels.kernel import KernelKind
-from kernels.kv_policy import KVPolicy, Window, decode_reads, flops_per_read, kept_tokens, prefill_pairs
+from kernels.kv_policy import (
+    KVPolicy,
+    Window,
+    decode_reads,
+    estimate_pairs,
+    flops_per_read,
+    kept_tokens,
+    prefill_pairs,
+)
 from kernels.lowering import lower_trace
 from kernels.moe import COLD_EXPERTS_MODULE, MATRICES, balanced_routing, fused_moe_act_bytes, part_experts
 from kernels.parallel import stage_of_layer
@@ -76,6 +85,9 @@ class StepShape:
     prefill_tokens: int = 0
     prefill_pairs: int = 0  # causal (query, key) pairs over all chunks
     prefill_cached: int = 0  # keys the chunks read back from the KV cache (their already-computed prefix)
+    # Pairs per query head a block-sparse prefill's 4-bit estimate scores over all chunks (kernels/block_sparse.py;
+    # 0: the prefill does not select, and runs no estimate).
+    estimate_pairs: int = 0
     decode_seqs: int = 0
     decode_kv: int = 0  # keys the decoding sequences attend to, summed (each its own, with a shared prefix apart)
     # Keys at the head of decode_shared_seqs of the decoding sequences' caches, the same for each (a shared prompt
@@ -120,6 +132,7 @@ class StepShape:
             decode = decodes / self.decode_seqs if self.decode_seqs else 0.0
             made.append(replace(self, prefill_seqs=prefills, prefill_tokens=round(self.prefill_tokens * prefill),
                                 prefill_pairs=round(self.prefill_pairs * prefill),
+                                estimate_pairs=round(self.estimate_pairs * prefill),
                                 prefill_cached=round(self.prefill_cached * prefill), decode_seqs=decodes,
                                 decode_kv=round(self.decode_kv * decode), sampled=dealt(self.sampled, i),
                                 positions=self.positions if prefills else self.decode_query))
@@ -140,15 +153,17 @@ class StepShape:
             return self.shares(2)
         # The first half's share of the chunk's causal pairs (whatever window scaled them, it scales both halves).
         share = causal_pairs(first, cached + first) / causal_pairs(tokens, cached + tokens)
-        first_pairs = round(self.prefill_pairs * share)
+        first_pairs, first_estimate = round(self.prefill_pairs * share), round(self.estimate_pairs * share)
         decodes = self.decode_seqs // 2
         prefill_sampled = self.sampled - self.decode_seqs
         halves = []
-        for half, (chunk, prefix, pairs, dealt) in enumerate(
-                ((first, cached, first_pairs, decodes),
-                 (tokens - first, cached + first, self.prefill_pairs - first_pairs, self.decode_seqs - decodes))):
+        for half, (chunk, prefix, pairs, estimate, dealt) in enumerate(
+                ((first, cached, first_pairs, first_estimate, decodes),
+                 (tokens - first, cached + first, self.prefill_pairs - first_pairs,
+                  self.estimate_pairs - first_estimate, self.decode_seqs - decodes))):
             kv = round(self.decode_kv * dealt / self.decode_seqs) if self.decode_seqs else 0
             halves.append(replace(self, prefill_tokens=round(chunk * seqs), prefill_pairs=pairs,
+                                  estimate_pairs=estimate,
                                   prefill_cached=round(prefix * seqs), decode_seqs=dealt,
                                   decode_kv=kv if half == 0 else self.decode_kv - halves[0].decode_kv,
                                   sampled=dealt + (prefill_sampled if half else 0),
@@ -163,7 +178,8 @@ def step_shape(chunks: Sequence[tuple[int, int]] = (), decode_kv: Sequence[int] 
     the decoding sequences (a sliding window, or a KV policy, caps what a decode token attends to), each with
     `decode_query` query tokens (a speculative verification: the last token and the drafted ones). A chunk's queries
     attend to at most `prefill_window` keys each: the model's own sliding window (StepTemplate.sliding_window), and
-    DuoAttention's streaming heads to theirs (kernels/kv_policy.py prefill_pairs; other budgets leave it whole).
+    DuoAttention's streaming heads to theirs (kernels/kv_policy.py prefill_pairs; other budgets leave it whole); a KV
+    policy's prefill selection (SALE) computes its share of those pairs after its estimate scores them all.
     `shared_prefix`: the first tokens of every decoding sequence's cache, the same for each, which cascade attention
     reads once for the sequences that still attend to them (two or more; not under a KV policy, which keeps tokens
     of its own choosing)."""
@@ -179,6 +195,7 @@ def step_shape(chunks: Sequence[tuple[int, int]] = (), decode_kv: Sequence[int] 
     return StepShape(
         prefill_seqs=len(chunks), prefill_tokens=sum(q for q, _ in chunks),
         prefill_pairs=round(sum(prefill_pairs(q, q + cached, window, prefill_window) for q, cached in chunks)),
+        estimate_pairs=round(sum(estimate_pairs(q, q + cached, window, prefill_window) for q, cached in chunks)),
         prefill_cached=sum(cached for _, cached in chunks), decode_seqs=len(decode_kv),
         decode_kv=round(float(np.sum(decode))), decode_shared_kv=shared, decode_shared_seqs=sharing,
         decode_flops_per_kv=flops_per_read(window), sampled=sampled, decode_query=decode_query,
@@ -358,12 +375,13 @@ class StepTemplate:
                 np.where(rows < first_layer_row, np.eye(stages)[0][:, None], np.eye(stages)[-1][:, None]))
             counts = [share * self.count[rows]]
         parts = [linear]
-        for present, attention in ((shape.prefill_seqs, self._prefill_attention),
+        for present, attention in ((shape.prefill_seqs and shape.estimate_pairs, self._prefill_estimate),
+                                   (shape.prefill_seqs, self._prefill_attention),
                                    (shape.decode_seqs, self._decode_attention),
                                    (shape.decode_shared_seqs, self._shared_prefix_attention)):
             if present:
                 parts.append(attention(shape))
-                counts.append(layers[:, None])
+                counts.append(np.repeat(layers[:, None], len(parts[-1]), axis=1))
         table = parts[0] if len(parts) == 1 else KernelTable.concat(parts)
         # The rows are unique already, counted apart: a cost model need not look for equal rows (a sort per
         # iteration of a serving run).
@@ -379,6 +397,7 @@ class StepTemplate:
         linear = np.where(self.span[rows] != SPAN_MODEL, PLACE_LAYERS,
                           np.where(rows < first_layer_row, PLACE_HEAD, PLACE_TAIL))
         attention = sum(1 for present in (shape.prefill_seqs, shape.decode_seqs, shape.decode_shared_seqs) if present)
+        attention += ESTIMATE_ROWS if shape.prefill_seqs and shape.estimate_pairs else 0
         return np.concatenate([linear, np.full(attention, PLACE_LAYERS)])
 
     def _linear_table(self, tokens: int, sampled: int, positions: int) -> tuple[KernelTable, np.ndarray]:
@@ -477,6 +496,12 @@ class StepTemplate:
                        act_bytes=row.act_bytes * queries / self.traced_prefill_tokens,
                        kv_bytes=np.array([shape.decode_shared_kv * kv_bytes_per_key]), batch=np.array([1.0]),
                        q_len=np.array([float(queries)]), kv_len=np.array([float(shape.decode_shared_kv)]))
+
+    def _prefill_estimate(self, shape: StepShape) -> KernelTable:
+        """One layer's estimate of a block-sparse prefill (kernels/block_estimate.py): its quantization of the chunks'
+        queries and of every key they attend to, and its 4-bit Q.K of the pairs it scores."""
+        keys = shape.prefill_tokens + shape.prefill_cached
+        return estimate_kernels(self._prefill_attention(shape), [shape.estimate_pairs], [shape.prefill_tokens], [keys])
 
     def _prefill_attention(self, shape: StepShape) -> KernelTable:
         """One layer's prefill attention: chunks compute their causal pairs (inside the model's sliding window) and
