@@ -46,15 +46,17 @@ def estimate_kernels(attention: KernelTable, pairs, queries, keys) -> KernelTabl
 
 
 def with_estimate(prefill: KernelTable, pairs_of) -> KernelTable:
-    """A traced prefill with the estimate's kernels before each of its attention rows; `pairs_of(q_len, kv_len)`: the
-    pairs the estimate scores per sequence and query head (arrays over the rows)."""
+    """A traced prefill with the estimate's kernels before each of its attention rows that selects; `pairs_of(q_len,
+    kv_len)`: the pairs the estimate scores per sequence and query head (arrays over the rows; 0 where a row runs
+    dense)."""
     rows = np.flatnonzero(prefill.attention_mask & (prefill.q_len > 0))
+    pairs = np.asarray(pairs_of(prefill.q_len[rows], prefill.kv_len[rows]), dtype=float) * np.ones(len(rows))
+    rows, pairs = rows[pairs > 0], pairs[pairs > 0]  # a row that runs dense has no estimate
     if not len(rows):
         return prefill
     attention = prefill.select(rows)
     batch = np.maximum(attention.batch, 1.0)
-    added = estimate_kernels(attention, batch * pairs_of(attention.q_len, attention.kv_len),
-                             batch * attention.q_len, batch * attention.kv_len)
+    added = estimate_kernels(attention, batch * pairs, batch * attention.q_len, batch * attention.kv_len)
     per_row = len(added) // len(rows)
     order = []
     start = {row: len(prefill) + per_row * i for i, row in enumerate(rows.tolist())}

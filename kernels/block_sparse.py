@@ -22,10 +22,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from workloads.op_costs import causal_pairs
 
 # Keys before (and at) each query that SALE always computes (README and 128k_niah_latency.py: local_window 128).
 SALE_LOCAL_TOKENS = 128
+# A forward of at most this many queries runs plain FlashAttention, with no estimate (BirdChristopher/SALE
+# llama31_sparse_patch_4_51.py: q_len <= 1024): a short prompt, or a serving engine's prefill chunk of that size.
+SALE_DENSE_QUERIES = 1024
 
 
 @dataclass(frozen=True)
@@ -34,15 +39,24 @@ class PrefillSelection:
     a 4-bit estimate of every pair (SALE)."""
 
     kept: float
+    dense_queries: int = SALE_DENSE_QUERIES  # chunks of at most this many queries run dense, with no estimate
 
     def __post_init__(self) -> None:
         if not 0.0 < self.kept <= 1.0:
             raise ValueError(f"prefill_kept: found {self.kept}, allowed: a fraction in (0, 1]")
 
+    def selects(self, queries):
+        """Whether a chunk of `queries` new tokens selects (and runs the estimate): more than dense_queries of them (a
+        number, or an array of them)."""
+        return np.asarray(queries) > self.dense_queries
+
     def pairs(self, queries, keys, window: int | None = None):
         """The (query, key) pairs the sparse pass computes of a causal chunk of `queries` new tokens over `keys` keys,
         each query attending to at most `window` keys (None: all of them): the local window's pairs, and `kept` of the
-        rest (a number, or an array of them)."""
+        rest, or every pair where the chunk runs dense (a number, or an array of them)."""
         local = SALE_LOCAL_TOKENS if window is None else min(window, SALE_LOCAL_TOKENS)
-        near = causal_pairs(queries, keys, local)
-        return near + self.kept * (causal_pairs(queries, keys, window) - near)
+        near, every = causal_pairs(queries, keys, local), causal_pairs(queries, keys, window)
+        selected = near + self.kept * (every - near)
+        if np.ndim(queries) == 0:
+            return selected if self.selects(queries) else every
+        return np.where(self.selects(queries), selected, every)

@@ -139,10 +139,12 @@ def prefill_pairs(queries, keys, window: Window, limit: int | None = None):
 
 def estimate_pairs(queries, keys, window: Window, limit: int | None = None):
     """The (query, key) pairs per query head a prefill selection's estimate scores (every pair its heads would compute
-    without it: prefill_pairs of the policy without the selection), or 0 where the prefill does not select."""
+    without it: prefill_pairs of the policy without the selection), or 0 where the prefill does not select (no
+    selection, or a chunk short enough to run dense: PrefillSelection.selects)."""
     if not isinstance(window, KVPolicy) or window.prefill is None:
         return 0
-    return prefill_pairs(queries, keys, replace(window, prefill=None), limit)
+    return np.where(window.prefill.selects(queries), prefill_pairs(queries, keys, replace(window, prefill=None), limit),
+                    0)
 
 
 def kept_tokens(tokens, window: Window):

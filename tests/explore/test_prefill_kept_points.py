@@ -22,13 +22,13 @@ from tests.sim.test_serving import STATIC_METRICS, _serve, _together
 
 
 def point(model: str, kept: float = 1.0, device: str = "h100-sxm", **fields) -> DesignPoint:
-    values = dict(batch=4, prompt=400, output=9, execution="engine") | fields
+    values = dict(batch=4, prompt=1100, output=9, execution="engine") | fields
     return DesignPoint(model=model, device=device, knobs=(("prefill_kept", kept),) if kept != 1.0 else (), **values)
 
 
 def test_kept_1_is_todays_point(tiny_config, tiny_evaluator):
     plain = tiny_evaluator.evaluate(point(tiny_config)).metrics
-    one = DesignPoint(model=tiny_config, device="h100-sxm", batch=4, prompt=400, output=9, execution="engine",
+    one = DesignPoint(model=tiny_config, device="h100-sxm", batch=4, prompt=1100, output=9, execution="engine",
                       knobs=(("prefill_kept", 1.0),))
     assert_same(plain, tiny_evaluator.evaluate(one).metrics, "prefill_kept 1")
     assert tiny_evaluator.kv_window(one) is None
@@ -82,14 +82,14 @@ def test_blocks_agree_with_the_reference(tiny_config, tiny_evaluator):
 def test_serving_iterations_price_the_static_batch(tiny_config, tiny_evaluator, device):
     """B identical requests at 0 on the static scheduler (the step template, the estimate's rows built per iteration)
     cost what the static batch (the traced prefill, the estimate's rows beside each layer's attention) costs."""
-    p = point(tiny_config, 0.25, device=device, execution="eager", prompt=300, output=4)
+    p = point(tiny_config, 0.25, device=device, execution="eager", prompt=1100, output=4)
     want = tiny_evaluator.evaluate(p).metrics
     costs = IterationCostModel(tiny_evaluator.point_device(p), tiny_evaluator.template(p.model, NumericFormat()))
     got = _serve(costs, _together(p.batch, p.prompt, p.output), "static", max_seqs=p.batch,
                  window=tiny_evaluator.kv_window(p)).metrics()
     for name in STATIC_METRICS:
         assert got[name] == pytest.approx(want[name], rel=1e-9), name
-    dense = tiny_evaluator.evaluate(point(tiny_config, device=device, execution="eager", prompt=300, output=4))
+    dense = tiny_evaluator.evaluate(point(tiny_config, device=device, execution="eager", prompt=1100, output=4))
     assert want["ttft_s"] != dense.metrics["ttft_s"]
 
 

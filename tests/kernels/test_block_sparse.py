@@ -13,7 +13,9 @@ from kernels.kv_policy import KVPolicy, estimate_pairs, prefill_pairs
 from kernels.shapes import step_shape
 from kernels.table import KernelTable
 
-SALE = KVPolicy(prefill=PrefillSelection(0.25))
+# Selecting at every length (SALE runs chunks of up to 1,024 queries dense: test_short_chunks_run_dense), so that
+# the formulas are checked by hand on a 1,024-token prompt.
+SALE = KVPolicy(prefill=PrefillSelection(0.25, dense_queries=0))
 
 # A 1,024-token prompt: 1,024 x 1,025 / 2 = 524,800 causal pairs. Its 128-token local window: the first 128 queries
 # see 1 + 2 + ... + 128 = 8,256 keys, the other 896 queries 128 each (114,688): 122,944. Kept 0.25 of the other
@@ -22,8 +24,8 @@ ALL_PAIRS, LOCAL_PAIRS, KEPT_PAIRS = 524_800, 122_944, 223_408
 
 
 def test_pairs_of_a_1024_token_prompt_by_hand():
-    assert PrefillSelection(0.25).pairs(1024, 1024) == KEPT_PAIRS
-    assert PrefillSelection(1.0).pairs(1024, 1024) == ALL_PAIRS
+    assert PrefillSelection(0.25, dense_queries=0).pairs(1024, 1024) == KEPT_PAIRS
+    assert PrefillSelection(1.0, dense_queries=0).pairs(1024, 1024) == ALL_PAIRS
     assert prefill_pairs(1024, 1024, SALE) == KEPT_PAIRS
     assert estimate_pairs(1024, 1024, SALE) == ALL_PAIRS  # the estimate scores every causal pair
     assert estimate_pairs(1024, 1024, None) == estimate_pairs(1024, 1024, KVPolicy()) == 0
@@ -35,17 +37,18 @@ def test_pairs_of_a_1024_token_prompt_by_hand():
 def test_a_short_window_or_prompt_keeps_its_local_pairs():
     """Within the local window nothing is dropped: a prompt of 128 tokens, or a model window of 64, is computed
     whole; a model window of 512 keeps the 128 local keys of each query and a share of the other 384."""
-    assert PrefillSelection(0.1).pairs(128, 128) == 128 * 129 // 2
-    assert PrefillSelection(0.1).pairs(1024, 1024, 64) == prefill_pairs(1024, 1024, None, 64)
+    assert PrefillSelection(0.1, dense_queries=0).pairs(128, 128) == 128 * 129 // 2
+    assert PrefillSelection(0.1, dense_queries=0).pairs(1024, 1024, 64) == prefill_pairs(1024, 1024, None, 64)
     windowed = prefill_pairs(1024, 1024, None, 512)
-    assert PrefillSelection(0.5).pairs(1024, 1024, 512) == pytest.approx(LOCAL_PAIRS + 0.5 * (windowed - LOCAL_PAIRS))
+    half = PrefillSelection(0.5, dense_queries=0)
+    assert half.pairs(1024, 1024, 512) == pytest.approx(LOCAL_PAIRS + 0.5 * (windowed - LOCAL_PAIRS))
 
 
 def test_retrieval_heads_and_selection_compose():
     """DuoAttention's streaming heads attend to their window, the retrieval heads to everything; a selection keeps
     its share of each head's pairs beyond the local window."""
     duo = KVPolicy(window=320, full_heads=0.5)
-    both = KVPolicy(window=320, full_heads=0.5, prefill=PrefillSelection(0.25))
+    both = KVPolicy(window=320, full_heads=0.5, prefill=PrefillSelection(0.25, dense_queries=0))
     streaming = prefill_pairs(1024, 1024, None, 320)
     want = 0.5 * KEPT_PAIRS + 0.5 * (LOCAL_PAIRS + 0.25 * (streaming - LOCAL_PAIRS))
     assert prefill_pairs(1024, 1024, both) == pytest.approx(want)
@@ -92,3 +95,13 @@ def test_the_estimate_rows_ops_and_bytes_by_hand():
     assert table.weight_bytes[[quantize, estimate]].sum() == 0 and table.kv_bytes[[quantize, estimate]].sum() == 0
     # Half the Q.K FLOPs of the dense attention beside it (no P.V).
     assert table.flops[estimate] == table.flops[3] / 2
+
+
+def test_short_chunks_run_dense():
+    """SALE's patch runs a forward of at most 1,024 queries as plain FlashAttention, with no estimate: a 1,024-token
+    prompt computes every pair and scores none; a 2,048-token one selects, its estimate scoring all 2,098,176."""
+    sale = KVPolicy(prefill=PrefillSelection(0.25))
+    assert prefill_pairs(1024, 1024, sale) == ALL_PAIRS and estimate_pairs(1024, 1024, sale) == 0
+    assert prefill_pairs(2048, 2048, sale) < 2048 * 2049 // 2 == estimate_pairs(2048, 2048, sale)
+    # A chunk of 512 after 3,584 cached tokens: dense, whatever the prefix.
+    assert prefill_pairs(512, 4096, sale) == prefill_pairs(512, 4096, None) and estimate_pairs(512, 4096, sale) == 0
