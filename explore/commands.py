@@ -546,8 +546,9 @@ def _assumptions(point: DesignPoint, device) -> str:
                  else f"{s.replicas} replica(s)")
         if s.attends_apart:
             attending = load_device(s.attention_device, calibrated=point.use_calibration)
-            fits = {"fitted": "fitted", "sibling": f"fits of sibling {attending.calibration.sibling}"}.get(
-                calibration_label(attending), "uncalibrated datasheet roofline")
+            label = calibration_label(attending)
+            fits = ("fitted" if label == "fitted" else f"fits of sibling {attending.calibration.sibling}"
+                    if label == "sibling" else "uncalibrated datasheet roofline")
             pools += (f", attention on {s.attention_devices} x {s.attention_device} ({fits}) per "
                       f"{'decode ' if s.disaggregated else ''}replica over {s.attention_link} (up to "
                       f"{s.attention_micro_batches} micro-batches)")

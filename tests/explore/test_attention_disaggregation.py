@@ -299,3 +299,15 @@ def test_explore_run_names_its_attention_what_ifs(tmp_path, capsys):
     assert "what-if (--set): attention_device.memory.bandwidth_GBps = 8000" in capsys.readouterr().out
     assert main([*flags, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["attention_device.memory.bandwidth_GBps"] == 8000
+
+
+@pytest.mark.parametrize(("attention", "fits"), [("h20", "(fits of sibling h100-sxm)"),
+                                                 ("neupims", "(uncalibrated datasheet roofline)"),
+                                                 ("h100-sxm", "(fitted)")])
+def test_explore_run_names_how_the_attention_devices_are_priced(tmp_path, capsys, attention, fits):
+    """The header names the attention devices' calibration, an uncalibrated one (an HBM-PIM preset) included."""
+    model = write_tiny_model(tmp_path)
+    assert main(["run", "--model", model, "--device", "h100-sxm", "--serving", "--rate", "10", "--requests", "4",
+                 "--prompt", "32", "--output", "4", "--attention-device", attention]) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    assert f"attention on 1 x {attention} {fits} per replica" in header
