@@ -9,6 +9,8 @@ from typing import Any
 from explore.design_point import DesignPoint, generic_knobs, with_knobs
 from explore.knobs import KNOBS, Knob, knob, knobs
 from explore.metrics import METRICS, metric
+from explore.pool_what_ifs import POOL_WHAT_IFS
+from explore.run_support import LINK_PREFIX
 from kernels.formats import NumericFormat
 
 OVERRIDE_PREFIX = "device."
@@ -141,8 +143,26 @@ def count_label(n: int, noun: str) -> str:
 
 
 def overrides_label(row: dict[str, Any]) -> str:
-    """Overrides as 'memory.bandwidth_GBps=4000, ...'; empty when none."""
-    return ", ".join(f"{path}={value_label(value)}" for path, value in overrides_of(row))
+    """What-ifs as 'memory.bandwidth_GBps=4000, link.bandwidth_GBps=900, ...': the device's, then the link's where
+    the point runs on several devices and each other pool's where the point has that pool (explore/pool_what_ifs.py),
+    so points that differ only in them are told apart; empty when none."""
+    pairs = [f"{path}={value_label(value)}" for path, value in overrides_of(row)]
+    tp, pp = (as_number(row.get(key)) for key in ("tp", "pp"))
+    prefixes = [LINK_PREFIX] if any(math.isfinite(n) and n > 1 for n in (tp, pp)) else []
+    prefixes += [pool.prefix for pool in POOL_WHAT_IFS if not pool.switched_off(_switch_value(row, pool.switch))]
+    pairs += [f"{key}={value_label(value)}" for key, value in sorted(row.items())
+              if key.startswith(tuple(prefixes)) and value not in (None, "")] if prefixes else []
+    return ", ".join(pairs)
+
+
+def _switch_value(row: dict[str, Any], name: str) -> Any:
+    """A pool's switch as a row holds it (a count read back from results.csv as a number; a column a sweep lacks,
+    or empty, is the switch off)."""
+    value = row.get(name)
+    if value in (None, ""):
+        return None if name == "attention_device" else 0
+    number = as_number(value) if name != "attention_device" else math.nan
+    return int(number) if math.isfinite(number) else value
 
 
 # Serving knobs a sweep may list whose results column exists only in sweeps that set them (sim/serving_spec.py

@@ -103,3 +103,23 @@ def test_one_device_names_no_link_and_a_line_against_tp_keeps_its_link():
     assert device_label(row | {"tp": 2, "link": "pcie5-x16"}) == "h100-sxm x2 (pcie5-x16)"
     keys = {_line_keys(row | {"link": link}, "tp", False)[0] for link in ("nvlink4", "pcie5-x16")}
     assert keys == {"h100-sxm / nvlink4", "h100-sxm / pcie5-x16"}
+
+
+def test_designs_that_differ_only_in_a_link_or_pool_what_if_have_distinct_labels():
+    """A link's what-if tells systems apart (and says nothing on one device, which has no link); a pool's tells
+    serving designs apart where the point has that pool, after the device's own what-ifs."""
+    system = STATIC | {"device": "h100-sxm", "weight_bits": 16, "tp": 8, "pp": 1}
+    labels = {point_label(system | {"link.bandwidth_GBps": bandwidth}) for bandwidth in (450.0, 900.0)}
+    assert labels == {f"mixtral-8x7b / h100-sxm x8 / b1 / w16a16kv16 / link.bandwidth_GBps={bandwidth}"
+                      for bandwidth in (450, 900)}
+    one = STATIC | {"weight_bits": 16, "tp": 1, "pp": 1, "link.bandwidth_GBps": 900.0}
+    assert point_label(one) == "mixtral-8x7b / h100-sxm / b1 / w16a16kv16"
+    pool = ROW | {"attention_device": "h20", "attention_devices": 2, "device.memory.bandwidth_GBps": 4000,
+                  "attention_device.memory.bandwidth_GBps": 8000}
+    assert point_label(pool).endswith("/ memory.bandwidth_GBps=4000, attention_device.memory.bandwidth_GBps=8000")
+    assert "attention_device." not in point_label(pool | {"attention_device": "none"})
+    # As `explore report` reads them back from results.csv: every value a string.
+    assert point_label(normalize_row({k: str(v) for k, v in pool.items()})) == point_label(pool)
+    prefill = ROW | {"prefill_replicas": 1, "prefill_device.memory.bandwidth_GBps": 8000}
+    assert point_label(prefill).endswith("/ prefill_device.memory.bandwidth_GBps=8000")
+    assert "prefill_device." not in point_label(prefill | {"prefill_replicas": 0})
