@@ -484,6 +484,8 @@ def _assumptions(point: DesignPoint, device) -> str:
 
         def priced(kind: str, words: str) -> str:
             source = link.fitted_on.get(kind)
+            if not point.use_calibration:  # --roofline: every link on its datasheet, whatever was measured on it
+                return f"{words} on the datasheet alpha-beta model, as every link under --roofline"
             # The datasheet model runs 45-85% under every measured system's NCCL times (README, Accuracy): a fitted
             # link beside it may rank slower than a slower one priced so.
             return (f"{words} fitted on {source} NCCL data" if source else

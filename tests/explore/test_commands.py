@@ -295,6 +295,9 @@ def test_check_counts_points_an_override_equal_to_weight_bits_repeats(tmp_path, 
     (["--device", "h100-sxm", "--tp", "2"], "(all-reduce fitted on h200-hgx NCCL data)", "send/recv"),
     (["--device", "a100-sxm-80gb", "--tp", "2", "--pp", "2"],
      "(all-reduce fitted on a100-dgx NCCL data; send/recv fitted on a100-dgx NCCL data)", "alpha-beta"),
+    # --roofline puts a measured link on its datasheet too: not "no measured all_reduce on nvlink4".
+    (["--device", "h100-sxm", "--tp", "2", "--roofline"],
+     "(all-reduce on the datasheet alpha-beta model, as every link under --roofline)", "no measured"),
 ])
 def test_run_names_how_the_collectives_it_runs_are_priced(tiny_config, capsys, flags, said, unsaid):
     assert main(["run", "--model", tiny_config, *flags, "--prompt", "16", "--output", "2"]) == 0
