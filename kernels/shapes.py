@@ -144,7 +144,9 @@ class StepShape:
         share of the causal pairs, and it samples where the chunk finishes its prompt), the decoding sequences dealt
         whole and evenly. A shape without a prefill is dealt by sequences (shares(2)); one that cannot be split (a
         single token, or a cascaded shared prefix) is itself alone."""
-        if not self.prefill_seqs or self.decode_shared_seqs:
+        if self.decode_shared_seqs:
+            return (self,)
+        if not self.prefill_seqs:
             return self.shares(2)
         seqs, tokens = self.prefill_seqs, self.prefill_tokens / self.prefill_seqs  # the mean chunk
         cached = self.prefill_cached / seqs

@@ -150,6 +150,10 @@ class IterationCostModel:
         if self.attention is not None:
             return self._price_disaggregated(shape)
         cost = self._price_whole(shape)
+        if shape.decode_shared_seqs:
+            # A cascaded shared prefix runs whole: its one prefix kernel serves every sequence (StepShape.shares); the
+            # paged alternative _price weighs it against may split.
+            return cost
         if self.stages == 1 and len(self.device.units) > 1 and self.device.sub_batches > 1:
             # Sub-batches interleaved on the device's units where that finishes sooner, as the static path decodes
             # (sim/step_costs.py price_passes): each reads the weights again, so a small batch runs whole.

@@ -156,3 +156,19 @@ def test_token_split_on_one_stage_only(costs):
     for kwargs in (dict(overlap="tokenweave"), dict(overlap="token_split", stages=2, send_B_per_token=1.0)):
         with pytest.raises(ValueError, match="overlap"):
             IterationCostModel(costs.device, costs.template, **kwargs)
+
+
+@pytest.mark.parametrize("shape", [step_shape([(512, 0)], [4096 + 100] * 64, sampled=65, shared_prefix=4096),
+                                   step_shape([], [4096 + 100] * 64, sampled=64, shared_prefix=4096)])
+def test_an_iteration_cascading_a_shared_prefix_runs_whole_where_others_split(tokenweave, neupims, shape):
+    """A cascaded shared prefix has one kernel for every sequence, so that iteration is not dealt in token halves nor
+    in sub-batches (it had raised); it is priced as the cheaper of itself run whole and its paged form, which may
+    split, so splitting is never slower than not."""
+    split_model, whole_model = tokenweave
+    assert shape.token_halves() == (shape,)
+    cascaded = split_model._price_kernels(shape)
+    assert cascaded.time_s == whole_model._price_kernels(shape).time_s
+    assert split_model.price(shape).time_s <= whole_model.price(shape).time_s
+    costs, _ = neupims
+    assert costs._price_kernels(shape).time_s == costs._price_whole(shape).time_s
+    assert costs.price(shape).time_s <= costs._price_whole(shape).time_s
