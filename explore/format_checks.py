@@ -10,6 +10,7 @@ from typing import Any
 
 from explore.knobs import knobs
 from hw_models.mixed_precision import takes
+from hw_models.npu_spec import PIMSpec as BankPIMSpec
 from hw_models.spec_common import fallback_dtype
 from kernels.block_estimate import ESTIMATE_DTYPE
 from kernels.formats import DTYPE_SHORT, NumericFormat, check_edge_layers, check_group_size, check_hot_experts
@@ -107,6 +108,8 @@ def format_notice(device, fmt: NumericFormat) -> str:
         notices.append(f"GEMMs with no measurement of their own on {model.name}, priced on another fit: {unmeasured}")
     notices.append(sparsity_notice(model.sparsity_patterns, model.name, fmt))
     pim = getattr(model.spec, "pim", None)
+    if not isinstance(pim, BankPIMSpec):  # attention in HBM-PIM banks; a CPU's SRAM arrays (SAIL) run only GEMVs
+        pim = None
     if pim is not None and fmt.kv_bits < 8 * pim.element_bytes:  # hw_models/npu.py prices bank MACs per element
         article = "an" if fmt.kv_bits == 8 else "a"
         notices.append(f"{article} {fmt.kv_bits}-bit KV cache on {model.name} takes less memory, but its banks' "

@@ -190,6 +190,7 @@ def test_run_says_when_a_gpu_has_no_rate_for_the_models_16_bit_type(capsys, mode
     ("neupims", 4, "a 4-bit KV cache on neupims"),
     ("neupims", 16, None),
     ("h100-sxm", 8, None),  # no banks that compute
+    ("ampere-altra-sail", 8, None),  # SRAM arrays that run LUT GEMVs, not attention (it raised AttributeError)
 ])
 def test_run_says_a_narrow_kv_cache_leaves_pim_attention_as_it_was(capsys, device, kv_bits, said):
     """NeuPIMs' bank multipliers take 16-bit elements (its preset's pim.element_bytes 2): a narrower cache moves fewer
