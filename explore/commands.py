@@ -502,7 +502,7 @@ def _assumptions(point: DesignPoint, device) -> str:
                          f"most {link.spec.peer_devices} that reach each other's memory")
             elif device.nvls_all_reduce:
                 fit = device.nvls_fit
-                nccl = "NVLS all-reduce, the switch reducing (NVLink SHARP), " + (
+                nccl = f"NVLS all-reduce, the switch reducing (NVLink SHARP), NCCL ({nccl}) where faster, NVLS " + (
                     "on the datasheet model" if fit is None else
                     f"fitted on {fit.provenance['data']['file']}" if fit.link == link.spec.name else
                     f"fitted over {fit.link} ({fit.provenance['data']['file']}): its latency and fraction of "

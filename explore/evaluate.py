@@ -422,7 +422,7 @@ class Evaluator:
         self._check_prompt_kept(point)
         first = first_pruned_layer(self.config(point.model).num_layers, point.knob("prune_start"))
         tokens = kept_prompt_tokens(point.prompt, kept)
-        if tokens == point.prompt or first == self.config(point.model).num_layers:
+        if tokens == point.prompt:
             return tables
         short = self.point_tables(replace(point, prompt=tokens, knobs=tuple(
             (name, value) for name, value in point.knobs if name != "prompt_kept")), device).prefill
@@ -432,12 +432,16 @@ class Evaluator:
             hit = self._pruned[key] = (tables.prefill, short, pruned_prefill(tables.prefill, short, first))
         return replace(tables, prefill=hit[2])
 
-    @staticmethod
-    def _check_prompt_kept(point: DesignPoint) -> None:
-        """Prompt-token pruning runs on one pipeline stage (InputError otherwise)."""
+    def _check_prompt_kept(self, point: DesignPoint) -> None:
+        """Prompt-token pruning runs on one pipeline stage, from a layer the model has (InputError otherwise)."""
         if point.pp > 1:
             raise InputError(f"prompt_kept: found {point.knob('prompt_kept')} with pp > 1, allowed: prompt-token "
                              f"pruning on one pipeline stage (not modeled yet)")
+        layers = self.config(point.model).num_layers
+        if first_pruned_layer(layers, point.knob("prune_start")) == layers:
+            raise InputError(f"prune_start: found {point.knob('prune_start')}, which rounds to all of {point.model}'s "
+                             f"{layers} layers before pruning starts, allowed: below {(layers - 0.5) / layers:g} (at "
+                             f"least one layer prunes)")
 
     def _skip_layers(self, point: DesignPoint, tables: PassTables) -> PassTables:
         """The point's decode tables at its exit_depth (kernels/early_exit.py): the prefill runs every layer."""

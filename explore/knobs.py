@@ -495,7 +495,7 @@ register(Knob(name="allreduce", type=str, section="parallel", scope="system", de
               help="how the tp devices all-reduce: nccl (NCCL's collective, fitted on measured calls where the link "
               "has them), custom (an engine's one-shot or two-shot kernels reading the peers' buffers over the "
               "link, up to 8 MiB, NCCL where faster or larger) or nvls (multimem loads and stores the NVSwitch "
-              "reduces and multicasts: NVLink SHARP, on nvlink4 and nvlink5; NCCL elsewhere)"))
+              "reduces and multicasts: NVLink SHARP, on nvlink4 and nvlink5, NCCL where faster; NCCL elsewhere)"))
 # Compute-communication overlap inside an iteration (sim/costs.py OVERLAPS): priced in serving iterations only.
 register(Knob(name="overlap", type=str, section="parallel", scope="system", default="none", allowed=OVERLAPS,
               only_with=("tp",),

@@ -10,7 +10,7 @@ reduction kernels the device prices for their local traffic and launch, NCCL tak
 message exceeds the kernels' buffer (CUSTOM_ALL_REDUCE_MAX_B) or where the tp devices do not all reach each other's
 memory (more than the link's peer_devices). With allreduce="nvls" it runs
 as multimem loads and stores that the switch reduces and multicasts (NVLink SHARP, hw_models/nvls.py), on links whose
-switch does (LinkSpec.multimem) among devices that all reach each other; NCCL elsewhere.
+switch does (LinkSpec.multimem) among devices that all reach each other, NCCL where it is faster; NCCL elsewhere.
 Memory, idle power, TDP, area and price are the sum over all devices.
 """
 
@@ -145,8 +145,10 @@ class SystemModel:
         if self.nvls_all_reduce:
             rows = table.kind[collective] == _ALL_REDUCE
             fit = self.nvls_fit
-            time_s[rows] = nvls_all_reduce_time_s(table.act_bytes[collective][rows], self.tp, self.link.spec,
-                                                  fit.all_reduce if fit else None)
+            # Where NCCL's ring is faster (few GPUs, where the switch's (1 + 1/n) outweighs the ring's 2 (n - 1) / n, or
+            # a message small enough for NCCL's low-latency protocol) it runs, as NCCL's tuner picks per size.
+            time_s[rows] = np.minimum(time_s[rows], nvls_all_reduce_time_s(
+                table.act_bytes[collective][rows], self.tp, self.link.spec, fit.all_reduce if fit else None))
         fields = {}
         for name in ("time_s", "compute_s", "memory_s", "overhead_s", "compute_J", "memory_J", "static_J"):
             values = np.zeros(n)

@@ -58,10 +58,16 @@ def test_fewer_kept_tokens_are_never_slower_and_decode_is_unchanged(deep_config,
 
 def test_pruning_from_an_earlier_layer_is_never_slower(deep_config, tiny_evaluator):
     ttfts = [tiny_evaluator.evaluate(point(deep_config, 0.25, start, execution="engine")).metrics["ttft_s"]
-             for start in (0.0, 0.25, 0.5, 0.75, 0.99)]
+             for start in (0.0, 0.25, 0.5, 0.75, 0.9)]
     assert all(a <= b for a, b in zip(ttfts, ttfts[1:], strict=False)) and ttfts[0] < ttfts[-1]
-    # 0.99 of 8 layers rounds to all 8: none prunes, the full prefill.
-    assert ttfts[-1] == tiny_evaluator.evaluate(point(deep_config, execution="engine")).metrics["ttft_s"]
+    # 0.9 of 8 layers rounds to 7: the last layer prunes, so the prefill is still below the full one.
+    assert ttfts[-1] < tiny_evaluator.evaluate(point(deep_config, execution="engine")).metrics["ttft_s"]
+
+
+def test_a_start_that_leaves_no_layer_to_prune_is_refused(deep_config, tiny_evaluator):
+    """0.99 of 8 layers rounds to all 8: pruning would silently do nothing, so the point is refused in one line."""
+    with pytest.raises(InputError, match=r"prune_start: found 0.99.*all of .* 8 layers"):
+        tiny_evaluator.evaluate(point(deep_config, 0.25, 0.99, execution="engine"))
 
 
 def test_blocks_agree_with_the_reference(deep_config, tiny_evaluator):

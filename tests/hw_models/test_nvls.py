@@ -140,3 +140,13 @@ def test_custom_all_reduce_hands_messages_beyond_its_buffer_to_nccl():
     custom = _system("custom").cost_table(table, "engine").time_s
     nccl = _system("nccl").cost_table(table, "engine").time_s
     assert custom[0] < nccl[0] and custom[1] == nccl[1]
+
+
+def test_nvls_runs_where_it_beats_the_ring():
+    """On two GPUs the switch carries (1 + 1/2) of the buffer each way against a ring's 1: on the datasheet models
+    the ring runs (NCCL's tuner picks per size), so nvls prices as nccl; on eight it carries 1.125 against 1.75."""
+    table = _all_reduces([256 * MiB])
+    for tp, nvls_wins in ((2, False), (8, True)):
+        nvls = _system("nvls", tp=tp, calibrated=False).cost_table(table, "engine").time_s
+        nccl = _system("nccl", tp=tp, calibrated=False).cost_table(table, "engine").time_s
+        assert (nvls < nccl).all() if nvls_wins else np.array_equal(nvls, nccl)
