@@ -43,7 +43,7 @@ from explore.runner import Progress, columns_for, run_sweep
 from explore.schema import as_list
 from explore.serving_settings import FlagNames, flag_of, idle_setting
 from explore.sweep import STRATEGY_NAMES, Constraint, Objectives, load_sweep
-from explore.sweep_notes import fixed_peak_sm_note, idle_peak_note, power_limit_note, sweep_notes
+from explore.sweep_notes import fitted_latency_note, fixed_peak_sm_note, idle_peak_note, power_limit_note, sweep_notes
 from explore.sweep_serving import capacity_notice
 from hw_models.device import dispatch_s
 from hw_models.device_block import varies_in_block
@@ -302,7 +302,10 @@ def cmd_run(args) -> int:
         write_chrome_trace(evaluation.result, device_label(point.row()), args.chrome_trace, tables=evaluation.tables,
                            device=evaluator.point_device(point), execution=point.execution)
     metrics = json_safe(evaluation.metrics) | _set_inputs(point)
+    system = evaluator.point_device(point)
+    fitted_links = [system.link.name] if point.tp * point.pp > 1 and system.link.fitted_on else []
     for note in (idle_peak_note(overrides, [args.model]), fixed_peak_sm_note(overrides),
+                 fitted_latency_note(fitted_links, dict(point.link_overrides)),
                  power_limit_note(evaluation.metrics["avg_power_W"], evaluation.metrics["tdp_W"])):
         if note:
             print(f"explore: notice: {note}", file=sys.stderr)

@@ -75,16 +75,7 @@ def mixed_links_note(sweep) -> str:
     parallel = sweep.spec.parallel
     if parallel is None or not sweep.spec.calibrated or max(as_list(parallel.tp)) * max(as_list(parallel.pp)) < 2:
         return ""
-    names = set()
-    for link in as_list(parallel.link):
-        if link != "default":
-            names.add(link)
-            continue
-        for device in sweep.dimensions()["device"]:
-            try:
-                names.add(default_link(load_device(device).name))
-            except InputError:  # no default link: the point's own check says so
-                pass
+    names = {link for _, link in _device_links(sweep)}
     models = {name: bool(load_link_model(name).fitted_on) for name in names}
     fitted, datasheet = sorted(n for n, f in models.items() if f), sorted(n for n, f in models.items() if not f)
     if not fitted or not datasheet:
@@ -94,13 +85,84 @@ def mixed_links_note(sweep) -> str:
             f"like for like set `calibrated: false` (devices and links on their datasheets)")
 
 
+def _device_links(sweep) -> list[tuple[str, str]]:
+    """(device, link) pairs a sweep with a parallel section runs: each device over its default link where the sweep
+    says default, and over every link it names."""
+    pairs = []
+    for link in as_list(sweep.spec.parallel.link):
+        for device in sweep.dimensions()["device"]:
+            if link != "default":
+                pairs.append((device, link))
+                continue
+            try:
+                pairs.append((device, default_link(load_device(device).name)))
+            except InputError:  # no default link: the point's own check says so
+                pass
+    return list(dict.fromkeys(pairs))
+
+
+def allreduce_fallback_note(sweep) -> str:
+    """Where a sweep's all-reduce runs NCCL after all ('' where not), as the engines do: nvls over a link whose switch
+    does not reduce, nvls or custom on more tp devices than the link joins."""
+    parallel = sweep.spec.parallel
+    if parallel is None:
+        return ""
+    chosen = [choice for choice in as_list(parallel.allreduce) if choice != "nccl"]
+    tps = sorted(tp for tp in as_list(parallel.tp) if tp > 1)
+    said = []
+    for device, link in _device_links(sweep) if chosen and tps else ():
+        try:
+            spec = load_link_model(link).spec
+        except InputError:  # a bad link: the point's own check says so
+            continue
+        for choice in chosen:
+            beyond = [str(tp) for tp in tps if tp > spec.peer_devices]
+            if choice == "nvls" and not spec.multimem:
+                said.append(f"nvls on {device} ({spec.name}'s switch does not reduce)")
+            elif beyond:
+                said.append(f"{choice} at tp {', '.join(beyond)} on {device} ({spec.name} joins at most "
+                            f"{spec.peer_devices} that reach each other)")
+    if not said:
+        return ""
+    again = "the nccl points' design again" if "nccl" in as_list(parallel.allreduce) else "NCCL's all-reduce"
+    return f"allreduce runs NCCL where it cannot run as asked: {'; '.join(said)}; those points price {again}"
+
+
+def fitted_latency_note(fitted: list[str], keys) -> str:
+    """Where a link.latency_us what-if (`keys`: the link fields a point or sweep sets) meets links whose collectives
+    are fitted on measured NCCL data (`fitted`: their names; '' where none): a fit carries its own latencies, so the
+    what-if reaches only the custom all-reduce's hops and what the datasheet model prices."""
+    fitted = sorted(set(fitted))
+    if "latency_us" not in keys or not fitted:
+        return ""
+    return (f"link.latency_us: {', '.join(fitted)} {'prices its' if len(fitted) == 1 else 'price their'} collectives "
+            f"by fits on measured NCCL data, whose latencies are the fit's: the what-if changes only the custom "
+            f"all-reduce's hops and collectives priced on the datasheet (a link file, or calibrated: false)")
+
+
 def sweep_notes(sweep) -> list[str]:
     """What a sweep's settings do that its author may not mean, said before it runs (explore check, a sweep's start)."""
     notes = (default_execution_note(sweep), idle_peak_note(sweep.spec.overrides, sweep.dimensions()["model"]),
              fixed_peak_sm_note([*sweep.spec.overrides, *sweep.spec.derived]), mixed_links_note(sweep),
              idle_knobs_note(sweep), crossed_switch_note(sweep), equal_override_note(sweep),
-             idle_what_if_note(sweep), unpriced_goal_note(sweep))
+             idle_what_if_note(sweep), unpriced_goal_note(sweep), allreduce_fallback_note(sweep),
+             _sweep_latency_note(sweep))
     return [note for note in notes if note]
+
+
+def _sweep_latency_note(sweep) -> str:
+    if sweep.spec.parallel is None or not sweep.spec.calibrated:
+        return ""
+    keys = {key.removeprefix(LINK_PREFIX) for key in sweep.link_override_values()}
+    if "latency_us" not in keys:
+        return ""
+    fitted = []
+    for _, link in _device_links(sweep):
+        try:
+            fitted += [load_link_model(link).spec.name] if load_link_model(link).fitted_on else []
+        except InputError:  # a bad link: the point's own check says so
+            pass
+    return fitted_latency_note(fitted, keys)
 
 
 # Metrics with a value only where the device publishes a price (explore/metrics.py), and the price field each reads.

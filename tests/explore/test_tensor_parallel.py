@@ -421,3 +421,25 @@ def test_a_serving_sweep_crosses_token_splitting(tmp_path, capsys):
         assert main(["check", write_sweep(tmp_path, head + section)]) == 2
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and "overlap" in err and "token_split" in err, err
+
+
+def test_a_sweep_told_where_its_all_reduce_runs_nccl(tmp_path, capsys):
+    """nvls over NVLink 3 (its switch does not reduce) and custom or nvls on 16 GPUs (a board joins 8) run NCCL, as the
+    engines do: check says which points price NCCL's all-reduce again; a sweep where each runs as asked is not told.
+    A link.latency_us what-if on links with fitted collectives is said to reach only what the datasheet prices."""
+    from tests.explore.tiny_sweep import write_sweep
+
+    def notes(devices: str, tps: str, what_if: str = "") -> str:
+        path = write_sweep(tmp_path, f"name: allreduce\nmodel: llama-2-7b\ndevice: {devices}\nexecution: engine\n"
+                                     "workload: {batch: 1, prompt: 64, output: 4}\n"
+                                     f"parallel: {{tp: {tps}, allreduce: [nccl, nvls, custom]}}\n{what_if}")
+        assert main(["check", path]) == 0
+        return capsys.readouterr().out
+
+    told = notes("[h100-sxm, a100-sxm-80gb]", "[2, 16]")
+    assert "nvls on a100-sxm-80gb (nvlink3's switch does not reduce)" in told
+    assert "custom at tp 16 on h100-sxm (nvlink4 joins at most 8" in told and "the nccl points' design again" in told
+    assert "allreduce runs NCCL" not in notes("h100-sxm", "[2, 8]")
+    latency = notes("h100-sxm", "8", "overrides: {link.latency_us: [0.6, 50]}\n")
+    assert "link.latency_us: nvlink4 prices its collectives by fits" in latency
+    assert "link.latency_us" not in notes("h100-sxm", "8", "overrides: {link.bandwidth_GBps: [450, 900]}\n")
