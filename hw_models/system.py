@@ -8,9 +8,9 @@ the link's time; their energy (the link's own) is not counted. An all-reduce run
 allreduce="custom", as an engine's own P2P kernels (hw_models/link.py custom_all_reduce_time_s), whose copy and
 reduction kernels the device prices for their local traffic and launch, NCCL taking over where it is faster, where the
 message exceeds the kernels' buffer (CUSTOM_ALL_REDUCE_MAX_B) or where the tp devices do not all reach each other's
-memory (more than the link's peer_devices). With allreduce="nvls" it runs
-as multimem loads and stores that the switch reduces and multicasts (NVLink SHARP, hw_models/nvls.py), on links whose
-switch does (LinkSpec.multimem) among devices that all reach each other, NCCL where it is faster; NCCL elsewhere.
+memory (more than the link's peer_devices). With allreduce="nvls" it runs as multimem loads and stores that the switch
+reduces and multicasts (NVLink SHARP, hw_models/nvls.py), on links whose switch does (LinkSpec.multimem) among devices
+that all reach each other, NCCL where it is faster; NCCL elsewhere.
 Memory, idle power, TDP, area and price are the sum over all devices.
 """
 
