@@ -129,7 +129,8 @@ def estimate_notice(device, prefill_kept: float) -> str:
     if prefill_kept >= 1.0:
         return ""
     model = getattr(device, "device", device)  # a system of devices: its devices' model
-    matrix_dtype = getattr(model.spec, "matrix_dtype", None)
+    # the type the units run it as: an NPU's or FPGA's matrix units, a CPU's SIMD lanes, else a GPU's rate table
+    matrix_dtype = getattr(model.spec, "matrix_dtype", None) or getattr(model.spec, "simd_dtype", None)
     rates = getattr(getattr(model.spec, "compute", None), "peak_TFLOPS", None)
     if matrix_dtype is not None:
         math = matrix_dtype(ESTIMATE_DTYPE)

@@ -123,3 +123,17 @@ def test_bad_values_get_one_line_and_exit_2(tiny_config, tmp_path, capsys, value
         assert main(argv) == 2, argv
         lines = capsys.readouterr().err.strip().splitlines()
         assert len(lines) == 1 and key in lines[0] and "allowed: a fraction in (0, 1]" in lines[0], lines
+
+
+def test_a_device_without_an_int4_rate_says_what_the_estimate_runs_at():
+    """The estimate's 4-bit Q.K runs at the next wider rate a device has, and the point says so on every kind: an
+    Ampere Altra's Neoverse-N1 SIMD has int8 dot products (SDOT, Armv8.2) and no int4 arithmetic, an H100's tensor
+    cores no int4 mode (both presets' sources); an A100's tensor cores have one (1,248 TOPS), and a dense prefill
+    runs no estimate."""
+    from explore.format_checks import estimate_notice
+    from hw_models.registry import load_device
+
+    altra, h100, a100 = (load_device(name) for name in ("ampere-altra", "h100-sxm", "a100-sxm-80gb"))
+    assert "runs at the int8 rate on ampere-altra" in estimate_notice(altra, 0.5)
+    assert "runs at the int8 rate on h100-sxm" in estimate_notice(h100, 0.5)
+    assert estimate_notice(a100, 0.5) == estimate_notice(altra, 1.0) == ""
