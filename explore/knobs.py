@@ -443,8 +443,9 @@ register(Knob(name="topk_reuse", type=float, section="workload", default=0.0, ch
 register(Knob(name="prefill_kept", type=float, section="workload", default=1.0, check=_unit_fraction,
               label="kept prefill pairs", help="share of the prefill's causal attention pairs beyond each query's "
               "128-token local window that are computed, after a 4-bit Q.K estimate scores every pair (SALE-style "
-              "block-sparse prefill; the estimate is priced at the device's int4 rate); decode unchanged; 1: dense, "
-              "no estimate", allowed_text="a fraction in (0, 1] (1: dense)", derivable=True))
+              "block-sparse prefill; the estimate is priced at the device's int4 rate); decode unchanged; not with "
+              "kv_budget_method h2o or d2o; 1: dense, no estimate", allowed_text="a fraction in (0, 1] (1: dense)",
+              derivable=True))
 # Early exit / layer skipping (SkipDecode, Del Corro et al., 2023): each decode token runs this share of the decoder
 # layers (the upper ones; exits fall monotonically, so a later token never needs a layer's KV an earlier one
 # skipped); the prefill runs every layer (kernels/early_exit.py).

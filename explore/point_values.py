@@ -18,6 +18,7 @@ from explore.format_checks import check_format, format_knob_names
 from explore.knobs import KNOBS, knobs, off_words
 from explore.pool_what_ifs import POOL_WHAT_IFS
 from hw_models.device import EXECUTION_MODES
+from kernels.kv_eviction import STREAMING
 from kernels.kv_policy import budget_error
 from kernels.parallel import check_expert_parallel, check_pipeline_parallel, check_tensor_parallel
 from workloads.errors import InputError
@@ -71,6 +72,12 @@ def check_point_values(point: DesignPoint, config: ModelConfig, name: Callable[[
     reason = budget_error(point.knob("kv_budget"), *limit)
     if reason:
         raise InputError(f"{name('kv_budget')}: {reason}")
+    method, kept = point.knob("kv_budget_method"), point.knob("prefill_kept")
+    if kept != 1.0 and point.knob("kv_budget") and method != STREAMING:
+        raise InputError(f"{name('prefill_kept')}: found {kept:g} with {name('kv_budget_method')} {method!r}, "
+                         f"allowed: 1 (dense), or {name('kv_budget_method')} {STREAMING!r} ({method}'s "
+                         f"prefill runs unfused to write every pair's attention probability it scores tokens by, "
+                         f"which a block-sparse prefill does not compute: kernels/kv_eviction.py)")
     for knob, check in (("tp", check_tensor_parallel), ("pp", check_pipeline_parallel)):
         try:
             if getattr(point, knob) != 1:

@@ -137,3 +137,18 @@ def test_a_device_without_an_int4_rate_says_what_the_estimate_runs_at():
     assert "runs at the int8 rate on ampere-altra" in estimate_notice(altra, 0.5)
     assert "runs at the int8 rate on h100-sxm" in estimate_notice(h100, 0.5)
     assert estimate_notice(a100, 0.5) == estimate_notice(altra, 1.0) == ""
+
+
+@pytest.mark.parametrize("method", ["h2o", "d2o"])
+def test_an_eviction_that_scores_an_unfused_prefill_is_refused(tiny_config, capsys, method):
+    """H2O and D2O score the tokens they evict by the prefill's attention probabilities, which their prefill writes
+    unfused (every pair of the s x s matrix: kernels/kv_eviction.py); a block-sparse prefill computes a share of the
+    pairs in a fused kernel. Priced together, the estimate was added to a prefill the unfused matrix still bounded, so
+    a smaller kept share made the first token slower. The point is refused; StreamingLLM's budget keeps the knob."""
+    run = ["run", "--model", tiny_config, "--device", "h100-sxm", "--prompt", "2000", "--output", "4",
+           "--kv-budget", "256", "--prefill-kept", "0.5"]
+    assert main(run + ["--kv-budget-method", method]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("explore: error: --prefill-kept: found 0.5 with --kv-budget-method")
+    assert f"'{method}'" in lines[0] and "allowed: 1" in lines[0], lines
+    assert main(run + ["--kv-budget-method", "streaming"]) == 0
