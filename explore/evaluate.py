@@ -679,10 +679,11 @@ class Evaluator:
         policy (which keeps tokens of its own choosing, the shared prefix perhaps not among them); and what the
         model's context allows of its requests (ServingSpec.check_context)."""
         point.serving.check_context(self.config(point.model).max_positions, point.model)
-        if point.serving.cascade and isinstance(self.kv_window(point), KVPolicy):
-            raise InputError("prefix_attention: found 'cascade' with a KV policy (retrieval_heads, topk_fraction, "
-                             "prefill_kept or a kv_budget_method other than streaming), allowed: paged (a policy keeps "
-                             "tokens of its own choosing, so the sequences share no prefix to read once)")
+        window = self.kv_window(point)
+        if point.serving.cascade and isinstance(window, KVPolicy) and window.chooses_tokens:
+            raise InputError("prefix_attention: found 'cascade' with a KV policy (retrieval_heads, topk_fraction or a "
+                             "kv_budget_method other than streaming), allowed: paged (a policy keeps tokens of its own "
+                             "choosing, so the sequences share no prefix to read once)")
         if point.knob("offload") != "none":
             raise InputError(f"offload: found {point.knob('offload')!r} with serving:, allowed: none (offloading in a "
                              f"serving run is not modeled; a static batch offloads)")

@@ -59,6 +59,12 @@ class KVPolicy:
         if not 0.0 <= self.full_heads <= 1.0:
             raise ValueError(f"full_heads: found {self.full_heads}, allowed: a fraction from 0 to 1")
 
+    @property
+    def chooses_tokens(self) -> bool:
+        """Whether decode reads tokens of the policy's own choosing (retrieval heads' windows, a selection, an
+        eviction) rather than what a plain window keeps: a policy that only selects its prefill's pairs does not."""
+        return bool(self.full_heads) or self.selection is not None or self.eviction is not None
+
     def tokens(self, tokens):
         """Tokens' worth of KV each head keeps, averaged over the heads, for a sequence of `tokens` cached tokens (a
         number or an array): what decode attends over before any selection."""

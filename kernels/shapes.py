@@ -183,11 +183,11 @@ def step_shape(chunks: Sequence[tuple[int, int]] = (), decode_kv: Sequence[int] 
     DuoAttention's streaming heads to theirs (kernels/kv_policy.py prefill_pairs; other budgets leave it whole); a KV
     policy's prefill selection (SALE) computes its share of those pairs after its estimate scores them all.
     `shared_prefix`: the first tokens of every decoding sequence's cache, the same for each, which cascade attention
-    reads once for the sequences that still attend to them (two or more; not under a KV policy, which keeps tokens
-    of its own choosing)."""
+    reads once for the sequences that still attend to them (two or more; not under a KV policy that keeps or reads
+    tokens of its own choosing: KVPolicy.chooses_tokens)."""
     kv = np.asarray(decode_kv)
     shared, sharing = 0, 0
-    if shared_prefix and not isinstance(window, KVPolicy):
+    if shared_prefix and not (isinstance(window, KVPolicy) and window.chooses_tokens):
         # Caches holding the prefix that the window still reads whole.
         whole = (kv >= shared_prefix) & (kept_tokens(kv, window) >= kv)
         if whole.sum() > 1:

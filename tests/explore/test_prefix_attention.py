@@ -122,3 +122,13 @@ def test_the_run_says_how_much_of_a_prefix_whole_blocks_hold(tmp_path, capsys):
                  "--preemption", "swap"]) == 0
     first = capsys.readouterr().out.splitlines()[0]
     assert "a 40-token shared prefix (32 in whole 16-token blocks) (cascade attention), swap preemption" in first
+
+
+def test_cascade_runs_beside_a_block_sparse_prefill(tmp_path, capsys):
+    """prefill_kept selects prefill pairs only and leaves decode reading every cached token, so a shared prefix is
+    still read once: the run is priced, not refused as a KV policy that keeps tokens of its own choosing."""
+    model = write_tiny_model(tmp_path)
+    assert main(["run", "--model", model, "--device", "h100-sxm", "--serving", "--rate", "5", "--requests", "4",
+                 "--prompt", "1200", "--output", "4", "--prefix-tokens", "32", "--prefix-attention", "cascade",
+                 "--prefill-kept", "0.5", "--json"]) == 0
+    assert "Traceback" not in capsys.readouterr().err

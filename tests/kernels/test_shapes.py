@@ -346,6 +346,24 @@ def test_cascade_attention_shares_only_what_two_or_more_sequences_read_whole(cas
     assert shape == step_shape(decode_kv=kv, sampled=len(kv), window=window)
 
 
+def test_a_block_sparse_prefill_leaves_cascade_decode_as_it_is():
+    """SALE's selection (prefill_kept) picks prefill pairs only; decode reads every cached token, so the shared prefix
+    is read once as without a policy (2 x 100 tokens of the sequences' own after a 96-token prefix), while a
+    selection, which reads tokens of its own choosing, still reads it per sequence."""
+    from kernels.block_sparse import PrefillSelection
+    from kernels.kv_policy import KVPolicy
+    from kernels.token_select import token_selection
+
+    kv, prefix = [196, 196], 96
+    sale = KVPolicy(prefill=PrefillSelection(0.5))
+    shape = step_shape(decode_kv=kv, sampled=2, window=sale, shared_prefix=prefix)
+    assert (shape.decode_shared_kv, shape.decode_shared_seqs, shape.decode_kv) == (96, 2, 200)
+    assert shape == step_shape(decode_kv=kv, sampled=2, shared_prefix=prefix)
+    picked = KVPolicy(selection=token_selection("quest", 0.5, layers=4, heads=4, kv_heads=4, head_dim=64,
+                                                kv_element_B=2.0))
+    assert step_shape(decode_kv=kv, sampled=2, window=picked, shared_prefix=prefix).decode_shared_seqs == 0
+
+
 def test_token_halves_split_a_prompt_at_its_middle():
     """A 1,000-token prompt after 200 cached tokens, beside four decodes: halves of 500 new tokens; the first reads
     the 200 cached, the second those and the first half's 500; the causal pairs by hand, 500 x 200 + 500 x 501 / 2 =
