@@ -43,7 +43,14 @@ from explore.runner import Progress, columns_for, run_sweep
 from explore.schema import as_list
 from explore.serving_settings import FlagNames, flag_of, idle_setting
 from explore.sweep import STRATEGY_NAMES, Constraint, Objectives, load_sweep
-from explore.sweep_notes import fitted_latency_note, fixed_peak_sm_note, idle_peak_note, power_limit_note, sweep_notes
+from explore.sweep_notes import (
+    dense_prefill_note,
+    fitted_latency_note,
+    fixed_peak_sm_note,
+    idle_peak_note,
+    power_limit_note,
+    sweep_notes,
+)
 from explore.sweep_serving import capacity_notice
 from hw_models.device import dispatch_s
 from hw_models.device_block import varies_in_block
@@ -306,7 +313,8 @@ def cmd_run(args) -> int:
     fitted_links = [system.link.name] if point.tp * point.pp > 1 and system.link.fitted_on else []
     for note in (idle_peak_note(overrides, [args.model]), fixed_peak_sm_note(overrides),
                  fitted_latency_note(fitted_links, dict(point.link_overrides)),
-                 power_limit_note(evaluation.metrics["avg_power_W"], evaluation.metrics["tdp_W"])):
+                 power_limit_note(evaluation.metrics["avg_power_W"], evaluation.metrics["tdp_W"]),
+                 dense_prefill_note(point)):
         if note:
             print(f"explore: notice: {note}", file=sys.stderr)
     from explore.report import waits_on_dispatch  # here: the report module is slow to import for every command

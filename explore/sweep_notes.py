@@ -12,6 +12,7 @@ from explore.schema import as_list
 from explore.sweep_serving import Parallel, routes
 from hw_models.link import default_link, load_link_model
 from hw_models.registry import load_device, read_device_yaml
+from kernels.block_sparse import SALE_DENSE_QUERIES
 from kernels.formats import BIT_OVERRIDES, DTYPE_SHORT
 from workloads.errors import InputError
 from workloads.model_config import load_model_config
@@ -55,6 +56,28 @@ def fixed_peak_sm_note(paths) -> str:
     return ("compute.sm_count moves no peak: the chip's compute.peak_TFLOPS stay as they are, so more SMs are slower "
             "ones each and a GEMM or attention too small to fill them runs slower; for a bigger chip set or derive "
             "compute.peak_TFLOPS.* in proportion to the SMs")
+
+
+def dense_prefill_note(point) -> str:
+    """Where a point's prefill_kept is below 1 but none of its forwards has more than SALE's dense threshold of queries
+    (kernels/block_sparse.py SALE_DENSE_QUERIES), so every prefill runs dense with no estimate and the knob changes
+    nothing: a static batch's prompt that short, a serving run's longest prompt, or a chunked scheduler's chunks
+    ('' otherwise)."""
+    kept = point.knob("prefill_kept")
+    if kept == 1.0:
+        return ""
+    if point.serving is None:
+        longest, what = point.prompt, f"the {point.prompt:,}-token prompt"
+    else:
+        serving = point.serving
+        longest = int(serving.request_set(rate_per_s=1.0).prompt_tokens.max())
+        what = f"every prompt (at most {longest:,} tokens)"
+        if serving.scheduler == "chunked" and serving.chunk_tokens < longest:
+            longest, what = serving.chunk_tokens, f"every chunk of chunk_tokens {serving.chunk_tokens:,}"
+    if longest > SALE_DENSE_QUERIES:
+        return ""
+    return (f"prefill_kept {kept:g} changes nothing here: {what} runs dense with no estimate, as SALE does a forward "
+            f"of at most {SALE_DENSE_QUERIES:,} queries (kernels/block_sparse.py)")
 
 
 def power_limit_note(avg_power_W: float, limit_W: float) -> str:

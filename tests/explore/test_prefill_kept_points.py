@@ -152,3 +152,21 @@ def test_an_eviction_that_scores_an_unfused_prefill_is_refused(tiny_config, caps
     assert len(lines) == 1 and lines[0].startswith("explore: error: --prefill-kept: found 0.5 with --kv-budget-method")
     assert f"'{method}'" in lines[0] and "allowed: 1" in lines[0], lines
     assert main(run + ["--kv-budget-method", "streaming"]) == 0
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    (["--prompt", "1024"], "the 1,024-token prompt runs dense"),
+    (["--prompt", "1025"], ""),
+    (["--serving", "--requests", "2", "--rate", "1", "--prompt", "1500", "--scheduler", "chunked"],
+     "every chunk of chunk_tokens 512 runs dense"),
+    (["--serving", "--requests", "2", "--rate", "1", "--prompt", "1500", "--scheduler", "chunked",
+      "--chunk-tokens", "1100"], ""),
+])
+def test_a_point_whose_every_forward_runs_dense_says_the_knob_changes_nothing(tiny_config, capsys, args, said):
+    """SALE runs a forward of at most 1,024 queries dense with no estimate: a prompt of 1,024 tokens, or the chunked
+    scheduler's default 512-token chunks (vLLM's), price exactly the dense point, and `explore run` says so rather
+    than leaving a what-if that does nothing unremarked; a longer prompt or chunk selects and says nothing."""
+    assert main(["run", "--model", tiny_config, "--device", "h100-sxm", "--execution", "engine", "--output", "4",
+                 "--prefill-kept", "0.5", "--json", *args]) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if "prefill_kept 0.5 changes nothing" in line]
+    assert (len(notes) == 1 and said in notes[0]) if said else not notes, notes
