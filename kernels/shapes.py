@@ -38,6 +38,7 @@ from kernels.block_estimate import ESTIMATE_ROWS, estimate_kernels
 from kernels.formats import HOT_EXPERTS_MODULE, NumericFormat
 from kernels.fusion import fuse
 from kernels.kernel import KernelKind
+from kernels.kv_eviction import scored_prefill
 from kernels.kv_policy import (
     KVPolicy,
     Window,
@@ -88,6 +89,10 @@ class StepShape:
     # Pairs per query head a block-sparse prefill's 4-bit estimate scores over all chunks (kernels/block_sparse.py;
     # 0: the prefill does not select, and runs no estimate).
     estimate_pairs: int = 0
+    # An eviction's prefill (kernels/kv_eviction.py scored_prefill): the share of the heads whose attention runs
+    # unfused to keep its probabilities, and the bytes it moves per (query head, query, key) pair (0: fused).
+    prefill_scored_share: float = 0.0
+    prefill_score_B: float = 0.0
     decode_seqs: int = 0
     decode_kv: int = 0  # keys the decoding sequences attend to, summed (each its own, with a shared prefix apart)
     # Keys at the head of decode_shared_seqs of the decoding sequences' caches, the same for each (a shared prompt
@@ -194,10 +199,13 @@ def step_shape(chunks: Sequence[tuple[int, int]] = (), decode_kv: Sequence[int] 
             kv = np.where(whole, kv - shared_prefix, kv)
             shared, sharing = shared_prefix, int(whole.sum())
     decode, _ = decode_reads(kv, window)
+    evicts = isinstance(window, KVPolicy) and window.eviction is not None
     return StepShape(
         prefill_seqs=len(chunks), prefill_tokens=sum(q for q, _ in chunks),
         prefill_pairs=round(sum(prefill_pairs(q, q + cached, window, prefill_window) for q, cached in chunks)),
         estimate_pairs=round(sum(estimate_pairs(q, q + cached, window, prefill_window) for q, cached in chunks)),
+        prefill_scored_share=1.0 - window.full_heads if evicts else 0.0,
+        prefill_score_B=window.eviction.prefill_score_B if evicts else 0.0,
         prefill_cached=sum(cached for _, cached in chunks), decode_seqs=len(decode_kv),
         decode_kv=round(float(np.sum(decode))), decode_shared_kv=shared, decode_shared_seqs=sharing,
         decode_flops_per_kv=flops_per_read(window), sampled=sampled, decode_query=decode_query,
@@ -507,14 +515,17 @@ class StepTemplate:
 
     def _prefill_attention(self, shape: StepShape) -> KernelTable:
         """One layer's prefill attention: chunks compute their causal pairs (inside the model's sliding window) and
-        read their cached prefix."""
+        read their cached prefix; an eviction's scored heads run unfused (StepShape.prefill_scored_share)."""
         row = self.prefill_attention
         kv_bytes_per_key = self.decode_attention.kv_bytes[0] / self.traced_decode_kv
         seqs, tokens = shape.prefill_seqs, shape.prefill_tokens
-        return replace(row, flops=row.flops * shape.prefill_pairs / self.traced_prefill_pairs,
-                       act_bytes=row.act_bytes * tokens / self.traced_prefill_tokens,
-                       kv_bytes=np.array([shape.prefill_cached * kv_bytes_per_key]), batch=np.array([float(seqs)]),
-                       q_len=np.array([tokens / seqs]), kv_len=np.array([(tokens + shape.prefill_cached) / seqs]))
+        table = replace(row, flops=row.flops * shape.prefill_pairs / self.traced_prefill_pairs,
+                        act_bytes=row.act_bytes * tokens / self.traced_prefill_tokens,
+                        kv_bytes=np.array([shape.prefill_cached * kv_bytes_per_key]), batch=np.array([float(seqs)]),
+                        q_len=np.array([tokens / seqs]), kv_len=np.array([(tokens + shape.prefill_cached) / seqs]))
+        if shape.prefill_scored_share:  # an eviction's heads keep their probabilities, as the static pass prices them
+            table = scored_prefill(table, shape.prefill_scored_share, shape.prefill_score_B, self.sliding_window)
+        return table
 
 
 def _layer_experts(linear: KernelTable, moe: np.ndarray) -> dict[int, int]:

@@ -110,19 +110,20 @@ class IterationCostModel:
         return round(total / per / step)
 
     def _bucket(self, s: StepShape) -> tuple:
+        scored = (s.prefill_scored_share, s.prefill_score_B)  # a KV policy's, the same for every iteration of a run
         if not self.kv_bucket_tokens:
             return (s.prefill_seqs, s.prefill_tokens, s.prefill_pairs, s.prefill_cached, s.decode_seqs, s.decode_kv,
                     s.sampled, s.positions, s.decode_query, s.decode_flops_per_kv, s.decode_shared_kv,
-                    s.decode_shared_seqs, s.estimate_pairs)
+                    s.decode_shared_seqs, s.estimate_pairs, scored)
         return (s.prefill_seqs, s.prefill_tokens, self._round(s.prefill_pairs, max(s.prefill_tokens, 1)),
                 self._round(s.prefill_cached, max(s.prefill_seqs, 1)), s.decode_seqs,
                 self._round(s.decode_kv, max(s.decode_seqs, 1)), s.sampled, s.positions, s.decode_query,
                 s.decode_flops_per_kv, s.decode_shared_kv, s.decode_shared_seqs,
-                self._round(s.estimate_pairs, max(s.prefill_tokens, 1)))
+                self._round(s.estimate_pairs, max(s.prefill_tokens, 1)), scored)
 
     def _representative(self, key: tuple) -> StepShape:
         (seqs, tokens, pairs, cached, decodes, kv, sampled, positions, query, flops_per_kv, shared, sharing,
-         estimate) = key
+         estimate, (scored_share, score_B)) = key
         if self.kv_bucket_tokens:
             step = self.kv_bucket_tokens
 
@@ -134,7 +135,8 @@ class IterationCostModel:
         return StepShape(prefill_seqs=seqs, prefill_tokens=tokens, prefill_pairs=pairs, prefill_cached=cached,
                          estimate_pairs=estimate, decode_seqs=decodes, decode_kv=kv, sampled=sampled,
                          positions=positions, decode_query=query, decode_flops_per_kv=flops_per_kv,
-                         decode_shared_kv=shared, decode_shared_seqs=sharing)
+                         decode_shared_kv=shared, decode_shared_seqs=sharing, prefill_scored_share=scored_share,
+                         prefill_score_B=score_B)
 
     def _price(self, shape: StepShape) -> IterationCost:
         """An iteration's cost; one that may cascade a shared prefix (StepShape.decode_shared_kv) does where that is

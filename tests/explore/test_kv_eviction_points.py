@@ -112,3 +112,23 @@ def test_a_serving_run_with_h2o(tiny_config, tiny_evaluator):
         for m in ("", "h2o"))
     assert h2o["time_attention_s"] > window["time_attention_s"]
     assert h2o["kv_utilization_max"] >= window["kv_utilization_max"]
+
+
+@pytest.mark.parametrize("method", ["h2o", "d2o"])
+def test_serving_iterations_price_the_static_batch(tiny_config, tiny_evaluator, method):
+    """B identical requests at 0 on the static scheduler (the step template, its prefill attention unfused for the
+    scored heads) cost what the static batch (the traced prefill, scored_prefill) costs: the eviction's prefill is
+    priced alike in both, where the serving path used to run it fused."""
+    from dataclasses import replace
+
+    from kernels.formats import NumericFormat
+    from sim.costs import IterationCostModel
+    from tests.sim.test_serving import STATIC_METRICS, _serve, _together
+
+    p = replace(point(tiny_config, method), execution="eager")  # the template's default execution
+    want = tiny_evaluator.evaluate(p).metrics
+    costs = IterationCostModel(tiny_evaluator.point_device(p), tiny_evaluator.template(p.model, NumericFormat()))
+    got = _serve(costs, _together(p.batch, p.prompt, p.output), "static", max_seqs=p.batch,
+                 window=tiny_evaluator.kv_window(p)).metrics()
+    for name in STATIC_METRICS:
+        assert got[name] == pytest.approx(want[name], rel=1e-9), name
