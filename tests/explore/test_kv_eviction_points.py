@@ -121,14 +121,6 @@ def test_serving_iterations_price_the_static_batch(tiny_config, tiny_evaluator, 
     priced alike in both, where the serving path used to run it fused."""
     from dataclasses import replace
 
-    from kernels.formats import NumericFormat
-    from sim.costs import IterationCostModel
-    from tests.sim.test_serving import STATIC_METRICS, _serve, _together
+    from tests.sim.test_serving import assert_serves_as_static
 
-    p = replace(point(tiny_config, method), execution="eager")  # the template's default execution
-    want = tiny_evaluator.evaluate(p).metrics
-    costs = IterationCostModel(tiny_evaluator.point_device(p), tiny_evaluator.template(p.model, NumericFormat()))
-    got = _serve(costs, _together(p.batch, p.prompt, p.output), "static", max_seqs=p.batch,
-                 window=tiny_evaluator.kv_window(p)).metrics()
-    for name in STATIC_METRICS:
-        assert got[name] == pytest.approx(want[name], rel=1e-9), name
+    assert_serves_as_static(tiny_evaluator, replace(point(tiny_config, method), execution="eager"))

@@ -13,12 +13,10 @@ from explore.blocks import evaluate_points
 from explore.cli import main
 from explore.design_point import DesignPoint
 from kernels.block_estimate import ESTIMATE_OP, QUANTIZE_OP
-from kernels.formats import NumericFormat
-from sim.costs import IterationCostModel
 from sim.workload import BatchWorkload
 from tests.explore.test_blocks import assert_same
 from tests.explore.tiny_sweep import write_sweep
-from tests.sim.test_serving import STATIC_METRICS, _serve, _together
+from tests.sim.test_serving import assert_serves_as_static
 
 
 def point(model: str, kept: float = 1.0, device: str = "h100-sxm", **fields) -> DesignPoint:
@@ -82,13 +80,8 @@ def test_blocks_agree_with_the_reference(tiny_config, tiny_evaluator):
 def test_serving_iterations_price_the_static_batch(tiny_config, tiny_evaluator, device):
     """B identical requests at 0 on the static scheduler (the step template, the estimate's rows built per iteration)
     cost what the static batch (the traced prefill, the estimate's rows beside each layer's attention) costs."""
-    p = point(tiny_config, 0.25, device=device, execution="eager", prompt=1100, output=4)
-    want = tiny_evaluator.evaluate(p).metrics
-    costs = IterationCostModel(tiny_evaluator.point_device(p), tiny_evaluator.template(p.model, NumericFormat()))
-    got = _serve(costs, _together(p.batch, p.prompt, p.output), "static", max_seqs=p.batch,
-                 window=tiny_evaluator.kv_window(p)).metrics()
-    for name in STATIC_METRICS:
-        assert got[name] == pytest.approx(want[name], rel=1e-9), name
+    want = assert_serves_as_static(tiny_evaluator, point(tiny_config, 0.25, device=device, execution="eager",
+                                                         prompt=1100, output=4))
     dense = tiny_evaluator.evaluate(point(tiny_config, device=device, execution="eager", prompt=1100, output=4))
     assert want["ttft_s"] != dense.metrics["ttft_s"]
 

@@ -120,6 +120,19 @@ def _together(count: int, prompt: int, output: int) -> RequestSet:
                       output_tokens=np.full(count, output))
 
 
+def assert_serves_as_static(evaluator, point) -> dict:
+    """A static eager `point`'s batch served as that many requests at 0 on the static scheduler (the step template of
+    its model, under its KV window) costs what the static batch costs (STATIC_METRICS, to 1e-9); the batch's
+    metrics."""
+    want = evaluator.evaluate(point).metrics
+    costs = IterationCostModel(evaluator.point_device(point), evaluator.template(point.model, NumericFormat()))
+    got = _serve(costs, _together(point.batch, point.prompt, point.output), "static", max_seqs=point.batch,
+                 window=evaluator.kv_window(point)).metrics()
+    for name in STATIC_METRICS:
+        assert got[name] == pytest.approx(want[name], rel=1e-9), name
+    return want
+
+
 def _static_tables(trace_of, config, device, batch: int, prompt: int) -> PassTables:
     """Prefill and decode tables as explore/evaluate.py builds them (with its decode sub-batches where the device
     interleaves them)."""
