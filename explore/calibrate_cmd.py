@@ -33,6 +33,7 @@ from hw_models.calibration import (
     tables_training_sources,
     write_calibration,
 )
+from hw_models.collective_tables import is_collective_table, score_collectives
 from hw_models.gpu import GPUModel
 from hw_models.registry import device_base, load_device, preset_names
 from kernels.measured import (
@@ -475,6 +476,14 @@ def cmd_validate(args) -> int:
             raise InputError("--device: missing; a profile is compared against one device preset")
         summary, pairs, notes = _score_profile(args.profile, args.device)
         return _report_validation(args, summary, pairs, notes, {})
+    collective = [table for table in args.table if Path(table).suffix == ".csv" and Path(table).is_file()
+                  and is_collective_table(table)]
+    if collective:
+        if len(collective) != len(args.table) or args.device or args.cross_from:
+            raise InputError(f"validate: found the collective table{'s' if len(collective) > 1 else ''} "
+                             f"{', '.join(collective)} with other tables or --device/--cross-from, allowed: collective "
+                             f"tables alone")
+        return _validate_collectives(args, collective)
     read = [(table, read_table(table)) for table in args.table]
     rows = [row for _, table_rows in read for row in table_rows]
     tables = ", ".join(args.table)
@@ -497,9 +506,31 @@ def cmd_validate(args) -> int:
     return _report_validation(args, summary, pairs, notes, scored_rows)
 
 
-def _report_validation(args, summary: dict, pairs: dict, notes: list[str], scored_rows: dict) -> int:
+def _validate_collectives(args, tables: list[str]) -> int:
+    """Published collective timings against the link models (hw_models/collective_tables.py): each device's groups
+    (collective, backend, what priced it), with their errors."""
+    summary: dict[str, dict] = {}
+    pairs: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    notes: list[str] = []
+    for table in tables:
+        scored, table_notes = score_collectives(table)
+        notes += table_notes
+        for device, groups in scored.items():
+            for group, (predicted, measured) in groups.items():
+                summary.setdefault(device, {})[group] = error_summary(predicted, measured)
+                before = pairs.get(device, (np.array([]), np.array([]), np.array([], dtype=object)))
+                pairs[device] = (np.append(before[0], predicted), np.append(before[1], measured),
+                                 np.append(before[2], np.full(len(predicted), group, dtype=object)))
+    notes.append("nccl groups are scored by the link's NCCL fit, made on another system's measurements "
+                 "(cross-source); nvls all_reduce by the fit made on this table (hw_models/nvls.py), its held-out and "
+                 "fitted rows apart")
+    return _report_validation(args, summary, pairs, notes, {}, scored="rows by group")
+
+
+def _report_validation(args, summary: dict, pairs: dict, notes: list[str], scored_rows: dict,
+                       scored: str = "held-out rows") -> int:
     out = Path(args.out)
-    figures = _write_figures(out, pairs)
+    figures = _write_figures(out, pairs, scored)
     table = _write_scored_rows(out, pairs, scored_rows)
     if args.json:
         print_json(summary)
@@ -557,7 +588,7 @@ def _text_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def _write_figures(out: Path, pairs: dict) -> list[Path]:
+def _write_figures(out: Path, pairs: dict, scored: str = "held-out rows") -> list[Path]:
     from explore.plots import figure_png, validation_figure
 
     out.mkdir(parents=True, exist_ok=True)
@@ -566,7 +597,7 @@ def _write_figures(out: Path, pairs: dict) -> list[Path]:
         # A device given as a YAML path is named by its file.
         name = Path(device).stem if device.endswith((".yaml", ".yml")) else device
         path = out / f"validate-{name}.png"
-        path.write_bytes(figure_png(validation_figure(device, predicted, measured, kinds)))
+        path.write_bytes(figure_png(validation_figure(device, predicted, measured, kinds, scored)))
         paths.append(path)
     return paths
 

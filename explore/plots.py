@@ -393,15 +393,19 @@ def batch_figure(panels: Sequence[BatchPanel], x_label: str = "batch size") -> F
     return fig
 
 
-def validation_figure(device: str, predicted_s: np.ndarray, measured_s: np.ndarray, kinds: np.ndarray) -> Figure:
-    """Left: predicted against measured kernel time (log-log, y = x dashed); right: error against measured time."""
+def validation_figure(device: str, predicted_s: np.ndarray, measured_s: np.ndarray, kinds: np.ndarray,
+                      scored: str = "held-out rows") -> Figure:
+    """Left: predicted against measured kernel time (log-log, y = x dashed); right: error against measured time.
+    `scored`: which rows they are, for the title."""
     fig = Figure(figsize=(11, 4.6), layout="constrained")
     scatter, residual = fig.subplots(1, 2)
     error = predicted_s / measured_s - 1.0
-    for kind in sorted(set(kinds.tolist())):
+    groups = sorted(set(kinds.tolist()))
+    others = palette(groups)  # groups of no kernel class (collectives), each its own color
+    for kind in groups:
         rows = kinds == kind
         kernel = kind.split()[0]  # 'decode_step graph': the kernel, then its group's qualifier
-        color = VALIDATION_COLORS.get(kernel) or CLASS_COLORS.get(kind.split("_")[0], "#7f7f7f")
+        color = VALIDATION_COLORS.get(kernel) or CLASS_COLORS.get(kind.split("_")[0]) or others[kind]
         # Thousands of kernels as faint dots; a handful (whole decode steps, a small table) as visible marks.
         size, alpha = (3, 0.3) if rows.sum() > 200 else (24, 0.8)
         marker = "D" if kernel in ("decode_step", "prefill_step") else "o"
@@ -411,7 +415,7 @@ def validation_figure(device: str, predicted_s: np.ndarray, measured_s: np.ndarr
     low, high = min(measured_s.min(), predicted_s.min()), max(measured_s.max(), predicted_s.max())
     scatter.plot([low, high], [low, high], "k--", lw=1)
     scatter.set(xscale="log", yscale="log", xlabel="measured time (s)", ylabel="predicted time (s)",
-                title=f"{device}: predicted vs measured (held-out rows)")
+                title=f"{device}: predicted vs measured ({scored})")
     residual.axhline(0, color="k", lw=1)
     for bound in (-25, 25):
         residual.axhline(bound, color="k", lw=0.6, ls=":")
