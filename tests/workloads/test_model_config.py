@@ -27,6 +27,7 @@ PUBLISHED_PARAMS = {
     "llama-3-70b": 70.6e9,  # Meta-Llama-3-70B model card (70.6B)
     "mistral-7b": 7.24e9,  # Mistral-7B-v0.1 (7.24B)
     "qwen2.5-7b": 7.62e9,  # Qwen2.5-7B model card ("Number of Parameters: 7.61B"; HF reports 7.62B)
+    "qwen2.5-72b": 72.7e9,  # Qwen2.5-72B-Instruct model card ("Number of Parameters: 72.7B", 70.0B non-embedding)
     "mixtral-8x7b": 46.7e9,  # Mixtral of Experts (Jiang et al. 2024): 46.7B total, 12.9B active
     "opt-13b": 12.85e9,  # OPT (Zhang et al. 2022) 13B; HF facebook/opt-13b: 12.85B
 }
