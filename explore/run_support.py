@@ -42,7 +42,7 @@ def parse_sets(items: list[str]) -> tuple[dict[str, int | float], dict[str, int 
                              f"{SET_EXAMPLE}")
         if not _NUMBER.match(text):
             raise InputError(f"--set {key}: found {text!r}, allowed: a number (an integer or a decimal, e.g. 6700 "
-                             f"or 1.5e3)")
+                             f"or 1.5e3; 0 or 1 for a yes/no field such as link.multimem)")
         value = int(text) if _INTEGER.match(text) else float(text)
         if isinstance(value, float) and not math.isfinite(value):
             raise InputError(f"--set {key}: found {text!r}, allowed: a finite number")

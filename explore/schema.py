@@ -76,7 +76,8 @@ def number(value: Any) -> int | float:
             pass
     if isinstance(value, bool) or not isinstance(value, int | float):
         # A type error (its name ends in _type) as pydantic's own: of a union's errors, a list member's says more.
-        raise PydanticCustomError("number_type", "a number (an integer or a decimal, e.g. 6700 or 1.5e3)")
+        raise PydanticCustomError("number_type", "a number (an integer or a decimal, e.g. 6700 or 1.5e3; 0 or 1 for "
+                                                 "a yes/no field such as link.multimem)")
     return finite(value)
 
 

@@ -150,3 +150,20 @@ def test_nvls_runs_where_it_beats_the_ring():
         nvls = _system("nvls", tp=tp, calibrated=False).cost_table(table, "engine").time_s
         nccl = _system("nccl", tp=tp, calibrated=False).cost_table(table, "engine").time_s
         assert (nvls < nccl).all() if nvls_wins else np.array_equal(nvls, nccl)
+
+
+def test_in_network_reduction_is_a_link_what_if(evaluator):
+    """link.multimem 1 on NVLink 3 (an A100 board's switch does not reduce): the what-if's NVLS all-reduce, priced at
+    the fitted latency and share of NVLink 3's bandwidth, makes a prefill's all-reduces faster than NCCL's ring; 0
+    leaves the point as it is. 0 and 1 stand for no and yes, as in a sweep's overrides."""
+    from explore.design_point import DesignPoint, with_knobs
+
+    def ttft(what_if: tuple) -> float:
+        point = DesignPoint(**with_knobs(dict(model="llama-2-7b", device="a100-sxm-80gb", batch=1, prompt=2048,
+                                              output=2, tp=8, allreduce="nvls", execution="engine",
+                                              link_overrides=what_if)))
+        return evaluator.evaluate(point).metrics["ttft_s"]
+
+    plain = ttft(())
+    assert ttft((("multimem", 0),)) == plain
+    assert ttft((("multimem", 1),)) < plain
