@@ -46,6 +46,12 @@ def assert_same(reference: dict, block: dict, where: str) -> None:
             assert got == expected, f"{where}: {key}"
 
 
+def assert_blocks_agree(evaluator: Evaluator, points: list[DesignPoint]) -> None:
+    """The sweep path (explore/blocks.py) prices each point as the reference path, Evaluator.evaluate, does."""
+    for point, block in zip(points, evaluate_points(evaluator, points), strict=True):
+        assert_same(evaluator.evaluate(point).metrics, block, f"{point}")
+
+
 def whatif_points(model: str) -> list[DesignPoint]:
     """GPU what-ifs over bandwidth, peak, idle power and capacity (10 MB does not hold the largest batch), over
     formats, executions, lengths and presets (fitted, sibling, uncalibrated)."""

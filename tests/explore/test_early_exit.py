@@ -15,9 +15,8 @@ import json
 
 import pytest
 
-from explore.blocks import evaluate_points
 from explore.design_point import DesignPoint
-from tests.explore.test_blocks import assert_same
+from tests.explore.test_blocks import assert_blocks_agree, assert_same
 from tests.explore.tiny_sweep import TINY_CONFIG
 from workloads.errors import InputError
 
@@ -68,8 +67,7 @@ def test_the_default_is_every_layer(deep_config, tiny_evaluator):
 def test_blocks_agree_with_the_reference(deep_config, tiny_evaluator):
     points = [point(deep_config, depth, overrides=(("memory.bandwidth_GBps", bandwidth),))
               for depth in (1.0, 0.5) for bandwidth in (1000.0, 3000.0)]
-    for p, block in zip(points, evaluate_points(tiny_evaluator, points), strict=True):
-        assert_same(tiny_evaluator.evaluate(p).metrics, block, f"{p}")
+    assert_blocks_agree(tiny_evaluator, points)
 
 
 def test_what_is_not_modeled_is_refused(tiny_config, tiny_evaluator):

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import pytest
 
-from explore.blocks import evaluate_points
 from explore.cli import main
 from explore.design_point import DesignPoint
 from explore.evaluate import Evaluator
 from explore.sweep import load_sweep
-from tests.explore.test_blocks import assert_same
+from tests.explore.test_blocks import assert_blocks_agree, assert_same
 from tests.explore.tiny_sweep import TINY_CONFIG, write_sweep
 
 # The tiny model's KV per token: keys and values of 2 layers x 2 KV heads x 16 dims at 2 bytes.
@@ -50,8 +49,7 @@ def test_decode_attention_reads_less_and_a_budget_beyond_the_context_changes_not
 def test_blocks_agree_with_the_reference(model, evaluator):
     points = [point(model, budget, overrides=(("memory.bandwidth_GBps", bandwidth),))
               for budget in (0, 64) for bandwidth in (1000.0, 3000.0)]
-    for p, block in zip(points, evaluate_points(evaluator, points), strict=True):
-        assert_same(evaluator.evaluate(p).metrics, block, f"{p}")
+    assert_blocks_agree(evaluator, points)
 
 
 def test_sweeps_set_it_static_or_serving(model, tmp_path, capsys):

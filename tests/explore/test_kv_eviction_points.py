@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from explore.blocks import evaluate_points
 from explore.cli import main
 from explore.design_point import DesignPoint
-from tests.explore.test_blocks import assert_same
+from tests.explore.test_blocks import assert_blocks_agree, assert_same
 from tests.explore.tiny_sweep import write_sweep
 
 SERVING = ("serving: {requests: 8, rate: 20, prompt: {dist: fixed, tokens: 200}, output: {dist: fixed, tokens: 8}}\n")
@@ -97,8 +96,7 @@ def test_the_method_needs_a_budget(tiny_config, tiny_evaluator):
 def test_blocks_agree_with_the_reference(tiny_config, tiny_evaluator):
     points = [point(tiny_config, method, overrides=(("memory.bandwidth_GBps", bandwidth),))
               for method in ("h2o", "d2o") for bandwidth in (1000.0, 3000.0)]
-    for p, block in zip(points, evaluate_points(tiny_evaluator, points), strict=True):
-        assert_same(tiny_evaluator.evaluate(p).metrics, block, f"{p}")
+    assert_blocks_agree(tiny_evaluator, points)
 
 
 def test_a_serving_run_with_h2o(tiny_config, tiny_evaluator):

@@ -9,13 +9,12 @@ import math
 
 import pytest
 
-from explore.blocks import evaluate_points
 from explore.cli import main
 from explore.design_point import DesignPoint
 from explore.sweep import load_sweep
 from kernels.formats import NumericFormat
 from sim.workload import BatchWorkload
-from tests.explore.test_blocks import assert_same
+from tests.explore.test_blocks import assert_blocks_agree, assert_same
 from tests.explore.tiny_sweep import TINY_CONFIG, write_sweep
 
 SPARSITIES = (0.0, 0.1, 0.2, 0.35, 0.4, 0.5, 0.7, 0.9)
@@ -97,8 +96,7 @@ def test_serving_kv_capacity_grows_by_the_compression(tiny_config, tiny_evaluato
 def test_blocks_agree_with_the_reference(tiny_config, tiny_evaluator):
     points = [point(tiny_config, s, overrides=(("memory.bandwidth_GBps", bw),)) for s in (0.0, 0.7)
               for bw in (1000.0, 3000.0)]
-    for p, block in zip(points, evaluate_points(tiny_evaluator, points), strict=True):
-        assert_same(tiny_evaluator.evaluate(p).metrics, block, f"{p}")
+    assert_blocks_agree(tiny_evaluator, points)
 
 
 def test_no_quality_figure_with_the_reason(tiny_evaluator):

@@ -71,15 +71,13 @@ def test_a_smaller_kv_budget_never_reads_more_bytes(tiny_config, tiny_evaluator,
 
 
 def test_blocks_agree_with_the_reference(tiny_config, tiny_evaluator):
-    from explore.blocks import evaluate_points
-    from tests.explore.test_blocks import assert_same
+    from tests.explore.test_blocks import assert_blocks_agree
 
     points = [DesignPoint(model=tiny_config, device="h100-sxm", batch=4, prompt=400, output=9, execution="engine",
                           overrides=(("memory.bandwidth_GBps", bandwidth),),
                           knobs=(("kv_budget", 64), ("retrieval_heads", 0.25)))
               for bandwidth in (1000.0, 3000.0)]
-    for p, block in zip(points, evaluate_points(tiny_evaluator, points), strict=True):
-        assert_same(tiny_evaluator.evaluate(p).metrics, block, f"{p}")
+    assert_blocks_agree(tiny_evaluator, points)
     full = tiny_evaluator.evaluate(DesignPoint(model=tiny_config, device="h100-sxm", batch=4, prompt=400, output=9,
                                                execution="engine")).metrics
     duo = tiny_evaluator.evaluate(points[0]).metrics

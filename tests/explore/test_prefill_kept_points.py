@@ -9,12 +9,11 @@ import math
 import numpy as np
 import pytest
 
-from explore.blocks import evaluate_points
 from explore.cli import main
 from explore.design_point import DesignPoint
 from kernels.block_estimate import ESTIMATE_OP, QUANTIZE_OP
 from sim.workload import BatchWorkload
-from tests.explore.test_blocks import assert_same
+from tests.explore.test_blocks import assert_blocks_agree, assert_same
 from tests.explore.tiny_sweep import write_sweep
 from tests.sim.test_serving import assert_serves_as_static
 
@@ -72,8 +71,7 @@ def test_the_estimate_on_an_a100_is_an_eighth_of_dense_attention(evaluator):
 def test_blocks_agree_with_the_reference(tiny_config, tiny_evaluator):
     points = [point(tiny_config, kept, overrides=(("memory.bandwidth_GBps", bandwidth),))
               for kept in (1.0, 0.25) for bandwidth in (1000.0, 3000.0)]
-    for p, block in zip(points, evaluate_points(tiny_evaluator, points), strict=True):
-        assert_same(tiny_evaluator.evaluate(p).metrics, block, f"{p}")
+    assert_blocks_agree(tiny_evaluator, points)
 
 
 @pytest.mark.parametrize("device", ["h100-sxm", "a100-sxm-80gb"])

@@ -8,11 +8,10 @@ import json
 
 import pytest
 
-from explore.blocks import evaluate_points
 from explore.cli import main
 from explore.design_point import DesignPoint
 from explore.sweep import load_sweep
-from tests.explore.test_blocks import assert_same
+from tests.explore.test_blocks import assert_blocks_agree, assert_same
 from tests.explore.tiny_sweep import TINY_CONFIG, write_sweep
 from workloads.errors import InputError
 
@@ -73,8 +72,7 @@ def test_a_start_that_leaves_no_layer_to_prune_is_refused(deep_config, tiny_eval
 def test_blocks_agree_with_the_reference(deep_config, tiny_evaluator):
     points = [point(deep_config, kept, overrides=(("memory.bandwidth_GBps", bandwidth),))
               for kept in (1.0, 0.3) for bandwidth in (1000.0, 3000.0)]
-    for p, block in zip(points, evaluate_points(tiny_evaluator, points), strict=True):
-        assert_same(tiny_evaluator.evaluate(p).metrics, block, f"{p}")
+    assert_blocks_agree(tiny_evaluator, points)
 
 
 def test_what_is_not_modeled_is_refused(tiny_config, tiny_evaluator):
