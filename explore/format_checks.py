@@ -11,7 +11,6 @@ from typing import Any
 from explore.knobs import knobs
 from hw_models.mixed_precision import takes
 from hw_models.npu_spec import PIMSpec as BankPIMSpec
-from hw_models.spec_common import fallback_dtype
 from kernels.block_estimate import ESTIMATE_DTYPE
 from kernels.formats import DTYPE_SHORT, NumericFormat, check_edge_layers, check_group_size, check_hot_experts
 from kernels.sparsity import sparsity_notice, sparsity_use
@@ -129,15 +128,9 @@ def estimate_notice(device, prefill_kept: float) -> str:
     if prefill_kept >= 1.0:
         return ""
     model = getattr(device, "device", device)  # a system of devices: its devices' model
-    # the type the units run it as: an NPU's or FPGA's matrix units, a CPU's SIMD lanes, else a GPU's rate table
-    matrix_dtype = getattr(model.spec, "matrix_dtype", None) or getattr(model.spec, "simd_dtype", None)
-    rates = getattr(getattr(model.spec, "compute", None), "peak_TFLOPS", None)
-    if matrix_dtype is not None:
-        math = matrix_dtype(ESTIMATE_DTYPE)
-    elif rates is not None:
-        math = fallback_dtype(rates, ESTIMATE_DTYPE, default=())
-    else:
-        return ""
+    # the type the device's matrix math runs it as (a GPU's rate table, an NPU's or FPGA's units, a CPU's lanes)
+    matrix_dtype = getattr(model.spec, "matrix_dtype", None)
+    math = matrix_dtype(ESTIMATE_DTYPE) if matrix_dtype is not None else ESTIMATE_DTYPE
     if math == ESTIMATE_DTYPE:
         return ""
     return (f"prefill_kept's 4-bit Q.K estimate runs at the {math} rate on {model.name}: it has no int4 matrix "

@@ -209,8 +209,8 @@ class CPUSpec(OffChipMemory):
     def dram_J_per_byte(self) -> float:
         return self.energy.dram_pJ_per_bit * 8e-12
 
-    def simd_dtype(self, dtype: str) -> str:
-        """The SIMD type a kernel dtype computes in."""
+    def matrix_dtype(self, dtype: str) -> str:
+        """The type a kernel dtype's math runs as: the SIMD type its lanes compute in."""
         return fallback_dtype(self.compute.simd_dtypes, dtype, SIMD_FALLBACK, default=("fp32",))
 
     def lane_ops_per_s(self, lane_bits: int) -> float:
@@ -221,11 +221,11 @@ class CPUSpec(OffChipMemory):
 
     def peak_flops(self, dtype: str) -> float:
         """Peak multiply-add rate (2 FLOP per lane per pipe per cycle) of the SIMD type a dtype runs as."""
-        return 2.0 * self.lane_ops_per_s(DTYPE_BITS[self.simd_dtype(dtype)])
+        return 2.0 * self.lane_ops_per_s(DTYPE_BITS[self.matrix_dtype(dtype)])
 
     def mac_J(self, dtype: str) -> float:
         energies = self.energy.mac_pJ
-        simd = self.simd_dtype(dtype)
+        simd = self.matrix_dtype(dtype)
         return (energies.get(simd) or energies["fp32"]) * 1e-12
 
     @property

@@ -152,8 +152,11 @@ class GPUSpec(OffChipMemory):
     def dram_J_per_byte(self) -> float:
         return self.energy.dram_pJ_per_bit * 8e-12
 
+    def matrix_dtype(self, dtype: str) -> str:
+        """The type a kernel dtype's math runs as: itself, or the next wider one the GPU has a rate for."""
+        return fallback_dtype(self.compute.peak_TFLOPS, dtype, default=())
+
     def peak_flops(self, dtype: str) -> float:
         """Dense peak FLOP/s for a dtype; a dtype the GPU lacks runs at the next wider one it has."""
-        rates = self.compute.peak_TFLOPS
-        return rates[fallback_dtype(rates, dtype, default=())] * 1e12
+        return self.compute.peak_TFLOPS[self.matrix_dtype(dtype)] * 1e12
 
