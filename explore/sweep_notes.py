@@ -182,9 +182,10 @@ def _sweep_latency_note(sweep) -> str:
     fitted = []
     for _, link in _device_links(sweep):
         try:
-            fitted += [load_link_model(link).spec.name] if load_link_model(link).fitted_on else []
+            model = load_link_model(link)
         except InputError:  # a bad link: the point's own check says so
-            pass
+            continue
+        fitted += [model.spec.name] if model.fitted_on else []
     return fitted_latency_note(fitted, keys)
 
 

@@ -212,45 +212,51 @@ class IterationCostModel:
                              class_time_s=class_time, stage_time_s=(device_s + wait_s,))
 
     def _chain(self, share: StepShape, mode) -> tuple[np.ndarray, np.ndarray, _Priced, float]:
-        """One sub-batch's chain of segments for _price_interleaved (durations, units), its priced rows and its kernel
-        count: its head on its first row's unit, then in every layer its work on each unit in the order its rows
-        first reach them, then its tail."""
-        layers = self.template.attention_layers
-        table, counts = self.template.stage_table(share, 1)
-        costs = self.device.cost_table(table, mode)
-        time_s, places, unit = costs.time_s * counts[0], self.template.row_places(share), costs.unit_index
-        in_layers = places == PLACE_LAYERS
-        layer = np.bincount(unit[in_layers], weights=time_s[in_layers], minlength=len(self.device.units)) / layers
-        order = list(dict.fromkeys(unit[in_layers].tolist())) or [0]
-        head, tail = ((float(time_s[places == place].sum()),
-                       int(unit[places == place][0]) if (places == place).any() else order[0])
-                      for place in (PLACE_HEAD, PLACE_TAIL))
-        durations = np.array([head[0], *(layer[u] for _ in range(layers) for u in order), tail[0]])
-        units = np.array([head[1], *(u for _ in range(layers) for u in order), tail[1]])
-        return durations, units, _priced(costs, table, counts, 0.0), float(counts.sum())
+        """One sub-batch's chain for _price_interleaved (_layer_chain): its head on its first row's unit, then in every
+        layer its work on each unit in the order its rows first reach them, then its tail."""
+        def segments(table, costs, per_layer_s, in_layers) -> list[tuple[float, int]]:
+            unit = costs.unit_index[in_layers]
+            busy = np.bincount(unit, weights=per_layer_s[in_layers], minlength=len(self.device.units))
+            return [(float(busy[u]), u) for u in dict.fromkeys(unit.tolist())] or [(0.0, 0)]
+
+        return self._layer_chain(share, mode, segments, unit_of=lambda costs, rows: costs.unit_index[rows])
 
     def _comm_chain(self, share: StepShape, mode) -> tuple[np.ndarray, np.ndarray, _Priced, float]:
-        """One token half's chain for _price_token_split: its head, then in every layer its runs of compute kernels
-        (unit 0; the layer's attention in its first run, where the attention block computes it) and the all-reduces
-        between them (unit 1, the link), then its tail."""
+        """One token half's chain for _price_token_split (_layer_chain): its head, then in every layer its runs of
+        compute kernels (unit 0; the layer's attention in its first run, where the attention block computes it) and
+        the all-reduces between them (unit 1, the link), then its tail."""
+        def segments(table, costs, per_layer_s, in_layers) -> list[tuple[float, int]]:
+            reduces = table.kind == KIND_CODE[KernelKind.ALL_REDUCE]
+            out, run = [], 0.0
+            for row in np.flatnonzero(in_layers & ~table.attention_mask):
+                if reduces[row]:
+                    out += [(run, 0), (float(per_layer_s[row]), 1)]
+                    run = 0.0
+                else:
+                    run += float(per_layer_s[row])
+            out.append((run, 0))
+            out[0] = (out[0][0] + float(per_layer_s[in_layers & table.attention_mask].sum()), 0)
+            return out
+
+        return self._layer_chain(share, mode, segments, unit_of=lambda costs, rows: np.zeros(int(rows.sum()), int))
+
+    def _layer_chain(self, share: StepShape, mode, segments, unit_of) -> tuple[np.ndarray, np.ndarray, _Priced, float]:
+        """A share's chain of segments (durations, units), its priced rows and its kernel count: its head (the rows
+        before the layers, on the unit unit_of gives its first row; the first layer segment's where it has none), then
+        every layer's `segments(table, costs, per-layer seconds of each row, layer rows)` ((seconds, unit) in order; a
+        layer row stands for its every layer, its time over them), then its tail as its head."""
         layers = self.template.attention_layers
         table, counts = self.template.stage_table(share, 1)
         costs = self.device.cost_table(table, mode)
         time_s, places = costs.time_s * counts[0], self.template.row_places(share)
-        reduces = table.kind == KIND_CODE[KernelKind.ALL_REDUCE]
-        in_layers = places == PLACE_LAYERS
-        segments, run = [], 0.0
-        for row in np.flatnonzero(in_layers & ~table.attention_mask):
-            if reduces[row]:
-                segments += [(run, 0), (time_s[row] / layers, 1)]
-                run = 0.0
-            else:
-                run += time_s[row] / layers
-        segments.append((run, 0))
-        segments[0] = (segments[0][0] + float(time_s[in_layers & table.attention_mask].sum()) / layers, 0)
-        head, tail = (float(time_s[places == place].sum()) for place in (PLACE_HEAD, PLACE_TAIL))
-        durations = np.array([head, *(d for _ in range(layers) for d, _ in segments), tail])
-        units = np.array([0, *(u for _ in range(layers) for _, u in segments), 0])
+        layer = segments(table, costs, time_s / layers, places == PLACE_LAYERS)
+        ends = []
+        for place in (PLACE_HEAD, PLACE_TAIL):
+            rows = places == place
+            ends.append((float(time_s[rows].sum()), int(unit_of(costs, rows)[0]) if rows.any() else layer[0][1]))
+        (head, head_unit), (tail, tail_unit) = ends
+        durations = np.array([head, *(d for _ in range(layers) for d, _ in layer), tail])
+        units = np.array([head_unit, *(u for _ in range(layers) for _, u in layer), tail_unit])
         return durations, units, _priced(costs, table, counts, 0.0), float(counts.sum())
 
     def _price_whole(self, shape: StepShape) -> IterationCost:
