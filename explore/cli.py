@@ -150,7 +150,7 @@ SERVING_EXAMPLE = ("explore run --model llama-2-7b --device h100-sxm --serving -
 def _add_serving_flags(run: argparse.ArgumentParser) -> None:
     """Flags of `explore run --serving`: requests arriving at one replica instead of one static batch."""
     from sim.routers import DEFAULT_ROUTER, ROUTERS
-    from sim.schedulers import SCHEDULERS
+    from sim.schedulers import QUEUE_POLICIES, SCHEDULERS
     from sim.serving_spec import ARRIVALS, PREFIX_ATTENTIONS, ServingSpec
     from sim.slowdown import SLOWDOWN_PRESETS
 
@@ -184,6 +184,12 @@ def _add_serving_flags(run: argparse.ArgumentParser) -> None:
     g.add_argument("--block-tokens", type=int, default=spec.block_tokens,
                    help=f"tokens per KV block (default {spec.block_tokens})")
     g.add_argument("--prefix-tokens", type=int, default=0, help="a system prompt every request shares (default 0)")
+    g.add_argument("--prefix-groups", type=int,
+                   help="distinct prefixes of --prefix-tokens the requests start with, each request's drawn evenly; "
+                        "each is cached while memory allows, the least recently used evicted (default 1)")
+    g.add_argument("--queue-policy", choices=list(QUEUE_POLICIES),
+                   help="the order waiting requests are admitted in: fcfs (arrival order; the default) or lpm (those "
+                        "whose prefix is cached first, SGLang's longest-prefix-match)")
     g.add_argument("--prefix-attention", choices=list(PREFIX_ATTENTIONS),
                    help="how decode attention reads the --prefix-tokens every request shares: paged (each sequence "
                         "its copy; the default) or cascade (once for all sequences, then each its own tokens)")

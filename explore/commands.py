@@ -422,6 +422,7 @@ def _serving_spec(args) -> ServingSpec:
                   max_seqs=args.max_seqs, max_batched_tokens=args.max_batched_tokens,
                   chunk_tokens=args.chunk_tokens, prompt_batch_tokens=args.prompt_batch_tokens,
                   block_tokens=args.block_tokens, prefix_tokens=args.prefix_tokens,
+                  prefix_groups=args.prefix_groups, queue_policy=args.queue_policy,
                   preemption=args.preemption, swap_GBps=args.swap_GBps, seed=args.seed, slo_ttft_s=args.slo_ttft,
                   slo_tpot_s=args.slo_tpot,
                   slo_attainment=args.slo_attainment,
@@ -577,7 +578,11 @@ def _assumptions(point: DesignPoint, device) -> str:
             # A KV cache shares whole blocks: a prefix shorter than one is cached, and cascaded, as none.
             shared = shared_prefix_tokens(s.prefix_tokens, s.block_tokens)
             held = f" ({shared} in whole {s.block_tokens}-token blocks)" if shared != s.prefix_tokens else ""
-            pools += f", a {s.prefix_tokens}-token shared prefix{held} ({s.prefix_attention or 'paged'} attention)"
+            groups = f" of {s.prefix_groups} groups, least recently used evicted" if s.groups > 1 else ""
+            pools += (f", a {s.prefix_tokens}-token shared prefix{held}{groups} ({s.prefix_attention or 'paged'} "
+                      f"attention)")
+        if s.queue_policy:
+            pools += f", {s.queue_policy} admission"
         if s.preemption == "swap":
             pools += ", swap preemption"
         if s.memory_utilization is not None:

@@ -638,7 +638,8 @@ class Evaluator:
         return Pool(name=f"{role} ({point.device})", role=role, replicas=replicas, costs=costs,
                     scheduler=spec.scheduler, limits=limits, memory=memory, idle_power_W=idle_W,
                     router=spec.router or DEFAULT_ROUTER,
-                    prefix_tokens=spec.prefix_tokens, cascade=spec.cascade, window=self.kv_window(point),
+                    prefix_tokens=spec.prefix_tokens, prefix_groups=spec.groups, cascade=spec.cascade,
+                    window=self.kv_window(point),
                     swap_bandwidth_Bps=self._swap_bandwidth_Bps(point, device),
                     speculation=speculation, seed=spec.seed, stages=point.pp)
 

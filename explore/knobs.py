@@ -59,7 +59,7 @@ from kernels.token_select import QUEST
 from sim.costs import OVERLAPS
 from sim.offload import OFFLOADS
 from sim.routers import ROUTERS
-from sim.schedulers import SCHEDULERS
+from sim.schedulers import QUEUE_POLICIES, SCHEDULERS
 from sim.serving_spec import ARRIVALS, PREEMPTIONS, PREFIX_ATTENTIONS, ServingSpec
 from sim.speculative import MEDUSA
 from workloads.model_config import load_model_config
@@ -537,6 +537,15 @@ register(Knob(name="prefix_attention", type=str, section="serving", scope="servi
               help="how decode attention reads the prefix_tokens every request shares: paged (each sequence its copy "
               "of the shared blocks, vLLM's paged attention) or cascade (the prefix once for all sequences, then "
               "each its own tokens: FlashInfer's cascade inference, Hydragen); unset: paged"))
+register(Knob(name="prefix_groups", type=int, section="serving", scope="serving", default=None, flag=False,
+              minimum=1, help="distinct prefixes of prefix_tokens tokens the requests start with, each request's drawn "
+              "evenly (a system prompt per task, a shared document): each group's prefix is cached while memory "
+              "allows, the least recently used evicted first (vLLM's automatic prefix caching); unset: 1, one prefix "
+              "every request shares"))
+register(Knob(name="queue_policy", type=str, section="serving", scope="serving", default=None, flag=False,
+              allowed=QUEUE_POLICIES, help="the order waiting requests are admitted in: fcfs (arrival order) or lpm "
+              "(those whose prefix is cached first: SGLang's longest-prefix-match policy, which keeps a prefix "
+              "group's requests together as BatchLLM's groups do); unset: fcfs"))
 register(Knob(name="max_decode_preemptions", type=int, section="serving", scope="serving", default=None, flag=False,
               minimum=0, help="orca only: new prompts take the iteration's token budget (prompt_batch_tokens) first "
               "and running decodes past it sit out, each at most this many iterations (splitwise-sim's baseline "

@@ -167,8 +167,9 @@ RULES: tuple[ReadWhen, ...] = (
              lambda v, n: "no SLO",
              lambda n: f"with an SLO to attain ({n.name('slo_ttft_s')}, {n.name('slo_tpot_s')} or "
                        f"{n.name('slo_slowdown')}), or left out"),
-    ReadWhen("prefix_attention", lambda v: _any(v, "prefix_tokens"), lambda v, n: "no shared prefix",
-             lambda n: f"with {n.at_least('prefix_tokens', 1, 'a prefix every request shares')}, or left out"),
+    *(ReadWhen(field, lambda v: _any(v, "prefix_tokens"), lambda v, n: "no shared prefix",
+               lambda n: f"with {n.at_least('prefix_tokens', 1, 'a prefix the requests share')}, or left out")
+      for field in ("prefix_attention", "prefix_groups", "queue_policy")),
     *(ReadWhen(field, _attends_apart, lambda v, n: f"no {n.name('attention_device')}", _attention)
       for field in ("attention_devices", "attention_link", "attention_micro_batches")),
     ReadWhen("router", _routes, lambda v, n: "one replica in each pool and one pipeline stage",

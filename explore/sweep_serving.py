@@ -156,6 +156,9 @@ class Serving(Strict):
     max_decode_preemptions: one_or_more(knob_type(KNOBS["max_decode_preemptions"])) | None = None
     block_tokens: PositiveInt = DEFAULT.block_tokens
     prefix_tokens: Annotated[StrictInt, Field(ge=0)] = DEFAULT.prefix_tokens
+    # Distinct prefixes the requests start with (1); a list compares them.
+    prefix_groups: one_or_more(knob_type(KNOBS["prefix_groups"])) | None = None
+    queue_policy: one_or_more(knob_type(KNOBS["queue_policy"])) | None = None  # admission order (fcfs)
     preemption: Literal["recompute", "swap"] = DEFAULT.preemption
     swap_GBps: PositiveNumber | None = None  # swap preemption's GB/s (default: the device preset's host link)
     seed: Annotated[StrictInt, Field(ge=0, le=2**32 - 1)] = DEFAULT.seed
@@ -237,8 +240,9 @@ def serving_dimensions(serving: Serving) -> dict[str, list]:
     dims.update(replicas=as_list(serving.replicas), prefill_replicas=as_list(serving.prefill_replicas))
     if serving.router is not None:
         dims["router"] = as_list(serving.router)
-    if serving.prefix_attention is not None:
-        dims["prefix_attention"] = as_list(serving.prefix_attention)
+    for name in ("prefix_attention", "prefix_groups", "queue_policy"):
+        if getattr(serving, name) is not None:
+            dims[name] = as_list(getattr(serving, name))
     if serving.memory_utilization is not None:
         dims["memory_utilization"] = as_list(serving.memory_utilization)
     for name in ("attention_device", "attention_devices", "attention_micro_batches"):
@@ -267,7 +271,8 @@ def serving_spec(serving: Serving, values: dict[str, Any]) -> ServingSpec:
         chunk_tokens=values["chunk_tokens"], prompt_batch_tokens=values.get("prompt_batch_tokens"),
         max_decode_preemptions=values.get("max_decode_preemptions"),
         block_tokens=serving.block_tokens,
-        prefix_tokens=serving.prefix_tokens, preemption=serving.preemption, swap_GBps=serving.swap_GBps,
+        prefix_tokens=serving.prefix_tokens, prefix_groups=values.get("prefix_groups"),
+        queue_policy=values.get("queue_policy"), preemption=serving.preemption, swap_GBps=serving.swap_GBps,
         seed=serving.seed, slo_ttft_s=slo.ttft_s, slo_tpot_s=slo.tpot_s,
         slo_attainment=slo.attainment, slo_slowdown=slo.slowdown_slo(), capacity=serving.capacity,
         replicas=values["replicas"], prefill_replicas=values["prefill_replicas"],

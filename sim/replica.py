@@ -55,8 +55,8 @@ class Replica:
         self.log: list[tuple[float, float, int, int, int, float]] = []
         self.cost_counts: dict[int, list] = {}
         self.token_gaps: list[float] = []  # time between consecutive output tokens of a request
-        self.peak_blocks = state.kv.used_blocks  # its replica's KV blocks in use at the most (every engine's)
-        self.peak_own_blocks = state.kv.used_blocks  # its own share's blocks in use at the most
+        self.peak_blocks = state.kv.in_use_blocks  # its replica's KV blocks in use at the most (every engine's)
+        self.peak_own_blocks = state.kv.in_use_blocks  # its own share's blocks in use at the most
         self.peers: list[Replica] = [self]  # the engines of its replica (its stages'), itself included
 
     @property
@@ -94,8 +94,8 @@ class Replica:
                                    f"never be scheduled: {state.kv.capacity_blocks} KV blocks of "
                                    f"{state.kv.block_tokens} tokens, limits {self.scheduler.limits}")
             # The replica's KV blocks in use: every engine's on its stages.
-            self.peak_blocks = max(self.peak_blocks, sum(peer.state.kv.used_blocks for peer in self.peers))
-            self.peak_own_blocks = max(self.peak_own_blocks, state.kv.used_blocks)
+            self.peak_blocks = max(self.peak_blocks, sum(peer.state.kv.in_use_blocks for peer in self.peers))
+            self.peak_own_blocks = max(self.peak_own_blocks, state.kv.in_use_blocks)
             cost = self._price(batch)
             entry = self.cost_counts.setdefault(id(cost), [cost, 0])
             entry[1] += 1
@@ -116,7 +116,7 @@ class Replica:
             else:
                 time_s = cost.time_s + swap_s
                 yield self.env.timeout(time_s)
-            self.log.append((start, time_s, batch.size, batch.tokens, state.kv.used_blocks,
+            self.log.append((start, time_s, batch.size, batch.tokens, state.kv.in_use_blocks,
                              cost.compute_J + cost.memory_J))
             self._apply(batch, self.env.now)
 
@@ -135,6 +135,7 @@ class Replica:
     def _apply(self, batch, now_s: float) -> None:
         for seq, chunk in batch.prefills:
             seq.computed += chunk
+            self.state.kv.publish(seq.index, seq.computed)
             if seq.computed >= seq.target:
                 self._sample(seq, now_s)
                 if self.on_prefilled is not None and seq.generated < seq.output:

@@ -37,7 +37,8 @@ from workloads.requests import RequestSet
 
 # What a serving run reports beyond the static-batch metrics (sim/result.py RESULT_METRICS), in this order.
 SERVING_METRICS = (*SUMMARY_METRICS, "tbt_p50_s", "tbt_p99_s", "mean_batch_size", "kv_utilization_mean",
-                   "kv_utilization_max", "swap_s", "clipped_requests", "capacity_rps")
+                   "kv_utilization_max", "swap_s", "prefix_hit_rate", "clipped_requests", "capacity_rps")
+PREFIX_GROUP_STREAM = 7  # the seed stream of requests' prefix groups, apart from arrivals' and lengths'
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -181,6 +182,9 @@ class ServingResult:
     peak_kv_share: float  # the largest fraction of an engine's own KV blocks in use (its replica's, on one stage)
     token_gaps_s: np.ndarray  # every time between two consecutive output tokens of a request
     swap_s: float = 0.0  # time spent moving preempted KV to host memory and back
+    # Admissions (a recompute's included) that found their prefix cached, and that did not (none without a prefix).
+    prefix_hits: int = 0
+    prefix_misses: int = 0
     # Per pool: its replicas' summed iteration time (an engine's on pipeline stages includes its waits for them).
     busy_s: dict[str, float] = field(default_factory=dict)
     slo: SLO | None = None
@@ -228,6 +232,8 @@ class ServingResult:
             else math.nan,
             "kv_utilization_max": self.peak_kv_share,
             "swap_s": self.swap_s,
+            "prefix_hit_rate": (self.prefix_hits / (self.prefix_hits + self.prefix_misses)
+                                if self.prefix_hits + self.prefix_misses else math.nan),
             "clipped_requests": self.extra.get("clipped_requests", 0.0),
             "capacity_rps": math.nan,
         }
@@ -247,6 +253,9 @@ class Pool:
     memory: ServingMemory
     idle_power_W: float
     prefix_tokens: int = 0
+    # Prefixes of prefix_tokens requests start with, each request's drawn evenly with the pool's seed (sim/kv_cache.py
+    # caches them); 1: the one every request shares.
+    prefix_groups: int = 1
     window: Window = None  # a sliding window or KV policy (kernels/kv_policy.py)
     # What a replica's swaps move per second: over every device's host link at once (each stage swaps its layers'
     # share of the blocks before it computes, in that time).
@@ -291,29 +300,39 @@ class Pool:
         return self.alone[key]
 
 
+def prefix_group_draws(count: int, groups: int, seed: int) -> np.ndarray:
+    """The prefix group of each of `count` requests: evenly drawn among `groups` from a stream of `seed` apart
+    from the requests' own draws (all 0 with one group)."""
+    if groups == 1:
+        return np.zeros(count, dtype=np.int64)
+    return np.random.default_rng([seed, PREFIX_GROUP_STREAM]).integers(groups, size=count)
+
+
 def serve(costs: IterationCostModel, requests: RequestSet, scheduler: Scheduler, kv: PagedKVCache,
           memory: ServingMemory, idle_power_W: float, *, window: Window = None, slo: SLO | None = None,
-          swap_bandwidth_Bps: float | None = None) -> ServingResult:
+          swap_bandwidth_Bps: float | None = None, prefix_groups: np.ndarray | None = None) -> ServingResult:
     """Simulate one replica serving `requests` under `scheduler` until the last request finishes.
 
-    With swap preemption, KV moves over a host link of `swap_bandwidth_Bps` (its energy is not counted).
+    With swap preemption, KV moves over a host link of `swap_bandwidth_Bps` (its energy is not counted);
+    `prefix_groups`: each request's prefix group in `kv` (default: all the first).
     """
     pool = Pool(name="replica", role="serve", replicas=1, costs=costs, scheduler=scheduler.name,
                 limits=scheduler.limits, memory=memory, idle_power_W=idle_power_W, prefix_tokens=kv.prefix_blocks
                 * kv.block_tokens, window=window, swap_bandwidth_Bps=swap_bandwidth_Bps)
-    return serve_pools([pool], requests, slo=slo, caches=[[kv]], schedulers=[[scheduler]])
+    return serve_pools([pool], requests, slo=slo, caches=[[kv]], schedulers=[[scheduler]], prefix_groups=prefix_groups)
 
 
 def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = None,
-                kv_transfer_s: Callable[[float], float] | None = None, caches=None, schedulers=None
-                ) -> ServingResult:
+                kv_transfer_s: Callable[[float], float] | None = None, caches=None, schedulers=None,
+                prefix_groups: np.ndarray | None = None) -> ServingResult:
     """Simulate pools of replicas serving `requests`: one 'serve' pool, or a 'prefill' and a 'decode' pool.
 
     Each arrival goes to the entry pool's replica its router picks (Pool.router, sim/routers.py); a
     prefilled request's KV (its tokens past the shared prefix, which the decode pool holds too, x the decode pool's
     bytes per token) moves in kv_transfer_s(bytes) to the decode pool's replica its router picks when the KV lands
     (transfers overlap; the link's contention and energy are not modeled). `caches` and `schedulers` give each
-    replica's own (default: new ones from the pool).
+    replica's own (default: new ones from the pool); `prefix_groups` each request's prefix group (default: drawn
+    evenly among the entry pool's prefix_groups, prefix_group_draws).
     """
     roles = [pool.role for pool in pools]
     if roles not in (["serve"], ["prefill", "decode"]):
@@ -339,7 +358,8 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
                 i = r * pool.stages + e
                 kv = caches[p][i] if caches else PagedKVCache(capacity_blocks=pool.engine_kv_blocks,
                                                              block_tokens=pool.memory.block_tokens,
-                                                             prefix_tokens=pool.prefix_tokens, window=pool.window)
+                                                             prefix_tokens=pool.prefix_tokens,
+                                                             prefix_groups=pool.prefix_groups, window=pool.window)
                 scheduler = schedulers[p][i] if schedulers else make_scheduler(pool.scheduler, pool.limits)
                 engines.append(Replica(
                     env, pool.costs, scheduler, EngineState(kv=kv), window=pool.window,
@@ -359,12 +379,14 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
         decode_pool = pools[1]
         per_token_B = decode_pool.memory.kv_block_B / decode_pool.memory.block_tokens
         # The decode pool's replicas hold the shared prefix already: only the request's own KV crosses.
-        own_tokens = replicas[1][0].state.kv.own_tokens(seq.computed)
+        own_tokens = replicas[1][0].state.kv.own_tokens(seq.index, seq.computed)
         yield env.timeout(kv_transfer_s(own_tokens * per_token_B) if kv_transfer_s else 0.0)
         routers[1].choose(replicas[1]).accept(seq)
 
     arrivals = requests.arrival_s.tolist()
     prompts, outputs = requests.prompt_tokens.tolist(), requests.output_tokens.tolist()
+    groups = (prefix_group_draws(len(requests), pools[0].prefix_groups, pools[0].seed) if prefix_groups is None
+              else np.asarray(prefix_groups)).tolist()
 
     def arrive():
         for index, arrival_s in enumerate(arrivals):
@@ -372,7 +394,8 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
                 yield env.timeout(arrival_s - env.now)
             replica = routers[0].choose(replicas[0])
             seq = Sequence(index=index, arrival_s=arrival_s, prompt=prompts[index], output=outputs[index])
-            seq.computed = replica.state.kv.cached_prefix(seq.target)
+            replica.state.kv.assign(index, groups[index])
+            seq.computed = replica.state.kv.cached_prefix(index, seq.target)
             replica.accept(seq)
 
     env.process(arrive())
@@ -425,6 +448,8 @@ def _result(pools: list[Pool], replicas: list[list[Replica]], finished: list[Seq
                          peak_kv_share=max(engine.peak_own_blocks / pool.engine_kv_blocks for pool, engine in everyone),
                          token_gaps_s=np.array([gap for _, replica in everyone for gap in replica.token_gaps]),
                          slo=slo, swap_s=sum(replica.swap_s for _, replica in everyone),
+                         prefix_hits=sum(replica.state.kv.prefix_hits for _, replica in everyone),
+                         prefix_misses=sum(replica.state.kv.prefix_misses for _, replica in everyone),
                          busy_s={pool.name: sum(sum(row[1] for row in replica.log) for replica in made)
                                  for pool, made in zip(pools, replicas, strict=True)})
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, fields
 from functools import cache
 
 from sim.routers import ROUTERS
-from sim.schedulers import SCHEDULERS, SchedulerLimits
+from sim.schedulers import QUEUE_POLICIES, SCHEDULERS, SchedulerLimits
 from sim.serving_metrics import SLO
 from sim.slowdown import SlowdownSLO
 from workloads.errors import InputError
@@ -29,8 +29,9 @@ PREEMPTIONS = ("recompute", "swap")
 PREFIX_ATTENTIONS = ("paged", "cascade")
 # Fields added after serving results were first stored: left out of the repr (a point's key) at their default.
 KEY_NEUTRAL_DEFAULTS = frozenset({"prompt_batch_tokens", "slo_slowdown", "router", "max_decode_preemptions",
-                                  "prefix_attention", "memory_utilization", "attention_device", "attention_devices",
-                                  "attention_link", "attention_micro_batches"})
+                                  "prefix_attention", "prefix_groups", "queue_policy", "memory_utilization",
+                                  "attention_device", "attention_devices", "attention_link",
+                                  "attention_micro_batches"})
 # The settings of attention devices: a point whose model's devices attend is the same design whatever they say.
 ATTENTION_FIELDS = ("attention_device", "attention_devices", "attention_link", "attention_micro_batches")
 # The most micro-batches an iteration is split in, by default, when attention runs on devices of its own: two take
@@ -71,6 +72,13 @@ class ServingSpec:
     max_decode_preemptions: int | None = None
     block_tokens: int = 16
     prefix_tokens: int = 0
+    # Distinct prefixes of prefix_tokens the requests start with, each request's drawn evenly (a system prompt per
+    # tenant or task, a shared document): each group's prefix cached while memory allows, the least recently used
+    # evicted (sim/kv_cache.py); None: 1, one prefix every request shares, as results stored before it.
+    prefix_groups: int | None = None
+    # The order waiting requests are admitted in (sim/schedulers/base.py QUEUE_POLICIES); None: fcfs, the order of
+    # results stored before it could be chosen.
+    queue_policy: str | None = None
     preemption: str = "recompute"  # or "swap" over a host link of swap_GBps
     swap_GBps: float | None = None  # None: the device preset's host link (its host_link)
     seed: int = 0
@@ -181,6 +189,21 @@ class ServingSpec:
                              f"(0: no separate prefill pool)")
         if self.prefix_tokens < 0:
             raise InputError(f"prefix_tokens: found {self.prefix_tokens}, allowed: an integer >= 0")
+        if self.prefix_groups is not None and (isinstance(self.prefix_groups, bool)
+                                               or not isinstance(self.prefix_groups, int) or self.prefix_groups < 1):
+            raise InputError(f"prefix_groups: found {self.prefix_groups!r}, allowed: an integer >= 1")
+        if self.queue_policy is not None and self.queue_policy not in QUEUE_POLICIES:
+            raise InputError(f"queue_policy: found {self.queue_policy!r}, allowed: {', '.join(QUEUE_POLICIES)}")
+        if self.groups > 1:
+            for name, conflict, why in (
+                    ("prefix_tokens", self.prefix_tokens == 0, "a length > 0 (each group's prefix)"),
+                    ("prefix_attention", self.cascade, "paged (cascade attention reads one prefix every sequence "
+                     "shares; a batch of several groups' prefixes is not modeled)"),
+                    ("prefill_replicas", self.disaggregated, "0 (a decode pool's replicas hold one shared prefix: "
+                     "which of several groups' prefixes they cache is not modeled)")):
+                if conflict:
+                    raise InputError(f"{name}: found {getattr(self, name)!r} with prefix_groups "
+                                     f"{self.prefix_groups}, allowed: {why}")
         if self.arrival == "trace" and not _trace(self.trace).has_arrivals:
             raise InputError(f"arrival: found 'trace' with trace {self.trace!r}, which has no arrival times, allowed: "
                              f"poisson or gamma arrivals at a rate over its lengths")
@@ -225,6 +248,8 @@ class ServingSpec:
                 **({} if self.prompt_batch_tokens is None else {"prompt_batch_tokens": self.prompt_batch_tokens}),
                 **({} if self.router is None else {"router": self.router}),
                 **({} if self.prefix_attention is None else {"prefix_attention": self.prefix_attention}),
+                **({} if self.prefix_groups is None else {"prefix_groups": self.prefix_groups}),
+                **({} if self.queue_policy is None else {"queue_policy": self.queue_policy}),
                 **({} if self.max_decode_preemptions is None
                    else {"max_decode_preemptions": self.max_decode_preemptions}),
                 **({} if self.memory_utilization is None else {"memory_utilization": self.memory_utilization}),
@@ -244,6 +269,11 @@ class ServingSpec:
         return 1.0 if self.memory_utilization is None else float(self.memory_utilization)
 
     @property
+    def groups(self) -> int:
+        """The prefixes the requests start with (prefix_groups; unset, the one every request shares)."""
+        return self.prefix_groups or 1
+
+    @property
     def cascade(self) -> bool:
         """Whether decode attention reads the shared prefix once for all sequences."""
         return self.prefix_attention == "cascade"
@@ -256,7 +286,8 @@ class ServingSpec:
         return SchedulerLimits(max_seqs=self.max_seqs, max_batched_tokens=self.max_batched_tokens,
                                chunk_tokens=self.chunk_tokens, preemption=self.preemption,
                                prompt_batch_tokens=self.prompt_batch_tokens,
-                               max_decode_preemptions=self.max_decode_preemptions)
+                               max_decode_preemptions=self.max_decode_preemptions,
+                               queue_policy=self.queue_policy or "fcfs")
 
     def slo(self) -> SLO | None:
         if self.slo_ttft_s is None and self.slo_tpot_s is None and self.slo_slowdown is None:

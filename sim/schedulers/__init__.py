@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sim.schedulers.base import Batch, EngineState, Scheduler, SchedulerLimits, Sequence
+from sim.schedulers.base import QUEUE_POLICIES, Batch, EngineState, Scheduler, SchedulerLimits, Sequence
 from sim.schedulers.chunked import ChunkedPrefillScheduler
 from sim.schedulers.continuous import ContinuousScheduler
 from sim.schedulers.orca import OrcaScheduler
@@ -20,4 +20,5 @@ def make_scheduler(name: str, limits: SchedulerLimits) -> Scheduler:
     return SCHEDULERS[name](limits)
 
 
-__all__ = ["SCHEDULERS", "Batch", "EngineState", "Scheduler", "SchedulerLimits", "Sequence", "make_scheduler"]
+__all__ = ["QUEUE_POLICIES", "SCHEDULERS", "Batch", "EngineState", "Scheduler", "SchedulerLimits", "Sequence",
+           "make_scheduler"]

@@ -125,6 +125,17 @@ class SchedulerLimits:
     # running decodes that do not fit sit out the iteration, their KV kept, until one has sat out this many iterations
     # and goes first (splitwise-sim's baseline machines, max_preemptions 4: sim/schedulers/orca.py). None: never.
     max_decode_preemptions: int | None = None
+    # The order waiting requests are admitted in (QUEUE_POLICIES): arrival order, or those whose prefix is cached first.
+    queue_policy: str = "fcfs"
+
+
+# fcfs: arrival order (preempted sequences back at the front: vLLM's). lpm: longest prefix match first, SGLang's
+# schedule policy (python/sglang/srt/managers/schedule_policy.py, `--schedule-policy lpm`): waiting requests whose
+# prefix is cached go first, in arrival order, then the rest; with prefixes of one length that is cached-or-not. It
+# keeps a group's requests together while their prefix is cached, as BatchLLM's prefix-sharing groups do (Zheng et
+# al., arXiv:2412.03594, section 3). SGLang falls back to fcfs past 128 waiting requests, to bound its sorting cost;
+# that fallback is not modeled.
+QUEUE_POLICIES = ("fcfs", "lpm")
 
 
 class Scheduler:
@@ -153,6 +164,15 @@ class Scheduler:
     def _reserve_blocks(self, state: EngineState) -> int:
         return math.ceil(self.limits.watermark * state.kv.capacity_blocks)
 
+    @staticmethod
+    def _head(state: EngineState) -> Sequence:
+        """The first waiting sequence; one still to prefill finds what its group's cached prefix holds now (since it
+        queued, the prefix may have been evicted, or computed by another request of its group)."""
+        seq = state.waiting[0]
+        if seq.in_prefill:
+            seq.computed = state.kv.cached_prefix(seq.index, seq.target)
+        return seq
+
     def _admit(self, state: EngineState, seq: Sequence, tokens: int) -> bool:
         """Move the first waiting sequence to running if the KV cache can hold `tokens` of it."""
         kv = state.kv
@@ -175,7 +195,7 @@ class Scheduler:
         sequences come back before anything new is admitted."""
         prompts = 0
         while state.waiting and not state.swapped and len(state.running) < self.limits.max_seqs:
-            seq = state.waiting[0]
+            seq = self._head(state)
             if not seq.in_prefill:  # handed over by a prefill pool: admitted straight into decoding
                 if not self._admit(state, seq, seq.final_tokens if whole_request else seq.computed + 1):
                     break
@@ -204,16 +224,17 @@ class Scheduler:
         """Free its blocks. By recompute, it waits at the front to recompute its whole context; by swap, its own KV
         (not the shared prefix, which stays cached) is copied to host memory and it waits to be swapped back in
         (before any new admission)."""
-        state.kv.release(seq.index)
+        swap = self.limits.preemption == "swap" and not seq.in_prefill
+        state.kv.release(seq.index, keep_prefix=swap)
         state.running.remove(seq)
         seq.preemptions += 1
-        if self.limits.preemption == "swap" and not seq.in_prefill:
-            state.swapped_tokens += state.kv.own_tokens(seq.computed)
+        if swap:
+            state.swapped_tokens += state.kv.own_tokens(seq.index, seq.computed)
             state.swapped.append(seq)
             state.swapped.sort(key=lambda s: s.index)
             return
         seq.target = seq.prompt + seq.generated
-        seq.computed = state.kv.cached_prefix(seq.target)
+        seq.computed = state.kv.cached_prefix(seq.index, seq.target)
         state.waiting.appendleft(seq)
 
     def _swap_in(self, state: EngineState) -> int:
@@ -226,13 +247,17 @@ class Scheduler:
             state.kv.hold(seq.index, seq.computed)
             state.swapped.pop(0)
             state.running.append(seq)
-            moved += state.kv.own_tokens(seq.computed)
+            moved += state.kv.own_tokens(seq.index, seq.computed)
         return moved
 
     def next_batch(self, state: EngineState) -> Batch:
         """The next iteration: swapped sequences come back first, then the scheduler's own choice; the KV
         tokens swapped either way ride on the batch."""
         swapped_in = self._swap_in(state) if state.swapped else 0
+        if self.limits.queue_policy == "lpm" and len(state.waiting) > 1:
+            cached = [seq for seq in state.waiting if state.kv.is_cached(seq.index)]
+            if cached and len(cached) < len(state.waiting):
+                state.waiting = deque(cached + [seq for seq in state.waiting if not state.kv.is_cached(seq.index)])
         batch = self.schedule(state)
         batch.swapped_tokens = swapped_in + state.swapped_tokens
         state.swapped_tokens = 0

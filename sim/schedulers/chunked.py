@@ -32,7 +32,7 @@ class ChunkedPrefillScheduler(Scheduler):
             batch.prefills.append((seq, chunk))
             budget -= chunk
         while state.waiting and not state.swapped and budget > 0 and len(state.running) < self.limits.max_seqs:
-            seq = state.waiting[0]
+            seq = self._head(state)
             if not seq.in_prefill:  # handed over behind a prompt (FCFS): it decodes from the next iteration
                 if not self._admit(state, seq, seq.computed + 1):
                     break

@@ -71,16 +71,16 @@ def test_a_shared_prefix_is_held_once_in_whole_blocks():
     kv.release(1)
     assert kv.used_blocks == 2  # the prefix stays cached
     # What a sequence need not compute: the shared tokens, but always its last prompt token (it samples from it).
-    assert kv.cached_prefix(100) == 32
-    assert kv.cached_prefix(33) == 32
-    assert kv.cached_prefix(32) == 31
-    assert kv.cached_prefix(1) == 0
+    assert kv.cached_prefix(9, 100) == 32
+    assert kv.cached_prefix(9, 33) == 32
+    assert kv.cached_prefix(9, 32) == 31
+    assert kv.cached_prefix(9, 1) == 0
 
 
 def test_a_prefix_shorter_than_a_block_shares_nothing():
     kv = PagedKVCache(capacity_blocks=4, block_tokens=16, prefix_tokens=15)
     assert kv.prefix_blocks == 0 and kv.shared_tokens == 0 and kv.used_blocks == 0
-    assert kv.cached_prefix(100) == 0
+    assert kv.cached_prefix(9, 100) == 0
     assert kv.blocks_for(17) == 2
 
 
@@ -94,3 +94,76 @@ def test_a_prefix_larger_than_the_cache_is_refused():
     PagedKVCache(capacity_blocks=2, block_tokens=16, prefix_tokens=32)  # exactly the cache: allowed
     with pytest.raises(ValueError, match="prefix_tokens: found 48, allowed: at most the cache's 32 tokens"):
         PagedKVCache(capacity_blocks=2, block_tokens=16, prefix_tokens=48)
+
+
+# ---- prefix groups: several prefixes, cached while they fit, the least recently shared evicted ----------------------
+
+def test_a_warm_cache_holds_the_groups_prefixes_that_fit_in_group_order():
+    """Three groups of 32-token prefixes (2 blocks each) in 5 blocks: groups 0 and 1 are cached (4 blocks), group 2's
+    would need a sixth. Cached prefixes nobody shares are not in use, and are evictable."""
+    kv = PagedKVCache(capacity_blocks=5, block_tokens=16, prefix_tokens=32, prefix_groups=3)
+    for seq, group in enumerate((0, 1, 2)):
+        kv.assign(seq, group)
+    assert [kv.is_cached(seq) for seq in (0, 1, 2)] == [True, True, False]
+    assert kv.used_blocks == 4 and kv.evictable_blocks == 4 and kv.in_use_blocks == 0 and kv.free_blocks == 1
+    assert kv.cached_prefix(0, 100) == 32 and kv.cached_prefix(2, 100) == 0
+
+
+def test_a_sequence_shares_its_groups_cached_prefix_and_leaves_it_cached():
+    kv = PagedKVCache(capacity_blocks=10, block_tokens=16, prefix_tokens=32, prefix_groups=2)
+    kv.assign(0, 1)
+    kv.hold(0, 100)  # ceil(100 / 16) = 7 blocks, 2 of them group 1's prefix: 5 of its own
+    assert kv.used_blocks == 4 + 5 and kv.in_use_blocks == 2 + 5 and kv.prefix_hits == 1
+    assert kv.own_tokens(0, 100) == 68
+    kv.release(0)
+    assert kv.used_blocks == 4 and kv.in_use_blocks == 0  # both prefixes still cached, neither shared
+
+
+def test_room_is_made_by_evicting_the_least_recently_shared_prefix():
+    """Groups 0 and 1 cached (4 of 5 blocks). Group 0 is shared and released after group 1 was, so group 1 is the least
+    recently shared: a sequence of group 2 needing 3 blocks takes the free one and evicts group 1's prefix, not 0's."""
+    kv = PagedKVCache(capacity_blocks=5, block_tokens=16, prefix_tokens=32, prefix_groups=3)
+    for seq, group in ((0, 1), (1, 0), (2, 2)):
+        kv.assign(seq, group)
+    kv.hold(0, 33)  # its prefix's 2 blocks and 1 of its own: the free one
+    kv.release(0)
+    kv.hold(1, 33)
+    kv.release(1)
+    assert kv.can_hold(2, 16 * 5) and not kv.can_hold(2, 16 * 5 + 1)  # 1 free + 4 evictable, never a sixth
+    kv.hold(2, 48)  # a miss: its 3 blocks are its own
+    assert (kv.prefix_hits, kv.prefix_misses) == (2, 1) and kv.used_blocks == 2 + 3
+    kv.assign(3, 0)
+    kv.assign(4, 1)
+    assert kv.is_cached(3) and not kv.is_cached(4)
+
+
+def test_a_prefix_a_sequence_computed_becomes_its_groups_cached_prefix():
+    """A miss computes its whole prompt in its own blocks; once past the prefix, its first 2 blocks become group 2's
+    cached prefix (no block is added or freed), which the next sequence of the group shares."""
+    kv = PagedKVCache(capacity_blocks=5, block_tokens=16, prefix_tokens=32, prefix_groups=3)  # groups 0, 1 cached
+    kv.assign(0, 2)
+    kv.assign(1, 2)
+    assert not kv.is_cached(0)
+    kv.hold(0, 16)  # its first chunk: 1 block, evicting nothing (1 free)
+    kv.publish(0, 16)  # not past the prefix yet
+    assert not kv.is_cached(1)
+    kv.hold(0, 40)  # 3 blocks: evicts group 0's prefix (the least recently cached) for the 2 more
+    kv.publish(0, 40)
+    assert kv.is_cached(1) and kv.used_blocks == 2 + 3 and kv.in_use_blocks == 3
+    assert kv.own_tokens(0, 40) == 8
+    assert kv.blocks_for(40) == 1 and kv.extra_blocks(1, 40) == 1  # the next one holds only what lies past it
+
+
+def test_a_swapped_out_sequence_keeps_its_prefix_cached():
+    kv = PagedKVCache(capacity_blocks=5, block_tokens=16, prefix_tokens=32, prefix_groups=2)
+    kv.assign(0, 0)
+    kv.hold(0, 48)
+    kv.release(0, keep_prefix=True)
+    assert kv.evictable_blocks == 2  # group 1's only: group 0's is still shared by the swapped sequence
+    kv.hold(0, 48)  # swapped back in: its own block again, sharing the prefix as before
+    assert kv.used_blocks == 4 + 1 and kv.prefix_hits == 1
+
+
+def test_bad_group_count_is_refused():
+    with pytest.raises(ValueError, match="prefix_groups: found 0, allowed: an integer >= 1"):
+        PagedKVCache(capacity_blocks=10, block_tokens=16, prefix_tokens=32, prefix_groups=0)

@@ -1,0 +1,106 @@
+"""Prefix caching with several prefixes (sim/kv_cache.py prefix groups) and the lpm admission order
+(sim/schedulers/base.py QUEUE_POLICIES), served end to end, against hand counts and invariants.
+
+The tiny Llama on an H100 (conftest `costs`) keeps runs to a fraction of a second; what is checked is which requests
+find their prefix cached and what the iterations compute, which the costs do not decide.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sim.kv_cache import PagedKVCache
+from sim.schedulers import SchedulerLimits, make_scheduler
+from sim.serving import prefix_group_draws, serve, serving_memory
+from workloads.requests import RequestSet
+
+BLOCK = 16
+PREFIX = 32  # two whole blocks
+PROMPT = 48  # the prefix and one block of its own
+KV_PER_TOKEN_B = 2 * 2 * 16 * 2 * 2  # K and V x 2 KV heads x 16 dims x 2 B x 2 layers (the tiny Llama)
+
+
+def _serve(costs, groups, *, blocks: int, prefix_groups: int, policy: str = "fcfs", output: int = 2,
+           max_seqs: int = 1, scheduler: str = "continuous", seed: int = 0):
+    """Requests of PROMPT tokens arriving together, request i starting with group groups[i]'s prefix."""
+    count = len(groups)
+    requests = RequestSet(arrival_s=np.zeros(count), prompt_tokens=np.full(count, PROMPT),
+                          output_tokens=np.full(count, output))
+    memory = serving_memory(capacity_B=blocks * BLOCK * KV_PER_TOKEN_B, weights_B=0.0, activations_B=0.0,
+                            kv_bytes_per_token=KV_PER_TOKEN_B, block_tokens=BLOCK)
+    kv = PagedKVCache(capacity_blocks=blocks, block_tokens=BLOCK, prefix_tokens=PREFIX, prefix_groups=prefix_groups)
+    limits = SchedulerLimits(max_seqs=max_seqs, queue_policy=policy, watermark=0.0)
+    return serve(costs, requests, make_scheduler(scheduler, limits), kv, memory, costs.device.idle_power_W,
+                 prefix_groups=np.asarray(groups))
+
+
+def _computed_tokens(result) -> int:
+    return int(result.iterations.tokens.sum())
+
+
+def test_alternating_groups_thrash_in_arrival_order_and_stay_together_under_lpm(costs):
+    """Two groups' prefixes (2 blocks each) start cached in 5 blocks; one request runs at a time; a request holds 1
+    block past its prefix and a second when it decodes. Its decode takes the last free block by evicting the other
+    group's prefix. In arrival order (groups 0, 1, 0, 1, 0, 1) every request after the first finds its prefix evicted
+    and computes its whole prompt (1 hit, 5 misses). lpm admits the cached group's requests first: group 0's three,
+    then group 1's first computes the prefix again and its other two find it (5 hits, 1 miss)."""
+    groups = [0, 1, 0, 1, 0, 1]
+    fcfs = _serve(costs, groups, blocks=5, prefix_groups=2, policy="fcfs")
+    lpm = _serve(costs, groups, blocks=5, prefix_groups=2, policy="lpm")
+    assert (fcfs.prefix_hits, fcfs.prefix_misses) == (1, 5)
+    assert (lpm.prefix_hits, lpm.prefix_misses) == (5, 1)
+    assert fcfs.metrics()["prefix_hit_rate"] == pytest.approx(1 / 6)
+    assert lpm.metrics()["prefix_hit_rate"] == pytest.approx(5 / 6)
+    # Each iteration computes a prefill's uncached tokens or one decode token: a hit computes 48 - 32 = 16.
+    decodes = 6 * (2 - 1)
+    assert _computed_tokens(fcfs) == 1 * 16 + 5 * 48 + decodes
+    assert _computed_tokens(lpm) == 5 * 16 + 1 * 48 + decodes
+    # lpm reorders: group 0's requests finish before group 1's second.
+    finish = lpm.records.finish_s
+    assert max(finish[[0, 2, 4]]) < min(finish[[3, 5]])
+
+
+def test_every_request_finds_its_prefix_where_every_group_stays_cached(costs):
+    """With room for every group's prefix beside the requests, nothing is evicted: every admission hits, and the
+    iterations compute each prompt past its prefix and each decode token (a hand sum), in either order."""
+    rng = np.random.default_rng(3)
+    groups = rng.integers(8, size=40).tolist()
+    for policy in ("fcfs", "lpm"):
+        result = _serve(costs, groups, blocks=8 * 2 + 40 * 3, prefix_groups=8, policy=policy, max_seqs=40,
+                        output=5, scheduler="chunked")
+        assert (result.prefix_hits, result.prefix_misses) == (40, 0)
+        assert _computed_tokens(result) == 40 * (PROMPT - PREFIX) + 40 * (5 - 1)
+
+
+def test_prefills_and_decodes_conserve_tokens_under_eviction(costs):
+    """Under eviction pressure (16 groups, room for about four prefixes beside the requests) every prompt is computed
+    past what its admission found cached, whatever the order: computed tokens = misses x 48 + hits x 16 + decodes
+    (no preemption: each request's whole KV fits beside the others at max_seqs 4)."""
+    groups = np.random.default_rng(5).integers(16, size=60).tolist()
+    for policy in ("fcfs", "lpm"):
+        result = _serve(costs, groups, blocks=4 * 2 + 4 * 4 + 8, prefix_groups=16, policy=policy, max_seqs=4,
+                        output=4)
+        assert result.records.preemptions.sum() == 0
+        assert result.prefix_hits + result.prefix_misses == 60
+        assert _computed_tokens(result) == result.prefix_misses * PROMPT + result.prefix_hits * (PROMPT - PREFIX) \
+            + 60 * (4 - 1)
+        assert 0 < result.prefix_hits < 60
+
+
+def test_lpm_never_finds_fewer_prefixes_than_arrival_order_on_an_offline_batch(costs):
+    groups = np.random.default_rng(11).integers(12, size=80).tolist()
+    fcfs = _serve(costs, groups, blocks=3 * 2 + 4 * 4, prefix_groups=12, policy="fcfs", max_seqs=4, output=4)
+    lpm = _serve(costs, groups, blocks=3 * 2 + 4 * 4, prefix_groups=12, policy="lpm", max_seqs=4, output=4)
+    assert lpm.prefix_hits > fcfs.prefix_hits
+    # Each group's prefix computed at least once less the groups cached at the start (3 fit): the most hits possible.
+    assert lpm.prefix_hits <= 80 - (len(set(groups)) - 3)
+
+
+def test_group_draws_are_even_seeded_and_apart_from_one_group():
+    assert not prefix_group_draws(50, 1, seed=4).any()
+    draws = prefix_group_draws(20_000, 8, seed=4)
+    assert np.array_equal(draws, prefix_group_draws(20_000, 8, seed=4))
+    assert not np.array_equal(draws, prefix_group_draws(20_000, 8, seed=5))
+    counts = np.bincount(draws, minlength=8)
+    assert counts.size == 8 and np.all(np.abs(counts - 2500) < 5 * np.sqrt(2500))  # five sigma of a binomial
