@@ -103,6 +103,10 @@ class StepShape:
     decode_flops_per_kv: float = 1.0  # decode attention FLOPs per key read (a token selection: kernels/kv_policy.py)
     sampled: int = 0  # sequences that sample a token: decodes, and prefills that finish their prompt
     positions: int = 1  # the longest query of the iteration (rows of the rotary table)
+    # Of the decoding sequences (counted in decode_seqs and decode_kv too), those whose KV and attention lie on a hybrid
+    # attention pool's devices apart from the model's (sim/attention_pool.py), and the keys they attend to, summed.
+    apart_seqs: int = 0
+    apart_kv: int = 0
 
     @property
     def tokens(self) -> int:

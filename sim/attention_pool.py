@@ -19,6 +19,24 @@ layer each way (latency plus bytes over the ports): every micro-batch's chain th
 each group of devices and each direction of the link must serve every micro-batch. It is a lower bound of the
 schedule, reached where one term leads in every layer; with one micro-batch it is the sequential sum, with n equal
 ones max(M + A + L (c_out + c_back), n M, n A, n L c_out, n L c_back).
+
+A hybrid placement (APEX: Fan et al., arXiv:2506.03296; NEO before it) keeps the model's devices attending: they hold
+the KV of as many sequences as their memory left after the weights and activations holds, and attend to those, and
+the attention devices (the host CPU, over PCIe) hold and attend to the rest of the decoding sequences. The model's
+devices hold the running sequences' blocks oldest first (sim/kv_cache.py PagedKVCache.apart): a sequence admitted
+when their memory is full lies on the attention devices. Prefill runs on the model's devices, as APEX's does. The
+iteration is one batch, not split (APEX's asynchronous overlap): the model's devices run every sequence's layers but
+attention and their own sequences' attention; in every layer the attention devices attend to theirs beside that
+attention, the query, key and value of each of their tokens sent out and its output back, and the layers after the
+attention wait for them. An iteration of L layers whose model's devices take G in all, A_g of it their own attention,
+then takes
+
+    G + max(0, A_c + L (c_out + c_back) - A_g)
+
+with A_c the attention devices' time over all layers and c_out, c_back their tokens' sends of one layer each way: it
+is never below G nor below A_c, and with no sequence on the attention devices it is G, the model's devices alone.
+What APEX's scheduler also does, moving a sequence's attention between the two per iteration from profiled times
+(and NEO's asymmetric pipelining, which splits the batch), is not priced.
 """
 
 from __future__ import annotations
@@ -28,6 +46,10 @@ from dataclasses import dataclass
 
 from kernels.shapes import StepTemplate
 from workloads.model_config import ModelConfig
+
+# Where a pool's attention devices attend: to every sequence (apart: Lamina's model-attention disaggregation), or
+# to those whose KV the model's devices do not hold (hybrid: APEX's CPU-GPU attention).
+PLACEMENTS = ("apart", "hybrid")
 
 # Bytes of an activation element sent between the devices: 16-bit, as pipeline sends (kernels/parallel.py).
 SEND_ELEMENT_B = 2.0
@@ -49,6 +71,14 @@ def disaggregated_time_s(model_s: Sequence[float], attention_s: Sequence[float],
     return max(max(chains), sum(model_s), sum(attention_s), layers * sum(out_s), layers * sum(back_s))
 
 
+def hybrid_time_s(model_s: float, own_attention_s: float, attention_s: float, out_s: float, back_s: float,
+                  layers: int) -> float:
+    """The time of a hybrid iteration (module docstring): the model's devices take `model_s` in all, `own_attention_s`
+    of it their own sequences' attention; the attention devices take `attention_s` over all layers, and their tokens'
+    sends `out_s`, `back_s` per layer each way."""
+    return model_s + max(0.0, attention_s + layers * (out_s + back_s) - own_attention_s)
+
+
 @dataclass(frozen=True, kw_only=True)
 class AttentionPool:
     """The attention devices of a replica: `devices` of `device` (a device model), joined to the model's devices by
@@ -64,12 +94,20 @@ class AttentionPool:
     micro_batches: int
     out_B_per_token: float  # sent_bytes_per_token: to the attention devices, per token and layer
     back_B_per_token: float
+    placement: str = "apart"  # PLACEMENTS: every sequence's attention on the attention devices, or the overflow's
 
     def __post_init__(self) -> None:
         for name in ("devices", "ports", "micro_batches"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: found {value!r}, allowed: an integer >= 1")
+        if self.placement not in PLACEMENTS:
+            raise ValueError(f"placement: found {self.placement!r}, allowed: {', '.join(PLACEMENTS)}")
+
+    @property
+    def hybrid(self) -> bool:
+        """Whether the model's devices attend to the sequences whose KV they hold (PLACEMENTS)."""
+        return self.placement == "hybrid"
 
     def send_s(self, tokens: int) -> tuple[float, float]:
         """Seconds one layer's sends of `tokens` tokens take each way: to the attention devices, and back."""

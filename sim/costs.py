@@ -21,7 +21,7 @@ batch's sends).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -30,7 +30,7 @@ from kernels.kernel import KIND_CLASS, KernelKind
 from kernels.parallel import collective_kernel
 from kernels.shapes import PLACE_HEAD, PLACE_LAYERS, PLACE_TAIL, StepShape, StepTemplate
 from kernels.table import KIND_CODE, KernelTable
-from sim.attention_pool import AttentionPool, disaggregated_time_s
+from sim.attention_pool import AttentionPool, disaggregated_time_s, hybrid_time_s
 from sim.interleave import interleaved_schedule
 from sim.step_costs import HOST_WAIT, host_stall_s, pass_execution
 
@@ -114,26 +114,31 @@ class IterationCostModel:
         if not self.kv_bucket_tokens:
             return (s.prefill_seqs, s.prefill_tokens, s.prefill_pairs, s.prefill_cached, s.decode_seqs, s.decode_kv,
                     s.sampled, s.positions, s.decode_query, s.decode_flops_per_kv, s.decode_shared_kv,
-                    s.decode_shared_seqs, s.estimate_pairs, scored)
+                    s.decode_shared_seqs, s.estimate_pairs, scored, (s.apart_seqs, s.apart_kv))
+        # The sequences apart and those the model's devices attend to, each rounded to the bucket.
+        own_kv = self._round(s.decode_kv - s.apart_kv, max(s.decode_seqs - s.apart_seqs, 1))
         return (s.prefill_seqs, s.prefill_tokens, self._round(s.prefill_pairs, max(s.prefill_tokens, 1)),
                 self._round(s.prefill_cached, max(s.prefill_seqs, 1)), s.decode_seqs,
-                self._round(s.decode_kv, max(s.decode_seqs, 1)), s.sampled, s.positions, s.decode_query,
-                s.decode_flops_per_kv, s.decode_shared_kv, s.decode_shared_seqs,
-                self._round(s.estimate_pairs, max(s.prefill_tokens, 1)), scored)
+                self._round(s.decode_kv, max(s.decode_seqs, 1)) if not s.apart_seqs else own_kv, s.sampled,
+                s.positions, s.decode_query, s.decode_flops_per_kv, s.decode_shared_kv, s.decode_shared_seqs,
+                self._round(s.estimate_pairs, max(s.prefill_tokens, 1)), scored,
+                (s.apart_seqs, self._round(s.apart_kv, max(s.apart_seqs, 1))))
 
     def _representative(self, key: tuple) -> StepShape:
         (seqs, tokens, pairs, cached, decodes, kv, sampled, positions, query, flops_per_kv, shared, sharing,
-         estimate, (scored_share, score_B)) = key
+         estimate, (scored_share, score_B), (apart, apart_kv)) = key
         if self.kv_bucket_tokens:
             step = self.kv_bucket_tokens
 
             def value(key: float, per: int) -> float:
                 return -key if key <= 0 else key * step * per
 
-            pairs, cached, kv = value(pairs, tokens), value(cached, seqs), value(kv, decodes)
+            pairs, cached = value(pairs, tokens), value(cached, seqs)
+            apart_kv = value(apart_kv, apart)
+            kv = value(kv, decodes - apart) + apart_kv if apart else value(kv, decodes)
             estimate = value(estimate, tokens)
         return StepShape(prefill_seqs=seqs, prefill_tokens=tokens, prefill_pairs=pairs, prefill_cached=cached,
-                         estimate_pairs=estimate, decode_seqs=decodes, decode_kv=kv, sampled=sampled,
+                         apart_seqs=apart, apart_kv=round(apart_kv), estimate_pairs=estimate, decode_seqs=decodes, decode_kv=kv, sampled=sampled,
                          positions=positions, decode_query=query, decode_flops_per_kv=flops_per_kv,
                          decode_shared_kv=shared, decode_shared_seqs=sharing, prefill_scored_share=scored_share,
                          prefill_score_B=score_B)
@@ -149,7 +154,11 @@ class IterationCostModel:
         return cost
 
     def _price_kernels(self, shape: StepShape) -> IterationCost:
-        if self.attention is not None:
+        if self.attention is not None and self.attention.hybrid:
+            if shape.apart_seqs:
+                return self._price_hybrid(shape)
+            # No sequence on the attention devices: the model's devices run the iteration alone, as without them.
+        elif self.attention is not None:
             return self._price_disaggregated(shape)
         cost = self._price_whole(shape)
         if shape.decode_shared_seqs:
@@ -305,6 +314,35 @@ class IterationCostModel:
         return IterationCost(time_s=time_s, compute_J=compute_J, memory_J=memory_J, class_time_s=class_time,
                              stage_time_s=(time_s,))
 
+    def _price_hybrid(self, shape: StepShape) -> IterationCost:
+        """An iteration of a hybrid pool (sim/attention_pool.py): the model's devices run every row but the attention
+        of the sequences apart (shape.apart_seqs), the attention devices (each its heads) those sequences' attention,
+        their tokens' sends in every layer each way; its time is hybrid_time_s of these, its energy and its time by
+        class their sums."""
+        pool = self.attention
+        mode = pass_execution(self.execution, decode_only=shape.prefill_seqs == 0)
+        layers = self.template.attention_layers
+        own = replace(shape, decode_seqs=shape.decode_seqs - shape.apart_seqs,
+                      decode_kv=shape.decode_kv - shape.apart_kv, apart_seqs=0, apart_kv=0)
+        apart = StepShape(decode_seqs=shape.apart_seqs, decode_kv=shape.apart_kv, decode_query=shape.decode_query,
+                          decode_flops_per_kv=shape.decode_flops_per_kv, sampled=shape.apart_seqs,
+                          positions=shape.decode_query)
+        table, counts = self.template.stage_table(shape, 1)
+        own_table, own_counts = self.template.stage_table(own, 1)
+        model = _price_parts(self.device, [(table, counts * ~table.attention_mask),
+                                           (own_table, own_counts * own_table.attention_mask)], mode)
+        own_attention_s = model.part_s[1]
+        heads, head_counts = pool.template.stage_table(apart, 1)
+        attention = _price_rows(pool.device, heads, head_counts * heads.attention_mask, mode)
+        out_s, back_s = pool.send_s(apart.tokens)
+        time_s = hybrid_time_s(float(model.stage_s.sum()), own_attention_s, float(attention.stage_s.sum()), out_s,
+                               back_s, layers)
+        class_time = model.class_time_s + attention.class_time_s
+        class_time[KERNEL_CLASS_NAMES.index(KIND_CLASS[KernelKind.SEND_RECV])] += layers * (out_s + back_s)
+        return IterationCost(time_s=time_s, compute_J=model.compute_J + pool.devices * attention.compute_J,
+                             memory_J=model.memory_J + pool.devices * attention.memory_J, class_time_s=class_time,
+                             stage_time_s=(time_s,))
+
     def _price_share(self, share: StepShape, mode) -> tuple[_Priced, _Priced, float, float]:
         """One micro-batch: its rows but attention on the model's devices, its attention rows on one attention device
         (its heads), and its sends of one layer each way."""
@@ -335,6 +373,28 @@ def _price_rows(device, table: KernelTable, counts: np.ndarray, mode) -> _Priced
     """`table`'s rows run `counts` times (stages x rows) on `device` in execution `mode`: kernels back to back, each
     stage waiting on its host where the host's dispatch of its kernels takes longer than they run."""
     return _priced(device.cost_table(table, mode), table, counts, dispatch_s(device, mode))
+
+
+@dataclass(frozen=True)
+class _PricedParts(_Priced):
+    """_Priced of several parts' rows run back to back on one stage, with each part's kernels' time (its host's wait
+    left out)."""
+
+    part_s: tuple[float, ...] = ()
+
+
+def _price_parts(device, parts: list[tuple[KernelTable, np.ndarray]], mode) -> _PricedParts:
+    """Parts' rows (each a table and its counts, one stage x rows) run back to back on `device` in execution `mode`,
+    as one stage: the host waits where dispatching all their kernels takes longer than they run."""
+    priced = [_priced(device.cost_table(table, mode), table, counts, 0.0) for table, counts in parts]
+    part_s = tuple(float(p.stage_s.sum()) for p in priced)
+    kernels = sum(float(counts.sum()) for _, counts in parts)
+    wait_s = float(host_stall_s(dispatch_s(device, mode) * kernels, sum(part_s)))
+    class_time = sum((p.class_time_s for p in priced), np.zeros(len(TIME_CLASS_NAMES)))
+    class_time[-1] += wait_s
+    return _PricedParts(stage_s=np.array([sum(part_s) + wait_s]), class_time_s=class_time,
+                        compute_J=sum(p.compute_J for p in priced), memory_J=sum(p.memory_J for p in priced),
+                        part_s=part_s)
 
 
 def _priced(costs, table: KernelTable, counts: np.ndarray, dispatch: float) -> _Priced:

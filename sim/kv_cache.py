@@ -35,9 +35,11 @@ class PagedKVCache:
     """Block accounting of one replica's KV cache and its cached prefixes."""
 
     def __init__(self, *, capacity_blocks: int, block_tokens: int, prefix_tokens: int = 0, prefix_groups: int = 1,
-                 window: Window = None):
+                 window: Window = None, device_blocks: int | None = None):
         """`window`: a sliding-window model keeps the KV of its last `window` tokens only (a KVPolicy: its mix of
-        retrieval and streaming heads, kernels/kv_policy.py)."""
+        retrieval and streaming heads, kernels/kv_policy.py); `device_blocks`: of the capacity, the blocks in the
+        model's devices' memory, the rest on a hybrid pool's attention devices (sim/attention_pool.py; None: no such
+        split)."""
         if block_tokens < 1:
             raise ValueError(f"block_tokens: found {block_tokens}, allowed: an integer >= 1")
         if prefix_groups < 1:
@@ -49,6 +51,9 @@ class PagedKVCache:
             raise ValueError(f"prefix_tokens: found {prefix_tokens}, allowed: at most the cache's "
                              f"{capacity_blocks * block_tokens} tokens")
         self.window = window
+        if device_blocks is not None and not 0 <= device_blocks <= capacity_blocks:
+            raise ValueError(f"device_blocks: found {device_blocks}, allowed: 0 to the cache's {capacity_blocks}")
+        self.device_blocks = device_blocks
         self._held: dict[int, int] = {}  # a sequence's own blocks
         self._group: dict[int, int] = {}  # a sequence's prefix group (unassigned: group 0)
         self._sharing: dict[int, int] = {}  # a sequence that shares its group's cached prefix -> that group
@@ -177,3 +182,18 @@ class PagedKVCache:
         self._sharers[group] -= 1
         if not self._sharers[group]:
             self._idle[group] = None
+
+    def apart(self, order: list[int]) -> set[int]:
+        """The sequences of `order` (the running ones, oldest first) whose blocks lie on a hybrid pool's attention
+        devices: the model's devices hold the shared prefix, then each sequence's blocks whole, oldest first, as
+        long as theirs hold them; every later sequence lies apart (none without device_blocks)."""
+        if self.device_blocks is None:
+            return set()
+        used, apart = self.prefix_blocks, set()
+        for seq in order:
+            held = self._held.get(seq, 0)
+            if apart or used + held > self.device_blocks:
+                apart.add(seq)
+            else:
+                used += held
+        return apart

@@ -18,11 +18,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from collections.abc import Sequence as Sequence_
+from dataclasses import replace
 
 import numpy as np
 import simpy
 
 from kernels.kv_policy import Window
+from kernels.shapes import step_shape
 from sim.costs import IterationCostModel
 from sim.schedulers import EngineState, Scheduler, Sequence
 from sim.speculative import ServingSpeculation
@@ -125,12 +127,26 @@ class Replica:
         spec = self.speculation
         own = self.costs.template.sliding_window  # the model's window: what its prefill chunks attend to
         if spec is None or not batch.decodes:
-            return self.costs.price(batch.shape(self.window, prefill_window=own, shared_prefix=self.shared_prefix))
+            shape = batch.shape(self.window, prefill_window=own, shared_prefix=self.shared_prefix)
+            return self.costs.price(self._placed(shape, batch))
         shape = batch.shape(self.window, spec.speculation.verified, prefill_window=own,
                             shared_prefix=self.shared_prefix)
         draft_own = spec.draft.template.sliding_window if spec.draft is not None else None
         return spec.price(self.costs.price(shape), shape, batch.draft_shapes(self.window, draft_own,
                                                                              self.shared_prefix))
+
+    def _placed(self, shape, batch):
+        """`shape` with its decodes whose KV lies on a hybrid pool's attention devices (PagedKVCache.apart) counted
+        apart; itself where none does."""
+        kv = self.state.kv
+        if kv.device_blocks is None or not batch.decodes:
+            return shape
+        apart = kv.apart([seq.index for seq in self.state.running])
+        decodes = [seq for seq in batch.decodes if seq.index in apart]
+        if not decodes:
+            return shape
+        placed = step_shape([], [seq.computed + 1 for seq in decodes], sampled=len(decodes), window=self.window)
+        return replace(shape, apart_seqs=placed.decode_seqs, apart_kv=placed.decode_kv)
 
     def _apply(self, batch, now_s: float) -> None:
         for seq, chunk in batch.prefills:

@@ -58,6 +58,9 @@ class ServingMemory:
     # share of every block, and their memory, every byte (0: the KV blocks share capacity_B with the weights).
     kv_devices: int = 0
     kv_capacity_B: float = 0.0
+    # A hybrid pool's (sim/attention_pool.py): of kv_blocks, those left in the model's devices' memory after the
+    # weights and activations, the rest in the attention devices' (None: the KV blocks lie on one kind of device).
+    device_kv_blocks: int | None = None
 
     @property
     def usable_B(self) -> float:
@@ -135,6 +138,10 @@ def serving_memory_reason(memory: ServingMemory, requests: RequestSet, scheduler
     # Attention devices split every block by its heads: a sequence's cache spans them all, as it spans tp devices.
     blocks = memory.kv_blocks // engines
     usable = blocks - math.ceil(scheduler.limits.watermark * blocks)
+    if needed > usable and memory.device_kv_blocks is not None:
+        return (f"the longest request needs {needed} KV blocks of {memory.block_tokens} tokens ({longest} tokens) but "
+                f"{usable} fit (less the admission watermark) in the {memory.kv_cache_B / 1e9:.1f} GB of KV blocks "
+                f"of the model's devices ({memory.device_kv_blocks} blocks) and the attention devices together")
     if needed > usable and memory.kv_devices:
         return (f"the longest request needs {needed} KV blocks of {memory.block_tokens} tokens ({longest} tokens) but "
                 f"{usable} fit (less the admission watermark) in the {memory.kv_devices} attention devices' "
@@ -152,19 +159,19 @@ def serving_memory_reason(memory: ServingMemory, requests: RequestSet, scheduler
 
 def serving_memory(*, capacity_B: float, weights_B: float, activations_B: float, kv_bytes_per_token: float,
                    block_tokens: int, utilization: float = 1.0, devices: int = 1, kv_devices: int = 0,
-                   kv_capacity_B: float = 0.0) -> ServingMemory:
+                   kv_capacity_B: float = 0.0, hybrid: bool = False) -> ServingMemory:
     """Every byte of `utilization` x `capacity_B` left after the weights and the activation reserve holds KV blocks
     (vLLM's profiling rule: gpu_memory_utilization, 0.9 by default there, of each device's memory); `capacity_B`
     sums the memory of `devices`. With `kv_devices` attention devices the blocks fill `utilization` of their
-    `kv_capacity_B` instead, each device holding its heads' share (1 / kv_devices) of every block."""
+    `kv_capacity_B` instead, each device holding its heads' share (1 / kv_devices) of every block; `hybrid`: both, the
+    model's devices' blocks first (sim/attention_pool.py)."""
     block_B = kv_bytes_per_token * block_tokens
-    if kv_devices:
-        blocks = math.floor(kv_capacity_B * utilization / block_B)  # each device its 1 / kv_devices of each block
-    else:
-        blocks = max(0, math.floor((capacity_B * utilization - weights_B - activations_B) / block_B))
-    return ServingMemory(weights_B=weights_B, activations_B=activations_B, kv_block_B=block_B, kv_blocks=blocks,
-                         block_tokens=block_tokens, capacity_B=capacity_B, utilization=utilization, devices=devices,
-                         kv_devices=kv_devices, kv_capacity_B=kv_capacity_B)
+    own = max(0, math.floor((capacity_B * utilization - weights_B - activations_B) / block_B))
+    blocks = math.floor(kv_capacity_B * utilization / block_B) if kv_devices else own  # each device its share
+    return ServingMemory(weights_B=weights_B, activations_B=activations_B, kv_block_B=block_B,
+                         kv_blocks=blocks + own if hybrid else blocks, block_tokens=block_tokens,
+                         capacity_B=capacity_B, utilization=utilization, devices=devices, kv_devices=kv_devices,
+                         kv_capacity_B=kv_capacity_B, device_kv_blocks=own if hybrid else None)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -359,7 +366,8 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
                 kv = caches[p][i] if caches else PagedKVCache(capacity_blocks=pool.engine_kv_blocks,
                                                              block_tokens=pool.memory.block_tokens,
                                                              prefix_tokens=pool.prefix_tokens,
-                                                             prefix_groups=pool.prefix_groups, window=pool.window)
+                                                             prefix_groups=pool.prefix_groups, window=pool.window,
+                                                             device_blocks=pool.memory.device_kv_blocks)
                 scheduler = schedulers[p][i] if schedulers else make_scheduler(pool.scheduler, pool.limits)
                 engines.append(Replica(
                     env, pool.costs, scheduler, EngineState(kv=kv), window=pool.window,
