@@ -138,7 +138,8 @@ class IterationCostModel:
             kv = value(kv, decodes - apart) + apart_kv if apart else value(kv, decodes)
             estimate = value(estimate, tokens)
         return StepShape(prefill_seqs=seqs, prefill_tokens=tokens, prefill_pairs=pairs, prefill_cached=cached,
-                         apart_seqs=apart, apart_kv=round(apart_kv), estimate_pairs=estimate, decode_seqs=decodes, decode_kv=kv, sampled=sampled,
+                         apart_seqs=apart, apart_kv=round(apart_kv), estimate_pairs=estimate, decode_seqs=decodes,
+                         decode_kv=kv, sampled=sampled,
                          positions=positions, decode_query=query, decode_flops_per_kv=flops_per_kv,
                          decode_shared_kv=shared, decode_shared_seqs=sharing, prefill_scored_share=scored_share,
                          prefill_score_B=score_B)
