@@ -149,6 +149,7 @@ SERVING_EXAMPLE = ("explore run --model llama-2-7b --device h100-sxm --serving -
 
 def _add_serving_flags(run: argparse.ArgumentParser) -> None:
     """Flags of `explore run --serving`: requests arriving at one replica instead of one static batch."""
+    from sim.attention_pool import PLACEMENTS
     from sim.routers import DEFAULT_ROUTER, ROUTERS
     from sim.schedulers import QUEUE_POLICIES, SCHEDULERS
     from sim.serving_spec import ARRIVALS, PREFIX_ATTENTIONS, ServingSpec
@@ -222,6 +223,10 @@ def _add_serving_flags(run: argparse.ArgumentParser) -> None:
                    help=f"the most micro-batches an iteration splits in to keep both kinds of device busy (default "
                         f"{spec.attention_micro_batches}: two take turns; each iteration uses as many as make it "
                         f"fastest)")
+    g.add_argument("--attention-placement", choices=list(PLACEMENTS),
+                   help=f"which sequences the attention devices attend to: apart (every one, Lamina) or hybrid (those "
+                        f"whose KV the model's devices' memory does not hold, the model's devices attending to theirs: "
+                        f"APEX's CPU-GPU attention; default {spec.attention_placement})")
     g.add_argument("--router", help=f"how each pool picks the replica a request joins: {', '.join(ROUTERS)} "
                                     f"(default {DEFAULT_ROUTER})")
     g.add_argument("--memory-utilization", type=float,

@@ -433,7 +433,7 @@ def _serving_spec(args) -> ServingSpec:
                   memory_utilization=args.memory_utilization, attention_device=args.attention_device,
                   # Unset attention flags take the spec's defaults.
                   **{name: getattr(args, name) for name in ("attention_devices", "attention_link",
-                                                            "attention_micro_batches")
+                                                            "attention_micro_batches", "attention_placement")
                      if getattr(args, name) is not None})
     if args.seed < 0:
         raise InputError(f"--seed: found {args.seed}, allowed: an integer >= 0")
@@ -564,8 +564,10 @@ def _assumptions(point: DesignPoint, device) -> str:
             fits = ("fitted" if label == "fitted" else f"fits of sibling {attending.calibration.sibling}"
                     if label == "sibling" else "uncalibrated datasheet roofline")
             pools += (f", attention on {s.attention_devices} x {s.attention_device} ({fits}) per "
-                      f"{'decode ' if s.disaggregated else ''}replica over {s.attention_link} (up to "
-                      f"{s.attention_micro_batches} micro-batches)")
+                      f"{'decode ' if s.disaggregated else ''}replica over {s.attention_link} " + (
+                          "(hybrid: the model's devices attend to the sequences whose KV they hold)"
+                          if s.attention_placement == "hybrid" else f"(up to {s.attention_micro_batches} "
+                                                                    f"micro-batches)"))
         for pool in POOL_WHAT_IFS:  # a power limit on another pool's devices, from its what-ifs or its device file
             if pool.present(s):
                 own = pool_point(point, pool.device_name(s, point.device), getattr(point, pool.field))

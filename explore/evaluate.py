@@ -58,6 +58,7 @@ from sim.serving import (
     serving_memory,
     serving_memory_reason,
 )
+from sim.serving_spec import ATTENTION_MICRO_BATCHES
 from sim.slowdown import SLOWDOWN_METRICS
 from sim.speculative import (
     MEDUSA,
@@ -225,7 +226,7 @@ class Evaluator:
         key = (point.model, fmt, point.device, point.overrides, point.use_calibration, point.execution, point.tp,
                point.link, point.link_overrides, point.ep, point.knob("allreduce"), point.pp, point.knob("overlap")) + (
             (spec.attention_device, spec.attention_devices, spec.attention_link, spec.attention_micro_batches,
-             point.attention_overrides) if attends_apart else ())
+             point.attention_overrides, spec.attention_placement) if attends_apart else ())
         if key not in self._cost_models:
             template = self.template(point.model, fmt, point.tp, point.ep, fusion_of(point.execution))
             self._cost_models[key] = IterationCostModel(self.point_device(point), template, execution=point.execution,
@@ -250,7 +251,7 @@ class Evaluator:
             template=self.template(point.model, fmt, devices, 1, fusion_of(point.execution)),
             link=load_link_model(spec.attention_link, calibrated=point.use_calibration),
             ports=min(point.tp, devices), micro_batches=spec.attention_micro_batches, out_B_per_token=out_B,
-            back_B_per_token=back_B)
+            back_B_per_token=back_B, placement=spec.attention_placement)
 
     def attention_device(self, point: DesignPoint):
         """The device model of a serving point's attention devices: its spec's attention_device with the point's device
@@ -632,7 +633,7 @@ class Evaluator:
                                 kv_bytes_per_token=kv_per_token_B, block_tokens=spec.block_tokens,
                                 utilization=spec.memory_share, devices=device.devices,
                                 **({} if attention is None else dict(
-                                    kv_devices=attention.devices,
+                                    kv_devices=attention.devices, hybrid=attention.hybrid,
                                     kv_capacity_B=attention.devices * attention.device.memory_bytes)))
         idle_W = device.idle_power_W + (0.0 if attention is None else attention.devices * attention.device.idle_power_W)
         return Pool(name=f"{role} ({point.device})", role=role, replicas=replicas, costs=costs,
@@ -723,12 +724,31 @@ class Evaluator:
                  "attention devices is not modeled)")):
             if value:
                 raise InputError(f"attention_device: found {name!r} {what}")
+        if spec.attention_placement == "hybrid":
+            self._check_hybrid(point)
         try:
             check_tensor_parallel(self.config(point.model), spec.attention_devices)
         except ValueError as err:
             raise InputError(f"attention_devices: {err}: the attention devices split the heads") from None
         self.attention_device(point)
         load_link_model(spec.attention_link)
+
+    def _check_hybrid(self, point: DesignPoint) -> None:
+        """A hybrid placement (sim/attention_pool.py) holds a sequence's whole KV on one model device or on one
+        attention device, a CPU's host memory, which the model's devices send to over their host link (InputError
+        otherwise); its iterations are not split in micro-batches."""
+        spec = point.serving
+        kind = getattr(getattr(self.attention_device(point), "spec", None), "kind", None)
+        for value, what in (
+                (kind != "cpu", f"attention_device {spec.attention_device!r} (a {kind or 'non-CPU'} device), allowed: "
+                 f"a CPU (kind: cpu), whose host memory holds the sequences the model's devices do not"),
+                (point.tp > 1, f"tp {point.tp}, allowed: 1 (one model device beside the host)"),
+                (spec.attention_devices > 1, f"attention_devices {spec.attention_devices}, allowed: 1 (one host)"),
+                (spec.attention_micro_batches != ATTENTION_MICRO_BATCHES and spec.attention_micro_batches != 1,
+                 f"attention_micro_batches {spec.attention_micro_batches}, allowed: left out (a hybrid iteration "
+                 f"runs as one batch, APEX's asynchronous overlap)")):
+            if value:
+                raise InputError(f"attention_placement: found 'hybrid' with {what}")
 
     def _evaluate_serving(self, point: DesignPoint, fmt: NumericFormat) -> Evaluation:
         """A serving run of the point's requests on its pools of replicas (sim/serving.py), or at the highest

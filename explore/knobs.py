@@ -56,6 +56,7 @@ from kernels.sparsity import ACT_PREDICTORS
 from kernels.token_prune import PAPER_PRUNE_START
 from kernels.token_select import METHODS as TOPK_METHODS
 from kernels.token_select import QUEST
+from sim.attention_pool import PLACEMENTS
 from sim.costs import OVERLAPS
 from sim.offload import OFFLOADS
 from sim.routers import ROUTERS
@@ -573,3 +574,8 @@ register(Knob(name="attention_micro_batches", type=int, section="serving", scope
               help="the most micro-batches an iteration splits in so that the model's and the attention devices "
               "take turns (with attention_device; default 2, Lamina's staggered pipelining on one model replica); "
               "each iteration uses as many as make it fastest"))
+register(Knob(name="attention_placement", type=str, section="serving", scope="serving", default=None, flag=False,
+              allowed=PLACEMENTS, only_with=("attention_device",),
+              help="which sequences the attention devices attend to (with attention_device; default apart): every "
+              "one (apart, Lamina), or those whose KV the model's devices' memory does not hold, the model's devices "
+              "attending to theirs in the same batch (hybrid: APEX's CPU-GPU attention over the host link)"))

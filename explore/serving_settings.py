@@ -171,7 +171,7 @@ RULES: tuple[ReadWhen, ...] = (
                lambda n: f"with {n.at_least('prefix_tokens', 1, 'a prefix the requests share')}, or left out")
       for field in ("prefix_attention", "prefix_groups", "queue_policy")),
     *(ReadWhen(field, _attends_apart, lambda v, n: f"no {n.name('attention_device')}", _attention)
-      for field in ("attention_devices", "attention_link", "attention_micro_batches")),
+      for field in ("attention_devices", "attention_link", "attention_micro_batches", "attention_placement")),
     ReadWhen("router", _routes, lambda v, n: "one replica in each pool and one pipeline stage",
              lambda n: f"with {n.at_least('replicas', 2, 'replicas to pick from')}, "
                        f"{n.at_least('prefill_replicas', 2, 'prefill replicas to pick from')} or pipeline stages "

@@ -180,6 +180,7 @@ class Serving(Strict):
     attention_devices: one_or_more(knob_type(KNOBS["attention_devices"])) | None = None
     attention_link: str | None = None
     attention_micro_batches: one_or_more(knob_type(KNOBS["attention_micro_batches"])) | None = None
+    attention_placement: one_or_more(knob_type(KNOBS["attention_placement"])) | None = None  # apart or hybrid
 
     @field_validator("capacity")
     @classmethod
@@ -245,7 +246,7 @@ def serving_dimensions(serving: Serving) -> dict[str, list]:
             dims[name] = as_list(getattr(serving, name))
     if serving.memory_utilization is not None:
         dims["memory_utilization"] = as_list(serving.memory_utilization)
-    for name in ("attention_device", "attention_devices", "attention_micro_batches"):
+    for name in ("attention_device", "attention_devices", "attention_micro_batches", "attention_placement"):
         if getattr(serving, name) is not None:
             dims[name] = as_list(getattr(serving, name))
     if serving.arrival != "gamma":
@@ -282,12 +283,13 @@ def serving_spec(serving: Serving, values: dict[str, Any]) -> ServingSpec:
         attention_device=values.get("attention_device", ""),
         attention_devices=values.get("attention_devices", DEFAULT.attention_devices),
         attention_link=serving.attention_link or DEFAULT.attention_link,
-        attention_micro_batches=values.get("attention_micro_batches", DEFAULT.attention_micro_batches))
+        attention_micro_batches=values.get("attention_micro_batches", DEFAULT.attention_micro_batches),
+        attention_placement=values.get("attention_placement", DEFAULT.attention_placement))
 
 
 def serving_knobs_set(serving: Serving) -> list[str]:
     """The serving knobs with a column only where set (explore/knobs.py) that a serving section sets: the attention
-    settings all four where it names an attention device."""
+    settings all five where it names an attention device."""
     return [k.name for k in knobs(scope="serving") if k.column == "when set" and (
         getattr(serving, k.name) is not None or k.name in ATTENTION_FIELDS and serving.attention_device)]
 

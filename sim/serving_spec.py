@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, fields
 from functools import cache
 
+from sim.attention_pool import PLACEMENTS
 from sim.routers import ROUTERS
 from sim.schedulers import QUEUE_POLICIES, SCHEDULERS, SchedulerLimits
 from sim.serving_metrics import SLO
@@ -31,9 +32,10 @@ PREFIX_ATTENTIONS = ("paged", "cascade")
 KEY_NEUTRAL_DEFAULTS = frozenset({"prompt_batch_tokens", "slo_slowdown", "router", "max_decode_preemptions",
                                   "prefix_attention", "prefix_groups", "queue_policy", "memory_utilization",
                                   "attention_device", "attention_devices", "attention_link",
-                                  "attention_micro_batches"})
+                                  "attention_micro_batches", "attention_placement"})
 # The settings of attention devices: a point whose model's devices attend is the same design whatever they say.
-ATTENTION_FIELDS = ("attention_device", "attention_devices", "attention_link", "attention_micro_batches")
+ATTENTION_FIELDS = ("attention_device", "attention_devices", "attention_link", "attention_micro_batches",
+                    "attention_placement")
 # The most micro-batches an iteration is split in, by default, when attention runs on devices of its own: two take
 # turns on the model's and the attention devices (Lamina's staggered pipelining with one model replica,
 # MegaScale-Infer's ping-pong pipeline).
@@ -113,6 +115,9 @@ class ServingSpec:
     attention_devices: int = 1
     attention_link: str = "roce-400g"
     attention_micro_batches: int = ATTENTION_MICRO_BATCHES
+    # Which sequences the attention devices attend to (sim/attention_pool.py PLACEMENTS): every one (apart, Lamina), or
+    # those whose KV the model's devices' memory does not hold, the model's devices attending to theirs (hybrid, APEX).
+    attention_placement: str = "apart"
 
     def key_text(self) -> str:
         """The text a design point's key hashes (explore/design_point.py canonical): the dataclass repr, less the
@@ -141,6 +146,9 @@ class ServingSpec:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InputError(f"{name}: found {value!r}, allowed: an integer >= 1")
+        if self.attention_placement not in PLACEMENTS:
+            raise InputError(f"attention_placement: found {self.attention_placement!r}, allowed: "
+                             f"{', '.join(PLACEMENTS)}")
         if self.requests > MAX_REQUESTS:
             raise InputError(f"requests: found {self.requests:,}, allowed: at most {MAX_REQUESTS:,} (a run holds "
                              f"every request's record)")

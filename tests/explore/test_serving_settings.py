@@ -25,6 +25,7 @@ IDLE = {
     "attention_devices": (LENGTHS, ("--attention-devices", "2"), "  attention_devices: 2\n"),
     "attention_link": (LENGTHS, ("--attention-link", "infiniband-ndr"), "  attention_link: infiniband-ndr\n"),
     "attention_micro_batches": (LENGTHS, ("--attention-micro-batches", "3"), "  attention_micro_batches: 3\n"),
+    "attention_placement": (LENGTHS, ("--attention-placement", "hybrid"), "  attention_placement: hybrid\n"),
     "router": (LENGTHS, ("--router", "least_tokens"), "  router: least_tokens\n"),
     "chunk_tokens": (LENGTHS, ("--chunk-tokens", "256"), "  chunk_tokens: 256\n"),
     "max_batched_tokens": (LENGTHS, ("--scheduler", "chunked", "--max-batched-tokens", "1024"),
