@@ -208,7 +208,10 @@ class ServingSpec:
                     ("prefix_attention", self.cascade, "paged (cascade attention reads one prefix every sequence "
                      "shares; a batch of several groups' prefixes is not modeled)"),
                     ("prefill_replicas", self.disaggregated, "0 (a decode pool's replicas hold one shared prefix: "
-                     "which of several groups' prefixes they cache is not modeled)")):
+                     "which of several groups' prefixes they cache is not modeled)"),
+                    ("attention_placement", self.attends_apart and self.attention_placement == "hybrid",
+                     "apart (a hybrid pool's model's devices hold one shared prefix: where several groups' prefixes "
+                     "lie is not modeled)")):
                 if conflict:
                     raise InputError(f"{name}: found {getattr(self, name)!r} with prefix_groups "
                                      f"{self.prefix_groups}, allowed: {why}")

@@ -74,6 +74,8 @@ def test_explore_run_says_what_it_caches(tmp_path, capsys):
      "--prefix-attention: found 'cascade' with prefix_groups 3, allowed: paged"),
     (["--prefix-tokens", "32", "--prefix-groups", "3", "--prefill-replicas", "1"],
      "--prefill-replicas: found 1 with prefix_groups 3, allowed: 0"),
+    (["--prefix-tokens", "32", "--prefix-groups", "3", "--attention-device", "ampere-altra",
+      "--attention-placement", "hybrid"], "--attention-placement: found 'hybrid' with prefix_groups 3, allowed: apart"),
 ])
 def test_groups_and_orders_that_cannot_run_are_one_line(tmp_path, capsys, args, message):
     model = write_tiny_model(tmp_path)
