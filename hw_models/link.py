@@ -489,12 +489,13 @@ def load_link_model(name_or_path: str, overrides: dict | None = None, *, calibra
 
 
 # Datasheets: A100/H100/H200 SXM reach every GPU of an HGX board over NVSwitch; V100 SXM2 over NVLink 2; PCIe cards
-# (L4, L40S have no NVLink; A40, RTX A6000 and H100 PCIe bridge pairs only) talk to more than one peer over PCIe. H20:
-# Lamina (arXiv:2405.01814v2) Table 1 gives it H100's 450 GB/s inter-chip bandwidth, NVLink 4's per direction.
+# (T4, L4, L40S have no NVLink; A40, RTX A6000 and H100 PCIe bridge pairs only) talk to more than one peer over PCIe.
+# H20: Lamina (arXiv:2405.01814v2) Table 1 gives it H100's 450 GB/s inter-chip bandwidth, NVLink 4's per direction.
 DEVICE_LINKS = {"a100-sxm-40gb": "nvlink3", "a100-sxm-80gb": "nvlink3", "h100-sxm": "nvlink4", "h200": "nvlink4",
                 "h20": "nvlink4",
                 "b200": "nvlink5", "v100-sxm2": "nvlink2", "h100-pcie": "pcie5-x16", "l40s": "pcie4-x16",
-                "l4": "pcie4-x16", "a40": "pcie4-x16", "rtx-a6000": "pcie4-x16", "v100s-pcie": "pcie3-x16"}
+                "l4": "pcie4-x16", "a40": "pcie4-x16", "rtx-a6000": "pcie4-x16", "v100s-pcie": "pcie3-x16",
+                "t4": "pcie3-x16"}
 
 
 def default_link(device: str) -> str:
