@@ -121,35 +121,42 @@ class PagedKVCache:
             return True
         return seq not in self._held and self.is_cached(seq)
 
+    def _growth(self, seq: int, tokens: int) -> tuple[int, int]:
+        """The blocks `seq` must add to hold `tokens` tokens, and the blocks it may take: the free ones and the cached
+        prefixes nobody shares, less its own group's if its first hold would share it."""
+        kept = tokens if self.window is None else kept_tokens(tokens, self.window)
+        room = self.capacity_blocks - self.used_blocks + len(self._idle) * self.prefix_blocks
+        held = self._held.get(seq)
+        if held is not None:  # admitted: it shares its prefix already, or never will
+            shared = self.prefix_blocks if seq in self._sharing else 0
+            return max(0, math.ceil(kept / self.block_tokens) - shared - held), room
+        shares = self._would_share(seq)
+        if shares and seq not in self._sharing and self._group.get(seq, 0) in self._idle:
+            room -= self.prefix_blocks  # its group's idle prefix is what it will share, not room
+        return max(0, math.ceil(kept / self.block_tokens) - (self.prefix_blocks if shares else 0)), room
+
     def extra_blocks(self, seq: int, tokens: int) -> int:
         """Blocks sequence `seq` must add to hold `tokens` tokens."""
-        return max(0, self.blocks_for(tokens, self._would_share(seq)) - self._held.get(seq, 0))
-
-    def _available(self, seq: int) -> int:
-        """Blocks `seq` may take: the free ones and the cached prefixes nobody shares, less its own group's if its
-        first hold would share it."""
-        group = self._group.get(seq, 0)
-        claimed = self.prefix_blocks if seq not in self._held and seq not in self._sharing and group in self._idle \
-            else 0
-        return self.free_blocks + self.evictable_blocks - claimed
+        return self._growth(seq, tokens)[0]
 
     def can_hold(self, seq: int, tokens: int, reserve_blocks: int = 0) -> bool:
         """Whether `seq` can grow to `tokens` tokens leaving `reserve_blocks` free (evicting idle prefixes)."""
-        return self.extra_blocks(seq, tokens) <= self._available(seq) - reserve_blocks
+        extra, room = self._growth(seq, tokens)
+        return extra <= room - reserve_blocks
 
     def hold(self, seq: int, tokens: int) -> None:
         """Grow `seq`'s blocks to hold `tokens` tokens (the caller checked can_hold); its first hold shares its
         group's prefix where that is cached, and evicts idle prefixes (least recently shared first) for room."""
-        extra = self.extra_blocks(seq, tokens)
-        if extra > self._available(seq):
+        extra, room = self._growth(seq, tokens)
+        if extra > room:
             raise RuntimeError(f"KV cache: sequence {seq} needs {extra} more blocks, {self.free_blocks} free")
-        if seq not in self._held and seq not in self._sharing and self.prefix_blocks:
+        if self.prefix_blocks and seq not in self._held and seq not in self._sharing:
             if self.is_cached(seq):
                 self._share(seq, self._group.get(seq, 0))
                 self.prefix_hits += 1
             else:
                 self.prefix_misses += 1
-        while extra > self.free_blocks:
+        while extra > self.capacity_blocks - self.used_blocks:
             group, _ = self._idle.popitem(last=False)
             del self._sharers[group]
             self.used_blocks -= self.prefix_blocks
