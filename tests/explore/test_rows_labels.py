@@ -5,7 +5,7 @@ on (Knob.only_with) is left out where that one is off."""
 from __future__ import annotations
 
 from explore.knobs import KNOBS, knobs
-from explore.rows import device_label, normalize_row, point_label
+from explore.rows import LABELLED_WHERE_SET, device_label, normalize_row, point_label
 
 ROW = {"model": "llama-2-7b", "device": "h100-sxm", "scheduler": "continuous", "rate_per_s": None,
        "replicas": 2, "prefill_replicas": 0, "weight_bits": 16, "act_bits": 16, "kv_bits": 16}
@@ -86,11 +86,19 @@ def test_designs_that_differ_only_in_a_serving_knob_set_in_their_sweep_have_dist
     """prefix_attention: [paged, cascade] or memory_utilization: [0.5, 0.9] (columns only in sweeps that set them)
     are two designs each: the Pareto table and the chosen designs name the knob, as they name a router."""
     for knob, values in (("prefix_attention", ("paged", "cascade")), ("memory_utilization", (0.5, 0.9)),
-                         ("max_decode_preemptions", (0, 4)), ("prompt_batch_tokens", (512, 2048))):
+                         ("max_decode_preemptions", (0, 4)), ("prompt_batch_tokens", (512, 2048)),
+                         ("prefix_groups", (1, 16)), ("queue_policy", ("fcfs", "lpm"))):
         labels = [point_label(normalize_row({k: str(v) for k, v in (ROW | {knob: value}).items()}))
                   for value in values]
         assert labels == [f"llama-2-7b / h100-sxm / continuous / 2 replicas / {knob} {value} / w16a16kv16"
                           for value in values]
+
+
+def test_every_serving_knob_with_a_column_only_where_set_is_labelled():
+    """A serving knob a sweep may list tells designs apart: its column exists only where a sweep sets it, so the label
+    names it there (the attention devices are named beside the device instead)."""
+    where_set = {k.name for k in knobs(scope="serving") if k.column == "when set"}
+    assert where_set - set(LABELLED_WHERE_SET) == {"attention_device", "attention_devices"}
 
 
 def test_one_device_names_no_link_and_a_line_against_tp_keeps_its_link():
