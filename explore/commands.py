@@ -580,7 +580,7 @@ def _assumptions(point: DesignPoint, device) -> str:
             # A KV cache shares whole blocks: a prefix shorter than one is cached, and cascaded, as none.
             shared = shared_prefix_tokens(s.prefix_tokens, s.block_tokens)
             held = f" ({shared} in whole {s.block_tokens}-token blocks)" if shared != s.prefix_tokens else ""
-            groups = f" of {s.prefix_groups} groups, least recently used evicted" if s.groups > 1 else ""
+            groups = f" of {s.groups} groups, least recently used evicted" if s.groups > 1 else ""
             pools += (f", a {s.prefix_tokens}-token shared prefix{held}{groups} ({s.prefix_attention or 'paged'} "
                       f"attention)")
         if s.queue_policy:

@@ -315,6 +315,14 @@ def prefix_group_draws(count: int, groups: int, seed: int) -> np.ndarray:
     return np.random.default_rng([seed, PREFIX_GROUP_STREAM]).integers(groups, size=count)
 
 
+def numbered_by_appearance(groups: np.ndarray) -> np.ndarray:
+    """Group labels renumbered 0, 1, ... in the order each first appears (a warm cache holds the first ones)."""
+    labels, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
+    rank = np.empty(len(labels), dtype=np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(len(labels))
+    return rank[inverse]
+
+
 def serve(costs: IterationCostModel, requests: RequestSet, scheduler: Scheduler, kv: PagedKVCache,
           memory: ServingMemory, idle_power_W: float, *, window: Window = None, slo: SLO | None = None,
           swap_bandwidth_Bps: float | None = None, prefix_groups: np.ndarray | None = None) -> ServingResult:
@@ -338,8 +346,9 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
     prefilled request's KV (its tokens past the shared prefix, which the decode pool holds too, x the decode pool's
     bytes per token) moves in kv_transfer_s(bytes) to the decode pool's replica its router picks when the KV lands
     (transfers overlap; the link's contention and energy are not modeled). `caches` and `schedulers` give each
-    replica's own (default: new ones from the pool); `prefix_groups` each request's prefix group (default: drawn
-    evenly among the entry pool's prefix_groups, prefix_group_draws).
+    replica's own (default: new ones from the pool); `prefix_groups` each request's prefix group (default: the
+    requests' own, numbered by first appearance, else drawn evenly among the entry pool's prefix_groups,
+    prefix_group_draws).
     """
     roles = [pool.role for pool in pools]
     if roles not in (["serve"], ["prefill", "decode"]):
@@ -393,6 +402,8 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
 
     arrivals = requests.arrival_s.tolist()
     prompts, outputs = requests.prompt_tokens.tolist(), requests.output_tokens.tolist()
+    if prefix_groups is None and requests.prefix_group is not None:
+        prefix_groups = numbered_by_appearance(requests.prefix_group)
     groups = (prefix_group_draws(len(requests), pools[0].prefix_groups, pools[0].seed) if prefix_groups is None
               else np.asarray(prefix_groups)).tolist()
 

@@ -6,6 +6,8 @@ import math
 from dataclasses import dataclass, fields
 from functools import cache
 
+import numpy as np
+
 from sim.attention_pool import PLACEMENTS
 from sim.routers import ROUTERS
 from sim.schedulers import QUEUE_POLICIES, SCHEDULERS, SchedulerLimits
@@ -202,9 +204,16 @@ class ServingSpec:
             raise InputError(f"prefix_groups: found {self.prefix_groups!r}, allowed: an integer >= 1")
         if self.queue_policy is not None and self.queue_policy not in QUEUE_POLICIES:
             raise InputError(f"queue_policy: found {self.queue_policy!r}, allowed: {', '.join(QUEUE_POLICIES)}")
-        if self.groups > 1:
+        if self.prefix_groups is not None and self.trace and _trace(self.trace).prefix_group is not None:
+            raise InputError(f"prefix_groups: found {self.prefix_groups} with trace {self.trace!r}, whose "
+                             f"prefix_group column gives each request's group, allowed: left out")
+        if self.prefix_groups is not None and self.prefix_groups > 1 and not self.prefix_tokens:
+            raise InputError(f"prefix_tokens: found 0 with prefix_groups {self.prefix_groups}, allowed: a length > 0 "
+                             f"(each group's prefix)")
+        if self.prefix_tokens and self.groups > 1:
+            given = f"prefix_groups {self.groups}" if self.prefix_groups else \
+                f"{self.groups} prefix groups (trace {self.trace!r})"
             for name, conflict, why in (
-                    ("prefix_tokens", self.prefix_tokens == 0, "a length > 0 (each group's prefix)"),
                     ("prefix_attention", self.cascade, "paged (cascade attention reads one prefix every sequence "
                      "shares; a batch of several groups' prefixes is not modeled)"),
                     ("prefill_replicas", self.disaggregated, "0 (a decode pool's replicas hold one shared prefix: "
@@ -213,8 +222,7 @@ class ServingSpec:
                      "apart (a hybrid pool's model's devices hold one shared prefix: where several groups' prefixes "
                      "lie is not modeled)")):
                 if conflict:
-                    raise InputError(f"{name}: found {getattr(self, name)!r} with prefix_groups "
-                                     f"{self.prefix_groups}, allowed: {why}")
+                    raise InputError(f"{name}: found {getattr(self, name)!r} with {given}, allowed: {why}")
         if self.arrival == "trace" and not _trace(self.trace).has_arrivals:
             raise InputError(f"arrival: found 'trace' with trace {self.trace!r}, which has no arrival times, allowed: "
                              f"poisson or gamma arrivals at a rate over its lengths")
@@ -281,8 +289,13 @@ class ServingSpec:
 
     @property
     def groups(self) -> int:
-        """The prefixes the requests start with (prefix_groups; unset, the one every request shares)."""
-        return self.prefix_groups or 1
+        """The prefixes the requests start with: prefix_groups, else a trace's prefix_group column's distinct groups,
+        else the one every request shares."""
+        if self.prefix_groups is not None:
+            return self.prefix_groups
+        if self.trace and (given := _trace(self.trace).head(self.requests).prefix_group) is not None:
+            return len(np.unique(given))
+        return 1
 
     @property
     def cascade(self) -> bool:

@@ -12,7 +12,7 @@ import gzip
 import io
 import math
 import numbers
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -30,6 +30,9 @@ SHIPPED_TRACES: dict[str, str] = {
 ARRIVAL_COLUMNS = ("arrival_s", "arrived_at")
 PROMPT_COLUMNS = ("prompt_tokens", "num_prefill_tokens")
 OUTPUT_COLUMNS = ("output_tokens", "num_decode_tokens")
+# The prefix a request starts with (a system prompt, a shared document), as a group number: requests of one group
+# share it (sim/kv_cache.py caches it).
+GROUP_COLUMNS = ("prefix_group",)
 MAX_TOKENS = 2**53  # largest count a float64 column holds exactly; longer "lengths" are corrupt data
 
 
@@ -82,6 +85,8 @@ class RequestSet:
     output_tokens: np.ndarray  # int64 >= 1
     source: str = ""  # human-readable: the generator's parameters or the trace's name
     has_arrivals: bool = True
+    # Each request's prefix group (int64 >= 0), where the source gives them; None: the serving run draws them.
+    prefix_group: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         prompt = _token_column("prompt_tokens", self.prompt_tokens)
@@ -97,6 +102,17 @@ class RequestSet:
         object.__setattr__(self, "arrival_s", _frozen(arrival))
         object.__setattr__(self, "prompt_tokens", prompt)
         object.__setattr__(self, "output_tokens", output)
+        if self.prefix_group is not None:
+            groups = np.asarray(self.prefix_group)
+            bad = np.flatnonzero(~((groups >= 0) & (groups == np.floor(groups)))) if groups.shape == prompt.shape \
+                else None
+            if bad is None or groups.dtype.kind not in "iuf":
+                raise InputError(f"prefix_group: found {groups.shape} of {groups.dtype}, allowed: one integer >= 0 "
+                                 f"per request")
+            if bad.size:
+                raise InputError(f"prefix_group: found {groups[bad[0]].item()!r} at index {bad[0]}, allowed: "
+                                 f"integers >= 0")
+            object.__setattr__(self, "prefix_group", _frozen(groups.astype(np.int64)))
 
     def __len__(self) -> int:
         return int(self.prompt_tokens.size)
@@ -104,9 +120,9 @@ class RequestSet:
     def head(self, count: int) -> RequestSet:
         """The first `count` requests (all of them when there are fewer)."""
         count = _integer("count", count, at_least=1)
-        return RequestSet(arrival_s=self.arrival_s[:count], prompt_tokens=self.prompt_tokens[:count],
-                          output_tokens=self.output_tokens[:count], source=self.source,
-                          has_arrivals=self.has_arrivals)
+        return replace(self, arrival_s=self.arrival_s[:count], prompt_tokens=self.prompt_tokens[:count],
+                       output_tokens=self.output_tokens[:count],
+                       prefix_group=None if self.prefix_group is None else self.prefix_group[:count])
 
     @property
     def rate_per_s(self) -> float:
@@ -123,9 +139,8 @@ class RequestSet:
                              f"(all requests arrive together), allowed: a request set with arrivals "
                              f"(give it some with with_arrivals)")
         factor = self.rate_per_s / rate if len(self) > 1 else 0.0
-        return RequestSet(arrival_s=(self.arrival_s - self.arrival_s[0]) * factor,
-                          prompt_tokens=self.prompt_tokens, output_tokens=self.output_tokens,
-                          source=f"{self.source}, scaled to {rate:g} req/s", has_arrivals=self.has_arrivals)
+        return replace(self, arrival_s=(self.arrival_s - self.arrival_s[0]) * factor,
+                       source=f"{self.source}, scaled to {rate:g} req/s")
 
     def clipped_to_context(self, max_tokens: int) -> tuple[RequestSet, int]:
         """Requests that fit a model's context of `max_tokens` (prompt plus output), and how many were cut:
@@ -135,17 +150,15 @@ class RequestSet:
         clipped = int(np.count_nonzero((prompt < self.prompt_tokens) | (output < self.output_tokens)))
         if not clipped:
             return self, 0
-        return RequestSet(arrival_s=self.arrival_s, prompt_tokens=prompt, output_tokens=output,
-                          source=f"{self.source}, {clipped} clipped to {max_tokens} tokens",
-                          has_arrivals=self.has_arrivals), clipped
+        return replace(self, prompt_tokens=prompt, output_tokens=output,
+                       source=f"{self.source}, {clipped} clipped to {max_tokens} tokens"), clipped
 
     def with_arrivals(self, arrivals: ArrivalProcess, *, seed: int) -> RequestSet:
         """Same requests in the same order, arriving at times drawn from `arrivals` (the same draws as
         `sample_requests` with this seed gives)."""
         rng = _streams(seed)[0]
-        return RequestSet(arrival_s=arrivals.times(rng, len(self)), prompt_tokens=self.prompt_tokens,
-                          output_tokens=self.output_tokens, source=f"{self.source}, {arrivals} arrivals",
-                          has_arrivals=True)
+        return replace(self, arrival_s=arrivals.times(rng, len(self)), source=f"{self.source}, {arrivals} arrivals",
+                       has_arrivals=True)
 
 
 class LengthDistribution(Protocol):
@@ -364,14 +377,17 @@ def _find_column(path: Path, header: list[str], accepted: tuple[str, ...], requi
 
 
 def _column(path: Path, rows: list[list[str]], row_numbers: list[int], name: str, index: int,
-            is_length: bool) -> np.ndarray:
+            is_length: bool, is_group: bool = False) -> np.ndarray:
     """One column as float64, or an InputError naming the first bad row and its value."""
     cells = [row[index] for row in rows]
     try:
         values = np.array(cells, dtype=np.float64)
     except ValueError:
         values = np.array([_as_float(cell) for cell in cells])
-    if is_length:
+    if is_group:
+        ok = (values >= 0) & (values <= MAX_TOKENS) & (values == np.floor(values))
+        allowed = "a prefix group, a whole number >= 0"
+    elif is_length:
         ok = (values >= 1) & (values <= MAX_TOKENS) & (values == np.floor(values))
         allowed = "a whole number of tokens >= 1"
     else:
@@ -382,7 +398,7 @@ def _column(path: Path, rows: list[list[str]], row_numbers: list[int], name: str
         raise InputError(f"{path}: row {row_numbers[bad[0]]}, column {name}: found {cells[bad[0]][:40]!r}, "
                          f"allowed: {allowed}")
     late = np.flatnonzero(np.diff(values) < 0) + 1
-    if not is_length and late.size:
+    if not is_length and not is_group and late.size:
         row = late[0]
         raise InputError(f"{path}: row {row_numbers[row]}, column {name}: found {cells[row][:40]!r} after "
                          f"{cells[row - 1][:40]!r} in row {row_numbers[row - 1]}, allowed: non-decreasing "
@@ -401,14 +417,16 @@ def _as_float(cell: str) -> float:
 def read_request_trace(path: str | Path) -> RequestSet:
     """Requests from a CSV (gzipped if the name ends in .gz) with a prompt and an output token column
     (prompt_tokens or num_prefill_tokens, output_tokens or num_decode_tokens) and optionally arrival times in
-    seconds (arrival_s or arrived_at, non-decreasing); other columns are ignored. Without arrivals every
+    seconds (arrival_s or arrived_at, non-decreasing) and each request's prefix group (prefix_group, a whole number
+    >= 0: requests of one group start with the same prefix); other columns are ignored. Without arrivals every
     request arrives at 0 and `has_arrivals` is False."""
     path = Path(path)
     header, rows, row_numbers = _read_rows(path)
-    indices = [_find_column(path, header, accepted, required=accepted != ARRIVAL_COLUMNS)
-               for accepted in (ARRIVAL_COLUMNS, PROMPT_COLUMNS, OUTPUT_COLUMNS)]
-    arrival, prompt, output = (None if index is None else _column(path, rows, row_numbers, header[index], index,
-                                                                   is_length=position > 0)
-                               for position, index in enumerate(indices))
+    indices = [_find_column(path, header, accepted, required=accepted in (PROMPT_COLUMNS, OUTPUT_COLUMNS))
+               for accepted in (ARRIVAL_COLUMNS, PROMPT_COLUMNS, OUTPUT_COLUMNS, GROUP_COLUMNS)]
+    arrival, prompt, output, group = (None if index is None else _column(
+        path, rows, row_numbers, header[index], index, is_length=position in (1, 2), is_group=position == 3)
+        for position, index in enumerate(indices))
     return RequestSet(arrival_s=np.zeros(len(rows)) if arrival is None else arrival, prompt_tokens=prompt,
-                      output_tokens=output, source=f"trace {path.name}", has_arrivals=arrival is not None)
+                      output_tokens=output, source=f"trace {path.name}", has_arrivals=arrival is not None,
+                      prefix_group=group)

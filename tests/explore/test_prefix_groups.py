@@ -98,3 +98,31 @@ def test_a_sweep_s_groups_with_no_prefix_is_one_line(tmp_path, capsys):
 def test_a_bad_queue_policy_is_refused():
     with pytest.raises(InputError, match="queue_policy: found 'sjf', allowed: fcfs, lpm"):
         ServingSpec(prefix_tokens=32, queue_policy="sjf")
+
+
+def _trace_with_groups(folder) -> str:
+    """Twelve requests over three documents (trace labels 10, 20, 30), 96-token prompts of a 64-token prefix."""
+    path = folder / "questions.csv"
+    rows = "".join(f"{i * 0.01:.2f},96,8,{(10, 20, 30)[i % 3]}\n" for i in range(12))
+    path.write_text("arrival_s,prompt_tokens,output_tokens,prefix_group\n" + rows)
+    return str(path)
+
+
+def test_a_trace_s_prefix_groups_serve_as_its_groups(tmp_path, capsys):
+    model = write_tiny_model(tmp_path)
+    trace = _trace_with_groups(tmp_path)
+    assert main(["run", "--model", model, "--device", "h100-sxm", "--serving", "--trace", trace, "--arrival", "trace",
+                 "--prefix-tokens", "64"]) == 0
+    out = capsys.readouterr().out
+    assert "a 64-token shared prefix of 3 groups" in out
+    assert "prefix_hit_rate       1" in out  # the three documents fit beside the requests: each is found
+
+
+def test_a_trace_s_groups_beside_prefix_groups_is_one_line(tmp_path, capsys):
+    model = write_tiny_model(tmp_path)
+    trace = _trace_with_groups(tmp_path)
+    assert main(["run", "--model", model, "--device", "h100-sxm", "--serving", "--trace", trace, "--arrival", "trace",
+                 "--prefix-tokens", "64", "--prefix-groups", "4"]) == 2
+    err = capsys.readouterr().err
+    assert "--prefix-groups: found 4 with trace" in err and "prefix_group column" in err
+    assert len(err.strip().splitlines()) == 1

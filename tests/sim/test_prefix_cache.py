@@ -12,7 +12,7 @@ import pytest
 
 from sim.kv_cache import PagedKVCache
 from sim.schedulers import SchedulerLimits, make_scheduler
-from sim.serving import prefix_group_draws, serve, serving_memory
+from sim.serving import numbered_by_appearance, prefix_group_draws, serve, serving_memory
 from workloads.requests import RequestSet
 
 BLOCK = 16
@@ -22,17 +22,18 @@ KV_PER_TOKEN_B = 2 * 2 * 16 * 2 * 2  # K and V x 2 KV heads x 16 dims x 2 B x 2 
 
 
 def _serve(costs, groups, *, blocks: int, prefix_groups: int, policy: str = "fcfs", output: int = 2,
-           max_seqs: int = 1, scheduler: str = "continuous", seed: int = 0):
-    """Requests of PROMPT tokens arriving together, request i starting with group groups[i]'s prefix."""
+           max_seqs: int = 1, scheduler: str = "continuous", seed: int = 0, in_requests: bool = False):
+    """Requests of PROMPT tokens arriving together, request i starting with group groups[i]'s prefix (given to the
+    run, or `in_requests`, as the requests' own column)."""
     count = len(groups)
     requests = RequestSet(arrival_s=np.zeros(count), prompt_tokens=np.full(count, PROMPT),
-                          output_tokens=np.full(count, output))
+                          output_tokens=np.full(count, output), prefix_group=groups if in_requests else None)
     memory = serving_memory(capacity_B=blocks * BLOCK * KV_PER_TOKEN_B, weights_B=0.0, activations_B=0.0,
                             kv_bytes_per_token=KV_PER_TOKEN_B, block_tokens=BLOCK)
     kv = PagedKVCache(capacity_blocks=blocks, block_tokens=BLOCK, prefix_tokens=PREFIX, prefix_groups=prefix_groups)
     limits = SchedulerLimits(max_seqs=max_seqs, queue_policy=policy, watermark=0.0)
     return serve(costs, requests, make_scheduler(scheduler, limits), kv, memory, costs.device.idle_power_W,
-                 prefix_groups=np.asarray(groups))
+                 prefix_groups=None if in_requests else np.asarray(groups))
 
 
 def _computed_tokens(result) -> int:
@@ -104,3 +105,13 @@ def test_group_draws_are_even_seeded_and_apart_from_one_group():
     assert not np.array_equal(draws, prefix_group_draws(20_000, 8, seed=5))
     counts = np.bincount(draws, minlength=8)
     assert counts.size == 8 and np.all(np.abs(counts - 2500) < 5 * np.sqrt(2500))  # five sigma of a binomial
+
+
+def test_the_requests_own_groups_are_numbered_by_first_appearance():
+    assert numbered_by_appearance(np.array([7, 3, 7, 9, 3, 0])).tolist() == [0, 1, 0, 2, 1, 3]
+
+
+def test_groups_a_trace_gives_serve_as_the_same_groups_given_to_the_run(costs):
+    """Trace labels 42 and 5 alternate as groups 0 and 1 do above: the same hits and misses, by hand (1 and 5)."""
+    result = _serve(costs, [42, 5, 42, 5, 42, 5], blocks=5, prefix_groups=2, in_requests=True)
+    assert (result.prefix_hits, result.prefix_misses) == (1, 5)

@@ -198,6 +198,23 @@ def test_user_csv_round_trips(tmp_path):
         assert requests.prompt_tokens.dtype == np.int64 and requests.has_arrivals
 
 
+def test_a_trace_s_prefix_groups_are_read_and_kept_by_every_request_set_it_makes(tmp_path):
+    path = tmp_path / "groups.csv"
+    path.write_text("arrival_s,prompt_tokens,output_tokens,prefix_group\n0,100,20,7\n1,3000,900,3\n3,50,5,7\n")
+    requests = read_request_trace(path)
+    assert requests.prefix_group.tolist() == [7, 3, 7] and requests.prefix_group.dtype == np.int64
+    assert requests.head(2).prefix_group.tolist() == [7, 3]
+    assert requests.scaled_to_rate(4.0).prefix_group.tolist() == [7, 3, 7]
+    assert requests.with_arrivals(Poisson(rate_per_s=2.0), seed=1).prefix_group.tolist() == [7, 3, 7]
+    clipped, count = requests.clipped_to_context(1024)
+    assert count == 1 and clipped.prefix_group.tolist() == [7, 3, 7]
+    assert not requests.prefix_group.flags.writeable
+    assert read_request_trace(tmp_path / "groups.csv").prefix_group is not None
+    plain = tmp_path / "plain.csv"
+    plain.write_text("prompt_tokens,output_tokens\n1,1\n")
+    assert read_request_trace(plain).prefix_group is None
+
+
 def test_resolve_trace_takes_a_path_and_refuses_unknown_names(tmp_path):
     path = tmp_path / "mine.csv"
     path.write_text("prompt_tokens,output_tokens\n1,1\n")
@@ -224,6 +241,9 @@ BAD_TRACES = [  # file text, words the message must hold
     ("arrival_s,prompt_tokens,output_tokens\n-1,1,1\n", ["row 1", "arrival_s", "'-1'"]),
     ("arrival_s,prompt_tokens,output_tokens\n0,1,1\n2,1,1\n1,1,1\n", ["row 3", "arrival_s", "row 2", "sort"]),
     ("prompt_tokens,output_tokens\n1,1\n1,1,1\n", ["row 2", "3 fields"]),
+    ("prompt_tokens,output_tokens,prefix_group\n1,1,0\n1,1,-2\n", ["row 2", "prefix_group", "'-2'", ">= 0"]),
+    ("prompt_tokens,output_tokens,prefix_group\n1,1,1.5\n", ["row 1", "prefix_group", "'1.5'", "whole number"]),
+    ("prompt_tokens,output_tokens,prefix_group\n1,1,doc\n", ["row 1", "prefix_group", "'doc'"]),
 ]
 
 
