@@ -189,8 +189,8 @@ def _add_serving_flags(run: argparse.ArgumentParser) -> None:
                    help="distinct prefixes of --prefix-tokens the requests start with, each request's drawn evenly; "
                         "each is cached while memory allows, the least recently used evicted (default 1)")
     g.add_argument("--queue-policy", choices=list(QUEUE_POLICIES),
-                   help="the order waiting requests are admitted in: fcfs (arrival order; the default) or lpm (those "
-                        "whose prefix is cached first, SGLang's longest-prefix-match)")
+                   help="the order waiting requests are admitted in: fcfs (arrival order; the default) or lpm (the "
+                        "longest cached prefix first, SGLang's longest-prefix-match)")
     g.add_argument("--prefix-attention", choices=list(PREFIX_ATTENTIONS),
                    help="how decode attention reads the --prefix-tokens every request shares: paged (each sequence "
                         "its copy; the default) or cascade (once for all sequences, then each its own tokens)")

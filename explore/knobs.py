@@ -545,7 +545,7 @@ register(Knob(name="prefix_groups", type=int, section="serving", scope="serving"
               "every request shares"))
 register(Knob(name="queue_policy", type=str, section="serving", scope="serving", default=None, flag=False,
               allowed=QUEUE_POLICIES, help="the order waiting requests are admitted in: fcfs (arrival order) or lpm "
-              "(those whose prefix is cached first: SGLang's longest-prefix-match policy, which keeps a prefix "
+              "(the longest cached prefix first: SGLang's longest-prefix-match policy, which keeps a prefix "
               "group's requests together as BatchLLM's groups do); unset: fcfs"))
 register(Knob(name="max_decode_preemptions", type=int, section="serving", scope="serving", default=None, flag=False,
               minimum=0, help="orca only: new prompts take the iteration's token budget (prompt_batch_tokens) first "

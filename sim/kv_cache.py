@@ -3,19 +3,22 @@
 The simulator needs how many blocks each sequence holds, not which: a sequence of t cached tokens holds
 ceil(t / block_tokens) blocks.
 
-Prefix caching (vLLM's automatic prefix caching, SGLang's RadixAttention): requests may start with one of
-`prefix_groups` prefixes of `prefix_tokens` tokens (a system prompt, a shared document). A group's prefix is cached
-as its whole blocks, held once for every sequence that shares it; a sequence admitted while its group's prefix is
-cached computes and holds only what lies past it. A sequence whose group's prefix is not cached computes its whole
-prompt, and once it has computed past the prefix its first blocks become the group's cached prefix (the KV a
-finished block holds is shared by block hash; a prefix still being computed is not, as in vLLM v1). A cached prefix
-no sequence shares stays cached until its blocks are needed: it is evicted then, least recently shared first (LRU).
-The cache starts warm, as a server that has run for a while: every group's prefix cached, in group order, while
-they fit.
+Prefix caching (vLLM's automatic prefix caching, SGLang's RadixAttention): each request belongs to a group whose
+requests start alike, and may share the first whole blocks of its prompt with them (its shareable tokens: a group's
+system prompt or document of `prefix_tokens`, or in a conversation the turns before it). Each group's cached prefix
+is a chain of whole blocks held once for every sequence that shares it. A sequence admitted while its group's chain
+is cached shares as much of it as its own shareable tokens reach, and computes and holds only the rest; one whose
+group has none cached computes its whole prompt. Once a sequence has computed past the group's chain within its
+shareable tokens, the blocks it computed there extend the chain (the KV a finished block holds is shared by block
+hash; a prefix still being computed is not, as in vLLM v1). A finishing sequence whose context the group's next
+request continues (a conversation's next turn) leaves its whole blocks on the chain. A chain no sequence shares
+stays cached until its blocks are needed: then the least recently shared chain gives up blocks, its last first (vLLM
+frees cached blocks least recently used first, a chain's tail before its head). The cache starts warm, as a server
+that has run for a while: every group's `prefix_tokens` prefix cached, in group order, while they fit.
 
-Not modeled: prefixes of different lengths or sharing only part of each other (a radix tree's nested prefixes), a
-group's duplicate copy computed while another sequence of the group computes the same prefix (it stays the
-sequence's own, not deduplicated), and the hashing's host cost.
+Not modeled: chains that branch (a radix tree's: requests of one group sharing different lengths of each other's
+prompts beyond the group's prefix), a group's duplicate blocks computed while another sequence of the group computes
+the same prefix (they stay the sequence's own, not deduplicated), and the hashing's host cost.
 """
 
 from __future__ import annotations
@@ -36,10 +39,11 @@ class PagedKVCache:
 
     def __init__(self, *, capacity_blocks: int, block_tokens: int, prefix_tokens: int = 0, prefix_groups: int = 1,
                  window: Window = None, device_blocks: int | None = None):
-        """`window`: a sliding-window model keeps the KV of its last `window` tokens only (a KVPolicy: its mix of
-        retrieval and streaming heads, kernels/kv_policy.py); `device_blocks`: of the capacity, the blocks in the
-        model's devices' memory, the rest on a hybrid pool's attention devices (sim/attention_pool.py; None: no such
-        split)."""
+        """`prefix_tokens`: what a request shares with its group unless assigned otherwise (`assign`), and the prefix
+        of each of the `prefix_groups` groups cached at the start; `window`: a sliding-window model keeps the KV of its
+        last `window` tokens only (a KVPolicy: its mix of retrieval and streaming heads, kernels/kv_policy.py);
+        `device_blocks`: of the capacity, the blocks in the model's devices' memory, the rest on a hybrid pool's
+        attention devices (sim/attention_pool.py; None: no such split)."""
         if block_tokens < 1:
             raise ValueError(f"block_tokens: found {block_tokens}, allowed: an integer >= 1")
         if prefix_groups < 1:
@@ -55,43 +59,59 @@ class PagedKVCache:
             raise ValueError(f"device_blocks: found {device_blocks}, allowed: 0 to the cache's {capacity_blocks}")
         self.device_blocks = device_blocks
         self._held: dict[int, int] = {}  # a sequence's own blocks
-        self._group: dict[int, int] = {}  # a sequence's prefix group (unassigned: group 0)
-        self._sharing: dict[int, int] = {}  # a sequence that shares its group's cached prefix -> that group
-        self._sharers: dict[int, int] = {}  # a cached group -> how many sequences share it
-        self._idle: OrderedDict[int, None] = OrderedDict()  # cached groups nobody shares, least recently shared first
+        self._group: dict[int, int] = {}  # a sequence's group (unassigned: group 0)
+        self._shareable: dict[int, int] = {}  # whole blocks a sequence may share (unassigned: prefix_blocks)
+        self._continues: set[int] = set()  # sequences whose context their group's next request continues
+        self._shared: dict[int, int] = {}  # a sharing sequence -> the blocks of its group's chain it shares
+        self._chain: dict[int, int] = {}  # a cached group -> its chain's blocks
+        self._sharers: dict[int, int] = {}  # a cached group -> how many sequences share its chain
+        self._idle: OrderedDict[int, None] = OrderedDict()  # chains nobody shares, least recently shared first
+        self._idle_blocks = 0
         self.used_blocks = 0
-        self.prefix_hits = 0  # admissions that found their group's prefix cached
-        self.prefix_misses = 0  # admissions that did not
+        # Of admissions' shareable prefixes (a recompute's included), the blocks sought and the blocks found cached.
+        self.prefix_sought_blocks = 0
+        self.prefix_found_blocks = 0
         if self.prefix_blocks:
             for group in range(min(prefix_groups, capacity_blocks // self.prefix_blocks)):
-                self._idle[group] = None
-                self._sharers[group] = 0
-                self.used_blocks += self.prefix_blocks
+                self._cache(group, self.prefix_blocks)
 
     @property
     def shared_tokens(self) -> int:
-        """Tokens of a cached prefix: what a sequence sharing one need not compute nor hold."""
+        """Tokens of the configured prefix's whole blocks (`prefix_tokens`): what a group's cached prefix spares a
+        sequence that shares it, where no sequence is assigned more."""
         return self.prefix_blocks * self.block_tokens
 
-    def assign(self, seq: int, group: int) -> None:
-        """Sequence `seq` starts with group `group`'s prefix."""
+    def assign(self, seq: int, group: int, shareable_tokens: int | None = None, continues: bool = False) -> None:
+        """Sequence `seq` belongs to group `group` and may share the whole blocks of its first `shareable_tokens`
+        tokens with it (None: prefix_tokens); `continues`: the group's next request continues its whole context."""
         self._group[seq] = group
+        if shareable_tokens is not None:
+            self._shareable[seq] = shareable_tokens // self.block_tokens
+        if continues:
+            self._continues.add(seq)
+
+    def _cached_blocks(self, seq: int) -> int:
+        """Blocks of its group's chain `seq` shares, or (holding nothing yet) would share on its first hold."""
+        if seq in self._shared:
+            return self._shared[seq]
+        if seq in self._held:
+            return 0
+        return min(self._chain.get(self._group.get(seq, 0), 0), self._shareable.get(seq, self.prefix_blocks))
 
     def is_cached(self, seq: int) -> bool:
-        """Whether the prefix of `seq`'s group is cached (or `seq` shares it already)."""
-        return seq in self._sharing or (self.prefix_blocks > 0 and self._group.get(seq, 0) in self._sharers)
+        """Whether some of `seq`'s shareable prefix is cached (or `seq` shares it already)."""
+        return self._cached_blocks(seq) > 0
 
     def cached_prefix(self, seq: int, target: int) -> int:
-        """Tokens of sequence `seq`, which must compute `target` tokens, that its group's cached prefix holds now
+        """Tokens of sequence `seq`, which must compute `target` tokens, that its group's cached chain holds now
         (it still computes at least its last token, from which it samples)."""
-        return min(self.shared_tokens, target - 1) if self.is_cached(seq) else 0
+        return min(self._cached_blocks(seq) * self.block_tokens, target - 1)
 
     def own_tokens(self, seq: int, tokens: int) -> int:
         """Tokens' worth of KV sequence `seq` of `tokens` cached tokens holds apart from a cached prefix it shares
         (under the window): what moves when its KV leaves or enters this cache, by a swap or a hand-over between
         pools."""
-        shared = self.shared_tokens if self._would_share(seq) else 0
-        return max(0, int(kept_tokens(tokens, self.window)) - shared)
+        return max(0, int(kept_tokens(tokens, self.window)) - self._cached_blocks(seq) * self.block_tokens)
 
     @property
     def free_blocks(self) -> int:
@@ -101,39 +121,33 @@ class PagedKVCache:
     @property
     def evictable_blocks(self) -> int:
         """Blocks of cached prefixes no sequence shares."""
-        return len(self._idle) * self.prefix_blocks
+        return self._idle_blocks
 
     @property
     def in_use_blocks(self) -> int:
         """Blocks some sequence reads: its own, and the cached prefixes it shares (what an engine reports as used;
         an idle cached prefix counts as free there, as it is reclaimed on demand)."""
-        return self.used_blocks - self.evictable_blocks
+        return self.used_blocks - self._idle_blocks
 
     def blocks_for(self, tokens: int, shared: bool = True) -> int:
-        """Blocks a sequence of `tokens` cached tokens holds of its own: past a cached prefix it shares, or
+        """Blocks a sequence of `tokens` cached tokens holds of its own: past the configured prefix it shares, or
         (`shared` False) all of them."""
         tokens = kept_tokens(tokens, self.window)
         return max(0, math.ceil(tokens / self.block_tokens) - (self.prefix_blocks if shared else 0))
 
-    def _would_share(self, seq: int) -> bool:
-        """Whether `seq` shares (or, holding nothing yet, would share on its first hold) its group's cached prefix."""
-        if seq in self._sharing:
-            return True
-        return seq not in self._held and self.is_cached(seq)
-
     def _growth(self, seq: int, tokens: int) -> tuple[int, int]:
         """The blocks `seq` must add to hold `tokens` tokens, and the blocks it may take: the free ones and the cached
-        prefixes nobody shares, less its own group's if its first hold would share it."""
+        chains nobody shares, less its own group's if its first hold would share it."""
         kept = tokens if self.window is None else kept_tokens(tokens, self.window)
-        room = self.capacity_blocks - self.used_blocks + len(self._idle) * self.prefix_blocks
+        room = self.capacity_blocks - self.used_blocks + self._idle_blocks
         held = self._held.get(seq)
-        if held is not None:  # admitted: it shares its prefix already, or never will
-            shared = self.prefix_blocks if seq in self._sharing else 0
-            return max(0, math.ceil(kept / self.block_tokens) - shared - held), room
-        shares = self._would_share(seq)
-        if shares and seq not in self._sharing and self._group.get(seq, 0) in self._idle:
-            room -= self.prefix_blocks  # its group's idle prefix is what it will share, not room
-        return max(0, math.ceil(kept / self.block_tokens) - (self.prefix_blocks if shares else 0)), room
+        if held is not None:  # admitted: it shares what it shares, and no more
+            return max(0, math.ceil(kept / self.block_tokens) - self._shared.get(seq, 0) - held), room
+        shares = self._cached_blocks(seq)
+        group = self._group.get(seq, 0)
+        if shares and seq not in self._shared and group in self._idle:
+            room -= self._chain[group]  # its group's idle chain is what it will share, not room
+        return max(0, math.ceil(kept / self.block_tokens) - shares), room
 
     def extra_blocks(self, seq: int, tokens: int) -> int:
         """Blocks sequence `seq` must add to hold `tokens` tokens."""
@@ -146,49 +160,84 @@ class PagedKVCache:
 
     def hold(self, seq: int, tokens: int) -> None:
         """Grow `seq`'s blocks to hold `tokens` tokens (the caller checked can_hold); its first hold shares its
-        group's prefix where that is cached, and evicts idle prefixes (least recently shared first) for room."""
+        group's cached chain as far as its shareable tokens reach, and idle chains give up blocks (the least recently
+        shared first, each from its tail) for room."""
         extra, room = self._growth(seq, tokens)
         if extra > room:
             raise RuntimeError(f"KV cache: sequence {seq} needs {extra} more blocks, {self.free_blocks} free")
-        if self.prefix_blocks and seq not in self._held and seq not in self._sharing:
-            if self.is_cached(seq):
-                self._share(seq, self._group.get(seq, 0))
-                self.prefix_hits += 1
-            else:
-                self.prefix_misses += 1
-        while extra > self.capacity_blocks - self.used_blocks:
-            group, _ = self._idle.popitem(last=False)
-            del self._sharers[group]
-            self.used_blocks -= self.prefix_blocks
+        if seq not in self._held and seq not in self._shared:
+            shares = self._cached_blocks(seq)
+            if shares:
+                self._share(seq, self._group.get(seq, 0), shares)
+            self.prefix_found_blocks += shares
+            self.prefix_sought_blocks += self._shareable.get(seq, self.prefix_blocks)
+        self._evict(extra - (self.capacity_blocks - self.used_blocks))
         self._held[seq] = self._held.get(seq, 0) + extra
         self.used_blocks += extra
 
-    def publish(self, seq: int, computed: int) -> None:
-        """Sequence `seq` has computed `computed` tokens: a prefix it computed itself becomes its group's cached
-        prefix, shared by it, if the group has none cached."""
-        group = self._group.get(seq, 0)
-        if (not self.prefix_blocks or seq in self._sharing or group in self._sharers or computed < self.shared_tokens
-                or self._held.get(seq, 0) < self.prefix_blocks):
-            return
-        self._held[seq] -= self.prefix_blocks
+    def _evict(self, blocks: int) -> None:
+        """Free `blocks` blocks of idle chains: the least recently shared first, each from its tail."""
+        while blocks > 0:
+            group = next(iter(self._idle))
+            taken = min(blocks, self._chain[group])
+            self._chain[group] -= taken
+            self._idle_blocks -= taken
+            self.used_blocks -= taken
+            blocks -= taken
+            if not self._chain[group]:
+                del self._idle[group], self._chain[group], self._sharers[group]
+
+    def _cache(self, group: int, blocks: int) -> None:
+        """A new idle chain of `blocks` blocks for `group` (the most recently shared)."""
+        self._chain[group] = blocks
         self._sharers[group] = 0
-        self._share(seq, group)
+        self._idle[group] = None
+        self._idle_blocks += blocks
+        self.used_blocks += blocks
 
-    def _share(self, seq: int, group: int) -> None:
-        self._sharing[seq] = group
-        self._sharers[group] += 1
-        self._idle.pop(group, None)
-
-    def release(self, seq: int, keep_prefix: bool = False) -> None:
-        """Free every block `seq` holds of its own; it stops sharing its prefix unless `keep_prefix` (a swapped-out
-        sequence, whose KV past the prefix waits in host memory, keeps its prefix cached)."""
-        self.used_blocks -= self._held.pop(seq, 0)
-        if keep_prefix or seq not in self._sharing:
+    def publish(self, seq: int, computed: int, limit: int | None = None) -> None:
+        """Sequence `seq` has computed `computed` tokens: the whole blocks it computed past its group's chain, up to
+        its shareable tokens (or `limit` blocks), extend the chain, shared by it, where it shares the chain's end (or
+        the group has none cached)."""
+        group = self._group.get(seq, 0)
+        limit = self._shareable.get(seq, self.prefix_blocks) if limit is None else limit
+        shared = self._shared.get(seq, 0)
+        if shared != self._chain.get(group, 0):  # another sequence extended the chain first, or it shares none
             return
-        group = self._sharing.pop(seq)
+        grown = min(computed // self.block_tokens, limit) - shared
+        if grown <= 0 or self._held.get(seq, 0) < grown:
+            return
+        self._held[seq] -= grown
+        if group not in self._chain:
+            self._chain[group], self._sharers[group] = 0, 0
+        self._chain[group] += grown
+        if seq in self._shared:
+            self._shared[seq] += grown
+        else:
+            self._share(seq, group, grown)
+
+    def _share(self, seq: int, group: int, blocks: int) -> None:
+        self._shared[seq] = blocks
+        self._sharers[group] += 1
+        if group in self._idle:
+            del self._idle[group]
+            self._idle_blocks -= self._chain[group]
+
+    def release(self, seq: int, keep_prefix: bool = False, computed: int = 0) -> None:
+        """Free every block `seq` holds of its own, after, where the group's next request continues its context, its
+        whole blocks of `computed` tokens extend the group's chain; it stops sharing the chain unless `keep_prefix`
+        (a swapped-out sequence, whose KV past the prefix waits in host memory, keeps its prefix cached)."""
+        if seq in self._continues and computed:
+            self.publish(seq, computed, limit=computed // self.block_tokens)
+        self.used_blocks -= self._held.pop(seq, 0)
+        if keep_prefix or seq not in self._shared:
+            return
+        del self._shared[seq]
+        group = self._group.get(seq, 0)
         self._sharers[group] -= 1
         if not self._sharers[group]:
             self._idle[group] = None
+            self._idle_blocks += self._chain[group]
 
     def apart(self, order: list[int]) -> set[int]:
         """The sequences of `order` (the running ones, oldest first) whose blocks lie on a hybrid pool's attention

@@ -178,5 +178,6 @@ class Replica:
             self.on_finish(seq)
 
     def _leave(self, seq: Sequence) -> None:
-        self.state.kv.release(seq.index)
+        """Free its KV blocks (a conversation's turn leaves its context cached for the next: PagedKVCache.release)."""
+        self.state.kv.release(seq.index, computed=seq.computed)
         self.state.running.remove(seq)

@@ -189,9 +189,9 @@ class ServingResult:
     peak_kv_share: float  # the largest fraction of an engine's own KV blocks in use (its replica's, on one stage)
     token_gaps_s: np.ndarray  # every time between two consecutive output tokens of a request
     swap_s: float = 0.0  # time spent moving preempted KV to host memory and back
-    # Admissions (a recompute's included) that found their prefix cached, and that did not (none without a prefix).
-    prefix_hits: int = 0
-    prefix_misses: int = 0
+    # Of admissions' shareable prefixes (a recompute's included), the tokens sought and those found cached.
+    prefix_sought_tokens: int = 0
+    prefix_found_tokens: int = 0
     # Per pool: its replicas' summed iteration time (an engine's on pipeline stages includes its waits for them).
     busy_s: dict[str, float] = field(default_factory=dict)
     slo: SLO | None = None
@@ -239,8 +239,8 @@ class ServingResult:
             else math.nan,
             "kv_utilization_max": self.peak_kv_share,
             "swap_s": self.swap_s,
-            "prefix_hit_rate": (self.prefix_hits / (self.prefix_hits + self.prefix_misses)
-                                if self.prefix_hits + self.prefix_misses else math.nan),
+            "prefix_hit_rate": (self.prefix_found_tokens / self.prefix_sought_tokens if self.prefix_sought_tokens
+                                else math.nan),
             "clipped_requests": self.extra.get("clipped_requests", 0.0),
             "capacity_rps": math.nan,
         }
@@ -467,8 +467,10 @@ def _result(pools: list[Pool], replicas: list[list[Replica]], finished: list[Seq
                          peak_kv_share=max(engine.peak_own_blocks / pool.engine_kv_blocks for pool, engine in everyone),
                          token_gaps_s=np.array([gap for _, replica in everyone for gap in replica.token_gaps]),
                          slo=slo, swap_s=sum(replica.swap_s for _, replica in everyone),
-                         prefix_hits=sum(replica.state.kv.prefix_hits for _, replica in everyone),
-                         prefix_misses=sum(replica.state.kv.prefix_misses for _, replica in everyone),
+                         prefix_sought_tokens=sum(replica.state.kv.prefix_sought_blocks * replica.state.kv.block_tokens
+                                                  for _, replica in everyone),
+                         prefix_found_tokens=sum(replica.state.kv.prefix_found_blocks * replica.state.kv.block_tokens
+                                                 for _, replica in everyone),
                          busy_s={pool.name: sum(sum(row[1] for row in replica.log) for replica in made)
                                  for pool, made in zip(pools, replicas, strict=True)})
 

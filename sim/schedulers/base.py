@@ -130,11 +130,11 @@ class SchedulerLimits:
 
 
 # fcfs: arrival order (preempted sequences back at the front: vLLM's). lpm: longest prefix match first, SGLang's
-# schedule policy (python/sglang/srt/managers/schedule_policy.py, `--schedule-policy lpm`): waiting requests whose
-# prefix is cached go first, in arrival order, then the rest; with prefixes of one length that is cached-or-not. It
-# keeps a group's requests together while their prefix is cached, as BatchLLM's prefix-sharing groups do (Zheng et
-# al., arXiv:2412.03594, section 3). SGLang falls back to fcfs past 128 waiting requests, to bound its sorting cost;
-# that fallback is not modeled.
+# schedule policy (python/sglang/srt/managers/schedule_policy.py, `--schedule-policy lpm`): waiting requests in order
+# of the cached prefix each would find, longest first, arrival order among equals. It keeps a group's requests
+# together while their prefix is cached, as BatchLLM's prefix-sharing groups do (Zheng et al., arXiv:2412.03594,
+# section 3). SGLang falls back to fcfs past 128 waiting requests, to bound its sorting cost; that fallback is not
+# modeled.
 QUEUE_POLICIES = ("fcfs", "lpm")
 
 
@@ -255,9 +255,10 @@ class Scheduler:
         tokens swapped either way ride on the batch."""
         swapped_in = self._swap_in(state) if state.swapped else 0
         if self.limits.queue_policy == "lpm" and len(state.waiting) > 1:
-            cached = [seq for seq in state.waiting if state.kv.is_cached(seq.index)]
-            if cached and len(cached) < len(state.waiting):
-                state.waiting = deque(cached + [seq for seq in state.waiting if not state.kv.is_cached(seq.index)])
+            found = [state.kv.cached_prefix(seq.index, seq.target) if seq.in_prefill else 0 for seq in state.waiting]
+            if min(found) < max(found):  # longest cached prefix first, arrival order among equals (a stable sort)
+                order = sorted(range(len(found)), key=lambda i: -found[i])
+                state.waiting = deque(state.waiting[i] for i in order)
         batch = self.schedule(state)
         batch.swapped_tokens = swapped_in + state.swapped_tokens
         state.swapped_tokens = 0

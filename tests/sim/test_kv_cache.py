@@ -96,7 +96,7 @@ def test_a_prefix_larger_than_the_cache_is_refused():
         PagedKVCache(capacity_blocks=2, block_tokens=16, prefix_tokens=48)
 
 
-# ---- prefix groups: several prefixes, cached while they fit, the least recently shared evicted ----------------------
+# ---- prefix groups: each group's prefix a chain of blocks, cached while it fits, idle chains evicted tail first ----
 
 def test_a_warm_cache_holds_the_groups_prefixes_that_fit_in_group_order():
     """Three groups of 32-token prefixes (2 blocks each) in 5 blocks: groups 0 and 1 are cached (4 blocks), group 2's
@@ -113,45 +113,61 @@ def test_a_sequence_shares_its_groups_cached_prefix_and_leaves_it_cached():
     kv = PagedKVCache(capacity_blocks=10, block_tokens=16, prefix_tokens=32, prefix_groups=2)
     kv.assign(0, 1)
     kv.hold(0, 100)  # ceil(100 / 16) = 7 blocks, 2 of them group 1's prefix: 5 of its own
-    assert kv.used_blocks == 4 + 5 and kv.in_use_blocks == 2 + 5 and kv.prefix_hits == 1
+    assert kv.used_blocks == 4 + 5 and kv.in_use_blocks == 2 + 5
+    assert (kv.prefix_sought_blocks, kv.prefix_found_blocks) == (2, 2)
     assert kv.own_tokens(0, 100) == 68
     kv.release(0)
     assert kv.used_blocks == 4 and kv.in_use_blocks == 0  # both prefixes still cached, neither shared
 
 
-def test_room_is_made_by_evicting_the_least_recently_shared_prefix():
+def test_room_is_made_from_the_least_recently_shared_chain_tail_first():
     """Groups 0 and 1 cached (4 of 5 blocks). Group 0 is shared and released after group 1 was, so group 1 is the least
-    recently shared: a sequence of group 2 needing 3 blocks takes the free one and evicts group 1's prefix, not 0's."""
+    recently shared: a sequence of group 2 needing 3 blocks takes the free one, then group 1's two blocks, its last
+    first; needing 2 it would take one, leaving group 1 its first block."""
     kv = PagedKVCache(capacity_blocks=5, block_tokens=16, prefix_tokens=32, prefix_groups=3)
-    for seq, group in ((0, 1), (1, 0), (2, 2)):
+    for seq, group in ((0, 1), (1, 0), (2, 2), (3, 2), (4, 1)):
         kv.assign(seq, group)
     kv.hold(0, 33)  # its prefix's 2 blocks and 1 of its own: the free one
     kv.release(0)
     kv.hold(1, 33)
     kv.release(1)
     assert kv.can_hold(2, 16 * 5) and not kv.can_hold(2, 16 * 5 + 1)  # 1 free + 4 evictable, never a sixth
-    kv.hold(2, 48)  # a miss: its 3 blocks are its own
-    assert (kv.prefix_hits, kv.prefix_misses) == (2, 1) and kv.used_blocks == 2 + 3
-    kv.assign(3, 0)
-    kv.assign(4, 1)
-    assert kv.is_cached(3) and not kv.is_cached(4)
+    kv.hold(3, 32)  # 2 blocks: the free one and group 1's last
+    assert kv.cached_prefix(4, 100) == 16 and kv.cached_prefix(1, 100) == 32
+    kv.hold(2, 16)  # one more: group 1's first
+    assert not kv.is_cached(4) and kv.is_cached(1) and kv.used_blocks == 2 + 3
+    assert (kv.prefix_sought_blocks, kv.prefix_found_blocks) == (8, 4)
 
 
-def test_a_prefix_a_sequence_computed_becomes_its_groups_cached_prefix():
-    """A miss computes its whole prompt in its own blocks; once past the prefix, its first 2 blocks become group 2's
-    cached prefix (no block is added or freed), which the next sequence of the group shares."""
+def test_the_blocks_a_sequence_computes_extend_its_groups_chain_block_by_block():
+    """A miss computes its prompt in its own blocks; each whole block it computes within its 32 shareable tokens
+    joins group 2's chain (no block is added or freed), which the next sequence of the group shares as far as it
+    goes."""
     kv = PagedKVCache(capacity_blocks=5, block_tokens=16, prefix_tokens=32, prefix_groups=3)  # groups 0, 1 cached
     kv.assign(0, 2)
     kv.assign(1, 2)
     assert not kv.is_cached(0)
-    kv.hold(0, 16)  # its first chunk: 1 block, evicting nothing (1 free)
-    kv.publish(0, 16)  # not past the prefix yet
-    assert not kv.is_cached(1)
-    kv.hold(0, 40)  # 3 blocks: evicts group 0's prefix (the least recently cached) for the 2 more
-    kv.publish(0, 40)
-    assert kv.is_cached(1) and kv.used_blocks == 2 + 3 and kv.in_use_blocks == 3
-    assert kv.own_tokens(0, 40) == 8
-    assert kv.blocks_for(40) == 1 and kv.extra_blocks(1, 40) == 1  # the next one holds only what lies past it
+    kv.hold(0, 20)  # 2 blocks: the free one and group 0's last (group 0 the least recently cached)
+    kv.publish(0, 20)  # one whole block computed
+    assert kv.cached_prefix(1, 100) == 16 and kv.used_blocks == 5 and kv.own_tokens(0, 20) == 4
+    kv.hold(0, 40)  # 3 blocks: 1 of them shared, 1 more needed: group 0's first
+    kv.publish(0, 40)  # the second block joins the chain; the third lies past the shareable 32 tokens
+    assert kv.cached_prefix(1, 100) == 32 and kv.own_tokens(0, 40) == 8 and kv.used_blocks == 2 + 2 + 1
+    assert kv.extra_blocks(1, 40) == 1  # the next one holds only what lies past the chain
+
+
+def test_a_finished_turn_leaves_its_whole_context_to_its_conversation():
+    """A conversation's first turn (nothing to share) of 40 tokens, whose context the next turn continues: at its
+    release its 2 whole blocks become the conversation's chain; the next turn, sharing its first 40 tokens, finds
+    both."""
+    kv = PagedKVCache(capacity_blocks=10, block_tokens=16)
+    kv.assign(0, 5, shareable_tokens=0, continues=True)
+    kv.assign(1, 5, shareable_tokens=40)
+    kv.hold(0, 40)
+    kv.release(0, computed=40)
+    assert kv.used_blocks == 2 and kv.evictable_blocks == 2 and kv.cached_prefix(1, 60) == 32
+    kv.hold(1, 60)
+    assert kv.used_blocks == 2 + 2 and (kv.prefix_sought_blocks, kv.prefix_found_blocks) == (2, 2)
 
 
 def test_a_swapped_out_sequence_keeps_its_prefix_cached():
@@ -161,7 +177,7 @@ def test_a_swapped_out_sequence_keeps_its_prefix_cached():
     kv.release(0, keep_prefix=True)
     assert kv.evictable_blocks == 2  # group 1's only: group 0's is still shared by the swapped sequence
     kv.hold(0, 48)  # swapped back in: its own block again, sharing the prefix as before
-    assert kv.used_blocks == 4 + 1 and kv.prefix_hits == 1
+    assert kv.used_blocks == 4 + 1 and kv.prefix_found_blocks == 2
 
 
 def test_bad_group_count_is_refused():

@@ -40,62 +40,69 @@ def _computed_tokens(result) -> int:
     return int(result.iterations.tokens.sum())
 
 
+def _found(result) -> tuple[int, int]:
+    """Of the admissions' shareable prefixes, the blocks found cached and the blocks sought."""
+    return result.prefix_found_tokens // BLOCK, result.prefix_sought_tokens // BLOCK
+
+
 def test_alternating_groups_thrash_in_arrival_order_and_stay_together_under_lpm(costs):
     """Two groups' prefixes (2 blocks each) start cached in 5 blocks; one request runs at a time; a request holds 1
-    block past its prefix and a second when it decodes. Its decode takes the last free block by evicting the other
-    group's prefix. In arrival order (groups 0, 1, 0, 1, 0, 1) every request after the first finds its prefix evicted
-    and computes its whole prompt (1 hit, 5 misses). lpm admits the cached group's requests first: group 0's three,
-    then group 1's first computes the prefix again and its other two find it (5 hits, 1 miss)."""
+    block past its prefix and a second when it decodes, which it takes from the other group's idle chain, its last
+    block. In arrival order (groups 0, 1, 0, 1, 0, 1) each request after the first finds 1 of its 2 prefix blocks,
+    computes the other (it rejoins the chain) and its decode takes the other group's last block again: 2 + 5 x 1 = 7
+    of 12 blocks found. lpm admits the longest cached prefix first: group 0's three requests each find 2 blocks and,
+    the first's decode having shortened group 1's chain to 1, leave it alone; group 1's first finds 1, rebuilds the
+    chain and takes a block of group 0's, and its other two find 2: 11 of 12."""
     groups = [0, 1, 0, 1, 0, 1]
     fcfs = _serve(costs, groups, blocks=5, prefix_groups=2, policy="fcfs")
     lpm = _serve(costs, groups, blocks=5, prefix_groups=2, policy="lpm")
-    assert (fcfs.prefix_hits, fcfs.prefix_misses) == (1, 5)
-    assert (lpm.prefix_hits, lpm.prefix_misses) == (5, 1)
-    assert fcfs.metrics()["prefix_hit_rate"] == pytest.approx(1 / 6)
-    assert lpm.metrics()["prefix_hit_rate"] == pytest.approx(5 / 6)
-    # Each iteration computes a prefill's uncached tokens or one decode token: a hit computes 48 - 32 = 16.
+    assert _found(fcfs) == (7, 12) and _found(lpm) == (11, 12)
+    assert fcfs.metrics()["prefix_hit_rate"] == pytest.approx(7 / 12)
+    assert lpm.metrics()["prefix_hit_rate"] == pytest.approx(11 / 12)
+    # Each iteration computes a prefill's uncached tokens or one decode token.
     decodes = 6 * (2 - 1)
-    assert _computed_tokens(fcfs) == 1 * 16 + 5 * 48 + decodes
-    assert _computed_tokens(lpm) == 5 * 16 + 1 * 48 + decodes
+    assert _computed_tokens(fcfs) == 16 + 5 * 32 + decodes
+    assert _computed_tokens(lpm) == 5 * 16 + 32 + decodes
     # lpm reorders: group 0's requests finish before group 1's second.
     finish = lpm.records.finish_s
     assert max(finish[[0, 2, 4]]) < min(finish[[3, 5]])
 
 
 def test_every_request_finds_its_prefix_where_every_group_stays_cached(costs):
-    """With room for every group's prefix beside the requests, nothing is evicted: every admission hits, and the
-    iterations compute each prompt past its prefix and each decode token (a hand sum), in either order."""
+    """With room for every group's prefix beside the requests, nothing is evicted: every admission finds its whole
+    prefix, and the iterations compute each prompt past it and each decode token (a hand sum), in either order."""
     rng = np.random.default_rng(3)
     groups = rng.integers(8, size=40).tolist()
     for policy in ("fcfs", "lpm"):
         result = _serve(costs, groups, blocks=8 * 2 + 40 * 3, prefix_groups=8, policy=policy, max_seqs=40,
                         output=5, scheduler="chunked")
-        assert (result.prefix_hits, result.prefix_misses) == (40, 0)
+        assert _found(result) == (80, 80)
         assert _computed_tokens(result) == 40 * (PROMPT - PREFIX) + 40 * (5 - 1)
 
 
 def test_prefills_and_decodes_conserve_tokens_under_eviction(costs):
-    """Under eviction pressure (16 groups, room for about four prefixes beside the requests) every prompt is computed
-    past what its admission found cached, whatever the order: computed tokens = misses x 48 + hits x 16 + decodes
-    (no preemption: each request's whole KV fits beside the others at max_seqs 4)."""
+    """Under eviction pressure (16 groups, room for a few prefixes beside the requests) every prompt is computed past
+    what its admission found cached, whatever the order: computed tokens = 60 x 48 - found blocks x 16 + decodes (no
+    preemption: each request's whole KV fits beside the others at max_seqs 4)."""
     groups = np.random.default_rng(5).integers(16, size=60).tolist()
     for policy in ("fcfs", "lpm"):
         result = _serve(costs, groups, blocks=4 * 2 + 4 * 4 + 8, prefix_groups=16, policy=policy, max_seqs=4,
                         output=4)
-        assert result.records.preemptions.sum() == 0
-        assert result.prefix_hits + result.prefix_misses == 60
-        assert _computed_tokens(result) == result.prefix_misses * PROMPT + result.prefix_hits * (PROMPT - PREFIX) \
-            + 60 * (4 - 1)
-        assert 0 < result.prefix_hits < 60
+        found, sought = _found(result)
+        assert result.records.preemptions.sum() == 0 and sought == 60 * 2
+        assert _computed_tokens(result) == 60 * PROMPT - found * BLOCK + 60 * (4 - 1)
+        assert 0 < found < sought
 
 
-def test_lpm_never_finds_fewer_prefixes_than_arrival_order_on_an_offline_batch(costs):
+def test_lpm_never_finds_less_than_arrival_order_on_an_offline_batch(costs):
+    """12 groups over 80 requests in 22 blocks: the warm cache holds 11 prefixes, which the first requests' blocks
+    partly evict. lpm finds more than arrival order, and no more than every prefix but the first computation of each
+    group the warm cache missed."""
     groups = np.random.default_rng(11).integers(12, size=80).tolist()
     fcfs = _serve(costs, groups, blocks=3 * 2 + 4 * 4, prefix_groups=12, policy="fcfs", max_seqs=4, output=4)
     lpm = _serve(costs, groups, blocks=3 * 2 + 4 * 4, prefix_groups=12, policy="lpm", max_seqs=4, output=4)
-    assert lpm.prefix_hits > fcfs.prefix_hits
-    # Each group's prefix computed at least once less the groups cached at the start (3 fit): the most hits possible.
-    assert lpm.prefix_hits <= 80 - (len(set(groups)) - 3)
+    assert _found(lpm)[0] > _found(fcfs)[0]
+    assert _found(lpm)[0] <= 80 * 2 - 2 * (len(set(groups)) - 11)
 
 
 def test_group_draws_are_even_seeded_and_apart_from_one_group():
@@ -112,6 +119,6 @@ def test_the_requests_own_groups_are_numbered_by_first_appearance():
 
 
 def test_groups_a_trace_gives_serve_as_the_same_groups_given_to_the_run(costs):
-    """Trace labels 42 and 5 alternate as groups 0 and 1 do above: the same hits and misses, by hand (1 and 5)."""
+    """Trace labels 42 and 5 alternate as groups 0 and 1 do above: the same blocks found, by hand (7 of 12)."""
     result = _serve(costs, [42, 5, 42, 5, 42, 5], blocks=5, prefix_groups=2, in_requests=True)
-    assert (result.prefix_hits, result.prefix_misses) == (1, 5)
+    assert _found(result) == (7, 12)
