@@ -188,6 +188,12 @@ def _add_serving_flags(run: argparse.ArgumentParser) -> None:
     g.add_argument("--prefix-groups", type=int,
                    help="distinct prefixes of --prefix-tokens the requests start with, each request's drawn evenly; "
                         "each is cached while memory allows, the least recently used evicted (default 1)")
+    g.add_argument("--conversation-turns", type=int,
+                   help="the requests as conversations of this many turns, each turn adding a --prompt-token message "
+                        "to the conversation so far (its context found in the prefix cache while it stays there); "
+                        "conversations start at --rate / turns (default: independent requests)")
+    g.add_argument("--think-s", type=float,
+                   help="seconds between a conversation turn's answer and its next turn (default 0)")
     g.add_argument("--queue-policy", choices=list(QUEUE_POLICIES),
                    help="the order waiting requests are admitted in: fcfs (arrival order; the default) or lpm (the "
                         "longest cached prefix first, SGLang's longest-prefix-match)")

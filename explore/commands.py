@@ -423,6 +423,7 @@ def _serving_spec(args) -> ServingSpec:
                   chunk_tokens=args.chunk_tokens, prompt_batch_tokens=args.prompt_batch_tokens,
                   block_tokens=args.block_tokens, prefix_tokens=args.prefix_tokens,
                   prefix_groups=args.prefix_groups, queue_policy=args.queue_policy,
+                  conversation_turns=args.conversation_turns, think_s=args.think_s,
                   preemption=args.preemption, swap_GBps=args.swap_GBps, seed=args.seed, slo_ttft_s=args.slo_ttft,
                   slo_tpot_s=args.slo_tpot,
                   slo_attainment=args.slo_attainment,
@@ -583,6 +584,9 @@ def _assumptions(point: DesignPoint, device) -> str:
             groups = f" of {s.groups} groups, least recently used evicted" if s.groups > 1 else ""
             pools += (f", a {s.prefix_tokens}-token shared prefix{held}{groups} ({s.prefix_attention or 'paged'} "
                       f"attention)")
+        if s.conversations:
+            pools += (f", conversations of {s.conversation_turns} turns {s.think_s or 0:g} s apart (each on one "
+                      f"replica, its context cached as its prefix)")
         if s.queue_policy:
             pools += f", {s.queue_policy} admission"
         if s.preemption == "swap":

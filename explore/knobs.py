@@ -547,6 +547,14 @@ register(Knob(name="queue_policy", type=str, section="serving", scope="serving",
               allowed=QUEUE_POLICIES, help="the order waiting requests are admitted in: fcfs (arrival order) or lpm "
               "(the longest cached prefix first: SGLang's longest-prefix-match policy, which keeps a prefix "
               "group's requests together as BatchLLM's groups do); unset: fcfs"))
+register(Knob(name="conversation_turns", type=int, section="serving", scope="serving", default=None, flag=False,
+              minimum=1, help="the requests as conversations of this many turns: each turn adds a message (the prompt "
+              "distribution) to the conversation so far, arrives think_s after the previous answer and finds the "
+              "conversation's context in the prefix cache while it stays there; conversations start at rate / turns, "
+              "on the replica that serves all their turns; unset: independent requests"))
+register(Knob(name="think_s", type=float, section="serving", scope="serving", default=None, flag=False, unit="s",
+              allowed_text="seconds >= 0", help="seconds between a conversation turn's answer and its next turn "
+              "(with conversation_turns); unset: 0"))
 register(Knob(name="max_decode_preemptions", type=int, section="serving", scope="serving", default=None, flag=False,
               minimum=0, help="orca only: new prompts take the iteration's token budget (prompt_batch_tokens) first "
               "and running decodes past it sit out, each at most this many iterations (splitwise-sim's baseline "

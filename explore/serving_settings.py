@@ -111,6 +111,10 @@ def _any(values: Values, field: str) -> bool:
     return any(values.get(field, ()))
 
 
+def _converses(values: Values) -> bool:
+    return any((turns or 1) > 1 for turns in values.get("conversation_turns", ()))
+
+
 def _attends_apart(values: Values) -> bool:
     return any(device not in (None, "", "none") for device in values.get("attention_device", ()))
 
@@ -169,7 +173,12 @@ RULES: tuple[ReadWhen, ...] = (
                        f"{n.name('slo_slowdown')}), or left out"),
     *(ReadWhen(field, lambda v: _any(v, "prefix_tokens"), lambda v, n: "no shared prefix",
                lambda n: f"with {n.at_least('prefix_tokens', 1, 'a prefix the requests share')}, or left out")
-      for field in ("prefix_attention", "prefix_groups", "queue_policy")),
+      for field in ("prefix_attention", "prefix_groups")),
+    ReadWhen("queue_policy", lambda v: _any(v, "prefix_tokens") or _converses(v), lambda v, n: "no shared prefix",
+             lambda n: f"with {n.at_least('prefix_tokens', 1, 'a prefix the requests share')} or "
+                       f"{n.at_least('conversation_turns', 2, 'conversations')}, or left out"),
+    ReadWhen("think_s", _converses, lambda v, n: "no conversations",
+             lambda n: f"with {n.at_least('conversation_turns', 2, 'conversations')}, or left out"),
     *(ReadWhen(field, _attends_apart, lambda v, n: f"no {n.name('attention_device')}", _attention)
       for field in ("attention_devices", "attention_link", "attention_micro_batches", "attention_placement")),
     ReadWhen("router", _routes, lambda v, n: "one replica in each pool and one pipeline stage",

@@ -362,6 +362,8 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
         finished.append(seq)
         if len(finished) == total:
             done.succeed()
+        if seq.index in next_turn:  # a conversation's next turn comes once this answer is finished
+            env.process(follow(next_turn[seq.index], seq.index))
 
     replicas: list[list[Replica]] = []  # per pool, its engines: a replica's `stages` engines in a row
     for p, pool in enumerate(pools):
@@ -407,15 +409,38 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
     groups = (prefix_group_draws(len(requests), pools[0].prefix_groups, pools[0].seed) if prefix_groups is None
               else np.asarray(prefix_groups)).tolist()
 
+    # Conversations: each later turn follows the previous request of its group, after_previous_s after its answer.
+    next_turn: dict[int, int] = {}
+    shared = [None] * len(requests) if requests.shared_tokens is None else requests.shared_tokens.tolist()
+    if requests.after_previous_s is not None:
+        last: dict[int, int] = {}
+        for index, (group, gap) in enumerate(zip(groups, requests.after_previous_s.tolist(), strict=True)):
+            if not math.isnan(gap) and group in last:
+                next_turn[last[group]] = index
+            last[group] = index
+    follows = set(next_turn.values())
+    served_by: dict[int, Replica] = {}
+
+    def admit(index: int, arrival_s: float, replica: Replica) -> None:
+        seq = Sequence(index=index, arrival_s=arrival_s, prompt=prompts[index], output=outputs[index])
+        replica.state.kv.assign(index, groups[index], shared[index], continues=index in next_turn)
+        seq.computed = replica.state.kv.cached_prefix(index, seq.target)
+        if index in next_turn:
+            served_by[index] = replica
+        replica.accept(seq)
+
     def arrive():
         for index, arrival_s in enumerate(arrivals):
+            if index in follows:
+                continue
             if arrival_s > env.now:
                 yield env.timeout(arrival_s - env.now)
-            replica = routers[0].choose(replicas[0])
-            seq = Sequence(index=index, arrival_s=arrival_s, prompt=prompts[index], output=outputs[index])
-            replica.state.kv.assign(index, groups[index])
-            seq.computed = replica.state.kv.cached_prefix(index, seq.target)
-            replica.accept(seq)
+            admit(index, arrival_s, routers[0].choose(replicas[0]))
+
+    def follow(index: int, previous: int):
+        yield env.timeout(float(requests.after_previous_s[index]))
+        # The replica that served the conversation so far (session affinity, as conversation-aware routers keep).
+        admit(index, env.now, served_by.pop(previous))
 
     env.process(arrive())
     for pool_replicas in replicas:

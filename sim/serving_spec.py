@@ -22,6 +22,7 @@ from workloads.requests import (
     RequestSet,
     read_request_trace,
     resolve_trace,
+    sample_conversations,
     sample_requests,
 )
 
@@ -32,7 +33,8 @@ PREEMPTIONS = ("recompute", "swap")
 PREFIX_ATTENTIONS = ("paged", "cascade")
 # Fields added after serving results were first stored: left out of the repr (a point's key) at their default.
 KEY_NEUTRAL_DEFAULTS = frozenset({"prompt_batch_tokens", "slo_slowdown", "router", "max_decode_preemptions",
-                                  "prefix_attention", "prefix_groups", "queue_policy", "memory_utilization",
+                                  "prefix_attention", "prefix_groups", "queue_policy", "conversation_turns",
+                                  "think_s", "memory_utilization",
                                   "attention_device", "attention_devices", "attention_link",
                                   "attention_micro_batches", "attention_placement"})
 # The settings of attention devices: a point whose model's devices attend is the same design whatever they say.
@@ -83,6 +85,12 @@ class ServingSpec:
     # The order waiting requests are admitted in (sim/schedulers/base.py QUEUE_POLICIES); None: fcfs, the order of
     # results stored before it could be chosen.
     queue_policy: str | None = None
+    # Conversations (workloads/requests.py sample_conversations): the requests as conversations of this many turns,
+    # each turn adding a message (the prompt distribution) to the conversation so far and arriving think_s seconds
+    # after the previous turn's answer; the rate is of requests, conversations starting at rate / turns. Each
+    # conversation's cached context is its group's prefix (sim/kv_cache.py). None: independent requests.
+    conversation_turns: int | None = None
+    think_s: float | None = None
     preemption: str = "recompute"  # or "swap" over a host link of swap_GBps
     swap_GBps: float | None = None  # None: the device preset's host link (its host_link)
     seed: int = 0
@@ -207,12 +215,29 @@ class ServingSpec:
         if self.prefix_groups is not None and self.trace and _trace(self.trace).prefix_group is not None:
             raise InputError(f"prefix_groups: found {self.prefix_groups} with trace {self.trace!r}, whose "
                              f"prefix_group column gives each request's group, allowed: left out")
+        if self.conversation_turns is not None and (isinstance(self.conversation_turns, bool) or not isinstance(
+                self.conversation_turns, int) or self.conversation_turns < 1):
+            raise InputError(f"conversation_turns: found {self.conversation_turns!r}, allowed: an integer >= 1")
+        if self.think_s is not None and not (isinstance(self.think_s, int | float) and not isinstance(
+                self.think_s, bool) and math.isfinite(self.think_s) and self.think_s >= 0):
+            raise InputError(f"think_s: found {self.think_s!r}, allowed: seconds >= 0")
+        if self.conversations:
+            for name, conflict, why in (
+                    ("trace", bool(self.trace), "none (conversations draw their messages and answers from the prompt "
+                     "and output distributions)"),
+                    ("prefix_tokens", self.prefix_tokens > 0, "0 (a system prompt every conversation shares would "
+                     "branch into each conversation's context: not modeled)"),
+                    ("prefix_groups", self.prefix_groups is not None, "left out (each conversation is a group)")):
+                if conflict:
+                    raise InputError(f"{name}: found {getattr(self, name)!r} with conversation_turns "
+                                     f"{self.conversation_turns}, allowed: {why}")
         if self.prefix_groups is not None and self.prefix_groups > 1 and not self.prefix_tokens:
             raise InputError(f"prefix_tokens: found 0 with prefix_groups {self.prefix_groups}, allowed: a length > 0 "
                              f"(each group's prefix)")
-        if self.prefix_tokens and self.groups > 1:
-            given = f"prefix_groups {self.groups}" if self.prefix_groups else \
-                f"{self.groups} prefix groups (trace {self.trace!r})"
+        if (self.prefix_tokens or self.conversations) and self.groups > 1:
+            given = (f"prefix_groups {self.groups}" if self.prefix_groups else
+                     f"conversation_turns {self.conversation_turns}" if self.conversations else
+                     f"{self.groups} prefix groups (trace {self.trace!r})")
             for name, conflict, why in (
                     ("prefix_attention", self.cascade, "paged (cascade attention reads one prefix every sequence "
                      "shares; a batch of several groups' prefixes is not modeled)"),
@@ -269,6 +294,8 @@ class ServingSpec:
                 **({} if self.prefix_attention is None else {"prefix_attention": self.prefix_attention}),
                 **({} if self.prefix_groups is None else {"prefix_groups": self.prefix_groups}),
                 **({} if self.queue_policy is None else {"queue_policy": self.queue_policy}),
+                **({} if self.conversation_turns is None else {"conversation_turns": self.conversation_turns}),
+                **({} if self.think_s is None else {"think_s": self.think_s}),
                 **({} if self.max_decode_preemptions is None
                    else {"max_decode_preemptions": self.max_decode_preemptions}),
                 **({} if self.memory_utilization is None else {"memory_utilization": self.memory_utilization}),
@@ -288,11 +315,18 @@ class ServingSpec:
         return 1.0 if self.memory_utilization is None else float(self.memory_utilization)
 
     @property
+    def conversations(self) -> bool:
+        """Whether the requests are conversations of several turns."""
+        return (self.conversation_turns or 1) > 1
+
+    @property
     def groups(self) -> int:
-        """The prefixes the requests start with: prefix_groups, else a trace's prefix_group column's distinct groups,
-        else the one every request shares."""
+        """The prefixes the requests start with: prefix_groups, else one a conversation, else a trace's prefix_group
+        column's distinct groups, else the one every request shares."""
         if self.prefix_groups is not None:
             return self.prefix_groups
+        if self.conversations:
+            return math.ceil(self.requests / self.conversation_turns)
         if self.trace and (given := _trace(self.trace).head(self.requests).prefix_group) is not None:
             return len(np.unique(given))
         return 1
@@ -327,6 +361,10 @@ class ServingSpec:
             if self.arrival == "trace":
                 return base if rate is None else base.scaled_to_rate(rate)
             return base.with_arrivals(self._arrivals(rate), seed=self.seed)
+        if self.conversations:  # first turns at rate / turns: every turn of each, requests at the rate
+            return sample_conversations(arrivals=self._arrivals(rate / self.conversation_turns), prompt=self.prompt,
+                                        output=self.output, count=self.requests, turns=self.conversation_turns,
+                                        think_s=self.think_s or 0.0, seed=self.seed)
         return sample_requests(arrivals=self._arrivals(rate), prompt=self.prompt, output=self.output,
                                count=self.requests, seed=self.seed)
 

@@ -87,6 +87,13 @@ class RequestSet:
     has_arrivals: bool = True
     # Each request's prefix group (int64 >= 0), where the source gives them; None: the serving run draws them.
     prefix_group: np.ndarray | None = None
+    # Conversations (sample_conversations): each request's tokens it shares with its group's earlier requests (the
+    # turns before it, int64 below its prompt), and for a turn after the first the seconds it arrives after the
+    # previous request of its group finishes (NaN for a first turn, which arrives at arrival_s; a later turn's
+    # arrival_s is its first turn's). None: requests of a group share the serving run's prefix_tokens, and each
+    # arrives at its arrival_s.
+    shared_tokens: np.ndarray | None = None
+    after_previous_s: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         prompt = _token_column("prompt_tokens", self.prompt_tokens)
@@ -113,6 +120,19 @@ class RequestSet:
                 raise InputError(f"prefix_group: found {groups[bad[0]].item()!r} at index {bad[0]}, allowed: "
                                  f"integers >= 0")
             object.__setattr__(self, "prefix_group", _frozen(groups.astype(np.int64)))
+        if (self.shared_tokens is None) != (self.after_previous_s is None) or (
+                self.shared_tokens is not None and self.prefix_group is None):
+            raise InputError("RequestSet: found some of prefix_group, shared_tokens and after_previous_s, allowed: "
+                             "all three (conversations) or neither of the last two")
+        if self.shared_tokens is not None:
+            shared = np.asarray(self.shared_tokens)
+            gaps = np.asarray(self.after_previous_s, dtype=np.float64)
+            if shared.shape != prompt.shape or gaps.shape != prompt.shape or np.any(shared < 0) or np.any(
+                    shared >= prompt) or np.any(gaps[~np.isnan(gaps)] < 0):
+                raise InputError("RequestSet: found shared_tokens or after_previous_s out of range, allowed: one per "
+                                 "request, 0 <= shared_tokens < prompt_tokens, after_previous_s >= 0 or NaN")
+            object.__setattr__(self, "shared_tokens", _frozen(shared.astype(np.int64)))
+            object.__setattr__(self, "after_previous_s", _frozen(gaps))
 
     def __len__(self) -> int:
         return int(self.prompt_tokens.size)
@@ -120,9 +140,12 @@ class RequestSet:
     def head(self, count: int) -> RequestSet:
         """The first `count` requests (all of them when there are fewer)."""
         count = _integer("count", count, at_least=1)
+        def cut(column: np.ndarray | None) -> np.ndarray | None:
+            return None if column is None else column[:count]
+
         return replace(self, arrival_s=self.arrival_s[:count], prompt_tokens=self.prompt_tokens[:count],
-                       output_tokens=self.output_tokens[:count],
-                       prefix_group=None if self.prefix_group is None else self.prefix_group[:count])
+                       output_tokens=self.output_tokens[:count], prefix_group=cut(self.prefix_group),
+                       shared_tokens=cut(self.shared_tokens), after_previous_s=cut(self.after_previous_s))
 
     @property
     def rate_per_s(self) -> float:
@@ -150,7 +173,8 @@ class RequestSet:
         clipped = int(np.count_nonzero((prompt < self.prompt_tokens) | (output < self.output_tokens)))
         if not clipped:
             return self, 0
-        return replace(self, prompt_tokens=prompt, output_tokens=output,
+        shared = None if self.shared_tokens is None else np.minimum(self.shared_tokens, prompt - 1)
+        return replace(self, prompt_tokens=prompt, output_tokens=output, shared_tokens=shared,
                        source=f"{self.source}, {clipped} clipped to {max_tokens} tokens"), clipped
 
     def with_arrivals(self, arrivals: ArrivalProcess, *, seed: int) -> RequestSet:
@@ -319,6 +343,37 @@ def sample_requests(*, arrivals: ArrivalProcess, prompt: LengthDistribution, out
     return RequestSet(arrival_s=arrivals.times(arrival_rng, count), prompt_tokens=prompt.sample(prompt_rng, count),
                       output_tokens=output.sample(output_rng, count),
                       source=f"{arrivals}, prompts {prompt}, outputs {output}, seed {seed}")
+
+
+def sample_conversations(*, arrivals: ArrivalProcess, prompt: LengthDistribution, output: LengthDistribution,
+                         count: int, turns: int, think_s: float, seed: int) -> RequestSet:
+    """`count` requests as conversations of `turns` turns (the last one shorter where `turns` does not divide
+    `count`), each conversation's turns consecutive. A conversation's first turn arrives by `arrivals`; each later turn
+    `think_s` seconds after the previous one's answer is finished. Each turn adds a message of `prompt` tokens to the
+    conversation so far (every earlier message and answer) and answers with `output` tokens; it shares with its
+    conversation the context the previous turn's KV cache holds (its prompt and all but its last output token, which
+    is never fed back). The draws are sample_requests's: the same arguments give the same conversations."""
+    count = _integer("count", count, at_least=1)
+    turns = _integer("turns", turns, at_least=1)
+    think_s = _number("think_s", think_s, at_least=0)
+    arrival_rng, prompt_rng, output_rng = _streams(seed)
+    messages, answers = prompt.sample(prompt_rng, count), output.sample(output_rng, count)
+    conversation = np.arange(count) // turns
+    opens = np.arange(count) % turns == 0
+    starts = arrivals.times(arrival_rng, int(opens.sum()))
+    prompts, shared = np.empty(count, dtype=np.int64), np.zeros(count, dtype=np.int64)
+    context = 0
+    for i in range(count):
+        if opens[i]:
+            context = 0
+        shared[i] = max(context - 1, 0) if context else 0  # the previous turn's cached tokens
+        prompts[i] = context + messages[i]
+        context = prompts[i] + answers[i]
+    return RequestSet(arrival_s=starts[conversation], prompt_tokens=prompts, output_tokens=answers,
+                      prefix_group=conversation, shared_tokens=shared,
+                      after_previous_s=np.where(opens, np.nan, think_s),
+                      source=f"{arrivals} conversations of {turns} turns, {think_s:g} s apart, messages {prompt}, "
+                             f"answers {output}, seed {seed}")
 
 
 def resolve_trace(name_or_path: str) -> Path:

@@ -126,3 +126,51 @@ def test_a_trace_s_groups_beside_prefix_groups_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--prefix-groups: found 4 with trace" in err and "prefix_group column" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_conversations_find_their_context_where_memory_keeps_it(evaluator):
+    """Llama-3-8B, 400 requests as conversations of 4 turns, 10 s of thought between them, 300-token messages and
+    200-token answers, 3 requests/s: an A100 keeps every conversation's context, an L4 (24 GB, about 8 GB of it left
+    for KV) evicts much of it and recomputes it, so its hit rate and throughput are lower; as independent requests of
+    the same lengths nothing is shared."""
+    def run(device: str, turns: int | None) -> dict:
+        spec = ServingSpec(requests=400, rate_per_s=3.0, prompt=Fixed(tokens=300), output=Fixed(tokens=200),
+                           scheduler="chunked", conversation_turns=turns, think_s=10.0 if turns else None)
+        point = DesignPoint(model="llama-3-8b", device=device, batch=spec.max_seqs, prompt=0, output=0,
+                            serving=spec, execution="engine")
+        return evaluator.evaluate(point).metrics
+    a100, l4 = run("a100-sxm-80gb", 4), run("l4", 4)
+    assert a100["prefix_hit_rate"] == 1.0 and 0 < l4["prefix_hit_rate"] < 0.8
+    assert l4["output_tokens_per_s"] < a100["output_tokens_per_s"]
+    assert run("a100-sxm-80gb", None)["prefix_hit_rate"] != run("a100-sxm-80gb", None)["prefix_hit_rate"]  # NaN
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--think-s", "5"], "--think-s: found 5 with no conversations, allowed: with --conversation-turns N"),
+    (["--conversation-turns", "3", "--prefix-tokens", "32"],
+     "--prefix-tokens: found 32 with conversation_turns 3, allowed: 0"),
+    (["--conversation-turns", "3", "--prefix-groups", "2"],
+     "--prefix-groups: found 2 with no shared prefix"),
+    (["--conversation-turns", "0"], "--conversation-turns: found 0, allowed: an integer >= 1"),
+    (["--conversation-turns", "3", "--think-s", "-1"], "--think-s: found -1.0, allowed: seconds >= 0"),
+    (["--conversation-turns", "3", "--prefill-replicas", "1"],
+     "--prefill-replicas: found 1 with conversation_turns 3, allowed: 0"),
+])
+def test_conversations_that_cannot_run_are_one_line(tmp_path, capsys, args, message):
+    model = write_tiny_model(tmp_path)
+    assert main(["run", "--model", model, "--device", "h100-sxm", "--serving", "--rate", "5", "--requests", "6",
+                 "--prompt", "64", "--output", "4", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_a_sweep_compares_conversations_and_independent_requests(tmp_path, capsys):
+    model = write_tiny_model(tmp_path)
+    path = write_sweep(tmp_path, f"name: chat\nmodel: {model}\ndevice: h100-sxm\nexecution: engine\nserving:\n"
+                                 "  requests: 24\n  rate: 100\n  prompt: 40\n  output: 8\n"
+                                 "  conversation_turns: [1, 3]\n  think_s: 0.5\n")
+    assert main([path, "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    rows = sorted(read_results(tmp_path / "out"), key=lambda row: row["conversation_turns"])
+    assert [row["conversation_turns"] for row in rows] == [1, 3]
+    assert rows[0]["prefix_hit_rate"] != rows[0]["prefix_hit_rate"] and rows[1]["prefix_hit_rate"] == 1.0
+    capsys.readouterr()

@@ -68,7 +68,8 @@ def test_serving_knobs_are_the_spec_columns_and_the_section_fields():
     assert [k.name for k in knobs(scope="serving") if k.column == "always"] == list(ServingSpec().columns())
     # each knob with a column only where set, set
     every = ServingSpec(scheduler="orca", prompt_batch_tokens=2048, router="round_robin", max_decode_preemptions=4,
-                        prefix_attention="cascade", prefix_groups=1, queue_policy="lpm", memory_utilization=0.9,
+                        prefix_attention="cascade", prefix_groups=1, queue_policy="lpm", conversation_turns=1,
+                        think_s=0.0, memory_utilization=0.9,
                         attention_device="h20")
     assert [k.name for k in knobs(scope="serving")] == list(every.columns())
     sweep_keys = {"rate_per_s": "rate"}  # the one serving knob whose sweep key differs from its column

@@ -22,6 +22,7 @@ IDLE = {
     "prefix_attention": (LENGTHS, ("--prefix-attention", "cascade"), "  prefix_attention: cascade\n"),
     "prefix_groups": (LENGTHS, ("--prefix-groups", "4"), "  prefix_groups: 4\n"),
     "queue_policy": (LENGTHS, ("--queue-policy", "lpm"), "  queue_policy: lpm\n"),
+    "think_s": (LENGTHS, ("--think-s", "5"), "  think_s: 5\n"),
     "attention_devices": (LENGTHS, ("--attention-devices", "2"), "  attention_devices: 2\n"),
     "attention_link": (LENGTHS, ("--attention-link", "infiniband-ndr"), "  attention_link: infiniband-ndr\n"),
     "attention_micro_batches": (LENGTHS, ("--attention-micro-batches", "3"), "  attention_micro_batches: 3\n"),

@@ -12,8 +12,8 @@ import pytest
 
 from sim.kv_cache import PagedKVCache
 from sim.schedulers import SchedulerLimits, make_scheduler
-from sim.serving import numbered_by_appearance, prefix_group_draws, serve, serving_memory
-from workloads.requests import RequestSet
+from sim.serving import Pool, numbered_by_appearance, prefix_group_draws, serve, serve_pools, serving_memory
+from workloads.requests import Fixed, Poisson, RequestSet, sample_conversations
 
 BLOCK = 16
 PREFIX = 32  # two whole blocks
@@ -122,3 +122,39 @@ def test_groups_a_trace_gives_serve_as_the_same_groups_given_to_the_run(costs):
     """Trace labels 42 and 5 alternate as groups 0 and 1 do above: the same blocks found, by hand (7 of 12)."""
     result = _serve(costs, [42, 5, 42, 5, 42, 5], blocks=5, prefix_groups=2, in_requests=True)
     assert _found(result) == (7, 12)
+
+
+# ---- conversations: each turn arrives after the previous answer and finds the conversation so far ---------------
+
+def _conversations(costs, *, replicas: int = 1, blocks: int = 10_000, router: str = "round_robin", count: int = 12,
+                   turns: int = 3, think_s: float = 0.25):
+    requests = sample_conversations(arrivals=Poisson(rate_per_s=40.0), prompt=Fixed(tokens=70), output=Fixed(tokens=9),
+                                    count=count, turns=turns, think_s=think_s, seed=4)
+    memory = serving_memory(capacity_B=blocks * BLOCK * KV_PER_TOKEN_B, weights_B=0.0, activations_B=0.0,
+                            kv_bytes_per_token=KV_PER_TOKEN_B, block_tokens=BLOCK)
+    pool = Pool(name="serve", role="serve", replicas=replicas, costs=costs, scheduler="chunked",
+                limits=SchedulerLimits(), memory=memory, idle_power_W=costs.device.idle_power_W, router=router)
+    return requests, serve_pools([pool], requests)
+
+
+def test_a_turn_arrives_think_s_after_the_previous_answer(costs):
+    requests, result = _conversations(costs)
+    records = result.records
+    for index in range(len(requests)):
+        if index % 3:  # a later turn: the previous answer's finish plus the think time
+            assert records.arrival_s[index] == pytest.approx(records.finish_s[index - 1] + 0.25)
+        else:
+            assert records.arrival_s[index] == requests.arrival_s[index]
+
+
+def test_every_turn_finds_its_conversation_where_memory_keeps_it_even_on_several_replicas(costs):
+    """With memory to spare every later turn finds the whole blocks of the previous turn's cache: it computes only
+    the rest of its prompt (a hand sum), although round robin would send each arrival elsewhere: a conversation
+    stays on the replica that served its first turn."""
+    for replicas in (1, 3):
+        requests, result = _conversations(costs, replicas=replicas)
+        shared = requests.shared_tokens
+        found = shared // BLOCK * BLOCK
+        assert result.prefix_sought_tokens == result.prefix_found_tokens == found.sum() > 0
+        prefill = int((requests.prompt_tokens - found).sum())
+        assert _computed_tokens(result) == prefill + int((requests.output_tokens - 1).sum())

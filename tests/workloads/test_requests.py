@@ -22,6 +22,7 @@ from workloads.requests import (
     Uniform,
     read_request_trace,
     resolve_trace,
+    sample_conversations,
     sample_requests,
 )
 
@@ -301,3 +302,33 @@ def test_bad_argument_gives_one_line_naming_the_parameter(call, words):
     assert "\n" not in message
     for word in words:
         assert word in message
+
+
+def test_conversations_by_hand():
+    """Two conversations of three turns and one of one (7 requests), messages of 100 tokens and answers of 50: turn k
+    carries the conversation so far, 150 tokens a turn before it, and shares the previous turn's cached tokens (its
+    prompt and all but its last answer token)."""
+    requests = sample_conversations(arrivals=Poisson(rate_per_s=1.0), prompt=Fixed(tokens=100),
+                                    output=Fixed(tokens=50), count=7, turns=3, think_s=4.0, seed=2)
+    assert requests.prompt_tokens.tolist() == [100, 250, 400, 100, 250, 400, 100]
+    assert requests.shared_tokens.tolist() == [0, 149, 299, 0, 149, 299, 0]
+    assert requests.prefix_group.tolist() == [0, 0, 0, 1, 1, 1, 2]
+    gaps = requests.after_previous_s
+    assert np.isnan(gaps[[0, 3, 6]]).all() and gaps[[1, 2, 4, 5]].tolist() == [4.0] * 4
+    starts = requests.arrival_s
+    assert starts[0] == starts[1] == starts[2] < starts[3] == starts[4] == starts[5] < starts[6]
+    again = sample_conversations(arrivals=Poisson(rate_per_s=1.0), prompt=Fixed(tokens=100),
+                                 output=Fixed(tokens=50), count=7, turns=3, think_s=4.0, seed=2)
+    assert np.array_equal(again.arrival_s, starts)
+    clipped, count = requests.clipped_to_context(300)  # outputs keep 50, prompts cut to 250: the third turns
+    assert count == 2 and clipped.shared_tokens.tolist() == [0, 149, 249, 0, 149, 249, 0]
+    assert requests.head(5).shared_tokens.tolist() == [0, 149, 299, 0, 149]
+
+
+@pytest.mark.parametrize(("kwargs", "words"), [({"turns": 0}, "turns: found 0"),
+                                               ({"think_s": -1.0}, "think_s: found -1.0")])
+def test_bad_conversations_are_refused(kwargs, words):
+    with pytest.raises(InputError, match=words):
+        sample_conversations(**({"arrivals": Poisson(rate_per_s=1.0), "prompt": Fixed(tokens=10),
+                                 "output": Fixed(tokens=5), "count": 4, "turns": 2, "think_s": 1.0, "seed": 0}
+                                | kwargs))
