@@ -76,8 +76,17 @@ def test_explore_run_says_what_it_caches(tmp_path, capsys):
      "--prefill-replicas: found 1 with prefix_groups 3, allowed: 0"),
     (["--prefix-tokens", "32", "--prefix-groups", "3", "--attention-device", "ampere-altra",
       "--attention-placement", "hybrid"], "--attention-placement: found 'hybrid' with prefix_groups 3, allowed: apart"),
+    (["--think-s", "5"], "--think-s: found 5 with no conversations, allowed: with --conversation-turns N"),
+    (["--conversation-turns", "3", "--prefix-tokens", "32"],
+     "--prefix-tokens: found 32 with conversation_turns 3, allowed: 0"),
+    (["--conversation-turns", "3", "--prefix-groups", "2"],
+     "--prefix-groups: found 2 with no shared prefix"),
+    (["--conversation-turns", "0"], "--conversation-turns: found 0, allowed: an integer >= 1"),
+    (["--conversation-turns", "3", "--think-s", "-1"], "--think-s: found -1.0, allowed: seconds >= 0"),
+    (["--conversation-turns", "3", "--prefill-replicas", "1"],
+     "--prefill-replicas: found 1 with conversation_turns 3, allowed: 0"),
 ])
-def test_groups_and_orders_that_cannot_run_are_one_line(tmp_path, capsys, args, message):
+def test_groups_orders_and_conversations_that_cannot_run_are_one_line(tmp_path, capsys, args, message):
     model = write_tiny_model(tmp_path)
     assert main(["run", "--model", model, "--device", "h100-sxm", "--serving", "--rate", "5", "--requests", "4",
                  "--prompt", "64", "--output", "4", *args]) == 2
@@ -143,25 +152,6 @@ def test_conversations_find_their_context_where_memory_keeps_it(evaluator):
     assert a100["prefix_hit_rate"] == 1.0 and 0 < l4["prefix_hit_rate"] < 0.8
     assert l4["output_tokens_per_s"] < a100["output_tokens_per_s"]
     assert run("a100-sxm-80gb", None)["prefix_hit_rate"] != run("a100-sxm-80gb", None)["prefix_hit_rate"]  # NaN
-
-
-@pytest.mark.parametrize(("args", "message"), [
-    (["--think-s", "5"], "--think-s: found 5 with no conversations, allowed: with --conversation-turns N"),
-    (["--conversation-turns", "3", "--prefix-tokens", "32"],
-     "--prefix-tokens: found 32 with conversation_turns 3, allowed: 0"),
-    (["--conversation-turns", "3", "--prefix-groups", "2"],
-     "--prefix-groups: found 2 with no shared prefix"),
-    (["--conversation-turns", "0"], "--conversation-turns: found 0, allowed: an integer >= 1"),
-    (["--conversation-turns", "3", "--think-s", "-1"], "--think-s: found -1.0, allowed: seconds >= 0"),
-    (["--conversation-turns", "3", "--prefill-replicas", "1"],
-     "--prefill-replicas: found 1 with conversation_turns 3, allowed: 0"),
-])
-def test_conversations_that_cannot_run_are_one_line(tmp_path, capsys, args, message):
-    model = write_tiny_model(tmp_path)
-    assert main(["run", "--model", model, "--device", "h100-sxm", "--serving", "--rate", "5", "--requests", "6",
-                 "--prompt", "64", "--output", "4", *args]) == 2
-    err = capsys.readouterr().err
-    assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
 def test_a_sweep_compares_conversations_and_independent_requests(tmp_path, capsys):
