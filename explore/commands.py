@@ -508,7 +508,10 @@ def _assumptions(point: DesignPoint, device) -> str:
         collectives = []  # how the collectives the point runs are priced: tp's all-reduces, the stages' sends
         if point.tp > 1:
             nccl = priced("all_reduce", "all-reduce")
-            if device.custom_all_reduce:
+            if device.allreduce == "star":
+                nccl = (f"star all-reduce (a master gathers every buffer and sends back the sum: 2 (n-1) S / B + 2 "
+                        f"hops) on {link.spec.name}'s datasheet bandwidth and latency")
+            elif device.custom_all_reduce:
                 nccl = f"custom one-shot/two-shot all-reduce kernels, NCCL ({nccl}) where faster"
             elif device.allreduce == "custom":
                 nccl += (f"; NCCL, not custom all-reduce kernels: {point.tp} devices, and {link.spec.name} joins at "

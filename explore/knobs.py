@@ -491,13 +491,16 @@ _knob("link", str, "the link between the tp devices: a link preset (explore pres
       "default: the device's own interconnect", "parallel", scope="system", default="", only_with=("tp", "pp"),
       allowed_text="a link preset (explore presets links) or a path to a link YAML")
 # How the all-reduces of tensor parallelism run (kernels/parallel.py ALLREDUCE_IMPLEMENTATIONS; hw_models/link.py
-# prices the first two, hw_models/nvls.py the third): NCCL's collective, an engine's own P2P kernels, or NVLink SHARP.
+# prices the first two, hw_models/nvls.py the third, hw_models/star.py the fourth): NCCL's collective, an engine's own
+# P2P kernels, NVLink SHARP, or a master's gather and broadcast.
 register(Knob(name="allreduce", type=str, section="parallel", scope="system", default="nccl",
               allowed=ALLREDUCE_IMPLEMENTATIONS, label="all-reduce", only_with=("tp",),
               help="how the tp devices all-reduce: nccl (NCCL's collective, fitted on measured calls where the link "
               "has them), custom (an engine's one-shot or two-shot kernels reading the peers' buffers over the "
               "link, up to 8 MiB, NCCL where faster or larger) or nvls (multimem loads and stores the NVSwitch "
-              "reduces and multicasts: NVLink SHARP, on nvlink4 and nvlink5, NCCL where faster; NCCL elsewhere)"))
+              "reduces and multicasts: NVLink SHARP, on nvlink4 and nvlink5, NCCL where faster; NCCL elsewhere) or "
+              "star (a master gathers every device's buffer and sends back the sum, 2 link hops instead of a ring's "
+              "2 (tp-1): TPI-LLM's all-reduce between edge devices, on any link, datasheet model)"))
 # Compute-communication overlap inside an iteration (sim/costs.py OVERLAPS): priced in serving iterations only.
 register(Knob(name="overlap", type=str, section="parallel", scope="system", default="none", allowed=OVERLAPS,
               only_with=("tp",),

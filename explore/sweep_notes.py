@@ -130,7 +130,7 @@ def allreduce_fallback_note(sweep) -> str:
     parallel = sweep.spec.parallel
     if parallel is None:
         return ""
-    chosen = [choice for choice in as_list(parallel.allreduce) if choice != "nccl"]
+    chosen = [choice for choice in as_list(parallel.allreduce) if choice in ("custom", "nvls")]  # star runs anywhere
     tps = sorted(tp for tp in as_list(parallel.tp) if tp > 1)
     said = []
     for device, link in _device_links(sweep) if chosen and tps else ():

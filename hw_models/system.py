@@ -10,7 +10,9 @@ reduction kernels the device prices for their local traffic and launch, NCCL tak
 message exceeds the kernels' buffer (CUSTOM_ALL_REDUCE_MAX_B) or where the tp devices do not all reach each other's
 memory (more than the link's peer_devices). With allreduce="nvls" it runs as multimem loads and stores that the switch
 reduces and multicasts (NVLink SHARP, hw_models/nvls.py), on links whose switch does (LinkSpec.multimem) among devices
-that all reach each other, NCCL where it is faster; NCCL elsewhere.
+that all reach each other, NCCL where it is faster; NCCL elsewhere. With allreduce="star" it runs as a master gathering
+every device's buffer and sending back the sum (TPI-LLM, hw_models/star.py) on any link, always: the engine has no
+other.
 Memory, idle power, TDP, area and price are the sum over all devices.
 """
 
@@ -23,6 +25,7 @@ import numpy as np
 from hw_models.cost import KernelCosts
 from hw_models.link import CUSTOM_ALL_REDUCE_MAX_B, LinkModel, custom_all_reduce_time_s
 from hw_models.nvls import load_nvls_fit, nvls_all_reduce_time_s
+from hw_models.star import star_all_reduce_time_s
 from kernels.kernel import KernelKind
 from kernels.parallel import ALLREDUCE_IMPLEMENTATIONS
 from kernels.table import KIND_CODE, KernelTable
@@ -149,6 +152,9 @@ class SystemModel:
             # a message small enough for NCCL's low-latency protocol) it runs, as NCCL's tuner picks per size.
             time_s[rows] = np.minimum(time_s[rows], nvls_all_reduce_time_s(
                 table.act_bytes[collective][rows], self.tp, self.link.spec, fit.all_reduce if fit else None))
+        if self.allreduce == "star":
+            rows = table.kind[collective] == _ALL_REDUCE
+            time_s[rows] = star_all_reduce_time_s(table.act_bytes[collective][rows], self.tp, self.link.spec)
         fields = {}
         for name in ("time_s", "compute_s", "memory_s", "overhead_s", "compute_J", "memory_J", "static_J"):
             values = np.zeros(n)

@@ -33,9 +33,10 @@ _GEMM = KIND_CODE[KernelKind.GEMM]
 # How the all-reduces run: "nccl", NCCL's collective; "custom", an engine's own kernels that read the peers' buffers
 # directly over the link (PyTorch's IntraNodeComm, which gpt-fast enables with ENABLE_INTRA_NODE_COMM=1; vLLM's and
 # TensorRT-LLM's custom all-reduce); "nvls", multimem loads and stores that an NVSwitch reduces and multicasts (NVLink
-# SHARP: NCCL's NVLS algorithm, PyTorch symmetric memory's multimem all-reduce). hw_models/link.py prices the first
-# two, hw_models/nvls.py the third.
-ALLREDUCE_IMPLEMENTATIONS = ("nccl", "custom", "nvls")
+# SHARP: NCCL's NVLS algorithm, PyTorch symmetric memory's multimem all-reduce); "star", a master gathering every
+# device's buffer and sending back the sum (TPI-LLM's all-reduce over sockets between edge devices). hw_models/link.py
+# prices the first two, hw_models/nvls.py the third, hw_models/star.py the fourth.
+ALLREDUCE_IMPLEMENTATIONS = ("nccl", "custom", "nvls", "star")
 
 
 def check_tensor_parallel(config: ModelConfig, tp: int) -> None:

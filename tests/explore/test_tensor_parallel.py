@@ -443,3 +443,14 @@ def test_a_sweep_told_where_its_all_reduce_runs_nccl(tmp_path, capsys):
     latency = notes("h100-sxm", "8", "overrides: {link.latency_us: [0.6, 50]}\n")
     assert "link.latency_us: nvlink4 prices its collectives by fits" in latency
     assert "link.latency_us" not in notes("h100-sxm", "8", "overrides: {link.bandwidth_GBps: [450, 900]}\n")
+
+
+def test_a_star_all_reduce_is_never_said_to_run_nccl(tmp_path, capsys):
+    """The star all-reduce (TPI-LLM's) runs on any link and any number of devices: a sweep with it on more GPUs than
+    the link joins is not told that it runs NCCL."""
+    from tests.explore.tiny_sweep import write_sweep
+
+    path = write_sweep(tmp_path, "name: star\nmodel: llama-2-7b\ndevice: h100-sxm\nexecution: engine\n"
+                                 "workload: {batch: 1, prompt: 64, output: 4}\nparallel: {tp: 16, allreduce: star}\n")
+    assert main(["check", path]) == 0
+    assert "allreduce runs NCCL" not in capsys.readouterr().out
