@@ -553,7 +553,10 @@ def _assumptions(point: DesignPoint, device) -> str:
     if cap_W is not None:
         what += (f"; power limit {cap_W:g} W a device (a kernel that would draw more runs at a lower clock: "
                  f"hw_models/gpu_power.py)")
-    if point.knob("offload") != "none":
+    if point.knob("offload") != "none" and point.knob("offload_window"):
+        what += (f"; weights under a sliding window of {point.knob('offload_window')} layers, every layer's streamed "
+                 f"over the host link each pass (offloaded_B: what host memory holds)")
+    elif point.knob("offload") != "none":
         what += f"; offload {point.knob('offload')} when it does not fit (offloaded_B: what host memory holds)"
     if point.serving is not None:
         s = point.serving

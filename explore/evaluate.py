@@ -45,7 +45,15 @@ from sim.costs import IterationCostModel
 from sim.engine import simulate
 from sim.kv_cache import shared_prefix_tokens
 from sim.memory import MemoryFootprint, batch_footprint, infeasible_reason
-from sim.offload import HostLink, LinkTraffic, RoutedExperts, device_footprint, offload_traffic, plan_offload
+from sim.offload import (
+    HostLink,
+    LinkTraffic,
+    RoutedExperts,
+    device_footprint,
+    offload_traffic,
+    plan_offload,
+    plan_window,
+)
 from sim.result import RESULT_METRICS, SimResult
 from sim.routers import DEFAULT_ROUTER
 from sim.schedulers import make_scheduler
@@ -330,7 +338,7 @@ class Evaluator:
         reason = infeasible_reason(memory, device.memory_bytes, device.devices)
         speculative = self.speculative_tables(point, tables)
         traffic = None
-        if reason and point.knob("offload") != "none":
+        if (reason or point.knob("offload_window")) and point.knob("offload") != "none":
             memory, reason, traffic = self.offloaded(point, device, workload, memory)
         if reason and not price_infeasible:
             result = None
@@ -346,12 +354,15 @@ class Evaluator:
                           result=result, tables=tables)
 
     def _check_offload(self, point: DesignPoint) -> None:
-        """Offloading runs a static batch on one device without speculation, over a host link (InputError
-        otherwise)."""
+        """Offloading runs a static batch on one pipeline stage without speculation, over a host link, a sliding
+        window over weights alone (InputError otherwise)."""
         offload = point.knob("offload")
-        if point.tp > 1 or point.pp > 1:
-            raise InputError(f"offload: found {offload!r} on {point.tp * point.pp} devices, allowed: none, or "
-                             f"offloading on one device (tp = pp = 1; offloading a sharded model is not modeled)")
+        if point.pp > 1:
+            raise InputError(f"offload: found {offload!r} on {point.pp} pipeline stages, allowed: none, or offloading "
+                             f"on one stage (pp = 1; offloading a pipelined model is not modeled)")
+        if point.knob("offload_window") and offload != "weights":
+            raise InputError(f"offload_window: found {point.knob('offload_window')} with offload {offload!r}, allowed: "
+                             f"offload weights (the window slides over layers' weights; the KV cache stays put)")
         if point.knob("spec_draft"):
             raise InputError(f"offload: found {offload!r} with spec_draft {point.knob('spec_draft')!r}, allowed: none "
                              f"with speculative decoding (an offloaded draft and target are not modeled)")
@@ -360,17 +371,31 @@ class Evaluator:
     def offloaded(self, point: DesignPoint, device, workload: BatchWorkload,
                   memory: MemoryFootprint) -> tuple[MemoryFootprint, str, LinkTraffic | None]:
         """A static-batch point that does not fit in device memory, run with the least of it in host memory that its
-        offload knob allows (sim/offload.py): what the device then holds, why it still cannot run ('' when it can)
+        offload knob allows, or with its weights under a sliding window (offload_window; sim/offload.py): what the
+        device then holds, why it still cannot run ('' when it can)
         and the bytes each pass moves over the host link (None when it cannot run)."""
         cfg = self.config(point.model)
-        plan = plan_offload(memory, device.memory_bytes, cfg.num_layers, point.knob("offload"))
-        if isinstance(plan, str):
-            return memory, plan, None
+        window_layers = point.knob("offload_window")
+        if window_layers:
+            plan = plan_window(memory, cfg.num_layers, window_layers)
+            held = device_footprint(memory, plan)
+            if reason := infeasible_reason(held, device.memory_bytes, device.devices):
+                return memory, f"offload_window {window_layers} of {cfg.num_layers} layers: {reason}", None
+        else:
+            plan = plan_offload(memory, device.memory_bytes, cfg.num_layers, point.knob("offload"))
+            if isinstance(plan, str):
+                return memory, plan, None
+        if not plan.offloaded_B:  # a window of every layer: nothing moves
+            return memory, "", None
         spec = self.host_link(point, device)
-        link = HostLink(bandwidth_Bps=spec.bandwidth_Bps, latency_s=spec.latency_s,
-                        prefetch=bool(point.knob("offload_prefetch")))
+        # Each of the tp devices streams its own share over its own host link (TPI-LLM: each device reads its slice of
+        # the weights from its own disk), at once: the system's link carries tp links' bandwidth. A window of one layer
+        # leaves no room for the next layer to arrive during this one's compute.
+        link = HostLink(bandwidth_Bps=spec.bandwidth_Bps * point.tp, latency_s=spec.latency_s,
+                        prefetch=bool(point.knob("offload_prefetch")) and window_layers != 1)
         window = self.kv_window(point)
-        token_B = cfg.kv_bytes_per_token() * point.numeric_format.kv_scale * point.batch  # one token of every sequence
+        # One token of every sequence, on every device (KV heads copied where tp exceeds them, as batch_memory holds).
+        token_B = cfg.kv_bytes_per_token() * point.numeric_format.kv_scale * point.batch * kv_replication(cfg, point.tp)
         traffic = offload_traffic(
             plan, link, layers=cfg.num_layers, prompt_kv_B=token_B * kept_tokens(point.prompt, window),
             # Each step's attention reads the cache before its own token, whose KV it has just computed on the device.

@@ -413,6 +413,13 @@ register(Knob(name="offload_prefetch", type=int, section="workload", default=1, 
               label="offload prefetch", only_with=("offload",),
               help="1: the next layer's transfer overlaps this layer's compute (a pass "
               "takes the longer of the two); 0: transfers and compute take turns (their sum)"))
+# TPI-LLM's sliding window (Li et al., arXiv 2410.00531; sim/offload.py plan_window): the device holds a window of
+# layers' weights and streams every layer's in each pass, whether or not the model would fit.
+register(Knob(name="offload_window", type=int, section="workload", default=0, minimum=0, label="offload window",
+              only_with=("offload",),
+              help="a sliding window (TPI-LLM): the device holds this many layers' weights and every layer's weights "
+              "stream over the host link each pass, fit or not (offload weights only); 0: no window, only what does "
+              "not fit is offloaded", allowed_text="0 (no window) or a whole number of layers >= 1"))
 # Dynamic top-k token selection (Quest, Tang et al., ICML 2024; Double Sparsity, Yang et al., 2024): each decode step
 # scores every cached token from a compressed key summary and attends to the best topk_fraction of them; the cache
 # stays whole (plus the summary). A share rather than a token count: both papers state sparsity as one (Double

@@ -10,6 +10,18 @@ What is modeled
   placement percentages: a fraction of each layer's weights and of each layer's KV cache in host memory). The
   device keeps prefetch buffers for the offloaded part of two layers: the one it computes and the next one
   arriving (double buffering).
+- Sliding window (plan_window; TPI-LLM, Li et al., arXiv 2410.00531: "a sliding window memory scheduler to dynamically
+  manage layer weights during inference, with disk I/O latency overlapped with the computation and communication"):
+  the device holds the weights of a window of w layers, whether or not the whole model would fit, and every layer's
+  weights stream in from the host link once per pass as the window slides over them (TPI-LLM's MemoryManager,
+  github.com/Lizonghang/TPI-LLM src/tpi_llm/memory/mem_manager.py: a deque of memory_window blocks loaded in layer
+  order, a block released once it has run; its blocks are a layer's attention and its MLP, two per layer, so its
+  memory_window of 2k blocks is w = k layers here). The window holds w layers' weights, the pass moves all of them; a
+  window of every layer holds the whole model and moves nothing (no offload); a window of one layer leaves no room
+  for the next layer to arrive while it computes, so its transfers and compute take turns.
+- Tensor parallelism (one pipeline stage of tp devices): each device holds its share of the weights and KV cache and
+  streams its share of what is offloaded over its own host link, all at once, so the stage's transfers run at tp
+  links' bandwidth (TPI-LLM's devices each read their slice of the weights from their own disk).
 - Policy: 'weights' offloads weights only, 'kv' the KV cache only, 'auto' weights first and the KV cache only once
   every weight is in host memory. Weights go first because a weight byte in host memory costs one transfer per
   pass that the whole batch shares (DeepSpeed ZeRO-Inference offloads weights alone), while the KV cache grows with
@@ -98,6 +110,17 @@ def plan_offload(footprint: MemoryFootprint, capacity_B: float, layers: int, mod
     return OffloadPlan(weights_share=weights_share, kv_share=kv_share, weights_B=weights_B, kv_B=kv_B,
                        weights_buffer_B=weights_B * BUFFERED_LAYERS / layers,
                        kv_buffer_B=kv_B * BUFFERED_LAYERS / layers)
+
+
+def plan_window(footprint: MemoryFootprint, layers: int, window_layers: int) -> OffloadPlan:
+    """A sliding window of `window_layers` of the model's `layers` layers' weights (module docstring): every weight in
+    host memory, the window's share of them on the device; nothing offloaded where the window holds every layer."""
+    if window_layers < 1:
+        raise ValueError(f"offload_window: found {window_layers}, allowed: a whole number of layers >= 1")
+    if window_layers >= layers:
+        return OffloadPlan()
+    return OffloadPlan(weights_share=1.0, weights_B=footprint.weights_B,
+                       weights_buffer_B=footprint.weights_B * window_layers / layers)
 
 
 def _cannot_fit(footprint: MemoryFootprint, capacity_B: float, layers: int, mode: str) -> str:

@@ -133,7 +133,9 @@ def test_unknown_offload_values_and_links_are_refused_in_one_line():
     # B200's preset names no host link (its datasheet's host interface was not sourced); 80 GB makes 70B not fit.
     ({"device": "b200", "overrides": (("memory.capacity_GB", 80),)},
      r"host_link: device 'b200' names no host link in its preset, allowed: a link preset"),
-    ({"tp": 2}, r"offload: found 'auto' on 2 devices, allowed: none, or offloading on one device"),
+    ({"pp": 2}, r"offload: found 'auto' on 2 pipeline stages, allowed: none, or offloading on one stage"),
+    ({"knobs": (("offload", "auto"), ("offload_window", 2))},
+     r"offload_window: found 2 with offload 'auto', allowed: offload weights"),
     ({"knobs": (("offload", "auto"), ("spec_draft", "medusa"))}, r"offload: found 'auto' with spec_draft 'medusa'"),
 ])
 def test_offloads_the_model_does_not_cover_are_refused(evaluator, fields, message):
@@ -243,3 +245,47 @@ def test_a_faster_link_never_slows_an_offloaded_moe(evaluator, batch):
     runs = [evaluator.evaluate(mixtral(batch, host_link=link)).metrics for link in links]
     for name in TIMINGS:
         assert [m[name] for m in runs] == sorted((m[name] for m in runs), reverse=True), name
+
+
+# ---- a sliding window over the weights (TPI-LLM), on one device or tensor parallel ----------------------------------
+
+NVME_Bps = 7.45e9  # Samsung 990 PRO sequential read (the nvme-pcie4-x4 preset's datasheet figure)
+LAYERS_7B = 32  # Llama-2-7B's num_hidden_layers (config.json)
+
+
+def window7b(tp: int = 1, **knobs) -> DesignPoint:
+    return DesignPoint(model="llama-2-7b", device="a100-sxm-80gb", batch=1, prompt=128, output=8, tp=tp,
+                       knobs=tuple(sorted(knobs.items())))
+
+
+def test_a_window_of_every_layer_is_no_offload(evaluator):
+    """A window as deep as the model holds every layer: the same numbers as not offloading at all."""
+    plain = evaluator.evaluate(window7b()).metrics
+    whole = evaluator.evaluate(window7b(offload="weights", offload_window=LAYERS_7B, host_link="nvme-pcie4-x4")).metrics
+    for name in (*TIMINGS, "peak_memory_B", "offloaded_B"):
+        assert whole[name] == plain[name], name
+
+
+@pytest.mark.parametrize("tp", [1, 2])
+def test_a_window_holds_its_layers_and_streams_every_weight_each_step(evaluator, tp):
+    """Llama-2-7B fits an 80 GB A100 whole; a window of 2 layers still streams every weight from an NVMe drive each
+    decode step (each of the tp devices its own share from its own drive), holding 2 of 32 layers' weights. Floor: a
+    device's share of the weights over the drive's read bandwidth; ceiling: that plus the step that fits, as if
+    nothing overlapped. Memory by hand: what fits minus 30 of 32 layers' weights."""
+    plain = evaluator.evaluate(window7b(tp)).metrics
+    windowed = evaluator.evaluate(window7b(tp, offload="weights", offload_window=2,
+                                           host_link="nvme-pcie4-x4")).metrics
+    weights_B = windowed["offloaded_B"]
+    assert 13 * GB < weights_B < 14 * GB  # 6.74 billion fp16 parameters
+    assert windowed["peak_memory_B"] == pytest.approx(plain["peak_memory_B"] - weights_B * 30 / 32, rel=1e-9)
+    floor_s = weights_B / tp / NVME_Bps
+    assert floor_s <= windowed["tpot_s"] <= floor_s + plain["tpot_s"]
+    assert windowed["tpot_s"] > plain["tpot_s"]
+
+
+def test_tensor_parallel_devices_stream_their_shares_at_once(evaluator):
+    """Two devices each read half the weights from their own drive: a link-bound decode step takes about half as
+    long as one device's (the step itself, a few ms on an A100, is covered by the transfer)."""
+    one, two = (evaluator.evaluate(window7b(tp, offload="weights", offload_window=2,
+                                            host_link="nvme-pcie4-x4")).metrics for tp in (1, 2))
+    assert two["tpot_s"] == pytest.approx(one["tpot_s"] / 2, rel=0.02)

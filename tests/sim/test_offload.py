@@ -241,3 +241,21 @@ def test_the_event_simulation_waits_on_the_link_as_the_analytic_path_does(llama)
     assert event.makespan_s == pytest.approx(analytic.makespan_s, rel=1e-9)
     assert analytic.makespan_s == pytest.approx(4 * 2.0, rel=1e-6)  # the prefill and 3 steps, each 2 s of transfer
     assert evaluate(device, tables, workload, memory).makespan_s < analytic.makespan_s
+
+
+# ---- a sliding window (TPI-LLM) ------------------------------------------------------------------------------------
+
+def test_a_window_holds_its_layers_weights_and_offloads_every_weight():
+    """100 GB of weights over 10 layers, a window of 3: the device holds 3 layers' weights, 30 GB, whatever its
+    capacity; all 100 GB live in host memory and stream each pass; the KV cache and activations stay."""
+    from sim.offload import plan_window
+
+    footprint = _footprint(100, 10, 5)
+    plan = plan_window(footprint, 10, 3)
+    assert plan.weights_share == 1.0 and plan.weights_B == pytest.approx(100 * GB) and plan.kv_B == 0
+    held = device_footprint(footprint, plan)
+    assert held.weights_B == pytest.approx(30 * GB) and held.kv_cache_B == 10 * GB and held.activations_B == 5 * GB
+    assert held.offloaded_B == pytest.approx(100 * GB)
+    assert plan_window(footprint, 10, 10) == OffloadPlan() == plan_window(footprint, 10, 12)  # every layer: none
+    with pytest.raises(ValueError, match=r"offload_window: found 0, allowed: a whole number of layers >= 1"):
+        plan_window(footprint, 10, 0)
