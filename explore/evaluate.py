@@ -389,10 +389,9 @@ class Evaluator:
             return memory, "", None
         spec = self.host_link(point, device)
         # Each of the tp devices streams its own share over its own host link (TPI-LLM: each device reads its slice of
-        # the weights from its own disk), at once: the system's link carries tp links' bandwidth. A window of one layer
-        # leaves no room for the next layer to arrive during this one's compute.
+        # the weights from its own disk), at once: the system's link carries tp links' bandwidth.
         link = HostLink(bandwidth_Bps=spec.bandwidth_Bps * point.tp, latency_s=spec.latency_s,
-                        prefetch=bool(point.knob("offload_prefetch")) and window_layers != 1)
+                        prefetch=bool(point.knob("offload_prefetch")))
         window = self.kv_window(point)
         # One token of every sequence, on every device (KV heads copied where tp exceeds them, as batch_memory holds).
         token_B = cfg.kv_bytes_per_token() * point.numeric_format.kv_scale * point.batch * kv_replication(cfg, point.tp)

@@ -17,8 +17,9 @@ What is modeled
   github.com/Lizonghang/TPI-LLM src/tpi_llm/memory/mem_manager.py: a deque of memory_window blocks loaded in layer
   order, a block released once it has run; its blocks are a layer's attention and its MLP, two per layer, so its
   memory_window of 2k blocks is w = k layers here). The window holds w layers' weights, the pass moves all of them; a
-  window of every layer holds the whole model and moves nothing (no offload); a window of one layer leaves no room
-  for the next layer to arrive while it computes, so its transfers and compute take turns.
+  window of every layer holds the whole model and moves nothing (no offload). Overlap is offload_prefetch's, as
+  above: a window of one layer is TPI-LLM's smallest (memory_window 2: a layer's attention block computing while its
+  MLP block arrives), which overlaps at half a layer's granularity.
 - Tensor parallelism (one pipeline stage of tp devices): each device holds its share of the weights and KV cache and
   streams its share of what is offloaded over its own host link, all at once, so the stage's transfers run at tp
   links' bandwidth (TPI-LLM's devices each read their slice of the weights from their own disk).
