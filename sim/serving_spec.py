@@ -299,10 +299,12 @@ class ServingSpec:
                 **({} if self.max_decode_preemptions is None
                    else {"max_decode_preemptions": self.max_decode_preemptions}),
                 **({} if self.memory_utilization is None else {"memory_utilization": self.memory_utilization}),
-                # Where a sweep names attention devices: the settings, none where the model's devices attend.
+                # Where a sweep names attention devices: the settings, none where the model's devices attend (and no
+                # micro-batches where a hybrid iteration runs as one batch).
                 **({} if not self.attention_device else {
                     name: getattr(self, name) if self.attends_apart else None for name in ATTENTION_FIELDS}
-                   | {"attention_device": self.attention_device})}
+                   | {"attention_device": self.attention_device}
+                   | ({"attention_micro_batches": None} if self.attention_placement == "hybrid" else {}))}
 
     @property
     def attends_apart(self) -> bool:

@@ -46,6 +46,14 @@ def test_a_gpu_that_holds_every_sequence_serves_as_it_does_alone(evaluator):
         assert hybrid[name] == alone[name], name
 
 
+def test_a_hybrid_row_shows_no_micro_batches():
+    """A hybrid iteration runs as one batch: its row leaves attention_micro_batches empty (a report label then does
+    not show the 2 an apart point splits in), as a row whose model's devices attend leaves every attention setting."""
+    assert ServingSpec(**HYBRID).columns()["attention_micro_batches"] is None
+    assert ServingSpec(attention_device="ampere-altra").columns()["attention_micro_batches"] == 2
+    assert ServingSpec(**HYBRID).columns()["attention_placement"] == "hybrid"
+
+
 def test_hybrid_never_serves_fewer_sequences_at_once(evaluator):
     """Invariant: with the T4's KV space binding (long outputs), hybrid holds at least as many sequences in a batch
     as the GPU alone, and is not slower in throughput here."""
