@@ -67,6 +67,7 @@ class PagedKVCache:
         self._sharers: dict[int, int] = {}  # a cached group -> how many sequences share its chain
         self._idle: OrderedDict[int, None] = OrderedDict()  # chains nobody shares, least recently shared first
         self._idle_blocks = 0
+        self._swapped_out: set[int] = set()  # released with keep_prefix, not sharing: their next hold is no admission
         self.used_blocks = 0
         # Of admissions' shareable prefixes (a recompute's included), the blocks sought and the blocks found cached.
         self.prefix_sought_blocks = 0
@@ -94,7 +95,7 @@ class PagedKVCache:
         """Blocks of its group's chain `seq` shares, or (holding nothing yet) would share on its first hold."""
         if seq in self._shared:
             return self._shared[seq]
-        if seq in self._held:
+        if seq in self._held or seq in self._swapped_out:
             return 0
         return min(self._chain.get(self._group.get(seq, 0), 0), self._shareable.get(seq, self.prefix_blocks))
 
@@ -165,7 +166,9 @@ class PagedKVCache:
         extra, room = self._growth(seq, tokens)
         if extra > room:
             raise RuntimeError(f"KV cache: sequence {seq} needs {extra} more blocks, {self.free_blocks} free")
-        if seq not in self._held and seq not in self._shared:
+        if seq in self._swapped_out:  # swapped back in: its KV, its own prefix copy included, comes back as it left
+            self._swapped_out.discard(seq)
+        elif seq not in self._held and seq not in self._shared:
             shares = self._cached_blocks(seq)
             if shares:
                 self._share(seq, self._group.get(seq, 0), shares)
@@ -230,6 +233,8 @@ class PagedKVCache:
         if seq in self._continues and computed:
             self.publish(seq, computed, limit=computed // self.block_tokens)
         self.used_blocks -= self._held.pop(seq, 0)
+        if keep_prefix and seq not in self._shared:
+            self._swapped_out.add(seq)
         if keep_prefix or seq not in self._shared:
             return
         del self._shared[seq]

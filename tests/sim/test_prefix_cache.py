@@ -22,7 +22,8 @@ KV_PER_TOKEN_B = 2 * 2 * 16 * 2 * 2  # K and V x 2 KV heads x 16 dims x 2 B x 2 
 
 
 def _serve(costs, groups, *, blocks: int, prefix_groups: int, policy: str = "fcfs", output: int = 2,
-           max_seqs: int = 1, scheduler: str = "continuous", seed: int = 0, in_requests: bool = False):
+           max_seqs: int = 1, scheduler: str = "continuous", seed: int = 0, in_requests: bool = False,
+           preemption: str = "recompute"):
     """Requests of PROMPT tokens arriving together, request i starting with group groups[i]'s prefix (given to the
     run, or `in_requests`, as the requests' own column)."""
     count = len(groups)
@@ -31,9 +32,10 @@ def _serve(costs, groups, *, blocks: int, prefix_groups: int, policy: str = "fcf
     memory = serving_memory(capacity_B=blocks * BLOCK * KV_PER_TOKEN_B, weights_B=0.0, activations_B=0.0,
                             kv_bytes_per_token=KV_PER_TOKEN_B, block_tokens=BLOCK)
     kv = PagedKVCache(capacity_blocks=blocks, block_tokens=BLOCK, prefix_tokens=PREFIX, prefix_groups=prefix_groups)
-    limits = SchedulerLimits(max_seqs=max_seqs, queue_policy=policy, watermark=0.0)
+    limits = SchedulerLimits(max_seqs=max_seqs, queue_policy=policy, watermark=0.0, preemption=preemption)
     return serve(costs, requests, make_scheduler(scheduler, limits), kv, memory, costs.device.idle_power_W,
-                 prefix_groups=None if in_requests else np.asarray(groups))
+                 prefix_groups=None if in_requests else np.asarray(groups),
+                 swap_bandwidth_Bps=32e9 if preemption == "swap" else None)
 
 
 def _computed_tokens(result) -> int:
@@ -92,6 +94,17 @@ def test_prefills_and_decodes_conserve_tokens_under_eviction(costs):
         assert result.records.preemptions.sum() == 0 and sought == 60 * 2
         assert _computed_tokens(result) == 60 * PROMPT - found * BLOCK + 60 * (4 - 1)
         assert 0 < found < sought
+
+
+def test_a_swap_in_is_no_admission_of_its_prefix(costs):
+    """Five groups, three cached at the start in 7 blocks; two requests of the fifth arrive together. Both find
+    nothing and prefill together (3 blocks each, evicting the cached prefixes but one block); the first's prefix
+    becomes the group's, the second keeps its own copy. Decoding, the first takes the last cached block for its
+    fourth; the second finds none, is swapped out, and comes back beside the first as it left. Two admissions sought
+    2 prefix blocks each and found none: a swap-in is no admission."""
+    result = _serve(costs, [4, 4], blocks=7, prefix_groups=5, max_seqs=2, output=3, preemption="swap")
+    assert result.records.preemptions.tolist() == [0, 1]
+    assert _found(result) == (0, 4)
 
 
 def test_lpm_never_finds_less_than_arrival_order_on_an_offline_batch(costs):
