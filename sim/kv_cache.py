@@ -112,7 +112,7 @@ class PagedKVCache:
         """Tokens' worth of KV sequence `seq` of `tokens` cached tokens holds apart from a cached prefix it shares
         (under the window): what moves when its KV leaves or enters this cache, by a swap or a hand-over between
         pools."""
-        return max(0, int(kept_tokens(tokens, self.window)) - self._cached_blocks(seq) * self.block_tokens)
+        return int(kept_tokens(max(0, tokens - self._cached_blocks(seq) * self.block_tokens), self.window))
 
     @property
     def free_blocks(self) -> int:
@@ -133,22 +133,28 @@ class PagedKVCache:
     def blocks_for(self, tokens: int, shared: bool = True) -> int:
         """Blocks a sequence of `tokens` cached tokens holds of its own: past the configured prefix it shares, or
         (`shared` False) all of them."""
-        tokens = kept_tokens(tokens, self.window)
-        return max(0, math.ceil(tokens / self.block_tokens) - (self.prefix_blocks if shared else 0))
+        return self._own_blocks(tokens, self.prefix_blocks if shared else 0)
+
+    def _own_blocks(self, tokens: int, shared_blocks: int) -> int:
+        """Blocks of a sequence of `tokens` cached tokens past the `shared_blocks` it shares, of which a window keeps
+        the last (a window's sinks lie in the prefix)."""
+        own = tokens - shared_blocks * self.block_tokens
+        if self.window is not None:
+            own = kept_tokens(max(own, 0), self.window)
+        return max(0, math.ceil(own / self.block_tokens))
 
     def _growth(self, seq: int, tokens: int) -> tuple[int, int]:
         """The blocks `seq` must add to hold `tokens` tokens, and the blocks it may take: the free ones and the cached
         chains nobody shares, less its own group's if its first hold would share it."""
-        kept = tokens if self.window is None else kept_tokens(tokens, self.window)
         room = self.capacity_blocks - self.used_blocks + self._idle_blocks
         held = self._held.get(seq)
         if held is not None:  # admitted: it shares what it shares, and no more
-            return max(0, math.ceil(kept / self.block_tokens) - self._shared.get(seq, 0) - held), room
+            return max(0, self._own_blocks(tokens, self._shared.get(seq, 0)) - held), room
         shares = self._cached_blocks(seq)
         group = self._group.get(seq, 0)
         if shares and seq not in self._shared and group in self._idle:
             room -= self._chain[group]  # its group's idle chain is what it will share, not room
-        return max(0, math.ceil(kept / self.block_tokens) - shares), room
+        return self._own_blocks(tokens, shares), room
 
     def extra_blocks(self, seq: int, tokens: int) -> int:
         """Blocks sequence `seq` must add to hold `tokens` tokens."""

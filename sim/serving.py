@@ -132,9 +132,10 @@ def serving_memory_reason(memory: ServingMemory, requests: RequestSet, scheduler
                 f"({memory.weights_B / 1e9:.1f}) and the activations of a {scheduler.token_budget()}-token "
                 f"iteration ({memory.activations_B / 1e9:.1f}) plus KV blocks, but {memory.usable_text()}")
     longest = int((requests.prompt_tokens + requests.output_tokens - 1).max())
-    cached = math.ceil(kept_tokens(longest, window))  # a sliding window keeps its last tokens only
     shared = shared_prefix_tokens(prefix_tokens, memory.block_tokens)
-    needed = math.ceil(max(cached - shared, 1) / memory.block_tokens) + shared // memory.block_tokens
+    # The cached prefix, and the request's own tokens past it, of which a sliding window keeps the last only.
+    own = math.ceil(kept_tokens(max(longest - shared, 1), window))
+    needed = math.ceil(own / memory.block_tokens) + shared // memory.block_tokens
     # Attention devices split every block by its heads: a sequence's cache spans them all, as it spans tp devices.
     blocks = memory.kv_blocks // engines
     usable = blocks - math.ceil(scheduler.limits.watermark * blocks)

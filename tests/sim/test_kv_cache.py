@@ -77,6 +77,19 @@ def test_a_shared_prefix_is_held_once_in_whole_blocks():
     assert kv.cached_prefix(9, 1) == 0
 
 
+def test_a_window_keeps_a_sharing_sequences_own_tokens_past_the_prefix():
+    """A 64-token window beside a 64-token shared prefix (4 blocks of 16): a sequence of 96 tokens reads its last 64,
+    of which its own 32 lie past the prefix (2 blocks); one of 200 tokens keeps 64 own tokens (4 blocks). The prefix
+    shares only what the sequence would otherwise hold: never does sharing leave it holding none of its own tokens."""
+    kv = PagedKVCache(capacity_blocks=20, block_tokens=16, prefix_tokens=64, window=64)
+    assert [kv.blocks_for(t) for t in (64, 65, 96, 200)] == [0, 1, 2, 4]
+    assert kv.blocks_for(200, shared=False) == 4  # a sequence not sharing it keeps its last 64 tokens
+    kv.hold(0, 96)
+    assert kv.used_blocks == 4 + 2
+    kv.hold(0, 200)
+    assert kv.used_blocks == 4 + 4 and kv.own_tokens(0, 200) == 64
+
+
 def test_a_prefix_shorter_than_a_block_shares_nothing():
     kv = PagedKVCache(capacity_blocks=4, block_tokens=16, prefix_tokens=15)
     assert kv.prefix_blocks == 0 and kv.shared_tokens == 0 and kv.used_blocks == 0

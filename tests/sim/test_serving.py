@@ -577,6 +577,21 @@ def test_memory_utilization_shares_the_device_between_weights_activations_and_kv
     assert reason.endswith("of the 14.0 GB it may use, 0.1751 of the device's 80.0 GB")
 
 
+def test_a_window_beside_a_shared_prefix_needs_the_prefix_and_the_windows_own_tokens():
+    """A 64-token shared prefix (4 blocks of 16) and a 64-token window: the longest request, 96 + 40 - 1 = 135 tokens,
+    holds the prefix's 4 blocks and its last 64 tokens past the prefix, 4 more: 8 blocks. 8 usable blocks serve it,
+    7 do not (the watermark 0)."""
+    policy = make_scheduler("continuous", SchedulerLimits(watermark=0.0))
+
+    def memory(blocks: int):
+        return serving_memory(capacity_B=blocks * BLOCK * 1000.0, weights_B=0.0, activations_B=0.0,
+                              kv_bytes_per_token=1000.0, block_tokens=BLOCK)
+
+    assert serving_infeasible_reason(memory(8), _together(1, 96, 40), policy, prefix_tokens=64, window=64) == ""
+    reason = serving_infeasible_reason(memory(7), _together(1, 96, 40), policy, prefix_tokens=64, window=64)
+    assert "needs 8 KV blocks" in reason and "but 7 fit" in reason
+
+
 def test_attention_devices_split_every_kv_block_by_its_heads():
     """Attention devices split the heads, so each holds a quarter of every block and a sequence's cache spans all
     four. Blocks of 16 x 2^19 B (8 MiB; 2 MiB on each device) in 4 devices of 5 MiB each: 2 slices a device, 2
@@ -598,12 +613,15 @@ def test_attention_devices_split_every_kv_block_by_its_heads():
     assert "attention devices" in serving_infeasible_reason(memory(2**20), _together(1, 40, 25), policy)
 
 
-@pytest.mark.parametrize(("prefix", "window", "moved"), [(64, None, 90 - 64), (0, 32, 32), (0, None, 90)],
-                         ids=["shared prefix", "sliding window", "plain"])
+@pytest.mark.parametrize(("prefix", "window", "moved"), [(64, None, 90 - 64), (0, 32, 32), (0, None, 90),
+                                                       (64, 32, 26), (64, 16, 16)],
+                         ids=["shared prefix", "sliding window", "plain", "prefix and wider window",
+                              "prefix and narrower window"])
 def test_a_swap_moves_the_kv_a_sequence_holds_of_its_own(prefix, window, moved):
     """A decoding sequence of 90 cached tokens preempted by swap copies out, and later back in, the KV it holds of
     its own: past a 64-token shared prefix (four blocks every sequence shares, which stay cached) 26 tokens, under a
-    32-token sliding window 32, otherwise all 90."""
+    32-token sliding window 32, under both the window's last tokens past the prefix (26 of 32, 16 of 16), otherwise
+    all 90."""
     from sim.schedulers import EngineState, Sequence
 
     kv = PagedKVCache(capacity_blocks=20, block_tokens=BLOCK, prefix_tokens=prefix, window=window)
