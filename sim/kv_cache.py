@@ -138,9 +138,9 @@ class PagedKVCache:
     def _own_blocks(self, tokens: int, shared_blocks: int) -> int:
         """Blocks of a sequence of `tokens` cached tokens past the `shared_blocks` it shares, of which a window keeps
         the last (a window's sinks lie in the prefix)."""
-        own = tokens - shared_blocks * self.block_tokens
-        if self.window is not None:
-            own = kept_tokens(max(own, 0), self.window)
+        if self.window is None:  # whole blocks shared: the blocks of all its tokens, less those
+            return max(0, -(-tokens // self.block_tokens) - shared_blocks)
+        own = kept_tokens(max(tokens - shared_blocks * self.block_tokens, 0), self.window)
         return max(0, math.ceil(own / self.block_tokens))
 
     def _growth(self, seq: int, tokens: int) -> tuple[int, int]:
