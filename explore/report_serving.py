@@ -238,9 +238,9 @@ def rate_series(rows: list[dict[str, Any]], metrics: Sequence[str],
         keys = [k for k in keys if k in set(holding) | set(others)]
         which = (f"the {len(holding)} holding a chosen design and the first {len(others)} others" if holding else
                  f"the first {len(others)}")
-        shown = f"{len(keys)} of {len(groups)}: {which} in the sweep's order; the rest are in results.csv"
+        shown = f"{len(keys)} of {len(groups)} shown: {which} in the sweep's order; the rest are in results.csv"
     else:
-        shown = f"all {len(groups)}"
+        shown = f"all {len(groups)} shown"
     series = []
     for key, style in zip(keys, _styles(keys, knobs), strict=True):
         members = sorted(groups[key], key=_rate)
@@ -251,7 +251,7 @@ def rate_series(rows: list[dict[str, Any]], metrics: Sequence[str],
             meets_slo=np.array([float(r.get("meets_slo", math.nan)) for r in members])))
     infeasible = sum(not is_feasible(row) for row in rows)
     left_out = f" {count_label(infeasible, 'infeasible point')} (listed below) left out." if infeasible else ""
-    return series, f"One line per design ({shown} shown).{left_out}"
+    return series, f"One line per design ({shown}).{left_out}"
 
 
 def _constraint_limits(constraints: Sequence[str] | None, metric: str) -> list[Limit]:

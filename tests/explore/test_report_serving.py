@@ -315,5 +315,6 @@ def test_rate_series_names_its_subset_without_a_chosen_design() -> None:
             for value in range(MAX_SERIES + 4) for rate in (2, 6)]
     series, caption = rate_series(rows, ("ttft_p99_s",))
     assert len(series) == MAX_SERIES
-    assert f"{MAX_SERIES} of {MAX_SERIES + 4}: the first {MAX_SERIES} in the sweep's order" in caption
+    assert f"{MAX_SERIES} of {MAX_SERIES + 4} shown: the first {MAX_SERIES} in the sweep's order; the rest are in " \
+           "results.csv)." in caption
     assert "holding" not in caption
