@@ -593,6 +593,8 @@ def _assumptions(point: DesignPoint, device) -> str:
         if s.conversations:
             pools += (f", conversations of {s.conversation_turns} turns {s.think_s or 0:g} s apart (each on one "
                       f"replica, its context cached as its prefix)")
+        elif s.traced_sharing:
+            pools += f", {s.groups} prefix groups sharing the trace's shared_tokens, least recently used evicted"
         if s.queue_policy:
             pools += f", {s.queue_policy} admission"
         if s.preemption == "swap":

@@ -410,21 +410,24 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
     groups = (prefix_group_draws(len(requests), pools[0].prefix_groups, pools[0].seed) if prefix_groups is None
               else np.asarray(prefix_groups)).tolist()
 
-    # Conversations: each later turn follows the previous request of its group, after_previous_s after its answer.
-    next_turn: dict[int, int] = {}
+    # Conversations: a request whose group's next request shares its whole prompt leaves its context cached for it;
+    # a later turn with an after_previous_s arrives that long after the previous request of its group finishes.
     shared = [None] * len(requests) if requests.shared_tokens is None else requests.shared_tokens.tolist()
-    if requests.after_previous_s is not None:
-        last: dict[int, int] = {}
-        for index, (group, gap) in enumerate(zip(groups, requests.after_previous_s.tolist(), strict=True)):
-            if not math.isnan(gap) and group in last:
-                next_turn[last[group]] = index
-            last[group] = index
+    gaps = [math.nan] * len(requests) if requests.after_previous_s is None else requests.after_previous_s.tolist()
+    following: dict[int, int] = {}
+    last: dict[int, int] = {}
+    for index, group in enumerate(groups):
+        if group in last:
+            following[last[group]] = index
+        last[group] = index
+    continued = {i for i, j in following.items() if shared[j] is not None and shared[j] >= prompts[i]}
+    next_turn = {i: j for i, j in following.items() if not math.isnan(gaps[j])}
     follows = set(next_turn.values())
     served_by: dict[int, Replica] = {}
 
     def admit(index: int, arrival_s: float, replica: Replica) -> None:
         seq = Sequence(index=index, arrival_s=arrival_s, prompt=prompts[index], output=outputs[index])
-        replica.state.kv.assign(index, groups[index], shared[index], continues=index in next_turn)
+        replica.state.kv.assign(index, groups[index], shared[index], continues=index in continued)
         seq.computed = replica.state.kv.cached_prefix(index, seq.target)
         if index in next_turn:
             served_by[index] = replica
@@ -439,7 +442,7 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
             admit(index, arrival_s, routers[0].choose(replicas[0]))
 
     def follow(index: int, previous: int):
-        yield env.timeout(float(requests.after_previous_s[index]))
+        yield env.timeout(gaps[index])
         # The replica that served the conversation so far (session affinity, as conversation-aware routers keep).
         admit(index, env.now, served_by.pop(previous))
 

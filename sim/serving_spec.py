@@ -212,6 +212,9 @@ class ServingSpec:
             raise InputError(f"prefix_groups: found {self.prefix_groups!r}, allowed: an integer >= 1")
         if self.queue_policy is not None and self.queue_policy not in QUEUE_POLICIES:
             raise InputError(f"queue_policy: found {self.queue_policy!r}, allowed: {', '.join(QUEUE_POLICIES)}")
+        if self.prefix_tokens and self.trace and _trace(self.trace).shared_tokens is not None:
+            raise InputError(f"prefix_tokens: found {self.prefix_tokens} with trace {self.trace!r}, whose "
+                             f"shared_tokens column gives each request's, allowed: 0")
         if self.prefix_groups is not None and self.trace and _trace(self.trace).prefix_group is not None:
             raise InputError(f"prefix_groups: found {self.prefix_groups} with trace {self.trace!r}, whose "
                              f"prefix_group column gives each request's group, allowed: left out")
@@ -234,7 +237,7 @@ class ServingSpec:
         if self.prefix_groups is not None and self.prefix_groups > 1 and not self.prefix_tokens:
             raise InputError(f"prefix_tokens: found 0 with prefix_groups {self.prefix_groups}, allowed: a length > 0 "
                              f"(each group's prefix)")
-        if (self.prefix_tokens or self.conversations) and self.groups > 1:
+        if (self.prefix_tokens or self.conversations or self.traced_sharing) and self.groups > 1:
             given = (f"prefix_groups {self.groups}" if self.prefix_groups else
                      f"conversation_turns {self.conversation_turns}" if self.conversations else
                      f"{self.groups} prefix groups (trace {self.trace!r})")
@@ -315,6 +318,11 @@ class ServingSpec:
     def memory_share(self) -> float:
         """The share of each device's memory the engine may use (memory_utilization; unset, every byte)."""
         return 1.0 if self.memory_utilization is None else float(self.memory_utilization)
+
+    @property
+    def traced_sharing(self) -> bool:
+        """Whether the requests come from a trace that gives each its shared tokens (shared_tokens)."""
+        return bool(self.trace) and _trace(self.trace).shared_tokens is not None
 
     @property
     def conversations(self) -> bool:

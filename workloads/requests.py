@@ -30,9 +30,19 @@ SHIPPED_TRACES: dict[str, str] = {
 ARRIVAL_COLUMNS = ("arrival_s", "arrived_at")
 PROMPT_COLUMNS = ("prompt_tokens", "num_prefill_tokens")
 OUTPUT_COLUMNS = ("output_tokens", "num_decode_tokens")
-# The prefix a request starts with (a system prompt, a shared document), as a group number: requests of one group
-# share it (sim/kv_cache.py caches it).
+# The prefix a request starts with (a system prompt, a shared document, a conversation), as a group number: requests
+# of one group share it (sim/kv_cache.py caches it); how many tokens of its prompt it shares with its group's earlier
+# requests; and seconds after the previous request of its group finishes that it arrives (empty: at its arrival time).
 GROUP_COLUMNS = ("prefix_group",)
+SHARED_COLUMNS = ("shared_tokens",)
+AFTER_PREVIOUS_COLUMNS = ("after_previous_s",)
+# What each column's cells may hold: (a test of the float values, the allowed text).
+_CELLS = {
+    "time": (lambda v: np.isfinite(v) & (v >= 0), "a time in seconds >= 0"),
+    "length": (lambda v: (v >= 1) & (v <= MAX_TOKENS) & (v == np.floor(v)), "a whole number of tokens >= 1"),
+    "count": (lambda v: (v >= 0) & (v <= MAX_TOKENS) & (v == np.floor(v)), "a whole number >= 0"),
+    "gap": (lambda v: np.isnan(v) | (np.isfinite(v) & (v >= 0)), "seconds >= 0, or empty for a group's first"),
+}
 MAX_TOKENS = 2**53  # largest count a float64 column holds exactly; longer "lengths" are corrupt data
 
 
@@ -120,18 +130,20 @@ class RequestSet:
                 raise InputError(f"prefix_group: found {groups[bad[0]].item()!r} at index {bad[0]}, allowed: "
                                  f"integers >= 0")
             object.__setattr__(self, "prefix_group", _frozen(groups.astype(np.int64)))
-        if (self.shared_tokens is None) != (self.after_previous_s is None) or (
-                self.shared_tokens is not None and self.prefix_group is None):
-            raise InputError("RequestSet: found some of prefix_group, shared_tokens and after_previous_s, allowed: "
-                             "all three (conversations) or neither of the last two")
+        if self.prefix_group is None and (self.shared_tokens is not None or self.after_previous_s is not None):
+            raise InputError("RequestSet: found shared_tokens or after_previous_s without prefix_group, allowed: "
+                             "them beside prefix_group")
         if self.shared_tokens is not None:
             shared = np.asarray(self.shared_tokens)
-            gaps = np.asarray(self.after_previous_s, dtype=np.float64)
-            if shared.shape != prompt.shape or gaps.shape != prompt.shape or np.any(shared < 0) or np.any(
-                    shared >= prompt) or np.any(gaps[~np.isnan(gaps)] < 0):
-                raise InputError("RequestSet: found shared_tokens or after_previous_s out of range, allowed: one per "
-                                 "request, 0 <= shared_tokens < prompt_tokens, after_previous_s >= 0 or NaN")
+            if shared.shape != prompt.shape or np.any(shared < 0) or np.any(shared >= prompt):
+                raise InputError("RequestSet: found shared_tokens out of range, allowed: one per request, 0 <= "
+                                 "shared_tokens < prompt_tokens")
             object.__setattr__(self, "shared_tokens", _frozen(shared.astype(np.int64)))
+        if self.after_previous_s is not None:
+            gaps = np.asarray(self.after_previous_s, dtype=np.float64)
+            if gaps.shape != prompt.shape or np.any(gaps[~np.isnan(gaps)] < 0):
+                raise InputError("RequestSet: found after_previous_s out of range, allowed: one per request, seconds "
+                                 ">= 0 or NaN")
             object.__setattr__(self, "after_previous_s", _frozen(gaps))
 
     def __len__(self) -> int:
@@ -432,28 +444,26 @@ def _find_column(path: Path, header: list[str], accepted: tuple[str, ...], requi
 
 
 def _column(path: Path, rows: list[list[str]], row_numbers: list[int], name: str, index: int,
-            is_length: bool, is_group: bool = False) -> np.ndarray:
-    """One column as float64, or an InputError naming the first bad row and its value."""
+            kind: str) -> np.ndarray:
+    """One column as float64 whose cells hold what `kind` (_CELLS) allows, or an InputError naming the first bad row
+    and its value; arrival times must not decrease."""
     cells = [row[index] for row in rows]
+    if kind == "gap":
+        cells = [cell if cell.strip() else "nan" for cell in cells]
     try:
         values = np.array(cells, dtype=np.float64)
     except ValueError:
         values = np.array([_as_float(cell) for cell in cells])
-    if is_group:
-        ok = (values >= 0) & (values <= MAX_TOKENS) & (values == np.floor(values))
-        allowed = "a prefix group, a whole number >= 0"
-    elif is_length:
-        ok = (values >= 1) & (values <= MAX_TOKENS) & (values == np.floor(values))
-        allowed = "a whole number of tokens >= 1"
-    else:
-        ok = np.isfinite(values) & (values >= 0)
-        allowed = "a time in seconds >= 0"
-    bad = np.flatnonzero(~ok)
+    test, allowed = _CELLS[kind]
+    bad = np.flatnonzero(~test(values))
+    if kind == "gap":  # NaN stands for an empty cell only: text that is no number is refused
+        text = [i for i, cell in enumerate(cells) if cell != "nan" and math.isnan(values[i])]
+        bad = np.union1d(bad, np.array(text, dtype=np.int64))
     if bad.size:
         raise InputError(f"{path}: row {row_numbers[bad[0]]}, column {name}: found {cells[bad[0]][:40]!r}, "
                          f"allowed: {allowed}")
     late = np.flatnonzero(np.diff(values) < 0) + 1
-    if not is_length and not is_group and late.size:
+    if kind == "time" and late.size:
         row = late[0]
         raise InputError(f"{path}: row {row_numbers[row]}, column {name}: found {cells[row][:40]!r} after "
                          f"{cells[row - 1][:40]!r} in row {row_numbers[row - 1]}, allowed: non-decreasing "
@@ -473,15 +483,26 @@ def read_request_trace(path: str | Path) -> RequestSet:
     """Requests from a CSV (gzipped if the name ends in .gz) with a prompt and an output token column
     (prompt_tokens or num_prefill_tokens, output_tokens or num_decode_tokens) and optionally arrival times in
     seconds (arrival_s or arrived_at, non-decreasing) and each request's prefix group (prefix_group, a whole number
-    >= 0: requests of one group start with the same prefix); other columns are ignored. Without arrivals every
-    request arrives at 0 and `has_arrivals` is False."""
+    >= 0: requests of one group start with the same prefix), with, beside it, the tokens of its prompt it shares with
+    its group's earlier requests (shared_tokens) and the seconds after the previous request of its group finishes
+    that it arrives (after_previous_s; empty for a group's first, which arrives at its arrival time); other columns
+    are ignored. Without arrivals every request arrives at 0 and `has_arrivals` is False."""
     path = Path(path)
     header, rows, row_numbers = _read_rows(path)
+    columns = ((ARRIVAL_COLUMNS, "time"), (PROMPT_COLUMNS, "length"), (OUTPUT_COLUMNS, "length"),
+               (GROUP_COLUMNS, "count"), (SHARED_COLUMNS, "count"), (AFTER_PREVIOUS_COLUMNS, "gap"))
     indices = [_find_column(path, header, accepted, required=accepted in (PROMPT_COLUMNS, OUTPUT_COLUMNS))
-               for accepted in (ARRIVAL_COLUMNS, PROMPT_COLUMNS, OUTPUT_COLUMNS, GROUP_COLUMNS)]
-    arrival, prompt, output, group = (None if index is None else _column(
-        path, rows, row_numbers, header[index], index, is_length=position in (1, 2), is_group=position == 3)
-        for position, index in enumerate(indices))
+               for accepted, _ in columns]
+    arrival, prompt, output, group, shared, after = (
+        None if index is None else _column(path, rows, row_numbers, header[index], index, kind)
+        for index, (_, kind) in zip(indices, columns, strict=True))
+    if group is None and (shared is not None or after is not None):
+        raise InputError(f"{path}: found shared_tokens or after_previous_s without prefix_group, allowed: a "
+                         f"prefix_group column beside them (whose earlier requests they refer to)")
+    if shared is not None and np.any(bad := shared >= prompt):
+        row = int(np.flatnonzero(bad)[0])
+        raise InputError(f"{path}: row {row_numbers[row]}, column shared_tokens: found {int(shared[row])}, allowed: "
+                         f"fewer than its prompt's {int(prompt[row])} tokens")
     return RequestSet(arrival_s=np.zeros(len(rows)) if arrival is None else arrival, prompt_tokens=prompt,
                       output_tokens=output, source=f"trace {path.name}", has_arrivals=arrival is not None,
-                      prefix_group=group)
+                      prefix_group=group, shared_tokens=shared, after_previous_s=after)

@@ -117,21 +117,21 @@ def _trace_with_groups(folder) -> str:
     return str(path)
 
 
+def _run_trace(folder, trace: str, *args: str) -> int:
+    """`explore run --serving` of the tiny model on an H100 replaying `trace` at its own arrival times."""
+    return main(["run", "--model", write_tiny_model(folder), "--device", "h100-sxm", "--serving", "--trace", trace,
+                 "--arrival", "trace", *args])
+
+
 def test_a_trace_s_prefix_groups_serve_as_its_groups(tmp_path, capsys):
-    model = write_tiny_model(tmp_path)
-    trace = _trace_with_groups(tmp_path)
-    assert main(["run", "--model", model, "--device", "h100-sxm", "--serving", "--trace", trace, "--arrival", "trace",
-                 "--prefix-tokens", "64"]) == 0
+    assert _run_trace(tmp_path, _trace_with_groups(tmp_path), "--prefix-tokens", "64") == 0
     out = capsys.readouterr().out
     assert "a 64-token shared prefix of 3 groups" in out
     assert "prefix_hit_rate       1" in out  # the three documents fit beside the requests: each is found
 
 
 def test_a_trace_s_groups_beside_prefix_groups_is_one_line(tmp_path, capsys):
-    model = write_tiny_model(tmp_path)
-    trace = _trace_with_groups(tmp_path)
-    assert main(["run", "--model", model, "--device", "h100-sxm", "--serving", "--trace", trace, "--arrival", "trace",
-                 "--prefix-tokens", "64", "--prefix-groups", "4"]) == 2
+    assert _run_trace(tmp_path, _trace_with_groups(tmp_path), "--prefix-tokens", "64", "--prefix-groups", "4") == 2
     err = capsys.readouterr().err
     assert "--prefix-groups: found 4 with trace" in err and "prefix_group column" in err
     assert len(err.strip().splitlines()) == 1
@@ -164,3 +164,31 @@ def test_a_sweep_compares_conversations_and_independent_requests(tmp_path, capsy
     assert [row["conversation_turns"] for row in rows] == [1, 3]
     assert rows[0]["prefix_hit_rate"] != rows[0]["prefix_hit_rate"] and rows[1]["prefix_hit_rate"] == 1.0
     capsys.readouterr()
+
+
+def _trace_of_conversations(folder) -> str:
+    """Two conversations of three turns, 40-token messages and 8-token answers, each turn 0.5 s after the previous
+    answer: the prompts carry the conversation so far and share the previous turn's cached tokens."""
+    path = folder / "chat.csv"
+    rows = []
+    for conversation, start in ((0, 0.0), (1, 0.1)):
+        context = 0
+        for turn in range(3):
+            prompt = context + 40
+            rows.append(f"{start},{prompt},8,{conversation},{max(context - 1, 0)},{'' if turn == 0 else 0.5}")
+            context = prompt + 8
+    rows.sort(key=lambda row: float(row.split(",")[0]))
+    path.write_text("arrival_s,prompt_tokens,output_tokens,prefix_group,shared_tokens,after_previous_s\n"
+                    + "\n".join(rows) + "\n")
+    return str(path)
+
+
+def test_a_trace_of_conversations_serves_as_conversations(tmp_path, capsys):
+    trace = _trace_of_conversations(tmp_path)
+    assert _run_trace(tmp_path, trace, "--execution", "engine") == 0
+    out = capsys.readouterr().out
+    assert "2 prefix groups sharing the trace's shared_tokens" in out
+    assert "prefix_hit_rate       1" in out  # every later turn finds the whole blocks of the turn before
+    assert _run_trace(tmp_path, trace, "--prefix-tokens", "16") == 2
+    err = capsys.readouterr().err
+    assert "--prefix-tokens: found 16 with trace" in err and "shared_tokens column" in err

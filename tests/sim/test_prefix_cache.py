@@ -140,9 +140,10 @@ def test_groups_a_trace_gives_serve_as_the_same_groups_given_to_the_run(costs):
 # ---- conversations: each turn arrives after the previous answer and finds the conversation so far ---------------
 
 def _conversations(costs, *, replicas: int = 1, blocks: int = 10_000, router: str = "round_robin", count: int = 12,
-                   turns: int = 3, think_s: float = 0.25):
-    requests = sample_conversations(arrivals=Poisson(rate_per_s=40.0), prompt=Fixed(tokens=70), output=Fixed(tokens=9),
-                                    count=count, turns=turns, think_s=think_s, seed=4)
+                   turns: int = 3, think_s: float = 0.25, requests: RequestSet | None = None):
+    if requests is None:
+        requests = sample_conversations(arrivals=Poisson(rate_per_s=40.0), prompt=Fixed(tokens=70),
+                                        output=Fixed(tokens=9), count=count, turns=turns, think_s=think_s, seed=4)
     memory = serving_memory(capacity_B=blocks * BLOCK * KV_PER_TOKEN_B, weights_B=0.0, activations_B=0.0,
                             kv_bytes_per_token=KV_PER_TOKEN_B, block_tokens=BLOCK)
     pool = Pool(name="serve", role="serve", replicas=replicas, costs=costs, scheduler="chunked",
@@ -171,3 +172,15 @@ def test_every_turn_finds_its_conversation_where_memory_keeps_it_even_on_several
         assert result.prefix_sought_tokens == result.prefix_found_tokens == found.sum() > 0
         prefill = int((requests.prompt_tokens - found).sum())
         assert _computed_tokens(result) == prefill + int((requests.output_tokens - 1).sum())
+
+
+def test_a_trace_of_conversations_serves_as_the_conversations_themselves(costs):
+    """The same conversations given as a request set's columns without the generator's source (as a trace gives
+    them) serve to the same records and prefix tokens."""
+    requests, result = _conversations(costs, replicas=2)
+    traced = RequestSet(arrival_s=requests.arrival_s, prompt_tokens=requests.prompt_tokens,
+                        output_tokens=requests.output_tokens, prefix_group=requests.prefix_group * 7 + 3,
+                        shared_tokens=requests.shared_tokens, after_previous_s=requests.after_previous_s)
+    _, again = _conversations(costs, replicas=2, requests=traced)
+    assert np.array_equal(again.records.finish_s, result.records.finish_s)
+    assert again.prefix_found_tokens == result.prefix_found_tokens > 0

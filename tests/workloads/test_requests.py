@@ -245,6 +245,12 @@ BAD_TRACES = [  # file text, words the message must hold
     ("prompt_tokens,output_tokens,prefix_group\n1,1,0\n1,1,-2\n", ["row 2", "prefix_group", "'-2'", ">= 0"]),
     ("prompt_tokens,output_tokens,prefix_group\n1,1,1.5\n", ["row 1", "prefix_group", "'1.5'", "whole number"]),
     ("prompt_tokens,output_tokens,prefix_group\n1,1,doc\n", ["row 1", "prefix_group", "'doc'"]),
+    ("prompt_tokens,output_tokens,prefix_group,shared_tokens\n10,1,0,0\n10,1,0,10\n",
+     ["row 2", "shared_tokens", "found 10", "fewer than its prompt's 10 tokens"]),
+    ("prompt_tokens,output_tokens,prefix_group,after_previous_s\n10,1,0,\n10,1,0,soon\n",
+     ["row 2", "after_previous_s", "'soon'", "seconds >= 0"]),
+    ("prompt_tokens,output_tokens,prefix_group,after_previous_s\n10,1,0,-1\n", ["row 1", "after_previous_s", "'-1'"]),
+    ("prompt_tokens,output_tokens,shared_tokens\n10,1,3\n", ["shared_tokens or after_previous_s without prefix_group"]),
 ]
 
 
@@ -332,3 +338,21 @@ def test_bad_conversations_are_refused(kwargs, words):
         sample_conversations(**({"arrivals": Poisson(rate_per_s=1.0), "prompt": Fixed(tokens=10),
                                  "output": Fixed(tokens=5), "count": 4, "turns": 2, "think_s": 1.0, "seed": 0}
                                 | kwargs))
+
+
+def test_a_trace_gives_conversations_as_sample_conversations_makes_them(tmp_path):
+    """A conversation written out as a trace (its groups, shared tokens and gaps after the previous answer; a group's
+    first turn's gap empty) reads back as the same requests."""
+    made = sample_conversations(arrivals=Poisson(rate_per_s=1.0), prompt=Fixed(tokens=100), output=Fixed(tokens=50),
+                                count=5, turns=3, think_s=4.0, seed=2)
+    lines = ["arrival_s,prompt_tokens,output_tokens,prefix_group,shared_tokens,after_previous_s"]
+    for i in range(len(made)):
+        gap = "" if np.isnan(made.after_previous_s[i]) else f"{made.after_previous_s[i]:g}"
+        lines.append(f"{float(made.arrival_s[i])!r},{made.prompt_tokens[i]},{made.output_tokens[i]},{made.prefix_group[i]},"
+                     f"{made.shared_tokens[i]},{gap}")
+    path = tmp_path / "chat.csv"
+    path.write_text("\n".join(lines) + "\n")
+    read = read_request_trace(path)
+    for column in ("arrival_s", "prompt_tokens", "output_tokens", "prefix_group", "shared_tokens"):
+        assert np.array_equal(getattr(read, column), getattr(made, column)), column
+    assert np.array_equal(read.after_previous_s, made.after_previous_s, equal_nan=True)
