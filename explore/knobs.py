@@ -540,9 +540,10 @@ register(Knob(name="prompt_batch_tokens", type=int, section="serving", scope="se
                               "(Splitwise batches prompts up to 2,048); unset: up to max_batched_tokens"))
 register(Knob(name="router", type=str, section="serving", scope="serving", default=None, flag=False,
               allowed=tuple(ROUTERS), help="how a pool picks the replica each request (arrival or prefill hand-over) "
-              "joins: least_requests (fewest held), least_tokens (fewest pending tokens, Splitwise's JSQ) or "
-              "round_robin; unset: least_requests; read where a pool has replicas or a replica pipeline stages to "
-              "pick among"))
+              "joins: least_requests (fewest held), least_tokens (fewest pending tokens, Splitwise's JSQ), "
+              "round_robin or cache_aware (the replica caching most of its prefix while the load is balanced, "
+              "SGLang model gateway's policy); unset: least_requests; read where a pool has replicas or a replica "
+              "pipeline stages to pick among"))
 register(Knob(name="prefix_attention", type=str, section="serving", scope="serving", default=None, flag=False,
               allowed=PREFIX_ATTENTIONS,
               help="how decode attention reads the prefix_tokens every request shares: paged (each sequence its copy "

@@ -99,6 +99,12 @@ class PagedKVCache:
             return 0
         return min(self._chain.get(self._group.get(seq, 0), 0), self._shareable.get(seq, self.prefix_blocks))
 
+    def chain_tokens(self, group: int, shareable_tokens: int | None = None) -> int:
+        """Tokens of `group`'s cached chain a request sharing `shareable_tokens` with it (None: prefix_tokens) would
+        find here (what a cache-aware router compares between replicas)."""
+        shareable = self.prefix_blocks if shareable_tokens is None else shareable_tokens // self.block_tokens
+        return min(self._chain.get(group, 0), shareable) * self.block_tokens
+
     def is_cached(self, seq: int) -> bool:
         """Whether some of `seq`'s shareable prefix is cached (or `seq` shares it already)."""
         return self._cached_blocks(seq) > 0

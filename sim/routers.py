@@ -4,9 +4,20 @@ found by name through ROUTERS. A pool makes one router per run, so a router may 
 from __future__ import annotations
 
 from collections.abc import Sequence as Sequence_
+from dataclasses import dataclass
 from typing import ClassVar
 
 from sim.replica import Replica
+
+
+@dataclass(frozen=True)
+class Routed:
+    """What a router may know of the request it routes: its prefix group, the tokens it may share with the group
+    (None: the pool's prefix), and its prompt's tokens."""
+
+    group: int = 0
+    shareable_tokens: int | None = None
+    prompt_tokens: int = 1
 
 
 class Router:
@@ -14,7 +25,7 @@ class Router:
 
     name: ClassVar[str] = ""
 
-    def choose(self, replicas: Sequence_[Replica]) -> Replica:
+    def choose(self, replicas: Sequence_[Replica], request: Routed = Routed()) -> Replica:
         raise NotImplementedError
 
 
@@ -23,7 +34,7 @@ class LeastRequests(Router):
 
     name = "least_requests"
 
-    def choose(self, replicas: Sequence_[Replica]) -> Replica:
+    def choose(self, replicas: Sequence_[Replica], request: Routed = Routed()) -> Replica:
         return min(replicas, key=lambda replica: replica.outstanding)
 
 
@@ -36,7 +47,7 @@ class LeastTokens(Router):
 
     name = "least_tokens"
 
-    def choose(self, replicas: Sequence_[Replica]) -> Replica:
+    def choose(self, replicas: Sequence_[Replica], request: Routed = Routed()) -> Replica:
         return min(replicas, key=lambda replica: replica.pending_tokens)
 
 
@@ -48,13 +59,39 @@ class RoundRobin(Router):
     def __init__(self) -> None:
         self.turn = 0
 
-    def choose(self, replicas: Sequence_[Replica]) -> Replica:
+    def choose(self, replicas: Sequence_[Replica], request: Routed = Routed()) -> Replica:
         replica = replicas[self.turn % len(replicas)]
         self.turn += 1
         return replica
 
 
-ROUTERS: dict[str, type[Router]] = {cls.name: cls for cls in (LeastRequests, LeastTokens, RoundRobin)}
+class CacheAware(Router):
+    """The replica whose prefix cache holds most of the request's prompt, unless the load is out of balance, as the
+    cache-aware policy of SGLang's model gateway routes (lightseekorg/smg docs/getting-started/load-balancing.md,
+    --policy cache_aware, at its defaults): where the most and the fewest requests a replica holds differ by more
+    than BALANCE_ABS and the most exceed BALANCE_REL times the fewest, the replica holding the fewest; else, where
+    the best replica's cached share of the prompt reaches CACHE_THRESHOLD, that replica (ties: the fewest requests);
+    else the replica with the most free cache space. The gateway tracks each worker's cache with a radix tree of the
+    prompts it routed there; here the router reads each replica's cache as it is."""
+
+    name = "cache_aware"
+    CACHE_THRESHOLD = 0.3  # --cache-threshold, default: the least matched share of the prompt that routes by cache
+    BALANCE_ABS = 64  # --balance-abs-threshold, default: requests
+    BALANCE_REL = 1.5  # --balance-rel-threshold, default
+
+    def choose(self, replicas: Sequence_[Replica], request: Routed = Routed()) -> Replica:
+        loads = [replica.outstanding for replica in replicas]
+        most, fewest = max(loads), min(loads)
+        if most - fewest > self.BALANCE_ABS and most > fewest * self.BALANCE_REL:
+            return replicas[loads.index(fewest)]
+        found = [replica.state.kv.chain_tokens(request.group, request.shareable_tokens) for replica in replicas]
+        best = max(range(len(replicas)), key=lambda i: (found[i], -loads[i]))
+        if found[best] >= self.CACHE_THRESHOLD * request.prompt_tokens:
+            return replicas[best]
+        return max(replicas, key=lambda replica: replica.state.kv.free_blocks + replica.state.kv.evictable_blocks)
+
+
+ROUTERS: dict[str, type[Router]] = {cls.name: cls for cls in (LeastRequests, LeastTokens, RoundRobin, CacheAware)}
 DEFAULT_ROUTER = LeastRequests.name
 
 

@@ -19,7 +19,7 @@ from kernels.kv_policy import Window, kept_tokens
 from sim.costs import TIME_CLASS_NAMES, IterationCost, IterationCostModel
 from sim.kv_cache import PagedKVCache, shared_prefix_tokens
 from sim.replica import ROLES, Replica
-from sim.routers import DEFAULT_ROUTER, make_router
+from sim.routers import DEFAULT_ROUTER, Routed, make_router
 from sim.schedulers import EngineState, Scheduler, SchedulerLimits, Sequence, make_scheduler
 from sim.serving_metrics import (
     SLO,
@@ -439,7 +439,8 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
                 continue
             if arrival_s > env.now:
                 yield env.timeout(arrival_s - env.now)
-            admit(index, arrival_s, routers[0].choose(replicas[0]))
+            admit(index, arrival_s, routers[0].choose(replicas[0], Routed(groups[index], shared[index],
+                                                                           prompts[index])))
 
     def follow(index: int, previous: int):
         yield env.timeout(gaps[index])
