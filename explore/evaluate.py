@@ -663,7 +663,9 @@ class Evaluator:
         return Pool(name=f"{role} ({point.device})", role=role, replicas=replicas, costs=costs,
                     scheduler=spec.scheduler, limits=limits, memory=memory, idle_power_W=idle_W,
                     router=spec.router or DEFAULT_ROUTER,
-                    prefix_tokens=spec.prefix_tokens, prefix_groups=spec.groups, cascade=spec.cascade,
+                    # A decode pool caches one shared prefix; with several, each request's KV crosses whole.
+                    prefix_tokens=0 if role == "decode" and spec.groups > 1 else spec.prefix_tokens,
+                    prefix_groups=spec.groups, cascade=spec.cascade,
                     window=self.kv_window(point),
                     swap_bandwidth_Bps=self._swap_bandwidth_Bps(point, device),
                     speculation=speculation, seed=spec.seed, stages=point.pp)

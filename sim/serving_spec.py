@@ -244,8 +244,8 @@ class ServingSpec:
             for name, conflict, why in (
                     ("prefix_attention", self.cascade, "paged (cascade attention reads one prefix every sequence "
                      "shares; a batch of several groups' prefixes is not modeled)"),
-                    ("prefill_replicas", self.disaggregated, "0 (a decode pool's replicas hold one shared prefix: "
-                     "which of several groups' prefixes they cache is not modeled)"),
+                    ("prefill_replicas", self.disaggregated and self.conversations, "0 (a conversation's next turn "
+                     "would be prefilled apart from the decode pool that holds its context: not modeled)"),
                     ("attention_placement", self.attends_apart and self.attention_placement == "hybrid",
                      "apart (a hybrid pool's model's devices hold one shared prefix: where several groups' prefixes "
                      "lie is not modeled)")):

@@ -72,8 +72,6 @@ def test_explore_run_says_what_it_caches(tmp_path, capsys):
     (["--prefix-tokens", "32", "--prefix-groups", "0"], "--prefix-groups: found 0, allowed: an integer >= 1"),
     (["--prefix-tokens", "32", "--prefix-groups", "3", "--prefix-attention", "cascade"],
      "--prefix-attention: found 'cascade' with prefix_groups 3, allowed: paged"),
-    (["--prefix-tokens", "32", "--prefix-groups", "3", "--prefill-replicas", "1"],
-     "--prefill-replicas: found 1 with prefix_groups 3, allowed: 0"),
     (["--prefix-tokens", "32", "--prefix-groups", "3", "--attention-device", "ampere-altra",
       "--attention-placement", "hybrid"], "--attention-placement: found 'hybrid' with prefix_groups 3, allowed: apart"),
     (["--think-s", "5"], "--think-s: found 5 with no conversations, allowed: with --conversation-turns N"),
@@ -192,3 +190,19 @@ def test_a_trace_of_conversations_serves_as_conversations(tmp_path, capsys):
     assert _run_trace(tmp_path, trace, "--prefix-tokens", "16") == 2
     err = capsys.readouterr().err
     assert "--prefix-tokens: found 16 with trace" in err and "shared_tokens column" in err
+
+
+def test_a_prefill_pool_caches_the_groups_prefixes_and_hands_each_request_s_whole_kv_over(evaluator):
+    """Four document prefixes, a prefill pool of two L40S and a decode pool of two: the prefill pool finds every
+    prefix (they fit), and the decode pool, which caches no prefix when there are several, receives and holds each
+    request's whole KV, so its decode holds more blocks than with one shared prefix (held there once)."""
+    def run(groups: int | None) -> dict:
+        spec = ServingSpec(requests=60, rate_per_s=20.0, prompt=Fixed(tokens=2112), output=Fixed(tokens=32),
+                           scheduler="chunked", prefix_tokens=2048, prefix_groups=groups, prefill_replicas=2,
+                           replicas=2, router="cache_aware")
+        point = DesignPoint(model="llama-3-8b", device="l40s", batch=spec.max_seqs, prompt=0, output=0,
+                            serving=spec, execution="engine")
+        return evaluator.evaluate(point).metrics
+    one, four = run(None), run(4)
+    assert one["prefix_hit_rate"] == four["prefix_hit_rate"] == 1.0
+    assert four["peak_memory_B"] > one["peak_memory_B"]
