@@ -23,13 +23,13 @@ ones max(M + A + L (c_out + c_back), n M, n A, n L c_out, n L c_back).
 A hybrid placement (APEX: Fan et al., arXiv:2506.03296; NEO before it) keeps the model's devices attending: they hold
 the KV of as many sequences as their memory left after the weights and activations holds, and attend to those, and
 the attention devices (the host CPU, over PCIe) hold and attend to the rest of the decoding sequences. The model's
-devices hold the running sequences' blocks oldest first (sim/kv_cache.py PagedKVCache.apart): a sequence admitted
-when their memory is full lies on the attention devices. Prefill runs on the model's devices, as APEX's does. The
-iteration is one batch, not split (APEX's asynchronous overlap): the model's devices run every sequence's layers but
-attention and their own sequences' attention; in every layer the attention devices attend to theirs beside that
-attention, the query, key and value of each of their tokens sent out and its output back, and the layers after the
-attention wait for them. An iteration of L layers whose model's devices take G in all, A_g of it their own attention,
-then takes
+devices hold a sequence's blocks where they still hold its whole request's when it is admitted, and it stays there;
+else it lies on the attention devices for its whole run (sim/kv_cache.py PagedKVCache.place). Prefill runs on the
+model's devices, as APEX's does. The iteration is one batch, not split (APEX's asynchronous overlap): the model's
+devices run every sequence's layers but attention and their own sequences' attention; in every layer the attention
+devices attend to theirs beside that attention, the query, key and value of each of their tokens sent out and its
+output back, and the layers after the attention wait for them. An iteration of L layers whose model's devices take
+G in all, A_g of it their own attention, then takes
 
     G + max(0, A_c + L (c_out + c_back) - A_g)
 

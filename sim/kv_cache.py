@@ -58,6 +58,9 @@ class PagedKVCache:
         if device_blocks is not None and not 0 <= device_blocks <= capacity_blocks:
             raise ValueError(f"device_blocks: found {device_blocks}, allowed: 0 to the cache's {capacity_blocks}")
         self.device_blocks = device_blocks
+        self._on_device: dict[int, int] = {}  # a sequence placed on the model's devices -> the blocks it reserves
+        self._device_reserved = self.prefix_blocks  # the shared prefix lies on the model's devices
+        self._apart: set[int] = set()  # sequences placed on the attention devices
         self._held: dict[int, int] = {}  # a sequence's own blocks
         self._group: dict[int, int] = {}  # a sequence's group (unassigned: group 0)
         self._shareable: dict[int, int] = {}  # whole blocks a sequence may share (unassigned: prefix_blocks)
@@ -245,6 +248,9 @@ class PagedKVCache:
         if seq in self._continues and computed:
             self.publish(seq, computed, limit=computed // self.block_tokens)
         self.used_blocks -= self._held.pop(seq, 0)
+        if not keep_prefix:
+            self._device_reserved -= self._on_device.pop(seq, 0)
+            self._apart.discard(seq)
         if keep_prefix and seq not in self._shared:
             self._swapped_out.add(seq)
         if keep_prefix or seq not in self._shared:
@@ -256,17 +262,19 @@ class PagedKVCache:
             self._idle[group] = None
             self._idle_blocks += self._chain[group]
 
+    def place(self, seq: int, final_tokens: int) -> None:
+        """Place an admitted sequence of a hybrid pool (device_blocks set) for its whole run: on the model's devices
+        where their blocks still hold the blocks of its `final_tokens` (the engine knows each request's most tokens),
+        reserving them, else on the attention devices; it stays there until released."""
+        if self.device_blocks is None or seq in self._on_device or seq in self._apart:
+            return
+        blocks = self._own_blocks(final_tokens, self._cached_blocks(seq))
+        if self._device_reserved + blocks <= self.device_blocks:
+            self._on_device[seq] = blocks
+            self._device_reserved += blocks
+        else:
+            self._apart.add(seq)
+
     def apart(self, order: list[int]) -> set[int]:
-        """The sequences of `order` (the running ones, oldest first) whose blocks lie on a hybrid pool's attention
-        devices: the model's devices hold the shared prefix, then each sequence's blocks whole, oldest first, as
-        long as theirs hold them; every later sequence lies apart (none without device_blocks)."""
-        if self.device_blocks is None:
-            return set()
-        used, apart = self.prefix_blocks, set()
-        for seq in order:
-            held = self._held.get(seq, 0)
-            if apart or used + held > self.device_blocks:
-                apart.add(seq)
-            else:
-                used += held
-        return apart
+        """The sequences of `order` whose blocks lie on a hybrid pool's attention devices (place)."""
+        return self._apart.intersection(order)

@@ -179,6 +179,7 @@ class Scheduler:
         if not kv.can_hold(seq.index, tokens, self._reserve_blocks(state)):
             return False
         kv.hold(seq.index, tokens)
+        kv.place(seq.index, seq.final_tokens)
         state.waiting.popleft()
         state.running.append(seq)
         if math.isnan(seq.scheduled_s):

@@ -14,7 +14,7 @@ pcie3-x16 (the T4's PCIe Gen3 x16). Nothing is fitted on these runs. Tolerance: 
 T4 range, both sides.
 
 Measured at the time of writing: 125 tokens/s GPU-only (a mean batch of 6.4: the T4's 16 GB hold the 13.5 GB of
-weights and a few sequences' KV), 566 with the host attending to the rest (a mean batch of 187): a gain of 4.5x
+weights and a few sequences' KV), 560 with the host attending to the rest (a mean batch of 187): a gain of 4.5x
 against 1.84-1.96x, a miss (below). The A40 (GA102, 48 GB; the A10's die with twice its memory, standing in for the
 A10, for which no preset ships) gains 1.00x: its KV space does not bind at these lengths.
 """
@@ -33,7 +33,7 @@ HYBRID = dict(attention_device="ampere-altra", attention_link="pcie3-x16", atten
 HOST_NOT_THE_PAPER_S = ("the host is the ampere-altra preset (204.8 GB/s of DDR4, 80 cores), not APEX's testbed CPU, "
                         "which could not be read here: a host that fast attends to ~180 sequences beside the T4 "
                         "(4.5x against 1.84-1.96x); APEX's scheduler also keeps sequences off the CPU where it would "
-                        "lead, which the fluid placement here does not")
+                        "lead, which the placement here, by memory alone, does not")
 
 
 def tokens_per_s(evaluator, device: str, hybrid: bool) -> dict[str, float]:

@@ -116,16 +116,20 @@ def test_energy_is_the_gpu_part_plus_the_host_s(template):
     assert cost.compute_J + cost.memory_J == pytest.approx(gpu_J + cpu_J, rel=1e-9)
 
 
-def test_the_model_s_devices_hold_the_oldest_sequences_first():
-    """Ten device blocks of 16 tokens, the shared prefix taking one: sequences of 3, 4 and 2 blocks in that order
-    hold 1 + 3 + 4 = 8 on the devices; the third (2 more: 10) fits too; a fourth of one block lies apart, and so
-    does every sequence after the first that does not fit, even a small one. In another order (4, 3, 1 and 2 blocks:
-    1 + 4 + 3 + 1 = 9) the last, of 2, lies apart."""
+def test_a_sequence_is_placed_at_admission_for_its_whole_run():
+    """Ten device blocks of 16 tokens, the shared prefix taking one: requests whose whole KV takes 4, 5, 3 and 2 blocks
+    (3, 4, 2 and 1 past the shared prefix) are placed in turn: the first three on the devices (1 + 3 + 4 + 2 = 10),
+    the fourth on the attention devices. When the second finishes, its 4 blocks go to the next admitted, not to the
+    fourth, which stays where it was placed (no sequence moves for free)."""
     kv = PagedKVCache(capacity_blocks=40, block_tokens=16, prefix_tokens=16, device_blocks=10)
-    for seq, tokens in ((0, 16 * 4), (1, 16 * 5), (2, 16 * 3), (3, 16 * 2), (4, 16)):
-        kv.hold(seq, tokens)  # the prefix's block is shared: each holds one fewer of its own
-    assert kv.apart([0, 1, 2, 3, 4]) == {3, 4}
-    assert kv.apart([1, 0, 3, 2]) == {2}
+    for seq, final in ((0, 16 * 4), (1, 16 * 5), (2, 16 * 3), (3, 16 * 2)):
+        kv.hold(seq, 17)  # its first tokens: it shares the prefix's block
+        kv.place(seq, final)
+    assert kv.apart([0, 1, 2, 3]) == {3}
+    kv.release(1)
+    kv.hold(4, 17)
+    kv.place(4, 16 * 4)  # 3 blocks past the prefix: in the 4 the second left
+    assert kv.apart([0, 2, 3, 4]) == {3}
     assert PagedKVCache(capacity_blocks=4, block_tokens=16).apart([0, 1]) == set()
     with pytest.raises(ValueError, match="device_blocks"):
         PagedKVCache(capacity_blocks=4, block_tokens=16, device_blocks=5)
