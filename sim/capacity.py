@@ -13,6 +13,8 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+
 from sim.serving import ServingResult
 from sim.stability import GROWTH_LIMIT, Stability, queue_stability
 
@@ -116,8 +118,12 @@ def search_capacity(judge: Callable[[float], RateVerdict], *, low: float, high: 
 
 
 def rate_verdict(result: ServingResult, *, growth_limit: float = GROWTH_LIMIT) -> RateVerdict:
-    """A serving run's verdict: whether it met its SLO, and whether its queue grew (sim/stability.py)."""
+    """A serving run's verdict: whether it met its SLO, and whether its queue grew (sim/stability.py), its requests
+    read in the order they arrived (a conversation's later turn arrives when the previous answer is done, after
+    requests drawn later)."""
     records = result.records
-    stability = queue_stability(records.arrival_s, records.wait_s, records.e2e_s, growth_limit=growth_limit)
+    order = np.argsort(records.arrival_s, kind="stable")
+    stability = queue_stability(records.arrival_s[order], records.wait_s[order], records.e2e_s[order],
+                                growth_limit=growth_limit)
     meets = result.metrics()["meets_slo"]
     return RateVerdict(meets_slo=bool(meets == 1.0), stability=stability)

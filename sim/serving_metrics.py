@@ -57,7 +57,8 @@ def _columns(obj: object, names: tuple[str, ...], dtypes: dict[str, type]) -> in
 
 @dataclass(frozen=True, kw_only=True)
 class RequestRecords:
-    """Per-request timings of a serving run as numpy columns (one entry per completed request, in arrival order).
+    """Per-request timings of a serving run as numpy columns (one entry per completed request, in the requests'
+    order: arrival order, but for a conversation's later turns, which arrive when the previous answer is done).
 
     Times are absolute simulation times in seconds and must satisfy
     arrival_s <= scheduled_s <= first_token_s <= finish_s; every request produces at least one output token.

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from kernels.shapes import step_shape
@@ -15,7 +16,7 @@ from sim.schedulers import SchedulerLimits, make_scheduler
 from sim.serving import serve, serving_memory
 from sim.serving_metrics import SLO
 from sim.stability import GROWTH_LIMIT, Stability
-from workloads.requests import Fixed, Poisson, sample_requests
+from workloads.requests import Fixed, Poisson, Uniform, sample_conversations, sample_requests
 
 THRESHOLD = 7.3  # req/s: meets(rate) holds up to here
 
@@ -157,3 +158,25 @@ def test_a_capacity_is_judged_unless_only_a_short_run_stopped_it(above, judged):
 def test_no_sustainable_rate_is_capacity_zero():
     found = search_capacity(lambda rate: _verdict(True, False), low=1.0, high=50.0)
     assert found.rate_per_s == 0.0 and not found.judged and "too short to judge" in found.note
+
+
+
+def test_conversations_below_the_service_rate_are_judged_stable(costs):
+    """Conversations of 8 turns, each 20 S after the previous answer, at 0.9 / S requests per second on a
+    one-at-a-time replica keep up, and are judged to: the queue test reads the requests in the order they arrive (a
+    later turn's when it comes), not in the order they were drawn, a conversation's turns together, whose batches'
+    arrival times do not rise."""
+    service_s = _service_s(costs)
+    requests = sample_conversations(arrivals=Poisson(rate_per_s=0.9 / service_s / 8), prompt=Fixed(tokens=PROMPT),
+                                    output=Uniform(low=2, high=16), count=200, turns=8, think_s=20 * service_s,
+                                    seed=0)
+    kv_per_token = 2 * 2 * 16 * 2 * 2
+    blocks = 10_000
+    memory = serving_memory(capacity_B=blocks * BLOCK * kv_per_token, weights_B=0.0, activations_B=0.0,
+                            kv_bytes_per_token=kv_per_token, block_tokens=BLOCK)
+    kv = PagedKVCache(capacity_blocks=blocks, block_tokens=BLOCK)
+    result = serve(costs, requests, make_scheduler("continuous", SchedulerLimits(max_seqs=1)), kv, memory,
+                   costs.device.idle_power_W, slo=SLO(ttft_s=20 * service_s, attainment=0.9))
+    assert np.any(np.diff(result.records.arrival_s) < 0)  # drawn order is not arrival order
+    stability = rate_verdict(result).stability
+    assert stability.judged and stability.stable, stability.reason
