@@ -89,8 +89,8 @@ FIGURE_TITLES = {
     "serving_timeline": "KV-cache utilization, running batch size and power over time",
 }
 HOW_TO_READ = {
-    "serving_latency": "Each line is one design as requests arrive faster; color is the scheduler, line style and "
-                       "marker the rest (device, ...). A filled marker meets the SLO, a hollow one misses it. "
+    "serving_latency": "Each line is one design as requests arrive faster. A filled marker meets the SLO, a hollow "
+                       "one misses it. "
                        "A latency that shoots up marks the rate where the replica saturates and requests queue. "
                        "The SLO limit applies to each request (a fraction of them must meet it), so a p99 above "
                        "it can still meet the SLO.",
@@ -207,18 +207,20 @@ def serving_label(row: dict[str, Any], knobs: Sequence[str], *, rate: bool = Tru
 
 # ---- metrics against the arrival rate -----------------------------------------------------------------------
 
-def _styles(keys: list[tuple], knobs: list[str]) -> list[SeriesStyle]:
+def _styles(keys: list[tuple], knobs: list[str]) -> tuple[list[SeriesStyle], str]:
     """Color by scheduler and line style and marker by the other knobs when there are several schedulers and
-    at most len(STYLES) other combinations; else a color per series (line styles after the 10 colors run out)."""
+    at most len(STYLES) other combinations; else a color per series (line styles after the 10 colors run out). With
+    the styles, the caption's sentence saying which."""
     where = knobs.index("scheduler")
     schedulers = list(dict.fromkeys(key[where] for key in keys))
     others = list(dict.fromkeys(key[:where] + key[where + 1:] for key in keys))
     if len(schedulers) > 1 and len(others) <= len(STYLES):
         return [SeriesStyle(color=SCHEDULER_COLORS.get(key[where], "#000000"),
                             linestyle=STYLES[others.index(key[:where] + key[where + 1:])][0],
-                            marker=STYLES[others.index(key[:where] + key[where + 1:])][1]) for key in keys]
+                            marker=STYLES[others.index(key[:where] + key[where + 1:])][1]) for key in keys], \
+            "Color is the scheduler, line style and marker the rest (device, ...)."
     return [SeriesStyle(color=f"C{i % 10}", linestyle=STYLES[i // 10 % len(STYLES)][0], marker="o")
-            for i in range(len(keys))]
+            for i in range(len(keys))], "Each design has a color of its own (the legend names it)."
 
 
 def rate_series(rows: list[dict[str, Any]], metrics: Sequence[str],
@@ -242,7 +244,8 @@ def rate_series(rows: list[dict[str, Any]], metrics: Sequence[str],
     else:
         shown = f"all {len(groups)} shown"
     series = []
-    for key, style in zip(keys, _styles(keys, knobs), strict=True):
+    styles, colors = _styles(keys, knobs)
+    for key, style in zip(keys, styles, strict=True):
         members = sorted(groups[key], key=_rate)
         series.append(RateSeries(
             label=serving_label(members[0], knobs, rate=False), style=style,
@@ -251,7 +254,7 @@ def rate_series(rows: list[dict[str, Any]], metrics: Sequence[str],
             meets_slo=np.array([float(r.get("meets_slo", math.nan)) for r in members])))
     infeasible = sum(not is_feasible(row) for row in rows)
     left_out = f" {count_label(infeasible, 'infeasible point')} (listed below) left out." if infeasible else ""
-    return series, f"One line per design ({shown}).{left_out}"
+    return series, f"One line per design ({shown}).{left_out} {colors}"
 
 
 def _constraint_limits(constraints: Sequence[str] | None, metric: str) -> list[Limit]:

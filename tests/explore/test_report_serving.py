@@ -118,6 +118,17 @@ def test_rate_series_one_line_per_design_sorted_by_rate(rate_rows: list[dict]) -
     assert len({s.style.linestyle for s in series}) == 2
 
 
+def test_the_caption_says_what_the_colors_tell_apart(rate_rows: list[dict]) -> None:
+    """Several schedulers: color is the scheduler, and the caption says so; one scheduler: each design draws in a
+    color of its own, and the caption does not claim the colors are schedulers."""
+    series, caption = rate_series([normalize_row(row) for row in rate_rows], ("ttft_p99_s",))
+    assert "Color is the scheduler" in caption
+    one = [normalize_row(row) for row in rate_rows if row["scheduler"] == "chunked"]
+    series, caption = rate_series(one, ("ttft_p99_s",))
+    assert len(series) == 2 and len({s.style.color for s in series}) == 2
+    assert "scheduler" not in caption and "a color of its own" in caption
+
+
 @pytest.mark.parametrize(("knob", "values"), [("memory_utilization", (0.5, 0.9)),
                                                ("prefix_attention", ("paged", "cascade")),
                                                ("max_decode_preemptions", (0, 4))])
