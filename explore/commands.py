@@ -554,7 +554,8 @@ def _assumptions(point: DesignPoint, device) -> str:
         what += (f"; power limit {cap_W:g} W a device (a kernel that would draw more runs at a lower clock: "
                  f"hw_models/gpu_power.py)")
     if point.knob("offload") != "none" and point.knob("offload_window"):
-        what += (f"; weights under a sliding window of {point.knob('offload_window')} layers, every layer's streamed "
+        window = point.knob('offload_window')
+        what += (f"; weights under a sliding window of {count_label(window, 'layer')}, every layer's streamed "
                  f"over the host link each pass (offloaded_B: what host memory holds)")
     elif point.knob("offload") != "none":
         what += f"; offload {point.knob('offload')} when it does not fit (offloaded_B: what host memory holds)"
@@ -595,6 +596,8 @@ def _assumptions(point: DesignPoint, device) -> str:
                       f"replica, its context cached as its prefix)")
         elif s.traced_sharing:
             pools += f", {s.groups} prefix groups sharing the trace's shared_tokens, least recently used evicted"
+        elif s.trace and not s.prefix_tokens and s.groups > 1:
+            pools += f", the trace's {s.groups} prefix groups unused (no --prefix-tokens: nothing is shared)"
         if s.queue_policy:
             pools += f", {s.queue_policy} admission"
         if s.preemption == "swap":

@@ -507,7 +507,8 @@ register(Knob(name="allreduce", type=str, section="parallel", scope="system", de
               "link, up to 8 MiB, NCCL where faster or larger) or nvls (multimem loads and stores the NVSwitch "
               "reduces and multicasts: NVLink SHARP, on nvlink4 and nvlink5, NCCL where faster; NCCL elsewhere) or "
               "star (a master gathers every device's buffer and sends back the sum, 2 link hops instead of a ring's "
-              "2 (tp-1): TPI-LLM's all-reduce between edge devices, on any link, datasheet model)"))
+              "2 (tp-1): TPI-LLM's all-reduce between edge devices, datasheet model; refused on links whose "
+              "collectives are fitted on measured calls)"))
 # Compute-communication overlap inside an iteration (sim/costs.py OVERLAPS): priced in serving iterations only.
 register(Knob(name="overlap", type=str, section="parallel", scope="system", default="none", allowed=OVERLAPS,
               only_with=("tp",),

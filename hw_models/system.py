@@ -50,6 +50,12 @@ class SystemModel:
     def __init__(self, device, tp: int, link: LinkModel, pp: int = 1, allreduce: str = "nccl"):
         if allreduce not in ALLREDUCE_IMPLEMENTATIONS:
             raise InputError(f"allreduce: found {allreduce!r}, allowed: {', '.join(ALLREDUCE_IMPLEMENTATIONS)}")
+        if allreduce == "star" and tp > 1 and link.fits:
+            # The star is priced on the link's datasheet hop; beside collectives fitted on measured calls (their
+            # per-call cost included) it would win by the difference in what each prices, not by its algorithm.
+            raise InputError(f"allreduce: found 'star' on link {link.spec.name}, whose collectives are fitted on "
+                             f"measured NCCL calls, allowed: nccl, custom or nvls there, or star on a link priced on "
+                             f"its datasheet (TPI-LLM's edge networks: ethernet-100g, or a link YAML of your own)")
         self.device, self.tp, self.pp, self.link, self.allreduce = device, tp, pp, link, allreduce
         self.devices = tp * pp
         self.kind = device.kind

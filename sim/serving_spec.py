@@ -224,6 +224,8 @@ class ServingSpec:
         if self.think_s is not None and not (isinstance(self.think_s, int | float) and not isinstance(
                 self.think_s, bool) and math.isfinite(self.think_s) and self.think_s >= 0):
             raise InputError(f"think_s: found {self.think_s!r}, allowed: seconds >= 0")
+        if not self.conversations and self.think_s is not None:
+            object.__setattr__(self, "think_s", None)  # read by conversations only: one design whatever it says
         if self.conversations:
             for name, conflict, why in (
                     ("trace", bool(self.trace), "none (conversations draw their messages and answers from the prompt "
@@ -298,7 +300,8 @@ class ServingSpec:
                 **({} if self.prefix_groups is None else {"prefix_groups": self.prefix_groups}),
                 **({} if self.queue_policy is None else {"queue_policy": self.queue_policy}),
                 **({} if self.conversation_turns is None else {"conversation_turns": self.conversation_turns}),
-                **({} if self.think_s is None else {"think_s": self.think_s}),
+                # think_s beside conversation_turns, empty where one turn reads none.
+                **({} if self.conversation_turns is None and self.think_s is None else {"think_s": self.think_s}),
                 **({} if self.max_decode_preemptions is None
                    else {"max_decode_preemptions": self.max_decode_preemptions}),
                 **({} if self.memory_utilization is None else {"memory_utilization": self.memory_utilization}),

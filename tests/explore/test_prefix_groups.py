@@ -128,6 +128,12 @@ def test_a_trace_s_prefix_groups_serve_as_its_groups(tmp_path, capsys):
     assert "prefix_hit_rate       1" in out  # the three documents fit beside the requests: each is found
 
 
+def test_a_trace_s_groups_without_a_prefix_length_are_said_unused(tmp_path, capsys):
+    assert _run_trace(tmp_path, _trace_with_groups(tmp_path)) == 0
+    out = capsys.readouterr().out
+    assert "the trace's 3 prefix groups unused (no --prefix-tokens: nothing is shared)" in out
+
+
 def test_a_trace_s_groups_beside_prefix_groups_is_one_line(tmp_path, capsys):
     assert _run_trace(tmp_path, _trace_with_groups(tmp_path), "--prefix-tokens", "64", "--prefix-groups", "4") == 2
     err = capsys.readouterr().err
@@ -160,6 +166,7 @@ def test_a_sweep_compares_conversations_and_independent_requests(tmp_path, capsy
     assert main([path, "--out", str(tmp_path / "out"), "--quiet"]) == 0
     rows = sorted(read_results(tmp_path / "out"), key=lambda row: row["conversation_turns"])
     assert [row["conversation_turns"] for row in rows] == [1, 3]
+    assert rows[0]["think_s"] in (None, "") and rows[1]["think_s"] == 0.5  # one turn reads no think time
     assert rows[0]["prefix_hit_rate"] != rows[0]["prefix_hit_rate"] and rows[1]["prefix_hit_rate"] == 1.0
     capsys.readouterr()
 

@@ -446,11 +446,17 @@ def test_a_sweep_told_where_its_all_reduce_runs_nccl(tmp_path, capsys):
 
 
 def test_a_star_all_reduce_is_never_said_to_run_nccl(tmp_path, capsys):
-    """The star all-reduce (TPI-LLM's) runs on any link and any number of devices: a sweep with it on more GPUs than
-    the link joins is not told that it runs NCCL."""
+    """The star all-reduce (TPI-LLM's) runs on any number of devices: a sweep with it on more devices than the link
+    joins is not told that it runs NCCL. On a link whose collectives are fitted on measured NCCL calls it is refused in
+    one line: the star is priced on the datasheet hop, and would win by what each prices, not by its algorithm."""
     from tests.explore.tiny_sweep import write_sweep
 
-    path = write_sweep(tmp_path, "name: star\nmodel: llama-2-7b\ndevice: h100-sxm\nexecution: engine\n"
-                                 "workload: {batch: 1, prompt: 64, output: 4}\nparallel: {tp: 16, allreduce: star}\n")
+    base = ("name: star\nmodel: llama-2-7b\ndevice: h100-sxm\nexecution: engine\n"
+            "workload: {batch: 1, prompt: 64, output: 4}\n")
+    path = write_sweep(tmp_path, base + "parallel: {tp: 16, link: ethernet-100g, allreduce: star}\n")
     assert main(["check", path]) == 0
     assert "allreduce runs NCCL" not in capsys.readouterr().out
+    path = write_sweep(tmp_path, base + "parallel: {tp: 8, allreduce: [nccl, star]}\n")
+    assert main(["check", path]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "found 'star' on link nvlink4, whose collectives are fitted" in err
