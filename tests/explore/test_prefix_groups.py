@@ -14,11 +14,17 @@ from workloads.errors import InputError
 from workloads.requests import Fixed
 
 
-def _point(groups: int, policy: str | None, **kw) -> DesignPoint:
-    spec = ServingSpec(requests=160, rate_per_s=1000.0, prompt=Fixed(tokens=2112), output=Fixed(tokens=16),
-                       prefix_tokens=2048, prefix_groups=groups, queue_policy=policy, seed=3, **kw)
-    return DesignPoint(model="llama-3-8b", device="l4", batch=spec.max_seqs, prompt=0, output=0, serving=spec,
-                       execution="engine")
+def _served(evaluator, device: str, prompt: int, output: int, **spec) -> dict:
+    """The metrics of Llama-3-8B served as an engine on `device`, with the ServingSpec fields `spec`."""
+    serving = ServingSpec(prompt=Fixed(tokens=prompt), output=Fixed(tokens=output), **spec)
+    point = DesignPoint(model="llama-3-8b", device=device, batch=serving.max_seqs, prompt=0, output=0,
+                        serving=serving, execution="engine")
+    return evaluator.evaluate(point).metrics
+
+
+def _documents(evaluator, groups: int | None, policy: str | None) -> dict:
+    return _served(evaluator, "l4", 2112, 16, requests=160, rate_per_s=1000.0, prefix_tokens=2048,
+                   prefix_groups=groups, queue_policy=policy, seed=3)
 
 
 def test_more_prefixes_than_memory_holds_cost_prefill_that_lpm_wins_back(evaluator):
@@ -26,9 +32,7 @@ def test_more_prefixes_than_memory_holds_cost_prefill_that_lpm_wins_back(evaluat
     all fit. An offline batch of 160 requests, each with one of them, in arrival order evicts prefixes that later
     requests need; lpm keeps a group's requests together while its prefix is cached, so it finds more of them and
     computes fewer prefill tokens: its throughput is higher. One shared prefix is always found."""
-    one = evaluator.evaluate(_point(1, None)).metrics
-    fcfs = evaluator.evaluate(_point(96, "fcfs")).metrics
-    lpm = evaluator.evaluate(_point(96, "lpm")).metrics
+    one, fcfs, lpm = (_documents(evaluator, *setting) for setting in ((1, None), (96, "fcfs"), (96, "lpm")))
     assert one["prefix_hit_rate"] == 1.0
     assert fcfs["prefix_hit_rate"] < lpm["prefix_hit_rate"] < 1.0
     assert fcfs["output_tokens_per_s"] < lpm["output_tokens_per_s"] < one["output_tokens_per_s"]
@@ -36,10 +40,7 @@ def test_more_prefixes_than_memory_holds_cost_prefill_that_lpm_wins_back(evaluat
 
 
 def test_no_prefix_reports_no_hit_rate(evaluator):
-    spec = ServingSpec(requests=8, rate_per_s=10.0, prompt=Fixed(tokens=64), output=Fixed(tokens=4))
-    point = DesignPoint(model="llama-3-8b", device="h100-sxm", batch=spec.max_seqs, prompt=0, output=0, serving=spec,
-                        execution="engine")
-    metrics = evaluator.evaluate(point).metrics
+    metrics = _served(evaluator, "h100-sxm", 64, 4, requests=8, rate_per_s=10.0)
     assert metrics["prefix_hit_rate"] != metrics["prefix_hit_rate"]  # NaN: nothing to find
 
 
@@ -147,11 +148,8 @@ def test_conversations_find_their_context_where_memory_keeps_it(evaluator):
     for KV) evicts much of it and recomputes it, so its hit rate and throughput are lower; as independent requests of
     the same lengths nothing is shared."""
     def run(device: str, turns: int | None) -> dict:
-        spec = ServingSpec(requests=400, rate_per_s=3.0, prompt=Fixed(tokens=300), output=Fixed(tokens=200),
-                           scheduler="chunked", conversation_turns=turns, think_s=10.0 if turns else None)
-        point = DesignPoint(model="llama-3-8b", device=device, batch=spec.max_seqs, prompt=0, output=0,
-                            serving=spec, execution="engine")
-        return evaluator.evaluate(point).metrics
+        return _served(evaluator, device, 300, 200, requests=400, rate_per_s=3.0, scheduler="chunked",
+                       conversation_turns=turns, think_s=10.0 if turns else None)
     a100, l4 = run("a100-sxm-80gb", 4), run("l4", 4)
     assert a100["prefix_hit_rate"] == 1.0 and 0 < l4["prefix_hit_rate"] < 0.8
     assert l4["output_tokens_per_s"] < a100["output_tokens_per_s"]
@@ -204,12 +202,8 @@ def test_a_prefill_pool_caches_the_groups_prefixes_and_hands_each_request_s_whol
     prefix (they fit), and the decode pool, which caches no prefix when there are several, receives and holds each
     request's whole KV, so its decode holds more blocks than with one shared prefix (held there once)."""
     def run(groups: int | None) -> dict:
-        spec = ServingSpec(requests=60, rate_per_s=20.0, prompt=Fixed(tokens=2112), output=Fixed(tokens=32),
-                           scheduler="chunked", prefix_tokens=2048, prefix_groups=groups, prefill_replicas=2,
-                           replicas=2, router="cache_aware")
-        point = DesignPoint(model="llama-3-8b", device="l40s", batch=spec.max_seqs, prompt=0, output=0,
-                            serving=spec, execution="engine")
-        return evaluator.evaluate(point).metrics
+        return _served(evaluator, "l40s", 2112, 32, requests=60, rate_per_s=20.0, scheduler="chunked",
+                       prefix_tokens=2048, prefix_groups=groups, prefill_replicas=2, replicas=2, router="cache_aware")
     one, four = run(None), run(4)
     assert one["prefix_hit_rate"] == four["prefix_hit_rate"] == 1.0
     assert four["peak_memory_B"] > one["peak_memory_B"]
