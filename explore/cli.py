@@ -152,7 +152,7 @@ def _add_serving_flags(run: argparse.ArgumentParser) -> None:
     from sim.attention_pool import PLACEMENTS
     from sim.routers import DEFAULT_ROUTER, ROUTERS
     from sim.schedulers import QUEUE_POLICIES, SCHEDULERS
-    from sim.serving_spec import ARRIVALS, PREFIX_ATTENTIONS, ServingSpec
+    from sim.serving_spec import ARRIVALS, LAMINA_LINK, PREFIX_ATTENTIONS, ServingSpec
     from sim.slowdown import SLOWDOWN_PRESETS
 
     spec = ServingSpec()  # the flags' defaults are the spec's
@@ -225,7 +225,7 @@ def _add_serving_flags(run: argparse.ArgumentParser) -> None:
                    help=f"attention devices per replica, splitting the heads (default {spec.attention_devices})")
     g.add_argument("--attention-link",
                    help=f"the link between the model's and the attention devices, a port per device (default "
-                        f"{spec.attention_link})")
+                        f"{LAMINA_LINK}; with --attention-placement hybrid, required: the GPU's host link)")
     g.add_argument("--attention-micro-batches", type=int,
                    help=f"the most micro-batches an iteration splits in to keep both kinds of device busy (default "
                         f"{spec.attention_micro_batches}: two take turns; each iteration uses as many as make it "

@@ -572,7 +572,7 @@ def _assumptions(point: DesignPoint, device) -> str:
             fits = ("fitted" if label == "fitted" else f"fits of sibling {attending.calibration.sibling}"
                     if label == "sibling" else "uncalibrated datasheet roofline")
             pools += (f", attention on {s.attention_devices} x {s.attention_device} ({fits}) per "
-                      f"{'decode ' if s.disaggregated else ''}replica over {s.attention_link} " + (
+                      f"{'decode ' if s.disaggregated else ''}replica over {s.pool_link} " + (
                           "(hybrid: the model's devices attend to the sequences whose KV they hold)"
                           if s.attention_placement == "hybrid" else f"(up to {s.attention_micro_batches} "
                                                                     f"micro-batches)"))

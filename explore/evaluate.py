@@ -233,7 +233,7 @@ class Evaluator:
         attends_apart = attention and spec is not None and spec.attends_apart
         key = (point.model, fmt, point.device, point.overrides, point.use_calibration, point.execution, point.tp,
                point.link, point.link_overrides, point.ep, point.knob("allreduce"), point.pp, point.knob("overlap")) + (
-            (spec.attention_device, spec.attention_devices, spec.attention_link, spec.attention_micro_batches,
+            (spec.attention_device, spec.attention_devices, spec.pool_link, spec.attention_micro_batches,
              point.attention_overrides, spec.attention_placement) if attends_apart else ())
         if key not in self._cost_models:
             template = self.template(point.model, fmt, point.tp, point.ep, fusion_of(point.execution))
@@ -257,7 +257,7 @@ class Evaluator:
             device=self.attention_device(point),
             devices=devices,
             template=self.template(point.model, fmt, devices, 1, fusion_of(point.execution)),
-            link=load_link_model(spec.attention_link, calibrated=point.use_calibration),
+            link=load_link_model(spec.pool_link, calibrated=point.use_calibration),
             ports=min(point.tp, devices), micro_batches=spec.attention_micro_batches, out_B_per_token=out_B,
             back_B_per_token=back_B, placement=spec.attention_placement)
 
@@ -757,7 +757,7 @@ class Evaluator:
         except ValueError as err:
             raise InputError(f"attention_devices: {err}: the attention devices split the heads") from None
         self.attention_device(point)
-        load_link_model(spec.attention_link)
+        load_link_model(spec.pool_link)
 
     def _check_hybrid(self, point: DesignPoint) -> None:
         """A hybrid placement (sim/attention_pool.py) holds a sequence's whole KV on one model device or on one
@@ -772,7 +772,9 @@ class Evaluator:
                 (spec.attention_devices > 1, f"attention_devices {spec.attention_devices}, allowed: 1 (one host)"),
                 (spec.attention_micro_batches != ATTENTION_MICRO_BATCHES and spec.attention_micro_batches != 1,
                  f"attention_micro_batches {spec.attention_micro_batches}, allowed: left out (a hybrid iteration "
-                 f"runs as one batch, APEX's asynchronous overlap)")):
+                 f"runs as one batch, APEX's asynchronous overlap)"),
+                (spec.attention_link is None, "no attention_link, allowed: the link between the GPU and its host CPU, "
+                 "e.g. pcie3-x16 for a T4 or pcie4-x16 (without one it would be Lamina's network, roce-400g)")):
             if value:
                 raise InputError(f"attention_placement: found 'hybrid' with {what}")
 

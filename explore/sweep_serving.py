@@ -286,7 +286,7 @@ def serving_spec(serving: Serving, values: dict[str, Any]) -> ServingSpec:
         prefix_attention=values.get("prefix_attention"), memory_utilization=values.get("memory_utilization"),
         attention_device=values.get("attention_device", ""),
         attention_devices=values.get("attention_devices", DEFAULT.attention_devices),
-        attention_link=serving.attention_link or DEFAULT.attention_link,
+        attention_link=serving.attention_link,
         attention_micro_batches=values.get("attention_micro_batches", DEFAULT.attention_micro_batches),
         attention_placement=values.get("attention_placement", DEFAULT.attention_placement))
 

@@ -44,6 +44,9 @@ ATTENTION_FIELDS = ("attention_device", "attention_devices", "attention_link", "
 # turns on the model's and the attention devices (Lamina's staggered pipelining with one model replica,
 # MegaScale-Infer's ping-pong pipeline).
 ATTENTION_MICRO_BATCHES = 2
+# The link between the model's and the attention devices where none is named: Lamina's measured RoCE
+# (arXiv:2405.01814v2).
+LAMINA_LINK = "roce-400g"
 
 
 DEFAULT_REQUESTS = 1000
@@ -123,7 +126,7 @@ class ServingSpec:
     # devices attend ("none" where a sweep lists it beside attention devices: its rows carry the attention columns).
     attention_device: str = ""
     attention_devices: int = 1
-    attention_link: str = "roce-400g"
+    attention_link: str | None = None  # None: LAMINA_LINK (a hybrid pool names its host's link: evaluate refuses None)
     attention_micro_batches: int = ATTENTION_MICRO_BATCHES
     # Which sequences the attention devices attend to (sim/attention_pool.py PLACEMENTS): every one (apart, Lamina), or
     # those whose KV the model's devices' memory does not hold, the model's devices attending to theirs (hybrid, APEX).
@@ -310,7 +313,13 @@ class ServingSpec:
                 **({} if not self.attention_device else {
                     name: getattr(self, name) if self.attends_apart else None for name in ATTENTION_FIELDS}
                    | {"attention_device": self.attention_device}
+                   | ({"attention_link": self.pool_link} if self.attends_apart else {})
                    | ({"attention_micro_batches": None} if self.attention_placement == "hybrid" else {}))}
+
+    @property
+    def pool_link(self) -> str:
+        """The link to the attention devices: attention_link, else Lamina's."""
+        return self.attention_link or LAMINA_LINK
 
     @property
     def attends_apart(self) -> bool:
