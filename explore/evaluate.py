@@ -363,6 +363,9 @@ class Evaluator:
         if point.knob("offload_window") and offload != "weights":
             raise InputError(f"offload_window: found {point.knob('offload_window')} with offload {offload!r}, allowed: "
                              f"offload weights (the window slides over layers' weights; the KV cache stays put)")
+        if offload == "experts" and not self.config(point.model).is_moe:
+            raise InputError(f"offload: found 'experts' for {point.model}, which has no routed experts, allowed: "
+                             f"weights, kv or auto (experts: a mixture-of-experts model's)")
         if point.knob("spec_draft"):
             raise InputError(f"offload: found {offload!r} with spec_draft {point.knob('spec_draft')!r}, allowed: none "
                              f"with speculative decoding (an offloaded draft and target are not modeled)")
@@ -382,7 +385,8 @@ class Evaluator:
             if reason := infeasible_reason(held, device.memory_bytes, device.devices):
                 return memory, f"offload_window {window_layers} of {cfg.num_layers} layers: {reason}", None
         else:
-            plan = plan_offload(memory, device.memory_bytes, cfg.num_layers, point.knob("offload"))
+            plan = plan_offload(memory, device.memory_bytes, cfg.num_layers, point.knob("offload"),
+                                _routed_experts(cfg, point.numeric_format, point.batch, point.prompt).weights_share)
             if isinstance(plan, str):
                 return memory, plan, None
         if not plan.offloaded_B:  # a window of every layer: nothing moves

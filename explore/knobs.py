@@ -402,7 +402,8 @@ register(Knob(name="acceptance", type=float, section="workload", default=0.0, mi
 # each layer's transfer overlapping the previous layer's compute (sim/offload.py). A point that fits offloads nothing.
 register(Knob(name="offload", type=str, section="workload", default="none", allowed=OFFLOADS,
               help="what may live in host memory when the point does not fit in device memory: none, weights, kv "
-              "(the KV cache) or auto (weights first, then the KV cache); the least that must is offloaded"))
+              "(the KV cache), auto (weights first, then the KV cache) or experts (a mixture-of-experts model's "
+              "routed experts alone, the device caching as many as fit); the least that must is offloaded"))
 register(Knob(name="host_link", type=str, section="workload", default="", label="host link", check=_host_link,
               only_with=("offload",),
               help="the link offloaded bytes stream over: a link preset (pcie4-x16, pcie5-x16, nvme-pcie4-x4 ...) or "

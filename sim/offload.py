@@ -26,7 +26,13 @@ What is modeled
 - Policy: 'weights' offloads weights only, 'kv' the KV cache only, 'auto' weights first and the KV cache only once
   every weight is in host memory. Weights go first because a weight byte in host memory costs one transfer per
   pass that the whole batch shares (DeepSpeed ZeRO-Inference offloads weights alone), while the KV cache grows with
-  the batch and the context; 'kv' is there for the opposite case (a large batch of long sequences).
+  the batch and the context; 'kv' is there for the opposite case (a large batch of long sequences). 'experts'
+  offloads a mixture-of-experts model's routed experts only: the other weights and the KV cache stay on the device,
+  and its memory left holds as many of each layer's experts as fit (Mixtral-offloading, Eliseev & Mazur,
+  arXiv:2312.17238, and ExpertFlow keep attention on the GPU and cache experts there). Under the balanced routing
+  the kernel tables route by, every expert is reached alike, so the device's share of them is the share of a step's
+  reached experts it finds resident, whichever experts it holds: an expert cache's hit rate, as an LRU cache's under
+  routing with no locality.
 - Traffic per pass (offload_traffic): the offloaded weights a pass reads cross host to device once per pass: every
   one of a dense model's, and of a mixture-of-experts model's the offloaded share of its other weights and of the
   experts its tokens reach (RoutedExperts: under the balanced routing the kernel tables route by, kernels/moe.py
@@ -67,7 +73,7 @@ import numpy as np
 
 from sim.memory import MemoryFootprint
 
-OFFLOADS = ("none", "weights", "kv", "auto")
+OFFLOADS = ("none", "weights", "kv", "auto", "experts")
 BUFFERED_LAYERS = 2  # the layer computing and the next one arriving (double buffering)
 
 
@@ -82,15 +88,18 @@ class OffloadPlan:
     # The device's prefetch buffers for the offloaded part of BUFFERED_LAYERS layers, of weights and of KV.
     weights_buffer_B: float = 0.0
     kv_buffer_B: float = 0.0
+    experts_only: bool = False  # the offloaded weights are routed experts alone ('experts': weights_share of them)
 
     @property
     def offloaded_B(self) -> float:
         return self.weights_B + self.kv_B
 
 
-def plan_offload(footprint: MemoryFootprint, capacity_B: float, layers: int, mode: str) -> OffloadPlan | str:
+def plan_offload(footprint: MemoryFootprint, capacity_B: float, layers: int, mode: str,
+                 experts_share: float = 0.0) -> OffloadPlan | str:
     """The least a static batch of `footprint` must offload under `mode` (OFFLOADS) to fit `capacity_B`, or why it
-    cannot (the text of an infeasible reason). A footprint that fits offloads nothing."""
+    cannot (the text of an infeasible reason); `experts_share`: the routed experts' share of the weight bytes, which
+    'experts' offloads alone (weights_share is then a share of them). A footprint that fits offloads nothing."""
     if mode not in OFFLOADS:
         raise ValueError(f"offload: found {mode!r}, allowed: {', '.join(OFFLOADS)}")
     excess_B = footprint.total_B - capacity_B
@@ -98,6 +107,13 @@ def plan_offload(footprint: MemoryFootprint, capacity_B: float, layers: int, mod
         return OffloadPlan()
     # Offloading a share s of a tensor class of B bytes frees s B but adds s B x BUFFERED_LAYERS / layers of buffers.
     kept = 1.0 - BUFFERED_LAYERS / layers
+    if mode == "experts":
+        experts_B = footprint.weights_B * experts_share
+        if experts_B * kept < excess_B:
+            return _cannot_fit(footprint, capacity_B, layers, mode, experts_B)
+        share = excess_B / (experts_B * kept)
+        return OffloadPlan(weights_share=share, weights_B=share * experts_B, experts_only=True,
+                           weights_buffer_B=share * experts_B * BUFFERED_LAYERS / layers)
     weights_room_B = footprint.weights_B * kept if mode in ("weights", "auto") else 0.0
     kv_room_B = footprint.kv_cache_B * kept if mode in ("kv", "auto") else 0.0
     if weights_room_B + kv_room_B < excess_B:
@@ -124,10 +140,12 @@ def plan_window(footprint: MemoryFootprint, layers: int, window_layers: int) -> 
                        weights_buffer_B=footprint.weights_B * window_layers / layers)
 
 
-def _cannot_fit(footprint: MemoryFootprint, capacity_B: float, layers: int, mode: str) -> str:
-    what = {"weights": "every weight", "kv": "the whole KV cache", "auto": "every weight and the whole KV cache"}[mode]
-    held = ({"weights": "KV cache", "kv": "weights", "auto": ""}[mode])
-    kept_B = {"weights": footprint.kv_cache_B, "kv": footprint.weights_B, "auto": 0.0}[mode]
+def _cannot_fit(footprint: MemoryFootprint, capacity_B: float, layers: int, mode: str, experts_B: float = 0.0) -> str:
+    what = {"weights": "every weight", "kv": "the whole KV cache", "auto": "every weight and the whole KV cache",
+            "experts": "every routed expert"}[mode]
+    held = {"weights": "KV cache", "kv": "weights", "auto": "", "experts": "other weights and KV cache"}[mode]
+    kept_B = {"weights": footprint.kv_cache_B, "kv": footprint.weights_B, "auto": 0.0,
+              "experts": footprint.total_B - footprint.activations_B - experts_B}[mode]
     moved_B = footprint.total_B - footprint.activations_B - kept_B
     buffers_B = moved_B * BUFFERED_LAYERS / layers
     parts = f"{held} {kept_B / 1e9:.1f}, " if held else ""
@@ -206,7 +224,8 @@ def offload_traffic(plan: OffloadPlan, link: HostLink, *, layers: int, prompt_kv
     step_kv_B the cached KV each decode step's attention reads besides its own token's, token_kv_B the KV one decode
     step adds (all of the whole batch, every layer); `experts` the routed experts among the weights."""
     steps = np.asarray(step_kv_B, dtype=float)
-    experts_B = plan.weights_B * experts.weights_share  # the offloaded share of every expert
+    # The offloaded experts' bytes: every expert's offloaded share, or under 'experts' all that is offloaded.
+    experts_B = plan.weights_B * (1.0 if plan.experts_only else experts.weights_share)
     rest_B = plan.weights_B - experts_B
     prefill_routed_B, decode_routed_B = experts_B * experts.prefill_reached, experts_B * experts.decode_reached
     return LinkTraffic(

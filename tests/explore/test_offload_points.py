@@ -137,6 +137,7 @@ def test_unknown_offload_values_and_links_are_refused_in_one_line():
     ({"knobs": (("offload", "auto"), ("offload_window", 2))},
      r"offload_window: found 2 with offload 'auto', allowed: offload weights"),
     ({"knobs": (("offload", "auto"), ("spec_draft", "medusa"))}, r"offload: found 'auto' with spec_draft 'medusa'"),
+    ({"knobs": (("offload", "experts"),)}, r"offload: found 'experts' for llama-2-70b, which has no routed experts"),
 ])
 def test_offloads_the_model_does_not_cover_are_refused(evaluator, fields, message):
     with pytest.raises(InputError, match=message):
@@ -289,3 +290,17 @@ def test_tensor_parallel_devices_stream_their_shares_at_once(evaluator):
     one, two = (evaluator.evaluate(window7b(tp, offload="weights", offload_window=2,
                                             host_link="nvme-pcie4-x4")).metrics for tp in (1, 2))
     assert two["tpot_s"] == pytest.approx(one["tpot_s"] / 2, rel=0.02)
+
+
+def test_offloading_experts_alone_streams_only_the_experts_a_step_reaches(evaluator):
+    """Mixtral-8x7B on an L40S at batch 1 with its routed experts alone in host memory: the other 3.2 GB of weights
+    stay, the offloaded share is of the experts (the same bytes as offloading every weight, which the device's memory
+    sets), and a decode step streams that share of the 2 of 8 experts it reaches and nothing else: fewer bytes than
+    offloading every weight's share, so a step is never slower."""
+    every, alone = (evaluator.evaluate(mixtral(1, offload=mode)).metrics for mode in ("weights", "experts"))
+    traffic = _traffic(evaluator, mixtral(1, offload="experts"))
+    share = alone["offloaded_B"] / MIXTRAL_EXPERTS_B
+    assert traffic.decode_to_device_B == pytest.approx(np.full(31, share * MIXTRAL_EXPERTS_B / 4), rel=1e-9)
+    assert traffic.decode_routed_B == pytest.approx(share * MIXTRAL_EXPERTS_B / 4, rel=1e-9)
+    assert alone["offloaded_B"] == pytest.approx(every["offloaded_B"], rel=1e-6)
+    assert alone["tpot_s"] <= every["tpot_s"]

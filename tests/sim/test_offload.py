@@ -259,3 +259,33 @@ def test_a_window_holds_its_layers_weights_and_offloads_every_weight():
     assert plan_window(footprint, 10, 10) == OffloadPlan() == plan_window(footprint, 10, 12)  # every layer: none
     with pytest.raises(ValueError, match=r"offload_window: found 0, allowed: a whole number of layers >= 1"):
         plan_window(footprint, 10, 0)
+
+
+# ---- offloading routed experts alone ('experts') -----------------------------------------------------------------
+
+def test_experts_offload_only_experts_and_the_device_keeps_what_fits():
+    """100 GB of weights, 80 of them routed experts, 10 of KV and 5 of activations on 80 GB, 10 layers: 35 GB too many.
+    Offloading e GB of experts frees 0.8 e (two of ten layers' share buffered): e = 43.75 GB, a share of 43.75 / 80 of
+    each layer's experts; the other 20 GB of weights and the KV cache stay. A dense model's 'experts' frees nothing."""
+    plan = plan_offload(_footprint(100, 10, 5), 80 * GB, 10, "experts", experts_share=0.8)
+    assert plan.experts_only and plan.kv_B == 0
+    assert plan.weights_B == pytest.approx(43.75 * GB) and plan.weights_share == pytest.approx(43.75 / 80)
+    assert device_footprint(_footprint(100, 10, 5), plan).total_B == pytest.approx(80 * GB)
+    reason = plan_offload(_footprint(100, 10, 5), 80 * GB, 10, "experts", experts_share=0.3)
+    assert isinstance(reason, str) and "every routed expert in host memory" in reason
+
+
+def test_an_experts_decode_step_moves_only_the_offloaded_experts_it_reaches():
+    """The plan's 43.75 GB of experts offloaded; a decode step reaching 2 of 8 experts moves a quarter of them and no
+    other weight, where offloading the same bytes of every weight moves its dense share every step too."""
+    experts = RoutedExperts(weights_share=0.8, prefill_reached=1.0, decode_reached=0.25)
+    only = plan_offload(_footprint(100, 10, 5), 80 * GB, 10, "experts", experts_share=0.8)
+    traffic = offload_traffic(only, LINK, layers=10, prompt_kv_B=0.0, step_kv_B=np.zeros(1), token_kv_B=0.0,
+                              experts=experts)
+    assert traffic.decode_to_device_B.tolist() == pytest.approx([43.75 * GB * 0.25])
+    assert traffic.decode_routed_B == pytest.approx(43.75 * GB * 0.25)
+    every = offload_traffic(OffloadPlan(weights_share=0.4375, weights_B=43.75 * GB), LINK, layers=10, prompt_kv_B=0.0,
+                            step_kv_B=np.zeros(1), token_kv_B=0.0, experts=experts)
+    # 0.4375 of the 20 dense GB (8.75) and of the 80 expert GB reached a quarter (8.75): 17.5 GB against 10.9.
+    assert every.decode_to_device_B[0] == pytest.approx(17.5 * GB)
+    assert traffic.decode_to_device_B[0] < every.decode_to_device_B[0]
