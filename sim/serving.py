@@ -330,7 +330,7 @@ def serve(costs: IterationCostModel, requests: RequestSet, scheduler: Scheduler,
     """Simulate one replica serving `requests` under `scheduler` until the last request finishes.
 
     With swap preemption, KV moves over a host link of `swap_bandwidth_Bps` (its energy is not counted);
-    `prefix_groups`: each request's prefix group in `kv` (default: all the first).
+    `prefix_groups`: each request's prefix group in `kv` (default: the requests' own, else every request the first's).
     """
     pool = Pool(name="replica", role="serve", replicas=1, costs=costs, scheduler=scheduler.name,
                 limits=scheduler.limits, memory=memory, idle_power_W=idle_power_W, prefix_tokens=kv.prefix_blocks
