@@ -9,7 +9,8 @@ system prompt or document of `prefix_tokens`, or in a conversation the turns bef
 is a chain of whole blocks held once for every sequence that shares it. A sequence admitted while its group's chain
 is cached shares as much of it as its own shareable tokens reach, and computes and holds only the rest; one whose
 group has none cached computes its whole prompt. Once a sequence has computed past the group's chain within its
-shareable tokens, the blocks it computed there extend the chain (the KV a finished block holds is shared by block
+shareable tokens (or the tokens of its prompt the group's next request shares, as a document's first question's
+document), the blocks it computed there extend the chain (the KV a finished block holds is shared by block
 hash; a prefix still being computed is not, as in vLLM v1). A finishing sequence whose context the group's next
 request continues (a conversation's next turn) leaves its whole blocks on the chain. A chain no sequence shares
 stays cached until its blocks are needed: then the least recently shared chain gives up blocks, its last first (vLLM
@@ -65,6 +66,7 @@ class PagedKVCache:
         self._group: dict[int, int] = {}  # a sequence's group (unassigned: group 0)
         self._shareable: dict[int, int] = {}  # whole blocks a sequence may share (unassigned: prefix_blocks)
         self._continues: set[int] = set()  # sequences whose context their group's next request continues
+        self._leaves: dict[int, int] = {}  # whole blocks of a sequence's prompt its group's next request shares
         self._shared: dict[int, int] = {}  # a sharing sequence -> the blocks of its group's chain it shares
         self._chain: dict[int, int] = {}  # a cached group -> its chain's blocks
         self._sharers: dict[int, int] = {}  # a cached group -> how many sequences share its chain
@@ -85,12 +87,17 @@ class PagedKVCache:
         sequence that shares it, where no sequence is assigned more."""
         return self.prefix_blocks * self.block_tokens
 
-    def assign(self, seq: int, group: int, shareable_tokens: int | None = None, continues: bool = False) -> None:
+    def assign(self, seq: int, group: int, shareable_tokens: int | None = None, continues: bool = False,
+               leaves_tokens: int = 0) -> None:
         """Sequence `seq` belongs to group `group` and may share the whole blocks of its first `shareable_tokens`
-        tokens with it (None: prefix_tokens); `continues`: the group's next request continues its whole context."""
+        tokens with it (None: prefix_tokens); `continues`: the group's next request continues its whole context;
+        `leaves_tokens`: the tokens of its prompt the group's next request shares, whose whole blocks extend the
+        group's chain as it computes them, beyond its shareable ones."""
         self._group[seq] = group
         if shareable_tokens is not None:
             self._shareable[seq] = shareable_tokens // self.block_tokens
+        if leaves_tokens:
+            self._leaves[seq] = leaves_tokens // self.block_tokens
         if continues:
             self._continues.add(seq)
 
@@ -215,10 +222,11 @@ class PagedKVCache:
 
     def publish(self, seq: int, computed: int, limit: int | None = None) -> None:
         """Sequence `seq` has computed `computed` tokens: the whole blocks it computed past its group's chain, up to
-        its shareable tokens (or `limit` blocks), extend the chain, shared by it, where it shares the chain's end (or
-        the group has none cached)."""
+        its shareable tokens or those its group's next request shares (or `limit` blocks), extend the chain, shared
+        by it, where it shares the chain's end (or the group has none cached)."""
         group = self._group.get(seq, 0)
-        limit = self._shareable.get(seq, self.prefix_blocks) if limit is None else limit
+        if limit is None:
+            limit = max(self._shareable.get(seq, self.prefix_blocks), self._leaves.get(seq, 0))
         shared = self._shared.get(seq, 0)
         if shared != self._chain.get(group, 0):  # another sequence extended the chain first, or it shares none
             return

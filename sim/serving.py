@@ -410,7 +410,8 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
     groups = (prefix_group_draws(len(requests), pools[0].prefix_groups, pools[0].seed) if prefix_groups is None
               else np.asarray(prefix_groups)).tolist()
 
-    # Conversations: a request whose group's next request shares its whole prompt leaves its context cached for it;
+    # Conversations: a request whose group's next request shares its whole prompt leaves its context cached for it
+    # (one whose next request shares part of its prompt, as questions on one document do, leaves that part);
     # a later turn with an after_previous_s arrives that long after the previous request of its group finishes.
     shared = [None] * len(requests) if requests.shared_tokens is None else requests.shared_tokens.tolist()
     gaps = [math.nan] * len(requests) if requests.after_previous_s is None else requests.after_previous_s.tolist()
@@ -421,13 +422,15 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
             following[last[group]] = index
         last[group] = index
     continued = {i for i, j in following.items() if shared[j] is not None and shared[j] >= prompts[i]}
+    leaves = {i: shared[j] for i, j in following.items() if shared[j] is not None and i not in continued}
     next_turn = {i: j for i, j in following.items() if not math.isnan(gaps[j])}
     follows = set(next_turn.values())
     served_by: dict[int, Replica] = {}
 
     def admit(index: int, arrival_s: float, replica: Replica) -> None:
         seq = Sequence(index=index, arrival_s=arrival_s, prompt=prompts[index], output=outputs[index])
-        replica.state.kv.assign(index, groups[index], shared[index], continues=index in continued)
+        replica.state.kv.assign(index, groups[index], shared[index], continues=index in continued,
+                                leaves_tokens=leaves.get(index, 0))
         seq.computed = replica.state.kv.cached_prefix(index, seq.target)
         if index in next_turn:
             served_by[index] = replica

@@ -184,3 +184,20 @@ def test_a_trace_of_conversations_serves_as_the_conversations_themselves(costs):
     _, again = _conversations(costs, replicas=2, requests=traced)
     assert np.array_equal(again.records.finish_s, result.records.finish_s)
     assert again.prefix_found_tokens == result.prefix_found_tokens > 0
+
+
+def test_a_document_s_first_question_leaves_the_document_for_the_next_that_shares_it(costs):
+    """Questions on one 64-token document (four blocks), one at a time, as a trace writes them: the first shares
+    nothing with earlier requests (there are none), each later one shares the document. The first computes the
+    document and leaves its four blocks cached, so the two later questions each find all four (8 of 8 sought) and
+    compute only their own 16 tokens: by hand, 80 + 16 + 16 prompt tokens and one per further output token."""
+    requests = RequestSet(arrival_s=np.array([0.0, 1.0, 2.0]), prompt_tokens=np.array([80, 80, 80]),
+                          output_tokens=np.array([2, 2, 2]), prefix_group=np.array([9, 9, 9]),
+                          shared_tokens=np.array([0, 64, 64]))
+    memory = serving_memory(capacity_B=100 * BLOCK * KV_PER_TOKEN_B, weights_B=0.0, activations_B=0.0,
+                            kv_bytes_per_token=KV_PER_TOKEN_B, block_tokens=BLOCK)
+    pool = Pool(name="serve", role="serve", replicas=1, costs=costs, scheduler="chunked", limits=SchedulerLimits(),
+                memory=memory, idle_power_W=costs.device.idle_power_W)
+    result = serve_pools([pool], requests)
+    assert _found(result) == (8, 8)
+    assert _computed_tokens(result) == 80 + 16 + 16 + 3 * 1
