@@ -448,8 +448,9 @@ def _column(path: Path, rows: list[list[str]], row_numbers: list[int], name: str
     """One column as float64 whose cells hold what `kind` (_CELLS) allows, or an InputError naming the first bad row
     and its value; arrival times must not decrease."""
     cells = [row[index] for row in rows]
+    empty = [not cell.strip() for cell in cells]
     if kind == "gap":
-        cells = [cell if cell.strip() else "nan" for cell in cells]
+        cells = ["nan" if blank else cell for cell, blank in zip(cells, empty, strict=True)]
     try:
         values = np.array(cells, dtype=np.float64)
     except ValueError:
@@ -457,7 +458,7 @@ def _column(path: Path, rows: list[list[str]], row_numbers: list[int], name: str
     test, allowed = _CELLS[kind]
     bad = np.flatnonzero(~test(values))
     if kind == "gap":  # NaN stands for an empty cell only: text that is no number is refused
-        text = [i for i, cell in enumerate(cells) if cell != "nan" and math.isnan(values[i])]
+        text = [i for i, blank in enumerate(empty) if not blank and math.isnan(values[i])]
         bad = np.union1d(bad, np.array(text, dtype=np.int64))
     if bad.size:
         raise InputError(f"{path}: row {row_numbers[bad[0]]}, column {name}: found {cells[bad[0]][:40]!r}, "
@@ -499,6 +500,13 @@ def read_request_trace(path: str | Path) -> RequestSet:
     if group is None and (shared is not None or after is not None):
         raise InputError(f"{path}: found shared_tokens or after_previous_s without prefix_group, allowed: a "
                          f"prefix_group column beside them (whose earlier requests they refer to)")
+    if after is not None:
+        _, firsts = np.unique(group, return_index=True)
+        if (given := firsts[~np.isnan(after[firsts])]).size:
+            row = int(given.min())
+            raise InputError(f"{path}: row {row_numbers[row]}, column after_previous_s: found {after[row]:g} for the "
+                             f"first request of prefix_group {int(group[row])}, allowed: empty (a group's first "
+                             f"request arrives at its arrival time)")
     if shared is not None and np.any(bad := shared >= prompt):
         row = int(np.flatnonzero(bad)[0])
         raise InputError(f"{path}: row {row_numbers[row]}, column shared_tokens: found {int(shared[row])}, allowed: "

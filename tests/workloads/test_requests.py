@@ -251,6 +251,10 @@ BAD_TRACES = [  # file text, words the message must hold
      ["row 2", "after_previous_s", "'soon'", "seconds >= 0"]),
     ("prompt_tokens,output_tokens,prefix_group,after_previous_s\n10,1,0,-1\n", ["row 1", "after_previous_s", "'-1'"]),
     ("prompt_tokens,output_tokens,shared_tokens\n10,1,3\n", ["shared_tokens or after_previous_s without prefix_group"]),
+    ("prompt_tokens,output_tokens,prefix_group,after_previous_s\n10,1,0,\n10,1,4,2.5\n10,1,0,1\n",
+     ["row 2", "after_previous_s", "found 2.5", "first request of prefix_group 4", "empty"]),
+    ("prompt_tokens,output_tokens,prefix_group,after_previous_s\n10,1,0,\n10,1,0,nan\n",
+     ["row 2", "after_previous_s", "'nan'", "seconds >= 0"]),
 ]
 
 
