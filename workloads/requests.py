@@ -161,8 +161,11 @@ class RequestSet:
 
     @property
     def rate_per_s(self) -> float:
-        """Mean arrival rate (n - 1) / (last - first arrival); inf when all arrive together (or just one)."""
-        span = float(self.arrival_s[-1] - self.arrival_s[0])
+        """Mean arrival rate (n - 1) / (last - first arrival) of the n requests, the arrivals those at their
+        arrival_s (a later turn arrives after its previous one, whatever its arrival_s says, so conversations'
+        turns arrive at about this rate); inf when all arrive together (or just one)."""
+        timed = self.arrival_s if self.after_previous_s is None else self.arrival_s[np.isnan(self.after_previous_s)]
+        span = float(timed[-1] - timed[0]) if timed.size else 0.0
         return (len(self) - 1) / span if span > 0 else math.inf
 
     def scaled_to_rate(self, rate_per_s: float) -> RequestSet:

@@ -141,6 +141,18 @@ def test_head_rate_and_scaled_to_rate():
     assert requests.head(1).scaled_to_rate(2.0).arrival_s.tolist() == [0.0]
 
 
+def test_a_later_turn_s_arrival_s_leaves_the_rate_alone():
+    """Two conversations of two turns opening at 0 and 2 s: four requests over the openers' 2 s are 1.5 req/s by
+    hand, whatever arrival_s a later turn (which arrives after its previous answer) carries; scaled to 3 req/s the
+    second conversation opens at 1 s."""
+    for later_s in (2.0, 50.0):
+        requests = RequestSet(arrival_s=[0.0, 2.0, later_s, later_s], prompt_tokens=[10, 10, 30, 30],
+                              output_tokens=[5, 5, 5, 5], prefix_group=[0, 1, 0, 1], shared_tokens=[0, 0, 14, 14],
+                              after_previous_s=[np.nan, np.nan, 1.0, 1.0])
+        assert requests.rate_per_s == pytest.approx(1.5)
+        assert requests.scaled_to_rate(3.0).arrival_s[:2].tolist() == pytest.approx([0.0, 1.0])
+
+
 def test_request_set_arrays_are_read_only():
     requests = _sample(count=3)
     with pytest.raises(ValueError):
