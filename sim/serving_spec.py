@@ -242,6 +242,12 @@ class ServingSpec:
         if self.prefix_groups is not None and self.prefix_groups > 1 and not self.prefix_tokens:
             raise InputError(f"prefix_tokens: found 0 with prefix_groups {self.prefix_groups}, allowed: a length > 0 "
                              f"(each group's prefix)")
+        if self.disaggregated and (self.conversations or self.traced_turns):
+            given = (f"conversation_turns {self.conversation_turns}" if self.conversations else
+                     f"trace {self.trace!r}, whose after_previous_s gives conversations' later turns")
+            raise InputError(f"prefill_replicas: found {self.prefill_replicas} with {given}, allowed: 0 (a "
+                             f"conversation's next turn would be prefilled apart from the decode pool that holds its "
+                             f"context: not modeled)")
         if (self.prefix_tokens or self.conversations or self.traced_sharing) and self.groups > 1:
             given = (f"prefix_groups {self.groups}" if self.prefix_groups else
                      f"conversation_turns {self.conversation_turns}" if self.conversations else
@@ -249,8 +255,6 @@ class ServingSpec:
             for name, conflict, why in (
                     ("prefix_attention", self.cascade, "paged (cascade attention reads one prefix every sequence "
                      "shares; a batch of several groups' prefixes is not modeled)"),
-                    ("prefill_replicas", self.disaggregated and self.conversations, "0 (a conversation's next turn "
-                     "would be prefilled apart from the decode pool that holds its context: not modeled)"),
                     ("attention_placement", self.attends_apart and self.attention_placement == "hybrid",
                      "apart (a hybrid pool's model's devices hold one shared prefix: where several groups' prefixes "
                      "lie is not modeled)")):
@@ -335,6 +339,12 @@ class ServingSpec:
     def traced_sharing(self) -> bool:
         """Whether the requests come from a trace that gives each its shared tokens (shared_tokens)."""
         return bool(self.trace) and _trace(self.trace).shared_tokens is not None
+
+    @property
+    def traced_turns(self) -> bool:
+        """Whether the requests come from a trace whose after_previous_s gives a conversation's later turn."""
+        return bool(self.trace) and (after := _trace(self.trace).after_previous_s) is not None \
+            and not np.isnan(after).all()
 
     @property
     def conversations(self) -> bool:
