@@ -475,6 +475,22 @@ def _column(path: Path, rows: list[list[str]], row_numbers: list[int], name: str
     return values
 
 
+def _check_shared_within_previous(path: Path, row_numbers: list[int], group: np.ndarray, prompt: np.ndarray,
+                                  output: np.ndarray, shared: np.ndarray) -> None:
+    """A request shares with its group at most what the group's previous request cached: its prompt and all but its
+    last output token (an InputError naming the first row that shares more)."""
+    previous: dict[float, int] = {}
+    for row, label in enumerate(group.tolist()):
+        if label in previous:
+            before = previous[label]
+            cached = int(prompt[before] + output[before] - 1)
+            if shared[row] > cached:
+                raise InputError(f"{path}: row {row_numbers[row]}, column shared_tokens: found {int(shared[row])}, "
+                                 f"allowed: at most the {cached} tokens the previous request of its group (row "
+                                 f"{row_numbers[before]}) cached")
+        previous[label] = row
+
+
 def _as_float(cell: str) -> float:
     """float(cell), or NaN for text that is no number (the caller refuses it with its row)."""
     try:
@@ -514,6 +530,8 @@ def read_request_trace(path: str | Path) -> RequestSet:
         row = int(np.flatnonzero(bad)[0])
         raise InputError(f"{path}: row {row_numbers[row]}, column shared_tokens: found {int(shared[row])}, allowed: "
                          f"fewer than its prompt's {int(prompt[row])} tokens")
+    if shared is not None:
+        _check_shared_within_previous(path, row_numbers, group, prompt, output, shared)
     return RequestSet(arrival_s=np.zeros(len(rows)) if arrival is None else arrival, prompt_tokens=prompt,
                       output_tokens=output, source=f"trace {path.name}", has_arrivals=arrival is not None,
                       prefix_group=group, shared_tokens=shared, after_previous_s=after)

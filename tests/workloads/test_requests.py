@@ -263,6 +263,8 @@ BAD_TRACES = [  # file text, words the message must hold
      ["row 2", "after_previous_s", "'soon'", "seconds >= 0"]),
     ("prompt_tokens,output_tokens,prefix_group,after_previous_s\n10,1,0,-1\n", ["row 1", "after_previous_s", "'-1'"]),
     ("prompt_tokens,output_tokens,shared_tokens\n10,1,3\n", ["shared_tokens or after_previous_s without prefix_group"]),
+    ("prompt_tokens,output_tokens,prefix_group,shared_tokens\n300,200,0,0\n900,150,0,700\n",
+     ["row 2", "shared_tokens", "found 700", "at most the 499 tokens the previous request of its group (row 1)"]),
     ("prompt_tokens,output_tokens,prefix_group,after_previous_s\n10,1,0,\n10,1,4,2.5\n10,1,0,1\n",
      ["row 2", "after_previous_s", "found 2.5", "first request of prefix_group 4", "empty"]),
     ("prompt_tokens,output_tokens,prefix_group,after_previous_s\n10,1,0,\n10,1,0,nan\n",
