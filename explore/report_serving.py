@@ -219,8 +219,11 @@ def _styles(keys: list[tuple], knobs: list[str]) -> tuple[list[SeriesStyle], str
                             linestyle=STYLES[others.index(key[:where] + key[where + 1:])][0],
                             marker=STYLES[others.index(key[:where] + key[where + 1:])][1]) for key in keys], \
             "Color is the scheduler, line style and marker the rest (device, ...)."
-    return [SeriesStyle(color=f"C{i % 10}", linestyle=STYLES[i // 10 % len(STYLES)][0], marker="o")
-            for i in range(len(keys))], "Each design has a color of its own (the legend names it)."
+    # Past the ten colors, the line style and the marker tell a series from the one of its color (a point alone, at
+    # one rate, shows no line style).
+    return [SeriesStyle(color=f"C{i % 10}", linestyle=STYLES[i // 10 % len(STYLES)][0],
+                        marker=STYLES[i // 10 % len(STYLES)][1]) for i in range(len(keys))], \
+        "Each design has a color of its own, and past ten colors a marker (the legend names it)."
 
 
 def rate_series(rows: list[dict[str, Any]], metrics: Sequence[str],

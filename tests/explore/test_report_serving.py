@@ -16,7 +16,7 @@ from explore.metrics import metric_names
 from explore.plots_serving import timeline_figure, windowed_mean
 from explore.report import write_report
 from explore.report_detail import DETAIL_FILE
-from explore.report_serving import DESIGN_KNOBS, FIGURE_TITLES, detail_rows, rate_series, run_detail
+from explore.report_serving import DESIGN_KNOBS, FIGURE_TITLES, _styles, detail_rows, rate_series, run_detail
 from explore.rows import normalize_row
 from explore.sweep import load_sweep
 from sim.capacity import Capacity, RateVerdict, search_capacity
@@ -127,6 +127,15 @@ def test_the_caption_says_what_the_colors_tell_apart(rate_rows: list[dict]) -> N
     series, caption = rate_series(one, ("ttft_p99_s",))
     assert len(series) == 2 and len({s.style.color for s in series}) == 2
     assert "scheduler" not in caption and "a color of its own" in caption
+
+
+def test_past_ten_colors_every_series_still_draws_unlike_the_others() -> None:
+    """Sixteen designs on one scheduler: the 11th reuses the 1st's color, so its marker (a point alone at one rate
+    shows no line style) and line style tell it apart; no two series share color, marker and line style."""
+    styles, caption = _styles([("h100-sxm", "chunked", i) for i in range(16)], ["device", "scheduler", "replicas"])
+    drawn = {(s.color, s.marker, s.linestyle) for s in styles}
+    assert len(drawn) == 16 and styles[10].color == styles[0].color and styles[10].marker != styles[0].marker
+    assert "past ten colors a marker" in caption
 
 
 @pytest.mark.parametrize(("knob", "values"), [("memory_utilization", (0.5, 0.9)),
