@@ -207,7 +207,13 @@ def _rate_axis(ax: Axes, rates: np.ndarray, linear: bool = False) -> None:
 def rate_figure(series: Sequence[RateSeries], panels: Sequence[Panel]) -> Figure:
     """One panel per metric against the arrival rate (shared x), one line per series, limits as gray lines;
     a panel whose positive values span more than LOG_RANGE gets a log y axis."""
-    fig = Figure(figsize=(5.6 * len(panels) + 0.4, 4.4 + 0.2 * math.ceil(len(series) / 2)), layout="constrained")
+    handles = _series_handles(series)
+    if any(p.identity for p in panels):
+        handles.append(Line2D([], [], color=LIMIT_COLOR, lw=1.0, ls="-.", label="every request good (= arrival rate)"))
+    columns = _legend_columns([h.get_label() for h in handles])
+    # The panels keep their height whatever the legend below them takes: a row of it per 0.2 in.
+    fig = Figure(figsize=(5.6 * len(panels) + 0.4, 4.4 + 0.2 * math.ceil(len(handles) / columns)),
+                 layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False, sharex=True).ravel()
     rates = np.unique(np.concatenate([s.rate_per_s for s in series] or [np.zeros(0)]))
     rates = rates[np.isfinite(rates)]
@@ -234,11 +240,7 @@ def rate_figure(series: Sequence[RateSeries], panels: Sequence[Panel]) -> Figure
         ax.set_ylabel(panel.ylabel)
         ax.set_title(panel.title, fontsize=10)
         ax.grid(True, which="major", alpha=0.3)
-    handles = _series_handles(series)
-    if any(p.identity for p in panels):
-        handles.append(Line2D([], [], color=LIMIT_COLOR, lw=1.0, ls="-.", label="every request good (= arrival rate)"))
-    fig.legend(handles=handles, loc="outside lower center", ncols=_legend_columns([h.get_label() for h in handles]),
-               fontsize=8, frameon=False)
+    fig.legend(handles=handles, loc="outside lower center", ncols=columns, fontsize=8, frameon=False)
     return fig
 
 

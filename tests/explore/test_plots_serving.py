@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_rgba
 
-from explore.plots_serving import NOT_JUDGED_MARK, capacity_figure
+from explore.plots_serving import NOT_JUDGED_MARK, Panel, RateSeries, SeriesStyle, capacity_figure, rate_figure
 
 GROUPS = ["h100-sxm", "a100-sxm-80gb"]
 COLORS = {"chunked": "#d62728", "continuous": "#1f77b4"}
@@ -47,3 +49,21 @@ def test_capacities_without_verdicts_draw_as_before() -> None:
 def test_zero_capacity_not_judged_reads_none_with_the_mark() -> None:
     bars, labels, legend = _bars(capacity_figure(["l4"], {"chunked": [0.0]}, COLORS, {"chunked": [False]}))
     assert labels == [f"none{NOT_JUDGED_MARK}"] and "not judged" in legend[-1]
+
+
+def test_the_rate_panels_keep_their_height_however_long_the_legend() -> None:
+    """Sixteen designs with labels too long for two legend columns: the figure grows by the legend's rows, so the
+    panels keep the height they have with two designs (their y labels were clipped when it grew by half a row a
+    design)."""
+    def figure(count: int):
+        series = [RateSeries(label=f"l4 (sibling fit) / chunked / prefix_groups {i} / queue_policy fcfs and more words",
+                             style=SeriesStyle(color=f"C{i % 10}"), rate_per_s=np.array([4.0]),
+                             values={"goodput_rps": np.array([1.0])}, meets_slo=np.array([1.0])) for i in range(count)]
+        panels = [Panel(metric="goodput_rps", title="goodput", ylabel="goodput (requests/s meeting the SLO)")]
+        return rate_figure(series, panels)
+
+    def panel_height_in(fig) -> float:
+        FigureCanvasAgg(fig).draw()
+        return fig.axes[0].get_position().height * fig.get_size_inches()[1]
+
+    assert panel_height_in(figure(16)) >= 0.9 * panel_height_in(figure(2))
