@@ -44,13 +44,17 @@ def test_no_prefix_reports_no_hit_rate(evaluator):
     assert metrics["prefix_hit_rate"] != metrics["prefix_hit_rate"]  # NaN: nothing to find
 
 
+def _swept(folder, serving: str) -> list[dict]:
+    """The results rows of a serving sweep of the tiny model on an H100, 24 requests at 100/s, with `serving` lines."""
+    path = write_sweep(folder, f"name: swept\nmodel: {write_tiny_model(folder)}\ndevice: h100-sxm\nexecution: engine\n"
+                               f"serving:\n  requests: 24\n  rate: 100\n{serving}")
+    assert main([path, "--out", str(folder / "out"), "--quiet"]) == 0
+    return read_results(folder / "out")
+
+
 def test_a_sweep_compares_groups_and_orders(tmp_path, capsys):
-    model = write_tiny_model(tmp_path)
-    path = write_sweep(tmp_path, f"name: groups\nmodel: {model}\ndevice: h100-sxm\nexecution: engine\nserving:\n"
-                                 "  requests: 24\n  rate: 100\n  prompt: 96\n  output: 8\n  prefix_tokens: 64\n"
-                                 "  prefix_groups: [1, 6]\n  queue_policy: [fcfs, lpm]\n")
-    assert main([path, "--out", str(tmp_path / "out"), "--quiet"]) == 0
-    rows = read_results(tmp_path / "out")
+    rows = _swept(tmp_path, "  prompt: 96\n  output: 8\n  prefix_tokens: 64\n  prefix_groups: [1, 6]\n"
+                            "  queue_policy: [fcfs, lpm]\n")
     assert sorted((row["prefix_groups"], row["queue_policy"]) for row in rows) == [
         (1, "fcfs"), (1, "lpm"), (6, "fcfs"), (6, "lpm")]
     assert all(0 < row["prefix_hit_rate"] <= 1 for row in rows)
@@ -157,12 +161,8 @@ def test_conversations_find_their_context_where_memory_keeps_it(evaluator):
 
 
 def test_a_sweep_compares_conversations_and_independent_requests(tmp_path, capsys):
-    model = write_tiny_model(tmp_path)
-    path = write_sweep(tmp_path, f"name: chat\nmodel: {model}\ndevice: h100-sxm\nexecution: engine\nserving:\n"
-                                 "  requests: 24\n  rate: 100\n  prompt: 40\n  output: 8\n"
-                                 "  conversation_turns: [1, 3]\n  think_s: 0.5\n")
-    assert main([path, "--out", str(tmp_path / "out"), "--quiet"]) == 0
-    rows = sorted(read_results(tmp_path / "out"), key=lambda row: row["conversation_turns"])
+    rows = sorted(_swept(tmp_path, "  prompt: 40\n  output: 8\n  conversation_turns: [1, 3]\n  think_s: 0.5\n"),
+                  key=lambda row: row["conversation_turns"])
     assert [row["conversation_turns"] for row in rows] == [1, 3]
     assert rows[0]["think_s"] in (None, "") and rows[1]["think_s"] == 0.5  # one turn reads no think time
     assert rows[0]["prefix_hit_rate"] != rows[0]["prefix_hit_rate"] and rows[1]["prefix_hit_rate"] == 1.0
