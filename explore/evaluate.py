@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from explore.design_point import DesignPoint
+from explore.knobs import knob
 from explore.metrics import TIME_CLASSES, add_derived
 from explore.point_values import check_point_values
 from hw_models.gpu_efficiency import calibration_label
@@ -716,9 +717,11 @@ class Evaluator:
             raise InputError("prefix_attention: found 'cascade' with a KV policy (retrieval_heads, topk_fraction or a "
                              "kv_budget_method other than streaming), allowed: paged (a policy keeps tokens of its own "
                              "choosing, so the sequences share no prefix to read once)")
-        if point.knob("offload") != "none":
-            raise InputError(f"offload: found {point.knob('offload')!r} with serving:, allowed: none (offloading in a "
-                             f"serving run is not modeled; a static batch offloads)")
+        for name, why in STATIC_ONLY_KNOBS:
+            default = knob(name).default
+            if point.knob(name) != default:
+                allowed = f"{default:g}" if isinstance(default, float) else default
+                raise InputError(f"{name}: found {point.knob(name)!r} with serving:, allowed: {allowed} ({why})")
         if point.serving.attends_apart:
             self._check_attention(point)
         pools = [(point.device, ())] + ([(point.serving.prefill_device, point.prefill_overrides)]
@@ -730,14 +733,6 @@ class Evaluator:
             where = f"pp {point.pp}" if point.pp > 1 else f"attention_device {point.serving.attention_device!r}"
             raise InputError(f"overlap: found {point.knob('overlap')!r} with {where}, allowed: none (token splitting "
                              f"on one stage of devices that run their own attention)")
-        if point.knob("exit_depth") != 1.0:
-            raise InputError(f"exit_depth: found {point.knob('exit_depth')} with serving:, allowed: 1 (layer skipping "
-                             f"is priced in static batches; a serving iteration mixing prefill and skipping decode "
-                             f"tokens is not modeled yet)")
-        if point.knob("prompt_kept") != 1.0:
-            raise InputError(f"prompt_kept: found {point.knob('prompt_kept')} with serving:, allowed: 1 (prompt-token "
-                             f"pruning is priced in static batches; a serving iteration's prefill chunks with pruned "
-                             f"layers are not modeled yet)")
 
     def _check_attention(self, point: DesignPoint) -> None:
         """Attention on devices of its own (sim/attention_pool.py) runs a plain decode on one stage of model devices,
@@ -912,6 +907,16 @@ def _weight_bytes(param_bytes: float, fmt: NumericFormat, device, config: ModelC
     if scale is None:  # `scale`: stored_weight_scale(fmt, config), where the caller holds it
         scale = stored_weight_scale(fmt, config) if config is not None else fmt.stored_weight_scale()
     return param_bytes * scale * (fmt.sparse_weight_scale if fmt.sparsity in device.sparsity_patterns else 1.0)
+
+
+# Knobs priced in static batches only, each with why: a serving point that sets one off its default is refused.
+STATIC_ONLY_KNOBS = (
+    ("offload", "offloading in a serving run is not modeled; a static batch offloads"),
+    ("exit_depth", "layer skipping is priced in static batches; a serving iteration mixing prefill and skipping "
+     "decode tokens is not modeled yet"),
+    ("prompt_kept", "prompt-token pruning is priced in static batches; a serving iteration's prefill chunks with "
+     "pruned layers are not modeled yet"),
+)
 
 
 def _routed_experts(cfg: ModelConfig, fmt: NumericFormat, batch: int, prompt: int) -> RoutedExperts:

@@ -153,15 +153,6 @@ def test_offloading_on_a_device_without_a_host_link_is_refused_before_anything_r
     evaluator.check_point(point70b("neupims", offload="weights", host_link="pcie4-x16"))
 
 
-def test_serving_with_offload_is_refused(evaluator):
-    from sim.serving_spec import ServingSpec
-
-    point = DesignPoint(model="llama-2-7b", device="h100-sxm", batch=1, prompt=128, output=16,
-                        serving=ServingSpec(), knobs=(("offload", "weights"),))
-    with pytest.raises(InputError, match=r"offload: found 'weights' with serving:, allowed: none"):
-        evaluator.evaluate(point)
-
-
 def test_a_selection_streams_only_what_it_reads_from_an_offloaded_cache(evaluator):
     """Llama-2-7B, batch 16 x 3,968 tokens, on an A100 cut to 40 GB: part of the KV cache lives in host memory and
     crosses PCIe 4.0 every decode step. Double Sparsity at 1/16 reads its labels (1/16 of the cache) and 1/16 of the

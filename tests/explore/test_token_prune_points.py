@@ -76,13 +76,7 @@ def test_blocks_agree_with_the_reference(deep_config, tiny_evaluator):
 
 
 def test_what_is_not_modeled_is_refused(tiny_config, tiny_evaluator):
-    from sim.serving_spec import ServingSpec
-    from workloads.requests import Fixed
-
-    spec = ServingSpec(requests=4, rate_per_s=20.0, prompt=Fixed(tokens=40), output=Fixed(tokens=4))
-    with pytest.raises(InputError, match="prompt_kept: found 0.5 with serving"):
-        tiny_evaluator.evaluate(DesignPoint(model=tiny_config, device="h100-sxm", batch=spec.max_seqs, prompt=0,
-                                            output=0, serving=spec, knobs=(("prompt_kept", 0.5),)))
+    """(Serving points: tests/explore/test_static_only_knobs.py.)"""
     with pytest.raises(InputError, match="prompt_kept: found 0.5 with pp > 1"):
         tiny_evaluator.evaluate(point(tiny_config, 0.5, pp=2))
 
