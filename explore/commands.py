@@ -506,7 +506,10 @@ def _assumptions(point: DesignPoint, device) -> str:
                     f"under measured NCCL times, so compare it with fitted links under --roofline")
 
         collectives = []  # how the collectives the point runs are priced: tp's all-reduces, the stages' sends
-        if point.tp > 1:
+        data_parallel = point.knob("attention_parallel") == "data"
+        if data_parallel:
+            collectives.append(priced("all_to_all", "dispatch and combine all-to-alls"))
+        elif point.tp > 1:
             nccl = priced("all_reduce", "all-reduce")
             if device.allreduce == "star":
                 nccl = (f"star all-reduce (a master gathers every buffer and sends back the sum: 2 (n-1) S / B + 2 "
@@ -536,8 +539,9 @@ def _assumptions(point: DesignPoint, device) -> str:
         fitted_link = "; ".join(collectives)
         stages = (f" in {point.pp} pipeline stages" if point.pp > 1 else "") + (
             f", experts spread over the {point.ep} devices" if point.ep > 1 else "")
-        system = (f"{point.tp * point.pp} x {point.device}, {point.tp}-way tensor parallel{stages} over "
-                  f"{link.spec.name} ({fitted_link}); ")
+        layout = (f"{point.tp} data-parallel attention ranks, experts spread over them" if data_parallel else
+                  f"{point.tp}-way tensor parallel{stages}")
+        system = f"{point.tp * point.pp} x {point.device}, {layout} over {link.spec.name} ({fitted_link}); "
         device = device.device
     else:
         system = ""

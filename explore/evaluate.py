@@ -18,6 +18,7 @@ from hw_models.registry import load_device
 from hw_models.system import SystemModel, SystemPrice
 from kernels.block_estimate import with_estimate
 from kernels.block_sparse import PrefillSelection
+from kernels.data_parallel import dispatch_bytes_per_token, replicated_weight_share
 from kernels.early_exit import decode_kv_share, skip_layers
 from kernels.formats import NumericFormat
 from kernels.fusion import ENGINE, fuse
@@ -43,6 +44,7 @@ from sim.analytic import evaluate as evaluate_analytic
 from sim.attention_pool import AttentionPool, sent_bytes_per_token
 from sim.capacity import CAPACITY_METRICS, RateVerdict, rate_verdict, search_capacity
 from sim.costs import IterationCostModel
+from sim.data_parallel import ExpertRanks
 from sim.engine import simulate
 from sim.kv_cache import shared_prefix_tokens
 from sim.memory import MemoryFootprint, batch_footprint, infeasible_reason
@@ -233,9 +235,12 @@ class Evaluator:
         spec = point.serving
         attends_apart = attention and spec is not None and spec.attends_apart
         key = (point.model, fmt, point.device, point.overrides, point.use_calibration, point.execution, point.tp,
-               point.link, point.link_overrides, point.ep, point.knob("allreduce"), point.pp, point.knob("overlap")) + (
+               point.link, point.link_overrides, point.ep, point.knob("allreduce"), point.pp, point.knob("overlap"),
+               point.knob("attention_parallel")) + (
             (spec.attention_device, spec.attention_devices, spec.pool_link, spec.attention_micro_batches,
              point.attention_overrides, spec.attention_placement) if attends_apart else ())
+        if key not in self._cost_models and point.knob("attention_parallel") == "data":
+            self._cost_models[key] = self._data_parallel_costs(point, fmt)
         if key not in self._cost_models:
             template = self.template(point.model, fmt, point.tp, point.ep, fusion_of(point.execution))
             self._cost_models[key] = IterationCostModel(self.point_device(point), template, execution=point.execution,
@@ -245,6 +250,18 @@ class Evaluator:
                                                         attention=self.attention_pool(point, fmt) if attends_apart
                                                         else None, overlap=point.knob("overlap"))
         return self._cost_models[key]
+
+    def _data_parallel_costs(self, point: DesignPoint, fmt: NumericFormat) -> IterationCostModel:
+        """The cost model of a data-parallel replica (sim/data_parallel.py) on the system of its tp devices: each rank's
+        device runs the model's rows but the experts', unsharded; every device its experts (ep = tp); the link the
+        all-to-alls between them."""
+        cfg, fusion = self.config(point.model), fusion_of(point.execution)
+        whole = self.template(point.model, fmt, 1, 1, fusion)
+        spread = self.template(point.model, fmt, point.tp, point.tp, fusion)
+        experts = ExpertRanks(system=self.point_device(point), template=spread.select_rows(spread.expert_mask),
+                              dispatch_B_per_token=dispatch_bytes_per_token(cfg, point.tp), moe_layers=cfg.num_layers)
+        return IterationCostModel(experts.system, whole.select_rows(~whole.expert_mask), execution=point.execution,
+                                  kv_bucket_tokens=KV_BUCKET_TOKENS, experts=experts)
 
     def attention_pool(self, point: DesignPoint, fmt: NumericFormat) -> AttentionPool:
         """The attention devices of a serving point's replica (sim/attention_pool.py): its spec's attention_devices of
@@ -314,22 +331,25 @@ class Evaluator:
         if point.knob("exit_depth") != 1.0 and point.serving is None:
             self._check_exit_depth(point)
         if point.serving is None:
-            self._check_static_overlap(point)
+            self._check_serving_only(point)
         if point.knob("prompt_kept") != 1.0 and point.serving is None:
             self._check_prompt_kept(point)
         if point.knob("spec_draft"):
             self._check_draft(point)
 
     @staticmethod
-    def _check_static_overlap(point: DesignPoint) -> None:
-        if point.knob("overlap") != "none":
-            raise InputError(f"overlap: found {point.knob('overlap')!r} in a static batch, allowed: none (token "
-                             f"splitting is priced in serving iterations: add serving:, or --serving)")
+    def _check_serving_only(point: DesignPoint) -> None:
+        """A static batch refuses the knobs priced in serving iterations only (SERVING_ONLY_KNOBS)."""
+        for name, why in SERVING_ONLY_KNOBS:
+            default = knob(name).default
+            if point.knob(name) != default:
+                raise InputError(f"{name}: found {point.knob(name)!r} in a static batch, allowed: {default} ({why}: "
+                                 f"add serving:, or --serving)")
 
     def _evaluate_static(self, point: DesignPoint, event_sim: bool, timeline: bool,
                          price_infeasible: bool) -> Evaluation:
         """A static batch of the point's batch, prompt and output on its device (or system)."""
-        self._check_static_overlap(point)
+        self._check_serving_only(point)
         if point.knob("offload") != "none":
             self._check_offload(point)
         device = self.point_device(point)
@@ -638,11 +658,14 @@ class Evaluator:
         point = pool_point(point, device_name, own)
         device, costs = self.point_device(point), self.cost_model(point, fmt, attention=role != "prefill")
         limits = spec.limits()
-        weights_B = _weight_bytes(costs.template.param_bytes, fmt, device, cfg)
+        ranks = 1 if costs.experts is None else costs.experts.ranks
+        # Data-parallel ranks each hold the weights but the experts' (kernels/data_parallel.py).
+        weights_B = _weight_bytes(costs.template.param_bytes * replicated_weight_share(cfg, ranks), fmt, device, cfg)
         attention = costs.attention
-        # The KV heads are split over the devices attending: the model's tp, or the attention devices.
+        # The KV heads are split over the devices attending: the model's tp, or the attention devices; a data-parallel
+        # rank holds its sequences' KV whole.
         kv_per_token_B = cfg.kv_bytes_per_token() * fmt.kv_scale * kv_replication(
-            cfg, point.tp if attention is None else attention.devices)
+            cfg, 1 if ranks > 1 else point.tp if attention is None else attention.devices)
         speculation = self._serving_speculation(point, fmt, role, device)
         if speculation is not None:  # the KV of every verified token is written before acceptance is known
             limits = replace(limits, lookahead_slots=speculation.speculation.verified - 1)
@@ -654,9 +677,9 @@ class Evaluator:
         elif speculation is not None:
             weights_B += _medusa_heads_B(costs.template.param_bytes, cfg, point.knob("spec_tokens"), fmt, device,
                                          point.tp)
-        # Each pipeline stage holds the activations of the iteration it runs.
+        # Each pipeline stage, and each data-parallel rank, holds the activations of the iteration it runs.
         budget = make_scheduler(spec.scheduler, limits).token_budget()
-        activations_B = costs.template.activation_bytes(budget) * point.pp
+        activations_B = costs.template.activation_bytes(budget) * point.pp * ranks
         # device.memory_bytes: every device of the replica (tp x pp), of which the engine may use memory_share.
         memory = serving_memory(capacity_B=device.memory_bytes, weights_B=weights_B, activations_B=activations_B,
                                 kv_bytes_per_token=kv_per_token_B, block_tokens=spec.block_tokens,
@@ -672,8 +695,9 @@ class Evaluator:
                     prefix_tokens=0 if role == "decode" and spec.groups > 1 else spec.prefix_tokens,
                     prefix_groups=spec.groups, cascade=spec.cascade,
                     window=self.kv_window(point),
-                    swap_bandwidth_Bps=self._swap_bandwidth_Bps(point, device),
-                    speculation=speculation, seed=spec.seed, stages=point.pp)
+                    # A data-parallel rank swaps its own sequences over its own device's host link.
+                    swap_bandwidth_Bps=None if (swap := self._swap_bandwidth_Bps(point, device)) is None else
+                    swap / ranks, speculation=speculation, seed=spec.seed, stages=point.pp, ranks=ranks)
 
     def _swap_bandwidth_Bps(self, point: DesignPoint, device) -> float | None:
         """What a replica's swap preemption moves per second (None: it recomputes): each of its tp x pp devices swaps
@@ -729,10 +753,30 @@ class Evaluator:
         for name, own in pools:
             on_pool = pool_point(point, name, own)
             self._swap_bandwidth_Bps(on_pool, self.point_device(on_pool))  # a pool's link to swap over
+        if point.knob("attention_parallel") == "data":
+            self._check_data_parallel(point)
         if point.knob("overlap") != "none" and (point.pp > 1 or point.serving.attends_apart):
             where = f"pp {point.pp}" if point.pp > 1 else f"attention_device {point.serving.attention_device!r}"
             raise InputError(f"overlap: found {point.knob('overlap')!r} with {where}, allowed: none (token splitting "
                              f"on one stage of devices that run their own attention)")
+
+    @staticmethod
+    def _check_data_parallel(point: DesignPoint) -> None:
+        """Data-parallel attention (sim/data_parallel.py) runs its ranks on one stage of devices that attend
+        themselves, decoding plainly and all-reducing nothing (InputError otherwise)."""
+        spec = point.serving
+        for value, what in (
+                (point.pp > 1, f"pp {point.pp}, allowed: 1 (the ranks on one pipeline stage)"),
+                (spec.attends_apart, f"attention_device {spec.attention_device!r}, allowed: none (the ranks attend "
+                 f"to their own sequences)"),
+                (point.knob("overlap") != "none", f"overlap {point.knob('overlap')!r}, allowed: none (the ranks "
+                 f"all-reduce nothing to overlap)"),
+                (point.knob("allreduce") != "nccl", f"allreduce {point.knob('allreduce')!r}, allowed: nccl (the ranks "
+                 f"all-reduce nothing: their MoE layers exchange tokens by all-to-all)"),
+                (bool(point.knob("spec_draft")), f"spec_draft {point.knob('spec_draft')!r}, allowed: none "
+                 f"(speculative decoding on data-parallel ranks is not modeled)")):
+            if value:
+                raise InputError(f"attention_parallel: found 'data' with {what}")
 
     def _check_attention(self, point: DesignPoint) -> None:
         """Attention on devices of its own (sim/attention_pool.py) runs a plain decode on one stage of model devices,
@@ -807,7 +851,7 @@ class Evaluator:
             for pool in pools:
                 scheduler = make_scheduler(pool.scheduler, pool.limits)
                 memory_reason = serving_memory_reason(pool.memory, requests, scheduler, spec.prefix_tokens,
-                                                      self.kv_window(point), engines=pool.stages)
+                                                      self.kv_window(point), engines=pool.engines)
                 cached = shared_prefix_tokens(spec.prefix_tokens, pool.memory.block_tokens)
                 reason = memory_reason or serving_budget_reason(requests, scheduler, cached)
                 if reason:
@@ -909,6 +953,11 @@ def _weight_bytes(param_bytes: float, fmt: NumericFormat, device, config: ModelC
     return param_bytes * scale * (fmt.sparse_weight_scale if fmt.sparsity in device.sparsity_patterns else 1.0)
 
 
+# Knobs priced in serving iterations only, each with why: a static batch that sets one off its default is refused.
+SERVING_ONLY_KNOBS = (
+    ("overlap", "token splitting is priced in serving iterations"),
+    ("attention_parallel", "data-parallel ranks run their own batches in lockstep in serving iterations"),
+)
 # Knobs priced in static batches only, each with why: a serving point that sets one off its default is refused.
 STATIC_ONLY_KNOBS = (
     ("offload", "offloading in a serving run is not modeled; a static batch offloads"),

@@ -32,6 +32,7 @@ from typing import Any, Literal
 from explore.quality import ANY_METHOD, methods
 from explore.registry import Registry
 from hw_models.link import load_link
+from kernels.data_parallel import ATTENTION_PARALLELISMS
 from kernels.formats import (
     ACT_TYPES,
     ALLOWED_BITS,
@@ -516,6 +517,13 @@ register(Knob(name="overlap", type=str, section="parallel", scope="system", defa
               help="how a serving iteration on tp devices overlaps its all-reduces with compute: none, or token_split "
               "(TokenWeave: the tokens in two halves, one half's all-reduces beside the other's compute, where that "
               "is faster; serving runs only)"))
+# How an MoE model's attention and dense layers are split over the tp devices (kernels/data_parallel.py).
+register(Knob(name="attention_parallel", type=str, section="parallel", scope="system", default="tensor",
+              allowed=ATTENTION_PARALLELISMS, only_with=("tp",), label="attention parallelism",
+              help="how an MoE model's attention and dense layers use the tp devices: tensor (Megatron sharding, "
+              "all-reduces) or data (each device its own sequences whole, the experts spread over the devices, ep = "
+              "tp, tokens dispatched and combined by two all-to-alls per MoE layer: SGLang's DP attention, vLLM's "
+              "data parallel with expert parallel; serving runs only)"))
 # ---- serving (serving:): ServingSpec fields, in ServingSpec.columns() order ----------------------------------
 _SPEC = ServingSpec()
 for _name, _type, _help, _kw in (

@@ -263,13 +263,15 @@ for _stat in ("p50", "p99"):
        f"speculative step accepts together)",
        section="serving")
 _m("mean_batch_size", "mean batch size", "", None,
-   "sequences per iteration, averaged over busy time (on pipeline stages: of an engine's iterations)",
+   "sequences per iteration, averaged over busy time (on pipeline stages or data-parallel ranks: an engine's)",
    section="serving")
 _m("kv_utilization_mean", "mean KV-cache utilization", "", None,
-   "fraction of the KV blocks in use, averaged over iterations (on pipeline stages: of each engine's share)",
+   "fraction of the KV blocks in use, averaged over iterations (on pipeline stages or data-parallel ranks: of each "
+   "engine's share)",
    section="serving")
 _m("kv_utilization_max", "peak KV-cache utilization", "", None,
-   "largest fraction of the KV blocks in use (on pipeline stages: of an engine's share)", section="serving")
+   "largest fraction of the KV blocks in use (on pipeline stages or data-parallel ranks: of an engine's share)",
+   section="serving")
 _m("swap_s", "swap", "s", "min", "time spent moving preempted KV to host memory and back", section="serving")
 _m("prefix_hit_rate", "prefix hit rate", "", "max",
    "share of the admissions' prefix tokens (a recompute's included) found cached: vLLM's prefix-cache hit rate "

@@ -18,6 +18,7 @@ from explore.format_checks import check_format, format_knob_names
 from explore.knobs import KNOBS, knobs, off_words
 from explore.pool_what_ifs import POOL_WHAT_IFS
 from hw_models.device import EXECUTION_MODES
+from kernels.data_parallel import check_data_parallel_attention
 from kernels.kv_eviction import STREAMING
 from kernels.kv_policy import budget_error
 from kernels.parallel import check_expert_parallel, check_pipeline_parallel, check_tensor_parallel
@@ -88,6 +89,11 @@ def check_point_values(point: DesignPoint, config: ModelConfig, name: Callable[[
         check_expert_parallel(config, point.ep, point.tp)
     except ValueError as err:
         raise InputError(f"{name('ep')}: {err}") from None
+    if point.knob("attention_parallel") == "data":
+        try:
+            check_data_parallel_attention(config, point.tp, point.ep)
+        except ValueError as err:
+            raise InputError(f"{name('attention_parallel')}: {err}") from None
     typed = (point.weight_bits, point.act_bits, point.kv_bits, point.sparsity)
     parts = tuple((knob, value) for knob, value in point.knobs if KNOBS[knob].applies == "format")
     try:

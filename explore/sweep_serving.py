@@ -229,6 +229,8 @@ class Parallel(Strict):
     link: one_or_more(str) = "default"  # a link preset or path; 'default': the device's own interconnect
     allreduce: one_or_more(knob_type(KNOBS["allreduce"])) = "nccl"  # NCCL's, or an engine's custom kernels
     overlap: one_or_more(knob_type(KNOBS["overlap"])) = "none"  # all-reduces beside compute (serving iterations)
+    # an MoE model's attention and dense layers: tensor-parallel, or data-parallel beside spread experts
+    attention_parallel: one_or_more(knob_type(KNOBS["attention_parallel"])) = "tensor"
 
 
 def serving_dimensions(serving: Serving) -> dict[str, list]:

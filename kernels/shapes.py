@@ -74,6 +74,7 @@ SPAN_MODEL, SPAN_EVERY, SPAN_FIRST, SPAN_REST = range(4)
 PLACE_HEAD, PLACE_LAYERS, PLACE_TAIL = range(3)
 _ATTENTION = (KIND_CODE[KernelKind.ATTENTION_PREFILL], KIND_CODE[KernelKind.ATTENTION_DECODE])
 _MOE = KIND_CODE[KernelKind.MOE]
+_COLLECTIVES = (KIND_CODE[KernelKind.ALL_REDUCE], KIND_CODE[KernelKind.SEND_RECV])
 # balanced_routing per (tokens, top-k, experts, held): the same few arguments every iteration of a serving run.
 _routing = lru_cache(maxsize=4096)(balanced_routing)
 
@@ -358,6 +359,20 @@ class StepTemplate:
         count = np.select([self.span == SPAN_EVERY, self.span == SPAN_REST],
                           [self.count * layers / self.attention_layers, rest], self.count)
         return replace(self, count=count, attention_layers=layers)
+
+    @property
+    def expert_mask(self) -> np.ndarray:
+        """Per unique row: whether it is a routed expert's kernel (or a fused MoE layer's, all its experts in one); a
+        collective after an expert's last kernel (an expert-parallel layer's all-reduce) is not."""
+        return ((self.expert >= 0) | (self.linear.kind == _MOE)) & ~np.isin(self.linear.kind, _COLLECTIVES)
+
+    def select_rows(self, keep: np.ndarray) -> StepTemplate:
+        """The template of only the unique rows where `keep` is true (its attention rows unchanged): the part of an
+        iteration one kind of device runs, as data-parallel attention runs the experts apart from the rest
+        (sim/costs.py)."""
+        return replace(self, linear=self.linear.select(keep), coef={name: c[keep] for name, c in self.coef.items()},
+                       expert=self.expert[keep], general_layout=self.general_layout[:, keep], count=self.count[keep],
+                       span=self.span[keep])
 
     def activation_bytes(self, tokens: int) -> float:
         """Peak live activations of an iteration of `tokens` tokens (affine in tokens between the traces)."""

@@ -13,6 +13,10 @@ an iteration may run as sub-batches that take turns on the units (sim/interleave
 On tensor-parallel devices an iteration may run as two token halves, one half's all-reduces on the link while the other
 half computes (`overlap` token_split: TokenWeave), where that finishes sooner.
 
+With data-parallel attention (`experts`: sim/data_parallel.py) an iteration is the ranks' shapes run in lockstep
+(price_ranks): each rank's dense part on its device, the experts on every device, the tokens exchanged by all-to-alls;
+a single shape is one rank's iteration beside idle ranks.
+
 On `stages` pipeline stages an iteration passes each stage in turn: a stage runs its share of the decoder layers
 (kernels/shapes.py StepTemplate.stage_table) on its own devices and host, then sends the hidden state of every
 token to the next stage (kernels/parallel.py stage_send_bytes_per_token, as pipeline_sends prices a static
@@ -31,6 +35,7 @@ from kernels.parallel import collective_kernel
 from kernels.shapes import PLACE_HEAD, PLACE_LAYERS, PLACE_TAIL, StepShape, StepTemplate
 from kernels.table import KIND_CODE, KernelTable
 from sim.attention_pool import AttentionPool, disaggregated_time_s, hybrid_time_s
+from sim.data_parallel import ExpertRanks
 from sim.interleave import interleaved_schedule
 from sim.step_costs import HOST_WAIT, host_stall_s, pass_execution
 
@@ -61,12 +66,14 @@ class IterationCostModel:
 
     def __init__(self, device, template: StepTemplate, *, execution: str = "eager", kv_bucket_tokens: int = 0,
                  stages: int = 1, send_B_per_token: float = 0.0, attention: AttentionPool | None = None,
-                 overlap: str = "none"):
+                 overlap: str = "none", experts: ExpertRanks | None = None):
         """`stages`: pipeline stages, each sending `send_B_per_token` bytes per token to the next
         (kernels/parallel.py stage_send_bytes_per_token); `attention`: the devices that run the attention apart
         from the model's (sim/attention_pool.py; None: the model's devices run it); `overlap` (OVERLAPS): token_split
         runs an iteration as two token halves whose all-reduces overlap the other half's compute, where that finishes
-        sooner (one stage, attention on the model's devices)."""
+        sooner (one stage, attention on the model's devices); `experts`: the experts of a data-parallel replica, whose
+        experts' rows `template` lacks (sim/data_parallel.py; one stage, no attention pool,
+        no overlap; `device` is then the system of the ranks' devices)."""
         if kv_bucket_tokens < 0:
             raise ValueError(f"kv_bucket_tokens: found {kv_bucket_tokens}, allowed: an integer >= 0")
         if stages != 1 and not (1 < stages <= template.attention_layers and send_B_per_token > 0):
@@ -86,7 +93,14 @@ class IterationCostModel:
                              f"allowed: one of {', '.join(OVERLAPS)}; token_split on one stage without an attention "
                              f"pool")
         self.overlap = overlap
+        if experts is not None and (stages > 1 or attention is not None or overlap != "none"):
+            raise ValueError(f"experts: found data-parallel ranks with {stages} stages, attention pool "
+                             f"{attention is not None}, overlap {overlap!r}, allowed: one stage, no attention pool, "
+                             f"no overlap")
+        self.experts = experts
         self._memo: dict[tuple, IterationCost] = {}
+        self._rank_memo: dict[tuple, tuple[_Priced, float]] = {}
+        self._expert_memo: dict[tuple[int, bool], tuple[_Priced, float]] = {}
 
     @property
     def shapes_priced(self) -> int:
@@ -144,10 +158,63 @@ class IterationCostModel:
                          decode_shared_kv=shared, decode_shared_seqs=sharing, prefill_scored_share=scored_share,
                          prefill_score_B=score_B)
 
+    def price_ranks(self, shapes: tuple[StepShape, ...]) -> IterationCost:
+        """The cost of one lockstep iteration of a data-parallel replica whose working ranks run `shapes` (the others
+        nothing): sim/data_parallel.py's bound. Each rank's part and the experts' are memoized by shape bucket."""
+        experts = self.experts
+        parts = [self._rank_part(shape) for shape in shapes]
+        decode_only = not any(shape.prefill_seqs for shape in shapes)
+        routed, routed_kernels = self._experts_part(sum(shape.tokens for shape in shapes), decode_only)
+        exchange_s = 2 * experts.moe_layers * experts.exchange_s(max(shape.tokens for shape in shapes))
+        shared_s = float(routed.stage_s[0]) + exchange_s
+        shared_kernels = routed_kernels + 2 * experts.moe_layers
+        slowest, slowest_s, slowest_wait = None, -1.0, 0.0
+        for shape, (part, kernels) in zip(shapes, parts, strict=True):
+            device_s = float(part.stage_s[0]) + shared_s
+            mode = pass_execution(self.execution, decode_only=shape.prefill_seqs == 0)
+            wait_s = float(host_stall_s(dispatch_s(self.device, mode) * (kernels + shared_kernels), device_s))
+            if device_s + wait_s > slowest_s:
+                slowest, slowest_s, slowest_wait = part, device_s + wait_s, wait_s
+        class_time = slowest.class_time_s + routed.class_time_s
+        class_time[KERNEL_CLASS_NAMES.index("communication")] += exchange_s
+        class_time[-1] += slowest_wait
+        return IterationCost(time_s=slowest_s, compute_J=routed.compute_J + sum(p.compute_J for p, _ in parts),
+                             memory_J=routed.memory_J + sum(p.memory_J for p, _ in parts), class_time_s=class_time,
+                             stage_time_s=(slowest_s,))
+
+    def _rank_part(self, shape: StepShape) -> tuple[_Priced, float]:
+        """One rank's dense part (every row but the experts', on its device, its host's wait left out) and its kernel
+        count; a shared prefix cascaded where that is the faster, as _price decides."""
+        key = self._bucket(shape)
+        if key not in self._rank_memo:
+            shape = self._representative(key)
+            options = [shape, shape.paged()] if shape.decode_shared_seqs else [shape]
+            priced = []
+            for option in options:
+                table, counts = self.template.stage_table(option, 1)
+                mode = pass_execution(self.execution, decode_only=option.prefill_seqs == 0)
+                priced.append((_price_rows_waitless(self.experts.system.device, table, counts, mode),
+                               float(counts.sum())))
+            self._rank_memo[key] = min(priced, key=lambda part: float(part[0].stage_s[0]))
+        return self._rank_memo[key]
+
+    def _experts_part(self, tokens: int, decode_only: bool) -> tuple[_Priced, float]:
+        """Every device's experts on the tokens of all ranks (its energy every device's) and one device's kernel
+        count."""
+        key = (tokens, decode_only)
+        if key not in self._expert_memo:
+            experts = self.experts
+            table, counts = experts.template.stage_table(StepShape(prefill_tokens=tokens, positions=1), 1)
+            mode = pass_execution(self.execution, decode_only=decode_only)
+            self._expert_memo[key] = (_price_rows_waitless(experts.system, table, counts, mode), float(counts.sum()))
+        return self._expert_memo[key]
+
     def _price(self, shape: StepShape) -> IterationCost:
         """An iteration's cost; one that may cascade a shared prefix (StepShape.decode_shared_kv) does where that is
         the cheaper, as an engine decides per step (vLLM's use_cascade_attention weighs the two), else reads it per
-        sequence."""
+        sequence. A data-parallel replica's single shape is one rank's, the others idle."""
+        if self.experts is not None:
+            return self.price_ranks((shape,))
         cost = self._price_kernels(shape)
         if shape.decode_shared_seqs:
             paged = self._price_kernels(shape.paged())
@@ -374,6 +441,11 @@ def _price_rows(device, table: KernelTable, counts: np.ndarray, mode) -> _Priced
     """`table`'s rows run `counts` times (stages x rows) on `device` in execution `mode`: kernels back to back, each
     stage waiting on its host where the host's dispatch of its kernels takes longer than they run."""
     return _priced(device.cost_table(table, mode), table, counts, dispatch_s(device, mode))
+
+
+def _price_rows_waitless(device, table: KernelTable, counts: np.ndarray, mode) -> _Priced:
+    """_price_rows without the host's wait: a part of an iteration whose host waits on the whole (price_ranks)."""
+    return _priced(device.cost_table(table, mode), table, counts, 0.0)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,10 @@ A replica on pipeline stages is several such engines (vLLM's virtual engines: on
 scheduler, requests and share of the KV blocks) sharing the stages: an iteration holds each stage in turn, so
 while one engine's batch runs on a later stage another's runs on the first, and each engine forms its next batch
 when its last one has left the last stage (its tokens are sampled there).
+
+A replica whose attention runs data-parallel (sim/data_parallel.py) is several such engines too, one per rank, each with
+its own scheduler, requests and share of the KV blocks, run in lockstep by one process (run_lockstep): every iteration
+each forms its batch, the batches run together and apply at the same end.
 """
 
 from __future__ import annotations
@@ -91,10 +95,7 @@ class Replica:
                     self.wake = self.env.event()
                     yield self.wake
                     continue
-                seq = (state.waiting or state.swapped or state.running)[0]
-                raise RuntimeError(f"request {seq.index} ({seq.prompt} prompt + {seq.output} output tokens) can "
-                                   f"never be scheduled: {state.kv.capacity_blocks} KV blocks of "
-                                   f"{state.kv.block_tokens} tokens, limits {self.scheduler.limits}")
+                raise self.unschedulable()
             # The replica's KV blocks in use: every engine's on its stages.
             self.peak_blocks = max(self.peak_blocks, sum(peer.state.kv.in_use_blocks for peer in self.peers))
             self.peak_own_blocks = max(self.peak_own_blocks, state.kv.in_use_blocks)
@@ -122,13 +123,25 @@ class Replica:
                              cost.compute_J + cost.memory_J))
             self._apply(batch, self.env.now)
 
+    def unschedulable(self) -> RuntimeError:
+        """The error of an engine holding requests its scheduler can never batch."""
+        state = self.state
+        seq = (state.waiting or state.swapped or state.running)[0]
+        return RuntimeError(f"request {seq.index} ({seq.prompt} prompt + {seq.output} output tokens) can never be "
+                            f"scheduled: {state.kv.capacity_blocks} KV blocks of {state.kv.block_tokens} tokens, "
+                            f"limits {self.scheduler.limits}")
+
+    def shape(self, batch):
+        """The shape of a plain iteration of `batch` (kernels/shapes.py)."""
+        own = self.costs.template.sliding_window  # the model's window: what its prefill chunks attend to
+        return self._placed(batch.shape(self.window, prefill_window=own, shared_prefix=self.shared_prefix), batch)
+
     def _price(self, batch):
         """The iteration's cost: plain, or a speculative verification with its draft's steps."""
         spec = self.speculation
-        own = self.costs.template.sliding_window  # the model's window: what its prefill chunks attend to
+        own = self.costs.template.sliding_window
         if spec is None or not batch.decodes:
-            shape = batch.shape(self.window, prefill_window=own, shared_prefix=self.shared_prefix)
-            return self.costs.price(self._placed(shape, batch))
+            return self.costs.price(self.shape(batch))
         shape = batch.shape(self.window, spec.speculation.verified, prefill_window=own,
                             shared_prefix=self.shared_prefix)
         draft_own = spec.draft.template.sliding_window if spec.draft is not None else None
@@ -181,3 +194,42 @@ class Replica:
         """Free its KV blocks (a conversation's turn leaves its context cached for the next: PagedKVCache.release)."""
         self.state.kv.release(seq.index, computed=seq.computed)
         self.state.running.remove(seq)
+
+
+def run_lockstep(ranks: list[Replica]):
+    """The process of a data-parallel replica's rank engines (sim/data_parallel.py): every iteration each rank's
+    scheduler forms its batch, the ranks with one run them together in IterationCostModel.price_ranks' time (plus the
+    longest swap-in among them), and every batch applies at its end. The iteration's energy is recorded once, its log
+    rows one per working rank, each with an even share of the energy."""
+    env, costs, lead = ranks[0].env, ranks[0].costs, ranks[0]
+    while True:
+        working = []
+        for rank in ranks:
+            rank.state.now_s = env.now
+            batch = rank.scheduler.next_batch(rank.state)
+            if batch:
+                working.append((rank, batch))
+            elif rank.outstanding:  # the ranks share nothing but the iteration: no other rank's batch frees its blocks
+                raise rank.unschedulable()
+        if not working:
+            for rank in ranks:
+                rank.wake = env.event()
+            yield env.any_of([rank.wake for rank in ranks])
+            continue
+        in_use = sum(rank.state.kv.in_use_blocks for rank in ranks)
+        for rank in ranks:
+            rank.peak_blocks = max(rank.peak_blocks, in_use)
+            rank.peak_own_blocks = max(rank.peak_own_blocks, rank.state.kv.in_use_blocks)
+        cost = costs.price_ranks(tuple(rank.shape(batch) for rank, batch in working))
+        entry = lead.cost_counts.setdefault(id(cost), [cost, 0])
+        entry[1] += 1
+        start = env.now
+        swaps_s = [batch.swapped_tokens * rank.swap_s_per_token for rank, batch in working]
+        for (rank, _), swap_s in zip(working, swaps_s, strict=True):
+            rank.swap_s += swap_s
+        time_s = cost.time_s + max(swaps_s)
+        yield env.timeout(time_s)
+        energy_J = (cost.compute_J + cost.memory_J) / len(working)
+        for rank, batch in working:
+            rank.log.append((start, time_s, batch.size, batch.tokens, rank.state.kv.in_use_blocks, energy_J))
+            rank._apply(batch, env.now)

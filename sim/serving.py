@@ -18,7 +18,7 @@ import simpy
 from kernels.kv_policy import Window, kept_tokens
 from sim.costs import TIME_CLASS_NAMES, IterationCost, IterationCostModel
 from sim.kv_cache import PagedKVCache, shared_prefix_tokens
-from sim.replica import ROLES, Replica
+from sim.replica import ROLES, Replica, run_lockstep
 from sim.routers import DEFAULT_ROUTER, Routed, make_router
 from sim.schedulers import EngineState, Scheduler, SchedulerLimits, Sequence, make_scheduler
 from sim.serving_metrics import (
@@ -117,7 +117,7 @@ def serving_budget_reason(requests: RequestSet, scheduler: Scheduler, cached_tok
 def serving_memory_reason(memory: ServingMemory, requests: RequestSet, scheduler: Scheduler,
                           prefix_tokens: int = 0, window: Window = None, engines: int = 1) -> str:
     """Empty when the replica's memory holds its weights, an iteration's activations and the longest request's KV
-    blocks (in the share of one of its `engines`: Pool.stages), else why not."""
+    blocks (in the share of one of its `engines`: Pool.engines), else why not."""
     if memory.kv_devices and memory.weights_B + memory.activations_B > memory.usable_B:
         return (f"needs {(memory.weights_B + memory.activations_B) / 1e9:.1f} GB for weights "
                 f"({memory.weights_B / 1e9:.1f}) and the activations of a {scheduler.token_budget()}-token "
@@ -149,7 +149,7 @@ def serving_memory_reason(memory: ServingMemory, requests: RequestSet, scheduler
                 f"{memory.kv_cache_B / 1e9:.1f} GB of KV blocks ({memory.kv_cache_B / memory.kv_devices / 1e9:.1f} "
                 f"each, every block split by its heads)")
     if needed > usable:
-        share = f"each of {engines} pipeline engines' share of " if engines > 1 else ""
+        share = f"each of {engines} engines' share of " if engines > 1 else ""
         of = "" if memory.utilization == 1.0 else (f" of the {memory.usable_B / 1e9:.1f} GB it may use, "
                                                    f"{memory.usable_text().partition(' is ')[0]}")
         return (f"the longest request needs {needed} KV blocks of {memory.block_tokens} tokens "
@@ -274,6 +274,9 @@ class Pool:
     # Pipeline stages of each replica: that many engines share its stages (sim/replica.py), each with its own
     # scheduler and an even share of its KV blocks (vLLM's virtual engines); its router picks among every engine.
     stages: int = 1
+    # Data-parallel ranks of each replica (sim/data_parallel.py): that many engines run in lockstep (sim/replica.py
+    # run_lockstep), each with its own scheduler and an even share of its KV blocks; its router picks among every one.
+    ranks: int = 1
     # Decode attention reads the shared prefix once for all sequences (cascade attention: FlashInfer, Hydragen)
     # instead of once per sequence (paged attention over the shared blocks).
     cascade: bool = False
@@ -290,13 +293,22 @@ class Pool:
         if self.stages < 1 or self.costs.stages != self.stages:
             raise ValueError(f"stages: found {self.stages} with costs of {self.costs.stages} stages, allowed: the "
                              f"stages its costs are priced on")
+        experts = self.costs.experts
+        if self.ranks != (1 if experts is None else experts.ranks) or (self.ranks > 1 and self.stages > 1):
+            raise ValueError(f"ranks: found {self.ranks} with costs of {experts.ranks if experts else 1} ranks and "
+                             f"{self.stages} stages, allowed: the ranks its costs are priced on, on one stage")
         if self.limits.preemption == "swap" and not self.swap_bandwidth_Bps:
             raise ValueError("swap preemption needs the host link's bandwidth (swap_bandwidth_Bps)")
 
     @property
+    def engines(self) -> int:
+        """Engines of each replica, each with its own scheduler: one per pipeline stage, or per data-parallel rank."""
+        return self.stages * self.ranks
+
+    @property
     def engine_kv_blocks(self) -> int:
-        """KV blocks of each engine: a replica's, shared evenly by the engines of its stages."""
-        return self.memory.kv_blocks // self.stages
+        """KV blocks of each engine: a replica's, shared evenly by its engines."""
+        return self.memory.kv_blocks // self.engines
 
     def unloaded(self, requests: RequestSet) -> Unloaded:
         """Each request served alone by one of the pool's replicas (sim/slowdown.py), its shared prefix cached."""
@@ -366,15 +378,16 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
         if seq.index in next_turn:  # a conversation's next turn comes once this answer is finished
             env.process(follow(next_turn[seq.index], seq.index))
 
-    replicas: list[list[Replica]] = []  # per pool, its engines: a replica's `stages` engines in a row
+    replicas: list[list[Replica]] = []  # per pool, its engines: a replica's engines (Pool.engines) in a row
+    lockstep: list[list[Replica]] = []  # the rank engines of each data-parallel replica
     for p, pool in enumerate(pools):
         made = []
         per_token_B = pool.memory.kv_block_B / pool.memory.block_tokens
         for r in range(pool.replicas):
             stages = [simpy.Resource(env) for _ in range(pool.stages)] if pool.stages > 1 else []
             engines = []
-            for e in range(pool.stages):
-                i = r * pool.stages + e
+            for e in range(pool.engines):
+                i = r * pool.engines + e
                 kv = caches[p][i] if caches else PagedKVCache(capacity_blocks=pool.engine_kv_blocks,
                                                              block_tokens=pool.memory.block_tokens,
                                                              prefix_tokens=pool.prefix_tokens,
@@ -386,10 +399,12 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
                     swap_s_per_token=per_token_B / pool.swap_bandwidth_Bps if pool.swap_bandwidth_Bps else 0.0,
                     on_finish=on_finish,
                     on_prefilled=(lambda seq: env.process(_hand_over(seq))) if pool.role == "prefill" else None,
-                    speculation=pool.speculation, seed=(pool.seed, p, r) + ((e,) if pool.stages > 1 else ()),
+                    speculation=pool.speculation, seed=(pool.seed, p, r) + ((e,) if pool.engines > 1 else ()),
                     stages=stages, shared_prefix=kv.shared_tokens if pool.cascade else 0))
             for engine in engines:
                 engine.peers = engines
+            if pool.ranks > 1:
+                lockstep.append(engines)
             made.extend(engines)
         replicas.append(made)
 
@@ -451,9 +466,13 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
         admit(index, env.now, served_by.pop(previous))
 
     env.process(arrive())
+    in_step = {id(rank) for ranks in lockstep for rank in ranks}
+    for ranks in lockstep:
+        env.process(run_lockstep(ranks))
     for pool_replicas in replicas:
         for replica in pool_replicas:
-            env.process(replica.run())
+            if id(replica) not in in_step:
+                env.process(replica.run())
     env.run(until=done)
     result = _result(pools, replicas, finished, requests, slo)
     if slo is None or slo.slowdown is None:
@@ -478,7 +497,8 @@ def _result(pools: list[Pool], replicas: list[list[Replica]], finished: list[Seq
     rows = [(*row[:5], pool.engine_kv_blocks, index, row[5]) for index, (pool, replica) in enumerate(everyone)
             for row in replica.log]
     log = np.array(sorted(rows), dtype=float).reshape(-1, 8).T
-    names = tuple(f"{pool.name} replica {i // pool.stages}" + (f" engine {i % pool.stages}" if pool.stages > 1 else "")
+    names = tuple(f"{pool.name} replica {i // pool.engines}" + (f" engine {i % pool.engines}" if pool.stages > 1 else
+                                                                 f" rank {i % pool.engines}" if pool.ranks > 1 else "")
                   for pool, made in zip(pools, replicas, strict=True)
                   for i in range(len(made))) if len(everyone) > 1 else ("",)
     iterations = IterationLog(start_s=log[0], duration_s=log[1], batch_size=log[2], tokens=log[3],

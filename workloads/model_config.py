@@ -52,14 +52,13 @@ class ModelConfig:
 
     def param_count(self) -> int:
         """Number of parameters, from the shapes (independent of the PyTorch module)."""
-        h, f, d = self.hidden_size, self.intermediate_size, self.head_dim
+        h, d = self.hidden_size, self.head_dim
         q = self.num_heads * d
         kv = self.num_kv_heads * d
         attn = h * q + 2 * h * kv + q * h
         if self.attention_bias:
             attn += q + 2 * kv + (h if self.model_type == "opt" else 0)
-        mlp_mats = 3 if self.mlp == "gated_silu" else 2
-        mlp = mlp_mats * h * f + (f + h if self.mlp_bias else 0)
+        mlp = self._mlp_params()
         if self.is_moe:
             mlp = self.num_experts * mlp + h * self.num_experts  # experts + router
         norm = h * (2 if self.norm == "layer" else 1)
@@ -68,6 +67,16 @@ class ModelConfig:
         head = 0 if self.tie_embeddings else self.vocab_size * h
         pos = (self.max_positions + 2) * h if self.positions == "learned" else 0
         return self.num_layers * per_layer + embed + head + pos + norm
+
+    def expert_param_count(self) -> int:
+        """Parameters of the routed experts over every layer (0 for a dense model)."""
+        return self.num_layers * self.num_experts * self._mlp_params()
+
+    def _mlp_params(self) -> int:
+        """Parameters of one MLP (one expert's, in an MoE layer)."""
+        h, f = self.hidden_size, self.intermediate_size
+        mlp_mats = 3 if self.mlp == "gated_silu" else 2
+        return mlp_mats * h * f + (f + h if self.mlp_bias else 0)
 
 
 def _require(cfg: dict, key: str, where: str):

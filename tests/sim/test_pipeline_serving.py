@@ -124,7 +124,7 @@ def test_each_engine_holds_its_share_of_the_kv_blocks():
     scheduler = make_scheduler("continuous", SchedulerLimits(max_batched_tokens=1024))
     assert serving_memory_reason(memory, requests, scheduler) == ""
     reason = serving_memory_reason(memory, requests, scheduler, engines=2)
-    assert "needs 25 KV blocks" in reason and "each of 2 pipeline engines' share" in reason
+    assert "needs 25 KV blocks" in reason and "each of 2 engines' share" in reason
 
 
 def test_a_pool_refuses_costs_of_other_stages(costs):

@@ -1,0 +1,61 @@
+"""Data-parallel attention beside expert-parallel MoE layers: the layout SGLang (`--enable-dp-attention`) and vLLM
+(`--data-parallel-size` with `--enable-expert-parallel`) serve MoE models in over several devices.
+
+Each of `ranks` devices runs everything but the routed experts whole, for its own sequences: the embedding, the
+attention (each sequence's KV whole on its rank), the norms, the router, the dense projections and the LM head. The
+experts are spread whole over the devices (E / ranks each, as ep = tp spreads them: kernels/parallel.py), and every
+MoE layer sends each token's hidden state to the devices holding its top-k experts (dispatch, an all-to-all) and the
+experts' outputs back (combine, an all-to-all), where the router's weights sum them. Against tensor parallelism over
+the same devices nothing is all-reduced, each sequence's KV is held once (tensor parallelism copies KV heads where
+devices outnumber them), and every device holds the non-expert weights whole.
+
+A token is sent once to every device holding one of its experts (DeepEP's dispatch sends a token once per
+destination rank, which copies it to its experts; deepseek-ai/DeepEP README), so under balanced routing (k of E
+experts uniformly at random, E / n on each of n devices) it reaches n (1 - C(E - E/n, k) / C(E, k)) devices on
+average; the combine returns as many outputs. Messages are the 16-bit hidden state (DeepEP's low-latency dispatch
+may send fp8: not modeled).
+"""
+
+from __future__ import annotations
+
+from math import comb
+
+from workloads.model_config import ModelConfig
+
+# How the attention and the rest of an MoE model but its experts are split over the tp devices: "tensor", Megatron's
+# sharding (kernels/parallel.py), or "data", each device its own sequences whole (this module).
+ATTENTION_PARALLELISMS = ("tensor", "data")
+HIDDEN_B = 2.0  # bytes of a 16-bit hidden-state element, as dispatched and combined
+
+
+def check_data_parallel_attention(config: ModelConfig, tp: int, ep: int) -> None:
+    """ValueError ('found X, allowed: Y') unless data-parallel attention can run `config` on tp devices: an MoE
+    model whose experts are spread whole over the devices (ep = tp > 1)."""
+    if not config.num_experts:
+        raise ValueError(f"found 'data' for {config.name}, which has no experts, allowed: tensor (a dense model's "
+                         f"data-parallel devices share nothing: serve it with replicas)")
+    if tp < 2 or ep != tp:
+        raise ValueError(f"found 'data' with tp {tp} and ep {ep}, allowed: tensor, or data with the experts spread "
+                         f"over two or more devices (ep = tp > 1: --ep {max(tp, 2)}, a sweep's parallel.ep spread)")
+
+
+def dispatch_devices(experts: int, per_token: int, devices: int) -> float:
+    """The devices a token's top-k experts lie on, on average under balanced routing (module docstring)."""
+    if devices < 1 or experts % devices or not 1 <= per_token <= experts:
+        raise ValueError(f"found {experts} experts, {per_token} per token over {devices} devices, allowed: devices "
+                         f"dividing the experts, 1 to {experts} experts per token")
+    held = experts // devices
+    return devices * (1.0 - comb(experts - held, per_token) / comb(experts, per_token))
+
+
+def dispatch_bytes_per_token(config: ModelConfig, devices: int) -> float:
+    """Bytes of one token in a dispatch all-to-all's send buffer (and in its combine's): its hidden state, once per
+    device its experts lie on."""
+    return config.hidden_size * HIDDEN_B * dispatch_devices(config.num_experts, config.experts_per_token, devices)
+
+
+def replicated_weight_share(config: ModelConfig, devices: int) -> float:
+    """The weights `devices` data-parallel ranks hold together over the model's own: the experts once, the rest on
+    every device."""
+    total, experts = config.param_count(), config.expert_param_count()
+    return (experts + devices * (total - experts)) / total

@@ -1,0 +1,100 @@
+"""Data-parallel attention as a design point runs it (`attention_parallel: data`: explore/evaluate.py, kernels/
+data_parallel.py): what it refuses, in one line, and the memory of its replica against hand counts of the tiny
+Mixtral's parameters and KV.
+
+The tiny Mixtral: hidden 64, 2 layers, 4 heads of 16 and 2 KV heads, 4 experts of FFN 128 (2 per token), vocabulary
+128. Per layer its attention holds 64 x 64 (q) + 2 x 64 x 32 (k, v) + 64 x 64 (o) = 12,288 parameters, each expert
+3 x 64 x 128 = 24,576, the router 64 x 4 = 256, its two norms 128; the embedding and LM head 128 x 64 each and the
+final norm 64. So 238,400 parameters in all, 196,608 of them the experts' and 41,792 the rest.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from explore.design_point import DesignPoint
+from sim.serving_spec import ServingSpec
+from workloads.errors import InputError
+from workloads.requests import Fixed
+
+EXPERT_PARAMS = 2 * 4 * 3 * 64 * 128
+REST_PARAMS = 2 * (4096 + 2 * 2048 + 4096 + 256 + 128) + 2 * 128 * 64 + 64
+KV_B_PER_TOKEN = 2 * 2 * 2 * 16 * 2  # 2 layers x K and V x 2 KV heads x 16 dims x 2 B
+
+
+@pytest.fixture(scope="module")
+def tiny_moe(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("tiny-moe") / "config.json"
+    path.write_text(json.dumps({
+        "model_type": "mixtral", "architectures": ["MixtralForCausalLM"], "hidden_size": 64,
+        "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "vocab_size": 128, "max_position_embeddings": 2048, "rms_norm_eps": 1e-5, "torch_dtype": "bfloat16",
+        "hidden_act": "silu", "num_local_experts": 4, "num_experts_per_tok": 2}))
+    return str(path)
+
+
+SPEC = ServingSpec(requests=6, rate_per_s=50.0, prompt=Fixed(tokens=40), output=Fixed(tokens=4))
+
+
+def _point(model: str, tp: int = 2, ep: int | None = None, serving: ServingSpec | None = SPEC, **knobs) -> DesignPoint:
+    return DesignPoint(model=model, device="h100-sxm", batch=4 if serving is None else SPEC.max_seqs,
+                       prompt=40 if serving is None else 0, output=4 if serving is None else 0, tp=tp,
+                       ep=tp if ep is None else ep, serving=serving,
+                       knobs=tuple(sorted({"attention_parallel": "data", **knobs}.items())))
+
+
+def test_the_parameter_counts_the_memory_checks_rest_on(tiny_moe):
+    from workloads.model_config import load_model_config
+
+    config = load_model_config(tiny_moe)
+    assert config.param_count() == EXPERT_PARAMS + REST_PARAMS == 238_400
+    assert config.expert_param_count() == EXPERT_PARAMS
+
+
+@pytest.mark.parametrize("tp", [2, 4])
+def test_each_rank_holds_the_weights_but_the_experts_and_its_sequences_kv_once(tiny_evaluator, tiny_moe, tp):
+    """Data-parallel ranks hold the experts once and everything else on every device, 2 B a parameter; a sequence's
+    KV lies whole on its rank, where tensor parallelism over 4 devices copies each of the 2 KV heads twice."""
+    data = tiny_evaluator.evaluate(_point(tiny_moe, tp)).result.memory
+    tensor = tiny_evaluator.evaluate(_point(tiny_moe, tp, attention_parallel="tensor")).result.memory
+    assert data.weights_B == pytest.approx(2 * (EXPERT_PARAMS + tp * REST_PARAMS), rel=1e-9)
+    assert tensor.weights_B == pytest.approx(2 * (EXPERT_PARAMS + REST_PARAMS), rel=1e-9)
+    assert data.kv_block_B == pytest.approx(KV_B_PER_TOKEN * SPEC.block_tokens, rel=1e-12)
+    assert tensor.kv_block_B == pytest.approx(KV_B_PER_TOKEN * SPEC.block_tokens * max(1, tp // 2), rel=1e-12)
+
+
+def test_a_run_serves_every_request_on_both_ranks(tiny_evaluator, tiny_moe):
+    evaluation = tiny_evaluator.evaluate(_point(tiny_moe))
+    result = evaluation.result
+    assert len(result.records.finish_s) == SPEC.requests
+    assert set(result.iterations.replica.tolist()) == {0.0, 1.0}
+    assert result.iterations.replica_names == ("serve (h100-sxm) replica 0 rank 0", "serve (h100-sxm) replica 0 rank 1")
+    assert evaluation.metrics["tdp_W"] == pytest.approx(2 * 700.0)  # both devices: H100 SXM's 700 W each
+
+
+@pytest.mark.parametrize(("where", "knobs", "message"), [
+    ("static", {}, "attention_parallel: found 'data' in a static batch, allowed: tensor (data-parallel ranks"),
+    ("dense", {}, "attention_parallel: found 'data' for "),
+    ("ep 1", {}, "attention_parallel: found 'data' with tp 2 and ep 1, allowed: tensor, or data with the experts"),
+    ("pp", {}, "attention_parallel: found 'data' with pp 2, allowed: 1"),
+    ("overlap", {"overlap": "token_split"}, "attention_parallel: found 'data' with overlap 'token_split', allowed: "
+     "none"),
+    ("allreduce", {"allreduce": "custom"}, "attention_parallel: found 'data' with allreduce 'custom', allowed: nccl"),
+])
+def test_what_data_parallel_attention_refuses_is_one_line(tiny_evaluator, tiny_moe, tiny_config, where, knobs,
+                                                         message):
+    point = _point(tiny_moe, **knobs)
+    if where == "static":
+        point = _point(tiny_moe, serving=None, **knobs)
+    elif where == "dense":
+        point = _point(tiny_config, ep=1)
+    elif where == "ep 1":
+        point = _point(tiny_moe, ep=1)
+    elif where == "pp":
+        point = replace(point, pp=2)
+    with pytest.raises(InputError) as err:
+        tiny_evaluator.evaluate(point)
+    assert message in str(err.value) and "\n" not in str(err.value), str(err.value)

@@ -1,0 +1,168 @@
+"""Data-parallel attention beside spread experts (sim/data_parallel.py, IterationCostModel.price_ranks, sim/replica.py
+run_lockstep) against hand compositions of their parts and the laws of ranks in lockstep.
+
+The tiny Mixtral (2 layers, hidden 64, 4 experts, 2 per token) on two H100s joined by NVLink 4: each rank runs every
+row but the experts' for its own sequences, each device its 2 experts on the tokens of both ranks, and each MoE layer
+two all-to-alls. Expected values are sums of parts priced by the public cost models and the link's own collective
+model, with the dispatch's bytes counted by hand.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from hw_models.link import load_link_model
+from hw_models.registry import load_device
+from hw_models.system import SystemModel
+from kernels.formats import NumericFormat
+from kernels.parallel import shard_tensor_parallel
+from kernels.shapes import StepShape, StepTemplate, step_shape
+from sim.costs import IterationCostModel
+from sim.data_parallel import ExpertRanks
+from sim.schedulers import SchedulerLimits
+from sim.serving import Pool, serve_pools, serving_memory
+from workloads.requests import RequestSet
+
+RANKS = 2
+HIDDEN = 64
+LAYERS = 2
+# A token's top-2 of 4 experts, 2 on each device, lie on 2 (1 - C(2, 2) / C(4, 2)) = 5/3 devices on average (of the
+# 6 pairs, only {0, 1} and {2, 3} stay on one device: (2 x 1 + 4 x 2) / 6 = 10/6). Each sends its 16-bit hidden state.
+DISPATCH_B_PER_TOKEN = HIDDEN * 2.0 * 10 / 6
+
+
+@pytest.fixture(scope="module")
+def templates(tiny_mixtral, trace_of):
+    def trace(phase: str, batch: int, prompt: int):
+        if phase == "decode":
+            return trace_of(tiny_mixtral, "decode", batch, 1, prompt)
+        return trace_of(tiny_mixtral, "prefill", batch, prompt)
+
+    whole = StepTemplate.from_model(tiny_mixtral, NumericFormat(), trace)
+    spread = StepTemplate.from_model(tiny_mixtral, NumericFormat(), trace,
+                                     shard=lambda table: shard_tensor_parallel(table, RANKS, tiny_mixtral, RANKS))
+    return whole.select_rows(~whole.expert_mask), spread.select_rows(spread.expert_mask)
+
+
+def _system(bandwidth_GBps: float | None = None) -> SystemModel:
+    link = load_link_model("nvlink4", None if bandwidth_GBps is None else {"bandwidth_GBps": bandwidth_GBps},
+                           calibrated=bandwidth_GBps is None)
+    return SystemModel(load_device("h100-sxm"), RANKS, link)
+
+
+def _costs(templates, system: SystemModel | None = None) -> IterationCostModel:
+    dense, experts = templates
+    system = system or _system()
+    return IterationCostModel(system, dense, execution="graphs",
+                              experts=ExpertRanks(system, experts, DISPATCH_B_PER_TOKEN, LAYERS))
+
+
+def _dense_s(templates, shape: StepShape) -> float:
+    """One rank's part alone: the rows but the experts' on one H100."""
+    return IterationCostModel(load_device("h100-sxm"), templates[0], execution="graphs").price(shape).time_s
+
+
+def _experts_s(templates, tokens: int) -> float:
+    """Every device's experts on `tokens` tokens of all ranks (2 of the 4 experts on each device)."""
+    return IterationCostModel(_system(), templates[1], execution="graphs").price(
+        StepShape(prefill_tokens=tokens, positions=1)).time_s
+
+
+def _exchange_s(tokens: int) -> float:
+    """One all-to-all of the busiest rank's `tokens` tokens, by the link's own fitted model."""
+    return float(load_link_model("nvlink4").collective_time_s("all_to_all", tokens * DISPATCH_B_PER_TOKEN, RANKS))
+
+
+SHAPES = {"decodes": (step_shape(decode_kv=[100] * 6, sampled=6), step_shape(decode_kv=[300] * 2, sampled=2)),
+          "prefill beside decodes": (step_shape([(48, 0)], sampled=1), step_shape(decode_kv=[80] * 4, sampled=4))}
+
+
+@pytest.mark.parametrize("name", sorted(SHAPES))
+def test_an_iteration_is_the_slowest_rank_then_the_experts_and_the_exchanges(templates, name):
+    shapes = SHAPES[name]
+    cost = _costs(templates).price_ranks(shapes)
+    tokens = [shape.tokens for shape in shapes]
+    expected = (max(_dense_s(templates, shape) for shape in shapes) + _experts_s(templates, sum(tokens))
+                + 2 * LAYERS * _exchange_s(max(tokens)))
+    assert cost.time_s == pytest.approx(expected, rel=1e-9)
+    assert cost.class_time_s.sum() == pytest.approx(cost.time_s, rel=1e-9)  # the slowest rank's time by class
+
+
+def test_energy_is_every_ranks_part_and_every_devices_experts(templates):
+    shapes = SHAPES["decodes"]
+    cost = _costs(templates).price_ranks(shapes)
+    dense = [IterationCostModel(load_device("h100-sxm"), templates[0], execution="graphs").price(s) for s in shapes]
+    one_device = IterationCostModel(load_device("h100-sxm"), templates[1], execution="graphs").price(
+        StepShape(prefill_tokens=sum(s.tokens for s in shapes), positions=1))
+    expected = sum(d.compute_J + d.memory_J for d in dense) + RANKS * (one_device.compute_J + one_device.memory_J)
+    assert cost.compute_J + cost.memory_J == pytest.approx(expected, rel=1e-9)
+
+
+def test_spreading_sequences_over_the_ranks_is_never_slower_than_one_rank_holding_them(templates):
+    costs = _costs(templates)
+    together = costs.price_ranks((step_shape(decode_kv=[200] * 16, sampled=16),))
+    spread = costs.price_ranks((step_shape(decode_kv=[200] * 8, sampled=8),) * 2)
+    assert spread.time_s <= together.time_s
+
+
+@pytest.mark.parametrize("name", sorted(SHAPES))
+def test_more_link_bandwidth_is_never_slower(templates, name):
+    slow, fast = (_costs(templates, _system(bandwidth_GBps)).price_ranks(SHAPES[name]) for bandwidth_GBps in (50, 450))
+    assert fast.time_s <= slow.time_s
+    assert fast.class_time_s[-2] >= 0  # the host's wait stays a wait
+
+
+def test_a_single_shape_is_one_rank_beside_idle_ranks(templates):
+    costs = _costs(templates)
+    shape = SHAPES["decodes"][0]
+    assert costs.price(shape).time_s == pytest.approx(costs.price_ranks((shape,)).time_s, rel=1e-12)
+
+
+def _pool(templates, blocks: int = 4_000, max_seqs: int = 16) -> Pool:
+    costs = _costs(templates)
+    per_token_B = 2 * 2 * 16 * 2 * LAYERS  # K and V x 2 KV heads x 16 dims x 2 B x 2 layers: held once, on its rank
+    memory = serving_memory(capacity_B=blocks * 16 * per_token_B, weights_B=0.0, activations_B=0.0,
+                            kv_bytes_per_token=per_token_B, block_tokens=16)
+    return Pool(name="serve", role="serve", replicas=1, costs=costs, scheduler="continuous",
+                limits=SchedulerLimits(max_seqs=max_seqs), memory=memory, idle_power_W=costs.device.idle_power_W,
+                ranks=RANKS)
+
+
+def _requests(count: int, prompt: int = 40, output: int = 12, gap_s: float = 1e-4) -> RequestSet:
+    return RequestSet(arrival_s=np.arange(count) * gap_s, prompt_tokens=np.full(count, prompt),
+                      output_tokens=np.full(count, output))
+
+
+def test_ranks_run_their_iterations_in_lockstep(templates):
+    result = serve_pools([_pool(templates)], _requests(24))
+    log = result.iterations
+    assert set(log.replica.tolist()) == {0.0, 1.0}  # the round-robin router fed both ranks
+    starts = {}
+    for start, duration, rank in zip(log.start_s, log.duration_s, log.replica, strict=True):
+        starts.setdefault(start, []).append((rank, duration))
+    # Every iteration starts when the last one ended, on every rank that has a batch, and lasts as long on each.
+    assert all(len({d for _, d in rows}) == 1 for rows in starts.values())
+    ordered = sorted(starts)
+    ends = [start + starts[start][0][1] for start in ordered]
+    assert all(later >= end - 1e-12 for end, later in zip(ends, ordered[1:], strict=False))
+    assert sum(len(rows) == RANKS for rows in starts.values()) > len(starts) / 2
+    assert len(result.records.finish_s) == 24 and np.isfinite(result.records.finish_s).all()
+
+
+def test_each_rank_holds_an_even_share_of_the_blocks(templates):
+    pool = _pool(templates, blocks=4_001)
+    assert pool.engine_kv_blocks == 2_000
+
+
+def test_the_same_seed_gives_the_same_run(templates):
+    first, second = (serve_pools([_pool(templates)], _requests(16)) for _ in range(2))
+    assert np.array_equal(first.records.finish_s, second.records.finish_s)
+    assert first.energy_parts_J == second.energy_parts_J
+
+
+def test_a_pool_refuses_ranks_its_costs_are_not_priced_on(templates):
+    with pytest.raises(ValueError, match="ranks: found 1 with costs of 2 ranks"):
+        replace(_pool(templates), ranks=1)
