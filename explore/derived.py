@@ -3,7 +3,9 @@
 An expression is parsed with `ast` and evaluated by walking the tree; nothing is ever passed to eval().
 Allowed: numbers, knob names (a device field is written as in the sweep file: device.memory.bandwidth_GBps, and
 a field of a serving point's other pools' devices so too: attention_device.memory.bandwidth_GBps),
-+ - * / // ** %, unary minus, comparisons, `a if c else b` and calls of min, max, round, abs, log2, sqrt.
++ - * / // ** %, unary minus, comparisons, `a if c else b` and calls of min, max, round, abs, log2, sqrt; a text
+knob (execution, device, attention_parallel, ...) compares with == or != to quoted text: "32 if execution ==
+'engine' else 8".
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from typing import Any
 # The names a device field's attribute chain starts with: the point's device, and a serving point's other pools'
 # (explore/pool_what_ifs.py: what-ifs on them are written so).
 DEVICE_ROOTS = ("device", "attention_device", "prefill_device")
-ALLOWED = ("numbers, knob names, + - * / // ** %, unary -, comparisons, 'a if c else b' and calls of "
-           "min, max, round, abs, log2, sqrt")
+ALLOWED = ("numbers, knob names, + - * / // ** %, unary -, comparisons (== and != also with quoted text), "
+           "'a if c else b' and calls of min, max, round, abs, log2, sqrt")
+EQUALITY = (ast.Eq, ast.NotEq)  # the comparisons quoted text takes part in
 # An expression's size: longest text and deepest tree (operators, calls and conditionals count a level each;
 # evaluation recurses through them, and a knob formula needs a handful).
 MAX_EXPRESSION_CHARS = 2000
@@ -89,8 +92,9 @@ def _check_call(node: ast.Call, text: str) -> None:
                          f"(not {len(node.args)})")
 
 
-def _check(node: ast.AST, text: str, names: list[str]) -> None:
-    """Raise ValueError on the first construct that is not allowed; collect the knob names used."""
+def _check(node: ast.AST, text: str, names: list[str], compared: list[str]) -> None:
+    """Raise ValueError on the first construct that is not allowed; collect the knob names used, and in `compared`
+    those compared with quoted text."""
     if isinstance(node, ast.Constant):
         if isinstance(node.value, bool) or not isinstance(node.value, int | float):
             raise _not_allowed(node, text)
@@ -104,7 +108,13 @@ def _check(node: ast.AST, text: str, names: list[str]) -> None:
     elif isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
         children = [node.operand]
     elif isinstance(node, ast.Compare) and all(type(op) in COMPARE for op in node.ops):
-        children = [node.left, *node.comparators]
+        # Quoted text is a text knob's value, only compared for (in)equality.
+        operands = [node.left, *node.comparators]
+        quoted = [isinstance(child, ast.Constant) and isinstance(child.value, str) for child in operands]
+        if any(quoted) and all(isinstance(op, EQUALITY) for op in node.ops):
+            compared.extend(name for child in operands if (name := knob_name(child)) is not None)
+            operands = [child for child, is_text in zip(operands, quoted, strict=True) if not is_text]
+        children = operands
     elif isinstance(node, ast.IfExp):
         children = [node.test, node.body, node.orelse]
     elif isinstance(node, ast.Call):
@@ -113,7 +123,7 @@ def _check(node: ast.AST, text: str, names: list[str]) -> None:
     else:
         raise _not_allowed(node, text)
     for child in children:
-        _check(child, text, names)
+        _check(child, text, names, compared)
 
 
 @dataclass(frozen=True)
@@ -123,6 +133,7 @@ class Expression:
     text: str
     tree: ast.expr
     names: tuple[str, ...]
+    text_compared: tuple[str, ...] = ()  # the names it compares with quoted text (text knobs may be read so)
 
     @classmethod
     def parse(cls, text: str) -> Expression:
@@ -139,8 +150,9 @@ class Expression:
             raise ValueError(f"an expression nested at most {MAX_EXPRESSION_DEPTH} levels deep (operators, calls "
                              f"and conditionals each add one)")
         names: list[str] = []
-        _check(tree, text.strip(), names)
-        return cls(text, tree, tuple(dict.fromkeys(names)))
+        compared: list[str] = []
+        _check(tree, text.strip(), names, compared)
+        return cls(text, tree, tuple(dict.fromkeys(names)), tuple(dict.fromkeys(compared)))
 
     def __call__(self, env: Mapping[str, Any]) -> Any:
         """The value at the knob values in env; EvaluationError where it has none (division by zero, ...)."""

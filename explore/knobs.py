@@ -524,6 +524,8 @@ register(Knob(name="attention_parallel", type=str, section="parallel", scope="sy
               "all-reduces) or data (each device its own sequences whole, the experts spread over the devices, ep = "
               "tp, tokens dispatched and combined by two all-to-alls per MoE layer: SGLang's DP attention, vLLM's "
               "data parallel with expert parallel; serving runs only)"))
+# A scheduler's limits a sweep's derived: section may compute (each engine's, so they may follow its layout).
+DERIVABLE_LIMITS = ("max_seqs", "max_batched_tokens", "chunk_tokens")
 # ---- serving (serving:): ServingSpec fields, in ServingSpec.columns() order ----------------------------------
 _SPEC = ServingSpec()
 for _name, _type, _help, _kw in (
@@ -543,7 +545,8 @@ for _name, _type, _help, _kw in (
         ("prefill_replicas", int, "replicas of a separate prefill pool (0: none)", {"minimum": 0}),
         ("prefill_device", str, "the prefill pool's device (default: the point's)",
          {"allowed_text": "a device preset or a path to a device YAML"})):
-    _knob(_name, _type, _help, "serving", scope="serving", default=getattr(_SPEC, _name), flag=False, **_kw)
+    _knob(_name, _type, _help, "serving", scope="serving", default=getattr(_SPEC, _name), flag=False,
+          derivable=_name in DERIVABLE_LIMITS, **_kw)
 # A column only in serving sweeps that set it: folders of serving sweeps written before it resume.
 register(Knob(name="prompt_batch_tokens", type=int, section="serving", scope="serving", default=None, flag=False,
               minimum=1, help="prompt tokens prefilled together in one iteration; a longer prompt runs alone "

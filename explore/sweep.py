@@ -634,14 +634,17 @@ def _check_target(sweep: Sweep, target: str, where: str, located: LocatedYAML) -
 
 
 def _check_names(sweep: Sweep, target: str, above: list[str], where: str) -> None:
-    """Every name an expression reads must be a numeric dimension or a knob derived above it."""
+    """Every name an expression reads must be a numeric dimension or a knob derived above it, or a text dimension
+    compared with quoted text."""
     text = text_knobs()
-    numeric = [name for name in sweep.dimensions() if name not in text] + above
-    for name in sweep.derived[target].names:
-        if name in numeric:
+    dimensions = sweep.dimensions()
+    numeric = [name for name in dimensions if name not in text] + above
+    expression = sweep.derived[target]
+    for name in expression.names:
+        if name in numeric or (name in dimensions and name in expression.text_compared):
             continue
         if name in text:
-            why = f"{name!r} is text"
+            why = f"{name!r} is text (compare it with quoted text: {name} == '...')"
         elif name in sweep.derived:
             why = f"{name!r} is derived at or below this line"
         else:

@@ -36,6 +36,9 @@ BANDWIDTH, CAPACITY = "device.memory.bandwidth_GBps", "device.memory.capacity_GB
     ("1 < batch <= 4", {"batch": 1}, False),
     ("batch == 2 != prompt", {"batch": 2, "prompt": 2}, False),
     ("2 ** -1", {}, 0.5),
+    ("32 if attention_parallel == 'data' else 256", {"attention_parallel": "data"}, 32),
+    ("32 if attention_parallel == 'data' else 256", {"attention_parallel": "tensor"}, 256),
+    ("8 if 'engine' != execution else 4", {"execution": "engine"}, 4),
 ])
 def test_expression_values(text, env, expected):
     value = Expression.parse(text)(env)
@@ -50,6 +53,8 @@ def test_names_are_collected_once_in_order():
     ("__import__('os').system('id')", "__import__('os').system"),
     ("batch.__class__", "'batch.__class__'"),
     ("'a' * 3", "\"'a'\""),
+    ("batch < 'a'", "\"'a'\""),  # quoted text is only compared for (in)equality
+    ("'a'", "\"'a'\""),
     ("[1, 2][0]", "'[1, 2][0]'"),
     ("(lambda: 1)()", "'lambda: 1'"),
     ("batch and 1", "'batch and 1'"),
@@ -201,7 +206,9 @@ BAD_DERIVED = {
     "unknown knob": (f"  {CAPACITY}: \"2 * device.memory.bandwith_GBps\"", CAPACITY, f"did you mean '{BANDWIDTH}'"),
     "unswept device field": (f"  {CAPACITY}: \"device.power.idle_W * 2\"", CAPACITY, "must be swept under overrides"),
     "typo in a knob": ("  kv_bits: \"weight_bit\"", "kv_bits", "did you mean 'weight_bits'"),
-    "text knob": (f"  {CAPACITY}: \"model\"", CAPACITY, "'model' is text"),
+    "text knob": (f"  {CAPACITY}: \"model\"", CAPACITY, "'model' is text (compare it with quoted text"),
+    "text knob in arithmetic": (f"  {CAPACITY}: \"2 * execution if execution == 'eager' else 300\"", CAPACITY,
+                                "at execution=eager: found 'eagereager', allowed: a finite number"),
     "derived below": (f"  {CAPACITY}: \"batch * 2\"\n  batch: \"weight_bits\"", CAPACITY,
                       "'batch' is derived at or below"),
     "itself": ("  batch: \"batch + 1\"", "derived.batch", "'batch' is derived at or below"),
@@ -240,3 +247,13 @@ def test_cli_bad_derived_exits_2_without_traceback(tmp_path, tiny_model):
     assert done.stderr.strip().splitlines() == [f"explore: error: {path}:9: derived.{CAPACITY}: found "
                                                 f"\"open('/etc/passwd')\", allowed: calls of min, max, round, abs, "
                                                 f"log2, sqrt (not 'open')"]
+
+
+def test_an_engine_limit_derived_from_a_text_knob(tmp_path, tiny_model):
+    """Each serving engine's limits may follow its layout: a text knob compared with quoted text picks them."""
+    text = (f"name: limits\nmodel: {tiny_model}\ndevice: h100-sxm\nexecution: [eager, engine]\n"
+            "serving: {requests: 4, rate: 10, prompt: {dist: fixed, tokens: 16}, output: {dist: fixed, tokens: 2}}\n"
+            "derived: {max_seqs: \"8 if execution == 'engine' else 2\"}\n")
+    sweep = load_sweep(_write(tmp_path, text))
+    assert "max_seqs" not in sweep.dimensions()
+    assert {p.execution: p.serving.max_seqs for p in sweep.points()} == {"eager": 2, "engine": 8}

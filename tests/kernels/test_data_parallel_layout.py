@@ -1,0 +1,58 @@
+"""The data-parallel attention layout's counts (kernels/data_parallel.py) against enumeration and model cards."""
+
+from __future__ import annotations
+
+from itertools import combinations
+
+import pytest
+
+from kernels.data_parallel import (
+    check_data_parallel_attention,
+    dispatch_bytes_per_token,
+    dispatch_devices,
+    replicated_weight_share,
+)
+from workloads.model_config import load_model_config
+
+
+def _enumerated(experts: int, per_token: int, devices: int) -> float:
+    """The mean number of devices over every top-k choice, experts 0 .. E/n - 1 on the first device and so on."""
+    held = experts // devices
+    choices = list(combinations(range(experts), per_token))
+    return sum(len({expert // held for expert in choice}) for choice in choices) / len(choices)
+
+
+@pytest.mark.parametrize(("experts", "per_token", "devices"),
+                         [(8, 2, 8), (8, 2, 4), (8, 2, 2), (16, 4, 4), (12, 3, 6), (8, 8, 4), (8, 1, 8), (6, 2, 1)])
+def test_a_token_reaches_the_devices_its_experts_lie_on(experts, per_token, devices):
+    assert dispatch_devices(experts, per_token, devices) == pytest.approx(_enumerated(experts, per_token, devices),
+                                                                          rel=1e-12)
+
+
+def test_mixtral_on_eight_devices_sends_each_token_to_two():
+    """Mixtral's 2 of 8 experts, one expert a device: always two devices. Its 16-bit hidden state is 8 KiB."""
+    mixtral = load_model_config("mixtral-8x7b")
+    assert dispatch_devices(8, 2, 8) == pytest.approx(2.0, rel=1e-12)
+    assert dispatch_bytes_per_token(mixtral, 8) == pytest.approx(2 * 4096 * 2, rel=1e-12)
+
+
+def test_ranks_hold_the_experts_once_and_the_rest_each():
+    """Mixtral-8x7B's model card: 46.7B parameters, 12.9B active with 2 of 8 experts (mistral.ai, "Mixtral of
+    experts", 2023). So an expert's share over all layers is (46.7 - 12.9) / 6 = 5.63B, the experts 45.1B, the rest
+    1.6B: eight ranks hold 45.1 + 8 x 1.6 = 57.9B, 1.24x the model."""
+    mixtral = load_model_config("mixtral-8x7b")
+    experts_B = (46.7 - 12.9) / 6 * 8
+    rest_B = 46.7 - experts_B
+    assert replicated_weight_share(mixtral, 8) == pytest.approx((experts_B + 8 * rest_B) / 46.7, rel=0.01)
+    assert replicated_weight_share(mixtral, 1) == pytest.approx(1.0, rel=1e-12)
+
+
+@pytest.mark.parametrize(("model", "tp", "ep", "found"), [
+    ("llama-2-7b", 2, 1, "found 'data' for llama-2-7b, which has no experts"),
+    ("mixtral-8x7b", 4, 1, "found 'data' with tp 4 and ep 1"),
+    ("mixtral-8x7b", 1, 1, "found 'data' with tp 1 and ep 1"),
+])
+def test_what_the_layout_refuses(model, tp, ep, found):
+    with pytest.raises(ValueError, match=found):
+        check_data_parallel_attention(load_model_config(model), tp, ep)
+    check_data_parallel_attention(load_model_config("mixtral-8x7b"), 8, 8)
