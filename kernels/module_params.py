@@ -13,7 +13,7 @@ def layer_param_shares(config: ModelConfig) -> tuple[float, float]:
     rest are embeddings, the LM head and norms). Read off param_count itself with the attention heads or the MLP
     removed, so the two stay consistent with it (biases, experts and routers included)."""
     total = config.param_count()
-    no_attention = replace(config, num_heads=0, num_kv_heads=0, attention_bias=False).param_count()
+    no_attention = replace(config, num_heads=0, num_kv_heads=0, attention_bias=False, qk_norm=False).param_count()
     no_mlp = replace(config, intermediate_size=0, mlp_bias=False, num_experts=0).param_count()
     return (total - no_attention) / total, (total - no_mlp) / total
 

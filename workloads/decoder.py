@@ -1,4 +1,4 @@
-"""Decoder-only transformer modules built from a ModelConfig: Llama, Mistral, Qwen2, Mixtral, OPT.
+"""Decoder-only transformer modules built from a ModelConfig: Llama, Mistral, Qwen2, Qwen3, Mixtral, Qwen3-MoE, OPT.
 
 The modules are written to execute the same aten ops as the reference Hugging Face eager
 implementations (float32 RMSNorm, rotate-half RoPE, SDPA attention), with two serving-engine
@@ -75,14 +75,16 @@ class Attention(nn.Module):
         self.q_proj = nn.Linear(h, config.num_heads * d, bias=bias, dtype=dtype)
         self.k_proj = nn.Linear(h, config.num_kv_heads * d, bias=bias, dtype=dtype)
         self.v_proj = nn.Linear(h, config.num_kv_heads * d, bias=bias, dtype=dtype)
-        # Only OPT has an output-projection bias among the supported families.
-        self.o_proj = nn.Linear(config.num_heads * d, h, bias=config.model_type == "opt", dtype=dtype)
+        self.o_proj = nn.Linear(config.num_heads * d, h, bias=config.output_bias, dtype=dtype)
+        if config.qk_norm:  # Qwen3: one RMSNorm of head_dim weights for every query head, one for every key head
+            self.q_norm = RMSNorm(d, config.norm_eps, dtype)
+            self.k_norm = RMSNorm(d, config.norm_eps, dtype)
 
     def forward(self, x, rope, key_cache, value_cache, start: int) -> torch.Tensor:
         cfg = self.config
         b, s, _ = x.shape
-        q = self.q_proj(x).view(b, s, cfg.num_heads, cfg.head_dim).transpose(1, 2)
-        k = self.k_proj(x).view(b, s, cfg.num_kv_heads, cfg.head_dim).transpose(1, 2)
+        q = self._head_norm(self.q_proj(x).view(b, s, cfg.num_heads, cfg.head_dim), "q_norm").transpose(1, 2)
+        k = self._head_norm(self.k_proj(x).view(b, s, cfg.num_kv_heads, cfg.head_dim), "k_norm").transpose(1, 2)
         v = self.v_proj(x).view(b, s, cfg.num_kv_heads, cfg.head_dim).transpose(1, 2)
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
@@ -101,6 +103,10 @@ class Attention(nn.Module):
             )
         out = out.transpose(1, 2).reshape(b, s, cfg.num_heads * cfg.head_dim)
         return self.o_proj(out)
+
+    def _head_norm(self, heads: torch.Tensor, norm: str) -> torch.Tensor:
+        """Qwen3's per-head RMSNorm of the projected queries or keys ([batch, seq, heads, head_dim]), before RoPE."""
+        return getattr(self, norm)(heads) if self.config.qk_norm else heads
 
 
 class MLP(nn.Module):
@@ -131,7 +137,7 @@ class RoutedExpert(MLP):
 
 
 class MoE(nn.Module):
-    """Top-k mixture of experts (Mixtral). Expert load follows balanced_expert_load, not the router."""
+    """Top-k mixture of experts (Mixtral, Qwen3-MoE). Expert load follows balanced_expert_load, not the router."""
 
     def __init__(self, config: ModelConfig, dtype: torch.dtype):
         super().__init__()
@@ -146,7 +152,9 @@ class MoE(nn.Module):
         flat = x.reshape(tokens, h)
         probs = F.softmax(self.gate(flat).to(torch.float32), dim=-1)
         weights, _ = torch.topk(probs, cfg.experts_per_token, dim=-1)
-        weights = (weights / weights.sum(dim=-1, keepdim=True)).to(x.dtype)
+        if cfg.normalize_topk:
+            weights = weights / weights.sum(dim=-1, keepdim=True)
+        weights = weights.to(x.dtype)
         out = torch.zeros_like(flat)
         first = 0
         for expert, count in zip(self.experts, balanced_expert_load(tokens, cfg.experts_per_token,

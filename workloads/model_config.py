@@ -11,7 +11,10 @@ from workloads.errors import InputError
 from workloads.preset_files import bundled_names, read_preset
 
 # Families whose config.json field names we read; each maps to one decoder layout in decoder.py.
-SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "mixtral", "opt")
+SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "mixtral", "qwen3_moe", "opt")
+# Families that normalize each head's query and key (RMSNorm over head_dim) before RoPE, and whose output
+# projection has a bias with attention_bias (Hugging Face modeling_qwen3.py, modeling_qwen3_moe.py).
+QWEN3_TYPES = ("qwen3", "qwen3_moe")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -21,7 +24,7 @@ class ModelConfig:
     name: str
     model_type: str
     hidden_size: int
-    intermediate_size: int
+    intermediate_size: int  # each MLP's width: each expert's in an MoE model (qwen3_moe: moe_intermediate_size)
     num_layers: int
     num_heads: int
     num_kv_heads: int
@@ -36,6 +39,8 @@ class ModelConfig:
     tie_embeddings: bool
     num_experts: int = 0  # 0: dense MLP
     experts_per_token: int = 0
+    normalize_topk: bool = True  # the top-k routing weights divided by their sum (Mixtral; qwen3_moe norm_topk_prob)
+    qk_norm: bool = False  # an RMSNorm of head_dim weights on each query and key head before RoPE (Qwen3)
     norm_eps: float = 1e-5
     rope_theta: float = 10000.0
     sliding_window: int | None = None
@@ -46,21 +51,37 @@ class ModelConfig:
     def is_moe(self) -> bool:
         return self.num_experts > 0
 
+    @property
+    def output_bias(self) -> bool:
+        """Whether the attention output projection (o_proj) has a bias: OPT's always, Qwen3's with attention_bias."""
+        return self.model_type == "opt" or (self.attention_bias and self.model_type in QWEN3_TYPES)
+
     def kv_bytes_per_token(self, bits: int = 16) -> float:
         """KV-cache bytes one token occupies across all layers: a key and a value per KV head."""
         return 2 * self.num_layers * self.num_kv_heads * self.head_dim * bits / 8
 
     def param_count(self) -> int:
         """Number of parameters, from the shapes (independent of the PyTorch module)."""
+        return self._params(self.num_experts)
+
+    def active_param_count(self) -> int:
+        """Parameters one token's pass reads: all but the experts it is not routed to (experts_per_token of each MoE
+        layer's experts, its whole router), as model cards count "activated" parameters."""
+        return self._params(self.experts_per_token)
+
+    def _params(self, experts: int) -> int:
+        """Parameters with `experts` experts in each MoE layer (routers kept whole)."""
         h, d = self.hidden_size, self.head_dim
         q = self.num_heads * d
         kv = self.num_kv_heads * d
         attn = h * q + 2 * h * kv + q * h
         if self.attention_bias:
-            attn += q + 2 * kv + (h if self.model_type == "opt" else 0)
+            attn += q + 2 * kv + (h if self.output_bias else 0)
+        if self.qk_norm:
+            attn += 2 * d  # q_norm and k_norm weights, shared by the heads
         mlp = self._mlp_params()
         if self.is_moe:
-            mlp = self.num_experts * mlp + h * self.num_experts  # experts + router
+            mlp = experts * mlp + h * self.num_experts  # experts + router
         norm = h * (2 if self.norm == "layer" else 1)
         per_layer = attn + mlp + 2 * norm
         embed = self.vocab_size * h
@@ -101,12 +122,13 @@ POSITIVE_INT_KEYS = {
     "head_dim": 1_024,  # Gemma 7B: 256
     "vocab_size": 4_194_304,  # Gemma: 256,000
     "max_position_embeddings": 100_000_000, "sliding_window": 100_000_000,  # Llama 4 Scout: 10M tokens
-    "num_local_experts": 1_024, "num_experts_per_tok": 1_024,  # DeepSeek-V3: 256 routed experts, 8 per token
+    "num_local_experts": 1_024, "num_experts": 1_024, "num_experts_per_tok": 1_024,  # DeepSeek-V3: 256, 8 a token
+    "moe_intermediate_size": 1_048_576, "decoder_sparse_step": 1_000,
 }
 TORCH_DTYPES = ("bfloat16", "float16", "float32")  # what a model is built and traced in
 # True/false keys a config may have (JSON true or false: a string "false" would read as true).
 BOOLEAN_KEYS = ("attention_bias", "mlp_bias", "tie_word_embeddings", "enable_bias", "do_layer_norm_before",
-                "use_sliding_window")
+                "use_sliding_window", "norm_topk_prob")
 # Positive real keys, with what each may be: an epsilon added to a variance is small (1e-5, 1e-6); a RoPE base
 # is at least 1 (Llama 3: 500,000; Qwen2.5: 1,000,000).
 REAL_KEYS = {"rms_norm_eps": (0.0, 1.0, "a number in (0, 1), e.g. 1e-05"),
@@ -114,7 +136,11 @@ REAL_KEYS = {"rms_norm_eps": (0.0, 1.0, "a number in (0, 1), e.g. 1e-05"),
 # The architectures entry of each family (Hugging Face class names), to catch a config whose model_type
 # disagrees with it (a Mixtral config labelled llama would run as a dense model).
 ARCHITECTURES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM",
-                 "mixtral": "MixtralForCausalLM", "opt": "OPTForCausalLM"}
+                 "qwen3": "Qwen3ForCausalLM", "mixtral": "MixtralForCausalLM", "qwen3_moe": "Qwen3MoeForCausalLM",
+                 "opt": "OPTForCausalLM"}
+# The expert keys of each MoE family: experts, experts per token, and (where it is its own key) the expert width.
+MOE_KEYS = {"mixtral": ("num_local_experts", "num_experts_per_tok"),
+            "qwen3_moe": ("num_experts", "num_experts_per_tok", "moe_intermediate_size")}
 
 
 def _check_values(cfg: dict, where: str) -> None:
@@ -136,11 +162,26 @@ def _check_values(cfg: dict, where: str) -> None:
     if others:
         raise InputError(f"{where}: architectures: found {others[0]!r} with model_type {cfg['model_type']!r}, "
                          f"allowed: {expected!r} (or the model_type of {others[0]})")
-    if cfg["model_type"] == "mixtral":
-        for key in ("num_local_experts", "num_experts_per_tok"):
-            if cfg.get(key) is None:
-                raise InputError(f"{where}: {key}: missing, allowed: a positive integer (a mixtral config needs "
-                                 f"it; without it the model would run as a dense one)")
+    for key in MOE_KEYS.get(cfg["model_type"], ()):
+        if cfg.get(key) is None:
+            raise InputError(f"{where}: {key}: missing, allowed: a positive integer (a {cfg['model_type']} config "
+                             f"needs it; without it the model would run as a dense one)")
+    if cfg["model_type"] == "qwen3_moe":
+        _check_qwen3_moe_layers(cfg, where)
+
+
+def _check_qwen3_moe_layers(cfg: dict, where: str) -> None:
+    """A qwen3_moe config whose every layer is an MoE one: Hugging Face's Qwen3MoeDecoderLayer builds a dense MLP of
+    intermediate_size in the layers of mlp_only_layers and in those whose index + 1 decoder_sparse_step does not
+    divide, which the decoder does not build."""
+    step = cfg.get("decoder_sparse_step", 1)
+    if step != 1:
+        raise InputError(f"{where}: decoder_sparse_step: found {step!r}, allowed: 1 (an MoE MLP in every layer; "
+                         f"dense layers between MoE ones are not modeled)")
+    dense = cfg.get("mlp_only_layers") or []
+    if dense != []:
+        raise InputError(f"{where}: mlp_only_layers: found {dense!r}, allowed: [] (an MoE MLP in every layer; dense "
+                         f"layers among MoE ones are not modeled)")
 
 
 def _check(config: ModelConfig, cfg: dict, where: str) -> ModelConfig:
@@ -205,10 +246,15 @@ def _from_hf(cfg: dict, *, name: str, where: str) -> ModelConfig:
     if act != "silu":
         raise InputError(f"{where}: hidden_act: found {act!r}, allowed: 'silu'")
     window = cfg.get("sliding_window")
-    if model_type == "qwen2":
+    if model_type in ("qwen2", "qwen3"):
         window = _qwen2_window(cfg, where)
+    elif model_type == "qwen3_moe":  # Qwen3MoeConfig: every layer's window with use_sliding_window, else none
+        window = window if cfg.get("use_sliding_window", False) else None
+    width_key = "moe_intermediate_size" if model_type == "qwen3_moe" else "intermediate_size"
+    experts_key = "num_experts" if model_type == "qwen3_moe" else "num_local_experts"
+    moe = model_type in MOE_KEYS
     return ModelConfig(
-        **common, hidden_size=hidden, intermediate_size=_require(cfg, "intermediate_size", where),
+        **common, hidden_size=hidden, intermediate_size=_require(cfg, width_key, where),
         num_layers=_require(cfg, "num_hidden_layers", where), num_heads=heads,
         num_kv_heads=cfg.get("num_key_value_heads") or heads,
         head_dim=cfg.get("head_dim") or hidden // heads, vocab_size=_require(cfg, "vocab_size", where),
@@ -217,16 +263,19 @@ def _from_hf(cfg: dict, *, name: str, where: str) -> ModelConfig:
         # Qwen2 always has q/k/v biases (its config has no key for them); Llama reads attention_bias.
         attention_bias=model_type == "qwen2" or bool(cfg.get("attention_bias", False)),
         mlp_bias=bool(cfg.get("mlp_bias", False)), tie_embeddings=bool(cfg.get("tie_word_embeddings", False)),
-        num_experts=cfg.get("num_local_experts", 0) if model_type == "mixtral" else 0,
-        experts_per_token=cfg.get("num_experts_per_tok", 0) if model_type == "mixtral" else 0,
+        num_experts=cfg[experts_key] if moe else 0, experts_per_token=cfg["num_experts_per_tok"] if moe else 0,
+        # Mixtral always renormalizes its top-k weights; Qwen3-MoE with norm_topk_prob (transformers' default false).
+        normalize_topk=model_type != "qwen3_moe" or bool(cfg.get("norm_topk_prob", False)),
+        qk_norm=model_type in QWEN3_TYPES,
         norm_eps=cfg.get("rms_norm_eps", 1e-5), rope_theta=cfg.get("rope_theta", 10000.0),
         sliding_window=window,
     )
 
 
 def _qwen2_window(cfg: dict, where: str) -> int | None:
-    """A Qwen2 config's attention window: Hugging Face's Qwen2 gives layers from max_window_layers on the window, and
-    only with use_sliding_window (every Qwen2.5 config ships it false). All layers or none; some is not modeled."""
+    """A Qwen2 or Qwen3 config's attention window: Hugging Face's Qwen2 and Qwen3 give layers from max_window_layers on
+    the window, and only with use_sliding_window (every Qwen2.5 and Qwen3 config ships it false). All layers or none;
+    some is not modeled."""
     window, layers = cfg.get("sliding_window"), _require(cfg, "num_hidden_layers", where)
     if not cfg.get("use_sliding_window", False) or window is None:
         return None
@@ -242,7 +291,7 @@ def _qwen2_window(cfg: dict, where: str) -> int | None:
     return window
 
 
-QWEN2_MAX_WINDOW_LAYERS = 28  # transformers' Qwen2Config default
+QWEN2_MAX_WINDOW_LAYERS = 28  # transformers' Qwen2Config and Qwen3Config default
 
 
 def preset_names() -> list[str]:
