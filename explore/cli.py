@@ -185,7 +185,9 @@ def _add_serving_flags(run: argparse.ArgumentParser) -> None:
                         "2048; default: up to --max-batched-tokens)")
     g.add_argument("--block-tokens", type=int, default=spec.block_tokens,
                    help=f"tokens per KV block (default {spec.block_tokens})")
-    g.add_argument("--prefix-tokens", type=int, default=0, help="a system prompt every request shares (default 0)")
+    g.add_argument("--prefix-tokens", type=int, default=0,
+                   help="a system prompt every request (with --conversation-turns, every conversation) starts with, "
+                   "cached once (default 0)")
     g.add_argument("--prefix-groups", type=int,
                    help="distinct prefixes of --prefix-tokens the requests start with, each request's drawn evenly; "
                         "each is cached while memory allows, the least recently used evicted (default 1)")

@@ -592,12 +592,14 @@ def _assumptions(point: DesignPoint, device) -> str:
             # A KV cache shares whole blocks: a prefix shorter than one is cached, and cascaded, as none.
             shared = shared_prefix_tokens(s.prefix_tokens, s.block_tokens)
             held = f" ({shared} in whole {s.block_tokens}-token blocks)" if shared != s.prefix_tokens else ""
-            groups = f" of {s.groups} groups, least recently used evicted" if s.groups > 1 else ""
-            pools += (f", a {s.prefix_tokens}-token shared prefix{held}{groups} ({s.prefix_attention or 'paged'} "
+            groups = f" of {s.groups} groups, least recently used evicted" if s.groups > 1 and not s.rooted else ""
+            what_prefix = "system prompt every conversation starts with" if s.rooted else "shared prefix"
+            pools += (f", a {s.prefix_tokens}-token {what_prefix}{held}{groups} ({s.prefix_attention or 'paged'} "
                       f"attention)")
         if s.conversations:
+            behind = ", behind the system prompt held once" if s.rooted else ""
             pools += (f", conversations of {s.conversation_turns} turns {s.think_s or 0:g} s apart (each on one "
-                      f"replica, its context cached as its prefix)")
+                      f"replica, its context cached as its prefix{behind}, least recently used evicted)")
         elif s.traced_sharing:
             pools += f", {s.groups} prefix groups sharing the trace's shared_tokens, least recently used evicted"
         elif s.trace and not s.prefix_tokens and s.groups > 1:

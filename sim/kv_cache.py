@@ -17,9 +17,14 @@ stays cached until its blocks are needed: then the least recently shared chain g
 frees cached blocks least recently used first, a chain's tail before its head). The cache starts warm, as a server
 that has run for a while: every group's `prefix_tokens` prefix cached, in group order, while they fit.
 
-Not modeled: chains that branch (a radix tree's: requests of one group sharing different lengths of each other's
-prompts beyond the group's prefix), a group's duplicate blocks computed while another sequence of the group computes
-the same prefix (they stay the sequence's own, not deduplicated), and the hashing's host cost.
+With a root (`root_tokens`: a system prompt every conversation starts with) the chains branch once: every group's
+chain starts with the root's blocks, held once for all groups, and a group's own blocks follow them. A sequence finds
+its group's blocks only behind the whole root (a block is found by the hash of everything before it), and the root
+gives up blocks only once no group's blocks follow it (a radix tree evicts its leaves first, as SGLang's does).
+
+Not modeled: chains that branch otherwise (a radix tree's: requests of one group sharing different lengths of each
+other's prompts beyond the group's prefix), a group's duplicate blocks computed while another sequence of the group
+computes the same prefix (they stay the sequence's own, not deduplicated), and the hashing's host cost.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ import math
 from collections import OrderedDict
 
 from kernels.kv_policy import Window, kept_tokens
+
+ROOT = -1  # the chain of the root every group's chain starts with (a conversation's system prompt)
 
 
 def shared_prefix_tokens(prefix_tokens: int, block_tokens: int) -> int:
@@ -39,9 +46,10 @@ class PagedKVCache:
     """Block accounting of one replica's KV cache and its cached prefixes."""
 
     def __init__(self, *, capacity_blocks: int, block_tokens: int, prefix_tokens: int = 0, prefix_groups: int = 1,
-                 window: Window = None, device_blocks: int | None = None):
+                 window: Window = None, device_blocks: int | None = None, root: bool = False):
         """`prefix_tokens`: what a request shares with its group unless assigned otherwise (`assign`), and the prefix
-        of each of the `prefix_groups` groups cached at the start; `window`: a sliding-window model keeps the KV of its
+        of each of the `prefix_groups` groups cached at the start, or with `root` the root every group's chain starts
+        with, held once for all and cached at the start; `window`: a sliding-window model keeps the KV of its
         last `window` tokens only (a KVPolicy: its mix of retrieval and streaming heads, kernels/kv_policy.py);
         `device_blocks`: of the capacity, the blocks in the model's devices' memory, the rest on a hybrid pool's
         attention devices (sim/attention_pool.py; None: no such split)."""
@@ -68,7 +76,10 @@ class PagedKVCache:
         self._continues: set[int] = set()  # sequences whose context their group's next request continues
         self._leaves: dict[int, int] = {}  # whole blocks of a sequence's prompt its group's next request shares
         self._shared: dict[int, int] = {}  # a sharing sequence -> the blocks of its group's chain it shares
-        self._chain: dict[int, int] = {}  # a cached group -> its chain's blocks
+        # The root's blocks every group's chain starts with (0: none, each group's chain its own from its start).
+        self.root_blocks = self.prefix_blocks if root else 0
+        self._branches = 0  # groups with blocks cached behind the root
+        self._chain: dict[int, int] = {}  # a cached group -> its chain's blocks (behind the root: its own after it)
         self._sharers: dict[int, int] = {}  # a cached group -> how many sequences share its chain
         self._idle: OrderedDict[int, None] = OrderedDict()  # chains nobody shares, least recently shared first
         self._idle_blocks = 0
@@ -77,7 +88,9 @@ class PagedKVCache:
         # Of admissions' shareable prefixes (a recompute's included), the blocks sought and the blocks found cached.
         self.prefix_sought_blocks = 0
         self.prefix_found_blocks = 0
-        if self.prefix_blocks:
+        if self.root_blocks:
+            self._cache(ROOT, self.root_blocks)
+        elif self.prefix_blocks:
             for group in range(min(prefix_groups, capacity_blocks // self.prefix_blocks)):
                 self._cache(group, self.prefix_blocks)
 
@@ -101,19 +114,27 @@ class PagedKVCache:
         if continues:
             self._continues.add(seq)
 
+    def _reach(self, group: int) -> int:
+        """Blocks of `group`'s chain a sequence can find: behind a root, the root's, and its group's only behind the
+        whole root."""
+        if not self.root_blocks:
+            return self._chain.get(group, 0)
+        root = self._chain.get(ROOT, 0)
+        return root + self._chain.get(group, 0) if root == self.root_blocks else root
+
     def _cached_blocks(self, seq: int) -> int:
         """Blocks of its group's chain `seq` shares, or (holding nothing yet) would share on its first hold."""
         if seq in self._shared:
             return self._shared[seq]
         if seq in self._held or seq in self._swapped_out:
             return 0
-        return min(self._chain.get(self._group.get(seq, 0), 0), self._shareable.get(seq, self.prefix_blocks))
+        return min(self._reach(self._group.get(seq, 0)), self._shareable.get(seq, self.prefix_blocks))
 
     def chain_tokens(self, group: int, shareable_tokens: int | None = None) -> int:
         """Tokens of `group`'s cached chain a request sharing `shareable_tokens` with it (None: prefix_tokens) would
         find here (what a cache-aware router compares between replicas)."""
         shareable = self.prefix_blocks if shareable_tokens is None else shareable_tokens // self.block_tokens
-        return min(self._chain.get(group, 0), shareable) * self.block_tokens
+        return min(self._reach(group), shareable) * self.block_tokens
 
     def is_cached(self, seq: int) -> bool:
         """Whether some of `seq`'s shareable prefix is cached (or `seq` shares it already)."""
@@ -167,9 +188,10 @@ class PagedKVCache:
         if held is not None:  # admitted: it shares what it shares, and no more
             return max(0, self._own_blocks(tokens, self._shared.get(seq, 0)) - held), room
         shares = self._cached_blocks(seq)
-        group = self._group.get(seq, 0)
-        if shares and seq not in self._shared and group in self._idle:
-            room -= self._chain[group]  # its group's idle chain is what it will share, not room
+        if shares and seq not in self._shared:
+            for chain, part in self._parts(self._group.get(seq, 0), shares):
+                if part and chain in self._idle:
+                    room -= self._chain[chain]  # an idle chain it will share is not room
         return self._own_blocks(tokens, shares), room
 
     def extra_blocks(self, seq: int, tokens: int) -> int:
@@ -200,10 +222,21 @@ class PagedKVCache:
         self._held[seq] = self._held.get(seq, 0) + extra
         self.used_blocks += extra
 
+    def _parts(self, group: int, blocks: int) -> tuple[tuple[int, int], ...]:
+        """The chains `blocks` blocks of `group`'s chain lie on, with the blocks on each: the root's first, where there
+        is one."""
+        if not self.root_blocks:
+            return ((group, blocks),)
+        on_root = min(blocks, self.root_blocks)
+        return (ROOT, on_root), (group, blocks - on_root)
+
     def _evict(self, blocks: int) -> None:
-        """Free `blocks` blocks of idle chains: the least recently shared first, each from its tail."""
+        """Free `blocks` blocks of idle chains: the least recently shared first, each from its tail (a root only once
+        no group's blocks follow it)."""
         while blocks > 0:
             group = next(iter(self._idle))
+            if group == ROOT and self._branches:
+                group = next(chain for chain in self._idle if chain != ROOT)
             taken = min(blocks, self._chain[group])
             self._chain[group] -= taken
             self._idle_blocks -= taken
@@ -211,6 +244,7 @@ class PagedKVCache:
             blocks -= taken
             if not self._chain[group]:
                 del self._idle[group], self._chain[group], self._sharers[group]
+                self._branches -= self.root_blocks > 0 and group != ROOT
 
     def _cache(self, group: int, blocks: int) -> None:
         """A new idle chain of `blocks` blocks for `group` (the most recently shared)."""
@@ -219,6 +253,7 @@ class PagedKVCache:
         self._idle[group] = None
         self._idle_blocks += blocks
         self.used_blocks += blocks
+        self._branches += self.root_blocks > 0 and group != ROOT
 
     def publish(self, seq: int, computed: int, limit: int | None = None) -> None:
         """Sequence `seq` has computed `computed` tokens: the whole blocks it computed past its group's chain, up to
@@ -228,26 +263,36 @@ class PagedKVCache:
         if limit is None:
             limit = max(self._shareable.get(seq, self.prefix_blocks), self._leaves.get(seq, 0))
         shared = self._shared.get(seq, 0)
-        if shared != self._chain.get(group, 0):  # another sequence extended the chain first, or it shares none
+        if shared != self._reach(group):  # another sequence extended the chain first, or it shares none
             return
         grown = min(computed // self.block_tokens, limit) - shared
         if grown <= 0 or self._held.get(seq, 0) < grown:
             return
         self._held[seq] -= grown
-        if group not in self._chain:
-            self._chain[group], self._sharers[group] = 0, 0
-        self._chain[group] += grown
-        if seq in self._shared:
-            self._shared[seq] += grown
-        else:
-            self._share(seq, group, grown)
+        before = self._parts(group, shared)
+        for (chain, was), (_, now) in zip(before, self._parts(group, shared + grown), strict=True):
+            if now == was:
+                continue
+            if chain not in self._chain:
+                self._chain[chain], self._sharers[chain] = 0, 0
+                self._branches += self.root_blocks > 0 and chain != ROOT
+            self._chain[chain] += now - was
+            if not was:  # it shares this chain from now on
+                self._take(chain)
+        self._shared[seq] = shared + grown
 
     def _share(self, seq: int, group: int, blocks: int) -> None:
         self._shared[seq] = blocks
-        self._sharers[group] += 1
-        if group in self._idle:
-            del self._idle[group]
-            self._idle_blocks -= self._chain[group]
+        for chain, part in self._parts(group, blocks):
+            if part:
+                self._take(chain)
+
+    def _take(self, chain: int) -> None:
+        """One more sequence shares `chain` (no longer idle)."""
+        self._sharers[chain] += 1
+        if chain in self._idle:
+            del self._idle[chain]
+            self._idle_blocks -= self._chain[chain]
 
     def release(self, seq: int, keep_prefix: bool = False, computed: int = 0) -> None:
         """Free every block `seq` holds of its own, after, where the group's next request continues its context, its
@@ -263,12 +308,12 @@ class PagedKVCache:
             self._swapped_out.add(seq)
         if keep_prefix or seq not in self._shared:
             return
-        del self._shared[seq]
-        group = self._group.get(seq, 0)
-        self._sharers[group] -= 1
-        if not self._sharers[group]:
-            self._idle[group] = None
-            self._idle_blocks += self._chain[group]
+        for chain, part in self._parts(self._group.get(seq, 0), self._shared.pop(seq)):
+            if part:
+                self._sharers[chain] -= 1
+                if not self._sharers[chain]:
+                    self._idle[chain] = None
+                    self._idle_blocks += self._chain[chain]
 
     def place(self, seq: int, final_tokens: int) -> None:
         """Place an admitted sequence of a hybrid pool (device_blocks set) for its whole run: on the model's devices

@@ -264,6 +264,9 @@ class Pool:
     # Prefixes of prefix_tokens requests start with, each request's drawn evenly with the pool's seed (sim/kv_cache.py
     # caches them); 1: the one every request shares.
     prefix_groups: int = 1
+    # The prefix is the root every group's chain starts with (a system prompt every conversation shares), held once
+    # for all groups (sim/kv_cache.py), not each group's own.
+    root: bool = False
     window: Window = None  # a sliding window or KV policy (kernels/kv_policy.py)
     # What a replica's swaps move per second: over every device's host link at once (each stage swaps its layers'
     # share of the blocks before it computes, in that time).
@@ -392,7 +395,8 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
                                                              block_tokens=pool.memory.block_tokens,
                                                              prefix_tokens=pool.prefix_tokens,
                                                              prefix_groups=pool.prefix_groups, window=pool.window,
-                                                             device_blocks=pool.memory.device_kv_blocks)
+                                                             device_blocks=pool.memory.device_kv_blocks,
+                                                             root=pool.root)
                 scheduler = schedulers[p][i] if schedulers else make_scheduler(pool.scheduler, pool.limits)
                 engines.append(Replica(
                     env, pool.costs, scheduler, EngineState(kv=kv), window=pool.window,

@@ -91,7 +91,9 @@ class ServingSpec:
     # Conversations (workloads/requests.py sample_conversations): the requests as conversations of this many turns,
     # each turn adding a message (the prompt distribution) to the conversation so far and arriving think_s seconds
     # after the previous turn's answer; the rate is of requests, conversations starting at rate / turns. Each
-    # conversation's cached context is its group's prefix (sim/kv_cache.py). None: independent requests.
+    # conversation's cached context is its group's prefix (sim/kv_cache.py), behind the system prompt of prefix_tokens
+    # every conversation starts with, where there is one (the root of every conversation's chain). None: independent
+    # requests.
     conversation_turns: int | None = None
     think_s: float | None = None
     preemption: str = "recompute"  # or "swap" over a host link of swap_GBps
@@ -233,8 +235,6 @@ class ServingSpec:
             for name, conflict, why in (
                     ("trace", bool(self.trace), "none (conversations draw their messages and answers from the prompt "
                      "and output distributions)"),
-                    ("prefix_tokens", self.prefix_tokens > 0, "0 (a system prompt every conversation shares would "
-                     "branch into each conversation's context: not modeled)"),
                     ("prefix_groups", self.prefix_groups is not None, "left out (each conversation is a group)")):
                 if conflict:
                     raise InputError(f"{name}: found {getattr(self, name)!r} with conversation_turns "
@@ -253,8 +253,8 @@ class ServingSpec:
                      f"conversation_turns {self.conversation_turns}" if self.conversations else
                      f"{self.groups} prefix groups (trace {self.trace!r})")
             for name, conflict, why in (
-                    ("prefix_attention", self.cascade, "paged (cascade attention reads one prefix every sequence "
-                     "shares; a batch of several groups' prefixes is not modeled)"),
+                    ("prefix_attention", self.cascade and not self.rooted, "paged (cascade attention reads one "
+                     "prefix every sequence shares; a batch of several groups' prefixes is not modeled)"),
                     ("attention_placement", self.attends_apart and self.attention_placement == "hybrid",
                      "apart (a hybrid pool's model's devices hold one shared prefix: where several groups' prefixes "
                      "lie is not modeled)")):
@@ -364,6 +364,11 @@ class ServingSpec:
         return 1
 
     @property
+    def rooted(self) -> bool:
+        """Whether every group's cached chain starts with one shared prefix: a system prompt of conversations."""
+        return self.conversations and self.prefix_tokens > 0
+
+    @property
     def cascade(self) -> bool:
         """Whether decode attention reads the shared prefix once for all sequences."""
         return self.prefix_attention == "cascade"
@@ -396,7 +401,7 @@ class ServingSpec:
         if self.conversations:  # first turns at rate / turns: every turn of each, requests at the rate
             return sample_conversations(arrivals=self._arrivals(rate / self.conversation_turns), prompt=self.prompt,
                                         output=self.output, count=self.requests, turns=self.conversation_turns,
-                                        think_s=self.think_s or 0.0, seed=self.seed)
+                                        think_s=self.think_s or 0.0, seed=self.seed, system_tokens=self.prefix_tokens)
         return sample_requests(arrivals=self._arrivals(rate), prompt=self.prompt, output=self.output,
                                count=self.requests, seed=self.seed)
 

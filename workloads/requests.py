@@ -361,16 +361,18 @@ def sample_requests(*, arrivals: ArrivalProcess, prompt: LengthDistribution, out
 
 
 def sample_conversations(*, arrivals: ArrivalProcess, prompt: LengthDistribution, output: LengthDistribution,
-                         count: int, turns: int, think_s: float, seed: int) -> RequestSet:
+                         count: int, turns: int, think_s: float, seed: int, system_tokens: int = 0) -> RequestSet:
     """`count` requests as conversations of `turns` turns (the last one shorter where `turns` does not divide
     `count`), each conversation's turns consecutive. A conversation's first turn arrives by `arrivals`; each later turn
     `think_s` seconds after the previous one's answer is finished. Each turn adds a message of `prompt` tokens to the
-    conversation so far (every earlier message and answer) and answers with `output` tokens; it shares with its
-    conversation the context the previous turn's KV cache holds (its prompt and all but its last output token, which
-    is never fed back). The draws are sample_requests's: the same arguments give the same conversations."""
+    conversation so far (a system prompt of `system_tokens` every conversation starts with, every earlier message and
+    answer) and answers with `output` tokens; it shares with its conversation the context the previous turn's KV cache
+    holds (its prompt and all but its last output token, which is never fed back), a first turn the system prompt.
+    The draws are sample_requests's: the same arguments give the same conversations."""
     count = _integer("count", count, at_least=1)
     turns = _integer("turns", turns, at_least=1)
     think_s = _number("think_s", think_s, at_least=0)
+    system_tokens = _integer("system_tokens", system_tokens, at_least=0)
     arrival_rng, prompt_rng, output_rng = _streams(seed)
     messages, answers = prompt.sample(prompt_rng, count), output.sample(output_rng, count)
     conversation = np.arange(count) // turns
@@ -380,15 +382,18 @@ def sample_conversations(*, arrivals: ArrivalProcess, prompt: LengthDistribution
     context = 0
     for i in range(count):
         if opens[i]:
-            context = 0
-        shared[i] = max(context - 1, 0) if context else 0  # the previous turn's cached tokens
+            shared[i] = system_tokens
+            context = system_tokens
+        else:
+            shared[i] = context - 1  # the previous turn's cached tokens
         prompts[i] = context + messages[i]
         context = prompts[i] + answers[i]
+    system = f" after a {system_tokens}-token system prompt" if system_tokens else ""
     return RequestSet(arrival_s=starts[conversation], prompt_tokens=prompts, output_tokens=answers,
                       prefix_group=conversation, shared_tokens=shared,
                       after_previous_s=np.where(opens, np.nan, think_s),
-                      source=f"{arrivals} conversations of {turns} turns, {think_s:g} s apart, messages {prompt}, "
-                             f"answers {output}, seed {seed}")
+                      source=f"{arrivals} conversations of {turns} turns{system}, {think_s:g} s apart, messages "
+                             f"{prompt}, answers {output}, seed {seed}")
 
 
 def resolve_trace(name_or_path: str) -> Path:

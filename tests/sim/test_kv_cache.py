@@ -196,3 +196,81 @@ def test_a_swapped_out_sequence_keeps_its_prefix_cached():
 def test_bad_group_count_is_refused():
     with pytest.raises(ValueError, match="prefix_groups: found 0, allowed: an integer >= 1"):
         PagedKVCache(capacity_blocks=10, block_tokens=16, prefix_tokens=32, prefix_groups=0)
+
+
+# ---- a root every group's chain starts with: a system prompt every conversation shares ---------------------------
+
+def _rooted(capacity_blocks: int = 20) -> PagedKVCache:
+    """A 32-token system prompt (2 blocks) as the root, cached once however many conversations there are."""
+    return PagedKVCache(capacity_blocks=capacity_blocks, block_tokens=16, prefix_tokens=32, prefix_groups=50,
+                        root=True)
+
+
+def _turn(kv: PagedKVCache, seq: int, conversation: int, shareable: int, tokens: int, continues: bool = True) -> None:
+    """A turn of `tokens` tokens sharing `shareable` with its conversation, held and, where the next turn continues
+    it, released with its context left cached."""
+    kv.assign(seq, conversation, shareable_tokens=shareable, continues=continues)
+    kv.hold(seq, tokens)
+    kv.release(seq, computed=tokens)
+
+
+def test_the_root_is_held_once_for_every_conversation():
+    """Three first turns of 50 tokens each find the 2-block root (sought 2, found 2 each) and hold only their own 2
+    blocks (tokens 33-50); the root is cached once: 2 + 3 x 2 blocks in use."""
+    kv = _rooted()
+    assert kv.used_blocks == 2 and kv.evictable_blocks == 2  # warm: the root alone, not 50 prefixes
+    for seq in range(3):
+        kv.assign(seq, seq, shareable_tokens=32)
+        kv.hold(seq, 50)
+    assert kv.used_blocks == 2 + 3 * 2 and kv.in_use_blocks == 8
+    assert (kv.prefix_sought_blocks, kv.prefix_found_blocks) == (6, 6)
+
+
+def test_a_later_turn_finds_the_root_and_its_conversation_behind_it():
+    """Conversation 7's first turn (50 tokens) leaves its 3 whole blocks, the root's 2 and 1 of its own; its next
+    turn, sharing 49 tokens, finds all 3, and conversation 8's first turn the root's 2 only."""
+    kv = _rooted()
+    _turn(kv, 0, 7, shareable=32, tokens=50)
+    assert kv.used_blocks == 3 and kv.cached_prefix(1, 100) == 32  # unassigned: it shares the system prompt
+    kv.assign(1, 7, shareable_tokens=49)
+    kv.assign(2, 8, shareable_tokens=32)
+    assert kv.cached_prefix(1, 100) == 48 and kv.cached_prefix(2, 100) == 32
+    kv.hold(1, 80)  # 5 blocks, 3 of them found
+    assert kv.used_blocks == 3 + 2
+
+
+def test_the_root_gives_up_blocks_only_once_no_conversation_follows_it():
+    """Capacity 6: the root (2) and two conversations' blocks behind it (1 and 2), all idle. A new sequence of 5
+    blocks of its own (no conversation, nothing shareable) needs 5 of the 6: the free one, then both conversations'
+    blocks (least recently shared first), and only then 1 block of the root, its tail: conversation 8's next turn then
+    finds nothing behind the half root, and the root's first block is still found."""
+    kv = _rooted(capacity_blocks=6)
+    _turn(kv, 0, 7, shareable=32, tokens=50)   # root + 1 block of conversation 7
+    _turn(kv, 1, 8, shareable=32, tokens=66)   # root + 2 blocks of conversation 8 (the more recently shared)
+    assert kv.used_blocks == 2 + 1 + 2 and kv.evictable_blocks == 5
+    kv.assign(2, 99, shareable_tokens=0)
+    kv.hold(2, 16 * 4)  # 4 blocks: the free one, conversation 7's, conversation 8's two; the root stays whole
+    kv.assign(3, 8, shareable_tokens=65)
+    assert kv.cached_prefix(3, 100) == 32 and kv.used_blocks == 6
+    kv.assign(4, 99, shareable_tokens=0)
+    kv.hold(4, 16)  # one more: only the root is left to give it, its tail
+    kv.assign(5, 9, shareable_tokens=32)
+    assert kv.cached_prefix(5, 100) == 16 and kv.used_blocks == 6
+
+
+def test_a_missed_root_is_computed_again_and_its_conversation_grows_behind_it():
+    """With the root evicted, a first turn computes the system prompt itself: its first 2 whole blocks rebuild the
+    root, the ones after it within its context start its conversation, and the next turn finds both."""
+    kv = _rooted(capacity_blocks=4)
+    kv.assign(0, 99, shareable_tokens=0)
+    kv.hold(0, 16 * 4)  # evicts the whole root
+    kv.release(0)
+    kv.assign(1, 3, shareable_tokens=32, continues=True)
+    assert kv.cached_prefix(1, 100) == 0
+    kv.hold(1, 50)
+    kv.publish(1, 50)  # its 2 blocks within the system prompt rebuild the root
+    kv.assign(2, 4, shareable_tokens=32)
+    assert kv.cached_prefix(2, 100) == 32
+    kv.release(1, computed=50)  # its third whole block is its conversation's, behind the root
+    kv.assign(3, 3, shareable_tokens=49)
+    assert kv.cached_prefix(3, 100) == 48 and kv.used_blocks == 3

@@ -201,3 +201,23 @@ def test_a_document_s_first_question_leaves_the_document_for_the_next_that_share
     result = serve_pools([pool], requests)
     assert _found(result) == (8, 8)
     assert _computed_tokens(result) == 80 + 16 + 16 + 3 * 1
+
+
+def test_every_conversation_finds_the_system_prompt_it_starts_with(costs):
+    """12 requests as 4 conversations of 3 turns after a 64-token system prompt (4 blocks), held once as the root of
+    every conversation's chain. Every first turn finds the whole system prompt and every later turn the whole blocks of
+    its conversation so far (memory to spare): each computes only the rest of its prompt, a hand sum."""
+    system = 64
+    requests = sample_conversations(arrivals=Poisson(rate_per_s=40.0), prompt=Fixed(tokens=70), output=Fixed(tokens=9),
+                                    count=12, turns=3, think_s=0.25, seed=4, system_tokens=system)
+    assert (requests.prompt_tokens[::3] == system + 70).all() and (requests.shared_tokens[::3] == system).all()
+    memory = serving_memory(capacity_B=10_000 * BLOCK * KV_PER_TOKEN_B, weights_B=0.0, activations_B=0.0,
+                            kv_bytes_per_token=KV_PER_TOKEN_B, block_tokens=BLOCK)
+    pool = Pool(name="serve", role="serve", replicas=1, costs=costs, scheduler="chunked", limits=SchedulerLimits(),
+                memory=memory, idle_power_W=costs.device.idle_power_W, prefix_tokens=system,
+                prefix_groups=4, root=True)
+    result = serve_pools([pool], requests)
+    found = requests.shared_tokens // BLOCK * BLOCK
+    assert result.prefix_sought_tokens == result.prefix_found_tokens == found.sum()
+    prefill = int((requests.prompt_tokens - found).sum())
+    assert _computed_tokens(result) == prefill + int((requests.output_tokens - 1).sum())
