@@ -41,7 +41,7 @@ from explore.run_support import (
 )
 from explore.runner import Progress, columns_for, run_sweep
 from explore.schema import as_list
-from explore.serving_settings import FlagNames, flag_of, idle_setting
+from explore.serving_settings import FlagNames, data_parallel_ranks, flag_of, idle_setting
 from explore.sweep import STRATEGY_NAMES, Constraint, Objectives, load_sweep
 from explore.sweep_notes import (
     dense_prefill_note,
@@ -241,7 +241,7 @@ def _idle_serving_flag(args) -> str:
     are explore/serving_settings.py's, which a sweep's serving: section is checked by too)."""
     dests = {f.name: flag_of(f.name).removeprefix("--").replace("-", "_") for f in dataclasses.fields(ServingSpec)}
     values = {field: (getattr(args, dest),) for field, dest in dests.items() if hasattr(args, dest)} | {
-        "pp": (args.pp,)}
+        "pp": (args.pp,), "ranks": (data_parallel_ranks(args.tp, args.attention_parallel),)}
     flags = {flag for flag, _ in serving_flags_set(args)}
     given = {field for field in values if flag_of(field) in flags or (
         field in ("prompt", "output") and getattr(args, field) != KNOBS[field].default)}

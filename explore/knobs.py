@@ -557,7 +557,7 @@ register(Knob(name="router", type=str, section="serving", scope="serving", defau
               "joins: least_requests (fewest held), least_tokens (fewest pending tokens, Splitwise's JSQ), "
               "round_robin or cache_aware (the replica caching most of its prefix while the load is balanced, "
               "SGLang model gateway's policy); unset: least_requests; read where a pool has replicas or a replica "
-              "pipeline stages to pick among"))
+              "pipeline stages or data-parallel ranks to pick among"))
 register(Knob(name="prefix_attention", type=str, section="serving", scope="serving", default=None, flag=False,
               allowed=PREFIX_ATTENTIONS,
               help="how decode attention reads the prefix_tokens every request shares: paged (each sequence its copy "

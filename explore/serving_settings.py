@@ -143,8 +143,15 @@ def _budget(field: str, chunked: bool) -> ReadWhen:
                               f"or left out")
 
 
-# What a router picks among: a pool's replicas, a replica's engines (a pipeline stage each, vLLM's virtual engines).
-ROUTED = ("replicas", "prefill_replicas", "pp")
+# What a router picks among: a pool's replicas, a replica's engines (a pipeline stage each, vLLM's virtual engines;
+# or a data-parallel rank each, `ranks`: data_parallel_ranks).
+ROUTED = ("replicas", "prefill_replicas", "pp", "ranks")
+
+
+def data_parallel_ranks(tp: int, attention_parallel: str) -> int:
+    """The engines of a replica whose attention runs data-parallel (sim/data_parallel.py): one per tp device, each
+    with its own requests, which the pool's router picks among; 1 where the attention is tensor-parallel."""
+    return tp if attention_parallel == "data" else 1
 
 
 def _routes(values: Values) -> bool:
@@ -183,8 +190,9 @@ RULES: tuple[ReadWhen, ...] = (
       for field in ("attention_devices", "attention_link", "attention_micro_batches", "attention_placement")),
     ReadWhen("router", _routes, lambda v, n: "one replica in each pool and one pipeline stage",
              lambda n: f"with {n.at_least('replicas', 2, 'replicas to pick from')}, "
-                       f"{n.at_least('prefill_replicas', 2, 'prefill replicas to pick from')} or pipeline stages "
-                       f"(pp >= 2: engines to pick from), or left out"),
+                       f"{n.at_least('prefill_replicas', 2, 'prefill replicas to pick from')}, pipeline stages "
+                       f"(pp >= 2: engines to pick from) or data-parallel ranks "
+                       f"({n.setting('attention_parallel', 'data')}: ranks to pick from), or left out"),
     _budget("chunk_tokens", chunked=True),
     _budget("max_batched_tokens", chunked=False),
     _budget("prompt_batch_tokens", chunked=False),

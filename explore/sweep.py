@@ -44,6 +44,7 @@ from explore.schema import (
     one_or_more,
     section_model,
 )
+from explore.serving_settings import data_parallel_ranks
 from explore.sweep_serving import (
     Parallel,
     Serving,
@@ -675,8 +676,11 @@ def _check_references(sweep: Sweep, located: LocatedYAML) -> None:
     """Every model and device must load, and every override must apply to every device."""
     models = as_list(sweep.spec.model)
     if sweep.spec.serving is not None:
-        stages = tuple(as_list(sweep.spec.parallel.pp)) if sweep.spec.parallel is not None else (1,)
-        check_serving(sweep.spec.serving, models, located, stages)
+        parallel = sweep.spec.parallel
+        stages = tuple(as_list(parallel.pp)) if parallel is not None else (1,)
+        ranks = tuple(data_parallel_ranks(tp, layout) for tp in as_list(parallel.tp)
+                      for layout in as_list(parallel.attention_parallel)) if parallel is not None else (1,)
+        check_serving(sweep.spec.serving, models, located, stages, ranks)
     if sweep.spec.parallel is not None:
         check_parallel(sweep.spec.parallel, models, located)
     for key in ("model", "device"):

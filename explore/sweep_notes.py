@@ -308,7 +308,7 @@ def idle_what_if_note(sweep) -> str:
                [key for key in swept if key.startswith(pool.prefix)]) for pool in POOL_WHAT_IFS if pool.switch in dims]
     groups.append((["tp", "pp"], lambda combo: combo["tp"] * combo["pp"] == 1, "tp and pp are 1",
                    [key for key in swept if key.startswith(LINK_PREFIX)]))
-    groups.append((["replicas", "prefill_replicas", "pp"], lambda combo: not routes(combo),
+    groups.append((["replicas", "prefill_replicas", "pp", "tp", "attention_parallel"], lambda combo: not routes(combo),
                    "one replica in each pool and one pipeline stage", [key for key in swept if key == "router"]))
     said, idle = [], []
     for switches, off, words, keys in groups:

@@ -10,7 +10,7 @@ from pydantic import AfterValidator, Field, StrictFloat, StrictInt, field_valida
 from explore.knobs import KNOBS, knobs
 from explore.rows import is_feasible, normalize_row
 from explore.schema import PositiveInt, PositiveNumber, Strict, as_list, finite, knob_type, one_or_more
-from explore.serving_settings import ROUTED, KeyNames, idle_setting, key_of
+from explore.serving_settings import ROUTED, KeyNames, data_parallel_ranks, idle_setting, key_of
 from hw_models.link import load_link_model
 from hw_models.registry import load_device
 from kernels.parallel import check_expert_parallel, check_pipeline_parallel, check_tensor_parallel
@@ -260,8 +260,10 @@ def serving_dimensions(serving: Serving) -> dict[str, list]:
 
 def routes(values: dict[str, Any]) -> bool:
     """Whether a point has anything for a router to pick among: replicas in a pool, or a replica's engines on
-    pipeline stages (explore/serving_settings.py refuses a router where no point of a sweep routes)."""
-    return any(values.get(name, 1) > 1 for name in ROUTED)
+    pipeline stages or data-parallel ranks (explore/serving_settings.py refuses a router where no point of a sweep
+    routes)."""
+    counts = {**values, "ranks": data_parallel_ranks(values.get("tp", 1), values.get("attention_parallel", "tensor"))}
+    return any(counts.get(name, 1) > 1 for name in ROUTED)
 
 
 def serving_spec(serving: Serving, values: dict[str, Any]) -> ServingSpec:
@@ -305,9 +307,11 @@ def _unkeyed(err: InputError) -> str:
     return str(err).removeprefix("device: ").removeprefix("link: ")
 
 
-def check_serving(serving: Serving, models: list[str], located: LocatedYAML, stages: tuple[int, ...] = (1,)) -> None:
+def check_serving(serving: Serving, models: list[str], located: LocatedYAML, stages: tuple[int, ...] = (1,),
+                  ranks: tuple[int, ...] = (1,)) -> None:
     """The trace must read, decode preemptions go with the orca scheduler, the prefill device and KV link load, no key
-    be idle beside the others (and the sweep's pipeline `stages`), and a KV block fit every model's context."""
+    be idle beside the others (and the sweep's pipeline `stages` and data-parallel `ranks`: data_parallel_ranks), and
+    a KV block fit every model's context."""
     if serving is not None and serving.trace:
         try:
             read_request_trace(resolve_trace(serving.trace))  # a malformed trace is a mistake in this file
@@ -329,7 +333,7 @@ def check_serving(serving: Serving, models: list[str], located: LocatedYAML, sta
                         load_device(name) if key.endswith("device") else load_link_model(name)
                     except InputError as err:
                         raise InputError(f"{located.where(('serving', key))}: serving.{key}: {_unkeyed(err)}") from None
-        _check_idle(serving, located, stages)
+        _check_idle(serving, located, stages, ranks)
         for model in models:
             context = load_model_config(model).max_positions
             if serving.block_tokens > context:
@@ -352,11 +356,11 @@ def _given(serving: Serving, field: str) -> tuple[bool, Any]:
     return written and key in owner.model_fields_set and value is not None, value
 
 
-def _check_idle(serving: Serving, located: LocatedYAML, stages: tuple[int, ...]) -> None:
+def _check_idle(serving: Serving, located: LocatedYAML, stages: tuple[int, ...], ranks: tuple[int, ...]) -> None:
     """A key set in the section that no point of the sweep would read is refused, as explore run refuses the flag
     (the rules are explore/serving_settings.py's): it would only show in the results as if it had been run."""
     keyed = {f.name: _given(serving, f.name) for f in dataclasses.fields(ServingSpec)}
-    values = {field: tuple(as_list(value)) for field, (_, value) in keyed.items()} | {"pp": stages}
+    values = {field: tuple(as_list(value)) for field, (_, value) in keyed.items()} | {"pp": stages, "ranks": ranks}
     idle = idle_setting({field for field, (written, _) in keyed.items() if written}, values, KeyNames(), sweep=True)
     if idle is not None:
         names = KeyNames()

@@ -15,8 +15,11 @@ from dataclasses import replace
 
 import pytest
 
+from explore.cli import main
 from explore.design_point import DesignPoint
+from explore.sweep import load_sweep
 from sim.serving_spec import ServingSpec
+from tests.explore.tiny_sweep import write_sweep
 from workloads.errors import InputError
 from workloads.requests import Fixed
 
@@ -98,3 +101,31 @@ def test_what_data_parallel_attention_refuses_is_one_line(tiny_evaluator, tiny_m
     with pytest.raises(InputError) as err:
         tiny_evaluator.evaluate(point)
     assert message in str(err.value) and "\n" not in str(err.value), str(err.value)
+
+
+def test_the_router_picks_among_the_ranks_of_one_replica(tmp_path, tiny_moe, capsys):
+    """Each rank has its own requests, which the pool's router picks among: a 200-token prompt and two of 16 arrive
+    together at a replica of two ranks; by requests the third joins the long prompt's rank, by pending tokens the
+    short one's, so the mean TTFT moves with --router (without it the run is least_requests'). One replica routes."""
+    trace = tmp_path / "three.csv"
+    trace.write_text("arrival_s,prompt_tokens,output_tokens\n0,200,4\n0,16,4\n0,16,4\n")
+    ttft = {}
+    for router in ("least_requests", "least_tokens", None):
+        assert main(["run", "--model", tiny_moe, "--device", "h100-sxm", "--tp", "2", "--ep", "2",
+                     "--attention-parallel", "data", "--serving", "--trace", str(trace), "--arrival", "trace",
+                     "--requests", "3", "--execution", "graphs", "--json",
+                     *(["--router", router] if router else [])]) == 0, capsys.readouterr().err
+        ttft[router] = json.loads(capsys.readouterr().out)["ttft_mean_s"]
+    assert ttft[None] == ttft["least_requests"] != ttft["least_tokens"]
+
+
+def test_a_sweep_keeps_the_router_of_a_data_parallel_replica(tmp_path, tiny_moe):
+    """One replica of two data-parallel ranks has engines to route among: each router is a design of its own (with
+    tensor-parallel attention the same replica has nothing to route, and its routers are one design)."""
+    path = write_sweep(tmp_path, f"name: ranks\nmodel: {tiny_moe}\ndevice: h100-sxm\nexecution: graphs\n"
+                                 f"parallel: {{tp: 2, ep: spread, attention_parallel: [tensor, data]}}\n"
+                                 f"serving:\n  requests: 6\n  prompt: 32\n  output: 4\n  rate: 50\n"
+                                 f"  router: [least_tokens, round_robin]\n")
+    points = load_sweep(path).points()
+    routers = {(p.knob("attention_parallel"), p.serving.router) for p in points}
+    assert routers == {("tensor", None), ("data", "least_tokens"), ("data", "round_robin")}

@@ -81,6 +81,9 @@ def test_explore_run_and_a_sweep_refuse_the_same_settings(field, tmp_path, capsy
     ("router", {"replicas": (1, 2), "prefill_replicas": (0,), "pp": (1,)}, False),
     ("router", {"replicas": (1,), "prefill_replicas": (2,), "pp": (1,)}, False),
     ("router", {"replicas": (1,), "prefill_replicas": (0,), "pp": (1, 2)}, False),
+    # ... or among a data-parallel replica's ranks, each an engine with its own requests.
+    ("router", {"replicas": (1,), "prefill_replicas": (0,), "pp": (1,), "ranks": (1, 4)}, False),
+    ("router", {"replicas": (1,), "prefill_replicas": (0,), "pp": (1,), "ranks": (1,)}, True),
 ])
 def test_a_setting_is_idle_only_where_no_value_given_reads_it(given, values, idle):
     assert (idle_setting({given}, values, KeyNames(), sweep=True) is not None) is idle
