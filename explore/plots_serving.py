@@ -81,8 +81,8 @@ class RunDetail:
     batch_size: np.ndarray  # sequences running
     end_s: float  # the last request's finish
     max_seqs: float
-    # Which engine ran each iteration (a replica, or one of a pipelined replica's engines) and how many engines the
-    # run had; None: one engine ran every iteration.
+    # Which engine ran each iteration (a replica, or a pipelined replica's engine or data-parallel rank) and how many
+    # the run had; None: one engine ran every iteration.
     engine: np.ndarray | None = None
     engines: int = 1
     # Each iteration's dynamic energy and the system's static power (None: stored before power was): the power line.

@@ -112,8 +112,9 @@ HOW_TO_READ = {
                    "a curve meets the SLO where it is above the dotted attainment target at the limit.",
     "serving_timeline": "KV blocks in use and sequences in the running batch, time-weighted means over "
                         f"{TIMELINE_WINDOWS} windows of each run (idle time counts as zero), per engine (a replica, "
-                        "or one of a pipelined replica's engines with its share of the KV blocks) and averaged over "
-                        "the engines. A KV cache near 100% "
+                        "or one of a pipelined replica's engines or of a data-parallel replica's ranks, with its share "
+                        "of the KV blocks and, a rank, its own max_seqs) and averaged over the engines. A KV cache "
+                        "near 100% "
                         "forces preemptions or queueing; a batch pinned at max_seqs means the scheduler, not "
                         "memory, caps concurrency. Power is the whole system's (every replica's devices, static "
                         "power included) in the same windows, its rated power (tdp_W) dashed: the gap is the "

@@ -16,7 +16,15 @@ from explore.metrics import metric_names
 from explore.plots_serving import timeline_figure, windowed_mean
 from explore.report import write_report
 from explore.report_detail import DETAIL_FILE
-from explore.report_serving import DESIGN_KNOBS, FIGURE_TITLES, _styles, detail_rows, rate_series, run_detail
+from explore.report_serving import (
+    DESIGN_KNOBS,
+    FIGURE_TITLES,
+    HOW_TO_READ,
+    _styles,
+    detail_rows,
+    rate_series,
+    run_detail,
+)
 from explore.rows import normalize_row
 from explore.sweep import load_sweep
 from sim.capacity import Capacity, RateVerdict, search_capacity
@@ -338,3 +346,9 @@ def test_rate_series_names_its_subset_without_a_chosen_design() -> None:
     assert f"{MAX_SERIES} of {MAX_SERIES + 4} shown: the first {MAX_SERIES} in the sweep's order; the rest are in " \
            "results.csv)." in caption
     assert "holding" not in caption
+
+
+def test_the_timeline_says_a_data_parallel_replica_is_drawn_per_rank():
+    """A data-parallel replica's ranks are engines with their own KV share and max_seqs (sim/replica.py run_lockstep):
+    the timeline's batch and KV are each rank's, which its caption must say, as mean_batch_size's help does."""
+    assert "data-parallel replica's ranks" in HOW_TO_READ["serving_timeline"]
