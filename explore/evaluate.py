@@ -660,7 +660,8 @@ class Evaluator:
         limits = spec.limits()
         ranks = 1 if costs.experts is None else costs.experts.ranks
         # Data-parallel ranks each hold the weights but the experts' (kernels/data_parallel.py).
-        weights_B = _weight_bytes(costs.template.param_bytes * replicated_weight_share(cfg, ranks), fmt, device, cfg)
+        weights_B = _weight_bytes(costs.template.param_bytes * replicated_weight_share(cfg, ranks, fmt), fmt, device,
+                                  cfg)
         attention = costs.attention
         # The KV heads are split over the devices attending: the model's tp, or the attention devices; a data-parallel
         # rank holds its sequences' KV whole.

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from math import comb
 
+from kernels.formats import NumericFormat
+from kernels.module_params import expert_byte_share
 from workloads.model_config import ModelConfig
 
 # How the attention and the rest of an MoE model but its experts are split over the tp devices: "tensor", Megatron's
@@ -54,8 +56,9 @@ def dispatch_bytes_per_token(config: ModelConfig, devices: int) -> float:
     return config.hidden_size * HIDDEN_B * dispatch_devices(config.num_experts, config.experts_per_token, devices)
 
 
-def replicated_weight_share(config: ModelConfig, devices: int) -> float:
-    """The weights `devices` data-parallel ranks hold together over the model's own: the experts once, the rest on
-    every device."""
-    total, experts = config.param_count(), config.expert_param_count()
-    return (experts + devices * (total - experts)) / total
+def replicated_weight_share(config: ModelConfig, devices: int, fmt: NumericFormat | None = None) -> float:
+    """The weight bytes `devices` data-parallel ranks hold together over the model's own: the experts once, the rest
+    on every device, each part at the bits `fmt` stores it in (a mixed format's attention or head may be wider than
+    its experts: kernels/module_params.py expert_byte_share); 16-bit weights without a format."""
+    experts = expert_byte_share(fmt if fmt is not None else NumericFormat(), config)
+    return experts + devices * (1.0 - experts)

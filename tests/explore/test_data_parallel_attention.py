@@ -69,6 +69,22 @@ def test_each_rank_holds_the_weights_but_the_experts_and_its_sequences_kv_once(t
     assert tensor.kv_block_B == pytest.approx(KV_B_PER_TOKEN * SPEC.block_tokens * max(1, tp // 2), rel=1e-12)
 
 
+@pytest.mark.parametrize("wider", ["attn_weight_bits", "head_bits"])
+def test_each_rank_holds_its_copy_of_the_rest_at_the_rest_s_own_bits(tiny_evaluator, tiny_moe, wider):
+    """A mixed format whose attention (or embedding and head) is wider than the experts: the part every rank copies
+    grows by its extra bytes on each of tp ranks, where tensor parallelism holds it once. So widening it from 4 to 16
+    bits adds tp times as much under data as under tensor parallelism."""
+    tp = 4
+
+    def weights_B(layout: str, **knobs) -> float:
+        point = replace(_point(tiny_moe, tp, attention_parallel=layout, **knobs), weight_bits=4)
+        return tiny_evaluator.evaluate(point).result.memory.weights_B
+
+    added = {layout: weights_B(layout, **{wider: 16}) - weights_B(layout) for layout in ("tensor", "data")}
+    assert added["tensor"] > 0
+    assert added["data"] == pytest.approx(tp * added["tensor"], rel=1e-9)
+
+
 def test_a_run_serves_every_request_on_both_ranks(tiny_evaluator, tiny_moe):
     evaluation = tiny_evaluator.evaluate(_point(tiny_moe))
     result = evaluation.result
