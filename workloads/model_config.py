@@ -89,10 +89,6 @@ class ModelConfig:
         pos = (self.max_positions + 2) * h if self.positions == "learned" else 0
         return self.num_layers * per_layer + embed + head + pos + norm
 
-    def expert_param_count(self) -> int:
-        """Parameters of the routed experts over every layer (0 for a dense model)."""
-        return self.num_layers * self.num_experts * self._mlp_params()
-
     def _mlp_params(self) -> int:
         """Parameters of one MLP (one expert's, in an MoE layer)."""
         h, f = self.hidden_size, self.intermediate_size
