@@ -17,6 +17,11 @@ def _knob_names() -> list[str]:
     return [k.name for scope in ("point", "system", "serving") for k in knobs(scope=scope)]
 
 
+# Knobs that equal another on every row where they alias it, each beside the knob it would repeat: a serving point's
+# batch is its max_seqs, spread experts' ep is the tp.
+ALIASES = (("batch", "max_seqs"), ("ep", "tp"))
+
+
 def _key(value: Any) -> Any:
     """A hashable key that treats every NaN and None alike (a missing value)."""
     if value is None or (isinstance(value, float) and math.isnan(value)) or value == "":
@@ -26,9 +31,11 @@ def _key(value: Any) -> Any:
 
 def varying_knobs(rows: list[dict[str, Any]]) -> list[str]:
     """The knobs (explore/knobs.py, then each device.<path> override column) that take more than one value in the
-    rows."""
+    rows, less an alias equal to the knob it repeats on every row (ALIASES), whose effect would show twice."""
     overrides = dict.fromkeys(key for row in rows for key in row if key.startswith(OVERRIDE_PREFIX))
-    return [knob for knob in (*_knob_names(), *overrides) if len({_key(row.get(knob)) for row in rows}) > 1]
+    aliases = {knob for knob, of in ALIASES if all(_key(row.get(knob)) == _key(row.get(of)) for row in rows)}
+    return [knob for knob in (*_knob_names(), *overrides)
+            if knob not in aliases and len({_key(row.get(knob)) for row in rows}) > 1]
 
 
 def sensitivity(rows: list[dict[str, Any]], objective: str) -> dict[str, list[tuple[Any, float]]]:

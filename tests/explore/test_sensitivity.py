@@ -71,3 +71,12 @@ def test_a_steered_search_says_its_rows_mix_effects() -> None:
     for search in (None, "grid", "random"):
         (figure,) = sensitivity_figures(searched, objectives, search)
         assert "the other knobs at all their values" in figure.caption and "search chose" not in figure.caption
+
+
+def test_an_alias_of_another_knob_is_ranked_once() -> None:
+    """A serving point's batch is its max_seqs, and spread experts' ep is the tp: each pair moves the objective
+    together, so only the knob the sweep set is ranked; an ep that splits (1) on some rows is a knob of its own."""
+    rows = [_row("a", seqs, 1.0 * seqs) | {"max_seqs": seqs, "tp": tp, "ep": tp} for seqs in (8, 32) for tp in (2, 4)]
+    assert varying_knobs(rows) == ["tp", "max_seqs"]
+    rows[0]["ep"] = 1
+    assert varying_knobs(rows) == ["tp", "ep", "max_seqs"]
