@@ -507,8 +507,10 @@ def _assumptions(point: DesignPoint, device) -> str:
 
         collectives = []  # how the collectives the point runs are priced: tp's all-reduces, the stages' sends
         data_parallel = point.knob("attention_parallel") == "data"
-        if data_parallel:
+        if data_parallel and point.ep == point.tp:
             collectives.append(priced("all_to_all", "dispatch and combine all-to-alls"))
+        elif data_parallel:
+            collectives += [priced("all_gather", "token all-gathers"), priced("reduce_scatter", "reduce-scatters")]
         elif point.tp > 1:
             nccl = priced("all_reduce", "all-reduce")
             if device.allreduce == "star":
@@ -539,7 +541,8 @@ def _assumptions(point: DesignPoint, device) -> str:
         fitted_link = "; ".join(collectives)
         stages = (f" in {point.pp} pipeline stages" if point.pp > 1 else "") + (
             f", experts spread over the {point.ep} devices" if point.ep > 1 else "")
-        layout = (f"{point.tp} data-parallel attention ranks, experts spread over them" if data_parallel else
+        placed = "spread" if point.ep == point.tp else "split"
+        layout = (f"{point.tp} data-parallel attention ranks, experts {placed} over them" if data_parallel else
                   f"{point.tp}-way tensor parallel{stages}")
         system = f"{point.tp * point.pp} x {point.device}, {layout} over {link.spec.name} ({fitted_link}); "
         device = device.device

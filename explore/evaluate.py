@@ -253,13 +253,15 @@ class Evaluator:
 
     def _data_parallel_costs(self, point: DesignPoint, fmt: NumericFormat) -> IterationCostModel:
         """The cost model of a data-parallel replica (sim/data_parallel.py) on the system of its tp devices: each rank's
-        device runs the model's rows but the experts', unsharded; every device its experts (ep = tp); the link the
-        all-to-alls between them."""
+        device runs the model's rows but the experts', unsharded; every device its experts (spread, ep = tp, or split,
+        ep 1); the link the exchanges between them."""
         cfg, fusion = self.config(point.model), fusion_of(point.execution)
         whole = self.template(point.model, fmt, 1, 1, fusion)
-        spread = self.template(point.model, fmt, point.tp, point.tp, fusion)
-        experts = ExpertRanks(system=self.point_device(point), template=spread.select_rows(spread.expert_mask),
-                              dispatch_B_per_token=dispatch_bytes_per_token(cfg, point.tp), moe_layers=cfg.num_layers)
+        shared = self.template(point.model, fmt, point.tp, point.ep, fusion)  # the experts spread (ep = tp) or split
+        spread = point.ep == point.tp
+        experts = ExpertRanks(system=self.point_device(point), template=shared.select_rows(shared.expert_mask),
+                              B_per_token=dispatch_bytes_per_token(cfg, point.tp, spread), moe_layers=cfg.num_layers,
+                              exchange="all_to_all" if spread else "gather")
         return IterationCostModel(experts.system, whole.select_rows(~whole.expert_mask), execution=point.execution,
                                   kv_bucket_tokens=KV_BUCKET_TOKENS, experts=experts)
 

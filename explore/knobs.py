@@ -521,9 +521,10 @@ register(Knob(name="overlap", type=str, section="parallel", scope="system", defa
 register(Knob(name="attention_parallel", type=str, section="parallel", scope="system", default="tensor",
               allowed=ATTENTION_PARALLELISMS, only_with=("tp",), label="attention parallelism",
               help="how an MoE model's attention and dense layers use the tp devices: tensor (Megatron sharding, "
-              "all-reduces) or data (each device its own sequences whole, the experts spread over the devices, ep = "
-              "tp, tokens dispatched and combined by two all-to-alls per MoE layer: SGLang's DP attention, vLLM's "
-              "data parallel with expert parallel; serving runs only)"))
+              "all-reduces) or data (each device its own sequences whole; the experts spread over the devices, ep = "
+              "tp, tokens dispatched and combined by two all-to-alls per MoE layer, or split over them, ep 1, tokens "
+              "all-gathered and outputs reduce-scattered: SGLang's DP attention, vLLM's data parallel with expert "
+              "parallel; serving runs only)"))
 # A scheduler's limits a sweep's derived: section may compute (each engine's, so they may follow its layout).
 DERIVABLE_LIMITS = ("max_seqs", "max_batched_tokens", "chunk_tokens")
 # ---- serving (serving:): ServingSpec fields, in ServingSpec.columns() order ----------------------------------

@@ -1,13 +1,16 @@
-"""Data-parallel attention beside expert-parallel MoE layers: the layout SGLang (`--enable-dp-attention`) and vLLM
-(`--data-parallel-size` with `--enable-expert-parallel`) serve MoE models in over several devices.
+"""Data-parallel attention beside the MoE layers' experts: the layouts SGLang (`--enable-dp-attention`, its MoE
+tensor-parallel or, with expert parallelism, spread) and vLLM (`--data-parallel-size` with
+`--enable-expert-parallel`) serve MoE models in over several devices.
 
 Each of `ranks` devices runs everything but the routed experts whole, for its own sequences: the embedding, the
 attention (each sequence's KV whole on its rank), the norms, the router, the dense projections and the LM head. The
-experts are spread whole over the devices (E / ranks each, as ep = tp spreads them: kernels/parallel.py), and every
-MoE layer sends each token's hidden state to the devices holding its top-k experts (dispatch, an all-to-all) and the
-experts' outputs back (combine, an all-to-all), where the router's weights sum them. Against tensor parallelism over
-the same devices nothing is all-reduced, each sequence's KV is held once (tensor parallelism copies KV heads where
-devices outnumber them), and every device holds the non-expert weights whole.
+experts are spread whole over the devices (ep = tp: E / ranks each, as kernels/parallel.py spreads them), every MoE
+layer sending each token's hidden state to the devices holding its top-k experts (dispatch, an all-to-all) and the
+experts' outputs back (combine, an all-to-all), where the router's weights sum them; or split over them (ep 1: every
+device a 1/ranks share of every expert, as tensor parallelism splits them), every layer gathering every rank's tokens
+onto every device (an all-gather) and summing the partial outputs back to their ranks (a reduce-scatter). Against
+tensor parallelism over the same devices nothing is all-reduced, each sequence's KV is held once (tensor parallelism
+copies KV heads where devices outnumber them), and every device holds the non-expert weights whole.
 
 A token is sent once to every device holding one of its experts (DeepEP's dispatch sends a token once per
 destination rank, which copies it to its experts; deepseek-ai/DeepEP README), so under balanced routing (k of E
@@ -32,13 +35,13 @@ HIDDEN_B = 2.0  # bytes of a 16-bit hidden-state element, as dispatched and comb
 
 def check_data_parallel_attention(config: ModelConfig, tp: int, ep: int) -> None:
     """ValueError ('found X, allowed: Y') unless data-parallel attention can run `config` on tp devices: an MoE
-    model whose experts are spread whole over the devices (ep = tp > 1)."""
+    model on two or more devices, its experts split (ep 1) or spread (ep = tp) over them."""
     if not config.num_experts:
         raise ValueError(f"found 'data' for {config.name}, which has no experts, allowed: tensor (a dense model's "
                          f"data-parallel devices share nothing: serve it with replicas)")
-    if tp < 2 or ep != tp:
-        raise ValueError(f"found 'data' with tp {tp} and ep {ep}, allowed: tensor, or data with the experts spread "
-                         f"over two or more devices (ep = tp > 1: --ep {max(tp, 2)}, a sweep's parallel.ep spread)")
+    if tp < 2 or ep not in (1, tp):
+        raise ValueError(f"found 'data' with tp {tp} and ep {ep}, allowed: tensor, or data on two or more devices "
+                         f"(tp > 1), the experts split (ep 1) or spread (ep = tp) over them")
 
 
 def dispatch_devices(experts: int, per_token: int, devices: int) -> float:
@@ -50,10 +53,11 @@ def dispatch_devices(experts: int, per_token: int, devices: int) -> float:
     return devices * (1.0 - comb(experts - held, per_token) / comb(experts, per_token))
 
 
-def dispatch_bytes_per_token(config: ModelConfig, devices: int) -> float:
-    """Bytes of one token in a dispatch all-to-all's send buffer (and in its combine's): its hidden state, once per
-    device its experts lie on."""
-    return config.hidden_size * HIDDEN_B * dispatch_devices(config.num_experts, config.experts_per_token, devices)
+def dispatch_bytes_per_token(config: ModelConfig, devices: int, spread: bool = True) -> float:
+    """Bytes of one token in a layer's exchange: in a dispatch all-to-all's send buffer (and in its combine's) its
+    hidden state once per device its experts lie on where they are `spread`, else (split experts, gathered) once."""
+    copies = dispatch_devices(config.num_experts, config.experts_per_token, devices) if spread else 1.0
+    return config.hidden_size * HIDDEN_B * copies
 
 
 def replicated_weight_share(config: ModelConfig, devices: int, fmt: NumericFormat | None = None) -> float:

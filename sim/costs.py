@@ -165,7 +165,7 @@ class IterationCostModel:
         parts = [self._rank_part(shape) for shape in shapes]
         decode_only = not any(shape.prefill_seqs for shape in shapes)
         routed, routed_kernels = self._experts_part(sum(shape.tokens for shape in shapes), decode_only)
-        exchange_s = 2 * experts.moe_layers * experts.exchange_s(max(shape.tokens for shape in shapes))
+        exchange_s = experts.moe_layers * experts.exchange_s(max(shape.tokens for shape in shapes))
         shared_s = float(routed.stage_s[0]) + exchange_s
         shared_kernels = routed_kernels + 2 * experts.moe_layers
         slowest, slowest_s, slowest_wait = None, -1.0, 0.0

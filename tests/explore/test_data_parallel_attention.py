@@ -96,7 +96,8 @@ def test_a_run_serves_every_request_on_both_ranks(tiny_evaluator, tiny_moe):
 @pytest.mark.parametrize(("where", "knobs", "message"), [
     ("static", {}, "attention_parallel: found 'data' in a static batch, allowed: tensor (data-parallel ranks"),
     ("dense", {}, "attention_parallel: found 'data' for "),
-    ("ep 1", {}, "attention_parallel: found 'data' with tp 2 and ep 1, allowed: tensor, or data with the experts"),
+    ("tp 1", {}, "attention_parallel: found 'data' with tp 1 and ep 1, allowed: tensor, or data on two or more "
+     "devices"),
     ("pp", {}, "attention_parallel: found 'data' with pp 2, allowed: 1"),
     ("overlap", {"overlap": "token_split"}, "attention_parallel: found 'data' with overlap 'token_split', allowed: "
      "none"),
@@ -109,8 +110,8 @@ def test_what_data_parallel_attention_refuses_is_one_line(tiny_evaluator, tiny_m
         point = _point(tiny_moe, serving=None, **knobs)
     elif where == "dense":
         point = _point(tiny_config, ep=1)
-    elif where == "ep 1":
-        point = _point(tiny_moe, ep=1)
+    elif where == "tp 1":
+        point = _point(tiny_moe, tp=1)
     elif where == "pp":
         point = replace(point, pp=2)
     with pytest.raises(InputError) as err:

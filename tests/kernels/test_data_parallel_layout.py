@@ -49,10 +49,11 @@ def test_ranks_hold_the_experts_once_and_the_rest_each():
 
 @pytest.mark.parametrize(("model", "tp", "ep", "found"), [
     ("llama-2-7b", 2, 1, "found 'data' for llama-2-7b, which has no experts"),
-    ("mixtral-8x7b", 4, 1, "found 'data' with tp 4 and ep 1"),
+    ("mixtral-8x7b", 4, 2, "found 'data' with tp 4 and ep 2"),
     ("mixtral-8x7b", 1, 1, "found 'data' with tp 1 and ep 1"),
 ])
 def test_what_the_layout_refuses(model, tp, ep, found):
     with pytest.raises(ValueError, match=found):
         check_data_parallel_attention(load_model_config(model), tp, ep)
-    check_data_parallel_attention(load_model_config("mixtral-8x7b"), 8, 8)
+    check_data_parallel_attention(load_model_config("mixtral-8x7b"), 8, 8)  # spread
+    check_data_parallel_attention(load_model_config("mixtral-8x7b"), 8, 1)  # split

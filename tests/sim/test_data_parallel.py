@@ -47,6 +47,19 @@ def templates(tiny_mixtral, trace_of):
     return whole.select_rows(~whole.expert_mask), spread.select_rows(spread.expert_mask)
 
 
+@pytest.fixture(scope="module")
+def split_experts(tiny_mixtral, trace_of):
+    """The expert rows of every expert split over the two devices (ep 1: each a half of every expert)."""
+    def trace(phase: str, batch: int, prompt: int):
+        if phase == "decode":
+            return trace_of(tiny_mixtral, "decode", batch, 1, prompt)
+        return trace_of(tiny_mixtral, "prefill", batch, prompt)
+
+    split = StepTemplate.from_model(tiny_mixtral, NumericFormat(), trace,
+                                    shard=lambda table: shard_tensor_parallel(table, RANKS, tiny_mixtral, 1))
+    return split.select_rows(split.expert_mask)
+
+
 def _system(bandwidth_GBps: float | None = None) -> SystemModel:
     link = load_link_model("nvlink4", None if bandwidth_GBps is None else {"bandwidth_GBps": bandwidth_GBps},
                            calibrated=bandwidth_GBps is None)
@@ -89,6 +102,26 @@ def test_an_iteration_is_the_slowest_rank_then_the_experts_and_the_exchanges(tem
                 + 2 * LAYERS * _exchange_s(max(tokens)))
     assert cost.time_s == pytest.approx(expected, rel=1e-9)
     assert cost.class_time_s.sum() == pytest.approx(cost.time_s, rel=1e-9)  # the slowest rank's time by class
+
+
+@pytest.mark.parametrize("name", sorted(SHAPES))
+def test_split_experts_gather_every_ranks_tokens_and_scatter_their_outputs(templates, split_experts, name):
+    """Experts split over the devices (SGLang's DP attention beside a tensor-parallel MoE): every device runs its half
+    of every expert on the tokens of both ranks, gathered by an all-gather and summed back by a reduce-scatter, each
+    of the gathered tensor: both ranks' tokens, each padded to the busiest rank's, x 64 x 2 B."""
+    system = _system()
+    costs = IterationCostModel(system, templates[0], execution="graphs",
+                               experts=ExpertRanks(system, split_experts, HIDDEN * 2.0, LAYERS, exchange="gather"))
+    shapes = SHAPES[name]
+    tokens = [shape.tokens for shape in shapes]
+    gathered_B = max(tokens) * RANKS * HIDDEN * 2.0
+    link = load_link_model("nvlink4")
+    exchange_s = float(link.collective_time_s("all_gather", gathered_B, RANKS)
+                       + link.collective_time_s("reduce_scatter", gathered_B, RANKS))
+    experts_s = IterationCostModel(system, split_experts, execution="graphs").price(
+        StepShape(prefill_tokens=sum(tokens), positions=1)).time_s
+    expected = max(_dense_s(templates, shape) for shape in shapes) + experts_s + LAYERS * exchange_s
+    assert costs.price_ranks(shapes).time_s == pytest.approx(expected, rel=1e-9)
 
 
 def test_energy_is_every_ranks_part_and_every_devices_experts(templates):
