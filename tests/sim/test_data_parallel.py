@@ -34,29 +34,29 @@ LAYERS = 2
 DISPATCH_B_PER_TOKEN = HIDDEN * 2.0 * 10 / 6
 
 
-@pytest.fixture(scope="module")
-def templates(tiny_mixtral, trace_of):
+def _template(config, trace_of, ep: int | None = None) -> StepTemplate:
+    """The tiny Mixtral's step template, whole (ep None) or one of two devices' with its experts split (ep 1) or spread
+    (ep 2)."""
     def trace(phase: str, batch: int, prompt: int):
         if phase == "decode":
-            return trace_of(tiny_mixtral, "decode", batch, 1, prompt)
-        return trace_of(tiny_mixtral, "prefill", batch, prompt)
+            return trace_of(config, "decode", batch, 1, prompt)
+        return trace_of(config, "prefill", batch, prompt)
 
-    whole = StepTemplate.from_model(tiny_mixtral, NumericFormat(), trace)
-    spread = StepTemplate.from_model(tiny_mixtral, NumericFormat(), trace,
-                                     shard=lambda table: shard_tensor_parallel(table, RANKS, tiny_mixtral, RANKS))
+    shard = None if ep is None else (lambda table: shard_tensor_parallel(table, RANKS, config, ep))
+    return StepTemplate.from_model(config, NumericFormat(), trace, shard=shard)
+
+
+@pytest.fixture(scope="module")
+def templates(tiny_mixtral, trace_of):
+    """Each rank's rows (every row but the experts', whole) and the experts' rows spread over the two devices."""
+    whole, spread = _template(tiny_mixtral, trace_of), _template(tiny_mixtral, trace_of, ep=RANKS)
     return whole.select_rows(~whole.expert_mask), spread.select_rows(spread.expert_mask)
 
 
 @pytest.fixture(scope="module")
 def split_experts(tiny_mixtral, trace_of):
     """The expert rows of every expert split over the two devices (ep 1: each a half of every expert)."""
-    def trace(phase: str, batch: int, prompt: int):
-        if phase == "decode":
-            return trace_of(tiny_mixtral, "decode", batch, 1, prompt)
-        return trace_of(tiny_mixtral, "prefill", batch, prompt)
-
-    split = StepTemplate.from_model(tiny_mixtral, NumericFormat(), trace,
-                                    shard=lambda table: shard_tensor_parallel(table, RANKS, tiny_mixtral, 1))
+    split = _template(tiny_mixtral, trace_of, ep=1)
     return split.select_rows(split.expert_mask)
 
 
