@@ -201,8 +201,9 @@ def _add_serving_flags(run: argparse.ArgumentParser) -> None:
                    help="the order waiting requests are admitted in: fcfs (arrival order; the default) or lpm (the "
                         "longest cached prefix first, SGLang's longest-prefix-match)")
     g.add_argument("--prefix-attention", choices=list(PREFIX_ATTENTIONS),
-                   help="how decode attention reads the --prefix-tokens every request shares: paged (each sequence "
-                        "its copy; the default) or cascade (once for all sequences, then each its own tokens)")
+                   help="how decode attention reads the --prefix-tokens the requests of a group share: paged (each "
+                        "sequence its copy; the default) or cascade (once for the group's sequences, then each its "
+                        "own tokens)")
     g.add_argument("--preemption", choices=["recompute", "swap"], default="recompute",
                    help="when KV blocks run out: recompute (default) or swap to host memory over the device's host "
                         "link (or --swap-GBps)")

@@ -561,9 +561,9 @@ register(Knob(name="router", type=str, section="serving", scope="serving", defau
               "pipeline stages or data-parallel ranks to pick among"))
 register(Knob(name="prefix_attention", type=str, section="serving", scope="serving", default=None, flag=False,
               allowed=PREFIX_ATTENTIONS,
-              help="how decode attention reads the prefix_tokens every request shares: paged (each sequence its copy "
-              "of the shared blocks, vLLM's paged attention) or cascade (the prefix once for all sequences, then "
-              "each its own tokens: FlashInfer's cascade inference, Hydragen); unset: paged"))
+              help="how decode attention reads the prefix_tokens the requests of a group share: paged (each sequence "
+              "its copy of the shared blocks, vLLM's paged attention) or cascade (each group's prefix once for its "
+              "sequences, then each its own tokens: FlashInfer's cascade inference, Hydragen); unset: paged"))
 register(Knob(name="prefix_groups", type=int, section="serving", scope="serving", default=None, flag=False,
               minimum=1, help="distinct prefixes of prefix_tokens tokens the requests start with, each request's drawn "
               "evenly (a system prompt per task, a shared document): each group's prefix is cached while memory "

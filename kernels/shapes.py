@@ -96,10 +96,12 @@ class StepShape:
     prefill_score_B: float = 0.0
     decode_seqs: int = 0
     decode_kv: int = 0  # keys the decoding sequences attend to, summed (each its own, with a shared prefix apart)
-    # Keys at the head of decode_shared_seqs of the decoding sequences' caches, the same for each (a shared prompt
-    # prefix), that cascade attention reads once for all of them (0: none read apart).
+    # Cascade attention: decode_shared_groups prefixes of decode_shared_kv keys each (one a prefix group's, the same
+    # at the head of each of its sequences' caches), each read once for its sequences, decode_shared_seqs of the
+    # decoding sequences in all (0: none read apart).
     decode_shared_kv: int = 0
     decode_shared_seqs: int = 0
+    decode_shared_groups: int = 0
     decode_query: int = 1  # query tokens per decoding sequence (a speculative verification's drafted tokens + 1)
     decode_flops_per_kv: float = 1.0  # decode attention FLOPs per key read (a token selection: kernels/kv_policy.py)
     sampled: int = 0  # sequences that sample a token: decodes, and prefills that finish their prompt
@@ -109,6 +111,12 @@ class StepShape:
     apart_seqs: int = 0
     apart_kv: int = 0
 
+    def __post_init__(self) -> None:
+        if self.decode_shared_seqs < 2 * self.decode_shared_groups or (self.decode_shared_seqs
+                                                                        and not self.decode_shared_groups):
+            raise ValueError(f"decode_shared_seqs: found {self.decode_shared_seqs} over {self.decode_shared_groups} "
+                             f"shared prefixes, allowed: two or more sequences a prefix, none without one")
+
     @property
     def tokens(self) -> int:
         return self.prefill_tokens + self.decode_seqs * self.decode_query
@@ -116,7 +124,7 @@ class StepShape:
     def paged(self) -> StepShape:
         """The same iteration with every sequence reading its own copy of a shared prefix (no cascade attention)."""
         return replace(self, decode_kv=self.decode_kv + self.decode_shared_kv * self.decode_shared_seqs,
-                       decode_shared_kv=0, decode_shared_seqs=0)
+                       decode_shared_kv=0, decode_shared_seqs=0, decode_shared_groups=0)
 
     def shares(self, parts: int) -> tuple[StepShape, ...]:
         """The iteration dealt in `parts` shares, largest first, its prefill chunks, its decoding sequences and its
@@ -127,7 +135,7 @@ class StepShape:
             raise ValueError(f"parts: found {parts}, allowed: an integer >= 1")
         if parts == 1 or self.decode_shared_seqs:
             if self.decode_shared_seqs and parts > 1:
-                raise ValueError("a shape that cascades a shared prefix is not split (its prefix kernel serves all)")
+                raise ValueError("a shape that cascades shared prefixes is not split (its prefix kernel serves all)")
             return (self,)
 
         def dealt(n: int, i: int) -> int:
@@ -185,24 +193,36 @@ class StepShape:
 
 def step_shape(chunks: Sequence[tuple[int, int]] = (), decode_kv: Sequence[int] = (), *, sampled: int,
                window: Window = None, decode_query: int = 1, prefill_window: int | None = None,
-               shared_prefix: int = 0) -> StepShape:
+               shared_prefix: int = 0, prefix_groups: Sequence[int] | None = None) -> StepShape:
     """The shape of an iteration: prefill `chunks` as (new tokens, cached prefix tokens) and the KV lengths of
     the decoding sequences (a sliding window, or a KV policy, caps what a decode token attends to), each with
     `decode_query` query tokens (a speculative verification: the last token and the drafted ones). A chunk's queries
     attend to at most `prefill_window` keys each: the model's own sliding window (StepTemplate.sliding_window), and
     DuoAttention's streaming heads to theirs (kernels/kv_policy.py prefill_pairs; other budgets leave it whole); a KV
     policy's prefill selection (SALE) computes its share of those pairs after its estimate scores them all.
-    `shared_prefix`: the first tokens of every decoding sequence's cache, the same for each, which cascade attention
-    reads once for the sequences that still attend to them (two or more; not under a KV policy that keeps or reads
-    tokens of its own choosing: KVPolicy.chooses_tokens)."""
+    `shared_prefix`: the length of a prefix at the head of decoding sequences' caches, the same for all the sequences
+    of a group, which cascade attention reads once for each group's sequences that still attend to it whole (two or
+    more; one alone reads its copy, as paged attention does; none under a KV policy that keeps or reads tokens of its
+    own choosing: KVPolicy.chooses_tokens). `prefix_groups`: of each decoding sequence, the group whose prefix it
+    shares (a negative one: none, it holds its own copy); None: every sequence shares one prefix."""
     kv = np.asarray(decode_kv)
-    shared, sharing = 0, 0
+    shared, sharing, groups = 0, 0, 0
     if shared_prefix and not (isinstance(window, KVPolicy) and window.chooses_tokens):
-        # Caches holding the prefix that the window still reads whole.
+        # Caches holding a shared prefix that the window still reads whole.
         whole = (kv >= shared_prefix) & (kept_tokens(kv, window) >= kv)
+        if prefix_groups is not None:
+            label = np.asarray(prefix_groups)
+            whole &= label >= 0
         if whole.sum() > 1:
-            kv = np.where(whole, kv - shared_prefix, kv)
-            shared, sharing = shared_prefix, int(whole.sum())
+            groups = 1
+            if prefix_groups is not None:
+                # Of those, the sequences whose group has two or more of them read its prefix once together.
+                _, group, members = np.unique(label[whole], return_inverse=True, return_counts=True)
+                whole[whole] = members[group] > 1
+                groups = int((members > 1).sum())
+            if groups:
+                kv = np.where(whole, kv - shared_prefix, kv)
+                shared, sharing = shared_prefix, int(whole.sum())
     decode, _ = decode_reads(kv, window)
     evicts = isinstance(window, KVPolicy) and window.eviction is not None
     return StepShape(
@@ -213,7 +233,8 @@ def step_shape(chunks: Sequence[tuple[int, int]] = (), decode_kv: Sequence[int] 
         prefill_score_B=window.eviction.prefill_score_B if evicts else 0.0,
         prefill_cached=sum(cached for _, cached in chunks), decode_seqs=len(decode_kv),
         decode_kv=round(float(np.sum(decode))), decode_shared_kv=shared, decode_shared_seqs=sharing,
-        decode_flops_per_kv=flops_per_read(window), sampled=sampled, decode_query=decode_query,
+        decode_shared_groups=groups, decode_flops_per_kv=flops_per_read(window), sampled=sampled,
+        decode_query=decode_query,
         positions=max([q for q, _ in chunks] + [decode_query if len(decode_kv) else 1]),
     )
 
@@ -514,17 +535,23 @@ class StepTemplate:
                        kv_len=np.array([shape.decode_kv / shape.decode_seqs]))
 
     def _shared_prefix_attention(self, shape: StepShape) -> KernelTable:
-        """One layer's attention of the decoding sequences' queries to their shared prefix, cascade attention's first
-        kernel (FlashInfer's cascade inference, Hydragen): the queries of every sequence sharing it, stacked as the
-        rows of one sequence, against the prefix's keys, which it reads once (merging its output into the per-sequence
-        kernel's, a pass over the queries' outputs, is not priced)."""
+        """One layer's attention of the decoding sequences' queries to their groups' shared prefixes, cascade
+        attention's first kernel (FlashInfer's cascade inference, Hydragen): each group's prefix a sequence of the
+        batch, its rows the queries of the group's sequences stacked, against the prefix's keys, which it reads once.
+        One kernel serves every group, as FlashInfer's MultiLevelCascadeAttentionWrapper runs a level (flashinfer/
+        cascade.py: one BatchPrefillWithPagedKVCacheWrapper per level, its qo_indptr giving each prefix its queries):
+        the groups' prefixes' keys read, each group's queries against its own prefix computed; each group's share of
+        the queries is the mean (merging its output into the per-sequence kernel's, a pass over the queries' outputs,
+        is not priced)."""
         row = self.prefill_attention
         kv_bytes_per_key = self.decode_attention.kv_bytes[0] / self.traced_decode_kv
         queries = shape.decode_shared_seqs * shape.decode_query
+        groups = shape.decode_shared_groups
         return replace(row, flops=row.flops * queries * shape.decode_shared_kv / self.traced_prefill_pairs,
                        act_bytes=row.act_bytes * queries / self.traced_prefill_tokens,
-                       kv_bytes=np.array([shape.decode_shared_kv * kv_bytes_per_key]), batch=np.array([1.0]),
-                       q_len=np.array([float(queries)]), kv_len=np.array([float(shape.decode_shared_kv)]))
+                       kv_bytes=np.array([groups * shape.decode_shared_kv * kv_bytes_per_key]),
+                       batch=np.array([float(groups)]), q_len=np.array([queries / groups]),
+                       kv_len=np.array([float(shape.decode_shared_kv)]))
 
     def _prefill_estimate(self, shape: StepShape) -> KernelTable:
         """One layer's estimate of a block-sparse prefill (kernels/block_estimate.py): its quantization of the chunks'

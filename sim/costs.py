@@ -128,18 +128,18 @@ class IterationCostModel:
         if not self.kv_bucket_tokens:
             return (s.prefill_seqs, s.prefill_tokens, s.prefill_pairs, s.prefill_cached, s.decode_seqs, s.decode_kv,
                     s.sampled, s.positions, s.decode_query, s.decode_flops_per_kv, s.decode_shared_kv,
-                    s.decode_shared_seqs, s.estimate_pairs, scored, (s.apart_seqs, s.apart_kv))
+                    s.decode_shared_seqs, s.decode_shared_groups, s.estimate_pairs, scored, (s.apart_seqs, s.apart_kv))
         # The sequences apart and those the model's devices attend to, each rounded to the bucket.
         own_kv = self._round(s.decode_kv - s.apart_kv, max(s.decode_seqs - s.apart_seqs, 1))
         return (s.prefill_seqs, s.prefill_tokens, self._round(s.prefill_pairs, max(s.prefill_tokens, 1)),
                 self._round(s.prefill_cached, max(s.prefill_seqs, 1)), s.decode_seqs,
                 self._round(s.decode_kv, max(s.decode_seqs, 1)) if not s.apart_seqs else own_kv, s.sampled,
                 s.positions, s.decode_query, s.decode_flops_per_kv, s.decode_shared_kv, s.decode_shared_seqs,
-                self._round(s.estimate_pairs, max(s.prefill_tokens, 1)), scored,
+                s.decode_shared_groups, self._round(s.estimate_pairs, max(s.prefill_tokens, 1)), scored,
                 (s.apart_seqs, self._round(s.apart_kv, max(s.apart_seqs, 1))))
 
     def _representative(self, key: tuple) -> StepShape:
-        (seqs, tokens, pairs, cached, decodes, kv, sampled, positions, query, flops_per_kv, shared, sharing,
+        (seqs, tokens, pairs, cached, decodes, kv, sampled, positions, query, flops_per_kv, shared, sharing, prefixes,
          estimate, (scored_share, score_B), (apart, apart_kv)) = key
         if self.kv_bucket_tokens:
             step = self.kv_bucket_tokens
@@ -155,7 +155,8 @@ class IterationCostModel:
                          apart_seqs=apart, apart_kv=round(apart_kv), estimate_pairs=estimate, decode_seqs=decodes,
                          decode_kv=kv, sampled=sampled,
                          positions=positions, decode_query=query, decode_flops_per_kv=flops_per_kv,
-                         decode_shared_kv=shared, decode_shared_seqs=sharing, prefill_scored_share=scored_share,
+                         decode_shared_kv=shared, decode_shared_seqs=sharing, decode_shared_groups=prefixes,
+                         prefill_scored_share=scored_share,
                          prefill_score_B=score_B)
 
     def price_ranks(self, shapes: tuple[StepShape, ...]) -> IterationCost:
@@ -184,7 +185,7 @@ class IterationCostModel:
 
     def _rank_part(self, shape: StepShape) -> tuple[_Priced, float]:
         """One rank's dense part (every row but the experts', on its device, its host's wait left out) and its kernel
-        count; a shared prefix cascaded where that is the faster, as _price decides."""
+        count; its groups' shared prefixes cascaded where that is the faster, as _price decides."""
         key = self._bucket(shape)
         if key not in self._rank_memo:
             shape = self._representative(key)
@@ -210,8 +211,8 @@ class IterationCostModel:
         return self._expert_memo[key]
 
     def _price(self, shape: StepShape) -> IterationCost:
-        """An iteration's cost; one that may cascade a shared prefix (StepShape.decode_shared_kv) does where that is
-        the cheaper, as an engine decides per step (vLLM's use_cascade_attention weighs the two), else reads it per
+        """An iteration's cost; one that may cascade shared prefixes (StepShape.decode_shared_groups) does where that
+        is the cheaper, as an engine decides per step (vLLM's use_cascade_attention weighs the two), else reads them per
         sequence. A data-parallel replica's single shape is one rank's, the others idle."""
         if self.experts is not None:
             return self.price_ranks((shape,))
@@ -230,8 +231,8 @@ class IterationCostModel:
             return self._price_disaggregated(shape)
         cost = self._price_whole(shape)
         if shape.decode_shared_seqs:
-            # A cascaded shared prefix runs whole: its one prefix kernel serves every sequence (StepShape.shares); the
-            # paged alternative _price weighs it against may split.
+            # Cascaded shared prefixes run whole: their one prefix kernel serves every group's sequences
+            # (StepShape.shares); the paged alternative _price weighs it against may split.
             return cost
         if self.stages == 1 and len(self.device.units) > 1 and self.device.sub_batches > 1:
             # Sub-batches interleaved on the device's units where that finishes sooner, as the static path decodes

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from collections.abc import Iterable
 
 from kernels.kv_policy import Window, kept_tokens
 
@@ -129,6 +130,18 @@ class PagedKVCache:
         if seq in self._held or seq in self._swapped_out:
             return 0
         return min(self._reach(self._group.get(seq, 0)), self._shareable.get(seq, self.prefix_blocks))
+
+    def prefix_sharers(self, seqs: Iterable[int]) -> list[int]:
+        """Of each of `seqs`, the group whose whole configured prefix (`prefix_tokens`' whole blocks) it shares from
+        the cache: its group, or 0 where every group's chain starts with the root; -1 where it shares less (a chain cut
+        short, or another of its group computing the prefix first, left it its own copy) or none. What cascade
+        attention reads once for each group's decoding sequences (kernels/shapes.py step_shape prefix_groups)."""
+        whole, shared, group = self.prefix_blocks, self._shared, self._group
+        if not whole:
+            return [-1 for _ in seqs]
+        if self.root_blocks:
+            return [0 if shared.get(seq, 0) >= whole else -1 for seq in seqs]
+        return [group.get(seq, 0) if shared.get(seq, 0) >= whole else -1 for seq in seqs]
 
     def chain_tokens(self, group: int, shareable_tokens: int | None = None) -> int:
         """Tokens of `group`'s cached chain a request sharing `shareable_tokens` with it (None: prefix_tokens) would

@@ -46,8 +46,8 @@ class Replica:
                  stages: Sequence_[simpy.Resource] = (), shared_prefix: int = 0):
         """`speculation`: decode speculatively (sim/speculative.py), drawing accepted tokens from `seed`; `stages`:
         the pipeline stages it shares with its replica's other engines (none: it runs on its devices alone);
-        `shared_prefix`: the cached prefix its decodes' attention reads once for all (cascade attention; 0: each
-        sequence reads its own copy, as paged attention does)."""
+        `shared_prefix`: the length of the cached prefix its decodes' attention reads once for each group's sequences
+        sharing it (cascade attention; 0: each sequence reads its own copy, as paged attention does)."""
         self.env, self.costs, self.scheduler, self.state = env, costs, scheduler, state
         self.stages = stages
         self.shared_prefix = shared_prefix
@@ -134,7 +134,15 @@ class Replica:
     def shape(self, batch):
         """The shape of a plain iteration of `batch` (kernels/shapes.py)."""
         own = self.costs.template.sliding_window  # the model's window: what its prefill chunks attend to
-        return self._placed(batch.shape(self.window, prefill_window=own, shared_prefix=self.shared_prefix), batch)
+        return self._placed(batch.shape(self.window, prefill_window=own, shared_prefix=self.shared_prefix,
+                                        prefix_groups=self._sharers(batch)), batch)
+
+    def _sharers(self, batch) -> list[int] | None:
+        """The group whose cached prefix each decode of `batch` shares whole, where its attention cascades (None: it
+        does not)."""
+        if not self.shared_prefix:
+            return None
+        return self.state.kv.prefix_sharers([seq.index for seq in batch.decodes])
 
     def _price(self, batch):
         """The iteration's cost: plain, or a speculative verification with its draft's steps."""
@@ -142,11 +150,12 @@ class Replica:
         own = self.costs.template.sliding_window
         if spec is None or not batch.decodes:
             return self.costs.price(self.shape(batch))
+        sharers = self._sharers(batch)
         shape = batch.shape(self.window, spec.speculation.verified, prefill_window=own,
-                            shared_prefix=self.shared_prefix)
+                            shared_prefix=self.shared_prefix, prefix_groups=sharers)
         draft_own = spec.draft.template.sliding_window if spec.draft is not None else None
         return spec.price(self.costs.price(shape), shape, batch.draft_shapes(self.window, draft_own,
-                                                                             self.shared_prefix))
+                                                                             self.shared_prefix, sharers))
 
     def _placed(self, shape, batch):
         """`shape` with its decodes whose KV lies on a hybrid pool's attention devices (PagedKVCache.apart) counted

@@ -253,8 +253,9 @@ class ServingSpec:
                      f"conversation_turns {self.conversation_turns}" if self.conversations else
                      f"{self.groups} prefix groups (trace {self.trace!r})")
             for name, conflict, why in (
-                    ("prefix_attention", self.cascade and not self.rooted, "paged (cascade attention reads one "
-                     "prefix every sequence shares; a batch of several groups' prefixes is not modeled)"),
+                    ("prefix_attention", self.cascade and self.conversations and not self.rooted, "paged (each "
+                     "conversation's context is one sequence's at a time: no prefix to read once for several), or "
+                     "cascade with prefix_tokens, a system prompt every conversation starts with"),
                     ("attention_placement", self.attends_apart and self.attention_placement == "hybrid",
                      "apart (a hybrid pool's model's devices hold one shared prefix: where several groups' prefixes "
                      "lie is not modeled)")):

@@ -72,24 +72,27 @@ class Batch:
         return sum(q for _, q in self.prefills) + len(self.decodes)
 
     def shape(self, window: Window, decode_query: int = 1, prefill_window: int | None = None,
-              shared_prefix: int = 0) -> StepShape:
+              shared_prefix: int = 0, prefix_groups: list[int] | None = None) -> StepShape:
         """The iteration's shape: sequences whose chunk ends their prefill sample a token, as decodes do (each of its
         `decode_query` positions, in a speculative verification); `prefill_window`: the model's own sliding window;
-        `shared_prefix`: the cached prefix every sequence shares, read once by cascade attention (kernels/shapes.py
-        step_shape)."""
+        `shared_prefix`: the length of the cached prefix the decodes of a group share, read once for them by cascade
+        attention, and `prefix_groups` the group whose prefix each decode shares (PagedKVCache.prefix_sharers; None:
+        every one shares one prefix) (kernels/shapes.py step_shape)."""
         finishing = sum(1 for seq, q in self.prefills if seq.computed + q >= seq.target)
         return step_shape([(q, seq.computed) for seq, q in self.prefills],
                           [s.computed + decode_query for s in self.decodes],
                           sampled=finishing + len(self.decodes) * decode_query, window=window,
-                          decode_query=decode_query, prefill_window=prefill_window, shared_prefix=shared_prefix)
+                          decode_query=decode_query, prefill_window=prefill_window, shared_prefix=shared_prefix,
+                          prefix_groups=prefix_groups)
 
-    def draft_shapes(self, window: Window, prefill_window: int | None = None,
-                     shared_prefix: int = 0) -> tuple[StepShape, StepShape]:
+    def draft_shapes(self, window: Window, prefill_window: int | None = None, shared_prefix: int = 0,
+                     prefix_groups: list[int] | None = None) -> tuple[StepShape, StepShape]:
         """A speculative draft's iterations: its first step (the chunks and a token of each decode), then a step
-        of the decodes alone; the draft runs in the engine's attention, cascading a shared prefix where it does."""
+        of the decodes alone; the draft runs in the engine's attention, cascading shared prefixes where it does."""
         decodes = step_shape([], [s.computed + 1 for s in self.decodes], sampled=len(self.decodes), window=window,
-                             shared_prefix=shared_prefix)
-        return self.shape(window, prefill_window=prefill_window, shared_prefix=shared_prefix), decodes
+                             shared_prefix=shared_prefix, prefix_groups=prefix_groups)
+        return (self.shape(window, prefill_window=prefill_window, shared_prefix=shared_prefix,
+                           prefix_groups=prefix_groups), decodes)
 
 
 @dataclass(kw_only=True)

@@ -21,7 +21,7 @@ from kernels.formats import NumericFormat
 from kernels.kernel import KernelKind
 from kernels.lowering import lower_trace
 from kernels.parallel import stage_of_layer
-from kernels.shapes import TEMPLATE_PROMPT, StepTemplate, step_shape
+from kernels.shapes import TEMPLATE_PROMPT, StepShape, StepTemplate, step_shape
 from kernels.table import KIND_CODE, KernelTable
 from workloads.model_config import ModelConfig, balanced_expert_load
 from workloads.op_costs import causal_pairs
@@ -334,6 +334,68 @@ def test_cascade_attention_pays_off_where_the_prefix_dominates_the_reads(templat
     paged = step_s(step_shape(decode_kv=kv, sampled=64))
     cascade = step_s(step_shape(decode_kv=kv, sampled=64, shared_prefix=4096))
     assert cascade < paged
+
+
+def test_cascade_over_three_groups_reads_each_prefix_once_for_its_sequences(templates):
+    """Three groups of four sequences decoding after their group's 96-token prefix: the prefix kernel reads three
+    prefixes' keys and values, not twelve (3 x 96 keys x K and V x 2 KV heads x 16 dims x 2 B a layer), and computes
+    the twelve sequences' queries against 96 keys each (4 heads x 16 dims x 4 FLOPs a pair: QK^T and PV); each
+    sequence reads its own tokens past the prefix."""
+    prefix, own = 96, [10, 20, 30, 40] * 3
+    kv = [prefix + n for n in own]
+    shape = step_shape(decode_kv=kv, sampled=12, shared_prefix=prefix, prefix_groups=[0] * 4 + [1] * 4 + [2] * 4)
+    assert (shape.decode_shared_groups, shape.decode_shared_kv, shape.decode_shared_seqs) == (3, prefix, 12)
+    assert shape.decode_kv == sum(own)
+    template = templates["llama"]
+    table, count = template.table(shape)
+    prefix_row = np.flatnonzero(table.kind == PREFILL_ATTENTION)
+    assert len(prefix_row) == 1
+    row = prefix_row[0]
+    assert float(table.kv_bytes[row]) == pytest.approx(3 * prefix * 2 * 2 * 16 * 2, rel=1e-9)
+    assert float(table.flops[row]) == pytest.approx(12 * prefix * 4 * 16 * 4, rel=1e-9)
+    assert (float(table.batch[row]), float(table.q_len[row]), float(table.kv_len[row])) == (3.0, 4.0, prefix)
+    assert count[row] == template.attention_layers
+    # Paged, each of the twelve reads its copy: the same pairs, and twelve prefixes' bytes.
+    paged_table, paged_count = template.table(shape.paged())
+    assert shape.paged() == step_shape(decode_kv=kv, sampled=12)
+    attention = np.isin(table.kind, [PREFILL_ATTENTION, DECODE_ATTENTION])
+    paged_attention = np.isin(paged_table.kind, [PREFILL_ATTENTION, DECODE_ATTENTION])
+    assert float(table.flops[attention] @ count[attention]) == pytest.approx(
+        float(paged_table.flops[paged_attention] @ paged_count[paged_attention]), rel=1e-9)
+    saved_B = float(paged_table.kv_bytes @ paged_count) - float(table.kv_bytes @ count)
+    assert saved_B == pytest.approx((12 - 3) * prefix * 2 * 2 * 16 * 2 * template.attention_layers, rel=1e-9)
+
+
+def test_a_group_of_one_sequence_reads_its_prefix_paged():
+    """Two sequences of group 0 and one of group 5: group 0's prefix is read once for its two, the lone sequence
+    reads its copy with its own tokens; a sequence that does not share the whole prefix (-1) reads its copy too."""
+    prefix = 64
+    kv = [prefix + 10, prefix + 20, prefix + 30, prefix + 40]
+    shape = step_shape(decode_kv=kv, sampled=4, shared_prefix=prefix, prefix_groups=[0, 0, 5, -1])
+    assert (shape.decode_shared_groups, shape.decode_shared_seqs) == (1, 2)
+    assert shape.decode_kv == 10 + 20 + (prefix + 30) + (prefix + 40)
+    alone = step_shape(decode_kv=kv, sampled=4, shared_prefix=prefix, prefix_groups=[0, 1, 2, -1])
+    assert alone == step_shape(decode_kv=kv, sampled=4)
+
+
+@pytest.mark.parametrize("labels", [None, [0] * 8, [7] * 8])
+def test_one_group_is_the_one_shared_prefix(templates, labels):
+    """Every sequence in one group (or no groups given) gives the one-prefix shape and table, field for field."""
+    kv, prefix = [130, 150, 170, 190, 210, 230, 250, 270], 96
+    shape = step_shape(decode_kv=kv, sampled=8, shared_prefix=prefix, prefix_groups=labels)
+    assert (shape.decode_shared_groups, shape.decode_shared_kv, shape.decode_shared_seqs) == (1, prefix, 8)
+    assert shape.decode_kv == sum(kv) - 8 * prefix
+    table = templates["llama"].table(shape)[0]
+    row = np.flatnonzero(table.kind == PREFILL_ATTENTION)[0]
+    assert (float(table.batch[row]), float(table.q_len[row])) == (1.0, 8.0)
+    assert float(table.kv_bytes[row]) == pytest.approx(prefix * 2 * 2 * 16 * 2, rel=1e-9)
+
+
+def test_a_shape_cascading_prefixes_needs_two_sequences_a_prefix():
+    with pytest.raises(ValueError, match="two or more sequences a prefix"):
+        StepShape(decode_seqs=3, decode_kv=30, decode_shared_kv=8, decode_shared_seqs=3, decode_shared_groups=2)
+    with pytest.raises(ValueError, match="two or more sequences a prefix"):
+        StepShape(decode_seqs=4, decode_kv=40, decode_shared_kv=8, decode_shared_seqs=4)
 
 
 @pytest.mark.parametrize("case", ["one sequence", "past the window", "no prefix"])

@@ -143,4 +143,5 @@ def test_a_pool_refuses_stages_and_empty_counts(template_of):
     with pytest.raises(ValueError, match="devices"):
         _pool(template_of(1), devices=0)
     with pytest.raises(ValueError, match="cascade"):
-        replace(StepShape(decode_seqs=4, decode_kv=40, decode_shared_kv=8, decode_shared_seqs=4), sampled=4).shares(2)
+        replace(StepShape(decode_seqs=4, decode_kv=40, decode_shared_kv=8, decode_shared_seqs=4,
+                          decode_shared_groups=1), sampled=4).shares(2)

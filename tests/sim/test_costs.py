@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from kernels.shapes import step_shape
+from sim.costs import IterationCostModel
 
 
 @pytest.mark.parametrize(("seqs", "prefix", "own"), [(2, 32, 4), (8, 96, 40), (64, 1024, 100), (64, 4096, 100)])
@@ -27,6 +28,34 @@ def test_a_long_prefix_over_many_sequences_cascades(costs):
     kv = [4096 + 100] * 64
     cascade = step_shape(decode_kv=kv, sampled=64, shared_prefix=4096)
     assert costs.price(cascade).time_s < costs.price(step_shape(decode_kv=kv, sampled=64)).time_s
+
+
+@pytest.mark.parametrize("groups", [1, 2, 4, 8, 16, 32])
+@pytest.mark.parametrize("prefix", [32, 1024, 4096])
+def test_cascade_over_groups_is_never_slower_than_paged(costs, groups, prefix):
+    """64 sequences after `groups` prefixes (each its share of them): the step is priced as the cheaper of the
+    prefixes read once per group and every sequence reading its copy, so never slower than paged."""
+    kv = [prefix + 100] * 64
+    shape = step_shape(decode_kv=kv, sampled=64, shared_prefix=prefix, prefix_groups=[i % groups for i in range(64)])
+    assert shape.decode_shared_groups == groups
+    paged = costs.price(step_shape(decode_kv=kv, sampled=64)).time_s
+    assert costs.price(shape).time_s == min(paged, costs._price_kernels(shape).time_s) <= paged
+
+
+def test_more_groups_read_more_prefix_bytes_and_are_priced_apart(costs):
+    """64 sequences after a 4,096-token prefix, in one group and in eight: the same keys attended (the memo must not
+    take one for the other), eight prefixes' bytes read instead of one, so eight groups cost more, and both less
+    than paged."""
+    kv = [4096 + 100] * 64
+    one = step_shape(decode_kv=kv, sampled=64, shared_prefix=4096)
+    eight = step_shape(decode_kv=kv, sampled=64, shared_prefix=4096, prefix_groups=[i % 8 for i in range(64)])
+    bucketed = IterationCostModel(costs.device, costs.template, execution=costs.execution, kv_bucket_tokens=16)
+    for model in (costs, bucketed):
+        assert model._bucket(one) != model._bucket(eight)
+        assert model._representative(model._bucket(eight)) == eight
+    paged = costs.price(one.paged()).time_s
+    assert costs.price(one).time_s < costs.price(eight).time_s < paged
+    assert costs.price(one).memory_J < costs.price(eight).memory_J
 
 
 # ---- sub-batch interleaving on a device of several units (NeuPIMs: NPU and PIM) ----------------------------------

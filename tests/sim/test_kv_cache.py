@@ -274,3 +274,42 @@ def test_a_missed_root_is_computed_again_and_its_conversation_grows_behind_it():
     kv.release(1, computed=50)  # its third whole block is its conversation's, behind the root
     kv.assign(3, 3, shareable_tokens=49)
     assert kv.cached_prefix(3, 100) == 48 and kv.used_blocks == 3
+
+
+# ---- which decoding sequences share which group's whole prefix (cascade attention's groups) -----------------------
+
+def test_prefix_sharers_name_the_group_whose_whole_prefix_each_sequence_shares():
+    """Three 2-block prefixes (32 tokens) cached warm: sequences of groups 0 and 1 share theirs whole. Group 4's is not
+    cached: its first sequence computes it and then shares what it computed, while another of group 4 admitted before
+    that computes its own copy (-1, read paged). A sequence that may share one block only (16 shareable tokens) shares
+    less than the whole (-1); one never admitted shares nothing (-1)."""
+    kv = PagedKVCache(capacity_blocks=60, block_tokens=16, prefix_tokens=32, prefix_groups=3)
+    for seq, group in ((0, 0), (1, 0), (2, 1), (3, 4), (5, 4)):
+        kv.assign(seq, group)
+        kv.hold(seq, 100)
+    kv.assign(6, 2, shareable_tokens=16)
+    kv.hold(6, 100)
+    assert kv.prefix_sharers([0, 1, 2, 3, 5, 6, 9]) == [0, 0, 1, -1, -1, -1, -1]
+    kv.publish(3, 100)  # its first 2 blocks become group 4's chain, which it shares
+    kv.publish(5, 100)  # group 4's chain was extended by another: its own copy stays its own
+    kv.assign(7, 4)
+    kv.hold(7, 100)  # admitted now, it finds group 4's whole chain
+    assert kv.prefix_sharers([3, 5, 7]) == [4, -1, 4]
+    kv.release(0)
+    assert kv.prefix_sharers([0, 1]) == [-1, 0]
+
+
+def test_prefix_sharers_under_a_root_are_one_group():
+    """Conversations 3 and 8 both start with the 2-block system prompt: each shares the root whole, one prefix for
+    both (group 0), whatever its conversation."""
+    kv = _rooted()
+    for seq, conversation in ((0, 3), (1, 8)):
+        kv.assign(seq, conversation, shareable_tokens=32)
+        kv.hold(seq, 50)
+    assert kv.prefix_sharers([0, 1]) == [0, 0]
+
+
+def test_no_prefix_has_no_sharers():
+    kv = PagedKVCache(capacity_blocks=10, block_tokens=16)
+    kv.hold(0, 20)
+    assert kv.prefix_sharers([0]) == [-1]

@@ -76,3 +76,20 @@ def test_a_trace_s_conversations_behind_a_prefill_pool_are_one_line(tmp_path, on
     documents.write_text("arrival_s,prompt_tokens,output_tokens,prefix_group,shared_tokens\n"
                          "0.0,40,6,0,0\n0.5,40,6,1,0\n1.0,50,6,0,32\n")
     ServingSpec(trace=str(documents), rate_per_s=1.0, prefill_replicas=1)
+
+
+def test_cascade_over_several_groups_is_allowed_and_over_conversations_needs_a_system_prompt(tmp_path, one_line_error):
+    """Cascade attention reads each group's prefix once for its sequences: several prefix_groups, or a trace's
+    prefix_group column, with prefix_tokens run with it, as conversations behind a system prompt do. Conversations
+    without one have no prefix two sequences share (one turn of a conversation runs at a time): refused in one line."""
+    ServingSpec(prompt=Fixed(tokens=40), output=Fixed(tokens=6), rate_per_s=1.0, prefix_tokens=32, prefix_groups=3,
+                prefix_attention="cascade")
+    grouped = tmp_path / "grouped.csv"
+    grouped.write_text("arrival_s,prompt_tokens,output_tokens,prefix_group\n0.0,40,6,0\n0.5,40,6,1\n1.0,50,6,0\n")
+    ServingSpec(trace=str(grouped), rate_per_s=1.0, prefix_tokens=32, prefix_attention="cascade")
+    ServingSpec(prompt=Fixed(tokens=40), output=Fixed(tokens=6), rate_per_s=1.0, requests=4, conversation_turns=2,
+                prefix_tokens=32, prefix_attention="cascade")
+    where, message = one_line_error(lambda: ServingSpec(prompt=Fixed(tokens=40), output=Fixed(tokens=6),
+                                                        rate_per_s=1.0, requests=4, conversation_turns=2,
+                                                        prefix_attention="cascade"))
+    assert where == "prefix_attention" and "conversation_turns 2" in message and "allowed: paged" in message
