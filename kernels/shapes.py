@@ -215,9 +215,10 @@ def step_shape(chunks: Sequence[tuple[int, int]] = (), decode_kv: Sequence[int] 
             whole &= label >= 0
         if whole.sum() > 1:
             groups = 1
-            if prefix_groups is not None:
+            named = label[whole] if prefix_groups is not None else None
+            if named is not None and named.min() != named.max():
                 # Of those, the sequences whose group has two or more of them read its prefix once together.
-                _, group, members = np.unique(label[whole], return_inverse=True, return_counts=True)
+                _, group, members = np.unique(named, return_inverse=True, return_counts=True)
                 whole[whole] = members[group] > 1
                 groups = int((members > 1).sum())
             if groups:

@@ -77,6 +77,7 @@ class PagedKVCache:
         self._continues: set[int] = set()  # sequences whose context their group's next request continues
         self._leaves: dict[int, int] = {}  # whole blocks of a sequence's prompt its group's next request shares
         self._shared: dict[int, int] = {}  # a sharing sequence -> the blocks of its group's chain it shares
+        self._whole: dict[int, int] = {}  # a sequence sharing the whole prefix -> its prefix's group (prefix_sharers)
         # The root's blocks every group's chain starts with (0: none, each group's chain its own from its start).
         self.root_blocks = self.prefix_blocks if root else 0
         self._branches = 0  # groups with blocks cached behind the root
@@ -136,12 +137,13 @@ class PagedKVCache:
         the cache: its group, or 0 where every group's chain starts with the root; -1 where it shares less (a chain cut
         short, or another of its group computing the prefix first, left it its own copy) or none. What cascade
         attention reads once for each group's decoding sequences (kernels/shapes.py step_shape prefix_groups)."""
-        whole, shared, group = self.prefix_blocks, self._shared, self._group
-        if not whole:
-            return [-1 for _ in seqs]
-        if self.root_blocks:
-            return [0 if shared.get(seq, 0) >= whole else -1 for seq in seqs]
-        return [group.get(seq, 0) if shared.get(seq, 0) >= whole else -1 for seq in seqs]
+        whole = self._whole.get
+        return [whole(seq, -1) for seq in seqs]
+
+    def _note_whole(self, seq: int, blocks: int) -> None:
+        """Record `seq`'s prefix group (prefix_sharers) where its `blocks` shared blocks hold the whole prefix."""
+        if self.prefix_blocks and blocks >= self.prefix_blocks:
+            self._whole[seq] = 0 if self.root_blocks else self._group.get(seq, 0)
 
     def chain_tokens(self, group: int, shareable_tokens: int | None = None) -> int:
         """Tokens of `group`'s cached chain a request sharing `shareable_tokens` with it (None: prefix_tokens) would
@@ -293,9 +295,11 @@ class PagedKVCache:
             if not was:  # it shares this chain from now on
                 self._take(chain)
         self._shared[seq] = shared + grown
+        self._note_whole(seq, shared + grown)
 
     def _share(self, seq: int, group: int, blocks: int) -> None:
         self._shared[seq] = blocks
+        self._note_whole(seq, blocks)
         for chain, part in self._parts(group, blocks):
             if part:
                 self._take(chain)
@@ -321,6 +325,7 @@ class PagedKVCache:
             self._swapped_out.add(seq)
         if keep_prefix or seq not in self._shared:
             return
+        self._whole.pop(seq, None)
         for chain, part in self._parts(self._group.get(seq, 0), self._shared.pop(seq)):
             if part:
                 self._sharers[chain] -= 1
