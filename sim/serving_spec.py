@@ -256,6 +256,9 @@ class ServingSpec:
                     ("prefix_attention", self.cascade and self.conversations and not self.rooted, "paged (each "
                      "conversation's context is one sequence's at a time: no prefix to read once for several), or "
                      "cascade with prefix_tokens, a system prompt every conversation starts with"),
+                    ("prefix_attention", self.cascade and self.disaggregated, "paged (behind a prefill pool the decode "
+                     "pool receives each request's whole KV where there are several prefixes, each its own copy: "
+                     "none to read once)"),
                     ("attention_placement", self.attends_apart and self.attention_placement == "hybrid",
                      "apart (a hybrid pool's model's devices hold one shared prefix: where several groups' prefixes "
                      "lie is not modeled)")):

@@ -154,6 +154,27 @@ def test_a_single_shape_is_one_rank_beside_idle_ranks(templates):
     assert costs.price(shape).time_s == pytest.approx(costs.price_ranks((shape,)).time_s, rel=1e-12)
 
 
+def test_each_rank_cascades_its_own_groups_where_that_is_the_faster(templates):
+    """Two ranks, each decoding 32 sequences after 4,096-token prefixes: one rank's in two groups, the other's in
+    sixteen. Each rank's part is the cheaper of its own groups' cascade and its paged reads (its priced part alone),
+    so the lockstep iteration is the slower rank's, never slower than both ranks paged."""
+    costs = _costs(templates)
+    kv = [4096 + 60] * 32
+    shapes = tuple(step_shape(decode_kv=kv, sampled=32, shared_prefix=4096,
+                              prefix_groups=[i % groups for i in range(32)]) for groups in (2, 16))
+    assert [shape.decode_shared_groups for shape in shapes] == [2, 16]
+    cascade = costs.price_ranks(shapes)
+    paged = costs.price_ranks(tuple(shape.paged() for shape in shapes))
+    assert cascade.time_s <= paged.time_s
+    for shape in shapes:  # a rank's part: the cheaper of its two ways, as the one-device cost model takes it
+        one = IterationCostModel(load_device("h100-sxm"), templates[0], execution="graphs")
+        assert _dense_s(templates, shape) == min(one._price_kernels(shape).time_s,
+                                                 one._price_kernels(shape.paged()).time_s)
+    expected = max(_dense_s(templates, shape) for shape in shapes) + _experts_s(templates, 64) + \
+        2 * LAYERS * _exchange_s(32)
+    assert cascade.time_s == pytest.approx(expected, rel=1e-9)
+
+
 def _pool(templates, blocks: int = 4_000, max_seqs: int = 16) -> Pool:
     costs = _costs(templates)
     per_token_B = 2 * 2 * 16 * 2 * LAYERS  # K and V x 2 KV heads x 16 dims x 2 B x 2 layers: held once, on its rank

@@ -93,3 +93,9 @@ def test_cascade_over_several_groups_is_allowed_and_over_conversations_needs_a_s
                                                         rate_per_s=1.0, requests=4, conversation_turns=2,
                                                         prefix_attention="cascade"))
     assert where == "prefix_attention" and "conversation_turns 2" in message and "allowed: paged" in message
+    where, message = one_line_error(lambda: ServingSpec(prompt=Fixed(tokens=40), output=Fixed(tokens=6),
+                                                        rate_per_s=1.0, prefix_tokens=32, prefix_groups=3,
+                                                        prefix_attention="cascade", prefill_replicas=1))
+    assert where == "prefix_attention" and "prefix_groups 3" in message and "behind a prefill pool" in message
+    ServingSpec(prompt=Fixed(tokens=40), output=Fixed(tokens=6), rate_per_s=1.0, prefix_tokens=32,
+                prefix_attention="cascade", prefill_replicas=1)  # one prefix: the decode pool holds it once
