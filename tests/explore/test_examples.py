@@ -38,7 +38,13 @@ def test_device_families_spans_every_kind():
     assert _kinds(sweep) == set(DEVICE_KINDS)
 
 
-@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+# Examples whose two points take tens of seconds (splitwise-slowdown: a serving run per request served alone for its
+# slowdown reference), run in the slow run.
+SLOW_EXAMPLES = ("splitwise-slowdown",)
+
+
+@pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.slow) if p.stem in SLOW_EXAMPLES else p
+                                  for p in EXAMPLES], ids=[p.stem for p in EXAMPLES])
 def test_example_runs_as_written(path, evaluator):
     sweep = load_sweep(str(path))
     points = sweep.points()
