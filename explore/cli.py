@@ -197,6 +197,9 @@ def _add_serving_flags(run: argparse.ArgumentParser) -> None:
                         "conversations start at --rate / turns (default: independent requests)")
     g.add_argument("--think-s", type=float,
                    help="seconds between a conversation turn's answer and its next turn (default 0)")
+    g.add_argument("--think-cv", type=float,
+                   help="the think times' coefficient of variation: gamma-distributed about --think-s, 1 exponential "
+                        "(default: each exactly --think-s)")
     g.add_argument("--queue-policy", choices=list(QUEUE_POLICIES),
                    help="the order waiting requests are admitted in: fcfs (arrival order; the default) or lpm (the "
                         "longest cached prefix first, SGLang's longest-prefix-match)")

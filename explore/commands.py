@@ -423,7 +423,7 @@ def _serving_spec(args) -> ServingSpec:
                   chunk_tokens=args.chunk_tokens, prompt_batch_tokens=args.prompt_batch_tokens,
                   block_tokens=args.block_tokens, prefix_tokens=args.prefix_tokens,
                   prefix_groups=args.prefix_groups, queue_policy=args.queue_policy,
-                  conversation_turns=args.conversation_turns, think_s=args.think_s,
+                  conversation_turns=args.conversation_turns, think_s=args.think_s, think_cv=args.think_cv,
                   preemption=args.preemption, swap_GBps=args.swap_GBps, seed=args.seed, slo_ttft_s=args.slo_ttft,
                   slo_tpot_s=args.slo_tpot,
                   slo_attainment=args.slo_attainment,
@@ -601,8 +601,9 @@ def _assumptions(point: DesignPoint, device) -> str:
                       f"attention)")
         if s.conversations:
             behind = ", behind the system prompt held once" if s.rooted else ""
-            pools += (f", conversations of {s.conversation_turns} turns {s.think_s or 0:g} s apart (each on one "
-                      f"replica, its context cached as its prefix{behind}, least recently used evicted)")
+            spread = f" (cv {s.think_cv:g})" if s.think_cv else ""
+            pools += (f", conversations of {s.conversation_turns} turns {s.think_s or 0:g} s apart{spread} (each on "
+                      f"one replica, its context cached as its prefix{behind}, least recently used evicted)")
         elif s.traced_sharing:
             pools += f", {s.groups} prefix groups sharing the trace's shared_tokens, least recently used evicted"
         elif s.trace and not s.prefix_tokens and s.groups > 1:

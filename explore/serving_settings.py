@@ -186,6 +186,9 @@ RULES: tuple[ReadWhen, ...] = (
                        f"{n.at_least('conversation_turns', 2, 'conversations')}, or left out"),
     ReadWhen("think_s", _converses, lambda v, n: "no conversations",
              lambda n: f"with {n.at_least('conversation_turns', 2, 'conversations')}, or left out"),
+    ReadWhen("think_cv", lambda v: _converses(v) and _any(v, "think_s"), lambda v, n: "no think time",
+             lambda n: f"with {n.at_least('conversation_turns', 2, 'conversations')} and {n.name('think_s')} > 0, "
+                       f"or left out"),
     *(ReadWhen(field, _attends_apart, lambda v, n: f"no {n.name('attention_device')}", _attention)
       for field in ("attention_devices", "attention_link", "attention_micro_batches", "attention_placement")),
     ReadWhen("router", _routes, lambda v, n: "one replica in each pool and one pipeline stage",

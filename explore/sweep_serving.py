@@ -162,6 +162,7 @@ class Serving(Strict):
     # Conversations of this many turns, think_s apart (independent requests); lists compare them.
     conversation_turns: one_or_more(knob_type(KNOBS["conversation_turns"])) | None = None
     think_s: one_or_more(Annotated[float, Field(ge=0)]) | None = None
+    think_cv: one_or_more(Annotated[float, Field(ge=0)]) | None = None  # think times' spread (none: exact)
     preemption: Literal["recompute", "swap"] = DEFAULT.preemption
     swap_GBps: PositiveNumber | None = None  # swap preemption's GB/s (default: the device preset's host link)
     seed: Annotated[StrictInt, Field(ge=0, le=2**32 - 1)] = DEFAULT.seed
@@ -246,7 +247,7 @@ def serving_dimensions(serving: Serving) -> dict[str, list]:
     dims.update(replicas=as_list(serving.replicas), prefill_replicas=as_list(serving.prefill_replicas))
     if serving.router is not None:
         dims["router"] = as_list(serving.router)
-    for name in ("prefix_attention", "prefix_groups", "queue_policy", "conversation_turns", "think_s"):
+    for name in ("prefix_attention", "prefix_groups", "queue_policy", "conversation_turns", "think_s", "think_cv"):
         if getattr(serving, name) is not None:
             dims[name] = as_list(getattr(serving, name))
     if serving.memory_utilization is not None:
@@ -281,7 +282,8 @@ def serving_spec(serving: Serving, values: dict[str, Any]) -> ServingSpec:
         block_tokens=serving.block_tokens,
         prefix_tokens=serving.prefix_tokens, prefix_groups=values.get("prefix_groups"),
         queue_policy=values.get("queue_policy"), conversation_turns=values.get("conversation_turns"),
-        think_s=values.get("think_s"), preemption=serving.preemption, swap_GBps=serving.swap_GBps,
+        think_s=values.get("think_s"), think_cv=values.get("think_cv"), preemption=serving.preemption,
+        swap_GBps=serving.swap_GBps,
         seed=serving.seed, slo_ttft_s=slo.ttft_s, slo_tpot_s=slo.tpot_s,
         slo_attainment=slo.attainment, slo_slowdown=slo.slowdown_slo(), capacity=serving.capacity,
         replicas=values["replicas"], prefill_replicas=values["prefill_replicas"],

@@ -34,7 +34,7 @@ PREFIX_ATTENTIONS = ("paged", "cascade")
 # Fields added after serving results were first stored: left out of the repr (a point's key) at their default.
 KEY_NEUTRAL_DEFAULTS = frozenset({"prompt_batch_tokens", "slo_slowdown", "router", "max_decode_preemptions",
                                   "prefix_attention", "prefix_groups", "queue_policy", "conversation_turns",
-                                  "think_s", "memory_utilization",
+                                  "think_s", "think_cv", "memory_utilization",
                                   "attention_device", "attention_devices", "attention_link",
                                   "attention_micro_batches", "attention_placement"})
 # The settings of attention devices: a point whose model's devices attend is the same design whatever they say.
@@ -96,6 +96,9 @@ class ServingSpec:
     # requests.
     conversation_turns: int | None = None
     think_s: float | None = None
+    # The think times' coefficient of variation (workloads/requests.py think_times: gamma-distributed, 1 exponential);
+    # None: each turn exactly think_s after the previous answer.
+    think_cv: float | None = None
     preemption: str = "recompute"  # or "swap" over a host link of swap_GBps
     swap_GBps: float | None = None  # None: the device preset's host link (its host_link)
     seed: int = 0
@@ -229,8 +232,13 @@ class ServingSpec:
         if self.think_s is not None and not (isinstance(self.think_s, int | float) and not isinstance(
                 self.think_s, bool) and math.isfinite(self.think_s) and self.think_s >= 0):
             raise InputError(f"think_s: found {self.think_s!r}, allowed: seconds >= 0")
+        if self.think_cv is not None and not (isinstance(self.think_cv, int | float) and not isinstance(
+                self.think_cv, bool) and math.isfinite(self.think_cv) and self.think_cv >= 0):
+            raise InputError(f"think_cv: found {self.think_cv!r}, allowed: a coefficient of variation >= 0")
         if not self.conversations and self.think_s is not None:
             object.__setattr__(self, "think_s", None)  # read by conversations only: one design whatever it says
+        if not (self.conversations and self.think_s) and self.think_cv is not None:
+            object.__setattr__(self, "think_cv", None)  # read where turns think: one design whatever it says
         if self.conversations:
             for name, conflict, why in (
                     ("trace", bool(self.trace), "none (conversations draw their messages and answers from the prompt "
@@ -313,6 +321,7 @@ class ServingSpec:
                 **({} if self.conversation_turns is None else {"conversation_turns": self.conversation_turns}),
                 # think_s beside conversation_turns, empty where one turn reads none.
                 **({} if self.conversation_turns is None and self.think_s is None else {"think_s": self.think_s}),
+                **({} if self.think_cv is None else {"think_cv": self.think_cv}),
                 **({} if self.max_decode_preemptions is None
                    else {"max_decode_preemptions": self.max_decode_preemptions}),
                 **({} if self.memory_utilization is None else {"memory_utilization": self.memory_utilization}),
@@ -405,7 +414,8 @@ class ServingSpec:
         if self.conversations:  # first turns at rate / turns: every turn of each, requests at the rate
             return sample_conversations(arrivals=self._arrivals(rate / self.conversation_turns), prompt=self.prompt,
                                         output=self.output, count=self.requests, turns=self.conversation_turns,
-                                        think_s=self.think_s or 0.0, seed=self.seed, system_tokens=self.prefix_tokens)
+                                        think_s=self.think_s or 0.0, seed=self.seed, system_tokens=self.prefix_tokens,
+                                        think_cv=self.think_cv or 0.0)
         return sample_requests(arrivals=self._arrivals(rate), prompt=self.prompt, output=self.output,
                                count=self.requests, seed=self.seed)
 

@@ -360,11 +360,26 @@ def sample_requests(*, arrivals: ArrivalProcess, prompt: LengthDistribution, out
                       source=f"{arrivals}, prompts {prompt}, outputs {output}, seed {seed}")
 
 
+def think_times(think_s: float, cv: float, seed: int, count: int) -> np.ndarray:
+    """`count` think times of mean `think_s`: each think_s where `cv` is 0, else gamma-distributed with coefficient of
+    variation `cv` (1: exponential, a closed-loop benchmark's user), from a stream of `seed` apart from the arrivals',
+    prompts' and outputs' (the same seed draws the same conversations with or without it)."""
+    think_s = _number("think_s", think_s, at_least=0)
+    cv = _number("think_cv", cv, at_least=0)
+    if not cv or not think_s:
+        return np.full(count, think_s)
+    shape = 1.0 / cv**2
+    rng = np.random.default_rng(np.random.SeedSequence(_integer("seed", seed, at_least=0)).spawn(4)[3])
+    return rng.gamma(shape, think_s / shape, size=count)
+
+
 def sample_conversations(*, arrivals: ArrivalProcess, prompt: LengthDistribution, output: LengthDistribution,
-                         count: int, turns: int, think_s: float, seed: int, system_tokens: int = 0) -> RequestSet:
+                         count: int, turns: int, think_s: float, seed: int, system_tokens: int = 0,
+                         think_cv: float = 0.0) -> RequestSet:
     """`count` requests as conversations of `turns` turns (the last one shorter where `turns` does not divide
     `count`), each conversation's turns consecutive. A conversation's first turn arrives by `arrivals`; each later turn
-    `think_s` seconds after the previous one's answer is finished. Each turn adds a message of `prompt` tokens to the
+    `think_s` seconds after the previous one's answer is finished (on average, its think time drawn with coefficient of
+    variation `think_cv`: think_times). Each turn adds a message of `prompt` tokens to the
     conversation so far (a system prompt of `system_tokens` every conversation starts with, every earlier message and
     answer) and answers with `output` tokens; it shares with its conversation the context the previous turn's KV cache
     holds (its prompt and all but its last output token, which is never fed back), a first turn the system prompt.
@@ -391,9 +406,10 @@ def sample_conversations(*, arrivals: ArrivalProcess, prompt: LengthDistribution
     system = f" after a {system_tokens}-token system prompt" if system_tokens else ""
     return RequestSet(arrival_s=starts[conversation], prompt_tokens=prompts, output_tokens=answers,
                       prefix_group=conversation, shared_tokens=shared,
-                      after_previous_s=np.where(opens, np.nan, think_s),
-                      source=f"{arrivals} conversations of {turns} turns{system}, {think_s:g} s apart, messages "
-                             f"{prompt}, answers {output}, seed {seed}")
+                      after_previous_s=np.where(opens, np.nan, think_times(think_s, think_cv, seed, count)),
+                      source=f"{arrivals} conversations of {turns} turns{system}, {think_s:g} s apart"
+                             f"{f' (cv {think_cv:g})' if think_cv else ''}, messages {prompt}, answers {output}, "
+                             f"seed {seed}")
 
 
 def resolve_trace(name_or_path: str) -> Path:

@@ -23,6 +23,7 @@ IDLE = {
     "prefix_groups": (LENGTHS, ("--prefix-groups", "4"), "  prefix_groups: 4\n"),
     "queue_policy": (LENGTHS, ("--queue-policy", "lpm"), "  queue_policy: lpm\n"),
     "think_s": (LENGTHS, ("--think-s", "5"), "  think_s: 5\n"),
+    "think_cv": (LENGTHS, ("--think-cv", "1"), "  think_cv: 1\n"),
     "attention_devices": (LENGTHS, ("--attention-devices", "2"), "  attention_devices: 2\n"),
     "attention_link": (LENGTHS, ("--attention-link", "infiniband-ndr"), "  attention_link: infiniband-ndr\n"),
     "attention_micro_batches": (LENGTHS, ("--attention-micro-batches", "3"), "  attention_micro_batches: 3\n"),

@@ -221,3 +221,16 @@ def test_every_conversation_finds_the_system_prompt_it_starts_with(costs):
     assert result.prefix_sought_tokens == result.prefix_found_tokens == found.sum()
     prefill = int((requests.prompt_tokens - found).sum())
     assert _computed_tokens(result) == prefill + int((requests.output_tokens - 1).sum())
+
+
+def test_a_turn_arrives_its_own_think_time_after_the_previous_answer(costs):
+    """With exponential think times (cv 1) each later turn arrives its drawn think time after the previous answer."""
+    requests = sample_conversations(arrivals=Poisson(rate_per_s=40.0), prompt=Fixed(tokens=70), output=Fixed(tokens=9),
+                                    count=12, turns=3, think_s=0.25, seed=4, think_cv=1.0)
+    _, result = _conversations(costs, requests=requests)
+    records = result.records
+    for index in range(len(requests)):
+        if index % 3:
+            assert records.arrival_s[index] == pytest.approx(records.finish_s[index - 1]
+                                                             + requests.after_previous_s[index])
+    assert len(set(requests.after_previous_s[1::3])) == 4  # drawn, not all 0.25

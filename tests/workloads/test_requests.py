@@ -24,6 +24,7 @@ from workloads.requests import (
     resolve_trace,
     sample_conversations,
     sample_requests,
+    think_times,
 )
 
 # The shared data folder beside the project (DESIGN.md, "Calibration and validation data"), where the traces came from.
@@ -374,3 +375,26 @@ def test_a_trace_gives_conversations_as_sample_conversations_makes_them(tmp_path
     for column in ("arrival_s", "prompt_tokens", "output_tokens", "prefix_group", "shared_tokens"):
         assert np.array_equal(getattr(read, column), getattr(made, column)), column
     assert np.array_equal(read.after_previous_s, made.after_previous_s, equal_nan=True)
+
+
+def test_think_times_vary_about_their_mean_with_the_asked_spread():
+    """Gamma think times of mean 10 s: cv 1 (exponential) and 0.5 over 20,000 draws come within 2% of the mean and 3%
+    of the spread asked; cv 0 is exactly the mean; the same seed draws the same times."""
+    assert (think_times(10.0, 0.0, 3, 5) == 10.0).all()
+    for cv in (1.0, 0.5):
+        times = think_times(10.0, cv, 3, 20_000)
+        assert times.mean() == pytest.approx(10.0, rel=0.02)
+        assert times.std() / times.mean() == pytest.approx(cv, rel=0.03)
+        assert (times > 0).all() and np.array_equal(times, think_times(10.0, cv, 3, 20_000))
+
+
+def test_varying_think_times_leave_the_conversations_draws_alone():
+    """The think times come from a stream of their own: the same seed draws the same arrivals, messages and answers
+    with or without a spread, and only the later turns' gaps change."""
+    args = dict(arrivals=Poisson(rate_per_s=5.0), prompt=Uniform(low=10, high=90), output=Uniform(low=1, high=30),
+                count=40, turns=4, think_s=3.0, seed=11)
+    fixed, varied = sample_conversations(**args), sample_conversations(**args, think_cv=1.0)
+    for name in ("arrival_s", "prompt_tokens", "output_tokens", "shared_tokens", "prefix_group"):
+        assert np.array_equal(getattr(fixed, name), getattr(varied, name)), name
+    later = ~np.isnan(fixed.after_previous_s)
+    assert (fixed.after_previous_s[later] == 3.0).all() and len(set(varied.after_previous_s[later])) == later.sum()
