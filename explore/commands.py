@@ -52,6 +52,7 @@ from explore.sweep_notes import (
     sweep_notes,
 )
 from explore.sweep_serving import capacity_notice
+from hw_models import nodes
 from hw_models.device import dispatch_s
 from hw_models.device_block import varies_in_block
 from hw_models.gpu_efficiency import calibration_label
@@ -539,6 +540,17 @@ def _assumptions(point: DesignPoint, device) -> str:
             collectives.append("each iteration's tokens in two halves where that is faster, one half's all-reduces "
                                "beside the other's compute (TokenWeave)")
         fitted_link = "; ".join(collectives)
+        if device.node_link is not None:  # the system spans nodes (hw_models/nodes.py)
+            per_node = nodes.node_layout(point.tp, link.spec)[0] if device.tp_nodes > 1 else link.spec.domain_devices
+            node = device.node_link
+            how = ("fitted on " + ", ".join(sorted(set(node.fitted_on.values()))) + " NCCL data" if node.fitted_on
+                   else "on its datasheet alpha-beta model, no measured collectives on it")
+            fitted_link += (f"; spans {device.nodes} nodes of {per_node} joined by {node.spec.name}, a port per "
+                            f"device: collectives across nodes run hierarchically and sends between stages on "
+                            f"different nodes cross it, {node.spec.name} {how}")
+        elif point.knob("node_link"):
+            fitted_link += (f"; --node-link {point.knob('node_link')} unread: the {point.tp * point.pp} devices fit "
+                            f"one node of {link.spec.name}")
         stages = (f" in {point.pp} pipeline stages" if point.pp > 1 else "") + (
             f", experts spread over the {point.ep} devices" if point.ep > 1 else "")
         placed = "spread" if point.ep == point.tp else "split"

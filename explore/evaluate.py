@@ -13,7 +13,7 @@ from explore.knobs import knob
 from explore.metrics import TIME_CLASSES, add_derived
 from explore.point_values import check_point_values
 from hw_models.gpu_efficiency import calibration_label
-from hw_models.link import LinkSpec, default_link, link_names, load_link, load_link_model
+from hw_models.link import LinkSpec, default_link, default_node_link, link_names, load_link, load_link_model
 from hw_models.registry import load_device
 from hw_models.system import SystemModel, SystemPrice
 from kernels.block_estimate import with_estimate
@@ -208,10 +208,12 @@ class Evaluator:
         return self._templates[key]
 
     def device(self, name: str, overrides: tuple = (), calibrated: bool = True, tp: int = 1, link: str = "",
-               link_overrides: tuple = (), pp: int = 1, allreduce: str = "nccl"):
+               link_overrides: tuple = (), pp: int = 1, allreduce: str = "nccl", node_link: str = ""):
         """A device model; with tp or pp > 1, the system of tp x pp such devices joined by the link (with its
-        overrides), all-reducing with `allreduce` (kernels/parallel.py ALLREDUCE_IMPLEMENTATIONS)."""
-        key = (name, overrides, calibrated, tp, link, link_overrides, pp, allreduce)
+        overrides), all-reducing with `allreduce` (kernels/parallel.py ALLREDUCE_IMPLEMENTATIONS), its nodes joined by
+        `node_link` (empty: the device's own, hw_models/link.py default_node_link) where it spans more than one domain
+        of the link (hw_models/nodes.py; a system within one ignores it)."""
+        key = (name, overrides, calibrated, tp, link, link_overrides, pp, allreduce, node_link)
         if key not in self._devices:
             if tp == 1 and pp == 1:
                 self._devices[key] = load_device(name, dict(overrides), calibrated=calibrated)
@@ -219,14 +221,15 @@ class Evaluator:
                 device = self.device(name, overrides, calibrated)
                 # Uncalibrated devices are compared on datasheet links too (fitted and datasheet links differ by
                 # up to 2x on the same hardware).
-                self._devices[key] = SystemModel(device, tp, load_link_model(
-                    link or default_link(device.name), dict(link_overrides), calibrated=calibrated), pp, allreduce)
+                joined = load_link_model(link or default_link(device.name), dict(link_overrides), calibrated=calibrated)
+                between = load_link_model(node_link or default_node_link(device.name), calibrated=calibrated)
+                self._devices[key] = SystemModel(device, tp, joined, pp, allreduce, node_link=between)
         return self._devices[key]
 
     def point_device(self, point: DesignPoint):
         """The device model (or system of devices) a design point runs on."""
         return self.device(point.device, point.overrides, point.use_calibration, point.tp, point.link,
-                           point.link_overrides, point.pp, point.knob("allreduce"))
+                           point.link_overrides, point.pp, point.knob("allreduce"), point.knob("node_link"))
 
     def cost_model(self, point: DesignPoint, fmt: NumericFormat, attention: bool = False) -> IterationCostModel:
         """The iteration cost model of a point's model, format, device and execution (shared by every
@@ -236,6 +239,7 @@ class Evaluator:
         attends_apart = attention and spec is not None and spec.attends_apart
         key = (point.model, fmt, point.device, point.overrides, point.use_calibration, point.execution, point.tp,
                point.link, point.link_overrides, point.ep, point.knob("allreduce"), point.pp, point.knob("overlap"),
+               point.knob("node_link"),
                point.knob("attention_parallel")) + (
             (spec.attention_device, spec.attention_devices, spec.pool_link, spec.attention_micro_batches,
              point.attention_overrides, spec.attention_placement) if attends_apart else ())

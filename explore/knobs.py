@@ -217,7 +217,7 @@ def _sparsity(pattern: str) -> str:
 
 
 def _host_link(name: str) -> str:
-    """A host link: empty (the device preset's) or a link preset or YAML that loads."""
+    """A link: empty (the device preset's own) or a link preset or YAML that loads."""
     if name:
         load_link(name)
     return name
@@ -499,6 +499,14 @@ _knob("ep", int, "expert parallelism for MoE models: 1, or tp to spread the expe
 _knob("link", str, "the link between the tp devices: a link preset (explore presets links) or a YAML path; "
       "default: the device's own interconnect", "parallel", scope="system", default="", only_with=("tp", "pp"),
       allowed_text="a link preset (explore presets links) or a path to a link YAML")
+# The link between nodes (hw_models/nodes.py): read only where the tp x pp devices span more than one domain of the link
+# (an NVSwitch board's eight: LinkSpec.domain_devices); a point within one node is the point without it.
+register(Knob(name="node_link", type=str, section="parallel", scope="system", default="", label="node link",
+              check=_host_link, only_with=("tp", "pp"),
+              help="the link between nodes where the tp x pp devices span more than one domain of the link (nvlink4: "
+              "an HGX board's 8 GPUs), a port per device: a link preset (infiniband-ndr, roce-400g ...) or a link "
+              "YAML; empty: infiniband-ndr; a point within one node ignores it",
+              allowed_text="empty (infiniband-ndr), a link preset (explore presets links) or a path to a link YAML"))
 # How the all-reduces of tensor parallelism run (kernels/parallel.py ALLREDUCE_IMPLEMENTATIONS; hw_models/link.py
 # prices the first two, hw_models/nvls.py the third, hw_models/star.py the fourth): NCCL's collective, an engine's own
 # P2P kernels, NVLink SHARP, or a master's gather and broadcast.

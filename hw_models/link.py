@@ -66,6 +66,10 @@ class LinkSpec:
     # Whether the switch reduces in the network (NVLink SHARP): an all-reduce may run as multimem loads and stores
     # through it (allreduce="nvls", hw_models/nvls.py). False where a file does not say.
     multimem: bool = False
+    # How many GPUs one domain of the link joins (an NVSwitch board's eight): a group of more spans nodes of this many,
+    # joined by the system's node link (hw_models/nodes.py). None: any number, as a network joins; None where a file
+    # does not say.
+    domain_devices: PositiveInt | None = None
 
     @property
     def bandwidth_Bps(self) -> float:
@@ -504,3 +508,16 @@ def default_link(device: str) -> str:
         raise InputError(f"link: found none for device {device!r} (its preset names no default link), allowed: a link "
                          f"preset ({', '.join(link_names())}) or a link YAML path")
     return DEVICE_LINKS[device]
+
+
+# The link between nodes where a device's preset names no other: InfiniBand NDR, one 400 Gb/s port per GPU, as DGX H100
+# joins its nodes (NVIDIA DGX H100 user guide: eight ConnectX-7 for GPU traffic between nodes). DGX A100 has ConnectX-6
+# HDR at 200 Gb/s per GPU (NVIDIA DGX A100 user guide): a link YAML of 25 GB/s gives it.
+DEFAULT_NODE_LINK = "infiniband-ndr"
+DEVICE_NODE_LINKS: dict[str, str] = {}
+
+
+def default_node_link(device: str) -> str:
+    """The link preset between the nodes of a device preset's multi-node systems (DEFAULT_NODE_LINK unless its entry in
+    DEVICE_NODE_LINKS names another)."""
+    return DEVICE_NODE_LINKS.get(device, DEFAULT_NODE_LINK)

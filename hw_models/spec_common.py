@@ -139,6 +139,8 @@ PLAUSIBLE: tuple[tuple[str, Plausible], ...] = (
     (r"^bandwidth_GBps$", Plausible(low=0.1, high=1e4, unit="GB/s", why="a link per direction per device: 10 TB/s "
                                     "is 11x NVLink 5's 900 GB/s; 0.1 GB/s is 1 Gb Ethernet")),
     (r"^latency_us$", Plausible(low=0, high=1e5, unit="us", why="per hop: 0.1 s is 10^4 times InfiniBand's")),
+    (r"^domain_devices$", Plausible(low=1, high=1e5, unit="GPUs", why="one link domain: 100,000 is 174x the 576 GPUs "
+                                    "NVLink 5's switch system reaches")),
     (r"^peer_devices$", Plausible(low=1, high=1e4, unit="GPUs", why="an NVLink domain: 10,000 is 17x the 576 GPUs "
                                   "NVLink 5's switch system reaches")),
     (r"^(caches\.\w+|onchip)\.bandwidth_GBps$", Plausible(

@@ -13,6 +13,10 @@ reduces and multicasts (NVLink SHARP, hw_models/nvls.py), on links whose switch 
 that all reach each other, NCCL where it is faster; NCCL elsewhere. With allreduce="star" it runs as a master gathering
 every device's buffer and sending back the sum (TPI-LLM, hw_models/star.py) on any link, always: the engine has no
 other.
+A system of more devices than one domain of the link joins (LinkSpec.domain_devices: an NVSwitch board's eight) spans
+nodes joined by `node_link`, each device its own port: a collective among devices on several nodes, and a pipeline
+send between stages on different nodes, compose the two links (hw_models/nodes.py); custom and NVLS all-reduces run
+within one node only (NCCL across nodes).
 Memory, idle power, TDP, area and price are the sum over all devices.
 """
 
@@ -22,8 +26,15 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from hw_models import nodes
 from hw_models.cost import KernelCosts
-from hw_models.link import CUSTOM_ALL_REDUCE_MAX_B, LinkModel, custom_all_reduce_time_s
+from hw_models.link import (
+    CUSTOM_ALL_REDUCE_MAX_B,
+    DEFAULT_NODE_LINK,
+    LinkModel,
+    custom_all_reduce_time_s,
+    load_link_model,
+)
 from hw_models.nvls import load_nvls_fit, nvls_all_reduce_time_s
 from hw_models.star import star_all_reduce_time_s
 from kernels.kernel import KernelKind
@@ -47,7 +58,10 @@ class SystemPrice:
 class SystemModel:
     """`tp` x `pp` copies of a device model joined by a link: the DeviceModel interface for the whole system."""
 
-    def __init__(self, device, tp: int, link: LinkModel, pp: int = 1, allreduce: str = "nccl"):
+    def __init__(self, device, tp: int, link: LinkModel, pp: int = 1, allreduce: str = "nccl",
+                 node_link: LinkModel | None = None):
+        """`node_link`: the link between nodes where the system spans several (hw_models/nodes.py); None:
+        DEFAULT_NODE_LINK's preset (hw_models/link.py)."""
         if allreduce not in ALLREDUCE_IMPLEMENTATIONS:
             raise InputError(f"allreduce: found {allreduce!r}, allowed: {', '.join(ALLREDUCE_IMPLEMENTATIONS)}")
         if allreduce == "star" and tp > 1 and link.fits:
@@ -58,6 +72,10 @@ class SystemModel:
                              f"its datasheet (TPI-LLM's edge networks: ethernet-100g, or a link YAML of your own)")
         self.device, self.tp, self.pp, self.link, self.allreduce = device, tp, pp, link, allreduce
         self.devices = tp * pp
+        self.nodes = nodes.nodes_of(tp, pp, link.spec)
+        if self.nodes > 1 and node_link is None:
+            node_link = load_link_model(DEFAULT_NODE_LINK, calibrated=bool(link.fits))
+        self.node_link = node_link if self.nodes > 1 else None
         self.kind = device.kind
         self.units = device.units
         self.spec = device.spec
@@ -68,16 +86,27 @@ class SystemModel:
         return f"{self.devices} x {self.device.name}"
 
     @property
+    def peers_reach(self) -> bool:
+        """Whether the tp devices all reach each other's memory over the link: within its peer_devices, on one node
+        (hw_models/nodes.py). An engine's custom kernels and NVLS run only so; NCCL otherwise."""
+        return self.tp <= self.link.spec.peer_devices and nodes.node_layout(self.tp, self.link.spec)[1] == 1
+
+    @property
+    def tp_nodes(self) -> int:
+        """How many nodes one stage's tp devices span (1 within one domain of the link)."""
+        return nodes.node_layout(self.tp, self.link.spec)[1]
+
+    @property
     def custom_all_reduce(self) -> bool:
         """Whether all-reduces run as an engine's custom kernels: asked for, and the tp devices all reach each other's
-        memory over the link (its peer_devices); engines fall back to NCCL otherwise, and so does this model."""
-        return self.allreduce == "custom" and self.tp <= self.link.spec.peer_devices
+        memory (peers_reach); engines fall back to NCCL otherwise, and so does this model."""
+        return self.allreduce == "custom" and self.peers_reach
 
     @property
     def nvls_all_reduce(self) -> bool:
         """Whether all-reduces run through the switch's reductions (NVLink SHARP): asked for, the link's switch
-        reduces, and the tp devices all reach each other over it; NCCL otherwise."""
-        return self.allreduce == "nvls" and self.link.spec.multimem and self.tp <= self.link.spec.peer_devices
+        reduces, and the tp devices all reach each other over it (peers_reach); NCCL otherwise."""
+        return self.allreduce == "nvls" and self.link.spec.multimem and self.peers_reach
 
     @property
     def nvls_fit(self):
@@ -87,6 +116,21 @@ class SystemModel:
 
     def collective_devices(self, kind: str) -> int:
         return self.tp if kind == "all_reduce" else 2
+
+    def collective_time_s(self, kind: str, message_bytes, devices: int):
+        """Seconds of a collective among `devices` of the system's devices (message_bytes per rank:
+        hw_models/link.py), over the link within a node and the node link between nodes (hw_models/nodes.py)."""
+        return nodes.collective_time_s(kind, message_bytes, devices, self.link, self.node_link)
+
+    def send_time_s(self, message_bytes, boundary) -> np.ndarray:
+        """Seconds of sends of `message_bytes` from stage `boundary` to the next (arrays broadcast): over the node link
+        where the next stage is on another node (stages fill nodes in order: hw_models/nodes.py), else the link."""
+        size = np.asarray(message_bytes, dtype=float)
+        within = self.link.collective_time_s("send_recv", size, 2)
+        if self.node_link is None:
+            return np.asarray(within, dtype=float)
+        crosses = np.array(nodes.stage_sends_cross(self.tp, self.pp, self.link.spec))
+        return np.where(crosses[np.asarray(boundary)], self.node_link.collective_time_s("send_recv", size, 2), within)
 
     @property
     def memory_bytes(self) -> float:
@@ -140,11 +184,12 @@ class SystemModel:
         n = len(table)
         compute = _scale_energy(self.device.cost_table(table.select(~collective), execution), self.tp)
         time_s = np.zeros(int(collective.sum()))
-        for code, kind in _COLLECTIVES.items():
-            rows = table.kind[collective] == code
-            if rows.any():
-                time_s[rows] = self.link.collective_time_s(kind, table.act_bytes[collective][rows],
-                                                           self.collective_devices(kind))
+        rows = table.kind[collective] == _ALL_REDUCE
+        if rows.any():
+            time_s[rows] = self.collective_time_s("all_reduce", table.act_bytes[collective][rows], self.tp)
+        if (~rows).any():  # the i-th send of a table leaves stage i % (pp - 1) (pipeline_sends' order)
+            time_s[~rows] = self.send_time_s(table.act_bytes[collective][~rows],
+                                             np.arange(int((~rows).sum())) % max(self.pp - 1, 1))
         if self.custom_all_reduce:
             # The engine's kernels take messages up to their shared buffer's size; larger ones go to NCCL.
             rows = (table.kind[collective] == _ALL_REDUCE) & (table.act_bytes[collective] <= CUSTOM_ALL_REDUCE_MAX_B)

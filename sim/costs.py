@@ -346,10 +346,10 @@ class IterationCostModel:
         stage_s = priced.stage_s
         if self.stages > 1:
             send = self._send(shape.tokens, table, mode)
-            stage_s = stage_s + np.append(np.full(self.stages - 1, send.time_s[0]), 0.0)
-            class_time[KERNEL_CLASS_NAMES.index(KIND_CLASS[KernelKind.SEND_RECV])] += send.time_s[0] * (self.stages - 1)
-            compute_J += float(send.compute_J[0]) * (self.stages - 1)
-            memory_J += float(send.memory_J[0]) * (self.stages - 1)
+            stage_s = stage_s + np.append(send.time_s, 0.0)
+            class_time[KERNEL_CLASS_NAMES.index(KIND_CLASS[KernelKind.SEND_RECV])] += float(send.time_s.sum())
+            compute_J += float(send.compute_J.sum())
+            memory_J += float(send.memory_J.sum())
         return IterationCost(time_s=float(stage_s.sum()), compute_J=compute_J, memory_J=memory_J,
                              class_time_s=class_time, stage_time_s=tuple(stage_s.tolist()))
 
@@ -422,9 +422,10 @@ class IterationCostModel:
         return (model, attention, *self.attention.send_s(share.tokens))
 
     def _send(self, tokens: int, table: KernelTable, mode):
-        """The cost of one stage's send of the iteration's hidden state to the next stage."""
+        """The costs of each stage's send of the iteration's hidden state to the next, in stage order (a send to a
+        stage on another node crosses the node link: hw_models/nodes.py)."""
         send = collective_kernel(KernelKind.SEND_RECV, table.kernels[0], float(tokens * self.send_B_per_token), 2)
-        return self.device.cost_table(KernelTable.from_kernels([send]), mode)
+        return self.device.cost_table(KernelTable.from_kernels([send] * (self.stages - 1)), mode)
 
 
 @dataclass(frozen=True)

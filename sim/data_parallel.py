@@ -60,9 +60,9 @@ class ExpertRanks:
         convention)."""
         if not tokens:
             return 0.0
-        link = self.system.link
+        system = self.system  # its link within a node, its node link between nodes (hw_models/nodes.py)
         if self.exchange == "all_to_all":
-            return 2 * float(link.collective_time_s("all_to_all", tokens * self.B_per_token, self.ranks))
+            return 2 * float(system.collective_time_s("all_to_all", tokens * self.B_per_token, self.ranks))
         gathered_B = tokens * self.ranks * self.B_per_token
-        return float(link.collective_time_s("all_gather", gathered_B, self.ranks)
-                     + link.collective_time_s("reduce_scatter", gathered_B, self.ranks))
+        return float(system.collective_time_s("all_gather", gathered_B, self.ranks)
+                     + system.collective_time_s("reduce_scatter", gathered_B, self.ranks))

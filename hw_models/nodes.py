@@ -1,0 +1,105 @@
+"""Collectives of a group of devices that spans nodes: `g` devices a node joined by the link's domain (LinkSpec
+.domain_devices: an NVSwitch board's eight), `m` nodes joined by the node link, each device its own NIC (DGX H100:
+eight ConnectX-7 at 400 Gb/s, one per GPU, NVIDIA DGX H100 user guide), n = g m devices in all.
+
+A group of n devices fits one domain where n <= domain_devices (or the link's domain is unbounded, a network's): its
+collectives are priced on the link as they are (hw_models/link.py). Beyond, it takes m = ceil(n / domain) nodes of
+g = ceil(n / m) devices (the fullest node's count where n does not divide: a group placed as evenly as it goes), and
+each collective composes the two links' own models (S the per-rank message, hw_models/link.py's convention; a link's
+fit where it has one, else its datasheet alpha-beta model; the node links here have no measured data):
+
+- all_reduce: NCCL's hierarchical form (Horovod's HOROVOD_HIERARCHICAL_ALLREDUCE; the intra-node reduce-scatter,
+  inter-node all-reduce, intra-node all-gather of NCCL's tree and NVLS-tree algorithms; Narayanan et al., "Efficient
+  large-scale language model training on GPU clusters using Megatron-LM", SC 2021, section 3.2's scatter/gather
+  over each node's NICs): reduce-scatter of S within the node (each device keeps S / g), all-reduce of that S / g over
+  the m nodes on the node link (every device's NIC at once, each with its peers of the same local rank), all-gather of
+  S within the node:
+      t = RS_link(S, g) + AR_node(S / g, m) + AG_link(S, g);
+- all_gather (S the gathered output): AG_node(S / g, m) + AG_link(S, g); reduce_scatter (S the whole input):
+  RS_link(S, g) + RS_node(S / g, m): the all-reduce's halves;
+- all_to_all (S a rank's send buffer, S / n to each peer): the (n - g) / n share bound for other nodes crosses the
+  NICs, each device's own, while the NVLink side carries the whole exchange of n ranks (the local share, and the
+  remote share forwarded to the device on the destination's rail: NCCL's PXN, DeepEP's normal kernels, which run
+  NVLink and RDMA at once), overlapped: the longer of
+      A2A_link(S, n) and A2A_node(S, m),
+  the second the (m - 1) / m share of S, i.e. (n - g) / n S, through each NIC behind m - 1 network hops. So an
+  all-to-all across nodes is never faster than the same n ranks in one domain, nor than its inter-node bytes at the
+  NIC's rate;
+- send_recv between pipeline stages: the stages fill nodes in order, a stage of tp <= g devices within one node (the
+  next node where it does not fit in what is left), a stage of more on nodes of its own; a send between stages on
+  different nodes crosses the node link (every device of the stage to its peer of the next, each over its own NIC),
+  else the link.
+
+Not priced: the NICs' and the network switches' congestion beyond each GPU's own port, rail or fat-tree topology,
+SHARP in the network switches, and NCCL's choice of ring over all n ranks for large messages (a pipelined ring over
+the NICs reaches a higher bus bandwidth than the three phases in turn).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from hw_models.link import LinkModel, LinkSpec
+
+
+def node_layout(devices: int, link: LinkSpec) -> tuple[int, int]:
+    """(devices a node, nodes) of a group of `devices` on `link`: (devices, 1) within one domain."""
+    domain = link.domain_devices
+    if domain is None or devices <= domain:
+        return devices, 1
+    nodes = math.ceil(devices / domain)
+    return math.ceil(devices / nodes), nodes
+
+
+def collective_time_s(kind: str, message_bytes, devices: int, link: LinkModel, node_link: LinkModel):
+    """Seconds of a collective of `message_bytes` per rank among `devices` devices on `link`, its nodes joined by
+    `node_link` where the group spans several (module docstring; arrays broadcast). send_recv: a send within a
+    node (stage_sends_cross says which cross)."""
+    per_node, nodes = node_layout(devices, link.spec)
+    if nodes == 1 or kind == "send_recv":
+        return link.collective_time_s(kind, message_bytes, devices)
+    size = np.asarray(message_bytes, dtype=float)
+    if kind == "all_reduce":
+        time = (link.collective_time_s("reduce_scatter", size, per_node)
+                + node_link.collective_time_s("all_reduce", size / per_node, nodes)
+                + link.collective_time_s("all_gather", size, per_node))
+    elif kind == "all_gather":
+        time = (node_link.collective_time_s("all_gather", size / per_node, nodes)
+                + link.collective_time_s("all_gather", size, per_node))
+    elif kind == "reduce_scatter":
+        time = (link.collective_time_s("reduce_scatter", size, per_node)
+                + node_link.collective_time_s("reduce_scatter", size / per_node, nodes))
+    elif kind == "all_to_all":
+        time = np.maximum(link.collective_time_s("all_to_all", size, devices),
+                          node_link.collective_time_s("all_to_all", size, nodes))
+    else:
+        return link.collective_time_s(kind, message_bytes, devices)  # its error: no such collective
+    time = np.asarray(time, dtype=float)
+    return float(time) if time.ndim == 0 else time
+
+
+def stage_nodes(tp: int, pp: int, link: LinkSpec) -> tuple[int, ...]:
+    """The first node of each of `pp` pipeline stages of `tp` devices, the stages filling nodes in order (module
+    docstring)."""
+    per_node, nodes = node_layout(tp, link)
+    if nodes > 1:  # a stage spans nodes of its own
+        return tuple(stage * nodes for stage in range(pp))
+    domain = link.domain_devices
+    if domain is None:
+        return (0,) * pp
+    per = domain // tp  # stages a node holds
+    return tuple(stage // per for stage in range(pp))
+
+
+def stage_sends_cross(tp: int, pp: int, link: LinkSpec) -> tuple[bool, ...]:
+    """Whether each of the pp - 1 sends between consecutive stages crosses to another node."""
+    first = stage_nodes(tp, pp, link)
+    return tuple(a != b for a, b in zip(first, first[1:], strict=False))
+
+
+def nodes_of(tp: int, pp: int, link: LinkSpec) -> int:
+    """How many nodes `pp` stages of `tp` devices take."""
+    per_node, nodes = node_layout(tp, link)
+    return stage_nodes(tp, pp, link)[-1] + nodes
