@@ -4,6 +4,7 @@ each evaluated before it is suggested."""
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass, replace
@@ -11,7 +12,8 @@ from typing import Any
 
 from explore.design_point import DesignPoint
 from explore.pool_what_ifs import POOL_WHAT_IFS
-from hw_models.link import default_link, load_link_model
+from hw_models.link import default_link, load_link, load_link_model
+from hw_models.nodes import nodes_of
 from hw_models.registry import load_device, preset_names, read_device_yaml, what_if_fields
 from kernels.parallel import check_tensor_parallel
 from workloads.errors import InputError
@@ -220,3 +222,11 @@ def infeasible_hints(evaluator, point: DesignPoint) -> list[Hint]:
     if point.serving is not None:
         return []
     return [*_fewer_bits(evaluator, point), *_more_devices(evaluator, point), *_bigger_devices(evaluator, point)]
+
+
+@functools.lru_cache(maxsize=256)
+def system_nodes(device: str, link: str, tp: int, pp: int, link_overrides: tuple = ()) -> int:
+    """How many nodes a point's tp x pp devices span over its link (empty or 'default': the device's own), with the
+    link's what-ifs (hw_models/nodes.py): 1 where they fit one domain of it, so the node link changes nothing."""
+    name = link if link not in ("", "default") else default_link(load_device(device).name)
+    return nodes_of(tp, pp, load_link(name, dict(link_overrides)))

@@ -32,7 +32,7 @@ from explore.knobs import KNOBS, knobs
 from explore.metrics import metric, metric_names, numeric_metrics
 from explore.point_blocks import PointBlock, PointSet
 from explore.pool_what_ifs import POOL_WHAT_IFS
-from explore.run_support import LINK_PREFIX, WHAT_IF_PREFIXES, override_error
+from explore.run_support import LINK_PREFIX, WHAT_IF_PREFIXES, override_error, system_nodes
 from explore.schema import (
     ExpressionText,
     Number,
@@ -440,6 +440,9 @@ class Sweep:
         fields = {k: v for k, v in values.items() if not k.startswith(WHAT_IF_PREFIXES)}
         if fields.get("link") == "default":
             fields["link"] = ""
+        if fields.get("node_link") and system_nodes(fields["device"], fields.get("link", ""), fields.get("tp", 1),
+                                                    fields.get("pp", 1), link_overrides) == 1:
+            fields["node_link"] = ""  # a point within one node has no node link to change: the point without it
         return DesignPoint(**with_knobs(fields), overrides=overrides, use_calibration=self.spec.calibrated,
                            serving=serving, link_overrides=link_overrides, **pools)
 
@@ -518,8 +521,9 @@ def load_sweep(path: str) -> Sweep:
 
 
 # Keys whose values may name files: a model's config.json, a device or link YAML, a request trace, a draft model.
-PATH_KEYS = (("model",), ("device",), ("parallel", "link"), ("serving", "trace"), ("serving", "prefill_device"),
-             ("serving", "kv_link"), ("serving", "attention_device"), ("serving", "attention_link"),
+PATH_KEYS = (("model",), ("device",), ("parallel", "link"), ("parallel", "node_link"), ("serving", "trace"),
+             ("serving", "prefill_device"), ("serving", "kv_link"), ("serving", "attention_device"),
+             ("serving", "attention_link"),
              ("workload", "spec_draft"), ("workload", "host_link"))
 
 

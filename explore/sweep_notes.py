@@ -7,7 +7,7 @@ import itertools
 
 from explore.knobs import KNOBS, knobs, off_where
 from explore.pool_what_ifs import POOL_WHAT_IFS
-from explore.run_support import LINK_PREFIX
+from explore.run_support import LINK_PREFIX, system_nodes
 from explore.schema import as_list
 from explore.sweep_serving import Parallel, routes
 from hw_models.link import default_link, load_link_model
@@ -308,6 +308,9 @@ def idle_what_if_note(sweep) -> str:
                [key for key in swept if key.startswith(pool.prefix)]) for pool in POOL_WHAT_IFS if pool.switch in dims]
     groups.append((["tp", "pp"], lambda combo: combo["tp"] * combo["pp"] == 1, "tp and pp are 1",
                    [key for key in swept if key.startswith(LINK_PREFIX)]))
+    groups.append((["device", "link", "tp", "pp"], lambda combo: system_nodes(
+        combo["device"], combo["link"], combo["tp"], combo["pp"]) == 1, "the devices fit one node of the link",
+                   [key for key in swept if key == "node_link"]))
     groups.append((["replicas", "prefill_replicas", "pp", "tp", "attention_parallel"], lambda combo: not routes(combo),
                    "one replica in each pool and one pipeline stage", [key for key in swept if key == "router"]))
     said, idle = [], []

@@ -232,6 +232,8 @@ class Parallel(Strict):
     overlap: one_or_more(knob_type(KNOBS["overlap"])) = "none"  # all-reduces beside compute (serving iterations)
     # an MoE model's attention and dense layers: tensor-parallel, or data-parallel beside spread experts
     attention_parallel: one_or_more(knob_type(KNOBS["attention_parallel"])) = "tensor"
+    # the link between nodes where the devices span more than one domain of the link; '': the device's own
+    node_link: one_or_more(str) = ""
 
 
 def serving_dimensions(serving: Serving) -> dict[str, list]:

@@ -1,0 +1,66 @@
+"""Systems that span nodes end to end (hw_models/nodes.py): 16 H100s are two HGX boards joined by InfiniBand, what
+`explore run` says and prices, and what a sweep's node link changes."""
+
+from __future__ import annotations
+
+from explore.cli import main
+from explore.design_point import DesignPoint
+from explore.sweep import load_sweep
+
+LLAMA_70B_DECODE = dict(model="llama-3-70b", device="h100-sxm", batch=64, prompt=1024, output=16, execution="engine")
+
+
+def test_sixteen_h100s_on_two_nodes_decode_slower_than_in_one_nvlink_domain(evaluator):
+    """Llama-3-70B decoding a batch of 64 on tp 16: two nodes of 8 over NDR are slower than the same 16 in one NVLink
+    domain (a what-if link.domain_devices 16, how 16 H100s were priced before nodes), and their all-reduces take
+    longer; the NVLink domain's number is unchanged by the node link."""
+    two_nodes = evaluator.evaluate(DesignPoint(**LLAMA_70B_DECODE, tp=16)).metrics
+    one_domain = evaluator.evaluate(DesignPoint(**LLAMA_70B_DECODE, tp=16,
+                                                link_overrides=(("domain_devices", 16),))).metrics
+    roce = evaluator.evaluate(DesignPoint(**LLAMA_70B_DECODE, tp=16, link_overrides=(("domain_devices", 16),),
+                                          knobs=(("node_link", "roce-400g"),))).metrics
+    assert two_nodes["tpot_s"] > one_domain["tpot_s"]
+    assert two_nodes["time_communication_s"] > one_domain["time_communication_s"]
+    assert roce["tpot_s"] == one_domain["tpot_s"]
+
+
+def test_a_slower_node_link_is_never_faster(evaluator):
+    ndr = evaluator.evaluate(DesignPoint(**LLAMA_70B_DECODE, tp=16)).metrics
+    ethernet = evaluator.evaluate(DesignPoint(**LLAMA_70B_DECODE, tp=16,
+                                              knobs=(("node_link", "ethernet-100g"),))).metrics
+    assert ethernet["tpot_s"] > ndr["tpot_s"]
+
+
+def test_run_says_its_system_spans_two_nodes(capsys):
+    assert main(["run", "--model", "llama-3-70b", "--device", "h100-sxm", "--tp", "16", "--execution", "engine",
+                 "--prompt", "1024", "--output", "16"]) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    assert "spans 2 nodes of 8 joined by infiniband-ndr" in header, header
+    assert "no measured collectives on it" in header, header
+
+
+def test_run_within_one_node_says_its_node_link_is_unread(capsys):
+    assert main(["run", "--model", "llama-3-70b", "--device", "h100-sxm", "--tp", "8", "--execution", "engine",
+                 "--prompt", "1024", "--output", "16", "--node-link", "roce-400g"]) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    assert "--node-link roce-400g unread: the 8 devices fit one node of nvlink4" in header, header
+
+
+def test_a_node_link_on_one_device_is_refused_in_one_line(capsys):
+    assert main(["run", "--model", "llama-3-70b", "--device", "h100-sxm", "--node-link", "roce-400g"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--node-link" in err, err
+
+
+def test_a_sweep_point_within_one_node_is_the_point_without_its_node_link(tmp_path):
+    """tp 8 x two node links are one design (the point without it); tp 16's two are two."""
+    path = tmp_path / "nodes.yaml"
+    path.write_text("name: nodes\nmodel: llama-3-70b\ndevice: h100-sxm\nworkload: {batch: 8, prompt: 256, output: 4}\n"
+                    "parallel: {tp: [8, 16], node_link: [infiniband-ndr, roce-400g]}\n")
+    sweep = load_sweep(path)
+    points = list(sweep.points())
+    ids = {(point.tp, point.knob("node_link")): point.point_id for point in points}
+    assert ids[(8, "")] == DesignPoint(model="llama-3-70b", device="h100-sxm", batch=8, prompt=256, output=4,
+                                       tp=8).point_id
+    assert len({point.point_id for point in points if point.tp == 8}) == 1
+    assert ids[(16, "infiniband-ndr")] != ids[(16, "roce-400g")]
