@@ -545,9 +545,11 @@ def _assumptions(point: DesignPoint, device) -> str:
             node = device.node_link
             how = ("fitted on " + ", ".join(sorted(set(node.fitted_on.values()))) + " NCCL data" if node.fitted_on
                    else "on its datasheet alpha-beta model, no measured collectives on it")
+            crossing = ("collectives across nodes run hierarchically" if device.tp_nodes > 1 else "") + (
+                " and " if device.tp_nodes > 1 and point.pp > 1 else "") + (
+                "sends between stages on different nodes cross it" if point.pp > 1 else "")
             fitted_link += (f"; spans {device.nodes} nodes of {per_node} joined by {node.spec.name}, a port per "
-                            f"device: collectives across nodes run hierarchically and sends between stages on "
-                            f"different nodes cross it, {node.spec.name} {how}")
+                            f"device: {crossing}, {node.spec.name} {how}")
         elif point.knob("node_link"):
             fitted_link += (f"; --node-link {point.knob('node_link')} unread: the {point.tp * point.pp} devices fit "
                             f"one node of {link.spec.name}")

@@ -66,6 +66,8 @@ def cmd_presets(args) -> int:
                 peers += (", NVLS all-reduce " if nvls is None else
                           f", NVLS all-reduce fitted on {nvls.provenance['data']['file']}" if nvls.link == name else
                           f", NVLS all-reduce borrowing {nvls.link}'s fitted latency and bandwidth fraction")
+            if link.domain_devices is not None:
+                peers += f", {link.domain_devices} GPUs a node (more span nodes over the node link)"
             print(f"  {name:<16} {link.bandwidth_GBps:>6g} GB/s per direction, {how}, {peers}  "
                   f"(sources in hw_models/presets/links/{name}.yaml)")
     return 0
