@@ -504,9 +504,11 @@ _knob("link", str, "the link between the tp devices: a link preset (explore pres
 register(Knob(name="node_link", type=str, section="parallel", scope="system", default="", label="node link",
               check=_host_link, only_with=("tp", "pp"),
               help="the link between nodes where the tp x pp devices span more than one domain of the link (nvlink4: "
-              "an HGX board's 8 GPUs), a port per device: a link preset (infiniband-ndr, roce-400g ...) or a link "
-              "YAML; empty: infiniband-ndr; a point within one node ignores it",
-              allowed_text="empty (infiniband-ndr), a link preset (explore presets links) or a path to a link YAML"))
+              "an HGX board's 8 GPUs), a port per device: a link preset (infiniband-ndr, infiniband-hdr, roce-400g "
+              "...) or a link YAML; empty: the device's (infiniband-hdr for A100s, infiniband-ndr otherwise); a point "
+              "within one node ignores it",
+              allowed_text="empty (the device's node link), a link preset (explore presets links) or a path to a link "
+              "YAML"))
 # How the all-reduces of tensor parallelism run (kernels/parallel.py ALLREDUCE_IMPLEMENTATIONS; hw_models/link.py
 # prices the first two, hw_models/nvls.py the third, hw_models/star.py the fourth): NCCL's collective, an engine's own
 # P2P kernels, NVLink SHARP, or a master's gather and broadcast.

@@ -511,10 +511,10 @@ def default_link(device: str) -> str:
 
 
 # The link between nodes where a device's preset names no other: InfiniBand NDR, one 400 Gb/s port per GPU, as DGX H100
-# joins its nodes (NVIDIA DGX H100 user guide: eight ConnectX-7 for GPU traffic between nodes). DGX A100 has ConnectX-6
-# HDR at 200 Gb/s per GPU (NVIDIA DGX A100 user guide): a link YAML of 25 GB/s gives it.
+# joins its nodes (NVIDIA DGX H100 user guide: eight ConnectX-7 for GPU traffic between nodes). A100 systems: HDR at 200
+# Gb/s per GPU (NVIDIA DGX A100 user guide: eight ConnectX-6 for the compute fabric).
 DEFAULT_NODE_LINK = "infiniband-ndr"
-DEVICE_NODE_LINKS: dict[str, str] = {}
+DEVICE_NODE_LINKS: dict[str, str] = {"a100-sxm-80gb": "infiniband-hdr", "a100-sxm-40gb": "infiniband-hdr"}
 
 
 def default_node_link(device: str) -> str:

@@ -64,3 +64,12 @@ def test_a_sweep_point_within_one_node_is_the_point_without_its_node_link(tmp_pa
                                        tp=8).point_id
     assert len({point.point_id for point in points if point.tp == 8}) == 1
     assert ids[(16, "infiniband-ndr")] != ids[(16, "roce-400g")]
+
+
+def test_a100s_span_nodes_over_hdr_and_are_never_faster_than_over_ndr(evaluator):
+    """A100 nodes join over HDR, 200 Gb/s a GPU (DGX A100 user guide), half NDR's rate: 16 A100s decoding Llama-3-70B
+    on their default node link are never faster than over NDR."""
+    a100 = dict(LLAMA_70B_DECODE, device="a100-sxm-80gb")
+    hdr = evaluator.evaluate(DesignPoint(**a100, tp=16)).metrics
+    ndr = evaluator.evaluate(DesignPoint(**a100, tp=16, knobs=(("node_link", "infiniband-ndr"),))).metrics
+    assert hdr["tpot_s"] > ndr["tpot_s"]
