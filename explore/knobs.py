@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from explore.quality import ANY_METHOD, methods
@@ -64,6 +65,7 @@ from sim.routers import ROUTERS
 from sim.schedulers import QUEUE_POLICIES, SCHEDULERS
 from sim.serving_spec import ARRIVALS, PREEMPTIONS, PREFIX_ATTENTIONS, ServingSpec
 from sim.speculative import MEDUSA
+from workloads.errors import InputError
 from workloads.model_config import load_model_config
 
 Section = Literal["top", "workload", "format", "parallel", "serving"]  # where a sweep file sets it
@@ -174,6 +176,10 @@ class Knob:
         if ok and self.check is not None:
             try:
                 self.check(value)
+            except InputError as err:
+                if isinstance(value, str) and Path(value).exists():  # a file named that does not load: its own error
+                    raise ValueError(f"found {value!r}, a file that does not load: {err}") from None
+                ok = False
             except ValueError:
                 ok = False
         if not ok:

@@ -73,3 +73,19 @@ def test_a100s_span_nodes_over_hdr_and_are_never_faster_than_over_ndr(evaluator)
     hdr = evaluator.evaluate(DesignPoint(**a100, tp=16)).metrics
     ndr = evaluator.evaluate(DesignPoint(**a100, tp=16, knobs=(("node_link", "infiniband-ndr"),))).metrics
     assert hdr["tpot_s"] > ndr["tpot_s"]
+
+
+def test_a_node_link_file_that_does_not_load_says_why_in_one_line(tmp_path, capsys):
+    """A link YAML with a negative bandwidth, named by --node-link or a sweep's node_link, is refused with the file's
+    own line and key (as --link says it), not only that the path is not allowed."""
+    bad = tmp_path / "ib.yaml"
+    bad.write_text("name: ib\ndescription: what-if\nbandwidth_GBps: -5\nlatency_us: 2.7\n")
+    assert main(["run", "--model", "llama-3-70b", "--device", "h100-sxm", "--tp", "16", "--node-link", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "--node-link" in err and f"{bad}:3: bandwidth_GBps" in err, err
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text("name: n\nmodel: llama-3-70b\ndevice: h100-sxm\nworkload: {batch: 1, prompt: 64, output: 4}\n"
+                     f"parallel: {{tp: 16, node_link: [{bad}]}}\n")
+    assert main(["check", str(sweep)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and f"{sweep}:5: node_link" in err and f"{bad}:3: bandwidth_GBps" in err, err
