@@ -73,7 +73,8 @@ def test_peer_devices_of_the_presets():
     """How many GPUs on a link reach each other's memory (where an engine's custom all-reduce runs): an NVSwitch
     board's eight, a DGX-1 quad on NVLink 2, vLLM's pair on PCIe, none across nodes; each with its source."""
     expected = {"nvlink2": 4, "nvlink3": 8, "nvlink4": 8, "nvlink5": 8, "pcie3-x16": 2, "pcie4-x16": 2,
-                "pcie5-x16": 2, "infiniband-ndr": 1, "infiniband-hdr": 1, "ethernet-100g": 1, "nvme-pcie4-x4": 1, "roce-400g": 1}
+                "pcie5-x16": 2, "infiniband-ndr": 1, "infiniband-hdr": 1, "ethernet-100g": 1, "nvme-pcie4-x4": 1,
+                "roce-400g": 1}
     assert set(expected) == set(link_names())
     for name, count in expected.items():
         link = load_link(name)
