@@ -61,9 +61,11 @@ def check_expert_parallel(config: ModelConfig, ep: int, tp: int) -> None:
         return
     if not config.num_experts:
         raise ValueError(f"found {ep}, allowed: 1 ({config.name} has no experts)")
-    if ep != tp or config.num_experts % ep:
-        raise ValueError(f"found {ep}, allowed: 1 or the tensor-parallel degree ({tp}), dividing {config.name}'s "
-                         f"{config.num_experts} experts")
+    if config.num_experts % tp:
+        raise ValueError(f"found {ep}, allowed: 1 ({tp} devices do not divide {config.name}'s {config.num_experts} "
+                         f"experts whole)")
+    if ep != tp:
+        raise ValueError(f"found {ep}, allowed: 1 or the tensor-parallel degree ({tp})")
 
 
 def shard_tensor_parallel(table: KernelTable, tp: int, config: ModelConfig, ep: int = 1) -> KernelTable:

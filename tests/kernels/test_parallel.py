@@ -146,3 +146,13 @@ def test_expert_parallelism_needs_experts_and_the_tp_group(tiny_llama, tiny_mixt
         check_expert_parallel(tiny_llama, 2, 2)
     with pytest.raises(ValueError, match="tensor-parallel degree"):
         check_expert_parallel(tiny_mixtral, 4, 2)
+
+
+def test_expert_parallelism_on_more_devices_than_experts_offers_only_1(tiny_mixtral):
+    """ep = tp = 8 on 4 experts: the message allows 1 alone and says why, not 'the tensor-parallel degree (8)',
+    the value it refuses (Mixtral's 8 experts on 16 devices read so)."""
+    from kernels.parallel import check_expert_parallel
+
+    with pytest.raises(ValueError) as refused:
+        check_expert_parallel(tiny_mixtral, 8, 8)
+    assert str(refused.value) == "found 8, allowed: 1 (8 devices do not divide tiny-mixtral's 4 experts whole)"
