@@ -92,9 +92,9 @@ def _check_call(node: ast.Call, text: str) -> None:
                          f"(not {len(node.args)})")
 
 
-def _check(node: ast.AST, text: str, names: list[str], compared: list[str]) -> None:
+def _check(node: ast.AST, text: str, names: list[str], compared: list[tuple[str, str]]) -> None:
     """Raise ValueError on the first construct that is not allowed; collect the knob names used, and in `compared`
-    those compared with quoted text."""
+    (name, quoted text) for each name compared with quoted text."""
     if isinstance(node, ast.Constant):
         if isinstance(node.value, bool) or not isinstance(node.value, int | float):
             raise _not_allowed(node, text)
@@ -112,7 +112,9 @@ def _check(node: ast.AST, text: str, names: list[str], compared: list[str]) -> N
         operands = [node.left, *node.comparators]
         quoted = [isinstance(child, ast.Constant) and isinstance(child.value, str) for child in operands]
         if any(quoted) and all(isinstance(op, EQUALITY) for op in node.ops):
-            compared.extend(name for child in operands if (name := knob_name(child)) is not None)
+            texts = [child.value for child, is_text in zip(operands, quoted, strict=True) if is_text]
+            compared.extend((name, text) for child in operands if (name := knob_name(child)) is not None
+                            for text in texts)
             operands = [child for child, is_text in zip(operands, quoted, strict=True) if not is_text]
         children = operands
     elif isinstance(node, ast.IfExp):
@@ -134,6 +136,7 @@ class Expression:
     tree: ast.expr
     names: tuple[str, ...]
     text_compared: tuple[str, ...] = ()  # the names it compares with quoted text (text knobs may be read so)
+    text_values: tuple[tuple[str, str], ...] = ()  # (name, quoted text) of each such comparison
 
     @classmethod
     def parse(cls, text: str) -> Expression:
@@ -150,9 +153,10 @@ class Expression:
             raise ValueError(f"an expression nested at most {MAX_EXPRESSION_DEPTH} levels deep (operators, calls "
                              f"and conditionals each add one)")
         names: list[str] = []
-        compared: list[str] = []
+        compared: list[tuple[str, str]] = []
         _check(tree, text.strip(), names, compared)
-        return cls(text, tree, tuple(dict.fromkeys(names)), tuple(dict.fromkeys(compared)))
+        return cls(text, tree, tuple(dict.fromkeys(names)), tuple(dict.fromkeys(name for name, _ in compared)),
+                   tuple(dict.fromkeys(compared)))
 
     def __call__(self, env: Mapping[str, Any]) -> Any:
         """The value at the knob values in env; EvaluationError where it has none (division by zero, ...)."""

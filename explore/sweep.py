@@ -648,7 +648,9 @@ def _check_names(sweep: Sweep, target: str, above: list[str], where: str) -> Non
     for name in expression.names:
         if name in numeric or (name in dimensions and name in expression.text_compared):
             continue
-        if name in text:
+        if name in text and name in expression.text_compared:
+            why = f"{name!r} is not set in the sweep (its default at every point: set it to compare it)"
+        elif name in text:
             why = f"{name!r} is text (compare it with quoted text: {name} == '...')"
         elif name in sweep.derived:
             why = f"{name!r} is derived at or below this line"
@@ -657,6 +659,11 @@ def _check_names(sweep: Sweep, target: str, above: list[str], where: str) -> Non
                     if name.startswith(("device.", *POOL_PREFIXES)) else "")
             why = f"unknown knob {name!r}{did_you_mean(name, numeric)}{hint}"
         raise InputError(f"{where}: derived.{target}: {why}; allowed: the numeric knobs {', '.join(numeric)}")
+    for name, value in expression.text_values:  # a value the knob never takes: a comparison constant at every point
+        allowed = KNOBS[name].allowed if name in KNOBS else ()
+        if allowed and value not in allowed:
+            raise InputError(f"{where}: derived.{target}: {name} == {value!r}: found {value!r}"
+                             f"{did_you_mean(value, allowed)}, allowed: a value of {name} ({', '.join(allowed)})")
 
 
 def _check_derived(sweep: Sweep, located: LocatedYAML) -> None:

@@ -225,6 +225,9 @@ BAD_DERIVED = {
                              f"value 0.0 at {BANDWIDTH}=4000 on h100-sxm: "),
     "number, not text": (f"  {CAPACITY}: 300", CAPACITY, "found 300, allowed: an expression in quotes"),
     "bad syntax": (f"  {CAPACITY}: \"2 *\"", CAPACITY, "invalid syntax"),
+    # Compared with quoted text as asked, but the sweep never sets it: the message must not ask for quoted text.
+    "text knob the sweep does not set": ("  batch: \"8 if node_link == 'roce-400g' else 2\"", "derived.batch",
+                                         "'node_link' is not set in the sweep"),
 }
 
 
@@ -257,3 +260,15 @@ def test_an_engine_limit_derived_from_a_text_knob(tmp_path, tiny_model):
     sweep = load_sweep(_write(tmp_path, text))
     assert "max_seqs" not in sweep.dimensions()
     assert {p.execution: p.serving.max_seqs for p in sweep.points()} == {"eager": 2, "engine": 8}
+
+
+def test_a_text_knob_compared_with_a_value_it_never_takes_is_refused(tmp_path, tiny_model):
+    """'engin' for 'engine': the comparison would be false at every point, the limit one value throughout."""
+    text = (f"name: limits\nmodel: {tiny_model}\ndevice: h100-sxm\nexecution: [eager, engine]\n"
+            "serving: {requests: 4, rate: 10, prompt: {dist: fixed, tokens: 16}, output: {dist: fixed, tokens: 2}}\n"
+            "derived: {max_seqs: \"8 if execution == 'engin' else 2\"}\n")
+    path = _write(tmp_path, text)
+    with pytest.raises(InputError) as err:
+        load_sweep(path)
+    assert str(err.value) == (f"{path}:6: derived.max_seqs: execution == 'engin': found 'engin' (did you mean "
+                              "'engine'?), allowed: a value of execution (eager, graphs, engine)")
