@@ -599,8 +599,8 @@ register(Knob(name="think_s", type=float, section="serving", scope="serving", de
               "(with conversation_turns); unset: 0"))
 register(Knob(name="think_cv", type=float, section="serving", scope="serving", default=None, flag=False,
               allowed_text="a coefficient of variation >= 0", help="the think times' coefficient of variation "
-              "(with conversation_turns and think_s): gamma-distributed about think_s, 1 exponential (a closed-loop "
-              "benchmark's user); unset or 0: each turn exactly think_s after the previous answer"))
+              "(with conversation_turns and think_s > 0): gamma-distributed about think_s, 1 exponential (a "
+              "closed-loop benchmark's user), 0 exact; unset: each turn exactly think_s after the previous answer"))
 register(Knob(name="max_decode_preemptions", type=int, section="serving", scope="serving", default=None, flag=False,
               minimum=0, help="orca only: new prompts take the iteration's token budget (prompt_batch_tokens) first "
               "and running decodes past it sit out, each at most this many iterations (splitwise-sim's baseline "

@@ -108,11 +108,18 @@ class IterationCostModel:
         return len(self._memo)
 
     def price(self, shape: StepShape) -> IterationCost:
-        """The cost of an iteration of this shape (the cost of its bucket's representative shape)."""
+        """The cost of an iteration of this shape (the cost of its bucket's representative shape). One that may cascade
+        shared prefixes (StepShape.decode_shared_groups) costs the cheaper of that and its paged iteration, as an engine
+        decides per step (vLLM's use_cascade_attention weighs the two), the paged one priced as a paged run prices it
+        (by its own bucket), so cascading is never the slower."""
         key = self._bucket(shape)
         cost = self._memo.get(key)
         if cost is None:
             cost = self._memo[key] = self._price(self._representative(key))
+        if shape.decode_shared_seqs:
+            paged = self.price(shape.paged())
+            if paged.time_s < cost.time_s:
+                return paged
         return cost
 
     def _round(self, total: float, per: int) -> float:
@@ -185,19 +192,21 @@ class IterationCostModel:
 
     def _rank_part(self, shape: StepShape) -> tuple[_Priced, float]:
         """One rank's dense part (every row but the experts', on its device, its host's wait left out) and its kernel
-        count; its groups' shared prefixes cascaded where that is the faster, as _price decides."""
+        count; its groups' shared prefixes cascaded where that is the faster, its paged part priced by its own bucket
+        (as price weighs the two)."""
         key = self._bucket(shape)
         if key not in self._rank_memo:
-            shape = self._representative(key)
-            options = [shape, shape.paged()] if shape.decode_shared_seqs else [shape]
-            priced = []
-            for option in options:
-                table, counts = self.template.stage_table(option, 1)
-                mode = pass_execution(self.execution, decode_only=option.prefill_seqs == 0)
-                priced.append((_price_rows_waitless(self.experts.system.device, table, counts, mode),
-                               float(counts.sum())))
-            self._rank_memo[key] = min(priced, key=lambda part: float(part[0].stage_s[0]))
-        return self._rank_memo[key]
+            representative = self._representative(key)
+            table, counts = self.template.stage_table(representative, 1)
+            mode = pass_execution(self.execution, decode_only=representative.prefill_seqs == 0)
+            self._rank_memo[key] = (_price_rows_waitless(self.experts.system.device, table, counts, mode),
+                                    float(counts.sum()))
+        part = self._rank_memo[key]
+        if shape.decode_shared_seqs:
+            paged = self._rank_part(shape.paged())
+            if float(paged[0].stage_s[0]) < float(part[0].stage_s[0]):
+                return paged
+        return part
 
     def _experts_part(self, tokens: int, decode_only: bool) -> tuple[_Priced, float]:
         """Every device's experts on the tokens of all ranks (its energy every device's) and one device's kernel
@@ -211,16 +220,11 @@ class IterationCostModel:
         return self._expert_memo[key]
 
     def _price(self, shape: StepShape) -> IterationCost:
-        """An iteration's cost; one that may cascade shared prefixes (StepShape.decode_shared_groups) does where that
-        is the cheaper, as an engine decides per step (vLLM's use_cascade_attention weighs the two), else reads them per
-        sequence. A data-parallel replica's single shape is one rank's, the others idle."""
+        """An iteration's cost as its shape runs (its shared prefixes cascaded where it has any: price weighs its paged
+        iteration). A data-parallel replica's single shape is one rank's, the others idle."""
         if self.experts is not None:
             return self.price_ranks((shape,))
-        cost = self._price_kernels(shape)
-        if shape.decode_shared_seqs:
-            paged = self._price_kernels(shape.paged())
-            return paged if paged.time_s < cost.time_s else cost
-        return cost
+        return self._price_kernels(shape)
 
     def _price_kernels(self, shape: StepShape) -> IterationCost:
         if self.attention is not None and self.attention.hybrid:

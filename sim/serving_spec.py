@@ -239,7 +239,7 @@ class ServingSpec:
             object.__setattr__(self, "think_s", None)  # read by conversations only: one design whatever it says
         if not (self.conversations and self.think_s) and self.think_cv is not None:
             object.__setattr__(self, "think_cv", None)  # read where turns think: one design whatever it says
-        if self.conversations:
+        if self.conversations or self.rooted:
             for name, conflict, why in (
                     ("trace", bool(self.trace), "none (conversations draw their messages and answers from the prompt "
                      "and output distributions)"),
@@ -370,7 +370,7 @@ class ServingSpec:
         column's distinct groups, else the one every request shares."""
         if self.prefix_groups is not None:
             return self.prefix_groups
-        if self.conversations:
+        if self.conversations or self.rooted:
             return math.ceil(self.requests / self.conversation_turns)
         if self.trace and (given := _trace(self.trace).head(self.requests).prefix_group) is not None:
             return len(np.unique(given))
@@ -378,8 +378,9 @@ class ServingSpec:
 
     @property
     def rooted(self) -> bool:
-        """Whether every group's cached chain starts with one shared prefix: a system prompt of conversations."""
-        return self.conversations and self.prefix_tokens > 0
+        """Whether every group's cached chain starts with one shared prefix: the system prompt in front of every
+        conversation's first message (conversation_turns set, one turn included, beside prefix_tokens)."""
+        return self.conversation_turns is not None and self.prefix_tokens > 0
 
     @property
     def cascade(self) -> bool:
@@ -411,7 +412,7 @@ class ServingSpec:
             if self.arrival == "trace":
                 return base if rate is None else base.scaled_to_rate(rate)
             return base.with_arrivals(self._arrivals(rate), seed=self.seed)
-        if self.conversations:  # first turns at rate / turns: every turn of each, requests at the rate
+        if self.conversations or self.rooted:  # first turns at rate / turns: every turn of each, requests at the rate
             return sample_conversations(arrivals=self._arrivals(rate / self.conversation_turns), prompt=self.prompt,
                                         output=self.output, count=self.requests, turns=self.conversation_turns,
                                         think_s=self.think_s or 0.0, seed=self.seed, system_tokens=self.prefix_tokens,

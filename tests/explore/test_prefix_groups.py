@@ -249,3 +249,18 @@ def test_a_prefill_pool_caches_the_groups_prefixes_and_hands_each_request_s_whol
     one, four = run(None), run(4)
     assert one["prefix_hit_rate"] == four["prefix_hit_rate"] == 1.0
     assert four["peak_memory_B"] > one["peak_memory_B"]
+
+
+def test_a_system_prompt_is_in_front_of_every_conversation_of_one_turn_or_more(tmp_path, capsys):
+    """With conversation_turns set, prefix_tokens is a system prompt in front of each conversation's first message,
+    one turn included: 40-token messages behind a 64-token system prompt sweep across 1 and 3 turns (the prompt is no
+    longer required to hold the prefix), and with memory to spare every admission finds what it shares."""
+    rows = sorted(_swept(tmp_path, "  prompt: 40\n  output: 8\n  prefix_tokens: 64\n  conversation_turns: [1, 3]\n"),
+                  key=lambda row: row["conversation_turns"])
+    assert [row["conversation_turns"] for row in rows] == [1, 3]
+    assert all(row["prefix_hit_rate"] == 1.0 for row in rows)
+    capsys.readouterr()
+    one_turn = ServingSpec(prompt=Fixed(tokens=40), output=Fixed(tokens=8), requests=6, rate_per_s=10.0,
+                           prefix_tokens=64, conversation_turns=1)
+    requests = one_turn.request_set()
+    assert (requests.prompt_tokens == 64 + 40).all() and (requests.shared_tokens == 64).all()
