@@ -9,6 +9,7 @@ import numpy as np
 
 from explore.knobs import knobs
 from explore.rows import OVERRIDE_PREFIX, as_number, is_feasible
+from explore.serving_settings import RULES
 
 
 def _knob_names() -> list[str]:
@@ -20,6 +21,9 @@ def _knob_names() -> list[str]:
 # Knobs that equal another on every row where they alias it, each beside the knob it would repeat: a serving point's
 # batch is its max_seqs, spread experts' ep is the tp.
 ALIASES = (("batch", "max_seqs"), ("ep", "tp"))
+# Knobs whose empty value on a row means the point does not read them (explore/serving_settings.py RULES: a serving
+# setting read only beside others; a node link where the devices fit one node): those rows measure other knobs.
+UNREAD_WHEN_EMPTY = frozenset({rule.field for rule in RULES} | {"node_link"})
 
 
 def _key(value: Any) -> Any:
@@ -31,11 +35,19 @@ def _key(value: Any) -> Any:
 
 def varying_knobs(rows: list[dict[str, Any]]) -> list[str]:
     """The knobs (explore/knobs.py, then each device.<path> override column) that take more than one value in the
-    rows, less an alias equal to the knob it repeats on every row (ALIASES), whose effect would show twice."""
+    rows that read them (_reading), less an alias equal to the knob it repeats on every row (ALIASES), whose effect
+    would show twice."""
     overrides = dict.fromkeys(key for row in rows for key in row if key.startswith(OVERRIDE_PREFIX))
     aliases = {knob for knob, of in ALIASES if all(_key(row.get(knob)) == _key(row.get(of)) for row in rows)}
     return [knob for knob in (*_knob_names(), *overrides)
-            if knob not in aliases and len({_key(row.get(knob)) for row in rows}) > 1]
+            if knob not in aliases and len({_key(row.get(knob)) for row in _reading(rows, knob)}) > 1]
+
+
+def _reading(rows: list[dict[str, Any]], knob: str) -> list[dict[str, Any]]:
+    """The rows that read `knob`: all of them, less those where a knob left unread shows empty (UNREAD_WHEN_EMPTY)."""
+    if knob not in UNREAD_WHEN_EMPTY:
+        return rows
+    return [row for row in rows if _key(row.get(knob)) is not None]
 
 
 def sensitivity(rows: list[dict[str, Any]], objective: str) -> dict[str, list[tuple[Any, float]]]:
@@ -47,7 +59,7 @@ def sensitivity(rows: list[dict[str, Any]], objective: str) -> dict[str, list[tu
     result: dict[str, list[tuple[Any, float]]] = {}
     for knob in varying_knobs(rows):
         samples: dict[Any, list[float]] = {}
-        for row in rows:
+        for row in _reading(rows, knob):
             values = samples.setdefault(_key(row.get(knob)), [])
             number = as_number(row.get(objective))
             if is_feasible(row) and math.isfinite(number):

@@ -80,3 +80,15 @@ def test_an_alias_of_another_knob_is_ranked_once() -> None:
     assert varying_knobs(rows) == ["tp", "max_seqs"]
     rows[0]["ep"] = 1
     assert varying_knobs(rows) == ["tp", "ep", "max_seqs"]
+
+
+def test_a_knob_is_ranked_over_the_rows_that_read_it() -> None:
+    """think_s is read by conversations only: one-turn rows show it empty. Their TPOT (the turns' effect) must not
+    make think_s look like it moves TPOT; with one think time over the rows that read it, it is no knob that varies.
+    A node link empty on points within one node likewise."""
+    rows = [_row("a", 1, tpot) | {"conversation_turns": turns, "think_s": think}
+            for turns, think, tpot in ((1, None, 1.0), (4, 10.0, 3.0), (8, 10.0, 5.0))]
+    assert varying_knobs(rows) == ["conversation_turns"]
+    rows = [_row("a", 1, tpot) | {"tp": tp, "node_link": link}
+            for tp, link, tpot in ((8, "", 1.0), (16, "infiniband-ndr", 2.0), (16, "roce-400g", 4.0))]
+    assert sensitivity(rows, "tpot_s")["node_link"] == [("infiniband-ndr", 2.0), ("roce-400g", 4.0)]
