@@ -168,9 +168,22 @@ def sweep_notes(sweep) -> list[str]:
     notes = (default_execution_note(sweep), idle_peak_note(sweep.spec.overrides, sweep.dimensions()["model"]),
              fixed_peak_sm_note([*sweep.spec.overrides, *sweep.spec.derived]), mixed_links_note(sweep),
              idle_knobs_note(sweep), crossed_switch_note(sweep), equal_override_note(sweep),
-             idle_what_if_note(sweep), unpriced_goal_note(sweep), allreduce_fallback_note(sweep),
-             _sweep_latency_note(sweep))
+             idle_what_if_note(sweep), unread_node_link_note(sweep), unpriced_goal_note(sweep),
+             allreduce_fallback_note(sweep), _sweep_latency_note(sweep))
     return [note for note in notes if note]
+
+
+def unread_node_link_note(sweep) -> str:
+    """A node link the sweep names that no point reads: every point's devices fit one node of its link (a list of
+    node links crossed with points that span nodes is idle_what_if_note's). '' where some point spans nodes."""
+    dims = sweep.dimensions()
+    links = [link for link in dims.get("node_link", []) if link]
+    if not links or len(dims.get("node_link", [])) > 1 or sweep.spec.search.strategy != "grid":
+        return ""
+    spans = any(system_nodes(device, link, tp, pp) > 1 for device in dims["device"] for link in dims.get("link", [""])
+                for tp in dims.get("tp", [1]) for pp in dims.get("pp", [1]))
+    return "" if spans else (f"node_link {links[0]} changes nothing: every point's devices fit one node of its link "
+                             f"(tp x pp at most the link's domain_devices)")
 
 
 def _sweep_latency_note(sweep) -> str:

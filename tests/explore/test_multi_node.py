@@ -89,3 +89,18 @@ def test_a_node_link_file_that_does_not_load_says_why_in_one_line(tmp_path, caps
     assert main(["check", str(sweep)]) == 2
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and f"{sweep}:5: node_link" in err and f"{bad}:3: bandwidth_GBps" in err, err
+
+
+def test_a_node_link_no_point_reads_is_noted(tmp_path):
+    """A sweep naming one node link where every point fits one node (tp 4 x pp 2 = 8 H100s) is told that it changes
+    nothing; one whose tp 16 spans two nodes is not."""
+    from explore.sweep_notes import sweep_notes
+
+    def notes(tp: int) -> list[str]:
+        path = tmp_path / f"nodes-{tp}.yaml"
+        path.write_text("name: nodes\nmodel: llama-3-70b\ndevice: h100-sxm\nworkload: {batch: 8, prompt: 256, "
+                        f"output: 4}}\nparallel: {{tp: {tp}, pp: 2, node_link: roce-400g}}\n")
+        return sweep_notes(load_sweep(path))
+
+    assert any("node_link roce-400g changes nothing" in note for note in notes(4))
+    assert not any("node_link" in note for note in notes(16))
