@@ -79,7 +79,9 @@ def check_point_values(point: DesignPoint, config: ModelConfig, name: Callable[[
                          f"allowed: 1 (dense), or {name('kv_budget_method')} {STREAMING!r} ({method}'s "
                          f"prefill runs unfused to write every pair's attention probability it scores tokens by, "
                          f"which a block-sparse prefill does not compute: kernels/kv_eviction.py)")
-    for knob, check in (("tp", check_tensor_parallel), ("pp", check_pipeline_parallel)):
+    # Data-parallel ranks attend whole (kernels/data_parallel.py): their tp splits no heads.
+    sharded = (("tp", check_tensor_parallel),) if point.knob("attention_parallel") != "data" else ()
+    for knob, check in (*sharded, ("pp", check_pipeline_parallel)):
         try:
             if getattr(point, knob) != 1:
                 check(config, getattr(point, knob))

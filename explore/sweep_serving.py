@@ -373,7 +373,9 @@ def _check_idle(serving: Serving, located: LocatedYAML, stages: tuple[int, ...],
 
 
 def check_parallel(parallel: Parallel, models: list[str], located: LocatedYAML) -> None:
-    """Every tp must shard every model's heads, and every link must load."""
+    """Every tp must shard every model's heads where some point shards them (data-parallel ranks attend whole), and
+    every link must load."""
+    sharded = "tensor" in as_list(parallel.attention_parallel)
     for model in models:
         config = load_model_config(model)
         if "spread" in as_list(parallel.ep):
@@ -383,7 +385,8 @@ def check_parallel(parallel: Parallel, models: list[str], located: LocatedYAML) 
                 except ValueError as err:
                     raise InputError(f"{located.where(('parallel', 'ep'))}: parallel.ep: 'spread' with tp {tp}: "
                                      f"{err}") from None
-        for key, check in (("tp", check_tensor_parallel), ("pp", check_pipeline_parallel)):
+        checks = ((("tp", check_tensor_parallel),) if sharded else ()) + (("pp", check_pipeline_parallel),)
+        for key, check in checks:
             for value in as_list(getattr(parallel, key)):
                 try:
                     check(config, value)

@@ -145,3 +145,32 @@ def test_a_sweep_keeps_the_router_of_a_data_parallel_replica(tmp_path, tiny_moe)
     points = load_sweep(path).points()
     routers = {(p.knob("attention_parallel"), p.serving.router) for p in points}
     assert routers == {("tensor", None), ("data", "least_tokens"), ("data", "round_robin")}
+
+
+def test_data_parallel_ranks_need_not_split_the_heads(tiny_evaluator, tiny_moe):
+    """Ranks attend whole, so 8 of them serve the tiny Mixtral's 4 heads (tensor parallelism over 8 cannot split
+    them): the run serves every request on eight ranks, and tensor parallelism there is refused in one line."""
+    moe8 = tiny_moe.replace("config.json", "config8.json")
+    with open(tiny_moe) as source, open(moe8, "w") as target:
+        target.write(source.read().replace('"num_local_experts": 4', '"num_local_experts": 8'))
+    result = tiny_evaluator.evaluate(_point(moe8, tp=8)).result
+    assert len(result.records.finish_s) == SPEC.requests and len(set(result.iterations.replica.tolist())) > 1
+    with pytest.raises(InputError, match="a divisor of .* 4 attention heads"):
+        tiny_evaluator.evaluate(_point(moe8, tp=8, attention_parallel="tensor"))
+
+
+def test_a_sweep_of_data_parallel_ranks_need_not_split_the_heads(tmp_path, tiny_moe, one_line_error):
+    """A sweep whose every point attends data-parallel loads at tp 8 (experts split) over the tiny Mixtral's 4 heads;
+    crossed with tensor parallelism, whose points would split them, it is refused in one line naming parallel.tp."""
+    from explore.sweep import load_sweep
+
+    def sweep(layouts: str) -> str:
+        path = tmp_path / f"{layouts.replace(', ', '-')}.yaml"
+        path.write_text(f"name: dp\nmodel: {tiny_moe}\ndevice: h100-sxm\nparallel: {{tp: 8, ep: split, "
+                        f"attention_parallel: [{layouts}]}}\nserving: {{requests: 4, rate: 10, prompt: 40, "
+                        f"output: 4}}\n")
+        return str(path)
+
+    assert load_sweep(sweep("data")).size() == 1
+    where, rest = one_line_error(lambda: load_sweep(sweep("tensor, data")))
+    assert "parallel.tp" in rest and "4 attention heads" in rest
