@@ -346,11 +346,10 @@ class Evaluator:
     @staticmethod
     def _check_serving_only(point: DesignPoint) -> None:
         """A static batch refuses the knobs priced in serving iterations only (SERVING_ONLY_KNOBS)."""
-        for name, why in SERVING_ONLY_KNOBS:
-            default = knob(name).default
-            if point.knob(name) != default:
-                raise InputError(f"{name}: found {point.knob(name)!r} in a static batch, allowed: {default} ({why}: "
-                                 f"add serving:, or --serving)")
+        if off := _off_default(point, SERVING_ONLY_KNOBS):
+            name, allowed, why = off
+            raise InputError(f"{name}: found {point.knob(name)!r} in a static batch, allowed: {allowed} ({why}: add "
+                             f"serving:, or --serving)")
 
     def _evaluate_static(self, point: DesignPoint, event_sim: bool, timeline: bool,
                          price_infeasible: bool) -> Evaluation:
@@ -748,11 +747,9 @@ class Evaluator:
             raise InputError("prefix_attention: found 'cascade' with a KV policy (retrieval_heads, topk_fraction or a "
                              "kv_budget_method other than streaming), allowed: paged (a policy keeps tokens of its own "
                              "choosing, so the sequences share no prefix to read once)")
-        for name, why in STATIC_ONLY_KNOBS:
-            default = knob(name).default
-            if point.knob(name) != default:
-                allowed = f"{default:g}" if isinstance(default, float) else default
-                raise InputError(f"{name}: found {point.knob(name)!r} with serving:, allowed: {allowed} ({why})")
+        if off := _off_default(point, STATIC_ONLY_KNOBS):
+            name, allowed, why = off
+            raise InputError(f"{name}: found {point.knob(name)!r} with serving:, allowed: {allowed} ({why})")
         if point.serving.attends_apart:
             self._check_attention(point)
         pools = [(point.device, ())] + ([(point.serving.prefill_device, point.prefill_overrides)]
@@ -958,6 +955,16 @@ def _weight_bytes(param_bytes: float, fmt: NumericFormat, device, config: ModelC
     if scale is None:  # `scale`: stored_weight_scale(fmt, config), where the caller holds it
         scale = stored_weight_scale(fmt, config) if config is not None else fmt.stored_weight_scale()
     return param_bytes * scale * (fmt.sparse_weight_scale if fmt.sparsity in device.sparsity_patterns else 1.0)
+
+
+def _off_default(point: DesignPoint, table: tuple[tuple[str, str], ...]) -> tuple[str, str, str] | None:
+    """The first knob of `table` ((name, why it is refused) pairs) the point sets off its default: its name, the default
+    as a message allows it, and why; None where it sets none."""
+    for name, why in table:
+        default = knob(name).default
+        if point.knob(name) != default:
+            return name, f"{default:g}" if isinstance(default, float) else str(default), why
+    return None
 
 
 # Knobs priced in serving iterations only, each with why: a static batch that sets one off its default is refused.

@@ -114,9 +114,6 @@ class SystemModel:
         link, None where the datasheet model prices it (a link file, or links priced on their datasheet)."""
         return load_nvls_fit() if self.link.fits else None
 
-    def collective_devices(self, kind: str) -> int:
-        return self.tp if kind == "all_reduce" else 2
-
     def collective_time_s(self, kind: str, message_bytes, devices: int):
         """Seconds of a collective among `devices` of the system's devices (message_bytes per rank:
         hw_models/link.py), over the link within a node and the node link between nodes (hw_models/nodes.py)."""

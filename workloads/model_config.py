@@ -71,7 +71,7 @@ class ModelConfig:
 
     def _params(self, experts: int) -> int:
         """Parameters with `experts` experts in each MoE layer (routers kept whole)."""
-        h, d = self.hidden_size, self.head_dim
+        h, f, d = self.hidden_size, self.intermediate_size, self.head_dim
         q = self.num_heads * d
         kv = self.num_kv_heads * d
         attn = h * q + 2 * h * kv + q * h
@@ -79,7 +79,8 @@ class ModelConfig:
             attn += q + 2 * kv + (h if self.output_bias else 0)
         if self.qk_norm:
             attn += 2 * d  # q_norm and k_norm weights, shared by the heads
-        mlp = self._mlp_params()
+        mlp_mats = 3 if self.mlp == "gated_silu" else 2
+        mlp = mlp_mats * h * f + (f + h if self.mlp_bias else 0)  # one MLP (an expert's, in an MoE layer)
         if self.is_moe:
             mlp = experts * mlp + h * self.num_experts  # experts + router
         norm = h * (2 if self.norm == "layer" else 1)
@@ -88,12 +89,6 @@ class ModelConfig:
         head = 0 if self.tie_embeddings else self.vocab_size * h
         pos = (self.max_positions + 2) * h if self.positions == "learned" else 0
         return self.num_layers * per_layer + embed + head + pos + norm
-
-    def _mlp_params(self) -> int:
-        """Parameters of one MLP (one expert's, in an MoE layer)."""
-        h, f = self.hidden_size, self.intermediate_size
-        mlp_mats = 3 if self.mlp == "gated_silu" else 2
-        return mlp_mats * h * f + (f + h if self.mlp_bias else 0)
 
 
 def _require(cfg: dict, key: str, where: str):
