@@ -171,8 +171,10 @@ def _add_serving_flags(run: argparse.ArgumentParser) -> None:
                         "--rate when given)")
     g.add_argument("--cv", type=float, default=1.0, help="gamma arrivals: coefficient of variation (default 1)")
     g.add_argument("--trace", help="request lengths from a trace: splitwise-conv, splitwise-code, "
-                                   "arxiv-summarization, or a CSV path (arrival_s, prompt_tokens, output_tokens; "
-                                   "optionally prefix_group, shared_tokens, after_previous_s)")
+                                   "arxiv-summarization, a CSV path (arrival_s, prompt_tokens, output_tokens; "
+                                   "optionally prefix_group, shared_tokens, after_previous_s), or a Mooncake "
+                                   "trace, FILE.jsonl (timestamp, input_length, output_length, hash_ids: its "
+                                   "prompts cached as a prefix tree)")
     g.add_argument("--max-seqs", type=int, default=spec.max_seqs,
                    help=f"sequences per iteration (default {spec.max_seqs})")
     g.add_argument("--max-batched-tokens", type=int, default=spec.max_batched_tokens,

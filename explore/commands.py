@@ -620,6 +620,9 @@ def _assumptions(point: DesignPoint, device) -> str:
                       f"one replica, its context cached as its prefix{behind}, least recently used evicted)")
         elif s.traced_sharing:
             pools += f", {s.groups} prefix groups sharing the trace's shared_tokens, least recently used evicted"
+        elif s.traced_tree:
+            pools += (", the trace's prompts cached as a prefix tree of their hash ids' blocks (least recently used "
+                      "leaves evicted first)")
         elif s.trace and not s.prefix_tokens and s.groups > 1:
             pools += f", the trace's {s.groups} prefix groups unused (no --prefix-tokens: nothing is shared)"
         if s.queue_policy:

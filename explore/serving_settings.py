@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from sim.schedulers import SCHEDULERS
+from sim.serving_spec import trace_requests
+from workloads.errors import InputError
 
 # Every value the user gave each setting (a ServingSpec field, and the point's pipeline stages `pp`): one for a run,
 # each value of a list in a sweep.
@@ -115,6 +117,18 @@ def _converses(values: Values) -> bool:
     return any((turns or 1) > 1 for turns in values.get("conversation_turns", ()))
 
 
+def _traced_prefixes(values: Values) -> bool:
+    """Whether some trace given names the prefixes its requests share (shared_tokens, or hash_ids: a prefix tree)."""
+    for name in values.get("trace", ()):
+        try:
+            requests = trace_requests(name) if name else None
+        except InputError:  # an unreadable trace is refused by the trace's own check
+            continue
+        if requests is not None and (requests.shared_tokens is not None or requests.prefix_nodes is not None):
+            return True
+    return False
+
+
 def _attends_apart(values: Values) -> bool:
     return any(device not in (None, "", "none") for device in values.get("attention_device", ()))
 
@@ -181,9 +195,11 @@ RULES: tuple[ReadWhen, ...] = (
     *(ReadWhen(field, lambda v: _any(v, "prefix_tokens"), lambda v, n: "no shared prefix",
                lambda n: f"with {n.at_least('prefix_tokens', 1, 'a prefix the requests share')}, or left out")
       for field in ("prefix_attention", "prefix_groups")),
-    ReadWhen("queue_policy", lambda v: _any(v, "prefix_tokens") or _converses(v), lambda v, n: "no shared prefix",
-             lambda n: f"with {n.at_least('prefix_tokens', 1, 'a prefix the requests share')} or "
-                       f"{n.at_least('conversation_turns', 2, 'conversations')}, or left out"),
+    ReadWhen("queue_policy", lambda v: _any(v, "prefix_tokens") or _converses(v) or _traced_prefixes(v),
+             lambda v, n: "no shared prefix",
+             lambda n: f"with {n.at_least('prefix_tokens', 1, 'a prefix the requests share')}, "
+                       f"{n.at_least('conversation_turns', 2, 'conversations')} or a {n.name('trace')} that names "
+                       f"its requests' shared prefixes (shared_tokens or hash_ids), or left out"),
     ReadWhen("think_s", _converses, lambda v, n: "no conversations",
              lambda n: f"with {n.at_least('conversation_turns', 2, 'conversations')}, or left out"),
     ReadWhen("think_cv", lambda v: _converses(v) and _any(v, "think_s"), lambda v, n: "no think time",

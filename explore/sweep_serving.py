@@ -144,7 +144,8 @@ class Serving(Strict):
     arrival: Literal["poisson", "gamma", "trace"] = DEFAULT.arrival
     rate: one_or_more(PositiveNumber) | None = None  # requests per second
     cv: one_or_more(PositiveNumber) = DEFAULT.cv  # gamma arrivals: coefficient of variation of the gaps
-    trace: str | None = None  # a shipped trace name or a CSV path: lengths (and arrivals with arrival: trace)
+    # A shipped trace name, a CSV path or a Mooncake .jsonl path: lengths (and arrivals with arrival: trace)
+    trace: str | None = None
     prompt: Lengths | None = None
     output: Lengths | None = None
     # The knobs a serving sweep may list take their types from the knobs registry (explore/knobs.py).
@@ -196,7 +197,7 @@ class Serving(Strict):
     @model_validator(mode="after")
     def _consistent(self):
         lengths = "both prompt and output (length distributions, e.g. {dist: fixed, tokens: 512})"
-        trace = f"trace (one of {', '.join(SHIPPED_TRACES)}, or a CSV path)"
+        trace = f"trace (one of {', '.join(SHIPPED_TRACES)}, a CSV path or a Mooncake .jsonl path)"
         if self.trace and (self.prompt or self.output):
             given = " and ".join(key for key in ("prompt", "output") if getattr(self, key))
             raise ValueError(f"found trace {self.trace!r} with {given}, allowed: either {trace} or {lengths}, "

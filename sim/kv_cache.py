@@ -22,20 +22,45 @@ chain starts with the root's blocks, held once for all groups, and a group's own
 its group's blocks only behind the whole root (a block is found by the hash of everything before it), and the root
 gives up blocks only once no group's blocks follow it (a radix tree evicts its leaves first, as SGLang's does).
 
-Not modeled: chains that branch otherwise (a radix tree's: requests of one group sharing different lengths of each
-other's prompts beyond the group's prefix), a group's duplicate blocks computed while another sequence of the group
-computes the same prefix (they stay the sequence's own, not deduplicated), and the hashing's host cost.
+A prefix tree (`assign_path`: requests of a trace whose blocks are named by hash, Mooncake's `hash_ids`) branches
+anywhere: a sequence's path is a list of nodes, each a stretch of its prompt ending at a given token, and two
+sequences share a node wherever their prompts agree up to its end. A cache block belongs to the node holding its last
+token. A sequence finds a node's blocks only behind every earlier node of its path whole, extends its path's nodes
+with the blocks it computes, and a node gives up blocks, from its tail, only once no cached node follows it. Groups
+and the root are the same mechanism: a group's chain is a path of one open-ended node, behind the root's where
+there is one.
+
+Not modeled: a group's duplicate blocks computed while another sequence of the group computes the same prefix (they
+stay the sequence's own, not deduplicated), blocks of generated tokens in a prefix tree (a trace names its prompts'
+blocks only), and the hashing's host cost.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from collections import OrderedDict
 from collections.abc import Iterable
 
 from kernels.kv_policy import Window, kept_tokens
 
 ROOT = -1  # the chain of the root every group's chain starts with (a conversation's system prompt)
+OPEN = sys.maxsize  # the span of a group's chain: it grows as far as its sequences share
+# A path: the nodes a sequence's prompt passes through, each with the whole blocks of the prompt it holds.
+Path = tuple[tuple[int, int], ...]
+
+
+def tree_path(nodes: Iterable[tuple[int, int]], block_tokens: int) -> Path:
+    """A prefix tree's path from its `nodes` (node id >= 0, the token its stretch of the prompt ends at), each node
+    keyed below ROOT (apart from every group's key) with its whole blocks: a block belongs to the node holding its last
+    token, and a node holding none is left out."""
+    path, before = [], 0
+    for node, end_tokens in nodes:
+        blocks = end_tokens // block_tokens
+        if blocks > before:
+            path.append((-2 - node, blocks - before))
+            before = blocks
+    return tuple(path)
 
 
 def shared_prefix_tokens(prefix_tokens: int, block_tokens: int) -> int:
@@ -80,8 +105,10 @@ class PagedKVCache:
         self._whole: dict[int, int] = {}  # a sequence sharing the whole prefix -> its prefix's group (prefix_sharers)
         # The root's blocks every group's chain starts with (0: none, each group's chain its own from its start).
         self.root_blocks = self.prefix_blocks if root else 0
-        self._branches = 0  # groups with blocks cached behind the root
-        self._chain: dict[int, int] = {}  # a cached group -> its chain's blocks (behind the root: its own after it)
+        self._path: dict[int, Path] = {}  # a sequence of a prefix tree -> its path (assign_path)
+        self._chain: dict[int, int] = {}  # a cached node -> its blocks (a group's: behind the root, its own after it)
+        self._parent: dict[int, int | None] = {}  # a cached node -> the node before it
+        self._kids: dict[int, int] = {}  # a cached node -> how many cached nodes follow it
         self._sharers: dict[int, int] = {}  # a cached group -> how many sequences share its chain
         self._idle: OrderedDict[int, None] = OrderedDict()  # chains nobody shares, least recently shared first
         self._idle_blocks = 0
@@ -116,13 +143,30 @@ class PagedKVCache:
         if continues:
             self._continues.add(seq)
 
-    def _reach(self, group: int) -> int:
-        """Blocks of `group`'s chain a sequence can find: behind a root, the root's, and its group's only behind the
-        whole root."""
-        if not self.root_blocks:
-            return self._chain.get(group, 0)
-        root = self._chain.get(ROOT, 0)
-        return root + self._chain.get(group, 0) if root == self.root_blocks else root
+    def assign_path(self, seq: int, nodes: Iterable[tuple[int, int]]) -> None:
+        """Sequence `seq` is a request of a prefix tree: its prompt passes through `nodes`, each a (node id >= 0, token
+        its stretch of the prompt ends at) in prompt order; it may share the whole blocks of all of them."""
+        self._path[seq] = path = tree_path(nodes, self.block_tokens)
+        self._shareable[seq] = sum(span for _, span in path)
+
+    def _path_of(self, seq: int) -> Path:
+        """The nodes `seq`'s prefix lies on, each with the blocks of it `seq` may share."""
+        path = self._path.get(seq)
+        return self._group_path(self._group.get(seq, 0)) if path is None else path
+
+    def _group_path(self, group: int) -> Path:
+        """A group's chain as a path: behind the root's blocks where there is one, open-ended."""
+        return ((ROOT, self.root_blocks), (group, OPEN)) if self.root_blocks else ((group, OPEN),)
+
+    def _walk(self, path: Path) -> int:
+        """Blocks of `path` a sequence can find cached: each node's only behind every earlier node whole."""
+        found = 0
+        for node, span in path:
+            cached = min(self._chain.get(node, 0), span)
+            found += cached
+            if cached < span:
+                break
+        return found
 
     def _cached_blocks(self, seq: int) -> int:
         """Blocks of its group's chain `seq` shares, or (holding nothing yet) would share on its first hold."""
@@ -130,7 +174,7 @@ class PagedKVCache:
             return self._shared[seq]
         if seq in self._held or seq in self._swapped_out:
             return 0
-        return min(self._reach(self._group.get(seq, 0)), self._shareable.get(seq, self.prefix_blocks))
+        return min(self._walk(self._path_of(seq)), self._shareable.get(seq, self.prefix_blocks))
 
     def prefix_sharers(self, seqs: Iterable[int]) -> list[int]:
         """Of each of `seqs`, the group whose whole configured prefix (`prefix_tokens`' whole blocks) it shares from
@@ -145,11 +189,15 @@ class PagedKVCache:
         if self.prefix_blocks and blocks >= self.prefix_blocks:
             self._whole[seq] = 0 if self.root_blocks else self._group.get(seq, 0)
 
-    def chain_tokens(self, group: int, shareable_tokens: int | None = None) -> int:
+    def chain_tokens(self, group: int, shareable_tokens: int | None = None,
+                     nodes: Iterable[tuple[int, int]] | None = None) -> int:
         """Tokens of `group`'s cached chain a request sharing `shareable_tokens` with it (None: prefix_tokens) would
-        find here (what a cache-aware router compares between replicas)."""
+        find here, or of a prefix tree's request, of its path's `nodes` (assign_path's) (what a cache-aware router
+        compares between replicas)."""
+        if nodes is not None:
+            return self._walk(tree_path(nodes, self.block_tokens)) * self.block_tokens
         shareable = self.prefix_blocks if shareable_tokens is None else shareable_tokens // self.block_tokens
-        return min(self._reach(group), shareable) * self.block_tokens
+        return min(self._walk(self._group_path(group)), shareable) * self.block_tokens
 
     def is_cached(self, seq: int) -> bool:
         """Whether some of `seq`'s shareable prefix is cached (or `seq` shares it already)."""
@@ -197,16 +245,16 @@ class PagedKVCache:
 
     def _growth(self, seq: int, tokens: int) -> tuple[int, int]:
         """The blocks `seq` must add to hold `tokens` tokens, and the blocks it may take: the free ones and the cached
-        chains nobody shares, less its own group's if its first hold would share it."""
+        nodes nobody shares, less those of its path if its first hold would share them."""
         room = self.capacity_blocks - self.used_blocks + self._idle_blocks
         held = self._held.get(seq)
         if held is not None:  # admitted: it shares what it shares, and no more
             return max(0, self._own_blocks(tokens, self._shared.get(seq, 0)) - held), room
         shares = self._cached_blocks(seq)
         if shares and seq not in self._shared:
-            for chain, part in self._parts(self._group.get(seq, 0), shares):
-                if part and chain in self._idle:
-                    room -= self._chain[chain]  # an idle chain it will share is not room
+            for node, part in self._parts(self._path_of(seq), shares):
+                if part and node in self._idle:
+                    room -= self._chain[node]  # an idle node it will share is not room
         return self._own_blocks(tokens, shares), room
 
     def extra_blocks(self, seq: int, tokens: int) -> int:
@@ -220,8 +268,8 @@ class PagedKVCache:
 
     def hold(self, seq: int, tokens: int) -> None:
         """Grow `seq`'s blocks to hold `tokens` tokens (the caller checked can_hold); its first hold shares its
-        group's cached chain as far as its shareable tokens reach, and idle chains give up blocks (the least recently
-        shared first, each from its tail) for room."""
+        path's cached nodes as far as its shareable tokens reach, and idle nodes with none after them give up blocks
+        (the least recently shared first, each from its tail) for room."""
         extra, room = self._growth(seq, tokens)
         if extra > room:
             raise RuntimeError(f"KV cache: sequence {seq} needs {extra} more blocks, {self.free_blocks} free")
@@ -230,86 +278,97 @@ class PagedKVCache:
         elif seq not in self._held and seq not in self._shared:
             shares = self._cached_blocks(seq)
             if shares:
-                self._share(seq, self._group.get(seq, 0), shares)
+                self._share(seq, self._path_of(seq), shares)
             self.prefix_found_blocks += shares
             self.prefix_sought_blocks += self._shareable.get(seq, self.prefix_blocks)
         self._evict(extra - (self.capacity_blocks - self.used_blocks))
         self._held[seq] = self._held.get(seq, 0) + extra
         self.used_blocks += extra
 
-    def _parts(self, group: int, blocks: int) -> tuple[tuple[int, int], ...]:
-        """The chains `blocks` blocks of `group`'s chain lie on, with the blocks on each: the root's first, where there
-        is one."""
-        if not self.root_blocks:
-            return ((group, blocks),)
-        on_root = min(blocks, self.root_blocks)
-        return (ROOT, on_root), (group, blocks - on_root)
+    @staticmethod
+    def _parts(path: Path, blocks: int) -> list[tuple[int, int]]:
+        """The nodes of `path` the first `blocks` of its blocks lie on, with the blocks on each (0 past them)."""
+        parts = []
+        for node, span in path:
+            part = min(blocks, span)
+            parts.append((node, part))
+            blocks -= part
+        return parts
 
     def _evict(self, blocks: int) -> None:
-        """Free `blocks` blocks of idle chains: the least recently shared first, each from its tail (a root only once
-        no group's blocks follow it)."""
+        """Free `blocks` blocks of idle nodes: of those no cached node follows, the least recently shared first, each
+        from its tail (a radix tree's leaves first)."""
         while blocks > 0:
-            group = next(iter(self._idle))
-            if group == ROOT and self._branches:
-                group = next(chain for chain in self._idle if chain != ROOT)
-            taken = min(blocks, self._chain[group])
-            self._chain[group] -= taken
+            node = next(node for node in self._idle if not self._kids.get(node))
+            taken = min(blocks, self._chain[node])
+            self._chain[node] -= taken
             self._idle_blocks -= taken
             self.used_blocks -= taken
             blocks -= taken
-            if not self._chain[group]:
-                del self._idle[group], self._chain[group], self._sharers[group]
-                self._branches -= self.root_blocks > 0 and group != ROOT
+            if not self._chain[node]:
+                self._drop(node)
+
+    def _add(self, node: int, parent: int | None) -> None:
+        """A new cached node of no blocks yet, shared by none, after `parent`."""
+        self._chain[node], self._sharers[node], self._parent[node] = 0, 0, parent
+        if parent is not None:
+            self._kids[parent] = self._kids.get(parent, 0) + 1
+
+    def _drop(self, node: int) -> None:
+        """Forget a node whose blocks are all evicted."""
+        del self._idle[node], self._chain[node], self._sharers[node]
+        parent = self._parent.pop(node)
+        if parent is not None:
+            self._kids[parent] -= 1
 
     def _cache(self, group: int, blocks: int) -> None:
-        """A new idle chain of `blocks` blocks for `group` (the most recently shared)."""
+        """A new idle chain of `blocks` blocks for `group` (the most recently shared), behind the root if there is
+        one."""
+        self._add(group, ROOT if self.root_blocks and group != ROOT else None)
         self._chain[group] = blocks
-        self._sharers[group] = 0
         self._idle[group] = None
         self._idle_blocks += blocks
         self.used_blocks += blocks
-        self._branches += self.root_blocks > 0 and group != ROOT
 
     def publish(self, seq: int, computed: int, limit: int | None = None) -> None:
-        """Sequence `seq` has computed `computed` tokens: the whole blocks it computed past its group's chain, up to
-        its shareable tokens or those its group's next request shares (or `limit` blocks), extend the chain, shared
-        by it, where it shares the chain's end (or the group has none cached)."""
-        group = self._group.get(seq, 0)
+        """Sequence `seq` has computed `computed` tokens: the whole blocks it computed past its path's cached blocks,
+        up to its shareable tokens or those its group's next request shares (or `limit` blocks), extend its path's
+        nodes, shared by it, where it shares all its path has cached (or its path has none cached)."""
+        path = self._path_of(seq)
         if limit is None:
             limit = max(self._shareable.get(seq, self.prefix_blocks), self._leaves.get(seq, 0))
         shared = self._shared.get(seq, 0)
-        if shared != self._reach(group):  # another sequence extended the chain first, or it shares none
+        if shared != self._walk(path):  # another sequence extended the path first, or it shares none
             return
         grown = min(computed // self.block_tokens, limit) - shared
         if grown <= 0 or self._held.get(seq, 0) < grown:
             return
         self._held[seq] -= grown
-        before = self._parts(group, shared)
-        for (chain, was), (_, now) in zip(before, self._parts(group, shared + grown), strict=True):
-            if now == was:
-                continue
-            if chain not in self._chain:
-                self._chain[chain], self._sharers[chain] = 0, 0
-                self._branches += self.root_blocks > 0 and chain != ROOT
-            self._chain[chain] += now - was
-            if not was:  # it shares this chain from now on
-                self._take(chain)
+        parent = None
+        for (node, was), (_, now) in zip(self._parts(path, shared), self._parts(path, shared + grown), strict=True):
+            if now != was:
+                if node not in self._chain:
+                    self._add(node, parent)
+                self._chain[node] += now - was
+                if not was:  # it shares this node from now on
+                    self._take(node)
+            parent = node
         self._shared[seq] = shared + grown
         self._note_whole(seq, shared + grown)
 
-    def _share(self, seq: int, group: int, blocks: int) -> None:
+    def _share(self, seq: int, path: Path, blocks: int) -> None:
         self._shared[seq] = blocks
         self._note_whole(seq, blocks)
-        for chain, part in self._parts(group, blocks):
+        for node, part in self._parts(path, blocks):
             if part:
-                self._take(chain)
+                self._take(node)
 
-    def _take(self, chain: int) -> None:
-        """One more sequence shares `chain` (no longer idle)."""
-        self._sharers[chain] += 1
-        if chain in self._idle:
-            del self._idle[chain]
-            self._idle_blocks -= self._chain[chain]
+    def _take(self, node: int) -> None:
+        """One more sequence shares `node` (no longer idle)."""
+        self._sharers[node] += 1
+        if node in self._idle:
+            del self._idle[node]
+            self._idle_blocks -= self._chain[node]
 
     def release(self, seq: int, keep_prefix: bool = False, computed: int = 0) -> None:
         """Free every block `seq` holds of its own, after, where the group's next request continues its context, its
@@ -326,12 +385,12 @@ class PagedKVCache:
         if keep_prefix or seq not in self._shared:
             return
         self._whole.pop(seq, None)
-        for chain, part in self._parts(self._group.get(seq, 0), self._shared.pop(seq)):
+        for node, part in self._parts(self._path_of(seq), self._shared.pop(seq)):
             if part:
-                self._sharers[chain] -= 1
-                if not self._sharers[chain]:
-                    self._idle[chain] = None
-                    self._idle_blocks += self._chain[chain]
+                self._sharers[node] -= 1
+                if not self._sharers[node]:
+                    self._idle[node] = None
+                    self._idle_blocks += self._chain[node]
 
     def place(self, seq: int, final_tokens: int) -> None:
         """Place an admitted sequence of a hybrid pool (device_blocks set) for its whole run: on the model's devices

@@ -446,10 +446,15 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
     follows = set(next_turn.values())
     served_by: dict[int, Replica] = {}
 
+    tree = requests.prefix_nodes is not None
+
     def admit(index: int, arrival_s: float, replica: Replica) -> None:
         seq = Sequence(index=index, arrival_s=arrival_s, prompt=prompts[index], output=outputs[index])
-        replica.state.kv.assign(index, groups[index], shared[index], continues=index in continued,
-                                leaves_tokens=leaves.get(index, 0))
+        if tree:
+            replica.state.kv.assign_path(index, requests.prefix_path(index))
+        else:
+            replica.state.kv.assign(index, groups[index], shared[index], continues=index in continued,
+                                    leaves_tokens=leaves.get(index, 0))
         seq.computed = replica.state.kv.cached_prefix(index, seq.target)
         if index in next_turn:
             served_by[index] = replica
@@ -461,8 +466,8 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
                 continue
             if arrival_s > env.now:
                 yield env.timeout(arrival_s - env.now)
-            admit(index, arrival_s, routers[0].choose(replicas[0], Routed(groups[index], shared[index],
-                                                                           prompts[index])))
+            routed = Routed(groups[index], shared[index], prompts[index], requests.prefix_path(index) if tree else None)
+            admit(index, arrival_s, routers[0].choose(replicas[0], routed))
 
     def follow(index: int, previous: int):
         yield env.timeout(gaps[index])

@@ -220,12 +220,16 @@ class ServingSpec:
             raise InputError(f"prefix_groups: found {self.prefix_groups!r}, allowed: an integer >= 1")
         if self.queue_policy is not None and self.queue_policy not in QUEUE_POLICIES:
             raise InputError(f"queue_policy: found {self.queue_policy!r}, allowed: {', '.join(QUEUE_POLICIES)}")
-        if self.prefix_tokens and self.trace and _trace(self.trace).shared_tokens is not None:
+        if self.prefix_tokens and (self.traced_sharing or self.traced_tree):
+            given = "hash_ids give" if self.traced_tree else "shared_tokens column gives"
             raise InputError(f"prefix_tokens: found {self.prefix_tokens} with trace {self.trace!r}, whose "
-                             f"shared_tokens column gives each request's, allowed: 0")
-        if self.prefix_groups is not None and self.trace and _trace(self.trace).prefix_group is not None:
+                             f"{given} each request's, allowed: 0")
+        if self.prefix_groups is not None and self.trace and (trace_requests(self.trace).prefix_group is not None
+                                                              or self.traced_tree):
+            given = "hash_ids give each request's prefix" if self.traced_tree else \
+                "prefix_group column gives each request's group"
             raise InputError(f"prefix_groups: found {self.prefix_groups} with trace {self.trace!r}, whose "
-                             f"prefix_group column gives each request's group, allowed: left out")
+                             f"{given}, allowed: left out")
         if self.conversation_turns is not None and (isinstance(self.conversation_turns, bool) or not isinstance(
                 self.conversation_turns, int) or self.conversation_turns < 1):
             raise InputError(f"conversation_turns: found {self.conversation_turns!r}, allowed: an integer >= 1")
@@ -272,10 +276,10 @@ class ServingSpec:
                      "lie is not modeled)")):
                 if conflict:
                     raise InputError(f"{name}: found {getattr(self, name)!r} with {given}, allowed: {why}")
-        if self.arrival == "trace" and not _trace(self.trace).has_arrivals:
+        if self.arrival == "trace" and not trace_requests(self.trace).has_arrivals:
             raise InputError(f"arrival: found 'trace' with trace {self.trace!r}, which has no arrival times, allowed: "
                              f"poisson or gamma arrivals at a rate over its lengths")
-        if self.trace and self.requests > len(trace := _trace(self.trace)):
+        if self.trace and self.requests > len(trace := trace_requests(self.trace)):
             if self.requests != DEFAULT_REQUESTS:
                 raise InputError(f"requests: found {self.requests}, allowed: at most {len(trace)}, the requests in "
                                  f"trace {self.trace!r}")
@@ -351,12 +355,17 @@ class ServingSpec:
     @property
     def traced_sharing(self) -> bool:
         """Whether the requests come from a trace that gives each its shared tokens (shared_tokens)."""
-        return bool(self.trace) and _trace(self.trace).shared_tokens is not None
+        return bool(self.trace) and trace_requests(self.trace).shared_tokens is not None
+
+    @property
+    def traced_tree(self) -> bool:
+        """Whether the requests come from a trace whose hash ids name their prompts' blocks (a prefix tree)."""
+        return bool(self.trace) and trace_requests(self.trace).prefix_nodes is not None
 
     @property
     def traced_turns(self) -> bool:
         """Whether the requests come from a trace whose after_previous_s gives a conversation's later turn."""
-        return bool(self.trace) and (after := _trace(self.trace).after_previous_s) is not None \
+        return bool(self.trace) and (after := trace_requests(self.trace).after_previous_s) is not None \
             and not np.isnan(after).all()
 
     @property
@@ -372,7 +381,7 @@ class ServingSpec:
             return self.prefix_groups
         if self.conversations or self.rooted:
             return math.ceil(self.requests / self.conversation_turns)
-        if self.trace and (given := _trace(self.trace).head(self.requests).prefix_group) is not None:
+        if self.trace and (given := trace_requests(self.trace).head(self.requests).prefix_group) is not None:
             return len(np.unique(given))
         return 1
 
@@ -408,7 +417,7 @@ class ServingSpec:
         """The requests, at `rate_per_s` instead of the spec's rate when given (same lengths either way)."""
         rate = rate_per_s if rate_per_s is not None else self.rate_per_s
         if self.trace:
-            base = _trace(self.trace).head(self.requests)
+            base = trace_requests(self.trace).head(self.requests)
             if self.arrival == "trace":
                 return base if rate is None else base.scaled_to_rate(rate)
             return base.with_arrivals(self._arrivals(rate), seed=self.seed)
@@ -426,6 +435,6 @@ class ServingSpec:
 
 
 @cache
-def _trace(name: str) -> RequestSet:
+def trace_requests(name: str) -> RequestSet:
     """A trace read once per process (a sweep replays it at many points)."""
     return read_request_trace(resolve_trace(name))

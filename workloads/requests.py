@@ -1,5 +1,6 @@
 """Request sources for a serving simulation: seeded synthetic requests (an arrival process and two length
-distributions) and request traces read from CSV files (three public traces ship in workloads/traces).
+distributions) and request traces read from CSV files (three public traces ship in workloads/traces) or from
+Mooncake's JSON-lines traces, whose requests name their prompts' blocks by hash (a prefix tree).
 
 Synthetic arrivals start at the first inter-arrival gap, not at 0 (a trace's first request may arrive at any
 time too); `RequestSet.scaled_to_rate` moves the first arrival to 0.
@@ -10,6 +11,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import json
 import math
 import numbers
 from dataclasses import dataclass, field, replace
@@ -44,6 +46,9 @@ _CELLS = {
     "gap": (lambda v: np.isnan(v) | (np.isfinite(v) & (v >= 0)), "seconds >= 0, or empty for a group's first"),
 }
 MAX_TOKENS = 2**53  # largest count a float64 column holds exactly; longer "lengths" are corrupt data
+# Tokens one hash id of a Mooncake trace names: 512 (kvcache-ai/Mooncake FAST25-release/traces README: "block size
+# 512"; NVIDIA Dynamo's data generator and AIPerf take the same default); a prompt's last id names its remainder.
+MOONCAKE_BLOCK_TOKENS = 512
 
 
 def _number(name: str, value: object, *, above: float | None = None, at_least: float | None = None) -> float:
@@ -104,6 +109,10 @@ class RequestSet:
     # arrives at its arrival_s.
     shared_tokens: np.ndarray | None = None
     after_previous_s: np.ndarray | None = None
+    # A prefix tree (a Mooncake trace): each request's prompt as the nodes it passes through, in order, each node (an
+    # id >= 0, one per distinct prefix) `tree_block_tokens` of its tokens, the last node the rest. None: no tree.
+    prefix_nodes: tuple[tuple[int, ...], ...] | None = None
+    tree_block_tokens: int = MOONCAKE_BLOCK_TOKENS
 
     def __post_init__(self) -> None:
         prompt = _token_column("prompt_tokens", self.prompt_tokens)
@@ -145,6 +154,31 @@ class RequestSet:
                 raise InputError("RequestSet: found after_previous_s out of range, allowed: one per request, seconds "
                                  ">= 0 or NaN")
             object.__setattr__(self, "after_previous_s", _frozen(gaps))
+        if self.prefix_nodes is not None:
+            self._check_prefix_nodes()
+
+    def _check_prefix_nodes(self) -> None:
+        """A prefix tree: one node per `tree_block_tokens` of each prompt (the last node the rest), beside no groups."""
+        if self.prefix_group is not None:
+            raise InputError("RequestSet: found prefix_nodes beside prefix_group, allowed: one of them (a prefix tree "
+                             "names every request's shared prefix itself)")
+        block = _integer("tree_block_tokens", self.tree_block_tokens, at_least=1)
+        nodes = tuple(tuple(path) for path in self.prefix_nodes)
+        if len(nodes) != len(self):
+            raise InputError(f"prefix_nodes: found {len(nodes)} paths for {len(self)} requests, allowed: one each")
+        for index, (path, prompt) in enumerate(zip(nodes, self.prompt_tokens.tolist(), strict=True)):
+            if len(path) != -(-prompt // block):
+                raise InputError(f"prefix_nodes: found {len(path)} nodes for request {index}'s {prompt}-token prompt, "
+                                 f"allowed: {-(-prompt // block)} (one per {block} tokens)")
+        object.__setattr__(self, "prefix_nodes", nodes)
+
+    def prefix_path(self, index: int) -> tuple[tuple[int, int], ...]:
+        """Request `index`'s prefix-tree nodes, each with the token its stretch of the prompt ends at (what
+        sim/kv_cache.py assign_path takes); empty where there is no tree."""
+        if self.prefix_nodes is None:
+            return ()
+        prompt, block = int(self.prompt_tokens[index]), self.tree_block_tokens
+        return tuple((node, min((k + 1) * block, prompt)) for k, node in enumerate(self.prefix_nodes[index]))
 
     def __len__(self) -> int:
         return int(self.prompt_tokens.size)
@@ -157,7 +191,8 @@ class RequestSet:
 
         return replace(self, arrival_s=self.arrival_s[:count], prompt_tokens=self.prompt_tokens[:count],
                        output_tokens=self.output_tokens[:count], prefix_group=cut(self.prefix_group),
-                       shared_tokens=cut(self.shared_tokens), after_previous_s=cut(self.after_previous_s))
+                       shared_tokens=cut(self.shared_tokens), after_previous_s=cut(self.after_previous_s),
+                       prefix_nodes=None if self.prefix_nodes is None else self.prefix_nodes[:count])
 
     @property
     def rate_per_s(self) -> float:
@@ -189,7 +224,10 @@ class RequestSet:
         if not clipped:
             return self, 0
         shared = None if self.shared_tokens is None else np.minimum(self.shared_tokens, prompt - 1)
-        return replace(self, prompt_tokens=prompt, output_tokens=output, shared_tokens=shared,
+        nodes = None if self.prefix_nodes is None else tuple(  # a cut prompt keeps the nodes it still reaches
+            path[:-(-cut // self.tree_block_tokens)] for path, cut in zip(self.prefix_nodes, prompt.tolist(),
+                                                                         strict=True))
+        return replace(self, prompt_tokens=prompt, output_tokens=output, shared_tokens=shared, prefix_nodes=nodes,
                        source=f"{self.source}, {clipped} clipped to {max_tokens} tokens"), clipped
 
     def with_arrivals(self, arrivals: ArrivalProcess, *, seed: int) -> RequestSet:
@@ -419,24 +457,28 @@ def resolve_trace(name_or_path: str) -> Path:
     path = Path(name_or_path)
     if path.is_file():
         return path
-    if path.suffix in (".csv", ".gz") or len(path.parts) > 1:
-        raise InputError(f"{name_or_path}: no such file, allowed: an existing CSV file or a shipped trace "
-                         f"({', '.join(SHIPPED_TRACES)})")
+    if path.suffix in (".csv", ".gz", ".jsonl") or len(path.parts) > 1:
+        raise InputError(f"{name_or_path}: no such file, allowed: an existing CSV or JSON-lines file or a shipped "
+                         f"trace ({', '.join(SHIPPED_TRACES)})")
     hint = did_you_mean(name_or_path, SHIPPED_TRACES)
     raise InputError(f"trace: found {name_or_path!r}{hint}, which is no file and no shipped trace, allowed: "
                      f"a path to a CSV file or one of {', '.join(SHIPPED_TRACES)}")
 
 
-def _read_rows(path: Path) -> tuple[list[str], list[list[str]], list[int]]:
-    """Header, non-blank data rows and their 1-based data row numbers of a CSV, gzipped if named .gz."""
+def _read_text(path: Path, kind: str) -> str:
+    """A trace file's text, gunzipped if named .gz, or an InputError naming the file (`kind`: what it must be)."""
     try:
         data = path.read_bytes()
-        text = (gzip.decompress(data) if path.suffix == ".gz" else data).decode("utf-8-sig")
+        return (gzip.decompress(data) if path.suffix == ".gz" else data).decode("utf-8-sig")
     except UnicodeDecodeError as err:
-        raise InputError(f"{path}: not UTF-8 text (offset {err.start}), allowed: a UTF-8 CSV file") from None
+        raise InputError(f"{path}: not UTF-8 text (offset {err.start}), allowed: a UTF-8 {kind}") from None
     except (OSError, EOFError) as err:
         raise InputError(f"{path}: cannot read: {getattr(err, 'strerror', None) or err}") from None
-    reader = csv.reader(io.StringIO(text))
+
+
+def _read_rows(path: Path) -> tuple[list[str], list[list[str]], list[int]]:
+    """Header, non-blank data rows and their 1-based data row numbers of a CSV, gzipped if named .gz."""
+    reader = csv.reader(io.StringIO(_read_text(path, "CSV file")))
     rows: list[list[str]] = []
     row_numbers: list[int] = []
     try:
@@ -527,8 +569,11 @@ def read_request_trace(path: str | Path) -> RequestSet:
     >= 0: requests of one group start with the same prefix), with, beside it, the tokens of its prompt it shares with
     its group's earlier requests (shared_tokens) and the seconds after the previous request of its group finishes
     that it arrives (after_previous_s; empty for a group's first, which arrives at its arrival time); other columns
-    are ignored. Without arrivals every request arrives at 0 and `has_arrivals` is False."""
+    are ignored. Without arrivals every request arrives at 0 and `has_arrivals` is False. A file named .jsonl (or
+    .jsonl.gz) is a Mooncake trace (read_mooncake_trace)."""
     path = Path(path)
+    if path.name.endswith((".jsonl", ".jsonl.gz")):
+        return read_mooncake_trace(path)
     header, rows, row_numbers = _read_rows(path)
     columns = ((ARRIVAL_COLUMNS, "time"), (PROMPT_COLUMNS, "length"), (OUTPUT_COLUMNS, "length"),
                (GROUP_COLUMNS, "count"), (SHARED_COLUMNS, "count"), (AFTER_PREVIOUS_COLUMNS, "gap"))
@@ -556,3 +601,68 @@ def read_request_trace(path: str | Path) -> RequestSet:
     return RequestSet(arrival_s=np.zeros(len(rows)) if arrival is None else arrival, prompt_tokens=prompt,
                       output_tokens=output, source=f"trace {path.name}", has_arrivals=arrival is not None,
                       prefix_group=group, shared_tokens=shared, after_previous_s=after)
+
+
+def _mooncake_field(path: Path, line: int, record: dict, key: str, at_least: int) -> int:
+    """A Mooncake record's whole-number field, or an InputError naming the file, line and key."""
+    value = record.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or not at_least <= value <= MAX_TOKENS:
+        raise InputError(f"{path}: line {line}, key {key}: found {value!r}, allowed: a whole number >= {at_least}")
+    return value
+
+
+def read_mooncake_trace(path: str | Path) -> RequestSet:
+    """Requests from a Mooncake trace (JSON lines, gzipped if named .gz; kvcache-ai/Mooncake FAST25-release/traces):
+    each line an object with `timestamp` (milliseconds since the first request, non-decreasing; left out on every
+    line: no arrivals), `input_length` and `output_length` (tokens) and `hash_ids`, one id per MOONCAKE_BLOCK_TOKENS
+    of the prompt (the last id its remainder), ids alike where prompts agree up to that block's end. The ids become a
+    prefix tree (RequestSet.prefix_nodes: a node per distinct prefix); other keys are ignored."""
+    path = Path(path)
+    text = _read_text(path, "JSON-lines file")
+    block = MOONCAKE_BLOCK_TOKENS
+    arrivals, prompts, outputs, paths = [], [], [], []
+    nodes: dict[tuple[int, object], int] = {}  # (the node before, hash id) -> node id
+    timed: bool | None = None
+    for line, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw)
+        except json.JSONDecodeError as err:
+            raise InputError(f"{path}: line {line}: not JSON ({err.msg}), allowed: one JSON object per line") from None
+        if not isinstance(record, dict):
+            raise InputError(f"{path}: line {line}: found {type(record).__name__}, allowed: a JSON object with "
+                             f"input_length, output_length and hash_ids")
+        prompt = _mooncake_field(path, line, record, "input_length", 1)
+        output = _mooncake_field(path, line, record, "output_length", 1)
+        ids = record.get("hash_ids")
+        if not isinstance(ids, list) or len(ids) != -(-prompt // block) or not all(
+                isinstance(i, int) and not isinstance(i, bool) for i in ids):
+            found = f"{len(ids)} ids" if isinstance(ids, list) else repr(ids)
+            raise InputError(f"{path}: line {line}, key hash_ids: found {found}, allowed: {-(-prompt // block)} "
+                             f"integers, one per {block} tokens of its input_length {prompt}")
+        stamp = record.get("timestamp")
+        if timed is None:
+            timed = stamp is not None
+        if timed != (stamp is not None):
+            raise InputError(f"{path}: line {line}, key timestamp: found {stamp!r}, allowed: a timestamp on every "
+                             f"line or on none")
+        if timed:
+            if not isinstance(stamp, int | float) or isinstance(stamp, bool) or not math.isfinite(stamp) or stamp < 0:
+                raise InputError(f"{path}: line {line}, key timestamp: found {stamp!r}, allowed: milliseconds >= 0")
+            if arrivals and stamp / 1000 < arrivals[-1]:
+                raise InputError(f"{path}: line {line}, key timestamp: found {stamp!r} after {arrivals[-1] * 1000:g}, "
+                                 f"allowed: non-decreasing timestamps (sort the file by timestamp)")
+            arrivals.append(stamp / 1000)
+        node_path, before = [], -1
+        for hash_id in ids:
+            before = nodes.setdefault((before, hash_id), len(nodes))
+            node_path.append(before)
+        prompts.append(prompt)
+        outputs.append(output)
+        paths.append(tuple(node_path))
+    if not prompts:
+        raise InputError(f"{path}: found no requests, allowed: one JSON object per line")
+    return RequestSet(arrival_s=np.array(arrivals) if timed else np.zeros(len(prompts)),
+                      prompt_tokens=np.array(prompts), output_tokens=np.array(outputs), source=f"trace {path.name}",
+                      has_arrivals=bool(timed), prefix_nodes=tuple(paths), tree_block_tokens=block)

@@ -40,7 +40,8 @@ def test_missing_lengths_say_what_was_found_and_name_the_keys_allowed(tmp_path, 
     message = _message(tmp_path, given)
     assert f".yaml:4: serving: found {found}, allowed: trace (one of " in message, message
     assert all(name in message for name in SHIPPED_TRACES)
-    assert message.endswith("or a CSV path), or both prompt and output (length distributions, e.g. {dist: fixed, "
+    assert message.endswith("a CSV path or a Mooncake .jsonl path), or both prompt and output (length "
+                            "distributions, e.g. {dist: fixed, "
                             "tokens: 512})"), message
 
 
