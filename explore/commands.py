@@ -616,8 +616,10 @@ def _assumptions(point: DesignPoint, device) -> str:
         if s.conversations:
             behind = ", behind the system prompt held once" if s.rooted else ""
             spread = f" (cv {s.think_cv:g})" if s.think_cv else ""
+            where = ("one prefill replica, which keeps its prompts cached; its answers, decoded apart, the next turn "
+                     "computes again" if s.disaggregated else "one replica, its context cached as its prefix")
             pools += (f", conversations of {s.conversation_turns} turns {s.think_s or 0:g} s apart{spread} (each on "
-                      f"one replica, its context cached as its prefix{behind}, least recently used evicted)")
+                      f"{where}{behind}, least recently used evicted)")
         elif s.traced_sharing:
             pools += f", {s.groups} prefix groups sharing the trace's shared_tokens, least recently used evicted"
         elif s.traced_tree:

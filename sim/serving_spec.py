@@ -254,12 +254,6 @@ class ServingSpec:
         if self.prefix_groups is not None and self.prefix_groups > 1 and not self.prefix_tokens:
             raise InputError(f"prefix_tokens: found 0 with prefix_groups {self.prefix_groups}, allowed: a length > 0 "
                              f"(each group's prefix)")
-        if self.disaggregated and (self.conversations or self.traced_turns):
-            given = (f"conversation_turns {self.conversation_turns}" if self.conversations else
-                     f"trace {self.trace!r}, whose after_previous_s gives conversations' later turns")
-            raise InputError(f"prefill_replicas: found {self.prefill_replicas} with {given}, allowed: 0 (a "
-                             f"conversation's next turn would be prefilled apart from the decode pool that holds its "
-                             f"context: not modeled)")
         if (self.prefix_tokens or self.conversations or self.traced_sharing) and self.groups > 1:
             given = (f"prefix_groups {self.groups}" if self.prefix_groups else
                      f"conversation_turns {self.conversation_turns}" if self.conversations else

@@ -115,8 +115,9 @@ def test_explore_run_says_what_it_caches(tmp_path, capsys):
      "--prefix-groups: found 2 with no shared prefix"),
     (["--conversation-turns", "0"], "--conversation-turns: found 0, allowed: an integer >= 1"),
     (["--conversation-turns", "3", "--think-s", "-1"], "--think-s: found -1.0, allowed: seconds >= 0"),
-    (["--conversation-turns", "3", "--prefill-replicas", "1"],
-     "--prefill-replicas: found 1 with conversation_turns 3, allowed: 0"),
+    (["--conversation-turns", "3", "--prefill-replicas", "1", "--prefix-tokens", "32", "--prefix-attention",
+      "cascade"],
+     "--prefix-attention: found 'cascade' with conversation_turns 3, allowed: paged (behind a prefill pool"),
 ])
 def test_groups_orders_and_conversations_that_cannot_run_are_one_line(tmp_path, capsys, args, message):
     model = write_tiny_model(tmp_path)

@@ -55,23 +55,16 @@ def test_lengths_given_as_a_number_are_one_line(name, one_line_error):
         message.endswith("e.g. Fixed(tokens=8000)"), message
 
 
-def test_a_trace_s_conversations_behind_a_prefill_pool_are_one_line(tmp_path, one_line_error):
-    """Two conversations of two turns given by a trace, as conversation_turns gives them: behind a prefill pool the
-    next turn would be prefilled apart from the decode pool holding its context, which is refused (documents sharing
-    a prefix, with no later turns, are served there)."""
+def test_conversations_behind_a_prefill_pool_are_taken(tmp_path):
+    """Two conversations of two turns given by a trace, as conversation_turns gives them, and documents sharing a
+    prefix: behind a prefill pool each is served (the prefill replica that served a turn keeps its prompt cached for
+    the next: tests/explore/test_prefix_tree_runs.py counts what it finds)."""
     chat = tmp_path / "chat.csv"
     chat.write_text("arrival_s,prompt_tokens,output_tokens,prefix_group,shared_tokens,after_previous_s\n"
                     "0.0,40,6,0,0,\n0.5,40,6,1,0,\n0.5,90,6,0,45,2.0\n0.5,90,6,1,45,2.0\n")
-    where, message = one_line_error(lambda: ServingSpec(trace=str(chat), rate_per_s=1.0, prefill_replicas=1))
-    assert where == "prefill_replicas" and "a conversation's next turn" in message
-    one = tmp_path / "one.csv"  # a single conversation is refused alike
-    one.write_text("arrival_s,prompt_tokens,output_tokens,prefix_group,shared_tokens,after_previous_s\n"
-                   "0.0,40,6,0,0,\n0.0,90,6,0,45,2.0\n")
-    assert one_line_error(lambda: ServingSpec(trace=str(one), rate_per_s=1.0, prefill_replicas=1))[0] == \
-        "prefill_replicas"
-    assert one_line_error(lambda: ServingSpec(prompt=Fixed(tokens=40), output=Fixed(tokens=6), rate_per_s=1.0,
-                                              requests=2, conversation_turns=2, prefill_replicas=1))[0] == \
-        "prefill_replicas"
+    assert ServingSpec(trace=str(chat), rate_per_s=1.0, prefill_replicas=1).traced_turns
+    assert ServingSpec(prompt=Fixed(tokens=40), output=Fixed(tokens=6), rate_per_s=1.0, requests=2,
+                       conversation_turns=2, prefill_replicas=1).conversations
     documents = tmp_path / "documents.csv"
     documents.write_text("arrival_s,prompt_tokens,output_tokens,prefix_group,shared_tokens\n"
                          "0.0,40,6,0,0\n0.5,40,6,1,0\n1.0,50,6,0,32\n")
