@@ -247,6 +247,9 @@ def _add_serving_flags(run: argparse.ArgumentParser) -> None:
     g.add_argument("--memory-utilization", type=float,
                    help="the share of each device's memory the engine may use for weights, activations and KV blocks "
                         "(vLLM's gpu_memory_utilization, 0.9 there; default 1: every byte)")
+    g.add_argument("--host-cache-GB", type=float,
+                   help="host memory (GB) each replica keeps the prefix blocks its KV cache evicts in, loaded back "
+                        "over the host link (--swap-GBps or the device's) when a request finds them (default: none)")
     g.add_argument("--seed", type=int, default=0, help="seed of arrivals and lengths (default 0)")
     g.add_argument("--slo-ttft", type=float, help="SLO: time to first token per request, s")
     g.add_argument("--slo-tpot", type=float, help="SLO: time per output token per request, s")

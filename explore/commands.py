@@ -432,7 +432,8 @@ def _serving_spec(args) -> ServingSpec:
                   capacity=tuple(args.capacity) if args.capacity else None,
                   replicas=args.replicas, prefill_replicas=args.prefill_replicas, prefill_device=args.prefill_device,
                   kv_link=args.kv_link, router=args.router, prefix_attention=args.prefix_attention,
-                  memory_utilization=args.memory_utilization, attention_device=args.attention_device,
+                  memory_utilization=args.memory_utilization, host_cache_GB=args.host_cache_GB,
+                  attention_device=args.attention_device,
                   # Unset attention flags take the spec's defaults.
                   **{name: getattr(args, name) for name in ("attention_devices", "attention_link",
                                                             "attention_micro_batches", "attention_placement")
@@ -633,6 +634,8 @@ def _assumptions(point: DesignPoint, device) -> str:
             pools += ", swap preemption"
         if s.memory_utilization is not None:
             pools += f", each using {s.memory_utilization:g} of its devices' memory"
+        if s.host_cache_GB:
+            pools += f", {s.host_cache_GB:g} GB of host memory a replica keeping evicted prefix blocks"
         what += (f"; serving {s.requests} requests ({s.trace or 'fixed lengths'}, {s.arrival} arrivals, {rate}) "
                  f"with {s.scheduler} scheduling on {pools}")
     return what

@@ -702,22 +702,25 @@ class Evaluator:
                     prefix_groups=spec.groups, root=spec.rooted, cascade=spec.cascade,
                     window=self.kv_window(point),
                     # A data-parallel rank swaps its own sequences over its own device's host link.
-                    swap_bandwidth_Bps=None if (swap := self._swap_bandwidth_Bps(point, device)) is None else
-                    swap / ranks, speculation=speculation, seed=spec.seed, stages=point.pp, ranks=ranks)
+                    host_link_Bps=None if (swap := self._host_link_Bps(point, device)) is None else
+                    swap / ranks, host_cache_blocks=int((spec.host_cache_GB or 0) * 1e9 / memory.kv_block_B)
+                    // (point.pp * ranks), speculation=speculation, seed=spec.seed, stages=point.pp, ranks=ranks)
 
-    def _swap_bandwidth_Bps(self, point: DesignPoint, device) -> float | None:
-        """What a replica's swap preemption moves per second (None: it recomputes): each of its tp x pp devices swaps
-        its shard of the blocks over its own host link, swap_GBps or its device preset's host_link, at once."""
+    def _host_link_Bps(self, point: DesignPoint, device) -> float | None:
+        """What a replica moves between device and host memory per second, for swap preemption or a host cache (None:
+        neither): each of its tp x pp devices moves its shard of the blocks over its own host link, swap_GBps or its
+        device preset's host_link, at once."""
         spec = point.serving
-        if spec.preemption != "swap":
+        if spec.preemption != "swap" and not spec.host_cache_GB:
             return None
         if spec.swap_GBps:
             return spec.swap_GBps * 1e9 * point.tp * point.pp
         preset = getattr(device.spec, "host_link", None)
         if preset is None:
-            raise InputError(f"preemption: found 'swap' on device {point.device!r}, whose preset names no host link to "
-                             f"swap over, allowed: recompute, or swap with swap_GBps (--swap-GBps) set to the "
-                             f"bandwidth of its host link")
+            given, allowed = (("preemption: found 'swap'", "recompute, or swap") if spec.preemption == "swap" else
+                              (f"host_cache_GB: found {spec.host_cache_GB:g}", "0, or a host cache"))
+            raise InputError(f"{given} on device {point.device!r}, whose preset names no host link to move KV over, "
+                             f"allowed: {allowed} with swap_GBps (--swap-GBps) set to the bandwidth of its host link")
         if preset.link not in self._host_links:
             self._host_links[preset.link] = load_link(preset.link)
         return self._host_links[preset.link].bandwidth_Bps * point.tp * point.pp
@@ -756,7 +759,7 @@ class Evaluator:
                                         if point.serving.disaggregated else [])
         for name, own in pools:
             on_pool = pool_point(point, name, own)
-            self._swap_bandwidth_Bps(on_pool, self.point_device(on_pool))  # a pool's link to swap over
+            self._host_link_Bps(on_pool, self.point_device(on_pool))  # a pool's link to swap over
         if point.knob("attention_parallel") == "data":
             self._check_data_parallel(point)
         if point.knob("overlap") != "none" and (point.pp > 1 or point.serving.attends_apart):

@@ -609,6 +609,12 @@ register(Knob(name="memory_utilization", type=float, section="serving", scope="s
               check=_unit_fraction, allowed_text="a fraction in (0, 1]",
               help="the share of each device's memory a serving replica may use for its weights, activations and KV "
               "blocks (vLLM's gpu_memory_utilization, 0.9 by default there); unset: 1, every byte"))
+register(Knob(name="host_cache_GB", type=float, section="serving", scope="serving", default=None, flag=False,
+              minimum=0, allowed_text="gigabytes >= 0",
+              help="host memory each replica keeps the prefix blocks its KV cache evicts in, loading a request's back "
+              "over the host link (swap_GBps or the device's host_link) before it computes, instead of computing them "
+              "again (vLLM's KV offloading, SGLang's HiCache, LMCache); read where requests share prefixes; unset: "
+              "none"))
 # Model-attention disaggregation (sim/attention_pool.py): columns in sweeps whose serving section names an attention
 # device, every one of the four there.
 register(Knob(name="attention_device", type=str, section="serving", scope="serving", default="none", flag=False,

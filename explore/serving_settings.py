@@ -183,9 +183,10 @@ def _traced(field: str) -> ReadWhen:
 RULES: tuple[ReadWhen, ...] = (
     ReadWhen("cv", lambda v: "gamma" in v["arrival"], lambda v, n: n.found("arrival", v["arrival"][0]),
              lambda n: f"with {n.setting('arrival', 'gamma')} (Poisson arrivals have a cv of 1), or left out"),
-    ReadWhen("swap_GBps", lambda v: "swap" in v["preemption"], lambda v, n: n.found("preemption", v["preemption"][0]),
-             lambda n: f"with {n.setting('preemption', 'swap')} (recompute preemption moves nothing over the host "
-                       f"link), or left out"),
+    ReadWhen("swap_GBps", lambda v: "swap" in v["preemption"] or _any(v, "host_cache_GB"),
+             lambda v, n: n.found("preemption", v["preemption"][0]),
+             lambda n: f"with {n.setting('preemption', 'swap')} or {n.name('host_cache_GB')} > 0 (recompute "
+                       f"preemption moves nothing over the host link), or left out"),
     ReadWhen("prefill_device", lambda v: _any(v, "prefill_replicas"), lambda v, n: "no prefill pool", _pool),
     ReadWhen("kv_link", lambda v: _any(v, "prefill_replicas"), lambda v, n: "no prefill pool", _pool),
     ReadWhen("slo_attainment", lambda v: any(_any(v, f) for f in ("slo_ttft_s", "slo_tpot_s", "slo_slowdown")),
@@ -196,6 +197,11 @@ RULES: tuple[ReadWhen, ...] = (
                lambda n: f"with {n.at_least('prefix_tokens', 1, 'a prefix the requests share')}, or left out")
       for field in ("prefix_attention", "prefix_groups")),
     ReadWhen("queue_policy", lambda v: _any(v, "prefix_tokens") or _converses(v) or _traced_prefixes(v),
+             lambda v, n: "no shared prefix",
+             lambda n: f"with {n.at_least('prefix_tokens', 1, 'a prefix the requests share')}, "
+                       f"{n.at_least('conversation_turns', 2, 'conversations')} or a {n.name('trace')} that names "
+                       f"its requests' shared prefixes (shared_tokens or hash_ids), or left out"),
+    ReadWhen("host_cache_GB", lambda v: _any(v, "prefix_tokens") or _converses(v) or _traced_prefixes(v),
              lambda v, n: "no shared prefix",
              lambda n: f"with {n.at_least('prefix_tokens', 1, 'a prefix the requests share')}, "
                        f"{n.at_least('conversation_turns', 2, 'conversations')} or a {n.name('trace')} that names "

@@ -72,13 +72,15 @@ class PagedKVCache:
     """Block accounting of one replica's KV cache and its cached prefixes."""
 
     def __init__(self, *, capacity_blocks: int, block_tokens: int, prefix_tokens: int = 0, prefix_groups: int = 1,
-                 window: Window = None, device_blocks: int | None = None, root: bool = False):
+                 window: Window = None, device_blocks: int | None = None, root: bool = False,
+                 host_blocks: int = 0):
         """`prefix_tokens`: what a request shares with its group unless assigned otherwise (`assign`), and the prefix
         of each of the `prefix_groups` groups cached at the start, or with `root` the root every group's chain starts
         with, held once for all and cached at the start; `window`: a sliding-window model keeps the KV of its
         last `window` tokens only (a KVPolicy: its mix of retrieval and streaming heads, kernels/kv_policy.py);
         `device_blocks`: of the capacity, the blocks in the model's devices' memory, the rest on a hybrid pool's
-        attention devices (sim/attention_pool.py; None: no such split)."""
+        attention devices (sim/attention_pool.py; None: no such split); `host_blocks`: a tier of host memory that
+        keeps blocks the device evicts, loaded back when a sequence finds them (0: evicted blocks are gone)."""
         if block_tokens < 1:
             raise ValueError(f"block_tokens: found {block_tokens}, allowed: an integer >= 1")
         if prefix_groups < 1:
@@ -90,6 +92,9 @@ class PagedKVCache:
             raise ValueError(f"prefix_tokens: found {prefix_tokens}, allowed: at most the cache's "
                              f"{capacity_blocks * block_tokens} tokens")
         self.window = window
+        if host_blocks < 0:
+            raise ValueError(f"host_blocks: found {host_blocks}, allowed: an integer >= 0")
+        self.host_capacity_blocks = host_blocks
         if device_blocks is not None and not 0 <= device_blocks <= capacity_blocks:
             raise ValueError(f"device_blocks: found {device_blocks}, allowed: 0 to the cache's {capacity_blocks}")
         self.device_blocks = device_blocks
@@ -106,9 +111,15 @@ class PagedKVCache:
         # The root's blocks every group's chain starts with (0: none, each group's chain its own from its start).
         self.root_blocks = self.prefix_blocks if root else 0
         self._path: dict[int, Path] = {}  # a sequence of a prefix tree -> its path (assign_path)
-        self._chain: dict[int, int] = {}  # a cached node -> its blocks (a group's: behind the root, its own after it)
+        # A cached node (blocks on the device or in host memory) -> its blocks on the device, the node's first ones (a
+        # group's: behind the root, its own after it); the rest follow them in host memory (_host).
+        self._chain: dict[int, int] = {}
         self._parent: dict[int, int | None] = {}  # a cached node -> the node before it
-        self._kids: dict[int, int] = {}  # a cached node -> how many cached nodes follow it
+        self._kids: dict[int, int] = {}  # a cached node -> how many nodes with blocks on the device follow it
+        self._present_kids: dict[int, int] = {}  # a cached node -> how many cached nodes follow it
+        self._host: OrderedDict[int, int] = OrderedDict()  # a node -> its blocks in host memory, least recently first
+        self._host_used = 0
+        self._loaded_blocks = 0  # blocks loaded from host memory since take_loaded_tokens
         self._sharers: dict[int, int] = {}  # a cached group -> how many sequences share its chain
         self._idle: OrderedDict[int, None] = OrderedDict()  # chains nobody shares, least recently shared first
         self._idle_blocks = 0
@@ -117,6 +128,7 @@ class PagedKVCache:
         # Of admissions' shareable prefixes (a recompute's included), the blocks sought and the blocks found cached.
         self.prefix_sought_blocks = 0
         self.prefix_found_blocks = 0
+        self.prefix_host_blocks = 0  # of those found, the blocks loaded from host memory
         if self.root_blocks:
             self._cache(ROOT, self.root_blocks)
         elif self.prefix_blocks:
@@ -162,7 +174,7 @@ class PagedKVCache:
         """Blocks of `path` a sequence can find cached: each node's only behind every earlier node whole."""
         found = 0
         for node, span in path:
-            cached = min(self._chain.get(node, 0), span)
+            cached = min(self._chain.get(node, 0) + self._host.get(node, 0), span)
             found += cached
             if cached < span:
                 break
@@ -244,18 +256,21 @@ class PagedKVCache:
         return max(0, math.ceil(own / self.block_tokens))
 
     def _growth(self, seq: int, tokens: int) -> tuple[int, int]:
-        """The blocks `seq` must add to hold `tokens` tokens, and the blocks it may take: the free ones and the cached
-        nodes nobody shares, less those of its path if its first hold would share them."""
+        """The blocks `seq` must add to hold `tokens` tokens (on its first hold, with the blocks it finds in host
+        memory, which load onto the device), and the blocks it may take: the free ones and the cached nodes nobody
+        shares, less those of its path if its first hold would share them."""
         room = self.capacity_blocks - self.used_blocks + self._idle_blocks
         held = self._held.get(seq)
         if held is not None:  # admitted: it shares what it shares, and no more
             return max(0, self._own_blocks(tokens, self._shared.get(seq, 0)) - held), room
         shares = self._cached_blocks(seq)
+        loads = 0
         if shares and seq not in self._shared:
             for node, part in self._parts(self._path_of(seq), shares):
                 if part and node in self._idle:
                     room -= self._chain[node]  # an idle node it will share is not room
-        return self._own_blocks(tokens, shares), room
+                loads += max(0, part - self._chain.get(node, 0))
+        return self._own_blocks(tokens, shares) + loads, room
 
     def extra_blocks(self, seq: int, tokens: int) -> int:
         """Blocks sequence `seq` must add to hold `tokens` tokens."""
@@ -273,17 +288,22 @@ class PagedKVCache:
         extra, room = self._growth(seq, tokens)
         if extra > room:
             raise RuntimeError(f"KV cache: sequence {seq} needs {extra} more blocks, {self.free_blocks} free")
+        loaded = 0
         if seq in self._swapped_out:  # swapped back in: its KV, its own prefix copy included, comes back as it left
             self._swapped_out.discard(seq)
         elif seq not in self._held and seq not in self._shared:
             shares = self._cached_blocks(seq)
             if shares:
-                self._share(seq, self._path_of(seq), shares)
+                path = self._path_of(seq)
+                self._share(seq, path, shares)
+                loaded = self._load(path, shares)
             self.prefix_found_blocks += shares
+            self.prefix_host_blocks += loaded
             self.prefix_sought_blocks += self._shareable.get(seq, self.prefix_blocks)
-        self._evict(extra - (self.capacity_blocks - self.used_blocks))
-        self._held[seq] = self._held.get(seq, 0) + extra
-        self.used_blocks += extra
+        own = extra - loaded
+        self._evict(self.used_blocks + own - self.capacity_blocks)
+        self._held[seq] = self._held.get(seq, 0) + own
+        self.used_blocks += own
 
     @staticmethod
     def _parts(path: Path, blocks: int) -> list[tuple[int, int]]:
@@ -296,36 +316,97 @@ class PagedKVCache:
         return parts
 
     def _evict(self, blocks: int) -> None:
-        """Free `blocks` blocks of idle nodes: of those no cached node follows, the least recently shared first, each
-        from its tail (a radix tree's leaves first)."""
+        """Free `blocks` device blocks of idle nodes: of those no node with device blocks follows, the least recently
+        shared first, each from its tail (a radix tree's leaves first), into the host tier where there is one."""
         while blocks > 0:
             node = next(node for node in self._idle if not self._kids.get(node))
             taken = min(blocks, self._chain[node])
-            self._chain[node] -= taken
+            self._set_device(node, self._chain[node] - taken)
             self._idle_blocks -= taken
             self.used_blocks -= taken
             blocks -= taken
             if not self._chain[node]:
-                self._drop(node)
+                del self._idle[node]
+            self._to_host(node, taken)
+            if not self._chain[node] and not self._host.get(node):
+                self._forget(node)
+
+    def _to_host(self, node: int, blocks: int) -> None:
+        """Keep the `blocks` blocks the device evicted from `node`'s tail in host memory, in front of the node's host
+        blocks, making room by evicting the host's least recently used nodes that no cached node follows (each from
+        its tail); what finds no room is gone, and with it the node's host blocks behind it."""
+        if not self.host_capacity_blocks:
+            return
+        need = self._host_used + blocks - self.host_capacity_blocks
+        while need > 0:
+            victim = next((n for n in self._host if n != node and not self._present_kids.get(n)), None)
+            if victim is None:
+                break
+            taken = min(need, self._host[victim])
+            self._host[victim] -= taken
+            self._host_used -= taken
+            need -= taken
+            if not self._host[victim]:
+                del self._host[victim]
+                if not self._chain[victim]:
+                    self._forget(victim)
+        kept = min(blocks, self.host_capacity_blocks - self._host_used)
+        behind = self._host.pop(node, 0)
+        if kept < blocks:  # a gap: the node's host blocks behind it can no longer be found
+            self._host_used -= behind
+            behind = 0
+        if kept + behind:
+            self._host[node] = kept + behind
+            self._host_used += kept
+
+    def _load(self, path: Path, blocks: int) -> int:
+        """Move the blocks of `path`'s first `blocks` that lie in host memory onto the device (the caller made room);
+        the blocks moved."""
+        loaded = 0
+        for node, part in self._parts(path, blocks):
+            onto = part - self._chain.get(node, 0)
+            if onto > 0:
+                self._host[node] -= onto
+                self._host_used -= onto
+                if not self._host[node]:
+                    del self._host[node]
+                self._set_device(node, self._chain[node] + onto)
+                self.used_blocks += onto
+                loaded += onto
+        self._loaded_blocks += loaded
+        return loaded
+
+    def take_loaded_tokens(self) -> int:
+        """Tokens' worth of KV loaded from host memory since the last call (what an iteration copies in first)."""
+        loaded, self._loaded_blocks = self._loaded_blocks, 0
+        return loaded * self.block_tokens
+
+    def _set_device(self, node: int, blocks: int) -> None:
+        """`node`'s blocks on the device are `blocks` now (its parent counts the nodes with device blocks after it)."""
+        before = self._chain[node]
+        self._chain[node] = blocks
+        parent = self._parent[node]
+        if parent is not None and (before > 0) != (blocks > 0):
+            self._kids[parent] = self._kids.get(parent, 0) + (1 if blocks else -1)
 
     def _add(self, node: int, parent: int | None) -> None:
         """A new cached node of no blocks yet, shared by none, after `parent`."""
         self._chain[node], self._sharers[node], self._parent[node] = 0, 0, parent
         if parent is not None:
-            self._kids[parent] = self._kids.get(parent, 0) + 1
+            self._present_kids[parent] = self._present_kids.get(parent, 0) + 1
 
-    def _drop(self, node: int) -> None:
-        """Forget a node whose blocks are all evicted."""
-        del self._idle[node], self._chain[node], self._sharers[node]
+    def _forget(self, node: int) -> None:
+        """Forget a node with no blocks left on the device or in host memory."""
+        del self._chain[node], self._sharers[node]
         parent = self._parent.pop(node)
         if parent is not None:
-            self._kids[parent] -= 1
+            self._present_kids[parent] -= 1
 
     def _cache(self, group: int, blocks: int) -> None:
         """A new idle chain of `blocks` blocks for `group` (the most recently shared), behind the root if there is
         one."""
         self._add(group, ROOT if self.root_blocks and group != ROOT else None)
-        self._chain[group] = blocks
+        self._set_device(group, blocks)
         self._idle[group] = None
         self._idle_blocks += blocks
         self.used_blocks += blocks
@@ -349,7 +430,7 @@ class PagedKVCache:
             if now != was:
                 if node not in self._chain:
                     self._add(node, parent)
-                self._chain[node] += now - was
+                self._set_device(node, self._chain[node] + now - was)
                 if not was:  # it shares this node from now on
                     self._take(node)
             parent = node

@@ -268,9 +268,13 @@ class Pool:
     # for all groups (sim/kv_cache.py), not each group's own.
     root: bool = False
     window: Window = None  # a sliding window or KV policy (kernels/kv_policy.py)
-    # What a replica's swaps move per second: over every device's host link at once (each stage swaps its layers'
-    # share of the blocks before it computes, in that time).
-    swap_bandwidth_Bps: float | None = None
+    # What a replica moves between device and host memory per second (swaps, and prefix blocks loaded from its host
+    # cache): over every device's host link at once (each stage moves its layers' share of the blocks before it
+    # computes, in that time).
+    host_link_Bps: float | None = None
+    # Blocks of host memory each engine keeps the prefix blocks its device evicts in, loading them back when a request
+    # finds them (sim/kv_cache.py host_blocks; 0: none).
+    host_cache_blocks: int = 0
     speculation: ServingSpeculation | None = None  # decode speculatively (sim/speculative.py)
     seed: int = 0  # of the accepted tokens' draws, with the pool's and the replica's index
     router: str = DEFAULT_ROUTER  # how it picks the replica each request joins (sim/routers.py ROUTERS)
@@ -300,8 +304,8 @@ class Pool:
         if self.ranks != (1 if experts is None else experts.ranks) or (self.ranks > 1 and self.stages > 1):
             raise ValueError(f"ranks: found {self.ranks} with costs of {experts.ranks if experts else 1} ranks and "
                              f"{self.stages} stages, allowed: the ranks its costs are priced on, on one stage")
-        if self.limits.preemption == "swap" and not self.swap_bandwidth_Bps:
-            raise ValueError("swap preemption needs the host link's bandwidth (swap_bandwidth_Bps)")
+        if (self.limits.preemption == "swap" or self.host_cache_blocks) and not self.host_link_Bps:
+            raise ValueError("swap preemption and a host cache need the host link's bandwidth (host_link_Bps)")
 
     @property
     def engines(self) -> int:
@@ -341,15 +345,15 @@ def numbered_by_appearance(groups: np.ndarray) -> np.ndarray:
 
 def serve(costs: IterationCostModel, requests: RequestSet, scheduler: Scheduler, kv: PagedKVCache,
           memory: ServingMemory, idle_power_W: float, *, window: Window = None, slo: SLO | None = None,
-          swap_bandwidth_Bps: float | None = None, prefix_groups: np.ndarray | None = None) -> ServingResult:
+          host_link_Bps: float | None = None, prefix_groups: np.ndarray | None = None) -> ServingResult:
     """Simulate one replica serving `requests` under `scheduler` until the last request finishes.
 
-    With swap preemption, KV moves over a host link of `swap_bandwidth_Bps` (its energy is not counted);
+    With swap preemption, KV moves over a host link of `host_link_Bps` (its energy is not counted);
     `prefix_groups`: each request's prefix group in `kv` (default: the requests' own, else every request the first's).
     """
     pool = Pool(name="replica", role="serve", replicas=1, costs=costs, scheduler=scheduler.name,
                 limits=scheduler.limits, memory=memory, idle_power_W=idle_power_W, prefix_tokens=kv.prefix_blocks
-                * kv.block_tokens, window=window, swap_bandwidth_Bps=swap_bandwidth_Bps)
+                * kv.block_tokens, window=window, host_link_Bps=host_link_Bps)
     return serve_pools([pool], requests, slo=slo, caches=[[kv]], schedulers=[[scheduler]], prefix_groups=prefix_groups)
 
 
@@ -396,11 +400,11 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
                                                              prefix_tokens=pool.prefix_tokens,
                                                              prefix_groups=pool.prefix_groups, window=pool.window,
                                                              device_blocks=pool.memory.device_kv_blocks,
-                                                             root=pool.root)
+                                                             root=pool.root, host_blocks=pool.host_cache_blocks)
                 scheduler = schedulers[p][i] if schedulers else make_scheduler(pool.scheduler, pool.limits)
                 engines.append(Replica(
                     env, pool.costs, scheduler, EngineState(kv=kv), window=pool.window,
-                    swap_s_per_token=per_token_B / pool.swap_bandwidth_Bps if pool.swap_bandwidth_Bps else 0.0,
+                    swap_s_per_token=per_token_B / pool.host_link_Bps if pool.host_link_Bps else 0.0,
                     on_finish=on_finish,
                     on_prefilled=(lambda seq: env.process(_hand_over(seq))) if pool.role == "prefill" else None,
                     speculation=pool.speculation, seed=(pool.seed, p, r) + ((e,) if pool.engines > 1 else ()),

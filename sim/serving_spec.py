@@ -34,7 +34,7 @@ PREFIX_ATTENTIONS = ("paged", "cascade")
 # Fields added after serving results were first stored: left out of the repr (a point's key) at their default.
 KEY_NEUTRAL_DEFAULTS = frozenset({"prompt_batch_tokens", "slo_slowdown", "router", "max_decode_preemptions",
                                   "prefix_attention", "prefix_groups", "queue_policy", "conversation_turns",
-                                  "think_s", "think_cv", "memory_utilization",
+                                  "think_s", "think_cv", "memory_utilization", "host_cache_GB",
                                   "attention_device", "attention_devices", "attention_link",
                                   "attention_micro_batches", "attention_placement"})
 # The settings of attention devices: a point whose model's devices attend is the same design whatever they say.
@@ -125,6 +125,9 @@ class ServingSpec:
     # The share of each of a replica's devices' memory the engine may use for weights, activations and KV blocks
     # (vLLM's gpu_memory_utilization, 0.9 there by default); None: 1.0, every byte, as results stored before it.
     memory_utilization: float | None = None
+    # Host memory (GB) each replica keeps the prefix blocks its KV cache evicts in, loading them back over the host link
+    # when a request finds them (vLLM's KV offloading, SGLang's HiCache, LMCache's CPU tier); None: none.
+    host_cache_GB: float | None = None
     # Model-attention disaggregation (sim/attention_pool.py, Lamina): the serving (or decode) pool's attention runs on
     # attention_devices of attention_device per replica, which hold its KV cache, joined to the model's devices by
     # attention_link; each iteration split in up to attention_micro_batches that take turns. "" or "none": the model's
@@ -208,6 +211,10 @@ class ServingSpec:
                 and 0 < self.memory_utilization <= 1):  # NaN fails the comparison
             raise InputError(f"memory_utilization: found {self.memory_utilization!r}, allowed: a fraction in (0, 1] "
                              f"(the share of each device's memory the engine may use; vLLM's default 0.9)")
+        if self.host_cache_GB is not None and not (
+                isinstance(self.host_cache_GB, int | float) and not isinstance(self.host_cache_GB, bool)
+                and math.isfinite(self.host_cache_GB) and self.host_cache_GB >= 0):
+            raise InputError(f"host_cache_GB: found {self.host_cache_GB!r}, allowed: gigabytes >= 0 (0: no host cache)")
         if self.preemption not in PREEMPTIONS:
             raise InputError(f"preemption: found {self.preemption!r}, allowed: {', '.join(PREEMPTIONS)}")
         if self.prefill_replicas < 0:
@@ -323,6 +330,7 @@ class ServingSpec:
                 **({} if self.max_decode_preemptions is None
                    else {"max_decode_preemptions": self.max_decode_preemptions}),
                 **({} if self.memory_utilization is None else {"memory_utilization": self.memory_utilization}),
+                **({} if self.host_cache_GB is None else {"host_cache_GB": self.host_cache_GB}),
                 # Where a sweep names attention devices: the settings, none where the model's devices attend (and no
                 # micro-batches where a hybrid iteration runs as one batch).
                 **({} if not self.attention_device else {

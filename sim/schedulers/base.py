@@ -264,7 +264,8 @@ class Scheduler:
                 order = sorted(range(len(found)), key=lambda i: -found[i])
                 state.waiting = deque(state.waiting[i] for i in order)
         batch = self.schedule(state)
-        batch.swapped_tokens = swapped_in + state.swapped_tokens
+        # Prefix blocks the admissions found in the host cache load like a swap-in, before the iteration computes.
+        batch.swapped_tokens = swapped_in + state.swapped_tokens + state.kv.take_loaded_tokens()
         state.swapped_tokens = 0
         return batch
 

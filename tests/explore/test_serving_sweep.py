@@ -223,12 +223,12 @@ def test_swap_preemption_defaults_to_the_devices_host_link(tmp_path):
                             tp=tp, pp=pp)
         return evaluator._pool(point, point.numeric_format, "serve", 1)
 
-    assert pool(preemption="swap").swap_bandwidth_Bps == load_link("pcie5-x16").bandwidth_Bps
-    assert pool(preemption="swap", swap_GBps=10.0).swap_bandwidth_Bps == 10e9
-    assert pool().swap_bandwidth_Bps is None
+    assert pool(preemption="swap").host_link_Bps == load_link("pcie5-x16").bandwidth_Bps
+    assert pool(preemption="swap", swap_GBps=10.0).host_link_Bps == 10e9
+    assert pool().host_link_Bps is None
     # A system's devices each swap their shard over their own link, all at once: two tp x two pp move 4x as fast.
-    assert pool(2, 2, preemption="swap").swap_bandwidth_Bps == 4 * load_link("pcie5-x16").bandwidth_Bps
-    assert pool(2, 1, preemption="swap", swap_GBps=10.0).swap_bandwidth_Bps == 2 * 10e9
+    assert pool(2, 2, preemption="swap").host_link_Bps == 4 * load_link("pcie5-x16").bandwidth_Bps
+    assert pool(2, 1, preemption="swap", swap_GBps=10.0).host_link_Bps == 2 * 10e9
 
 
 def test_swap_preemption_on_a_device_without_a_host_link_names_swap_GBps(tmp_path, capsys):
@@ -262,8 +262,8 @@ def test_swap_preemption_on_a_device_without_a_host_link_names_swap_GBps(tmp_pat
                             knobs=knobs)
         return evaluator._pool(point, point.numeric_format, "serve", 1)
 
-    assert pool("neupims", swap_GBps=25.0).swap_bandwidth_Bps == 25e9
-    assert pool("h100-sxm", (("host_link", "pcie3-x16"),)).swap_bandwidth_Bps == load_link("pcie5-x16").bandwidth_Bps
+    assert pool("neupims", swap_GBps=25.0).host_link_Bps == 25e9
+    assert pool("h100-sxm", (("host_link", "pcie3-x16"),)).host_link_Bps == load_link("pcie5-x16").bandwidth_Bps
 
 
 def test_a_point_stopped_by_its_schedulers_budget_still_fits_in_memory(tiny_evaluator, tiny_config):

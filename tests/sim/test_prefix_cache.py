@@ -35,7 +35,7 @@ def _serve(costs, groups, *, blocks: int, prefix_groups: int, policy: str = "fcf
     limits = SchedulerLimits(max_seqs=max_seqs, queue_policy=policy, watermark=0.0, preemption=preemption)
     return serve(costs, requests, make_scheduler(scheduler, limits), kv, memory, costs.device.idle_power_W,
                  prefix_groups=None if in_requests else np.asarray(groups),
-                 swap_bandwidth_Bps=32e9 if preemption == "swap" else None)
+                 host_link_Bps=32e9 if preemption == "swap" else None)
 
 
 def _computed_tokens(result) -> int:
