@@ -16,13 +16,19 @@ MAX_COMPLETIONS = 3
 
 def did_you_mean(word: str, choices) -> str:
     """' (did you mean 'x'?)' naming the choices a word begins (up to MAX_COMPLETIONS: a short name's closest
-    spelling may be another thing, 'h100' -> 'h200'), else the closest choice; '' when none is close."""
+    spelling may be another thing, 'h100' -> 'h200'), else the closest choice; '' when none is close. Case is
+    ignored in the comparison ('H100' is completed to 'h100-pcie' or 'h100-sxm'), the choices named as spelled."""
     word, names = str(word), [str(c) for c in choices]
-    completions = [name for name in names if len(word) >= 2 and name != word and name.startswith(word)]
+    folded_word = word.casefold()
+    completions = [name for name in names
+                   if len(word) >= 2 and name != word and name.casefold().startswith(folded_word)]
     if 0 < len(completions) <= MAX_COMPLETIONS:
         return f" (did you mean {' or '.join(repr(name) for name in completions)}?)"
-    close = difflib.get_close_matches(word, names, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    by_folded: dict[str, str] = {}
+    for name in names:
+        by_folded.setdefault(name.casefold(), name)
+    close = difflib.get_close_matches(folded_word, list(by_folded), n=1)
+    return f" (did you mean {by_folded[close[0]]!r}?)" if close else ""
 
 
 # Sweep files, device YAMLs and config.json are written by hand: the largest shipped is 7 KB. 1 MiB is over a

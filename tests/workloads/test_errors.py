@@ -16,6 +16,9 @@ DEVICES = ["a100-sxm-40gb", "a100-sxm-80gb", "h100-pcie", "h100-sxm", "h200", "v
     ("a100", " (did you mean 'a100-sxm-40gb' or 'a100-sxm-80gb'?)"),
     ("h100-sxn", " (did you mean 'h100-sxm'?)"),  # a typo: the closest spelling, as before
     ("tpu-v5", ""),
+    ("H100", " (did you mean 'h100-pcie' or 'h100-sxm'?)"),  # case is ignored: presets are lowercase
+    ("H100-SXM", " (did you mean 'h100-sxm'?)"),
+    ("H100-SXN", " (did you mean 'h100-sxm'?)"),
 ])
 def test_hints(word, hint):
     assert did_you_mean(word, DEVICES) == hint
@@ -36,3 +39,15 @@ def test_a_device_name_missing_its_suffix_is_completed_on_the_command_line(capsy
     assert main(["run", "--model", "llama-2-7b", "--device", "h100"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "found 'h100' (did you mean 'h100-pcie' or 'h100-sxm'?), allowed:" in err[0], err
+
+
+def test_a_device_name_in_capitals_is_named_on_the_command_line(capsys):
+    """A model name in the wrong case was offered its preset, a device name in the wrong case nothing."""
+    assert main(["run", "--model", "llama-2-7b", "--device", "H100-SXM"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "found 'H100-SXM' (did you mean 'h100-sxm'?), allowed:" in err[0], err
+
+
+def test_choices_with_capitals_keep_their_spelling():
+    hint = did_you_mean("energy_per_token_j", ["tpot_s", "energy_per_token_J"])
+    assert hint == " (did you mean 'energy_per_token_J'?)"
