@@ -51,7 +51,7 @@ from explore.sweep_notes import (
     power_limit_note,
     sweep_notes,
 )
-from explore.sweep_serving import capacity_notice
+from explore.sweep_serving import capacity_ceiling_notice, capacity_notice
 from hw_models import nodes
 from hw_models.device import dispatch_s
 from hw_models.device_block import varies_in_block
@@ -166,9 +166,12 @@ def _sweep_into(args, sweep, out: Path, evaluator: Evaluator) -> int:
         stamp_report(out, inputs)
     normalized = [normalize_row(r) for r in rows]
     feasible = sum(1 for r in normalized if is_feasible(r))
-    notice = capacity_notice(rows, serving.requests) if serving else ""
-    if notice:
-        print(notice, file=sys.stderr)
+    notices = ([capacity_notice(rows, serving.requests)]
+               + ([capacity_ceiling_notice(rows, serving.capacity[1], "serving.capacity")] if serving.capacity else [])
+               if serving else [])
+    for notice in notices:
+        if notice:
+            print(notice, file=sys.stderr)
     for note in (host_wait_note(normalized), over_tdp_note(normalized)):
         if note:
             print(f"note: {note}", file=sys.stderr)
@@ -328,6 +331,9 @@ def cmd_run(args) -> int:
     if evaluation.metrics.get("capacity_judged") == 0.0:  # sim/capacity.py: the requests, not the design, stopped it
         print(f"explore: notice: capacity {evaluation.metrics['capacity_note']}; raise --requests to judge it",
               file=sys.stderr)
+    if serving is not None and serving.capacity is not None and (
+            ceiling := capacity_ceiling_notice([evaluation.metrics], serving.capacity[1], "--capacity's HIGH")):
+        print(f"explore: {ceiling}", file=sys.stderr)
     if clipped := evaluation.metrics.get("clipped_requests"):  # workloads/requests.py RequestSet.clipped_to_context
         print(f"explore: notice: {clipped:,.0f} of {serving.requests:,} requests cut to {config.name}'s context of "
               f"{config.max_positions:,} tokens (max_position_embeddings): an output keeps at most half of it, the "

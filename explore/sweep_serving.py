@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, StrictFloat, StrictInt, field_validator, model_serializer, model_validator
@@ -404,6 +405,21 @@ def check_parallel(parallel: Parallel, models: list[str], located: LocatedYAML) 
                 load_link_model(link)
             except InputError as err:
                 raise InputError(f"{located.where(('parallel', 'link'))}: parallel.link: {_unkeyed(err)}") from None
+
+
+def capacity_ceiling_notice(rows: list[dict[str, Any]], high: float, where: str) -> str:
+    """One line where a capacity search found the top of its range, `high` req/s (named by `where`: the sweep key or
+    flag), sustainable: such a capacity is the range's end, a lower bound of the design's (sim/capacity.py
+    highest_rate), so designs that reach it tie there whatever their real capacities; '' where none did."""
+    typed = [normalize_row(row) for row in rows]
+    top = [row for row in typed
+           if is_feasible(row) and math.isfinite(capacity := row.get("capacity_rps", math.nan)) and capacity >= high]
+    if not top:
+        return ""
+    which = "the capacity is" if len(rows) == 1 else f"{len(top)} of {len(rows)} capacities are"
+    return (f"notice: {which} the top of the searched range, {high:g} req/s ({where}): "
+            f"{'that design sustains' if len(top) == 1 else 'those designs sustain'} at least that rate and "
+            f"capacity_rps is not {'its' if len(top) == 1 else 'their'} capacity; raise the range's high to find it")
 
 
 def capacity_notice(rows: list[dict[str, Any]], requests: int) -> str:

@@ -59,6 +59,35 @@ def test_run_says_when_the_capacity_is_not_judged(tmp_path, capsys):
     assert "explore: notice: capacity not judged" in captured.err and "--requests" in captured.err
 
 
+def test_a_capacity_at_the_top_of_its_range_is_said_to_be_a_lower_bound(tmp_path, capsys):
+    """The tiny model on an H100 sustains far more than 1 req/s of 40-token requests (each is served in
+    milliseconds), so a search in [0.5, 1] finds its top sustainable and reports 1: not the design's capacity. Two
+    devices both reported the range's top as if equal, and nothing said so; the sweep and explore run now do."""
+    model = write_tiny_model(tmp_path)
+    path = write_sweep(tmp_path, f"name: cap\nmodel: {model}\ndevice: h100-sxm\nserving:\n  prompt: {{dist: fixed, "
+                                 f"tokens: 32}}\n  output: {{dist: fixed, tokens: 8}}\n  max_seqs: 8\n"
+                                 f"  slo: {{ttft_s: 1}}\n  requests: 100\n  capacity: [0.5, 1]\n")
+    out = tmp_path / "out"
+    assert main([path, "--out", str(out), "--quiet"]) == 0
+    (row,) = read_results(out)
+    assert row["capacity_rps"] == 1.0 and row["capacity_judged"]
+    err = capsys.readouterr().err
+    assert "notice: the capacity is the top of the searched range, 1 req/s (serving.capacity)" in err, err
+    assert main(["run", "--model", model, "--device", "h100-sxm", "--serving", "--requests", "100", "--prompt", "32",
+                 "--output", "8", "--slo-ttft", "1", "--capacity", "0.5", "1", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["capacity_rps"] == 1.0
+    err = [line for line in captured.err.splitlines() if "top of the searched range" in line]
+    assert len(err) == 1 and err[0].startswith("explore: notice: the capacity is the top of the searched range, "
+                                               "1 req/s (--capacity's HIGH)"), captured.err
+
+
+def test_a_capacity_inside_its_range_gets_no_ceiling_notice(tmp_path, capsys):
+    path = _sweep(tmp_path, "  requests: 30\n  capacity: [1, 10000]\n")
+    assert main([path, "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    assert "top of the searched range" not in capsys.readouterr().err
+
+
 @pytest.mark.slow  # two capacity searches over 200 Llama-2-7B requests, about 10 s with tracing
 def test_splitwise_example_with_200_requests_gives_two_replicas_about_twice_one(evaluator):
     """examples/splitwise-slowdown.yaml with 200 requests: the search on the SLO alone gave two mixed H100s
