@@ -327,7 +327,11 @@ class _Run:
                     columns.set("meets_constraints", self._meets(columns))
             self.table.append(batch)
             for columns in batch:
-                rows = dict(zip(columns.column("point_id"), columns.rows(), strict=True))
+                # A new row holds the results columns alone, as a stored one reads back: an evaluation also carries
+                # every knob at its default (tp, weight_type, ...), and a resumed run's report mixing the two saw
+                # each such knob vary between its default and unset.
+                rows = {point_id: {name: row.get(name) for name in self.table.columns}
+                        for point_id, row in zip(columns.column("point_id"), columns.rows(), strict=True)}
                 stored.update(rows)
                 counted.update(rows)
                 self.evaluated += len(rows)

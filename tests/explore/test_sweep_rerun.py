@@ -291,3 +291,21 @@ def test_a_random_search_past_the_grids_designs_says_the_rest_repeat_one(tmp_pat
     assert "the random search stopped at 4 design points of its budget of 5: the grid's 6 points hold no other " \
            "design" in caplog.text
     assert "kept repeating" not in caplog.text
+
+
+def test_a_resumed_run_returns_rows_as_a_fresh_one_and_as_stored(tmp_path, tiny_config, tiny_evaluator):
+    """Resumed with 2 of 4 points stored, every row the run returns (what its report is drawn from) has the sweep's
+    results columns alone, as the stored rows read back: the rows evaluated in the run carried every knob at its
+    default besides (tp, weight_type, kv_budget, ...), so the report of a sweep resumed after Ctrl-C saw those knobs
+    vary between default and unset, and put 40-odd of them in its tables and sensitivity figure."""
+    sweep = _sweep(tmp_path, tiny_config, "h100-sxm", "format: {weight_bits: [16, 8]}\nexecution: engine\n")
+    half = tmp_path / "half.yaml"
+    half.write_text(Path(sweep).read_text().replace("batch: [1, 2]", "batch: [1]"))
+    resumed, fresh = tmp_path / "resumed", tmp_path / "fresh"
+    runner.run_sweep(load_sweep(str(half)), resumed, evaluator=tiny_evaluator)
+    rows = runner.run_sweep(load_sweep(sweep), resumed, evaluator=tiny_evaluator)
+    columns = columns_for(load_sweep(sweep))
+    assert [list(row) for row in rows] == [columns] * 4
+    assert rows == runner.run_sweep(load_sweep(sweep), fresh, evaluator=tiny_evaluator)
+    with ResultsStore(resumed, columns, "rerun") as table:
+        assert rows == table.rows()
