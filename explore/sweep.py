@@ -126,6 +126,14 @@ class Objectives(Strict):
     minimize: list[str] = []
     maximize: list[str] = []
 
+    @field_validator("minimize", "maximize", mode="before")
+    @classmethod
+    def _metric_list(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return value  # each item is checked as a metric name
+        raise ValueError(f"found {quoted(value)}, allowed: a list of metric names (e.g. [tpot_s])"
+                         if isinstance(value, dict) else "a list of metric names (e.g. [tpot_s])")
+
     @field_validator("minimize", "maximize")
     @classmethod
     def _known_metrics(cls, names: list[str]) -> list[str]:
@@ -157,7 +165,8 @@ class Search(Strict):
     @model_validator(mode="after")
     def _budget_for_searches(self):
         if self.strategy != "grid" and self.budget is None:
-            raise ValueError(f"a budget (number of design points to evaluate) for strategy {self.strategy!r}")
+            raise ValueError(f"found no budget with strategy {self.strategy!r}, allowed: a budget (the number of "
+                             f"design points to evaluate, e.g. budget: 100) with strategy random, nsga2 or tpe")
         idle = [key for key in ("budget", "seed", "batch") if key in self.model_fields_set]
         if self.strategy == "grid" and idle:
             raise ValueError(f"found {idle[0]} {getattr(self, idle[0])} with strategy 'grid', allowed: budget, seed "
@@ -191,8 +200,8 @@ class SweepFile(Strict):
     @model_validator(mode="after")
     def _objectives_for_optimizers(self):
         if self.search.strategy in ("nsga2", "tpe") and not (self.objectives.minimize or self.objectives.maximize):
-            raise ValueError(f"objectives to optimize (minimize/maximize) for search strategy "
-                             f"{self.search.strategy!r}")
+            raise ValueError(f"objectives: found none with search strategy {self.search.strategy!r}, allowed: metrics "
+                             f"to optimize (objectives: {{minimize: [tpot_s]}}, maximize or both) with nsga2 or tpe")
         return self
 
     @field_validator("constraints", mode="before")

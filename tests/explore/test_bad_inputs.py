@@ -307,6 +307,15 @@ CASES = [
      "workload.batch: found 100000000000000000000, allowed: less than or equal to 1048576"),
     ("run batch of 10^20", _run("--batch", str(10**20)), "--batch: found 100000000000000000000, allowed: an integer "
                                                          "from 1 to 1,048,576"),
+    # Said what was missing without what was found: one objective as a name ('a valid list'), a search with no
+    # budget or no objectives.
+    ("sweep objective not a list", _check("sweep_objective_not_a_list.yaml"),
+     "sweep_objective_not_a_list.yaml:5: objectives.minimize: found 'tpot_s', allowed: a list of metric names"),
+    ("sweep random search without a budget", _check("sweep_random_without_budget.yaml"),
+     "sweep_random_without_budget.yaml:6: search: found no budget with strategy 'random', allowed: a budget"),
+    ("sweep nsga2 search without objectives", _check("sweep_nsga2_without_objectives.yaml"),
+     "sweep_nsga2_without_objectives.yaml: objectives: found none with search strategy 'nsga2', allowed: metrics to "
+     "optimize"),
     ("sweep sparsity said once", _check("sweep_sparsity.yaml"),
      "format.sparsity.1: found '3:5', allowed: dense or N:M"),
     ("sweep sparsity as a number", _check("sweep_sparsity_number.yaml"),
