@@ -124,10 +124,23 @@ def _design_cells(row: dict[str, Any]) -> list[str]:
     return [format_number(row.get(name), scale) for name, scale in scaled]
 
 
+def best_note(shown: Sequence[dict[str, Any]], what: str, feasible: Sequence[dict[str, Any]],
+              meeting: Sequence[dict[str, Any]]) -> str:
+    """The opening of a best-design table's note: 'The N feasible points <what>.', or why it lists none (no point is
+    feasible, none meets the constraints, or none has the metric it ranks by)."""
+    if shown:
+        return f"The {count_label(len(shown), 'feasible point')} {what.strip()}."
+    if not feasible:
+        return "None: no design point is feasible."
+    return "None: no feasible point meets the constraints." if not meeting else \
+        "None: no feasible point meeting the constraints has this metric."
+
+
 def _design_table(title: str, what: str, rows: list[dict[str, Any]], knobs: bool, overrides: bool,
-                  left_out: str) -> ReportTable:
+                  left_out: str, feasible: list[dict[str, Any]], meeting: list[dict[str, Any]]) -> ReportTable:
     """A table of design points with their metrics."""
-    return ReportTable(title=title, note=f"The {count_label(len(rows), 'feasible point')} {what.strip()}.{left_out}",
+    note = best_note(rows, what, feasible, meeting)
+    return ReportTable(title=title, note=f"{note}{left_out}",
                        headers=_point_headers(knobs, overrides) + DESIGN_HEADERS,
                        cells=[_point_cells(row, knobs, overrides) + _design_cells(row) for row in rows])
 
@@ -149,9 +162,10 @@ def report_tables(rows: list[dict[str, Any]], constraints: Sequence[str] | None 
     fastest = better_first(meeting, "tokens_per_s")[:TOP_N]
     frugal = better_first((r for r in meeting if math.isfinite(r.get("energy_per_token_J", math.nan))),
                           "energy_per_token_J")[:TOP_N]
-    lead = [_design_table("Highest throughput", f"{meets} with the most tokens/s", fastest, knobs, overrides, left_out),
+    lead = [_design_table("Highest throughput", f"{meets} with the most tokens/s", fastest, knobs, overrides, left_out,
+                          feasible, meeting),
             _design_table("Lowest energy per token", f"{meets} with the least energy per output token", frugal,
-                          knobs, overrides, left_out)]
+                          knobs, overrides, left_out, feasible, meeting)]
     tail = []
     if violating:
         shown = better_first(violating, "tokens_per_s")[:MAX_BROKEN]

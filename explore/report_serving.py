@@ -37,6 +37,7 @@ from explore.report import (
     TOP_N,
     ReportFigure,
     ReportTable,
+    best_note,
     broken_cell,
     constraint_judge,
     infeasible_note,
@@ -564,10 +565,10 @@ def serving_tables(rows: list[dict[str, Any]], constraints: Sequence[str] | None
     more = f" Showing the first {len(shown)} of {len(infeasible)}." if len(infeasible) > len(shown) else ""
     headers, extra = _point_headers(rows)
     lead = [
-        _design_table(best[1], f"The {count_label(len(good), 'feasible point')}{meets} {best[2]}; times in ms."
-                      f"{left_out}", good, rows),
-        _design_table("Lowest energy per token", f"The {count_label(len(frugal), 'feasible point')}{meets} with the "
-                      f"least energy per output token, idle time included.{left_out}", frugal, rows),
+        _design_table(best[1], f"{best_note(good, f'{meets} {best[2]}; times in ms', feasible, meeting)}{left_out}",
+                      good, rows),
+        _design_table("Lowest energy per token", best_note(frugal, f"{meets} with the least energy per output token, "
+                      "idle time included", feasible, meeting) + left_out, frugal, rows),
     ]
     tail = []
     if violating:

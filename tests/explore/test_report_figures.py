@@ -46,6 +46,21 @@ def test_best_tables_leave_out_and_mark_points_that_break_a_constraint() -> None
     assert broken.headers[-1] == "breaks" and broken.cells[0][-1] == "ttft_s <= 0.5 (TTFT is 900 ms)"
 
 
+def test_best_tables_that_list_no_point_say_why() -> None:
+    """A constraint no point meets, or no feasible point at all: the best tables said 'The 0 feasible points meeting
+    the constraints with the most tokens/s.'; they now say there are none and why."""
+    rows = [_row("m", "gpu", b, (16, 16, 16), 0.01, 0.9, 1.0) for b in (1, 2)]  # TTFT 900 ms
+    lead, _ = report_tables(rows, ["ttft_s <= 0.5"])
+    for table in lead:
+        assert not table.cells and table.note.startswith("None: no feasible point meets the constraints. 2 feasible "
+                                                         "points that break a constraint are left out"), table.note
+    unfit = [normalize_row({**row, "fits_in_memory": False, "infeasible_reason": "needs more"}) for row in rows]
+    lead, _ = report_tables(unfit)
+    assert [table.note for table in lead] == ["None: no design point is feasible."] * 2
+    lead, _ = report_tables(rows)
+    assert lead[0].note == "The 2 feasible points with the most tokens/s."
+
+
 def test_best_tables_name_the_generic_knobs_a_point_sets() -> None:
     """Points that differ only in a generic knob (here how a tensor-parallel system all-reduces) are told apart by a
     knobs column, which names each knob a point sets to other than its default; a table of points that set none has
