@@ -49,6 +49,9 @@ MAX_TOKENS = 2**53  # largest count a float64 column holds exactly; longer "leng
 # Tokens one hash id of a Mooncake trace names: 512 (kvcache-ai/Mooncake FAST25-release/traces README: "block size
 # 512"; NVIDIA Dynamo's data generator and AIPerf take the same default); a prompt's last id names its remainder.
 MOONCAKE_BLOCK_TOKENS = 512
+# Keys of a multi-turn session's rows (AIPerf's Mooncake variant: a turn's new input only, after the previous turn's
+# answer); refused, since a row here is a whole prompt at its timestamp.
+MOONCAKE_SESSION_KEYS = ("session_id", "delay")
 
 
 def _number(name: str, value: object, *, above: float | None = None, at_least: float | None = None) -> float:
@@ -616,7 +619,8 @@ def read_mooncake_trace(path: str | Path) -> RequestSet:
     each line an object with `timestamp` (milliseconds since the first request, non-decreasing; left out on every
     line: no arrivals), `input_length` and `output_length` (tokens) and `hash_ids`, one id per MOONCAKE_BLOCK_TOKENS
     of the prompt (the last id its remainder), ids alike where prompts agree up to that block's end. The ids become a
-    prefix tree (RequestSet.prefix_nodes: a node per distinct prefix); other keys are ignored."""
+    prefix tree (RequestSet.prefix_nodes: a node per distinct prefix). A multi-turn session's rows
+    (MOONCAKE_SESSION_KEYS) are refused; other keys are ignored."""
     path = Path(path)
     text = _read_text(path, "JSON-lines file")
     block = MOONCAKE_BLOCK_TOKENS
@@ -635,12 +639,20 @@ def read_mooncake_trace(path: str | Path) -> RequestSet:
                              f"input_length, output_length and hash_ids")
         prompt = _mooncake_field(path, line, record, "input_length", 1)
         output = _mooncake_field(path, line, record, "output_length", 1)
+        for key in MOONCAKE_SESSION_KEYS:
+            if key in record:
+                raise InputError(f"{path}: line {line}, key {key}: found {record[key]!r}, allowed: none (a session's "
+                                 f"row, as AIPerf's multi-turn traces write, gives its turn's new input only; give "
+                                 f"each request's whole prompt in input_length and hash_ids, at its timestamp)")
         ids = record.get("hash_ids")
-        if not isinstance(ids, list) or len(ids) != -(-prompt // block) or not all(
-                isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        wanted = -(-prompt // block)
+        if not isinstance(ids, list) or len(ids) != wanted:
             found = f"{len(ids)} ids" if isinstance(ids, list) else repr(ids)
-            raise InputError(f"{path}: line {line}, key hash_ids: found {found}, allowed: {-(-prompt // block)} "
-                             f"integers, one per {block} tokens of its input_length {prompt}")
+            raise InputError(f"{path}: line {line}, key hash_ids: found {found}, allowed: {wanted} integers, one per "
+                             f"{block} tokens of its input_length {prompt}")
+        odd = [i for i in ids if not isinstance(i, int) or isinstance(i, bool)]
+        if odd:
+            raise InputError(f"{path}: line {line}, key hash_ids: found {odd[0]!r}, allowed: integers (hash ids)")
         stamp = record.get("timestamp")
         if timed is None:
             timed = stamp is not None

@@ -75,7 +75,12 @@ def test_a_prompt_cut_to_a_context_keeps_the_nodes_it_reaches(tmp_path):
     ({"timestamp": 5, "output_length": 3, "hash_ids": [0]}, "input_length", "None"),
     ({"timestamp": 5, "input_length": 600, "output_length": 0, "hash_ids": [0, 1]}, "output_length", "0"),
     ({"timestamp": 5, "input_length": 600, "output_length": 3, "hash_ids": [0]}, "hash_ids", "1 ids"),
-    ({"timestamp": 5, "input_length": 600, "output_length": 3, "hash_ids": [0, "a"]}, "hash_ids", "2 ids"),
+    ({"timestamp": 5, "input_length": 600, "output_length": 3, "hash_ids": [0, "a"]}, "hash_ids", "found 'a'"),
+    ({"timestamp": 5, "input_length": 600, "output_length": 3, "hash_ids": [0, 1.0]}, "hash_ids", "found 1.0"),
+    ({"timestamp": 5, "input_length": 600, "output_length": 3, "hash_ids": [None, 1]}, "hash_ids", "found None"),
+    # AIPerf's multi-turn rows: a turn's new input only, after the previous answer (not a whole prompt)
+    ({"session_id": "s1", "input_length": 600, "output_length": 3, "hash_ids": [0, 1]}, "session_id", "'s1'"),
+    ({"timestamp": 5, "delay": 200, "input_length": 600, "output_length": 3, "hash_ids": [0, 1]}, "delay", "200"),
     ({"timestamp": -1, "input_length": 600, "output_length": 3, "hash_ids": [0, 1]}, "timestamp", "-1"),
     ({"timestamp": 0, "input_length": 600, "output_length": 3, "hash_ids": [0, 1]}, "timestamp", "0 after 10"),
     ({"input_length": 600, "output_length": 3, "hash_ids": [0, 1]}, "timestamp", "None"),
