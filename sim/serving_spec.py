@@ -230,7 +230,7 @@ class ServingSpec:
         if self.prefix_tokens and (self.traced_sharing or self.traced_tree):
             given = "hash_ids give" if self.traced_tree else "shared_tokens column gives"
             raise InputError(f"prefix_tokens: found {self.prefix_tokens} with trace {self.trace!r}, whose "
-                             f"{given} each request's, allowed: 0")
+                             f"{given} each request's shared prefix, allowed: 0")
         if self.prefix_groups is not None and self.trace and (trace_requests(self.trace).prefix_group is not None
                                                               or self.traced_tree):
             given = "hash_ids give each request's prefix" if self.traced_tree else \
