@@ -276,8 +276,8 @@ _m("swap_s", "swap", "s", "min", "time spent moving KV between device and host m
    "and back, and prefix blocks loaded from a host cache), summed over the engines (replicas, pipeline engines, "
    "data-parallel ranks)", section="serving")
 _m("prefix_hit_rate", "prefix hit rate", "", "max",
-   "share of the admissions' prefix tokens (a recompute's included) found cached, on the device or in a host "
-   "cache: vLLM's prefix-cache hit rate (NaN without a prefix to share)",
+   "share of the requests' prefix tokens found cached, on the device or in a host cache, at their first admission "
+   "(a recompute's not counted): vLLM's prefix-cache hit rate (NaN without a prefix to share)",
    section="serving")
 _m("clipped_requests", "clipped requests", "", None, "requests clipped to the model's context",
    section="serving")

@@ -125,10 +125,12 @@ class PagedKVCache:
         self._idle_blocks = 0
         self._swapped_out: set[int] = set()  # released with keep_prefix, not sharing: their next hold is no admission
         self.used_blocks = 0
-        # Of admissions' shareable prefixes (a recompute's included), the blocks sought and the blocks found cached.
+        # Of first admissions' shareable prefixes, the blocks sought and the blocks found cached (a recompute's are not
+        # counted: vLLM v1 keeps a preempted request's apart, PrefixCacheStats.preempted_*, vllm/v1/metrics/stats.py).
         self.prefix_sought_blocks = 0
         self.prefix_found_blocks = 0
-        self.prefix_host_blocks = 0  # of those found, the blocks loaded from host memory
+        self.prefix_host_blocks = 0  # blocks loaded from host memory (every admission's)
+        self._counted: set[int] = set()  # sequences whose first admission is counted
         if self.root_blocks:
             self._cache(ROOT, self.root_blocks)
         elif self.prefix_blocks:
@@ -297,9 +299,11 @@ class PagedKVCache:
                 path = self._path_of(seq)
                 self._share(seq, path, shares)
                 loaded = self._load(path, shares)
-            self.prefix_found_blocks += shares
             self.prefix_host_blocks += loaded
-            self.prefix_sought_blocks += self._shareable.get(seq, self.prefix_blocks)
+            if seq not in self._counted:
+                self._counted.add(seq)
+                self.prefix_found_blocks += shares
+                self.prefix_sought_blocks += self._shareable.get(seq, self.prefix_blocks)
         own = extra - loaded
         self._evict(self.used_blocks + own - self.capacity_blocks)
         self._held[seq] = self._held.get(seq, 0) + own

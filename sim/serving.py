@@ -190,7 +190,7 @@ class ServingResult:
     peak_kv_share: float  # the largest fraction of an engine's own KV blocks in use (its replica's, on one stage)
     token_gaps_s: np.ndarray  # every time between two consecutive output tokens of a request
     swap_s: float = 0.0  # time spent moving preempted KV to host memory and back
-    # Of admissions' shareable prefixes (a recompute's included), the tokens sought and those found cached.
+    # Of first admissions' shareable prefixes (a recompute's not counted), the tokens sought and those found cached.
     prefix_sought_tokens: int = 0
     prefix_found_tokens: int = 0
     # Per pool: its replicas' summed iteration time (an engine's on pipeline stages includes its waits for them).

@@ -4,6 +4,8 @@ share of prompt blocks an earlier request had already named (counted here from t
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -184,3 +186,34 @@ def test_routing_by_cache_finds_more_of_a_tree_than_round_robin(costs):
     dealt = _serve(costs, requests, capacity_blocks=24, replicas=2, router="round_robin")
     assert cache.prefix_sought_tokens == dealt.prefix_sought_tokens
     assert cache.prefix_found_tokens > dealt.prefix_found_tokens
+
+
+def test_a_recomputed_sequence_is_counted_once_at_its_first_admission():
+    """A sequence preempted by recompute (released, then held again) finds its own published blocks the second time;
+    the hit rate counts only its first admission, as vLLM v1 keeps a preempted request's hits apart
+    (PrefixCacheStats.preempted_hits): 10 blocks sought, none found, whatever its readmission finds."""
+    kv = PagedKVCache(capacity_blocks=100, block_tokens=BLOCK)
+    path = [(0, 64), (1, 160)]  # 4 + 6 blocks
+    kv.assign_path(0, path)
+    kv.hold(0, 160)
+    kv.publish(0, 160)
+    kv.release(0)  # preempted: its KV dropped, its published blocks stay cached
+    assert kv.cached_prefix(0, 160) == 159  # found again on readmission (all but the token it samples from)
+    kv.hold(0, 161)
+    assert (kv.prefix_found_blocks, kv.prefix_sought_blocks) == (0, 10)
+    kv.assign_path(1, path)  # another request of the same prompt is a first admission: it finds all 10
+    kv.hold(1, 160)
+    assert (kv.prefix_found_blocks, kv.prefix_sought_blocks) == (10, 20)
+
+
+def test_prompts_sharing_nothing_find_nothing_under_preemption(costs):
+    """Every hash id unique, in a cache small enough that sequences are preempted and recomputed: no request finds
+    anything another request computed, so the hit rate is 0 (a recompute finding its own blocks again is no hit)."""
+    block_tokens = 2 * BLOCK
+    fresh = iter(range(10**6))
+    unique = [[next(fresh) for _ in ids] for ids in _random_tree_paths(11, 120)]
+    requests = _ids_trace(unique, gap_s=0.001, block_tokens=block_tokens)
+    requests = replace(requests, output_tokens=np.full(len(requests), 64))  # decodes that outgrow the cache
+    result = _serve(costs, requests, capacity_blocks=60)
+    assert result.records.preemptions.sum() > 0
+    assert result.prefix_found_tokens == 0 < result.prefix_sought_tokens
