@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from explore.cli import print_json
+from explore.progress_line import ProgressLine
 from hw_models.calibration import (
     _ATTENTION_PARAMETERS,
     ATTENTION_KINDS,
@@ -334,12 +335,12 @@ def predict_steps(device: str, rows: list[MeasuredKernel], where: str, evaluator
 
     evaluator = evaluator or Evaluator()
     times = []
+    progress = ProgressLine()
     for done, row in enumerate(rows, 1):
         point, metric = step_point(device, row, where, evaluator)
         times.append(evaluator.evaluate(point, price_infeasible=True).result.metrics()[metric])
         # Each row is a simulated run of seconds: say how far along they are.
-        print(f"\r{device}: {done}/{len(rows)} whole steps and runs simulated", end="\n" if done == len(rows) else "",
-              file=sys.stderr, flush=True)
+        progress.show(f"{device}: {done}/{len(rows)} whole steps and runs simulated", last=done == len(rows))
     return np.array(times, dtype=float)
 
 

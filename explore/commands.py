@@ -19,6 +19,7 @@ from explore.ops_table import format_op_table, op_rows
 from explore.point_checks import check_sweep_points
 from explore.point_values import check_idle_knobs, check_point_values
 from explore.pool_what_ifs import POOL_WHAT_IFS
+from explore.progress_line import ProgressLine
 from explore.rerun import (
     REPORT_FILES,
     other_models,
@@ -88,12 +89,13 @@ TEMPLATE_TRACES = 4  # a serving sweep traces each model four times at small sha
 MAX_SHOWN = 6  # derived values `explore check` lists
 
 
-def _print_progress(p: Progress) -> None:
-    eta = p.eta_s
-    best = f"{p.best_tokens_per_s:,.0f}" if p.best_tokens_per_s == p.best_tokens_per_s else "-"
-    end = "\n" if p.done >= p.total or p.finished else ""
-    print(f"\r[{p.done}/{p.total}] feasible {p.feasible}, best {best} tokens/s, "
-          f"elapsed {p.elapsed_s:.0f}s, ETA {eta:.0f}s   ", end=end, file=sys.stderr, flush=True)
+def _progress_printer(line: ProgressLine):
+    """What shows a sweep's progress on `line`."""
+    def show(p: Progress) -> None:
+        best = f"{p.best_tokens_per_s:,.0f}" if p.best_tokens_per_s == p.best_tokens_per_s else "-"
+        line.show(f"[{p.done}/{p.total}] feasible {p.feasible}, best {best} tokens/s, elapsed {p.elapsed_s:.0f}s, "
+                  f"ETA {p.eta_s:.0f}s   ", last=p.done >= p.total or p.finished)
+    return show
 
 
 def cmd_sweep(args) -> int:
@@ -147,7 +149,7 @@ def _sweep_into(args, sweep, out: Path, evaluator: Evaluator) -> int:
     if where:
         print(f"evaluating{where}", file=sys.stderr)
     rows = run_sweep(sweep, out, workers=args.workers, evaluator=evaluator,
-                     on_progress=None if args.quiet else _print_progress, executor=executor,
+                     on_progress=None if args.quiet else _progress_printer(ProgressLine()), executor=executor,
                      scheduler=args.scheduler)
     # Kept beside the results so that `explore report DIR` can draw the same Pareto fronts later; a serving
     # sweep's copy, so that it re-runs chosen serving points for their per-request figures.

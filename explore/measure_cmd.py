@@ -40,7 +40,7 @@ def add_measure_parser(add) -> argparse.ArgumentParser:
     """Register `measure` on the explore command parser (`add` makes a subparser, as for every command)."""
     p = add("measure", MEASURE_HELP, "explore measure --device-name h100-sxm --cuda --model llama-3-8b "
             "-o data/h100.csv.gz\n  "
-            "explore measure --device-name ci-host-cpu --threads 1 --cpu-preset hw_models/presets/ci-host-cpu.yaml")
+            "explore measure --device-name my-cpu --threads 1 --cpu-preset my-cpu.yaml")
     p.add_argument("--device-name", required=True,
                    help="device preset name written in the table's device column (e.g. h100-sxm, ci-host-cpu): "
                         "validate prices the rows on it")
