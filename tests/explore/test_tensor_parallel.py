@@ -310,6 +310,7 @@ def test_custom_all_reduce_runs_only_where_the_devices_reach_each_other(evaluato
     assert np.all(times("custom", (("peer_devices", 4),)) < times("nccl"))
 
 
+@pytest.mark.slow  # traces Mixtral-8x7B's two layouts (7 s): in the slow run, as the unit run's budget asks
 def test_split_and_spread_experts_sweep_side_by_side(tmp_path, evaluator):
     """parallel: {ep: [split, spread]} runs both layouts of an MoE model's experts in one sweep, each point as the
     same point built by hand (ep 1 and ep = tp)."""
