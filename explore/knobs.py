@@ -588,7 +588,8 @@ register(Knob(name="prefix_groups", type=int, section="serving", scope="serving"
 register(Knob(name="queue_policy", type=str, section="serving", scope="serving", default=None, flag=False,
               allowed=QUEUE_POLICIES, help="the order waiting requests are admitted in: fcfs (arrival order) or lpm "
               "(the longest cached prefix first: SGLang's longest-prefix-match policy, which keeps a prefix "
-              "group's requests together as BatchLLM's groups do); unset: fcfs"))
+              "group's requests together as BatchLLM's groups do; as SGLang's, arrival order past 128 waiting, and a "
+              "request sharing an uncached prefix with an earlier waiting one waits behind the rest); unset: fcfs"))
 register(Knob(name="conversation_turns", type=int, section="serving", scope="serving", default=None, flag=False,
               minimum=1, help="the requests as conversations of this many turns: each turn adds a message (the prompt "
               "distribution) to the conversation so far, arrives think_s after the previous answer and finds the "

@@ -203,6 +203,30 @@ class PagedKVCache:
         if self.prefix_blocks and blocks >= self.prefix_blocks:
             self._whole[seq] = 0 if self.root_blocks else self._group.get(seq, 0)
 
+    def queued_duplicates(self, waiting: list[tuple[int, int]], threshold_tokens: int) -> set[int]:
+        """Of `waiting` sequences (each with the tokens it would find cached, in queue order), those finding at most
+        `threshold_tokens` cached whose shareable prefix shares at least that many tokens with an earlier one's among
+        them (SGLang's in-batch prefix caching: sim/schedulers/base.py QUEUE_POLICIES)."""
+        queued: dict[int, int] = {}  # node -> the blocks of it an earlier waiting sequence's prefix holds
+        duplicates = set()
+        for seq, found in waiting:
+            if found > threshold_tokens:
+                continue
+            parts = self._parts(self._path_of(seq), self._shareable.get(seq, self.prefix_blocks))
+            shared = 0
+            for node, part in parts:
+                common = min(queued.get(node, 0), part)
+                shared += common
+                if common < part:
+                    break
+            if shared * self.block_tokens >= threshold_tokens:
+                duplicates.add(seq)
+                continue
+            for node, part in parts:
+                if part > queued.get(node, 0):
+                    queued[node] = part
+        return duplicates
+
     def chain_tokens(self, group: int, shareable_tokens: int | None = None,
                      nodes: Iterable[tuple[int, int]] | None = None) -> int:
         """Tokens of `group`'s cached chain a request sharing `shareable_tokens` with it (None: prefix_tokens) would

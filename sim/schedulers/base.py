@@ -136,9 +136,13 @@ class SchedulerLimits:
 # schedule policy (python/sglang/srt/managers/schedule_policy.py, `--schedule-policy lpm`): waiting requests in order
 # of the cached prefix each would find, longest first, arrival order among equals. It keeps a group's requests
 # together while their prefix is cached, as BatchLLM's prefix-sharing groups do (Zheng et al., arXiv:2412.03594,
-# section 3). SGLang falls back to fcfs past 128 waiting requests, to bound its sorting cost; that fallback is not
-# modeled.
+# section 3). As SGLang's (SchedulePolicy._determine_active_policy, _compute_prefix_matches): past LPM_MAX_WAITING
+# waiting requests it is fcfs, to bound the sorting; and of the requests that find at most IN_QUEUE_TOKENS cached, one
+# that shares at least as many tokens with an earlier waiting request waits behind every other (in-batch prefix
+# caching: the earlier one computes the prefix, and the later finds it cached instead of computing it too).
 QUEUE_POLICIES = ("fcfs", "lpm")
+LPM_MAX_WAITING = 128
+IN_QUEUE_TOKENS = 32  # IN_BATCH_PREFIX_CACHING_CHECK_THRESHOLD and _DEPRIORITIZE_THRESHOLD, both 32 by default
 
 
 class Scheduler:
@@ -258,10 +262,17 @@ class Scheduler:
         """The next iteration: swapped sequences come back first, then the scheduler's own choice; the KV
         tokens swapped either way ride on the batch."""
         swapped_in = self._swap_in(state) if state.swapped else 0
-        if self.limits.queue_policy == "lpm" and len(state.waiting) > 1:
+        if self.limits.queue_policy == "lpm" and 1 < len(state.waiting) <= LPM_MAX_WAITING:
             found = [state.kv.cached_prefix(seq.index, seq.target) if seq.in_prefill else 0 for seq in state.waiting]
-            if min(found) < max(found):  # longest cached prefix first, arrival order among equals (a stable sort)
-                order = sorted(range(len(found)), key=lambda i: -found[i])
+            behind = state.kv.queued_duplicates([(seq.index, tokens) for seq, tokens in zip(state.waiting, found,
+                                                                                            strict=True)
+                                                 if seq.in_prefill], IN_QUEUE_TOKENS)
+            # Longest cached prefix first, those sharing an earlier one's uncached prefix last, arrival order among
+            # equals (a stable sort).
+            keys = [math.inf if seq.index in behind else -tokens for seq, tokens in zip(state.waiting, found,
+                                                                                       strict=True)]
+            if min(keys) < max(keys):
+                order = sorted(range(len(keys)), key=keys.__getitem__)
                 state.waiting = deque(state.waiting[i] for i in order)
         batch = self.schedule(state)
         # Prefix blocks the admissions found in the host cache load like a swap-in, before the iteration computes.
