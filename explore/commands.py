@@ -631,6 +631,9 @@ def _assumptions(point: DesignPoint, device) -> str:
                       f"{where}{behind}, least recently used evicted)")
         elif s.traced_sharing:
             pools += f", {s.groups} prefix groups sharing the trace's shared_tokens, least recently used evicted"
+            if s.disaggregated and s.traced_turns:
+                pools += (" (a conversation's turns on the prefill replica that served it, which keeps their prompts "
+                          "cached; their answers, decoded apart, each next turn computes again)")
         elif s.traced_tree:
             pools += (", the trace's prompts cached as a prefix tree of their hash ids' blocks (least recently used "
                       "leaves evicted first)")

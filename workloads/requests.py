@@ -577,6 +577,9 @@ def read_request_trace(path: str | Path) -> RequestSet:
     path = Path(path)
     if path.name.endswith((".jsonl", ".jsonl.gz")):
         return read_mooncake_trace(path)
+    if path.name.endswith((".json", ".json.gz")):
+        raise InputError(f"{path}: found a .json file, allowed: a CSV trace, or a Mooncake trace of one JSON object a "
+                         f"line named .jsonl")
     header, rows, row_numbers = _read_rows(path)
     columns = ((ARRIVAL_COLUMNS, "time"), (PROMPT_COLUMNS, "length"), (OUTPUT_COLUMNS, "length"),
                (GROUP_COLUMNS, "count"), (SHARED_COLUMNS, "count"), (AFTER_PREVIOUS_COLUMNS, "gap"))

@@ -40,3 +40,17 @@ def test_a_turn_behind_a_prefill_pool_finds_the_previous_prompt_not_its_answer(c
     assert (sought, behind) == (64 + 95 + 126 + 157, 64 + 82 + 114 + 145)
     assert _hit_rate(capsys) == pytest.approx(together / sought)
     assert _hit_rate(capsys, "--prefill-replicas", "1") == pytest.approx(behind / sought)
+
+
+def test_a_trace_s_conversations_behind_a_prefill_pool_say_what_is_cached_where(tmp_path, capsys):
+    chat = tmp_path / "chat.csv"  # two conversations of two turns (the second shares the first's 459 cached tokens)
+    chat.write_text("arrival_s,prompt_tokens,output_tokens,prefix_group,shared_tokens,after_previous_s\n"
+                    "0.0,400,60,0,0,\n0.5,400,60,1,0,\n0.5,900,60,0,459,2.0\n0.5,900,60,1,459,2.0\n")
+    argv = ["run", "--model", "llama-3-8b", "--device", "h100-sxm", "--serving", "--execution", "engine", "--trace",
+            str(chat), "--rate", "1", "--prefill-replicas", "1"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "on the prefill replica that served it, which keeps their prompts cached" in out.splitlines()[0]
+    # Each later turn finds the earlier prompt's 25 whole blocks of the 28 (459 tokens) it may share.
+    assert main([*argv, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["prefix_hit_rate"] == pytest.approx(25 / 28)

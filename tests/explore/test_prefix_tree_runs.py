@@ -50,3 +50,9 @@ def test_a_bad_line_is_one_line_exit_2(tmp_path, capsys):
     assert main([*RUN, "--trace", str(_trace(tmp_path, lines)), "--rate", "2"]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "line 2, key hash_ids: found 2 ids, allowed: 4" in err, err
+
+
+def test_a_timed_trace_without_a_rate_is_offered_its_own_times(tmp_path, capsys):
+    assert main([*RUN, "--trace", str(_trace(tmp_path, _calls(3)))]) == 2
+    err = capsys.readouterr().err
+    assert "--rate: found none for poisson arrivals, allowed: a rate > 0 req/s (or arrival 'trace'" in err, err

@@ -100,3 +100,11 @@ def test_a_tree_beside_prefix_groups_is_refused():
     with pytest.raises(InputError, match="prefix_nodes beside prefix_group"):
         RequestSet(arrival_s=np.zeros(1), prompt_tokens=np.array([10]), output_tokens=np.array([1]),
                    prefix_group=np.array([0]), prefix_nodes=((0,),))
+
+
+def test_a_json_file_is_told_to_be_named_jsonl(tmp_path):
+    """A Mooncake trace saved as .json was read as a CSV ('found a header and no rows')."""
+    path = _write(tmp_path, LINES, "trace.json")
+    with pytest.raises(InputError, match=r"trace\.json: found a \.json file, allowed: a CSV trace, or a Mooncake trace "
+                                         r"of one JSON object a line named \.jsonl"):
+        read_request_trace(path)
