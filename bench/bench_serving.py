@@ -5,10 +5,15 @@ Traces are captured before timing. The serving run is timed against the static p
 run: static-batch design points of the trace's mean prompt and output at the serving run's mean batch size,
 counted as requests per second of wall time. Target: the whole trace in under 60 s on one core.
 
-    python bench/bench_serving.py [--scheduler continuous] [--requests N] [--seconds 3] [--pp S]
+    python bench/bench_serving.py [--scheduler continuous] [--requests N] [--seconds 3] [--pp S] [--trace T]
+        [--memory-utilization U] [--host-cache-GB G]
 
 With --pp S each replica runs S engines over S pipeline stages (sim/replica.py): about S times the iterations at the
-trace's rate, each as cheap, so the target scales with S.
+trace's rate, each as cheap, so the target scales with S. --trace replays another trace at its own times, e.g. a prefix
+tree (a Mooncake trace) under eviction, its cache's cost included:
+
+    python examples/traces/agents.py --calls 20000 --out /tmp/agents-20k.jsonl
+    python bench/bench_serving.py --trace /tmp/agents-20k.jsonl --memory-utilization 0.3 --host-cache-GB 64
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import time
 
 from explore.design_point import DesignPoint
 from explore.evaluate import Evaluator
-from sim.serving_spec import ServingSpec
+from sim.serving_spec import ServingSpec, trace_requests
 
 TARGET_S = 60.0
 MODEL, DEVICE = "llama-2-7b", "h100-sxm"
@@ -30,10 +35,14 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=19366, help="requests of the trace (default all)")
     parser.add_argument("--seconds", type=float, default=3.0, help="time spent on the static path")
     parser.add_argument("--pp", type=int, default=1, help="pipeline stages of the serving replica (default 1)")
+    parser.add_argument("--trace", default="splitwise-conv", help="the trace replayed (default splitwise-conv)")
+    parser.add_argument("--memory-utilization", type=float, help="the engine's share of device memory (default all)")
+    parser.add_argument("--host-cache-GB", type=float, help="host memory keeping evicted prefix blocks (default none)")
     args = parser.parse_args()
     evaluator = Evaluator()
-    spec = ServingSpec(scheduler=args.scheduler, requests=args.requests, trace="splitwise-conv", arrival="trace",
-                       rate_per_s=None)
+    requests = min(args.requests, len(trace_requests(args.trace)))
+    spec = ServingSpec(scheduler=args.scheduler, requests=requests, trace=args.trace, arrival="trace", rate_per_s=None,
+                       memory_utilization=args.memory_utilization, host_cache_GB=args.host_cache_GB)
     serving_point = DesignPoint(model=MODEL, device=DEVICE, batch=spec.max_seqs, prompt=0, output=0, serving=spec,
                                 pp=args.pp)
     start = time.perf_counter()

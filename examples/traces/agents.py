@@ -10,11 +10,13 @@ Mooncake's (kvcache-ai/Mooncake FAST25-release/traces): timestamp in ms, input_l
 per 512 tokens, alike where two prompts agree up to that block's end; a prompt's last block is partial (its id names
 the partial block: a later call that extends it gets a new id there).
 
-Run: python3 examples/traces/agents.py  (rewrites examples/traces/agents.jsonl)
+Run: python3 examples/traces/agents.py  (rewrites examples/traces/agents.jsonl; --calls N --out PATH writes another,
+e.g. a long one for bench/bench_serving.py)
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 from itertools import count
 from pathlib import Path
@@ -27,13 +29,18 @@ SEED = 0
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calls", type=int, default=CALLS, help=f"calls to write (default {CALLS})")
+    parser.add_argument("--out", type=Path, default=Path(__file__).with_suffix(".jsonl"),
+                        help="the trace written (default agents.jsonl beside this file)")
+    args = parser.parse_args()
     rng = np.random.default_rng(SEED)
     fresh = count()
     systems = [[next(fresh) for _ in range(6)] for _ in range(4)]
     open_sessions: list[list[int]] = []  # each session's whole blocks so far
     clock_ms = 0.0
     lines = []
-    for _ in range(CALLS):
+    for _ in range(args.calls):
         clock_ms += rng.exponential(1000 / 6)
         if open_sessions and rng.random() < 0.7:
             session = open_sessions[rng.integers(len(open_sessions))]
@@ -50,8 +57,7 @@ def main() -> None:
                       "output_length": int(rng.integers(50, 300)), "hash_ids": ids})
         if len(session) > 10:
             open_sessions.remove(session)
-    out = Path(__file__).with_suffix(".jsonl")
-    out.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    args.out.write_text("".join(json.dumps(line) + "\n" for line in lines))
 
 
 if __name__ == "__main__":
