@@ -620,10 +620,13 @@ def _assumptions(point: DesignPoint, device) -> str:
             held = f" ({shared} in whole {s.block_tokens}-token blocks)" if shared != s.prefix_tokens else ""
             groups = f" of {s.groups} groups, least recently used evicted" if s.groups > 1 and not s.rooted else ""
             what_prefix = "system prompt every conversation starts with" if s.rooted else "shared prefix"
-            pools += (f", a {s.prefix_tokens}-token {what_prefix}{held}{groups} ({s.prefix_attention or 'paged'} "
-                      f"attention)")
+            prefixes = f"a {s.prefix_tokens}-token {what_prefix}"
+            if s.system_prompts > 1:
+                prefixes = f"{s.system_prompts} {s.prefix_tokens}-token system prompts, each conversation drawing one"
+            pools += f", {prefixes}{held}{groups} ({s.prefix_attention or 'paged'} attention)"
         if s.conversations:
-            behind = ", behind the system prompt held once" if s.rooted else ""
+            behind = ((", behind the system prompt held once" if s.system_prompts == 1 else
+                       ", behind its system prompt, each held once") if s.rooted else "")
             spread = f" (cv {s.think_cv:g})" if s.think_cv else ""
             where = ("one prefill replica, which keeps its prompts cached; its answers, decoded apart, the next turn "
                      "computes again" if s.disaggregated else "one replica, its context cached as its prefix")

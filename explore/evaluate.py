@@ -699,7 +699,8 @@ class Evaluator:
                     router=spec.router or DEFAULT_ROUTER,
                     # A decode pool caches one shared prefix; with several, each request's KV crosses whole.
                     prefix_tokens=0 if role == "decode" and spec.groups > 1 else spec.prefix_tokens,
-                    prefix_groups=spec.groups, root=spec.rooted, cascade=spec.cascade,
+                    prefix_groups=spec.system_prompts if spec.rooted else spec.groups, root=spec.rooted,
+                    cascade=spec.cascade,
                     window=self.kv_window(point),
                     # A data-parallel rank swaps its own sequences over its own device's host link.
                     host_link_Bps=None if (swap := self._host_link_Bps(point, device)) is None else

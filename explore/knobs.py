@@ -583,8 +583,9 @@ register(Knob(name="prefix_attention", type=str, section="serving", scope="servi
 register(Knob(name="prefix_groups", type=int, section="serving", scope="serving", default=None, flag=False,
               minimum=1, help="distinct prefixes of prefix_tokens tokens the requests start with, each request's drawn "
               "evenly (a system prompt per task, a shared document): each group's prefix is cached while memory "
-              "allows, the least recently used evicted first (vLLM's automatic prefix caching); unset: 1, one prefix "
-              "every request shares"))
+              "allows, the least recently used evicted first (vLLM's automatic prefix caching); beside "
+              "conversation_turns, the system prompts each conversation draws one of; unset: 1, one prefix every "
+              "request shares"))
 register(Knob(name="queue_policy", type=str, section="serving", scope="serving", default=None, flag=False,
               allowed=QUEUE_POLICIES, help="the order waiting requests are admitted in: fcfs (arrival order) or lpm "
               "(the longest cached prefix first: SGLang's longest-prefix-match policy, which keeps a prefix "

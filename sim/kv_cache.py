@@ -17,10 +17,11 @@ stays cached until its blocks are needed: then the least recently shared chain g
 frees cached blocks least recently used first, a chain's tail before its head). The cache starts warm, as a server
 that has run for a while: every group's `prefix_tokens` prefix cached, in group order, while they fit.
 
-With a root (`root_tokens`: a system prompt every conversation starts with) the chains branch once: every group's
-chain starts with the root's blocks, held once for all groups, and a group's own blocks follow them. A sequence finds
-its group's blocks only behind the whole root (a block is found by the hash of everything before it), and the root
-gives up blocks only once no group's blocks follow it (a radix tree evicts its leaves first, as SGLang's does).
+With roots (`root`: a system prompt every conversation starts with, or one of `prefix_groups` of them each
+conversation draws) the chains branch once: every group's chain starts with its root's blocks, held once for all
+the groups behind it, and a group's own blocks follow them. A sequence finds its group's blocks only behind the whole
+root (a block is found by the hash of everything before it), and a root gives up blocks only once no group's blocks
+follow it (a radix tree evicts its leaves first, as SGLang's does).
 
 A prefix tree (`assign_path`: requests of a trace whose blocks are named by hash, Mooncake's `hash_ids`) branches
 anywhere: a sequence's path is a list of nodes, each a stretch of its prompt ending at a given token, and two
@@ -40,14 +41,19 @@ from __future__ import annotations
 import math
 import sys
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 
 from kernels.kv_policy import Window, kept_tokens
 
-ROOT = -1  # the chain of the root every group's chain starts with (a conversation's system prompt)
+ROOT = -1  # the key of the root (system prompt) 0; root r > 0 is keyed ("root", r)
 OPEN = sys.maxsize  # the span of a group's chain: it grows as far as its sequences share
 # A path: the nodes a sequence's prompt passes through, each with the whole blocks of the prompt it holds.
-Path = tuple[tuple[int, int], ...]
+Path = tuple[tuple[Hashable, int], ...]
+
+
+def root_key(root: int) -> Hashable:
+    """The cache's key of root `root` (>= 0): apart from every group's and tree node's key."""
+    return ROOT if root == 0 else ("root", root)
 
 
 def tree_path(nodes: Iterable[tuple[int, int]], block_tokens: int) -> Path:
@@ -75,9 +81,10 @@ class PagedKVCache:
                  window: Window = None, device_blocks: int | None = None, root: bool = False,
                  host_blocks: int = 0):
         """`prefix_tokens`: what a request shares with its group unless assigned otherwise (`assign`), and the prefix
-        of each of the `prefix_groups` groups cached at the start, or with `root` the root every group's chain starts
-        with, held once for all and cached at the start; `window`: a sliding-window model keeps the KV of its
-        last `window` tokens only (a KVPolicy: its mix of retrieval and streaming heads, kernels/kv_policy.py);
+        of each of the `prefix_groups` groups cached at the start, or with `root` the `prefix_groups` roots the groups'
+        chains start with (a group's, its sequences' `assign` names), each held once and cached at the start while
+        they fit; `window`: a sliding-window model keeps the KV of its last `window` tokens only (a KVPolicy: its mix of
+        retrieval and streaming heads, kernels/kv_policy.py);
         `device_blocks`: of the capacity, the blocks in the model's devices' memory, the rest on a hybrid pool's
         attention devices (sim/attention_pool.py; None: no such split); `host_blocks`: a tier of host memory that
         keeps blocks the device evicts, loaded back when a sequence finds them (0: evicted blocks are gone)."""
@@ -111,6 +118,7 @@ class PagedKVCache:
         # The root's blocks every group's chain starts with (0: none, each group's chain its own from its start).
         self.root_blocks = self.prefix_blocks if root else 0
         self._path: dict[int, Path] = {}  # a sequence of a prefix tree -> its path (assign_path)
+        self._root: dict[int, int] = {}  # a sequence -> the root its group's chain starts with (unassigned: 0)
         # A cached node (blocks on the device or in host memory) -> its blocks on the device, the node's first ones (a
         # group's: behind the root, its own after it); the rest follow them in host memory (_host).
         self._chain: dict[int, int] = {}
@@ -120,8 +128,8 @@ class PagedKVCache:
         self._host: OrderedDict[int, int] = OrderedDict()  # a node -> its blocks in host memory, least recently first
         self._host_used = 0
         self._loaded_blocks = 0  # blocks loaded from host memory since take_loaded_tokens
-        self._sharers: dict[int, int] = {}  # a cached group -> how many sequences share its chain
-        self._idle: OrderedDict[int, None] = OrderedDict()  # chains nobody shares, least recently shared first
+        self._sharers: dict[int, int] = {}  # a cached node -> how many sequences share it
+        self._idle: OrderedDict[int, None] = OrderedDict()  # nodes nobody shares, least recently shared first
         self._idle_blocks = 0
         self._swapped_out: set[int] = set()  # released with keep_prefix, not sharing: their next hold is no admission
         self.used_blocks = 0
@@ -132,7 +140,8 @@ class PagedKVCache:
         self.prefix_host_blocks = 0  # blocks loaded from host memory (every admission's)
         self._counted: set[int] = set()  # sequences whose first admission is counted
         if self.root_blocks:
-            self._cache(ROOT, self.root_blocks)
+            for root in range(min(prefix_groups, capacity_blocks // self.root_blocks)):
+                self._cache(root_key(root), self.root_blocks)
         elif self.prefix_blocks:
             for group in range(min(prefix_groups, capacity_blocks // self.prefix_blocks)):
                 self._cache(group, self.prefix_blocks)
@@ -144,12 +153,15 @@ class PagedKVCache:
         return self.prefix_blocks * self.block_tokens
 
     def assign(self, seq: int, group: int, shareable_tokens: int | None = None, continues: bool = False,
-               leaves_tokens: int = 0) -> None:
+               leaves_tokens: int = 0, root: int = 0) -> None:
         """Sequence `seq` belongs to group `group` and may share the whole blocks of its first `shareable_tokens`
         tokens with it (None: prefix_tokens); `continues`: the group's next request continues its whole context;
         `leaves_tokens`: the tokens of its prompt the group's next request shares, whose whole blocks extend the
-        group's chain as it computes them, beyond its shareable ones."""
+        group's chain as it computes them, beyond its shareable ones; `root`: the root the group's chain starts
+        with, where there are roots."""
         self._group[seq] = group
+        if root:
+            self._root[seq] = root
         if shareable_tokens is not None:
             self._shareable[seq] = shareable_tokens // self.block_tokens
         if leaves_tokens:
@@ -166,11 +178,11 @@ class PagedKVCache:
     def _path_of(self, seq: int) -> Path:
         """The nodes `seq`'s prefix lies on, each with the blocks of it `seq` may share."""
         path = self._path.get(seq)
-        return self._group_path(self._group.get(seq, 0)) if path is None else path
+        return self._group_path(self._group.get(seq, 0), self._root.get(seq, 0)) if path is None else path
 
-    def _group_path(self, group: int) -> Path:
-        """A group's chain as a path: behind the root's blocks where there is one, open-ended."""
-        return ((ROOT, self.root_blocks), (group, OPEN)) if self.root_blocks else ((group, OPEN),)
+    def _group_path(self, group: int, root: int = 0) -> Path:
+        """A group's chain as a path: behind its root's blocks where there are roots, open-ended."""
+        return ((root_key(root), self.root_blocks), (group, OPEN)) if self.root_blocks else ((group, OPEN),)
 
     def _walk(self, path: Path) -> int:
         """Blocks of `path` a sequence can find cached: each node's only behind every earlier node whole."""
@@ -192,8 +204,8 @@ class PagedKVCache:
 
     def prefix_sharers(self, seqs: Iterable[int]) -> list[int]:
         """Of each of `seqs`, the group whose whole configured prefix (`prefix_tokens`' whole blocks) it shares from
-        the cache: its group, or 0 where every group's chain starts with the root; -1 where it shares less (a chain cut
-        short, or another of its group computing the prefix first, left it its own copy) or none. What cascade
+        the cache: its group, or its root where the groups' chains start with roots; -1 where it shares less (a chain
+        cut short, or another of its group computing the prefix first, left it its own copy) or none. What cascade
         attention reads once for each group's decoding sequences (kernels/shapes.py step_shape prefix_groups)."""
         whole = self._whole.get
         return [whole(seq, -1) for seq in seqs]
@@ -201,7 +213,7 @@ class PagedKVCache:
     def _note_whole(self, seq: int, blocks: int) -> None:
         """Record `seq`'s prefix group (prefix_sharers) where its `blocks` shared blocks hold the whole prefix."""
         if self.prefix_blocks and blocks >= self.prefix_blocks:
-            self._whole[seq] = 0 if self.root_blocks else self._group.get(seq, 0)
+            self._whole[seq] = self._root.get(seq, 0) if self.root_blocks else self._group.get(seq, 0)
 
     def queued_duplicates(self, waiting: list[tuple[int, int]], threshold_tokens: int) -> set[int]:
         """Of `waiting` sequences (each with the tokens it would find cached, in queue order), those finding at most
@@ -228,14 +240,14 @@ class PagedKVCache:
         return duplicates
 
     def chain_tokens(self, group: int, shareable_tokens: int | None = None,
-                     nodes: Iterable[tuple[int, int]] | None = None) -> int:
-        """Tokens of `group`'s cached chain a request sharing `shareable_tokens` with it (None: prefix_tokens) would
-        find here, or of a prefix tree's request, of its path's `nodes` (assign_path's) (what a cache-aware router
-        compares between replicas)."""
+                     nodes: Iterable[tuple[int, int]] | None = None, root: int = 0) -> int:
+        """Tokens of `group`'s cached chain (behind root `root`) a request sharing `shareable_tokens` with it (None:
+        prefix_tokens) would find here, or of a prefix tree's request, of its path's `nodes` (assign_path's) (what a
+        cache-aware router compares between replicas)."""
         if nodes is not None:
             return self._walk(tree_path(nodes, self.block_tokens)) * self.block_tokens
         shareable = self.prefix_blocks if shareable_tokens is None else shareable_tokens // self.block_tokens
-        return min(self._walk(self._group_path(group)), shareable) * self.block_tokens
+        return min(self._walk(self._group_path(group, root)), shareable) * self.block_tokens
 
     def is_cached(self, seq: int) -> bool:
         """Whether some of `seq`'s shareable prefix is cached (or `seq` shares it already)."""
@@ -433,7 +445,7 @@ class PagedKVCache:
     def _cache(self, group: int, blocks: int) -> None:
         """A new idle chain of `blocks` blocks for `group` (the most recently shared), behind the root if there is
         one."""
-        self._add(group, ROOT if self.root_blocks and group != ROOT else None)
+        self._add(group, None)  # a warm chain: a root, or a group's chain where there are no roots
         self._set_device(group, blocks)
         self._idle[group] = None
         self._idle_blocks += blocks

@@ -13,13 +13,14 @@ from sim.replica import Replica
 @dataclass(frozen=True)
 class Routed:
     """What a router may know of the request it routes: its prefix group, the tokens it may share with the group
-    (None: the pool's prefix), its prompt's tokens, and in a prefix tree its path's nodes (RequestSet.prefix_path;
-    None: it has none)."""
+    (None: the pool's prefix), its prompt's tokens, in a prefix tree its path's nodes (RequestSet.prefix_path;
+    None: it has none), and the root its group's chain starts with (RequestSet.prefix_root)."""
 
     group: int = 0
     shareable_tokens: int | None = None
     prompt_tokens: int = 1
     tree_nodes: tuple[tuple[int, int], ...] | None = None
+    root: int = 0
 
 
 class Router:
@@ -86,8 +87,8 @@ class CacheAware(Router):
         most, fewest = max(loads), min(loads)
         if most - fewest > self.BALANCE_ABS and most > fewest * self.BALANCE_REL:
             return replicas[loads.index(fewest)]
-        found = [replica.state.kv.chain_tokens(request.group, request.shareable_tokens, request.tree_nodes)
-                 for replica in replicas]
+        found = [replica.state.kv.chain_tokens(request.group, request.shareable_tokens, request.tree_nodes,
+                                               request.root) for replica in replicas]
         best = max(range(len(replicas)), key=lambda i: (found[i], -loads[i]))
         if found[best] >= self.CACHE_THRESHOLD * request.prompt_tokens:
             return replicas[best]

@@ -451,6 +451,7 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
     served_by: dict[int, Replica] = {}
 
     tree = requests.prefix_nodes is not None
+    roots = [0] * len(requests) if requests.prefix_root is None else requests.prefix_root.tolist()
 
     def admit(index: int, arrival_s: float, replica: Replica) -> None:
         seq = Sequence(index=index, arrival_s=arrival_s, prompt=prompts[index], output=outputs[index])
@@ -458,7 +459,7 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
             replica.state.kv.assign_path(index, requests.prefix_path(index))
         else:
             replica.state.kv.assign(index, groups[index], shared[index], continues=index in continued,
-                                    leaves_tokens=leaves.get(index, 0))
+                                    leaves_tokens=leaves.get(index, 0), root=roots[index])
         seq.computed = replica.state.kv.cached_prefix(index, seq.target)
         if index in next_turn:
             served_by[index] = replica
@@ -470,7 +471,8 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
                 continue
             if arrival_s > env.now:
                 yield env.timeout(arrival_s - env.now)
-            routed = Routed(groups[index], shared[index], prompts[index], requests.prefix_path(index) if tree else None)
+            routed = Routed(groups[index], shared[index], prompts[index], requests.prefix_path(index) if tree else None,
+                            roots[index])
             admit(index, arrival_s, routers[0].choose(replicas[0], routed))
 
     def follow(index: int, previous: int):

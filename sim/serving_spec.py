@@ -256,7 +256,9 @@ class ServingSpec:
             for name, conflict, why in (
                     ("trace", bool(self.trace), "none (conversations draw their messages and answers from the prompt "
                      "and output distributions)"),
-                    ("prefix_groups", self.prefix_groups is not None, "left out (each conversation is a group)")):
+                    ("prefix_groups", self.prefix_groups is not None and not self.rooted,
+                     "left out (each conversation is a group), or with prefix_tokens: the system prompts each "
+                     "conversation draws one of")):
                 if conflict:
                     raise InputError(f"{name}: found {getattr(self, name)!r} with conversation_turns "
                                      f"{self.conversation_turns}, allowed: {why}")
@@ -381,13 +383,18 @@ class ServingSpec:
     def groups(self) -> int:
         """The prefixes the requests start with: prefix_groups, else one a conversation, else a trace's prefix_group
         column's distinct groups, else the one every request shares."""
-        if self.prefix_groups is not None:
-            return self.prefix_groups
         if self.conversations or self.rooted:
             return math.ceil(self.requests / self.conversation_turns)
+        if self.prefix_groups is not None:
+            return self.prefix_groups
         if self.trace and (given := trace_requests(self.trace).head(self.requests).prefix_group) is not None:
             return len(np.unique(given))
         return 1
+
+    @property
+    def system_prompts(self) -> int:
+        """The system prompts conversations start with, each drawing one: prefix_groups where rooted, else 1."""
+        return (self.prefix_groups or 1) if self.rooted else 1
 
     @property
     def rooted(self) -> bool:
@@ -429,7 +436,7 @@ class ServingSpec:
             return sample_conversations(arrivals=self._arrivals(rate / self.conversation_turns), prompt=self.prompt,
                                         output=self.output, count=self.requests, turns=self.conversation_turns,
                                         think_s=self.think_s or 0.0, seed=self.seed, system_tokens=self.prefix_tokens,
-                                        think_cv=self.think_cv or 0.0)
+                                        think_cv=self.think_cv or 0.0, system_groups=self.system_prompts)
         return sample_requests(arrivals=self._arrivals(rate), prompt=self.prompt, output=self.output,
                                count=self.requests, seed=self.seed)
 

@@ -112,6 +112,9 @@ class RequestSet:
     # arrives at its arrival_s.
     shared_tokens: np.ndarray | None = None
     after_previous_s: np.ndarray | None = None
+    # Beside prefix_group, each request's root: which of several system prompts its group's prefix starts with
+    # (sample_conversations' system_groups; int64 >= 0). None: every group behind one.
+    prefix_root: np.ndarray | None = None
     # A prefix tree (a Mooncake trace): each request's prompt as the nodes it passes through, in order, each node (an
     # id >= 0, one per distinct prefix) `tree_block_tokens` of its tokens, the last node the rest. None: no tree.
     prefix_nodes: tuple[tuple[int, ...], ...] | None = None
@@ -157,6 +160,13 @@ class RequestSet:
                 raise InputError("RequestSet: found after_previous_s out of range, allowed: one per request, seconds "
                                  ">= 0 or NaN")
             object.__setattr__(self, "after_previous_s", _frozen(gaps))
+        if self.prefix_root is not None:
+            roots = np.asarray(self.prefix_root)
+            if self.prefix_group is None or roots.shape != prompt.shape or roots.dtype.kind not in "iu" or \
+                    np.any(roots < 0):
+                raise InputError("RequestSet: found prefix_root out of range, allowed: beside prefix_group, one "
+                                 "integer >= 0 per request")
+            object.__setattr__(self, "prefix_root", _frozen(roots.astype(np.int64)))
         if self.prefix_nodes is not None:
             self._check_prefix_nodes()
 
@@ -195,6 +205,7 @@ class RequestSet:
         return replace(self, arrival_s=self.arrival_s[:count], prompt_tokens=self.prompt_tokens[:count],
                        output_tokens=self.output_tokens[:count], prefix_group=cut(self.prefix_group),
                        shared_tokens=cut(self.shared_tokens), after_previous_s=cut(self.after_previous_s),
+                       prefix_root=cut(self.prefix_root),
                        prefix_nodes=None if self.prefix_nodes is None else self.prefix_nodes[:count])
 
     @property
@@ -416,7 +427,7 @@ def think_times(think_s: float, cv: float, seed: int, count: int) -> np.ndarray:
 
 def sample_conversations(*, arrivals: ArrivalProcess, prompt: LengthDistribution, output: LengthDistribution,
                          count: int, turns: int, think_s: float, seed: int, system_tokens: int = 0,
-                         think_cv: float = 0.0) -> RequestSet:
+                         think_cv: float = 0.0, system_groups: int = 1) -> RequestSet:
     """`count` requests as conversations of `turns` turns (the last one shorter where `turns` does not divide
     `count`), each conversation's turns consecutive. A conversation's first turn arrives by `arrivals`; each later turn
     `think_s` seconds after the previous one's answer is finished (on average, its think time drawn with coefficient of
@@ -424,11 +435,13 @@ def sample_conversations(*, arrivals: ArrivalProcess, prompt: LengthDistribution
     conversation so far (a system prompt of `system_tokens` every conversation starts with, every earlier message and
     answer) and answers with `output` tokens; it shares with its conversation the context the previous turn's KV cache
     holds (its prompt and all but its last output token, which is never fed back), a first turn the system prompt.
-    The draws are sample_requests's: the same arguments give the same conversations."""
+    With `system_groups` system prompts each conversation draws one, evenly (RequestSet.prefix_root), from a stream of
+    the seed apart from the others. The draws are sample_requests's: the same arguments give the same conversations."""
     count = _integer("count", count, at_least=1)
     turns = _integer("turns", turns, at_least=1)
     think_s = _number("think_s", think_s, at_least=0)
     system_tokens = _integer("system_tokens", system_tokens, at_least=0)
+    system_groups = _integer("system_groups", system_groups, at_least=1)
     arrival_rng, prompt_rng, output_rng = _streams(seed)
     messages, answers = prompt.sample(prompt_rng, count), output.sample(output_rng, count)
     conversation = np.arange(count) // turns
@@ -445,8 +458,13 @@ def sample_conversations(*, arrivals: ArrivalProcess, prompt: LengthDistribution
         prompts[i] = context + messages[i]
         context = prompts[i] + answers[i]
     system = f" after a {system_tokens}-token system prompt" if system_tokens else ""
+    roots = None
+    if system_groups > 1:
+        system = f" after one of {system_groups} {system_tokens}-token system prompts"
+        root_rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(5)[4])  # apart from think_times' (3)
+        roots = root_rng.integers(system_groups, size=int(opens.sum()))[conversation]
     return RequestSet(arrival_s=starts[conversation], prompt_tokens=prompts, output_tokens=answers,
-                      prefix_group=conversation, shared_tokens=shared,
+                      prefix_group=conversation, shared_tokens=shared, prefix_root=roots,
                       after_previous_s=np.where(opens, np.nan, think_times(think_s, think_cv, seed, count)),
                       source=f"{arrivals} conversations of {turns} turns{system}, {think_s:g} s apart"
                              f"{f' (cv {think_cv:g})' if think_cv else ''}, messages {prompt}, answers {output}, "

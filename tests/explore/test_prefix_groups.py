@@ -265,3 +265,22 @@ def test_a_system_prompt_is_in_front_of_every_conversation_of_one_turn_or_more(t
                            prefix_tokens=64, conversation_turns=1)
     requests = one_turn.request_set()
     assert (requests.prompt_tokens == 64 + 40).all() and (requests.shared_tokens == 64).all()
+
+
+def test_conversations_behind_several_system_prompts(evaluator, capsys):
+    """Conversations each drawing one of 4 system prompts of 1,024 tokens (Llama-3-8B on an H100, every prompt
+    cached): cascade attention reads each system prompt once for the conversations behind it, so its attention takes
+    longer than behind one system prompt (more prefixes read, fewer queries each) and less than paged attention's; every
+    turn still finds its context. explore run says what it caches."""
+    def run(prompts: int, attention: str) -> dict:
+        return _served(evaluator, "h100-sxm", 300, 64, requests=256, rate_per_s=200.0, prefix_tokens=1024,
+                       conversation_turns=2, think_s=0.5, prefix_groups=prompts, prefix_attention=attention, seed=3)
+
+    one, paged, cascade = run(1, "cascade"), run(4, "paged"), run(4, "cascade")
+    assert one["time_attention_s"] < cascade["time_attention_s"] < paged["time_attention_s"]
+    assert one["prefix_hit_rate"] == paged["prefix_hit_rate"] == cascade["prefix_hit_rate"] == 1.0
+    argv = ["run", "--model", "llama-3-8b", "--device", "h100-sxm", "--serving", "--execution", "engine", "--requests",
+            "16", "--rate", "4", "--prompt", "64", "--output", "4", "--conversation-turns", "2", "--prefix-tokens",
+            "512", "--prefix-groups", "4"]
+    assert main(argv) == 0
+    assert "4 512-token system prompts, each conversation drawing one" in capsys.readouterr().out

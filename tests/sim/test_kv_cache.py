@@ -202,8 +202,7 @@ def test_bad_group_count_is_refused():
 
 def _rooted(capacity_blocks: int = 20) -> PagedKVCache:
     """A 32-token system prompt (2 blocks) as the root, cached once however many conversations there are."""
-    return PagedKVCache(capacity_blocks=capacity_blocks, block_tokens=16, prefix_tokens=32, prefix_groups=50,
-                        root=True)
+    return PagedKVCache(capacity_blocks=capacity_blocks, block_tokens=16, prefix_tokens=32, root=True)
 
 
 def _turn(kv: PagedKVCache, seq: int, conversation: int, shareable: int, tokens: int, continues: bool = True) -> None:
@@ -218,7 +217,7 @@ def test_the_root_is_held_once_for_every_conversation():
     """Three first turns of 50 tokens each find the 2-block root (sought 2, found 2 each) and hold only their own 2
     blocks (tokens 33-50); the root is cached once: 2 + 3 x 2 blocks in use."""
     kv = _rooted()
-    assert kv.used_blocks == 2 and kv.evictable_blocks == 2  # warm: the root alone, not 50 prefixes
+    assert kv.used_blocks == 2 and kv.evictable_blocks == 2  # warm: the root alone, not a prefix a conversation
     for seq in range(3):
         kv.assign(seq, seq, shareable_tokens=32)
         kv.hold(seq, 50)
@@ -313,3 +312,22 @@ def test_no_prefix_has_no_sharers():
     kv = PagedKVCache(capacity_blocks=10, block_tokens=16)
     kv.hold(0, 20)
     assert kv.prefix_sharers([0]) == [-1]
+
+
+def test_several_roots_each_hold_their_conversations_and_an_idle_one_goes_first():
+    """Two 32-token system prompts (2 blocks each) cached warm in 6 blocks. Conversation 7, behind the second, leaves
+    its first turn's 3 whole blocks (the root's 2 and 1 of its own). A 3-block sequence of no conversation then takes
+    the free block and the first root, idle with nothing behind it, before anything of the second's: conversation 7's
+    next turn still finds its 48 tokens, and a conversation behind the first root finds none."""
+    kv = PagedKVCache(capacity_blocks=6, block_tokens=16, prefix_tokens=32, prefix_groups=2, root=True)
+    assert kv.used_blocks == 4 and kv.evictable_blocks == 4
+    kv.assign(0, 7, shareable_tokens=32, continues=True, root=1)
+    assert kv.cached_prefix(0, 50) == 32
+    kv.hold(0, 50)
+    kv.release(0, computed=50)
+    assert kv.used_blocks == 5
+    kv.assign(1, 9, shareable_tokens=0)  # no conversation: nothing to share
+    kv.hold(1, 48)
+    kv.assign(2, 7, shareable_tokens=49, root=1)
+    kv.assign(3, 8, shareable_tokens=32, root=0)
+    assert kv.cached_prefix(2, 100) == 48 and kv.cached_prefix(3, 100) == 0

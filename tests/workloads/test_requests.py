@@ -398,3 +398,21 @@ def test_varying_think_times_leave_the_conversations_draws_alone():
         assert np.array_equal(getattr(fixed, name), getattr(varied, name)), name
     later = ~np.isnan(fixed.after_previous_s)
     assert (fixed.after_previous_s[later] == 3.0).all() and len(set(varied.after_previous_s[later])) == later.sum()
+
+
+def test_several_system_prompts_are_drawn_per_conversation_and_leave_the_other_draws_alone():
+    """With 3 system prompts each conversation's turns share one (prefix_root), every one of the 3 is drawn among
+    100 conversations, the same seed draws the same, and arrivals, messages, answers and think times are those of one
+    system prompt (a stream of its own)."""
+    args = dict(arrivals=Poisson(rate_per_s=5.0), prompt=Uniform(low=10, high=90), output=Uniform(low=1, high=30),
+                count=400, turns=4, think_s=3.0, seed=5, system_tokens=64, think_cv=1.0)
+    one, three = sample_conversations(**args), sample_conversations(**args, system_groups=3)
+    assert one.prefix_root is None
+    roots = three.prefix_root
+    for conversation in range(100):
+        assert len(set(roots[three.prefix_group == conversation])) == 1
+    assert set(roots.tolist()) == {0, 1, 2}
+    assert np.array_equal(roots, sample_conversations(**args, system_groups=3).prefix_root)
+    for name in ("arrival_s", "prompt_tokens", "output_tokens", "shared_tokens", "prefix_group", "after_previous_s"):
+        assert np.array_equal(getattr(one, name), getattr(three, name), equal_nan=True), name
+    assert np.array_equal(three.head(8).prefix_root, roots[:8])
