@@ -250,6 +250,11 @@ def _add_serving_flags(run: argparse.ArgumentParser) -> None:
     g.add_argument("--host-cache-GB", type=float,
                    help="host memory (GB) each replica keeps the prefix blocks its KV cache evicts in, loaded back "
                         "over the host link (--swap-GBps or the device's) when a request finds them (default: none)")
+    g.add_argument("--kv-store-GB", type=float,
+                   help="a KV store (GB) a pool's replicas share: every prefix block a replica computes is kept there "
+                        "for the others to fetch (Mooncake's store; default: none)")
+    g.add_argument("--kv-store-GBps", type=float,
+                   help="what each device fetches from the KV store per second (default: its node link's NIC)")
     g.add_argument("--seed", type=int, default=0, help="seed of arrivals and lengths (default 0)")
     g.add_argument("--slo-ttft", type=float, help="SLO: time to first token per request, s")
     g.add_argument("--slo-tpot", type=float, help="SLO: time per output token per request, s")

@@ -441,6 +441,7 @@ def _serving_spec(args) -> ServingSpec:
                   replicas=args.replicas, prefill_replicas=args.prefill_replicas, prefill_device=args.prefill_device,
                   kv_link=args.kv_link, router=args.router, prefix_attention=args.prefix_attention,
                   memory_utilization=args.memory_utilization, host_cache_GB=args.host_cache_GB,
+                  kv_store_GB=args.kv_store_GB, kv_store_GBps=args.kv_store_GBps,
                   attention_device=args.attention_device,
                   # Unset attention flags take the spec's defaults.
                   **{name: getattr(args, name) for name in ("attention_devices", "attention_link",
@@ -650,6 +651,9 @@ def _assumptions(point: DesignPoint, device) -> str:
             pools += f", each using {s.memory_utilization:g} of its devices' memory"
         if s.host_cache_GB:
             pools += f", {s.host_cache_GB:g} GB of host memory a replica keeping evicted prefix blocks"
+        if s.kv_store_GB:
+            over = f"{s.kv_store_GBps:g} GB/s a device" if s.kv_store_GBps else "each device's node-link NIC"
+            pools += f", a {s.kv_store_GB:g} GB KV store the replicas share, reached over {over}"
         what += (f"; serving {s.requests} requests ({s.trace or 'fixed lengths'}, {s.arrival} arrivals, {rate}) "
                  f"with {s.scheduler} scheduling on {pools}")
     return what

@@ -705,7 +705,23 @@ class Evaluator:
                     # A data-parallel rank swaps its own sequences over its own device's host link.
                     host_link_Bps=None if (swap := self._host_link_Bps(point, device)) is None else
                     swap / ranks, host_cache_blocks=int((spec.host_cache_GB or 0) * 1e9 / memory.kv_block_B)
-                    // (point.pp * ranks), speculation=speculation, seed=spec.seed, stages=point.pp, ranks=ranks)
+                    // (point.pp * ranks),
+                    # The store holds whole blocks of the replicas' shards; a rank fetches over its own device's NIC.
+                    kv_store_blocks=int((spec.kv_store_GB or 0) * 1e9 / memory.kv_block_B),
+                    kv_store_Bps=self._kv_store_Bps(point) / ranks if spec.kv_store_GB else None,
+                    speculation=speculation, seed=spec.seed, stages=point.pp, ranks=ranks)
+
+    def _kv_store_Bps(self, point: DesignPoint) -> float:
+        """What a replica fetches from the pool's KV store per second: each of its tp x pp devices its shard of the
+        blocks at once, at kv_store_GBps or its node link's NIC rate (hw_models/link.py default_node_link: the
+        network a store across machines is reached over, as Mooncake's transfer engine reaches it over RDMA)."""
+        gbps = point.serving.kv_store_GBps
+        if gbps is None:
+            link = default_node_link(point.device)
+            if link not in self._host_links:
+                self._host_links[link] = load_link(link)
+            gbps = self._host_links[link].bandwidth_GBps
+        return gbps * 1e9 * point.tp * point.pp
 
     def _host_link_Bps(self, point: DesignPoint, device) -> float | None:
         """What a replica moves between device and host memory per second, for swap preemption or a host cache (None:

@@ -617,6 +617,15 @@ register(Knob(name="host_cache_GB", type=float, section="serving", scope="servin
               "over the host link (swap_GBps or the device's host_link) before it computes, instead of computing them "
               "again (vLLM's KV offloading, SGLang's HiCache, LMCache); read where requests share prefixes; unset: "
               "none"))
+register(Knob(name="kv_store_GB", type=float, section="serving", scope="serving", default=None, flag=False,
+              minimum=0, allowed_text="gigabytes >= 0",
+              help="a KV store a pool's replicas share (Mooncake's store, LMCache's remote tier): every prefix block "
+              "a replica computes is kept there, and a request whose replica lacks it fetches it over kv_store_GBps "
+              "instead of computing it; read where requests share prefixes; unset: none"))
+register(Knob(name="kv_store_GBps", type=float, section="serving", scope="serving", default=None, flag=False,
+              minimum=0, allowed_text="GB/s > 0",
+              help="what each device fetches from the KV store per second (beside kv_store_GB); unset: its node "
+              "link's NIC (infiniband-ndr's 50 GB/s for Hopper and Blackwell GPUs, infiniband-hdr's 25 for A100s)"))
 # Model-attention disaggregation (sim/attention_pool.py): columns in sweeps whose serving section names an attention
 # device, every one of the four there.
 register(Knob(name="attention_device", type=str, section="serving", scope="serving", default="none", flag=False,

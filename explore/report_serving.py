@@ -76,7 +76,8 @@ DESIGN_KNOBS = ("model", "device", "scheduler", "format", "overrides", "arrival"
                 "max_batched_tokens", "chunk_tokens", "prompt_batch_tokens", "block_tokens", "prefix_tokens",
                 "preemption", "replicas", "prefill_replicas", "prefill_device", "router", "prefix_attention",
                 "prefix_groups", "queue_policy", "conversation_turns", "think_s", "think_cv",
-                "max_decode_preemptions", "memory_utilization", "host_cache_GB", "attention_device",
+                "max_decode_preemptions", "memory_utilization", "host_cache_GB", "kv_store_GB", "kv_store_GBps",
+                "attention_device",
                 "attention_devices", "attention_link", "attention_micro_batches", "attention_placement")
 ALWAYS_SHOWN = ("device", "scheduler")
 

@@ -206,6 +206,13 @@ RULES: tuple[ReadWhen, ...] = (
              lambda n: f"with {n.at_least('prefix_tokens', 1, 'a prefix the requests share')}, "
                        f"{n.at_least('conversation_turns', 2, 'conversations')} or a {n.name('trace')} that names "
                        f"its requests' shared prefixes (shared_tokens or hash_ids), or left out"),
+    ReadWhen("kv_store_GB", lambda v: _any(v, "prefix_tokens") or _converses(v) or _traced_prefixes(v),
+             lambda v, n: "no shared prefix",
+             lambda n: f"with {n.at_least('prefix_tokens', 1, 'a prefix the requests share')}, "
+                       f"{n.at_least('conversation_turns', 2, 'conversations')} or a {n.name('trace')} that names "
+                       f"its requests' shared prefixes (shared_tokens or hash_ids), or left out"),
+    ReadWhen("kv_store_GBps", lambda v: _any(v, "kv_store_GB"), lambda v, n: "no KV store",
+             lambda n: f"with {n.name('kv_store_GB')} > 0, or left out"),
     ReadWhen("think_s", _converses, lambda v, n: "no conversations",
              lambda n: f"with {n.at_least('conversation_turns', 2, 'conversations')}, or left out"),
     ReadWhen("think_cv", lambda v: _converses(v) and _any(v, "think_s"), lambda v, n: "no think time",

@@ -182,6 +182,9 @@ class Serving(Strict):
     memory_utilization: one_or_more(knob_type(KNOBS["memory_utilization"])) | None = None
     # Host memory (GB) a replica keeps evicted prefix blocks in (unset: none).
     host_cache_GB: one_or_more(knob_type(KNOBS["host_cache_GB"])) | None = None
+    # A KV store (GB) a pool's replicas share, and what a device fetches from it per second (unset: none; its NIC).
+    kv_store_GB: one_or_more(knob_type(KNOBS["kv_store_GB"])) | None = None
+    kv_store_GBps: one_or_more(knob_type(KNOBS["kv_store_GBps"])) | None = None
     # Model-attention disaggregation (sim/attention_pool.py): the pool's attention on attention_devices of
     # attention_device, over attention_link, in up to attention_micro_batches.
     attention_device: one_or_more(str) | None = None  # none, or a device (a list compares them)
@@ -258,8 +261,9 @@ def serving_dimensions(serving: Serving) -> dict[str, list]:
             dims[name] = as_list(getattr(serving, name))
     if serving.memory_utilization is not None:
         dims["memory_utilization"] = as_list(serving.memory_utilization)
-    if serving.host_cache_GB is not None:
-        dims["host_cache_GB"] = as_list(serving.host_cache_GB)
+    for name in ("host_cache_GB", "kv_store_GB", "kv_store_GBps"):
+        if getattr(serving, name) is not None:
+            dims[name] = as_list(getattr(serving, name))
     for name in ("attention_device", "attention_devices", "attention_micro_batches", "attention_placement"):
         if getattr(serving, name) is not None:
             dims[name] = as_list(getattr(serving, name))
@@ -298,7 +302,8 @@ def serving_spec(serving: Serving, values: dict[str, Any]) -> ServingSpec:
         prefill_device=serving.prefill_device or "", kv_link=serving.kv_link,
         router=values.get("router") if routes(values) else None,
         prefix_attention=values.get("prefix_attention"), memory_utilization=values.get("memory_utilization"),
-        host_cache_GB=values.get("host_cache_GB"),
+        host_cache_GB=values.get("host_cache_GB"), kv_store_GB=values.get("kv_store_GB"),
+        kv_store_GBps=values.get("kv_store_GBps"),
         attention_device=values.get("attention_device", ""),
         attention_devices=values.get("attention_devices", DEFAULT.attention_devices),
         attention_link=serving.attention_link,

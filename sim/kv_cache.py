@@ -31,6 +31,10 @@ with the blocks it computes, and a node gives up blocks, from its tail, only onc
 and the root are the same mechanism: a group's chain is a path of one open-ended node, behind the root's where
 there is one.
 
+Beside them, host memory (`host_blocks`) keeps the blocks the device evicts, and a store the pool's replicas share
+(sim/kv_store.py) the blocks any of them computes: a walk takes, node by node, the most of the device's, then the host
+memory's blocks, and the store's, and a sequence's first hold moves what it finds off the device onto it.
+
 Not modeled: a group's duplicate blocks computed while another sequence of the group computes the same prefix (they
 stay the sequence's own, not deduplicated), blocks of generated tokens in a prefix tree (a trace names its prompts'
 blocks only), and the hashing's host cost.
@@ -44,6 +48,7 @@ from collections import OrderedDict
 from collections.abc import Hashable, Iterable
 
 from kernels.kv_policy import Window, kept_tokens
+from sim.kv_store import KVStore
 
 ROOT = -1  # the key of the root (system prompt) 0; root r > 0 is keyed ("root", r)
 OPEN = sys.maxsize  # the span of a group's chain: it grows as far as its sequences share
@@ -79,7 +84,7 @@ class PagedKVCache:
 
     def __init__(self, *, capacity_blocks: int, block_tokens: int, prefix_tokens: int = 0, prefix_groups: int = 1,
                  window: Window = None, device_blocks: int | None = None, root: bool = False,
-                 host_blocks: int = 0):
+                 host_blocks: int = 0, store: KVStore | None = None):
         """`prefix_tokens`: what a request shares with its group unless assigned otherwise (`assign`), and the prefix
         of each of the `prefix_groups` groups cached at the start, or with `root` the `prefix_groups` roots the groups'
         chains start with (a group's, its sequences' `assign` names), each held once and cached at the start while
@@ -87,7 +92,9 @@ class PagedKVCache:
         retrieval and streaming heads, kernels/kv_policy.py);
         `device_blocks`: of the capacity, the blocks in the model's devices' memory, the rest on a hybrid pool's
         attention devices (sim/attention_pool.py; None: no such split); `host_blocks`: a tier of host memory that
-        keeps blocks the device evicts, loaded back when a sequence finds them (0: evicted blocks are gone)."""
+        keeps blocks the device evicts, loaded back when a sequence finds them (0: evicted blocks are gone); `store`:
+        the KV store the pool's replicas share (sim/kv_store.py), which keeps the blocks they compute and lends them
+        to a sequence that finds them there and not here (None: none)."""
         if block_tokens < 1:
             raise ValueError(f"block_tokens: found {block_tokens}, allowed: an integer >= 1")
         if prefix_groups < 1:
@@ -102,6 +109,7 @@ class PagedKVCache:
         if host_blocks < 0:
             raise ValueError(f"host_blocks: found {host_blocks}, allowed: an integer >= 0")
         self.host_capacity_blocks = host_blocks
+        self.store = store
         if device_blocks is not None and not 0 <= device_blocks <= capacity_blocks:
             raise ValueError(f"device_blocks: found {device_blocks}, allowed: 0 to the cache's {capacity_blocks}")
         self.device_blocks = device_blocks
@@ -128,6 +136,7 @@ class PagedKVCache:
         self._host: OrderedDict[int, int] = OrderedDict()  # a node -> its blocks in host memory, least recently first
         self._host_used = 0
         self._loaded_blocks = 0  # blocks loaded from host memory since take_loaded_tokens
+        self._fetched_blocks = 0  # blocks fetched from the store since take_fetched_tokens
         self._sharers: dict[int, int] = {}  # a cached node -> how many sequences share it
         self._idle: OrderedDict[int, None] = OrderedDict()  # nodes nobody shares, least recently shared first
         self._idle_blocks = 0
@@ -138,6 +147,7 @@ class PagedKVCache:
         self.prefix_sought_blocks = 0
         self.prefix_found_blocks = 0
         self.prefix_host_blocks = 0  # blocks loaded from host memory (every admission's)
+        self.prefix_store_blocks = 0  # blocks fetched from the store (every admission's)
         self._counted: set[int] = set()  # sequences whose first admission is counted
         if self.root_blocks:
             for root in range(min(prefix_groups, capacity_blocks // self.root_blocks)):
@@ -187,8 +197,12 @@ class PagedKVCache:
     def _walk(self, path: Path) -> int:
         """Blocks of `path` a sequence can find cached: each node's only behind every earlier node whole."""
         found = 0
+        store = self.store
         for node, span in path:
-            cached = min(self._chain.get(node, 0) + self._host.get(node, 0), span)
+            cached = self._chain.get(node, 0) + self._host.get(node, 0)
+            if store is not None:
+                cached = max(cached, store.blocks(node))
+            cached = min(cached, span)
             found += cached
             if cached < span:
                 break
@@ -326,21 +340,21 @@ class PagedKVCache:
         extra, room = self._growth(seq, tokens)
         if extra > room:
             raise RuntimeError(f"KV cache: sequence {seq} needs {extra} more blocks, {self.free_blocks} free")
-        loaded = 0
+        moved = 0  # blocks moved onto the device from host memory or the store
         if seq in self._swapped_out:  # swapped back in: its KV, its own prefix copy included, comes back as it left
             self._swapped_out.discard(seq)
         elif seq not in self._held and seq not in self._shared:
             shares = self._cached_blocks(seq)
             if shares:
                 path = self._path_of(seq)
+                self._materialize(path, shares)
                 self._share(seq, path, shares)
-                loaded = self._load(path, shares)
-            self.prefix_host_blocks += loaded
+                moved = self._load(path, shares)
             if seq not in self._counted:
                 self._counted.add(seq)
                 self.prefix_found_blocks += shares
                 self.prefix_sought_blocks += self._shareable.get(seq, self.prefix_blocks)
-        own = extra - loaded
+        own = extra - moved
         self._evict(self.used_blocks + own - self.capacity_blocks)
         self._held[seq] = self._held.get(seq, 0) + own
         self.used_blocks += own
@@ -399,27 +413,49 @@ class PagedKVCache:
             self._host[node] = kept + behind
             self._host_used += kept
 
-    def _load(self, path: Path, blocks: int) -> int:
-        """Move the blocks of `path`'s first `blocks` that lie in host memory onto the device (the caller made room);
-        the blocks moved."""
-        loaded = 0
+    def _materialize(self, path: Path, blocks: int) -> None:
+        """Cache here, with no blocks yet, the nodes of `path`'s first `blocks` that only the store holds."""
+        parent = None
         for node, part in self._parts(path, blocks):
-            onto = part - self._chain.get(node, 0)
-            if onto > 0:
-                self._host[node] -= onto
-                self._host_used -= onto
+            if part and node not in self._chain:
+                self._add(node, parent)
+            parent = node
+
+    def _load(self, path: Path, blocks: int) -> int:
+        """Move the blocks of `path`'s first `blocks` that are not on the device onto it (the caller made room): those
+        in host memory, then the rest from the store; the blocks moved from host memory."""
+        loaded = fetched = 0
+        for node, part in self._parts(path, blocks):
+            onto = part - self._chain[node] if part else 0
+            if onto <= 0:
+                continue
+            from_host = min(onto, self._host.get(node, 0))
+            if from_host:
+                self._host[node] -= from_host
+                self._host_used -= from_host
                 if not self._host[node]:
                     del self._host[node]
-                self._set_device(node, self._chain[node] + onto)
-                self.used_blocks += onto
-                loaded += onto
+            if onto > from_host:
+                self.store.touch(node)
+            self._set_device(node, self._chain[node] + onto)
+            self.used_blocks += onto
+            loaded += from_host
+            fetched += onto - from_host
         self._loaded_blocks += loaded
-        return loaded
+        self._fetched_blocks += fetched
+        self.prefix_host_blocks += loaded
+        self.prefix_store_blocks += fetched
+        return loaded + fetched
 
     def take_loaded_tokens(self) -> int:
         """Tokens' worth of KV loaded from host memory since the last call (what an iteration copies in first)."""
         loaded, self._loaded_blocks = self._loaded_blocks, 0
         return loaded * self.block_tokens
+
+    def take_fetched_tokens(self) -> int:
+        """Tokens' worth of KV fetched from the store since the last call (what an iteration copies in first)."""
+        fetched, self._fetched_blocks = self._fetched_blocks, 0
+        return fetched * self.block_tokens
 
     def _set_device(self, node: int, blocks: int) -> None:
         """`node`'s blocks on the device are `blocks` now (its parent counts the nodes with device blocks after it)."""
@@ -447,6 +483,8 @@ class PagedKVCache:
         one."""
         self._add(group, None)  # a warm chain: a root, or a group's chain where there are no roots
         self._set_device(group, blocks)
+        if self.store is not None:
+            self.store.write(group, None, blocks)
         self._idle[group] = None
         self._idle_blocks += blocks
         self.used_blocks += blocks
@@ -473,6 +511,8 @@ class PagedKVCache:
                 self._set_device(node, self._chain[node] + now - was)
                 if not was:  # it shares this node from now on
                     self._take(node)
+                if self.store is not None:
+                    self.store.write(node, parent, self._chain[node])
             parent = node
         self._shared[seq] = shared + grown
         self._note_whole(seq, shared + grown)

@@ -41,11 +41,13 @@ class Replica:
 
     def __init__(self, env: simpy.Environment, costs: IterationCostModel, scheduler: Scheduler, state: EngineState,
                  *, window: Window, swap_s_per_token: float, on_finish: Callable[[Sequence], None],
+                 fetch_s_per_token: float = 0.0,
                  on_prefilled: Callable[[Sequence], None] | None = None,
                  speculation: ServingSpeculation | None = None, seed: Sequence_[int] = (0,),
                  stages: Sequence_[simpy.Resource] = (), shared_prefix: int = 0):
-        """`speculation`: decode speculatively (sim/speculative.py), drawing accepted tokens from `seed`; `stages`:
-        the pipeline stages it shares with its replica's other engines (none: it runs on its devices alone);
+        """`swap_s_per_token`, `fetch_s_per_token`: the time a token's KV takes over the host link and from the pool's
+        KV store; `speculation`: decode speculatively (sim/speculative.py), drawing accepted tokens from `seed`;
+        `stages`: the pipeline stages it shares with its replica's other engines (none: it runs on its devices alone);
         `shared_prefix`: the length of the cached prefix its decodes' attention reads once for each group's sequences
         sharing it (cascade attention; 0: each sequence reads its own copy, as paged attention does)."""
         self.env, self.costs, self.scheduler, self.state = env, costs, scheduler, state
@@ -53,7 +55,7 @@ class Replica:
         self.shared_prefix = shared_prefix
         self.speculation = speculation
         self.rng = np.random.default_rng(list(seed))
-        self.window, self.swap_s_per_token = window, swap_s_per_token
+        self.window, self.swap_s_per_token, self.fetch_s_per_token = window, swap_s_per_token, fetch_s_per_token
         self.on_finish, self.on_prefilled = on_finish, on_prefilled
         self.swap_s = 0.0
         self.wake: simpy.Event = env.event()
@@ -104,7 +106,7 @@ class Replica:
             entry[1] += 1
             start = self.env.now
             # Swapped KV crosses the host link before the iteration computes (vLLM blocks on its cache ops).
-            swap_s = batch.swapped_tokens * self.swap_s_per_token
+            swap_s = self.copy_in_s(batch)
             self.swap_s += swap_s
             if self.stages:
                 # Every stage swaps its layers' share of the blocks from the iteration's start, over its own links, as
@@ -199,6 +201,11 @@ class Replica:
             self._leave(seq)
             self.on_finish(seq)
 
+    def copy_in_s(self, batch) -> float:
+        """The time the KV a batch brings onto the device takes before it computes: over the host link (swaps, host
+        cache loads), then from the pool's KV store."""
+        return batch.swapped_tokens * self.swap_s_per_token + batch.fetched_tokens * self.fetch_s_per_token
+
     def _leave(self, seq: Sequence) -> None:
         """Free its KV blocks (a conversation's turn leaves its context cached for the next: PagedKVCache.release)."""
         self.state.kv.release(seq.index, computed=seq.computed)
@@ -233,7 +240,7 @@ def run_lockstep(ranks: list[Replica]):
         entry = lead.cost_counts.setdefault(id(cost), [cost, 0])
         entry[1] += 1
         start = env.now
-        swaps_s = [batch.swapped_tokens * rank.swap_s_per_token for rank, batch in working]
+        swaps_s = [rank.copy_in_s(batch) for rank, batch in working]
         for (rank, _), swap_s in zip(working, swaps_s, strict=True):
             rank.swap_s += swap_s
         time_s = cost.time_s + max(swaps_s)

@@ -18,6 +18,7 @@ import simpy
 from kernels.kv_policy import Window, kept_tokens
 from sim.costs import TIME_CLASS_NAMES, IterationCost, IterationCostModel
 from sim.kv_cache import PagedKVCache, shared_prefix_tokens
+from sim.kv_store import KVStore
 from sim.replica import ROLES, Replica, run_lockstep
 from sim.routers import DEFAULT_ROUTER, Routed, make_router
 from sim.schedulers import EngineState, Scheduler, SchedulerLimits, Sequence, make_scheduler
@@ -275,6 +276,10 @@ class Pool:
     # Blocks of host memory each engine keeps the prefix blocks its device evicts in, loading them back when a request
     # finds them (sim/kv_cache.py host_blocks; 0: none).
     host_cache_blocks: int = 0
+    # Blocks of the KV store the pool's replicas share (sim/kv_store.py; 0: none), and what a replica fetches from it
+    # per second.
+    kv_store_blocks: int = 0
+    kv_store_Bps: float | None = None
     speculation: ServingSpeculation | None = None  # decode speculatively (sim/speculative.py)
     seed: int = 0  # of the accepted tokens' draws, with the pool's and the replica's index
     router: str = DEFAULT_ROUTER  # how it picks the replica each request joins (sim/routers.py ROUTERS)
@@ -306,6 +311,8 @@ class Pool:
                              f"{self.stages} stages, allowed: the ranks its costs are priced on, on one stage")
         if (self.limits.preemption == "swap" or self.host_cache_blocks) and not self.host_link_Bps:
             raise ValueError("swap preemption and a host cache need the host link's bandwidth (host_link_Bps)")
+        if self.kv_store_blocks and not self.kv_store_Bps:
+            raise ValueError("a KV store needs its bandwidth (kv_store_Bps)")
 
     @property
     def engines(self) -> int:
@@ -390,6 +397,7 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
     for p, pool in enumerate(pools):
         made = []
         per_token_B = pool.memory.kv_block_B / pool.memory.block_tokens
+        store = KVStore(pool.kv_store_blocks) if pool.kv_store_blocks else None
         for r in range(pool.replicas):
             stages = [simpy.Resource(env) for _ in range(pool.stages)] if pool.stages > 1 else []
             engines = []
@@ -400,11 +408,13 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
                                                              prefix_tokens=pool.prefix_tokens,
                                                              prefix_groups=pool.prefix_groups, window=pool.window,
                                                              device_blocks=pool.memory.device_kv_blocks,
-                                                             root=pool.root, host_blocks=pool.host_cache_blocks)
+                                                             root=pool.root, host_blocks=pool.host_cache_blocks,
+                                                             store=store)
                 scheduler = schedulers[p][i] if schedulers else make_scheduler(pool.scheduler, pool.limits)
                 engines.append(Replica(
                     env, pool.costs, scheduler, EngineState(kv=kv), window=pool.window,
                     swap_s_per_token=per_token_B / pool.host_link_Bps if pool.host_link_Bps else 0.0,
+                    fetch_s_per_token=per_token_B / pool.kv_store_Bps if pool.kv_store_Bps else 0.0,
                     on_finish=on_finish,
                     on_prefilled=(lambda seq: env.process(_hand_over(seq))) if pool.role == "prefill" else None,
                     speculation=pool.speculation, seed=(pool.seed, p, r) + ((e,) if pool.engines > 1 else ()),

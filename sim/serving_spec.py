@@ -35,6 +35,7 @@ PREFIX_ATTENTIONS = ("paged", "cascade")
 KEY_NEUTRAL_DEFAULTS = frozenset({"prompt_batch_tokens", "slo_slowdown", "router", "max_decode_preemptions",
                                   "prefix_attention", "prefix_groups", "queue_policy", "conversation_turns",
                                   "think_s", "think_cv", "memory_utilization", "host_cache_GB",
+                                  "kv_store_GB", "kv_store_GBps",
                                   "attention_device", "attention_devices", "attention_link",
                                   "attention_micro_batches", "attention_placement"})
 # The settings of attention devices: a point whose model's devices attend is the same design whatever they say.
@@ -128,6 +129,10 @@ class ServingSpec:
     # Host memory (GB) each replica keeps the prefix blocks its KV cache evicts in, loading them back over the host link
     # when a request finds them (vLLM's KV offloading, SGLang's HiCache, LMCache's CPU tier); None: none.
     host_cache_GB: float | None = None
+    # A KV store (GB) a pool's replicas share (Mooncake's store, LMCache's remote tier: sim/kv_store.py), keeping every
+    # prefix block one computes for the others to fetch, over kv_store_GBps a device (None: its node link's NIC).
+    kv_store_GB: float | None = None
+    kv_store_GBps: float | None = None
     # Model-attention disaggregation (sim/attention_pool.py, Lamina): the serving (or decode) pool's attention runs on
     # attention_devices of attention_device per replica, which hold its KV cache, joined to the model's devices by
     # attention_link; each iteration split in up to attention_micro_batches that take turns. "" or "none": the model's
@@ -213,10 +218,16 @@ class ServingSpec:
                 and 0 < self.memory_utilization <= 1):  # NaN fails the comparison
             raise InputError(f"memory_utilization: found {self.memory_utilization!r}, allowed: a fraction in (0, 1] "
                              f"(the share of each device's memory the engine may use; vLLM's default 0.9)")
-        if self.host_cache_GB is not None and not (
-                isinstance(self.host_cache_GB, int | float) and not isinstance(self.host_cache_GB, bool)
-                and math.isfinite(self.host_cache_GB) and self.host_cache_GB >= 0):
-            raise InputError(f"host_cache_GB: found {self.host_cache_GB!r}, allowed: gigabytes >= 0 (0: no host cache)")
+        for name, allowed in (("host_cache_GB", "gigabytes >= 0 (0: no host cache)"),
+                              ("kv_store_GB", "gigabytes >= 0 (0: no KV store)")):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, int | float) and not isinstance(value, bool)
+                                          and math.isfinite(value) and value >= 0):
+                raise InputError(f"{name}: found {value!r}, allowed: {allowed}")
+        if self.kv_store_GBps is not None and not (
+                isinstance(self.kv_store_GBps, int | float) and not isinstance(self.kv_store_GBps, bool)
+                and math.isfinite(self.kv_store_GBps) and self.kv_store_GBps > 0):
+            raise InputError(f"kv_store_GBps: found {self.kv_store_GBps!r}, allowed: GB/s > 0")
         if self.preemption not in PREEMPTIONS:
             raise InputError(f"preemption: found {self.preemption!r}, allowed: {', '.join(PREEMPTIONS)}")
         if self.prefill_replicas < 0:
@@ -335,6 +346,8 @@ class ServingSpec:
                    else {"max_decode_preemptions": self.max_decode_preemptions}),
                 **({} if self.memory_utilization is None else {"memory_utilization": self.memory_utilization}),
                 **({} if self.host_cache_GB is None else {"host_cache_GB": self.host_cache_GB}),
+                **({} if self.kv_store_GB is None else {"kv_store_GB": self.kv_store_GB}),
+                **({} if self.kv_store_GBps is None else {"kv_store_GBps": self.kv_store_GBps}),
                 # Where a sweep names attention devices: the settings, none where the model's devices attend (and no
                 # micro-batches where a hybrid iteration runs as one batch).
                 **({} if not self.attention_device else {

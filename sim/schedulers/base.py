@@ -59,6 +59,7 @@ class Batch:
     prefills: list[tuple[Sequence, int]] = field(default_factory=list)
     decodes: list[Sequence] = field(default_factory=list)
     swapped_tokens: int = 0  # KV tokens copied between device and host memory before the iteration runs
+    fetched_tokens: int = 0  # KV tokens copied from the pool's KV store (sim/kv_store.py) before it runs
 
     def __bool__(self) -> bool:
         return bool(self.prefills or self.decodes)
@@ -277,6 +278,7 @@ class Scheduler:
         batch = self.schedule(state)
         # Prefix blocks the admissions found in the host cache load like a swap-in, before the iteration computes.
         batch.swapped_tokens = swapped_in + state.swapped_tokens + state.kv.take_loaded_tokens()
+        batch.fetched_tokens = state.kv.take_fetched_tokens()
         state.swapped_tokens = 0
         return batch
 

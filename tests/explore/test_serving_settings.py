@@ -23,6 +23,8 @@ IDLE = {
     "prefix_groups": (LENGTHS, ("--prefix-groups", "4"), "  prefix_groups: 4\n"),
     "queue_policy": (LENGTHS, ("--queue-policy", "lpm"), "  queue_policy: lpm\n"),
     "host_cache_GB": (LENGTHS, ("--host-cache-GB", "64"), "  host_cache_GB: 64\n"),
+    "kv_store_GB": (LENGTHS, ("--kv-store-GB", "64"), "  kv_store_GB: 64\n"),
+    "kv_store_GBps": (LENGTHS, ("--kv-store-GBps", "25"), "  kv_store_GBps: 25\n"),
     "think_s": (LENGTHS, ("--think-s", "5"), "  think_s: 5\n"),
     "think_cv": (LENGTHS, ("--think-cv", "1"), "  think_cv: 1\n"),
     "attention_devices": (LENGTHS, ("--attention-devices", "2"), "  attention_devices: 2\n"),

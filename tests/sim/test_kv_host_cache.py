@@ -10,7 +10,13 @@ import pytest
 from sim.kv_cache import PagedKVCache
 from sim.schedulers import SchedulerLimits
 from sim.serving import Pool, serve_pools, serving_memory
-from tests.sim.test_prefix_tree import BLOCK, KV_PER_TOKEN_B, _ids_trace, _random_tree_paths
+from tests.sim.test_prefix_tree import (
+    BLOCK,
+    KV_PER_TOKEN_B,
+    _ids_trace,
+    _random_tree_paths,
+    never_evicted_tokens,
+)
 
 
 def _fill(kv: PagedKVCache, seq: int, node: int, tokens: int) -> None:
@@ -72,14 +78,7 @@ def test_a_host_tier_that_keeps_everything_finds_what_a_cache_that_never_evicts_
     larger than every prompt together it finds exactly each request's leading ids an earlier request named."""
     block_tokens = 4 * BLOCK
     paths = _random_tree_paths(3, 60)
-    seen: set[tuple[int, ...]] = set()
-    found = 0
-    for ids in paths:
-        leading = 0
-        while leading < len(ids) and tuple(ids[:leading + 1]) in seen:
-            leading += 1
-        found += leading * block_tokens
-        seen.update(tuple(ids[:k + 1]) for k in range(len(ids)))
+    found, _ = never_evicted_tokens(paths, block_tokens)
     requests = _ids_trace(paths, gap_s=10.0, block_tokens=block_tokens)
     alone, _ = _serve(costs, requests, capacity_blocks=60, host_blocks=0)
     tiered, kv = _serve(costs, requests, capacity_blocks=60, host_blocks=100_000)

@@ -116,6 +116,22 @@ def _random_tree_paths(seed: int, count: int) -> list[list[int]]:
     return paths
 
 
+def never_evicted_tokens(paths: list[list[int]], block_tokens: int) -> tuple[int, int]:
+    """Of requests with whole-block prompts, one at a time, the tokens a cache that never evicts finds, and those
+    sought: request by request, its leading hash ids that some earlier request's ids already reached (the same ids in
+    the same order from the start), times the ids' block of tokens; counted from the ids alone."""
+    seen: set[tuple[int, ...]] = set()
+    found = sought = 0
+    for ids in paths:
+        leading = 0
+        while leading < len(ids) and tuple(ids[:leading + 1]) in seen:
+            leading += 1
+        found += leading * block_tokens
+        sought += len(ids) * block_tokens
+        seen.update(tuple(ids[:k + 1]) for k in range(len(ids)))
+    return found, sought
+
+
 def _serve(costs, requests: RequestSet, *, capacity_blocks: int, replicas: int = 1,
            router: str = "least_requests", caches: list[PagedKVCache] | None = None):
     memory = serving_memory(capacity_B=capacity_blocks * BLOCK * KV_PER_TOKEN_B, weights_B=0.0, activations_B=0.0,
@@ -133,15 +149,7 @@ def test_a_cache_that_never_evicts_finds_every_block_an_earlier_request_named(co
     of a trace's prefix analysis, counted from the ids alone."""
     block_tokens = 4 * BLOCK
     paths = _random_tree_paths(3, 60)
-    seen: set[tuple[int, ...]] = set()
-    found = sought = 0
-    for ids in paths:
-        leading = 0
-        while leading < len(ids) and tuple(ids[:leading + 1]) in seen:
-            leading += 1
-        found += leading * block_tokens
-        sought += len(ids) * block_tokens
-        seen.update(tuple(ids[:k + 1]) for k in range(len(ids)))
+    found, sought = never_evicted_tokens(paths, block_tokens)
     assert 0.3 < found / sought < 0.9  # the trace shares a fair part, not all
     result = _serve(costs, _ids_trace(paths, gap_s=10.0, block_tokens=block_tokens), capacity_blocks=10_000)
     assert (result.prefix_found_tokens, result.prefix_sought_tokens) == (found, sought)
