@@ -72,9 +72,9 @@ def input_error(err: ValidationError, where: str, prefix: str = "",
         allowed = "a number"  # an integer or a decimal: a union of the two refused both
     for prefix_text in ("Input should be ", "Value error, "):
         allowed = allowed.removeprefix(prefix_text)
-    if isinstance(first.get("input"), dict):
+    if isinstance(first.get("input"), dict) and not first["type"].endswith("_type"):
         # A rule over several fields of a section (or of the whole file): its message names them; the
-        # section itself is no value to quote.
+        # section itself is no value to quote. A mapping where a value of another type belongs is quoted.
         return InputError(f"{place}: {key}: {allowed}" if key else f"{place}: {allowed}")
     if first["type"] == "string_type" and isinstance(first.get("input"), bool):
         # YAML 1.1 reads yes/no/on/off/true/false unquoted as booleans: the user wrote a word.

@@ -224,6 +224,9 @@ CASES = [
      "sweep_search_word.yaml:5: search: found 'nsga2', allowed: a mapping of its keys"),
     ("sweep rate as a word", _check("sweep_rate_word.yaml"),
      "sweep_rate_word.yaml:4: serving.rate: found 'fast', allowed: a number"),
+    ("sweep knob given an overrides range", _check("sweep_knob_range.yaml"),
+     "sweep_knob_range.yaml:4: serving.memory_utilization: found {'range': [0.5, 0.9], 'steps': 3}, allowed: a "
+     "number"),
     ("sweep a knob in another section", _check("sweep_key_elsewhere.yaml"),
      "sweep_key_elsewhere.yaml:4: workload.weight_bits: unknown key (a key of format:); allowed: batch, prompt"),
     ("sweep a knob's number as a word", _check("sweep_knob_word.yaml"),
