@@ -694,6 +694,16 @@ class Evaluator:
                                     kv_devices=attention.devices, hybrid=attention.hybrid,
                                     kv_capacity_B=attention.devices * attention.device.memory_bytes)))
         idle_W = device.idle_power_W + (0.0 if attention is None else attention.devices * attention.device.idle_power_W)
+        engines = point.pp * ranks
+        host_blocks = int((spec.host_cache_GB or 0) * 1e9 / memory.kv_block_B) // engines
+        if spec.host_cache_GB and not host_blocks:
+            raise InputError(f"host_cache_GB: found {spec.host_cache_GB:g}, allowed: 0 (none) or at least one KV block "
+                             f"for each of a replica's {engines} engine(s), "
+                             f"{engines * memory.kv_block_B / 1e9:.3g} GB")
+        store_blocks = int((spec.kv_store_GB or 0) * 1e9 / memory.kv_block_B)
+        if spec.kv_store_GB and not store_blocks:
+            raise InputError(f"kv_store_GB: found {spec.kv_store_GB:g}, allowed: 0 (none) or at least one KV block, "
+                             f"{memory.kv_block_B / 1e9:.3g} GB")
         return Pool(name=f"{role} ({point.device})", role=role, replicas=replicas, costs=costs,
                     scheduler=spec.scheduler, limits=limits, memory=memory, idle_power_W=idle_W,
                     router=spec.router or DEFAULT_ROUTER,
@@ -704,10 +714,9 @@ class Evaluator:
                     window=self.kv_window(point),
                     # A data-parallel rank swaps its own sequences over its own device's host link.
                     host_link_Bps=None if (swap := self._host_link_Bps(point, device)) is None else
-                    swap / ranks, host_cache_blocks=int((spec.host_cache_GB or 0) * 1e9 / memory.kv_block_B)
-                    // (point.pp * ranks),
+                    swap / ranks, host_cache_blocks=host_blocks,
                     # The store holds whole blocks of the replicas' shards; a rank fetches over its own device's NIC.
-                    kv_store_blocks=int((spec.kv_store_GB or 0) * 1e9 / memory.kv_block_B),
+                    kv_store_blocks=store_blocks,
                     kv_store_Bps=self._kv_store_Bps(point) / ranks if spec.kv_store_GB else None,
                     speculation=speculation, seed=spec.seed, stages=point.pp, ranks=ranks)
 
