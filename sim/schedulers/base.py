@@ -138,9 +138,11 @@ class SchedulerLimits:
 # of the cached prefix each would find, longest first, arrival order among equals. It keeps a group's requests
 # together while their prefix is cached, as BatchLLM's prefix-sharing groups do (Zheng et al., arXiv:2412.03594,
 # section 3). As SGLang's (SchedulePolicy._determine_active_policy, _compute_prefix_matches): past LPM_MAX_WAITING
-# waiting requests it is fcfs, to bound the sorting; and of the requests that find at most IN_QUEUE_TOKENS cached, one
-# that shares at least as many tokens with an earlier waiting request waits behind every other (in-batch prefix
-# caching: the earlier one computes the prefix, and the later finds it cached instead of computing it too).
+# waiting requests the queue keeps its order, to bound the sorting; and of the requests that find at most
+# IN_QUEUE_TOKENS cached, one that shares at least as many tokens with an earlier waiting request waits behind every
+# other (in-batch prefix caching: the earlier one computes the prefix, and the later finds it cached instead of
+# computing it too). SGLang counts the device's cached tokens alone for that check; here a host cache's and a KV
+# store's count too (what cached_prefix finds).
 QUEUE_POLICIES = ("fcfs", "lpm")
 LPM_MAX_WAITING = 128
 IN_QUEUE_TOKENS = 32  # IN_BATCH_PREFIX_CACHING_CHECK_THRESHOLD and _DEPRIORITIZE_THRESHOLD, both 32 by default
