@@ -197,9 +197,11 @@ class PagedKVCache:
     def _walk(self, path: Path) -> int:
         """Blocks of `path` a sequence can find cached: each node's only behind every earlier node whole."""
         found = 0
-        store = self.store
+        chain, host, store = self._chain, self._host, self.store
         for node, span in path:
-            cached = self._chain.get(node, 0) + self._host.get(node, 0)
+            cached = chain.get(node, 0)
+            if host:
+                cached += host.get(node, 0)
             if store is not None:
                 cached = max(cached, store.blocks(node))
             cached = min(cached, span)
@@ -214,7 +216,8 @@ class PagedKVCache:
             return self._shared[seq]
         if seq in self._held or seq in self._swapped_out:
             return 0
-        return min(self._walk(self._path_of(seq)), self._shareable.get(seq, self.prefix_blocks))
+        shareable = self._shareable.get(seq, self.prefix_blocks)
+        return min(self._walk(self._path_of(seq)), shareable) if shareable else 0
 
     def prefix_sharers(self, seqs: Iterable[int]) -> list[int]:
         """Of each of `seqs`, the group whose whole configured prefix (`prefix_tokens`' whole blocks) it shares from
@@ -337,6 +340,18 @@ class PagedKVCache:
         """Grow `seq`'s blocks to hold `tokens` tokens (the caller checked can_hold); its first hold shares its
         path's cached nodes as far as its shareable tokens reach, and idle nodes with none after them give up blocks
         (the least recently shared first, each from its tail) for room."""
+        held = self._held.get(seq)
+        if held is not None:  # admitted (a swapped-out sequence holds nothing here): it grows its own blocks alone
+            extra = self._own_blocks(tokens, self._shared.get(seq, 0)) - held
+            if extra > 0:
+                free = self.capacity_blocks - self.used_blocks
+                if extra > free + self._idle_blocks:
+                    raise RuntimeError(f"KV cache: sequence {seq} needs {extra} more blocks, {free} free")
+                if extra > free:
+                    self._evict(extra - free)
+                self._held[seq] = held + extra
+                self.used_blocks += extra
+            return
         extra, room = self._growth(seq, tokens)
         if extra > room:
             raise RuntimeError(f"KV cache: sequence {seq} needs {extra} more blocks, {self.free_blocks} free")
@@ -355,7 +370,8 @@ class PagedKVCache:
                 self.prefix_found_blocks += shares
                 self.prefix_sought_blocks += self._shareable.get(seq, self.prefix_blocks)
         own = extra - moved
-        self._evict(self.used_blocks + own - self.capacity_blocks)
+        if self.used_blocks + own > self.capacity_blocks:
+            self._evict(self.used_blocks + own - self.capacity_blocks)
         self._held[seq] = self._held.get(seq, 0) + own
         self.used_blocks += own
 
