@@ -15,7 +15,7 @@ from explore.cli import main
 ROOT = Path(__file__).resolve().parents[2]
 HEAD = ["run", "--model", "llama-3-8b", "--device", "h100-sxm", "--serving", "--execution", "engine"]
 AGENTS = ["--trace", str(ROOT / "examples" / "traces" / "agents.jsonl"), "--arrival", "trace", "--rate", "12",
-          "--requests", "200", "--replicas", "2", "--router", "round_robin", "--memory-utilization", "0.25"]
+          "--requests", "120", "--replicas", "2", "--router", "round_robin", "--memory-utilization", "0.25"]
 
 
 def _metrics(capsys, *extra: str) -> dict:
