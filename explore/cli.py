@@ -192,7 +192,8 @@ def _add_serving_flags(run: argparse.ArgumentParser) -> None:
                    "cached once (default 0)")
     g.add_argument("--prefix-groups", type=int,
                    help="distinct prefixes of --prefix-tokens the requests start with, each request's drawn evenly; "
-                        "each is cached while memory allows, the least recently used evicted (default 1)")
+                        "each is cached while memory allows, the least recently used evicted; with "
+                        "--conversation-turns, the system prompts each conversation draws one of (default 1)")
     g.add_argument("--conversation-turns", type=int,
                    help="the requests as conversations of this many turns, each turn adding a --prompt-token message "
                         "to the conversation so far (its context found in the prefix cache while it stays there); "

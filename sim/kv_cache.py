@@ -129,16 +129,17 @@ class PagedKVCache:
         self._root: dict[int, int] = {}  # a sequence -> the root its group's chain starts with (unassigned: 0)
         # A cached node (blocks on the device or in host memory) -> its blocks on the device, the node's first ones (a
         # group's: behind the root, its own after it); the rest follow them in host memory (_host).
-        self._chain: dict[int, int] = {}
-        self._parent: dict[int, int | None] = {}  # a cached node -> the node before it
-        self._kids: dict[int, int] = {}  # a cached node -> how many nodes with blocks on the device follow it
-        self._present_kids: dict[int, int] = {}  # a cached node -> how many cached nodes follow it
-        self._host: OrderedDict[int, int] = OrderedDict()  # a node -> its blocks in host memory, least recently first
+        self._chain: dict[Hashable, int] = {}
+        self._parent: dict[Hashable, Hashable | None] = {}  # a cached node -> the node before it
+        self._kids: dict[Hashable, int] = {}  # a cached node -> how many nodes with blocks on the device follow it
+        self._present_kids: dict[Hashable, int] = {}  # a cached node -> how many cached nodes follow it
+        # A node -> its blocks in host memory, least recently used first.
+        self._host: OrderedDict[Hashable, int] = OrderedDict()
         self._host_used = 0
         self._loaded_blocks = 0  # blocks loaded from host memory since take_loaded_tokens
         self._fetched_blocks = 0  # blocks fetched from the store since take_fetched_tokens
-        self._sharers: dict[int, int] = {}  # a cached node -> how many sequences share it
-        self._idle: OrderedDict[int, None] = OrderedDict()  # nodes nobody shares, least recently shared first
+        self._sharers: dict[Hashable, int] = {}  # a cached node -> how many sequences share it
+        self._idle: OrderedDict[Hashable, None] = OrderedDict()  # nodes nobody shares, least recently shared first
         self._idle_blocks = 0
         self._swapped_out: set[int] = set()  # released with keep_prefix, not sharing: their next hold is no admission
         self.used_blocks = 0
@@ -236,7 +237,7 @@ class PagedKVCache:
         """Of `waiting` sequences (each with the tokens it would find cached, in queue order), those finding at most
         `threshold_tokens` cached whose shareable prefix shares at least that many tokens with an earlier one's among
         them (SGLang's in-batch prefix caching: sim/schedulers/base.py QUEUE_POLICIES)."""
-        queued: dict[int, int] = {}  # node -> the blocks of it an earlier waiting sequence's prefix holds
+        queued: dict[Hashable, int] = {}  # node -> the blocks of it an earlier waiting sequence's prefix holds
         duplicates = set()
         for seq, found in waiting:
             if found > threshold_tokens:
@@ -401,7 +402,7 @@ class PagedKVCache:
             if not self._chain[node] and not self._host.get(node):
                 self._forget(node)
 
-    def _to_host(self, node: int, blocks: int) -> None:
+    def _to_host(self, node: Hashable, blocks: int) -> None:
         """Keep the `blocks` blocks the device evicted from `node`'s tail in host memory, in front of the node's host
         blocks, making room by evicting the host's least recently used nodes that no cached node follows (each from
         its tail); what finds no room is gone, and with it the node's host blocks behind it."""
@@ -473,7 +474,7 @@ class PagedKVCache:
         fetched, self._fetched_blocks = self._fetched_blocks, 0
         return fetched * self.block_tokens
 
-    def _set_device(self, node: int, blocks: int) -> None:
+    def _set_device(self, node: Hashable, blocks: int) -> None:
         """`node`'s blocks on the device are `blocks` now (its parent counts the nodes with device blocks after it)."""
         before = self._chain[node]
         self._chain[node] = blocks
@@ -481,20 +482,20 @@ class PagedKVCache:
         if parent is not None and (before > 0) != (blocks > 0):
             self._kids[parent] = self._kids.get(parent, 0) + (1 if blocks else -1)
 
-    def _add(self, node: int, parent: int | None) -> None:
+    def _add(self, node: Hashable, parent: Hashable | None) -> None:
         """A new cached node of no blocks yet, shared by none, after `parent`."""
         self._chain[node], self._sharers[node], self._parent[node] = 0, 0, parent
         if parent is not None:
             self._present_kids[parent] = self._present_kids.get(parent, 0) + 1
 
-    def _forget(self, node: int) -> None:
+    def _forget(self, node: Hashable) -> None:
         """Forget a node with no blocks left on the device or in host memory."""
         del self._chain[node], self._sharers[node]
         parent = self._parent.pop(node)
         if parent is not None:
             self._present_kids[parent] -= 1
 
-    def _cache(self, group: int, blocks: int) -> None:
+    def _cache(self, group: Hashable, blocks: int) -> None:
         """A new idle chain of `blocks` blocks for `group` (the most recently shared), behind the root if there is
         one."""
         self._add(group, None)  # a warm chain: a root, or a group's chain where there are no roots
@@ -540,7 +541,7 @@ class PagedKVCache:
             if part:
                 self._take(node)
 
-    def _take(self, node: int) -> None:
+    def _take(self, node: Hashable) -> None:
         """One more sequence shares `node` (no longer idle)."""
         self._sharers[node] += 1
         if node in self._idle:
