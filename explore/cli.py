@@ -163,8 +163,8 @@ def _add_serving_flags(run: argparse.ArgumentParser) -> None:
                         "every request has --prompt prompt and --output output tokens")
     g.add_argument("--scheduler", choices=list(SCHEDULERS), default=spec.scheduler,
                    help=f"default {spec.scheduler}")
-    g.add_argument("--requests", type=int, default=spec.requests,
-                   help=f"requests to simulate (default {spec.requests})")
+    g.add_argument("--requests", type=int,
+                   help=f"requests to simulate (default {spec.requests}, or all of a shorter --trace)")
     g.add_argument("--rate", type=float, help="arrivals per second (required unless --arrival trace or --capacity)")
     g.add_argument("--arrival", choices=list(ARRIVALS), default="poisson",
                    help="poisson (default), gamma (bursty: --cv), or trace (the trace's own timestamps, scaled to "

@@ -168,7 +168,7 @@ def _sweep_into(args, sweep, out: Path, evaluator: Evaluator) -> int:
         stamp_report(out, inputs)
     normalized = [normalize_row(r) for r in rows]
     feasible = sum(1 for r in normalized if is_feasible(r))
-    notices = ([capacity_notice(rows, serving.requests)]
+    notices = ([capacity_notice(rows)]
                + ([capacity_ceiling_notice(rows, serving.capacity[1], "serving.capacity")] if serving.capacity else [])
                if serving else [])
     for notice in notices:
@@ -216,7 +216,8 @@ def cmd_check(args) -> int:
         to_capture = [t for t in traces if not _traced(evaluator, *t)]
     else:
         traces = [(model, b, 0) for model in dims["model"] for b in range(TEMPLATE_TRACES)]
-        point_s = serving.requests * SERVING_S_PER_REQUEST * (CAPACITY_RUNS if serving.capacity else 1)
+        requests = serving.requests or ServingSpec().requests  # unset: the default (all of a shorter trace)
+        point_s = requests * SERVING_S_PER_REQUEST * (CAPACITY_RUNS if serving.capacity else 1)
         to_capture = traces
     trace_s = sum(evaluator.config(model).num_layers * TRACE_S_PER_LAYER for model, _, _ in to_capture)
     check_sweep_points(sweep, evaluator)  # before the grid's points are made: a refused one names its line

@@ -141,7 +141,7 @@ DEFAULT = ServingSpec()  # the section's defaults are the spec's
 class Serving(Strict):
     """Requests arriving at one replica and how it schedules them (sim/serving_spec.py); lists sweep."""
 
-    requests: PositiveInt = DEFAULT.requests
+    requests: PositiveInt | None = None  # unset: 1000, or all of a shorter trace
     arrival: Literal["poisson", "gamma", "trace"] = DEFAULT.arrival
     rate: one_or_more(PositiveNumber) | None = None  # requests per second
     cv: one_or_more(PositiveNumber) = DEFAULT.cv  # gamma arrivals: coefficient of variation of the gaps
@@ -427,13 +427,14 @@ def capacity_ceiling_notice(rows: list[dict[str, Any]], high: float, where: str)
             f"capacity_rps is not {'its' if len(top) == 1 else 'their'} capacity; raise the range's high to find it")
 
 
-def capacity_notice(rows: list[dict[str, Any]], requests: int) -> str:
+def capacity_notice(rows: list[dict[str, Any]]) -> str:
     """One line where a capacity search could not judge the rate that stopped it (capacity_judged 0: its run met
     the SLO but was too short or too noisy to show whether the queue keeps up, sim/stability.py); '' otherwise."""
     typed = [normalize_row(row) for row in rows]
     unjudged = [row for row in typed if is_feasible(row) and "capacity_judged" in row and not row["capacity_judged"]]
     if not unjudged:
         return ""
+    requests = max(int(row["requests"]) for row in unjudged)
     return (f"notice: {len(unjudged)} of {len(rows)} capacities are not judged: {requests} requests were too few to "
             f"show whether the queue keeps up at the rate above each (capacity_judged 0, capacity_note says why); "
             f"each is the highest rate these requests show sustainable; raise serving.requests to judge them")

@@ -66,7 +66,7 @@ class ServingSpec:
     """
 
     scheduler: str = "continuous"
-    requests: int = DEFAULT_REQUESTS  # on a trace of fewer requests, the default takes them all
+    requests: int | None = None  # None: DEFAULT_REQUESTS, or all of a trace of fewer
     arrival: str = "poisson"
     rate_per_s: float | None = 1.0
     cv: float = 1.0
@@ -153,6 +153,9 @@ class ServingSpec:
         return f"{type(self).__name__}({', '.join(f'{f.name}={getattr(self, f.name)!r}' for f in shown)})"
 
     def __post_init__(self) -> None:
+        unset_requests = self.requests is None
+        if unset_requests:  # a trace of fewer requests takes them all (below)
+            object.__setattr__(self, "requests", DEFAULT_REQUESTS)
         if self.scheduler not in SCHEDULERS:
             raise InputError(f"scheduler: found {self.scheduler!r}, allowed: {', '.join(SCHEDULERS)}")
         if self.arrival not in ARRIVALS:
@@ -296,10 +299,10 @@ class ServingSpec:
             raise InputError(f"arrival: found 'trace' with trace {self.trace!r}, which has no arrival times, allowed: "
                              f"poisson or gamma arrivals at a rate over its lengths")
         if self.trace and self.requests > len(trace := trace_requests(self.trace)):
-            if self.requests != DEFAULT_REQUESTS:
+            if not unset_requests:
                 raise InputError(f"requests: found {self.requests}, allowed: at most {len(trace)}, the requests in "
-                                 f"trace {self.trace!r}")
-            object.__setattr__(self, "requests", len(trace))  # the default on a shorter trace: all of it
+                                 f"trace {self.trace!r} (left out: all of them)")
+            object.__setattr__(self, "requests", len(trace))
         if self.prefix_tokens:
             # The requests' lengths are the same at every rate: any rate gives them.
             shortest = int(self.request_set(rate_per_s=1.0).prompt_tokens.min())

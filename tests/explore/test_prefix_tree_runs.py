@@ -56,3 +56,13 @@ def test_a_timed_trace_without_a_rate_is_offered_its_own_times(tmp_path, capsys)
     assert main([*RUN, "--trace", str(_trace(tmp_path, _calls(3)))]) == 2
     err = capsys.readouterr().err
     assert "--rate: found none for poisson arrivals, allowed: a rate > 0 req/s (or arrival 'trace'" in err, err
+
+
+def test_an_explicit_request_count_beyond_the_trace_is_one_line(tmp_path, capsys):
+    """--requests 1000 on a three-call trace was read as the default and served three calls silently."""
+    path = str(_trace(tmp_path, _calls(3)))
+    assert main([*RUN, "--trace", path, "--rate", "2", "--requests", "1000"]) == 2
+    err = capsys.readouterr().err
+    assert "--requests: found 1000, allowed: at most 3, the requests in trace" in err and len(err.splitlines()) == 1
+    assert main([*RUN, "--trace", path, "--rate", "2", "--json"]) == 0  # left out: all three
+    assert json.loads(capsys.readouterr().out)["requests_per_s"] > 0

@@ -23,9 +23,11 @@ def test_the_default_count_takes_a_shorter_trace_whole_and_says_so(three_request
     assert two.request_set().prompt_tokens.tolist() == [40, 90]
 
 
-def test_more_requests_than_the_trace_holds_is_one_line(three_requests, one_line_error):
-    where, message = one_line_error(lambda: ServingSpec(trace=three_requests, rate_per_s=1.0, requests=5))
-    assert where == "requests" and "found 5, allowed: at most 3, the requests in trace" in message
+@pytest.mark.parametrize("requests", [5, DEFAULT_REQUESTS])
+def test_more_requests_than_the_trace_holds_is_one_line(three_requests, one_line_error, requests):
+    """Given explicitly, the default's count too: it was taken for the default and served the trace's three."""
+    where, message = one_line_error(lambda: ServingSpec(trace=three_requests, rate_per_s=1.0, requests=requests))
+    assert where == "requests" and f"found {requests}, allowed: at most 3, the requests in trace" in message
 
 
 @pytest.mark.parametrize(("fields", "shortest"), [
