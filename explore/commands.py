@@ -672,10 +672,12 @@ def cmd_report(args) -> int:
     goals = _read_goals(out / GOALS_FILE)
     title = goals.pop("name", None) or out.name  # the sweep's name; a folder written before it was kept: its own
     # No evaluator: every figure comes from the results and the detail the sweep stored beside them (no trace, no
-    # torch); figures whose detail is missing say so, in the report and in one logged line.
-    rows = read_results(out, required=input_columns(system=False, serving=False))
-    html, md = write_report(out, rows, title=title, **goals)
-    unstamp_report(out)
+    # torch); figures whose detail is missing say so, in the report and in one logged line. A sweep still writing
+    # the folder holds it: its rows are partial and it writes its own report at its end.
+    with folder_lock(out):
+        rows = read_results(out, required=input_columns(system=False, serving=False))
+        html, md = write_report(out, rows, title=title, **goals)
+        unstamp_report(out)
     print(f"report:  {html}\nsummary: {md}")
     return 0
 

@@ -181,3 +181,26 @@ def test_report_md_escapes_html_from_names_as_the_html_report_does():
     assert "&lt;script>alert(1)&lt;/script>" in md
     assert "ttft_s <= 0.5 \\| a b" in md  # comparisons stay readable; cells stay on one line
     assert "![T &lt;b>\\] (x)](figures/f.png)" in md  # the alt text cannot close early
+
+
+def test_a_report_of_a_folder_a_sweep_is_writing_is_refused(tmp_path, capsys):
+    """explore report DIR while a sweep writes DIR drew from its partial rows and said nothing (the sweep then
+    overwrote the report at its end); it is now refused in one line naming the run."""
+    from explore.cli import main
+    from explore.results import CSV_NAME
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / CSV_NAME).write_text("point_id\n")
+    ctx = multiprocessing.get_context("fork")
+    ready, release = ctx.Event(), ctx.Event()
+    holder = ctx.Process(target=_hold, args=(str(out), ready, release))
+    holder.start()
+    try:
+        assert ready.wait(30)
+        assert main(["report", str(out)]) == 2
+    finally:
+        release.set()
+        holder.join(30)
+    err = capsys.readouterr().err
+    assert f"in use by another explore run (pid {holder.pid})" in err and len(err.strip().splitlines()) == 1
