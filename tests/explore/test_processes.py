@@ -4,6 +4,7 @@ files unique per writer."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import logging
 import multiprocessing
@@ -113,20 +114,27 @@ def _hold(path: str, ready, release) -> None:
         release.wait(30)
 
 
-def test_a_held_folder_is_refused_and_a_released_one_taken(tmp_path):
-    out = tmp_path / "out"
+@contextlib.contextmanager
+def _held_elsewhere(out):
+    """Another process holds folder `out` for the block: yields that process."""
     ctx = multiprocessing.get_context("fork")
     ready, release = ctx.Event(), ctx.Event()
     holder = ctx.Process(target=_hold, args=(str(out), ready, release))
     holder.start()
     try:
         assert ready.wait(30)
-        with pytest.raises(InputError, match=rf"{out}: in use by another explore run \(pid {holder.pid}\)"), \
-                folder_lock(out):
-            pass
+        yield holder
     finally:
         release.set()
         holder.join(30)
+
+
+def test_a_held_folder_is_refused_and_a_released_one_taken(tmp_path):
+    out = tmp_path / "out"
+    with _held_elsewhere(out) as holder:
+        with pytest.raises(InputError, match=rf"{out}: in use by another explore run \(pid {holder.pid}\)"), \
+                folder_lock(out):
+            pass
     with folder_lock(out), folder_lock(out):  # free again; re-entrant within one process
         assert (out / LOCK_NAME).read_text().strip() == str(os.getpid())
 
@@ -192,15 +200,7 @@ def test_a_report_of_a_folder_a_sweep_is_writing_is_refused(tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()
     (out / CSV_NAME).write_text("point_id\n")
-    ctx = multiprocessing.get_context("fork")
-    ready, release = ctx.Event(), ctx.Event()
-    holder = ctx.Process(target=_hold, args=(str(out), ready, release))
-    holder.start()
-    try:
-        assert ready.wait(30)
+    with _held_elsewhere(out) as holder:
         assert main(["report", str(out)]) == 2
-    finally:
-        release.set()
-        holder.join(30)
     err = capsys.readouterr().err
     assert f"in use by another explore run (pid {holder.pid})" in err and len(err.strip().splitlines()) == 1
