@@ -169,8 +169,25 @@ def sweep_notes(sweep) -> list[str]:
              fixed_peak_sm_note([*sweep.spec.overrides, *sweep.spec.derived]), mixed_links_note(sweep),
              idle_knobs_note(sweep), crossed_switch_note(sweep), equal_override_note(sweep),
              idle_what_if_note(sweep), unread_node_link_note(sweep), unpriced_goal_note(sweep),
-             allreduce_fallback_note(sweep), _sweep_latency_note(sweep))
+             allreduce_fallback_note(sweep), _sweep_latency_note(sweep), contradictory_constraints_note(sweep))
     return [note for note in notes if note]
+
+
+def contradictory_constraints_note(sweep) -> str:
+    """Where two constraints on one metric leave it no value (tpot_s <= 0.01 and tpot_s >= 0.02): no point can meet
+    them, whatever the sweep evaluates."""
+    constraints = sweep.constraints()
+    for first, second in itertools.combinations(constraints, 2):
+        if first.metric != second.metric:
+            continue
+        # A value both accept exists if one of the two bounds, or a point just inside them, meets both.
+        lower = {c.bound for c in (first, second) if c.op in (">=", ">", "==")}
+        upper = {c.bound for c in (first, second) if c.op in ("<=", "<", "==")}
+        tries = lower | upper | ({(max(lower) + min(upper)) / 2} if lower and upper else set())
+        if not any(first.accepts(value) and second.accepts(value) for value in tries):
+            return (f"constraints: '{first.metric} {first.op} {first.bound:g}' and '{second.metric} {second.op} "
+                    f"{second.bound:g}' leave {first.metric} no value: no design point can meet them")
+    return ""
 
 
 def unread_node_link_note(sweep) -> str:
