@@ -92,7 +92,7 @@ class PowerSpec:
     @model_validator(mode="after")
     def _idle_below_tdp(self):
         if self.idle_W >= self.tdp_W:
-            raise ValueError(f"idle_W ({self.idle_W}) must be below tdp_W ({self.tdp_W})")
+            raise ValueError(f"idle_W: found {self.idle_W:g}, allowed: below tdp_W ({self.tdp_W:g} W)")
         return self
 
 

@@ -62,7 +62,7 @@ def input_error(err: ValidationError, where: str, prefix: str = "",
     if first["type"] == "extra_forbidden":
         return InputError(f"{place}: {key}: unknown key")
     if first["type"] == "missing":
-        return InputError(f"{place}: {key}: missing (required)")
+        return InputError(f"{place}: {key}: missing, allowed: a value (the key is required)")
     allowed = first["msg"]
     if first["type"] == "too_short":
         allowed = f"a list of at least {first['ctx']['min_length']} value(s)"

@@ -78,7 +78,15 @@ def test_missing_section(tmp_path, one_line_error):
     del data["energy"]
     path = _write(tmp_path, data)
     where, message = one_line_error(lambda: load_device(path))
-    assert path in where and "energy" in message
+    assert path in where and message == "energy: missing, allowed: a value (the key is required)"
+
+
+def test_idle_power_at_or_above_the_tdp_says_what_was_found_and_allowed(tmp_path, one_line_error):
+    data = _h100()
+    data["power"]["idle_W"] = 800.0
+    path = _write(tmp_path, data)
+    where, message = one_line_error(lambda: load_device(path))
+    assert path in where and message == "power: idle_W: found 800, allowed: below tdp_W (700 W)"
 
 
 def test_missing_source(tmp_path, one_line_error):
