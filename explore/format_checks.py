@@ -102,6 +102,10 @@ def format_notice(device, fmt: NumericFormat) -> str:
     if wider:
         notices.append(", ".join(f"{dtype} GEMMs run at the {math} rate" for dtype, math in wider)
                        + f" on {model.name}: its matrix units have no mode for them")
+    if getattr(model, "kind", "") == "gpu" and fmt.act_bits < 16 <= fmt.weight_bits:
+        # kernels/formats.py gemm_dtype: 16-bit weights keep the GEMMs' math at 16 bits whatever the activations.
+        notices.append(f"{fmt.act_bits}-bit activations beside 16-bit weights on {model.name}: no kernel multiplies "
+                       f"them in fewer bits, so the GEMMs run in 16-bit math and only the activations' bytes shrink")
     unmeasured = unmeasured_gemms(model, fmt)
     if unmeasured:
         notices.append(f"GEMMs with no measurement of their own on {model.name}, priced on another fit: {unmeasured}")

@@ -210,3 +210,15 @@ def test_dfloat11_decode_overhead_matches_its_readme(tiny_evaluator):
     at_1, at_32 = ratio(1), ratio(32)
     assert 1.5 <= at_1 <= 2.5  # "approximately 2x slower", within 25%
     assert at_32 < at_1  # "the gap narrows with larger batches"
+
+
+def test_activations_narrower_than_16_bit_weights_say_the_math_stays_16_bit():
+    """W16A8 and W16A4 on a GPU price 16-bit GEMMs with fewer activation bytes (kernels/formats.py gemm_dtype: no
+    kernel multiplies them narrower) and say so; W8A8 and weight-only W4A16 say nothing of it."""
+    h100 = load_device(H100)
+    for act_bits in (8, 4):
+        assert (f"{act_bits}-bit activations beside 16-bit weights on h100-sxm: no kernel multiplies them in fewer "
+                f"bits") in format_notice(h100, NumericFormat(act_bits=act_bits))
+        assert NumericFormat(act_bits=act_bits).gemm_dtype("bf16") == "bf16"
+    for fmt in (NumericFormat(weight_bits=8, act_bits=8), NumericFormat(weight_bits=4)):
+        assert "activations beside 16-bit weights" not in format_notice(h100, fmt)
