@@ -304,6 +304,9 @@ _m("queue_growth", "queue growth", "", "min",
    section="capacity")
 _m("capacity_note", "capacity note", "", None, "why capacity_judged is 0 (empty where it is 1)", kind="text",
    section="capacity")
+_m("capacity_at_top", "capacity at range top", "", None,
+   "1 where the top of the searched range was sustainable: capacity_rps is the range's high, a lower bound of the "
+   "capacity (raise the high to find it)", kind="bool", section="capacity")
 # ---- breakdown: busy time by kernel class (every sweep) ----------------------------------------------------
 KERNEL_CLASSES = ("gemm", "attention", "norm", "softmax", "elementwise", "embedding")
 for _class in KERNEL_CLASSES:

@@ -23,6 +23,7 @@ from sim.serving_metrics import window_power_W
 LIMIT_COLOR = "#444444"
 TIMELINE_WINDOWS = 200  # the timeline shows time-weighted means over this many windows of each run
 NOT_JUDGED_MARK = "\u2020"  # a dagger after a capacity its search could not judge (capacity_judged 0)
+AT_TOP_MARK = "\u2265"  # before a capacity at the top of its search range, a lower bound (capacity_at_top 1)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -244,28 +245,33 @@ def rate_figure(series: Sequence[RateSeries], panels: Sequence[Panel]) -> Figure
     return fig
 
 
-def _capacity_label(capacity_rps: float, judged: bool) -> str:
-    """A capacity bar's label: its value, 'none' at zero, '' for NaN (no bar); NOT_JUDGED_MARK after an unjudged one."""
+def _capacity_label(capacity_rps: float, judged: bool, at_top: bool = False) -> str:
+    """A capacity bar's label: its value, 'none' at zero, '' for NaN (no bar); NOT_JUDGED_MARK after an unjudged one,
+    AT_TOP_MARK before one at the top of its search range."""
     if not math.isfinite(capacity_rps):
         return ""
-    return ("none" if capacity_rps == 0 else f"{capacity_rps:.3g}") + ("" if judged else NOT_JUDGED_MARK)
+    value = "none" if capacity_rps == 0 else f"{AT_TOP_MARK if at_top else ''}{capacity_rps:.3g}"
+    return value + ("" if judged else NOT_JUDGED_MARK)
 
 
 def capacity_figure(groups: Sequence[str], capacity_rps: Mapping[str, Sequence[float]],
-                    colors: Mapping[str, str], judged: Mapping[str, Sequence[bool]] | None = None) -> Figure:
+                    colors: Mapping[str, str], judged: Mapping[str, Sequence[bool]] | None = None,
+                    at_top: Mapping[str, Sequence[bool]] | None = None) -> Figure:
     """Grouped bars: one group per design (device, format, ...), one bar per scheduler, the value on each bar;
     a zero bar (no rate meets the SLO) is labeled 'none'; NaN draws no bar. A capacity `judged` marks False
     (its search stopped on a run too short or noisy to judge, sim/capacity.py) is a hollow bar whose label ends in
-    NOT_JUDGED_MARK, with a legend entry saying so; without `judged` every capacity counts as judged."""
+    NOT_JUDGED_MARK, with a legend entry saying so; without `judged` every capacity counts as judged. One `at_top`
+    marks True (the top of its search range was sustainable) is labeled AT_TOP_MARK first: at least that."""
     fig, ax, x, bars = grouped_bars_figure(groups, capacity_rps, height_in=4.6, colors=colors)
     marks = {name: list((judged or {}).get(name, [True] * len(values))) for name, values in capacity_rps.items()}
+    tops = {name: list((at_top or {}).get(name, [False] * len(values))) for name, values in capacity_rps.items()}
     for (name, values), container in zip(capacity_rps.items(), bars, strict=True):
         heights = np.asarray(values, dtype=float)
         for bar, ok in zip(container, marks[name], strict=True):
             if not ok:  # hollow, as a rate figure's hollow marker: not a verdict on the design
                 bar.set(facecolor="white", edgecolor=colors[name], linewidth=1.5)
-        ax.bar_label(container, labels=[_capacity_label(h, ok) for h, ok in zip(heights, marks[name], strict=True)],
-                     fontsize=8, padding=2)
+        ax.bar_label(container, labels=[_capacity_label(h, ok, top) for h, ok, top in
+                                        zip(heights, marks[name], tops[name], strict=True)], fontsize=8, padding=2)
     rotate = len(groups) > 4 or sum(len(g) for g in groups) > 60
     ax.set_xticks(x, [textwrap.fill(g, 28) for g in groups], rotation=20 if rotate else 0,
                   ha="right" if rotate else "center", fontsize=8)
@@ -280,8 +286,15 @@ def capacity_figure(groups: Sequence[str], capacity_rps: Mapping[str, Sequence[f
         handles.append(Patch(facecolor="white", edgecolor=LIMIT_COLOR, linewidth=1.5,
                              label=f"hollow, {NOT_JUDGED_MARK}: not judged (too few requests to tell whether the "
                                    "queue keeps up; raise the number of requests)"))
+    topped = any(top and math.isfinite(h) and h > 0 for name, values in capacity_rps.items()
+                 for h, top in zip(np.asarray(values, dtype=float), tops[name], strict=True))
+    if topped:
+        handles.append(Patch(facecolor="none", edgecolor="none",
+                             label=f"{AT_TOP_MARK}: the top of the searched range, sustained: at least that (raise "
+                                   "the range's high to find the capacity)"))
+    long_legend = unjudged or topped
     fig.legend(handles=handles, loc="outside lower center", fontsize=8, frameon=False, title="scheduler",
-               title_fontsize=8, ncols=_legend_columns([h.get_label() for h in handles]) if unjudged
+               title_fontsize=8, ncols=_legend_columns([h.get_label() for h in handles]) if long_legend
                else min(len(handles), 4))
     return fig
 

@@ -18,6 +18,7 @@ from explore.design_point import generic_knobs
 from explore.metrics import better_first
 from explore.plots import figure_png
 from explore.plots_serving import (
+    AT_TOP_MARK,
     NOT_JUDGED_MARK,
     TIMELINE_WINDOWS,
     Limit,
@@ -153,6 +154,22 @@ def capacity_unjudged(row: dict[str, Any]) -> bool:
     """Whether a row's capacity is not judged (capacity_judged 0, sim/capacity.py); False where the folder has no
     capacity_judged column (written before it existed)."""
     return searched_capacity(row) and "capacity_judged" in row and not row["capacity_judged"]
+
+
+def capacity_at_top(row: dict[str, Any]) -> bool:
+    """Whether a row's capacity is the top of its search range, sustained: a lower bound (capacity_at_top 1,
+    sim/capacity.py); False where the folder has no such column (written before it existed)."""
+    return searched_capacity(row) and bool(row.get("capacity_at_top") == 1)
+
+
+def at_top_footnote(rows: Sequence[dict[str, Any]]) -> str:
+    """A footnote line for the capacities among rows at the top of their search range; '' when there are none."""
+    count = sum(1 for row in rows if capacity_at_top(row))
+    if not count:
+        return ""
+    return (f"{AT_TOP_MARK} marks {count_label(count, 'capacity')} at the top of the searched range: the design "
+            f"sustained the range's high, so its capacity is at least that; raise the high (serving.capacity, explore "
+            f"run --capacity) to find it.")
 
 
 MAX_NOTES = 3  # unjudged capacities whose capacity_note a caption or table note quotes
@@ -367,6 +384,7 @@ def capacity_section(rows: list[dict[str, Any]]) -> ReportFigure:
                      key=lambda r: float(r["capacity_rps"]), default=None) for g in groups] for s in schedulers}
     values = {s: [math.nan if r is None else float(r["capacity_rps"]) for r in drawn[s]] for s in schedulers}
     judged = {s: [r is None or not capacity_unjudged(r) for r in drawn[s]] for s in schedulers}
+    at_top = {s: [r is not None and capacity_at_top(r) for r in drawn[s]] for s in schedulers}
     colors = {s: SCHEDULER_COLORS.get(s, f"C{i}") for i, s in enumerate(schedulers)}
     caption = f"{count_label(len(searched), 'feasible design point')}; one group per design, one bar per scheduler."
     if _has_capacity_columns(searched):  # searched since sim/stability.py: a rate passes only where the queue keeps up
@@ -375,7 +393,9 @@ def capacity_section(rows: list[dict[str, Any]]) -> ReportFigure:
     if footnote := unjudged_footnote([r for bars in drawn.values() for r in bars if r is not None],
                                      varying_knobs(searched), f"A hollow bar and {NOT_JUDGED_MARK} mark"):
         caption += f" {footnote}"
-    return _figure("serving_capacity", caption, capacity_figure(groups, values, colors, judged))
+    if footnote := at_top_footnote([r for bars in drawn.values() for r in bars if r is not None]):
+        caption += f" {footnote}"
+    return _figure("serving_capacity", caption, capacity_figure(groups, values, colors, judged, at_top))
 
 
 # ---- per-request detail of re-run designs -------------------------------------------------------------------
@@ -528,7 +548,8 @@ def _has_capacity_columns(rows: list[dict[str, Any]]) -> bool:
 def metric_cell(row: dict[str, Any], name: str, scale: float) -> str:
     """A metric's table cell; a capacity that is not judged ends in NOT_JUDGED_MARK."""
     mark = f" {NOT_JUDGED_MARK}" if name == "capacity_rps" and capacity_unjudged(row) else ""
-    return format_number(row.get(name), scale) + mark
+    top = AT_TOP_MARK if name == "capacity_rps" and capacity_at_top(row) else ""
+    return top + format_number(row.get(name), scale) + mark
 
 
 def _design_table(title: str, note: str, shown: list[dict[str, Any]], rows: list[dict[str, Any]]) -> ReportTable:
@@ -537,7 +558,8 @@ def _design_table(title: str, note: str, shown: list[dict[str, Any]], rows: list
     capacity = ((CAPACITY,) + ((QUEUE_GROWTH,) if _has_capacity_columns(rows) else ())
                 if any(_has(r, "capacity_rps") for r in rows) else ())
     metrics = METRICS + capacity + tuple(m for m in SLOWDOWNS if any(_has(r, m[1]) for r in rows))
-    footnote = unjudged_footnote(shown, varying_knobs(rows), f"{NOT_JUDGED_MARK} marks")
+    footnote = " ".join(note for note in (unjudged_footnote(shown, varying_knobs(rows), f"{NOT_JUDGED_MARK} marks"),
+                                          at_top_footnote(shown)) if note)
     return ReportTable(title=title, note=f"{note} {footnote}" if footnote else note,
                        headers=headers + [m[0] for m in metrics],
                        cells=[_point_cells(r, "rate (req/s)" in headers, extra)

@@ -19,7 +19,7 @@ from sim.serving import ServingResult
 from sim.stability import GROWTH_LIMIT, Stability, queue_stability
 
 # Results columns of a capacity search beyond capacity_rps (explore/metrics.py, section "capacity"), in order.
-CAPACITY_METRICS = ("capacity_judged", "queue_growth", "capacity_note")
+CAPACITY_METRICS = ("capacity_judged", "queue_growth", "capacity_note", "capacity_at_top")
 
 
 def highest_rate(meets: Callable[[float], bool], *, low: float, high: float, rel_tol: float = 0.05,
@@ -85,13 +85,14 @@ class Capacity:
     judged: bool  # False: the rate above the capacity failed only because its run was too short or noisy to judge
     note: str  # why the capacity is not judged; '' when it is
     verdicts: dict[float, RateVerdict]
+    at_top: bool = False  # the top of the searched range was sustainable: the capacity is at least rate_per_s
 
     def metrics(self) -> dict[str, float | str]:
         """The CAPACITY_METRICS of the search, the queue growth that of the run at the capacity."""
         at = self.verdicts.get(self.rate_per_s)
         return {"capacity_judged": float(self.judged),
                 "queue_growth": at.stability.growth if at is not None else math.nan,
-                "capacity_note": self.note}
+                "capacity_note": self.note, "capacity_at_top": float(self.at_top)}
 
 
 def search_capacity(judge: Callable[[float], RateVerdict], *, low: float, high: float, rel_tol: float = 0.05,
@@ -110,7 +111,7 @@ def search_capacity(judge: Callable[[float], RateVerdict], *, low: float, high: 
     failed = [r for r, verdict in verdicts.items() if r > rate and not verdict.sustainable]
     stopper = verdicts[min(failed)] if failed else None
     if stopper is None or not stopper.meets_slo or stopper.stability.judged:
-        return Capacity(rate_per_s=rate, judged=True, note="", verdicts=verdicts)
+        return Capacity(rate_per_s=rate, judged=True, note="", verdicts=verdicts, at_top=rate >= high)
     shown = f"{rate:.3g} req/s is the highest rate" if rate > 0 else "no rate is one"
     note = (f"not judged: the run at {min(failed):.3g} req/s met the SLO but {stopper.stability.reason}; "
             f"{shown} these requests show sustainable (more requests can judge higher rates)")

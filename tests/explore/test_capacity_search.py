@@ -70,9 +70,12 @@ def test_a_capacity_at_the_top_of_its_range_is_said_to_be_a_lower_bound(tmp_path
     out = tmp_path / "out"
     assert main([path, "--out", str(out), "--quiet"]) == 0
     (row,) = read_results(out)
-    assert row["capacity_rps"] == 1.0 and row["capacity_judged"]
+    assert row["capacity_rps"] == 1.0 and row["capacity_judged"] and row["capacity_at_top"] == 1
     err = capsys.readouterr().err
     assert "notice: the capacity is the top of the searched range, 1 req/s (serving.capacity)" in err, err
+    # The report marks it too: the table's cell reads at least 1, with a footnote, and so does the figure's caption.
+    report = (out / "report.md").read_text()
+    assert "| \u22651 |" in report and "\u2265 marks 1 capacity at the top of the searched range" in report
     assert main(["run", "--model", model, "--device", "h100-sxm", "--serving", "--requests", "100", "--prompt", "32",
                  "--output", "8", "--slo-ttft", "1", "--capacity", "0.5", "1", "--json"]) == 0
     captured = capsys.readouterr()

@@ -8,7 +8,15 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_rgba
 
-from explore.plots_serving import NOT_JUDGED_MARK, Panel, RateSeries, SeriesStyle, capacity_figure, rate_figure
+from explore.plots_serving import (
+    AT_TOP_MARK,
+    NOT_JUDGED_MARK,
+    Panel,
+    RateSeries,
+    SeriesStyle,
+    capacity_figure,
+    rate_figure,
+)
 
 GROUPS = ["h100-sxm", "a100-sxm-80gb"]
 COLORS = {"chunked": "#d62728", "continuous": "#1f77b4"}
@@ -44,6 +52,15 @@ def test_capacities_without_verdicts_draw_as_before() -> None:
         assert [bar.get_facecolor() for bar in bars[:3]] == [to_rgba(COLORS[s]) for s in
                                                              ("chunked", "chunked", "continuous")]
         assert labels == ["8", "4.97", "6", ""] and legend == ["chunked", "continuous"]
+
+
+def test_a_capacity_at_the_top_of_its_range_reads_at_least_with_a_legend_entry() -> None:
+    """chunked on the H100 sustained the top of its search range: its label reads at least 8, and the legend says
+    what the mark means; the others read as before."""
+    at_top = {"chunked": [True, False], "continuous": [False, False]}
+    bars, labels, legend = _bars(capacity_figure(GROUPS, CAPACITY_RPS, COLORS, None, at_top))
+    assert labels == [f"{AT_TOP_MARK}8", "4.97", "6", ""]
+    assert len(legend) == 3 and legend[2].startswith(f"{AT_TOP_MARK}: the top of the searched range")
 
 
 def test_zero_capacity_not_judged_reads_none_with_the_mark() -> None:

@@ -180,3 +180,17 @@ def test_conversations_below_the_service_rate_are_judged_stable(costs):
     assert np.any(np.diff(result.records.arrival_s) < 0)  # drawn order is not arrival order
     stability = rate_verdict(result).stability
     assert stability.judged and stability.stable, stability.reason
+
+
+def test_a_search_that_sustains_the_top_of_its_range_says_the_capacity_is_at_least_that():
+    """A design sustaining every rate up to 3 req/s: searched in [0.5, 2] it returns 2, the range's high, marked at
+    the top (a lower bound); searched in [0.5, 8] it stops below 3, not at the top."""
+    from sim.stability import Stability
+
+    def judge(rate: float) -> RateVerdict:
+        return RateVerdict(meets_slo=rate <= 3.0, stability=Stability(judged=True, growth=0.0))
+
+    capped = search_capacity(judge, low=0.5, high=2.0)
+    assert capped.rate_per_s == 2.0 and capped.at_top and capped.metrics()["capacity_at_top"] == 1.0
+    found = search_capacity(judge, low=0.5, high=8.0)
+    assert 2.85 <= found.rate_per_s <= 3.0 and not found.at_top and found.metrics()["capacity_at_top"] == 0.0
