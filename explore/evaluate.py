@@ -129,7 +129,7 @@ class Evaluator:
         self._devices: dict[tuple, Any] = {}
         self._templates: dict[tuple, StepTemplate] = {}
         self._cost_models: dict[tuple, IterationCostModel] = {}
-        self._host_links: dict[str, LinkSpec] = {}
+        self._links: dict[str, LinkSpec] = {}  # link presets or files read, by name (_link)
         self._skipped: dict[tuple, tuple[PassTables, PassTables]] = {}  # (tables, depth) -> (them, skipped)
         self._pruned: dict[tuple, tuple] = {}  # (prefill, kept prefill, first layer) -> (them, the pruned prefill)
         self.checked_knobs: set = set()  # what-if values validated for blocks (hw_models/device_block.py)
@@ -442,9 +442,13 @@ class Evaluator:
                                  f"link preset ({', '.join(link_names())}) or a link YAML path as host_link "
                                  f"(--host-link)")
             name = preset.link
-        if name not in self._host_links:
-            self._host_links[name] = load_link(name)
-        return self._host_links[name]
+        return self._link(name)
+
+    def _link(self, name: str) -> LinkSpec:
+        """The link preset or file `name`, read once."""
+        if name not in self._links:
+            self._links[name] = load_link(name)
+        return self._links[name]
 
     def point_tables(self, point: DesignPoint, device) -> PassTables:
         """The kernel tables of a static-batch point's passes on its device (or system); decode attention capped at
@@ -726,10 +730,7 @@ class Evaluator:
         network a store across machines is reached over, as Mooncake's transfer engine reaches it over RDMA)."""
         gbps = point.serving.kv_store_GBps
         if gbps is None:
-            link = default_node_link(point.device)
-            if link not in self._host_links:
-                self._host_links[link] = load_link(link)
-            gbps = self._host_links[link].bandwidth_GBps
+            gbps = self._link(default_node_link(point.device)).bandwidth_GBps
         return gbps * 1e9 * point.tp * point.pp
 
     def _host_link_Bps(self, point: DesignPoint, device) -> float | None:
@@ -747,9 +748,7 @@ class Evaluator:
                               (f"host_cache_GB: found {spec.host_cache_GB:g}", "0, or a host cache"))
             raise InputError(f"{given} on device {point.device!r}, whose preset names no host link to move KV over, "
                              f"allowed: {allowed} with swap_GBps (--swap-GBps) set to the bandwidth of its host link")
-        if preset.link not in self._host_links:
-            self._host_links[preset.link] = load_link(preset.link)
-        return self._host_links[preset.link].bandwidth_Bps * point.tp * point.pp
+        return self._link(preset.link).bandwidth_Bps * point.tp * point.pp
 
     def _serving_speculation(self, point: DesignPoint, fmt: NumericFormat, role: str,
                              device) -> ServingSpeculation | None:

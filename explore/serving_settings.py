@@ -129,6 +129,11 @@ def _traced_prefixes(values: Values) -> bool:
     return False
 
 
+def _shares_prefixes(values: Values) -> bool:
+    """Whether some value given has requests share prefixes: a prefix, conversations, or a trace naming them."""
+    return _any(values, "prefix_tokens") or _converses(values) or _traced_prefixes(values)
+
+
 def _attends_apart(values: Values) -> bool:
     return any(device not in (None, "", "none") for device in values.get("attention_device", ()))
 
@@ -196,21 +201,12 @@ RULES: tuple[ReadWhen, ...] = (
     *(ReadWhen(field, lambda v: _any(v, "prefix_tokens"), lambda v, n: "no shared prefix",
                lambda n: f"with {n.at_least('prefix_tokens', 1, 'a prefix the requests share')}, or left out")
       for field in ("prefix_attention", "prefix_groups")),
-    ReadWhen("queue_policy", lambda v: _any(v, "prefix_tokens") or _converses(v) or _traced_prefixes(v),
-             lambda v, n: "no shared prefix",
-             lambda n: f"with {n.at_least('prefix_tokens', 1, 'a prefix the requests share')}, "
-                       f"{n.at_least('conversation_turns', 2, 'conversations')} or a {n.name('trace')} that names "
-                       f"its requests' shared prefixes (shared_tokens or hash_ids), or left out"),
-    ReadWhen("host_cache_GB", lambda v: _any(v, "prefix_tokens") or _converses(v) or _traced_prefixes(v),
-             lambda v, n: "no shared prefix",
-             lambda n: f"with {n.at_least('prefix_tokens', 1, 'a prefix the requests share')}, "
-                       f"{n.at_least('conversation_turns', 2, 'conversations')} or a {n.name('trace')} that names "
-                       f"its requests' shared prefixes (shared_tokens or hash_ids), or left out"),
-    ReadWhen("kv_store_GB", lambda v: _any(v, "prefix_tokens") or _converses(v) or _traced_prefixes(v),
-             lambda v, n: "no shared prefix",
-             lambda n: f"with {n.at_least('prefix_tokens', 1, 'a prefix the requests share')}, "
-                       f"{n.at_least('conversation_turns', 2, 'conversations')} or a {n.name('trace')} that names "
-                       f"its requests' shared prefixes (shared_tokens or hash_ids), or left out"),
+    # What is read only where requests share prefixes: the admission order by them, and the tiers that keep them.
+    *(ReadWhen(field, _shares_prefixes, lambda v, n: "no shared prefix",
+               lambda n: f"with {n.at_least('prefix_tokens', 1, 'a prefix the requests share')}, "
+                         f"{n.at_least('conversation_turns', 2, 'conversations')} or a {n.name('trace')} that names "
+                         f"its requests' shared prefixes (shared_tokens or hash_ids), or left out")
+      for field in ("queue_policy", "host_cache_GB", "kv_store_GB")),
     ReadWhen("kv_store_GBps", lambda v: _any(v, "kv_store_GB"), lambda v, n: "no KV store",
              lambda n: f"with {n.name('kv_store_GB')} > 0, or left out"),
     ReadWhen("think_s", _converses, lambda v, n: "no conversations",

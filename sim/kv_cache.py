@@ -48,7 +48,7 @@ from collections import OrderedDict
 from collections.abc import Hashable, Iterable
 
 from kernels.kv_policy import Window, kept_tokens
-from sim.kv_store import KVStore
+from sim.kv_store import KVStore, take_from_tails
 
 ROOT = -1  # the key of the root (system prompt) 0; root r > 0 is keyed ("root", r)
 OPEN = sys.maxsize  # the span of a group's chain: it grows as far as its sequences share
@@ -313,8 +313,8 @@ class PagedKVCache:
 
     def _growth(self, seq: int, tokens: int) -> tuple[int, int]:
         """The blocks `seq` must add to hold `tokens` tokens (on its first hold, with the blocks it finds in host
-        memory, which load onto the device), and the blocks it may take: the free ones and the cached nodes nobody
-        shares, less those of its path if its first hold would share them."""
+        memory or the store, which load onto the device), and the blocks it may take: the free ones and the cached
+        nodes nobody shares, less those of its path if its first hold would share them."""
         room = self.capacity_blocks - self.used_blocks + self._idle_blocks
         held = self._held.get(seq)
         if held is not None:  # admitted: it shares what it shares, and no more
@@ -359,7 +359,7 @@ class PagedKVCache:
         moved = 0  # blocks moved onto the device from host memory or the store
         if seq in self._swapped_out:  # swapped back in: its KV, its own prefix copy included, comes back as it left
             self._swapped_out.discard(seq)
-        elif seq not in self._held and seq not in self._shared:
+        elif seq not in self._shared:  # its first hold (an admitted sequence grew above)
             shares = self._cached_blocks(seq)
             if shares:
                 path = self._path_of(seq)
@@ -408,19 +408,12 @@ class PagedKVCache:
         its tail); what finds no room is gone, and with it the node's host blocks behind it."""
         if not self.host_capacity_blocks:
             return
-        need = self._host_used + blocks - self.host_capacity_blocks
-        while need > 0:
-            victim = next((n for n in self._host if n != node and not self._present_kids.get(n)), None)
-            if victim is None:
-                break
-            taken = min(need, self._host[victim])
-            self._host[victim] -= taken
-            self._host_used -= taken
-            need -= taken
-            if not self._host[victim]:
-                del self._host[victim]
-                if not self._chain[victim]:
-                    self._forget(victim)
+        def emptied(victim: Hashable) -> None:
+            if not self._chain[victim]:  # nothing of it left on the device either
+                self._forget(victim)
+
+        self._host_used -= take_from_tails(self._host, self._host_used + blocks - self.host_capacity_blocks,
+                                           lambda n: n != node and not self._present_kids.get(n), emptied)
         kept = min(blocks, self.host_capacity_blocks - self._host_used)
         behind = self._host.pop(node, 0)
         if kept < blocks:  # a gap: the node's host blocks behind it can no longer be found
@@ -440,7 +433,7 @@ class PagedKVCache:
 
     def _load(self, path: Path, blocks: int) -> int:
         """Move the blocks of `path`'s first `blocks` that are not on the device onto it (the caller made room): those
-        in host memory, then the rest from the store; the blocks moved from host memory."""
+        in host memory, then the rest from the store; the blocks moved."""
         loaded = fetched = 0
         for node, part in self._parts(path, blocks):
             onto = part - self._chain[node] if part else 0

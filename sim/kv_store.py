@@ -12,7 +12,26 @@ those stores write); reads touch what they find.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
+
+
+def take_from_tails(blocks: OrderedDict[Hashable, int], need: int, evictable: Callable[[Hashable], bool],
+                    emptied: Callable[[Hashable], None]) -> int:
+    """Take up to `need` blocks from the nodes of `blocks` (node -> its blocks, least recently used first): of those
+    `evictable` accepts, the least recently used first, each from its tail; a node left with none is removed and
+    handed to `emptied` at once (its parent may become evictable). The blocks taken."""
+    taken = 0
+    while taken < need:
+        node = next((n for n in blocks if evictable(n)), None)
+        if node is None:
+            break
+        part = min(need - taken, blocks[node])
+        blocks[node] -= part
+        taken += part
+        if not blocks[node]:
+            del blocks[node]
+            emptied(node)
+    return taken
 
 
 class KVStore:
@@ -57,16 +76,11 @@ class KVStore:
     def _evict(self, blocks: int, keep: tuple[Hashable, ...]) -> None:
         """Free `blocks` blocks: of the nodes no stored node follows, but those in `keep`, the least recently used
         first, each from its tail (as few as there are)."""
-        while blocks > 0:
-            node = next((n for n in self._blocks if n not in keep and not self._kids.get(n)), None)
-            if node is None:
-                return
-            taken = min(blocks, self._blocks[node])
-            self._blocks[node] -= taken
-            self.used_blocks -= taken
-            blocks -= taken
-            if not self._blocks[node]:
-                del self._blocks[node]
-                parent = self._parent.pop(node)
-                if parent is not None:
-                    self._kids[parent] -= 1
+        self.used_blocks -= take_from_tails(self._blocks, blocks, lambda n: n not in keep and not self._kids.get(n),
+                                            self._forget)
+
+    def _forget(self, node: Hashable) -> None:
+        """A node with no blocks left: its parent has one stored node fewer behind it."""
+        parent = self._parent.pop(node)
+        if parent is not None:
+            self._kids[parent] -= 1

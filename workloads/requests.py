@@ -646,7 +646,7 @@ def read_mooncake_trace(path: str | Path) -> RequestSet:
     text = _read_text(path, "JSON-lines file")
     block = MOONCAKE_BLOCK_TOKENS
     arrivals, prompts, outputs, paths = [], [], [], []
-    nodes: dict[tuple[int, object], int] = {}  # (the node before, hash id) -> node id
+    nodes: dict[tuple[int, int], int] = {}  # (the node before, hash id) -> node id
     timed: bool | None = None
     for line, raw in enumerate(text.splitlines(), start=1):
         if not raw.strip():
