@@ -204,8 +204,13 @@ def _add_serving_flags(run: argparse.ArgumentParser) -> None:
                    help="the think times' coefficient of variation: gamma-distributed about --think-s, 1 exponential "
                         "(default: each exactly --think-s)")
     g.add_argument("--queue-policy", choices=list(QUEUE_POLICIES),
-                   help="the order waiting requests are admitted in: fcfs (arrival order; the default) or lpm (the "
-                        "longest cached prefix first, SGLang's longest-prefix-match)")
+                   help="the order waiting requests are admitted in: fcfs (arrival order; the default), lpm (the "
+                        "longest cached prefix first, SGLang's longest-prefix-match) or priority (the most urgent "
+                        "first, the least urgent preempted first: vLLM's priority scheduling)")
+    g.add_argument("--priority-fraction", type=float,
+                   help="the share of requests drawn urgent (priority 0, the others 1), served first under "
+                        "--queue-policy priority; adds the urgent requests' latency percentiles (default: every "
+                        "request alike, or a --trace CSV's priority column)")
     g.add_argument("--prefix-attention", choices=list(PREFIX_ATTENTIONS),
                    help="how decode attention reads the --prefix-tokens the requests of a group share: paged (each "
                         "sequence its copy; the default) or cascade (once for the group's sequences, then each its "

@@ -433,6 +433,7 @@ def _serving_spec(args) -> ServingSpec:
                   chunk_tokens=args.chunk_tokens, prompt_batch_tokens=args.prompt_batch_tokens,
                   block_tokens=args.block_tokens, prefix_tokens=args.prefix_tokens,
                   prefix_groups=args.prefix_groups, queue_policy=args.queue_policy,
+                  priority_fraction=args.priority_fraction,
                   conversation_turns=args.conversation_turns, think_s=args.think_s, think_cv=args.think_cv,
                   preemption=args.preemption, swap_GBps=args.swap_GBps, seed=args.seed, slo_ttft_s=args.slo_ttft,
                   slo_tpot_s=args.slo_tpot,
@@ -646,6 +647,10 @@ def _assumptions(point: DesignPoint, device) -> str:
             pools += f", the trace's {s.groups} prefix groups unused (no --prefix-tokens: nothing is shared)"
         if s.queue_policy:
             pools += f", {s.queue_policy} admission"
+        if s.priority_fraction is not None:
+            pools += f", {s.priority_fraction:g} of the requests urgent"
+        elif s.traced_priority:
+            pools += ", the trace's priorities"
         if s.preemption == "swap":
             pools += ", swap preemption"
         if s.memory_utilization is not None:

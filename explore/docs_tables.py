@@ -16,7 +16,8 @@ from explore.metrics import METRICS
 SECTION_WORDS = {"top": "top level", "workload": "`workload:`", "format": "`format:`", "parallel": "`parallel:`",
                  "serving": "`serving:`"}
 METRIC_SECTIONS = {"point": "every sweep", "price": "systems, serving", "constraints": "with constraints",
-                   "serving": "serving", "slowdown": "serving with a slowdown SLO",
+                   "serving": "serving", "urgent": "serving with request priorities",
+                   "slowdown": "serving with a slowdown SLO",
                    "capacity": "serving with a capacity search", "breakdown": "every sweep", "communication": "systems"}
 BETTER_WORDS = {"min": "lower", "max": "higher", None: "-"}
 

@@ -69,6 +69,7 @@ from sim.serving import (
     serving_memory,
     serving_memory_reason,
 )
+from sim.serving_metrics import URGENT_METRICS
 from sim.serving_spec import ATTENTION_MICRO_BATCHES
 from sim.slowdown import SLOWDOWN_METRICS
 from sim.speculative import (
@@ -909,6 +910,8 @@ class Evaluator:
         except _InfeasibleError as err:
             metrics = _metrics(None, memory, str(err), device, pools, fits=err.fits)
             metrics.update(dict.fromkeys(SERVING_METRICS, math.nan))
+            if spec.prioritized:  # the columns priorities add (sim/serving_metrics.py)
+                metrics.update(dict.fromkeys(URGENT_METRICS, math.nan))
             if spec.slo_slowdown is not None:  # the columns a slowdown SLO adds (sim/slowdown.py)
                 metrics.update(dict.fromkeys(SLOWDOWN_METRICS, math.nan))
             if spec.capacity:  # the columns a capacity search adds (sim/capacity.py)

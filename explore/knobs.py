@@ -587,10 +587,16 @@ register(Knob(name="prefix_groups", type=int, section="serving", scope="serving"
               "conversation_turns, the system prompts each conversation draws one of; unset: 1, one prefix every "
               "request shares"))
 register(Knob(name="queue_policy", type=str, section="serving", scope="serving", default=None, flag=False,
-              allowed=QUEUE_POLICIES, help="the order waiting requests are admitted in: fcfs (arrival order) or lpm "
+              allowed=QUEUE_POLICIES, help="the order waiting requests are admitted in: fcfs (arrival order), lpm "
               "(the longest cached prefix first: SGLang's longest-prefix-match policy, which keeps a prefix "
               "group's requests together as BatchLLM's groups do; as SGLang's, arrival order past 128 waiting, and a "
-              "request sharing an uncached prefix with an earlier waiting one waits behind the rest); unset: fcfs"))
+              "request sharing an uncached prefix with an earlier waiting one waits behind the rest) or priority (the "
+              "most urgent first, and the least urgent preempted first: vLLM's priority scheduling); unset: fcfs"))
+register(Knob(name="priority_fraction", type=float, section="serving", scope="serving", default=None, flag=False,
+              minimum=0, maximum=1, allowed_text="a fraction in [0, 1]",
+              help="the share of requests drawn urgent (priority 0, the others 1; a conversation's turns alike), "
+              "which queue_policy priority serves first; the results add the urgent requests' TTFT and TPOT "
+              "percentiles and SLO attainment; unset: every request alike (or a trace's priority column)"))
 register(Knob(name="conversation_turns", type=int, section="serving", scope="serving", default=None, flag=False,
               minimum=1, help="the requests as conversations of this many turns: each turn adds a message (the prompt "
               "distribution) to the conversation so far, arrives think_s after the previous answer and finds the "

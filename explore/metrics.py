@@ -11,10 +11,10 @@ is one entry with `of_point`; one that sim/ computes is its entry here plus its 
 
 Columns come in sections, laid out by `result_columns` in this order (a section is present only in the sweeps
 it applies to): point (every sweep), price (systems and serving), constraints (with constraints), serving,
-slowdown (serving under a slowdown SLO), capacity (serving capacity searches), breakdown (busy time by kernel
-class), communication (systems). A new entry goes last in its section. Adding a column changes the results
-columns, and a results folder written before refuses to resume into them (the store compares column lists): rerun
-such sweeps into a new folder.
+urgent (serving whose requests differ in priority), slowdown (serving under a slowdown SLO), capacity (serving
+capacity searches), breakdown (busy time by kernel class), communication (systems). A new entry goes last in its
+section. Adding a column changes the results columns, and a results folder written before refuses to resume into
+them (the store compares column lists): rerun such sweeps into a new folder.
 """
 
 from __future__ import annotations
@@ -30,9 +30,10 @@ from explore.registry import Registry
 
 Better = Literal["min", "max"] | None
 Kind = Literal["number", "bool", "text"]
-Section = Literal["point", "price", "constraints", "serving", "slowdown", "capacity", "breakdown", "communication"]
-SECTIONS: tuple[Section, ...] = ("point", "price", "constraints", "serving", "slowdown", "capacity", "breakdown",
-                                 "communication")
+Section = Literal["point", "price", "constraints", "serving", "urgent", "slowdown", "capacity", "breakdown",
+                  "communication"]
+SECTIONS: tuple[Section, ...] = ("point", "price", "constraints", "serving", "urgent", "slowdown", "capacity",
+                                 "breakdown", "communication")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,13 +77,13 @@ def numeric_metrics() -> tuple[str, ...]:
 
 
 def result_columns(*, system: bool, serving: bool, constraints: bool, slowdown: bool = False,
-                   capacity: bool = False) -> list[str]:
-    """The metric columns of a sweep's results table, after its input columns; `slowdown`: its serving SLO limits
-    slowdowns, `capacity`: it searches capacity (sections of their own, so serving folders written before them keep
-    their columns and resume)."""
+                   capacity: bool = False, urgent: bool = False) -> list[str]:
+    """The metric columns of a sweep's results table, after its input columns; `urgent`: its requests differ in
+    priority, `slowdown`: its serving SLO limits slowdowns, `capacity`: it searches capacity (sections of their own,
+    so serving folders written before them keep their columns and resume)."""
     present = {"point": True, "price": system or serving, "constraints": constraints, "serving": serving,
-               "slowdown": serving and slowdown, "capacity": serving and capacity, "breakdown": True,
-               "communication": system}
+               "urgent": serving and urgent, "slowdown": serving and slowdown, "capacity": serving and capacity,
+               "breakdown": True, "communication": system}
     return list(metric_names(*(s for s in SECTIONS if present[s])))
 
 
@@ -283,6 +284,13 @@ _m("clipped_requests", "clipped requests", "", None, "requests clipped to the mo
    section="serving")
 _m("capacity_rps", "capacity", "requests/s", "max", "highest arrival rate meeting the SLO (capacity search)",
    section="serving")
+# ---- urgent: sim/serving_metrics.py URGENT_METRICS, in its order (serving sweeps whose requests differ in priority) -
+for _key, _label, _what in _LATENCIES[:2]:
+    for _stat in ("p90", "p99"):
+        _m(f"urgent_{_key}_{_stat}_s", f"urgent {_stat} {_label}", "s", "min",
+           f"{_stat} over the most urgent requests (the lowest priority) of the {_what}", section="urgent")
+_m("urgent_slo_attainment", "urgent SLO attainment", "", "max",
+   "fraction of the most urgent requests (the lowest priority) meeting every SLO limit", section="urgent")
 # ---- slowdown: sim/slowdown.py SLOWDOWN_METRICS, in its order (serving sweeps whose SLO limits slowdowns) -----
 _SLOWDOWNS = (("ttft", "TTFT", "time to first token"),
               ("tbt", "TBT", "mean time between tokens after the first (one-token requests left out)"),

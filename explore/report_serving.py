@@ -76,7 +76,7 @@ STYLES = (("-", "o"), ("--", "s"), (":", "^"), ("-.", "D"), ("-", "v"), ("--", "
 DESIGN_KNOBS = ("model", "device", "scheduler", "format", "overrides", "arrival", "cv", "requests", "max_seqs",
                 "max_batched_tokens", "chunk_tokens", "prompt_batch_tokens", "block_tokens", "prefix_tokens",
                 "preemption", "replicas", "prefill_replicas", "prefill_device", "router", "prefix_attention",
-                "prefix_groups", "queue_policy", "conversation_turns", "think_s", "think_cv",
+                "prefix_groups", "queue_policy", "priority_fraction", "conversation_turns", "think_s", "think_cv",
                 "max_decode_preemptions", "memory_utilization", "host_cache_GB", "kv_store_GB", "kv_store_GBps",
                 "attention_device",
                 "attention_devices", "attention_link", "attention_micro_batches", "attention_placement")
@@ -338,19 +338,24 @@ def _slowdown_panels(slo: Mapping[str, Any] | None, constraints: Sequence[str] |
 
 def rate_figures(rows: list[dict[str, Any]], slo: Mapping[str, Any] | None, constraints: Sequence[str] | None,
                  chosen: Sequence[tuple[dict[str, Any], list[str]]] = ()) -> list[ReportFigure]:
-    """p99 latency, goodput with SLO attainment, and energy per token against the arrival rate; with a slowdown
-    SLO, the limited slowdowns too."""
+    """p99 latency (with the urgent requests' p99 TTFT where requests differ in priority), goodput with SLO
+    attainment, and energy per token against the arrival rate; with a slowdown SLO, the limited slowdowns too."""
     slowdown = _slowdown_panels(slo, constraints)
     names = ("serving_latency", "serving_goodput", "serving_energy") + (("serving_slowdown",) if slowdown else ())
     if why := _rates_missing(rows):
         return [_figure(name, why) for name in names]
+    urgent = any(_has(row, "urgent_ttft_p99_s") for row in rows)  # requests differ in priority
     metrics = ("ttft_p99_s", "tpot_p99_s", "goodput_rps", "slo_attainment", "energy_per_token_J",
-               *(panel.metric for panel in slowdown))
+               *(panel.metric for panel in slowdown), *(("urgent_ttft_p99_s",) if urgent else ()))
     series, caption = rate_series(rows, metrics, chosen)
     latency = [Panel(metric="ttft_p99_s", title="p99 time to first token", ylabel="p99 TTFT (ms)", scale=1e3,
                      limits=_slo_limit(slo, "ttft_s") + _constraint_limits(constraints, "ttft_p99_s")),
                Panel(metric="tpot_p99_s", title="p99 time per output token", ylabel="p99 TPOT (ms)", scale=1e3,
                      limits=_slo_limit(slo, "tpot_s") + _constraint_limits(constraints, "tpot_p99_s"))]
+    if urgent:
+        latency.append(Panel(metric="urgent_ttft_p99_s", title="p99 TTFT of the urgent requests",
+                             ylabel="urgent p99 TTFT (ms)", scale=1e3,
+                             limits=_slo_limit(slo, "ttft_s") + _constraint_limits(constraints, "urgent_ttft_p99_s")))
     judged = any(np.isfinite(s.values["slo_attainment"]).any() for s in series)  # False: no per-request limits
     unjudged = "no per-request SLO limits" if slowdown else "no SLO"
     goodput = [Panel(metric="goodput_rps", title="goodput" if judged else f"goodput ({unjudged}: every completed "
@@ -536,6 +541,8 @@ METRICS = (("goodput (req/s)", "goodput_rps", 1.0), ("SLO attainment", "slo_atta
 CAPACITY = ("capacity (req/s)", "capacity_rps", 1.0)
 # Beside the capacity where the sweep's folder has the capacity columns (sim/capacity.py CAPACITY_METRICS).
 QUEUE_GROWTH = ("queue growth (s/s)", "queue_growth", 1.0)
+# Where requests differ in priority: the most urgent ones' p99 TTFT and SLO attainment (sim/serving_metrics.py).
+URGENT = (("urgent p99 TTFT (ms)", "urgent_ttft_p99_s", 1e3), ("urgent SLO attainment", "urgent_slo_attainment", 1.0))
 # Under a slowdown SLO: the p90 slowdown of each metric (the other percentiles are results columns).
 SLOWDOWNS = tuple((f"p90 {name.upper()} slowdown", f"slowdown_{name}_p90", 1.0) for name in SLOWDOWN_OF)
 
@@ -557,7 +564,7 @@ def _design_table(title: str, note: str, shown: list[dict[str, Any]], rows: list
     headers, extra = _point_headers(rows)
     capacity = ((CAPACITY,) + ((QUEUE_GROWTH,) if _has_capacity_columns(rows) else ())
                 if any(_has(r, "capacity_rps") for r in rows) else ())
-    metrics = METRICS + capacity + tuple(m for m in SLOWDOWNS if any(_has(r, m[1]) for r in rows))
+    metrics = METRICS + capacity + tuple(m for m in URGENT + SLOWDOWNS if any(_has(r, m[1]) for r in rows))
     footnote = " ".join(note for note in (unjudged_footnote(shown, varying_knobs(rows), f"{NOT_JUDGED_MARK} marks"),
                                           at_top_footnote(shown)) if note)
     return ReportTable(title=title, note=f"{note} {footnote}" if footnote else note,

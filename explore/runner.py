@@ -53,7 +53,7 @@ def columns_for(sweep: Sweep) -> list[str]:
     serving, system = sweep.spec.serving is not None, sweep.spec.parallel is not None
     return (input_columns(system=system, serving=serving, set_knobs=sweep.column_knobs()) + sweep.override_columns()
             + result_columns(system=system, serving=serving, constraints=bool(sweep.spec.constraints),
-                             slowdown=sweep.limits_slowdown(),
+                             slowdown=sweep.limits_slowdown(), urgent=sweep.prioritized(),
                              capacity=serving and sweep.spec.serving.capacity is not None))
 
 

@@ -134,6 +134,19 @@ def _shares_prefixes(values: Values) -> bool:
     return _any(values, "prefix_tokens") or _converses(values) or _traced_prefixes(values)
 
 
+def _prioritized(values: Values) -> bool:
+    """Whether some value given has requests differ in priority: a share drawn urgent, or a trace's priority column."""
+    if any(fraction is not None for fraction in values.get("priority_fraction", ())):
+        return True
+    for name in values.get("trace", ()):
+        try:
+            if name and trace_requests(name).priority is not None:
+                return True
+        except InputError:  # an unreadable trace is refused by the trace's own check
+            continue
+    return False
+
+
 def _attends_apart(values: Values) -> bool:
     return any(device not in (None, "", "none") for device in values.get("attention_device", ()))
 
@@ -202,11 +215,16 @@ RULES: tuple[ReadWhen, ...] = (
                lambda n: f"with {n.at_least('prefix_tokens', 1, 'a prefix the requests share')}, or left out")
       for field in ("prefix_attention", "prefix_groups")),
     # What is read only where requests share prefixes: the admission order by them, and the tiers that keep them.
-    *(ReadWhen(field, _shares_prefixes, lambda v, n: "no shared prefix",
+    *(ReadWhen(field, read, lambda v, n: "no shared prefix",
                lambda n: f"with {n.at_least('prefix_tokens', 1, 'a prefix the requests share')}, "
                          f"{n.at_least('conversation_turns', 2, 'conversations')} or a {n.name('trace')} that names "
                          f"its requests' shared prefixes (shared_tokens or hash_ids), or left out")
-      for field in ("queue_policy", "host_cache_GB", "kv_store_GB")),
+      for field, read in (("queue_policy", lambda v: "lpm" not in v["queue_policy"] or _shares_prefixes(v)),
+                          ("host_cache_GB", _shares_prefixes), ("kv_store_GB", _shares_prefixes))),
+    ReadWhen("queue_policy", lambda v: "priority" not in v["queue_policy"] or _prioritized(v),
+             lambda v, n: "every request of one priority",
+             lambda n: f"with {n.name('priority_fraction')} (a share of requests urgent) or a {n.name('trace')} with a "
+                       f"priority column, or left out"),
     ReadWhen("kv_store_GBps", lambda v: _any(v, "kv_store_GB"), lambda v, n: "no KV store",
              lambda n: f"with {n.name('kv_store_GB')} > 0, or left out"),
     ReadWhen("think_s", _converses, lambda v, n: "no conversations",

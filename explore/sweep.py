@@ -59,6 +59,7 @@ from hw_models.link import default_link, load_link_model
 from hw_models.registry import load_device
 from hw_models.validation import check_keys, did_you_mean, input_error, quoted
 from kernels.kv_policy import budget_error
+from sim.serving_spec import trace_requests
 from sim.speculative import MEDUSA, draft_error
 from workloads.errors import InputError
 from workloads.model_config import check_context, load_model_config
@@ -361,6 +362,12 @@ class Sweep:
         """Whether the serving SLO limits slowdowns: the results then have the slowdown columns."""
         serving = self.spec.serving
         return serving is not None and serving.slo is not None and serving.slo.slowdown is not None
+
+    def prioritized(self) -> bool:
+        """Whether the serving requests may differ in priority: the results then have the urgent columns."""
+        serving = self.spec.serving
+        return serving is not None and (serving.priority_fraction is not None or (
+            bool(serving.trace) and trace_requests(serving.trace).priority is not None))
 
     def column_knobs(self) -> list[str]:
         """The knobs with a column only where set that this file sets: its generic knobs, and serving knobs its

@@ -161,6 +161,8 @@ class Serving(Strict):
     # Distinct prefixes the requests start with (1); a list compares them.
     prefix_groups: one_or_more(knob_type(KNOBS["prefix_groups"])) | None = None
     queue_policy: one_or_more(knob_type(KNOBS["queue_policy"])) | None = None  # admission order (fcfs)
+    # The share of requests drawn urgent (none: every request alike); a list compares them.
+    priority_fraction: one_or_more(knob_type(KNOBS["priority_fraction"])) | None = None
     # Conversations of this many turns, think_s apart (independent requests); lists compare them.
     conversation_turns: one_or_more(knob_type(KNOBS["conversation_turns"])) | None = None
     think_s: one_or_more(Annotated[float, Field(ge=0)]) | None = None
@@ -256,7 +258,8 @@ def serving_dimensions(serving: Serving) -> dict[str, list]:
     dims.update(replicas=as_list(serving.replicas), prefill_replicas=as_list(serving.prefill_replicas))
     if serving.router is not None:
         dims["router"] = as_list(serving.router)
-    for name in ("prefix_attention", "prefix_groups", "queue_policy", "conversation_turns", "think_s", "think_cv"):
+    for name in ("prefix_attention", "prefix_groups", "queue_policy", "priority_fraction", "conversation_turns",
+                 "think_s", "think_cv"):
         if getattr(serving, name) is not None:
             dims[name] = as_list(getattr(serving, name))
     if serving.memory_utilization is not None:
@@ -293,7 +296,8 @@ def serving_spec(serving: Serving, values: dict[str, Any]) -> ServingSpec:
         max_decode_preemptions=values.get("max_decode_preemptions"),
         block_tokens=serving.block_tokens,
         prefix_tokens=serving.prefix_tokens, prefix_groups=values.get("prefix_groups"),
-        queue_policy=values.get("queue_policy"), conversation_turns=values.get("conversation_turns"),
+        queue_policy=values.get("queue_policy"), priority_fraction=values.get("priority_fraction"),
+        conversation_turns=values.get("conversation_turns"),
         think_s=values.get("think_s"), think_cv=values.get("think_cv"), preemption=serving.preemption,
         swap_GBps=serving.swap_GBps,
         seed=serving.seed, slo_ttft_s=slo.ttft_s, slo_tpot_s=slo.tpot_s,

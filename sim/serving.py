@@ -31,6 +31,7 @@ from sim.serving_metrics import (
     peak_window_power_W,
     per_decode_second,
     summarize,
+    urgent_metrics,
 )
 from sim.slowdown import Unloaded, unloaded_latencies
 from sim.speculative import ServingSpeculation
@@ -199,6 +200,7 @@ class ServingResult:
     slo: SLO | None = None
     extra: dict[str, float] = field(default_factory=dict)
     unloaded: Unloaded | None = None  # the requests each served alone, where the SLO limits slowdowns
+    prioritized: bool = False  # whether the requests carry priorities: the metrics then add URGENT_METRICS
 
     @property
     def energy_J(self) -> float:
@@ -245,6 +247,7 @@ class ServingResult:
                                 else math.nan),
             "clipped_requests": self.extra.get("clipped_requests", 0.0),
             "capacity_rps": math.nan,
+            **(urgent_metrics(records, self.slo) if self.prioritized else {}),
         }
 
 
@@ -461,10 +464,12 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
     served_by: dict[int, Replica] = {}
 
     tree = requests.prefix_nodes is not None
+    priorities = [0] * len(requests) if requests.priority is None else requests.priority.tolist()
     roots = [0] * len(requests) if requests.prefix_root is None else requests.prefix_root.tolist()
 
     def admit(index: int, arrival_s: float, replica: Replica) -> None:
-        seq = Sequence(index=index, arrival_s=arrival_s, prompt=prompts[index], output=outputs[index])
+        seq = Sequence(index=index, arrival_s=arrival_s, prompt=prompts[index], output=outputs[index],
+                       priority=priorities[index])
         if tree:
             replica.state.kv.assign_path(index, requests.prefix_path(index))
         else:
@@ -517,7 +522,7 @@ def _result(pools: list[Pool], replicas: list[list[Replica]], finished: list[Seq
                              first_token_s=column("first_token_s"), finish_s=column("finish_s"),
                              prompt_tokens=column("prompt", int), output_tokens=column("output", int),
                              preemptions=column("preemptions", int),
-                             decode_admitted_s=column("decode_admitted_s"))
+                             decode_admitted_s=column("decode_admitted_s"), priority=column("priority", int))
     everyone = [(pool, replica) for pool, made in zip(pools, replicas, strict=True) for replica in made]
     rows = [(*row[:5], pool.engine_kv_blocks, index, row[5]) for index, (pool, replica) in enumerate(everyone)
             for row in replica.log]
@@ -550,7 +555,8 @@ def _result(pools: list[Pool], replicas: list[list[Replica]], finished: list[Seq
                          prefix_found_tokens=sum(replica.state.kv.prefix_found_blocks * replica.state.kv.block_tokens
                                                  for _, replica in everyone),
                          busy_s={pool.name: sum(sum(row[1] for row in replica.log) for replica in made)
-                                 for pool, made in zip(pools, replicas, strict=True)})
+                                 for pool, made in zip(pools, replicas, strict=True)},
+                         prioritized=requests.priority is not None)
 
 
 def _percentile(values: np.ndarray, q: float) -> float:

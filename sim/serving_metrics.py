@@ -29,6 +29,10 @@ SUMMARY_METRICS: tuple[str, ...] = (
     "meets_slo",
     "preemptions",
 )
+# Of the most urgent requests (the lowest priority value) where requests differ in priority: their TTFT and TPOT
+# percentiles and the share of them meeting the SLO; NaN where every request has one priority.
+URGENT_METRICS: tuple[str, ...] = ("urgent_ttft_p90_s", "urgent_ttft_p99_s", "urgent_tpot_p90_s", "urgent_tpot_p99_s",
+                                   "urgent_slo_attainment")
 SUMMARY_UNITS: dict[str, str] = {
     **dict.fromkeys(_LATENCY_KEYS, "s"),
     "requests_per_s": "1/s",
@@ -37,6 +41,8 @@ SUMMARY_UNITS: dict[str, str] = {
     "slo_attainment": "fraction",
     "meets_slo": "fraction",  # 1.0 or 0.0: whether slo_attainment reaches SLO.attainment
     "preemptions": "count",
+    **dict.fromkeys(URGENT_METRICS[:4], "s"),
+    "urgent_slo_attainment": "fraction",
 }
 
 
@@ -74,11 +80,14 @@ class RequestRecords:
     preemptions: np.ndarray  # times it was preempted
     # When a decode pool admitted it after a prefill pool's replica prefilled it (None: NaN, served whole).
     decode_admitted_s: np.ndarray | None = None
+    priority: np.ndarray | None = None  # its priority, lower first (None: every request 0)
 
     def __post_init__(self) -> None:
         if self.decode_admitted_s is None:
             object.__setattr__(self, "decode_admitted_s", np.full(np.shape(self.arrival_s), np.nan))
-        ints = {"prompt_tokens": np.int64, "output_tokens": np.int64, "preemptions": np.int64}
+        if self.priority is None:
+            object.__setattr__(self, "priority", np.zeros(np.shape(self.arrival_s), dtype=np.int64))
+        ints = {"prompt_tokens": np.int64, "output_tokens": np.int64, "preemptions": np.int64, "priority": np.int64}
         _columns(self, tuple(f.name for f in fields(self)), ints)
         times = np.stack([self.arrival_s, self.scheduled_s, self.first_token_s, self.finish_s])
         if not np.all(np.isfinite(times)):
@@ -199,6 +208,24 @@ def summarize(records: RequestRecords, *, makespan_s: float, slo: SLO | None = N
     values = [*stats, n / makespan_s, float(records.output_tokens.sum()) / makespan_s, good / makespan_s,
               attainment, meets, float(records.preemptions.sum())]
     return dict(zip(SUMMARY_METRICS, values, strict=True)) | slowdown
+
+
+def urgent_metrics(records: RequestRecords, slo: SLO | None = None) -> dict[str, float]:
+    """URGENT_METRICS of the requests of the lowest priority where requests differ in priority (NaN elsewhere, and
+    the attainment NaN without per-request SLO limits)."""
+    values = dict.fromkeys(URGENT_METRICS, float("nan"))
+    if len(records) == 0 or records.priority.min() == records.priority.max():
+        return values
+    urgent = records.priority == records.priority.min()
+    for name in ("ttft", "tpot"):
+        latencies = getattr(records, f"{name}_s")[urgent]
+        latencies = latencies[~np.isnan(latencies)]
+        if latencies.size:
+            values[f"urgent_{name}_p90_s"], values[f"urgent_{name}_p99_s"] = (
+                float(v) for v in np.percentile(latencies, (90, 99)))
+    if slo is not None and slo.per_request:
+        values["urgent_slo_attainment"] = float(slo.met(records)[urgent].mean())
+    return values
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -35,7 +35,7 @@ PREFIX_ATTENTIONS = ("paged", "cascade")
 KEY_NEUTRAL_DEFAULTS = frozenset({"prompt_batch_tokens", "slo_slowdown", "router", "max_decode_preemptions",
                                   "prefix_attention", "prefix_groups", "queue_policy", "conversation_turns",
                                   "think_s", "think_cv", "memory_utilization", "host_cache_GB",
-                                  "kv_store_GB", "kv_store_GBps",
+                                  "kv_store_GB", "kv_store_GBps", "priority_fraction",
                                   "attention_device", "attention_devices", "attention_link",
                                   "attention_micro_batches", "attention_placement"})
 # The settings of attention devices: a point whose model's devices attend is the same design whatever they say.
@@ -89,6 +89,9 @@ class ServingSpec:
     # The order waiting requests are admitted in (sim/schedulers/base.py QUEUE_POLICIES); None: fcfs, the order of
     # results stored before it could be chosen.
     queue_policy: str | None = None
+    # The share of requests drawn urgent (priority 0, the others 1: RequestSet.with_urgent), a conversation's turns
+    # alike; the queue policy 'priority' serves them first. None: every request alike, or a trace's priority column.
+    priority_fraction: float | None = None
     # Conversations (workloads/requests.py sample_conversations): the requests as conversations of this many turns,
     # each turn adding a message (the prompt distribution) to the conversation so far and arriving think_s seconds
     # after the previous turn's answer; the rate is of requests, conversations starting at rate / turns. Each
@@ -243,6 +246,14 @@ class ServingSpec:
             raise InputError(f"prefix_groups: found {self.prefix_groups!r}, allowed: an integer >= 1")
         if self.queue_policy is not None and self.queue_policy not in QUEUE_POLICIES:
             raise InputError(f"queue_policy: found {self.queue_policy!r}, allowed: {', '.join(QUEUE_POLICIES)}")
+        if self.priority_fraction is not None:
+            if not (isinstance(self.priority_fraction, int | float) and not isinstance(self.priority_fraction, bool)
+                    and 0 <= self.priority_fraction <= 1):  # NaN fails the comparison
+                raise InputError(f"priority_fraction: found {self.priority_fraction!r}, allowed: a fraction in [0, 1] "
+                                 f"(the share of requests drawn urgent)")
+            if self.traced_priority:
+                raise InputError(f"priority_fraction: found {self.priority_fraction:g} with trace {self.trace!r}, "
+                                 f"whose priority column gives each request's priority, allowed: left out")
         if self.prefix_tokens and (self.traced_sharing or self.traced_tree):
             given = "hash_ids give" if self.traced_tree else "shared_tokens column gives"
             raise InputError(f"prefix_tokens: found {self.prefix_tokens} with trace {self.trace!r}, whose "
@@ -341,6 +352,7 @@ class ServingSpec:
                 **({} if self.prefix_attention is None else {"prefix_attention": self.prefix_attention}),
                 **({} if self.prefix_groups is None else {"prefix_groups": self.prefix_groups}),
                 **({} if self.queue_policy is None else {"queue_policy": self.queue_policy}),
+                **({} if self.priority_fraction is None else {"priority_fraction": self.priority_fraction}),
                 **({} if self.conversation_turns is None else {"conversation_turns": self.conversation_turns}),
                 # think_s beside conversation_turns, empty where one turn reads none.
                 **({} if self.conversation_turns is None and self.think_s is None else {"think_s": self.think_s}),
@@ -378,6 +390,16 @@ class ServingSpec:
     def traced_sharing(self) -> bool:
         """Whether the requests come from a trace that gives each its shared tokens (shared_tokens)."""
         return bool(self.trace) and trace_requests(self.trace).shared_tokens is not None
+
+    @property
+    def traced_priority(self) -> bool:
+        """Whether the requests come from a trace that gives each its priority (a priority column)."""
+        return bool(self.trace) and trace_requests(self.trace).priority is not None
+
+    @property
+    def prioritized(self) -> bool:
+        """Whether requests may differ in priority: some drawn urgent, or a trace's priority column."""
+        return self.priority_fraction is not None or self.traced_priority
 
     @property
     def traced_tree(self) -> bool:
@@ -441,7 +463,13 @@ class ServingSpec:
                    slowdown=self.slo_slowdown)
 
     def request_set(self, rate_per_s: float | None = None) -> RequestSet:
-        """The requests, at `rate_per_s` instead of the spec's rate when given (same lengths either way)."""
+        """The requests, at `rate_per_s` instead of the spec's rate when given (same lengths and priorities either
+        way), priority_fraction of them drawn urgent where it is set."""
+        requests = self._requests(rate_per_s)
+        return requests if self.priority_fraction is None else requests.with_urgent(self.priority_fraction,
+                                                                                      seed=self.seed)
+
+    def _requests(self, rate_per_s: float | None) -> RequestSet:
         rate = rate_per_s if rate_per_s is not None else self.rate_per_s
         if self.trace:
             base = trace_requests(self.trace).head(self.requests)

@@ -38,17 +38,22 @@ OUTPUT_COLUMNS = ("output_tokens", "num_decode_tokens")
 GROUP_COLUMNS = ("prefix_group",)
 SHARED_COLUMNS = ("shared_tokens",)
 AFTER_PREVIOUS_COLUMNS = ("after_previous_s",)
+# A request's priority: a whole number, lower first, as vLLM's `priority` (its --scheduling-policy priority orders the
+# waiting requests by (priority, arrival)); empty column: every request alike.
+PRIORITY_COLUMNS = ("priority",)
 # What each column's cells may hold: (a test of the float values, the allowed text).
 _CELLS = {
     "time": (lambda v: np.isfinite(v) & (v >= 0), "a time in seconds >= 0"),
     "length": (lambda v: (v >= 1) & (v <= MAX_TOKENS) & (v == np.floor(v)), "a whole number of tokens >= 1"),
     "count": (lambda v: (v >= 0) & (v <= MAX_TOKENS) & (v == np.floor(v)), "a whole number >= 0"),
     "gap": (lambda v: np.isnan(v) | (np.isfinite(v) & (v >= 0)), "seconds >= 0, or empty for a group's first"),
+    "rank": (lambda v: (np.abs(v) <= MAX_TOKENS) & (v == np.floor(v)), "a whole number (lower is served first)"),
 }
 MAX_TOKENS = 2**53  # largest count a float64 column holds exactly; longer "lengths" are corrupt data
 # Tokens one hash id of a Mooncake trace names: 512 (kvcache-ai/Mooncake FAST25-release/traces README: "block size
 # 512"; NVIDIA Dynamo's data generator and AIPerf take the same default); a prompt's last id names its remainder.
 MOONCAKE_BLOCK_TOKENS = 512
+URGENT_STREAM = 8  # the seed stream of RequestSet.with_urgent, apart from arrivals', lengths' and prefix groups' (7)
 # Keys of a multi-turn session's rows (AIPerf's Mooncake variant: a turn's new input only, after the previous turn's
 # answer); refused, since a row here is a whole prompt at its timestamp.
 MOONCAKE_SESSION_KEYS = ("session_id", "delay")
@@ -119,6 +124,9 @@ class RequestSet:
     # id >= 0, one per distinct prefix) `tree_block_tokens` of its tokens, the last node the rest. None: no tree.
     prefix_nodes: tuple[tuple[int, ...], ...] | None = None
     tree_block_tokens: int = MOONCAKE_BLOCK_TOKENS
+    # Each request's priority (int64, lower first: vLLM's), where the source gives them or with_urgent drew them;
+    # None: every request alike.
+    priority: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         prompt = _token_column("prompt_tokens", self.prompt_tokens)
@@ -169,6 +177,11 @@ class RequestSet:
             object.__setattr__(self, "prefix_root", _frozen(roots.astype(np.int64)))
         if self.prefix_nodes is not None:
             self._check_prefix_nodes()
+        if self.priority is not None:
+            ranks = np.asarray(self.priority)
+            if ranks.shape != prompt.shape or ranks.dtype.kind not in "iu":
+                raise InputError(f"priority: found {ranks.shape} of {ranks.dtype}, allowed: one integer per request")
+            object.__setattr__(self, "priority", _frozen(ranks.astype(np.int64)))
 
     def _check_prefix_nodes(self) -> None:
         """A prefix tree: one node per `tree_block_tokens` of each prompt (the last node the rest), beside no groups."""
@@ -205,7 +218,7 @@ class RequestSet:
         return replace(self, arrival_s=self.arrival_s[:count], prompt_tokens=self.prompt_tokens[:count],
                        output_tokens=self.output_tokens[:count], prefix_group=cut(self.prefix_group),
                        shared_tokens=cut(self.shared_tokens), after_previous_s=cut(self.after_previous_s),
-                       prefix_root=cut(self.prefix_root),
+                       prefix_root=cut(self.prefix_root), priority=cut(self.priority),
                        prefix_nodes=None if self.prefix_nodes is None else self.prefix_nodes[:count])
 
     @property
@@ -250,6 +263,19 @@ class RequestSet:
         rng = _streams(seed)[0]
         return replace(self, arrival_s=arrivals.times(rng, len(self)), source=f"{self.source}, {arrivals} arrivals",
                        has_arrivals=True)
+
+    def with_urgent(self, fraction: float, *, seed: int) -> RequestSet:
+        """Same requests, each urgent (priority 0, the rest 1) with probability `fraction`, drawn from a stream of
+        `seed` apart from arrivals' and lengths'; a conversation's turns (after_previous_s) take their first turn's
+        draw, as a user's session keeps its tier."""
+        if not (isinstance(fraction, int | float) and not isinstance(fraction, bool) and 0 <= fraction <= 1):
+            raise InputError(f"priority_fraction: found {fraction!r}, allowed: a fraction in [0, 1]")
+        draws = np.random.default_rng([_integer("seed", seed, at_least=0), URGENT_STREAM]).random(len(self))
+        if self.after_previous_s is not None:
+            _, first, inverse = np.unique(self.prefix_group, return_index=True, return_inverse=True)
+            draws = draws[first][inverse]
+        return replace(self, priority=np.where(draws < fraction, 0, 1).astype(np.int64),
+                       source=f"{self.source}, {fraction:g} urgent")
 
 
 class LengthDistribution(Protocol):
@@ -589,9 +615,10 @@ def read_request_trace(path: str | Path) -> RequestSet:
     seconds (arrival_s or arrived_at, non-decreasing) and each request's prefix group (prefix_group, a whole number
     >= 0: requests of one group start with the same prefix), with, beside it, the tokens of its prompt it shares with
     its group's earlier requests (shared_tokens) and the seconds after the previous request of its group finishes
-    that it arrives (after_previous_s; empty for a group's first, which arrives at its arrival time); other columns
-    are ignored. Without arrivals every request arrives at 0 and `has_arrivals` is False. A file named .jsonl (or
-    .jsonl.gz) is a Mooncake trace (read_mooncake_trace)."""
+    that it arrives (after_previous_s; empty for a group's first, which arrives at its arrival time), and each
+    request's priority (priority, a whole number: lower is served first where the queue policy is 'priority'); other
+    columns are ignored. Without arrivals every request arrives at 0 and `has_arrivals` is False. A file named .jsonl
+    (or .jsonl.gz) is a Mooncake trace (read_mooncake_trace)."""
     path = Path(path)
     if path.name.endswith((".jsonl", ".jsonl.gz")):
         return read_mooncake_trace(path)
@@ -600,10 +627,11 @@ def read_request_trace(path: str | Path) -> RequestSet:
                          f"line named .jsonl")
     header, rows, row_numbers = _read_rows(path)
     columns = ((ARRIVAL_COLUMNS, "time"), (PROMPT_COLUMNS, "length"), (OUTPUT_COLUMNS, "length"),
-               (GROUP_COLUMNS, "count"), (SHARED_COLUMNS, "count"), (AFTER_PREVIOUS_COLUMNS, "gap"))
+               (GROUP_COLUMNS, "count"), (SHARED_COLUMNS, "count"), (AFTER_PREVIOUS_COLUMNS, "gap"),
+               (PRIORITY_COLUMNS, "rank"))
     indices = [_find_column(path, header, accepted, required=accepted in (PROMPT_COLUMNS, OUTPUT_COLUMNS))
                for accepted, _ in columns]
-    arrival, prompt, output, group, shared, after = (
+    arrival, prompt, output, group, shared, after, priority = (
         None if index is None else _column(path, rows, row_numbers, header[index], index, kind)
         for index, (_, kind) in zip(indices, columns, strict=True))
     if group is None and (shared is not None or after is not None):
@@ -624,7 +652,8 @@ def read_request_trace(path: str | Path) -> RequestSet:
         _check_shared_within_previous(path, row_numbers, group, prompt, output, shared)
     return RequestSet(arrival_s=np.zeros(len(rows)) if arrival is None else arrival, prompt_tokens=prompt,
                       output_tokens=output, source=f"trace {path.name}", has_arrivals=arrival is not None,
-                      prefix_group=group, shared_tokens=shared, after_previous_s=after)
+                      prefix_group=group, shared_tokens=shared, after_previous_s=after,
+                      priority=None if priority is None else priority.astype(np.int64))
 
 
 def _mooncake_field(path: Path, line: int, record: dict, key: str, at_least: int) -> int:

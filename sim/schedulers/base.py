@@ -25,6 +25,7 @@ class Sequence:
     arrival_s: float
     prompt: int
     output: int
+    priority: int = 0  # lower first, where the queue policy is 'priority' (vLLM's request priority)
     computed: int = 0
     target: int = 0
     generated: int = 0
@@ -129,7 +130,8 @@ class SchedulerLimits:
     # running decodes that do not fit sit out the iteration, their KV kept, until one has sat out this many iterations
     # and goes first (splitwise-sim's baseline machines, max_preemptions 4: sim/schedulers/orca.py). None: never.
     max_decode_preemptions: int | None = None
-    # The order waiting requests are admitted in (QUEUE_POLICIES): arrival order, or those whose prefix is cached first.
+    # The order waiting requests are admitted in (QUEUE_POLICIES): arrival order, those whose prefix is cached first, or
+    # the most urgent first.
     queue_policy: str = "fcfs"
 
 
@@ -143,7 +145,11 @@ class SchedulerLimits:
 # other (in-batch prefix caching: the earlier one computes the prefix, and the later finds it cached instead of
 # computing it too). SGLang counts the device's cached tokens alone for that check; here a host cache's and a KV
 # store's count too (what cached_prefix finds).
-QUEUE_POLICIES = ("fcfs", "lpm")
+# priority: vLLM's `--scheduling-policy priority` (vllm/v1/core/sched/request_queue.py PriorityRequestQueue, and
+# scheduler.py's preemption): waiting requests in order of (priority, arrival), lower first, preempted ones among
+# them by the same key; and when KV blocks run out, the running request of the largest (priority, arrival) is
+# preempted, not the newest. As in vLLM, a waiting request never preempts a running one.
+QUEUE_POLICIES = ("fcfs", "lpm", "priority")
 LPM_MAX_WAITING = 128
 IN_QUEUE_TOKENS = 32  # IN_BATCH_PREFIX_CACHING_CHECK_THRESHOLD and _DEPRIORITIZE_THRESHOLD, both 32 by default
 
@@ -242,11 +248,16 @@ class Scheduler:
         if swap:
             state.swapped_tokens += state.kv.own_tokens(seq.index, seq.computed)
             state.swapped.append(seq)
-            state.swapped.sort(key=lambda s: s.index)
+            state.swapped.sort(key=self._rank)
             return
         seq.target = seq.prompt + seq.generated
         seq.computed = state.kv.cached_prefix(seq.index, seq.target)
         state.waiting.appendleft(seq)
+
+    def _rank(self, seq: Sequence) -> tuple:
+        """A sequence's place in line: by priority, then arrival, under the priority policy; by its index (arrival
+        order) otherwise."""
+        return (seq.priority, seq.arrival_s, seq.index) if self.limits.queue_policy == "priority" else (seq.index,)
 
     def _swap_in(self, state: EngineState) -> int:
         """Bring swapped sequences back (oldest first) while their KV and the next token fit; tokens moved."""
@@ -265,6 +276,8 @@ class Scheduler:
         """The next iteration: swapped sequences come back first, then the scheduler's own choice; the KV
         tokens swapped either way ride on the batch."""
         swapped_in = self._swap_in(state) if state.swapped else 0
+        if self.limits.queue_policy == "priority" and len(state.waiting) > 1:
+            state.waiting = deque(sorted(state.waiting, key=self._rank))
         if self.limits.queue_policy == "lpm" and 1 < len(state.waiting) <= LPM_MAX_WAITING:
             found = [state.kv.cached_prefix(seq.index, seq.target) if seq.in_prefill else 0 for seq in state.waiting]
             behind = state.kv.queued_duplicates([(seq.index, tokens) for seq, tokens in zip(state.waiting, found,
@@ -286,7 +299,8 @@ class Scheduler:
 
     def _grow_decodes(self, state: EngineState, decoding: list[Sequence]) -> list[Sequence]:
         """Give each decoding sequence (oldest first) blocks for its next token and its lookahead slots, preempting
-        the newest running sequences when blocks run out (vLLM's policy); returns the sequences that decode."""
+        the newest running sequences when blocks run out (vLLM's policy; under the priority policy the least urgent,
+        the latest arrival among equals); returns the sequences that decode."""
         kv = state.kv
         kept: list[Sequence] = []
         pending = list(decoding)
@@ -294,7 +308,8 @@ class Scheduler:
         while pending:
             seq = pending.pop(0)
             while not kv.can_hold(seq.index, seq.computed + step):
-                victim = state.running[-1]
+                victim = max(state.running, key=self._rank) if self.limits.queue_policy == "priority" \
+                    else state.running[-1]
                 self._preempt(state, victim)
                 if victim is seq:
                     break

@@ -12,7 +12,8 @@ from tests.explore.tiny_sweep import write_sweep
 RUN = ["run", "--model", "llama-2-7b", "--device", "h100-sxm", "--serving", "--requests", "4"]
 LENGTHS = ("--rate", "2", "--prompt", "64", "--output", "4"), "  rate: 2\n  prompt: 64\n  output: 4\n"
 TRACED = ("--trace", "splitwise-conv", "--rate", "2"), "  trace: splitwise-conv\n  rate: 2\n"
-# Each rule's setting given alone, as flags and as serving: lines, over lengths or over a trace.
+# Each rule's setting given alone, as flags and as serving: lines, over lengths or over a trace; keyed by the rule's
+# field (and, for a field's second rule, what tells it apart).
 IDLE = {
     "cv": (LENGTHS, ("--cv", "3"), "  cv: 3\n"),
     "swap_GBps": (LENGTHS, ("--swap-GBps", "20"), "  swap_GBps: 20\n"),
@@ -22,6 +23,7 @@ IDLE = {
     "prefix_attention": (LENGTHS, ("--prefix-attention", "cascade"), "  prefix_attention: cascade\n"),
     "prefix_groups": (LENGTHS, ("--prefix-groups", "4"), "  prefix_groups: 4\n"),
     "queue_policy": (LENGTHS, ("--queue-policy", "lpm"), "  queue_policy: lpm\n"),
+    "queue_policy priority": (LENGTHS, ("--queue-policy", "priority"), "  queue_policy: priority\n"),
     "host_cache_GB": (LENGTHS, ("--host-cache-GB", "64"), "  host_cache_GB: 64\n"),
     "kv_store_GB": (LENGTHS, ("--kv-store-GB", "64"), "  kv_store_GB: 64\n"),
     "kv_store_GBps": (LENGTHS, ("--kv-store-GBps", "25"), "  kv_store_GBps: 25\n"),
@@ -44,12 +46,13 @@ IDLE = {
 
 def test_every_rule_has_a_case_here():
     """A rule added to the table is tried on both callers below."""
-    assert sorted(IDLE) == sorted(rule.field for rule in RULES)
+    assert sorted(case.split()[0] for case in IDLE) == sorted(rule.field for rule in RULES)
 
 
-@pytest.mark.parametrize("field", list(IDLE))
-def test_explore_run_and_a_sweep_refuse_the_same_settings(field, tmp_path, capsys):
-    (flags, lines), flag_args, key_lines = IDLE[field]
+@pytest.mark.parametrize("case", list(IDLE))
+def test_explore_run_and_a_sweep_refuse_the_same_settings(case, tmp_path, capsys):
+    (flags, lines), flag_args, key_lines = IDLE[case]
+    field = case.split()[0]
     assert main([*RUN, *flags, *flag_args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"error: {flag_of(field)}: found " in err[0], err
@@ -75,6 +78,12 @@ def test_explore_run_and_a_sweep_refuse_the_same_settings(field, tmp_path, capsy
     ("slo_attainment", {"slo_ttft_s": (None,), "slo_tpot_s": (None,), "slo_slowdown": (None,)}, True),
     ("prefix_attention", {"prefix_tokens": (64,)}, False),
     ("prefix_attention", {"prefix_tokens": (0,)}, True),
+    # Each queue policy is read where what it orders by exists: shared prefixes for lpm, priorities for priority.
+    ("queue_policy", {"queue_policy": ("fcfs", "lpm"), "prefix_tokens": (0, 64)}, False),
+    ("queue_policy", {"queue_policy": ("fcfs", "lpm"), "prefix_tokens": (0,)}, True),
+    ("queue_policy", {"queue_policy": ("fcfs", "priority"), "priority_fraction": (0.2,)}, False),
+    ("queue_policy", {"queue_policy": ("priority",), "priority_fraction": (None,), "prefix_tokens": (64,)}, True),
+    ("queue_policy", {"queue_policy": ("fcfs",), "priority_fraction": (None,), "prefix_tokens": (0,)}, False),
     # A chunked scheduler's budget is chunk_tokens; the others prefill whole within max_batched_tokens.
     ("chunk_tokens", {"scheduler": ("continuous", "chunked")}, False),
     ("chunk_tokens", {"scheduler": ("static", "continuous", "orca")}, True),

@@ -13,6 +13,7 @@ from sim.serving_metrics import (
     SLO,
     SUMMARY_METRICS,
     SUMMARY_UNITS,
+    URGENT_METRICS,
     IterationLog,
     RequestRecords,
     in_system_area,
@@ -110,7 +111,7 @@ def test_slo_met_attainment_and_goodput_by_hand():
 
 
 def test_summary_units_cover_every_metric():
-    assert set(SUMMARY_UNITS) == set(SUMMARY_METRICS)
+    assert set(SUMMARY_UNITS) == set(SUMMARY_METRICS) | set(URGENT_METRICS)
     assert set(SUMMARY_UNITS.values()) == {"s", "1/s", "fraction", "count"}
     assert len(SUMMARY_METRICS) == 4 * (1 + len(PERCENTILES)) + 6
     assert SUMMARY_UNITS["ttft_p99_s"] == "s" and SUMMARY_UNITS["goodput_rps"] == "1/s"

@@ -229,6 +229,42 @@ def test_a_trace_s_prefix_groups_are_read_and_kept_by_every_request_set_it_makes
     assert read_request_trace(plain).prefix_group is None
 
 
+def test_a_trace_s_priorities_are_read_and_kept_by_every_request_set_it_makes(tmp_path):
+    path = tmp_path / "tiers.csv"
+    path.write_text("arrival_s,prompt_tokens,output_tokens,priority\n0,100,20,1\n1,3000,900,-2\n3,50,5,0\n")
+    requests = read_request_trace(path)
+    assert requests.priority.tolist() == [1, -2, 0] and requests.priority.dtype == np.int64
+    assert requests.head(2).priority.tolist() == [1, -2]
+    assert requests.scaled_to_rate(4.0).priority.tolist() == [1, -2, 0]
+    assert requests.clipped_to_context(1024)[0].priority.tolist() == [1, -2, 0]
+    assert not requests.priority.flags.writeable
+
+
+def test_urgent_draws_take_their_share_apart_from_lengths_and_arrivals():
+    """with_urgent marks each request urgent (priority 0, else 1) with the given probability: 10,000 draws at 0.2 fall
+    within 4 standard deviations of 2,000; arrivals and lengths are untouched; the same seed draws the same; a
+    conversation's turns share their first turn's draw; 0 and 1 mark none and all."""
+    requests = sample_requests(arrivals=Poisson(rate_per_s=5.0), prompt=Uniform(low=8, high=64),
+                               output=Uniform(low=1, high=32), count=10_000, seed=4)
+    urgent = requests.with_urgent(0.2, seed=4)
+    assert abs(int((urgent.priority == 0).sum()) - 2000) < 4 * (10_000 * 0.2 * 0.8) ** 0.5
+    assert set(urgent.priority.tolist()) == {0, 1}
+    for name in ("arrival_s", "prompt_tokens", "output_tokens"):
+        np.testing.assert_array_equal(getattr(urgent, name), getattr(requests, name))
+    np.testing.assert_array_equal(urgent.priority, requests.with_urgent(0.2, seed=4).priority)
+    assert not np.array_equal(urgent.priority, requests.with_urgent(0.2, seed=5).priority)
+    assert requests.with_urgent(0.0, seed=4).priority.min() == 1
+    assert requests.with_urgent(1.0, seed=4).priority.max() == 0
+    talks = sample_conversations(arrivals=Poisson(rate_per_s=1.0), prompt=Fixed(tokens=100), output=Fixed(tokens=20),
+                                 count=400, turns=4, think_s=1.0, seed=2).with_urgent(0.5, seed=2)
+    for group in np.unique(talks.prefix_group):
+        assert len(set(talks.priority[talks.prefix_group == group].tolist())) == 1
+    assert set(talks.priority.tolist()) == {0, 1}
+    for bad in (-0.1, 1.5, float("nan"), True):
+        with pytest.raises(InputError, match="priority_fraction"):
+            requests.with_urgent(bad, seed=4)
+
+
 def test_resolve_trace_takes_a_path_and_refuses_unknown_names(tmp_path):
     path = tmp_path / "mine.csv"
     path.write_text("prompt_tokens,output_tokens\n1,1\n")
@@ -270,6 +306,9 @@ BAD_TRACES = [  # file text, words the message must hold
      ["row 2", "after_previous_s", "found 2.5", "first request of prefix_group 4", "empty"]),
     ("prompt_tokens,output_tokens,prefix_group,after_previous_s\n10,1,0,\n10,1,0,nan\n",
      ["row 2", "after_previous_s", "'nan'", "seconds >= 0"]),
+    ("prompt_tokens,output_tokens,priority\n10,1,0\n10,1,high\n", ["row 2", "priority", "'high'", "whole number"]),
+    ("prompt_tokens,output_tokens,priority\n10,1,0.5\n", ["row 1", "priority", "'0.5'", "whole number"]),
+    ("prompt_tokens,output_tokens,priority\n10,1,\n", ["row 1", "priority", "''", "whole number"]),
 ]
 
 

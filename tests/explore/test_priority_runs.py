@@ -1,0 +1,67 @@
+"""Priority scheduling as a user runs it: `explore run --priority-fraction F --queue-policy priority` says so and adds
+the urgent requests' metrics; a sweep crossing the policies writes the urgent columns; a trace's priority column is
+read; bad or idle settings are one line, exit 2."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+from explore.cli import main
+from explore.metrics import metric_names
+from tests.explore.tiny_sweep import write_sweep
+
+# Llama-3-8B on an L4 at about its capacity: 1,024-token prompts and 256-token answers arriving at 1.6 req/s.
+RUN = ["run", "--model", "llama-3-8b", "--device", "l4", "--execution", "engine", "--serving", "--requests", "150",
+       "--rate", "1.6", "--prompt", "1024", "--output", "256", "--slo-ttft", "2", "--slo-tpot", "0.15"]
+
+
+def _run(capsys, *flags: str) -> dict:
+    assert main([*RUN, *flags, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_urgent_requests_served_first_meet_their_slo_more_often(capsys):
+    """A fifth of the requests urgent: under the priority policy their p99 TTFT falls below half fcfs's and more of
+    them meet the SLO; the header says what ran; without priorities no urgent metric is printed."""
+    plain = _run(capsys, "--priority-fraction", "0.2")
+    first = _run(capsys, "--priority-fraction", "0.2", "--queue-policy", "priority")
+    assert set(metric_names("urgent")) <= set(first)
+    assert first["urgent_ttft_p99_s"] < 0.5 * plain["urgent_ttft_p99_s"]
+    assert first["urgent_slo_attainment"] > plain["urgent_slo_attainment"]
+    assert main([*RUN, "--priority-fraction", "0.2", "--queue-policy", "priority"]) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    assert "priority admission, 0.2 of the requests urgent" in header, header
+    assert not set(metric_names("urgent")) & set(_run(capsys))
+
+
+def test_bad_or_idle_priority_settings_are_one_line(capsys, tmp_path):
+    for flags, words in (
+            (("--priority-fraction", "1.5"), "--priority-fraction: found 1.5, allowed: a fraction in [0, 1]"),
+            (("--queue-policy", "priority"), "--queue-policy: found 'priority' with every request of one priority, "
+                                             "allowed: with --priority-fraction")):
+        assert main([*RUN, *flags]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and words in err, err
+    trace = tmp_path / "tiers.csv"
+    trace.write_text("prompt_tokens,output_tokens,priority\n100,10,0\n200,10,1\n")
+    assert main(["run", "--model", "llama-3-8b", "--device", "l4", "--serving", "--trace", str(trace), "--rate", "1",
+                 "--priority-fraction", "0.5"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "whose priority column gives each request's priority" in err, err
+
+
+def test_a_sweep_over_policies_writes_the_urgent_columns(tmp_path):
+    """A trace whose requests name their priorities (the second of every three urgent), served fcfs and by priority:
+    the results carry the urgent columns, and the urgent requests wait less by priority."""
+    trace = tmp_path / "tiers.csv"
+    rows = "".join(f"{0.3 * i:.1f},1024,256,{0 if i % 3 == 1 else 1}\n" for i in range(60))
+    trace.write_text("arrival_s,prompt_tokens,output_tokens,priority\n" + rows)
+    path = write_sweep(tmp_path, f"name: tiers\nmodel: llama-3-8b\ndevice: l4\nexecution: engine\nserving:\n"
+                                 f"  trace: {trace}\n  arrival: trace\n  queue_policy: [fcfs, priority]\n")
+    out = tmp_path / "out"
+    assert main(["--quiet", path, "--out", str(out)]) == 0
+    with open(out / "results.csv", newline="") as file:
+        rows = {row["queue_policy"]: row for row in csv.DictReader(file)}
+    assert set(metric_names("urgent")) <= set(rows["fcfs"])
+    assert float(rows["priority"]["urgent_ttft_p99_s"]) < float(rows["fcfs"]["urgent_ttft_p99_s"])
