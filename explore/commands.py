@@ -263,7 +263,7 @@ def cmd_run(args) -> int:
     values = {knob.name: getattr(args, knob.name) for knob in run_knobs()}
     for knob in run_knobs():
         try:
-            knob.validate(values[knob.name])
+            values[knob.name] = knob.validate(values[knob.name])  # one spelling ('unstructured:0.5')
         except ValueError as err:
             raise InputError(f"{knob.flag_name}: {err}") from None
     if not args.serving and (stray := serving_flags_set(args)):  # else a static batch would ignore them silently

@@ -121,7 +121,9 @@ class Knob:
     allowed: tuple = ()  # the values it may take; empty: any value of its type (at least `minimum`)
     minimum: int | float | None = None
     maximum: int | float | None = None  # the largest value that still means something (say why at the entry)
-    check: Callable[[Any], Any] | None = None  # raises ValueError for a value it refuses (allowed_text says why)
+    # Returns the value the knob stores (one spelling of it: 'unstructured:.50' -> 'unstructured:0.5'); raises
+    # ValueError for a value it refuses (allowed_text says why).
+    check: Callable[[Any], Any] | None = None
     allowed_text: str = ""  # what is allowed, in words, where `allowed` and `minimum` cannot say it
     unit: str = ""  # SI unit suffix where the value has one ('s'); '' for counts, bits and names
     label: str = ""  # words in figures (default: the name with spaces)
@@ -162,7 +164,7 @@ class Knob:
         return f"{kind} >= {self.minimum:g}" if self.minimum is not None else kind
 
     def validate(self, value: Any) -> Any:
-        """The value if the knob takes it, else ValueError('found X, allowed: Y')."""
+        """The value if the knob takes it (as its check spells it), else ValueError('found X, allowed: Y')."""
         ok = isinstance(value, self.type) and not isinstance(value, bool) or (
             self.type is float and isinstance(value, int) and not isinstance(value, bool))
         if ok and self.type is float:
@@ -175,7 +177,7 @@ class Knob:
             ok = value <= self.maximum
         if ok and self.check is not None:
             try:
-                self.check(value)
+                value = self.check(value)
             except InputError as err:
                 if isinstance(value, str) and Path(value).exists():  # a file named that does not load: its own error
                     raise ValueError(f"found {value!r}, a file that does not load: {err}") from None
@@ -218,8 +220,8 @@ def _knob(name: str, type_: type, help_: str, section: Section, **kw: Any) -> No
 
 
 def _sparsity(pattern: str) -> str:
-    parse_sparsity(pattern)
-    return pattern
+    """The pattern's one spelling ('unstructured:.50' -> 'unstructured:0.5'), so that equal patterns are one point."""
+    return parse_sparsity(pattern).pattern
 
 
 def _host_link(name: str) -> str:

@@ -113,10 +113,9 @@ def _checked(knob: Knob):
     the key and the value once)."""
     def check(value: Any) -> Any:
         try:
-            knob.check(value)
+            return knob.check(value)
         except ValueError:
             raise ValueError(knob.allowed_words()) from None
-        return value
 
     return check
 

@@ -225,7 +225,8 @@ class NumericFormat:
                 raise ValueError(f"{name}: found {value!r}, allowed: {', '.join(map(str, allowed))}")
         if self.group_size < 1:
             raise ValueError(f"group_size: found {self.group_size!r}, allowed: an integer >= 1")
-        parse_sparsity(self.sparsity)
+        # One spelling per pattern ('unstructured:0.50' is 'unstructured:0.5'), so equal formats compare equal.
+        object.__setattr__(self, "sparsity", parse_sparsity(self.sparsity).pattern)
         check_activation_sparsity(self.act_kept, self.act_predictor)
         share = self.kv_sparsity
         if isinstance(share, bool) or not isinstance(share, int | float) or not 0.0 <= share < 1.0:

@@ -77,7 +77,7 @@ class WeightSparsity:
     """One weight pattern: the share of weights kept, the share of the math a device that exploits it does, and
     the bits each kept weight stores beside its value."""
 
-    pattern: str
+    pattern: str  # the canonical spelling: a share written as Python writes the float ('unstructured:0.5')
     key: str  # what a device's SparsitySupport names: 'dense', '2:4', 'unstructured', 'block64'
     density: float  # kept share of the weights
     compute_density: float  # share of the dense math done where the pattern is exploited
@@ -108,10 +108,12 @@ def parse_sparsity(pattern: str) -> WeightSparsity:
         block = int(match[2]) if match[2] else 0
         if 0.0 < zeros < 1.0 and (not match[2] or block in BLOCK_SIZES):
             kept = 1.0 - zeros
+            # One spelling per share ('unstructured:.50' is 'unstructured:0.5'), so equal patterns compare equal.
+            canonical = f"{match[1]}:{zeros!r}"
             if not block:
-                return WeightSparsity(pattern=text, key=UNSTRUCTURED, density=kept, compute_density=1.0,
+                return WeightSparsity(pattern=canonical, key=UNSTRUCTURED, density=kept, compute_density=1.0,
                                       index_bits=TILED_CSL_LOCATION_BITS)
-            return WeightSparsity(pattern=text, key=f"block{block}", density=kept, compute_density=kept,
+            return WeightSparsity(pattern=canonical, key=f"block{block}", density=kept, compute_density=kept,
                                   index_bits=BSR_BLOCK_INDEX_BITS / block**2)
     raise ValueError(f"sparsity: found {pattern!r}, allowed: {ALLOWED_SPARSITY}")
 

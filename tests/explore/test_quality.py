@@ -194,6 +194,34 @@ def test_quality_is_a_numeric_metric_objectives_and_constraints_may_name():
     assert Constraint.parse("quality_delta <= 1").holds({"quality_delta": 0.13})
 
 
+@pytest.mark.parametrize("spelled", ["unstructured:0.50", "unstructured:.5"])
+def test_a_share_spelled_another_way_is_the_same_format_and_reads_the_same_row(spelled: str):
+    """Wanda's README row for Llama-2-7B unstructured 50% (5.12 -> 6.42) applies however the share is written: the
+    pattern parses to the same 50% either way, so the format and its published figure are the same."""
+    fmt = NumericFormat(sparsity=spelled)
+    assert fmt == NumericFormat(sparsity="unstructured:0.5") and fmt.label.endswith("unstructured:0.5")
+    assert quality_figure("llama-2-7b", fmt).delta == pytest.approx(6.42 - 5.12)
+
+
+def test_a_share_spelled_another_way_in_a_sweep_is_one_point(tmp_path: Path, tiny_config: str):
+    """A sweep stores the pattern in one spelling, so two spellings of the same share are one value listed twice."""
+    sweep = load_sweep(write_sweep(tmp_path, f"""
+name: spelled
+model: {tiny_config}
+device: a100-sxm-80gb
+format: {{sparsity: ["block64:0.50", "2:4"]}}
+"""))
+    assert {point.sparsity for point in sweep.points()} == {"block64:0.5", "2:4"}
+    twice = write_sweep(tmp_path, f"""
+name: spelled
+model: {tiny_config}
+device: a100-sxm-80gb
+format: {{sparsity: ["unstructured:0.50", "unstructured:.5"]}}
+""")
+    with pytest.raises(InputError, match="listed twice"):
+        load_sweep(twice)
+
+
 def test_a_quality_constraint_leaves_out_points_without_a_figure(tmp_path: Path, tiny_config: str, tiny_evaluator):
     """The tiny model has no published figure: its 16-bit point (0 by definition) meets the constraint, its 4-bit
     point has none (NaN, quality_source says why) and breaks it; the report says which and why."""
