@@ -200,17 +200,28 @@ def quality_figure(model: str, fmt: NumericFormat, method: str = ANY_METHOD,
     return QualityFigure(math.nan, _why_none(model, fmt, method, table))
 
 
+# Fields that describe how quantized weights store their scales: nothing at 16-bit weights (the KV cache keeps its
+# own 16-bit scale per group_size values whatever they say).
+WEIGHT_SCALE_FIELDS = ("scale_type", "scale_granularity", "scale_group_size")
+
+
 def _matched_format(fmt: NumericFormat) -> NumericFormat:
     """The format as rows are matched on: a field set to its default where it changes nothing: group_size where no
-    tensor is scaled per group (weights at 16 bits or scaled per channel or tensor, and a 16-bit KV cache),
-    edge_layers where no edge layer is kept at other bits (edge_layer_bits 0). head_bits is not matched: the rows
-    are the methods' own figures, whose LM head and embeddings are as each method keeps them (most at 16 bits)."""
+    tensor is scaled per group (weights at 16 bits or scaled per channel or tensor, and a 16-bit KV cache), the
+    weights' scale fields where the weights are 16-bit, edge_layers where no edge layer is kept at other bits
+    (edge_layer_bits 0), act_predictor where every activation is kept (act_kept 1). head_bits is not matched: the
+    rows are the methods' own figures, whose LM head and embeddings are as each method keeps them (most at 16
+    bits)."""
     unused = {"head_bits": FORMAT_FIELDS["head_bits"].default}
     grouped_weights = fmt.weight_bits < 16 and fmt.scale_granularity == "group"
     if not (grouped_weights or fmt.kv_bits < 16):
         unused["group_size"] = FORMAT_FIELDS["group_size"].default
+    if fmt.weight_bits >= 16:
+        unused |= {name: FORMAT_FIELDS[name].default for name in WEIGHT_SCALE_FIELDS}
     if not fmt.edge_layer_bits:
         unused["edge_layers"] = FORMAT_FIELDS["edge_layers"].default
+    if fmt.act_kept >= 1.0:
+        unused["act_predictor"] = FORMAT_FIELDS["act_predictor"].default
     return dataclasses.replace(fmt, **unused)
 
 

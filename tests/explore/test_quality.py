@@ -93,6 +93,27 @@ def test_a_field_that_changes_nothing_does_not_hide_the_figure():
     assert math.isnan(quality_figure("llama-2-7b", dataclasses.replace(w4, edge_layers=2, edge_layer_bits=8)).delta)
 
 
+def test_a_predictor_with_every_activation_kept_does_not_hide_the_figure():
+    """act_predictor chooses which activations act_kept < 1 keeps: at act_kept 1 nothing is dropped, so W4A16 with
+    act_predictor deja_vu is AWQ's W4A16 (QServe's table: 5.47 -> 5.60); with act_kept 0.5 it is another format."""
+    w4 = NumericFormat(weight_bits=4)
+    assert quality_figure("llama-2-7b", dataclasses.replace(w4, act_predictor="deja_vu")).delta == \
+        pytest.approx(5.60 - 5.47)
+    assert math.isnan(quality_figure("llama-2-7b", dataclasses.replace(w4, act_kept=0.5, act_predictor="deja_vu"))
+                      .delta)
+
+
+@pytest.mark.parametrize("scales", [{"scale_granularity": "channel"}, {"scale_type": "e8m0"},
+                                    {"scale_granularity": "tensor"}])
+def test_weight_scale_fields_change_nothing_at_16_bit_weights(scales: dict):
+    """How quantized weights store their scales says nothing of 16-bit weights: 16-bit weights pruned 2:4 keep
+    SparseGPT's figure (Wanda's README: 5.12 -> 10.17) and a 4-bit KV cache alone Atom's (KVQuant Table 18: 5.12 ->
+    5.32) whatever the scale fields say; the same fields on 4-bit weights are another format."""
+    assert quality_figure("llama-2-7b", NumericFormat(sparsity="2:4", **scales)).delta == pytest.approx(10.17 - 5.12)
+    assert quality_figure("llama-2-7b", NumericFormat(kv_bits=4, **scales)).delta == pytest.approx(5.32 - 5.12)
+    assert math.isnan(quality_figure("llama-2-7b", NumericFormat(weight_bits=4, **scales)).delta)
+
+
 def test_the_head_is_kept_as_the_method_keeps_it():
     """AWQ's W4A16 figure is of AWQ's own model, whose LM head and embeddings stay at 16 bits: a point keeping them at
     16 bits (head_bits 16) gets it, as one that leaves head_bits at weight_bits does (the table does not say)."""
