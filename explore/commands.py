@@ -233,7 +233,8 @@ def cmd_check(args) -> int:
                f"{len(to_capture)} of {traces_label} to capture (the others are in the trace cache)")
     print(f"{args.sweep}: valid\n{count_label(sweep.size(), 'design point')} ({plan}), {capture}")
     for target, values in derived.items():
-        shown = ", ".join(f"{v:g}" for v in values[:MAX_SHOWN]) + (", ..." if len(values) > MAX_SHOWN else "")
+        shown = ", ".join(v if isinstance(v, str) else f"{v:g}" for v in values[:MAX_SHOWN]) + (
+            ", ..." if len(values) > MAX_SHOWN else "")
         count = f"{len(values)} value{'s' * (len(values) != 1)}"
         print(f"derived {target} = {sweep.spec.derived[target]}: {count} ({shown})")
     print(f"estimated run time: about {estimate:.0f} s on one worker")

@@ -5,7 +5,8 @@ Allowed: numbers, knob names (a device field is written as in the sweep file: de
 a field of a serving point's other pools' devices so too: attention_device.memory.bandwidth_GBps),
 + - * / // ** %, unary minus, comparisons, `a if c else b` and calls of min, max, round, abs, log2, sqrt; a text
 knob (execution, device, attention_parallel, ...) compares with == or != to quoted text: "32 if execution ==
-'engine' else 8".
+'engine' else 8". A text knob's value is quoted text as the expression's result, or a branch of its `a if c else b`:
+"'fp8_e4m3' if weight_bits == 8 else 'int'".
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 # (explore/pool_what_ifs.py: what-ifs on them are written so).
 DEVICE_ROOTS = ("device", "attention_device", "prefill_device")
 ALLOWED = ("numbers, knob names, + - * / // ** %, unary -, comparisons (== and != also with quoted text), "
-           "'a if c else b' and calls of min, max, round, abs, log2, sqrt")
+           "'a if c else b' and calls of min, max, round, abs, log2, sqrt; quoted text as a result")
 EQUALITY = (ast.Eq, ast.NotEq)  # the comparisons quoted text takes part in
 # An expression's size: longest text and deepest tree (operators, calls and conditionals count a level each;
 # evaluation recurses through them, and a knob formula needs a handful).
@@ -92,11 +93,13 @@ def _check_call(node: ast.Call, text: str) -> None:
                          f"(not {len(node.args)})")
 
 
-def _check(node: ast.AST, text: str, names: list[str], compared: list[tuple[str, str]]) -> None:
+def _check(node: ast.AST, text: str, names: list[str], compared: list[tuple[str, str]], result: bool = False) -> None:
     """Raise ValueError on the first construct that is not allowed; collect the knob names used, and in `compared`
-    (name, quoted text) for each name compared with quoted text."""
+    (name, quoted text) for each name compared with quoted text. `result`: the node is the expression's value (the
+    whole, or a branch of a conditional that is), where quoted text (a text knob's value) may stand."""
     if isinstance(node, ast.Constant):
-        if isinstance(node.value, bool) or not isinstance(node.value, int | float):
+        if isinstance(node.value, bool) or not isinstance(node.value, int | float | str) or (
+                isinstance(node.value, str) and not result):
             raise _not_allowed(node, text)
         return
     name = knob_name(node) if isinstance(node, ast.Name | ast.Attribute) else None
@@ -118,7 +121,10 @@ def _check(node: ast.AST, text: str, names: list[str], compared: list[tuple[str,
             operands = [child for child, is_text in zip(operands, quoted, strict=True) if not is_text]
         children = operands
     elif isinstance(node, ast.IfExp):
-        children = [node.test, node.body, node.orelse]
+        _check(node.test, text, names, compared)
+        for branch in (node.body, node.orelse):
+            _check(branch, text, names, compared, result)
+        return
     elif isinstance(node, ast.Call):
         _check_call(node, text)
         children = list(node.args)
@@ -154,7 +160,7 @@ class Expression:
                              f"and conditionals each add one)")
         names: list[str] = []
         compared: list[tuple[str, str]] = []
-        _check(tree, text.strip(), names, compared)
+        _check(tree, text.strip(), names, compared, result=True)
         return cls(text, tree, tuple(dict.fromkeys(names)), tuple(dict.fromkeys(name for name, _ in compared)),
                    tuple(dict.fromkeys(compared)))
 

@@ -127,7 +127,7 @@ class Knob:
     allowed_text: str = ""  # what is allowed, in words, where `allowed` and `minimum` cannot say it
     unit: str = ""  # SI unit suffix where the value has one ('s'); '' for counts, bits and names
     label: str = ""  # words in figures (default: the name with spaces)
-    derivable: bool = False  # a sweep's derived: section may compute it (a numeric knob of the point)
+    derivable: bool = False  # a sweep's derived: section may compute it (a knob of the point: a number, or text)
     flag: bool = True  # `explore run` has --<name> (point and system scope)
     applies: Applies = "point"  # where the cost model reads a generic knob (see the module docstring)
     column: Literal["always", "when set"] = "when set"
@@ -272,7 +272,7 @@ for _name, _what in (("weight_bits", "weights"), ("act_bits", "activations"), ("
 _knob("sparsity", str, "weight sparsity: N:M (e.g. 2:4), unstructured:S (Flash-LLM: stored compressed, computed "
       "dense) or blockB:S (zero B x B tiles skipped), S the share of zero weights; a device that does not exploit "
       "the pattern runs it dense (kernels/sparsity.py)", "format", default=DENSE, check=_sparsity,
-      allowed_text=ALLOWED_SPARSITY)
+      allowed_text=ALLOWED_SPARSITY, derivable=True)
 _knob("execution", str, "kernel launches: eager (PyTorch: framework dispatch and a host launch per aten op), graphs "
       "(the same kernels replayed from CUDA graphs) or engine (a serving engine's fused kernels, decode from CUDA "
       "graphs)", "top", default="eager", allowed=("eager", "graphs", "engine"))
@@ -291,7 +291,7 @@ for _name, _help, _allowed in (
         ("scale_granularity", "what shares one weight scale: a group of group_size values, an output channel or "
          "the whole tensor", GRANULARITIES)):
     register(Knob(name=_name, type=str, help=_help, section="format", default=getattr(_FORMAT, _name),
-                  allowed=_allowed, applies="format"))
+                  allowed=_allowed, applies="format", derivable=True))
 register(Knob(name="group_size", type=int, section="format", default=_FORMAT.group_size,
               allowed=tuple(sorted((*SPQR_GROUP_SIZES, *GROUP_SIZES))), applies="format",
               help="quantized values sharing one scale (along a GEMM's k dimension); must divide every k of the "
@@ -489,9 +489,10 @@ register(Knob(name="prune_start", type=float, section="workload", default=PAPER_
 # The method behind a compressed format's published quality (explore/quality.py): the quality_delta metric reads
 # the rows of this method in explore/data/quality.csv; "any" takes the best published figure of any method.
 # It changes no price: the kernels of a format are the same whichever method chose its values.
-register(Knob(name="quant_method", type=str, section="format", default=ANY_METHOD, allowed=(ANY_METHOD, *methods()),
-              label="quantization method", help="the quantization or pruning method whose published quality "
-              "quality_delta reports (any: the best published for the format)"))
+register(Knob(name="quant_method", type=str, section="format", default=ANY_METHOD,
+              allowed=(ANY_METHOD, *methods()), label="quantization method", derivable=True,
+              help="the quantization or pruning method whose published quality quality_delta reports (any: the best "
+              "published for the format)"))
 # ---- systems of several devices (parallel:) -------------------------------------------------------------------
 _knob("tp", int, "tensor-parallel devices: Megatron-style sharding, an all-reduce per block", "parallel",
       scope="system", default=1, minimum=1)

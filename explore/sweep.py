@@ -254,9 +254,14 @@ POOL_PREFIXES = tuple(pool.prefix for pool in POOL_WHAT_IFS)  # what-ifs on othe
 DERIVED_DIGITS = 12  # significant digits a derived device field keeps: 0.1 * 3000 is 300, not 300.00000000000006
 
 
-def derived_value(target: str, value: Any) -> int | float:
-    """A derived knob's value as stored: an int for integer knobs, a float rounded to DERIVED_DIGITS for a
-    device field. ValueError ('found X, allowed: Y') where the knob cannot take the value."""
+def derived_value(target: str, value: Any) -> int | float | str:
+    """A derived knob's value as stored: text for text knobs, an int for integer knobs, a float rounded to
+    DERIVED_DIGITS for a device field. ValueError ('found X, allowed: Y') where the knob cannot take the value."""
+    knob = None if target.startswith(("device.", *POOL_PREFIXES)) else KNOBS[target]
+    if knob is not None and knob.type is str:
+        if not isinstance(value, str):
+            raise ValueError(f"found {value!r}, allowed: quoted text, {knob.allowed_words()}")
+        return knob.validate(value)
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise ValueError(f"found {value!r}, allowed: a finite number")
     if target.startswith(("device.", *POOL_PREFIXES)):
@@ -634,8 +639,8 @@ def _check_size(sweep: Sweep, located: LocatedYAML) -> None:
 
 
 def _check_target(sweep: Sweep, target: str, where: str, located: LocatedYAML) -> None:
-    """A derived knob must be a numeric knob or a device field (of the point's device or another pool's), and must
-    not also be swept (or set)."""
+    """A derived knob must be a derivable knob (explore/knobs.py) or a device field (of the point's device or another
+    pool's), and must not also be swept (or set)."""
     if target.startswith(("device.", *POOL_PREFIXES)):
         if len(target.split(".")) < 3:
             raise InputError(f"{where}: derived.{target}: found {target!r}, allowed: a device field like "

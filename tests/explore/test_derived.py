@@ -39,6 +39,10 @@ BANDWIDTH, CAPACITY = "device.memory.bandwidth_GBps", "device.memory.capacity_GB
     ("32 if attention_parallel == 'data' else 256", {"attention_parallel": "data"}, 32),
     ("32 if attention_parallel == 'data' else 256", {"attention_parallel": "tensor"}, 256),
     ("8 if 'engine' != execution else 4", {"execution": "engine"}, 4),
+    # Quoted text as the result: a text knob's value.
+    ("'nf4'", {}, "nf4"),
+    ("'fp8_e4m3' if weight_bits == 8 else 'nf4' if weight_bits == 4 else 'int'", {"weight_bits": 4}, "nf4"),
+    ("'fp8_e4m3' if weight_bits == 8 else 'nf4' if weight_bits == 4 else 'int'", {"weight_bits": 16}, "int"),
 ])
 def test_expression_values(text, env, expected):
     value = Expression.parse(text)(env)
@@ -54,7 +58,8 @@ def test_names_are_collected_once_in_order():
     ("batch.__class__", "'batch.__class__'"),
     ("'a' * 3", "\"'a'\""),
     ("batch < 'a'", "\"'a'\""),  # quoted text is only compared for (in)equality
-    ("'a'", "\"'a'\""),
+    ("('a' if batch > 1 else 'b') * 2", "\"'a'\""),  # quoted text is a result, never an operand
+    ("max('a', 'b')", "\"'a'\""),
     ("[1, 2][0]", "'[1, 2][0]'"),
     ("(lambda: 1)()", "'lambda: 1'"),
     ("batch and 1", "'batch and 1'"),
@@ -215,7 +220,12 @@ BAD_DERIVED = {
     "also swept": (f"  {BANDWIDTH}: \"1000 * weight_bits\"", BANDWIDTH, "also swept at {path}:7"),
     "also set": ("  weight_bits: \"4\"", "derived.weight_bits", "also set at {path}:5"),
     "not a knob": ("  batchsize: \"4\"", "derived.batchsize", "did you mean 'batch'"),
-    "text value": ("  sparsity: \"4\"", "derived.sparsity", "allowed: batch, prompt, output"),
+    "number for a text knob": ("  sparsity: \"4\"", "derived.sparsity", "found 4, allowed: quoted text, dense or N:M"),
+    "text for a number": ("  kv_bits: \"'eight'\"", "derived.kv_bits", "found 'eight', allowed: a finite number"),
+    "unknown text": ("  weight_type: \"'fp9' if weight_bits == 8 else 'int'\"", "derived.weight_type",
+                     "at weight_bits=8: found 'fp9', allowed: int, fp8_e4m3"),
+    "format part the width cannot take": ("  weight_type: \"'fp8_e4m3'\"", "derived.weight_type", "fp8_e4m3"),
+    "not a derivable knob": ("  execution: \"'engine'\"", "derived.execution", "allowed: batch, prompt, output"),
     "bad bit width": ("  kv_bits: \"weight_bits - 2\"", "derived.kv_bits",
                       "at weight_bits=8: found 6, allowed: 16, 8, 4"),
     "fractional batch": ("  batch: \"weight_bits / 3\"", "derived.batch",
@@ -250,6 +260,24 @@ def test_cli_bad_derived_exits_2_without_traceback(tmp_path, tiny_model):
     assert done.stderr.strip().splitlines() == [f"explore: error: {path}:9: derived.{CAPACITY}: found "
                                                 f"\"open('/etc/passwd')\", allowed: calls of min, max, round, abs, "
                                                 f"log2, sqrt (not 'open')"]
+
+
+def test_format_parts_derived_from_the_width_pair_them(tmp_path, tiny_model):
+    """fp8 at 8 bits, nf4 at 4, integers at 16, 8-bit activations beside the fp8 weights: three points where a grid
+    of the parts would be nine (and refused: nf4 has no 8-bit form), each with its parts as its columns."""
+    text = (f"name: pairs\nmodel: {tiny_model}\ndevice: h100-sxm\nworkload: {{prompt: 16, output: 4}}\n"
+            "format: {weight_bits: [16, 8, 4]}\n"
+            "derived:\n"
+            "  weight_type: \"'fp8_e4m3' if weight_bits == 8 else 'nf4' if weight_bits == 4 else 'int'\"\n"
+            "  act_bits: \"8 if weight_type == 'fp8_e4m3' else 16\"\n"
+            "  act_type: \"'fp8_e4m3' if weight_bits == 8 else 'int'\"\n")
+    sweep = load_sweep(_write(tmp_path, text))
+    assert sweep.size() == 3 and "weight_type" not in sweep.dimensions()
+    # A point's generic knobs hold those away from their defaults (int elements).
+    parts = {p.weight_bits: (dict(p.knobs).get("weight_type", "int"), p.act_bits, dict(p.knobs).get("act_type", "int"))
+             for p in sweep.points()}
+    assert parts == {16: ("int", 16, "int"), 8: ("fp8_e4m3", 8, "fp8_e4m3"), 4: ("nf4", 16, "int")}
+    assert sweep.derived_values()["weight_type"] == ["int", "fp8_e4m3", "nf4"]
 
 
 def test_an_engine_limit_derived_from_a_text_knob(tmp_path, tiny_model):
