@@ -18,6 +18,7 @@ from hw_models.validation import (
     declared_field,
     did_you_mean,
     input_error,
+    not_a_number,
     unread_reason,
 )
 from workloads.errors import InputError
@@ -136,10 +137,13 @@ def _leaves(node: dict, prefix: str = ""):
             yield path, value
 
 
-def apply_overrides(data: dict, overrides: dict[str, Any], where: str, line_of=None) -> dict:
+def apply_overrides(data: dict, overrides: dict[str, Any], where: str, line_of=None, *,
+                    numbers_only: bool = False) -> dict:
     """A copy of data with dotted-path fields replaced ('memory.bandwidth_GBps': 4000); paths must be fields of the
     spec (in the file, or declared with a default) and be read by a cost model (a what-if on a field none reads would
-    silently change nothing). `line_of`: where each path sits in the file the overrides came from (named in errors)."""
+    silently change nothing). `line_of`: where each path sits in the file the overrides came from (named in errors).
+    numbers_only: the fields must hold numbers, as a what-if's do (a device file on a base preset may also change a
+    name or a yes/no field)."""
     result = copy.deepcopy(data)
     kind = DEVICE_KINDS.get(data.get("kind"))
     for path, value in overrides.items():
@@ -161,10 +165,24 @@ def apply_overrides(data: dict, overrides: dict[str, Any], where: str, line_of=N
                 raise InputError(f"{at}: device.{'.'.join(keys[:depth + 1])}: no such field to override"
                                  f"{did_you_mean(key, choices)}")
             if depth == len(keys) - 1:
+                what = not_a_number(kind.spec_class, path, node.get(key)) if numbers_only and kind else None
+                if what is not None:
+                    raise InputError(f"{at}: device.{path}: not a what-if knob: {what}"
+                                     f"{_as_shipped(node.get(key), what)}, and a what-if sets a number; "
+                                     + (f"set one of its fields (device.{path}.<field>)" if what == "a section" else
+                                        f"change it in a device file (`base: {data.get('name')}` and the field)"))
                 node[key] = value
             else:
                 node = node[key]
     return result
+
+
+def _as_shipped(value: Any, what: str) -> str:
+    """' (true on the device)': a field's value as the device has it, for a refusal to override it."""
+    if value is None or what == "a section":
+        return ""
+    shown = str(value).lower() if isinstance(value, bool) else repr(value)
+    return f" ({shown} on the device)"
 
 
 def what_if_fields(name_or_path: str) -> list[str]:
@@ -210,7 +228,7 @@ def load_device(name_or_path: str, overrides: dict[str, Any] | None = None, *, c
     from hw_models.gpu_efficiency import Calibration
 
     data, where, own, base = _read(name_or_path)
-    spec = validate_spec(apply_overrides(data, overrides, where), where) if overrides else own
+    spec = validate_spec(apply_overrides(data, overrides, where, numbers_only=True), where) if overrides else own
     # The chip as shipped: a device file on a base preset is a what-if of that preset.
     reference = _read(base)[2] if base else own
     # A preset's fitted calibration ships beside it; a device file given by path is uncalibrated unless it is built

@@ -135,13 +135,43 @@ def _fields(cls) -> dict[str, type] | None:
 def declared_field(cls, path: str) -> bool:
     """Whether dotted `path` names a field of spec class `cls` (a field with a default may be absent from a preset's
     file and still be set by an override)."""
+    return field_hint(cls, path) is not _UNDECLARED
+
+
+_UNDECLARED = object()
+
+
+def field_hint(cls, path: str) -> typing.Any:
+    """The declared type of the field at dotted `path` of spec class `cls`; _UNDECLARED where `cls` declares none (a
+    key of a mapping field, such as a dtype under mac_pJ)."""
     hint = cls
     for key in path.split("."):
         fields = _fields(hint)
         if not fields or key not in fields:
-            return False
+            return _UNDECLARED
         hint = fields[key]
-    return True
+    return hint
+
+
+def not_a_number(cls, path: str, value: typing.Any) -> str | None:
+    """What the field at dotted `path` of spec class `cls` holds where that is no number ('a yes/no field', 'a
+    name', 'a section'), judged by its `value` in a preset (None: absent or null, judged by its declared type);
+    None for a number field, which a what-if may set."""
+    if isinstance(value, bool):
+        return "a yes/no field"
+    if isinstance(value, str):
+        return "a name"
+    if isinstance(value, dict):
+        return "a section"
+    if isinstance(value, list):
+        return "a list"
+    if value is None:
+        hint = field_hint(cls, path)
+        if hint is not _UNDECLARED and _fields(hint) is not None:
+            return "a section"
+        if hint is not _UNDECLARED and not _holds_number(hint):
+            return "a field that holds no number"
+    return None
 
 
 def absent_number_fields(cls, data: dict, prefix: str = "") -> list[str]:

@@ -90,6 +90,23 @@ def test_bad_set_is_one_line_exit_2(capsys, item, needles):
         assert needle in err, err
 
 
+@pytest.mark.parametrize("device,item,what", [
+    ("neupims", "pim.sub_batch_interleaving=0", "a yes/no field (true on the device)"),
+    ("neupims", "pim.row_buffers=1", "a name ('dual' on the device)"),
+    ("ampere-altra-sail", "lut.engine=2", "a name ('pim' on the device)"),
+    ("neupims", "pim=3", "a section"),
+])
+def test_set_of_a_field_that_holds_no_number_says_what_it_is(capsys, device, item, what):
+    """A what-if sets numbers: a yes/no or name field given one is refused as such, with the device file that changes
+    it, not with its type's 'allowed: true or false' (which the number check before it refuses in turn)."""
+    code, out, err = _run(capsys, ["run", "--model", "llama-2-7b", "--device", device, "--set", item])
+    path = item.partition("=")[0]
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert f"device.{path}: not a what-if knob: {what}, and a what-if sets a number" in err, err
+    assert "allowed: true or false" not in err and "allowed: 'single' or 'dual'" not in err
+    assert (f"device.{path}.<field>" if what == "a section" else f"`base: {device}`") in err
+
+
 def test_link_set_with_tp(capsys, tmp_path):
     tiny = write_tiny_model(tmp_path)
     run = ["run", "--model", tiny, "--device", "h100-sxm", "--tp", "2", "--prompt", "16", "--output", "2"]

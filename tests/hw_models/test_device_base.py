@@ -45,3 +45,16 @@ def test_bad_base_files_are_one_line_errors(tmp_path, text, line, message):
     with pytest.raises(InputError, match=message) as err:
         load_device(str(path))
     assert "\n" not in str(err.value) and str(err.value).startswith(f"{path}:{line}: ")
+
+
+def test_a_file_on_a_base_preset_may_change_a_yes_no_or_name_field(tmp_path):
+    """What a what-if may not set (it sets numbers) a device file may: NeuPIMs with one row buffer and no sub-batch
+    interleaving, the naive NPU+PIM design, and a source for a changed number."""
+    path = tmp_path / "neupims-single.yaml"
+    path.write_text("base: neupims\npim:\n  row_buffers: single\n  sub_batch_interleaving: false\n"
+                    "memory:\n  bandwidth_GBps: 2048\n  source: a what-if\n")
+    spec = load_device(str(path)).spec
+    assert (spec.pim.row_buffers, spec.pim.sub_batch_interleaving) == ("single", False)
+    assert spec.memory.bandwidth_GBps == 2048
+    with pytest.raises(InputError, match="device.pim.row_buffers: not a what-if knob: a name"):
+        load_device("neupims", {"pim.row_buffers": 1})
