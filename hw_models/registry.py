@@ -165,7 +165,9 @@ def apply_overrides(data: dict, overrides: dict[str, Any], where: str, line_of=N
                 raise InputError(f"{at}: device.{'.'.join(keys[:depth + 1])}: no such field to override"
                                  f"{did_you_mean(key, choices)}")
             if depth == len(keys) - 1:
-                what = not_a_number(kind.spec_class, path, node.get(key)) if numbers_only and kind else None
+                # A number, not a yes/no or a name; None removes an optional section (a CPU's lut: llama.cpp's kernels).
+                check = numbers_only and kind is not None and value is not None
+                what = not_a_number(kind.spec_class, path, node.get(key)) if check else None
                 if what is not None:
                     raise InputError(f"{at}: device.{path}: not a what-if knob: {what}"
                                      f"{_as_shipped(node.get(key), what)}, and a what-if sets a number; "
