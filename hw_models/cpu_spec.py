@@ -180,7 +180,13 @@ class CPUSpec(OffChipMemory):
     @model_validator(mode="after")
     def _pim_consistent(self):
         if self.lut is not None and self.lut.engine == "pim" and self.pim is None:
-            raise ValueError("lut.engine is 'pim' but there is no pim section")
+            raise ValueError("lut.engine: found 'pim' without a pim section, allowed: 'simd', or 'pim' beside a pim "
+                             "section (the cache arrays its lookups run in)")
+        if self.pim is not None and (self.lut is None or self.lut.engine != "pim"):
+            found = "no lut section" if self.lut is None else f"lut.engine {self.lut.engine!r}"
+            raise ValueError(f"pim: found beside {found}, allowed: beside a lut section with engine 'pim' (only its "
+                             f"lookups run in the arrays; without them the section would price its area and nothing "
+                             f"else)")
         levels = self.caches.levels()
         if self.pim is not None and self.pim.cache_level not in levels:
             raise ValueError(f"pim.cache_level: found {self.pim.cache_level!r}, allowed: {', '.join(levels)}")

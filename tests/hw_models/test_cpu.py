@@ -199,4 +199,14 @@ def test_pim_level_must_exist(bad_preset):
 
 
 def test_pim_engine_needs_pim_section(bad_preset):
-    assert "no pim section" in bad_preset(lambda d: d.pop("pim"))
+    assert bad_preset(lambda d: d.pop("pim")).startswith("lut.engine: found 'pim' without a pim section, allowed: ")
+
+
+@pytest.mark.parametrize("edit,found", [
+    (lambda d: d.pop("lut"), "no lut section"),
+    (lambda d: d["lut"].update(engine="simd", lookup_lane_ops=4), "lut.engine 'simd'"),
+])
+def test_pim_section_needs_the_pim_engine(bad_preset, edit, found):
+    """SRAM-PIM arrays run only a LUT engine's lookups: a pim section beside none would be priced for its area alone,
+    a silent no-op in time and energy."""
+    assert bad_preset(edit).startswith(f"pim: found beside {found}, allowed: beside a lut section with engine 'pim'")
