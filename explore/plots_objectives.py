@@ -157,6 +157,20 @@ def _times(value: float, _position: float | None = None) -> str:
     return f"{value:.3g}×"
 
 
+# Gains that differ by less than this (relative) are one value: what floating point leaves of two prices of the same
+# work (1 +- 1e-13), drawn as matplotlib draws a constant rather than stretched over the axis.
+SAME_GAIN = 1e-9
+
+
+def _widen_noise(ax) -> None:
+    """A linear ratio axis whose view spans no more than rounding noise gets the view of a constant line (its value
+    +- 5.5%, as matplotlib autoscales one), not ticks at the 13th decimal."""
+    low, high = ax.get_ylim()
+    middle = (low + high) / 2
+    if high - low <= SAME_GAIN * abs(middle):
+        ax.set_ylim(middle - 0.055 * abs(middle), middle + 0.055 * abs(middle))
+
+
 def _times_within(ax):
     """A ratio formatter for `ax`'s linear axis that tells its ticks apart: as many decimals as a tenth of the view's
     span needs (1.005×, 1.01×, ... where the gains span 2%), trailing zeros dropped."""
@@ -291,6 +305,7 @@ def speedup_figure(rows: Sequence[Sequence[SpeedupPanel]]) -> Figure:
             ax.set_xlabel(metric_axis_label(panel.knob), fontsize=8)
             ax.set_ylabel(f"{panel.title} (×)", fontsize=8)
             ax.set_title(panel.title, fontsize=10)
+            _widen_noise(ax)
             ax.yaxis.set_major_formatter(FuncFormatter(_times_within(ax)))
             ax.grid(True, alpha=0.3)
         for ax in row_axes[len(row):]:

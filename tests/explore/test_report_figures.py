@@ -355,6 +355,26 @@ def test_what_if_legend_names_the_shipped_value_only_where_it_is_drawn(shipped) 
     assert ("the shipped value of the knob" in labels) == (shipped is not None) == bool(dotted)
 
 
+def test_what_if_gains_that_differ_by_rounding_read_as_one_value() -> None:
+    """A what-if that moves nothing prices the same work twice: gains of 1 +- 1e-13 (float rounding) are drawn as a
+    constant 1x is, on a view of a few percent with ticks of at most two decimals, not labelled to the 13th."""
+    from explore.plots_objectives import SpeedupLine, SpeedupPanel, speedup_figure
+
+    x = np.array([256.0])
+    lines = [SpeedupLine(label=label, x=x, median=np.array([gain]), low=np.array([gain]), high=np.array([gain]))
+             for label, gain in (("a100-sxm-80gb", 1.0 + 1e-13), ("neupims", 1.0 - 2e-13), ("versal-vhk158", 1.0))]
+    exact = [SpeedupLine(label="neupims", x=x, median=np.ones(1), low=np.ones(1), high=np.ones(1))]
+    fig = speedup_figure([[SpeedupPanel(knob="device.memory.capacity_GB", title="TPOT speed-up", lines=lines),
+                           SpeedupPanel(knob="device.memory.capacity_GB", title="TTFT speed-up", lines=exact)]])
+    fig.canvas.draw()
+    noisy, constant = fig.axes[:2]
+    assert noisy.get_ylim() == pytest.approx(constant.get_ylim(), rel=1e-9)
+    low, high = noisy.get_ylim()
+    assert low < 0.99 and high > 1.01
+    labels = [t.get_text() for t in noisy.get_yticklabels() if t.get_text()]
+    assert labels and all(len(label.rstrip("×").partition(".")[2]) <= 2 for label in labels), labels
+
+
 def test_roofline_roofs_are_the_points_own_peak_as_overridden(tmp_path: Path, evaluator) -> None:
     """An fp16 model's 16-bit roof is the device's fp16 peak as the point overrides it (2,000 TFLOP/s, not the H100's
     shipped 989), and no kernel is drawn above it."""
