@@ -227,6 +227,10 @@ def _add_serving_flags(run: argparse.ArgumentParser) -> None:
                    help="a separate prefill pool of this many replicas handing each request's KV to the decode "
                         "pool (disaggregated serving; default 0: none)")
     g.add_argument("--prefill-device", default="", help="the prefill pool's device (default: --device)")
+    g.add_argument("--mixed-replicas", type=int,
+                   help="replicas of --mixed-device serving requests whole beside the --replicas of --device, --router "
+                        "picking among them all (a fleet of mixed GPU types; default: none)")
+    g.add_argument("--mixed-device", help="the device of the --mixed-replicas (without --set's what-ifs)")
     g.add_argument("--kv-link", default=spec.kv_link,
                    help=f"the link KV crosses from the prefill to the decode pool (default {spec.kv_link})")
     g.add_argument("--attention-device", default="",

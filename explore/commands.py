@@ -413,6 +413,7 @@ def _serving_spec(args) -> ServingSpec:
         except InputError as err:
             raise InputError(f"--trace: {str(err).removeprefix('trace: ')}") from None
     for flag, value, load in (("--prefill-device", args.prefill_device, load_device),
+                              ("--mixed-device", args.mixed_device, load_device),
                               ("--kv-link", args.kv_link, load_link_model),
                               ("--attention-device", "" if args.attention_device == "none" else args.attention_device,
                                load_device),
@@ -442,6 +443,7 @@ def _serving_spec(args) -> ServingSpec:
                   slo_slowdown=SLOWDOWN_PRESETS[args.slo_slowdown] if args.slo_slowdown else None,
                   capacity=tuple(args.capacity) if args.capacity else None,
                   replicas=args.replicas, prefill_replicas=args.prefill_replicas, prefill_device=args.prefill_device,
+                  mixed_device=args.mixed_device or "", mixed_replicas=args.mixed_replicas or 0,
                   kv_link=args.kv_link, router=args.router, prefix_attention=args.prefix_attention,
                   memory_utilization=args.memory_utilization, host_cache_GB=args.host_cache_GB,
                   kv_store_GB=args.kv_store_GB, kv_store_GBps=args.kv_store_GBps,
@@ -600,6 +602,12 @@ def _assumptions(point: DesignPoint, device) -> str:
         pools = (f"{s.prefill_replicas} prefill replica(s) ({s.prefill_device or point.device}) handing KV over "
                  f"{s.kv_link} to {s.replicas} decode replica(s)" if s.disaggregated
                  else f"{s.replicas} replica(s)")
+        if s.mixed:
+            mixed = load_device(s.mixed_device, calibrated=point.use_calibration)
+            label = calibration_label(mixed)
+            fits = ("fitted" if label == "fitted" else f"fits of sibling {mixed.calibration.sibling}"
+                    if label == "sibling" else "uncalibrated datasheet roofline")
+            pools += f" and {s.mixed_replicas} of {s.mixed_device} ({fits}), one router over them all"
         if s.attends_apart:
             attending = load_device(s.attention_device, calibrated=point.use_calibration)
             label = calibration_label(attending)

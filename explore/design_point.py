@@ -97,7 +97,8 @@ class DesignPoint:
             names += [getattr(self.serving, f.name) for f in fields(self.serving)
                       if isinstance(getattr(self.serving, f.name), str)]
         files = {name for name in names if _path_like(name) and os.path.isfile(name)}
-        devices = [self.device, *(getattr(self.serving, name, "") for name in ("prefill_device", "attention_device"))]
+        devices = [self.device, *(getattr(self.serving, name, "") for name in ("prefill_device", "attention_device",
+                                                                             "mixed_device"))]
         fits = {cal for name in devices if name in files and (cal := calibration_file(name)) and os.path.isfile(cal)}
         return sorted(files | fits)
 

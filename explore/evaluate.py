@@ -782,7 +782,8 @@ class Evaluator:
         if point.serving.attends_apart:
             self._check_attention(point)
         pools = [(point.device, ())] + ([(point.serving.prefill_device, point.prefill_overrides)]
-                                        if point.serving.disaggregated else [])
+                                        if point.serving.disaggregated else []) + (
+            [(point.serving.mixed_device, ())] if point.serving.mixed else [])
         for name, own in pools:
             on_pool = pool_point(point, name, own)
             self._host_link_Bps(on_pool, self.point_device(on_pool))  # a pool's link to swap over
@@ -876,8 +877,10 @@ class Evaluator:
             def transfer_s(message_B: float) -> float:
                 return float(link.collective_time_s("send_recv", message_B / ports, 2))
         else:
-            pools, transfer_s = [self._pool(point, fmt, "serve", spec.replicas)], None
-        memory = pools[-1].memory
+            # A fleet of mixed devices: the point's replicas, then the others', one router over them all.
+            pools, transfer_s = [self._pool(point, fmt, "serve", spec.replicas)] + (
+                [self._pool(point, fmt, "serve", spec.mixed_replicas, spec.mixed_device)] if spec.mixed else []), None
+        memory = pools[-1 if spec.disaggregated else 0].memory  # the point's own device's pool
 
         def run(rate: float | None) -> ServingResult:
             requests, clipped = spec.request_set(rate).clipped_to_context(cfg.max_positions)

@@ -575,9 +575,10 @@ register(Knob(name="prompt_batch_tokens", type=int, section="serving", scope="se
 register(Knob(name="router", type=str, section="serving", scope="serving", default=None, flag=False,
               allowed=tuple(ROUTERS), help="how a pool picks the replica each request (arrival or prefill hand-over) "
               "joins: least_requests (fewest held), least_tokens (fewest pending tokens, Splitwise's JSQ), "
+              "least_kv_usage (the smallest share of its KV cache in use, llm-d's kv-cache-utilization scorer), "
               "round_robin or cache_aware (the replica caching most of its prefix while the load is balanced, "
-              "SGLang model gateway's policy); unset: least_requests; read where a pool has replicas or a replica "
-              "pipeline stages or data-parallel ranks to pick among"))
+              "SGLang model gateway's policy); unset: least_requests; read where a pool or a fleet has replicas or "
+              "a replica pipeline stages or data-parallel ranks to pick among"))
 register(Knob(name="prefix_attention", type=str, section="serving", scope="serving", default=None, flag=False,
               allowed=PREFIX_ATTENTIONS,
               help="how decode attention reads the prefix_tokens the requests of a group share: paged (each sequence "
@@ -600,6 +601,12 @@ register(Knob(name="priority_fraction", type=float, section="serving", scope="se
               help="the share of requests drawn urgent (priority 0, the others 1; a conversation's turns alike), "
               "which queue_policy priority serves first; the results add the urgent requests' TTFT and TPOT "
               "percentiles and SLO attainment; unset: every request alike (or a trace's priority column)"))
+register(Knob(name="mixed_device", type=str, section="serving", scope="serving", default=None, flag=False,
+              allowed_text="a device preset or a path to a device YAML",
+              help="the device of the mixed_replicas (a preset or YAML, without the point's what-ifs)"))
+register(Knob(name="mixed_replicas", type=int, section="serving", scope="serving", default=None, flag=False,
+              minimum=0, help="replicas of mixed_device serving requests whole beside the point's, one router over "
+              "them all (a fleet of mixed GPU types, Melange); unset: the point's replicas alone"))
 register(Knob(name="conversation_turns", type=int, section="serving", scope="serving", default=None, flag=False,
               minimum=1, help="the requests as conversations of this many turns: each turn adds a message (the prompt "
               "distribution) to the conversation so far, arrives think_s after the previous answer and finds the "

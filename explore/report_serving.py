@@ -75,7 +75,8 @@ STYLES = (("-", "o"), ("--", "s"), (":", "^"), ("-.", "D"), ("-", "v"), ("--", "
 # device and scheduler always, the others where they vary.
 DESIGN_KNOBS = ("model", "device", "scheduler", "format", "overrides", "arrival", "cv", "requests", "max_seqs",
                 "max_batched_tokens", "chunk_tokens", "prompt_batch_tokens", "block_tokens", "prefix_tokens",
-                "preemption", "replicas", "prefill_replicas", "prefill_device", "router", "prefix_attention",
+                "preemption", "replicas", "prefill_replicas", "prefill_device", "mixed_device", "mixed_replicas",
+                "router", "prefix_attention",
                 "prefix_groups", "queue_policy", "priority_fraction", "conversation_turns", "think_s", "think_cv",
                 "max_decode_preemptions", "memory_utilization", "host_cache_GB", "kv_store_GB", "kv_store_GBps",
                 "attention_device",

@@ -187,8 +187,9 @@ def data_parallel_ranks(tp: int, attention_parallel: str) -> int:
 
 
 def _routes(values: Values) -> bool:
-    """Whether some value given has more than one replica in a pool, or more than one engine in a replica."""
-    return any(count > 1 for field in ROUTED for count in values.get(field, ()))
+    """Whether some value given has more than one replica in a pool or a fleet, or more than one engine in a replica."""
+    return any(count > 1 for field in ROUTED for count in values.get(field, ())) or any(
+        (count or 0) >= 1 for count in values.get("mixed_replicas", ()))
 
 
 def _traced(field: str) -> ReadWhen:
@@ -206,6 +207,8 @@ RULES: tuple[ReadWhen, ...] = (
              lambda n: f"with {n.setting('preemption', 'swap')} or {n.name('host_cache_GB')} > 0 (recompute "
                        f"preemption moves nothing over the host link), or left out"),
     ReadWhen("prefill_device", lambda v: _any(v, "prefill_replicas"), lambda v, n: "no prefill pool", _pool),
+    ReadWhen("mixed_device", lambda v: _any(v, "mixed_replicas"), lambda v, n: "no mixed replicas",
+             lambda n: f"with {n.at_least('mixed_replicas', 1, 'replicas of it beside the point')}, or left out"),
     ReadWhen("kv_link", lambda v: _any(v, "prefill_replicas"), lambda v, n: "no prefill pool", _pool),
     ReadWhen("slo_attainment", lambda v: any(_any(v, f) for f in ("slo_ttft_s", "slo_tpot_s", "slo_slowdown")),
              lambda v, n: "no SLO",
@@ -236,7 +239,8 @@ RULES: tuple[ReadWhen, ...] = (
       for field in ("attention_devices", "attention_link", "attention_micro_batches", "attention_placement")),
     ReadWhen("router", _routes, lambda v, n: "one replica in each pool and one pipeline stage",
              lambda n: f"with {n.at_least('replicas', 2, 'replicas to pick from')}, "
-                       f"{n.at_least('prefill_replicas', 2, 'prefill replicas to pick from')}, pipeline stages "
+                       f"{n.at_least('prefill_replicas', 2, 'prefill replicas to pick from')}, "
+                       f"{n.at_least('mixed_replicas', 1, 'a fleet to pick from')}, pipeline stages "
                        f"(pp >= 2: engines to pick from) or data-parallel ranks "
                        f"({n.setting('attention_parallel', 'data')}: ranks to pick from), or left out"),
     _budget("chunk_tokens", chunked=True),

@@ -176,6 +176,9 @@ class Serving(Strict):
     replicas: one_or_more(knob_type(KNOBS["replicas"])) = DEFAULT.replicas
     prefill_replicas: one_or_more(knob_type(KNOBS["prefill_replicas"])) = DEFAULT.prefill_replicas
     prefill_device: str | None = None  # the prefill pool's device (default: the point's)
+    # A fleet: replicas of another device beside the point's, one router over them all; lists compare them.
+    mixed_device: one_or_more(str) | None = None
+    mixed_replicas: one_or_more(knob_type(KNOBS["mixed_replicas"])) | None = None
     kv_link: str = DEFAULT.kv_link  # the link each request's KV crosses from the prefill to the decode pool
     router: one_or_more(knob_type(KNOBS["router"])) | None = None  # how a pool picks a replica (least_requests)
     # How decode attention reads the shared prefix (paged); a list compares the two.
@@ -258,6 +261,9 @@ def serving_dimensions(serving: Serving) -> dict[str, list]:
     dims.update(replicas=as_list(serving.replicas), prefill_replicas=as_list(serving.prefill_replicas))
     if serving.router is not None:
         dims["router"] = as_list(serving.router)
+    for name in ("mixed_device", "mixed_replicas"):
+        if getattr(serving, name) is not None:
+            dims[name] = as_list(getattr(serving, name))
     for name in ("prefix_attention", "prefix_groups", "queue_policy", "priority_fraction", "conversation_turns",
                  "think_s", "think_cv"):
         if getattr(serving, name) is not None:
@@ -275,11 +281,11 @@ def serving_dimensions(serving: Serving) -> dict[str, list]:
     return dims
 
 def routes(values: dict[str, Any]) -> bool:
-    """Whether a point has anything for a router to pick among: replicas in a pool, or a replica's engines on
-    pipeline stages or data-parallel ranks (explore/serving_settings.py refuses a router where no point of a sweep
-    routes)."""
+    """Whether a point has anything for a router to pick among: replicas in a pool or in a fleet of mixed devices, or
+    a replica's engines on pipeline stages or data-parallel ranks (explore/serving_settings.py refuses a router where
+    no point of a sweep routes)."""
     counts = {**values, "ranks": data_parallel_ranks(values.get("tp", 1), values.get("attention_parallel", "tensor"))}
-    return any(counts.get(name, 1) > 1 for name in ROUTED)
+    return any(counts.get(name, 1) > 1 for name in ROUTED) or (values.get("mixed_replicas") or 0) >= 1
 
 
 def serving_spec(serving: Serving, values: dict[str, Any]) -> ServingSpec:
@@ -304,6 +310,7 @@ def serving_spec(serving: Serving, values: dict[str, Any]) -> ServingSpec:
         slo_attainment=slo.attainment, slo_slowdown=slo.slowdown_slo(), capacity=serving.capacity,
         replicas=values["replicas"], prefill_replicas=values["prefill_replicas"],
         prefill_device=serving.prefill_device or "", kv_link=serving.kv_link,
+        mixed_device=values.get("mixed_device") or "", mixed_replicas=values.get("mixed_replicas") or 0,
         router=values.get("router") if routes(values) else None,
         prefix_attention=values.get("prefix_attention"), memory_utilization=values.get("memory_utilization"),
         host_cache_GB=values.get("host_cache_GB"), kv_store_GB=values.get("kv_store_GB"),
@@ -346,7 +353,7 @@ def check_serving(serving: Serving, models: list[str], located: LocatedYAML, sta
                              f"found {serving.max_decode_preemptions} with scheduler {others[0]!r}, allowed: only with "
                              f"scheduler 'orca' (decodes preempted by arriving prompts, as splitwise-sim's baseline)")
     if serving is not None:
-        for key in ("prefill_device", "kv_link", "attention_device", "attention_link"):
+        for key in ("prefill_device", "mixed_device", "kv_link", "attention_device", "attention_link"):
             for name in as_list(getattr(serving, key)):
                 if name and name != "none":
                     try:

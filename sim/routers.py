@@ -54,6 +54,20 @@ class LeastTokens(Router):
         return min(replicas, key=lambda replica: replica.pending_tokens)
 
 
+class LeastKVUsage(Router):
+    """The replica whose KV cache has the smallest share of its blocks in use (ties: the fewest requests held), as the
+    Gateway API Inference Extension's kv-cache-utilization-scorer scores a pod 1 - its KV usage and its
+    max-score-picker takes the best (llm-d's endpoint picker). Blocks in use are those a sequence reads (vLLM's
+    kv_cache_usage: an idle cached prefix counts as free); a replica of a smaller or slower device fills sooner, so it
+    takes fewer requests in a fleet of mixed devices."""
+
+    name = "least_kv_usage"
+
+    def choose(self, replicas: Sequence_[Replica], request: Routed = Routed()) -> Replica:
+        return min(replicas, key=lambda replica: (replica.state.kv.in_use_blocks / replica.state.kv.capacity_blocks,
+                                                  replica.outstanding))
+
+
 class RoundRobin(Router):
     """Each replica in turn, whatever it holds."""
 
@@ -95,7 +109,8 @@ class CacheAware(Router):
         return max(replicas, key=lambda replica: replica.state.kv.free_blocks + replica.state.kv.evictable_blocks)
 
 
-ROUTERS: dict[str, type[Router]] = {cls.name: cls for cls in (LeastRequests, LeastTokens, RoundRobin, CacheAware)}
+ROUTERS: dict[str, type[Router]] = {cls.name: cls for cls in (LeastRequests, LeastTokens, LeastKVUsage, RoundRobin,
+                                                              CacheAware)}
 DEFAULT_ROUTER = LeastRequests.name
 
 

@@ -370,9 +370,11 @@ def serve(costs: IterationCostModel, requests: RequestSet, scheduler: Scheduler,
 def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = None,
                 kv_transfer_s: Callable[[float], float] | None = None, caches=None, schedulers=None,
                 prefix_groups: np.ndarray | None = None) -> ServingResult:
-    """Simulate pools of replicas serving `requests`: one 'serve' pool, or a 'prefill' and a 'decode' pool.
+    """Simulate pools of replicas serving `requests`: 'serve' pools (one device's replicas, or a fleet of several
+    devices' pools), or a 'prefill' and a 'decode' pool.
 
-    Each arrival goes to the entry pool's replica its router picks (Pool.router, sim/routers.py); a
+    Each arrival goes to the replica the first pool's router picks among the entry replicas (Pool.router,
+    sim/routers.py): the prefill pool's, or every serving pool's; a
     prefilled request's KV (its tokens past the shared prefix, which the decode pool holds too, x the decode pool's
     bytes per token) moves in kv_transfer_s(bytes) to the decode pool's replica its router picks when the KV lands
     (transfers overlap; the link's contention and energy are not modeled). `caches` and `schedulers` give each
@@ -381,8 +383,9 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
     prefix_group_draws).
     """
     roles = [pool.role for pool in pools]
-    if roles not in (["serve"], ["prefill", "decode"]):
-        raise ValueError(f"pools: found roles {roles}, allowed: ['serve'] or ['prefill', 'decode']")
+    if not (set(roles) == {"serve"} or roles == ["prefill", "decode"]):
+        raise ValueError(f"pools: found roles {roles}, allowed: 'serve' pools (a fleet of one device or of several) or "
+                         f"['prefill', 'decode']")
     env = simpy.Environment()
     total = len(requests)
     finished: list[Sequence] = []
@@ -430,6 +433,8 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
         replicas.append(made)
 
     routers = [make_router(pool.router) for pool in pools]
+    # Arrivals go to the first pool's router over the entry replicas: a prefill pool's, or every serving pool's.
+    entry = replicas[0] if roles[0] == "prefill" else [replica for made in replicas for replica in made]
 
     def _hand_over(seq: Sequence):
         decode_pool = pools[1]
@@ -488,7 +493,7 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
                 yield env.timeout(arrival_s - env.now)
             routed = Routed(groups[index], shared[index], prompts[index], requests.prefix_path(index) if tree else None,
                             roots[index])
-            admit(index, arrival_s, routers[0].choose(replicas[0], routed))
+            admit(index, arrival_s, routers[0].choose(entry, routed))
 
     def follow(index: int, previous: int):
         yield env.timeout(gaps[index])
@@ -507,8 +512,9 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
     result = _result(pools, replicas, finished, requests, slo)
     if slo is None or slo.slowdown is None:
         return result
-    # A slowdown's reference is the request alone on the point's own device: the last pool's (module slowdown).
-    return replace(result, unloaded=pools[-1].unloaded(requests))
+    # A slowdown's reference is the request alone on the point's own device (module slowdown): the decode pool's, or
+    # the first serving pool's.
+    return replace(result, unloaded=pools[-1 if roles[0] == "prefill" else 0].unloaded(requests))
 
 
 def _result(pools: list[Pool], replicas: list[list[Replica]], finished: list[Sequence], requests: RequestSet,

@@ -35,7 +35,7 @@ PREFIX_ATTENTIONS = ("paged", "cascade")
 KEY_NEUTRAL_DEFAULTS = frozenset({"prompt_batch_tokens", "slo_slowdown", "router", "max_decode_preemptions",
                                   "prefix_attention", "prefix_groups", "queue_policy", "conversation_turns",
                                   "think_s", "think_cv", "memory_utilization", "host_cache_GB",
-                                  "kv_store_GB", "kv_store_GBps", "priority_fraction",
+                                  "kv_store_GB", "kv_store_GBps", "priority_fraction", "mixed_device", "mixed_replicas",
                                   "attention_device", "attention_devices", "attention_link",
                                   "attention_micro_batches", "attention_placement"})
 # The settings of attention devices: a point whose model's devices attend is the same design whatever they say.
@@ -120,6 +120,10 @@ class ServingSpec:
     prefill_replicas: int = 0
     prefill_device: str = ""
     kv_link: str = "infiniband-ndr"
+    # A heterogeneous fleet: mixed_replicas replicas of mixed_device serving requests whole beside the replicas of the
+    # point's device, one router picking among them all (Melange's mix of GPU types). 0: the point's replicas alone.
+    mixed_device: str = ""
+    mixed_replicas: int = 0
     # How each pool picks the replica a request joins, arrivals and hand-overs alike (sim/routers.py); None:
     # least_requests, the router of results stored before routers could be chosen.
     router: str | None = None
@@ -239,6 +243,20 @@ class ServingSpec:
         if self.prefill_replicas < 0:
             raise InputError(f"prefill_replicas: found {self.prefill_replicas}, allowed: an integer >= 0 "
                              f"(0: no separate prefill pool)")
+        if isinstance(self.mixed_replicas, bool) or not isinstance(self.mixed_replicas, int) or self.mixed_replicas < 0:
+            raise InputError(f"mixed_replicas: found {self.mixed_replicas!r}, allowed: an integer >= 0 (0: the point's "
+                             f"replicas alone)")
+        if not self.mixed and self.mixed_device:
+            object.__setattr__(self, "mixed_device", "")  # read beside mixed replicas only: one design whatever it says
+        if self.mixed:
+            for name, conflict, allowed in (
+                    ("mixed_device", not self.mixed_device, "a device (preset or YAML) for the mixed replicas"),
+                    ("prefill_replicas", self.disaggregated, "0 (a fleet of mixed devices serves requests whole)"),
+                    ("attention_device", self.attends_apart, "none (a fleet of mixed devices attends itself)")):
+                if conflict:
+                    shown = repr(getattr(self, name)) if name != "prefill_replicas" else self.prefill_replicas
+                    raise InputError(f"{name}: found {shown} with mixed_replicas {self.mixed_replicas}, allowed: "
+                                     f"{allowed}")
         if self.prefix_tokens < 0:
             raise InputError(f"prefix_tokens: found {self.prefix_tokens}, allowed: an integer >= 0")
         if self.prefix_groups is not None and (isinstance(self.prefix_groups, bool)
@@ -353,6 +371,8 @@ class ServingSpec:
                 **({} if self.prefix_groups is None else {"prefix_groups": self.prefix_groups}),
                 **({} if self.queue_policy is None else {"queue_policy": self.queue_policy}),
                 **({} if self.priority_fraction is None else {"priority_fraction": self.priority_fraction}),
+                **({} if not self.mixed_device else {"mixed_device": self.mixed_device,
+                                                     "mixed_replicas": self.mixed_replicas}),
                 **({} if self.conversation_turns is None else {"conversation_turns": self.conversation_turns}),
                 # think_s beside conversation_turns, empty where one turn reads none.
                 **({} if self.conversation_turns is None and self.think_s is None else {"think_s": self.think_s}),
@@ -444,6 +464,11 @@ class ServingSpec:
     def cascade(self) -> bool:
         """Whether decode attention reads the shared prefix once for all sequences."""
         return self.prefix_attention == "cascade"
+
+    @property
+    def mixed(self) -> bool:
+        """Whether replicas of another device serve beside the point's (a heterogeneous fleet)."""
+        return self.mixed_replicas > 0
 
     @property
     def disaggregated(self) -> bool:

@@ -41,9 +41,11 @@ def test_device_families_spans_every_kind():
 # Examples whose two points take tens of seconds (splitwise-slowdown: a serving run per request served alone for its
 # slowdown reference), or four to seven where tests of their own cover what they sweep (attention devices,
 # data-parallel attention, all-reduce overlap, offload: tests/explore/test_attention_disaggregation.py,
-# test_data_parallel_attention.py, test_tensor_parallel.py, test_offload_points.py), run in the slow run, which keeps
+# test_data_parallel_attention.py, test_tensor_parallel.py, test_offload_points.py; a fleet's 2,000 requests on three
+# replicas: test_fleet_runs.py), run in the slow run, which keeps
 # the unit run under five minutes on two cores.
-SLOW_EXAMPLES = ("splitwise-slowdown", "attention-disaggregation", "dp-attention", "allreduce-overlap", "offload")
+SLOW_EXAMPLES = ("splitwise-slowdown", "attention-disaggregation", "dp-attention", "allreduce-overlap", "offload",
+                 "fleet")
 
 
 @pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.slow) if p.stem in SLOW_EXAMPLES else p

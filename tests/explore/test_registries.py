@@ -73,9 +73,10 @@ def test_serving_knobs_are_the_spec_columns_and_the_section_fields():
                         think_s=0.0, memory_utilization=0.9, host_cache_GB=64.0, kv_store_GB=256.0, kv_store_GBps=25.0,
                         attention_device="h20")
     chat = ServingSpec(conversation_turns=2, think_s=1.0, think_cv=1.0)
+    fleet = ServingSpec(mixed_device="l4", mixed_replicas=2)  # apart: a fleet attends itself
     names = [k.name for k in knobs(scope="serving")]
-    assert set(names) == set(every.columns()) | set(chat.columns())
-    for spec in (every, chat):
+    assert set(names) == set(every.columns()) | set(chat.columns()) | set(fleet.columns())
+    for spec in (every, chat, fleet):
         assert [name for name in names if name in spec.columns()] == list(spec.columns())
     sweep_keys = {"rate_per_s": "rate"}  # the one serving knob whose sweep key differs from its column
     for k in knobs(scope="serving"):

@@ -59,8 +59,8 @@ def test_a_bad_router_is_one_line_naming_the_key_and_the_routers(tmp_path, capsy
     assert main(["run", "--model", model, "--device", "h100-sxm", "--serving", "--rate", "1", "--replicas", "2",
                  "--router", "fastest"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == ("explore: error: --router: found 'fastest', allowed: least_requests, least_tokens, round_robin, "
-                   "cache_aware"), err
+    assert err == ("explore: error: --router: found 'fastest', allowed: least_requests, least_tokens, least_kv_usage, "
+                   "round_robin, cache_aware"), err
 
 
 def test_run_routes_by_the_flag(tmp_path, capsys):

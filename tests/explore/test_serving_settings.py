@@ -19,6 +19,7 @@ IDLE = {
     "swap_GBps": (LENGTHS, ("--swap-GBps", "20"), "  swap_GBps: 20\n"),
     "prefill_device": (LENGTHS, ("--prefill-device", "a100-sxm-80gb"), "  prefill_device: a100-sxm-80gb\n"),
     "kv_link": (LENGTHS, ("--kv-link", "nvlink4"), "  kv_link: nvlink4\n"),
+    "mixed_device": (LENGTHS, ("--mixed-device", "l4"), "  mixed_device: l4\n"),
     "slo_attainment": (LENGTHS, ("--slo-attainment", "0.5"), "  slo: {attainment: 0.5}\n"),
     "prefix_attention": (LENGTHS, ("--prefix-attention", "cascade"), "  prefix_attention: cascade\n"),
     "prefix_groups": (LENGTHS, ("--prefix-groups", "4"), "  prefix_groups: 4\n"),
@@ -97,6 +98,9 @@ def test_explore_run_and_a_sweep_refuse_the_same_settings(case, tmp_path, capsys
     # ... or among a data-parallel replica's ranks, each an engine with its own requests.
     ("router", {"replicas": (1,), "prefill_replicas": (0,), "pp": (1,), "ranks": (1, 4)}, False),
     ("router", {"replicas": (1,), "prefill_replicas": (0,), "pp": (1,), "ranks": (1,)}, True),
+    # ... or among a fleet's replicas of mixed devices.
+    ("router", {"replicas": (1,), "prefill_replicas": (0,), "pp": (1,), "mixed_replicas": (0, 1)}, False),
+    ("mixed_device", {"mixed_replicas": (0,)}, True),
 ])
 def test_a_setting_is_idle_only_where_no_value_given_reads_it(given, values, idle):
     assert (idle_setting({given}, values, KeyNames(), sweep=True) is not None) is idle

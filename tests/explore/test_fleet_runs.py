@@ -1,0 +1,48 @@
+"""A fleet of mixed devices as a user runs it: `explore run --mixed-device D --mixed-replicas N` says what serves,
+prices every replica, takes an overloaded H100's overflow onto L4s, and refuses what a fleet does not model in one
+line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from explore.cli import main
+from hw_models.registry import load_device
+
+RUN = ["run", "--model", "llama-3-8b", "--device", "h100-sxm", "--execution", "engine", "--serving", "--requests",
+       "600", "--prompt", "1024", "--output", "256", "--slo-ttft", "2", "--slo-tpot", "0.1"]
+FLEET = ["--mixed-device", "l4", "--mixed-replicas", "2"]
+
+
+def _run(capsys, *flags: str) -> dict:
+    assert main([*RUN, *flags, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_a_fleet_is_priced_whole_and_takes_an_overloaded_replica_s_overflow(capsys):
+    """At 26 req/s one H100 falls behind (under half the requests meet the SLO); two L4s beside it, routed by KV-cache
+    usage, serve more requests within the SLO. The fleet's hourly price is the H100's and two L4s' (their presets)."""
+    alone = _run(capsys, "--rate", "26")
+    fleet = _run(capsys, "--rate", "26", *FLEET, "--router", "least_kv_usage")
+    assert alone["slo_attainment"] < 0.6
+    assert fleet["goodput_rps"] > 1.2 * alone["goodput_rps"]
+    hourly = [load_device(name).price.usd_per_hour for name in ("h100-sxm", "l4")]
+    assert fleet["usd_per_hour"] == pytest.approx(hourly[0] + 2 * hourly[1])
+    assert alone["usd_per_hour"] == pytest.approx(hourly[0])
+    assert main([*RUN, "--rate", "4", *FLEET]) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    assert "1 replica(s) and 2 of l4 (fits of sibling l40s), one router over them all" in header, header
+
+
+@pytest.mark.parametrize(("flags", "words"), [
+    (["--mixed-replicas", "2"], "--mixed-device: found '' with mixed_replicas 2, allowed: a device"),
+    ([*FLEET, "--prefill-replicas", "1"], "found 1 with mixed_replicas 2, allowed: 0 (a fleet of mixed devices"),
+    (["--mixed-replicas", "2", "--mixed-device", "l44"], "--mixed-device: found 'l44' (did you mean 'l4'?)"),
+    (["--mixed-replicas", "-1", "--mixed-device", "l4"], "--mixed-replicas: found -1, allowed: an integer >= 0"),
+])
+def test_what_a_fleet_does_not_model_is_one_line(capsys, flags, words):
+    assert main([*RUN, "--rate", "4", *flags]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and words in err, err
