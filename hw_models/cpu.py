@@ -166,20 +166,19 @@ class CPUModel(DeviceModel):
 
     def _cost_table(self, table: KernelTable, execution: str) -> KernelCosts:
         compute_s, compute_J = self._baseline(table)
-        overhead_s = self._loss(compute_s)
-        rows = self._lut_rows(table)
         memory_s, memory_J = self._memory(table)
+        costs = self._costs(compute_s, memory_s, self._loss(compute_s), compute_J, memory_J)
+        rows = self._lut_rows(table)
         if rows.any():
             lut_s, lut_loss_s, lut_J, pim_J = self._lut(table, rows)
             # The runtime runs each low-bit GEMM with the faster of its two kernels: lookups win on GEMV-like
             # shapes, while tables built per token make them lose to the dequantizing SIMD kernel as the
             # batch grows (T-MAC targets batch-1 decode; llama.cpp keeps its own kernels for larger batches).
-            lut_time_s = np.maximum(lut_s, memory_s) + lut_loss_s
-            use_lut = rows & (lut_time_s <= np.maximum(compute_s, memory_s) + overhead_s)
-            compute_s = np.where(use_lut, lut_s, compute_s)
-            overhead_s = np.where(use_lut, lut_loss_s, overhead_s)
-            compute_J = np.where(use_lut, lut_J, compute_J)
-            memory_J = memory_J + np.where(use_lut, pim_J, 0.0)
+            costs = costs.faster(self._costs(lut_s, memory_s, lut_loss_s, lut_J, memory_J + pim_J), rows)
+        return costs
+
+    def _costs(self, compute_s, memory_s, overhead_s, compute_J, memory_J) -> KernelCosts:
+        """Costs of kernels whose compute and memory overlap and whose thread loss is paid on top."""
         time_s = np.maximum(compute_s, memory_s) + overhead_s
         return KernelCosts(time_s=time_s, compute_s=compute_s, memory_s=memory_s, overhead_s=overhead_s,
                            compute_J=compute_J, memory_J=memory_J, static_J=self.idle_power_W * time_s)

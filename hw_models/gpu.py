@@ -34,6 +34,7 @@ is slowed for its power.
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import numpy as np
 
@@ -54,7 +55,8 @@ from hw_models.gpu_reduction import serial_steps
 from hw_models.gpu_spec import GPUSpec
 from hw_models.gpu_unstructured import expansion_s
 from hw_models.sparsity_support import gpu_support
-from kernels.formats import DENSE, NumericFormat
+from kernels.format_kernels import FLOPS_PER_LANE_OP
+from kernels.formats import DENSE, DTYPE_BITS, NumericFormat
 from kernels.kernel import KernelKind
 from kernels.measured import GENERAL_LAYOUT
 from kernels.sparsity import UNSTRUCTURED, support_key
@@ -373,10 +375,47 @@ class GPUModel(DeviceModel):
         return self.peak_flops(unit), self.joules_per_flop(unit)
 
     def _cost_table(self, table: KernelTable, execution: str) -> KernelCosts:
+        """Each kernel as it runs; a GEMM whose plan has another path (QuantPlan.apart_ops) runs the faster of the two
+        (KernelCosts.faster), as an engine picks its kernel by the batch's tokens."""
+        plans = self.row_plans(table)
+        costs = self._priced(table, execution, plans)
+        for plan, rows in plans:
+            if plan.apart_ops and rows.any():
+                costs = costs.faster(self._dequantized_apart(table, rows, plan.apart_ops, execution, costs), rows)
+        return costs
+
+    def _dequantized_apart(self, table: KernelTable, rows: np.ndarray, ops_per_weight: float, execution: str,
+                           costs: KernelCosts) -> KernelCosts:
+        """`costs` with the given GEMM rows run as two kernels: one that reads their stored weights and writes them
+        at the GEMM's 16-bit dtype (ops_per_weight lane instructions a weight on the CUDA cores, carried as two vector
+        FLOPs each, as format_kernels.py carries DFloat11's decompression), and the 16-bit GEMM on those weights.
+        Both are priced as any such kernel is (the streaming fit, the GEMM fit, a launch each), and summed."""
+        index = np.flatnonzero(rows)
+        gemms = table.select(index)
+        weights = gemms.n * gemms.k * np.maximum(gemms.batch, 1.0)
+        written_B = weights * np.array([DTYPE_BITS.get(dtype, 16) for dtype in gemms.dtype.tolist()]) / 8.0
+        zeros, sixteen = np.zeros(len(index)), np.full(len(index), 16.0)
+        dense = replace(gemms, weight_bytes=written_B, weight_bits=sixteen)
+        dequantize = replace(gemms, kind=np.full(len(index), KINDS.index(KernelKind.ELEMENTWISE)),
+                             flops=FLOPS_PER_LANE_OP * ops_per_weight * weights, act_bytes=written_B, kv_bytes=zeros,
+                             tensor_core=np.zeros(len(index), dtype=bool), m=zeros, n=zeros, k=zeros, batch=zeros,
+                             weight_bits=sixteen, general_layout=np.zeros(len(index), dtype=bool),
+                             reduce_rows=zeros, reduce_length=zeros)
+        both = self._priced(KernelTable.concat([dense, dequantize]), execution, [])
+        fields = {}
+        for name in ("time_s", "compute_s", "memory_s", "overhead_s", "compute_J", "memory_J", "static_J"):
+            parts, mine = getattr(both, name), getattr(costs, name)
+            shape = np.broadcast_shapes(mine.shape, parts.shape[:-1] + mine.shape[-1:])  # (points, kernels) in a block
+            column = np.array(np.broadcast_to(mine, shape))
+            column[..., index] = parts[..., :len(index)] + parts[..., len(index):]
+            fields[name] = column
+        return KernelCosts.broadcast(**fields)
+
+    def _priced(self, table: KernelTable, execution: str, plans: list[tuple[QuantPlan, np.ndarray]]) -> KernelCosts:
+        """Each kernel's costs on the plans of its quantized GEMMs (row_plans)."""
         spec = self.spec
         host_s = self.host_s(execution)
         peak, flop_J = self._kernel_rates(table)
-        plans = self.row_plans(table)
         vector_ops = self._vector_ops(table, plans)
         compute_s, memory_s, busy_s, latency_s = self._device_times(table, peak, plans, vector_ops)
         compute_J = table.flops * flop_J

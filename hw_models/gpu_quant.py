@@ -94,6 +94,14 @@ Batched) loops over the tokens and redoes all of it for each, so the work is pai
 not once per M-tile: memory-bound at batch 1 (on an RTX A6000 Llama-2-7B's 6.6e9 GEMM weights take 2.0 ms of
 instructions against 3.2 ms of 3-bit traffic), CUDA-core-bound from a few tokens on. Its FMAs are still counted as
 tensor-core math too, 2 FLOPs a weight and token at the 16-bit tensor rate, a twentieth of their CUDA-core time or less.
+A GEMM of many tokens is not run that way by an engine: SqueezeLLM's own QuantLinearLUT.forward does call the
+batched GEMV for any number of tokens (squeezellm/quant.py), but engines that serve codebook weights dequantize them
+past a few tokens and run the 16-bit GEMM, vLLM's AQLM layer from 7 tokens on ("thresholds determined by timings on
+an A6000": vllm/model_executor/layers/quantization/aqlm.py, use_gemv, else optimized_dequantize_gemm: aqlm_dequant
+then F.linear) and bitsandbytes' NF4 for more than one (bitsandbytes/autograd/_functions.py, MatMul4Bit.forward:
+dequantize_4bit then linear). The plan carries that path (QuantPlan.apart_ops: the index extraction and lookup of
+unpack_ops, once per weight, in a kernel that reads the stored weights and writes them at 16 bits) and the GPU
+model runs each GEMM the faster way (GPUModel._cost_table): the GEMV at one token, the dequantized GEMM from a few on.
 
 Fused MoE layers of a weight-only format pay the same dequantization, each touched expert's weights once per
 M-tile pass of its rows, in series with the grouped GEMMs' math (hw_models/gpu_moe.py moe_times). Their MoE fit is
@@ -186,6 +194,9 @@ class QuantPlan:
     mixed_input: bool = False  # 16-bit activations times quantized weights (weight-only): MIXED_INPUT_TILES
     passes: tuple[PassTile, ...] = MARLIN_PASSES  # how many times a GEMM of m rows unpacks each weight
     gemm_variant: str = ""  # variant of its GEMMs where no GEMM fit has `variant` ('': as variant)
+    # The engine's other path, taken per GEMM where it is faster (GPUModel): a kernel of its own that writes the
+    # weights at 16 bits, apart_ops lane instructions a weight, then the 16-bit GEMM on them (0: no other path).
+    apart_ops: float = 0.0
 
     @property
     def emulated(self) -> bool:
@@ -220,9 +231,10 @@ def quant_plan(fmt: NumericFormat | None, peak_TFLOPS, gpu: str, traced_dtype: s
     if fmt is None or fmt.weight_bits >= 16:
         return None
     dtype = fmt.gemm_dtype(traced_dtype)
-    if fmt.weight_only and fmt.weight_type == "lut":  # SqueezeLLM's GEMV: its work once per token
+    if fmt.weight_only and fmt.weight_type == "lut":  # SqueezeLLM's GEMV (its work once per token), or dequantized
         return QuantPlan(dtype=dtype, math_dtype=dtype, weight_ops=LUT_GEMV_OPS, act_ops=0.0, variant="", notice="",
-                         mixed_input=True, passes=TOKEN_PASSES)
+                         mixed_input=True, passes=TOKEN_PASSES,
+                         apart_ops=unpack_ops(fmt.weight_bits, fmt.weight_type) + _scale_ops(fmt))
     if fmt.weight_only:
         ops = unpack_ops(fmt.weight_bits, fmt.weight_type) + _scale_ops(fmt)
         # Its fused MoE layers take the fit of the measured weight-only MoE kernels where one exists (gpu_moe.py).
