@@ -37,6 +37,7 @@ from kernels.parallel import (
     stage_send_bytes_per_token,
 )
 from kernels.shapes import TEMPLATE_LAYERS, StepTemplate
+from kernels.sparsity import exploits
 from kernels.table import KernelTable
 from kernels.token_prune import first_pruned_layer, kept_prompt_tokens, pruned_prefill
 from kernels.token_select import TokenSelection, token_selection
@@ -988,7 +989,7 @@ def _weight_bytes(param_bytes: float, fmt: NumericFormat, device, config: ModelC
     change what is stored (NumericFormat.stored_weight_scale)."""
     if scale is None:  # `scale`: stored_weight_scale(fmt, config), where the caller holds it
         scale = stored_weight_scale(fmt, config) if config is not None else fmt.stored_weight_scale()
-    return param_bytes * scale * (fmt.sparse_weight_scale if fmt.sparsity in device.sparsity_patterns else 1.0)
+    return param_bytes * scale * (fmt.sparse_weight_scale if exploits(device.sparsity_patterns, fmt) else 1.0)
 
 
 def _off_default(point: DesignPoint, table: tuple[tuple[str, str], ...]) -> tuple[str, str, str] | None:

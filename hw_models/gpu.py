@@ -56,10 +56,10 @@ from hw_models.gpu_spec import GPUSpec
 from hw_models.gpu_unstructured import expansion_s
 from hw_models.sparsity_support import gpu_support
 from kernels.format_kernels import FLOPS_PER_LANE_OP
-from kernels.formats import DENSE, DTYPE_BITS, NumericFormat
+from kernels.formats import DTYPE_BITS, NumericFormat
 from kernels.kernel import KernelKind
 from kernels.measured import GENERAL_LAYOUT
-from kernels.sparsity import UNSTRUCTURED, support_key
+from kernels.sparsity import UNSTRUCTURED, exploits, support_key
 from kernels.table import KINDS, KernelTable
 from workloads.errors import InputError
 
@@ -287,7 +287,7 @@ class GPUModel(DeviceModel):
                     gemm = gemm & ~rows  # priced: the GEMM fits below price the MoE rows no MoE fit covers
         if gemm is not None:
             # The table is the work this GPU does (run_on): a pattern it supports has its zeros skipped.
-            sparse = table.sparsity != DENSE and table.sparsity in self.sparsity_patterns
+            sparse = exploits(self.sparsity_patterns, table.numeric_format)
             expands = sparse and support_key(table.sparsity) == UNSTRUCTURED  # loaded sparse, computed dense
             mixed_rows = [rows for plan, rows in plans if plan.mixed_input]
             mixed = np.logical_or.reduce(mixed_rows) if mixed_rows else None

@@ -39,7 +39,9 @@ heads); fused MoE layers are left dense.
 
 A device says what it exploits with a SparsitySupport: the N:M patterns its matrix units skip, "unstructured",
 "blockB" and "activation" (SUPPORT_KEYS). `pattern in support` answers for a whole pattern ("unstructured:0.7"); a
-pattern outside the set runs dense, weights stored dense (KernelTable.run_on), and sparsity_notice says so.
+pattern outside the set runs dense, weights stored dense (KernelTable.run_on), and sparsity_notice says so. So does a
+pattern in the set that would save nothing there (exploits: unstructured sparsity whose layout is no smaller than
+dense weights of the format's bits).
 """
 
 from __future__ import annotations
@@ -184,6 +186,24 @@ def union_share(kept: float, tokens):
     return 1.0 - (1.0 - kept) ** np.maximum(np.asarray(tokens, dtype=float), 1.0)
 
 
+def exploits(support: SparsitySupport, fmt) -> bool:
+    """Whether a device with `support` runs a format's weight pattern sparse: it supports the pattern, and the pattern
+    saves it math or bytes there. A pattern computed dense whose layout is no smaller than dense weights of the
+    format's bits (unstructured sparsity at or below its break-even: 16 location bits beside each kept value, so 50%
+    at 16 bits and 80% at 4) is stored and computed dense, as a KV cache below its break-even stays dense
+    (kernels/kv_sparsity.py): an engine would not choose the larger layout. So a pattern never stores more weight
+    bytes than dense unless it skips math (N:M at 2 bits)."""
+    if fmt is None or fmt.sparsity == DENSE or fmt.sparsity not in support:
+        return False
+    return parse_sparsity(fmt.sparsity).compute_density < 1.0 or fmt.sparse_weight_scale < 1.0
+
+
+def _larger_layout(fmt) -> str:
+    """Why a supported pattern runs dense (exploits is false): its layout's size against dense weights."""
+    return (f"its compressed layout would take {fmt.sparse_weight_scale:.2f}x the bytes of dense "
+            f"{fmt.weight_bits:g}-bit weights, its position bits outweighing the zeros left out, and skip no math")
+
+
 def sparsity_notice(support: SparsitySupport, device: str, fmt) -> str:
     """What a device does with the sparsity of a format it does not exploit, or exploits in a layout larger than the
     dense weights ('' when it exploits all of it and saves bytes)."""
@@ -191,10 +211,13 @@ def sparsity_notice(support: SparsitySupport, device: str, fmt) -> str:
     if fmt.sparsity != DENSE and fmt.sparsity not in support:
         parts.append(f"sparsity {fmt.sparsity} runs dense on {device} (weights stored and computed dense; it "
                      f"exploits {support.words()})")
-    elif fmt.sparsity != DENSE and (scale := parse_sparsity(fmt.sparsity).stored_scale(fmt.weight_bits)) >= 1.0:
+    elif fmt.sparsity != DENSE and not exploits(support, fmt):
+        parts.append(f"sparsity {fmt.sparsity} runs dense on {device} (weights stored and computed dense): "
+                     f"{_larger_layout(fmt)}")
+    elif fmt.sparsity != DENSE and (scale := fmt.sparse_weight_scale) >= 1.0:
         parts.append(f"sparsity {fmt.sparsity} stored compressed takes {scale:.2f}x the bytes of dense "
                      f"{fmt.weight_bits:g}-bit weights (its position bits outweigh the zeros left out): a decode on "
-                     f"{device} reads more than dense weights would")
+                     f"{device} reads more than dense weights would, for the math it skips")
     if fmt.act_kept < 1.0 and not support.activation:
         parts.append(f"activation sparsity (act_kept {fmt.act_kept:g}) runs dense on {device} (no kernel reads "
                      f"only the kept rows there)")
@@ -206,7 +229,8 @@ def sparsity_use(support: SparsitySupport, device: str, fmt) -> str:
     dense format)."""
     parts = []
     if fmt.sparsity != DENSE:
-        how = "exploited" if fmt.sparsity in support else "run dense (not supported)"
+        how = ("exploited" if exploits(support, fmt) else "run dense (not supported)" if fmt.sparsity not in support
+               else f"run dense: {_larger_layout(fmt)}")
         parts.append(f"{fmt.sparsity} {how}")
     if fmt.act_kept < 1.0:
         how = "exploited" if support.activation else "run dense (not supported)"

@@ -13,7 +13,7 @@ from kernels.formats import DENSE, SPQR, NumericFormat
 from kernels.kernel import KIND_CLASS, Kernel, KernelKind, is_torch_sdpa
 from kernels.kv_policy import Window, decode_reads
 from kernels.moe import COLD_EXPERTS_MODULE, hot_expert_parts
-from kernels.sparsity import ACTIVATION, DEJA_VU_RANK, PREDICTOR_BITS, parse_sparsity, union_share
+from kernels.sparsity import ACTIVATION, DEJA_VU_RANK, PREDICTOR_BITS, exploits, parse_sparsity, union_share
 
 KINDS = tuple(KernelKind)
 KIND_CODE = {kind: i for i, kind in enumerate(KINDS)}
@@ -393,10 +393,11 @@ class KernelTable:
         """The work a device does with the sparsity it exploits (kernels/sparsity.py): a weight pattern moves its
         compressed layout and does the math the pattern leaves (N/M, the kept blocks; all of it for unstructured
         weights, which are computed dense); activation sparsity has the MLP's GEMMs read the union of their tokens'
-        kept rows, plus the predictor's work. Sparsity it does not exploit runs dense, weights stored dense. In a
-        table that changed, weight_density is the share of each row's dense math done."""
+        kept rows, plus the predictor's work. Sparsity it does not exploit (kernels/sparsity.py exploits: unsupported,
+        or saving nothing there) runs dense, weights stored dense. In a table that changed, weight_density is the
+        share of each row's dense math done."""
         fmt = self.numeric_format
-        weights = self.sparsity != DENSE and self.sparsity in sparsity_patterns
+        weights = exploits(sparsity_patterns, fmt)
         acts = fmt is not None and fmt.act_kept < 1.0 and ACTIVATION in sparsity_patterns
         if not (weights or acts):
             return self

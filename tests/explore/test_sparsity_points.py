@@ -27,18 +27,40 @@ def test_run_says_a_pattern_runs_dense(tiny_config, capsys):
 
 @pytest.mark.parametrize("weight_bits, zeros, scale", [
     # Flash-LLM's Tiled-CSL keeps a 16-bit location beside each kept value: (1 - 0.1) x (16 + 16) / 16 = 1.80 of the
-    # dense fp16 bytes, and beside 4-bit values (1 - 0.7) x (4 + 16) / 4 = 1.50.
+    # dense fp16 bytes, and beside 4-bit values with a 16-bit scale per 128, 4.125 bits, (1 - 0.7) x (4.125 + 16) /
+    # 4.125 = 1.46: stored and computed dense instead.
     (16, 0.1, "1.80x"),
-    (4, 0.7, "1.50x"),
+    (4, 0.7, "1.46x"),
     (16, 0.7, None),  # 0.3 x 2 = 0.60: it saves bytes, nothing to say
 ])
-def test_run_says_when_a_compressed_layout_outweighs_dense_weights(tiny_config, capsys, weight_bits, zeros, scale):
+def test_run_says_when_a_compressed_layout_would_outweigh_dense_weights(tiny_config, capsys, weight_bits, zeros,
+                                                                         scale):
     code, out, _ = _run(capsys, "--model", tiny_config, "--device", "a100-sxm-80gb", "--output", "2",
                         "--sparsity", f"unstructured:{zeros}", "--weight-bits", str(weight_bits))
     assert code == 0
     notices = " ".join(line for line in out.splitlines() if line.startswith("# "))
-    said = f"sparsity unstructured:{zeros} stored compressed takes {scale} the bytes of dense {weight_bits}-bit weights"
-    assert (said in notices) if scale else ("stored compressed takes" not in notices), notices
+    said = (f"sparsity unstructured:{zeros} runs dense on a100-sxm-80gb (weights stored and computed dense): its "
+            f"compressed layout would take {scale} the bytes of dense {weight_bits}-bit weights")
+    assert (said in notices) if scale else ("compressed layout would take" not in notices), notices
+
+
+def test_unstructured_sparsity_below_its_break_even_runs_exactly_dense(tiny_config, capsys):
+    """At 4 bits a weight the Tiled-CSL layout is smaller than dense weights only above 16 / (16 + 4.125) = 80%
+    sparsity: at 70% the weights are stored and read dense (the same memory and decode time as dense, not the 1.46x
+    bytes), and the sparsity_use column says why; at 90%, 0.1 x 20.125 / 4.125 = 0.49 of dense, it is exploited."""
+    runs = {}
+    for pattern in ("dense", "unstructured:0.7", "unstructured:0.9"):
+        code, out, _ = _run(capsys, "--model", tiny_config, "--device", "a100-sxm-80gb", "--output", "4",
+                            "--execution", "graphs", "--weight-bits", "4", "--sparsity", pattern, "--json")
+        assert code == 0
+        runs[pattern] = json.loads(out)
+    dense, below, above = runs["dense"], runs["unstructured:0.7"], runs["unstructured:0.9"]
+    assert below["peak_memory_B"] == dense["peak_memory_B"] and below["tpot_s"] == dense["tpot_s"]
+    assert below["sparsity_use"] == ("unstructured:0.7 run dense: its compressed layout would take 1.46x the bytes of "
+                                     "dense 4-bit weights, its position bits outweighing the zeros left out, and "
+                                     "skip no math")
+    assert above["sparsity_use"] == "unstructured:0.9 exploited"
+    assert above["peak_memory_B"] < dense["peak_memory_B"]
 
 
 def test_sparsity_use_column(tiny_config, capsys):
