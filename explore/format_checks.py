@@ -101,7 +101,7 @@ def format_notice(device, fmt: NumericFormat) -> str:
     wider = _array_fallbacks(model, fmt)
     if wider:
         notices.append(", ".join(f"{dtype} GEMMs run at the {math} rate" for dtype, math in wider)
-                       + f" on {model.name}: its matrix units have no mode for them")
+                       + f" on {model.name}: {model.weight_gemm_why}")
     if getattr(model, "kind", "") == "gpu" and fmt.act_bits < 16 <= fmt.weight_bits:
         # kernels/formats.py gemm_dtype: 16-bit weights keep the GEMMs' math at 16 bits whatever the activations.
         notices.append(f"{fmt.act_bits}-bit activations beside 16-bit weights on {model.name}: no kernel multiplies "
@@ -175,11 +175,12 @@ def emulated_gemms(device, fmt: NumericFormat) -> str:
 
 
 def _array_fallbacks(model, fmt: NumericFormat) -> list[tuple[str, str]]:
-    """(GEMM dtype, dtype it runs as) of each quantized weight width whose dtype an NPU's or FPGA's matrix units lack
-    (their spec's matrix_dtype: the next wider one they have), unless their mixed-precision unit takes the width
-    (hw_models/mixed_precision.py takes: not one switched off, nor an activation dtype it has no rate for)."""
-    matrix_dtype = getattr(model.spec, "matrix_dtype", None)
-    if matrix_dtype is None or fmt.weight_bits >= 16:
+    """(GEMM dtype, dtype it runs as) of each quantized weight width whose math the device's cost model prices in
+    another dtype (DeviceModel.weight_gemm_dtype: an NPU's or FPGA's matrix units the next wider one they have, a CPU's
+    SIMD kernels int8 dot products), unless their mixed-precision unit takes the width (hw_models/mixed_precision.py
+    takes: not one switched off, nor an activation dtype it has no rate for)."""
+    runs_in = getattr(model, "weight_gemm_dtype", None)
+    if runs_in is None or fmt.weight_bits >= 16:
         return []
     unit = getattr(model.spec, "mixed_precision", None)
     pairs = []
@@ -190,7 +191,7 @@ def _array_fallbacks(model, fmt: NumericFormat) -> list[tuple[str, str]]:
         dtype = width.gemm_dtype("fp16")
         if unit is not None and takes(unit, width.weight_bits, dtype):
             continue
-        if (math := matrix_dtype(dtype)) != dtype:
+        if (math := runs_in(width.weight_bits, dtype)) != dtype:
             pairs.append((dtype, math))
     return list(dict.fromkeys(pairs))
 

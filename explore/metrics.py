@@ -215,11 +215,13 @@ _m("quality_delta", "perplexity increase", "", "min",
 _m("quality_source", "quality source", "", None,
    "the paper, table and values quality_delta comes from, or why it has none", kind="text",
    of_point=lambda point: _quality(point).source)
-# Formats a GPU has no tensor cores for run emulated at a wider dtype (hw_models/gpu_quant.py): said per point, so a
-# sweep over devices and formats shows which of its prices carry the conversion work.
+# Formats a GPU has no tensor cores for run emulated at a wider dtype (hw_models/gpu_quant.py), a CPU's quantized GEMMs
+# as int8 dot products (hw_models/cpu.py): said per point, so a sweep over devices and formats shows which of its
+# prices carry the conversion work.
 _m("emulated_gemms", "emulated GEMMs", "", None,
-   "the format's GEMM dtypes the device has no native math for and the dtype each runs in ('fp8 as bf16'); empty "
-   "where every GEMM runs natively", kind="text", of_point=lambda point: _emulated(point))
+   "the format's GEMM dtypes the device runs in another dtype, each with the dtype whose rate prices it ('fp8 as "
+   "bf16': no native math for it; on a CPU 'fp4 as int8': llama.cpp-style int8 dot products); empty where every GEMM "
+   "runs natively", kind="text", of_point=lambda point: _emulated(point))
 _m("unmeasured_gemms", "unmeasured GEMMs", "", None,
    "the format's GEMMs that no measured GEMM of their kind prices on the device, each with the fit that prices "
    "them instead ('w8a8 (int8): 16-bit fit'; '+ dequantization' where the CUDA cores' unpacking is counted from "

@@ -49,6 +49,9 @@ from kernels.table import KernelTable
 
 # Dequantization unpacks into byte lanes (int8 dot products); table builds run in 16-bit lanes (fp16 sums).
 DEQUANT_LANE_BITS = 8
+# What a GEMM with quantized weights multiplies in, whatever the format's element types: llama.cpp's kernels quantize
+# its activations to 8 bits on the fly and use int8 dot products (a CPU without int8 SIMD runs the next wider type).
+QUANTIZED_GEMM_DTYPE = "int8"
 
 
 def threaded_s(single_s, threads: int, serial_s: float):
@@ -74,6 +77,21 @@ class CPUModel(DeviceModel):
 
     kind = "cpu"
     units = ("cpu",)
+
+    @property
+    def weight_gemm_why(self) -> str:
+        """Why a weight GEMM multiplies in another dtype than its format's (DeviceModel.weight_gemm_why)."""
+        lut = self.spec.lut
+        why = ("its SIMD kernels multiply quantized weights as llama.cpp's do, the activations quantized to int8 on "
+               "the fly for int8 dot products")
+        if lut is None:
+            return why
+        return f"{why} (GEMMs of at most {lut.max_weight_bits}-bit weights its LUT kernels run faster take lookups)"
+
+    def weight_gemm_dtype(self, weight_bits: float, dtype: str) -> str:
+        """The SIMD type a weight GEMM multiplies in (_baseline): QUANTIZED_GEMM_DTYPE's below 16-bit weights, else its
+        dtype's own (LUT kernels, where faster, do lookups instead)."""
+        return self.spec.matrix_dtype(QUANTIZED_GEMM_DTYPE if weight_bits < 16 else dtype)
 
     @property
     def sparsity_patterns(self) -> frozenset[str]:
@@ -126,8 +144,8 @@ class CPUModel(DeviceModel):
         lowbit = weight_gemm & (table.weight_bits < 16)
         peak = table.per_dtype(lambda dtype, _: self.peak_flops(dtype))
         mac_J = table.per_dtype(lambda dtype, _: spec.mac_J(dtype))
-        compute_s = table.flops / np.where(lowbit, self.peak_flops("int8"), peak)
-        compute_J = table.flops / 2 * np.where(lowbit, spec.mac_J("int8"), mac_J)
+        compute_s = table.flops / np.where(lowbit, self.peak_flops(QUANTIZED_GEMM_DTYPE), peak)
+        compute_J = table.flops / 2 * np.where(lowbit, spec.mac_J(QUANTIZED_GEMM_DTYPE), mac_J)
         unpack = weight_gemm & (table.weight_bits < 8)
         ops = np.where(unpack, _weights(table) * spec.compute.dequant_lane_ops_per_weight, 0.0)
         compute_s = compute_s + ops / spec.lane_ops_per_s(DEQUANT_LANE_BITS)

@@ -48,6 +48,8 @@ class DeviceModel:
     # Spec fields (dotted paths, '*' a wildcard) that may take one value per design point of a block priced in
     # one call (hw_models/device_block.py): fields the cost model uses only elementwise per kernel.
     block_fields: ClassVar[tuple[str, ...]] = ()
+    # Why a weight GEMM's math runs in another dtype than its format's (weight_gemm_dtype), as a notice says it.
+    weight_gemm_why: ClassVar[str] = "its matrix units have no mode for them"
     # Whether a kernel's cost depends on its own row only (not on the rest of the pass, as a cache that holds
     # some of a pass's weights makes it): then equal rows are priced once (KernelTable.distinct_rows).
     prices_rows_alone: ClassVar[bool] = False
@@ -132,6 +134,12 @@ class DeviceModel:
     def cost(self, kernel: Kernel, execution: str = "eager") -> KernelCost:
         """Cost of one kernel."""
         return self.cost_table(KernelTable.from_kernels([kernel]), execution).row(0)
+
+    def weight_gemm_dtype(self, weight_bits: float, dtype: str) -> str:
+        """The dtype the math of a weight GEMM runs in, as this model prices it, for `weight_bits`-bit weights and the
+        format's GEMM dtype `dtype` (kernels/formats.py gemm_dtype): the spec's matrix_dtype, the next wider dtype its
+        matrix units have."""
+        return self.spec.matrix_dtype(dtype)
 
     # Roofline figures: the peak math rate of a dtype (memoized per model) and the off-chip bandwidth.
     def peak_flops(self, dtype: str) -> float:

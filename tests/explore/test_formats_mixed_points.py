@@ -12,6 +12,8 @@ from explore.format_checks import emulated_gemms, format_notice, unmeasured_gemm
 from hw_models.gpu_quant import SCALE_OPS, UNPACK_OPS
 from hw_models.registry import load_device
 from kernels.formats import NumericFormat
+from kernels.kernel import Kernel, KernelKind
+from kernels.table import KernelTable
 from sim.workload import BatchWorkload
 from tests.explore.tiny_sweep import write_sweep
 
@@ -98,6 +100,35 @@ def test_matrix_units_without_a_mode_for_the_dtype_say_so():
     assert "fp8 GEMMs run at the fp16 rate on alveo-u280" in format_notice(fpga, fp8)
     assert emulated_gemms(fpga, NumericFormat(weight_bits=4)) == emulated_gemms(npu, NumericFormat()) == ""
     assert fpga.spec.peak_flops("fp8") == fpga.spec.peak_flops("fp16") < fpga.spec.peak_flops("int8")
+
+
+# Ampere Altra Q80-30 (its preset: 80 cores at 3.0 GHz, two 128-bit SIMD pipes, int8 and fp16 SIMD arithmetic):
+# 2 FLOPs a multiply-add x 80 x 3.0e9 x 2 pipes x (128 / lane bits) lanes; 8-bit lane slots for unpacking weights.
+ALTRA_FLOPS = {"int8": 2 * 80 * 3.0e9 * 2 * 16, "fp16": 2 * 80 * 3.0e9 * 2 * 8, "fp32": 2 * 80 * 3.0e9 * 2 * 4}
+ALTRA_BYTE_LANES_PER_S = 80 * 3.0e9 * 2 * 16
+
+
+@pytest.mark.parametrize("fmt, unpacked", [
+    (NumericFormat(weight_bits=4, act_bits=4, weight_type="fp4_e2m1", act_type="fp4_e2m1", scale_type="e4m3",
+                   group_size=16), True),
+    (NumericFormat(weight_bits=8, act_bits=8, weight_type="fp8_e4m3", act_type="fp8_e4m3"), False),
+    (NumericFormat(weight_bits=4), True),
+])
+def test_a_cpu_says_the_dtype_it_prices_a_quantized_gemm_in(fmt, unpacked):
+    """A CPU's column names the dtype whose rate prices the GEMM: its compute time is the GEMM's FLOPs at that dtype's
+    SIMD rate (15.36 TFLOP/s for int8 on the Altra, by hand from its preset), plus, below 8 bits, 4.5 byte-lane slots a
+    weight to unpack them (the preset's dequant_lane_ops_per_weight, from llama.cpp's Q4_0 kernel)."""
+    cpu = load_device("ampere-altra")
+    m, k, n = 256, 4096, 4096
+    gemm = Kernel(kind=KernelKind.GEMM, op="mm", flops=2.0 * m * k * n, weight_bytes=2.0 * k * n,
+                  act_bytes=2.0 * m * (k + n), kv_bytes=0.0, dtype="fp16", tensor_core=True, layer=0,
+                  module="model.layers.0.mlp.up_proj", m=m, n=n, k=k, batch=1)
+    compute_s = float(cpu.cost_table(KernelTable.from_kernels([gemm]).with_format(fmt)).compute_s[0])
+    (dtype, math), = [pair.split(" as ") for pair in emulated_gemms(cpu, fmt).split(", ")]
+    assert dtype == fmt.gemm_dtype("fp16") and math == "int8"
+    unpack_s = 4.5 * k * n / ALTRA_BYTE_LANES_PER_S if unpacked else 0.0
+    assert compute_s == pytest.approx(2.0 * m * k * n / ALTRA_FLOPS[math] + unpack_s)
+    assert f"{dtype} GEMMs run at the int8 rate on ampere-altra: its SIMD kernels" in format_notice(cpu, fmt)
 
 
 def test_a_mixed_precision_unit_hides_only_the_gemms_it_takes():
