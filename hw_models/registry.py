@@ -166,9 +166,10 @@ def apply_overrides(data: dict, overrides: dict[str, Any], where: str, line_of=N
                                  f"{did_you_mean(key, choices)}")
             if depth == len(keys) - 1:
                 # A number, not a yes/no or a name; None removes an optional section (a CPU's lut: llama.cpp's kernels).
+                # A value of the field's own kind (a bool for a yes/no field, from Python) is a what-if too.
                 check = numbers_only and kind is not None and value is not None
                 what = not_a_number(kind.spec_class, path, node.get(key)) if check else None
-                if what is not None:
+                if what is not None and not _same_kind(what, value):
                     raise InputError(f"{at}: device.{path}: not a what-if knob: {what}"
                                      f"{_as_shipped(node.get(key), what)}, and a what-if sets a number; "
                                      + (f"set one of its fields (device.{path}.<field>)" if what == "a section" else
@@ -177,6 +178,17 @@ def apply_overrides(data: dict, overrides: dict[str, Any], where: str, line_of=N
             else:
                 node = node[key]
     return result
+
+
+# The Python types of what not_a_number calls a field that holds no number, which a DesignPoint's overrides may give it
+# (--set and a sweep's overrides give numbers).
+OWN_KINDS: dict[str, type | tuple[type, ...]] = {"a yes/no field": bool, "a list": (list, tuple), "a name": str}
+
+
+def _same_kind(what: str, value: Any) -> bool:
+    """Whether a what-if's value is of the kind its field holds (not_a_number's words)."""
+    kind = OWN_KINDS.get(what)
+    return kind is not None and isinstance(value, kind)
 
 
 def _as_shipped(value: Any, what: str) -> str:
