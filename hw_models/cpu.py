@@ -8,7 +8,8 @@ Time of a kernel = max(compute, memory) + the thread loss (below); a CPU has no 
   the kernel's dtype (a dtype without SIMD arithmetic runs as the next wider one); GEMMs with quantized
   weights run llama.cpp style: activations quantized to int8 on the fly, int8 dot products, and for
   sub-8-bit weights `dequant_lane_ops_per_weight` byte-lane slots per weight of SIMD work besides the
-  multiply-adds (unpacking the weights, and scaling and accumulating each block's sum).
+  multiply-adds (unpacking the weights, and scaling and accumulating each block's sum); 8-bit weights need no
+  unpacking but still scale and accumulate each block's sum: `scale_lane_ops_per_weight` slots per weight.
 - LUT compute (weights of at most lut.max_weight_bits bits): per token and activation group of g values a
   table of 2^g partial sums is built on the SIMD units; each weight group of g weights then needs b
   lookups (one per bit plane) plus their accumulation. No dequantization: the tables are indexed by the
@@ -136,8 +137,9 @@ class CPUModel(DeviceModel):
         return weight_gemm & (table.weight_bits < 16) & (table.weight_bits <= lut.max_weight_bits)
 
     def _baseline(self, table: KernelTable) -> tuple[np.ndarray, np.ndarray]:
-        """(compute_s, compute_J) on the SIMD units: multiply-adds plus sub-8-bit weight unpacking, at threads x one
-        core's rate (before thread-scaling losses)."""
+        """(compute_s, compute_J) on the SIMD units: multiply-adds plus the per-weight work of quantized weights
+        (unpacking sub-8-bit weights, scaling each block's sum), at threads x one core's rate (before thread-scaling
+        losses)."""
         spec = self.spec
         weight_gemm = table.weight_bytes > 0
         # llama.cpp-style kernels quantize the activations to 8 bits on the fly and use int8 dot products.
@@ -147,7 +149,9 @@ class CPUModel(DeviceModel):
         compute_s = table.flops / np.where(lowbit, self.peak_flops(QUANTIZED_GEMM_DTYPE), peak)
         compute_J = table.flops / 2 * np.where(lowbit, spec.mac_J(QUANTIZED_GEMM_DTYPE), mac_J)
         unpack = weight_gemm & (table.weight_bits < 8)
-        ops = np.where(unpack, _weights(table) * spec.compute.dequant_lane_ops_per_weight, 0.0)
+        per_weight = np.where(unpack, spec.compute.dequant_lane_ops_per_weight,
+                              np.where(lowbit, spec.compute.scale_lane_ops_per_weight, 0.0))
+        ops = _weights(table) * per_weight
         compute_s = compute_s + ops / spec.lane_ops_per_s(DEQUANT_LANE_BITS)
         return compute_s, compute_J + ops * spec.energy.lane_op_pJ * 1e-12
 

@@ -50,6 +50,10 @@ class CoreSpec:
     # Baseline (dequantization-based) low-bit GEMV: SIMD byte-lane operations to unpack one sub-8-bit weight
     # into the integer dot-product type, paid on top of the multiply-adds.
     dequant_lane_ops_per_weight: NonNegative
+    # 8-bit weights (llama.cpp Q8_0): SIMD byte-lane operations per weight to convert, scale and accumulate each
+    # block's integer sum, paid on top of the multiply-adds (sub-8-bit weights pay dequant_lane_ops_per_weight,
+    # which includes that work).
+    scale_lane_ops_per_weight: NonNegative
     source: Source
 
     @model_validator(mode="after")

@@ -109,9 +109,10 @@ def _m2_gemv_times_by_hand(m: int) -> dict[int, float]:
     """A 4096 x 4096 GEMM of m tokens on m2-ultra-tmac's 16 threads, by hand from the preset: byte lanes per
     second 16 x 3.49e9 x 4 pipes x 16 (int8 dot products: 2 FLOP per lane op), 61 us serial part per kernel (its
     loss 61 x 15/16 us, every kernel here taking longer than 61 us on one thread), 800 GB/s of DRAM. 8-bit weights
-    take the int8 dot product; 4-bit ones the cheaper of T-MAC's lookups (4 byte-lane ops per lookup, one lookup
-    per 4 weights per bit plane per token) and the dequantizing kernel (the dot product plus 4.5 byte-lane slots per
-    weight of unpacking and block scaling)."""
+    take the int8 dot product plus llama.cpp Q8_0's block scaling (6 NEON instructions per 32 weights besides the two
+    dot products: 3 byte-lane slots per weight); 4-bit ones the cheaper of T-MAC's lookups (4 byte-lane ops per
+    lookup, one lookup per 4 weights per bit plane per token) and the dequantizing kernel (the dot product plus 4.5
+    byte-lane slots per weight of unpacking and block scaling)."""
     n = k = 4096
     lanes8, loss_s = 16 * 3.49e9 * 4 * 16, 61e-6 * (1 - 1 / 16)
     dot_s = 2.0 * m * n * k / (2 * lanes8)
@@ -119,22 +120,44 @@ def _m2_gemv_times_by_hand(m: int) -> dict[int, float]:
     memory_s = {bits: (n * k * (bits + 16 / 128) / 8 + act_B) / 800e9 for bits in (4, 8)}
     lookups_s = m * n * k / 4 * 4 * 4 / lanes8 + m * k / 4 * 16 / (16 * 3.49e9 * 4 * 8)
     four_s = min(dot_s + 4.5 * n * k / lanes8, lookups_s)
-    return {8: max(dot_s, memory_s[8]) + loss_s, 4: max(four_s, memory_s[4]) + loss_s}
+    eight_s = dot_s + 3 * n * k / lanes8
+    return {8: max(eight_s, memory_s[8]) + loss_s, 4: max(four_s, memory_s[4]) + loss_s}
 
 
 @pytest.mark.parametrize("m", [1, 16])
 def test_4_and_8_bit_gemvs_on_16_m2_threads_by_hand(m):
-    """Batch 1: the 8-bit GEMV is bound by its weights (21.3 us at 800 GB/s against 4.7 us of dot products), so
-    4-bit weights (18.8 us of T-MAC lookups, cheaper than the dequantizing kernel's 25.8 us; 10.8 us of traffic)
-    are faster, 76.0 against 78.5 us with the 57.2 us thread loss paid on top of either bound. Counting that loss
-    inside the compute term instead hid the 8-bit weights' traffic (8-bit decode came out faster). Batch 16: both
-    are bound by compute (75 us of int8 dot products), and 4-bit weights add 21.1 us of unpacking and block
-    scaling (T-MAC's per-token lookups, 300 us, lose): a genuine regime where 8-bit weights are faster, as on any
-    CPU whose int8 dot product is its cheapest arithmetic per weight."""
+    """Batch 1: the 8-bit GEMV is bound by its weights (21.3 us at 800 GB/s against 4.7 us of dot products and 14.1
+    us of block scaling), so 4-bit weights (18.8 us of T-MAC lookups, cheaper than the dequantizing kernel's 25.8 us;
+    10.8 us of traffic) are faster, 76.0 against 78.5 us with the 57.2 us thread loss paid on top of either bound.
+    Counting that loss inside the compute term instead hid the 8-bit weights' traffic (8-bit decode came out faster).
+    Batch 16: both are bound by compute (75 us of int8 dot products), 8-bit weights add 14.1 us of block scaling and
+    4-bit ones 21.1 us of unpacking and block scaling (T-MAC's per-token lookups, 300 us, lose): a genuine regime
+    where 8-bit weights are faster, as llama.cpp's Q8_0 kernel issues 6 instructions per 32-weight block besides its
+    dot products against Q4_0's 9."""
     dev = load_device("m2-ultra-tmac")
     times = {bits: float(dev.cost_table(_table(bits, copies=40, m=m)).time_s[0]) for bits in (4, 8)}
     assert times == pytest.approx(_m2_gemv_times_by_hand(m), rel=1e-9)
     assert (times[4] < times[8]) if m == 1 else (times[4] > times[8])
+
+
+def test_q8_0_weights_pay_block_scaling_hand_calculation():
+    """Altra, 8-bit GEMM of 16 tokens: int8 dot products plus llama.cpp's Q8_0 per-block work
+    (ggml_vec_dot_q8_0_q8_0, NEON: per 32 weights one vaddq_s32, vcvtq_f32_s32, two fp16-to-fp32 scale
+    conversions, their product and vmlaq_n_f32 = 6 instructions x 16 byte lanes / 32 weights = 3 slots per weight),
+    which every token's row pays like the 4-bit kernel's unpacking (once per weight per GEMM row)."""
+    dev = load_device("ampere-altra")
+    n = k = 4096
+    lanes8 = 80 * 3.0e9 * 2 * 16
+    compute_s = 2.0 * 16 * n * k / (2 * lanes8) + 3 * n * k / lanes8
+    assert dev.cost_table(_table(8, m=16)).compute_s[0] == pytest.approx(compute_s, rel=1e-9)
+
+
+@pytest.mark.parametrize("name", ["ampere-altra", "ampere-altra-sail"])
+def test_fewer_weight_bits_never_slower_on_a_memory_bound_decode(name):
+    """Batch-1 GEMVs on the Altra's 80 cores sit at the DRAM floor at every width, so fewer bits are never slower."""
+    dev = load_device(name)
+    times = [float(dev.cost_table(_table(bits)).time_s.sum()) for bits in (8, 6, 5, 4, 3, 2)]
+    assert times == sorted(times, reverse=True), times
 
 
 def test_runtime_picks_the_faster_kernel():
