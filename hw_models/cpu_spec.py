@@ -182,6 +182,18 @@ class CPUSpec(OffChipMemory):
         return self
 
     @model_validator(mode="after")
+    def _simd_table_fits_a_register(self):
+        """The simd engine looks its tables up with one register-wide table instruction per lookup (NEON TBL on a
+        16-entry int8 table in T-MAC); a larger table would need instructions the lookup count does not price."""
+        lut, width = self.lut, self.compute.simd_width_bits
+        if lut is None or lut.engine != "simd" or 2**lut.group_size * lut.table_entry_bits <= width:
+            return self
+        largest = (width // lut.table_entry_bits).bit_length() - 1
+        raise ValueError(f"lut.group_size: found {lut.group_size}, allowed: 1 to {largest} on the simd engine (a table "
+                         f"of 2^group_size {lut.table_entry_bits}-bit entries must fit one {width}-bit SIMD register "
+                         f"for its table lookups; T-MAC uses 4)")
+
+    @model_validator(mode="after")
     def _pim_consistent(self):
         if self.lut is not None and self.lut.engine == "pim" and self.pim is None:
             raise ValueError("lut.engine: found 'pim' without a pim section, allowed: 'simd', or 'pim' beside a pim "

@@ -233,3 +233,22 @@ def test_pim_section_needs_the_pim_engine(bad_preset, edit, found):
     """SRAM-PIM arrays run only a LUT engine's lookups: a pim section beside none would be priced for its area alone,
     a silent no-op in time and energy."""
     assert bad_preset(edit).startswith(f"pim: found beside {found}, allowed: beside a lut section with engine 'pim'")
+
+
+@pytest.mark.parametrize("group_size,largest", [(5, 4), (8, 4)])
+def test_simd_tables_must_fit_one_register(tmp_path, one_line_error, group_size, largest):
+    """T-MAC's NEON kernel looks up a 2^4-entry int8 table with one TBL on a 128-bit register (Wei et al., EuroSys
+    2025: g = 4 so that the table fits one register); the lookup count prices that instruction only, so a larger
+    table is refused rather than priced as fewer lookups."""
+    data, _ = read_device_yaml("m2-ultra-tmac")
+    data["lut"]["group_size"] = group_size
+    path = tmp_path / "cpu.yaml"
+    path.write_text(yaml.safe_dump(data))
+    where, message = one_line_error(lambda: load_device(str(path)))
+    assert where.startswith(str(path))
+    assert message.startswith(f"lut.group_size: found {group_size}, allowed: 1 to {largest} on the simd engine")
+
+
+def test_wider_simd_registers_take_larger_tables():
+    """A 512-bit register holds a 64-entry int8 table (2^6 x 8 bits): group size 6 is accepted there."""
+    assert load_device("m2-ultra-tmac", {"compute.simd_width_bits": 512, "lut.group_size": 6}).spec.lut.group_size == 6
