@@ -54,7 +54,7 @@ from explore.sweep_notes import (
 )
 from explore.sweep_serving import capacity_ceiling_notice, capacity_notice
 from hw_models import nodes
-from hw_models.device import dispatch_s
+from hw_models.device import UNFUSED_ENGINE_KINDS, dispatch_s
 from hw_models.device_block import varies_in_block
 from hw_models.gpu_efficiency import calibration_label
 from hw_models.link import default_link, load_link_model
@@ -494,7 +494,8 @@ def _launch_text(execution: str, device) -> str:
     """How an execution mode launches kernels on a device, with its per-kernel costs."""
     launch, node = device.host_s("eager") * 1e6, device.host_s("graphs") * 1e6
     if execution != "eager" and device.kind != "gpu":  # no CUDA graphs: the device's own launch, whatever the mode
-        fused = " (fused kernels)" if execution == "engine" else ""
+        fused = (" (the eager kernels: llama.cpp runs no fused QKV or gate/up GEMMs)"
+                 if device.kind in UNFUSED_ENGINE_KINDS else " (fused kernels)") if execution == "engine" else ""
         return f"{execution} execution{fused}, {launch:.1f} us launch per kernel"
     if execution == "engine":
         return (f"engine execution (fused kernels; decode replayed from CUDA graphs, {node:.1f} us per kernel; "

@@ -12,6 +12,7 @@ from explore.design_point import DesignPoint
 from explore.knobs import knob
 from explore.metrics import TIME_CLASSES, add_derived
 from explore.point_values import check_point_values
+from hw_models.device import UNFUSED_ENGINE_KINDS
 from hw_models.gpu_efficiency import calibration_label
 from hw_models.link import LinkSpec, default_link, default_node_link, link_names, load_link, load_link_model
 from hw_models.registry import load_device
@@ -100,10 +101,11 @@ def trace_args(phase: str, batch: int, prompt: int, query: int = 1) -> dict:
     return dict(phase="decode", batch=batch, seq_len=query, context_len=prompt)
 
 
-def fusion_of(execution: str) -> str:
-    """The kernels an execution mode launches: a serving engine's fused kernels for 'engine', the eager ones
-    (one per aten op) otherwise (kernels/fusion.py)."""
-    return ENGINE if execution == "engine" else ""
+def fusion_of(execution: str, device_kind: str) -> str:
+    """The kernels an execution mode launches on a kind of device: a serving engine's fused kernels for 'engine', the
+    eager ones (one per aten op) otherwise, and on kinds whose runtime runs the model op by op even as an engine
+    (hw_models/device.py UNFUSED_ENGINE_KINDS: llama.cpp on CPUs) (kernels/fusion.py)."""
+    return ENGINE if execution == "engine" and device_kind not in UNFUSED_ENGINE_KINDS else ""
 
 
 @dataclass(frozen=True)
@@ -228,6 +230,10 @@ class Evaluator:
                 self._devices[key] = SystemModel(device, tp, joined, pp, allreduce, node_link=between)
         return self._devices[key]
 
+    def fusion(self, point: DesignPoint) -> str:
+        """The kernels a point's execution launches on its device (fusion_of)."""
+        return fusion_of(point.execution, self.point_device(point).kind)
+
     def point_device(self, point: DesignPoint):
         """The device model (or system of devices) a design point runs on."""
         return self.device(point.device, point.overrides, point.use_calibration, point.tp, point.link,
@@ -248,7 +254,7 @@ class Evaluator:
         if key not in self._cost_models and point.knob("attention_parallel") == "data":
             self._cost_models[key] = self._data_parallel_costs(point, fmt)
         if key not in self._cost_models:
-            template = self.template(point.model, fmt, point.tp, point.ep, fusion_of(point.execution))
+            template = self.template(point.model, fmt, point.tp, point.ep, self.fusion(point))
             self._cost_models[key] = IterationCostModel(self.point_device(point), template, execution=point.execution,
                                                         kv_bucket_tokens=KV_BUCKET_TOKENS, stages=point.pp,
                                                         send_B_per_token=stage_send_bytes_per_token(
@@ -261,7 +267,7 @@ class Evaluator:
         """The cost model of a data-parallel replica (sim/data_parallel.py) on the system of its tp devices: each rank's
         device runs the model's rows but the experts', unsharded; every device its experts (spread, ep = tp, or split,
         ep 1); the link the exchanges between them."""
-        cfg, fusion = self.config(point.model), fusion_of(point.execution)
+        cfg, fusion = self.config(point.model), self.fusion(point)
         whole = self.template(point.model, fmt, 1, 1, fusion)
         shared = self.template(point.model, fmt, point.tp, point.ep, fusion)  # the experts spread (ep = tp) or split
         spread = point.ep == point.tp
@@ -282,7 +288,8 @@ class Evaluator:
         return AttentionPool(
             device=self.attention_device(point),
             devices=devices,
-            template=self.template(point.model, fmt, devices, 1, fusion_of(point.execution)),
+            template=self.template(point.model, fmt, devices, 1,
+                                   fusion_of(point.execution, self.attention_device(point).kind)),
             link=load_link_model(spec.pool_link, calibrated=point.use_calibration),
             ports=min(point.tp, devices), micro_batches=spec.attention_micro_batches, out_B_per_token=out_B,
             back_B_per_token=back_B, placement=spec.attention_placement)
@@ -458,7 +465,7 @@ class Evaluator:
         prefill_kept below 1, the prefill's attention at its kept pairs after its estimate's kernels
         (kernels/block_sparse.py); with prompt_kept below 1, the prefill's pruned layers at the kept prompt tokens."""
         tables = self.tables(point.model, point.batch, point.prompt, point.numeric_format, device.sub_batches,
-                             point.tp, point.pp, point.ep, fusion_of(point.execution))
+                             point.tp, point.pp, point.ep, fusion_of(point.execution, device.kind))
         tables = self._skip_layers(point, tables)
         window = self.kv_window(point)
         if window == tables.attention_window:
@@ -604,7 +611,7 @@ class Evaluator:
         if spec is None:
             return None
         self._check_draft(point)
-        fmt, fusion, draft = point.numeric_format, fusion_of(point.execution), point.knob("spec_draft")
+        fmt, fusion, draft = point.numeric_format, self.fusion(point), point.knob("spec_draft")
         verify = self.lowered(point.model, "decode", point.batch, point.prompt, tp=point.tp, ep=point.ep,
                               fusion=fusion, query=spec.verified).with_format(fmt)
         if draft == MEDUSA:

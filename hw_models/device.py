@@ -34,6 +34,11 @@ EAGER_DISPATCH_S = FRAMEWORK_DISPATCH_US * 1e-6
 # Device kinds PyTorch eager drives kernel by kernel from Python; the others are priced as their own runtimes
 # run them (an NPU controller, an FPGA instruction stream, llama.cpp and T-MAC on CPUs).
 EAGER_DISPATCH_KINDS = frozenset({"gpu"})
+# Device kinds whose runtime runs a model op by op even as an engine, so that 'engine' execution prices their eager
+# kernels: llama.cpp (and T-MAC, which runs llama.cpp's graphs) builds a Llama layer as a ggml graph with separate q,
+# k and v GEMMs and separate gate and up GEMMs (ggml-org/llama.cpp src/models/llama.cpp: attn_q/attn_k/attn_v and
+# ffn_gate/ffn_up tensors, build_ffn with LLM_FFN_PAR), not a serving engine's fused QKV and gate/up GEMMs.
+UNFUSED_ENGINE_KINDS = frozenset({"cpu"})
 # The dtype key of a device's vector (non-matrix) rate: peak_flops(VECTOR_DTYPE) is what pointwise work gets.
 VECTOR_DTYPE = "fp32"
 

@@ -106,7 +106,7 @@ def test_engine_launches_fewer_kernels_than_eager(evaluator):
     fmt = POINT.numeric_format
     for phase in ("prefill", "decode"):
         eager = evaluator.lowered("llama-2-7b", phase, 1, 2048)
-        engine = evaluator.lowered("llama-2-7b", phase, 1, 2048, fusion=fusion_of("engine"))
+        engine = evaluator.lowered("llama-2-7b", phase, 1, 2048, fusion=fusion_of("engine", "gpu"))
         assert len(engine) < len(eager) / 3
         assert sum(k.layer == 5 for k in engine.kernels) == 10 and sum(k.layer == 5 for k in eager.kernels) == 40
     tables = evaluator.tables("llama-2-7b", 1, 2048, fmt, fusion="engine")
@@ -119,6 +119,6 @@ def test_serving_iterations_price_the_static_step(evaluator, execution):
     engine's template counts the first layer's unfused norm once)."""
     point = replace(POINT, execution=execution, output=2)
     static = evaluator.evaluate(point).metrics["tpot_s"]
-    template = evaluator.template(point.model, point.numeric_format, fusion=fusion_of(execution))
+    template = evaluator.template(point.model, point.numeric_format, fusion=evaluator.fusion(point))
     costs = IterationCostModel(evaluator.point_device(point), template, execution=execution)  # no KV buckets
     assert costs.price(step_shape(decode_kv=[2049], sampled=1)).time_s == pytest.approx(static, rel=1e-9)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
+
 from explore.design_point import DesignPoint
 from explore.rows import device_label, normalize_row
 from hw_models.registry import load_device
@@ -53,3 +55,22 @@ def test_kv_cache_holds_the_prompt_and_every_output_token_but_the_last(evaluator
 
     assert kv_B(1) == 2 * 512 * 131_072
     assert kv_B(16) == 2 * (512 + 15) * 131_072
+
+
+def _weight_gemms(evaluator, point: DesignPoint) -> int:
+    decode = evaluator.point_tables(point, evaluator.point_device(point)).decode
+    return int((decode.class_masks["gemm"] & (decode.weight_bytes > 0)).sum())
+
+
+def test_cpu_engine_runs_the_kernels_llama_cpp_runs(evaluator):
+    """llama.cpp (and T-MAC, on llama.cpp's graphs) runs Llama's q, k, v and gate, up projections as separate GEMMs:
+    a Llama-2-7B decode step launches 7 weight GEMMs per layer x 32 layers + the LM head = 225 on a CPU, in engine
+    execution as in eager, so T-MAC's fitted 8-thread point gives the same rate in both; a GPU engine fuses QKV and
+    gate/up (4 x 32 + 1 = 129)."""
+    cpu = DesignPoint(model="llama-2-7b", device="m2-ultra-tmac", batch=1, prompt=64, output=16, weight_bits=2,
+                      overrides=(("compute.threads", 8),))
+    gpu = replace(cpu, device="a100-sxm-80gb", overrides=(), execution="engine")
+    assert _weight_gemms(evaluator, replace(cpu, execution="engine")) == _weight_gemms(evaluator, cpu) == 225
+    assert _weight_gemms(evaluator, gpu) == 129
+    eager, engine = (evaluator.evaluate(replace(cpu, execution=mode)).metrics["tpot_s"] for mode in ("eager", "engine"))
+    assert engine == pytest.approx(eager, rel=1e-12)

@@ -51,7 +51,7 @@ ATTENTION = (KIND_CODE[KernelKind.ATTENTION_PREFILL], KIND_CODE[KernelKind.ATTEN
 def attention_s(evaluator, batch: int, prefix: int, suffix: int, cascade: bool) -> float:
     """One decode step's attention time of Llama-2-7B on an H100 SXM: `batch` sequences, each `prefix` shared tokens
     and `suffix` of its own."""
-    template = evaluator.template("llama-2-7b", NumericFormat(), fusion=fusion_of("engine"))
+    template = evaluator.template("llama-2-7b", NumericFormat(), fusion=fusion_of("engine", "gpu"))
     shape = step_shape(decode_kv=[prefix + suffix] * batch, sampled=batch, shared_prefix=prefix if cascade else 0)
     table, count = template.table(shape)
     attention = np.isin(table.kind, ATTENTION)
