@@ -16,7 +16,11 @@ Time of a kernel = max(compute, memory) + the thread loss (below); a CPU has no 
   packed weight bits. T-MAC ("simd") does the lookups in SIMD lanes; SAIL ("pim") reads table rows in the
   cache level's SRAM arrays, all arrays in parallel, one row per array per cycle, and a row holds the same
   entry of row_bits / entry_bits tables, so that many tokens of a batch share one read (batched lookups);
-  `cycle_saving` removes the cycles saved by activation-pattern reuse.
+  `cycle_saving` removes the cycles saved by activation-pattern reuse. Before its lookups every table is written
+  into the PIM level at that level's bandwidth (overlapping the builds), and tables beyond the level's capacity
+  run in passes, each streaming the GEMM's weights from DRAM again: a long prefill is bound by these, not by the
+  arrays. Not priced: accumulating the looked-up entries (in the arrays' periphery at the read rate, assumed)
+  and reducing the partial sums of the arrays that share an output.
 
 Threads: a run uses `compute.threads` cores (default all). The SIMD rates above are per thread x threads; each
 kernel's core time then follows Amdahl's law with an absolute serial part (thread_scaling.serial_us, fitted
@@ -40,6 +44,8 @@ per bit, and static (idle) power x time.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -161,9 +167,9 @@ class CPUModel(DeviceModel):
         threads = self.spec.threads
         return thread_loss_s(ideal_s * threads, threads, self.spec.serial_s)
 
-    def _lut(self, table: KernelTable, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(compute_s, loss_s, compute_J, pim_J) of the LUT GEMV on `rows` (zeros elsewhere): compute_s on the run's
-        threads without their loss, loss_s that loss (PIM lookups run in the arrays: no loss)."""
+    def _lut(self, table: KernelTable, rows: np.ndarray) -> LUTCost:
+        """The LUT GEMV's cost on `rows` (zeros elsewhere): compute_s on the run's threads without their loss, loss_s
+        that loss (PIM lookups run in the arrays: no loss)."""
         spec, lut = self.spec, self.spec.lut
         g = lut.group_size
         batches = np.maximum(table.batch, 1)
@@ -174,17 +180,29 @@ class CPUModel(DeviceModel):
         weight_groups = np.where(rows, _weights(table) / g, 0.0)
         lookups = weight_groups * table.weight_bits * table.m
         lane_J = spec.energy.lane_op_pJ * 1e-12
+        zeros = np.zeros(len(table))
         if lut.engine == "simd":
             lookup_ops = lookups * lut.lookup_lane_ops
             lookup_s = lookup_ops / spec.lane_ops_per_s(lut.table_entry_bits)
             core_s = build_s + lookup_s
-            return core_s, self._loss(core_s), (build_ops + lookup_ops) * lane_J, np.zeros(len(table))
+            return LUTCost(core_s, self._loss(core_s), (build_ops + lookup_ops) * lane_J, zeros, zeros, zeros)
         pim = spec.pim
         tables_per_row = max(pim.row_bits // lut.table_entry_bits, 1)
         row_reads = weight_groups * table.weight_bits * np.ceil(table.m / tables_per_row)
         lookup_s = row_reads * (1.0 - pim.cycle_saving) / (spec.pim_arrays * pim.frequency_GHz * 1e9)
         read_J = row_reads * pim.row_bits / 8 * pim.read_pJ_per_byte * 1e-12
-        return build_s + lookup_s, self._loss(build_s), build_ops * lane_J, read_J
+        # The cores write every table into the PIM level's arrays before its lookups, at that level's bandwidth
+        # (overlapping the builds that produce them; a write costs the energy of a read of that level, PROXY).
+        # Tables beyond the level's capacity run in passes of the tokens whose tables fit, each pass streaming the
+        # GEMM's weights again.
+        level = spec.caches.levels()[pim.cache_level]
+        table_B = groups * 2**g * lut.table_entry_bits / 8
+        write_s = table_B / (level.bandwidth_GBps * 1e9)
+        passes = np.maximum(np.ceil(table_B / (level.capacity_MB * 1e6)), 1.0)
+        again_B = np.where(rows, (passes - 1) * table.weight_bytes, 0.0)
+        return LUTCost(np.maximum(build_s, write_s) + lookup_s, self._loss(build_s), build_ops * lane_J,
+                       read_J + table_B * level.read_pJ_per_byte * 1e-12, again_B / spec.bandwidth_Bps,
+                       again_B * spec.dram_J_per_byte)
 
     def _cost_table(self, table: KernelTable, execution: str) -> KernelCosts:
         compute_s, compute_J = self._baseline(table)
@@ -192,11 +210,12 @@ class CPUModel(DeviceModel):
         costs = self._costs(compute_s, memory_s, self._loss(compute_s), compute_J, memory_J)
         rows = self._lut_rows(table)
         if rows.any():
-            lut_s, lut_loss_s, lut_J, pim_J = self._lut(table, rows)
+            lut = self._lut(table, rows)
             # The runtime runs each low-bit GEMM with the faster of its two kernels: lookups win on GEMV-like
             # shapes, while tables built per token make them lose to the dequantizing SIMD kernel as the
             # batch grows (T-MAC targets batch-1 decode; llama.cpp keeps its own kernels for larger batches).
-            costs = costs.faster(self._costs(lut_s, memory_s, lut_loss_s, lut_J, memory_J + pim_J), rows)
+            costs = costs.faster(self._costs(lut.compute_s, memory_s + lut.memory_s, lut.loss_s, lut.compute_J,
+                                             memory_J + lut.pim_J + lut.memory_J), rows)
         return costs
 
     def _costs(self, compute_s, memory_s, overhead_s, compute_J, memory_J) -> KernelCosts:
@@ -204,6 +223,18 @@ class CPUModel(DeviceModel):
         time_s = np.maximum(compute_s, memory_s) + overhead_s
         return KernelCosts(time_s=time_s, compute_s=compute_s, memory_s=memory_s, overhead_s=overhead_s,
                            compute_J=compute_J, memory_J=memory_J, static_J=self.idle_power_W * time_s)
+
+
+@dataclass(frozen=True)
+class LUTCost:
+    """Per kernel row, what the LUT GEMV costs (zeros on rows it does not take)."""
+
+    compute_s: np.ndarray  # table builds (and, PIM, table writes and row reads) at the run's threads, before losses
+    loss_s: np.ndarray  # the threads' loss on the cores' part
+    compute_J: np.ndarray  # SIMD lane ops
+    pim_J: np.ndarray  # PIM row reads and table writes into the PIM level
+    memory_s: np.ndarray  # DRAM time beyond the kernel's own traffic (weights streamed again per PIM pass)
+    memory_J: np.ndarray  # its energy
 
 
 def _weights(table: KernelTable) -> np.ndarray:

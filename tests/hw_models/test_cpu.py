@@ -48,19 +48,51 @@ def test_tmac_lookup_hand_calculation():
 
 
 def test_sail_batched_row_reads_hand_calculation():
-    """SAIL: 32 tokens share one 256-bit row read of int8 tables; 13.8% of cycles saved; 4000 arrays."""
+    """SAIL: 32 tokens share one 256-bit row read of int8 tables; 13.8% of cycles saved; 4000 arrays. Before their
+    lookups the tables (16 one-byte entries per token and group of 4 activations) are written into the SLC at its
+    409.6 GB/s, overlapping the builds that produce them (the writes are the slower here)."""
     dev = load_device("ampere-altra-sail")
     costs = dev.cost_table(_table(2, m=32))
     n = k = 4096
     arrays = 32e6 / 8e3
     reads = n * k / 4 * 2 * 1  # ceil(32 tokens / 32 tables per row) = 1
     lookup_s = reads * (1 - 0.138) / (arrays * 3.0e9)
-    build_s = 32 * k / 4 * 16 / (80 * 3.0e9 * 2 * 8)
-    assert costs.compute_s[0] == pytest.approx(lookup_s + build_s, rel=1e-9)
+
+    def build_s(m):
+        return m * k / 4 * 16 / (80 * 3.0e9 * 2 * 8)
+
+    def write_s(m):
+        return m * k / 4 * 16 / 409.6e9
+
+    assert write_s(32) > build_s(32)
+    assert costs.compute_s[0] == pytest.approx(lookup_s + write_s(32), rel=1e-9)
     # 33 tokens need a second row read per weight group.
     more = dev.cost_table(_table(2, m=33))
-    build33_s = 33 * k / 4 * 16 / (80 * 3.0e9 * 2 * 8)
-    assert more.compute_s[0] == pytest.approx(2 * lookup_s + build33_s, rel=1e-9)
+    assert more.compute_s[0] == pytest.approx(2 * lookup_s + write_s(33), rel=1e-9)
+
+
+@pytest.mark.parametrize("slc_GBps", [409.6, 100, 25])
+@pytest.mark.parametrize("m", [256, 4096, 32768])
+def test_sail_gemm_never_beats_writing_its_tables(m, slc_GBps):
+    """A PIM-LUT GEMM cannot finish before its tables are in the arrays: m tokens x k/4 groups x 16 one-byte entries
+    written into the SLC at its bandwidth (the preset's, and slower what-ifs where the writes, not DRAM, bound)."""
+    dev = load_device("ampere-altra-sail", {"caches.slc.bandwidth_GBps": slc_GBps})
+    costs = dev.cost_table(_table(4, copies=20, m=m))
+    table_B = m * 4096 / 4 * 16
+    assert costs.time_s[0] >= table_B / (slc_GBps * 1e9) * (1 - 1e-12)
+
+
+def test_sail_tables_beyond_the_slc_run_in_passes():
+    """32768 tokens of a 4096 x 4096 GEMM need 537 MB of tables against a 32 MB SLC: 17 passes of the tokens whose
+    tables fit, each streaming the 4-bit weights (8.65 MB with their fp16 group scales) from DRAM again."""
+    dev = load_device("ampere-altra-sail")
+    m, n, k = 32768, 4096, 4096
+    costs = dev.cost_table(_table(4, copies=20, m=m))
+    passes = -(-m * k / 4 * 16 // 32e6)
+    assert passes == 17
+    weight_B = n * k * (4 + 16 / 128) / 8
+    act_B = 2.0 * (m * k + m * n)
+    assert costs.memory_s[0] == pytest.approx((act_B + passes * weight_B) / 204.8e9, rel=1e-9)
 
 
 def test_bf16_runs_at_fp32_rate_on_neoverse_n1():
