@@ -42,10 +42,13 @@ def test_device_families_spans_every_kind():
 # slowdown reference), or four to seven where tests of their own cover what they sweep (attention devices,
 # data-parallel attention, all-reduce overlap, offload: tests/explore/test_attention_disaggregation.py,
 # test_data_parallel_attention.py, test_tensor_parallel.py, test_offload_points.py; a fleet's 2,000 requests on three
-# replicas: test_fleet_runs.py), run in the slow run, which keeps
-# the unit run under five minutes on two cores.
+# replicas: test_fleet_runs.py), or three to six seconds where tests of their own cover what they sweep (tensor and
+# pipeline parallelism: test_tensor_parallel.py; the searched what-ifs: test_search.py; long contexts: the SALE,
+# LazyLLM, TokenSelect and Mustafar paper checks; decode-time techniques: test_speculative_points.py; NeuPIMs'
+# what-ifs: test_paper_neupims.py), run in the slow run, which keeps the unit run under five minutes on two cores.
 SLOW_EXAMPLES = ("splitwise-slowdown", "attention-disaggregation", "dp-attention", "allreduce-overlap", "offload",
-                 "fleet")
+                 "fleet", "tensor-parallel", "serving-systems", "search-gpu-whatif", "long-context", "decode-time",
+                 "npu-pim-whatif")
 
 
 @pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.slow) if p.stem in SLOW_EXAMPLES else p
@@ -68,6 +71,14 @@ def test_example_runs_as_written(path, evaluator):
             assert metrics["infeasible_reason"].startswith("needs") and math.isnan(metrics["tokens_per_s"])
             assert metrics["peak_memory_B"] > evaluator.point_device(point).memory_bytes
     assert any(fits), "an example whose first and last points both fail to fit shows no result"
+
+
+@pytest.mark.parametrize("path", [p for p in EXAMPLES if p.stem in SLOW_EXAMPLES],
+                         ids=[p.stem for p in EXAMPLES if p.stem in SLOW_EXAMPLES])
+def test_the_slow_examples_validate_as_written(path):
+    """What the unit run keeps of the examples the slow run evaluates: each loads, every check passing."""
+    sweep = load_sweep(str(path))
+    assert len(sweep.points()) == sweep.size() >= 2
 
 
 def test_the_readme_sweep_example_validates(tmp_path):
