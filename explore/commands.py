@@ -51,6 +51,7 @@ from explore.sweep_notes import (
     idle_peak_note,
     power_limit_note,
     sweep_notes,
+    unread_seed_note,
 )
 from explore.sweep_serving import capacity_ceiling_notice, capacity_notice
 from hw_models import nodes
@@ -322,7 +323,10 @@ def cmd_run(args) -> int:
     for note in (idle_peak_note(overrides, [args.model]), fixed_peak_sm_note(overrides),
                  fitted_latency_note(fitted_links, dict(point.link_overrides)),
                  power_limit_note(evaluation.metrics["avg_power_W"], evaluation.metrics["tdp_W"]),
-                 dense_prefill_note(point)):
+                 dense_prefill_note(point),
+                 "" if serving is None or not args.seed else unread_seed_note(
+                     serving.trace, serving.arrival, [serving.prefix_groups], [serving.priority_fraction],
+                     bool(point.knob("spec_draft")), "--seed")):
         if note:
             print(f"explore: notice: {note}", file=sys.stderr)
     from explore.report import waits_on_dispatch  # here: the report module is slow to import for every command

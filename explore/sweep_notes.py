@@ -169,8 +169,30 @@ def sweep_notes(sweep) -> list[str]:
              fixed_peak_sm_note([*sweep.spec.overrides, *sweep.spec.derived]), mixed_links_note(sweep),
              idle_knobs_note(sweep), crossed_switch_note(sweep), equal_override_note(sweep),
              idle_what_if_note(sweep), unread_node_link_note(sweep), unpriced_goal_note(sweep),
-             allreduce_fallback_note(sweep), _sweep_latency_note(sweep), contradictory_constraints_note(sweep))
+             allreduce_fallback_note(sweep), _sweep_latency_note(sweep), contradictory_constraints_note(sweep),
+             serving_seed_note(sweep))
     return [note for note in notes if note]
+
+
+def unread_seed_note(trace: str | None, arrival: str, prefix_groups: list, priority_fraction: list,
+                     speculates: bool, seed_name: str) -> str:
+    """Where the user set a seed that nothing reads: a trace replayed at its own times, nothing drawn beside it (prefix
+    groups, urgent requests, a speculative decode's accepted tokens); '' elsewhere."""
+    if not trace or arrival != "trace" or any((groups or 1) > 1 for groups in prefix_groups) or speculates \
+            or any(fraction is not None for fraction in priority_fraction):
+        return ""
+    return (f"{seed_name}: trace {trace!r} replays its own arrival times and lengths and nothing is drawn beside them "
+            f"(no prefix groups, urgent requests or speculative decoding), so every seed gives the same run")
+
+
+def serving_seed_note(sweep) -> str:
+    """unread_seed_note for a sweep whose serving: section sets its seed."""
+    serving = sweep.spec.serving
+    if serving is None or "seed" not in serving.model_fields_set:
+        return ""
+    return unread_seed_note(serving.trace, serving.arrival, as_list(serving.prefix_groups),
+                            as_list(serving.priority_fraction), any(sweep.dimensions().get("spec_draft", [""])),
+                            "serving.seed")
 
 
 def contradictory_constraints_note(sweep) -> str:
