@@ -10,7 +10,8 @@ into decoding.
 A replica on pipeline stages is several such engines (vLLM's virtual engines: one per stage, each with its own
 scheduler, requests and share of the KV blocks) sharing the stages: an iteration holds each stage in turn, so
 while one engine's batch runs on a later stage another's runs on the first, and each engine forms its next batch
-when its last one has left the last stage (its tokens are sampled there).
+when its last one has left the last stage (its tokens are sampled there). The engines share their devices' links too:
+their KV copies (swaps, host-cache loads, KV-store fetches) run one after another (CopyQueue).
 
 A replica whose attention runs data-parallel (sim/data_parallel.py) is several such engines too, one per rank, each with
 its own scheduler, requests and share of the KV blocks, run in lockstep by one process (run_lockstep): every iteration
@@ -36,6 +37,20 @@ from sim.speculative import ServingSpeculation
 ROLES = ("serve", "prefill", "decode")
 
 
+class CopyQueue:
+    """The links a replica's devices copy KV over (their host links, the KV store's network), shared by the replica's
+    engines on pipeline stages: each stage's worker runs its engines' cache operations one after another, so a copy
+    starts when the one before it is done."""
+
+    def __init__(self) -> None:
+        self.free_s = 0.0
+
+    def reserve(self, now_s: float, duration_s: float) -> float:
+        """When a copy of `duration_s` asked for at `now_s` is done."""
+        self.free_s = max(now_s, self.free_s) + duration_s
+        return self.free_s
+
+
 class Replica:
     """The process of one replica and what it records."""
 
@@ -44,14 +59,16 @@ class Replica:
                  fetch_s_per_token: float = 0.0,
                  on_prefilled: Callable[[Sequence], None] | None = None,
                  speculation: ServingSpeculation | None = None, seed: Sequence_[int] = (0,),
-                 stages: Sequence_[simpy.Resource] = (), shared_prefix: int = 0):
+                 stages: Sequence_[simpy.Resource] = (), shared_prefix: int = 0, copies: CopyQueue | None = None):
         """`swap_s_per_token`, `fetch_s_per_token`: the time a token's KV takes over the host link and from the pool's
         KV store; `speculation`: decode speculatively (sim/speculative.py), drawing accepted tokens from `seed`;
-        `stages`: the pipeline stages it shares with its replica's other engines (none: it runs on its devices alone);
+        `stages`: the pipeline stages it shares with its replica's other engines (none: it runs on its devices alone),
+        and `copies` the links they copy KV over (default: its own);
         `shared_prefix`: the length of the cached prefix its decodes' attention reads once for each group's sequences
         sharing it (cascade attention; 0: each sequence reads its own copy, as paged attention does)."""
         self.env, self.costs, self.scheduler, self.state = env, costs, scheduler, state
         self.stages = stages
+        self.copies = copies if copies is not None else CopyQueue()
         self.shared_prefix = shared_prefix
         self.speculation = speculation
         self.rng = np.random.default_rng(list(seed))
@@ -109,10 +126,10 @@ class Replica:
             swap_s = self.copy_in_s(batch)
             self.swap_s += swap_s
             if self.stages:
-                # Every stage swaps its layers' share of the blocks from the iteration's start, over its own links, as
-                # each vLLM worker runs its cache ops before it waits for the previous stage; it computes once its
-                # swap is done and its turn has come.
-                swapped_s = start + swap_s
+                # Every stage swaps its layers' share of the blocks from the iteration's start (or once the replica's
+                # other engines' copies are done), over its own links, as each vLLM worker runs its cache ops before it
+                # waits for the previous stage; it computes once its swap is done and its turn has come.
+                swapped_s = self.copies.reserve(start, swap_s) if swap_s else start
                 for stage, stage_s in zip(self.stages, cost.stage_time_s, strict=True):
                     with stage.request() as turn:
                         yield turn

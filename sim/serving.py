@@ -19,7 +19,7 @@ from kernels.kv_policy import Window, kept_tokens
 from sim.costs import TIME_CLASS_NAMES, IterationCost, IterationCostModel
 from sim.kv_cache import PagedKVCache, shared_prefix_tokens
 from sim.kv_store import KVStore
-from sim.replica import ROLES, Replica, run_lockstep
+from sim.replica import ROLES, CopyQueue, Replica, run_lockstep
 from sim.routers import DEFAULT_ROUTER, Routed, make_router
 from sim.schedulers import EngineState, Scheduler, SchedulerLimits, Sequence, make_scheduler
 from sim.serving_metrics import (
@@ -406,6 +406,7 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
         store = KVStore(pool.kv_store_blocks) if pool.kv_store_blocks else None
         for r in range(pool.replicas):
             stages = [simpy.Resource(env) for _ in range(pool.stages)] if pool.stages > 1 else []
+            copies = CopyQueue()  # the replica's links, which its engines on pipeline stages copy KV over in turn
             engines = []
             for e in range(pool.engines):
                 i = r * pool.engines + e
@@ -424,7 +425,8 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
                     on_finish=on_finish,
                     on_prefilled=(lambda seq: env.process(_hand_over(seq))) if pool.role == "prefill" else None,
                     speculation=pool.speculation, seed=(pool.seed, p, r) + ((e,) if pool.engines > 1 else ()),
-                    stages=stages, shared_prefix=kv.shared_tokens if pool.cascade else 0))
+                    stages=stages, shared_prefix=kv.shared_tokens if pool.cascade else 0,
+                    copies=copies if pool.stages > 1 else None))
             for engine in engines:
                 engine.peers = engines
             if pool.ranks > 1:

@@ -186,3 +186,50 @@ def test_each_stage_swaps_its_share_before_it_computes():
     env.run(until=50)
     assert replica.log[0][1] == pytest.approx(4.0)
     assert seq.finish_s == pytest.approx(4.0)
+
+
+def test_two_engines_copy_over_their_stages_links_in_turn():
+    """Two engines on two stages of 0.5 s each, both bringing 100 swapped tokens back at 0.01 s a token at once: the
+    first copies in 0-1 s and runs its stages in 1-2 s; the second's copy waits for the first's (each stage's worker
+    runs its engines' cache operations in turn), 1-2 s, then its stages run in 2-3 s. Copying at once over links
+    each engine had alone, it would finish at 2.5 s."""
+    import simpy
+
+    from sim.costs import IterationCost
+    from sim.kv_cache import PagedKVCache
+    from sim.replica import CopyQueue, Replica
+    from sim.schedulers import Batch, EngineState, Sequence
+
+    class Costs:
+        template = type("T", (), {"sliding_window": None})()
+
+        def price(self, shape):
+            return IterationCost(time_s=1.0, compute_J=0.0, memory_J=0.0, class_time_s=np.zeros(1),
+                                 stage_time_s=(0.5, 0.5))
+
+    class Once:
+        limits = SchedulerLimits()
+
+        def __init__(self, seq):
+            self.seq, self.done = seq, False
+
+        def next_batch(self, state):
+            if self.done:
+                return Batch()
+            self.done = True
+            state.running.append(self.seq)
+            return Batch(prefills=[(self.seq, 4)], swapped_tokens=100)
+
+    env = simpy.Environment()
+    stages, copies = [simpy.Resource(env), simpy.Resource(env)], CopyQueue()
+    seqs = [Sequence(index=i, arrival_s=0.0, prompt=4, output=1) for i in range(2)]
+    engines = []
+    for seq in seqs:
+        state = EngineState(kv=PagedKVCache(capacity_blocks=10, block_tokens=16))
+        state.kv.hold(seq.index, 4)
+        engines.append(Replica(env, Costs(), Once(seq), state, window=None, swap_s_per_token=0.01,
+                               on_finish=lambda s: None, stages=stages, copies=copies))
+    for engine in engines:
+        env.process(engine.run())
+    env.run(until=50)
+    assert [seq.finish_s for seq in seqs] == pytest.approx([2.0, 3.0])
