@@ -376,8 +376,9 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
     Each arrival goes to the replica the first pool's router picks among the entry replicas (Pool.router,
     sim/routers.py): the prefill pool's, or every serving pool's; a
     prefilled request's KV (its tokens past the shared prefix, which the decode pool holds too, x the decode pool's
-    bytes per token) moves in kv_transfer_s(bytes) to the decode pool's replica its router picks when the KV lands
-    (transfers overlap; the link's contention and energy are not modeled). `caches` and `schedulers` give each
+    bytes per token) moves in kv_transfer_s(bytes) to the decode pool's replica its router picks when the KV lands,
+    each prefill replica's sends one after another over its ports (the decode side's ports and the link's energy are
+    not modeled). `caches` and `schedulers` give each
     replica's own (default: new ones from the pool); `prefix_groups` each request's prefix group (default: the
     requests' own, numbered by first appearance, else drawn evenly among the entry pool's prefix_groups,
     prefix_group_draws).
@@ -407,9 +408,12 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
         for r in range(pool.replicas):
             stages = [simpy.Resource(env) for _ in range(pool.stages)] if pool.stages > 1 else []
             copies = CopyQueue()  # the replica's links, which its engines on pipeline stages copy KV over in turn
+            sends = CopyQueue()  # its devices' network ports, which send a prefill pool's KV to the decode pool
             engines = []
             for e in range(pool.engines):
                 i = r * pool.engines + e
+                # A data-parallel rank sends over its own device's port; engines on stages share the replica's.
+                ports = sends if pool.ranks == 1 else CopyQueue()
                 kv = caches[p][i] if caches else PagedKVCache(capacity_blocks=pool.engine_kv_blocks,
                                                              block_tokens=pool.memory.block_tokens,
                                                              prefix_tokens=pool.prefix_tokens,
@@ -423,7 +427,8 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
                     swap_s_per_token=per_token_B / pool.host_link_Bps if pool.host_link_Bps else 0.0,
                     fetch_s_per_token=per_token_B / pool.kv_store_Bps if pool.kv_store_Bps else 0.0,
                     on_finish=on_finish,
-                    on_prefilled=(lambda seq: env.process(_hand_over(seq))) if pool.role == "prefill" else None,
+                    on_prefilled=(lambda seq, ports=ports: env.process(_hand_over(seq, ports)))
+                    if pool.role == "prefill" else None,
                     speculation=pool.speculation, seed=(pool.seed, p, r) + ((e,) if pool.engines > 1 else ()),
                     stages=stages, shared_prefix=kv.shared_tokens if pool.cascade else 0,
                     copies=copies if pool.stages > 1 else None))
@@ -438,12 +443,14 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
     # Arrivals go to the first pool's router over the entry replicas: a prefill pool's, or every serving pool's.
     entry = replicas[0] if roles[0] == "prefill" else [replica for made in replicas for replica in made]
 
-    def _hand_over(seq: Sequence):
+    def _hand_over(seq: Sequence, ports: CopyQueue):
         decode_pool = pools[1]
         per_token_B = decode_pool.memory.kv_block_B / decode_pool.memory.block_tokens
-        # The decode pool's replicas hold the shared prefix already: only the request's own KV crosses.
+        # The decode pool's replicas hold the shared prefix already: only the request's own KV crosses. A prefill
+        # replica's sends leave one after another over its ports.
         own_tokens = replicas[1][0].state.kv.own_tokens(seq.index, seq.computed)
-        yield env.timeout(kv_transfer_s(own_tokens * per_token_B) if kv_transfer_s else 0.0)
+        send_s = kv_transfer_s(own_tokens * per_token_B) if kv_transfer_s else 0.0
+        yield env.timeout(ports.reserve(env.now, send_s) - env.now)
         routers[1].choose(replicas[1]).accept(seq)
 
     arrivals = requests.arrival_s.tolist()

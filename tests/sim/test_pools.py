@@ -76,6 +76,19 @@ def test_a_handed_over_request_decodes_as_soon_as_its_kv_lands(costs, scheduler)
     assert len(result.iterations) == output  # one prefill, output - 1 decode steps
 
 
+def test_a_prefill_replica_sends_the_kv_of_requests_prefilled_together_one_after_another(costs):
+    """Two requests prefilled in one iteration on one prefill replica leave it together; their KV crosses its ports in
+    turn, 10 ms each: the first lands 10 ms after the first token, the second 20 ms after (both at once on a link of
+    their own each, both would land at 10 ms), and the idle decode replica admits each as it lands."""
+    transfer_s = 0.01
+    requests = RequestSet(arrival_s=np.zeros(2), prompt_tokens=np.full(2, 40), output_tokens=np.full(2, 3))
+    result, _ = _serve(costs, requests, LAYOUTS["split 1+1"], "continuous", transfer_s=transfer_s)
+    records = result.records
+    assert records.first_token_s[0] == records.first_token_s[1]  # one prefill iteration
+    np.testing.assert_allclose(records.decode_admitted_s - records.first_token_s, [transfer_s, 2 * transfer_s],
+                               rtol=1e-9)
+
+
 def _mixed_requests(count: int = 16, seed: int = 3) -> RequestSet:
     """Requests of varied lengths arriving faster than one replica serves them (batches form and overlap)."""
     return sample_requests(arrivals=Poisson(rate_per_s=2000.0), prompt=Uniform(low=4, high=120),
