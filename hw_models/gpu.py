@@ -375,10 +375,15 @@ class GPUModel(DeviceModel):
         return self.peak_flops(unit), self.joules_per_flop(unit)
 
     def _cost_table(self, table: KernelTable, execution: str) -> KernelCosts:
-        """Each kernel as it runs; a GEMM whose plan has another path (QuantPlan.apart_ops) runs the faster of the two
-        (KernelCosts.faster), as an engine picks its kernel by the batch's tokens."""
+        """Each kernel as it runs. Under a serving engine a GEMM whose plan has another path (QuantPlan.apart_ops) runs
+        the faster of the two (KernelCosts.faster), as an engine picks its kernel by the batch's tokens (vLLM's AWQ
+        layer dequantizes and runs the 16-bit GEMM from 256 tokens, its AQLM layer from 7); PyTorch eager, its
+        graphs and a harness's isolated kernel run the format's own kernel at every size (gpt-fast's tinygemm,
+        SqueezeLLM's QuantLinearLUT)."""
         plans = self.row_plans(table)
         costs = self._priced(table, execution, plans)
+        if execution != "engine":
+            return costs
         for plan, rows in plans:
             if plan.apart_ops and rows.any():
                 costs = costs.faster(self._dequantized_apart(table, rows, plan.apart_ops, execution, costs), rows)

@@ -238,9 +238,11 @@ def quant_plan(fmt: NumericFormat | None, peak_TFLOPS, gpu: str, traced_dtype: s
     if fmt.weight_only:
         ops = unpack_ops(fmt.weight_bits, fmt.weight_type) + _scale_ops(fmt)
         # Its fused MoE layers take the fit of the measured weight-only MoE kernels where one exists (gpu_moe.py).
+        # An engine may also dequantize the weights apart and run the 16-bit GEMM (vLLM's AWQ layer from 256 tokens,
+        # vllm/model_executor/layers/quantization/awq.py FP16_MATMUL_HEURISTIC_CONDITION).
         return QuantPlan(dtype=dtype, math_dtype=dtype, weight_ops=ops, act_ops=0.0,
                          variant=quantized_weight_key(fmt.weight_bits, fmt.weight_type, dtype), notice="",
-                         mixed_input=True)
+                         mixed_input=True, apart_ops=ops)
     math = fallback_dtype(peak_TFLOPS, dtype, default=())
     if math == dtype:
         notice = ""
