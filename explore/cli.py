@@ -79,7 +79,8 @@ def _command_parser() -> argparse.ArgumentParser:
                           "memory.bandwidth_GBps=6700 (also device.memory.bandwidth_GBps; link.bandwidth_GBps "
                           "for the link between --tp devices; attention_device.memory.bandwidth_GBps for the "
                           "--attention-device devices alone, prefill_device.power.cap_W for the --prefill-replicas' "
-                          "alone); the device keeps its calibration")
+                          "alone, mixed_device.memory.bandwidth_GBps for the --mixed-replicas' alone); the device "
+                          "keeps its calibration")
     run.add_argument("--roofline", action="store_true",
                      help="ignore the preset's fitted calibration: price on the datasheet roofline")
     run.add_argument("--json", action="store_true", help="print metrics as JSON")

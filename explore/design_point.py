@@ -48,9 +48,10 @@ class DesignPoint:
     link: str = ""  # the link between them: a link preset name or path; empty: the device's own (hw_models/link.py)
     link_overrides: tuple[tuple[str, Any], ...] = ()  # link fields, e.g. ("bandwidth_GBps", 300)
     # Fields of a serving point's other pools' devices alone (explore/pool_what_ifs.py): its attention devices
-    # (ServingSpec.attention_device) and its prefill pool's, e.g. ("memory.bandwidth_GBps", 8000).
+    # (ServingSpec.attention_device), its prefill pool's and its mixed replicas', e.g. ("memory.bandwidth_GBps", 8000).
     attention_overrides: tuple[tuple[str, Any], ...] = ()
     prefill_overrides: tuple[tuple[str, Any], ...] = ()
+    mixed_overrides: tuple[tuple[str, Any], ...] = ()
     # Generic registry knobs set to other than their default, sorted by name (explore/knobs.py); a knob at its
     # default is left out, so a point's key does not change when a knob is added to the registry.
     knobs: tuple[tuple[str, Any], ...] = ()

@@ -791,7 +791,7 @@ class Evaluator:
             self._check_attention(point)
         pools = [(point.device, ())] + ([(point.serving.prefill_device, point.prefill_overrides)]
                                         if point.serving.disaggregated else []) + (
-            [(point.serving.mixed_device, ())] if point.serving.mixed else [])
+            [(point.serving.mixed_device, point.mixed_overrides)] if point.serving.mixed else [])
         for name, own in pools:
             on_pool = pool_point(point, name, own)
             self._host_link_Bps(on_pool, self.point_device(on_pool))  # a pool's link to swap over
@@ -887,7 +887,8 @@ class Evaluator:
         else:
             # A fleet of mixed devices: the point's replicas, then the others', one router over them all.
             pools, transfer_s = [self._pool(point, fmt, "serve", spec.replicas)] + (
-                [self._pool(point, fmt, "serve", spec.mixed_replicas, spec.mixed_device)] if spec.mixed else []), None
+                [self._pool(point, fmt, "serve", spec.mixed_replicas, spec.mixed_device, point.mixed_overrides)]
+                if spec.mixed else []), None
         memory = pools[-1 if spec.disaggregated else 0].memory  # the point's own device's pool
 
         def run(rate: float | None) -> ServingResult:

@@ -1,5 +1,5 @@
-"""What-ifs on the devices of a serving point's other pools: fields of its attention devices or of its prefill pool's
-devices, changed there alone.
+"""What-ifs on the devices of a serving point's other pools: fields of its attention devices, of its prefill pool's
+devices or of its fleet's mixed replicas' devices, changed there alone.
 
 A point's `device.` what-ifs change its device wherever it runs (every pool of the same device kind); a pool what-if
 ('attention_device.memory.bandwidth_GBps', 'prefill_device.power.cap_W') changes only that pool's devices, on top of
@@ -56,6 +56,12 @@ def _prefill_devices(serving, devices: list[str]) -> list[str]:
     return [serving.prefill_device] if serving.prefill_device else list(dict.fromkeys(devices))
 
 
+def _mixed_devices(serving, devices: list[str]) -> list[str]:
+    if not any(count for count in as_list(serving.mixed_replicas)):
+        return []
+    return [name for name in dict.fromkeys(as_list(serving.mixed_device)) if name]
+
+
 POOL_WHAT_IFS = (
     PoolWhatIf(prefix="attention_device.", field="attention_overrides", pool="attention devices",
                needs="a serving: section's attention_device", needs_flags="--serving and --attention-device",
@@ -72,4 +78,11 @@ POOL_WHAT_IFS = (
                device_name=lambda serving, device: serving.prefill_device or device,
                row_device=lambda row: row.get("prefill_device") or row.get("device"),
                named_devices=_prefill_devices),
+    PoolWhatIf(prefix="mixed_device.", field="mixed_overrides", pool="mixed replicas",
+               needs="a serving: section's mixed replicas (mixed_replicas above 0)",
+               needs_flags="--serving and --mixed-replicas above 0", switch="mixed_replicas",
+               off="mixed_replicas is 0", switched_off=lambda value: not value,
+               present=lambda serving: serving is not None and serving.mixed,
+               device_name=lambda serving, device: serving.mixed_device,
+               row_device=lambda row: row.get("mixed_device") or None, named_devices=_mixed_devices),
 )

@@ -31,6 +31,10 @@ def test_a_fleet_is_priced_whole_and_takes_an_overloaded_replica_s_overflow(caps
     hourly = [load_device(name).price.usd_per_hour for name in ("h100-sxm", "l4")]
     assert fleet["usd_per_hour"] == pytest.approx(hourly[0] + 2 * hourly[1])
     assert alone["usd_per_hour"] == pytest.approx(hourly[0])
+    # A what-if on the mixed device alone (mixed_device.<field>): twice the L4s' bandwidth serves more.
+    faster = _run(capsys, "--rate", "26", *FLEET, "--router", "least_kv_usage", "--set",
+                  "mixed_device.memory.bandwidth_GBps=600")
+    assert faster["mixed_device.memory.bandwidth_GBps"] == 600 and faster["goodput_rps"] > fleet["goodput_rps"]
     assert main([*RUN, "--rate", "4", *FLEET]) == 0
     header = capsys.readouterr().out.splitlines()[0]
     assert "1 replica(s) and 2 of l4 (fits of sibling l40s), one router over them all" in header, header

@@ -75,6 +75,8 @@ SERVING = """  requests: 6
      lambda row: row["prefill_replicas"] == 1),
     ("  attention_device: [none, h20]\n", "attention_device.memory.bandwidth_GBps: [2000, 8000]",
      "attention_device is none", lambda row: row["attention_device"] == "h20"),
+    ("  mixed_device: l4\n  mixed_replicas: [0, 1]\n", "mixed_device.memory.bandwidth_GBps: [300, 600]",
+     "mixed_replicas is 0", lambda row: row["mixed_replicas"] == 1),
 ])
 def test_a_sweep_sweeps_a_pool_s_fields(tmp_path, capsys, caplog, switch, what_if, off, pool_present):
     """A column each, a point per value where the pool is, and a point without it that is its plain design, whose key
@@ -113,6 +115,9 @@ def test_a_sweep_sweeps_a_pool_s_fields(tmp_path, capsys, caplog, switch, what_i
     ("  attention_device: h20\n", "  attention_device.power.cap_W: [100, 300]\n  attention_device.power.idle_W: 150\n",
      "the values attention_device.power.cap_W=100, attention_device.power.idle_W=150 together on h20"),
     ("  attention_device: h20\n", "  attention_device.memory: 8000\n", "(found 'attention_device.memory')"),
+    ("", "  mixed_device.memory.bandwidth_GBps: 600\n",
+     "overrides.mixed_device.memory.bandwidth_GBps: found without the mixed replicas, allowed: with a serving: "
+     "section's mixed replicas"),
 ])
 def test_a_sweep_s_pool_what_if_mistakes_get_one_line(tmp_path, capsys, serving, overrides, found):
     model = write_tiny_model(tmp_path)
