@@ -608,17 +608,11 @@ def _assumptions(point: DesignPoint, device) -> str:
                  f"{s.kv_link} to {s.replicas} decode replica(s)" if s.disaggregated
                  else f"{s.replicas} replica(s)")
         if s.mixed:
-            mixed = load_device(s.mixed_device, calibrated=point.use_calibration)
-            label = calibration_label(mixed)
-            fits = ("fitted" if label == "fitted" else f"fits of sibling {mixed.calibration.sibling}"
-                    if label == "sibling" else "uncalibrated datasheet roofline")
-            pools += f" and {s.mixed_replicas} of {s.mixed_device} ({fits}), one router over them all"
+            pools += (f" and {s.mixed_replicas} of {s.mixed_device} ({_pool_fits(s.mixed_device, point)}), one router "
+                      f"over them all")
         if s.attends_apart:
-            attending = load_device(s.attention_device, calibrated=point.use_calibration)
-            label = calibration_label(attending)
-            fits = ("fitted" if label == "fitted" else f"fits of sibling {attending.calibration.sibling}"
-                    if label == "sibling" else "uncalibrated datasheet roofline")
-            pools += (f", attention on {s.attention_devices} x {s.attention_device} ({fits}) per "
+            pools += (f", attention on {s.attention_devices} x {s.attention_device} "
+                      f"({_pool_fits(s.attention_device, point)}) per "
                       f"{'decode ' if s.disaggregated else ''}replica over {s.pool_link} " + (
                           "(hybrid: the model's devices attend to the sequences whose KV they hold)"
                           if s.attention_placement == "hybrid" else f"(up to {s.attention_micro_batches} "
@@ -677,6 +671,14 @@ def _assumptions(point: DesignPoint, device) -> str:
         what += (f"; serving {s.requests} requests ({s.trace or 'fixed lengths'}, {s.arrival} arrivals, {rate}) "
                  f"with {s.scheduler} scheduling on {pools}")
     return what
+
+
+def _pool_fits(device_name: str, point: DesignPoint) -> str:
+    """How a serving pool's device is priced, in words: its own fits, a sibling's, or the datasheet roofline."""
+    device = load_device(device_name, calibrated=point.use_calibration)
+    label = calibration_label(device)
+    return ("fitted" if label == "fitted" else f"fits of sibling {device.calibration.sibling}" if label == "sibling"
+            else "uncalibrated datasheet roofline")
 
 
 def cmd_report(args) -> int:
