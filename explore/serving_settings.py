@@ -122,8 +122,8 @@ def _traced_prefixes(values: Values) -> bool:
     for name in values.get("trace", ()):
         try:
             requests = trace_requests(name) if name else None
-        except InputError:  # an unreadable trace is refused by the trace's own check
-            continue
+        except InputError:  # unreadable: taken as read, so the trace's own check refuses it with its own message
+            return True
         if requests is not None and (requests.shared_tokens is not None or requests.prefix_nodes is not None):
             return True
     return False
@@ -142,8 +142,8 @@ def _prioritized(values: Values) -> bool:
         try:
             if name and trace_requests(name).priority is not None:
                 return True
-        except InputError:  # an unreadable trace is refused by the trace's own check
-            continue
+        except InputError:  # unreadable: taken as read, so the trace's own check refuses it with its own message
+            return True
     return False
 
 

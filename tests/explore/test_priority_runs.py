@@ -65,3 +65,19 @@ def test_a_sweep_over_policies_writes_the_urgent_columns(tmp_path):
         rows = {row["queue_policy"]: row for row in csv.DictReader(file)}
     assert set(metric_names("urgent")) <= set(rows["fcfs"])
     assert float(rows["priority"]["urgent_ttft_p99_s"]) < float(rows["fcfs"]["urgent_ttft_p99_s"])
+
+
+def test_a_trace_with_a_bad_cell_is_refused_for_the_cell_not_the_policy(capsys, tmp_path):
+    """A policy that reads the trace (priority: its priority column; lpm: its shared prefixes) beside a trace with a
+    bad cell: the one line names the trace's row, column and value, not the policy as if the column were missing."""
+    tiers = tmp_path / "tiers.csv"
+    tiers.write_text("arrival_s,prompt_tokens,output_tokens,priority\n0,100,10,0\n0.1,100,10,1.5\n")
+    shares = tmp_path / "shares.csv"
+    shares.write_text("arrival_s,prompt_tokens,output_tokens,prefix_group,shared_tokens\n0,100,10,0,0\n"
+                      "0.1,100,10,0,many\n")
+    for trace, policy, words in ((tiers, "priority", "row 2, column priority: found '1.5'"),
+                                 (shares, "lpm", "row 2, column shared_tokens: found 'many'")):
+        assert main(["run", "--model", "llama-3-8b", "--device", "l4", "--serving", "--trace", str(trace),
+                     "--arrival", "trace", "--queue-policy", policy]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and words in err and "queue-policy" not in err, err
