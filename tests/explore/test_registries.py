@@ -8,6 +8,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
+import types
+import typing
 from pathlib import Path
 
 import pytest
@@ -181,3 +184,23 @@ def test_a_bit_override_below_weight_bits_is_refused_as_its_help_says(tmp_path, 
                  f"--{name.replace('_', '-')}", "4"]) == 2
     assert "more bits than weight_bits" in capsys.readouterr().err
     assert "more than weight_bits" in KNOBS[name].help
+
+
+def _takes_a_list(annotation) -> bool:
+    """Whether a schema field's type accepts a list (explore/schema.py one_or_more)."""
+    origin = typing.get_origin(annotation)
+    if origin is list:
+        return True
+    if origin is typing.Annotated:
+        return _takes_a_list(typing.get_args(annotation)[0])
+    return origin in (typing.Union, types.UnionType) and any(_takes_a_list(a) for a in typing.get_args(annotation))
+
+
+def test_readme_names_every_serving_key_a_list_sweeps():
+    """The Serving section's sentence 'A list sweeps ...; the other keys take one value per sweep' names exactly the
+    serving: keys whose schema accepts a list (the rest are refused as lists)."""
+    text = " ".join(README.read_text(encoding="utf-8").split())
+    (sentence,) = re.findall(r"A list sweeps (.*?); the other keys take one value per sweep", text)
+    named = set(re.findall(r"`(\w+)`", sentence)) - {"none"}
+    listed = {name for name, field in Serving.model_fields.items() if _takes_a_list(field.annotation)}
+    assert named == listed, f"README leaves out {sorted(listed - named)}, names as lists {sorted(named - listed)}"
