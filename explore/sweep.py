@@ -681,6 +681,10 @@ def _check_names(sweep: Sweep, target: str, above: list[str], where: str) -> Non
             why = f"unknown knob {name!r}{did_you_mean(name, numeric)}{hint}"
         raise InputError(f"{where}: derived.{target}: {why}; allowed: the numeric knobs {', '.join(numeric)}")
     for name, value in expression.text_values:  # a value the knob never takes: a comparison constant at every point
+        if name not in text:  # a number (a numeric knob or a device field) is never equal to text
+            number = value.strip() if re.fullmatch(r"[-+]?\d+(\.\d*)?([eE][-+]?\d+)?", value.strip()) else "..."
+            raise InputError(f"{where}: derived.{target}: found the number {name} compared with quoted text "
+                             f"{value!r}, allowed: a number ({name} == {number}, unquoted)")
         allowed = KNOBS[name].allowed if name in KNOBS else ()
         if allowed and value not in allowed:
             raise InputError(f"{where}: derived.{target}: {name} == {value!r}: found {value!r}"

@@ -235,6 +235,10 @@ BAD_DERIVED = {
                              f"value 0.0 at {BANDWIDTH}=4000 on h100-sxm: "),
     "number, not text": (f"  {CAPACITY}: 300", CAPACITY, "found 300, allowed: an expression in quotes"),
     "bad syntax": (f"  {CAPACITY}: \"2 *\"", CAPACITY, "invalid syntax"),
+    # A number compared with quoted text is never equal to it: refused, a swept knob's or a derived one's alike.
+    "number compared with text": ("  act_bits: \"8 if weight_bits == '8' else 16\"", "derived.act_bits",
+                                  "found the number weight_bits compared with quoted text '8', allowed: a number "
+                                  "(weight_bits == 8, unquoted)"),
     # Compared with quoted text as asked, but the sweep never sets it: the message must not ask for quoted text.
     "text knob the sweep does not set": ("  batch: \"8 if node_link == 'roce-400g' else 2\"", "derived.batch",
                                          "'node_link' is not set in the sweep"),
@@ -250,6 +254,16 @@ def test_bad_derived_is_one_line_with_file_line_key(tmp_path, tiny_model, case):
     message = str(err.value)
     assert "\n" not in message and message.startswith(f"{path}:9: derived.")
     assert key in message and detail.format(path=path) in message
+
+
+def test_a_derived_number_compared_with_text_is_one_line(tmp_path, tiny_model):
+    """A number derived above, compared with quoted text below: refused on the comparing line."""
+    path = _write(tmp_path, _sweep_text(tiny_model, "  kv_bits: \"weight_bits\"\n"
+                                                    "  act_bits: \"8 if kv_bits != 'x' else 16\"\n"))
+    with pytest.raises(InputError) as err:
+        load_sweep(path)
+    assert str(err.value) == (f"{path}:10: derived.act_bits: found the number kv_bits compared with quoted text "
+                              f"'x', allowed: a number (kv_bits == ..., unquoted)")
 
 
 def test_cli_bad_derived_exits_2_without_traceback(tmp_path, tiny_model):
