@@ -168,7 +168,7 @@ def _switch_value(row: dict[str, Any], name: str) -> Any:
 # Serving knobs a sweep may list whose results column exists only in sweeps that set them (sim/serving_spec.py
 # ServingSpec.columns), so a label names them wherever the column has a value.
 LABELLED_WHERE_SET = ("router", "prompt_batch_tokens", "max_decode_preemptions", "prefix_attention", "prefix_groups",
-                      "queue_policy", "priority_fraction", "mixed_device", "mixed_replicas", "conversation_turns",
+                      "queue_policy", "priority_fraction", "mixed_replicas", "conversation_turns",
                       "think_s", "think_cv", "memory_utilization", "host_cache_GB", "kv_store_GB", "kv_store_GBps",
                       "attention_link", "attention_micro_batches", "attention_placement")
 
@@ -218,10 +218,11 @@ def _set(row: dict[str, Any], k: Knob) -> bool:
 def device_label(row: dict[str, Any]) -> str:
     """The device name (a system's with its device count, its tensor x pipeline split where it has stages and its
     link where not the default: 'a100-sxm-80gb x4 (tp2 pp2)'; one device joins nothing, so its label names no link;
-    attention devices apart after a plus: 'h100-sxm x2 + h20 x4'),
-    marked '(uncalibrated)' where no model fitted on
-    measured kernels priced it (a GPU's datasheet roofline, optimistic, or a family's analytical model from its
-    paper) and '(sibling fit)' where its fits are borrowed from a preset of the same architecture, so say so."""
+    attention devices apart after a plus: 'h100-sxm x2 + h20 x4'; a fleet's mixed device after one too, as many
+    replicas of it as the mixed_replicas column says: 'h100-sxm + l4'), marked, for all its devices together (the
+    calibrated column's least calibrated), '(uncalibrated)' where no model fitted on measured kernels priced it (a
+    GPU's datasheet roofline, optimistic, or a family's analytical model from its paper) and '(sibling fit)' where its
+    fits are borrowed from a preset of the same architecture, so say so."""
     name = str(row.get("device", ""))
     tp, pp = (as_number(row.get(key)) for key in ("tp", "pp"))
     tp, pp = (int(n) if math.isfinite(n) else 1 for n in (tp, pp))
@@ -232,6 +233,9 @@ def device_label(row: dict[str, Any]) -> str:
     if row.get("attention_device") not in (None, "", "none"):  # attention on devices of its own: 'h100-sxm x2 + h20 x4'
         count = as_number(row.get("attention_devices"))
         name += f" + {row['attention_device']} x{int(count) if math.isfinite(count) else 1}"
+    mixed = as_number(row.get("mixed_replicas"))
+    if row.get("mixed_device") not in (None, "") and math.isfinite(mixed) and mixed >= 1:  # a fleet: 'h100-sxm + l4'
+        name += f" + {row['mixed_device']}"
     marks = {"none": " (uncalibrated)", "sibling": " (sibling fit)"}
     return name + marks.get(row.get("calibrated"), "")
 

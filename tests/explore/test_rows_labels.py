@@ -96,9 +96,22 @@ def test_designs_that_differ_only_in_a_serving_knob_set_in_their_sweep_have_dist
 
 def test_every_serving_knob_with_a_column_only_where_set_is_labelled():
     """A serving knob a sweep may list tells designs apart: its column exists only where a sweep sets it, so the label
-    names it there (the attention devices are named beside the device instead)."""
+    names it there (the attention devices and a fleet's mixed device are named beside the device instead)."""
     where_set = {k.name for k in knobs(scope="serving") if k.column == "when set"}
-    assert where_set - set(LABELLED_WHERE_SET) == {"attention_device", "attention_devices"}
+    assert where_set - set(LABELLED_WHERE_SET) == {"attention_device", "attention_devices", "mixed_device"}
+
+
+def test_a_fleet_s_label_names_its_mixed_device_before_the_fit_mark():
+    """An H100 (its own fits) beside L4s (fits of their sibling): the fleet's calibrated column is the L4s' 'sibling',
+    and the label says the fleet is H100 and L4 before that mark, so the H100 is not shown as the borrowed fit; the
+    L4 is named once; without mixed replicas nothing is added."""
+    fleet = ROW | {"mixed_device": "l4", "mixed_replicas": 3, "calibrated": "sibling"}
+    assert device_label(fleet) == "h100-sxm + l4 (sibling fit)"
+    assert point_label(fleet) == ("llama-2-7b / h100-sxm + l4 (sibling fit) / continuous / 2 replicas / "
+                                  "mixed_replicas 3 / w16a16kv16")
+    # As `explore report` reads it back from results.csv, and a grid's point without mixed replicas.
+    assert device_label(normalize_row({k: str(v) for k, v in fleet.items()})) == "h100-sxm + l4 (sibling fit)"
+    assert device_label(ROW | {"mixed_device": "", "mixed_replicas": "", "calibrated": "fitted"}) == "h100-sxm"
 
 
 def test_one_device_names_no_link_and_a_line_against_tp_keeps_its_link():
