@@ -254,6 +254,31 @@ def _capacity_label(capacity_rps: float, judged: bool, at_top: bool = False) -> 
     return value + ("" if judged else NOT_JUDGED_MARK)
 
 
+# A tick label's character width and line height in inches at fontsize 8 (DejaVu Sans: about 0.55 em a character,
+# 1.2 em a line).
+TICK_CHAR_IN, TICK_LINE_IN = 8 * 0.55 / 72, 8 * 1.2 / 72
+TILT_DEG = 20
+
+
+def _group_ticks(groups: Sequence[str], width_in: float) -> tuple[dict, float]:
+    """Tick labels for bar groups across a figure `width_in` wide, and the height in inches they add below the axes
+    beyond a level label's: level where they are few and short, wrapped at 28 characters; tilted where the tilted
+    labels' bands of lines stay apart; else upright (vertical), wrapped wider where their lines would not fit the
+    group's width."""
+    per_group_in = width_in / max(len(groups), 1)
+    wrapped = [textwrap.fill(g, 28) for g in groups]
+    if not (len(groups) > 4 or sum(len(g) for g in groups) > 60):
+        return {"labels": wrapped, "rotation": 0, "ha": "center"}, 0.0
+    lines = max(label.count("\n") + 1 for label in wrapped)
+    if per_group_in * math.sin(math.radians(TILT_DEG)) >= lines * TICK_LINE_IN:
+        return {"labels": wrapped, "rotation": TILT_DEG, "ha": "right"}, 0.0
+    fitting = max(1, int(per_group_in / TICK_LINE_IN) - 1)
+    width = max(28, math.ceil(max(len(g) for g in groups) / fitting))
+    upright = [textwrap.fill(g, width) for g in groups]
+    longest = max(len(line) for label in upright for line in label.splitlines())
+    return {"labels": upright, "rotation": 90, "ha": "center"}, longest * TICK_CHAR_IN
+
+
 def capacity_figure(groups: Sequence[str], capacity_rps: Mapping[str, Sequence[float]],
                     colors: Mapping[str, str], judged: Mapping[str, Sequence[bool]] | None = None,
                     at_top: Mapping[str, Sequence[bool]] | None = None) -> Figure:
@@ -272,9 +297,9 @@ def capacity_figure(groups: Sequence[str], capacity_rps: Mapping[str, Sequence[f
                 bar.set(facecolor="white", edgecolor=colors[name], linewidth=1.5)
         ax.bar_label(container, labels=[_capacity_label(h, ok, top) for h, ok, top in
                                         zip(heights, marks[name], tops[name], strict=True)], fontsize=8, padding=2)
-    rotate = len(groups) > 4 or sum(len(g) for g in groups) > 60
-    ax.set_xticks(x, [textwrap.fill(g, 28) for g in groups], rotation=20 if rotate else 0,
-                  ha="right" if rotate else "center", fontsize=8)
+    ticks, below_in = _group_ticks(groups, fig.get_figwidth())
+    ax.set_xticks(x, **ticks, fontsize=8)
+    fig.set_figheight(fig.get_figheight() + below_in)  # upright labels: the axes keep their height
     ax.set_ylabel("capacity (requests/s meeting the SLO)")
     ax.set_ylim(0, max([np.nanmax(np.asarray(v, dtype=float), initial=0.0) for v in capacity_rps.values()]
                        + [1e-9]) * 1.15)

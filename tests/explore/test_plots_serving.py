@@ -84,3 +84,17 @@ def test_the_rate_panels_keep_their_height_however_long_the_legend() -> None:
         return fig.axes[0].get_position().height * fig.get_size_inches()[1]
 
     assert panel_height_in(figure(16)) >= 0.9 * panel_height_in(figure(2))
+
+
+def test_many_capacity_groups_with_long_labels_do_not_overlap() -> None:
+    """Nineteen fleet designs whose labels run to four wrapped lines (a sweep over replicas, mixed replicas and
+    routers): no two tick labels overlap, as none do for two short ones."""
+    for groups in (GROUPS, [f"h100-sxm + l4 (sibling fit) / replicas {r} / mixed_device l4 / mixed_replicas {m} / "
+                            f"router least_kv_usage" for r in (1, 2) for m in range(10)][:19]):
+        fig = capacity_figure(groups, {"continuous": [10.0 + i for i in range(len(groups))]}, COLORS)
+        renderer = FigureCanvasAgg(fig).get_renderer()
+        fig.draw(renderer)
+        boxes = [text.get_window_extent(renderer) for text in fig.axes[0].get_xticklabels()]
+        assert len(boxes) == len(groups)
+        overlaps = [(i, i + 1) for i in range(len(boxes) - 1) if boxes[i].overlaps(boxes[i + 1])]
+        assert not overlaps, overlaps
