@@ -660,14 +660,14 @@ def _check_target(sweep: Sweep, target: str, where: str, located: LocatedYAML) -
 
 
 def _check_names(sweep: Sweep, target: str, above: list[str], where: str) -> None:
-    """Every name an expression reads must be a numeric dimension or a knob derived above it, or a text dimension
-    compared with quoted text."""
+    """Every name an expression reads must be a numeric dimension or a numeric knob derived above it, or a text
+    dimension or a text knob derived above it compared with quoted text."""
     text = text_knobs()
     dimensions = sweep.dimensions()
-    numeric = [name for name in dimensions if name not in text] + above
+    numeric = [name for name in [*dimensions, *above] if name not in text]
     expression = sweep.derived[target]
     for name in expression.names:
-        if name in numeric or (name in dimensions and name in expression.text_compared):
+        if name in numeric or (name in [*dimensions, *above] and name in expression.text_compared):
             continue
         if name in text and name in expression.text_compared:
             why = f"{name!r} is not set in the sweep (its default at every point: set it to compare it)"

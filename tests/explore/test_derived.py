@@ -266,6 +266,22 @@ def test_a_derived_number_compared_with_text_is_one_line(tmp_path, tiny_model):
                               f"'x', allowed: a number (kv_bits == ..., unquoted)")
 
 
+@pytest.mark.parametrize("expression", ["16 if weight_type == 8 else 8", "16 if weight_type else 8",
+                                        "max(weight_type, 8)", "weight_type * 2"])
+def test_a_text_knob_derived_above_is_read_only_by_comparing_it_with_text(tmp_path, tiny_model, expression):
+    """weight_type derived on line 9 is text, as a swept one is: compared with a number it is never equal (a silent
+    constant), as a condition always true, in arithmetic no number; each is refused on the reading line, and a
+    comparison with quoted text reads it."""
+    above = "  weight_type: \"'fp8_e4m3' if weight_bits == 8 else 'int'\"\n"
+    path = _write(tmp_path, _sweep_text(tiny_model, above + f"  kv_bits: \"{expression}\"\n"))
+    with pytest.raises(InputError) as err:
+        load_sweep(path)
+    assert str(err.value).startswith(f"{path}:10: derived.kv_bits: 'weight_type' is text (compare it with quoted "
+                                     f"text: weight_type == '...')")
+    path = _write(tmp_path, _sweep_text(tiny_model, above + "  kv_bits: \"8 if weight_type == 'fp8_e4m3' else 16\"\n"))
+    assert sorted({point.kv_bits for point in load_sweep(path).points()}) == [8, 16]
+
+
 def test_cli_bad_derived_exits_2_without_traceback(tmp_path, tiny_model):
     path = _write(tmp_path, _sweep_text(tiny_model, f"  {CAPACITY}: \"open('/etc/passwd')\"\n"))
     done = subprocess.run([sys.executable, "-m", "explore", "check", path], cwd=ROOT, capture_output=True,
