@@ -371,7 +371,11 @@ def rate_figures(rows: list[dict[str, Any]], slo: Mapping[str, Any] | None, cons
     energy = [Panel(metric="energy_per_token_J", title="energy per output token", ylabel="energy (J/token)",
                     limits=_constraint_limits(constraints, "energy_per_token_J"))]
     titles = {"serving_goodput": None if judged else f"Goodput against arrival rate ({unjudged})"}
-    return [_figure(name, caption, rate_figure(series, panels), titles.get(name))
+    # The urgent requests' panel marks each point by every request's verdict, as the others do.
+    urgent_note = {"serving_latency": " The urgent requests' panel marks each point as the other panels do, by every "
+                                      "request's SLO verdict; the urgent requests' own share meeting the SLO is the "
+                                      "tables' urgent SLO attainment."} if urgent else {}
+    return [_figure(name, caption + urgent_note.get(name, ""), rate_figure(series, panels), titles.get(name))
             for name, panels in zip(names, [latency, goodput, energy] + ([slowdown] if slowdown else []), strict=True)]
 
 

@@ -165,6 +165,18 @@ def _chunks(values: Values, chunked: bool) -> bool:
     return any(SCHEDULERS[name].chunked is chunked for name in values.get("scheduler", ()) if name in SCHEDULERS)
 
 
+def _preempting() -> str:
+    """The schedulers that grow the KV cache block by block and so preempt, in words ('continuous or chunked')."""
+    names = [name for name, scheduler in SCHEDULERS.items() if not scheduler.reserves_whole_request]
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+
+
+def _preempts(values: Values) -> bool:
+    """Whether some scheduler given preempts: grows the KV cache block by block (not reserves_whole_request)."""
+    return any(not SCHEDULERS[name].reserves_whole_request
+               for name in values.get("scheduler", ()) if name in SCHEDULERS)
+
+
 def _budget(field: str, chunked: bool) -> ReadWhen:
     """A token budget that only schedulers which prefill in chunks (`chunked`), or only those which do not, read."""
     kinds = [name for name, scheduler in SCHEDULERS.items() if scheduler.chunked is chunked]
@@ -243,6 +255,10 @@ RULES: tuple[ReadWhen, ...] = (
                        f"{n.at_least('mixed_replicas', 1, 'a fleet to pick from')}, pipeline stages "
                        f"(pp >= 2: engines to pick from) or data-parallel ranks "
                        f"({n.setting('attention_parallel', 'data')}: ranks to pick from), or left out"),
+    ReadWhen("preemption", lambda v: "swap" not in v["preemption"] or _preempts(v),
+             lambda v, n: n.found("scheduler", v["scheduler"][0]),
+             lambda n: f"with a scheduler that preempts ({n.setting('scheduler', _preempting())}; static and orca "
+                       f"reserve each request's KV whole and never preempt), or recompute"),
     _budget("chunk_tokens", chunked=True),
     _budget("max_batched_tokens", chunked=False),
     _budget("prompt_batch_tokens", chunked=False),

@@ -65,6 +65,17 @@ def test_a_sweep_over_policies_writes_the_urgent_columns(tmp_path):
         rows = {row["queue_policy"]: row for row in csv.DictReader(file)}
     assert set(metric_names("urgent")) <= set(rows["fcfs"])
     assert float(rows["priority"]["urgent_ttft_p99_s"]) < float(rows["fcfs"]["urgent_ttft_p99_s"])
+    assert "urgent p99 TTFT (ms)" in (out / "report.md").read_text()  # the tables' column
+
+
+def test_the_report_draws_the_urgent_requests_p99_ttft_and_says_what_its_markers_judge(tmp_path):
+    path = write_sweep(tmp_path, "name: urgent\nmodel: llama-3-8b\ndevice: l4\nexecution: engine\nserving:\n"
+                                 "  requests: 60\n  prompt: 1024\n  output: 64\n  rate: [1, 2]\n"
+                                 "  priority_fraction: 0.2\n  queue_policy: priority\n"
+                                 "  slo: {ttft_s: 2.0, tpot_s: 0.15}\n")
+    assert main(["--quiet", path, "--out", str(tmp_path / "out")]) == 0
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "The urgent requests' panel marks each point as the other panels do" in report
 
 
 def test_a_trace_with_a_bad_cell_is_refused_for_the_cell_not_the_policy(capsys, tmp_path):

@@ -36,6 +36,8 @@ IDLE = {
     "attention_placement": (LENGTHS, ("--attention-placement", "hybrid"), "  attention_placement: hybrid\n"),
     "router": (LENGTHS, ("--router", "least_tokens"), "  router: least_tokens\n"),
     "chunk_tokens": (LENGTHS, ("--chunk-tokens", "256"), "  chunk_tokens: 256\n"),
+    "preemption": (LENGTHS, ("--scheduler", "static", "--preemption", "swap", "--swap-GBps", "25"),
+                   "  scheduler: static\n  preemption: swap\n  swap_GBps: 25\n"),
     "max_batched_tokens": (LENGTHS, ("--scheduler", "chunked", "--max-batched-tokens", "1024"),
                            "  scheduler: chunked\n  max_batched_tokens: 1024\n"),
     "prompt_batch_tokens": (LENGTHS, ("--scheduler", "chunked", "--prompt-batch-tokens", "2048"),
@@ -87,6 +89,9 @@ def test_explore_run_and_a_sweep_refuse_the_same_settings(case, tmp_path, capsys
     ("queue_policy", {"queue_policy": ("fcfs",), "priority_fraction": (None,), "prefix_tokens": (0,)}, False),
     # A chunked scheduler's budget is chunk_tokens; the others prefill whole within max_batched_tokens.
     ("chunk_tokens", {"scheduler": ("continuous", "chunked")}, False),
+    # Swap preemption is read by the schedulers that preempt, not by those reserving whole requests.
+    ("preemption", {"scheduler": ("static", "orca"), "preemption": ("swap",)}, True),
+    ("preemption", {"scheduler": ("static", "chunked"), "preemption": ("swap",)}, False),
     ("chunk_tokens", {"scheduler": ("static", "continuous", "orca")}, True),
     ("max_batched_tokens", {"scheduler": ("chunked", "orca")}, False),
     ("max_batched_tokens", {"scheduler": ("chunked",)}, True),
