@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import sys
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -464,8 +465,11 @@ def _serving_spec(args) -> ServingSpec:
         return spec
     except InputError as err:
         name, _, rest = str(err).partition(": ")
-        if name not in {f.name for f in dataclasses.fields(ServingSpec)}:
+        names = {f.name for f in dataclasses.fields(ServingSpec)}
+        if name not in names:
             raise  # not a field's message (a trace file's names the file)
+        # The other settings it names ('found 1 with mixed_replicas 2') by their flags too.
+        rest = re.sub(r"\bwith (\w+) ", lambda m: f"with {flag_of(m[1])} " if m[1] in names else m[0], rest)
         raise InputError(f"{flag_of(name)}: {rest}") from None
 
 

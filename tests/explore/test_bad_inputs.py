@@ -196,7 +196,7 @@ CASES = [
      "output_tokens"),
     ("trace arrivals from a trace without times", _run("--serving", "--requests", "5", "--arrival", "trace",
                                                        "--trace", "arxiv-summarization"),
-     "--arrival: found 'trace' with trace 'arxiv-summarization', which has no arrival times, allowed: poisson or "
+     "--arrival: found 'trace' with --trace 'arxiv-summarization', which has no arrival times, allowed: poisson or "
      "gamma arrivals at a rate over its lengths"),
     # Keys no point would read: refused as explore run refuses the flags (they would show in results as if run).
     ("sweep acceptance without a draft", _check("sweep_acceptance_without_draft.yaml"),

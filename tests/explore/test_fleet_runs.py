@@ -41,8 +41,9 @@ def test_a_fleet_is_priced_whole_and_takes_an_overloaded_replica_s_overflow(caps
 
 
 @pytest.mark.parametrize(("flags", "words"), [
-    (["--mixed-replicas", "2"], "--mixed-device: found '' with mixed_replicas 2, allowed: a device"),
-    ([*FLEET, "--prefill-replicas", "1"], "found 1 with mixed_replicas 2, allowed: 0 (a fleet of mixed devices"),
+    (["--mixed-replicas", "2"], "--mixed-device: found '' with --mixed-replicas 2, allowed: a device"),
+    ([*FLEET, "--prefill-replicas", "1"],
+     "--prefill-replicas: found 1 with --mixed-replicas 2, allowed: 0 (a fleet of mixed devices"),
     (["--mixed-replicas", "2", "--mixed-device", "l44"], "--mixed-device: found 'l44' (did you mean 'l4'?)"),
     (["--mixed-replicas", "-1", "--mixed-device", "l4"], "--mixed-replicas: found -1, allowed: an integer >= 0"),
 ])

@@ -109,7 +109,8 @@ def test_explore_run_says_what_it_caches(tmp_path, capsys):
     (["--queue-policy", "lpm"], "--queue-policy: found 'lpm' with no shared prefix, allowed: with --prefix-tokens N"),
     (["--prefix-tokens", "32", "--prefix-groups", "0"], "--prefix-groups: found 0, allowed: an integer >= 1"),
     (["--prefix-tokens", "32", "--prefix-groups", "3", "--attention-device", "ampere-altra",
-      "--attention-placement", "hybrid"], "--attention-placement: found 'hybrid' with prefix_groups 3, allowed: apart"),
+      "--attention-placement", "hybrid"],
+     "--attention-placement: found 'hybrid' with --prefix-groups 3, allowed: apart"),
     (["--think-s", "5"], "--think-s: found 5 with no conversations, allowed: with --conversation-turns N"),
     (["--conversation-turns", "3", "--prefix-groups", "2"],
      "--prefix-groups: found 2 with no shared prefix"),
@@ -117,7 +118,7 @@ def test_explore_run_says_what_it_caches(tmp_path, capsys):
     (["--conversation-turns", "3", "--think-s", "-1"], "--think-s: found -1.0, allowed: seconds >= 0"),
     (["--conversation-turns", "3", "--prefill-replicas", "1", "--prefix-tokens", "32", "--prefix-attention",
       "cascade"],
-     "--prefix-attention: found 'cascade' with conversation_turns 3, allowed: paged (behind a prefill pool"),
+     "--prefix-attention: found 'cascade' with --conversation-turns 3, allowed: paged (behind a prefill pool"),
 ])
 def test_groups_orders_and_conversations_that_cannot_run_are_one_line(tmp_path, capsys, args, message):
     model = write_tiny_model(tmp_path)
@@ -172,7 +173,7 @@ def test_a_trace_s_groups_without_a_prefix_length_are_said_unused(tmp_path, caps
 def test_a_trace_s_groups_beside_prefix_groups_is_one_line(tmp_path, capsys):
     assert _run_trace(tmp_path, _trace_with_groups(tmp_path), "--prefix-tokens", "64", "--prefix-groups", "4") == 2
     err = capsys.readouterr().err
-    assert "--prefix-groups: found 4 with trace" in err and "prefix_group column" in err
+    assert "--prefix-groups: found 4 with --trace" in err and "prefix_group column" in err
     assert len(err.strip().splitlines()) == 1
 
 
@@ -237,7 +238,7 @@ def test_a_trace_of_conversations_serves_as_conversations(tmp_path, capsys):
     assert "prefix_hit_rate       1" in out  # every later turn finds the whole blocks of the turn before
     assert _run_trace(tmp_path, trace, "--prefix-tokens", "16") == 2
     err = capsys.readouterr().err
-    assert "--prefix-tokens: found 16 with trace" in err and "shared_tokens column" in err
+    assert "--prefix-tokens: found 16 with --trace" in err and "shared_tokens column" in err
 
 
 def test_a_prefill_pool_caches_the_groups_prefixes_and_hands_each_request_s_whole_kv_over(evaluator):

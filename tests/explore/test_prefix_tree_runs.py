@@ -40,7 +40,7 @@ def test_a_prefix_of_the_flags_is_refused_beside_a_tree(tmp_path, capsys):
     assert main([*RUN, "--trace", path, "--rate", "2", "--prefix-tokens", "64"]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
-    assert "--prefix-tokens: found 64 with trace" in err, err
+    assert "--prefix-tokens: found 64 with --trace" in err, err
     assert "hash_ids give each request's shared prefix, allowed: 0" in err, err
 
 
