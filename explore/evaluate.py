@@ -258,7 +258,7 @@ class Evaluator:
             self._cost_models[key] = IterationCostModel(self.point_device(point), template, execution=point.execution,
                                                         kv_bucket_tokens=KV_BUCKET_TOKENS, stages=point.pp,
                                                         send_B_per_token=stage_send_bytes_per_token(
-                                                            self.config(point.model), point.execution == "engine"),
+                                                            self.config(point.model), self.fusion(point) == ENGINE),
                                                         attention=self.attention_pool(point, fmt) if attends_apart
                                                         else None, overlap=point.knob("overlap"))
         return self._cost_models[key]

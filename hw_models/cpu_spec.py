@@ -128,7 +128,8 @@ class LUTSpec:
         if self.group_size > 8:
             raise ValueError(f"group_size: found {self.group_size}, allowed: 1 to 8 (the table has 2^g entries)")
         if self.engine == "simd" and self.lookup_lane_ops is None:
-            raise ValueError("lookup_lane_ops: missing, required for the simd engine (lane ops per lookup)")
+            raise ValueError("lookup_lane_ops: found none with engine 'simd', allowed: the lane ops a lookup takes "
+                             "(required for the simd engine)")
         return self
 
 

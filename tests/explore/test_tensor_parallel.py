@@ -461,3 +461,18 @@ def test_a_star_all_reduce_is_never_said_to_run_nccl(tmp_path, capsys):
     assert main(["check", path]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "found 'star' on link nvlink4, whose collectives are fitted" in err
+
+
+def test_an_engine_sends_the_residual_apart_only_where_it_fuses_the_norm(evaluator):
+    """A pipeline stage sends its hidden state to the next, and the residual stream too where the engine keeps it apart
+    for its fused add + RMSNorm (vLLM's Llama). A GPU serving engine does; llama.cpp on a CPU runs the eager kernels
+    (hw_models/device.py UNFUSED_ENGINE_KINDS), so it sends the hidden state alone: 4,096 x 2 B a token for
+    Llama-2-7B, against twice that on an H100."""
+    from sim.serving_spec import ServingSpec
+
+    def send_B(device: str) -> float:
+        point = DesignPoint(model="llama-2-7b", device=device, batch=4, prompt=0, output=0, pp=2,
+                            link="ethernet-100g", execution="engine", serving=ServingSpec(requests=2))
+        return evaluator.cost_model(point, FMT).send_B_per_token
+
+    assert send_B("ampere-altra") == 4096 * 2.0 and send_B("h100-sxm") == 2 * 4096 * 2.0

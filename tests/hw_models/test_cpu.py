@@ -253,6 +253,14 @@ def test_pim_level_must_exist(bad_preset):
     assert bad_preset(edit).startswith("pim.cache_level: found 'l3', allowed: l1, l2, slc")
 
 
+def test_a_simd_engine_without_its_lookup_cost_is_one_line_in_found_allowed_form(bad_preset):
+    def edit(d):
+        d.pop("pim")
+        d["lut"].update(engine="simd")
+        d["lut"].pop("lookup_lane_ops", None)
+    assert "lookup_lane_ops: found none with engine 'simd', allowed: the lane ops a lookup takes" in bad_preset(edit)
+
+
 def test_pim_engine_needs_pim_section(bad_preset):
     assert bad_preset(lambda d: d.pop("pim")).startswith("lut.engine: found 'pim' without a pim section, allowed: ")
 
