@@ -197,16 +197,20 @@ def _headline(pairs: list[tuple[dict[str, Any], dict[str, float]]]) -> str:
         at = f"{as_number(row.get('rate_per_s')):g} req/s" if is_serving(row) else f"batch {row['batch']}"
         return ", ".join(f"{path}={value_label(v)}" for path, v in what_ifs_of(row)) + f", {at}"
 
-    said = []
+    said, compared = [], False
     for gain, words in GAINS:
         measured = [(g[gain], row) for row, g in pairs if math.isfinite(g[gain])]
         if not measured:
             continue
+        compared = True
         (high, best), (low, worst) = max(measured, key=lambda t: t[0]), min(measured, key=lambda t: t[0])
         if f"{low:.3g}" == f"{high:.3g}" == "1":
             continue  # a metric no what-if moves
         said.append(f"{words} from {low:.3g}× ({device_label(worst)}, {name(worst)}) to "
                     f"{high:.3g}× ({device_label(best)}, {name(best)}).")
+    if not compared:  # every point's preset as shipped has no timing to compare (it does not fit)
+        return ("No point runs on its presets as shipped (each is infeasible there: its memory does not hold it), so "
+                "there is no gain to show: the what-ifs are what make these points run.")
     return " ".join(said) or "No what-if moves TPOT, TTFT or energy per token (1× throughout)."
 
 

@@ -437,6 +437,10 @@ def test_the_what_if_headline_names_the_metrics_the_what_ifs_move() -> None:
     assert "energy per token saved from 1.05×" in text and "TPOT" not in text
     flat = [(row(700.0), {"tpot_s": 1.0, "ttft_s": 1.0, "energy_per_token_J": 1.0})]
     assert _headline(flat) == "No what-if moves TPOT, TTFT or energy per token (1× throughout)."
+    # Points whose presets as shipped do not fit have no gain (NaN): not 'no what-if moves', which they did.
+    nan = float("nan")
+    unfit = [(row(700.0), {"tpot_s": nan, "ttft_s": nan, "energy_per_token_J": nan})]
+    assert _headline(unfit).startswith("No point runs on its presets as shipped")
 
 
 def test_a_what_if_axis_puts_points_without_the_field_first_then_the_numbers_rising() -> None:
