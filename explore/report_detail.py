@@ -225,7 +225,9 @@ class DetailSource:
         evaluation = self.evaluator.evaluate(point, price_infeasible=True)
         if evaluation.result is None:
             return {}
-        return {name: float(value) for name, value in evaluation.result.metrics().items()}
+        # Whether the shipped point fits beside its timings, priced even where it does not.
+        return {name: float(value) for name, value in evaluation.result.metrics().items()} | {
+            "fits_in_memory": float(bool(evaluation.metrics.get("fits_in_memory", True)))}
 
     def serving_run(self, row: dict[str, Any], point: DesignPoint | None) -> dict[str, Any] | None:
         """Per-request TTFT and TPOT and the iteration log (start, duration, KV utilization, batch size) of a

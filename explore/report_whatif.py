@@ -25,6 +25,7 @@ from explore.rows import OVERRIDE_PREFIX, as_number, device_label, is_feasible, 
 from explore.run_support import LINK_PREFIX, WHAT_IF_PREFIXES
 
 TITLE = "What-if against the preset as shipped"
+SHIPPED_FITS = "shipped_fits"  # beside a row's gains: 1 where its point fits on the presets as shipped, 0 where not
 MAX_KNOBS = 3  # rows of the figure: the overridden fields that vary most
 # (metric, panel title): each gain is shipped / what-if for a metric better lower (> 1: the what-if is faster or
 # spends less energy), what-if / shipped for one better higher.
@@ -147,7 +148,8 @@ def gains(rows: list[dict[str, Any]], detail: DetailSource, points: Mapping[str,
             base = shipped.get(base_id) or detail.baseline(row)
         if base is None:
             return None
-        result.append((row, {m: _gain(m, as_number(base.get(m)), as_number(row.get(m))) for m, _ in GAINS}))
+        result.append((row, {m: _gain(m, as_number(base.get(m)), as_number(row.get(m))) for m, _ in GAINS}
+                       | {SHIPPED_FITS: as_number(base.get("fits_in_memory"))}))
     return result
 
 
@@ -191,7 +193,8 @@ def _lines(pairs: list[tuple[dict[str, Any], dict[str, float]]], column: str, me
 
 def _headline(pairs: list[tuple[dict[str, Any], dict[str, float]]]) -> str:
     """The smallest and largest gain of each metric the what-ifs move (GAINS), with the point that reaches it: a power
-    cap moves TTFT and energy and leaves TPOT, more bandwidth the reverse."""
+    cap moves TTFT and energy and leaves TPOT, more bandwidth the reverse; and how many points do not fit on their
+    presets as shipped (their what-ifs make them run)."""
 
     def name(row: dict[str, Any]) -> str:
         at = f"{as_number(row.get('rate_per_s')):g} req/s" if is_serving(row) else f"batch {row['batch']}"
@@ -211,7 +214,10 @@ def _headline(pairs: list[tuple[dict[str, Any], dict[str, float]]]) -> str:
     if not compared:  # every point's preset as shipped has no timing to compare (it does not fit)
         return ("No point runs on its presets as shipped (each is infeasible there: its memory does not hold it), so "
                 "there is no gain to show: the what-ifs are what make these points run.")
-    return " ".join(said) or "No what-if moves TPOT, TTFT or energy per token (1× throughout)."
+    moved = " ".join(said) or "No what-if moves TPOT, TTFT or energy per token (1× throughout)."
+    unfit = sum(1 for _, g in pairs if g.get(SHIPPED_FITS) == 0.0)
+    return moved + (f" On the presets as shipped {unfit} of these {len(pairs)} points do not fit in memory (their "
+                    f"timings priced all the same): the what-ifs are what make them run." if unfit else "")
 
 
 def whatif_section(rows: list[dict[str, Any]], detail: DetailSource, search: str | None = None,

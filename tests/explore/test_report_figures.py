@@ -437,10 +437,15 @@ def test_the_what_if_headline_names_the_metrics_the_what_ifs_move() -> None:
     assert "energy per token saved from 1.05×" in text and "TPOT" not in text
     flat = [(row(700.0), {"tpot_s": 1.0, "ttft_s": 1.0, "energy_per_token_J": 1.0})]
     assert _headline(flat) == "No what-if moves TPOT, TTFT or energy per token (1× throughout)."
-    # Points whose presets as shipped do not fit have no gain (NaN): not 'no what-if moves', which they did.
+    # Points whose presets as shipped do not fit: said beside their gains (static points are priced all the same), or
+    # in place of them where there are none (NaN: a serving point that does not fit has no metrics).
+    unfit = [(row(700.0), {"tpot_s": 1.0, "ttft_s": 1.0, "energy_per_token_J": 1.0, "shipped_fits": 0.0}),
+             (row(500.0), {"tpot_s": 1.0, "ttft_s": 1.0, "energy_per_token_J": 1.0, "shipped_fits": 1.0})]
+    assert _headline(unfit).endswith("On the presets as shipped 1 of these 2 points do not fit in memory (their "
+                                     "timings priced all the same): the what-ifs are what make them run.")
     nan = float("nan")
-    unfit = [(row(700.0), {"tpot_s": nan, "ttft_s": nan, "energy_per_token_J": nan})]
-    assert _headline(unfit).startswith("No point runs on its presets as shipped")
+    none = [(row(700.0), {"tpot_s": nan, "ttft_s": nan, "energy_per_token_J": nan, "shipped_fits": 0.0})]
+    assert _headline(none).startswith("No point runs on its presets as shipped")
 
 
 def test_a_what_if_axis_puts_points_without_the_field_first_then_the_numbers_rising() -> None:

@@ -191,7 +191,7 @@ def test_a_static_link_what_if_is_against_the_link_as_shipped(tmp_path, evaluato
     assert (tmp_path / "out" / "figures" / "whatif.png").is_file()
     rows = read_results(tmp_path / "out")
     by_value = {row["link.bandwidth_GBps"]: gain for row, gain in gains(rows, DetailSource(evaluator, rows, None))}
-    assert by_value[450] == {"tpot_s": 1.0, "ttft_s": 1.0, "energy_per_token_J": 1.0}
+    assert by_value[450] == {"tpot_s": 1.0, "ttft_s": 1.0, "energy_per_token_J": 1.0, "shipped_fits": 1.0}
     assert all(g >= 1.0 for g in by_value[900].values()) and all(g <= 1.0 for g in by_value[100].values())
 
 
