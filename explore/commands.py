@@ -612,8 +612,10 @@ def _assumptions(point: DesignPoint, device) -> str:
                  f"{s.kv_link} to {s.replicas} decode replica(s)" if s.disaggregated
                  else f"{s.replicas} replica(s)")
         if s.mixed:
-            pools += (f" and {s.mixed_replicas} of {s.mixed_device} ({_pool_fits(s.mixed_device, point)}), one router "
-                      f"over them all")
+            devices = point.tp * point.pp  # each mixed replica is laid out as the point's replicas are
+            each = f", {devices} devices each" if devices > 1 else ""
+            pools += (f" and {s.mixed_replicas} of {s.mixed_device} ({_pool_fits(s.mixed_device, point)}{each}), one "
+                      f"router over them all")
         if s.attends_apart:
             pools += (f", attention on {s.attention_devices} x {s.attention_device} "
                       f"({_pool_fits(s.attention_device, point)}) per "

@@ -38,6 +38,9 @@ def test_a_fleet_is_priced_whole_and_takes_an_overloaded_replica_s_overflow(caps
     assert main([*RUN, "--rate", "4", *FLEET]) == 0
     header = capsys.readouterr().out.splitlines()[0]
     assert "1 replica(s) and 2 of l4 (fits of sibling l40s), one router over them all" in header, header
+    assert main([*RUN, "--rate", "4", *FLEET, "--tp", "2", "--requests", "20"]) == 0  # each mixed replica is tp 2 too
+    header = capsys.readouterr().out.splitlines()[0]
+    assert "and 2 of l4 (fits of sibling l40s, 2 devices each), one router" in header, header
 
 
 @pytest.mark.parametrize(("flags", "words"), [
