@@ -117,16 +117,22 @@ def _converses(values: Values) -> bool:
     return any((turns or 1) > 1 for turns in values.get("conversation_turns", ()))
 
 
-def _traced_prefixes(values: Values) -> bool:
-    """Whether some trace given names the prefixes its requests share (shared_tokens, or hash_ids: a prefix tree)."""
+def _some_trace(values: Values, holds: Callable[[Any], bool]) -> bool:
+    """Whether some trace given `holds` (a test of its RequestSet); an unreadable one counts as holding, so that the
+    trace's own check refuses it with its own message."""
     for name in values.get("trace", ()):
         try:
-            requests = trace_requests(name) if name else None
-        except InputError:  # unreadable: taken as read, so the trace's own check refuses it with its own message
-            return True
-        if requests is not None and (requests.shared_tokens is not None or requests.prefix_nodes is not None):
+            if name and holds(trace_requests(name)):
+                return True
+        except InputError:
             return True
     return False
+
+
+def _traced_prefixes(values: Values) -> bool:
+    """Whether some trace given names the prefixes its requests share (shared_tokens, or hash_ids: a prefix tree)."""
+    return _some_trace(values, lambda requests: requests.shared_tokens is not None
+                       or requests.prefix_nodes is not None)
 
 
 def _shares_prefixes(values: Values) -> bool:
@@ -136,15 +142,8 @@ def _shares_prefixes(values: Values) -> bool:
 
 def _prioritized(values: Values) -> bool:
     """Whether some value given has requests differ in priority: a share drawn urgent, or a trace's priority column."""
-    if any(fraction is not None for fraction in values.get("priority_fraction", ())):
-        return True
-    for name in values.get("trace", ()):
-        try:
-            if name and trace_requests(name).priority is not None:
-                return True
-        except InputError:  # unreadable: taken as read, so the trace's own check refuses it with its own message
-            return True
-    return False
+    return any(fraction is not None for fraction in values.get("priority_fraction", ())) or _some_trace(
+        values, lambda requests: requests.priority is not None)
 
 
 def _attends_apart(values: Values) -> bool:

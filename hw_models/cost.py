@@ -72,7 +72,7 @@ class KernelCosts:
         costs in the rows where `rows` is true and other's time is no longer than these, these elsewhere."""
         use = rows & (other.time_s <= self.time_s)
         return KernelCosts.broadcast(unit=self.unit, **{name: np.where(use, getattr(other, name), getattr(self, name))
-                                                        for name in _TIME_ENERGY_FIELDS})
+                                                        for name in TIME_ENERGY_FIELDS})
 
     def sum(self, name: str, mask: np.ndarray | None = None, without: np.ndarray | None = None) -> float:
         """Field `name` summed over the kernels where `mask` is true (None: all) and `without` is not."""
@@ -144,7 +144,7 @@ class KernelCosts:
 
 
 COST_FIELDS = tuple(f.name for f in fields(KernelCosts))
-_TIME_ENERGY_FIELDS = tuple(name for name in COST_FIELDS if name != "unit")
+TIME_ENERGY_FIELDS = tuple(name for name in COST_FIELDS if name != "unit")  # every field but the unit
 # The fields a pass's totals sum (its time and dynamic energy: sim/step_costs.py), in the columns of
 # KernelCosts.field_sums, and each one's column.
 SUM_FIELDS = ("time_s", "compute_J", "memory_J")

@@ -38,7 +38,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from hw_models.cost import KernelCosts
+from hw_models.cost import TIME_ENERGY_FIELDS, KernelCosts
 from hw_models.device import VECTOR_DTYPE, DeviceModel, check_execution
 from hw_models.gpu_attention import attention_shapes, shaped_attention_times
 from hw_models.gpu_efficiency import (
@@ -408,7 +408,7 @@ class GPUModel(DeviceModel):
                              reduce_rows=zeros, reduce_length=zeros)
         both = self._priced(KernelTable.concat([dense, dequantize]), execution, [])
         fields = {}
-        for name in ("time_s", "compute_s", "memory_s", "overhead_s", "compute_J", "memory_J", "static_J"):
+        for name in TIME_ENERGY_FIELDS:
             parts, mine = getattr(both, name), getattr(costs, name)
             shape = np.broadcast_shapes(mine.shape, parts.shape[:-1] + mine.shape[-1:])  # (points, kernels) in a block
             column = np.array(np.broadcast_to(mine, shape))
