@@ -327,7 +327,7 @@ def cmd_run(args) -> int:
                  dense_prefill_note(point),
                  "" if serving is None or not args.seed else unread_seed_note(
                      serving.trace, serving.arrival, [serving.prefix_groups], [serving.priority_fraction],
-                     bool(point.knob("spec_draft")), "--seed")):
+                     bool(point.knob("spec_draft")), [serving.router], "--seed")):
         if note:
             print(f"explore: notice: {note}", file=sys.stderr)
     from explore.report import waits_on_dispatch  # here: the report module is slow to import for every command

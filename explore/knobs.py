@@ -576,9 +576,12 @@ register(Knob(name="router", type=str, section="serving", scope="serving", defau
               allowed=tuple(ROUTERS), help="how a pool picks the replica each request (arrival or prefill hand-over) "
               "joins: least_requests (fewest held), least_tokens (fewest pending tokens, Splitwise's JSQ), "
               "least_kv_usage (the smallest share of its KV cache in use, llm-d's kv-cache-utilization scorer), "
-              "round_robin or cache_aware (the replica caching most of its prefix while the load is balanced, "
-              "SGLang model gateway's policy); unset: least_requests; read where a pool or a fleet has replicas or "
-              "a replica pipeline stages or data-parallel ranks to pick among"))
+              "round_robin, cache_aware (the replica caching most of its prefix while the load is balanced, "
+              "SGLang model gateway's policy), predicted_latency (the SLO headroom of the TTFT and TPOT each replica's "
+              "own costs predict, weighted towards the least: llm-d's predicted-latency scheduling) or "
+              "predicted_latency_most (towards the most headroom, which spreads requests to the faster devices of a "
+              "fleet); unset: least_requests; read where a pool or a fleet has replicas or a replica pipeline stages "
+              "or data-parallel ranks to pick among"))
 register(Knob(name="prefix_attention", type=str, section="serving", scope="serving", default=None, flag=False,
               allowed=PREFIX_ATTENTIONS,
               help="how decode attention reads the prefix_tokens the requests of a group share: paged (each sequence "

@@ -14,6 +14,7 @@ from hw_models.link import default_link, load_link_model
 from hw_models.registry import load_device, read_device_yaml
 from kernels.block_sparse import SALE_DENSE_QUERIES
 from kernels.formats import BIT_OVERRIDES, DTYPE_SHORT
+from sim.routers import ROUTERS
 from workloads.errors import InputError
 from workloads.model_config import load_model_config
 
@@ -175,14 +176,16 @@ def sweep_notes(sweep) -> list[str]:
 
 
 def unread_seed_note(trace: str | None, arrival: str, prefix_groups: list, priority_fraction: list,
-                     speculates: bool, seed_name: str) -> str:
+                     speculates: bool, routers: list, seed_name: str) -> str:
     """Where the user set a seed that nothing reads: a trace replayed at its own times, nothing drawn beside it (prefix
-    groups, urgent requests, a speculative decode's accepted tokens); '' elsewhere."""
+    groups, urgent requests, a speculative decode's accepted tokens, a router's picks); '' elsewhere."""
     if not trace or arrival != "trace" or any((groups or 1) > 1 for groups in prefix_groups) or speculates \
-            or any(fraction is not None for fraction in priority_fraction):
+            or any(fraction is not None for fraction in priority_fraction) \
+            or any(ROUTERS[router].draws for router in routers if router in ROUTERS):
         return ""
     return (f"{seed_name}: trace {trace!r} replays its own arrival times and lengths and nothing is drawn beside them "
-            f"(no prefix groups, urgent requests or speculative decoding), so every seed gives the same run")
+            f"(no prefix groups, urgent requests, speculative decoding or router drawing its picks), so every seed "
+            f"gives the same run")
 
 
 def serving_seed_note(sweep) -> str:
@@ -192,7 +195,7 @@ def serving_seed_note(sweep) -> str:
         return ""
     return unread_seed_note(serving.trace, serving.arrival, as_list(serving.prefix_groups),
                             as_list(serving.priority_fraction), any(sweep.dimensions().get("spec_draft", [""])),
-                            "serving.seed")
+                            as_list(serving.router), "serving.seed")
 
 
 def contradictory_constraints_note(sweep) -> str:

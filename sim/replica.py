@@ -21,6 +21,7 @@ each forms its batch, the batches run together and apply at the same end.
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Callable
 from collections.abc import Sequence as Sequence_
 from dataclasses import replace
@@ -35,6 +36,7 @@ from sim.schedulers import EngineState, Scheduler, Sequence
 from sim.speculative import ServingSpeculation
 
 ROLES = ("serve", "prefill", "decode")
+RECENT_LEAVES = 64  # how many of its latest departures a replica keeps (a latency predictor's finish rate)
 
 
 class CopyQueue:
@@ -80,6 +82,7 @@ class Replica:
         self.log: list[tuple[float, float, int, int, int, float]] = []
         self.cost_counts: dict[int, list] = {}
         self.token_gaps: list[float] = []  # time between consecutive output tokens of a request
+        self.left_s: deque[float] = deque(maxlen=RECENT_LEAVES)  # when its latest requests left (finished, handed over)
         self.peak_blocks = state.kv.in_use_blocks  # its replica's KV blocks in use at the most (every engine's)
         self.peak_own_blocks = state.kv.in_use_blocks  # its own share's blocks in use at the most
         self.peers: list[Replica] = [self]  # the engines of its replica (its stages'), itself included
@@ -227,6 +230,7 @@ class Replica:
         """Free its KV blocks (a conversation's turn leaves its context cached for the next: PagedKVCache.release)."""
         self.state.kv.release(seq.index, computed=seq.computed)
         self.state.running.remove(seq)
+        self.left_s.append(self.env.now)
 
 
 def run_lockstep(ranks: list[Replica]):

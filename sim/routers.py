@@ -3,11 +3,16 @@ found by name through ROUTERS. A pool makes one router per run, so a router may 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence as Sequence_
 from dataclasses import dataclass
 from typing import ClassVar
 
+import numpy as np
+
+from sim.latency_prediction import predict_latency
 from sim.replica import Replica
+from sim.serving_metrics import SLO
 
 
 @dataclass(frozen=True)
@@ -24,9 +29,14 @@ class Routed:
 
 
 class Router:
-    """Picks one of a pool's replicas for the next request. Subclasses set `name` and implement `choose`."""
+    """Picks one of a pool's replicas for the next request. Subclasses set `name` and implement `choose`; each is made
+    with the run's SLO and a seed of its own, which a router may read."""
 
     name: ClassVar[str] = ""
+    draws: ClassVar[bool] = False  # whether its picks draw from its seed
+
+    def __init__(self, slo: SLO | None = None, seed: Sequence_[int] = (0,)) -> None:
+        pass
 
     def choose(self, replicas: Sequence_[Replica], request: Routed = Routed()) -> Replica:
         raise NotImplementedError
@@ -73,7 +83,8 @@ class RoundRobin(Router):
 
     name = "round_robin"
 
-    def __init__(self) -> None:
+    def __init__(self, slo: SLO | None = None, seed: Sequence_[int] = (0,)) -> None:
+        super().__init__(slo, seed)
         self.turn = 0
 
     def choose(self, replicas: Sequence_[Replica], request: Routed = Routed()) -> Replica:
@@ -109,13 +120,143 @@ class CacheAware(Router):
         return max(replicas, key=lambda replica: replica.state.kv.free_blocks + replica.state.kv.evictable_blocks)
 
 
+class PredictedLatency(Router):
+    """llm-d's predicted-latency scheduling at its defaults (the Gateway API Inference Extension's slo-aware-routing
+    scorer, pkg/epp/scheduling/framework/plugins/multi/slo_aware_router/plugin.go), its latency predictor the replicas'
+    own cost models (sim/latency_prediction.py), so that it holds for a fleet of mixed devices, which llm-d's learned
+    predictor does not yet model.
+
+    Each replica's headroom is the run's SLO limit less the request's predicted TTFT, and the TPOT limit less its
+    predicted TPOT. Replicas with headroom on both are picked 99% of the time (1 - EXPLORE) where both kinds exist:
+    at random, weighted towards the least headroom (llm-d's default 'least' strategy, which packs requests onto the
+    replicas nearest their limits; PredictedLatencyMost weighs towards the most): weight 2 to 101 by 0.8 x the TTFT
+    headroom and 0.2 x the TPOT headroom, each scaled to 0-1 over the candidates. Among replicas short
+    of headroom, one holding no request goes first; else weights 2 to 82 by the blended deficit (least first), in
+    turn over those short on both limits, on TTFT alone and on TPOT alone. Before each weighing, where replicas hold
+    at least AFFINITY of the prompt's blocks cached (AFFINITY_ALL over all replicas first), the pick is among them,
+    except 1% of the time.
+
+    A run that sets no per-request limit reads both as 0, as llm-d reads a request without SLO headers: every replica
+    falls short, and the pick leans to the lowest predicted latency. One that sets a single limit is unconstrained
+    on the other (llm-d's missing header reads as 0, which no pod meets). Draws come from the run's seed. Not
+    modeled: shedding a request no replica can serve in time (llm-d's sheddable priorities), and a request's own
+    TPOT limit tightened by the running requests' (all share the run's)."""
+
+    name = "predicted_latency"
+    draws = True
+    PACKS: ClassVar[bool] = True  # HEADROOM_SELECTION_STRATEGY: 'least' (True, the default) or 'most'
+    EXPLORE = 0.01  # STICKY_EPSILON: how often a pick ignores the headroom tier and the cache affinity
+    AFFINITY = 0.80  # AFFINITY_GATE_TAU: the cached share of the prompt that gates a tier's pick
+    AFFINITY_ALL = 0.99  # AFFINITY_GATE_TAU_GLOBAL: the cached share that gates the pick over every replica
+    TTFT_WEIGHT = 0.8  # HEADROOM_TTFT_WEIGHT and NEG_HEADROOM_TTFT_WEIGHT, defaults
+    TPOT_WEIGHT = 0.2  # HEADROOM_TPOT_WEIGHT and NEG_HEADROOM_TPOT_WEIGHT, defaults
+
+    def __init__(self, slo: SLO | None = None, seed: Sequence_[int] = (0,)) -> None:
+        super().__init__(slo, seed)
+        limited = slo is not None and slo.per_request
+        # A limit the run leaves unset: none where it sets the other (math.inf), else 0 (llm-d's missing header).
+        self.ttft_limit_s = slo.ttft_s if limited and slo.ttft_s is not None else math.inf if limited else 0.0
+        self.tpot_limit_s = slo.tpot_s if limited and slo.tpot_s is not None else math.inf if limited else 0.0
+        self.rng = np.random.default_rng(list(seed))
+
+    def choose(self, replicas: Sequence_[Replica], request: Routed = Routed()) -> Replica:
+        candidates = []
+        for replica in replicas:
+            cached = replica.state.kv.chain_tokens(request.group, request.shareable_tokens, request.tree_nodes,
+                                                   request.root)
+            predicted = predict_latency(replica, request.prompt_tokens, min(cached, request.prompt_tokens - 1))
+            candidates.append(_Candidate(replica, self.ttft_limit_s - predicted.ttft_s,
+                                         self.tpot_limit_s - predicted.tpot_s, cached / request.prompt_tokens))
+        candidates = self._affine(candidates, self.AFFINITY_ALL)
+        ample = [c for c in candidates if c.ttft_headroom_s > 0 and c.tpot_headroom_s > 0]
+        short = [c for c in candidates if not (c.ttft_headroom_s > 0 and c.tpot_headroom_s > 0)]
+        if ample and (not short or self.rng.random() >= self.EXPLORE):
+            return self._pick_ample(ample)
+        return self._pick_short(short)
+
+    def _affine(self, candidates: list[_Candidate], share: float) -> list[_Candidate]:
+        """Those caching at least `share` of the prompt, if any, except EXPLORE of the time; else all."""
+        affine = [c for c in candidates if c.cached_share >= share]
+        if not affine or self.rng.random() < self.EXPLORE:
+            return candidates
+        return affine
+
+    def _weighted(self, weighted: list[tuple[_Candidate, int]]) -> Replica:
+        """One of `weighted`, drawn in proportion to its weight."""
+        draw = int(self.rng.integers(sum(weight for _, weight in weighted)))
+        for candidate, weight in weighted:
+            if draw < weight:
+                return candidate.replica
+            draw -= weight
+        raise AssertionError("a draw below the total weight falls on a candidate")
+
+    def _blend(self, ttft: list[float], tpot: list[float]) -> list[float]:
+        """Each candidate's TTFT_WEIGHT and TPOT_WEIGHT of its values scaled to 0-1 over the candidates."""
+        return [self.TTFT_WEIGHT * a + self.TPOT_WEIGHT * b for a, b in zip(_scaled(ttft), _scaled(tpot), strict=True)]
+
+    def _pick_ample(self, ample: list[_Candidate]) -> Replica:
+        if len(ample) == 1:
+            return ample[0].replica
+        ample = self._affine(ample, self.AFFINITY)
+        if len(ample) == 1:
+            return ample[0].replica
+        blended = self._blend([c.ttft_headroom_s for c in ample], [c.tpot_headroom_s for c in ample])
+        leaning = [1.0 - b for b in blended] if self.PACKS else blended
+        return self._weighted([(c, int(lean * 99) + 2) for c, lean in zip(ample, leaning, strict=True)])
+
+    def _pick_short(self, short: list[_Candidate]) -> Replica:
+        if len(short) == 1:
+            return short[0].replica
+        idle = [c for c in short if c.replica.outstanding == 0]
+        short = self._affine(idle or short, self.AFFINITY)
+        if len(short) == 1:
+            return short[0].replica
+        weighted = []
+        for kind in ((True, True), (True, False), (False, True)):
+            tier = [c for c in short if (c.ttft_headroom_s < 0, c.tpot_headroom_s < 0) == kind]
+            if tier:
+                blended = self._blend([max(-c.ttft_headroom_s, 0.0) for c in tier],
+                                      [max(-c.tpot_headroom_s, 0.0) for c in tier])
+                weighted += [(c, int((1.0 - b) * 80) + 2) for c, b in zip(tier, blended, strict=True)]
+        # Neither short, though not ample: a headroom of exactly 0.
+        weighted += [(c, 1) for c in short if c.ttft_headroom_s >= 0 and c.tpot_headroom_s >= 0]
+        return self._weighted(weighted)
+
+
+class PredictedLatencyMost(PredictedLatency):
+    """PredictedLatency weighing the replicas with headroom towards the most of it (llm-d's 'most' strategy, which
+    spreads requests: in a fleet of mixed devices, towards the faster)."""
+
+    name = "predicted_latency_most"
+    PACKS = False
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    """A replica as PredictedLatency weighs it."""
+
+    replica: Replica
+    ttft_headroom_s: float
+    tpot_headroom_s: float
+    cached_share: float
+
+
+def _scaled(values: list[float]) -> list[float]:
+    """`values` scaled to 0-1 from their least to their most; 0.5 each where they span nothing (or are unbounded)."""
+    low, high = min(values), max(values)
+    if not high - low > 1e-9 or math.isinf(high - low):
+        return [0.5] * len(values)
+    return [(value - low) / (high - low) for value in values]
+
+
 ROUTERS: dict[str, type[Router]] = {cls.name: cls for cls in (LeastRequests, LeastTokens, LeastKVUsage, RoundRobin,
-                                                              CacheAware)}
+                                                              CacheAware, PredictedLatency, PredictedLatencyMost)}
 DEFAULT_ROUTER = LeastRequests.name
 
 
-def make_router(name: str) -> Router:
-    """A new router of the kind registered under `name`."""
+def make_router(name: str, slo: SLO | None = None, seed: Sequence_[int] = (0,)) -> Router:
+    """A new router of the kind registered under `name`, for a run of SLO `slo`, drawing (where it draws) from
+    `seed`."""
     if name not in ROUTERS:
         raise ValueError(f"router: found {name!r}, allowed: {', '.join(ROUTERS)}")
-    return ROUTERS[name]()
+    return ROUTERS[name](slo, seed)

@@ -41,6 +41,7 @@ from workloads.requests import RequestSet
 SERVING_METRICS = (*SUMMARY_METRICS, "tbt_p50_s", "tbt_p99_s", "mean_batch_size", "kv_utilization_mean",
                    "kv_utilization_max", "swap_s", "prefix_hit_rate", "clipped_requests", "capacity_rps")
 PREFIX_GROUP_STREAM = 7  # the seed stream of requests' prefix groups, apart from arrivals' and lengths'
+ROUTER_STREAM = 1 << 30  # the last part of a pool router's seed, past any replica's number that ends its replicas'
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -439,7 +440,8 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
             made.extend(engines)
         replicas.append(made)
 
-    routers = [make_router(pool.router) for pool in pools]
+    # A router's draws come from a stream apart from its pool's replicas' (their seeds end in a replica's number).
+    routers = [make_router(pool.router, slo, (pool.seed, p, ROUTER_STREAM)) for p, pool in enumerate(pools)]
     # Arrivals go to the first pool's router over the entry replicas: a prefill pool's, or every serving pool's.
     entry = replicas[0] if roles[0] == "prefill" else [replica for made in replicas for replica in made]
 

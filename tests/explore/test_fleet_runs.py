@@ -43,6 +43,18 @@ def test_a_fleet_is_priced_whole_and_takes_an_overloaded_replica_s_overflow(caps
     assert "and 2 of l4 (fits of sibling l40s, 2 devices each), one router" in header, header
 
 
+def test_a_router_reading_each_replica_s_predicted_latency_keeps_the_fleet_within_the_slo(capsys):
+    """At 12 req/s, which one H100 serves within the SLO, counting tokens sends each L4 as many requests as the H100,
+    and an L4's decode under that load misses the 100 ms TPOT. Weighing each replica's SLO headroom, as its own costs
+    predict it, towards the most (llm-d's 'most' strategy) keeps the requests on the H100 but for what the L4s serve in
+    time; towards the least (llm-d's default, packing) fills the L4s to their limit, and more requests miss it."""
+    runs = {router: _run(capsys, "--rate", "12", "--requests", "300", *FLEET, "--router", router)
+            for router in ("least_tokens", "predicted_latency", "predicted_latency_most")}
+    attained = {router: run["slo_attainment"] for router, run in runs.items()}
+    assert attained["predicted_latency_most"] >= 0.99 and attained["least_tokens"] < 0.9, attained
+    assert attained["predicted_latency"] < attained["predicted_latency_most"], attained
+
+
 @pytest.mark.parametrize(("flags", "words"), [
     (["--mixed-replicas", "2"], "--mixed-device: found '' with --mixed-replicas 2, allowed: a device"),
     ([*FLEET, "--prefill-replicas", "1"],

@@ -60,7 +60,7 @@ def test_a_bad_router_is_one_line_naming_the_key_and_the_routers(tmp_path, capsy
                  "--router", "fastest"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == ("explore: error: --router: found 'fastest', allowed: least_requests, least_tokens, least_kv_usage, "
-                   "round_robin, cache_aware"), err
+                   "round_robin, cache_aware, predicted_latency, predicted_latency_most"), err
 
 
 def test_run_routes_by_the_flag(tmp_path, capsys):

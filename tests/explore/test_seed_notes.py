@@ -1,6 +1,6 @@
 """A seed nothing reads is said so: a trace replayed at its own times draws nothing from it, so `explore run --seed`
 and a sweep's serving.seed give the same run whatever they are (checked here by running both), unless something is
-drawn beside the trace (urgent requests, prefix groups, a speculative decode)."""
+drawn beside the trace (urgent requests, prefix groups, a speculative decode, a router's picks)."""
 
 from __future__ import annotations
 
@@ -34,6 +34,10 @@ def test_a_seed_a_timed_trace_never_reads_is_said_so(capsys, tmp_path):
     # Urgent requests are drawn from the seed (tests/workloads/test_requests.py): no notice.
     _, told = _run(capsys, tmp_path, "--priority-fraction", "0.5", "--seed", "2")
     assert "--seed" not in told
+    # So are a predicted-latency router's picks: two seeds route the requests differently, and nothing is said.
+    routed = [_run(capsys, tmp_path, "--replicas", "3", "--router", "predicted_latency", "--seed", seed)
+              for seed in ("2", "5")]
+    assert routed[0][0] != routed[1][0] and not any("--seed" in err for _, err in routed)
 
 
 def test_a_sweep_says_so_before_it_runs(capsys, tmp_path):

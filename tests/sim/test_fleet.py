@@ -62,7 +62,8 @@ def test_every_request_is_served_once_by_some_replica_of_the_fleet(costs, other)
     count = 200
     requests = RequestSet(arrival_s=np.sort(rng.uniform(0, 0.5, count)), prompt_tokens=rng.integers(16, 96, count),
                           output_tokens=rng.integers(2, 24, count))
-    for router in ("least_requests", "least_tokens", "least_kv_usage", "round_robin"):
+    for router in ("least_requests", "least_tokens", "least_kv_usage", "round_robin", "predicted_latency",
+                   "predicted_latency_most"):
         result = serve_pools([_pool(costs, 2, router, blocks=60), _pool(other, 2, router, blocks=60)], requests)
         assert len(result.records) == count
         np.testing.assert_array_equal(result.records.output_tokens, requests.output_tokens)

@@ -1,0 +1,119 @@
+"""Latency predictions: the TTFT and TPOT a request would see on a replica if it joined it now, from the replica's
+queues and its own iteration costs (what a latency-predicting router compares: sim/routers.py PredictedLatency).
+
+llm-d's latency predictor learns each pod's TTFT and TPOT online from its traffic (an XGBoost model over the pod's
+KV-cache use, waiting and running counts, the prompt's length and its cached share), and so assumes every pod alike.
+This one prices the work ahead with the replica's own cost model, so it knows each replica's speed whatever its
+device; it errs in how the queue will drain:
+- the prompt tokens ahead (every held request's still to prefill, whatever the queue policy) and the request's own
+  uncached tokens run in iterations of the scheduler's token budget, less a token for each decode that rides along (a
+  chunked scheduler's; one that prefills whole prompts runs them apart from decodes);
+- where the replica holds max_seqs requests or more, the request waits for a seat too, the requests ahead of it
+  leaving at the rate its latest RECENT_LEAVES left (KV blocks running out is not counted);
+- the queue's chunks attend to no earlier context, the request's own to its cached prefix and its earlier chunks
+  (their mean);
+- its TPOT is an iteration decoding every request the replica holds and this one (up to max_seqs), at their present
+  contexts, and prompts as often as the replica's last RECENT_ITERATIONS iterations prefilled, as if the prompts
+  arriving lately keep arriving (those ahead are prefilled before its decode starts): a chunk of the whole budget
+  riding along (a chunked scheduler), or iterations of their own in between (one that prefills whole prompts);
+- the iteration under way, preemptions, a speculative decode's drafts and pipeline stages' overlap are not counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence as Sequence_
+from dataclasses import dataclass
+
+from kernels.shapes import step_shape
+from sim.replica import Replica
+
+# How many of a replica's latest iterations tell how often its decodes share an iteration with a prefill chunk: a
+# choice, not a measurement (long enough to smooth one burst of prompts, short enough to follow the load as it moves).
+RECENT_ITERATIONS = 64
+
+
+@dataclass(frozen=True)
+class LatencyPrediction:
+    """A request's predicted time to its first token and between its later tokens on one replica."""
+
+    ttft_s: float
+    tpot_s: float
+
+
+def _iteration_s(replica: Replica, chunks: Sequence_[tuple[int, int]], decode_kv: Sequence_[int],
+                 finishing: int = 0) -> float:
+    """The time of one iteration of prefill `chunks` (new tokens, earlier context), `finishing` of which end their
+    prompts, beside decodes of `decode_kv`."""
+    shape = step_shape(chunks, decode_kv, sampled=len(decode_kv) + finishing, window=replica.window,
+                       prefill_window=replica.costs.template.sliding_window)
+    return replica.costs.price(shape).time_s
+
+
+def _prefill_s(replica: Replica, tokens: int, seqs: int, context: int, per_iteration: int,
+               riding: list[int]) -> float:
+    """The time `seqs` prompts of `tokens` tokens in all take, in iterations of `per_iteration` tokens beside decodes
+    of `riding`: each prompt's tokens the mean, whole prompts sharing an iteration where several fit in one, longer
+    ones in chunks of the whole budget, every chunk after `context` earlier tokens."""
+    each = max(tokens // seqs, 1)
+    whole = each < per_iteration
+    chunks = [(each, context)] * (per_iteration // each) if whole else [(per_iteration, context)]
+    full, rest = divmod(tokens, sum(new for new, _ in chunks))
+    time_s = full * _iteration_s(replica, chunks, riding, len(chunks) if whole else 0) if full else 0.0
+    if rest:
+        left = [(each, context)] * (rest // each) + [(rest % each, context)] * bool(rest % each) if whole \
+            else [(rest, context)]
+        time_s += _iteration_s(replica, left, riding, len(left) if whole else 1)
+    return time_s
+
+
+def predict_latency(replica: Replica, prompt_tokens: int, cached_tokens: int = 0) -> LatencyPrediction:
+    """The TTFT and TPOT of a request of `prompt_tokens` (of which `cached_tokens` are cached there) joining `replica`
+    now."""
+    state, scheduler = replica.state, replica.scheduler
+    max_seqs = scheduler.limits.max_seqs
+    decoding = [seq.computed + 1 for seq in state.running if not seq.in_prefill][:max_seqs]
+    riding = decoding if scheduler.chunked else []
+    per_iteration = max(scheduler.token_budget() - len(riding), 1)
+    ahead = [seq.remaining_prefill for queue in (state.running, state.waiting, state.swapped) for seq in queue
+             if seq.in_prefill]
+    own = max(prompt_tokens - cached_tokens, 1)
+    own_context = cached_tokens + max(own - per_iteration, 0) // 2  # its chunks' mean earlier context
+    tokens = sum(ahead) + own
+    # The prompts ahead and its own, in the iterations they share, their chunks after the tokens' mean context.
+    prefill_s = _prefill_s(replica, tokens, len(ahead) + 1, own * own_context // tokens, per_iteration, riding)
+    held = len(state.running) + len(state.waiting) + len(state.swapped)
+    # Short of a seat, it waits for requests to leave before its own prefill starts.
+    own_s = _prefill_s(replica, own, 1, own_context, per_iteration, riding)
+    waited_s = max(_seat_s(replica, held + 1 - max_seqs) + own_s - prefill_s, 0.0)
+    waiting = [seq.target for queue in (state.waiting, state.swapped) for seq in queue]
+    prefilling = [seq.target for seq in state.running if seq.in_prefill]
+    decode_kv = (decoding + prefilling + waiting + [prompt_tokens])[:max_seqs]
+    return LatencyPrediction(ttft_s=prefill_s + waited_s, tpot_s=_tpot_s(replica, decode_kv))
+
+
+def _seat_s(replica: Replica, short: int) -> float:
+    """The time until `short` more of the replica's requests have left, at the rate its latest ones left (0 where it
+    lacks no seat, or has seen too few leave to tell)."""
+    left = replica.left_s
+    if short <= 0 or len(left) < 2 or left[-1] <= left[0]:
+        return 0.0
+    return short * (left[-1] - left[0]) / (len(left) - 1)
+
+
+def _tpot_s(replica: Replica, decode_kv: list[int]) -> float:
+    """The time between a request's tokens in iterations decoding `decode_kv`, interleaved with prompts as often as
+    the replica's recent iterations prefilled: beside a whole budget's chunk (a chunked scheduler), or as iterations of
+    their own in between, each of the recent prefills' mean tokens."""
+    decode_s = _iteration_s(replica, [], decode_kv)
+    recent = replica.log[-RECENT_ITERATIONS:]
+    prefills = [tokens for _, _, seqs, tokens, *_ in recent if tokens > seqs]
+    if not prefills:
+        return decode_s
+    share = len(prefills) / len(recent)
+    scheduler = replica.scheduler
+    if scheduler.chunked:
+        chunk = max(scheduler.token_budget() - len(decode_kv), 1)
+        return decode_s + share * (_iteration_s(replica, [(chunk, 0)], decode_kv) - decode_s)
+    # Prefill iterations between two decode steps: share / (1 - share), at least one decode step in the window.
+    between = share / max(1.0 - share, 1.0 / RECENT_ITERATIONS)
+    return decode_s + between * _iteration_s(replica, [(round(sum(prefills) / len(prefills)), 0)], [], 1)

@@ -1,0 +1,115 @@
+"""The latency a router predicts for a request on a replica (sim/latency_prediction.py), against what the simulator
+then makes of it: a burst's last request, a lone prompt in chunks and its decode; a wait for a seat by hand; and
+invariants (more work ahead is never predicted sooner; a slower device, in proportion)."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import simpy
+
+from sim.costs import IterationCostModel
+from sim.kv_cache import PagedKVCache
+from sim.latency_prediction import predict_latency
+from sim.replica import Replica
+from sim.routers import ROUTERS, Router
+from sim.schedulers import EngineState, SchedulerLimits, Sequence, make_scheduler
+from sim.serving import Pool, serve_pools, serving_memory
+from workloads.requests import RequestSet
+
+BLOCK = 16
+KV_PER_TOKEN_B = 2 * 2 * 16 * 2 * 2  # the tiny Llama's (tests/sim/conftest.py)
+
+
+class Recording(Router):
+    """Sends every request to the first replica, recording the latency predicted for it there."""
+
+    name = "recording"
+    predicted: list = []
+
+    def choose(self, replicas, request):
+        Recording.predicted.append(predict_latency(replicas[0], request.prompt_tokens))
+        return replicas[0]
+
+
+def _serve(costs, requests: RequestSet, scheduler: str, limits: SchedulerLimits, monkeypatch):
+    monkeypatch.setitem(ROUTERS, Recording.name, Recording)
+    Recording.predicted = []
+    memory = serving_memory(capacity_B=4000 * BLOCK * KV_PER_TOKEN_B, weights_B=0.0, activations_B=0.0,
+                            kv_bytes_per_token=KV_PER_TOKEN_B, block_tokens=BLOCK)
+    pool = Pool(name="serve", role="serve", replicas=1, costs=costs, scheduler=scheduler, limits=limits,
+                memory=memory, idle_power_W=0.0, router=Recording.name)
+    return serve_pools([pool], requests), Recording.predicted
+
+
+def test_a_burst_s_last_request_is_predicted_its_simulated_ttft(costs, monkeypatch):
+    """Four 48-token prompts arrive at once at an idle replica that prefills whole prompts: the last finds the other
+    three waiting, and all four are prefilled in one iteration, which the prediction prices as the simulator runs it
+    (the earlier three could not know of the prompts arriving after them)."""
+    requests = RequestSet(arrival_s=np.zeros(4), prompt_tokens=np.full(4, 48), output_tokens=np.full(4, 4))
+    result, predicted = _serve(costs, requests, "continuous", SchedulerLimits(), monkeypatch)
+    assert predicted[-1].ttft_s == pytest.approx(result.records.ttft_s[-1], rel=1e-9)
+    assert predicted[0].ttft_s < result.records.ttft_s[0]
+
+
+def test_a_lone_prompt_in_chunks_and_its_decode_are_predicted_within_two_percent(costs, monkeypatch):
+    """A 1,000-token prompt alone on a chunked replica of a 256-token budget: four chunks, which the prediction prices
+    at their mean earlier context, and then its decode steps alone, priced at the prompt's context."""
+    requests = RequestSet(arrival_s=np.zeros(1), prompt_tokens=np.full(1, 1000), output_tokens=np.full(1, 16))
+    result, predicted = _serve(costs, requests, "chunked", SchedulerLimits(chunk_tokens=256), monkeypatch)
+    assert predicted[0].ttft_s == pytest.approx(result.records.ttft_s[0], rel=0.02)
+    assert predicted[0].tpot_s == pytest.approx(result.records.tpot_s[0], rel=0.02)
+
+
+def _replica(costs, *, held: int = 0, prompt: int = 64, max_seqs: int = 256, left_s=()) -> Replica:
+    """A replica of the continuous scheduler holding `held` waiting prompts of `prompt` tokens, its latest requests
+    having left at `left_s`."""
+    state = EngineState(kv=PagedKVCache(capacity_blocks=4000, block_tokens=BLOCK))
+    state.waiting.extend(Sequence(index=i, arrival_s=0.0, prompt=prompt, output=8) for i in range(held))
+    replica = Replica(simpy.Environment(), costs, make_scheduler("continuous", SchedulerLimits(max_seqs=max_seqs)),
+                      state, window=None, swap_s_per_token=0.0, on_finish=lambda seq: None)
+    replica.left_s = deque(left_s)
+    return replica
+
+
+def test_short_of_seats_a_request_waits_for_as_many_to_leave_at_their_recent_rate(costs):
+    """A replica holding its four seats' worth, whose latest requests left a second apart: a request joining it lacks
+    one seat and waits a second for it, then its own prefill (the four held prompts are prefilled meanwhile)."""
+    full = _replica(costs, held=4, max_seqs=4, left_s=(10.0, 11.0, 12.0, 13.0))
+    alone = predict_latency(_replica(costs), 64)
+    assert predict_latency(full, 64).ttft_s == pytest.approx(1.0 + alone.ttft_s, rel=1e-9)
+    # Having seen none leave, it cannot tell the wait, and counts the prompts ahead alone.
+    unseen = _replica(costs, held=4, max_seqs=4)
+    assert predict_latency(unseen, 64).ttft_s == pytest.approx(predict_latency(_replica(costs, held=4), 64).ttft_s)
+
+
+def test_more_work_ahead_is_never_predicted_sooner(costs):
+    ttft = [predict_latency(_replica(costs, held=held), 64).ttft_s for held in range(0, 200, 7)]
+    tpot = [predict_latency(_replica(costs, held=held), 64).tpot_s for held in range(0, 200, 7)]
+    assert all(b >= a for a, b in zip(ttft, ttft[1:], strict=False)), ttft
+    assert all(b >= a for a, b in zip(tpot, tpot[1:], strict=False)), tpot
+    assert ttft[-1] > ttft[0] and tpot[-1] > tpot[0]
+
+
+class _Slower:
+    """Iteration costs `factor` times another's, every iteration alike."""
+
+    def __init__(self, costs: IterationCostModel, factor: float):
+        self.costs, self.factor, self.template = costs, factor, costs.template
+
+    def price(self, shape):
+        cost = self.costs.price(shape)
+        return replace(cost, time_s=cost.time_s * self.factor)
+
+
+def test_a_device_slower_in_every_iteration_is_predicted_as_much_slower(costs):
+    """The same queue on a device whose every iteration takes 2.5 times as long: 2.5 times the TTFT and the TPOT
+    (whatever the device, the prediction is its own iterations' times)."""
+    for held in (0, 5, 50):
+        fast = predict_latency(_replica(costs, held=held), 500)
+        slow = predict_latency(_replica(_Slower(costs, 2.5), held=held), 500)
+        assert slow.ttft_s == pytest.approx(2.5 * fast.ttft_s, rel=1e-12) and fast.ttft_s > 0, held
+        assert slow.tpot_s == pytest.approx(2.5 * fast.tpot_s, rel=1e-12) and fast.tpot_s > 0, held

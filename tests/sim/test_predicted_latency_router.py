@@ -1,0 +1,96 @@
+"""The predicted-latency router (sim/routers.py PredictedLatency, llm-d's slo-aware-routing scorer) against hand
+cases, each replica's prediction set by hand: replicas within the SLO take all but the explored 1%, the weights pack
+('least') or spread ('most') as llm-d's formula gives them, an idle replica goes first when none is within the SLO, a
+cached prompt holds the request, and the draws follow the seed."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import pytest
+
+import sim.routers
+from sim.kv_cache import PagedKVCache
+from sim.latency_prediction import LatencyPrediction
+from sim.routers import PredictedLatency, PredictedLatencyMost, Routed, make_router
+from sim.serving_metrics import SLO
+
+BLOCK = 16
+DRAWS = 4000
+SLO_1S = SLO(ttft_s=1.0, tpot_s=0.1)
+PROMPT = Routed(prompt_tokens=64)
+
+
+@pytest.fixture(autouse=True)
+def _predicted_by_hand(monkeypatch):
+    """Each stand-in replica's prediction is its own `predicted` (ttft_s, tpot_s)."""
+    monkeypatch.setattr(sim.routers, "predict_latency",
+                        lambda replica, prompt_tokens, cached_tokens=0: LatencyPrediction(*replica.predicted))
+
+
+def _replica(ttft_s: float, tpot_s: float, outstanding: int = 1, cached_blocks: int = 0):
+    kv = PagedKVCache(capacity_blocks=40, block_tokens=BLOCK)
+    if cached_blocks:
+        kv._cache(0, cached_blocks)  # group 0's prefix, idle, as a finished request leaves it
+    return SimpleNamespace(predicted=(ttft_s, tpot_s), outstanding=outstanding, state=SimpleNamespace(kv=kv))
+
+
+def _share(router, replicas, pick, request=PROMPT) -> float:
+    return sum(router.choose(replicas, request) is pick for _ in range(DRAWS)) / DRAWS
+
+
+def _within(share: float, expected: float) -> bool:
+    """Within 4 standard deviations of a binomial share over DRAWS draws."""
+    return abs(share - expected) <= 4 * math.sqrt(expected * (1 - expected) / DRAWS)
+
+
+def test_replicas_within_the_slo_take_all_but_the_explored_share():
+    within, late = _replica(0.5, 0.05), _replica(3.0, 0.05)
+    assert _within(_share(PredictedLatency(SLO_1S, (1,)), [within, late], late), PredictedLatency.EXPLORE)
+
+
+@pytest.mark.parametrize(("router", "favoured"), [(PredictedLatency, 1), (PredictedLatencyMost, 0)])
+def test_the_least_strategy_packs_and_the_most_spreads(router, favoured):
+    """Headroom of 0.8 s and 80 ms against 0.2 s and 20 ms: scaled to 1 and 0, weights 2 and 101 ('least': towards
+    the least headroom) or 101 and 2 ('most')."""
+    replicas = [_replica(0.2, 0.02), _replica(0.8, 0.08)]
+    assert _within(_share(router(SLO_1S, (2,)), replicas, replicas[favoured]), 101 / 103)
+
+
+def test_short_of_headroom_an_idle_replica_goes_first_else_the_least_deficit():
+    """Without an SLO every limit reads 0 (llm-d's request without SLO headers): an idle replica takes every request
+    however slow; among busy ones, deficits of 0.1 s and 0.3 s (10 and 30 ms) weigh 82 against 2."""
+    router = make_router("predicted_latency", None, (3,))
+    busy, idle = _replica(0.01, 0.001, outstanding=3), _replica(0.5, 0.05, outstanding=0)
+    assert _share(router, [busy, idle], idle) == 1.0
+    near, far = _replica(0.1, 0.01), _replica(0.3, 0.03)
+    assert _within(_share(router, [far, near], near), 82 / 84)
+
+
+def test_a_single_limit_leaves_the_other_unconstrained():
+    """A TTFT limit alone: a replica decoding at a second a token is within it, and takes the request over a late one
+    but for the explored share."""
+    slow_decode, late = _replica(0.5, 1.0), _replica(3.0, 0.01)
+    router = PredictedLatency(SLO(ttft_s=1.0), (4,))
+    assert _within(_share(router, [late, slow_decode], late), PredictedLatency.EXPLORE)
+
+
+def test_a_replica_caching_the_whole_prompt_holds_the_request():
+    """Caching all four of the prompt's blocks (at least 99%), a late replica takes the request 99% of the time, and
+    a little of the explored rest."""
+    cached, within = _replica(3.0, 0.05, cached_blocks=4), _replica(0.5, 0.05)
+    request = Routed(group=0, shareable_tokens=64, prompt_tokens=64)
+    share = _share(PredictedLatency(SLO_1S, (5,)), [within, cached], cached, request)
+    assert _within(share, 1 - PredictedLatency.EXPLORE + PredictedLatency.EXPLORE ** 2)
+
+
+def test_the_same_seed_draws_the_same_picks():
+    replicas = [_replica(0.2, 0.02), _replica(0.8, 0.08), _replica(0.5, 0.05)]
+
+    def picks(seed):
+        router = PredictedLatency(SLO_1S, seed)
+        return [replicas.index(router.choose(replicas, PROMPT)) for _ in range(200)]
+
+    assert picks((7, 0)) == picks((7, 0))
+    assert picks((7, 0)) != picks((8, 0))
