@@ -269,6 +269,10 @@ def _add_serving_flags(run: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=0, help="seed of arrivals and lengths (default 0)")
     g.add_argument("--slo-ttft", type=float, help="SLO: time to first token per request, s")
     g.add_argument("--slo-tpot", type=float, help="SLO: time per output token per request, s")
+    for limit in ("ttft", "tpot"):
+        g.add_argument(f"--slo-urgent-{limit}", type=float,
+                       help=f"SLO: the urgent requests' own {limit.upper()} limit, s (default --slo-{limit}; read "
+                            f"where requests differ in priority)")
     g.add_argument("--slo-attainment", type=float, default=0.9, help="SLO: fraction of requests (default 0.9)")
     g.add_argument("--slo-slowdown", choices=list(SLOWDOWN_PRESETS),
                    help="SLO: limits on percentiles of each request's TTFT, TBT and E2E slowdown over its run alone "

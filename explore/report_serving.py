@@ -287,7 +287,8 @@ def _constraint_limits(constraints: Sequence[str] | None, metric: str) -> list[L
 
 
 def _slo_limit(slo: Mapping[str, Any] | None, field: str) -> list[Limit]:
-    """The SLO's per-request limit on `field` ('ttft_s', 'tpot_s') as a dashed line, none without one."""
+    """The SLO's per-request limit on `field` ('ttft_s', 'tpot_s', 'urgent_ttft_s') as a dashed line, none without
+    one."""
     if not slo or slo.get(field) is None:
         return []
     share = slo.get("attainment")
@@ -356,7 +357,8 @@ def rate_figures(rows: list[dict[str, Any]], slo: Mapping[str, Any] | None, cons
     if urgent:
         latency.append(Panel(metric="urgent_ttft_p99_s", title="p99 TTFT of the urgent requests",
                              ylabel="urgent p99 TTFT (ms)", scale=1e3,
-                             limits=_slo_limit(slo, "ttft_s") + _constraint_limits(constraints, "urgent_ttft_p99_s")))
+                             limits=_slo_limit(slo, "urgent_ttft_s" if (slo or {}).get("urgent_ttft_s") else "ttft_s")
+                             + _constraint_limits(constraints, "urgent_ttft_p99_s")))
     judged = any(np.isfinite(s.values["slo_attainment"]).any() for s in series)  # False: no per-request limits
     unjudged = "no per-request SLO limits" if slowdown else "no SLO"
     goodput = [Panel(metric="goodput_rps", title="goodput" if judged else f"goodput ({unjudged}: every completed "

@@ -18,10 +18,12 @@ Values = Mapping[str, tuple[Any, ...]]
 
 # ServingSpec fields whose flag is not the field's name (`--rate` sets rate_per_s).
 FLAGS = {"rate_per_s": "--rate", "slo_ttft_s": "--slo-ttft", "slo_tpot_s": "--slo-tpot",
-         "slo_attainment": "--slo-attainment", "slo_slowdown": "--slo-slowdown"}
+         "slo_attainment": "--slo-attainment", "slo_slowdown": "--slo-slowdown",
+         "slo_urgent_ttft_s": "--slo-urgent-ttft", "slo_urgent_tpot_s": "--slo-urgent-tpot"}
 # ServingSpec fields whose key in a sweep's serving: section is not the field's name (slo's are nested).
 KEYS = {"rate_per_s": ("rate",), "slo_ttft_s": ("slo", "ttft_s"), "slo_tpot_s": ("slo", "tpot_s"),
-        "slo_attainment": ("slo", "attainment"), "slo_slowdown": ("slo", "slowdown")}
+        "slo_attainment": ("slo", "attainment"), "slo_slowdown": ("slo", "slowdown"),
+        "slo_urgent_ttft_s": ("slo", "urgent_ttft_s"), "slo_urgent_tpot_s": ("slo", "urgent_tpot_s")}
 
 
 def flag_of(field: str) -> str:
@@ -221,7 +223,8 @@ RULES: tuple[ReadWhen, ...] = (
     ReadWhen("mixed_device", lambda v: _any(v, "mixed_replicas"), lambda v, n: "no mixed replicas",
              lambda n: f"with {n.at_least('mixed_replicas', 1, 'replicas of it beside the point')}, or left out"),
     ReadWhen("kv_link", lambda v: _any(v, "prefill_replicas"), lambda v, n: "no prefill pool", _pool),
-    ReadWhen("slo_attainment", lambda v: any(_any(v, f) for f in ("slo_ttft_s", "slo_tpot_s", "slo_slowdown")),
+    ReadWhen("slo_attainment", lambda v: any(_any(v, f) for f in ("slo_ttft_s", "slo_tpot_s", "slo_slowdown",
+                                                                  "slo_urgent_ttft_s", "slo_urgent_tpot_s")),
              lambda v, n: "no SLO",
              lambda n: f"with an SLO to attain ({n.name('slo_ttft_s')}, {n.name('slo_tpot_s')} or "
                        f"{n.name('slo_slowdown')}), or left out"),
@@ -235,10 +238,11 @@ RULES: tuple[ReadWhen, ...] = (
                          f"its requests' shared prefixes (shared_tokens or hash_ids), or left out")
       for field, read in (("queue_policy", lambda v: "lpm" not in v["queue_policy"] or _shares_prefixes(v)),
                           ("host_cache_GB", _shares_prefixes), ("kv_store_GB", _shares_prefixes))),
-    ReadWhen("queue_policy", lambda v: "priority" not in v["queue_policy"] or _prioritized(v),
-             lambda v, n: "every request of one priority",
-             lambda n: f"with {n.name('priority_fraction')} (a share of requests urgent) or a {n.name('trace')} with a "
-                       f"priority column, or left out"),
+    *(ReadWhen(field, read, lambda v, n: "every request of one priority",
+               lambda n: f"with {n.name('priority_fraction')} (a share of requests urgent) or a {n.name('trace')} with "
+                         f"a priority column, or left out")
+      for field, read in (("queue_policy", lambda v: "priority" not in v["queue_policy"] or _prioritized(v)),
+                          ("slo_urgent_ttft_s", _prioritized), ("slo_urgent_tpot_s", _prioritized))),
     ReadWhen("kv_store_GBps", lambda v: _any(v, "kv_store_GB"), lambda v, n: "no KV store",
              lambda n: f"with {n.name('kv_store_GB')} > 0, or left out"),
     ReadWhen("think_s", _converses, lambda v, n: "no conversations",

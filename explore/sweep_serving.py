@@ -105,13 +105,16 @@ def _limits_of(slo: SlowdownSLO) -> dict[str, dict[str, float]]:
 
 
 class ServiceLevel(Strict):
-    """Per-request latency limits and the fraction of requests that must meet them; and limits on percentiles of
-    each request's slowdown over its run alone (a preset name or the limits), every one of which must hold."""
+    """Per-request latency limits and the fraction of requests that must meet them (the urgent requests' own
+    limits, where they differ: urgent_ttft_s, urgent_tpot_s); and limits on percentiles of each request's slowdown
+    over its run alone (a preset name or the limits), every one of which must hold."""
 
     ttft_s: PositiveNumber | None = None
     tpot_s: PositiveNumber | None = None
     attainment: Annotated[StrictInt | StrictFloat, Field(gt=0, le=1)] = 0.9
     slowdown: SlowdownLimits | None = None
+    urgent_ttft_s: PositiveNumber | None = None
+    urgent_tpot_s: PositiveNumber | None = None
 
     @field_validator("slowdown", mode="before")
     @classmethod
@@ -125,10 +128,12 @@ class ServiceLevel(Strict):
 
     @model_serializer(mode="wrap")
     def _without_unset_slowdown(self, handler) -> dict[str, Any]:
-        """Dumped as before slowdown limits existed where there are none (a results folder's goals file)."""
+        """Dumped as before slowdown and urgent limits existed where there are none (a results folder's goals
+        file)."""
         dumped = handler(self)
-        if dumped.get("slowdown") is None:
-            dumped.pop("slowdown", None)
+        for name in ("slowdown", "urgent_ttft_s", "urgent_tpot_s"):
+            if dumped.get(name) is None:
+                dumped.pop(name, None)
         return dumped
 
     def slowdown_slo(self) -> SlowdownSLO | None:
@@ -306,7 +311,8 @@ def serving_spec(serving: Serving, values: dict[str, Any]) -> ServingSpec:
         conversation_turns=values.get("conversation_turns"),
         think_s=values.get("think_s"), think_cv=values.get("think_cv"), preemption=serving.preemption,
         swap_GBps=serving.swap_GBps,
-        seed=serving.seed, slo_ttft_s=slo.ttft_s, slo_tpot_s=slo.tpot_s,
+        seed=serving.seed, slo_ttft_s=slo.ttft_s, slo_tpot_s=slo.tpot_s, slo_urgent_ttft_s=slo.urgent_ttft_s,
+        slo_urgent_tpot_s=slo.urgent_tpot_s,
         slo_attainment=slo.attainment, slo_slowdown=slo.slowdown_slo(), capacity=serving.capacity,
         replicas=values["replicas"], prefill_replicas=values["prefill_replicas"],
         prefill_device=serving.prefill_device or "", kv_link=serving.kv_link,

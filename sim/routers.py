@@ -19,13 +19,15 @@ from sim.serving_metrics import SLO
 class Routed:
     """What a router may know of the request it routes: its prefix group, the tokens it may share with the group
     (None: the pool's prefix), its prompt's tokens, in a prefix tree its path's nodes (RequestSet.prefix_path;
-    None: it has none), and the root its group's chain starts with (RequestSet.prefix_root)."""
+    None: it has none), the root its group's chain starts with (RequestSet.prefix_root), and whether it is urgent
+    (its SLO class: sim/serving_metrics.py SLO)."""
 
     group: int = 0
     shareable_tokens: int | None = None
     prompt_tokens: int = 1
     tree_nodes: tuple[tuple[int, int], ...] | None = None
     root: int = 0
+    urgent: bool = False
 
 
 class Router:
@@ -136,11 +138,12 @@ class PredictedLatency(Router):
     at least AFFINITY of the prompt's blocks cached (AFFINITY_ALL over all replicas first), the pick is among them,
     except 1% of the time.
 
+    Each request is held to its class's limits (the urgent requests' own, where the SLO sets them: SLO.limits), and
+    its TPOT limit on a replica to the tightest of the requests running there, as llm-d tightens it (podMinTPOTSLO).
     A run that sets no per-request limit reads both as 0, as llm-d reads a request without SLO headers: every replica
     falls short, and the pick leans to the lowest predicted latency. One that sets a single limit is unconstrained
     on the other (llm-d's missing header reads as 0, which no pod meets). Draws come from the run's seed. Not
-    modeled: shedding a request no replica can serve in time (llm-d's sheddable priorities), and a request's own
-    TPOT limit tightened by the running requests' (all share the run's)."""
+    modeled: shedding a request no replica can serve in time (llm-d's sheddable priorities)."""
 
     name = "predicted_latency"
     draws = True
@@ -154,19 +157,25 @@ class PredictedLatency(Router):
     def __init__(self, slo: SLO | None = None, seed: Sequence_[int] = (0,)) -> None:
         super().__init__(slo, seed)
         limited = slo is not None and slo.per_request
-        # A limit the run leaves unset: none where it sets the other (math.inf), else 0 (llm-d's missing header).
-        self.ttft_limit_s = slo.ttft_s if limited and slo.ttft_s is not None else math.inf if limited else 0.0
-        self.tpot_limit_s = slo.tpot_s if limited and slo.tpot_s is not None else math.inf if limited else 0.0
+        # A class's limits (urgent, or not); one the run leaves unset: none where it sets another (math.inf), else 0
+        # (llm-d's missing header).
+        self.limits_s = {urgent: tuple((math.inf if limit is None else limit) if limited else 0.0
+                                       for limit in (slo.limits(urgent) if limited else (None, None)))
+                         for urgent in (False, True)}
         self.rng = np.random.default_rng(list(seed))
 
     def choose(self, replicas: Sequence_[Replica], request: Routed = Routed()) -> Replica:
+        ttft_limit_s, tpot_limit_s = self.limits_s[request.urgent]
         candidates = []
         for replica in replicas:
             cached = replica.state.kv.chain_tokens(request.group, request.shareable_tokens, request.tree_nodes,
                                                    request.root)
             predicted = predict_latency(replica, request.prompt_tokens, min(cached, request.prompt_tokens - 1))
-            candidates.append(_Candidate(replica, self.ttft_limit_s - predicted.ttft_s,
-                                         self.tpot_limit_s - predicted.tpot_s, cached / request.prompt_tokens))
+            # The tightest TPOT limit of the requests it runs binds a newcomer too (llm-d's podMinTPOTSLO).
+            tightest_s = min((self.limits_s[seq.urgent][1] for seq in replica.state.running), default=tpot_limit_s)
+            candidates.append(_Candidate(replica, ttft_limit_s - predicted.ttft_s,
+                                         min(tpot_limit_s, tightest_s) - predicted.tpot_s,
+                                         cached / request.prompt_tokens))
         candidates = self._affine(candidates, self.AFFINITY_ALL)
         ample = [c for c in candidates if c.ttft_headroom_s > 0 and c.tpot_headroom_s > 0]
         short = [c for c in candidates if not (c.ttft_headroom_s > 0 and c.tpot_headroom_s > 0)]

@@ -481,11 +481,14 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
 
     tree = requests.prefix_nodes is not None
     priorities = [0] * len(requests) if requests.priority is None else requests.priority.tolist()
+    # The urgent requests: those of the lowest priority where requests differ in it (their SLO class).
+    lowest, differ = min(priorities, default=0), min(priorities, default=0) != max(priorities, default=0)
+    urgent = [differ and priority == lowest for priority in priorities]
     roots = [0] * len(requests) if requests.prefix_root is None else requests.prefix_root.tolist()
 
     def admit(index: int, arrival_s: float, replica: Replica) -> None:
         seq = Sequence(index=index, arrival_s=arrival_s, prompt=prompts[index], output=outputs[index],
-                       priority=priorities[index])
+                       priority=priorities[index], urgent=urgent[index])
         if tree:
             replica.state.kv.assign_path(index, requests.prefix_path(index))
         else:
@@ -503,7 +506,7 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
             if arrival_s > env.now:
                 yield env.timeout(arrival_s - env.now)
             routed = Routed(groups[index], shared[index], prompts[index], requests.prefix_path(index) if tree else None,
-                            roots[index])
+                            roots[index], urgent[index])
             admit(index, arrival_s, routers[0].choose(entry, routed))
 
     def follow(index: int, previous: int):

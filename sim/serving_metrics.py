@@ -7,6 +7,7 @@ Everything here is a pure function of numpy columns; times are float seconds. `i
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING
 
@@ -140,34 +141,56 @@ class RequestRecords:
 @dataclass(frozen=True, kw_only=True)
 class SLO:
     """Per-request latency limits (None = no limit) and the fraction of requests that must meet all of them, and
-    limits on percentiles of each request's slowdown over its run alone (sim/slowdown.py; None = none)."""
+    limits on percentiles of each request's slowdown over its run alone (sim/slowdown.py; None = none).
+
+    The urgent requests (those of the lowest priority, where requests differ in priority: urgent_requests) may have
+    limits of their own, as a request carries its own SLO to llm-d's gateway (x-slo-ttft-ms, x-slo-tpot-ms):
+    `urgent_ttft_s` and `urgent_tpot_s`, None where they take the others' limit."""
 
     ttft_s: float | None = None
     tpot_s: float | None = None
     attainment: float = 0.9
     slowdown: SlowdownSLO | None = None
+    urgent_ttft_s: float | None = None
+    urgent_tpot_s: float | None = None
 
     @property
     def per_request(self) -> bool:
         """Whether the SLO limits each request's latencies (an attainment to reach), not only slowdowns."""
-        return self.ttft_s is not None or self.tpot_s is not None
+        return any(limit is not None for limit in (self.ttft_s, self.tpot_s, self.urgent_ttft_s, self.urgent_tpot_s))
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.attainment <= 1.0:
             raise ValueError(f"SLO.attainment must be in [0, 1], got {self.attainment}")
-        for name in ("ttft_s", "tpot_s"):
+        for name in ("ttft_s", "tpot_s", "urgent_ttft_s", "urgent_tpot_s"):
             limit = getattr(self, name)
             if limit is not None and not limit >= 0:
                 raise ValueError(f"SLO.{name} must be >= 0 or None, got {limit}")
 
+    def limits(self, urgent: bool) -> tuple[float | None, float | None]:
+        """The TTFT and TPOT limits of an urgent request, or of another (None: no limit)."""
+        if not urgent:
+            return self.ttft_s, self.tpot_s
+        return (self.ttft_s if self.urgent_ttft_s is None else self.urgent_ttft_s,
+                self.tpot_s if self.urgent_tpot_s is None else self.urgent_tpot_s)
+
     def met(self, records: RequestRecords) -> np.ndarray:
-        """Bool per request: meets every given limit (limits are inclusive; a NaN TPOT meets the TPOT limit)."""
+        """Bool per request: meets every limit of its class (limits are inclusive; a NaN TPOT meets the TPOT
+        limit)."""
+        urgent = urgent_requests(records)
         ok = np.ones(len(records), dtype=bool)
-        if self.ttft_s is not None:
-            ok &= records.ttft_s <= self.ttft_s
-        if self.tpot_s is not None:
-            ok &= ~(records.tpot_s > self.tpot_s)  # NaN > x is False: a one-token request has no TPOT to miss
+        for latencies, other, own in ((records.ttft_s, self.limits(False)[0], self.limits(True)[0]),
+                                      (records.tpot_s, self.limits(False)[1], self.limits(True)[1])):
+            limit = np.where(urgent, math.inf if own is None else own, math.inf if other is None else other)
+            ok &= ~(latencies > limit)  # NaN > x is False: a one-token request has no TPOT to miss
         return ok
+
+
+def urgent_requests(records: RequestRecords) -> np.ndarray:
+    """Bool per request: of the lowest priority, where requests differ in priority (none urgent where they do not)."""
+    if len(records) == 0 or records.priority.min() == records.priority.max():
+        return np.zeros(len(records), dtype=bool)
+    return records.priority == records.priority.min()
 
 
 def _mean_and_percentiles(values: np.ndarray) -> list[float]:
@@ -214,9 +237,9 @@ def urgent_metrics(records: RequestRecords, slo: SLO | None = None) -> dict[str,
     """URGENT_METRICS of the requests of the lowest priority where requests differ in priority (NaN elsewhere, and
     the attainment NaN without per-request SLO limits)."""
     values = dict.fromkeys(URGENT_METRICS, float("nan"))
-    if len(records) == 0 or records.priority.min() == records.priority.max():
+    urgent = urgent_requests(records)
+    if not urgent.any():
         return values
-    urgent = records.priority == records.priority.min()
     for name in ("ttft", "tpot"):
         latencies = getattr(records, f"{name}_s")[urgent]
         latencies = latencies[~np.isnan(latencies)]

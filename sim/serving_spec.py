@@ -37,7 +37,8 @@ KEY_NEUTRAL_DEFAULTS = frozenset({"prompt_batch_tokens", "slo_slowdown", "router
                                   "think_s", "think_cv", "memory_utilization", "host_cache_GB",
                                   "kv_store_GB", "kv_store_GBps", "priority_fraction", "mixed_device", "mixed_replicas",
                                   "attention_device", "attention_devices", "attention_link",
-                                  "attention_micro_batches", "attention_placement"})
+                                  "attention_micro_batches", "attention_placement", "slo_urgent_ttft_s",
+                                  "slo_urgent_tpot_s"})
 # The settings of attention devices: a point whose model's devices attend is the same design whatever they say.
 ATTENTION_FIELDS = ("attention_device", "attention_devices", "attention_link", "attention_micro_batches",
                     "attention_placement")
@@ -111,6 +112,9 @@ class ServingSpec:
     slo_attainment: float = 0.9
     # Limits on percentiles of each request's slowdown over its run alone (sim/slowdown.py; Splitwise's SLOs).
     slo_slowdown: SlowdownSLO | None = None
+    # The urgent requests' own limits (sim/serving_metrics.py SLO; None: slo_ttft_s and slo_tpot_s, as the others').
+    slo_urgent_ttft_s: float | None = None
+    slo_urgent_tpot_s: float | None = None
     # Search the highest rate in (low, high) req/s that meets the SLO instead of running at rate_per_s.
     capacity: tuple[float, float] | None = None
     # Replicas serving requests whole; with prefill_replicas > 0, the decode pool's replicas, and a separate
@@ -202,7 +206,8 @@ class ServingSpec:
             if self.scheduler != "orca":
                 raise InputError(f"max_decode_preemptions: found {value} with scheduler {self.scheduler!r}, allowed: "
                                  f"only with scheduler 'orca'")
-        for name in ("rate_per_s", "cv", "slo_ttft_s", "slo_tpot_s", "swap_GBps"):
+        for name in ("rate_per_s", "cv", "slo_ttft_s", "slo_tpot_s", "slo_urgent_ttft_s", "slo_urgent_tpot_s",
+                     "swap_GBps"):
             value = getattr(self, name)
             if value is not None and not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
                 raise InputError(f"{name}: found {value!r}, allowed: a finite number > 0")
@@ -482,10 +487,12 @@ class ServingSpec:
                                queue_policy=self.queue_policy or "fcfs")
 
     def slo(self) -> SLO | None:
-        if self.slo_ttft_s is None and self.slo_tpot_s is None and self.slo_slowdown is None:
+        limits = (self.slo_ttft_s, self.slo_tpot_s, self.slo_urgent_ttft_s, self.slo_urgent_tpot_s, self.slo_slowdown)
+        if all(limit is None for limit in limits):
             return None
         return SLO(ttft_s=self.slo_ttft_s, tpot_s=self.slo_tpot_s, attainment=self.slo_attainment,
-                   slowdown=self.slo_slowdown)
+                   slowdown=self.slo_slowdown, urgent_ttft_s=self.slo_urgent_ttft_s,
+                   urgent_tpot_s=self.slo_urgent_tpot_s)
 
     def request_set(self, rate_per_s: float | None = None) -> RequestSet:
         """The requests, at `rate_per_s` instead of the spec's rate when given (same lengths and priorities either

@@ -26,6 +26,7 @@ class Sequence:
     prompt: int
     output: int
     priority: int = 0  # lower first, where the queue policy is 'priority' (vLLM's request priority)
+    urgent: bool = False  # of the run's lowest priority, where requests differ in it (its SLO class)
     computed: int = 0
     target: int = 0
     generated: int = 0

@@ -35,11 +35,24 @@ def test_urgent_requests_served_first_meet_their_slo_more_often(capsys):
     assert not set(metric_names("urgent")) & set(_run(capsys))
 
 
+def test_urgent_requests_are_held_to_their_own_limits(capsys):
+    """The urgent requests' own TTFT limit moves only the SLO's verdicts, not the run: under 0.3 s fewer urgent
+    requests meet it than under the others' 2 s, and under 30 s no fewer; so does the attainment of all."""
+    flags = ("--priority-fraction", "0.2", "--queue-policy", "priority")
+    base, tight, loose = (_run(capsys, *flags, *limit) for limit in ((), ("--slo-urgent-ttft", "0.3"),
+                                                                      ("--slo-urgent-ttft", "30")))
+    assert tight["urgent_ttft_p99_s"] == base["urgent_ttft_p99_s"] == loose["urgent_ttft_p99_s"]
+    assert tight["urgent_slo_attainment"] < base["urgent_slo_attainment"] <= loose["urgent_slo_attainment"]
+    assert tight["slo_attainment"] < base["slo_attainment"] <= loose["slo_attainment"]
+
+
 def test_bad_or_idle_priority_settings_are_one_line(capsys, tmp_path):
     for flags, words in (
             (("--priority-fraction", "1.5"), "--priority-fraction: found 1.5, allowed: a fraction in [0, 1]"),
             (("--queue-policy", "priority"), "--queue-policy: found 'priority' with every request of one priority, "
-                                             "allowed: with --priority-fraction")):
+                                             "allowed: with --priority-fraction"),
+            (("--slo-urgent-ttft", "0.5"), "--slo-urgent-ttft: found 0.5 with every request of one priority"),
+            (("--priority-fraction", "0.2", "--slo-urgent-tpot", "-1"), "--slo-urgent-tpot: found -1")):
         assert main([*RUN, *flags]) == 2
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and words in err, err
@@ -72,10 +85,12 @@ def test_the_report_draws_the_urgent_requests_p99_ttft_and_says_what_its_markers
     path = write_sweep(tmp_path, "name: urgent\nmodel: llama-3-8b\ndevice: l4\nexecution: engine\nserving:\n"
                                  "  requests: 60\n  prompt: 1024\n  output: 64\n  rate: [1, 2]\n"
                                  "  priority_fraction: 0.2\n  queue_policy: priority\n"
-                                 "  slo: {ttft_s: 2.0, tpot_s: 0.15}\n")
+                                 "  slo: {ttft_s: 2.0, tpot_s: 0.15, urgent_ttft_s: 1.0}\n")
     assert main(["--quiet", path, "--out", str(tmp_path / "out")]) == 0
     report = (tmp_path / "out" / "report.md").read_text()
     assert "The urgent requests' panel marks each point as the other panels do" in report
+    # The urgent limit is kept with the folder's goals, which the report's panels read.
+    assert json.loads((tmp_path / "out" / "objectives.json").read_text())["slo"]["urgent_ttft_s"] == 1.0
 
 
 def test_a_trace_with_a_bad_cell_is_refused_for_the_cell_not_the_policy(capsys, tmp_path):

@@ -25,6 +25,8 @@ IDLE = {
     "prefix_groups": (LENGTHS, ("--prefix-groups", "4"), "  prefix_groups: 4\n"),
     "queue_policy": (LENGTHS, ("--queue-policy", "lpm"), "  queue_policy: lpm\n"),
     "queue_policy priority": (LENGTHS, ("--queue-policy", "priority"), "  queue_policy: priority\n"),
+    "slo_urgent_ttft_s": (LENGTHS, ("--slo-urgent-ttft", "0.5"), "  slo: {urgent_ttft_s: 0.5}\n"),
+    "slo_urgent_tpot_s": (LENGTHS, ("--slo-urgent-tpot", "0.05"), "  slo: {urgent_tpot_s: 0.05}\n"),
     "host_cache_GB": (LENGTHS, ("--host-cache-GB", "64"), "  host_cache_GB: 64\n"),
     "kv_store_GB": (LENGTHS, ("--kv-store-GB", "64"), "  kv_store_GB: 64\n"),
     "kv_store_GBps": (LENGTHS, ("--kv-store-GBps", "25"), "  kv_store_GBps: 25\n"),

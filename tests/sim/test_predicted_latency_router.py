@@ -29,11 +29,13 @@ def _predicted_by_hand(monkeypatch):
                         lambda replica, prompt_tokens, cached_tokens=0: LatencyPrediction(*replica.predicted))
 
 
-def _replica(ttft_s: float, tpot_s: float, outstanding: int = 1, cached_blocks: int = 0):
+def _replica(ttft_s: float, tpot_s: float, outstanding: int = 1, cached_blocks: int = 0, running=()):
+    """A stand-in replica predicted (ttft_s, tpot_s), running requests whose urgency `running` gives."""
     kv = PagedKVCache(capacity_blocks=40, block_tokens=BLOCK)
     if cached_blocks:
         kv._cache(0, cached_blocks)  # group 0's prefix, idle, as a finished request leaves it
-    return SimpleNamespace(predicted=(ttft_s, tpot_s), outstanding=outstanding, state=SimpleNamespace(kv=kv))
+    return SimpleNamespace(predicted=(ttft_s, tpot_s), outstanding=outstanding, state=SimpleNamespace(
+        kv=kv, running=[SimpleNamespace(urgent=urgent) for urgent in running]))
 
 
 def _share(router, replicas, pick, request=PROMPT) -> float:
@@ -94,3 +96,17 @@ def test_the_same_seed_draws_the_same_picks():
 
     assert picks((7, 0)) == picks((7, 0))
     assert picks((7, 0)) != picks((8, 0))
+
+
+def test_an_urgent_request_is_held_to_its_own_limits_and_binds_the_replica_it_runs_on():
+    """Urgent requests limited to 0.3 s TTFT and 30 ms TPOT, the others to 1 s and 100 ms: an urgent request finds
+    only the replica predicted 0.2 s within its limit, where another finds both; and where an urgent request runs, a
+    newcomer's TPOT limit there is the urgent one's (llm-d's podMinTPOTSLO), so a 50 ms TPOT is short of it."""
+    slo = SLO(ttft_s=1.0, tpot_s=0.1, urgent_ttft_s=0.3, urgent_tpot_s=0.03)
+    quick, slower = _replica(0.2, 0.02), _replica(0.5, 0.02)
+    router = PredictedLatency(slo, (6,))
+    assert _within(_share(router, [slower, quick], slower, Routed(prompt_tokens=64, urgent=True)),
+                   PredictedLatency.EXPLORE)
+    assert _share(router, [slower, quick], slower) > 0.5  # both within: packed towards the least headroom
+    bound, free = _replica(0.2, 0.05, running=(False, True)), _replica(0.5, 0.05, running=(False,))
+    assert _within(_share(router, [bound, free], bound), PredictedLatency.EXPLORE)

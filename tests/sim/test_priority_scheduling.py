@@ -139,3 +139,19 @@ def test_urgent_metrics_by_hand():
     alike = RequestRecords(arrival_s=arrival, scheduled_s=arrival, first_token_s=first, finish_s=first + 0.1,
                            prompt_tokens=np.full(4, 8), output_tokens=np.full(4, 2), preemptions=np.zeros(4))
     assert all(np.isnan(value) for value in urgent_metrics(alike, SLO(ttft_s=2.0)).values())
+
+
+def test_each_class_is_held_to_its_own_limits_by_hand():
+    """The four requests above (priorities 0, 1, 0, 1; TTFTs 1, 5, 3, 7 s; TPOT 0.1 s): the urgent ones held to 1.5 s
+    and the others to 6 s, the first two meet their limits, the last two miss them; an urgent TPOT limit of 0.05 s
+    fails both urgent ones. Alike in priority, no request is urgent, and every one is held to the others' limits."""
+    arrival, first = np.zeros(4), np.array([1.0, 5.0, 3.0, 7.0])
+    columns = dict(arrival_s=arrival, scheduled_s=arrival, first_token_s=first, finish_s=first + 0.1,
+                   prompt_tokens=np.full(4, 8), output_tokens=np.full(4, 2), preemptions=np.zeros(4))
+    records = RequestRecords(**columns, priority=np.array([0, 1, 0, 1]))
+    slo = SLO(ttft_s=6.0, urgent_ttft_s=1.5)
+    assert slo.met(records).tolist() == [True, True, False, False]
+    assert urgent_metrics(records, slo)["urgent_slo_attainment"] == pytest.approx(0.5)
+    assert SLO(ttft_s=6.0, urgent_tpot_s=0.05).met(records).tolist() == [False, True, False, False]
+    assert SLO(urgent_ttft_s=1.5).met(records).tolist() == [True, True, False, True]  # the others unlimited
+    assert slo.met(RequestRecords(**columns)).tolist() == [True, True, True, False]
