@@ -83,8 +83,9 @@ def predict_latency(replica: Replica, prompt_tokens: int, cached_tokens: int = 0
     prefill_s = _prefill_s(replica, tokens, len(ahead) + 1, own * own_context // tokens, per_iteration, riding)
     held = len(state.running) + len(state.waiting) + len(state.swapped)
     # Short of a seat, it waits for requests to leave before its own prefill starts.
-    own_s = _prefill_s(replica, own, 1, own_context, per_iteration, riding)
-    waited_s = max(_seat_s(replica, held + 1 - max_seqs) + own_s - prefill_s, 0.0)
+    seat_s = _seat_s(replica, held + 1 - max_seqs)
+    waited_s = max(seat_s + _prefill_s(replica, own, 1, own_context, per_iteration, riding) - prefill_s, 0.0) \
+        if seat_s else 0.0
     waiting = [seq.target for queue in (state.waiting, state.swapped) for seq in queue]
     prefilling = [seq.target for seq in state.running if seq.in_prefill]
     decode_kv = (decoding + prefilling + waiting + [prompt_tokens])[:max_seqs]

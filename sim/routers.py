@@ -172,7 +172,8 @@ class PredictedLatency(Router):
                                                    request.root)
             predicted = predict_latency(replica, request.prompt_tokens, min(cached, request.prompt_tokens - 1))
             # The tightest TPOT limit of the requests it runs binds a newcomer too (llm-d's podMinTPOTSLO).
-            tightest_s = min((self.limits_s[seq.urgent][1] for seq in replica.state.running), default=tpot_limit_s)
+            tightest_s = tpot_limit_s if self.limits_s[True][1] == self.limits_s[False][1] else min(
+                (self.limits_s[seq.urgent][1] for seq in replica.state.running), default=tpot_limit_s)
             candidates.append(_Candidate(replica, ttft_limit_s - predicted.ttft_s,
                                          min(tpot_limit_s, tightest_s) - predicted.tpot_s,
                                          cached / request.prompt_tokens))
