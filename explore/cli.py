@@ -232,6 +232,16 @@ def _add_serving_flags(run: argparse.ArgumentParser) -> None:
                    help="replicas of --mixed-device serving requests whole beside the --replicas of --device, --router "
                         "picking among them all (a fleet of mixed GPU types; default: none)")
     g.add_argument("--mixed-device", help="the device of the --mixed-replicas (without --set's what-ifs)")
+    g.add_argument("--max-replicas", type=int,
+                   help="autoscale from --replicas up to this many, as Kubernetes' HPA scales a model server on "
+                        "--autoscale-metric near --autoscale-target per replica (default: --replicas throughout)")
+    g.add_argument("--autoscale-target", type=float, help="the autoscale metric's target per replica")
+    g.add_argument("--autoscale-metric", choices=["waiting", "running"],
+                   help="what the pool scales on: requests waiting (queue size) or running (batch size) on a replica "
+                        "(default waiting)")
+    g.add_argument("--cold-start-s", type=float,
+                   help="seconds from a scale-up to the new replica serving (default: its weights read from a local "
+                        "NVMe SSD)")
     g.add_argument("--kv-link", default=spec.kv_link,
                    help=f"the link KV crosses from the prefill to the decode pool (default {spec.kv_link})")
     g.add_argument("--attention-device", default="",

@@ -18,7 +18,8 @@ SECTION_WORDS = {"top": "top level", "workload": "`workload:`", "format": "`form
 METRIC_SECTIONS = {"point": "every sweep", "price": "systems, serving", "constraints": "with constraints",
                    "serving": "serving", "urgent": "serving with request priorities",
                    "slowdown": "serving with a slowdown SLO",
-                   "capacity": "serving with a capacity search", "breakdown": "every sweep", "communication": "systems"}
+                   "capacity": "serving with a capacity search", "autoscale": "serving with max_replicas",
+                   "breakdown": "every sweep", "communication": "systems"}
 BETTER_WORDS = {"min": "lower", "max": "higher", None: "-"}
 
 

@@ -44,6 +44,7 @@ from kernels.token_prune import first_pruned_layer, kept_prompt_tokens, pruned_p
 from kernels.token_select import TokenSelection, token_selection
 from sim.analytic import evaluate as evaluate_analytic
 from sim.attention_pool import AttentionPool, sent_bytes_per_token
+from sim.autoscaler import Autoscaling
 from sim.capacity import CAPACITY_METRICS, RateVerdict, rate_verdict, search_capacity
 from sim.costs import IterationCostModel
 from sim.data_parallel import ExpertRanks
@@ -63,6 +64,7 @@ from sim.result import RESULT_METRICS, SimResult
 from sim.routers import DEFAULT_ROUTER
 from sim.schedulers import make_scheduler
 from sim.serving import (
+    AUTOSCALE_METRICS,
     SERVING_METRICS,
     Pool,
     ServingResult,
@@ -72,7 +74,7 @@ from sim.serving import (
     serving_memory_reason,
 )
 from sim.serving_metrics import URGENT_METRICS
-from sim.serving_spec import ATTENTION_MICRO_BATCHES
+from sim.serving_spec import ATTENTION_MICRO_BATCHES, COLD_START_LINK
 from sim.slowdown import SLOWDOWN_METRICS
 from sim.speculative import (
     MEDUSA,
@@ -720,6 +722,7 @@ class Evaluator:
         return Pool(name=f"{role} ({point.device})", role=role, replicas=replicas, costs=costs,
                     scheduler=spec.scheduler, limits=limits, memory=memory, idle_power_W=idle_W,
                     router=spec.router or DEFAULT_ROUTER,
+                    autoscaling=_autoscaling(spec, weights_B) if role == "serve" and not device_name else None,
                     # A decode pool caches one shared prefix; with several, each request's KV crosses whole.
                     prefix_tokens=0 if role == "decode" and spec.groups > 1 else spec.prefix_tokens,
                     prefix_groups=spec.system_prompts if spec.rooted else spec.groups, root=spec.rooted,
@@ -928,12 +931,23 @@ class Evaluator:
                 metrics.update(dict.fromkeys(SLOWDOWN_METRICS, math.nan))
             if spec.capacity:  # the columns a capacity search adds (sim/capacity.py)
                 metrics.update(dict.fromkeys(CAPACITY_METRICS, math.nan) | {"capacity_note": ""})
+            if spec.max_replicas is not None:  # the columns an autoscaled pool adds (sim/serving.py)
+                metrics.update(dict.fromkeys(AUTOSCALE_METRICS, math.nan))
             return Evaluation(point=point, metrics=metrics, result=None, tables=None)
         metrics = _metrics(result, memory, "", device, pools)
         if spec.capacity:
             metrics["capacity_rps"] = capacity
             metrics.update(found.metrics())
         return Evaluation(point=point, metrics=metrics, result=result, tables=None)
+
+
+def _autoscaling(spec, weights_B: float) -> Autoscaling | None:
+    """How a serving pool scales (ServingSpec.autoscaling), a new replica's cold start where the spec leaves it unset
+    its weights read over COLD_START_LINK."""
+    scaling = spec.autoscaling
+    if scaling is None or spec.cold_start_s is not None:
+        return scaling
+    return replace(scaling, cold_start_s=weights_B / (load_link(COLD_START_LINK).bandwidth_GBps * 1e9))
 
 
 def pool_point(point: DesignPoint, device_name: str, own: tuple = ()) -> DesignPoint:
@@ -951,9 +965,10 @@ CALIBRATION_ORDER = ("none", "sibling", "fitted")
 
 
 def _pool_devices(pools: list[Pool]) -> list[tuple[int, Any]]:
-    """Every pool's devices (or systems) and how many of each: its replicas' and their attention devices."""
-    return [(pool.replicas, pool.costs.device) for pool in pools] + [
-        (pool.replicas * pool.costs.attention.devices, pool.costs.attention.device) for pool in pools
+    """Every pool's devices (or systems) and how many of each: its replicas' (every one an autoscaled pool may hold)
+    and their attention devices."""
+    return [(pool.made_replicas, pool.costs.device) for pool in pools] + [
+        (pool.made_replicas * pool.costs.attention.devices, pool.costs.attention.device) for pool in pools
         if pool.costs.attention is not None]
 
 
@@ -1067,6 +1082,9 @@ def _metrics(result: SimResult | ServingResult | None, memory, reason: str, devi
     metrics.update(fits_in_memory=not reason if fits is None else fits, infeasible_reason=reason,
                    offloaded_B=offloaded_B)
     metrics.update(hardware_metrics(device, metrics["tokens_per_s"], pools))
+    if pools and pools[0].autoscaling is not None:  # an autoscaled pool rents the replica-hours it held
+        held = metrics.get("mean_replicas", math.nan) / pools[0].made_replicas
+        metrics.update(usd_per_hour=metrics["usd_per_hour"] * held, tokens_per_usd=metrics["tokens_per_usd"] / held)
     return metrics
 
 

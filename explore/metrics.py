@@ -12,9 +12,10 @@ is one entry with `of_point`; one that sim/ computes is its entry here plus its 
 Columns come in sections, laid out by `result_columns` in this order (a section is present only in the sweeps
 it applies to): point (every sweep), price (systems and serving), constraints (with constraints), serving,
 urgent (serving whose requests differ in priority), slowdown (serving under a slowdown SLO), capacity (serving
-capacity searches), breakdown (busy time by kernel class), communication (systems). A new entry goes last in its
-section. Adding a column changes the results columns, and a results folder written before refuses to resume into
-them (the store compares column lists): rerun such sweeps into a new folder.
+capacity searches), autoscale (serving on an autoscaled pool), breakdown (busy time by kernel class),
+communication (systems). A new entry goes last in its section. Adding a column changes the results columns, and a
+results folder written before refuses to resume into them (the store compares column lists): rerun such sweeps
+into a new folder.
 """
 
 from __future__ import annotations
@@ -30,10 +31,10 @@ from explore.registry import Registry
 
 Better = Literal["min", "max"] | None
 Kind = Literal["number", "bool", "text"]
-Section = Literal["point", "price", "constraints", "serving", "urgent", "slowdown", "capacity", "breakdown",
-                  "communication"]
+Section = Literal["point", "price", "constraints", "serving", "urgent", "slowdown", "capacity", "autoscale",
+                  "breakdown", "communication"]
 SECTIONS: tuple[Section, ...] = ("point", "price", "constraints", "serving", "urgent", "slowdown", "capacity",
-                                 "breakdown", "communication")
+                                 "autoscale", "breakdown", "communication")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,13 +78,13 @@ def numeric_metrics() -> tuple[str, ...]:
 
 
 def result_columns(*, system: bool, serving: bool, constraints: bool, slowdown: bool = False,
-                   capacity: bool = False, urgent: bool = False) -> list[str]:
+                   capacity: bool = False, urgent: bool = False, autoscale: bool = False) -> list[str]:
     """The metric columns of a sweep's results table, after its input columns; `urgent`: its requests differ in
-    priority, `slowdown`: its serving SLO limits slowdowns, `capacity`: it searches capacity (sections of their own,
-    so serving folders written before them keep their columns and resume)."""
+    priority, `slowdown`: its serving SLO limits slowdowns, `capacity`: it searches capacity, `autoscale`: its pool
+    scales (sections of their own, so serving folders written before them keep their columns and resume)."""
     present = {"point": True, "price": system or serving, "constraints": constraints, "serving": serving,
                "urgent": serving and urgent, "slowdown": serving and slowdown, "capacity": serving and capacity,
-               "breakdown": True, "communication": system}
+               "autoscale": serving and autoscale, "breakdown": True, "communication": system}
     return list(metric_names(*(s for s in SECTIONS if present[s])))
 
 
@@ -294,6 +295,12 @@ for _key, _label, _what in _LATENCIES[:2]:
            f"{_stat} over the most urgent requests (the lowest priority) of the {_what}", section="urgent")
 _m("urgent_slo_attainment", "urgent SLO attainment", "", "max",
    "fraction of the most urgent requests (the lowest priority) meeting every SLO limit", section="urgent")
+# ---- autoscale: sim/serving.py AUTOSCALE_METRICS, in its order (serving sweeps with max_replicas) ---------------
+_m("mean_replicas", "mean replicas", "", "min",
+   "replicas an autoscaled pool held (starting, serving or draining), averaged over the run: its price per hour and "
+   "idle energy are these replica-hours", section="autoscale")
+_m("max_replicas_held", "most replicas held", "", "min", "the most replicas an autoscaled pool held at once",
+   section="autoscale")
 # ---- slowdown: sim/slowdown.py SLOWDOWN_METRICS, in its order (serving sweeps whose SLO limits slowdowns) -----
 _SLOWDOWNS = (("ttft", "TTFT", "time to first token"),
               ("tbt", "TBT", "mean time between tokens after the first (one-token requests left out)"),

@@ -90,20 +90,37 @@ class RunDetail:
     dynamic_J: np.ndarray | None = None
     static_W: float = math.nan
     rated_W: float = math.nan  # tdp_W: what the hardware is rated (or capped) to draw
+    # An autoscaled pool's (time, replicas held) at each change, and the replicas it held on average (static_W is its
+    # static power at that mean); None: a fixed pool.
+    replicas_held: np.ndarray | None = None
+    mean_replicas: float = math.nan
+    replica_engines: int = 1  # engines of each replica (pipeline stages, data-parallel ranks)
+
+    def held(self, edges_s: np.ndarray) -> np.ndarray:
+        """Time-weighted replicas held within each window (an autoscaled pool's)."""
+        times, held = self.replicas_held[:, 0], self.replicas_held[:, 1]
+        ends = np.append(times[1:], max(self.end_s, times[-1]))
+        return windowed_mean(times, ends - times, held, edges_s)
 
     def power_W(self, edges_s: np.ndarray) -> np.ndarray:
-        """The whole system's mean power within each window: static power plus every iteration's dynamic energy
-        there (replicas' iterations overlap)."""
-        return self.static_W + window_power_W(self.start_s, self.duration_s, self.dynamic_J, edges_s)
+        """The whole system's mean power within each window: static power (of the replicas held then, where the pool
+        scales) plus every iteration's dynamic energy there (replicas' iterations overlap)."""
+        static_W = self.static_W if self.replicas_held is None else \
+            self.static_W / self.mean_replicas * self.held(edges_s)
+        return static_W + window_power_W(self.start_s, self.duration_s, self.dynamic_J, edges_s)
 
     def engine_mean(self, values: np.ndarray, edges_s: np.ndarray) -> np.ndarray:
         """Time-weighted means per window of `values` (one per iteration), over each engine's iterations (which do
-        not overlap), averaged over the engines (an engine without iterations counts as zero)."""
+        not overlap), averaged over the engines (an engine without iterations counts as zero; of an autoscaled
+        pool, over the engines of the replicas held then)."""
         if self.engine is None:
             return windowed_mean(self.start_s, self.duration_s, values, edges_s)
         values = np.asarray(values, dtype=float)
         total = sum(windowed_mean(self.start_s[self.engine == e], self.duration_s[self.engine == e],
                                   values[self.engine == e], edges_s) for e in np.unique(self.engine))
+        if self.replicas_held is not None:
+            held = self.held(edges_s) * self.replica_engines
+            return np.divide(total, held, out=np.zeros_like(total), where=held > 0)
         return total / max(self.engines, 1)
 
 
@@ -362,11 +379,20 @@ def latency_cdf_figure(runs: Sequence[RunDetail], limits: Mapping[str, Sequence[
 def timeline_figure(runs: Sequence[RunDetail]) -> Figure:
     """KV-cache utilization (%) above running batch size against time since the first arrival (shared x), as
     time-weighted means over TIMELINE_WINDOWS windows of each run, per engine (RunDetail.engine_mean); below them
-    the whole system's power in the same windows, its rated power dashed, where the runs carry their energy."""
+    the whole system's power in the same windows, its rated power dashed, where the runs carry their energy; and the
+    replicas an autoscaled pool held, where a run scales."""
     powered = [run for run in runs if run.dynamic_J is not None]
-    fig = Figure(figsize=(11.5, 6.4 + 2.6 * bool(powered) + 0.2 * len(runs)), layout="constrained")
-    axes = fig.subplots(3 if powered else 2, 1, sharex=True)
+    scaled = [run for run in runs if run.replicas_held is not None]
+    fig = Figure(figsize=(11.5, 6.4 + 2.6 * (bool(powered) + bool(scaled)) + 0.2 * len(runs)), layout="constrained")
+    axes = fig.subplots(2 + bool(powered) + bool(scaled), 1, sharex=True)
     kv_ax, batch_ax = axes[:2]
+    for run in scaled:  # an autoscaled pool's replicas held, as a step line
+        times, held = run.replicas_held[:, 0], run.replicas_held[:, 1]
+        axes[-1].step(np.append(times, run.end_s), np.append(held, held[-1]), where="post", color=run.color, lw=1.3)
+    if scaled:
+        axes[-1].set_ylim(bottom=0)
+        axes[-1].set_ylabel("replicas held")
+        axes[-1].set_title("Replicas an autoscaled pool held (starting, serving or draining)", fontsize=10)
     for run in runs:
         edges = np.linspace(0.0, max(run.end_s, 1e-9), TIMELINE_WINDOWS + 1)
         centers = (edges[:-1] + edges[1:]) / 2

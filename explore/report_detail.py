@@ -245,7 +245,12 @@ class DetailSource:
                 "kv_utilization": iterations.kv_utilization().tolist(), "batch_size": iterations.batch_size.tolist(),
                 "engine": iterations.replica.tolist(), "engines": len(iterations.replica_names),
                 "end_s": float(records.finish_s.max()) - origin, "dynamic_J": iterations.dynamic_J.tolist(),
-                "static_W": result.energy_parts_J["static_J"] / result.makespan_s}
+                "static_W": result.energy_parts_J["static_J"] / result.makespan_s,
+                # An autoscaled pool's replicas held, (time, replicas) at each change.
+                **({} if result.scaled is None else {
+                    "replicas_held": [[t - origin, held] for t, held in result.scaled],
+                    "mean_replicas": result.scaling_metrics()["mean_replicas"],
+                    "replica_engines": len(iterations.replica_names) // point.serving.max_replicas})}
 
     def unstored_figures(self) -> list[str]:
         """The figures this report could not draw for want of stored detail (and of an evaluator)."""

@@ -76,7 +76,7 @@ STYLES = (("-", "o"), ("--", "s"), (":", "^"), ("-.", "D"), ("-", "v"), ("--", "
 DESIGN_KNOBS = ("model", "device", "scheduler", "format", "overrides", "arrival", "cv", "requests", "max_seqs",
                 "max_batched_tokens", "chunk_tokens", "prompt_batch_tokens", "block_tokens", "prefix_tokens",
                 "preemption", "replicas", "prefill_replicas", "prefill_device", "mixed_device", "mixed_replicas",
-                "router", "prefix_attention",
+                "max_replicas", "autoscale_target", "autoscale_metric", "cold_start_s", "router", "prefix_attention",
                 "prefix_groups", "queue_policy", "priority_fraction", "conversation_turns", "think_s", "think_cv",
                 "max_decode_preemptions", "memory_utilization", "host_cache_GB", "kv_store_GB", "kv_store_GBps",
                 "attention_device",
@@ -90,7 +90,7 @@ FIGURE_TITLES = {
     "serving_slowdown": "Slowdown over each request's run alone against arrival rate",
     "serving_capacity": "Capacity: the highest arrival rate that meets the SLO",
     "serving_cdf": "Latency distributions over requests",
-    "serving_timeline": "KV-cache utilization, running batch size and power over time",
+    "serving_timeline": "KV-cache utilization, running batch size, power and replicas held over time",
 }
 HOW_TO_READ = {
     "serving_latency": "Each line is one design as requests arrive faster. A filled marker meets the SLO, a hollow "
@@ -433,11 +433,15 @@ def run_detail(data: Mapping[str, Any], label: str, color: str, max_seqs: float,
     """A serving run's latencies and iteration log (DetailSource.serving_run) as a figure's series."""
     engine = data.get("engine")  # stored before engines were told apart: one engine
     dynamic = data.get("dynamic_J")  # stored before iterations carried their energy: no power line
+    held = data.get("replicas_held")  # an autoscaled pool's; none: a fixed one
     return RunDetail(label=label, color=color, max_seqs=max_seqs, end_s=float(data["end_s"]),
                      engine=None if engine is None else np.asarray(engine, dtype=np.int64),
                      engines=int(data.get("engines", 1)),
                      dynamic_J=None if dynamic is None else np.asarray(dynamic, dtype=float),
                      static_W=float(data.get("static_W", math.nan)), rated_W=rated_W,
+                     replicas_held=None if held is None else np.asarray(held, dtype=float),
+                     mean_replicas=float(data.get("mean_replicas", math.nan)),
+                     replica_engines=int(data.get("replica_engines", 1)),
                      **{name: np.asarray(data[name], dtype=float) for name in
                         ("ttft_s", "tpot_s", "start_s", "duration_s", "kv_utilization", "batch_size")})
 
@@ -550,6 +554,8 @@ CAPACITY = ("capacity (req/s)", "capacity_rps", 1.0)
 QUEUE_GROWTH = ("queue growth (s/s)", "queue_growth", 1.0)
 # Where requests differ in priority: the most urgent ones' p99 TTFT and SLO attainment (sim/serving_metrics.py).
 URGENT = (("urgent p99 TTFT (ms)", "urgent_ttft_p99_s", 1e3), ("urgent SLO attainment", "urgent_slo_attainment", 1.0))
+# Of an autoscaled pool: the replicas it held on average, what its price per hour rents (sim/autoscaler.py).
+SCALED = (("mean replicas", "mean_replicas", 1.0), ("usd/hour", "usd_per_hour", 1.0))
 # Under a slowdown SLO: the p90 slowdown of each metric (the other percentiles are results columns).
 SLOWDOWNS = tuple((f"p90 {name.upper()} slowdown", f"slowdown_{name}_p90", 1.0) for name in SLOWDOWN_OF)
 
@@ -571,7 +577,8 @@ def _design_table(title: str, note: str, shown: list[dict[str, Any]], rows: list
     headers, extra = _point_headers(rows)
     capacity = ((CAPACITY,) + ((QUEUE_GROWTH,) if _has_capacity_columns(rows) else ())
                 if any(_has(r, "capacity_rps") for r in rows) else ())
-    metrics = METRICS + capacity + tuple(m for m in URGENT + SLOWDOWNS if any(_has(r, m[1]) for r in rows))
+    scaled = SCALED if any(_has(r, "mean_replicas") for r in rows) else ()
+    metrics = METRICS + capacity + scaled + tuple(m for m in URGENT + SLOWDOWNS if any(_has(r, m[1]) for r in rows))
     footnote = " ".join(note for note in (unjudged_footnote(shown, varying_knobs(rows), f"{NOT_JUDGED_MARK} marks"),
                                           at_top_footnote(shown)) if note)
     return ReportTable(title=title, note=f"{note} {footnote}" if footnote else note,

@@ -54,7 +54,8 @@ def columns_for(sweep: Sweep) -> list[str]:
     return (input_columns(system=system, serving=serving, set_knobs=sweep.column_knobs()) + sweep.override_columns()
             + result_columns(system=system, serving=serving, constraints=bool(sweep.spec.constraints),
                              slowdown=sweep.limits_slowdown(), urgent=sweep.prioritized(),
-                             capacity=serving and sweep.spec.serving.capacity is not None))
+                             capacity=serving and sweep.spec.serving.capacity is not None,
+                             autoscale=serving and sweep.spec.serving.max_replicas is not None))
 
 
 def _tasks(blocks: list[PointBlock]) -> list[list[PointBlock]]:

@@ -184,6 +184,11 @@ class Serving(Strict):
     # A fleet: replicas of another device beside the point's, one router over them all; lists compare them.
     mixed_device: one_or_more(str) | None = None
     mixed_replicas: one_or_more(knob_type(KNOBS["mixed_replicas"])) | None = None
+    # Autoscaling from replicas up to max_replicas on a server metric near its target; lists compare them.
+    max_replicas: one_or_more(knob_type(KNOBS["max_replicas"])) | None = None
+    autoscale_target: one_or_more(knob_type(KNOBS["autoscale_target"])) | None = None
+    autoscale_metric: one_or_more(knob_type(KNOBS["autoscale_metric"])) | None = None
+    cold_start_s: one_or_more(knob_type(KNOBS["cold_start_s"])) | None = None
     kv_link: str = DEFAULT.kv_link  # the link each request's KV crosses from the prefill to the decode pool
     router: one_or_more(knob_type(KNOBS["router"])) | None = None  # how a pool picks a replica (least_requests)
     # How decode attention reads the shared prefix (paged); a list compares the two.
@@ -266,7 +271,8 @@ def serving_dimensions(serving: Serving) -> dict[str, list]:
     dims.update(replicas=as_list(serving.replicas), prefill_replicas=as_list(serving.prefill_replicas))
     if serving.router is not None:
         dims["router"] = as_list(serving.router)
-    for name in ("mixed_device", "mixed_replicas"):
+    for name in ("mixed_device", "mixed_replicas", "max_replicas", "autoscale_target", "autoscale_metric",
+                 "cold_start_s"):
         if getattr(serving, name) is not None:
             dims[name] = as_list(getattr(serving, name))
     for name in ("prefix_attention", "prefix_groups", "queue_policy", "priority_fraction", "conversation_turns",
@@ -317,6 +323,8 @@ def serving_spec(serving: Serving, values: dict[str, Any]) -> ServingSpec:
         replicas=values["replicas"], prefill_replicas=values["prefill_replicas"],
         prefill_device=serving.prefill_device or "", kv_link=serving.kv_link,
         mixed_device=values.get("mixed_device") or "", mixed_replicas=values.get("mixed_replicas") or 0,
+        max_replicas=values.get("max_replicas"), autoscale_target=values.get("autoscale_target"),
+        autoscale_metric=values.get("autoscale_metric"), cold_start_s=values.get("cold_start_s"),
         router=values.get("router") if routes(values) else None,
         prefix_attention=values.get("prefix_attention"), memory_utilization=values.get("memory_utilization"),
         host_cache_GB=values.get("host_cache_GB"), kv_store_GB=values.get("kv_store_GB"),

@@ -16,6 +16,7 @@ import numpy as np
 import simpy
 
 from kernels.kv_policy import Window, kept_tokens
+from sim.autoscaler import Autoscaler, Autoscaling
 from sim.costs import TIME_CLASS_NAMES, IterationCost, IterationCostModel
 from sim.kv_cache import PagedKVCache, shared_prefix_tokens
 from sim.kv_store import KVStore
@@ -41,6 +42,8 @@ from workloads.requests import RequestSet
 SERVING_METRICS = (*SUMMARY_METRICS, "tbt_p50_s", "tbt_p99_s", "mean_batch_size", "kv_utilization_mean",
                    "kv_utilization_max", "swap_s", "prefix_hit_rate", "clipped_requests", "capacity_rps")
 PREFIX_GROUP_STREAM = 7  # the seed stream of requests' prefix groups, apart from arrivals' and lengths'
+# What an autoscaled run adds (ServingResult.scaling_metrics).
+AUTOSCALE_METRICS = ("mean_replicas", "max_replicas_held")
 ROUTER_STREAM = 1 << 30  # the last part of a pool router's seed, past any replica's number that ends its replicas'
 
 
@@ -202,6 +205,9 @@ class ServingResult:
     extra: dict[str, float] = field(default_factory=dict)
     unloaded: Unloaded | None = None  # the requests each served alone, where the SLO limits slowdowns
     prioritized: bool = False  # whether the requests carry priorities: the metrics then add URGENT_METRICS
+    # An autoscaled pool's replicas held, (time, replicas) at each change from the first arrival (None: fixed): the
+    # metrics then add AUTOSCALE_METRICS.
+    scaled: tuple[tuple[float, int], ...] | None = None
 
     @property
     def energy_J(self) -> float:
@@ -249,7 +255,16 @@ class ServingResult:
             "clipped_requests": self.extra.get("clipped_requests", 0.0),
             "capacity_rps": math.nan,
             **(urgent_metrics(records, self.slo) if self.prioritized else {}),
+            **({} if self.scaled is None else self.scaling_metrics()),
         }
+
+    def scaling_metrics(self) -> dict[str, float]:
+        """AUTOSCALE_METRICS of an autoscaled run: the replicas it held on average over the makespan, and at most."""
+        start_s, end_s = float(self.records.arrival_s.min()), float(self.records.finish_s.max())
+        times = [time_s for time_s, _ in self.scaled] + [end_s]
+        held_s = sum(held * (min(stop, end_s) - max(begin, start_s)) for (begin, held), stop
+                     in zip(self.scaled, times[1:], strict=True) if stop > begin)
+        return {"mean_replicas": held_s / self.makespan_s, "max_replicas_held": float(max(h for _, h in self.scaled))}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -296,6 +311,9 @@ class Pool:
     # Decode attention reads the shared prefix once for all sequences (cascade attention: FlashInfer, Hydragen)
     # instead of once per sequence (paged attention over the shared blocks).
     cascade: bool = False
+    # Replicas that come and go with the load between `replicas` and autoscaling.max_replicas (sim/autoscaler.py;
+    # None: `replicas` throughout). Only a pool serving requests whole, alone, scales.
+    autoscaling: Autoscaling | None = None
     # Requests served alone on one of its replicas, by their lengths: a slowdown SLO's reference, computed once
     # however many rates a capacity search runs on the pool (not an argument, so a pool `replace` makes, with
     # other costs perhaps, starts a cache of its own).
@@ -317,6 +335,14 @@ class Pool:
             raise ValueError("swap preemption and a host cache need the host link's bandwidth (host_link_Bps)")
         if self.kv_store_blocks and not self.kv_store_Bps:
             raise ValueError("a KV store needs its bandwidth (kv_store_Bps)")
+        if self.autoscaling is not None and (self.role != "serve" or self.autoscaling.max_replicas < self.replicas):
+            raise ValueError(f"autoscaling: found a {self.role!r} pool of {self.replicas} replicas up to "
+                             f"{self.autoscaling.max_replicas}, allowed: a 'serve' pool, max_replicas >= replicas")
+
+    @property
+    def made_replicas(self) -> int:
+        """Replicas the run makes: every one it may scale to."""
+        return self.replicas if self.autoscaling is None else self.autoscaling.max_replicas
 
     @property
     def engines(self) -> int:
@@ -406,7 +432,7 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
         made = []
         per_token_B = pool.memory.kv_block_B / pool.memory.block_tokens
         store = KVStore(pool.kv_store_blocks) if pool.kv_store_blocks else None
-        for r in range(pool.replicas):
+        for r in range(pool.made_replicas):
             stages = [simpy.Resource(env) for _ in range(pool.stages)] if pool.stages > 1 else []
             copies = CopyQueue()  # the replica's links, which its engines on pipeline stages copy KV over in turn
             sends = CopyQueue()  # its devices' network ports, which send a prefill pool's KV to the decode pool
@@ -444,6 +470,15 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
     routers = [make_router(pool.router, slo, (pool.seed, p, ROUTER_STREAM)) for p, pool in enumerate(pools)]
     # Arrivals go to the first pool's router over the entry replicas: a prefill pool's, or every serving pool's.
     entry = replicas[0] if roles[0] == "prefill" else [replica for made in replicas for replica in made]
+    scaler = None
+    if pools[0].autoscaling is not None:
+        if len(pools) > 1 or requests.after_previous_s is not None:
+            raise ValueError("autoscaling: found a pool beside others or conversations, allowed: one serving pool of "
+                             "single requests")
+        engines = pools[0].engines
+        scaler = Autoscaler(env, [replicas[0][r * engines:(r + 1) * engines] for r in range(pools[0].made_replicas)],
+                            pools[0].replicas, pools[0].autoscaling, entry, float(requests.arrival_s[0]))
+        env.process(scaler.run())
 
     def _hand_over(seq: Sequence, ports: CopyQueue):
         decode_pool = pools[1]
@@ -523,7 +558,7 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
             if id(replica) not in in_step:
                 env.process(replica.run())
     env.run(until=done)
-    result = _result(pools, replicas, finished, requests, slo)
+    result = _result(pools, replicas, finished, requests, slo, scaler)
     if slo is None or slo.slowdown is None:
         return result
     # A slowdown's reference is the request alone on the point's own device (module slowdown): the decode pool's, or
@@ -532,7 +567,7 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
 
 
 def _result(pools: list[Pool], replicas: list[list[Replica]], finished: list[Sequence], requests: RequestSet,
-            slo: SLO | None) -> ServingResult:
+            slo: SLO | None, scaler: Autoscaler | None = None) -> ServingResult:
     seqs = sorted(finished, key=lambda s: s.index)
 
     def column(name: str, dtype=float) -> np.ndarray:
@@ -556,12 +591,15 @@ def _result(pools: list[Pool], replicas: list[list[Replica]], finished: list[Seq
                               replica_names=names, dynamic_J=log[7])
     # Static power is drawn from the first arrival to the last finish, idle gaps included, on every replica.
     makespan_s = float(records.finish_s.max() - requests.arrival_s[0])
+    end_s = float(records.finish_s.max())
+    # Replica-seconds held: every replica throughout, or an autoscaled pool's as it held them.
+    held_s = [scaler.held_s(end_s) if scaler is not None else pool.replicas * makespan_s for pool in pools]
     priced: list[tuple[IterationCost, int]] = [entry for _, replica in everyone
                                                for entry in replica.cost_counts.values()]
     class_time = sum((cost.class_time_s * n for cost, n in priced), np.zeros(len(TIME_CLASS_NAMES)))
     energy = {"compute_J": sum(cost.compute_J * n for cost, n in priced),
               "memory_J": sum(cost.memory_J * n for cost, n in priced),
-              "static_J": sum(pool.idle_power_W * pool.replicas for pool in pools) * makespan_s}
+              "static_J": sum(pool.idle_power_W * held for pool, held in zip(pools, held_s, strict=True))}
     busiest = max(everyone, key=lambda pair: pair[1].peak_blocks / pair[0].memory.kv_blocks)
     return ServingResult(records=records, iterations=iterations, makespan_s=makespan_s, energy_parts_J=energy,
                          time_by_class_s=dict(zip(TIME_CLASS_NAMES, class_time.tolist(), strict=True)),
@@ -576,7 +614,8 @@ def _result(pools: list[Pool], replicas: list[list[Replica]], finished: list[Seq
                                                  for _, replica in everyone),
                          busy_s={pool.name: sum(sum(row[1] for row in replica.log) for replica in made)
                                  for pool, made in zip(pools, replicas, strict=True)},
-                         prioritized=requests.priority is not None)
+                         prioritized=requests.priority is not None,
+                         scaled=scaler.timeline(end_s) if scaler is not None else None)
 
 
 def _percentile(values: np.ndarray, q: float) -> float:

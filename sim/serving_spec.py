@@ -9,6 +9,8 @@ from functools import cache
 import numpy as np
 
 from sim.attention_pool import PLACEMENTS
+from sim.autoscaler import METRICS as AUTOSCALE_METRICS
+from sim.autoscaler import Autoscaling
 from sim.routers import ROUTERS
 from sim.schedulers import QUEUE_POLICIES, SCHEDULERS, SchedulerLimits
 from sim.serving_metrics import SLO
@@ -38,7 +40,11 @@ KEY_NEUTRAL_DEFAULTS = frozenset({"prompt_batch_tokens", "slo_slowdown", "router
                                   "kv_store_GB", "kv_store_GBps", "priority_fraction", "mixed_device", "mixed_replicas",
                                   "attention_device", "attention_devices", "attention_link",
                                   "attention_micro_batches", "attention_placement", "slo_urgent_ttft_s",
-                                  "slo_urgent_tpot_s"})
+                                  "slo_urgent_tpot_s", "max_replicas", "autoscale_target", "autoscale_metric",
+                                  "cold_start_s"})
+# What a new replica's cold start reads its weights over, where cold_start_s is not given: a local NVMe SSD (the
+# link preset's datasheet read rate); the engine's own start (CUDA graph capture, warm-up) is not counted.
+COLD_START_LINK = "nvme-pcie4-x4"
 # The settings of attention devices: a point whose model's devices attend is the same design whatever they say.
 ATTENTION_FIELDS = ("attention_device", "attention_devices", "attention_link", "attention_micro_batches",
                     "attention_placement")
@@ -128,6 +134,14 @@ class ServingSpec:
     # point's device, one router picking among them all (Melange's mix of GPU types). 0: the point's replicas alone.
     mixed_device: str = ""
     mixed_replicas: int = 0
+    # Replicas that come and go with the load (sim/autoscaler.py, Kubernetes' HPA): from `replicas` up to
+    # max_replicas, keeping autoscale_metric (AUTOSCALE_METRICS: requests waiting, or running, on a replica) near
+    # autoscale_target per replica; a new replica serves cold_start_s after it is asked for (None: its weights read
+    # from a local NVMe SSD, COLD_START_LINK). None: `replicas` throughout.
+    max_replicas: int | None = None
+    autoscale_target: float | None = None
+    autoscale_metric: str | None = None  # None: waiting
+    cold_start_s: float | None = None
     # How each pool picks the replica a request joins, arrivals and hand-overs alike (sim/routers.py); None:
     # least_requests, the router of results stored before routers could be chosen.
     router: str | None = None
@@ -262,6 +276,7 @@ class ServingSpec:
                     shown = repr(getattr(self, name)) if name != "prefill_replicas" else self.prefill_replicas
                     raise InputError(f"{name}: found {shown} with mixed_replicas {self.mixed_replicas}, allowed: "
                                      f"{allowed}")
+        self._check_autoscaling()
         if self.prefix_tokens < 0:
             raise InputError(f"prefix_tokens: found {self.prefix_tokens}, allowed: an integer >= 0")
         if self.prefix_groups is not None and (isinstance(self.prefix_groups, bool)
@@ -361,6 +376,42 @@ class ServingSpec:
                                  f"{max_tokens:,} tokens (max_position_embeddings): a shared prefix is part of every "
                                  f"prompt")
 
+    def _check_autoscaling(self) -> None:
+        if self.max_replicas is None:
+            return
+        if isinstance(self.max_replicas, bool) or not isinstance(self.max_replicas, int) \
+                or self.max_replicas < self.replicas:
+            raise InputError(f"max_replicas: found {self.max_replicas!r}, allowed: an integer >= replicas "
+                             f"({self.replicas}), the least the pool scales down to")
+        for name, value, allowed in (
+                ("autoscale_target", self.autoscale_target, "a number > 0 of requests per replica to scale on"),
+                ("cold_start_s", self.cold_start_s, "seconds >= 0, or none (the weights' read from a local SSD)")):
+            if value is None and name == "cold_start_s":
+                continue
+            if not (isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+                    and (value >= 0 if name == "cold_start_s" else value > 0)):
+                shown = "none" if value is None else repr(value)
+                raise InputError(f"{name}: found {shown} with max_replicas {self.max_replicas}, allowed: {allowed}")
+        if self.autoscale_metric is not None and self.autoscale_metric not in AUTOSCALE_METRICS:
+            raise InputError(f"autoscale_metric: found {self.autoscale_metric!r}, allowed: "
+                             f"{', '.join(AUTOSCALE_METRICS)}")
+        for name, conflict, allowed in (
+                ("prefill_replicas", self.disaggregated, "0 (an autoscaled pool serves requests whole)"),
+                ("mixed_replicas", self.mixed, "0 (an autoscaled pool is of one device)"),
+                ("conversation_turns", (self.conversation_turns or 1) > 1,
+                 "1 (a conversation's turns stay on the replica that served it)")):
+            if conflict:
+                raise InputError(f"{name}: found {getattr(self, name)} with max_replicas {self.max_replicas}, "
+                                 f"allowed: {allowed}")
+
+    @property
+    def autoscaling(self) -> Autoscaling | None:
+        """How the serving pool scales (None: it does not); a cold start of None is the caller's to price."""
+        if self.max_replicas is None:
+            return None
+        return Autoscaling(max_replicas=self.max_replicas, target=self.autoscale_target,
+                           metric=self.autoscale_metric or AUTOSCALE_METRICS[0], cold_start_s=self.cold_start_s or 0.0)
+
     def columns(self) -> dict[str, object]:
         """The knobs a results row shows (serving_ prefixed where the name alone is ambiguous)."""
         return {"scheduler": self.scheduler, "arrival": self.arrival,
@@ -378,6 +429,10 @@ class ServingSpec:
                 **({} if self.priority_fraction is None else {"priority_fraction": self.priority_fraction}),
                 **({} if not self.mixed_device else {"mixed_device": self.mixed_device,
                                                      "mixed_replicas": self.mixed_replicas}),
+                **({} if self.max_replicas is None else {
+                    "max_replicas": self.max_replicas, "autoscale_target": self.autoscale_target,
+                    "autoscale_metric": self.autoscale_metric or AUTOSCALE_METRICS[0],
+                    "cold_start_s": self.cold_start_s}),
                 **({} if self.conversation_turns is None else {"conversation_turns": self.conversation_turns}),
                 # think_s beside conversation_turns, empty where one turn reads none.
                 **({} if self.conversation_turns is None and self.think_s is None else {"think_s": self.think_s}),

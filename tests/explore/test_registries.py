@@ -76,10 +76,12 @@ def test_serving_knobs_are_the_spec_columns_and_the_section_fields():
                         think_s=0.0, memory_utilization=0.9, host_cache_GB=64.0, kv_store_GB=256.0, kv_store_GBps=25.0,
                         attention_device="h20")
     chat = ServingSpec(conversation_turns=2, think_s=1.0, think_cv=1.0)
-    fleet = ServingSpec(mixed_device="l4", mixed_replicas=2)  # apart: a fleet attends itself
+    # apart: a fleet attends itself and is not autoscaled
+    fleet = ServingSpec(mixed_device="l4", mixed_replicas=2)
+    scaled = ServingSpec(max_replicas=4, autoscale_target=5.0, autoscale_metric="running", cold_start_s=30.0)
     names = [k.name for k in knobs(scope="serving")]
-    assert set(names) == set(every.columns()) | set(chat.columns()) | set(fleet.columns())
-    for spec in (every, chat, fleet):
+    assert set(names) == set(every.columns()) | set(chat.columns()) | set(fleet.columns()) | set(scaled.columns())
+    for spec in (every, chat, fleet, scaled):
         assert [name for name in names if name in spec.columns()] == list(spec.columns())
     sweep_keys = {"rate_per_s": "rate"}  # the one serving knob whose sweep key differs from its column
     for k in knobs(scope="serving"):

@@ -1,0 +1,70 @@
+"""An autoscaled pool as a user runs it: `explore run --max-replicas N --autoscale-target T` says how it scales, adds
+the replicas it held, rents and idles only those; a sweep writes the autoscale columns and the report draws the
+replicas held; bad or idle settings are one line, exit 2."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from explore.cli import main
+from hw_models.registry import load_device
+from tests.explore.tiny_sweep import write_sweep
+
+# The first 1,000 requests of the Splitwise coding trace at their own times (bursts of 500 a minute between lulls).
+RUN = ["run", "--model", "llama-2-7b", "--device", "h100-sxm", "--execution", "engine", "--serving", "--trace",
+       "splitwise-code", "--arrival", "trace", "--requests", "1000", "--slo-ttft", "2", "--slo-tpot", "0.1"]
+
+
+def _run(capsys, *flags: str) -> dict:
+    assert main([*RUN, *flags, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_an_autoscaled_pool_rents_the_replicas_it_held(capsys):
+    """From one replica up to four on the batch size: it holds between one and four on average, serves more requests
+    within the SLO than one replica alone, and rents (and idles) only what it held: its hourly price is the H100's
+    times the mean replicas, below four replicas' for the peak."""
+    one, four = _run(capsys), _run(capsys, "--replicas", "4")
+    scaled = _run(capsys, "--max-replicas", "4", "--autoscale-target", "16", "--autoscale-metric", "running",
+                  "--cold-start-s", "10")
+    assert 1.0 < scaled["mean_replicas"] < 4.0 and 2 <= scaled["max_replicas_held"] <= 4
+    assert scaled["slo_attainment"] > one["slo_attainment"]
+    hourly = load_device("h100-sxm").price.usd_per_hour
+    assert scaled["usd_per_hour"] == pytest.approx(hourly * scaled["mean_replicas"])
+    assert scaled["usd_per_hour"] < four["usd_per_hour"] == pytest.approx(4 * hourly)
+    assert "mean_replicas" not in one
+    assert main([*RUN, "--max-replicas", "4", "--autoscale-target", "4"]) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    assert ("1 replica(s) scaling up to 4 as the HPA does, on waiting requests near 4 a replica, each new one serving "
+            "after its weights' read from a local NVMe SSD") in header, header
+
+
+def test_a_sweep_writes_the_autoscale_columns_and_draws_the_replicas_held(tmp_path):
+    path = write_sweep(tmp_path, "name: scaled\nmodel: llama-2-7b\ndevice: h100-sxm\nexecution: engine\nserving:\n"
+                                 "  trace: splitwise-code\n  arrival: trace\n  requests: 400\n  replicas: [1, 2]\n"
+                                 "  max_replicas: 3\n  autoscale_target: 2\n  cold_start_s: 5\n")
+    out = tmp_path / "out"
+    assert main(["--quiet", path, "--out", str(out)]) == 0
+    with open(out / "results.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert {row["max_replicas"] for row in rows} == {"3"} and all(float(row["mean_replicas"]) >= 1 for row in rows)
+    assert (out / "figures" / "serving_timeline.png").exists()
+    assert "mean replicas" in (out / "report.md").read_text()  # the tables' column
+
+
+@pytest.mark.parametrize(("flags", "words"), [
+    (("--max-replicas", "4"), "--autoscale-target: found none with --max-replicas 4, allowed: a number > 0"),
+    (("--replicas", "3", "--max-replicas", "2", "--autoscale-target", "4"),
+     "--max-replicas: found 2, allowed: an integer >= replicas (3)"),
+    (("--max-replicas", "4", "--autoscale-target", "4", "--prefill-replicas", "1"),
+     "--prefill-replicas: found 1 with --max-replicas 4, allowed: 0"),
+    (("--autoscale-target", "4",), "--autoscale-target: found 4 with no autoscaling, allowed: with --max-replicas"),
+    (("--max-replicas", "4", "--autoscale-target", "4", "--cold-start-s", "-1"), "--cold-start-s: found -1.0"),
+])
+def test_bad_or_idle_autoscale_settings_are_one_line(capsys, flags, words):
+    assert main([*RUN, *flags]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and words in err, err

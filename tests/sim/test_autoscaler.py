@@ -1,0 +1,108 @@
+"""The autoscaler (sim/autoscaler.py) against the Horizontal Pod Autoscaler's rules by hand (the ratio to the target,
+its tolerance, starting replicas read as 0, the scale-up limit, the scale-down window, draining), and served: a pool
+that falls behind scales up after a sync period, its new replicas serve after their cold start, and the static energy
+is its idle power over the replica-seconds held."""
+
+from __future__ import annotations
+
+from collections import deque
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import simpy
+
+from kernels.shapes import step_shape
+from sim.autoscaler import SCALE_DOWN_WINDOW_S, SYNC_PERIOD_S, Autoscaler, Autoscaling
+from sim.schedulers import SchedulerLimits
+from sim.serving import Pool, serve_pools, serving_memory
+from workloads.requests import RequestSet
+
+BLOCK = 16
+KV_PER_TOKEN_B = 2 * 2 * 16 * 2 * 2  # the tiny Llama's (tests/sim/conftest.py)
+
+
+def _engine(waiting: int = 0, running: int = 0):
+    """A stand-in engine holding `waiting` and `running` requests."""
+    return SimpleNamespace(state=SimpleNamespace(waiting=[None] * waiting, running=[None] * running),
+                           outstanding=waiting + running, left_s=deque())
+
+
+def _scaler(waiting: list[int], ready: int, max_replicas: int = 8, target: float = 10.0):
+    """An autoscaler over stand-in replicas, the first `ready` serving, each with `waiting` requests waiting."""
+    env = simpy.Environment()
+    engines = [[_engine(w)] for w in waiting] + [[_engine()] for _ in range(max_replicas - len(waiting))]
+    scaler = Autoscaler(env, engines, ready, Autoscaling(max_replicas=max_replicas, target=target, cold_start_s=30.0),
+                        [], 0.0)
+    return env, scaler
+
+
+def test_the_replicas_wanted_are_the_metric_over_the_target_outside_the_tolerance():
+    """21 requests waiting on two replicas against 10 each: within 10% of the target, two; 25: three (ceil 2.5);
+    none waiting: the pool's least, one."""
+    assert _scaler([11, 10], ready=2)[1]._desired() == 2
+    assert _scaler([15, 10], ready=2)[1]._desired() == 3
+    assert _scaler([0, 0], ready=2)[1]._desired() == 2  # the minimum here is the two it started with
+    env, scaler = _scaler([0, 0, 0], ready=3)
+    scaler.minimum = 1
+    assert scaler._desired() == 1
+
+
+def test_a_starting_replica_reads_as_zero_and_scale_up_is_limited_per_period():
+    """Asked for 100 replicas from one, the pool adds max(4, 1) a period; a starting replica counts in the current
+    replicas, its metric 0: 25 waiting over one serving and two starting is 25 / 30 of the target, and three want
+    ceil(2.5) = 3: no change."""
+    env, scaler = _scaler([100], ready=1, target=1.0)
+    scaler._scale(scaler._desired())
+    assert scaler.state.count("starting") == 4
+    env, scaler = _scaler([25], ready=1)
+    scaler.state[1] = scaler.state[2] = "starting"
+    assert scaler._desired() == 3
+
+
+def test_scale_down_waits_for_the_window_and_drains_the_emptiest_replica():
+    """Wanting 3 then 1: the pool keeps 3 until the 3 is older than the 300 s window, then drains the replica holding
+    the fewest requests; it leaves the router's replicas at once and is released when empty."""
+    env, scaler = _scaler([5, 0, 2], ready=3, target=100.0)
+    scaler.minimum = 1
+    scaler._scale(3)
+    env.run(until=SYNC_PERIOD_S)
+    scaler._scale(1)
+    assert scaler.state == ["ready"] * 3 + ["off"] * 5
+    env.run(until=SCALE_DOWN_WINDOW_S + SYNC_PERIOD_S)
+    scaler._scale(1)
+    # The idle replica is released at once; the one holding 2 drains (5 > 2 stays).
+    assert scaler.state[:3] == ["ready", "off", "draining"]
+    assert [engine for engine in scaler.routable] == scaler.replicas[0]
+    assert scaler.held[1] == [[0.0, SCALE_DOWN_WINDOW_S + SYNC_PERIOD_S]]
+
+
+def _pool(costs, replicas: int, scaling: Autoscaling | None) -> Pool:
+    memory = serving_memory(capacity_B=4000 * BLOCK * KV_PER_TOKEN_B, weights_B=0.0, activations_B=0.0,
+                            kv_bytes_per_token=KV_PER_TOKEN_B, block_tokens=BLOCK)
+    return Pool(name="serve", role="serve", replicas=replicas, costs=costs, scheduler="continuous",
+                limits=SchedulerLimits(max_seqs=1), memory=memory, idle_power_W=100.0, autoscaling=scaling)
+
+
+def test_a_pool_falling_behind_scales_up_and_its_new_replicas_serve_after_their_cold_start(costs):
+    """One request a second, each served alone (max_seqs 1) for longer than a second: one replica falls behind. At
+    the first sync (15 s) requests wait, and the pool scales to its three; they serve from 15 + 10 s. Its static
+    energy is 100 W over the replica-seconds it held: one from the first arrival, two more from 15 s."""
+    decode_s = costs.price(step_shape(decode_kv=[64], sampled=1)).time_s
+    output = int(np.ceil(2.0 / decode_s))  # about 2 s a request
+    count = 60
+    requests = RequestSet(arrival_s=np.arange(float(count)), prompt_tokens=np.full(count, 16),
+                          output_tokens=np.full(count, output))
+    result = serve_pools([_pool(costs, 1, Autoscaling(max_replicas=3, target=1.0, cold_start_s=10.0))], requests)
+    assert result.scaled[:2] == ((0.0, 1), (SYNC_PERIOD_S, 3))
+    log = result.iterations
+    for replica in (1, 2):
+        starts = log.start_s[log.replica == replica]
+        assert len(starts) and starts.min() >= SYNC_PERIOD_S + 10.0
+    end_s = float(result.records.finish_s.max())
+    held_s = result.makespan_s + 2 * (end_s - SYNC_PERIOD_S)
+    assert result.energy_parts_J["static_J"] == pytest.approx(100.0 * held_s)
+    assert result.metrics()["mean_replicas"] == pytest.approx(held_s / result.makespan_s)
+    fixed = serve_pools([_pool(costs, 1, None)], requests)
+    assert result.records.e2e_s.mean() < 0.5 * fixed.records.e2e_s.mean()
+    assert "mean_replicas" not in fixed.metrics()
