@@ -15,7 +15,7 @@ import pytest
 
 from kernels.shapes import step_shape
 from sim.kv_cache import PagedKVCache
-from sim.routers import ROUTERS, make_router
+from sim.routers import ROUTERS, Router, make_router
 from sim.schedulers import SCHEDULERS, SchedulerLimits
 from sim.serving import Pool, serve_pools, serving_memory
 from workloads.requests import Poisson, RequestSet, Uniform, sample_requests
@@ -87,6 +87,29 @@ def test_a_prefill_replica_sends_the_kv_of_requests_prefilled_together_one_after
     assert records.first_token_s[0] == records.first_token_s[1]  # one prefill iteration
     np.testing.assert_allclose(records.decode_admitted_s - records.first_token_s, [transfer_s, 2 * transfer_s],
                                rtol=1e-9)
+
+
+class ClassRecording(Router):
+    """Sends every request to the first replica, recording, per router, whether each request it routes is urgent."""
+
+    name = "class_recording"
+    seen: dict[int, list[bool]] = {}
+
+    def choose(self, replicas, request):
+        ClassRecording.seen.setdefault(id(self), []).append(request.urgent)
+        return replicas[0]
+
+
+def test_a_hand_over_is_routed_with_the_request_s_slo_class(costs, monkeypatch):
+    """Priorities 0, 1, 0, 1: requests 0 and 2 are urgent (the lowest priority), and both pools' routers see them so,
+    arrivals and hand-overs alike: the decode pool's router is what holds an urgent request to its own limits there
+    (sim/routers.py PredictedLatency)."""
+    monkeypatch.setitem(ROUTERS, ClassRecording.name, ClassRecording)
+    ClassRecording.seen = {}
+    requests = RequestSet(arrival_s=np.arange(4) * 0.1, prompt_tokens=np.full(4, 24), output_tokens=np.full(4, 3),
+                          priority=np.array([0, 1, 0, 1]))
+    _serve(costs, requests, LAYOUTS["split 1+1"], "continuous", router=ClassRecording.name)
+    assert list(ClassRecording.seen.values()) == [[True, False, True, False]] * 2
 
 
 def _mixed_requests(count: int = 16, seed: int = 3) -> RequestSet:
