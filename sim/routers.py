@@ -140,9 +140,11 @@ class PredictedLatency(Router):
 
     Each request is held to its class's limits (the urgent requests' own, where the SLO sets them: SLO.limits), and
     its TPOT limit on a replica to the tightest of the requests running there, as llm-d tightens it (podMinTPOTSLO).
-    A run that sets no per-request limit reads both as 0, as llm-d reads a request without SLO headers: every replica
-    falls short, and the pick leans to the lowest predicted latency. One that sets a single limit is unconstrained
-    on the other (llm-d's missing header reads as 0, which no pod meets). Draws come from the run's seed. Not
+    A class without limits (every request, where the run sets none; the others, where only the urgent requests have
+    limits) reads both as 0, as llm-d reads a request without SLO headers: every replica falls short, and the pick
+    leans to the lowest predicted latency; such a request running on a replica binds no newcomer there (llm-d's
+    podMinTPOTSLO of 0 is none). A class with a single limit is unconstrained on the other (llm-d's missing header
+    reads as 0, which no pod meets). Draws come from the run's seed. Not
     modeled: shedding a request no replica can serve in time (llm-d's sheddable priorities)."""
 
     name = "predicted_latency"
@@ -156,11 +158,9 @@ class PredictedLatency(Router):
 
     def __init__(self, slo: SLO | None = None, seed: Sequence_[int] = (0,)) -> None:
         super().__init__(slo, seed)
-        limited = slo is not None and slo.per_request
-        # A class's limits (urgent, or not); one the run leaves unset: none where it sets another (math.inf), else 0
-        # (llm-d's missing header).
-        self.limits_s = {urgent: tuple((math.inf if limit is None else limit) if limited else 0.0
-                                       for limit in (slo.limits(urgent) if limited else (None, None)))
+        # A class's limits (urgent, or not); one it leaves unset: none where it sets the other (math.inf), else 0
+        # (llm-d's request without SLO headers).
+        self.limits_s = {urgent: _class_limits_s(slo.limits(urgent) if slo is not None else (None, None))
                          for urgent in (False, True)}
         self.rng = np.random.default_rng(list(seed))
 
@@ -171,9 +171,11 @@ class PredictedLatency(Router):
             cached = replica.state.kv.chain_tokens(request.group, request.shareable_tokens, request.tree_nodes,
                                                    request.root)
             predicted = predict_latency(replica, request.prompt_tokens, min(cached, request.prompt_tokens - 1))
-            # The tightest TPOT limit of the requests it runs binds a newcomer too (llm-d's podMinTPOTSLO).
+            # The tightest TPOT limit of the requests it runs binds a newcomer too (llm-d's podMinTPOTSLO, where a
+            # limit of 0 is none).
             tightest_s = tpot_limit_s if self.limits_s[True][1] == self.limits_s[False][1] else min(
-                (self.limits_s[seq.urgent][1] for seq in replica.state.running), default=tpot_limit_s)
+                (limit for seq in replica.state.running if (limit := self.limits_s[seq.urgent][1]) > 0),
+                default=tpot_limit_s)
             candidates.append(_Candidate(replica, ttft_limit_s - predicted.ttft_s,
                                          min(tpot_limit_s, tightest_s) - predicted.tpot_s,
                                          cached / request.prompt_tokens))
@@ -249,6 +251,15 @@ class _Candidate:
     ttft_headroom_s: float
     tpot_headroom_s: float
     cached_share: float
+
+
+def _class_limits_s(limits: tuple[float | None, float | None]) -> tuple[float, float]:
+    """A class's TTFT and TPOT limits as PredictedLatency weighs them: both 0 where it has neither (a request without
+    SLO headers to llm-d), one it lacks unbounded where it has the other."""
+    if all(limit is None for limit in limits):
+        return 0.0, 0.0
+    ttft_s, tpot_s = (math.inf if limit is None else limit for limit in limits)
+    return ttft_s, tpot_s
 
 
 def _scaled(values: list[float]) -> list[float]:

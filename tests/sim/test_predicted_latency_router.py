@@ -110,3 +110,17 @@ def test_an_urgent_request_is_held_to_its_own_limits_and_binds_the_replica_it_ru
     assert _share(router, [slower, quick], slower) > 0.5  # both within: packed towards the least headroom
     bound, free = _replica(0.2, 0.05, running=(False, True)), _replica(0.5, 0.05, running=(False,))
     assert _within(_share(router, [bound, free], bound), PredictedLatency.EXPLORE)
+
+
+def test_a_class_without_limits_reads_both_as_0_and_binds_no_replica():
+    """Urgent limits alone (1 s, 100 ms): the other requests carry none, as a request without SLO headers reaches
+    llm-d's gateway, so both of their limits read 0 and the pick leans to the lowest predicted latency (deficits of
+    0.2 s and 0.5 s weigh 82 against 2), where unbounded limits had drawn the replicas alike; and a request without a
+    TPOT limit running on a replica binds no urgent newcomer there (llm-d's podMinTPOTSLO of 0 reads as none), so
+    'least' packs it towards the replica of less TTFT headroom, weighing 91 against 11."""
+    router = PredictedLatency(SLO(urgent_ttft_s=1.0, urgent_tpot_s=0.1), (9,))
+    quick, slow = _replica(0.2, 0.02), _replica(0.5, 0.05)
+    assert _within(_share(router, [slow, quick], quick), 82 / 84)
+    busy, other = _replica(0.2, 0.05, running=(False,)), _replica(0.5, 0.05)
+    urgent = Routed(prompt_tokens=64, urgent=True)
+    assert _within(_share(router, [busy, other], busy, urgent), 11 / 102)
