@@ -366,19 +366,21 @@ def idle_what_if_note(sweep) -> str:
     groups.append((["device", "link", "tp", "pp"], lambda combo: system_nodes(
         combo["device"], combo["link"], combo["tp"], combo["pp"]) == 1, "the devices fit one node of the link",
                    [key for key in swept if key == "node_link"]))
-    groups.append((["replicas", "prefill_replicas", "pp", "tp", "attention_parallel"], lambda combo: not routes(combo),
+    groups.append((["replicas", "prefill_replicas", "mixed_replicas", "pp", "tp", "attention_parallel"],
+                   lambda combo: not routes(combo),
                    "one replica in each pool and one pipeline stage", [key for key in swept if key == "router"]))
     said, idle = [], []
     for switches, off, words, keys in groups:
         switched = [dict(zip(switches, combo, strict=True)) for combo in itertools.product(
-            *(dims.get(name, [1]) for name in switches))]
+            *(dims.get(name, [_UNSET.get(name, 1)]) for name in switches))]
         if keys and any(off(combo) for combo in switched):
             said.append(f"{', '.join(keys)} {'changes' if len(keys) == 1 else 'change'} nothing where {words}")
             idle.append((switches, off, keys))
     if not said:
         return ""
     names = list(dict.fromkeys(name for switches, _, keys in idle for name in (*switches, *keys)))
-    dims = {name: dims.get(name, [1]) for name in names} | {k: v for k, v in dims.items() if k not in names}
+    dims = {name: dims.get(name, [_UNSET.get(name, 1)]) for name in names} | {k: v for k, v in dims.items()
+                                                                               if k not in names}
 
     def design(combo: dict) -> tuple:
         unread = {key for switches, off, keys in idle if off(combo) for key in keys}
@@ -387,6 +389,10 @@ def idle_what_if_note(sweep) -> str:
     repeated = _repeats(sweep, dims, names, design)
     return f"{repeated} of {sweep.size()} points evaluate another point's design again: {'; '.join(said)}" \
         if repeated else ""
+
+
+# A switch's value where a sweep leaves it unset, where that is not 1 (a fleet without mixed replicas).
+_UNSET = {"mixed_replicas": 0}
 
 
 def _repeats(sweep, dims: dict, names: list[str], design) -> int:

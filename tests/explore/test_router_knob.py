@@ -80,6 +80,21 @@ def test_run_routes_by_the_flag(tmp_path, capsys):
     assert ttft[None] == ttft["least_requests"] != ttft["least_tokens"]
 
 
+def test_a_fleet_s_mixed_replicas_are_routed_among_in_the_check_s_count(tmp_path, capsys):
+    """One replica of the device and mixed_replicas [0, 2]: of routers [least_tokens, round_robin] x 2 fleets, only the
+    two points without mixed replicas are one design (1 of 4 evaluated again); with mixed_replicas 2 alone every
+    point routes, and the check says nothing is evaluated again."""
+    for mixed, note in (("[0, 2]", "1 of 4 points evaluate another point's design again: router changes nothing"),
+                        ("2", None)):
+        path = _sweep(tmp_path, f"  requests: 6\n  prompt: 32\n  output: 4\n  rate: 50\n  mixed_device: l4\n"
+                                f"  mixed_replicas: {mixed}\n  router: [least_tokens, round_robin]\n")
+        capsys.readouterr()
+        assert main(["check", path]) == 0
+        out = capsys.readouterr()
+        said = out.out + out.err
+        assert (note in said) if note else "evaluate another point's design again" not in said, said
+
+
 def test_a_router_crossed_with_one_replica_is_the_design_without_one(tmp_path, capsys):
     """replicas [1, 2] x router [least_tokens, round_robin] x pp [1, 2]: a point with one replica and one stage has
     nothing to route, so its two routers are one design, the point without a router (its key), and the sweep says
