@@ -200,9 +200,11 @@ def data_parallel_ranks(tp: int, attention_parallel: str) -> int:
 
 
 def _routes(values: Values) -> bool:
-    """Whether some value given has more than one replica in a pool or a fleet, or more than one engine in a replica."""
+    """Whether some value given has more than one replica in a pool (or that an autoscaled pool may hold) or a fleet, or
+    more than one engine in a replica."""
     return any(count > 1 for field in ROUTED for count in values.get(field, ())) or any(
-        (count or 0) >= 1 for count in values.get("mixed_replicas", ()))
+        (count or 0) >= 1 for count in values.get("mixed_replicas", ())) or any(
+        (count or 0) > 1 for count in values.get("max_replicas", ()))
 
 
 def _traced(field: str) -> ReadWhen:
@@ -258,7 +260,8 @@ RULES: tuple[ReadWhen, ...] = (
     ReadWhen("router", _routes, lambda v, n: "one replica in each pool and one pipeline stage",
              lambda n: f"with {n.at_least('replicas', 2, 'replicas to pick from')}, "
                        f"{n.at_least('prefill_replicas', 2, 'prefill replicas to pick from')}, "
-                       f"{n.at_least('mixed_replicas', 1, 'a fleet to pick from')}, pipeline stages "
+                       f"{n.at_least('mixed_replicas', 1, 'a fleet to pick from')}, "
+                       f"{n.at_least('max_replicas', 2, 'replicas an autoscaled pool may hold')}, pipeline stages "
                        f"(pp >= 2: engines to pick from) or data-parallel ranks "
                        f"({n.setting('attention_parallel', 'data')}: ranks to pick from), or left out"),
     ReadWhen("preemption", lambda v: "swap" not in v["preemption"] or _preempts(v),

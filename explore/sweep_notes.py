@@ -366,7 +366,7 @@ def idle_what_if_note(sweep) -> str:
     groups.append((["device", "link", "tp", "pp"], lambda combo: system_nodes(
         combo["device"], combo["link"], combo["tp"], combo["pp"]) == 1, "the devices fit one node of the link",
                    [key for key in swept if key == "node_link"]))
-    groups.append((["replicas", "prefill_replicas", "mixed_replicas", "pp", "tp", "attention_parallel"],
+    groups.append((["replicas", "prefill_replicas", "mixed_replicas", "max_replicas", "pp", "tp", "attention_parallel"],
                    lambda combo: not routes(combo),
                    "one replica in each pool and one pipeline stage", [key for key in swept if key == "router"]))
     said, idle = [], []
@@ -391,8 +391,9 @@ def idle_what_if_note(sweep) -> str:
         if repeated else ""
 
 
-# A switch's value where a sweep leaves it unset, where that is not 1 (a fleet without mixed replicas).
-_UNSET = {"mixed_replicas": 0}
+# A switch's value where a sweep leaves it unset, where that is not 1 (a fleet without mixed replicas, a pool that
+# does not scale).
+_UNSET = {"mixed_replicas": 0, "max_replicas": 0}
 
 
 def _repeats(sweep, dims: dict, names: list[str], design) -> int:

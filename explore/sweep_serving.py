@@ -292,11 +292,12 @@ def serving_dimensions(serving: Serving) -> dict[str, list]:
     return dims
 
 def routes(values: dict[str, Any]) -> bool:
-    """Whether a point has anything for a router to pick among: replicas in a pool or in a fleet of mixed devices, or
-    a replica's engines on pipeline stages or data-parallel ranks (explore/serving_settings.py refuses a router where
-    no point of a sweep routes)."""
+    """Whether a point has anything for a router to pick among: replicas in a pool (or that an autoscaled pool may
+    hold) or in a fleet of mixed devices, or a replica's engines on pipeline stages or data-parallel ranks
+    (explore/serving_settings.py refuses a router where no point of a sweep routes)."""
     counts = {**values, "ranks": data_parallel_ranks(values.get("tp", 1), values.get("attention_parallel", "tensor"))}
-    return any(counts.get(name, 1) > 1 for name in ROUTED) or (values.get("mixed_replicas") or 0) >= 1
+    return any(counts.get(name, 1) > 1 for name in ROUTED) or (values.get("mixed_replicas") or 0) >= 1 or (
+        values.get("max_replicas") or 0) > 1
 
 
 def serving_spec(serving: Serving, values: dict[str, Any]) -> ServingSpec:
