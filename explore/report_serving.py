@@ -293,7 +293,11 @@ def _slo_limit(slo: Mapping[str, Any] | None, field: str) -> list[Limit]:
         return []
     share = slo.get("attainment")
     who = f"{share:.0%} of requests" if share is not None else "each request"
-    return [Limit(value=float(slo[field]), label=f"SLO limit ({who} must meet it)", linestyle="--")]
+    # Where the urgent requests have a limit of their own, the panels of every request draw the others'.
+    whose = ("the urgent requests' " if field.startswith("urgent_") else
+             "the other requests' " if slo.get(f"urgent_{field}") is not None else "")
+    label = f"{whose}SLO limit ({who} must meet it)"
+    return [Limit(value=float(slo[field]), label=label[0].upper() + label[1:], linestyle="--")]
 
 
 def _rates_missing(rows: list[dict[str, Any]]) -> str:

@@ -209,8 +209,9 @@ def summarize(records: RequestRecords, *, makespan_s: float, slo: SLO | None = N
 
     Latency means and percentiles are over requests (TPOT ignores one-token requests). Rates divide by
     makespan_s. Without per-request limits every request counts as good: goodput_rps = requests_per_s and
-    slo_attainment is NaN. meets_slo is 1 where the attainment reaches the SLO's and every slowdown limit holds
-    (NaN without an SLO).
+    slo_attainment is NaN. meets_slo is 1 where the attainment reaches the SLO's (of the urgent requests too, where
+    the SLO gives them limits of their own: each class meets its SLO) and every slowdown limit holds (NaN without an
+    SLO).
     """
     if not makespan_s > 0:
         raise ValueError(f"makespan_s must be > 0, got {makespan_s}")
@@ -220,9 +221,13 @@ def summarize(records: RequestRecords, *, makespan_s: float, slo: SLO | None = N
     n = len(records)
     good, attainment, meets, slowdown = n, float("nan"), float("nan"), {}
     if slo is not None and slo.per_request:
-        good = int(slo.met(records).sum())
+        met = slo.met(records)
+        good = int(met.sum())
         attainment = good / n if n else float("nan")
         meets = float(attainment >= slo.attainment) if n else float("nan")
+        urgent = urgent_requests(records)
+        if urgent.any() and slo.limits(True) != slo.limits(False):
+            meets = float(meets == 1.0 and met[urgent].mean() >= slo.attainment)
     if slo is not None and slo.slowdown is not None:
         if unloaded is None:
             raise ValueError("unloaded: found none with a slowdown SLO, allowed: the requests' latencies alone")

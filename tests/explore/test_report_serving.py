@@ -352,3 +352,12 @@ def test_the_timeline_says_a_data_parallel_replica_is_drawn_per_rank():
     """A data-parallel replica's ranks are engines with their own KV share and max_seqs (sim/replica.py run_lockstep):
     the timeline's batch and KV are each rank's, which its caption must say, as mean_batch_size's help does."""
     assert "data-parallel replica's ranks" in HOW_TO_READ["serving_timeline"]
+
+
+def test_where_the_urgent_requests_have_limits_of_their_own_each_line_says_whose():
+    from explore.report_serving import _slo_limit
+
+    slo = {"ttft_s": 5.0, "urgent_ttft_s": 1.0, "attainment": 0.9}
+    assert _slo_limit(slo, "ttft_s")[0].label == "The other requests' SLO limit (90% of requests must meet it)"
+    assert _slo_limit(slo, "urgent_ttft_s")[0].label.startswith("The urgent requests' SLO limit")
+    assert _slo_limit({"ttft_s": 5.0}, "ttft_s")[0].label == "SLO limit (each request must meet it)"
