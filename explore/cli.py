@@ -276,6 +276,9 @@ def _add_serving_flags(run: argparse.ArgumentParser) -> None:
                         "for the others to fetch (Mooncake's store; default: none)")
     g.add_argument("--kv-store-GBps", type=float,
                    help="what each device fetches from the KV store per second (default: its node link's NIC)")
+    g.add_argument("--rate-profile", metavar="S:X,S:X,...",
+                   help="the arrival rate in phases, repeating: each S seconds at X times --rate (0: none arrive), "
+                        "e.g. 600:1,300:3 (default: --rate throughout)")
     g.add_argument("--seed", type=int, default=0, help="seed of arrivals and lengths (default 0)")
     g.add_argument("--slo-ttft", type=float, help="SLO: time to first token per request, s")
     g.add_argument("--slo-tpot", type=float, help="SLO: time per output token per request, s")

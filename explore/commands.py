@@ -408,6 +408,18 @@ def _print_infeasible(args, point: DesignPoint, evaluator: Evaluator, metrics: d
     return 1
 
 
+def _rate_profile(text: str | None) -> tuple[tuple[float, float], ...] | None:
+    """--rate-profile's phases, 'S:X,S:X' as (seconds, multiplier) pairs (their values ServingSpec checks)."""
+    if text is None:
+        return None
+    try:
+        return tuple((float(seconds), float(multiplier)) for seconds, multiplier in
+                     (phase.split(":") for phase in text.split(",")))
+    except ValueError:
+        raise InputError(f"--rate-profile: found {text!r}, allowed: phases S:X separated by commas, each S seconds at "
+                         f"X times --rate, e.g. 600:1,300:3") from None
+
+
 def _serving_spec(args) -> ServingSpec:
     """The serving workload of `explore run --serving`, its mistakes named by flag."""
     if args.trace is None and args.arrival == "trace":
@@ -442,7 +454,8 @@ def _serving_spec(args) -> ServingSpec:
                   prefix_groups=args.prefix_groups, queue_policy=args.queue_policy,
                   priority_fraction=args.priority_fraction,
                   conversation_turns=args.conversation_turns, think_s=args.think_s, think_cv=args.think_cv,
-                  preemption=args.preemption, swap_GBps=args.swap_GBps, seed=args.seed, slo_ttft_s=args.slo_ttft,
+                  preemption=args.preemption, swap_GBps=args.swap_GBps, seed=args.seed,
+                  rate_profile=_rate_profile(args.rate_profile), slo_ttft_s=args.slo_ttft,
                   slo_tpot_s=args.slo_tpot, slo_urgent_ttft_s=args.slo_urgent_ttft,
                   slo_urgent_tpot_s=args.slo_urgent_tpot, slo_attainment=args.slo_attainment,
                   slo_slowdown=SLOWDOWN_PRESETS[args.slo_slowdown] if args.slo_slowdown else None,
@@ -681,6 +694,9 @@ def _assumptions(point: DesignPoint, device) -> str:
         if s.kv_store_GB:
             over = f"{s.kv_store_GBps:g} GB/s a device" if s.kv_store_GBps else "each device's node-link NIC"
             pools += f", a {s.kv_store_GB:g} GB KV store the replicas share, reached over {over}"
+        if s.rate_profile:
+            rate += ", " + ", then ".join(f"x{multiplier:g} for {seconds:g} s" for seconds, multiplier in
+                                          s.rate_profile) + ", repeating"
         what += (f"; serving {s.requests} requests ({s.trace or 'fixed lengths'}, {s.arrival} arrivals, {rate}) "
                  f"with {s.scheduler} scheduling on {pools}")
     return what

@@ -175,6 +175,8 @@ class Serving(Strict):
     preemption: Literal["recompute", "swap"] = DEFAULT.preemption
     swap_GBps: PositiveNumber | None = None  # swap preemption's GB/s (default: the device preset's host link)
     seed: Annotated[StrictInt, Field(ge=0, le=2**32 - 1)] = DEFAULT.seed
+    # The rate in phases, repeating: [duration_s, multiplier] pairs (one profile per sweep, not a list to sweep).
+    rate_profile: list[tuple[PositiveNumber, Annotated[StrictInt | StrictFloat, Field(ge=0)]]] | None = None
     slo: ServiceLevel | None = None
     capacity: tuple[PositiveNumber, PositiveNumber] | None = None  # search the highest rate in [low, high]
     # Replicas serving whole requests (the decode pool's, disaggregated); > 0 prefill replicas: a prefill pool.
@@ -318,7 +320,9 @@ def serving_spec(serving: Serving, values: dict[str, Any]) -> ServingSpec:
         conversation_turns=values.get("conversation_turns"),
         think_s=values.get("think_s"), think_cv=values.get("think_cv"), preemption=serving.preemption,
         swap_GBps=serving.swap_GBps,
-        seed=serving.seed, slo_ttft_s=slo.ttft_s, slo_tpot_s=slo.tpot_s, slo_urgent_ttft_s=slo.urgent_ttft_s,
+        seed=serving.seed, rate_profile=None if serving.rate_profile is None else tuple(
+            (float(duration_s), float(multiplier)) for duration_s, multiplier in serving.rate_profile),
+        slo_ttft_s=slo.ttft_s, slo_tpot_s=slo.tpot_s, slo_urgent_ttft_s=slo.urgent_ttft_s,
         slo_urgent_tpot_s=slo.urgent_tpot_s,
         slo_attainment=slo.attainment, slo_slowdown=slo.slowdown_slo(), capacity=serving.capacity,
         replicas=values["replicas"], prefill_replicas=values["prefill_replicas"],

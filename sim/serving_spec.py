@@ -20,6 +20,7 @@ from workloads.requests import (
     Fixed,
     Gamma,
     LengthDistribution,
+    Phased,
     Poisson,
     RequestSet,
     read_request_trace,
@@ -41,7 +42,7 @@ KEY_NEUTRAL_DEFAULTS = frozenset({"prompt_batch_tokens", "slo_slowdown", "router
                                   "attention_device", "attention_devices", "attention_link",
                                   "attention_micro_batches", "attention_placement", "slo_urgent_ttft_s",
                                   "slo_urgent_tpot_s", "max_replicas", "autoscale_target", "autoscale_metric",
-                                  "cold_start_s"})
+                                  "cold_start_s", "rate_profile"})
 # What a new replica's cold start reads its weights over, where cold_start_s is not given: a local NVMe SSD (the
 # link preset's datasheet read rate); the engine's own start (CUDA graph capture, warm-up) is not counted.
 COLD_START_LINK = "nvme-pcie4-x4"
@@ -113,6 +114,9 @@ class ServingSpec:
     preemption: str = "recompute"  # or "swap" over a host link of swap_GBps
     swap_GBps: float | None = None  # None: the device preset's host link (its host_link)
     seed: int = 0
+    # The arrival rate in phases, repeating: (duration_s, multiplier) pairs, each phase's requests arriving at
+    # multiplier x rate_per_s (workloads/requests.py Phased); None: rate_per_s throughout.
+    rate_profile: tuple[tuple[float, float], ...] | None = None
     slo_ttft_s: float | None = None
     slo_tpot_s: float | None = None
     slo_attainment: float = 0.9
@@ -277,6 +281,7 @@ class ServingSpec:
                     raise InputError(f"{name}: found {shown} with mixed_replicas {self.mixed_replicas}, allowed: "
                                      f"{allowed}")
         self._check_autoscaling()
+        self._check_rate_profile()
         if self.prefix_tokens < 0:
             raise InputError(f"prefix_tokens: found {self.prefix_tokens}, allowed: an integer >= 0")
         if self.prefix_groups is not None and (isinstance(self.prefix_groups, bool)
@@ -375,6 +380,24 @@ class ServingSpec:
                                  f"shortest prompt of the {self.requests} requests once cut to {model}'s context of "
                                  f"{max_tokens:,} tokens (max_position_embeddings): a shared prefix is part of every "
                                  f"prompt")
+
+    def _check_rate_profile(self) -> None:
+        if self.rate_profile is None:
+            return
+        phases = self.rate_profile
+        if not (isinstance(phases, tuple) and phases and all(
+                isinstance(phase, tuple) and len(phase) == 2 and all(
+                    isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in phase)
+                and phase[0] > 0 and phase[1] >= 0 for phase in phases) and any(m > 0 for _, m in phases)):
+            try:
+                shown = "[" + ", ".join(f"[{seconds:g}, {multiplier:g}]" for seconds, multiplier in phases) + "]"
+            except (TypeError, ValueError):
+                shown = repr(phases)
+            raise InputError(f"rate_profile: found {shown}, allowed: phases [duration_s > 0, multiplier >= 0], some "
+                             f"multiplier > 0")
+        if self.arrival == "trace":
+            raise InputError("rate_profile: found phases with arrival 'trace', allowed: poisson or gamma arrivals (a "
+                             "trace replayed at its own times keeps its own rate)")
 
     def _check_autoscaling(self) -> None:
         if self.max_replicas is None:
@@ -572,7 +595,8 @@ class ServingSpec:
                                count=self.requests, seed=self.seed)
 
     def _arrivals(self, rate: float):
-        return Gamma(rate_per_s=rate, cv=self.cv) if self.arrival == "gamma" else Poisson(rate_per_s=rate)
+        base = Gamma(rate_per_s=rate, cv=self.cv) if self.arrival == "gamma" else Poisson(rate_per_s=rate)
+        return base if self.rate_profile is None else Phased(base=base, phases=self.rate_profile)
 
 
 

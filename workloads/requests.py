@@ -405,6 +405,40 @@ class Gamma:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Phased:
+    """Another process's arrivals at a rate that rises and falls in phases, repeating: each (duration_s, multiplier)
+    phase runs the process at `multiplier` times its rate (0: none arrive), as a day's load does. The process's own
+    times are stretched through the phases' cumulative rate (the time-rescaling theorem: exact for a Poisson process,
+    which becomes the non-homogeneous one of that rate; a gamma process keeps its burstiness within each phase)."""
+
+    base: Poisson | Gamma
+    phases: tuple[tuple[float, float], ...]
+
+    def __post_init__(self) -> None:
+        if not self.phases:
+            raise ValueError("phases: found none, allowed: (duration_s, multiplier) pairs")
+        for duration_s, multiplier in self.phases:
+            _number("a phase's duration_s", duration_s, above=0)
+            _number("a phase's multiplier", multiplier, at_least=0)
+        if not any(multiplier > 0 for _, multiplier in self.phases):
+            raise ValueError(f"phases: found {list(self.phases)}, allowed: some phase with a multiplier > 0")
+
+    def __str__(self) -> str:
+        steps = " then ".join(f"x{multiplier:g} for {duration_s:g} s" for duration_s, multiplier in self.phases)
+        return f"{self.base}, {steps}, repeating"
+
+    def times(self, rng: np.random.Generator, count: int) -> np.ndarray:
+        durations = np.array([duration_s for duration_s, _ in self.phases], dtype=float)
+        multipliers = np.array([multiplier for _, multiplier in self.phases], dtype=float)
+        starts = np.concatenate([[0.0], np.cumsum(durations)])  # each phase's start within a cycle, in seconds
+        load = np.concatenate([[0.0], np.cumsum(durations * multipliers)])  # and in the base process's time
+        cycles, within = np.divmod(self.base.times(rng, count), load[-1])
+        # The phase each arrival falls in: the last starting at or before it (phases without arrivals take none).
+        phase = np.searchsorted(load, within, side="right") - 1
+        return cycles * starts[-1] + starts[phase] + (within - load[phase]) / multipliers[phase]
+
+
+@dataclass(frozen=True, kw_only=True)
 class Together:
     """Every request arrives at t = 0 (a static batch)."""
 

@@ -47,8 +47,10 @@ def test_an_autoscaled_pool_rents_the_replicas_it_held(capsys):
 
 
 def test_a_sweep_writes_the_autoscale_columns_and_draws_the_replicas_held(tmp_path):
+    """A sweep of an autoscaled pool under a load in phases (the trace's lengths, Poisson arrivals)."""
     path = write_sweep(tmp_path, "name: scaled\nmodel: llama-2-7b\ndevice: h100-sxm\nexecution: engine\nserving:\n"
-                                 "  trace: splitwise-code\n  arrival: trace\n  requests: 400\n  replicas: [1, 2]\n"
+                                 "  trace: splitwise-code\n  arrival: poisson\n  rate: 2\n  requests: 400\n"
+                                 "  rate_profile: [[60, 1], [30, 4]]\n  replicas: [1, 2]\n"
                                  "  max_replicas: 3\n  autoscale_target: 2\n  cold_start_s: 5\n")
     out = tmp_path / "out"
     assert main(["--quiet", path, "--out", str(out)]) == 0
@@ -67,6 +69,11 @@ def test_a_sweep_writes_the_autoscale_columns_and_draws_the_replicas_held(tmp_pa
      "--prefill-replicas: found 1 with --max-replicas 4, allowed: 0"),
     (("--autoscale-target", "4",), "--autoscale-target: found 4 with no autoscaling, allowed: with --max-replicas"),
     (("--max-replicas", "4", "--autoscale-target", "4", "--cold-start-s", "-1"), "--cold-start-s: found -1.0"),
+    (("--rate-profile", "600:1"), "--rate-profile: found phases with --arrival 'trace', allowed: poisson or gamma"),
+    (("--arrival", "poisson", "--rate", "2", "--rate-profile", "600-1"), "--rate-profile: found '600-1', allowed: "
+                                                                          "phases S:X separated by commas"),
+    (("--arrival", "poisson", "--rate", "2", "--rate-profile", "600:0"), "--rate-profile: found [[600, 0]], allowed: "
+                                                                          "phases [duration_s > 0, multiplier >= 0]"),
 ])
 def test_bad_or_idle_autoscale_settings_are_one_line(capsys, flags, words):
     assert main([*RUN, *flags]) == 2

@@ -6,6 +6,7 @@ is its idle power over the replica-seconds held."""
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -16,7 +17,7 @@ from kernels.shapes import step_shape
 from sim.autoscaler import SCALE_DOWN_WINDOW_S, SYNC_PERIOD_S, Autoscaler, Autoscaling
 from sim.schedulers import SchedulerLimits
 from sim.serving import Pool, serve_pools, serving_memory
-from workloads.requests import RequestSet
+from workloads.requests import Phased, Poisson, RequestSet
 
 BLOCK = 16
 KV_PER_TOKEN_B = 2 * 2 * 16 * 2 * 2  # the tiny Llama's (tests/sim/conftest.py)
@@ -106,3 +107,38 @@ def test_a_pool_falling_behind_scales_up_and_its_new_replicas_serve_after_their_
     fixed = serve_pools([_pool(costs, 1, None)], requests)
     assert result.records.e2e_s.mean() < 0.5 * fixed.records.e2e_s.mean()
     assert "mean_replicas" not in fixed.metrics()
+
+
+class _Slower:
+    """Another cost model's iterations, each `factor` times as long (its other attributes its own)."""
+
+    def __init__(self, costs, factor: float):
+        self._costs, self._factor = costs, factor
+
+    def __getattr__(self, name):
+        return getattr(self._costs, name)
+
+    def price(self, shape):
+        cost = self._costs.price(shape)
+        return replace(cost, time_s=cost.time_s * self._factor)
+
+
+def test_a_pool_under_a_rising_and_falling_load_scales_up_then_down_after_the_window(costs):
+    """Requests of about 2 s each, one at a time a replica, arriving at 0.15 req/s for 400 s then 1.2 req/s for 200 s,
+    and again: one replica keeps up with the first, not the second. The pool holds one replica through the first quiet
+    phase, more in the busy one, and is back to one within the next quiet phase, once the 300 s window has passed."""
+    decode_s = costs.price(step_shape(decode_kv=[64], sampled=1)).time_s
+    slow = _Slower(costs, 0.5 / decode_s)  # half a second a decode step
+    phases = ((400.0, 1.0), (200.0, 8.0))
+    arrivals = Phased(base=Poisson(rate_per_s=0.15), phases=phases).times(np.random.default_rng(1), 500)
+    requests = RequestSet(arrival_s=arrivals, prompt_tokens=np.full(500, 16), output_tokens=np.full(500, 4))
+    result = serve_pools([_pool(slow, 1, Autoscaling(max_replicas=4, target=2.0, cold_start_s=5.0))], requests)
+    held = dict(result.scaled)
+    times = np.array(list(held))
+
+    def held_at(time_s: float) -> int:
+        return held[times[times <= time_s].max()]
+
+    assert all(held_at(t) == 1 for t in np.arange(arrivals[0], 400.0, 15.0))
+    assert max(held_at(t) for t in np.arange(400.0, 615.0, 15.0)) > 1
+    assert held_at(600.0 + SCALE_DOWN_WINDOW_S + 2 * SYNC_PERIOD_S) == 1 < max(held.values())

@@ -16,6 +16,7 @@ from workloads.requests import (
     Fixed,
     Gamma,
     LogNormal,
+    Phased,
     Poisson,
     RequestSet,
     Together,
@@ -455,3 +456,25 @@ def test_several_system_prompts_are_drawn_per_conversation_and_leave_the_other_d
     for name in ("arrival_s", "prompt_tokens", "output_tokens", "shared_tokens", "prefix_group", "after_previous_s"):
         assert np.array_equal(getattr(one, name), getattr(three, name), equal_nan=True), name
     assert np.array_equal(three.head(8).prefix_root, roots[:8])
+
+
+def test_phased_arrivals_follow_each_phase_s_rate():
+    """10 req/s x1 for 100 s, none for 50 s, x3 for 100 s, repeating: over 200,000 arrivals each phase's count per
+    second is within 4 sigma of its rate (Poisson counts), and none falls in the empty phase."""
+    phased = Phased(base=Poisson(rate_per_s=10.0), phases=((100.0, 1.0), (50.0, 0.0), (100.0, 3.0)))
+    times = phased.times(np.random.default_rng(0), 200_000)
+    cycles = times[-1] / 250.0
+    counts, _ = np.histogram(times % 250.0, bins=[0.0, 100.0, 150.0, 250.0])
+    for count, seconds, rate in zip(counts, (100.0, 50.0, 100.0), (10.0, 0.0, 30.0), strict=True):
+        expected = rate * seconds * cycles
+        assert abs(count - expected) <= 4 * np.sqrt(expected) + 1e-9, (count, expected)
+    assert np.all(np.diff(times) >= 0)
+
+
+def test_one_phase_at_the_rate_is_the_process_itself_and_bad_phases_are_refused():
+    base = Gamma(rate_per_s=4.0, cv=2.0)
+    np.testing.assert_allclose(Phased(base=base, phases=((30.0, 1.0),)).times(np.random.default_rng(5), 1000),
+                               base.times(np.random.default_rng(5), 1000), rtol=1e-12)
+    for phases in ((), ((10.0, 0.0),), ((0.0, 1.0),), ((10.0, -1.0),)):
+        with pytest.raises(ValueError):
+            Phased(base=base, phases=phases)
