@@ -25,6 +25,7 @@ written before the knob existed keeps its column list and resumes. The knobs lis
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,6 +177,7 @@ class Knob:
             ok = value >= self.minimum
         if ok and self.maximum is not None:
             ok = value <= self.maximum
+        reason = ""
         if ok and self.check is not None:
             try:
                 value = self.check(value)
@@ -183,10 +185,12 @@ class Knob:
                 if isinstance(value, str) and Path(value).exists():  # a file named that does not load: its own error
                     raise ValueError(f"found {value!r}, a file that does not load: {err}") from None
                 ok = False
+            except RefusedValueError as err:
+                ok, reason = False, f", {err}"
             except ValueError:
                 ok = False
         if not ok:
-            raise ValueError(f"found {value!r}, allowed: {self.allowed_words()}")
+            raise ValueError(f"found {value!r}{reason}, allowed: {self.allowed_words()}")
         return value
 
 
@@ -246,11 +250,22 @@ def _leading_fraction(value: float) -> float:
     return value
 
 
+class RefusedValueError(ValueError):
+    """A knob's check refusing a value, saying what it is not ('no model preset (did you mean ...?)')."""
+
+
 def _draft(name: str) -> str:
     """A speculative draft: off, Medusa heads, or a model that loads (its size is checked against the target's
     where both are known: sim/speculative.py draft_error)."""
     if name not in ("", MEDUSA):
-        load_model_config(name)
+        try:
+            load_model_config(name)
+        except InputError as err:
+            if Path(name).exists():
+                raise
+            hint = re.search(r"\(did you mean '[^']+'\?\)", str(err))
+            hinted = f" {hint[0]}" if hint else ""
+            raise RefusedValueError(f"which is no model preset{hinted} nor a config.json") from None
     return name
 
 

@@ -17,6 +17,7 @@ from sim.serving_metrics import SLO
 from sim.slowdown import SlowdownSLO
 from workloads.errors import InputError
 from workloads.requests import (
+    ARRIVAL_COLUMNS,
     Fixed,
     Gamma,
     LengthDistribution,
@@ -350,8 +351,9 @@ class ServingSpec:
                 if conflict:
                     raise InputError(f"{name}: found {getattr(self, name)!r} with {given}, allowed: {why}")
         if self.arrival == "trace" and not trace_requests(self.trace).has_arrivals:
-            raise InputError(f"arrival: found 'trace' with trace {self.trace!r}, which has no arrival times, allowed: "
-                             f"poisson or gamma arrivals at a rate over its lengths")
+            raise InputError(f"arrival: found 'trace' with trace {self.trace!r}, which has no arrival times (a column "
+                             f"{' or '.join(ARRIVAL_COLUMNS)}), allowed: poisson or gamma arrivals at a rate over its "
+                             f"lengths")
         if self.trace and self.requests > len(trace := trace_requests(self.trace)):
             if not unset_requests:
                 raise InputError(f"requests: found {self.requests}, allowed: at most {len(trace)}, the requests in "

@@ -196,8 +196,8 @@ CASES = [
      "output_tokens"),
     ("trace arrivals from a trace without times", _run("--serving", "--requests", "5", "--arrival", "trace",
                                                        "--trace", "arxiv-summarization"),
-     "--arrival: found 'trace' with --trace 'arxiv-summarization', which has no arrival times, allowed: poisson or "
-     "gamma arrivals at a rate over its lengths"),
+     "--arrival: found 'trace' with --trace 'arxiv-summarization', which has no arrival times (a column arrival_s "
+     "or arrived_at), allowed: poisson or gamma arrivals at a rate over its lengths"),
     # Keys no point would read: refused as explore run refuses the flags (they would show in results as if run).
     ("sweep acceptance without a draft", _check("sweep_acceptance_without_draft.yaml"),
      "sweep_acceptance_without_draft.yaml:4: workload.acceptance: found 0.5 with no spec_draft, allowed: with "
@@ -210,6 +210,8 @@ CASES = [
     ("sweep tree smaller than the chain", _check("sweep_tree_under_chain.yaml"),
      "sweep_tree_under_chain.yaml:4: spec_tree: found 2 with spec_tokens 5, allowed: 0 (a chain) or at least 5"),
     ("--spec-tree without a draft", _run("--spec-tree", "4"), "--spec-tree: found 4 without --spec-draft"),
+    ("--spec-draft not a preset", _run("--spec-draft", "llama-3.2-1b"),
+     "--spec-draft: found 'llama-3.2-1b', which is no model preset (did you mean"),
     ("--prompt with a trace", _run("--serving", "--trace", "splitwise-conv", "--prompt", "100"),
      "--prompt: found 100 with --trace splitwise-conv, allowed: left out with --trace"),
     ("sweep metric both minimized and maximized", _check("sweep_metric_both_directions.yaml"),
