@@ -428,10 +428,13 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
 
     replicas: list[list[Replica]] = []  # per pool, its engines: a replica's engines (Pool.engines) in a row
     lockstep: list[list[Replica]] = []  # the rank engines of each data-parallel replica
+    fleet_store = None  # a fleet's: every serving pool's replicas share one store, as a cluster's Mooncake store is
     for p, pool in enumerate(pools):
         made = []
         per_token_B = pool.memory.kv_block_B / pool.memory.block_tokens
         store = KVStore(pool.kv_store_blocks) if pool.kv_store_blocks else None
+        if store is not None and pool.role == "serve":
+            store = fleet_store = fleet_store or store
         for r in range(pool.made_replicas):
             stages = [simpy.Resource(env) for _ in range(pool.stages)] if pool.stages > 1 else []
             copies = CopyQueue()  # the replica's links, which its engines on pipeline stages copy KV over in turn

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import pytest
 
+from hw_models.registry import load_device
+from sim.costs import IterationCostModel
 from sim.kv_cache import PagedKVCache
 from sim.kv_store import KVStore
 from sim.schedulers import SchedulerLimits
@@ -91,3 +93,20 @@ def test_fetches_take_their_bytes_over_the_store_bandwidth(costs):
     fetched_tokens = sum(kv.prefix_store_blocks for kv in caches) * BLOCK
     assert fetched_tokens > 0
     assert result.swap_s == pytest.approx(fetched_tokens * KV_PER_TOKEN_B / 5e9)
+
+
+def test_a_fleet_s_pools_share_one_store(costs):
+    """The two replicas as a fleet of two devices' pools (an H100's and an L4's, one replica each, dealt requests in
+    turn), each pool given a store: they share one, as a cluster's store is, and find what one cache that never
+    evicts finds, as two replicas of one pool do."""
+    other = IterationCostModel(load_device("l4"), costs.template, execution="graphs")
+    block_tokens = 4 * BLOCK
+    paths = _random_tree_paths(3, 60)
+    found, _ = never_evicted_tokens(paths, block_tokens)
+    requests = _ids_trace(paths, gap_s=10.0, block_tokens=block_tokens)
+    memory = serving_memory(capacity_B=60 * BLOCK * KV_PER_TOKEN_B, weights_B=0.0, activations_B=0.0,
+                            kv_bytes_per_token=KV_PER_TOKEN_B, block_tokens=BLOCK)
+    pools = [Pool(name=f"serve {name}", role="serve", replicas=1, costs=model, scheduler="chunked",
+                  limits=SchedulerLimits(max_seqs=8), memory=memory, idle_power_W=0.0, router="round_robin",
+                  kv_store_blocks=100_000, kv_store_Bps=25e9) for name, model in (("h100", costs), ("l4", other))]
+    assert serve_pools(pools, requests).prefix_found_tokens == found
