@@ -1,5 +1,6 @@
 """How well a latency-predicting router's predictions (sim/latency_prediction.py) match what the simulator then makes
-of each request: a fleet of one H100 and two L4s serving Llama-3-8B (examples/fleet.yaml's: 1,024-token prompts,
+of each request (corrected by what the router learned of each replica: sim/latency_prediction.py LearnedBias): a
+fleet of one H100 and two L4s serving Llama-3-8B (examples/fleet.yaml's: 1,024-token prompts,
 256-token answers, an SLO of 2 s TTFT and 100 ms TPOT), per device, the requests routed there with the median of their
 predicted and simulated TTFT and TPOT and the median error of each request's prediction.
 
@@ -31,8 +32,9 @@ def _recording(router: type[sim.routers.Router], picks: list) -> type[sim.router
             replica = super().choose(replicas, request)
             cached = replica.state.kv.chain_tokens(request.group, request.shareable_tokens, request.tree_nodes,
                                                    request.root)
-            picks.append((replica.costs.device.name,
-                          predict_latency(replica, request.prompt_tokens, min(cached, request.prompt_tokens - 1))))
+            predicted = predict_latency(replica, request.prompt_tokens, min(cached, request.prompt_tokens - 1))
+            learned = self.learned.get(id(replica))  # as the router corrected it, from what it has learned
+            picks.append((replica.costs.device.name, learned.corrected(predicted) if learned else predicted))
             return replica
 
     return Recording

@@ -21,15 +21,22 @@ device; it errs in how the queue will drain:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence as Sequence_
 from dataclasses import dataclass
 
 from kernels.shapes import step_shape
 from sim.replica import Replica
+from sim.schedulers import Sequence
 
 # How many of a replica's latest iterations tell how often its decodes share an iteration with a prefill chunk: a
 # choice, not a measurement (long enough to smooth one burst of prompts, short enough to follow the load as it moves).
 RECENT_ITERATIONS = 64
+
+
+# How far each request's observed latency moves a replica's learned bias (LearnedBias): a choice, not a measurement
+# (the bias follows about the last ten requests, slow enough to smooth one, quick enough to follow a load as it moves).
+LEARNING_RATE = 0.1
 
 
 @dataclass(frozen=True)
@@ -38,6 +45,29 @@ class LatencyPrediction:
 
     ttft_s: float
     tpot_s: float
+
+
+@dataclass
+class LearnedBias:
+    """How far a replica's requests' latencies have lately run from their predictions: each one's observed over
+    predicted TTFT and TPOT, a moving mean, by which the replica's later predictions are scaled. So a router learns
+    what the prediction leaves out (the requests that join after one it routed, the KV blocks running out), as llm-d's
+    predictor learns from live traffic and Dynamo's planner corrects its profiled estimates by observed ratios."""
+
+    ttft: float = 1.0
+    tpot: float = 1.0
+
+    def corrected(self, predicted: LatencyPrediction) -> LatencyPrediction:
+        return LatencyPrediction(ttft_s=predicted.ttft_s * self.ttft, tpot_s=predicted.tpot_s * self.tpot)
+
+    def learn(self, predicted: LatencyPrediction, seq: Sequence) -> None:
+        """Move the bias towards a request's observed latencies over their `predicted` (uncorrected) ones: its TTFT
+        once it has a first token, its TPOT once it has finished with more than one."""
+        if predicted.ttft_s > 0 and not math.isnan(seq.first_token_s):
+            self.ttft += LEARNING_RATE * ((seq.first_token_s - seq.arrival_s) / predicted.ttft_s - self.ttft)
+        if predicted.tpot_s > 0 and seq.generated > 1 and not math.isnan(seq.finish_s):
+            tpot_s = (seq.finish_s - seq.first_token_s) / (seq.generated - 1)
+            self.tpot += LEARNING_RATE * (tpot_s / predicted.tpot_s - self.tpot)
 
 
 def _iteration_s(replica: Replica, chunks: Sequence_[tuple[int, int]], decode_kv: Sequence_[int],

@@ -83,6 +83,8 @@ class Replica:
         self.cost_counts: dict[int, list] = {}
         self.token_gaps: list[float] = []  # time between consecutive output tokens of a request
         self.left_s: deque[float] = deque(maxlen=RECENT_LEAVES)  # when its latest requests left (finished, handed over)
+        # Called with it and each request that leaves it, finished or handed over (what a router may learn from).
+        self.watchers: list[Callable[[Replica, Sequence], None]] = []
         self.peak_blocks = state.kv.in_use_blocks  # its replica's KV blocks in use at the most (every engine's)
         self.peak_own_blocks = state.kv.in_use_blocks  # its own share's blocks in use at the most
         self.peers: list[Replica] = [self]  # the engines of its replica (its stages'), itself included
@@ -231,6 +233,8 @@ class Replica:
         self.state.kv.release(seq.index, computed=seq.computed)
         self.state.running.remove(seq)
         self.left_s.append(self.env.now)
+        for watch in self.watchers:
+            watch(self, seq)
 
 
 def run_lockstep(ranks: list[Replica]):

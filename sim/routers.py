@@ -10,7 +10,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from sim.latency_prediction import predict_latency
+from sim.latency_prediction import LatencyPrediction, LearnedBias, predict_latency
 from sim.replica import Replica
 from sim.serving_metrics import SLO
 
@@ -28,6 +28,7 @@ class Routed:
     tree_nodes: tuple[tuple[int, int], ...] | None = None
     root: int = 0
     urgent: bool = False
+    index: int = -1  # the request's (-1: unknown)
 
 
 class Router:
@@ -163,14 +164,18 @@ class PredictedLatency(Router):
         self.limits_s = {urgent: _class_limits_s(slo.limits(urgent) if slo is not None else (None, None))
                          for urgent in (False, True)}
         self.rng = np.random.default_rng(list(seed))
+        self.learned: dict[int, LearnedBias] = {}  # of each replica it routed to, by id
+        self.expected: dict[int, tuple[LatencyPrediction, LearnedBias]] = {}  # of each request routed, by index
 
     def choose(self, replicas: Sequence_[Replica], request: Routed = Routed()) -> Replica:
         ttft_limit_s, tpot_limit_s = self.limits_s[request.urgent]
-        candidates = []
+        candidates, raw = [], {}
         for replica in replicas:
             cached = replica.state.kv.chain_tokens(request.group, request.shareable_tokens, request.tree_nodes,
                                                    request.root)
-            predicted = predict_latency(replica, request.prompt_tokens, min(cached, request.prompt_tokens - 1))
+            raw[id(replica)] = predict_latency(replica, request.prompt_tokens, min(cached, request.prompt_tokens - 1))
+            predicted = self.learned[id(replica)].corrected(raw[id(replica)]) if id(replica) in self.learned \
+                else raw[id(replica)]
             # The tightest TPOT limit of the requests it runs binds a newcomer too (llm-d's podMinTPOTSLO, where a
             # limit of 0 is none).
             tightest_s = tpot_limit_s if self.limits_s[True][1] == self.limits_s[False][1] else min(
@@ -183,8 +188,23 @@ class PredictedLatency(Router):
         ample = [c for c in candidates if c.ttft_headroom_s > 0 and c.tpot_headroom_s > 0]
         short = [c for c in candidates if not (c.ttft_headroom_s > 0 and c.tpot_headroom_s > 0)]
         if ample and (not short or self.rng.random() >= self.EXPLORE):
-            return self._pick_ample(ample)
-        return self._pick_short(short)
+            chosen = self._pick_ample(ample)
+        else:
+            chosen = self._pick_short(short)
+        if request.index >= 0:
+            self._expect(chosen, request.index, raw[id(chosen)])
+        return chosen
+
+    def _expect(self, replica: Replica, index: int, predicted: LatencyPrediction) -> None:
+        """Keep request `index`'s prediction on `replica` to learn from when it leaves (LearnedBias)."""
+        if id(replica) not in self.learned:
+            self.learned[id(replica)] = LearnedBias()
+            replica.watchers.append(self._learn)
+        self.expected[index] = (predicted, self.learned[id(replica)])
+
+    def _learn(self, replica: Replica, seq) -> None:
+        if (entry := self.expected.pop(seq.index, None)) is not None:
+            entry[1].learn(entry[0], seq)
 
     def _affine(self, candidates: list[_Candidate], share: float) -> list[_Candidate]:
         """Those caching at least `share` of the prompt, if any, except EXPLORE of the time; else all."""

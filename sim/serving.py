@@ -492,7 +492,7 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
         send_s = kv_transfer_s(own_tokens * per_token_B) if kv_transfer_s else 0.0
         yield env.timeout(ports.reserve(env.now, send_s) - env.now)
         # Its SLO class goes with it; its prompt is prefilled, so it is routed as a one-token prompt.
-        routers[1].choose(replicas[1], Routed(urgent=seq.urgent)).accept(seq)
+        routers[1].choose(replicas[1], Routed(urgent=seq.urgent, index=seq.index)).accept(seq)
 
     arrivals = requests.arrival_s.tolist()
     prompts, outputs = requests.prompt_tokens.tolist(), requests.output_tokens.tolist()
@@ -545,7 +545,7 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
             if arrival_s > env.now:
                 yield env.timeout(arrival_s - env.now)
             routed = Routed(groups[index], shared[index], prompts[index], requests.prefix_path(index) if tree else None,
-                            roots[index], urgent[index])
+                            roots[index], urgent[index], index)
             admit(index, arrival_s, routers[0].choose(entry, routed))
 
     def follow(index: int, previous: int):

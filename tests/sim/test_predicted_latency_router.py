@@ -12,7 +12,7 @@ import pytest
 
 import sim.routers
 from sim.kv_cache import PagedKVCache
-from sim.latency_prediction import LatencyPrediction
+from sim.latency_prediction import LEARNING_RATE, LatencyPrediction
 from sim.routers import PredictedLatency, PredictedLatencyMost, Routed, make_router
 from sim.serving_metrics import SLO
 
@@ -124,3 +124,24 @@ def test_a_class_without_limits_reads_both_as_0_and_binds_no_replica():
     busy, other = _replica(0.2, 0.05, running=(False,)), _replica(0.5, 0.05)
     urgent = Routed(prompt_tokens=64, urgent=True)
     assert _within(_share(router, [busy, other], busy, urgent), 11 / 102)
+
+
+def test_a_replica_s_predictions_are_corrected_by_what_its_requests_took():
+    """A request routed to a replica predicted 0.5 s to its first token and 50 ms a token takes 1.0 s and 100 ms (its
+    first token at 1.0 s, then 10 more tokens by 2.0 s): the replica's bias moves a tenth of the way from 1 to 2 in
+    each, and its next prediction is scaled by 1.1. One handed over after its prefill teaches the TTFT alone."""
+    replica = _replica(0.5, 0.05)
+    replica.watchers = []
+    router = PredictedLatency(SLO_1S, (9,))
+    assert router.choose([replica], Routed(prompt_tokens=64, index=3)) is replica
+    finished = SimpleNamespace(index=3, arrival_s=0.0, first_token_s=1.0, finish_s=2.0, generated=11)
+    for watch in replica.watchers:
+        watch(replica, finished)
+    learned = router.learned[id(replica)]
+    assert (learned.ttft, learned.tpot) == pytest.approx((1.0 + LEARNING_RATE, 1.0 + LEARNING_RATE))
+    corrected = learned.corrected(LatencyPrediction(0.5, 0.05))
+    assert (corrected.ttft_s, corrected.tpot_s) == pytest.approx((0.5 * 1.1, 0.05 * 1.1))
+    router.choose([replica], Routed(prompt_tokens=64, index=4))
+    handed_over = SimpleNamespace(index=4, arrival_s=0.0, first_token_s=0.5, finish_s=math.nan, generated=1)
+    replica.watchers[0](replica, handed_over)
+    assert (learned.ttft, learned.tpot) == pytest.approx((1.1 + LEARNING_RATE * (0.5 / 0.5 - 1.1), 1.1))
