@@ -2,7 +2,8 @@
 trace loads in milliseconds, and a cache hit does not import torch).
 
 A trace is stored as gzipped JSON (Trace.to_dict: plain values, no pickle) under a name that hashes everything
-the trace depends on: every field of the model config, the phase and shape, the torch version (read from the
+the trace depends on: every field of the model config but the file it was read from (the same config.json in
+another folder is the same model), the phase and shape, the torch version (read from the
 installed package's metadata, not by importing torch) and the source of the code that captures it. Writes go to a
 temporary file renamed into place, so a reader or a concurrent writer never sees half a file; a file that cannot
 be read or does not match its key is ignored and written again.
@@ -74,8 +75,10 @@ def capture_code_digest() -> str:
 
 
 def trace_key(config: ModelConfig, *, phase: str, batch: int, seq_len: int, context_len: int = 0) -> dict[str, Any]:
-    """Everything a fake-tensor trace of `config` depends on, as plain JSON values."""
-    return {"cache_version": CACHE_VERSION, "trace_version": TRACE_VERSION, "config": asdict(config),
+    """Everything a fake-tensor trace of `config` depends on, as plain JSON values (not the config's source: where
+    its file was read from)."""
+    shape = {field: value for field, value in asdict(config).items() if field != "source"}
+    return {"cache_version": CACHE_VERSION, "trace_version": TRACE_VERSION, "config": shape,
             "phase": phase, "batch": batch, "seq_len": seq_len, "context_len": context_len,
             "torch": torch_version(), "capture_code": capture_code_digest()}
 

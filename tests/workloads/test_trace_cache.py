@@ -83,6 +83,16 @@ def test_anything_the_trace_depends_on_misses(cache: Path, tiny_llama: ModelConf
     assert trace_path(other) != trace_path(stored) and load(other) is None
 
 
+def test_the_same_config_read_from_another_file_hits(cache: Path, tiny_llama: ModelConfig, captures: list[dict],
+                                                    decode_trace: Trace) -> None:
+    # Where a config.json was read from is no part of what its trace holds: a copy in another folder (each test's
+    # own temporary folder, a user's second checkout) loads the trace the first one stored.
+    here = replace(tiny_llama, source="/one/folder/config.json")
+    there = replace(tiny_llama, source="/another/folder/config.json")
+    assert cached_trace(here, **SHAPE) == cached_trace(there, **SHAPE) == decode_trace
+    assert len(captures) == 1
+
+
 def test_the_capture_code_is_part_of_the_key(cache: Path, tiny_llama: ModelConfig, decode_trace: Trace,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     store(trace_key(tiny_llama, **SHAPE), decode_trace)
