@@ -7,6 +7,7 @@ trace with the same arguments is captured once per test session.
 from __future__ import annotations
 
 import functools
+import os
 
 import pytest
 
@@ -83,12 +84,17 @@ def one_line_error():
 
 @pytest.fixture(scope="session", autouse=True)
 def trace_cache_dir(tmp_path_factory: pytest.TempPathFactory):
-    """The on-disk trace cache (workloads/trace_cache.py) of the whole session, in a temporary folder: tests never
-    read or write the user's cache, and subprocesses they start inherit the variable."""
+    """The on-disk trace cache (workloads/trace_cache.py) of the whole test run, in a temporary folder: tests never
+    read or write the user's cache, and subprocesses they start inherit the variable. The run's pytest-xdist workers
+    share one folder (their temporary folders lie side by side in the run's own), so a model one worker traced loads
+    on the other instead of being traced twice; the cache's writes are atomic, so concurrent writers are safe."""
     from workloads.trace_cache import CACHE_ENV
 
+    run_folder = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        run_folder = run_folder.parent  # a worker's basetemp is the run's folder / its worker id
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv(CACHE_ENV, str(tmp_path_factory.mktemp("llm-codesign-cache")))
+        patch.setenv(CACHE_ENV, str(run_folder / "llm-codesign-cache"))
         yield
 
 
