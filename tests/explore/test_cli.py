@@ -29,8 +29,20 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def explore(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    """The explore command in a process of its own (what kill -9 needs)."""
     return subprocess.run([sys.executable, "-m", "explore", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=300)
+
+
+def explore_here(capsys, *args: str) -> subprocess.CompletedProcess:
+    """The explore command run in this process (`python -m explore` exits with what main returns): its exit code,
+    stdout and stderr, without starting Python and importing the project and torch once more."""
+    from explore.cli import main
+
+    capsys.readouterr()  # what the test printed before is not the command's
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(["explore", *args], code, out, err)
 
 
 @pytest.mark.parametrize("args,needle", [
@@ -42,17 +54,17 @@ def explore(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     (["check", "does-not-exist.yaml"], "does-not-exist.yaml: cannot read"),
     (["report", "no-such-dir"], "no results.csv"),
 ])
-def test_user_mistakes_exit_2_with_one_line(args, needle):
-    done = explore(*args)
+def test_user_mistakes_exit_2_with_one_line(args, needle, capsys):
+    done = explore_here(capsys, *args)
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0]
 
 
-def test_run_json_uses_results_column_names():
-    done = explore("run", "--model", "llama-2-7b", "--device", "h100-sxm", "--prompt", "64", "--output", "4",
-                   "--json")
+def test_run_json_uses_results_column_names(capsys):
+    done = explore_here(capsys, "run", "--model", "llama-2-7b", "--device", "h100-sxm", "--prompt", "64", "--output",
+                        "4", "--json")
     assert done.returncode == 0, done.stderr
     metrics = json.loads(done.stdout)
     assert set(metric_names("point")) <= set(metrics)
@@ -61,10 +73,11 @@ def test_run_json_uses_results_column_names():
     assert metrics["fits_in_memory"] is True
 
 
-def test_run_infeasible_point_reports_reason_not_crash():
+def test_run_infeasible_point_reports_reason_not_crash(capsys):
     # Llama-2-13B's 13.0e9 bf16 weights alone are 26 GB; the L4's 24 GB of GDDR6 leave a CUDA program 22.03 GiB
     # = 23.7 GB (PyTorch's 'total capacity', github.com/ArcInstitute/evo2/issues/190). Exit code 1: no metrics to use.
-    done = explore("run", "--model", "llama-2-13b", "--device", "l4", "--prompt", "16", "--output", "2", "--json")
+    done = explore_here(capsys, "run", "--model", "llama-2-13b", "--device", "l4", "--prompt", "16", "--output", "2",
+                        "--json")
     assert done.returncode == 1, done.stderr
     assert done.stderr.startswith("explore: infeasible: needs 26.0 GB") and "Traceback" not in done.stderr
     metrics = json.loads(done.stdout)
@@ -156,12 +169,12 @@ def _synthetic_table(tmp_path: Path) -> Path:
     return path
 
 
-def test_calibrate_writes_provenance_and_validate_reports_json(tmp_path):
+def test_calibrate_writes_provenance_and_validate_reports_json(tmp_path, capsys):
     import yaml
 
     table = _synthetic_table(tmp_path)
     cal = tmp_path / "h100.yaml"
-    done = explore("calibrate", str(table), "--device", "h100-sxm", "--out", str(cal))
+    done = explore_here(capsys, "calibrate", str(table), "--device", "h100-sxm", "--out", str(cal))
     assert done.returncode == 0, done.stderr
     written = yaml.safe_load(cal.read_text())
     assert written["gemm"]["compute_fraction"] == pytest.approx(0.5, rel=0.02)
@@ -169,7 +182,7 @@ def test_calibrate_writes_provenance_and_validate_reports_json(tmp_path):
     train = written["provenance"]["train_sources"]
     assert written["provenance"]["rows_used"] == {("src-0",): 32, ("src-1",): 31}[tuple(train)]
 
-    done = explore("validate", str(table), "--device", "h100-sxm", "--json", "--out", str(tmp_path / "v"))
+    done = explore_here(capsys, "validate", str(table), "--device", "h100-sxm", "--json", "--out", str(tmp_path / "v"))
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert set(summary["h100-sxm"]["gemm"]) == {"n", "median_abs_err", "p90_abs_err", "median_bias"}
@@ -257,13 +270,13 @@ def test_a_gpu_of_ones_own_is_calibrated_priced_and_validated_from_its_device_fi
     assert "what-if of preset 'l40s' (base:)" in err
 
 
-def test_validate_scores_general_layout_rows_apart(tmp_path):
+def test_validate_scores_general_layout_rows_apart(tmp_path, capsys):
     # A pointwise row off the contiguous loop (variant general) is its own group, priced by that class's fit.
     path = tmp_path / "pointwise.csv"
     path.write_text("device,kernel,bytes,dtype,time_s,source,variant\n"
                     "h200,elementwise,1000000,bf16,5e-6,a,\n"
                     "h200,elementwise,1000000,bf16,5e-6,b,general\n")
-    done = explore("validate", str(path), "--json", "--out", str(tmp_path / "v"))
+    done = explore_here(capsys, "validate", str(path), "--json", "--out", str(tmp_path / "v"))
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)["h200"]
     assert summary["elementwise"]["n"] == summary["elementwise general"]["n"] == 1
@@ -279,14 +292,14 @@ def test_validate_scores_general_layout_rows_apart(tmp_path):
     assert len(read_table(tmp_path / "v" / "rows.csv.gz")) == 2  # a table `explore validate` itself reads
 
 
-def test_validate_bad_table_is_one_line(tmp_path):
+def test_validate_bad_table_is_one_line(tmp_path, capsys):
     path = tmp_path / "bad.csv"
     path.write_text("device,kernel\nh100-sxm,gemm\n")
-    done = explore("validate", str(path))
+    done = explore_here(capsys, "validate", str(path))
     assert done.returncode == 2 and "time_s" in done.stderr and "Traceback" not in done.stderr
 
 
-def test_validate_profile_compares_each_profiled_op(tmp_path, tiny_llama):
+def test_validate_profile_compares_each_profiled_op(tmp_path, tiny_llama, capsys):
     import torch
     from torch.profiler import ProfilerActivity, profile
 
@@ -298,7 +311,8 @@ def test_validate_profile_compares_each_profiled_op(tmp_path, tiny_llama):
         model(torch.zeros((1, 16), dtype=torch.long), cache, 0)
     trace = tmp_path / "profile.json"
     prof.export_chrome_trace(str(trace))
-    done = explore("validate", "--profile", str(trace), "--device", "h100-sxm", "--json", "--out", str(tmp_path))
+    done = explore_here(capsys, "validate", "--profile", str(trace), "--device", "h100-sxm", "--json", "--out",
+                        str(tmp_path))
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)["h100-sxm"]
     # The tiny llama runs 2 layers x 7 projections + the LM head = 15 GEMMs, each compared once.
