@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import csv
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from tiny_sweep import write_sweep, write_tiny_model
 
+from explore.cli import main
 from explore.derived import EvaluationError, Expression
 from explore.runner import run_sweep
 from explore.search import random_search
 from explore.sweep import load_sweep
 from workloads.errors import InputError
 
-ROOT = Path(__file__).resolve().parents[2]
 BANDWIDTH, CAPACITY = "device.memory.bandwidth_GBps", "device.memory.capacity_GB"
 
 
@@ -195,14 +193,14 @@ def test_sweep_rows_carry_derived_columns_and_resume(tmp_path, tiny_model):
     assert [r["point_id"] for r in again] == [r["point_id"] for r in rows]
 
 
-def test_check_counts_points_and_lists_derived_values(tmp_path, tiny_model):
+def test_check_counts_points_and_lists_derived_values(tmp_path, tiny_model, capsys):
     path = _write(tmp_path, _sweep_text(tiny_model, DERIVED))
-    done = subprocess.run([sys.executable, "-m", "explore", "check", path], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert "6 design points (all evaluated)" in done.stdout
-    assert f"derived {CAPACITY} = 200 + 0.1 * {BANDWIDTH}: 3 values (300, 400, 600)" in done.stdout
-    assert "derived act_bits = weight_bits if weight_bits >= 8 else 16: 2 values (8, 16)" in done.stdout
+    code = main(["check", path])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "6 design points (all evaluated)" in out
+    assert f"derived {CAPACITY} = 200 + 0.1 * {BANDWIDTH}: 3 values (300, 400, 600)" in out
+    assert "derived act_bits = weight_bits if weight_bits >= 8 else 16: 2 values (8, 16)" in out
 
 
 # Each: the derived block, the key named, and what the one line must say. The derived block starts on line 9.
@@ -282,12 +280,12 @@ def test_a_text_knob_derived_above_is_read_only_by_comparing_it_with_text(tmp_pa
     assert sorted({point.kv_bits for point in load_sweep(path).points()}) == [8, 16]
 
 
-def test_cli_bad_derived_exits_2_without_traceback(tmp_path, tiny_model):
+def test_cli_bad_derived_exits_2_without_traceback(tmp_path, tiny_model, capsys):
     path = _write(tmp_path, _sweep_text(tiny_model, f"  {CAPACITY}: \"open('/etc/passwd')\"\n"))
-    done = subprocess.run([sys.executable, "-m", "explore", "check", path], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300)
-    assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert done.stderr.strip().splitlines() == [f"explore: error: {path}:9: derived.{CAPACITY}: found "
+    code = main(["check", path])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert err.strip().splitlines() == [f"explore: error: {path}:9: derived.{CAPACITY}: found "
                                                 f"\"open('/etc/passwd')\", allowed: calls of min, max, round, abs, "
                                                 f"log2, sqrt (not 'open')"]
 

@@ -4,8 +4,6 @@ routed experts in a traced layer, the routing weights' renormalization, and the 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -172,13 +170,15 @@ def test_a_missing_key_is_dropped_not_nulled(one_line_error):
     assert got.startswith("num_experts: missing")
 
 
-def test_the_cli_refuses_a_bad_qwen3_moe_config_in_one_line(tmp_path):
+def test_the_cli_refuses_a_bad_qwen3_moe_config_in_one_line(tmp_path, capsys):
+    from explore.cli import main
+
     path = tmp_path / "config.json"
     path.write_text(json.dumps({**_preset("qwen3-30b-a3b"), "mlp_only_layers": [3]}))
-    done = subprocess.run([sys.executable, "-m", "explore", "run", "--model", str(path), "--device", "h100-sxm"],
-                          capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2])
-    assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert done.stderr.strip().splitlines() == [
+    code = main(["run", "--model", str(path), "--device", "h100-sxm"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert err.strip().splitlines() == [
         f"explore: error: {path}: mlp_only_layers: found [3], allowed: [] (an MoE MLP in every layer; dense layers "
         f"among MoE ones are not modeled)"]
 
