@@ -129,12 +129,12 @@ def test_h100_fit_on_aiconfigurator_h200_gemms_inside_vidurs_shapes_meets_the_ta
     assert summary["median_abs_err"] <= TARGET_MEDIAN and summary["p90_abs_err"] <= TARGET_P90, summary
 
 
-def test_sources_disagree_on_identical_compute_bound_shapes(h100_rows, h200_rows):
+def test_sources_disagree_on_identical_compute_bound_shapes(medians):
     """On the (m, n, k) both sources timed with at least 1e11 FLOPs (compute-bound on both GPUs: arithmetic
     intensity far above either ridge point), Vidur's H100 median time is more than 1.08x aiconfigurator's H200
     time, and below 1.3x (not a units or shape mix-up): a fit of either source moved to the other at the same peak
     math keeps that gap."""
-    h100, h200 = _medians(h100_rows), _medians(h200_rows)
+    h100, h200 = medians
     shared = [s for s in set(h100) & set(h200) if 2.0 * s[0] * s[1] * s[2] >= 1e11]
     assert len(shared) >= 100
     ratios = np.array([h100[s] / h200[s] for s in shared])
@@ -179,12 +179,18 @@ def _medians(rows) -> dict[tuple, float]:
     return {shape: float(np.median(t)) for shape, t in times.items()}
 
 
-def test_sources_agree_on_memory_bound_shapes_once_bandwidth_is_counted(h100_rows, h200_rows):
+@pytest.fixture(scope="module")
+def medians(h100_rows, h200_rows) -> tuple[dict[tuple, float], dict[tuple, float]]:
+    """Vidur's H100 and aiconfigurator's H200 median time per (m, n, k), computed once for the tests that read them."""
+    return _medians(h100_rows), _medians(h200_rows)
+
+
+def test_sources_agree_on_memory_bound_shapes_once_bandwidth_is_counted(medians):
     """On shared shapes of arithmetic intensity under 100 FLOP/B (memory-bound on both GPUs: ridge points 295 and
     206 FLOP/B), Vidur's H100 time over aiconfigurator's H200 time, divided by the ratio of their datasheet rooflines
     (here the bandwidth ratio 4,800 / 3,350 = 1.43), has a median within 15% of 1: the sources disagree where the
     math bounds the GEMM (test above), not in how they time memory-bound kernels."""
-    h100, h200 = _medians(h100_rows), _medians(h200_rows)
+    h100, h200 = medians
     shared = [s for s in set(h100) & set(h200) if _intensity(s) < 100]
     assert len(shared) >= 100
     excess = np.median([h100[s] / h200[s] / (4800 / 3350) for s in shared])
@@ -210,20 +216,20 @@ def test_h200_small_gemm_latency_grows_with_k_until_split_k(h100_rows, h200_rows
     assert min(r.k for r in h100_rows) == 512
 
 
-def _mid_m_shared(h100_rows, h200_rows) -> list[tuple]:
+def _mid_m_shared(medians) -> list[tuple]:
     """Shapes both sources timed with m of 65-256 and an arithmetic intensity of at least 100 FLOP/B (above the
     memory-bound set of test_sources_agree_on_memory_bound_shapes_once_bandwidth_is_counted)."""
-    h100, h200 = _medians(h100_rows), _medians(h200_rows)
+    h100, h200 = medians
     return sorted(s for s in set(h100) & set(h200) if 64 < s[0] <= 256 and _intensity(s) >= 100)
 
 
-def test_mid_m_gemms_scale_with_bandwidth_not_peak_math(h100_rows, h200_rows):
+def test_mid_m_gemms_scale_with_bandwidth_not_peak_math(medians):
     """On shared shapes of m 65-256 above 100 FLOP/B, Vidur's H100 time over aiconfigurator's H200 time has a median
     above 1.3 (nearer the bandwidth ratio 4,800 / 3,350 = 1.43 than the 1.0 of their equal dense peak) and below 1.55
     (not beyond the bandwidth ratio by more than the sources' compute-bound gap, 1.08x, would add)."""
-    shapes = _mid_m_shared(h100_rows, h200_rows)
+    shapes = _mid_m_shared(medians)
     assert len(shapes) >= 100
-    h100, h200 = _medians(h100_rows), _medians(h200_rows)
+    h100, h200 = medians
     ratio = np.median([h100[s] / h200[s] for s in shapes])
     assert 1.3 < ratio < 1.55, ratio
 
@@ -232,11 +238,11 @@ def test_mid_m_gemms_scale_with_bandwidth_not_peak_math(h100_rows, h200_rows):
                    "(H100's fit) and 1.22 (H200's) on those shapes against the measured 1.43: the roofline corner "
                    "prices them as partly compute-bound, and the two GPUs share their peak math")
 @pytest.mark.parametrize("fit_of", ["h100-sxm", "h200"])
-def test_fits_scale_mid_m_gemms_with_bandwidth(fit_of, h100_rows, h200_rows):
+def test_fits_scale_mid_m_gemms_with_bandwidth(fit_of, h100_rows, h200_rows, medians):
     """Either shipped fit, on each GPU's own peaks, predicts the measured H100 / H200 time ratio of the shared
     mid-m shapes (test above) within 10%: the device dependence a design-space sweep over bandwidth relies on."""
-    shapes = _mid_m_shared(h100_rows, h200_rows)
-    h100, h200 = _medians(h100_rows), _medians(h200_rows)
+    shapes = _mid_m_shared(medians)
+    h100, h200 = medians
     one100, one200 = ({(r.m, r.n, r.k): r for r in rows} for rows in (h100_rows, h200_rows))
     predicted = (predict(_transferred("h100-sxm", fit_of), [one100[s] for s in shapes])
                  / predict(_transferred("h200", fit_of), [one200[s] for s in shapes]))
