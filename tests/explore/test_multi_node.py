@@ -31,9 +31,10 @@ def test_a_slower_node_link_is_never_faster(evaluator):
     assert ethernet["tpot_s"] > ndr["tpot_s"]
 
 
+# The runs below take LLAMA_70B_DECODE's batch, so they price the traces the tests above capture.
 def test_run_says_its_system_spans_two_nodes(capsys):
     assert main(["run", "--model", "llama-3-70b", "--device", "h100-sxm", "--tp", "16", "--execution", "engine",
-                 "--prompt", "1024", "--output", "16"]) == 0
+                 "--batch", "64", "--prompt", "1024", "--output", "16"]) == 0
     header = capsys.readouterr().out.splitlines()[0]
     assert "spans 2 nodes of 8 joined by infiniband-ndr" in header, header
     assert "no measured collectives on it" in header, header
@@ -41,7 +42,7 @@ def test_run_says_its_system_spans_two_nodes(capsys):
 
 def test_run_within_one_node_says_its_node_link_is_unread(capsys):
     assert main(["run", "--model", "llama-3-70b", "--device", "h100-sxm", "--tp", "8", "--execution", "engine",
-                 "--prompt", "1024", "--output", "16", "--node-link", "roce-400g"]) == 0
+                 "--batch", "64", "--prompt", "1024", "--output", "16", "--node-link", "roce-400g"]) == 0
     header = capsys.readouterr().out.splitlines()[0]
     assert "--node-link roce-400g unread: the 8 devices fit one node of nvlink4" in header, header
 
