@@ -19,9 +19,9 @@ TABLE = Path(__file__).resolve().parents[2] / "data" / "measured" / "h200-2026-1
 
 
 @pytest.fixture(scope="module")
-def steps():
+def steps(evaluator):
     rows = read_table(TABLE)
-    return rows, predict_steps("h200", rows, str(TABLE))
+    return rows, predict_steps("h200", rows, str(TABLE), evaluator)
 
 
 @pytest.mark.parametrize("timing", ["isolated", "graph"])
