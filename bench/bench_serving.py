@@ -6,8 +6,10 @@ run: static-batch design points of the trace's mean prompt and output at the ser
 counted as requests per second of wall time. Target: the whole trace in under 60 s on one core.
 
     python bench/bench_serving.py [--scheduler continuous] [--requests N] [--seconds 3] [--pp S] [--trace T]
-        [--memory-utilization U] [--host-cache-GB G]
+        [--memory-utilization U] [--host-cache-GB G] [--replicas R --router NAME]
 
+With --replicas R and --router NAME the trace is routed over R replicas: a router that predicts each request's latency
+on every replica (predicted_latency) costs its predictions against least_requests' count, run for run.
 With --pp S each replica runs S engines over S pipeline stages (sim/replica.py): about S times the iterations at the
 trace's rate, each as cheap, so the target scales with S. --trace replays another trace at its own times, e.g. a prefix
 tree (a Mooncake trace) under eviction, its cache's cost included:
@@ -38,11 +40,14 @@ def main() -> None:
     parser.add_argument("--trace", default="splitwise-conv", help="the trace replayed (default splitwise-conv)")
     parser.add_argument("--memory-utilization", type=float, help="the engine's share of device memory (default all)")
     parser.add_argument("--host-cache-GB", type=float, help="host memory keeping evicted prefix blocks (default none)")
+    parser.add_argument("--replicas", type=int, default=1, help="replicas the trace is routed over (default 1)")
+    parser.add_argument("--router", help="how requests are routed over --replicas (default least_requests)")
     args = parser.parse_args()
     evaluator = Evaluator()
     requests = min(args.requests, len(trace_requests(args.trace)))
     spec = ServingSpec(scheduler=args.scheduler, requests=requests, trace=args.trace, arrival="trace", rate_per_s=None,
-                       memory_utilization=args.memory_utilization, host_cache_GB=args.host_cache_GB)
+                       memory_utilization=args.memory_utilization, host_cache_GB=args.host_cache_GB,
+                       replicas=args.replicas, router=args.router)
     serving_point = DesignPoint(model=MODEL, device=DEVICE, batch=spec.max_seqs, prompt=0, output=0, serving=spec,
                                 pp=args.pp)
     start = time.perf_counter()
