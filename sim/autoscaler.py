@@ -3,9 +3,10 @@ scales a model server's pods on a server metric: GKE's recommended queue size or
 num_requests_waiting and num_requests_running (GKE's "Best practices for autoscaling LLM inference workloads with
 GPUs").
 
-Every SYNC_PERIOD_S the autoscaler sums the metric over the replicas that serve, counting those still starting as 0
-(the HPA's rule for pods not yet ready when it would scale up), and wants ceil(sum / target) replicas within
-[replicas, max_replicas], or as many as now where the mean per replica is within TOLERANCE of the target. It scales
+Every SYNC_PERIOD_S the autoscaler sums the metric over the replicas that serve, counting those still starting (which
+report no metric yet) as 0 where it would scale up and as at the target where it would scale down (the HPA's rule for
+pods missing metrics), and wants ceil(sum / target) replicas within [replicas, max_replicas], or as many as now where
+the mean per replica is within TOLERANCE of the target or the starting ones' reading reverses the direction. It scales
 up at once, by at most max(SCALE_UP_PODS, as many as it has) a period (the HPA's default scale-up policies); a new
 replica serves after cold_start_s. It scales down to the most it wanted over the last SCALE_DOWN_WINDOW_S (the default
 stabilization window): a starting replica first, else the one holding the fewest requests, which stops taking
@@ -82,11 +83,17 @@ class Autoscaler:
         return sum(len(getattr(engine.state, self.scaling.metric)) for engine in self.replicas[r])
 
     def _desired(self) -> int:
-        current = self._count("ready", "starting")
-        total = sum(self._metric(r) for r, state in enumerate(self.state) if state == "ready")
-        if abs(total / (current * self.scaling.target) - 1.0) <= TOLERANCE:
+        ready = [r for r, state in enumerate(self.state) if state == "ready"]
+        starting, target = self._count("starting"), self.scaling.target
+        current = len(ready) + starting
+        total = sum(self._metric(r) for r in ready)
+        ratio = total / (len(ready) * target)  # over the replicas that report the metric
+        # A starting replica reports none yet: read as 0 where the pool would scale up, as at the target where it would
+        # scale down; no change where that brings the ratio within the tolerance or across 1.
+        read = (total + (starting * target if ratio < 1.0 else 0.0)) / (current * target)
+        if abs(read - 1.0) <= TOLERANCE or (ratio - 1.0) * (read - 1.0) < 0:
             return current
-        return min(max(math.ceil(total / self.scaling.target), self.minimum), self.scaling.max_replicas)
+        return min(max(math.ceil(read * current), self.minimum), self.scaling.max_replicas)
 
     def _scale(self, desired: int) -> None:
         now = self.env.now

@@ -1,7 +1,7 @@
 """The autoscaler (sim/autoscaler.py) against the Horizontal Pod Autoscaler's rules by hand (the ratio to the target,
-its tolerance, starting replicas read as 0, the scale-up limit, the scale-down window, draining), and served: a pool
-that falls behind scales up after a sync period, its new replicas serve after their cold start, and the static energy
-is its idle power over the replica-seconds held."""
+its tolerance, starting replicas read as 0 on a scale-up and as at the target on a scale-down, the scale-up limit, the
+scale-down window, draining), and served: a pool that falls behind scales up after a sync period, its new replicas
+serve after their cold start, and the static energy is its idle power over the replica-seconds held."""
 
 from __future__ import annotations
 
@@ -59,6 +59,22 @@ def test_a_starting_replica_reads_as_zero_and_scale_up_is_limited_per_period():
     env, scaler = _scaler([25], ready=1)
     scaler.state[1] = scaler.state[2] = "starting"
     assert scaler._desired() == 3
+
+
+def test_a_starting_replica_reads_as_at_the_target_where_the_pool_would_scale_down():
+    """The HPA reads a pod without metrics as at the target on a scale-down: 5 waiting on one serving replica (half of
+    its target of 10) and two starting read (5 + 2 x 10) / 30 = 0.83, and three want ceil(2.5) = 3, not ceil(0.5) = 1
+    (which would give back the starting ones once the window has passed and start them again at the next burst); none
+    waiting beside three starting, 30 / 40 = 0.75: ceil(3.0) = 3; 2 waiting beside one starting, 12 / 20 = 0.6: 2."""
+    env, scaler = _scaler([5], ready=1)
+    scaler.state[1] = scaler.state[2] = "starting"
+    assert scaler._desired() == 3
+    env, scaler = _scaler([0], ready=1)
+    scaler.state[1] = scaler.state[2] = scaler.state[3] = "starting"
+    assert scaler._desired() == 3
+    env, scaler = _scaler([2], ready=1)
+    scaler.state[1] = "starting"
+    assert scaler._desired() == 2
 
 
 def test_scale_down_waits_for_the_window_and_drains_the_emptiest_replica():
