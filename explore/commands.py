@@ -67,7 +67,7 @@ from sim.serving_spec import ServingSpec
 from sim.slowdown import SLOWDOWN_PRESETS
 from workloads.errors import InputError
 from workloads.model_config import load_model_config
-from workloads.requests import Fixed, resolve_trace
+from workloads.requests import Fixed, phases_label, resolve_trace
 
 # Rough costs for `explore check`'s estimate, measured on one core of a 2-core CI machine: capturing a
 # prefill and a decode trace takes about 0.05 s per decoder layer; a design point then takes ~0.5-2 ms
@@ -123,7 +123,8 @@ def _sweep_into(args, sweep, out: Path, evaluator: Evaluator) -> int:
         print(f"note: {note}", file=sys.stderr)
     serving = sweep.spec.serving
     goals = {"objectives": sweep.spec.objectives.model_dump(), "constraints": sweep.spec.constraints,
-             "slo": serving.slo.model_dump() if serving and serving.slo else None, "search": search.strategy}
+             "slo": serving.slo.model_dump() if serving and serving.slo else None, "search": search.strategy} | (
+        {"rate_profile": [list(phase) for phase in serving.rate_profile]} if serving and serving.rate_profile else {})
     # The files beside the results the report is drawn with: when they, the points and the results are as the
     # report found them last time, re-drawing it would draw the same report.
     kept = {GOALS_FILE: json.dumps(goals | {"name": sweep.name}, indent=2)} | (
@@ -695,8 +696,7 @@ def _assumptions(point: DesignPoint, device) -> str:
             over = f"{s.kv_store_GBps:g} GB/s a device" if s.kv_store_GBps else "each device's node-link NIC"
             pools += f", a {s.kv_store_GB:g} GB KV store the replicas share, reached over {over}"
         if s.rate_profile:
-            rate += ", " + ", then ".join(f"x{multiplier:g} for {seconds:g} s" for seconds, multiplier in
-                                          s.rate_profile) + ", repeating"
+            rate += ", " + phases_label(s.rate_profile)
         what += (f"; serving {s.requests} requests ({s.trace or 'fixed lengths'}, {s.arrival} arrivals, {rate}) "
                  f"with {s.scheduler} scheduling on {pools}")
     return what
@@ -732,7 +732,7 @@ def cmd_report(args) -> int:
     return 0
 
 
-GOAL_KEYS = ("objectives", "constraints", "slo", "search", "name")
+GOAL_KEYS = ("objectives", "constraints", "slo", "search", "name", "rate_profile")
 
 
 def _read_goals(path: Path) -> dict:
@@ -771,8 +771,15 @@ def _read_goals(path: Path) -> dict:
     name = goals.get("name")
     if name is not None and not isinstance(name, str):
         raise InputError(f"{path}: name: found {name!r}, allowed: the sweep's name, a string")
-    return {"objectives": objectives.model_dump(), "constraints": constraints, "slo": slo, "search": search} | (
-        {"name": name} if name else {})
+    profile = goals.get("rate_profile")
+    if profile is not None and not (isinstance(profile, list) and profile and all(
+            isinstance(phase, list) and len(phase) == 2
+            and all(isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 for v in phase)
+            for phase in profile)):
+        raise InputError(f"{path}: rate_profile: found {profile!r}, allowed: the sweep's phases [[duration_s, "
+                         f"multiplier], ...] or null")
+    return {"objectives": objectives.model_dump(), "constraints": constraints, "slo": slo, "search": search,
+            "rate_profile": profile} | ({"name": name} if name else {})
 
 
 def cmd_trace(args) -> int:

@@ -333,7 +333,8 @@ def render_markdown(title: str, summary: list[str], figures: list[ReportFigure],
 def write_report(out_dir: Path, rows: list[dict], *, title: str, evaluator: Evaluator | None = None,
                  objectives: dict | None = None, constraints: list[str] | None = None,
                  slo: Mapping[str, Any] | None = None, search: str | None = None,
-                 points: Mapping[str, DesignPoint] | None = None) -> tuple[Path, Path]:
+                 points: Mapping[str, DesignPoint] | None = None,
+                 rate_profile: Sequence[Sequence[float]] | None = None) -> tuple[Path, Path]:
     """Write out_dir/report.html (self-contained) and out_dir/report.md (+ figures/*.png); return both paths.
 
     `objectives` ({"minimize": [...], "maximize": [...]}) and `constraints` (["ttft_s <= 0.5", ...]) add the
@@ -342,7 +343,8 @@ def write_report(out_dir: Path, rows: list[dict], *, title: str, evaluator: Eval
     are shown. `search` (the sweep's strategy: grid, random, nsga2, tpe) says how the points were chosen: the
     sensitivity figures of a search say that its points are not every combination of the knobs. Serving rows (a
     `scheduler` set) get figures against the arrival rate instead of the static-batch ones; `slo` ({"ttft_s": 2.0,
-    "tpot_s": 0.1, "attainment": 0.9}, the sweep's serving SLO) draws its limits, and
+    "tpot_s": 0.1, "attainment": 0.9}, the sweep's serving SLO) draws its limits, `rate_profile` (the sweep's
+    [[duration_s, multiplier], ...] phases) is named beside its arrivals, and
     `points` (point_id -> DesignPoint of the sweep) lets the report re-run chosen serving points for their
     per-request latency distributions and KV-cache timelines. What the evaluator prices for the figures (kernels,
     energy by part, the shipped preset of what-if points, serving runs) is stored in out_dir/report_detail.json.gz;
@@ -361,7 +363,7 @@ def write_report(out_dir: Path, rows: list[dict], *, title: str, evaluator: Eval
     extra_figures, extra_tables = objective_sections(typed, objectives, constraints, search)
     chosen = chosen_designs(typed, objectives, constraints)
     kind_figures, lead_tables, tail_tables, kind_summary = report_sections(typed, evaluator, chosen, points, slo,
-                                                                           constraints, detail, search)
+                                                                           constraints, detail, search, rate_profile)
     figures = extra_figures + kind_figures
     tables = extra_tables + lead_tables + tail_tables
     summary = _summary(typed, constraints) + kind_summary + [f"Written {datetime.date.today().isoformat()}."]

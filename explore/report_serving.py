@@ -59,6 +59,7 @@ from explore.rows import (
 from explore.sweep import Constraint
 from sim.slowdown import METRICS as SLOWDOWN_OF
 from sim.stability import GROWTH_LIMIT
+from workloads.requests import phases_label
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -504,10 +505,12 @@ def report_sections(typed: list[dict[str, Any]], evaluator: Evaluator | None,
                     chosen: Sequence[tuple[dict[str, Any], list[str]]], points: Mapping[str, DesignPoint] | None,
                     slo: Mapping[str, Any] | None, constraints: Sequence[str] | None,
                     detail: DetailSource | None = None, search: str | None = None,
+                    rate_profile: Sequence[Sequence[float]] | None = None,
                     ) -> tuple[list[ReportFigure], list[ReportTable], list[ReportTable], list[str]]:
     """Figures, the tables before and after them, and summary lines of the static-batch rows and of the serving
     rows (a sweep has one kind; a results folder holding both gets both sections, static first); `search`: how the
-    points were chosen (a steered search's are not every combination)."""
+    points were chosen (a steered search's are not every combination); `rate_profile`: the phases of the serving
+    sweep's arrival rate."""
     from explore.report import report_tables
     from explore.report_detail import DetailSource
     from explore.report_static import static_figures
@@ -528,7 +531,7 @@ def report_sections(typed: list[dict[str, Any]], evaluator: Evaluator | None,
         before, after = serving_tables(serving, constraints)
         lead += before
         tail += after
-        summary += serving_summary(serving, slo)
+        summary += serving_summary(serving, slo, rate_profile)
     # Each kind's top tables precede the figures; the points that break a constraint and the infeasible ones follow.
     return figures, lead, tail, summary
 
@@ -635,12 +638,16 @@ def serving_tables(rows: list[dict[str, Any]], constraints: Sequence[str] | None
     return lead, tail
 
 
-def serving_summary(rows: list[dict[str, Any]], slo: Mapping[str, Any] | None) -> list[str]:
-    """Header lines: the requests, arrivals, rates and schedulers of the sweep, and its SLO when known."""
+def serving_summary(rows: list[dict[str, Any]], slo: Mapping[str, Any] | None,
+                    rate_profile: Sequence[Sequence[float]] | None = None) -> list[str]:
+    """Header lines: the requests, arrivals, rates (and the phases they run in, where the rate rises and falls) and
+    schedulers of the sweep, and its SLO when known."""
     requests = ", ".join(dict.fromkeys(value_label(r.get("requests")) for r in rows))
     arrivals = ", ".join(dict.fromkeys(str(r.get("arrival") or "?") for r in rows))
     rates = sorted({_rate(r) for r in rows if math.isfinite(_rate(r))})
     at = f" at {', '.join(f'{r:g}' for r in rates)} req/s" if rates else ""
+    if rate_profile:
+        at += f" ({phases_label([(duration_s, multiplier) for duration_s, multiplier in rate_profile])})"
     schedulers = ", ".join(dict.fromkeys(str(r["scheduler"]) for r in rows))
     lines = [f"Serving: {requests} requests per point, {arrivals} arrivals{at}; schedulers {schedulers}."]
     if slo and (slo.get("ttft_s") is not None or slo.get("tpot_s") is not None):

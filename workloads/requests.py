@@ -14,6 +14,7 @@ import io
 import json
 import math
 import numbers
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
@@ -404,6 +405,11 @@ class Gamma:
         return np.cumsum(rng.gamma(shape, 1.0 / (shape * self.rate_per_s), size=count))
 
 
+def phases_label(phases: Sequence[tuple[float, float]]) -> str:
+    """A rate profile's (duration_s, multiplier) phases in words: 'x1 for 600 s then x3 for 300 s, repeating'."""
+    return " then ".join(f"x{multiplier:g} for {duration_s:g} s" for duration_s, multiplier in phases) + ", repeating"
+
+
 @dataclass(frozen=True, kw_only=True)
 class Phased:
     """Another process's arrivals at a rate that rises and falls in phases, repeating: each (duration_s, multiplier)
@@ -424,8 +430,7 @@ class Phased:
             raise ValueError(f"phases: found {list(self.phases)}, allowed: some phase with a multiplier > 0")
 
     def __str__(self) -> str:
-        steps = " then ".join(f"x{multiplier:g} for {duration_s:g} s" for duration_s, multiplier in self.phases)
-        return f"{self.base}, {steps}, repeating"
+        return f"{self.base}, {phases_label(self.phases)}"
 
     def times(self, rng: np.random.Generator, count: int) -> np.ndarray:
         durations = np.array([duration_s for duration_s, _ in self.phases], dtype=float)

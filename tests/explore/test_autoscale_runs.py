@@ -59,6 +59,11 @@ def test_a_sweep_writes_the_autoscale_columns_and_draws_the_replicas_held(tmp_pa
     assert {row["max_replicas"] for row in rows} == {"3"} and all(float(row["mean_replicas"]) >= 1 for row in rows)
     assert (out / "figures" / "serving_timeline.png").exists()
     assert "mean replicas" in (out / "report.md").read_text()  # the tables' column
+    # The header names the phases the rate runs in (2 req/s is only the base), as `explore report` re-draws it too.
+    phases = "poisson arrivals at 2 req/s (x1 for 60 s then x4 for 30 s, repeating)"
+    assert phases in (out / "report.md").read_text()
+    assert main(["report", str(out)]) == 0
+    assert phases in (out / "report.md").read_text()
 
 
 @pytest.mark.parametrize(("flags", "words"), [
