@@ -225,7 +225,8 @@ RULES: tuple[ReadWhen, ...] = (
     ReadWhen("mixed_device", lambda v: _any(v, "mixed_replicas"), lambda v, n: "no mixed replicas",
              lambda n: f"with {n.at_least('mixed_replicas', 1, 'replicas of it beside the point')}, or left out"),
     ReadWhen("kv_link", lambda v: _any(v, "prefill_replicas"), lambda v, n: "no prefill pool", _pool),
-    *(ReadWhen(field, lambda v: _any(v, "max_replicas"), lambda v, n: "no autoscaling",
+    # max_replicas given at all, 0 included (which its own check refuses): the pool autoscales.
+    *(ReadWhen(field, lambda v: any(m is not None for m in v.get("max_replicas", ())), lambda v, n: "no autoscaling",
                lambda n: f"with {n.name('max_replicas')} (the most replicas the pool scales to), or left out")
       for field in ("autoscale_target", "autoscale_metric", "cold_start_s")),
     ReadWhen("slo_attainment", lambda v: any(_any(v, f) for f in ("slo_ttft_s", "slo_tpot_s", "slo_slowdown",

@@ -73,6 +73,7 @@ def test_a_sweep_writes_the_autoscale_columns_and_draws_the_replicas_held(tmp_pa
     (("--max-replicas", "4", "--autoscale-target", "4", "--prefill-replicas", "1"),
      "--prefill-replicas: found 1 with --max-replicas 4, allowed: 0"),
     (("--autoscale-target", "4",), "--autoscale-target: found 4 with no autoscaling, allowed: with --max-replicas"),
+    (("--max-replicas", "0", "--autoscale-target", "4"), "--max-replicas: found 0, allowed: an integer >= replicas"),
     (("--max-replicas", "4", "--autoscale-target", "4", "--cold-start-s", "-1"), "--cold-start-s: found -1.0"),
     (("--rate-profile", "600:1"), "--rate-profile: found phases with --arrival 'trace', allowed: poisson or gamma"),
     (("--arrival", "poisson", "--rate", "2", "--rate-profile", "600-1"), "--rate-profile: found '600-1', allowed: "
