@@ -22,6 +22,7 @@ from sim.serving_metrics import window_power_W
 
 LIMIT_COLOR = "#444444"
 TIMELINE_WINDOWS = 200  # the timeline shows time-weighted means over this many windows of each run
+ARRIVAL_WINDOWS = 50  # and the arrival rate over this many (wider: a window holds enough arrivals to read a rate)
 NOT_JUDGED_MARK = "\u2020"  # a dagger after a capacity its search could not judge (capacity_judged 0)
 AT_TOP_MARK = "\u2265"  # before a capacity at the top of its search range, a lower bound (capacity_at_top 1)
 
@@ -95,6 +96,12 @@ class RunDetail:
     replicas_held: np.ndarray | None = None
     mean_replicas: float = math.nan
     replica_engines: int = 1  # engines of each replica (pipeline stages, data-parallel ranks)
+    # Each request's arrival since the first (None: stored before arrivals were): the arrival rate's panel.
+    arrival_s: np.ndarray | None = None
+
+    def arrival_rate(self, edges_s: np.ndarray) -> np.ndarray:
+        """Requests arriving per second within each window."""
+        return np.histogram(self.arrival_s, bins=edges_s)[0] / np.diff(edges_s)
 
     def held(self, edges_s: np.ndarray) -> np.ndarray:
         """Time-weighted replicas held within each window (an autoscaled pool's)."""
@@ -377,14 +384,25 @@ def latency_cdf_figure(runs: Sequence[RunDetail], limits: Mapping[str, Sequence[
 
 
 def timeline_figure(runs: Sequence[RunDetail]) -> Figure:
-    """KV-cache utilization (%) above running batch size against time since the first arrival (shared x), as
-    time-weighted means over TIMELINE_WINDOWS windows of each run, per engine (RunDetail.engine_mean); below them
-    the whole system's power in the same windows, its rated power dashed, where the runs carry their energy; and the
-    replicas an autoscaled pool held, where a run scales."""
+    """The requests arriving per second over ARRIVAL_WINDOWS windows, where the runs carry their arrivals; KV-cache
+    utilization (%) above running batch size against time since the first arrival (shared x), as time-weighted means
+    over TIMELINE_WINDOWS windows of each run, per engine (RunDetail.engine_mean); below them the whole system's power
+    in the same windows, its rated power dashed, where the runs carry their energy; and the replicas an autoscaled pool
+    held, where a run scales."""
+    arrived = [run for run in runs if run.arrival_s is not None]
     powered = [run for run in runs if run.dynamic_J is not None]
     scaled = [run for run in runs if run.replicas_held is not None]
-    fig = Figure(figsize=(11.5, 6.4 + 2.6 * (bool(powered) + bool(scaled)) + 0.2 * len(runs)), layout="constrained")
-    axes = fig.subplots(2 + bool(powered) + bool(scaled), 1, sharex=True)
+    fig = Figure(figsize=(11.5, 6.4 + 2.6 * (bool(arrived) + bool(powered) + bool(scaled)) + 0.2 * len(runs)),
+                 layout="constrained")
+    every = fig.subplots(bool(arrived) + 2 + bool(powered) + bool(scaled), 1, sharex=True)
+    axes = every[1:] if arrived else every  # the panels below the arrivals'
+    for run in arrived:
+        edges = np.linspace(0.0, max(run.end_s, 1e-9), ARRIVAL_WINDOWS + 1)
+        every[0].stairs(run.arrival_rate(edges), edges, color=run.color, lw=1.3)
+    if arrived:
+        every[0].set_ylim(bottom=0)
+        every[0].set_ylabel("requests/s")
+        every[0].set_title(f"Requests arriving (per second, over {ARRIVAL_WINDOWS} windows)", fontsize=10)
     kv_ax, batch_ax = axes[:2]
     for run in scaled:  # an autoscaled pool's replicas held, as a step line
         times, held = run.replicas_held[:, 0], run.replicas_held[:, 1]
@@ -417,7 +435,7 @@ def timeline_figure(runs: Sequence[RunDetail]) -> Figure:
     batch_ax.set_title("Running batch size", fontsize=10)
     axes[-1].set_xlabel("time since the first arrival (s)")
     axes[-1].set_xlim(left=0)
-    for ax in axes:
+    for ax in every:
         ax.grid(True, which="major", alpha=0.3)
     handles = [Line2D([], [], color=run.color, lw=1.5, label=run.label) for run in runs]
     if limits:

@@ -241,6 +241,7 @@ class DetailSource:
         records, iterations = result.records, result.iterations
         origin = float(records.arrival_s.min())
         return {"ttft_s": records.ttft_s.tolist(), "tpot_s": records.tpot_s.tolist(),
+                "arrival_s": (records.arrival_s - origin).tolist(),
                 "start_s": (iterations.start_s - origin).tolist(), "duration_s": iterations.duration_s.tolist(),
                 "kv_utilization": iterations.kv_utilization().tolist(), "batch_size": iterations.batch_size.tolist(),
                 "engine": iterations.replica.tolist(), "engines": len(iterations.replica_names),

@@ -18,6 +18,7 @@ from explore.design_point import generic_knobs
 from explore.metrics import better_first
 from explore.plots import figure_png
 from explore.plots_serving import (
+    ARRIVAL_WINDOWS,
     AT_TOP_MARK,
     NOT_JUDGED_MARK,
     TIMELINE_WINDOWS,
@@ -91,7 +92,7 @@ FIGURE_TITLES = {
     "serving_slowdown": "Slowdown over each request's run alone against arrival rate",
     "serving_capacity": "Capacity: the highest arrival rate that meets the SLO",
     "serving_cdf": "Latency distributions over requests",
-    "serving_timeline": "KV-cache utilization, running batch size, power and replicas held over time",
+    "serving_timeline": "Arrivals, KV-cache utilization, running batch size, power and replicas held over time",
 }
 HOW_TO_READ = {
     "serving_latency": "Each line is one design as requests arrive faster. A filled marker meets the SLO, a hollow "
@@ -115,7 +116,9 @@ HOW_TO_READ = {
     "serving_cdf": "Each curve rises through the requests of one design, fastest first: the x value where it "
                    "crosses a fraction is that percentile (0.99: p99). Dashed vertical lines are the SLO limits; "
                    "a curve meets the SLO where it is above the dotted attainment target at the limit.",
-    "serving_timeline": "KV blocks in use and sequences in the running batch, time-weighted means over "
+    "serving_timeline": f"Requests arriving per second over {ARRIVAL_WINDOWS} windows of each run (the load: a rate "
+                        "profile's phases, a trace's bursts). "
+                        "KV blocks in use and sequences in the running batch, time-weighted means over "
                         f"{TIMELINE_WINDOWS} windows of each run (idle time counts as zero), per engine (a replica, "
                         "or one of a pipelined replica's engines or of a data-parallel replica's ranks, with its share "
                         "of the KV blocks and, a rank, its own max_seqs) and averaged over the engines. A KV cache "
@@ -447,6 +450,7 @@ def run_detail(data: Mapping[str, Any], label: str, color: str, max_seqs: float,
                      replicas_held=None if held is None else np.asarray(held, dtype=float),
                      mean_replicas=float(data.get("mean_replicas", math.nan)),
                      replica_engines=int(data.get("replica_engines", 1)),
+                     arrival_s=None if data.get("arrival_s") is None else np.asarray(data["arrival_s"], dtype=float),
                      **{name: np.asarray(data[name], dtype=float) for name in
                         ("ttft_s", "tpot_s", "start_s", "duration_s", "kv_utilization", "batch_size")})
 

@@ -215,6 +215,22 @@ def test_timeline_power_is_static_plus_the_overlapping_iterations_energy() -> No
     assert len(timeline_figure([run_detail(data, "A", "C0", 64.0)]).axes) == 2
 
 
+def test_timeline_draws_the_arrival_rate_above_the_panels() -> None:
+    """10 requests arrive evenly over [0, 1) s and 30 over [1, 2) s: the top panel reads 10 then 30 requests a second
+    (averaged over each second's windows); the KV panel is still the next one. Stored before arrivals were: no such
+    panel."""
+    data = {"ttft_s": [0.1] * 40, "tpot_s": [0.1] * 40, "start_s": [0.0], "duration_s": [2.0],
+            "kv_utilization": [0.5], "batch_size": [4], "end_s": 2.0,
+            "arrival_s": np.concatenate([np.arange(10) / 10 + 0.01, 1 + np.arange(30) / 30 + 0.01]).tolist()}
+    figure = timeline_figure([run_detail(data, "A", "C0", 64.0)])
+    rates, edges, _ = figure.axes[0].patches[0].get_data()
+    first = edges[:-1] < 1.0 - 1e-9
+    assert (rates[first].mean(), rates[~first].mean()) == pytest.approx((10.0, 30.0))
+    assert figure.axes[0].get_ylabel() == "requests/s" and figure.axes[1].get_ylabel() == "KV cache in use (%)"
+    del data["arrival_s"]
+    assert timeline_figure([run_detail(data, "A", "C0", 64.0)]).axes[0].get_ylabel() == "KV cache in use (%)"
+
+
 SWEEP = """\
 name: tiny-serving
 model: llama-2-7b
