@@ -286,8 +286,8 @@ _m("prefix_hit_rate", "prefix hit rate", "", "max",
    section="serving")
 _m("clipped_requests", "clipped requests", "", None, "requests clipped to the model's context",
    section="serving")
-_m("capacity_rps", "capacity", "requests/s", "max", "highest arrival rate meeting the SLO (capacity search)",
-   section="serving")
+_m("capacity_rps", "capacity", "requests/s", "max", "highest arrival rate meeting the SLO (capacity search; under a "
+   "rate_profile, its base rate, each phase arriving at its multiple of it)", section="serving")
 # ---- urgent: sim/serving_metrics.py URGENT_METRICS, in its order (serving sweeps whose requests differ in priority) -
 for _key, _label, _what in _LATENCIES[:2]:
     for _stat in ("p90", "p99"):

@@ -9,10 +9,10 @@ pods missing metrics), and wants ceil(sum / target) replicas within [replicas, m
 the mean per replica is within TOLERANCE of the target or the starting ones' reading reverses the direction. It scales
 up at once, by at most max(SCALE_UP_PODS, as many as it has) a period (the HPA's default scale-up policies); a new
 replica serves after cold_start_s. It scales down to the most it wanted over the last SCALE_DOWN_WINDOW_S (the default
-stabilization window): a starting replica first, else the one holding the fewest requests, which stops taking
-requests and is released once its last one has left, as a server drains on SIGTERM (a termination grace period
-cutting it short is not modeled). Its constants are Kubernetes' defaults (the HPA's documentation and kube-controller-
-manager's flags).
+stabilization window): a starting replica first, else the ready one started last (a ReplicaSet deletes not-ready
+pods, then the newest), which stops taking requests and is released once its last one has left, as a server drains
+on SIGTERM (a termination grace period cutting it short is not modeled). Its constants are Kubernetes' defaults
+(the HPA's documentation and kube-controller-manager's flags).
 """
 
 from __future__ import annotations
@@ -68,6 +68,7 @@ class Autoscaler:
                                               for r in range(len(replicas))]
         self.wanted: deque[tuple[float, int]] = deque()
         self.draining_since: dict[int, float] = {}
+        self.starts = [0] * len(replicas)  # how many times each replica was asked to start
         self.routable[:] = [engine for r in range(minimum) for engine in replicas[r]]
 
     def run(self):
@@ -106,7 +107,8 @@ class Autoscaler:
                     :min(desired, current + max(SCALE_UP_PODS, current)) - current]:
                 self.state[r] = "starting"
                 self.held[r].append([now, math.inf])
-                self.env.process(self._start(r))
+                self.starts[r] += 1
+                self.env.process(self._start(r, self.starts[r]))
             return
         stable = max(wanted for _, wanted in self.wanted)
         for _ in range(current - stable):
@@ -115,16 +117,17 @@ class Autoscaler:
                 self.state[starting[-1]] = "off"
                 self.held[starting[-1]][-1][1] = now
                 continue
+            # A ReplicaSet deletes the most recently started of its ready pods first (ties: the last made).
             ready = [r for r, state in enumerate(self.state) if state == "ready"]
-            r = min(reversed(ready), key=lambda r: sum(engine.outstanding for engine in self.replicas[r]))
+            r = max(ready, key=lambda r: (self.held[r][-1][0], r))
             self.state[r] = "draining"
             self.draining_since[r] = now
             self.routable[:] = [engine for engine in self.routable if engine not in self.replicas[r]]
         self._release_drained()
 
-    def _start(self, r: int):
+    def _start(self, r: int, start: int):
         yield self.env.timeout(self.scaling.cold_start_s)
-        if self.state[r] == "starting":  # not given back while it started
+        if self.state[r] == "starting" and self.starts[r] == start:  # not given back (and started again) meanwhile
             self.state[r] = "ready"
             self.routable.extend(self.replicas[r])
 

@@ -77,10 +77,13 @@ def test_a_starting_replica_reads_as_at_the_target_where_the_pool_would_scale_do
     assert scaler._desired() == 2
 
 
-def test_scale_down_waits_for_the_window_and_drains_the_emptiest_replica():
-    """Wanting 3 then 1: the pool keeps 3 until the 3 is older than the 300 s window, then drains the replica holding
-    the fewest requests; it leaves the router's replicas at once and is released when empty."""
-    env, scaler = _scaler([5, 0, 2], ready=3, target=100.0)
+def test_scale_down_waits_for_the_window_and_drains_the_newest_replica():
+    """Wanting 3 then 1: the pool keeps 3 until the 3 is older than the 300 s window, then drains the replicas started
+    last, as a ReplicaSet deletes its newest pods, whatever they hold: the first, started at 10 s, holding 5 requests,
+    then the last made of the two started at 0 (holding none, it is released at once). A draining replica leaves the
+    router's replicas at once and is released when empty."""
+    env, scaler = _scaler([5, 2, 0], ready=3, target=100.0)
+    scaler.held[0][-1][0] = 10.0
     scaler.minimum = 1
     scaler._scale(3)
     env.run(until=SYNC_PERIOD_S)
@@ -88,10 +91,26 @@ def test_scale_down_waits_for_the_window_and_drains_the_emptiest_replica():
     assert scaler.state == ["ready"] * 3 + ["off"] * 5
     env.run(until=SCALE_DOWN_WINDOW_S + SYNC_PERIOD_S)
     scaler._scale(1)
-    # The idle replica is released at once; the one holding 2 drains (5 > 2 stays).
-    assert scaler.state[:3] == ["ready", "off", "draining"]
-    assert [engine for engine in scaler.routable] == scaler.replicas[0]
-    assert scaler.held[1] == [[0.0, SCALE_DOWN_WINDOW_S + SYNC_PERIOD_S]]
+    assert scaler.state[:3] == ["draining", "ready", "off"]
+    assert [engine for engine in scaler.routable] == scaler.replicas[1]
+    assert scaler.held[2] == [[0.0, SCALE_DOWN_WINDOW_S + SYNC_PERIOD_S]]
+
+
+def test_a_replica_given_back_while_it_started_and_asked_for_again_serves_a_whole_cold_start_later():
+    """Asked for at 0 (a 30 s cold start), given back at 15 s and asked for again at 20 s: it serves from 50 s, not
+    at 30 s when its first start would have ended."""
+    env, scaler = _scaler([100], ready=1, target=1.0, max_replicas=2)
+    scaler._scale(2)
+    env.run(until=15.0)
+    scaler.wanted.clear()
+    scaler._scale(1)
+    assert scaler.state[1] == "off"
+    env.run(until=20.0)
+    scaler._scale(2)
+    env.run(until=49.0)
+    assert scaler.state[1] == "starting"
+    env.run(until=51.0)
+    assert scaler.state[1] == "ready"
 
 
 def _pool(costs, replicas: int, scaling: Autoscaling | None) -> Pool:
