@@ -235,6 +235,9 @@ def _add_serving_flags(run: argparse.ArgumentParser) -> None:
     g.add_argument("--max-replicas", type=int,
                    help="autoscale from --replicas up to this many, as Kubernetes' HPA scales a model server on "
                         "--autoscale-metric near --autoscale-target per replica (default: --replicas throughout)")
+    g.add_argument("--prefill-max-replicas", type=int,
+                   help="autoscale the prefill pool from --prefill-replicas up to this many too, on the same metric "
+                        "and target (default: --prefill-replicas throughout)")
     g.add_argument("--autoscale-target", type=float, help="the autoscale metric's target per replica")
     g.add_argument("--autoscale-metric", choices=["waiting", "running"],
                    help="what the pool scales on: requests waiting (queue size) or running (batch size) on a replica "

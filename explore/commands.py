@@ -463,7 +463,8 @@ def _serving_spec(args) -> ServingSpec:
                   capacity=tuple(args.capacity) if args.capacity else None,
                   replicas=args.replicas, prefill_replicas=args.prefill_replicas, prefill_device=args.prefill_device,
                   mixed_device=args.mixed_device or "", mixed_replicas=args.mixed_replicas or 0,
-                  max_replicas=args.max_replicas, autoscale_target=args.autoscale_target,
+                  max_replicas=args.max_replicas, prefill_max_replicas=args.prefill_max_replicas,
+                  autoscale_target=args.autoscale_target,
                   autoscale_metric=args.autoscale_metric, cold_start_s=args.cold_start_s,
                   kv_link=args.kv_link, router=args.router, prefix_attention=args.prefix_attention,
                   memory_utilization=args.memory_utilization, host_cache_GB=args.host_cache_GB,
@@ -632,8 +633,12 @@ def _assumptions(point: DesignPoint, device) -> str:
             each = f", {devices} devices each" if devices > 1 else ""
             pools += (f" and {s.mixed_replicas} of {s.mixed_device} ({_pool_fits(s.mixed_device, point)}{each}), one "
                       f"router over them all")
-        if s.autoscaling is not None:
-            pools += (f" scaling up to {s.max_replicas} as the HPA does, on {s.autoscaling.metric} requests near "
+        scaling = s.autoscaling("decode") or s.autoscaling("prefill")
+        if scaling is not None:
+            scaled = f" scaling up to {s.max_replicas}" if not s.disaggregated else ", scaling the " + " and the ".join(
+                f"{what} replicas up to {most}" for what, most in (("prefill", s.prefill_max_replicas),
+                                                                   ("decode", s.max_replicas)) if most is not None)
+            pools += (f"{scaled} as the HPA does, on {scaling.metric} requests near "
                       f"{s.autoscale_target:g} a replica, each new one serving after "
                       + (f"{s.cold_start_s:g} s" if s.cold_start_s is not None else "its weights' read from a local "
                          "NVMe SSD"))

@@ -722,7 +722,8 @@ class Evaluator:
         return Pool(name=f"{role} ({point.device})", role=role, replicas=replicas, costs=costs,
                     scheduler=spec.scheduler, limits=limits, memory=memory, idle_power_W=idle_W,
                     router=spec.router or DEFAULT_ROUTER,
-                    autoscaling=_autoscaling(spec, weights_B) if role == "serve" and not device_name else None,
+                    # The point's own pools scale, not a fleet's mixed replicas.
+                    autoscaling=_autoscaling(spec, weights_B, role) if role != "serve" or not device_name else None,
                     # A decode pool caches one shared prefix; with several, each request's KV crosses whole.
                     prefix_tokens=0 if role == "decode" and spec.groups > 1 else spec.prefix_tokens,
                     prefix_groups=spec.system_prompts if spec.rooted else spec.groups, root=spec.rooted,
@@ -941,10 +942,10 @@ class Evaluator:
         return Evaluation(point=point, metrics=metrics, result=result, tables=None)
 
 
-def _autoscaling(spec, weights_B: float) -> Autoscaling | None:
-    """How a serving pool scales (ServingSpec.autoscaling), a new replica's cold start where the spec leaves it unset
-    its weights read over COLD_START_LINK."""
-    scaling = spec.autoscaling
+def _autoscaling(spec, weights_B: float, role: str) -> Autoscaling | None:
+    """How the pool of `role` scales (ServingSpec.autoscaling), a new replica's cold start where the spec leaves it
+    unset its weights read over COLD_START_LINK."""
+    scaling = spec.autoscaling(role)
     if scaling is None or spec.cold_start_s is not None:
         return scaling
     return replace(scaling, cold_start_s=weights_B / (load_link(COLD_START_LINK).bandwidth_GBps * 1e9))
@@ -1082,10 +1083,24 @@ def _metrics(result: SimResult | ServingResult | None, memory, reason: str, devi
     metrics.update(fits_in_memory=not reason if fits is None else fits, infeasible_reason=reason,
                    offloaded_B=offloaded_B)
     metrics.update(hardware_metrics(device, metrics["tokens_per_s"], pools))
-    if pools and pools[0].autoscaling is not None:  # an autoscaled pool rents the replica-hours it held
-        held = metrics.get("mean_replicas", math.nan) / pools[0].made_replicas
-        metrics.update(usd_per_hour=metrics["usd_per_hour"] * held, tokens_per_usd=metrics["tokens_per_usd"] / held)
+    if pools and any(pool.autoscaling is not None for pool in pools):  # it rents the replica-hours its pools held
+        usd_per_hour = _held_usd_per_hour(pools, result) if result is not None else math.nan
+        metrics.update(usd_per_hour=usd_per_hour, tokens_per_usd=metrics["tokens_per_s"] / (usd_per_hour / 3600))
     return metrics
+
+
+def _held_usd_per_hour(pools: list[Pool], result: ServingResult) -> float:
+    """What pools, some autoscaled, rent an hour on average: each pool's replicas' hourly price (and their attention
+    devices') over the replica-hours it held (NaN where a device publishes no hourly price)."""
+    total = 0.0
+    for pool in pools:
+        devices = [(1, pool.costs.device)] + ([] if pool.costs.attention is None else [
+            (pool.costs.attention.devices, pool.costs.attention.device)])
+        if any(device.price.usd_per_hour is None for _, device in devices):
+            return math.nan
+        each = sum(count * device.price.usd_per_hour for count, device in devices)
+        total += each * result.held_replica_s[pool.name] / result.makespan_s
+    return total
 
 
 def hardware_metrics(device, tokens_per_s, pools: list[Pool] | None = None) -> dict[str, Any]:

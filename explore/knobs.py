@@ -642,6 +642,10 @@ register(Knob(name="cold_start_s", type=float, section="serving", scope="serving
               unit="s", allowed_text="seconds >= 0", help="seconds from an autoscaler's scale-up to the new replica "
               "serving (loading weights, starting the engine); unset: its weights read from a local NVMe SSD "
               "(nvme-pcie4-x4), the engine's start not counted"))
+register(Knob(name="prefill_max_replicas", type=int, section="serving", scope="serving", default=None, flag=False,
+              minimum=1, help="with a prefill pool: the most replicas it scales up to from prefill_replicas, on the "
+              "autoscale_metric near autoscale_target per replica, as the decode pool scales to max_replicas (the "
+              "HPA of each); unset: prefill_replicas throughout"))
 register(Knob(name="conversation_turns", type=int, section="serving", scope="serving", default=None, flag=False,
               minimum=1, help="the requests as conversations of this many turns: each turn adds a message (the prompt "
               "distribution) to the conversation so far, arrives think_s after the previous answer and finds the "

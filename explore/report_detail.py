@@ -251,7 +251,11 @@ class DetailSource:
                 **({} if result.scaled is None else {
                     "replicas_held": [[t - origin, held] for t, held in result.scaled],
                     "mean_replicas": result.scaling_metrics()["mean_replicas"],
-                    "replica_engines": len(iterations.replica_names) // point.serving.max_replicas})}
+                    # Every replica made, of every pool (each pool's replicas laid out alike).
+                    "replica_engines": len(iterations.replica_names) // sum(
+                        most or least for most, least in ((point.serving.max_replicas, point.serving.replicas),
+                                                          (point.serving.prefill_max_replicas,
+                                                           point.serving.prefill_replicas)))})}
 
     def unstored_figures(self) -> list[str]:
         """The figures this report could not draw for want of stored detail (and of an evaluator)."""

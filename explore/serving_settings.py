@@ -204,7 +204,7 @@ def _routes(values: Values) -> bool:
     more than one engine in a replica."""
     return any(count > 1 for field in ROUTED for count in values.get(field, ())) or any(
         (count or 0) >= 1 for count in values.get("mixed_replicas", ())) or any(
-        (count or 0) > 1 for count in values.get("max_replicas", ()))
+        (count or 0) > 1 for name in ("max_replicas", "prefill_max_replicas") for count in values.get(name, ()))
 
 
 def _traced(field: str) -> ReadWhen:
@@ -225,10 +225,13 @@ RULES: tuple[ReadWhen, ...] = (
     ReadWhen("mixed_device", lambda v: _any(v, "mixed_replicas"), lambda v, n: "no mixed replicas",
              lambda n: f"with {n.at_least('mixed_replicas', 1, 'replicas of it beside the point')}, or left out"),
     ReadWhen("kv_link", lambda v: _any(v, "prefill_replicas"), lambda v, n: "no prefill pool", _pool),
-    # max_replicas given at all, 0 included (which its own check refuses): the pool autoscales.
-    *(ReadWhen(field, lambda v: any(m is not None for m in v.get("max_replicas", ())), lambda v, n: "no autoscaling",
-               lambda n: f"with {n.name('max_replicas')} (the most replicas the pool scales to), or left out")
+    # max_replicas (or prefill_max_replicas) given at all, 0 included (which its own check refuses): a pool scales.
+    *(ReadWhen(field, lambda v: any(m is not None for name in ("max_replicas", "prefill_max_replicas")
+                                    for m in v.get(name, ())), lambda v, n: "no autoscaling",
+               lambda n: f"with {n.name('max_replicas')} or {n.name('prefill_max_replicas')} (the most replicas a "
+                         f"pool scales to), or left out")
       for field in ("autoscale_target", "autoscale_metric", "cold_start_s")),
+    ReadWhen("prefill_max_replicas", lambda v: _any(v, "prefill_replicas"), lambda v, n: "no prefill pool", _pool),
     ReadWhen("slo_attainment", lambda v: any(_any(v, f) for f in ("slo_ttft_s", "slo_tpot_s", "slo_slowdown",
                                                                   "slo_urgent_ttft_s", "slo_urgent_tpot_s")),
              lambda v, n: "no SLO",

@@ -188,6 +188,7 @@ class Serving(Strict):
     mixed_replicas: one_or_more(knob_type(KNOBS["mixed_replicas"])) | None = None
     # Autoscaling from replicas up to max_replicas on a server metric near its target; lists compare them.
     max_replicas: one_or_more(knob_type(KNOBS["max_replicas"])) | None = None
+    prefill_max_replicas: one_or_more(knob_type(KNOBS["prefill_max_replicas"])) | None = None  # a prefill pool's
     autoscale_target: one_or_more(knob_type(KNOBS["autoscale_target"])) | None = None
     autoscale_metric: one_or_more(knob_type(KNOBS["autoscale_metric"])) | None = None
     cold_start_s: one_or_more(knob_type(KNOBS["cold_start_s"])) | None = None
@@ -274,7 +275,7 @@ def serving_dimensions(serving: Serving) -> dict[str, list]:
     if serving.router is not None:
         dims["router"] = as_list(serving.router)
     for name in ("mixed_device", "mixed_replicas", "max_replicas", "autoscale_target", "autoscale_metric",
-                 "cold_start_s"):
+                 "cold_start_s", "prefill_max_replicas"):
         if getattr(serving, name) is not None:
             dims[name] = as_list(getattr(serving, name))
     for name in ("prefix_attention", "prefix_groups", "queue_policy", "priority_fraction", "conversation_turns",
@@ -298,8 +299,8 @@ def routes(values: dict[str, Any]) -> bool:
     hold) or in a fleet of mixed devices, or a replica's engines on pipeline stages or data-parallel ranks
     (explore/serving_settings.py refuses a router where no point of a sweep routes)."""
     counts = {**values, "ranks": data_parallel_ranks(values.get("tp", 1), values.get("attention_parallel", "tensor"))}
-    return any(counts.get(name, 1) > 1 for name in ROUTED) or (values.get("mixed_replicas") or 0) >= 1 or (
-        values.get("max_replicas") or 0) > 1
+    return any(counts.get(name, 1) > 1 for name in ROUTED) or (values.get("mixed_replicas") or 0) >= 1 or any(
+        (values.get(name) or 0) > 1 for name in ("max_replicas", "prefill_max_replicas"))
 
 
 def serving_spec(serving: Serving, values: dict[str, Any]) -> ServingSpec:
@@ -328,7 +329,8 @@ def serving_spec(serving: Serving, values: dict[str, Any]) -> ServingSpec:
         replicas=values["replicas"], prefill_replicas=values["prefill_replicas"],
         prefill_device=serving.prefill_device or "", kv_link=serving.kv_link,
         mixed_device=values.get("mixed_device") or "", mixed_replicas=values.get("mixed_replicas") or 0,
-        max_replicas=values.get("max_replicas"), autoscale_target=values.get("autoscale_target"),
+        max_replicas=values.get("max_replicas"), prefill_max_replicas=values.get("prefill_max_replicas"),
+        autoscale_target=values.get("autoscale_target"),
         autoscale_metric=values.get("autoscale_metric"), cold_start_s=values.get("cold_start_s"),
         router=values.get("router") if routes(values) else None,
         prefix_attention=values.get("prefix_attention"), memory_utilization=values.get("memory_utilization"),

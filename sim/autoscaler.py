@@ -145,15 +145,21 @@ class Autoscaler:
         """Replica-seconds held (starting, serving or draining) up to `end_s`."""
         return sum(max(min(stop, end_s) - begin, 0.0) for spans in self.held for begin, stop in spans)
 
-    def timeline(self, end_s: float) -> tuple[tuple[float, int], ...]:
-        """(time, replicas held from then) at each change, up to `end_s`."""
-        changes = sorted([(begin, 1) for spans in self.held for begin, _ in spans]
-                         + [(stop, -1) for spans in self.held for _, stop in spans if stop < end_s])
-        steps, held = [], 0
-        for time_s, step in changes:
-            held += step
-            if steps and steps[-1][0] == time_s:
-                steps[-1] = (time_s, held)
-            else:
-                steps.append((time_s, held))
-        return tuple(steps)
+    def spans(self) -> list[tuple[float, float]]:
+        """Every span a replica was held, (from, until; inf while held)."""
+        return [(begin, stop) for spans in self.held for begin, stop in spans]
+
+
+def held_timeline(spans: Sequence_[tuple[float, float]], end_s: float) -> tuple[tuple[float, int], ...]:
+    """(time, replicas held from then) at each change of the replicas held over `spans` (from, until), up to
+    `end_s`."""
+    changes = sorted([(begin, 1) for begin, _ in spans] + [(stop, -1) for _, stop in spans if stop < end_s])
+    steps: list[tuple[float, int]] = []
+    held = 0
+    for time_s, step in changes:
+        held += step
+        if steps and steps[-1][0] == time_s:
+            steps[-1] = (time_s, held)
+        else:
+            steps.append((time_s, held))
+    return tuple(steps)

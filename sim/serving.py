@@ -16,7 +16,7 @@ import numpy as np
 import simpy
 
 from kernels.kv_policy import Window, kept_tokens
-from sim.autoscaler import Autoscaler, Autoscaling
+from sim.autoscaler import Autoscaler, Autoscaling, held_timeline
 from sim.costs import TIME_CLASS_NAMES, IterationCost, IterationCostModel
 from sim.kv_cache import PagedKVCache, shared_prefix_tokens
 from sim.kv_store import KVStore
@@ -205,9 +205,11 @@ class ServingResult:
     extra: dict[str, float] = field(default_factory=dict)
     unloaded: Unloaded | None = None  # the requests each served alone, where the SLO limits slowdowns
     prioritized: bool = False  # whether the requests carry priorities: the metrics then add URGENT_METRICS
-    # An autoscaled pool's replicas held, (time, replicas) at each change from the first arrival (None: fixed): the
-    # metrics then add AUTOSCALE_METRICS.
+    # Where a pool autoscales, the replicas held (every pool's), (time, replicas) at each change from the first
+    # arrival (None: fixed pools): the metrics then add AUTOSCALE_METRICS.
     scaled: tuple[tuple[float, int], ...] | None = None
+    # Per pool: its replica-seconds held (every replica over the makespan, or an autoscaled pool's as it held them).
+    held_replica_s: dict[str, float] = field(default_factory=dict)
 
     @property
     def energy_J(self) -> float:
@@ -312,7 +314,7 @@ class Pool:
     # instead of once per sequence (paged attention over the shared blocks).
     cascade: bool = False
     # Replicas that come and go with the load between `replicas` and autoscaling.max_replicas (sim/autoscaler.py;
-    # None: `replicas` throughout). Only a pool serving requests whole, alone, scales.
+    # None: `replicas` throughout): a pool serving requests whole, alone, or a prefill or decode pool.
     autoscaling: Autoscaling | None = None
     # Requests served alone on one of its replicas, by their lengths: a slowdown SLO's reference, computed once
     # however many rates a capacity search runs on the pool (not an argument, so a pool `replace` makes, with
@@ -335,9 +337,9 @@ class Pool:
             raise ValueError("swap preemption and a host cache need the host link's bandwidth (host_link_Bps)")
         if self.kv_store_blocks and not self.kv_store_Bps:
             raise ValueError("a KV store needs its bandwidth (kv_store_Bps)")
-        if self.autoscaling is not None and (self.role != "serve" or self.autoscaling.max_replicas < self.replicas):
-            raise ValueError(f"autoscaling: found a {self.role!r} pool of {self.replicas} replicas up to "
-                             f"{self.autoscaling.max_replicas}, allowed: a 'serve' pool, max_replicas >= replicas")
+        if self.autoscaling is not None and self.autoscaling.max_replicas < self.replicas:
+            raise ValueError(f"autoscaling: found {self.replicas} replicas up to {self.autoscaling.max_replicas}, "
+                             f"allowed: max_replicas >= replicas")
 
     @property
     def made_replicas(self) -> int:
@@ -471,17 +473,22 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
 
     # A router's draws come from a stream apart from its pool's replicas' (their seeds end in a replica's number).
     routers = [make_router(pool.router, slo, (pool.seed, p, ROUTER_STREAM)) for p, pool in enumerate(pools)]
+    # The engines each pool's router picks among: every one it made, or an autoscaled pool's serving ones.
+    routable: list[list[Replica]] = [list(made) for made in replicas]
+    scalers: list[Autoscaler | None] = [None] * len(pools)
+    for p, pool in enumerate(pools):
+        if pool.autoscaling is None:
+            continue
+        if (pool.role == "serve" and len(pools) > 1) or requests.after_previous_s is not None:
+            raise ValueError("autoscaling: found a fleet of serving pools or conversations, allowed: one serving pool, "
+                             "or a prefill and a decode pool, of single requests")
+        engines = pool.engines
+        scalers[p] = Autoscaler(env, [replicas[p][r * engines:(r + 1) * engines] for r in range(pool.made_replicas)],
+                                pool.replicas, pool.autoscaling, routable[p], float(requests.arrival_s[0]))
+        env.process(scalers[p].run())
     # Arrivals go to the first pool's router over the entry replicas: a prefill pool's, or every serving pool's.
-    entry = replicas[0] if roles[0] == "prefill" else [replica for made in replicas for replica in made]
-    scaler = None
-    if pools[0].autoscaling is not None:
-        if len(pools) > 1 or requests.after_previous_s is not None:
-            raise ValueError("autoscaling: found a pool beside others or conversations, allowed: one serving pool of "
-                             "single requests")
-        engines = pools[0].engines
-        scaler = Autoscaler(env, [replicas[0][r * engines:(r + 1) * engines] for r in range(pools[0].made_replicas)],
-                            pools[0].replicas, pools[0].autoscaling, entry, float(requests.arrival_s[0]))
-        env.process(scaler.run())
+    entry = routable[0] if roles[0] == "prefill" or len(pools) == 1 else [
+        engine for made in routable for engine in made]
 
     def _hand_over(seq: Sequence, ports: CopyQueue):
         decode_pool = pools[1]
@@ -492,7 +499,7 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
         send_s = kv_transfer_s(own_tokens * per_token_B) if kv_transfer_s else 0.0
         yield env.timeout(ports.reserve(env.now, send_s) - env.now)
         # Its SLO class goes with it; its prompt is prefilled, so it is routed as a one-token prompt.
-        routers[1].choose(replicas[1], Routed(urgent=seq.urgent, index=seq.index)).accept(seq)
+        routers[1].choose(routable[1], Routed(urgent=seq.urgent, index=seq.index)).accept(seq)
 
     arrivals = requests.arrival_s.tolist()
     prompts, outputs = requests.prompt_tokens.tolist(), requests.output_tokens.tolist()
@@ -562,7 +569,7 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
             if id(replica) not in in_step:
                 env.process(replica.run())
     env.run(until=done)
-    result = _result(pools, replicas, finished, requests, slo, scaler)
+    result = _result(pools, replicas, finished, requests, slo, scalers)
     if slo is None or slo.slowdown is None:
         return result
     # A slowdown's reference is the request alone on the point's own device (module slowdown): the decode pool's, or
@@ -571,7 +578,7 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
 
 
 def _result(pools: list[Pool], replicas: list[list[Replica]], finished: list[Sequence], requests: RequestSet,
-            slo: SLO | None, scaler: Autoscaler | None = None) -> ServingResult:
+            slo: SLO | None, scalers: list[Autoscaler | None] | None = None) -> ServingResult:
     seqs = sorted(finished, key=lambda s: s.index)
 
     def column(name: str, dtype=float) -> np.ndarray:
@@ -597,7 +604,12 @@ def _result(pools: list[Pool], replicas: list[list[Replica]], finished: list[Seq
     makespan_s = float(records.finish_s.max() - requests.arrival_s[0])
     end_s = float(records.finish_s.max())
     # Replica-seconds held: every replica throughout, or an autoscaled pool's as it held them.
-    held_s = [scaler.held_s(end_s) if scaler is not None else pool.replicas * makespan_s for pool in pools]
+    scalers = scalers or [None] * len(pools)
+    held_s = [scaler.held_s(end_s) if scaler is not None else pool.replicas * makespan_s
+              for pool, scaler in zip(pools, scalers, strict=True)]
+    start_s = float(requests.arrival_s[0])
+    spans = [span for pool, scaler in zip(pools, scalers, strict=True)
+             for span in (scaler.spans() if scaler is not None else [(start_s, math.inf)] * pool.replicas)]
     priced: list[tuple[IterationCost, int]] = [entry for _, replica in everyone
                                                for entry in replica.cost_counts.values()]
     class_time = sum((cost.class_time_s * n for cost, n in priced), np.zeros(len(TIME_CLASS_NAMES)))
@@ -619,7 +631,8 @@ def _result(pools: list[Pool], replicas: list[list[Replica]], finished: list[Seq
                          busy_s={pool.name: sum(sum(row[1] for row in replica.log) for replica in made)
                                  for pool, made in zip(pools, replicas, strict=True)},
                          prioritized=requests.priority is not None,
-                         scaled=scaler.timeline(end_s) if scaler is not None else None)
+                         scaled=held_timeline(spans, end_s) if any(scalers) else None,
+                         held_replica_s={pool.name: held for pool, held in zip(pools, held_s, strict=True)})
 
 
 def _percentile(values: np.ndarray, q: float) -> float:

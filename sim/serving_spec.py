@@ -43,7 +43,7 @@ KEY_NEUTRAL_DEFAULTS = frozenset({"prompt_batch_tokens", "slo_slowdown", "router
                                   "attention_device", "attention_devices", "attention_link",
                                   "attention_micro_batches", "attention_placement", "slo_urgent_ttft_s",
                                   "slo_urgent_tpot_s", "max_replicas", "autoscale_target", "autoscale_metric",
-                                  "cold_start_s", "rate_profile"})
+                                  "cold_start_s", "rate_profile", "prefill_max_replicas"})
 # What a new replica's cold start reads its weights over, where cold_start_s is not given: a local NVMe SSD (the
 # link preset's datasheet read rate); the engine's own start (CUDA graph capture, warm-up) is not counted.
 COLD_START_LINK = "nvme-pcie4-x4"
@@ -144,6 +144,9 @@ class ServingSpec:
     # autoscale_target per replica; a new replica serves cold_start_s after it is asked for (None: its weights read
     # from a local NVMe SSD, COLD_START_LINK). None: `replicas` throughout.
     max_replicas: int | None = None
+    # Disaggregated: the prefill pool scales too, from prefill_replicas up to this (its metric, target and cold start
+    # the decode pool's); None: prefill_replicas throughout.
+    prefill_max_replicas: int | None = None
     autoscale_target: float | None = None
     autoscale_metric: str | None = None  # None: waiting
     cold_start_s: float | None = None
@@ -402,39 +405,46 @@ class ServingSpec:
                              "trace replayed at its own times keeps its own rate)")
 
     def _check_autoscaling(self) -> None:
-        if self.max_replicas is None:
+        if self.prefill_max_replicas is not None and not self.disaggregated:
+            raise InputError(f"prefill_max_replicas: found {self.prefill_max_replicas!r} with prefill_replicas 0, "
+                             f"allowed: with a prefill pool (prefill_replicas >= 1), or left out")
+        scaled = [(name, value, least) for name, value, least in (
+            ("max_replicas", self.max_replicas, ("replicas", self.replicas)),
+            ("prefill_max_replicas", self.prefill_max_replicas, ("prefill_replicas", self.prefill_replicas)))
+            if value is not None]
+        if not scaled:
             return
-        if isinstance(self.max_replicas, bool) or not isinstance(self.max_replicas, int) \
-                or self.max_replicas < self.replicas:
-            raise InputError(f"max_replicas: found {self.max_replicas!r}, allowed: an integer >= replicas "
-                             f"({self.replicas}), the least the pool scales down to")
-        for name, value, allowed in (
+        for name, value, (floor, least) in scaled:
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise InputError(f"{name}: found {value!r}, allowed: an integer >= {floor} ({least}), the least the "
+                                 f"pool scales down to")
+        name, value, _ = scaled[0]
+        for name_, value_, allowed in (
                 ("autoscale_target", self.autoscale_target, "a number > 0 of requests per replica to scale on"),
                 ("cold_start_s", self.cold_start_s, "seconds >= 0, or none (the weights' read from a local SSD)")):
-            if value is None and name == "cold_start_s":
+            if value_ is None and name_ == "cold_start_s":
                 continue
-            if not (isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-                    and (value >= 0 if name == "cold_start_s" else value > 0)):
-                shown = "none" if value is None else repr(value)
-                raise InputError(f"{name}: found {shown} with max_replicas {self.max_replicas}, allowed: {allowed}")
+            if not (isinstance(value_, int | float) and not isinstance(value_, bool) and math.isfinite(value_)
+                    and (value_ >= 0 if name_ == "cold_start_s" else value_ > 0)):
+                shown = "none" if value_ is None else repr(value_)
+                raise InputError(f"{name_}: found {shown} with {name} {value}, allowed: {allowed}")
         if self.autoscale_metric is not None and self.autoscale_metric not in AUTOSCALE_METRICS:
             raise InputError(f"autoscale_metric: found {self.autoscale_metric!r}, allowed: "
                              f"{', '.join(AUTOSCALE_METRICS)}")
-        for name, conflict, allowed in (
-                ("prefill_replicas", self.disaggregated, "0 (an autoscaled pool serves requests whole)"),
+        for name_, conflict, allowed in (
                 ("mixed_replicas", self.mixed, "0 (an autoscaled pool is of one device)"),
                 ("conversation_turns", (self.conversation_turns or 1) > 1,
                  "1 (a conversation's turns stay on the replica that served it)")):
             if conflict:
-                raise InputError(f"{name}: found {getattr(self, name)} with max_replicas {self.max_replicas}, "
-                                 f"allowed: {allowed}")
+                raise InputError(f"{name_}: found {getattr(self, name_)} with {name} {value}, allowed: {allowed}")
 
-    @property
-    def autoscaling(self) -> Autoscaling | None:
-        """How the serving pool scales (None: it does not); a cold start of None is the caller's to price."""
-        if self.max_replicas is None:
+    def autoscaling(self, role: str = "serve") -> Autoscaling | None:
+        """How the pool of `role` scales ('serve' or 'decode': max_replicas; 'prefill': prefill_max_replicas; None: it
+        does not); a cold start of None is the caller's to price."""
+        most = self.prefill_max_replicas if role == "prefill" else self.max_replicas
+        if most is None:
             return None
-        return Autoscaling(max_replicas=self.max_replicas, target=self.autoscale_target,
+        return Autoscaling(max_replicas=most, target=self.autoscale_target,
                            metric=self.autoscale_metric or AUTOSCALE_METRICS[0], cold_start_s=self.cold_start_s or 0.0)
 
     def columns(self) -> dict[str, object]:
@@ -454,10 +464,11 @@ class ServingSpec:
                 **({} if self.priority_fraction is None else {"priority_fraction": self.priority_fraction}),
                 **({} if not self.mixed_device else {"mixed_device": self.mixed_device,
                                                      "mixed_replicas": self.mixed_replicas}),
-                **({} if self.max_replicas is None else {
+                **({} if self.max_replicas is None and self.prefill_max_replicas is None else {
                     "max_replicas": self.max_replicas, "autoscale_target": self.autoscale_target,
                     "autoscale_metric": self.autoscale_metric or AUTOSCALE_METRICS[0],
                     "cold_start_s": self.cold_start_s}),
+                **({} if self.prefill_max_replicas is None else {"prefill_max_replicas": self.prefill_max_replicas}),
                 **({} if self.conversation_turns is None else {"conversation_turns": self.conversation_turns}),
                 # think_s beside conversation_turns, empty where one turn reads none.
                 **({} if self.conversation_turns is None and self.think_s is None else {"think_s": self.think_s}),

@@ -70,8 +70,8 @@ def test_a_sweep_writes_the_autoscale_columns_and_draws_the_replicas_held(tmp_pa
     (("--max-replicas", "4"), "--autoscale-target: found none with --max-replicas 4, allowed: a number > 0"),
     (("--replicas", "3", "--max-replicas", "2", "--autoscale-target", "4"),
      "--max-replicas: found 2, allowed: an integer >= replicas (3)"),
-    (("--max-replicas", "4", "--autoscale-target", "4", "--prefill-replicas", "1"),
-     "--prefill-replicas: found 1 with --max-replicas 4, allowed: 0"),
+    (("--max-replicas", "4", "--autoscale-target", "4", "--mixed-replicas", "1", "--mixed-device", "l4"),
+     "--mixed-replicas: found 1 with --max-replicas 4, allowed: 0"),
     (("--autoscale-target", "4",), "--autoscale-target: found 4 with no autoscaling, allowed: with --max-replicas"),
     (("--max-replicas", "0", "--autoscale-target", "4"), "--max-replicas: found 0, allowed: an integer >= replicas"),
     (("--max-replicas", "4", "--autoscale-target", "4", "--cold-start-s", "-1"), "--cold-start-s: found -1.0"),
@@ -85,3 +85,22 @@ def test_bad_or_idle_autoscale_settings_are_one_line(capsys, flags, words):
     assert main([*RUN, *flags]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and words in err, err
+
+
+def test_a_prefill_and_a_decode_pool_scale_each_on_its_own_load(capsys):
+    """Disaggregated, the prefill pool from one up to three and the decode pool from one up to four, each on its own
+    requests running against the same target: together they hold between two and seven, and rent each pool's
+    replica-hours (both H100s here: the H100's hourly price times the mean replicas of both)."""
+    scaled = _run(capsys, "--arrival", "poisson", "--rate", "16", "--prefill-replicas", "1",
+                  "--prefill-max-replicas", "3", "--max-replicas", "4", "--autoscale-target", "4",
+                  "--autoscale-metric", "running", "--cold-start-s", "10")
+    assert 2.0 < scaled["mean_replicas"] < 7.0
+    hourly = load_device("h100-sxm").price.usd_per_hour
+    assert scaled["usd_per_hour"] == pytest.approx(hourly * scaled["mean_replicas"])
+    assert main([*RUN, "--prefill-replicas", "2", "--prefill-max-replicas", "1", "--max-replicas", "2",
+                 "--autoscale-target", "4"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "--prefill-max-replicas: found 1, allowed: an integer >= " in err, err
+    assert main([*RUN, "--prefill-max-replicas", "2", "--autoscale-target", "4"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "--prefill-max-replicas: found 2 with no prefill pool" in err, err

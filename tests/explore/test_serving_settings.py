@@ -23,6 +23,7 @@ IDLE = {
     "autoscale_target": (LENGTHS, ("--autoscale-target", "4"), "  autoscale_target: 4\n"),
     "autoscale_metric": (LENGTHS, ("--autoscale-metric", "running"), "  autoscale_metric: running\n"),
     "cold_start_s": (LENGTHS, ("--cold-start-s", "30"), "  cold_start_s: 30\n"),
+    "prefill_max_replicas": (LENGTHS, ("--prefill-max-replicas", "2"), "  prefill_max_replicas: 2\n"),
     "slo_attainment": (LENGTHS, ("--slo-attainment", "0.5"), "  slo: {attainment: 0.5}\n"),
     "prefix_attention": (LENGTHS, ("--prefix-attention", "cascade"), "  prefix_attention: cascade\n"),
     "prefix_groups": (LENGTHS, ("--prefix-groups", "4"), "  prefix_groups: 4\n"),

@@ -177,3 +177,25 @@ def test_a_pool_under_a_rising_and_falling_load_scales_up_then_down_after_the_wi
     assert all(held_at(t) == 1 for t in np.arange(arrivals[0], 400.0, 15.0))
     assert max(held_at(t) for t in np.arange(400.0, 615.0, 15.0)) > 1
     assert held_at(600.0 + SCALE_DOWN_WINDOW_S + 2 * SYNC_PERIOD_S) == 1 < max(held.values())
+
+
+def test_a_prefill_and_a_decode_pool_each_scale_and_hand_over_only_to_serving_replicas(costs):
+    """Four requests a second into a prefill pool and a decode pool, each from one replica up to two on requests
+    waiting (a 10 s cold start): each pool falls behind and scales, no new replica of either runs an iteration
+    before 15 + 10 s, and the static energy is each pool's idle power over the replica-seconds it held."""
+    decode_s = costs.price(step_shape(decode_kv=[64], sampled=1)).time_s
+    slow = _Slower(costs, 0.5 / decode_s)  # half a second a decode step, as long a prefill
+    requests = RequestSet(arrival_s=np.arange(120) * 0.25, prompt_tokens=np.full(120, 16),
+                          output_tokens=np.full(120, 6))
+    scaling = Autoscaling(max_replicas=2, target=1.0, cold_start_s=10.0)
+    pools = [replace(_pool(slow, 1, scaling), name="prefill", role="prefill", idle_power_W=50.0),
+             replace(_pool(slow, 1, scaling), name="decode", role="decode")]
+    result = serve_pools(pools, requests, kv_transfer_s=lambda message_B: 0.0)
+    assert max(held for _, held in result.scaled) == 4
+    log = result.iterations
+    for replica in (1, 3):  # each pool's second replica, in the log's order (prefill's, then decode's)
+        starts = log.start_s[log.replica == replica]
+        assert len(starts) and starts.min() >= SYNC_PERIOD_S + 10.0
+    assert result.energy_parts_J["static_J"] == pytest.approx(
+        50.0 * result.held_replica_s["prefill"] + 100.0 * result.held_replica_s["decode"])
+    assert result.held_replica_s["prefill"] > result.makespan_s < result.held_replica_s["decode"]
