@@ -643,6 +643,24 @@ def serving_tables(rows: list[dict[str, Any]], constraints: Sequence[str] | None
     return lead, tail
 
 
+def _slo_line(slo: Mapping[str, Any]) -> str:
+    """'SLO: TTFT <= 2000 ms and TPOT <= 100 ms for 90% of requests.'; where the urgent requests have limits of their
+    own, each class's (an urgent limit left unset is the others'), each class to reach the attainment; '' without
+    a limit."""
+    def limit(prefix: str, key: str) -> float | None:
+        return slo.get(prefix + key) if slo.get(prefix + key) is not None else slo.get(key)
+
+    def limits(prefix: str) -> str:
+        return " and ".join(f"{name} <= {metric_value_label(key, limit(prefix, key))}" for key, name in
+                            (("ttft_s", "TTFT"), ("tpot_s", "TPOT")) if limit(prefix, key) is not None)
+    share = slo.get("attainment")
+    if slo.get("urgent_ttft_s") is None and slo.get("urgent_tpot_s") is None:
+        return "" if not limits("") else (f"SLO: {limits('')} for {share:.0%} of requests." if share is not None
+                                          else f"SLO: {limits('')}.")
+    classes = f"the urgent requests {limits('urgent_')}, the others {limits('') or 'none'}"
+    return f"SLO: {classes}, for {share:.0%} of each class." if share is not None else f"SLO: {classes}."
+
+
 def serving_summary(rows: list[dict[str, Any]], slo: Mapping[str, Any] | None,
                     rate_profile: Sequence[Sequence[float]] | None = None) -> list[str]:
     """Header lines: the requests, arrivals, rates (and the phases they run in, where the rate rises and falls) and
@@ -655,11 +673,8 @@ def serving_summary(rows: list[dict[str, Any]], slo: Mapping[str, Any] | None,
         at += f" ({phases_label([(duration_s, multiplier) for duration_s, multiplier in rate_profile])})"
     schedulers = ", ".join(dict.fromkeys(str(r["scheduler"]) for r in rows))
     lines = [f"Serving: {requests} requests per point, {arrivals} arrivals{at}; schedulers {schedulers}."]
-    if slo and (slo.get("ttft_s") is not None or slo.get("tpot_s") is not None):
-        limits = " and ".join(f"{name} <= {metric_value_label(key, slo[key])}"
-                              for key, name in (("ttft_s", "TTFT"), ("tpot_s", "TPOT")) if slo.get(key) is not None)
-        share = slo.get("attainment")
-        lines.append(f"SLO: {limits} for {share:.0%} of requests." if share is not None else f"SLO: {limits}.")
+    if slo and (line := _slo_line(slo)):
+        lines.append(line)
     if slowdown := _slowdown_limits(slo):
         bounds = "; ".join(f"{name.upper()} " + ", ".join(f"p{p} <= {limit:g}x" for p, limit in sorted(limits.items()))
                            for name, limits in slowdown.items())

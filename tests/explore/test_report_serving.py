@@ -377,3 +377,20 @@ def test_where_the_urgent_requests_have_limits_of_their_own_each_line_says_whose
     assert _slo_limit(slo, "ttft_s")[0].label == "The other requests' SLO limit (90% of requests must meet it)"
     assert _slo_limit(slo, "urgent_ttft_s")[0].label.startswith("The urgent requests' SLO limit")
     assert _slo_limit({"ttft_s": 5.0}, "ttft_s")[0].label == "SLO limit (each request must meet it)"
+
+
+def test_the_header_names_each_class_limits_where_the_urgent_requests_have_their_own(rate_rows: list[dict]) -> None:
+    """examples/slo-classes.yaml's SLO (1 s and 50 ms for the urgent requests, 5 s and 200 ms for the rest): the
+    header said only the others' 5 s and 200 ms, as if those were every request's limits."""
+    from explore.report_serving import serving_summary
+
+    slo = {"ttft_s": 5.0, "tpot_s": 0.2, "urgent_ttft_s": 1.0, "urgent_tpot_s": 0.05, "attainment": 0.9}
+    assert serving_summary(rate_rows, slo)[-1] == ("SLO: the urgent requests TTFT <= 1000 ms and TPOT <= 50 ms, the "
+                                                   "others TTFT <= 5000 ms and TPOT <= 200 ms, for 90% of each class.")
+    # An urgent limit left unset is the others' (README: each unset takes the others' limit); urgent limits alone
+    # leave the others free.
+    assert serving_summary(rate_rows, {"ttft_s": 5.0, "tpot_s": 0.2, "urgent_ttft_s": 1.0, "attainment": 0.9})[-1] == (
+        "SLO: the urgent requests TTFT <= 1000 ms and TPOT <= 200 ms, the others TTFT <= 5000 ms and TPOT <= 200 ms, "
+        "for 90% of each class.")
+    assert serving_summary(rate_rows, {"urgent_ttft_s": 1.0, "attainment": 0.9})[-1] == (
+        "SLO: the urgent requests TTFT <= 1000 ms, the others none, for 90% of each class.")
