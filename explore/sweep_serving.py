@@ -7,6 +7,7 @@ import math
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, StrictFloat, StrictInt, field_validator, model_serializer, model_validator
+from pydantic_core import PydanticCustomError
 
 from explore.knobs import KNOBS, knobs
 from explore.rows import is_feasible, normalize_row
@@ -210,6 +211,22 @@ class Serving(Strict):
     attention_link: str | None = None
     attention_micro_batches: one_or_more(knob_type(KNOBS["attention_micro_batches"])) | None = None
     attention_placement: one_or_more(knob_type(KNOBS["attention_placement"])) | None = None  # apart or hybrid
+
+    @field_validator("rate_profile", mode="before")
+    @classmethod
+    def _phases(cls, profile: Any) -> Any:
+        """A list of [duration_s, multiplier] pairs, said so where the shape is wrong: one profile, not a list of
+        profiles to sweep (the pairs' values are the fields' own types to judge)."""
+        def pair(phase: Any) -> bool:
+            return isinstance(phase, list) and len(phase) == 2 and not any(isinstance(x, list | dict) for x in phase)
+        if profile is None or isinstance(profile, list) and all(pair(phase) for phase in profile):
+            return profile
+        several = isinstance(profile, list) and any(
+            isinstance(phase, list) and phase and all(isinstance(x, list) for x in phase) for phase in profile)
+        # A type error, so that the message quotes what was found (a mapping included: explore/validation.py).
+        raise PydanticCustomError("phases_type", "one profile, a list of phases [duration_s, multiplier], e.g. "
+                                  "[[600, 1], [300, 3]]" + (" (a sweep has one profile: its list is the phases, not "
+                                                            "profiles to compare)" if several else ""))
 
     @field_validator("capacity")
     @classmethod

@@ -104,3 +104,23 @@ def test_a_prefill_and_a_decode_pool_scale_each_on_its_own_load(capsys):
     assert main([*RUN, "--prefill-max-replicas", "2", "--autoscale-target", "4"]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "--prefill-max-replicas: found 2 with no prefill pool" in err, err
+
+
+@pytest.mark.parametrize(("profile", "words"), [
+    # Two profiles listed as if swept: pydantic said 'serving.rate_profile.0.0: found [600, 1], allowed: a number'.
+    ("[[[600, 1], [300, 3]], [[600, 1], [300, 2]]]", "serving.rate_profile: found [[[600, 1], [300, 3]], [[600, 1], "
+     "[300, 2]]], allowed: one profile, a list of phases [duration_s, multiplier], e.g. [[600, 1], [300, 3]] (a sweep "
+     "has one profile: its list is the phases, not profiles to compare)"),
+    # One phase without its list ('found 600, allowed: a valid tuple'), the flag's text, a mapping ('a valid list').
+    ("[600, 1]", "serving.rate_profile: found [600, 1], allowed: one profile, a list of phases"),
+    ("'600:1,300:3'", "serving.rate_profile: found '600:1,300:3', allowed: one profile, a list of phases"),
+    ("{600: 1, 300: 3}", "serving.rate_profile: found {600: 1, 300: 3}, allowed: one profile, a list of phases"),
+    # A phase without its multiplier ('serving.rate_profile.1.1: missing, allowed: a value (the key is required)').
+    ("[[600, 1], [300]]", "serving.rate_profile: found [[600, 1], [300]], allowed: one profile, a list of phases"),
+])
+def test_a_sweep_rate_profile_of_the_wrong_shape_says_what_one_is(tmp_path, capsys, profile, words):
+    path = write_sweep(tmp_path, "name: phased\nmodel: llama-2-7b\ndevice: h100-sxm\nserving:\n  prompt: 512\n"
+                                 f"  output: 64\n  rate: 2\n  rate_profile: {profile}\n")
+    assert main(["check", path]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and f":8: {words}" in err, err
