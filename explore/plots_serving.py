@@ -23,6 +23,7 @@ from sim.serving_metrics import window_power_W
 LIMIT_COLOR = "#444444"
 TIMELINE_WINDOWS = 200  # the timeline shows time-weighted means over this many windows of each run
 ARRIVAL_WINDOWS = 50  # and the arrival rate over this many (wider: a window holds enough arrivals to read a rate)
+MAX_SEQS_IN_VIEW = 0.25  # a max_seqs line is drawn where some batch reaches this share of it
 NOT_JUDGED_MARK = "\u2020"  # a dagger after a capacity its search could not judge (capacity_judged 0)
 AT_TOP_MARK = "\u2265"  # before a capacity at the top of its search range, a lower bound (capacity_at_top 1)
 
@@ -411,11 +412,14 @@ def timeline_figure(runs: Sequence[RunDetail]) -> Figure:
         axes[-1].set_ylim(bottom=0)
         axes[-1].set_ylabel("replicas held")
         axes[-1].set_title("Replicas an autoscaled pool held (starting, serving or draining)", fontsize=10)
+    tallest = 0.0  # the highest batch drawn
     for run in runs:
         edges = np.linspace(0.0, max(run.end_s, 1e-9), TIMELINE_WINDOWS + 1)
         centers = (edges[:-1] + edges[1:]) / 2
         kv_ax.plot(centers, 100 * run.engine_mean(run.kv_utilization, edges), color=run.color, lw=1.3)
-        batch_ax.plot(centers, run.engine_mean(run.batch_size, edges), color=run.color, lw=1.3)
+        batch = run.engine_mean(run.batch_size, edges)
+        batch_ax.plot(centers, batch, color=run.color, lw=1.3)
+        tallest = max(tallest, float(np.nanmax(batch, initial=0.0)))
         if run.dynamic_J is not None:
             axes[2].plot(centers, run.power_W(edges), color=run.color, lw=1.3)
             if math.isfinite(run.rated_W):
@@ -424,15 +428,20 @@ def timeline_figure(runs: Sequence[RunDetail]) -> Figure:
         axes[2].set_ylim(bottom=0)
         axes[2].set_ylabel("power (W)")
         axes[2].set_title("Power of the whole system (dashed: its rated power, tdp_W)", fontsize=10)
-    limits = sorted({run.max_seqs for run in runs if math.isfinite(run.max_seqs)})
+    # A max_seqs far above every batch drawn (MAX_SEQS_IN_VIEW) would flatten the batches against the axis: it is
+    # named in the title instead.
+    every_limit = sorted({run.max_seqs for run in runs if math.isfinite(run.max_seqs)})
+    limits = [value for value in every_limit if tallest >= value * MAX_SEQS_IN_VIEW]
     for value in limits:
         batch_ax.axhline(value, color=LIMIT_COLOR, lw=1.0, ls=":", zorder=1)
+    above = [value for value in every_limit if value not in limits]
     kv_ax.set_ylim(0, 105)
     kv_ax.set_ylabel("KV cache in use (%)")
     kv_ax.set_title("KV-cache utilization", fontsize=10)
     batch_ax.set_ylim(bottom=0)
     batch_ax.set_ylabel("running sequences")
-    batch_ax.set_title("Running batch size", fontsize=10)
+    batch_ax.set_title("Running batch size" + (f" (max_seqs {', '.join(f'{v:g}' for v in above)}: far above every "
+                                               f"batch, not drawn)" if above else ""), fontsize=10)
     axes[-1].set_xlabel("time since the first arrival (s)")
     axes[-1].set_xlim(left=0)
     for ax in every:

@@ -394,3 +394,17 @@ def test_the_header_names_each_class_limits_where_the_urgent_requests_have_their
         "for 90% of each class.")
     assert serving_summary(rate_rows, {"urgent_ttft_s": 1.0, "attainment": 0.9})[-1] == (
         "SLO: the urgent requests TTFT <= 1000 ms, the others none, for 90% of each class.")
+
+
+def test_a_max_seqs_far_above_every_batch_is_named_not_drawn() -> None:
+    """examples/autoscaling.yaml's batches of a few sequences under max_seqs 256: the limit's line set the panel's top
+    at 256 and flattened them against the axis. Far above every batch (under a quarter of it reached), it is named in
+    the title and the panel fits the batches; a batch near it draws it."""
+    data = {"ttft_s": [0.1], "tpot_s": [0.1], "start_s": [0.0], "duration_s": [2.0], "kv_utilization": [0.1],
+            "batch_size": [8], "end_s": 2.0}
+    batch_ax = timeline_figure([run_detail(data, "A", "C0", 256.0)]).axes[1]
+    assert batch_ax.get_ylim()[1] < 64 and len(batch_ax.lines) == 1
+    assert batch_ax.get_title() == "Running batch size (max_seqs 256: far above every batch, not drawn)"
+    batch_ax = timeline_figure([run_detail({**data, "batch_size": [200]}, "A", "C0", 256.0)]).axes[1]
+    assert batch_ax.get_ylim()[1] >= 256 and batch_ax.lines[-1].get_ydata()[0] == 256
+    assert batch_ax.get_title() == "Running batch size"
