@@ -16,6 +16,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+from matplotlib.ticker import LogFormatterSciNotation
 
 from explore.plots import MS, grouped_bars_figure, wide_range
 from sim.serving_metrics import window_power_W
@@ -226,7 +227,7 @@ def _rate_axis(ax: Axes, rates: np.ndarray, linear: bool = False) -> None:
         ax.set_xlim(left=0)
     if 0 < len(rates) <= 8:
         ax.set_xticks(rates, [f"{r:g}" for r in rates])
-        ax.minorticks_off()
+        ax.xaxis.minorticks_off()  # the rates alone; a log y axis keeps its minor ticks
     ax.set_xlabel("arrival rate (requests/s)")
 
 
@@ -259,6 +260,8 @@ def rate_figure(series: Sequence[RateSeries], panels: Sequence[Panel]) -> Figure
             ax.set_ylim(*panel.ylim)
         elif wide_range(values) and not panel.identity:  # y = x reads as a diagonal only on linear axes
             ax.set_yscale("log")
+            # Within two decades a log axis may hold a single power of ten: label some of the ticks between (2, 5).
+            ax.yaxis.set_minor_formatter(LogFormatterSciNotation(labelOnlyBase=False, minor_thresholds=(2, 0.4)))
         elif np.nanmin(values, initial=0.0) >= 0:
             ax.set_ylim(bottom=0)
         _rate_axis(ax, rates, linear=any(p.identity for p in panels))  # shared x: one scale

@@ -408,3 +408,25 @@ def test_a_max_seqs_far_above_every_batch_is_named_not_drawn() -> None:
     batch_ax = timeline_figure([run_detail({**data, "batch_size": [200]}, "A", "C0", 256.0)]).axes[1]
     assert batch_ax.get_ylim()[1] >= 256 and batch_ax.lines[-1].get_ydata()[0] == 256
     assert batch_ax.get_title() == "Running batch size"
+
+
+def test_a_log_latency_axis_within_two_decades_labels_more_than_one_tick() -> None:
+    """examples/slo-classes.yaml's p99 TTFT of 1.7-36 s on a log axis read '10^4' alone: the rate axis turned the
+    minor ticks off on both axes, so neither the values nor the 5 s limit could be read. The y axis keeps labelled
+    ticks between the powers of ten (2 and 3 x 10^3 among them)."""
+    from explore.plots_serving import Panel, RateSeries, SeriesStyle, rate_figure
+
+    series = [RateSeries(label=label, style=SeriesStyle(color=color), rate_per_s=np.array([16.0, 20.0, 24.0]),
+                         values={"ttft_p99_s": np.array(values)}, meets_slo=np.array([1.0, 1.0, 0.0]))
+              for label, color, values in (("A", "C0", [2.1, 1.7, 3.8]), ("B", "C1", [12.9, 19.7, 36.4]))]
+    figure = rate_figure(series, [Panel(metric="ttft_p99_s", title="p99 TTFT", ylabel="ms", scale=1e3)])
+    ax = figure.axes[0]
+    figure.canvas.draw()
+    assert ax.get_yscale() == "log"
+    low, high = ax.get_ylim()
+    shown = [tick for tick in ax.yaxis.get_majorticklabels() + ax.yaxis.get_minorticklabels()
+             if tick.get_text() and low <= tick.get_position()[1] <= high]
+    assert len(shown) >= 3, [tick.get_text() for tick in shown]
+    assert {2000.0, 3000.0} <= {round(tick.get_position()[1]) for tick in shown}
+    assert [tick.get_text() for tick in ax.xaxis.get_majorticklabels()] == ["16", "20", "24"]
+    assert not [tick for tick in ax.xaxis.get_minorticklabels() if tick.get_text()]
