@@ -491,7 +491,12 @@ def detail_figures(rows: list[dict[str, Any]], detail: DetailSource,
     limits = {"ttft_s": _slo_limit(slo, "ttft_s"), "tpot_s": _slo_limit(slo, "tpot_s")}
     attainment = float(slo["attainment"]) if slo and slo.get("attainment") is not None and any(limits.values()) \
         else None
-    return [_figure("serving_cdf", caption, latency_cdf_figure(series, limits, attainment)),
+    urgent = [f"{name} {metric_value_label(key, slo[f'urgent_{key}'])}" for key, name in
+              (("ttft_s", "TTFT"), ("tpot_s", "TPOT")) if slo and slo.get(f"urgent_{key}") is not None]
+    classes = (f" The curves hold every request, both classes; the lines are the other requests' limits, not the "
+               f"urgent requests' own ({' and '.join(urgent)}): a curve that clears them may leave the urgent "
+               f"requests short of theirs (the tables' urgent SLO attainment)." if urgent else "")
+    return [_figure("serving_cdf", caption + classes, latency_cdf_figure(series, limits, attainment)),
             _figure("serving_timeline", caption, timeline_figure(series))]
 
 

@@ -430,3 +430,21 @@ def test_a_log_latency_axis_within_two_decades_labels_more_than_one_tick() -> No
     assert {2000.0, 3000.0} <= {round(tick.get_position()[1]) for tick in shown}
     assert [tick.get_text() for tick in ax.xaxis.get_majorticklabels()] == ["16", "20", "24"]
     assert not [tick for tick in ax.xaxis.get_minorticklabels() if tick.get_text()]
+
+
+def test_the_latency_cdf_says_whose_limits_it_draws_where_the_urgent_requests_have_their_own(rate_rows) -> None:
+    """The CDF's curves hold every request and its lines are the other requests' limits: with urgent limits of their
+    own (slo-classes: 1 s and 50 ms) a curve clearing the lines may leave the urgent class short, which its caption
+    ('a curve meets the SLO where ...') did not say."""
+    from types import SimpleNamespace
+
+    from explore.report_serving import detail_figures
+
+    data = {"ttft_s": [0.1, 0.2], "tpot_s": [0.02, 0.03], "start_s": [0.0], "duration_s": [1.0],
+            "kv_utilization": [0.1], "batch_size": [2], "end_s": 1.0}
+    detail = SimpleNamespace(serving_run=lambda row, point: data, can_price=True)
+    classes = {"ttft_s": 5.0, "tpot_s": 0.2, "urgent_ttft_s": 1.0, "urgent_tpot_s": 0.05, "attainment": 0.9}
+    cdf = detail_figures(rate_rows, detail, (), None, classes)[0]
+    assert ("the lines are the other requests' limits, not the urgent requests' own (TTFT 1000 ms and TPOT 50 ms)"
+            in cdf.caption), cdf.caption
+    assert "urgent" not in detail_figures(rate_rows, detail, (), None, SLO)[0].caption
