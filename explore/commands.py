@@ -328,7 +328,8 @@ def cmd_run(args) -> int:
                  dense_prefill_note(point),
                  "" if serving is None or not args.seed else unread_seed_note(
                      serving.trace, serving.arrival, [serving.prefix_groups], [serving.priority_fraction],
-                     bool(point.knob("spec_draft")), [serving.router], "--seed")):
+                     bool(point.knob("spec_draft")), [serving.router], "--seed"),
+                 "" if serving is None else fixed_scaling_note(serving)):
         if note:
             print(f"explore: notice: {note}", file=sys.stderr)
     from explore.report import waits_on_dispatch  # here: the report module is slow to import for every command
@@ -407,6 +408,17 @@ def _print_infeasible(args, point: DesignPoint, evaluator: Evaluator, metrics: d
     print(f"# {_assumptions(point, evaluator.point_device(point))}")
     _print_metrics({k: v for k, v in shown.items() if v is not None})
     return 1
+
+
+def fixed_scaling_note(serving: ServingSpec) -> str:
+    """Where autoscaling is asked of pools whose most replicas are their least: they never scale; '' elsewhere."""
+    scaled = [(flag, most, least) for flag, most, least in (
+        ("--max-replicas", serving.max_replicas, serving.replicas),
+        ("--prefill-max-replicas", serving.prefill_max_replicas, serving.prefill_replicas)) if most is not None]
+    if not scaled or any(most > least for _, most, least in scaled):
+        return ""
+    return (f"{', '.join(f'{flag} {most}' for flag, most, _ in scaled)} is the least the pool keeps: it never scales, "
+            f"and --autoscale-target and --cold-start-s change nothing")
 
 
 def _rate_profile(text: str | None) -> tuple[tuple[float, float], ...] | None:

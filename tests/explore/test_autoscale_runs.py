@@ -40,6 +40,9 @@ def test_an_autoscaled_pool_rents_the_replicas_it_held(capsys):
     header = capsys.readouterr().out.splitlines()[0]
     assert ("1 replica(s) scaling up to 4 as the HPA does, on waiting requests near 4 a replica, each new one serving "
             "after its weights' read from a local NVMe SSD") in header, header
+    # A pool whose most replicas are its least never scales, and says so.
+    assert main([*RUN, "--requests", "50", "--max-replicas", "1", "--autoscale-target", "4"]) == 0
+    assert "notice: --max-replicas 1 is the least the pool keeps: it never scales" in capsys.readouterr().err
     # One replica that may scale to more has replicas to route among.
     assert main([*RUN, "--requests", "50", "--max-replicas", "2", "--autoscale-target", "4", "--router",
                  "least_tokens"]) == 0
