@@ -96,9 +96,11 @@ def _prefill_s(replica: Replica, tokens: int, seqs: int, context: int, per_itera
     return time_s
 
 
-def predict_latency(replica: Replica, prompt_tokens: int, cached_tokens: int = 0) -> LatencyPrediction:
+def predict_latency(replica: Replica, prompt_tokens: int, cached_tokens: int = 0,
+                    prefilled: bool = False) -> LatencyPrediction:
     """The TTFT and TPOT of a request of `prompt_tokens` (of which `cached_tokens` are cached there) joining `replica`
-    now."""
+    now; `prefilled`: one a prefill pool hands over with `prompt_tokens` of context, its first token already sampled
+    (a TTFT of 0 here: it joins the decodes)."""
     state, scheduler = replica.state, replica.scheduler
     max_seqs = scheduler.limits.max_seqs
     decoding = [seq.computed + 1 for seq in state.running if not seq.in_prefill][:max_seqs]
@@ -119,7 +121,7 @@ def predict_latency(replica: Replica, prompt_tokens: int, cached_tokens: int = 0
     waiting = [seq.target for queue in (state.waiting, state.swapped) for seq in queue]
     prefilling = [seq.target for seq in state.running if seq.in_prefill]
     decode_kv = (decoding + prefilling + waiting + [prompt_tokens])[:max_seqs]
-    return LatencyPrediction(ttft_s=prefill_s + waited_s, tpot_s=_tpot_s(replica, decode_kv))
+    return LatencyPrediction(ttft_s=0.0 if prefilled else prefill_s + waited_s, tpot_s=_tpot_s(replica, decode_kv))
 
 
 def _seat_s(replica: Replica, short: int) -> float:

@@ -29,6 +29,7 @@ class Routed:
     root: int = 0
     urgent: bool = False
     index: int = -1  # the request's (-1: unknown)
+    prefilled: bool = False  # handed over by a prefill pool, prompt_tokens its context
 
 
 class Router:
@@ -173,7 +174,8 @@ class PredictedLatency(Router):
         for replica in replicas:
             cached = replica.state.kv.chain_tokens(request.group, request.shareable_tokens, request.tree_nodes,
                                                    request.root)
-            raw[id(replica)] = predict_latency(replica, request.prompt_tokens, min(cached, request.prompt_tokens - 1))
+            raw[id(replica)] = predict_latency(replica, request.prompt_tokens, min(cached, request.prompt_tokens - 1),
+                                               request.prefilled)
             predicted = self.learned[id(replica)].corrected(raw[id(replica)]) if id(replica) in self.learned \
                 else raw[id(replica)]
             # The tightest TPOT limit of the requests it runs binds a newcomer too (llm-d's podMinTPOTSLO, where a

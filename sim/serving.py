@@ -498,8 +498,9 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
         own_tokens = replicas[1][0].state.kv.own_tokens(seq.index, seq.computed)
         send_s = kv_transfer_s(own_tokens * per_token_B) if kv_transfer_s else 0.0
         yield env.timeout(ports.reserve(env.now, send_s) - env.now)
-        # Its SLO class goes with it; its prompt is prefilled, so it is routed as a one-token prompt.
-        routers[1].choose(routable[1], Routed(urgent=seq.urgent, index=seq.index)).accept(seq)
+        # Its SLO class goes with it, and its context: it joins the decodes, its first token out.
+        routers[1].choose(routable[1], Routed(prompt_tokens=max(seq.computed, 1), urgent=seq.urgent, index=seq.index,
+                                              prefilled=True)).accept(seq)
 
     arrivals = requests.arrival_s.tolist()
     prompts, outputs = requests.prompt_tokens.tolist(), requests.output_tokens.tolist()

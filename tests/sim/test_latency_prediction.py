@@ -113,3 +113,12 @@ def test_a_device_slower_in_every_iteration_is_predicted_as_much_slower(costs):
         slow = predict_latency(_replica(_Slower(costs, 2.5), held=held), 500)
         assert slow.ttft_s == pytest.approx(2.5 * fast.ttft_s, rel=1e-12) and fast.ttft_s > 0, held
         assert slow.tpot_s == pytest.approx(2.5 * fast.tpot_s, rel=1e-12) and fast.tpot_s > 0, held
+
+
+def test_a_handed_over_request_joins_the_decodes_at_its_context(costs):
+    """Handed over by a prefill pool with 4,000 tokens of context, a request's first token is out (a TTFT of 0 there),
+    and its decodes are an iteration of the held requests and its own at 4,000 tokens: longer than at 1."""
+    replica = _replica(costs, held=3)
+    handed = predict_latency(replica, 4000, prefilled=True)
+    assert handed.ttft_s == 0.0
+    assert handed.tpot_s == predict_latency(replica, 4000).tpot_s > predict_latency(replica, 1, prefilled=True).tpot_s

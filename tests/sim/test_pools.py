@@ -96,20 +96,25 @@ class ClassRecording(Router):
     seen: dict[int, list[bool]] = {}
 
     def choose(self, replicas, request):
-        ClassRecording.seen.setdefault(id(self), []).append(request.urgent)
+        ClassRecording.seen.setdefault(id(self), []).append((request.urgent, request.prompt_tokens, request.prefilled))
         return replicas[0]
 
 
 def test_a_hand_over_is_routed_with_the_request_s_slo_class(costs, monkeypatch):
     """Priorities 0, 1, 0, 1: requests 0 and 2 are urgent (the lowest priority), and both pools' routers see them so,
     arrivals and hand-overs alike: the decode pool's router is what holds an urgent request to its own limits there
-    (sim/routers.py PredictedLatency)."""
+    (sim/routers.py PredictedLatency). A hand-over carries its 24-token context, prefilled, so a latency-predicting
+    router prices its decodes at their context."""
     monkeypatch.setitem(ROUTERS, ClassRecording.name, ClassRecording)
     ClassRecording.seen = {}
     requests = RequestSet(arrival_s=np.arange(4) * 0.1, prompt_tokens=np.full(4, 24), output_tokens=np.full(4, 3),
                           priority=np.array([0, 1, 0, 1]))
     _serve(costs, requests, LAYOUTS["split 1+1"], "continuous", router=ClassRecording.name)
-    assert list(ClassRecording.seen.values()) == [[True, False, True, False]] * 2
+    arrivals, hand_overs = ClassRecording.seen.values()
+    for routed in (arrivals, hand_overs):
+        assert [urgent for urgent, _, _ in routed] == [True, False, True, False]
+    assert {(tokens, prefilled) for _, tokens, prefilled in arrivals} == {(24, False)}
+    assert {(tokens, prefilled) for _, tokens, prefilled in hand_overs} == {(24, True)}
 
 
 def _mixed_requests(count: int = 16, seed: int = 3) -> RequestSet:

@@ -26,7 +26,8 @@ PROMPT = Routed(prompt_tokens=64)
 def _predicted_by_hand(monkeypatch):
     """Each stand-in replica's prediction is its own `predicted` (ttft_s, tpot_s)."""
     monkeypatch.setattr(sim.routers, "predict_latency",
-                        lambda replica, prompt_tokens, cached_tokens=0: LatencyPrediction(*replica.predicted))
+                        lambda replica, prompt_tokens, cached_tokens=0, prefilled=False: LatencyPrediction(
+                            *replica.predicted))
 
 
 def _replica(ttft_s: float, tpot_s: float, outstanding: int = 1, cached_blocks: int = 0, running=()):
