@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 import sys
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -43,7 +42,7 @@ from explore.run_support import (
 )
 from explore.runner import Progress, columns_for, run_sweep
 from explore.schema import as_list
-from explore.serving_settings import FlagNames, data_parallel_ranks, flag_of, idle_setting
+from explore.serving_settings import FlagNames, data_parallel_ranks, flag_of, idle_setting, renamed
 from explore.sweep import STRATEGY_NAMES, Constraint, Objectives, load_sweep
 from explore.sweep_notes import (
     dense_prefill_note,
@@ -493,13 +492,10 @@ def _serving_spec(args) -> ServingSpec:
         spec.check_context(load_model_config(args.model).max_positions, args.model)
         return spec
     except InputError as err:
-        name, _, rest = str(err).partition(": ")
-        names = {f.name for f in dataclasses.fields(ServingSpec)}
-        if name not in names:
+        flagged = renamed(str(err), flag_of)
+        if flagged is None:
             raise  # not a field's message (a trace file's names the file)
-        # The other settings it names ('found 1 with mixed_replicas 2') by their flags too.
-        rest = re.sub(r"\bwith (\w+) ", lambda m: f"with {flag_of(m[1])} " if m[1] in names else m[0], rest)
-        raise InputError(f"{flag_of(name)}: {rest}") from None
+        raise InputError(flagged) from None
 
 
 # The kernel classes a GPU calibration can fit (hw_models.calibration): any other is priced on the roofline.

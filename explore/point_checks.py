@@ -14,6 +14,7 @@ from typing import Any
 
 from explore.design_point import DesignPoint
 from explore.run_support import WHAT_IF_PREFIXES
+from explore.serving_settings import renamed, sweep_key_of
 from explore.sweep import Sweep
 from workloads.errors import InputError
 from workloads.yaml_lines import LocatedYAML
@@ -46,7 +47,10 @@ def _located(sweep: Sweep, err: InputError, point: DesignPoint | None) -> InputE
     message = str(err)
     if message.startswith(sweep.path):
         return err  # located already
-    line = LocatedYAML(sweep.path).key_line(message.split(":", 1)[0].strip())
+    if point is None or point.serving is not None:
+        # A serving setting's message names it as the sweep does ('serving.max_replicas'); none other changes.
+        message = renamed(message, sweep_key_of) or message
+    line = LocatedYAML(sweep.path).key_line(message.split(":", 1)[0].strip().rsplit(".", 1)[-1])
     at = _swept_values(sweep, point) if point is not None else ""
     return InputError(f"{sweep.path}{f':{line}' if line else ''}: {message}{f' (at {at})' if at else ''}")
 

@@ -4,12 +4,14 @@ column in the results as if it had been run."""
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from sim.schedulers import SCHEDULERS
-from sim.serving_spec import trace_requests
+from sim.serving_spec import ServingSpec, trace_requests
 from workloads.errors import InputError
 
 # Every value the user gave each setting (a ServingSpec field, and the point's pipeline stages `pp`): one for a run,
@@ -34,6 +36,23 @@ def flag_of(field: str) -> str:
 def key_of(field: str) -> tuple[str, ...]:
     """The keys under a sweep's serving: that set a ServingSpec field (('slo', 'attainment'))."""
     return KEYS.get(field, (field,))
+
+
+def sweep_key_of(field: str) -> str:
+    """How a sweep names a ServingSpec field: 'serving.slo.urgent_ttft_s', 'serving.rate'."""
+    return ".".join(("serving", *key_of(field)))
+
+
+def renamed(message: str, name: Callable[[str], str]) -> str | None:
+    """A ServingSpec error's `message` ('max_replicas: found 2 with prefill_replicas 3, ...') with the fields it names
+    as the caller names them (`name`: a flag, a sweep's key); None where it leads with no field's name."""
+    field, _, rest = message.partition(": ")
+    fields = {f.name for f in dataclasses.fields(ServingSpec)}
+    if field not in fields:
+        return None
+    # The other settings it names ('found 1 with mixed_replicas 2') too.
+    rest = re.sub(r"\bwith (\w+) ", lambda m: f"with {name(m[1])} " if m[1] in fields else m[0], rest)
+    return f"{name(field)}: {rest}"
 
 
 class Names(Protocol):

@@ -127,3 +127,14 @@ def test_a_sweep_rate_profile_of_the_wrong_shape_says_what_one_is(tmp_path, caps
     assert main(["check", path]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and f":8: {words}" in err, err
+
+
+def test_a_sweep_names_a_serving_setting_s_conflict_by_its_key(tmp_path, capsys):
+    """A point's serving settings that conflict are named as the sweep writes them, at their line:
+    'serving.max_replicas' (explore run names the flag), where the message had named the field alone."""
+    path = write_sweep(tmp_path, "name: bad\nmodel: llama-2-7b\ndevice: h100-sxm\nserving:\n  prompt: 512\n"
+                                 "  output: 64\n  rate: 2\n  replicas: 4\n  max_replicas: 3\n  autoscale_target: 2\n")
+    assert main(["check", path]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and ":9: serving.max_replicas: found 3, allowed: an integer >= " \
+        "replicas (4)" in err, err
