@@ -34,6 +34,14 @@ from sim.schedulers import Sequence
 RECENT_ITERATIONS = 64
 
 
+# A predicted chunk's new tokens are rounded up to a multiple of this, its earlier context down: a choice, so that
+# predictions price a shape once for a span of lengths (an iteration's exact token count is a cost bucket of its own:
+# sim/costs.py), not a measurement; a few percent of a chunk's time at most.
+TOKEN_STEP = 16
+# And a predicted iteration's decodes, past this many, are padded to a multiple of it at their mean context (rounded to
+# TOKEN_STEP), for the same reason: a choice, at most DECODE_STEP - 1 more sequences' KV reads in an iteration.
+DECODE_STEP = 8
+
 # How far each request's observed latency moves a replica's learned bias (LearnedBias): a choice, not a measurement
 # (the bias follows about the last ten requests, slow enough to smooth one, quick enough to follow a load as it moves).
 LEARNING_RATE = 0.1
@@ -71,16 +79,28 @@ class LearnedBias:
 
 
 def _iteration_s(replica: Replica, chunks: Sequence_[tuple[int, int]], decode_kv: Sequence_[int],
-                 finishing: int = 0) -> float:
+                 finishing: int = 0, memo: dict | None = None) -> float:
     """The time of one iteration of prefill `chunks` (new tokens, earlier context), `finishing` of which end their
-    prompts, beside decodes of `decode_kv`."""
-    shape = step_shape(chunks, decode_kv, sampled=len(decode_kv) + finishing, window=replica.window,
+    prompts, beside decodes of `decode_kv`: each chunk's new tokens rounded up to TOKEN_STEP and its context down,
+    the decodes at their mean context, rounded to TOKEN_STEP, and (past DECODE_STEP) padded to a multiple of it.
+    `memo` keeps each such iteration's time (the caller's, for one replica's costs)."""
+    chunks = tuple((-(-new // TOKEN_STEP) * TOKEN_STEP, context // TOKEN_STEP * TOKEN_STEP) for new, context in chunks)
+    count = len(decode_kv) if len(decode_kv) <= DECODE_STEP else -(-len(decode_kv) // DECODE_STEP) * DECODE_STEP
+    mean = round(sum(decode_kv) / len(decode_kv) / TOKEN_STEP) * TOKEN_STEP if decode_kv else 0
+    key = (chunks, count, mean, finishing)
+    if memo is not None and key in memo:
+        return memo[key]
+    decode_kv = [max(mean, 1)] * count
+    shape = step_shape(chunks, decode_kv, sampled=count + finishing, window=replica.window,
                        prefill_window=replica.costs.template.sliding_window)
-    return replica.costs.price(shape).time_s
+    time_s = replica.costs.price(shape).time_s
+    if memo is not None:
+        memo[key] = time_s
+    return time_s
 
 
 def _prefill_s(replica: Replica, tokens: int, seqs: int, context: int, per_iteration: int,
-               riding: list[int]) -> float:
+               riding: list[int], memo: dict | None = None) -> float:
     """The time `seqs` prompts of `tokens` tokens in all take, in iterations of `per_iteration` tokens beside decodes
     of `riding`: each prompt's tokens the mean, whole prompts sharing an iteration where several fit in one, longer
     ones in chunks of the whole budget, every chunk after `context` earlier tokens."""
@@ -88,19 +108,20 @@ def _prefill_s(replica: Replica, tokens: int, seqs: int, context: int, per_itera
     whole = each < per_iteration
     chunks = [(each, context)] * (per_iteration // each) if whole else [(per_iteration, context)]
     full, rest = divmod(tokens, sum(new for new, _ in chunks))
-    time_s = full * _iteration_s(replica, chunks, riding, len(chunks) if whole else 0) if full else 0.0
+    time_s = full * _iteration_s(replica, chunks, riding, len(chunks) if whole else 0, memo) if full else 0.0
     if rest:
         left = [(each, context)] * (rest // each) + [(rest % each, context)] * bool(rest % each) if whole \
             else [(rest, context)]
-        time_s += _iteration_s(replica, left, riding, len(left) if whole else 1)
+        time_s += _iteration_s(replica, left, riding, len(left) if whole else 1, memo)
     return time_s
 
 
 def predict_latency(replica: Replica, prompt_tokens: int, cached_tokens: int = 0,
-                    prefilled: bool = False) -> LatencyPrediction:
+                    prefilled: bool = False, memo: dict | None = None) -> LatencyPrediction:
     """The TTFT and TPOT of a request of `prompt_tokens` (of which `cached_tokens` are cached there) joining `replica`
     now; `prefilled`: one a prefill pool hands over with `prompt_tokens` of context, its first token already sampled
-    (a TTFT of 0 here: it joins the decodes)."""
+    (a TTFT of 0 here: it joins the decodes). `memo`: the iteration times priced so far for this replica's costs
+    (_iteration_s), which the caller keeps across predictions."""
     state, scheduler = replica.state, replica.scheduler
     max_seqs = scheduler.limits.max_seqs
     decoding = [seq.computed + 1 for seq in state.running if not seq.in_prefill][:max_seqs]
@@ -112,16 +133,17 @@ def predict_latency(replica: Replica, prompt_tokens: int, cached_tokens: int = 0
     own_context = cached_tokens + max(own - per_iteration, 0) // 2  # its chunks' mean earlier context
     tokens = sum(ahead) + own
     # The prompts ahead and its own, in the iterations they share, their chunks after the tokens' mean context.
-    prefill_s = _prefill_s(replica, tokens, len(ahead) + 1, own * own_context // tokens, per_iteration, riding)
+    prefill_s = _prefill_s(replica, tokens, len(ahead) + 1, own * own_context // tokens, per_iteration, riding, memo)
     held = len(state.running) + len(state.waiting) + len(state.swapped)
     # Short of a seat, it waits for requests to leave before its own prefill starts.
     seat_s = _seat_s(replica, held + 1 - max_seqs)
-    waited_s = max(seat_s + _prefill_s(replica, own, 1, own_context, per_iteration, riding) - prefill_s, 0.0) \
+    waited_s = max(seat_s + _prefill_s(replica, own, 1, own_context, per_iteration, riding, memo) - prefill_s, 0.0) \
         if seat_s else 0.0
     waiting = [seq.target for queue in (state.waiting, state.swapped) for seq in queue]
     prefilling = [seq.target for seq in state.running if seq.in_prefill]
     decode_kv = (decoding + prefilling + waiting + [prompt_tokens])[:max_seqs]
-    return LatencyPrediction(ttft_s=0.0 if prefilled else prefill_s + waited_s, tpot_s=_tpot_s(replica, decode_kv))
+    return LatencyPrediction(ttft_s=0.0 if prefilled else prefill_s + waited_s,
+                             tpot_s=_tpot_s(replica, decode_kv, memo))
 
 
 def _seat_s(replica: Replica, short: int) -> float:
@@ -133,11 +155,11 @@ def _seat_s(replica: Replica, short: int) -> float:
     return short * (left[-1] - left[0]) / (len(left) - 1)
 
 
-def _tpot_s(replica: Replica, decode_kv: list[int]) -> float:
+def _tpot_s(replica: Replica, decode_kv: list[int], memo: dict | None = None) -> float:
     """The time between a request's tokens in iterations decoding `decode_kv`, interleaved with prompts as often as
     the replica's recent iterations prefilled: beside a whole budget's chunk (a chunked scheduler), or as iterations of
     their own in between, each of the recent prefills' mean tokens."""
-    decode_s = _iteration_s(replica, [], decode_kv)
+    decode_s = _iteration_s(replica, [], decode_kv, 0, memo)
     recent = replica.log[-RECENT_ITERATIONS:]
     prefills = [tokens for _, _, seqs, tokens, *_ in recent if tokens > seqs]
     if not prefills:
@@ -146,7 +168,7 @@ def _tpot_s(replica: Replica, decode_kv: list[int]) -> float:
     scheduler = replica.scheduler
     if scheduler.chunked:
         chunk = max(scheduler.token_budget() - len(decode_kv), 1)
-        return decode_s + share * (_iteration_s(replica, [(chunk, 0)], decode_kv) - decode_s)
+        return decode_s + share * (_iteration_s(replica, [(chunk, 0)], decode_kv, 0, memo) - decode_s)
     # Prefill iterations between two decode steps: share / (1 - share), at least one decode step in the window.
     between = share / max(1.0 - share, 1.0 / RECENT_ITERATIONS)
-    return decode_s + between * _iteration_s(replica, [(round(sum(prefills) / len(prefills)), 0)], [], 1)
+    return decode_s + between * _iteration_s(replica, [(round(sum(prefills) / len(prefills)), 0)], [], 1, memo)

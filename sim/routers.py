@@ -167,6 +167,7 @@ class PredictedLatency(Router):
         self.rng = np.random.default_rng(list(seed))
         self.learned: dict[int, LearnedBias] = {}  # of each replica it routed to, by id
         self.expected: dict[int, tuple[LatencyPrediction, LearnedBias]] = {}  # of each request routed, by index
+        self.memo: dict[int, dict] = {}  # predicted iterations' times, by the replicas' costs (by id)
 
     def choose(self, replicas: Sequence_[Replica], request: Routed = Routed()) -> Replica:
         ttft_limit_s, tpot_limit_s = self.limits_s[request.urgent]
@@ -175,7 +176,7 @@ class PredictedLatency(Router):
             cached = replica.state.kv.chain_tokens(request.group, request.shareable_tokens, request.tree_nodes,
                                                    request.root)
             raw[id(replica)] = predict_latency(replica, request.prompt_tokens, min(cached, request.prompt_tokens - 1),
-                                               request.prefilled)
+                                               request.prefilled, self.memo.setdefault(id(replica.costs), {}))
             predicted = self.learned[id(replica)].corrected(raw[id(replica)]) if id(replica) in self.learned \
                 else raw[id(replica)]
             # The tightest TPOT limit of the requests it runs binds a newcomer too (llm-d's podMinTPOTSLO, where a

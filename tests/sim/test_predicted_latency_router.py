@@ -26,8 +26,7 @@ PROMPT = Routed(prompt_tokens=64)
 def _predicted_by_hand(monkeypatch):
     """Each stand-in replica's prediction is its own `predicted` (ttft_s, tpot_s)."""
     monkeypatch.setattr(sim.routers, "predict_latency",
-                        lambda replica, prompt_tokens, cached_tokens=0, prefilled=False: LatencyPrediction(
-                            *replica.predicted))
+                        lambda replica, prompt_tokens, *_: LatencyPrediction(*replica.predicted))
 
 
 def _replica(ttft_s: float, tpot_s: float, outstanding: int = 1, cached_blocks: int = 0, running=()):
@@ -35,7 +34,7 @@ def _replica(ttft_s: float, tpot_s: float, outstanding: int = 1, cached_blocks: 
     kv = PagedKVCache(capacity_blocks=40, block_tokens=BLOCK)
     if cached_blocks:
         kv._cache(0, cached_blocks)  # group 0's prefix, idle, as a finished request leaves it
-    return SimpleNamespace(predicted=(ttft_s, tpot_s), outstanding=outstanding, state=SimpleNamespace(
+    return SimpleNamespace(predicted=(ttft_s, tpot_s), outstanding=outstanding, costs=None, state=SimpleNamespace(
         kv=kv, running=[SimpleNamespace(urgent=urgent) for urgent in running]))
 
 
