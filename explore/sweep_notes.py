@@ -9,7 +9,7 @@ from explore.knobs import KNOBS, knobs, off_where
 from explore.pool_what_ifs import POOL_WHAT_IFS
 from explore.run_support import LINK_PREFIX, system_nodes
 from explore.schema import as_list
-from explore.sweep_serving import Parallel, routes
+from explore.sweep_serving import AUTOSCALE_KNOBS, Parallel, routes, scales
 from hw_models.link import default_link, load_link_model
 from hw_models.registry import load_device, read_device_yaml
 from kernels.block_sparse import SALE_DENSE_QUERIES
@@ -354,7 +354,8 @@ def idle_what_if_note(sweep) -> str:
     """How many points of a grid crossing what-ifs with the settings that leave them nothing to change are another
     point's design again: a pool's (explore/pool_what_ifs.py) where its switch is off (attention_device none,
     prefill_replicas 0), the link's where the point runs on one device (tp and pp 1), a router's where nothing is
-    routed. '' where none are; derived knobs and searches are left out."""
+    routed, an autoscaler's target, metric and cold start where no pool may scale. '' where none are; derived knobs
+    and searches are left out."""
     dims = sweep.dimensions()
     if sweep.spec.search.strategy != "grid":
         return ""
@@ -369,6 +370,11 @@ def idle_what_if_note(sweep) -> str:
     groups.append((["replicas", "prefill_replicas", "mixed_replicas", "max_replicas", "pp", "tp", "attention_parallel"],
                    lambda combo: not routes(combo),
                    "one replica in each pool and one pipeline stage", [key for key in swept if key == "router"]))
+    groups.append((["replicas", "prefill_replicas", "max_replicas", "prefill_max_replicas"],
+                   lambda combo: not scales(combo), "max_replicas is replicas" + (
+                       " and prefill_max_replicas prefill_replicas" if "prefill_max_replicas" in dims else "")
+                   + " (no replica is ever added)",
+                   [key for key in swept if key in AUTOSCALE_KNOBS[2:]]))
     said, idle = [], []
     for switches, off, words, keys in groups:
         switched = [dict(zip(switches, combo, strict=True)) for combo in itertools.product(
@@ -393,7 +399,7 @@ def idle_what_if_note(sweep) -> str:
 
 # A switch's value where a sweep leaves it unset, where that is not 1 (a fleet without mixed replicas, a pool that
 # does not scale).
-_UNSET = {"mixed_replicas": 0, "max_replicas": 0}
+_UNSET = {"mixed_replicas": 0, "max_replicas": 0, "prefill_max_replicas": 0}
 
 
 def _repeats(sweep, dims: dict, names: list[str], design) -> int:

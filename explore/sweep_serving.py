@@ -320,11 +320,22 @@ def routes(values: dict[str, Any]) -> bool:
         (values.get(name) or 0) > 1 for name in ("max_replicas", "prefill_max_replicas"))
 
 
+# The knobs an autoscaled pool reads (a point whose pools never scale is the point without them).
+AUTOSCALE_KNOBS = ("max_replicas", "prefill_max_replicas", "autoscale_target", "autoscale_metric", "cold_start_s")
+
+
+def scales(values: dict[str, Any]) -> bool:
+    """Whether a point has a pool that may scale: max_replicas above replicas, or prefill_max_replicas above
+    prefill_replicas (a pool whose most replicas are its least never scales)."""
+    return (values.get("max_replicas") or 0) > values.get("replicas", 1) or \
+        (values.get("prefill_max_replicas") or 0) > values.get("prefill_replicas", 0)
+
+
 def serving_spec(serving: Serving, values: dict[str, Any]) -> ServingSpec:
     """The ServingSpec of a design point: the section's fixed values and the point's serving knobs (a router only
-    where the point routes: elsewhere it is the point without one)."""
+    where the point routes, autoscaling only where a pool may scale: elsewhere it is the point without them)."""
     slo = serving.slo or ServiceLevel()
-    return ServingSpec(
+    spec = ServingSpec(
         scheduler=values["scheduler"], requests=serving.requests, arrival=serving.arrival,
         rate_per_s=values["rate_per_s"], cv=values.get("cv", 1.0), trace=serving.trace,
         prompt=serving.prompt.distribution() if serving.prompt else Fixed(tokens=1),
@@ -358,6 +369,11 @@ def serving_spec(serving: Serving, values: dict[str, Any]) -> ServingSpec:
         attention_link=serving.attention_link,
         attention_micro_batches=values.get("attention_micro_batches", DEFAULT.attention_micro_batches),
         attention_placement=values.get("attention_placement", DEFAULT.attention_placement))
+    if (spec.max_replicas is not None or spec.prefill_max_replicas is not None) and not scales(values):
+        # Checked as given first (a conflict such as a fleet beside max_replicas is still refused), then the fixed
+        # pools' point: the target, metric and cold start change nothing where no replica is ever added.
+        spec = dataclasses.replace(spec, **dict.fromkeys(AUTOSCALE_KNOBS))
+    return spec
 
 
 def serving_knobs_set(serving: Serving) -> list[str]:

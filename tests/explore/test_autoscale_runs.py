@@ -10,8 +10,9 @@ import json
 import pytest
 
 from explore.cli import main
+from explore.results import read_results
 from hw_models.registry import load_device
-from tests.explore.tiny_sweep import write_sweep
+from tests.explore.tiny_sweep import write_sweep, write_tiny_model
 
 # The first 1,000 requests of the Splitwise coding trace at their own times (bursts of 500 a minute between lulls).
 RUN = ["run", "--model", "llama-2-7b", "--device", "h100-sxm", "--execution", "engine", "--serving", "--trace",
@@ -138,3 +139,43 @@ def test_a_sweep_names_a_serving_setting_s_conflict_by_its_key(tmp_path, capsys)
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and ":9: serving.max_replicas: found 3, allowed: an integer >= " \
         "replicas (4)" in err, err
+
+
+def test_a_pool_that_never_scales_is_the_fixed_pool_s_design_in_a_grid_and_its_check(tmp_path, capsys):
+    """replicas 1 x max_replicas [1, 2] x autoscale_target [4, 8] x router [least_tokens, round_robin]: at max_replicas
+    1 no replica is ever added and none is routed among, so its four points are one design, the fixed replica's (its
+    key, as the sweep without autoscaling or a router has it); at max_replicas 2 each of the four is its own. By hand:
+    5 of 8 designs, 3 of the 8 points evaluated again, which the check counts and names."""
+    model = write_tiny_model(tmp_path)
+    head = (f"name: scaled\nmodel: {model}\ndevice: h100-sxm\nexecution: graphs\nserving:\n  requests: 6\n"
+            f"  prompt: 32\n  output: 4\n  rate: 50\n")
+    assert main([write_sweep(tmp_path, head), "--out", str(tmp_path / "plain"), "--quiet"]) == 0
+    (plain,) = read_results(tmp_path / "plain")
+    path = write_sweep(tmp_path, head + "  max_replicas: [1, 2]\n  autoscale_target: [4, 8]\n"
+                                        "  router: [least_tokens, round_robin]\n")
+    capsys.readouterr()
+    assert main(["check", path]) == 0
+    said = capsys.readouterr().out
+    assert "8 design points (5 distinct designs evaluated)" in said, said
+    assert ("3 of 8 points evaluate another point's design again: router changes nothing where one replica in each "
+            "pool and one pipeline stage; autoscale_target changes nothing where max_replicas is replicas (no replica "
+            "is ever added)") in said, said
+    assert main([path, "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    rows = read_results(tmp_path / "out")
+    fixed = [row for row in rows if row.get("max_replicas") is None]
+    assert [row["point_id"] for row in fixed] == [plain["point_id"]] and fixed[0].get("autoscale_target") is None
+    assert len(rows) == 5 and {(row["autoscale_target"], row["router"]) for row in rows if row not in fixed} == {
+        (4, "least_tokens"), (4, "round_robin"), (8, "least_tokens"), (8, "round_robin")}
+
+
+def test_a_sweep_still_refuses_a_fleet_beside_a_pool_at_its_most_replicas(tmp_path, capsys):
+    """A pool whose most replicas are its least is read as fixed only after its settings are checked as given: a fleet
+    of mixed devices beside max_replicas stays one line, exit 2, as `explore run` refuses it."""
+    model = write_tiny_model(tmp_path)
+    path = write_sweep(tmp_path, f"name: scaled\nmodel: {model}\ndevice: h100-sxm\nserving:\n  requests: 6\n"
+                                 f"  prompt: 32\n  output: 4\n  rate: 50\n  mixed_device: l4\n  mixed_replicas: 1\n"
+                                 f"  max_replicas: 1\n  autoscale_target: 4\n")
+    capsys.readouterr()
+    assert main(["check", path]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "mixed_replicas" in err and "max_replicas" in err, err
