@@ -328,7 +328,8 @@ def cmd_run(args) -> int:
                  "" if serving is None or not args.seed else unread_seed_note(
                      serving.trace, serving.arrival, [serving.prefix_groups], [serving.priority_fraction],
                      bool(point.knob("spec_draft")), [serving.router], "--seed"),
-                 "" if serving is None else fixed_scaling_note(serving)):
+                 "" if serving is None else fixed_scaling_note(serving),
+                 "" if serving is None else first_phase_note(serving)):
         if note:
             print(f"explore: notice: {note}", file=sys.stderr)
     from explore.report import waits_on_dispatch  # here: the report module is slow to import for every command
@@ -418,6 +419,20 @@ def fixed_scaling_note(serving: ServingSpec) -> str:
         return ""
     return (f"{', '.join(f'{flag} {most}' for flag, most, _ in scaled)} is the least the pool keeps: it never scales, "
             f"and --autoscale-target and --cold-start-s change nothing")
+
+
+def first_phase_note(serving: ServingSpec) -> str:
+    """Where a rate profile's requests all arrive within its first phase, so the profile changes nothing; ''
+    elsewhere (or where a capacity search sets the rate)."""
+    if not serving.rate_profile or serving.capacity or serving.rate_per_s is None:
+        return ""
+    first_s = serving.rate_profile[0][0]
+    last_s = float(serving.request_set().arrival_s[-1])
+    if last_s >= first_s:
+        return ""
+    return (f"--rate-profile: every one of the {serving.requests:,} requests arrives within its first phase "
+            f"({last_s:.1f} s of {first_s:g}), so the profile changes nothing; raise --requests to reach its later "
+            f"phases")
 
 
 def _rate_profile(text: str | None) -> tuple[tuple[float, float], ...] | None:

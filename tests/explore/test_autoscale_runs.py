@@ -41,6 +41,10 @@ def test_an_autoscaled_pool_rents_the_replicas_it_held(capsys):
     header = capsys.readouterr().out.splitlines()[0]
     assert ("1 replica(s) scaling up to 4 as the HPA does, on waiting requests near 4 a replica, each new one serving "
             "after its weights' read from a local NVMe SSD") in header, header
+    # A rate profile whose requests all arrive in its first phase changes nothing, and says so.
+    assert main([*RUN, "--requests", "50", "--arrival", "poisson", "--rate", "5", "--rate-profile", "60:1,60:3"]) == 0
+    assert "notice: --rate-profile: every one of the 50 requests arrives within its first phase" in \
+        capsys.readouterr().err
     # A pool whose most replicas are its least never scales, and says so.
     assert main([*RUN, "--requests", "50", "--max-replicas", "1", "--autoscale-target", "4"]) == 0
     assert "notice: --max-replicas 1 is the least the pool keeps: it never scales" in capsys.readouterr().err
