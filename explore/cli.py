@@ -151,6 +151,7 @@ SERVING_EXAMPLE = ("explore run --model llama-2-7b --device h100-sxm --serving -
 def _add_serving_flags(run: argparse.ArgumentParser) -> None:
     """Flags of `explore run --serving`: requests arriving at one replica instead of one static batch."""
     from sim.attention_pool import PLACEMENTS
+    from sim.autoscaler import METRICS as AUTOSCALE_METRICS
     from sim.routers import DEFAULT_ROUTER, ROUTERS
     from sim.schedulers import QUEUE_POLICIES, SCHEDULERS
     from sim.serving_spec import ARRIVALS, LAMINA_LINK, PREFIX_ATTENTIONS, ServingSpec
@@ -239,7 +240,7 @@ def _add_serving_flags(run: argparse.ArgumentParser) -> None:
                    help="autoscale the prefill pool from --prefill-replicas up to this many too, on the same metric "
                         "and target (default: --prefill-replicas throughout)")
     g.add_argument("--autoscale-target", type=float, help="the autoscale metric's target per replica")
-    g.add_argument("--autoscale-metric", choices=["waiting", "running"],
+    g.add_argument("--autoscale-metric", choices=list(AUTOSCALE_METRICS),
                    help="what the pool scales on: requests waiting (queue size) or running (batch size) on a replica "
                         "(default waiting)")
     g.add_argument("--cold-start-s", type=float,
