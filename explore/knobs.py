@@ -626,24 +626,29 @@ register(Knob(name="mixed_device", type=str, section="serving", scope="serving",
 register(Knob(name="mixed_replicas", type=int, section="serving", scope="serving", default=None, flag=False,
               minimum=0, help="replicas of mixed_device serving requests whole beside the point's, one router over "
               "them all (a fleet of mixed GPU types, Melange); unset: the point's replicas alone"))
+# Autoscaling (sim/autoscaler.py); derivable: a sweep may tie a target to the limits (max_seqs / 4).
 register(Knob(name="max_replicas", type=int, section="serving", scope="serving", default=None, flag=False,
-              minimum=1, help="the most replicas an autoscaled pool scales up to from its replicas, as Kubernetes' "
-              "Horizontal Pod Autoscaler scales a model server on a server metric (autoscale_metric near "
-              "autoscale_target per replica, every 15 s; scale-down after 300 s); the results add mean_replicas, "
-              "and its price and idle energy are the replica-hours held; unset: the replicas throughout"))
+              derivable=True, minimum=1,
+              help="the most replicas an autoscaled pool scales up to from its replicas, as Kubernetes' Horizontal "
+              "Pod Autoscaler scales a model server on a server metric (autoscale_metric near autoscale_target per "
+              "replica, every 15 s; scale-down after 300 s); the results add mean_replicas, and its price and idle "
+              "energy are the replica-hours held; unset: the replicas throughout"))
 register(Knob(name="autoscale_target", type=float, section="serving", scope="serving", default=None, flag=False,
-              allowed_text="requests per replica > 0", help="the autoscale_metric's target per replica (with "
-              "max_replicas): the pool wants ceil(its sum / target) replicas"))
+              derivable=True, allowed_text="requests per replica > 0",
+              help="the autoscale_metric's target per replica (with max_replicas): the pool wants ceil(its sum / "
+              "target) replicas"))
 register(Knob(name="autoscale_metric", type=str, section="serving", scope="serving", default=None, flag=False,
               allowed=AUTOSCALE_METRICS, help="the server metric an autoscaled pool scales on: waiting (queue size, "
               "vLLM's num_requests_waiting) or running (batch size, num_requests_running), GKE's recommended "
               "metrics; unset: waiting"))
 register(Knob(name="cold_start_s", type=float, section="serving", scope="serving", default=None, flag=False,
-              unit="s", allowed_text="seconds >= 0", help="seconds from an autoscaler's scale-up to the new replica "
-              "serving (loading weights, starting the engine); unset: its weights read from a local NVMe SSD "
-              "(nvme-pcie4-x4), the engine's start not counted"))
+              derivable=True, unit="s", allowed_text="seconds >= 0",
+              help="seconds from an autoscaler's scale-up to the new replica serving (loading weights, starting the "
+              "engine); unset: its weights read from a local NVMe SSD (nvme-pcie4-x4), the engine's start not "
+              "counted"))
 register(Knob(name="prefill_max_replicas", type=int, section="serving", scope="serving", default=None, flag=False,
-              minimum=1, help="with a prefill pool: the most replicas it scales up to from prefill_replicas, on the "
+              derivable=True, minimum=1,
+              help="with a prefill pool: the most replicas it scales up to from prefill_replicas, on the "
               "autoscale_metric near autoscale_target per replica, as the decode pool scales to max_replicas (the "
               "HPA of each); unset: prefill_replicas throughout"))
 register(Knob(name="conversation_turns", type=int, section="serving", scope="serving", default=None, flag=False,

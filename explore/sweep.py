@@ -368,6 +368,13 @@ class Sweep:
         serving = self.spec.serving
         return serving is not None and serving.slo is not None and serving.slo.slowdown is not None
 
+    def autoscales(self) -> bool:
+        """Whether a serving pool may scale (max_replicas or prefill_max_replicas set or derived): the results then
+        have the autoscale columns."""
+        serving = self.spec.serving
+        return serving is not None and any(getattr(serving, name) is not None or name in self.derived
+                                           for name in ("max_replicas", "prefill_max_replicas"))
+
     def prioritized(self) -> bool:
         """Whether the serving requests may differ in priority: the results then have the urgent columns."""
         serving = self.spec.serving
@@ -378,7 +385,7 @@ class Sweep:
         """The knobs with a column only where set that this file sets: its generic knobs, and serving knobs its
         serving section sets."""
         serving = self.spec.serving
-        return self.set_knobs() + ([] if serving is None else serving_knobs_set(serving))
+        return self.set_knobs() + ([] if serving is None else serving_knobs_set(serving, self.derived))
 
     def dimensions(self) -> dict[str, list]:
         """Each knob of the sweep and the values it takes; override knobs are named 'device.<path>'.
@@ -450,7 +457,9 @@ class Sweep:
         if self.spec.serving is not None:
             serving = serving_spec(self.spec.serving, values)
             # A serving point has no static batch: batch is its sequence limit, prompt and output are 0.
-            values = {k: v for k, v in values.items() if k not in serving_dimensions(self.spec.serving)}
+            # (and of the serving knobs a derived: section computes, which the spec took).
+            served = {*serving_dimensions(self.spec.serving), *(k.name for k in knobs(scope="serving"))}
+            values = {k: v for k, v in values.items() if k not in served}
             values.update(batch=serving.max_seqs, prompt=0, output=0)
         # A point on one device has no link to change: it is the point without its link what-ifs.
         link_overrides = tuple((k.removeprefix(LINK_PREFIX), v) for k, v in values.items() if k.startswith(LINK_PREFIX)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, StrictFloat, StrictInt, field_validator, model_serializer, model_validator
@@ -376,11 +377,13 @@ def serving_spec(serving: Serving, values: dict[str, Any]) -> ServingSpec:
     return spec
 
 
-def serving_knobs_set(serving: Serving) -> list[str]:
-    """The serving knobs with a column only where set (explore/knobs.py) that a serving section sets: the attention
-    settings all five where it names an attention device."""
+def serving_knobs_set(serving: Serving, derived: Iterable[str] = ()) -> list[str]:
+    """The serving knobs with a column only where set (explore/knobs.py) that a serving section sets or its sweep's
+    `derived` section computes: the attention settings all five where it names an attention device."""
+    derived = set(derived)
     return [k.name for k in knobs(scope="serving") if k.column == "when set" and (
-        getattr(serving, k.name) is not None or k.name in ATTENTION_FIELDS and serving.attention_device)]
+        getattr(serving, k.name) is not None or k.name in derived
+        or k.name in ATTENTION_FIELDS and serving.attention_device)]
 
 
 def _unkeyed(err: InputError) -> str:

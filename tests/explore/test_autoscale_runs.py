@@ -183,3 +183,17 @@ def test_a_sweep_still_refuses_a_fleet_beside_a_pool_at_its_most_replicas(tmp_pa
     assert main(["check", path]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "mixed_replicas" in err and "max_replicas" in err, err
+
+
+def test_a_sweep_derives_an_autoscale_target_from_the_limits(tmp_path):
+    """derived: autoscale_target = max_seqs / 4 over max_seqs 32 and 64: each point scales on its own target (8 and
+    16 requests a replica), in a column of its own beside the autoscale columns."""
+    path = write_sweep(tmp_path, "name: derived\nmodel: llama-2-7b\ndevice: h100-sxm\nexecution: engine\nserving:\n"
+                                 "  prompt: 512\n  output: 64\n  rate: 8\n  requests: 100\n  max_seqs: [32, 64]\n"
+                                 "  max_replicas: 3\nderived:\n  autoscale_target: \"max_seqs / 4\"\n")
+    out = tmp_path / "out"
+    assert main(["--quiet", path, "--out", str(out)]) == 0
+    with open(out / "results.csv", newline="") as file:
+        rows = {row["max_seqs"]: row for row in csv.DictReader(file)}
+    assert (float(rows["32"]["autoscale_target"]), float(rows["64"]["autoscale_target"])) == (8.0, 16.0)
+    assert all(float(row["mean_replicas"]) >= 1 for row in rows.values())
