@@ -24,6 +24,19 @@ def model_digest() -> str:
     paths = [p for name in PRICING_PACKAGES for p in (root / name).rglob("*")]
     paths += [p for name in PRICING_FILES for p in ([root / "explore" / name] if name.endswith(".py")
                                                      else (root / "explore" / name).rglob("*"))]
+    return _digest(root, paths)
+
+
+@cache
+def report_digest() -> str:
+    """16 hex digits over explore's other code, which runs a sweep and draws its report from the rows: a report drawn
+    by other code is not current (explore/rerun.py report_inputs)."""
+    root = Path(__file__).resolve().parents[1]
+    return _digest(root, [p for p in (root / "explore").glob("*.py") if p.name not in PRICING_FILES])
+
+
+def _digest(root: Path, paths: list[Path]) -> str:
+    """16 hex digits of a SHA-256 over `paths`' names (from `root`) and contents (cached bytecode left out)."""
     digest = hashlib.sha256()
     for path in sorted(p for p in paths if p.is_file() and "__pycache__" not in p.parts):
         digest.update(path.relative_to(root).as_posix().encode())

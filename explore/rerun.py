@@ -14,7 +14,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from explore.model_version import model_digest
+from explore.model_version import model_digest, report_digest
 from explore.results import DB_NAME, plain
 from workloads.atomic_write import replacing
 
@@ -52,10 +52,12 @@ def other_models(out: Path) -> list[str]:
 
 def report_inputs(rows: list[dict[str, Any]], columns: list[str], kept: dict[str, str]) -> str:
     """A hash of what a report is drawn from: the rows in order, every results column of each as stored (a row
-    just evaluated hashes as it does read back), and the files kept beside them."""
+    just evaluated hashes as it does read back), the files kept beside them, and the code that draws it (a report
+    of an older version lacks its newer figures)."""
     table = [{c: row.get(c) for c in columns} for row in rows]
     digest = hashlib.sha256(json.dumps(table, default=plain).encode())
     digest.update(json.dumps(kept, sort_keys=True).encode())
+    digest.update(report_digest().encode())
     return digest.hexdigest()
 
 

@@ -265,9 +265,15 @@ def test_rerun_of_a_finished_sweep_keeps_an_up_to_date_report(tmp_path, capsys, 
     assert "re-drawing the report" in run() and drawn == [2, 2, 2]
     (Path(out) / "report.md").unlink()  # a report file gone: drawn again
     assert "re-drawing the report" in run() and drawn == [2, 2, 2, 2]
+    # Another version of the code that draws reports (new figures): the same results drawn again.
+    import explore.rerun
+
+    monkeypatch.setattr(explore.rerun, "report_digest", lambda: "another version")
+    assert "re-drawing the report" in run() and drawn == [2, 2, 2, 2, 2]
+    assert "up to date" in run() and drawn == [2, 2, 2, 2, 2]
     Path(sweep).write_text(text.replace("[1, 2]", "[1, 2, 4]"))  # a new point: evaluated, then drawn
     err = run()
-    assert f"resuming: 2 of 3 design points already stored in {out}/, 1 to run" in err and drawn == [2, 2, 2, 2, 3]
+    assert f"resuming: 2 of 3 design points already stored in {out}/, 1 to run" in err and drawn == [2, 2, 2, 2, 2, 3]
 
 
 @pytest.mark.parametrize(("lines", "noted"), [
