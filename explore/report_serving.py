@@ -356,18 +356,22 @@ def rate_figures(rows: list[dict[str, Any]], slo: Mapping[str, Any] | None, cons
     if why := _rates_missing(rows):
         return [_figure(name, why) for name in names]
     urgent = any(_has(row, "urgent_ttft_p99_s") for row in rows)  # requests differ in priority
+    # The urgent requests' p99 TTFT, and their TPOT where the SLO gives them a TPOT limit of their own.
+    urgent_panels = [name for name in ("ttft", "tpot") if urgent and (name == "ttft" or (slo or {}).get(
+        "urgent_tpot_s") is not None)]
     metrics = ("ttft_p99_s", "tpot_p99_s", "goodput_rps", "slo_attainment", "energy_per_token_J",
-               *(panel.metric for panel in slowdown), *(("urgent_ttft_p99_s",) if urgent else ()))
+               *(panel.metric for panel in slowdown), *(f"urgent_{name}_p99_s" for name in urgent_panels))
     series, caption = rate_series(rows, metrics, chosen)
     latency = [Panel(metric="ttft_p99_s", title="p99 time to first token", ylabel="p99 TTFT (ms)", scale=1e3,
                      limits=_slo_limit(slo, "ttft_s") + _constraint_limits(constraints, "ttft_p99_s")),
                Panel(metric="tpot_p99_s", title="p99 time per output token", ylabel="p99 TPOT (ms)", scale=1e3,
                      limits=_slo_limit(slo, "tpot_s") + _constraint_limits(constraints, "tpot_p99_s"))]
-    if urgent:
-        latency.append(Panel(metric="urgent_ttft_p99_s", title="p99 TTFT of the urgent requests",
-                             ylabel="urgent p99 TTFT (ms)", scale=1e3,
-                             limits=_slo_limit(slo, "urgent_ttft_s" if (slo or {}).get("urgent_ttft_s") else "ttft_s")
-                             + _constraint_limits(constraints, "urgent_ttft_p99_s")))
+    for name in urgent_panels:
+        own = (slo or {}).get(f"urgent_{name}_s") is not None
+        latency.append(Panel(metric=f"urgent_{name}_p99_s", title=f"p99 {name.upper()} of the urgent requests",
+                             ylabel=f"urgent p99 {name.upper()} (ms)", scale=1e3,
+                             limits=_slo_limit(slo, f"urgent_{name}_s" if own else f"{name}_s")
+                             + _constraint_limits(constraints, f"urgent_{name}_p99_s")))
     judged = any(np.isfinite(s.values["slo_attainment"]).any() for s in series)  # False: no per-request limits
     unjudged = "no per-request SLO limits" if slowdown else "no SLO"
     goodput = [Panel(metric="goodput_rps", title="goodput" if judged else f"goodput ({unjudged}: every completed "

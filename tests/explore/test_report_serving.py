@@ -448,3 +448,26 @@ def test_the_latency_cdf_says_whose_limits_it_draws_where_the_urgent_requests_ha
     assert ("the lines are the other requests' limits, not the urgent requests' own (TTFT 1000 ms and TPOT 50 ms)"
             in cdf.caption), cdf.caption
     assert "urgent" not in detail_figures(rate_rows, detail, (), None, SLO)[0].caption
+
+
+def test_the_urgent_requests_tpot_has_a_panel_where_their_slo_limits_it(rate_rows: list[dict], monkeypatch) -> None:
+    """Rows whose requests differ in priority: the latency figure adds the urgent requests' p99 TTFT, and their p99
+    TPOT only where the SLO gives them a TPOT limit of their own, drawn at that limit."""
+    from matplotlib.figure import Figure
+
+    import explore.report_serving
+    from explore.report_serving import rate_figures
+
+    drawn: list = []
+    monkeypatch.setattr(explore.report_serving, "rate_figure", lambda series, panels: drawn.append(panels) or Figure())
+    rows = [row | {"urgent_ttft_p99_s": 0.5, "urgent_tpot_p99_s": 0.04} for row in rate_rows]
+    for slo, urgent in (({"ttft_s": 5.0, "tpot_s": 0.2, "urgent_ttft_s": 1.0}, ["urgent_ttft_p99_s"]),
+                        ({"ttft_s": 5.0, "tpot_s": 0.2, "urgent_tpot_s": 0.05},
+                         ["urgent_ttft_p99_s", "urgent_tpot_p99_s"])):
+        drawn.clear()
+        rate_figures(rows, slo, None)
+        latency = drawn[0]
+        assert [panel.metric for panel in latency][2:] == urgent
+        limits = {panel.metric: [limit.value for limit in panel.limits] for panel in latency}
+        assert limits["urgent_ttft_p99_s"] == [slo.get("urgent_ttft_s", 5.0)]
+        assert limits.get("urgent_tpot_p99_s", [0.05]) == [0.05]
