@@ -965,12 +965,16 @@ def pool_point(point: DesignPoint, device_name: str, own: tuple = ()) -> DesignP
 CALIBRATION_ORDER = ("none", "sibling", "fitted")
 
 
+def _replica_devices(pool: Pool) -> list[tuple[int, Any]]:
+    """One replica's devices (or systems) of a pool and how many of each: its own, and its attention devices."""
+    attention = pool.costs.attention
+    return [(1, pool.costs.device)] + ([] if attention is None else [(attention.devices, attention.device)])
+
+
 def _pool_devices(pools: list[Pool]) -> list[tuple[int, Any]]:
     """Every pool's devices (or systems) and how many of each: its replicas' (every one an autoscaled pool may hold)
     and their attention devices."""
-    return [(pool.made_replicas, pool.costs.device) for pool in pools] + [
-        (pool.made_replicas * pool.costs.attention.devices, pool.costs.attention.device) for pool in pools
-        if pool.costs.attention is not None]
+    return [(pool.made_replicas * count, device) for pool in pools for count, device in _replica_devices(pool)]
 
 
 def _pools_hardware(pools: list[Pool]) -> tuple[float, SystemPrice, float]:
@@ -1094,8 +1098,7 @@ def _held_usd_per_hour(pools: list[Pool], result: ServingResult) -> float:
     devices') over the replica-hours it held (NaN where a device publishes no hourly price)."""
     total = 0.0
     for pool in pools:
-        devices = [(1, pool.costs.device)] + ([] if pool.costs.attention is None else [
-            (pool.costs.attention.devices, pool.costs.attention.device)])
+        devices = _replica_devices(pool)
         if any(device.price.usd_per_hour is None for _, device in devices):
             return math.nan
         each = sum(count * device.price.usd_per_hour for count, device in devices)

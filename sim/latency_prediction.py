@@ -17,6 +17,9 @@ device; it errs in how the queue will drain:
   arriving lately keep arriving (those ahead are prefilled before its decode starts): a chunk of the whole budget
   riding along (a chunked scheduler), or iterations of their own in between (one that prefills whole prompts);
 - the iteration under way, preemptions, a speculative decode's drafts and pipeline stages' overlap are not counted.
+Each predicted iteration is priced coarsely (its chunks to TOKEN_STEP tokens, its decodes at their mean context in
+groups of DECODE_STEP) and kept in the caller's memo, so that routing prices few shapes no real iteration has. A
+router scales a replica's predictions by what it learned of it (LearnedBias).
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ import numpy as np
 
 from sim.latency_prediction import LatencyPrediction, LearnedBias, predict_latency
 from sim.replica import Replica
+from sim.schedulers import Sequence
 from sim.serving_metrics import SLO
 
 
@@ -205,7 +206,8 @@ class PredictedLatency(Router):
             replica.watchers.append(self._learn)
         self.expected[index] = (predicted, self.learned[id(replica)])
 
-    def _learn(self, replica: Replica, seq) -> None:
+    def _learn(self, replica: Replica, seq: Sequence) -> None:
+        """Learn from request `seq` leaving `replica`, where this router predicted its latency there."""
         if (entry := self.expected.pop(seq.index, None)) is not None:
             entry[1].learn(entry[0], seq)
 

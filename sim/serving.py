@@ -262,11 +262,8 @@ class ServingResult:
 
     def scaling_metrics(self) -> dict[str, float]:
         """AUTOSCALE_METRICS of an autoscaled run: the replicas it held on average over the makespan, and at most."""
-        start_s, end_s = float(self.records.arrival_s.min()), float(self.records.finish_s.max())
-        times = [time_s for time_s, _ in self.scaled] + [end_s]
-        held_s = sum(held * (min(stop, end_s) - max(begin, start_s)) for (begin, held), stop
-                     in zip(self.scaled, times[1:], strict=True) if stop > begin)
-        return {"mean_replicas": held_s / self.makespan_s, "max_replicas_held": float(max(h for _, h in self.scaled))}
+        return {"mean_replicas": sum(self.held_replica_s.values()) / self.makespan_s,
+                "max_replicas_held": float(max(held for _, held in self.scaled))}
 
 
 @dataclass(frozen=True, kw_only=True)
