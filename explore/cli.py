@@ -151,7 +151,8 @@ SERVING_EXAMPLE = ("explore run --model llama-2-7b --device h100-sxm --serving -
 def _add_serving_flags(run: argparse.ArgumentParser) -> None:
     """Flags of `explore run --serving`: requests arriving at one replica instead of one static batch."""
     from sim.attention_pool import PLACEMENTS
-    from sim.autoscaler import METRICS as AUTOSCALE_METRICS
+    from sim.autoscalers import AUTOSCALERS
+    from sim.autoscalers import METRICS as AUTOSCALE_METRICS
     from sim.routers import DEFAULT_ROUTER, ROUTERS
     from sim.schedulers import QUEUE_POLICIES, SCHEDULERS
     from sim.serving_spec import ARRIVALS, LAMINA_LINK, PREFIX_ATTENTIONS, ServingSpec
@@ -234,11 +235,17 @@ def _add_serving_flags(run: argparse.ArgumentParser) -> None:
                         "picking among them all (a fleet of mixed GPU types; default: none)")
     g.add_argument("--mixed-device", help="the device of the --mixed-replicas (without --set's what-ifs)")
     g.add_argument("--max-replicas", type=int,
-                   help="autoscale from --replicas up to this many, as Kubernetes' HPA scales a model server on "
-                        "--autoscale-metric near --autoscale-target per replica (default: --replicas throughout)")
+                   help="autoscale from --replicas up to this many, as --autoscaler decides (default: --replicas "
+                        "throughout)")
+    g.add_argument("--autoscaler", choices=list(AUTOSCALERS),
+                   help="hpa: Kubernetes' HPA on --autoscale-metric near --autoscale-target per replica; sla_planner: "
+                        "NVIDIA Dynamo's SLA planner, the replicas the last interval's load needs at each replica's "
+                        "throughput within --slo-tpot (default hpa)")
+    g.add_argument("--autoscale-interval-s", type=float,
+                   help="seconds between the autoscaler's decisions (default: hpa 15, sla_planner 180)")
     g.add_argument("--prefill-max-replicas", type=int,
-                   help="autoscale the prefill pool from --prefill-replicas up to this many too, on the same metric "
-                        "and target (default: --prefill-replicas throughout)")
+                   help="autoscale the prefill pool from --prefill-replicas up to this many too, by the same "
+                        "autoscaler (default: --prefill-replicas throughout)")
     g.add_argument("--autoscale-target", type=float, help="the autoscale metric's target per replica")
     g.add_argument("--autoscale-metric", choices=list(AUTOSCALE_METRICS),
                    help="what the pool scales on: requests waiting (queue size) or running (batch size) on a replica "

@@ -418,7 +418,7 @@ def fixed_scaling_note(serving: ServingSpec) -> str:
     if not scaled or any(most > least for _, most, least in scaled):
         return ""
     return (f"{', '.join(f'{flag} {most}' for flag, most, _ in scaled)} is the least the pool keeps: it never scales, "
-            f"and --autoscale-target and --cold-start-s change nothing")
+            f"and --autoscaler, --autoscale-target and --cold-start-s change nothing")
 
 
 def first_phase_note(serving: ServingSpec) -> str:
@@ -492,6 +492,7 @@ def _serving_spec(args) -> ServingSpec:
                   max_replicas=args.max_replicas, prefill_max_replicas=args.prefill_max_replicas,
                   autoscale_target=args.autoscale_target,
                   autoscale_metric=args.autoscale_metric, cold_start_s=args.cold_start_s,
+                  autoscaler=args.autoscaler, autoscale_interval_s=args.autoscale_interval_s,
                   kv_link=args.kv_link, router=args.router, prefix_attention=args.prefix_attention,
                   memory_utilization=args.memory_utilization, host_cache_GB=args.host_cache_GB,
                   kv_store_GB=args.kv_store_GB, kv_store_GBps=args.kv_store_GBps,
@@ -661,8 +662,11 @@ def _assumptions(point: DesignPoint, device) -> str:
             scaled = f" scaling up to {s.max_replicas}" if not s.disaggregated else ", scaling the " + " and the ".join(
                 f"{what} replicas up to {most}" for what, most in (("prefill", s.prefill_max_replicas),
                                                                    ("decode", s.max_replicas)) if most is not None)
-            pools += (f"{scaled} as the HPA does, on {scaling.metric} requests near "
-                      f"{s.autoscale_target:g} a replica, each new one serving after "
+            how = (f"as Dynamo's SLA planner does, on the load it saw and a TPOT of {s.slo_tpot_s:g} s"
+                   if scaling.policy == "sla_planner" else
+                   f"as the HPA does, on {scaling.metric} requests near {s.autoscale_target:g} a replica")
+            every = f" every {s.autoscale_interval_s:g} s" if s.autoscale_interval_s is not None else ""
+            pools += (f"{scaled} {how}{every}, each new one serving after "
                       + (f"{s.cold_start_s:g} s" if s.cold_start_s is not None else "its weights' read from a local "
                          "NVMe SSD"))
         if s.attends_apart:

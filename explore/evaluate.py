@@ -44,7 +44,7 @@ from kernels.token_prune import first_pruned_layer, kept_prompt_tokens, pruned_p
 from kernels.token_select import TokenSelection, token_selection
 from sim.analytic import evaluate as evaluate_analytic
 from sim.attention_pool import AttentionPool, sent_bytes_per_token
-from sim.autoscaler import Autoscaling
+from sim.autoscalers import Autoscaling
 from sim.capacity import CAPACITY_METRICS, RateVerdict, rate_verdict, search_capacity
 from sim.costs import IterationCostModel
 from sim.data_parallel import ExpertRanks

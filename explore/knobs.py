@@ -60,7 +60,8 @@ from kernels.token_prune import PAPER_PRUNE_START
 from kernels.token_select import METHODS as TOPK_METHODS
 from kernels.token_select import QUEST
 from sim.attention_pool import PLACEMENTS
-from sim.autoscaler import METRICS as AUTOSCALE_METRICS
+from sim.autoscalers import AUTOSCALERS
+from sim.autoscalers import METRICS as AUTOSCALE_METRICS
 from sim.costs import OVERLAPS
 from sim.offload import OFFLOADS
 from sim.routers import ROUTERS
@@ -626,13 +627,13 @@ register(Knob(name="mixed_device", type=str, section="serving", scope="serving",
 register(Knob(name="mixed_replicas", type=int, section="serving", scope="serving", default=None, flag=False,
               minimum=0, help="replicas of mixed_device serving requests whole beside the point's, one router over "
               "them all (a fleet of mixed GPU types, Melange); unset: the point's replicas alone"))
-# Autoscaling (sim/autoscaler.py); derivable: a sweep may tie a target to the limits (max_seqs / 4).
+# Autoscaling (sim/autoscalers/); derivable: a sweep may tie a target to the limits (max_seqs / 4).
 register(Knob(name="max_replicas", type=int, section="serving", scope="serving", default=None, flag=False,
               derivable=True, minimum=1,
-              help="the most replicas an autoscaled pool scales up to from its replicas, as Kubernetes' Horizontal "
-              "Pod Autoscaler scales a model server on a server metric (autoscale_metric near autoscale_target per "
-              "replica, every 15 s; scale-down after 300 s); the results add mean_replicas, and its price and idle "
-              "energy are the replica-hours held; unset: the replicas throughout"))
+              help="the most replicas an autoscaled pool scales up to from its replicas, as the autoscaler decides "
+              "(by default Kubernetes' Horizontal Pod Autoscaler on a server metric: autoscale_metric near "
+              "autoscale_target per replica, every 15 s; scale-down after 300 s); the results add mean_replicas, "
+              "and its price and idle energy are the replica-hours held; unset: the replicas throughout"))
 register(Knob(name="autoscale_target", type=float, section="serving", scope="serving", default=None, flag=False,
               derivable=True, allowed_text="requests per replica > 0",
               help="the autoscale_metric's target per replica (with max_replicas): the pool wants ceil(its sum / "
@@ -648,9 +649,19 @@ register(Knob(name="cold_start_s", type=float, section="serving", scope="serving
               "counted"))
 register(Knob(name="prefill_max_replicas", type=int, section="serving", scope="serving", default=None, flag=False,
               derivable=True, minimum=1,
-              help="with a prefill pool: the most replicas it scales up to from prefill_replicas, on the "
-              "autoscale_metric near autoscale_target per replica, as the decode pool scales to max_replicas (the "
-              "HPA of each); unset: prefill_replicas throughout"))
+              help="with a prefill pool: the most replicas it scales up to from prefill_replicas, by the same "
+              "autoscaler as the decode pool scales to max_replicas (an HPA of each, on the same metric and target; "
+              "or the one SLA planner for both); unset: prefill_replicas throughout"))
+register(Knob(name="autoscaler", type=str, section="serving", scope="serving", default=None, flag=False,
+              allowed=tuple(AUTOSCALERS), help="how an autoscaled pool decides its replicas: hpa (Kubernetes' "
+              "Horizontal Pod Autoscaler on autoscale_metric near autoscale_target per replica) or sla_planner "
+              "(NVIDIA Dynamo's SLA planner: the replicas the last interval's requests, prompt and output lengths "
+              "need at each replica's prefill throughput and its decode throughput within the SLO's TPOT, corrected "
+              "by the latencies observed; needs slo.tpot_s); unset: hpa"))
+register(Knob(name="autoscale_interval_s", type=float, section="serving", scope="serving", default=None, flag=False,
+              derivable=True, unit="s", allowed_text="seconds > 0",
+              help="seconds between an autoscaler's decisions; unset: the autoscaler's own (hpa: 15 s, Kubernetes' "
+              "sync period; sla_planner: 180 s, Dynamo's adjustment interval)"))
 register(Knob(name="conversation_turns", type=int, section="serving", scope="serving", default=None, flag=False,
               minimum=1, help="the requests as conversations of this many turns: each turn adds a message (the prompt "
               "distribution) to the conversation so far, arrives think_s after the previous answer and finds the "

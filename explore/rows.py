@@ -169,7 +169,8 @@ def _switch_value(row: dict[str, Any], name: str) -> Any:
 # ServingSpec.columns), so a label names them wherever the column has a value.
 LABELLED_WHERE_SET = ("router", "prompt_batch_tokens", "max_decode_preemptions", "prefix_attention", "prefix_groups",
                       "queue_policy", "priority_fraction", "mixed_replicas", "max_replicas", "autoscale_target",
-                      "autoscale_metric", "cold_start_s", "prefill_max_replicas", "conversation_turns",
+                      "autoscale_metric", "cold_start_s", "prefill_max_replicas", "autoscaler", "autoscale_interval_s",
+                      "conversation_turns",
                       "think_s", "think_cv", "memory_utilization", "host_cache_GB", "kv_store_GB", "kv_store_GBps",
                       "attention_link", "attention_micro_batches", "attention_placement")
 

@@ -249,7 +249,13 @@ RULES: tuple[ReadWhen, ...] = (
                                     for m in v.get(name, ())), lambda v, n: "no autoscaling",
                lambda n: f"with {n.name('max_replicas')} or {n.name('prefill_max_replicas')} (the most replicas a "
                          f"pool scales to), or left out")
-      for field in ("autoscale_target", "autoscale_metric", "cold_start_s")),
+      for field in ("autoscale_target", "autoscale_metric", "cold_start_s", "autoscaler", "autoscale_interval_s")),
+    # The SLA planner scales on the SLO, not on a server metric's target.
+    *(ReadWhen(field, lambda v: any(kind != "sla_planner" for kind in v.get("autoscaler", (None,))),
+               lambda v, n: n.found("autoscaler", "sla_planner"),
+               lambda n: f"with {n.setting('autoscaler', 'hpa')} (the SLA planner scales on the SLO's time between "
+                         f"tokens), or left out")
+      for field in ("autoscale_target", "autoscale_metric")),
     ReadWhen("prefill_max_replicas", lambda v: _any(v, "prefill_replicas"), lambda v, n: "no prefill pool", _pool),
     ReadWhen("slo_attainment", lambda v: any(_any(v, f) for f in ("slo_ttft_s", "slo_tpot_s", "slo_slowdown",
                                                                   "slo_urgent_ttft_s", "slo_urgent_tpot_s")),

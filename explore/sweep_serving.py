@@ -188,12 +188,14 @@ class Serving(Strict):
     # A fleet: replicas of another device beside the point's, one router over them all; lists compare them.
     mixed_device: one_or_more(str) | None = None
     mixed_replicas: one_or_more(knob_type(KNOBS["mixed_replicas"])) | None = None
-    # Autoscaling from replicas up to max_replicas on a server metric near its target; lists compare them.
+    # Autoscaling from replicas up to max_replicas, as the autoscaler decides; lists compare them.
     max_replicas: one_or_more(knob_type(KNOBS["max_replicas"])) | None = None
     prefill_max_replicas: one_or_more(knob_type(KNOBS["prefill_max_replicas"])) | None = None  # a prefill pool's
     autoscale_target: one_or_more(knob_type(KNOBS["autoscale_target"])) | None = None
     autoscale_metric: one_or_more(knob_type(KNOBS["autoscale_metric"])) | None = None
     cold_start_s: one_or_more(knob_type(KNOBS["cold_start_s"])) | None = None
+    autoscaler: one_or_more(knob_type(KNOBS["autoscaler"])) | None = None  # hpa or sla_planner
+    autoscale_interval_s: one_or_more(knob_type(KNOBS["autoscale_interval_s"])) | None = None
     kv_link: str = DEFAULT.kv_link  # the link each request's KV crosses from the prefill to the decode pool
     router: one_or_more(knob_type(KNOBS["router"])) | None = None  # how a pool picks a replica (least_requests)
     # How decode attention reads the shared prefix (paged); a list compares the two.
@@ -293,7 +295,7 @@ def serving_dimensions(serving: Serving) -> dict[str, list]:
     if serving.router is not None:
         dims["router"] = as_list(serving.router)
     for name in ("mixed_device", "mixed_replicas", "max_replicas", "autoscale_target", "autoscale_metric",
-                 "cold_start_s", "prefill_max_replicas"):
+                 "cold_start_s", "prefill_max_replicas", "autoscaler", "autoscale_interval_s"):
         if getattr(serving, name) is not None:
             dims[name] = as_list(getattr(serving, name))
     for name in ("prefix_attention", "prefix_groups", "queue_policy", "priority_fraction", "conversation_turns",
@@ -322,7 +324,8 @@ def routes(values: dict[str, Any]) -> bool:
 
 
 # The knobs an autoscaled pool reads (a point whose pools never scale is the point without them).
-AUTOSCALE_KNOBS = ("max_replicas", "prefill_max_replicas", "autoscale_target", "autoscale_metric", "cold_start_s")
+AUTOSCALE_KNOBS = ("max_replicas", "prefill_max_replicas", "autoscale_target", "autoscale_metric", "cold_start_s",
+                   "autoscaler", "autoscale_interval_s")
 
 
 def scales(values: dict[str, Any]) -> bool:
@@ -359,8 +362,11 @@ def serving_spec(serving: Serving, values: dict[str, Any]) -> ServingSpec:
         prefill_device=serving.prefill_device or "", kv_link=serving.kv_link,
         mixed_device=values.get("mixed_device") or "", mixed_replicas=values.get("mixed_replicas") or 0,
         max_replicas=values.get("max_replicas"), prefill_max_replicas=values.get("prefill_max_replicas"),
-        autoscale_target=values.get("autoscale_target"),
-        autoscale_metric=values.get("autoscale_metric"), cold_start_s=values.get("cold_start_s"),
+        # The SLA planner reads no server metric: its points are the same design whatever target a grid crosses.
+        autoscale_target=None if values.get("autoscaler") == "sla_planner" else values.get("autoscale_target"),
+        autoscale_metric=None if values.get("autoscaler") == "sla_planner" else values.get("autoscale_metric"),
+        cold_start_s=values.get("cold_start_s"),
+        autoscaler=values.get("autoscaler"), autoscale_interval_s=values.get("autoscale_interval_s"),
         router=values.get("router") if routes(values) else None,
         prefix_attention=values.get("prefix_attention"), memory_utilization=values.get("memory_utilization"),
         host_cache_GB=values.get("host_cache_GB"), kv_store_GB=values.get("kv_store_GB"),

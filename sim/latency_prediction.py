@@ -81,7 +81,7 @@ class LearnedBias:
             self.tpot += LEARNING_RATE * (tpot_s / predicted.tpot_s - self.tpot)
 
 
-def _iteration_s(replica: Replica, chunks: Sequence_[tuple[int, int]], decode_kv: Sequence_[int],
+def iteration_s(replica: Replica, chunks: Sequence_[tuple[int, int]], decode_kv: Sequence_[int],
                  finishing: int = 0, memo: dict | None = None) -> float:
     """The time of one iteration of prefill `chunks` (new tokens, earlier context), `finishing` of which end their
     prompts, beside decodes of `decode_kv`: each chunk's new tokens rounded up to TOKEN_STEP and its context down,
@@ -102,7 +102,7 @@ def _iteration_s(replica: Replica, chunks: Sequence_[tuple[int, int]], decode_kv
     return time_s
 
 
-def _prefill_s(replica: Replica, tokens: int, seqs: int, context: int, per_iteration: int,
+def prompts_s(replica: Replica, tokens: int, seqs: int, context: int, per_iteration: int,
                riding: list[int], memo: dict | None = None) -> float:
     """The time `seqs` prompts of `tokens` tokens in all take, in iterations of `per_iteration` tokens beside decodes
     of `riding`: each prompt's tokens the mean, whole prompts sharing an iteration where several fit in one, longer
@@ -111,11 +111,11 @@ def _prefill_s(replica: Replica, tokens: int, seqs: int, context: int, per_itera
     whole = each < per_iteration
     chunks = [(each, context)] * (per_iteration // each) if whole else [(per_iteration, context)]
     full, rest = divmod(tokens, sum(new for new, _ in chunks))
-    time_s = full * _iteration_s(replica, chunks, riding, len(chunks) if whole else 0, memo) if full else 0.0
+    time_s = full * iteration_s(replica, chunks, riding, len(chunks) if whole else 0, memo) if full else 0.0
     if rest:
         left = [(each, context)] * (rest // each) + [(rest % each, context)] * bool(rest % each) if whole \
             else [(rest, context)]
-        time_s += _iteration_s(replica, left, riding, len(left) if whole else 1, memo)
+        time_s += iteration_s(replica, left, riding, len(left) if whole else 1, memo)
     return time_s
 
 
@@ -124,7 +124,7 @@ def predict_latency(replica: Replica, prompt_tokens: int, cached_tokens: int = 0
     """The TTFT and TPOT of a request of `prompt_tokens` (of which `cached_tokens` are cached there) joining `replica`
     now; `prefilled`: one a prefill pool hands over with `prompt_tokens` of context, its first token already sampled
     (a TTFT of 0 here: it joins the decodes). `memo`: the iteration times priced so far for this replica's costs
-    (_iteration_s), which the caller keeps across predictions."""
+    (iteration_s), which the caller keeps across predictions."""
     state, scheduler = replica.state, replica.scheduler
     max_seqs = scheduler.limits.max_seqs
     decoding = [seq.computed + 1 for seq in state.running if not seq.in_prefill][:max_seqs]
@@ -136,11 +136,11 @@ def predict_latency(replica: Replica, prompt_tokens: int, cached_tokens: int = 0
     own_context = cached_tokens + max(own - per_iteration, 0) // 2  # its chunks' mean earlier context
     tokens = sum(ahead) + own
     # The prompts ahead and its own, in the iterations they share, their chunks after the tokens' mean context.
-    prefill_s = _prefill_s(replica, tokens, len(ahead) + 1, own * own_context // tokens, per_iteration, riding, memo)
+    prefill_s = prompts_s(replica, tokens, len(ahead) + 1, own * own_context // tokens, per_iteration, riding, memo)
     held = len(state.running) + len(state.waiting) + len(state.swapped)
     # Short of a seat, it waits for requests to leave before its own prefill starts.
     seat_s = _seat_s(replica, held + 1 - max_seqs)
-    waited_s = max(seat_s + _prefill_s(replica, own, 1, own_context, per_iteration, riding, memo) - prefill_s, 0.0) \
+    waited_s = max(seat_s + prompts_s(replica, own, 1, own_context, per_iteration, riding, memo) - prefill_s, 0.0) \
         if seat_s else 0.0
     waiting = [seq.target for queue in (state.waiting, state.swapped) for seq in queue]
     prefilling = [seq.target for seq in state.running if seq.in_prefill]
@@ -162,7 +162,7 @@ def _tpot_s(replica: Replica, decode_kv: list[int], memo: dict | None = None) ->
     """The time between a request's tokens in iterations decoding `decode_kv`, interleaved with prompts as often as
     the replica's recent iterations prefilled: beside a whole budget's chunk (a chunked scheduler), or as iterations of
     their own in between, each of the recent prefills' mean tokens."""
-    decode_s = _iteration_s(replica, [], decode_kv, 0, memo)
+    decode_s = iteration_s(replica, [], decode_kv, 0, memo)
     recent = replica.log[-RECENT_ITERATIONS:]
     prefills = [tokens for _, _, seqs, tokens, *_ in recent if tokens > seqs]
     if not prefills:
@@ -171,7 +171,7 @@ def _tpot_s(replica: Replica, decode_kv: list[int], memo: dict | None = None) ->
     scheduler = replica.scheduler
     if scheduler.chunked:
         chunk = max(scheduler.token_budget() - len(decode_kv), 1)
-        return decode_s + share * (_iteration_s(replica, [(chunk, 0)], decode_kv, 0, memo) - decode_s)
+        return decode_s + share * (iteration_s(replica, [(chunk, 0)], decode_kv, 0, memo) - decode_s)
     # Prefill iterations between two decode steps: share / (1 - share), at least one decode step in the window.
     between = share / max(1.0 - share, 1.0 / RECENT_ITERATIONS)
-    return decode_s + between * _iteration_s(replica, [(round(sum(prefills) / len(prefills)), 0)], [], 1, memo)
+    return decode_s + between * iteration_s(replica, [(round(sum(prefills) / len(prefills)), 0)], [], 1, memo)

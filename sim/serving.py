@@ -16,7 +16,7 @@ import numpy as np
 import simpy
 
 from kernels.kv_policy import Window, kept_tokens
-from sim.autoscaler import Autoscaler, Autoscaling, held_timeline
+from sim.autoscalers import Autoscaler, Autoscaling, Traffic, held_timeline, make_autoscaler
 from sim.costs import TIME_CLASS_NAMES, IterationCost, IterationCostModel
 from sim.kv_cache import PagedKVCache, shared_prefix_tokens
 from sim.kv_store import KVStore
@@ -310,7 +310,7 @@ class Pool:
     # Decode attention reads the shared prefix once for all sequences (cascade attention: FlashInfer, Hydragen)
     # instead of once per sequence (paged attention over the shared blocks).
     cascade: bool = False
-    # Replicas that come and go with the load between `replicas` and autoscaling.max_replicas (sim/autoscaler.py;
+    # Replicas that come and go with the load between `replicas` and autoscaling.max_replicas (sim/autoscalers/;
     # None: `replicas` throughout): a pool serving requests whole, alone, or a prefill or decode pool.
     autoscaling: Autoscaling | None = None
     # Requests served alone on one of its replicas, by their lengths: a slowdown SLO's reference, computed once
@@ -473,6 +473,7 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
     # The engines each pool's router picks among: every one it made, or an autoscaled pool's serving ones.
     routable: list[list[Replica]] = [list(made) for made in replicas]
     scalers: list[Autoscaler | None] = [None] * len(pools)
+    traffic = Traffic(arrival_s=sorted(requests.arrival_s.tolist()), finished=finished)
     for p, pool in enumerate(pools):
         if pool.autoscaling is None:
             continue
@@ -480,8 +481,10 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
             raise ValueError("autoscaling: found a fleet of serving pools or conversations, allowed: one serving pool, "
                              "or a prefill and a decode pool, of single requests")
         engines = pool.engines
-        scalers[p] = Autoscaler(env, [replicas[p][r * engines:(r + 1) * engines] for r in range(pool.made_replicas)],
-                                pool.replicas, pool.autoscaling, routable[p], float(requests.arrival_s[0]))
+        scalers[p] = make_autoscaler(env, [replicas[p][r * engines:(r + 1) * engines]
+                                           for r in range(pool.made_replicas)],
+                                     pool.replicas, pool.autoscaling, routable[p], float(requests.arrival_s[0]),
+                                     role=pool.role, ranks=pool.ranks, traffic=traffic)
         env.process(scalers[p].run())
     # Arrivals go to the first pool's router over the entry replicas: a prefill pool's, or every serving pool's.
     entry = routable[0] if roles[0] == "prefill" or len(pools) == 1 else [

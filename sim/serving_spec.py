@@ -9,8 +9,8 @@ from functools import cache
 import numpy as np
 
 from sim.attention_pool import PLACEMENTS
-from sim.autoscaler import METRICS as AUTOSCALE_METRICS
-from sim.autoscaler import Autoscaling
+from sim.autoscalers import AUTOSCALERS, Autoscaling
+from sim.autoscalers import METRICS as AUTOSCALE_METRICS
 from sim.routers import ROUTERS
 from sim.schedulers import QUEUE_POLICIES, SCHEDULERS, SchedulerLimits
 from sim.serving_metrics import SLO
@@ -43,7 +43,8 @@ KEY_NEUTRAL_DEFAULTS = frozenset({"prompt_batch_tokens", "slo_slowdown", "router
                                   "attention_device", "attention_devices", "attention_link",
                                   "attention_micro_batches", "attention_placement", "slo_urgent_ttft_s",
                                   "slo_urgent_tpot_s", "max_replicas", "autoscale_target", "autoscale_metric",
-                                  "cold_start_s", "rate_profile", "prefill_max_replicas"})
+                                  "cold_start_s", "rate_profile", "prefill_max_replicas", "autoscaler",
+                                  "autoscale_interval_s"})
 # What a new replica's cold start reads its weights over, where cold_start_s is not given: a local NVMe SSD (the
 # link preset's datasheet read rate); the engine's own start (CUDA graph capture, warm-up) is not counted.
 COLD_START_LINK = "nvme-pcie4-x4"
@@ -139,10 +140,11 @@ class ServingSpec:
     # point's device, one router picking among them all (Melange's mix of GPU types). 0: the point's replicas alone.
     mixed_device: str = ""
     mixed_replicas: int = 0
-    # Replicas that come and go with the load (sim/autoscaler.py, Kubernetes' HPA): from `replicas` up to
-    # max_replicas, keeping autoscale_metric (AUTOSCALE_METRICS: requests waiting, or running, on a replica) near
-    # autoscale_target per replica; a new replica serves cold_start_s after it is asked for (None: its weights read
-    # from a local NVMe SSD, COLD_START_LINK). None: `replicas` throughout.
+    # Replicas that come and go with the load (sim/autoscalers/): from `replicas` up to max_replicas, as the
+    # autoscaler kind says (AUTOSCALERS; None: hpa, Kubernetes' HPA keeping autoscale_metric, requests waiting or
+    # running on a replica, near autoscale_target per replica; sla_planner: Dynamo's planner on the SLO's TPOT),
+    # deciding every autoscale_interval_s (None: the kind's own); a new replica serves cold_start_s after it is asked
+    # for (None: its weights read from a local NVMe SSD, COLD_START_LINK). None: `replicas` throughout.
     max_replicas: int | None = None
     # Disaggregated: the prefill pool scales too, from prefill_replicas up to this (its metric, target and cold start
     # the decode pool's); None: prefill_replicas throughout.
@@ -150,6 +152,8 @@ class ServingSpec:
     autoscale_target: float | None = None
     autoscale_metric: str | None = None  # None: waiting
     cold_start_s: float | None = None
+    autoscaler: str | None = None
+    autoscale_interval_s: float | None = None
     # How each pool picks the replica a request joins, arrivals and hand-overs alike (sim/routers.py); None:
     # least_requests, the router of results stored before routers could be chosen.
     router: str | None = None
@@ -419,10 +423,24 @@ class ServingSpec:
                 raise InputError(f"{name}: found {value!r}, allowed: an integer >= {floor} ({least}), the least the "
                                  f"pool scales down to")
         name, value, _ = scaled[0]
+        if self.autoscaler is not None and self.autoscaler not in AUTOSCALERS:
+            raise InputError(f"autoscaler: found {self.autoscaler!r}, allowed: {', '.join(AUTOSCALERS)}")
+        planner = self.autoscaler == "sla_planner"
+        if planner:
+            for name_ in ("autoscale_target", "autoscale_metric"):
+                if getattr(self, name_) is not None:
+                    raise InputError(f"{name_}: found {getattr(self, name_)!r} with autoscaler 'sla_planner', "
+                                     f"allowed: left out (the planner scales on the SLO's time between tokens)")
+            if self.slo_tpot_s is None:
+                raise InputError("slo_tpot_s: found none with autoscaler 'sla_planner', allowed: the time between "
+                                 "tokens in seconds > 0 that the planner holds each replica's decode to")
         for name_, value_, allowed in (
-                ("autoscale_target", self.autoscale_target, "a number > 0 of requests per replica to scale on"),
-                ("cold_start_s", self.cold_start_s, "seconds >= 0, or none (the weights' read from a local SSD)")):
-            if value_ is None and name_ == "cold_start_s":
+                ("autoscale_target", None if planner else self.autoscale_target,
+                 "a number > 0 of requests per replica to scale on"),
+                ("cold_start_s", self.cold_start_s, "seconds >= 0, or none (the weights' read from a local SSD)"),
+                ("autoscale_interval_s", self.autoscale_interval_s,
+                 "seconds > 0, or none (the autoscaler's own: 15 s for hpa, 180 s for sla_planner)")):
+            if value_ is None and (name_ != "autoscale_target" or planner):
                 continue
             if not (isinstance(value_, int | float) and not isinstance(value_, bool) and math.isfinite(value_)
                     and (value_ >= 0 if name_ == "cold_start_s" else value_ > 0)):
@@ -444,8 +462,9 @@ class ServingSpec:
         most = self.prefill_max_replicas if role == "prefill" else self.max_replicas
         if most is None:
             return None
-        return Autoscaling(max_replicas=most, target=self.autoscale_target,
-                           metric=self.autoscale_metric or AUTOSCALE_METRICS[0], cold_start_s=self.cold_start_s or 0.0)
+        return Autoscaling(max_replicas=most, policy=self.autoscaler or "hpa", target=self.autoscale_target,
+                           metric=self.autoscale_metric or AUTOSCALE_METRICS[0], cold_start_s=self.cold_start_s or 0.0,
+                           interval_s=self.autoscale_interval_s, tpot_s=self.slo_tpot_s)
 
     def columns(self) -> dict[str, object]:
         """The knobs a results row shows (serving_ prefixed where the name alone is ambiguous)."""
@@ -466,9 +485,12 @@ class ServingSpec:
                                                      "mixed_replicas": self.mixed_replicas}),
                 **({} if self.max_replicas is None and self.prefill_max_replicas is None else {
                     "max_replicas": self.max_replicas, "autoscale_target": self.autoscale_target,
-                    "autoscale_metric": self.autoscale_metric or AUTOSCALE_METRICS[0],
+                    "autoscale_metric": None if self.autoscaler == "sla_planner"
+                    else self.autoscale_metric or AUTOSCALE_METRICS[0],
                     "cold_start_s": self.cold_start_s}),
                 **({} if self.prefill_max_replicas is None else {"prefill_max_replicas": self.prefill_max_replicas}),
+                **({} if self.autoscaler is None else {"autoscaler": self.autoscaler}),
+                **({} if self.autoscale_interval_s is None else {"autoscale_interval_s": self.autoscale_interval_s}),
                 **({} if self.conversation_turns is None else {"conversation_turns": self.conversation_turns}),
                 # think_s beside conversation_turns, empty where one turn reads none.
                 **({} if self.conversation_turns is None and self.think_s is None else {"think_s": self.think_s}),

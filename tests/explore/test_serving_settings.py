@@ -23,6 +23,16 @@ IDLE = {
     "autoscale_target": (LENGTHS, ("--autoscale-target", "4"), "  autoscale_target: 4\n"),
     "autoscale_metric": (LENGTHS, ("--autoscale-metric", "running"), "  autoscale_metric: running\n"),
     "cold_start_s": (LENGTHS, ("--cold-start-s", "30"), "  cold_start_s: 30\n"),
+    "autoscale_target sla_planner": (LENGTHS, ("--max-replicas", "2", "--autoscaler", "sla_planner", "--slo-tpot",
+                                               "0.1", "--autoscale-target", "4"),
+                                    "  max_replicas: 2\n  autoscaler: sla_planner\n  slo: {tpot_s: 0.1}\n"
+                                    "  autoscale_target: 4\n"),
+    "autoscale_metric sla_planner": (LENGTHS, ("--max-replicas", "2", "--autoscaler", "sla_planner", "--slo-tpot",
+                                               "0.1", "--autoscale-metric", "running"),
+                                    "  max_replicas: 2\n  autoscaler: sla_planner\n  slo: {tpot_s: 0.1}\n"
+                                    "  autoscale_metric: running\n"),
+    "autoscaler": (LENGTHS, ("--autoscaler", "sla_planner"), "  autoscaler: sla_planner\n"),
+    "autoscale_interval_s": (LENGTHS, ("--autoscale-interval-s", "60"), "  autoscale_interval_s: 60\n"),
     "prefill_max_replicas": (LENGTHS, ("--prefill-max-replicas", "2"), "  prefill_max_replicas: 2\n"),
     "slo_attainment": (LENGTHS, ("--slo-attainment", "0.5"), "  slo: {attainment: 0.5}\n"),
     "prefix_attention": (LENGTHS, ("--prefix-attention", "cascade"), "  prefix_attention: cascade\n"),

@@ -1,7 +1,8 @@
-"""The autoscaler (sim/autoscaler.py) against the Horizontal Pod Autoscaler's rules by hand (the ratio to the target,
-its tolerance, starting replicas read as 0 on a scale-up and as at the target on a scale-down, the scale-up limit, the
-scale-down window, draining), and served: a pool that falls behind scales up after a sync period, its new replicas
-serve after their cold start, and the static energy is its idle power over the replica-seconds held."""
+"""The HPA autoscaler (sim/autoscalers/hpa.py) against the Horizontal Pod Autoscaler's rules by hand (the ratio to
+the target, its tolerance, starting replicas read as 0 on a scale-up and as at the target on a scale-down, the
+scale-up limit, the scale-down window, draining; the replicas held: sim/autoscalers/base.py), and served: a pool that
+falls behind scales up after a sync period, its new replicas serve after their cold start, and the static energy is
+its idle power over the replica-seconds held."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import pytest
 import simpy
 
 from kernels.shapes import step_shape
-from sim.autoscaler import SCALE_DOWN_WINDOW_S, SYNC_PERIOD_S, Autoscaler, Autoscaling
+from sim.autoscalers import Autoscaling, make_autoscaler
+from sim.autoscalers.hpa import SCALE_DOWN_WINDOW_S, SYNC_PERIOD_S
 from sim.schedulers import SchedulerLimits
 from sim.serving import Pool, serve_pools, serving_memory
 from workloads.requests import Phased, Poisson, RequestSet
@@ -33,20 +35,25 @@ def _scaler(waiting: list[int], ready: int, max_replicas: int = 8, target: float
     """An autoscaler over stand-in replicas, the first `ready` serving, each with `waiting` requests waiting."""
     env = simpy.Environment()
     engines = [[_engine(w)] for w in waiting] + [[_engine()] for _ in range(max_replicas - len(waiting))]
-    scaler = Autoscaler(env, engines, ready, Autoscaling(max_replicas=max_replicas, target=target, cold_start_s=30.0),
-                        [], 0.0)
+    scaler = make_autoscaler(env, engines, ready,
+                             Autoscaling(max_replicas=max_replicas, target=target, cold_start_s=30.0), [], 0.0)
     return env, scaler
+
+
+def _scale(scaler, desired: int) -> None:
+    """The autoscaler's step with `desired` replicas recommended now."""
+    scaler.hold(scaler.policy.limited(scaler, desired))
 
 
 def test_the_replicas_wanted_are_the_metric_over_the_target_outside_the_tolerance():
     """21 requests waiting on two replicas against 10 each: within 10% of the target, two; 25: three (ceil 2.5);
     none waiting: the pool's least, one."""
-    assert _scaler([11, 10], ready=2)[1]._desired() == 2
-    assert _scaler([15, 10], ready=2)[1]._desired() == 3
-    assert _scaler([0, 0], ready=2)[1]._desired() == 2  # the minimum here is the two it started with
+    for waiting, wanted in (([11, 10], 2), ([15, 10], 3), ([0, 0], 2)):  # the least here: the two it started with
+        scaler = _scaler(waiting, ready=2)[1]
+        assert scaler.policy.desired(scaler) == wanted
     env, scaler = _scaler([0, 0, 0], ready=3)
     scaler.minimum = 1
-    assert scaler._desired() == 1
+    assert scaler.policy.desired(scaler) == 1
 
 
 def test_a_starting_replica_reads_as_zero_and_scale_up_is_limited_per_period():
@@ -54,11 +61,11 @@ def test_a_starting_replica_reads_as_zero_and_scale_up_is_limited_per_period():
     replicas, its metric 0: 25 waiting over one serving and two starting is 25 / 30 of the target, and three want
     ceil(2.5) = 3: no change."""
     env, scaler = _scaler([100], ready=1, target=1.0)
-    scaler._scale(scaler._desired())
+    _scale(scaler, scaler.policy.desired(scaler))
     assert scaler.state.count("starting") == 4
     env, scaler = _scaler([25], ready=1)
     scaler.state[1] = scaler.state[2] = "starting"
-    assert scaler._desired() == 3
+    assert scaler.policy.desired(scaler) == 3
 
 
 def test_a_starting_replica_reads_as_at_the_target_where_the_pool_would_scale_down():
@@ -68,13 +75,13 @@ def test_a_starting_replica_reads_as_at_the_target_where_the_pool_would_scale_do
     waiting beside three starting, 30 / 40 = 0.75: ceil(3.0) = 3; 2 waiting beside one starting, 12 / 20 = 0.6: 2."""
     env, scaler = _scaler([5], ready=1)
     scaler.state[1] = scaler.state[2] = "starting"
-    assert scaler._desired() == 3
+    assert scaler.policy.desired(scaler) == 3
     env, scaler = _scaler([0], ready=1)
     scaler.state[1] = scaler.state[2] = scaler.state[3] = "starting"
-    assert scaler._desired() == 3
+    assert scaler.policy.desired(scaler) == 3
     env, scaler = _scaler([2], ready=1)
     scaler.state[1] = "starting"
-    assert scaler._desired() == 2
+    assert scaler.policy.desired(scaler) == 2
 
 
 def test_scale_down_waits_for_the_window_and_drains_the_newest_replica():
@@ -85,12 +92,12 @@ def test_scale_down_waits_for_the_window_and_drains_the_newest_replica():
     env, scaler = _scaler([5, 2, 0], ready=3, target=100.0)
     scaler.held[0][-1][0] = 10.0
     scaler.minimum = 1
-    scaler._scale(3)
+    _scale(scaler, 3)
     env.run(until=SYNC_PERIOD_S)
-    scaler._scale(1)
+    _scale(scaler, 1)
     assert scaler.state == ["ready"] * 3 + ["off"] * 5
     env.run(until=SCALE_DOWN_WINDOW_S + SYNC_PERIOD_S)
-    scaler._scale(1)
+    _scale(scaler, 1)
     assert scaler.state[:3] == ["draining", "ready", "off"]
     assert [engine for engine in scaler.routable] == scaler.replicas[1]
     assert scaler.held[2] == [[0.0, SCALE_DOWN_WINDOW_S + SYNC_PERIOD_S]]
@@ -100,13 +107,13 @@ def test_a_replica_given_back_while_it_started_and_asked_for_again_serves_a_whol
     """Asked for at 0 (a 30 s cold start), given back at 15 s and asked for again at 20 s: it serves from 50 s, not
     at 30 s when its first start would have ended."""
     env, scaler = _scaler([100], ready=1, target=1.0, max_replicas=2)
-    scaler._scale(2)
+    _scale(scaler, 2)
     env.run(until=15.0)
-    scaler.wanted.clear()
-    scaler._scale(1)
+    scaler.policy.recommended.clear()
+    _scale(scaler, 1)
     assert scaler.state[1] == "off"
     env.run(until=20.0)
-    scaler._scale(2)
+    _scale(scaler, 2)
     env.run(until=49.0)
     assert scaler.state[1] == "starting"
     env.run(until=51.0)

@@ -1,55 +1,72 @@
-"""Autoscaling: a serving pool whose replicas come and go with its load, as Kubernetes' Horizontal Pod Autoscaler (HPA)
-scales a model server's pods on a server metric: GKE's recommended queue size or batch size, vLLM's
-num_requests_waiting and num_requests_running (GKE's "Best practices for autoscaling LLM inference workloads with
-GPUs").
+"""Autoscaling: a serving pool whose replicas come and go with its load. The Autoscaler holds the pool's replicas
+(starting, serving, draining, released); every interval its policy (an autoscaler kind: sim/autoscalers/) says how
+many to hold, and it starts or gives back replicas to that many.
 
-Every SYNC_PERIOD_S the autoscaler sums the metric over the replicas that serve, counting those still starting (which
-report no metric yet) as 0 where it would scale up and as at the target where it would scale down (the HPA's rule for
-pods missing metrics), and wants ceil(sum / target) replicas within [replicas, max_replicas], or as many as now where
-the mean per replica is within TOLERANCE of the target or the starting ones' reading reverses the direction. It scales
-up at once, by at most max(SCALE_UP_PODS, as many as it has) a period (the HPA's default scale-up policies); a new
-replica serves after cold_start_s. It scales down to the most it wanted over the last SCALE_DOWN_WINDOW_S (the default
-stabilization window): a starting replica first, else the ready one started last (a ReplicaSet deletes not-ready
-pods, then the newest), which stops taking requests and is released once its last one has left, as a server drains
-on SIGTERM (a termination grace period cutting it short is not modeled). Its constants are Kubernetes' defaults
-(the HPA's documentation and kube-controller-manager's flags).
+A new replica serves cold_start_s after it is asked for. A replica given back is a starting one first, else the ready
+one started last (a ReplicaSet deletes not-ready pods, then the newest), which stops taking requests and is released
+once its last one has left, as a server drains on SIGTERM (a termination grace period cutting it short is not
+modeled).
 """
 
 from __future__ import annotations
 
 import math
-from collections import deque
 from collections.abc import Sequence as Sequence_
 from dataclasses import dataclass
 
 import simpy
 
 from sim.replica import Replica
+from sim.schedulers import Sequence
 
-SYNC_PERIOD_S = 15.0  # --horizontal-pod-autoscaler-sync-period
-TOLERANCE = 0.1  # --horizontal-pod-autoscaler-tolerance
-SCALE_DOWN_WINDOW_S = 300.0  # behavior.scaleDown.stabilizationWindowSeconds
-SCALE_UP_PODS = 4  # behavior.scaleUp policies: 4 pods or 100% a period, whichever adds more
-# The server metric scaled on: requests waiting (queue size) or running (batch size) on a replica's engines.
+# The server metric an HPA scales on: requests waiting (queue size) or running (batch size) on a replica's engines.
 METRICS = ("waiting", "running")
 
 
 @dataclass(frozen=True, kw_only=True)
 class Autoscaling:
-    """How a pool scales: up to `max_replicas`, keeping `metric` near `target` per replica; a new replica serves
-    `cold_start_s` after the autoscaler asks for it (loading its weights, starting its engine)."""
+    """How a pool scales: up to `max_replicas`, as the autoscaler kind `policy` says (sim/autoscalers AUTOSCALERS),
+    deciding every `interval_s` (None: the kind's own); a new replica serves `cold_start_s` after it is asked for
+    (loading its weights, starting its engine). An HPA keeps `metric` near `target` per replica; an SLA planner keeps
+    the time between tokens near `tpot_s`."""
 
     max_replicas: int
-    target: float
+    policy: str = "hpa"
+    target: float | None = None
     metric: str = "waiting"
     cold_start_s: float = 0.0
+    interval_s: float | None = None
+    tpot_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.metric not in METRICS:
             raise ValueError(f"metric: found {self.metric!r}, allowed: {', '.join(METRICS)}")
-        if not self.target > 0 or not self.cold_start_s >= 0 or self.max_replicas < 1:
-            raise ValueError(f"found target {self.target}, cold_start_s {self.cold_start_s}, max_replicas "
-                             f"{self.max_replicas}, allowed: a target > 0, a cold start >= 0, a replica or more")
+        if not self.cold_start_s >= 0 or self.max_replicas < 1 or not (self.interval_s is None or self.interval_s > 0):
+            raise ValueError(f"found cold_start_s {self.cold_start_s}, max_replicas {self.max_replicas}, interval_s "
+                             f"{self.interval_s}, allowed: a cold start >= 0, a replica or more, an interval > 0")
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """What an autoscaler may read of a run's requests, as a gateway's metrics tell it: every arrival's time (in
+    order) and the requests finished so far, in the order they finished (a list the run appends to)."""
+
+    arrival_s: Sequence_[float]
+    finished: list[Sequence]
+
+
+class Policy:
+    """An autoscaler kind: every `interval_s` it says how many replicas the pool should hold (serving or starting)."""
+
+    name: str = ""
+    default_interval_s: float = 0.0
+
+    def __init__(self, scaling: Autoscaling, role: str, ranks: int, traffic: Traffic | None):
+        self.scaling, self.role, self.ranks, self.traffic = scaling, role, ranks, traffic
+        self.interval_s = scaling.interval_s or self.default_interval_s
+
+    def wanted(self, scaler: Autoscaler) -> int:
+        raise NotImplementedError
 
 
 class Autoscaler:
@@ -57,61 +74,42 @@ class Autoscaler:
     or released ('off'); `routable` holds the engines of the serving ones, which the pool's router picks among."""
 
     def __init__(self, env: simpy.Environment, replicas: Sequence_[Sequence_[Replica]], minimum: int,
-                 scaling: Autoscaling, routable: list[Replica], start_s: float):
+                 scaling: Autoscaling, routable: list[Replica], start_s: float, policy: Policy):
         if not 1 <= minimum <= scaling.max_replicas == len(replicas):
             raise ValueError(f"replicas: found {minimum} of {len(replicas)} made, allowed: 1 to max_replicas "
                              f"({scaling.max_replicas}), every one made")
         self.env, self.replicas, self.minimum, self.scaling, self.routable = env, replicas, minimum, scaling, routable
+        self.policy = policy
         self.state = ["ready"] * minimum + ["off"] * (len(replicas) - minimum)
         # Each replica's spans held, [from, until] (until: inf while held).
         self.held: list[list[list[float]]] = [[[start_s, math.inf]] if r < minimum else []
                                               for r in range(len(replicas))]
-        self.wanted: deque[tuple[float, int]] = deque()
         self.draining_since: dict[int, float] = {}
         self.starts = [0] * len(replicas)  # how many times each replica was asked to start
         self.routable[:] = [engine for r in range(minimum) for engine in replicas[r]]
 
     def run(self):
         while True:
-            yield self.env.timeout(SYNC_PERIOD_S)
+            yield self.env.timeout(self.policy.interval_s)
             self._release_drained()
-            self._scale(self._desired())
+            self.hold(self.policy.wanted(self))
 
-    def _count(self, *states: str) -> int:
+    def count(self, *states: str) -> int:
         return sum(state in states for state in self.state)
 
-    def _metric(self, r: int) -> int:
-        return sum(len(getattr(engine.state, self.scaling.metric)) for engine in self.replicas[r])
-
-    def _desired(self) -> int:
-        ready = [r for r, state in enumerate(self.state) if state == "ready"]
-        starting, target = self._count("starting"), self.scaling.target
-        current = len(ready) + starting
-        total = sum(self._metric(r) for r in ready)
-        ratio = total / (len(ready) * target)  # over the replicas that report the metric
-        # A starting replica reports none yet: read as 0 where the pool would scale up, as at the target where it would
-        # scale down; no change where that brings the ratio within the tolerance or across 1.
-        read = (total + (starting * target if ratio < 1.0 else 0.0)) / (current * target)
-        if abs(read - 1.0) <= TOLERANCE or (ratio - 1.0) * (read - 1.0) < 0:
-            return current
-        return min(max(math.ceil(read * current), self.minimum), self.scaling.max_replicas)
-
-    def _scale(self, desired: int) -> None:
+    def hold(self, wanted: int) -> None:
+        """Start released replicas, or give back starting then serving ones (the newest first), until the pool holds
+        `wanted` (serving or starting)."""
         now = self.env.now
-        self.wanted.append((now, desired))
-        while self.wanted[0][0] < now - SCALE_DOWN_WINDOW_S:
-            self.wanted.popleft()
-        current = self._count("ready", "starting")
-        if desired > current:
-            for r in [r for r, state in enumerate(self.state) if state == "off"][
-                    :min(desired, current + max(SCALE_UP_PODS, current)) - current]:
+        current = self.count("ready", "starting")
+        if wanted > current:
+            for r in [r for r, state in enumerate(self.state) if state == "off"][:wanted - current]:
                 self.state[r] = "starting"
                 self.held[r].append([now, math.inf])
                 self.starts[r] += 1
                 self.env.process(self._start(r, self.starts[r]))
             return
-        stable = max(wanted for _, wanted in self.wanted)
-        for _ in range(current - stable):
+        for _ in range(current - wanted):
             starting = [r for r, state in enumerate(self.state) if state == "starting"]
             if starting:
                 self.state[starting[-1]] = "off"

@@ -1,0 +1,29 @@
+"""Autoscaler kinds, one module each, found by name through AUTOSCALERS; the replicas they hold: base.py."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence as Sequence_
+
+import simpy
+
+from sim.autoscalers.base import METRICS, Autoscaler, Autoscaling, Policy, Traffic, held_timeline
+from sim.autoscalers.hpa import HPA
+from sim.autoscalers.sla_planner import SLAPlanner
+from sim.replica import Replica
+
+AUTOSCALERS: dict[str, type[Policy]] = {cls.name: cls for cls in (HPA, SLAPlanner)}
+
+
+def make_autoscaler(env: simpy.Environment, replicas: Sequence_[Sequence_[Replica]], minimum: int,
+                    scaling: Autoscaling, routable: list[Replica], start_s: float, role: str = "serve",
+                    ranks: int = 1, traffic: Traffic | None = None) -> Autoscaler:
+    """An Autoscaler of `replicas` (each its engines; `ranks` data-parallel ones) with the kind `scaling.policy`
+    names, reading `traffic` where the kind reads the requests."""
+    if scaling.policy not in AUTOSCALERS:
+        raise ValueError(f"policy: found {scaling.policy!r}, allowed: {', '.join(AUTOSCALERS)}")
+    policy = AUTOSCALERS[scaling.policy](scaling, role, ranks, traffic)
+    return Autoscaler(env, replicas, minimum, scaling, routable, start_s, policy)
+
+
+__all__ = ["AUTOSCALERS", "METRICS", "Autoscaler", "Autoscaling", "Policy", "Traffic", "held_timeline",
+           "make_autoscaler"]

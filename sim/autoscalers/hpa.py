@@ -1,0 +1,69 @@
+"""Kubernetes' Horizontal Pod Autoscaler (HPA) scaling a model server's pods on a server metric: GKE's recommended
+queue size or batch size, vLLM's num_requests_waiting and num_requests_running (GKE's "Best practices for
+autoscaling LLM inference workloads with GPUs").
+
+Every sync period it sums the metric over the replicas that serve, counting those still starting (which report no
+metric yet) as 0 where it would scale up and as at the target where it would scale down (the HPA's rule for pods
+missing metrics), and wants ceil(sum / target) replicas within [replicas, max_replicas], or as many as now where the
+mean per replica is within TOLERANCE of the target or the starting ones' reading reverses the direction. It scales up
+at once, by at most max(SCALE_UP_PODS, as many as it has) a period (the default scale-up policies), and down to the
+most it wanted over the last SCALE_DOWN_WINDOW_S (the default stabilization window). Its constants are Kubernetes'
+defaults (the HPA's documentation and kube-controller-manager's flags).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+from sim.autoscalers.base import Autoscaler, Autoscaling, Policy, Traffic
+
+SYNC_PERIOD_S = 15.0  # --horizontal-pod-autoscaler-sync-period
+TOLERANCE = 0.1  # --horizontal-pod-autoscaler-tolerance
+SCALE_DOWN_WINDOW_S = 300.0  # behavior.scaleDown.stabilizationWindowSeconds
+SCALE_UP_PODS = 4  # behavior.scaleUp policies: 4 pods or 100% a period, whichever adds more
+
+
+class HPA(Policy):
+    """The HPA on a server metric per replica, `scaling.metric` near `scaling.target`."""
+
+    name = "hpa"
+    default_interval_s = SYNC_PERIOD_S
+
+    def __init__(self, scaling: Autoscaling, role: str, ranks: int, traffic: Traffic | None):
+        super().__init__(scaling, role, ranks, traffic)
+        if scaling.target is None or not scaling.target > 0:
+            raise ValueError(f"target: found {scaling.target}, allowed: a metric per replica > 0")
+        self.recommended: deque[tuple[float, int]] = deque()  # (time, replicas desired), over the window
+
+    def wanted(self, scaler: Autoscaler) -> int:
+        return self.limited(scaler, self.desired(scaler))
+
+    def _metric(self, scaler: Autoscaler, r: int) -> int:
+        return sum(len(getattr(engine.state, self.scaling.metric)) for engine in scaler.replicas[r])
+
+    def desired(self, scaler: Autoscaler) -> int:
+        """The replicas the metric asks for now, before the scaling policies and the window."""
+        ready = [r for r, state in enumerate(scaler.state) if state == "ready"]
+        starting, target = scaler.count("starting"), self.scaling.target
+        current = len(ready) + starting
+        total = sum(self._metric(scaler, r) for r in ready)
+        ratio = total / (len(ready) * target)  # over the replicas that report the metric
+        # A starting replica reports none yet: read as 0 where the pool would scale up, as at the target where it would
+        # scale down; no change where that brings the ratio within the tolerance or across 1.
+        read = (total + (starting * target if ratio < 1.0 else 0.0)) / (current * target)
+        if abs(read - 1.0) <= TOLERANCE or (ratio - 1.0) * (read - 1.0) < 0:
+            return current
+        return min(max(math.ceil(read * current), scaler.minimum), self.scaling.max_replicas)
+
+    def limited(self, scaler: Autoscaler, desired: int) -> int:
+        """The replicas to hold, `desired` now: up by at most the scale-up policies' step, down to the most desired
+        over the stabilization window."""
+        now = scaler.env.now
+        self.recommended.append((now, desired))
+        while self.recommended[0][0] < now - SCALE_DOWN_WINDOW_S:
+            self.recommended.popleft()
+        current = scaler.count("ready", "starting")
+        if desired > current:
+            return min(desired, current + max(SCALE_UP_PODS, current))
+        return min(max(wanted for _, wanted in self.recommended), current)

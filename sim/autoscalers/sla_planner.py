@@ -1,0 +1,119 @@
+"""NVIDIA Dynamo's SLA planner (throughput-based scaling): replicas computed from the load the gateway saw and each
+replica's profiled throughput at the SLO, instead of a server metric's ratio to a target (the HPA).
+
+Every adjustment interval (Dynamo's default 180 s) it reads, over the interval, the requests that arrived and the mean
+prompt length (ISL), output length (OSL), TTFT, time between tokens (ITL) and request duration of those that finished;
+an interval in which none finished tells it nothing and it changes nothing (Dynamo skips metrics that are NaN). It
+predicts the next interval's load as this one's (Dynamo's constant predictor; its ARIMA and Prophet predictors are not
+modeled) and wants:
+- prefill: ceil(requests x ISL / interval x min(1, TTFT correction) / a replica's prefill throughput at that ISL), the
+  throughput a prompt of ISL tokens alone runs at; the TTFT correction is the observed TTFT over that prompt's TTFT
+  alone, read as the share of prompt tokens actually computed where it is below 1 (prefix hits), and as queueing,
+  which more prefill replicas absorb, where above;
+- decode: ceil(requests x OSL / interval / a replica's best decode throughput with its ITL at most the target over
+  the ITL correction), at a context of ISL + OSL / 2; the ITL correction is the observed ITL over the profiled ITL of
+  the decode batch Little's law gives (requests x duration / interval over the serving replicas);
+- a pool serving requests whole (aggregated): ceil of the prefill and the decode shares of a replica's time added, as
+  a replica time-shares the two (our reading; Dynamo's own planner scales disaggregated pools);
+each within [replicas, max_replicas], held at once: no stabilization window, no step limit (Dynamo sets the
+deployment's replica counts). Source: Dynamo's planner design documentation and its planner_core.py.
+
+The profile is the replica's own cost model (sim/latency_prediction.py's iteration pricing), where Dynamo interpolates
+a pre-deployment profiling sweep: a prompt alone for prefill, decode batches of 1 to max_seqs (as many as its KV blocks
+hold at that context) for decode.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+
+from sim.autoscalers.base import Autoscaler, Autoscaling, Policy, Traffic
+from sim.latency_prediction import iteration_s, prompts_s
+from sim.replica import Replica
+
+ADJUSTMENT_INTERVAL_S = 180.0  # Dynamo's SLAPlannerDefaults.adjustment_interval
+
+
+class SLAPlanner(Policy):
+    """Dynamo's SLA planner for one pool: a prefill, decode or whole-request ('serve') pool."""
+
+    name = "sla_planner"
+    default_interval_s = ADJUSTMENT_INTERVAL_S
+
+    def __init__(self, scaling: Autoscaling, role: str, ranks: int, traffic: Traffic | None):
+        super().__init__(scaling, role, ranks, traffic)
+        if scaling.tpot_s is None or not scaling.tpot_s > 0:
+            raise ValueError(f"tpot_s: found {scaling.tpot_s}, allowed: the SLO's time between tokens > 0")
+        if traffic is None:
+            raise ValueError("traffic: found none, allowed: the run's arrivals and finished requests")
+        self.seen = 0  # how many finished requests earlier intervals read
+        self.memo: dict = {}  # the iteration times priced on the profiled replica
+
+    def wanted(self, scaler: Autoscaler) -> int:
+        held = scaler.count("ready", "starting")
+        load = self.observe(scaler.env.now)
+        if load is None:
+            return held
+        requests, isl, osl, ttft_s, itl_s, duration_s = load
+        engine = scaler.replicas[0][0]
+        per_s = requests / self.interval_s
+        # The prompt tokens a replica prefills a second, a prompt of ISL tokens alone.
+        prefill_tokens_per_s = isl / self.prompt_alone_s(engine, isl) * self.ranks
+        prefill_share = per_s * isl * min(1.0, ttft_s / self.prompt_alone_s(engine, isl)) / prefill_tokens_per_s
+        context = round(isl + osl / 2)
+        # The decode batch a serving replica held (Little's law), within the batches profiled.
+        serving = max(scaler.count("ready"), 1)
+        batch = min(max(round(per_s * duration_s / serving / self.ranks), 1), self.largest_batch(engine, context))
+        corrected_s = self.scaling.tpot_s / (itl_s / self.decode_s(engine, batch, context))
+        decode_share = per_s * osl / (self.decode_tokens_per_s(engine, corrected_s, context) * self.ranks)
+        share = {"prefill": prefill_share, "decode": decode_share}.get(self.role, prefill_share + decode_share)
+        return min(max(math.ceil(share), scaler.minimum), self.scaling.max_replicas)
+
+    def observe(self, now_s: float) -> tuple[int, float, float, float, float, float] | None:
+        """Over the interval to `now_s`: the requests that arrived, and of those that finished the mean ISL, OSL,
+        TTFT, ITL (every gap between tokens alike) and duration; None where none finished with two tokens or more."""
+        arrivals = self.traffic.arrival_s
+        requests = bisect.bisect_right(arrivals, now_s) - bisect.bisect_right(arrivals, now_s - self.interval_s)
+        done = self.traffic.finished[self.seen:]
+        self.seen += len(done)
+        gaps = sum(seq.generated - 1 for seq in done)
+        if not gaps:
+            return None
+        count = len(done)
+        return (requests, sum(seq.prompt for seq in done) / count, sum(seq.generated for seq in done) / count,
+                sum(seq.first_token_s - seq.arrival_s for seq in done) / count,
+                sum(seq.finish_s - seq.first_token_s for seq in done) / gaps,
+                sum(seq.finish_s - seq.arrival_s for seq in done) / count)
+
+    def prompt_alone_s(self, engine: Replica, tokens: float) -> float:
+        """A prompt of `tokens` alone on the replica: in chunks of its scheduler's budget, each after the chunks'
+        mean earlier context."""
+        tokens = max(round(tokens), 1)
+        budget = engine.scheduler.token_budget()
+        return prompts_s(engine, tokens, 1, max(tokens - budget, 0) // 2, budget, [], self.memo)
+
+    def decode_s(self, engine: Replica, batch: int, context: int) -> float:
+        """An iteration decoding `batch` requests at `context` tokens each."""
+        return iteration_s(engine, [], [context] * batch, 0, self.memo)
+
+    def largest_batch(self, engine: Replica, context: int) -> int:
+        """The most requests of `context` tokens the replica decodes at once: max_seqs, or as many as its KV blocks
+        hold."""
+        kv = engine.state.kv
+        fit = kv.capacity_blocks // max(-(-context // kv.block_tokens), 1)
+        return max(min(engine.scheduler.limits.max_seqs, fit), 1)
+
+    def decode_tokens_per_s(self, engine: Replica, itl_s: float, context: int) -> float:
+        """The most tokens a second the replica decodes at `context` tokens a request with an iteration of at most
+        `itl_s`: its largest such batch up to max_seqs and its KV blocks' tokens (a batch of one where none is that
+        quick)."""
+        low, high = 1, self.largest_batch(engine, context)  # the largest within itl_s, by bisection (an iteration
+        # is no quicker with more)
+        while low < high:
+            middle = (low + high + 1) // 2
+            if self.decode_s(engine, middle, context) <= itl_s:
+                low = middle
+            else:
+                high = middle - 1
+        return low / self.decode_s(engine, low, context)
