@@ -576,7 +576,7 @@ CAPACITY = ("capacity (req/s)", "capacity_rps", 1.0)
 QUEUE_GROWTH = ("queue growth (s/s)", "queue_growth", 1.0)
 # Where requests differ in priority: the most urgent ones' p99 TTFT and SLO attainment (sim/serving_metrics.py).
 URGENT = (("urgent p99 TTFT (ms)", "urgent_ttft_p99_s", 1e3), ("urgent SLO attainment", "urgent_slo_attainment", 1.0))
-# Of an autoscaled pool: the replicas it held on average, what its price per hour rents (sim/autoscaler.py).
+# Of an autoscaled pool: the replicas it held on average, what its price per hour rents (sim/autoscalers/).
 SCALED = (("mean replicas", "mean_replicas", 1.0), ("usd/hour", "usd_per_hour", 1.0))
 # Under a slowdown SLO: the p90 slowdown of each metric (the other percentiles are results columns).
 SLOWDOWNS = tuple((f"p90 {name.upper()} slowdown", f"slowdown_{name}_p90", 1.0) for name in SLOWDOWN_OF)

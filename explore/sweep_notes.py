@@ -354,7 +354,8 @@ def idle_what_if_note(sweep) -> str:
     """How many points of a grid crossing what-ifs with the settings that leave them nothing to change are another
     point's design again: a pool's (explore/pool_what_ifs.py) where its switch is off (attention_device none,
     prefill_replicas 0), the link's where the point runs on one device (tp and pp 1), a router's where nothing is
-    routed, an autoscaler's target, metric and cold start where no pool may scale. '' where none are; derived knobs
+    routed, an autoscaler's settings where no pool may scale, a target and metric where the SLA planner
+    scales. '' where none are; derived knobs
     and searches are left out."""
     dims = sweep.dimensions()
     if sweep.spec.search.strategy != "grid":
@@ -375,6 +376,9 @@ def idle_what_if_note(sweep) -> str:
                        " and prefill_max_replicas prefill_replicas" if "prefill_max_replicas" in dims else "")
                    + " (no replica is ever added)",
                    [key for key in swept if key in AUTOSCALE_KNOBS[2:]]))
+    groups.append((["autoscaler"], lambda combo: combo["autoscaler"] == "sla_planner",
+                   "autoscaler is sla_planner (it scales on the SLO, not on a server metric)",
+                   [key for key in swept if key in ("autoscale_target", "autoscale_metric")]))
     said, idle = [], []
     for switches, off, words, keys in groups:
         switched = [dict(zip(switches, combo, strict=True)) for combo in itertools.product(

@@ -484,7 +484,7 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
         scalers[p] = make_autoscaler(env, [replicas[p][r * engines:(r + 1) * engines]
                                            for r in range(pool.made_replicas)],
                                      pool.replicas, pool.autoscaling, routable[p], float(requests.arrival_s[0]),
-                                     role=pool.role, ranks=pool.ranks, traffic=traffic)
+                                     role=pool.role, traffic=traffic)
         env.process(scalers[p].run())
     # Arrivals go to the first pool's router over the entry replicas: a prefill pool's, or every serving pool's.
     entry = routable[0] if roles[0] == "prefill" or len(pools) == 1 else [

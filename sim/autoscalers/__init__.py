@@ -16,12 +16,12 @@ AUTOSCALERS: dict[str, type[Policy]] = {cls.name: cls for cls in (HPA, SLAPlanne
 
 def make_autoscaler(env: simpy.Environment, replicas: Sequence_[Sequence_[Replica]], minimum: int,
                     scaling: Autoscaling, routable: list[Replica], start_s: float, role: str = "serve",
-                    ranks: int = 1, traffic: Traffic | None = None) -> Autoscaler:
-    """An Autoscaler of `replicas` (each its engines; `ranks` data-parallel ones) with the kind `scaling.policy`
-    names, reading `traffic` where the kind reads the requests."""
+                    traffic: Traffic | None = None) -> Autoscaler:
+    """An Autoscaler of `replicas` (each its engines) of a pool of `role`, of the kind `scaling.policy` names, reading
+    `traffic` where the kind reads the requests."""
     if scaling.policy not in AUTOSCALERS:
         raise ValueError(f"policy: found {scaling.policy!r}, allowed: {', '.join(AUTOSCALERS)}")
-    policy = AUTOSCALERS[scaling.policy](scaling, role, ranks, traffic)
+    policy = AUTOSCALERS[scaling.policy](scaling, role, traffic)
     return Autoscaler(env, replicas, minimum, scaling, routable, start_s, policy)
 
 

@@ -61,8 +61,8 @@ class Policy:
     name: str = ""
     default_interval_s: float = 0.0
 
-    def __init__(self, scaling: Autoscaling, role: str, ranks: int, traffic: Traffic | None):
-        self.scaling, self.role, self.ranks, self.traffic = scaling, role, ranks, traffic
+    def __init__(self, scaling: Autoscaling, role: str, traffic: Traffic | None):
+        self.scaling, self.role, self.traffic = scaling, role, traffic
         self.interval_s = scaling.interval_s or self.default_interval_s
 
     def wanted(self, scaler: Autoscaler) -> int:

@@ -30,8 +30,8 @@ class HPA(Policy):
     name = "hpa"
     default_interval_s = SYNC_PERIOD_S
 
-    def __init__(self, scaling: Autoscaling, role: str, ranks: int, traffic: Traffic | None):
-        super().__init__(scaling, role, ranks, traffic)
+    def __init__(self, scaling: Autoscaling, role: str, traffic: Traffic | None):
+        super().__init__(scaling, role, traffic)
         if scaling.target is None or not scaling.target > 0:
             raise ValueError(f"target: found {scaling.target}, allowed: a metric per replica > 0")
         self.recommended: deque[tuple[float, int]] = deque()  # (time, replicas desired), over the window

@@ -41,8 +41,8 @@ class SLAPlanner(Policy):
     name = "sla_planner"
     default_interval_s = ADJUSTMENT_INTERVAL_S
 
-    def __init__(self, scaling: Autoscaling, role: str, ranks: int, traffic: Traffic | None):
-        super().__init__(scaling, role, ranks, traffic)
+    def __init__(self, scaling: Autoscaling, role: str, traffic: Traffic | None):
+        super().__init__(scaling, role, traffic)
         if scaling.tpot_s is None or not scaling.tpot_s > 0:
             raise ValueError(f"tpot_s: found {scaling.tpot_s}, allowed: the SLO's time between tokens > 0")
         if traffic is None:
@@ -56,17 +56,20 @@ class SLAPlanner(Policy):
         if load is None:
             return held
         requests, isl, osl, ttft_s, itl_s, duration_s = load
-        engine = scaler.replicas[0][0]
+        # Every replica alike, its engines (data-parallel ranks, pipeline stages' virtual engines) each as its first.
+        engine, engines = scaler.replicas[0][0], len(scaler.replicas[0])
         per_s = requests / self.interval_s
         # The prompt tokens a replica prefills a second, a prompt of ISL tokens alone.
-        prefill_tokens_per_s = isl / self.prompt_alone_s(engine, isl) * self.ranks
+        prefill_tokens_per_s = isl / self.prompt_alone_s(engine, isl) * engines
         prefill_share = per_s * isl * min(1.0, ttft_s / self.prompt_alone_s(engine, isl)) / prefill_tokens_per_s
         context = round(isl + osl / 2)
         # The decode batch a serving replica held (Little's law), within the batches profiled.
         serving = max(scaler.count("ready"), 1)
-        batch = min(max(round(per_s * duration_s / serving / self.ranks), 1), self.largest_batch(engine, context))
-        corrected_s = self.scaling.tpot_s / (itl_s / self.decode_s(engine, batch, context))
-        decode_share = per_s * osl / (self.decode_tokens_per_s(engine, corrected_s, context) * self.ranks)
+        batch = min(max(round(per_s * duration_s / serving / engines), 1), self.largest_batch(engine, context))
+        # The ITL correction (none where no gap was observed, as Dynamo reads a correction of 0).
+        correction = itl_s / self.decode_s(engine, batch, context) if itl_s > 0 else 1.0
+        corrected_s = self.scaling.tpot_s / correction
+        decode_share = per_s * osl / (self.decode_tokens_per_s(engine, corrected_s, context) * engines)
         share = {"prefill": prefill_share, "decode": decode_share}.get(self.role, prefill_share + decode_share)
         return min(max(math.ceil(share), scaler.minimum), self.scaling.max_replicas)
 

@@ -197,3 +197,55 @@ def test_a_sweep_derives_an_autoscale_target_from_the_limits(tmp_path):
         rows = {row["max_seqs"]: row for row in csv.DictReader(file)}
     assert (float(rows["32"]["autoscale_target"]), float(rows["64"]["autoscale_target"])) == (8.0, 16.0)
     assert all(float(row["mean_replicas"]) >= 1 for row in rows.values())
+
+
+def test_the_sla_planner_scales_a_rising_load_and_rents_what_it_held(capsys):
+    """Dynamo's SLA planner deciding every 60 s, the trace's lengths arriving at 10 req/s for 120 s then 40: it scales
+    up once an interval has seen the busy phase (the trace's own minute-long bursts average out within an interval),
+    holds between one and four replicas on average, rents the H100's hourly price times those, and the header says
+    how it scales."""
+    scaled = _run(capsys, "--arrival", "poisson", "--rate", "10", "--rate-profile", "120:1,240:4", "--requests", "4000",
+                  "--max-replicas", "4", "--autoscaler", "sla_planner", "--autoscale-interval-s", "60",
+                  "--cold-start-s", "10")
+    assert 1.0 < scaled["mean_replicas"] < 4.0 and 2 <= scaled["max_replicas_held"] <= 4
+    hourly = load_device("h100-sxm").price.usd_per_hour
+    assert scaled["usd_per_hour"] == pytest.approx(hourly * scaled["mean_replicas"])
+    assert main([*RUN, "--requests", "50", "--max-replicas", "4", "--autoscaler", "sla_planner"]) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    assert ("1 replica(s) scaling up to 4 as Dynamo's SLA planner does, on the load it saw and a TPOT of 0.1 s, "
+            "each new one serving after its weights' read") in header, header
+
+
+@pytest.mark.parametrize(("flags", "words"), [
+    (("--max-replicas", "4", "--autoscaler", "sla_planner"),
+     "--slo-tpot: found none with --autoscaler 'sla_planner', allowed: the time between tokens"),
+    (("--max-replicas", "4", "--autoscaler", "sla_planner", "--slo-tpot", "0.1", "--autoscale-target", "4"),
+     "--autoscale-target: found 4 with --autoscaler sla_planner, allowed: with --autoscaler hpa"),
+    (("--max-replicas", "4", "--autoscaler", "sla_planner", "--slo-tpot", "0.1", "--autoscale-interval-s", "0"),
+     "--autoscale-interval-s: found 0.0 with --max-replicas 4, allowed: seconds > 0"),
+    (("--autoscaler", "sla_planner", "--slo-tpot", "0.1"),
+     "--autoscaler: found 'sla_planner' with no autoscaling, allowed: with --max-replicas"),
+])
+def test_bad_or_idle_planner_settings_are_one_line(capsys, flags, words):
+    assert main([*RUN[:-4], *flags]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and words in err, err
+
+
+def test_a_grid_crossing_autoscalers_evaluates_the_planner_once_whatever_the_target(tmp_path, capsys):
+    """autoscaler [hpa, sla_planner] x autoscale_target [4, 8]: the planner reads no target, so its two points are
+    one design. By hand: 3 of 4 designs, 1 point evaluated again, and the planner's row has no target."""
+    model = write_tiny_model(tmp_path)
+    path = write_sweep(tmp_path, f"name: planned\nmodel: {model}\ndevice: h100-sxm\nexecution: graphs\nserving:\n"
+                                 f"  requests: 6\n  prompt: 32\n  output: 4\n  rate: 50\n  max_replicas: 2\n"
+                                 f"  autoscaler: [hpa, sla_planner]\n  autoscale_target: [4, 8]\n"
+                                 f"  slo: {{tpot_s: 0.1}}\n")
+    assert main(["check", path]) == 0
+    said = capsys.readouterr().out
+    assert "4 design points (3 distinct designs evaluated)" in said, said
+    assert "1 of 4 points evaluate another point's design again: autoscale_target changes nothing where autoscaler " \
+           "is sla_planner" in said, said
+    assert main([path, "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    rows = read_results(tmp_path / "out")
+    assert sorted((row["autoscaler"], row.get("autoscale_target")) for row in rows) == [
+        ("hpa", 4), ("hpa", 8), ("sla_planner", None)]

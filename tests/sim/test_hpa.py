@@ -7,7 +7,6 @@ its idle power over the replica-seconds held."""
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -17,12 +16,9 @@ import simpy
 from kernels.shapes import step_shape
 from sim.autoscalers import Autoscaling, make_autoscaler
 from sim.autoscalers.hpa import SCALE_DOWN_WINDOW_S, SYNC_PERIOD_S
-from sim.schedulers import SchedulerLimits
-from sim.serving import Pool, serve_pools, serving_memory
+from sim.serving import serve_pools
+from tests.sim.autoscaled_pool import Slower, pool
 from workloads.requests import Phased, Poisson, RequestSet
-
-BLOCK = 16
-KV_PER_TOKEN_B = 2 * 2 * 16 * 2 * 2  # the tiny Llama's (tests/sim/conftest.py)
 
 
 def _engine(waiting: int = 0, running: int = 0):
@@ -120,13 +116,6 @@ def test_a_replica_given_back_while_it_started_and_asked_for_again_serves_a_whol
     assert scaler.state[1] == "ready"
 
 
-def _pool(costs, replicas: int, scaling: Autoscaling | None) -> Pool:
-    memory = serving_memory(capacity_B=4000 * BLOCK * KV_PER_TOKEN_B, weights_B=0.0, activations_B=0.0,
-                            kv_bytes_per_token=KV_PER_TOKEN_B, block_tokens=BLOCK)
-    return Pool(name="serve", role="serve", replicas=replicas, costs=costs, scheduler="continuous",
-                limits=SchedulerLimits(max_seqs=1), memory=memory, idle_power_W=100.0, autoscaling=scaling)
-
-
 def test_a_pool_falling_behind_scales_up_and_its_new_replicas_serve_after_their_cold_start(costs):
     """One request a second, each served alone (max_seqs 1) for longer than a second: one replica falls behind. At
     the first sync (15 s) requests wait, and the pool scales to its three; they serve from 15 + 10 s. Its static
@@ -136,7 +125,7 @@ def test_a_pool_falling_behind_scales_up_and_its_new_replicas_serve_after_their_
     count = 60
     requests = RequestSet(arrival_s=np.arange(float(count)), prompt_tokens=np.full(count, 16),
                           output_tokens=np.full(count, output))
-    result = serve_pools([_pool(costs, 1, Autoscaling(max_replicas=3, target=1.0, cold_start_s=10.0))], requests)
+    result = serve_pools([pool(costs, Autoscaling(max_replicas=3, target=1.0, cold_start_s=10.0))], requests)
     assert result.scaled[:2] == ((0.0, 1), (SYNC_PERIOD_S, 3))
     log = result.iterations
     for replica in (1, 2):
@@ -146,23 +135,9 @@ def test_a_pool_falling_behind_scales_up_and_its_new_replicas_serve_after_their_
     held_s = result.makespan_s + 2 * (end_s - SYNC_PERIOD_S)
     assert result.energy_parts_J["static_J"] == pytest.approx(100.0 * held_s)
     assert result.metrics()["mean_replicas"] == pytest.approx(held_s / result.makespan_s)
-    fixed = serve_pools([_pool(costs, 1, None)], requests)
+    fixed = serve_pools([pool(costs, None)], requests)
     assert result.records.e2e_s.mean() < 0.5 * fixed.records.e2e_s.mean()
     assert "mean_replicas" not in fixed.metrics()
-
-
-class _Slower:
-    """Another cost model's iterations, each `factor` times as long (its other attributes its own)."""
-
-    def __init__(self, costs, factor: float):
-        self._costs, self._factor = costs, factor
-
-    def __getattr__(self, name):
-        return getattr(self._costs, name)
-
-    def price(self, shape):
-        cost = self._costs.price(shape)
-        return replace(cost, time_s=cost.time_s * self._factor)
 
 
 def test_a_pool_under_a_rising_and_falling_load_scales_up_then_down_after_the_window(costs):
@@ -170,11 +145,11 @@ def test_a_pool_under_a_rising_and_falling_load_scales_up_then_down_after_the_wi
     and again: one replica keeps up with the first, not the second. The pool holds one replica through the first quiet
     phase, more in the busy one, and is back to one within the next quiet phase, once the 300 s window has passed."""
     decode_s = costs.price(step_shape(decode_kv=[64], sampled=1)).time_s
-    slow = _Slower(costs, 0.5 / decode_s)  # half a second a decode step
+    slow = Slower(costs, 0.5 / decode_s)  # half a second a decode step
     phases = ((400.0, 1.0), (200.0, 8.0))
     arrivals = Phased(base=Poisson(rate_per_s=0.15), phases=phases).times(np.random.default_rng(1), 500)
     requests = RequestSet(arrival_s=arrivals, prompt_tokens=np.full(500, 16), output_tokens=np.full(500, 4))
-    result = serve_pools([_pool(slow, 1, Autoscaling(max_replicas=4, target=2.0, cold_start_s=5.0))], requests)
+    result = serve_pools([pool(slow, Autoscaling(max_replicas=4, target=2.0, cold_start_s=5.0))], requests)
     held = dict(result.scaled)
     times = np.array(list(held))
 
@@ -191,12 +166,12 @@ def test_a_prefill_and_a_decode_pool_each_scale_and_hand_over_only_to_serving_re
     waiting (a 10 s cold start): each pool falls behind and scales, no new replica of either runs an iteration
     before 15 + 10 s, and the static energy is each pool's idle power over the replica-seconds it held."""
     decode_s = costs.price(step_shape(decode_kv=[64], sampled=1)).time_s
-    slow = _Slower(costs, 0.5 / decode_s)  # half a second a decode step, as long a prefill
+    slow = Slower(costs, 0.5 / decode_s)  # half a second a decode step, as long a prefill
     requests = RequestSet(arrival_s=np.arange(120) * 0.25, prompt_tokens=np.full(120, 16),
                           output_tokens=np.full(120, 6))
     scaling = Autoscaling(max_replicas=2, target=1.0, cold_start_s=10.0)
-    pools = [replace(_pool(slow, 1, scaling), name="prefill", role="prefill", idle_power_W=50.0),
-             replace(_pool(slow, 1, scaling), name="decode", role="decode")]
+    pools = [pool(slow, scaling, role="prefill", idle_power_W=50.0),
+             pool(slow, scaling, role="decode")]
     result = serve_pools(pools, requests, kv_transfer_s=lambda message_B: 0.0)
     assert max(held for _, held in result.scaled) == 4
     log = result.iterations

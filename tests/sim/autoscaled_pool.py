@@ -1,0 +1,37 @@
+"""Pools for the autoscaler tests: the tiny Llama's costs stretched to a chosen speed, one continuous-batching
+replica to start from."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from sim.autoscalers import Autoscaling
+from sim.schedulers import SchedulerLimits
+from sim.serving import Pool, serving_memory
+
+BLOCK = 16
+KV_PER_TOKEN_B = 2 * 2 * 16 * 2 * 2  # the tiny Llama's (tests/sim/conftest.py)
+
+
+class Slower:
+    """Another cost model's iterations, each `factor` times as long (its other attributes its own)."""
+
+    def __init__(self, costs, factor: float):
+        self._costs, self._factor = costs, factor
+
+    def __getattr__(self, name):
+        return getattr(self._costs, name)
+
+    def price(self, shape):
+        cost = self._costs.price(shape)
+        return replace(cost, time_s=cost.time_s * self._factor)
+
+
+def pool(costs, scaling: Autoscaling | None, *, replicas: int = 1, max_seqs: int = 1, role: str = "serve",
+         idle_power_W: float = 100.0) -> Pool:
+    """A pool of `role` (named after it) of `replicas` replicas with 4,000 KV blocks each."""
+    memory = serving_memory(capacity_B=4000 * BLOCK * KV_PER_TOKEN_B, weights_B=0.0, activations_B=0.0,
+                            kv_bytes_per_token=KV_PER_TOKEN_B, block_tokens=BLOCK)
+    return Pool(name=role, role=role, replicas=replicas, costs=costs, scheduler="continuous",
+                limits=SchedulerLimits(max_seqs=max_seqs), memory=memory, idle_power_W=idle_power_W,
+                autoscaling=scaling)

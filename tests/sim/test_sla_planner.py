@@ -1,0 +1,165 @@
+"""Dynamo's SLA planner (sim/autoscalers/sla_planner.py): its replicas by hand from the iteration costs (a prompt
+alone, a full decode batch), the directions its inputs must move it in, an interval without finished requests, and
+served: a pool scaled by it under a load that rises and falls, and a prefill and a decode pool each sized by its own
+share of the work."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import simpy
+
+from kernels.shapes import step_shape
+from sim.autoscalers import Autoscaling, Traffic, make_autoscaler
+from sim.kv_cache import PagedKVCache
+from sim.replica import Replica
+from sim.schedulers import EngineState, SchedulerLimits, Sequence, make_scheduler
+from sim.serving import serve_pools
+from tests.sim.autoscaled_pool import BLOCK, Slower, pool
+from workloads.requests import Phased, Poisson, RequestSet
+
+MAX_SEQS = 32
+INTERVAL_S = 60.0
+PROMPT, OUTPUT = 64, 32  # a context of 64 + 32 / 2 = 80 tokens: whole TOKEN_STEPs, priced as they are
+
+
+def _engine(env, costs) -> Replica:
+    kv = PagedKVCache(capacity_blocks=4000, block_tokens=BLOCK)
+    return Replica(env, costs, make_scheduler("continuous", SchedulerLimits(max_seqs=MAX_SEQS)), EngineState(kv=kv),
+                   window=None, swap_s_per_token=0.0, on_finish=lambda seq: None)
+
+
+def _finished(count: int, ttft_s: float, itl_s: float, at_s: float = 0.0) -> list[Sequence]:
+    """`count` requests of PROMPT and OUTPUT tokens, each its first token `ttft_s` after it arrived and the others
+    `itl_s` apart."""
+    seqs = []
+    for index in range(count):
+        seq = Sequence(index=index, arrival_s=at_s, prompt=PROMPT, output=OUTPUT)
+        seq.generated = OUTPUT
+        seq.first_token_s = at_s + ttft_s
+        seq.finish_s = seq.first_token_s + (OUTPUT - 1) * itl_s
+        seqs.append(seq)
+    return seqs
+
+
+def _wanted(costs, arrivals: int, ttft_s: float, itl_s: float, *, role: str = "serve", tpot_s: float = 1000.0,
+            held: int = 1, max_replicas: int = 64, finished: int = 50) -> int:
+    """The replicas the planner of a pool holding `held` wants after one interval in which `arrivals` requests came
+    and `finished` finished with the latencies given."""
+    env = simpy.Environment()
+    replicas = [[_engine(env, costs)] for _ in range(max_replicas)]
+    traffic = Traffic(arrival_s=list(np.linspace(1.0, INTERVAL_S, arrivals)),
+                      finished=_finished(finished, ttft_s, itl_s))
+    scaling = Autoscaling(max_replicas=max_replicas, policy="sla_planner", interval_s=INTERVAL_S, tpot_s=tpot_s)
+    scaler = make_autoscaler(env, replicas, held, scaling, [], 0.0, role=role, traffic=traffic)
+    env.run(until=INTERVAL_S)
+    return scaler.policy.wanted(scaler)
+
+
+def _prompt_alone_s(costs) -> float:
+    return costs.price(step_shape([(PROMPT, 0)], [], sampled=1)).time_s
+
+
+def _full_batch_s(costs) -> float:
+    return costs.price(step_shape([], [PROMPT + OUTPUT // 2] * MAX_SEQS, sampled=MAX_SEQS)).time_s
+
+
+@pytest.mark.parametrize("arrivals", [300, 2000, 9000])
+def test_the_replicas_are_the_load_over_a_replica_s_profiled_throughput(costs, arrivals):
+    """Dynamo's formulas by hand, with a TPOT limit every batch meets (the best decode throughput is max_seqs
+    requests an iteration): a prefill replica is busy the prompt-alone time per request (TTFT correction 1: the
+    observed TTFT is that time), a decode replica OSL / max_seqs full-batch iterations per request; a pool serving
+    whole requests adds the two shares."""
+    alone_s, batch_s = _prompt_alone_s(costs), _full_batch_s(costs)
+    per_s = arrivals / INTERVAL_S
+    prefill, decode = per_s * alone_s, per_s * OUTPUT * batch_s / MAX_SEQS
+    got = {role: _wanted(costs, arrivals, alone_s, batch_s, role=role) for role in ("prefill", "decode", "serve")}
+    assert got == {"prefill": max(math.ceil(prefill), 1), "decode": max(math.ceil(decode), 1),
+                   "serve": max(math.ceil(prefill + decode), 1)}, (prefill, decode)
+
+
+def test_prefix_hits_lower_the_prefill_share_and_queueing_does_not_raise_it(costs):
+    """A TTFT below the prompt's time alone (its prefix cached) scales the prefill share down by their ratio; one
+    above it (queueing) leaves it as it is (Dynamo's min(1, correction))."""
+    alone_s = _prompt_alone_s(costs)
+    arrivals = round(8.5 * INTERVAL_S / alone_s)  # 8.5 replicas' worth of prompts
+    assert _wanted(costs, arrivals, alone_s, 0.0, role="prefill") == 9
+    assert _wanted(costs, arrivals, alone_s / 2, 0.0, role="prefill") == 5
+    assert _wanted(costs, arrivals, alone_s * 10, 0.0, role="prefill") == 9
+
+
+def test_more_load_slower_tokens_or_a_tighter_limit_never_want_fewer_replicas(costs):
+    """Monotone in every input it reads: requests arriving, the observed TTFT and ITL, and the TPOT limit (tighter:
+    smaller decode batches, less throughput a replica)."""
+    alone_s, batch_s = _prompt_alone_s(costs), _full_batch_s(costs)
+    each_s = alone_s + OUTPUT * batch_s / MAX_SEQS  # a replica's time a request, at a full batch
+
+    def worth(replicas: float) -> int:
+        return round(replicas * INTERVAL_S / each_s)
+
+    loads = [_wanted(costs, worth(replicas), alone_s, batch_s) for replicas in (0.5, 2.5, 6.5, 12.5)]
+    assert loads == sorted(loads) and loads[-1] > loads[0]
+    itls = [_wanted(costs, worth(4.5), alone_s, batch_s * factor, tpot_s=1.5 * batch_s)
+            for factor in (0.5, 1.0, 2.0, 8.0)]
+    assert itls == sorted(itls) and itls[-1] > itls[0]
+    limits = [_wanted(costs, worth(4.5), alone_s, batch_s, role="decode", tpot_s=batch_s * factor)
+              for factor in (4.0, 1.0, 0.5, 0.2)]
+    assert limits == sorted(limits) and limits[-1] > limits[0]
+
+
+def test_within_its_least_and_most_and_unchanged_by_an_interval_with_nothing_finished(costs):
+    alone_s, batch_s = _prompt_alone_s(costs), _full_batch_s(costs)
+    assert _wanted(costs, 10**6, alone_s, batch_s, max_replicas=5) == 5
+    assert _wanted(costs, 1, alone_s, batch_s, held=3, max_replicas=5) == 3  # its least: the three it started with
+    assert _wanted(costs, 10**6, alone_s, batch_s, held=2, finished=0) == 2
+
+
+def test_a_pool_scales_with_a_load_that_rises_and_falls_at_its_intervals_without_a_window(costs):
+    """A load 12 times as high for 300 s after 600 s of a quarter of what one replica serves (a prompt alone and a
+    full decode batch both take half a second here: a replica's second a request): the planner holds one replica
+    through the quiet phase, three or more from the first interval that saw the busy phase (each new one serving after
+    its cold start), and gives them back at the first interval after the load falls, where an HPA would wait out its
+    300 s window."""
+    batch_s = 0.5  # a full decode batch
+    slow = Slower(costs, batch_s / _full_batch_s(costs))
+    phases = ((600.0, 1.0), (300.0, 12.0))
+    arrivals = Phased(base=Poisson(rate_per_s=0.25), phases=phases).times(np.random.default_rng(3), 1500)
+    arrivals = arrivals[arrivals < 1200.0]
+    count = len(arrivals)
+    requests = RequestSet(arrival_s=arrivals, prompt_tokens=np.full(count, PROMPT),
+                          output_tokens=np.full(count, OUTPUT))
+    scaling = Autoscaling(max_replicas=8, policy="sla_planner", interval_s=INTERVAL_S, tpot_s=2 * batch_s,
+                          cold_start_s=20.0)
+    result = serve_pools([pool(slow, scaling, max_seqs=MAX_SEQS)], requests)
+    steps = dict(result.scaled)
+    times = np.array(sorted(steps))
+
+    def held_at(time_s: float) -> int:
+        return steps[times[times <= time_s].max()]
+
+    assert all(held_at(t) == 1 for t in np.arange(arrivals[0], 600.0, 10.0))
+    assert held_at(660.0) >= 3  # the interval to 660 s saw the busy phase
+    # The interval to 960 s saw the quiet phase: every replica but one drains then, and is gone once empty.
+    assert held_at(900.0 + INTERVAL_S - 1.0) >= 3 and held_at(900.0 + 2 * INTERVAL_S) == 1
+    log = result.iterations
+    for replica in range(1, 8):
+        starts = log.start_s[log.replica == replica]
+        assert not len(starts) or starts.min() >= 660.0 + 20.0
+
+
+def test_long_prompts_and_short_answers_scale_the_prefill_pool_not_the_decode_pool(costs):
+    """Prompts of 1,024 tokens and answers of 4, a prompt alone taking 50 ms, at 4 replicas' worth of prompts: the
+    planner scales the prefill pool to four or more and leaves the decode pool at one."""
+    prompt = 1024
+    slow = Slower(costs, 0.05 / costs.price(step_shape([(prompt, 0)], [], sampled=1)).time_s)
+    count = 2400
+    requests = RequestSet(arrival_s=np.arange(count) * (0.05 / 4), prompt_tokens=np.full(count, prompt),
+                          output_tokens=np.full(count, 4))
+    scaling = Autoscaling(max_replicas=6, policy="sla_planner", interval_s=10.0, tpot_s=1.0, cold_start_s=1.0)
+    pools = [pool(slow, scaling, role=role, max_seqs=MAX_SEQS) for role in ("prefill", "decode")]
+    result = serve_pools(pools, requests, kv_transfer_s=lambda message_B: 0.0)
+    held = result.held_replica_s
+    assert held["prefill"] >= 3.0 * result.makespan_s
+    assert held["decode"] == pytest.approx(result.makespan_s)
