@@ -240,9 +240,12 @@ def _add_serving_flags(run: argparse.ArgumentParser) -> None:
     g.add_argument("--autoscaler", choices=list(AUTOSCALERS),
                    help="hpa: Kubernetes' HPA on --autoscale-metric near --autoscale-target per replica; sla_planner: "
                         "NVIDIA Dynamo's SLA planner, the replicas the last interval's load needs at each replica's "
-                        "throughput within --slo-tpot (default hpa)")
+                        "throughput within --slo-tpot; load_planner: Dynamo's load-based scaling, a replica at a time "
+                        "on each one's estimated TTFT and TPOT against --slo-ttft and --slo-tpot; sla_load_planner: "
+                        "both, the SLA planner's replicas a floor (default hpa)")
     g.add_argument("--autoscale-interval-s", type=float,
-                   help="seconds between the autoscaler's decisions (default: hpa 15, sla_planner 180)")
+                   help="seconds between the autoscaler's decisions (default: hpa 15, sla_planner 180, load_planner "
+                        "and sla_load_planner 5)")
     g.add_argument("--prefill-max-replicas", type=int,
                    help="autoscale the prefill pool from --prefill-replicas up to this many too, by the same "
                         "autoscaler (default: --prefill-replicas throughout)")

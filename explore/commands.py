@@ -410,6 +410,19 @@ def _print_infeasible(args, point: DesignPoint, evaluator: Evaluator, metrics: d
     return 1
 
 
+def _scaling_words(s: ServingSpec, scaling) -> str:
+    """How an autoscaled pool decides its replicas, as `explore run`'s header says it."""
+    load = "a replica at a time on each one's estimated TTFT and TPOT against the SLO"
+    if scaling.policy == "hpa":
+        return f"as the HPA does, on {scaling.metric} requests near {s.autoscale_target:g} a replica"
+    if scaling.policy == "load_planner":
+        return f"as Dynamo's load-based planner does, {load}"
+    throughput = f"the load it saw and a TPOT of {s.slo_tpot_s:g} s"
+    if scaling.policy == "sla_planner":
+        return f"as Dynamo's SLA planner does, on {throughput}"
+    return f"as Dynamo's planner does with both modes, {load}, above the SLA planner's replicas for {throughput}"
+
+
 def fixed_scaling_note(serving: ServingSpec) -> str:
     """Where autoscaling is asked of pools whose most replicas are their least: they never scale; '' elsewhere."""
     scaled = [(flag, most, least) for flag, most, least in (
@@ -662,9 +675,7 @@ def _assumptions(point: DesignPoint, device) -> str:
             scaled = f" scaling up to {s.max_replicas}" if not s.disaggregated else ", scaling the " + " and the ".join(
                 f"{what} replicas up to {most}" for what, most in (("prefill", s.prefill_max_replicas),
                                                                    ("decode", s.max_replicas)) if most is not None)
-            how = (f"as Dynamo's SLA planner does, on the load it saw and a TPOT of {s.slo_tpot_s:g} s"
-                   if scaling.policy == "sla_planner" else
-                   f"as the HPA does, on {scaling.metric} requests near {s.autoscale_target:g} a replica")
+            how = _scaling_words(s, scaling)
             every = f" every {s.autoscale_interval_s:g} s" if s.autoscale_interval_s is not None else ""
             pools += (f"{scaled} {how}{every}, each new one serving after "
                       + (f"{s.cold_start_s:g} s" if s.cold_start_s is not None else "its weights' read from a local "

@@ -657,11 +657,15 @@ register(Knob(name="autoscaler", type=str, section="serving", scope="serving", d
               "Horizontal Pod Autoscaler on autoscale_metric near autoscale_target per replica) or sla_planner "
               "(NVIDIA Dynamo's SLA planner: the replicas the last interval's requests, prompt and output lengths "
               "need at each replica's prefill throughput and its decode throughput within the SLO's TPOT, corrected "
-              "by the latencies observed; needs slo.tpot_s); unset: hpa"))
+              "by the latencies observed; needs slo.tpot_s), load_planner (Dynamo's load-based scaling: a replica "
+              "more where every replica's estimated TTFT or TPOT is over the SLO, one fewer where the others would "
+              "hold it with a margin; needs slo.ttft_s and slo.tpot_s) or sla_load_planner (both, the SLA planner's "
+              "replicas a floor); unset: hpa"))
 register(Knob(name="autoscale_interval_s", type=float, section="serving", scope="serving", default=None, flag=False,
               derivable=True, unit="s", allowed_text="seconds > 0",
               help="seconds between an autoscaler's decisions; unset: the autoscaler's own (hpa: 15 s, Kubernetes' "
-              "sync period; sla_planner: 180 s, Dynamo's adjustment interval)"))
+              "sync period; sla_planner: 180 s, Dynamo's adjustment interval; load_planner and sla_load_planner: "
+              "5 s, Dynamo's load interval, the SLA planner's floor still every 180 s)"))
 register(Knob(name="conversation_turns", type=int, section="serving", scope="serving", default=None, flag=False,
               minimum=1, help="the requests as conversations of this many turns: each turn adds a message (the prompt "
               "distribution) to the conversation so far, arrives think_s after the previous answer and finds the "

@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from sim.autoscalers import on_metric
 from sim.schedulers import SCHEDULERS
 from sim.serving_spec import ServingSpec, trace_requests
 from workloads.errors import InputError
@@ -251,10 +252,10 @@ RULES: tuple[ReadWhen, ...] = (
                          f"pool scales to), or left out")
       for field in ("autoscale_target", "autoscale_metric", "cold_start_s", "autoscaler", "autoscale_interval_s")),
     # The SLA planner scales on the SLO, not on a server metric's target.
-    *(ReadWhen(field, lambda v: any(kind != "sla_planner" for kind in v.get("autoscaler", (None,))),
-               lambda v, n: n.found("autoscaler", "sla_planner"),
-               lambda n: f"with {n.setting('autoscaler', 'hpa')} (the SLA planner scales on the SLO's time between "
-                         f"tokens), or left out")
+    *(ReadWhen(field, lambda v: any(on_metric(kind) for kind in v.get("autoscaler", (None,))),
+               lambda v, n: n.found("autoscaler", v["autoscaler"][0]),
+               lambda n: f"with {n.setting('autoscaler', 'hpa')} (Dynamo's planners scale on the SLO's limits), or "
+                         f"left out")
       for field in ("autoscale_target", "autoscale_metric")),
     ReadWhen("prefill_max_replicas", lambda v: _any(v, "prefill_replicas"), lambda v, n: "no prefill pool", _pool),
     ReadWhen("slo_attainment", lambda v: any(_any(v, f) for f in ("slo_ttft_s", "slo_tpot_s", "slo_slowdown",

@@ -14,6 +14,7 @@ from hw_models.link import default_link, load_link_model
 from hw_models.registry import load_device, read_device_yaml
 from kernels.block_sparse import SALE_DENSE_QUERIES
 from kernels.formats import BIT_OVERRIDES, DTYPE_SHORT
+from sim.autoscalers import on_metric
 from sim.routers import ROUTERS
 from workloads.errors import InputError
 from workloads.model_config import load_model_config
@@ -376,8 +377,8 @@ def idle_what_if_note(sweep) -> str:
                        " and prefill_max_replicas prefill_replicas" if "prefill_max_replicas" in dims else "")
                    + " (no replica is ever added)",
                    [key for key in swept if key in AUTOSCALE_KNOBS[2:]]))
-    groups.append((["autoscaler"], lambda combo: combo["autoscaler"] == "sla_planner",
-                   "autoscaler is sla_planner (it scales on the SLO, not on a server metric)",
+    groups.append((["autoscaler"], lambda combo: not on_metric(combo["autoscaler"]),
+                   "the autoscaler is a Dynamo planner (it scales on the SLO, not on a server metric)",
                    [key for key in swept if key in ("autoscale_target", "autoscale_metric")]))
     said, idle = [], []
     for switches, off, words, keys in groups:

@@ -17,6 +17,7 @@ from explore.serving_settings import ROUTED, KeyNames, data_parallel_ranks, idle
 from hw_models.link import load_link_model
 from hw_models.registry import load_device
 from kernels.parallel import check_expert_parallel, check_pipeline_parallel, check_tensor_parallel
+from sim.autoscalers import on_metric
 from sim.serving_spec import ATTENTION_FIELDS, ServingSpec
 from sim.slowdown import METRICS as SLOWDOWN_OF
 from sim.slowdown import PERCENTILES as SLOWDOWN_PERCENTILES
@@ -194,7 +195,7 @@ class Serving(Strict):
     autoscale_target: one_or_more(knob_type(KNOBS["autoscale_target"])) | None = None
     autoscale_metric: one_or_more(knob_type(KNOBS["autoscale_metric"])) | None = None
     cold_start_s: one_or_more(knob_type(KNOBS["cold_start_s"])) | None = None
-    autoscaler: one_or_more(knob_type(KNOBS["autoscaler"])) | None = None  # hpa or sla_planner
+    autoscaler: one_or_more(knob_type(KNOBS["autoscaler"])) | None = None  # hpa or a Dynamo planner
     autoscale_interval_s: one_or_more(knob_type(KNOBS["autoscale_interval_s"])) | None = None
     kv_link: str = DEFAULT.kv_link  # the link each request's KV crosses from the prefill to the decode pool
     router: one_or_more(knob_type(KNOBS["router"])) | None = None  # how a pool picks a replica (least_requests)
@@ -363,8 +364,8 @@ def serving_spec(serving: Serving, values: dict[str, Any]) -> ServingSpec:
         mixed_device=values.get("mixed_device") or "", mixed_replicas=values.get("mixed_replicas") or 0,
         max_replicas=values.get("max_replicas"), prefill_max_replicas=values.get("prefill_max_replicas"),
         # The SLA planner reads no server metric: its points are the same design whatever target a grid crosses.
-        autoscale_target=None if values.get("autoscaler") == "sla_planner" else values.get("autoscale_target"),
-        autoscale_metric=None if values.get("autoscaler") == "sla_planner" else values.get("autoscale_metric"),
+        autoscale_target=values.get("autoscale_target") if on_metric(values.get("autoscaler")) else None,
+        autoscale_metric=values.get("autoscale_metric") if on_metric(values.get("autoscaler")) else None,
         cold_start_s=values.get("cold_start_s"),
         autoscaler=values.get("autoscaler"), autoscale_interval_s=values.get("autoscale_interval_s"),
         router=values.get("router") if routes(values) else None,

@@ -119,6 +119,14 @@ def prompts_s(replica: Replica, tokens: int, seqs: int, context: int, per_iterat
     return time_s
 
 
+def prompt_alone_s(replica: Replica, tokens: float, memo: dict | None = None) -> float:
+    """A prompt of `tokens` alone on the replica, nothing cached: in chunks of its scheduler's budget, each after the
+    chunks' mean earlier context."""
+    tokens = max(round(tokens), 1)
+    budget = replica.scheduler.token_budget()
+    return prompts_s(replica, tokens, 1, max(tokens - budget, 0) // 2, budget, [], memo)
+
+
 def predict_latency(replica: Replica, prompt_tokens: int, cached_tokens: int = 0,
                     prefilled: bool = False, memo: dict | None = None) -> LatencyPrediction:
     """The TTFT and TPOT of a request of `prompt_tokens` (of which `cached_tokens` are cached there) joining `replica`

@@ -9,7 +9,7 @@ from functools import cache
 import numpy as np
 
 from sim.attention_pool import PLACEMENTS
-from sim.autoscalers import AUTOSCALERS, Autoscaling
+from sim.autoscalers import AUTOSCALERS, Autoscaling, on_metric
 from sim.autoscalers import METRICS as AUTOSCALE_METRICS
 from sim.routers import ROUTERS
 from sim.schedulers import QUEUE_POLICIES, SCHEDULERS, SchedulerLimits
@@ -142,7 +142,8 @@ class ServingSpec:
     mixed_replicas: int = 0
     # Replicas that come and go with the load (sim/autoscalers/): from `replicas` up to max_replicas, as the
     # autoscaler kind says (AUTOSCALERS; None: hpa, Kubernetes' HPA keeping autoscale_metric, requests waiting or
-    # running on a replica, near autoscale_target per replica; sla_planner: Dynamo's planner on the SLO's TPOT),
+    # running on a replica, near autoscale_target per replica; sla_planner, load_planner, sla_load_planner: Dynamo's
+    # planner on the SLO's limits),
     # deciding every autoscale_interval_s (None: the kind's own); a new replica serves cold_start_s after it is asked
     # for (None: its weights read from a local NVMe SSD, COLD_START_LINK). None: `replicas` throughout.
     max_replicas: int | None = None
@@ -425,21 +426,24 @@ class ServingSpec:
         name, value, _ = scaled[0]
         if self.autoscaler is not None and self.autoscaler not in AUTOSCALERS:
             raise InputError(f"autoscaler: found {self.autoscaler!r}, allowed: {', '.join(AUTOSCALERS)}")
-        planner = self.autoscaler == "sla_planner"
+        kind = AUTOSCALERS[self.autoscaler or "hpa"]
+        planner = not kind.on_metric
         if planner:
             for name_ in ("autoscale_target", "autoscale_metric"):
                 if getattr(self, name_) is not None:
-                    raise InputError(f"{name_}: found {getattr(self, name_)!r} with autoscaler 'sla_planner', "
-                                     f"allowed: left out (the planner scales on the SLO's time between tokens)")
-            if self.slo_tpot_s is None:
-                raise InputError("slo_tpot_s: found none with autoscaler 'sla_planner', allowed: the time between "
-                                 "tokens in seconds > 0 that the planner holds each replica's decode to")
+                    raise InputError(f"{name_}: found {getattr(self, name_)!r} with autoscaler {kind.name!r}, "
+                                     f"allowed: left out (the planner scales on the SLO's limits)")
+            for limit in kind.slo_limits:
+                if getattr(self, f"slo_{limit}") is None:
+                    raise InputError(f"slo_{limit}: found none with autoscaler {kind.name!r}, allowed: the SLO's limit "
+                                     f"in seconds > 0 that the planner holds each replica to")
         for name_, value_, allowed in (
                 ("autoscale_target", None if planner else self.autoscale_target,
                  "a number > 0 of requests per replica to scale on"),
                 ("cold_start_s", self.cold_start_s, "seconds >= 0, or none (the weights' read from a local SSD)"),
                 ("autoscale_interval_s", self.autoscale_interval_s,
-                 "seconds > 0, or none (the autoscaler's own: 15 s for hpa, 180 s for sla_planner)")):
+                 "seconds > 0, or none (the autoscaler's own: 15 s for hpa, 180 s for sla_planner, 5 s for "
+                 "load_planner and sla_load_planner)")):
             if value_ is None and (name_ != "autoscale_target" or planner):
                 continue
             if not (isinstance(value_, int | float) and not isinstance(value_, bool) and math.isfinite(value_)
@@ -464,7 +468,7 @@ class ServingSpec:
             return None
         return Autoscaling(max_replicas=most, policy=self.autoscaler or "hpa", target=self.autoscale_target,
                            metric=self.autoscale_metric or AUTOSCALE_METRICS[0], cold_start_s=self.cold_start_s or 0.0,
-                           interval_s=self.autoscale_interval_s, tpot_s=self.slo_tpot_s)
+                           interval_s=self.autoscale_interval_s, ttft_s=self.slo_ttft_s, tpot_s=self.slo_tpot_s)
 
     def columns(self) -> dict[str, object]:
         """The knobs a results row shows (serving_ prefixed where the name alone is ambiguous)."""
@@ -485,8 +489,8 @@ class ServingSpec:
                                                      "mixed_replicas": self.mixed_replicas}),
                 **({} if self.max_replicas is None and self.prefill_max_replicas is None else {
                     "max_replicas": self.max_replicas, "autoscale_target": self.autoscale_target,
-                    "autoscale_metric": None if self.autoscaler == "sla_planner"
-                    else self.autoscale_metric or AUTOSCALE_METRICS[0],
+                    "autoscale_metric": self.autoscale_metric or AUTOSCALE_METRICS[0]
+                    if on_metric(self.autoscaler) else None,
                     "cold_start_s": self.cold_start_s}),
                 **({} if self.prefill_max_replicas is None else {"prefill_max_replicas": self.prefill_max_replicas}),
                 **({} if self.autoscaler is None else {"autoscaler": self.autoscaler}),

@@ -8,10 +8,17 @@ import simpy
 
 from sim.autoscalers.base import METRICS, Autoscaler, Autoscaling, Policy, Traffic, held_timeline
 from sim.autoscalers.hpa import HPA
+from sim.autoscalers.load_planner import LoadPlanner, SLALoadPlanner
 from sim.autoscalers.sla_planner import SLAPlanner
 from sim.replica import Replica
 
-AUTOSCALERS: dict[str, type[Policy]] = {cls.name: cls for cls in (HPA, SLAPlanner)}
+AUTOSCALERS: dict[str, type[Policy]] = {cls.name: cls for cls in (HPA, SLAPlanner, LoadPlanner, SLALoadPlanner)}
+
+
+def on_metric(kind: str | None) -> bool:
+    """Whether the autoscaler kind named `kind` (None: the HPA; an unknown name counts as one, for its own check to
+    refuse) scales on a server metric's target."""
+    return kind is None or kind not in AUTOSCALERS or AUTOSCALERS[kind].on_metric
 
 
 def make_autoscaler(env: simpy.Environment, replicas: Sequence_[Sequence_[Replica]], minimum: int,
@@ -26,4 +33,4 @@ def make_autoscaler(env: simpy.Environment, replicas: Sequence_[Sequence_[Replic
 
 
 __all__ = ["AUTOSCALERS", "METRICS", "Autoscaler", "Autoscaling", "Policy", "Traffic", "held_timeline",
-           "make_autoscaler"]
+           "make_autoscaler", "on_metric"]

@@ -27,8 +27,8 @@ METRICS = ("waiting", "running")
 class Autoscaling:
     """How a pool scales: up to `max_replicas`, as the autoscaler kind `policy` says (sim/autoscalers AUTOSCALERS),
     deciding every `interval_s` (None: the kind's own); a new replica serves `cold_start_s` after it is asked for
-    (loading its weights, starting its engine). An HPA keeps `metric` near `target` per replica; an SLA planner keeps
-    the time between tokens near `tpot_s`."""
+    (loading its weights, starting its engine). An HPA keeps `metric` near `target` per replica; Dynamo's planners
+    hold the SLO's `ttft_s` and `tpot_s`."""
 
     max_replicas: int
     policy: str = "hpa"
@@ -36,6 +36,7 @@ class Autoscaling:
     metric: str = "waiting"
     cold_start_s: float = 0.0
     interval_s: float | None = None
+    ttft_s: float | None = None
     tpot_s: float | None = None
 
     def __post_init__(self) -> None:
@@ -60,6 +61,8 @@ class Policy:
 
     name: str = ""
     default_interval_s: float = 0.0
+    on_metric: bool = False  # whether it scales on a server metric's target (Autoscaling.target, .metric)
+    slo_limits: tuple[str, ...] = ()  # the SLO's limits it reads (Autoscaling.ttft_s, .tpot_s)
 
     def __init__(self, scaling: Autoscaling, role: str, traffic: Traffic | None):
         self.scaling, self.role, self.traffic = scaling, role, traffic

@@ -29,6 +29,7 @@ class HPA(Policy):
 
     name = "hpa"
     default_interval_s = SYNC_PERIOD_S
+    on_metric = True
 
     def __init__(self, scaling: Autoscaling, role: str, traffic: Traffic | None):
         super().__init__(scaling, role, traffic)

@@ -29,7 +29,7 @@ import bisect
 import math
 
 from sim.autoscalers.base import Autoscaler, Autoscaling, Policy, Traffic
-from sim.latency_prediction import iteration_s, prompts_s
+from sim.latency_prediction import iteration_s, prompt_alone_s
 from sim.replica import Replica
 
 ADJUSTMENT_INTERVAL_S = 180.0  # Dynamo's SLAPlannerDefaults.adjustment_interval
@@ -40,6 +40,7 @@ class SLAPlanner(Policy):
 
     name = "sla_planner"
     default_interval_s = ADJUSTMENT_INTERVAL_S
+    slo_limits = ("tpot_s",)
 
     def __init__(self, scaling: Autoscaling, role: str, traffic: Traffic | None):
         super().__init__(scaling, role, traffic)
@@ -51,17 +52,22 @@ class SLAPlanner(Policy):
         self.memo: dict = {}  # the iteration times priced on the profiled replica
 
     def wanted(self, scaler: Autoscaler) -> int:
-        held = scaler.count("ready", "starting")
+        needed = self.needed(scaler)
+        return scaler.count("ready", "starting") if needed is None else needed
+
+    def needed(self, scaler: Autoscaler) -> int | None:
+        """The replicas the load of the interval to now needs, within the pool's least and most; None where the
+        interval tells nothing (no request finished in it)."""
         load = self.observe(scaler.env.now)
         if load is None:
-            return held
+            return None
         requests, isl, osl, ttft_s, itl_s, duration_s = load
         # Every replica alike, its engines (data-parallel ranks, pipeline stages' virtual engines) each as its first.
         engine, engines = scaler.replicas[0][0], len(scaler.replicas[0])
         per_s = requests / self.interval_s
         # The prompt tokens a replica prefills a second, a prompt of ISL tokens alone.
-        prefill_tokens_per_s = isl / self.prompt_alone_s(engine, isl) * engines
-        prefill_share = per_s * isl * min(1.0, ttft_s / self.prompt_alone_s(engine, isl)) / prefill_tokens_per_s
+        prefill_tokens_per_s = isl / prompt_alone_s(engine, isl, self.memo) * engines
+        prefill_share = per_s * isl * min(1.0, ttft_s / prompt_alone_s(engine, isl, self.memo)) / prefill_tokens_per_s
         context = round(isl + osl / 2)
         # The decode batch a serving replica held (Little's law), within the batches profiled.
         serving = max(scaler.count("ready"), 1)
@@ -88,13 +94,6 @@ class SLAPlanner(Policy):
                 sum(seq.first_token_s - seq.arrival_s for seq in done) / count,
                 sum(seq.finish_s - seq.first_token_s for seq in done) / gaps,
                 sum(seq.finish_s - seq.arrival_s for seq in done) / count)
-
-    def prompt_alone_s(self, engine: Replica, tokens: float) -> float:
-        """A prompt of `tokens` alone on the replica: in chunks of its scheduler's budget, each after the chunks'
-        mean earlier context."""
-        tokens = max(round(tokens), 1)
-        budget = engine.scheduler.token_budget()
-        return prompts_s(engine, tokens, 1, max(tokens - budget, 0) // 2, budget, [], self.memo)
 
     def decode_s(self, engine: Replica, batch: int, context: int) -> float:
         """An iteration decoding `batch` requests at `context` tokens each."""

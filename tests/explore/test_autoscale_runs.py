@@ -218,11 +218,13 @@ def test_the_sla_planner_scales_a_rising_load_and_rents_what_it_held(capsys):
 
 @pytest.mark.parametrize(("flags", "words"), [
     (("--max-replicas", "4", "--autoscaler", "sla_planner"),
-     "--slo-tpot: found none with --autoscaler 'sla_planner', allowed: the time between tokens"),
+     "--slo-tpot: found none with --autoscaler 'sla_planner', allowed: the SLO's limit in seconds > 0"),
     (("--max-replicas", "4", "--autoscaler", "sla_planner", "--slo-tpot", "0.1", "--autoscale-target", "4"),
      "--autoscale-target: found 4 with --autoscaler sla_planner, allowed: with --autoscaler hpa"),
     (("--max-replicas", "4", "--autoscaler", "sla_planner", "--slo-tpot", "0.1", "--autoscale-interval-s", "0"),
      "--autoscale-interval-s: found 0.0 with --max-replicas 4, allowed: seconds > 0"),
+    (("--max-replicas", "4", "--autoscaler", "load_planner", "--slo-tpot", "0.1"),
+     "--slo-ttft: found none with --autoscaler 'load_planner', allowed: the SLO's limit"),
     (("--autoscaler", "sla_planner", "--slo-tpot", "0.1"),
      "--autoscaler: found 'sla_planner' with no autoscaling, allowed: with --max-replicas"),
 ])
@@ -243,8 +245,8 @@ def test_a_grid_crossing_autoscalers_evaluates_the_planner_once_whatever_the_tar
     assert main(["check", path]) == 0
     said = capsys.readouterr().out
     assert "4 design points (3 distinct designs evaluated)" in said, said
-    assert "1 of 4 points evaluate another point's design again: autoscale_target changes nothing where autoscaler " \
-           "is sla_planner" in said, said
+    assert "1 of 4 points evaluate another point's design again: autoscale_target changes nothing where the " \
+           "autoscaler is a Dynamo planner" in said, said
     assert main([path, "--out", str(tmp_path / "out"), "--quiet"]) == 0
     rows = read_results(tmp_path / "out")
     assert sorted((row["autoscaler"], row.get("autoscale_target")) for row in rows) == [

@@ -1,12 +1,16 @@
 """Pools for the autoscaler tests: the tiny Llama's costs stretched to a chosen speed, one continuous-batching
-replica to start from."""
+replica to start from, a replica alone, requests finished as chosen."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
+import simpy
+
 from sim.autoscalers import Autoscaling
-from sim.schedulers import SchedulerLimits
+from sim.kv_cache import PagedKVCache
+from sim.replica import Replica
+from sim.schedulers import EngineState, SchedulerLimits, Sequence, make_scheduler
 from sim.serving import Pool, serving_memory
 
 BLOCK = 16
@@ -35,3 +39,23 @@ def pool(costs, scaling: Autoscaling | None, *, replicas: int = 1, max_seqs: int
     return Pool(name=role, role=role, replicas=replicas, costs=costs, scheduler="continuous",
                 limits=SchedulerLimits(max_seqs=max_seqs), memory=memory, idle_power_W=idle_power_W,
                 autoscaling=scaling)
+
+
+def engine(env: simpy.Environment, costs, max_seqs: int) -> Replica:
+    """A continuous-batching replica of 4,000 KV blocks, holding nothing."""
+    kv = PagedKVCache(capacity_blocks=4000, block_tokens=BLOCK)
+    return Replica(env, costs, make_scheduler("continuous", SchedulerLimits(max_seqs=max_seqs)), EngineState(kv=kv),
+                   window=None, swap_s_per_token=0.0, on_finish=lambda seq: None)
+
+
+def finished(count: int, prompt: int, output: int, ttft_s: float, itl_s: float, at_s: float = 0.0) -> list[Sequence]:
+    """`count` requests of `prompt` and `output` tokens arrived at `at_s`, each its first token `ttft_s` after and the
+    others `itl_s` apart."""
+    seqs = []
+    for index in range(count):
+        seq = Sequence(index=index, arrival_s=at_s, prompt=prompt, output=output)
+        seq.generated = output
+        seq.first_token_s = at_s + ttft_s
+        seq.finish_s = seq.first_token_s + (output - 1) * itl_s
+        seqs.append(seq)
+    return seqs

@@ -13,11 +13,9 @@ import simpy
 
 from kernels.shapes import step_shape
 from sim.autoscalers import Autoscaling, Traffic, make_autoscaler
-from sim.kv_cache import PagedKVCache
-from sim.replica import Replica
-from sim.schedulers import EngineState, SchedulerLimits, Sequence, make_scheduler
 from sim.serving import serve_pools
-from tests.sim.autoscaled_pool import BLOCK, Slower, pool
+from tests.sim.autoscaled_pool import Slower, engine, pool
+from tests.sim.autoscaled_pool import finished as finished_requests
 from workloads.requests import Phased, Poisson, RequestSet
 
 MAX_SEQS = 32
@@ -25,33 +23,14 @@ INTERVAL_S = 60.0
 PROMPT, OUTPUT = 64, 32  # a context of 64 + 32 / 2 = 80 tokens: whole TOKEN_STEPs, priced as they are
 
 
-def _engine(env, costs) -> Replica:
-    kv = PagedKVCache(capacity_blocks=4000, block_tokens=BLOCK)
-    return Replica(env, costs, make_scheduler("continuous", SchedulerLimits(max_seqs=MAX_SEQS)), EngineState(kv=kv),
-                   window=None, swap_s_per_token=0.0, on_finish=lambda seq: None)
-
-
-def _finished(count: int, ttft_s: float, itl_s: float, at_s: float = 0.0) -> list[Sequence]:
-    """`count` requests of PROMPT and OUTPUT tokens, each its first token `ttft_s` after it arrived and the others
-    `itl_s` apart."""
-    seqs = []
-    for index in range(count):
-        seq = Sequence(index=index, arrival_s=at_s, prompt=PROMPT, output=OUTPUT)
-        seq.generated = OUTPUT
-        seq.first_token_s = at_s + ttft_s
-        seq.finish_s = seq.first_token_s + (OUTPUT - 1) * itl_s
-        seqs.append(seq)
-    return seqs
-
-
 def _wanted(costs, arrivals: int, ttft_s: float, itl_s: float, *, role: str = "serve", tpot_s: float = 1000.0,
             held: int = 1, max_replicas: int = 64, finished: int = 50) -> int:
     """The replicas the planner of a pool holding `held` wants after one interval in which `arrivals` requests came
     and `finished` finished with the latencies given."""
     env = simpy.Environment()
-    replicas = [[_engine(env, costs)] for _ in range(max_replicas)]
+    replicas = [[engine(env, costs, MAX_SEQS)] for _ in range(max_replicas)]
     traffic = Traffic(arrival_s=list(np.linspace(1.0, INTERVAL_S, arrivals)),
-                      finished=_finished(finished, ttft_s, itl_s))
+                      finished=finished_requests(finished, PROMPT, OUTPUT, ttft_s, itl_s))
     scaling = Autoscaling(max_replicas=max_replicas, policy="sla_planner", interval_s=INTERVAL_S, tpot_s=tpot_s)
     scaler = make_autoscaler(env, replicas, held, scaling, [], 0.0, role=role, traffic=traffic)
     env.run(until=INTERVAL_S)

@@ -1,0 +1,120 @@
+"""NVIDIA Dynamo's load-based scaling: one replica more or fewer at a time, from each serving replica's estimated TTFT
+and ITL against the SLO (Dynamo's planner design documentation and its load_scaling.py, SLA mode), alone
+(`load_planner`) or above the SLA planner's throughput-based replicas as a floor (`sla_load_planner`: both modes
+enabled, as Dynamo recommends for bursty traffic).
+
+Every LOAD_INTERVAL_S, unless a replica is still starting or draining (Dynamo observes only while a scale it asked
+for is under way: until the workers it sees are the workers it asked for), it estimates for each serving replica the
+TTFT and ITL of a request of the recent mean prompt length joining it now (sim/latency_prediction.py, the replica's
+own cost model, where Dynamo fits a regression of each engine's iteration times on its forward-pass metrics), and:
+- adds a replica where every replica's TTFT is over the SLO's (a prefill pool), every one's ITL (a decode pool), or
+  either (a pool serving whole requests);
+- else gives one back where the survivors would hold the SLO with a margin: the queue's share of each replica's TTFT,
+  grown by n / (n - 1) for n replicas, under SCALE_DOWN_SENSITIVITY of what the SLO leaves beside the prompt's own
+  time alone, and each replica's requests, grown the same, fitting its KV blocks and decoding within
+  SCALE_DOWN_SENSITIVITY of the SLO's ITL (a pool serving whole requests: both);
+- with the throughput-based floor, never holds fewer than the SLA planner's replicas, recomputed every adjustment
+  interval (180 s), and rises to that floor at once.
+It reads nothing until MIN_OBSERVATIONS requests have finished (Dynamo's cold start).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+from sim.autoscalers.base import Autoscaler, Autoscaling, Policy, Traffic
+from sim.autoscalers.sla_planner import SLAPlanner
+from sim.latency_prediction import iteration_s, predict_latency, prompt_alone_s
+from sim.replica import Replica
+
+LOAD_INTERVAL_S = 5.0  # Dynamo's load_adjustment_interval
+SCALE_DOWN_SENSITIVITY = 0.8  # Dynamo's load_scaling_down_sensitivity, 80 (%)
+MIN_OBSERVATIONS = 5  # Dynamo's load_min_observations
+# The latest finished requests whose mean prompt a joining request is taken to have: Dynamo's max_num_fpm_samples, the
+# forward passes its regression keeps (here requests, not iterations).
+RECENT_REQUESTS = 64
+
+
+class LoadPlanner(Policy):
+    """Dynamo's load-based scaling for one pool: a prefill, decode or whole-request ('serve') pool."""
+
+    name = "load_planner"
+    default_interval_s = LOAD_INTERVAL_S
+    slo_limits = ("ttft_s", "tpot_s")
+
+    def __init__(self, scaling: Autoscaling, role: str, traffic: Traffic | None):
+        super().__init__(scaling, role, traffic)
+        for name, limit in (("ttft_s", scaling.ttft_s), ("tpot_s", scaling.tpot_s)):
+            if limit is None or not limit > 0:
+                raise ValueError(f"{name}: found {limit}, allowed: the SLO's limit > 0")
+        if traffic is None:
+            raise ValueError("traffic: found none, allowed: the run's arrivals and finished requests")
+        self.memo: dict = {}  # the iteration times priced on the pool's replicas (one cost model)
+
+    def wanted(self, scaler: Autoscaler) -> int:
+        held = scaler.count("ready", "starting")
+        finished = self.traffic.finished
+        if scaler.count("starting", "draining") or len(finished) < MIN_OBSERVATIONS:
+            return held
+        recent = finished[-RECENT_REQUESTS:]
+        isl = sum(seq.prompt for seq in recent) / len(recent)
+        ready = [r for r, state in enumerate(scaler.state) if state == "ready"]
+        engines = [engine for r in ready for engine in scaler.replicas[r]]
+        predicted = [predict_latency(engine, max(round(isl), 1), prefilled=self.role == "decode", memo=self.memo)
+                     for engine in engines]
+        slow_first = all(p.ttft_s > self.scaling.ttft_s for p in predicted)
+        slow_tokens = all(p.tpot_s > self.scaling.tpot_s for p in predicted)
+        if {"prefill": slow_first, "decode": slow_tokens}.get(self.role, slow_first or slow_tokens):
+            return min(held + 1, self.scaling.max_replicas)
+        growth = len(ready) / (len(ready) - 1) if len(ready) > 1 else math.inf
+        first_holds = self.role == "decode" or self._first_token_holds(engines[0], isl, predicted, growth)
+        tokens_hold = self.role == "prefill" or all(self._tokens_hold(engine, growth) for engine in engines)
+        if len(ready) > 1 and first_holds and tokens_hold:
+            return max(held - 1, scaler.minimum)
+        return held
+
+    def _first_token_holds(self, engine: Replica, isl: float, predicted: list, growth: float) -> bool:
+        """Whether each replica's queue, grown by `growth`, leaves its TTFT within the margin of the SLO: the queue's
+        share under SCALE_DOWN_SENSITIVITY of the SLO less the prompt's own time alone."""
+        own_s = prompt_alone_s(engine, isl, self.memo)
+        budget_s = (self.scaling.ttft_s - own_s) * SCALE_DOWN_SENSITIVITY
+        return budget_s > 0 and all((p.ttft_s - own_s) * growth < budget_s for p in predicted)
+
+    def _tokens_hold(self, engine: Replica, growth: float) -> bool:
+        """Whether the replica's requests (decoding and queued), grown by `growth`, fit its KV blocks and decode
+        within SCALE_DOWN_SENSITIVITY of the SLO's ITL."""
+        state = engine.state
+        contexts = [seq.computed + 1 if not seq.in_prefill else seq.target
+                    for queue in (state.running, state.waiting, state.swapped) for seq in queue]
+        if not contexts:
+            return True
+        kv = state.kv
+        if sum(contexts) * growth >= kv.capacity_blocks * kv.block_tokens:
+            return False
+        # As many more requests, past max_seqs too: Dynamo's regression extrapolates an iteration's time in its KV
+        # tokens, whatever the engine's seats.
+        count = math.ceil(len(contexts) * growth)
+        mean = round(sum(contexts) / len(contexts))
+        return iteration_s(engine, [], [mean] * count, 0, self.memo) < self.scaling.tpot_s * SCALE_DOWN_SENSITIVITY
+
+
+class SLALoadPlanner(LoadPlanner):
+    """Dynamo's planner with both modes: load-based scaling above the throughput-based replicas as a floor."""
+
+    name = "sla_load_planner"
+
+    def __init__(self, scaling: Autoscaling, role: str, traffic: Traffic | None):
+        super().__init__(scaling, role, traffic)
+        self.throughput = SLAPlanner(replace(scaling, interval_s=None), role, traffic)
+        self.floor = 0
+        self.next_floor_s = self.throughput.interval_s
+
+    def wanted(self, scaler: Autoscaler) -> int:
+        if scaler.count("starting", "draining"):
+            return scaler.count("ready", "starting")
+        if scaler.env.now >= self.next_floor_s:
+            self.next_floor_s += self.throughput.interval_s
+            needed = self.throughput.needed(scaler)
+            self.floor = self.floor if needed is None else needed
+        return max(super().wanted(scaler), self.floor)

@@ -1,0 +1,134 @@
+"""Dynamo's load-based scaling (sim/autoscalers/load_planner.py): a replica more only where every replica is over the
+SLO, one fewer only where the survivors' grown queues and batches keep a margin (by hand from the iteration costs),
+nothing while a scale is under way or before five requests have finished, the SLA planner's replicas as a floor, and
+served: a load step met at the next load interval, where the SLA planner waits for its own."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import simpy
+
+from kernels.shapes import step_shape
+from sim.autoscalers import Autoscaling, Traffic, make_autoscaler
+from sim.autoscalers.load_planner import LOAD_INTERVAL_S, SCALE_DOWN_SENSITIVITY
+from sim.latency_prediction import predict_latency
+from sim.schedulers import Sequence
+from sim.serving import serve_pools
+from tests.sim.autoscaled_pool import Slower, engine, finished, pool
+from workloads.requests import RequestSet
+
+MAX_SEQS = 64
+PROMPT, OUTPUT = 64, 16
+CONTEXT = 64  # a decoding request's context here: whole TOKEN_STEPs, priced as they are
+
+
+def _scaler(costs, *, ready: int = 2, role: str = "serve", ttft_s: float = 1000.0, tpot_s: float = 1000.0,
+            done: int = 10, policy: str = "load_planner", arrivals: tuple[float, ...] = ()):
+    env = simpy.Environment()
+    replicas = [[engine(env, costs, MAX_SEQS)] for _ in range(4)]
+    traffic = Traffic(arrival_s=list(arrivals), finished=finished(done, PROMPT, OUTPUT, 0.01, 0.01))
+    scaling = Autoscaling(max_replicas=4, policy=policy, ttft_s=ttft_s, tpot_s=tpot_s)
+    scaler = make_autoscaler(env, replicas, ready, scaling, [], 0.0, role=role, traffic=traffic)
+    scaler.minimum = 1
+    return env, scaler
+
+
+def _queue(replica, prompts: int) -> None:
+    """`prompts` requests of PROMPT tokens waiting on `replica`."""
+    replica.state.waiting.extend(Sequence(index=i, arrival_s=0.0, prompt=PROMPT, output=OUTPUT)
+                                 for i in range(prompts))
+
+
+def _decoding(replica, count: int) -> None:
+    """`count` requests decoding on `replica`, each at CONTEXT tokens."""
+    for i in range(count):
+        seq = Sequence(index=i, arrival_s=0.0, prompt=PROMPT, output=OUTPUT)
+        seq.computed = seq.target = CONTEXT - 1
+        replica.state.running.append(seq)
+
+
+def _ttft_s(replica, memo=None) -> float:
+    return predict_latency(replica, PROMPT, memo=memo).ttft_s
+
+
+def test_a_replica_more_only_where_every_replica_is_over_the_slo(costs):
+    """Ten prompts waiting on one replica, two on the other: with a TTFT limit between their estimates one replica
+    still meets it and nothing changes; below both, one more (a prefill pool reads TTFT alone)."""
+    env, scaler = _scaler(costs, role="prefill")
+    _queue(scaler.replicas[0][0], 10)
+    _queue(scaler.replicas[1][0], 2)
+    busy, light = _ttft_s(scaler.replicas[0][0]), _ttft_s(scaler.replicas[1][0])
+    assert busy > light
+    scaler.policy.scaling = Autoscaling(max_replicas=4, policy="load_planner", ttft_s=(busy + light) / 2,
+                                        tpot_s=1000.0)
+    assert scaler.policy.wanted(scaler) == 2
+    scaler.policy.scaling = Autoscaling(max_replicas=4, policy="load_planner", ttft_s=light * 0.9, tpot_s=1000.0)
+    assert scaler.policy.wanted(scaler) == 3
+
+
+@pytest.mark.parametrize("margin", [1.01, 0.99])
+def test_one_fewer_only_where_the_survivor_decodes_their_batch_within_the_margin(costs, margin):
+    """Two decode replicas of 8 requests each: one would decode 16, an iteration of 16 decodes at CONTEXT tokens. With
+    the ITL limit just above that over SCALE_DOWN_SENSITIVITY, one is given back; just below, none."""
+    merged_s = costs.price(step_shape([], [CONTEXT] * 16, sampled=16)).time_s
+    env, scaler = _scaler(costs, role="decode", tpot_s=merged_s / SCALE_DOWN_SENSITIVITY * margin)
+    for r in (0, 1):
+        _decoding(scaler.replicas[r][0], 8)
+    assert scaler.policy.wanted(scaler) == (1 if margin > 1 else 2)
+
+
+def test_one_fewer_only_where_the_survivor_s_queue_keeps_the_ttft_margin(costs):
+    """Two prefill replicas with prompts waiting: the queue's share of each one's TTFT, doubled, against
+    SCALE_DOWN_SENSITIVITY of the limit less the prompt's time alone."""
+    env, scaler = _scaler(costs, role="prefill")
+    for r in (0, 1):
+        _queue(scaler.replicas[r][0], 3)
+    own_s = costs.price(step_shape([(PROMPT, 0)], [], sampled=1)).time_s
+    queue_s = _ttft_s(scaler.replicas[0][0]) - own_s
+    assert queue_s > 0
+    for factor, wanted in ((1.01, 1), (0.99, 2)):
+        limit_s = own_s + 2 * queue_s / SCALE_DOWN_SENSITIVITY * factor
+        scaler.policy.scaling = Autoscaling(max_replicas=4, policy="load_planner", ttft_s=limit_s, tpot_s=1000.0)
+        assert scaler.policy.wanted(scaler) == wanted, factor
+
+
+def test_nothing_while_a_scale_is_under_way_or_before_five_requests_have_finished(costs):
+    env, scaler = _scaler(costs, done=4)
+    assert scaler.policy.wanted(scaler) == 2  # two idle replicas, one would do: too few requests seen
+    env, scaler = _scaler(costs)
+    assert scaler.policy.wanted(scaler) == 1
+    scaler.state[2] = "starting"
+    assert scaler.policy.wanted(scaler) == 3
+    scaler.state[2] = "draining"
+    assert scaler.policy.wanted(scaler) == 2
+
+
+def test_the_sla_planner_s_replicas_are_a_floor(costs):
+    """Three idle replicas, which the load-based scaling alone would give back one at a time; with 20,000 requests
+    over the last 180 s, a prompt alone taking 0.1 s (eleven replicas' worth of prompts), the SLA planner's interval
+    wants more than three, and the pool rises to them at once (four, its most) at 180 s and not before."""
+    slow = Slower(costs, 0.1 / costs.price(step_shape([(PROMPT, 0)], [], sampled=1)).time_s)
+    for until_s, wanted in ((175.0, 2), (180.0, 4)):
+        env, scaler = _scaler(slow, ready=3, policy="sla_load_planner", tpot_s=1.0,
+                              arrivals=tuple(np.linspace(1.0, 179.0, 20_000)))
+        env.run(until=until_s)
+        assert scaler.policy.wanted(scaler) == wanted, until_s
+
+
+def test_a_load_step_is_met_at_the_next_load_interval_where_the_sla_planner_waits(costs):
+    """Requests arriving at 4 a second for 100 s, then 16 (past one replica's capacity) for 150 s: the load-based
+    scaling adds a replica within a few of its 5 s intervals after the step; the SLA planner not before its 180 s
+    interval."""
+    decode_s = costs.price(step_shape([], [CONTEXT] * 8, sampled=8)).time_s
+    slow = Slower(costs, 0.05 / decode_s)  # 50 ms a decode step of 8
+    gaps = np.concatenate([np.full(400, 0.25), np.full(2400, 1 / 16)])
+    arrivals = np.cumsum(gaps)
+    requests = RequestSet(arrival_s=arrivals, prompt_tokens=np.full(len(gaps), PROMPT),
+                          output_tokens=np.full(len(gaps), OUTPUT))
+    first = {}
+    for policy in ("load_planner", "sla_planner"):
+        scaling = Autoscaling(max_replicas=3, policy=policy, ttft_s=0.5, tpot_s=0.2, cold_start_s=1.0)
+        result = serve_pools([pool(slow, scaling, max_seqs=8)], requests)
+        first[policy] = min(time_s for time_s, held in result.scaled if held > 1)
+    assert 100.0 < first["load_planner"] < 100.0 + 10 * LOAD_INTERVAL_S <= 180.0 <= first["sla_planner"], first
