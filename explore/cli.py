@@ -256,6 +256,11 @@ def _add_serving_flags(run: argparse.ArgumentParser) -> None:
     g.add_argument("--cold-start-s", type=float,
                    help="seconds from a scale-up to the new replica serving (default: its weights read from a local "
                         "NVMe SSD)")
+    g.add_argument("--busy-kv-usage", type=float,
+                   help="reject a request arriving while every replica is busy (load shedding, Dynamo's busy "
+                        "thresholds): busy while more than this share of its KV blocks is in use (default: never)")
+    g.add_argument("--busy-prefill-tokens", type=int,
+                   help="busy too while more than this many prompt tokens wait to be prefilled (default: never)")
     g.add_argument("--kv-link", default=spec.kv_link,
                    help=f"the link KV crosses from the prefill to the decode pool (default {spec.kv_link})")
     g.add_argument("--attention-device", default="",

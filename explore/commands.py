@@ -506,6 +506,7 @@ def _serving_spec(args) -> ServingSpec:
                   autoscale_target=args.autoscale_target,
                   autoscale_metric=args.autoscale_metric, cold_start_s=args.cold_start_s,
                   autoscaler=args.autoscaler, autoscale_interval_s=args.autoscale_interval_s,
+                  busy_kv_usage=args.busy_kv_usage, busy_prefill_tokens=args.busy_prefill_tokens,
                   kv_link=args.kv_link, router=args.router, prefix_attention=args.prefix_attention,
                   memory_utilization=args.memory_utilization, host_cache_GB=args.host_cache_GB,
                   kv_store_GB=args.kv_store_GB, kv_store_GBps=args.kv_store_GBps,
@@ -680,6 +681,12 @@ def _assumptions(point: DesignPoint, device) -> str:
             pools += (f"{scaled} {how}{every}, each new one serving after "
                       + (f"{s.cold_start_s:g} s" if s.cold_start_s is not None else "its weights' read from a local "
                          "NVMe SSD"))
+        if s.admission() is not None:
+            over = " or ".join(text for text in (
+                f"{s.busy_kv_usage:.0%} of its KV blocks in use" if s.busy_kv_usage is not None else "",
+                f"{s.busy_prefill_tokens:,} prompt tokens to prefill" if s.busy_prefill_tokens is not None else "")
+                if text)
+            pools += f", rejecting a request that finds every replica busy (over {over})"
         if s.attends_apart:
             pools += (f", attention on {s.attention_devices} x {s.attention_device} "
                       f"({_pool_fits(s.attention_device, point)}) per "

@@ -19,6 +19,7 @@ METRIC_SECTIONS = {"point": "every sweep", "price": "systems, serving", "constra
                    "serving": "serving", "urgent": "serving with request priorities",
                    "slowdown": "serving with a slowdown SLO",
                    "capacity": "serving with a capacity search", "autoscale": "serving with max_replicas",
+                   "rejection": "serving with busy thresholds",
                    "breakdown": "every sweep", "communication": "systems"}
 BETTER_WORDS = {"min": "lower", "max": "higher", None: "-"}
 

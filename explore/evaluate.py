@@ -65,6 +65,7 @@ from sim.routers import DEFAULT_ROUTER
 from sim.schedulers import make_scheduler
 from sim.serving import (
     AUTOSCALE_METRICS,
+    REJECTION_METRICS,
     SERVING_METRICS,
     Pool,
     ServingResult,
@@ -906,7 +907,7 @@ class Evaluator:
                 if reason:
                     raise _InfeasibleError(f"{pool.name}: {reason}" if len(pools) > 1 else reason,
                                            fits=not memory_reason)
-            result = serve_pools(pools, requests, slo=spec.slo(), kv_transfer_s=transfer_s)
+            result = serve_pools(pools, requests, slo=spec.slo(), kv_transfer_s=transfer_s, admission=spec.admission())
             result.extra["clipped_requests"] = float(clipped)
             return result
 
@@ -934,6 +935,8 @@ class Evaluator:
                 metrics.update(dict.fromkeys(CAPACITY_METRICS, math.nan) | {"capacity_note": ""})
             if spec.max_replicas is not None:  # the columns an autoscaled pool adds (sim/serving.py)
                 metrics.update(dict.fromkeys(AUTOSCALE_METRICS, math.nan))
+            if spec.admission() is not None:  # the columns a gateway rejecting requests adds (sim/serving.py)
+                metrics.update(dict.fromkeys(REJECTION_METRICS, math.nan))
             return Evaluation(point=point, metrics=metrics, result=None, tables=None)
         metrics = _metrics(result, memory, "", device, pools)
         if spec.capacity:

@@ -651,7 +651,7 @@ register(Knob(name="prefill_max_replicas", type=int, section="serving", scope="s
               derivable=True, minimum=1,
               help="with a prefill pool: the most replicas it scales up to from prefill_replicas, by the same "
               "autoscaler as the decode pool scales to max_replicas (an HPA of each, on the same metric and target; "
-              "or the one SLA planner for both); unset: prefill_replicas throughout"))
+              "or one Dynamo planner for both); unset: prefill_replicas throughout"))
 register(Knob(name="autoscaler", type=str, section="serving", scope="serving", default=None, flag=False,
               allowed=tuple(AUTOSCALERS), help="how an autoscaled pool decides its replicas: hpa (Kubernetes' "
               "Horizontal Pod Autoscaler on autoscale_metric near autoscale_target per replica) or sla_planner "
@@ -666,6 +666,17 @@ register(Knob(name="autoscale_interval_s", type=float, section="serving", scope=
               help="seconds between an autoscaler's decisions; unset: the autoscaler's own (hpa: 15 s, Kubernetes' "
               "sync period; sla_planner: 180 s, Dynamo's adjustment interval; load_planner and sla_load_planner: "
               "5 s, Dynamo's load interval, the SLA planner's floor still every 180 s)"))
+register(Knob(name="busy_kv_usage", type=float, section="serving", scope="serving", default=None, flag=False,
+              derivable=True, allowed_text="a share in (0, 1]",
+              help="reject a request arriving while every replica it may join is busy (HTTP 503, NVIDIA Dynamo's "
+              "load shedding): a replica is busy while more than this share of its KV blocks is in use (Dynamo's "
+              "active_decode_blocks_threshold); the results add rejected_share, and each rejected request misses the "
+              "SLO; unset: no KV threshold"))
+register(Knob(name="busy_prefill_tokens", type=int, section="serving", scope="serving", default=None, flag=False,
+              derivable=True, minimum=0,
+              help="a replica is busy too while it has more than this many prompt tokens still to prefill (Dynamo's "
+              "active_prefill_tokens_threshold): a request arriving while every replica is busy is rejected; unset: "
+              "no prefill threshold"))
 register(Knob(name="conversation_turns", type=int, section="serving", scope="serving", default=None, flag=False,
               minimum=1, help="the requests as conversations of this many turns: each turn adds a message (the prompt "
               "distribution) to the conversation so far, arrives think_s after the previous answer and finds the "

@@ -32,9 +32,9 @@ from explore.registry import Registry
 Better = Literal["min", "max"] | None
 Kind = Literal["number", "bool", "text"]
 Section = Literal["point", "price", "constraints", "serving", "urgent", "slowdown", "capacity", "autoscale",
-                  "breakdown", "communication"]
+                  "rejection", "breakdown", "communication"]
 SECTIONS: tuple[Section, ...] = ("point", "price", "constraints", "serving", "urgent", "slowdown", "capacity",
-                                 "autoscale", "breakdown", "communication")
+                                 "autoscale", "rejection", "breakdown", "communication")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,13 +78,16 @@ def numeric_metrics() -> tuple[str, ...]:
 
 
 def result_columns(*, system: bool, serving: bool, constraints: bool, slowdown: bool = False,
-                   capacity: bool = False, urgent: bool = False, autoscale: bool = False) -> list[str]:
+                   capacity: bool = False, urgent: bool = False, autoscale: bool = False,
+                   rejection: bool = False) -> list[str]:
     """The metric columns of a sweep's results table, after its input columns; `urgent`: its requests differ in
     priority, `slowdown`: its serving SLO limits slowdowns, `capacity`: it searches capacity, `autoscale`: its pool
-    scales (sections of their own, so serving folders written before them keep their columns and resume)."""
+    scales, `rejection`: its gateway rejects requests (sections of their own, so serving folders written before them
+    keep their columns and resume)."""
     present = {"point": True, "price": system or serving, "constraints": constraints, "serving": serving,
                "urgent": serving and urgent, "slowdown": serving and slowdown, "capacity": serving and capacity,
-               "autoscale": serving and autoscale, "breakdown": True, "communication": system}
+               "autoscale": serving and autoscale, "rejection": serving and rejection, "breakdown": True,
+               "communication": system}
     return list(metric_names(*(s for s in SECTIONS if present[s])))
 
 
@@ -301,6 +304,10 @@ _m("mean_replicas", "mean replicas", "", "min",
    "idle energy are these replica-hours", section="autoscale")
 _m("max_replicas_held", "most replicas held", "", "min", "the most replicas an autoscaled pool held at once",
    section="autoscale")
+# ---- rejection: sim/serving.py REJECTION_METRICS, in its order (serving sweeps with busy thresholds) -----------
+_m("rejected_share", "rejected", "", "min",
+   "share of the requests the gateway rejected on arrival, every replica they could join busy (sim/admission.py): "
+   "each misses the SLO", section="rejection")
 # ---- slowdown: sim/slowdown.py SLOWDOWN_METRICS, in its order (serving sweeps whose SLO limits slowdowns) -----
 _SLOWDOWNS = (("ttft", "TTFT", "time to first token"),
               ("tbt", "TBT", "mean time between tokens after the first (one-token requests left out)"),

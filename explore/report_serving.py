@@ -79,7 +79,7 @@ DESIGN_KNOBS = ("model", "device", "scheduler", "format", "overrides", "arrival"
                 "max_batched_tokens", "chunk_tokens", "prompt_batch_tokens", "block_tokens", "prefix_tokens",
                 "preemption", "replicas", "prefill_replicas", "prefill_device", "mixed_device", "mixed_replicas",
                 "max_replicas", "autoscale_target", "autoscale_metric", "cold_start_s", "prefill_max_replicas",
-                "autoscaler", "autoscale_interval_s",
+                "autoscaler", "autoscale_interval_s", "busy_kv_usage", "busy_prefill_tokens",
                 "router", "prefix_attention",
                 "prefix_groups", "queue_policy", "priority_fraction", "conversation_turns", "think_s", "think_cv",
                 "max_decode_preemptions", "memory_utilization", "host_cache_GB", "kv_store_GB", "kv_store_GBps",
@@ -578,6 +578,8 @@ QUEUE_GROWTH = ("queue growth (s/s)", "queue_growth", 1.0)
 URGENT = (("urgent p99 TTFT (ms)", "urgent_ttft_p99_s", 1e3), ("urgent SLO attainment", "urgent_slo_attainment", 1.0))
 # Of an autoscaled pool: the replicas it held on average, what its price per hour rents (sim/autoscalers/).
 SCALED = (("mean replicas", "mean_replicas", 1.0), ("usd/hour", "usd_per_hour", 1.0))
+# Where the gateway sheds load: the share of requests it rejected (sim/admission.py).
+REJECTED = (("rejected", "rejected_share", 1.0),)
 # Under a slowdown SLO: the p90 slowdown of each metric (the other percentiles are results columns).
 SLOWDOWNS = tuple((f"p90 {name.upper()} slowdown", f"slowdown_{name}_p90", 1.0) for name in SLOWDOWN_OF)
 
@@ -600,7 +602,8 @@ def _design_table(title: str, note: str, shown: list[dict[str, Any]], rows: list
     capacity = ((CAPACITY,) + ((QUEUE_GROWTH,) if _has_capacity_columns(rows) else ())
                 if any(_has(r, "capacity_rps") for r in rows) else ())
     scaled = SCALED if any(_has(r, "mean_replicas") for r in rows) else ()
-    metrics = METRICS + capacity + scaled + tuple(m for m in URGENT + SLOWDOWNS if any(_has(r, m[1]) for r in rows))
+    metrics = METRICS + capacity + scaled + tuple(m for m in URGENT + REJECTED + SLOWDOWNS
+                                                  if any(_has(r, m[1]) for r in rows))
     footnote = " ".join(note for note in (unjudged_footnote(shown, varying_knobs(rows), f"{NOT_JUDGED_MARK} marks"),
                                           at_top_footnote(shown)) if note)
     return ReportTable(title=title, note=f"{note} {footnote}" if footnote else note,

@@ -55,7 +55,7 @@ def columns_for(sweep: Sweep) -> list[str]:
             + result_columns(system=system, serving=serving, constraints=bool(sweep.spec.constraints),
                              slowdown=sweep.limits_slowdown(), urgent=sweep.prioritized(),
                              capacity=serving and sweep.spec.serving.capacity is not None,
-                             autoscale=sweep.autoscales()))
+                             autoscale=sweep.autoscales(), rejection=sweep.sheds()))
 
 
 def _tasks(blocks: list[PointBlock]) -> list[list[PointBlock]]:

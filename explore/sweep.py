@@ -375,6 +375,13 @@ class Sweep:
         return serving is not None and any(getattr(serving, name) is not None or name in self.derived
                                            for name in ("max_replicas", "prefill_max_replicas"))
 
+    def sheds(self) -> bool:
+        """Whether the gateway may reject requests (busy_kv_usage or busy_prefill_tokens set or derived): the results
+        then have the rejection columns."""
+        serving = self.spec.serving
+        return serving is not None and any(getattr(serving, name) is not None or name in self.derived
+                                           for name in ("busy_kv_usage", "busy_prefill_tokens"))
+
     def prioritized(self) -> bool:
         """Whether the serving requests may differ in priority: the results then have the urgent columns."""
         serving = self.spec.serving

@@ -197,6 +197,9 @@ class Serving(Strict):
     cold_start_s: one_or_more(knob_type(KNOBS["cold_start_s"])) | None = None
     autoscaler: one_or_more(knob_type(KNOBS["autoscaler"])) | None = None  # hpa or a Dynamo planner
     autoscale_interval_s: one_or_more(knob_type(KNOBS["autoscale_interval_s"])) | None = None
+    # Load shedding: a request arriving while every replica is busy is rejected; lists compare thresholds.
+    busy_kv_usage: one_or_more(knob_type(KNOBS["busy_kv_usage"])) | None = None
+    busy_prefill_tokens: one_or_more(knob_type(KNOBS["busy_prefill_tokens"])) | None = None
     kv_link: str = DEFAULT.kv_link  # the link each request's KV crosses from the prefill to the decode pool
     router: one_or_more(knob_type(KNOBS["router"])) | None = None  # how a pool picks a replica (least_requests)
     # How decode attention reads the shared prefix (paged); a list compares the two.
@@ -296,7 +299,8 @@ def serving_dimensions(serving: Serving) -> dict[str, list]:
     if serving.router is not None:
         dims["router"] = as_list(serving.router)
     for name in ("mixed_device", "mixed_replicas", "max_replicas", "autoscale_target", "autoscale_metric",
-                 "cold_start_s", "prefill_max_replicas", "autoscaler", "autoscale_interval_s"):
+                 "cold_start_s", "prefill_max_replicas", "autoscaler", "autoscale_interval_s", "busy_kv_usage",
+                 "busy_prefill_tokens"):
         if getattr(serving, name) is not None:
             dims[name] = as_list(getattr(serving, name))
     for name in ("prefix_attention", "prefix_groups", "queue_policy", "priority_fraction", "conversation_turns",
@@ -368,6 +372,7 @@ def serving_spec(serving: Serving, values: dict[str, Any]) -> ServingSpec:
         autoscale_metric=values.get("autoscale_metric") if on_metric(values.get("autoscaler")) else None,
         cold_start_s=values.get("cold_start_s"),
         autoscaler=values.get("autoscaler"), autoscale_interval_s=values.get("autoscale_interval_s"),
+        busy_kv_usage=values.get("busy_kv_usage"), busy_prefill_tokens=values.get("busy_prefill_tokens"),
         router=values.get("router") if routes(values) else None,
         prefix_attention=values.get("prefix_attention"), memory_utilization=values.get("memory_utilization"),
         host_cache_GB=values.get("host_cache_GB"), kv_store_GB=values.get("kv_store_GB"),

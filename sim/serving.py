@@ -16,6 +16,7 @@ import numpy as np
 import simpy
 
 from kernels.kv_policy import Window, kept_tokens
+from sim.admission import Admission
 from sim.autoscalers import Autoscaler, Autoscaling, Traffic, held_timeline, make_autoscaler
 from sim.costs import TIME_CLASS_NAMES, IterationCost, IterationCostModel
 from sim.kv_cache import PagedKVCache, shared_prefix_tokens
@@ -44,6 +45,16 @@ SERVING_METRICS = (*SUMMARY_METRICS, "tbt_p50_s", "tbt_p99_s", "mean_batch_size"
 PREFIX_GROUP_STREAM = 7  # the seed stream of requests' prefix groups, apart from arrivals' and lengths'
 # What an autoscaled run adds (ServingResult.scaling_metrics).
 AUTOSCALE_METRICS = ("mean_replicas", "max_replicas_held")
+# What a run that rejects requests on arrival adds (ServingResult.rejection_metrics).
+REJECTION_METRICS = ("rejected_share",)
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """The requests a run rejected on arrival (sim/admission.py): how many, and how many of them urgent."""
+
+    requests: int
+    urgent: int = 0
 ROUTER_STREAM = 1 << 30  # the last part of a pool router's seed, past any replica's number that ends its replicas'
 
 
@@ -210,6 +221,9 @@ class ServingResult:
     scaled: tuple[tuple[float, int], ...] | None = None
     # Per pool: its replica-seconds held (every replica over the makespan, or an autoscaled pool's as it held them).
     held_replica_s: dict[str, float] = field(default_factory=dict)
+    # Where the gateway rejects requests on arrival (None: it admits every one): the metrics then add
+    # REJECTION_METRICS, and each rejected request misses the SLO.
+    rejected: Rejected | None = None
 
     @property
     def energy_J(self) -> float:
@@ -226,7 +240,9 @@ class ServingResult:
         prefill, iterations in that time also prefill arriving requests, so it is decode throughput with that
         interference, over every replica; NaN when no request has a second output token.
         """
-        summary = summarize(self.records, makespan_s=self.makespan_s, slo=self.slo, unloaded=self.unloaded)
+        rejected = self.rejected or Rejected(requests=0)
+        summary = summarize(self.records, makespan_s=self.makespan_s, slo=self.slo, unloaded=self.unloaded,
+                            rejected=rejected.requests, rejected_urgent=rejected.urgent)
         records = self.records
         tokens = float(records.output_tokens.sum())
         decode_s = decode_span_s(records.first_token_s, records.finish_s)
@@ -256,8 +272,10 @@ class ServingResult:
                                 else math.nan),
             "clipped_requests": self.extra.get("clipped_requests", 0.0),
             "capacity_rps": math.nan,
-            **(urgent_metrics(records, self.slo) if self.prioritized else {}),
+            **(urgent_metrics(records, self.slo, rejected=rejected.urgent) if self.prioritized else {}),
             **({} if self.scaled is None else self.scaling_metrics()),
+            **({} if self.rejected is None else {
+                "rejected_share": rejected.requests / (len(records) + rejected.requests)}),
         }
 
     def scaling_metrics(self) -> dict[str, float]:
@@ -395,7 +413,7 @@ def serve(costs: IterationCostModel, requests: RequestSet, scheduler: Scheduler,
 
 def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = None,
                 kv_transfer_s: Callable[[float], float] | None = None, caches=None, schedulers=None,
-                prefix_groups: np.ndarray | None = None) -> ServingResult:
+                prefix_groups: np.ndarray | None = None, admission: Admission | None = None) -> ServingResult:
     """Simulate pools of replicas serving `requests`: 'serve' pools (one device's replicas, or a fleet of several
     devices' pools), or a 'prefill' and a 'decode' pool.
 
@@ -407,7 +425,8 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
     not modeled). `caches` and `schedulers` give each
     replica's own (default: new ones from the pool); `prefix_groups` each request's prefix group (default: the
     requests' own, numbered by first appearance, else drawn evenly among the entry pool's prefix_groups,
-    prefix_group_draws).
+    prefix_group_draws); `admission`: an arrival finding every entry replica busy is rejected (sim/admission.py),
+    else the router picks among those not busy.
     """
     roles = [pool.role for pool in pools]
     if not (set(roles) == {"serve"} or roles == ["prefill", "decode"]):
@@ -416,11 +435,12 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
     env = simpy.Environment()
     total = len(requests)
     finished: list[Sequence] = []
+    rejected: list[int] = []  # the requests rejected on arrival (sim/admission.py), by index
     done = env.event()
 
     def on_finish(seq: Sequence) -> None:
         finished.append(seq)
-        if len(finished) == total:
+        if len(finished) + len(rejected) == total:
             done.succeed()
         if seq.index in next_turn:  # a conversation's next turn comes once this answer is finished
             env.process(follow(next_turn[seq.index], seq.index))
@@ -554,7 +574,16 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
                 yield env.timeout(arrival_s - env.now)
             routed = Routed(groups[index], shared[index], prompts[index], requests.prefix_path(index) if tree else None,
                             roots[index], urgent[index], index)
-            admit(index, arrival_s, routers[0].choose(entry, routed))
+            free = entry if admission is None else admission.free(entry)
+            if not free:
+                rejected.append(index)
+                while index in next_turn:  # a rejected conversation's later turns never come
+                    index = next_turn[index]
+                    rejected.append(index)
+                if len(finished) + len(rejected) == total:
+                    done.succeed()
+                continue
+            admit(index, arrival_s, routers[0].choose(free, routed))
 
     def follow(index: int, previous: int):
         yield env.timeout(gaps[index])
@@ -570,7 +599,8 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
             if id(replica) not in in_step:
                 env.process(replica.run())
     env.run(until=done)
-    result = _result(pools, replicas, finished, requests, slo, scalers)
+    result = _result(pools, replicas, finished, requests, slo, scalers, rejected if admission is not None else None,
+                     urgent)
     if slo is None or slo.slowdown is None:
         return result
     # A slowdown's reference is the request alone on the point's own device (module slowdown): the decode pool's, or
@@ -579,7 +609,8 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
 
 
 def _result(pools: list[Pool], replicas: list[list[Replica]], finished: list[Sequence], requests: RequestSet,
-            slo: SLO | None, scalers: list[Autoscaler | None] | None = None) -> ServingResult:
+            slo: SLO | None, scalers: list[Autoscaler | None] | None = None, rejected: list[int] | None = None,
+            urgent: list[bool] | None = None) -> ServingResult:
     seqs = sorted(finished, key=lambda s: s.index)
 
     def column(name: str, dtype=float) -> np.ndarray:
@@ -633,7 +664,9 @@ def _result(pools: list[Pool], replicas: list[list[Replica]], finished: list[Seq
                                  for pool, made in zip(pools, replicas, strict=True)},
                          prioritized=requests.priority is not None,
                          scaled=held_timeline(spans, end_s) if any(scalers) else None,
-                         held_replica_s={pool.name: held for pool, held in zip(pools, held_s, strict=True)})
+                         held_replica_s={pool.name: held for pool, held in zip(pools, held_s, strict=True)},
+                         rejected=None if rejected is None else Rejected(
+                             requests=len(rejected), urgent=sum(bool(urgent and urgent[i]) for i in rejected)))
 
 
 def _percentile(values: np.ndarray, q: float) -> float:

@@ -202,7 +202,7 @@ def _mean_and_percentiles(values: np.ndarray) -> list[float]:
 
 
 def summarize(records: RequestRecords, *, makespan_s: float, slo: SLO | None = None,
-              unloaded: Unloaded | None = None) -> dict[str, float]:
+              unloaded: Unloaded | None = None, rejected: int = 0, rejected_urgent: int = 0) -> dict[str, float]:
     """Summary metrics with SI units in the names; keys are SUMMARY_METRICS in order, NaN where undefined, then
     with an SLO that limits slowdowns sim/slowdown.py's SLOWDOWN_METRICS (over `unloaded`, the same requests
     each served alone).
@@ -211,7 +211,8 @@ def summarize(records: RequestRecords, *, makespan_s: float, slo: SLO | None = N
     makespan_s. Without per-request limits every request counts as good: goodput_rps = requests_per_s and
     slo_attainment is NaN. meets_slo is 1 where the attainment reaches the SLO's (of the urgent requests too, where
     the SLO gives them limits of their own: each class meets its SLO) and every slowdown limit holds (NaN without an
-    SLO).
+    SLO). `rejected` requests (`rejected_urgent` of them urgent), turned away on arrival and not in `records`, each
+    miss the SLO.
     """
     if not makespan_s > 0:
         raise ValueError(f"makespan_s must be > 0, got {makespan_s}")
@@ -223,11 +224,11 @@ def summarize(records: RequestRecords, *, makespan_s: float, slo: SLO | None = N
     if slo is not None and slo.per_request:
         met = slo.met(records)
         good = int(met.sum())
-        attainment = good / n if n else float("nan")
+        attainment = good / (n + rejected) if n else float("nan")
         meets = float(attainment >= slo.attainment) if n else float("nan")
         urgent = urgent_requests(records)
         if urgent.any() and slo.limits(True) != slo.limits(False):
-            meets = float(meets == 1.0 and met[urgent].mean() >= slo.attainment)
+            meets = float(meets == 1.0 and met[urgent].sum() / (urgent.sum() + rejected_urgent) >= slo.attainment)
     if slo is not None and slo.slowdown is not None:
         if unloaded is None:
             raise ValueError("unloaded: found none with a slowdown SLO, allowed: the requests' latencies alone")
@@ -238,9 +239,10 @@ def summarize(records: RequestRecords, *, makespan_s: float, slo: SLO | None = N
     return dict(zip(SUMMARY_METRICS, values, strict=True)) | slowdown
 
 
-def urgent_metrics(records: RequestRecords, slo: SLO | None = None) -> dict[str, float]:
+def urgent_metrics(records: RequestRecords, slo: SLO | None = None, rejected: int = 0) -> dict[str, float]:
     """URGENT_METRICS of the requests of the lowest priority where requests differ in priority (NaN elsewhere, and
-    the attainment NaN without per-request SLO limits)."""
+    the attainment NaN without per-request SLO limits); `rejected` urgent requests, not in `records`, miss the
+    SLO."""
     values = dict.fromkeys(URGENT_METRICS, float("nan"))
     urgent = urgent_requests(records)
     if not urgent.any():
@@ -252,7 +254,7 @@ def urgent_metrics(records: RequestRecords, slo: SLO | None = None) -> dict[str,
             values[f"urgent_{name}_p90_s"], values[f"urgent_{name}_p99_s"] = (
                 float(v) for v in np.percentile(latencies, (90, 99)))
     if slo is not None and slo.per_request:
-        values["urgent_slo_attainment"] = float(slo.met(records)[urgent].mean())
+        values["urgent_slo_attainment"] = float(slo.met(records)[urgent].sum() / (urgent.sum() + rejected))
     return values
 
 

@@ -8,6 +8,7 @@ from functools import cache
 
 import numpy as np
 
+from sim.admission import Admission
 from sim.attention_pool import PLACEMENTS
 from sim.autoscalers import AUTOSCALERS, Autoscaling, on_metric
 from sim.autoscalers import METRICS as AUTOSCALE_METRICS
@@ -44,7 +45,7 @@ KEY_NEUTRAL_DEFAULTS = frozenset({"prompt_batch_tokens", "slo_slowdown", "router
                                   "attention_micro_batches", "attention_placement", "slo_urgent_ttft_s",
                                   "slo_urgent_tpot_s", "max_replicas", "autoscale_target", "autoscale_metric",
                                   "cold_start_s", "rate_profile", "prefill_max_replicas", "autoscaler",
-                                  "autoscale_interval_s"})
+                                  "autoscale_interval_s", "busy_kv_usage", "busy_prefill_tokens"})
 # What a new replica's cold start reads its weights over, where cold_start_s is not given: a local NVMe SSD (the
 # link preset's datasheet read rate); the engine's own start (CUDA graph capture, warm-up) is not counted.
 COLD_START_LINK = "nvme-pcie4-x4"
@@ -155,6 +156,11 @@ class ServingSpec:
     cold_start_s: float | None = None
     autoscaler: str | None = None
     autoscale_interval_s: float | None = None
+    # Requests rejected on arrival where every entry replica is busy (sim/admission.py, Dynamo's busy thresholds): its
+    # share of KV blocks in use over busy_kv_usage, or its prompt tokens to prefill over busy_prefill_tokens. None
+    # (both): every request admitted.
+    busy_kv_usage: float | None = None
+    busy_prefill_tokens: int | None = None
     # How each pool picks the replica a request joins, arrivals and hand-overs alike (sim/routers.py); None:
     # least_requests, the router of results stored before routers could be chosen.
     router: str | None = None
@@ -290,6 +296,7 @@ class ServingSpec:
                     raise InputError(f"{name}: found {shown} with mixed_replicas {self.mixed_replicas}, allowed: "
                                      f"{allowed}")
         self._check_autoscaling()
+        self._check_admission()
         self._check_rate_profile()
         if self.prefix_tokens < 0:
             raise InputError(f"prefix_tokens: found {self.prefix_tokens}, allowed: an integer >= 0")
@@ -460,6 +467,26 @@ class ServingSpec:
             if conflict:
                 raise InputError(f"{name_}: found {getattr(self, name_)} with {name} {value}, allowed: {allowed}")
 
+    def _check_admission(self) -> None:
+        for name, value, ok, allowed in (
+                ("busy_kv_usage", self.busy_kv_usage,
+                 lambda v: isinstance(v, int | float) and not isinstance(v, bool) and 0.0 < v <= 1.0,
+                 "a share of a replica's KV blocks in (0, 1]"),
+                ("busy_prefill_tokens", self.busy_prefill_tokens,
+                 lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "prompt tokens >= 0")):
+            if value is not None and not ok(value):
+                raise InputError(f"{name}: found {value!r}, allowed: {allowed}, or none (every request admitted)")
+        if self.admission() is not None and self.slo_slowdown is not None:
+            name = "busy_kv_usage" if self.busy_kv_usage is not None else "busy_prefill_tokens"
+            raise InputError(f"{name}: found {getattr(self, name)!r} with slo_slowdown set, allowed: left out beside a "
+                             f"slowdown SLO (a rejected request has no slowdown to limit)")
+
+    def admission(self) -> Admission | None:
+        """The gateway's busy thresholds (sim/admission.py); None: every request admitted."""
+        if self.busy_kv_usage is None and self.busy_prefill_tokens is None:
+            return None
+        return Admission(kv_usage=self.busy_kv_usage, prefill_tokens=self.busy_prefill_tokens)
+
     def autoscaling(self, role: str = "serve") -> Autoscaling | None:
         """How the pool of `role` scales ('serve' or 'decode': max_replicas; 'prefill': prefill_max_replicas; None: it
         does not); a cold start of None is the caller's to price."""
@@ -495,6 +522,8 @@ class ServingSpec:
                 **({} if self.prefill_max_replicas is None else {"prefill_max_replicas": self.prefill_max_replicas}),
                 **({} if self.autoscaler is None else {"autoscaler": self.autoscaler}),
                 **({} if self.autoscale_interval_s is None else {"autoscale_interval_s": self.autoscale_interval_s}),
+                **({} if self.busy_kv_usage is None else {"busy_kv_usage": self.busy_kv_usage}),
+                **({} if self.busy_prefill_tokens is None else {"busy_prefill_tokens": self.busy_prefill_tokens}),
                 **({} if self.conversation_turns is None else {"conversation_turns": self.conversation_turns}),
                 # think_s beside conversation_turns, empty where one turn reads none.
                 **({} if self.conversation_turns is None and self.think_s is None else {"think_s": self.think_s}),

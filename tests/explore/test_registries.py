@@ -79,7 +79,8 @@ def test_serving_knobs_are_the_spec_columns_and_the_section_fields():
     # apart: a fleet attends itself and is not autoscaled
     fleet = ServingSpec(mixed_device="l4", mixed_replicas=2)
     scaled = ServingSpec(max_replicas=4, autoscale_target=5.0, autoscale_metric="running", cold_start_s=30.0,
-                         prefill_replicas=1, prefill_max_replicas=2, autoscaler="hpa", autoscale_interval_s=30.0)
+                         prefill_replicas=1, prefill_max_replicas=2, autoscaler="hpa", autoscale_interval_s=30.0,
+                         busy_kv_usage=0.9, busy_prefill_tokens=8192)
     names = [k.name for k in knobs(scope="serving")]
     assert set(names) == set(every.columns()) | set(chat.columns()) | set(fleet.columns()) | set(scaled.columns())
     for spec in (every, chat, fleet, scaled):

@@ -1,0 +1,65 @@
+"""Load shedding as a user runs it: `explore run --busy-prefill-tokens N` says so in its header, rejects requests
+under overload and counts them against the SLO; a sweep writes the rejection column; bad settings are one line."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from explore.cli import main
+from tests.explore.tiny_sweep import write_sweep, write_tiny_model
+
+# One H100 serving Llama-3-8B at 60 req/s, past what it prefills (about 47 req/s of these prompts).
+RUN = ["run", "--model", "llama-3-8b", "--device", "h100-sxm", "--execution", "engine", "--serving", "--arrival",
+       "poisson", "--rate", "60", "--requests", "1500", "--prompt", "512", "--output", "128", "--slo-ttft", "2",
+       "--slo-tpot", "0.1"]
+
+
+def _run(capsys, *flags: str) -> dict:
+    assert main([*RUN, *flags, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_an_overloaded_replica_sheds_requests_and_counts_them_as_misses(capsys):
+    """Busy past 8,192 prompt tokens to prefill, some requests are rejected; the attainment is the requests served
+    within the SLO over every request, rejected ones included (goodput x makespan / requests), and the requests served
+    a second are the rejected share's complement of those that arrived."""
+    admitted, shed = _run(capsys), _run(capsys, "--busy-prefill-tokens", "8192")
+    assert "rejected_share" not in admitted
+    assert 0.0 < shed["rejected_share"] < 1.0
+    served = 1500 * (1 - shed["rejected_share"])
+    makespan_s = served / shed["requests_per_s"]
+    assert shed["slo_attainment"] == pytest.approx(shed["goodput_rps"] * makespan_s / 1500)
+    assert shed["slo_attainment"] < 1 - shed["rejected_share"] + 1e-9
+    assert main([*RUN, "--requests", "20", "--busy-prefill-tokens", "8192", "--busy-kv-usage", "0.9"]) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    assert ("rejecting a request that finds every replica busy (over 90% of its KV blocks in use or 8,192 prompt "
+            "tokens to prefill)") in header, header
+
+
+def test_a_sweep_writes_the_rejection_column(tmp_path):
+    model = write_tiny_model(tmp_path)
+    path = write_sweep(tmp_path, f"name: shed\nmodel: {model}\ndevice: h100-sxm\nexecution: graphs\nserving:\n"
+                                 f"  requests: 6\n  prompt: 32\n  output: 4\n  rate: 50\n"
+                                 f"  busy_prefill_tokens: [0, 4096]\n")
+    out = tmp_path / "out"
+    assert main(["--quiet", path, "--out", str(out)]) == 0
+    with open(out / "results.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert sorted(row["busy_prefill_tokens"] for row in rows) == ["0", "4096"]
+    assert all(0.0 <= float(row["rejected_share"]) < 1.0 for row in rows)
+    assert "| rejected |" in (out / "report.md").read_text()  # the tables' column
+
+
+@pytest.mark.parametrize(("flags", "words"), [
+    (("--busy-kv-usage", "1.5"), "--busy-kv-usage: found 1.5, allowed: a share of a replica's KV blocks in (0, 1]"),
+    (("--busy-prefill-tokens", "-3"), "--busy-prefill-tokens: found -3, allowed: prompt tokens >= 0"),
+    (("--busy-kv-usage", "0.5", "--slo-slowdown", "splitwise"),
+     "--busy-kv-usage: found 0.5 with --slo-slowdown set, allowed: left out beside a slowdown SLO"),
+])
+def test_bad_shedding_settings_are_one_line(capsys, flags, words):
+    assert main([*RUN, *flags]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and words in err, err

@@ -1,0 +1,95 @@
+"""Load shedding (sim/admission.py): a replica is busy over either threshold, by hand; an arrival finding every replica
+busy is rejected and counts against the SLO; one finding some free joins a free one; a rejected conversation's later
+turns never come, and the run still ends."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from kernels.shapes import step_shape
+from sim.admission import Admission
+from sim.schedulers import Sequence
+from sim.serving import serve_pools
+from sim.serving_metrics import SLO, RequestRecords, summarize
+from tests.sim.autoscaled_pool import pool
+from workloads.requests import RequestSet
+
+
+def _replica(blocks_in_use: int, waiting_prompts: tuple[int, ...] = ()):
+    """A stand-in replica of 100 KV blocks, `blocks_in_use` of them in use, with prompts waiting to prefill."""
+    waiting = [Sequence(index=i, arrival_s=0.0, prompt=prompt, output=4) for i, prompt in enumerate(waiting_prompts)]
+    return SimpleNamespace(state=SimpleNamespace(kv=SimpleNamespace(in_use_blocks=blocks_in_use, capacity_blocks=100),
+                                                 running=[], waiting=waiting, swapped=[]))
+
+
+def test_a_replica_is_busy_over_either_threshold():
+    assert not Admission(kv_usage=0.5, prefill_tokens=0).busy(_replica(0))  # idle
+    assert Admission(kv_usage=0.5).busy(_replica(51)) and not Admission(kv_usage=0.5).busy(_replica(50))
+    assert Admission(prefill_tokens=99).busy(_replica(0, (60, 40)))
+    assert not Admission(prefill_tokens=100).busy(_replica(0, (60, 40)))
+    assert Admission(kv_usage=0.9, prefill_tokens=99).busy(_replica(10, (100,)))  # either
+
+
+def test_rejected_requests_miss_the_slo():
+    """Two requests served within the SLO and one rejected: attainment 2 / 3, goodput the two over the makespan."""
+    records = RequestRecords(arrival_s=[0.0, 1.0], scheduled_s=[0.0, 1.0], first_token_s=[0.1, 1.1],
+                             finish_s=[0.5, 1.5], prompt_tokens=[8, 8], output_tokens=[5, 5], preemptions=[0, 0])
+    values = summarize(records, makespan_s=2.0, slo=SLO(ttft_s=1.0, tpot_s=1.0, attainment=0.9), rejected=1)
+    assert values["slo_attainment"] == pytest.approx(2 / 3) and values["meets_slo"] == 0.0
+    assert values["goodput_rps"] == pytest.approx(1.0)
+
+
+def _requests(arrival_s: list[float], prompt: int = 64, output: int = 8) -> RequestSet:
+    count = len(arrival_s)
+    return RequestSet(arrival_s=np.array(arrival_s), prompt_tokens=np.full(count, prompt),
+                      output_tokens=np.full(count, output))
+
+
+def test_an_arrival_while_the_replica_still_prefills_is_rejected(costs):
+    """With no prompt tokens allowed waiting (busy_prefill_tokens 0), a request arriving before the first one's
+    prefill iteration ends finds the one replica busy and is rejected; one arriving long after is served."""
+    prefill_s = costs.price(step_shape([(64, 0)], [], sampled=1)).time_s
+    requests = _requests([0.0, prefill_s / 2, 100.0])
+    result = serve_pools([pool(costs, None, max_seqs=8)], requests, admission=Admission(prefill_tokens=0),
+                         slo=SLO(ttft_s=10.0, tpot_s=10.0))
+    assert len(result.records) == 2 and result.rejected.requests == 1
+    assert result.metrics()["rejected_share"] == pytest.approx(1 / 3)
+    assert result.metrics()["slo_attainment"] == pytest.approx(2 / 3)
+    assert "rejected_share" not in serve_pools([pool(costs, None, max_seqs=8)], requests).metrics()
+
+
+def test_an_arrival_joins_a_free_replica_where_one_is_busy(costs):
+    """Two replicas, round robin: a 4,096-token prompt to the first, a 64-token one to the second, and a third request
+    while the long prompt still prefills, which round robin gives the first. Busy past 1,000 prompt tokens, the first
+    is busy and the third joins the second (which computes 64 more tokens), its first token sooner than behind the
+    long prompt, where it waits without thresholds."""
+    long_s = costs.price(step_shape([(4096, 0)], [], sampled=1)).time_s
+    requests = RequestSet(arrival_s=np.array([0.0, long_s / 10, long_s / 5]), prompt_tokens=np.array([4096, 64, 64]),
+                          output_tokens=np.full(3, 4))
+    pair = replace(pool(costs, None, replicas=2, max_seqs=8), router="round_robin")
+    shed = serve_pools([pair], requests, admission=Admission(prefill_tokens=1000))
+    unshed = serve_pools([pair], requests)
+    assert shed.rejected.requests == 0
+    assert shed.records.ttft_s[2] < unshed.records.ttft_s[2]
+
+    def second_replica_tokens(result) -> float:
+        return float(result.iterations.tokens[result.iterations.replica == 1].sum())
+
+    assert second_replica_tokens(shed) >= second_replica_tokens(unshed) + 64
+
+
+def test_a_rejected_conversation_s_later_turns_never_come_and_the_run_ends(costs):
+    """Two conversations of three turns; the second starts while the first's prompt is still prefilling and is
+    rejected whole: three requests served, three rejected."""
+    prefill_s = costs.price(step_shape([(64, 0)], [], sampled=1)).time_s
+    requests = RequestSet(arrival_s=np.array([0.0, 0.0, 0.0, prefill_s / 2, prefill_s / 2, prefill_s / 2]),
+                          prompt_tokens=np.array([64, 200, 400] * 2), output_tokens=np.full(6, 4),
+                          prefix_group=np.array([0, 0, 0, 1, 1, 1]), shared_tokens=np.array([0, 68, 204] * 2),
+                          after_previous_s=np.array([np.nan, 1.0, 1.0, np.nan, 1.0, 1.0]))
+    result = serve_pools([pool(costs, None, max_seqs=8)], requests, admission=Admission(prefill_tokens=0))
+    assert len(result.records) == 3 and result.rejected.requests == 3
+    assert sorted(result.records.arrival_s.tolist())[0] == 0.0
