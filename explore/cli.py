@@ -151,7 +151,7 @@ SERVING_EXAMPLE = ("explore run --model llama-2-7b --device h100-sxm --serving -
 def _add_serving_flags(run: argparse.ArgumentParser) -> None:
     """Flags of `explore run --serving`: requests arriving at one replica instead of one static batch."""
     from sim.attention_pool import PLACEMENTS
-    from sim.autoscalers import AUTOSCALERS
+    from sim.autoscalers import AUTOSCALERS, LOAD_PREDICTORS
     from sim.autoscalers import METRICS as AUTOSCALE_METRICS
     from sim.routers import DEFAULT_ROUTER, ROUTERS
     from sim.schedulers import QUEUE_POLICIES, SCHEDULERS
@@ -256,6 +256,9 @@ def _add_serving_flags(run: argparse.ArgumentParser) -> None:
     g.add_argument("--cold-start-s", type=float,
                    help="seconds from a scale-up to the new replica serving (default: its weights read from a local "
                         "NVMe SSD)")
+    g.add_argument("--autoscale-predictor", choices=list(LOAD_PREDICTORS),
+                   help="how the SLA planner forecasts the next interval's load: constant (the last interval's) or "
+                        "kalman (a local linear trend) (default constant)")
     g.add_argument("--busy-kv-usage", type=float,
                    help="reject a request arriving while every replica is busy (load shedding, Dynamo's busy "
                         "thresholds): busy while more than this share of its KV blocks is in use (default: never)")

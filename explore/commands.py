@@ -417,7 +417,8 @@ def _scaling_words(s: ServingSpec, scaling) -> str:
         return f"as the HPA does, on {scaling.metric} requests near {s.autoscale_target:g} a replica"
     if scaling.policy == "load_planner":
         return f"as Dynamo's load-based planner does, {load}"
-    throughput = f"the load it saw and a TPOT of {s.slo_tpot_s:g} s"
+    forecast = " forecast by a Kalman filter" if s.autoscale_predictor == "kalman" else ""
+    throughput = f"the load it saw{forecast} and a TPOT of {s.slo_tpot_s:g} s"
     if scaling.policy == "sla_planner":
         return f"as Dynamo's SLA planner does, on {throughput}"
     return f"as Dynamo's planner does with both modes, {load}, above the SLA planner's replicas for {throughput}"
@@ -507,6 +508,7 @@ def _serving_spec(args) -> ServingSpec:
                   autoscale_metric=args.autoscale_metric, cold_start_s=args.cold_start_s,
                   autoscaler=args.autoscaler, autoscale_interval_s=args.autoscale_interval_s,
                   busy_kv_usage=args.busy_kv_usage, busy_prefill_tokens=args.busy_prefill_tokens,
+                  autoscale_predictor=args.autoscale_predictor,
                   kv_link=args.kv_link, router=args.router, prefix_attention=args.prefix_attention,
                   memory_utilization=args.memory_utilization, host_cache_GB=args.host_cache_GB,
                   kv_store_GB=args.kv_store_GB, kv_store_GBps=args.kv_store_GBps,

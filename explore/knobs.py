@@ -60,7 +60,7 @@ from kernels.token_prune import PAPER_PRUNE_START
 from kernels.token_select import METHODS as TOPK_METHODS
 from kernels.token_select import QUEST
 from sim.attention_pool import PLACEMENTS
-from sim.autoscalers import AUTOSCALERS
+from sim.autoscalers import AUTOSCALERS, LOAD_PREDICTORS
 from sim.autoscalers import METRICS as AUTOSCALE_METRICS
 from sim.costs import OVERLAPS
 from sim.offload import OFFLOADS
@@ -666,6 +666,11 @@ register(Knob(name="autoscale_interval_s", type=float, section="serving", scope=
               help="seconds between an autoscaler's decisions; unset: the autoscaler's own (hpa: 15 s, Kubernetes' "
               "sync period; sla_planner: 180 s, Dynamo's adjustment interval; load_planner and sla_load_planner: "
               "5 s, Dynamo's load interval, the SLA planner's floor still every 180 s)"))
+register(Knob(name="autoscale_predictor", type=str, section="serving", scope="serving", default=None, flag=False,
+              allowed=tuple(LOAD_PREDICTORS), help="how the SLA planner (sla_planner, sla_load_planner) forecasts the "
+              "next interval's requests and their prompt and output lengths: constant (the last interval's) or "
+              "kalman (Dynamo's local linear trend Kalman filter, which follows a rising load); Dynamo's ARIMA and "
+              "Prophet are not modeled; unset: constant"))
 register(Knob(name="busy_kv_usage", type=float, section="serving", scope="serving", default=None, flag=False,
               derivable=True, allowed_text="a share in (0, 1]",
               help="reject a request arriving while every replica it may join is busy (HTTP 503, NVIDIA Dynamo's "

@@ -170,7 +170,7 @@ def _switch_value(row: dict[str, Any], name: str) -> Any:
 LABELLED_WHERE_SET = ("router", "prompt_batch_tokens", "max_decode_preemptions", "prefix_attention", "prefix_groups",
                       "queue_policy", "priority_fraction", "mixed_replicas", "max_replicas", "autoscale_target",
                       "autoscale_metric", "cold_start_s", "prefill_max_replicas", "autoscaler", "autoscale_interval_s",
-                      "busy_kv_usage", "busy_prefill_tokens",
+                      "autoscale_predictor", "busy_kv_usage", "busy_prefill_tokens",
                       "conversation_turns",
                       "think_s", "think_cv", "memory_utilization", "host_cache_GB", "kv_store_GB", "kv_store_GBps",
                       "attention_link", "attention_micro_batches", "attention_placement")

@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sim.autoscalers import on_metric
+from sim.autoscalers import forecasts, on_metric
 from sim.schedulers import SCHEDULERS
 from sim.serving_spec import ServingSpec, trace_requests
 from workloads.errors import InputError
@@ -250,7 +250,13 @@ RULES: tuple[ReadWhen, ...] = (
                                     for m in v.get(name, ())), lambda v, n: "no autoscaling",
                lambda n: f"with {n.name('max_replicas')} or {n.name('prefill_max_replicas')} (the most replicas a "
                          f"pool scales to), or left out")
-      for field in ("autoscale_target", "autoscale_metric", "cold_start_s", "autoscaler", "autoscale_interval_s")),
+      for field in ("autoscale_target", "autoscale_metric", "cold_start_s", "autoscaler", "autoscale_interval_s",
+                    "autoscale_predictor")),
+    ReadWhen("autoscale_predictor", lambda v: any(forecasts(kind) for kind in v.get("autoscaler", (None,))),
+             lambda v, n: next((n.found("autoscaler", kind) for kind in v.get("autoscaler", ()) if kind),
+                               "the default autoscaler, hpa"),
+             lambda n: f"with {n.setting('autoscaler', 'sla_planner')} or sla_load_planner (the SLA planner forecasts "
+                       f"the load), or left out"),
     # The SLA planner scales on the SLO, not on a server metric's target.
     *(ReadWhen(field, lambda v: any(on_metric(kind) for kind in v.get("autoscaler", (None,))),
                lambda v, n: n.found("autoscaler", v["autoscaler"][0]),

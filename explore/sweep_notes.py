@@ -14,7 +14,7 @@ from hw_models.link import default_link, load_link_model
 from hw_models.registry import load_device, read_device_yaml
 from kernels.block_sparse import SALE_DENSE_QUERIES
 from kernels.formats import BIT_OVERRIDES, DTYPE_SHORT
-from sim.autoscalers import on_metric
+from sim.autoscalers import forecasts, on_metric
 from sim.routers import ROUTERS
 from workloads.errors import InputError
 from workloads.model_config import load_model_config
@@ -380,6 +380,9 @@ def idle_what_if_note(sweep) -> str:
     groups.append((["autoscaler"], lambda combo: not on_metric(combo["autoscaler"]),
                    "the autoscaler is a Dynamo planner (it scales on the SLO, not on a server metric)",
                    [key for key in swept if key in ("autoscale_target", "autoscale_metric")]))
+    groups.append((["autoscaler"], lambda combo: not forecasts(combo["autoscaler"]),
+                   "the autoscaler forecasts no load (only the SLA planner does)",
+                   [key for key in swept if key == "autoscale_predictor"]))
     said, idle = [], []
     for switches, off, words, keys in groups:
         switched = [dict(zip(switches, combo, strict=True)) for combo in itertools.product(

@@ -17,7 +17,7 @@ from explore.serving_settings import ROUTED, KeyNames, data_parallel_ranks, idle
 from hw_models.link import load_link_model
 from hw_models.registry import load_device
 from kernels.parallel import check_expert_parallel, check_pipeline_parallel, check_tensor_parallel
-from sim.autoscalers import on_metric
+from sim.autoscalers import forecasts, on_metric
 from sim.serving_spec import ATTENTION_FIELDS, ServingSpec
 from sim.slowdown import METRICS as SLOWDOWN_OF
 from sim.slowdown import PERCENTILES as SLOWDOWN_PERCENTILES
@@ -197,6 +197,7 @@ class Serving(Strict):
     cold_start_s: one_or_more(knob_type(KNOBS["cold_start_s"])) | None = None
     autoscaler: one_or_more(knob_type(KNOBS["autoscaler"])) | None = None  # hpa or a Dynamo planner
     autoscale_interval_s: one_or_more(knob_type(KNOBS["autoscale_interval_s"])) | None = None
+    autoscale_predictor: one_or_more(knob_type(KNOBS["autoscale_predictor"])) | None = None  # the SLA planner's
     # Load shedding: a request arriving while every replica is busy is rejected; lists compare thresholds.
     busy_kv_usage: one_or_more(knob_type(KNOBS["busy_kv_usage"])) | None = None
     busy_prefill_tokens: one_or_more(knob_type(KNOBS["busy_prefill_tokens"])) | None = None
@@ -299,8 +300,8 @@ def serving_dimensions(serving: Serving) -> dict[str, list]:
     if serving.router is not None:
         dims["router"] = as_list(serving.router)
     for name in ("mixed_device", "mixed_replicas", "max_replicas", "autoscale_target", "autoscale_metric",
-                 "cold_start_s", "prefill_max_replicas", "autoscaler", "autoscale_interval_s", "busy_kv_usage",
-                 "busy_prefill_tokens"):
+                 "cold_start_s", "prefill_max_replicas", "autoscaler", "autoscale_interval_s",
+                 "autoscale_predictor", "busy_kv_usage", "busy_prefill_tokens"):
         if getattr(serving, name) is not None:
             dims[name] = as_list(getattr(serving, name))
     for name in ("prefix_attention", "prefix_groups", "queue_policy", "priority_fraction", "conversation_turns",
@@ -330,7 +331,7 @@ def routes(values: dict[str, Any]) -> bool:
 
 # The knobs an autoscaled pool reads (a point whose pools never scale is the point without them).
 AUTOSCALE_KNOBS = ("max_replicas", "prefill_max_replicas", "autoscale_target", "autoscale_metric", "cold_start_s",
-                   "autoscaler", "autoscale_interval_s")
+                   "autoscaler", "autoscale_interval_s", "autoscale_predictor")
 
 
 def scales(values: dict[str, Any]) -> bool:
@@ -372,6 +373,8 @@ def serving_spec(serving: Serving, values: dict[str, Any]) -> ServingSpec:
         autoscale_metric=values.get("autoscale_metric") if on_metric(values.get("autoscaler")) else None,
         cold_start_s=values.get("cold_start_s"),
         autoscaler=values.get("autoscaler"), autoscale_interval_s=values.get("autoscale_interval_s"),
+        # Only the SLA planner forecasts: its predictor changes nothing in another autoscaler's points.
+        autoscale_predictor=values.get("autoscale_predictor") if forecasts(values.get("autoscaler")) else None,
         busy_kv_usage=values.get("busy_kv_usage"), busy_prefill_tokens=values.get("busy_prefill_tokens"),
         router=values.get("router") if routes(values) else None,
         prefix_attention=values.get("prefix_attention"), memory_utilization=values.get("memory_utilization"),

@@ -10,7 +10,7 @@ import numpy as np
 
 from sim.admission import Admission
 from sim.attention_pool import PLACEMENTS
-from sim.autoscalers import AUTOSCALERS, Autoscaling, on_metric
+from sim.autoscalers import AUTOSCALERS, LOAD_PREDICTORS, Autoscaling, on_metric
 from sim.autoscalers import METRICS as AUTOSCALE_METRICS
 from sim.routers import ROUTERS
 from sim.schedulers import QUEUE_POLICIES, SCHEDULERS, SchedulerLimits
@@ -45,7 +45,8 @@ KEY_NEUTRAL_DEFAULTS = frozenset({"prompt_batch_tokens", "slo_slowdown", "router
                                   "attention_micro_batches", "attention_placement", "slo_urgent_ttft_s",
                                   "slo_urgent_tpot_s", "max_replicas", "autoscale_target", "autoscale_metric",
                                   "cold_start_s", "rate_profile", "prefill_max_replicas", "autoscaler",
-                                  "autoscale_interval_s", "busy_kv_usage", "busy_prefill_tokens"})
+                                  "autoscale_interval_s", "busy_kv_usage", "busy_prefill_tokens",
+                                  "autoscale_predictor"})
 # What a new replica's cold start reads its weights over, where cold_start_s is not given: a local NVMe SSD (the
 # link preset's datasheet read rate); the engine's own start (CUDA graph capture, warm-up) is not counted.
 COLD_START_LINK = "nvme-pcie4-x4"
@@ -156,6 +157,7 @@ class ServingSpec:
     cold_start_s: float | None = None
     autoscaler: str | None = None
     autoscale_interval_s: float | None = None
+    autoscale_predictor: str | None = None  # an SLA planner's load forecast (LOAD_PREDICTORS); None: constant
     # Requests rejected on arrival where every entry replica is busy (sim/admission.py, Dynamo's busy thresholds): its
     # share of KV blocks in use over busy_kv_usage, or its prompt tokens to prefill over busy_prefill_tokens. None
     # (both): every request admitted.
@@ -457,6 +459,13 @@ class ServingSpec:
                     and (value_ >= 0 if name_ == "cold_start_s" else value_ > 0)):
                 shown = "none" if value_ is None else repr(value_)
                 raise InputError(f"{name_}: found {shown} with {name} {value}, allowed: {allowed}")
+        if self.autoscale_predictor is not None and self.autoscale_predictor not in LOAD_PREDICTORS:
+            raise InputError(f"autoscale_predictor: found {self.autoscale_predictor!r}, allowed: "
+                             f"{', '.join(LOAD_PREDICTORS)}")
+        if self.autoscale_predictor is not None and not kind.forecasts:
+            raise InputError(f"autoscale_predictor: found {self.autoscale_predictor!r} with autoscaler {kind.name!r}, "
+                             f"allowed: left out (only the SLA planner forecasts the load: sla_planner, "
+                             f"sla_load_planner)")
         if self.autoscale_metric is not None and self.autoscale_metric not in AUTOSCALE_METRICS:
             raise InputError(f"autoscale_metric: found {self.autoscale_metric!r}, allowed: "
                              f"{', '.join(AUTOSCALE_METRICS)}")
@@ -495,7 +504,8 @@ class ServingSpec:
             return None
         return Autoscaling(max_replicas=most, policy=self.autoscaler or "hpa", target=self.autoscale_target,
                            metric=self.autoscale_metric or AUTOSCALE_METRICS[0], cold_start_s=self.cold_start_s or 0.0,
-                           interval_s=self.autoscale_interval_s, ttft_s=self.slo_ttft_s, tpot_s=self.slo_tpot_s)
+                           interval_s=self.autoscale_interval_s, ttft_s=self.slo_ttft_s, tpot_s=self.slo_tpot_s,
+                           predictor=self.autoscale_predictor or "constant")
 
     def columns(self) -> dict[str, object]:
         """The knobs a results row shows (serving_ prefixed where the name alone is ambiguous)."""
@@ -522,6 +532,7 @@ class ServingSpec:
                 **({} if self.prefill_max_replicas is None else {"prefill_max_replicas": self.prefill_max_replicas}),
                 **({} if self.autoscaler is None else {"autoscaler": self.autoscaler}),
                 **({} if self.autoscale_interval_s is None else {"autoscale_interval_s": self.autoscale_interval_s}),
+                **({} if self.autoscale_predictor is None else {"autoscale_predictor": self.autoscale_predictor}),
                 **({} if self.busy_kv_usage is None else {"busy_kv_usage": self.busy_kv_usage}),
                 **({} if self.busy_prefill_tokens is None else {"busy_prefill_tokens": self.busy_prefill_tokens}),
                 **({} if self.conversation_turns is None else {"conversation_turns": self.conversation_turns}),

@@ -9,6 +9,7 @@ import simpy
 from sim.autoscalers.base import METRICS, Autoscaler, Autoscaling, Policy, Traffic, held_timeline
 from sim.autoscalers.hpa import HPA
 from sim.autoscalers.load_planner import LoadPlanner, SLALoadPlanner
+from sim.autoscalers.load_predictors import LOAD_PREDICTORS
 from sim.autoscalers.sla_planner import SLAPlanner
 from sim.replica import Replica
 
@@ -32,5 +33,11 @@ def make_autoscaler(env: simpy.Environment, replicas: Sequence_[Sequence_[Replic
     return Autoscaler(env, replicas, minimum, scaling, routable, start_s, policy)
 
 
-__all__ = ["AUTOSCALERS", "METRICS", "Autoscaler", "Autoscaling", "Policy", "Traffic", "held_timeline",
-           "make_autoscaler", "on_metric"]
+def forecasts(kind: str | None) -> bool:
+    """Whether the autoscaler kind named `kind` (None: the HPA) forecasts the load (an unknown name counts as one
+    that does not)."""
+    return kind in AUTOSCALERS and AUTOSCALERS[kind].forecasts
+
+
+__all__ = ["AUTOSCALERS", "LOAD_PREDICTORS", "METRICS", "Autoscaler", "Autoscaling", "Policy", "Traffic", "forecasts",
+           "held_timeline", "make_autoscaler", "on_metric"]

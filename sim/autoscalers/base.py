@@ -38,6 +38,7 @@ class Autoscaling:
     interval_s: float | None = None
     ttft_s: float | None = None
     tpot_s: float | None = None
+    predictor: str = "constant"  # how an SLA planner forecasts the next interval's load (load_predictors.py)
 
     def __post_init__(self) -> None:
         if self.metric not in METRICS:
@@ -63,6 +64,7 @@ class Policy:
     default_interval_s: float = 0.0
     on_metric: bool = False  # whether it scales on a server metric's target (Autoscaling.target, .metric)
     slo_limits: tuple[str, ...] = ()  # the SLO's limits it reads (Autoscaling.ttft_s, .tpot_s)
+    forecasts: bool = False  # whether it forecasts the load (Autoscaling.predictor)
 
     def __init__(self, scaling: Autoscaling, role: str, traffic: Traffic | None):
         self.scaling, self.role, self.traffic = scaling, role, traffic

@@ -103,6 +103,7 @@ class SLALoadPlanner(LoadPlanner):
     """Dynamo's planner with both modes: load-based scaling above the throughput-based replicas as a floor."""
 
     name = "sla_load_planner"
+    forecasts = True
 
     def __init__(self, scaling: Autoscaling, role: str, traffic: Traffic | None):
         super().__init__(scaling, role, traffic)

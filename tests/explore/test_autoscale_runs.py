@@ -251,3 +251,14 @@ def test_a_grid_crossing_autoscalers_evaluates_the_planner_once_whatever_the_tar
     rows = read_results(tmp_path / "out")
     assert sorted((row["autoscaler"], row.get("autoscale_target")) for row in rows) == [
         ("hpa", 4), ("hpa", 8), ("sla_planner", None)]
+
+
+def test_the_sla_planner_s_kalman_forecast_is_named_and_refused_where_nothing_forecasts(capsys):
+    assert main([*RUN, "--requests", "50", "--max-replicas", "4", "--autoscaler", "sla_planner",
+                 "--autoscale-predictor", "kalman"]) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    assert "as Dynamo's SLA planner does, on the load it saw forecast by a Kalman filter" in header, header
+    assert main([*RUN, "--max-replicas", "4", "--autoscale-target", "4", "--autoscale-predictor", "kalman"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and ("--autoscale-predictor: found 'kalman' with the default "
+                                                   "autoscaler, hpa, allowed: with --autoscaler sla_planner") in err

@@ -31,6 +31,10 @@ IDLE = {
                                                "0.1", "--autoscale-metric", "running"),
                                     "  max_replicas: 2\n  autoscaler: sla_planner\n  slo: {tpot_s: 0.1}\n"
                                     "  autoscale_metric: running\n"),
+    "autoscale_predictor": (LENGTHS, ("--autoscale-predictor", "kalman"), "  autoscale_predictor: kalman\n"),
+    "autoscale_predictor hpa": (LENGTHS, ("--max-replicas", "2", "--autoscale-target", "4", "--autoscale-predictor",
+                                          "kalman"),
+                                "  max_replicas: 2\n  autoscale_target: 4\n  autoscale_predictor: kalman\n"),
     "autoscaler": (LENGTHS, ("--autoscaler", "sla_planner"), "  autoscaler: sla_planner\n"),
     "autoscale_interval_s": (LENGTHS, ("--autoscale-interval-s", "60"), "  autoscale_interval_s: 60\n"),
     "prefill_max_replicas": (LENGTHS, ("--prefill-max-replicas", "2"), "  prefill_max_replicas: 2\n"),

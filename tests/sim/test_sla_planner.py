@@ -142,3 +142,29 @@ def test_long_prompts_and_short_answers_scale_the_prefill_pool_not_the_decode_po
     held = result.held_replica_s
     assert held["prefill"] >= 3.0 * result.makespan_s
     assert held["decode"] == pytest.approx(result.makespan_s)
+
+
+def test_a_kalman_forecast_asks_for_the_next_interval_s_load_on_a_ramp(costs):
+    """Arrivals rising by half a replica's worth an interval: after eight intervals (four replicas' worth) the constant
+    predictor asks for the last interval's four replicas; the Kalman filter, following the ramp, for at least the
+    next interval's 4.5, so five."""
+    alone_s, batch_s = _prompt_alone_s(costs), _full_batch_s(costs)
+    each_s = alone_s + OUTPUT * batch_s / MAX_SEQS
+    arrivals = []
+    for k in range(1, 9):
+        count = round(0.5 * k * INTERVAL_S / each_s) - 1  # just under k / 2 replicas' worth
+        arrivals += list(np.linspace((k - 1) * INTERVAL_S + 0.5, k * INTERVAL_S - 0.5, count))
+    wanted = {}
+    for predictor in ("constant", "kalman"):
+        env = simpy.Environment()
+        replicas = [[engine(env, costs, MAX_SEQS)] for _ in range(16)]
+        done = []
+        traffic = Traffic(arrival_s=arrivals, finished=done)
+        scaling = Autoscaling(max_replicas=16, policy="sla_planner", interval_s=INTERVAL_S, tpot_s=1000.0,
+                              predictor=predictor)
+        scaler = make_autoscaler(env, replicas, 1, scaling, [], 0.0, traffic=traffic)
+        for k in range(1, 9):
+            done += finished_requests(50, PROMPT, OUTPUT, alone_s, batch_s, at_s=(k - 1) * INTERVAL_S)
+            env.run(until=k * INTERVAL_S)
+            wanted[predictor] = scaler.policy.needed(scaler)
+    assert wanted == {"constant": 4, "kalman": 5}, wanted
