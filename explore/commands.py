@@ -61,6 +61,7 @@ from hw_models.gpu_efficiency import calibration_label
 from hw_models.link import default_link, load_link_model
 from hw_models.registry import load_device
 from hw_models.validation import input_error
+from sim.autoscalers.sla_planner import SLAPlanner
 from sim.kv_cache import shared_prefix_tokens
 from sim.serving_spec import ServingSpec
 from sim.slowdown import SLOWDOWN_PRESETS
@@ -411,17 +412,21 @@ def _print_infeasible(args, point: DesignPoint, evaluator: Evaluator, metrics: d
 
 
 def _scaling_words(s: ServingSpec, scaling) -> str:
-    """How an autoscaled pool decides its replicas, as `explore run`'s header says it."""
-    load = "a replica at a time on each one's estimated TTFT and TPOT against the SLO"
+    """How an autoscaled pool decides its replicas, and how often where the sweep sets it, as `explore run`'s header
+    says it. Both of Dynamo's modes recompute the throughput-based floor at the SLA planner's own interval, whatever
+    autoscale_interval_s (the load-based adjustments') says."""
+    every = f" every {s.autoscale_interval_s:g} s" if s.autoscale_interval_s is not None else ""
+    load = f"a replica at a time on each one's estimated TTFT and TPOT against the SLO{every}"
     if scaling.policy == "hpa":
-        return f"as the HPA does, on {scaling.metric} requests near {s.autoscale_target:g} a replica"
+        return f"as the HPA does, on {scaling.metric} requests near {s.autoscale_target:g} a replica{every}"
     if scaling.policy == "load_planner":
         return f"as Dynamo's load-based planner does, {load}"
     forecast = " forecast by a Kalman filter" if s.autoscale_predictor == "kalman" else ""
     throughput = f"the load it saw{forecast} and a TPOT of {s.slo_tpot_s:g} s"
     if scaling.policy == "sla_planner":
-        return f"as Dynamo's SLA planner does, on {throughput}"
-    return f"as Dynamo's planner does with both modes, {load}, above the SLA planner's replicas for {throughput}"
+        return f"as Dynamo's SLA planner does, on {throughput}{every}"
+    return (f"as Dynamo's planner does with both modes, {load}, above the SLA planner's replicas for {throughput} "
+            f"every {SLAPlanner.default_interval_s:g} s")
 
 
 def fixed_scaling_note(serving: ServingSpec) -> str:
@@ -679,8 +684,7 @@ def _assumptions(point: DesignPoint, device) -> str:
                 f"{what} replicas up to {most}" for what, most in (("prefill", s.prefill_max_replicas),
                                                                    ("decode", s.max_replicas)) if most is not None)
             how = _scaling_words(s, scaling)
-            every = f" every {s.autoscale_interval_s:g} s" if s.autoscale_interval_s is not None else ""
-            pools += (f"{scaled} {how}{every}, each new one serving after "
+            pools += (f"{scaled} {how}, each new one serving after "
                       + (f"{s.cold_start_s:g} s" if s.cold_start_s is not None else "its weights' read from a local "
                          "NVMe SSD"))
         if s.admission() is not None:

@@ -262,3 +262,25 @@ def test_the_sla_planner_s_kalman_forecast_is_named_and_refused_where_nothing_fo
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and ("--autoscale-predictor: found 'kalman' with the default "
                                                    "autoscaler, hpa, allowed: with --autoscaler sla_planner") in err
+
+
+@pytest.mark.parametrize(("flags", "words"), [
+    (("--autoscaler", "hpa", "--autoscale-target", "4"),
+     "as the HPA does, on waiting requests near 4 a replica every 10 s, each new one"),
+    (("--autoscaler", "sla_planner"),
+     "as Dynamo's SLA planner does, on the load it saw and a TPOT of 0.1 s every 10 s, each new one"),
+    (("--autoscaler", "load_planner"), "estimated TTFT and TPOT against the SLO every 10 s, each new one"),
+    # Both modes: the interval set is the load-based adjustments'; the SLA planner's floor keeps its own 180 s.
+    (("--autoscaler", "sla_load_planner"),
+     "estimated TTFT and TPOT against the SLO every 10 s, above the SLA planner's replicas for the load it saw and a "
+     "TPOT of 0.1 s every 180 s, each new one"),
+])
+def test_the_header_says_which_decisions_the_interval_times(tmp_path, capsys, flags, words):
+    """autoscale_interval_s 10: the header puts it beside the decisions it times, never beside the floor that both
+    of Dynamo's modes recompute every 180 s (sim/autoscalers/load_planner.py)."""
+    model = write_tiny_model(tmp_path)
+    assert main(["run", "--model", model, "--device", "h100-sxm", "--serving", "--requests", "20", "--rate", "50",
+                 "--prompt", "32", "--output", "4", "--slo-ttft", "1", "--slo-tpot", "0.1", "--max-replicas", "2",
+                 "--autoscale-interval-s", "10", *flags]) == 0
+    header = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("# "))
+    assert words in header, header
