@@ -284,3 +284,14 @@ def test_the_header_says_which_decisions_the_interval_times(tmp_path, capsys, fl
                  "--autoscale-interval-s", "10", *flags]) == 0
     header = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("# "))
     assert words in header, header
+
+
+def test_a_pool_that_never_scales_names_the_interval_among_what_changes_nothing(tmp_path, capsys):
+    """--max-replicas 1 beside --autoscale-interval-s: the notice lists the interval with the other autoscaling flags
+    that change nothing (it named --autoscaler, --autoscale-target and --cold-start-s only)."""
+    model = write_tiny_model(tmp_path)
+    assert main(["run", "--model", model, "--device", "h100-sxm", "--serving", "--requests", "20", "--rate", "50",
+                 "--prompt", "32", "--output", "4", "--slo-tpot", "0.1", "--max-replicas", "1", "--autoscaler",
+                 "sla_planner", "--autoscale-interval-s", "10"]) == 0
+    notice = next(line for line in capsys.readouterr().err.splitlines() if "never scales" in line)
+    assert "--autoscale-interval-s" in notice, notice
