@@ -112,10 +112,13 @@ class SLALoadPlanner(LoadPlanner):
         self.next_floor_s = self.throughput.interval_s
 
     def wanted(self, scaler: Autoscaler) -> int:
-        if scaler.count("starting", "draining"):
-            return scaler.count("ready", "starting")
+        # The floor is recomputed on its own schedule, a scale under way or not (Dynamo's throughput loop runs apart
+        # from the load loop, which alone waits for a scale to finish), over the interval to now.
         if scaler.env.now >= self.next_floor_s:
-            self.next_floor_s += self.throughput.interval_s
+            while self.next_floor_s <= scaler.env.now:
+                self.next_floor_s += self.throughput.interval_s
             needed = self.throughput.needed(scaler)
             self.floor = self.floor if needed is None else needed
+        if scaler.count("starting", "draining"):
+            return scaler.count("ready", "starting")
         return max(super().wanted(scaler), self.floor)

@@ -116,6 +116,23 @@ def test_the_sla_planner_s_replicas_are_a_floor(costs):
         assert scaler.policy.wanted(scaler) == wanted, until_s
 
 
+def test_the_floor_is_recomputed_at_its_interval_while_a_replica_drains(costs):
+    """As above, but a replica drains (a request still on it) from 170 s to 250 s, past the floor's 180 s: the floor
+    is the interval to 180 s's (20,000 arrivals: four replicas), applied once the drain is over, not one read at 250 s
+    over the 180 s before it (70 s to 250 s: the 12,000 arrivals after 70 s, three). Dynamo's throughput loop sets
+    its lower bound every adjustment interval whatever the load loop waits for."""
+    slow = Slower(costs, 0.1 / costs.price(step_shape([(PROMPT, 0)], [], sampled=1)).time_s)
+    env, scaler = _scaler(slow, ready=3, policy="sla_load_planner", tpot_s=1.0,
+                          arrivals=tuple(np.linspace(1.0, 179.0, 20_000)))
+    env.run(until=170.0)
+    scaler.state[2] = "draining"
+    env.run(until=180.0)
+    assert scaler.policy.wanted(scaler) == 2  # nothing while it drains
+    env.run(until=250.0)
+    scaler.state[2] = "off"
+    assert scaler.policy.wanted(scaler) == 4
+
+
 def test_a_load_step_is_met_at_the_next_load_interval_where_the_sla_planner_waits(costs):
     """Requests arriving at 4 a second for 100 s, then 16 (past one replica's capacity) for 150 s: the load-based
     scaling adds a replica within a few of its 5 s intervals after the step; the SLA planner not before its 180 s
