@@ -237,6 +237,9 @@ def _add_serving_flags(run: argparse.ArgumentParser) -> None:
     g.add_argument("--max-replicas", type=int,
                    help="autoscale from --replicas up to this many, as --autoscaler decides (default: --replicas "
                         "throughout)")
+    g.add_argument("--mixed-max-replicas", type=int,
+                   help="autoscale the fleet's --mixed-device pool from --mixed-replicas up to this many too, by an "
+                        "HPA of its own on the same metric and target (default: --mixed-replicas throughout)")
     g.add_argument("--autoscaler", choices=list(AUTOSCALERS),
                    help="hpa: Kubernetes' HPA on --autoscale-metric near --autoscale-target per replica; sla_planner: "
                         "NVIDIA Dynamo's SLA planner, the replicas the last interval's load needs at each replica's "

@@ -433,7 +433,8 @@ def fixed_scaling_note(serving: ServingSpec) -> str:
     """Where autoscaling is asked of pools whose most replicas are their least: they never scale; '' elsewhere."""
     scaled = [(flag, most, least) for flag, most, least in (
         ("--max-replicas", serving.max_replicas, serving.replicas),
-        ("--prefill-max-replicas", serving.prefill_max_replicas, serving.prefill_replicas)) if most is not None]
+        ("--prefill-max-replicas", serving.prefill_max_replicas, serving.prefill_replicas),
+        ("--mixed-max-replicas", serving.mixed_max_replicas, serving.mixed_replicas)) if most is not None]
     if not scaled or any(most > least for _, most, least in scaled):
         return ""
     return (f"{', '.join(f'{flag} {most}' for flag, most, _ in scaled)} is the least the pool keeps: it never scales, "
@@ -509,6 +510,7 @@ def _serving_spec(args) -> ServingSpec:
                   replicas=args.replicas, prefill_replicas=args.prefill_replicas, prefill_device=args.prefill_device,
                   mixed_device=args.mixed_device or "", mixed_replicas=args.mixed_replicas or 0,
                   max_replicas=args.max_replicas, prefill_max_replicas=args.prefill_max_replicas,
+                  mixed_max_replicas=args.mixed_max_replicas,
                   autoscale_target=args.autoscale_target,
                   autoscale_metric=args.autoscale_metric, cold_start_s=args.cold_start_s,
                   autoscaler=args.autoscaler, autoscale_interval_s=args.autoscale_interval_s,
@@ -678,11 +680,12 @@ def _assumptions(point: DesignPoint, device) -> str:
             each = f", {devices} devices each" if devices > 1 else ""
             pools += (f" and {s.mixed_replicas} of {s.mixed_device} ({_pool_fits(s.mixed_device, point)}{each}), one "
                       f"router over them all")
-        scaling = s.autoscaling("decode") or s.autoscaling("prefill")
+        scaling = s.autoscaling("decode") or s.autoscaling("prefill") or s.autoscaling("mixed")
         if scaling is not None:
-            scaled = f" scaling up to {s.max_replicas}" if not s.disaggregated else ", scaling the " + " and the ".join(
-                f"{what} replicas up to {most}" for what, most in (("prefill", s.prefill_max_replicas),
-                                                                   ("decode", s.max_replicas)) if most is not None)
+            pairs = ((("prefill", s.prefill_max_replicas), ("decode", s.max_replicas)) if s.disaggregated
+                     else ((point.device, s.max_replicas), (s.mixed_device, s.mixed_max_replicas)) if s.mixed else ())
+            scaled = f" scaling up to {s.max_replicas}" if not pairs else ", scaling the " + " and the ".join(
+                f"{what} replicas up to {most}" for what, most in pairs if most is not None)
             how = _scaling_words(s, scaling)
             pools += (f"{scaled} {how}, each new one serving after "
                       + (f"{s.cold_start_s:g} s" if s.cold_start_s is not None else "its weights' read from a local "

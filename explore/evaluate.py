@@ -723,8 +723,8 @@ class Evaluator:
         return Pool(name=f"{role} ({point.device})", role=role, replicas=replicas, costs=costs,
                     scheduler=spec.scheduler, limits=limits, memory=memory, idle_power_W=idle_W,
                     router=spec.router or DEFAULT_ROUTER,
-                    # The point's own pools scale, not a fleet's mixed replicas.
-                    autoscaling=_autoscaling(spec, weights_B, role) if role != "serve" or not device_name else None,
+                    # A fleet's mixed replicas scale by mixed_max_replicas, the point's own pools by theirs.
+                    autoscaling=_autoscaling(spec, weights_B, "mixed" if role == "serve" and device_name else role),
                     # A decode pool caches one shared prefix; with several, each request's KV crosses whole.
                     prefix_tokens=0 if role == "decode" and spec.groups > 1 else spec.prefix_tokens,
                     prefix_groups=spec.system_prompts if spec.rooted else spec.groups, root=spec.rooted,

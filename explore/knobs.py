@@ -652,6 +652,11 @@ register(Knob(name="prefill_max_replicas", type=int, section="serving", scope="s
               help="with a prefill pool: the most replicas it scales up to from prefill_replicas, by the same "
               "autoscaler as the decode pool scales to max_replicas (an HPA of each, on the same metric and target; "
               "or one Dynamo planner for both); unset: prefill_replicas throughout"))
+register(Knob(name="mixed_max_replicas", type=int, section="serving", scope="serving", default=None, flag=False,
+              derivable=True, minimum=1,
+              help="with a fleet: the most replicas of mixed_device it scales up to from mixed_replicas, by an HPA of "
+              "its own on the same metric and target (two Deployments behind one gateway, each with its HPA); unset: "
+              "mixed_replicas throughout"))
 register(Knob(name="autoscaler", type=str, section="serving", scope="serving", default=None, flag=False,
               allowed=tuple(AUTOSCALERS), help="how an autoscaled pool decides its replicas: hpa (Kubernetes' "
               "Horizontal Pod Autoscaler on autoscale_metric near autoscale_target per replica) or sla_planner "

@@ -79,6 +79,7 @@ DESIGN_KNOBS = ("model", "device", "scheduler", "format", "overrides", "arrival"
                 "max_batched_tokens", "chunk_tokens", "prompt_batch_tokens", "block_tokens", "prefix_tokens",
                 "preemption", "replicas", "prefill_replicas", "prefill_device", "mixed_device", "mixed_replicas",
                 "max_replicas", "autoscale_target", "autoscale_metric", "cold_start_s", "prefill_max_replicas",
+                "mixed_max_replicas",
                 "autoscaler", "autoscale_interval_s", "autoscale_predictor", "busy_kv_usage", "busy_prefill_tokens",
                 "router", "prefix_attention",
                 "prefix_groups", "queue_policy", "priority_fraction", "conversation_turns", "think_s", "think_cv",

@@ -169,11 +169,10 @@ def _switch_value(row: dict[str, Any], name: str) -> Any:
 # ServingSpec.columns), so a label names them wherever the column has a value.
 LABELLED_WHERE_SET = ("router", "prompt_batch_tokens", "max_decode_preemptions", "prefix_attention", "prefix_groups",
                       "queue_policy", "priority_fraction", "mixed_replicas", "max_replicas", "autoscale_target",
-                      "autoscale_metric", "cold_start_s", "prefill_max_replicas", "autoscaler", "autoscale_interval_s",
-                      "autoscale_predictor", "busy_kv_usage", "busy_prefill_tokens",
-                      "conversation_turns",
-                      "think_s", "think_cv", "memory_utilization", "host_cache_GB", "kv_store_GB", "kv_store_GBps",
-                      "attention_link", "attention_micro_batches", "attention_placement")
+                      "autoscale_metric", "cold_start_s", "prefill_max_replicas", "mixed_max_replicas", "autoscaler",
+                      "autoscale_interval_s", "autoscale_predictor", "busy_kv_usage", "busy_prefill_tokens",
+                      "conversation_turns", "think_s", "think_cv", "memory_utilization", "host_cache_GB", "kv_store_GB",
+                      "kv_store_GBps", "attention_link", "attention_micro_batches", "attention_placement")
 
 
 def point_label(row: dict[str, Any], *, lengths: bool = False, batch: bool = True) -> str:

@@ -246,10 +246,11 @@ RULES: tuple[ReadWhen, ...] = (
              lambda n: f"with {n.at_least('mixed_replicas', 1, 'replicas of it beside the point')}, or left out"),
     ReadWhen("kv_link", lambda v: _any(v, "prefill_replicas"), lambda v, n: "no prefill pool", _pool),
     # max_replicas (or prefill_max_replicas) given at all, 0 included (which its own check refuses): a pool scales.
-    *(ReadWhen(field, lambda v: any(m is not None for name in ("max_replicas", "prefill_max_replicas")
+    *(ReadWhen(field, lambda v: any(m is not None for name in ("max_replicas", "prefill_max_replicas",
+                                                               "mixed_max_replicas")
                                     for m in v.get(name, ())), lambda v, n: "no autoscaling",
-               lambda n: f"with {n.name('max_replicas')} or {n.name('prefill_max_replicas')} (the most replicas a "
-                         f"pool scales to), or left out")
+               lambda n: f"with {n.name('max_replicas')}, {n.name('prefill_max_replicas')} or "
+                         f"{n.name('mixed_max_replicas')} (the most replicas a pool scales to), or left out")
       for field in ("autoscale_target", "autoscale_metric", "cold_start_s", "autoscaler", "autoscale_interval_s",
                     "autoscale_predictor")),
     ReadWhen("autoscale_predictor", lambda v: any(forecasts(kind) for kind in v.get("autoscaler", (None,))),
@@ -264,6 +265,9 @@ RULES: tuple[ReadWhen, ...] = (
                          f"left out")
       for field in ("autoscale_target", "autoscale_metric")),
     ReadWhen("prefill_max_replicas", lambda v: _any(v, "prefill_replicas"), lambda v, n: "no prefill pool", _pool),
+    ReadWhen("mixed_max_replicas", lambda v: _any(v, "mixed_replicas"), lambda v, n: "no mixed replicas",
+             lambda n: f"with {n.at_least('mixed_replicas', 1, 'replicas of mixed_device beside the point')}, or "
+                       f"left out"),
     ReadWhen("slo_attainment", lambda v: any(_any(v, f) for f in ("slo_ttft_s", "slo_tpot_s", "slo_slowdown",
                                                                   "slo_urgent_ttft_s", "slo_urgent_tpot_s")),
              lambda v, n: "no SLO",

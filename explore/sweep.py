@@ -373,7 +373,7 @@ class Sweep:
         have the autoscale columns."""
         serving = self.spec.serving
         return serving is not None and any(getattr(serving, name) is not None or name in self.derived
-                                           for name in ("max_replicas", "prefill_max_replicas"))
+                                           for name in ("max_replicas", "prefill_max_replicas", "mixed_max_replicas"))
 
     def sheds(self) -> bool:
         """Whether the gateway may reject requests (busy_kv_usage or busy_prefill_tokens set or derived): the results

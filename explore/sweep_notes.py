@@ -372,7 +372,8 @@ def idle_what_if_note(sweep) -> str:
     groups.append((["replicas", "prefill_replicas", "mixed_replicas", "max_replicas", "pp", "tp", "attention_parallel"],
                    lambda combo: not routes(combo),
                    "one replica in each pool and one pipeline stage", [key for key in swept if key == "router"]))
-    groups.append((["replicas", "prefill_replicas", "max_replicas", "prefill_max_replicas"],
+    groups.append((["replicas", "prefill_replicas", "max_replicas", "prefill_max_replicas", "mixed_replicas",
+                    "mixed_max_replicas"],
                    lambda combo: not scales(combo), "max_replicas is replicas" + (
                        " and prefill_max_replicas prefill_replicas" if "prefill_max_replicas" in dims else "")
                    + " (no replica is ever added)",
@@ -407,7 +408,7 @@ def idle_what_if_note(sweep) -> str:
 
 # A switch's value where a sweep leaves it unset, where that is not 1 (a fleet without mixed replicas, a pool that
 # does not scale).
-_UNSET = {"mixed_replicas": 0, "max_replicas": 0, "prefill_max_replicas": 0}
+_UNSET = {"mixed_replicas": 0, "max_replicas": 0, "prefill_max_replicas": 0, "mixed_max_replicas": 0}
 
 
 def _repeats(sweep, dims: dict, names: list[str], design) -> int:

@@ -192,6 +192,7 @@ class Serving(Strict):
     # Autoscaling from replicas up to max_replicas, as the autoscaler decides; lists compare them.
     max_replicas: one_or_more(knob_type(KNOBS["max_replicas"])) | None = None
     prefill_max_replicas: one_or_more(knob_type(KNOBS["prefill_max_replicas"])) | None = None  # a prefill pool's
+    mixed_max_replicas: one_or_more(knob_type(KNOBS["mixed_max_replicas"])) | None = None  # a fleet's other pool's
     autoscale_target: one_or_more(knob_type(KNOBS["autoscale_target"])) | None = None
     autoscale_metric: one_or_more(knob_type(KNOBS["autoscale_metric"])) | None = None
     cold_start_s: one_or_more(knob_type(KNOBS["cold_start_s"])) | None = None
@@ -300,7 +301,7 @@ def serving_dimensions(serving: Serving) -> dict[str, list]:
     if serving.router is not None:
         dims["router"] = as_list(serving.router)
     for name in ("mixed_device", "mixed_replicas", "max_replicas", "autoscale_target", "autoscale_metric",
-                 "cold_start_s", "prefill_max_replicas", "autoscaler", "autoscale_interval_s",
+                 "cold_start_s", "prefill_max_replicas", "mixed_max_replicas", "autoscaler", "autoscale_interval_s",
                  "autoscale_predictor", "busy_kv_usage", "busy_prefill_tokens"):
         if getattr(serving, name) is not None:
             dims[name] = as_list(getattr(serving, name))
@@ -330,15 +331,17 @@ def routes(values: dict[str, Any]) -> bool:
 
 
 # The knobs an autoscaled pool reads (a point whose pools never scale is the point without them).
-AUTOSCALE_KNOBS = ("max_replicas", "prefill_max_replicas", "autoscale_target", "autoscale_metric", "cold_start_s",
-                   "autoscaler", "autoscale_interval_s", "autoscale_predictor")
+AUTOSCALE_KNOBS = ("max_replicas", "prefill_max_replicas", "mixed_max_replicas", "autoscale_target",
+                   "autoscale_metric", "cold_start_s", "autoscaler", "autoscale_interval_s", "autoscale_predictor")
 
 
 def scales(values: dict[str, Any]) -> bool:
-    """Whether a point has a pool that may scale: max_replicas above replicas, or prefill_max_replicas above
-    prefill_replicas (a pool whose most replicas are its least never scales)."""
+    """Whether a point has a pool that may scale: max_replicas above replicas, prefill_max_replicas above
+    prefill_replicas, or mixed_max_replicas above mixed_replicas (a pool whose most replicas are its least never
+    scales)."""
     return (values.get("max_replicas") or 0) > values.get("replicas", 1) or \
-        (values.get("prefill_max_replicas") or 0) > values.get("prefill_replicas", 0)
+        (values.get("prefill_max_replicas") or 0) > values.get("prefill_replicas", 0) or \
+        (values.get("mixed_max_replicas") or 0) > (values.get("mixed_replicas") or 0)
 
 
 def serving_spec(serving: Serving, values: dict[str, Any]) -> ServingSpec:
@@ -368,6 +371,7 @@ def serving_spec(serving: Serving, values: dict[str, Any]) -> ServingSpec:
         prefill_device=serving.prefill_device or "", kv_link=serving.kv_link,
         mixed_device=values.get("mixed_device") or "", mixed_replicas=values.get("mixed_replicas") or 0,
         max_replicas=values.get("max_replicas"), prefill_max_replicas=values.get("prefill_max_replicas"),
+        mixed_max_replicas=values.get("mixed_max_replicas"),
         # The SLA planner reads no server metric: its points are the same design whatever target a grid crosses.
         autoscale_target=values.get("autoscale_target") if on_metric(values.get("autoscaler")) else None,
         autoscale_metric=values.get("autoscale_metric") if on_metric(values.get("autoscaler")) else None,

@@ -497,18 +497,20 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
     for p, pool in enumerate(pools):
         if pool.autoscaling is None:
             continue
-        if (pool.role == "serve" and len(pools) > 1) or requests.after_previous_s is not None:
-            raise ValueError("autoscaling: found a fleet of serving pools or conversations, allowed: one serving pool, "
-                             "or a prefill and a decode pool, of single requests")
+        if requests.after_previous_s is not None:
+            raise ValueError("autoscaling: found conversations, allowed: single requests (a conversation's turns stay "
+                             "on the replica that served it)")
         engines = pool.engines
         scalers[p] = make_autoscaler(env, [replicas[p][r * engines:(r + 1) * engines]
                                            for r in range(pool.made_replicas)],
                                      pool.replicas, pool.autoscaling, routable[p], float(requests.arrival_s[0]),
                                      role=pool.role, traffic=traffic)
         env.process(scalers[p].run())
-    # Arrivals go to the first pool's router over the entry replicas: a prefill pool's, or every serving pool's.
-    entry = routable[0] if roles[0] == "prefill" or len(pools) == 1 else [
-        engine for made in routable for engine in made]
+    def entry() -> list[Replica]:
+        """The replicas an arrival may join, which the first pool's router picks among: a prefill pool's, or every
+        serving pool's (an autoscaled pool's serving ones, as they are now)."""
+        return routable[0] if roles[0] == "prefill" or len(pools) == 1 else [
+            engine for made in routable for engine in made]
 
     def _hand_over(seq: Sequence, ports: CopyQueue):
         decode_pool = pools[1]
@@ -574,7 +576,8 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
                 yield env.timeout(arrival_s - env.now)
             routed = Routed(groups[index], shared[index], prompts[index], requests.prefix_path(index) if tree else None,
                             roots[index], urgent[index], index)
-            free = entry if admission is None else admission.free(entry)
+            replicas_now = entry()
+            free = replicas_now if admission is None else admission.free(replicas_now)
             if not free:
                 rejected.append(index)
                 while index in next_turn:  # a rejected conversation's later turns never come

@@ -46,7 +46,7 @@ KEY_NEUTRAL_DEFAULTS = frozenset({"prompt_batch_tokens", "slo_slowdown", "router
                                   "slo_urgent_tpot_s", "max_replicas", "autoscale_target", "autoscale_metric",
                                   "cold_start_s", "rate_profile", "prefill_max_replicas", "autoscaler",
                                   "autoscale_interval_s", "busy_kv_usage", "busy_prefill_tokens",
-                                  "autoscale_predictor"})
+                                  "autoscale_predictor", "mixed_max_replicas"})
 # What a new replica's cold start reads its weights over, where cold_start_s is not given: a local NVMe SSD (the
 # link preset's datasheet read rate); the engine's own start (CUDA graph capture, warm-up) is not counted.
 COLD_START_LINK = "nvme-pcie4-x4"
@@ -152,6 +152,9 @@ class ServingSpec:
     # Disaggregated: the prefill pool scales too, from prefill_replicas up to this (its metric, target and cold start
     # the decode pool's); None: prefill_replicas throughout.
     prefill_max_replicas: int | None = None
+    # A fleet: its mixed_device pool scales too, from mixed_replicas up to this (an HPA of its own, on the same metric
+    # and target, as a second Deployment scales beside the first); None: mixed_replicas throughout.
+    mixed_max_replicas: int | None = None
     autoscale_target: float | None = None
     autoscale_metric: str | None = None  # None: waiting
     cold_start_s: float | None = None
@@ -422,9 +425,13 @@ class ServingSpec:
         if self.prefill_max_replicas is not None and not self.disaggregated:
             raise InputError(f"prefill_max_replicas: found {self.prefill_max_replicas!r} with prefill_replicas 0, "
                              f"allowed: with a prefill pool (prefill_replicas >= 1), or left out")
+        if self.mixed_max_replicas is not None and not self.mixed:
+            raise InputError(f"mixed_max_replicas: found {self.mixed_max_replicas!r} with mixed_replicas 0, allowed: "
+                             f"with a fleet (mixed_replicas >= 1), or left out")
         scaled = [(name, value, least) for name, value, least in (
             ("max_replicas", self.max_replicas, ("replicas", self.replicas)),
-            ("prefill_max_replicas", self.prefill_max_replicas, ("prefill_replicas", self.prefill_replicas)))
+            ("prefill_max_replicas", self.prefill_max_replicas, ("prefill_replicas", self.prefill_replicas)),
+            ("mixed_max_replicas", self.mixed_max_replicas, ("mixed_replicas", self.mixed_replicas)))
             if value is not None]
         if not scaled:
             return
@@ -470,7 +477,8 @@ class ServingSpec:
             raise InputError(f"autoscale_metric: found {self.autoscale_metric!r}, allowed: "
                              f"{', '.join(AUTOSCALE_METRICS)}")
         for name_, conflict, allowed in (
-                ("mixed_replicas", self.mixed, "0 (an autoscaled pool is of one device)"),
+                ("mixed_replicas", self.mixed and kind.name != "hpa",
+                 "0 (Dynamo's planners scale one kind of worker; a fleet's pools scale by an HPA each)"),
                 ("conversation_turns", (self.conversation_turns or 1) > 1,
                  "1 (a conversation's turns stay on the replica that served it)")):
             if conflict:
@@ -497,9 +505,10 @@ class ServingSpec:
         return Admission(kv_usage=self.busy_kv_usage, prefill_tokens=self.busy_prefill_tokens)
 
     def autoscaling(self, role: str = "serve") -> Autoscaling | None:
-        """How the pool of `role` scales ('serve' or 'decode': max_replicas; 'prefill': prefill_max_replicas; None: it
-        does not); a cold start of None is the caller's to price."""
-        most = self.prefill_max_replicas if role == "prefill" else self.max_replicas
+        """How the pool of `role` scales ('serve' or 'decode': max_replicas; 'prefill': prefill_max_replicas; 'mixed', a
+        fleet's other device's: mixed_max_replicas; None: it does not); a cold start of None is the caller's to
+        price."""
+        most = {"prefill": self.prefill_max_replicas, "mixed": self.mixed_max_replicas}.get(role, self.max_replicas)
         if most is None:
             return None
         return Autoscaling(max_replicas=most, policy=self.autoscaler or "hpa", target=self.autoscale_target,
@@ -524,12 +533,14 @@ class ServingSpec:
                 **({} if self.priority_fraction is None else {"priority_fraction": self.priority_fraction}),
                 **({} if not self.mixed_device else {"mixed_device": self.mixed_device,
                                                      "mixed_replicas": self.mixed_replicas}),
-                **({} if self.max_replicas is None and self.prefill_max_replicas is None else {
+                **({} if self.max_replicas is None and self.prefill_max_replicas is None
+                   and self.mixed_max_replicas is None else {
                     "max_replicas": self.max_replicas, "autoscale_target": self.autoscale_target,
                     "autoscale_metric": self.autoscale_metric or AUTOSCALE_METRICS[0]
                     if on_metric(self.autoscaler) else None,
                     "cold_start_s": self.cold_start_s}),
                 **({} if self.prefill_max_replicas is None else {"prefill_max_replicas": self.prefill_max_replicas}),
+                **({} if self.mixed_max_replicas is None else {"mixed_max_replicas": self.mixed_max_replicas}),
                 **({} if self.autoscaler is None else {"autoscaler": self.autoscaler}),
                 **({} if self.autoscale_interval_s is None else {"autoscale_interval_s": self.autoscale_interval_s}),
                 **({} if self.autoscale_predictor is None else {"autoscale_predictor": self.autoscale_predictor}),

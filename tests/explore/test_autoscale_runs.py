@@ -78,8 +78,8 @@ def test_a_sweep_writes_the_autoscale_columns_and_draws_the_replicas_held(tmp_pa
     (("--max-replicas", "4"), "--autoscale-target: found none with --max-replicas 4, allowed: a number > 0"),
     (("--replicas", "3", "--max-replicas", "2", "--autoscale-target", "4"),
      "--max-replicas: found 2, allowed: an integer >= replicas (3)"),
-    (("--max-replicas", "4", "--autoscale-target", "4", "--mixed-replicas", "1", "--mixed-device", "l4"),
-     "--mixed-replicas: found 1 with --max-replicas 4, allowed: 0"),
+    (("--max-replicas", "4", "--autoscaler", "load_planner", "--mixed-replicas", "1", "--mixed-device", "l4"),
+     "--mixed-replicas: found 1 with --max-replicas 4, allowed: 0 (Dynamo's planners scale one kind of worker"),
     (("--autoscale-target", "4",), "--autoscale-target: found 4 with no autoscaling, allowed: with --max-replicas"),
     (("--max-replicas", "0", "--autoscale-target", "4"), "--max-replicas: found 0, allowed: an integer >= replicas"),
     (("--max-replicas", "4", "--autoscale-target", "4", "--cold-start-s", "-1"), "--cold-start-s: found -1.0"),
@@ -172,13 +172,14 @@ def test_a_pool_that_never_scales_is_the_fixed_pool_s_design_in_a_grid_and_its_c
         (4, "least_tokens"), (4, "round_robin"), (8, "least_tokens"), (8, "round_robin")}
 
 
-def test_a_sweep_still_refuses_a_fleet_beside_a_pool_at_its_most_replicas(tmp_path, capsys):
+def test_a_sweep_still_refuses_a_fleet_beside_a_planner_at_its_most_replicas(tmp_path, capsys):
     """A pool whose most replicas are its least is read as fixed only after its settings are checked as given: a fleet
-    of mixed devices beside max_replicas stays one line, exit 2, as `explore run` refuses it."""
+    of mixed devices beside a Dynamo planner (which scales one kind of worker) stays one line, exit 2, as `explore
+    run` refuses it."""
     model = write_tiny_model(tmp_path)
     path = write_sweep(tmp_path, f"name: scaled\nmodel: {model}\ndevice: h100-sxm\nserving:\n  requests: 6\n"
                                  f"  prompt: 32\n  output: 4\n  rate: 50\n  mixed_device: l4\n  mixed_replicas: 1\n"
-                                 f"  max_replicas: 1\n  autoscale_target: 4\n")
+                                 f"  max_replicas: 1\n  autoscaler: load_planner\n  slo: {{ttft_s: 1, tpot_s: 0.1}}\n")
     capsys.readouterr()
     assert main(["check", path]) == 2
     err = capsys.readouterr().err.strip()
@@ -295,3 +296,23 @@ def test_a_pool_that_never_scales_names_the_interval_among_what_changes_nothing(
                  "sla_planner", "--autoscale-interval-s", "10"]) == 0
     notice = next(line for line in capsys.readouterr().err.splitlines() if "never scales" in line)
     assert "--autoscale-interval-s" in notice, notice
+
+
+def test_a_fleet_s_mixed_pool_scales_by_its_own_hpa_and_rents_what_it_held(capsys):
+    """One H100 fixed beside L4s scaling from one up to six on running requests: the header names the L4 pool's
+    scaling, the fleet holds between two and seven replicas on average, and its hourly price is the H100's plus the
+    L4's times the L4 replicas held on average (the mean replicas less the one H100)."""
+    flags = ["--arrival", "poisson", "--rate", "10", "--rate-profile", "120:1,120:3", "--requests", "2000",
+             "--mixed-device", "l4", "--mixed-replicas", "1", "--mixed-max-replicas", "6", "--autoscale-target", "8",
+             "--autoscale-metric", "running", "--cold-start-s", "10"]
+    scaled = _run(capsys, *flags)
+    assert 2.0 < scaled["mean_replicas"] < 7.0 and scaled["max_replicas_held"] > 2
+    h100, l4 = (load_device(name).price.usd_per_hour for name in ("h100-sxm", "l4"))
+    assert scaled["usd_per_hour"] == pytest.approx(h100 + l4 * (scaled["mean_replicas"] - 1))
+    assert main([*RUN, *flags, "--requests", "20"]) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    assert "one router over them all, scaling the l4 replicas up to 6 as the HPA does" in header, header
+    assert main([*RUN, *flags[:-6], "--autoscaler", "sla_planner"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "--mixed-replicas: found 1 with --mixed-max-replicas 6, allowed: 0 " \
+        "(Dynamo's planners scale one kind of worker" in err, err

@@ -7,6 +7,7 @@ its idle power over the replica-seconds held."""
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -181,3 +182,25 @@ def test_a_prefill_and_a_decode_pool_each_scale_and_hand_over_only_to_serving_re
     assert result.energy_parts_J["static_J"] == pytest.approx(
         50.0 * result.held_replica_s["prefill"] + 100.0 * result.held_replica_s["decode"])
     assert result.held_replica_s["prefill"] > result.makespan_s < result.held_replica_s["decode"]
+
+
+def test_a_fleet_s_pools_scale_each_by_its_own_hpa_behind_one_router(costs):
+    """A fleet of a pool of one replica, fixed, and another autoscaled from one up to three (requests waiting against
+    1 a replica, a 10 s cold start), one router over every serving replica, both falling behind: the second scales at
+    the first sync, the router sends requests to its new replicas once they serve, and each pool rents the
+    replica-seconds it held (the fixed one: the makespan)."""
+    decode_s = costs.price(step_shape(decode_kv=[64], sampled=1)).time_s
+    slow = Slower(costs, 0.5 / decode_s)  # half a second a decode step
+    count = 200
+    requests = RequestSet(arrival_s=np.arange(count) * 0.25, prompt_tokens=np.full(count, 16),
+                          output_tokens=np.full(count, 6))
+    fixed = replace(pool(slow, None), name="fixed")
+    scaled = replace(pool(slow, Autoscaling(max_replicas=3, target=1.0, cold_start_s=10.0)), name="scaled")
+    result = serve_pools([fixed, scaled], requests)
+    assert result.scaled[:2] == ((0.0, 2), (SYNC_PERIOD_S, 4))  # every pool's replicas held
+    log = result.iterations
+    for replica in (2, 3):  # the scaled pool's second and third replicas, after the fixed pool's one and its first
+        starts = log.start_s[log.replica == replica]
+        assert len(starts) and starts.min() >= SYNC_PERIOD_S + 10.0
+    assert result.held_replica_s["fixed"] == pytest.approx(result.makespan_s)
+    assert result.held_replica_s["scaled"] > result.makespan_s
