@@ -51,10 +51,13 @@ REJECTION_METRICS = ("rejected_share",)
 
 @dataclass(frozen=True)
 class Rejected:
-    """The requests a run rejected on arrival (sim/admission.py): how many, and how many of them urgent."""
+    """The requests a run rejected on arrival (sim/admission.py): how many, how many of them urgent, and which of the
+    requests served are urgent (in the records' order), as the run's requests made them: the served ones alone may
+    all share one priority where a whole class was rejected."""
 
     requests: int
     urgent: int = 0
+    urgent_served: tuple[bool, ...] | None = None  # None: the records' own lowest priority (urgent_requests)
 ROUTER_STREAM = 1 << 30  # the last part of a pool router's seed, past any replica's number that ends its replicas'
 
 
@@ -241,8 +244,9 @@ class ServingResult:
         interference, over every replica; NaN when no request has a second output token.
         """
         rejected = self.rejected or Rejected(requests=0)
+        urgent = None if rejected.urgent_served is None else np.array(rejected.urgent_served, dtype=bool)
         summary = summarize(self.records, makespan_s=self.makespan_s, slo=self.slo, unloaded=self.unloaded,
-                            rejected=rejected.requests, rejected_urgent=rejected.urgent)
+                            rejected=rejected.requests, rejected_urgent=rejected.urgent, urgent=urgent)
         records = self.records
         tokens = float(records.output_tokens.sum())
         decode_s = decode_span_s(records.first_token_s, records.finish_s)
@@ -272,7 +276,7 @@ class ServingResult:
                                 else math.nan),
             "clipped_requests": self.extra.get("clipped_requests", 0.0),
             "capacity_rps": math.nan,
-            **(urgent_metrics(records, self.slo, rejected=rejected.urgent) if self.prioritized else {}),
+            **(urgent_metrics(records, self.slo, rejected=rejected.urgent, urgent=urgent) if self.prioritized else {}),
             **({} if self.scaled is None else self.scaling_metrics()),
             **({} if self.rejected is None else {
                 "rejected_share": rejected.requests / (len(records) + rejected.requests)}),
@@ -669,7 +673,8 @@ def _result(pools: list[Pool], replicas: list[list[Replica]], finished: list[Seq
                          scaled=held_timeline(spans, end_s) if any(scalers) else None,
                          held_replica_s={pool.name: held for pool, held in zip(pools, held_s, strict=True)},
                          rejected=None if rejected is None else Rejected(
-                             requests=len(rejected), urgent=sum(bool(urgent and urgent[i]) for i in rejected)))
+                             requests=len(rejected), urgent=sum(bool(urgent and urgent[i]) for i in rejected),
+                             urgent_served=tuple(seq.urgent for seq in seqs)))
 
 
 def _percentile(values: np.ndarray, q: float) -> float:

@@ -174,10 +174,10 @@ class SLO:
         return (self.ttft_s if self.urgent_ttft_s is None else self.urgent_ttft_s,
                 self.tpot_s if self.urgent_tpot_s is None else self.urgent_tpot_s)
 
-    def met(self, records: RequestRecords) -> np.ndarray:
+    def met(self, records: RequestRecords, urgent: np.ndarray | None = None) -> np.ndarray:
         """Bool per request: meets every limit of its class (limits are inclusive; a NaN TPOT meets the TPOT
-        limit)."""
-        urgent = urgent_requests(records)
+        limit); `urgent` the class of each (None: urgent_requests)."""
+        urgent = urgent_requests(records) if urgent is None else urgent
         ok = np.ones(len(records), dtype=bool)
         for latencies, other, own in ((records.ttft_s, self.limits(False)[0], self.limits(True)[0]),
                                       (records.tpot_s, self.limits(False)[1], self.limits(True)[1])):
@@ -202,7 +202,8 @@ def _mean_and_percentiles(values: np.ndarray) -> list[float]:
 
 
 def summarize(records: RequestRecords, *, makespan_s: float, slo: SLO | None = None,
-              unloaded: Unloaded | None = None, rejected: int = 0, rejected_urgent: int = 0) -> dict[str, float]:
+              unloaded: Unloaded | None = None, rejected: int = 0, rejected_urgent: int = 0,
+              urgent: np.ndarray | None = None) -> dict[str, float]:
     """Summary metrics with SI units in the names; keys are SUMMARY_METRICS in order, NaN where undefined, then
     with an SLO that limits slowdowns sim/slowdown.py's SLOWDOWN_METRICS (over `unloaded`, the same requests
     each served alone).
@@ -212,7 +213,8 @@ def summarize(records: RequestRecords, *, makespan_s: float, slo: SLO | None = N
     slo_attainment is NaN. meets_slo is 1 where the attainment reaches the SLO's (of the urgent requests too, where
     the SLO gives them limits of their own: each class meets its SLO) and every slowdown limit holds (NaN without an
     SLO). `rejected` requests (`rejected_urgent` of them urgent), turned away on arrival and not in `records`, each
-    miss the SLO.
+    miss the SLO. `urgent`: which of `records` are urgent (None: urgent_requests), where the requests served alone
+    cannot tell (a rejected class).
     """
     if not makespan_s > 0:
         raise ValueError(f"makespan_s must be > 0, got {makespan_s}")
@@ -222,12 +224,12 @@ def summarize(records: RequestRecords, *, makespan_s: float, slo: SLO | None = N
     n = len(records)
     good, attainment, meets, slowdown = n, float("nan"), float("nan"), {}
     if slo is not None and slo.per_request:
-        met = slo.met(records)
+        urgent = urgent_requests(records) if urgent is None else urgent
+        met = slo.met(records, urgent)
         good = int(met.sum())
         attainment = good / (n + rejected) if n else float("nan")
         meets = float(attainment >= slo.attainment) if n else float("nan")
-        urgent = urgent_requests(records)
-        if urgent.any() and slo.limits(True) != slo.limits(False):
+        if (urgent.any() or rejected_urgent) and slo.limits(True) != slo.limits(False):
             meets = float(meets == 1.0 and met[urgent].sum() / (urgent.sum() + rejected_urgent) >= slo.attainment)
     if slo is not None and slo.slowdown is not None:
         if unloaded is None:
@@ -239,13 +241,14 @@ def summarize(records: RequestRecords, *, makespan_s: float, slo: SLO | None = N
     return dict(zip(SUMMARY_METRICS, values, strict=True)) | slowdown
 
 
-def urgent_metrics(records: RequestRecords, slo: SLO | None = None, rejected: int = 0) -> dict[str, float]:
+def urgent_metrics(records: RequestRecords, slo: SLO | None = None, rejected: int = 0,
+                   urgent: np.ndarray | None = None) -> dict[str, float]:
     """URGENT_METRICS of the requests of the lowest priority where requests differ in priority (NaN elsewhere, and
     the attainment NaN without per-request SLO limits); `rejected` urgent requests, not in `records`, miss the
-    SLO."""
+    SLO; `urgent`: which of `records` are urgent (None: urgent_requests)."""
     values = dict.fromkeys(URGENT_METRICS, float("nan"))
-    urgent = urgent_requests(records)
-    if not urgent.any():
+    urgent = urgent_requests(records) if urgent is None else urgent
+    if not urgent.any() and not rejected:
         return values
     for name in ("ttft", "tpot"):
         latencies = getattr(records, f"{name}_s")[urgent]
@@ -254,7 +257,7 @@ def urgent_metrics(records: RequestRecords, slo: SLO | None = None, rejected: in
             values[f"urgent_{name}_p90_s"], values[f"urgent_{name}_p99_s"] = (
                 float(v) for v in np.percentile(latencies, (90, 99)))
     if slo is not None and slo.per_request:
-        values["urgent_slo_attainment"] = float(slo.met(records)[urgent].sum() / (urgent.sum() + rejected))
+        values["urgent_slo_attainment"] = float(slo.met(records, urgent)[urgent].sum() / (urgent.sum() + rejected))
     return values
 
 

@@ -93,3 +93,22 @@ def test_a_rejected_conversation_s_later_turns_never_come_and_the_run_ends(costs
     result = serve_pools([pool(costs, None, max_seqs=8)], requests, admission=Admission(prefill_tokens=0))
     assert len(result.records) == 3 and result.rejected.requests == 3
     assert sorted(result.records.arrival_s.tolist())[0] == 0.0
+
+
+@pytest.mark.parametrize(("priority", "urgent_ttft_s", "attainment", "urgent_attainment"), [
+    ((1, 0, 1), 5.0, 2 / 3, 0.0),  # the one urgent request rejected: its class's attainment 0 of 1
+    ((0, 1, 0), 1e-9, 0.0, 0.0),  # the one other request rejected: the two served are urgent, held to 1 ns
+])
+def test_a_class_rejected_whole_still_counts(costs, priority, urgent_ttft_s, attainment, urgent_attainment):
+    """The second of three requests is rejected while the first prefills (as above). Where it is the only urgent one,
+    the urgent attainment is 0 of 1 and the urgent class misses an attainment of 0.5 though 2 of 3 met theirs; where
+    it is the only one not urgent, the two served are still urgent and judged by the urgent limit, which none meets."""
+    prefill_s = costs.price(step_shape([(64, 0)], [], sampled=1)).time_s
+    requests = replace(_requests([0.0, prefill_s / 2, 100.0]), priority=np.array(priority))
+    result = serve_pools([pool(costs, None, max_seqs=8)], requests, admission=Admission(prefill_tokens=0),
+                         slo=SLO(ttft_s=10.0, tpot_s=10.0, urgent_ttft_s=urgent_ttft_s, attainment=0.5))
+    metrics = result.metrics()
+    assert result.rejected.requests == 1
+    assert metrics["slo_attainment"] == pytest.approx(attainment)
+    assert metrics["urgent_slo_attainment"] == pytest.approx(urgent_attainment)
+    assert metrics["meets_slo"] == 0.0
