@@ -121,10 +121,21 @@ def search_capacity(judge: Callable[[float], RateVerdict], *, low: float, high: 
 def rate_verdict(result: ServingResult, *, growth_limit: float = GROWTH_LIMIT) -> RateVerdict:
     """A serving run's verdict: whether it met its SLO, and whether its queue grew (sim/stability.py), its requests
     read in the order they arrived (a conversation's later turn arrives when the previous answer is done, after
-    requests drawn later)."""
+    requests drawn later).
+
+    Where the gateway rejected requests (sim/admission.py), its queue stays bounded however far the rate is past what
+    the design serves: the overflow is rejected instead of queued. A gateway fed at lambda above the service rate mu
+    serves mu and rejects lambda - mu (the fluid view of sim/stability.py), so rejected over served is lambda / mu - 1,
+    the figure a growing queue's growth estimates; over `growth_limit` the run did not keep up, whatever its queue."""
     records = result.records
     order = np.argsort(records.arrival_s, kind="stable")
     stability = queue_stability(records.arrival_s[order], records.wait_s[order], records.e2e_s[order],
                                 growth_limit=growth_limit)
+    rejected = result.rejected.requests if result.rejected is not None else 0
+    overflow = rejected / len(records) if len(records) else math.inf
+    if rejected and overflow > growth_limit:
+        stability = Stability(judged=True, growth=overflow, limit=growth_limit,
+                              reason=f"its gateway rejected {rejected} of its {rejected + len(records)} requests, "
+                                     f"{overflow:.3g} for each one served: the overflow of a rate past what it serves")
     meets = result.metrics()["meets_slo"]
     return RateVerdict(meets_slo=bool(meets == 1.0), stability=stability)

@@ -10,12 +10,14 @@ import numpy as np
 import pytest
 
 from kernels.shapes import step_shape
+from sim.admission import Admission
 from sim.capacity import RateVerdict, highest_rate, rate_verdict, search_capacity
 from sim.kv_cache import PagedKVCache
 from sim.schedulers import SchedulerLimits, make_scheduler
-from sim.serving import serve, serving_memory
+from sim.serving import serve, serve_pools, serving_memory
 from sim.serving_metrics import SLO
 from sim.stability import GROWTH_LIMIT, Stability
+from tests.sim.autoscaled_pool import pool
 from workloads.requests import Fixed, Poisson, Uniform, sample_conversations, sample_requests
 
 THRESHOLD = 7.3  # req/s: meets(rate) holds up to here
@@ -194,3 +196,23 @@ def test_a_search_that_sustains_the_top_of_its_range_says_the_capacity_is_at_lea
     assert capped.rate_per_s == 2.0 and capped.at_top and capped.metrics()["capacity_at_top"] == 1.0
     found = search_capacity(judge, low=0.5, high=8.0)
     assert 2.85 <= found.rate_per_s <= 3.0 and not found.at_top and found.metrics()["capacity_at_top"] == 0.0
+
+
+def test_a_rate_whose_overflow_the_gateway_rejects_is_not_sustainable(costs):
+    """The one-at-a-time replica behind a gateway that rejects arrivals while more than four prompts wait: at 2 / S
+    its queue stays short and the requests it serves meet the SLO (an attainment of 0.3 asked), but it serves about
+    1 / S and rejects the rest, about one request for each served (lambda / mu - 1 = 1, bounded loosely for the
+    Poisson draw): not sustainable. At 0.5 / S it rejects (almost) none and keeps up."""
+    service_s = _service_s(costs)
+    slo = SLO(ttft_s=20 * service_s, attainment=0.3)
+    admission = Admission(prefill_tokens=4 * PROMPT)
+
+    def run(rate: float):
+        requests = sample_requests(arrivals=Poisson(rate_per_s=rate), prompt=Fixed(tokens=PROMPT),
+                                   output=Fixed(tokens=OUTPUT), count=400, seed=0)
+        return serve_pools([pool(costs, None, max_seqs=1)], requests, slo=slo, admission=admission)
+
+    over = rate_verdict(run(2 / service_s))
+    assert over.meets_slo and not over.sustainable
+    assert over.stability.judged and 0.6 < over.stability.growth < 1.4
+    assert rate_verdict(run(0.5 / service_s)).sustainable
