@@ -438,7 +438,8 @@ def fixed_scaling_note(serving: ServingSpec) -> str:
     if not scaled or any(most > least for _, most, least in scaled):
         return ""
     return (f"{', '.join(f'{flag} {most}' for flag, most, _ in scaled)} is the least the pool keeps: it never scales, "
-            f"and --autoscaler, --autoscale-interval-s, --autoscale-target and --cold-start-s change nothing")
+            f"and --autoscaler, --autoscale-interval-s, --autoscale-predictor, --autoscale-target and --cold-start-s "
+            f"change nothing")
 
 
 def first_phase_note(serving: ServingSpec) -> str:

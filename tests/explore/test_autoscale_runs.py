@@ -316,3 +316,14 @@ def test_a_fleet_s_mixed_pool_scales_by_its_own_hpa_and_rents_what_it_held(capsy
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "--mixed-replicas: found 1 with --mixed-max-replicas 6, allowed: 0 " \
         "(Dynamo's planners scale one kind of worker" in err, err
+
+
+def test_a_pool_that_never_scales_names_the_predictor_among_what_changes_nothing(tmp_path, capsys):
+    """--max-replicas 1 beside --autoscale-predictor kalman: the forecast sizes no pool either, and the notice says
+    so (it named the autoscaler, interval, target and cold start only)."""
+    model = write_tiny_model(tmp_path)
+    assert main(["run", "--model", model, "--device", "h100-sxm", "--serving", "--requests", "20", "--rate", "50",
+                 "--prompt", "32", "--output", "4", "--slo-tpot", "0.1", "--max-replicas", "1", "--autoscaler",
+                 "sla_planner", "--autoscale-predictor", "kalman"]) == 0
+    notice = next(line for line in capsys.readouterr().err.splitlines() if "never scales" in line)
+    assert "--autoscale-predictor" in notice, notice
