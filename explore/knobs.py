@@ -579,7 +579,8 @@ for _name, _type, _help, _kw in (
         ("prefix_tokens", int, "a system prompt every request (every conversation) starts with, cached once",
          {"minimum": 0}),
         ("preemption", str, "when KV blocks run out: recompute, or swap to host memory", {"allowed": PREEMPTIONS}),
-        ("replicas", int, "replicas serving requests (the decode pool's, disaggregated)", {"minimum": 1}),
+        ("replicas", int, "replicas serving requests (the decode pool's, disaggregated); 0 with max_replicas: a pool "
+         "that scales to and from zero, as KEDA scales one beside the HPA", {"minimum": 0}),
         ("prefill_replicas", int, "replicas of a separate prefill pool (0: none)", {"minimum": 0}),
         ("prefill_device", str, "the prefill pool's device (default: the point's)",
          {"allowed_text": "a device preset or a path to a device YAML"})):

@@ -343,8 +343,9 @@ class Pool:
     def __post_init__(self) -> None:
         if self.role not in ROLES:
             raise ValueError(f"role: found {self.role!r}, allowed: {', '.join(ROLES)}")
-        if self.replicas < 1:
-            raise ValueError(f"replicas: found {self.replicas}, allowed: an integer >= 1")
+        if self.replicas < (0 if self.autoscaling is not None else 1):
+            raise ValueError(f"replicas: found {self.replicas}, allowed: an integer >= 1 (0: an autoscaled pool that "
+                             f"scales to and from zero)")
         if self.stages < 1 or self.costs.stages != self.stages:
             raise ValueError(f"stages: found {self.stages} with costs of {self.costs.stages} stages, allowed: the "
                              f"stages its costs are priced on")
@@ -440,6 +441,7 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
     total = len(requests)
     finished: list[Sequence] = []
     rejected: list[int] = []  # the requests rejected on arrival (sim/admission.py), by index
+    gateway: list[tuple[int, float]] = []  # requests held while a pool scaled to zero serves on no replica
     done = env.event()
 
     def on_finish(seq: Sequence) -> None:
@@ -578,19 +580,38 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
                 continue
             if arrival_s > env.now:
                 yield env.timeout(arrival_s - env.now)
-            routed = Routed(groups[index], shared[index], prompts[index], requests.prefix_path(index) if tree else None,
-                            roots[index], urgent[index], index)
-            replicas_now = entry()
-            free = replicas_now if admission is None else admission.free(replicas_now)
-            if not free:
+            dispatch(index, arrival_s)
+
+    def dispatch(index: int, arrival_s: float) -> None:
+        """Route an arrival to an entry replica, reject it where every one is busy, or hold it at the gateway where
+        the pool serves on none (scaled to zero) until one serves."""
+        replicas_now = entry()
+        if not replicas_now:
+            gateway.append((index, arrival_s))
+            return
+        free = replicas_now if admission is None else admission.free(replicas_now)
+        if not free:
+            rejected.append(index)
+            while index in next_turn:  # a rejected conversation's later turns never come
+                index = next_turn[index]
                 rejected.append(index)
-                while index in next_turn:  # a rejected conversation's later turns never come
-                    index = next_turn[index]
-                    rejected.append(index)
-                if len(finished) + len(rejected) == total:
-                    done.succeed()
-                continue
-            admit(index, arrival_s, routers[0].choose(free, routed))
+            if len(finished) + len(rejected) == total:
+                done.succeed()
+            return
+        routed = Routed(groups[index], shared[index], prompts[index], requests.prefix_path(index) if tree else None,
+                        roots[index], urgent[index], index)
+        admit(index, arrival_s, routers[0].choose(free, routed))
+
+    def dispatch_held() -> None:
+        """Dispatch the requests held at the gateway, in the order they arrived, once a replica serves."""
+        held = gateway[:]
+        gateway.clear()
+        for index, arrival_s in held:
+            dispatch(index, arrival_s)
+
+    for scaler in scalers:
+        if scaler is not None:
+            scaler.at_gateway, scaler.on_ready = (lambda: len(gateway)), dispatch_held
 
     def follow(index: int, previous: int):
         yield env.timeout(gaps[index])

@@ -224,8 +224,11 @@ class ServingSpec:
         for name in ("requests", "max_seqs", "max_batched_tokens", "chunk_tokens", "block_tokens", "replicas",
                      "attention_devices", "attention_micro_batches"):
             value = getattr(self, name)
+            if name == "replicas" and value == 0 and not isinstance(value, bool) and self.max_replicas is not None:
+                continue  # a pool that scales to and from zero: _check_autoscaling reads it
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InputError(f"{name}: found {value!r}, allowed: an integer >= 1")
+                zero = " (0 with max_replicas: a pool that scales to and from zero)" if name == "replicas" else ""
+                raise InputError(f"{name}: found {value!r}, allowed: an integer >= 1{zero}")
         if self.attention_placement not in PLACEMENTS:
             raise InputError(f"attention_placement: found {self.attention_placement!r}, allowed: "
                              f"{', '.join(PLACEMENTS)}")
@@ -443,6 +446,13 @@ class ServingSpec:
         if self.autoscaler is not None and self.autoscaler not in AUTOSCALERS:
             raise InputError(f"autoscaler: found {self.autoscaler!r}, allowed: {', '.join(AUTOSCALERS)}")
         kind = AUTOSCALERS[self.autoscaler or "hpa"]
+        if self.replicas == 0:
+            for name_, conflict, allowed in (
+                    ("autoscaler", not kind.scales_to_zero, "hpa (Dynamo's planners keep a replica at the least)"),
+                    ("prefill_replicas", self.disaggregated, "0 (a decode pool keeps a replica to hand requests to)"),
+                    ("mixed_replicas", self.mixed, "0 (a fleet's gateway always has a replica to send to)")):
+                if conflict:
+                    raise InputError(f"{name_}: found {getattr(self, name_)!r} with replicas 0, allowed: {allowed}")
         planner = not kind.on_metric
         if planner:
             for name_ in ("autoscale_target", "autoscale_metric"):

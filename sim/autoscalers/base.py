@@ -11,6 +11,7 @@ modeled).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from collections.abc import Sequence as Sequence_
 from dataclasses import dataclass
 
@@ -63,6 +64,7 @@ class Policy:
     name: str = ""
     default_interval_s: float = 0.0
     on_metric: bool = False  # whether it scales on a server metric's target (Autoscaling.target, .metric)
+    scales_to_zero: bool = False  # whether a pool of it may hold no replica (its least replicas 0)
     slo_limits: tuple[str, ...] = ()  # the SLO's limits it reads (Autoscaling.ttft_s, .tpot_s)
     forecasts: bool = False  # whether it forecasts the load (Autoscaling.predictor)
 
@@ -80,11 +82,16 @@ class Autoscaler:
 
     def __init__(self, env: simpy.Environment, replicas: Sequence_[Sequence_[Replica]], minimum: int,
                  scaling: Autoscaling, routable: list[Replica], start_s: float, policy: Policy):
-        if not 1 <= minimum <= scaling.max_replicas == len(replicas):
-            raise ValueError(f"replicas: found {minimum} of {len(replicas)} made, allowed: 1 to max_replicas "
-                             f"({scaling.max_replicas}), every one made")
+        if not (0 if policy.scales_to_zero else 1) <= minimum <= scaling.max_replicas == len(replicas):
+            raise ValueError(f"replicas: found {minimum} of {len(replicas)} made, allowed: "
+                             f"{0 if policy.scales_to_zero else 1} to max_replicas ({scaling.max_replicas}), every one "
+                             f"made")
         self.env, self.replicas, self.minimum, self.scaling, self.routable = env, replicas, minimum, scaling, routable
         self.policy = policy
+        # Requests held at the gateway while the pool serves on no replica (a pool scaled to zero), and what the run
+        # does once a replica serves again (dispatch them): the caller's.
+        self.at_gateway: Callable[[], int] = lambda: 0
+        self.on_ready: Callable[[], None] = lambda: None
         self.state = ["ready"] * minimum + ["off"] * (len(replicas) - minimum)
         # Each replica's spans held, [from, until] (until: inf while held).
         self.held: list[list[list[float]]] = [[[start_s, math.inf]] if r < minimum else []
@@ -101,6 +108,10 @@ class Autoscaler:
 
     def count(self, *states: str) -> int:
         return sum(state in states for state in self.state)
+
+    def outstanding(self) -> int:
+        """Requests in the pool: held by its replicas (serving or draining) or waiting at the gateway for one."""
+        return self.at_gateway() + sum(engine.outstanding for engines in self.replicas for engine in engines)
 
     def hold(self, wanted: int) -> None:
         """Start released replicas, or give back starting then serving ones (the newest first), until the pool holds
@@ -133,6 +144,7 @@ class Autoscaler:
         if self.state[r] == "starting" and self.starts[r] == start:  # not given back (and started again) meanwhile
             self.state[r] = "ready"
             self.routable.extend(self.replicas[r])
+            self.on_ready()
 
     def _release_drained(self) -> None:
         """Release the draining replicas whose requests have all left, from when the last left (or it began to

@@ -9,6 +9,12 @@ mean per replica is within TOLERANCE of the target or the starting ones' reading
 at once, by at most max(SCALE_UP_PODS, as many as it has) a period (the default scale-up policies), and down to the
 most it wanted over the last SCALE_DOWN_WINDOW_S (the default stabilization window). Its constants are Kubernetes'
 defaults (the HPA's documentation and kube-controller-manager's flags).
+
+A pool whose least replicas are 0 scales to and from zero as KEDA does beside the HPA (its ScaledObject's defaults,
+with the HTTP add-on's interceptor holding requests at the gateway while no replica serves): every
+KEDA_POLLING_S it starts one replica where it holds none and a request waits at the gateway, and gives every replica
+back once no request has been in the pool for KEDA_COOLDOWN_S; between one replica and max_replicas the HPA scales as
+above (KEDA sets its least to 1).
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ SYNC_PERIOD_S = 15.0  # --horizontal-pod-autoscaler-sync-period
 TOLERANCE = 0.1  # --horizontal-pod-autoscaler-tolerance
 SCALE_DOWN_WINDOW_S = 300.0  # behavior.scaleDown.stabilizationWindowSeconds
 SCALE_UP_PODS = 4  # behavior.scaleUp policies: 4 pods or 100% a period, whichever adds more
+KEDA_POLLING_S = 30.0  # ScaledObject pollingInterval
+KEDA_COOLDOWN_S = 300.0  # ScaledObject cooldownPeriod: since the trigger was last active, before scaling to zero
 
 
 class HPA(Policy):
@@ -30,14 +38,32 @@ class HPA(Policy):
     name = "hpa"
     default_interval_s = SYNC_PERIOD_S
     on_metric = True
+    scales_to_zero = True
 
     def __init__(self, scaling: Autoscaling, role: str, traffic: Traffic | None):
         super().__init__(scaling, role, traffic)
         if scaling.target is None or not scaling.target > 0:
             raise ValueError(f"target: found {scaling.target}, allowed: a metric per replica > 0")
         self.recommended: deque[tuple[float, int]] = deque()  # (time, replicas desired), over the window
+        self.next_poll_s = KEDA_POLLING_S  # KEDA's next look at the pool, where it may scale to zero
+        self.active_s = 0.0  # when KEDA last saw a request in the pool
 
     def wanted(self, scaler: Autoscaler) -> int:
+        held = scaler.count("ready", "starting")
+        if scaler.minimum == 0:
+            now = scaler.env.now
+            if scaler.outstanding():
+                self.active_s = now
+            if now >= self.next_poll_s:
+                while self.next_poll_s <= now:
+                    self.next_poll_s += KEDA_POLLING_S
+                if not held:
+                    return 1 if scaler.at_gateway() else 0
+                if not scaler.outstanding() and now - self.active_s >= KEDA_COOLDOWN_S:
+                    self.recommended.clear()
+                    return 0
+            if not scaler.count("ready"):  # nothing scaled from zero serves yet: no metric to read
+                return held
         return self.limited(scaler, self.desired(scaler))
 
     def _metric(self, scaler: Autoscaler, r: int) -> int:
@@ -55,7 +81,8 @@ class HPA(Policy):
         read = (total + (starting * target if ratio < 1.0 else 0.0)) / (current * target)
         if abs(read - 1.0) <= TOLERANCE or (ratio - 1.0) * (read - 1.0) < 0:
             return current
-        return min(max(math.ceil(read * current), scaler.minimum), self.scaling.max_replicas)
+        # KEDA sets the HPA's least to 1 where the pool's is 0 (KEDA alone scales to zero).
+        return min(max(math.ceil(read * current), scaler.minimum, 1), self.scaling.max_replicas)
 
     def limited(self, scaler: Autoscaler, desired: int) -> int:
         """The replicas to hold, `desired` now: up by at most the scale-up policies' step, down to the most desired

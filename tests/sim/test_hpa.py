@@ -16,7 +16,7 @@ import simpy
 
 from kernels.shapes import step_shape
 from sim.autoscalers import Autoscaling, make_autoscaler
-from sim.autoscalers.hpa import SCALE_DOWN_WINDOW_S, SYNC_PERIOD_S
+from sim.autoscalers.hpa import KEDA_COOLDOWN_S, KEDA_POLLING_S, SCALE_DOWN_WINDOW_S, SYNC_PERIOD_S
 from sim.serving import serve_pools
 from tests.sim.autoscaled_pool import Slower, pool
 from workloads.requests import Phased, Poisson, RequestSet
@@ -204,3 +204,21 @@ def test_a_fleet_s_pools_scale_each_by_its_own_hpa_behind_one_router(costs):
         assert len(starts) and starts.min() >= SYNC_PERIOD_S + 10.0
     assert result.held_replica_s["fixed"] == pytest.approx(result.makespan_s)
     assert result.held_replica_s["scaled"] > result.makespan_s
+
+
+def test_a_pool_of_none_scales_from_and_to_zero_as_keda_does(costs):
+    """Least 0, most 2, a 10 s cold start: five requests at 1-5 s wait at the gateway until KEDA's first poll (30 s)
+    starts a replica, which serves them from 40 s; no request in the pool since the poll at 30 s, the poll at 330 s
+    (the 300 s cooldown after it) gives it back. A second burst at 1,000-1,004 s starts one at the poll at 1,020 s,
+    serving from 1,030 s, held to the run's end (its last finish): 300 replica-seconds and that span, by hand."""
+    count = 10
+    arrivals = np.r_[np.arange(1.0, 6.0), np.arange(1000.0, 1005.0)]
+    requests = RequestSet(arrival_s=arrivals, prompt_tokens=np.full(count, 16), output_tokens=np.full(count, 4))
+    scaled = pool(costs, Autoscaling(max_replicas=2, target=1.0, cold_start_s=10.0), replicas=0)
+    result = serve_pools([scaled], requests)
+    ttft = result.records.ttft_s
+    assert ttft[0] == pytest.approx(40.0 - 1.0, abs=0.1) and ttft[5] == pytest.approx(1030.0 - 1000.0, abs=0.1)
+    assert result.records.first_token_s.min() >= 40.0
+    assert result.scaled == ((KEDA_POLLING_S, 1), (11 * KEDA_POLLING_S, 0), (34 * KEDA_POLLING_S, 1))
+    end_s = float(result.records.finish_s.max())
+    assert result.held_replica_s["serve"] == pytest.approx(KEDA_COOLDOWN_S + end_s - 34 * KEDA_POLLING_S)
