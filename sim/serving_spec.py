@@ -66,6 +66,10 @@ DEFAULT_REQUESTS = 1000
 # The most requests one run simulates: 35x the largest shipped trace (arxiv-summarization, 28,257 requests). A run
 # holds every request's record and shows no progress inside a point: 10 million ran for minutes, growing by 30 MB/s.
 MAX_REQUESTS = 1_000_000
+# The most replicas one run builds, every pool's together (an autoscaled pool's up to its most): each is a simulated
+# engine with its own KV cache, so a mistyped 100,000 would build 100,000 of them. A choice, not a measurement: four
+# times the replicas of 8 GPUs each in a 4,096-GPU cluster.
+MAX_REPLICAS_BUILT = 2048
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -305,6 +309,16 @@ class ServingSpec:
                                      f"{allowed}")
         self._check_autoscaling()
         self._check_admission()
+        built = {name: value for name, value in (
+            ("max_replicas" if self.max_replicas is not None else "replicas", self.max_replicas or self.replicas),
+            ("prefill_max_replicas" if self.prefill_max_replicas is not None else "prefill_replicas",
+             self.prefill_max_replicas or self.prefill_replicas),
+            ("mixed_max_replicas" if self.mixed_max_replicas is not None else "mixed_replicas",
+             self.mixed_max_replicas or self.mixed_replicas))}
+        if sum(built.values()) > MAX_REPLICAS_BUILT:
+            name = max(built, key=built.get)
+            raise InputError(f"{name}: found {built[name]:,}, allowed: at most {MAX_REPLICAS_BUILT:,} replicas in all "
+                             f"the pools (a run builds every replica it may hold)")
         self._check_rate_profile()
         if self.prefix_tokens < 0:
             raise InputError(f"prefix_tokens: found {self.prefix_tokens}, allowed: an integer >= 0")

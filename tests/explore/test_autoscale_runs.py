@@ -82,6 +82,9 @@ def test_a_sweep_writes_the_autoscale_columns_and_draws_the_replicas_held(tmp_pa
      "--mixed-replicas: found 1 with --max-replicas 4, allowed: 0 (Dynamo's planners scale one kind of worker"),
     (("--autoscale-target", "4",), "--autoscale-target: found 4 with no autoscaling, allowed: with --max-replicas"),
     (("--max-replicas", "0", "--autoscale-target", "4"), "--max-replicas: found 0, allowed: an integer >= replicas"),
+    # Every replica a pool may hold is built: 100,000 had built 100,000 simulated engines.
+    (("--max-replicas", "100000", "--autoscale-target", "4"),
+     "--max-replicas: found 100,000, allowed: at most 2,048 replicas in all the pools"),
     (("--max-replicas", "4", "--autoscale-target", "4", "--cold-start-s", "-1"), "--cold-start-s: found -1.0"),
     (("--rate-profile", "600:1"), "--rate-profile: found phases with --arrival 'trace', allowed: poisson or gamma"),
     (("--arrival", "poisson", "--rate", "2", "--rate-profile", "600-1"), "--rate-profile: found '600-1', allowed: "
