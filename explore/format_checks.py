@@ -178,7 +178,8 @@ def _array_fallbacks(model, fmt: NumericFormat) -> list[tuple[str, str]]:
     """(GEMM dtype, dtype it runs as) of each quantized weight width whose math the device's cost model prices in
     another dtype (DeviceModel.weight_gemm_dtype: an NPU's or FPGA's matrix units the next wider one they have, a CPU's
     SIMD kernels int8 dot products), unless their mixed-precision unit takes the width (hw_models/mixed_precision.py
-    takes: not one switched off, nor an activation dtype it has no rate for)."""
+    takes: not one switched off, nor an activation dtype it has no rate for). A CPU whose LUT kernels take the width
+    runs each GEMM the faster way (hw_models/cpu.py): the int8 path only where its table lookups are slower."""
     runs_in = getattr(model, "weight_gemm_dtype", None)
     if runs_in is None or fmt.weight_bits >= 16:
         return []
@@ -192,7 +193,9 @@ def _array_fallbacks(model, fmt: NumericFormat) -> list[tuple[str, str]]:
         if unit is not None and takes(unit, width.weight_bits, dtype):
             continue
         if (math := runs_in(width.weight_bits, dtype)) != dtype:
-            pairs.append((dtype, math))
+            lut = getattr(model.spec, "lut", None)
+            looked_up = lut is not None and width.weight_bits <= lut.max_weight_bits
+            pairs.append((dtype, f"{math} where table lookups are slower" if looked_up else math))
     return list(dict.fromkeys(pairs))
 
 

@@ -102,6 +102,17 @@ def test_matrix_units_without_a_mode_for_the_dtype_say_so():
     assert fpga.spec.peak_flops("fp8") == fpga.spec.peak_flops("fp16") < fpga.spec.peak_flops("int8")
 
 
+def test_a_cpu_with_lut_kernels_says_its_int8_path_runs_only_where_lookups_are_slower():
+    """m2-ultra-tmac's LUT kernels take weights of up to 4 bits (T-MAC), the faster of the two kernels running each
+    GEMM: at 2 bits the int8 path is not the format's, only the GEMMs' where lookups are slower (prefill, large
+    batches); 8-bit weights, past the LUT kernels, run as int8 dot products; a CPU without LUT kernels says int8."""
+    tmac, altra = load_device("m2-ultra-tmac"), load_device("ampere-altra")
+    assert tmac.spec.lut.max_weight_bits < 8
+    assert emulated_gemms(tmac, NumericFormat(weight_bits=2)) == "fp16 as int8 where table lookups are slower"
+    assert emulated_gemms(tmac, NumericFormat(weight_bits=8)) == "fp16 as int8"
+    assert emulated_gemms(altra, NumericFormat(weight_bits=2)) == "fp16 as int8"
+
+
 # Ampere Altra Q80-30 (its preset: 80 cores at 3.0 GHz, two 128-bit SIMD pipes, int8 and fp16 SIMD arithmetic):
 # 2 FLOPs a multiply-add x 80 x 3.0e9 x 2 pipes x (128 / lane bits) lanes; 8-bit lane slots for unpacking weights.
 ALTRA_FLOPS = {"int8": 2 * 80 * 3.0e9 * 2 * 16, "fp16": 2 * 80 * 3.0e9 * 2 * 8, "fp32": 2 * 80 * 3.0e9 * 2 * 4}
