@@ -337,6 +337,19 @@ class PagedKVCache:
         extra, room = self._growth(seq, tokens)
         return extra <= room - reserve_blocks
 
+    def grow(self, seq: int, tokens: int) -> bool:
+        """Grow `seq` to hold `tokens` tokens where it can (can_hold, then hold) and say whether it did; nothing changes
+        where it cannot. An admitted sequence whose blocks already hold them (most decode steps: a new block every
+        block_tokens tokens) is answered without the general path."""
+        held = self._held.get(seq)
+        if held is not None and self.window is None and \
+                -(-tokens // self.block_tokens) - self._shared.get(seq, 0) <= held:
+            return True
+        if not self.can_hold(seq, tokens):
+            return False
+        self.hold(seq, tokens)
+        return True
+
     def hold(self, seq: int, tokens: int) -> None:
         """Grow `seq`'s blocks to hold `tokens` tokens (the caller checked can_hold); its first hold shares its
         path's cached nodes as far as its shareable tokens reach, and idle nodes with none after them give up blocks

@@ -308,7 +308,7 @@ class Scheduler:
         step = 1 + self.limits.lookahead_slots
         while pending:
             seq = pending.pop(0)
-            while not kv.can_hold(seq.index, seq.computed + step):
+            while not kv.grow(seq.index, seq.computed + step):
                 victim = max(state.running, key=self._rank) if self.limits.queue_policy == "priority" \
                     else state.running[-1]
                 self._preempt(state, victim)
@@ -318,6 +318,5 @@ class Scheduler:
                     if victim in waiting_list:
                         waiting_list.remove(victim)
             else:
-                kv.hold(seq.index, seq.computed + step)
                 kept.append(seq)
         return kept

@@ -331,3 +331,17 @@ def test_several_roots_each_hold_their_conversations_and_an_idle_one_goes_first(
     kv.assign(2, 7, shareable_tokens=49, root=1)
     kv.assign(3, 8, shareable_tokens=32, root=0)
     assert kv.cached_prefix(2, 100) == 48 and kv.cached_prefix(3, 100) == 0
+
+
+def test_grow_is_can_hold_then_hold():
+    """grow(seq, tokens) is can_hold then hold, answering a sequence whose blocks already hold the tokens without
+    either: block by block, the blocks used and the answer match the two calls on a twin cache, up to and past a full
+    cache."""
+    twins = [PagedKVCache(capacity_blocks=6, block_tokens=4) for _ in range(2)]
+    grown, held = twins
+    for seq, tokens in [(0, 5), (1, 3), (0, 6), (0, 8), (0, 9), (1, 4), (1, 5), (0, 13), (1, 9), (1, 13), (0, 17)]:
+        expected = held.can_hold(seq, tokens)
+        if expected:
+            held.hold(seq, tokens)
+        assert grown.grow(seq, tokens) == expected, (seq, tokens)
+        assert grown.used_blocks == held.used_blocks, (seq, tokens)
