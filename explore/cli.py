@@ -267,6 +267,11 @@ def _add_serving_flags(run: argparse.ArgumentParser) -> None:
                         "thresholds): busy while more than this share of its KV blocks is in use (default: never)")
     g.add_argument("--busy-prefill-tokens", type=int,
                    help="busy too while more than this many prompt tokens wait to be prefilled (default: never)")
+    g.add_argument("--busy-waiting-requests", type=int,
+                   help="busy too while more than this many requests wait on it (default: never)")
+    g.add_argument("--busy-action", choices=["reject", "queue"],
+                   help="a request finding every replica busy: rejected (Dynamo's load shedding) or queued at the "
+                        "gateway until one is free, the most urgent first (llm-d's flow control) (default reject)")
     g.add_argument("--kv-link", default=spec.kv_link,
                    help=f"the link KV crosses from the prefill to the decode pool (default {spec.kv_link})")
     g.add_argument("--attention-device", default="",

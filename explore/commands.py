@@ -516,6 +516,7 @@ def _serving_spec(args) -> ServingSpec:
                   autoscale_metric=args.autoscale_metric, cold_start_s=args.cold_start_s,
                   autoscaler=args.autoscaler, autoscale_interval_s=args.autoscale_interval_s,
                   busy_kv_usage=args.busy_kv_usage, busy_prefill_tokens=args.busy_prefill_tokens,
+                  busy_waiting_requests=args.busy_waiting_requests, busy_action=args.busy_action,
                   autoscale_predictor=args.autoscale_predictor,
                   kv_link=args.kv_link, router=args.router, prefix_attention=args.prefix_attention,
                   memory_utilization=args.memory_utilization, host_cache_GB=args.host_cache_GB,
@@ -697,9 +698,11 @@ def _assumptions(point: DesignPoint, device) -> str:
         if s.admission() is not None:
             over = " or ".join(text for text in (
                 f"{s.busy_kv_usage:.0%} of its KV blocks in use" if s.busy_kv_usage is not None else "",
-                f"{s.busy_prefill_tokens:,} prompt tokens to prefill" if s.busy_prefill_tokens is not None else "")
+                f"{s.busy_prefill_tokens:,} prompt tokens to prefill" if s.busy_prefill_tokens is not None else "",
+                f"{s.busy_waiting_requests:,} requests waiting" if s.busy_waiting_requests is not None else "")
                 if text)
-            pools += f", rejecting a request that finds every replica busy (over {over})"
+            action = "queueing at the gateway" if s.busy_action == "queue" else "rejecting"
+            pools += f", {action} a request that finds every replica busy (over {over})"
         if s.attends_apart:
             pools += (f", attention on {s.attention_devices} x {s.attention_device} "
                       f"({_pool_fits(s.attention_device, point)}) per "

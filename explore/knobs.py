@@ -66,7 +66,7 @@ from sim.costs import OVERLAPS
 from sim.offload import OFFLOADS
 from sim.routers import ROUTERS
 from sim.schedulers import QUEUE_POLICIES, SCHEDULERS
-from sim.serving_spec import ARRIVALS, PREEMPTIONS, PREFIX_ATTENTIONS, ServingSpec
+from sim.serving_spec import ARRIVALS, BUSY_ACTIONS, PREEMPTIONS, PREFIX_ATTENTIONS, ServingSpec
 from sim.speculative import MEDUSA
 from workloads.errors import InputError
 from workloads.model_config import load_model_config
@@ -688,6 +688,15 @@ register(Knob(name="busy_prefill_tokens", type=int, section="serving", scope="se
               help="a replica is busy too while it has more than this many prompt tokens still to prefill (Dynamo's "
               "active_prefill_tokens_threshold): a request arriving while every replica is busy is rejected; unset: "
               "no prefill threshold"))
+register(Knob(name="busy_waiting_requests", type=int, section="serving", scope="serving", default=None, flag=False,
+              derivable=True, minimum=0,
+              help="a replica is busy too while more than this many requests wait on it (the Gateway API Inference "
+              "Extension's saturation detector, whose default queue depth of 5 is 4 here); unset: no queue "
+              "threshold"))
+register(Knob(name="busy_action", type=str, section="serving", scope="serving", default=None, flag=False,
+              allowed=BUSY_ACTIONS, help="what the gateway does with a request arriving while every replica is busy: "
+              "reject it (NVIDIA Dynamo's load shedding) or queue it at the gateway until a replica is free, the "
+              "most urgent first (llm-d's flow control); unset: reject"))
 register(Knob(name="conversation_turns", type=int, section="serving", scope="serving", default=None, flag=False,
               minimum=1, help="the requests as conversations of this many turns: each turn adds a message (the prompt "
               "distribution) to the conversation so far, arrives think_s after the previous answer and finds the "

@@ -265,6 +265,11 @@ RULES: tuple[ReadWhen, ...] = (
                          f"left out")
       for field in ("autoscale_target", "autoscale_metric")),
     ReadWhen("prefill_max_replicas", lambda v: _any(v, "prefill_replicas"), lambda v, n: "no prefill pool", _pool),
+    ReadWhen("busy_action", lambda v: any(_any(v, f) for f in ("busy_kv_usage", "busy_prefill_tokens",
+                                                               "busy_waiting_requests")),
+             lambda v, n: "no busy threshold",
+             lambda n: f"with {n.name('busy_kv_usage')}, {n.name('busy_prefill_tokens')} or "
+                       f"{n.name('busy_waiting_requests')} (when a replica is busy), or left out"),
     ReadWhen("mixed_max_replicas", lambda v: _any(v, "mixed_replicas"), lambda v, n: "no mixed replicas",
              lambda n: f"with {n.at_least('mixed_replicas', 1, 'replicas of mixed_device beside the point')}, or "
                        f"left out"),

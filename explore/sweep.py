@@ -380,7 +380,8 @@ class Sweep:
         then have the rejection columns."""
         serving = self.spec.serving
         return serving is not None and any(getattr(serving, name) is not None or name in self.derived
-                                           for name in ("busy_kv_usage", "busy_prefill_tokens"))
+                                           for name in ("busy_kv_usage", "busy_prefill_tokens",
+                                                        "busy_waiting_requests"))
 
     def prioritized(self) -> bool:
         """Whether the serving requests may differ in priority: the results then have the urgent columns."""

@@ -202,6 +202,8 @@ class Serving(Strict):
     # Load shedding: a request arriving while every replica is busy is rejected; lists compare thresholds.
     busy_kv_usage: one_or_more(knob_type(KNOBS["busy_kv_usage"])) | None = None
     busy_prefill_tokens: one_or_more(knob_type(KNOBS["busy_prefill_tokens"])) | None = None
+    busy_waiting_requests: one_or_more(knob_type(KNOBS["busy_waiting_requests"])) | None = None
+    busy_action: one_or_more(knob_type(KNOBS["busy_action"])) | None = None  # reject or queue
     kv_link: str = DEFAULT.kv_link  # the link each request's KV crosses from the prefill to the decode pool
     router: one_or_more(knob_type(KNOBS["router"])) | None = None  # how a pool picks a replica (least_requests)
     # How decode attention reads the shared prefix (paged); a list compares the two.
@@ -302,7 +304,8 @@ def serving_dimensions(serving: Serving) -> dict[str, list]:
         dims["router"] = as_list(serving.router)
     for name in ("mixed_device", "mixed_replicas", "max_replicas", "autoscale_target", "autoscale_metric",
                  "cold_start_s", "prefill_max_replicas", "mixed_max_replicas", "autoscaler", "autoscale_interval_s",
-                 "autoscale_predictor", "busy_kv_usage", "busy_prefill_tokens"):
+                 "autoscale_predictor", "busy_kv_usage", "busy_prefill_tokens", "busy_waiting_requests",
+                 "busy_action"):
         if getattr(serving, name) is not None:
             dims[name] = as_list(getattr(serving, name))
     for name in ("prefix_attention", "prefix_groups", "queue_policy", "priority_fraction", "conversation_turns",
@@ -380,6 +383,7 @@ def serving_spec(serving: Serving, values: dict[str, Any]) -> ServingSpec:
         # Only the SLA planner forecasts: its predictor changes nothing in another autoscaler's points.
         autoscale_predictor=values.get("autoscale_predictor") if forecasts(values.get("autoscaler")) else None,
         busy_kv_usage=values.get("busy_kv_usage"), busy_prefill_tokens=values.get("busy_prefill_tokens"),
+        busy_waiting_requests=values.get("busy_waiting_requests"), busy_action=values.get("busy_action"),
         router=values.get("router") if routes(values) else None,
         prefix_attention=values.get("prefix_attention"), memory_utilization=values.get("memory_utilization"),
         host_cache_GB=values.get("host_cache_GB"), kv_store_GB=values.get("kv_store_GB"),

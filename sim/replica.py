@@ -85,6 +85,8 @@ class Replica:
         self.left_s: deque[float] = deque(maxlen=RECENT_LEAVES)  # when its latest requests left (finished, handed over)
         # Called with it and each request that leaves it, finished or handed over (what a router may learn from).
         self.watchers: list[Callable[[Replica, Sequence], None]] = []
+        # Called after each of its iterations (what a gateway holding requests for a free replica waits on).
+        self.after_iteration: Callable[[], None] | None = None
         self.peak_blocks = state.kv.in_use_blocks  # its replica's KV blocks in use at the most (every engine's)
         self.peak_own_blocks = state.kv.in_use_blocks  # its own share's blocks in use at the most
         self.peers: list[Replica] = [self]  # the engines of its replica (its stages'), itself included
@@ -146,6 +148,8 @@ class Replica:
             self.log.append((start, time_s, batch.size, batch.tokens, state.kv.in_use_blocks,
                              cost.compute_J + cost.memory_J))
             self._apply(batch, self.env.now)
+            if self.after_iteration is not None:
+                self.after_iteration()
 
     def unschedulable(self) -> RuntimeError:
         """The error of an engine holding requests its scheduler can never batch."""
@@ -274,3 +278,6 @@ def run_lockstep(ranks: list[Replica]):
         for rank, batch in working:
             rank.log.append((start, time_s, batch.size, batch.tokens, rank.state.kv.in_use_blocks, energy_J))
             rank._apply(batch, env.now)
+        for rank, _ in working:
+            if rank.after_iteration is not None:
+                rank.after_iteration()

@@ -8,6 +8,7 @@ Iterations, not kernels, are the events, so a trace of many thousands of request
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -441,7 +442,9 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
     total = len(requests)
     finished: list[Sequence] = []
     rejected: list[int] = []  # the requests rejected on arrival (sim/admission.py), by index
-    gateway: list[tuple[int, float]] = []  # requests held while a pool scaled to zero serves on no replica
+    # Requests held at the gateway, while no replica serves (a pool scaled to zero) or every one is busy (flow control):
+    # a heap of (not urgent, arrival, index), the most urgent first, in arrival order within a class.
+    gateway: list[tuple[bool, float, int]] = []
     done = env.event()
 
     def on_finish(seq: Sequence) -> None:
@@ -580,16 +583,22 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
                 continue
             if arrival_s > env.now:
                 yield env.timeout(arrival_s - env.now)
-            dispatch(index, arrival_s)
+            if gateway:  # requests held before it go first, the most urgent first: it queues behind them
+                heapq.heappush(gateway, (not urgent[index], arrival_s, index))
+                dispatch_held()
+            else:
+                dispatch(index, arrival_s)
 
-    def dispatch(index: int, arrival_s: float) -> None:
-        """Route an arrival to an entry replica, reject it where every one is busy, or hold it at the gateway where
-        the pool serves on none (scaled to zero) until one serves."""
+    def dispatch(index: int, arrival_s: float, held: bool = False) -> bool:
+        """Route a request to an entry replica, reject it where every one is busy, or hold it at the gateway where
+        none serves (scaled to zero) or every one is busy and the gateway holds requests (flow control); whether it
+        left the gateway (a `held` request stays in it otherwise)."""
         replicas_now = entry()
-        if not replicas_now:
-            gateway.append((index, arrival_s))
-            return
-        free = replicas_now if admission is None else admission.free(replicas_now)
+        free = replicas_now if admission is None or not replicas_now else admission.free(replicas_now)
+        if not free and (not replicas_now or admission.hold):
+            if not held:
+                heapq.heappush(gateway, (not urgent[index], arrival_s, index))
+            return False
         if not free:
             rejected.append(index)
             while index in next_turn:  # a rejected conversation's later turns never come
@@ -597,21 +606,28 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
                 rejected.append(index)
             if len(finished) + len(rejected) == total:
                 done.succeed()
-            return
+            return True
         routed = Routed(groups[index], shared[index], prompts[index], requests.prefix_path(index) if tree else None,
                         roots[index], urgent[index], index)
         admit(index, arrival_s, routers[0].choose(free, routed))
+        return True
 
     def dispatch_held() -> None:
-        """Dispatch the requests held at the gateway, in the order they arrived, once a replica serves."""
-        held = gateway[:]
-        gateway.clear()
-        for index, arrival_s in held:
-            dispatch(index, arrival_s)
+        """Dispatch the requests held at the gateway, the most urgent first, while a replica takes them."""
+        while gateway:
+            _, arrival_s, index = gateway[0]
+            if not dispatch(index, arrival_s, held=True):
+                return
+            heapq.heappop(gateway)
 
     for scaler in scalers:
         if scaler is not None:
             scaler.at_gateway, scaler.on_ready = (lambda: len(gateway)), dispatch_held
+    if admission is not None and admission.hold:  # a held request goes once an entry replica is free again
+        for made, role in zip(replicas, roles, strict=True):
+            if role != "decode":
+                for replica in made:
+                    replica.after_iteration = lambda: dispatch_held() if gateway else None
 
     def follow(index: int, previous: int):
         yield env.timeout(gaps[index])

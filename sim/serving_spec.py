@@ -46,7 +46,7 @@ KEY_NEUTRAL_DEFAULTS = frozenset({"prompt_batch_tokens", "slo_slowdown", "router
                                   "slo_urgent_tpot_s", "max_replicas", "autoscale_target", "autoscale_metric",
                                   "cold_start_s", "rate_profile", "prefill_max_replicas", "autoscaler",
                                   "autoscale_interval_s", "busy_kv_usage", "busy_prefill_tokens",
-                                  "autoscale_predictor", "mixed_max_replicas"})
+                                  "autoscale_predictor", "mixed_max_replicas", "busy_waiting_requests", "busy_action"})
 # What a new replica's cold start reads its weights over, where cold_start_s is not given: a local NVMe SSD (the
 # link preset's datasheet read rate); the engine's own start (CUDA graph capture, warm-up) is not counted.
 COLD_START_LINK = "nvme-pcie4-x4"
@@ -66,6 +66,8 @@ DEFAULT_REQUESTS = 1000
 # The most requests one run simulates: 35x the largest shipped trace (arxiv-summarization, 28,257 requests). A run
 # holds every request's record and shows no progress inside a point: 10 million ran for minutes, growing by 30 MB/s.
 MAX_REQUESTS = 1_000_000
+# What the gateway does with a request finding every replica busy (sim/admission.py).
+BUSY_ACTIONS = ("reject", "queue")
 # The most replicas one run builds, every pool's together (an autoscaled pool's up to its most): each is a simulated
 # engine with its own KV cache, so a mistyped 100,000 would build 100,000 of them. A choice, not a measurement: four
 # times the replicas of 8 GPUs each in a 4,096-GPU cluster.
@@ -170,6 +172,10 @@ class ServingSpec:
     # (both): every request admitted.
     busy_kv_usage: float | None = None
     busy_prefill_tokens: int | None = None
+    busy_waiting_requests: int | None = None  # or its requests waiting over this (llm-d's saturation detector)
+    # What becomes of a request finding every entry replica busy: BUSY_ACTIONS, rejected (None) or queued at the
+    # gateway until one is free (llm-d's flow control).
+    busy_action: str | None = None
     # How each pool picks the replica a request joins, arrivals and hand-overs alike (sim/routers.py); None:
     # least_requests, the router of results stored before routers could be chosen.
     router: str | None = None
@@ -514,19 +520,26 @@ class ServingSpec:
                  lambda v: isinstance(v, int | float) and not isinstance(v, bool) and 0.0 < v <= 1.0,
                  "a share of a replica's KV blocks in (0, 1]"),
                 ("busy_prefill_tokens", self.busy_prefill_tokens,
-                 lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "prompt tokens >= 0")):
+                 lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "prompt tokens >= 0"),
+                ("busy_waiting_requests", self.busy_waiting_requests,
+                 lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "requests >= 0")):
             if value is not None and not ok(value):
                 raise InputError(f"{name}: found {value!r}, allowed: {allowed}, or none (every request admitted)")
-        if self.admission() is not None and self.slo_slowdown is not None:
-            name = "busy_kv_usage" if self.busy_kv_usage is not None else "busy_prefill_tokens"
+        if self.busy_action is not None and self.busy_action not in BUSY_ACTIONS:
+            raise InputError(f"busy_action: found {self.busy_action!r}, allowed: {', '.join(BUSY_ACTIONS)}")
+        if self.admission() is not None and not self.admission().hold and self.slo_slowdown is not None:
+            name = next(name for name in ("busy_kv_usage", "busy_prefill_tokens", "busy_waiting_requests")
+                        if getattr(self, name) is not None)
             raise InputError(f"{name}: found {getattr(self, name)!r} with slo_slowdown set, allowed: left out beside a "
-                             f"slowdown SLO (a rejected request has no slowdown to limit)")
+                             f"slowdown SLO (a rejected request has no slowdown to limit), or busy_action 'queue'")
 
     def admission(self) -> Admission | None:
-        """The gateway's busy thresholds (sim/admission.py); None: every request admitted."""
-        if self.busy_kv_usage is None and self.busy_prefill_tokens is None:
+        """The gateway's busy thresholds and what it does with a request finding every replica busy
+        (sim/admission.py); None: every request dispatched at once."""
+        if self.busy_kv_usage is None and self.busy_prefill_tokens is None and self.busy_waiting_requests is None:
             return None
-        return Admission(kv_usage=self.busy_kv_usage, prefill_tokens=self.busy_prefill_tokens)
+        return Admission(kv_usage=self.busy_kv_usage, prefill_tokens=self.busy_prefill_tokens,
+                         waiting_requests=self.busy_waiting_requests, hold=self.busy_action == "queue")
 
     def autoscaling(self, role: str = "serve") -> Autoscaling | None:
         """How the pool of `role` scales ('serve' or 'decode': max_replicas; 'prefill': prefill_max_replicas; 'mixed', a
@@ -570,6 +583,8 @@ class ServingSpec:
                 **({} if self.autoscale_predictor is None else {"autoscale_predictor": self.autoscale_predictor}),
                 **({} if self.busy_kv_usage is None else {"busy_kv_usage": self.busy_kv_usage}),
                 **({} if self.busy_prefill_tokens is None else {"busy_prefill_tokens": self.busy_prefill_tokens}),
+                **({} if self.busy_waiting_requests is None else {"busy_waiting_requests": self.busy_waiting_requests}),
+                **({} if self.busy_action is None else {"busy_action": self.busy_action}),
                 **({} if self.conversation_turns is None else {"conversation_turns": self.conversation_turns}),
                 # think_s beside conversation_turns, empty where one turn reads none.
                 **({} if self.conversation_turns is None and self.think_s is None else {"think_s": self.think_s}),

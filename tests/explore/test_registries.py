@@ -80,7 +80,7 @@ def test_serving_knobs_are_the_spec_columns_and_the_section_fields():
     fleet = ServingSpec(mixed_device="l4", mixed_replicas=2, mixed_max_replicas=4, autoscale_target=4.0)
     scaled = ServingSpec(max_replicas=4, autoscale_target=5.0, autoscale_metric="running", cold_start_s=30.0,
                          prefill_replicas=1, prefill_max_replicas=2, autoscaler="hpa", autoscale_interval_s=30.0,
-                         busy_kv_usage=0.9, busy_prefill_tokens=8192)
+                         busy_kv_usage=0.9, busy_prefill_tokens=8192, busy_waiting_requests=4, busy_action="queue")
     planned = ServingSpec(max_replicas=4, autoscaler="sla_planner", autoscale_predictor="kalman", slo_tpot_s=0.1)
     names = [k.name for k in knobs(scope="serving")]
     assert set(names) == (set(every.columns()) | set(chat.columns()) | set(fleet.columns()) | set(scaled.columns())

@@ -36,6 +36,7 @@ IDLE = {
                                           "kalman"),
                                 "  max_replicas: 2\n  autoscale_target: 4\n  autoscale_predictor: kalman\n"),
     "mixed_max_replicas": (LENGTHS, ("--mixed-max-replicas", "3"), "  mixed_max_replicas: 3\n"),
+    "busy_action": (LENGTHS, ("--busy-action", "queue"), "  busy_action: queue\n"),
     "autoscaler": (LENGTHS, ("--autoscaler", "sla_planner"), "  autoscaler: sla_planner\n"),
     "autoscale_interval_s": (LENGTHS, ("--autoscale-interval-s", "60"), "  autoscale_interval_s: 60\n"),
     "prefill_max_replicas": (LENGTHS, ("--prefill-max-replicas", "2"), "  prefill_max_replicas: 2\n"),

@@ -63,3 +63,18 @@ def test_bad_shedding_settings_are_one_line(capsys, flags, words):
     assert main([*RUN, *flags]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and words in err, err
+
+
+def test_a_gateway_that_queues_serves_every_request_and_the_urgent_ones_first(capsys):
+    """Busy past 4 waiting requests, queueing at the gateway (llm-d's flow control) instead of rejecting: every
+    request is served (nothing rejected), the urgent fifth all within the SLO, and the header says so; the action
+    without a threshold is refused in one line."""
+    queued = _run(capsys, "--busy-waiting-requests", "4", "--busy-action", "queue", "--priority-fraction", "0.2")
+    assert queued["rejected_share"] == 0.0 and queued["urgent_slo_attainment"] == 1.0
+    assert queued["slo_attainment"] < 1.0  # the others wait out the overload at the gateway
+    assert main([*RUN, "--requests", "20", "--busy-waiting-requests", "4", "--busy-action", "queue"]) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    assert "queueing at the gateway a request that finds every replica busy (over 4 requests waiting)" in header
+    assert main([*RUN, "--busy-action", "queue"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "--busy-action: found 'queue' with no busy threshold" in err, err

@@ -112,3 +112,22 @@ def test_a_class_rejected_whole_still_counts(costs, priority, urgent_ttft_s, att
     assert metrics["slo_attainment"] == pytest.approx(attainment)
     assert metrics["urgent_slo_attainment"] == pytest.approx(urgent_attainment)
     assert metrics["meets_slo"] == 0.0
+
+
+def test_a_gateway_that_queues_holds_requests_until_a_replica_is_free_the_urgent_first(costs):
+    """One replica, busy while any request waits on it (busy_waiting_requests 0): A arrives to an idle replica, B while
+    A's first iteration runs (none waiting yet), then C and, later, the urgent D while B waits. Rejecting, C and D
+    are turned away; queueing at the gateway, both are served, D (urgent) dispatched before C though it came later,
+    and nothing is rejected."""
+    prefill_s = costs.price(step_shape([(4096, 0)], [], sampled=1)).time_s
+    requests = RequestSet(arrival_s=np.array([0.0, 0.1, 0.2, 0.3]) * prefill_s,
+                          prompt_tokens=np.array([4096, 64, 64, 64]), output_tokens=np.full(4, 4),
+                          priority=np.array([1, 1, 1, 0]))
+    one = pool(costs, None, max_seqs=8)
+    rejecting = serve_pools([one], requests, admission=Admission(waiting_requests=0))
+    assert rejecting.rejected.requests == 2 and len(rejecting.records) == 2
+    queueing = serve_pools([one], requests, admission=Admission(waiting_requests=0, hold=True))
+    assert queueing.rejected.requests == 0 and len(queueing.records) == 4
+    first = queueing.records.first_token_s  # by request
+    assert first[3] < first[2]  # D, urgent, before C
+    assert queueing.records.scheduled_s[3] < queueing.records.scheduled_s[2]
