@@ -41,3 +41,20 @@ def test_roofline_shares_are_of_the_systems_pass(evaluator) -> None:
     assert any(r.kind == "all_reduce" and r.share > 0.02 for r in rows)  # a share the roofline must not spread
     drawn = DetailSource(evaluator, [point.row() | evaluation.metrics], None)._kernels(point)["phases"]["decode"]
     assert math.isclose(sum(drawn["time_share"]), sum(r.share for r in rows if r.flops > 0), rel_tol=1e-6)
+
+
+def test_a_scaled_fleet_s_timeline_counts_each_replica_one_engine(evaluator) -> None:
+    """One H100 fixed beside L4s scaling from one up to three: every replica of either pool is one engine (no pipeline
+    stages, no data-parallel ranks), so the timeline's per-engine means divide by the replicas held, not by a multiple
+    of them (the L4 pool's replicas are made too, four replicas of four engines in all)."""
+    from sim.serving_spec import ServingSpec
+    from workloads.requests import Fixed
+
+    spec = ServingSpec(requests=40, rate_per_s=20.0, prompt=Fixed(tokens=256), output=Fixed(tokens=16),
+                       mixed_device="l4", mixed_replicas=1, mixed_max_replicas=3, autoscale_target=1.0,
+                       cold_start_s=1.0)
+    point = DesignPoint(model="llama-3-8b", device="h100-sxm", batch=spec.max_seqs, prompt=0, output=0, serving=spec,
+                        execution="engine")
+    detail = DetailSource(evaluator, [point.row() | evaluator.evaluate(point).metrics], None)._serving(point)
+    assert detail["engines"] == 1 + 3
+    assert detail["replica_engines"] == 1
