@@ -75,6 +75,10 @@ class Policy:
     def wanted(self, scaler: Autoscaler) -> int:
         raise NotImplementedError
 
+    def wait_s(self, scaler: Autoscaler) -> float:
+        """Seconds from now to its next decision: an interval, unless it decides on a clock of its own too."""
+        return self.interval_s
+
 
 class Autoscaler:
     """The replicas of one pool (each its engines) as the autoscaler holds them: serving ('ready'), starting, draining
@@ -102,7 +106,7 @@ class Autoscaler:
 
     def run(self):
         while True:
-            yield self.env.timeout(self.policy.interval_s)
+            yield self.env.timeout(self.policy.wait_s(self))
             self._release_drained()
             self.hold(self.policy.wanted(self))
 

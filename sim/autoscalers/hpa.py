@@ -45,24 +45,35 @@ class HPA(Policy):
         if scaling.target is None or not scaling.target > 0:
             raise ValueError(f"target: found {scaling.target}, allowed: a metric per replica > 0")
         self.recommended: deque[tuple[float, int]] = deque()  # (time, replicas desired), over the window
-        self.next_poll_s = KEDA_POLLING_S  # KEDA's next look at the pool, where it may scale to zero
-        self.active_s = 0.0  # when KEDA last saw a request in the pool
+        # Where the pool may scale to zero, KEDA polls it on a clock of its own beside the HPA's syncs: the next of
+        # each, and when KEDA last saw a request in the pool.
+        self.next_sync_s, self.next_poll_s = self.interval_s, KEDA_POLLING_S
+        self.active_s = 0.0
+
+    def wait_s(self, scaler: Autoscaler) -> float:
+        if scaler.minimum > 0:
+            return self.interval_s
+        return max(min(self.next_sync_s, self.next_poll_s) - scaler.env.now, 0.0)
 
     def wanted(self, scaler: Autoscaler) -> int:
         held = scaler.count("ready", "starting")
         if scaler.minimum == 0:
             now = scaler.env.now
+            # A clock's time, reached up to rounding (each wait is its next time less now).
+            synced, polled = (now >= due - 1e-9 for due in (self.next_sync_s, self.next_poll_s))
+            while self.next_sync_s <= now + 1e-9:
+                self.next_sync_s += self.interval_s
+            while self.next_poll_s <= now + 1e-9:
+                self.next_poll_s += KEDA_POLLING_S
             if scaler.outstanding():
                 self.active_s = now
-            if now >= self.next_poll_s:
-                while self.next_poll_s <= now:
-                    self.next_poll_s += KEDA_POLLING_S
+            if polled:
                 if not held:
                     return 1 if scaler.at_gateway() else 0
-                if not scaler.outstanding() and now - self.active_s >= KEDA_COOLDOWN_S:
+                if not scaler.outstanding() and now - self.active_s >= KEDA_COOLDOWN_S - 1e-9:
                     self.recommended.clear()
                     return 0
-            if not scaler.count("ready"):  # nothing scaled from zero serves yet: no metric to read
+            if not synced or not scaler.count("ready"):  # KEDA's poll alone, or no metric to read yet
                 return held
         return self.limited(scaler, self.desired(scaler))
 

@@ -222,3 +222,27 @@ def test_a_pool_of_none_scales_from_and_to_zero_as_keda_does(costs):
     assert result.scaled == ((KEDA_POLLING_S, 1), (11 * KEDA_POLLING_S, 0), (34 * KEDA_POLLING_S, 1))
     end_s = float(result.records.finish_s.max())
     assert result.held_replica_s["serve"] == pytest.approx(KEDA_COOLDOWN_S + end_s - 34 * KEDA_POLLING_S)
+
+
+def test_keda_polls_every_30_s_whatever_the_hpa_s_sync_period(costs):
+    """KEDA polls a ScaledObject's trigger on a clock of its own (pollingInterval, 30 s), apart from the HPA's sync
+    period: a pool of none whose HPA syncs every 45 s starts a replica at KEDA's first poll (30 s) for a request
+    waiting since 1 s, serving from 40 s with a 10 s cold start (not at the sync at 45 s); with nothing more in the
+    pool it gives it back at the poll 300 s after the one at 30 s (330 s, not a multiple of 45 s)."""
+    requests = RequestSet(arrival_s=np.array([1.0]), prompt_tokens=np.array([16]), output_tokens=np.array([4]))
+    scaled = pool(costs, Autoscaling(max_replicas=2, target=1.0, cold_start_s=10.0, interval_s=45.0), replicas=0)
+    result = serve_pools([scaled], requests)
+    assert result.records.first_token_s[0] == pytest.approx(KEDA_POLLING_S + 10.0, abs=0.1)
+    assert result.scaled == ((KEDA_POLLING_S, 1),)
+    env = simpy.Environment()
+    engines = [[_engine()], [_engine()]]
+    scaler = make_autoscaler(env, engines, 0, Autoscaling(max_replicas=2, target=1.0, interval_s=45.0), [], 0.0)
+    waiting = [1]
+    scaler.at_gateway = lambda: waiting[0]
+    env.process(scaler.run())
+    env.run(until=KEDA_POLLING_S + 1.0)
+    assert scaler.count("ready") == 1
+    waiting[0] = 0
+    env.run(until=KEDA_POLLING_S + KEDA_COOLDOWN_S + 1.0)
+    assert scaler.count("ready", "starting", "draining") == 0 and scaler.held[0] == [[KEDA_POLLING_S,
+                                                                                      11 * KEDA_POLLING_S]]
