@@ -690,7 +690,7 @@ def _assumptions(point: DesignPoint, device) -> str:
                 f"{what} replicas up to {most}" for what, most in pairs if most is not None)
             if s.replicas == 0:
                 scaled += (" from zero (KEDA starts one at its 30 s poll where requests wait at the gateway, and gives "
-                           "them all back 300 s after the last request)")
+                           "them all back 300 s after the last of its polls that found a request)")
             how = _scaling_words(s, scaling)
             pools += (f"{scaled} {how}, each new one serving after "
                       + (f"{s.cold_start_s:g} s" if s.cold_start_s is not None else "its weights' read from a local "

@@ -13,7 +13,9 @@ defaults (the HPA's documentation and kube-controller-manager's flags).
 A pool whose least replicas are 0 scales to and from zero as KEDA does beside the HPA (its ScaledObject's defaults,
 with the HTTP add-on's interceptor holding requests at the gateway while no replica serves): every
 KEDA_POLLING_S it starts one replica where it holds none and a request waits at the gateway, and gives every replica
-back once no request has been in the pool for KEDA_COOLDOWN_S; between one replica and max_replicas the HPA scales as
+back once none of its polls has found a request in the pool (waiting at the gateway or held by a replica) for
+KEDA_COOLDOWN_S, as KEDA checks its trigger at its polls only (a request that comes and goes between two goes
+unseen); between one replica and max_replicas the HPA scales as
 above (KEDA sets its least to 1).
 """
 
@@ -46,7 +48,7 @@ class HPA(Policy):
             raise ValueError(f"target: found {scaling.target}, allowed: a metric per replica > 0")
         self.recommended: deque[tuple[float, int]] = deque()  # (time, replicas desired), over the window
         # Where the pool may scale to zero, KEDA polls it on a clock of its own beside the HPA's syncs: the next of
-        # each, and when KEDA last saw a request in the pool.
+        # each, and the last poll that found a request in the pool.
         self.next_sync_s, self.next_poll_s = self.interval_s, KEDA_POLLING_S
         self.active_s = 0.0
 
@@ -65,7 +67,7 @@ class HPA(Policy):
                 self.next_sync_s += self.interval_s
             while self.next_poll_s <= now + 1e-9:
                 self.next_poll_s += KEDA_POLLING_S
-            if scaler.outstanding():
+            if polled and scaler.outstanding():  # KEDA checks its trigger at its polls only
                 self.active_s = now
             if polled:
                 if not held:

@@ -246,3 +246,28 @@ def test_keda_polls_every_30_s_whatever_the_hpa_s_sync_period(costs):
     env.run(until=KEDA_POLLING_S + KEDA_COOLDOWN_S + 1.0)
     assert scaler.count("ready", "starting", "draining") == 0 and scaler.held[0] == [[KEDA_POLLING_S,
                                                                                       11 * KEDA_POLLING_S]]
+
+
+def test_keda_counts_the_cooldown_from_the_last_poll_that_found_a_request():
+    """KEDA checks its trigger at its polls (pollingInterval) and scales to zero a cooldownPeriod after the last one
+    that found it active: a request waiting at the gateway at the poll at 30 s, then one in the pool from 44 s to 46 s
+    only (seen by the HPA's sync at 45 s, between KEDA's polls at 30 and 60 s), the replica goes back at the poll at
+    330 s, 300 s after the poll at 30 s."""
+    env = simpy.Environment()
+    engines = [[_engine()], [_engine()]]
+    scaler = make_autoscaler(env, engines, 0, Autoscaling(max_replicas=2, target=1.0), [], 0.0)
+    waiting = [1]
+    scaler.at_gateway = lambda: waiting[0]
+
+    def traffic():
+        yield env.timeout(KEDA_POLLING_S + 1.0)
+        waiting[0] = 0
+        yield env.timeout(44.0 - env.now)
+        engines[0][0].outstanding = 1
+        yield env.timeout(2.0)
+        engines[0][0].outstanding = 0
+
+    env.process(traffic())
+    env.process(scaler.run())
+    env.run(until=KEDA_POLLING_S + KEDA_COOLDOWN_S + 60.0)
+    assert scaler.held[0] == [[KEDA_POLLING_S, KEDA_POLLING_S + KEDA_COOLDOWN_S]]
