@@ -225,7 +225,7 @@ def _add_serving_flags(run: argparse.ArgumentParser) -> None:
                    help="host link bandwidth for swap preemption, GB/s (default: the device preset's host_link)")
     g.add_argument("--replicas", type=int, default=1,
                    help="replicas serving requests, each arrival to the one --router picks (with --prefill-replicas: "
-                        "the decode pool's; default 1)")
+                        "the decode pool's; 0 with --max-replicas: a pool that scales to and from zero; default 1)")
     g.add_argument("--prefill-replicas", type=int, default=0,
                    help="a separate prefill pool of this many replicas handing each request's KV to the decode "
                         "pool (disaggregated serving; default 0: none)")

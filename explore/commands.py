@@ -417,6 +417,8 @@ def _scaling_words(s: ServingSpec, scaling) -> str:
     autoscale_interval_s (the load-based adjustments') says."""
     every = f" every {s.autoscale_interval_s:g} s" if s.autoscale_interval_s is not None else ""
     load = f"a replica at a time on each one's estimated TTFT and TPOT against the SLO{every}"
+    if scaling.policy == "hpa" and s.autoscale_target is None:  # from zero up to one: KEDA alone
+        return "by KEDA alone"
     if scaling.policy == "hpa":
         return f"as the HPA does, on {scaling.metric} requests near {s.autoscale_target:g} a replica{every}"
     if scaling.policy == "load_planner":
@@ -676,7 +678,7 @@ def _assumptions(point: DesignPoint, device) -> str:
                 else f"{s.rate_per_s:g} req/s" if s.rate_per_s else "the trace's arrival times")
         pools = (f"{s.prefill_replicas} prefill replica(s) ({s.prefill_device or point.device}) handing KV over "
                  f"{s.kv_link} to {s.replicas} decode replica(s)" if s.disaggregated
-                 else f"{s.replicas} replica(s)")
+                 else f"{s.replicas} replica(s)" if s.replicas else "no replica while idle")
         if s.mixed:
             devices = point.tp * point.pp  # each mixed replica is laid out as the point's replicas are
             each = f", {devices} devices each" if devices > 1 else ""

@@ -9,12 +9,12 @@ from explore.knobs import KNOBS, knobs, off_where
 from explore.pool_what_ifs import POOL_WHAT_IFS
 from explore.run_support import LINK_PREFIX, system_nodes
 from explore.schema import as_list
-from explore.sweep_serving import AUTOSCALE_KNOBS, Parallel, routes, scales
+from explore.sweep_serving import AUTOSCALE_KNOBS, Parallel, reads_metric, routes, scales
 from hw_models.link import default_link, load_link_model
 from hw_models.registry import load_device, read_device_yaml
 from kernels.block_sparse import SALE_DENSE_QUERIES
 from kernels.formats import BIT_OVERRIDES, DTYPE_SHORT
-from sim.autoscalers import forecasts, on_metric
+from sim.autoscalers import forecasts
 from sim.routers import ROUTERS
 from workloads.errors import InputError
 from workloads.model_config import load_model_config
@@ -378,8 +378,9 @@ def idle_what_if_note(sweep) -> str:
                        " and prefill_max_replicas prefill_replicas" if "prefill_max_replicas" in dims else "")
                    + " (no replica is ever added)",
                    [key for key in swept if key in AUTOSCALE_KNOBS[2:]]))
-    groups.append((["autoscaler"], lambda combo: not on_metric(combo["autoscaler"]),
-                   "the autoscaler is a Dynamo planner (it scales on the SLO, not on a server metric)",
+    groups.append((["autoscaler", "replicas", "max_replicas"], lambda combo: not reads_metric(combo),
+                   "the autoscaler is a Dynamo planner (it scales on the SLO, not on a server metric) or scales from "
+                   "zero to one replica (KEDA alone)",
                    [key for key in swept if key in ("autoscale_target", "autoscale_metric")]))
     groups.append((["autoscaler"], lambda combo: not forecasts(combo["autoscaler"]),
                    "the autoscaler forecasts no load (only the SLA planner does)",

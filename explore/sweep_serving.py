@@ -347,6 +347,12 @@ def scales(values: dict[str, Any]) -> bool:
         (values.get("mixed_max_replicas") or 0) > (values.get("mixed_replicas") or 0)
 
 
+def reads_metric(values: dict[str, Any]) -> bool:
+    """Whether a point's autoscaler reads a server metric's target: an HPA's (not a Dynamo planner's) scaling past one
+    replica (from zero up to one, KEDA alone scales)."""
+    return on_metric(values.get("autoscaler")) and not (values.get("replicas") == 0 and values.get("max_replicas") == 1)
+
+
 def serving_spec(serving: Serving, values: dict[str, Any]) -> ServingSpec:
     """The ServingSpec of a design point: the section's fixed values and the point's serving knobs (a router only
     where the point routes, autoscaling only where a pool may scale: elsewhere it is the point without them)."""
@@ -376,8 +382,8 @@ def serving_spec(serving: Serving, values: dict[str, Any]) -> ServingSpec:
         max_replicas=values.get("max_replicas"), prefill_max_replicas=values.get("prefill_max_replicas"),
         mixed_max_replicas=values.get("mixed_max_replicas"),
         # The SLA planner reads no server metric: its points are the same design whatever target a grid crosses.
-        autoscale_target=values.get("autoscale_target") if on_metric(values.get("autoscaler")) else None,
-        autoscale_metric=values.get("autoscale_metric") if on_metric(values.get("autoscaler")) else None,
+        autoscale_target=values.get("autoscale_target") if reads_metric(values) else None,
+        autoscale_metric=values.get("autoscale_metric") if reads_metric(values) else None,
         cold_start_s=values.get("cold_start_s"),
         autoscaler=values.get("autoscaler"), autoscale_interval_s=values.get("autoscale_interval_s"),
         # Only the SLA planner forecasts: its predictor changes nothing in another autoscaler's points.

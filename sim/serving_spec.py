@@ -483,14 +483,16 @@ class ServingSpec:
                 if getattr(self, f"slo_{limit}") is None:
                     raise InputError(f"slo_{limit}: found none with autoscaler {kind.name!r}, allowed: the SLO's limit "
                                      f"in seconds > 0 that the planner holds each replica to")
+        # From zero up to one replica KEDA alone scales (the HPA between one and one never does): no target is read.
+        keda_only = self.replicas == 0 and self.max_replicas == 1
         for name_, value_, allowed in (
-                ("autoscale_target", None if planner else self.autoscale_target,
+                ("autoscale_target", None if planner or keda_only else self.autoscale_target,
                  "a number > 0 of requests per replica to scale on"),
                 ("cold_start_s", self.cold_start_s, "seconds >= 0, or none (the weights' read from a local SSD)"),
                 ("autoscale_interval_s", self.autoscale_interval_s,
                  "seconds > 0, or none (the autoscaler's own: 15 s for hpa, 180 s for sla_planner, 5 s for "
                  "load_planner and sla_load_planner)")):
-            if value_ is None and (name_ != "autoscale_target" or planner):
+            if value_ is None and (name_ != "autoscale_target" or planner or keda_only):
                 continue
             if not (isinstance(value_, int | float) and not isinstance(value_, bool) and math.isfinite(value_)
                     and (value_ >= 0 if name_ == "cold_start_s" else value_ > 0)):

@@ -44,7 +44,8 @@ class HPA(Policy):
 
     def __init__(self, scaling: Autoscaling, role: str, traffic: Traffic | None):
         super().__init__(scaling, role, traffic)
-        if scaling.target is None or not scaling.target > 0:
+        # A pool of at most one replica (scaled from zero by KEDA alone) reads no target.
+        if scaling.max_replicas > 1 and (scaling.target is None or not scaling.target > 0):
             raise ValueError(f"target: found {scaling.target}, allowed: a metric per replica > 0")
         self.recommended: deque[tuple[float, int]] = deque()  # (time, replicas desired), over the window
         # Where the pool may scale to zero, KEDA polls it on a clock of its own beside the HPA's syncs: the next of
@@ -75,8 +76,8 @@ class HPA(Policy):
                 if not scaler.outstanding() and now - self.active_s >= KEDA_COOLDOWN_S - 1e-9:
                     self.recommended.clear()
                     return 0
-            if not synced or not scaler.count("ready"):  # KEDA's poll alone, or no metric to read yet
-                return held
+            if not synced or not scaler.count("ready") or self.scaling.max_replicas == 1:
+                return held  # KEDA's poll alone, no metric to read yet, or no replica past the one KEDA holds
         return self.limited(scaler, self.desired(scaler))
 
     def _metric(self, scaler: Autoscaler, r: int) -> int:

@@ -359,3 +359,22 @@ def test_bad_scale_to_zero_settings_are_one_line(capsys, flags, words):
     assert main([*RUN, *flags]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and words in err, err
+
+
+def test_a_pool_from_zero_to_one_replica_reads_no_target(tmp_path, capsys):
+    """From zero up to one replica KEDA alone scales (the HPA between one and one never does): explore run needs no
+    --autoscale-target and says KEDA alone scales it; a grid replicas 0 x max_replicas [1, 2] x autoscale_target
+    [2, 4] is 3 designs of 4, the check naming why."""
+    model = write_tiny_model(tmp_path)
+    head = (f"name: keda\nmodel: {model}\ndevice: h100-sxm\nexecution: graphs\nserving:\n  requests: 6\n"
+            f"  prompt: 32\n  output: 4\n  rate: 0.1\n  replicas: 0\n")
+    assert main(["run", "--model", model, "--device", "h100-sxm", "--serving", "--requests", "6", "--rate", "0.1",
+                 "--prompt", "32", "--output", "4", "--replicas", "0", "--max-replicas", "1"]) == 0
+    header = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("# "))
+    assert "scaling up to 1 from zero" in header and "by KEDA alone" in header, header
+    path = write_sweep(tmp_path, head + "  max_replicas: [1, 2]\n  autoscale_target: [2, 4]\n")
+    assert main(["check", path]) == 0
+    said = capsys.readouterr().out
+    assert "4 design points (3 distinct designs evaluated)" in said, said
+    assert "autoscale_target changes nothing where the autoscaler is a Dynamo planner (it scales on the SLO, not on " \
+           "a server metric) or scales from zero to one replica (KEDA alone)" in said, said
