@@ -16,7 +16,10 @@ load_predictors.py) and wants, with those:
 - a pool serving requests whole (aggregated): ceil of the prefill and the decode shares of a replica's time added, as
   a replica time-shares the two (our reading; Dynamo's own planner scales disaggregated pools);
 each within [replicas, max_replicas], held at once: no stabilization window, no step limit (Dynamo sets the
-deployment's replica counts). Source: Dynamo's planner design documentation and its planner_core.py.
+deployment's replica counts). Source: Dynamo's planner design documentation and its planner_core.py, the 0.x
+releases' planner with correction factors. Its 1.x releases (core/throughput_scaling.py) size each pool from its
+engines' requests a second at the SLO (the prefill one at the TTFT limit too), discount prompts by a forecast KV hit
+rate in place of the corrections, and size an aggregated pool from one model of both phases: not modeled.
 
 The profile is the replica's own cost model (sim/latency_prediction.py's iteration pricing), where Dynamo interpolates
 a pre-deployment profiling sweep: a prompt alone for prefill, decode batches of 1 to max_seqs (as many as its KV blocks
