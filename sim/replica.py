@@ -207,8 +207,14 @@ class Replica:
                 if self.on_prefilled is not None and seq.generated < seq.output:
                     self._leave(seq)
                     self.on_prefilled(seq)
-        advance = (self.speculation.accepted_tokens(self.rng, len(batch.decodes)).tolist()
-                   if self.speculation is not None and batch.decodes else [1] * len(batch.decodes))
+        if self.speculation is None:  # one token each
+            for seq in batch.decodes:
+                if seq.generated < seq.output:
+                    seq.computed += 1
+                    seq.target += 1
+                    self._sample(seq, now_s)
+            return
+        advance = self.speculation.accepted_tokens(self.rng, len(batch.decodes)).tolist() if batch.decodes else []
         for seq, tokens in zip(batch.decodes, advance, strict=True):
             for _ in range(min(tokens, seq.output - seq.generated)):  # tokens past the request's last are dropped
                 seq.computed += 1
