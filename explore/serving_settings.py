@@ -135,6 +135,11 @@ def _any(values: Values, field: str) -> bool:
     return any(values.get(field, ()))
 
 
+def _set(values: Values, field: str) -> bool:
+    """Whether `field` is given some value, 0 included (a threshold of 0 is a threshold; _any reads 0 as none)."""
+    return any(value is not None for value in values.get(field, ()))
+
+
 def _converses(values: Values) -> bool:
     return any((turns or 1) > 1 for turns in values.get("conversation_turns", ()))
 
@@ -265,7 +270,7 @@ RULES: tuple[ReadWhen, ...] = (
                          f"left out")
       for field in ("autoscale_target", "autoscale_metric")),
     ReadWhen("prefill_max_replicas", lambda v: _any(v, "prefill_replicas"), lambda v, n: "no prefill pool", _pool),
-    ReadWhen("busy_action", lambda v: any(_any(v, f) for f in ("busy_kv_usage", "busy_prefill_tokens",
+    ReadWhen("busy_action", lambda v: any(_set(v, f) for f in ("busy_kv_usage", "busy_prefill_tokens",
                                                                "busy_waiting_requests")),
              lambda v, n: "no busy threshold",
              lambda n: f"with {n.name('busy_kv_usage')}, {n.name('busy_prefill_tokens')} or "

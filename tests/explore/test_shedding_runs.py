@@ -78,3 +78,22 @@ def test_a_gateway_that_queues_serves_every_request_and_the_urgent_ones_first(ca
     assert main([*RUN, "--busy-action", "queue"]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "--busy-action: found 'queue' with no busy threshold" in err, err
+
+
+def test_a_threshold_of_zero_is_a_threshold_beside_busy_action(capsys, tmp_path):
+    """busy_waiting_requests 0 (busy while any request waits) and busy_prefill_tokens 0 are thresholds the knobs
+    allow (counts >= 0): busy_action beside one is read, in explore run and in a sweep (which explore check had
+    called valid), not refused as if no threshold were set."""
+    assert main([*RUN, "--requests", "20", "--busy-waiting-requests", "0", "--busy-action", "queue"]) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    assert "queueing at the gateway a request that finds every replica busy (over 0 requests waiting)" in header
+    assert main([*RUN, "--requests", "20", "--busy-prefill-tokens", "0", "--busy-action", "reject"]) == 0
+    capsys.readouterr()
+    path = write_sweep(tmp_path, f"name: zero\nmodel: {write_tiny_model(tmp_path)}\ndevice: h100-sxm\nserving:\n"
+                                 f"  requests: 6\n  prompt: 32\n  output: 4\n  rate: 50\n"
+                                 f"  busy_waiting_requests: 0\n  busy_action: queue\n")
+    assert main(["check", path]) == 0, capsys.readouterr().err
+    assert main(["--quiet", path, "--out", str(tmp_path / "out")]) == 0, capsys.readouterr().err
+    with open(tmp_path / "out" / "results.csv", newline="") as file:
+        row, = csv.DictReader(file)
+    assert (row["busy_waiting_requests"], row["busy_action"], row["rejected_share"]) == ("0", "queue", "0.0")
