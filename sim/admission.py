@@ -1,11 +1,12 @@
 """What the gateway does with a request arriving while every replica it may join is busy: reject it (load shedding,
 as NVIDIA Dynamo's frontend does: its request-rejection design document; HTTP 503, its client to retry later), or hold
 it at the gateway until a replica is not (llm-d's flow control: the Gateway API Inference Extension's saturation
-detector and flow-control queues), the most urgent first, in arrival order within a class. A replica is busy while the
-share of its KV blocks in use is over `kv_usage`, the prompt tokens it has still to prefill are over `prefill_tokens`
-(Dynamo's thresholds), or the requests waiting on it are over `waiting_requests` (the saturation detector's queue
-depth); an arrival that finds some replica free joins one of the free ones. A request handed from a prefill pool to a
-decode pool, or a conversation's later turn going to the replica that served it, is never held or rejected.
+detector and flow-control queues), the most urgent first (the lowest priority, each level apart), in arrival order
+within a priority. A replica is busy while the share of its KV blocks in use is over `kv_usage`, the prompt tokens it
+has still to prefill are over `prefill_tokens` (Dynamo's thresholds), or the requests waiting on it are over
+`waiting_requests` (the saturation detector's queue depth); an arrival that finds some replica free joins one of the
+free ones. A request handed from a prefill pool to a decode pool, or a conversation's later turn going to the replica
+that served it, is never held or rejected.
 """
 
 from __future__ import annotations

@@ -443,8 +443,9 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
     finished: list[Sequence] = []
     rejected: list[int] = []  # the requests rejected on arrival (sim/admission.py), by index
     # Requests held at the gateway, while no replica serves (a pool scaled to zero) or every one is busy (flow control):
-    # a heap of (not urgent, arrival, index), the most urgent first, in arrival order within a class.
-    gateway: list[tuple[bool, float, int]] = []
+    # a heap of (priority, arrival, index): the most urgent first (the lowest priority number, every level apart, as
+    # llm-d's flow control keeps a band per priority), in arrival order within a priority.
+    gateway: list[tuple[int, float, int]] = []
     done = env.event()
 
     def on_finish(seq: Sequence) -> None:
@@ -584,7 +585,7 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
             if arrival_s > env.now:
                 yield env.timeout(arrival_s - env.now)
             if gateway:  # requests held before it go first, the most urgent first: it queues behind them
-                heapq.heappush(gateway, (not urgent[index], arrival_s, index))
+                heapq.heappush(gateway, (priorities[index], arrival_s, index))
                 dispatch_held()
             else:
                 dispatch(index, arrival_s)
@@ -597,7 +598,7 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
         free = replicas_now if admission is None or not replicas_now else admission.free(replicas_now)
         if not free and (not replicas_now or admission.hold):
             if not held:
-                heapq.heappush(gateway, (not urgent[index], arrival_s, index))
+                heapq.heappush(gateway, (priorities[index], arrival_s, index))
             return False
         if not free:
             rejected.append(index)

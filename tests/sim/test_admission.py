@@ -131,3 +131,19 @@ def test_a_gateway_that_queues_holds_requests_until_a_replica_is_free_the_urgent
     first = queueing.records.first_token_s  # by request
     assert first[3] < first[2]  # D, urgent, before C
     assert queueing.records.scheduled_s[3] < queueing.records.scheduled_s[2]
+
+
+def test_a_gateway_that_queues_orders_every_priority_level_not_just_the_most_urgent(costs):
+    """Priorities of three levels (a trace's, vLLM's whole numbers, lower first): A and B (priority 2) reach the one
+    replica, busy while any request waits on it; C (2), D (1) and E (0) arrive in that order while B waits and are
+    held. The gateway sends the most urgent first (llm-d's flow control: strict priority between bands), so E, then
+    D, then C, though D came after C and neither is of the most urgent class."""
+    prefill_s = costs.price(step_shape([(4096, 0)], [], sampled=1)).time_s
+    requests = RequestSet(arrival_s=np.array([0.0, 0.1, 0.2, 0.3, 0.35]) * prefill_s,
+                          prompt_tokens=np.array([4096, 64, 64, 64, 64]), output_tokens=np.full(5, 4),
+                          priority=np.array([2, 2, 2, 1, 0]))
+    result = serve_pools([pool(costs, None, max_seqs=8)], requests,
+                         admission=Admission(waiting_requests=0, hold=True))
+    assert len(result.records) == 5 and result.rejected.requests == 0
+    scheduled = result.records.scheduled_s  # by request
+    assert scheduled[4] < scheduled[3] < scheduled[2]
