@@ -699,9 +699,12 @@ def _assumptions(point: DesignPoint, device) -> str:
                          "NVMe SSD"))
         if s.admission() is not None:
             over = " or ".join(text for text in (
-                f"{s.busy_kv_usage:.0%} of its KV blocks in use" if s.busy_kv_usage is not None else "",
-                f"{s.busy_prefill_tokens:,} prompt tokens to prefill" if s.busy_prefill_tokens is not None else "",
-                f"{s.busy_waiting_requests:,} requests waiting" if s.busy_waiting_requests is not None else "")
+                # The share as given (0.995 is not 100%, 0.0001 not 0%).
+                f"{100 * s.busy_kv_usage:g}% of its KV blocks in use" if s.busy_kv_usage is not None else "",
+                f"{s.busy_prefill_tokens:,} prompt token{'' if s.busy_prefill_tokens == 1 else 's'} to prefill"
+                if s.busy_prefill_tokens is not None else "",
+                f"{s.busy_waiting_requests:,} request{'' if s.busy_waiting_requests == 1 else 's'} waiting"
+                if s.busy_waiting_requests is not None else "")
                 if text)
             action = "queueing at the gateway" if s.busy_action == "queue" else "rejecting"
             pools += f", {action} a request that finds every replica busy (over {over})"

@@ -97,3 +97,12 @@ def test_a_threshold_of_zero_is_a_threshold_beside_busy_action(capsys, tmp_path)
     with open(tmp_path / "out" / "results.csv", newline="") as file:
         row, = csv.DictReader(file)
     assert (row["busy_waiting_requests"], row["busy_action"], row["rejected_share"]) == ("0", "queue", "0.0")
+
+
+def test_the_header_gives_the_thresholds_as_set(capsys):
+    """The header gives a KV share of 0.995 as 99.5% of the blocks, not the 100% it rounded to (no replica is ever over
+    100%); one request or prompt token is singular."""
+    assert main([*RUN, "--requests", "20", "--busy-kv-usage", "0.995", "--busy-waiting-requests", "1",
+                 "--busy-prefill-tokens", "1", "--busy-action", "queue"]) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    assert ("(over 99.5% of its KV blocks in use or 1 prompt token to prefill or 1 request waiting)") in header, header
