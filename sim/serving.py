@@ -46,8 +46,9 @@ SERVING_METRICS = (*SUMMARY_METRICS, "tbt_p50_s", "tbt_p99_s", "mean_batch_size"
 PREFIX_GROUP_STREAM = 7  # the seed stream of requests' prefix groups, apart from arrivals' and lengths'
 # What an autoscaled run adds (ServingResult.scaling_metrics).
 AUTOSCALE_METRICS = ("mean_replicas", "max_replicas_held")
-# What a run that rejects requests on arrival adds (ServingResult.rejection_metrics).
+# What a run that rejects requests on arrival adds (ServingResult.metrics' rejected_share).
 REJECTION_METRICS = ("rejected_share",)
+ROUTER_STREAM = 1 << 30  # the last part of a pool router's seed, past any replica's number that ends its replicas'
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,6 @@ class Rejected:
     requests: int
     urgent: int = 0
     urgent_served: tuple[bool, ...] | None = None  # None: the records' own lowest priority (urgent_requests)
-ROUTER_STREAM = 1 << 30  # the last part of a pool router's seed, past any replica's number that ends its replicas'
 
 
 @dataclass(frozen=True, kw_only=True)
