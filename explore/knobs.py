@@ -662,8 +662,8 @@ register(Knob(name="autoscaler", type=str, section="serving", scope="serving", d
               allowed=tuple(AUTOSCALERS), help="how an autoscaled pool decides its replicas: hpa (Kubernetes' "
               "Horizontal Pod Autoscaler on autoscale_metric near autoscale_target per replica) or sla_planner "
               "(NVIDIA Dynamo's SLA planner: the replicas the last interval's requests, prompt and output lengths "
-              "need at each replica's prefill throughput and its decode throughput within the SLO's TPOT, corrected "
-              "by the latencies observed; needs slo.tpot_s), load_planner (Dynamo's load-based scaling: a replica "
+              "need at each replica's requests a second within the SLO, as Dynamo 1.x's throughput scaling computes "
+              "them; needs slo.tpot_s, reads slo.ttft_s), load_planner (Dynamo's load-based scaling: a replica "
               "more where every replica's estimated TTFT or TPOT is over the SLO, one fewer where the others would "
               "hold it with a margin; needs slo.ttft_s and slo.tpot_s) or sla_load_planner (both, the SLA planner's "
               "replicas a floor); unset: hpa"))

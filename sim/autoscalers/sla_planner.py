@@ -1,29 +1,25 @@
 """NVIDIA Dynamo's SLA planner (throughput-based scaling): replicas computed from the load the gateway saw and each
-replica's profiled throughput at the SLO, instead of a server metric's ratio to a target (the HPA).
+replica's requests a second at the SLO, instead of a server metric's ratio to a target (the HPA). It follows Dynamo
+1.x's core/throughput_scaling.py and its perf models (core/perf_model/prefill.py, decode.py, agg.py).
 
-Every adjustment interval (Dynamo's default 180 s) it reads, over the interval, the requests that arrived and the mean
-prompt length (ISL), output length (OSL), TTFT, time between tokens (ITL) and request duration of those that finished;
-an interval in which none finished tells it nothing and it changes nothing (Dynamo skips metrics that are NaN). It
-forecasts the next interval's requests, ISL and OSL (Autoscaling.predictor: Dynamo's constant or Kalman predictor,
-load_predictors.py) and wants, with those:
-- prefill: ceil(requests x ISL / interval x min(1, TTFT correction) / a replica's prefill throughput at that ISL), the
-  throughput a prompt of ISL tokens alone runs at; the TTFT correction is the observed TTFT over the observed ISL's
-  prompt alone, read as the share of prompt tokens actually computed where it is below 1 (prefix hits) and ignored
-  above (queueing);
-- decode: ceil(requests x OSL / interval / a replica's best decode throughput with its ITL at most the target over
-  the ITL correction), at a context of ISL + OSL / 2; the ITL correction is the observed ITL over the profiled ITL of
-  the decode batch Little's law gives (the observed requests x duration / interval over the serving replicas);
-- a pool serving requests whole (aggregated): ceil of the prefill and the decode shares of a replica's time added, as
-  a replica time-shares the two (our reading; Dynamo's own planner scales disaggregated pools);
+Every adjustment interval (Dynamo's default 180 s) it reads the requests that arrived over the interval and the mean
+prompt length (ISL) and output length (OSL) of those that finished, forecasts the next interval's three
+(Autoscaling.predictor: Dynamo's constant or Kalman predictor, load_predictors.py; before any request has finished it
+knows no lengths and changes nothing), and wants ceil(requests a second / a replica's requests a second):
+- prefill: a replica's 1 / (a prompt of ISL tokens alone, in chunks of its token budget), at least the replicas
+  ceil(that prompt's time / the SLO's TTFT) where one prompt alone misses it (Dynamo's latency floor);
+- decode: a replica's largest batch whose iteration at ISL + OSL / 2 tokens a request is within the SLO's TPOT (up to
+  max_seqs and its KV blocks), over OSL such iterations (Little's law);
+- a pool serving requests whole (aggregated): the same over the largest batch whose iteration, beside the prompt
+  tokens its requests bring (batch x ISL / OSL a step, up to the token budget), is within the TPOT limit and whose
+  next request's TTFT (those tokens and its own, in chunks beside the batch) within the TTFT limit; the batch at most
+  where the budget left admits prompts as fast as the batch finishes them (ISL / (budget - batch) <= OSL);
 each within [replicas, max_replicas], held at once: no stabilization window, no step limit (Dynamo sets the
-deployment's replica counts). Source: Dynamo's planner design documentation and its planner_core.py, the 0.x
-releases' planner with correction factors. Its 1.x releases (core/throughput_scaling.py) size each pool from its
-engines' requests a second at the SLO (the prefill one at the TTFT limit too), discount prompts by a forecast KV hit
-rate in place of the corrections, and size an aggregated pool from one model of both phases: not modeled.
+deployment's replica counts). Dynamo's forecast KV hit rate, which discounts prompts, is not modeled (none is read);
+nor are its 0.x releases' correction factors (planner_core.py: the observed TTFT and ITL over the profiled ones).
 
-The profile is the replica's own cost model (sim/latency_prediction.py's iteration pricing), where Dynamo interpolates
-a pre-deployment profiling sweep: a prompt alone for prefill, decode batches of 1 to max_seqs (as many as its KV blocks
-hold at that context) for decode.
+The profile is the replica's own cost model (sim/latency_prediction.py's iteration pricing), where Dynamo fits
+regressions of each engine's forward passes (or interpolates a pre-deployment profiling sweep).
 """
 
 from __future__ import annotations
@@ -57,63 +53,93 @@ class SLAPlanner(Policy):
         self.memo: dict = {}  # the iteration times priced on the profiled replica
         # The requests arriving in an interval, their mean prompt and output lengths: each series' own predictor.
         self.predictors = [LOAD_PREDICTORS[scaling.predictor]() for _ in range(3)]
+        self.ttft_s = scaling.ttft_s if scaling.ttft_s is not None else math.inf  # no TTFT limit: none bounds it
 
     def wanted(self, scaler: Autoscaler) -> int:
         needed = self.needed(scaler)
         return scaler.count("ready", "starting") if needed is None else needed
 
     def needed(self, scaler: Autoscaler) -> int | None:
-        """The replicas the load predicted for the next interval needs, within the pool's least and most; None where
-        the interval to now tells nothing (no request finished in it)."""
-        requests, finished = self.observe(scaler.env.now)
+        """The replicas the load forecast for the next interval needs, within the pool's least and most; None before
+        any request has finished (no lengths to price)."""
+        requests, lengths = self.observe(scaler.env.now)
         self.predictors[0].observe(requests)
-        if finished is None:
+        if lengths is not None:
+            self.predictors[1].observe(lengths[0])
+            self.predictors[2].observe(lengths[1])
+        if not self.predictors[1].values:
             return None
-        isl, osl, ttft_s, itl_s, duration_s = finished
-        self.predictors[1].observe(isl)
-        self.predictors[2].observe(osl)
         # The next interval's load (a negative forecast reads as none).
-        next_requests, next_isl, next_osl = (max(predictor.predict(), 0.0) for predictor in self.predictors)
+        next_requests, isl, osl = (max(predictor.predict(), 0.0) for predictor in self.predictors)
+        if not isl or not osl:
+            return None
         # Every replica alike, its engines (data-parallel ranks, pipeline stages' virtual engines) each as its first.
         engine, engines = scaler.replicas[0][0], len(scaler.replicas[0])
-        # The TTFT correction: the observed TTFT over a prompt of the observed ISL alone (capped at 1 below).
-        prefill_correction = ttft_s / prompt_alone_s(engine, isl, self.memo)
-        # The ITL correction: the observed ITL over the profiled ITL of the decode batch a serving replica held
-        # (Little's law, within the batches profiled); none where no gap was observed (Dynamo reads a correction of 0
-        # as none).
-        context = round(isl + osl / 2)
-        per_s = requests / self.interval_s
-        batch = min(max(round(per_s * duration_s / max(scaler.count("ready"), 1) / engines), 1),
-                    self.largest_batch(engine, context))
-        decode_correction = itl_s / self.decode_s(engine, batch, context) if itl_s > 0 else 1.0
-        # The prefill share: the prompt tokens predicted a second over what a replica prefills a second, a prompt of
-        # the predicted ISL alone.
-        next_per_s = next_requests / self.interval_s
-        prefill_tokens_per_s = next_isl / prompt_alone_s(engine, next_isl, self.memo) * engines if next_isl else 1.0
-        prefill_share = next_per_s * next_isl * min(1.0, prefill_correction) / prefill_tokens_per_s
-        # The decode share: the output tokens predicted a second over a replica's best within the corrected ITL.
-        next_context = round(next_isl + next_osl / 2)
-        best = self.decode_tokens_per_s(engine, self.scaling.tpot_s / decode_correction, next_context) * engines
-        decode_share = next_per_s * next_osl / best
-        share = {"prefill": prefill_share, "decode": decode_share}.get(self.role, prefill_share + decode_share)
-        return min(max(math.ceil(share), scaler.minimum), self.scaling.max_replicas)
+        demand_per_s = next_requests / self.interval_s
+        if self.role == "prefill":
+            alone_s = prompt_alone_s(engine, isl, self.memo)
+            floor = math.ceil(alone_s / self.ttft_s) if alone_s > self.ttft_s else 1
+            wanted = max(math.ceil(demand_per_s * alone_s / engines), floor)
+        else:
+            per_s = (self.decode_requests_per_s if self.role == "decode" else self.whole_requests_per_s)(engine, isl,
+                                                                                                       osl)
+            wanted = math.ceil(demand_per_s / (per_s * engines))
+        return min(max(wanted, scaler.minimum), self.scaling.max_replicas)
 
-    def observe(self, now_s: float) -> tuple[int, tuple[float, float, float, float, float] | None]:
-        """Over the interval to `now_s`: the requests that arrived, and of those that finished the mean ISL, OSL,
-        TTFT, ITL (every gap between tokens alike) and duration (None where none finished with two tokens or
-        more)."""
+    def observe(self, now_s: float) -> tuple[int, tuple[float, float] | None]:
+        """Over the interval to `now_s`: the requests that arrived, and the mean ISL and OSL of those that finished
+        (None where none did)."""
         arrivals = self.traffic.arrival_s
         requests = bisect.bisect_right(arrivals, now_s) - bisect.bisect_right(arrivals, now_s - self.interval_s)
         done = self.traffic.finished[self.seen:]
         self.seen += len(done)
-        gaps = sum(seq.generated - 1 for seq in done)
-        if not gaps:
+        if not done:
             return requests, None
-        count = len(done)
-        return requests, (sum(seq.prompt for seq in done) / count, sum(seq.generated for seq in done) / count,
-                          sum(seq.first_token_s - seq.arrival_s for seq in done) / count,
-                          sum(seq.finish_s - seq.first_token_s for seq in done) / gaps,
-                          sum(seq.finish_s - seq.arrival_s for seq in done) / count)
+        return requests, (sum(seq.prompt for seq in done) / len(done), sum(seq.generated for seq in done) / len(done))
+
+    def decode_requests_per_s(self, engine: Replica, isl: float, osl: float) -> float:
+        """A decode replica's requests a second: its largest batch within the TPOT limit at ISL + OSL / 2 tokens a
+        request, over OSL of its iterations (a batch of one where none is that quick)."""
+        context = round(isl + osl / 2)
+        low, high = 1, self.largest_batch(engine, context)  # the largest within the limit, by bisection (an
+        # iteration is no quicker with more)
+        while low < high:
+            middle = (low + high + 1) // 2
+            if self.decode_s(engine, middle, context) <= self.scaling.tpot_s:
+                low = middle
+            else:
+                high = middle - 1
+        return low / (osl * self.decode_s(engine, low, context))
+
+    def whole_requests_per_s(self, engine: Replica, isl: float, osl: float) -> float:
+        """A replica serving whole requests: its requests a second at the largest batch whose iterations, beside the
+        prompt tokens its requests bring, keep both limits (Dynamo's AggRegressionModel.find_best_engine_agg_rps)."""
+        budget = engine.scheduler.token_budget()
+        context = round(isl + osl / 2)
+        # Past where the budget left admits prompts as fast as the batch finishes them, TTFT grows without bound.
+        most = min(self.largest_batch(engine, context), budget - 1)
+        while most > 1 and isl / (budget - most) > osl:
+            most -= 1
+        best = 0.0
+        for batch in range(1, max(most, 1) + 1):
+            prefill = max(round(min(batch * isl / osl, budget)), 1)
+            step_s = iteration_s(engine, [(prefill, 0)], [context] * batch, 0, self.memo)
+            ttft_s = self._chunked_s(engine, prefill + isl, budget, batch, context)
+            if batch > 1 and (step_s > self.scaling.tpot_s or ttft_s > self.ttft_s):
+                break
+            best = batch / (osl * step_s)
+            if step_s > self.scaling.tpot_s or ttft_s > self.ttft_s:
+                break  # a batch of one already misses: its rate, the best there is
+        return best
+
+    def _chunked_s(self, engine: Replica, tokens: float, budget: int, batch: int, context: int) -> float:
+        """`tokens` prompt tokens prefilled in chunks of the budget, each iteration beside `batch` decodes."""
+        time_s, left = 0.0, tokens
+        while left > 0:
+            chunk = min(left, budget)
+            time_s += iteration_s(engine, [(max(round(chunk), 1), 0)], [context] * batch, 0, self.memo)
+            left -= chunk
+        return time_s
 
     def decode_s(self, engine: Replica, batch: int, context: int) -> float:
         """An iteration decoding `batch` requests at `context` tokens each."""
@@ -125,17 +151,3 @@ class SLAPlanner(Policy):
         kv = engine.state.kv
         fit = kv.capacity_blocks // max(-(-context // kv.block_tokens), 1)
         return max(min(engine.scheduler.limits.max_seqs, fit), 1)
-
-    def decode_tokens_per_s(self, engine: Replica, itl_s: float, context: int) -> float:
-        """The most tokens a second the replica decodes at `context` tokens a request with an iteration of at most
-        `itl_s`: its largest such batch up to max_seqs and its KV blocks' tokens (a batch of one where none is that
-        quick)."""
-        low, high = 1, self.largest_batch(engine, context)  # the largest within itl_s, by bisection (an iteration
-        # is no quicker with more)
-        while low < high:
-            middle = (low + high + 1) // 2
-            if self.decode_s(engine, middle, context) <= itl_s:
-                low = middle
-            else:
-                high = middle - 1
-        return low / self.decode_s(engine, low, context)

@@ -1,7 +1,8 @@
-"""Dynamo's SLA planner (sim/autoscalers/sla_planner.py): its replicas by hand from the iteration costs (a prompt
-alone, a full decode batch), the directions its inputs must move it in, an interval without finished requests, and
-served: a pool scaled by it under a load that rises and falls, and a prefill and a decode pool each sized by its own
-share of the work."""
+"""Dynamo's SLA planner (sim/autoscalers/sla_planner.py, Dynamo 1.x's throughput scaling): its replicas by hand from
+the iteration costs (a prompt alone, a full decode batch, a full batch beside its requests' prompt tokens), the TTFT
+floor, the directions its inputs must move it in, the least and most, an interval without finished requests, and
+served: a pool scaled by it under a load that rises and falls, a prefill and a decode pool each sized by its own
+share of the work, and a Kalman forecast on a ramp."""
 
 from __future__ import annotations
 
@@ -23,16 +24,21 @@ INTERVAL_S = 60.0
 PROMPT, OUTPUT = 64, 32  # a context of 64 + 32 / 2 = 80 tokens: whole TOKEN_STEPs, priced as they are
 
 
-def _wanted(costs, arrivals: int, ttft_s: float, itl_s: float, *, role: str = "serve", tpot_s: float = 1000.0,
-            held: int = 1, max_replicas: int = 64, finished: int = 50) -> int:
-    """The replicas the planner of a pool holding `held` wants after one interval in which `arrivals` requests came
-    and `finished` finished with the latencies given."""
+def _planner(costs, arrivals: list[float], *, role: str = "serve", tpot_s: float = 1000.0, ttft_s: float | None = None,
+             held: int = 1, max_replicas: int = 64, finished: int = 50, predictor: str = "constant"):
+    """An SLA planner over a pool holding `held` of `max_replicas` replicas, `arrivals` its traffic and `finished`
+    requests of PROMPT and OUTPUT tokens done in its first interval."""
     env = simpy.Environment()
     replicas = [[engine(env, costs, MAX_SEQS)] for _ in range(max_replicas)]
-    traffic = Traffic(arrival_s=list(np.linspace(1.0, INTERVAL_S, arrivals)),
-                      finished=finished_requests(finished, PROMPT, OUTPUT, ttft_s, itl_s))
-    scaling = Autoscaling(max_replicas=max_replicas, policy="sla_planner", interval_s=INTERVAL_S, tpot_s=tpot_s)
-    scaler = make_autoscaler(env, replicas, held, scaling, [], 0.0, role=role, traffic=traffic)
+    traffic = Traffic(arrival_s=arrivals, finished=finished_requests(finished, PROMPT, OUTPUT, 0.01, 0.01))
+    scaling = Autoscaling(max_replicas=max_replicas, policy="sla_planner", interval_s=INTERVAL_S, tpot_s=tpot_s,
+                          ttft_s=ttft_s, predictor=predictor)
+    return env, make_autoscaler(env, replicas, held, scaling, [], 0.0, role=role, traffic=traffic)
+
+
+def _wanted(costs, arrivals: int, **kwargs) -> int:
+    """The replicas the planner wants after one interval in which `arrivals` requests came."""
+    env, scaler = _planner(costs, list(np.linspace(1.0, INTERVAL_S, arrivals)), **kwargs)
     env.run(until=INTERVAL_S)
     return scaler.policy.wanted(scaler)
 
@@ -45,62 +51,69 @@ def _full_batch_s(costs) -> float:
     return costs.price(step_shape([], [PROMPT + OUTPUT // 2] * MAX_SEQS, sampled=MAX_SEQS)).time_s
 
 
+def _whole_batch_s(costs) -> float:
+    """A full batch of decodes beside the prompt tokens its requests bring a step: MAX_SEQS x PROMPT / OUTPUT."""
+    prefill = MAX_SEQS * PROMPT // OUTPUT
+    return costs.price(step_shape([(prefill, 0)], [PROMPT + OUTPUT // 2] * MAX_SEQS, sampled=MAX_SEQS)).time_s
+
+
 @pytest.mark.parametrize("arrivals", [300, 2000, 9000])
-def test_the_replicas_are_the_load_over_a_replica_s_profiled_throughput(costs, arrivals):
-    """Dynamo's formulas by hand, with a TPOT limit every batch meets (the best decode throughput is max_seqs
-    requests an iteration): a prefill replica is busy the prompt-alone time per request (TTFT correction 1: the
-    observed TTFT is that time), a decode replica OSL / max_seqs full-batch iterations per request; a pool serving
-    whole requests adds the two shares."""
-    alone_s, batch_s = _prompt_alone_s(costs), _full_batch_s(costs)
+def test_the_replicas_are_the_load_over_a_replica_s_requests_a_second(costs, arrivals):
+    """Dynamo 1.x's engine rates by hand, with limits every batch meets: a prefill replica serves 1 / (a prompt alone)
+    requests a second, a decode replica MAX_SEQS / (OUTPUT full-batch iterations), a replica serving whole requests
+    MAX_SEQS / (OUTPUT iterations of a full batch beside MAX_SEQS x PROMPT / OUTPUT prompt tokens)."""
     per_s = arrivals / INTERVAL_S
-    prefill, decode = per_s * alone_s, per_s * OUTPUT * batch_s / MAX_SEQS
-    got = {role: _wanted(costs, arrivals, alone_s, batch_s, role=role) for role in ("prefill", "decode", "serve")}
-    assert got == {"prefill": max(math.ceil(prefill), 1), "decode": max(math.ceil(decode), 1),
-                   "serve": max(math.ceil(prefill + decode), 1)}, (prefill, decode)
+    expected = {"prefill": per_s * _prompt_alone_s(costs), "decode": per_s * OUTPUT * _full_batch_s(costs) / MAX_SEQS,
+                "serve": per_s * OUTPUT * _whole_batch_s(costs) / MAX_SEQS}
+    got = {role: _wanted(costs, arrivals, role=role) for role in expected}
+    assert got == {role: max(math.ceil(share), 1) for role, share in expected.items()}, expected
 
 
-def test_prefix_hits_lower_the_prefill_share_and_queueing_does_not_raise_it(costs):
-    """A TTFT below the prompt's time alone (its prefix cached) scales the prefill share down by their ratio; one
-    above it (queueing) leaves it as it is (Dynamo's min(1, correction))."""
+def test_a_prompt_alone_past_the_ttft_limit_sets_a_floor(costs):
+    """A TTFT limit 2.5 times shorter than a prompt alone: however light the load, three prefill replicas (Dynamo's
+    latency floor, ceil(2.5)); a limit the prompt meets leaves one."""
     alone_s = _prompt_alone_s(costs)
-    arrivals = round(8.5 * INTERVAL_S / alone_s)  # 8.5 replicas' worth of prompts
-    assert _wanted(costs, arrivals, alone_s, 0.0, role="prefill") == 9
-    assert _wanted(costs, arrivals, alone_s / 2, 0.0, role="prefill") == 5
-    assert _wanted(costs, arrivals, alone_s * 10, 0.0, role="prefill") == 9
+    assert _wanted(costs, 10, role="prefill", ttft_s=alone_s / 2.5) == 3
+    assert _wanted(costs, 10, role="prefill", ttft_s=alone_s * 2) == 1
 
 
-def test_more_load_slower_tokens_or_a_tighter_limit_never_want_fewer_replicas(costs):
-    """Monotone in every input it reads: requests arriving, the observed TTFT and ITL, and the TPOT limit (tighter:
-    smaller decode batches, less throughput a replica)."""
-    alone_s, batch_s = _prompt_alone_s(costs), _full_batch_s(costs)
-    each_s = alone_s + OUTPUT * batch_s / MAX_SEQS  # a replica's time a request, at a full batch
+def test_more_load_or_a_tighter_limit_never_want_fewer_replicas(costs):
+    """Monotone in what it reads: the requests arriving, and the TPOT and TTFT limits (tighter: smaller batches, less
+    throughput a replica)."""
+    each_s = OUTPUT * _whole_batch_s(costs) / MAX_SEQS  # a replica's time a request, at a full batch
 
     def worth(replicas: float) -> int:
         return round(replicas * INTERVAL_S / each_s)
 
-    loads = [_wanted(costs, worth(replicas), alone_s, batch_s) for replicas in (0.5, 2.5, 6.5, 12.5)]
+    loads = [_wanted(costs, worth(replicas)) for replicas in (0.5, 2.5, 6.5, 12.5)]
     assert loads == sorted(loads) and loads[-1] > loads[0]
-    itls = [_wanted(costs, worth(4.5), alone_s, batch_s * factor, tpot_s=1.5 * batch_s)
-            for factor in (0.5, 1.0, 2.0, 8.0)]
-    assert itls == sorted(itls) and itls[-1] > itls[0]
-    limits = [_wanted(costs, worth(4.5), alone_s, batch_s, role="decode", tpot_s=batch_s * factor)
-              for factor in (4.0, 1.0, 0.5, 0.2)]
-    assert limits == sorted(limits) and limits[-1] > limits[0]
+    batch_s = _full_batch_s(costs)
+    for role in ("decode", "serve"):
+        limits = [_wanted(costs, worth(4.5), role=role, tpot_s=batch_s * factor) for factor in (4.0, 1.0, 0.5, 0.2)]
+        assert limits == sorted(limits) and limits[-1] > limits[0], (role, limits)
+    ttfts = [_wanted(costs, worth(4.5), ttft_s=_prompt_alone_s(costs) * factor) for factor in (64.0, 8.0, 2.0, 1.2)]
+    assert ttfts == sorted(ttfts), ttfts
 
 
-def test_within_its_least_and_most_and_unchanged_by_an_interval_with_nothing_finished(costs):
-    alone_s, batch_s = _prompt_alone_s(costs), _full_batch_s(costs)
-    assert _wanted(costs, 10**6, alone_s, batch_s, max_replicas=5) == 5
-    assert _wanted(costs, 1, alone_s, batch_s, held=3, max_replicas=5) == 3  # its least: the three it started with
-    assert _wanted(costs, 10**6, alone_s, batch_s, held=2, finished=0) == 2
+def test_within_its_least_and_most_nothing_before_a_request_finishes_and_the_least_when_idle(costs):
+    """Its most and its least bound it; before any request has finished it knows no lengths and holds; an interval
+    in which nothing arrived, after one that priced the lengths, wants its least."""
+    assert _wanted(costs, 10**6, max_replicas=5) == 5
+    assert _wanted(costs, 1, held=3, max_replicas=5) == 3  # its least: the three it started with
+    assert _wanted(costs, 10**6, held=2, finished=0) == 2
+    arrivals = round(4.5 * INTERVAL_S / (OUTPUT * _whole_batch_s(costs) / MAX_SEQS))  # 4.5 replicas' worth
+    env, scaler = _planner(costs, list(np.linspace(1.0, INTERVAL_S, arrivals)), max_replicas=8)
+    env.run(until=INTERVAL_S)
+    busy = scaler.policy.needed(scaler)
+    env.run(until=2 * INTERVAL_S)
+    assert busy > 1 and scaler.policy.needed(scaler) == 1
 
 
 def test_a_pool_scales_with_a_load_that_rises_and_falls_at_its_intervals_without_a_window(costs):
     """A load 12 times as high for 300 s after 600 s of a quarter of what one replica serves (a prompt alone and a
-    full decode batch both take half a second here: a replica's second a request): the planner holds one replica
-    through the quiet phase, three or more from the first interval that saw the busy phase (each new one serving after
-    its cold start), and gives them back at the first interval after the load falls, where an HPA would wait out its
-    300 s window."""
+    full decode batch both take half a second here): the planner holds one replica through the quiet phase, more from
+    the first interval that saw the busy phase (each new one serving after its cold start), and gives them back at
+    the first interval after the load falls, where an HPA would wait out its 300 s window."""
     batch_s = 0.5  # a full decode batch
     slow = Slower(costs, batch_s / _full_batch_s(costs))
     phases = ((600.0, 1.0), (300.0, 12.0))
@@ -119,9 +132,9 @@ def test_a_pool_scales_with_a_load_that_rises_and_falls_at_its_intervals_without
         return steps[times[times <= time_s].max()]
 
     assert all(held_at(t) == 1 for t in np.arange(arrivals[0], 600.0, 10.0))
-    assert held_at(660.0) >= 3  # the interval to 660 s saw the busy phase
+    assert held_at(660.0) >= 2  # the interval to 660 s saw the busy phase
     # The interval to 960 s saw the quiet phase: every replica but one drains then, and is gone once empty.
-    assert held_at(900.0 + INTERVAL_S - 1.0) >= 3 and held_at(900.0 + 2 * INTERVAL_S) == 1
+    assert held_at(900.0 + INTERVAL_S - 1.0) >= 2 and held_at(900.0 + 2 * INTERVAL_S) == 1
     log = result.iterations
     for replica in range(1, 8):
         starts = log.start_s[log.replica == replica]
@@ -145,26 +158,18 @@ def test_long_prompts_and_short_answers_scale_the_prefill_pool_not_the_decode_po
 
 
 def test_a_kalman_forecast_asks_for_the_next_interval_s_load_on_a_ramp(costs):
-    """Arrivals rising by half a replica's worth an interval: after eight intervals (four replicas' worth) the constant
-    predictor asks for the last interval's four replicas; the Kalman filter, following the ramp, for at least the
-    next interval's 4.5, so five."""
-    alone_s, batch_s = _prompt_alone_s(costs), _full_batch_s(costs)
-    each_s = alone_s + OUTPUT * batch_s / MAX_SEQS
+    """A decode pool's arrivals rising by half a replica's worth an interval: after eight intervals (four replicas'
+    worth) the constant predictor asks for the last interval's four replicas; the Kalman filter, following the ramp,
+    for at least the next interval's 4.5, so five."""
+    each_s = OUTPUT * _full_batch_s(costs) / MAX_SEQS  # a decode replica's time a request, at a full batch
     arrivals = []
     for k in range(1, 9):
         count = round(0.5 * k * INTERVAL_S / each_s) - 1  # just under k / 2 replicas' worth
         arrivals += list(np.linspace((k - 1) * INTERVAL_S + 0.5, k * INTERVAL_S - 0.5, count))
     wanted = {}
     for predictor in ("constant", "kalman"):
-        env = simpy.Environment()
-        replicas = [[engine(env, costs, MAX_SEQS)] for _ in range(16)]
-        done = []
-        traffic = Traffic(arrival_s=arrivals, finished=done)
-        scaling = Autoscaling(max_replicas=16, policy="sla_planner", interval_s=INTERVAL_S, tpot_s=1000.0,
-                              predictor=predictor)
-        scaler = make_autoscaler(env, replicas, 1, scaling, [], 0.0, traffic=traffic)
+        env, scaler = _planner(costs, arrivals, role="decode", max_replicas=16, predictor=predictor)
         for k in range(1, 9):
-            done += finished_requests(50, PROMPT, OUTPUT, alone_s, batch_s, at_s=(k - 1) * INTERVAL_S)
             env.run(until=k * INTERVAL_S)
             wanted[predictor] = scaler.policy.needed(scaler)
     assert wanted == {"constant": 4, "kalman": 5}, wanted
