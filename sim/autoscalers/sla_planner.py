@@ -4,8 +4,8 @@ replica's requests a second at the SLO, instead of a server metric's ratio to a 
 
 Every adjustment interval (Dynamo's default 180 s) it reads the requests that arrived over the interval and the mean
 prompt length (ISL) and output length (OSL) of those that finished, forecasts the next interval's three
-(Autoscaling.predictor: Dynamo's constant or Kalman predictor, load_predictors.py; before any request has finished it
-knows no lengths and changes nothing), and wants ceil(requests a second / a replica's requests a second):
+(Autoscaling.predictor: Dynamo's constant or Kalman predictor, load_predictors.py), and wants ceil(requests a second /
+a replica's requests a second):
 - prefill: a replica's 1 / (a prompt of ISL tokens alone, in chunks of its token budget), at least the replicas
   ceil(that prompt's time / the SLO's TTFT) where one prompt alone misses it (Dynamo's latency floor);
 - decode: a replica's largest batch whose iteration at ISL + OSL / 2 tokens a request is within the SLO's TPOT (up to
@@ -14,12 +14,27 @@ knows no lengths and changes nothing), and wants ceil(requests a second / a repl
   tokens its requests bring (batch x ISL / OSL a step, up to the token budget), is within the TPOT limit and whose
   next request's TTFT (those tokens and its own, in chunks beside the batch) within the TTFT limit; the batch at most
   where the budget left admits prompts as fast as the batch finishes them (ISL / (budget - batch) <= OSL);
-each within [replicas, max_replicas], held at once: no stabilization window, no step limit (Dynamo sets the
-deployment's replica counts). Dynamo's forecast KV hit rate, which discounts prompts, is not modeled (none is read);
-nor are its 0.x releases' correction factors (planner_core.py: the observed TTFT and ITL over the profiled ones).
+each within [replicas, max_replicas] (Dynamo's min_endpoint: the replicas the pool starts with), held at once: no
+stabilization window, no step limit (Dynamo sets the deployment's replica counts). As in Dynamo, whose means over an
+interval in which nothing finished are undefined: an interval in which requests arrived but none finished is skipped
+(nothing observed, nothing changed); one in which nothing arrived either reads its lengths as 0, so the constant
+predictor forecasts no lengths and the pool holds (a Kalman forecast, pulled down, may still price some); before any
+request has finished it knows no lengths and changes nothing. Dynamo's forecast KV hit rate, which discounts prompts,
+is not modeled (none is read); nor are its 0.x releases' correction factors (planner_core.py: the observed TTFT and
+ITL over the profiled ones).
 
 The profile is the replica's own cost model (sim/latency_prediction.py's iteration pricing), where Dynamo fits
-regressions of each engine's forward passes (or interpolates a pre-deployment profiling sweep).
+regressions of each engine's forward passes (or interpolates a pre-deployment profiling sweep). So it differs from
+Dynamo's perf models where a regression cannot see, or the engine holds, what the cost model does:
+- a prompt's later chunks are priced after their earlier context (Dynamo's regression on a pass's prefill tokens
+  prices every chunk alike); ISL + OSL / 2 and a step's prompt tokens are rounded to whole tokens;
+- the KV cap is the requests of ISL + OSL / 2 tokens its KV blocks hold, each request in whole blocks (Dynamo's
+  max_kv_tokens / (ISL + OSL / 2));
+- the TTFT of a request joining a batch prices its own ISL tokens (Dynamo's is its regression's moving average of a
+  pass's prefill tokens a prefilling request: a chunk, where prompts are chunked);
+- a replica of several engines (data-parallel ranks, pipeline stages' virtual engines) serves its engines' rates
+  together (Dynamo divides by one engine's rate and counts workers); the latency floor counts replicas;
+- the SLO's TTFT limit may be left out (Dynamo's always set): then no latency floor and no TTFT bound on the batch.
 """
 
 from __future__ import annotations
@@ -63,13 +78,13 @@ class SLAPlanner(Policy):
         """The replicas the load forecast for the next interval needs, within the pool's least and most; None before
         any request has finished (no lengths to price)."""
         requests, lengths = self.observe(scaler.env.now)
-        self.predictors[0].observe(requests)
-        if lengths is not None:
-            self.predictors[1].observe(lengths[0])
-            self.predictors[2].observe(lengths[1])
-        if not self.predictors[1].values:
-            return None
-        # The next interval's load (a negative forecast reads as none).
+        if lengths is None and requests:
+            return None  # the interval's mean lengths undefined: Dynamo skips it (observes nothing, changes nothing)
+        # An idle interval's undefined means read as 0, as Dynamo reads them (each series skips an idle start's).
+        for predictor, value in zip(self.predictors, (requests, *(lengths or (0.0, 0.0))), strict=True):
+            predictor.observe(value)
+        # The next interval's load (a negative forecast reads as none); no lengths (none yet, or a forecast of none
+        # after an idle interval): Dynamo's perf models price nothing, and it holds.
         next_requests, isl, osl = (max(predictor.predict(), 0.0) for predictor in self.predictors)
         if not isl or not osl:
             return None

@@ -97,7 +97,7 @@ def test_more_load_or_a_tighter_limit_never_want_fewer_replicas(costs):
 
 def test_within_its_least_and_most_nothing_before_a_request_finishes_and_the_least_when_idle(costs):
     """Its most and its least bound it; before any request has finished it knows no lengths and holds; an interval
-    in which nothing arrived, after one that priced the lengths, wants its least."""
+    in which nothing arrived but requests finished, after one that priced the lengths, wants its least."""
     assert _wanted(costs, 10**6, max_replicas=5) == 5
     assert _wanted(costs, 1, held=3, max_replicas=5) == 3  # its least: the three it started with
     assert _wanted(costs, 10**6, held=2, finished=0) == 2
@@ -105,8 +105,28 @@ def test_within_its_least_and_most_nothing_before_a_request_finishes_and_the_lea
     env, scaler = _planner(costs, list(np.linspace(1.0, INTERVAL_S, arrivals)), max_replicas=8)
     env.run(until=INTERVAL_S)
     busy = scaler.policy.needed(scaler)
+    scaler.policy.traffic.finished.extend(finished_requests(50, PROMPT, OUTPUT, 0.01, 0.01, at_s=INTERVAL_S))
     env.run(until=2 * INTERVAL_S)
     assert busy > 1 and scaler.policy.needed(scaler) == 1
+
+
+def test_an_interval_with_no_request_finished_changes_nothing(costs):
+    """Dynamo skips an interval whose mean lengths (and request duration) are undefined, none having finished, and
+    reads those of an interval in which nothing arrived either as 0, which its perf models refuse (it holds, with the
+    constant predictor): after an interval at 4.5 replicas' worth (five replicas by hand), an interval with as many
+    arrivals but nothing finished wants nothing, and so does one with no arrivals and nothing finished, where a
+    planner pricing the last lengths would want five and then its one."""
+    each_s = OUTPUT * _whole_batch_s(costs) / MAX_SEQS  # a replica's time a request, at a full batch
+    count = round(4.5 * INTERVAL_S / each_s)
+    arrivals = list(np.linspace(1.0, INTERVAL_S, count)) + list(np.linspace(INTERVAL_S + 1.0, 2 * INTERVAL_S, count))
+    env, scaler = _planner(costs, arrivals, max_replicas=8)
+    env.run(until=INTERVAL_S)
+    assert scaler.policy.needed(scaler) == math.ceil(count / INTERVAL_S * each_s) == 5
+    env.run(until=2 * INTERVAL_S)
+    assert scaler.policy.needed(scaler) is None  # arrivals, nothing finished
+    env.run(until=3 * INTERVAL_S)
+    assert scaler.policy.needed(scaler) is None  # idle
+    assert scaler.policy.wanted(scaler) == 1  # holds the replica it has
 
 
 def test_a_pool_scales_with_a_load_that_rises_and_falls_at_its_intervals_without_a_window(costs):
@@ -171,5 +191,8 @@ def test_a_kalman_forecast_asks_for_the_next_interval_s_load_on_a_ramp(costs):
         env, scaler = _planner(costs, arrivals, role="decode", max_replicas=16, predictor=predictor)
         for k in range(1, 9):
             env.run(until=k * INTERVAL_S)
+            if k > 1:  # requests finish in every interval (Dynamo skips one in which none did)
+                scaler.policy.traffic.finished.extend(finished_requests(50, PROMPT, OUTPUT, 0.01, 0.01,
+                                                                        at_s=(k - 1) * INTERVAL_S))
             wanted[predictor] = scaler.policy.needed(scaler)
     assert wanted == {"constant": 4, "kalman": 5}, wanted
