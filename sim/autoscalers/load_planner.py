@@ -14,8 +14,12 @@ own cost model, where Dynamo fits a regression of each engine's iteration times 
   time alone, and each replica's requests, grown the same, fitting its KV blocks and decoding within
   SCALE_DOWN_SENSITIVITY of the SLO's ITL (a pool serving whole requests: both);
 - with the throughput-based floor, never holds fewer than the SLA planner's replicas, recomputed every adjustment
-  interval (180 s), and rises to that floor at once.
-It reads nothing until MIN_OBSERVATIONS requests have finished (Dynamo's cold start).
+  interval (180 s; an interval the SLA planner skips keeps the last), and rises to that floor at its next decision
+  even where the load-based one changes nothing (Dynamo's agg and disagg modes; its mode for one component of a
+  disaggregated pair, the other fixed, applies the floor only where the load-based decision changes the count).
+It reads nothing until MIN_OBSERVATIONS requests have finished (Dynamo's cold start). Waiting out a scale under way is
+Dynamo's agg and single-component modes'; its disagg mode decides on, from the ready workers (a replica more than
+those ready re-asks for the one starting).
 """
 
 from __future__ import annotations
