@@ -122,11 +122,11 @@ def test_a_pool_falling_behind_scales_up_and_its_new_replicas_serve_after_their_
     the first sync (15 s) requests wait, and the pool scales to its three; they serve from 15 + 10 s. Its static
     energy is 100 W over the replica-seconds it held: one from the first arrival, two more from 15 s."""
     decode_s = costs.price(step_shape(decode_kv=[64], sampled=1)).time_s
-    output = int(np.ceil(2.0 / decode_s))  # about 2 s a request
+    slow = Slower(costs, 0.5 / decode_s)  # half a second a decode step: four of them, about 2 s a request
     count = 60
     requests = RequestSet(arrival_s=np.arange(float(count)), prompt_tokens=np.full(count, 16),
-                          output_tokens=np.full(count, output))
-    result = serve_pools([pool(costs, Autoscaling(max_replicas=3, target=1.0, cold_start_s=10.0))], requests)
+                          output_tokens=np.full(count, 4))
+    result = serve_pools([pool(slow, Autoscaling(max_replicas=3, target=1.0, cold_start_s=10.0))], requests)
     assert result.scaled[:2] == ((0.0, 1), (SYNC_PERIOD_S, 3))
     log = result.iterations
     for replica in (1, 2):
@@ -136,7 +136,7 @@ def test_a_pool_falling_behind_scales_up_and_its_new_replicas_serve_after_their_
     held_s = result.makespan_s + 2 * (end_s - SYNC_PERIOD_S)
     assert result.energy_parts_J["static_J"] == pytest.approx(100.0 * held_s)
     assert result.metrics()["mean_replicas"] == pytest.approx(held_s / result.makespan_s)
-    fixed = serve_pools([pool(costs, None)], requests)
+    fixed = serve_pools([pool(slow, None)], requests)
     assert result.records.e2e_s.mean() < 0.5 * fixed.records.e2e_s.mean()
     assert "mean_replicas" not in fixed.metrics()
 
