@@ -11,7 +11,8 @@ own cost model, where Dynamo fits a regression of each engine's iteration times 
   either (a pool serving whole requests);
 - else gives one back where the survivors would hold the SLO with a margin: the queue's share of each replica's TTFT,
   grown by n / (n - 1) for n replicas, under SCALE_DOWN_SENSITIVITY of what the SLO leaves beside the prompt's own
-  time alone, and each replica's requests, grown the same, fitting its KV blocks and decoding within
+  time (alone; in a pool serving whole requests that prefills in chunks, beside its decodes grown the same, Dynamo's
+  aggregated check), and each replica's requests, grown the same, fitting its KV blocks and decoding within
   SCALE_DOWN_SENSITIVITY of the SLO's ITL (a pool serving whole requests: both);
 - with the throughput-based floor, never holds fewer than the SLA planner's replicas, recomputed every adjustment
   interval (180 s; an interval the SLA planner skips keeps the last), and rises to that floor at its next decision
@@ -29,7 +30,7 @@ from dataclasses import replace
 
 from sim.autoscalers.base import Autoscaler, Autoscaling, Policy, Traffic
 from sim.autoscalers.sla_planner import SLAPlanner
-from sim.latency_prediction import iteration_s, predict_latency, prompt_alone_s
+from sim.latency_prediction import iteration_s, predict_latency, prompt_alone_s, prompts_s
 from sim.replica import Replica
 
 LOAD_INTERVAL_S = 5.0  # Dynamo's load_adjustment_interval
@@ -72,18 +73,36 @@ class LoadPlanner(Policy):
         if {"prefill": slow_first, "decode": slow_tokens}.get(self.role, slow_first or slow_tokens):
             return min(held + 1, self.scaling.max_replicas)
         growth = len(ready) / (len(ready) - 1) if len(ready) > 1 else math.inf
-        first_holds = self.role == "decode" or self._first_token_holds(engines[0], isl, predicted, growth)
+        first_holds = self.role == "decode" or all(
+            self._first_token_holds(engine, isl, prediction, growth) for engine, prediction in zip(engines, predicted,
+                                                                                                  strict=True))
         tokens_hold = self.role == "prefill" or all(self._tokens_hold(engine, growth) for engine in engines)
         if len(ready) > 1 and first_holds and tokens_hold:
             return max(held - 1, scaler.minimum)
         return held
 
-    def _first_token_holds(self, engine: Replica, isl: float, predicted: list, growth: float) -> bool:
-        """Whether each replica's queue, grown by `growth`, leaves its TTFT within the margin of the SLO: the queue's
-        share under SCALE_DOWN_SENSITIVITY of the SLO less the prompt's own time alone."""
-        own_s = prompt_alone_s(engine, isl, self.memo)
-        budget_s = (self.scaling.ttft_s - own_s) * SCALE_DOWN_SENSITIVITY
-        return budget_s > 0 and all((p.ttft_s - own_s) * growth < budget_s for p in predicted)
+    def _first_token_holds(self, engine: Replica, isl: float, prediction, growth: float) -> bool:
+        """Whether the replica's queue, grown by `growth`, leaves its TTFT within the margin of the SLO: the queue's
+        share under SCALE_DOWN_SENSITIVITY of the SLO less the prompt's own time. Its own time is a prompt's beside the
+        decodes riding along with its chunks (a chunked scheduler's), grown too in a pool serving whole requests
+        (Dynamo's aggregated check: the new request's TTFT at the decode load after consolidation); a prompt alone
+        elsewhere."""
+        riding = [seq.computed + 1 for seq in engine.state.running if not seq.in_prefill] \
+            if engine.scheduler.chunked and self.role == "serve" else []
+        own_s = self._own_s(engine, isl, riding)
+        after_s = self._own_s(engine, isl, [round(sum(riding) / len(riding))] * math.ceil(len(riding) * growth)
+                              if riding else [])
+        budget_s = (self.scaling.ttft_s - after_s) * SCALE_DOWN_SENSITIVITY
+        return budget_s > 0 and (prediction.ttft_s - own_s) * growth < budget_s
+
+    def _own_s(self, engine: Replica, isl: float, riding: list[int]) -> float:
+        """A prompt of `isl` tokens with no queue ahead: alone, or in chunks of what the budget leaves beside the
+        `riding` decodes."""
+        if not riding:
+            return prompt_alone_s(engine, isl, self.memo)
+        tokens = max(round(isl), 1)
+        per_iteration = max(engine.scheduler.token_budget() - len(riding), 1)
+        return prompts_s(engine, tokens, 1, max(tokens - per_iteration, 0) // 2, per_iteration, riding, self.memo)
 
     def _tokens_hold(self, engine: Replica, growth: float) -> bool:
         """Whether the replica's requests (decoding and queued), grown by `growth`, fit its KV blocks and decode

@@ -41,10 +41,10 @@ def pool(costs, scaling: Autoscaling | None, *, replicas: int = 1, max_seqs: int
                 autoscaling=scaling)
 
 
-def engine(env: simpy.Environment, costs, max_seqs: int) -> Replica:
-    """A continuous-batching replica of 4,000 KV blocks, holding nothing."""
+def engine(env: simpy.Environment, costs, max_seqs: int, scheduler: str = "continuous") -> Replica:
+    """A replica of 4,000 KV blocks (continuous batching, or another scheduler), holding nothing."""
     kv = PagedKVCache(capacity_blocks=4000, block_tokens=BLOCK)
-    return Replica(env, costs, make_scheduler("continuous", SchedulerLimits(max_seqs=max_seqs)), EngineState(kv=kv),
+    return Replica(env, costs, make_scheduler(scheduler, SchedulerLimits(max_seqs=max_seqs)), EngineState(kv=kv),
                    window=None, swap_s_per_token=0.0, on_finish=lambda seq: None)
 
 

@@ -14,7 +14,7 @@ import simpy
 from kernels.shapes import step_shape
 from sim.autoscalers import Autoscaling, Traffic, make_autoscaler
 from sim.autoscalers.load_planner import LOAD_INTERVAL_S, SCALE_DOWN_SENSITIVITY
-from sim.latency_prediction import predict_latency
+from sim.latency_prediction import predict_latency, prompts_s
 from sim.schedulers import Sequence
 from sim.serving import serve_pools
 from tests.sim.autoscaled_pool import Slower, engine, finished, pool
@@ -26,9 +26,10 @@ CONTEXT = 64  # a decoding request's context here: whole TOKEN_STEPs, priced as 
 
 
 def _scaler(costs, *, ready: int = 2, role: str = "serve", ttft_s: float = 1000.0, tpot_s: float = 1000.0,
-            done: int = 10, policy: str = "load_planner", arrivals: tuple[float, ...] = ()):
+            done: int = 10, policy: str = "load_planner", arrivals: tuple[float, ...] = (),
+            scheduler: str = "continuous"):
     env = simpy.Environment()
-    replicas = [[engine(env, costs, MAX_SEQS)] for _ in range(4)]
+    replicas = [[engine(env, costs, MAX_SEQS, scheduler)] for _ in range(4)]
     traffic = Traffic(arrival_s=list(arrivals), finished=finished(done, PROMPT, OUTPUT, 0.01, 0.01))
     scaling = Autoscaling(max_replicas=4, policy=policy, ttft_s=ttft_s, tpot_s=tpot_s)
     scaler = make_autoscaler(env, replicas, ready, scaling, [], 0.0, role=role, traffic=traffic)
@@ -93,6 +94,28 @@ def test_one_fewer_only_where_the_survivor_s_queue_keeps_the_ttft_margin(costs):
         limit_s = own_s + 2 * queue_s / SCALE_DOWN_SENSITIVITY * factor
         scaler.policy.scaling = Autoscaling(max_replicas=4, policy="load_planner", ttft_s=limit_s, tpot_s=1000.0)
         assert scaler.policy.wanted(scaler) == wanted, factor
+
+
+def test_a_chunked_pool_prices_a_new_prompt_beside_the_survivor_s_batch_not_as_queue(costs):
+    """Two replicas prefilling in chunks beside their decodes, serving whole requests, each with 32 decodes and
+    nothing queued: a prompt's TTFT beside 32 decodes is `now`, beside 64 (the survivor's, one replica given back)
+    `after`. Dynamo's aggregated check takes the new request's own TTFT at the decode load after consolidation and
+    grows only the queue: a TTFT limit between `now` and `after` keeps both replicas (the survivor would miss it); a
+    limit past `after` gives one back, though it is under alone + 2.5 (now - alone), where counting the decodes'
+    share of `now` as queue, grown by 2 against 80% of the limit less a prompt alone, would have kept both."""
+    env, scaler = _scaler(costs, scheduler="chunked")
+    for r in (0, 1):
+        _decoding(scaler.replicas[r][0], 32)
+    first = scaler.replicas[0][0]
+    budget = first.scheduler.token_budget()
+    alone = costs.price(step_shape([(PROMPT, 0)], [], sampled=1)).time_s
+    now = prompts_s(first, PROMPT, 1, 0, budget - 32, [CONTEXT] * 32)
+    after = prompts_s(first, PROMPT, 1, 0, budget - 64, [CONTEXT] * 64)
+    as_queue = alone + 2 * (now - alone) / SCALE_DOWN_SENSITIVITY
+    assert alone < now < after < as_queue
+    for limit_s, wanted in (((now + after) / 2, 2), ((after + as_queue) / 2, 1)):
+        scaler.policy.scaling = Autoscaling(max_replicas=4, policy="load_planner", ttft_s=limit_s, tpot_s=1000.0)
+        assert scaler.policy.wanted(scaler) == wanted, limit_s
 
 
 def test_nothing_while_a_scale_is_under_way_or_before_five_requests_have_finished(costs):
