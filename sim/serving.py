@@ -573,7 +573,7 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
         else:
             replica.state.kv.assign(index, groups[index], shared[index], continues=index in continued,
                                     leaves_tokens=leaves.get(index, 0), root=roots[index])
-        seq.computed = replica.state.kv.cached_prefix(index, seq.target)
+        seq.computed = seq.cached = replica.state.kv.cached_prefix(index, seq.target)
         if index in next_turn:
             served_by[index] = replica
         replica.accept(seq)

@@ -19,9 +19,11 @@ stabilization window, no step limit (Dynamo sets the deployment's replica counts
 interval in which nothing finished are undefined: an interval in which requests arrived but none finished is skipped
 (nothing observed, nothing changed); one in which nothing arrived either reads its lengths as 0, so the constant
 predictor forecasts no lengths and the pool holds (a Kalman forecast, pulled down, may still price some); before any
-request has finished it knows no lengths and changes nothing. Dynamo's forecast KV hit rate, which discounts prompts,
-is not modeled (none is read); nor are its 0.x releases' correction factors (planner_core.py: the observed TTFT and
-ITL over the profiled ones).
+request has finished it knows no lengths and changes nothing. Prefix hits discount the prompt tokens a prefill
+replica, or an aggregated one beside its batch, computes: the share of the finished requests' prompt tokens found
+cached at their admission, the latest observed reused until another (Dynamo's KV hit rate with its last-value
+semantics; none before the first). Not modeled: Dynamo 0.x's correction factors (planner_core.py: the observed TTFT
+and ITL over the profiled ones).
 
 The profile is the replica's own cost model (sim/latency_prediction.py's iteration pricing), where Dynamo fits
 regressions of each engine's forward passes (or interpolates a pre-deployment profiling sweep). So it differs from
@@ -69,6 +71,7 @@ class SLAPlanner(Policy):
         # The requests arriving in an interval, their mean prompt and output lengths: each series' own predictor.
         self.predictors = [LOAD_PREDICTORS[scaling.predictor]() for _ in range(3)]
         self.ttft_s = scaling.ttft_s if scaling.ttft_s is not None else math.inf  # no TTFT limit: none bounds it
+        self.hit_rate = 0.0  # the share of prompt tokens found cached (none known yet: no discount, as Dynamo starts)
 
     def wanted(self, scaler: Autoscaler) -> int:
         needed = self.needed(scaler)
@@ -81,8 +84,11 @@ class SLAPlanner(Policy):
         if lengths is None and requests:
             return None  # the interval's mean lengths undefined: Dynamo skips it (observes nothing, changes nothing)
         # An idle interval's undefined means read as 0, as Dynamo reads them (each series skips an idle start's).
-        for predictor, value in zip(self.predictors, (requests, *(lengths or (0.0, 0.0))), strict=True):
+        for predictor, value in zip(self.predictors, (requests, *(lengths[:2] if lengths else (0.0, 0.0))),
+                                    strict=True):
             predictor.observe(value)
+        if lengths is not None:
+            self.hit_rate = lengths[2]  # the latest observed, reused until another (Dynamo's last-value semantics)
         # The next interval's load (a negative forecast reads as none); no lengths (none yet, or a forecast of none
         # after an idle interval): Dynamo's perf models price nothing, and it holds.
         next_requests, isl, osl = (max(predictor.predict(), 0.0) for predictor in self.predictors)
@@ -92,7 +98,8 @@ class SLAPlanner(Policy):
         engine, engines = scaler.replicas[0][0], len(scaler.replicas[0])
         demand_per_s = next_requests / self.interval_s
         if self.role == "prefill":
-            alone_s = prompt_alone_s(engine, isl, self.memo)
+            # Prefix hits shrink the prompt's compute, not its KV: the prefill rate reads the tokens computed only.
+            alone_s = prompt_alone_s(engine, isl * (1.0 - self.hit_rate), self.memo)
             floor = math.ceil(alone_s / self.ttft_s) if alone_s > self.ttft_s else 1
             wanted = max(math.ceil(demand_per_s * alone_s / engines), floor)
         else:
@@ -101,16 +108,18 @@ class SLAPlanner(Policy):
             wanted = math.ceil(demand_per_s / (per_s * engines))
         return min(max(wanted, scaler.minimum), self.scaling.max_replicas)
 
-    def observe(self, now_s: float) -> tuple[int, tuple[float, float] | None]:
-        """Over the interval to `now_s`: the requests that arrived, and the mean ISL and OSL of those that finished
-        (None where none did)."""
+    def observe(self, now_s: float) -> tuple[int, tuple[float, float, float] | None]:
+        """Over the interval to `now_s`: the requests that arrived, and of those that finished the mean ISL and OSL and
+        the share of their prompt tokens found cached (their KV hit rate); None where none finished."""
         arrivals = self.traffic.arrival_s
         requests = bisect.bisect_right(arrivals, now_s) - bisect.bisect_right(arrivals, now_s - self.interval_s)
         done = self.traffic.finished[self.seen:]
         self.seen += len(done)
         if not done:
             return requests, None
-        return requests, (sum(seq.prompt for seq in done) / len(done), sum(seq.generated for seq in done) / len(done))
+        prompt_tokens = sum(seq.prompt for seq in done)
+        return requests, (prompt_tokens / len(done), sum(seq.generated for seq in done) / len(done),
+                          sum(seq.cached for seq in done) / prompt_tokens if prompt_tokens else 0.0)
 
     def decode_requests_per_s(self, engine: Replica, isl: float, osl: float) -> float:
         """A decode replica's requests a second: its largest batch within the TPOT limit at ISL + OSL / 2 tokens a
@@ -136,8 +145,9 @@ class SLAPlanner(Policy):
         while most > 1 and isl / (budget - most) > osl:
             most -= 1
         best = 0.0
+        computed = isl * (1.0 - self.hit_rate)  # a prompt's tokens computed, past its prefix hit
         for batch in range(1, max(most, 1) + 1):
-            prefill = max(round(min(batch * isl / osl, budget)), 1)
+            prefill = max(round(min(batch * computed / osl, budget)), 1)
             step_s = iteration_s(engine, [(prefill, 0)], [context] * batch, 0, self.memo)
             ttft_s = self._chunked_s(engine, prefill + isl, budget, batch, context)
             if batch > 1 and (step_s > self.scaling.tpot_s or ttft_s > self.ttft_s):

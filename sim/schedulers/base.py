@@ -30,6 +30,7 @@ class Sequence:
     computed: int = 0
     target: int = 0
     generated: int = 0
+    cached: int = 0  # prompt tokens found cached when it was admitted (a prefix hit)
     scheduled_s: float = math.nan
     first_token_s: float = math.nan
     decode_admitted_s: float = math.nan  # when a decode pool admitted it, handed over after its prefill

@@ -196,3 +196,24 @@ def test_a_kalman_forecast_asks_for_the_next_interval_s_load_on_a_ramp(costs):
                                                                         at_s=(k - 1) * INTERVAL_S))
             wanted[predictor] = scaler.policy.needed(scaler)
     assert wanted == {"constant": 4, "kalman": 5}, wanted
+
+
+def test_prefix_hits_discount_the_prompt_tokens_a_prefill_replica_computes(costs):
+    """Requests of 4,096-token prompts, three quarters of each found cached (a KV hit rate of 0.75): a prefill replica's
+    rate is that of a prompt of 1,024 tokens alone, by hand; with no hit, the whole prompt's, which asks for more."""
+    hit_s, whole_s = (costs.price(step_shape([(tokens, 0)], [], sampled=1)).time_s for tokens in (1024, 4096))
+    arrivals = round(8.5 * INTERVAL_S / hit_s)
+    wanted = {}
+    for cached in (3072, 0):
+        env = simpy.Environment()
+        done = finished_requests(50, 4096, OUTPUT, 0.01, 0.01)
+        for seq in done:
+            seq.cached = cached
+        traffic = Traffic(arrival_s=list(np.linspace(1.0, INTERVAL_S, arrivals)), finished=done)
+        scaling = Autoscaling(max_replicas=64, policy="sla_planner", interval_s=INTERVAL_S, tpot_s=1000.0)
+        replicas = [[engine(env, costs, MAX_SEQS)] for _ in range(64)]
+        scaler = make_autoscaler(env, replicas, 1, scaling, [], 0.0, role="prefill", traffic=traffic)
+        env.run(until=INTERVAL_S)
+        wanted[cached] = scaler.policy.wanted(scaler)
+    assert wanted == {3072: math.ceil(arrivals / INTERVAL_S * hit_s), 0: math.ceil(arrivals / INTERVAL_S * whole_s)}
+    assert wanted[3072] < wanted[0]
