@@ -119,12 +119,13 @@ def prompts_s(replica: Replica, tokens: int, seqs: int, context: int, per_iterat
     return time_s
 
 
-def prompt_alone_s(replica: Replica, tokens: float, memo: dict | None = None) -> float:
-    """A prompt of `tokens` alone on the replica, nothing cached: in chunks of its scheduler's budget, each after the
-    chunks' mean earlier context."""
+def prompt_alone_s(replica: Replica, tokens: float, memo: dict | None = None,
+                   riding: Sequence_[int] = ()) -> float:
+    """A prompt of `tokens` with no queue ahead on the replica, nothing cached: in chunks of what its scheduler's
+    budget leaves beside the `riding` decodes, each after the chunks' mean earlier context."""
     tokens = max(round(tokens), 1)
-    budget = replica.scheduler.token_budget()
-    return prompts_s(replica, tokens, 1, max(tokens - budget, 0) // 2, budget, [], memo)
+    per_iteration = max(replica.scheduler.token_budget() - len(riding), 1)
+    return prompts_s(replica, tokens, 1, max(tokens - per_iteration, 0) // 2, per_iteration, list(riding), memo)
 
 
 def predict_latency(replica: Replica, prompt_tokens: int, cached_tokens: int = 0,

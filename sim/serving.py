@@ -448,10 +448,14 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
     gateway: list[tuple[int, float, int]] = []
     done = env.event()
 
-    def on_finish(seq: Sequence) -> None:
-        finished.append(seq)
+    def settle() -> None:
+        """End the run once every request is finished or rejected."""
         if len(finished) + len(rejected) == total:
             done.succeed()
+
+    def on_finish(seq: Sequence) -> None:
+        finished.append(seq)
+        settle()
         if seq.index in next_turn:  # a conversation's next turn comes once this answer is finished
             env.process(follow(next_turn[seq.index], seq.index))
 
@@ -516,6 +520,7 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
                                      pool.replicas, pool.autoscaling, routable[p], float(requests.arrival_s[0]),
                                      role=pool.role, traffic=traffic)
         env.process(scalers[p].run())
+
     def entry() -> list[Replica]:
         """The replicas an arrival may join, which the first pool's router picks among: a prefill pool's, or every
         serving pool's (an autoscaled pool's serving ones, as they are now)."""
@@ -605,8 +610,7 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
             while index in next_turn:  # a rejected conversation's later turns never come
                 index = next_turn[index]
                 rejected.append(index)
-            if len(finished) + len(rejected) == total:
-                done.succeed()
+            settle()
             return True
         routed = Routed(groups[index], shared[index], prompts[index], requests.prefix_path(index) if tree else None,
                         roots[index], urgent[index], index)

@@ -30,7 +30,7 @@ from dataclasses import replace
 
 from sim.autoscalers.base import Autoscaler, Autoscaling, Policy, Traffic
 from sim.autoscalers.sla_planner import SLAPlanner
-from sim.latency_prediction import iteration_s, predict_latency, prompt_alone_s, prompts_s
+from sim.latency_prediction import iteration_s, predict_latency, prompt_alone_s
 from sim.replica import Replica
 
 LOAD_INTERVAL_S = 5.0  # Dynamo's load_adjustment_interval
@@ -89,20 +89,11 @@ class LoadPlanner(Policy):
         elsewhere."""
         riding = [seq.computed + 1 for seq in engine.state.running if not seq.in_prefill] \
             if engine.scheduler.chunked and self.role == "serve" else []
-        own_s = self._own_s(engine, isl, riding)
-        after_s = self._own_s(engine, isl, [round(sum(riding) / len(riding))] * math.ceil(len(riding) * growth)
-                              if riding else [])
+        own_s = prompt_alone_s(engine, isl, self.memo, riding)
+        after_s = prompt_alone_s(engine, isl, self.memo, [round(sum(riding) / len(riding))]
+                                 * math.ceil(len(riding) * growth) if riding else [])
         budget_s = (self.scaling.ttft_s - after_s) * SCALE_DOWN_SENSITIVITY
         return budget_s > 0 and (prediction.ttft_s - own_s) * growth < budget_s
-
-    def _own_s(self, engine: Replica, isl: float, riding: list[int]) -> float:
-        """A prompt of `isl` tokens with no queue ahead: alone, or in chunks of what the budget leaves beside the
-        `riding` decodes."""
-        if not riding:
-            return prompt_alone_s(engine, isl, self.memo)
-        tokens = max(round(isl), 1)
-        per_iteration = max(engine.scheduler.token_budget() - len(riding), 1)
-        return prompts_s(engine, tokens, 1, max(tokens - per_iteration, 0) // 2, per_iteration, riding, self.memo)
 
     def _tokens_hold(self, engine: Replica, growth: float) -> bool:
         """Whether the replica's requests (decoding and queued), grown by `growth`, fit its KV blocks and decode

@@ -46,7 +46,7 @@ import math
 
 from sim.autoscalers.base import Autoscaler, Autoscaling, Policy, Traffic
 from sim.autoscalers.load_predictors import LOAD_PREDICTORS
-from sim.latency_prediction import iteration_s, prompt_alone_s
+from sim.latency_prediction import iteration_s, prompt_alone_s, prompts_s
 from sim.replica import Replica
 
 ADJUSTMENT_INTERVAL_S = 180.0  # Dynamo's SLAPlannerDefaults.adjustment_interval
@@ -149,22 +149,13 @@ class SLAPlanner(Policy):
         for batch in range(1, max(most, 1) + 1):
             prefill = max(round(min(batch * computed / osl, budget)), 1)
             step_s = iteration_s(engine, [(prefill, 0)], [context] * batch, 0, self.memo)
-            ttft_s = self._chunked_s(engine, prefill + isl, budget, batch, context)
+            ttft_s = prompts_s(engine, round(prefill + isl), 1, 0, budget, [context] * batch, self.memo)
             if batch > 1 and (step_s > self.scaling.tpot_s or ttft_s > self.ttft_s):
                 break
             best = batch / (osl * step_s)
             if step_s > self.scaling.tpot_s or ttft_s > self.ttft_s:
                 break  # a batch of one already misses: its rate, the best there is
         return best
-
-    def _chunked_s(self, engine: Replica, tokens: float, budget: int, batch: int, context: int) -> float:
-        """`tokens` prompt tokens prefilled in chunks of the budget, each iteration beside `batch` decodes."""
-        time_s, left = 0.0, tokens
-        while left > 0:
-            chunk = min(left, budget)
-            time_s += iteration_s(engine, [(max(round(chunk), 1), 0)], [context] * batch, 0, self.memo)
-            left -= chunk
-        return time_s
 
     def decode_s(self, engine: Replica, batch: int, context: int) -> float:
         """An iteration decoding `batch` requests at `context` tokens each."""
