@@ -290,15 +290,18 @@ def test_the_header_says_which_decisions_the_interval_times(tmp_path, capsys, fl
     assert words in header, header
 
 
-def test_a_pool_that_never_scales_names_the_interval_among_what_changes_nothing(tmp_path, capsys):
-    """--max-replicas 1 beside --autoscale-interval-s: the notice lists the interval with the other autoscaling flags
-    that change nothing (it named --autoscaler, --autoscale-target and --cold-start-s only)."""
+@pytest.mark.parametrize(("flag", "value"), [("--autoscale-interval-s", "10"), ("--autoscale-predictor", "kalman")])
+def test_a_pool_that_never_scales_names_each_autoscaling_flag_among_what_changes_nothing(tmp_path, capsys, flag,
+                                                                                          value):
+    """--max-replicas 1 beside the SLA planner's interval or its predictor: neither sizes a pool that never scales,
+    and the notice lists the flag with the other autoscaling flags that change nothing (it named the autoscaler,
+    target and cold start only)."""
     model = write_tiny_model(tmp_path)
     assert main(["run", "--model", model, "--device", "h100-sxm", "--serving", "--requests", "20", "--rate", "50",
                  "--prompt", "32", "--output", "4", "--slo-tpot", "0.1", "--max-replicas", "1", "--autoscaler",
-                 "sla_planner", "--autoscale-interval-s", "10"]) == 0
+                 "sla_planner", flag, value]) == 0
     notice = next(line for line in capsys.readouterr().err.splitlines() if "never scales" in line)
-    assert "--autoscale-interval-s" in notice, notice
+    assert flag in notice, notice
 
 
 def test_a_fleet_s_mixed_pool_scales_by_its_own_hpa_and_rents_what_it_held(capsys):
@@ -319,17 +322,6 @@ def test_a_fleet_s_mixed_pool_scales_by_its_own_hpa_and_rents_what_it_held(capsy
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "--mixed-replicas: found 1 with --mixed-max-replicas 6, allowed: 0 " \
         "(Dynamo's planners scale one kind of worker" in err, err
-
-
-def test_a_pool_that_never_scales_names_the_predictor_among_what_changes_nothing(tmp_path, capsys):
-    """--max-replicas 1 beside --autoscale-predictor kalman: the forecast sizes no pool either, and the notice says
-    so (it named the autoscaler, interval, target and cold start only)."""
-    model = write_tiny_model(tmp_path)
-    assert main(["run", "--model", model, "--device", "h100-sxm", "--serving", "--requests", "20", "--rate", "50",
-                 "--prompt", "32", "--output", "4", "--slo-tpot", "0.1", "--max-replicas", "1", "--autoscaler",
-                 "sla_planner", "--autoscale-predictor", "kalman"]) == 0
-    notice = next(line for line in capsys.readouterr().err.splitlines() if "never scales" in line)
-    assert "--autoscale-predictor" in notice, notice
 
 
 def test_a_pool_scaled_to_zero_rents_less_and_keeps_its_first_requests_waiting(capsys):
