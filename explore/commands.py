@@ -687,7 +687,8 @@ def _assumptions(point: DesignPoint, device) -> str:
         scaling = s.autoscaling("decode") or s.autoscaling("prefill") or s.autoscaling("mixed")
         if scaling is not None:
             pairs = ((("prefill", s.prefill_max_replicas), ("decode", s.max_replicas)) if s.disaggregated
-                     else ((point.device, s.max_replicas), (s.mixed_device, s.mixed_max_replicas)) if s.mixed else ())
+                     else ((point.device, s.max_replicas), (f"mixed {s.mixed_device}", s.mixed_max_replicas)) if s.mixed
+                     else ())
             scaled = f" scaling up to {s.max_replicas}" if not pairs else ", scaling the " + " and the ".join(
                 f"{what} replicas up to {most}" for what, most in pairs if most is not None)
             if s.replicas == 0:

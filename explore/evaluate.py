@@ -720,11 +720,13 @@ class Evaluator:
         if spec.kv_store_GB and not store_blocks:
             raise InputError(f"kv_store_GB: found {spec.kv_store_GB:g}, allowed: 0 (none) or at least one KV block, "
                              f"{memory.kv_block_B / 1e9:.3g} GB")
-        return Pool(name=f"{role} ({point.device})", role=role, replicas=replicas, costs=costs,
+        # A fleet's mixed replicas are a pool of their own, apart from the point's though they be of its device.
+        kind = "mixed" if role == "serve" and device_name else role
+        return Pool(name=f"{kind} ({point.device})", role=role, replicas=replicas, costs=costs,
                     scheduler=spec.scheduler, limits=limits, memory=memory, idle_power_W=idle_W,
                     router=spec.router or DEFAULT_ROUTER,
                     # A fleet's mixed replicas scale by mixed_max_replicas, the point's own pools by theirs.
-                    autoscaling=_autoscaling(spec, weights_B, "mixed" if role == "serve" and device_name else role),
+                    autoscaling=_autoscaling(spec, weights_B, kind),
                     # A decode pool caches one shared prefix; with several, each request's KV crosses whole.
                     prefix_tokens=0 if role == "decode" and spec.groups > 1 else spec.prefix_tokens,
                     prefix_groups=spec.system_prompts if spec.rooted else spec.groups, root=spec.rooted,

@@ -438,6 +438,10 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
     if not (set(roles) == {"serve"} or roles == ["prefill", "decode"]):
         raise ValueError(f"pools: found roles {roles}, allowed: 'serve' pools (a fleet of one device or of several) or "
                          f"['prefill', 'decode']")
+    names = [pool.name for pool in pools]
+    for name in names:  # a run's busy time, replica-hours held and timeline rows are each pool's, by its name
+        if names.count(name) > 1:
+            raise ValueError(f"pools: found the name {name!r} twice, allowed: a name of each pool's own")
     env = simpy.Environment()
     total = len(requests)
     finished: list[Sequence] = []

@@ -55,6 +55,23 @@ def test_a_router_reading_each_replica_s_predicted_latency_keeps_the_fleet_withi
     assert attained["predicted_latency"] < attained["predicted_latency_most"], attained
 
 
+def test_a_fleet_of_the_point_s_own_device_is_two_pools_priced_apart(capsys):
+    """A fleet whose mixed replicas are the point's own device (which mixed_device.<field> what-ifs make another
+    design: capped H100s beside full ones) is two pools: one H100 held throughout beside H100s scaling from one up to
+    four holds at least both pools' least, two replicas, on average, rents each replica it held at the H100's price,
+    and the header tells the scaling pool from the fixed one."""
+    flags = ["--rate", "10", "--rate-profile", "20:1,20:4", "--requests", "300", "--mixed-device", "h100-sxm",
+             "--mixed-replicas", "1", "--mixed-max-replicas", "4", "--autoscale-target", "2", "--autoscale-metric",
+             "running", "--cold-start-s", "5"]
+    scaled = _run(capsys, *flags)
+    assert 2.0 <= scaled["mean_replicas"] <= 5.0 and scaled["max_replicas_held"] > 2
+    hourly = load_device("h100-sxm").price.usd_per_hour
+    assert scaled["usd_per_hour"] == pytest.approx(hourly * scaled["mean_replicas"])
+    assert main([*RUN, *flags, "--requests", "20"]) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    assert "scaling the mixed h100-sxm replicas up to 4 as the HPA does" in header, header
+
+
 @pytest.mark.parametrize(("flags", "words"), [
     (["--mixed-replicas", "2"], "--mixed-device: found '' with --mixed-replicas 2, allowed: a device"),
     ([*FLEET, "--prefill-replicas", "1"],

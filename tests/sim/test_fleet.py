@@ -71,6 +71,14 @@ def test_every_request_is_served_once_by_some_replica_of_the_fleet(costs, other)
         assert (served > 0).all(), (router, served)  # every replica of both devices ran iterations
 
 
+def test_pools_sharing_a_name_are_refused(costs):
+    """A run's busy time, replica-hours held and timeline rows are keyed by pool name: two pools of one name would
+    count as one (a fleet of one device's two pools priced at the second's hours twice), so they are refused."""
+    requests = RequestSet(arrival_s=np.zeros(1), prompt_tokens=np.full(1, 16), output_tokens=np.full(1, 2))
+    with pytest.raises(ValueError, match=r"pools: found the name 'serve \(h100-sxm\)' twice"):
+        serve_pools([_pool(costs, 1, "round_robin"), _pool(costs, 1, "round_robin")], requests)
+
+
 def _replica(outstanding: int, in_use: int, capacity: int):
     """A stand-in replica holding `outstanding` requests and `in_use` of its `capacity` KV blocks."""
     kv = PagedKVCache(capacity_blocks=capacity, block_tokens=BLOCK)
