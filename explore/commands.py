@@ -533,6 +533,8 @@ def _serving_spec(args) -> ServingSpec:
     try:
         spec = ServingSpec(**fields)
         spec.check_context(load_model_config(args.model).max_positions, args.model)
+        if reason := spec.unjudged():  # a sweep records such a point unevaluated; one point asked for is refused
+            raise InputError(reason)
         return spec
     except InputError as err:
         flagged = renamed(str(err), flag_of)

@@ -920,6 +920,8 @@ class Evaluator:
             return rate_verdict(results[rate])
 
         try:
+            if reason := spec.unjudged():  # what the run would answer is not what the spec asks: not run
+                raise _InfeasibleError(reason, fits=True)
             if spec.capacity:
                 found = search_capacity(judge, low=spec.capacity[0], high=spec.capacity[1])
                 capacity = found.rate_per_s

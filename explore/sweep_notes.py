@@ -172,8 +172,23 @@ def sweep_notes(sweep) -> list[str]:
              idle_knobs_note(sweep), crossed_switch_note(sweep), equal_override_note(sweep),
              idle_what_if_note(sweep), unread_node_link_note(sweep), unpriced_goal_note(sweep),
              allreduce_fallback_note(sweep), _sweep_latency_note(sweep), contradictory_constraints_note(sweep),
-             serving_seed_note(sweep))
+             serving_seed_note(sweep), unjudged_note(sweep))
     return [note for note in notes if note]
+
+
+def unjudged_note(sweep) -> str:
+    """How many points of a grid ask what their run cannot answer (sim/serving_spec.py ServingSpec.unjudged: rejected
+    requests beside a slowdown SLO, a capacity search from zero replicas), recorded unevaluated with the reason as
+    their infeasible_reason while the grid's other points run; '' where none do. Searches are left out."""
+    if sweep.spec.serving is None or sweep.spec.search.strategy != "grid":
+        return ""
+    blocks = sweep.points().blocks
+    unjudged = [(len(block), reason) for block in blocks if (reason := block.first.serving.unjudged())]
+    if not unjudged:
+        return ""
+    count = sum(size for size, _ in unjudged)
+    return (f"{count} of {sweep.size()} points are not run, each row's infeasible_reason saying why: "
+            f"{unjudged[0][1]}")
 
 
 def unread_seed_note(trace: str | None, arrival: str, prefix_groups: list, priority_fraction: list,

@@ -12,6 +12,7 @@ from sim.admission import Admission
 from sim.attention_pool import PLACEMENTS
 from sim.autoscalers import AUTOSCALERS, LOAD_PREDICTORS, Autoscaling, on_metric
 from sim.autoscalers import METRICS as AUTOSCALE_METRICS
+from sim.autoscalers.hpa import KEDA_POLLING_S
 from sim.routers import ROUTERS
 from sim.schedulers import QUEUE_POLICIES, SCHEDULERS, SchedulerLimits
 from sim.serving_metrics import SLO
@@ -529,11 +530,25 @@ class ServingSpec:
                 raise InputError(f"{name}: found {value!r}, allowed: {allowed}, or none (every request admitted)")
         if self.busy_action is not None and self.busy_action not in BUSY_ACTIONS:
             raise InputError(f"busy_action: found {self.busy_action!r}, allowed: {', '.join(BUSY_ACTIONS)}")
-        if self.admission() is not None and not self.admission().hold and self.slo_slowdown is not None:
+
+    def unjudged(self) -> str:
+        """Why a run of this spec cannot answer what it asks, as one line naming the key ('' where it can): a gateway
+        rejecting requests beside a slowdown SLO (a rejected request has no slowdown to limit), or a capacity search
+        of a pool scaled from zero (at every rate the first requests wait for KEDA's first poll and a cold start, so
+        the search would find the run's warm-up, not the pool's capacity). `explore run` refuses such a spec; a sweep
+        records its point unevaluated, this its infeasible_reason (explore/evaluate.py), so that a grid crossing it
+        with points that can run still runs them."""
+        admission = self.admission()
+        if admission is not None and not admission.hold and self.slo_slowdown is not None:
             name = next(name for name in ("busy_kv_usage", "busy_prefill_tokens", "busy_waiting_requests")
                         if getattr(self, name) is not None)
-            raise InputError(f"{name}: found {getattr(self, name)!r} with slo_slowdown set, allowed: left out beside a "
-                             f"slowdown SLO (a rejected request has no slowdown to limit), or busy_action 'queue'")
+            return (f"{name}: found {getattr(self, name)!r} with slo_slowdown set, allowed: left out beside a slowdown "
+                    f"SLO (a rejected request has no slowdown to limit), or busy_action 'queue'")
+        if self.capacity is not None and self.replicas == 0:
+            return (f"replicas: found 0 with capacity set, allowed: an integer >= 1 (from zero every rate's first "
+                    f"requests wait for KEDA's first {KEDA_POLLING_S:g} s poll and a cold start, so the search would "
+                    f"find the run's warm-up; under a sustained load the pool never returns to zero: search from 1)")
+        return ""
 
     def admission(self) -> Admission | None:
         """The gateway's busy thresholds and what it does with a request finding every replica busy

@@ -353,6 +353,32 @@ def test_bad_scale_to_zero_settings_are_one_line(capsys, flags, words):
     assert len(err.strip().splitlines()) == 1 and words in err, err
 
 
+def test_a_capacity_search_from_zero_replicas_is_refused_alone_and_not_run_in_a_grid(tmp_path, capsys):
+    """A pool scaled from zero keeps every rate's first requests waiting for KEDA's first poll and a cold start, so a
+    capacity search would find the run's warm-up: explore run refuses it in one line, and a grid crossing replicas
+    [0, 1] runs its search from one replica and records the point from zero as not run, saying why."""
+    model = write_tiny_model(tmp_path)
+    assert main(["run", "--model", model, "--device", "h100-sxm", "--serving", "--requests", "6", "--prompt", "32",
+                 "--output", "4", "--replicas", "0", "--max-replicas", "2", "--autoscale-target", "4",
+                 "--slo-ttft", "2", "--capacity", "0.5", "16"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "--replicas: found 0 with --capacity set, allowed: an integer >= 1" in err, err
+    path = write_sweep(tmp_path, f"name: keda\nmodel: {model}\ndevice: h100-sxm\nexecution: graphs\nserving:\n"
+                                 f"  requests: 6\n  prompt: 32\n  output: 4\n  capacity: [0.5, 16]\n"
+                                 f"  replicas: [0, 1]\n  max_replicas: 2\n  autoscale_target: 4\n"
+                                 f"  slo: {{ttft_s: 2}}\n")
+    assert main(["check", path]) == 0
+    assert "1 of 2 points are not run" in capsys.readouterr().out
+    out = tmp_path / "out"
+    assert main(["--quiet", path, "--out", str(out)]) == 0
+    with open(out / "results.csv", newline="") as file:
+        rows = {row["replicas"]: row for row in csv.DictReader(file)}
+    assert not rows["1"]["infeasible_reason"] and float(rows["1"]["capacity_rps"]) >= 0.0
+    assert rows["0"]["infeasible_reason"].startswith("replicas: found 0 with capacity set")
+    assert rows["0"]["capacity_rps"] in ("", "nan")
+
+
 def test_a_pool_from_zero_to_one_replica_reads_no_target(tmp_path, capsys):
     """From zero up to one replica KEDA alone scales (the HPA between one and one never does): explore run needs no
     --autoscale-target and says KEDA alone scales it; a grid replicas 0 x max_replicas [1, 2] x autoscale_target

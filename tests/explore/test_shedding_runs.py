@@ -53,6 +53,30 @@ def test_a_sweep_writes_the_rejection_column(tmp_path):
     assert "| rejected |" in (out / "report.md").read_text()  # the tables' column
 
 
+def test_a_grid_crossing_reject_and_queue_beside_a_slowdown_slo_runs_its_queue_points(tmp_path, capsys):
+    """Beside a slowdown SLO only the points that reject cannot be judged (a rejected request has no slowdown): the
+    check says how many of the grid's points are not run, the queue points run and report their slowdowns, and the
+    reject points' rows say why they were not run, with no timings."""
+    model = write_tiny_model(tmp_path)
+    path = write_sweep(tmp_path, f"name: shed\nmodel: {model}\ndevice: h100-sxm\nexecution: graphs\nserving:\n"
+                                 f"  requests: 6\n  prompt: 32\n  output: 4\n  rate: 50\n"
+                                 f"  busy_waiting_requests: [0, 4]\n  busy_action: [reject, queue]\n"
+                                 f"  slo: {{slowdown: splitwise}}\n")
+    assert main(["check", path]) == 0
+    said = capsys.readouterr().out
+    assert "2 of 4 points are not run" in said and "a rejected request has no slowdown" in said, said
+    out = tmp_path / "out"
+    assert main(["--quiet", path, "--out", str(out)]) == 0
+    with open(out / "results.csv", newline="") as file:
+        rows = {(row["busy_action"], row["busy_waiting_requests"]): row for row in csv.DictReader(file)}
+    assert len(rows) == 4
+    for threshold in ("0", "4"):
+        queued, rejected = rows["queue", threshold], rows["reject", threshold]
+        assert not queued["infeasible_reason"] and float(queued["slowdown_ttft_p50"]) > 0.99
+        assert "a rejected request has no slowdown" in rejected["infeasible_reason"]
+        assert rejected["slowdown_ttft_p50"] in ("", "nan") and rejected["ttft_s"] in ("", "nan")
+
+
 @pytest.mark.parametrize(("flags", "words"), [
     (("--busy-kv-usage", "1.5"), "--busy-kv-usage: found 1.5, allowed: a share of a replica's KV blocks in (0, 1]"),
     (("--busy-prefill-tokens", "-3"), "--busy-prefill-tokens: found -3, allowed: prompt tokens >= 0"),
