@@ -167,6 +167,27 @@ def _numeric_format(weight_bits: int, act_bits: int, kv_bits: int, sparsity: str
     return NumericFormat(weight_bits=weight_bits, act_bits=act_bits, kv_bits=kv_bits, sparsity=sparsity, **dict(parts))
 
 
+FORMAT_FIELDS = tuple(f.name for f in fields(NumericFormat))
+
+
+def canonical_format(values: dict[str, Any]) -> dict[str, Any]:
+    """Knob values by name with each format part at the value the point's NumericFormat.canonical holds: a setting
+    that changes nothing at the format (group_size beside 16-bit weights and KV cache, edge_layers without
+    edge_layer_bits) at its default, one the format normalizes (an override equal to weight_bits) normalized, so
+    points that differ only there are one design with one key. As given where the parts make no valid format: the
+    point's own check refuses it."""
+    given = {name: value for name, value in values.items() if name in FORMAT_FIELDS}
+    if not given:
+        return values
+    parts = {name: given.get(name, KNOBS[name].default) for name in ("weight_bits", "act_bits", "kv_bits", "sparsity")}
+    generic = tuple((name, value) for name, value in given.items() if name not in parts)
+    try:
+        fmt = _numeric_format(*parts.values(), generic, tuple(type(value) for _, value in generic)).canonical
+    except (TypeError, ValueError):  # unhashable (a list from YAML) or invalid: the point's checks say why
+        return values
+    return values | {name: getattr(fmt, name) for name in given}
+
+
 # What a file a point reads by path ends in (a preset name, a knob's word, never): only such names are looked up on
 # disk, as a point's key is made for every point of a search.
 FILE_SUFFIXES = (".json", ".yaml", ".yml", ".csv", ".gz")

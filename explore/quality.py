@@ -17,10 +17,10 @@ A row names the numeric format it was measured in by the columns named after Num
 act_bits, kv_bits, group_size, sparsity and any field kernels/formats.py adds later); a blank cell, or a field the
 table has no column for, is that field's default. A row applies to a point only when the point's NumericFormat
 equals the row's, field by field: a figure measured at 4-bit integer weights says nothing of 4-bit floats or of
-another group size. The one field compared only where it is used is group_size: a format whose weights are scaled
-per channel or per tensor and whose KV cache is 16-bit has no groups, whatever its group_size says. The model is
-matched by its name (the preset name, or the folder of a config.json path), so a figure for llama-2-7b never stands
-in for llama-2-13b.
+another group size. Fields are compared only where they are used (NumericFormat.idle_fields): a format whose weights
+are scaled per channel or per tensor and whose KV cache is 16-bit has no groups, whatever its group_size says. The
+model is matched by its name (the preset name, or the folder of a config.json path), so a figure for llama-2-7b
+never stands in for llama-2-13b.
 """
 
 from __future__ import annotations
@@ -200,29 +200,12 @@ def quality_figure(model: str, fmt: NumericFormat, method: str = ANY_METHOD,
     return QualityFigure(math.nan, _why_none(model, fmt, method, table))
 
 
-# Fields that describe how quantized weights store their scales: nothing at 16-bit weights (the KV cache keeps its
-# own 16-bit scale per group_size values whatever they say).
-WEIGHT_SCALE_FIELDS = ("scale_type", "scale_granularity", "scale_group_size")
-
-
 def _matched_format(fmt: NumericFormat) -> NumericFormat:
-    """The format as rows are matched on: a field set to its default where it changes nothing: group_size where no
-    tensor is scaled per group (weights at 16 bits or scaled per channel or tensor, and a 16-bit KV cache), the
-    weights' scale fields where the weights are 16-bit, edge_layers where no edge layer is kept at other bits
-    (edge_layer_bits 0), act_predictor where every activation is kept (act_kept 1). head_bits is not matched: the
-    rows are the methods' own figures, whose LM head and embeddings are as each method keeps them (most at 16
-    bits)."""
-    unused = {"head_bits": FORMAT_FIELDS["head_bits"].default}
-    grouped_weights = fmt.weight_bits < 16 and fmt.scale_granularity == "group"
-    if not (grouped_weights or fmt.kv_bits < 16):
-        unused["group_size"] = FORMAT_FIELDS["group_size"].default
-    if fmt.weight_bits >= 16:
-        unused |= {name: FORMAT_FIELDS[name].default for name in WEIGHT_SCALE_FIELDS}
-    if not fmt.edge_layer_bits:
-        unused["edge_layers"] = FORMAT_FIELDS["edge_layers"].default
-    if fmt.act_kept >= 1.0:
-        unused["act_predictor"] = FORMAT_FIELDS["act_predictor"].default
-    return dataclasses.replace(fmt, **unused)
+    """The format as rows are matched on: its fields that change nothing at it at their defaults
+    (NumericFormat.canonical: group_size where no tensor is scaled per group, the weights' scale fields at 16-bit
+    weights, ...). head_bits is not matched: the rows are the methods' own figures, whose LM head and embeddings are
+    as each method keeps them (most at 16 bits)."""
+    return dataclasses.replace(fmt.canonical, head_bits=FORMAT_FIELDS["head_bits"].default)
 
 
 NEAREST_SHOWN = 3  # nearest published formats a reason names

@@ -26,7 +26,7 @@ from pydantic import (
 )
 
 from explore.derived import EvaluationError, Expression
-from explore.design_point import DesignPoint, generic_knobs, with_knobs
+from explore.design_point import DesignPoint, canonical_format, generic_knobs, with_knobs
 from explore.format_checks import check_sweep_formats
 from explore.knobs import KNOBS, knobs
 from explore.metrics import metric, metric_names, numeric_metrics
@@ -475,7 +475,8 @@ class Sweep:
         # A point without a pool (attention_device: none, no prefill pool) has none to change: it is the point
         # without its what-ifs.
         pools = {pool.field: pool.pairs(values) if pool.present(serving) else () for pool in POOL_WHAT_IFS}
-        fields = {k: v for k, v in values.items() if not k.startswith(WHAT_IF_PREFIXES)}
+        # Format settings that change nothing at the point's format: the point without them (NumericFormat.canonical).
+        fields = canonical_format({k: v for k, v in values.items() if not k.startswith(WHAT_IF_PREFIXES)})
         if fields.get("link") == "default":
             fields["link"] = ""
         if fields.get("node_link") and system_nodes(fields["device"], fields.get("link", ""), fields.get("tp", 1),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 
+from explore.design_point import FORMAT_FIELDS, canonical_format
 from explore.knobs import KNOBS, knobs, off_where
 from explore.pool_what_ifs import POOL_WHAT_IFS
 from explore.run_support import LINK_PREFIX, system_nodes
@@ -13,7 +14,7 @@ from explore.sweep_serving import AUTOSCALE_KNOBS, Parallel, reads_metric, route
 from hw_models.link import default_link, load_link_model
 from hw_models.registry import load_device, read_device_yaml
 from kernels.block_sparse import SALE_DENSE_QUERIES
-from kernels.formats import BIT_OVERRIDES, DTYPE_SHORT
+from kernels.formats import DTYPE_SHORT, IDLE_WHERE
 from sim.autoscalers import forecasts
 from sim.routers import ROUTERS
 from workloads.errors import InputError
@@ -169,7 +170,7 @@ def sweep_notes(sweep) -> list[str]:
     """What a sweep's settings do that its author may not mean, said before it runs (explore check, a sweep's start)."""
     notes = (default_execution_note(sweep), idle_peak_note(sweep.spec.overrides, sweep.dimensions()["model"]),
              fixed_peak_sm_note([*sweep.spec.overrides, *sweep.spec.derived]), mixed_links_note(sweep),
-             idle_knobs_note(sweep), crossed_switch_note(sweep), equal_override_note(sweep),
+             idle_knobs_note(sweep), crossed_switch_note(sweep), idle_format_note(sweep),
              idle_what_if_note(sweep), unread_node_link_note(sweep), unpriced_goal_note(sweep),
              allreduce_fallback_note(sweep), _sweep_latency_note(sweep), contradictory_constraints_note(sweep),
              serving_seed_note(sweep), unjudged_note(sweep))
@@ -309,14 +310,19 @@ def idle_knobs_note(sweep) -> str:
     """The knobs a sweep sets whose only_with knobs (explore/knobs.py) are all off at every point, so they change
     nothing (act_predictor deja_vu with act_kept 1 throughout, a link where tp and pp are 1), or ''. A note, not an
     error: a grid may cross them."""
-    values = sweep.dimensions() | sweep.derived_values()
-    idle = [k for k in knobs() if k.only_with and any(v != sweep_default(k.name) for v in values.get(k.name, ()))
-            and all(_off(k, values))]
+    idle = _idle_knobs(sweep)
     if not idle:
         return ""
     said = ", ".join(f"{k.name} ({off_where(k.switches)}, off, at every point)" for k in idle)
     return f"{said}: {'it changes' if len(idle) == 1 else 'they change'} nothing, so points that differ only there " \
            f"are one design evaluated again"
+
+
+def _idle_knobs(sweep) -> list:
+    """The knobs a sweep sets whose only_with knobs are all off at every point (idle_knobs_note)."""
+    values = sweep.dimensions() | sweep.derived_values()
+    return [k for k in knobs() if k.only_with and any(v != sweep_default(k.name) for v in values.get(k.name, ()))
+            and all(_off(k, values))]
 
 
 def crossed_switch_note(sweep) -> str:
@@ -327,7 +333,7 @@ def crossed_switch_note(sweep) -> str:
     if sweep.spec.search.strategy != "grid":
         return ""
     dims, derived = sweep.dimensions(), sweep.derived_values()
-    crossed = [k for k in knobs() if k.only_with and len(dims.get(k.name, ())) > 1
+    crossed = [k for k in knobs() if k.only_with and len(dims.get(k.name, ())) > 1 and k.name not in FORMAT_FIELDS
                and not {k.name, *k.only_with} & set(derived) and 0 < sum(_off(k, dims)) < len(_off(k, dims))]
     if not crossed:
         return ""
@@ -347,23 +353,37 @@ def crossed_switch_note(sweep) -> str:
     return f"{repeated} of {sweep.size()} points evaluate another point's design again: {'; '.join(said)}"
 
 
-def equal_override_note(sweep) -> str:
-    """How many points of a grid name a bit override (attn_weight_bits, mlp_weight_bits, edge_layer_bits, head_bits)
-    equal to the point's weight_bits beside 0 in its list: such an override is weight_bits' own width, the design of
-    0 again (NumericFormat normalizes it to 0), or ''. Derived knobs and searches are left out."""
+def idle_format_note(sweep) -> str:
+    """How many points of a grid are another point's design again because a format setting changes nothing at their
+    format (NumericFormat.canonical, which Sweep.point applies: group_size beside 16-bit weights and KV cache,
+    edge_layers without edge_layer_bits, a bit override equal to weight_bits), naming those settings and where
+    (IDLE_WHERE), or ''. Settings off at every point are idle_knobs_note's; searches are left out."""
     if sweep.spec.search.strategy != "grid":
         return ""
-    dims, derived = sweep.dimensions(), sweep.derived_values()
-    names = [name for name in BIT_OVERRIDES if len(dims.get(name, ())) > 1 and name not in derived]
-    if not names or "weight_bits" in derived:
+    dims = sweep.dimensions()
+    targets = [t for t in sweep.derived if t in FORMAT_FIELDS]
+    read = {name for t in targets for name in sweep.derived_inputs(t)[0]}
+    swept = [n for n in dims if n in FORMAT_FIELDS and len(dims[n]) > 1]
+    if not swept and not targets:
         return ""
-    dims = {**dims, "weight_bits": dims.get("weight_bits", [16])}
-    repeated = _repeats(sweep, dims, ["weight_bits", *names], lambda combo: tuple(
-        0 if value == combo["weight_bits"] and name != "weight_bits" else value for name, value in combo.items()))
-    if not repeated:
+    names = [n for n in dims if n in FORMAT_FIELDS or n in read]  # a point's format: its single values too
+    combos = [dict(zip(names, combo, strict=True)) for combo in itertools.product(*(dims[n] for n in names))]
+    settled = [(values, canonical_format(values)) for values in (
+        combo | sweep.derive(combo, targets) if targets else combo for combo in combos)]
+    off_everywhere = {k.name for k in _idle_knobs(sweep)}
+    idle = [n for n in [*swept, *targets] if n in IDLE_WHERE and n not in off_everywhere
+            and any(given[n] != canonical[n] for given, canonical in settled if n in given)]
+    repeated = _repeats(sweep, dims, names, lambda combo: tuple(
+        canonical_format(combo | sweep.derive(combo, targets) if targets else combo).items()))
+    if not idle or not repeated:
         return ""
-    return (f"{repeated} of {sweep.size()} points evaluate another point's design again: {' or '.join(names)} equal "
-            f"to weight_bits keeps weight_bits' own width, the design of 0")
+    by_where: dict[str, list[str]] = {}
+    for name in idle:
+        by_where.setdefault(IDLE_WHERE[name], []).append(name)
+    said = [f"{' and '.join(idle)} {'changes' if len(idle) == 1 else 'change'} nothing {where}"
+            for where, idle in by_where.items()]
+    return (f"{repeated} of {sweep.size()} points evaluate another point's design again: "
+            f"{'; '.join(said)}")
 
 
 def idle_what_if_note(sweep) -> str:

@@ -343,6 +343,32 @@ class NumericFormat:
         return replace(self, weight_bits=bits, **plain)
 
     @cached_property
+    def idle_fields(self) -> tuple[str, ...]:
+        """The fields whose value changes nothing at this format (IDLE_WHERE says where each is idle): group_size
+        where no tensor is scaled per group, the weights' scale fields at 16-bit weights (scale_type kept where only
+        it allows the group size of a quantized KV cache), edge_layers without edge_layer_bits, act_predictor where
+        every activation is kept."""
+        grouped = (self.weight_bits < 16 and self.scale_granularity == "group") or self.kv_bits < 16
+        idle = [] if grouped else ["group_size"]
+        if self.weight_bits >= 16:
+            idle += ["scale_granularity", "scale_group_size"]
+            if not grouped or self.group_size >= min(GROUP_SIZES):
+                idle.append("scale_type")
+        if not self.edge_layer_bits:
+            idle.append("edge_layers")
+        if self.act_kept >= 1.0:
+            idle.append("act_predictor")
+        return tuple(idle)
+
+    @cached_property
+    def canonical(self) -> NumericFormat:
+        """This format with its idle_fields at their defaults: equal for formats that differ only where nothing
+        reads them."""
+        defaults = {name: _FIELDS[name].default for name in self.idle_fields
+                    if getattr(self, name) != _FIELDS[name].default}
+        return replace(self, **defaults) if defaults else self
+
+    @cached_property
     def mixed(self) -> bool:
         """Whether some weights are kept at other bits than weight_bits."""
         return any(getattr(self, name) for name in (*BIT_OVERRIDES, "hot_expert_bits"))
@@ -539,6 +565,21 @@ class NumericFormat:
         return "-".join([base, *(p for p in parts if p)])
 
 
+_FIELDS = NumericFormat.__dataclass_fields__
+# Where each of NumericFormat.idle_fields changes nothing, and where NumericFormat itself normalizes a field (a bit
+# override equal to weight_bits, hot_expert_bits without hot experts), as a note says it ('group_size changes nothing
+# where ...').
+IDLE_WHERE = {
+    "group_size": "where no tensor is scaled per group (16-bit weights or scales per channel or tensor, beside a "
+                  "16-bit KV cache)",
+    "scale_type": "where weights are 16-bit", "scale_granularity": "where weights are 16-bit",
+    "scale_group_size": "where weights are 16-bit or scale_type is not spqr3",
+    "edge_layers": "where edge_layer_bits is 0", "act_predictor": "where act_kept is 1",
+    "hot_expert_bits": "where hot_experts is 0 or the experts' own bits",
+    "hot_experts": "where hot_expert_bits is the experts' own bits",
+    **{name: "at weight_bits' own width (the design of 0)" for name in BIT_OVERRIDES}}
+
+
 def check_group_size(fmt: NumericFormat, k_dims: dict[str, int], model: str) -> None:
     """ValueError ('group_size: found X, allowed: Y') when a group of quantized weights would straddle two rows of a
     GEMM: the group size must divide each k dimension it is smaller than (`k_dims`: GEMM name -> k)."""
@@ -549,7 +590,7 @@ def check_group_size(fmt: NumericFormat, k_dims: dict[str, int], model: str) -> 
         ks = sorted(set(k_dims.values()))
         fits = [g for g in GROUP_SIZES if all(g >= k or k % g == 0 for k in ks)]
         shown = ", ".join(f"{name} k={k}" for name, k in bad.items())
-        default = " (the default)" if fmt.group_size == NumericFormat.__dataclass_fields__["group_size"].default else ""
+        default = " (the default)" if fmt.group_size == _FIELDS["group_size"].default else ""
         raise ValueError(f"group_size: found {fmt.group_size}{default}, which does not divide {model}'s {shown}; "
                          f"allowed: a divisor of every GEMM's k ({', '.join(map(str, ks))}): "
                          f"{', '.join(map(str, fits)) or 'none of ' + ', '.join(map(str, GROUP_SIZES))}, or "

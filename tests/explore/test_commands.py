@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from explore.cli import main
+from explore.sweep import load_sweep
 from tests.explore.tiny_sweep import write_sweep
 
 
@@ -271,20 +272,36 @@ def test_check_notes_a_link_or_allreduce_on_one_device(tmp_path, tiny_config, ca
     assert (note in out) if note else ("at every point" not in out), out
 
 
-@pytest.mark.parametrize("form, repeated", [
+@pytest.mark.parametrize("form, repeated, designs", [
     # weight_bits 8 with head_bits 8 is head_bits 0's design: 1 of 6 (a hand count of the 2 x 3 grid).
     ("weight_bits: [4, 8], head_bits: [0, 8, 16]", "1 of 6 points evaluate another point's design again: head_bits "
-                                                   "equal to weight_bits"),
+                                                   "changes nothing at weight_bits' own width", 5),
     # Attention and MLP overrides of (0, 8, 16) at weight_bits 4 and 8: 18 points; at 4 all 9 are designs of their
     # own, at 8 the overrides 0 and 8 are one width for each, so 2 x 2 = 4 designs: 18 - 13 = 5 repeat.
     ("weight_bits: [4, 8], attn_weight_bits: [0, 8, 16], mlp_weight_bits: [0, 8, 16]",
-     "5 of 18 points evaluate another point's design again: attn_weight_bits or mlp_weight_bits equal to"),
-    ("weight_bits: [4], head_bits: [0, 16]", None),
+     "5 of 18 points evaluate another point's design again: attn_weight_bits and mlp_weight_bits change nothing at "
+     "weight_bits' own width", 13),
+    ("weight_bits: [4], head_bits: [0, 16]", None, 2),
+    # Groups of 32 and 128 beside 4- and 16-bit weights and a 16- or 8-bit KV cache: 8 points. 4-bit weights are
+    # scaled per group (2 x 2 designs); at 16 bits only an 8-bit KV cache has groups (2 designs), a 16-bit one none
+    # (1 design): 7 designs.
+    ("weight_bits: [4, 16], group_size: [32, 128], kv_bits: [16, 8]", "1 of 8 points evaluate another point's design "
+     "again: group_size changes nothing where no tensor is scaled per group", 7),
+    # Per-channel scales beside a 16-bit cache have no groups either: 2 granularities x 2 group sizes, 3 designs.
+    ("weight_bits: 4, scale_granularity: [group, channel], group_size: [32, 128]", "1 of 4 points evaluate another "
+     "point's design again: group_size changes nothing where no tensor is scaled per group", 3),
+    # A predictor where every activation is kept: 2 x 2 points, 3 designs.
+    ("act_kept: [1.0, 0.5], act_predictor: [none, deja_vu]", "1 of 4 points evaluate another point's design again: "
+     "act_predictor changes nothing where act_kept is 1", 3),
 ])
-def test_check_counts_points_an_override_equal_to_weight_bits_repeats(tmp_path, tiny_config, capsys, form, repeated):
+def test_check_counts_points_a_format_setting_changes_nothing_at(tmp_path, tiny_config, capsys, form, repeated,
+                                                                designs):
+    """Points that differ only in a format setting their format does not read are one design: explore check counts
+    and names them, and the sweep makes one point (one key) of them."""
     out = _check_out(tmp_path, tiny_config, capsys,
                      f"workload: {{batch: 1, prompt: 16, output: 2}}\nformat: {{{form}}}\n")
     assert (repeated in out) if repeated else ("design again" not in out), out
+    assert len(set(load_sweep(str(tmp_path / "sweep.yaml")).points().point_ids())) == designs
 
 
 @pytest.mark.parametrize(("flags", "said", "unsaid"), [

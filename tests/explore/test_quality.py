@@ -114,6 +114,14 @@ def test_weight_scale_fields_change_nothing_at_16_bit_weights(scales: dict):
     assert math.isnan(quality_figure("llama-2-7b", NumericFormat(weight_bits=4, **scales)).delta)
 
 
+def test_spqr_groups_of_8_sizing_a_4_bit_kv_cache_beside_16_bit_weights_have_no_figure_not_a_crash():
+    """16-bit weights with SpQR's statistics allow groups of 8, which then size a 4-bit KV cache's scales (no published
+    row has them): the figure is NaN naming the group size, where matching put the scale type back to fp16 beside
+    the group of 8, a format NumericFormat refuses (a traceback from explore run)."""
+    figure = quality_figure("llama-2-7b", NumericFormat(kv_bits=4, scale_type="spqr3", group_size=8))
+    assert math.isnan(figure.delta) and "group_size=128 vs 8" in figure.source
+
+
 def test_the_head_is_kept_as_the_method_keeps_it():
     """AWQ's W4A16 figure is of AWQ's own model, whose LM head and embeddings stay at 16 bits: a point keeping them at
     16 bits (head_bits 16) gets it, as one that leaves head_bits at weight_bits does (the table does not say)."""

@@ -75,3 +75,48 @@ def test_defaults_are_the_formats_of_before():
     fmt = NumericFormat(weight_bits=4, kv_bits=8)
     assert fmt.label == "w4a16kv8" and fmt.weight_scale == (4 + 16 / 128) / 16 and fmt.kv_scale == (8 + 16 / 128) / 16
     assert NumericFormat(weight_bits=4, sparsity="2:4").label == "w4a16kv16-2:4"
+
+
+# Formats with settings their format reads (quantized, grouped weights; a quantized KV cache) or does not (16-bit
+# weights, scales per channel, no edge bits, every activation kept).
+_PARTS = [dict(weight_bits=w, kv_bits=kv, group_size=g, scale_granularity=gran, edge_layer_bits=edge, edge_layers=2,
+               act_kept=kept, act_predictor="deja_vu")
+          for w in (4, 16) for kv in (16, 8) for g in (32, 128) for gran in ("group", "channel")
+          for edge in (0, 8) if not (w == 16 and edge) for kept in (1.0, 0.5)]
+
+
+@pytest.mark.parametrize("parts", _PARTS)
+def test_a_canonical_format_stores_and_computes_alike(parts):
+    """NumericFormat.canonical puts the fields a format does not read at their defaults: what every cost model reads
+    of the format (stored bits of weights and KV, the GEMM dtype, the layers kept at edge bits, the activations
+    kept) is the same, and it is its own canonical form."""
+    fmt = NumericFormat(**parts)
+    plain = fmt.canonical
+    assert (plain.weight_storage_bits, plain.kv_storage_bits, plain.gemm_dtype("bf16"), plain.edge_share(32),
+            plain.act_kept, plain.act_predictor if plain.act_kept < 1 else "") == \
+        (fmt.weight_storage_bits, fmt.kv_storage_bits, fmt.gemm_dtype("bf16"), fmt.edge_share(32), fmt.act_kept,
+         fmt.act_predictor if fmt.act_kept < 1 else "")
+    assert plain.stored_weight_scale(0.3, 0.6, num_layers=32) == fmt.stored_weight_scale(0.3, 0.6, num_layers=32)
+    assert plain.canonical == plain
+
+
+@pytest.mark.parametrize("parts, idle", [
+    # Nothing is scaled per group: 16-bit weights beside a 16-bit cache, or per-channel scales.
+    (dict(group_size=32), {"group_size"}),
+    (dict(weight_bits=4, scale_granularity="channel", group_size=32), {"group_size"}),
+    # A quantized KV cache keeps a scale per group_size values whatever the weights'.
+    (dict(kv_bits=8, group_size=32), set()),
+    (dict(weight_bits=4, scale_granularity="channel", kv_bits=4, group_size=32), set()),
+    (dict(weight_bits=4, group_size=32), set()),
+    (dict(weight_bits=4, edge_layers=2), {"edge_layers"}),
+    (dict(weight_bits=4, edge_layer_bits=8, edge_layers=2), set()),
+    # SpQR's groups of 8 sizing a 4-bit cache beside 16-bit weights need its scale type: only that is read there.
+    (dict(kv_bits=4, scale_type="spqr3", group_size=8), set()),
+    (dict(scale_type="e8m0", group_size=32), {"group_size", "scale_type"}),
+])
+def test_canonical_resets_only_the_fields_the_format_does_not_read(parts, idle):
+    fmt = NumericFormat(**parts)
+    default = NumericFormat()
+    reset = {name for name in parts if getattr(fmt.canonical, name) != getattr(fmt, name)}
+    assert reset == idle
+    assert all(getattr(fmt.canonical, name) == getattr(default, name) for name in idle)
