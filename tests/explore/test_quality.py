@@ -5,11 +5,13 @@ leaves points without a figure out."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from pathlib import Path
 
 import pytest
 
+from explore.cli import main
 from explore.design_point import DesignPoint
 from explore.metrics import METRICS, numeric_metrics
 from explore.quality import (
@@ -25,6 +27,7 @@ from explore.sweep import Constraint, load_sweep
 from kernels.formats import NumericFormat
 from tests.explore.tiny_sweep import write_sweep
 from workloads.errors import InputError
+from workloads.model_config import preset_names
 
 HEADER = ("model,method,paper,table,metric,context_tokens,baseline,value,weight_bits,act_bits,kv_bits,group_size,"
           "sparsity")
@@ -333,6 +336,20 @@ def test_llama_30b_figures_reach_the_llama_33b_preset():
     figure = point_quality(point)
     assert figure.delta == pytest.approx(4.45 - 4.10) and "gptq" in figure.source
     assert "llama-30b" not in {row.model for row in shipped_table()}
+
+
+
+def test_every_model_the_table_names_is_a_preset():
+    """A row is reached by its model's name: each model the shipped table names ships as a model preset."""
+    assert {row.model for row in shipped_table()} <= set(preset_names())
+
+
+def test_a_run_on_the_yi_34b_preset_reads_qserves_figure(capsys):
+    """QServe's README Accuracy Evaluation table (WikiText2 perplexity at 2048 tokens), Yi-34B: FP16 4.60, GPTQ-R
+    W4A16 g128 4.68, so `explore run` on the preset reads +0.08."""
+    assert main(["run", "--model", "yi-34b", "--device", "h100-sxm", "--weight-bits", "4", "--group-size", "128",
+                 "--quant-method", "gptq", "--prompt", "128", "--output", "4", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["quality_delta"] == pytest.approx(4.68 - 4.60)
 
 
 MXFP8 = NumericFormat(weight_bits=8, act_bits=8, weight_type="fp8_e4m3", act_type="fp8_e4m3", scale_type="e8m0",
