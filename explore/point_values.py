@@ -19,6 +19,7 @@ from explore.knobs import KNOBS, knobs, off_words
 from explore.pool_what_ifs import POOL_WHAT_IFS
 from hw_models.device import EXECUTION_MODES
 from kernels.data_parallel import check_data_parallel_attention
+from kernels.formats import IDLE_WHERE
 from kernels.kv_eviction import STREAMING
 from kernels.kv_policy import budget_error
 from kernels.parallel import check_expert_parallel, check_pipeline_parallel, check_tensor_parallel
@@ -133,6 +134,20 @@ def check_idle_knobs(point: DesignPoint, name: Callable[[str], str] = field_name
             shown = repr(value) if isinstance(value, str) else f"{value:g}"
             raise InputError(f"{name(knob.name)}: found {shown} {off_words(switches, name)}, allowed: with "
                              f"{' or '.join(name(s.name) for s in switches)} set, or left out")
+    check_idle_format(point, name)
+
+
+def check_idle_format(point: DesignPoint, name: Callable[[str], str] = field_name) -> None:
+    """InputError for a format part set to a value its format does not read (NumericFormat.canonical: a group size
+    beside 16-bit weights and KV cache, a bit override equal to weight_bits), which changes nothing; the sweep
+    counterpart is explore/sweep_notes.py idle_format_note."""
+    canonical = point.numeric_format.canonical
+    for field in IDLE_WHERE:
+        value = point.knob(field)
+        if value != getattr(canonical, field):
+            shown = repr(value) if isinstance(value, str) else f"{value:g}"
+            raise InputError(f"{name(field)}: found {shown}, which changes nothing {IDLE_WHERE[field]}; allowed: "
+                             f"with a format that reads it, or left out")
 
 
 def _check_knob(knob: str, value, name: Callable[[str], str]) -> None:

@@ -126,20 +126,40 @@ def test_serving_flags_that_act_are_no_mistake(flags):
     assert _idle_serving_flag(args) == ""
 
 
+@pytest.mark.parametrize("flags", [["--kv-bits", "8", "--group-size", "32"],
+                                   ["--weight-bits", "4", "--group-size", "32"],
+                                   ["--kv-bits", "4", "--scale-type", "spqr3", "--group-size", "8"]])
+def test_a_group_size_a_quantized_tensor_reads_runs(flags, capsys):
+    """A quantized KV cache keeps a scale per group_size values whatever the weights' (SpQR's groups of 8 too), and
+    4-bit weights are scaled per group: the group size is read, so the run prints its metrics."""
+    assert main(["run", "--model", "llama-2-7b", "--device", "h100-sxm", "--prompt", "16", "--output", "2",
+                 *flags]) == 0, capsys.readouterr().err
+
+
 @pytest.mark.parametrize("flags, needle", [
     (["--act-predictor", "deja_vu"], "--act-predictor: found 'deja_vu' with --act-kept at 1 (off)"),
     (["--kv-budget-method", "h2o"], "--kv-budget-method: found 'h2o' with --kv-budget at 0 (off)"),
     (["--topk-method", "double_sparsity"], "--topk-method: found 'double_sparsity' with --topk-fraction at 1 (off)"),
     (["--edge-layers", "2"], "--edge-layers: found 2 with --edge-layer-bits at 0 (off)"),
+    # A format part the format does not read: groups beside 16-bit weights and KV cache, the weights' scale fields at
+    # 16 bits, an override at weight_bits' own width.
+    (["--group-size", "32"], "--group-size: found 32, which changes nothing where no tensor is scaled per group"),
+    (["--weight-bits", "4", "--scale-granularity", "channel", "--group-size", "32"],
+     "--group-size: found 32, which changes nothing where no tensor is scaled per group"),
+    (["--scale-granularity", "channel"], "--scale-granularity: found 'channel', which changes nothing where weights "
+                                         "are 16-bit"),
+    (["--weight-bits", "4", "--head-bits", "4"], "--head-bits: found 4, which changes nothing at weight_bits' own "
+                                                 "width"),
     # One device: no link joins it (either of --tp or --pp above 1 turns the link on), and without tensor
     # parallelism nothing all-reduces, pipeline stages or not.
     (["--link", "pcie5-x16"], "--link: found 'pcie5-x16' with --tp and --pp at 1 (off), allowed: with --tp or --pp"),
     (["--allreduce", "custom", "--pp", "2"], "--allreduce: found 'custom' with --tp at 1 (off), allowed: with --tp"),
 ])
 def test_a_flag_its_switch_leaves_off_is_one_line_exit_2(flags, needle, capsys):
-    """Deja Vu's predictor only chooses kept activations, H2O only a budget's tokens, Double Sparsity only a top-k, and
-    edge_layers only the layers edge bits keep: without the knob that turns each on, the run would print the plain
-    point's metrics as if it had been applied (as a speculation flag without --spec-draft would)."""
+    """Deja Vu's predictor only chooses kept activations, H2O only a budget's tokens, Double Sparsity only a top-k,
+    edge_layers only the layers edge bits keep and group_size only tensors scaled per group: without the knob that
+    turns each on, the run would print the plain point's metrics as if it had been applied (as a speculation flag
+    without --spec-draft would)."""
     code = main(["run", "--model", "llama-2-7b", "--device", "h100-sxm", *flags])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and needle in err[0], err
