@@ -105,7 +105,8 @@ def _check_device_sets(device_name: str, overrides: dict[str, Any], prefix: str)
         try:
             load_device(device_name, {path: value})
         except InputError as err:
-            raise InputError(f"--set: {override_error(device_name, path, err, prefix)}") from None
+            raise InputError(f"--set: {override_error(device_name, path, err, prefix)}"
+                             f"{_other_parts(device_name, path) if not prefix else ''}") from None
     if len(overrides) > 1:
         try:
             load_device(device_name, overrides)
@@ -113,6 +114,15 @@ def _check_device_sets(device_name: str, overrides: dict[str, Any], prefix: str)
             together = ", ".join(f"{prefix}{path}={value:g}" for path, value in overrides.items())
             raise InputError(f"--set: the values {together} together on {device_name}: "
                              f"{_without_where(str(err))}") from None
+
+
+def _other_parts(device_name: str, path: str) -> str:
+    """Where a key without a prefix names no section of the device's fields (node_link.bandwidth_GBps), the prefixes
+    of the other parts of the system a what-if may change: a bare key is read as the device's."""
+    sections = {field.split(".")[0] for field in what_if_fields(device_name)}
+    if path.removeprefix(DEVICE_PREFIX).split(".")[0] in sections:
+        return ""
+    return f", or a field of another part of the system: {', '.join(f'{p}<field>' for p in WHAT_IF_PREFIXES[1:])}"
 
 
 def overrides_text(point: DesignPoint) -> str:

@@ -243,6 +243,10 @@ CASES = [
     ("--link unknown", _run("--tp", "2", "--link", "nope"), "--link: found 'nope'"),
     ("--set on a link, named as set", _run("--tp", "2", "--set", "link.bandwidth_GBps=-5"),
      "--set: link.bandwidth_GBps: found -5"),
+    # A key of no part of the system (the node link takes no what-if) reads as a device field's: the message lists the
+    # device's fields and the prefixes of the other parts' what-ifs.
+    ("--set on no part of the system", _run("--tp", "16", "--set", "node_link.bandwidth_GBps=100"),
+     "or a field of another part of the system: link.<field>, attention_device.<field>"),
     ("--requests beyond the limit", _run("--serving", "--requests", "10000000", "--rate", "1000"),
      "--requests: found 10,000,000, allowed: at most 1,000,000"),
     ("--slo-attainment alone", _run("--serving", "--slo-attainment", "0.5"),
