@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -324,6 +324,17 @@ RULES: tuple[ReadWhen, ...] = (
     _traced("prompt"),
     _traced("output"),
 )
+
+
+# The token budgets a scheduler reads by how it prefills (Scheduler.token_budget): a chunked one chunk_tokens, one that
+# prefills whole max_batched_tokens and prompt_batch_tokens.
+TOKEN_BUDGETS = ("chunk_tokens", "max_batched_tokens", "prompt_batch_tokens")
+
+
+def unread(fields: Iterable[str], values: Values) -> set[str]:
+    """Those of `fields` that a run beside `values` does not read, by RULES (chunk_tokens beside scheduler
+    ('continuous',)): a sweep's point is the point without them."""
+    return {rule.field for rule in RULES if rule.field in fields and not rule.read(values)}
 
 
 def idle_setting(given: set[str] | frozenset[str], values: Values, names: Names, *,

@@ -13,7 +13,15 @@ from pydantic_core import PydanticCustomError
 from explore.knobs import KNOBS, knobs
 from explore.rows import is_feasible, normalize_row
 from explore.schema import PositiveInt, PositiveNumber, Strict, as_list, finite, knob_type, one_or_more
-from explore.serving_settings import ROUTED, KeyNames, data_parallel_ranks, idle_setting, key_of
+from explore.serving_settings import (
+    ROUTED,
+    TOKEN_BUDGETS,
+    KeyNames,
+    data_parallel_ranks,
+    idle_setting,
+    key_of,
+    unread,
+)
 from hw_models.link import load_link_model
 from hw_models.registry import load_device
 from kernels.parallel import check_expert_parallel, check_pipeline_parallel, check_tensor_parallel
@@ -403,6 +411,10 @@ def serving_spec(serving: Serving, values: dict[str, Any]) -> ServingSpec:
         # Checked as given first (a conflict such as a fleet beside max_replicas is still refused), then the fixed
         # pools' point: the target, metric and cold start change nothing where no replica is ever added.
         spec = dataclasses.replace(spec, **dict.fromkeys(AUTOSCALE_KNOBS))
+    if budgets := unread(TOKEN_BUDGETS, {"scheduler": (spec.scheduler,)}):
+        # A token budget the point's scheduler does not read: the point at its default, one design whatever a grid
+        # crosses it with.
+        spec = dataclasses.replace(spec, **{name: getattr(DEFAULT, name) for name in budgets})
     return spec
 
 

@@ -12,7 +12,7 @@ import pytest
 from explore.cli import main
 from explore.results import read_results
 from hw_models.registry import load_device
-from tests.explore.tiny_sweep import write_sweep, write_tiny_model
+from tests.explore.tiny_sweep import write_sweep, write_tiny_model, write_tiny_serving_sweep
 
 # The first 1,000 requests of the Splitwise coding trace at their own times (bursts of 500 a minute between lulls).
 RUN = ["run", "--model", "llama-2-7b", "--device", "h100-sxm", "--execution", "engine", "--serving", "--trace",
@@ -364,10 +364,8 @@ def test_a_capacity_search_from_zero_replicas_is_refused_alone_and_not_run_in_a_
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1, err
     assert "--replicas: found 0 with --capacity set, allowed: an integer >= 1" in err, err
-    path = write_sweep(tmp_path, f"name: keda\nmodel: {model}\ndevice: h100-sxm\nexecution: graphs\nserving:\n"
-                                 f"  requests: 6\n  prompt: 32\n  output: 4\n  capacity: [0.5, 16]\n"
-                                 f"  replicas: [0, 1]\n  max_replicas: 2\n  autoscale_target: 4\n"
-                                 f"  slo: {{ttft_s: 2}}\n")
+    path = write_tiny_serving_sweep(tmp_path, "  capacity: [0.5, 16]\n  replicas: [0, 1]\n  max_replicas: 2\n"
+                                              "  autoscale_target: 4\n  slo: {ttft_s: 2}\n")
     assert main(["check", path]) == 0
     assert "1 of 2 points are not run" in capsys.readouterr().out
     out = tmp_path / "out"

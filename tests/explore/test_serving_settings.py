@@ -3,11 +3,13 @@ serving: keys are refused by the same rules."""
 
 from __future__ import annotations
 
+import csv
+
 import pytest
 
 from explore.cli import main
 from explore.serving_settings import RULES, FlagNames, KeyNames, flag_of, idle_setting, key_of
-from tests.explore.tiny_sweep import write_sweep
+from tests.explore.tiny_sweep import write_sweep, write_tiny_serving_sweep
 
 RUN = ["run", "--model", "llama-2-7b", "--device", "h100-sxm", "--serving", "--requests", "4"]
 LENGTHS = ("--rate", "2", "--prompt", "64", "--output", "4"), "  rate: 2\n  prompt: 64\n  output: 4\n"
@@ -151,3 +153,22 @@ def test_prompt_and_output_are_left_to_a_sweep_s_schema():
     values = {"trace": ("splitwise-conv",)}
     assert idle_setting({"prompt"}, values, FlagNames()) is not None
     assert idle_setting({"prompt"}, values, KeyNames(), sweep=True) is None
+
+
+def test_a_grid_crossing_schedulers_with_token_budgets_evaluates_each_design_once(tmp_path, capsys):
+    """scheduler [continuous, chunked] x chunk_tokens [256, 512] x max_batched_tokens [4096, 8192]: continuous reads
+    max_batched_tokens only and chunked chunk_tokens only, so by hand the 8 points are 2 + 2 = 4 designs; the check
+    says so, naming both budgets, and the run writes one row a design."""
+    path = write_tiny_serving_sweep(tmp_path, "  rate: 50\n  scheduler: [continuous, chunked]\n"
+                                              "  chunk_tokens: [256, 512]\n  max_batched_tokens: [4096, 8192]\n")
+    assert main(["check", path]) == 0
+    said = capsys.readouterr().out
+    assert "8 design points (4 distinct designs evaluated)" in said, said
+    assert "4 of 8 points evaluate another point's design again" in said, said
+    assert "chunk_tokens changes nothing where the scheduler is static or continuous or orca" in said, said
+    assert "max_batched_tokens changes nothing where the scheduler is chunked" in said, said
+    out = tmp_path / "out"
+    assert main(["--quiet", path, "--out", str(out)]) == 0
+    with open(out / "results.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert sorted(row["scheduler"] for row in rows) == ["chunked", "chunked", "continuous", "continuous"]

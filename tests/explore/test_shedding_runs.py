@@ -9,7 +9,7 @@ import json
 import pytest
 
 from explore.cli import main
-from tests.explore.tiny_sweep import write_sweep, write_tiny_model
+from tests.explore.tiny_sweep import write_sweep, write_tiny_model, write_tiny_serving_sweep
 
 # One H100 serving Llama-3-8B at 60 req/s, past what it prefills (about 47 req/s of these prompts).
 RUN = ["run", "--model", "llama-3-8b", "--device", "h100-sxm", "--execution", "engine", "--serving", "--arrival",
@@ -57,11 +57,8 @@ def test_a_grid_crossing_reject_and_queue_beside_a_slowdown_slo_runs_its_queue_p
     """Beside a slowdown SLO only the points that reject cannot be judged (a rejected request has no slowdown): the
     check says how many of the grid's points are not run, the queue points run and report their slowdowns, and the
     reject points' rows say why they were not run, with no timings."""
-    model = write_tiny_model(tmp_path)
-    path = write_sweep(tmp_path, f"name: shed\nmodel: {model}\ndevice: h100-sxm\nexecution: graphs\nserving:\n"
-                                 f"  requests: 6\n  prompt: 32\n  output: 4\n  rate: 50\n"
-                                 f"  busy_waiting_requests: [0, 4]\n  busy_action: [reject, queue]\n"
-                                 f"  slo: {{slowdown: splitwise}}\n")
+    path = write_tiny_serving_sweep(tmp_path, "  rate: 50\n  busy_waiting_requests: [0, 4]\n"
+                                              "  busy_action: [reject, queue]\n  slo: {slowdown: splitwise}\n")
     assert main(["check", path]) == 0
     said = capsys.readouterr().out
     assert "2 of 4 points are not run" in said and "a rejected request has no slowdown" in said, said

@@ -38,3 +38,11 @@ def write_sweep(folder: Path, text: str) -> str:
     path = folder / "sweep.yaml"
     path.write_text(text)
     return str(path)
+
+
+def write_tiny_serving_sweep(folder: Path, serving: str) -> str:
+    """Path of a sweep serving six requests of 32 prompt and 4 output tokens with the tiny model on an H100 (CUDA
+    graphs), `serving` the rest of its serving: section (indented lines)."""
+    model = write_tiny_model(folder)
+    return write_sweep(folder, f"name: tiny\nmodel: {model}\ndevice: h100-sxm\nexecution: graphs\nserving:\n"
+                               f"  requests: 6\n  prompt: 32\n  output: 4\n{serving}")
