@@ -33,7 +33,7 @@ from typing import Any, Literal
 
 from explore.quality import ANY_METHOD, methods
 from explore.registry import Registry
-from hw_models.link import load_link
+from hw_models.link import STORAGE_TIER, load_link
 from kernels.data_parallel import ATTENTION_PARALLELISMS
 from kernels.formats import (
     ACT_TYPES,
@@ -234,6 +234,14 @@ def _host_link(name: str) -> str:
     """A link: empty (the device preset's own) or a link preset or YAML that loads."""
     if name:
         load_link(name)
+    return name
+
+
+def _device_link(name: str) -> str:
+    """A link between devices: empty (the device preset's own) or a link preset or YAML that loads and joins devices
+    (not a storage tier)."""
+    if name and not load_link(name).joins_devices:
+        raise RefusedValueError(STORAGE_TIER)
     return name
 
 
@@ -528,13 +536,13 @@ _knob("link", str, "the link between the tp devices: a link preset (explore pres
 # The link between nodes (hw_models/nodes.py): read only where the tp x pp devices span more than one domain of the link
 # (an NVSwitch board's eight: LinkSpec.domain_devices); a point within one node is the point without it.
 register(Knob(name="node_link", type=str, section="parallel", scope="system", default="", label="node link",
-              check=_host_link, only_with=("tp", "pp"),
+              check=_device_link, only_with=("tp", "pp"),
               help="the link between nodes where the tp x pp devices span more than one domain of the link (nvlink4: "
               "an HGX board's 8 GPUs), a port per device: a link preset (infiniband-ndr, infiniband-hdr, roce-400g "
               "...) or a link YAML; empty: the device's (infiniband-hdr for A100s, infiniband-ndr otherwise); a point "
               "within one node ignores it",
-              allowed_text="empty (the device's node link), a link preset (explore presets links) or a path to a link "
-              "YAML"))
+              allowed_text="empty (the device's node link), a link preset that joins devices (explore presets links) "
+              "or a path to a link YAML"))
 # How the all-reduces of tensor parallelism run (kernels/parallel.py ALLREDUCE_IMPLEMENTATIONS; hw_models/link.py
 # prices the first two, hw_models/nvls.py the third, hw_models/star.py the fourth): NCCL's collective, an engine's own
 # P2P kernels, NVLink SHARP, or a master's gather and broadcast.

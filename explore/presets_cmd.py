@@ -50,7 +50,7 @@ def cmd_presets(args) -> int:
     if args.kind in (None, "devices"):
         _print_devices(device_names())
     if args.kind in (None, "links"):
-        from hw_models.link import calibrated_links, link_names, load_link
+        from hw_models.link import STORAGE_TIER, calibrated_links, link_names, load_link
         from hw_models.nvls import load_nvls_fit
 
         fitted = calibrated_links()
@@ -68,6 +68,8 @@ def cmd_presets(args) -> int:
                           f", NVLS all-reduce borrowing {nvls.link}'s fitted latency and bandwidth fraction")
             if link.domain_devices is not None:
                 peers += f", {link.domain_devices} GPUs a node (more span nodes over the node link)"
+            if not link.joins_devices:
+                how, peers = STORAGE_TIER, "a host link offloaded weights or KV stream over (--host-link)"
             print(f"  {name:<16} {link.bandwidth_GBps:>6g} GB/s per direction, {how}, {peers}  "
                   f"(sources in hw_models/presets/links/{name}.yaml)")
     return 0

@@ -46,6 +46,7 @@ from workloads.errors import InputError, read_user_text
 from workloads.yaml_lines import LocatedYAML
 
 COLLECTIVES = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "send_recv")
+STORAGE_TIER = "a storage tier that joins no devices"  # what a link whose joins_devices is false is, in messages
 LINK_FOLDER = ("presets", "links")
 FIT_FOLDER = ("calibration", "links")
 MiB = 2**20
@@ -70,6 +71,9 @@ class LinkSpec:
     # joined by the system's node link (hw_models/nodes.py). None: any number, as a network joins; None where a file
     # does not say.
     domain_devices: PositiveInt | None = None
+    # Whether the link joins devices to each other. False: a storage tier that offloaded weights or KV stream from to
+    # one device (an NVMe SSD), over which no collective runs. True where a file does not say.
+    joins_devices: bool = True
 
     @property
     def bandwidth_Bps(self) -> float:
@@ -483,6 +487,10 @@ def load_link_model(name_or_path: str, overrides: dict | None = None, *, calibra
     datasheet model. Links without measurements use the datasheet model, which runs 45-85% under measured NCCL
     times (README): compare links both fitted or both datasheet (calibrated=False)."""
     spec = load_link(name_or_path, overrides)
+    if not spec.joins_devices:
+        joining = [name for name in link_names() if load_link(name).joins_devices]
+        raise InputError(f"link: found {name_or_path!r}, {STORAGE_TIER}, allowed: a link between devices: "
+                         f"{', '.join(joining)}")
     fits, fitted_on = {}, {}
     if calibrated and name_or_path in link_names():
         for system in calibrated_links().get(name_or_path, []):

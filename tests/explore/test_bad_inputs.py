@@ -241,6 +241,15 @@ CASES = [
      "--link: found none for device 'neupims' (its preset names no default link), allowed: a link preset"),
     ("--link on one device", _run("--link", "pcie4-x16"), "--link: found 'pcie4-x16' with --tp and --pp at 1 (off)"),
     ("--link unknown", _run("--tp", "2", "--link", "nope"), "--link: found 'nope'"),
+    # An NVMe SSD streams offloaded weights to a device, and joins no devices to each other.
+    ("--link a storage tier", _run("--tp", "2", "--link", "nvme-pcie4-x4"),
+     "--link: found 'nvme-pcie4-x4', a storage tier that joins no devices, allowed: a link between devices"),
+    ("--node-link a storage tier", _run("--tp", "16", "--node-link", "nvme-pcie4-x4"),
+     "--node-link: found 'nvme-pcie4-x4', a storage tier that joins no devices, allowed: empty (the device's node "
+     "link), a link preset that joins devices"),
+    ("--kv-link a storage tier",
+     _run("--serving", "--rate", "1", "--prefill-replicas", "1", "--kv-link", "nvme-pcie4-x4"),
+     "--kv-link: found 'nvme-pcie4-x4', a storage tier that joins no devices, allowed: a link between devices"),
     ("--set on a link, named as set", _run("--tp", "2", "--set", "link.bandwidth_GBps=-5"),
      "--set: link.bandwidth_GBps: found -5"),
     # A key of no part of the system (the node link takes no what-if) reads as a device field's: the message lists the

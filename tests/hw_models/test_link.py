@@ -32,6 +32,7 @@ from hw_models.link import (
     read_system_rows,
     system_fit_names,
 )
+from workloads.errors import InputError
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 needs_data = pytest.mark.skipif(not (DATA / "vidur").is_dir() or not (DATA / "aiconfigurator").is_dir(),
@@ -79,6 +80,18 @@ def test_peer_devices_of_the_presets():
     for name, count in expected.items():
         link = load_link(name)
         assert link.peer_devices == count and "peer_devices" in link.source, name
+
+
+def test_a_storage_tier_streams_to_a_host_but_joins_no_devices():
+    """An NVMe SSD is a tier offloaded weights stream from (load_link, a host link), not a link between GPUs: a
+    collective over it (tensor-parallel devices, nodes, a KV hand-over) is refused in one line naming the links that
+    join devices. Each link that does join devices says so with its source."""
+    assert load_link("nvme-pcie4-x4").bandwidth_GBps == pytest.approx(7.45)
+    with pytest.raises(InputError, match=r"^link: found 'nvme-pcie4-x4', a storage tier that joins no devices, "
+                                         r"allowed: a link between devices: ethernet-100g, .*nvlink4.*roce-400g$"):
+        load_link_model("nvme-pcie4-x4")
+    for name in set(link_names()) - {"nvme-pcie4-x4"}:
+        assert load_link_model(name).spec.joins_devices, name
 
 
 def test_custom_all_reduce_is_never_slower_with_more_bandwidth_or_fewer_bytes():
