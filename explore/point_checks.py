@@ -27,11 +27,15 @@ MAX_JUDGED = 100_000
 def check_sweep_points(sweep: Sweep, evaluator) -> None:
     """Judge every point of the sweep as its evaluation would, its device and link what-ifs at their first values (no
     check reads them); the first refused one is a one-line InputError naming the sweep file, the line of the key the
-    message starts with and, where several values are swept, the point's."""
+    message starts with and, where several values are swept, the point's. A point whose run cannot answer what it asks
+    (ServingSpec.unjudged) is recorded unrun while others run; where every point judged is such, the sweep is refused
+    by the first one's reason, as `explore run` refuses it."""
     dims = sweep.dimensions()
     judged = {name: values for name, values in dims.items() if not name.startswith(WHAT_IF_PREFIXES)}
     fixed = {name: values[0] for name, values in dims.items() if name not in judged}
     combos = itertools.islice(itertools.product(*judged.values()), MAX_JUDGED)
+    unanswered: tuple[DesignPoint, str] | None = None  # the first point whose run cannot answer what it asks
+    answerable = False
     for combo in combos:
         try:
             point = sweep.point(dict(zip(judged, combo, strict=True)) | fixed)
@@ -41,6 +45,12 @@ def check_sweep_points(sweep: Sweep, evaluator) -> None:
             evaluator.check_point(point)
         except InputError as err:
             raise _located(sweep, err, point) from None
+        reason = point.serving.unjudged() if point.serving is not None else ""
+        answerable = answerable or not reason
+        if reason and unanswered is None:
+            unanswered = (point, reason)
+    if unanswered is not None and not answerable:  # else recorded beside those that run (sweep_notes.unjudged_note)
+        raise _located(sweep, InputError(unanswered[1]), unanswered[0])
 
 
 def _located(sweep: Sweep, err: InputError, point: DesignPoint | None) -> InputError:

@@ -74,6 +74,17 @@ def test_a_grid_crossing_reject_and_queue_beside_a_slowdown_slo_runs_its_queue_p
         assert rejected["slowdown_ttft_p50"] in ("", "nan") and rejected["ttft_s"] in ("", "nan")
 
 
+def test_a_sweep_whose_every_point_rejects_beside_a_slowdown_slo_is_refused_in_one_line(tmp_path, capsys):
+    """Where no point of a grid can be judged (every one rejects beside a slowdown SLO) there is nothing to run: the
+    sweep is refused as explore run refuses the point, naming the file, the key's line and the point."""
+    path = write_tiny_serving_sweep(tmp_path, "  rate: 50\n  busy_waiting_requests: [2, 4]\n"
+                                              "  slo: {slowdown: splitwise}\n")
+    assert main(["check", path]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert f"{path}:10: serving.busy_waiting_requests: found 2 with serving.slo.slowdown set" in err, err
+
+
 @pytest.mark.parametrize(("flags", "words"), [
     (("--busy-kv-usage", "1.5"), "--busy-kv-usage: found 1.5, allowed: a share of a replica's KV blocks in (0, 1]"),
     (("--busy-prefill-tokens", "-3"), "--busy-prefill-tokens: found -3, allowed: prompt tokens >= 0"),
