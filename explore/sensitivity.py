@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
 import numpy as np
 
+from explore.design_point import FORMAT_FIELDS
 from explore.knobs import knobs
 from explore.rows import OVERRIDE_PREFIX, as_number, is_feasible
 from explore.serving_settings import RULES
+from kernels.formats import IDLE_FIELDS, NumericFormat
 
 
 def _knob_names() -> list[str]:
@@ -44,10 +47,24 @@ def varying_knobs(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def _reading(rows: list[dict[str, Any]], knob: str) -> list[dict[str, Any]]:
-    """The rows that read `knob`: all of them, less those where a knob left unread shows empty (UNREAD_WHEN_EMPTY)."""
+    """The rows that read `knob`: all of them, less those where a knob left unread shows empty (UNREAD_WHEN_EMPTY)
+    and those whose format does not read a format part (NumericFormat.idle_fields: a group size beside 16-bit weights
+    and KV cache shows its default, which would count those points at the default's value)."""
+    if knob in IDLE_FIELDS and any(knob in row for row in rows[:1]):
+        return [row for row in rows if knob not in _idle_format_fields(
+            tuple((name, row[name]) for name in FORMAT_FIELDS if _key(row.get(name)) is not None))]
     if knob not in UNREAD_WHEN_EMPTY:
         return rows
     return [row for row in rows if _key(row.get(knob)) is not None]
+
+
+@functools.lru_cache(maxsize=1024)
+def _idle_format_fields(parts: tuple[tuple[str, Any], ...]) -> tuple[str, ...]:
+    """NumericFormat.idle_fields of a row's format parts (none where they make no format: a row is read as it is)."""
+    try:
+        return NumericFormat(**dict(parts)).idle_fields
+    except (TypeError, ValueError):
+        return ()
 
 
 def sensitivity(rows: list[dict[str, Any]], objective: str) -> dict[str, list[tuple[Any, float]]]:

@@ -348,6 +348,7 @@ class NumericFormat:
         where no tensor is scaled per group, the weights' scale fields at 16-bit weights (scale_type kept where only
         it allows the group size of a quantized KV cache), edge_layers without edge_layer_bits, act_predictor where
         every activation is kept."""
+        # Each name here is one of IDLE_FIELDS.
         grouped = (self.weight_bits < 16 and self.scale_granularity == "group") or self.kv_bits < 16
         idle = [] if grouped else ["group_size"]
         if self.weight_bits >= 16:
@@ -566,6 +567,8 @@ class NumericFormat:
 
 
 _FIELDS = NumericFormat.__dataclass_fields__
+# The fields NumericFormat.idle_fields may name.
+IDLE_FIELDS = ("group_size", "scale_type", "scale_granularity", "scale_group_size", "edge_layers", "act_predictor")
 # Where each of NumericFormat.idle_fields changes nothing, and where NumericFormat itself normalizes a field (a bit
 # override equal to weight_bits, hot_expert_bits without hot experts), as a note says it ('group_size changes nothing
 # where ...').

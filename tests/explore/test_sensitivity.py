@@ -92,3 +92,14 @@ def test_a_knob_is_ranked_over_the_rows_that_read_it() -> None:
     rows = [_row("a", 1, tpot) | {"tp": tp, "node_link": link}
             for tp, link, tpot in ((8, "", 1.0), (16, "infiniband-ndr", 2.0), (16, "roce-400g", 4.0))]
     assert sensitivity(rows, "tpot_s")["node_link"] == [("infiniband-ndr", 2.0), ("roce-400g", 4.0)]
+
+
+def test_a_format_part_is_ranked_over_the_rows_whose_format_reads_it() -> None:
+    """A sweep of weight_bits [4, 16] x group_size [32, 128] stores one 16-bit row per other knob, at the default group
+    size 128 (its format reads no group): that row's TPOT must not count at 128, or the group size would seem to move
+    TPOT as much as the weight bits do. Over the 4-bit rows alone: 32 -> 2.0, 128 -> 2.2."""
+    rows = [_row("a", 1, tpot) | {"weight_bits": bits, "group_size": group}
+            for bits, group, tpot in ((4, 32, 2.0), (4, 128, 2.2), (16, 128, 8.0))]
+    assert sensitivity(rows, "tpot_s")["group_size"] == [(32, 2.0), (128, 2.2)]
+    # Every row at 16-bit weights beside a 16-bit KV cache: no row reads the group size, so it does not vary.
+    assert "group_size" not in varying_knobs([row | {"weight_bits": 16} for row in rows])

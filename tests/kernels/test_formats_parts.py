@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from kernels.formats import NumericFormat, check_group_size
+from kernels.formats import IDLE_FIELDS, NumericFormat, check_group_size
 
 FP4 = dict(weight_bits=4, act_bits=4, weight_type="fp4_e2m1", act_type="fp4_e2m1")
 
@@ -98,6 +98,7 @@ def test_a_canonical_format_stores_and_computes_alike(parts):
          fmt.act_predictor if fmt.act_kept < 1 else "")
     assert plain.stored_weight_scale(0.3, 0.6, num_layers=32) == fmt.stored_weight_scale(0.3, 0.6, num_layers=32)
     assert plain.canonical == plain
+    assert set(fmt.idle_fields) <= set(IDLE_FIELDS)
 
 
 @pytest.mark.parametrize("parts, idle", [
