@@ -64,8 +64,7 @@ class VllmStartup:
 #    usage is 14.99 GiB for weight, 1.89 GiB for peak activation, 0.25 GiB for non-torch memory, and 0.91 GiB for
 #    CUDAGraph memory. ... Current kv cache memory in use is 58.11 GiB."
 #   "vllm cache_config_info with initialization after num_gpu_blocks is: 29751"
-# Llama-3.1-8B has Llama-3-8B's shapes (the llama-3-8b preset); only its RoPE scaling and context differ.
-LLAMA_31_8B_H100 = VllmStartup(name="llama-3.1-8b h100 v0.19", model="llama-3-8b", device="h100-sxm", tp=1,
+LLAMA_31_8B_H100 = VllmStartup(name="llama-3.1-8b h100 v0.19", model="llama-3.1-8b", device="h100-sxm", tp=1,
                                utilization=0.95, max_batched_tokens=8192, max_seqs=1024, chunked=True,
                                gpu_blocks=29751, kv_cache_GiB=58.11)
 
