@@ -229,7 +229,7 @@ class ServingSpec:
         if self.arrival == "trace" and not self.trace:
             raise InputError("arrival: found 'trace' without a trace, allowed: a trace to replay (trace: NAME)")
         if self.arrival != "trace" and self.rate_per_s is None and self.capacity is None:
-            timed = " (or arrival 'trace': the trace's own times)" if self.trace and \
+            timed = " (or with arrival 'trace': the trace's own times)" if self.trace and \
                 trace_requests(self.trace).has_arrivals else ""
             raise InputError(f"rate_per_s: found none for {self.arrival} arrivals, allowed: a rate > 0 req/s{timed}")
         for name in ("requests", "max_seqs", "max_batched_tokens", "chunk_tokens", "block_tokens", "replicas",
