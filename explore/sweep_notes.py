@@ -356,36 +356,38 @@ def crossed_switch_note(sweep) -> str:
 
 
 def idle_format_note(sweep) -> str:
-    """How many points of a grid are another point's design again because a format setting changes nothing at their
-    format (NumericFormat.canonical, which Sweep.point applies: group_size beside 16-bit weights and KV cache,
-    edge_layers without edge_layer_bits, a bit override equal to weight_bits), naming those settings and where
-    (IDLE_WHERE), or ''. Settings off at every point are idle_knobs_note's; searches are left out."""
-    if sweep.spec.search.strategy != "grid":
-        return ""
+    """The format settings a sweep gives that change nothing at some of its points' formats (NumericFormat.canonical,
+    which Sweep.point applies: group_size beside 16-bit weights and KV cache, edge_layers without edge_layer_bits, a
+    bit override equal to weight_bits), where (IDLE_WHERE), and how many points of a grid are therefore another
+    point's design again; or ''. Such a point is the design at the setting's default, which its results show.
+    Settings off at every point are idle_knobs_note's."""
     dims = sweep.dimensions()
     targets = [t for t in sweep.derived if t in FORMAT_FIELDS]
     read = {name for t in targets for name in sweep.derived_inputs(t)[0]}
-    swept = [n for n in dims if n in FORMAT_FIELDS and len(dims[n]) > 1]
-    if not swept and not targets:
-        return ""
     names = [n for n in dims if n in FORMAT_FIELDS or n in read]  # a point's format: its single values too
+    if not targets and not any(n in IDLE_WHERE for n in names):
+        return ""
+
+    def settled(combo: dict) -> dict:
+        return canonical_format(combo | sweep.derive(combo, targets) if targets else combo)
+
     combos = [dict(zip(names, combo, strict=True)) for combo in itertools.product(*(dims[n] for n in names))]
-    settled = [(values, canonical_format(values)) for values in (
-        combo | sweep.derive(combo, targets) if targets else combo for combo in combos)]
+    given = [(combo | sweep.derive(combo, targets) if targets else combo, settled(combo)) for combo in combos]
     off_everywhere = {k.name for k in _idle_knobs(sweep)}
-    idle = [n for n in [*swept, *targets] if n in IDLE_WHERE and n not in off_everywhere
-            and any(given[n] != canonical[n] for given, canonical in settled if n in given)]
-    repeated = _repeats(sweep, dims, names, lambda combo: tuple(
-        canonical_format(combo | sweep.derive(combo, targets) if targets else combo).items()))
-    if not idle or not repeated:
+    idle = [n for n in dict.fromkeys([*names, *targets]) if n in IDLE_WHERE and n not in off_everywhere
+            and any(values[n] != canonical[n] for values, canonical in given if n in values)]
+    if not idle:
         return ""
     by_where: dict[str, list[str]] = {}
     for name in idle:
         by_where.setdefault(IDLE_WHERE[name], []).append(name)
-    said = [f"{' and '.join(idle)} {'changes' if len(idle) == 1 else 'change'} nothing {where}"
-            for where, idle in by_where.items()]
-    return (f"{repeated} of {sweep.size()} points evaluate another point's design again: "
-            f"{'; '.join(said)}")
+    said = "; ".join(f"{' and '.join(idle)} {'changes' if len(idle) == 1 else 'change'} nothing {where}"
+                     for where, idle in by_where.items())
+    grid = sweep.spec.search.strategy == "grid"
+    repeated = _repeats(sweep, dims, names, lambda combo: tuple(settled(combo).items())) if grid else 0
+    if repeated:
+        return f"{repeated} of {sweep.size()} points evaluate another point's design again: {said}"
+    return f"{said}: there a point is the design at its default, which its results show"
 
 
 def idle_what_if_note(sweep) -> str:
