@@ -310,6 +310,11 @@ def test_check_notes_a_link_or_allreduce_on_one_device(tmp_path, tiny_config, ca
     # Per-channel scales beside a 16-bit cache have no groups either: 2 granularities x 2 group sizes, 3 designs.
     ("weight_bits: 4, scale_granularity: [group, channel], group_size: [32, 128]", "1 of 4 points evaluate another "
      "point's design again: group_size changes nothing where no tensor is scaled per group", 3),
+    # One group size beside 4- and 16-bit weights: no point repeats another, but the 16-bit one is the design at the
+    # default group size (its results show 128), which the note says.
+    ("weight_bits: [4, 16], group_size: 32", "note: group_size changes nothing where no tensor is scaled per group "
+     "(16-bit weights or scales per channel or tensor, beside a 16-bit KV cache): there a point is the design at its "
+     "default", 2),
     # A predictor where every activation is kept: 2 x 2 points, 3 designs.
     ("act_kept: [1.0, 0.5], act_predictor: [none, deja_vu]", "1 of 4 points evaluate another point's design again: "
      "act_predictor changes nothing where act_kept is 1", 3),
