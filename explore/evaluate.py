@@ -959,10 +959,11 @@ def _autoscaling(spec, weights_B: float, role: str) -> Autoscaling | None:
 
 
 def pool_point(point: DesignPoint, device_name: str, own: tuple = ()) -> DesignPoint:
-    """A serving pool's point: on `device_name` without the point's device what-ifs, or on the point's device (the name
-    empty or its own) with them; then the pool's `own` what-ifs (explore/pool_what_ifs.py), which win."""
+    """A serving pool's point: on `device_name` without the point's device and link what-ifs, its devices joined by
+    their own link (an L4 pair by PCIe, whatever joins the point's H100s), or on the point's device (the name empty or
+    its own) with them; then the pool's `own` what-ifs (explore/pool_what_ifs.py), which win."""
     if device_name and device_name != point.device:
-        point = replace(point, device=device_name, overrides=())
+        point = replace(point, device=device_name, overrides=(), link="", link_overrides=())
     if own:
         point = replace(point, overrides=tuple((dict(point.overrides) | dict(own)).items()))
     return point

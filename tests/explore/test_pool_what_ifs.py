@@ -193,3 +193,20 @@ def test_explore_check_counts_the_distinct_designs_it_evaluates(tmp_path, capsys
                                  "  prefill_replicas: [0, 1]\noverrides:\n  prefill_device.power.cap_W: [300, 700]\n")
     assert main(["check", path]) == 0
     assert "4 design points (3 distinct designs evaluated)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("pool", [{"prefill_replicas": 1, "prefill_device": "l4"},
+                                  {"mixed_device": "l4", "mixed_replicas": 1}])
+def test_a_pool_of_another_device_runs_over_its_own_link(evaluator, tmp_path, pool):
+    """The point's link joins the point's devices: a pool of another device (L4 pairs, which have no NVLink) keeps its
+    own (PCIe 4), as it keeps its own fields. So naming the H100's own link, nvlink4, is the point with its link left
+    to the default, and a what-if on the point's link leaves the other pool's all-reduces as they were."""
+    spec = ServingSpec(requests=8, rate_per_s=50.0, prompt=Fixed(tokens=256), output=Fixed(tokens=8), **pool)
+    point = DesignPoint(model=write_tiny_model(tmp_path), device="h100-sxm", batch=spec.max_seqs, prompt=0, output=0,
+                        serving=spec, execution="engine", tp=2)
+    default = evaluator.evaluate(point).metrics
+    named = evaluator.evaluate(replace(point, link="nvlink4")).metrics
+    for key in ("ttft_s", "tpot_s", "time_communication_s"):
+        assert named[key] == pytest.approx(default[key], rel=1e-12), key
+    faster = evaluator.evaluate(replace(point, link_overrides=(("bandwidth_GBps", 9000.0),))).metrics
+    assert faster["time_communication_s"] <= default["time_communication_s"]
