@@ -425,6 +425,11 @@ def idle_what_if_note(sweep) -> str:
         idle_under = [name for name in SCHEDULERS if unread([key], {"scheduler": (name,)})]
         groups.append((["scheduler"], lambda combo, idle_under=idle_under: combo["scheduler"] in idle_under,
                        f"the scheduler is {' or '.join(idle_under)}", [key]))
+    for key, words in (("think_s", "conversation_turns is 1 (independent requests)"),
+                       ("think_cv", "conversation_turns is 1 or think_s 0 (no turn thinks)")):
+        if key in swept:  # a think setting where no turn thinks (ServingSpec drops it there)
+            groups.append((["conversation_turns", "think_s"], lambda combo, key=key: bool(unread([key], {
+                name: (combo[name],) for name in ("conversation_turns", "think_s")})), words, [key]))
     groups.append((["autoscaler"], lambda combo: not forecasts(combo["autoscaler"]),
                    "the autoscaler forecasts no load (only the SLA planner does)",
                    [key for key in swept if key == "autoscale_predictor"]))

@@ -172,3 +172,17 @@ def test_a_grid_crossing_schedulers_with_token_budgets_evaluates_each_design_onc
     with open(out / "results.csv", newline="") as file:
         rows = list(csv.DictReader(file))
     assert sorted(row["scheduler"] for row in rows) == ["chunked", "chunked", "continuous", "continuous"]
+
+
+def test_a_grid_crossing_conversation_turns_with_think_settings_says_why_points_repeat(tmp_path, capsys):
+    """conversation_turns [1, 4] x think_s [5, 10] x think_cv [1, 2]: one-turn requests think nothing, so by hand the 4
+    one-turn points are 1 design and the 4 conversations' points 4, 5 of 8; the check says which settings change
+    nothing where."""
+    path = write_tiny_serving_sweep(tmp_path, "  rate: 50\n  conversation_turns: [1, 4]\n  think_s: [5, 10]\n"
+                                              "  think_cv: [1, 2]\n")
+    assert main(["check", path]) == 0
+    said = capsys.readouterr().out
+    assert "8 design points (5 distinct designs evaluated)" in said, said
+    assert "3 of 8 points evaluate another point's design again: think_s changes nothing where conversation_turns " \
+           "is 1" in said, said
+    assert "think_cv changes nothing where conversation_turns is 1 or think_s 0" in said, said
