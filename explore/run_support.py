@@ -95,8 +95,9 @@ def check_sets(device_name: str, overrides: dict[str, Any], link_name: str, link
     for path, value in link_overrides.items():
         try:
             load_link_model(link_name or default_link(load_device(device_name).name), {path: value})
-        except InputError as err:
-            raise InputError(f"--set: {LINK_PREFIX}{_without_where(str(err))}") from None
+        except InputError as err:  # a field's message names it bare ('bandwidth_GBps: found -5'), a key's with it
+            said = _without_where(str(err))
+            raise InputError(f"--set: {said if said.startswith(LINK_PREFIX) else LINK_PREFIX + said}") from None
 
 
 def _check_device_sets(device_name: str, overrides: dict[str, Any], prefix: str) -> None:

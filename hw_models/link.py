@@ -47,6 +47,7 @@ from workloads.yaml_lines import LocatedYAML
 
 COLLECTIVES = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "send_recv")
 STORAGE_TIER = "a storage tier that joins no devices"  # what a link whose joins_devices is false is, in messages
+KIND_FIELDS = ("joins_devices",)  # what a link is, not a figure of it: no what-if changes them
 LINK_FOLDER = ("presets", "links")
 FIT_FOLDER = ("calibration", "links")
 MiB = 2**20
@@ -110,7 +111,7 @@ def load_link(name_or_path: str, overrides: dict | None = None) -> LinkSpec:
         raise InputError(f"{where}: found {type(data).__name__}, allowed: a mapping of link fields")
     check_keys(data, LinkSpec, where, line_of=line_of)
     if overrides:
-        fields = list(LinkSpec.__dataclass_fields__)
+        fields = [name for name in LinkSpec.__dataclass_fields__ if name not in KIND_FIELDS]
         for key in overrides:
             if key not in fields:
                 raise InputError(f"{where}: link.{key}: no such field to override{did_you_mean(key, fields)}; "

@@ -252,6 +252,8 @@ CASES = [
      "--kv-link: found 'nvme-pcie4-x4', a storage tier that joins no devices, allowed: a link between devices"),
     ("--set on a link, named as set", _run("--tp", "2", "--set", "link.bandwidth_GBps=-5"),
      "--set: link.bandwidth_GBps: found -5"),
+    ("--set on no field of a link, named as set", _run("--tp", "2", "--set", "link.bandwith_GBps=100"),
+     "--set: link.bandwith_GBps: no such field to override (did you mean 'bandwidth_GBps'?)"),
     # A key of no part of the system (the node link takes no what-if) reads as a device field's: the message lists the
     # device's fields and the prefixes of the other parts' what-ifs.
     ("--set on no part of the system", _run("--tp", "16", "--set", "node_link.bandwidth_GBps=100"),

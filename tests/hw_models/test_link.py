@@ -92,6 +92,8 @@ def test_a_storage_tier_streams_to_a_host_but_joins_no_devices():
         load_link_model("nvme-pcie4-x4")
     for name in set(link_names()) - {"nvme-pcie4-x4"}:
         assert load_link_model(name).spec.joins_devices, name
+    with pytest.raises(InputError, match=r"link\.joins_devices: no such field to override"):  # what it is, no what-if
+        load_link_model("nvlink4", {"joins_devices": False})
 
 
 def test_custom_all_reduce_is_never_slower_with_more_bandwidth_or_fewer_bytes():
