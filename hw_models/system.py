@@ -68,8 +68,9 @@ class SystemModel:
             # The star is priced on the link's datasheet hop; beside collectives fitted on measured calls (their
             # per-call cost included) it would win by the difference in what each prices, not by its algorithm.
             raise InputError(f"allreduce: found 'star' on link {link.spec.name}, whose collectives are fitted on "
-                             f"measured NCCL calls, allowed: nccl, custom or nvls there, or star on a link priced on "
-                             f"its datasheet (TPI-LLM's edge networks: ethernet-100g, or a link YAML of your own)")
+                             f"measured NCCL calls (joining {device.name} devices), allowed: nccl, custom or nvls "
+                             f"there, or star on a link priced on its datasheet (TPI-LLM's edge networks: "
+                             f"ethernet-100g, or a link YAML of your own)")
         self.device, self.tp, self.pp, self.link, self.allreduce = device, tp, pp, link, allreduce
         self.devices = tp * pp
         self.nodes = nodes.nodes_of(tp, pp, link.spec)

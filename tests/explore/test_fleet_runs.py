@@ -78,6 +78,10 @@ def test_a_fleet_of_the_point_s_own_device_is_two_pools_priced_apart(capsys):
      "--prefill-replicas: found 1 with --mixed-replicas 2, allowed: 0 (a fleet of mixed devices"),
     (["--mixed-replicas", "2", "--mixed-device", "l44"], "--mixed-device: found 'l44' (did you mean 'l4'?)"),
     (["--mixed-replicas", "-1", "--mixed-device", "l4"], "--mixed-replicas: found -1, allowed: an integer >= 0"),
+    # The mixed L4 pairs run over their own link (PCIe 4, fitted on measured NCCL calls), which TPI-LLM's star
+    # all-reduce the point's network takes is not priced on: the message names whose link it is.
+    ([*FLEET, "--tp", "2", "--link", "ethernet-100g", "--allreduce", "star"],
+     "found 'star' on link pcie4-x16, whose collectives are fitted on measured NCCL calls (joining l4 devices)"),
 ])
 def test_what_a_fleet_does_not_model_is_one_line(capsys, flags, words):
     assert main([*RUN, "--rate", "4", *flags]) == 2
