@@ -61,7 +61,7 @@ from hw_models.validation import check_keys, did_you_mean, input_error, quoted
 from kernels.kv_policy import budget_error
 from sim.serving_spec import trace_requests
 from sim.speculative import MEDUSA, draft_error
-from workloads.errors import InputError
+from workloads.errors import InputError, found_document
 from workloads.model_config import check_context, load_model_config
 from workloads.yaml_lines import LocatedYAML
 
@@ -542,8 +542,7 @@ def load_sweep(path: str) -> Sweep:
     located = LocatedYAML(path)
     schema = sweep_file()
     if not isinstance(located.data, dict):
-        found = "no keys (an empty file)" if located.data is None else f"a {type(located.data).__name__}"
-        raise InputError(f"{path}: found {found}, allowed: a mapping of sweep keys "
+        raise InputError(f"{path}: found {found_document(located.data)}, allowed: a mapping of sweep keys "
                          f"({', '.join(schema.model_fields)})")
     check_keys(located.data, schema, path, line_of=located.line_of, elsewhere=_section_of_knob)
     try:

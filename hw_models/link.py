@@ -42,7 +42,7 @@ from pydantic.dataclasses import dataclass as spec_dataclass
 
 from hw_models.spec_common import SPEC_CONFIG, NonNegative, Positive, PositiveInt, Source
 from hw_models.validation import check_keys, check_plausible, did_you_mean, input_error
-from workloads.errors import InputError, read_user_text
+from workloads.errors import InputError, found_document, read_user_text
 from workloads.yaml_lines import LocatedYAML
 
 COLLECTIVES = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "send_recv")
@@ -108,7 +108,7 @@ def load_link(name_or_path: str, overrides: dict | None = None) -> LinkSpec:
     located = LocatedYAML(where, text)
     data, line_of = located.data, located.line_of
     if not isinstance(data, dict):
-        raise InputError(f"{where}: found {type(data).__name__}, allowed: a mapping of link fields")
+        raise InputError(f"{where}: found {found_document(data)}, allowed: a mapping of link fields")
     check_keys(data, LinkSpec, where, line_of=line_of)
     if overrides:
         fields = [name for name in LinkSpec.__dataclass_fields__ if name not in KIND_FIELDS]

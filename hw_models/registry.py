@@ -21,7 +21,7 @@ from hw_models.validation import (
     not_a_number,
     unread_reason,
 )
-from workloads.errors import InputError
+from workloads.errors import InputError, found_document
 from workloads.preset_files import bundled_names, bundled_where, read_preset
 from workloads.yaml_lines import LocatedYAML
 
@@ -93,7 +93,7 @@ def _parse_and_validate(text: str, where: str) -> tuple[dict, str, Any, str]:
     located = LocatedYAML(where, text)
     data = located.data
     if not isinstance(data, dict):
-        raise InputError(f"{where}: found {type(data).__name__}, allowed: a mapping of device fields")
+        raise InputError(f"{where}: found {found_document(data)}, allowed: a mapping of device fields")
     if "base" in data:
         merged, base = _on_base(data, where, located.line_of)
         return merged, where, validate_spec(merged, where, line_of=located.line_of), base

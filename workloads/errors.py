@@ -31,6 +31,12 @@ def did_you_mean(word: str, choices) -> str:
     return f" (did you mean {by_folded[close[0]]!r}?)" if close else ""
 
 
+def found_document(data) -> str:
+    """What a user's YAML file holds where a mapping was expected, as an error's 'found' part: 'no keys (an empty
+    file)' where it is empty, else 'a list', 'a str', ..."""
+    return "no keys (an empty file)" if data is None else f"a {type(data).__name__}"
+
+
 # Sweep files, device YAMLs and config.json are written by hand: the largest shipped is 7 KB. 1 MiB is over a
 # hundred times that and still parses in about a second; a bigger file is a mistake (a log, a data set), and
 # one of 60 MB would take minutes to parse.

@@ -15,6 +15,7 @@ import pytest
 
 from explore.design_point import DesignPoint
 from hw_models.device import DeviceModel
+from hw_models.link import load_link
 from hw_models.registry import DEVICE_KINDS, load_device, preset_names, read_device_yaml
 from kernels.formats import NumericFormat
 from kernels.lowering import lower_trace
@@ -87,3 +88,15 @@ def test_event_simulation_agrees_with_analytic(name, evaluator):
     assert metrics["tokens_per_s"] == pytest.approx(4 * 4 / fast.makespan_s, rel=1e-9)
     assert metrics["energy_per_token_J"] == pytest.approx(fast.energy_J / 16, rel=1e-9)
     assert metrics["area_mm2"] == pytest.approx(load_device(name).area_mm2, rel=1e-12) and metrics["area_mm2"] > 0
+
+
+@pytest.mark.parametrize("load, fields", [(load_device, "device fields"), (load_link, "link fields")])
+@pytest.mark.parametrize("text, found", [("", "found no keys (an empty file)"), ("[1, 2]\n", "found a list")])
+def test_a_device_or_link_file_that_is_no_mapping_says_what_it_holds(tmp_path, one_line_error, load, fields, text,
+                                                                    found):
+    """An empty device or link YAML is 'no keys (an empty file)', as an empty sweep file is; it said 'found
+    NoneType'."""
+    path = tmp_path / "file.yaml"
+    path.write_text(text)
+    where, message = one_line_error(lambda: load(str(path)))
+    assert where == str(path) and message == f"{found}, allowed: a mapping of {fields}"
