@@ -48,6 +48,8 @@ PLAIN_ALLOWED = {
     "int_from_float": "an integer", "int_parsing": "an integer", "int_type": "an integer",
     "float_parsing": "a number", "float_type": "a number",
     "model_type": "a mapping of its keys (key: value, ...)", "dict_type": "a mapping of its keys (key: value, ...)",
+    # A section of a device spec (a pydantic dataclass): pydantic names the Python class ('an instance of MemorySpec').
+    "dataclass_type": "a mapping of its keys (key: value, ...)",
 }
 
 

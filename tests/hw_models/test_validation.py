@@ -8,6 +8,7 @@ import pytest
 from pydantic import AfterValidator
 from pydantic.dataclasses import dataclass
 
+from hw_models.registry import load_device
 from hw_models.spec_common import SPEC_CONFIG
 from hw_models.validation import check_keys
 from workloads.errors import InputError
@@ -36,3 +37,14 @@ def test_unknown_key_inside_a_named_spec():
 def test_annotated_values_are_not_specs():
     names = dict[str, Annotated[str, AfterValidator(str.strip)]]
     check_keys({"a": "x"}, names, "f.yaml")  # AfterValidator is a dataclass instance, not a spec class
+
+
+@pytest.mark.parametrize("section", ["5", "[1]", "fast"])
+def test_a_section_given_a_value_allows_a_mapping_in_words(tmp_path, one_line_error, section):
+    """A device file's section (memory:) given a number or a list: 'allowed: a mapping of its keys', as a sweep's
+    sections say, not pydantic's 'a dictionary or an instance of MemorySpec' (a Python class name)."""
+    path = tmp_path / "device.yaml"
+    path.write_text(f"base: h100-sxm\nmemory: {section}\n")
+    where, message = one_line_error(lambda: load_device(str(path)))
+    assert where == f"{path}:2" and message.startswith("memory: found ")
+    assert message.endswith("allowed: a mapping of its keys (key: value, ...)") and "MemorySpec" not in message
