@@ -14,7 +14,15 @@ from explore.metrics import TIME_CLASSES, add_derived
 from explore.point_values import check_point_values
 from hw_models.device import UNFUSED_ENGINE_KINDS
 from hw_models.gpu_efficiency import calibration_label
-from hw_models.link import LinkSpec, default_link, default_node_link, link_names, load_link, load_link_model
+from hw_models.link import (
+    LinkSpec,
+    default_link,
+    default_node_link,
+    has_default_link,
+    link_names,
+    load_link,
+    load_link_model,
+)
 from hw_models.registry import load_device
 from hw_models.system import SystemModel, SystemPrice
 from kernels.block_estimate import with_estimate
@@ -959,11 +967,13 @@ def _autoscaling(spec, weights_B: float, role: str) -> Autoscaling | None:
 
 
 def pool_point(point: DesignPoint, device_name: str, own: tuple = ()) -> DesignPoint:
-    """A serving pool's point: on `device_name` without the point's device and link what-ifs, its devices joined by
-    their own link (an L4 pair by PCIe, whatever joins the point's H100s), or on the point's device (the name empty or
-    its own) with them; then the pool's `own` what-ifs (explore/pool_what_ifs.py), which win."""
+    """A serving pool's point: on `device_name` without the point's device what-ifs, its devices joined by their own
+    link where their preset names one (an L4 pair by PCIe, whatever joins the point's H100s), else by the point's link
+    and its what-ifs (a device file's); or on the point's device (the name empty or its own) with them; then the pool's
+    `own` what-ifs (explore/pool_what_ifs.py), which win."""
     if device_name and device_name != point.device:
-        point = replace(point, device=device_name, overrides=(), link="", link_overrides=())
+        own_link = dict(link="", link_overrides=()) if has_default_link(load_device(device_name).name) else {}
+        point = replace(point, device=device_name, overrides=(), **own_link)
     if own:
         point = replace(point, overrides=tuple((dict(point.overrides) | dict(own)).items()))
     return point

@@ -511,9 +511,14 @@ DEVICE_LINKS = {"a100-sxm-40gb": "nvlink3", "a100-sxm-80gb": "nvlink3", "h100-sx
                 "t4": "pcie3-x16"}
 
 
+def has_default_link(device: str) -> bool:
+    """Whether a device preset names the link its GPUs talk over (default_link); a device file does not."""
+    return device in DEVICE_LINKS
+
+
 def default_link(device: str) -> str:
     """The link preset a device preset's GPUs talk over in a multi-GPU server."""
-    if device not in DEVICE_LINKS:
+    if not has_default_link(device):
         raise InputError(f"link: found none for device {device!r} (its preset names no default link), allowed: a link "
                          f"preset ({', '.join(link_names())}) or a link YAML path")
     return DEVICE_LINKS[device]

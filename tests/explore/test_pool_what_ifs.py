@@ -210,3 +210,22 @@ def test_a_pool_of_another_device_runs_over_its_own_link(evaluator, tmp_path, po
         assert named[key] == pytest.approx(default[key], rel=1e-12), key
     faster = evaluator.evaluate(replace(point, link_overrides=(("bandwidth_GBps", 9000.0),))).metrics
     assert faster["time_communication_s"] <= default["time_communication_s"]
+
+
+@pytest.mark.parametrize("pool", [{"prefill_replicas": 1}, {"mixed_replicas": 1}])
+def test_a_pool_of_a_device_without_a_link_of_its_own_takes_the_point_s(evaluator, tmp_path, pool):
+    """A device file (an L4 on `base: l4`) names no link of its own: its pool's tp pairs run over the point's, the one
+    link the design names, as the L4 preset's run over its own PCIe 4. So over a named pcie4-x16 the file, which
+    changes nothing, is the preset."""
+    copy = tmp_path / "l4-copy.yaml"
+    copy.write_text("base: l4\n")
+    device = "prefill_device" if "prefill_replicas" in pool else "mixed_device"
+    metrics = []
+    for name in ("l4", str(copy)):
+        spec = ServingSpec(requests=8, rate_per_s=50.0, prompt=Fixed(tokens=256), output=Fixed(tokens=8),
+                           **pool, **{device: name})
+        point = DesignPoint(model=write_tiny_model(tmp_path), device="h100-sxm", batch=spec.max_seqs, prompt=0,
+                            output=0, serving=spec, execution="engine", tp=2, link="pcie4-x16")
+        metrics.append(evaluator.evaluate(point).metrics)
+    for key in ("ttft_s", "tpot_s", "time_communication_s"):
+        assert metrics[1][key] == pytest.approx(metrics[0][key], rel=1e-9), key
