@@ -91,6 +91,11 @@ def link_names() -> list[str]:
     return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
+def joining_link_names() -> list[str]:
+    """Names of the bundled link presets that join devices (not a storage tier)."""
+    return [name for name in link_names() if load_link(name).joins_devices]
+
+
 def load_link(name_or_path: str, overrides: dict | None = None) -> LinkSpec:
     """A link preset (by name) or link YAML (by path), with optional what-if overrides {'bandwidth_GBps': 900}."""
     path = Path(name_or_path)
@@ -489,9 +494,8 @@ def load_link_model(name_or_path: str, overrides: dict | None = None, *, calibra
     times (README): compare links both fitted or both datasheet (calibrated=False)."""
     spec = load_link(name_or_path, overrides)
     if not spec.joins_devices:
-        joining = [name for name in link_names() if load_link(name).joins_devices]
         raise InputError(f"link: found {name_or_path!r}, {STORAGE_TIER}, allowed: a link between devices: "
-                         f"{', '.join(joining)}")
+                         f"{', '.join(joining_link_names())}")
     fits, fitted_on = {}, {}
     if calibrated and name_or_path in link_names():
         for system in calibrated_links().get(name_or_path, []):
@@ -520,7 +524,7 @@ def default_link(device: str) -> str:
     """The link preset a device preset's GPUs talk over in a multi-GPU server."""
     if not has_default_link(device):
         raise InputError(f"link: found none for device {device!r} (its preset names no default link), allowed: a link "
-                         f"preset ({', '.join(link_names())}) or a link YAML path")
+                         f"preset ({', '.join(joining_link_names())}) or a link YAML path")
     return DEVICE_LINKS[device]
 
 

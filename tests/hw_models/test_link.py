@@ -94,6 +94,9 @@ def test_a_storage_tier_streams_to_a_host_but_joins_no_devices():
         assert load_link_model(name).spec.joins_devices, name
     with pytest.raises(InputError, match=r"link\.joins_devices: no such field to override"):  # what it is, no what-if
         load_link_model("nvlink4", {"joins_devices": False})
+    with pytest.raises(InputError, match=r"found none for device 'l4-copy'") as refused:  # a file names no link
+        default_link("l4-copy")
+    assert "nvme-pcie4-x4" not in str(refused.value) and "pcie4-x16" in str(refused.value)
 
 
 def test_custom_all_reduce_is_never_slower_with_more_bandwidth_or_fewer_bytes():
