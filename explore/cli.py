@@ -272,6 +272,11 @@ def _add_serving_flags(run: argparse.ArgumentParser) -> None:
     g.add_argument("--busy-action", choices=["reject", "queue"],
                    help="a request finding every replica busy: rejected (Dynamo's load shedding) or queued at the "
                         "gateway until one is free, the most urgent first (llm-d's flow control) (default reject)")
+    g.add_argument("--client-retries", type=int,
+                   help="how many times a rejected request's client retries it, backing off as OpenAI's Python client "
+                        "does (its default, 2) (default: never)")
+    g.add_argument("--client-retry-s", type=float,
+                   help="the first retry's backoff, doubling at each retry up to 8 s (default 0.5, OpenAI's client)")
     g.add_argument("--kv-link", default=spec.kv_link,
                    help=f"the link KV crosses from the prefill to the decode pool (default {spec.kv_link})")
     g.add_argument("--attention-device", default="",

@@ -519,6 +519,7 @@ def _serving_spec(args) -> ServingSpec:
                   autoscaler=args.autoscaler, autoscale_interval_s=args.autoscale_interval_s,
                   busy_kv_usage=args.busy_kv_usage, busy_prefill_tokens=args.busy_prefill_tokens,
                   busy_waiting_requests=args.busy_waiting_requests, busy_action=args.busy_action,
+                  client_retries=args.client_retries, client_retry_s=args.client_retry_s,
                   autoscale_predictor=args.autoscale_predictor,
                   kv_link=args.kv_link, router=args.router, prefix_attention=args.prefix_attention,
                   memory_utilization=args.memory_utilization, host_cache_GB=args.host_cache_GB,
@@ -711,6 +712,9 @@ def _assumptions(point: DesignPoint, device) -> str:
                 if text)
             action = "queueing at the gateway" if s.busy_action == "queue" else "rejecting"
             pools += f", {action} a request that finds every replica busy (over {over})"
+            if retries := s.admission().retries:
+                pools += (f", its client retrying it {retries} time{'' if retries == 1 else 's'}, the first after "
+                          f"{s.admission().retry_s:g} s")
         if s.attends_apart:
             pools += (f", attention on {s.attention_devices} x {s.attention_device} "
                       f"({_pool_fits(s.attention_device, point)}) per "

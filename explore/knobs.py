@@ -705,6 +705,14 @@ register(Knob(name="busy_action", type=str, section="serving", scope="serving", 
               allowed=BUSY_ACTIONS, help="what the gateway does with a request arriving while every replica is busy: "
               "reject it (NVIDIA Dynamo's load shedding) or queue it at the gateway until a replica is free, the "
               "most urgent first (llm-d's flow control); unset: reject"))
+register(Knob(name="client_retries", type=int, section="serving", scope="serving", default=None, flag=False,
+              minimum=0, help="how many times the client of a rejected request retries it (HTTP 503), backing off as "
+              "OpenAI's Python client does: the n-th retry min(client_retry_s x 2^n, 8 s) x (1 - 0.25 u) after the "
+              "rejection (its default, 2); a retried request keeps its first arrival, its wait in its TTFT; the "
+              "results add retried_share; unset: a rejected request is gone"))
+register(Knob(name="client_retry_s", type=float, section="serving", scope="serving", default=None, flag=False,
+              allowed_text="seconds > 0", help="the first retry's backoff before jitter (OpenAI's Python client: "
+              "INITIAL_RETRY_DELAY 0.5 s), doubling at each retry up to 8 s; unset: 0.5"))
 register(Knob(name="conversation_turns", type=int, section="serving", scope="serving", default=None, flag=False,
               minimum=1, help="the requests as conversations of this many turns: each turn adds a message (the prompt "
               "distribution) to the conversation so far, arrives think_s after the previous answer and finds the "

@@ -308,6 +308,9 @@ _m("max_replicas_held", "most replicas held", "", "min", "the most replicas an a
 _m("rejected_share", "rejected", "", "min",
    "share of the requests the gateway rejected on arrival, every replica they could join busy (sim/admission.py): "
    "each misses the SLO", section="rejection")
+_m("retried_share", "retried", "", "min",
+   "share of the requests the gateway turned away at least once: served after a client's retry (client_retries), or "
+   "rejected for good; with no retries, the share rejected", section="rejection")
 # ---- slowdown: sim/slowdown.py SLOWDOWN_METRICS, in its order (serving sweeps whose SLO limits slowdowns) -----
 _SLOWDOWNS = (("ttft", "TTFT", "time to first token"),
               ("tbt", "TBT", "mean time between tokens after the first (one-token requests left out)"),

@@ -171,7 +171,7 @@ LABELLED_WHERE_SET = ("router", "prompt_batch_tokens", "max_decode_preemptions",
                       "queue_policy", "priority_fraction", "mixed_replicas", "max_replicas", "autoscale_target",
                       "autoscale_metric", "cold_start_s", "prefill_max_replicas", "mixed_max_replicas", "autoscaler",
                       "autoscale_interval_s", "autoscale_predictor", "busy_kv_usage", "busy_prefill_tokens",
-                      "busy_waiting_requests", "busy_action",
+                      "busy_waiting_requests", "busy_action", "client_retries", "client_retry_s",
                       "conversation_turns", "think_s", "think_cv", "memory_utilization", "host_cache_GB", "kv_store_GB",
                       "kv_store_GBps", "attention_link", "attention_micro_batches", "attention_placement")
 

@@ -140,6 +140,21 @@ def _set(values: Values, field: str) -> bool:
     return any(value is not None for value in values.get(field, ()))
 
 
+def _thresholds(values: Values) -> bool:
+    """Whether some busy threshold is given: the gateway may find every replica busy."""
+    return any(_set(values, f) for f in GATEWAY_KNOBS[:3])
+
+
+def _rejects(values: Values) -> bool:
+    """Whether the gateway may reject a request: a busy threshold, and some point rejecting where every one is busy."""
+    return _thresholds(values) and any(action in (None, "reject") for action in values.get("busy_action", (None,)))
+
+
+def _unrejected(values: Values, names: Names) -> str:
+    """What leaves a rejected request's retries unread: no busy threshold, or a gateway queueing every request."""
+    return names.found("busy_action", "queue") if _thresholds(values) else "no busy threshold"
+
+
 def _converses(values: Values) -> bool:
     return any((turns or 1) > 1 for turns in values.get("conversation_turns", ()))
 
@@ -270,11 +285,16 @@ RULES: tuple[ReadWhen, ...] = (
                          f"left out")
       for field in ("autoscale_target", "autoscale_metric")),
     ReadWhen("prefill_max_replicas", lambda v: _any(v, "prefill_replicas"), lambda v, n: "no prefill pool", _pool),
-    ReadWhen("busy_action", lambda v: any(_set(v, f) for f in ("busy_kv_usage", "busy_prefill_tokens",
-                                                               "busy_waiting_requests")),
-             lambda v, n: "no busy threshold",
+    ReadWhen("busy_action", _thresholds, lambda v, n: "no busy threshold",
              lambda n: f"with {n.name('busy_kv_usage')}, {n.name('busy_prefill_tokens')} or "
                        f"{n.name('busy_waiting_requests')} (when a replica is busy), or left out"),
+    ReadWhen("client_retries", _rejects, _unrejected,
+             lambda n: f"with a busy threshold ({n.name('busy_kv_usage')}, {n.name('busy_prefill_tokens')} or "
+                       f"{n.name('busy_waiting_requests')}) and the gateway rejecting (a queueing gateway rejects "
+                       f"none), or left out"),
+    ReadWhen("client_retry_s", lambda v: _rejects(v) and _any(v, "client_retries"),
+             lambda v, n: _unrejected(v, n) if not _rejects(v) else "no client retries",
+             lambda n: f"with {n.at_least('client_retries', 1, 'retries of a rejected request')}, or left out"),
     ReadWhen("mixed_max_replicas", lambda v: _any(v, "mixed_replicas"), lambda v, n: "no mixed replicas",
              lambda n: f"with {n.at_least('mixed_replicas', 1, 'replicas of mixed_device beside the point')}, or "
                        f"left out"),
@@ -329,6 +349,10 @@ RULES: tuple[ReadWhen, ...] = (
 # The token budgets a scheduler reads by how it prefills (Scheduler.token_budget): a chunked one chunk_tokens, one that
 # prefills whole max_batched_tokens and prompt_batch_tokens.
 TOKEN_BUDGETS = ("chunk_tokens", "max_batched_tokens", "prompt_batch_tokens")
+# What the gateway does where every replica is busy, and how a rejected request's client retries it (read only where
+# the gateway rejects).
+GATEWAY_KNOBS = ("busy_kv_usage", "busy_prefill_tokens", "busy_waiting_requests", "busy_action")
+CLIENT_RETRIES = ("client_retries", "client_retry_s")
 
 
 def unread(fields: Iterable[str], values: Values) -> set[str]:

@@ -10,7 +10,7 @@ from explore.knobs import KNOBS, knobs, off_where
 from explore.pool_what_ifs import POOL_WHAT_IFS
 from explore.run_support import LINK_PREFIX, system_nodes
 from explore.schema import as_list
-from explore.serving_settings import TOKEN_BUDGETS, unread
+from explore.serving_settings import GATEWAY_KNOBS, TOKEN_BUDGETS, unread
 from explore.sweep_serving import AUTOSCALE_KNOBS, Parallel, reads_metric, routes, scales
 from hw_models.link import default_link, load_link_model
 from hw_models.registry import load_device, read_device_yaml
@@ -430,6 +430,12 @@ def idle_what_if_note(sweep) -> str:
         if key in swept:  # a think setting where no turn thinks (ServingSpec drops it there)
             groups.append((["conversation_turns", "think_s"], lambda combo, key=key: bool(unread([key], {
                 name: (combo[name],) for name in ("conversation_turns", "think_s")})), words, [key]))
+    gateway = [*GATEWAY_KNOBS, "client_retries"]
+    for key, words in (("client_retries", "the gateway rejects nothing (no busy threshold, or busy_action queue)"),
+                       ("client_retry_s", "no rejected request is retried")):
+        if key in swept:  # a retry setting where no rejected request is retried (ServingSpec drops it there)
+            groups.append((gateway, lambda combo, key=key: bool(unread([key], {
+                name: (combo[name],) for name in gateway})), words, [key]))
     groups.append((["autoscaler"], lambda combo: not forecasts(combo["autoscaler"]),
                    "the autoscaler forecasts no load (only the SLA planner does)",
                    [key for key in swept if key == "autoscale_predictor"]))
@@ -456,8 +462,10 @@ def idle_what_if_note(sweep) -> str:
 
 
 # A switch's value where a sweep leaves it unset, where that is not 1 (a fleet without mixed replicas, a pool that
-# does not scale).
-_UNSET = {"mixed_replicas": 0, "max_replicas": 0, "prefill_max_replicas": 0, "mixed_max_replicas": 0}
+# does not scale, a gateway without thresholds that rejects and whose clients do not retry).
+_UNSET = {"mixed_replicas": 0, "max_replicas": 0, "prefill_max_replicas": 0, "mixed_max_replicas": 0,
+          **dict.fromkeys(("busy_kv_usage", "busy_prefill_tokens", "busy_waiting_requests", "busy_action",
+                           "client_retries"))}
 
 
 def _repeats(sweep, dims: dict, names: list[str], design) -> int:

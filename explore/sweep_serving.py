@@ -14,6 +14,8 @@ from explore.knobs import KNOBS, knobs
 from explore.rows import is_feasible, normalize_row
 from explore.schema import PositiveInt, PositiveNumber, Strict, as_list, finite, knob_type, one_or_more
 from explore.serving_settings import (
+    CLIENT_RETRIES,
+    GATEWAY_KNOBS,
     ROUTED,
     TOKEN_BUDGETS,
     KeyNames,
@@ -212,6 +214,9 @@ class Serving(Strict):
     busy_prefill_tokens: one_or_more(knob_type(KNOBS["busy_prefill_tokens"])) | None = None
     busy_waiting_requests: one_or_more(knob_type(KNOBS["busy_waiting_requests"])) | None = None
     busy_action: one_or_more(knob_type(KNOBS["busy_action"])) | None = None  # reject or queue
+    # A rejected request's client retrying it (OpenAI's client backs off from 0.5 s, doubling).
+    client_retries: one_or_more(knob_type(KNOBS["client_retries"])) | None = None
+    client_retry_s: one_or_more(knob_type(KNOBS["client_retry_s"])) | None = None
     kv_link: str = DEFAULT.kv_link  # the link each request's KV crosses from the prefill to the decode pool
     router: one_or_more(knob_type(KNOBS["router"])) | None = None  # how a pool picks a replica (least_requests)
     # How decode attention reads the shared prefix (paged); a list compares the two.
@@ -313,7 +318,7 @@ def serving_dimensions(serving: Serving) -> dict[str, list]:
     for name in ("mixed_device", "mixed_replicas", "max_replicas", "autoscale_target", "autoscale_metric",
                  "cold_start_s", "prefill_max_replicas", "mixed_max_replicas", "autoscaler", "autoscale_interval_s",
                  "autoscale_predictor", "busy_kv_usage", "busy_prefill_tokens", "busy_waiting_requests",
-                 "busy_action"):
+                 "busy_action", "client_retries", "client_retry_s"):
         if getattr(serving, name) is not None:
             dims[name] = as_list(getattr(serving, name))
     for name in ("prefix_attention", "prefix_groups", "queue_policy", "priority_fraction", "conversation_turns",
@@ -398,6 +403,7 @@ def serving_spec(serving: Serving, values: dict[str, Any]) -> ServingSpec:
         autoscale_predictor=values.get("autoscale_predictor") if forecasts(values.get("autoscaler")) else None,
         busy_kv_usage=values.get("busy_kv_usage"), busy_prefill_tokens=values.get("busy_prefill_tokens"),
         busy_waiting_requests=values.get("busy_waiting_requests"), busy_action=values.get("busy_action"),
+        client_retries=values.get("client_retries"), client_retry_s=values.get("client_retry_s"),
         router=values.get("router") if routes(values) else None,
         prefix_attention=values.get("prefix_attention"), memory_utilization=values.get("memory_utilization"),
         host_cache_GB=values.get("host_cache_GB"), kv_store_GB=values.get("kv_store_GB"),
@@ -415,6 +421,9 @@ def serving_spec(serving: Serving, values: dict[str, Any]) -> ServingSpec:
         # A token budget the point's scheduler does not read: the point at its default, one design whatever a grid
         # crosses it with.
         spec = dataclasses.replace(spec, **{name: getattr(DEFAULT, name) for name in budgets})
+    if idle := unread(CLIENT_RETRIES, {name: (getattr(spec, name),) for name in (*GATEWAY_KNOBS, *CLIENT_RETRIES)}):
+        # Retries at a point that rejects nothing (its gateway queues), or a delay at one that never retries.
+        spec = dataclasses.replace(spec, **dict.fromkeys(idle))
     return spec
 
 

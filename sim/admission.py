@@ -7,6 +7,12 @@ has still to prefill are over `prefill_tokens` (Dynamo's thresholds), or the req
 `waiting_requests` (the saturation detector's queue depth); an arrival that finds some replica free joins one of the
 free ones. A request handed from a prefill pool to a decode pool, or a conversation's later turn going to the replica
 that served it, is never held or rejected.
+
+A rejected request's client may retry it (`retries`), as OpenAI's Python client retries an HTTP 503: the n-th retry
+(from 0) comes min(retry_s x 2^n, 8 s) x (1 - 0.25 u) after the rejection, u uniform in [0, 1) (openai-python
+_base_client.py `_calculate_retry_timeout`; _constants.py: INITIAL_RETRY_DELAY 0.5 s, MAX_RETRY_DELAY 8 s,
+DEFAULT_MAX_RETRIES 2). A retried request keeps its first arrival, so its wait counts in its TTFT; it is rejected for
+good when its last retry is.
 """
 
 from __future__ import annotations
@@ -15,16 +21,23 @@ from dataclasses import dataclass
 
 from sim.replica import Replica
 
+# OpenAI's Python client (openai-python src/openai/_constants.py): the first retry's delay and the most any waits.
+CLIENT_RETRY_S = 0.5
+MAX_RETRY_DELAY_S = 8.0
+
 
 @dataclass(frozen=True, kw_only=True)
 class Admission:
     """Busy thresholds (None: not read): a share of a replica's KV blocks in use, its prompt tokens to prefill, its
-    requests waiting; and whether a request finding every replica busy waits at the gateway (`hold`) or is rejected."""
+    requests waiting; whether a request finding every replica busy waits at the gateway (`hold`) or is rejected; and
+    how many times a rejected request's client retries it, the first after `retry_s`."""
 
     kv_usage: float | None = None
     prefill_tokens: int | None = None
     waiting_requests: int | None = None
     hold: bool = False
+    retries: int = 0
+    retry_s: float = CLIENT_RETRY_S
 
     def __post_init__(self) -> None:
         if self.kv_usage is None and self.prefill_tokens is None and self.waiting_requests is None:
@@ -34,6 +47,18 @@ class Admission:
         for name, value in (("prefill_tokens", self.prefill_tokens), ("waiting_requests", self.waiting_requests)):
             if value is not None and value < 0:
                 raise ValueError(f"{name}: found {value}, allowed: a count >= 0")
+        if self.retries < 0:
+            raise ValueError(f"retries: found {self.retries}, allowed: a count >= 0")
+        if self.retries and self.hold:
+            raise ValueError(f"retries: found {self.retries} with hold, allowed: 0 (a gateway that holds requests "
+                             f"rejects none)")
+        if not self.retry_s > 0.0:
+            raise ValueError(f"retry_s: found {self.retry_s}, allowed: seconds > 0")
+
+    def retry_delay_s(self, retry: int, draw: float) -> float:
+        """How long after its rejection a client retries a request for the `retry`-th time (from 0), `draw` uniform in
+        [0, 1): exponential backoff capped at MAX_RETRY_DELAY_S, less up to a quarter of it as jitter."""
+        return min(self.retry_s * 2.0 ** retry, MAX_RETRY_DELAY_S) * (1.0 - 0.25 * draw)
 
     def busy(self, replica: Replica) -> bool:
         """Whether `replica` is over any threshold."""

@@ -47,7 +47,8 @@ PREFIX_GROUP_STREAM = 7  # the seed stream of requests' prefix groups, apart fro
 # What an autoscaled run adds (ServingResult.scaling_metrics).
 AUTOSCALE_METRICS = ("mean_replicas", "max_replicas_held")
 # What a run that rejects requests on arrival adds (ServingResult.metrics' rejected_share).
-REJECTION_METRICS = ("rejected_share",)
+REJECTION_METRICS = ("rejected_share", "retried_share")
+RETRY_STREAM = 11  # the seed stream of clients' retry jitter, apart from the prefix groups' and the routers'
 ROUTER_STREAM = 1 << 30  # the last part of a pool router's seed, past any replica's number that ends its replicas'
 
 
@@ -60,6 +61,7 @@ class Rejected:
     requests: int
     urgent: int = 0
     urgent_served: tuple[bool, ...] | None = None  # None: the records' own lowest priority (urgent_requests)
+    retried: int = 0  # requests rejected at least once, served after a retry or rejected for good
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -280,7 +282,8 @@ class ServingResult:
             **(urgent_metrics(records, self.slo, rejected=rejected.urgent, urgent=urgent) if self.prioritized else {}),
             **({} if self.scaled is None else self.scaling_metrics()),
             **({} if self.rejected is None else {
-                "rejected_share": rejected.requests / (len(records) + rejected.requests)}),
+                "rejected_share": rejected.requests / (len(records) + rejected.requests),
+                "retried_share": rejected.retried / (len(records) + rejected.requests)}),
         }
 
     def scaling_metrics(self) -> dict[str, float]:
@@ -446,6 +449,8 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
     total = len(requests)
     finished: list[Sequence] = []
     rejected: list[int] = []  # the requests rejected on arrival (sim/admission.py), by index
+    retries: dict[int, int] = {}  # the retries taken by each request the gateway turned away at least once
+    retry_draws = np.random.default_rng([pools[0].seed, RETRY_STREAM])
     # Requests held at the gateway, while no replica serves (a pool scaled to zero) or every one is busy (flow control):
     # a heap of (priority, arrival, index): the most urgent first (the lowest priority number, every level apart, as
     # llm-d's flow control keeps a band per priority), in arrival order within a priority.
@@ -593,11 +598,19 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
                 continue
             if arrival_s > env.now:
                 yield env.timeout(arrival_s - env.now)
-            if gateway:  # requests held before it go first, the most urgent first: it queues behind them
-                heapq.heappush(gateway, (priorities[index], arrival_s, index))
-                dispatch_held()
-            else:
-                dispatch(index, arrival_s)
+            offer(index, arrival_s)
+
+    def offer(index: int, arrival_s: float) -> None:
+        """A request reaching the gateway, first or retried (`arrival_s`: its first arrival)."""
+        if gateway:  # requests held before it go first, the most urgent first: it queues behind them
+            heapq.heappush(gateway, (priorities[index], arrival_s, index))
+            dispatch_held()
+        else:
+            dispatch(index, arrival_s)
+
+    def retry(index: int, arrival_s: float, delay_s: float):
+        yield env.timeout(delay_s)
+        offer(index, arrival_s)
 
     def dispatch(index: int, arrival_s: float, held: bool = False) -> bool:
         """Route a request to an entry replica, reject it where every one is busy, or hold it at the gateway where
@@ -610,6 +623,11 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
                 heapq.heappush(gateway, (priorities[index], arrival_s, index))
             return False
         if not free:
+            taken = retries.setdefault(index, 0)
+            if taken < admission.retries:  # its client retries it later
+                retries[index] = taken + 1
+                env.process(retry(index, arrival_s, admission.retry_delay_s(taken, retry_draws.random())))
+                return True
             rejected.append(index)
             while index in next_turn:  # a rejected conversation's later turns never come
                 index = next_turn[index]
@@ -653,7 +671,7 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
                 env.process(replica.run())
     env.run(until=done)
     result = _result(pools, replicas, finished, requests, slo, scalers, rejected if admission is not None else None,
-                     urgent)
+                     urgent, retried=len(retries))
     if slo is None or slo.slowdown is None:
         return result
     # A slowdown's reference is the request alone on the point's own device (module slowdown): the decode pool's, or
@@ -663,7 +681,7 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
 
 def _result(pools: list[Pool], replicas: list[list[Replica]], finished: list[Sequence], requests: RequestSet,
             slo: SLO | None, scalers: list[Autoscaler | None] | None = None, rejected: list[int] | None = None,
-            urgent: list[bool] | None = None) -> ServingResult:
+            urgent: list[bool] | None = None, retried: int = 0) -> ServingResult:
     seqs = sorted(finished, key=lambda s: s.index)
 
     def column(name: str, dtype=float) -> np.ndarray:
@@ -720,7 +738,7 @@ def _result(pools: list[Pool], replicas: list[list[Replica]], finished: list[Seq
                          held_replica_s={pool.name: held for pool, held in zip(pools, held_s, strict=True)},
                          rejected=None if rejected is None else Rejected(
                              requests=len(rejected), urgent=sum(bool(urgent and urgent[i]) for i in rejected),
-                             urgent_served=tuple(seq.urgent for seq in seqs)))
+                             urgent_served=tuple(seq.urgent for seq in seqs), retried=retried))
 
 
 def _percentile(values: np.ndarray, q: float) -> float:

@@ -8,7 +8,7 @@ from functools import cache
 
 import numpy as np
 
-from sim.admission import Admission
+from sim.admission import CLIENT_RETRY_S, Admission
 from sim.attention_pool import PLACEMENTS
 from sim.autoscalers import AUTOSCALERS, LOAD_PREDICTORS, Autoscaling, on_metric
 from sim.autoscalers import METRICS as AUTOSCALE_METRICS
@@ -47,7 +47,8 @@ KEY_NEUTRAL_DEFAULTS = frozenset({"prompt_batch_tokens", "slo_slowdown", "router
                                   "slo_urgent_tpot_s", "max_replicas", "autoscale_target", "autoscale_metric",
                                   "cold_start_s", "rate_profile", "prefill_max_replicas", "autoscaler",
                                   "autoscale_interval_s", "busy_kv_usage", "busy_prefill_tokens",
-                                  "autoscale_predictor", "mixed_max_replicas", "busy_waiting_requests", "busy_action"})
+                                  "autoscale_predictor", "mixed_max_replicas", "busy_waiting_requests", "busy_action",
+                                  "client_retries", "client_retry_s"})
 # What a new replica's cold start reads its weights over, where cold_start_s is not given: a local NVMe SSD (the
 # link preset's datasheet read rate); the engine's own start (CUDA graph capture, warm-up) is not counted.
 COLD_START_LINK = "nvme-pcie4-x4"
@@ -177,6 +178,10 @@ class ServingSpec:
     # What becomes of a request finding every entry replica busy: BUSY_ACTIONS, rejected (None) or queued at the
     # gateway until one is free (llm-d's flow control).
     busy_action: str | None = None
+    # How many times a rejected request's client retries it, the first client_retry_s after (doubling, as OpenAI's
+    # Python client backs off: sim/admission.py); None: rejected requests are gone, client_retry_s 0.5 s.
+    client_retries: int | None = None
+    client_retry_s: float | None = None
     # How each pool picks the replica a request joins, arrivals and hand-overs alike (sim/routers.py); None:
     # least_requests, the router of results stored before routers could be chosen.
     router: str | None = None
@@ -530,6 +535,13 @@ class ServingSpec:
                 raise InputError(f"{name}: found {value!r}, allowed: {allowed}, or none (every request admitted)")
         if self.busy_action is not None and self.busy_action not in BUSY_ACTIONS:
             raise InputError(f"busy_action: found {self.busy_action!r}, allowed: {', '.join(BUSY_ACTIONS)}")
+        for name, value, ok, allowed in (
+                ("client_retries", self.client_retries, lambda v: isinstance(v, int) and not isinstance(v, bool)
+                 and v >= 0, "retries >= 0"),
+                ("client_retry_s", self.client_retry_s, lambda v: isinstance(v, int | float)
+                 and not isinstance(v, bool) and v > 0, "seconds > 0")):
+            if value is not None and not ok(value):
+                raise InputError(f"{name}: found {value!r}, allowed: {allowed}, or none")
 
     def unjudged(self) -> str:
         """Why a run of this spec cannot answer what it asks, as one line naming the key ('' where it can): a gateway
@@ -555,8 +567,11 @@ class ServingSpec:
         (sim/admission.py); None: every request dispatched at once."""
         if self.busy_kv_usage is None and self.busy_prefill_tokens is None and self.busy_waiting_requests is None:
             return None
+        hold = self.busy_action == "queue"
         return Admission(kv_usage=self.busy_kv_usage, prefill_tokens=self.busy_prefill_tokens,
-                         waiting_requests=self.busy_waiting_requests, hold=self.busy_action == "queue")
+                         waiting_requests=self.busy_waiting_requests, hold=hold,
+                         retries=0 if hold else self.client_retries or 0,
+                         retry_s=self.client_retry_s or CLIENT_RETRY_S)
 
     def autoscaling(self, role: str = "serve") -> Autoscaling | None:
         """How the pool of `role` scales ('serve' or 'decode': max_replicas; 'prefill': prefill_max_replicas; 'mixed', a
@@ -602,6 +617,8 @@ class ServingSpec:
                 **({} if self.busy_prefill_tokens is None else {"busy_prefill_tokens": self.busy_prefill_tokens}),
                 **({} if self.busy_waiting_requests is None else {"busy_waiting_requests": self.busy_waiting_requests}),
                 **({} if self.busy_action is None else {"busy_action": self.busy_action}),
+                **({} if self.client_retries is None else {"client_retries": self.client_retries}),
+                **({} if self.client_retry_s is None else {"client_retry_s": self.client_retry_s}),
                 **({} if self.conversation_turns is None else {"conversation_turns": self.conversation_turns}),
                 # think_s beside conversation_turns, empty where one turn reads none.
                 **({} if self.conversation_turns is None and self.think_s is None else {"think_s": self.think_s}),

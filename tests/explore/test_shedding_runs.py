@@ -90,6 +90,12 @@ def test_a_sweep_whose_every_point_rejects_beside_a_slowdown_slo_is_refused_in_o
     (("--busy-prefill-tokens", "-3"), "--busy-prefill-tokens: found -3, allowed: prompt tokens >= 0"),
     (("--busy-kv-usage", "0.5", "--slo-slowdown", "splitwise"),
      "--busy-kv-usage: found 0.5 with --slo-slowdown set, allowed: left out beside a slowdown SLO"),
+    (("--client-retries", "2"), "--client-retries: found 2 with no busy threshold, allowed: with a busy threshold"),
+    (("--busy-kv-usage", "0.5", "--busy-action", "queue", "--client-retries", "2"),
+     "--client-retries: found 2 with --busy-action queue, allowed: with a busy threshold"),
+    (("--busy-kv-usage", "0.5", "--client-retry-s", "1"),
+     "--client-retry-s: found 1 with no client retries, allowed: with --client-retries N (N >= 1"),
+    (("--busy-kv-usage", "0.5", "--client-retries", "-1"), "--client-retries: found -1, allowed: retries >= 0"),
 ])
 def test_bad_shedding_settings_are_one_line(capsys, flags, words):
     assert main([*RUN, *flags]) == 2
@@ -138,3 +144,34 @@ def test_the_header_gives_the_thresholds_as_set(capsys):
                  "--busy-prefill-tokens", "1", "--busy-action", "queue"]) == 0
     header = capsys.readouterr().out.splitlines()[0]
     assert ("(over 99.5% of its KV blocks in use or 1 prompt token to prefill or 1 request waiting)") in header, header
+
+
+def test_clients_retrying_rejected_requests_lose_fewer_and_wait_longer(capsys):
+    """Busy past 4 waiting requests at 60 req/s: with OpenAI's client's 2 retries, fewer requests are lost for good
+    than with none, more were turned away at least once (a retried request is turned away at its first arrival like
+    any other, and the retries add load), every rejected-for-good request was turned away, and the p99 TTFT grows:
+    a retried request waits out its backoff (0.375 s at the least) before it queues as any other. The header says
+    how the clients retry."""
+    lost, retried = _run(capsys, "--busy-waiting-requests", "4"), _run(capsys, "--busy-waiting-requests", "4",
+                                                                       "--client-retries", "2")
+    assert lost["retried_share"] == lost["rejected_share"]  # no retries: turned away once is rejected for good
+    assert retried["rejected_share"] < lost["rejected_share"] < retried["retried_share"]
+    assert retried["ttft_p99_s"] > lost["ttft_p99_s"]
+    assert main([*RUN, "--requests", "20", "--busy-waiting-requests", "4", "--client-retries", "2"]) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    assert "its client retrying it 2 times, the first after 0.5 s" in header, header
+
+
+def test_a_grid_crossing_client_retries_with_a_queueing_gateway_evaluates_its_queue_points_once(tmp_path, capsys):
+    """busy_action [reject, queue] x client_retries [0, 2]: a gateway that queues rejects nothing, so its two points
+    are one design: 3 of 4 evaluated, the note names client_retries, and results.csv has the 3 rows."""
+    path = write_tiny_serving_sweep(tmp_path, "  rate: 50\n  busy_waiting_requests: 0\n"
+                                              "  busy_action: [reject, queue]\n  client_retries: [0, 2]\n")
+    assert main(["check", path]) == 0
+    said = capsys.readouterr().out
+    assert "4 design points (3 distinct designs evaluated)" in said and "client_retries changes nothing" in said, said
+    out = tmp_path / "out"
+    assert main(["--quiet", path, "--out", str(out)]) == 0
+    with open(out / "results.csv", newline="") as file:
+        rows = sorted((row["busy_action"], row["client_retries"]) for row in csv.DictReader(file))
+    assert rows == [("queue", ""), ("reject", "0"), ("reject", "2")]

@@ -15,7 +15,7 @@ from sim.admission import Admission
 from sim.schedulers import Sequence
 from sim.serving import serve_pools
 from sim.serving_metrics import SLO, RequestRecords, summarize
-from tests.sim.autoscaled_pool import pool
+from tests.sim.autoscaled_pool import Slower, pool
 from workloads.requests import RequestSet
 
 
@@ -147,3 +147,54 @@ def test_a_gateway_that_queues_orders_every_priority_level_not_just_the_most_urg
     assert len(result.records) == 5 and result.rejected.requests == 0
     scheduled = result.records.scheduled_s  # by request
     assert scheduled[4] < scheduled[3] < scheduled[2]
+
+
+def test_retry_delays_back_off_as_openais_client_does():
+    """openai-python's _calculate_retry_timeout: min(0.5 s x 2^n, 8 s) x (1 - 0.25 u) for the n-th retry (from 0)."""
+    gateway = Admission(prefill_tokens=0, retries=6)
+    assert [gateway.retry_delay_s(n, 0.0) for n in range(6)] == [0.5, 1.0, 2.0, 4.0, 8.0, 8.0]
+    assert gateway.retry_delay_s(0, 1.0) == pytest.approx(0.375)  # the most jitter takes a quarter off
+    assert Admission(prefill_tokens=0, retries=1, retry_s=3.0).retry_delay_s(2, 0.5) == pytest.approx(8.0 * 0.875)
+
+
+@pytest.mark.parametrize("fields", [dict(retries=-1), dict(retries=1, hold=True), dict(retry_s=0.0)])
+def test_impossible_retries_are_refused(fields):
+    with pytest.raises(ValueError):
+        Admission(prefill_tokens=0, **fields)
+
+
+def _ten_second_prefills(costs) -> tuple[Slower, float]:
+    """The tiny Llama's iterations stretched so that a 64-token prompt prefills in 10 s."""
+    factor = 10.0 / costs.price(step_shape([(64, 0)], [], sampled=1)).time_s
+    return Slower(costs, factor), 10.0
+
+
+def test_a_retried_request_is_served_once_the_replica_is_free_its_wait_in_its_ttft(costs):
+    """The one replica is busy while A's 10 s prefill runs (busy_prefill_tokens 0); B arrives at 9.8 s and is
+    rejected. Its client retries it 0.375-0.5 s later, after A's prefill: it is served, no request is lost, half of
+    them were turned away once, and B's TTFT holds its backoff (from its first arrival) and its own 10 s prefill."""
+    slow, prefill_s = _ten_second_prefills(costs)
+    requests = _requests([0.0, 9.8])
+    lost = serve_pools([pool(slow, None, max_seqs=8)], requests, admission=Admission(prefill_tokens=0))
+    assert lost.rejected.requests == 1
+    result = serve_pools([pool(slow, None, max_seqs=8)], requests, admission=Admission(prefill_tokens=0, retries=1))
+    metrics = result.metrics()
+    assert len(result.records) == 2 and metrics["rejected_share"] == 0.0 and metrics["retried_share"] == 0.5
+    assert result.records.arrival_s[1] == 9.8
+    assert result.records.ttft_s[1] >= 0.375 + prefill_s
+
+
+def test_a_request_rejected_at_every_retry_is_rejected_for_good(costs):
+    """B arrives at 1 s into A's 10 s prefill. Two retries come by 1 + 0.5 + 1.0 = 2.5 s, both while A prefills: B is
+    rejected for good. Five come at the earliest 1 + 0.375 x (1 + 2 + 4 + 8 + 16) = 12.6 s for the fifth and at
+    the latest 1 + 0.5 + 1 + 2 + 4 = 8.5 s for the fourth: the fifth finds the replica free and B is served, its
+    TTFT at least 11.6 s plus its own prefill. The same run twice draws the same backoffs."""
+    slow, prefill_s = _ten_second_prefills(costs)
+    requests = _requests([0.0, 1.0])
+    two = serve_pools([pool(slow, None, max_seqs=8)], requests, admission=Admission(prefill_tokens=0, retries=2))
+    assert two.rejected.requests == 1 and two.rejected.retried == 1 and len(two.records) == 1
+    five = [serve_pools([pool(slow, None, max_seqs=8)], requests, admission=Admission(prefill_tokens=0, retries=5))
+            for _ in range(2)]
+    assert five[0].rejected.requests == 0 and five[0].rejected.retried == 1
+    assert five[0].records.ttft_s[1] >= 0.375 * 31 + prefill_s
+    assert five[0].records.first_token_s.tolist() == five[1].records.first_token_s.tolist()
