@@ -684,7 +684,7 @@ def _assumptions(point: DesignPoint, device) -> str:
                  else f"{s.replicas} replica(s)" if s.replicas else "no replica while idle")
         if s.mixed:
             devices = point.tp * point.pp  # each mixed replica is laid out as the point's replicas are
-            each = f", {devices} devices each" if devices > 1 else ""
+            each = f", {devices} devices each over {_pool_link(s.mixed_device, point)}" if devices > 1 else ""
             pools += (f" and {s.mixed_replicas} of {s.mixed_device} ({_pool_fits(s.mixed_device, point)}{each}), one "
                       f"router over them all")
         scaling = s.autoscaling("decode") or s.autoscaling("prefill") or s.autoscaling("mixed")
@@ -778,6 +778,13 @@ def _assumptions(point: DesignPoint, device) -> str:
         what += (f"; serving {s.requests} requests ({s.trace or 'fixed lengths'}, {s.arrival} arrivals, {rate}) "
                  f"with {s.scheduler} scheduling on {pools}")
     return what
+
+
+def _pool_link(device_name: str, point: DesignPoint) -> str:
+    """The link joining a serving pool's devices: its own device's where it names one, else the point's
+    (explore/evaluate.py pool_point)."""
+    own = pool_point(point, device_name)
+    return own.link or default_link(load_device(own.device).name)
 
 
 def _pool_fits(device_name: str, point: DesignPoint) -> str:

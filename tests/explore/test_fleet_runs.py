@@ -40,7 +40,8 @@ def test_a_fleet_is_priced_whole_and_takes_an_overloaded_replica_s_overflow(caps
     assert "1 replica(s) and 2 of l4 (fits of sibling l40s), one router over them all" in header, header
     assert main([*RUN, "--rate", "4", *FLEET, "--tp", "2", "--requests", "20"]) == 0  # each mixed replica is tp 2 too
     header = capsys.readouterr().out.splitlines()[0]
-    assert "and 2 of l4 (fits of sibling l40s, 2 devices each), one router" in header, header
+    # Each pair of L4s is joined by the L4's own PCIe 4, not the H100s' NVLink 4 the header names first.
+    assert "and 2 of l4 (fits of sibling l40s, 2 devices each over pcie4-x16), one router" in header, header
 
 
 def test_a_router_reading_each_replica_s_predicted_latency_keeps_the_fleet_within_the_slo(capsys):
