@@ -7,7 +7,7 @@ import hashlib
 import os
 import shlex
 import sys
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import replace
 from pathlib import Path
 
@@ -295,6 +295,24 @@ def _has_fit(cal, row: MeasuredKernel) -> bool:
     return cal.stream(stream_class(row)) is not None
 
 
+def _refuse_fitted_rows(rows: list[MeasuredKernel], device_name: str, from_name: str, cal, tables: list[str]) -> None:
+    """Refuse a cross-source check on rows the other preset's fits were made on: a table whose bytes it was fitted on
+    (its provenance's sha256), or rows of a training source (train_sources) in any file, such as a decompressed or
+    filtered copy of that table."""
+    never_saw = "a cross-source check scores rows its fit never saw: give a table from another source"
+    fitted_on = set(str((cal.provenance or {}).get("sha256", "")).split(", "))
+    for table in tables:
+        if hashlib.sha256(Path(table).read_bytes()).hexdigest() in fitted_on:
+            raise InputError(f"--cross-from: {from_name} was fitted on {table}; {never_saw}")
+    train = set((cal.provenance or {}).get("train_sources", []))
+    fitted = Counter(r.source for r in rows if r.device == device_name and r.source in train)
+    if fitted:
+        source, count = fitted.most_common(1)[0]
+        others = f", and {len(fitted) - 1} more" if len(fitted) > 1 else ""
+        raise InputError(f"--cross-from: {', '.join(tables)}: found {sum(fitted.values())} {device_name} rows of "
+                         f"sources {from_name}'s fits were made on ({source!r}: {count} rows{others}); {never_saw}")
+
+
 def cross_source(rows: list[MeasuredKernel], device_name: str, from_name: str, tables: list[str]) -> tuple[dict, str]:
     """Errors by group of another preset's shipped fits moved onto this device's peaks (the sibling transfer),
     on every kernel row of this device: rows the fit never saw, which the check makes sure of (none of the
@@ -303,11 +321,7 @@ def cross_source(rows: list[MeasuredKernel], device_name: str, from_name: str, t
     if cal is None:
         raise InputError(f"--cross-from: {from_name!r} has no shipped calibration; allowed: "
                          f"{', '.join(n for n in preset_names('gpu') if load_calibration(n))}")
-    fitted_on = set(str((cal.provenance or {}).get("sha256", "")).split(", "))
-    for table in tables:
-        if hashlib.sha256(Path(table).read_bytes()).hexdigest() in fitted_on:
-            raise InputError(f"--cross-from: {from_name} was fitted on {table}; a cross-source check scores rows "
-                             f"its fit never saw: give a table from another source")
+    _refuse_fitted_rows(rows, device_name, from_name, cal, tables)
     base = load_device(device_name, calibrated=False)
     transferred = GPUModel(base.spec, base.reference, replace(cal, device=device_name))
     # Only rows a fit of the other preset prices: the rest would be scored on the roofline.
@@ -496,11 +510,12 @@ def cmd_validate(args) -> int:
         rows = own_rows(rows, args.device, load_device(args.device).name)
         if not rows:
             raise InputError(f"{tables}: no rows for device {args.device!r}")
-    summary, pairs, notes, scored_rows = _score(rows, args.include_train, tables, origin)
-    if args.cross_from:
+    if args.cross_from:  # first: a refused check refuses before the in-source scoring's minute
         if not args.device:
             raise InputError("--cross-from: needs --device, the preset whose rows the other preset's fits score")
         cross, note = cross_source(rows, args.device, args.cross_from, list(args.table))
+    summary, pairs, notes, scored_rows = _score(rows, args.include_train, tables, origin)
+    if args.cross_from:
         for group, errors in cross.items():
             summary.setdefault(args.device, {}).setdefault(group, {})["cross_source"] = errors
         notes.append(note)

@@ -63,3 +63,19 @@ def test_a_table_the_fit_was_made_on_is_refused(shipped, tmp_path, monkeypatch):
 def test_a_preset_without_a_calibration_is_refused(shipped, tmp_path):
     with pytest.raises(InputError, match="--cross-from: 'v100-sxm2' has no shipped calibration"):
         cross_source(_rows("h100-sxm"), "h100-sxm", "v100-sxm2", [])
+
+
+def test_rows_of_a_training_source_in_another_file_are_refused(shipped, tmp_path, monkeypatch):
+    # A decompressed or filtered copy of the table the fit was made on has other bytes but the same rows: the
+    # provenance's train_sources, not the file's hash, say which rows the fit saw.
+    rows = _rows("h100-sxm")
+    seen = [replace(r, source="vidur:Qwen/Qwen-72B") for r in rows[:2]] + rows[2:]
+    table = tmp_path / "copy.csv"
+    write_table(table, seen)
+    monkeypatch.setattr("explore.calibrate_cmd.load_calibration", lambda name: replace(
+        TRUTH, provenance={"table": "other.csv.gz", "sha256": "0" * 64, "train_sources": ["vidur:Qwen/Qwen-72B"]}))
+    with pytest.raises(InputError, match=r"copy\.csv: found 2 h100-sxm rows .*'vidur:Qwen/Qwen-72B'.*never saw"):
+        cross_source(seen, "h100-sxm", "h200", [str(table)])
+    # The same preset's held-out sources alone are rows its fit never saw.
+    summary, _ = cross_source(rows, "h100-sxm", "h200", [str(table)])
+    assert summary["gemm"]["n"] == len(rows)
