@@ -75,6 +75,18 @@ def own_rows(rows: list[MeasuredKernel], device: str, name: str) -> list[Measure
             if row.device in (device, name)]
 
 
+def no_rows_of(tables: str, device: str, rows: list[MeasuredKernel], kernels_only: bool = False) -> InputError:
+    """The refusal of a --device the tables have no rows of (no kernel rows: the ones a fit takes), naming the
+    devices whose rows they do have."""
+    counts = Counter(row.device for row in rows if not (kernels_only and row.is_step))
+    found = ", ".join(f"{name} ({n} row{'s' * (n != 1)})" for name, n in sorted(counts.items())) or "none"
+    steps = sum(row.is_step for row in rows) if kernels_only else 0
+    found += f" (and {steps} whole-step or run rows, which validate scores and no fit takes)" if steps else ""
+    what = "kernel rows" if kernels_only else "rows"
+    return InputError(f"{tables}: --device: no {what} of {device!r}; found {what} of {found}; allowed: a device "
+                      f"whose {what} the tables hold")
+
+
 def unknown_devices(tables: list[list[MeasuredKernel]], device: str, name: str) -> str:
     """The device names of a table's rows that are no preset, no device file on disk and not `device` (or its
     `name:`), with their row counts ('' where none): most likely a typo, whose rows no fit would see."""
@@ -111,6 +123,8 @@ def cmd_calibrate(args) -> int:
     if not 0 < args.train_fraction <= 1:
         raise InputError(f"--train-fraction: found {args.train_fraction}, allowed: a number in (0, 1]")
     own = [[r for r in table if r.device == base.name and not r.is_step] for table in tables]
+    if not any(own):
+        raise no_rows_of(", ".join(map(str, args.table)), args.device, rows, kernels_only=True)
     train = tables_training_sources(own, args.train_fraction)
     check_rows_per_fit(rows, base.name, train, ", ".join(map(str, args.table)), args.train_fraction)
     command = "explore " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "explore calibrate"
@@ -507,9 +521,10 @@ def cmd_validate(args) -> int:
               for row in table_rows} if len(read) > 1 else None
     if args.device:
         # a preset or a device YAML, as a table's device column may name (a file by its path or its name)
-        rows = own_rows(rows, args.device, load_device(args.device).name)
-        if not rows:
-            raise InputError(f"{tables}: no rows for device {args.device!r}")
+        own = own_rows(rows, args.device, load_device(args.device).name)
+        if not own:
+            raise no_rows_of(tables, args.device, rows)
+        rows = own
     if args.cross_from:  # first: a refused check refuses before the in-source scoring's minute
         if not args.device:
             raise InputError("--cross-from: needs --device, the preset whose rows the other preset's fits score")

@@ -353,6 +353,12 @@ CASES = [
     ("calibrate on one row", _calibrate("measured_one_row.csv"),
      "gemm rows for h100-sxm: found 1 to fit on (of the training share --train-fraction 0.5 of the sources), "
      "allowed: at least 5"),
+    # A table of another GPU than --device names the devices it has rows of.
+    ("validate a table of another GPU", [*_validate("measured_one_row.csv"), "--device", "a100-sxm-80gb"],
+     "measured_one_row.csv: --device: no rows of 'a100-sxm-80gb'; found rows of h100-sxm (1 row)"),
+    ("calibrate a table of another GPU", ["calibrate", str(BAD / "measured_one_row.csv"), "--device", "a100-sxm-80gb",
+                                          "--out", "out/fit.yaml"],
+     "measured_one_row.csv: --device: no kernel rows of 'a100-sxm-80gb'; found kernel rows of h100-sxm (1 row)"),
 ]
 
 
