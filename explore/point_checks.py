@@ -60,9 +60,16 @@ def _located(sweep: Sweep, err: InputError, point: DesignPoint | None) -> InputE
     if point is None or point.serving is not None:
         # A serving setting's message names it as the sweep does ('serving.max_replicas'); none other changes.
         message = renamed(message, sweep_key_of) or message
-    line = LocatedYAML(sweep.path).key_line(message.split(":", 1)[0].strip().rsplit(".", 1)[-1])
+    line = _line_of_key(LocatedYAML(sweep.path), message.split(":", 1)[0].strip())
     at = _swept_values(sweep, point) if point is not None else ""
     return InputError(f"{sweep.path}{f':{line}' if line else ''}: {message}{f' (at {at})' if at else ''}")
+
+
+def _line_of_key(located: LocatedYAML, key: str) -> int | None:
+    """The line of the key a message leads with ('serving.autoscale_target', 'batch'): where the file writes it, else
+    (a key found missing) the line of the deepest section along its path that the file writes (LocatedYAML.line_of,
+    as the sweep's own serving checks locate theirs)."""
+    return located.key_line(key.rsplit(".", 1)[-1]) or located.line_of(tuple(key.split(".")))
 
 
 def _swept_values(sweep: Sweep, point: DesignPoint) -> str:

@@ -4,7 +4,7 @@ space."""
 from __future__ import annotations
 
 import pytest
-from tiny_sweep import write_sweep, write_tiny_model
+from tiny_sweep import write_sweep, write_tiny_model, write_tiny_serving_sweep
 
 from explore.evaluate import Evaluator
 from explore.point_checks import check_sweep_points
@@ -42,3 +42,15 @@ def test_a_refused_point_on_its_devices_default_link_says_default(tmp_path):
     with pytest.raises(InputError) as err:
         check_sweep_points(load_sweep(path), Evaluator())
     assert str(err.value).endswith("(at link=default)"), err.value
+
+
+def test_a_missing_serving_key_is_refused_at_its_section_s_line(tmp_path):
+    """max_replicas with the default hpa autoscaler and no autoscale_target: the key the message names is not in the
+    file, so the message names the line of the section it belongs in (line 5: name, model, device, execution,
+    serving), as the sweep's other serving refusals do (LocatedYAML.line_of)."""
+    path = write_tiny_serving_sweep(tmp_path, "  rate: 10\n  max_replicas: 4\n")
+    with pytest.raises(InputError) as err:
+        check_sweep_points(load_sweep(path), Evaluator())
+    message = str(err.value)
+    assert message.startswith(f"{path}:5: serving.autoscale_target: found none"), message
+    assert "allowed: " in message and "\n" not in message
