@@ -36,6 +36,7 @@ from explore.run_support import (
     HINT_TP,
     WHAT_IF_PREFIXES,
     check_sets,
+    check_written_path,
     infeasible_hints,
     overrides_text,
     parse_sets,
@@ -281,6 +282,8 @@ def cmd_run(args) -> int:
                          f"are its scheduler's; --max-seqs caps them)")
     if args.serving and (idle := _idle_serving_flag(args)):
         raise InputError(idle)
+    if args.chrome_trace:
+        check_written_path("--chrome-trace", args.chrome_trace)
     if args.ops and args.serving:
         raise InputError("--ops: found with --serving, allowed: a static batch (the table is of one prefill and "
                          "one decode step)")

@@ -340,7 +340,7 @@ def test_more_user_mistakes_are_one_line(tmp_path, capsys):
     assert "invalid choice: 7" in _one_line_error(capsys, [*run, "--weight-bits", "7"])
     assert "did you mean 'check'" in _one_line_error(capsys, ["chek", "sweep.yaml"])
     missing = tmp_path / "no-such-folder" / "trace.json"
-    assert f"{missing}: No such file or directory" in _one_line_error(capsys, [*run, "--chrome-trace", str(missing)])
+    assert f"--chrome-trace: found {missing}" in _one_line_error(capsys, [*run, "--chrome-trace", str(missing)])
     latin1 = tmp_path / "cafe.yaml"
     latin1.write_bytes("name: caf\xe9\nmodel: llama-2-7b\ndevice: h100-sxm\n".encode("latin-1"))
     assert "not UTF-8 text (byte 0xe9" in _one_line_error(capsys, ["check", str(latin1)])
@@ -353,6 +353,20 @@ def test_more_user_mistakes_are_one_line(tmp_path, capsys):
     assert "num_key_value_heads: found 3, allowed: a divisor of num_attention_heads (32)" in _one_line_error(
         capsys, run)
     assert "a GPU preset" in _one_line_error(capsys, ["calibrate", str(latin1), "--device", "neupims"])
+
+
+def test_a_chrome_trace_into_a_missing_folder_is_refused_before_the_run(tmp_path, capsys, monkeypatch):
+    """--chrome-trace into a folder that does not exist, or onto a folder: refused in one line naming the flag before
+    the point is evaluated (which would be lost when the write failed after it)."""
+    from explore.evaluate import Evaluator
+
+    evaluated = []
+    monkeypatch.setattr(Evaluator, "evaluate", lambda self, *a, **k: evaluated.append(a) or pytest.fail("evaluated"))
+    run = ["run", "--model", "llama-2-7b", "--device", "h100-sxm", "--batch", "1", "--prompt", "8", "--output", "2"]
+    for path in (tmp_path / "no-such-folder" / "t.json", tmp_path):
+        err = _one_line_error(capsys, [*run, "--chrome-trace", str(path)])
+        assert err.startswith(f"explore: error: --chrome-trace: found {path}, allowed: "), err
+    assert evaluated == []
 
 
 def test_run_says_when_an_eager_point_waits_on_the_host(tiny_config, capsys):
