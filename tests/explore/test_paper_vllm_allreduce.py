@@ -14,11 +14,11 @@ them. No term is fitted on them.
 The prefill's all-reduces (64 x 256 tokens: 268 MB on 70B, 218 MB on 33B) exceed the custom kernels' 8 MiB buffer
 (hw_models/link.py CUSTOM_ALL_REDUCE_MAX_B) and run on NCCL in both runs, as in vLLM; the savings are the decode
 steps'. Both savings come out short (50% and 65%): NCCL inside vLLM's CUDA graphs on A100 cost more than NCCL's
-device time (Vidur's DGX A100 calls read as device time or the host's interval between calls, hw_models/link.py as_timed_s). The
-pull request's own hypothesis names a reason: captured in a graph, NCCL "requires inserting more nodes per invocation",
-among them "a few host nodes"; a host node waits on a host thread, which no measurement here prices (on another
-stack, Meta's CTRAN on GB200, moving such host nodes off the launch stream saved 52-85 us a collective replay:
-github.com/meta-pytorch/torchcomms pull 3646).
+device time (Vidur's DGX A100 calls read as device time or the host's interval between calls, hw_models/link.py
+as_timed_s). The pull request's own hypothesis names a reason: captured in a graph, NCCL "requires inserting more nodes
+per invocation", among them "a few host nodes"; a host node waits on a host thread, which no measurement here prices
+(on another stack, Meta's CTRAN on GB200, moving such host nodes off the launch stream saved 52-85 us a collective
+replay: github.com/meta-pytorch/torchcomms pull 3646).
 """
 
 from __future__ import annotations
