@@ -13,6 +13,7 @@ import csv
 import gzip
 import hashlib
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from kernels.table import KernelTable
 from workloads.profiler_import import profile_to_trace
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "measured" / "h200-2026-12-04"
+README = Path(__file__).resolve().parents[2] / "README.md"
 PROFILES = ["llama-3-8b-b1", "llama-3-8b-b32", "llama-2-7b-b1", "llama-2-7b-b32"]
 
 
@@ -64,6 +66,25 @@ def test_gemms_inside_profiled_decode_steps_meet_the_target(name):
     summary = _profile_summary(name, "gemm")
     assert summary["n"] == 225  # 7 per layer over 32 layers and the LM head
     assert summary["median_abs_err"] <= 0.12 and summary["p90_abs_err"] <= 0.30, summary
+
+
+def _readme_row(start: str) -> str:
+    """The README's Accuracy table row that starts with `start`."""
+    return next(line for line in README.read_text().splitlines() if line.startswith(start))
+
+
+def test_readme_states_the_harness_gemm_error_as_scored():
+    stated = re.search(r"\| ([\d.]+)% / ([\d.]+)% / ([+-][\d.]+)% \|", _readme_row("| GEMM bf16 (torch.mm")).groups()
+    summary = _summary("h200-gemm.csv.gz")
+    scored = [summary["median_abs_err"], summary["p90_abs_err"], summary["median_bias"]]
+    assert [float(x) for x in stated] == pytest.approx([100 * x for x in scored], abs=0.05), (stated, scored)
+
+
+def test_readme_states_the_profiled_gemm_errors_as_scored():
+    row = _readme_row("| GEMMs inside profiled eager decode steps")
+    low, high = (float(x) for x in re.search(r"\| ([\d.]+)-([\d.]+)% \(p90", row).groups())
+    medians = [100 * _profile_summary(name, "gemm")["median_abs_err"] for name in PROFILES]
+    assert [low, high] == pytest.approx([min(medians), max(medians)], abs=0.05), medians
 
 
 @pytest.mark.parametrize("kernel", ["attention_prefill", "attention_decode"])
