@@ -296,8 +296,9 @@ def row_group(row: MeasuredKernel) -> str:
     return row.kernel
 
 
-def _has_fit(cal, row: MeasuredKernel) -> bool:
-    """Whether a fit of the calibration prices the row (rather than the roofline)."""
+def _has_fit(cal, row: MeasuredKernel, borrowed: frozenset[str] = frozenset()) -> bool:
+    """Whether a fit of the calibration prices the row (rather than the roofline). `borrowed`: the streaming classes
+    its preset prices on a sibling's fits, which its elementwise fallback (Calibration.stream) does not stand in for."""
     if row.kernel in GEMM_KINDS:
         key = "" if quantized_gemm(row) else gemm_key(row)  # a quantized GEMM is priced on the 16-bit fit
         return (cal.gemm_dtypes or {}).get(key) is not None if key else cal.gemm is not None
@@ -306,7 +307,8 @@ def _has_fit(cal, row: MeasuredKernel) -> bool:
     if row.kernel == MOE_KIND:
         key = gemm_key(row)
         return (cal.moe_dtypes or {}).get(key) is not None if key else cal.moe is not None
-    return cal.stream(stream_class(row)) is not None
+    kind = stream_class(row)
+    return cal.stream(kind) is not None and kind not in borrowed
 
 
 def _refuse_fitted_rows(rows: list[MeasuredKernel], device_name: str, from_name: str, cal, tables: list[str]) -> None:
@@ -338,8 +340,10 @@ def cross_source(rows: list[MeasuredKernel], device_name: str, from_name: str, t
     _refuse_fitted_rows(rows, device_name, from_name, cal, tables)
     base = load_device(device_name, calibrated=False)
     transferred = GPUModel(base.spec, base.reference, replace(cal, device=device_name))
-    # Only rows a fit of the other preset prices: the rest would be scored on the roofline.
-    scored = [r for r in rows if r.device == device_name and not r.is_step and _has_fit(cal, r)]
+    # Only rows a fit of the other preset prices as that preset does: the rest would be scored on the roofline, or
+    # (a class it borrows from its sibling, as H200 its RoPE from H100) on a fallback it never prices them by.
+    borrowed = frozenset(load_device(from_name).calibration.borrowed)
+    scored = [r for r in rows if r.device == device_name and not r.is_step and _has_fit(cal, r, borrowed)]
     if not scored:
         raise InputError(f"{', '.join(tables)}: no {device_name!r} kernel rows of a class {from_name} has a fit for "
                          f"({', '.join(cal.fitted_classes)})")

@@ -79,3 +79,18 @@ def test_rows_of_a_training_source_in_another_file_are_refused(shipped, tmp_path
     # The same preset's held-out sources alone are rows its fit never saw.
     summary, _ = cross_source(rows, "h100-sxm", "h200", [str(table)])
     assert summary["gemm"]["n"] == len(rows)
+
+
+def test_a_class_the_preset_borrows_from_its_sibling_is_not_scored_as_its_fit(tmp_path):
+    # H200 has no RoPE fit of its own and prices RoPE on H100 SXM's (sibling:); its calibration file's elementwise
+    # fallback (Calibration.stream) is not how it prices RoPE, so a cross-source check has no H200 RoPE fit to score.
+    h200 = load_device("h200").calibration
+    assert "rope" in h200.borrowed and h200.stream("rope") == load_device("h100-sxm").calibration.stream("rope")
+    rope = MeasuredKernel(device="h100-sxm", kernel="rope", dtype="fp16", time_s=5e-6, source="synthetic",
+                          bytes=8 << 20)
+    rows = [*_rows("h100-sxm"), rope]
+    table = tmp_path / "h100.csv"
+    write_table(table, rows)
+    summary, note = cross_source(rows, "h100-sxm", "h200", [str(table)])
+    assert "rope" not in summary and summary["gemm"]["n"] == len(rows) - 1
+    assert f"all {len(rows) - 1} of its kernel rows" in note
