@@ -54,7 +54,7 @@ from explore.sweep_notes import (
     sweep_notes,
     unread_seed_note,
 )
-from explore.sweep_serving import capacity_ceiling_notice, capacity_notice
+from explore.sweep_serving import AUTOSCALE_KNOBS, capacity_ceiling_notice, capacity_notice
 from hw_models import nodes
 from hw_models.device import UNFUSED_ENGINE_KINDS, dispatch_s
 from hw_models.device_block import varies_in_block
@@ -442,9 +442,13 @@ def fixed_scaling_note(serving: ServingSpec) -> str:
         ("--mixed-max-replicas", serving.mixed_max_replicas, serving.mixed_replicas)) if most is not None]
     if not scaled or any(most > least for _, most, least in scaled):
         return ""
-    return (f"{', '.join(f'{flag} {most}' for flag, most, _ in scaled)} is the least the pool keeps: it never scales, "
-            f"and --autoscaler, --autoscale-interval-s, --autoscale-predictor, --autoscale-target and --cold-start-s "
-            f"change nothing")
+    # The settings that only size scaling, named where the user gave them.
+    idle = [flag_of(name) for name in AUTOSCALE_KNOBS if not name.endswith("max_replicas")
+            and getattr(serving, name) is not None]
+    named = " and ".join(filter(None, (", ".join(idle[:-1]), idle[-1]))) if idle else ""
+    unread = f", and {named} {'changes' if len(idle) == 1 else 'change'} nothing" if idle else ""
+    least = ", ".join(f"{flag} {most}" for flag, most, _ in scaled)
+    return f"{least} is the least the pool keeps: it never scales{unread}"
 
 
 def first_phase_note(serving: ServingSpec) -> str:

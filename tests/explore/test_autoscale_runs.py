@@ -304,6 +304,19 @@ def test_a_pool_that_never_scales_names_each_autoscaling_flag_among_what_changes
     assert flag in notice, notice
 
 
+def test_a_pool_that_never_scales_names_only_the_autoscaling_flags_given(tmp_path, capsys):
+    """--max-replicas 1 with --autoscale-target 4 (the one autoscaling flag the default hpa needs): the notice says the
+    target changes nothing and names none of the autoscaling flags the user did not give."""
+    model = write_tiny_model(tmp_path)
+    assert main(["run", "--model", model, "--device", "h100-sxm", "--serving", "--requests", "20", "--rate", "50",
+                 "--prompt", "32", "--output", "4", "--max-replicas", "1", "--autoscale-target", "4"]) == 0
+    notice = next(line for line in capsys.readouterr().err.splitlines() if "never scales" in line)
+    assert "--autoscale-target" in notice, notice
+    for flag in ("--autoscaler", "--autoscale-interval-s", "--autoscale-predictor", "--autoscale-metric",
+                 "--cold-start-s"):
+        assert flag not in notice, notice
+
+
 def test_a_fleet_s_mixed_pool_scales_by_its_own_hpa_and_rents_what_it_held(capsys):
     """One H100 fixed beside L4s scaling from one up to six on running requests: the header names the L4 pool's
     scaling, the fleet holds between two and seven replicas on average, and its hourly price is the H100's plus the
