@@ -472,6 +472,33 @@ def host_dispatch_note(device, rows: list[MeasuredKernel], predicted_s: np.ndarr
 PROFILE_TOTAL = "all kernels"
 
 
+# How far a profiled GPU's memory may lie from its preset's: drivers report GiB-rounded totals less reserved memory
+# (an H200's 141 GB reads 150.1e9 B, an H100 SXM's 80 GB 85.0e9 B), while 80 and 141 GB boards differ by far more.
+PROFILED_MEMORY_TOLERANCE = 0.10
+
+
+def _is_profiled_gpu(gpu, spec) -> bool:
+    """Whether a GPU preset's spec is the GPU a profile was recorded on: its SM count, and its memory within
+    PROFILED_MEMORY_TOLERANCE."""
+    return (getattr(spec, "kind", "") == "gpu" and spec.compute.sm_count == gpu.sm_count
+            and abs(gpu.memory_bytes / spec.memory_bytes - 1) <= PROFILED_MEMORY_TOLERANCE)
+
+
+def _refuse_another_gpu(path: str, device_name: str) -> None:
+    """Refuse comparing a GPU profile with a preset of another GPU (another SM count or memory size)."""
+    from workloads.profiler_import import profiled_gpu
+
+    gpu, spec = profiled_gpu(path), load_device(device_name).spec
+    if gpu is None or _is_profiled_gpu(gpu, spec):
+        return
+    own = [n for n in preset_names("gpu") if _is_profiled_gpu(gpu, load_device(n).spec)]
+    has = (f"{spec.compute.sm_count} SMs and {spec.memory_bytes / 1e9:.1f} GB" if getattr(spec, "kind", "") == "gpu"
+           else f"kind {getattr(spec, 'kind', '?')}")
+    raise InputError(f"{path}: --device: found {device_name!r} ({has}) for a profile recorded on {gpu.name} "
+                     f"({gpu.sm_count} SMs, {gpu.memory_bytes / 1e9:.1f} GB), allowed: "
+                     f"{', '.join(own) if own else 'a device file of that GPU'}")
+
+
 def _score_profile(path: str, device_name: str) -> tuple[dict, dict, list[str]]:
     """Errors of a profiled run, op by op: each op is lowered as a captured trace's would be and priced, and the
     errors are summarized by kernel kind (gemm, attention_decode, norm_part, rope_part, activation, elementwise,
@@ -488,6 +515,7 @@ def _score_profile(path: str, device_name: str) -> tuple[dict, dict, list[str]]:
     if not pairs:
         raise InputError(f"{path}: no profiled op with a measured time to compare")
     device = load_device(device_name)
+    _refuse_another_gpu(path, device_name)
     table = KernelTable.from_kernels([k for k, _ in pairs])
     predicted = device.cost_table(table, execution="device").time_s
     measured = np.array([t for _, t in pairs])

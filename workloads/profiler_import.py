@@ -84,8 +84,34 @@ class _CpuOp:
     module: str = ""
 
 
+@dataclass(frozen=True, kw_only=True)
+class ProfiledGPU:
+    """The GPU a trace was recorded on, as its deviceProperties give it (the first device)."""
+
+    name: str
+    sm_count: int
+    memory_bytes: int
+
+
+def profiled_gpu(path: str | Path) -> ProfiledGPU | None:
+    """The GPU of a torch.profiler Chrome trace (.json or .json.gz), or None for a trace without deviceProperties
+    (a CPU-only profile)."""
+    path = Path(path)
+    devices = _read_trace(path).get("deviceProperties")
+    first = devices[0] if isinstance(devices, list) and devices and isinstance(devices[0], dict) else {}
+    name, sms, memory = first.get("name"), first.get("numSms"), first.get("totalGlobalMem")
+    if not (isinstance(name, str) and isinstance(sms, int) and isinstance(memory, int)):
+        return None
+    return ProfiledGPU(name=name, sm_count=sms, memory_bytes=memory)
+
+
 def _read_events(path: Path) -> list:
     """traceEvents of a Chrome trace (.json or .json.gz), or InputError naming what is wrong."""
+    return _read_trace(path)["traceEvents"]
+
+
+def _read_trace(path: Path) -> dict:
+    """A Chrome trace (.json or .json.gz) as an object with a traceEvents list, or InputError naming what is wrong."""
     try:
         raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
         data = json.loads(raw)
@@ -94,7 +120,7 @@ def _read_events(path: Path) -> list:
     if not isinstance(data, dict) or not isinstance(data.get("traceEvents"), list):
         raise InputError(f"{path}: traceEvents: missing; a torch.profiler Chrome trace (export_chrome_trace) "
                          f"is an object with a traceEvents list")
-    return data["traceEvents"]
+    return data
 
 
 def _number(event: dict, key: str, where: str) -> float:

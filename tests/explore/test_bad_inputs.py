@@ -19,6 +19,8 @@ from workloads.errors import MAX_FILE_BYTES
 from workloads.yaml_lines import MAX_YAML_DEPTH, MAX_YAML_VALUES
 
 BAD = Path(__file__).resolve().parents[1] / "data" / "bad"
+H200_PROFILE = (Path(__file__).resolve().parents[2] / "data" / "measured" / "h200-2026-12-04"
+                / "h200-profile-llama-3-8b-b1.json.gz")
 LIMIT_S = 10.0
 
 
@@ -353,6 +355,10 @@ CASES = [
     ("calibrate on one row", _calibrate("measured_one_row.csv"),
      "gemm rows for h100-sxm: found 1 to fit on (of the training share --train-fraction 0.5 of the sources), "
      "allowed: at least 5"),
+    # A profile of another GPU than --device (the H200's profiles against H100 SXM: the same 132 SMs, not its memory).
+    ("validate a profile of another GPU", ["validate", "--profile", str(H200_PROFILE), "--device", "h100-sxm"],
+     "--device: found 'h100-sxm' (132 SMs and 84.9 GB) for a profile recorded on NVIDIA H200 (132 SMs, 150.1 GB), "
+     "allowed: h200"),
     # A table of another GPU than --device names the devices it has rows of.
     ("validate a table of another GPU", [*_validate("measured_one_row.csv"), "--device", "a100-sxm-80gb"],
      "measured_one_row.csv: --device: no rows of 'a100-sxm-80gb'; found rows of h100-sxm (1 row)"),
