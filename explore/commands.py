@@ -687,7 +687,7 @@ def _assumptions(point: DesignPoint, device) -> str:
         rate = (f"capacity search in {s.capacity[0]:g}-{s.capacity[1]:g} req/s" if s.capacity
                 else f"{s.rate_per_s:g} req/s" if s.rate_per_s else "the trace's arrival times")
         pools = (f"{s.prefill_replicas} prefill replica(s) ({s.prefill_device or point.device}) handing KV over "
-                 f"{s.kv_link} to {s.replicas} decode replica(s)" if s.disaggregated
+                 f"{s.handoff_link} to {s.replicas} decode replica(s)" if s.disaggregated
                  else f"{s.replicas} replica(s)" if s.replicas else "no replica while idle")
         if s.mixed:
             devices = point.tp * point.pp  # each mixed replica is laid out as the point's replicas are

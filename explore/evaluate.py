@@ -889,7 +889,7 @@ class Evaluator:
             pools = [self._pool(point, fmt, "prefill", spec.prefill_replicas, spec.prefill_device,
                                 point.prefill_overrides),
                      self._pool(point, fmt, "decode", spec.replicas)]
-            link = load_link_model(spec.kv_link)
+            link = load_link_model(spec.handoff_link)
 
             # Each of a replica's tp x pp devices sends its shard of the KV (its heads of its stage's layers) over its
             # own port (a DGX has one NIC per GPU: the link preset's source), all at once; to attention devices, each

@@ -49,6 +49,11 @@ KEY_NEUTRAL_DEFAULTS = frozenset({"prompt_batch_tokens", "slo_slowdown", "router
                                   "autoscale_interval_s", "busy_kv_usage", "busy_prefill_tokens",
                                   "autoscale_predictor", "mixed_max_replicas", "busy_waiting_requests", "busy_action",
                                   "client_retries", "client_retry_s"})
+# The link a prefill pool hands each request's KV over where kv_link is not given (a DGX's InfiniBand NDR NIC per GPU).
+KV_LINK = "infiniband-ndr"
+# Fields whose None stands for a default that specs stored before it could be left unset wrote out: keyed as that
+# default, so stored results keep their keys (and a default given by name is the same design as one left out).
+KEYED_AS_DEFAULT = {"kv_link": KV_LINK}
 # What a new replica's cold start reads its weights over, where cold_start_s is not given: a local NVMe SSD (the
 # link preset's datasheet read rate); the engine's own start (CUDA graph capture, warm-up) is not counted.
 COLD_START_LINK = "nvme-pcie4-x4"
@@ -145,7 +150,7 @@ class ServingSpec:
     replicas: int = 1
     prefill_replicas: int = 0
     prefill_device: str = ""
-    kv_link: str = "infiniband-ndr"
+    kv_link: str | None = None  # None: KV_LINK (handoff_link)
     # A heterogeneous fleet: mixed_replicas replicas of mixed_device serving requests whole beside the replicas of the
     # point's device, one router picking among them all (Melange's mix of GPU types). 0: the point's replicas alone.
     mixed_device: str = ""
@@ -215,7 +220,12 @@ class ServingSpec:
         fields at a default that specs written before those fields existed lack, so stored results keep their keys."""
         shown = (f for f in fields(self) if not (f.name in KEY_NEUTRAL_DEFAULTS and getattr(self, f.name) == f.default)
                  and not (f.name in ATTENTION_FIELDS and not self.attends_apart))
-        return f"{type(self).__name__}({', '.join(f'{f.name}={getattr(self, f.name)!r}' for f in shown)})"
+        return f"{type(self).__name__}({', '.join(f'{f.name}={self._keyed(f.name)!r}' for f in shown)})"
+
+    def _keyed(self, name: str) -> object:
+        """A field's value as its key writes it: a None of KEYED_AS_DEFAULT as the default it stands for."""
+        value = getattr(self, name)
+        return KEYED_AS_DEFAULT[name] if value is None and name in KEYED_AS_DEFAULT else value
 
     def __post_init__(self) -> None:
         unset_requests = self.requests is None
@@ -636,6 +646,11 @@ class ServingSpec:
                    | {"attention_device": self.attention_device}
                    | ({"attention_link": self.pool_link} if self.attends_apart else {})
                    | ({"attention_micro_batches": None} if self.attention_placement == "hybrid" else {}))}
+
+    @property
+    def handoff_link(self) -> str:
+        """The link each request's KV crosses from the prefill to the decode pool: kv_link, else KV_LINK."""
+        return self.kv_link or KV_LINK
 
     @property
     def pool_link(self) -> str:

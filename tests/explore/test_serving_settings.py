@@ -9,6 +9,7 @@ import pytest
 
 from explore.cli import main
 from explore.serving_settings import RULES, FlagNames, KeyNames, flag_of, idle_setting, key_of
+from sim.serving_spec import ServingSpec
 from tests.explore.tiny_sweep import write_sweep, write_tiny_serving_sweep
 
 RUN = ["run", "--model", "llama-2-7b", "--device", "h100-sxm", "--serving", "--requests", "4"]
@@ -82,8 +83,13 @@ def test_every_rule_has_a_case_here():
 
 @pytest.mark.parametrize("case", list(IDLE))
 def test_explore_run_and_a_sweep_refuse_the_same_settings(case, tmp_path, capsys):
-    (flags, lines), flag_args, key_lines = IDLE[case]
-    field = case.split()[0]
+    _refused_by_both(case.split()[0], *IDLE[case], tmp_path, capsys)
+
+
+def _refused_by_both(field: str, given: tuple, flag_args: tuple[str, ...], key_lines: str, tmp_path, capsys) -> None:
+    """explore run refuses `field` given by `flag_args` beside the flags of `given`, and a sweep given its lines
+    `key_lines`, each in one line naming it."""
+    flags, lines = given
     assert main([*RUN, *flags, *flag_args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"error: {flag_of(field)}: found " in err[0], err
@@ -190,3 +196,13 @@ def test_a_grid_crossing_conversation_turns_with_think_settings_says_why_points_
     assert "3 of 8 points evaluate another point's design again: think_s changes nothing where conversation_turns " \
            "is 1" in said, said
     assert "think_cv changes nothing where conversation_turns is 1 or think_s 0" in said, said
+
+
+def test_the_default_kv_link_given_without_a_prefill_pool_is_refused(tmp_path, capsys):
+    """--kv-link naming the link a prefill pool uses by default, with no prefill pool: given, so refused in one line as
+    any other link is (it was taken for the default left out), by the run and by a sweep alike; and a spec that leaves
+    kv_link out is the same design as one naming the default (one key, one link), as stored keys were written."""
+    default = ServingSpec().handoff_link
+    _refused_by_both("kv_link", LENGTHS, ("--kv-link", default), f"  kv_link: {default}\n", tmp_path, capsys)
+    named = ServingSpec(kv_link=default)
+    assert ServingSpec().key_text() == named.key_text() and named.handoff_link == default
