@@ -98,13 +98,18 @@ def unknown_devices(tables: list[list[MeasuredKernel]], device: str, name: str) 
     return ", ".join(f"{d!r} ({n} row{'s' * (n != 1)})" for d, n in sorted(unknown.items()))
 
 
+def require_gpu(device: str, model, why: str) -> None:
+    """Refuse a --device that is no GPU, saying `why` a GPU is needed."""
+    if model.kind != "gpu":
+        article = "an" if model.kind in ("npu", "fpga") else "a"  # the kinds as said: an NPU, an FPGA
+        raise InputError(f"--device: found {device!r} ({article} {model.kind} preset), allowed: a GPU preset "
+                         f"({why}): {', '.join(preset_names('gpu'))}")
+
+
 def cmd_calibrate(args) -> int:
     # Refit from the datasheet roofline, not on top of a previous calibration.
     base = load_device(args.device, calibrated=False)
-    if base.kind != "gpu":
-        article = "an" if base.kind in ("npu", "fpga") else "a"  # the kinds as said: an NPU, an FPGA
-        raise InputError(f"--device: found {args.device!r} ({article} {base.kind} preset), allowed: a GPU preset "
-                         f"(calibration fits the GPU efficiency models): {', '.join(preset_names('gpu'))}")
+    require_gpu(args.device, base, "calibration fits the GPU efficiency models")
     is_file = args.device not in preset_names()
     if is_file and (on := device_base(args.device)):
         raise InputError(f"--device: {args.device} is a what-if of preset {on!r} (base:) and prices with its fits; "
@@ -337,8 +342,9 @@ def cross_source(rows: list[MeasuredKernel], device_name: str, from_name: str, t
     if cal is None:
         raise InputError(f"--cross-from: {from_name!r} has no shipped calibration; allowed: "
                          f"{', '.join(n for n in preset_names('gpu') if load_calibration(n))}")
-    _refuse_fitted_rows(rows, device_name, from_name, cal, tables)
     base = load_device(device_name, calibrated=False)
+    require_gpu(device_name, base, f"--cross-from moves {from_name}'s GPU fits onto its peaks")
+    _refuse_fitted_rows(rows, device_name, from_name, cal, tables)
     transferred = GPUModel(base.spec, base.reference, replace(cal, device=device_name))
     # Only rows a fit of the other preset prices as that preset does: the rest would be scored on the roofline, or
     # (a class it borrows from its sibling, as H200 its RoPE from H100) on a fallback it never prices them by.

@@ -94,3 +94,13 @@ def test_a_class_the_preset_borrows_from_its_sibling_is_not_scored_as_its_fit(tm
     summary, note = cross_source(rows, "h100-sxm", "h200", [str(table)])
     assert "rope" not in summary and summary["gemm"]["n"] == len(rows) - 1
     assert f"all {len(rows) - 1} of its kernel rows" in note
+
+
+@pytest.mark.parametrize("device", ["neupims", "ci-host-cpu"])
+def test_a_device_that_is_no_gpu_is_refused(shipped, tmp_path, device):
+    # GPU fits have no meaning on an NPU's or a CPU's peaks (an NPU's spec crashed the GPU model: a traceback).
+    rows = _rows(device)
+    table = tmp_path / "other.csv"
+    write_table(table, rows)
+    with pytest.raises(InputError, match=f"--device: found '{device}' \\(an? (npu|cpu) preset\\), allowed: a GPU"):
+        cross_source(rows, device, "h200", [str(table)])
