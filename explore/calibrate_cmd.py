@@ -541,6 +541,9 @@ def cmd_validate(args) -> int:
     if args.profile:
         if not args.device:
             raise InputError("--device: missing; a profile is compared against one device preset")
+        for flag, given in (("--cross-from", args.cross_from), ("--include-train", args.include_train)):
+            if given:  # they choose which table rows to score and with which fits: a profile has neither
+                raise InputError(f"{flag}: found with --profile, allowed: with measured-kernel tables only")
         summary, pairs, notes = _score_profile(args.profile, args.device)
         return _report_validation(args, summary, pairs, notes, {})
     collective = [table for table in args.table if Path(table).suffix == ".csv" and Path(table).is_file()

@@ -359,6 +359,9 @@ CASES = [
     ("validate a profile of another GPU", ["validate", "--profile", str(H200_PROFILE), "--device", "h100-sxm"],
      "--device: found 'h100-sxm' (132 SMs and 84.9 GB) for a profile recorded on NVIDIA H200 (132 SMs, 150.1 GB), "
      "allowed: h200"),
+    ("validate a profile --cross-from", ["validate", "--profile", str(H200_PROFILE), "--device", "h200",
+                                          "--cross-from", "h100-sxm"],
+     "--cross-from: found with --profile, allowed: with measured-kernel tables only"),
     # A table of another GPU than --device names the devices it has rows of.
     ("validate a table of another GPU", [*_validate("measured_one_row.csv"), "--device", "a100-sxm-80gb"],
      "measured_one_row.csv: --device: no rows of 'a100-sxm-80gb'; found rows of h100-sxm (1 row)"),
