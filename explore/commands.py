@@ -53,6 +53,7 @@ from explore.sweep_notes import (
     power_limit_note,
     sweep_notes,
     unread_seed_note,
+    unrun_blocks,
 )
 from explore.sweep_serving import AUTOSCALE_KNOBS, capacity_ceiling_notice, capacity_notice
 from hw_models import nodes
@@ -225,9 +226,7 @@ def cmd_check(args) -> int:
         to_capture = traces
     trace_s = sum(evaluator.config(model).num_layers * TRACE_S_PER_LAYER for model, _, _ in to_capture)
     check_sweep_points(sweep, evaluator)  # before the grid's points are made: a refused one names its line
-    visits = sweep.visits()
-    if search.strategy == "grid" and visits <= DISTINCT_COUNTED:  # each distinct design once (the notes say which
-        visits = len(set(sweep.points().point_ids()))             # points repeat one)
+    visits = _evaluated(sweep)
     per_point = point_s + (OPTUNA_S_PER_POINT if search.strategy in ("nsga2", "tpe") else 0.0)
     estimate = trace_s + visits * per_point + REPORT_S
     plan = (("all evaluated" if visits == sweep.size() else f"{visits} distinct designs evaluated")
@@ -245,6 +244,18 @@ def cmd_check(args) -> int:
     for note in sweep_notes(sweep):
         print(f"note: {note}")
     return 0
+
+
+def _evaluated(sweep) -> int:
+    """The design points a sweep evaluates: a search's visits; a grid's distinct designs (each of its points past
+    DISTINCT_COUNTED), less those it records as not run (sweep_notes.unrun_blocks; the notes say which repeat a design
+    and which are not run)."""
+    if sweep.spec.search.strategy != "grid":
+        return sweep.visits()
+    unrun = [block for block, _ in unrun_blocks(sweep)]
+    if sweep.size() > DISTINCT_COUNTED:
+        return sweep.size() - sum(len(block) for block in unrun)
+    return len(set(sweep.points().point_ids()) - {i for block in unrun for i in block.point_ids})
 
 
 def _idle_serving_flag(args) -> str:

@@ -7,6 +7,7 @@ import itertools
 
 from explore.design_point import FORMAT_FIELDS, canonical_format
 from explore.knobs import KNOBS, knobs, off_where
+from explore.point_blocks import PointBlock
 from explore.pool_what_ifs import POOL_WHAT_IFS
 from explore.run_support import LINK_PREFIX, system_nodes
 from explore.schema import as_list
@@ -183,15 +184,20 @@ def unjudged_note(sweep) -> str:
     """How many points of a grid ask what their run cannot answer (sim/serving_spec.py ServingSpec.unjudged: rejected
     requests beside a slowdown SLO, a capacity search from zero replicas), recorded unevaluated with the reason as
     their infeasible_reason while the grid's other points run; '' where none do. Searches are left out."""
-    if sweep.spec.serving is None or sweep.spec.search.strategy != "grid":
-        return ""
-    blocks = sweep.points().blocks
-    unjudged = [(len(block), reason) for block in blocks if (reason := block.first.serving.unjudged())]
+    unjudged = unrun_blocks(sweep)
     if not unjudged:
         return ""
-    count = sum(size for size, _ in unjudged)
+    count = sum(len(block) for block, _ in unjudged)
     return (f"{count} of {sweep.size()} points are not run, each row's infeasible_reason saying why: "
             f"{unjudged[0][1]}")
+
+
+def unrun_blocks(sweep) -> list[tuple[PointBlock, str]]:
+    """The blocks of a grid's points that ask what their run cannot answer (ServingSpec.unjudged), each with the
+    reason its points are recorded unevaluated; none for a search or a sweep without serving."""
+    if sweep.spec.serving is None or sweep.spec.search.strategy != "grid":
+        return []
+    return [(block, reason) for block in sweep.points().blocks if (reason := block.first.serving.unjudged())]
 
 
 def unread_seed_note(trace: str | None, arrival: str, prefix_groups: list, priority_fraction: list,
