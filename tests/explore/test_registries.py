@@ -82,10 +82,12 @@ def test_serving_knobs_are_the_spec_columns_and_the_section_fields():
                          prefill_replicas=1, prefill_max_replicas=2, autoscaler="hpa", autoscale_interval_s=30.0,
                          busy_kv_usage=0.9, busy_prefill_tokens=8192, busy_waiting_requests=4, busy_action="queue")
     planned = ServingSpec(max_replicas=4, autoscaler="sla_planner", autoscale_predictor="kalman", slo_tpot_s=0.1)
+    # apart: clients retry where the gateway rejects
+    retried = ServingSpec(busy_waiting_requests=4, client_retries=2, client_retry_s=1.0)
     names = [k.name for k in knobs(scope="serving")]
     assert set(names) == (set(every.columns()) | set(chat.columns()) | set(fleet.columns()) | set(scaled.columns())
-                          | set(planned.columns()))
-    for spec in (every, chat, fleet, scaled, planned):
+                          | set(planned.columns()) | set(retried.columns()))
+    for spec in (every, chat, fleet, scaled, planned, retried):
         assert [name for name in names if name in spec.columns()] == list(spec.columns())
     sweep_keys = {"rate_per_s": "rate"}  # the one serving knob whose sweep key differs from its column
     for k in knobs(scope="serving"):
