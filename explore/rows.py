@@ -10,6 +10,7 @@ from explore.design_point import DesignPoint, generic_knobs, with_knobs
 from explore.knobs import KNOBS, Knob, knob, knobs
 from explore.metrics import METRICS, metric
 from explore.pool_what_ifs import POOL_WHAT_IFS
+from explore.quality import format_words
 from explore.run_support import LINK_PREFIX
 from kernels.formats import NumericFormat
 
@@ -109,10 +110,13 @@ def point_from_row(row: dict[str, Any]) -> DesignPoint:
 
 
 def format_label(row: dict[str, Any]) -> str:
-    """The numeric format of a row as 'w16a16kv16' ('w16a16kv16 graphs' when replayed from CUDA graphs, 'w16a16kv16
-    engine' with a serving engine's fused kernels)."""
-    label = NumericFormat(weight_bits=int(row["weight_bits"]), act_bits=int(row["act_bits"]),
-                          kv_bits=int(row["kv_bits"]), sparsity=row.get("sparsity") or "dense").label
+    """The numeric format of a row, every format knob it sets included (explore/quality.py format_words:
+    'w8a8kv16-w:fp8_e4m3-a:fp8_e4m3', 'w4a16kv16 group_size=32'), so that formats of one bit width are told apart,
+    with its execution where not eager ('w16a16kv16 graphs' when replayed from CUDA graphs, 'w16a16kv16 engine' with a
+    serving engine's fused kernels)."""
+    parts = {k.name: k.type(row[k.name]) for k in generic_knobs() if k.applies == "format" and _set(row, k)}
+    label = format_words(NumericFormat(weight_bits=int(row["weight_bits"]), act_bits=int(row["act_bits"]),
+                                       kv_bits=int(row["kv_bits"]), sparsity=row.get("sparsity") or "dense", **parts))
     execution = row.get("execution") or "eager"
     return label if execution == "eager" else f"{label} {execution}"
 
@@ -206,11 +210,12 @@ def point_label(row: dict[str, Any], *, lengths: bool = False, batch: bool = Tru
 def knobs_label(row: dict[str, Any], on: Iterable[str] = ()) -> list[str]:
     """'name=value' of each generic knob (explore/design_point.py) a row sets to other than its default, less those
     whose only_with knobs are all off there (hot_expert_bits at hot_experts 0: no expert takes the bits; allreduce at
-    tp 1). `on`: switches taken as on wherever they are (a figure's x axis: a line against tp keeps its all-reduce at
-    tp 1, where its line starts)."""
+    tp 1) and those of the format, which format_label names. `on`: switches taken as on wherever they are (a figure's
+    x axis: a line against tp keeps its all-reduce at tp 1, where its line starts)."""
     on = set(on)
     return [f"{k.name}={value_label(row[k.name])}" for k in generic_knobs()
-            if _set(row, k) and not (k.switches and not any(s.name in on or _set(row, s) for s in k.switches))]
+            if k.applies != "format" and _set(row, k)
+            and not (k.switches and not any(s.name in on or _set(row, s) for s in k.switches))]
 
 
 def _set(row: dict[str, Any], k: Knob) -> bool:

@@ -5,7 +5,8 @@ on (Knob.only_with) is left out where that one is off."""
 from __future__ import annotations
 
 from explore.knobs import KNOBS, knobs
-from explore.rows import LABELLED_WHERE_SET, device_label, normalize_row, point_label
+from explore.report_static import energy_panels
+from explore.rows import LABELLED_WHERE_SET, device_label, format_label, normalize_row, point_label
 
 ROW = {"model": "llama-2-7b", "device": "h100-sxm", "scheduler": "continuous", "rate_per_s": None,
        "replicas": 2, "prefill_replicas": 0, "weight_bits": 16, "act_bits": 16, "kv_bits": 16}
@@ -36,7 +37,7 @@ def test_hot_expert_bits_are_labelled_only_where_there_are_hot_experts():
     assert point_label(off) == plain  # no hot expert takes the 8 bits: they change nothing
     # As `explore report` reads them back from results.csv: every value a string.
     assert point_label(normalize_row({k: str(v) for k, v in off.items()})) == plain
-    assert point_label(on) == f"{plain} / hot_experts=0.25 / hot_expert_bits=8"
+    assert point_label(on) == f"{plain}-hot0.25x8"  # the format's label names its hot experts and their bits
 
 
 def test_every_only_with_names_registered_knobs_that_are_off_at_their_defaults():
@@ -144,3 +145,17 @@ def test_designs_that_differ_only_in_a_link_or_pool_what_if_have_distinct_labels
     prefill = ROW | {"prefill_replicas": 1, "prefill_device.memory.bandwidth_GBps": 8000}
     assert point_label(prefill).endswith("/ prefill_device.memory.bandwidth_GBps=8000")
     assert "prefill_device." not in point_label(prefill | {"prefill_replicas": 0})
+
+
+def test_formats_of_one_bit_width_have_labels_of_their_own():
+    """int8 and fp8 W8A8, or 4-bit weights in groups of 32 and of 128 (the default), are different formats: the format
+    label, which keys the report's bars, markers and quality words, tells them apart, and a point's label names each
+    part once. The energy-per-token figure draws a bar for each, where it kept the lower of the two under one label."""
+    int8 = STATIC | {"weight_bits": 8, "act_bits": 8, "energy_per_token_J": 1.0}
+    fp8 = int8 | {"weight_type": "fp8_e4m3", "act_type": "fp8_e4m3", "energy_per_token_J": 2.0}
+    assert format_label(int8) == "w8a8kv16" and format_label(fp8) == "w8a8kv16-w:fp8_e4m3-a:fp8_e4m3"
+    assert format_label(STATIC | {"group_size": 32}) == "w4a16kv16 group_size=32"
+    assert format_label(STATIC | {"group_size": 128}) == format_label(STATIC) == "w4a16kv16"
+    assert point_label(fp8).count("fp8_e4m3") == 2  # the weights' and the activations', not again as knobs
+    (panel,), _ = energy_panels([int8, fp8], chosen=[])
+    assert panel.energy_J == {"w8a8kv16": [1.0], "w8a8kv16-w:fp8_e4m3-a:fp8_e4m3": [2.0]}
