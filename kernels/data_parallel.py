@@ -35,13 +35,18 @@ HIDDEN_B = 2.0  # bytes of a 16-bit hidden-state element, as dispatched and comb
 
 def check_data_parallel_attention(config: ModelConfig, tp: int, ep: int) -> None:
     """ValueError ('found X, allowed: Y') unless data-parallel attention can run `config` on tp devices: an MoE
-    model on two or more devices, its experts split (ep 1) or spread (ep = tp) over them."""
+    model on two or more devices, its experts split (ep 1: each device a whole 1/tp of every expert's columns, as
+    tensor parallelism shards a layer) or spread (ep = tp) over them."""
     if not config.num_experts:
         raise ValueError(f"found 'data' for {config.name}, which has no experts, allowed: tensor (a dense model's "
                          f"data-parallel devices share nothing: serve it with replicas)")
     if tp < 2 or ep not in (1, tp):
         raise ValueError(f"found 'data' with tp {tp} and ep {ep}, allowed: tensor, or data on two or more devices "
                          f"(tp > 1), the experts split (ep 1) or spread (ep = tp) over them")
+    if ep == 1 and config.intermediate_size % tp:
+        raise ValueError(f"found 'data' with tp {tp} and ep 1, allowed: a tp dividing {config.name}'s "
+                         f"{config.intermediate_size} expert columns (each device a whole share of every expert), or "
+                         f"the experts spread (ep = tp)")
 
 
 def dispatch_devices(experts: int, per_token: int, devices: int) -> float:

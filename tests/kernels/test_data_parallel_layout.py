@@ -51,6 +51,8 @@ def test_ranks_hold_the_experts_once_and_the_rest_each():
     ("llama-2-7b", 2, 1, "found 'data' for llama-2-7b, which has no experts"),
     ("mixtral-8x7b", 4, 2, "found 'data' with tp 4 and ep 2"),
     ("mixtral-8x7b", 1, 1, "found 'data' with tp 1 and ep 1"),
+    # split experts: 14,336 columns over 3 devices is no whole share (14,336 / 3 = 4,778.7)
+    ("mixtral-8x7b", 3, 1, "found 'data' with tp 3 and ep 1, allowed: a tp dividing mixtral-8x7b's 14336"),
 ])
 def test_what_the_layout_refuses(model, tp, ep, found):
     with pytest.raises(ValueError, match=found):
