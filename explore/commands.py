@@ -323,7 +323,10 @@ def cmd_run(args) -> int:
                     **{pool.field: tuple(pools[pool.prefix].items()) for pool in POOL_WHAT_IFS})
     simulate = (args.sim or bool(args.chrome_trace)) and serving is None
     evaluator = Evaluator()
-    evaluation = evaluator.evaluate(point, event_sim=simulate, timeline=bool(args.chrome_trace))
+    try:
+        evaluation = evaluator.evaluate(point, event_sim=simulate, timeline=bool(args.chrome_trace))
+    except InputError as err:  # the evaluation names a setting by its key, as a sweep writes it
+        raise InputError(_flagged(str(err))) from None
     if evaluation.result is None:
         return _print_infeasible(args, point, evaluator, evaluation.metrics)
     if args.chrome_trace:
@@ -555,11 +558,17 @@ def _serving_spec(args) -> ServingSpec:
         if reason := spec.unjudged():  # a sweep records such a point unevaluated; one point asked for is refused
             raise InputError(reason)
         return spec
-    except InputError as err:
-        flagged = renamed(str(err), flag_of)
-        if flagged is None:
-            raise  # not a field's message (a trace file's names the file)
-        raise InputError(flagged) from None
+    except InputError as err:  # a field's message by its flag; a trace file's names the file
+        raise InputError(_flagged(str(err))) from None
+
+
+def _flagged(message: str) -> str:
+    """A message leading with a setting's key ('allreduce: found ...', 'attention_devices: found ...') as explore run
+    names the setting, by its flag; as it is where it leads with no setting's key (a file's path)."""
+    if (flagged := renamed(message, flag_of)) is not None:
+        return flagged
+    key, sep, rest = message.partition(": ")
+    return f"{flag_name(key)}: {rest}" if sep and key in KNOBS else message
 
 
 # The kernel classes a GPU calibration can fit (hw_models.calibration): any other is priced on the roofline.

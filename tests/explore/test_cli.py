@@ -400,3 +400,17 @@ def test_an_interrupted_sweep_says_so_on_a_line_of_its_own(tmp_path, capsys, mon
     err = capsys.readouterr().err
     assert ("ETA 3s   \nexplore: interrupted;" in err) != quiet
     assert "explore: interrupted; every finished design point is stored" in err.splitlines()[-1]
+
+
+@pytest.mark.parametrize(("flags", "says"), [
+    (["--serving", "--rate", "1", "--requests", "4", "--attention-device", "h20", "--attention-devices", "3"],
+     "--attention-devices: found 3, allowed: a divisor of llama-2-7b's 32 attention heads"),
+    (["--tp", "2", "--allreduce", "star"], "--allreduce: found 'star' on link nvlink4"),
+])
+def test_a_setting_the_evaluation_refuses_is_named_by_its_flag(capsys, flags, says):
+    """Refusals raised while the point is evaluated name the setting as explore run takes it (a sweep's key there)."""
+    from explore.cli import main
+
+    assert main(["run", "--model", "llama-2-7b", "--device", "h100-sxm", *flags]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert says in line, line
