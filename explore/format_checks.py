@@ -100,7 +100,7 @@ def format_notice(device, fmt: NumericFormat) -> str:
     model = getattr(device, "device", device)  # a system of devices: its devices' model
     wider = _array_fallbacks(model, fmt)
     if wider:
-        notices.append(", ".join(f"{dtype} GEMMs run at the {math} rate" for dtype, math in wider)
+        notices.append(", ".join(f"{dtype} GEMMs run at the {math} rate{where}" for dtype, math, where in wider)
                        + f" on {model.name}: {model.weight_gemm_why}")
     if getattr(model, "kind", "") == "gpu" and fmt.act_bits < 16 <= fmt.weight_bits:
         # kernels/formats.py gemm_dtype: 16-bit weights keep the GEMMs' math at 16 bits whatever the activations.
@@ -169,17 +169,18 @@ def unmeasured_gemms(device, fmt: NumericFormat) -> str:
 def emulated_gemms(device, fmt: NumericFormat) -> str:
     """The GEMM dtypes of a format that a device emulates, each with the dtype it runs in ('fp8 as bf16'), or ''
     where every GEMM runs natively."""
-    emulated = [(plan.dtype, plan.math_dtype) for plan in _plans(device, fmt) if plan.emulated]
-    return ", ".join(dict.fromkeys(f"{dtype} as {math}" for dtype, math in
+    emulated = [(plan.dtype, plan.math_dtype, "") for plan in _plans(device, fmt) if plan.emulated]
+    return ", ".join(dict.fromkeys(f"{dtype} as {math}{where}" for dtype, math, where in
                                    emulated + _array_fallbacks(getattr(device, "device", device), fmt)))
 
 
-def _array_fallbacks(model, fmt: NumericFormat) -> list[tuple[str, str]]:
-    """(GEMM dtype, dtype it runs as) of each quantized weight width whose math the device's cost model prices in
-    another dtype (DeviceModel.weight_gemm_dtype: an NPU's or FPGA's matrix units the next wider one they have, a CPU's
-    SIMD kernels int8 dot products), unless their mixed-precision unit takes the width (hw_models/mixed_precision.py
-    takes: not one switched off, nor an activation dtype it has no rate for). A CPU whose LUT kernels take the width
-    runs each GEMM the faster way (hw_models/cpu.py): the int8 path only where its table lookups are slower."""
+def _array_fallbacks(model, fmt: NumericFormat) -> list[tuple[str, str, str]]:
+    """(GEMM dtype, dtype it runs as, where it does: '' or ' where ...') of each quantized weight width whose math the
+    device's cost model prices in another dtype (DeviceModel.weight_gemm_dtype: an NPU's or FPGA's matrix units the
+    next wider one they have, a CPU's SIMD kernels int8 dot products), unless their mixed-precision unit takes the width
+    (hw_models/mixed_precision.py takes: not one switched off, nor an activation dtype it has no rate for). A CPU whose
+    LUT kernels take the width runs each GEMM the faster way (hw_models/cpu.py): the int8 path only where its table
+    lookups are slower, which the third element says apart so that a sentence can put it after the rate."""
     runs_in = getattr(model, "weight_gemm_dtype", None)
     if runs_in is None or fmt.weight_bits >= 16:
         return []
@@ -195,7 +196,7 @@ def _array_fallbacks(model, fmt: NumericFormat) -> list[tuple[str, str]]:
         if (math := runs_in(width.weight_bits, dtype)) != dtype:
             lut = getattr(model.spec, "lut", None)
             looked_up = lut is not None and width.weight_bits <= lut.max_weight_bits
-            pairs.append((dtype, f"{math} where table lookups are slower" if looked_up else math))
+            pairs.append((dtype, math, " where table lookups are slower" if looked_up else ""))
     return list(dict.fromkeys(pairs))
 
 

@@ -113,6 +113,16 @@ def test_a_cpu_with_lut_kernels_says_its_int8_path_runs_only_where_lookups_are_s
     assert emulated_gemms(altra, NumericFormat(weight_bits=2)) == "fp16 as int8"
 
 
+def test_the_run_notice_puts_where_lookups_are_slower_after_the_rate():
+    """explore run's notice for W4A16 on m2-ultra-tmac read 'fp16 GEMMs run at the int8 where table lookups are slower
+    rate': the qualifier went inside the rate's name. It follows the rate; past the LUT widths there is none."""
+    tmac = load_device("m2-ultra-tmac")
+    notice = format_notice(tmac, NumericFormat(weight_bits=4))
+    assert "fp16 GEMMs run at the int8 rate where table lookups are slower on m2-ultra-tmac: " in notice
+    assert "slower rate" not in notice
+    assert "fp16 GEMMs run at the int8 rate on m2-ultra-tmac: " in format_notice(tmac, NumericFormat(weight_bits=8))
+
+
 # Ampere Altra Q80-30 (its preset: 80 cores at 3.0 GHz, two 128-bit SIMD pipes, int8 and fp16 SIMD arithmetic):
 # 2 FLOPs a multiply-add x 80 x 3.0e9 x 2 pipes x (128 / lane bits) lanes; 8-bit lane slots for unpacking weights.
 ALTRA_FLOPS = {"int8": 2 * 80 * 3.0e9 * 2 * 16, "fp16": 2 * 80 * 3.0e9 * 2 * 8, "fp32": 2 * 80 * 3.0e9 * 2 * 4}
