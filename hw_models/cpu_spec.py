@@ -18,6 +18,7 @@ from hw_models.spec_common import (
     PositiveInt,
     PowerSpec,
     PriceSpec,
+    ReadWith,
     Source,
     fallback_dtype,
 )
@@ -119,7 +120,8 @@ class LUTSpec:
     table_entry_bits: PositiveInt  # precision of a table entry
     build_lane_ops_per_entry: Positive  # SIMD lane ops to compute one table entry
     build_lane_bits: PositiveInt  # lane width the table entries are computed in (before quantizing them)
-    lookup_lane_ops: Positive | None = None  # SIMD lane ops per lookup incl. its accumulate (simd engine only)
+    # SIMD lane ops per lookup incl. its accumulate (simd engine only: PIM arrays look up by row reads)
+    lookup_lane_ops: Annotated[Positive | None, ReadWith("lut.engine", "simd")] = None
     max_weight_bits: PositiveInt  # widest weights the LUT kernels take; wider ones use the baseline path
     source: Source
 

@@ -22,6 +22,7 @@ from hw_models.spec_common import (
     PositiveInt,
     PowerSpec,
     PriceSpec,
+    ReadWith,
     Source,
     SparsityPattern,
     Unread,
@@ -32,6 +33,8 @@ MATRIX_DTYPES = Literal["int4", "int8", "fp8", "fp16", "bf16"]
 Fraction = Annotated[float, Field(gt=0, le=1)]
 DDR_UNREAD = Unread("board DDR (instructions, spills) is a record of the board: this model streams weights and "
                     "KV from HBM only")
+# Only decode activations kept on chip use the activation buffer and its ports (hw_models/fpga.py activations_on_chip).
+ON_CHIP_DECODE = ReadWith("onchip.always_on_chip_decode", True)
 ONCHIP_UNREAD = Unread("a record of the device; the model reads the design's activation_buffer_MB and "
                        "bandwidth_GBps")
 
@@ -77,8 +80,8 @@ class MemorySpec:
 class OnChipSpec:
     bram_MB: Annotated[NonNegative, ONCHIP_UNREAD]
     uram_MB: Annotated[NonNegative, ONCHIP_UNREAD]
-    activation_buffer_MB: Positive  # on-chip space for activations between kernels
-    bandwidth_GBps: Positive  # aggregate BRAM/URAM port bandwidth at the design clock
+    activation_buffer_MB: Annotated[Positive, ON_CHIP_DECODE]  # on-chip space for activations between kernels
+    bandwidth_GBps: Annotated[Positive, ON_CHIP_DECODE]  # aggregate BRAM/URAM port bandwidth at the design clock
     always_on_chip_decode: StrictBool  # decode activations stay on chip (when they fit in activation_buffer_MB)
     source: Source
 

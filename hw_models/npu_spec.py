@@ -5,7 +5,7 @@ Keys carry datasheet units (MHz, KB, GB/s, pJ); properties give SI values to the
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import StrictBool, model_validator
 from pydantic.dataclasses import dataclass
@@ -20,11 +20,13 @@ from hw_models.spec_common import (
     PositiveInt,
     PowerSpec,
     PriceSpec,
+    ReadWith,
     Source,
     fallback_dtype,
 )
 
 DTYPES = Literal["fp32", "fp16", "bf16", "fp8", "int8", "int4"]
+PIM_ENERGY = ReadWith("pim")  # the banks' energies: an NPU without PIM banks reads neither
 
 
 @dataclass(frozen=True, kw_only=True, config=SPEC_CONFIG)
@@ -111,8 +113,8 @@ class EnergySpec:
     sram_pJ_per_byte: Positive
     hbm_pJ_per_bit: Positive  # external access: row, on-die movement and I/O
     source: Source
-    pim_access_pJ_per_bit: Positive | None = None  # in-bank access, no off-chip I/O
-    pim_mac_pJ: Positive | None = None
+    pim_access_pJ_per_bit: Annotated[Positive | None, PIM_ENERGY] = None  # in-bank access, no off-chip I/O
+    pim_mac_pJ: Annotated[Positive | None, PIM_ENERGY] = None
 
 
 @dataclass(frozen=True, kw_only=True, config=SPEC_CONFIG)

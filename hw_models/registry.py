@@ -17,6 +17,7 @@ from hw_models.validation import (
     check_plausible,
     declared_field,
     did_you_mean,
+    idle_reason,
     input_error,
     not_a_number,
     unread_reason,
@@ -177,7 +178,20 @@ def apply_overrides(data: dict, overrides: dict[str, Any], where: str, line_of=N
                 node[key] = value
             else:
                 node = node[key]
+    if kind is not None:
+        _refuse_idle(kind.spec_class, overrides, result, where, line_of)
     return result
+
+
+def _refuse_idle(spec_class, overrides: dict[str, Any], result: dict, where: str, line_of) -> None:
+    """Refuses an override of a field that the overridden device does not read (energy.pim_mac_pJ without a pim
+    section), judged once every override is in: a device file may change beside it what the field is read with."""
+    for path, value in overrides.items():
+        why = idle_reason(spec_class, path, result) if value is not None else None
+        if why is not None:
+            line = line_of(tuple(path.split("."))) if line_of else None
+            raise InputError(f"{where}{f':{line}' if line else ''}: device.{path}: not a what-if knob: {why}, so a "
+                             f"value there changes nothing")
 
 
 # The Python types of what not_a_number calls a field that holds no number, which a DesignPoint's overrides may give it
@@ -208,7 +222,7 @@ def what_if_fields(name_or_path: str) -> list[str]:
     in_file = [path for path, value in _leaves(data)
                if (value is None or isinstance(value, (int, float))) and not isinstance(value, bool)]
     return [path for path in in_file + absent_number_fields(kind.spec_class, data)
-            if unread_reason(kind.spec_class, path) is None]
+            if unread_reason(kind.spec_class, path) is None and idle_reason(kind.spec_class, path, data) is None]
 
 
 def validate_spec(data: dict, where: str, line_of=None):

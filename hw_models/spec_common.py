@@ -40,6 +40,15 @@ class Unread:
         self.why = why
 
 
+class ReadWith:
+    """Annotated metadata of a preset field that a cost model reads only where another field of the device (`path`,
+    dotted from the device's root) is present, or, given `value`, holds that value: an override of it on a device
+    without that is refused (it would change nothing)."""
+
+    def __init__(self, path: str, value: object = None):
+        self.path, self.value = path, value
+
+
 # Shared by every kind: the cost models price energy from idle power and energy per action.
 TDP_UNREAD = Unread("no cost model reads a what-if TDP: energy is idle power x time plus energy per action "
                     "(a GPU's energy per FLOP is derived once from the shipped preset's TDP); override "

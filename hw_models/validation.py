@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from pydantic import BaseModel, ValidationError
 
-from hw_models.spec_common import PLAUSIBLE, Plausible, Unread
+from hw_models.spec_common import PLAUSIBLE, Plausible, ReadWith, Unread
 from workloads.errors import InputError, did_you_mean
 
 
@@ -199,15 +199,26 @@ def _holds_number(hint) -> bool:
 def unread_fields(cls) -> dict[tuple[str, ...], str]:
     """Paths of the fields of spec class `cls` marked Unread (no cost model reads them), with the reason;
     '*' stands for a user-chosen name (a cache level, a dtype)."""
-    found: dict[tuple[str, ...], str] = {}
+    return {path: marker.why for path, marker in _marked(cls, Unread).items()}
+
+
+@functools.cache
+def read_with_fields(cls) -> dict[tuple[str, ...], ReadWith]:
+    """Paths of the fields of spec class `cls` marked ReadWith (read only beside another field), with the marker."""
+    return _marked(cls, ReadWith)
+
+
+def _marked(cls, marker_type: type) -> dict[tuple[str, ...], typing.Any]:
+    """Paths of the fields of spec class `cls` whose Annotated metadata holds a `marker_type`, with that marker."""
+    found: dict[tuple[str, ...], typing.Any] = {}
 
     def walk(hint, path: tuple[str, ...]) -> None:
         origin = typing.get_origin(hint)
         if origin is typing.Annotated:
             base, *metadata = typing.get_args(hint)
             for marker in metadata:
-                if isinstance(marker, Unread):
-                    found[path] = marker.why
+                if isinstance(marker, marker_type):
+                    found[path] = marker
             walk(base, path)
         elif origin is dict:
             walk(typing.get_args(hint)[1], path + ("*",))
@@ -220,6 +231,35 @@ def unread_fields(cls) -> dict[tuple[str, ...], str]:
 
     walk(cls, ())
     return found
+
+
+def idle_reason(cls, path: str, data: dict) -> str | None:
+    """Why no cost model reads the field at dotted `path` on the device `data` describes though one reads it on others
+    (a ReadWith field on a device without the section or the setting it is read beside), or None when one does."""
+    marker = read_with_fields(cls).get(tuple(path.split(".")))
+    if marker is None:
+        return None
+    found = _value_at(data, marker.path)
+    if marker.value is None:
+        return None if found is not None else f"read only beside a {marker.path} section, which the device has none of"
+    if found == marker.value:
+        return None
+    return f"read only with {marker.path}: {_yaml_text(marker.value)} (the device: {_yaml_text(found)})"
+
+
+def _value_at(data: dict, path: str) -> typing.Any:
+    """The value at dotted `path` of nested mappings, None where a key is missing."""
+    node: typing.Any = data
+    for key in path.split("."):
+        node = node.get(key) if isinstance(node, dict) else None
+    return node
+
+
+def _yaml_text(value: typing.Any) -> str:
+    """A value as a YAML file spells it: true / false, null, a name in quotes."""
+    if isinstance(value, bool) or value is None:
+        return {True: "true", False: "false", None: "null"}[value]
+    return repr(value)
 
 
 def unread_reason(cls, path: str) -> str | None:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from hw_models.calibration import load_calibration
-from hw_models.registry import DEVICE_KINDS, _read, load_device
+from hw_models.registry import DEVICE_KINDS, _read, load_device, what_if_fields
 from hw_models.registry import validate_spec as validate
 from hw_models.validation import unread_fields
 from kernels.formats import NumericFormat
@@ -99,3 +99,39 @@ def test_override_of_unread_field_is_refused(name, path, one_line_error):
 
 def test_override_of_a_read_field_still_applies():
     assert load_device("h100-sxm", {"power.idle_W": 50}).spec.power.idle_W == 50
+
+
+# Fields a cost model reads only beside another (ReadWith): (device that lacks it, device that has it, field, a value
+# that changes the cost where it is read: fewer lane ops a lookup than T-MAC's 4, so the LUT kernels stay the faster).
+READ_WITH = [("npu-only", "neupims", "energy.pim_mac_pJ", 50),
+             ("npu-only", "neupims", "energy.pim_access_pJ_per_bit", 50),
+             ("ampere-altra-sail", "m2-ultra-tmac", "lut.lookup_lane_ops", 1)]
+
+
+@pytest.mark.parametrize("without, with_it, path, value", READ_WITH)
+def test_a_field_read_only_beside_another_is_refused_where_that_is_missing(without, with_it, path, value, trace_of,
+                                                                          one_line_error):
+    """npu-only has no PIM banks to spend energy.pim_mac_pJ in, and SAIL's PIM arrays look up by row reads, not
+    lookup_lane_ops SIMD instructions: a what-if of either there was taken and changed nothing (the run's header named
+    it a what-if). Where the section or setting is there, the same what-if changes the cost."""
+    tables = _tables(trace_of)
+    assert not _same(_priced(load_device(with_it, {path: value}), tables), _priced(load_device(with_it), tables))
+    where, rest = one_line_error(lambda: load_device(without, {path: value}))
+    assert where.endswith(f"{without}.yaml")
+    assert rest.startswith(f"device.{path}: not a what-if knob: read only ")
+    assert path not in what_if_fields(without) and path in what_if_fields(with_it)
+
+
+def test_a_device_file_that_switches_off_on_chip_decode_may_not_set_its_buffer(tmp_path, one_line_error, trace_of):
+    """An FPGA whose decode activations do not stay on chip never reads the activation buffer's size or bandwidth."""
+    tables = _tables(trace_of)
+    off = tmp_path / "u280-off.yaml"
+    off.write_text("base: alveo-u280\nonchip:\n  always_on_chip_decode: false\n")
+    changed = tmp_path / "u280-off-buffer.yaml"
+    changed.write_text("base: alveo-u280\nonchip:\n  always_on_chip_decode: false\n  bandwidth_GBps: 100\n")
+    assert not _same(_priced(load_device("alveo-u280", {"onchip.bandwidth_GBps": 100}), tables),
+                     _priced(load_device("alveo-u280"), tables))
+    assert load_device(str(off)).spec.onchip.always_on_chip_decode is False
+    where, rest = one_line_error(lambda: load_device(str(changed)))
+    assert where == f"{changed}:4" and rest.startswith("device.onchip.bandwidth_GBps: not a what-if knob: read only "
+                                                      "with onchip.always_on_chip_decode: true (the device: false)")
