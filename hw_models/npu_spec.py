@@ -116,6 +116,15 @@ class EnergySpec:
     pim_access_pJ_per_bit: Annotated[Positive | None, PIM_ENERGY] = None  # in-bank access, no off-chip I/O
     pim_mac_pJ: Annotated[Positive | None, PIM_ENERGY] = None
 
+    @model_validator(mode="after")
+    def _needs_16bit(self):
+        # The arrays run 16-bit math (ArraySpec needs an fp16 or bf16 rate); a dtype without an energy of its own
+        # takes the next wider one's (fallback_dtype), and every such chain ends at fp16 or bf16.
+        if not {"fp16", "bf16"} & set(self.mac_pJ):
+            raise ValueError(f"mac_pJ: found dtypes {', '.join(sorted(self.mac_pJ))}, allowed: fp16 or bf16 among "
+                             f"them (the arrays' 16-bit MACs; narrower dtypes without an energy take a wider one's)")
+        return self
+
 
 @dataclass(frozen=True, kw_only=True, config=SPEC_CONFIG)
 class NPUSpec(OffChipMemory):

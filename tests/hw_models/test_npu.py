@@ -197,6 +197,19 @@ def test_interleaving_without_dual_row_buffers_is_refused(tmp_path, one_line_err
     assert message.startswith("pim: sub_batch_interleaving needs row_buffers: dual")
 
 
+def test_mac_energies_without_a_16_bit_one_are_refused(tmp_path, one_line_error):
+    """A device file whose energy.mac_pJ lists only int8 loaded, then crashed pricing the arrays' 16-bit MACs with a
+    KeyError traceback (no entry for fp16 or a wider dtype). It is refused in one line, naming the key and what it
+    found; int8 beside fp16 still loads."""
+    data, _ = read_device_yaml("npu-only")
+    data["energy"]["mac_pJ"] = {"int8": 0.23}
+    where, message = one_line_error(lambda: load_device(_write(tmp_path, data)))
+    assert where.startswith(str(tmp_path))
+    assert message.startswith("energy: mac_pJ: found dtypes int8, allowed: fp16 or bf16")
+    data["energy"]["mac_pJ"] = {"int8": 0.23, "fp16": 1.5}
+    assert load_device(_write(tmp_path, data)).spec.mac_J("bf16") == pytest.approx(1.5e-12)
+
+
 def test_gpt3_presets_match_brown_et_al():
     from workloads.model_config import load_model_config
 
