@@ -28,7 +28,7 @@ from hw_models.system import SystemModel, SystemPrice
 from kernels.block_estimate import with_estimate
 from kernels.block_sparse import PrefillSelection
 from kernels.data_parallel import dispatch_bytes_per_token, replicated_weight_share
-from kernels.early_exit import decode_kv_share, skip_layers
+from kernels.early_exit import decode_kv_share, kept_layers, skip_layers
 from kernels.formats import NumericFormat
 from kernels.fusion import ENGINE, fuse
 from kernels.kv_eviction import Eviction, eviction, scored_prefill
@@ -449,7 +449,8 @@ class Evaluator:
             plan, link, layers=cfg.num_layers, prompt_kv_B=token_B * kept_tokens(point.prompt, window),
             # Each step's attention reads the cache before its own token, whose KV it has just computed on the device.
             step_kv_B=token_B * fetched_tokens(workload.decode_kv_lengths() - 1, window), token_kv_B=token_B,
-            experts=_routed_experts(cfg, point.numeric_format, point.batch, point.prompt))
+            experts=_routed_experts(cfg, point.numeric_format, point.batch, point.prompt),
+            decode_layers=kept_layers(cfg.num_layers, point.knob("exit_depth")))
         return device_footprint(memory, plan), "", traffic
 
     def host_link(self, point: DesignPoint, device) -> LinkSpec:

@@ -202,6 +202,7 @@ class LinkTraffic:
     decode_routed_B: float = 0.0
     prefill_unreached_B: float = 0.0
     decode_unreached_B: float = 0.0
+    decode_layers: int = 0  # the layers a decode step runs, each a transfer (0: every layer)
 
     @property
     def prefetch(self) -> bool:
@@ -215,25 +216,30 @@ class LinkTraffic:
     def decode_wait_s(self, device_s: np.ndarray) -> np.ndarray:
         """Seconds each decode step, of `device_s` seconds on the device, waits on the link (pass_wait_s)."""
         return pass_wait_s(device_s, self.decode_to_device_B, self.decode_to_host_B, self.decode_routed_B,
-                           self.decode_unreached_B, self.link, self.layers)
+                           self.decode_unreached_B, self.link, self.decode_layers or self.layers)
 
 
 def offload_traffic(plan: OffloadPlan, link: HostLink, *, layers: int, prompt_kv_B: float, step_kv_B: np.ndarray,
-                    token_kv_B: float, experts: RoutedExperts = DENSE) -> LinkTraffic:
+                    token_kv_B: float, experts: RoutedExperts = DENSE, decode_layers: int = 0) -> LinkTraffic:
     """The link traffic of a static batch under `plan`: prompt_kv_B the batch's cached KV after the prefill,
     step_kv_B the cached KV each decode step's attention reads besides its own token's, token_kv_B the KV one decode
-    step adds (all of the whole batch, every layer); `experts` the routed experts among the weights."""
+    step adds (all of the whole batch, every layer); `experts` the routed experts among the weights; decode_layers
+    the layers a decode step runs where it skips some (early exit, kernels/early_exit.py; 0: every layer)."""
     steps = np.asarray(step_kv_B, dtype=float)
     # The offloaded experts' bytes: every expert's offloaded share, or under 'experts' all that is offloaded.
     experts_B = plan.weights_B * (1.0 if plan.experts_only else experts.weights_share)
     rest_B = plan.weights_B - experts_B
     prefill_routed_B, decode_routed_B = experts_B * experts.prefill_reached, experts_B * experts.decode_reached
+    # The plan offloads one share of every layer, so a step that skips layers moves only its layers' share: a
+    # skipped layer's weights are never read, nor its KV (a skipping token holds none there).
+    ran = decode_layers / layers if decode_layers else 1.0
     return LinkTraffic(
         link=link, layers=layers, prefill_B=(rest_B + prefill_routed_B, plan.kv_share * prompt_kv_B),
-        decode_to_device_B=rest_B + decode_routed_B + plan.kv_share * steps,
-        decode_to_host_B=np.full(steps.shape, plan.kv_share * token_kv_B),
-        prefill_routed_B=prefill_routed_B, decode_routed_B=decode_routed_B,
-        prefill_unreached_B=experts_B - prefill_routed_B, decode_unreached_B=experts_B - decode_routed_B)
+        decode_to_device_B=ran * (rest_B + decode_routed_B + plan.kv_share * steps),
+        decode_to_host_B=np.full(steps.shape, ran * plan.kv_share * token_kv_B),
+        prefill_routed_B=prefill_routed_B, decode_routed_B=ran * decode_routed_B,
+        prefill_unreached_B=experts_B - prefill_routed_B, decode_unreached_B=ran * (experts_B - decode_routed_B),
+        decode_layers=decode_layers)
 
 
 def transfer_s(to_device_B, to_host_B, link: HostLink, layers: int):

@@ -173,6 +173,26 @@ def test_a_selection_streams_only_what_it_reads_from_an_offloaded_cache(evaluato
     assert selected["tpot_s"] < whole["tpot_s"]
 
 
+def test_a_decode_step_that_skips_layers_streams_only_the_layers_it_runs(evaluator):
+    """Llama-2-70B offloaded on an 80 GB A100 with exit_depth 0.5: a decode step runs 40 of the 80 decoder layers
+    (kernels/early_exit.py) and needs only their offloaded weights, so it moves about half of what a full step moves
+    (all the offloaded bytes crossed PCIe before, the step as slow as running every layer). Bounds by hand: at least
+    the 40 layers' half of the offloaded bytes over PCIe 4.0; at most that plus the weights outside the layers
+    (embedding and LM head, 2 x 32,000 x 8,192 at 2 bytes, of the model's 138 GB), one latency a layer and the
+    device's own step at that depth (a capacity what-if that fits it)."""
+    full = evaluator.evaluate(point70b(offload="weights")).metrics
+    skipping = evaluator.evaluate(point70b(offload="weights", exit_depth=0.5)).metrics
+    own_step_s = evaluator.evaluate(replace(point70b(exit_depth=0.5),
+                                            overrides=(("memory.capacity_GB", 200),))).metrics["tpot_s"]
+    outside_share = 2 * 32000 * 8192 * 2 / 137.95e9
+    assert skipping["fits_in_memory"] and skipping["offloaded_B"] > 50 * GB
+    floor_s = skipping["offloaded_B"] * (40 / 80) / PCIE4_X16_Bps
+    ceiling_s = skipping["offloaded_B"] * (40 / 80 + outside_share) / PCIE4_X16_Bps + LAYERS_70B * 1e-6 + own_step_s
+    assert floor_s <= skipping["tpot_s"] <= ceiling_s
+    assert skipping["tpot_s"] < 0.6 * full["tpot_s"]
+    assert skipping["ttft_s"] == pytest.approx(full["ttft_s"], rel=1e-3)  # the prefill runs every layer
+
+
 # ---- a mixture of experts: Mixtral-8x7B (fp16, 93.4 GB) on an L40S (48 GB) -----------------------------------------
 
 # Mixtral-8x7B-v0.1 config.json: hidden 4096, intermediate 14336, 32 layers, 8 experts of which 2 per token, 32 query
