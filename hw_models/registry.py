@@ -160,11 +160,8 @@ def apply_overrides(data: dict, overrides: dict[str, Any], where: str, line_of=N
             absent_default = (depth == len(keys) - 1 and isinstance(node, dict) and kind is not None
                               and declared_field(kind.spec_class, path))
             if (not isinstance(node, dict) or key not in node) and not absent_default:
-                # Suggest only fields a what-if may set (a power limit's near miss on an NPU is not its unread TDP).
-                choices = [k for k in node if kind is None or unread_reason(
-                    kind.spec_class, ".".join([*keys[:depth], k])) is None] if isinstance(node, dict) else []
-                raise InputError(f"{at}: device.{'.'.join(keys[:depth + 1])}: no such field to override"
-                                 f"{did_you_mean(key, choices)}")
+                raise InputError(f"{at}: device.{'.'.join(keys[:depth + 1])}: "
+                                 f"{_not_there(kind, data.get('name'), node, keys, depth)}")
             if depth == len(keys) - 1:
                 # A number, not a yes/no or a name; None removes an optional section (a CPU's lut: llama.cpp's kernels).
                 # A value of the field's own kind (a bool for a yes/no field, from Python) is a what-if too.
@@ -181,6 +178,19 @@ def apply_overrides(data: dict, overrides: dict[str, Any], where: str, line_of=N
     if kind is not None:
         _refuse_idle(kind.spec_class, overrides, result, where, line_of)
     return result
+
+
+def _not_there(kind, name: str | None, node: Any, keys: list[str], depth: int) -> str:
+    """Why an override's keys[:depth + 1] is not in the device: a section its kind declares that the device leaves out
+    (an override changes fields, it adds no part), or no such field, with the nearest a what-if may set."""
+    path = ".".join(keys[:depth + 1])
+    if kind is not None and isinstance(node, dict) and declared_field(kind.spec_class, path):
+        return (f"a section {name} leaves out, which an override cannot add (a device file of its own, without base:, "
+                f"may have it)")
+    # Suggest only fields a what-if may set (a power limit's near miss on an NPU is not its unread TDP).
+    choices = [k for k in node if kind is None or unread_reason(
+        kind.spec_class, ".".join([*keys[:depth], k])) is None] if isinstance(node, dict) else []
+    return f"no such field to override{did_you_mean(keys[depth], choices)}"
 
 
 def _refuse_idle(spec_class, overrides: dict[str, Any], result: dict, where: str, line_of) -> None:

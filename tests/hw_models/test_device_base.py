@@ -37,6 +37,10 @@ def test_a_file_on_a_base_preset_prices_as_the_override_does(tmp_path):
     ("base: h100-sx\n", 1, "base: found 'h100-sx' \\(did you mean 'h100-sxm'\\?\\), allowed: a device preset name"),
     ("base: h100-sxm\nmemory:\n  l2_cache_MB: 100\n", 3, "device.memory.l2_cache_MB: not a what-if knob"),
     ("base: h100-sxm\nmemory:\n  bandwith_GBps: 6700\n", 3, "device.memory.bandwith_GBps: no such field"),
+    # T-MAC's LUT kernels on an Altra: lut is a CPU field, but a section the Altra preset leaves out (it said 'no such
+    # field to override', as for a misspelling).
+    ("base: ampere-altra\nlut:\n  engine: simd\n", 3, "device.lut: a section ampere-altra leaves out, which an "
+     "override cannot add \\(a device file of its own, without base:, may have it\\)"),
 ])
 def test_bad_base_files_are_one_line_errors(tmp_path, text, line, message):
     """Each names the file and the line of the key, what was found and what is allowed."""
