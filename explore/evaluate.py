@@ -609,11 +609,29 @@ class Evaluator:
             reason = draft_error(self.config(point.model), self.config(draft))
             if reason:
                 raise InputError(f"spec_draft: {reason}")
+            self._check_draft_context(point, self.config(draft))
             try:
                 check_tensor_parallel(self.config(draft), point.tp)
             except ValueError as err:
                 raise InputError(f"spec_draft: {draft!r} with tp {point.tp}: the draft shards over the target's "
                                  f"devices (vLLM's default draft tensor parallelism): {err}") from None
+
+    def _check_draft_context(self, point: DesignPoint, draft: ModelConfig) -> None:
+        """A draft runs every position the target does (its own KV cache as long as the target's), so its context
+        (max_position_embeddings) must hold the longest sequence: a static batch's prompt + output, or a serving run's
+        longest request once cut to the target's context (InputError otherwise)."""
+        if point.serving is None:
+            longest = point.prompt + point.output
+            what = f"a prompt + output of {point.prompt:,} + {point.output:,} = {longest:,} tokens"
+        else:
+            requests, _ = point.serving.request_set(rate_per_s=1.0).clipped_to_context(
+                self.config(point.model).max_positions)
+            longest = int((requests.prompt_tokens + requests.output_tokens).max())
+            what = f"requests of up to {longest:,} tokens (prompt + output)"
+        if longest > draft.max_positions:
+            raise InputError(f"spec_draft: found {draft.name} (a context of {draft.max_positions:,} tokens, "
+                             f"max_position_embeddings) with {what}, allowed: a draft whose context holds every "
+                             f"sequence it drafts for")
 
     def speculative_tables(self, point: DesignPoint, target: PassTables) -> SpeculativeTables | None:
         """The passes of a speculative static point whose plain passes are `target` (point_tables): the target's

@@ -113,10 +113,41 @@ def test_a_draft_larger_than_the_target_is_refused(tiny_config, draft, tmp_path,
     assert len(err.strip().splitlines()) == 1
     assert main(["run", "--model", draft, "--device", "h100-sxm", "--spec-draft", tiny_config]) == 2
     err = capsys.readouterr().err
-    assert "spec_draft: found" in err and len(err.strip().splitlines()) == 1
+    assert "--spec-draft: found" in err and len(err.strip().splitlines()) == 1
     assert main(["run", "--model", tiny_config, "--device", "h100-sxm", "--acceptance", "2"]) == 2
     assert "--acceptance: found 2.0" in capsys.readouterr().err
 
+
+
+@pytest.fixture(scope="module")
+def short_draft(tmp_path_factory) -> str:
+    """The tiny draft with a context of 128 tokens (the target's: 2,048)."""
+    path = tmp_path_factory.mktemp("short-draft") / "config.json"
+    path.write_text(json.dumps(DRAFT_CONFIG | {"max_position_embeddings": 128}))
+    return str(path)
+
+
+def test_a_draft_whose_context_cannot_hold_the_sequences_is_refused(tiny_config, short_draft, tmp_path, capsys):
+    """The draft runs every position the target does (its own KV cache as long as the target's): a 200-token prompt
+    and 33 outputs are past a 128-token draft context (as Llama-2-7B's 4,096 drafting for Mistral-7B at 8,000 tokens),
+    in a static batch, a sweep and a serving run alike (each ran before); a sequence within it still runs."""
+    assert main(["run", "--model", tiny_config, "--device", "h100-sxm", "--spec-draft", short_draft,
+                 "--prompt", "200", "--output", "33"]) == 2
+    err = capsys.readouterr().err
+    assert "--spec-draft: found" in err and "128 tokens" in err and "233" in err and "allowed: " in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    path = write_sweep(tmp_path, f"name: s\nmodel: {tiny_config}\ndevice: h100-sxm\n"
+                                 f"workload: {{prompt: 200, output: 33, spec_draft: {short_draft}}}\n")
+    assert main(["check", path]) == 2
+    err = capsys.readouterr().err
+    assert "spec_draft: found" in err and "128 tokens" in err and len(err.strip().splitlines()) == 1
+    assert main(["run", "--model", tiny_config, "--device", "h100-sxm", "--spec-draft", short_draft, "--serving",
+                 "--requests", "4", "--rate", "10", "--prompt", "200", "--output", "24"]) == 2
+    err = capsys.readouterr().err
+    assert "--spec-draft: found" in err and "128 tokens" in err and len(err.strip().splitlines()) == 1
+    assert main(["run", "--model", tiny_config, "--device", "h100-sxm", "--spec-draft", short_draft,
+                 "--prompt", "100", "--output", "28", "--json"]) == 0
+    capsys.readouterr()
 
 # Medusa-1 (Cai et al., "Medusa: Simple LLM Inference Acceleration Framework with Multiple Decoding Heads", ICML
 # 2024; abstract: "Medusa-1 can achieve over 2.2x speedup without compromising generation quality", Vicuna-7B at
@@ -201,7 +232,7 @@ def test_a_draft_that_cannot_shard_is_one_line(tiny_config, tmp_path, capsys):
     narrow.write_text(json.dumps(DRAFT_CONFIG | {"num_attention_heads": 2, "num_key_value_heads": 1}))
     assert main(["run", "--model", tiny_config, "--device", "h100-sxm", "--tp", "4", "--spec-draft", str(narrow)]) == 2
     err = capsys.readouterr().err
-    assert "spec_draft:" in err and "with tp 4" in err and "2 attention heads" in err
+    assert "--spec-draft:" in err and "with tp 4" in err and "2 attention heads" in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
