@@ -716,7 +716,7 @@ class Evaluator:
         kv_per_token_B = cfg.kv_bytes_per_token() * fmt.kv_scale * kv_replication(
             cfg, 1 if ranks > 1 else point.tp if attention is None else attention.devices)
         speculation = self._serving_speculation(point, fmt, role, device)
-        if speculation is not None:  # the KV of every verified token is written before acceptance is known
+        if speculation is not None and role != "prefill":  # every verified token's KV is written before acceptance
             limits = replace(limits, lookahead_slots=speculation.speculation.verified - 1)
         if speculation is not None and speculation.draft is not None:  # the draft's weights and KV live here too
             weights_B += _weight_bytes(speculation.draft.template.param_bytes, fmt, device,
@@ -795,9 +795,11 @@ class Evaluator:
 
     def _serving_speculation(self, point: DesignPoint, fmt: NumericFormat, role: str,
                              device) -> ServingSpeculation | None:
-        """How a pool's replicas decode speculatively (None: plainly, or a prefill pool, which does not decode)."""
+        """How a pool's replicas decode speculatively (None: plainly). A prefill pool decodes nothing, but before a
+        draft model can draft it needs its own KV of the prompt, which the prefill pool computes beside the target's
+        and hands over with it (Medusa heads need none: None there)."""
         speculation = self.speculation(point)
-        if speculation is None or role == "prefill":
+        if speculation is None or (role == "prefill" and point.knob("spec_draft") == MEDUSA):
             return None
         self._check_draft(point)
         draft = point.knob("spec_draft")

@@ -173,17 +173,18 @@ class Replica:
         return self.state.kv.prefix_sharers([seq.index for seq in batch.decodes])
 
     def _price(self, batch):
-        """The iteration's cost: plain, or a speculative verification with its draft's steps."""
+        """The iteration's cost: plain, or a speculative verification with its draft's steps (with prefill chunks
+        alone, a draft model's pass over them: it computes its own KV of the prompt)."""
         spec = self.speculation
         own = self.costs.template.sliding_window
-        if spec is None or not batch.decodes:
+        if spec is None or not (batch.decodes or spec.draft is not None):
             return self.costs.price(self.shape(batch))
         sharers = self._sharers(batch)
         shape = batch.shape(self.window, spec.speculation.verified, prefill_window=own,
                             shared_prefix=self.shared_prefix, prefix_groups=sharers)
         draft_own = spec.draft.template.sliding_window if spec.draft is not None else None
-        return spec.price(self.costs.price(shape), shape, batch.draft_shapes(self.window, draft_own,
-                                                                             self.shared_prefix, sharers))
+        draft_shapes = batch.draft_shapes(self.window, draft_own, self.shared_prefix, sharers)
+        return spec.price(self.costs.price(shape), shape, draft_shapes if batch.decodes else draft_shapes[:1])
 
     def _placed(self, shape, batch):
         """`shape` with its decodes whose KV lies on a hybrid pool's attention devices (PagedKVCache.apart) counted

@@ -166,18 +166,20 @@ class ServingSpeculation:
 
     def price(self, cost, shape, draft_shapes: tuple) -> object:
         """The iteration's cost with the draft's steps (or the heads) added: `cost` is the target's verification
-        iteration of `shape`, `draft_shapes` the draft's (its first step, then a decode-only one)."""
+        iteration of `shape`, `draft_shapes` the draft's: its first step, then a decode-only one where the iteration
+        decodes (an iteration of prefill chunks alone gives the first only: the draft's own KV of the chunks)."""
         # Keyed on the priced costs' identities, which are stable and few: both cost models memoize every cost
         # they return, one per bucket of shapes, for the replica's lifetime (raw shapes would grow per iteration).
         if self.draft is not None:
-            first, rest = (self.draft.price(s) for s in draft_shapes)
+            first = self.draft.price(draft_shapes[0])
+            rest = self.draft.price(draft_shapes[1]) if len(draft_shapes) > 1 else None
             key = (id(cost), id(first), id(rest))
         else:
             key = (id(cost), shape.decode_seqs)
         if key not in self._memo:
             extra = []
             if self.draft is not None:
-                extra = [first] + [rest] * (self.speculation.drafted - 1)
+                extra = [first] + ([rest] * (self.speculation.drafted - 1) if rest is not None else [])
             elif shape.decode_seqs:
                 extra = [self._heads_cost(shape.decode_seqs * self.speculation.verified)]
             self._memo[key] = _sum_costs([cost, *extra])

@@ -245,3 +245,40 @@ def test_serving_speculates_on_two_devices(tiny_config, tiny_evaluator, draft):
     names = ("ttft_s", "tpot_s", "e2e_s", "tokens_per_s", "energy_per_token_J")
     assert [run(0.9)[n] for n in names] == [run(0.9)[n] for n in names]
     assert run(1.0)["tpot_s"] < run(0.0)["tpot_s"]
+
+
+def test_a_lone_request_pays_for_the_drafts_prefill_as_a_static_batch_does(tiny_config, tiny_evaluator, draft):
+    """A draft model computes its own KV cache of the prompt before it can draft: one request served alone (its
+    prefill in an iteration of no decodes) takes as long to its first token as the static batch of one, which adds the
+    draft's prefill to the target's; and longer than without speculation. Before, a serving iteration without
+    decodes priced the target alone, so the lone request's first token came as early as with no draft at all."""
+    def serving(**knobs) -> dict:
+        spec = ServingSpec(requests=1, rate_per_s=1.0, prompt=Fixed(tokens=200), output=Fixed(tokens=8))
+        return tiny_evaluator.evaluate(DesignPoint(model=tiny_config, device="h100-sxm", batch=spec.max_seqs, prompt=0,
+                                                   output=0, serving=spec, execution="engine",
+                                                   knobs=tuple(sorted(knobs.items())))).metrics
+
+    static = tiny_evaluator.evaluate(DesignPoint(model=tiny_config, device="h100-sxm", batch=1, prompt=200, output=8,
+                                                 execution="engine",
+                                                 knobs=(("acceptance", 0.5), ("spec_draft", draft))))
+    alone = serving(spec_draft=draft, acceptance=0.5)
+    assert alone["ttft_s"] == pytest.approx(static.metrics["ttft_s"], rel=1e-3)
+    assert alone["ttft_s"] > serving()["ttft_s"]
+
+
+def test_a_prefill_pool_computes_the_drafts_kv_it_hands_over(tiny_config, tiny_evaluator, draft):
+    """Behind a prefill pool (prefill_replicas) the decode pool's draft drafts from its own KV of the prompt, which
+    crosses with the target's: the prefill pool computes it, so a lone request's first token comes as late as where
+    one replica prefills both models (the draft's prefill added to the target's), and later than without a draft.
+    Before, the prefill pool ran the target alone: the draft's prefill was priced nowhere."""
+    def first_token_s(prefill_replicas: int, **knobs) -> float:
+        spec = ServingSpec(requests=1, rate_per_s=1.0, prompt=Fixed(tokens=200), output=Fixed(tokens=8),
+                           prefill_replicas=prefill_replicas)
+        return tiny_evaluator.evaluate(DesignPoint(model=tiny_config, device="h100-sxm", batch=spec.max_seqs,
+                                                   prompt=0, output=0, serving=spec, execution="engine",
+                                                   knobs=tuple(sorted(knobs.items())))).metrics["ttft_s"]
+
+    drafting = {"spec_draft": draft, "acceptance": 0.5}
+    assert first_token_s(1) == pytest.approx(first_token_s(0), rel=1e-3)  # the same device either way
+    assert first_token_s(1, **drafting) == pytest.approx(first_token_s(0, **drafting), rel=1e-3)
+    assert first_token_s(1, **drafting) > first_token_s(1)
