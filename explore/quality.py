@@ -34,9 +34,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kernels.block_sparse import SALE_DENSE_QUERIES
 from kernels.early_exit import kept_layers
 from kernels.formats import NumericFormat
-from kernels.token_prune import first_pruned_layer
+from kernels.token_prune import first_pruned_layer, kept_prompt_tokens
 from workloads.errors import InputError
 
 TABLE_PATH = Path(__file__).parent / "data" / "quality.csv"
@@ -274,7 +275,8 @@ def point_quality(point) -> QualityFigure:
 
     # A static sequence caches its prompt and every output token but the last; a serving run's requests vary.
     context = point.prompt + point.output - 1 if point.serving is None else math.inf
-    lossy = lossy_techniques(point.knob, context, lambda: load_model_config(point.model).num_layers)
+    prompt = point.prompt if point.serving is None else math.inf
+    lossy = lossy_techniques(point.knob, context, lambda: load_model_config(point.model).num_layers, prompt)
     if lossy:
         return QualityFigure(math.nan, f"no published figure with {', '.join(lossy)}: the table measures numeric "
                                        f"formats and pruning, not KV eviction, token selection, layer skipping, "
@@ -282,14 +284,22 @@ def point_quality(point) -> QualityFigure:
     return _point_figure(point.model, point.numeric_format, point.knob("quant_method"))
 
 
-def lossy_techniques(knob, context_tokens: float, layers: Callable[[], int]) -> list[str]:
+def _prunes_tokens(prompt_tokens: float, kept: float) -> bool:
+    """Whether a pruned layer keeps fewer than the prompt's tokens once the share is rounded to whole tokens (a
+    prompt of unknown length, inf: yes)."""
+    return math.isinf(prompt_tokens) or kept_prompt_tokens(int(prompt_tokens), kept) < prompt_tokens
+
+
+def lossy_techniques(knob, context_tokens: float, layers: Callable[[], int],
+                     prompt_tokens: float = math.inf) -> list[str]:
     """The inference-time techniques a point runs (`knob`: its value of a knob by name) that change what the model
     computes, each as its knob and value: KV eviction to a budget short of the `context_tokens` a sequence caches, or
     streaming heads (retrieval_heads between 0 and 1: DuoAttention's streaming heads keep a window even without a
     budget), attention to a top-k of the cached tokens (topk_fraction below 1), layer skipping (exit_depth short of
     all `layers()` once rounded to whole layers), prompt-token pruning in the prefill (prompt_kept below 1 where a
-    layer prunes once prune_start is rounded to whole layers) and block-sparse prefill attention (prefill_kept below
-    1). Speculative decoding and offloading give the model's
+    layer prunes once prune_start is rounded to whole layers, and fewer of the `prompt_tokens` are kept once rounded
+    to whole tokens) and block-sparse prefill attention (prefill_kept below 1 on a prompt longer than the queries a
+    forward runs dense; a serving run's prompts, inf, vary). Speculative decoding and offloading give the model's
     own outputs and are not among them."""
     budget, retrieval, depth = knob("kv_budget"), knob("retrieval_heads"), knob("exit_depth")
     lossy = []
@@ -299,8 +309,9 @@ def lossy_techniques(knob, context_tokens: float, layers: Callable[[], int]) -> 
         lossy.append(f"topk_fraction={knob('topk_fraction'):g}")
     if depth < 1 and kept_layers(count := layers(), depth) < count:  # the model's layers read only where asked
         lossy.append(f"exit_depth={depth:g}")
-    if knob("prompt_kept") < 1 and first_pruned_layer(count := layers(), knob("prune_start")) < count:
+    if (knob("prompt_kept") < 1 and first_pruned_layer(count := layers(), knob("prune_start")) < count
+            and _prunes_tokens(prompt_tokens, knob("prompt_kept"))):
         lossy.append(f"prompt_kept={knob('prompt_kept'):g}")
-    if knob("prefill_kept") < 1:
+    if knob("prefill_kept") < 1 and prompt_tokens > SALE_DENSE_QUERIES:  # a shorter forward runs dense
         lossy.append(f"prefill_kept={knob('prefill_kept'):g}")
     return lossy

@@ -196,6 +196,18 @@ def test_lossless_decode_time_choices_keep_the_formats_figure():
     assert point_quality(_point(knobs=(("prompt_kept", 0.4), ("prune_start", 0.99)))).delta == 0.0  # 31.7: no layer
 
 
+
+def test_a_prefill_left_whole_keeps_the_formats_figure():
+    """A pruning share that rounds to the whole prompt (0.999 of 128 tokens: 127.9, all 128 kept) prunes nothing, and
+    a block-sparse prefill of at most 1,024 queries runs dense with no estimate (SALE's patch: q_len <= 1024), as the
+    prefill is priced: both compute what the model computes, so the format's figure stands (they read NaN, 'no
+    published figure', beside times equal to the dense point's). 0.99 of 128 keeps 127 tokens, and a 2,048-token
+    prompt selects: those stay NaN."""
+    assert point_quality(_point(knobs=(("prompt_kept", 0.999),))).delta == 0.0
+    assert math.isnan(point_quality(_point(knobs=(("prompt_kept", 0.99),))).delta)
+    assert point_quality(_point(weight_bits=4, knobs=(("prefill_kept", 0.5),))).delta == pytest.approx(0.13)
+    assert math.isnan(point_quality(dataclasses.replace(_point(knobs=(("prefill_kept", 0.5),)), prompt=2048)).delta)
+
 @pytest.mark.parametrize(("model", "fmt", "method", "says"), [
     ("llama-2-7b", NumericFormat(weight_bits=3), "any", "llama-2-7b in w3a16kv16"),  # no 3-bit row
     ("llama-2-7b", NumericFormat(weight_bits=4, sparsity="2:4"), "any", "w4a16kv16-2:4"),  # never composed
