@@ -57,15 +57,10 @@ def test_a_grid_crossing_reject_and_queue_beside_a_slowdown_slo_runs_its_queue_p
     """Beside a slowdown SLO only the points that reject cannot be judged (a rejected request has no slowdown): the
     check says how many of the grid's points are not run, the queue points run and report their slowdowns, and the
     reject points' rows say why they were not run, with no timings."""
-    path = write_tiny_serving_sweep(tmp_path, "  rate: 50\n  busy_waiting_requests: [0, 4]\n"
-                                              "  busy_action: [reject, queue]\n  slo: {slowdown: splitwise}\n")
-    assert main(["check", path]) == 0
-    said = capsys.readouterr().out
+    said, found = _check_and_run(tmp_path, capsys, "  rate: 50\n  busy_waiting_requests: [0, 4]\n"
+                                                   "  busy_action: [reject, queue]\n  slo: {slowdown: splitwise}\n")
     assert "2 of 4 points are not run" in said and "a rejected request has no slowdown" in said, said
-    out = tmp_path / "out"
-    assert main(["--quiet", path, "--out", str(out)]) == 0
-    with open(out / "results.csv", newline="") as file:
-        rows = {(row["busy_action"], row["busy_waiting_requests"]): row for row in csv.DictReader(file)}
+    rows = {(row["busy_action"], row["busy_waiting_requests"]): row for row in found}
     assert len(rows) == 4
     for threshold in ("0", "4"):
         queued, rejected = rows["queue", threshold], rows["reject", threshold]
@@ -165,13 +160,19 @@ def test_clients_retrying_rejected_requests_lose_fewer_and_wait_longer(capsys):
 def test_a_grid_crossing_client_retries_with_a_queueing_gateway_evaluates_its_queue_points_once(tmp_path, capsys):
     """busy_action [reject, queue] x client_retries [0, 2]: a gateway that queues rejects nothing, so its two points
     are one design: 3 of 4 evaluated, the note names client_retries, and results.csv has the 3 rows."""
-    path = write_tiny_serving_sweep(tmp_path, "  rate: 50\n  busy_waiting_requests: 0\n"
-                                              "  busy_action: [reject, queue]\n  client_retries: [0, 2]\n")
+    said, rows = _check_and_run(tmp_path, capsys, "  rate: 50\n  busy_waiting_requests: 0\n"
+                                                  "  busy_action: [reject, queue]\n  client_retries: [0, 2]\n")
+    assert "4 design points (3 distinct designs evaluated)" in said and "client_retries changes nothing" in said, said
+    assert sorted((row["busy_action"], row["client_retries"]) for row in rows) == [
+        ("queue", ""), ("reject", "0"), ("reject", "2")]
+
+
+def _check_and_run(tmp_path, capsys, serving: str) -> tuple[str, list[dict]]:
+    """What `explore check` says of a tiny serving sweep (`serving`: its serving: lines), and its results' rows."""
+    path = write_tiny_serving_sweep(tmp_path, serving)
     assert main(["check", path]) == 0
     said = capsys.readouterr().out
-    assert "4 design points (3 distinct designs evaluated)" in said and "client_retries changes nothing" in said, said
     out = tmp_path / "out"
     assert main(["--quiet", path, "--out", str(out)]) == 0
     with open(out / "results.csv", newline="") as file:
-        rows = sorted((row["busy_action"], row["client_retries"]) for row in csv.DictReader(file))
-    assert rows == [("queue", ""), ("reject", "0"), ("reject", "2")]
+        return said, list(csv.DictReader(file))
