@@ -46,6 +46,7 @@ from explore.report import (
 )
 from explore.report_detail import not_stored, point_key
 from explore.rows import (
+    as_number,
     constraint_label,
     count_label,
     device_label,
@@ -582,6 +583,8 @@ URGENT = (("urgent p99 TTFT (ms)", "urgent_ttft_p99_s", 1e3), ("urgent SLO attai
 SCALED = (("mean replicas", "mean_replicas", 1.0), ("usd/hour", "usd_per_hour", 1.0))
 # Where the gateway sheds load: the share of requests it rejected (sim/admission.py).
 REJECTED = (("rejected", "rejected_share", 1.0),)
+# Where clients retry rejected requests: the share turned away at least once (the rejected share where none retry).
+RETRIED = ("turned away", "retried_share", 1.0)
 # Under a slowdown SLO: the p90 slowdown of each metric (the other percentiles are results columns).
 SLOWDOWNS = tuple((f"p90 {name.upper()} slowdown", f"slowdown_{name}_p90", 1.0) for name in SLOWDOWN_OF)
 
@@ -604,7 +607,8 @@ def _design_table(title: str, note: str, shown: list[dict[str, Any]], rows: list
     capacity = ((CAPACITY,) + ((QUEUE_GROWTH,) if _has_capacity_columns(rows) else ())
                 if any(_has(r, "capacity_rps") for r in rows) else ())
     scaled = SCALED if any(_has(r, "mean_replicas") for r in rows) else ()
-    metrics = METRICS + capacity + scaled + tuple(m for m in URGENT + REJECTED + SLOWDOWNS
+    retried = (RETRIED,) if any(as_number(r.get("client_retries")) > 0 for r in rows) else ()
+    metrics = METRICS + capacity + scaled + tuple(m for m in URGENT + REJECTED + retried + SLOWDOWNS
                                                   if any(_has(r, m[1]) for r in rows))
     footnote = " ".join(note for note in (unjudged_footnote(shown, varying_knobs(rows), f"{NOT_JUDGED_MARK} marks"),
                                           at_top_footnote(shown)) if note)
