@@ -37,6 +37,7 @@ from typing import Any
 from kernels.block_sparse import SALE_DENSE_QUERIES
 from kernels.early_exit import kept_layers
 from kernels.formats import NumericFormat
+from kernels.kv_policy import DUO_WINDOW_TOKENS
 from kernels.token_prune import first_pruned_layer, kept_prompt_tokens
 from workloads.errors import InputError
 
@@ -293,17 +294,19 @@ def _prunes_tokens(prompt_tokens: float, kept: float) -> bool:
 def lossy_techniques(knob, context_tokens: float, layers: Callable[[], int],
                      prompt_tokens: float = math.inf) -> list[str]:
     """The inference-time techniques a point runs (`knob`: its value of a knob by name) that change what the model
-    computes, each as its knob and value: KV eviction to a budget short of the `context_tokens` a sequence caches, or
-    streaming heads (retrieval_heads between 0 and 1: DuoAttention's streaming heads keep a window even without a
-    budget), attention to a top-k of the cached tokens (topk_fraction below 1), layer skipping (exit_depth short of
-    all `layers()` once rounded to whole layers), prompt-token pruning in the prefill (prompt_kept below 1 where a
-    layer prunes once prune_start is rounded to whole layers, and fewer of the `prompt_tokens` are kept once rounded
-    to whole tokens) and block-sparse prefill attention (prefill_kept below 1 on a prompt longer than the queries a
-    forward runs dense; a serving run's prompts, inf, vary). Speculative decoding and offloading give the model's
-    own outputs and are not among them."""
+    computes, each as its knob and value: KV eviction to a budget short of the `context_tokens` a sequence caches, by
+    every head or by streaming heads (retrieval_heads below 1: DuoAttention's streaming heads keep its window of sinks
+    and recent tokens where there is no budget), attention to a top-k of the cached tokens (topk_fraction below 1),
+    layer skipping (exit_depth short of all `layers()` once rounded to whole layers), prompt-token pruning in the
+    prefill (prompt_kept below 1 where a layer prunes once prune_start is rounded to whole layers, and fewer of the
+    `prompt_tokens` are kept once rounded to whole tokens) and block-sparse prefill attention (prefill_kept below 1 on a
+    prompt longer than the queries a forward runs dense; a serving run's prompts, inf, vary). Speculative decoding and
+    offloading give the model's own outputs and are not among them."""
     budget, retrieval, depth = knob("kv_budget"), knob("retrieval_heads"), knob("exit_depth")
     lossy = []
-    if retrieval < 1 and (0 < budget < context_tokens or retrieval > 0):
+    # The window the windowed heads keep: the budget, DuoAttention's where only retrieval heads are set, else none.
+    window = budget or (DUO_WINDOW_TOKENS if retrieval > 0 else 0)
+    if retrieval < 1 and 0 < window < context_tokens:
         lossy.append(f"kv_budget={budget}" + (f" with retrieval_heads={retrieval:g}" if retrieval else ""))
     if knob("topk_fraction") < 1:
         lossy.append(f"topk_fraction={knob('topk_fraction'):g}")

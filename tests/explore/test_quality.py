@@ -176,7 +176,8 @@ def test_a_lossy_decode_time_technique_has_no_figure_not_zero(knobs, says):
     measured them, so quality_delta is NaN with the reason (it read 0 'by definition'), also beside a format that has
     a figure (AWQ's W4A16 +0.13 on its own)."""
     for fields in ({}, {"weight_bits": 4}):
-        figure = point_quality(_point(**fields, knobs=knobs))
+        # 1,024 prompt tokens: past DuoAttention's window of 320, which holds a shorter context whole.
+        figure = point_quality(dataclasses.replace(_point(**fields, knobs=knobs), prompt=1024))
         assert math.isnan(figure.delta) and says in figure.source and "no published figure" in figure.source
 
 
@@ -195,6 +196,17 @@ def test_lossless_decode_time_choices_keep_the_formats_figure():
     assert math.isnan(point_quality(_point(knobs=(("exit_depth", 0.95),))).delta)  # 30.4: 30 of 32
     assert point_quality(_point(knobs=(("prompt_kept", 0.4), ("prune_start", 0.99)))).delta == 0.0  # 31.7: no layer
 
+
+
+def test_streaming_heads_whose_window_holds_the_context_keep_the_formats_figure():
+    """Retrieval heads keep every token and the others a window: kv_budget's, or DuoAttention's 64 sinks + 256 recent
+    tokens where it is 0. A window that holds all the 143 tokens a sequence caches (128 prompt, 15 of 16 outputs)
+    evicts nothing from any head, and the point's times are the dense point's: the format's figure stands (it read
+    NaN). A window one token short, or 320 tokens against a 1,024-token prompt, evicts: NaN."""
+    assert point_quality(_point(knobs=(("kv_budget", 143), ("retrieval_heads", 0.5)))).delta == 0.0
+    assert point_quality(_point(weight_bits=4, knobs=(("retrieval_heads", 0.5),))).delta == pytest.approx(0.13)
+    assert math.isnan(point_quality(_point(knobs=(("kv_budget", 142), ("retrieval_heads", 0.5)))).delta)
+    assert math.isnan(point_quality(dataclasses.replace(_point(knobs=(("retrieval_heads", 0.5),)), prompt=1024)).delta)
 
 
 def test_a_prefill_left_whole_keeps_the_formats_figure():
