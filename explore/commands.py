@@ -275,6 +275,18 @@ def _idle_serving_flag(args) -> str:
     return f"{flag_of(idle.field)}: {idle.message(f'{value:g}' if isinstance(value, float) else repr(value))}"
 
 
+def _check_chrome_trace(args) -> None:
+    """--chrome-trace writes a per-kernel timeline: into a folder that exists, of a point that has one (InputError
+    otherwise)."""
+    if not args.chrome_trace:
+        return
+    check_written_path("--chrome-trace", args.chrome_trace)
+    if args.spec_draft and not args.serving:
+        raise InputError(f"--chrome-trace: found with --spec-draft {args.spec_draft!r}, allowed: a static batch "
+                         f"without speculative decoding, or --serving (a static batch's speculative steps are priced "
+                         f"in closed form, sim/speculative.py, with no per-kernel timeline to write)")
+
+
 def cmd_run(args) -> int:
     values = {knob.name: getattr(args, knob.name) for knob in run_knobs()}
     for knob in run_knobs():
@@ -293,8 +305,7 @@ def cmd_run(args) -> int:
                          f"are its scheduler's; --max-seqs caps them)")
     if args.serving and (idle := _idle_serving_flag(args)):
         raise InputError(idle)
-    if args.chrome_trace:
-        check_written_path("--chrome-trace", args.chrome_trace)
+    _check_chrome_trace(args)
     if args.ops and args.serving:
         raise InputError("--ops: found with --serving, allowed: a static batch (the table is of one prefill and "
                          "one decode step)")

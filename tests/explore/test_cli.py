@@ -369,6 +369,23 @@ def test_a_chrome_trace_into_a_missing_folder_is_refused_before_the_run(tmp_path
     assert evaluated == []
 
 
+def test_a_chrome_trace_of_a_speculative_static_batch_is_refused_in_one_line(tiny_config, tmp_path, capsys):
+    """A static batch that decodes speculatively is priced in closed form (sim/speculative.py), with no per-kernel
+    timeline to write: --chrome-trace beside --spec-draft is refused in one line naming both (it ran, then ended in a
+    ValueError traceback), and nothing is written; a serving run speculates in its event simulation and writes one."""
+    path = tmp_path / "t.json"
+    run = ["run", "--model", tiny_config, "--device", "h100-sxm", "--batch", "1", "--prompt", "8", "--output", "4",
+           "--spec-draft", "medusa", "--chrome-trace", str(path)]
+    err = _one_line_error(capsys, run)
+    assert err.startswith("explore: error: --chrome-trace: found with --spec-draft 'medusa', allowed: "), err
+    assert not path.exists()
+    from explore.cli import main
+
+    serving = ["run", "--model", tiny_config, "--device", "h100-sxm", "--serving", "--requests", "2", "--rate", "1",
+               "--prompt", "8", "--output", "4", "--spec-draft", "medusa", "--chrome-trace", str(path)]
+    assert main(serving) == 0 and path.exists()
+    capsys.readouterr()
+
 def test_run_says_when_an_eager_point_waits_on_the_host(tiny_config, capsys):
     """A batch-1 eager decode of the tiny model dispatches its kernels slower than the device runs them: explore run
     says its TPOT is the host's, with the wait; the same point as an engine (CUDA graphs) waits on nothing and says
