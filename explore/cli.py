@@ -86,8 +86,9 @@ def _command_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="print metrics as JSON")
     run.add_argument("--sim", action="store_true", help="run the SimPy event simulation (default: analytic sum)")
     run.add_argument("--ops", action="store_true",
-                     help="also print the per-op table: each op of the prefill and the first decode step over the "
-                          "layers that repeat it, with FLOPs, bytes, FLOP/byte, what bounds it and its time")
+                     help="also print the per-op table: each op of the prefill and the first decode step (of a "
+                          "speculative point, its verification pass and draft steps) over the layers that repeat "
+                          "it, with FLOPs, bytes, FLOP/byte, what bounds it and its time")
     run.add_argument("--chrome-trace", metavar="PATH",
                      help="write the timeline as Chrome trace JSON (kernels; with --serving, iterations and "
                           "requests); where a pass waits on the host's dispatch (eager), each kernel's slice holds its "

@@ -18,6 +18,7 @@ import numpy as np
 
 from hw_models.cost import bound_name
 from kernels.table import KernelTable
+from sim.speculative import SpeculativeTables
 from sim.step_costs import pass_execution, pass_host_wait_s
 from sim.workload import PassTables
 
@@ -28,7 +29,7 @@ LAYER_INDEX = re.compile(r"(?<=\.)\d+(?=\.|$)")  # 'layers.12.mlp' -> 'layers.*.
 class OpRow:
     """One op of a pass, over every layer that runs it."""
 
-    phase: str  # "prefill" or "decode" (the first decode step)
+    phase: str  # a key of PHASE_TITLES: "prefill" or "decode" (the first decode step), or a speculative pass
     kind: str  # kernel kind: gemm, attention_decode, norm, ...
     op: str  # the traced aten op
     module: str  # the module it came from, the layer index as '*'
@@ -44,13 +45,30 @@ class OpRow:
         return self.flops / self.bytes if self.bytes > 0 else float("inf")
 
 
-def op_rows(tables: PassTables, device, execution: str) -> list[OpRow]:
-    """The prefill's ops, then the first decode step's, each pass's rows by descending time."""
+# Each pass a table shows, in order, by its title. A speculative point decodes in verification passes (k + 1 query
+# tokens a sequence, Medusa heads inside), each after a draft model's k decode steps (sim/speculative.py).
+PHASE_TITLES = {"prefill": "prefill", "draft_prefill": "the draft's prefill", "decode": "first decode step",
+                "verify": "first verification pass", "draft_decode": "a draft decode step (k a speculative step)"}
+DECODE_PHASES = ("decode", "verify", "draft_decode")  # passes replayed as decode steps
+
+
+def op_rows(tables: PassTables, device, execution: str, speculative: SpeculativeTables | None = None) -> list[OpRow]:
+    """The prefill's ops, then the first decode step's, each pass's rows by descending time; of a `speculative`
+    point, its passes instead of the plain decode step."""
     rows = []
-    for phase, table in (("prefill", tables.prefill), ("decode", tables.decode)):
-        mode = pass_execution(execution, decode_only=phase == "decode")
+    for phase, table in _passes(tables, speculative):
+        mode = pass_execution(execution, decode_only=phase in DECODE_PHASES)
         rows.extend(_pass_rows(phase, table, device.cost_table(table, mode)))
     return rows
+
+
+def _passes(tables: PassTables, speculative: SpeculativeTables | None) -> list[tuple[str, KernelTable]]:
+    """(phase, table) of each pass the point runs."""
+    if speculative is None:
+        return [("prefill", tables.prefill), ("decode", tables.decode)]
+    draft = speculative.draft
+    return ([("prefill", speculative.prefill)] + ([("draft_prefill", draft.prefill)] if draft else [])
+            + [("verify", speculative.verify)] + ([("draft_decode", draft.decode)] if draft else []))
 
 
 # The suffix of an aten op as the tracing machine's CPU ran it (_scaled_dot_product_flash_attention_for_cpu): the
@@ -81,11 +99,10 @@ def format_op_table(rows: list[OpRow], limit: int | None = None, dispatch_s: flo
     waits on the host."""
     header = f"{'op':<62} {'n':>4} {'GFLOP':>10} {'MB':>10} {'FLOP/B':>8} {'bound':>8} {'time ms':>9} {'share':>6}"
     lines = []
-    for phase in ("prefill", "decode"):
+    for phase, title in PHASE_TITLES.items():
         part = [row for row in rows if row.phase == phase]
         if not part:
             continue
-        title = "prefill" if phase == "prefill" else "first decode step"
         kernels, device_s = sum(r.count for r in part), sum(r.time_s for r in part)
         wait_s = pass_host_wait_s(dispatch_s, kernels, device_s)
         host = (f"; the host dispatches them in {dispatch_s * kernels * 1e3:,.3f} ms ({dispatch_s * 1e6:.1f} us a "

@@ -104,3 +104,29 @@ def test_a_collective_is_bound_by_its_link(tmp_path):
     assert {r.bound for r in rows if r.kind != "all_reduce"} <= {"compute", "memory", "overhead"}
     args = _kernel_args(result.tables.decode, system, "engine")
     assert {a["bound"] for a in args if a["kind"] == "all_reduce"} == {"link"}
+
+
+def test_a_speculative_point_shows_the_passes_it_runs(tmp_path, capsys):
+    """A speculative point runs no plain decode step: each step is a verification pass over k + 1 query tokens a
+    sequence (the Medusa heads inside it), after a draft model's own steps. --ops showed the plain decode step, 1 query
+    token a sequence, which the point never runs; it now shows the verification pass, whose projections do k + 1 = 5
+    times a plain step's FLOPs (by hand: 2 x hidden x intermediate a row and layer for down_proj), and with a draft
+    model, the draft's prefill and one of its decode steps."""
+    from explore.cli import main
+
+    model = write_tiny_model(tmp_path / "target")
+    hidden, inter, layers = (TINY_CONFIG[k] for k in ("hidden_size", "intermediate_size", "num_hidden_layers"))
+    run = ["run", "--model", model, "--device", "h100-sxm", "--prompt", "32", "--output", "4", "--ops", "--json",
+           "--spec-draft", "medusa", "--spec-tokens", "4"]
+    assert main(run) == 0
+    ops = json.loads(capsys.readouterr().out)["ops"]
+    assert {r["phase"] for r in ops} == {"prefill", "verify"}
+    down = [r for r in ops if r["phase"] == "verify" and r["module"] == "layers.*.mlp.down_proj"]
+    assert len(down) == 1 and down[0]["flops"] == pytest.approx(5 * layers * 2 * hidden * inter)
+    draft = tmp_path / "draft" / "config.json"
+    draft.parent.mkdir()
+    draft.write_text(json.dumps(TINY_CONFIG | {"num_hidden_layers": 1, "hidden_size": 32, "intermediate_size": 64}))
+    assert main([arg for arg in run[:-4] if arg != "--json"] + ["--spec-draft", str(draft)]) == 0
+    text = capsys.readouterr().out
+    assert "first verification pass:" in text and "the draft's prefill:" in text and "a draft decode step" in text
+    assert "first decode step:" not in text
