@@ -187,11 +187,14 @@ class DetailSource:
         evaluator = self.evaluator
         device = evaluator.device(point.device, point.overrides, point.use_calibration)
         tables = evaluator.evaluate(point).tables
+        # A speculative point decodes in verification passes (k + 1 query tokens a sequence): its decode step drawn.
+        speculative = evaluator.speculative_tables(point, tables)
+        decode = tables.decode if speculative is None else speculative.verify
         # Each pass priced as the run prices it: on the point's system (its all-reduces on the link), in the launch
         # mode of the pass (an engine replays its decode steps from CUDA graphs); the roofs are one device's.
         system = evaluator.point_device(point)
         phases = {phase: kernel_points(system, table, pass_execution(point.execution, decode_only=phase == "decode"))
-                  for phase, table in (("prefill", tables.prefill), ("decode", tables.decode))}
+                  for phase, table in (("prefill", tables.prefill), ("decode", decode))}
         # The roofs of the point's own model: an fp16 model's 16-bit math runs at the fp16 peak, a bf16 one's at bf16.
         dtypes = sweep_dtypes(self.formats, DTYPE_SHORT[evaluator.config(point.model).dtype])
         return {"roofs": [[r.label, r.flops, r.bits] for r in device_roofs(device, dtypes)],

@@ -58,3 +58,18 @@ def test_a_scaled_fleet_s_timeline_counts_each_replica_one_engine(evaluator) -> 
     detail = DetailSource(evaluator, [point.row() | evaluator.evaluate(point).metrics], None)._serving(point)
     assert detail["engines"] == 1 + 3
     assert detail["replica_engines"] == 1
+
+
+def test_a_speculative_points_roofline_draws_its_verification_pass(evaluator) -> None:
+    """A speculative point's decode steps are verification passes over k + 1 query tokens a sequence: at batch 1 and
+    k = 4, a 16-bit projection does 2 x 5 FLOPs per 2-byte weight it reads, an intensity near 5 FLOP/B, where a plain
+    decode step's does near 1 (by hand). The roofline drew the plain step, which the point never runs."""
+    def largest_gemm_intensity(**knobs) -> float:
+        point = DesignPoint(model="llama-2-7b", device="h100-sxm", batch=1, prompt=128, output=8, execution="engine",
+                            knobs=tuple(sorted(knobs.items())))
+        detail = DetailSource(evaluator, [point.row() | evaluator.evaluate(point).metrics], None)
+        decode = detail._kernels(point)["phases"]["decode"]
+        return max(x for x, c in zip(decode["intensity"], decode["kernel_class"], strict=True) if c == "gemm")
+
+    assert 0.9 <= largest_gemm_intensity() <= 1.1
+    assert 4.5 <= largest_gemm_intensity(spec_draft="medusa", spec_tokens=4, acceptance=0.6) <= 5.5
