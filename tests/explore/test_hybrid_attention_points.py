@@ -65,13 +65,14 @@ def test_hybrid_never_serves_fewer_sequences_at_once(evaluator):
 
 @pytest.mark.parametrize(("flags", "message"), [
     (["--attention-device", "h20", "--attention-placement", "hybrid"],
-     "attention_placement: found 'hybrid' with attention_device 'h20' (a gpu device), allowed: a CPU"),
+     "--attention-placement: found 'hybrid' with --attention-device 'h20' (a gpu device), allowed: a CPU"),
     (["--attention-device", "ampere-altra", "--attention-placement", "hybrid", "--tp", "2",
       "--link", "pcie3-x16"],
-     "attention_placement: found 'hybrid' with tp 2, allowed: 1"),
+     "--attention-placement: found 'hybrid' with tp 2, allowed: 1"),
     (["--attention-placement", "hybrid"], "--attention-placement"),
     (["--attention-device", "ampere-altra", "--attention-placement", "hybrid"],
-     "attention_placement: found 'hybrid' with no attention_link, allowed: the link between the GPU and its host CPU"),
+     "--attention-placement: found 'hybrid' with no attention_link, allowed: the link between the GPU and its host "
+     "CPU"),
 ])
 def test_hybrid_mistakes_get_one_line(capsys, flags, message):
     """A hybrid placement without a CPU attention device, or on tensor-parallel GPUs: one line naming the key, what

@@ -42,7 +42,7 @@ def test_replicas_beside_a_store_find_what_the_other_computed(capsys):
      "--kv-store-GB: found nan, allowed: gigabytes >= 0"),
     # Llama-3-8B's 16-token block is 16 x 128 KiB = 2.1 MB: a store of 1 MB holds none.
     (["--rate", "2", "--prompt", "64", "--output", "4", "--prefix-tokens", "32", "--kv-store-GB", "0.001"],
-     "kv_store_GB: found 0.001, allowed: 0 (none) or at least one KV block, 0.0021 GB"),
+     "--kv-store-GB: found 0.001, allowed: 0 (none) or at least one KV block, 0.0021 GB"),
 ])
 def test_a_store_that_cannot_run_is_one_line(capsys, args, message):
     assert main([*HEAD, *args]) == 2

@@ -58,7 +58,7 @@ def test_a_sweep_compares_paged_and_cascade(tmp_path, capsys):
     (["--prefix-attention", "cascade"], "--prefix-attention: found 'cascade' with no shared prefix, allowed: with "
                                         "--prefix-tokens N"),
     (["--prefix-attention", "cascade", "--prefix-tokens", "32", "--topk-fraction", "0.25"],
-     "prefix_attention: found 'cascade' with a KV policy"),
+     "--prefix-attention: found 'cascade' with a KV policy"),
 ])
 def test_cascade_without_a_prefix_to_share_is_one_line(tmp_path, capsys, args, message):
     model = write_tiny_model(tmp_path)
