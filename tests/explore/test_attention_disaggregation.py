@@ -205,8 +205,8 @@ def test_a_sweep_s_attention_mistakes_get_one_line(tmp_path, capsys, extra, key,
     # Given at the spec's default, it still changes nothing without an attention device.
     (["--attention-link", "roce-400g"], "--attention-link: found 'roce-400g' with no --attention-device"),
     (["--attention-devices", "1"], "--attention-devices: found 1 with no --attention-device"),
-    (["--attention-device", "h20", "--pp", "2"], "attention_device: found 'h20' on 2 pipeline stages"),
-    (["--attention-device", "h20", "--preemption", "swap"], "attention_device: found 'h20' with preemption 'swap'"),
+    (["--attention-device", "h20", "--pp", "2"], "--attention-device: found 'h20' on 2 pipeline stages"),
+    (["--attention-device", "h20", "--preemption", "swap"], "--attention-device: found 'h20' with --preemption 'swap'"),
     (["--attention-device", "h20", "--attention-link", "roce-4"], "--attention-link: found 'roce-4'"),
     # What-ifs on the attention devices alone (attention_device.<field>).
     (["--set", "attention_device.memory.bandwidth_GBps=8000"],
