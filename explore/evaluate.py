@@ -617,17 +617,15 @@ class Evaluator:
                                  f"devices (vLLM's default draft tensor parallelism): {err}") from None
 
     def _check_draft_context(self, point: DesignPoint, draft: ModelConfig) -> None:
-        """A draft runs every position the target does (its own KV cache as long as the target's), so its context
-        (max_position_embeddings) must hold the longest sequence: a static batch's prompt + output, or a serving run's
-        longest request once cut to the target's context (InputError otherwise)."""
-        if point.serving is None:
-            longest = point.prompt + point.output
-            what = f"a prompt + output of {point.prompt:,} + {point.output:,} = {longest:,} tokens"
-        else:
-            requests, _ = point.serving.request_set(rate_per_s=1.0).clipped_to_context(
-                self.config(point.model).max_positions)
-            longest = int((requests.prompt_tokens + requests.output_tokens).max())
-            what = f"requests of up to {longest:,} tokens (prompt + output)"
+        """A draft runs every position the target does (its own KV cache as long as the target's), so in a static
+        batch its context (max_position_embeddings) must hold the prompt + output (InputError otherwise). A serving run
+        is not refused: engines serve requests past a draft's context, speculating only within it (vLLM's
+        speculative_max_model_len, as SmartSpec's 2,048-token llama-68m drafts for longer requests); that fallback is
+        not modeled, such a request is priced as drafted throughout."""
+        if point.serving is not None:
+            return
+        longest = point.prompt + point.output
+        what = f"a prompt + output of {point.prompt:,} + {point.output:,} = {longest:,} tokens"
         if longest > draft.max_positions:
             raise InputError(f"spec_draft: found {draft.name} (a context of {draft.max_positions:,} tokens, "
                              f"max_position_embeddings) with {what}, allowed: a draft whose context holds every "
