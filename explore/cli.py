@@ -156,7 +156,7 @@ def _add_serving_flags(run: argparse.ArgumentParser) -> None:
     from sim.autoscalers import METRICS as AUTOSCALE_METRICS
     from sim.routers import DEFAULT_ROUTER, ROUTERS
     from sim.schedulers import QUEUE_POLICIES, SCHEDULERS
-    from sim.serving_spec import ARRIVALS, KV_LINK, LAMINA_LINK, PREFIX_ATTENTIONS, ServingSpec
+    from sim.serving_spec import ARRIVALS, BUSY_ACTIONS, KV_LINK, LAMINA_LINK, PREFIX_ATTENTIONS, ServingSpec
     from sim.slowdown import SLOWDOWN_PRESETS
 
     spec = ServingSpec()  # the flags' defaults are the spec's
@@ -270,7 +270,7 @@ def _add_serving_flags(run: argparse.ArgumentParser) -> None:
                    help="busy too while more than this many prompt tokens wait to be prefilled (default: never)")
     g.add_argument("--busy-waiting-requests", type=int,
                    help="busy too while more than this many requests wait on it (default: never)")
-    g.add_argument("--busy-action", choices=["reject", "queue"],
+    g.add_argument("--busy-action", choices=list(BUSY_ACTIONS),
                    help="a request finding every replica busy: rejected (Dynamo's load shedding) or queued at the "
                         "gateway until one is free, the most urgent first (llm-d's flow control) (default reject)")
     g.add_argument("--client-retries", type=int,

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from sim.autoscalers import forecasts, on_metric
 from sim.schedulers import SCHEDULERS
-from sim.serving_spec import ServingSpec, trace_requests
+from sim.serving_spec import BUSY_THRESHOLDS, ServingSpec, trace_requests
 from workloads.errors import InputError
 
 # Every value the user gave each setting (a ServingSpec field, and the point's pipeline stages `pp`): one for a run,
@@ -142,7 +142,7 @@ def _set(values: Values, field: str) -> bool:
 
 def _thresholds(values: Values) -> bool:
     """Whether some busy threshold is given: the gateway may find every replica busy."""
-    return any(_set(values, f) for f in GATEWAY_KNOBS[:3])
+    return any(_set(values, f) for f in BUSY_THRESHOLDS)
 
 
 def _rejects(values: Values) -> bool:
@@ -351,7 +351,7 @@ RULES: tuple[ReadWhen, ...] = (
 TOKEN_BUDGETS = ("chunk_tokens", "max_batched_tokens", "prompt_batch_tokens")
 # What the gateway does where every replica is busy, and how a rejected request's client retries it (read only where
 # the gateway rejects).
-GATEWAY_KNOBS = ("busy_kv_usage", "busy_prefill_tokens", "busy_waiting_requests", "busy_action")
+GATEWAY_KNOBS = (*BUSY_THRESHOLDS, "busy_action")
 CLIENT_RETRIES = ("client_retries", "client_retry_s")
 
 

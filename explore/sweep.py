@@ -59,7 +59,7 @@ from hw_models.link import default_link, load_link_model
 from hw_models.registry import load_device
 from hw_models.validation import check_keys, did_you_mean, input_error, quoted
 from kernels.kv_policy import budget_error
-from sim.serving_spec import trace_requests
+from sim.serving_spec import BUSY_THRESHOLDS, trace_requests
 from sim.speculative import MEDUSA, draft_error
 from workloads.errors import InputError, found_document
 from workloads.model_config import check_context, load_model_config
@@ -376,12 +376,11 @@ class Sweep:
                                            for name in ("max_replicas", "prefill_max_replicas", "mixed_max_replicas"))
 
     def sheds(self) -> bool:
-        """Whether the gateway may reject requests (busy_kv_usage or busy_prefill_tokens set or derived): the results
-        then have the rejection columns."""
+        """Whether the gateway may reject requests (a busy threshold set or derived): the results then have the
+        rejection columns."""
         serving = self.spec.serving
         return serving is not None and any(getattr(serving, name) is not None or name in self.derived
-                                           for name in ("busy_kv_usage", "busy_prefill_tokens",
-                                                        "busy_waiting_requests"))
+                                           for name in BUSY_THRESHOLDS)
 
     def prioritized(self) -> bool:
         """Whether the serving requests may differ in priority: the results then have the urgent columns."""

@@ -431,17 +431,17 @@ def idle_what_if_note(sweep) -> str:
         idle_under = [name for name in SCHEDULERS if unread([key], {"scheduler": (name,)})]
         groups.append((["scheduler"], lambda combo, idle_under=idle_under: combo["scheduler"] in idle_under,
                        f"the scheduler is {' or '.join(idle_under)}", [key]))
-    for key, words in (("think_s", "conversation_turns is 1 (independent requests)"),
-                       ("think_cv", "conversation_turns is 1 or think_s 0 (no turn thinks)")):
-        if key in swept:  # a think setting where no turn thinks (ServingSpec drops it there)
-            groups.append((["conversation_turns", "think_s"], lambda combo, key=key: bool(unread([key], {
-                name: (combo[name],) for name in ("conversation_turns", "think_s")})), words, [key]))
-    gateway = [*GATEWAY_KNOBS, "client_retries"]
-    for key, words in (("client_retries", "the gateway rejects nothing (no busy threshold, or busy_action queue)"),
-                       ("client_retry_s", "no rejected request is retried")):
-        if key in swept:  # a retry setting where no rejected request is retried (ServingSpec drops it there)
-            groups.append((gateway, lambda combo, key=key: bool(unread([key], {
-                name: (combo[name],) for name in gateway})), words, [key]))
+    # Settings the serving settings' rules leave unread beside others (ServingSpec, or the sweep's point, drops them
+    # there): a think setting where no turn thinks, a retry setting where no rejected request is retried.
+    thinking, gateway = ["conversation_turns", "think_s"], [*GATEWAY_KNOBS, "client_retries"]
+    for key, switches, words in (
+            ("think_s", thinking, "conversation_turns is 1 (independent requests)"),
+            ("think_cv", thinking, "conversation_turns is 1 or think_s 0 (no turn thinks)"),
+            ("client_retries", gateway, "the gateway rejects nothing (no busy threshold, or busy_action queue)"),
+            ("client_retry_s", gateway, "no rejected request is retried")):
+        if key in swept:
+            groups.append((switches, lambda combo, key=key, switches=switches: bool(unread([key], {
+                name: (combo[name],) for name in switches})), words, [key]))
     groups.append((["autoscaler"], lambda combo: not forecasts(combo["autoscaler"]),
                    "the autoscaler forecasts no load (only the SLA planner does)",
                    [key for key in swept if key == "autoscale_predictor"]))
@@ -470,8 +470,7 @@ def idle_what_if_note(sweep) -> str:
 # A switch's value where a sweep leaves it unset, where that is not 1 (a fleet without mixed replicas, a pool that
 # does not scale, a gateway without thresholds that rejects and whose clients do not retry).
 _UNSET = {"mixed_replicas": 0, "max_replicas": 0, "prefill_max_replicas": 0, "mixed_max_replicas": 0,
-          **dict.fromkeys(("busy_kv_usage", "busy_prefill_tokens", "busy_waiting_requests", "busy_action",
-                           "client_retries"))}
+          **dict.fromkeys((*GATEWAY_KNOBS, "client_retries"))}
 
 
 def _repeats(sweep, dims: dict, names: list[str], design) -> int:

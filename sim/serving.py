@@ -46,7 +46,7 @@ SERVING_METRICS = (*SUMMARY_METRICS, "tbt_p50_s", "tbt_p99_s", "mean_batch_size"
 PREFIX_GROUP_STREAM = 7  # the seed stream of requests' prefix groups, apart from arrivals' and lengths'
 # What an autoscaled run adds (ServingResult.scaling_metrics).
 AUTOSCALE_METRICS = ("mean_replicas", "max_replicas_held")
-# What a run that rejects requests on arrival adds (ServingResult.metrics' rejected_share).
+# What a run whose gateway may reject requests on arrival adds (ServingResult.metrics).
 REJECTION_METRICS = ("rejected_share", "retried_share")
 RETRY_STREAM = 11  # the seed stream of clients' retry jitter, apart from the prefix groups' and the routers'
 ROUTER_STREAM = 1 << 30  # the last part of a pool router's seed, past any replica's number that ends its replicas'

@@ -73,7 +73,9 @@ DEFAULT_REQUESTS = 1000
 # The most requests one run simulates: 35x the largest shipped trace (arxiv-summarization, 28,257 requests). A run
 # holds every request's record and shows no progress inside a point: 10 million ran for minutes, growing by 30 MB/s.
 MAX_REQUESTS = 1_000_000
-# What the gateway does with a request finding every replica busy (sim/admission.py).
+# What marks a replica busy at the gateway, and what the gateway does with a request finding every one busy
+# (sim/admission.py).
+BUSY_THRESHOLDS = ("busy_kv_usage", "busy_prefill_tokens", "busy_waiting_requests")
 BUSY_ACTIONS = ("reject", "queue")
 # The most replicas one run builds, every pool's together (an autoscaled pool's up to its most): each is a simulated
 # engine with its own KV cache, so a mistyped 100,000 would build 100,000 of them. A choice, not a measurement: four
@@ -562,8 +564,7 @@ class ServingSpec:
         with points that can run still runs them."""
         admission = self.admission()
         if admission is not None and not admission.hold and self.slo_slowdown is not None:
-            name = next(name for name in ("busy_kv_usage", "busy_prefill_tokens", "busy_waiting_requests")
-                        if getattr(self, name) is not None)
+            name = next(name for name in BUSY_THRESHOLDS if getattr(self, name) is not None)
             return (f"{name}: found {getattr(self, name)!r} with slo_slowdown set, allowed: left out beside a slowdown "
                     f"SLO (a rejected request has no slowdown to limit), or busy_action 'queue'")
         if self.capacity is not None and self.replicas == 0:
@@ -575,7 +576,7 @@ class ServingSpec:
     def admission(self) -> Admission | None:
         """The gateway's busy thresholds and what it does with a request finding every replica busy
         (sim/admission.py); None: every request dispatched at once."""
-        if self.busy_kv_usage is None and self.busy_prefill_tokens is None and self.busy_waiting_requests is None:
+        if all(getattr(self, name) is None for name in BUSY_THRESHOLDS):
             return None
         hold = self.busy_action == "queue"
         return Admission(kv_usage=self.busy_kv_usage, prefill_tokens=self.busy_prefill_tokens,
