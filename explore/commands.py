@@ -698,7 +698,7 @@ def _assumptions(point: DesignPoint, device) -> str:
         system = ""
     fitted = _calibration_text(device, point.execution == "engine" and load_model_config(point.model).is_moe)
     what = f"{point.model} on {point.device}: {system}{fitted}; {_launch_text(point.execution, device)}"
-    notices = (format_notice(device, point.numeric_format),
+    notices = (format_notice(device, point.numeric_format, load_model_config(point.model).head_dim),
                sixteen_bit_notice(device, load_model_config(point.model).dtype),
                estimate_notice(device, point.knob("prefill_kept")))
     what += "".join(f"; {notice}" for notice in notices if notice)

@@ -444,7 +444,7 @@ class Evaluator:
                         prefetch=bool(point.knob("offload_prefetch")))
         window = self.kv_window(point)
         # One token of every sequence, on every device (KV heads copied where tp exceeds them, as batch_memory holds).
-        token_B = cfg.kv_bytes_per_token() * point.numeric_format.kv_scale * point.batch * kv_replication(cfg, point.tp)
+        token_B = _kv_token_B(cfg, point.numeric_format) * point.batch * kv_replication(cfg, point.tp)
         traffic = offload_traffic(
             plan, link, layers=cfg.num_layers, prompt_kv_B=token_B * kept_tokens(point.prompt, window),
             # Each step's attention reads the cache before its own token, whose KV it has just computed on the device.
@@ -574,7 +574,7 @@ class Evaluator:
             return None
         cfg = self.config(point.model)
         return eviction(point.knob("kv_budget_method"), heads=cfg.num_heads, kv_heads=cfg.num_kv_heads,
-                        head_dim=cfg.head_dim, kv_element_B=2.0 * point.numeric_format.kv_scale)
+                        head_dim=cfg.head_dim, kv_element_B=2.0 * point.numeric_format.kv_scale(cfg.head_dim))
 
     def token_selection(self, point: DesignPoint) -> TokenSelection | None:
         """The point's dynamic top-k token selection (kernels/token_select.py), or None where decode reads every
@@ -585,7 +585,8 @@ class Evaluator:
         cfg = self.config(point.model)
         return token_selection(point.knob("topk_method"), share, layers=cfg.num_layers, heads=cfg.num_heads,
                                kv_heads=cfg.num_kv_heads, head_dim=cfg.head_dim,
-                               kv_element_B=2.0 * point.numeric_format.kv_scale, reuse=point.knob("topk_reuse"))
+                               kv_element_B=2.0 * point.numeric_format.kv_scale(cfg.head_dim),
+                               reuse=point.knob("topk_reuse"))
 
     def speculation(self, point: DesignPoint) -> Speculation | None:
         """The point's speculative decoding (sim/speculative.py), or None where it decodes plainly."""
@@ -669,7 +670,7 @@ class Evaluator:
             weight_bytes=_weight_bytes(prefill_trace.param_bytes, fmt, device, cfg, self._stored_scale(fmt, cfg)),
             # The prompt and every output token but the last, which is never fed back into the model; a decode
             # token that skips layers holds KV in the layers it runs only (kernels/early_exit.py).
-            kv_bytes_per_token=cfg.kv_bytes_per_token() * fmt.kv_scale * kv_replication(cfg, point.tp),
+            kv_bytes_per_token=_kv_token_B(cfg, fmt) * kv_replication(cfg, point.tp),
             batch=point.batch,
             tokens_per_sequence=workload.prompt_len + workload.decode_steps * decode_kv_share(
                 cfg.num_layers, point.knob("exit_depth")),
@@ -687,7 +688,7 @@ class Evaluator:
         draft_cfg = self.config(draft)
         draft_trace = self.trace(draft, "prefill", point.batch, point.prompt)
         held = batch_footprint(weight_bytes=_weight_bytes(draft_trace.param_bytes, fmt, device, draft_cfg),
-                               kv_bytes_per_token=draft_cfg.kv_bytes_per_token() * fmt.kv_scale * kv_replication(
+                               kv_bytes_per_token=_kv_token_B(draft_cfg, fmt) * kv_replication(
                                    draft_cfg, point.tp), batch=point.batch,
                                tokens_per_sequence=workload.prompt_len + workload.decode_steps,
                                activation_bytes=draft_trace.peak_activation_bytes, window=window)
@@ -711,7 +712,7 @@ class Evaluator:
         attention = costs.attention
         # The KV heads are split over the devices attending: the model's tp, or the attention devices; a data-parallel
         # rank holds its sequences' KV whole.
-        kv_per_token_B = cfg.kv_bytes_per_token() * fmt.kv_scale * kv_replication(
+        kv_per_token_B = _kv_token_B(cfg, fmt) * kv_replication(
             cfg, 1 if ranks > 1 else point.tp if attention is None else attention.devices)
         speculation = self._serving_speculation(point, fmt, role, device)
         if speculation is not None and role != "prefill":  # every verified token's KV is written before acceptance
@@ -720,7 +721,7 @@ class Evaluator:
             weights_B += _weight_bytes(speculation.draft.template.param_bytes, fmt, device,
                                         self.config(point.knob("spec_draft")))
             draft_cfg = self.config(point.knob("spec_draft"))
-            kv_per_token_B += draft_cfg.kv_bytes_per_token() * fmt.kv_scale * kv_replication(draft_cfg, point.tp)
+            kv_per_token_B += _kv_token_B(draft_cfg, fmt) * kv_replication(draft_cfg, point.tp)
         elif speculation is not None:
             weights_B += _medusa_heads_B(costs.template.param_bytes, cfg, point.knob("spec_tokens"), fmt, device,
                                          point.tp)
@@ -1044,6 +1045,11 @@ def _windowed_prefill(prefill: KernelTable, policy: KVPolicy, prompt: int) -> Ke
     the (query, key) pairs computed (kernels/kv_policy.py); the keys and values are still read once."""
     share = policy.prefill_attention_share(prompt)
     return replace(prefill, flops=np.where(prefill.attention_mask, prefill.flops * share, prefill.flops))
+
+
+def _kv_token_B(config: ModelConfig, fmt: NumericFormat) -> float:
+    """Bytes one token's keys and values take in every layer of `config` under `fmt`, on one device holding them all."""
+    return config.kv_bytes_per_token() * fmt.kv_scale(config.head_dim)
 
 
 def _weight_bytes(param_bytes: float, fmt: NumericFormat, device, config: ModelConfig | None = None,

@@ -91,11 +91,11 @@ def _format_error(err: ValueError, parts: dict[str, Any], names: list[str], deri
     return InputError(f"{located.where((section, key))}: {section}.{field}: {rest}{at}")
 
 
-def format_notice(device, fmt: NumericFormat) -> str:
+def format_notice(device, fmt: NumericFormat, head_dim: int) -> str:
     """What a device (or a system of them) does with a format it cannot run as it is ('' when it runs it natively):
     a GPU emulating a dtype it has no tensor cores for (hw_models/gpu_quant.py), for each weight width of a mixed
     format; GEMMs no measured GEMM of their kind prices (unmeasured_gemms); sparsity the device does not exploit,
-    run dense (kernels/sparsity.py)."""
+    run dense (kernels/sparsity.py); `head_dim`, the model's head size, says whether a sparse KV cache is packed."""
     notices = [plan.notice for plan in _plans(device, fmt) if plan.notice]
     model = getattr(device, "device", device)  # a system of devices: its devices' model
     wider = _array_fallbacks(model, fmt)
@@ -118,7 +118,7 @@ def format_notice(device, fmt: NumericFormat) -> str:
         notices.append(f"{article} {fmt.kv_bits}-bit KV cache on {model.name} takes less memory, but its banks' "
                        f"multipliers take one {8 * pim.element_bytes:g}-bit element a MAC, so attention in the banks "
                        f"takes as long as at {8 * pim.element_bytes:g} bits")
-    if pim is not None and fmt.kv_sparsity and fmt.kv_packing < 1.0:
+    if pim is not None and fmt.kv_sparsity and fmt.kv_packing(head_dim) < 1.0:
         notices.append(f"a bitmap-packed sparse KV cache (kv_sparsity {fmt.kv_sparsity:g}) on {model.name} is priced "
                        f"as its packed bytes read in the banks, as if they expanded the bitmap for free; their "
                        f"multipliers still take one element a MAC, pruned ones included")

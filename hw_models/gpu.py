@@ -319,10 +319,11 @@ class GPUModel(DeviceModel):
         if cal.attention is not None and attention is not None:
             g = table.rows_where(attention)
             rows = g.index
-            packing = table.numeric_format.kv_packing if table.numeric_format is not None else 1.0
+            fmt = table.numeric_format
             shapes = g.memo("attention_shapes", lambda: attention_shapes(**{name: getattr(g, name) for name in (
                 "flops", "act_bytes", "kv_bytes", "batch", "heads", "kv_heads", "q_len", "kv_len", "head_dim",
-                "torch_sdpa")}, kv_packing=packing))
+                "torch_sdpa")}, kv_packing=1.0 if fmt is None else np.array(
+                    [fmt.kv_packing(int(d)) for d in g.head_dim.tolist()])))
             c, m, busy, latency = shaped_attention_times(shapes, flops_per_s=peak.take(rows, axis=-1),
                                                          bandwidth_Bps=bandwidth_Bps, sm_count=sm_count,
                                                          fit=cal.attention, cached_bytes=self.replay_cache_bytes)

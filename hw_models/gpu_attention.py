@@ -206,10 +206,10 @@ class AttentionShapes:
 
 
 def attention_shapes(*, flops, act_bytes, kv_bytes, batch, heads, kv_heads, q_len, kv_len, head_dim,
-                     torch_sdpa=False, kv_packing: float = 1.0) -> AttentionShapes:
+                     torch_sdpa=False, kv_packing: float | np.ndarray = 1.0) -> AttentionShapes:
     """The device-free terms of attention_times (`torch_sdpa`: which kernels are torch's, KernelTable.torch_sdpa).
-    `kv_packing`: the cache's stored bytes over its values' (below 1 for a bitmap-packed sparse cache,
-    NumericFormat.kv_packing): the kernel reads the packed bytes, and its fit is chosen by the values' width."""
+    `kv_packing`: the cache's stored bytes over its values', per row or for all (below 1 for a bitmap-packed sparse
+    cache, NumericFormat.kv_packing): the kernel reads the packed bytes, and its fit is chosen by the values' width."""
     batch, heads, q_len = np.maximum(batch, 1), np.maximum(heads, 1), np.maximum(q_len, 1)
     kv_heads = np.where(kv_heads > 0, kv_heads, heads)
     kv_len, head_dim = np.maximum(kv_len, 1), np.maximum(head_dim, 1)

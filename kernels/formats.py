@@ -34,9 +34,10 @@ cache). Parts and the formats they spell:
   Formats (MX) v1.0 spec, 2023, Table 1); NVFP4 = fp4_e2m1, e4m3 scales per 16 (NVIDIA Blackwell architecture
   technical brief, 2024); DeepSeek-V3-style block fp8 = fp8_e4m3 with group scales per 128.
 
-The KV cache keeps one 16-bit scale per group_size values whatever the weights' scales (groups of 8
-under SpQR's scales too). kv_sparsity prunes a share of each token's Key and Value elements and stores the rest in
-Mustafar's bitmap layout (kernels/kv_sparsity.py); kv_scale, the cache's bytes against 16-bit ones, counts it.
+The KV cache keeps one 16-bit scale per group_size values of a token's head whatever the weights' scales (groups of 8
+under SpQR's scales too); a group never spans two heads, so a group_size above head_dim is one scale a head.
+kv_sparsity prunes a share of each token's Key and Value elements and stores the rest in Mustafar's bitmap layout
+(kernels/kv_sparsity.py); kv_scale, the cache's bytes against 16-bit ones, counts it.
 
 Beyond one set of bits for every weight (kernels/table.py KernelTable.with_format applies them per kernel):
 
@@ -462,15 +463,20 @@ class NumericFormat:
             raise ValueError(f"weight_bits: found {self.weight_bits} with {self.act_type} activations, allowed: at "
                              f"most {self.act_bits} (the weights are converted to the activations' type)")
 
-    def storage_bits(self, bits: int) -> float:
-        """Bits stored per KV-cache value (and per weight with the default scales), scales included."""
-        return float(bits) if bits >= 16 else bits + 16.0 / self.group_size
+    def kv_value_bits(self, head_dim: int) -> float:
+        """Bits stored per KV-cache value of heads `head_dim` wide, its share of the 16-bit scales included: one scale
+        per group_size values of a token's head, the last group of a head cut short where group_size does not divide
+        head_dim (a group never spans two heads)."""
+        if self.kv_bits >= 16:
+            return 16.0
+        # KV quantizers group a token's values within one head (KIVI's and KVQuant's per-token Values, QServe's
+        # per-head KV4 scales): a group_size above the head's width, which weights may take, is one scale a head.
+        return self.kv_bits + 16.0 * math.ceil(head_dim / self.group_size) / head_dim
 
-    @cached_property
-    def kv_storage_bits(self) -> float:
-        """Bits a KV-cache element takes in memory: its value with its share of the scales, or, pruned to
-        kv_sparsity, its share of the bitmap layout (kernels/kv_sparsity.py)."""
-        return kv_element_bits(self.storage_bits(self.kv_bits), self.kv_sparsity, self.kv_bits)
+    def kv_storage_bits(self, head_dim: int) -> float:
+        """Bits a KV-cache element of heads `head_dim` wide takes in memory: its value with its share of the scales,
+        or, pruned to kv_sparsity, its share of the bitmap layout (kernels/kv_sparsity.py)."""
+        return kv_element_bits(self.kv_value_bits(head_dim), self.kv_sparsity, self.kv_bits)
 
     @cached_property
     def weight_storage_bits(self) -> float:
@@ -489,17 +495,15 @@ class NumericFormat:
         """Weight traffic relative to 16-bit weights."""
         return self.weight_storage_bits / 16.0
 
-    @cached_property
-    def kv_packing(self) -> float:
-        """A KV-cache element's bytes in memory over its value's (with its scales): below 1 where kv_sparsity packs
-        the cache in a bitmap layout, 1 when dense."""
-        return self.kv_storage_bits / self.storage_bits(self.kv_bits)
+    def kv_packing(self, head_dim: int) -> float:
+        """A KV-cache element's bytes in memory over its value's (with its scales), heads `head_dim` wide: below 1
+        where kv_sparsity packs the cache in a bitmap layout, 1 when dense."""
+        return self.kv_storage_bits(head_dim) / self.kv_value_bits(head_dim)
 
-    @cached_property
-    def kv_scale(self) -> float:
-        """KV-cache bytes relative to a dense 16-bit cache: what its memory, its capacity, decode attention's
-        reads and the cache writes all scale by."""
-        return self.kv_storage_bits / 16.0
+    def kv_scale(self, head_dim: int) -> float:
+        """KV-cache bytes relative to a dense 16-bit cache of heads `head_dim` wide: what its memory, its capacity,
+        decode attention's reads and the cache writes all scale by."""
+        return self.kv_storage_bits(head_dim) / 16.0
 
     @cached_property
     def act_scale(self) -> float:

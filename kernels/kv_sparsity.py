@@ -20,7 +20,7 @@ convert_value_batched):
 So a 16-bit element at sparsity S takes (1 - S) x 16 + (64 + 32 + 56) / 64 bits: 7.175 at S = 0.7, 44.8% of dense,
 the paper's "as low as 45% of dense" at 70% sparsity (abstract); 10.375 at S = 0.5, 64.8%. Quantized values (kv_bits
 below 16, an extrapolation: the paper pairs Mustafar with KIVI without a kernel for it) keep their stored bits, their
-group scale included (NumericFormat.storage_bits), and the same tile metadata, padded to the same 128-bit boundary.
+group scale included (NumericFormat.kv_value_bits), and the same tile metadata, padded to the same 128-bit boundary.
 Below the sparsity where the layout breaks even (about 15% at 16 bits) it is larger than the dense cache, and the
 cache is kept dense (an engine would not choose the larger layout): more sparsity never takes more memory.
 

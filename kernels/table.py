@@ -292,6 +292,22 @@ class KernelTable:
                            numeric_format=self.numeric_format,
                            **{name: getattr(self, name)[index] for name in self._columns()})
 
+    def _kv_scales(self, fmt: NumericFormat) -> np.ndarray:
+        """Each row's KV bytes under `fmt` over its traced 16-bit ones (NumericFormat.kv_scale): attention rows by
+        their head size, the cache writes (no head size of their own) by their model's attention's."""
+        dims = self.head_dim.copy()
+        writes = (self.kv_bytes > 0) & ~self.attention_mask
+        if writes.any():
+            sizes = sorted(set(self.head_dim[self.attention_mask].tolist()))
+            if len(sizes) != 1:
+                raise ValueError(f"with_format: KV-cache writes beside attention of head sizes {sizes}, allowed: "
+                                 f"the attention of one model")
+            dims[writes] = sizes[0]
+        scales = np.ones(len(self))
+        for head_dim in np.unique(dims[self.kv_bytes > 0]).tolist():
+            scales[dims == head_dim] = fmt.kv_scale(int(head_dim))
+        return scales
+
     def with_format(self, fmt: NumericFormat, num_layers: int | None = None) -> KernelTable:
         """Traffic and compute dtypes under a numeric format (the table is traced at 16 bits), followed by the
         kernels the format adds (kernels/format_kernels.py: outliers' sparse products, DFloat11's decompression).
@@ -334,7 +350,7 @@ class KernelTable:
             else:
                 added += outlier_kernels(self.kernels, rows, fmt.outlier_fraction)
         table = replace(self, weight_bytes=weight_bytes, act_bytes=act_bytes,
-                        kv_bytes=self.kv_bytes * fmt.kv_scale, dtype=dtype, sparsity=fmt.sparsity,
+                        kv_bytes=self.kv_bytes * self._kv_scales(fmt), dtype=dtype, sparsity=fmt.sparsity,
                         weight_density=density, sparse_weight_scale=sparse_scale,
                         weight_bits=np.where(weight_gemm, bits, 16.0), numeric_format=fmt)
         if fmt.weight_coding == "dfloat11":

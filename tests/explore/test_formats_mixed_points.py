@@ -4,6 +4,8 @@ decode overhead."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from explore.cli import main
@@ -18,6 +20,7 @@ from sim.workload import BatchWorkload
 from tests.explore.tiny_sweep import write_sweep
 
 A100, H100 = "a100-sxm-80gb", "h100-sxm"
+HEAD_DIM = 128  # Llama-2-7B's heads; the KV caches here are dense, so the notices do not depend on it
 
 
 def _point(model: str = "llama-2-7b", device: str = A100, batch: int = 1, execution: str = "graphs",
@@ -37,6 +40,21 @@ def test_each_width_of_a_mixed_format_gets_its_own_dequantization(tiny_evaluator
     table16 = tiny_evaluator.tables("llama-2-7b", 1, 128, NumericFormat(weight_bits=4, attn_weight_bits=16)).decode
     for _, rows in gpu.row_plans(table16):
         assert set(table16.weight_bits[rows]) == {4.0}
+
+
+@pytest.mark.parametrize("group", [128, 256])
+def test_a_kv_group_never_spans_two_heads(tiny_evaluator, group):
+    """Llama-2-7B with a 4-bit KV cache: one 16-bit scale per 128-wide head whether the groups are 128 or 256 (a KV
+    group does not span heads), 32 layers x 2 x 32 heads x (128 x 4 / 8 B + 2 B) = 135,168 B a token, by hand; the
+    decode step reads (4 + 16 / 128) / 16 of its 16-bit KV bytes."""
+    point = replace(_point(weight_bits=16, batch=2, group_size=group), kv_bits=4)
+    work = BatchWorkload(batch=2, prompt_len=128, output_len=32)
+    memory = tiny_evaluator.batch_memory(point, tiny_evaluator.point_device(point), work,
+                                         tiny_evaluator.kv_window(point))
+    assert memory.kv_cache_B == pytest.approx(2 * (128 + 31) * 32 * 2 * 32 * (128 * 4 / 8 + 2))
+    decode = tiny_evaluator.tables("llama-2-7b", 1, 128, NumericFormat(kv_bits=4, group_size=group)).decode
+    dense = tiny_evaluator.tables("llama-2-7b", 1, 128, NumericFormat()).decode
+    assert decode.kv_bytes.sum() == pytest.approx(dense.kv_bytes.sum() * (4 + 16 / 128) / 16)
 
 
 def test_a_mixed_decode_is_priced_between_its_widths(tiny_evaluator):
@@ -84,7 +102,7 @@ def test_emulated_gemms_says_which_dtypes_run_emulated():
     mixed = NumericFormat(weight_bits=8, act_bits=8, weight_type="fp8_e4m3", act_type="fp8_e4m3",
                           attn_weight_bits=16)
     assert emulated_gemms(a100, mixed) == emulated_gemms(a100, fp8)
-    assert format_notice(a100, mixed) == format_notice(a100, fp8) != ""
+    assert format_notice(a100, mixed, HEAD_DIM) == format_notice(a100, fp8, HEAD_DIM) != ""
 
 
 def test_matrix_units_without_a_mode_for_the_dtype_say_so():
@@ -97,7 +115,7 @@ def test_matrix_units_without_a_mode_for_the_dtype_say_so():
     fpga, npu = load_device("alveo-u280"), load_device("neupims")
     assert emulated_gemms(fpga, fp8) == "fp8 as fp16" and emulated_gemms(fpga, int8) == ""
     assert emulated_gemms(npu, int8) == "int8 as fp16" and emulated_gemms(npu, fp8) == "fp8 as fp16"
-    assert "fp8 GEMMs run at the fp16 rate on alveo-u280" in format_notice(fpga, fp8)
+    assert "fp8 GEMMs run at the fp16 rate on alveo-u280" in format_notice(fpga, fp8, HEAD_DIM)
     assert emulated_gemms(fpga, NumericFormat(weight_bits=4)) == emulated_gemms(npu, NumericFormat()) == ""
     assert fpga.spec.peak_flops("fp8") == fpga.spec.peak_flops("fp16") < fpga.spec.peak_flops("int8")
 
@@ -117,10 +135,11 @@ def test_the_run_notice_puts_where_lookups_are_slower_after_the_rate():
     """explore run's notice for W4A16 on m2-ultra-tmac read 'fp16 GEMMs run at the int8 where table lookups are slower
     rate': the qualifier went inside the rate's name. It follows the rate; past the LUT widths there is none."""
     tmac = load_device("m2-ultra-tmac")
-    notice = format_notice(tmac, NumericFormat(weight_bits=4))
+    notice = format_notice(tmac, NumericFormat(weight_bits=4), HEAD_DIM)
     assert "fp16 GEMMs run at the int8 rate where table lookups are slower on m2-ultra-tmac: " in notice
     assert "slower rate" not in notice
-    assert "fp16 GEMMs run at the int8 rate on m2-ultra-tmac: " in format_notice(tmac, NumericFormat(weight_bits=8))
+    assert "fp16 GEMMs run at the int8 rate on m2-ultra-tmac: " in format_notice(tmac, NumericFormat(weight_bits=8),
+                                                                                 HEAD_DIM)
 
 
 # Ampere Altra Q80-30 (its preset: 80 cores at 3.0 GHz, two 128-bit SIMD pipes, int8 and fp16 SIMD arithmetic):
@@ -150,7 +169,7 @@ def test_a_cpu_says_the_dtype_it_prices_a_quantized_gemm_in(fmt, unpacked):
     assert dtype == fmt.gemm_dtype("fp16") and math == "int8"
     unpack_s = (4.5 if unpacked else 3.0) * k * n / ALTRA_BYTE_LANES_PER_S
     assert compute_s == pytest.approx(2.0 * m * k * n / ALTRA_FLOPS[math] + unpack_s)
-    assert f"{dtype} GEMMs run at the int8 rate on ampere-altra: its SIMD kernels" in format_notice(cpu, fmt)
+    assert f"{dtype} GEMMs run at the int8 rate on ampere-altra: its SIMD kernels" in format_notice(cpu, fmt, HEAD_DIM)
 
 
 def test_a_mixed_precision_unit_hides_only_the_gemms_it_takes():
@@ -164,7 +183,7 @@ def test_a_mixed_precision_unit_hides_only_the_gemms_it_takes():
     assert emulated_gemms(npu_only, w4a8) == "int8 as fp16"
     assert emulated_gemms(mixpe, w4a8) == ""
     assert emulated_gemms(mixpe_off, w4a8) == emulated_gemms(lut, w4a8) == "int8 as fp16"
-    assert "int8 GEMMs run at the fp16 rate on npu-lut" in format_notice(lut, w4a8)
+    assert "int8 GEMMs run at the fp16 rate on npu-lut" in format_notice(lut, w4a8, HEAD_DIM)
     # The LUT unit takes W4A16 (16-bit activations): nothing to say there.
     assert emulated_gemms(lut, NumericFormat(weight_bits=4)) == ""
 
@@ -190,7 +209,7 @@ def test_unmeasured_gemms_names_the_fit_that_prices_them():
     mixed = NumericFormat(weight_bits=4, act_bits=8, scale_type="two_level", attn_weight_bits=8)
     assert unmeasured_gemms(h200, mixed) == ("w4a8 (int8): 16-bit fit + dequantization, "
                                              "w8a8 (int8): 16-bit fit")
-    assert "w8a8 (int8): 16-bit fit" in format_notice(a100, w8a8)
+    assert "w8a8 (int8): 16-bit fit" in format_notice(a100, w8a8, HEAD_DIM)
 
 
 def test_emulated_gemms_is_a_results_column(tiny_evaluator):
@@ -271,7 +290,7 @@ def test_activations_narrower_than_16_bit_weights_say_the_math_stays_16_bit():
     h100 = load_device(H100)
     for act_bits in (8, 4):
         assert (f"{act_bits}-bit activations beside 16-bit weights on h100-sxm: no kernel multiplies them in fewer "
-                f"bits") in format_notice(h100, NumericFormat(act_bits=act_bits))
+                f"bits") in format_notice(h100, NumericFormat(act_bits=act_bits), HEAD_DIM)
         assert NumericFormat(act_bits=act_bits).gemm_dtype("bf16") == "bf16"
     for fmt in (NumericFormat(weight_bits=8, act_bits=8), NumericFormat(weight_bits=4)):
-        assert "activations beside 16-bit weights" not in format_notice(h100, fmt)
+        assert "activations beside 16-bit weights" not in format_notice(h100, fmt, HEAD_DIM)

@@ -53,7 +53,7 @@ def test_decode_reads_the_packed_cache_and_does_the_dense_math(tiny_config, tiny
     sparse = tiny_evaluator.point_tables(point(tiny_config, 0.7), device)
     for d, s in ((dense.prefill, sparse.prefill), (dense.decode, sparse.decode)):
         assert d.kv_bytes.sum() > 0
-        assert s.kv_bytes.sum() == pytest.approx(d.kv_bytes.sum() * fmt.kv_scale)
+        assert s.kv_bytes.sum() == pytest.approx(d.kv_bytes.sum() * fmt.kv_scale(64 // 4))  # heads of 64 / 4
         assert s.flops.sum() == pytest.approx(d.flops.sum())
 
 
@@ -68,7 +68,8 @@ def test_the_freed_memory_holds_a_larger_batch(tiny_evaluator):
 
     dense, sparse = footprint(0.0), footprint(0.7)
     assert dense.kv_cache_B == pytest.approx(16 * (2048 + 255) * 32 * 2 * 4096 * 2)
-    assert sparse.kv_cache_B == pytest.approx(dense.kv_cache_B * NumericFormat(kv_sparsity=0.7).kv_scale)
+    head_dim = 4096 // 32  # Llama-2-7B's heads
+    assert sparse.kv_cache_B == pytest.approx(dense.kv_cache_B * NumericFormat(kv_sparsity=0.7).kv_scale(head_dim))
     assert sparse.weights_B == dense.weights_B
     capacity_B = tiny_evaluator.point_device(point("llama-2-7b", 0.0, "a100-sxm-80gb")).memory_bytes
     free_B = capacity_B - dense.weights_B - dense.activations_B

@@ -71,9 +71,20 @@ def test_group_size_must_divide_each_k_it_is_smaller_than():
     check_group_size(NumericFormat(weight_bits=4, group_size=256, scale_granularity="channel"), {"down": 5504}, "m")
 
 
+def test_kv_scales_stay_within_a_head():
+    """One 16-bit scale per group of a token's head, never across heads: a group of 256 on 128-wide heads is one
+    scale a head (4 + 16 / 128 bits a value), and a group of 32 on 80-wide heads (Phi-2) ends each head in a group
+    of 16, 3 scales a head (4 + 48 / 80)."""
+    assert NumericFormat(kv_bits=4, group_size=256).kv_value_bits(128) == 4 + 16 / 128
+    assert NumericFormat(kv_bits=4, group_size=64).kv_value_bits(128) == 4 + 16 / 64
+    assert NumericFormat(kv_bits=4, group_size=32).kv_value_bits(80) == 4 + 48 / 80
+    assert NumericFormat(group_size=256).kv_value_bits(128) == 16.0
+
+
 def test_defaults_are_the_formats_of_before():
     fmt = NumericFormat(weight_bits=4, kv_bits=8)
-    assert fmt.label == "w4a16kv8" and fmt.weight_scale == (4 + 16 / 128) / 16 and fmt.kv_scale == (8 + 16 / 128) / 16
+    assert fmt.label == "w4a16kv8" and fmt.weight_scale == (4 + 16 / 128) / 16
+    assert fmt.kv_scale(128) == (8 + 16 / 128) / 16
     assert NumericFormat(weight_bits=4, sparsity="2:4").label == "w4a16kv16-2:4"
 
 
@@ -92,9 +103,9 @@ def test_a_canonical_format_stores_and_computes_alike(parts):
     kept) is the same, and it is its own canonical form."""
     fmt = NumericFormat(**parts)
     plain = fmt.canonical
-    assert (plain.weight_storage_bits, plain.kv_storage_bits, plain.gemm_dtype("bf16"), plain.edge_share(32),
+    assert (plain.weight_storage_bits, plain.kv_storage_bits(128), plain.gemm_dtype("bf16"), plain.edge_share(32),
             plain.act_kept, plain.act_predictor if plain.act_kept < 1 else "") == \
-        (fmt.weight_storage_bits, fmt.kv_storage_bits, fmt.gemm_dtype("bf16"), fmt.edge_share(32), fmt.act_kept,
+        (fmt.weight_storage_bits, fmt.kv_storage_bits(128), fmt.gemm_dtype("bf16"), fmt.edge_share(32), fmt.act_kept,
          fmt.act_predictor if fmt.act_kept < 1 else "")
     assert plain.stored_weight_scale(0.3, 0.6, num_layers=32) == fmt.stored_weight_scale(0.3, 0.6, num_layers=32)
     assert plain.canonical == plain

@@ -18,8 +18,8 @@ def test_w4_group128_weight_scale():
     assert NumericFormat(weight_bits=8, group_size=128).weight_scale == (8 + 16 / 128) / 16
     assert NumericFormat(weight_bits=4, group_size=32).weight_scale == (4 + 16 / 32) / 16
     # 16-bit: no scales, no change.
-    assert NumericFormat().weight_scale == 1.0 and NumericFormat().kv_scale == 1.0
-    assert NumericFormat(kv_bits=8).kv_scale == (8 + 16 / 128) / 16
+    assert NumericFormat().weight_scale == 1.0 and NumericFormat().kv_scale(128) == 1.0
+    assert NumericFormat(kv_bits=8).kv_scale(128) == (8 + 16 / 128) / 16
     assert NumericFormat(act_bits=8).act_scale == 0.5
 
 
