@@ -13,22 +13,26 @@ FlashAttention never writes that matrix (Dao-AILab/flash-attention issue #159: "
 reads/writes, so it does not materialize the attention weights"), and H2O is not compatible with it
 (FMInference/H2O issue #18, open). Per step, layer, query head and kept token that is (fp16, 2 bytes an element):
 - unfused attention: the scores written (2 B), read and written by softmax (4 B), read by P.V (2 B): 8 B;
-- accumulation: the probabilities read again (2 B); the accumulator read and written (4 B) and read by argmin (2 B),
-  one accumulator per KV head (grouped heads share a KV head's eviction);
-- 2 FLOPs: the add and the argmin's compare (the softmax's own work is the same fused or not);
-and the accumulator is held, 2 B per kept token and KV head. The new token's KV overwrites the evicted slot: the
-same write as appending it. The prefill's attention writes the whole s x s probability matrix of every query head
-(masked, as torch.bmm computes it: s^2 pairs, not the causal half), and reads it through softmax, P.V and the
-column sum: 2 + 4 + 2 + 2 = 10 B per pair, with the masked half of q.k and P.V computed too.
+- accumulation: the probabilities read again (2 B); the accumulator read and written (4 B), one accumulator per KV
+  head (grouped heads share a KV head's eviction);
+- 1 FLOP: the add (the softmax's own work is the same fused or not);
+and the accumulator is held, 2 B per kept token and KV head. A step that evicts (one whose cache outgrows the budget:
+past it, every step evicts one token per sequence, layer and KV head; below it, none) also reads the accumulator
+for the argmin (2 B per KV head) and compares (1 FLOP per query head). The new token's KV overwrites the evicted
+slot: the same write as appending it. The prefill's attention writes the whole s x s probability matrix of every
+query head (masked, as torch.bmm computes it: s^2 pairs, not the causal half), and reads it through softmax, P.V
+and the column sum: 2 + 4 + 2 + 2 = 10 B per pair, with the masked half of q.k and P.V computed too.
 
 D2O (Wan et al., "D2O: Dynamic Discriminative Operations for Efficient Generative Inference of Large Language
 Models", arXiv 2406.13035, Section 3.3): H2O's eviction by accumulated attention, plus merging: each evicted token's
 key is compared by cosine similarity with every kept key, and merged into the nearest one (a weighted average of
-both keys and values) when the similarity passes an EMA threshold. Its merge cost per step, layer and KV head is a
-similarity row: the kept keys read again (half the KV bytes) and 2 x head_dim FLOPs per kept token for the dot
-product (a kept key's norm is computed once, when it enters the cache; not counted); the merge itself touches two
-vectors (not counted). D2O's layer-level budget reallocation (by attention density) moves the budget
-between layers and keeps the total; it is priced as the even budget.
+both keys and values) when the similarity passes an EMA threshold. The merge is of evicted tokens, so a step that
+evicts nothing merges nothing; one that evicts pays, per layer and KV head, a similarity row: the kept keys read
+again (half the KV bytes) and 2 x head_dim FLOPs per kept token for the dot product (a kept key's norm is computed
+once, when it enters the cache; not counted); the merge itself touches two vectors (not counted). The prefill's
+eviction of a prompt longer than the budget merges its evicted prompt tokens too (one similarity GEMM of those keys
+against the kept ones); that is not priced. D2O's layer-level budget reallocation (by attention density) moves the
+budget between layers and keeps the total; it is priced as the even budget.
 """
 
 from __future__ import annotations
@@ -51,8 +55,10 @@ METHODS = (STREAMING, H2O, D2O)
 SCORE_B = 2  # fp16 scores, probabilities and accumulator (FMInference/H2O allocates `acc` as np.float16)
 DECODE_SCORE_PASSES = 4  # per query head: scores written, softmax read + write, P.V read
 ACCUMULATE_PASSES = 1  # per query head: the probabilities read into the accumulator
-ACCUMULATOR_PASSES = 3  # per KV head: the accumulator read and written, and read by argmin
-SCORE_FLOPS = 2  # per query head and token: the accumulation's add and the argmin's compare
+ACCUMULATOR_PASSES = 2  # per KV head: the accumulator read and written
+ARGMIN_PASSES = 1  # per KV head, on a step that evicts: the accumulator read by argmin
+SCORE_FLOPS = 1  # per query head and token: the accumulation's add
+ARGMIN_FLOPS = 1  # per query head and token, on a step that evicts: the argmin's compare
 PREFILL_SCORE_PASSES = 5  # per (query head, query, key): written, softmax read + write, P.V read, column sum read
 
 
@@ -60,14 +66,17 @@ PREFILL_SCORE_PASSES = 5  # per (query head, query, key): written, softmax read 
 class Eviction:
     """What a method adds to a decode step of the evicting heads, as multiples of attending to their kept tokens.
 
-    `overhead_bytes` per KV byte kept, `overhead_flops` per attention FLOP of the kept tokens, `held_share` per KV
-    byte held; `prefill_score_B` bytes per (query head, query, key) pair the prefill's unfused attention moves (it
-    computes every pair of the s x s matrix, the masked half too: scored_prefill).
+    `overhead_bytes` per KV byte kept and `overhead_flops` per attention FLOP of the kept tokens on every step (the
+    scores); `evict_bytes` and `evict_flops` the same on a step that evicts (the argmin, D2O's merge); `held_share`
+    per KV byte held; `prefill_score_B` bytes per (query head, query, key) pair the prefill's unfused attention
+    moves (it computes every pair of the s x s matrix, the masked half too: scored_prefill).
     """
 
     method: str
     overhead_bytes: float
     overhead_flops: float
+    evict_bytes: float
+    evict_flops: float
     held_share: float
     prefill_score_B: float
 
@@ -90,11 +99,13 @@ def eviction(method: str, *, heads: int, kv_heads: int, head_dim: int, kv_elemen
     kv_B = 2.0 * head_dim * kv_element_B * kv_heads  # per kept token, every KV head
     attention_flops = 4.0 * head_dim * heads
     score_B = SCORE_B * ((DECODE_SCORE_PASSES + ACCUMULATE_PASSES) * heads + ACCUMULATOR_PASSES * kv_heads)
-    flops = SCORE_FLOPS * heads
+    evict_B = SCORE_B * ARGMIN_PASSES * kv_heads
+    evict_flops = ARGMIN_FLOPS * heads
     if method == D2O:
-        score_B += head_dim * kv_element_B * kv_heads  # the kept keys read again for the similarity row
-        flops += 2.0 * head_dim * kv_heads  # one dot product per kept key and KV head
-    return Eviction(method=method, overhead_bytes=score_B / kv_B, overhead_flops=flops / attention_flops,
+        evict_B += head_dim * kv_element_B * kv_heads  # the kept keys read again for the similarity row
+        evict_flops += 2.0 * head_dim * kv_heads  # one dot product per kept key and KV head
+    return Eviction(method=method, overhead_bytes=score_B / kv_B, overhead_flops=SCORE_FLOPS * heads / attention_flops,
+                    evict_bytes=evict_B / kv_B, evict_flops=evict_flops / attention_flops,
                     held_share=SCORE_B * kv_heads / kv_B, prefill_score_B=SCORE_B * PREFILL_SCORE_PASSES)
 
 

@@ -9,7 +9,8 @@ Two policies keep a window of attention sinks plus recent tokens:
   what the cache holds is the mix, per token, of the two kinds of head (every head's KV is the same size).
 
 A KVPolicy's windowed heads may choose what they keep by importance scores instead of recency (H2O's heavy hitters,
-D2O's merging: kernels/kv_eviction.py): the same budget, plus the scoring's own traffic and work every step.
+D2O's merging: kernels/kv_eviction.py): the same budget, plus the scoring's own traffic and work every step, and the
+eviction's (the argmin, a merge) on every step that evicts.
 
 A KVPolicy may also select tokens dynamically (Quest, Double Sparsity: kernels/token_select.py): the cache stays
 whole (plus a key summary), and each decode step reads a share of it after scoring every token. Its `prefill` may
@@ -106,9 +107,10 @@ class KVPolicy:
         else:
             moved, work = kept * self.selection.bytes_scale, kept * self.selection.flops_scale
         if self.eviction is not None:
-            evicting = self.evicting(tokens)
-            moved = moved + evicting * self.eviction.overhead_bytes
-            work = work + evicting * self.eviction.overhead_flops
+            # Scores every step; the argmin and a merge only where the cache outgrows the budget and a token leaves.
+            evicting, evicts = self.evicting(tokens), np.greater(tokens, self.window)
+            moved = moved + evicting * (self.eviction.overhead_bytes + evicts * self.eviction.evict_bytes)
+            work = work + evicting * (self.eviction.overhead_flops + evicts * self.eviction.evict_flops)
         return moved, work
 
     def prefill_attention_share(self, prompt: int) -> float:
@@ -182,13 +184,15 @@ def decode_reads(tokens, window: Window):
 def flops_per_read(window: Window) -> float:
     """A decode step's attention FLOPs per FLOP of attending to the keys' worth of bytes it reads (decode_reads): 1
     unless a KV policy selects or evicts tokens, whose scoring costs a different share of FLOPs than of bytes. With
-    an eviction it is the ratio within the window (exact for every head keeping a window; with retrieval heads the
-    ratio past the window differs by the eviction's overheads' share, a few percent)."""
+    an eviction it is the ratio one token past the window, where every step evicts (exact there for every head
+    keeping a window; with retrieval heads the ratio further past the window differs by the eviction's overheads'
+    share, a few percent; below the window, where no step evicts, by the argmin's and a merge's share: D2O's
+    similarity row is as many FLOPs per byte as attention, so its ratio moves by a quarter at most, with GQA)."""
     if not isinstance(window, KVPolicy) or (window.selection is None and window.eviction is None):
         return 1.0
     if window.eviction is None:
         return window.selection.flops_scale / window.selection.bytes_scale
-    moved, work = window.reads(float(window.window))
+    moved, work = window.reads(float(window.window + 1))
     return float(work / moved)
 
 

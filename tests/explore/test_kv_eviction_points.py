@@ -86,6 +86,25 @@ def test_scores_cost_time_in_decode_and_prefill(tiny_config, tiny_evaluator):
     assert window["peak_memory_B"] < h2o["peak_memory_B"]  # the accumulated scores are held
 
 
+def test_a_budget_that_holds_the_context_merges_nothing(tiny_config, tiny_evaluator):
+    """Batch 2, 300 + 40 tokens: decode steps attend to 301-340 keys. The tiny model's KV is 2 x 16 x 2 B x 2 KV heads
+    = 128 B a token and layer; H2O's scores 2 B x (5 x 4 query heads + 2 x 2 KV heads) = 48 B every step, the argmin
+    2 B x 2 KV heads = 4 B a step that evicts, D2O's merge the kept keys again, 16 x 2 B x 2 = 64 B. A budget of 340
+    holds every token: nothing is evicted or merged, so D2O reads what H2O reads, the whole cache and its scores
+    (x 1 + 48/128: the unfused attention's cost). At a budget of 100 every step evicts: H2O reads the window x (1 +
+    (48 + 4)/128), D2O x (1 + (48 + 4 + 64)/128)."""
+    from tests.explore.test_paper_duoattention import decode_kv_bytes
+
+    def read(budget: int = 0, method: str = "") -> float:
+        return decode_kv_bytes(tiny_evaluator, tiny_config, kv_budget=budget, kv_budget_method=method)
+
+    whole = read()
+    assert read(340, "d2o") == pytest.approx(read(340, "h2o")) == pytest.approx(whole * (1 + 48 / 128))
+    window = read(100)
+    assert read(100, "h2o") == pytest.approx(window * (1 + 52 / 128))
+    assert read(100, "d2o") == pytest.approx(window * (1 + 116 / 128))
+
+
 def test_the_method_needs_a_budget(tiny_config, tiny_evaluator):
     """Without a kv_budget there is nothing to evict to: the method changes nothing."""
     plain = tiny_evaluator.evaluate(point(tiny_config, budget=0)).metrics
