@@ -12,7 +12,7 @@ from explore.plots import figure_png
 from explore.plots_decode import DecodeSeries, decode_figure
 from explore.report import ReportFigure
 from explore.rows import as_number, device_label, format_label, knobs_label, overrides_label
-from kernels.kv_policy import DUO_WINDOW_TOKENS
+from kernels.kv_policy import DUO_RECENT_TOKENS, DUO_SINK_TOKENS, DUO_WINDOW_TOKENS
 
 TITLE = "Time and energy per output token against the KV budget and the acceptance rate"
 HOW_TO_READ = ("Lower is better. A KV budget saves time where decode attention's reads are a large share of a step's "
@@ -29,6 +29,16 @@ def _budget(row: dict[str, Any]) -> float:
         budget = DUO_WINDOW_TOKENS
     context = as_number(row.get("prompt")) + as_number(row.get("output"))
     return min(budget, context) if budget else context
+
+
+def _kept_words(row: dict[str, Any]) -> str:
+    """What a row's windowed heads keep, in words: the whole cache, its kv_budget ('KV 512'), or DuoAttention's own
+    window where only retrieval_heads is set (no kv_budget: not a budget the sweep gave)."""
+    if _budget(row) >= as_number(row.get("prompt")) + as_number(row.get("output")):  # nothing windowed
+        return "whole KV cache"
+    if not as_number(row.get("kv_budget") or 0):
+        return f"DuoAttention's {DUO_SINK_TOKENS} sinks + {DUO_RECENT_TOKENS} recent"
+    return f"KV {int(_budget(row))}"
 
 
 # The knobs the figure's axes and line names show themselves (the KV policy, the draft and its acceptance rate).
@@ -91,13 +101,12 @@ def decode_section(feasible: list[dict[str, Any]]) -> list[ReportFigure]:
         return policy(row) + plain_apart(row)
 
     def spec_key(row: dict[str, Any]) -> str:
-        budget = int(_budget(row))
-        whole = budget >= as_number(row.get("prompt")) + as_number(row.get("output"))  # nothing windowed
-        return (f"{row['spec_draft']} / " + ("whole KV cache" if whole else f"KV {budget} / {policy(row)}")
+        kept = _kept_words(row)
+        return (f"{row['spec_draft']} / " + (kept if kept == "whole KV cache" else f"{kept} / {policy(row)}")
                 + speculative_apart(row))
 
     # Lines against the budget take the plain points; lines against acceptance, the speculative ones at the
-    # smallest and largest budget (every budget would crowd the panel; results.csv holds them all).
+    # fewest and most tokens a windowed head keeps (every window would crowd the panel; results.csv holds them all).
     budgets = sorted({_budget(r) for r in speculative})
     ends = {budgets[0], budgets[-1]} if budgets else set()
     by_budget = _series(plain, _budget, plain_key) if len({_budget(r) for r in plain}) > 1 else []
@@ -108,7 +117,9 @@ def decode_section(feasible: list[dict[str, Any]]) -> list[ReportFigure]:
     columns = [text for text, drawn in (
         ("plain decoding against the KV budget (a streaming head's window with retrieval heads; the whole context at "
          "the right end), one line per KV policy", by_budget),
-        ("speculative decoding against the acceptance rate at the smallest and largest KV budget", by_acceptance))
+        (f"speculative decoding against the acceptance rate at the fewest and most tokens a windowed head keeps (its "
+         f"kv_budget, or DuoAttention's {DUO_SINK_TOKENS} sinks + {DUO_RECENT_TOKENS} recent tokens where only "
+         f"retrieval_heads is set)", by_acceptance))
         if drawn]
     shown = (f"Left: {columns[0]}. Right: {columns[1]}." if len(columns) == 2 else f"{columns[0][0].upper()}"
              f"{columns[0][1:]}.")

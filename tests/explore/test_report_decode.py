@@ -52,3 +52,25 @@ def test_designs_that_differ_beyond_the_figures_knobs_are_lines_of_their_own(mon
     assert not drawn["budget"]
     assert "Left" not in figure.caption and "Right" not in figure.caption
     assert "Speculative decoding against the acceptance rate" in figure.caption
+
+
+def test_duoattentions_own_window_is_not_called_a_kv_budget(monkeypatch):
+    """examples/decode-time.yaml crosses kv_budget [0, 2048, 512] with retrieval_heads [0, 0.25]: at kv_budget 0 the
+    streaming heads keep DuoAttention's 64 sinks + 256 recent tokens, the fewest any point keeps, so the acceptance
+    column's lower end is that window, which no kv_budget of the sweep gave: its line names it (it read 'KV 320'),
+    and the caption says the column's ends are the fewest and most tokens kept, not the smallest and largest budget."""
+    drawn = {}
+
+    def capture(by_budget, by_acceptance):
+        drawn["acceptance"] = [series.label for series in by_acceptance]
+        return Figure()
+
+    monkeypatch.setattr(report_decode, "decode_figure", capture)
+    rows = [_row(budget, "medusa", a, retrieval) for budget in (0, 512, 2048) for retrieval in (0.0, 0.25)
+            for a in (0.3, 0.6)]
+    (figure,) = report_decode.decode_section(rows)
+    assert sorted(drawn["acceptance"]) == [
+        "h100-sxm / medusa / DuoAttention's 64 sinks + 256 recent / 25% retrieval heads",
+        "h100-sxm / medusa / whole KV cache"]
+    assert "smallest and largest KV budget" not in figure.caption
+    assert "the fewest and most tokens a windowed head keeps" in figure.caption
