@@ -416,7 +416,8 @@ register(Knob(name="retrieval_heads", type=float, section="workload", default=0.
 register(Knob(name="spec_draft", type=str, section="workload", default="", label="draft",
               help="speculative decoding's draft: a smaller model preset or config.json on the same devices (sharded "
               "as the target), or 'medusa' (spec_tokens extra decoding heads on the target); empty: off", check=_draft,
-              allowed_text="empty (off), 'medusa', or a model preset or config.json path smaller than the target"))
+              allowed_text="empty (off), 'medusa', or a model preset or config.json path smaller than the target in "
+              "parameters active per token"))
 # At most 32 drafted tokens: the chance that the last one is accepted, acceptance^32, is under 4% even at an
 # acceptance of 0.9, so longer drafts only add cost (Medusa trains 5 heads; Leviathan et al. test up to 10 tokens).
 register(Knob(name="spec_tokens", type=int, section="workload", default=5, minimum=1, maximum=32,

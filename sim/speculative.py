@@ -70,10 +70,12 @@ class Speculation:
 
 
 def draft_error(target: ModelConfig, draft: ModelConfig) -> str:
-    """Empty when `draft` can draft for `target`, else why not (a draft no smaller than its target only costs)."""
-    if draft.param_count() >= target.param_count():
-        return (f"found {draft.name} ({draft.param_count() / 1e9:.2f} B parameters), allowed: a model smaller than "
-                f"the target {target.name} ({target.param_count() / 1e9:.2f} B)")
+    """Empty when `draft` can draft for `target`, else why not: a draft no smaller than its target in the parameters
+    a token's pass reads (a mixture of experts' active ones, which a decode step's time follows) only costs."""
+    draft_B, target_B = draft.active_param_count(), target.active_param_count()
+    if draft_B >= target_B:
+        return (f"found {draft.name} ({draft_B / 1e9:.2f} B parameters active per token), allowed: a model smaller "
+                f"than the target {target.name} ({target_B / 1e9:.2f} B active per token)")
     if draft.vocab_size != target.vocab_size:  # the target verifies the draft's tokens: one tokenizer for both
         return (f"found {draft.name} (a vocabulary of {draft.vocab_size:,} tokens), allowed: a model of the target "
                 f"{target.name}'s vocabulary ({target.vocab_size:,} tokens)")

@@ -96,3 +96,37 @@ def test_a_draft_shares_its_targets_vocabulary():
     llama2_7b = load_model_config("llama-2-7b")
     assert "vocabulary of 32,000 tokens" in draft_error(load_model_config("llama-3-8b"), llama2_7b)
     assert draft_error(load_model_config("llama-2-13b"), llama2_7b) == ""
+
+
+# Qwen3-0.6B's config.json (Hugging Face Qwen/Qwen3-0.6B; the same numbers as its GGUF's tensor list and as engines'
+# configs for it): the Qwen3 family's smallest model, the draft vLLM's and SGLang's Qwen3 examples pair with it.
+QWEN3_0_6B = {
+    "architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "attention_bias": False, "head_dim": 128,
+    "hidden_act": "silu", "hidden_size": 1024, "intermediate_size": 3072, "max_position_embeddings": 40960,
+    "num_attention_heads": 16, "num_hidden_layers": 28, "num_key_value_heads": 8, "rms_norm_eps": 1e-06,
+    "rope_theta": 1000000, "tie_word_embeddings": True, "torch_dtype": "bfloat16", "vocab_size": 151936,
+}
+
+
+def test_a_draft_is_smaller_in_the_parameters_a_token_reads(tmp_path):
+    """A decode step reads the parameters a token is routed through, so a draft is compared with its target by those.
+    Qwen3-30B-A3B (its config): per layer, attention 2 x 2,048 x 4,096 + 2 x 2,048 x 512 = 18,874,368 and 256 of
+    q/k norms, 8 of 128 experts of 3 x 2,048 x 768 = 37,748,736, the router 2,048 x 128 = 262,144, two norms 4,096:
+    56,889,600 x 48 layers = 2,730,700,800; embeddings and LM head 2 x 151,936 x 2,048 = 622,329,856; the final norm
+    2,048: 3.353 B active (its model card: 3.3B activated of 30.5B). Qwen3-8B is 8.19 B dense (card: 8.2B): more than
+    the target reads a token, so refused though it is smaller in total. Qwen3-0.6B, 0.6 B, drafts for it."""
+    import json
+
+    from sim.speculative import draft_error
+    from workloads.model_config import load_model_config
+
+    target = load_model_config("qwen3-30b-a3b")
+    assert target.active_param_count() == 3_353_032_704
+    assert load_model_config("qwen3-8b").param_count() / 1e9 == pytest.approx(8.19, abs=0.005)
+    assert draft_error(target, load_model_config("qwen3-8b")) == (
+        "found qwen3-8b (8.19 B parameters active per token), allowed: a model smaller than the target qwen3-30b-a3b "
+        "(3.35 B active per token)")
+    path = tmp_path / "qwen3-0.6b" / "config.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(QWEN3_0_6B))
+    assert draft_error(target, load_model_config(str(path))) == ""
