@@ -21,6 +21,14 @@ Off-chip traffic: what the table says moves, plus the re-reads an SRAM-limited t
 re-reading the weights once per streamed chunk, or re-reading the inputs once per group of n-tiles the
 arrays hold at once. Time = max(compute, memory); no per-kernel launch cost (the NPU runs its own program).
 
+Mapping: the arrays share the buffers, so a kernel spread over fewer of them streams longer chunks (fewer weight
+re-reads) but runs fewer folds at once and holds fewer n-tiles (more input re-reads). Each kernel runs on the number
+of arrays (1 to array_count) that finishes it soonest, the least off-chip traffic (so memory energy) breaking ties
+and then the most arrays, as a mapper ranks mappings by delay, then energy (Timeloop, NVlabs/timeloop
+src/applications/mapper: its optimization-metrics are compared in order). A chip with more arrays at the same
+buffers is therefore never slower; a narrower format or a faster MAC unit may take a mapping that re-reads more
+where that is faster.
+
 Vector kernels (norm, softmax, elementwise, embedding) run on the vector units at their op rate.
 
 PIM: decode attention (GEMV against the KV cache) runs in the banks, unit "pim", at the in-bank MAC rate
@@ -40,6 +48,8 @@ off-chip bits x HBM energy per bit, in-bank bits x PIM energy per bit, static po
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
+
 import numpy as np
 
 from hw_models.cost import KernelCosts
@@ -56,28 +66,91 @@ PREFILL_ATTENTION = KIND_CODE[KernelKind.ATTENTION_PREFILL]
 DECODE_ATTENTION = KIND_CODE[KernelKind.ATTENTION_DECODE]
 
 
-def systolic_cycles(spec: NPUSpec, rows_dim, cols_dim, stream_dim, count, element_bytes) -> tuple:
-    """(cycles, folds, chunks) of `count` problems with (rows_dim x cols_dim) stationary and stream_dim streamed."""
+def buffer_rows(spec: NPUSpec, element_bytes):
+    """Rows of the streamed dimension the shared buffers hold in all, for the arrays a kernel runs on to share
+    (weight-stationary): partial sums of a row (C x accumulator_bytes) in the accumulator, inputs of a row
+    (R x element_bytes) in half the scratchpad (the other half takes the next chunk)."""
+    a, sram = spec.npu, spec.sram
+    acc_rows = sram.accumulator_KB * 1024 / (a.array_cols * sram.accumulator_bytes)
+    spad_rows = sram.scratchpad_KB * 1024 / 2 / (a.array_rows * element_bytes)
+    return np.floor(np.minimum(acc_rows, spad_rows))
+
+
+def array_counts(spec: NPUSpec, element_bytes: np.ndarray, longest_stream: float) -> np.ndarray:
+    """The array counts (of 1 .. array_count) a kernel may be fastest on: the most arrays whose chunks hold each
+    length a chunk can take.
+
+    On u arrays a chunk holds floor(rows / u) rows (at least one). Of the counts giving one chunk length, the most
+    arrays run the fewest rounds and hold the most n-tiles at once (the fewest input re-reads), so the others never
+    win on time or traffic; every length from the longest stream up streams it in one chunk."""
+    count = spec.npu.array_count
+    candidates = [np.array([count])]
+    for rows in np.unique(buffer_rows(spec, element_bytes)):
+        arrays = np.arange(1, min(rows, count) + 1)
+        candidates.append(rows // np.minimum(rows // arrays, longest_stream))
+    return np.unique(np.concatenate(candidates))
+
+
+def systolic_cycles(spec: NPUSpec, rows_dim, cols_dim, stream_dim, count, element_bytes, arrays) -> tuple:
+    """(cycles, chunks) of `count` problems with (rows_dim x cols_dim) stationary and stream_dim streamed,
+    spread over `arrays` of the arrays (arguments broadcast)."""
     a = spec.npu
     r, c = a.array_rows, a.array_cols
     tiles = np.ceil(rows_dim / r) * np.ceil(cols_dim / c)
     if a.dataflow == "weight_stationary":
-        # Partial sums of a chunk (chunk x C) fill each array's share of the accumulator buffer; inputs
-        # (chunk x R) half its share of the scratchpad (double-buffered).
-        acc_rows = spec.sram.accumulator_KB * 1024 / a.array_count / (c * spec.sram.accumulator_bytes)
-        spad_rows = spec.sram.scratchpad_KB * 1024 / a.array_count / 2 / (r * element_bytes)
-        chunk_limit = np.maximum(np.floor(np.minimum(acc_rows, spad_rows)), 1)
+        # Each array's share of the buffers bounds its chunk; arrays left idle leave theirs to the others.
+        chunk_limit = np.maximum(np.floor(buffer_rows(spec, element_bytes) / arrays), 1)
     else:
         chunk_limit = np.inf  # output-stationary: partial sums stay in the PEs whatever the length of k
     chunks = np.maximum(np.ceil(stream_dim / chunk_limit), 1)
     chunk = np.ceil(stream_dim / chunks)
     folds = count * tiles * chunks
-    rounds = np.ceil(folds / a.array_count)
+    rounds = np.ceil(folds / arrays)
     if a.double_buffered:
         cycles = rounds * np.maximum(chunk, r) + r + (r + c - 2)
     else:
         cycles = rounds * (r + chunk + r + c - 2)
-    return cycles, folds, chunks
+    return cycles, chunks
+
+
+def fastest_mapping(time_s: np.ndarray, traffic_B: np.ndarray) -> np.ndarray:
+    """Column of each row's fastest mapping: among equally fast ones the least off-chip traffic (so the least memory
+    energy: SRAM traffic is twice it plus what no mapping changes), then the last column (the most arrays, so a
+    kernel leaves arrays idle only where that is faster or cheaper)."""
+    fastest = time_s <= time_s.min(axis=1, keepdims=True)
+    key = np.where(fastest, traffic_B, np.inf)[:, ::-1]
+    return key.shape[1] - 1 - np.argmin(key, axis=1)
+
+
+@dataclass(frozen=True)
+class ArrayWork:
+    """Matrix kernels as the arrays run them: stationary (rows x cols) and streamed dimensions, problems, operand
+    bytes, seconds per array cycle, weight and input bytes, and the bytes they move read once."""
+
+    rows: np.ndarray
+    cols: np.ndarray
+    stream: np.ndarray
+    count: np.ndarray
+    element_bytes: np.ndarray
+    cycle_s: np.ndarray
+    weight_B: np.ndarray
+    input_B: np.ndarray
+    once_B: np.ndarray
+
+    def columns(self, mask: np.ndarray) -> ArrayWork:
+        """The kernels where `mask` is true, each a row of one column (to broadcast against array counts)."""
+        return ArrayWork(*(getattr(self, f.name)[mask, None] for f in fields(self)))
+
+
+def on_arrays(spec: NPUSpec, work: ArrayWork, arrays) -> tuple:
+    """(compute_s, traffic_B, chunks) of `work` spread over `arrays` of the arrays (broadcast)."""
+    cycles, chunks = systolic_cycles(spec, work.rows, work.cols, work.stream, work.count, work.element_bytes, arrays)
+    # Re-reads an SRAM-limited tiling forces: the weights once per further chunk, or the inputs once per further
+    # group of n-tiles the arrays hold at once, whichever is cheaper.
+    groups = np.ceil(work.cols / (spec.npu.array_cols * arrays))
+    reread = np.where(work.weight_B > 0,
+                      np.minimum(work.weight_B * (chunks - 1), work.input_B * (groups - 1)), 0.0)
+    return cycles * work.cycle_s, work.once_B + reread, chunks
 
 
 class NPUModel(DeviceModel):
@@ -127,28 +200,40 @@ class NPUModel(DeviceModel):
         return m, n, k, count, 2 * m * n * k * count
 
     def _matrix(self, table: KernelTable, rows: np.ndarray, element_bytes: np.ndarray, macs_per_s: np.ndarray):
-        """(compute_s, traffic_B, sram_B) of the matrix kernels in `rows`."""
+        """(compute_s, traffic_B, sram_B) of the matrix kernels in `rows`, each on its fastest mapping."""
         spec, a = self.spec, self.spec.npu
         m, n, k, count, dense_flops = self.matrix_shapes(table, rows)
         if a.dataflow == "weight_stationary":
             rows_dim, cols_dim, stream = k, n, m
         else:
             rows_dim, cols_dim, stream = m, n, k
-        cycles, folds, chunks = systolic_cycles(spec, rows_dim, cols_dim, stream, count, element_bytes[rows])
         rate_per_pe = macs_per_s[rows] / (spec.pes * spec.frequency_Hz)
         # Sparse or causal work (flops below the dense shape's) shortens the streaming in proportion.
-        work = np.where(dense_flops > 0, table.flops[rows] / np.maximum(dense_flops, 1), 1.0)
-        compute_s = cycles / spec.frequency_Hz / rate_per_pe * work
-        weights = table.weight_bytes[rows]
+        share = np.where(dense_flops > 0, table.flops[rows] / np.maximum(dense_flops, 1), 1.0)
         inputs = table.act_bytes[rows] * k / np.maximum(k + n, 1)  # act_bytes holds inputs and outputs
-        groups = np.ceil(n / (a.array_cols * a.array_count))
-        reread = np.where(weights > 0, np.minimum(weights * (chunks - 1), inputs * (groups - 1)), 0.0)
-        traffic = table.bytes[rows] + reread
+        work = ArrayWork(rows_dim, cols_dim, stream, count, element_bytes[rows],
+                         share / (spec.frequency_Hz * rate_per_pe), table.weight_bytes[rows], inputs, table.bytes[rows])
+        compute_s, traffic, chunks = on_arrays(spec, work, a.array_count)
+        # Fewer arrays can be faster only for a kernel streamed in several chunks on all of them (in one chunk there,
+        # fewer arrays stream the same in more rounds, holding fewer n-tiles at once), and only where all of them take
+        # at least the least time fewer could: each tile streaming every row once over array_count - 1 arrays, or
+        # the bytes read once. Those kernels try each count that lengthens their chunks (array_counts), as columns.
+        tiles = np.ceil(work.rows / a.array_rows) * np.ceil(work.cols / a.array_cols)
+        fewer_s = np.maximum(work.count * tiles * work.stream * work.cycle_s / max(a.array_count - 1, 1),
+                             work.once_B / spec.bandwidth_Bps)
+        split = (chunks > 1) & (np.maximum(compute_s, traffic / spec.bandwidth_Bps) >= fewer_s)
+        if a.array_count > 1 and split.any():
+            some = work.columns(split)
+            arrays = array_counts(spec, some.element_bytes, some.stream.max())[None, :]
+            c, t, _ = on_arrays(spec, some, arrays)
+            pick = fastest_mapping(np.maximum(c, t / spec.bandwidth_Bps), t)
+            kernel = np.arange(len(pick))
+            compute_s[split], traffic[split] = c[kernel, pick], t[kernel, pick]
         # SRAM: every off-chip byte is written and read once; streamed inputs are read once per n-tile;
         # partial sums are read and written once per k-tile.
         streamed = stream * rows_dim * count * element_bytes[rows] * np.ceil(cols_dim / a.array_cols)
         psums = 2 * stream * cols_dim * count * spec.sram.accumulator_bytes * np.ceil(rows_dim / a.array_rows)
-        sram = 2 * traffic + (streamed + psums) * work
+        sram = 2 * traffic + (streamed + psums) * share
         return compute_s, traffic, sram
 
     def _cost_table(self, table: KernelTable, execution: str) -> KernelCosts:

@@ -75,18 +75,27 @@ def test_without_a_unit_the_arrays_price_as_before(tmp_path):
 
 
 def test_mixpe_rates_and_energy_from_the_artifact():
-    # Compute-bound prefill GEMMs: the unit divides the arrays' compute time by its MACs per FP16-PE slot, hand
-    # computed from the artifact's array sizes, and prices each MAC at its PE's synthesized power per MAC relative
-    # to the FP16 PE's (results/systolic_array_synth.csv at 500 MHz), times npu-only's fp16 MAC energy (1.5 pJ).
-    only, mixpe = load_device("npu-only"), load_device("npu-mixpe")
+    """The unit divides the arrays' compute time by its MACs per FP16-PE slot, hand computed from the artifact's array
+    sizes, and prices each MAC at its PE's synthesized power per MAC relative to the FP16 PE's
+    (results/systolic_array_synth.csv at 500 MHz), times npu-only's fp16 MAC energy (1.5 pJ).
+
+    The rate holds at one mapping: each GEMM takes its fastest mapping (hw_models/npu.py), and with its faster math
+    the unit may spread a GEMM over fewer arrays, whose longer chunks re-read less (W4A8 at 2,048 tokens on the
+    presets' 1,024 GB/s). At 100 TB/s (the largest off-chip bandwidth a device may have) no mapping is memory-bound,
+    so both pick the mapping of least compute, the same one (the unit scales every mapping's compute alike), and move
+    the same bytes. The MAC energy depends on no mapping and is checked at the preset."""
+    fast_memory = {"memory.bandwidth_GBps": 1e5}
+    only, mixpe = load_device("npu-only", fast_memory), load_device("npu-mixpe", fast_memory)
     cases = ((W4A16, MACS_PER_PE * MIXPE_W4A16_PES / FP16_PES, 1.5 * 673_440 / 2 / 1_032_924),
              (W4A8, MACS_PER_PE * MIXPE_W4A8_PES / FP16_PES, 1.5 * 344_300 / 2 / 1_032_924))
     for fmt, speedup, mac_pJ in cases:
         table = layer(2048, fmt)
         base, unit = only.cost_table(table), mixpe.cost_table(table)
+        assert np.all(unit.compute_s > unit.memory_s) and np.all(base.compute_s > base.memory_s)
         np.testing.assert_allclose(base.compute_s / unit.compute_s, speedup, rtol=2e-3)
-        np.testing.assert_allclose(unit.compute_J, table.flops / 2 * mac_pJ * 1e-12, rtol=2e-3)
         np.testing.assert_array_equal(unit.memory_s, base.memory_s)  # the unit changes the math, not the bytes
+        preset = load_device("npu-mixpe").cost_table(table)
+        np.testing.assert_allclose(preset.compute_J, table.flops / 2 * mac_pJ * 1e-12, rtol=2e-3)
 
 
 def test_lut_unit_is_bit_serial():
@@ -104,27 +113,42 @@ def test_lut_unit_is_bit_serial():
 
 
 @pytest.mark.parametrize("name", ["npu-mixpe", "npu-lut"])
-def test_fewer_weight_bits_never_cost_more_on_the_unit(name):
-    device = load_device(name)
-    for acts in (16, 8):
-        for m in TOKENS:
-            costs = [device.cost_table(layer(m, NumericFormat(weight_bits=bits, act_bits=acts)))
-                     for bits in (8, 6, 5, 4, 3, 2) if bits <= acts]
-            for wider, narrower in zip(costs, costs[1:], strict=False):
-                assert np.all(narrower.time_s <= wider.time_s * (1 + 1e-12)), (name, acts, m)
-                assert np.all(narrower.energy_J <= wider.energy_J * (1 + 1e-12)), (name, acts, m)
+def test_fewer_weight_bits_never_take_more_time_on_the_unit(name):
+    """Fewer weight bits never take more time, and cost more energy only where they take less time.
+
+    At one mapping fewer weight bits move fewer bytes at the same or a cheaper MAC, so they cost no more of either
+    (checked on one array, which leaves one mapping). Each GEMM takes its fastest mapping, the least energy among
+    equally fast ones (hw_models/npu.py): the narrower format could run on the wider one's mapping in no more time,
+    so it never takes more; where its own fastest mapping re-reads more to finish sooner (W3A8 at 2,048 tokens on
+    MixPE spreads a GEMM over more arrays than W4A8), it may spend more energy, but only by being strictly faster."""
+    for overrides in ({}, {"npu.array_count": 1}):
+        device = load_device(name, overrides)
+        for acts in (16, 8):
+            for m in TOKENS:
+                costs = [device.cost_table(layer(m, NumericFormat(weight_bits=bits, act_bits=acts)))
+                         for bits in (8, 6, 5, 4, 3, 2) if bits <= acts]
+                for wider, narrower in zip(costs, costs[1:], strict=False):
+                    assert np.all(narrower.time_s <= wider.time_s * (1 + 1e-12)), (name, acts, m)
+                    costlier = narrower.energy_J > wider.energy_J * (1 + 1e-12)
+                    assert np.all(narrower.time_s[costlier] < wider.time_s[costlier]), (name, acts, m)
+                    if overrides:
+                        assert not costlier.any(), (name, acts, m)
 
 
 @pytest.mark.parametrize("name", ["npu-mixpe", "npu-lut"])
 def test_the_unit_is_never_slower_than_dequantizing(name):
-    # A GEMM the unit takes runs on it only where it is the faster path, and moves the same bytes: at batch 1 a
-    # memory-bound GEMV is no slower, and every other shape neither.
+    """A GEMM the unit takes runs on it only where it is the faster path: at batch 1 a memory-bound GEMV is no slower,
+    and every other shape neither. It never moves more bytes than dequantizing, though not always the same: with
+    faster math its fastest mapping may spread a GEMM over fewer arrays, which re-read less (hw_models/npu.py). Never
+    more: had the unit taken a mapping B moving more than the arrays' A, B would beat A only on compute, so A's compute
+    on the unit, and on the arrays (no faster), would exceed B's memory time, and the arrays would have found B
+    strictly faster than A."""
     only, device = load_device("npu-only"), load_device(name)
     for fmt in MIXED:
         for m in TOKENS:
             base, unit = only.cost_table(layer(m, fmt)), device.cost_table(layer(m, fmt))
             assert np.all(unit.time_s <= base.time_s * (1 + 1e-12)), (fmt.label, m)
-            np.testing.assert_array_equal(unit.memory_s, base.memory_s)
+            assert np.all(unit.memory_s <= base.memory_s), (fmt.label, m)
             np.testing.assert_allclose(unit.energy_J, unit.compute_J + unit.memory_J + unit.static_J, rtol=1e-12)
 
 
