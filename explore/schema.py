@@ -124,7 +124,10 @@ def knob_type(knob: Knob) -> Any:
     """The pydantic type of one value of a knob (explore/knobs.py): its allowed values, else its type with its
     minimum and its check."""
     if knob.allowed:
-        return Literal[knob.allowed]
+        # An integer knob's values are written as integers, as StrictInt takes them (batch: 1.0 is refused): a
+        # Literal alone would take 4.0, or false, as 4 or 0.
+        return Annotated[Literal[knob.allowed], BeforeValidator(_integer(knob))] if knob.type is int else \
+            Literal[knob.allowed]
     bound = [Field(ge=knob.minimum, le=knob.maximum)] if knob.minimum is not None else []
     if knob.type is int:
         return Annotated[StrictInt, BeforeValidator(_number(knob)), *bound]
@@ -145,6 +148,17 @@ def _number(knob: Knob):
         return value
 
     return number_
+
+
+def _integer(knob: Knob):
+    """A validator refusing anything but an integer where a knob takes integers from a list (weight_bits: 4.0, a YAML
+    boolean), with what the knob takes."""
+    def integer(value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"one of the integers {knob.allowed_words()}")
+        return value
+
+    return integer
 
 
 def _text(knob: Knob):

@@ -274,6 +274,14 @@ def derived_value(target: str, value: Any) -> int | float | str:
     return knob.validate(value)
 
 
+def unread_at_default(values: dict[str, Any]) -> dict[str, Any]:
+    """Each knob of `values` whose switches (Knob.only_with) are all off there, at its default: nothing reads it (a
+    link on one device, tp and pp 1: no pool, replica, KV hand-off or host transfer reads it either; an acceptance
+    rate without a draft), so points that differ only there are one design with one key."""
+    return {knob.name: knob.default for knob in knobs() if knob.switches and knob.name in values
+            and all(values.get(switch.name, switch.default) == switch.default for switch in knob.switches)}
+
+
 @dataclass(frozen=True)
 class Constraint:
     metric: str
@@ -478,6 +486,7 @@ class Sweep:
         fields = canonical_format({k: v for k, v in values.items() if not k.startswith(WHAT_IF_PREFIXES)})
         if fields.get("link") == "default":
             fields["link"] = ""
+        fields.update(unread_at_default(fields))
         if fields.get("node_link") and system_nodes(fields["device"], fields.get("link", ""), fields.get("tp", 1),
                                                     fields.get("pp", 1), link_overrides) == 1:
             fields["node_link"] = ""  # a point within one node has no node link to change: the point without it

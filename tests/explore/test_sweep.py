@@ -56,6 +56,15 @@ BAD_SWEEPS = {
     "typo in top key": ("workloads: {batch: 1}", 4, "workloads", "did you mean 'workload'"),
     "bad bit width": ("format: {kv_bits: 3}", 4, "format.kv_bits", "16, 8 or 4"),
     "bad weight bit width": ("format: {weight_bits: 7}", 4, "format.weight_bits", "16, 8, 6, 5, 4, 3 or 2"),
+    # An integer knob is written as an integer, whether it takes any (batch) or one of a list (bit widths, group
+    # sizes): 1.0 and 4.0 alike are refused, and so is a YAML boolean, which a list holding 0 would read as 0.
+    "decimal batch": ("workload: {batch: 1.0}", 4, "workload.batch", "found 1.0, allowed: an integer"),
+    "decimal bit width": ("format: {weight_bits: [4.0, 16]}", 4, "format.weight_bits.0",
+                          "found 4.0, allowed: one of the integers 16, 8, 6, 5, 4, 3, 2"),
+    "decimal group size": ("format: {weight_bits: 4, group_size: 32.0}", 4, "format.group_size",
+                           "found 32.0, allowed: one of the integers"),
+    "boolean bit width": ("format: {weight_bits: 4, head_bits: false}", 4, "format.head_bits",
+                          "found False, allowed: one of the integers 0, 3"),
     "bad sparsity pattern": ("format: {sparsity: [dense, '3:4', '2:3']}", 4, "format.sparsity.2",
                              "'2:3', allowed: dense or N:M"),
     "negative bandwidth": ("overrides: {device.memory.bandwidth_GBps: [1000, -5]}", 4,
@@ -134,3 +143,31 @@ def test_a_bad_constraint_is_one_line_with_one_found(tmp_path, constraints, line
     message = str(err.value)
     assert message.startswith(f"{path}:{line}: {expected}"), message
     assert message.count("found") == 1 and "\n" not in message
+
+
+def test_the_links_of_a_point_on_one_device_are_one_design(tmp_path, tiny_model, tiny_evaluator, capsys):
+    """link: [nvlink4, pcie5-x16] x tp: [1, 2]: at tp 1 (pp 1) no device pair, pool, replica or hand-off reads the link,
+    so its two points are one design; by hand 2 links x tp 2 + 1 = 3 designs of 4 points, counted by explore check and
+    evaluated once each."""
+    from explore.cli import main
+    from explore.runner import run_sweep
+
+    path = write(tmp_path, f"name: links\nmodel: {tiny_model}\ndevice: h100-sxm\nexecution: engine\n"
+                           f"workload: {{batch: 1, prompt: 16, output: 2}}\n"
+                           f"parallel: {{tp: [1, 2], link: [nvlink4, pcie5-x16]}}\n")
+    assert main(["check", path]) == 0
+    assert "4 design points (3 distinct designs evaluated)" in capsys.readouterr().out
+    rows = run_sweep(load_sweep(path), tmp_path / "out", evaluator=tiny_evaluator)
+    assert len(rows) == 3
+    assert sorted((row["tp"], row["link"]) for row in rows) == [(1, "default"), (2, "nvlink4"), (2, "pcie5-x16")]
+
+
+@pytest.mark.parametrize("flag", ["--batch", "--weight-bits", "--head-bits", "--group-size"])
+def test_an_integer_flag_written_as_a_decimal_is_refused_in_one_line(capsys, flag):
+    """explore run reads every integer knob's flag as an integer, as the sweep file does: 4.0 is refused alike for a
+    knob that takes any integer (--batch) and for one that takes integers from a list (bit widths, group sizes)."""
+    from explore.cli import main
+
+    assert main(["run", "--model", "llama-2-7b", "--device", "h100-sxm", flag, "4.0"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and f"{flag}: invalid int value: '4.0'" in err, err
