@@ -322,15 +322,9 @@ class ServingSpec:
                              f"replicas alone)")
         if not self.mixed and self.mixed_device:
             object.__setattr__(self, "mixed_device", "")  # read beside mixed replicas only: one design whatever it says
-        if self.mixed:
-            for name, conflict, allowed in (
-                    ("mixed_device", not self.mixed_device, "a device (preset or YAML) for the mixed replicas"),
-                    ("prefill_replicas", self.disaggregated, "0 (a fleet of mixed devices serves requests whole)"),
-                    ("attention_device", self.attends_apart, "none (a fleet of mixed devices attends itself)")):
-                if conflict:
-                    shown = repr(getattr(self, name)) if name != "prefill_replicas" else self.prefill_replicas
-                    raise InputError(f"{name}: found {shown} with mixed_replicas {self.mixed_replicas}, allowed: "
-                                     f"{allowed}")
+        if self.mixed and not self.mixed_device:
+            raise InputError(f"mixed_device: found '' with mixed_replicas {self.mixed_replicas}, allowed: a device "
+                             f"(preset or YAML) for the mixed replicas")
         self._check_autoscaling()
         self._check_admission()
         built = {name: value for name, value in (
@@ -556,12 +550,19 @@ class ServingSpec:
                 raise InputError(f"{name}: found {value!r}, allowed: {allowed}, or none")
 
     def unjudged(self) -> str:
-        """Why a run of this spec cannot answer what it asks, as one line naming the key ('' where it can): a gateway
-        rejecting requests beside a slowdown SLO (a rejected request has no slowdown to limit), or a capacity search
+        """Why a run of this spec cannot answer what it asks, as one line naming the key ('' where it can): a fleet of
+        mixed devices beside a prefill pool or attention devices (not modeled), a gateway rejecting requests beside a
+        slowdown SLO (a rejected request has no slowdown to limit), or a capacity search
         of a pool scaled from zero (at every rate the first requests wait for KEDA's first poll and a cold start, so
         the search would find the run's warm-up, not the pool's capacity). `explore run` refuses such a spec; a sweep
         records its point unevaluated, this its infeasible_reason (explore/evaluate.py), so that a grid crossing it
         with points that can run still runs them."""
+        for name, conflict, allowed in (  # not modeled: a fleet's replicas each serve requests whole, attending
+                ("prefill_replicas", self.disaggregated, "0 (a fleet of mixed devices serves requests whole)"),
+                ("attention_device", self.attends_apart, "none (a fleet of mixed devices attends itself)")):
+            if self.mixed and conflict:
+                shown = repr(getattr(self, name)) if name != "prefill_replicas" else self.prefill_replicas
+                return f"{name}: found {shown} with mixed_replicas {self.mixed_replicas}, allowed: {allowed}"
         admission = self.admission()
         if admission is not None and not admission.hold and self.slo_slowdown is not None:
             name = next(name for name in BUSY_THRESHOLDS if getattr(self, name) is not None)

@@ -4,12 +4,14 @@ line."""
 
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
 
 from explore.cli import main
 from hw_models.registry import load_device
+from tests.explore.tiny_sweep import write_tiny_serving_sweep
 
 RUN = ["run", "--model", "llama-3-8b", "--device", "h100-sxm", "--execution", "engine", "--serving", "--requests",
        "600", "--prompt", "1024", "--output", "256", "--slo-ttft", "2", "--slo-tpot", "0.1"]
@@ -88,3 +90,30 @@ def test_what_a_fleet_does_not_model_is_one_line(capsys, flags, words):
     assert main([*RUN, "--rate", "4", *flags]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and words in err, err
+
+
+def test_a_grid_crossing_a_fleet_with_a_prefill_pool_runs_the_rest(tmp_path, capsys):
+    """mixed_replicas [0, 2] x prefill_replicas [0, 1]: only the fleet beside a prefill pool is not modeled, so by hand
+    3 of the 4 points run and the fourth is recorded not run, its row saying why; a grid of that combination alone is
+    refused in one line, as explore run refuses it."""
+    fleet = "  rate: 2\n  mixed_device: l4\n"
+    path = write_tiny_serving_sweep(tmp_path, f"{fleet}  mixed_replicas: [0, 2]\n  prefill_replicas: [0, 1]\n")
+    assert main(["check", path]) == 0
+    said = capsys.readouterr().out
+    assert "4 design points (3 distinct designs evaluated)" in said, said
+    assert "1 of 4 points are not run" in said and "a fleet of mixed devices serves requests whole" in said, said
+    out = tmp_path / "out"
+    assert main(["--quiet", path, "--out", str(out)]) == 0
+    with open(out / "results.csv", newline="") as file:
+        rows = {(row["mixed_replicas"], row["prefill_replicas"]): row for row in csv.DictReader(file)}
+    assert len(rows) == 4
+    assert rows["2", "1"]["infeasible_reason"].startswith("prefill_replicas: found 1 with mixed_replicas 2")
+    assert rows["2", "1"]["ttft_s"] in ("", "nan")
+    for ran in (("", "0"), ("2", "0"), ("", "1")):
+        assert not rows[ran]["infeasible_reason"] and float(rows[ran]["ttft_s"]) > 0, ran
+    capsys.readouterr()
+    path = write_tiny_serving_sweep(tmp_path, f"{fleet}  mixed_replicas: 2\n  prefill_replicas: [1, 2]\n")
+    assert main(["check", path]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert f"{path}:12: serving.prefill_replicas: found 1 with serving.mixed_replicas 2, allowed: 0" in err, err
