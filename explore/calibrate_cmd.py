@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from explore.cli import print_json
+from explore.out_paths import check_out_file, check_out_folder
 from explore.progress_line import ProgressLine
 from hw_models.calibration import (
     _ATTENTION_PARAMETERS,
@@ -43,6 +44,7 @@ from kernels.measured import (
     GENERAL_LAYOUT,
     PREFILL_STEP,
     ROW_DTYPE_BITS,
+    TABLE_SUFFIXES,
     MeasuredKernel,
     read_table,
     write_table,
@@ -53,6 +55,7 @@ from workloads.errors import InputError
 def cmd_import_vidur(args) -> int:
     from kernels.vidur_import import read_vidur
 
+    check_out_file("-o", args.output, TABLE_SUFFIXES)
     rows = read_vidur(args.folder)
     write_table(args.output, rows)
     print(f"{args.output}: {len(rows)} measured kernels from {args.folder}")
@@ -62,6 +65,7 @@ def cmd_import_vidur(args) -> int:
 def cmd_import_aiconfigurator(args) -> int:
     from kernels.aiconfigurator_import import read_aiconfigurator
 
+    check_out_file("-o", args.output, TABLE_SUFFIXES)
     rows = read_aiconfigurator(args.folder)
     write_table(args.output, rows)
     print(f"{args.output}: {len(rows)} measured kernels from {args.folder}")
@@ -118,6 +122,8 @@ def cmd_calibrate(args) -> int:
     if is_file and not args.out:
         raise InputError(f"--out: missing for device file {args.device}; allowed: a path for its calibration, which "
                          f"the file then names (calibration: PATH)")
+    if args.out:
+        check_out_file("--out", args.out, makes_folder=True)
     tables = [read_table(table) for table in args.table]
     if unknown := unknown_devices(tables, args.device, base.name):
         print(f"explore: notice: {', '.join(map(str, args.table))}: rows of {unknown} name no preset, device file or "
@@ -538,6 +544,7 @@ def _score_profile(path: str, device_name: str) -> tuple[dict, dict, list[str]]:
 def cmd_validate(args) -> int:
     if bool(args.table) == bool(args.profile):
         raise InputError("validate: give measured-kernel TABLEs or --profile TRACE.json (one of them)")
+    check_out_folder("--out", args.out, "a folder for the plots (new, or one to write into)")
     if args.profile:
         if not args.device:
             raise InputError("--device: missing; a profile is compared against one device preset")
@@ -679,13 +686,13 @@ def add_parsers(add) -> None:
     vidur = add("import-vidur", "Convert the Vidur profiling data into a measured-kernel table.",
                 "explore import-vidur ../shared/data/vidur -o vidur-kernels.csv.gz")
     vidur.add_argument("folder", help="Vidur data folder (gemm_points.csv.gz, profiling/compute/)")
-    vidur.add_argument("-o", "--output", required=True, help="table path (.csv or .csv.gz)")
+    vidur.add_argument("-o", "--output", required=True, help="table path (.csv or .csv.gz), in an existing folder")
 
     aic = add("import-aiconfigurator",
               "Convert aiconfigurator's measured H200/L40S/B200 kernels into a measured-kernel table.",
               "explore import-aiconfigurator ../shared/data/aiconfigurator -o aic-kernels.csv.gz")
     aic.add_argument("folder", help="aiconfigurator data folder (<gpu>/gemm/..., <gpu>/attention/..., <gpu>/moe/...)")
-    aic.add_argument("-o", "--output", required=True, help="table path (.csv or .csv.gz)")
+    aic.add_argument("-o", "--output", required=True, help="table path (.csv or .csv.gz), in an existing folder")
 
     cal = add("calibrate", "Fit a GPU preset's efficiency models on measured-kernel tables.",
               "explore calibrate vidur-kernels.csv.gz --device h100-sxm --out my-h100.yaml\n  "

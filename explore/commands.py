@@ -16,6 +16,7 @@ from explore.evaluate import Evaluator, pool_point, trace_args
 from explore.format_checks import estimate_notice, format_notice, sixteen_bit_notice
 from explore.knobs import KNOBS, flag_name, input_columns
 from explore.ops_table import format_op_table, op_rows
+from explore.out_paths import check_out_file
 from explore.point_checks import check_sweep_points
 from explore.point_values import check_idle_knobs, check_point_values
 from explore.pool_what_ifs import POOL_WHAT_IFS
@@ -919,6 +920,7 @@ def cmd_trace(args) -> int:
     for name in ("batch", "prompt", "context"):
         if getattr(args, name) < (0 if name == "context" else 1):
             raise InputError(f"--{name}: found {getattr(args, name)}, allowed: a positive integer")
+    check_out_file("-o", args.output)
     cfg = load_model_config(args.model)
     # A prefill of `prompt` tokens, or one decode token after `context` cached ones: every position in the context.
     flag, value, positions = (("--prompt", args.prompt, args.prompt) if args.phase == "prefill"

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import shlex
 import time
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
+from explore.out_paths import check_out_file
 from kernels.harness import QUANTIZED_GEMM_DTYPES, STEP_WEIGHT_DTYPES  # imports no torch: the parser stays fast
+from kernels.measured import TABLE_SUFFIXES
 from workloads.errors import InputError
 
 KINDS = ("gemm", "attention", "streaming", "decode_step", "prefill_step")
@@ -110,17 +111,13 @@ def _grids(cuda: bool, quick: bool) -> dict[str, list]:
 def _validate(args) -> None:
     if args.output is None and args.cpu_preset is None:
         raise InputError("-o: missing, allowed: a table path ending in .csv or .csv.gz (or give --cpu-preset)")
-    if args.output is not None and not args.output.endswith((".csv", ".csv.gz")):
-        raise InputError(f"-o: found {args.output!r}, allowed: a path ending in .csv or .csv.gz")
-    if args.cpu_preset is not None and not args.cpu_preset.endswith((".yaml", ".yml")):
-        raise InputError(f"--cpu-preset: found {args.cpu_preset!r}, allowed: a path ending in .yaml or .yml")
+    # Checked before timing anything: a refused write afterwards would lose the measurement.
+    for flag, path, suffixes in (("-o", args.output, TABLE_SUFFIXES),
+                                 ("--cpu-preset", args.cpu_preset, (".yaml", ".yml"))):
+        if path is not None:
+            check_out_file(flag, path, suffixes)
     if args.cpu_preset is not None and args.cuda:
         raise InputError("--cuda: found with --cpu-preset, allowed: one of them (a CPU preset runs on the CPU)")
-    for flag, path in (("-o", args.output), ("--cpu-preset", args.cpu_preset)):
-        folder = Path(path).resolve().parent if path is not None else None
-        if folder is not None and not (folder.is_dir() and os.access(folder, os.W_OK)):
-            # Checked before timing anything: a refused write afterwards would lose the measurement.
-            raise InputError(f"{flag}: found {path!r}, allowed: a file in an existing folder this user can write")
     if not args.device_name.strip():
         raise InputError("--device-name: found an empty name, allowed: a device preset name such as h100-sxm")
     if args.dtype in QUANTIZED_GEMM_DTYPES and args.cpu_preset is None:

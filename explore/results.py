@@ -40,6 +40,7 @@ import numpy as np
 
 from explore.columns import Columns
 from explore.model_version import model_digest
+from explore.out_paths import check_out_folder
 from explore.results_csv import csv_text
 from workloads.atomic_write import replacing
 from workloads.errors import InputError
@@ -123,8 +124,7 @@ def folder_lock(out_dir: str | Path) -> Iterator[None]:
     command holds the folder across the run and the report, and run_sweep holds it for direct callers.
     """
     out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"--out: {out_dir} is a file, allowed: a folder (new or a sweep's own)")
+    check_out_folder("--out", out_dir, "a folder (new or a sweep's own)")
     out_dir.mkdir(parents=True, exist_ok=True)
     key = out_dir.resolve()
     if key in _held:

@@ -39,12 +39,11 @@ attention rows (window_size > 0) are skipped: the measured-kernel table has no w
 
 from __future__ import annotations
 
-import csv
-import gzip
 from collections.abc import Iterator
 from pathlib import Path
 
 from kernels.measured import MeasuredKernel
+from kernels.source_rows import source_rows
 from workloads.errors import InputError
 
 # aiconfigurator's GPU folders and our presets.
@@ -78,19 +77,14 @@ EAGER_GEMM_DTYPES = frozenset({"fp8_block"})
 GEMM_REPLAY_COPIES = {"bfloat16": 6, "fp8": 6}
 
 
-def _rows(path: Path) -> Iterator[dict]:
-    with gzip.open(path, "rt", newline="") as f:
-        yield from csv.DictReader(f)
-
-
 def _gemm_rows(path: Path, device: str, gpu: str) -> Iterator[MeasuredKernel]:
-    for row in _rows(path):
+    for row in source_rows(path):
         if row["gemm_dtype"] not in GEMM_DTYPES:
             continue
         dtype, variant = GEMM_DTYPES[row["gemm_dtype"]]
-        m, n, k = int(row["m"]), int(row["n"]), int(row["k"])
+        m, n, k = row.whole("m"), row.whole("n"), row.whole("k")
         yield MeasuredKernel(
-            device=device, kernel="gemm", dtype=dtype, variant=variant, time_s=float(row["latency"]) * 1e-3,
+            device=device, kernel="gemm", dtype=dtype, variant=variant, time_s=row.number("latency") * 1e-3,
             timing="eager" if row["gemm_dtype"] in EAGER_GEMM_DTYPES else "graph",
             replay_copies=GEMM_REPLAY_COPIES.get(row["gemm_dtype"], 0),
             source=f"aiconfigurator:{gpu}:gemm:{row['gemm_dtype']}:n{n}:k{k}", m=m, n=n, k=k)
@@ -98,33 +92,33 @@ def _gemm_rows(path: Path, device: str, gpu: str) -> Iterator[MeasuredKernel]:
 
 def _attention_rows(path: Path, device: str, gpu: str, decode: bool) -> Iterator[MeasuredKernel]:
     kernel = "attention_decode" if decode else "attention_prefill"
-    for row in _rows(path):
-        if int(row["window_size"]) != 0 or row["kv_cache_dtype"] not in KV_DTYPES:
+    for row in source_rows(path):
+        if row.whole("window_size") != 0 or row["kv_cache_dtype"] not in KV_DTYPES:
             continue
-        heads, kv_heads, head_dim = int(row["num_heads"]), int(row["num_key_value_heads"]), int(row["head_dim"])
-        isl = int(row["isl"])
+        heads, kv_heads, head_dim = row.whole("num_heads"), row.whole("num_key_value_heads"), row.whole("head_dim")
+        isl = row.whole("isl")
         # Decode: one new token attending to the isl + step cached ones (the data's README); prefill: isl tokens.
-        q_len, kv_len = (1, isl + int(row["step"])) if decode else (isl, isl)
+        q_len, kv_len = (1, isl + row.whole("step")) if decode else (isl, isl)
         yield MeasuredKernel(
             device=device, kernel=kernel, dtype="bf16", kv_dtype=KV_DTYPES[row["kv_cache_dtype"]],
-            time_s=float(row["latency"]) * 1e-3, timing="graph",
+            time_s=row.number("latency") * 1e-3, timing="graph",
             source=f"aiconfigurator:{gpu}:{kernel}:{row['kernel_source']}:h{heads}:kv{kv_heads}:d{head_dim}",
-            batch=int(row["batch_size"]), seq_len=q_len, kv_len=kv_len, heads=heads, kv_heads=kv_heads,
+            batch=row.whole("batch_size"), seq_len=q_len, kv_len=kv_len, heads=heads, kv_heads=kv_heads,
             head_dim=head_dim)
 
 
 def _moe_rows(path: Path, device: str, gpu: str) -> Iterator[MeasuredKernel]:
-    for row in _rows(path):
+    for row in source_rows(path):
         moe_dtype = row["moe_dtype"]
         if moe_dtype not in MOE_DTYPES and moe_dtype not in QUANTIZED_MOE_DTYPES:
             continue
         dtype, variant = MOE_DTYPES.get(moe_dtype) or QUANTIZED_MOE_DTYPES[moe_dtype]
-        hidden, inter, topk, experts = (int(row[c]) for c in ("hidden_size", "inter_size", "topk", "num_experts"))
-        tp, ep = int(row["moe_tp_size"]), int(row["moe_ep_size"])
+        hidden, inter, topk, experts = (row.whole(c) for c in ("hidden_size", "inter_size", "topk", "num_experts"))
+        tp, ep = row.whole("moe_tp_size"), row.whole("moe_ep_size")
         layout = f":tp{tp}:ep{ep}" if moe_dtype in QUANTIZED_MOE_DTYPES else ""  # held out by layout (above)
         yield MeasuredKernel(
-            device=device, kernel="moe", dtype=dtype, variant=variant, time_s=float(row["latency"]) * 1e-3,
-            timing="graph", m=int(row["num_tokens"]), n=inter // tp, k=hidden, topk=topk,
+            device=device, kernel="moe", dtype=dtype, variant=variant, time_s=row.number("latency") * 1e-3,
+            timing="graph", m=row.whole("num_tokens"), n=inter // tp, k=hidden, topk=topk,
             experts=experts, expert_parallel=ep, routing=row["distribution"], backend=row["kernel_source"],
             source=f"aiconfigurator:{gpu}:moe:{moe_dtype}:{row['kernel_source']}:h{hidden}:i{inter}:"
                    f"top{topk}:e{experts}{layout}")

@@ -256,6 +256,12 @@ def _number(name: str, kind: type, raw: str, where: str) -> int | float:
     return int(value)
 
 
+def _cell(row: dict, name: str, values: dict) -> str:
+    """A shape cell as a message shows it: its number, or that the cell is empty or the table has no such column."""
+    raw = row.get(name)
+    return "(no such column)" if raw is None else "(empty cell)" if raw == "" else f"{values[name]:g}"
+
+
 def _parse(row: dict, where: str) -> MeasuredKernel:
     values = {}
     for f in fields(MeasuredKernel):
@@ -294,7 +300,7 @@ def _parse(row: dict, where: str) -> MeasuredKernel:
     needed = NEEDED.get(values["kernel"], () if values["kernel"] in STEP_KINDS else ("bytes",))
     missing = [name for name in needed if not values.get(name)]
     if missing:
-        shown = ", ".join(f"{name} {values.get(name, 0):g}" for name in needed)
+        shown = ", ".join(f"{name} {_cell(row, name, values)}" for name in needed)
         raise InputError(f"{where}: {', '.join(missing)}: found {shown}, allowed: at least 1 in each of "
                          f"{', '.join(needed)} for {values['kernel']} rows")
     if values["kernel"] == MOE:
@@ -314,6 +320,10 @@ def _check_moe(values: dict, where: str) -> None:
     if experts % ep or topk > experts:
         raise InputError(f"{where}: experts, topk, expert_parallel: found {experts}, {topk}, {ep}; allowed: top-k "
                          f"at most the experts, and experts a multiple of expert_parallel")
+
+
+# The names a measured-kernel table takes: plain CSV, or gzipped (_open_text writes gzip for .gz).
+TABLE_SUFFIXES = (".csv", ".csv.gz")
 
 
 def read_table(path: str | Path) -> list[MeasuredKernel]:

@@ -20,12 +20,11 @@ kilobytes, which Vidur never timed.
 
 from __future__ import annotations
 
-import csv
-import gzip
 from collections.abc import Iterator
 from pathlib import Path
 
 from kernels.measured import MeasuredKernel
+from kernels.source_rows import source_rows
 from workloads.errors import InputError
 
 # Vidur's GPU names and our presets: its profiles were taken on DGX A100 80 GB and DGX H100 (SXM) nodes
@@ -35,12 +34,11 @@ FP16_BYTES = 2
 
 
 def _gemm_rows(path: Path) -> Iterator[MeasuredKernel]:
-    with gzip.open(path, "rt", newline="") as f:
-        for row in csv.DictReader(f):
-            yield MeasuredKernel(
-                device=GPU_PRESETS[row["gpu"]], kernel="gemm", dtype="fp16", time_s=float(row["median_ms"]) * 1e-3,
-                source=f"vidur:{row['model']}", m=int(row["m"]), k=int(row["k"]), n=int(row["n"]),
-            )
+    for row in source_rows(path):
+        yield MeasuredKernel(
+            device=GPU_PRESETS[row["gpu"]], kernel="gemm", dtype="fp16", time_s=row.number("median_ms") * 1e-3,
+            source=f"vidur:{row['model']}", m=row.whole("m"), k=row.whole("k"), n=row.whole("n"),
+        )
 
 
 def stream_bytes(op: str, shape: dict[str, float]) -> tuple[str, float] | None:
@@ -67,19 +65,18 @@ STREAM_OPS = ("emb", "input_layernorm", "attn_rope", "post_attention_layernorm",
 
 
 def _stream_rows(path: Path, gpu: str, model: str) -> Iterator[MeasuredKernel]:
-    with gzip.open(path, "rt", newline="") as f:
-        for row in csv.DictReader(f):
-            shape = {k: (float(row[k]) if k != "use_gated_mlp" else row[k] == "True")
-                     for k in ("num_tokens", "n_embd", "n_head", "n_kv_head", "n_expanded_embd", "use_gated_mlp",
-                               "num_tensor_parallel_workers")}
-            for op in STREAM_OPS:
-                found = stream_bytes(op, shape)
-                median = row.get(f"time_stats.{op}.median", "")
-                if found is None or median in ("", None):
-                    continue
-                kind, nbytes = found
-                yield MeasuredKernel(device=GPU_PRESETS[gpu], kernel=kind, dtype="fp16",
-                                     time_s=float(median) * 1e-3, source=f"vidur:{model}", bytes=nbytes)
+    for row in source_rows(path):
+        shape = {k: (row.number(k) if k != "use_gated_mlp" else row[k] == "True")
+                 for k in ("num_tokens", "n_embd", "n_head", "n_kv_head", "n_expanded_embd", "use_gated_mlp",
+                           "num_tensor_parallel_workers")}
+        for op in STREAM_OPS:
+            found = stream_bytes(op, shape)
+            median = f"time_stats.{op}.median"
+            if found is None or not row.get(median):  # an op the model does not run has no time
+                continue
+            kind, nbytes = found
+            yield MeasuredKernel(device=GPU_PRESETS[gpu], kernel=kind, dtype="fp16",
+                                 time_s=row.number(median) * 1e-3, source=f"vidur:{model}", bytes=nbytes)
 
 
 def read_vidur(folder: str | Path) -> list[MeasuredKernel]:
