@@ -37,7 +37,6 @@ from explore.run_support import (
     HINT_TP,
     WHAT_IF_PREFIXES,
     check_sets,
-    check_written_path,
     infeasible_hints,
     overrides_text,
     parse_sets,
@@ -281,7 +280,7 @@ def _check_chrome_trace(args) -> None:
     otherwise)."""
     if not args.chrome_trace:
         return
-    check_written_path("--chrome-trace", args.chrome_trace)
+    check_out_file("--chrome-trace", args.chrome_trace)
     if args.spec_draft and not args.serving:
         raise InputError(f"--chrome-trace: found with --spec-draft {args.spec_draft!r}, allowed: a static batch "
                          f"without speculative decoding, or --serving (a static batch's speculative steps are priced "

@@ -8,7 +8,6 @@ import functools
 import math
 import re
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 from explore.design_point import DesignPoint
@@ -27,16 +26,6 @@ WHAT_IF_PREFIXES = (DEVICE_PREFIX, LINK_PREFIX, *(pool.prefix for pool in POOL_W
 _NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 _INTEGER = re.compile(r"^[-+]?\d+$")
 _WHERE = re.compile(r"^[^:]*\.ya?ml(:\d+)?: ")  # the file a device or link message starts with
-
-
-def check_written_path(flag: str, path: str) -> None:
-    """Refuse a file `flag` names for the command to write where it cannot be written: in a folder that does not
-    exist, or a folder itself. Checked before the run, whose work a failed write after it would lose."""
-    folder = Path(path).parent
-    if Path(path).is_dir():
-        raise InputError(f"{flag}: found {path}, allowed: a file's path (that is a folder)")
-    if not folder.is_dir():
-        raise InputError(f"{flag}: found {path}, allowed: a file's path in an existing folder (no folder {folder})")
 
 
 def parse_sets(items: list[str]) -> tuple[dict[str, int | float], dict[str, int | float], dict[str, dict]]:

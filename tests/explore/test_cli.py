@@ -340,7 +340,8 @@ def test_more_user_mistakes_are_one_line(tmp_path, capsys):
     assert "invalid choice: 7" in _one_line_error(capsys, [*run, "--weight-bits", "7"])
     assert "did you mean 'check'" in _one_line_error(capsys, ["chek", "sweep.yaml"])
     missing = tmp_path / "no-such-folder" / "trace.json"
-    assert f"--chrome-trace: found {missing}" in _one_line_error(capsys, [*run, "--chrome-trace", str(missing)])
+    assert f"--chrome-trace: found {str(missing)!r}, whose folder" in _one_line_error(
+        capsys, [*run, "--chrome-trace", str(missing)])
     latin1 = tmp_path / "cafe.yaml"
     latin1.write_bytes("name: caf\xe9\nmodel: llama-2-7b\ndevice: h100-sxm\n".encode("latin-1"))
     assert "not UTF-8 text (byte 0xe9" in _one_line_error(capsys, ["check", str(latin1)])
@@ -365,7 +366,8 @@ def test_a_chrome_trace_into_a_missing_folder_is_refused_before_the_run(tmp_path
     run = ["run", "--model", "llama-2-7b", "--device", "h100-sxm", "--batch", "1", "--prompt", "8", "--output", "2"]
     for path in (tmp_path / "no-such-folder" / "t.json", tmp_path):
         err = _one_line_error(capsys, [*run, "--chrome-trace", str(path)])
-        assert err.startswith(f"explore: error: --chrome-trace: found {path}, allowed: "), err
+        assert err.startswith(f"explore: error: --chrome-trace: found {str(path)!r}, "), err
+        assert "; allowed: a file" in err, err
     assert evaluated == []
 
 
