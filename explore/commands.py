@@ -328,7 +328,7 @@ def cmd_run(args) -> int:
             message = str(err)  # a link file's own error names the file; the preset lookup's names no flag
             raise (InputError(f"--link: {message.removeprefix('link: ')}") if message.startswith("link: ") else
                    err) from None
-    overrides, link_overrides, pools = parse_sets(args.set)
+    overrides, link_overrides, pools = parse_sets(args.set, args.device)
     check_sets(args.device, overrides, args.link, link_overrides, args.tp * args.pp, serving, pools)
     point = replace(point, overrides=tuple(overrides.items()), link_overrides=tuple(link_overrides.items()),
                     **{pool.field: tuple(pools[pool.prefix].items()) for pool in POOL_WHAT_IFS})

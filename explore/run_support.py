@@ -14,7 +14,7 @@ from explore.design_point import DesignPoint
 from explore.pool_what_ifs import POOL_WHAT_IFS
 from hw_models.link import default_link, load_link, load_link_model
 from hw_models.nodes import nodes_of
-from hw_models.registry import load_device, preset_names, read_device_yaml, what_if_fields
+from hw_models.registry import load_device, preset_names, read_device_yaml, what_if_fields, what_if_refusal
 from kernels.parallel import check_tensor_parallel
 from workloads.errors import InputError
 
@@ -28,11 +28,13 @@ _INTEGER = re.compile(r"^[-+]?\d+$")
 _WHERE = re.compile(r"^[^:]*\.ya?ml(:\d+)?: ")  # the file a device or link message starts with
 
 
-def parse_sets(items: list[str]) -> tuple[dict[str, int | float], dict[str, int | float], dict[str, dict]]:
+def parse_sets(items: list[str], device_name: str) -> tuple[dict[str, int | float], dict[str, int | float],
+                                                             dict[str, dict]]:
     """(device, link, pool) overrides by dotted path of `--set KEY=VALUE` items: a key names a device field
     ('memory.bandwidth_GBps', or 'device.memory.bandwidth_GBps' as a sweep writes it), a link field
     ('link.bandwidth_GBps') or a field of another pool's devices ('attention_device.memory.bandwidth_GBps', pool
-    overrides by their prefix: explore/pool_what_ifs.py); a value is a number (an integer or a decimal)."""
+    overrides by their prefix: explore/pool_what_ifs.py); a value is a number (an integer or a decimal). Text given a
+    field of `device_name` that holds no number (a name) is refused as a number given it is: set in a device file."""
     device: dict[str, int | float] = {}
     link: dict[str, int | float] = {}
     pools: dict[str, dict] = {pool.prefix: {} for pool in POOL_WHAT_IFS}
@@ -43,6 +45,9 @@ def parse_sets(items: list[str]) -> tuple[dict[str, int | float], dict[str, int 
             raise InputError(f"--set: found {item!r}, allowed: KEY=VALUE with a device field's dotted path, e.g. "
                              f"{SET_EXAMPLE}")
         if not _NUMBER.match(text):
+            bare = not key.startswith(WHAT_IF_PREFIXES[1:])  # the device's own field, not a link's or a pool's
+            if bare and (why := what_if_refusal(device_name, key.removeprefix(DEVICE_PREFIX))):
+                raise InputError(f"--set {key}: found {text!r}; {why}")
             raise InputError(f"--set {key}: found {text!r}, allowed: a number (an integer or a decimal, e.g. 6700 "
                              f"or 1.5e3; 0 or 1 for a yes/no field such as link.multimem)")
         value = int(text) if _INTEGER.match(text) else float(text)

@@ -168,10 +168,7 @@ def apply_overrides(data: dict, overrides: dict[str, Any], where: str, line_of=N
                 check = numbers_only and kind is not None and value is not None
                 what = not_a_number(kind.spec_class, path, node.get(key)) if check else None
                 if what is not None and not _same_kind(what, value):
-                    raise InputError(f"{at}: device.{path}: not a what-if knob: {what}"
-                                     f"{_as_shipped(node.get(key), what)}, and a what-if sets a number; "
-                                     + (f"set one of its fields (device.{path}.<field>)" if what == "a section" else
-                                        f"change it in a device file (`base: {data.get('name')}` and the field)"))
+                    raise InputError(f"{at}: device.{path}: {_number_refusal(path, what, node.get(key), data)}")
                 node[key] = value
             else:
                 node = node[key]
@@ -207,6 +204,29 @@ def _refuse_idle(spec_class, overrides: dict[str, Any], result: dict, where: str
 # The Python types of what not_a_number calls a field that holds no number, which a DesignPoint's overrides may give it
 # (--set and a sweep's overrides give numbers).
 OWN_KINDS: dict[str, type | tuple[type, ...]] = {"a yes/no field": bool, "a list": (list, tuple), "a name": str}
+
+
+def _number_refusal(path: str, what: str, value: Any, data: dict) -> str:
+    """Why a what-if (which sets a number) cannot set the field at dotted `path` of the device `data`, holding `value`,
+    which not_a_number calls `what`, and where to change it instead."""
+    instead = (f"set one of its fields (device.{path}.<field>)" if what == "a section" else
+               f"change it in a device file (`base: {data.get('name')}` and the field)")
+    return f"not a what-if knob: {what}{_as_shipped(value, what)}, and a what-if sets a number; {instead}"
+
+
+def what_if_refusal(name_or_path: str, path: str) -> str | None:
+    """_number_refusal for the field at dotted `path` of a device preset or file where that field holds no number;
+    None where it holds one or the device has no such field (a what-if on it is judged as a number)."""
+    data, _, _, _ = _read(name_or_path)
+    kind = DEVICE_KINDS.get(data.get("kind"))
+    *parents, last = path.split(".")
+    node = data
+    for key in parents:
+        node = node.get(key) if isinstance(node, dict) else None
+    if kind is None or not isinstance(node, dict) or last not in node:
+        return None
+    what = not_a_number(kind.spec_class, path, node[last])
+    return None if what is None else _number_refusal(path, what, node[last], data)
 
 
 def _same_kind(what: str, value: Any) -> bool:

@@ -95,15 +95,24 @@ def test_bad_set_is_one_line_exit_2(capsys, item, needles):
     ("neupims", "pim.row_buffers=1", "a name ('dual' on the device)"),
     ("ampere-altra-sail", "lut.engine=2", "a name ('pim' on the device)"),
     ("neupims", "pim=3", "a section"),
+    # Text given such a field: refused as a number given it is, not as 'allowed: a number', which says nothing of it.
+    ("neupims", "pim.row_buffers=single", "a name ('dual' on the device)"),
+    ("neupims", "device.pim.row_buffers=single", "a name ('dual' on the device)"),
+    ("neupims", "pim.sub_batch_interleaving=false", "a yes/no field (true on the device)"),
+    ("ampere-altra-sail", "lut.engine=simd", "a name ('pim' on the device)"),
 ])
 def test_set_of_a_field_that_holds_no_number_says_what_it_is(capsys, device, item, what):
-    """A what-if sets numbers: a yes/no or name field given one is refused as such, with the device file that changes
-    it, not with its type's 'allowed: true or false' (which the number check before it refuses in turn)."""
+    """A what-if sets numbers: a yes/no or name field given one, or given text, is refused as such, with the device
+    file that changes it, not with its type's 'allowed: true or false' (which the number check before it refuses in
+    turn) or the number check's 'allowed: a number'."""
     code, out, err = _run(capsys, ["run", "--model", "llama-2-7b", "--device", device, "--set", item])
-    path = item.partition("=")[0]
+    key, _, text = item.partition("=")
+    path = key.removeprefix("device.")
     assert code == 2 and out == "" and len(err.strip().splitlines()) == 1 and "Traceback" not in err
-    assert f"device.{path}: not a what-if knob: {what}, and a what-if sets a number" in err, err
+    said = f"not a what-if knob: {what}, and a what-if sets a number"
+    assert (f"--set {key}: found {text!r}; {said}" if text.isalpha() else f"device.{path}: {said}") in err, err
     assert "allowed: true or false" not in err and "allowed: 'single' or 'dual'" not in err
+    assert "allowed: a number" not in err
     assert (f"device.{path}.<field>" if what == "a section" else f"`base: {device}`") in err
 
 
