@@ -535,7 +535,8 @@ class KernelTable:
             return None
         _, dtype_index = self.dtype_groups
         columns = np.column_stack([dtype_index, *(getattr(self, name) for name in self._columns()
-                                                  if name not in ("dtype",))]).astype(float)
+                                                  if name not in ("dtype",)),
+                                   *(getattr(self, name) for name in _PRICED_FLAGS)]).astype(float)
         _, first, index = np.unique(columns, axis=0, return_index=True, return_inverse=True)
         if len(first) == len(self):
             return None
@@ -582,6 +583,11 @@ TABLES_KEPT = 2
 # Mask pairs KernelTable.distinct_counts keeps: the table's own masks and a few more.
 MASKS_KEPT = 64
 _COLUMNS = tuple(f.name for f in fields(KernelTable) if f.name not in ("kernels", "sparsity", "numeric_format"))
+# Row masks a table derives from its kernels' modules rather than holding as columns, that pricing reads: run_on's
+# activation sparsity thins the MLP's GEMMs (mlp_gemm_rows), a GPU charges a MoE layer's fixed time to its hot experts'
+# row (moe_rest_rows). distinct_rows keys on them beside the columns, so that rows priced apart are never one row (a
+# tiny Llama's LM head has its MLP's gate and up shapes).
+_PRICED_FLAGS = ("mlp_gemm_rows", "moe_rest_rows")
 
 
 def _share_shape_caches(table: KernelTable, source: KernelTable, tile: int = 1) -> None:
