@@ -127,6 +127,10 @@ class DesignPoint:
                 return value
         return KNOBS[name].default
 
+    def reads(self, knob: Knob) -> bool:
+        """Whether the point reads `knob`: it has no switches (Knob.only_with), or one of them is on here."""
+        return not knob.switches or any(self.knob(s.name) != s.default for s in knob.switches)
+
     def _values(self) -> dict[str, Any]:
         """Field values by name (shallow: the fields are numbers, strings and tuples)."""
         return {name: getattr(self, name) for name in _FIELD_NAMES}
@@ -143,8 +147,12 @@ class DesignPoint:
         for name in ("overrides", "link_overrides", *(pool.field for pool in POOL_WHAT_IFS), "serving", "knobs"):
             del values[name]
         row = {**values, "link": self.link or "default"}
+        # A knob the point does not read (every knob that turns it on is off: an acceptance rate without a draft)
+        # shows empty, as a serving setting the point does not read does; a format's part shows the value its
+        # canonical format takes (NumericFormat.canonical), as every format part does.
         set_knobs = dict(self.knobs)
-        row.update({k.name: set_knobs.get(k.name, k.default) for k in generic_knobs()})
+        row.update({k.name: set_knobs.get(k.name, k.default) if self.reads(k) or k.applies == "format" else None
+                    for k in generic_knobs()})
         if self.serving is not None:
             row.update(self.serving.columns())
         return row

@@ -130,7 +130,7 @@ def check_idle_knobs(point: DesignPoint, name: Callable[[str], str] = field_name
     so a sweep only notes it."""
     for knob in knobs():
         value, switches = point.knob(knob.name), knob.switches
-        if switches and value != knob.default and all(point.knob(s.name) == s.default for s in switches):
+        if value != knob.default and not point.reads(knob):
             shown = repr(value) if isinstance(value, str) else f"{value:g}"
             raise InputError(f"{name(knob.name)}: found {shown} {off_words(switches, name)}, allowed: with "
                              f"{' or '.join(name(s.name) for s in switches)} set, or left out")

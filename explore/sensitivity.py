@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from explore.design_point import FORMAT_FIELDS
+from explore.design_point import FORMAT_FIELDS, generic_knobs
 from explore.knobs import knobs
 from explore.rows import OVERRIDE_PREFIX, as_number, is_feasible
 from explore.serving_settings import RULES
@@ -25,8 +25,10 @@ def _knob_names() -> list[str]:
 # batch is its max_seqs, spread experts' ep is the tp.
 ALIASES = (("batch", "max_seqs"), ("ep", "tp"))
 # Knobs whose empty value on a row means the point does not read them (explore/serving_settings.py RULES: a serving
-# setting read only beside others; a node link where the devices fit one node): those rows measure other knobs.
-UNREAD_WHEN_EMPTY = frozenset({rule.field for rule in RULES} | {"node_link"})
+# setting read only beside others; a node link where the devices fit one node; a generic knob whose switches are off,
+# DesignPoint.reads): those rows measure other knobs.
+UNREAD_WHEN_EMPTY = frozenset({rule.field for rule in RULES} | {"node_link"}
+                              | {k.name for k in generic_knobs() if k.only_with})
 
 
 def _key(value: Any) -> Any:

@@ -118,6 +118,17 @@ def test_a_draft_larger_than_the_target_is_refused(tiny_config, draft, tmp_path,
     assert "--acceptance: found 2.0" in capsys.readouterr().err
 
 
+def test_a_dense_draft_reading_more_a_token_than_an_moe_target_is_refused(tmp_path, capsys):
+    """Qwen3-8B (8.19 B parameters) for Qwen3-30B-A3B, which reads 3.35 B of its 30.5 B a token (by hand:
+    tests/sim/test_speculative.py): a slower step than the target's at batch 1, refused by the sweep check in one
+    line (explore run refuses through the same draft_error: test_a_draft_larger_than_the_target_is_refused)."""
+    path = write_sweep(tmp_path, "name: s\nmodel: qwen3-30b-a3b\ndevice: h100-sxm\nworkload: {spec_draft: qwen3-8b}\n")
+    assert main(["check", path]) == 2
+    err = capsys.readouterr().err
+    assert "workload.spec_draft: found qwen3-8b (8.19 B parameters active per token)" in err
+    assert len(err.strip().splitlines()) == 1
+
+
 
 @pytest.fixture(scope="module")
 def short_draft(tmp_path_factory) -> str:
@@ -149,6 +160,23 @@ def test_a_draft_whose_context_cannot_hold_the_sequences_is_refused(tiny_config,
     assert main(["run", "--model", tiny_config, "--device", "h100-sxm", "--spec-draft", short_draft,
                  "--prompt", "100", "--output", "28", "--json"]) == 0
     capsys.readouterr()
+
+def test_a_row_that_does_not_speculate_shows_no_acceptance(tiny_config, tmp_path, capsys):
+    """An acceptance rate a derived: section computes (or a grid gives) beside spec_draft ['', medusa] is read by
+    the drafting points only: the plain point's row shows none (empty, as a serving setting a point does not read),
+    the Medusa point's the rate."""
+    import csv
+
+    path = write_sweep(tmp_path, f"name: s\nmodel: {tiny_config}\ndevice: h100-sxm\n"
+                                 f"workload: {{batch: 2, prompt: 64, output: 8, spec_draft: ['', medusa]}}\n"
+                                 f"derived: {{acceptance: '0.5 + 0.1 * (batch > 4)'}}\n")
+    out = tmp_path / "out"
+    assert main(["--quiet", path, "--out", str(out)]) == 0
+    capsys.readouterr()
+    with open(out / "results.csv", newline="") as file:
+        rows = {row["spec_draft"]: row for row in csv.DictReader(file)}
+    assert rows[""]["acceptance"] == "" and float(rows["medusa"]["acceptance"]) == 0.5
+
 
 # Medusa-1 (Cai et al., "Medusa: Simple LLM Inference Acceleration Framework with Multiple Decoding Heads", ICML
 # 2024; abstract: "Medusa-1 can achieve over 2.2x speedup without compromising generation quality", Vicuna-7B at
