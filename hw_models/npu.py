@@ -87,7 +87,8 @@ def array_counts(spec: NPUSpec, element_bytes: np.ndarray, longest_stream: float
     candidates = [np.array([count])]
     for rows in np.unique(buffer_rows(spec, element_bytes)):
         arrays = np.arange(1, min(rows, count) + 1)
-        candidates.append(rows // np.minimum(rows // arrays, longest_stream))
+        # The most arrays giving a chunk length may be more than the chip has; the chip's count gives it then.
+        candidates.append(np.minimum(rows // np.minimum(rows // arrays, longest_stream), count))
     return np.unique(np.concatenate(candidates))
 
 

@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from explore.design_point import DesignPoint
+from hw_models.npu import array_counts
 from hw_models.registry import load_device, read_device_yaml
 from kernels.kernel import Kernel, KernelKind
 from kernels.table import KernelTable
@@ -199,6 +200,15 @@ def test_each_kernel_takes_its_best_array_count(name):
     best = np.min([costs(load_device(name, {"npu.array_count": count}), kernels).time_s for count in range(1, 17)],
                   axis=0)
     np.testing.assert_array_equal(costs(load_device(name, {"npu.array_count": 16}), kernels).time_s, best)
+
+
+@pytest.mark.parametrize("count", [45, 50, 60, 100])
+def test_a_kernel_runs_on_no_more_arrays_than_the_chip_has(count):
+    """npu-only's buffers hold 2,048 rows: on 50 arrays a chunk holds 40, and the most arrays whose chunk holds 40
+    rows is 2048 // 40 = 51, one more than a 50-array chip has."""
+    device = load_device("npu-only", {"npu.array_count": count})
+    tried = array_counts(device.spec, np.array([2.0]), 4096.0)
+    assert tried.max() == count and tried.min() >= 1
 
 
 def test_in_bank_access_cheaper_than_external():
