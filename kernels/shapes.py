@@ -205,26 +205,29 @@ def step_shape(chunks: Sequence[tuple[int, int]] = (), decode_kv: Sequence[int] 
     more; one alone reads its copy, as paged attention does; none under a KV policy that keeps or reads tokens of its
     own choosing: KVPolicy.chooses_tokens). `prefix_groups`: of each decoding sequence, the group whose prefix it
     shares (a negative one: none, it holds its own copy); None: every sequence shares one prefix."""
-    kv = np.asarray(decode_kv)
     shared, sharing, groups = 0, 0, 0
-    if shared_prefix and not (isinstance(window, KVPolicy) and window.chooses_tokens):
-        # Caches holding a shared prefix that the window still reads whole.
-        whole = (kv >= shared_prefix) & (kept_tokens(kv, window) >= kv)
-        if prefix_groups is not None:
-            label = np.asarray(prefix_groups)
-            whole &= label >= 0
-        if whole.sum() > 1:
-            groups = 1
-            named = label[whole] if prefix_groups is not None else None
-            if named is not None and named.min() != named.max():
-                # Of those, the sequences whose group has two or more of them read its prefix once together.
-                _, group, members = np.unique(named, return_inverse=True, return_counts=True)
-                whole[whole] = members[group] > 1
-                groups = int((members > 1).sum())
-            if groups:
-                kv = np.where(whole, kv - shared_prefix, kv)
-                shared, sharing = shared_prefix, int(whole.sum())
-    decode, _ = decode_reads(kv, window)
+    if window is None and not shared_prefix:  # every sequence reads each of its keys: their sum (numpy's, exactly)
+        read_kv = sum(decode_kv)
+    else:
+        kv = np.asarray(decode_kv)
+        if shared_prefix and not (isinstance(window, KVPolicy) and window.chooses_tokens):
+            # Caches holding a shared prefix that the window still reads whole.
+            whole = (kv >= shared_prefix) & (kept_tokens(kv, window) >= kv)
+            if prefix_groups is not None:
+                label = np.asarray(prefix_groups)
+                whole &= label >= 0
+            if whole.sum() > 1:
+                groups = 1
+                named = label[whole] if prefix_groups is not None else None
+                if named is not None and named.min() != named.max():
+                    # Of those, the sequences whose group has two or more of them read its prefix once together.
+                    _, group, members = np.unique(named, return_inverse=True, return_counts=True)
+                    whole[whole] = members[group] > 1
+                    groups = int((members > 1).sum())
+                if groups:
+                    kv = np.where(whole, kv - shared_prefix, kv)
+                    shared, sharing = shared_prefix, int(whole.sum())
+        read_kv = round(float(np.sum(decode_reads(kv, window)[0])))
     evicts = isinstance(window, KVPolicy) and window.eviction is not None
     return StepShape(
         prefill_seqs=len(chunks), prefill_tokens=sum(q for q, _ in chunks),
@@ -233,7 +236,7 @@ def step_shape(chunks: Sequence[tuple[int, int]] = (), decode_kv: Sequence[int] 
         prefill_scored_share=1.0 - window.full_heads if evicts else 0.0,
         prefill_score_B=window.eviction.prefill_score_B if evicts else 0.0,
         prefill_cached=sum(cached for _, cached in chunks), decode_seqs=len(decode_kv),
-        decode_kv=round(float(np.sum(decode))), decode_shared_kv=shared, decode_shared_seqs=sharing,
+        decode_kv=read_kv, decode_shared_kv=shared, decode_shared_seqs=sharing,
         decode_shared_groups=groups, decode_flops_per_kv=flops_per_read(window), sampled=sampled,
         decode_query=decode_query,
         positions=max([q for q, _ in chunks] + [decode_query if len(decode_kv) else 1]),

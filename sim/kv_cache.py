@@ -337,18 +337,28 @@ class PagedKVCache:
         extra, room = self._growth(seq, tokens)
         return extra <= room - reserve_blocks
 
-    def grow(self, seq: int, tokens: int) -> bool:
-        """Grow `seq` to hold `tokens` tokens where it can (can_hold, then hold) and say whether it did; nothing changes
-        where it cannot. An admitted sequence whose blocks already hold them (most decode steps: a new block every
-        block_tokens tokens) is answered without the general path."""
-        held = self._held.get(seq)
-        if held is not None and self.window is None and \
-                -(-tokens // self.block_tokens) - self._shared.get(seq, 0) <= held:
-            return True
-        if not self.can_hold(seq, tokens):
-            return False
-        self.hold(seq, tokens)
-        return True
+    def grow_each(self, wants: list[tuple[int, int]]) -> int:
+        """Grow each sequence of `wants` (sequence, tokens), in order, to hold its tokens where it can (can_hold, then
+        hold) until one cannot, and say how many did; nothing changes for that one and those after it. An admitted
+        sequence (most decode steps: one whose blocks already hold its tokens, or that adds a block every block_tokens
+        tokens) is answered without the general path."""
+        held_of, shared_of, block_tokens = self._held.get, self._shared.get, self.block_tokens
+        paged = self.window is None
+        for done, (seq, tokens) in enumerate(wants):
+            held = held_of(seq)
+            if held is None:  # holding nothing here yet
+                if not self.can_hold(seq, tokens):
+                    return done
+                self.hold(seq, tokens)
+                continue
+            # Its own blocks (_own_blocks, inlined where no window keeps fewer: below its shared ones it needs none).
+            shared = shared_of(seq, 0)
+            extra = (-(-tokens // block_tokens) - shared if paged else self._own_blocks(tokens, shared)) - held
+            if extra > 0:
+                if extra > self.capacity_blocks - self.used_blocks + self._idle_blocks:
+                    return done
+                self._add_own(seq, held, extra)
+        return len(wants)
 
     def hold(self, seq: int, tokens: int) -> None:
         """Grow `seq`'s blocks to hold `tokens` tokens (the caller checked can_hold); its first hold shares its
@@ -358,13 +368,7 @@ class PagedKVCache:
         if held is not None:  # admitted (a swapped-out sequence holds nothing here): it grows its own blocks alone
             extra = self._own_blocks(tokens, self._shared.get(seq, 0)) - held
             if extra > 0:
-                free = self.capacity_blocks - self.used_blocks
-                if extra > free + self._idle_blocks:
-                    raise RuntimeError(f"KV cache: sequence {seq} needs {extra} more blocks, {free} free")
-                if extra > free:
-                    self._evict(extra - free)
-                self._held[seq] = held + extra
-                self.used_blocks += extra
+                self._add_own(seq, held, extra)
             return
         extra, room = self._growth(seq, tokens)
         if extra > room:
@@ -388,6 +392,17 @@ class PagedKVCache:
             self._evict(self.used_blocks + own - self.capacity_blocks)
         self._held[seq] = self._held.get(seq, 0) + own
         self.used_blocks += own
+
+    def _add_own(self, seq: int, held: int, extra: int) -> None:
+        """Give admitted `seq`, holding `held` blocks of its own, `extra` more, evicting idle nodes where too few are
+        free."""
+        free = self.capacity_blocks - self.used_blocks
+        if extra > free + self._idle_blocks:
+            raise RuntimeError(f"KV cache: sequence {seq} needs {extra} more blocks, {free} free")
+        if extra > free:
+            self._evict(extra - free)
+        self._held[seq] = held + extra
+        self.used_blocks += extra
 
     @staticmethod
     def _parts(path: Path, blocks: int) -> list[tuple[int, int]]:

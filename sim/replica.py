@@ -204,35 +204,39 @@ class Replica:
             seq.computed += chunk
             self.state.kv.publish(seq.index, seq.computed)
             if seq.computed >= seq.target:
-                self._sample(seq, now_s)
+                self._sample([seq], now_s)
                 if self.on_prefilled is not None and seq.generated < seq.output:
                     self._leave(seq)
                     self.on_prefilled(seq)
         if self.speculation is None:  # one token each
-            for seq in batch.decodes:
-                if seq.generated < seq.output:
-                    seq.computed += 1
-                    seq.target += 1
-                    self._sample(seq, now_s)
+            sampled = [seq for seq in batch.decodes if seq.generated < seq.output]
+            for seq in sampled:
+                seq.computed += 1
+                seq.target += 1
+            self._sample(sampled, now_s)
             return
         advance = self.speculation.accepted_tokens(self.rng, len(batch.decodes)).tolist() if batch.decodes else []
         for seq, tokens in zip(batch.decodes, advance, strict=True):
-            for _ in range(min(tokens, seq.output - seq.generated)):  # tokens past the request's last are dropped
-                seq.computed += 1
-                seq.target += 1
-                self._sample(seq, now_s)
+            tokens = max(0, min(tokens, seq.output - seq.generated))  # tokens past the request's last are dropped
+            seq.computed += tokens
+            seq.target += tokens
+            self._sample([seq] * tokens, now_s)
 
-    def _sample(self, seq: Sequence, now_s: float) -> None:
-        seq.generated += 1
-        if math.isnan(seq.first_token_s):
-            seq.first_token_s = now_s
-        else:
-            self.token_gaps.append(now_s - seq.last_token_s)
-        seq.last_token_s = now_s
-        if seq.generated >= seq.output:
-            seq.finish_s = now_s
-            self._leave(seq)
-            self.on_finish(seq)
+    def _sample(self, seqs: list[Sequence], now_s: float) -> None:
+        """Each of `seqs` samples a token at `now_s` (one listed n times, n tokens); a request sampling its last
+        leaves."""
+        gaps = self.token_gaps
+        for seq in seqs:
+            seq.generated += 1
+            if math.isnan(seq.first_token_s):
+                seq.first_token_s = now_s
+            else:
+                gaps.append(now_s - seq.last_token_s)
+            seq.last_token_s = now_s
+            if seq.generated >= seq.output:
+                seq.finish_s = now_s
+                self._leave(seq)
+                self.on_finish(seq)
 
     def copy_in_s(self, batch) -> float:
         """The time the KV a batch brings onto the device takes before it computes: over the host link (swaps, host

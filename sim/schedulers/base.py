@@ -305,11 +305,16 @@ class Scheduler:
         the latest arrival among equals); returns the sequences that decode."""
         kv = state.kv
         kept: list[Sequence] = []
-        pending = list(decoding)
+        pending = decoding
         step = 1 + self.limits.lookahead_slots
         while pending:
-            seq = pending.pop(0)
-            while not kv.grow(seq.index, seq.computed + step):
+            grown = kv.grow_each([(seq.index, seq.computed + step) for seq in pending])
+            kept += pending[:grown]
+            if grown == len(pending):
+                break
+            seq, pending = pending[grown], pending[grown + 1:]
+            # Blocks ran out: preempt until it grows, or is preempted itself.
+            while True:
                 victim = max(state.running, key=self._rank) if self.limits.queue_policy == "priority" \
                     else state.running[-1]
                 self._preempt(state, victim)
@@ -318,6 +323,7 @@ class Scheduler:
                 for waiting_list in (pending, kept):
                     if victim in waiting_list:
                         waiting_list.remove(victim)
-            else:
-                kept.append(seq)
+                if kv.grow_each([(seq.index, seq.computed + step)]):
+                    kept.append(seq)
+                    break
         return kept

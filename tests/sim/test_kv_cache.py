@@ -333,15 +333,43 @@ def test_several_roots_each_hold_their_conversations_and_an_idle_one_goes_first(
     assert kv.cached_prefix(2, 100) == 48 and kv.cached_prefix(3, 100) == 0
 
 
-def test_grow_is_can_hold_then_hold():
-    """grow(seq, tokens) is can_hold then hold, answering a sequence whose blocks already hold the tokens without
-    either: block by block, the blocks used and the answer match the two calls on a twin cache, up to and past a full
-    cache."""
-    twins = [PagedKVCache(capacity_blocks=6, block_tokens=4) for _ in range(2)]
-    grown, held = twins
-    for seq, tokens in [(0, 5), (1, 3), (0, 6), (0, 8), (0, 9), (1, 4), (1, 5), (0, 13), (1, 9), (1, 13), (0, 17)]:
-        expected = held.can_hold(seq, tokens)
-        if expected:
-            held.hold(seq, tokens)
-        assert grown.grow(seq, tokens) == expected, (seq, tokens)
-        assert grown.used_blocks == held.used_blocks, (seq, tokens)
+def _twins(**cache) -> tuple[PagedKVCache, PagedKVCache]:
+    """Two caches alike: six sequences admitted (each a group's, sharing its group's cached prefix where one is)."""
+    twins = [PagedKVCache(**cache) for _ in range(2)]
+    for kv in twins:
+        for seq in range(6):
+            kv.assign(seq, seq % 2, shareable_tokens=8)
+            kv.hold(seq, 9 + seq)
+    return twins[0], twins[1]
+
+
+@pytest.mark.parametrize("cache", [dict(capacity_blocks=40, block_tokens=4),
+                                   dict(capacity_blocks=40, block_tokens=4, window=6),
+                                   dict(capacity_blocks=44, block_tokens=4, prefix_tokens=8, prefix_groups=4)])
+def test_grow_each_is_can_hold_then_hold_in_turn(cache):
+    """grow_each(wants) grows each sequence as can_hold then hold do one by one, stopping at the first that cannot
+    grow and changing nothing for it or those after it: a decode step's tokens for all six sequences, step by step
+    until the cache runs out, match the two calls on a twin cache in blocks used and each sequence's own blocks, and
+    the count it answers is the twin's. Cases: a plain cache, a window (its own blocks are not its tokens' blocks), and
+    a cache whose idle cached prefixes of groups 2 and 3 are evicted for room, beside sequences sharing groups 0 and
+    1's (their shared blocks are not their own)."""
+    batched, single = _twins(**cache)
+    tokens = {seq: 9 + seq for seq in range(6)}
+    for step in range(60):
+        wants = [(seq, tokens[seq] + 1) for seq in range(6)]
+        expected = 0
+        for seq, count in wants:
+            if not single.can_hold(seq, count):
+                break
+            single.hold(seq, count)
+            expected += 1
+        grown = batched.grow_each(wants)
+        assert grown == expected, (step, wants)
+        assert batched.used_blocks == single.used_blocks and batched.in_use_blocks == single.in_use_blocks
+        for seq in range(6):
+            assert batched.extra_blocks(seq, 200) == single.extra_blocks(seq, 200), (step, seq)
+        if grown < len(wants):
+            break
+        tokens.update(wants)
+    # Without a window the cache runs out after a dozen steps, a new block every fourth token of each sequence.
+    assert (grown < len(wants)) == ("window" not in cache) and step > 10
