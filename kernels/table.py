@@ -242,8 +242,8 @@ class KernelTable:
 
     @cached_property
     def class_masks(self) -> dict[str, np.ndarray]:
-        """Row mask of each kernel class present in the table."""
-        masks = {name: np.isin(self.kind, codes) for name, codes in CLASS_CODES.items()}
+        """Row mask of each kernel class present in the table (a lookup by kind code each, as class_rows)."""
+        masks = {name: of_kind[self.kind] for name, of_kind in _CLASS_OF_KIND.items()}
         return {name: mask for name, mask in masks.items() if mask.any()}
 
     @cached_property
