@@ -158,6 +158,9 @@ class NPUModel(DeviceModel):
     """Prices kernels on one NPU (and its PIM banks, if any). Pure: the spec and derived rates only."""
 
     kind = "npu"
+    # A kernel's mapping, time and energy read its own row alone (array_counts reads the pass's rows only to trim
+    # the counts tried, never a row's best).
+    prices_rows_alone = True
 
     def __init__(self, spec: NPUSpec, reference: NPUSpec | None = None, calibration=None):
         super().__init__(spec, reference, calibration)

@@ -19,7 +19,8 @@ from kernels.table import KernelTable
 
 PROMPT = 48
 # Fitted presets (H100 with its fp8 fits, A100 with a sibling's, L40S) and a datasheet roofline.
-DEVICES = (("h100-sxm", True), ("a100-sxm-80gb", True), ("l40s", True), ("h100-sxm", False))
+DEVICES = (("h100-sxm", True), ("a100-sxm-80gb", True), ("l40s", True), ("h100-sxm", False), ("npu-only", False),
+           ("neupims", False), ("npu-mixpe", False), ("npu-lut", False))
 # 16-bit, fp8 weights and activations, 4-bit weights only (dequantized on the CUDA cores), an fp8 KV cache with 2:4
 # sparse weights: every fit variant of attention (prefill, decode, fp8 KV) and GEMM the tables reach.
 FORMATS = (NumericFormat(), NumericFormat(weight_bits=8, act_bits=8), NumericFormat(weight_bits=4),
