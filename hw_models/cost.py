@@ -69,8 +69,10 @@ class KernelCosts:
 
     def faster(self, other: KernelCosts, rows: np.ndarray) -> KernelCosts:
         """The faster of two ways to run the same kernels, where a runtime has both and picks per kernel: `other`'s
-        costs in the rows where `rows` is true and other's time is no longer than these, these elsewhere."""
-        use = rows & (other.time_s <= self.time_s)
+        costs in the rows where `rows` is true and other's time is shorter than these, or as short at no more energy;
+        these elsewhere (a tie in time goes to the cheaper in energy)."""
+        tie = (other.time_s == self.time_s) & (other.energy_J <= self.energy_J)
+        use = rows & ((other.time_s < self.time_s) | tie)
         return KernelCosts.broadcast(unit=self.unit, **{name: np.where(use, getattr(other, name), getattr(self, name))
                                                         for name in TIME_ENERGY_FIELDS})
 

@@ -16,18 +16,21 @@ Time of a kernel = max(compute, memory) + the thread loss (below); a CPU has no 
   packed weight bits. T-MAC ("simd") does the lookups in SIMD lanes; SAIL ("pim") reads table rows in the
   cache level's SRAM arrays, all arrays in parallel, one row per array per cycle, and a row holds the same
   entry of row_bits / entry_bits tables, so that many tokens of a batch share one read (batched lookups);
-  `cycle_saving` removes the cycles saved by activation-pattern reuse. Before its lookups every table is written
-  into the PIM level at that level's bandwidth (overlapping the builds), and tables beyond the level's capacity
-  run in passes, each streaming the GEMM's weights from DRAM again: a long prefill is bound by these, not by the
-  arrays. Not priced: accumulating the looked-up entries (in the arrays' periphery at the read rate, assumed)
-  and reducing the partial sums of the arrays that share an output.
+  `cycle_saving` removes the cycles saved by activation-pattern reuse. Every looked-up entry is then added into
+  its token's running sum for its output, and the partial sums of the arrays holding one token's groups are
+  reduced: adds at `pim.add_GOPS`, beside the row reads (the slower of the two bounds the lookups). Before its
+  lookups every table is written into the PIM level at that level's bandwidth (overlapping the builds), and tables
+  beyond the level's capacity run in passes, each streaming the GEMM's weights from DRAM again. So per token a
+  b-bit weight group of g weights (2g multiply-add FLOP) costs b adds: the LUT path's FLOP rate is at most
+  add_GOPS x 2g / b, and a GEMM runs on whichever of it and the cores' kernel is faster (on ampere-altra-sail a
+  prefill runs on the cores). Not priced: moving the arrays' partial sums to the adders that reduce them.
 
 Threads: a run uses `compute.threads` cores (default all). The SIMD rates above are per thread x threads; each
 kernel's core time then follows Amdahl's law with an absolute serial part (thread_scaling.serial_us, fitted
 per preset): on t threads a kernel whose core work takes C on one thread takes s + (C - s) / t with s =
 min(serial, C), so a kernel smaller than its serial part runs as on one thread, large GEMMs scale almost
-linearly and batch-1 GEMVs do not. PIM lookups run in the arrays and do not shrink with threads. DRAM traffic
-moves at what the threads can draw: min(memory peak, threads x thread_scaling.core_dram_GBps).
+linearly and batch-1 GEMVs do not. PIM lookups and adds run in the PIM level and do not shrink with threads. DRAM
+traffic moves at what the threads can draw: min(memory peak, threads x thread_scaling.core_dram_GBps).
 The thread loss, s (1 - 1 / t) (the time over a perfect C / t: fork/join, barrier waits, load imbalance), is paid
 on top of the kernel's parallel part whichever of compute or memory bounds it: time = max(C / t, memory) + loss,
 the loss reported as overhead_s. While threads wait on each other they do not stream weights at the run's rate,
@@ -169,7 +172,7 @@ class CPUModel(DeviceModel):
 
     def _lut(self, table: KernelTable, rows: np.ndarray) -> LUTCost:
         """The LUT GEMV's cost on `rows` (zeros elsewhere): compute_s on the run's threads without their loss, loss_s
-        that loss (PIM lookups run in the arrays: no loss)."""
+        that loss (PIM lookups and adds run in the PIM level: no loss)."""
         spec, lut = self.spec, self.spec.lut
         g = lut.group_size
         batches = np.maximum(table.batch, 1)
@@ -190,6 +193,13 @@ class CPUModel(DeviceModel):
         tables_per_row = max(pim.row_bits // lut.table_entry_bits, 1)
         row_reads = weight_groups * table.weight_bits * np.ceil(table.m / tables_per_row)
         lookup_s = row_reads * (1.0 - pim.cycle_saving) / (spec.pim_arrays * pim.frequency_GHz * 1e9)
+        # One add per lookup into its token's running sum (activation-pattern reuse saves row reads, not the adds of
+        # the reused entries into each token's sum); an array holds the tables of rows_per_array / 2^g activation
+        # groups, so a token's k / g groups leave that many arrays' partial sums per output to reduce.
+        groups_per_array = max(pim.rows_per_array // 2**g, 1)
+        partials = np.ceil(table.k / g / groups_per_array)
+        adds = lookups + np.where(rows, batches * table.m * table.n * (partials - 1), 0.0)
+        add_s = adds / (pim.add_GOPS * 1e9)
         read_J = row_reads * pim.row_bits / 8 * pim.read_pJ_per_byte * 1e-12
         # The cores write every table into the PIM level's arrays before its lookups, at that level's bandwidth
         # (overlapping the builds that produce them; a write costs the energy of a read of that level, PROXY).
@@ -200,7 +210,8 @@ class CPUModel(DeviceModel):
         write_s = table_B / (level.bandwidth_GBps * 1e9)
         passes = np.maximum(np.ceil(table_B / (level.capacity_MB * 1e6)), 1.0)
         again_B = np.where(rows, (passes - 1) * table.weight_bytes, 0.0)
-        return LUTCost(np.maximum(build_s, write_s) + lookup_s, self._loss(build_s), build_ops * lane_J,
+        return LUTCost(np.maximum(build_s, write_s) + np.maximum(lookup_s, add_s), self._loss(build_s),
+                       (build_ops + adds) * lane_J,
                        read_J + table_B * level.read_pJ_per_byte * 1e-12, again_B / spec.bandwidth_Bps,
                        again_B * spec.dram_J_per_byte)
 
@@ -211,9 +222,10 @@ class CPUModel(DeviceModel):
         rows = self._lut_rows(table)
         if rows.any():
             lut = self._lut(table, rows)
-            # The runtime runs each low-bit GEMM with the faster of its two kernels: lookups win on GEMV-like
-            # shapes, while tables built per token make them lose to the dequantizing SIMD kernel as the
-            # batch grows (T-MAC targets batch-1 decode; llama.cpp keeps its own kernels for larger batches).
+            # The runtime runs each low-bit GEMM with the faster of its two kernels (the cheaper in energy where both
+            # wait on the same DRAM stream): lookups win on GEMV-like shapes, while tables built per token and one add
+            # per lookup make them lose to the SIMD kernel as the batch grows (T-MAC targets batch-1 decode; llama.cpp
+            # keeps its own kernels for larger batches; SAIL targets batched decode).
             costs = costs.faster(self._costs(lut.compute_s, memory_s + lut.memory_s, lut.loss_s, lut.compute_J,
                                              memory_J + lut.pim_J + lut.memory_J), rows)
         return costs
@@ -229,9 +241,9 @@ class CPUModel(DeviceModel):
 class LUTCost:
     """Per kernel row, what the LUT GEMV costs (zeros on rows it does not take)."""
 
-    compute_s: np.ndarray  # table builds (and, PIM, table writes and row reads) at the run's threads, before losses
+    compute_s: np.ndarray  # table builds (PIM: and table writes, row reads, adds) at the run's threads, before losses
     loss_s: np.ndarray  # the threads' loss on the cores' part
-    compute_J: np.ndarray  # SIMD lane ops
+    compute_J: np.ndarray  # SIMD lane ops (and, PIM, the adds, at a lane op's energy each)
     pim_J: np.ndarray  # PIM row reads and table writes into the PIM level
     memory_s: np.ndarray  # DRAM time beyond the kernel's own traffic (weights streamed again per PIM pass)
     memory_J: np.ndarray  # its energy

@@ -146,8 +146,16 @@ class PIMSpec:
     frequency_GHz: Positive
     cycle_saving: Fraction  # cycles removed by reusing repeated activation patterns
     read_pJ_per_byte: Positive  # energy of a row read inside one array (local, no cache-level wires)
+    # Adds per second, over all arrays, of the adders that accumulate the looked-up entries into each token's running
+    # sums and reduce the partial sums of the arrays sharing an output (overlapping the row reads).
+    add_GOPS: Positive
     area_overhead_fraction: Fraction  # added logic as a fraction of the die
     source: Source
+
+    @property
+    def rows_per_array(self) -> int:
+        """Rows of row_bits in one array (array_kB in decimal kB, as CPUSpec.pim_arrays counts the arrays)."""
+        return max(int(self.array_kB * 8e3 // self.row_bits), 1)
 
 
 @dataclass(frozen=True, kw_only=True, config=SPEC_CONFIG)

@@ -158,6 +158,8 @@ PLAUSIBLE: tuple[tuple[str, Plausible], ...] = (
                           "HBM3e; below 1 GB/s no board holds an LLM")),
     (r"_TFLOPS(\.\w+)?$", Plausible(low=1e-3, high=1e5, unit="TFLOP/s", why="100 PFLOP/s is 11x B200's 9 PFLOP/s "
                                     "dense fp4; 1 GFLOP/s is a microcontroller")),
+    (r"_GOPS$", Plausible(low=1, high=1e8, unit="G op/s", why="other operations (adds) per second: 100 P op/s is 11x "
+                          "B200's 9 PFLOP/s dense fp4; 1 G op/s is a microcontroller")),
     # Capacities from one byte (a what-if of a tiny buffer only makes a point infeasible or spill; no number
     # blows up) to a size that still says something (a larger one makes everything fit).
     (r"_GB$", Plausible(low=1e-9, high=1e5, unit="GB", why="one byte to 100 TB, 7x a whole GB200 NVL72 rack's "

@@ -17,9 +17,20 @@ def _gemv(n: int = 4096, k: int = 4096, m: int = 1) -> Kernel:
                   act_bytes=2.0 * (m * k + m * n), kv_bytes=0.0, dtype="bf16", tensor_core=True, m=m, n=n, k=k)
 
 
-def _table(bits: int, copies: int = 200, m: int = 1) -> KernelTable:
+def _table(bits: int, copies: int = 200, m: int = 1, n: int = 4096, k: int = 4096) -> KernelTable:
     """Many copies of a GEMV, so that the pass's weights overflow every cache (streamed from DRAM)."""
-    return KernelTable.from_kernels([_gemv(m=m)] * copies).with_format(NumericFormat(weight_bits=bits))
+    return KernelTable.from_kernels([_gemv(n=n, k=k, m=m)] * copies).with_format(NumericFormat(weight_bits=bits))
+
+
+# ampere-altra-sail by hand: 80 cores x 3.0 GHz x 2 SIMD pipes; int8 dot products at 2 FLOP per byte lane; the PIM's
+# adds at 3,840 G/s (pim.add_GOPS); 32 MB / 8 kB = 4,000 arrays reading one 256-bit row (32 one-byte entries) a
+# cycle at 3.0 GHz, 13.8% of the reads saved; 250 rows per array hold the 16-entry tables of 15 activation groups.
+SAIL_LANES8 = 80 * 3.0e9 * 2 * 16
+SAIL_INT8_PEAK = 2 * SAIL_LANES8
+SAIL_ADDS_PER_S = 3840e9
+SAIL_ARRAYS, SAIL_GROUPS_PER_ARRAY = 32e6 / 8e3, 250 // 16
+# A what-if where the adders never bind, so that a test sees the row reads, table writes and passes.
+FREE_ADDS = {"pim.add_GOPS": 1e9}
 
 
 def test_baseline_hand_calculation():
@@ -48,15 +59,15 @@ def test_tmac_lookup_hand_calculation():
 
 
 def test_sail_batched_row_reads_hand_calculation():
-    """SAIL: 32 tokens share one 256-bit row read of int8 tables; 13.8% of cycles saved; 4000 arrays. Before their
-    lookups the tables (16 one-byte entries per token and group of 4 activations) are written into the SLC at its
-    409.6 GB/s, overlapping the builds that produce them (the writes are the slower here)."""
-    dev = load_device("ampere-altra-sail")
+    """SAIL with adders that never bind (what-if): 32 tokens share one 256-bit row read of int8 tables; 13.8% of
+    cycles saved; 4000 arrays. Before their lookups the tables (16 one-byte entries per token and group of 4
+    activations) are written into the SLC at its 409.6 GB/s, overlapping the builds that produce them (the writes are
+    the slower here)."""
+    dev = load_device("ampere-altra-sail", FREE_ADDS)
     costs = dev.cost_table(_table(2, m=32))
     n = k = 4096
-    arrays = 32e6 / 8e3
     reads = n * k / 4 * 2 * 1  # ceil(32 tokens / 32 tables per row) = 1
-    lookup_s = reads * (1 - 0.138) / (arrays * 3.0e9)
+    lookup_s = reads * (1 - 0.138) / (SAIL_ARRAYS * 3.0e9)
 
     def build_s(m):
         return m * k / 4 * 16 / (80 * 3.0e9 * 2 * 8)
@@ -71,12 +82,27 @@ def test_sail_batched_row_reads_hand_calculation():
     assert more.compute_s[0] == pytest.approx(2 * lookup_s + write_s(33), rel=1e-9)
 
 
+def test_sail_accumulation_and_reduction_hand_calculation():
+    """SAIL as the preset has it, 2-bit GEMM of 32 tokens: each token adds every looked-up entry into its sum (4096 x
+    1024 groups x 2 bit planes x 32 tokens) and then reduces, per output, the partial sums of the ceil(1024 / 15) = 69
+    arrays holding its groups (68 adds), at 3,840 G adds/s: 72.2 us after the 1.3 us of table writes, against the
+    cores' 69.9 us of int8 dot products and 9.8 us of unpacking (79.7 us), so the lookups run."""
+    dev = load_device("ampere-altra-sail")
+    m, n, k = 32, 4096, 4096
+    adds = n * k / 4 * 2 * m + m * n * (-(-k / 4 // SAIL_GROUPS_PER_ARRAY) - 1)
+    lut_s = m * k / 4 * 16 / 409.6e9 + adds / SAIL_ADDS_PER_S
+    cores_s = 2.0 * m * n * k / SAIL_INT8_PEAK + 4.5 * n * k / SAIL_LANES8
+    assert lut_s < cores_s
+    assert dev.cost_table(_table(2, m=m)).compute_s[0] == pytest.approx(lut_s, rel=1e-9)
+
+
 @pytest.mark.parametrize("slc_GBps", [409.6, 100, 25])
 @pytest.mark.parametrize("m", [256, 4096, 32768])
 def test_sail_gemm_never_beats_writing_its_tables(m, slc_GBps):
     """A PIM-LUT GEMM cannot finish before its tables are in the arrays: m tokens x k/4 groups x 16 one-byte entries
-    written into the SLC at its bandwidth (the preset's, and slower what-ifs where the writes, not DRAM, bound)."""
-    dev = load_device("ampere-altra-sail", {"caches.slc.bandwidth_GBps": slc_GBps})
+    written into the SLC at its bandwidth (the preset's, and slower what-ifs where the writes, not DRAM, bound), with
+    adders that never bind so that the lookups stay faster than the cores."""
+    dev = load_device("ampere-altra-sail", {"caches.slc.bandwidth_GBps": slc_GBps, **FREE_ADDS})
     costs = dev.cost_table(_table(4, copies=20, m=m))
     table_B = m * 4096 / 4 * 16
     assert costs.time_s[0] >= table_B / (slc_GBps * 1e9) * (1 - 1e-12)
@@ -84,8 +110,9 @@ def test_sail_gemm_never_beats_writing_its_tables(m, slc_GBps):
 
 def test_sail_tables_beyond_the_slc_run_in_passes():
     """32768 tokens of a 4096 x 4096 GEMM need 537 MB of tables against a 32 MB SLC: 17 passes of the tokens whose
-    tables fit, each streaming the 4-bit weights (8.65 MB with their fp16 group scales) from DRAM again."""
-    dev = load_device("ampere-altra-sail")
+    tables fit, each streaming the 4-bit weights (8.65 MB with their fp16 group scales) from DRAM again (adders that
+    never bind, so that the lookups run: at the preset's the cores' kernel is faster)."""
+    dev = load_device("ampere-altra-sail", FREE_ADDS)
     m, n, k = 32768, 4096, 4096
     costs = dev.cost_table(_table(4, copies=20, m=m))
     passes = -(-m * k / 4 * 16 // 32e6)
@@ -93,6 +120,57 @@ def test_sail_tables_beyond_the_slc_run_in_passes():
     weight_B = n * k * (4 + 16 / 128) / 8
     act_B = 2.0 * (m * k + m * n)
     assert costs.memory_s[0] == pytest.approx((act_B + passes * weight_B) / 204.8e9, rel=1e-9)
+
+
+@pytest.mark.parametrize("overrides", [{}, {"pim.add_GOPS": 384000}])
+@pytest.mark.parametrize("bits", [2, 3, 4, 5, 6, 8])
+@pytest.mark.parametrize("n,k", [(4096, 4096), (11008, 4096), (4096, 11008)])
+def test_no_sail_gemm_beats_the_cores_peak_or_the_lut_units_bound(n, k, bits, overrides):
+    """Invariant: a GEMM's FLOP rate is at most the larger of the cores' int8 peak (15.36 TFLOP/s) and what the LUT
+    units do: per token a b-bit group of 4 weights (8 FLOP) takes b lookups and b adds, so at most min(adds/s, entries
+    read/s) x 8 / b, entries read at 4,000 arrays x 3.0 GHz x min(m, 32) / (1 - 0.138). The preset's adds (3,840 G/s)
+    and an in-array what-if (one add per entry read per array per cycle: 384,000 G/s), from batch-1 decode to prefill
+    (the tables of 32,768 tokens overflow the SLC). Unpriced adds once let a 256-token prefill run at 240 TFLOP/s."""
+    dev = load_device("ampere-altra-sail", overrides)
+    adds_per_s = overrides.get("pim.add_GOPS", SAIL_ADDS_PER_S / 1e9) * 1e9
+    for m in (1, 8, 32, 33, 256, 2048, 32768):
+        table = _table(bits, copies=20, m=m, n=n, k=k)
+        flops_per_s = table.flops[0] / dev.cost_table(table).time_s[0]
+        entries_per_s = SAIL_ARRAYS * 3.0e9 * min(m, 32) / (1 - 0.138)
+        lut_bound = min(adds_per_s, entries_per_s) * 8 / bits
+        assert flops_per_s <= max(SAIL_INT8_PEAK, lut_bound) * (1 + 1e-9), (m, flops_per_s / 1e12)
+
+
+def test_sail_prefill_gemm_hand_calculation():
+    """Llama-2-7B's gate projection (11008 x 4096) over a 256-token prompt, 4-bit weights: the lookups take 3.06 ms
+    (256 x 1024 x 16 one-byte table entries written at 409.6 GB/s, 10.2 us, then 11.54 G adds of looked-up entries and
+    0.19 G adds reducing 69 arrays' partial sums per output, at 3,840 G/s), the cores 1.53 ms (23.1 GFLOP of int8 dot
+    products at 15.36 TFLOP/s and 4.5 byte-lane slots per weight of unpacking), DRAM 0.15 ms: the cores run it, at
+    15.1 TFLOP/s."""
+    dev = load_device("ampere-altra-sail")
+    m, n, k = 256, 11008, 4096
+    table = _table(4, copies=20, m=m, n=n, k=k)
+    memory_s = (n * k * (4 + 16 / 128) / 8 + 2.0 * (m * k + m * n)) / 204.8e9
+    adds = n * k / 4 * 4 * m + m * n * (-(-k / 4 // SAIL_GROUPS_PER_ARRAY) - 1)
+    lut_s = max(m * k / 4 * 16 / 409.6e9 + adds / SAIL_ADDS_PER_S, memory_s)
+    cores_s = max(2.0 * m * n * k / SAIL_INT8_PEAK + 4.5 * n * k / SAIL_LANES8, memory_s)
+    assert cores_s < lut_s
+    time_s = dev.cost_table(table).time_s[0]
+    assert time_s == pytest.approx(cores_s, rel=1e-9)
+    assert 2.0 * m * n * k / time_s == pytest.approx(15.1e12, rel=0.01)
+
+
+@pytest.mark.parametrize("bits", [5, 6, 8])
+def test_a_tie_in_time_takes_the_cheaper_kernel(bits):
+    """Batch-1 GEMVs of 5 to 8-bit weights wait on DRAM on the Altra whether the cores or SAIL's lookups run them, so
+    both take the same time; the runtime then runs the one that costs less energy, the cores' (a full 256-bit row
+    read per lookup of one token's entry costs more than the int8 dot products): the same time and energy as the
+    Altra without PIM."""
+    table = _table(bits)
+    sail = load_device("ampere-altra-sail").cost_table(table)
+    altra = load_device("ampere-altra").cost_table(table)
+    assert np.array_equal(sail.time_s, altra.time_s)
+    assert sail.energy_J == pytest.approx(altra.energy_J, rel=1e-12)
 
 
 def test_bf16_runs_at_fp32_rate_on_neoverse_n1():
@@ -122,9 +200,11 @@ def test_more_bandwidth_never_slower(name):
 
 
 def test_more_pim_arrays_never_slower():
+    """Smaller arrays, more of them, read more rows at once (adders that never bind: smaller arrays also leave more
+    partial sums to reduce, which at the preset's add rate outweighs the reads)."""
     table = _table(4, m=64)
-    base = load_device("ampere-altra-sail").cost_table(table).compute_s
-    more = load_device("ampere-altra-sail", {"pim.array_kB": 4}).cost_table(table).compute_s
+    base = load_device("ampere-altra-sail", FREE_ADDS).cost_table(table).compute_s
+    more = load_device("ampere-altra-sail", {"pim.array_kB": 4, **FREE_ADDS}).cost_table(table).compute_s
     assert np.all(more <= base) and more.sum() < base.sum()
 
 
