@@ -22,8 +22,9 @@ Time of a kernel = max(compute, memory) + the thread loss (below); a CPU has no 
   lookups every table is written into the PIM level at that level's bandwidth (overlapping the builds), and tables
   beyond the level's capacity run in passes, each streaming the GEMM's weights from DRAM again. So per token a
   b-bit weight group of g weights (2g multiply-add FLOP) costs b adds: the LUT path's FLOP rate is at most
-  add_GOPS x 2g / b, and a GEMM runs on whichever of it and the cores' kernel is faster (on ampere-altra-sail a
-  prefill runs on the cores). Not priced: moving the arrays' partial sums to the adders that reduce them.
+  add_GOPS x 2g / b, and a GEMM runs on whichever of it and the cores' kernel is faster (on ampere-altra-sail, whose
+  adds run bit-serial in the arrays, a 256-token prefill runs on the lookups at DRAM's pace; with adds at the cores'
+  SIMD rate it would run on the cores). Not priced: moving the arrays' partial sums to the adders that reduce them.
 
 Threads: a run uses `compute.threads` cores (default all). The SIMD rates above are per thread x threads; each
 kernel's core time then follows Amdahl's law with an absolute serial part (thread_scaling.serial_us, fitted

@@ -22,13 +22,14 @@ def _table(bits: int, copies: int = 200, m: int = 1, n: int = 4096, k: int = 409
     return KernelTable.from_kernels([_gemv(n=n, k=k, m=m)] * copies).with_format(NumericFormat(weight_bits=bits))
 
 
-# ampere-altra-sail by hand: 80 cores x 3.0 GHz x 2 SIMD pipes; int8 dot products at 2 FLOP per byte lane; the PIM's
-# adds at 3,840 G/s (pim.add_GOPS); 32 MB / 8 kB = 4,000 arrays reading one 256-bit row (32 one-byte entries) a
-# cycle at 3.0 GHz, 13.8% of the reads saved; 250 rows per array hold the 16-entry tables of 15 activation groups.
+# ampere-altra-sail by hand: 80 cores x 3.0 GHz x 2 SIMD pipes; int8 dot products at 2 FLOP per byte lane; 32 MB /
+# 8 kB = 4,000 arrays reading one 256-bit row (32 one-byte entries) a cycle at 3.0 GHz, 13.8% of the reads saved;
+# 250 rows per array hold the 16-entry tables of 15 activation groups; the arrays' adds bit-serial, 16-bit sums in
+# 17 cycles on each of 256 bit lines (pim.add_GOPS, Neural Cache's n + 1 cycles).
 SAIL_LANES8 = 80 * 3.0e9 * 2 * 16
 SAIL_INT8_PEAK = 2 * SAIL_LANES8
-SAIL_ADDS_PER_S = 3840e9
 SAIL_ARRAYS, SAIL_GROUPS_PER_ARRAY = 32e6 / 8e3, 250 // 16
+SAIL_ADDS_PER_S = 180706e9  # 4,000 x 256 / 17 x 3.0 GHz, to the preset's G/s
 # A what-if where the adders never bind (the top of pim.add_GOPS's plausible range), so that a test sees the row
 # reads, table writes and passes.
 FREE_ADDS = {"pim.add_GOPS": 1e8}
@@ -86,13 +87,15 @@ def test_sail_batched_row_reads_hand_calculation():
 def test_sail_accumulation_and_reduction_hand_calculation():
     """SAIL as the preset has it, 2-bit GEMM of 32 tokens: each token adds every looked-up entry into its sum (4096 x
     1024 groups x 2 bit planes x 32 tokens) and then reduces, per output, the partial sums of the ceil(1024 / 15) = 69
-    arrays holding its groups (68 adds), at 3,840 G adds/s: 72.2 us after the 1.3 us of table writes, against the
-    cores' 69.9 us of int8 dot products and 9.8 us of unpacking (79.7 us), so the lookups run."""
+    arrays holding its groups (68 adds), at 180,706 G adds/s: 1.53 us (more than the 0.60 us of row reads) after the
+    1.28 us of table writes, against the cores' 69.9 us of int8 dot products and 9.8 us of unpacking (79.7 us), so
+    the lookups run."""
     dev = load_device("ampere-altra-sail")
     m, n, k = 32, 4096, 4096
     adds = n * k / 4 * 2 * m + m * n * (-(-k / 4 // SAIL_GROUPS_PER_ARRAY) - 1)
     lut_s = m * k / 4 * 16 / 409.6e9 + adds / SAIL_ADDS_PER_S
     cores_s = 2.0 * m * n * k / SAIL_INT8_PEAK + 4.5 * n * k / SAIL_LANES8
+    assert n * k / 4 * 2 * (1 - 0.138) / (SAIL_ARRAYS * 3.0e9) < adds / SAIL_ADDS_PER_S  # the adds bind, not the reads
     assert lut_s < cores_s
     assert dev.cost_table(_table(2, m=m)).compute_s[0] == pytest.approx(lut_s, rel=1e-9)
 
@@ -123,14 +126,15 @@ def test_sail_tables_beyond_the_slc_run_in_passes():
     assert costs.memory_s[0] == pytest.approx((act_B + passes * weight_B) / 204.8e9, rel=1e-9)
 
 
-@pytest.mark.parametrize("overrides", [{}, {"pim.add_GOPS": 384000}])
+@pytest.mark.parametrize("overrides", [{}, {"pim.add_GOPS": 3840}, {"pim.add_GOPS": 384000}])
 @pytest.mark.parametrize("bits", [2, 3, 4, 5, 6, 8])
 @pytest.mark.parametrize("n,k", [(4096, 4096), (11008, 4096), (4096, 11008)])
 def test_no_sail_gemm_beats_the_cores_peak_or_the_lut_units_bound(n, k, bits, overrides):
     """Invariant: a GEMM's FLOP rate is at most the larger of the cores' int8 peak (15.36 TFLOP/s) and what the LUT
     units do: per token a b-bit group of 4 weights (8 FLOP) takes b lookups and b adds, so at most min(adds/s, entries
-    read/s) x 8 / b, entries read at 4,000 arrays x 3.0 GHz x min(m, 32) / (1 - 0.138). The preset's adds (3,840 G/s)
-    and an in-array what-if (one add per entry read per array per cycle: 384,000 G/s), from batch-1 decode to prefill
+    read/s) x 8 / b, entries read at 4,000 arrays x 3.0 GHz x min(m, 32) / (1 - 0.138). The preset's adds
+    (180,706 G/s), adds on the cores (3,840 G/s) and one add per entry read per array per cycle (384,000 G/s), from
+    batch-1 decode to prefill
     (the tables of 32,768 tokens overflow the SLC). Unpriced adds once let a 256-token prefill run at 240 TFLOP/s."""
     dev = load_device("ampere-altra-sail", overrides)
     adds_per_s = overrides.get("pim.add_GOPS", SAIL_ADDS_PER_S / 1e9) * 1e9
@@ -143,22 +147,28 @@ def test_no_sail_gemm_beats_the_cores_peak_or_the_lut_units_bound(n, k, bits, ov
 
 
 def test_sail_prefill_gemm_hand_calculation():
-    """Llama-2-7B's gate projection (11008 x 4096) over a 256-token prompt, 4-bit weights: the lookups take 3.06 ms
+    """Llama-2-7B's gate projection (11008 x 4096) over a 256-token prompt, 4-bit weights: the lookups take 75.2 us
     (256 x 1024 x 16 one-byte table entries written at 409.6 GB/s, 10.2 us, then 11.54 G adds of looked-up entries and
-    0.19 G adds reducing 69 arrays' partial sums per output, at 3,840 G/s), the cores 1.53 ms (23.1 GFLOP of int8 dot
-    products at 15.36 TFLOP/s and 4.5 byte-lane slots per weight of unpacking), DRAM 0.15 ms: the cores run it, at
-    15.1 TFLOP/s."""
-    dev = load_device("ampere-altra-sail")
+    0.19 G adds reducing 69 arrays' partial sums per output at 180,706 G/s, 64.9 us, over 25.9 us of row reads), the
+    cores 1.53 ms (23.1 GFLOP of int8 dot products at 15.36 TFLOP/s and 4.5 byte-lane slots per weight of unpacking),
+    DRAM 0.151 ms: the lookups run it, at DRAM's pace (152.6 TFLOP/s-equivalent). With adds at the cores' SIMD rate
+    (3,840 G/s, the what-if of adds done on the cores) the lookups take 3.06 ms and the cores run it."""
     m, n, k = 256, 11008, 4096
     table = _table(4, copies=20, m=m, n=n, k=k)
     memory_s = (n * k * (4 + 16 / 128) / 8 + 2.0 * (m * k + m * n)) / 204.8e9
     adds = n * k / 4 * 4 * m + m * n * (-(-k / 4 // SAIL_GROUPS_PER_ARRAY) - 1)
-    lut_s = max(m * k / 4 * 16 / 409.6e9 + adds / SAIL_ADDS_PER_S, memory_s)
-    cores_s = max(2.0 * m * n * k / SAIL_INT8_PEAK + 4.5 * n * k / SAIL_LANES8, memory_s)
-    assert cores_s < lut_s
-    time_s = dev.cost_table(table).time_s[0]
-    assert time_s == pytest.approx(cores_s, rel=1e-9)
-    assert 2.0 * m * n * k / time_s == pytest.approx(15.1e12, rel=0.01)
+    reads_s = n * k / 4 * 4 * (m / 32) * (1 - 0.138) / (SAIL_ARRAYS * 3.0e9)
+    write_s = m * k / 4 * 16 / 409.6e9
+    lut_s = write_s + max(reads_s, adds / SAIL_ADDS_PER_S)
+    cores_s = 2.0 * m * n * k / SAIL_INT8_PEAK + 4.5 * n * k / SAIL_LANES8
+    assert lut_s < memory_s < cores_s
+    costs = load_device("ampere-altra-sail").cost_table(table)
+    assert costs.compute_s[0] == pytest.approx(lut_s, rel=1e-9)
+    assert costs.time_s[0] == pytest.approx(memory_s, rel=1e-9)
+    assert 2.0 * m * n * k / costs.time_s[0] == pytest.approx(152.6e12, rel=0.001)
+    on_cores = load_device("ampere-altra-sail", {"pim.add_GOPS": 3840}).cost_table(table)
+    assert write_s + adds / 3840e9 > cores_s
+    assert on_cores.time_s[0] == pytest.approx(cores_s, rel=1e-9)
 
 
 @pytest.mark.parametrize("bits", [5, 6, 8])
