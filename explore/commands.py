@@ -21,6 +21,7 @@ from explore.point_checks import check_sweep_points
 from explore.point_values import check_idle_knobs, check_point_values
 from explore.pool_what_ifs import POOL_WHAT_IFS
 from explore.progress_line import ProgressLine
+from explore.report import MAX_DETAIL, most_figures
 from explore.rerun import (
     REPORT_FILES,
     other_models,
@@ -73,8 +74,7 @@ from workloads.requests import Fixed, phases_label, resolve_trace
 
 # Rough costs for `explore check`'s estimate, measured on one core of a 2-core CI machine: capturing a
 # prefill and a decode trace takes about 0.05 s per decoder layer; a design point then takes ~0.5-2 ms
-# (more at large batch); Optuna adds about 20 ms per proposal (1,382 NSGA-II trials took 27 s); the
-# report about 8 s.
+# (more at large batch); Optuna adds about 20 ms per proposal (1,382 NSGA-II trials took 27 s).
 GOALS_FILE = "objectives.json"
 SWEEP_COPY = "sweep.yaml"  # a serving sweep's file, kept beside its results
 TRACE_S_PER_LAYER = 0.05
@@ -83,7 +83,11 @@ POINT_S = 0.001
 # 10,000 points/s on one core (bench/bench_sweep_grid.py).
 BLOCK_POINT_S = 0.0001
 OPTUNA_S_PER_POINT = 0.02
-REPORT_S = 8.0
+# Drawing the report, per figure (explore/report.py most_figures counts the most it draws): on the same machine
+# examples/quickstart.yaml's report drew its 12 figures in 4.0-4.6 s and examples/serving.yaml's its 8 in 2.5 s
+# (write_report timed alone, the points stored), 0.32-0.38 s a figure. A serving report also re-runs up to MAX_DETAIL
+# chosen points for its per-request figures.
+REPORT_S_PER_FIGURE = 0.35
 # A serving point simulates its requests: the whole Splitwise conversation trace (19,366 requests, Llama-2-7B
 # on H100) took 8.5 s with continuous batching and 22 s with chunked prefill on one core; a capacity search
 # runs about CAPACITY_RUNS of them.
@@ -228,8 +232,10 @@ def cmd_check(args) -> int:
     check_sweep_points(sweep, evaluator)  # before the grid's points are made: a refused one names its line
     visits = _evaluated(sweep)
     per_point = point_s + (OPTUNA_S_PER_POINT if search.strategy in ("nsga2", "tpe") else 0.0)
-    estimate = trace_s + visits * per_point + REPORT_S
-    plan = (("all evaluated" if visits == sweep.size() else f"{visits} distinct designs evaluated")
+    figures = most_figures(len(sweep.spec.objectives.minimize + sweep.spec.objectives.maximize), serving is not None)
+    report_s = figures * REPORT_S_PER_FIGURE + (MAX_DETAIL * point_s if serving is not None else 0.0)
+    estimate = trace_s + visits * per_point + report_s
+    plan = (("all evaluated" if visits == sweep.size() else f"{count_label(visits, 'distinct design')} evaluated")
             if search.strategy == "grid" else f"{search.strategy} search evaluates {visits}")
     traces_label = count_label(len(traces), "trace")
     capture = (f"up to {traces_label} to capture" if len(to_capture) == len(traces) else
@@ -240,7 +246,8 @@ def cmd_check(args) -> int:
             ", ..." if len(values) > MAX_SHOWN else "")
         count = f"{len(values)} value{'s' * (len(values) != 1)}"
         print(f"derived {target} = {sweep.spec.derived[target]}: {count} ({shown})")
-    print(f"estimated run time: about {estimate:.0f} s on one worker")
+    print(f"estimated run time: about {estimate:.0f} s on one worker, about {report_s:.0f} s of it drawing the report "
+          f"(up to {figures} figures)")
     for note in sweep_notes(sweep):
         print(f"note: {note}")
     return 0
@@ -272,6 +279,11 @@ def _idle_serving_flag(args) -> str:
     if idle is None:
         return ""
     value = values[idle.field][0]
+    try:  # a value the setting never takes (a negative size) is refused as such, not for what it is set beside
+        if idle.field in KNOBS:
+            KNOBS[idle.field].validate(value)
+    except ValueError as err:
+        return f"{flag_of(idle.field)}: {err}"
     return f"{flag_of(idle.field)}: {idle.message(f'{value:g}' if isinstance(value, float) else repr(value))}"
 
 
@@ -321,6 +333,8 @@ def cmd_run(args) -> int:
     config = load_model_config(args.model)
     check_point_values(point, config, name=flag_name)
     check_idle_knobs(point, name=flag_name)  # --link and --allreduce on one device too (Knob.only_with)
+    if reason := point.unjudged():  # a sweep records such a point unevaluated; one point asked for is refused
+        raise InputError(_flagged(reason))
     if args.tp * args.pp > 1:  # the link the devices talk over: --link, else the device's own
         try:
             load_link_model(args.link or default_link(load_device(args.device).name))

@@ -127,6 +127,19 @@ class DesignPoint:
                 return value
         return KNOBS[name].default
 
+    def unjudged(self) -> str:
+        """Why the point's run cannot answer what it asks, as one line naming the key ('' where it can): its serving
+        spec's reason (ServingSpec.unjudged), or knobs not modeled together (offloading beside speculative decoding:
+        an offloaded draft and target). `explore run` refuses such a point; a sweep records it unevaluated, this its
+        infeasible_reason, and runs its other points."""
+        if self.serving is not None:
+            return self.serving.unjudged()
+        offload, draft = self.knob("offload"), self.knob("spec_draft")
+        if offload != "none" and draft:
+            return (f"offload: found {offload!r} with spec_draft {draft!r}, allowed: none with speculative decoding "
+                    f"(an offloaded draft and target are not modeled)")
+        return ""
+
     def reads(self, knob: Knob) -> bool:
         """Whether the point reads `knob`: it has no switches (Knob.only_with), or one of them is on here."""
         return not knob.switches or any(self.knob(s.name) != s.default for s in knob.switches)

@@ -382,6 +382,9 @@ class Evaluator:
         workload = BatchWorkload(batch=point.batch, prompt_len=point.prompt, output_len=point.output)
         memory = self.batch_memory(point, device, workload, tables.attention_window)
         reason = infeasible_reason(memory, device.memory_bytes, device.devices)
+        if unjudged := point.unjudged():  # knobs not modeled together: recorded unevaluated, saying why
+            return Evaluation(point=point, metrics=_metrics(None, memory, unjudged, device, fits=not reason),
+                              result=None, tables=tables)
         speculative = self.speculative_tables(point, tables)
         traffic = None
         if (reason or point.knob("offload_window")) and point.knob("offload") != "none":
@@ -400,8 +403,8 @@ class Evaluator:
                           result=result, tables=tables)
 
     def _check_offload(self, point: DesignPoint) -> None:
-        """Offloading runs a static batch on one pipeline stage without speculation, over a host link, a sliding
-        window over weights alone (InputError otherwise)."""
+        """Offloading runs a static batch on one pipeline stage, over a host link, a sliding window over weights alone
+        (InputError otherwise; beside speculation it is not run: DesignPoint.unjudged)."""
         offload = point.knob("offload")
         if point.pp > 1:
             raise InputError(f"offload: found {offload!r} on {point.pp} pipeline stages, allowed: none, or offloading "
@@ -412,9 +415,6 @@ class Evaluator:
         if offload == "experts" and not self.config(point.model).is_moe:
             raise InputError(f"offload: found 'experts' for {point.model}, which has no routed experts, allowed: "
                              f"weights, kv or auto (experts: a mixture-of-experts model's)")
-        if point.knob("spec_draft"):
-            raise InputError(f"offload: found {offload!r} with spec_draft {point.knob('spec_draft')!r}, allowed: none "
-                             f"with speculative decoding (an offloaded draft and target are not modeled)")
         self.host_link(point, self.point_device(point))
 
     def offloaded(self, point: DesignPoint, device, workload: BatchWorkload,

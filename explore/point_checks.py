@@ -28,7 +28,7 @@ def check_sweep_points(sweep: Sweep, evaluator) -> None:
     """Judge every point of the sweep as its evaluation would, its device and link what-ifs at their first values (no
     check reads them); the first refused one is a one-line InputError naming the sweep file, the line of the key the
     message starts with and, where several values are swept, the point's. A point whose run cannot answer what it asks
-    (ServingSpec.unjudged) is recorded unrun while others run; where every point judged is such, the sweep is refused
+    (DesignPoint.unjudged) is recorded unrun while others run; where every point judged is such, the sweep is refused
     by the first one's reason, as `explore run` refuses it."""
     dims = sweep.dimensions()
     judged = {name: values for name, values in dims.items() if not name.startswith(WHAT_IF_PREFIXES)}
@@ -45,7 +45,7 @@ def check_sweep_points(sweep: Sweep, evaluator) -> None:
             evaluator.check_point(point)
         except InputError as err:
             raise _located(sweep, err, point) from None
-        reason = point.serving.unjudged() if point.serving is not None else ""
+        reason = point.unjudged()
         answerable = answerable or not reason
         if reason and unanswered is None:
             unanswered = (point, reason)

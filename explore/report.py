@@ -41,6 +41,21 @@ MAX_SERIES = 16  # lines in a panel of a figure against batch (or rate); more: t
 TOP_N = 10
 MAX_INFEASIBLE = 20
 MAX_BROKEN = 20  # rows of the table of points that break a constraint
+MAX_PAIRS = 6  # Pareto figures (pairs of objectives)
+MAX_SENSITIVITY = 3  # sensitivity figures (objectives)
+MAX_DETAIL = 6  # serving designs re-run for the per-request figures
+# The most figures each kind of report draws beside the objectives' (tests/explore/test_check_estimate.py holds them
+# to the report's own lists): a static report's report_static.FIGURE_TITLES, the decode-time and the what-if figure; a
+# serving report's report_serving.FIGURE_TITLES and the what-if figure.
+KIND_FIGURES = {"static": 9, "serving": 8}
+
+
+def most_figures(objectives: int, serving: bool) -> int:
+    """The most figures a report draws for a sweep of `objectives` objectives: a ranking (one objective) or a Pareto
+    figure per pair, a sensitivity figure per objective, and those of its kind (static or serving)."""
+    pairs = 1 if objectives == 1 else min(math.comb(objectives, 2), MAX_PAIRS)
+    own = pairs + min(objectives, MAX_SENSITIVITY) if objectives else 0
+    return own + KIND_FIGURES["serving" if serving else "static"]
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -21,7 +21,7 @@ from explore.plots_objectives import (
     sensitivity_figure,
 )
 from explore.plots_serving import NOT_JUDGED_MARK
-from explore.report import ReportFigure, ReportTable
+from explore.report import MAX_PAIRS, MAX_SENSITIVITY, ReportFigure, ReportTable
 from explore.report_serving import metric_cell, unjudged_footnote, varying_knobs
 from explore.rows import (
     count_label,
@@ -39,8 +39,6 @@ from explore.sweep import Constraint
 
 MAX_FRONT_ROWS = 30  # rows of the Pareto-optimal table
 MAX_RANKED = 15  # bars and rows for a single objective
-MAX_PAIRS = 6  # Pareto figures (pairs of objectives)
-MAX_SENSITIVITY = 3  # sensitivity figures (objectives)
 OBJECTIVE_FIGURES = ("pareto_*.png", "ranking_*.png", "sensitivity_*.png")  # file names of the figures below
 
 HOW_TO_READ_PARETO = (

@@ -34,6 +34,7 @@ from explore.plots_serving import (
 )
 from explore.report import (
     MAX_BROKEN,
+    MAX_DETAIL,
     MAX_INFEASIBLE,
     MAX_SERIES,
     TOP_N,
@@ -70,7 +71,6 @@ if TYPE_CHECKING:
     from explore.evaluate import Evaluator
     from explore.report_detail import DetailSource
 
-MAX_DETAIL = 6  # designs re-run for the per-request figures
 # One fixed color per scheduler, so every serving figure agrees; line style and marker tell the rest apart.
 SCHEDULER_COLORS = {"static": "#7f7f7f", "continuous": "#1f77b4", "orca": "#2ca02c", "chunked": "#d62728"}
 STYLES = (("-", "o"), ("--", "s"), (":", "^"), ("-.", "D"), ("-", "v"), ("--", "P"), (":", "X"), ("-.", "*"))

@@ -181,9 +181,10 @@ def sweep_notes(sweep) -> list[str]:
 
 
 def unjudged_note(sweep) -> str:
-    """How many points of a grid ask what their run cannot answer (sim/serving_spec.py ServingSpec.unjudged: rejected
-    requests beside a slowdown SLO, a capacity search from zero replicas), recorded unevaluated with the reason as
-    their infeasible_reason while the grid's other points run; '' where none do. Searches are left out."""
+    """How many points of a grid ask what their run cannot answer (explore/design_point.py DesignPoint.unjudged:
+    rejected requests beside a slowdown SLO, a capacity search from zero replicas, offloading beside speculative
+    decoding), recorded unevaluated with the reason as their infeasible_reason while the grid's other points run; ''
+    where none do. Searches are left out."""
     unjudged = unrun_blocks(sweep)
     if not unjudged:
         return ""
@@ -193,11 +194,11 @@ def unjudged_note(sweep) -> str:
 
 
 def unrun_blocks(sweep) -> list[tuple[PointBlock, str]]:
-    """The blocks of a grid's points that ask what their run cannot answer (ServingSpec.unjudged), each with the
-    reason its points are recorded unevaluated; none for a search or a sweep without serving."""
-    if sweep.spec.serving is None or sweep.spec.search.strategy != "grid":
+    """The blocks of a grid's points that ask what their run cannot answer (DesignPoint.unjudged), each with the
+    reason its points are recorded unevaluated; none for a search."""
+    if sweep.spec.search.strategy != "grid":
         return []
-    return [(block, reason) for block in sweep.points().blocks if (reason := block.first.serving.unjudged())]
+    return [(block, reason) for block in sweep.points().blocks if (reason := block.first.unjudged())]
 
 
 def unread_seed_note(trace: str | None, arrival: str, prefix_groups: list, priority_fraction: list,

@@ -40,3 +40,27 @@ def test_check_leaves_out_the_points_a_sweep_records_as_not_run(tmp_path, capsys
     assert "4 design points (2 distinct designs evaluated)" in crossed, crossed
     assert "2 design points (all evaluated)" in queued, queued
     assert _estimate_s(crossed) == _estimate_s(queued)
+
+
+def test_the_estimate_draws_the_report_s_figures(tmp_path, capsys):
+    """The estimate includes drawing the report, figure by figure: a static report draws at most 9 figures of its own
+    (report_static's 7 titles, the decode-time and the what-if figures); three objectives add a Pareto figure per pair
+    and a sensitivity figure each, 3 + 3 by hand, and one objective a ranking and a sensitivity figure: more figures, a
+    longer estimate, the points alike."""
+    from explore import report_serving, report_static
+    from explore.report import KIND_FIGURES
+
+    assert KIND_FIGURES == {"static": len(report_static.FIGURE_TITLES) + 2,
+                            "serving": len(report_serving.FIGURE_TITLES) + 1}
+    model = write_tiny_model(tmp_path)
+
+    def check(objectives: str) -> str:
+        path = write_sweep(tmp_path, f"name: est\nmodel: {model}\ndevice: h100-sxm\n"
+                                     f"workload: {{batch: [1, 2], prompt: 16, output: 2}}\n{objectives}")
+        assert main(["check", path]) == 0
+        return capsys.readouterr().out
+
+    none, one = check(""), check("objectives: {minimize: [tpot_s]}\n")
+    three = check("objectives: {minimize: [tpot_s, energy_per_token_J], maximize: [tokens_per_s]}\n")
+    assert "(up to 9 figures)" in none and "(up to 11 figures)" in one and "(up to 15 figures)" in three, three
+    assert _estimate_s(none) < _estimate_s(three)

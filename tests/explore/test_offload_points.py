@@ -136,12 +136,48 @@ def test_unknown_offload_values_and_links_are_refused_in_one_line():
     ({"pp": 2}, r"offload: found 'auto' on 2 pipeline stages, allowed: none, or offloading on one stage"),
     ({"knobs": (("offload", "auto"), ("offload_window", 2))},
      r"offload_window: found 2 with offload 'auto', allowed: offload weights"),
-    ({"knobs": (("offload", "auto"), ("spec_draft", "medusa"))}, r"offload: found 'auto' with spec_draft 'medusa'"),
     ({"knobs": (("offload", "experts"),)}, r"offload: found 'experts' for llama-2-70b, which has no routed experts"),
 ])
 def test_offloads_the_model_does_not_cover_are_refused(evaluator, fields, message):
     with pytest.raises(InputError, match=message):
         evaluator.evaluate(replace(point70b(offload="auto"), **fields))
+
+
+SPECULATIVE_OFFLOAD = "offload: found 'auto' with spec_draft 'medusa', allowed: none with speculative decoding"
+
+
+def test_a_grid_crossing_offload_with_speculation_runs_the_points_it_can(tiny_config, tmp_path, capsys):
+    """Offloading beside speculative decoding is not modeled: explore run refuses it in one line; a grid crossing
+    offload [none, auto] with spec_draft ['', medusa] records the one such point of its four as not run, its
+    infeasible_reason saying why, and runs the other three; a grid of only such points is refused in one line."""
+    import csv
+
+    from explore.cli import main
+    from tests.explore.tiny_sweep import write_sweep
+
+    assert main(["run", "--model", tiny_config, "--device", "h100-sxm", "--offload", "auto", "--spec-draft", "medusa",
+                 "--acceptance", "0.5"]) == 2
+    err = capsys.readouterr().err
+    assert f"--{SPECULATIVE_OFFLOAD}" in err and len(err.strip().splitlines()) == 1
+    head = f"name: os\nmodel: {tiny_config}\ndevice: h100-sxm\nworkload: {{batch: 2, prompt: 64, output: 8, "
+    path = write_sweep(tmp_path, head + "offload: [none, auto], spec_draft: ['', medusa], acceptance: 0.5}\n")
+    assert main(["check", path]) == 0
+    assert f"1 of 4 points are not run, each row's infeasible_reason saying why: {SPECULATIVE_OFFLOAD}" in (
+        capsys.readouterr().out)
+    out = tmp_path / "out"
+    assert main(["--quiet", path, "--out", str(out)]) == 0
+    capsys.readouterr()
+    with open(out / "results.csv", newline="") as file:
+        rows = {(row["offload"], row["spec_draft"]): row for row in csv.DictReader(file)}
+    assert len(rows) == 4
+    assert rows["auto", "medusa"]["infeasible_reason"].startswith(SPECULATIVE_OFFLOAD)
+    assert rows["auto", "medusa"]["tpot_s"] in ("", "nan")
+    for ran in (("none", ""), ("auto", ""), ("none", "medusa")):
+        assert not rows[ran]["infeasible_reason"] and float(rows[ran]["tpot_s"]) > 0
+    every = write_sweep(tmp_path, head + "offload: [auto, kv], spec_draft: medusa, acceptance: 0.5}\n")
+    assert main(["check", every]) == 2
+    err = capsys.readouterr().err
+    assert SPECULATIVE_OFFLOAD in err and len(err.strip().splitlines()) == 1
 
 
 def test_offloading_on_a_device_without_a_host_link_is_refused_before_anything_runs(evaluator):
