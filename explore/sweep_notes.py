@@ -324,7 +324,7 @@ def idle_knobs_note(sweep) -> str:
         return ""
     said = ", ".join(f"{k.name} ({off_where(k.switches)}, off, at every point)" for k in idle)
     return f"{said}: {'it changes' if len(idle) == 1 else 'they change'} nothing, so points that differ only there " \
-           f"are one design evaluated again"
+           f"are one design, run once"
 
 
 def _idle_knobs(sweep) -> list:
@@ -359,7 +359,7 @@ def crossed_switch_note(sweep) -> str:
         by_switches.setdefault(k.only_with, []).append(k.name)
     said = [f"{' and '.join(idle)} {'changes' if len(idle) == 1 else 'change'} nothing where "
             f"{off_where(KNOBS[s] for s in switches)}" for switches, idle in by_switches.items()]
-    return f"{repeated} of {sweep.size()} points evaluate another point's design again: {'; '.join(said)}"
+    return f"{repeated} of {sweep.size()} points are another point's design, run once: {'; '.join(said)}"
 
 
 def idle_format_note(sweep) -> str:
@@ -393,7 +393,7 @@ def idle_format_note(sweep) -> str:
     grid = sweep.spec.search.strategy == "grid"
     repeated = _repeats(sweep, dims, names, lambda combo: tuple(settled(combo).items())) if grid else 0
     if repeated:
-        return f"{repeated} of {sweep.size()} points evaluate another point's design again: {said}"
+        return f"{repeated} of {sweep.size()} points are another point's design, run once: {said}"
     return f"{said}: there a point is the design at its default, which its results show"
 
 
@@ -464,7 +464,7 @@ def idle_what_if_note(sweep) -> str:
         return tuple(None if name in unread else combo[name] for name in names)
 
     repeated = _repeats(sweep, dims, names, design)
-    return f"{repeated} of {sweep.size()} points evaluate another point's design again: {'; '.join(said)}" \
+    return f"{repeated} of {sweep.size()} points are another point's design, run once: {'; '.join(said)}" \
         if repeated else ""
 
 
@@ -475,7 +475,7 @@ _UNSET = {"mixed_replicas": 0, "max_replicas": 0, "prefill_max_replicas": 0, "mi
 
 
 def _repeats(sweep, dims: dict, names: list[str], design) -> int:
-    """Points of a grid that evaluate another point's design again, read off the combinations of the dimensions
+    """Points of a grid that are another point's design, read off the combinations of the dimensions
     `names` alone (every other dimension multiplies each design alike): `design(combo)` is a combination's design."""
     combos = [dict(zip(names, combo, strict=True)) for combo in itertools.product(*(dims[n] for n in names))]
     return round(sweep.size() * (1 - len({design(combo) for combo in combos}) / len(combos)))

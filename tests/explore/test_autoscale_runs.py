@@ -164,7 +164,7 @@ def test_a_pool_that_never_scales_is_the_fixed_pool_s_design_in_a_grid_and_its_c
     assert main(["check", path]) == 0
     said = capsys.readouterr().out
     assert "8 design points (5 distinct designs evaluated)" in said, said
-    assert ("3 of 8 points evaluate another point's design again: router changes nothing where one replica in each "
+    assert ("3 of 8 points are another point's design, run once: router changes nothing where one replica in each "
             "pool and one pipeline stage; autoscale_target changes nothing where max_replicas is replicas (no replica "
             "is ever added)") in said, said
     assert main([path, "--out", str(tmp_path / "out"), "--quiet"]) == 0
@@ -249,7 +249,7 @@ def test_a_grid_crossing_autoscalers_evaluates_the_planner_once_whatever_the_tar
     assert main(["check", path]) == 0
     said = capsys.readouterr().out
     assert "4 design points (3 distinct designs evaluated)" in said, said
-    assert "1 of 4 points evaluate another point's design again: autoscale_target changes nothing where the " \
+    assert "1 of 4 points are another point's design, run once: autoscale_target changes nothing where the " \
            "autoscaler is a Dynamo planner" in said, said
     assert main([path, "--out", str(tmp_path / "out"), "--quiet"]) == 0
     rows = read_results(tmp_path / "out")

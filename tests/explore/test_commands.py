@@ -241,12 +241,12 @@ def _check_out(tmp_path, model: str, capsys, sections: str) -> str:
 
 @pytest.mark.parametrize("workload, repeated", [
     # Speculation off or Medusa, at two acceptance rates: off, both rates are one design (3 designs of 4 points).
-    ("spec_draft: ['', medusa], acceptance: [0.3, 0.6]", "1 of 4 points evaluate another point's design again: "
+    ("spec_draft: ['', medusa], acceptance: [0.3, 0.6]", "1 of 4 points are another point's design, run once: "
                                                          "acceptance changes nothing where spec_draft is unset"),
     # Two switches crossed with their knobs: kv_budget 0 makes the two methods one design (3 of 4), and spec_draft
     # unset the three acceptance rates one (4 of 6): 24 points, 3 x 4 = 12 designs.
     ("kv_budget: [0, 8], kv_budget_method: [streaming, h2o], spec_draft: ['', medusa], "
-     "acceptance: [0.3, 0.6, 0.9]", "12 of 24 points evaluate another point's design again"),
+     "acceptance: [0.3, 0.6, 0.9]", "12 of 24 points are another point's design, run once"),
     ("spec_draft: [medusa], acceptance: [0.3, 0.6]", None),  # speculation on throughout: every point its own
 ])
 def test_check_counts_points_a_switch_makes_one_design(tmp_path, tiny_config, capsys, workload, repeated):
@@ -256,17 +256,17 @@ def test_check_counts_points_a_switch_makes_one_design(tmp_path, tiny_config, ca
 
 @pytest.mark.parametrize("parallel, repeated, workload", [(*case, "")[:3] for case in [
     # tp 1 is one device: its two links are one design (3 designs of 4 points).
-    ("tp: [1, 2], link: [nvlink4, pcie5-x16]", "1 of 4 points evaluate another point's design again: link changes "
+    ("tp: [1, 2], link: [nvlink4, pcie5-x16]", "1 of 4 points are another point's design, run once: link changes "
                                                "nothing where tp and pp are 1"),
-    ("tp: [1, 2], link: [default, pcie5-x16]", "1 of 4 points evaluate another point's design again: link"),
+    ("tp: [1, 2], link: [default, pcie5-x16]", "1 of 4 points are another point's design, run once: link"),
     # Two switches of the link, one of the all-reduce, crossed: tp 1 pp 1 is 1 design of its 4 points, tp 1 pp 2 is
     # 2 (its stages use the link, nothing all-reduces), tp 2 at either pp 4 each: 11 designs of 16 points.
     ("tp: [1, 2], pp: [1, 2], link: [nvlink4, pcie5-x16], allreduce: [nccl, custom]",
-     "5 of 16 points evaluate another point's design again: link changes nothing where tp and pp are 1; allreduce "
+     "5 of 16 points are another point's design, run once: link changes nothing where tp and pp are 1; allreduce "
      "changes nothing where tp is 1"),
     # With the speculation grid of the test above (3 designs of 4) beside tp [1, 2] x link (3 of 4): 3 x 3 = 9
     # designs of 16 points, 7 repeats.
-    ("tp: [1, 2], link: [nvlink4, pcie5-x16]", "7 of 16 points evaluate another point's design again: acceptance "
+    ("tp: [1, 2], link: [nvlink4, pcie5-x16]", "7 of 16 points are another point's design, run once: acceptance "
      "changes nothing where spec_draft is unset; link changes nothing where tp and pp are 1",
      ", spec_draft: ['', medusa], acceptance: [0.3, 0.6]"),
     ("tp: [2, 4], link: [nvlink4, pcie5-x16]", None),  # several devices throughout: every link its own design
@@ -294,29 +294,29 @@ def test_check_notes_a_link_or_allreduce_on_one_device(tmp_path, tiny_config, ca
 
 @pytest.mark.parametrize("form, repeated, designs", [
     # weight_bits 8 with head_bits 8 is head_bits 0's design: 1 of 6 (a hand count of the 2 x 3 grid).
-    ("weight_bits: [4, 8], head_bits: [0, 8, 16]", "1 of 6 points evaluate another point's design again: head_bits "
+    ("weight_bits: [4, 8], head_bits: [0, 8, 16]", "1 of 6 points are another point's design, run once: head_bits "
                                                    "changes nothing at weight_bits' own width", 5),
     # Attention and MLP overrides of (0, 8, 16) at weight_bits 4 and 8: 18 points; at 4 all 9 are designs of their
     # own, at 8 the overrides 0 and 8 are one width for each, so 2 x 2 = 4 designs: 18 - 13 = 5 repeat.
     ("weight_bits: [4, 8], attn_weight_bits: [0, 8, 16], mlp_weight_bits: [0, 8, 16]",
-     "5 of 18 points evaluate another point's design again: attn_weight_bits and mlp_weight_bits change nothing at "
+     "5 of 18 points are another point's design, run once: attn_weight_bits and mlp_weight_bits change nothing at "
      "weight_bits' own width", 13),
     ("weight_bits: [4], head_bits: [0, 16]", None, 2),
     # Groups of 32 and 128 beside 4- and 16-bit weights and a 16- or 8-bit KV cache: 8 points. 4-bit weights are
     # scaled per group (2 x 2 designs); at 16 bits only an 8-bit KV cache has groups (2 designs), a 16-bit one none
     # (1 design): 7 designs.
-    ("weight_bits: [4, 16], group_size: [32, 128], kv_bits: [16, 8]", "1 of 8 points evaluate another point's design "
-     "again: group_size changes nothing where no tensor is scaled per group", 7),
+    ("weight_bits: [4, 16], group_size: [32, 128], kv_bits: [16, 8]", "1 of 8 points are another point's design, run "
+     "once: group_size changes nothing where no tensor is scaled per group", 7),
     # Per-channel scales beside a 16-bit cache have no groups either: 2 granularities x 2 group sizes, 3 designs.
-    ("weight_bits: 4, scale_granularity: [group, channel], group_size: [32, 128]", "1 of 4 points evaluate another "
-     "point's design again: group_size changes nothing where no tensor is scaled per group", 3),
+    ("weight_bits: 4, scale_granularity: [group, channel], group_size: [32, 128]", "1 of 4 points are another "
+     "point's design, run once: group_size changes nothing where no tensor is scaled per group", 3),
     # One group size beside 4- and 16-bit weights: no point repeats another, but the 16-bit one is the design at the
     # default group size (its results show 128), which the note says.
     ("weight_bits: [4, 16], group_size: 32", "note: group_size changes nothing where no tensor is scaled per group "
      "(16-bit weights or scales per channel or tensor, beside a 16-bit KV cache): there a point is the design at its "
      "default", 2),
     # A predictor where every activation is kept: 2 x 2 points, 3 designs.
-    ("act_kept: [1.0, 0.5], act_predictor: [none, deja_vu]", "1 of 4 points evaluate another point's design again: "
+    ("act_kept: [1.0, 0.5], act_predictor: [none, deja_vu]", "1 of 4 points are another point's design, run once: "
      "act_predictor changes nothing where act_kept is 1", 3),
 ])
 def test_check_counts_points_a_format_setting_changes_nothing_at(tmp_path, tiny_config, capsys, form, repeated,

@@ -84,7 +84,7 @@ def test_a_fleet_s_mixed_replicas_are_routed_among_in_the_check_s_count(tmp_path
     """One replica of the device and mixed_replicas [0, 2]: of routers [least_tokens, round_robin] x 2 fleets, only the
     two points without mixed replicas are one design (1 of 4 evaluated again); with mixed_replicas 2 alone every
     point routes, and the check says nothing is evaluated again."""
-    for mixed, note in (("[0, 2]", "1 of 4 points evaluate another point's design again: router changes nothing"),
+    for mixed, note in (("[0, 2]", "1 of 4 points are another point's design, run once: router changes nothing"),
                         ("2", None)):
         path = _sweep(tmp_path, f"  requests: 6\n  prompt: 32\n  output: 4\n  rate: 50\n  mixed_device: l4\n"
                                 f"  mixed_replicas: {mixed}\n  router: [least_tokens, round_robin]\n")
@@ -92,7 +92,7 @@ def test_a_fleet_s_mixed_replicas_are_routed_among_in_the_check_s_count(tmp_path
         assert main(["check", path]) == 0
         out = capsys.readouterr()
         said = out.out + out.err
-        assert (note in said) if note else "evaluate another point's design again" not in said, said
+        assert (note in said) if note else "another point's design, run once" not in said, said
 
 
 def test_a_router_crossed_with_one_replica_is_the_design_without_one(tmp_path, capsys):
@@ -108,7 +108,7 @@ def test_a_router_crossed_with_one_replica_is_the_design_without_one(tmp_path, c
                                         "parallel: {pp: [1, 2]}\n")
     capsys.readouterr()
     assert main([path, "--out", str(tmp_path / "out")]) == 0
-    assert "1 of 8 points evaluate another point's design again: router changes nothing where one replica in each " \
+    assert "1 of 8 points are another point's design, run once: router changes nothing where one replica in each " \
            "pool and one pipeline stage" in capsys.readouterr().err
     rows = read_results(tmp_path / "out")
     alone = [row for row in rows if row["replicas"] == 1 and row["pp"] == 1]

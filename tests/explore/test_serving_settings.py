@@ -174,7 +174,7 @@ def test_a_grid_crossing_schedulers_with_token_budgets_evaluates_each_design_onc
     assert main(["check", path]) == 0
     said = capsys.readouterr().out
     assert "8 design points (4 distinct designs evaluated)" in said, said
-    assert "4 of 8 points evaluate another point's design again" in said, said
+    assert "4 of 8 points are another point's design, run once" in said, said
     assert "chunk_tokens changes nothing where the scheduler is static or continuous or orca" in said, said
     assert "max_batched_tokens changes nothing where the scheduler is chunked" in said, said
     out = tmp_path / "out"
@@ -193,7 +193,7 @@ def test_a_grid_crossing_conversation_turns_with_think_settings_says_why_points_
     assert main(["check", path]) == 0
     said = capsys.readouterr().out
     assert "8 design points (5 distinct designs evaluated)" in said, said
-    assert "3 of 8 points evaluate another point's design again: think_s changes nothing where conversation_turns " \
+    assert "3 of 8 points are another point's design, run once: think_s changes nothing where conversation_turns " \
            "is 1" in said, said
     assert "think_cv changes nothing where conversation_turns is 1 or think_s 0" in said, said
 

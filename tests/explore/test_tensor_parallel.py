@@ -162,7 +162,7 @@ def test_link_what_ifs_cross_one_device_as_the_design_without_a_link(tmp_path, c
     capsys.readouterr()
     assert main(["check", path]) == 0
     said = capsys.readouterr()
-    assert "2 of 6 points evaluate another point's design again: link.bandwidth_GBps changes nothing where tp and " \
+    assert "2 of 6 points are another point's design, run once: link.bandwidth_GBps changes nothing where tp and " \
            "pp are 1" in said.out + said.err
     assert main([path, "--out", str(tmp_path / "out"), "--quiet"]) == 0
     rows = read_results(tmp_path / "out")
