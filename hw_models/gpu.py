@@ -29,6 +29,15 @@ datasheet roofline at the whole peak, optimistic in time, and so draws up to pea
 (attention prefill on an A100, whose GEMMs are fitted and its attention not: about 1.2x the TDP). Under a power
 limit (power.cap_W) a kernel that would draw more runs at a lower clock (hw_models/gpu_power.py); unset, no kernel
 is slowed for its power.
+
+The CUDA cores' instructions (dequantization, conversions) are charged as one FMA's two FLOPs at the fp32 J/FLOP:
+28.9 pJ a lane instruction on an A100, 30.5 on a V100, 15.6 on an H100 SXM. That is the order of the one published
+per-instruction figure found: an HFMA's 1.5 pJ plus about 30 pJ of instruction fetch, decode and operand fetch
+(Dally, DAC 2021 keynote, as reported by Semiconductor Engineering, "Is Programmable Overhead Worth The Cost?", 2022;
+copies of the Hot Chips 2023 version of the slide place its energies at 45 nm; if so the derived energy is several
+times too high at 7 and 4 nm, by a factor no source here carries between nodes). ALU-only energies (Horowitz, ISSCC
+2014, 45 nm: fp32 add 0.9 pJ, int32 add 0.1 pJ) leave that overhead out, and measured per-PTX-instruction energies
+(Arafa et al., CF 2020) are of a single thread's stream, the whole GPU's response to it, not one lane's share.
 """
 
 from __future__ import annotations
