@@ -410,37 +410,66 @@ class StepTemplate:
 
     def stage_table(self, shape: StepShape, stages: int) -> tuple[KernelTable, np.ndarray]:
         """The kernels of an iteration as unique rows, and each row's count on each of `stages` pipeline stages
-        (stages x rows): the decoder layers split as kernels/parallel.py stage_of_layer splits them, a row outside
-        the layer stack on the first stage where the trace runs it before the layers (the embedding), else on the
-        last (the final norm, LM head and sampling)."""
-        linear, rows = self._linear_table(shape.tokens, shape.sampled, shape.positions)
-        layers = np.bincount([stage_of_layer(layer, self.attention_layers, stages)
-                              for layer in range(self.attention_layers)], minlength=stages).astype(float)
+        (stages x rows): its linear_table's rows, then its attention_table's."""
+        linear, rows = self.linear_table(shape)
+        attention = self.attention_table(shape)
+        table = linear if attention is None else KernelTable.concat([linear, attention])
+        table.__dict__["distinct_rows"] = None  # unique rows (linear_table, attention_table)
+        return table, self.stage_counts(rows, 0 if attention is None else len(attention), stages)
+
+    def linear_table(self, shape: StepShape) -> tuple[KernelTable, np.ndarray]:
+        """The kernels of an iteration outside attention as unique rows, and the template rows they are: they depend
+        on its tokens, sampled sequences and longest query alone, not on what its sequences attend to."""
+        table, rows = self._linear_table(shape.tokens, shape.sampled, shape.positions)
+        # The rows are unique already, counted apart: a cost model need not look for equal rows (a sort per
+        # iteration of a serving run).
+        table.__dict__["distinct_rows"] = None
+        return table, rows
+
+    def attention_table(self, shape: StepShape) -> KernelTable | None:
+        """One decoder layer's attention kernels of an iteration (a row each, run in every layer): a block-sparse
+        prefill's estimate, the prefill chunks', the decodes', the decodes' shared prefixes' where it has them; None
+        where it has none."""
+        parts = [attention(shape) for present, attention in (
+            (shape.prefill_seqs and shape.estimate_pairs, self._prefill_estimate),
+            (shape.prefill_seqs, self._prefill_attention), (shape.decode_seqs, self._decode_attention),
+            (shape.decode_shared_seqs, self._shared_prefix_attention)) if present]
+        if not parts:
+            return None
+        table = parts[0] if len(parts) == 1 else KernelTable.concat(parts)
+        table.__dict__["distinct_rows"] = None  # each row counted apart (each layer's)
+        return table
+
+    def stage_counts(self, rows: np.ndarray, attention_rows: int, stages: int) -> np.ndarray:
+        """Each row's count on each of `stages` pipeline stages (stages x rows) of an iteration's linear_table `rows`
+        (template rows) followed by `attention_rows` attention rows: the decoder layers split as kernels/parallel.py
+        stage_of_layer splits them, a row outside the layer stack on the first stage where the trace runs it before
+        the layers (the embedding), else on the last (the final norm, LM head and sampling)."""
+        layers = self._stage_layers(stages)
         if stages == 1:
-            counts = [self.count[rows][None, :]]
+            linear = self.count[rows][None, :]
         else:
             span = self.span[rows]
             first_layer_row = np.argmax(self.span != SPAN_MODEL)
-            share = np.select(
+            linear = np.select(
                 [span == SPAN_EVERY, span == SPAN_REST, span == SPAN_FIRST],
                 [(layers / self.attention_layers)[:, None],
                  ((layers - np.eye(stages)[0]) / max(self.attention_layers - 1, 1))[:, None],
                  np.eye(stages)[0][:, None]],
                 np.where(rows < first_layer_row, np.eye(stages)[0][:, None], np.eye(stages)[-1][:, None]))
-            counts = [share * self.count[rows]]
-        parts = [linear]
-        for present, attention in ((shape.prefill_seqs and shape.estimate_pairs, self._prefill_estimate),
-                                   (shape.prefill_seqs, self._prefill_attention),
-                                   (shape.decode_seqs, self._decode_attention),
-                                   (shape.decode_shared_seqs, self._shared_prefix_attention)):
-            if present:
-                parts.append(attention(shape))
-                counts.append(np.repeat(layers[:, None], len(parts[-1]), axis=1))
-        table = parts[0] if len(parts) == 1 else KernelTable.concat(parts)
-        # The rows are unique already, counted apart: a cost model need not look for equal rows (a sort per
-        # iteration of a serving run).
-        table.__dict__["distinct_rows"] = None
-        return table, np.concatenate(counts, axis=1)
+            linear = linear * self.count[rows]
+        if not attention_rows:
+            return linear
+        return np.concatenate([linear, np.repeat(layers[:, None], attention_rows, axis=1)], axis=1)
+
+    def _stage_layers(self, stages: int) -> np.ndarray:
+        """The decoder layers on each of `stages` pipeline stages (kernels/parallel.py stage_of_layer), kept per
+        stage count: every iteration reads them."""
+        kept = self.__dict__.setdefault("_layers_by_stages", {})
+        if stages not in kept:
+            kept[stages] = np.bincount([stage_of_layer(layer, self.attention_layers, stages)
+                                        for layer in range(self.attention_layers)], minlength=stages).astype(float)
+        return kept[stages]
 
     def row_places(self, shape: StepShape) -> np.ndarray:
         """Where each row of stage_table(shape, 1) runs in the pass: PLACE_HEAD before the decoder layers (the

@@ -242,9 +242,8 @@ class KernelTable:
 
     @cached_property
     def class_masks(self) -> dict[str, np.ndarray]:
-        """Row mask of each kernel class present in the table (a lookup by kind code each, as class_rows)."""
-        masks = {name: of_kind[self.kind] for name, of_kind in _CLASS_OF_KIND.items()}
-        return {name: mask for name, mask in masks.items() if mask.any()}
+        """Row mask of each kernel class present in the table (class_masks of its kind codes)."""
+        return class_masks(self.kind)
 
     @cached_property
     def kind_masks(self) -> dict[str, np.ndarray]:
@@ -543,6 +542,14 @@ class KernelTable:
         rows = self.select(first)
         rows.__dict__["distinct_rows"] = None
         return rows, index.ravel()
+
+
+def class_masks(kind: np.ndarray) -> dict[str, np.ndarray]:
+    """Row mask of each kernel class present among rows of kind codes `kind` (a lookup by kind code each, as
+    KernelTable.class_rows)."""
+    masks = {name: of_kind[kind] for name, of_kind in _CLASS_OF_KIND.items()}
+    return {name: mask for name, mask in masks.items() if mask.any()}
+
 
 def _per_kernel(values: list, index: np.ndarray) -> np.ndarray:
     """Each kernel's value of its (dtype, tensor_core) pair: `values` per pair (numbers, or arrays over design points

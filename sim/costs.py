@@ -30,10 +30,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from hw_models.device import dispatch_s
-from kernels.kernel import KIND_CLASS, KernelKind
+from kernels.kernel import KIND_CLASS, Kernel, KernelKind
 from kernels.parallel import collective_kernel
 from kernels.shapes import PLACE_HEAD, PLACE_LAYERS, PLACE_TAIL, StepShape, StepTemplate
-from kernels.table import KIND_CODE, KernelTable
+from kernels.table import KIND_CODE, KernelTable, class_masks
 from sim.attention_pool import AttentionPool, disaggregated_time_s, hybrid_time_s
 from sim.data_parallel import ExpertRanks
 from sim.interleave import interleaved_schedule
@@ -101,6 +101,7 @@ class IterationCostModel:
         self._memo: dict[tuple, IterationCost] = {}
         self._rank_memo: dict[tuple, tuple[_Priced, float]] = {}
         self._expert_memo: dict[tuple[int, bool], tuple[_Priced, float]] = {}
+        self._linear_memo: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 
     @property
     def shapes_priced(self) -> int:
@@ -339,23 +340,46 @@ class IterationCostModel:
         (head, head_unit), (tail, tail_unit) = ends
         durations = np.array([head, *(d for _ in range(layers) for d, _ in layer), tail])
         units = np.array([head_unit, *(u for _ in range(layers) for _, u in layer), tail_unit])
-        return durations, units, _priced(costs, table, counts, 0.0), float(counts.sum())
+        return durations, units, _priced(costs.matrix, table.class_masks, counts, 0.0), float(counts.sum())
 
     def _price_whole(self, shape: StepShape) -> IterationCost:
         """An iteration run whole: its kernels back to back on each stage in turn."""
-        table, counts = self.template.stage_table(shape, self.stages)
         mode = pass_execution(self.execution, decode_only=shape.prefill_seqs == 0)
-        priced = _price_rows(self.device, table, counts, mode)
+        first, sums, masks, counts = self._whole_rows(shape, mode)
+        priced = _priced(sums, masks, counts, dispatch_s(self.device, mode))
         class_time, compute_J, memory_J = priced.class_time_s, priced.compute_J, priced.memory_J
         stage_s = priced.stage_s
         if self.stages > 1:
-            send = self._send(shape.tokens, table, mode)
+            send = self._send(shape.tokens, first, mode)
             stage_s = stage_s + np.append(send.time_s, 0.0)
             class_time[KERNEL_CLASS_NAMES.index(KIND_CLASS[KernelKind.SEND_RECV])] += float(send.time_s.sum())
             compute_J += float(send.compute_J.sum())
             memory_J += float(send.memory_J.sum())
         return IterationCost(time_s=float(stage_s.sum()), compute_J=compute_J, memory_J=memory_J,
                              class_time_s=class_time, stage_time_s=tuple(stage_s.tolist()))
+
+    def _whole_rows(self, shape: StepShape, mode) -> tuple[Kernel, np.ndarray, dict[str, np.ndarray], np.ndarray]:
+        """An iteration's first kernel, its rows' summed costs in execution `mode` (KernelCosts.matrix), its kernel
+        classes' row masks and its rows' counts on each stage (StepTemplate.stage_table's rows). On a device that prices
+        each row alone (DeviceModel.prices_rows_alone) the rows outside attention cost what they cost in any iteration
+        of the same tokens, sampled sequences and longest query (StepTemplate.linear_table): priced once for those, and
+        kept; the attention rows are priced per iteration."""
+        if not getattr(self.device, "prices_rows_alone", False):
+            table, counts = self.template.stage_table(shape, self.stages)
+            return table.kernels[0], self.device.cost_table(table, mode).matrix, table.class_masks, counts
+        key = (shape.tokens, shape.sampled, shape.positions, mode)
+        linear = self._linear_memo.get(key)
+        if linear is None:
+            table, rows = self.template.linear_table(shape)
+            linear = self._linear_memo[key] = (rows, self.device.cost_table(table, mode).matrix)
+        rows, sums = linear
+        first, kind = self.template.linear.kernels[rows[0]], self.template.linear.kind[rows]
+        attention = self.template.attention_table(shape)
+        if attention is None:
+            return first, sums, class_masks(kind), self.template.stage_counts(rows, 0, self.stages)
+        return (first, np.concatenate([sums, self.device.cost_table(attention, mode).matrix], axis=1),
+                class_masks(np.concatenate([kind, attention.kind])),
+                self.template.stage_counts(rows, len(attention), self.stages))
 
     def _price_disaggregated(self, shape: StepShape) -> IterationCost:
         """An iteration whose attention runs on the attention devices (sim/attention_pool.py), split in as many
@@ -425,10 +449,10 @@ class IterationCostModel:
         attention = _price_rows(self.attention.device, heads, head_counts * heads.attention_mask, mode)
         return (model, attention, *self.attention.send_s(share.tokens))
 
-    def _send(self, tokens: int, table: KernelTable, mode):
+    def _send(self, tokens: int, first: Kernel, mode):
         """The costs of each stage's send of the iteration's hidden state to the next, in stage order (a send to a
-        stage on another node crosses the node link: hw_models/nodes.py)."""
-        send = collective_kernel(KernelKind.SEND_RECV, table.kernels[0], float(tokens * self.send_B_per_token), 2)
+        stage on another node crosses the node link: hw_models/nodes.py); `first`: the iteration's first kernel."""
+        send = collective_kernel(KernelKind.SEND_RECV, first, float(tokens * self.send_B_per_token), 2)
         return self.device.cost_table(KernelTable.from_kernels([send] * (self.stages - 1)), mode)
 
 
@@ -446,12 +470,12 @@ class _Priced:
 def _price_rows(device, table: KernelTable, counts: np.ndarray, mode) -> _Priced:
     """`table`'s rows run `counts` times (stages x rows) on `device` in execution `mode`: kernels back to back, each
     stage waiting on its host where the host's dispatch of its kernels takes longer than they run."""
-    return _priced(device.cost_table(table, mode), table, counts, dispatch_s(device, mode))
+    return _priced(device.cost_table(table, mode).matrix, table.class_masks, counts, dispatch_s(device, mode))
 
 
 def _price_rows_waitless(device, table: KernelTable, counts: np.ndarray, mode) -> _Priced:
     """_price_rows without the host's wait: a part of an iteration whose host waits on the whole (price_ranks)."""
-    return _priced(device.cost_table(table, mode), table, counts, 0.0)
+    return _priced(device.cost_table(table, mode).matrix, table.class_masks, counts, 0.0)
 
 
 @dataclass(frozen=True)
@@ -465,7 +489,8 @@ class _PricedParts(_Priced):
 def _price_parts(device, parts: list[tuple[KernelTable, np.ndarray]], mode) -> _PricedParts:
     """Parts' rows (each a table and its counts, one stage x rows) run back to back on `device` in execution `mode`,
     as one stage: the host waits where dispatching all their kernels takes longer than they run."""
-    priced = [_priced(device.cost_table(table, mode), table, counts, 0.0) for table, counts in parts]
+    priced = [_priced(device.cost_table(table, mode).matrix, table.class_masks, counts, 0.0)
+              for table, counts in parts]
     part_s = tuple(float(p.stage_s.sum()) for p in priced)
     kernels = sum(float(counts.sum()) for _, counts in parts)
     wait_s = float(host_stall_s(dispatch_s(device, mode) * kernels, sum(part_s)))
@@ -476,17 +501,19 @@ def _price_parts(device, parts: list[tuple[KernelTable, np.ndarray]], mode) -> _
                         part_s=part_s)
 
 
-def _priced(costs, table: KernelTable, counts: np.ndarray, dispatch: float) -> _Priced:
-    """_price_rows of the rows' priced `costs`, with a host dispatching `dispatch` seconds a kernel."""
-    time_s = costs.time_s * counts  # (stages, rows)
+def _priced(sums: np.ndarray, masks: dict[str, np.ndarray], counts: np.ndarray, dispatch: float) -> _Priced:
+    """_price_rows of the rows' summed costs (KernelCosts.matrix: time, compute and memory energy) and their kernel
+    classes' row masks (KernelTable.class_masks), with a host dispatching `dispatch` seconds a kernel."""
+    time_s, compute_J, memory_J = sums
+    time_s = time_s * counts  # (stages, rows)
     stage_device_s = time_s.sum(axis=1)
     waits = host_stall_s(dispatch * counts.sum(axis=1), stage_device_s)
     class_time = np.zeros(len(TIME_CLASS_NAMES))
     for i, name in enumerate(KERNEL_CLASS_NAMES):
-        mask = table.class_masks.get(name)
+        mask = masks.get(name)
         if mask is not None:
             class_time[i] = time_s[:, mask].sum()
     class_time[-1] = waits.sum()
     count = counts.sum(axis=0)
     return _Priced(stage_s=stage_device_s + waits, class_time_s=class_time,
-                   compute_J=float(costs.compute_J @ count), memory_J=float(costs.memory_J @ count))
+                   compute_J=float(compute_J @ count), memory_J=float(memory_J @ count))

@@ -3,10 +3,12 @@ where that is the cheaper, as an engine decides per step."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from kernels.shapes import step_shape
+from kernels.shapes import StepShape, step_shape
 from sim.costs import IterationCostModel
+from sim.step_costs import pass_execution
 
 
 @pytest.mark.parametrize(("seqs", "prefix", "own"), [(2, 32, 4), (8, 96, 40), (64, 1024, 100), (64, 4096, 100)])
@@ -56,6 +58,38 @@ def test_more_groups_read_more_prefix_bytes_and_are_priced_apart(costs):
     paged = costs.price(one.paged()).time_s
     assert costs.price(one).time_s < costs.price(eight).time_s < paged
     assert costs.price(one).memory_J < costs.price(eight).memory_J
+
+
+@pytest.mark.parametrize("first, second, execution", [
+    # The final norm and LM head run on the sampled sequences: a chunk that finishes its prompt, and one that does not.
+    (StepShape(prefill_seqs=2, prefill_tokens=64, prefill_pairs=1056, decode_seqs=8, decode_kv=4000, sampled=10,
+               positions=32),
+     StepShape(prefill_seqs=2, prefill_tokens=64, prefill_pairs=1056, decode_seqs=8, decode_kv=4000, sampled=9,
+               positions=32), "graphs"),
+    # The rotary table has a row per position of the longest query: chunks of 32 + 32 tokens, and of 40 + 24.
+    (StepShape(prefill_seqs=2, prefill_tokens=64, prefill_pairs=1056, sampled=2, positions=32),
+     StepShape(prefill_seqs=2, prefill_tokens=64, prefill_pairs=1056, sampled=2, positions=40), "graphs"),
+    # An engine launches a pass with a prefill from its host, a decode-only pass from a graph: 4 tokens, 4 sampled,
+    # one position, each way.
+    (StepShape(prefill_seqs=1, prefill_tokens=1, prefill_pairs=1, decode_seqs=3, decode_kv=300, sampled=4),
+     StepShape(decode_seqs=4, decode_kv=400, sampled=4), "engine"),
+])
+def test_rows_outside_attention_are_kept_apart_by_sampled_sequences_positions_and_launch(costs, first, second,
+                                                                                          execution):
+    """The rows outside attention are priced once per tokens, sampled sequences, longest query and launch mode, and
+    kept (IterationCostModel._whole_rows): two iterations of the same tokens that differ in one of the others, priced
+    one after the other, each cost what it costs on a model that priced nothing before, and the rows outside attention
+    of the two do cost apart (a key that left that one out would give the second the first's)."""
+    model = IterationCostModel(costs.device, costs.template, execution=execution)
+    assert first.tokens == second.tokens
+    linear = [costs.device.cost_table(costs.template.linear_table(shape)[0], pass_execution(
+        execution, decode_only=shape.prefill_seqs == 0)).time_s for shape in (first, second)]
+    assert not np.array_equal(*linear)
+    model.price(first)
+    fresh = IterationCostModel(costs.device, costs.template, execution=execution).price(second)
+    kept = model.price(second)
+    assert (kept.time_s, kept.compute_J, kept.memory_J) == (fresh.time_s, fresh.compute_J, fresh.memory_J)
+    assert np.array_equal(kept.class_time_s, fresh.class_time_s)
 
 
 # ---- sub-batch interleaving on a device of several units (NeuPIMs: NPU and PIM) ----------------------------------
