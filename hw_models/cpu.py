@@ -8,8 +8,10 @@ Time of a kernel = max(compute, memory) + the thread loss (below); a CPU has no 
   the kernel's dtype (a dtype without SIMD arithmetic runs as the next wider one); GEMMs with quantized
   weights run llama.cpp style: activations quantized to int8 on the fly, int8 dot products, and for
   sub-8-bit weights `dequant_lane_ops_per_weight` byte-lane slots per weight of SIMD work besides the
-  multiply-adds (unpacking the weights, and scaling and accumulating each block's sum); 8-bit weights need no
-  unpacking but still scale and accumulate each block's sum: `scale_lane_ops_per_weight` slots per weight.
+  multiply-adds (unpacking the weights, and scaling and accumulating each block's sum), counted per format from
+  llama.cpp's kernels (1-2 bits as Q2_K, 3 as Q3_K, 4-7 as Q4_0); 8-bit weights need no unpacking but still scale
+  and accumulate each block's sum: `scale_lane_ops_per_weight` slots per weight. Issue slots only: a kernel's
+  dependency chains (Q2_K's scalar sum per 16 weights) are not priced.
 - LUT compute (weights of at most lut.max_weight_bits bits): per token and activation group of g values a
   table of 2^g partial sums is built on the SIMD units; each weight group of g weights then needs b
   lookups (one per bit plane) plus their accumulation. No dequantization: the tables are indexed by the
@@ -54,6 +56,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hw_models.cost import KernelCosts
+from hw_models.cpu_spec import DequantSpec
 from hw_models.device import DeviceModel
 from hw_models.sparsity_support import cpu_support
 from kernels.table import KernelTable
@@ -74,6 +77,13 @@ def threaded_s(single_s, threads: int, serial_s: float):
 def thread_loss_s(single_s, threads: int, serial_s: float):
     """What `threads` threads lose against a perfect single_s / threads: s (1 - 1 / t) with s = min(serial_s, C)."""
     return np.minimum(serial_s, single_s) * (1.0 - 1.0 / threads)
+
+
+def dequant_lane_ops(dequant: DequantSpec, weight_bits: np.ndarray) -> np.ndarray:
+    """Byte-lane slots per weight of llama.cpp's dequantizing kernel for each sub-8-bit weight width: the format it
+    stores that width in, 1-2 bits Q2_K, 3 bits Q3_K, 4-7 bits Q4_0 (5-7 bit weights priced as Q4_0's, PROXY: its
+    Q5_0 and Q6_K kernels are not counted)."""
+    return np.select([weight_bits <= 2, weight_bits <= 3], [dequant.q2_k, dequant.q3_k], dequant.q4_0)
 
 
 def parallel_efficiency(single_s, threads: int, serial_s: float):
@@ -159,7 +169,7 @@ class CPUModel(DeviceModel):
         compute_s = table.flops / np.where(lowbit, self.peak_flops(QUANTIZED_GEMM_DTYPE), peak)
         compute_J = table.flops / 2 * np.where(lowbit, spec.mac_J(QUANTIZED_GEMM_DTYPE), mac_J)
         unpack = weight_gemm & (table.weight_bits < 8)
-        per_weight = np.where(unpack, spec.compute.dequant_lane_ops_per_weight,
+        per_weight = np.where(unpack, dequant_lane_ops(spec.compute.dequant_lane_ops_per_weight, table.weight_bits),
                               np.where(lowbit, spec.compute.scale_lane_ops_per_weight, 0.0))
         ops = _weights(table) * per_weight
         compute_s = compute_s + ops / spec.lane_ops_per_s(DEQUANT_LANE_BITS)

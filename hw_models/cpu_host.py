@@ -23,7 +23,7 @@ import os
 import platform
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from kernels.measured import MeasuredKernel
@@ -203,13 +203,15 @@ def _compute(facts: HostFacts, threads: int, fp32: float, bf16: float | None, pr
               f" (m x n x k), {fp32:.4g} GFLOP/s, divided by 2 x cores x pipes x {lanes:g} fp32 lanes, so CPUSpec's"
               f" peak fp32 rate is the achieved one (CPUSpec has no achieved-rate field). fp64: architectural"
               f" (half the fp32 lanes), not measured; fp16 and int8 not measured, they run at the fp32 rate."
-              f" {bf16_text}. dequant_lane_ops_per_weight and scale_lane_ops_per_weight: PROXY from the {PROXY_PRESET}"
-              f" preset (llama.cpp NEON Q4_0 and Q8_0 counts; this machine's kernels differ)")
+              f" {bf16_text}. scale_lane_ops_per_weight: PROXY from the {PROXY_PRESET} preset (llama.cpp's NEON Q8_0"
+              f" count; this machine's kernels differ)")
+    dequant = {**asdict(proxy.compute.dequant_lane_ops_per_weight), "source": (
+        f"PROXY from the {PROXY_PRESET} preset (llama.cpp's NEON counts; this machine's kernels differ)")}
     return {"cores": threads, "threads": None, "frequency_GHz": _fmt(clock_GHz),
             "simd_width_bits": facts.simd_width_bits,
             "simd_pipes": SIMD_PIPES, "simd_dtypes": dtypes,
-            "dequant_lane_ops_per_weight": proxy.compute.dequant_lane_ops_per_weight,
-            "scale_lane_ops_per_weight": proxy.compute.scale_lane_ops_per_weight, "source": source}
+            "scale_lane_ops_per_weight": proxy.compute.scale_lane_ops_per_weight,
+            "dequant_lane_ops_per_weight": dequant, "source": source}
 
 
 def _caches_section(facts: HostFacts, threads: int, clock_GHz: float, memory_GBps: float, proxy) -> dict:

@@ -41,6 +41,18 @@ Fraction = Annotated[float, Field(ge=0, lt=1)]
 
 
 @dataclass(frozen=True, kw_only=True, config=SPEC_CONFIG)
+class DequantSpec:
+    """SIMD byte-lane slots per weight that llama.cpp's dequantizing dot product spends besides its int8 multiply-adds
+    (unpacking the weights, scaling and accumulating their blocks' sums), per format it stores sub-8-bit weights in:
+    1-2 bit weights run as Q2_K, 3-bit as Q3_K, 4-7 bit as Q4_0 (cpu.dequant_lane_ops)."""
+
+    q2_k: NonNegative
+    q3_k: NonNegative
+    q4_0: NonNegative
+    source: Source
+
+
+@dataclass(frozen=True, kw_only=True, config=SPEC_CONFIG)
 class CoreSpec:
     cores: PositiveInt
     threads: PositiveInt | None = None  # threads a run uses (None: all cores); at most `cores`
@@ -48,9 +60,9 @@ class CoreSpec:
     simd_width_bits: PositiveInt  # one SIMD register (NEON: 128)
     simd_pipes: PositiveInt  # SIMD pipelines per core, each one instruction per cycle
     simd_dtypes: tuple[SIMD_DTYPES, ...]  # dtypes with native SIMD multiply-add (others fall back)
-    # Baseline (dequantization-based) low-bit GEMV: SIMD byte-lane operations to unpack one sub-8-bit weight
-    # into the integer dot-product type, paid on top of the multiply-adds.
-    dequant_lane_ops_per_weight: NonNegative
+    # Baseline (dequantization-based) low-bit GEMV: SIMD byte-lane slots per sub-8-bit weight, by format, paid on top
+    # of the multiply-adds.
+    dequant_lane_ops_per_weight: DequantSpec
     # 8-bit weights (llama.cpp Q8_0): SIMD byte-lane operations per weight to convert, scale and accumulate each
     # block's integer sum, paid on top of the multiply-adds (sub-8-bit weights pay dequant_lane_ops_per_weight,
     # which includes that work).

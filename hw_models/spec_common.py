@@ -196,7 +196,7 @@ PLAUSIBLE: tuple[tuple[str, Plausible], ...] = (
     (r"(^|\.)(sm_count|cores|threads|dsp_count|device_dsp_count|array_rows|array_cols|array_count|vector_units|"
      r"vector_lanes|channels|banks_per_channel|multipliers_per_bank|simd_pipes|group_size)$", Plausible(
         low=1, high=1e6, unit="", why="Cerebras WSE-3's 900,000 cores are the most compute units on one device")),
-    (r"(lane_ops\w*|_per_weight)$", Plausible(low=0, high=1e4, unit="operations", why="a handful of SIMD lane "
-                                              "operations per weight or table entry")),
+    (r"(lane_ops\w*|_per_weight|dequant_lane_ops_per_weight\.\w+)$", Plausible(
+        low=0, high=1e4, unit="operations", why="a handful of SIMD lane operations per weight or table entry")),
     (r"(fraction|efficiency|saving)$", Plausible(low=0, high=1, unit="", why="a share")),
 )

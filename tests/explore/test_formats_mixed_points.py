@@ -157,8 +157,8 @@ ALTRA_BYTE_LANES_PER_S = 80 * 3.0e9 * 2 * 16
 def test_a_cpu_says_the_dtype_it_prices_a_quantized_gemm_in(fmt, unpacked):
     """A CPU's column names the dtype whose rate prices the GEMM: its compute time is the GEMM's FLOPs at that dtype's
     SIMD rate (15.36 TFLOP/s for int8 on the Altra, by hand from its preset), plus byte-lane slots a weight for its
-    scales: below 8 bits 4.5 to unpack and scale them (the preset's dequant_lane_ops_per_weight, from llama.cpp's Q4_0
-    kernel), at 8 bits 3 (scale_lane_ops_per_weight, its Q8_0 kernel)."""
+    scales: at 4 bits 4.5 to unpack and scale them (the preset's dequant_lane_ops_per_weight.q4_0, from llama.cpp's
+    Q4_0 kernel), at 8 bits 3 (scale_lane_ops_per_weight, its Q8_0 kernel)."""
     cpu = load_device("ampere-altra")
     m, k, n = 256, 4096, 4096
     gemm = Kernel(kind=KernelKind.GEMM, op="mm", flops=2.0 * m * k * n, weight_bytes=2.0 * k * n,

@@ -117,13 +117,20 @@ LUT_CPU = "m2-ultra-tmac"
 @given(threads=st.integers(1, 16), rows=st.sampled_from([1, 2, 4, 16, 64]), n=st.sampled_from([256, 1024, 4096]),
        k=st.sampled_from([256, 1024, 4096]), bandwidth=st.floats(50.0, 800.0))
 def test_fewer_bits_never_slower_within_the_lut_widths(tiny_table, threads, rows, n, k, bandwidth):
-    """2 <= 3 <= 4 bits (all taken by the LUT kernels, max_weight_bits 4), kernel by kernel, at any thread count,
-    batch, shape and DRAM bandwidth."""
+    """2 <= 3 <= 4 bits (widths the LUT kernels take, max_weight_bits 4), kernel by kernel, at any thread count, batch,
+    shape and DRAM bandwidth, wherever the wider width runs faster on the lookups than on the dequantizing kernel:
+    fewer bits are fewer lookups and bytes. Where the dequantizing kernel is as fast (large batches), fewer bits can
+    be slower: llama.cpp's Q2_K and Q3_K kernels issue more instructions per weight than Q4_0's
+    (tests/hw_models/test_cpu.py)."""
     assert read_device_yaml(LUT_CPU)[0]["lut"]["max_weight_bits"] == 4
     table = KernelTable.concat([tiny_table, KernelTable.from_kernels([_gemm(rows, n, k)])])
     overrides = {"compute.threads": threads, "memory.bandwidth_GBps": bandwidth}
-    times = [_times(LUT_CPU, overrides, table.with_format(NumericFormat(weight_bits=bits))) for bits in (2, 3, 4)]
-    assert np.all(times[0] <= times[1] * (1 + RTOL)) and np.all(times[1] <= times[2] * (1 + RTOL))
+    formats = [table.with_format(NumericFormat(weight_bits=bits)) for bits in (2, 3, 4)]
+    times = [_times(LUT_CPU, overrides, fmt_table) for fmt_table in formats]
+    dequant = [_times(LUT_CPU, {**overrides, "lut": None}, fmt_table) for fmt_table in formats]
+    for narrow, wide in ((0, 1), (1, 2)):
+        lookups = times[wide] < dequant[wide] * (1 - RTOL)
+        assert np.all(times[narrow][lookups] <= times[wide][lookups] * (1 + RTOL)), (narrow, wide)
 
 
 # A Llama-2-7B decode step's weight GEMVs (q/k/v/o 4096 x 4096, gate/up 11008 x 4096, down 4096 x 11008, LM head).
