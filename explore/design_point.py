@@ -17,10 +17,10 @@ from typing import Any
 
 from explore.knobs import KNOBS, Knob, knobs
 from explore.pool_what_ifs import POOL_WHAT_IFS
-from hw_models.registry import calibration_file
+from hw_models.registry import calibration_file, read_device_yaml
 from kernels.formats import NumericFormat
-from sim.serving_spec import ServingSpec
-from workloads.model_config import config_file
+from sim.serving_spec import ATTENTION_MICRO_BATCHES, ServingSpec
+from workloads.model_config import config_file, load_model_config
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -129,15 +129,39 @@ class DesignPoint:
 
     def unjudged(self) -> str:
         """Why the point's run cannot answer what it asks, as one line naming the key ('' where it can): its serving
-        spec's reason (ServingSpec.unjudged), or knobs not modeled together (offloading beside speculative decoding:
-        an offloaded draft and target). `explore run` refuses such a point; a sweep records it unevaluated, this its
-        infeasible_reason, and runs its other points."""
+        spec's reason (ServingSpec.unjudged), or settings not modeled together: offloading beside speculative decoding
+        (an offloaded draft and target), experts offloaded from a model without routed experts, a hybrid attention
+        placement off one model device beside one CPU host. `explore run` refuses such a point; a sweep records it
+        unevaluated, this its infeasible_reason, and runs its other points."""
         if self.serving is not None:
-            return self.serving.unjudged()
+            return self.serving.unjudged() or self._hybrid_unjudged()
         offload, draft = self.knob("offload"), self.knob("spec_draft")
         if offload != "none" and draft:
             return (f"offload: found {offload!r} with spec_draft {draft!r}, allowed: none with speculative decoding "
                     f"(an offloaded draft and target are not modeled)")
+        if offload == "experts" and not load_model_config(self.model).is_moe:
+            return (f"offload: found 'experts' for {self.model}, which has no routed experts, allowed: weights, kv or "
+                    f"auto (experts: a mixture-of-experts model's)")
+        return ""
+
+    def _hybrid_unjudged(self) -> str:
+        """Why a hybrid attention placement (sim/attention_pool.py, APEX) is not modeled here ('' where it is): it
+        holds a sequence's whole KV on one model device or on one CPU's host memory, in iterations not split in
+        micro-batches."""
+        spec = self.serving
+        if not spec.attends_apart or spec.attention_placement != "hybrid":
+            return ""
+        kind = read_device_yaml(spec.attention_device)[0]["kind"]
+        for conflict, what in (
+                (kind != "cpu", f"attention_device {spec.attention_device!r} (a {kind} device), allowed: a CPU (kind: "
+                 f"cpu), whose host memory holds the sequences the model's devices do not"),
+                (self.tp > 1, f"tp {self.tp}, allowed: 1 (one model device beside the host)"),
+                (spec.attention_devices > 1, f"attention_devices {spec.attention_devices}, allowed: 1 (one host)"),
+                (spec.attention_micro_batches not in (ATTENTION_MICRO_BATCHES, 1),
+                 f"attention_micro_batches {spec.attention_micro_batches}, allowed: left out (a hybrid iteration runs "
+                 f"as one batch, APEX's asynchronous overlap)")):
+            if conflict:
+                return f"attention_placement: found 'hybrid' with {what}"
         return ""
 
     def reads(self, knob: Knob) -> bool:

@@ -83,7 +83,7 @@ from sim.serving import (
     serving_memory_reason,
 )
 from sim.serving_metrics import URGENT_METRICS
-from sim.serving_spec import ATTENTION_MICRO_BATCHES, COLD_START_LINK
+from sim.serving_spec import COLD_START_LINK
 from sim.slowdown import SLOWDOWN_METRICS
 from sim.speculative import (
     MEDUSA,
@@ -404,7 +404,7 @@ class Evaluator:
 
     def _check_offload(self, point: DesignPoint) -> None:
         """Offloading runs a static batch on one pipeline stage, over a host link, a sliding window over weights alone
-        (InputError otherwise; beside speculation it is not run: DesignPoint.unjudged)."""
+        (InputError otherwise; beside speculation, or of experts a model lacks, it is not run: DesignPoint.unjudged)."""
         offload = point.knob("offload")
         if point.pp > 1:
             raise InputError(f"offload: found {offload!r} on {point.pp} pipeline stages, allowed: none, or offloading "
@@ -412,9 +412,6 @@ class Evaluator:
         if point.knob("offload_window") and offload != "weights":
             raise InputError(f"offload_window: found {point.knob('offload_window')} with offload {offload!r}, allowed: "
                              f"offload weights (the window slides over layers' weights; the KV cache stays put)")
-        if offload == "experts" and not self.config(point.model).is_moe:
-            raise InputError(f"offload: found 'experts' for {point.model}, which has no routed experts, allowed: "
-                             f"weights, kv or auto (experts: a mixture-of-experts model's)")
         self.host_link(point, self.point_device(point))
 
     def offloaded(self, point: DesignPoint, device, workload: BatchWorkload,
@@ -879,24 +876,14 @@ class Evaluator:
         self.attention_device(point)
         load_link_model(spec.pool_link)
 
-    def _check_hybrid(self, point: DesignPoint) -> None:
-        """A hybrid placement (sim/attention_pool.py) holds a sequence's whole KV on one model device or on one
-        attention device, a CPU's host memory, which the model's devices send to over their host link (InputError
-        otherwise); its iterations are not split in micro-batches."""
-        spec = point.serving
-        kind = getattr(getattr(self.attention_device(point), "spec", None), "kind", None)
-        for value, what in (
-                (kind != "cpu", f"attention_device {spec.attention_device!r} (a {kind or 'non-CPU'} device), allowed: "
-                 f"a CPU (kind: cpu), whose host memory holds the sequences the model's devices do not"),
-                (point.tp > 1, f"tp {point.tp}, allowed: 1 (one model device beside the host)"),
-                (spec.attention_devices > 1, f"attention_devices {spec.attention_devices}, allowed: 1 (one host)"),
-                (spec.attention_micro_batches != ATTENTION_MICRO_BATCHES and spec.attention_micro_batches != 1,
-                 f"attention_micro_batches {spec.attention_micro_batches}, allowed: left out (a hybrid iteration "
-                 f"runs as one batch, APEX's asynchronous overlap)"),
-                (spec.attention_link is None, "no attention_link, allowed: the link between the GPU and its host CPU, "
-                 "e.g. pcie3-x16 for a T4 or pcie4-x16 (without one it would be Lamina's network, roce-400g)")):
-            if value:
-                raise InputError(f"attention_placement: found 'hybrid' with {what}")
+    @staticmethod
+    def _check_hybrid(point: DesignPoint) -> None:
+        """A hybrid placement (sim/attention_pool.py) sends to its CPU host over a link the point names (InputError
+        otherwise; what it does not model beside it is not run: DesignPoint.unjudged)."""
+        if point.serving.attention_link is None:
+            raise InputError("attention_placement: found 'hybrid' with no attention_link, allowed: the link between "
+                             "the GPU and its host CPU, e.g. pcie3-x16 for a T4 or pcie4-x16 (without one it would be "
+                             "Lamina's network, roce-400g)")
 
     def _evaluate_serving(self, point: DesignPoint, fmt: NumericFormat) -> Evaluation:
         """A serving run of the point's requests on its pools of replicas (sim/serving.py), or at the highest
@@ -948,7 +935,7 @@ class Evaluator:
             return rate_verdict(results[rate])
 
         try:
-            if reason := spec.unjudged():  # what the run would answer is not what the spec asks: not run
+            if reason := point.unjudged():  # what the run would answer is not what the point asks: not run
                 raise _InfeasibleError(reason, fits=True)
             if spec.capacity:
                 found = search_capacity(judge, low=spec.capacity[0], high=spec.capacity[1])

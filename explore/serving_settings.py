@@ -177,6 +177,13 @@ def _traced_prefixes(values: Values) -> bool:
                        or requests.prefix_nodes is not None)
 
 
+def _traced_groups(values: Values) -> bool:
+    """Whether some trace given names its requests' prefix groups (a prefix_group column, or hash_ids: a prefix
+    tree)."""
+    return _some_trace(values, lambda requests: requests.prefix_group is not None
+                       or requests.prefix_nodes is not None)
+
+
 def _shares_prefixes(values: Values) -> bool:
     """Whether some value given has requests share prefixes: a prefix, conversations, or a trace naming them."""
     return _any(values, "prefix_tokens") or _converses(values) or _traced_prefixes(values)
@@ -303,9 +310,12 @@ RULES: tuple[ReadWhen, ...] = (
              lambda v, n: "no SLO",
              lambda n: f"with an SLO to attain ({n.name('slo_ttft_s')}, {n.name('slo_tpot_s')} or "
                        f"{n.name('slo_slowdown')}), or left out"),
-    *(ReadWhen(field, lambda v: _any(v, "prefix_tokens"), lambda v, n: "no shared prefix",
+    # prefix_groups beside a trace that gives its requests' groups is refused by the spec, naming the trace's groups
+    # (ServingSpec): a prefix length would not make it read.
+    *(ReadWhen(field, read, lambda v, n: "no shared prefix",
                lambda n: f"with {n.at_least('prefix_tokens', 1, 'a prefix the requests share')}, or left out")
-      for field in ("prefix_attention", "prefix_groups")),
+      for field, read in (("prefix_attention", lambda v: _any(v, "prefix_tokens")),
+                          ("prefix_groups", lambda v: _any(v, "prefix_tokens") or _traced_groups(v)))),
     # What is read only where requests share prefixes: the admission order by them, and the tiers that keep them.
     *(ReadWhen(field, read, lambda v, n: "no shared prefix",
                lambda n: f"with {n.at_least('prefix_tokens', 1, 'a prefix the requests share')}, "

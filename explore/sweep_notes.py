@@ -182,9 +182,10 @@ def sweep_notes(sweep) -> list[str]:
 
 def unjudged_note(sweep) -> str:
     """How many points of a grid ask what their run cannot answer (explore/design_point.py DesignPoint.unjudged:
-    rejected requests beside a slowdown SLO, a capacity search from zero replicas, offloading beside speculative
-    decoding), recorded unevaluated with the reason as their infeasible_reason while the grid's other points run; ''
-    where none do. Searches are left out."""
+    rejected requests beside a slowdown SLO, a capacity search from zero replicas, settings not modeled together such
+    as offloading beside speculative decoding or a hybrid attention placement on a GPU), recorded unevaluated with
+    the reason as their infeasible_reason while the grid's other points run; '' where none do. Searches are left
+    out."""
     unjudged = unrun_blocks(sweep)
     if not unjudged:
         return ""

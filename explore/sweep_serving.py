@@ -413,9 +413,11 @@ def serving_spec(serving: Serving, values: dict[str, Any]) -> ServingSpec:
         attention_link=serving.attention_link,
         attention_micro_batches=values.get("attention_micro_batches", DEFAULT.attention_micro_batches),
         attention_placement=values.get("attention_placement", DEFAULT.attention_placement))
-    if (spec.max_replicas is not None or spec.prefill_max_replicas is not None) and not scales(values):
-        # Checked as given first (a conflict such as a fleet beside max_replicas is still refused), then the fixed
-        # pools' point: the target, metric and cold start change nothing where no replica is ever added.
+    if (spec.max_replicas is not None or spec.prefill_max_replicas is not None) and not scales(values) \
+            and not spec.unjudged():
+        # Checked as given first (a conflict such as a fleet beside a planner's max_replicas is still not run, with
+        # its reason), then the fixed pools' point: the target, metric and cold start change nothing where no
+        # replica is ever added.
         spec = dataclasses.replace(spec, **dict.fromkeys(AUTOSCALE_KNOBS))
     if budgets := unread(TOKEN_BUDGETS, {"scheduler": (spec.scheduler,)}):
         # A token budget the point's scheduler does not read: the point at its default, one design whatever a grid

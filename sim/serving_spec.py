@@ -389,22 +389,6 @@ class ServingSpec:
         if self.prefix_groups is not None and self.prefix_groups > 1 and not self.prefix_tokens:
             raise InputError(f"prefix_tokens: found 0 with prefix_groups {self.prefix_groups}, allowed: a length > 0 "
                              f"(each group's prefix)")
-        if (self.prefix_tokens or self.conversations or self.traced_sharing) and self.groups > 1:
-            given = (f"prefix_groups {self.groups}" if self.prefix_groups else
-                     f"conversation_turns {self.conversation_turns}" if self.conversations else
-                     f"{self.groups} prefix groups (trace {self.trace!r})")
-            for name, conflict, why in (
-                    ("prefix_attention", self.cascade and self.conversations and not self.rooted, "paged (each "
-                     "conversation's context is one sequence's at a time: no prefix to read once for several), or "
-                     "cascade with prefix_tokens, a system prompt every conversation starts with"),
-                    ("prefix_attention", self.cascade and self.disaggregated, "paged (behind a prefill pool the decode "
-                     "pool receives each request's whole KV where there are several prefixes, each its own copy: "
-                     "none to read once)"),
-                    ("attention_placement", self.attends_apart and self.attention_placement == "hybrid",
-                     "apart (a hybrid pool's model's devices hold one shared prefix: where several groups' prefixes "
-                     "lie is not modeled)")):
-                if conflict:
-                    raise InputError(f"{name}: found {getattr(self, name)!r} with {given}, allowed: {why}")
         if self.arrival == "trace" and not trace_requests(self.trace).has_arrivals:
             raise InputError(f"arrival: found 'trace' with trace {self.trace!r}, which has no arrival times (a column "
                              f"{' or '.join(ARRIVAL_COLUMNS)}), allowed: poisson or gamma arrivals at a rate over its "
@@ -478,13 +462,6 @@ class ServingSpec:
         if self.autoscaler is not None and self.autoscaler not in AUTOSCALERS:
             raise InputError(f"autoscaler: found {self.autoscaler!r}, allowed: {', '.join(AUTOSCALERS)}")
         kind = AUTOSCALERS[self.autoscaler or "hpa"]
-        if self.replicas == 0:
-            for name_, conflict, allowed in (
-                    ("autoscaler", not kind.scales_to_zero, "hpa (Dynamo's planners keep a replica at the least)"),
-                    ("prefill_replicas", self.disaggregated, "0 (a decode pool keeps a replica to hand requests to)"),
-                    ("mixed_replicas", self.mixed, "0 (a fleet's gateway always has a replica to send to)")):
-                if conflict:
-                    raise InputError(f"{name_}: found {getattr(self, name_)!r} with replicas 0, allowed: {allowed}")
         planner = not kind.on_metric
         if planner:
             for name_ in ("autoscale_target", "autoscale_metric"):
@@ -520,13 +497,6 @@ class ServingSpec:
         if self.autoscale_metric is not None and self.autoscale_metric not in AUTOSCALE_METRICS:
             raise InputError(f"autoscale_metric: found {self.autoscale_metric!r}, allowed: "
                              f"{', '.join(AUTOSCALE_METRICS)}")
-        for name_, conflict, allowed in (
-                ("mixed_replicas", self.mixed and kind.name != "hpa",
-                 "0 (Dynamo's planners scale one kind of worker; a fleet's pools scale by an HPA each)"),
-                ("conversation_turns", (self.conversation_turns or 1) > 1,
-                 "1 (a conversation's turns stay on the replica that served it)")):
-            if conflict:
-                raise InputError(f"{name_}: found {getattr(self, name_)} with {name} {value}, allowed: {allowed}")
 
     def _check_admission(self) -> None:
         for name, value, ok, allowed in (
@@ -551,7 +521,9 @@ class ServingSpec:
 
     def unjudged(self) -> str:
         """Why a run of this spec cannot answer what it asks, as one line naming the key ('' where it can): a fleet of
-        mixed devices beside a prefill pool or attention devices (not modeled), a gateway rejecting requests beside a
+        mixed devices beside a prefill pool or attention devices, several prefix groups beside a cascade or a hybrid
+        attention placement that holds one (_groups_unjudged), an autoscaled pool beside what its scaling does not model
+        (_scaling_unjudged), a gateway rejecting requests beside a
         slowdown SLO (a rejected request has no slowdown to limit), or a capacity search
         of a pool scaled from zero (at every rate the first requests wait for KEDA's first poll and a cold start, so
         the search would find the run's warm-up, not the pool's capacity). `explore run` refuses such a spec; a sweep
@@ -563,6 +535,8 @@ class ServingSpec:
             if self.mixed and conflict:
                 shown = repr(getattr(self, name)) if name != "prefill_replicas" else self.prefill_replicas
                 return f"{name}: found {shown} with mixed_replicas {self.mixed_replicas}, allowed: {allowed}"
+        if conflict := self._groups_unjudged() or self._scaling_unjudged():
+            return conflict
         admission = self.admission()
         if admission is not None and not admission.hold and self.slo_slowdown is not None:
             name = next(name for name in BUSY_THRESHOLDS if getattr(self, name) is not None)
@@ -572,6 +546,53 @@ class ServingSpec:
             return (f"replicas: found 0 with capacity set, allowed: an integer >= 1 (from zero every rate's first "
                     f"requests wait for KEDA's first {KEDA_POLLING_S:g} s poll and a cold start, so the search would "
                     f"find the run's warm-up; under a sustained load the pool never returns to zero: search from 1)")
+        return ""
+
+    def _scaling_unjudged(self) -> str:
+        """Why an autoscaled pool is not modeled beside this spec's other settings ('' where it is): a pool scaled from
+        zero beside a planner, a prefill pool or a fleet; a fleet beside a planner; conversations beside scaling."""
+        scaled = [(name, value) for name, value in (("max_replicas", self.max_replicas),
+                                                    ("prefill_max_replicas", self.prefill_max_replicas),
+                                                    ("mixed_max_replicas", self.mixed_max_replicas))
+                  if value is not None]
+        if not scaled:
+            return ""
+        kind = AUTOSCALERS[self.autoscaler or "hpa"]
+        for name, conflict, allowed in (
+                ("autoscaler", not kind.scales_to_zero, "hpa (Dynamo's planners keep a replica at the least)"),
+                ("prefill_replicas", self.disaggregated, "0 (a decode pool keeps a replica to hand requests to)"),
+                ("mixed_replicas", self.mixed, "0 (a fleet's gateway always has a replica to send to)")):
+            if self.replicas == 0 and conflict:
+                return f"{name}: found {getattr(self, name)!r} with replicas 0, allowed: {allowed}"
+        for name, conflict, allowed in (
+                ("mixed_replicas", self.mixed and kind.name != "hpa",
+                 "0 (Dynamo's planners scale one kind of worker; a fleet's pools scale by an HPA each)"),
+                ("conversation_turns", (self.conversation_turns or 1) > 1,
+                 "1 (a conversation's turns stay on the replica that served it)")):
+            if conflict:
+                return f"{name}: found {getattr(self, name)} with {scaled[0][0]} {scaled[0][1]}, allowed: {allowed}"
+        return ""
+
+    def _groups_unjudged(self) -> str:
+        """Why several prefix groups are not modeled beside this spec's attention ('' where they are): a cascade
+        beside conversations without a system prompt or behind a prefill pool, a hybrid placement's shared prefix."""
+        if not ((self.prefix_tokens or self.conversations or self.traced_sharing) and self.groups > 1):
+            return ""
+        given = (f"prefix_groups {self.groups}" if self.prefix_groups else
+                 f"conversation_turns {self.conversation_turns}" if self.conversations else
+                 f"{self.groups} prefix groups (trace {self.trace!r})")
+        for name, conflict, why in (
+                ("prefix_attention", self.cascade and self.conversations and not self.rooted, "paged (each "
+                 "conversation's context is one sequence's at a time: no prefix to read once for several), or "
+                 "cascade with prefix_tokens, a system prompt every conversation starts with"),
+                ("prefix_attention", self.cascade and self.disaggregated, "paged (behind a prefill pool the decode "
+                 "pool receives each request's whole KV where there are several prefixes, each its own copy: "
+                 "none to read once)"),
+                ("attention_placement", self.attends_apart and self.attention_placement == "hybrid",
+                 "apart (a hybrid pool's model's devices hold one shared prefix: where several groups' prefixes "
+                 "lie is not modeled)")):
+            if conflict:
+                return f"{name}: found {getattr(self, name)!r} with {given}, allowed: {why}"
         return ""
 
     def admission(self) -> Admission | None:

@@ -136,7 +136,6 @@ def test_unknown_offload_values_and_links_are_refused_in_one_line():
     ({"pp": 2}, r"offload: found 'auto' on 2 pipeline stages, allowed: none, or offloading on one stage"),
     ({"knobs": (("offload", "auto"), ("offload_window", 2))},
      r"offload_window: found 2 with offload 'auto', allowed: offload weights"),
-    ({"knobs": (("offload", "experts"),)}, r"offload: found 'experts' for llama-2-70b, which has no routed experts"),
 ])
 def test_offloads_the_model_does_not_cover_are_refused(evaluator, fields, message):
     with pytest.raises(InputError, match=message):

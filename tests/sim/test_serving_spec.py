@@ -73,24 +73,24 @@ def test_conversations_behind_a_prefill_pool_are_taken(tmp_path):
     ServingSpec(trace=str(documents), rate_per_s=1.0, prefill_replicas=1)
 
 
-def test_cascade_over_several_groups_is_allowed_and_over_conversations_needs_a_system_prompt(tmp_path, one_line_error):
+def test_cascade_over_several_groups_is_allowed_and_over_conversations_needs_a_system_prompt(tmp_path):
     """Cascade attention reads each group's prefix once for its sequences: several prefix_groups, or a trace's
     prefix_group column, with prefix_tokens run with it, as conversations behind a system prompt do. Conversations
-    without one have no prefix two sequences share (one turn of a conversation runs at a time): refused in one line."""
-    ServingSpec(prompt=Fixed(tokens=40), output=Fixed(tokens=6), rate_per_s=1.0, prefix_tokens=32, prefix_groups=3,
-                prefix_attention="cascade")
+    without one have no prefix two sequences share (one turn of a conversation runs at a time), nor several groups
+    behind a prefill pool: not modeled, the spec's unjudged reason (a sweep records such a point not run)."""
+    assert not ServingSpec(prompt=Fixed(tokens=40), output=Fixed(tokens=6), rate_per_s=1.0, prefix_tokens=32,
+                           prefix_groups=3, prefix_attention="cascade").unjudged()
     grouped = tmp_path / "grouped.csv"
     grouped.write_text("arrival_s,prompt_tokens,output_tokens,prefix_group\n0.0,40,6,0\n0.5,40,6,1\n1.0,50,6,0\n")
-    ServingSpec(trace=str(grouped), rate_per_s=1.0, prefix_tokens=32, prefix_attention="cascade")
-    ServingSpec(prompt=Fixed(tokens=40), output=Fixed(tokens=6), rate_per_s=1.0, requests=4, conversation_turns=2,
-                prefix_tokens=32, prefix_attention="cascade")
-    where, message = one_line_error(lambda: ServingSpec(prompt=Fixed(tokens=40), output=Fixed(tokens=6),
-                                                        rate_per_s=1.0, requests=4, conversation_turns=2,
-                                                        prefix_attention="cascade"))
-    assert where == "prefix_attention" and "conversation_turns 2" in message and "allowed: paged" in message
-    where, message = one_line_error(lambda: ServingSpec(prompt=Fixed(tokens=40), output=Fixed(tokens=6),
-                                                        rate_per_s=1.0, prefix_tokens=32, prefix_groups=3,
-                                                        prefix_attention="cascade", prefill_replicas=1))
-    assert where == "prefix_attention" and "prefix_groups 3" in message and "behind a prefill pool" in message
-    ServingSpec(prompt=Fixed(tokens=40), output=Fixed(tokens=6), rate_per_s=1.0, prefix_tokens=32,
-                prefix_attention="cascade", prefill_replicas=1)  # one prefix: the decode pool holds it once
+    assert not ServingSpec(trace=str(grouped), rate_per_s=1.0, prefix_tokens=32, prefix_attention="cascade").unjudged()
+    assert not ServingSpec(prompt=Fixed(tokens=40), output=Fixed(tokens=6), rate_per_s=1.0, requests=4,
+                           conversation_turns=2, prefix_tokens=32, prefix_attention="cascade").unjudged()
+    reason = ServingSpec(prompt=Fixed(tokens=40), output=Fixed(tokens=6), rate_per_s=1.0, requests=4,
+                         conversation_turns=2, prefix_attention="cascade").unjudged()
+    assert reason.startswith("prefix_attention: found 'cascade' with conversation_turns 2, allowed: paged"), reason
+    reason = ServingSpec(prompt=Fixed(tokens=40), output=Fixed(tokens=6), rate_per_s=1.0, prefix_tokens=32,
+                         prefix_groups=3, prefix_attention="cascade", prefill_replicas=1).unjudged()
+    assert reason.startswith("prefix_attention: found 'cascade' with prefix_groups 3, allowed: paged (behind a "
+                             "prefill pool"), reason
+    assert not ServingSpec(prompt=Fixed(tokens=40), output=Fixed(tokens=6), rate_per_s=1.0, prefix_tokens=32,
+                           prefix_attention="cascade", prefill_replicas=1).unjudged()  # one prefix, held once

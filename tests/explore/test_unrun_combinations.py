@@ -1,0 +1,166 @@
+"""Grids crossing settings not modeled together (explore/design_point.py DesignPoint.unjudged): the points of such a
+combination are recorded not run, each row's infeasible_reason saying why, the others run, `explore check` counts
+them; a grid of only such points is refused in one line, as `explore run` refuses the point."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from explore.cli import main
+from explore.runner import run_sweep
+from explore.sweep import load_sweep
+from tests.explore.tiny_sweep import TINY_CONFIG, write_sweep, write_tiny_model
+
+# The tiny Llama with 4 routed experts, 2 per token (Hugging Face Mixtral config keys).
+TINY_MIXTRAL = {**TINY_CONFIG, "model_type": "mixtral", "num_local_experts": 4, "num_experts_per_tok": 2}
+# Six requests of the tiny model on an H100 (CUDA graphs) at 5 requests/s; the case's serving keys follow.
+SERVING = "execution: graphs\nserving:\n  requests: 6\n  prompt: 32\n  output: 4\n  rate: 5\n"
+# The same pool scaling from one replica up to two by an HPA on 2 requests a replica (or a planner, on the SLO).
+SCALED = f"{SERVING}  max_replicas: 2\n  autoscale_target: 2\n  slo: {{ttft_s: 1, tpot_s: 0.1}}\n"
+# A CPU host beside the GPU, over PCIe, as a hybrid placement (APEX) needs.
+HOST = "  attention_link: pcie4-x16\n"
+
+# (the sweep's keys after its model and device, the two swept keys, the pairs by hand not modeled together, the
+# reason the first is recorded with, a grid of only such pairs)
+CASES = {
+    "dense model, experts offloaded": (
+        "workload: {batch: 2, prompt: 64, output: 8, offload: [weights, experts]}\n", ("model", "offload"),
+        [("{tiny}", "experts")],
+        "offload: found 'experts' for {tiny}, which has no routed experts, allowed: weights, kv or auto",
+        "workload: {batch: [1, 2], prompt: 64, output: 8, offload: experts}\n"),
+    "hybrid on a GPU": (
+        f"{SERVING}{HOST}  attention_device: [ampere-altra, h20]\n  attention_placement: [apart, hybrid]\n",
+        ("attention_device", "attention_placement"), [("h20", "hybrid")],
+        "attention_placement: found 'hybrid' with attention_device 'h20' (a gpu device), allowed: a CPU (kind: cpu)",
+        f"{SERVING}{HOST}  attention_device: [h20, h100-sxm]\n  attention_placement: hybrid\n"),
+    "hybrid on several hosts": (
+        f"{SERVING}{HOST}  attention_device: ampere-altra\n  attention_devices: [1, 2]\n"
+        f"  attention_placement: [apart, hybrid]\n",
+        ("attention_devices", "attention_placement"), [(2, "hybrid")],
+        "attention_placement: found 'hybrid' with attention_devices 2, allowed: 1 (one host)",
+        f"{SERVING}{HOST}  attention_device: ampere-altra\n  attention_devices: [2, 4]\n"
+        f"  attention_placement: hybrid\n"),
+    "hybrid beside tensor parallelism": (
+        f"parallel: {{tp: [1, 2]}}\n{SERVING}{HOST}  attention_device: ampere-altra\n"
+        f"  attention_placement: [apart, hybrid]\n",
+        ("tp", "attention_placement"), [(2, "hybrid")],
+        "attention_placement: found 'hybrid' with tp 2, allowed: 1 (one model device beside the host)",
+        f"parallel: {{tp: 2}}\n{SERVING.replace('rate: 5', 'rate: [5, 10]')}{HOST}  attention_device: ampere-altra\n"
+        f"  attention_placement: hybrid\n"),
+    "hybrid in micro-batches": (
+        f"{SERVING}{HOST}  attention_device: ampere-altra\n  attention_micro_batches: [2, 4]\n"
+        f"  attention_placement: [apart, hybrid]\n",
+        ("attention_micro_batches", "attention_placement"), [(None, "hybrid")],  # a hybrid row shows none
+        "attention_placement: found 'hybrid' with attention_micro_batches 4, allowed: left out",
+        f"{SERVING}{HOST}  attention_device: ampere-altra\n  attention_micro_batches: [3, 4]\n"
+        f"  attention_placement: hybrid\n"),
+    "hybrid beside prefix groups": (
+        f"{SERVING}{HOST}  attention_device: ampere-altra\n  prefix_tokens: 16\n  prefix_groups: [1, 2]\n"
+        f"  attention_placement: [apart, hybrid]\n",
+        ("prefix_groups", "attention_placement"), [(2, "hybrid")],
+        "attention_placement: found 'hybrid' with prefix_groups 2, allowed: apart",
+        f"{SERVING}{HOST}  attention_device: ampere-altra\n  prefix_tokens: 16\n  prefix_groups: [2, 3]\n"
+        f"  attention_placement: hybrid\n"),
+    "cascade behind a prefill pool": (
+        f"{SERVING}  prefix_tokens: 16\n  prefix_groups: 2\n  prefill_replicas: [0, 1]\n"
+        f"  prefix_attention: [paged, cascade]\n",
+        ("prefill_replicas", "prefix_attention"), [(1, "cascade")],
+        "prefix_attention: found 'cascade' with prefix_groups 2, allowed: paged (behind a prefill pool",
+        f"{SERVING}  prefix_tokens: 16\n  prefix_groups: [2, 3]\n  prefill_replicas: 1\n"
+        f"  prefix_attention: cascade\n"),
+    "a fleet beside a planner": (
+        f"{SCALED}  mixed_device: l4\n  mixed_replicas: [0, 1]\n  autoscaler: [hpa, load_planner]\n",
+        ("mixed_replicas", "autoscaler"), [(1, "load_planner")],
+        "mixed_replicas: found 1 with max_replicas 2, allowed: 0 (Dynamo's planners scale one kind of worker",
+        f"{SCALED.replace('  autoscale_target: 2', '')}  mixed_device: l4\n  mixed_replicas: [1, 2]\n"
+        f"  autoscaler: load_planner\n"),
+    "a prefill pool beside a pool scaled from zero": (
+        f"{SCALED}  replicas: [0, 1]\n  prefill_replicas: [0, 1]\n", ("replicas", "prefill_replicas"), [(0, 1)],
+        "prefill_replicas: found 1 with replicas 0, allowed: 0 (a decode pool keeps a replica to hand requests to)",
+        f"{SCALED}  replicas: 0\n  prefill_replicas: [1, 2]\n"),
+    "conversations beside scaling": (
+        f"{SCALED.replace('max_replicas: 2', 'max_replicas: [2, 3]')}  conversation_turns: [1, 3]\n",
+        ("max_replicas", "conversation_turns"), [(2, 3), (3, 3)],
+        "conversation_turns: found 3 with max_replicas 2, allowed: 1 (a conversation's turns stay on the replica",
+        f"{SCALED}  conversation_turns: [2, 3]\n"),
+}
+
+
+def _models(tmp_path) -> tuple[str, str]:
+    """Paths of the tiny Llama's and the tiny Mixtral's config.json."""
+    mixtral = tmp_path / "tiny-mixtral" / "config.json"
+    mixtral.parent.mkdir(parents=True, exist_ok=True)
+    mixtral.write_text(json.dumps(TINY_MIXTRAL))
+    return write_tiny_model(tmp_path), str(mixtral)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_a_grid_runs_its_points_but_those_not_modeled_together(case, tmp_path, capsys, tiny_evaluator):
+    """By hand, one pair of each 2 x 2 grid (two of conversations crossed with scaling) is not modeled: those points
+    recorded not run with the reason, the others run (a time > 0), `explore check` counting them; a grid of such
+    points alone is refused in one line naming the key."""
+    keys, swept, unrun, reason, alone = CASES[case]
+    tiny, mixtral = _models(tmp_path)
+    models = f"[{tiny}, {mixtral}]" if "model" in swept else tiny
+    unrun = [tuple(v.format(tiny=tiny) if isinstance(v, str) else v for v in pair) for pair in unrun]
+    reason = reason.format(tiny=tiny)
+    path = write_sweep(tmp_path, f"name: grid\nmodel: {models}\ndevice: h100-sxm\n{keys}")
+    assert main(["check", path]) == 0
+    said = capsys.readouterr().out
+    assert f"{len(unrun)} of 4 points are not run, each row's infeasible_reason saying why: {reason}" in said, said
+    rows = run_sweep(load_sweep(path), tmp_path / "out", evaluator=tiny_evaluator)
+    time = "ttft_s" if "serving" in keys else "tpot_s"
+    not_run = [row for row in rows if row["infeasible_reason"]]
+    assert len(rows) == 4 and [tuple(row[key] for key in swept) for row in not_run] == unrun
+    assert not_run[0]["infeasible_reason"].startswith(reason)
+    assert all(math.isnan(row[time]) for row in not_run)
+    assert all(row[time] > 0 for row in rows if not row["infeasible_reason"])
+    only = write_sweep(tmp_path, f"name: only\nmodel: {tiny}\ndevice: h100-sxm\n{alone}")
+    assert main(["check", only]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert reason.split(", allowed: ")[1] in err and f"{only}:" in err, err
+
+
+def test_prefix_groups_beside_a_trace_s_groups_names_the_trace(tmp_path, capsys):
+    """--prefix-groups beside a trace whose prefix_group column gives the groups, without --prefix-tokens: the
+    conflict is the trace's groups (a prefix length would not resolve it), one line, exit 2; a sweep says the same."""
+    trace = tmp_path / "questions.csv"
+    trace.write_text("arrival_s,prompt_tokens,output_tokens,prefix_group\n"
+                     + "".join(f"{i * 0.01:.2f},96,8,{(10, 20, 30)[i % 3]}\n" for i in range(12)))
+    model = write_tiny_model(tmp_path)
+    assert main(["run", "--model", model, "--device", "h100-sxm", "--serving", "--trace", str(trace), "--arrival",
+                 "trace", "--prefix-groups", "4"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert (f"--prefix-groups: found 4 with --trace '{trace}', whose prefix_group column gives each request's group, "
+            f"allowed: left out") in err, err
+    path = write_sweep(tmp_path, f"name: groups\nmodel: {model}\ndevice: h100-sxm\nserving:\n  trace: {trace}\n"
+                                 f"  arrival: trace\n  prefix_groups: [2, 4]\n")
+    assert main(["check", path]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "serving.prefix_groups: found 2 with serving.trace" in err, err
+
+
+SERVING_FLAGS = ["--serving", "--rate", "5", "--requests", "4", "--prompt", "32", "--output", "4"]
+HYBRID_FLAGS = [*SERVING_FLAGS, "--attention-device", "ampere-altra", "--attention-link", "pcie4-x16",
+                "--attention-placement", "hybrid"]
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--offload", "experts"], "--offload: found 'experts' for {tiny}, which has no routed experts"),
+    ([*HYBRID_FLAGS, "--attention-devices", "2"],
+     "--attention-placement: found 'hybrid' with --attention-devices 2, allowed: 1 (one host)"),
+    ([*HYBRID_FLAGS, "--attention-micro-batches", "4"],
+     "--attention-placement: found 'hybrid' with --attention-micro-batches 4, allowed: left out"),
+    ([*SERVING_FLAGS, "--prefix-tokens", "16", "--prefix-groups", "2", "--prefill-replicas", "1",
+      "--prefix-attention", "cascade"],
+     "--prefix-attention: found 'cascade' with --prefix-groups 2, allowed: paged (behind a prefill pool"),
+])
+def test_explore_run_refuses_a_point_not_modeled_in_one_line(tiny_config, capsys, flags, message):
+    assert main(["run", "--model", tiny_config, "--device", "h100-sxm", *flags]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and message.format(tiny=tiny_config) in err, err
