@@ -131,10 +131,11 @@ class DesignPoint:
         """Why the point's run cannot answer what it asks, as one line naming the key ('' where it can): its serving
         spec's reason (ServingSpec.unjudged), or settings not modeled together: offloading beside speculative decoding
         (an offloaded draft and target), experts offloaded from a model without routed experts, a hybrid attention
-        placement off one model device beside one CPU host. `explore run` refuses such a point; a sweep records it
-        unevaluated, this its infeasible_reason, and runs its other points."""
+        placement off one model device beside one CPU host, attention devices beside what they do not run (pipeline
+        stages, a draft, cascade, swapping). `explore run` refuses such a point; a sweep records it unevaluated, this
+        its infeasible_reason, and runs its other points."""
         if self.serving is not None:
-            return self.serving.unjudged() or self._hybrid_unjudged()
+            return self.serving.unjudged() or self._hybrid_unjudged() or self._attention_unjudged()
         offload, draft = self.knob("offload"), self.knob("spec_draft")
         if offload != "none" and draft:
             return (f"offload: found {offload!r} with spec_draft {draft!r}, allowed: none with speculative decoding "
@@ -162,6 +163,25 @@ class DesignPoint:
                  f"as one batch, APEX's asynchronous overlap)")):
             if conflict:
                 return f"attention_placement: found 'hybrid' with {what}"
+        return ""
+
+    def _attention_unjudged(self) -> str:
+        """Why attention on devices of its own (sim/attention_pool.py) is not modeled here ('' where it is): it runs
+        a plain decode on one stage of model devices, each sequence's KV paged and recomputed where preempted."""
+        spec = self.serving
+        if not spec.attends_apart:
+            return ""
+        draft = self.knob("spec_draft")
+        for conflict, what in (
+                (self.pp > 1, f"on {self.pp} pipeline stages, allowed: one stage (pp = 1)"),
+                (bool(draft), f"with spec_draft {draft!r}, allowed: none (speculative decoding beside attention "
+                 f"devices is not modeled)"),
+                (spec.cascade, "with prefix_attention 'cascade', allowed: paged (a cascade on attention devices is "
+                 "not modeled)"),
+                (spec.preemption == "swap", "with preemption 'swap', allowed: recompute (swapping from attention "
+                 "devices is not modeled)")):
+            if conflict:
+                return f"attention_device: found {spec.attention_device!r} {what}"
         return ""
 
     def reads(self, knob: Knob) -> bool:

@@ -853,20 +853,10 @@ class Evaluator:
                 raise InputError(f"attention_parallel: found 'data' with {what}")
 
     def _check_attention(self, point: DesignPoint) -> None:
-        """Attention on devices of its own (sim/attention_pool.py) runs a plain decode on one stage of model devices,
-        the attention devices splitting the heads (InputError otherwise)."""
+        """Attention on devices of its own (sim/attention_pool.py): the attention devices split the heads, their
+        device and link load (InputError otherwise; what it does not model beside it is not run:
+        DesignPoint.unjudged)."""
         spec = point.serving
-        name = spec.attention_device
-        for value, what in (
-                (point.pp > 1, f"on {point.pp} pipeline stages, allowed: one stage (pp = 1)"),
-                (bool(point.knob("spec_draft")), f"with spec_draft {point.knob('spec_draft')!r}, "
-                 f"allowed: none (speculative decoding beside attention devices is not modeled)"),
-                (spec.cascade, "with prefix_attention 'cascade', allowed: paged (a cascade on "
-                 "attention devices is not modeled)"),
-                (spec.preemption == "swap", "with preemption 'swap', allowed: recompute (swapping from "
-                 "attention devices is not modeled)")):
-            if value:
-                raise InputError(f"attention_device: found {name!r} {what}")
         if spec.attention_placement == "hybrid":
             self._check_hybrid(point)
         try:
@@ -891,6 +881,9 @@ class Evaluator:
         spec = point.serving
         self._check_serving(point)
         device = self.point_device(point)
+        if reason := point.unjudged():  # what the run would answer is not what the point asks: nothing of it is built
+            return Evaluation(point=point, metrics=_serving_unrun(spec, None, reason, device), result=None,
+                              tables=None)
         cfg = self.config(point.model)
         if spec.disaggregated:
             pools = [self._pool(point, fmt, "prefill", spec.prefill_replicas, spec.prefill_device,
@@ -935,8 +928,6 @@ class Evaluator:
             return rate_verdict(results[rate])
 
         try:
-            if reason := point.unjudged():  # what the run would answer is not what the point asks: not run
-                raise _InfeasibleError(reason, fits=True)
             if spec.capacity:
                 found = search_capacity(judge, low=spec.capacity[0], high=spec.capacity[1])
                 capacity = found.rate_per_s
@@ -944,24 +935,32 @@ class Evaluator:
             else:
                 result = results.setdefault(None, run(None))
         except _InfeasibleError as err:
-            metrics = _metrics(None, memory, str(err), device, pools, fits=err.fits)
-            metrics.update(dict.fromkeys(SERVING_METRICS, math.nan))
-            if spec.prioritized:  # the columns priorities add (sim/serving_metrics.py)
-                metrics.update(dict.fromkeys(URGENT_METRICS, math.nan))
-            if spec.slo_slowdown is not None:  # the columns a slowdown SLO adds (sim/slowdown.py)
-                metrics.update(dict.fromkeys(SLOWDOWN_METRICS, math.nan))
-            if spec.capacity:  # the columns a capacity search adds (sim/capacity.py)
-                metrics.update(dict.fromkeys(CAPACITY_METRICS, math.nan) | {"capacity_note": ""})
-            if spec.max_replicas is not None:  # the columns an autoscaled pool adds (sim/serving.py)
-                metrics.update(dict.fromkeys(AUTOSCALE_METRICS, math.nan))
-            if spec.admission() is not None:  # the columns a gateway rejecting requests adds (sim/serving.py)
-                metrics.update(dict.fromkeys(REJECTION_METRICS, math.nan))
-            return Evaluation(point=point, metrics=metrics, result=None, tables=None)
+            return Evaluation(point=point, metrics=_serving_unrun(spec, memory, str(err), device, pools, err.fits),
+                              result=None, tables=None)
         metrics = _metrics(result, memory, "", device, pools)
         if spec.capacity:
             metrics["capacity_rps"] = capacity
             metrics.update(found.metrics())
         return Evaluation(point=point, metrics=metrics, result=result, tables=None)
+
+
+def _serving_unrun(spec, memory, reason: str, device, pools: list[Pool] | None = None,
+                   fits: bool = True) -> dict[str, Any]:
+    """The metrics of a serving point not run for `reason`: every column its run would fill NaN, those the spec's
+    settings add too; `memory` and `pools` None where nothing of the point was built (DesignPoint.unjudged)."""
+    metrics = _metrics(None, memory, reason, device, pools, fits=fits)
+    metrics.update(dict.fromkeys(SERVING_METRICS, math.nan))
+    if spec.prioritized:  # the columns priorities add (sim/serving_metrics.py)
+        metrics.update(dict.fromkeys(URGENT_METRICS, math.nan))
+    if spec.slo_slowdown is not None:  # the columns a slowdown SLO adds (sim/slowdown.py)
+        metrics.update(dict.fromkeys(SLOWDOWN_METRICS, math.nan))
+    if spec.capacity:  # the columns a capacity search adds (sim/capacity.py)
+        metrics.update(dict.fromkeys(CAPACITY_METRICS, math.nan) | {"capacity_note": ""})
+    if spec.max_replicas is not None:  # the columns an autoscaled pool adds (sim/serving.py)
+        metrics.update(dict.fromkeys(AUTOSCALE_METRICS, math.nan))
+    if spec.admission() is not None:  # the columns a gateway rejecting requests adds (sim/serving.py)
+        metrics.update(dict.fromkeys(REJECTION_METRICS, math.nan))
+    return metrics
 
 
 def _autoscaling(spec, weights_B: float, role: str) -> Autoscaling | None:
@@ -1105,10 +1104,11 @@ def _metrics(result: SimResult | ServingResult | None, memory, reason: str, devi
              pools: list[Pool] | None = None, offloaded_B: float = 0.0, fits: bool | None = None) -> dict[str, Any]:
     """The results row's metrics; area and price are the device's (or system's), or every pool replica's;
     offloaded_B what the point keeps in host memory; `fits`: whether memory holds a point that cannot run for
-    another reason (default: whether it runs)."""
+    another reason (default: whether it runs); `memory` None where a point not run was not built (peak memory NaN)."""
     if reason:
-        # A design that does not fit cannot run: its timings are not reported.
-        metrics: dict[str, Any] = dict.fromkeys(RESULT_METRICS, math.nan) | {"peak_memory_B": memory.total_B}
+        # A design that does not fit cannot run: its timings are not reported (nor its memory where it was not built).
+        metrics: dict[str, Any] = dict.fromkeys(RESULT_METRICS, math.nan) | {
+            "peak_memory_B": math.nan if memory is None else memory.total_B}
         metrics.update({key: math.nan for _, key in _CLASS_TIMES})
     else:
         metrics = result.metrics()

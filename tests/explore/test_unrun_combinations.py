@@ -20,6 +20,8 @@ TINY_MIXTRAL = {**TINY_CONFIG, "model_type": "mixtral", "num_local_experts": 4, 
 SERVING = "execution: graphs\nserving:\n  requests: 6\n  prompt: 32\n  output: 4\n  rate: 5\n"
 # The same pool scaling from one replica up to two by an HPA on 2 requests a replica (or a planner, on the SLO).
 SCALED = f"{SERVING}  max_replicas: 2\n  autoscale_target: 2\n  slo: {{ttft_s: 1, tpot_s: 0.1}}\n"
+# The same requests at two rates (a grid whose every point keeps the case's pair).
+RATES = SERVING.replace("rate: 5", "rate: [5, 10]")
 # A CPU host beside the GPU, over PCIe, as a hybrid placement (APEX) needs.
 HOST = "  attention_link: pcie4-x16\n"
 
@@ -86,6 +88,25 @@ CASES = {
         ("max_replicas", "conversation_turns"), [(2, 3), (3, 3)],
         "conversation_turns: found 3 with max_replicas 2, allowed: 1 (a conversation's turns stay on the replica",
         f"{SCALED}  conversation_turns: [2, 3]\n"),
+    "attention devices on two pipeline stages": (
+        f"parallel: {{pp: [1, 2]}}\n{SERVING}  attention_device: [none, h20]\n", ("pp", "attention_device"),
+        [(2, "h20")], "attention_device: found 'h20' on 2 pipeline stages, allowed: one stage (pp = 1)",
+        f"parallel: {{pp: 2}}\n{RATES}  attention_device: h20\n"),
+    "attention devices beside a draft": (
+        f"workload: {{spec_draft: ['', medusa], acceptance: 0.5}}\n{SERVING}  attention_device: [none, h20]\n",
+        ("spec_draft", "attention_device"), [("medusa", "h20")],
+        "attention_device: found 'h20' with spec_draft 'medusa', allowed: none (speculative decoding beside",
+        f"workload: {{spec_draft: medusa, acceptance: 0.5}}\n{RATES}  attention_device: h20\n"),
+    "cascade on attention devices": (
+        f"{SERVING}  prefix_tokens: 16\n  prefix_attention: [paged, cascade]\n  attention_device: [none, h20]\n",
+        ("prefix_attention", "attention_device"), [("cascade", "h20")],
+        "attention_device: found 'h20' with prefix_attention 'cascade', allowed: paged (a cascade on attention",
+        f"{RATES}  prefix_tokens: 16\n  prefix_attention: cascade\n  attention_device: h20\n"),
+    "swapping from attention devices": (
+        f"{RATES}  preemption: swap\n  attention_device: [none, h20]\n",  # preemption takes one value a sweep
+        ("rate_per_s", "attention_device"), [(5, "h20"), (10, "h20")],
+        "attention_device: found 'h20' with preemption 'swap', allowed: recompute (swapping from attention",
+        f"{RATES}  preemption: swap\n  attention_device: h20\n"),
 }
 
 
