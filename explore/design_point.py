@@ -132,10 +132,11 @@ class DesignPoint:
         spec's reason (ServingSpec.unjudged), or settings not modeled together: offloading beside speculative decoding
         (an offloaded draft and target), experts offloaded from a model without routed experts, a hybrid attention
         placement off one model device beside one CPU host, attention devices beside what they do not run (pipeline
-        stages, a draft, cascade, swapping). `explore run` refuses such a point; a sweep records it unevaluated, this
-        its infeasible_reason, and runs its other points."""
+        stages, a draft, cascade, swapping), data-parallel attention beside what its ranks do not run. `explore run`
+        refuses such a point; a sweep records it unevaluated, this its infeasible_reason, and runs its other points."""
         if self.serving is not None:
-            return self.serving.unjudged() or self._hybrid_unjudged() or self._attention_unjudged()
+            return (self.serving.unjudged() or self._hybrid_unjudged() or self._attention_unjudged()
+                    or self._data_parallel_unjudged())
         offload, draft = self.knob("offload"), self.knob("spec_draft")
         if offload != "none" and draft:
             return (f"offload: found {offload!r} with spec_draft {draft!r}, allowed: none with speculative decoding "
@@ -182,6 +183,26 @@ class DesignPoint:
                  "devices is not modeled)")):
             if conflict:
                 return f"attention_device: found {spec.attention_device!r} {what}"
+        return ""
+
+    def _data_parallel_unjudged(self) -> str:
+        """Why data-parallel attention (sim/data_parallel.py) is not modeled here ('' where it is): its ranks run on one
+        stage of devices that attend themselves, decoding plainly and all-reducing nothing."""
+        if self.knob("attention_parallel") != "data":
+            return ""
+        spec, overlap, allreduce, draft = (self.serving, self.knob("overlap"), self.knob("allreduce"),
+                                           self.knob("spec_draft"))
+        for conflict, what in (
+                (self.pp > 1, f"pp {self.pp}, allowed: 1 (the ranks on one pipeline stage)"),
+                (spec.attends_apart, f"attention_device {spec.attention_device!r}, allowed: none (the ranks attend to "
+                 f"their own sequences)"),
+                (overlap != "none", f"overlap {overlap!r}, allowed: none (the ranks all-reduce nothing to overlap)"),
+                (allreduce != "nccl", f"allreduce {allreduce!r}, allowed: nccl (the ranks all-reduce nothing: their "
+                 f"MoE layers exchange tokens by all-to-all)"),
+                (bool(draft), f"spec_draft {draft!r}, allowed: none (speculative decoding on data-parallel ranks is "
+                 f"not modeled)")):
+            if conflict:
+                return f"attention_parallel: found 'data' with {what}"
         return ""
 
     def reads(self, knob: Knob) -> bool:

@@ -827,30 +827,10 @@ class Evaluator:
         for name, own in pools:
             on_pool = pool_point(point, name, own)
             self._host_link_Bps(on_pool, self.point_device(on_pool))  # a pool's link to swap over
-        if point.knob("attention_parallel") == "data":
-            self._check_data_parallel(point)
         if point.knob("overlap") != "none" and (point.pp > 1 or point.serving.attends_apart):
             where = f"pp {point.pp}" if point.pp > 1 else f"attention_device {point.serving.attention_device!r}"
             raise InputError(f"overlap: found {point.knob('overlap')!r} with {where}, allowed: none (token splitting "
                              f"on one stage of devices that run their own attention)")
-
-    @staticmethod
-    def _check_data_parallel(point: DesignPoint) -> None:
-        """Data-parallel attention (sim/data_parallel.py) runs its ranks on one stage of devices that attend
-        themselves, decoding plainly and all-reducing nothing (InputError otherwise)."""
-        spec = point.serving
-        for value, what in (
-                (point.pp > 1, f"pp {point.pp}, allowed: 1 (the ranks on one pipeline stage)"),
-                (spec.attends_apart, f"attention_device {spec.attention_device!r}, allowed: none (the ranks attend "
-                 f"to their own sequences)"),
-                (point.knob("overlap") != "none", f"overlap {point.knob('overlap')!r}, allowed: none (the ranks "
-                 f"all-reduce nothing to overlap)"),
-                (point.knob("allreduce") != "nccl", f"allreduce {point.knob('allreduce')!r}, allowed: nccl (the ranks "
-                 f"all-reduce nothing: their MoE layers exchange tokens by all-to-all)"),
-                (bool(point.knob("spec_draft")), f"spec_draft {point.knob('spec_draft')!r}, allowed: none "
-                 f"(speculative decoding on data-parallel ranks is not modeled)")):
-            if value:
-                raise InputError(f"attention_parallel: found 'data' with {what}")
 
     def _check_attention(self, point: DesignPoint) -> None:
         """Attention on devices of its own (sim/attention_pool.py): the attention devices split the heads, their

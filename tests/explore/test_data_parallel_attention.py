@@ -11,6 +11,7 @@ final norm 64. So 238,400 parameters in all, 196,608 of them the experts' and 41
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 
 import pytest
@@ -98,10 +99,6 @@ def test_a_run_serves_every_request_on_both_ranks(tiny_evaluator, tiny_moe):
     ("dense", {}, "attention_parallel: found 'data' for "),
     ("tp 1", {}, "attention_parallel: found 'data' with tp 1 and ep 1, allowed: tensor, or data on two or more "
      "devices"),
-    ("pp", {}, "attention_parallel: found 'data' with pp 2, allowed: 1"),
-    ("overlap", {"overlap": "token_split"}, "attention_parallel: found 'data' with overlap 'token_split', allowed: "
-     "none"),
-    ("allreduce", {"allreduce": "custom"}, "attention_parallel: found 'data' with allreduce 'custom', allowed: nccl"),
 ])
 def test_what_data_parallel_attention_refuses_is_one_line(tiny_evaluator, tiny_moe, tiny_config, where, knobs,
                                                          message):
@@ -112,11 +109,22 @@ def test_what_data_parallel_attention_refuses_is_one_line(tiny_evaluator, tiny_m
         point = _point(tiny_config, ep=1)
     elif where == "tp 1":
         point = _point(tiny_moe, tp=1)
-    elif where == "pp":
-        point = replace(point, pp=2)
     with pytest.raises(InputError) as err:
         tiny_evaluator.evaluate(point)
     assert message in str(err.value) and "\n" not in str(err.value), str(err.value)
+
+
+@pytest.mark.parametrize(("fields", "knobs", "message"), [
+    ({"pp": 2}, {}, "attention_parallel: found 'data' with pp 2, allowed: 1"),
+    ({}, {"overlap": "token_split"}, "attention_parallel: found 'data' with overlap 'token_split', allowed: none"),
+    ({}, {"allreduce": "custom"}, "attention_parallel: found 'data' with allreduce 'custom', allowed: nccl"),
+])
+def test_what_data_parallel_attention_does_not_model_is_not_run(tiny_evaluator, tiny_moe, fields, knobs, message):
+    """Settings its ranks do not run beside it: the point is not run, its row saying why (DesignPoint.unjudged;
+    grids of them: tests/explore/test_unrun_combinations.py)."""
+    metrics = tiny_evaluator.evaluate(replace(_point(tiny_moe, **knobs), **fields)).metrics
+    assert metrics["infeasible_reason"].startswith(message), metrics["infeasible_reason"]
+    assert math.isnan(metrics["ttft_s"])
 
 
 def test_the_router_picks_among_the_ranks_of_one_replica(tmp_path, tiny_moe, capsys):

@@ -22,6 +22,8 @@ SERVING = "execution: graphs\nserving:\n  requests: 6\n  prompt: 32\n  output: 4
 SCALED = f"{SERVING}  max_replicas: 2\n  autoscale_target: 2\n  slo: {{ttft_s: 1, tpot_s: 0.1}}\n"
 # The same requests at two rates (a grid whose every point keeps the case's pair).
 RATES = SERVING.replace("rate: 5", "rate: [5, 10]")
+# The tiny Mixtral's two devices, its experts spread over them, and `{}` more parallel keys.
+DP = "parallel: {{tp: 2, ep: spread, {}}}\n"
 # A CPU host beside the GPU, over PCIe, as a hybrid placement (APEX) needs.
 HOST = "  attention_link: pcie4-x16\n"
 
@@ -107,7 +109,34 @@ CASES = {
         ("rate_per_s", "attention_device"), [(5, "h20"), (10, "h20")],
         "attention_device: found 'h20' with preemption 'swap', allowed: recompute (swapping from attention",
         f"{RATES}  preemption: swap\n  attention_device: h20\n"),
+    "data-parallel ranks on two pipeline stages": (
+        f"{DP.format('pp: [1, 2], attention_parallel: [tensor, data]')}{SERVING}", ("pp", "attention_parallel"),
+        [(2, "data")], "attention_parallel: found 'data' with pp 2, allowed: 1 (the ranks on one pipeline stage)",
+        f"{DP.format('pp: 2, attention_parallel: data')}{RATES}"),
+    "data-parallel ranks beside attention devices": (
+        f"{DP.format('attention_parallel: [tensor, data]')}{SERVING}  attention_device: [none, h20]\n",
+        ("attention_parallel", "attention_device"), [("data", "h20")],
+        "attention_parallel: found 'data' with attention_device 'h20', allowed: none (the ranks attend to their own",
+        f"{DP.format('attention_parallel: data')}{RATES}  attention_device: h20\n"),
+    "data-parallel ranks beside overlap": (
+        f"{DP.format('overlap: [none, token_split], attention_parallel: [tensor, data]')}{SERVING}",
+        ("overlap", "attention_parallel"), [("token_split", "data")],
+        "attention_parallel: found 'data' with overlap 'token_split', allowed: none (the ranks all-reduce nothing",
+        f"{DP.format('overlap: token_split, attention_parallel: data')}{RATES}"),
+    "data-parallel ranks beside another all-reduce": (
+        f"{DP.format('allreduce: [nccl, custom], attention_parallel: [tensor, data]')}{SERVING}",
+        ("allreduce", "attention_parallel"), [("custom", "data")],
+        "attention_parallel: found 'data' with allreduce 'custom', allowed: nccl (the ranks all-reduce nothing",
+        f"{DP.format('allreduce: custom, attention_parallel: data')}{RATES}"),
+    "data-parallel ranks beside a draft": (
+        f"workload: {{spec_draft: ['', medusa], acceptance: 0.5}}\n"
+        f"{DP.format('attention_parallel: [tensor, data]')}{SERVING}",
+        ("spec_draft", "attention_parallel"), [("medusa", "data")],
+        "attention_parallel: found 'data' with spec_draft 'medusa', allowed: none (speculative decoding on",
+        f"workload: {{spec_draft: medusa, acceptance: 0.5}}\n{DP.format('attention_parallel: data')}{RATES}"),
 }
+# The cases on the tiny Mixtral alone (data-parallel attention is an MoE model's).
+ON_MIXTRAL = {case for case in CASES if case.startswith("data-parallel")}
 
 
 def _models(tmp_path) -> tuple[str, str]:
@@ -125,7 +154,7 @@ def test_a_grid_runs_its_points_but_those_not_modeled_together(case, tmp_path, c
     points alone is refused in one line naming the key."""
     keys, swept, unrun, reason, alone = CASES[case]
     tiny, mixtral = _models(tmp_path)
-    models = f"[{tiny}, {mixtral}]" if "model" in swept else tiny
+    models = f"[{tiny}, {mixtral}]" if "model" in swept else mixtral if case in ON_MIXTRAL else tiny
     unrun = [tuple(v.format(tiny=tiny) if isinstance(v, str) else v for v in pair) for pair in unrun]
     reason = reason.format(tiny=tiny)
     path = write_sweep(tmp_path, f"name: grid\nmodel: {models}\ndevice: h100-sxm\n{keys}")
@@ -139,7 +168,8 @@ def test_a_grid_runs_its_points_but_those_not_modeled_together(case, tmp_path, c
     assert not_run[0]["infeasible_reason"].startswith(reason)
     assert all(math.isnan(row[time]) for row in not_run)
     assert all(row[time] > 0 for row in rows if not row["infeasible_reason"])
-    only = write_sweep(tmp_path, f"name: only\nmodel: {tiny}\ndevice: h100-sxm\n{alone}")
+    only = write_sweep(tmp_path, f"name: only\nmodel: {mixtral if case in ON_MIXTRAL else tiny}\ndevice: h100-sxm\n"
+                                 f"{alone}")
     assert main(["check", only]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
