@@ -130,7 +130,8 @@ class DesignPoint:
     def unjudged(self) -> str:
         """Why the point's run cannot answer what it asks, as one line naming the key ('' where it can): its serving
         spec's reason (ServingSpec.unjudged), or settings not modeled together: offloading beside speculative decoding
-        (an offloaded draft and target), experts offloaded from a model without routed experts, a hybrid attention
+        (an offloaded draft and target), experts offloaded from a model without routed experts, a sliding window
+        beside offloading other than the weights, offloading on pipeline stages, a hybrid attention
         placement off one model device beside one CPU host, attention devices beside what they do not run (pipeline
         stages, a draft, cascade, swapping), data-parallel attention beside what its ranks do not run. `explore run`
         refuses such a point; a sweep records it unevaluated, this its infeasible_reason, and runs its other points."""
@@ -144,6 +145,21 @@ class DesignPoint:
         if offload == "experts" and not load_model_config(self.model).is_moe:
             return (f"offload: found 'experts' for {self.model}, which has no routed experts, allowed: weights, kv or "
                     f"auto (experts: a mixture-of-experts model's)")
+        if (window := self.knob("offload_window")) and offload not in ("none", "weights"):
+            return (f"offload_window: found {window} with offload {offload!r}, allowed: offload weights (the window "
+                    f"slides over layers' weights; beside the KV cache or experts offloaded it is not modeled)")
+        return self._stage_unjudged()
+
+    def _stage_unjudged(self) -> str:
+        """Why what is modeled on one pipeline stage is not on this point's `pp` stages ('' where it is):
+        offloading."""
+        if self.pp == 1:
+            return ""
+        for name, on, allowed in (
+                ("offload", self.knob("offload") != "none",
+                 "none, or offloading on one stage (pp = 1; offloading a pipelined model is not modeled)"),):
+            if on:
+                return f"{name}: found {self.knob(name)!r} on {self.pp} pipeline stages, allowed: {allowed}"
         return ""
 
     def _hybrid_unjudged(self) -> str:

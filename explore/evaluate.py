@@ -403,15 +403,8 @@ class Evaluator:
                           result=result, tables=tables)
 
     def _check_offload(self, point: DesignPoint) -> None:
-        """Offloading runs a static batch on one pipeline stage, over a host link, a sliding window over weights alone
-        (InputError otherwise; beside speculation, or of experts a model lacks, it is not run: DesignPoint.unjudged)."""
-        offload = point.knob("offload")
-        if point.pp > 1:
-            raise InputError(f"offload: found {offload!r} on {point.pp} pipeline stages, allowed: none, or offloading "
-                             f"on one stage (pp = 1; offloading a pipelined model is not modeled)")
-        if point.knob("offload_window") and offload != "weights":
-            raise InputError(f"offload_window: found {point.knob('offload_window')} with offload {offload!r}, allowed: "
-                             f"offload weights (the window slides over layers' weights; the KV cache stays put)")
+        """Offloading runs a static batch over a host link (InputError otherwise; what it does not model beside it is
+        not run: DesignPoint.unjudged)."""
         self.host_link(point, self.point_device(point))
 
     def offloaded(self, point: DesignPoint, device, workload: BatchWorkload,

@@ -133,13 +133,22 @@ def test_unknown_offload_values_and_links_are_refused_in_one_line():
     # B200's preset names no host link (its datasheet's host interface was not sourced); 80 GB makes 70B not fit.
     ({"device": "b200", "overrides": (("memory.capacity_GB", 80),)},
      r"host_link: device 'b200' names no host link in its preset, allowed: a link preset"),
-    ({"pp": 2}, r"offload: found 'auto' on 2 pipeline stages, allowed: none, or offloading on one stage"),
-    ({"knobs": (("offload", "auto"), ("offload_window", 2))},
-     r"offload_window: found 2 with offload 'auto', allowed: offload weights"),
 ])
 def test_offloads_the_model_does_not_cover_are_refused(evaluator, fields, message):
     with pytest.raises(InputError, match=message):
         evaluator.evaluate(replace(point70b(offload="auto"), **fields))
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"pp": 2}, "offload: found 'auto' on 2 pipeline stages, allowed: none, or offloading on one stage"),
+    ({"knobs": (("offload", "auto"), ("offload_window", 2))},
+     "offload_window: found 2 with offload 'auto', allowed: offload weights"),
+])
+def test_offloads_not_modeled_beside_other_settings_are_not_run(evaluator, fields, message):
+    """Recorded not run, the row saying why (DesignPoint.unjudged; grids of them: test_unrun_combinations.py)."""
+    metrics = evaluator.evaluate(replace(point70b(offload="auto"), **fields)).metrics
+    assert metrics["infeasible_reason"].startswith(message), metrics["infeasible_reason"]
+    assert math.isnan(metrics["tpot_s"])
 
 
 SPECULATIVE_OFFLOAD = "offload: found 'auto' with spec_draft 'medusa', allowed: none with speculative decoding"

@@ -134,6 +134,16 @@ CASES = {
         ("spec_draft", "attention_parallel"), [("medusa", "data")],
         "attention_parallel: found 'data' with spec_draft 'medusa', allowed: none (speculative decoding on",
         f"workload: {{spec_draft: medusa, acceptance: 0.5}}\n{DP.format('attention_parallel: data')}{RATES}"),
+    "offloading on two pipeline stages": (
+        "workload: {batch: 2, prompt: 64, output: 8, offload: [none, weights]}\nparallel: {pp: [1, 2]}\n",
+        ("offload", "pp"), [("weights", 2)],
+        "offload: found 'weights' on 2 pipeline stages, allowed: none, or offloading on one stage (pp = 1;",
+        "workload: {batch: [1, 2], prompt: 64, output: 8, offload: weights}\nparallel: {pp: 2}\n"),
+    "a window beside the KV cache offloaded": (
+        "workload: {batch: 2, prompt: 64, output: 8, offload: [weights, kv], offload_window: [0, 1]}\n",
+        ("offload", "offload_window"), [("kv", 1)],
+        "offload_window: found 1 with offload 'kv', allowed: offload weights (the window slides over layers'",
+        "workload: {batch: [1, 2], prompt: 64, output: 8, offload: kv, offload_window: 1}\n"),
 }
 # The cases on the tiny Mixtral alone (data-parallel attention is an MoE model's).
 ON_MIXTRAL = {case for case in CASES if case.startswith("data-parallel")}
