@@ -35,6 +35,7 @@ from functools import cached_property, lru_cache
 import numpy as np
 
 from kernels.block_estimate import ESTIMATE_ROWS, estimate_kernels
+from kernels.cascade_merge import MERGE_ROWS, merge_kernel
 from kernels.formats import HOT_EXPERTS_MODULE, NumericFormat
 from kernels.fusion import fuse
 from kernels.kernel import KernelKind
@@ -428,12 +429,13 @@ class StepTemplate:
 
     def attention_table(self, shape: StepShape) -> KernelTable | None:
         """One decoder layer's attention kernels of an iteration (a row each, run in every layer): a block-sparse
-        prefill's estimate, the prefill chunks', the decodes', the decodes' shared prefixes' where it has them; None
-        where it has none."""
+        prefill's estimate, the prefill chunks', the decodes', the decodes' shared prefixes' and the merge of the two
+        where it has them; None where it has none."""
         parts = [attention(shape) for present, attention in (
             (shape.prefill_seqs and shape.estimate_pairs, self._prefill_estimate),
             (shape.prefill_seqs, self._prefill_attention), (shape.decode_seqs, self._decode_attention),
-            (shape.decode_shared_seqs, self._shared_prefix_attention)) if present]
+            (shape.decode_shared_seqs, self._shared_prefix_attention),
+            (shape.decode_shared_seqs, self._prefix_merge)) if present]
         if not parts:
             return None
         table = parts[0] if len(parts) == 1 else KernelTable.concat(parts)
@@ -480,6 +482,7 @@ class StepTemplate:
         linear = np.where(self.span[rows] != SPAN_MODEL, PLACE_LAYERS,
                           np.where(rows < first_layer_row, PLACE_HEAD, PLACE_TAIL))
         attention = sum(1 for present in (shape.prefill_seqs, shape.decode_seqs, shape.decode_shared_seqs) if present)
+        attention += MERGE_ROWS if shape.decode_shared_seqs else 0
         attention += ESTIMATE_ROWS if shape.prefill_seqs and shape.estimate_pairs else 0
         return np.concatenate([linear, np.full(attention, PLACE_LAYERS)])
 
@@ -574,8 +577,11 @@ class StepTemplate:
         One kernel serves every group, as FlashInfer's MultiLevelCascadeAttentionWrapper runs a level (flashinfer/
         cascade.py: one BatchPrefillWithPagedKVCacheWrapper per level, its qo_indptr giving each prefix its queries):
         the groups' prefixes' keys read, each group's queries against its own prefix computed; each group's share of
-        the queries is the mean (merging its output into the per-sequence kernel's, a pass over the queries' outputs,
-        is not priced)."""
+        the queries is the mean (its output merged into the per-sequence kernel's by _prefix_merge). Its fit is the
+        one any attention row's shape picks (hw_models/gpu_attention.py decode_like): a group's queries that fill one
+        query tile with the query heads packed (32 for Llama-3-8B) take the decode fit, more the prefill fit; the
+        engine runs one kernel (FlashInfer's batch prefill at every level, its plan choosing the query tile and the
+        KV split by the packed queries), so the time's step between the two fits is theirs, not a kernel switch."""
         row = self.prefill_attention
         kv_bytes_per_key = self.decode_attention.kv_bytes[0] / self.traced_decode_kv
         queries = shape.decode_shared_seqs * shape.decode_query
@@ -585,6 +591,14 @@ class StepTemplate:
                        kv_bytes=np.array([groups * shape.decode_shared_kv * kv_bytes_per_key]),
                        batch=np.array([float(groups)]), q_len=np.array([queries / groups]),
                        kv_len=np.array([float(shape.decode_shared_kv)]))
+
+    def _prefix_merge(self, shape: StepShape) -> KernelTable:
+        """One layer's merge of the cascaded sequences' two partial outputs (kernels/cascade_merge.py): one for
+        every group's sequences, as FlashInfer's cascade merges a level's outputs into the per-sequence level's in
+        one call, over the queries that read a shared prefix (FlashInfer's MultiLevelCascadeAttentionWrapper puts
+        every query of its batch in every level and merges them all: a sequence reading its prefix paged is merged
+        there too, not here)."""
+        return merge_kernel(self.decode_attention, shape.decode_shared_seqs * shape.decode_query)
 
     def _prefill_estimate(self, shape: StepShape) -> KernelTable:
         """One layer's estimate of a block-sparse prefill (kernels/block_estimate.py): its quantization of the chunks'

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from hw_models.registry import load_device
+from kernels.cascade_merge import MERGE_OP
 from kernels.formats import NumericFormat
 from kernels.kernel import KernelKind
 from kernels.lowering import lower_trace
@@ -313,26 +314,33 @@ def test_cascade_attention_reads_the_shared_prefix_once_and_computes_the_same_pa
     per_layer_saved_B = 7 * prefix * 2 * 2 * 16 * 2
     saved_B = float(paged_table.kv_bytes @ paged_count) - float(table.kv_bytes @ count)
     assert saved_B == pytest.approx(per_layer_saved_B * template.attention_layers, rel=1e-9)
+    # The merge of the two kernels' outputs, in every layer: each of the 8 queries' 4 heads reads two outputs of 16
+    # 2-byte values and two 4-byte log-sum-exps and writes one of each (FlashInfer's merge_state_in_place).
+    merge = np.array([kernel.op == MERGE_OP for kernel in table.kernels])
+    assert merge.sum() == 1 and table.kind[merge][0] == KIND_CODE[KernelKind.ELEMENTWISE]
+    assert float(table.act_bytes[merge][0]) == 8 * 4 * 3 * (16 * 2 + 4)
+    assert count[merge][0] == template.attention_layers
     # Everything else is the iteration's as paged attention prices it.
-    rest = ~attention
+    rest = ~attention & ~merge
     assert float(table.flops[rest] @ count[rest]) == float(paged_table.flops[~paged_attention] @
                                                            paged_count[~paged_attention])
 
 
 def test_cascade_attention_pays_off_where_the_prefix_dominates_the_reads(templates, devices):
-    """64 sequences after a 4,096-token shared prefix, each with 100 tokens of its own: paged attention reads 64
-    copies of the prefix (33.6 MB a layer of the tiny model), cascade one, and the step is faster on a GPU, though
-    it launches a kernel more (on a step of short caches that launch can cost more than the bytes it saves, which is
-    why engines cascade only long prefixes)."""
-    kv = [4096 + 100] * 64
+    """128 sequences after a 4,096-token shared prefix, each with 100 tokens of its own: paged attention reads 128
+    copies of the prefix (67 MB a layer of the tiny model), cascade one, and the step is faster on a GPU, though
+    it launches two kernels more, the prefix kernel and the merge of the two kernels' outputs (on a step of short
+    caches or few sequences those can cost more than the bytes they save, which is why engines cascade only long
+    prefixes: here at 64 sequences)."""
+    kv = [4096 + 100] * 128
     template, gpu = templates["llama"], devices["h100-sxm"]
 
     def step_s(shape) -> float:
         table, count = template.table(shape)
         return float(gpu.cost_table(table).time_s @ count)
 
-    paged = step_s(step_shape(decode_kv=kv, sampled=64))
-    cascade = step_s(step_shape(decode_kv=kv, sampled=64, shared_prefix=4096))
+    paged = step_s(step_shape(decode_kv=kv, sampled=128))
+    cascade = step_s(step_shape(decode_kv=kv, sampled=128, shared_prefix=4096))
     assert cascade < paged
 
 
