@@ -80,11 +80,11 @@ def test_a_group_s_prefix_kernel_takes_the_fit_its_shape_picks(evaluator):
     decode_like, as for any attention row). Three groups of 32 queries fill one tile (32 x 4 = 128 rows) and take the
     decode fit; two groups of 48 (192 rows) the prefill fit. The engine runs one kernel whatever the count
     (FlashInfer's cascade a batch prefill at every level, its plan choosing the tile and the KV split from the packed
-    queries), so the prefix kernel's time steps down where the fits meet, from two groups to three, though three read
-    half as many keys again: a step the two fits make, neither measured there."""
+    queries), so the prefix kernel's time may step down where the fits meet, from two groups to three, though three
+    read half as many keys again: a step the two fits make, neither measured there, so its direction is not asserted
+    (a measurement at 16-64 queries a group would settle it)."""
     template = evaluator.template("llama-3-8b", NumericFormat(), fusion=fusion_of("engine", "gpu"))
-    gpu = evaluator.device("h100-sxm")
-    prefix_s, fits = [], []
+    fits = []
     for groups in (2, 3):
         shape = step_shape(decode_kv=[2048 + 64] * 96, sampled=96, shared_prefix=2048,
                            prefix_groups=[i % groups for i in range(96)])
@@ -93,9 +93,7 @@ def test_a_group_s_prefix_kernel_takes_the_fit_its_shape_picks(evaluator):
         assert (float(table.batch[row]), float(table.q_len[row])) == (groups, 96 / groups)
         assert float(table.kv_bytes[row]) == groups * 2048 * 2 * 8 * 128 * 2  # each group's prefix, K and V
         fits.append(bool(decode_like(table.q_len[row], table.kv_len[row], table.heads[row], table.kv_heads[row])))
-        prefix_s.append(float(gpu.cost_table(table).time_s[row]))
     assert fits == [False, True]
-    assert prefix_s[1] < prefix_s[0]
 
 
 def test_a_sweep_compares_paged_and_cascade(tmp_path, capsys):
