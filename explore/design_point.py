@@ -131,13 +131,14 @@ class DesignPoint:
         """Why the point's run cannot answer what it asks, as one line naming the key ('' where it can): its serving
         spec's reason (ServingSpec.unjudged), or settings not modeled together: offloading beside speculative decoding
         (an offloaded draft and target), experts offloaded from a model without routed experts, a sliding window
-        beside offloading other than the weights, offloading on pipeline stages, a hybrid attention
+        beside offloading other than the weights, offloading, speculation or pruning on pipeline stages, a hybrid
+        attention
         placement off one model device beside one CPU host, attention devices beside what they do not run (pipeline
         stages, a draft, cascade, swapping), data-parallel attention beside what its ranks do not run. `explore run`
         refuses such a point; a sweep records it unevaluated, this its infeasible_reason, and runs its other points."""
         if self.serving is not None:
             return (self.serving.unjudged() or self._hybrid_unjudged() or self._attention_unjudged()
-                    or self._data_parallel_unjudged())
+                    or self._data_parallel_unjudged() or self._stage_unjudged())
         offload, draft = self.knob("offload"), self.knob("spec_draft")
         if offload != "none" and draft:
             return (f"offload: found {offload!r} with spec_draft {draft!r}, allowed: none with speculative decoding "
@@ -152,12 +153,16 @@ class DesignPoint:
 
     def _stage_unjudged(self) -> str:
         """Why what is modeled on one pipeline stage is not on this point's `pp` stages ('' where it is):
-        offloading."""
+        offloading, speculative decoding, prompt-token pruning."""
         if self.pp == 1:
             return ""
         for name, on, allowed in (
                 ("offload", self.knob("offload") != "none",
-                 "none, or offloading on one stage (pp = 1; offloading a pipelined model is not modeled)"),):
+                 "none, or offloading on one stage (pp = 1; offloading a pipelined model is not modeled)"),
+                ("spec_draft", bool(self.knob("spec_draft")), "speculative decoding on one stage (pp = 1; a pipelined "
+                 "draft and target are not modeled yet)"),
+                ("prompt_kept", self.knob("prompt_kept") != 1.0, "1 (no pruning), or prompt-token pruning on one "
+                 "stage (pp = 1; pruning on pipeline stages is not modeled yet)")):
             if on:
                 return f"{name}: found {self.knob(name)!r} on {self.pp} pipeline stages, allowed: {allowed}"
         return ""

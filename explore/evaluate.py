@@ -378,13 +378,14 @@ class Evaluator:
         if point.knob("offload") != "none":
             self._check_offload(point)
         device = self.point_device(point)
-        tables = self.point_tables(point, device)
         workload = BatchWorkload(batch=point.batch, prompt_len=point.prompt, output_len=point.output)
-        memory = self.batch_memory(point, device, workload, tables.attention_window)
+        # The KV window as the point's tables carry it (point_tables), which a point not run never builds.
+        memory = self.batch_memory(point, device, workload, self.kv_window(point))
         reason = infeasible_reason(memory, device.memory_bytes, device.devices)
         if unjudged := point.unjudged():  # knobs not modeled together: recorded unevaluated, saying why
             return Evaluation(point=point, metrics=_metrics(None, memory, unjudged, device, fits=not reason),
-                              result=None, tables=tables)
+                              result=None, tables=None)
+        tables = self.point_tables(point, device)
         speculative = self.speculative_tables(point, tables)
         traffic = None
         if (reason or point.knob("offload_window")) and point.knob("offload") != "none":
@@ -503,10 +504,8 @@ class Evaluator:
         return replace(tables, prefill=hit[2])
 
     def _check_prompt_kept(self, point: DesignPoint) -> None:
-        """Prompt-token pruning runs on one pipeline stage, from a layer the model has (InputError otherwise)."""
-        if point.pp > 1:
-            raise InputError(f"prompt_kept: found {point.knob('prompt_kept')} with pp > 1, allowed: prompt-token "
-                             f"pruning on one pipeline stage (not modeled yet)")
+        """Prompt-token pruning starts from a layer the model has (InputError otherwise; on pipeline stages it is not
+        run: DesignPoint.unjudged)."""
         layers = self.config(point.model).num_layers
         if first_pruned_layer(layers, point.knob("prune_start")) == layers:
             raise InputError(f"prune_start: found {point.knob('prune_start')}, which rounds to all of {point.model}'s "
@@ -586,16 +585,13 @@ class Evaluator:
                            tree=point.knob("spec_tree"))
 
     def _check_draft(self, point: DesignPoint) -> None:
-        """A draft must be smaller than the point's model and shard over its tp devices; speculation runs on one
-        pipeline stage (InputError otherwise)."""
+        """A draft must be smaller than the point's model and shard over its tp devices (InputError otherwise; on
+        pipeline stages it is not run: DesignPoint.unjudged)."""
         draft = point.knob("spec_draft")
         tree, drafted = point.knob("spec_tree"), point.knob("spec_tokens")
         if 0 < tree < drafted:
             raise InputError(f"spec_tree: found {tree} with spec_tokens {drafted}, allowed: 0 (a chain) or at least "
                              f"{drafted} candidates (a tree holds the chain of drafted tokens it is priced to accept)")
-        if point.pp > 1:
-            raise InputError(f"spec_draft: found {draft!r} on {point.pp} pipeline stages, allowed: speculative "
-                             f"decoding on one stage (pp = 1; a pipelined draft and target are not modeled yet)")
         if draft != MEDUSA:
             reason = draft_error(self.config(point.model), self.config(draft))
             if reason:

@@ -75,10 +75,11 @@ def test_blocks_agree_with_the_reference(deep_config, tiny_evaluator):
     assert_blocks_agree(tiny_evaluator, points)
 
 
-def test_what_is_not_modeled_is_refused(tiny_config, tiny_evaluator):
+def test_what_is_not_modeled_is_not_run(tiny_config, tiny_evaluator):
     """(Serving points: tests/explore/test_static_only_knobs.py.)"""
-    with pytest.raises(InputError, match="prompt_kept: found 0.5 with pp > 1"):
-        tiny_evaluator.evaluate(point(tiny_config, 0.5, pp=2))
+    metrics = tiny_evaluator.evaluate(point(tiny_config, 0.5, pp=2)).metrics  # not run (DesignPoint.unjudged)
+    assert metrics["infeasible_reason"].startswith("prompt_kept: found 0.5 on 2 pipeline stages, allowed: 1 (no "
+                                                   "pruning)"), metrics["infeasible_reason"]
 
 
 BAD_VALUES = [("prompt_kept", "0"), ("prompt_kept", "1.5"), ("prompt_kept", "-0.5"), ("prune_start", "1"),

@@ -144,6 +144,16 @@ CASES = {
         ("offload", "offload_window"), [("kv", 1)],
         "offload_window: found 1 with offload 'kv', allowed: offload weights (the window slides over layers'",
         "workload: {batch: [1, 2], prompt: 64, output: 8, offload: kv, offload_window: 1}\n"),
+    "a draft on two pipeline stages": (
+        "workload: {batch: 2, prompt: 64, output: 8, spec_draft: ['', medusa], acceptance: 0.5}\n"
+        "parallel: {pp: [1, 2]}\n", ("spec_draft", "pp"), [("medusa", 2)],
+        "spec_draft: found 'medusa' on 2 pipeline stages, allowed: speculative decoding on one stage (pp = 1;",
+        "workload: {batch: [1, 2], prompt: 64, output: 8, spec_draft: medusa, acceptance: 0.5}\nparallel: {pp: 2}\n"),
+    "pruning on two pipeline stages": (
+        "workload: {batch: 2, prompt: 64, output: 8, prompt_kept: [1.0, 0.5]}\nparallel: {pp: [1, 2]}\n",
+        ("prompt_kept", "pp"), [(0.5, 2)],
+        "prompt_kept: found 0.5 on 2 pipeline stages, allowed: 1 (no pruning), or prompt-token pruning on one stage",
+        "workload: {batch: [1, 2], prompt: 64, output: 8, prompt_kept: 0.5}\nparallel: {pp: 2}\n"),
 }
 # The cases on the tiny Mixtral alone (data-parallel attention is an MoE model's).
 ON_MIXTRAL = {case for case in CASES if case.startswith("data-parallel")}
