@@ -348,6 +348,10 @@ RULES: tuple[ReadWhen, ...] = (
              lambda v, n: n.found("scheduler", v["scheduler"][0]),
              lambda n: f"with a scheduler that preempts ({n.setting('scheduler', _preempting())}; static and orca "
                        f"reserve each request's KV whole and never preempt), or recompute"),
+    ReadWhen("max_decode_preemptions", lambda v: "orca" in v.get("scheduler", ()),
+             lambda v, n: n.found("scheduler", v["scheduler"][0]),
+             lambda n: f"with {n.setting('scheduler', 'orca')} (decodes preempted by arriving prompts, as "
+                       f"splitwise-sim's baseline), or left out"),
     _budget("chunk_tokens", chunked=True),
     _budget("max_batched_tokens", chunked=False),
     _budget("prompt_batch_tokens", chunked=False),
@@ -359,6 +363,8 @@ RULES: tuple[ReadWhen, ...] = (
 # The token budgets a scheduler reads by how it prefills (Scheduler.token_budget): a chunked one chunk_tokens, one that
 # prefills whole max_batched_tokens and prompt_batch_tokens.
 TOKEN_BUDGETS = ("chunk_tokens", "max_batched_tokens", "prompt_batch_tokens")
+# What only some schedulers read: the token budgets, and orca's cap on the iterations a decode sits out.
+SCHEDULER_SETTINGS = (*TOKEN_BUDGETS, "max_decode_preemptions")
 # What the gateway does where every replica is busy, and how a rejected request's client retries it (read only where
 # the gateway rejects).
 GATEWAY_KNOBS = (*BUSY_THRESHOLDS, "busy_action")

@@ -11,7 +11,7 @@ from explore.point_blocks import PointBlock
 from explore.pool_what_ifs import POOL_WHAT_IFS
 from explore.run_support import LINK_PREFIX, system_nodes
 from explore.schema import as_list
-from explore.serving_settings import GATEWAY_KNOBS, TOKEN_BUDGETS, unread
+from explore.serving_settings import GATEWAY_KNOBS, SCHEDULER_SETTINGS, unread
 from explore.sweep_serving import AUTOSCALE_KNOBS, Parallel, reads_metric, routes, scales
 from hw_models.link import default_link, load_link_model
 from hw_models.registry import load_device, read_device_yaml
@@ -429,7 +429,7 @@ def idle_what_if_note(sweep) -> str:
                    "the autoscaler is a Dynamo planner (it scales on the SLO, not on a server metric) or scales from "
                    "zero to one replica (KEDA alone)",
                    [key for key in swept if key in ("autoscale_target", "autoscale_metric")]))
-    for key in (key for key in swept if key in TOKEN_BUDGETS):  # a token budget its scheduler does not read
+    for key in (key for key in swept if key in SCHEDULER_SETTINGS):  # a setting its scheduler does not read
         idle_under = [name for name in SCHEDULERS if unread([key], {"scheduler": (name,)})]
         groups.append((["scheduler"], lambda combo, idle_under=idle_under: combo["scheduler"] in idle_under,
                        f"the scheduler is {' or '.join(idle_under)}", [key]))

@@ -17,7 +17,7 @@ from explore.serving_settings import (
     CLIENT_RETRIES,
     GATEWAY_KNOBS,
     ROUTED,
-    TOKEN_BUDGETS,
+    SCHEDULER_SETTINGS,
     KeyNames,
     data_parallel_ranks,
     idle_setting,
@@ -419,9 +419,9 @@ def serving_spec(serving: Serving, values: dict[str, Any]) -> ServingSpec:
         # its reason), then the fixed pools' point: the target, metric and cold start change nothing where no
         # replica is ever added.
         spec = dataclasses.replace(spec, **dict.fromkeys(AUTOSCALE_KNOBS))
-    if budgets := unread(TOKEN_BUDGETS, {"scheduler": (spec.scheduler,)}):
-        # A token budget the point's scheduler does not read: the point at its default, one design whatever a grid
-        # crosses it with.
+    if budgets := unread(SCHEDULER_SETTINGS, {"scheduler": (spec.scheduler,)}):
+        # A token budget (or orca's decode preemptions) the point's scheduler does not read: the point at its default,
+        # one design whatever a grid crosses it with.
         spec = dataclasses.replace(spec, **{name: getattr(DEFAULT, name) for name in budgets})
     if idle := unread(CLIENT_RETRIES, {name: (getattr(spec, name),) for name in (*GATEWAY_KNOBS, *CLIENT_RETRIES)}):
         # Retries at a point that rejects nothing (its gateway queues), or a delay at one that never retries.
@@ -445,7 +445,7 @@ def _unkeyed(err: InputError) -> str:
 
 def check_serving(serving: Serving, models: list[str], located: LocatedYAML, stages: tuple[int, ...] = (1,),
                   ranks: tuple[int, ...] = (1,)) -> None:
-    """The trace must read, decode preemptions go with the orca scheduler, the prefill device and KV link load, no key
+    """The trace must read, the prefill device and KV link load, no key
     be idle beside the others (and the sweep's pipeline `stages` and data-parallel `ranks`: data_parallel_ranks), and
     a KV block fit every model's context."""
     if serving is not None and serving.trace:
@@ -455,12 +455,6 @@ def check_serving(serving: Serving, models: list[str], located: LocatedYAML, sta
             message = str(err)
             raise InputError(f"{located.where(('serving', 'trace'))}: serving."
                              f"{message if message.startswith('trace: ') else 'trace: ' + message}") from None
-    if serving is not None and serving.max_decode_preemptions is not None:
-        others = [name for name in as_list(serving.scheduler) if name != "orca"]
-        if others:  # ServingSpec refuses the pair: found here, before any point runs
-            raise InputError(f"{located.where(('serving', 'max_decode_preemptions'))}: serving.max_decode_preemptions: "
-                             f"found {serving.max_decode_preemptions} with scheduler {others[0]!r}, allowed: only with "
-                             f"scheduler 'orca' (decodes preempted by arriving prompts, as splitwise-sim's baseline)")
     if serving is not None:
         for key in ("prefill_device", "mixed_device", "kv_link", "attention_device", "attention_link"):
             for name in as_list(getattr(serving, key)):

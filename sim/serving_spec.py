@@ -104,8 +104,9 @@ class ServingSpec:
     max_batched_tokens: int = 8192
     chunk_tokens: int = 512
     prompt_batch_tokens: int | None = None  # SchedulerLimits.prompt_batch_tokens (Splitwise: 2,048)
-    # Orca only: new prompts preempt running decodes past the iteration's token budget, each at most this many times
-    # (SchedulerLimits.max_decode_preemptions; splitwise-sim's baseline machines: 4). None: decodes never sit out.
+    # Read by orca alone: new prompts preempt running decodes past the iteration's token budget, each at most this many
+    # times (SchedulerLimits.max_decode_preemptions; splitwise-sim's baseline machines: 4). None: decodes never sit
+    # out. Beside another scheduler it is an unread setting (explore/serving_settings.py RULES).
     max_decode_preemptions: int | None = None
     block_tokens: int = 16
     prefix_tokens: int = 0
@@ -272,9 +273,6 @@ class ServingSpec:
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise InputError(f"max_decode_preemptions: found {value!r}, allowed: an integer >= 0, or none (decodes "
                                  f"never sit out)")
-            if self.scheduler != "orca":
-                raise InputError(f"max_decode_preemptions: found {value} with scheduler {self.scheduler!r}, allowed: "
-                                 f"only with scheduler 'orca'")
         for name in ("rate_per_s", "cv", "slo_ttft_s", "slo_tpot_s", "slo_urgent_ttft_s", "slo_urgent_tpot_s",
                      "swap_GBps"):
             value = getattr(self, name)

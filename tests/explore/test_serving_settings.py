@@ -71,6 +71,8 @@ IDLE = {
                            "  scheduler: chunked\n  max_batched_tokens: 1024\n"),
     "prompt_batch_tokens": (LENGTHS, ("--scheduler", "chunked", "--prompt-batch-tokens", "2048"),
                             "  scheduler: chunked\n  prompt_batch_tokens: 2048\n"),
+    # No explore run flag sets it (a serving: key alone): the sweep's refusal only.
+    "max_decode_preemptions": (LENGTHS, None, "  scheduler: chunked\n  max_decode_preemptions: 4\n"),
     "prompt": (TRACED, ("--prompt", "100"), "  prompt: 100\n"),
     "output": (TRACED, ("--output", "100"), "  output: 100\n"),
 }
@@ -86,13 +88,15 @@ def test_explore_run_and_a_sweep_refuse_the_same_settings(case, tmp_path, capsys
     _refused_by_both(case.split()[0], *IDLE[case], tmp_path, capsys)
 
 
-def _refused_by_both(field: str, given: tuple, flag_args: tuple[str, ...], key_lines: str, tmp_path, capsys) -> None:
-    """explore run refuses `field` given by `flag_args` beside the flags of `given`, and a sweep given its lines
-    `key_lines`, each in one line naming it."""
+def _refused_by_both(field: str, given: tuple, flag_args: tuple[str, ...] | None, key_lines: str, tmp_path,
+                     capsys) -> None:
+    """explore run refuses `field` given by `flag_args` (None: no flag sets it) beside the flags of `given`, and a
+    sweep given its lines `key_lines`, each in one line naming it."""
     flags, lines = given
-    assert main([*RUN, *flags, *flag_args]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and f"error: {flag_of(field)}: found " in err[0], err
+    if flag_args is not None:
+        assert main([*RUN, *flags, *flag_args]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"error: {flag_of(field)}: found " in err[0], err
     path = write_sweep(tmp_path, f"name: idle\nmodel: llama-2-7b\ndevice: h100-sxm\nserving:\n  requests: 4\n"
                                  f"{lines}{key_lines}")
     assert main(["check", path]) == 2

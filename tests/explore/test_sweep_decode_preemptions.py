@@ -1,5 +1,6 @@
 """max_decode_preemptions in a sweep's serving: section (sim/schedulers/orca.py): it reaches each point's spec and
-its results column, and a bad value or a scheduler other than orca is one line, exit 2."""
+its results column; beside another scheduler it is a setting nothing reads (explore/serving_settings.py): a grid's such
+points are one design, a section where no point reads it one line, exit 2, as a bad value is."""
 
 from __future__ import annotations
 
@@ -33,3 +34,21 @@ def test_bad_values_are_one_line(tmp_path, capsys):
         assert main(argv) == 2
         (line,) = capsys.readouterr().err.strip().splitlines()
         assert "serving.max_decode_preemptions: found 4 with scheduler 'chunked'" in line and "sweep.yaml:" in line
+
+
+def test_a_grid_crossing_schedulers_with_it_evaluates_each_design_once(tmp_path, capsys):
+    """scheduler [orca, chunked] x max_decode_preemptions [0, 4]: chunked reads no decode preemptions, so by hand the 4
+    points are 2 + 1 = 3 designs; the check says so and the run writes one row a design, chunked's without the
+    setting."""
+    path = _sweep(tmp_path, SERVING.replace("scheduler: orca", "scheduler: [orca, chunked]") +
+                  "  max_decode_preemptions: [0, 4]\n")
+    assert main(["check", path]) == 0
+    said = capsys.readouterr().out
+    assert "4 design points (3 distinct designs evaluated)" in said, said
+    assert "1 of 4 points are another point's design, run once: max_decode_preemptions changes nothing where the " \
+           "scheduler is static or continuous or chunked" in said, said
+    out = tmp_path / "out"
+    assert main([path, "--out", str(out), "--quiet"]) == 0
+    rows = read_results(out)
+    assert sorted((r["scheduler"], r.get("max_decode_preemptions")) for r in rows) == [
+        ("chunked", None), ("orca", 0), ("orca", 4)], rows

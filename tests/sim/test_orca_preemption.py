@@ -119,12 +119,6 @@ def test_bad_max_decode_preemptions_is_one_line(value):
         ServingSpec(scheduler="orca", max_decode_preemptions=value)
 
 
-def test_max_decode_preemptions_needs_orca():
-    with pytest.raises(InputError, match="max_decode_preemptions: found 4 with scheduler 'chunked', allowed: only "
-                                         "with scheduler 'orca'"):
-        ServingSpec(scheduler="chunked", max_decode_preemptions=4)
-
-
 def test_the_knob_reaches_the_scheduler_and_leaves_keys_at_its_default():
     assert ServingSpec(scheduler="orca", max_decode_preemptions=4).limits().max_decode_preemptions == 4
     assert "max_decode_preemptions" not in ServingSpec(scheduler="orca").key_text()
