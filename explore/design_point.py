@@ -129,20 +129,19 @@ class DesignPoint:
 
     def unjudged(self) -> str:
         """Why the point's run cannot answer what it asks, as one line naming the key ('' where it can): its serving
-        spec's reason (ServingSpec.unjudged), or settings not modeled together: offloading beside speculative decoding
-        (an offloaded draft and target), experts offloaded from a model without routed experts, a sliding window
-        beside offloading other than the weights, offloading, speculation or pruning on pipeline stages, a hybrid
-        attention
-        placement off one model device beside one CPU host, attention devices beside what they do not run (pipeline
-        stages, a draft, cascade, swapping), data-parallel attention beside what its ranks do not run. `explore run`
-        refuses such a point; a sweep records it unevaluated, this its infeasible_reason, and runs its other points."""
+        spec's reason (ServingSpec.unjudged), or settings not modeled together: offloading or layer skipping beside
+        speculative decoding, experts offloaded from a model without routed experts, a sliding window beside offloading
+        other than the weights, offloading, speculation, pruning, layer skipping or token splitting on pipeline stages,
+        a hybrid attention placement off one model device beside one CPU host, attention devices beside what they do
+        not run (pipeline stages, a draft, cascade, swapping, token splitting), data-parallel attention beside what its
+        ranks do not run. `explore run` refuses such a point; a sweep records it unevaluated, this its
+        infeasible_reason, and runs its other points."""
         if self.serving is not None:
             return (self.serving.unjudged() or self._hybrid_unjudged() or self._attention_unjudged()
                     or self._data_parallel_unjudged() or self._stage_unjudged())
-        offload, draft = self.knob("offload"), self.knob("spec_draft")
-        if offload != "none" and draft:
-            return (f"offload: found {offload!r} with spec_draft {draft!r}, allowed: none with speculative decoding "
-                    f"(an offloaded draft and target are not modeled)")
+        if reason := self._draft_unjudged():
+            return reason
+        offload = self.knob("offload")
         if offload == "experts" and not load_model_config(self.model).is_moe:
             return (f"offload: found 'experts' for {self.model}, which has no routed experts, allowed: weights, kv or "
                     f"auto (experts: a mixture-of-experts model's)")
@@ -151,9 +150,24 @@ class DesignPoint:
                     f"slides over layers' weights; beside the KV cache or experts offloaded it is not modeled)")
         return self._stage_unjudged()
 
+    def _draft_unjudged(self) -> str:
+        """Why speculative decoding (sim/speculative.py) is not modeled beside this static point's settings ('' where
+        it is): its draft and target run from device memory, every layer of each."""
+        draft = self.knob("spec_draft")
+        if not draft:
+            return ""
+        for name, on, allowed in (
+                ("offload", self.knob("offload") != "none", "none with speculative decoding (an offloaded draft and "
+                 "target are not modeled)"),
+                ("exit_depth", self.knob("exit_depth") != 1.0, "1 (every layer) with speculative decoding (a draft "
+                 "verified by a target skipping layers is not modeled yet)")):
+            if on:
+                return f"{name}: found {self.knob(name)!r} with spec_draft {draft!r}, allowed: {allowed}"
+        return ""
+
     def _stage_unjudged(self) -> str:
         """Why what is modeled on one pipeline stage is not on this point's `pp` stages ('' where it is):
-        offloading, speculative decoding, prompt-token pruning."""
+        offloading, speculative decoding, prompt-token pruning, layer skipping, token splitting."""
         if self.pp == 1:
             return ""
         for name, on, allowed in (
@@ -162,7 +176,11 @@ class DesignPoint:
                 ("spec_draft", bool(self.knob("spec_draft")), "speculative decoding on one stage (pp = 1; a pipelined "
                  "draft and target are not modeled yet)"),
                 ("prompt_kept", self.knob("prompt_kept") != 1.0, "1 (no pruning), or prompt-token pruning on one "
-                 "stage (pp = 1; pruning on pipeline stages is not modeled yet)")):
+                 "stage (pp = 1; pruning on pipeline stages is not modeled yet)"),
+                ("exit_depth", self.knob("exit_depth") != 1.0, "1 (every layer), or layer skipping on one stage (pp = "
+                 "1; skipping on pipeline stages is not modeled yet)"),
+                ("overlap", self.knob("overlap") != "none", "none, or token splitting on one stage (pp = 1; splitting "
+                 "a pipelined iteration is not modeled)")):
             if on:
                 return f"{name}: found {self.knob(name)!r} on {self.pp} pipeline stages, allowed: {allowed}"
         return ""
@@ -189,11 +207,12 @@ class DesignPoint:
 
     def _attention_unjudged(self) -> str:
         """Why attention on devices of its own (sim/attention_pool.py) is not modeled here ('' where it is): it runs
-        a plain decode on one stage of model devices, each sequence's KV paged and recomputed where preempted."""
+        a plain decode on one stage of model devices, each sequence's KV paged and recomputed where preempted, each
+        iteration whole."""
         spec = self.serving
         if not spec.attends_apart:
             return ""
-        draft = self.knob("spec_draft")
+        draft, overlap = self.knob("spec_draft"), self.knob("overlap")
         for conflict, what in (
                 (self.pp > 1, f"on {self.pp} pipeline stages, allowed: one stage (pp = 1)"),
                 (bool(draft), f"with spec_draft {draft!r}, allowed: none (speculative decoding beside attention "
@@ -201,7 +220,9 @@ class DesignPoint:
                 (spec.cascade, "with prefix_attention 'cascade', allowed: paged (a cascade on attention devices is "
                  "not modeled)"),
                 (spec.preemption == "swap", "with preemption 'swap', allowed: recompute (swapping from attention "
-                 "devices is not modeled)")):
+                 "devices is not modeled)"),
+                (overlap != "none", f"with overlap {overlap!r}, allowed: none (token splitting beside attention "
+                 f"devices is not modeled)")):
             if conflict:
                 return f"attention_device: found {spec.attention_device!r} {what}"
         return ""

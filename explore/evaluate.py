@@ -346,7 +346,7 @@ class Evaluator:
 
     def check_point(self, point: DesignPoint) -> None:
         """The checks evaluate() makes of a point's combination of values before it prices anything (InputError
-        where one refuses it): the device or system it runs on, offloading, layer skipping, a draft model and a
+        where one refuses it): the device or system it runs on, offloading, pruning's first layer, a draft model and a
         serving run's limits. Nothing is traced: `explore check` and a sweep's start judge every point this way."""
         self._check_values(point)
         self.point_device(point)
@@ -354,8 +354,6 @@ class Evaluator:
             self._check_serving(point)
         elif point.knob("offload") != "none":
             self._check_offload(point)
-        if point.knob("exit_depth") != 1.0 and point.serving is None:
-            self._check_exit_depth(point)
         if point.serving is None:
             self._check_serving_only(point)
         if point.knob("prompt_kept") != 1.0 and point.serving is None:
@@ -513,11 +511,11 @@ class Evaluator:
                              f"least one layer prunes)")
 
     def _skip_layers(self, point: DesignPoint, tables: PassTables) -> PassTables:
-        """The point's decode tables at its exit_depth (kernels/early_exit.py): the prefill runs every layer."""
+        """The point's decode tables at its exit_depth (kernels/early_exit.py): the prefill runs every layer (on
+        pipeline stages or beside a draft it is not run: DesignPoint.unjudged)."""
         depth = point.knob("exit_depth")
         if depth == 1.0:
             return tables
-        self._check_exit_depth(point)
         key = (id(tables), depth)
         if key not in self._skipped:
             layers = self.config(point.model).num_layers
@@ -526,14 +524,6 @@ class Evaluator:
                 sub_batch_decode=tuple((size, skip_layers(table, layers, depth))
                                        for size, table in tables.sub_batch_decode)))
         return self._skipped[key][1]
-
-    @staticmethod
-    def _check_exit_depth(point: DesignPoint) -> None:
-        """Layer skipping runs on one pipeline stage without speculative decoding (InputError otherwise)."""
-        if point.pp > 1 or point.knob("spec_draft"):
-            raise InputError(f"exit_depth: found {point.knob('exit_depth')} with "
-                             f"{'pp > 1' if point.pp > 1 else 'spec_draft'}, allowed: layer skipping on one pipeline "
-                             f"stage without speculative decoding (not modeled yet)")
 
     def kv_window(self, point: DesignPoint) -> Window:
         """The most KV-cache tokens a sequence of the point keeps and decode attends to: the model's sliding window,
@@ -816,10 +806,6 @@ class Evaluator:
         for name, own in pools:
             on_pool = pool_point(point, name, own)
             self._host_link_Bps(on_pool, self.point_device(on_pool))  # a pool's link to swap over
-        if point.knob("overlap") != "none" and (point.pp > 1 or point.serving.attends_apart):
-            where = f"pp {point.pp}" if point.pp > 1 else f"attention_device {point.serving.attention_device!r}"
-            raise InputError(f"overlap: found {point.knob('overlap')!r} with {where}, allowed: none (token splitting "
-                             f"on one stage of devices that run their own attention)")
 
     def _check_attention(self, point: DesignPoint) -> None:
         """Attention on devices of its own (sim/attention_pool.py): the attention devices split the heads, their

@@ -12,13 +12,13 @@ KV a decode token holds falls with its layers (by hand). Bad depths: tests/explo
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
 from explore.design_point import DesignPoint
 from tests.explore.test_blocks import assert_blocks_agree, assert_same
 from tests.explore.tiny_sweep import TINY_CONFIG
-from workloads.errors import InputError
 
 LAYERS = 8
 # The 8-layer tiny model's KV per token: keys and values of 8 layers x 2 KV heads x 16 dims at 2 bytes.
@@ -70,7 +70,10 @@ def test_blocks_agree_with_the_reference(deep_config, tiny_evaluator):
     assert_blocks_agree(tiny_evaluator, points)
 
 
-def test_what_is_not_modeled_is_refused(tiny_config, tiny_evaluator):
+def test_what_is_not_modeled_is_not_run(tiny_config, tiny_evaluator):
     """(Serving points: tests/explore/test_static_only_knobs.py.)"""
-    with pytest.raises(InputError, match="exit_depth: found 0.5 with spec_draft"):
-        tiny_evaluator.evaluate(point(tiny_config, knobs=(("exit_depth", 0.5), ("spec_draft", "medusa"))))
+    # not run (DesignPoint.unjudged)
+    metrics = tiny_evaluator.evaluate(point(tiny_config, knobs=(("exit_depth", 0.5), ("spec_draft", "medusa")))).metrics
+    assert metrics["infeasible_reason"].startswith("exit_depth: found 0.5 with spec_draft 'medusa', allowed: 1 (every "
+                                                   "layer)"), metrics["infeasible_reason"]
+    assert math.isnan(metrics["tpot_s"])

@@ -154,6 +154,26 @@ CASES = {
         ("prompt_kept", "pp"), [(0.5, 2)],
         "prompt_kept: found 0.5 on 2 pipeline stages, allowed: 1 (no pruning), or prompt-token pruning on one stage",
         "workload: {batch: [1, 2], prompt: 64, output: 8, prompt_kept: 0.5}\nparallel: {pp: 2}\n"),
+    "layer skipping on two pipeline stages": (
+        "workload: {batch: 2, prompt: 64, output: 8, exit_depth: [1.0, 0.5]}\nparallel: {pp: [1, 2]}\n",
+        ("exit_depth", "pp"), [(0.5, 2)],
+        "exit_depth: found 0.5 on 2 pipeline stages, allowed: 1 (every layer), or layer skipping on one stage (pp = 1;",
+        "workload: {batch: [1, 2], prompt: 64, output: 8, exit_depth: 0.5}\nparallel: {pp: 2}\n"),
+    "layer skipping beside a draft": (
+        "workload: {batch: 2, prompt: 64, output: 8, exit_depth: [1.0, 0.5], spec_draft: ['', medusa], "
+        "acceptance: 0.5}\n", ("exit_depth", "spec_draft"), [(0.5, "medusa")],
+        "exit_depth: found 0.5 with spec_draft 'medusa', allowed: 1 (every layer) with speculative decoding (",
+        "workload: {batch: [1, 2], prompt: 64, output: 8, exit_depth: 0.5, spec_draft: medusa, acceptance: 0.5}\n"),
+    "token splitting on two pipeline stages": (
+        f"parallel: {{tp: 2, pp: [1, 2], overlap: [none, token_split]}}\n{SERVING}", ("pp", "overlap"),
+        [(2, "token_split")],
+        "overlap: found 'token_split' on 2 pipeline stages, allowed: none, or token splitting on one stage (pp = 1;",
+        f"parallel: {{tp: 2, pp: 2, overlap: token_split}}\n{RATES}"),
+    "token splitting beside attention devices": (
+        f"parallel: {{tp: 2, overlap: [none, token_split]}}\n{SERVING}  attention_device: [none, h20]\n",
+        ("overlap", "attention_device"), [("token_split", "h20")],
+        "attention_device: found 'h20' with overlap 'token_split', allowed: none (token splitting beside attention",
+        f"parallel: {{tp: 2, overlap: token_split}}\n{RATES}  attention_device: h20\n"),
 }
 # The cases on the tiny Mixtral alone (data-parallel attention is an MoE model's).
 ON_MIXTRAL = {case for case in CASES if case.startswith("data-parallel")}
@@ -230,6 +250,13 @@ HYBRID_FLAGS = [*SERVING_FLAGS, "--attention-device", "ampere-altra", "--attenti
     ([*SERVING_FLAGS, "--prefix-tokens", "16", "--prefix-groups", "2", "--prefill-replicas", "1",
       "--prefix-attention", "cascade"],
      "--prefix-attention: found 'cascade' with --prefix-groups 2, allowed: paged (behind a prefill pool"),
+    (["--exit-depth", "0.5", "--pp", "2"], "--exit-depth: found 0.5 on 2 pipeline stages, allowed: 1 (every layer)"),
+    (["--exit-depth", "0.5", "--spec-draft", "medusa", "--acceptance", "0.5"],
+     "--exit-depth: found 0.5 with spec_draft 'medusa', allowed: 1 (every layer) with speculative decoding"),
+    ([*SERVING_FLAGS, "--tp", "2", "--pp", "2", "--overlap", "token_split"],
+     "--overlap: found 'token_split' on 2 pipeline stages, allowed: none, or token splitting on one stage"),
+    ([*SERVING_FLAGS, "--tp", "2", "--overlap", "token_split", "--attention-device", "h20"],
+     "--attention-device: found 'h20' with overlap 'token_split', allowed: none (token splitting beside"),
 ])
 def test_explore_run_refuses_a_point_not_modeled_in_one_line(tiny_config, capsys, flags, message):
     assert main(["run", "--model", tiny_config, "--device", "h100-sxm", *flags]) == 2
