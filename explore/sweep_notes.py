@@ -9,6 +9,7 @@ from explore.design_point import FORMAT_FIELDS, canonical_format
 from explore.knobs import KNOBS, knobs, off_where
 from explore.point_blocks import PointBlock
 from explore.pool_what_ifs import POOL_WHAT_IFS
+from explore.rows import count_label
 from explore.run_support import LINK_PREFIX, system_nodes
 from explore.schema import as_list
 from explore.serving_settings import GATEWAY_KNOBS, SCHEDULER_SETTINGS, unread
@@ -180,18 +181,27 @@ def sweep_notes(sweep) -> list[str]:
     return [note for note in notes if note]
 
 
+MAX_REASONS = 3  # the distinct reasons the note on points not run quotes; it counts the others
+
+
 def unjudged_note(sweep) -> str:
     """How many points of a grid ask what their run cannot answer (explore/design_point.py DesignPoint.unjudged:
     rejected requests beside a slowdown SLO, a capacity search from zero replicas, settings not modeled together such
     as offloading beside speculative decoding or a hybrid attention placement on a GPU), recorded unevaluated with
-    the reason as their infeasible_reason while the grid's other points run; '' where none do. Searches are left
-    out."""
-    unjudged = unrun_blocks(sweep)
-    if not unjudged:
+    the reason as their infeasible_reason while the grid's other points run, each distinct reason with its count of
+    points (the first MAX_REASONS quoted, the others counted); '' where none do. Searches are left out."""
+    points: dict[str, int] = {}  # each distinct reason's points, in the grid's order
+    for block, reason in unrun_blocks(sweep):
+        points[reason] = points.get(reason, 0) + len(block)
+    if not points:
         return ""
-    count = sum(len(block) for block, _ in unjudged)
-    return (f"{count} of {sweep.size()} points are not run, each row's infeasible_reason saying why: "
-            f"{unjudged[0][1]}")
+    said = next(iter(points)) if len(points) == 1 else "; ".join(
+        f"{reason} ({count_label(count, 'point')})" for reason, count in list(points.items())[:MAX_REASONS])
+    if len(points) > MAX_REASONS:
+        rest = list(points.values())[MAX_REASONS:]
+        said += f"; and {count_label(len(rest), 'more reason')} ({count_label(sum(rest), 'point')})"
+    return (f"{sum(points.values())} of {sweep.size()} points are not run, each row's infeasible_reason saying why: "
+            f"{said}")
 
 
 def unrun_blocks(sweep) -> list[tuple[PointBlock, str]]:
