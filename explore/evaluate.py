@@ -381,8 +381,8 @@ class Evaluator:
         memory = self.batch_memory(point, device, workload, self.kv_window(point))
         reason = infeasible_reason(memory, device.memory_bytes, device.devices)
         if unjudged := point.unjudged():  # knobs not modeled together: recorded unevaluated, saying why
-            return Evaluation(point=point, metrics=_metrics(None, memory, unjudged, device, fits=not reason),
-                              result=None, tables=None)
+            return Evaluation(point=point, metrics=_metrics(None, memory, unjudged, device, offloaded_B=math.nan,
+                                                            fits=not reason), result=None, tables=None)
         tables = self.point_tables(point, device)
         speculative = self.speculative_tables(point, tables)
         traffic = None
@@ -903,7 +903,7 @@ def _serving_unrun(spec, memory, reason: str, device, pools: list[Pool] | None =
                    fits: bool = True) -> dict[str, Any]:
     """The metrics of a serving point not run for `reason`: every column its run would fill NaN, those the spec's
     settings add too; `memory` and `pools` None where nothing of the point was built (DesignPoint.unjudged)."""
-    metrics = _metrics(None, memory, reason, device, pools, fits=fits)
+    metrics = _metrics(None, memory, reason, device, pools, offloaded_B=math.nan if memory is None else 0.0, fits=fits)
     metrics.update(dict.fromkeys(SERVING_METRICS, math.nan))
     if spec.prioritized:  # the columns priorities add (sim/serving_metrics.py)
         metrics.update(dict.fromkeys(URGENT_METRICS, math.nan))

@@ -207,6 +207,7 @@ def test_a_grid_runs_its_points_but_those_not_modeled_together(case, tmp_path, c
     assert len(rows) == 4 and [tuple(row[key] for key in swept) for row in not_run] == unrun
     assert not_run[0]["infeasible_reason"].startswith(reason)
     assert all(math.isnan(row[time]) for row in not_run)
+    assert all(math.isnan(row["offloaded_B"]) for row in not_run)  # nothing of it was built: nothing offloaded either
     assert all(row[time] > 0 for row in rows if not row["infeasible_reason"])
     only = write_sweep(tmp_path, f"name: only\nmodel: {mixtral if case in ON_MIXTRAL else tiny}\ndevice: h100-sxm\n"
                                  f"{alone}")
