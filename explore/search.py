@@ -3,7 +3,8 @@
 Each strategy calls `evaluate(points) -> rows` (the runner's: stored rows are reused, new ones are
 evaluated and written as they finish) and never evaluates anything itself. grid takes every point;
 random draws `budget` distinct designs; nsga2 and tpe are Optuna's multi-objective samplers over the
-sweep's dimensions (each a categorical choice), steered by the sweep's objectives and constraints.
+sweep's dimensions (each a categorical choice), steered by the sweep's objectives and constraints. A search
+spends nothing on points not modeled (DesignPoint.unjudged), which a grid records not run.
 All are deterministic for a given seed and batch size, so running a sweep again replays the same
 proposals and resumes from the stored rows.
 """
@@ -66,7 +67,8 @@ def random_search(sweep: Sweep, evaluate: Evaluate) -> None:
         for index in distinct_draws(np.random.default_rng(search.seed), sweep.size(), count)[drawn:]:
             point = sweep.point({name: dims[name][i] for name, i in zip(dims, np.unravel_index(index, sizes),
                                                                         strict=True)})
-            designs.setdefault(point.point_id, point)
+            if not point.unjudged():  # settings not modeled together are no design to spend the budget on
+                designs.setdefault(point.point_id, point)
         drawn = count
     points = list(designs.values())
     for start in range(0, len(points), search.batch):
@@ -96,15 +98,24 @@ def optuna_search(sweep: Sweep, evaluate: Evaluate) -> None:
         sampler = optuna.samplers.TPESampler(multivariate=True, seed=search.seed)
     study = optuna.create_study(directions=["minimize"] * len(objectives.minimize)
                                 + ["maximize"] * len(objectives.maximize), sampler=sampler)
-    # A budget past the space's size takes every point: asking for more would repeat stored ones until the cap.
-    budget = min(search.budget, sweep.size())
+    # A budget past the space's size takes every design that can run: asking for more would repeat stored ones (or
+    # propose points not modeled) until the cap.
+    budget = search.budget if search.budget < sweep.size() else \
+        len({point.point_id for point in sweep.points() if not point.unjudged()})
     seen: set[str] = set()
     proposals = 0
     while len(seen) < budget and proposals < MAX_PROPOSALS_PER_POINT * budget:
         trials = [study.ask(space) for _ in range(min(search.batch, budget - len(seen)))]
         proposals += len(trials)
         points = [sweep.point({n: dims[n][t.params[n]] for n in dims}) for t in trials]
-        for trial, point, row in zip(trials, points, evaluate(points), strict=True):
+        runnable = []
+        for trial, point in zip(trials, points, strict=True):
+            if point.unjudged():  # settings not modeled together: no design, so neither evaluated nor counted
+                study.tell(trial, state=TrialState.FAIL)
+            else:
+                runnable.append((trial, point))
+        rows = evaluate([point for _, point in runnable]) if runnable else []
+        for (trial, point), row in zip(runnable, rows, strict=True):
             seen.add(point.point_id)
             values = [float(row.get(n, math.nan)) for n in names]
             if not all(math.isfinite(v) for v in values):  # does not fit in memory: nothing to rank

@@ -174,3 +174,29 @@ def test_a_random_search_draws_distinct_designs_where_grid_points_repeat_one(tmp
     asked, evaluate = _recording(lambda p: {"tpot_s": 1.0})
     random_search(sweep, evaluate)
     assert len(asked) == len(set(asked)) == 6
+
+
+@pytest.mark.parametrize("strategy", ["random", "nsga2", "tpe"])
+def test_a_search_spends_its_budget_on_designs_that_can_run(tmp_path, strategy):
+    """exit_depth [1.0, 0.5] x spec_draft ['', medusa] x batch [1, 2, 4]: 12 points, of which the 3 skipping layers
+    beside Medusa are not modeled (a grid records them not run). By hand, a random search of budget 9 evaluates the 9
+    designs that can run, and one of budget 300 the same 9; Optuna's samplers evaluate only designs that can run and
+    stop within their proposal cap of the 9 (TPE need not reach all 9): none of a budget goes to a point not
+    modeled."""
+    from explore.search import MAX_PROPOSALS_PER_POINT, STRATEGIES
+
+    for budget in (9, 300):
+        path = tmp_path / f"search-{budget}.yaml"
+        path.write_text("name: s\nmodel: llama-2-7b\ndevice: h100-sxm\n"
+                        "workload: {batch: [1, 2, 4], prompt: 256, output: 16, exit_depth: [1.0, 0.5], "
+                        "spec_draft: ['', medusa]}\nobjectives: {minimize: [tpot_s], maximize: [tokens_per_s]}\n"
+                        f"search: {{strategy: {strategy}, budget: {budget}, seed: 1}}\n")
+        sweep = load_sweep(str(path))
+        assert sweep.size() == 12
+        asked, evaluate = _recording(lambda p: {"tpot_s": 1.0 / p.batch, "tokens_per_s": float(p.batch)})
+        STRATEGIES[strategy](sweep, evaluate)
+        runnable = {p.point_id for p in sweep.points() if not p.unjudged()}
+        assert len(runnable) == 9
+        assert set(asked) <= runnable and len(asked) <= MAX_PROPOSALS_PER_POINT * 9, (budget, len(asked))
+        if strategy == "random":
+            assert len(asked) == len(set(asked)) == 9
