@@ -91,6 +91,12 @@ def _format_error(err: ValueError, parts: dict[str, Any], names: list[str], deri
     return InputError(f"{located.where((section, key))}: {section}.{field}: {rest}{at}")
 
 
+# Weight element types a CPU's kernels are counted for (hw_models/cpu.py prices weights by their width alone):
+# integers (llama.cpp's formats, T-MAC's lookups) and ternary weights in 2 bits (T-MAC runs BitNet's as 2-bit
+# integers).
+CPU_COUNTED_TYPES = ("int", "ternary")
+
+
 def format_notice(device, fmt: NumericFormat, head_dim: int) -> str:
     """What a device (or a system of them) does with a format it cannot run as it is ('' when it runs it natively):
     a GPU emulating a dtype it has no tensor cores for (hw_models/gpu_quant.py), for each weight width of a mixed
@@ -102,6 +108,11 @@ def format_notice(device, fmt: NumericFormat, head_dim: int) -> str:
     if wider:
         notices.append(", ".join(f"{dtype} GEMMs run at the {math} rate{where}" for dtype, math, where in wider)
                        + f" on {model.name}: {model.weight_gemm_why}")
+    if getattr(model, "kind", "") == "cpu" and fmt.weight_bits < 16 and fmt.weight_type not in CPU_COUNTED_TYPES:
+        # hw_models/cpu.py dequant_lane_ops: the unpacking counted is that of llama.cpp's integer formats by width.
+        notices.append(f"{fmt.weight_type} weights on {model.name} are priced as integer weights of "
+                       f"{fmt.weight_bits:g} bits (llama.cpp's unpacking, or lookups where faster): no CPU kernel of "
+                       f"that element type is counted")
     if getattr(model, "kind", "") == "gpu" and fmt.act_bits < 16 <= fmt.weight_bits:
         # kernels/formats.py gemm_dtype: 16-bit weights keep the GEMMs' math at 16 bits whatever the activations.
         notices.append(f"{fmt.act_bits}-bit activations beside 16-bit weights on {model.name}: no kernel multiplies "

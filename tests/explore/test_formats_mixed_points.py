@@ -294,3 +294,13 @@ def test_activations_narrower_than_16_bit_weights_say_the_math_stays_16_bit():
         assert NumericFormat(act_bits=act_bits).gemm_dtype("bf16") == "bf16"
     for fmt in (NumericFormat(weight_bits=8, act_bits=8), NumericFormat(weight_bits=4)):
         assert "activations beside 16-bit weights" not in format_notice(h100, fmt, HEAD_DIM)
+
+
+@pytest.mark.parametrize(("weight_type", "bits"), [("nf4", 4), ("fp4_e2m1", 4), ("fp8_e4m3", 8), ("lut", 3)])
+def test_a_cpu_says_a_weight_type_it_has_no_kernel_counted_for_is_priced_as_integers(weight_type, bits):
+    """A CPU prices quantized weights by their width alone, as integers (hw_models/cpu.py); nf4, fp4, fp8 and
+    codebook weights were priced so without a word, where a GPU says what it emulates."""
+    altra = load_device("ampere-altra")
+    said = format_notice(altra, NumericFormat(weight_bits=bits, weight_type=weight_type), HEAD_DIM)
+    assert f"{weight_type} weights on ampere-altra are priced as integer weights of {bits} bits" in said
+    assert "priced as integer" not in format_notice(altra, NumericFormat(weight_bits=bits), HEAD_DIM)
