@@ -13,6 +13,7 @@ from explore.pareto import hypervolume, objective_matrix, pareto_mask
 from explore.rows import normalize_row
 from explore.runner import run_sweep
 from explore.sweep import load_sweep
+from tests.explore.tiny_sweep import write_sweep
 from workloads.errors import InputError
 
 # The example what-if grid (10,368 points); tests swap in other search strategies.
@@ -186,12 +187,11 @@ def test_a_search_spends_its_budget_on_designs_that_can_run(tmp_path, strategy):
     from explore.search import MAX_PROPOSALS_PER_POINT, STRATEGIES
 
     for budget in (9, 300):
-        path = tmp_path / f"search-{budget}.yaml"
-        path.write_text("name: s\nmodel: llama-2-7b\ndevice: h100-sxm\n"
-                        "workload: {batch: [1, 2, 4], prompt: 256, output: 16, exit_depth: [1.0, 0.5], "
-                        "spec_draft: ['', medusa]}\nobjectives: {minimize: [tpot_s], maximize: [tokens_per_s]}\n"
-                        f"search: {{strategy: {strategy}, budget: {budget}, seed: 1}}\n")
-        sweep = load_sweep(str(path))
+        sweep = load_sweep(write_sweep(tmp_path, "name: s\nmodel: llama-2-7b\ndevice: h100-sxm\n"
+                                       "workload: {batch: [1, 2, 4], prompt: 256, output: 16, exit_depth: [1.0, 0.5], "
+                                       "spec_draft: ['', medusa]}\n"
+                                       "objectives: {minimize: [tpot_s], maximize: [tokens_per_s]}\n"
+                                       f"search: {{strategy: {strategy}, budget: {budget}, seed: 1}}\n"))
         assert sweep.size() == 12
         asked, evaluate = _recording(lambda p: {"tpot_s": 1.0 / p.batch, "tokens_per_s": float(p.batch)})
         STRATEGIES[strategy](sweep, evaluate)
