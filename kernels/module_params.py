@@ -14,17 +14,15 @@ def layer_param_shares(config: ModelConfig) -> tuple[float, float]:
     removed, so the two stay consistent with it (biases, experts and routers included)."""
     total = config.param_count()
     no_attention = replace(config, num_heads=0, num_kv_heads=0, attention_bias=False, qk_norm=False).param_count()
-    no_mlp = replace(config, intermediate_size=0, mlp_bias=False, num_experts=0).param_count()
+    no_mlp = replace(config, intermediate_size=0, mlp_bias=False, num_experts=0,
+                     dense_intermediate_size=0).param_count()
     return (total - no_attention) / total, (total - no_mlp) / total
 
 
 def expert_param_share(config: ModelConfig) -> float:
-    """The routed experts' parameters as a fraction of the model's: the MoE layers' MLP parameters less their
-    routers' (hidden x experts each, as ModelConfig.param_count counts them); 0 for a dense model."""
-    if not config.num_experts:
-        return 0.0
-    _, mlp = layer_param_shares(config)
-    return mlp - config.num_layers * config.hidden_size * config.num_experts / config.param_count()
+    """The routed experts' parameters as a fraction of the model's (ModelConfig.routed_expert_param_count: routers and
+    shared experts apart); 0 for a dense model."""
+    return config.routed_expert_param_count() / config.param_count()
 
 
 def expert_byte_share(fmt: NumericFormat, config: ModelConfig) -> float:

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from workloads.errors import InputError
 from workloads.model_config import ModelConfig, balanced_expert_load
 
 TORCH_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
@@ -189,6 +190,9 @@ class DecoderModel(nn.Module):
 
     def __init__(self, config: ModelConfig, dtype: torch.dtype | None = None):
         super().__init__()
+        if config.is_mla:
+            raise InputError(f"{config.name}: kv_lora_rank: found {config.kv_lora_rank}, allowed: 0 "
+                             f"(multi-head latent attention is counted, not yet built or traced)")
         dtype = dtype or TORCH_DTYPES.get(config.dtype, torch.bfloat16)
         self.config = config
         self.dtype = dtype

@@ -11,10 +11,14 @@ from workloads.errors import InputError
 from workloads.preset_files import bundled_names, read_preset
 
 # Families whose config.json field names we read; each maps to one decoder layout in decoder.py.
-SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "mixtral", "qwen3_moe", "opt")
+SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "mixtral", "qwen3_moe", "opt", "deepseek_v2",
+                         "deepseek_v3")
 # Families that normalize each head's query and key (RMSNorm over head_dim) before RoPE, and whose output
 # projection has a bias with attention_bias (Hugging Face modeling_qwen3.py, modeling_qwen3_moe.py).
 QWEN3_TYPES = ("qwen3", "qwen3_moe")
+# Families with multi-head latent attention (MLA), shared experts and dense first layers (Hugging Face
+# modeling_deepseek_v2.py, modeling_deepseek_v3.py).
+DEEPSEEK_TYPES = ("deepseek_v2", "deepseek_v3")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -27,8 +31,8 @@ class ModelConfig:
     intermediate_size: int  # each MLP's width: each expert's in an MoE model (qwen3_moe: moe_intermediate_size)
     num_layers: int
     num_heads: int
-    num_kv_heads: int
-    head_dim: int
+    num_kv_heads: int  # MLA: 1, the latent every query head reads (vLLM's MLA cache: one KV head)
+    head_dim: int  # MLA: the latent cache's width, kv_lora_rank + qk_rope_head_dim (vLLM's MLA head size)
     vocab_size: int
     max_positions: int
     norm: str  # "rms" or "layer"
@@ -39,6 +43,24 @@ class ModelConfig:
     tie_embeddings: bool
     num_experts: int = 0  # 0: dense MLP
     experts_per_token: int = 0
+    shared_experts: int = 0  # experts every token runs beside its routed ones, one MLP of shared_experts x the width
+    dense_layers: int = 0  # the first layers of an MoE model whose MLP is dense (DeepSeek first_k_dense_replace)
+    dense_intermediate_size: int = 0  # those layers' MLP width
+    # Routing: softmax or sigmoid scores; top-k within the best topk_groups of expert_groups groups (1 of 1: plain
+    # top-k); with a per-expert bias that only picks the experts (DeepSeek-V3's noaux_tc); routed_scale times the
+    # routed experts' sum (routed_scaling_factor).
+    scoring: str = "softmax"
+    expert_groups: int = 1
+    topk_groups: int = 1
+    score_bias: bool = False
+    routed_scale: float = 1.0
+    # Multi-head latent attention (0: none): the query's low-rank width (0: a direct projection), the latent's, and
+    # each head's query/key width without and with RoPE and its value width.
+    q_lora_rank: int = 0
+    kv_lora_rank: int = 0
+    qk_nope_head_dim: int = 0
+    qk_rope_head_dim: int = 0
+    v_head_dim: int = 0
     normalize_topk: bool = True  # the top-k routing weights divided by their sum (Mixtral; qwen3_moe norm_topk_prob)
     qk_norm: bool = False  # an RMSNorm of head_dim weights on each query and key head before RoPE (Qwen3)
     norm_eps: float = 1e-5
@@ -52,13 +74,25 @@ class ModelConfig:
         return self.num_experts > 0
 
     @property
+    def is_mla(self) -> bool:
+        """Whether attention is multi-head latent attention (a cached latent, not per-head keys and values)."""
+        return self.kv_lora_rank > 0
+
+    @property
+    def moe_layers(self) -> int:
+        """Decoder layers whose MLP is a mixture of experts."""
+        return self.num_layers - self.dense_layers if self.is_moe else 0
+
+    @property
     def output_bias(self) -> bool:
         """Whether the attention output projection (o_proj) has a bias: OPT's always, Qwen3's with attention_bias."""
         return self.model_type == "opt" or (self.attention_bias and self.model_type in QWEN3_TYPES)
 
     def kv_bytes_per_token(self, bits: int = 16) -> float:
-        """KV-cache bytes one token occupies across all layers: a key and a value per KV head."""
-        return 2 * self.num_layers * self.num_kv_heads * self.head_dim * bits / 8
+        """KV-cache bytes one token occupies across all layers: a key and a value per KV head, or MLA's one latent
+        and RoPE key (head_dim wide), from which keys and values are both computed."""
+        tensors = 1 if self.is_mla else 2
+        return tensors * self.num_layers * self.num_kv_heads * self.head_dim * bits / 8
 
     def param_count(self) -> int:
         """Number of parameters, from the shapes (independent of the PyTorch module)."""
@@ -69,9 +103,37 @@ class ModelConfig:
         layer's experts, its whole router), as model cards count "activated" parameters."""
         return self._params(self.experts_per_token)
 
+    def routed_expert_param_count(self) -> int:
+        """Parameters of the routed experts alone (routers and shared experts apart); 0 for a dense model."""
+        return self._params(self.num_experts) - self._params(0)
+
     def _params(self, experts: int) -> int:
-        """Parameters with `experts` experts in each MoE layer (routers kept whole)."""
-        h, f, d = self.hidden_size, self.intermediate_size, self.head_dim
+        """Parameters with `experts` routed experts in each MoE layer (routers and shared experts kept whole)."""
+        h = self.hidden_size
+        attn = self._attention_params()
+        mlp = self._mlp_params(self.intermediate_size)  # one MLP (an expert's, in an MoE layer)
+        if self.is_moe:
+            shared = self._mlp_params(self.shared_experts * self.intermediate_size) if self.shared_experts else 0
+            bias = self.num_experts if self.score_bias else 0  # DeepSeek-V3's e_score_correction_bias
+            mlp = experts * mlp + shared + h * self.num_experts + bias  # experts + shared experts + router
+        norm = h * (2 if self.norm == "layer" else 1)
+        dense = self.dense_layers * (self._mlp_params(self.dense_intermediate_size) - mlp)
+        per_layer = attn + mlp + 2 * norm
+        embed = self.vocab_size * h
+        head = 0 if self.tie_embeddings else self.vocab_size * h
+        pos = (self.max_positions + 2) * h if self.positions == "learned" else 0
+        return self.num_layers * per_layer + dense + embed + head + pos + norm
+
+    def _mlp_params(self, width: int) -> int:
+        """Parameters of one MLP `width` wide."""
+        mats = 3 if self.mlp == "gated_silu" else 2
+        return mats * self.hidden_size * width + (width + self.hidden_size if self.mlp_bias else 0)
+
+    def _attention_params(self) -> int:
+        """Parameters of one layer's attention (none without heads)."""
+        h, d = self.hidden_size, self.head_dim
+        if self.is_mla:
+            return self._mla_params() if self.num_heads else 0
         q = self.num_heads * d
         kv = self.num_kv_heads * d
         attn = h * q + 2 * h * kv + q * h
@@ -79,16 +141,18 @@ class ModelConfig:
             attn += q + 2 * kv + (h if self.output_bias else 0)
         if self.qk_norm:
             attn += 2 * d  # q_norm and k_norm weights, shared by the heads
-        mlp_mats = 3 if self.mlp == "gated_silu" else 2
-        mlp = mlp_mats * h * f + (f + h if self.mlp_bias else 0)  # one MLP (an expert's, in an MoE layer)
-        if self.is_moe:
-            mlp = experts * mlp + h * self.num_experts  # experts + router
-        norm = h * (2 if self.norm == "layer" else 1)
-        per_layer = attn + mlp + 2 * norm
-        embed = self.vocab_size * h
-        head = 0 if self.tie_embeddings else self.vocab_size * h
-        pos = (self.max_positions + 2) * h if self.positions == "learned" else 0
-        return self.num_layers * per_layer + embed + head + pos + norm
+        return attn
+
+    def _mla_params(self) -> int:
+        """MLA's projections (modeling_deepseek_v3.py DeepseekV3Attention): the query straight from the hidden state
+        or through its low-rank q_a_proj, RMSNorm and q_b_proj; kv_a_proj_with_mqa to the latent and the RoPE key, the
+        latent's RMSNorm, kv_b_proj up to every head's key (without RoPE) and value; o_proj."""
+        h, heads, rank = self.hidden_size, self.num_heads, self.q_lora_rank
+        q_width = heads * (self.qk_nope_head_dim + self.qk_rope_head_dim)
+        q = h * rank + rank + rank * q_width if rank else h * q_width
+        kv = h * (self.kv_lora_rank + self.qk_rope_head_dim) + self.kv_lora_rank
+        up = self.kv_lora_rank * heads * (self.qk_nope_head_dim + self.v_head_dim)
+        return q + kv + up + heads * self.v_head_dim * h
 
 
 def _require(cfg: dict, key: str, where: str):
@@ -115,7 +179,14 @@ POSITIVE_INT_KEYS = {
     "max_position_embeddings": 100_000_000, "sliding_window": 100_000_000,  # Llama 4 Scout: 10M tokens
     "num_local_experts": 1_024, "num_experts": 1_024, "num_experts_per_tok": 1_024,  # DeepSeek-V3: 256, 8 a token
     "moe_intermediate_size": 1_048_576, "decoder_sparse_step": 1_000,
+    "n_routed_experts": 1_024, "n_group": 1_024, "topk_group": 1_024, "moe_layer_freq": 1_000,
+    # MLA widths (DeepSeek-V3: q_lora_rank 1,536, kv_lora_rank 512, qk_nope_head_dim 128, qk_rope_head_dim 64)
+    "q_lora_rank": 131_072, "kv_lora_rank": 131_072, "qk_nope_head_dim": 1_024, "qk_rope_head_dim": 1_024,
+    "v_head_dim": 1_024,
 }
+# Counts that may be 0, each with the largest it may be: shared experts (DeepSeek-V2: 2), dense first layers
+# (DeepSeek-V3: 3) and multi-token-prediction layers (DeepSeek-V3: 1, not built).
+COUNT_KEYS = {"n_shared_experts": 1_024, "first_k_dense_replace": 1_000, "num_nextn_predict_layers": 1_000}
 TORCH_DTYPES = ("bfloat16", "float16", "float32")  # what a model is built and traced in
 # True/false keys a config may have (JSON true or false: a string "false" would read as true).
 BOOLEAN_KEYS = ("attention_bias", "mlp_bias", "tie_word_embeddings", "enable_bias", "do_layer_norm_before",
@@ -123,15 +194,24 @@ BOOLEAN_KEYS = ("attention_bias", "mlp_bias", "tie_word_embeddings", "enable_bia
 # Positive real keys, with what each may be: an epsilon added to a variance is small (1e-5, 1e-6); a RoPE base
 # is at least 1 (Llama 3: 500,000; Qwen2.5: 1,000,000).
 REAL_KEYS = {"rms_norm_eps": (0.0, 1.0, "a number in (0, 1), e.g. 1e-05"),
-             "rope_theta": (1.0, 1e12, "a number from 1 to 1e12, e.g. 10000.0")}
+             "rope_theta": (1.0, 1e12, "a number from 1 to 1e12, e.g. 10000.0"),
+             "routed_scaling_factor": (0.0, 1e6, "a positive number, e.g. 2.5")}
+# DeepSeek routing (modeling_deepseek.py MoEGate): how experts are scored, and how the top k are picked: among all
+# (greedy), among the best topk_group groups by their best expert (group_limited_greedy), or with a bias added for
+# the choice and groups ranked by their best two (noaux_tc, DeepSeek-V3's auxiliary-loss-free balancing).
+SCORING_FUNCS = ("softmax", "sigmoid")
+TOPK_METHODS = ("greedy", "group_limited_greedy", "noaux_tc")
 # The architectures entry of each family (Hugging Face class names), to catch a config whose model_type
 # disagrees with it (a Mixtral config labelled llama would run as a dense model).
 ARCHITECTURES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM",
                  "qwen3": "Qwen3ForCausalLM", "mixtral": "MixtralForCausalLM", "qwen3_moe": "Qwen3MoeForCausalLM",
-                 "opt": "OPTForCausalLM"}
+                 "opt": "OPTForCausalLM", "deepseek_v2": "DeepseekV2ForCausalLM",
+                 "deepseek_v3": "DeepseekV3ForCausalLM"}
 # The expert keys of each MoE family: experts, experts per token, and (where it is its own key) the expert width.
 MOE_KEYS = {"mixtral": ("num_local_experts", "num_experts_per_tok"),
-            "qwen3_moe": ("num_experts", "num_experts_per_tok", "moe_intermediate_size")}
+            "qwen3_moe": ("num_experts", "num_experts_per_tok", "moe_intermediate_size"),
+            "deepseek_v2": ("n_routed_experts", "num_experts_per_tok", "moe_intermediate_size"),
+            "deepseek_v3": ("n_routed_experts", "num_experts_per_tok", "moe_intermediate_size")}
 
 
 def _check_values(cfg: dict, where: str) -> None:
@@ -139,6 +219,10 @@ def _check_values(cfg: dict, where: str) -> None:
     for key in POSITIVE_INT_KEYS.keys() & cfg.keys():
         if cfg[key] is not None:
             _require(cfg, key, where)
+    for key, most in COUNT_KEYS.items():
+        value = cfg.get(key)
+        if value is not None and not (isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= most):
+            raise InputError(f"{where}: {key}: found {value!r}, allowed: an integer from 0 to {most:,}")
     for key in BOOLEAN_KEYS:
         if key in cfg and not isinstance(cfg[key], bool):
             raise InputError(f"{where}: {key}: found {cfg[key]!r}, allowed: true or false")
@@ -159,6 +243,33 @@ def _check_values(cfg: dict, where: str) -> None:
                              f"needs it; without it the model would run as a dense one)")
     if cfg["model_type"] == "qwen3_moe":
         _check_qwen3_moe_layers(cfg, where)
+    if cfg["model_type"] in DEEPSEEK_TYPES:
+        _check_deepseek(cfg, where)
+
+
+def _check_deepseek(cfg: dict, where: str) -> None:
+    """What a DeepSeek config may set that the decoder builds: an MoE MLP in every layer past the dense first ones,
+    a routing it implements, no attention biases."""
+    for key, allowed in (("scoring_func", SCORING_FUNCS), ("topk_method", TOPK_METHODS)):
+        value = cfg.get(key, allowed[0])
+        if value not in allowed:
+            raise InputError(f"{where}: {key}: found {value!r}, allowed: {', '.join(allowed)}")
+    if cfg.get("moe_layer_freq", 1) != 1:
+        raise InputError(f"{where}: moe_layer_freq: found {cfg['moe_layer_freq']!r}, allowed: 1 (an MoE MLP in every "
+                         f"layer past first_k_dense_replace; dense layers between MoE ones are not modeled)")
+    if cfg.get("attention_bias", False):
+        raise InputError(f"{where}: attention_bias: found true, allowed: false (MLA projections with biases are not "
+                         f"modeled)")
+    layers, dense = _require(cfg, "num_hidden_layers", where), cfg.get("first_k_dense_replace") or 0
+    if dense >= layers:
+        raise InputError(f"{where}: first_k_dense_replace: found {dense}, allowed: 0 to {layers - 1} (fewer than "
+                         f"num_hidden_layers; a model without MoE layers is a dense one)")
+    experts, k = cfg["n_routed_experts"], cfg["num_experts_per_tok"]
+    groups, chosen = cfg.get("n_group") or 1, cfg.get("topk_group") or 1
+    if experts % groups or chosen > groups or k > chosen * (experts // groups):
+        raise InputError(f"{where}: n_group, topk_group: found {groups} groups of {experts} experts, {chosen} chosen "
+                         f"for {k} experts a token, allowed: groups dividing n_routed_experts, topk_group <= n_group, "
+                         f"and num_experts_per_tok within the chosen groups' experts")
 
 
 def _check_qwen3_moe_layers(cfg: dict, where: str) -> None:
@@ -182,11 +293,15 @@ def _check(config: ModelConfig, cfg: dict, where: str) -> ModelConfig:
     if config.num_heads % config.num_kv_heads:
         raise InputError(f"{where}: num_key_value_heads: found {config.num_kv_heads}, allowed: a divisor of "
                          f"num_attention_heads ({config.num_heads})")
-    if (config.model_type == "opt" or "head_dim" not in cfg) and config.hidden_size % config.num_heads:
+    if config.is_mla:
+        if config.qk_rope_head_dim % 2:
+            raise InputError(f"{where}: qk_rope_head_dim: found {config.qk_rope_head_dim}, allowed: an even head size "
+                             f"(rotary embeddings rotate pairs of dimensions)")
+    elif (config.model_type == "opt" or "head_dim" not in cfg) and config.hidden_size % config.num_heads:
         with_key = " or a head_dim key" if config.model_type != "opt" else ""
         raise InputError(f"{where}: num_attention_heads: found {config.num_heads}, allowed: a divisor of "
                          f"hidden_size ({config.hidden_size}){with_key}")
-    if config.positions == "rope" and config.head_dim % 2:
+    if config.positions == "rope" and config.head_dim % 2 and not config.is_mla:
         key = "head_dim" if cfg.get("head_dim") else "hidden_size / num_attention_heads"
         raise InputError(f"{where}: {key}: found {config.head_dim}, allowed: an even head size (rotary "
                          f"embeddings rotate pairs of dimensions)")
@@ -241,26 +356,46 @@ def _from_hf(cfg: dict, *, name: str, where: str) -> ModelConfig:
         window = _qwen2_window(cfg, where)
     elif model_type == "qwen3_moe":  # Qwen3MoeConfig: every layer's window with use_sliding_window, else none
         window = window if cfg.get("use_sliding_window", False) else None
-    width_key = "moe_intermediate_size" if model_type == "qwen3_moe" else "intermediate_size"
-    experts_key = "num_experts" if model_type == "qwen3_moe" else "num_local_experts"
+    width_key = "intermediate_size" if model_type == "mixtral" else "moe_intermediate_size"
     moe = model_type in MOE_KEYS
+    deepseek = _deepseek_fields(cfg, where) if model_type in DEEPSEEK_TYPES else {}
     return ModelConfig(
-        **common, hidden_size=hidden, intermediate_size=_require(cfg, width_key, where),
+        **common, hidden_size=hidden, intermediate_size=_require(cfg, width_key if moe else "intermediate_size", where),
         num_layers=_require(cfg, "num_hidden_layers", where), num_heads=heads,
-        num_kv_heads=cfg.get("num_key_value_heads") or heads,
-        head_dim=cfg.get("head_dim") or hidden // heads, vocab_size=_require(cfg, "vocab_size", where),
+        num_kv_heads=deepseek.pop("num_kv_heads", None) or cfg.get("num_key_value_heads") or heads,
+        head_dim=deepseek.pop("head_dim", None) or cfg.get("head_dim") or hidden // heads,
+        vocab_size=_require(cfg, "vocab_size", where),
         max_positions=_require(cfg, "max_position_embeddings", where), norm="rms", positions="rope",
         mlp="gated_silu",
         # Qwen2 always has q/k/v biases (its config has no key for them); Llama reads attention_bias.
         attention_bias=model_type == "qwen2" or bool(cfg.get("attention_bias", False)),
         mlp_bias=bool(cfg.get("mlp_bias", False)), tie_embeddings=bool(cfg.get("tie_word_embeddings", False)),
-        num_experts=cfg[experts_key] if moe else 0, experts_per_token=cfg["num_experts_per_tok"] if moe else 0,
-        # Mixtral always renormalizes its top-k weights; Qwen3-MoE with norm_topk_prob (transformers' default false).
-        normalize_topk=model_type != "qwen3_moe" or bool(cfg.get("norm_topk_prob", False)),
+        num_experts=cfg[MOE_KEYS[model_type][0]] if moe else 0,
+        experts_per_token=cfg["num_experts_per_tok"] if moe else 0,
+        # Mixtral always renormalizes its top-k weights; Qwen3-MoE and DeepSeek with norm_topk_prob (transformers'
+        # default false).
+        normalize_topk=model_type == "mixtral" or bool(cfg.get("norm_topk_prob", False)),
         qk_norm=model_type in QWEN3_TYPES,
         norm_eps=cfg.get("rms_norm_eps", 1e-5), rope_theta=cfg.get("rope_theta", 10000.0),
-        sliding_window=window,
+        sliding_window=window, **deepseek,
     )
+
+
+def _deepseek_fields(cfg: dict, where: str) -> dict:
+    """A DeepSeek config's MLA, shared-expert, dense-layer and routing fields. MLA caches one latent per token that
+    every query head reads (vLLM counts it as one KV head of kv_lora_rank + qk_rope_head_dim)."""
+    rank, rope = _require(cfg, "kv_lora_rank", where), _require(cfg, "qk_rope_head_dim", where)
+    method = cfg.get("topk_method", "greedy")
+    return dict(
+        q_lora_rank=cfg.get("q_lora_rank") or 0, kv_lora_rank=rank,
+        qk_nope_head_dim=_require(cfg, "qk_nope_head_dim", where), qk_rope_head_dim=rope,
+        v_head_dim=_require(cfg, "v_head_dim", where), num_kv_heads=1, head_dim=rank + rope,
+        shared_experts=cfg.get("n_shared_experts") or 0, dense_layers=cfg.get("first_k_dense_replace") or 0,
+        dense_intermediate_size=_require(cfg, "intermediate_size", where),
+        scoring=cfg.get("scoring_func", "softmax"), score_bias=method == "noaux_tc",
+        expert_groups=cfg.get("n_group") or 1 if method != "greedy" else 1,
+        topk_groups=cfg.get("topk_group") or 1 if method != "greedy" else 1,
+        routed_scale=float(cfg.get("routed_scaling_factor", 1.0)))
 
 
 def _qwen2_window(cfg: dict, where: str) -> int | None:
