@@ -224,18 +224,20 @@ def _set(row: dict[str, Any], k: Knob) -> bool:
 
 
 def device_label(row: dict[str, Any]) -> str:
-    """The device name (a system's with its device count, its tensor x pipeline split where it has stages and its
-    link where not the default: 'a100-sxm-80gb x4 (tp2 pp2)'; one device joins nothing, so its label names no link;
+    """The device name (a system's with its device count, its tensor x pipeline split where it has stages, its
+    experts' spread where they are spread whole over the devices and its link where not the default:
+    'a100-sxm-80gb x4 (tp2 pp2)', 'h200 x8 (ep8)'; one device joins nothing, so its label names no link;
     attention devices apart after a plus: 'h100-sxm x2 + h20 x4'; a fleet's mixed device after one too, as many
     replicas of it as the mixed_replicas column says: 'h100-sxm + l4'), marked, for all its devices together (the
     calibrated column's least calibrated), '(uncalibrated)' where no model fitted on measured kernels priced it (a
     GPU's datasheet roofline, optimistic, or a family's analytical model from its paper) and '(sibling fit)' where its
     fits are borrowed from a preset of the same architecture, so say so."""
     name = str(row.get("device", ""))
-    tp, pp = (as_number(row.get(key)) for key in ("tp", "pp"))
-    tp, pp = (int(n) if math.isfinite(n) else 1 for n in (tp, pp))
-    if tp > 1 or pp > 1:  # a system: how many, in what stages, over what link
+    tp, pp, ep = (as_number(row.get(key)) for key in ("tp", "pp", "ep"))
+    tp, pp, ep = (int(n) if math.isfinite(n) else 1 for n in (tp, pp, ep))
+    if tp > 1 or pp > 1:  # a system: how many, in what stages, experts split or spread, over what link
         system = [f"tp{tp} pp{pp}"] if pp > 1 else []
+        system += [f"ep{ep}"] if ep > 1 else []
         system += [link] if (link := link_label(row)) else []
         name += f" x{tp * pp}" + (f" ({', '.join(system)})" if system else "")
     if row.get("attention_device") not in (None, "", "none"):  # attention on devices of its own: 'h100-sxm x2 + h20 x4'

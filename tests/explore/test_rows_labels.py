@@ -127,6 +127,22 @@ def test_one_device_names_no_link_and_a_line_against_tp_keeps_its_link():
     assert keys == {"h100-sxm / nvlink4", "h100-sxm / pcie5-x16"}
 
 
+def test_experts_spread_over_the_devices_are_named_in_the_device_label():
+    """A sweep's parallel.ep: [split, spread] gives two designs on one system (ep 1 and ep = tp); the label names the
+    spread one (SGLang's --ep-size, 'ep8'), so the report's rows and legends tell them apart; split experts (ep 1),
+    the default, add nothing, and one device has no experts to spread."""
+    system = STATIC | {"device": "h200", "weight_bits": 16, "tp": 8, "pp": 1}
+    assert device_label(system | {"ep": 1}) == "h200 x8"
+    assert device_label(system | {"ep": 8}) == "h200 x8 (ep8)"
+    assert device_label(system | {"tp": 4, "pp": 2, "ep": 4, "link": "nvlink4"}) == "h200 x8 (tp4 pp2, ep4, nvlink4)"
+    assert device_label(system | {"tp": 1, "ep": 1}) == "h200"
+    # As `explore report` reads them back from results.csv: every value a string, a static sweep's ep empty.
+    assert device_label(normalize_row({k: str(v) for k, v in (system | {"ep": 8}).items()})) == "h200 x8 (ep8)"
+    assert device_label(system | {"ep": ""}) == "h200 x8"
+    labels = {point_label(system | {"ep": ep}) for ep in (1, 8)}
+    assert len(labels) == 2
+
+
 def test_designs_that_differ_only_in_a_link_or_pool_what_if_have_distinct_labels():
     """A link's what-if tells systems apart (and says nothing on one device, which has no link); a pool's tells
     serving designs apart where the point has that pool, after the device's own what-ifs."""
