@@ -307,7 +307,9 @@ def lossy_techniques(knob, context_tokens: float, layers: Callable[[], int],
     # The window the windowed heads keep: the budget, DuoAttention's where only retrieval heads are set, else none.
     window = budget or (DUO_WINDOW_TOKENS if retrieval > 0 else 0)
     if retrieval < 1 and 0 < window < context_tokens:
-        lossy.append(f"kv_budget={budget}" + (f" with retrieval_heads={retrieval:g}" if retrieval else ""))
+        evicting = [f"kv_budget={budget}"] if budget else []  # no budget: the streaming heads keep their own window
+        evicting += [f"retrieval_heads={retrieval:g}"] if retrieval else []
+        lossy.append(" with ".join(evicting))
     if knob("topk_fraction") < 1:
         lossy.append(f"topk_fraction={knob('topk_fraction'):g}")
     if depth < 1 and kept_layers(count := layers(), depth) < count:  # the model's layers read only where asked

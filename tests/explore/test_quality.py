@@ -181,6 +181,19 @@ def test_a_lossy_decode_time_technique_has_no_figure_not_zero(knobs, says):
         assert math.isnan(figure.delta) and says in figure.source and "no published figure" in figure.source
 
 
+def test_the_reason_names_only_the_eviction_knobs_a_point_sets():
+    """DuoAttention's streaming heads without a KV budget keep its own window: the reason names retrieval_heads, not
+    a kv_budget of 0 the point never set (it read 'kv_budget=0 with retrieval_heads=0.25', as if the budget were 0
+    tokens); a budget names itself, and both name both."""
+    def source(knobs) -> str:
+        return point_quality(dataclasses.replace(_point(knobs=knobs), prompt=1024)).source
+
+    assert "retrieval_heads=0.25" in source((("retrieval_heads", 0.25),))
+    assert "kv_budget" not in source((("retrieval_heads", 0.25),))
+    assert "kv_budget=64" in source((("kv_budget", 64),)) and "retrieval_heads" not in source((("kv_budget", 64),))
+    assert "kv_budget=64 with retrieval_heads=0.5" in source((("kv_budget", 64), ("retrieval_heads", 0.5)))
+
+
 def test_lossless_decode_time_choices_keep_the_formats_figure():
     """Speculative decoding verifies every token against the target model (Leviathan et al.: the target's own
     distribution), every head kept whole (retrieval_heads 1) keeps the whole cache, a budget of the whole cache (128
