@@ -14,7 +14,7 @@ from explore.cli import TRACE_TOKENS, default_out, json_safe, print_json, run_kn
 from explore.design_point import DesignPoint, with_knobs
 from explore.evaluate import Evaluator, pool_point, trace_args
 from explore.format_checks import estimate_notice, format_notice, sixteen_bit_notice
-from explore.knobs import KNOBS, flag_name, input_columns
+from explore.knobs import KNOBS, flag_name, input_columns, knobs
 from explore.ops_table import format_op_table, op_rows
 from explore.out_paths import check_out_file
 from explore.point_checks import check_sweep_points
@@ -44,7 +44,7 @@ from explore.run_support import (
 )
 from explore.runner import Progress, columns_for, run_sweep
 from explore.schema import as_list
-from explore.serving_settings import FlagNames, data_parallel_ranks, flag_of, idle_setting, renamed
+from explore.serving_settings import SPEC_FIELDS, FlagNames, data_parallel_ranks, flag_of, idle_setting, renamed
 from explore.sweep import STRATEGY_NAMES, Constraint, Objectives, load_sweep
 from explore.sweep_notes import (
     dense_prefill_note,
@@ -589,12 +589,15 @@ def _serving_spec(args) -> ServingSpec:
 
 
 def _flagged(message: str) -> str:
-    """A message leading with a setting's key ('allreduce: found ...', 'attention_devices: found ...') as explore run
-    names the setting, by its flag; as it is where it leads with no setting's key (a file's path)."""
-    if (flagged := renamed(message, flag_of)) is not None:
-        return flagged
-    key, sep, rest = message.partition(": ")
-    return f"{flag_name(key)}: {rest}" if sep and key in KNOBS else message
+    """A message leading with a setting's key ('allreduce: found ...', 'exit_depth: found 0.5 with spec_draft ...') as
+    explore run names the settings it names, by their flags; as it is where it leads with no setting's key (a file's
+    path)."""
+    return renamed(message, _flag, SPEC_FIELDS | {knob.name for knob in knobs()}) or message
+
+
+def _flag(setting: str) -> str:
+    """The flag of a ServingSpec field (flag_of: '--rate') or of a knob ('--spec-draft')."""
+    return flag_of(setting) if setting in SPEC_FIELDS else flag_name(setting)
 
 
 # The kernel classes a GPU calibration can fit (hw_models.calibration): any other is priced on the roofline.

@@ -17,6 +17,7 @@ from explore.design_point import DesignPoint
 from explore.format_checks import check_format, format_knob_names
 from explore.knobs import KNOBS, knobs, off_words
 from explore.pool_what_ifs import POOL_WHAT_IFS
+from explore.serving_settings import renamed
 from hw_models.device import EXECUTION_MODES
 from kernels.data_parallel import check_data_parallel_attention
 from kernels.formats import IDLE_WHERE
@@ -103,9 +104,8 @@ def check_point_values(point: DesignPoint, config: ModelConfig, name: Callable[[
         error = _format_reason(typed, parts, config, point.tp)
     except TypeError:  # a value that cannot be a cache key (a list from YAML): checked as it is
         error = _format_reason.__wrapped__(typed, parts, config, point.tp)
-    if error:
-        part, _, rest = error.partition(": ")
-        raise InputError(f"{name(part)}: {rest}")
+    if error:  # the format's parts it names ('attn_weight_bits: found 4 with weight_bits 8'), each by `name`
+        raise InputError(renamed(error, name, KNOBS) or error)
 
 
 @functools.lru_cache(maxsize=4096)

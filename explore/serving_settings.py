@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -44,15 +44,18 @@ def sweep_key_of(field: str) -> str:
     return ".".join(("serving", *key_of(field)))
 
 
-def renamed(message: str, name: Callable[[str], str]) -> str | None:
-    """A ServingSpec error's `message` ('max_replicas: found 2 with prefill_replicas 3, ...') with the fields it names
-    as the caller names them (`name`: a flag, a sweep's key); None where it leads with no field's name."""
+SPEC_FIELDS = frozenset(f.name for f in dataclasses.fields(ServingSpec))
+
+
+def renamed(message: str, name: Callable[[str], str], settings: Container[str] = SPEC_FIELDS) -> str | None:
+    """A `message` leading with a setting's key ('max_replicas: found 2 with prefill_replicas 3, ...') with the settings
+    it names as the caller names them (`name`: a flag, a sweep's key); `settings`: the keys renamed (ServingSpec's
+    fields, or every setting `explore run` has a flag for); None where it leads with none of them."""
     field, _, rest = message.partition(": ")
-    fields = {f.name for f in dataclasses.fields(ServingSpec)}
-    if field not in fields:
+    if field not in settings:
         return None
     # The other settings it names ('found 1 with mixed_replicas 2') too.
-    rest = re.sub(r"\bwith (\w+) ", lambda m: f"with {name(m[1])} " if m[1] in fields else m[0], rest)
+    rest = re.sub(r"\bwith (\w+) ", lambda m: f"with {name(m[1])} " if m[1] in settings else m[0], rest)
     return f"{name(field)}: {rest}"
 
 

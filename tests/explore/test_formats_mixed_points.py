@@ -223,9 +223,9 @@ def test_emulated_gemms_is_a_results_column(tiny_evaluator):
 
 
 @pytest.mark.parametrize("flags, needle", [
-    (["--weight-bits", "8", "--attn-weight-bits", "4"], "--attn-weight-bits: found 4 with weight_bits 8"),
+    (["--weight-bits", "8", "--attn-weight-bits", "4"], "--attn-weight-bits: found 4 with --weight-bits 8"),
     (["--weight-bits", "4", "--outlier-fraction", "0.3"], "--outlier-fraction: found 0.3"),
-    (["--weight-coding", "dfloat11", "--weight-bits", "4"], "--weight-coding: found 'dfloat11' with weight_bits 4"),
+    (["--weight-coding", "dfloat11", "--weight-bits", "4"], "--weight-coding: found 'dfloat11' with --weight-bits 4"),
     (["--weight-bits", "4", "--weight-type", "fp4_e2m1", "--edge-layer-bits", "8"], "--edge-layer-bits: found 8"),
 ])
 def test_bad_run_flags_are_one_line_exit_2(flags, needle, capsys):

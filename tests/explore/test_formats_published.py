@@ -83,7 +83,7 @@ def test_squeezellm_3bit_over_fp16_on_a6000(evaluator):
 
 @pytest.mark.parametrize("flags, message", [
     (["--weight-bits", "8", "--weight-type", "fp4_e2m1"],
-     "--weight-type: found 'fp4_e2m1' with weight_bits 8, allowed: weight_bits 4"),
+     "--weight-type: found 'fp4_e2m1' with --weight-bits 8, allowed: weight_bits 4"),
     (["--weight-bits", "4", "--group-size", "256", "--tp", "2"],
      "--group-size: found 256, which does not divide llama-2-7b's MLP down k=5504"),
     (["--weight-bits", "4", "--act-bits", "8", "--weight-type", "nf4"],

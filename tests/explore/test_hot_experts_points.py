@@ -27,7 +27,7 @@ def _tiny_mixtral(folder) -> str:
     (["--model", "llama-2-7b", "--hot-experts", "0.25", "--hot-expert-bits", "8"],
      "--hot-experts: found 0.25 on llama-2-7b, a dense model"),
     (["--model", "mixtral-8x7b", "--hot-experts", "0.25"],
-     "--hot-expert-bits: found 0 with hot_experts 0.25 and the experts at 4 bits"),
+     "--hot-expert-bits: found 0 with --hot-experts 0.25 and the experts at 4 bits"),
     (["--model", "mixtral-8x7b", "--hot-experts", "1.5", "--hot-expert-bits", "8"], "--hot-experts: found 1.5"),
     (["--model", "mixtral-8x7b", "--hot-experts", "0.5", "--hot-expert-bits", "7"], "--hot-expert-bits"),
 ])

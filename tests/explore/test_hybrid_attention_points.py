@@ -68,7 +68,7 @@ def test_hybrid_never_serves_fewer_sequences_at_once(evaluator):
      "--attention-placement: found 'hybrid' with --attention-device 'h20' (a gpu device), allowed: a CPU"),
     (["--attention-device", "ampere-altra", "--attention-placement", "hybrid", "--tp", "2",
       "--link", "pcie3-x16"],
-     "--attention-placement: found 'hybrid' with tp 2, allowed: 1"),
+     "--attention-placement: found 'hybrid' with --tp 2, allowed: 1"),
     (["--attention-placement", "hybrid"], "--attention-placement"),
     (["--attention-device", "ampere-altra", "--attention-placement", "hybrid"],
      "--attention-placement: found 'hybrid' with no attention_link, allowed: the link between the GPU and its host "

@@ -166,7 +166,8 @@ def test_a_grid_crossing_offload_with_speculation_runs_the_points_it_can(tiny_co
     assert main(["run", "--model", tiny_config, "--device", "h100-sxm", "--offload", "auto", "--spec-draft", "medusa",
                  "--acceptance", "0.5"]) == 2
     err = capsys.readouterr().err
-    assert f"--{SPECULATIVE_OFFLOAD}" in err and len(err.strip().splitlines()) == 1
+    assert ("--offload: found 'auto' with --spec-draft 'medusa', allowed: none with speculative decoding" in err
+            and len(err.strip().splitlines()) == 1), err
     head = f"name: os\nmodel: {tiny_config}\ndevice: h100-sxm\nworkload: {{batch: 2, prompt: 64, output: 8, "
     path = write_sweep(tmp_path, head + "offload: [none, auto], spec_draft: ['', medusa], acceptance: 0.5}\n")
     assert main(["check", path]) == 0

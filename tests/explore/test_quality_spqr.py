@@ -165,7 +165,7 @@ format: {text}
 def test_bad_spqr_flags_on_explore_run_are_one_line_exit_2(tiny_config, capsys):
     err = _one_line_exit_2(capsys, ["run", "--model", tiny_config, "--device", "a100-sxm-80gb", "--weight-bits", "3",
                                     "--group-size", "8"])
-    assert "--group-size: found 8 with scale_type fp16" in err
+    assert "--group-size: found 8 with --scale-type fp16" in err
     err = _one_line_exit_2(capsys, ["run", "--model", tiny_config, "--device", "a100-sxm-80gb", "--weight-bits", "3",
                                     "--scale-type", "spqr3", "--scale-group-size", "5"])
     assert "--scale-group-size" in err and "5" in err

@@ -253,11 +253,12 @@ HYBRID_FLAGS = [*SERVING_FLAGS, "--attention-device", "ampere-altra", "--attenti
      "--prefix-attention: found 'cascade' with --prefix-groups 2, allowed: paged (behind a prefill pool"),
     (["--exit-depth", "0.5", "--pp", "2"], "--exit-depth: found 0.5 on 2 pipeline stages, allowed: 1 (every layer)"),
     (["--exit-depth", "0.5", "--spec-draft", "medusa", "--acceptance", "0.5"],
-     "--exit-depth: found 0.5 with spec_draft 'medusa', allowed: 1 (every layer) with speculative decoding"),
+     "--exit-depth: found 0.5 with --spec-draft 'medusa', allowed: 1 (every layer) with speculative decoding"),
     ([*SERVING_FLAGS, "--tp", "2", "--pp", "2", "--overlap", "token_split"],
      "--overlap: found 'token_split' on 2 pipeline stages, allowed: none, or token splitting on one stage"),
     ([*SERVING_FLAGS, "--tp", "2", "--overlap", "token_split", "--attention-device", "h20"],
-     "--attention-device: found 'h20' with overlap 'token_split', allowed: none (token splitting beside"),
+     "--attention-device: found 'h20' with --overlap 'token_split', allowed: none (token splitting beside"),
+    ([*HYBRID_FLAGS, "--tp", "2"], "--attention-placement: found 'hybrid' with --tp 2, allowed: 1 (one model device"),
 ])
 def test_explore_run_refuses_a_point_not_modeled_in_one_line(tiny_config, capsys, flags, message):
     assert main(["run", "--model", tiny_config, "--device", "h100-sxm", *flags]) == 2
