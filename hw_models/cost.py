@@ -70,11 +70,12 @@ class KernelCosts:
     def faster(self, other: KernelCosts, rows: np.ndarray) -> KernelCosts:
         """The faster of two ways to run the same kernels, where a runtime has both and picks per kernel: `other`'s
         costs in the rows where `rows` is true and other's time is shorter than these, or as short at no more energy;
-        these elsewhere (a tie in time goes to the cheaper in energy)."""
+        these elsewhere (a tie in time goes to the cheaper in energy). Each kernel keeps the unit of the way taken."""
         tie = (other.time_s == self.time_s) & (other.energy_J <= self.energy_J)
         use = rows & ((other.time_s < self.time_s) | tie)
-        return KernelCosts.broadcast(unit=self.unit, **{name: np.where(use, getattr(other, name), getattr(self, name))
-                                                        for name in TIME_ENERGY_FIELDS})
+        unit = self.unit if other.unit is None else np.where(use, other.unit, 0 if self.unit is None else self.unit)
+        return KernelCosts.broadcast(unit=unit, **{name: np.where(use, getattr(other, name), getattr(self, name))
+                                                   for name in TIME_ENERGY_FIELDS})
 
     def sum(self, name: str, mask: np.ndarray | None = None, without: np.ndarray | None = None) -> float:
         """Field `name` summed over the kernels where `mask` is true (None: all) and `without` is not."""

@@ -1,6 +1,6 @@
 """Systolic NPU cost model, optionally with HBM-PIM banks beside it (NeuPIMs, Heo et al., ASPLOS 2024).
 
-Matrix kernels (GEMMs, prefill attention, and decode attention when there is no PIM) are tiled onto the
+Matrix kernels (GEMMs, and attention where the PIM banks, if any, are not faster) are tiled onto the
 arrays. A dataflow keeps two dimensions of the problem stationary in an R x C array and streams the third:
 weight-stationary holds a (k x n) weight tile and streams the m rows; output-stationary holds an (m x n)
 output tile and streams k. The stationary dimensions split into ceil(rows/R) x ceil(cols/C) tiles (edge
@@ -14,12 +14,19 @@ over the arrays:
 
 With a second weight register the next tile loads (R cycles) while the current chunk streams, so a fold
 costs the longer of the two, plus one first load and one pipeline fill and drain (R + C - 2) per kernel;
-without it every fold loads, streams, fills and drains in turn. A GEMV (m = 1) under weight-stationary
-therefore costs R cycles per tile for one useful row: its utilization is about 1/R of a large GEMM's.
+without it every fold loads, streams, fills and drains in turn. Either operand may be held: A x B, or its transpose
+B^T x A^T, which holds the inputs and streams the weights (SCALE-Sim's input-stationary dataflow on the same array);
+each kernel takes the faster. A GEMV (m = 1) therefore costs R cycles per tile for one useful row, or streams its
+weights past one used column: its utilization is about 1/R of a large GEMM's either way. Decode attention holds the
+query and streams the keys (one fold per head where holding the keys loads ceil(kv/C) tiles of R cycles for one
+row each). Taller arrays cost a kernel with a short streamed side more per fold (max(chunk, R)), and a tile of a
+head_dim-deep product (128) leaves rows of a 256-row array idle: a bigger weight-stationary array speeds only the
+GEMMs that stream at least R rows per fold (prefill), not memory-bound decode.
 
 Off-chip traffic: what the table says moves, plus the re-reads an SRAM-limited tiling forces: the cheaper of
-re-reading the weights once per streamed chunk, or re-reading the inputs once per group of n-tiles the
-arrays hold at once. Time = max(compute, memory); no per-kernel launch cost (the NPU runs its own program).
+re-reading the held operand once per further streamed chunk, or re-reading the streamed one once per further
+group of column tiles the arrays hold at once. Time = max(compute, memory); no per-kernel launch cost (the NPU runs
+its own program).
 
 Mapping: the arrays share the buffers, so a kernel spread over fewer of them streams longer chunks (fewer weight
 re-reads) but runs fewer folds at once and holds fewer n-tiles (more input re-reads). Each kernel runs on the number
@@ -31,10 +38,13 @@ where that is faster.
 
 Vector kernels (norm, softmax, elementwise, embedding) run on the vector units at their op rate.
 
-PIM: decode attention (GEMV against the KV cache) runs in the banks, unit "pim", at the in-bank MAC rate
-(channels x banks x multipliers per command interval), derated by row switches (precharge, activating every
-bank, tRCD between rows), plus the query and result crossing the external channels. Everything else runs on the
-NPU, unit "npu". Dual row buffers with sub-batch interleaving give sub_batches = 2 (the simulator overlaps one
+PIM: attention over the KV cache may run in the banks, unit "pim", each query a GEMV over the keys at the in-bank
+MAC rate (channels x banks x multipliers per command interval), derated by row switches (precharge, activating every
+bank, tRCD between rows), plus the queries and results crossing the external channels. Each such kernel runs on the
+faster of the banks and the arrays, as PIM schedulers for speculative decoding place attention by its queries per key
+(PAPI, ASPLOS 2025; SpecPIM, ASPLOS 2024): on neupims a decode step's query and a verification's k + 1 up to 5 take
+the banks, more queries (a prefill) the arrays. Everything else runs on the NPU, unit "npu".
+Dual row buffers with sub-batch interleaving give sub_batches = 2 (the simulator overlaps one
 sub-batch's PIM attention with the other's NPU GEMMs); a single row buffer blocks memory while PIM computes,
 so nothing overlaps (sub_batches = 1).
 
@@ -207,16 +217,46 @@ class NPUModel(DeviceModel):
         """(compute_s, traffic_B, sram_B) of the matrix kernels in `rows`, each on its fastest mapping."""
         spec, a = self.spec, self.spec.npu
         m, n, k, count, dense_flops = self.matrix_shapes(table, rows)
-        if a.dataflow == "weight_stationary":
-            rows_dim, cols_dim, stream = k, n, m
-        else:
-            rows_dim, cols_dim, stream = m, n, k
         rate_per_pe = macs_per_s[rows] / (spec.pes * spec.frequency_Hz)
         # Sparse or causal work (flops below the dense shape's) shortens the streaming in proportion.
         share = np.where(dense_flops > 0, table.flops[rows] / np.maximum(dense_flops, 1), 1.0)
         inputs = table.act_bytes[rows] * k / np.maximum(k + n, 1)  # act_bytes holds inputs and outputs
-        work = ArrayWork(rows_dim, cols_dim, stream, count, element_bytes[rows],
-                         share / (spec.frequency_Hz * rate_per_pe), table.weight_bytes[rows], inputs, table.bytes[rows])
+        cycle_s = share / (spec.frequency_Hz * rate_per_pe)
+        weight_B, once_B = table.weight_bytes[rows], table.bytes[rows]
+        # Either product runs: A x B, or its transpose B^T x A^T, which holds the other operand in the arrays and
+        # streams the first (SCALE-Sim's input-stationary dataflow beside its weight-stationary one on the same
+        # array, scale-sim-v2 scalesim/compute/systolic_compute_is.py). The transpose wins where the streamed side
+        # is short: a decode step's attention streams one query past each head's keys, each key tile a fold of R
+        # cycles for one row, where holding the query streams every key once.
+        if a.dataflow == "weight_stationary":
+            direct = ArrayWork(k, n, m, count, element_bytes[rows], cycle_s, weight_B, inputs, once_B)
+            transposed = ArrayWork(k, m, n, count, element_bytes[rows], cycle_s, inputs, weight_B, once_B)
+        else:
+            direct = ArrayWork(m, n, k, count, element_bytes[rows], cycle_s, weight_B, inputs, once_B)
+            transposed = ArrayWork(n, m, k, count, element_bytes[rows], cycle_s, inputs, weight_B, once_B)
+        mapped = [self._on_best_arrays(work) for work in (transposed, direct)]
+        compute_s, traffic = (np.stack([c[i] for c in mapped], axis=1) for i in (0, 1))
+        # The faster orientation, the least traffic breaking ties, then the direct one (last column).
+        pick = fastest_mapping(np.maximum(compute_s, traffic / spec.bandwidth_Bps), traffic)
+        kernel = np.arange(len(pick))
+        # SRAM: every off-chip byte is written and read once; streamed inputs are read once per n-tile;
+        # partial sums are read and written once per k-tile.
+        sram = [2 * traffic[:, i] + (self._streamed_B(work) + self._psum_B(work)) * share
+                for i, work in enumerate((transposed, direct))]
+        return compute_s[kernel, pick], traffic[kernel, pick], np.stack(sram, axis=1)[kernel, pick]
+
+    def _streamed_B(self, work: ArrayWork) -> np.ndarray:
+        """SRAM bytes of the streamed operand: each streamed row read once per tile of the stationary columns."""
+        return work.stream * work.rows * work.count * work.element_bytes * np.ceil(work.cols / self.spec.npu.array_cols)
+
+    def _psum_B(self, work: ArrayWork) -> np.ndarray:
+        """SRAM bytes of partial sums: read and written once per tile of the stationary rows."""
+        acc_B = self.spec.sram.accumulator_bytes
+        return 2 * work.stream * work.cols * work.count * acc_B * np.ceil(work.rows / self.spec.npu.array_rows)
+
+    def _on_best_arrays(self, work: ArrayWork) -> tuple:
+        """(compute_s, traffic_B) of `work` on its fastest number of arrays."""
+        spec, a = self.spec, self.spec.npu
         compute_s, traffic, chunks = on_arrays(spec, work, a.array_count)
         # Fewer arrays can be faster only for a kernel streamed in several chunks on all of them (in one chunk there,
         # fewer arrays stream the same in more rounds, holding fewer n-tiles at once), and only where all of them take
@@ -233,19 +273,12 @@ class NPUModel(DeviceModel):
             pick = fastest_mapping(np.maximum(c, t / spec.bandwidth_Bps), t)
             kernel = np.arange(len(pick))
             compute_s[split], traffic[split] = c[kernel, pick], t[kernel, pick]
-        # SRAM: every off-chip byte is written and read once; streamed inputs are read once per n-tile;
-        # partial sums are read and written once per k-tile.
-        streamed = stream * rows_dim * count * element_bytes[rows] * np.ceil(cols_dim / a.array_cols)
-        psums = 2 * stream * cols_dim * count * spec.sram.accumulator_bytes * np.ceil(rows_dim / a.array_rows)
-        sram = 2 * traffic + (streamed + psums) * share
-        return compute_s, traffic, sram
+        return compute_s, traffic
 
     def _cost_table(self, table: KernelTable, execution: str) -> KernelCosts:
         spec, energy = self.spec, self.spec.energy
         size = len(table)
-        on_pim = table.decode_attention_mask if spec.pim is not None else np.zeros(size, dtype=bool)
-        matrix = table.tensor_core & ~on_pim
-        vector = ~table.tensor_core & ~on_pim
+        matrix, vector = table.tensor_core, ~table.tensor_core
         element_bytes = table.per_dtype(lambda d, _: DTYPE_BITS.get(d, 16) / 8)
         macs_per_s = table.per_dtype(lambda d, _: spec.macs_per_s(d))
         mac_J = table.per_dtype(lambda d, _: spec.mac_J(d))
@@ -264,25 +297,29 @@ class NPUModel(DeviceModel):
         compute_J[vector] = table.flops[vector] * energy.vector_op_pJ * 1e-12
         memory_J = offchip_B * 8 * energy.hbm_pJ_per_bit * 1e-12 + sram_B * energy.sram_pJ_per_byte * 1e-12
         time_s = np.maximum(compute_s, memory_s)
-        unit = np.zeros(size, dtype=int)
-        if on_pim.any():
-            self._pim(table, on_pim, compute_s, memory_s, time_s, compute_J, memory_J)
-            unit[on_pim] = 1
-        return KernelCosts(time_s=time_s, compute_s=compute_s, memory_s=memory_s, overhead_s=np.zeros(size),
-                           compute_J=compute_J, memory_J=memory_J, static_J=spec.power.idle_W * time_s, unit=unit)
+        costs = KernelCosts(time_s=time_s, compute_s=compute_s, memory_s=memory_s, overhead_s=np.zeros(size),
+                            compute_J=compute_J, memory_J=memory_J, static_J=spec.power.idle_W * time_s,
+                            unit=np.zeros(size, dtype=int))
+        # Attention over a KV cache in the banks runs on whichever unit is faster, as PIM schedulers for speculative
+        # decoding place it by its queries per key (PAPI, ASPLOS 2025; SpecPIM, ASPLOS 2024): a decode step's one
+        # query or a verification's k + 1 take the banks, a long prefill's many take the arrays.
+        in_banks = table.attention_mask & (table.kv_bytes > 0) if spec.pim is not None else np.zeros(size, bool)
+        return costs.faster(self._pim(table, in_banks), in_banks) if in_banks.any() else costs
 
-    def _pim(self, table: KernelTable, rows: np.ndarray, compute_s, memory_s, time_s, compute_J, memory_J) -> None:
-        """Decode attention in the banks: fills the PIM rows of the arrays in place."""
+    def _pim(self, table: KernelTable, rows: np.ndarray) -> KernelCosts:
+        """Attention in the banks (unit "pim") of the kernels in `rows` (zeros elsewhere): each query a GEMV over the
+        keys, so q queries cost q GEMVs."""
         spec, energy = self.spec, self.spec.energy
-        macs = table.flops[rows] / 2
-        kv = table.kv_bytes[rows]
+        macs = np.where(rows, table.flops / 2, 0.0)
+        kv = np.where(rows, table.kv_bytes, 0.0)
+        act = np.where(rows, table.act_bytes, 0.0)
         # The multipliers consume the open row at the in-bank rate; row switches stall them.
         bank_s = np.maximum(macs / spec.pim_macs_per_s, kv / spec.pim_internal_Bps) / spec.pim_row_efficiency
-        # The query goes in and the scores/outputs come out through the external channels.
-        io_s = table.act_bytes[rows] / spec.bandwidth_Bps
-        compute_s[rows] = macs / spec.pim_macs_per_s
-        memory_s[rows] = kv / spec.pim_internal_Bps + io_s
-        time_s[rows] = bank_s + io_s
-        compute_J[rows] = macs * energy.pim_mac_pJ * 1e-12
-        memory_J[rows] = (kv * 8 * energy.pim_access_pJ_per_bit
-                          + table.act_bytes[rows] * 8 * energy.hbm_pJ_per_bit) * 1e-12
+        # The queries go in and the scores/outputs come out through the external channels.
+        io_s = act / spec.bandwidth_Bps
+        time_s = bank_s + io_s
+        return KernelCosts(time_s=time_s, compute_s=macs / spec.pim_macs_per_s,
+                           memory_s=kv / spec.pim_internal_Bps + io_s, overhead_s=np.zeros(len(table)),
+                           compute_J=macs * energy.pim_mac_pJ * 1e-12,
+                           memory_J=(kv * 8 * energy.pim_access_pJ_per_bit + act * 8 * energy.hbm_pJ_per_bit) * 1e-12,
+                           static_J=spec.power.idle_W * time_s, unit=np.where(rows, 1, 0))

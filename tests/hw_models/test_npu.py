@@ -80,14 +80,16 @@ def test_gemv_uses_the_array_about_one_row_in_rows():
 
 
 def test_edge_tiles_are_padded():
-    # n = 1025 needs 9 column tiles where 1024 needs 8: with 2 chunks of 256 rows that is 18 folds (3 rounds on
-    # 8 arrays) against 16 (2 rounds): the one extra column costs a round, and utilization drops.
+    # k = 129 needs 2 row tiles where 128 needs 1, whichever operand the arrays hold (k is the held rows either
+    # way). Direct: 8 (k = 128) or 16 column-by-row tiles x 2 chunks of 256 rows = 16 or 32 folds, 2 or 4 rounds on
+    # 8 arrays; transposed (holding the 128 x 512 inputs, streaming n = 1024 in 4 chunks of 256): 4 or 8 tiles x 4
+    # chunks, the same rounds. The one extra row of k costs two rounds, and utilization drops.
     device = load_device("neupims")
     full = device.cost(gemm(512, 1024, 128)).breakdown["compute_s"]
-    edge = device.cost(gemm(512, 1025, 128)).breakdown["compute_s"]
+    edge = device.cost(gemm(512, 1024, 129)).breakdown["compute_s"]
     assert full == pytest.approx((2 * 256 + 382) / 1e9)
-    assert edge == pytest.approx((3 * 256 + 382) / 1e9)
-    assert utilization(device, 512, 1025, 128) < 0.8 * utilization(device, 512, 1024, 128)
+    assert edge == pytest.approx((4 * 256 + 382) / 1e9)
+    assert utilization(device, 512, 1024, 129) < 0.8 * utilization(device, 512, 1024, 128)
 
 
 def test_single_buffered_array_pays_the_load_and_fill_every_fold():
@@ -97,13 +99,38 @@ def test_single_buffered_array_pays_the_load_and_fill_every_fold():
 
 
 def test_sram_limited_chunks_force_weight_or_input_rereads():
-    # m = 1024 in chunks of 256: re-reading weights 3 more times (3 x 32 MiB) costs more than re-reading the
-    # inputs (8 MiB) once per extra group of 1024 columns (4096 / (128 x 8) = 4 groups: 3 more).
+    # m = 2048, n = k = 4096 on 8 arrays whose buffers hold 256 streamed rows each. Direct (weights held, the 2048
+    # input rows streamed in 8 chunks): re-read the weights 7 more times (7 x 32 MiB) or the inputs (16 MiB) once
+    # per further group of 1024 columns (4096 / (128 x 8) = 4 groups: 3 more), 48 MiB. Transposed (inputs held, the
+    # 4096 weight rows streamed in 16 chunks): the inputs 15 more times, or the weights once per further group of
+    # 1024 of the 2048 input columns (1 more), 32 MiB. Both take 1024 rounds of 256 cycles (8192 folds), so the
+    # tie goes to the lesser traffic: 32 MiB.
     device = load_device("neupims")
-    k = gemm(1024, 4096, 4096)
-    inputs = 2.0 * 1024 * 4096
-    expected = k.total_bytes + min(3 * k.weight_bytes, 3 * inputs)
-    assert device.cost(k).breakdown["memory_s"] == pytest.approx(expected / device.bandwidth_Bps)
+    k = gemm(2048, 4096, 4096)
+    inputs = 2.0 * 2048 * 4096
+    direct = min(7 * k.weight_bytes, 3 * inputs)
+    transposed = min(15 * inputs, 1 * k.weight_bytes)
+    assert transposed < direct
+    assert device.cost(k).breakdown["memory_s"] == pytest.approx((k.total_bytes + transposed) / device.bandwidth_Bps)
+
+
+def test_decode_attention_holds_the_query_and_streams_the_keys():
+    # npu-only with 256-row arrays and 2048 KB buffers, decode attention of 64 sequences x 32 heads over 300 keys
+    # (head_dim 128): 4096 products (QK^T and PV per head, priced alike) of one query row. Holding each key tile
+    # and streaming the one query costs ceil(300 / 128) = 3 tiles of 256 load cycles each: 12288 folds, 1536
+    # rounds, 393,854 cycles (393.9 us), above the memory floor. Holding the query (128 x 1, one tile) and
+    # streaming the 300 keys: the half scratchpad holds 2048 KB / 2 / (256 x 2 B) = 2048 rows, 256 per array,
+    # so 2 chunks of 150: 8192 folds, 1024 rounds of max(150, 256) + 256 + 382 = 262,782 cycles. The KV read,
+    # 315.6 MB at 1024 GB/s = 308.2 us, then bounds it, as it does on the 128-row arrays: twice the rows do not slow
+    # a memory-bound kernel.
+    sram = {"sram.scratchpad_KB": 2048, "sram.accumulator_KB": 2048}
+    wide, square = load_device("npu-only", {"npu.array_rows": 256, **sram}), load_device("npu-only", sram)
+    kernel = decode_attention(batch=64, heads=32, kv_len=300, head_dim=128)
+    floor_s = (2 * 2 * 64 * 32 * 128 + 2 * 2 * 64 * 32 * 300 * 128) / 1024e9
+    cost = wide.cost(kernel)
+    assert cost.breakdown["compute_s"] == pytest.approx((1024 * 256 + 256 + 382) / 1e9)
+    assert cost.time_s == pytest.approx(floor_s)
+    assert square.cost(kernel).time_s == pytest.approx(floor_s)
 
 
 def test_decode_attention_on_pim_from_the_bank_rate():
@@ -126,6 +153,35 @@ def test_pim_beats_the_npu_on_decode_attention_and_leaves_gemms_on_the_npu():
     assert npu.time_s[0] == pytest.approx(k.total_bytes / 1.024e12)
     assert pim.time_s[0] < npu.time_s[0] / 5
     assert pim.unit_index.tolist() == [1, 0]
+
+
+def multi_query_attention(queries: int, kv_len: int, batch: int = 8, heads: int = 32, head_dim: int = 128) -> Kernel:
+    """A speculative verification's attention: `queries` tokens per sequence over a KV cache of kv_len keys."""
+    return Kernel(kind=KernelKind.ATTENTION_PREFILL, op="sdpa",
+                  flops=4.0 * batch * heads * queries * kv_len * head_dim, weight_bytes=0.0,
+                  act_bytes=2.0 * 2 * batch * heads * queries * head_dim,
+                  kv_bytes=2.0 * 2 * batch * heads * kv_len * head_dim, dtype="fp16", tensor_core=True,
+                  batch=batch, heads=heads, kv_heads=heads, q_len=queries, kv_len=kv_len, head_dim=head_dim)
+
+
+def test_attention_of_few_queries_over_a_long_kv_runs_in_the_banks_and_of_many_on_the_arrays():
+    # Each query is one GEMV over the keys in the banks (the 184-cycle row per 64 cycles of commands, as above):
+    # q x 2 x batch x heads x kv x d MACs / 8.192e12 x 184 / 64, plus the queries and outputs over 1024 GB/s. The
+    # arrays cannot beat reading the KV cache over the 1024 GB/s channels. At q = 2 the banks take 2 x 184 / 64 =
+    # 5.75 MACs' time per 2-byte key element where the channels take 2 B / 1.024e12 = 16 (in 1 / 8.192e12 s units):
+    # 2.8x faster. At q = 16, 46 against 16: the arrays, which stream the keys past the queries once, win.
+    neupims, only = load_device("neupims"), load_device("npu-only")
+    for queries in (1, 2, 3, 5, 6, 8, 16, 64):
+        k = multi_query_attention(queries, kv_len=4096)
+        in_banks_s = k.flops / 2 / 8.192e12 * 184 / 64 + k.act_bytes / 1.024e12
+        on_arrays_s = float(costs(only, [k]).time_s[0])
+        table = costs(neupims, [k])
+        assert table.time_s[0] == pytest.approx(min(in_banks_s, on_arrays_s))
+        assert neupims.units[int(table.unit_index[0])] == ("pim" if in_banks_s < on_arrays_s else "npu")
+        if queries == 2:
+            assert in_banks_s < k.kv_bytes / 1.024e12 < on_arrays_s
+        if queries == 16:
+            assert table.time_s[0] == pytest.approx(on_arrays_s) and on_arrays_s < in_banks_s
 
 
 def test_vector_kernels_at_the_vector_rate():
