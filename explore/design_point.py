@@ -19,7 +19,7 @@ from explore.knobs import KNOBS, Knob, knobs
 from explore.pool_what_ifs import POOL_WHAT_IFS
 from hw_models.registry import calibration_file, read_device_yaml
 from kernels.formats import NumericFormat
-from sim.serving_spec import ATTENTION_MICRO_BATCHES, ServingSpec
+from sim.serving_spec import ServingSpec
 from workloads.model_config import config_file, load_model_config
 
 
@@ -198,7 +198,7 @@ class DesignPoint:
                  f"cpu), whose host memory holds the sequences the model's devices do not"),
                 (self.tp > 1, f"tp {self.tp}, allowed: 1 (one model device beside the host)"),
                 (spec.attention_devices > 1, f"attention_devices {spec.attention_devices}, allowed: 1 (one host)"),
-                (spec.attention_micro_batches not in (ATTENTION_MICRO_BATCHES, 1),
+                (not spec.micro_batches_unread,
                  f"attention_micro_batches {spec.attention_micro_batches}, allowed: left out (a hybrid iteration runs "
                  f"as one batch, APEX's asynchronous overlap)")):
             if conflict:

@@ -616,6 +616,12 @@ class ServingSpec:
                            interval_s=self.autoscale_interval_s, ttft_s=self.slo_ttft_s, tpot_s=self.slo_tpot_s,
                            predictor=self.autoscale_predictor or "constant")
 
+    @property
+    def micro_batches_unread(self) -> bool:
+        """Whether the run reads no attention_micro_batches: a hybrid placement runs each iteration as one batch
+        (APEX's asynchronous overlap), as the count left out or 1 asks (a sweep's point at any other is not run)."""
+        return self.attention_placement == "hybrid" and self.attention_micro_batches in (ATTENTION_MICRO_BATCHES, 1)
+
     def columns(self) -> dict[str, object]:
         """The knobs a results row shows (serving_ prefixed where the name alone is ambiguous)."""
         return {"scheduler": self.scheduler, "arrival": self.arrival,
@@ -661,12 +667,12 @@ class ServingSpec:
                 **({} if self.kv_store_GB is None else {"kv_store_GB": self.kv_store_GB}),
                 **({} if self.kv_store_GBps is None else {"kv_store_GBps": self.kv_store_GBps}),
                 # Where a sweep names attention devices: the settings, none where the model's devices attend (and no
-                # micro-batches where a hybrid iteration runs as one batch).
+                # micro-batches where a hybrid iteration runs as one batch; a point not run for its count shows it).
                 **({} if not self.attention_device else {
                     name: getattr(self, name) if self.attends_apart else None for name in ATTENTION_FIELDS}
                    | {"attention_device": self.attention_device}
                    | ({"attention_link": self.pool_link} if self.attends_apart else {})
-                   | ({"attention_micro_batches": None} if self.attention_placement == "hybrid" else {}))}
+                   | ({"attention_micro_batches": None} if self.micro_batches_unread else {}))}
 
     @property
     def handoff_link(self) -> str:

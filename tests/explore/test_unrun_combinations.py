@@ -57,7 +57,7 @@ CASES = {
     "hybrid in micro-batches": (
         f"{SERVING}{HOST}  attention_device: ampere-altra\n  attention_micro_batches: [2, 4]\n"
         f"  attention_placement: [apart, hybrid]\n",
-        ("attention_micro_batches", "attention_placement"), [(None, "hybrid")],  # a hybrid row shows none
+        ("attention_micro_batches", "attention_placement"), [(4, "hybrid")],  # the count it was not run for
         "attention_placement: found 'hybrid' with attention_micro_batches 4, allowed: left out",
         f"{SERVING}{HOST}  attention_device: ampere-altra\n  attention_micro_batches: [3, 4]\n"
         f"  attention_placement: hybrid\n"),
