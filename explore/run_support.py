@@ -45,8 +45,7 @@ def parse_sets(items: list[str], device_name: str) -> tuple[dict[str, int | floa
             raise InputError(f"--set: found {item!r}, allowed: KEY=VALUE with a device field's dotted path, e.g. "
                              f"{SET_EXAMPLE}")
         if not _NUMBER.match(text):
-            bare = not key.startswith(WHAT_IF_PREFIXES[1:])  # the device's own field, not a link's or a pool's
-            if bare and (why := what_if_refusal(device_name, key.removeprefix(DEVICE_PREFIX))):
+            if why := text_refusal(device_name, key, text):
                 raise InputError(f"--set {key}: found {text!r}; {why}")
             raise InputError(f"--set {key}: found {text!r}, allowed: a number (an integer or a decimal, e.g. 6700 "
                              f"or 1.5e3; 0 or 1 for a yes/no field such as link.multimem)")
@@ -61,6 +60,15 @@ def parse_sets(items: list[str], device_name: str) -> tuple[dict[str, int | floa
             raise InputError(f"--set {key}: found twice ({target[path]:g} and {value:g}), allowed: once")
         target[path] = value
     return device, link, pools
+
+
+def text_refusal(device_name: str, key: str, text: str) -> str | None:
+    """Why a what-if on `key` ('memory.bandwidth_GBps', 'device.pim.row_buffers') cannot take `text`, which reads as no
+    number, where the device's own field there holds none (a name, set in a device file: what_if_refusal); None
+    otherwise (a link's or a pool's field, or a number field: refused as a number is)."""
+    if key.startswith(WHAT_IF_PREFIXES[1:]) or _NUMBER.match(text.strip()):
+        return None
+    return what_if_refusal(device_name, key.removeprefix(DEVICE_PREFIX))
 
 
 def _without_where(message: str) -> str:

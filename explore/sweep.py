@@ -32,7 +32,7 @@ from explore.knobs import KNOBS, knobs
 from explore.metrics import metric, metric_names, numeric_metrics
 from explore.point_blocks import PointBlock, PointSet
 from explore.pool_what_ifs import POOL_WHAT_IFS
-from explore.run_support import LINK_PREFIX, WHAT_IF_PREFIXES, override_error, system_nodes
+from explore.run_support import LINK_PREFIX, WHAT_IF_PREFIXES, override_error, system_nodes, text_refusal
 from explore.schema import (
     ExpressionText,
     Number,
@@ -553,10 +553,11 @@ def load_sweep(path: str) -> Sweep:
         raise InputError(f"{path}: found {found_document(located.data)}, allowed: a mapping of sweep keys "
                          f"({', '.join(schema.model_fields)})")
     check_keys(located.data, schema, path, line_of=located.line_of, elsewhere=_section_of_knob)
+    _check_text_what_ifs(located)
     try:
         spec = schema.model_validate(_beside(located.data, Path(path).parent))
     except ValidationError as err:
-        raise input_error(err, path, line_of=located.line_of) from None
+        raise input_error(err, path, line_of=located.line_of, cls=schema) from None
     sweep = Sweep(path=path, spec=spec)
     _check_workload_or_serving(spec, located)
     _warn_directions(sweep, located)
@@ -564,6 +565,26 @@ def load_sweep(path: str) -> Sweep:
     _check_derived(sweep, located)
     _check_references(sweep, located)
     return sweep
+
+
+def _check_text_what_ifs(located: LocatedYAML) -> None:
+    """A device override given text or a yes/no where the sweep's device holds a name or a yes/no there
+    (pim.row_buffers: single) is refused as `--set` refuses it, saying where such a field is changed (a device file),
+    before the schema asks for a number."""
+    overrides, devices = located.data.get("overrides"), located.data.get("device")
+    if not isinstance(overrides, dict):
+        return
+    for key, values in overrides.items():
+        for value in values if isinstance(values, list) else [values]:
+            for device in devices if isinstance(devices, list) else [devices]:
+                if not (isinstance(value, str | bool) and isinstance(device, str) and isinstance(key, str)):
+                    continue
+                try:
+                    why = text_refusal(device, key, str(value))
+                except InputError:  # a device that cannot be read: the checks after the schema's name it
+                    continue
+                if why:
+                    raise InputError(f"{located.where(('overrides', key))}: overrides.{key}: found {value!r}; {why}")
 
 
 # Keys whose values may name files: a model's config.json, a device or link YAML, a request trace, a draft model.

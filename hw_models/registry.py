@@ -269,7 +269,7 @@ def validate_spec(data: dict, where: str, line_of=None):
     try:
         return TypeAdapter(spec_class).validate_python(data)
     except ValidationError as err:
-        raise input_error(err, where, line_of=line_of) from None
+        raise input_error(err, where, line_of=line_of, cls=spec_class) from None
 
 
 def load_device(name_or_path: str, overrides: dict[str, Any] | None = None, *, calibrated: bool = True):

@@ -41,21 +41,23 @@ def _most_specific(errors: list[dict]) -> dict:
     return max(errors, key=score)
 
 
+MAPPING = "a mapping of its keys (key: value, ...)"  # a section given a value: input_error names its keys where it can
 # What a type error allows, said plainly (pydantic: "a valid integer, got a number with a fractional part").
 PLAIN_ALLOWED = {
     "bool_type": "true or false",  # not the text "false" or "no": a string where a flag is meant is a mistake
     "bool_parsing": "true or false",
     "int_from_float": "an integer", "int_parsing": "an integer", "int_type": "an integer",
     "float_parsing": "a number", "float_type": "a number",
-    "model_type": "a mapping of its keys (key: value, ...)", "dict_type": "a mapping of its keys (key: value, ...)",
+    "model_type": MAPPING, "dict_type": MAPPING,
     # A section of a device spec (a pydantic dataclass): pydantic names the Python class ('an instance of MemorySpec').
-    "dataclass_type": "a mapping of its keys (key: value, ...)",
+    "dataclass_type": MAPPING,
 }
 
 
 def input_error(err: ValidationError, where: str, prefix: str = "",
-                line_of: Callable[[tuple], int | None] | None = None) -> InputError:
-    """The most specific error of a pydantic ValidationError as 'file:line: key: found X, allowed: Y'."""
+                line_of: Callable[[tuple], int | None] | None = None, cls=None) -> InputError:
+    """The most specific error of a pydantic ValidationError as 'file:line: key: found X, allowed: Y'; `cls`: the class
+    validated, whose sections' keys a section given another value is told."""
     first = _most_specific(err.errors())
     loc = tuple(p for p in first["loc"] if not _is_type_tag(p))
     key = prefix + dotted(loc)
@@ -69,6 +71,8 @@ def input_error(err: ValidationError, where: str, prefix: str = "",
     if first["type"] == "too_short":
         allowed = f"a list of at least {first['ctx']['min_length']} value(s)"
     allowed = PLAIN_ALLOWED.get(first["type"], allowed)
+    if allowed == MAPPING and cls is not None and (keys := _fields(field_hint(cls, dotted(loc)))):
+        allowed = f"a mapping of its keys {', '.join(keys)} (key: value, ...)"
     if first["type"] == "int_type" and any(e["type"] == "float_type" and e["input"] is first["input"]
                                            for e in err.errors()):
         allowed = "a number"  # an integer or a decimal: a union of the two refused both

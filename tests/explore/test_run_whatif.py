@@ -13,6 +13,7 @@ from explore.cli import main
 from explore.metrics import metric_names
 from explore.sweep import load_sweep
 from tests.explore.tiny_sweep import write_sweep, write_tiny_model
+from workloads.errors import InputError
 
 # A Llama-shaped model of four wide layers (13.9e9 parameters, 27.9 GB in bf16): more than an L4's 24 GB,
 # less than an H100's 80, traced in seconds. Decode at batch 1 streams its weights: bandwidth-bound.
@@ -114,6 +115,27 @@ def test_set_of_a_field_that_holds_no_number_says_what_it_is(capsys, device, ite
     assert "allowed: true or false" not in err and "allowed: 'single' or 'dual'" not in err
     assert "allowed: a number" not in err
     assert (f"device.{path}.<field>" if what == "a section" else f"`base: {device}`") in err
+
+
+@pytest.mark.parametrize("device,override,value,what", [
+    ("neupims", "pim.row_buffers", "single", "a name ('dual' on the device)"),
+    ("neupims", "pim.row_buffers", "[single, dual]", "a name ('dual' on the device)"),
+    ("ampere-altra-sail", "lut.engine", "simd", "a name ('pim' on the device)"),
+    ("neupims", "pim.sub_batch_interleaving", "false", "a yes/no field (true on the device)"),
+])
+def test_a_sweep_s_what_if_on_a_field_that_holds_no_number_says_what_it_is(tmp_path, device, override, value, what):
+    """A sweep's overrides: given text (or a yes/no) on a device's name or yes/no field are refused as --set refuses
+    them, naming the device file that changes it, not with the number check's 'allowed: a number' (said before the
+    device was read)."""
+    path = write_sweep(tmp_path, f"name: w\nmodel: llama-2-7b\ndevice: {device}\nworkload: {{batch: 1, prompt: 64, "
+                                 f"output: 8}}\noverrides: {{device.{override}: {value}}}\n")
+    with pytest.raises(InputError) as err:
+        load_sweep(path)
+    message = str(err.value)
+    first = {"[single, dual]": "'single'", "false": "False"}.get(value, repr(value))
+    assert message.startswith(f"{path}:5: overrides.device.{override}: found {first}; not a what-if knob: {what}, and "
+                              f"a what-if sets a number; change it in a device file (`base: {device}` and the field)")
+    assert "allowed: a number" not in message and len(message.splitlines()) == 1
 
 
 def test_link_set_with_tp(capsys, tmp_path):

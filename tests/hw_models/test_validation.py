@@ -47,4 +47,18 @@ def test_a_section_given_a_value_allows_a_mapping_in_words(tmp_path, one_line_er
     path.write_text(f"base: h100-sxm\nmemory: {section}\n")
     where, message = one_line_error(lambda: load_device(str(path)))
     assert where == f"{path}:2" and message.startswith("memory: found ")
-    assert message.endswith("allowed: a mapping of its keys (key: value, ...)") and "MemorySpec" not in message
+    assert message.endswith(" (key: value, ...)") and "MemorySpec" not in message
+    # Its keys named: the four the H100 preset's memory: section gives, among the fields a section may have.
+    assert all(key in message.split("allowed: a mapping of its keys ")[1].split(" (")[0].split(", ")
+               for key in ("type", "capacity_GB", "bandwidth_GBps", "source")), message
+
+
+def test_a_cpu_s_dequantizing_slots_given_one_number_name_the_formats(tmp_path, one_line_error):
+    """compute.dequant_lane_ops_per_weight is a section of llama.cpp formats (ampere-altra.yaml: q2_k, q3_k, q4_0 and
+    their source): one number there is refused naming them, not 'a mapping of its keys' alone."""
+    path = tmp_path / "cpu.yaml"
+    path.write_text("base: ampere-altra\ncompute:\n  dequant_lane_ops_per_weight: 4.5\n")
+    where, message = one_line_error(lambda: load_device(str(path)))
+    assert where == f"{path}:3"
+    assert message == ("compute.dequant_lane_ops_per_weight: found 4.5, allowed: a mapping of its keys q2_k, q3_k, "
+                       "q4_0, source (key: value, ...)"), message
