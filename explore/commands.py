@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from explore.cli import TRACE_TOKENS, default_out, json_safe, print_json, run_knobs, serving_flags_set
-from explore.design_point import DesignPoint, with_knobs
+from explore.design_point import FORMAT_FIELDS, DesignPoint, with_knobs
 from explore.evaluate import Evaluator, pool_point, trace_args
 from explore.format_checks import estimate_notice, format_notice, sixteen_bit_notice
 from explore.knobs import KNOBS, flag_name, input_columns, knobs
@@ -83,6 +84,12 @@ POINT_S = 0.001
 # 10,000 points/s on one core (bench/bench_sweep_grid.py).
 BLOCK_POINT_S = 0.0001
 OPTUNA_S_PER_POINT = 0.02
+# Preparing a static point's kernel tables (its traces loaded from the cache and lowered, its format applied:
+# Evaluator.tables), once per distinct (model, batch, prompt, format), its first point paying it: the traces cached, on
+# one core of a 2-core machine, examples/quickstart.yaml's 32 took 34 ms each on average (at most 150; 100-240 ms under
+# the load of other processes), examples/quant-sparsity.yaml's 36 took 14-22 ms, examples/long-context.yaml's 2 (32k
+# tokens) 85 ms, their other points 1-7 ms (POINT_S): Evaluator.evaluate timed point by point.
+PREPARE_S_PER_COMBINATION = 0.035
 # Drawing the report, per figure (explore/report.py most_figures counts the most it draws): on the same machine
 # examples/quickstart.yaml's report drew its 12 figures in 4.0-4.6 s and examples/serving.yaml's its 8 in 2.5 s
 # (write_report timed alone, the points stored), 0.32-0.38 s a figure. A serving report also re-runs up to MAX_DETAIL
@@ -234,7 +241,8 @@ def cmd_check(args) -> int:
     per_point = point_s + (OPTUNA_S_PER_POINT if search.strategy in ("nsga2", "tpe") else 0.0)
     figures = most_figures(len(sweep.spec.objectives.minimize + sweep.spec.objectives.maximize), serving is not None)
     report_s = figures * REPORT_S_PER_FIGURE + (MAX_DETAIL * point_s if serving is not None else 0.0)
-    estimate = trace_s + visits * per_point + report_s
+    prepare_s = 0.0 if serving is not None else min(visits, _combinations(sweep, traces)) * PREPARE_S_PER_COMBINATION
+    estimate = trace_s + prepare_s + visits * per_point + report_s
     plan = (("all evaluated" if visits == sweep.size() else f"{count_label(visits, 'distinct design')} evaluated")
             if search.strategy == "grid" else f"{search.strategy} search evaluates {visits}")
     traces_label = count_label(len(traces), "trace")
@@ -251,6 +259,13 @@ def cmd_check(args) -> int:
     for note in sweep_notes(sweep):
         print(f"note: {note}")
     return 0
+
+
+def _combinations(sweep, traces: list) -> int:
+    """The (model, batch, prompt, format) combinations a static sweep prepares tables for, at most: its traces' (model,
+    batch, prompt) by its swept formats (derived format parts follow the swept values: no more formats)."""
+    return len(traces) * math.prod(len(values) for name, values in sweep.dimensions().items()
+                                   if name in FORMAT_FIELDS)
 
 
 def _evaluated(sweep) -> int:

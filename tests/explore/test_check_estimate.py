@@ -64,3 +64,27 @@ def test_the_estimate_draws_the_report_s_figures(tmp_path, capsys):
     three = check("objectives: {minimize: [tpot_s, energy_per_token_J], maximize: [tokens_per_s]}\n")
     assert "(up to 9 figures)" in none and "(up to 11 figures)" in one and "(up to 15 figures)" in three, three
     assert _estimate_s(none) < _estimate_s(three)
+
+
+def test_the_estimate_prepares_each_model_batch_prompt_and_format_once(tmp_path, capsys, monkeypatch):
+    """A static point's tables are prepared once per (model, batch, prompt, format), by its first point: 42 points of
+    7 weight widths x 3 KV widths x 2 sparsities on one batch are 42 combinations by hand; 42 memory bandwidths of one
+    format are 1. At 1 s a combination the first estimate is 41 s longer (the points' own costs differ by 42 x 0.9 ms,
+    a block's against one alone; the trace to capture is the same one)."""
+    from explore import commands
+
+    monkeypatch.setattr(commands, "PREPARE_S_PER_COMBINATION", 1.0, raising=False)
+    monkeypatch.setenv("LLM_CODESIGN_CACHE", str(tmp_path / "cache"))  # empty: the one trace to capture in both
+    model = write_tiny_model(tmp_path)
+
+    def check(rest: str) -> float:
+        path = write_sweep(tmp_path, f"name: est\nmodel: {model}\ndevice: h100-sxm\nexecution: engine\n"
+                                     f"workload: {{batch: 1, prompt: 16, output: 2}}\n{rest}")
+        assert main(["check", path]) == 0
+        out = capsys.readouterr().out
+        assert "42 design points (all evaluated), up to 1 trace to capture" in out, out
+        return _estimate_s(out)
+
+    formats = check("format: {weight_bits: [16, 8, 6, 5, 4, 3, 2], kv_bits: [16, 8, 4], sparsity: [dense, '2:4']}\n")
+    bandwidths = check("overrides: {device.memory.bandwidth_GBps: {range: [1000, 5100], steps: 42}}\n")
+    assert 40 <= formats - bandwidths <= 42, (formats, bandwidths)  # each printed to the second
