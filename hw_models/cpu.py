@@ -16,8 +16,10 @@ Time of a kernel = max(compute, memory) + the thread loss (below); a CPU has no 
   table of 2^g partial sums is built on the SIMD units; each weight group of g weights then needs b
   lookups (one per bit plane) plus their accumulation. No dequantization: the tables are indexed by the
   packed weight bits. T-MAC ("simd") does the lookups in SIMD lanes; SAIL ("pim") reads table rows in the
-  cache level's SRAM arrays, all arrays in parallel, one row per array per cycle, and a row holds the same
-  entry of row_bits / entry_bits tables, so that many tokens of a batch share one read (batched lookups);
+  cache level's SRAM arrays, one row per array per cycle, and a row holds the same
+  entry of row_bits / entry_bits tables, so that many tokens of a batch share one read (batched lookups); only the
+  arrays holding a table read its rows: one copy of a GEMM's tables fills a few arrays (a batch-1 4096-wide GEMV's
+  69 of 4,000), and the runtime writes as many copies as finish the lookups soonest, each written like the first;
   `cycle_saving` removes the cycles saved by activation-pattern reuse. Every looked-up entry is then added into
   its token's running sum for its output, and the partial sums of the arrays holding one token's groups are
   reduced: adds at `pim.add_GOPS`, beside the row reads (the slower of the two bounds the lookups). Before its
@@ -26,7 +28,9 @@ Time of a kernel = max(compute, memory) + the thread loss (below); a CPU has no 
   b-bit weight group of g weights (2g multiply-add FLOP) costs b adds: the LUT path's FLOP rate is at most
   add_GOPS x 2g / b, and a GEMM runs on whichever of it and the cores' kernel is faster (on ampere-altra-sail, whose
   adds run bit-serial in the arrays, a 256-token prefill runs on the lookups at DRAM's pace; with adds at the cores'
-  SIMD rate it would run on the cores). Not priced: moving the arrays' partial sums to the adders that reduce them.
+  SIMD rate it would run on the cores). Not priced: moving the arrays' partial sums to the adders that reduce them
+(no source gives the level's internal bandwidth), and the adds run at the whole level's add_GOPS wherever the tables
+sit.
 
 Threads: a run uses `compute.threads` cores (default all). The SIMD rates above are per thread x threads; each
 kernel's core time then follows Amdahl's law with an absolute serial part (thread_scaling.serial_us, fitted
@@ -202,8 +206,8 @@ class CPUModel(DeviceModel):
             return LUTCost(core_s, self._loss(core_s), (build_ops + lookup_ops) * lane_J, zeros, zeros, zeros)
         pim = spec.pim
         tables_per_row = max(pim.row_bits // lut.table_entry_bits, 1)
-        row_reads = weight_groups * table.weight_bits * np.ceil(table.m / tables_per_row)
-        lookup_s = row_reads * (1.0 - pim.cycle_saving) / (spec.pim_arrays * pim.frequency_GHz * 1e9)
+        token_sets = np.ceil(table.m / tables_per_row)
+        row_reads = weight_groups * table.weight_bits * token_sets
         # One add per lookup into its token's running sum (activation-pattern reuse saves row reads, not the adds of
         # the reused entries into each token's sum); an array holds the tables of rows_per_array / 2^g activation
         # groups, so a token's k / g groups leave that many arrays' partial sums per output to reduce.
@@ -221,6 +225,14 @@ class CPUModel(DeviceModel):
         write_s = table_B / (level.bandwidth_GBps * 1e9)
         passes = np.maximum(np.ceil(table_B / (level.capacity_MB * 1e6)), 1.0)
         again_B = np.where(rows, (passes - 1) * table.weight_bytes, 0.0)
+        # Only the arrays holding a table read its rows: one copy of a GEMM's tables fills `holding` arrays (each
+        # token set's k / g groups, groups_per_array to an array). More copies, each written like the first, let more
+        # arrays read at once (each copy serving a share of the outputs); the runtime writes as many as finish soonest.
+        holding = np.where(rows, batches * token_sets * partials, spec.pim_arrays)
+        read_s = row_reads * (1.0 - pim.cycle_saving) / (pim.frequency_GHz * 1e9)  # on one array
+        copies = table_copies(build_s, write_s, read_s, add_s, holding, spec.pim_arrays)
+        lookup_s = read_s / np.minimum(copies * holding, spec.pim_arrays)
+        write_s, table_B = copies * write_s, copies * table_B
         return LUTCost(np.maximum(build_s, write_s) + np.maximum(lookup_s, add_s), self._loss(build_s),
                        (build_ops + adds) * lane_J,
                        read_J + table_B * level.read_pJ_per_byte * 1e-12, again_B / spec.bandwidth_Bps,
@@ -246,6 +258,17 @@ class CPUModel(DeviceModel):
         time_s = np.maximum(compute_s, memory_s) + overhead_s
         return KernelCosts(time_s=time_s, compute_s=compute_s, memory_s=memory_s, overhead_s=overhead_s,
                            compute_J=compute_J, memory_J=memory_J, static_J=self.idle_power_W * time_s)
+
+
+def table_copies(build_s, write_s, read_s, add_s, holding, arrays: float) -> np.ndarray:
+    """Copies of each GEMM's lookup tables that finish its lookups soonest (the fewest on a tie): r copies take
+    max(build_s, r x write_s) to write and read_s / min(r x holding, arrays) to read, beside add_s of adds; at most as
+    many copies as the arrays hold (one where a copy needs more arrays than there are: its tables run in passes)."""
+    most = np.maximum(np.floor(arrays / holding), 1.0)
+    r = np.arange(1, int(most.max()) + 1, dtype=float)[None, :]
+    time_s = (np.maximum(build_s[:, None], r * write_s[:, None])
+              + np.maximum(read_s[:, None] / np.minimum(r * holding[:, None], arrays), add_s[:, None]))
+    return 1.0 + np.argmin(np.where(r <= most[:, None], time_s, np.inf), axis=1)
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,19 @@ SAIL_ADDS_PER_S = 180706e9  # 4,000 x 256 / 17 x 3.0 GHz, to the preset's G/s
 FREE_ADDS = {"pim.add_GOPS": 1e8}
 
 
+def _sail_lookups_s(m: int, n: int, k: int, bits: int, add_s: float = 0.0) -> tuple[float, int]:
+    """(time, copies) of SAIL's lookups by hand: a copy of the tables fills ceil(m / 32) token sets x ceil(k / 4 / 15)
+    arrays and is written at the SLC's 409.6 GB/s (m x k / 4 x 16 one-byte entries, overlapping the builds at 80 x 3.0
+    GHz x 2 pipes x 8 16-bit lanes); the n x k / 4 x bits x ceil(m / 32) row reads (13.8% saved) spread over the
+    arrays holding a copy; r copies take r writes. The fewest copies that finish soonest, at most 4,000 / arrays."""
+    holding = -(-m // 32) * -(-k / 4 // SAIL_GROUPS_PER_ARRAY)
+    read_s = n * k / 4 * bits * -(-m // 32) * (1 - 0.138) / 3.0e9
+    build_s, write_s = m * k / 4 * 16 / (80 * 3.0e9 * 2 * 8), m * k / 4 * 16 / 409.6e9
+    best = min((max(build_s, r * write_s) + max(read_s / min(r * holding, SAIL_ARRAYS), add_s), r)
+               for r in range(1, max(int(SAIL_ARRAYS // holding), 1) + 1))
+    return best
+
+
 def test_baseline_hand_calculation():
     """Altra, 4-bit GEMV: int8 MACs + 4.5 byte-lane slots per weight (unpacking, block scaling), against DRAM."""
     dev = load_device("ampere-altra")
@@ -100,41 +113,47 @@ def test_tmac_lookup_hand_calculation():
 
 def test_sail_batched_row_reads_hand_calculation():
     """SAIL with adders that never bind (what-if): 32 tokens share one 256-bit row read of int8 tables; 13.8% of
-    cycles saved; 4000 arrays. Before their lookups the tables (16 one-byte entries per token and group of 4
-    activations) are written into the SLC at its 409.6 GB/s, overlapping the builds that produce them (the writes are
-    the slower here)."""
+    cycles saved. Before their lookups the tables (16 one-byte entries per token and group of 4 activations) are
+    written into the SLC at its 409.6 GB/s, overlapping the builds that produce them (the writes are the slower here).
+    One copy fills ceil(1024 / 15) = 69 arrays, whose 2.41 ms of row reads (one array's) take 34.9 us; each further
+    copy (1.28 us of writes) shares them: 5 copies, 6.4 + 7.0 us."""
     dev = load_device("ampere-altra-sail", FREE_ADDS)
     costs = dev.cost_table(_table(2, m=32))
-    n = k = 4096
-    reads = n * k / 4 * 2 * 1  # ceil(32 tokens / 32 tables per row) = 1
-    lookup_s = reads * (1 - 0.138) / (SAIL_ARRAYS * 3.0e9)
-
-    def build_s(m):
-        return m * k / 4 * 16 / (80 * 3.0e9 * 2 * 8)
-
-    def write_s(m):
-        return m * k / 4 * 16 / 409.6e9
-
-    assert write_s(32) > build_s(32)
-    assert costs.compute_s[0] == pytest.approx(lookup_s + write_s(32), rel=1e-9)
-    # 33 tokens need a second row read per weight group.
+    lookups_s, copies = _sail_lookups_s(32, 4096, 4096, 2)
+    assert copies == 5 and lookups_s == pytest.approx(13.39e-6, rel=1e-3)
+    assert costs.compute_s[0] == pytest.approx(lookups_s, rel=1e-9)
+    # 33 tokens need a second token set: twice the arrays per copy, each reading as many rows.
     more = dev.cost_table(_table(2, m=33))
-    assert more.compute_s[0] == pytest.approx(2 * lookup_s + write_s(33), rel=1e-9)
+    assert more.compute_s[0] == pytest.approx(_sail_lookups_s(33, 4096, 4096, 2)[0], rel=1e-9)
+
+
+def test_sail_reads_only_on_the_arrays_holding_tables():
+    """Batch-1 4-bit GEMV, adders that never bind: its tables (16 KB) fill 69 arrays, one token's entry per row read,
+    16.8 M row reads. On all 4,000 arrays they would take 1.2 us; on the 69 holding them, 69.9 us. Copies cost 40 ns
+    of writes each: the runtime writes 42 (sqrt(69.9 us / 40 ns)), 2,898 arrays reading, 3.34 us, never below the
+    reads on every array plus one copy's writes. DRAM made fast (what-if) so that the lookups beat the cores' 12.0 us
+    rather than tie with them at the DRAM floor."""
+    dev = load_device("ampere-altra-sail", {"memory.bandwidth_GBps": 1e5, **FREE_ADDS})
+    compute_s = dev.cost_table(_table(4, m=1)).compute_s[0]
+    lookups_s, copies = _sail_lookups_s(1, 4096, 4096, 4)
+    assert copies == 42 and lookups_s == pytest.approx(3.34e-6, rel=1e-2)
+    assert compute_s == pytest.approx(lookups_s, rel=1e-9)
+    all_arrays_s = 4096 * 1024 * 4 * (1 - 0.138) / (SAIL_ARRAYS * 3.0e9) + 4096 / 4 * 16 / 409.6e9
+    assert compute_s > 2 * all_arrays_s
 
 
 def test_sail_accumulation_and_reduction_hand_calculation():
     """SAIL as the preset has it, 2-bit GEMM of 32 tokens: each token adds every looked-up entry into its sum (4096 x
     1024 groups x 2 bit planes x 32 tokens) and then reduces, per output, the partial sums of the ceil(1024 / 15) = 69
-    arrays holding its groups (68 adds), at 180,706 G adds/s: 1.53 us (more than the 0.60 us of row reads) after the
-    1.28 us of table writes, against the cores' 69.9 us of int8 dot products and 9.8 us of unpacking (79.7 us), so
-    the lookups run."""
+    arrays holding its groups (68 adds), at 180,706 G adds/s: 1.53 us, less than the 7.0 us of row reads on 5 copies
+    of the tables after their 6.4 us of writes (13.4 us), against the cores' 69.9 us of int8 dot products and 9.8 us
+    of unpacking (79.7 us), so the lookups run."""
     dev = load_device("ampere-altra-sail")
     m, n, k = 32, 4096, 4096
     adds = n * k / 4 * 2 * m + m * n * (-(-k / 4 // SAIL_GROUPS_PER_ARRAY) - 1)
-    lut_s = m * k / 4 * 16 / 409.6e9 + adds / SAIL_ADDS_PER_S
+    lut_s, copies = _sail_lookups_s(m, n, k, 2, adds / SAIL_ADDS_PER_S)
     cores_s = 2.0 * m * n * k / SAIL_INT8_PEAK + 4.5 * n * k / SAIL_LANES8
-    assert n * k / 4 * 2 * (1 - 0.138) / (SAIL_ARRAYS * 3.0e9) < adds / SAIL_ADDS_PER_S  # the adds bind, not the reads
-    assert lut_s < cores_s
+    assert copies == 5 and lut_s < cores_s
     assert dev.cost_table(_table(2, m=m)).compute_s[0] == pytest.approx(lut_s, rel=1e-9)
 
 
@@ -185,20 +204,21 @@ def test_no_sail_gemm_beats_the_cores_peak_or_the_lut_units_bound(n, k, bits, ov
 
 
 def test_sail_prefill_gemm_hand_calculation():
-    """Llama-2-7B's gate projection (11008 x 4096) over a 256-token prompt, 4-bit weights: the lookups take 75.2 us
-    (256 x 1024 x 16 one-byte table entries written at 409.6 GB/s, 10.2 us, then 11.54 G adds of looked-up entries and
-    0.19 G adds reducing 69 arrays' partial sums per output at 180,706 G/s, 64.9 us, over 25.9 us of row reads), the
-    cores 1.53 ms (23.1 GFLOP of int8 dot products at 15.36 TFLOP/s and 4.5 byte-lane slots per weight of unpacking),
-    DRAM 0.151 ms: the lookups run it, at DRAM's pace (152.6 TFLOP/s-equivalent). With adds at the cores' SIMD rate
-    (3,840 G/s, the what-if of adds done on the cores) the lookups take 3.06 ms and the cores run it."""
+    """Llama-2-7B's gate projection (11008 x 4096) over a 256-token prompt, 4-bit weights: the lookups take 95.6 us
+    (a copy of the tables, 256 x 1024 x 16 one-byte entries, fills 8 token sets x 69 = 552 arrays and is written at
+    409.6 GB/s in 10.2 us; 3 copies, then 11.54 G adds of looked-up entries and 0.19 G adds reducing 69 arrays' partial
+    sums per output at 180,706 G/s, 64.9 us, over 62.6 us of row reads on the 1,656 arrays), the cores 1.53 ms (23.1
+    GFLOP of int8 dot products at 15.36 TFLOP/s and 4.5 byte-lane slots per weight of unpacking), DRAM 0.151 ms: the
+    lookups run it, at DRAM's pace (152.6 TFLOP/s-equivalent). With adds at the cores' SIMD rate (3,840 G/s, the
+    what-if of adds done on the cores) the lookups take 3.06 ms and the cores run it."""
     m, n, k = 256, 11008, 4096
     table = _table(4, copies=20, m=m, n=n, k=k)
     memory_s = (n * k * (4 + 16 / 128) / 8 + 2.0 * (m * k + m * n)) / 204.8e9
     adds = n * k / 4 * 4 * m + m * n * (-(-k / 4 // SAIL_GROUPS_PER_ARRAY) - 1)
-    reads_s = n * k / 4 * 4 * (m / 32) * (1 - 0.138) / (SAIL_ARRAYS * 3.0e9)
     write_s = m * k / 4 * 16 / 409.6e9
-    lut_s = write_s + max(reads_s, adds / SAIL_ADDS_PER_S)
+    lut_s, copies = _sail_lookups_s(m, n, k, 4, adds / SAIL_ADDS_PER_S)
     cores_s = 2.0 * m * n * k / SAIL_INT8_PEAK + 4.5 * n * k / SAIL_LANES8
+    assert copies == 3 and lut_s == pytest.approx(95.6e-6, rel=1e-3)
     assert lut_s < memory_s < cores_s
     costs = load_device("ampere-altra-sail").cost_table(table)
     assert costs.compute_s[0] == pytest.approx(lut_s, rel=1e-9)
