@@ -30,6 +30,10 @@ from explore.rows import (
     overrides_label,
     overrides_of,
 )
+from explore.sweep_notes import link_models_words
+from hw_models.link import default_link
+from hw_models.registry import load_device
+from workloads.errors import InputError
 
 if TYPE_CHECKING:
     from explore.design_point import DesignPoint
@@ -225,7 +229,26 @@ def _summary(rows: list[dict[str, Any]], constraints: Sequence[str] | None) -> l
                                                  for c in Constraint.parse_all(constraints)) + ".")
     if waiting := host_wait_note(rows):
         lines.append(waiting)
+    if links := link_models_note(rows):
+        lines.append(f"Note: {links}.")
     return lines + ["Times in ms, energy in J per output token, power in W."]
+
+
+def link_models_note(rows: list[dict[str, Any]]) -> str:
+    """Where the rows' systems of devices run over links priced by different models ('' where not), as a sweep's
+    start says it (explore/sweep_notes.py mixed_links_note), from the rows alone: the report may be redrawn without
+    its sweep. Rows on one device join nothing; rows on datasheet rooflines (calibrated none) price every link so."""
+    pairs = {(str(row.get("device")), str(row.get("link") or "default")) for row in rows
+             if as_number(row.get("tp")) * as_number(row.get("pp")) >= 2 and row.get("calibrated") != "none"}
+    names = set()
+    for device, link in pairs:
+        if link == "default":
+            try:
+                link = default_link(load_device(device).name)
+            except InputError:  # a device file since moved, or one with no default link
+                continue
+        names.add(link)
+    return link_models_words(names)
 
 
 def host_wait_note(rows: list[dict[str, Any]]) -> str:

@@ -105,8 +105,19 @@ def mixed_links_note(sweep) -> str:
     parallel = sweep.spec.parallel
     if parallel is None or not sweep.spec.calibrated or max(as_list(parallel.tp)) * max(as_list(parallel.pp)) < 2:
         return ""
-    names = {link for _, link in _device_links(sweep)}
-    models = {name: bool(load_link_model(name).fitted_on) for name in names}
+    return link_models_words({link for _, link in _device_links(sweep)})
+
+
+def link_models_words(names) -> str:
+    """Where the links named are priced by different models ('' where not): some by fits on measured NCCL
+    collectives, others by their datasheet formula. A link that no longer loads (a report's YAML path since moved)
+    is left out."""
+    models = {}
+    for name in names:
+        try:
+            models[name] = bool(load_link_model(name).fitted_on)
+        except InputError:
+            continue
     fitted, datasheet = sorted(n for n, f in models.items() if f), sorted(n for n, f in models.items() if not f)
     if not fitted or not datasheet:
         return ""

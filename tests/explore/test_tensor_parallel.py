@@ -345,6 +345,26 @@ def test_a_sweep_over_links_priced_by_different_models_says_so(tmp_path, capsys)
     assert "links priced by different models" not in notes("[default, pcie4-x16]")
 
 
+def test_a_report_over_links_priced_by_different_models_says_so():
+    """The report says it too, from its rows alone (`explore report` has no sweep to read): a reader of report.md
+    sees PCIe 5 (datasheet formula) decode faster than NVLink 4 (fitted on measured NCCL), so the summary says the
+    two are priced unlike; not for fitted links alone, one device (no link) or devices on their datasheets."""
+    from explore.report import _summary, link_models_note
+
+    def row(link: str, tp: int = 4, calibrated: str = "fitted") -> dict:
+        return {"device": "h100-sxm", "tp": tp, "pp": 1, "link": link, "calibrated": calibrated}
+
+    note = link_models_note([row("default"), row("pcie5-x16")])
+    assert "links priced by different models: nvlink4 by fits" in note and "pcie5-x16 by the datasheet" in note
+    assert link_models_note([row("default"), row("pcie4-x16")]) == ""
+    assert link_models_note([row("default"), row("pcie5-x16", tp=1)]) == ""
+    assert link_models_note([row("default", calibrated="none"), row("pcie5-x16", calibrated="none")]) == ""
+    # As read back from results.csv: numbers as text, the default link as an empty cell.
+    assert link_models_note([row(""), {**row("pcie5-x16"), "tp": "4", "pp": "1"}]) == note
+    assert link_models_note([{"device": "h100-sxm", "link": "pcie5-x16", "calibrated": "fitted"}]) == ""  # no tp
+    assert f"Note: {note}." in _summary([row("default"), row("pcie5-x16")], None)
+
+
 def test_one_request_on_pipeline_stages_through_the_serving_core(evaluator):
     """A request alone on two pipeline stages, served by the serving core (each stage's share of the step template
     and its send, sim/costs.py), takes what the static path prices for a batch of one on the same stages (the
