@@ -21,7 +21,7 @@ from explore.plots_objectives import (
     sensitivity_figure,
 )
 from explore.plots_serving import NOT_JUDGED_MARK
-from explore.report import MAX_PAIRS, MAX_SENSITIVITY, ReportFigure, ReportTable
+from explore.report import MAX_PAIRS, MAX_SENSITIVITY, ReportFigure, ReportTable, best_note
 from explore.report_serving import metric_cell, unjudged_footnote, varying_knobs
 from explore.rows import (
     count_label,
@@ -211,11 +211,12 @@ def pareto_table(rows: list[dict[str, Any]], objectives: dict | None, constraint
     lengths = lengths_vary(rows)
     broke = f" {count_label(len(violating), 'feasible point')} breaking a constraint left out." if constraints else ""
     headers = ["design point"] + [metric_axis_label(n) for n in names]
+    feasible = [row for row in rows if is_feasible(row)]
     if len(names) == 1:
         best = _ranked(meeting, names[0], bool(minimize))[:MAX_RANKED]
+        opening = best_note(best, f"best ({'lower' if minimize else 'higher'} is better)", feasible, meeting)
         return ReportTable(title=f"Best designs by {metric_axis_label(names[0])}", headers=headers,
-                           note=f"The {count_label(len(best), 'feasible point')} best "
-                                f"({'lower' if minimize else 'higher'} is better).{broke}"
+                           note=f"{opening}{broke}"
                                 f"{_without_values(meeting, names, 'left out')}{_unjudged(best, rows, names)}",
                            cells=[[point_label(r, lengths=lengths), metric_cell(r, names[0], metric_scale(names[0]))]
                                   for r in best])
@@ -223,10 +224,11 @@ def pareto_table(rows: list[dict[str, Any]], objectives: dict | None, constraint
     shown = front[:MAX_FRONT_ROWS]
     more = f" Showing the first {len(shown)} of {len(front)}." if len(front) > len(shown) else ""
     goal = ", ".join([f"minimize {n}" for n in minimize] + [f"maximize {n}" for n in maximize])
+    opening = (f"{count_label(len(front), 'point')} no other feasible point beats on every objective ({goal}), "
+               f"sorted by {names[0]}." if front else best_note(front, "", feasible, meeting))
     return ReportTable(
         title="Pareto-optimal designs", headers=headers + ["chosen"],
-        note=f"{count_label(len(front), 'point')} no other feasible point beats on every objective ({goal}), "
-             f"sorted by {names[0]}.{broke}{_without_values(meeting, names, 'left out')}{more}"
+        note=f"{opening}{broke}{_without_values(meeting, names, 'left out')}{more}"
              f"{_unjudged(shown, rows, names)}",
         cells=[[point_label(r, lengths=lengths)] + [metric_cell(r, n, metric_scale(n)) for n in names]
                + [", ".join(roles.get(i, []))] for i, r in enumerate(shown)])

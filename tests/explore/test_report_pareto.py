@@ -81,3 +81,17 @@ def test_a_pareto_caption_speaks_of_constraints_only_where_the_sweep_has_them():
     bound = judged["energy_per_token_J"] * 0.75  # the A100 spends half the H100's energy: it alone meets this
     (held,) = pareto_figures(rows, objectives, [f"energy_per_token_J <= {bound!r}"])
     assert "1 feasible point meeting the constraints, 1 breaking one;" in held.caption
+
+
+def test_a_table_with_no_design_to_list_says_why():
+    """Where no feasible point meets the constraints (a quality_delta bound on a model no paper measured: every
+    point's figure is NaN), the best-design tables say so as the other best-design tables do ('None: no feasible
+    point meets the constraints.'), where they read 'The 0 feasible points best (lower is better).' and '0 points no
+    other feasible point beats on every objective'; a table with rows keeps its opening."""
+    rows, judged, unjudged = _rows()
+    judged["quality_delta"], unjudged["quality_delta"] = math.nan, math.nan
+    for objectives in ({"minimize": ["tpot_s"]}, {"minimize": ["tpot_s", "energy_per_token_J"]}):
+        table = pareto_table(rows, objectives, ["quality_delta <= 1.0"])
+        assert not table.cells and table.note.startswith("None: no feasible point meets the constraints.")
+        assert "2 feasible points breaking a constraint left out." in table.note
+        assert pareto_table(rows, objectives, None).note.startswith(("The 2 feasible points best", "2 points"))
