@@ -9,6 +9,7 @@ from explore.design_point import FORMAT_FIELDS, canonical_format
 from explore.knobs import KNOBS, knobs, off_where
 from explore.point_blocks import PointBlock
 from explore.pool_what_ifs import POOL_WHAT_IFS
+from explore.quality import shipped_table
 from explore.rows import count_label
 from explore.run_support import LINK_PREFIX, system_nodes
 from explore.schema import as_list
@@ -188,7 +189,7 @@ def sweep_notes(sweep) -> list[str]:
              idle_knobs_note(sweep), crossed_switch_note(sweep), idle_format_note(sweep),
              idle_what_if_note(sweep), unread_node_link_note(sweep), unpriced_goal_note(sweep),
              allreduce_fallback_note(sweep), _sweep_latency_note(sweep), contradictory_constraints_note(sweep),
-             serving_seed_note(sweep), unjudged_note(sweep))
+             serving_seed_note(sweep), unmeasured_quality_note(sweep), unjudged_note(sweep))
     return [note for note in notes if note]
 
 
@@ -315,6 +316,23 @@ def unpriced_goal_note(sweep) -> str:
         return ""
     return (f"{'; '.join(said)}: those points are left out of every Pareto front and break every constraint on it; "
             f"`overrides: {{device.price.<field>: [...]}}` sets a price")
+
+
+def unmeasured_quality_note(sweep) -> str:
+    """Objectives and constraints on quality_delta where some of the sweep's models have no row in the quality table
+    (explore/data/quality.csv), or '': their points have no figure but 16-bit dense's 0, so they break a constraint
+    on it and are left out of its fronts."""
+    objectives = sweep.spec.objectives
+    goals = {*objectives.minimize, *objectives.maximize, *(c.metric for c in sweep.constraints())}
+    if "quality_delta" not in goals:
+        return ""
+    measured = {row.model for row in shipped_table()}
+    unmeasured = [m for m in sweep.dimensions()["model"] if load_model_config(m).name.lower() not in measured]
+    if not unmeasured:
+        return ""
+    return (f"quality_delta: no published figure for {', '.join(unmeasured)} (explore/data/quality.csv; README, Model "
+            f"quality per format): its points but 16-bit dense have none (NaN), so they break every constraint on "
+            f"quality_delta and are left out of its Pareto fronts")
 
 
 def sweep_default(name: str):

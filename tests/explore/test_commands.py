@@ -195,6 +195,21 @@ def test_check_notes_a_price_goal_on_devices_without_a_price(tmp_path, tiny_conf
     assert "has no value" not in capsys.readouterr().out
 
 
+def test_check_notes_a_quality_goal_on_models_no_paper_measured(tmp_path, capsys):
+    """explore/data/quality.csv has Llama-2-7B's rows and none of Qwen2.5-7B's: a sweep constraining quality_delta
+    over both would find every compressed Qwen point breaking it (NaN) and say so only in the report's table of such
+    points; check says it before the run, naming the model; a sweep without a quality goal is told nothing."""
+    head = ("name: quality\nmodel: [qwen2.5-7b, llama-2-7b]\ndevice: h100-sxm\nexecution: engine\n"
+            "workload: {batch: 1, prompt: 16, output: 2}\nformat: {weight_bits: [16, 4]}\n")
+    assert main(["check", write_sweep(tmp_path, head + "constraints: ['quality_delta <= 1.0']\n")]) == 0
+    notes = [line for line in capsys.readouterr().out.splitlines() if "quality_delta" in line and "note" in line]
+    assert len(notes) == 1 and "no published figure for qwen2.5-7b" in notes[0] and "llama-2-7b" not in notes[0]
+    assert main(["check", write_sweep(tmp_path, head + "objectives: {minimize: [quality_delta, tpot_s]}\n")]) == 0
+    assert "no published figure for qwen2.5-7b" in capsys.readouterr().out
+    assert main(["check", write_sweep(tmp_path, head + "objectives: {minimize: [tpot_s]}\n")]) == 0
+    assert "no published figure" not in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("model, device, said", [
     ("llama-3-8b", "v100-sxm2", True),  # a bf16 config; Volta's tensor cores take fp16 only (V100 datasheet)
     ("llama-2-7b", "v100-sxm2", False),  # an fp16 config
