@@ -331,7 +331,7 @@ class GPUModel(DeviceModel):
             fmt = table.numeric_format
             shapes = g.memo("attention_shapes", lambda: attention_shapes(**{name: getattr(g, name) for name in (
                 "flops", "act_bytes", "kv_bytes", "batch", "heads", "kv_heads", "q_len", "kv_len", "head_dim",
-                "torch_sdpa")}, kv_packing=1.0 if fmt is None else np.array(
+                "torch_sdpa", "v_head_dim", "kv_width")}, kv_packing=1.0 if fmt is None else np.array(
                     [fmt.kv_packing(int(d)) for d in g.head_dim.tolist()])))
             c, m, busy, latency = shaped_attention_times(shapes, flops_per_s=peak.take(rows, axis=-1),
                                                          bandwidth_Bps=bandwidth_Bps, sm_count=sm_count,

@@ -8,7 +8,8 @@ the blocks cannot fill the SMs, the keys are split over more blocks (split-KV, F
 limits, each the time of the whole call if nothing else bound it:
 
 - math: the (query, key) pairs at a fraction of the tensor-core peak over the blocks that run (a partial last
-  wave runs on part of the SMs). A pair costs its QK^T and PV multiply-adds (4 x head_dim FLOPs) and its
+  wave runs on part of the SMs). A pair costs its QK^T and PV multiply-adds (2 x (head_dim + value width) FLOPs:
+  4 x head_dim where the value is as wide as the key; MLA's are not) and its
   softmax exponential on the special-function units, about `softmax_flops` MMA-equivalent FLOPs, which
   FlashAttention-3 and later overlap with the MMAs: the two blend with exponent `softmax_overlap` (1: in
   series, large: fully overlapped). So a small head dim, with less MMA work per exponential, runs below the
@@ -189,7 +190,7 @@ class AttentionShapes:
     split_tiles: np.ndarray  # ATTENTION_KV_TILE-key tiles of the keys, capped at MAX_KV_SPLITS
     few_tiles: np.ndarray  # whether there are 4 tiles or fewer (never split)
     variant: np.ndarray
-    mma_flops: np.ndarray  # QK^T and PV FLOPs of one (query, key) pair: 4 x head_dim
+    mma_flops: np.ndarray  # QK^T and PV FLOPs of one (query, key) pair: 2 x (head_dim + value width)
     # Thread blocks of a call before split-KV: one per ATTENTION_Q_TILE query rows of a group, the groups being the
     # KV heads with their query heads packed as rows (packs_gqa) or the query heads themselves.
     packed_blocks: np.ndarray
@@ -206,15 +207,20 @@ class AttentionShapes:
 
 
 def attention_shapes(*, flops, act_bytes, kv_bytes, batch, heads, kv_heads, q_len, kv_len, head_dim,
-                     torch_sdpa=False, kv_packing: float | np.ndarray = 1.0) -> AttentionShapes:
+                     torch_sdpa=False, kv_packing: float | np.ndarray = 1.0, v_head_dim=0,
+                     kv_width=0) -> AttentionShapes:
     """The device-free terms of attention_times (`torch_sdpa`: which kernels are torch's, KernelTable.torch_sdpa).
     `kv_packing`: the cache's stored bytes over its values', per row or for all (below 1 for a bitmap-packed sparse
-    cache, NumericFormat.kv_packing): the kernel reads the packed bytes, and its fit is chosen by the values' width."""
+    cache, NumericFormat.kv_packing): the kernel reads the packed bytes, and its fit is chosen by the values' width.
+    `v_head_dim` and `kv_width` (0: head_dim, and a key and a value apart): the value's width and the elements a key
+    holds in the cache per KV head, where they differ (MLA, KernelTable.v_head_dim and kv_width)."""
     batch, heads, q_len = np.maximum(batch, 1), np.maximum(heads, 1), np.maximum(q_len, 1)
     kv_heads = np.where(kv_heads > 0, kv_heads, heads)
     kv_len, head_dim = np.maximum(kv_len, 1), np.maximum(head_dim, 1)
+    pair_dims = head_dim + np.where(np.asarray(v_head_dim) > 0, v_head_dim, head_dim)  # a key's and a value's
+    cached = np.where(np.asarray(kv_width) > 0, kv_width, pair_dims)  # elements a key holds in the cache
     # A traced prefill reads its keys and values as activations (kv_bytes 0): a 16-bit cache.
-    narrow = (kv_bytes > 0) & (kv_bytes < NARROW_KV_BYTES * kv_packing * 2.0 * batch * kv_heads * kv_len * head_dim)
+    narrow = (kv_bytes > 0) & (kv_bytes < NARROW_KV_BYTES * kv_packing * batch * kv_heads * kv_len * cached)
     decode = decode_like(q_len, kv_len, heads, kv_heads)
 
     kv_tiles = np.ceil(kv_len / ATTENTION_KV_TILE)
@@ -226,10 +232,10 @@ def attention_shapes(*, flops, act_bytes, kv_bytes, batch, heads, kv_heads, q_le
     split_tiles = np.minimum(MAX_KV_SPLITS, kv_tiles)
     return AttentionShapes(
         flops=flops, traffic=act_bytes + kv_bytes,
-        keys_values=np.where(kv_bytes > 0, kv_bytes, 4.0 * batch * kv_heads * kv_len * head_dim),
+        keys_values=np.where(kv_bytes > 0, kv_bytes, 2.0 * batch * kv_heads * kv_len * pair_dims),
         batch=batch, split_tiles=split_tiles, few_tiles=kv_tiles <= 4,
         variant=4 * np.asarray(torch_sdpa, dtype=int) + 2 * np.asarray(decode, dtype=int) + narrow,
-        mma_flops=4.0 * head_dim,
+        mma_flops=2.0 * pair_dims,
         packed_blocks=packed_blocks, head_blocks=head_blocks,
         whole_blocks=bool(np.all(packed_blocks % 1 == 0) and np.all(head_blocks % 1 == 0)),
         split_column=np.asarray(split_tiles, dtype=np.intp))

@@ -21,6 +21,10 @@ same fusions in C++):
   loads (RotaryEmbedding._compute_cos_sin_cache), so the per-pass table kernels are dropped;
 - kv_write: the key and value writes into the KV cache are one kernel (vLLM's FlashAttention backend,
   csrc/cache_kernels.cu `reshape_and_cache_flash`);
+- mla: DeepSeek's latent attention (vLLM's DeepseekV2MLAAttention) runs q_a_proj and kv_a_proj_with_mqa, which
+  read the same input, as one GEMM (`fused_qkv_a_proj`, with query compression), the rotary embedding of the
+  query's and key's RoPE parts as one kernel, and the latent's and RoPE key's cache writes as one
+  (csrc/cache_kernels.cu `concat_and_cache_mla`);
 - attention: one flash-attention kernel over the paged KV cache, prefill and decode (vLLM's FlashAttention and
   FlashInfer backends); its work and traffic are the eager flash-attention kernel's.
 
@@ -33,7 +37,9 @@ same fusions in C++):
   ungated MoE keeps its eager kernels). The router's softmax, top-k and renormalization are one kernel
   (vLLM `fused_topk` -> csrc/moe/topk_softmax_kernels.cu `topk_softmax`, renormalizing in place), moving what
   the eager softmax moved: the router logits read and E probabilities per token written, at least what
-  top-k weights and ids take. The router's GEMM stays.
+  top-k weights and ids take. DeepSeek-V3's sigmoid scores, their bias, group choice, top-k, gather and
+  renormalization are one kernel likewise (vLLM `grouped_topk`, csrc/moe/grouped_topk_kernels.cu), moving what the
+  eager sigmoid moved. The router's GEMM stays.
 
 A fused kernel keeps the FLOPs of the eager kernels it replaces (the sum) and moves what the fused kernel
 moves: its inputs read once and its outputs written once, never the intermediates of the eager chain.
@@ -138,6 +144,8 @@ class _Fusion:
         out: list[_Kernel] = []
         for parent in dict.fromkeys(m.rsplit(".", 1)[0] for m in self.gemm if m.endswith(".q_proj")):
             out += self._attention_block(parent)
+        for parent in dict.fromkeys(m.rsplit(".", 1)[0] for m in self.gemm if m.endswith(".kv_a_proj_with_mqa")):
+            out += self._latent_block(parent)
         moe = {}
         for parent in dict.fromkeys(match[1] for m in self.modules if (match := _EXPERT.match(m))):
             moe[parent] = self._moe_layer(parent)
@@ -187,12 +195,33 @@ class _Fusion:
             act = 2 * (self._output_bytes(q) + self._output_bytes(k)) + t.m[q] * head_dim * element
             out.append(_Kernel(position=rope[0], anchor=rope[0], rows=rope, op="rotary_embedding", columns=dict(
                 flops=float(t.flops[rope].sum()), act_bytes=float(act)), kind=KernelKind.ROPE))
+        return out + self._cache_write(here, "reshape_and_cache")
+
+    def _latent_block(self, parent: str) -> list[_Kernel]:
+        """The fused q_a / kv_a GEMM (with query compression), one rotary kernel and one cache write for the MLA block
+        `parent` (workloads/decoder.py LatentAttention)."""
+        t = self.t
+        kv_a, q_a = self.gemm[f"{parent}.kv_a_proj_with_mqa"], self.gemm.get(f"{parent}.q_a_proj")
+        out = [] if q_a is None else [self._merged_gemm([kv_a, q_a], f"{parent}.fused_qkv_a_proj")]
+        here = self.rows.get(parent, [])
+        rope = [i for i in here if t.kind[i] == _ROPE_PART]
+        ends = [i for i in rope if self.ops[i] == "add"]  # each part's eager chain ends adding two of its size
+        if ends:
+            # In place on the query's and key's RoPE parts, reading each token's cos/sin row, as many values as the
+            # key's RoPE part (one head of them).
+            parts = [float(t.act_bytes[i]) / 3 for i in ends]
+            out.append(_Kernel(position=rope[0], anchor=rope[0], rows=rope, op="rotary_embedding", columns=dict(
+                flops=float(t.flops[rope].sum()), act_bytes=2 * sum(parts) + min(parts)), kind=KernelKind.ROPE))
+        return out + self._cache_write(here, "concat_and_cache_mla")
+
+    def _cache_write(self, here: list[int], op: str) -> list[_Kernel]:
+        """One kernel for the KV-cache writes among rows `here`: the eager copies' traffic, in one launch."""
+        t = self.t
         writes = [i for i in here if t.kind[i] == _ELEMENTWISE and t.kv_bytes[i] > 0 and not t.tensor_core[i]]
-        if writes:
-            # Keys and values copied into their cache blocks: the eager copies' traffic, in one launch.
-            out.append(_Kernel(position=writes[0], anchor=writes[0], rows=writes, op="reshape_and_cache", columns={
-                name: float(getattr(t, name)[writes].sum()) for name in (*_WORK_COLUMNS, "n", "m")}))
-        return out
+        if not writes:
+            return []
+        return [_Kernel(position=writes[0], anchor=writes[0], rows=writes, op=op, columns={
+            name: float(getattr(t, name)[writes].sum()) for name in (*_WORK_COLUMNS, "n", "m")})]
 
     def _gated_mlp(self, parent: str) -> list[_Kernel]:
         """Gate-up GEMM and one activation-and-product kernel for the gated MLP `parent`."""
@@ -239,10 +268,11 @@ class _Fusion:
                            batch=float(len(gates))))]
         routing = [i for i in here if i not in zeros and (router is None or i > router)
                    and self.modules[i] == parent and not t.tensor_core[i]]
-        softmax = [i for i in routing if t.kind[i] == _SOFTMAX]
-        if softmax:
-            out.append(_Kernel(position=routing[0], anchor=softmax[0], rows=routing, op="topk_softmax", columns=dict(
-                flops=float(t.flops[routing].sum()), act_bytes=float(t.act_bytes[softmax[0]]))))
+        scores = [i for i in routing if t.kind[i] == _SOFTMAX or self.ops[i] == "sigmoid"]
+        if scores:
+            op = "grouped_topk" if self.ops[scores[0]] == "sigmoid" else "topk_softmax"
+            out.append(_Kernel(position=routing[0], anchor=scores[0], rows=routing, op=op, columns=dict(
+                flops=float(t.flops[routing].sum()), act_bytes=float(t.act_bytes[scores[0]]))))
         return out
 
     def _norms(self) -> list[_Kernel]:

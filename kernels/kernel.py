@@ -82,6 +82,11 @@ class Kernel:
     q_len: int = 0
     kv_len: int = 0
     head_dim: int = 0
+    # The value's width where it is not head_dim (MLA: 128 in a prefill, 512 in a decode step); 0: head_dim.
+    v_head_dim: int = 0
+    # Elements a key holds in the KV cache per KV head where not its key and value apart (head_dim + v_head_dim):
+    # MLA's latent and RoPE key (576), whose leading part is the value; 0: apart.
+    kv_width: int = 0
     causal: bool = False
     # A pointwise kernel off the framework's contiguous vectorized path: an operand broadcast to the output, of
     # another dtype (a cast), or not dense (a slice, a transposed view), which streams slower (kernels/lowering.py).

@@ -69,8 +69,12 @@ def _attention(op: Op, common: dict, window: int | None) -> Kernel:
     causal = bool(op.attrs.get("is_causal", False))
     flops = attention_flops(batch, heads, q_len, kv_len, head_dim, v[-1], causal=causal, window=window)
     kind = KernelKind.ATTENTION_PREFILL if q_len > 1 else KernelKind.ATTENTION_DECODE
+    # A cached value read inside its key (the capture reads it once: MLA's latent) adds no width of its own.
+    cached = [t.nbytes for t in op.inputs[1:3] if t.role == "kv"]
+    within = len(cached) == 2 and op.bytes_read.get("kv", 0) < sum(cached)
     return Kernel(kind=kind, flops=flops, tensor_core=True, batch=batch, heads=heads, kv_heads=k[1], q_len=q_len,
-                  kv_len=kv_len, head_dim=head_dim, causal=causal, **common)
+                  kv_len=kv_len, head_dim=head_dim, v_head_dim=v[-1] if v[-1] != head_dim else 0,
+                  kv_width=head_dim if within else 0, causal=causal, **common)
 
 
 POINTWISE_KINDS = (KernelKind.ELEMENTWISE, KernelKind.ACTIVATION, KernelKind.ROPE_PART, KernelKind.NORM_PART)

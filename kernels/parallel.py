@@ -26,10 +26,16 @@ from kernels.kernel import Kernel, KernelKind
 from kernels.table import KIND_CODE, KernelTable
 from workloads.model_config import ModelConfig
 
-COLUMN_PARALLEL = ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj", "lm_head")
+# MLA (DeepSeek, vLLM's DeepseekV2MLAAttention): q_b_proj and kv_b_proj are column-parallel (heads split), q_a_proj
+# and kv_a_proj_with_mqa replicated: every device computes, and caches, the whole latent.
+COLUMN_PARALLEL = ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj", "lm_head", "q_b_proj", "kv_b_proj")
 ROW_PARALLEL = ("o_proj", "down_proj")
 _EXPERT = re.compile(r"\.experts\.\d+(\.|$)")
+# DeepSeek's shared experts: their output is added to the routed experts' before the MoE layer's one all-reduce
+# (vLLM's DeepseekV2MoE builds them with reduce_results=False).
+_SHARED_EXPERTS = re.compile(r"\.shared_experts(\.|$)")
 _GEMM = KIND_CODE[KernelKind.GEMM]
+_BATCHED_GEMM = KIND_CODE[KernelKind.BATCHED_GEMM]
 # How the all-reduces run: "nccl", NCCL's collective; "custom", an engine's own kernels that read the peers' buffers
 # directly over the link (PyTorch's IntraNodeComm, which gpt-fast enables with ENABLE_INTRA_NODE_COMM=1; vLLM's and
 # TensorRT-LLM's custom all-reduce); "nvls", multimem loads and stores that an NVSwitch reduces and multicasts (NVLink
@@ -87,7 +93,7 @@ def shard_tensor_parallel(table: KernelTable, tp: int, config: ModelConfig, ep: 
              for name in ("flops", "weight_bytes", "act_bytes", "kv_bytes", "n", "k", "heads")}
     ones = np.ones(len(table))
     work, weights, act, kv = ones.copy(), ones.copy(), ones.copy(), ones.copy()
-    n_div, k_div = ones.copy(), ones.copy()
+    n_div, k_div, batch_div = ones.copy(), ones.copy(), ones.copy()
     output_share = np.divide(table.n, table.k + table.n, out=np.zeros(len(table)), where=(table.k + table.n) > 0)
     reduce_after: list[tuple[int, float]] = []  # (row index, message bytes): an all-reduce follows the row
     moe_layers: dict[str, None] = {}  # MoE layers (module prefix) whose output one all-reduce sums
@@ -107,10 +113,12 @@ def shard_tensor_parallel(table: KernelTable, tp: int, config: ModelConfig, ep: 
             work[i] = weights[i] = k_div[i] = 1 / tp
             act[i] = (1 - output_share[i]) / tp + output_share[i]  # a share of the input, the whole output
             between = False
-            if expert := _EXPERT.search(module):
+            if expert := _EXPERT.search(module) or _SHARED_EXPERTS.search(module):
                 moe_layers[module[:expert.start()]] = None
             else:
                 reduce_after.append((i, float(table.act_bytes[i] * output_share[i])))
+        elif between and table.kind[i] == _BATCHED_GEMM:  # a GEMM per head (MLA's absorbed W_UK, W_UV): heads split
+            work[i] = weights[i] = act[i] = batch_div[i] = 1 / tp
         elif between and not gemm:
             # Split by query heads or MLP features; KV traffic by the device's KV heads (copies when tp exceeds
             # them), and a KV-cache write moves its KV heads' activations too.
@@ -124,7 +132,7 @@ def shard_tensor_parallel(table: KernelTable, tp: int, config: ModelConfig, ep: 
         reduce_after.append((_last_row_of(table, layer), float(table.m[router] * table.k[router] * 2)))
     sharded = replace(table, flops=scale["flops"] * work, weight_bytes=scale["weight_bytes"] * weights,
                       act_bytes=scale["act_bytes"] * act, kv_bytes=scale["kv_bytes"] * kv,
-                      n=scale["n"] * n_div, k=scale["k"] * k_div,
+                      n=scale["n"] * n_div, k=scale["k"] * k_div, batch=table.batch * batch_div,
                       heads=np.where(table.heads > 0, np.maximum(scale["heads"] / tp, 1), 0),
                       kv_heads=np.where(table.kv_heads > 0, np.maximum(table.kv_heads * kv_share, 1), 0))
     return _with_collectives(sharded, sorted(reduce_after), KernelKind.ALL_REDUCE, tp)

@@ -67,6 +67,10 @@ class KernelTable:
     # A reduction's rows and values per row (Kernel.reduce_rows, reduce_length; zero for other kernels).
     reduce_rows: np.ndarray | None = None
     reduce_length: np.ndarray | None = None
+    # Attention's value width and cached elements per key and KV head where they are not the usual (Kernel.v_head_dim,
+    # kv_width; zero elsewhere).
+    v_head_dim: np.ndarray | None = None
+    kv_width: np.ndarray | None = None
     # The numeric format the table is in (set by with_format; None: the traced precision). Cost models read its
     # element and scale types (hw_models/gpu_quant.py) for the rows with quantized weights (weight_bits < 16).
     numeric_format: NumericFormat | None = None
@@ -83,7 +87,7 @@ class KernelTable:
             object.__setattr__(self, "torch_sdpa", np.array([is_torch_sdpa(k.op) for k in self.kernels], dtype=bool))
         if self.general_layout is None:
             object.__setattr__(self, "general_layout", np.array([k.general_layout for k in self.kernels], dtype=bool))
-        for name in ("reduce_rows", "reduce_length"):
+        for name in ("reduce_rows", "reduce_length", "v_head_dim", "kv_width"):
             if getattr(self, name) is None:
                 object.__setattr__(self, name, np.array([getattr(k, name) for k in self.kernels], dtype=float))
 

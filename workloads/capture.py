@@ -163,9 +163,13 @@ class _Recorder(TorchDispatchMode):
             return read, written
         else:
             for t, r in zip(ins, in_roles, strict=True):
-                add(read, r, _nbytes(t))
+                if not (short in op_costs.ATTENTION_OPS and _inside_another(t, ins)):
+                    add(read, r, _nbytes(t))
         for t in outs:
-            add(written, "activation", _nbytes(t))
+            # The memory-efficient attention op returns its dropout RNG's seed and offset (0-dim), unused without
+            # dropout: not written.
+            if not (short in op_costs.ATTENTION_OPS and t.dim() == 0):
+                add(written, "activation", _nbytes(t))
         return read, written
 
     def _flops(self, func, short, args, kwargs, out, ins, outs) -> float:
@@ -205,6 +209,14 @@ class _Recorder(TorchDispatchMode):
         np.add.at(live, self._born, self._buffer_bytes)
         np.add.at(live, np.array(self._last_use) + 1, -np.array(self._buffer_bytes))
         return int(np.cumsum(live).max())
+
+
+def _inside_another(t: torch.Tensor, tensors: list[torch.Tensor]) -> bool:
+    """Whether `t` is a view of the same buffer as a larger one of `tensors`, which a fused kernel reads once for both
+    (MLA's value: the leading columns of the cached latent its key is)."""
+    base = t._base if t._base is not None else t
+    return any(u is not t and (u._base if u._base is not None else u) is base and u.numel() > t.numel()
+               for u in tensors)
 
 
 def _unique_tensors(leaves) -> list[torch.Tensor]:

@@ -1,9 +1,11 @@
-"""Decoder-only transformer modules built from a ModelConfig: Llama, Mistral, Qwen2, Qwen3, Mixtral, Qwen3-MoE, OPT.
+"""Decoder-only transformer modules built from a ModelConfig: Llama, Mistral, Qwen2, Qwen3, Mixtral, Qwen3-MoE, OPT,
+DeepSeek-V2 and -V3.
 
 The modules are written to execute the same aten ops as the reference Hugging Face eager
 implementations (float32 RMSNorm, rotate-half RoPE, SDPA attention), with two serving-engine
 choices: a static KV cache written in place (as HF StaticCache or vLLM's paged cache) and logits
-for the last position only.
+for the last position only. DeepSeek's multi-head latent attention runs as vLLM's MLA backend runs it
+(LatentAttention), not as Hugging Face's eager module (which caches every head's key and value).
 """
 
 from __future__ import annotations
@@ -11,9 +13,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch._subclasses.fake_tensor import FakeTensor
 
-from workloads.errors import InputError
-from workloads.model_config import ModelConfig, balanced_expert_load
+from workloads.model_config import MLA_ABSORBED, MLA_DECOMPRESSED, ModelConfig, balanced_expert_load
 
 TORCH_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
@@ -56,15 +58,16 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 
 class KVCache:
-    """Per-layer key and value buffers of shape [batch, kv_heads, max_len, head_dim]."""
+    """Per-layer key and value buffers of shape [batch, kv_heads, max_len, head_dim]; MLA's one latent buffer a layer
+    (its latent and RoPE key, head_dim wide, in `keys`; `values` None)."""
 
     def __init__(self, config: ModelConfig, batch: int, max_len: int, dtype: torch.dtype):
         shape = (batch, config.num_kv_heads, max_len, config.head_dim)
         self.keys = [torch.zeros(shape, dtype=dtype) for _ in range(config.num_layers)]
-        self.values = [torch.zeros(shape, dtype=dtype) for _ in range(config.num_layers)]
+        self.values = [None if config.is_mla else torch.zeros(shape, dtype=dtype) for _ in range(config.num_layers)]
 
     def tensors(self) -> list[torch.Tensor]:
-        return self.keys + self.values
+        return [t for t in self.keys + self.values if t is not None]
 
 
 class Attention(nn.Module):
@@ -110,10 +113,122 @@ class Attention(nn.Module):
         return getattr(self, norm)(heads) if self.config.qk_norm else heads
 
 
-class MLP(nn.Module):
+def latent_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, scale: float) -> torch.Tensor:
+    """softmax(q k^T x scale) v as one fused attention op where v is narrower than q and k (MLA) and k may have one
+    head for all of q's (MQA): PyTorch's memory-efficient attention op, whose shape function takes both. Its CPU
+    kernels do not run it, so real tensors pad v with zeros to q's width through SDPA and slice the zero columns off
+    (a real trace records that SDPA op, its value as wide as its key)."""
+    if isinstance(q, FakeTensor):
+        return torch.ops.aten._scaled_dot_product_efficient_attention(q, k, v, None, False, is_causal=causal,
+                                                                       scale=scale)[0]
+    padded = F.pad(v, (0, q.shape[-1] - v.shape[-1]))
+    out = F.scaled_dot_product_attention(q, k, padded, is_causal=causal, enable_gqa=k.shape[1] != q.shape[1],
+                                         scale=scale)
+    return out[..., :v.shape[-1]]
+
+
+class LatentAttention(nn.Module):
+    """Multi-head latent attention (DeepSeek-V2/V3) as vLLM's MLA backend executes it (vllm/attention/backends/mla):
+    each token's hidden state is projected to a latent (kv_lora_rank) and a RoPE key (qk_rope_head_dim) shared by
+    the heads, which the cache holds. A prefill runs the decompressed form (LatentDecompressed), a decode step the
+    absorbed one (LatentAbsorbed), or every pass the form ModelConfig.mla_form names. The two forms are modules of
+    their own, so that a step template tells their kernels apart (kernels/mixed_layers.py)."""
+
     def __init__(self, config: ModelConfig, dtype: torch.dtype):
         super().__init__()
-        h, f, bias = config.hidden_size, config.intermediate_size, config.mlp_bias
+        h, heads, rank = config.hidden_size, config.num_heads, config.kv_lora_rank
+        nope, rope = config.qk_nope_head_dim, config.qk_rope_head_dim
+        self.config = config
+        # The latent and RoPE key first: under tensor parallelism every device computes and caches them whole
+        # (kernels/parallel.py splits what follows a column-parallel projection).
+        self.kv_a_proj_with_mqa = nn.Linear(h, rank + rope, bias=False, dtype=dtype)
+        self.kv_a_layernorm = RMSNorm(rank, config.norm_eps, dtype)
+        if config.q_lora_rank:
+            self.q_a_proj = nn.Linear(h, config.q_lora_rank, bias=False, dtype=dtype)
+            self.q_a_layernorm = RMSNorm(config.q_lora_rank, config.norm_eps, dtype)
+            self.q_b_proj = nn.Linear(config.q_lora_rank, heads * (nope + rope), bias=False, dtype=dtype)
+        else:
+            self.q_proj = nn.Linear(h, heads * (nope + rope), bias=False, dtype=dtype)
+        self.decompressed = LatentDecompressed(config, dtype)
+        self.absorbed = LatentAbsorbed(config)
+        self.o_proj = nn.Linear(heads * config.v_head_dim, h, bias=False, dtype=dtype)
+
+    def forward(self, x, rope, cache, _values, start: int) -> torch.Tensor:
+        cfg = self.config
+        b, s, _ = x.shape
+        heads, rank, nope, rope_dim = cfg.num_heads, cfg.kv_lora_rank, cfg.qk_nope_head_dim, cfg.qk_rope_head_dim
+        latent, k_pe = self.kv_a_proj_with_mqa(x).split([rank, rope_dim], dim=-1)
+        latent = self.kv_a_layernorm(latent)
+        k_pe = apply_rope(k_pe.view(b, s, 1, rope_dim).transpose(1, 2), *rope)  # [batch, 1, seq, rope]
+        cache[:, :, start:start + s, :rank].copy_(latent.unsqueeze(1))
+        cache[:, :, start:start + s, rank:].copy_(k_pe)
+        if cfg.q_lora_rank:
+            q = self.q_b_proj(self.q_a_layernorm(self.q_a_proj(x)))
+        else:
+            q = self.q_proj(x)
+        q_nope, q_pe = q.view(b, s, heads, nope + rope_dim).split([nope, rope_dim], dim=-1)
+        q_pe = apply_rope(q_pe.transpose(1, 2), *rope)  # [batch, heads, seq, rope]
+        if cfg.mla_form == MLA_DECOMPRESSED or (start == 0 and cfg.mla_form != MLA_ABSORBED):
+            return self.o_proj(self.decompressed(latent, q_nope, q_pe, k_pe))
+        return self.o_proj(self.absorbed(self.decompressed.kv_b_proj.weight, q_nope, q_pe, cache[:, :, :start + s]))
+
+
+class LatentDecompressed(nn.Module):
+    """MLA's prefill form: every head's key (without RoPE) and value up-projected from the latent (kv_b_proj), attention
+    with qk_nope + qk_rope query/key dims and v_head_dim values over the pass's own tokens; returns [batch, seq, heads
+    x v_head_dim]."""
+
+    def __init__(self, config: ModelConfig, dtype: torch.dtype):
+        super().__init__()
+        self.config = config
+        heads = config.num_heads
+        self.kv_b_proj = nn.Linear(config.kv_lora_rank, heads * (config.qk_nope_head_dim + config.v_head_dim),
+                                   bias=False, dtype=dtype)
+
+    def forward(self, latent, q_nope, q_pe, k_pe) -> torch.Tensor:
+        cfg = self.config
+        b, s, heads, nope = q_nope.shape
+        kv = self.kv_b_proj(latent).view(b, s, heads, nope + cfg.v_head_dim).transpose(1, 2)
+        k_nope, value = kv.split([nope, cfg.v_head_dim], dim=-1)
+        key = torch.cat([k_nope, k_pe.expand(b, heads, s, cfg.qk_rope_head_dim)], dim=-1)
+        query = torch.cat([q_nope.transpose(1, 2), q_pe], dim=-1)
+        out = latent_attention(query, key, value, causal=True, scale=mla_scale(cfg))  # [batch, heads, seq, v]
+        return out.transpose(1, 2).reshape(b, s, heads * cfg.v_head_dim)
+
+
+class LatentAbsorbed(nn.Module):
+    """MLA's decode form: kv_b_proj's key half absorbed into the query (a bmm per head, W_UK), its value half into the
+    output (W_UV); the query heads attend over the cached latent and RoPE key as one KV head (MQA: kv_lora_rank +
+    qk_rope_head_dim keys, kv_lora_rank values, FlashMLA's shape), which reads the cache once for all heads."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+
+    def forward(self, kv_b_weight, q_nope, q_pe, cached) -> torch.Tensor:
+        """`cached`: [batch, 1, keys, kv_lora_rank + qk_rope_head_dim]; returns [batch, seq, heads x v_head_dim]."""
+        cfg = self.config
+        b, s, heads, nope = q_nope.shape
+        rank = cfg.kv_lora_rank
+        w_uk, w_uv = kv_b_weight.view(heads, nope + cfg.v_head_dim, rank).split([nope, cfg.v_head_dim], dim=1)
+        q_latent = torch.bmm(q_nope.reshape(b * s, heads, nope).transpose(0, 1), w_uk)  # [heads, tokens, rank]
+        query = torch.cat([q_latent.transpose(0, 1).reshape(b, s, heads, rank), q_pe.transpose(1, 2)], dim=-1)
+        out = latent_attention(query.transpose(1, 2), cached, cached[..., :rank], causal=False, scale=mla_scale(cfg))
+        out = torch.bmm(out.transpose(0, 1).reshape(heads, b * s, rank), w_uv.transpose(1, 2))  # [heads, tokens, v]
+        # vLLM's _v_up_proj: (heads, tokens, v) to (tokens, heads x v), a copy for more than one token.
+        return out.transpose(0, 1).reshape(b, s, heads * cfg.v_head_dim)
+
+
+def mla_scale(config: ModelConfig) -> float:
+    """The score scale of both MLA forms: the query/key head size before absorption (yarn's mscale, a constant factor
+    on it, costs nothing)."""
+    return (config.qk_nope_head_dim + config.qk_rope_head_dim) ** -0.5
+
+
+class MLP(nn.Module):
+    def __init__(self, config: ModelConfig, dtype: torch.dtype, width: int | None = None):
+        super().__init__()
+        h, f, bias = config.hidden_size, width or config.intermediate_size, config.mlp_bias
         self.gated = config.mlp == "gated_silu"
         if self.gated:
             self.gate_proj = nn.Linear(h, f, bias=bias, dtype=dtype)
@@ -138,24 +253,47 @@ class RoutedExpert(MLP):
 
 
 class MoE(nn.Module):
-    """Top-k mixture of experts (Mixtral, Qwen3-MoE). Expert load follows balanced_expert_load, not the router."""
+    """Top-k mixture of experts (Mixtral, Qwen3-MoE, DeepSeek's beside its shared experts). Expert load follows
+    balanced_expert_load, not the router."""
 
     def __init__(self, config: ModelConfig, dtype: torch.dtype):
         super().__init__()
         self.config = config
         self.gate = nn.Linear(config.hidden_size, config.num_experts, bias=False, dtype=dtype)
+        if config.score_bias:  # DeepSeek-V3's e_score_correction_bias (float32 in its checkpoint)
+            self.e_score_correction_bias = nn.Parameter(torch.zeros(config.num_experts, dtype=torch.float32))
         self.experts = nn.ModuleList(RoutedExpert(config, dtype) for _ in range(config.num_experts))
+        if config.shared_experts:  # one MLP as wide as the shared experts together (DeepseekV2MoE.shared_experts)
+            self.shared_experts = MLP(config, dtype, width=config.shared_experts * config.intermediate_size)
+
+    def _route(self, flat: torch.Tensor) -> torch.Tensor:
+        """The routing weights of each token's top-k experts ([tokens, k], float32), as DeepSeek's MoEGate computes
+        them: scores, a choice among the best groups (DeepSeek's group-limited routing), with a bias that picks but
+        does not weigh (noaux_tc), normalized and scaled as the config says. Mixtral and Qwen3-MoE: softmax, top-k."""
+        cfg = self.config
+        logits = self.gate(flat).to(torch.float32)
+        scores = torch.sigmoid(logits) if cfg.scoring == "sigmoid" else F.softmax(logits, dim=-1)
+        choice = scores + self.e_score_correction_bias if cfg.score_bias else scores
+        if cfg.expert_groups > 1:
+            grouped = choice.view(flat.shape[0], cfg.expert_groups, -1)
+            # noaux_tc ranks a group by its best two experts, group_limited_greedy by its best one.
+            group_scores = grouped.topk(2, dim=-1)[0].sum(-1) if cfg.score_bias else grouped.amax(dim=-1)
+            kept = torch.topk(group_scores, cfg.topk_groups, dim=-1)[1]
+            mask = torch.zeros_like(group_scores).scatter_(1, kept, 1.0)
+            choice = grouped.masked_fill(mask.unsqueeze(-1) == 0, 0.0).reshape(flat.shape[0], -1)
+        weights, index = torch.topk(choice, cfg.experts_per_token, dim=-1)
+        if cfg.score_bias:
+            weights = scores.gather(1, index)
+        if cfg.normalize_topk:
+            weights = weights / weights.sum(dim=-1, keepdim=True)
+        return weights * cfg.routed_scale if cfg.routed_scale != 1.0 else weights
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         cfg = self.config
         b, s, h = x.shape
         tokens = b * s
         flat = x.reshape(tokens, h)
-        probs = F.softmax(self.gate(flat).to(torch.float32), dim=-1)
-        weights, _ = torch.topk(probs, cfg.experts_per_token, dim=-1)
-        if cfg.normalize_topk:
-            weights = weights / weights.sum(dim=-1, keepdim=True)
-        weights = weights.to(x.dtype)
+        weights = self._route(flat).to(x.dtype)
         out = torch.zeros_like(flat)
         first = 0
         for expert, count in zip(self.experts, balanced_expert_load(tokens, cfg.experts_per_token,
@@ -163,16 +301,21 @@ class MoE(nn.Module):
             if count:
                 expert(flat, weights, out, first, count)
                 first += count
+        if cfg.shared_experts:
+            out = out + self.shared_experts(flat)
         return out.view(b, s, h)
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, config: ModelConfig, dtype: torch.dtype):
+    def __init__(self, config: ModelConfig, dtype: torch.dtype, index: int = 0):
         super().__init__()
         self.input_layernorm = _norm(config, dtype)
-        self.self_attn = Attention(config, dtype)
+        self.self_attn = LatentAttention(config, dtype) if config.is_mla else Attention(config, dtype)
         self.post_attention_layernorm = _norm(config, dtype)
-        self.mlp = MoE(config, dtype) if config.is_moe else MLP(config, dtype)
+        if config.is_moe and index >= config.dense_layers:
+            self.mlp = MoE(config, dtype)
+        else:  # a dense model's MLP, or one of an MoE model's dense first layers (DeepSeek's first_k_dense_replace)
+            self.mlp = MLP(config, dtype, width=config.dense_intermediate_size if config.is_moe else None)
 
     def forward(self, x, rope, key_cache, value_cache, start: int) -> torch.Tensor:
         x = x + self.self_attn(self.input_layernorm(x), rope, key_cache, value_cache, start)
@@ -190,9 +333,6 @@ class DecoderModel(nn.Module):
 
     def __init__(self, config: ModelConfig, dtype: torch.dtype | None = None):
         super().__init__()
-        if config.is_mla:
-            raise InputError(f"{config.name}: kv_lora_rank: found {config.kv_lora_rank}, allowed: 0 "
-                             f"(multi-head latent attention is counted, not yet built or traced)")
         dtype = dtype or TORCH_DTYPES.get(config.dtype, torch.bfloat16)
         self.config = config
         self.dtype = dtype
@@ -201,8 +341,9 @@ class DecoderModel(nn.Module):
             self.embed_positions = nn.Embedding(config.max_positions + OPT_POSITION_OFFSET, config.hidden_size,
                                                 dtype=dtype)
         else:
-            self.rotary = RotaryEmbedding(config.head_dim, config.rope_theta)
-        self.layers = nn.ModuleList(DecoderLayer(config, dtype) for _ in range(config.num_layers))
+            self.rotary = RotaryEmbedding(config.qk_rope_head_dim if config.is_mla else config.head_dim,
+                                          config.rope_theta)
+        self.layers = nn.ModuleList(DecoderLayer(config, dtype, i) for i in range(config.num_layers))
         self.norm = _norm(config, dtype)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False, dtype=dtype)
         if config.tie_embeddings:

@@ -16,6 +16,7 @@ SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "mixtral", "qwen3
 # Families that normalize each head's query and key (RMSNorm over head_dim) before RoPE, and whose output
 # projection has a bias with attention_bias (Hugging Face modeling_qwen3.py, modeling_qwen3_moe.py).
 QWEN3_TYPES = ("qwen3", "qwen3_moe")
+MLA_DECOMPRESSED, MLA_ABSORBED = "decompressed", "absorbed"
 # Families with multi-head latent attention (MLA), shared experts and dense first layers (Hugging Face
 # modeling_deepseek_v2.py, modeling_deepseek_v3.py).
 DEEPSEEK_TYPES = ("deepseek_v2", "deepseek_v3")
@@ -61,6 +62,9 @@ class ModelConfig:
     qk_nope_head_dim: int = 0
     qk_rope_head_dim: int = 0
     v_head_dim: int = 0
+    # The MLA form every pass runs in: "" a prefill decompressed and a decode step absorbed, as vLLM runs them;
+    # MLA_DECOMPRESSED or MLA_ABSORBED, each form apart, as a step template traces them (kernels/mixed_layers.py).
+    mla_form: str = ""
     normalize_topk: bool = True  # the top-k routing weights divided by their sum (Mixtral; qwen3_moe norm_topk_prob)
     qk_norm: bool = False  # an RMSNorm of head_dim weights on each query and key head before RoPE (Qwen3)
     norm_eps: float = 1e-5
