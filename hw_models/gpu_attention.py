@@ -200,10 +200,12 @@ class AttentionShapes:
 
     @functools.cached_property
     def row_values(self) -> tuple[list, ...]:
-        """The columns _scalar_times reads, as lists of Python numbers (kept: the shapes do not change)."""
-        return tuple(np.broadcast_to(column, self.flops.shape).tolist() for column in (
-            self.flops, self.traffic, self.keys_values, self.batch, self.split_column, self.mma_flops,
-            self.packed_blocks, self.head_blocks, self.variant))
+        """The columns _scalar_times reads, as lists of Python numbers (kept: the shapes do not change); only a
+        column of fewer dimensions is broadcast (numpy's broadcast_to costs more than the list)."""
+        shape = self.flops.shape
+        return tuple((column if np.shape(column) == shape else np.broadcast_to(column, shape)).tolist()
+                     for column in (self.flops, self.traffic, self.keys_values, self.batch, self.split_column,
+                                    self.mma_flops, self.packed_blocks, self.head_blocks, self.variant))
 
 
 def attention_shapes(*, flops, act_bytes, kv_bytes, batch, heads, kv_heads, q_len, kv_len, head_dim,

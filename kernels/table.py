@@ -228,8 +228,8 @@ class KernelTable:
             group = cache[key] = RowGroup(self, np.flatnonzero(mask))
         return group
 
-    def _columns(self) -> list[str]:
-        return [f.name for f in fields(self) if f.name not in ("kernels", "sparsity", "numeric_format")]
+    def _columns(self) -> tuple[str, ...]:
+        return _COLUMNS
 
     def __len__(self) -> int:
         return len(self.kernels)
