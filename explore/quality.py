@@ -261,11 +261,34 @@ def format_words(fmt: NumericFormat) -> str:
     return " ".join([fmt.label, *others])
 
 
+# ModelConfig fields that leave a model's weights and outputs as published: its name and source, the 16-bit type it
+# is stored in, the context it allows (the figures are at 2,048 or 4,096 tokens) and the form MLA is computed in.
+SAME_MODEL_FIELDS = ("name", "source", "dtype", "max_positions", "mla_form")
+
+
+def preset_fields_apart(config) -> str:
+    """Where a model's config (workloads.model_config.ModelConfig) differs from the shipped preset of its name, as
+    'num_layers 16 vs 32'; '' where it is that preset's model or no preset has its name."""
+    from workloads.model_config import load_model_config, preset_names
+
+    if config.name.lower() not in preset_names():
+        return ""
+    preset = load_model_config(config.name.lower())
+    return ", ".join(f"{field.name} {getattr(config, field.name)} vs {getattr(preset, field.name)}"
+                     for field in dataclasses.fields(preset) if field.name not in SAME_MODEL_FIELDS
+                     and getattr(config, field.name) != getattr(preset, field.name))
+
+
 @functools.lru_cache(maxsize=4096)
 def _point_figure(model: str, fmt: NumericFormat, method: str) -> QualityFigure:
     from workloads.model_config import load_model_config
 
-    return quality_figure(load_model_config(model).name, fmt, method)
+    config = load_model_config(model)
+    if not is_uncompressed(fmt) and (apart := preset_fields_apart(config)):
+        return QualityFigure(math.nan, f"no published figure for {model}: a config named as the preset "
+                                       f"{config.name.lower()} with other shapes ({apart}), so another model "
+                                       f"than the one the papers measured")
+    return quality_figure(config.name, fmt, method)
 
 
 def point_quality(point) -> QualityFigure:

@@ -88,6 +88,23 @@ def test_qserve_awq_row_gives_the_published_change_for_llama_2_7b_w4a16():
     assert point_quality(_point(weight_bits=4, knobs=(("quant_method", "gptq"),))).delta == pytest.approx(0.16)
 
 
+def test_a_config_file_named_as_a_preset_has_the_presets_figure_only_with_its_shapes(tmp_path: Path):
+    """A row is a published model's figure: a config.json of one's own that keeps a preset's name but not its shapes
+    (Llama-2-7B cut to 16 layers, saved as llama-2-7b.json) is another model, so it has no figure (it had AWQ's +0.13)
+    and quality_source names the field that differs; a verbatim copy under that name keeps +0.13, and 16-bit dense
+    stays 0 (the baseline) for any model."""
+    preset = json.loads((Path(__file__).parents[2] / "workloads" / "presets" / "llama-2-7b.json").read_text())
+    (tmp_path / "copy").mkdir()
+    (tmp_path / "copy" / "llama-2-7b.json").write_text(json.dumps(preset))
+    (tmp_path / "cut").mkdir()
+    (tmp_path / "cut" / "llama-2-7b.json").write_text(json.dumps(preset | {"num_hidden_layers": 16}))
+    copy, cut = (str(tmp_path / folder / "llama-2-7b.json") for folder in ("copy", "cut"))
+    assert point_quality(dataclasses.replace(_point(weight_bits=4), model=copy)).delta == pytest.approx(0.13)
+    figure = point_quality(dataclasses.replace(_point(weight_bits=4), model=cut))
+    assert math.isnan(figure.delta) and "num_layers 16" in figure.source and "32" in figure.source
+    assert point_quality(dataclasses.replace(_point(), model=cut)).delta == 0.0
+
+
 def test_a_field_that_changes_nothing_does_not_hide_the_figure():
     """edge_layers says how many edge layers edge_layer_bits keeps at other bits: with no edge bits it changes
     nothing, so W4A16 with edge_layers 2 is AWQ's W4A16 (0.13); with edge bits it is another format."""

@@ -11,7 +11,6 @@ is Eq. 4 solved at the stated average (the paper gives averages, not rates).
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from explore.quality import point_quality, quality_figure, shipped_table
 from explore.runner import run_sweep
 from explore.sweep import load_sweep
 from kernels.formats import NumericFormat
-from tests.explore.tiny_sweep import TINY_CONFIG, write_sweep
+from tests.explore.tiny_sweep import write_sweep
 
 SPQR_PAPER = "2306.03078"
 ROUNDED = 0.005 + 1e-9  # half a unit of the paper's two decimals
@@ -113,17 +112,14 @@ def test_design_points_read_spqr_rows_through_their_knobs():
 
 
 def test_a_sweep_over_spqr_formats_reports_the_published_figures(tmp_path: Path, tiny_evaluator):
-    """Table 1's two SpQR configurations and GPTQ-style 4-bit per channel on a tiny Llama saved as llama-7b (quality
-    is matched by the model's name; the tiny model keeps the run fast)."""
-    config = tmp_path / "llama-7b" / "config.json"
-    config.parent.mkdir()
-    config.write_text(json.dumps(TINY_CONFIG))
-    sweep = load_sweep(write_sweep(tmp_path, f"""
+    """Table 1's two SpQR configurations on LLaMA-7B (quality is matched by the model, its shapes the preset's: a tiny
+    model saved under its name has no figure)."""
+    sweep = load_sweep(write_sweep(tmp_path, """
 name: spqr-quality
-model: {config}
+model: llama-7b
 device: a100-sxm-80gb
-workload: {{batch: 1, prompt: 32, output: 4}}
-format: {{weight_bits: 3, scale_type: spqr3, group_size: 8, scale_group_size: 64, outlier_fraction: [0.002, 0.01]}}
+workload: {batch: 1, prompt: 32, output: 4}
+format: {weight_bits: 3, scale_type: spqr3, group_size: 8, scale_group_size: 64, outlier_fraction: [0.002, 0.01]}
 constraints: ["quality_delta <= 0.3"]
 """))
     rows = run_sweep(sweep, tmp_path / "out", evaluator=tiny_evaluator)
