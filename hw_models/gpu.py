@@ -7,8 +7,9 @@ implementation), attention, fused MoE layers and streaming kernels
 follow the fitted efficiency models of gpu_efficiency.py (a fused MoE layer without a MoE fit is priced by the
 GEMM fit as the grouped GEMM it is); kernels without a fit (uncalibrated presets) take the roofline:
 the larger of math at the dense peak rate of the kernel's dtype and traffic at peak DRAM bandwidth.
-GEMMs with quantized weights add the CUDA-core work that dequantizes them, and a format whose dtype the GPU lacks
-is emulated at the next wider one (hw_models/gpu_quant.py; quant_plan says so).
+GEMMs with quantized weights add the CUDA-core work that dequantizes them and run at the rate of their plan's math
+dtype: a float format whose dtype the GPU lacks runs weight-only at the 16-bit rate, an integer one is emulated at
+the next wider dtype (hw_models/gpu_quant.py; quant_plan says so).
 Host cost per kernel depends on the execution mode: "eager" launches every kernel from the host
 (kernel_launch_us, added serially: a host no faster than one launch per kernel), "graphs" replays a
 captured CUDA graph (graph_launch_us per kernel), "device" counts kernel time only (what a profiler's
@@ -169,6 +170,11 @@ class GPUModel(DeviceModel):
             by_id.clear()
         by_id[id(fmt)] = (fmt, plans[fmt])  # the format kept alive with its id
         return plans[fmt]
+
+    def weight_gemm_dtype(self, weight_bits: float, dtype: str) -> str:
+        """The format's own dtype: a GPU runs a dtype it lacks as its quant plan says (weight-only at the 16-bit rate,
+        or emulated), and the plan's notice and math_dtype say so (explore/format_checks.py reads both)."""
+        return dtype
 
     def gemm_pricing_unmeasured(self, plan: QuantPlan) -> str:
         """What prices a plan's GEMMs where no GEMM run as they run was measured for this GPU (or its sibling):
@@ -363,18 +369,29 @@ class GPUModel(DeviceModel):
             put(streaming, None, m, busy, latency)
         return compute_s, memory_s, busy_s, latency_s
 
-    def _kernel_rates(self, table: KernelTable) -> tuple[np.ndarray, np.ndarray]:
-        """(peak FLOP/s, joules per FLOP) of each kernel, by its (dtype, tensor_core) pair (KernelTable.dtype_groups):
-        the pairs' rates kept per set of pairs where they are numbers (the spec does not change under a model), so a
-        call is one gather; rates that are arrays over a block of design points are looked up per call."""
-        groups, index = table.dtype_groups
+    def _kernel_rates(self, table: KernelTable,
+                      plans: list[tuple[QuantPlan, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+        """(peak FLOP/s, joules per FLOP) of each kernel, by its (dtype, tensor_core) pair (KernelTable.dtype_groups),
+        a quantized GEMM's by its plan's math dtype (`plans`: row_plans; a float format the GPU lacks runs weight-only
+        at the 16-bit rate, not the next wider dtype's): the pairs' rates kept per set of pairs where they are
+        numbers (the spec does not change under a model), so a call is one gather; rates that are arrays over a
+        block of design points are looked up per call."""
+        pairs = table.dtype_groups
+        moved = [(plan.math_dtype, rows) for plan, rows in plans if plan.math_dtype != plan.dtype]
+        if moved:  # the plan's rows on a pair of their own
+            groups, index = list(pairs[0]), pairs[1].copy()
+            for math_dtype, rows in moved:
+                index[rows & table.tensor_core] = len(groups)
+                groups.append((math_dtype, True))
+            pairs = (groups, index)
+        groups, index = pairs
         cache = self.__dict__.setdefault("_rates_by_pairs", {})
         key = tuple(groups)
         rates = cache.get(key)
         if rates is None:
             values = [self._pair_rates(*pair) for pair in groups]
             if not all(type(v) is float for row in values for v in row):  # arrays over a block of design points
-                return table.per_dtype(self._pair_rates)
+                return table.per_dtype(self._pair_rates, pairs)
             rates = cache[key] = np.array(values, dtype=float).reshape(len(values), 2).T
         peak, flop_J = rates.take(index, axis=1)
         return peak, flop_J
@@ -396,23 +413,24 @@ class GPUModel(DeviceModel):
             return costs
         for plan, rows in plans:
             if plan.apart_ops and rows.any():
-                costs = costs.faster(self._dequantized_apart(table, rows, plan.apart_ops, execution, costs), rows)
+                costs = costs.faster(self._dequantized_apart(table, rows, plan, execution, costs), rows)
         return costs
 
-    def _dequantized_apart(self, table: KernelTable, rows: np.ndarray, ops_per_weight: float, execution: str,
+    def _dequantized_apart(self, table: KernelTable, rows: np.ndarray, plan: QuantPlan, execution: str,
                            costs: KernelCosts) -> KernelCosts:
         """`costs` with the given GEMM rows run as two kernels: one that reads their stored weights and writes them
-        at the GEMM's 16-bit dtype (ops_per_weight lane instructions a weight on the CUDA cores, carried as two vector
-        FLOPs each, as format_kernels.py carries DFloat11's decompression), and the 16-bit GEMM on those weights.
-        Both are priced as any such kernel is (the streaming fit, the GEMM fit, a launch each), and summed."""
+        at the plan's 16-bit math dtype (plan.apart_ops lane instructions a weight on the CUDA cores, carried as two
+        vector FLOPs each, as format_kernels.py carries DFloat11's decompression), and the 16-bit GEMM on those
+        weights. Both are priced as any such kernel is (the streaming fit, the GEMM fit, a launch each), and summed."""
         index = np.flatnonzero(rows)
         gemms = table.select(index)
         weights = gemms.n * gemms.k * np.maximum(gemms.batch, 1.0)
-        written_B = weights * np.array([DTYPE_BITS.get(dtype, 16) for dtype in gemms.dtype.tolist()]) / 8.0
+        written_B = weights * DTYPE_BITS.get(plan.math_dtype, 16) / 8.0
         zeros, sixteen = np.zeros(len(index)), np.full(len(index), 16.0)
-        dense = replace(gemms, weight_bytes=written_B, weight_bits=sixteen)
+        dense = replace(gemms, weight_bytes=written_B, weight_bits=sixteen,
+                        dtype=np.full(len(index), plan.math_dtype, dtype=gemms.dtype.dtype))
         dequantize = replace(gemms, kind=np.full(len(index), KINDS.index(KernelKind.ELEMENTWISE)),
-                             flops=FLOPS_PER_LANE_OP * ops_per_weight * weights, act_bytes=written_B, kv_bytes=zeros,
+                             flops=FLOPS_PER_LANE_OP * plan.apart_ops * weights, act_bytes=written_B, kv_bytes=zeros,
                              tensor_core=np.zeros(len(index), dtype=bool), m=zeros, n=zeros, k=zeros, batch=zeros,
                              weight_bits=sixteen, general_layout=np.zeros(len(index), dtype=bool),
                              reduce_rows=zeros, reduce_length=zeros)
@@ -430,7 +448,7 @@ class GPUModel(DeviceModel):
         """Each kernel's costs on the plans of its quantized GEMMs (row_plans)."""
         spec = self.spec
         host_s = self.host_s(execution)
-        peak, flop_J = self._kernel_rates(table)
+        peak, flop_J = self._kernel_rates(table, plans)
         vector_ops = self._vector_ops(table, plans)
         compute_s, memory_s, busy_s, latency_s = self._device_times(table, peak, plans, vector_ops)
         compute_J = table.flops * flop_J

@@ -8,11 +8,13 @@ The model, per GEMM with quantized weights (kernels/formats.py):
   MMA) or in the epilogue, so the CUDA cores add nothing. A calibrated preset prices them on its fit of that
   dtype, and a block-scaled float format on the fit of the block-scaled implementation where one was measured
   ('fp8/block128', 'fp4/nvfp4': aiconfigurator's tables, hw_models/calibration.py).
-- Emulated math. A dtype the preset has no rate for (fp4 on an H100, int4 on an H100) runs at the next wider dtype
-  it has (hw_models/spec_common.DTYPE_FALLBACK), and the CUDA cores convert both operands to it: each weight element
-  once per M-tile pass and each activation element once per N-tile pass. A float dtype whose next wider one is
-  16-bit (fp8 or fp4 on an A100) runs as engines run it there instead: weight-only, the activations kept 16-bit
-  (_weight_only_fallback, vLLM's Marlin kernels). quant_plan says so in its notice (`explore run` prints it).
+- A float dtype the preset has no rate for (fp8 on an A100, fp4 on an A100, H100, H200 or L40S) runs as engines run
+  it there: weight-only, the activations kept 16-bit and the weights dequantized as the weight-only format's are, at
+  the 16-bit rate (_weight_only_fallback, vLLM's Marlin kernels; the plan's math_dtype, which GPUModel prices its
+  rows at). An integer dtype it has no rate for (int4 on an H100) is emulated: it runs at the next wider dtype it has
+  (hw_models/spec_common.DTYPE_FALLBACK), and the CUDA cores convert both operands to it, each weight element once
+  per M-tile pass and each activation element once per N-tile pass (no engine was found that runs int4 W4A4
+  otherwise there). quant_plan says which in its notice (`explore run` prints it).
 - Weight-only formats (W8A16, W4A16, W3A16, fp8 or fp4 weights with 16-bit activations): the math runs at the
   16-bit rate, the weights move at their stored bits (scales included, KernelTable.with_format) and the CUDA cores
   dequantize every weight element once per M-tile pass.
@@ -164,7 +166,6 @@ class PassTile:
 
 
 MARLIN_PASSES = (PassTile(math.inf, M_TILE_ROWS, M_TILE_ROWS),)
-SIXTEEN_BIT = ("fp16", "bf16")  # the math dtypes weight-only kernels run in
 TOKEN_PASSES = (PassTile(math.inf, 1, 1),)  # SqueezeLLM's GEMV redoes its work for every token
 # QServe's launch tiles by m (gemm_w4a8_per_chn and gemm_w4a8_per_group in gemm_cuda.cu; see the docstring).
 QSERVE_CHANNEL_PASSES = (PassTile(127, 32, 32), PassTile(256, 64, 32), PassTile(math.inf, 128, 64))
@@ -188,7 +189,7 @@ class QuantPlan:
     """How one GPU runs a format's weight GEMMs."""
 
     dtype: str  # the format's GEMM dtype (kernels/formats.NumericFormat.gemm_dtype)
-    math_dtype: str  # the tensor-core dtype it runs in on this GPU
+    math_dtype: str  # the tensor-core dtype it runs in on this GPU, whose peak rate prices its rows (GPUModel)
     weight_ops: float  # lane instructions per weight element per pass (0: the tensor cores take the weights)
     act_ops: float  # lane instructions per activation element per N-tile pass (emulated math only)
     variant: str  # calibration variant that prices it ('fp8/block128', 'fp4/nvfp4', 'bf16/w4int', 'fp8/w4fp4') or ''
@@ -270,8 +271,8 @@ def quant_plan(fmt: NumericFormat | None, peak_TFLOPS, gpu: str, traced_dtype: s
             ops = 0.0
         return QuantPlan(dtype=dtype, math_dtype=dtype, weight_ops=ops, act_ops=0.0,
                          variant=fmt.block_scaled_variant if ops == 0.0 else "", notice=notice)
-    if dtype in FLOAT_TYPES.values() and math in SIXTEEN_BIT:
-        return _weight_only_fallback(fmt, dtype, math, peak_TFLOPS, gpu, traced_dtype)
+    if dtype in FLOAT_TYPES.values():
+        return _weight_only_fallback(fmt, dtype, peak_TFLOPS, gpu, traced_dtype)
     weight_ops = unpack_ops(fmt.weight_bits, fmt.weight_type) + _scale_ops(fmt)
     act_ops = unpack_ops(fmt.act_bits, fmt.act_type if fmt.act_type != INT else INT)
     notice = (f"{dtype} GEMMs emulated on {gpu}: no {dtype} tensor cores, so weights and activations are converted "
@@ -280,21 +281,21 @@ def quant_plan(fmt: NumericFormat | None, peak_TFLOPS, gpu: str, traced_dtype: s
     return QuantPlan(dtype=dtype, math_dtype=math, weight_ops=weight_ops, act_ops=act_ops, variant="", notice=notice)
 
 
-def _weight_only_fallback(fmt: NumericFormat, dtype: str, math: str, peak_TFLOPS, gpu: str,
-                          traced_dtype: str) -> QuantPlan:
-    """A float format (fp8, fp4) on a GPU whose next wider tensor-core dtype is 16-bit, as engines run it: the
-    activations stay 16-bit and the weights go through the weight-only format's kernel (the W8A16 or W4A16 plan),
-    where emulating the format would also convert every activation. vLLM runs fp8 checkpoints on Turing and Ampere
-    "as weight-only W8A16, utilizing FP8 Marlin" (docs/features/quantization/fp8.md) and fp4 ones on GPUs without
-    fp4 tensor cores as "Weight-only FP4 compression ... leveraging the Marlin kernel"
-    (model_executor/layers/quantization/utils/marlin_utils_fp4.py). The activations' bytes stay as the format
-    stores them (kernels/table.py applies a format before a device is chosen): a GEMM's input, small beside its
-    weights in decode and its math in prefill."""
+def _weight_only_fallback(fmt: NumericFormat, dtype: str, peak_TFLOPS, gpu: str, traced_dtype: str) -> QuantPlan:
+    """A float format (fp8, fp4) on a GPU without that dtype's tensor cores, as engines run it: the activations stay
+    16-bit and the weights go through the weight-only format's kernel (the W8A16 or W4A16 plan, its 16-bit math and
+    rate), where emulating the format would also convert every activation. vLLM runs fp8 checkpoints on Turing and
+    Ampere "as weight-only W8A16, utilizing FP8 Marlin" (docs/features/quantization/fp8.md) and fp4 ones on GPUs
+    without fp4 tensor cores, Hopper and Ada included, as "Weight-only FP4 compression ... leveraging the Marlin
+    kernel" (model_executor/layers/quantization/utils/marlin_utils_fp4.py). The activations' bytes stay as the
+    format stores them (kernels/table.py applies a format before a device is chosen): a GEMM's input, small beside
+    its weights in decode and its math in prefill."""
     weight_only = quant_plan(replace(fmt, act_bits=16, act_type=INT), peak_TFLOPS, gpu, traced_dtype)
     notice = (f"{dtype} GEMMs run weight-only on {gpu}: no {dtype} tensor cores, so the activations stay 16-bit and "
               f"the {fmt.weight_type} weights are dequantized on the CUDA cores ({weight_only.weight_ops:g} "
-              f"instructions per weight and pass) for {math} math, as vLLM's Marlin kernels run such checkpoints")
-    return replace(weight_only, dtype=dtype, math_dtype=math, notice=notice)
+              f"instructions per weight and pass) for {weight_only.math_dtype} math, as vLLM's Marlin kernels run "
+              f"such checkpoints")
+    return replace(weight_only, dtype=dtype, notice=notice)
 
 
 def _qserve_kernel(fmt: NumericFormat) -> tuple[float, tuple[PassTile, ...]] | None:

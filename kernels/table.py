@@ -275,12 +275,15 @@ class KernelTable:
             cache[key] = [(dtype, mask) for dtype, mask in masks if mask.any()]
         return cache[key]
 
-    def per_dtype(self, fn) -> np.ndarray | tuple[np.ndarray, ...]:
+    def per_dtype(self, fn, pairs: tuple[list[tuple[str, bool]], np.ndarray] | None = None
+                  ) -> np.ndarray | tuple[np.ndarray, ...]:
         """fn(dtype, tensor_core) for every kernel, called once per distinct pair (cost models look up rates); where
-        fn returns a tuple (several rates of a pair), a tuple of such arrays, looked up in one pass.
+        fn returns a tuple (several rates of a pair), a tuple of such arrays, looked up in one pass. `pairs`: the
+        pairs and each kernel's index into them where a cost model prices some rows as another pair (default:
+        dtype_groups).
 
         A rate that is an array over design points (shape (points, 1)) gives (points, kernels)."""
-        groups, index = self.dtype_groups
+        groups, index = self.dtype_groups if pairs is None else pairs
         values = [fn(dtype, tensor_core) for dtype, tensor_core in groups]
         if values and type(values[0]) is tuple:
             if all(type(v) is float for row in values for v in row):  # one gather for every rate

@@ -87,8 +87,9 @@ def test_dfloat11_holds_less_than_bf16(tiny_evaluator):
 
 
 def test_emulated_gemms_says_which_dtypes_run_emulated():
-    """The A100 has no fp8 tensor cores and the H100 no fp4 ones (NVIDIA A100 and H100 datasheets); the H100 runs
-    fp8 natively, and 16-bit weights are never emulated."""
+    """The A100 has no fp8 tensor cores and the H100 no fp4 ones (NVIDIA A100 and H100 datasheets): fp4 runs
+    weight-only on the H100, at the 16-bit rate (hw_models/gpu_quant.py); the H100 runs fp8 natively, and 16-bit
+    weights are never emulated."""
     fp8 = NumericFormat(weight_bits=8, act_bits=8, weight_type="fp8_e4m3", act_type="fp8_e4m3")
     fp4 = NumericFormat(weight_bits=4, act_bits=4, weight_type="fp4_e2m1", act_type="fp4_e2m1", scale_type="e4m3",
                         group_size=16)
@@ -96,7 +97,7 @@ def test_emulated_gemms_says_which_dtypes_run_emulated():
     assert emulated_gemms(a100, fp8).split(" as ")[0] == "fp8"
     assert emulated_gemms(a100, fp8).split(" as ")[1] in ("fp16", "bf16")
     assert emulated_gemms(h100, fp8) == ""
-    assert emulated_gemms(h100, fp4) == "fp4 as fp8"
+    assert emulated_gemms(h100, fp4) == "fp4 as bf16"
     assert emulated_gemms(a100, NumericFormat()) == ""
     # A mixed format says it for the widths that are emulated only.
     mixed = NumericFormat(weight_bits=8, act_bits=8, weight_type="fp8_e4m3", act_type="fp8_e4m3",

@@ -114,7 +114,7 @@ def test_fp4_on_a100_runs_weight_only_and_says_so():
     nvfp4 = NumericFormat(weight_bits=4, act_bits=4, weight_type="fp4_e2m1", act_type="fp4_e2m1", scale_type="e4m3",
                           group_size=16)
     plan = a100.quant_plan(nvfp4)
-    assert plan.emulated and plan.math_dtype == "fp16" and plan.act_ops == 0.0
+    assert plan.emulated and plan.math_dtype == "bf16" and plan.act_ops == 0.0  # the traced activations' dtype
     assert "run weight-only on a100-sxm-80gb" in plan.notice and "fp4" in plan.notice
     # Roofline, compute-bound: the fp16 math plus the weights' dequantization (2.125 ops: 4-bit unpack, exponent
     # rebias, scale) once per 64 rows, at 9.75 T lane instructions/s; no activation is converted.
@@ -144,10 +144,29 @@ def test_fp8_w8a8_on_a100_is_priced_as_fp8_weights_alone():
     assert float(time_s(a100, [gemm(m, n, k)], w8a8)[0]) == pytest.approx(expected, rel=1e-9)
     h100 = load_device("h100-sxm", calibrated=False)
     assert h100.quant_plan(w8a8).math_dtype == "fp8" and h100.quant_plan(w8a8).notice == ""
-    # fp4 on an H100 still converts both operands to its fp8 math (the emulation's notice).
-    nvfp4 = NumericFormat(weight_bits=4, act_bits=4, weight_type="fp4_e2m1", act_type="fp4_e2m1", scale_type="e4m3",
-                          group_size=16)
-    assert "emulated on h100-sxm" in h100.quant_plan(nvfp4).notice
+
+
+def test_fp4_on_h100_runs_weight_only_at_the_bf16_rate():
+    """The H100 has fp8 tensor cores and no fp4 ones (H100 datasheet); vLLM runs fp4 checkpoints there weight-only
+    too ("Weight-only FP4 compression will be used leveraging the Marlin kernel", marlin_utils_fp4.py): 16-bit
+    activations, the math at the bf16 peak (989.4 TFLOP/s), not the fp8 one (1978.9) an fp8 emulation ran at, and
+    the weights' dequantization only. Under an engine the other path (dequantize apart, then the 16-bit GEMM) writes
+    the weights at 16 bits and runs at the same bf16 rate, so W4A4 costs what W4A16 on the same weights does."""
+    h100 = load_device("h100-sxm", calibrated=False)
+    fp4 = dict(weight_bits=4, weight_type="fp4_e2m1", scale_type="e4m3", group_size=16)
+    w4a4 = NumericFormat(act_bits=4, act_type="fp4_e2m1", **fp4)
+    plan = h100.quant_plan(w4a4)
+    assert plan.math_dtype == "bf16" and plan.act_ops == 0.0
+    assert "fp4 GEMMs run weight-only on h100-sxm" in plan.notice
+    # Roofline, compute-bound: 4096^3 at the bf16 peak plus 2.125 ops a weight (4-bit unpack 1.125, exponent rebias
+    # 0.5, e4m3 scale 0.5) once per 64 rows at half the 66.9 TFLOP/s fp32 peak; no activation is converted.
+    m = n = k = 4096
+    expected = 2 * m * n * k / 989.4e12 + 2.125 * n * k * (m / 64) / (66.9e12 / 2)
+    assert float(time_s(h100, [gemm(m, n, k)], w4a4)[0]) == pytest.approx(expected, rel=1e-9)
+    shapes = [gemm(1, 4096, 4096), gemm(16384, 4096, 4096), gemm(16384, 11008, 4096)]
+    table = KernelTable.from_kernels(shapes)
+    engine = [h100.cost_table(table.with_format(fmt), "engine").time_s for fmt in (w4a4, NumericFormat(**fp4))]
+    assert engine[0] == pytest.approx(engine[1], rel=1e-3)  # equal but for the activations' bytes
 
 
 def test_default_format_prices_as_before(a100):
