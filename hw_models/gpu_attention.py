@@ -167,6 +167,14 @@ def _times(fit: _RowFits, shapes: AttentionShapes, *, flops_per_s, bandwidth_Bps
     return compute_s, memory_s, busy_s
 
 
+def kv_groups(heads, kv_heads, q_len) -> tuple:
+    """(groups, rows) of attention calls: the KV heads (the query heads where a row gives none) and the query rows
+    each one serves, its positions x the query heads sharing it (GQA; 1 x q_len under MHA)."""
+    heads, q_len = np.maximum(heads, 1), np.maximum(q_len, 1)
+    groups = np.where(kv_heads > 0, kv_heads, heads)
+    return groups, q_len * heads / groups
+
+
 def decode_like(q_len, kv_len, heads, kv_heads):
     """Whether attention calls run as decode kernels: every query row of a KV head (its positions x the query heads
     packed with it) fits one query tile and attends to a longer cache. One new token, or the k + 1 tokens of a
@@ -217,7 +225,7 @@ def attention_shapes(*, flops, act_bytes, kv_bytes, batch, heads, kv_heads, q_le
     `v_head_dim` and `kv_width` (0: head_dim, and a key and a value apart): the value's width and the elements a key
     holds in the cache per KV head, where they differ (MLA, KernelTable.v_head_dim and kv_width)."""
     batch, heads, q_len = np.maximum(batch, 1), np.maximum(heads, 1), np.maximum(q_len, 1)
-    kv_heads = np.where(kv_heads > 0, kv_heads, heads)
+    kv_heads, _ = kv_groups(heads, kv_heads, q_len)
     kv_len, head_dim = np.maximum(kv_len, 1), np.maximum(head_dim, 1)
     pair_dims = head_dim + np.where(np.asarray(v_head_dim) > 0, v_head_dim, head_dim)  # a key's and a value's
     cached = np.where(np.asarray(kv_width) > 0, kv_width, pair_dims)  # elements a key holds in the cache

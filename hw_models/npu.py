@@ -17,11 +17,13 @@ costs the longer of the two, plus one first load and one pipeline fill and drain
 without it every fold loads, streams, fills and drains in turn. Either operand may be held: A x B, or its transpose
 B^T x A^T, which holds the inputs and streams the weights (SCALE-Sim's input-stationary dataflow on the same array);
 each kernel takes the faster. A GEMV (m = 1) therefore costs R cycles per tile for one useful row, or streams its
-weights past one used column: its utilization is about 1/R of a large GEMM's either way. Decode attention holds the
-query and streams the keys (one fold per head where holding the keys loads ceil(kv/C) tiles of R cycles for one
-row each). Taller arrays cost a kernel with a short streamed side more per fold (max(chunk, R)), and a tile of a
-head_dim-deep product (128) leaves rows of a 256-row array idle: a bigger weight-stationary array speeds only the
-GEMMs that stream at least R rows per fold (prefill), not memory-bound decode.
+weights past one used column: its utilization is about 1/R of a large GEMM's either way. Attention is two
+products (QK^T, PV) per KV head, the query heads sharing it (GQA) its rows, so its keys pass the arrays once.
+Decode attention holds the queries and streams the keys (one fold per KV head where holding the keys loads
+ceil(kv/C) tiles of R cycles for a few rows each). Taller arrays cost a kernel with a short streamed side more
+per fold (max(chunk, R)), and a tile of a head_dim-deep product (128) leaves rows of a 256-row array idle: a bigger
+weight-stationary array speeds only the GEMMs that stream at least R rows per fold (prefill), not memory-bound
+decode.
 
 Off-chip traffic: what the table says moves, plus the re-reads an SRAM-limited tiling forces: the cheaper of
 re-reading the held operand once per further streamed chunk, or re-reading the streamed one once per further
@@ -38,12 +40,13 @@ where that is faster.
 
 Vector kernels (norm, softmax, elementwise, embedding) run on the vector units at their op rate.
 
-PIM: attention over the KV cache may run in the banks, unit "pim", each query a GEMV over the keys at the in-bank
-MAC rate (channels x banks x multipliers per command interval), derated by row switches (precharge, activating every
-bank, tRCD between rows), plus the queries and results crossing the external channels. Each such kernel runs on the
-faster of the banks and the arrays, as PIM schedulers for speculative decoding place attention by its queries per key
-(PAPI, ASPLOS 2025; SpecPIM, ASPLOS 2024): on neupims a decode step's query and a verification's k + 1 up to 5 take
-the banks, more queries (a prefill) the arrays. Everything else runs on the NPU, unit "npu".
+PIM: attention over the KV cache may run in the banks, unit "pim", each query a GEMV over its KV head's keys
+(g GEMVs for the g query heads sharing one, each reading its rows) at the in-bank MAC rate (channels x banks x
+multipliers per command interval), derated by row switches (precharge, activating every bank, tRCD between rows),
+plus the queries and results crossing the external channels. Each such kernel runs on the faster of the banks and
+the arrays, as PIM schedulers for speculative decoding place attention by its queries per key (PAPI, ASPLOS 2025;
+SpecPIM, ASPLOS 2024): on neupims a KV head serving up to 5 queries (a decode step's query heads sharing it, a
+verification's k + 1 each) takes the banks, more (a prefill) the arrays. Everything else runs on the NPU, unit "npu".
 Dual row buffers with sub-batch interleaving give sub_batches = 2 (the simulator overlaps one
 sub-batch's PIM attention with the other's NPU GEMMs); a single row buffer blocks memory while PIM computes,
 so nothing overlaps (sub_batches = 1).
@@ -64,6 +67,7 @@ import numpy as np
 
 from hw_models.cost import KernelCosts
 from hw_models.device import DeviceModel
+from hw_models.gpu_attention import kv_groups
 from hw_models.mixed_precision import faster_on_unit
 from hw_models.npu_spec import NPUSpec
 from hw_models.sparsity_support import npu_support
@@ -194,7 +198,7 @@ class NPUModel(DeviceModel):
         return self.spec.area.die_mm2 + extra
 
     def matrix_shapes(self, table: KernelTable, rows: np.ndarray) -> tuple:
-        """(m, n, k, count, dense_flops) of the matrix kernels in `rows`; attention as its two GEMMs per head.
+        """(m, n, k, count, dense_flops) of the matrix kernels in `rows`; attention as its two GEMMs per KV head.
 
         Attention shapes come from the table's columns (a decode step's keys from its kv_len).
         """
@@ -203,14 +207,14 @@ class NPUModel(DeviceModel):
         attention = np.isin(table.kind[rows], (PREFILL_ATTENTION, DECODE_ATTENTION))
         if attention.any():
             idx = np.flatnonzero(rows)[attention]
-            heads, q_len, head_dim = (np.maximum(column[idx], 1.0) for column in (table.heads, table.q_len,
-                                                                                   table.head_dim))
-            instances = count[attention] * heads
-            kv = table.kv_len[idx]
+            # The query heads sharing a KV head multiply its keys as rows of one product (FlashDecoding's and
+            # FlashInfer's GQA grouping, as the GPU model packs them): each KV head's keys pass the arrays once.
+            groups, group_rows = kv_groups(table.heads[idx], table.kv_heads[idx], table.q_len[idx])
+            kv, head_dim = table.kv_len[idx], np.maximum(table.head_dim[idx], 1.0)
             # QK^T ([q x d] x [d x kv]) and PV ([q x kv] x [kv x d]) cost about alike on the arrays: price
             # one as (m=q, k=d, n=kv) and count it twice.
-            m[attention], n[attention], k[attention] = q_len, np.maximum(kv, 1), head_dim
-            count[attention] = 2 * instances
+            m[attention], n[attention], k[attention] = group_rows, np.maximum(kv, 1), head_dim
+            count[attention] = 2 * count[attention] * groups
         return m, n, k, count, 2 * m * n * k * count
 
     def _matrix(self, table: KernelTable, rows: np.ndarray, element_bytes: np.ndarray, macs_per_s: np.ndarray):
@@ -308,18 +312,21 @@ class NPUModel(DeviceModel):
 
     def _pim(self, table: KernelTable, rows: np.ndarray) -> KernelCosts:
         """Attention in the banks (unit "pim") of the kernels in `rows` (zeros elsewhere): each query a GEMV over the
-        keys, so q queries cost q GEMVs."""
+        keys, so q queries cost q GEMVs, and the g query heads sharing a KV head (GQA) g GEMVs over its keys."""
         spec, energy = self.spec, self.spec.energy
         macs = np.where(rows, table.flops / 2, 0.0)
-        kv = np.where(rows, table.kv_bytes, 0.0)
+        # A bank GEMV multiplies the open row by one query (NeuPIMs computes each head's GEMV in the banks): the
+        # rows of a KV head are read once per query they serve.
+        _, group_rows = kv_groups(table.heads, table.kv_heads, table.q_len)
+        read_B = np.where(rows, table.kv_bytes * group_rows, 0.0)
         act = np.where(rows, table.act_bytes, 0.0)
         # The multipliers consume the open row at the in-bank rate; row switches stall them.
-        bank_s = np.maximum(macs / spec.pim_macs_per_s, kv / spec.pim_internal_Bps) / spec.pim_row_efficiency
+        bank_s = np.maximum(macs / spec.pim_macs_per_s, read_B / spec.pim_internal_Bps) / spec.pim_row_efficiency
         # The queries go in and the scores/outputs come out through the external channels.
         io_s = act / spec.bandwidth_Bps
         time_s = bank_s + io_s
+        memory_J = (read_B * 8 * energy.pim_access_pJ_per_bit + act * 8 * energy.hbm_pJ_per_bit) * 1e-12
         return KernelCosts(time_s=time_s, compute_s=macs / spec.pim_macs_per_s,
-                           memory_s=kv / spec.pim_internal_Bps + io_s, overhead_s=np.zeros(len(table)),
-                           compute_J=macs * energy.pim_mac_pJ * 1e-12,
-                           memory_J=(kv * 8 * energy.pim_access_pJ_per_bit + act * 8 * energy.hbm_pJ_per_bit) * 1e-12,
+                           memory_s=read_B / spec.pim_internal_Bps + io_s, overhead_s=np.zeros(len(table)),
+                           compute_J=macs * energy.pim_mac_pJ * 1e-12, memory_J=memory_J,
                            static_J=spec.power.idle_W * time_s, unit=np.where(rows, 1, 0))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import yaml
@@ -182,6 +184,74 @@ def test_attention_of_few_queries_over_a_long_kv_runs_in_the_banks_and_of_many_o
             assert in_banks_s < k.kv_bytes / 1.024e12 < on_arrays_s
         if queries == 16:
             assert table.time_s[0] == pytest.approx(on_arrays_s) and on_arrays_s < in_banks_s
+
+
+def gqa_decode_attention(batch: int, heads: int, kv_heads: int, kv_len: int, head_dim: int = 128) -> Kernel:
+    """Decode attention of `heads` query heads sharing `kv_heads` KV heads (GQA): the KV cache of the KV heads."""
+    return replace(decode_attention(batch, heads, kv_len, head_dim), kv_heads=kv_heads,
+                   kv_bytes=2.0 * 2 * batch * kv_heads * kv_len * head_dim)
+
+
+def test_gqa_decode_attention_runs_each_kv_head_once_for_its_query_heads():
+    # Llama-3-8B (32 query heads, 8 KV heads, head_dim 128), batch 1, 4096 keys, on npu-only. Off-chip: the 8 KV
+    # heads' keys and values, 2 x 8 x 4096 x 128 x 2 B = 16,777,216 B, plus the 32 queries and outputs (16,384 B),
+    # at 1024 GB/s: 16.40 us. Each KV head's 4 query heads are the rows of one product (m = 4, k = 128, n = 4096),
+    # QK^T and PV: 16 products. Holding the 128 x 4 queries (one tile) and streaming the keys in chunks of 256
+    # (2048 buffer rows over 8 arrays): 16 x 16 = 256 folds, 32 rounds of 256 cycles + 382 = 8,574 cycles, under
+    # the KV read. One product per query head (before: 64 products, 1024 folds) took 128 x 256 + 382 = 33,150
+    # cycles, twice the KV read.
+    device = load_device("npu-only")
+    cost = device.cost(gqa_decode_attention(batch=1, heads=32, kv_heads=8, kv_len=4096))
+    floor_s = (2 * 2 * 8 * 4096 * 128 + 2 * 2 * 32 * 128) / 1024e9
+    assert cost.breakdown["compute_s"] == pytest.approx((32 * 256 + 382) / 1e9)
+    assert cost.breakdown["memory_s"] == pytest.approx(floor_s)
+    assert cost.time_s == pytest.approx(floor_s)
+
+
+def test_gqa_decode_attention_takes_the_faster_of_the_banks_and_the_arrays():
+    # On neupims each query is a GEMV in the banks: 32 queries x 2 x 4096 x 128 MACs / 8.192e12 x 184 / 64
+    # (11.78 us) for Llama-3-8B at batch 1 and 4096 keys, below the arrays' 16.40 us KV read (above): the banks.
+    # The banks read a KV head's rows once per query it serves: 4 x 16,777,216 B at 1.99 pJ/bit, and the queries and
+    # outputs cross the channels at 3.97 pJ/bit. Llama-2-70B's 64 query heads over 8 KV heads (g = 8): 23.55 us of
+    # GEMVs against the same 16.40 us KV read on the arrays (16 products x 16 chunks = 256 folds, 8,574 cycles):
+    # the arrays. Before, the arrays ran one product per query head (2048 folds, 65,918 cycles) and the banks won.
+    device = load_device("neupims")
+    for heads, unit in ((32, "pim"), (64, "npu")):
+        k = gqa_decode_attention(batch=1, heads=heads, kv_heads=8, kv_len=4096)
+        in_banks_s = heads * 2 * 4096 * 128 / 8.192e12 * 184 / 64 + k.act_bytes / 1.024e12
+        floor_s = (k.kv_bytes + k.act_bytes) / 1.024e12
+        table = costs(device, [k])
+        assert device.units[int(table.unit_index[0])] == unit
+        assert table.time_s[0] == pytest.approx(min(in_banks_s, floor_s))
+        if unit == "pim":
+            in_bank_J = heads // 8 * k.kv_bytes * 8 * 1.99e-12 + k.act_bytes * 8 * 3.97e-12
+            assert table.memory_J[0] == pytest.approx(in_bank_J)
+
+
+@pytest.mark.parametrize("name", ("npu-only", "neupims", "npu-pim-naive"))
+@pytest.mark.parametrize("queries", (1, 4))
+def test_fewer_kv_heads_never_make_attention_slower_or_read_more(name, queries):
+    # Invariant: at equal query heads, sharing KV heads among more of them (MHA 32, GQA 8 and 4, MQA 1) reads fewer
+    # keys and runs no more products, so attention never slows and never reads more off-chip.
+    device = load_device(name)
+    for batch, kv_len in ((1, 4096), (16, 1000), (64, 300)):
+        kernels = [replace(gqa_decode_attention(batch, 32, kv_heads, kv_len), q_len=queries,
+                           flops=4.0 * batch * 32 * queries * kv_len * 128,
+                           act_bytes=2.0 * 2 * batch * 32 * queries * 128) for kv_heads in (32, 8, 4, 1)]
+        table = costs(device, kernels)
+        assert np.all(np.diff(table.time_s) <= 1e-15), (batch, kv_len)
+        if name == "npu-only":
+            assert np.all(np.diff(table.memory_s) <= 1e-15), (batch, kv_len)
+
+
+def test_mha_attention_is_one_product_per_head():
+    # g = 1: a KV head per query head, as a row without KV heads (0) is read, so naming them changes nothing; the
+    # MHA hand figures above (test_decode_attention_holds_the_query_and_streams_the_keys, the PIM bank rate) hold.
+    for name in PRESETS:
+        device = load_device(name)
+        mha = decode_attention(batch=8, heads=32, kv_len=2048, head_dim=128)
+        table = costs(device, [mha, replace(mha, kv_heads=0)])
+        assert table.time_s[0] == table.time_s[1] and table.energy_J[0] == table.energy_J[1]
 
 
 def test_vector_kernels_at_the_vector_rate():
