@@ -35,7 +35,7 @@ from kernels.kv_eviction import Eviction, eviction, scored_prefill
 from kernels.kv_policy import DUO_WINDOW_TOKENS, KVPolicy, Window, estimate_pairs, fetched_tokens, kept_tokens
 from kernels.lowering import lower_trace
 from kernels.medusa import medusa_head_params, medusa_head_table
-from kernels.mixed_layers import edge_mixed_template
+from kernels.mixed_layers import edge_mixed_template, model_template
 from kernels.module_params import expert_byte_share, stored_weight_scale
 from kernels.moe import balanced_routing
 from kernels.parallel import (
@@ -215,11 +215,17 @@ class Evaluator:
         key = (model, fmt, tp, ep, fusion)
         if key not in self._templates:
             cfg = self.config(model)
-            few = replace(cfg, num_layers=min(cfg.num_layers, TEMPLATE_LAYERS))  # every layer runs the same kernels
-            # A format with edge layers mixes two templates (kernels/mixed_layers.py); any other is built as it is.
-            self._templates[key] = edge_mixed_template(lambda layer_fmt: StepTemplate.from_model(
-                cfg, layer_fmt, lambda phase, batch, prompt: self._trace_config(few, phase, batch, prompt),
-                shard=lambda table: shard_tensor_parallel(table, tp, few, ep), fusion=fusion), fmt, cfg.num_layers)
+
+            def build(variant: ModelConfig, layer_fmt: NumericFormat) -> StepTemplate:
+                few = replace(variant, num_layers=min(variant.num_layers, TEMPLATE_LAYERS))  # each layer the same
+                return StepTemplate.from_model(
+                    variant, layer_fmt, lambda phase, batch, prompt: self._trace_config(few, phase, batch, prompt),
+                    shard=lambda table: shard_tensor_parallel(table, tp, few, ep), fusion=fusion)
+
+            # A format with edge layers, dense layers beside MoE ones and MLA's two forms mix two templates each
+            # (kernels/mixed_layers.py); any other model and format is built as it is.
+            self._templates[key] = edge_mixed_template(lambda layer_fmt: model_template(
+                lambda variant: build(variant, layer_fmt), cfg), fmt, cfg.num_layers)
         return self._templates[key]
 
     def device(self, name: str, overrides: tuple = (), calibrated: bool = True, tp: int = 1, link: str = "",

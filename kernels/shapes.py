@@ -53,7 +53,7 @@ from kernels.lowering import lower_trace
 from kernels.moe import COLD_EXPERTS_MODULE, MATRICES, balanced_routing, fused_moe_act_bytes, part_experts
 from kernels.parallel import stage_of_layer
 from kernels.table import KIND_CODE, KernelTable
-from workloads.model_config import ModelConfig, balanced_expert_load
+from workloads.model_config import MLA_ABSORBED, MLA_DECOMPRESSED, ModelConfig, balanced_expert_load
 from workloads.op_costs import causal_pairs
 from workloads.trace import Trace
 
@@ -68,6 +68,7 @@ TEMPLATE_LAYERS = 2
 SCALED_COLUMNS = ("flops", "weight_bytes", "act_bytes", "kv_bytes", "m", "reduce_rows")
 _EXPERT = re.compile(r"\.experts\.(\d+)(\.|$)")
 _LAYER_INDEX = re.compile(r"(?<![^.])layers\.\d+")
+_FORM = re.compile(rf"(?<![^.])({MLA_DECOMPRESSED}|{MLA_ABSORBED})(\.|$)")
 # Which layers a template row runs in: outside the layer stack (once), every layer, the first layer only, or
 # every layer but the first.
 SPAN_MODEL, SPAN_EVERY, SPAN_FIRST, SPAN_REST = range(4)
@@ -358,8 +359,10 @@ class StepTemplate:
         every decoder layer launches the same kernels, so the template counts each layer's rows num_layers
         times); `shard` gives the kernels one device of a parallel layout runs and `fusion` the kernels an
         execution launches (kernels/fusion.py), both applied at the traced precision, before the format."""
-        # Enough sequences that every expert of an MoE layer gets a token in every trace.
+        # Enough sequences that every expert of an MoE layer gets a token in every trace, and two or more under MLA:
+        # its absorbed output is copied into the o_proj's layout for more than one token (a view of one token's).
         batch = -(-config.num_experts // config.experts_per_token) if config.num_experts else 1
+        batch = max(batch, 2) if config.is_mla else batch
         traces = {(phase, size): trace(phase, size, TEMPLATE_PROMPT)
                   for phase in ("decode", "prefill") for size in (batch, 2 * batch)}
         shard = shard or (lambda table: table)
@@ -421,7 +424,7 @@ class StepTemplate:
     def linear_table(self, shape: StepShape) -> tuple[KernelTable, np.ndarray]:
         """The kernels of an iteration outside attention as unique rows, and the template rows they are: they depend
         on its tokens, sampled sequences and longest query alone, not on what its sequences attend to."""
-        table, rows = self._linear_table(shape.tokens, shape.sampled, shape.positions)
+        table, rows = self._linear_table(shape.tokens, shape.sampled, shape.positions, shape.prefill_tokens)
         # The rows are unique already, counted apart: a cost model need not look for equal rows (a sort per
         # iteration of a serving run).
         table.__dict__["distinct_rows"] = None
@@ -477,7 +480,7 @@ class StepTemplate:
         """Where each row of stage_table(shape, 1) runs in the pass: PLACE_HEAD before the decoder layers (the
         embedding), PLACE_LAYERS in them (the attention rows too), PLACE_TAIL after them (the final norm, LM head and
         sampling), as stage_table places a row outside the layer stack."""
-        _, rows = self._linear_table(shape.tokens, shape.sampled, shape.positions)
+        _, rows = self._linear_table(shape.tokens, shape.sampled, shape.positions, shape.prefill_tokens)
         first_layer_row = np.argmax(self.span != SPAN_MODEL)
         linear = np.where(self.span[rows] != SPAN_MODEL, PLACE_LAYERS,
                           np.where(rows < first_layer_row, PLACE_HEAD, PLACE_TAIL))
@@ -486,15 +489,25 @@ class StepTemplate:
         attention += ESTIMATE_ROWS if shape.prefill_seqs and shape.estimate_pairs else 0
         return np.concatenate([linear, np.full(attention, PLACE_LAYERS)])
 
-    def _linear_table(self, tokens: int, sampled: int, positions: int) -> tuple[KernelTable, np.ndarray]:
-        """The non-attention kernels of an iteration of `tokens` tokens, and the template rows they are (an expert
-        without tokens launches nothing)."""
+    def _linear_table(self, tokens: int, sampled: int, positions: int,
+                      prefill_tokens: int = 0) -> tuple[KernelTable, np.ndarray]:
+        """The non-attention kernels of an iteration of `tokens` tokens (`prefill_tokens` of them prefill chunks'),
+        and the template rows they are (an expert without tokens launches nothing, nor an MLA form without its
+        tokens: form_rows)."""
         load = np.zeros(len(self.expert))
         if self.num_experts:
             per_expert = np.array(balanced_expert_load(tokens, self.experts_per_token, self.num_experts))
             load = np.where(self.expert >= 0, per_expert[self.expert], 0.0)
         drivers = np.array([1.0, tokens, sampled, positions])
         columns = {name: c[:, :4] @ drivers + c[:, 4] * load for name, c in self.coef.items()}
+        form_runs = np.ones(len(self.expert), dtype=bool)
+        for form, own in self._form_masks.items():
+            # An MLA form's rows run on its own tokens: the decompressed form's on the prefill chunks', the absorbed
+            # form's on the decoding sequences'; every other row on all of them.
+            form_tokens = prefill_tokens if form == MLA_DECOMPRESSED else tokens - prefill_tokens
+            for name, c in self.coef.items():
+                columns[name][own] += c[own, 1] * (form_tokens - tokens)
+            form_runs &= ~own | (form_tokens > 0)
         moe = self.linear.kind == _MOE
         touched = np.ones(len(self.expert))
         if moe.any():
@@ -503,7 +516,7 @@ class StepTemplate:
         # as few sequences as the narrow traces or more.
         trace = 2 * (positions > 1) + (sampled > self.traced_tokens)
         table = replace(self.linear, **columns, general_layout=self.general_layout[trace])
-        launched = ((self.expert < 0) | (load > 0)) & (touched > 0)  # an expert without tokens launches nothing
+        launched = ((self.expert < 0) | (load > 0)) & (touched > 0) & form_runs  # nothing without tokens
         if launched.all():
             return table, np.arange(len(launched))
         rows = np.flatnonzero(launched)
@@ -533,6 +546,13 @@ class StepTemplate:
             columns["m"][i] = routed / max(reached, 1)
             columns["batch"][i] = touched[i] = reached
         return touched
+
+    @cached_property
+    def _form_masks(self) -> dict[str, np.ndarray]:
+        """The rows of each MLA form the template has (form_rows), found once: the rows are fixed, and a template
+        without them (every model without MLA) has none, at no cost per iteration."""
+        forms = form_rows(self.linear)
+        return {form: forms == form for form in (MLA_DECOMPRESSED, MLA_ABSORBED) if (forms == form).any()}
 
     @cached_property
     def _split_experts(self) -> dict[int, int]:
@@ -619,6 +639,12 @@ class StepTemplate:
         if shape.prefill_scored_share:  # an eviction's heads keep their probabilities, as the static pass prices them
             table = scored_prefill(table, shape.prefill_scored_share, shape.prefill_score_B, self.sliding_window)
         return table
+
+
+def form_rows(table: KernelTable) -> np.ndarray:
+    """Per row, the MLA form whose module runs it (workloads/decoder.py LatentAttention's `decompressed` and
+    `absorbed` modules: MLA_DECOMPRESSED, MLA_ABSORBED), or "" for a row of both or of none."""
+    return np.array([m.group(1) if (m := _FORM.search(k.module)) else "" for k in table.kernels], dtype=object)
 
 
 def _layer_experts(linear: KernelTable, moe: np.ndarray) -> dict[int, int]:

@@ -1,0 +1,119 @@
+"""Step templates of DeepSeek models (kernels/mixed_layers.py model_template: MLA's two forms, dense first layers
+beside MoE ones) against the traced passes they stand for, and a serving iteration mixing prefill chunks and decode
+tokens priced in each one's MLA form."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from hw_models.registry import load_device
+from kernels.formats import NumericFormat
+from kernels.fusion import fuse
+from kernels.kernel import KernelKind
+from kernels.lowering import lower_trace
+from kernels.mixed_layers import model_template
+from kernels.parallel import shard_tensor_parallel
+from kernels.shapes import TEMPLATE_LAYERS, StepTemplate, step_shape
+from kernels.table import KIND_CODE, KernelTable
+from tests.kernels.test_mla import _tiny
+
+FMT = NumericFormat()
+DEVICES = ("h100-sxm", "neupims", "ampere-altra", "alveo-u280")
+COLUMNS = ("flops", "weight_bytes", "act_bytes", "kv_bytes", "reduce_rows")
+PREFILL, DECODE = KIND_CODE[KernelKind.ATTENTION_PREFILL], KIND_CODE[KernelKind.ATTENTION_DECODE]
+BMM = KIND_CODE[KernelKind.BATCHED_GEMM]
+
+
+def _template(config, trace_of, tp: int = 1, fusion: str = "") -> StepTemplate:
+    def build(variant):
+        few = replace(variant, num_layers=min(variant.num_layers, TEMPLATE_LAYERS))
+        return StepTemplate.from_model(variant, FMT, lambda phase, batch, prompt: (
+            trace_of(few, "decode", batch, 1, prompt) if phase == "decode" else trace_of(few, "prefill", batch,
+                                                                                        prompt)),
+            shard=lambda table: shard_tensor_parallel(table, tp, few), fusion=fusion)
+    return model_template(build, config)
+
+
+@pytest.fixture(scope="module")
+def tiny_template(trace_of):
+    return _tiny(), _template(_tiny(), trace_of)
+
+
+# Two sequences or more: the template is traced at two or more (MLA's absorbed output is copied for more than one
+# token), and a pass of one takes the narrowest traced pass's layout flags (a slice of one sequence is dense where one
+# of several is not: kernels/lowering.py general_layout).
+@pytest.mark.parametrize("phase, batch, length", [("prefill", 2, 7), ("prefill", 3, 40), ("decode", 4, 7),
+                                                  ("decode", 8, 100)])
+def test_the_template_reproduces_a_traced_pass(tiny_template, trace_of, phase, batch, length):
+    """The template (two forms x dense and MoE layers, two traced layers each) against the whole four-layer model
+    traced at the shape (prefill: decompressed; decode: absorbed), column sums and the time and energy of a device
+    of each kind."""
+    config, template = tiny_template
+    if phase == "prefill":
+        reference = trace_of(config, "prefill", batch, length)
+        shape = step_shape([(length, 0)] * batch, sampled=batch)
+    else:
+        reference = trace_of(config, "decode", batch, 1, length)
+        shape = step_shape(decode_kv=[length + 1] * batch, sampled=batch)
+    reference = KernelTable.from_kernels(lower_trace(reference)).with_format(FMT)
+    table, count = template.table(shape)
+    assert count.sum() == pytest.approx(len(reference))  # every traced kernel stood for once
+    for column in COLUMNS:
+        assert float(getattr(table, column) @ count) == pytest.approx(float(getattr(reference, column).sum()),
+                                                                      rel=1e-9), column
+    for name in DEVICES:
+        device = load_device(name)
+        got, want = device.cost_table(table), device.cost_table(reference)
+        for part in ("time_s", "energy_J"):
+            assert float(getattr(got, part) @ count) == pytest.approx(float(getattr(want, part).sum()),
+                                                                      rel=1e-9), (name, part)
+
+
+def test_a_mixed_iteration_prices_prefill_tokens_decompressed_and_decode_tokens_absorbed(tiny_template):
+    """A chunk of 30 prompt tokens beside 5 decoding sequences: kv_b_proj up-projects the 30 prompt tokens' latents
+    (2 x 30 x 16 x 4 x (8 + 6) FLOPs a layer); the bmms run the 5 decode tokens (2 x 4 heads x 5 x 8 x 16 and 2 x 4 x
+    5 x 16 x 6); q_b_proj runs all 35; the prefill attention has 12-wide queries and keys, the decode attention
+    attends over the 20-wide latent."""
+    config, template = tiny_template
+    table, count = template.table(step_shape([(30, 0)], decode_kv=[50] * 5, sampled=6))
+    layers = config.num_layers
+    modules = [k.module.rsplit(".", 1)[-1] for k in table.kernels]
+    up = [i for i, m in enumerate(modules) if m == "kv_b_proj"]
+    assert len(up) == 1 and table.flops[up[0]] * count[up[0]] == pytest.approx(2 * 30 * 16 * 4 * 14 * layers)
+    bmm = np.flatnonzero(table.kind == BMM)
+    assert sorted(table.flops[bmm] * count[bmm]) == pytest.approx(sorted([2 * 4 * 5 * 8 * 16 * layers,
+                                                                          2 * 4 * 5 * 16 * 6 * layers]))
+    q_b = [i for i, m in enumerate(modules) if m == "q_b_proj"][0]
+    assert table.m[q_b] == pytest.approx(35)
+    prefill, decode = (np.flatnonzero(table.kind == kind) for kind in (PREFILL, DECODE))
+    assert table.head_dim[prefill].tolist() == [12] and table.head_dim[decode].tolist() == [20]
+    # Neither form's rows run without their tokens.
+    only_decode, _ = template.table(step_shape(decode_kv=[50] * 5, sampled=5))
+    assert "kv_b_proj" not in {k.module.rsplit(".", 1)[-1] for k in only_decode.kernels}
+    only_prefill, _ = template.table(step_shape([(30, 0)], sampled=1))
+    assert not (only_prefill.kind == BMM).any()
+
+
+@pytest.mark.parametrize("phase", ["prefill", "decode"])
+def test_the_template_of_an_engine_on_two_devices_reproduces_its_traced_pass(trace_of, phase):
+    """The same, each pass sharded over 2 tensor-parallel devices and fused as an engine runs it (kernels/parallel.py,
+    kernels/fusion.py), priced on an H100."""
+    config = _tiny()
+    template = _template(config, trace_of, tp=2, fusion="engine")
+    if phase == "prefill":
+        traced, shape = trace_of(config, "prefill", 3, 40), step_shape([(40, 0)] * 3, sampled=3)
+    else:
+        traced, shape = trace_of(config, "decode", 8, 1, 100), step_shape(decode_kv=[101] * 8, sampled=8)
+    reference = fuse(shard_tensor_parallel(KernelTable.from_kernels(lower_trace(traced)), 2, config),
+                     "engine").with_format(FMT)
+    table, count = template.table(shape)
+    assert count.sum() == pytest.approx(len(reference))
+    for column in COLUMNS:
+        assert float(getattr(table, column) @ count) == pytest.approx(float(getattr(reference, column).sum()),
+                                                                      rel=1e-9), column
+    device = load_device("h100-sxm")
+    assert float(device.cost_table(table).time_s @ count) == pytest.approx(
+        float(device.cost_table(reference).time_s.sum()), rel=1e-9)
