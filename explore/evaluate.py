@@ -289,7 +289,7 @@ class Evaluator:
         shared = self.template(point.model, fmt, point.tp, point.ep, fusion)  # the experts spread (ep = tp) or split
         spread = point.ep == point.tp
         experts = ExpertRanks(system=self.point_device(point), template=shared.select_rows(shared.expert_mask),
-                              B_per_token=dispatch_bytes_per_token(cfg, point.tp, spread), moe_layers=cfg.num_layers,
+                              B_per_token=dispatch_bytes_per_token(cfg, point.tp, spread), moe_layers=cfg.moe_layers,
                               exchange="all_to_all" if spread else "gather")
         return IterationCostModel(experts.system, whole.select_rows(~whole.expert_mask), execution=point.execution,
                                   kv_bucket_tokens=KV_BUCKET_TOKENS, experts=experts)

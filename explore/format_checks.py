@@ -27,9 +27,20 @@ def format_knob_names() -> list[str]:
 def gemm_k_dims(config: ModelConfig, tp: int = 1) -> dict[str, int]:
     """The k (reduction) dimension of each weight GEMM of a decoder layer on one of `tp` tensor-parallel devices:
     column-parallel projections read the whole hidden state, row-parallel ones their shard (kernels/parallel.py)."""
-    return {"hidden (QKV, MLP up, LM head)": config.hidden_size,
-            "attention output": config.num_heads * config.head_dim // tp,
+    value_dim = config.v_head_dim if config.is_mla else config.head_dim
+    dims = {"hidden (QKV, MLP up, LM head)": config.hidden_size,
+            "attention output": config.num_heads * value_dim // tp,
             "MLP down": config.intermediate_size // tp}
+    # MLA's up-projections read the query's and the key/value latents (column-parallel: whole on every device).
+    if config.q_lora_rank:
+        dims["query latent (q_b_proj)"] = config.q_lora_rank
+    if config.is_mla:
+        dims["latent (kv_b_proj)"] = config.kv_lora_rank
+    if config.dense_layers:
+        dims["dense layers' MLP down"] = config.dense_intermediate_size // tp
+    if config.shared_experts:
+        dims["shared experts' MLP down"] = config.shared_experts * config.intermediate_size // tp
+    return dims
 
 
 def check_format(parts: dict[str, Any], config: ModelConfig, tp: int = 1) -> NumericFormat:

@@ -75,6 +75,8 @@ def check_point_values(point: DesignPoint, config: ModelConfig, name: Callable[[
     reason = budget_error(point.knob("kv_budget"), *limit)
     if reason:
         raise InputError(f"{name('kv_budget')}: {reason}")
+    if config.is_mla:
+        _check_latent_attention(point, config, name)
     method, kept = point.knob("kv_budget_method"), point.knob("prefill_kept")
     if kept != 1.0 and point.knob("kv_budget") and method != STREAMING:
         raise InputError(f"{name('prefill_kept')}: found {kept:g} with {name('kv_budget_method')} {method!r}, "
@@ -106,6 +108,29 @@ def check_point_values(point: DesignPoint, config: ModelConfig, name: Callable[[
         error = _format_reason.__wrapped__(typed, parts, config, point.tp)
     if error:  # the format's parts it names ('attn_weight_bits: found 4 with weight_bits 8'), each by `name`
         raise InputError(renamed(error, name, KNOBS) or error)
+
+
+# Knobs that keep, select or score each KV head's keys and values (kernels/kv_policy.py, kv_eviction.py,
+# token_select.py, block_sparse.py), and the value at which each does nothing.
+PER_HEAD_KV_KNOBS = (("kv_budget", 0), ("topk_fraction", 1.0), ("retrieval_heads", 0.0), ("prefill_kept", 1.0))
+
+
+def _check_latent_attention(point: DesignPoint, config: ModelConfig, name: Callable[[str], str]) -> None:
+    """MLA caches one latent a token that every query head reads (kernels/parallel.py, workloads/decoder.py): what
+    keeps, selects or scores keys per KV head, sends every head's keys to attention devices apart or reads a shared
+    prefix in a kernel of its own (cascade attention), is not modeled over it."""
+    for knob, off in PER_HEAD_KV_KNOBS:
+        if point.knob(knob) != off:
+            raise InputError(f"{name(knob)}: found {point.knob(knob)!r} with {config.name}, allowed: {off!r} (its "
+                             f"multi-head latent attention caches one latent a token that every head reads; a "
+                             f"per-head KV policy over it is not modeled)")
+    if point.serving is not None and point.serving.attends_apart:
+        raise InputError(f"attention_device: found {point.serving.attention_device!r} with {config.name}, allowed: "
+                         f"none (attention on devices apart from the model's is not modeled for multi-head latent "
+                         f"attention)")
+    if point.serving is not None and point.serving.cascade:  # its prefix kernel is a prefill's: per-head keys
+        raise InputError(f"prefix_attention: found 'cascade' with {config.name}, allowed: paged (cascade attention "
+                         f"over the latent is not modeled)")
 
 
 @functools.lru_cache(maxsize=4096)
