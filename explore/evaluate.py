@@ -382,13 +382,12 @@ class Evaluator:
         if point.knob("offload") != "none":
             self._check_offload(point)
         device = self.point_device(point)
+        if unjudged := point.unjudged():  # knobs not modeled together: recorded unevaluated, saying why; nothing built
+            return Evaluation(point=point, metrics=_metrics(None, None, unjudged, device), result=None, tables=None)
         workload = BatchWorkload(batch=point.batch, prompt_len=point.prompt, output_len=point.output)
-        # The KV window as the point's tables carry it (point_tables), which a point not run never builds.
+        # The KV window as the point's tables carry it (point_tables).
         memory = self.batch_memory(point, device, workload, self.kv_window(point))
         reason = infeasible_reason(memory, device.memory_bytes, device.devices)
-        if unjudged := point.unjudged():  # knobs not modeled together: recorded unevaluated, saying why
-            return Evaluation(point=point, metrics=_metrics(None, memory, unjudged, device, offloaded_B=math.nan,
-                                                            fits=not reason), result=None, tables=None)
         tables = self.point_tables(point, device)
         speculative = self.speculative_tables(point, tables)
         traffic = None
@@ -909,7 +908,7 @@ def _serving_unrun(spec, memory, reason: str, device, pools: list[Pool] | None =
                    fits: bool = True) -> dict[str, Any]:
     """The metrics of a serving point not run for `reason`: every column its run would fill NaN, those the spec's
     settings add too; `memory` and `pools` None where nothing of the point was built (DesignPoint.unjudged)."""
-    metrics = _metrics(None, memory, reason, device, pools, offloaded_B=math.nan if memory is None else 0.0, fits=fits)
+    metrics = _metrics(None, memory, reason, device, pools, fits=fits)
     metrics.update(dict.fromkeys(SERVING_METRICS, math.nan))
     if spec.prioritized:  # the columns priorities add (sim/serving_metrics.py)
         metrics.update(dict.fromkeys(URGENT_METRICS, math.nan))
@@ -1065,7 +1064,8 @@ def _metrics(result: SimResult | ServingResult | None, memory, reason: str, devi
              pools: list[Pool] | None = None, offloaded_B: float = 0.0, fits: bool | None = None) -> dict[str, Any]:
     """The results row's metrics; area and price are the device's (or system's), or every pool replica's;
     offloaded_B what the point keeps in host memory; `fits`: whether memory holds a point that cannot run for
-    another reason (default: whether it runs); `memory` None where a point not run was not built (peak memory NaN)."""
+    another reason (default: whether it runs); `memory` None where a point not run was not built (DesignPoint.unjudged):
+    its memory columns empty, peak_memory_B and offloaded_B NaN and fits_in_memory None, as nothing was counted."""
     if reason:
         # A design that does not fit cannot run: its timings are not reported (nor its memory where it was not built).
         metrics: dict[str, Any] = dict.fromkeys(RESULT_METRICS, math.nan) | {
@@ -1075,8 +1075,9 @@ def _metrics(result: SimResult | ServingResult | None, memory, reason: str, devi
         metrics = result.metrics()
         by_class = result.time_by_class_s
         metrics.update({key: by_class.get(c, 0.0) for c, key in _CLASS_TIMES})
-    metrics.update(fits_in_memory=not reason if fits is None else fits, infeasible_reason=reason,
-                   offloaded_B=offloaded_B)
+    built = memory is not None or result is not None
+    metrics.update(fits_in_memory=(not reason if fits is None else fits) if built else None, infeasible_reason=reason,
+                   offloaded_B=offloaded_B if built else math.nan)
     metrics.update(hardware_metrics(device, metrics["tokens_per_s"], pools))
     if pools and any(pool.autoscaling is not None for pool in pools):  # it rents the replica-hours its pools held
         usd_per_hour = _held_usd_per_hour(pools, result) if result is not None else math.nan

@@ -4,6 +4,7 @@ them; a grid of only such points is refused in one line, as `explore run` refuse
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 
@@ -208,6 +209,9 @@ def test_a_grid_runs_its_points_but_those_not_modeled_together(case, tmp_path, c
     assert not_run[0]["infeasible_reason"].startswith(reason)
     assert all(math.isnan(row[time]) for row in not_run)
     assert all(math.isnan(row["offloaded_B"]) for row in not_run)  # nothing of it was built: nothing offloaded either
+    # Nor its memory counted: results.csv leaves its memory columns empty, as a NaN time.
+    written = [row for row in csv.DictReader((tmp_path / "out" / "results.csv").open()) if row["infeasible_reason"]]
+    assert [(row["peak_memory_B"], row["fits_in_memory"]) for row in written] == [("", "")] * len(unrun), written
     assert all(row[time] > 0 for row in rows if not row["infeasible_reason"])
     only = write_sweep(tmp_path, f"name: only\nmodel: {mixtral if case in ON_MIXTRAL else tiny}\ndevice: h100-sxm\n"
                                  f"{alone}")
