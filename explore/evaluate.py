@@ -31,7 +31,7 @@ from kernels.data_parallel import dispatch_bytes_per_token, replicated_weight_sh
 from kernels.early_exit import decode_kv_share, kept_layers, skip_layers
 from kernels.formats import NumericFormat
 from kernels.fusion import ENGINE, fuse
-from kernels.kv_eviction import Eviction, eviction, scored_prefill
+from kernels.kv_eviction import D2O, Eviction, eviction, merged_prefill, scored_prefill
 from kernels.kv_policy import DUO_WINDOW_TOKENS, KVPolicy, Window, estimate_pairs, fetched_tokens, kept_tokens
 from kernels.lowering import lower_trace
 from kernels.medusa import medusa_head_params, medusa_head_table
@@ -481,6 +481,10 @@ class Evaluator:
         if isinstance(window, KVPolicy) and window.eviction is not None:
             tables = replace(tables, prefill=scored_prefill(tables.prefill, 1.0 - window.full_heads,
                                                             window.eviction.prefill_score_B, window.limit))
+        if isinstance(window, KVPolicy) and window.eviction is not None and window.eviction.method == D2O:
+            # The prompt's evicted tokens merged (kernels/kv_eviction.py).
+            tables = replace(tables, prefill=merged_prefill(tables.prefill, window.window, 1.0 - window.full_heads,
+                                                            window.eviction.key_B))
         if isinstance(window, KVPolicy) and window.prefill is not None:
             tables = replace(tables, prefill=with_estimate(
                 tables.prefill, lambda q_len, kv_len: estimate_pairs(q_len, kv_len, window, window.limit)))
@@ -591,27 +595,11 @@ class Evaluator:
             reason = draft_error(self.config(point.model), self.config(draft))
             if reason:
                 raise InputError(f"spec_draft: {reason}")
-            self._check_draft_context(point, self.config(draft))
             try:
                 check_tensor_parallel(self.config(draft), point.tp)
             except ValueError as err:
                 raise InputError(f"spec_draft: {draft!r} with tp {point.tp}: the draft shards over the target's "
                                  f"devices (vLLM's default draft tensor parallelism): {err}") from None
-
-    def _check_draft_context(self, point: DesignPoint, draft: ModelConfig) -> None:
-        """A draft runs every position the target does (its own KV cache as long as the target's), so in a static
-        batch its context (max_position_embeddings) must hold the prompt + output (InputError otherwise). A serving run
-        is not refused: engines serve requests past a draft's context, speculating only within it (vLLM's
-        speculative_max_model_len, as SmartSpec's 2,048-token llama-68m drafts for longer requests); that fallback is
-        not modeled, such a request is priced as drafted throughout."""
-        if point.serving is not None:
-            return
-        longest = point.prompt + point.output
-        what = f"a prompt + output of {point.prompt:,} + {point.output:,} = {longest:,} tokens"
-        if longest > draft.max_positions:
-            raise InputError(f"spec_draft: found {draft.name} (a context of {draft.max_positions:,} tokens, "
-                             f"max_position_embeddings) with {what}, allowed: a draft whose context holds every "
-                             f"sequence it drafts for")
 
     def speculative_tables(self, point: DesignPoint, target: PassTables) -> SpeculativeTables | None:
         """The passes of a speculative static point whose plain passes are `target` (point_tables): the target's
@@ -631,7 +619,8 @@ class Evaluator:
         return SpeculativeTables(
             prefill=target.prefill, verify=verify, speculation=spec, window=target.attention_window,
             draft=None if draft == MEDUSA else self.tables(draft, point.batch, point.prompt, fmt, tp=point.tp,
-                                                           fusion=fusion))
+                                                           fusion=fusion),
+            decode=target.decode, draft_positions=None if draft == MEDUSA else self.config(draft).max_positions)
 
     def _stored_scale(self, fmt: NumericFormat, cfg: ModelConfig) -> float:
         """stored_weight_scale of a format on a model, memoized (by the format object first: hashing one reads every
@@ -783,8 +772,9 @@ class Evaluator:
             return None
         self._check_draft(point)
         draft = point.knob("spec_draft")
-        if draft != MEDUSA:  # a dense draft on the target's tp devices
-            return ServingSpeculation(speculation, draft=self.cost_model(replace(point, model=draft, ep=1), fmt))
+        if draft != MEDUSA:  # a dense draft on the target's tp devices, drafting within its context
+            return ServingSpeculation(speculation, draft=self.cost_model(replace(point, model=draft, ep=1), fmt),
+                                      draft_positions=self.config(draft).max_positions)
         cfg = self.config(point.model)
         return ServingSpeculation(speculation, device=device, execution=point.execution,
                                   heads=lambda rows: medusa_head_table(cfg, speculation.drafted, rows,

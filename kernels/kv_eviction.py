@@ -30,9 +30,10 @@ both keys and values) when the similarity passes an EMA threshold. The merge is 
 evicts nothing merges nothing; one that evicts pays, per layer and KV head, a similarity row: the kept keys read
 again (half the KV bytes) and 2 x head_dim FLOPs per kept token for the dot product (a kept key's norm is computed
 once, when it enters the cache; not counted); the merge itself touches two vectors (not counted). The prefill's
-eviction of a prompt longer than the budget merges its evicted prompt tokens too (one similarity GEMM of those keys
-against the kept ones); that is not priced. D2O's layer-level budget reallocation (by attention density) moves the
-budget between layers and keeps the total; it is priced as the even budget.
+eviction of a prompt longer than the budget merges its evicted prompt tokens too (Section 3.3, at the prompt's
+eviction as at a step's): one similarity GEMM per sequence and KV head, the evicted keys against the kept ones
+(merged_prefill), priced as any GEMM. D2O's layer-level budget reallocation (by attention density) moves the budget
+between layers and keeps the total; it is priced as the even budget.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from kernels.kernel import Kernel, KernelKind
 from workloads.op_costs import causal_pairs
 
 if TYPE_CHECKING:  # kernels/table.py imports the KV policies, which import this module
@@ -60,6 +62,8 @@ ARGMIN_PASSES = 1  # per KV head, on a step that evicts: the accumulator read by
 SCORE_FLOPS = 1  # per query head and token: the accumulation's add
 ARGMIN_FLOPS = 1  # per query head and token, on a step that evicts: the argmin's compare
 PREFILL_SCORE_PASSES = 5  # per (query head, query, key): written, softmax read + write, P.V read, column sum read
+SIMILARITY_B = 2  # an element of the similarity matrix the merge's GEMM writes, at the keys' 16 bits
+SIMILARITY_OP = "d2o_similarity"
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,7 @@ class Eviction:
     evict_flops: float
     held_share: float
     prefill_score_B: float
+    key_B: float = 2.0  # bytes of a cached key element (D2O's merge reads the keys: merged_prefill)
 
     def __post_init__(self) -> None:
         if self.method not in (H2O, D2O):
@@ -106,7 +111,8 @@ def eviction(method: str, *, heads: int, kv_heads: int, head_dim: int, kv_elemen
         evict_flops += 2.0 * head_dim * kv_heads  # one dot product per kept key and KV head
     return Eviction(method=method, overhead_bytes=score_B / kv_B, overhead_flops=SCORE_FLOPS * heads / attention_flops,
                     evict_bytes=evict_B / kv_B, evict_flops=evict_flops / attention_flops,
-                    held_share=SCORE_B * kv_heads / kv_B, prefill_score_B=SCORE_B * PREFILL_SCORE_PASSES)
+                    held_share=SCORE_B * kv_heads / kv_B, prefill_score_B=SCORE_B * PREFILL_SCORE_PASSES,
+                    key_B=kv_element_B)
 
 
 def scored_prefill(prefill: KernelTable, scored_share: float, score_B: float, window: int | None = None) -> KernelTable:
@@ -121,3 +127,40 @@ def scored_prefill(prefill: KernelTable, scored_share: float, score_B: float, wi
     scores_B = scored_share * prefill.batch * prefill.heads * pairs * score_B
     return replace(prefill, flops=np.where(rows, flops, prefill.flops),
                    act_bytes=np.where(rows, prefill.act_bytes + scores_B, prefill.act_bytes))
+
+
+def merged_prefill(prefill: KernelTable, budget: int, share: float, key_B: float) -> KernelTable:
+    """A prefill with D2O's merge of the prompt tokens it evicts (merge_table) after each attention row whose keys
+    outrun the `budget`, each row's sequences evicting all but `budget` of its keys."""
+    rows = np.flatnonzero(prefill.attention_mask & (prefill.q_len > 0) & (prefill.kv_len > budget))
+    if not share or not len(rows):
+        return prefill
+    from kernels.table import KernelTable  # kernels/table.py imports the KV policies, which import this module
+
+    merges = KernelTable.concat([
+        merge_table(prefill.select(np.array([i])), max(float(prefill.batch[i]), 1.0),
+                    float(prefill.kv_len[i]) - budget, budget, share, key_B) for i in rows.tolist()])
+    # Each merge right after the attention row whose eviction it follows.
+    after = {row: len(prefill) + n for n, row in enumerate(rows.tolist())}
+    order = [j for i in range(len(prefill)) for j in ((i, after[i]) if i in after else (i,))]
+    return KernelTable.concat([prefill, merges]).select(np.array(order))
+
+
+def merge_table(attention: KernelTable, seqs: float, evicted: float, budget: int, share: float,
+                key_B: float) -> KernelTable:
+    """D2O's merge of the prompt tokens a prefill evicts (Wan et al., Section 3.3: each evicted key's cosine
+    similarity with every kept key, to merge it into the nearest), for `seqs` sequences of the one-row `attention`
+    (its KV heads, head dim, dtype, layer and module) evicting `evicted` tokens each on average and keeping `budget`:
+    a batched GEMM of the evicted keys, evicted x head_dim, against the kept keys, for each sequence and evicting KV
+    head (`share` of them), which reads the keys once (`key_B` bytes an element, the cache's) and writes the
+    similarity matrix. The keys' norms and the merge's weighted averages are vectors, not counted."""
+    from kernels.table import KernelTable  # kernels/table.py imports the KV policies, which import this module
+
+    kernel, head_dim = attention.kernels[0], int(attention.head_dim[0])
+    gemms = seqs * float(attention.kv_heads[0]) * share
+    merge = Kernel(kind=KernelKind.GEMM, op=SIMILARITY_OP, flops=2.0 * evicted * budget * head_dim * gemms,
+                   weight_bytes=0.0, kv_bytes=gemms * (evicted + budget) * head_dim * key_B,
+                   act_bytes=gemms * evicted * budget * SIMILARITY_B, dtype=kernel.dtype, tensor_core=True,
+                   layer=kernel.layer, module=kernel.module, m=evicted, n=budget, k=head_dim, batch=gemms)
+    return replace(KernelTable.from_kernels([merge]), numeric_format=attention.numeric_format,
+                   sparsity=attention.sparsity)

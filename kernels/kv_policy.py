@@ -184,10 +184,8 @@ def decode_reads(tokens, window: Window):
 def flops_per_read(window: Window) -> float:
     """A decode step's attention FLOPs per FLOP of attending to the keys' worth of bytes it reads (decode_reads): 1
     unless a KV policy selects or evicts tokens, whose scoring costs a different share of FLOPs than of bytes. With
-    an eviction it is the ratio one token past the window, where every step evicts (exact there for every head
-    keeping a window; with retrieval heads the ratio further past the window differs by the eviction's overheads'
-    share, a few percent; below the window, where no step evicts, by the argmin's and a merge's share: D2O's
-    similarity row is as many FLOPs per byte as attention, so its ratio moves by a quarter at most, with GQA)."""
+    an eviction it is the ratio one token past the window, where every step evicts; a step's shape counts its
+    sequences' FLOPs each at its own length (kernels/shapes.py step_shape), where this is not 1."""
     if not isinstance(window, KVPolicy) or (window.selection is None and window.eviction is None):
         return 1.0
     if window.eviction is None:

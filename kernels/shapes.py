@@ -34,12 +34,12 @@ from functools import cached_property, lru_cache
 
 import numpy as np
 
-from kernels.block_estimate import ESTIMATE_ROWS, estimate_kernels
-from kernels.cascade_merge import MERGE_ROWS, merge_kernel
+from kernels.block_estimate import estimate_kernels
+from kernels.cascade_merge import merge_kernel
 from kernels.formats import HOT_EXPERTS_MODULE, NumericFormat
 from kernels.fusion import fuse
 from kernels.kernel import KernelKind
-from kernels.kv_eviction import scored_prefill
+from kernels.kv_eviction import D2O, merge_table, scored_prefill
 from kernels.kv_policy import (
     KVPolicy,
     Window,
@@ -96,6 +96,11 @@ class StepShape:
     # unfused to keep its probabilities, and the bytes it moves per (query head, query, key) pair (0: fused).
     prefill_scored_share: float = 0.0
     prefill_score_B: float = 0.0
+    # D2O's merge of the prompt tokens a prefill evicts (kernels/kv_eviction.py merge_table): the chunks that end a
+    # prompt past the budget, their tokens past it summed, and the budget (0: none merges).
+    prefill_merges: int = 0
+    prefill_evicted: int = 0
+    prefill_budget: int = 0
     decode_seqs: int = 0
     decode_kv: int = 0  # keys the decoding sequences attend to, summed (each its own, with a shared prefix apart)
     # Cascade attention: decode_shared_groups prefixes of decode_shared_kv keys each (one a prefix group's, the same
@@ -105,7 +110,16 @@ class StepShape:
     decode_shared_seqs: int = 0
     decode_shared_groups: int = 0
     decode_query: int = 1  # query tokens per decoding sequence (a speculative verification's drafted tokens + 1)
-    decode_flops_per_kv: float = 1.0  # decode attention FLOPs per key read (a token selection: kernels/kv_policy.py)
+    # Of the decoding sequences (counted in decode_seqs, decode_kv and decode_shared_seqs too), those with one query
+    # token where the others verify decode_query: in a speculative iteration, sequences past the draft's context,
+    # which decode plainly in the same pass (vLLM's Top1Proposer), the keys they read and how many share a prefix.
+    decode_plain_seqs: int = 0
+    decode_plain_kv: int = 0
+    decode_plain_shared: int = 0
+    # Decode attention's work in keys' worth of attending to a key, summed over the decoding sequences (decode_reads'
+    # FLOPs: a token selection's or an eviction's scoring differs from the keys read, kernels/kv_policy.py); None: the
+    # keys read, decode_kv.
+    decode_work: float | None = None
     sampled: int = 0  # sequences that sample a token: decodes, and prefills that finish their prompt
     positions: int = 1  # the longest query of the iteration (rows of the rotary table)
     # Of the decoding sequences (counted in decode_seqs and decode_kv too), those whose KV and attention lie on a hybrid
@@ -121,12 +135,42 @@ class StepShape:
 
     @property
     def tokens(self) -> int:
-        return self.prefill_tokens + self.decode_seqs * self.decode_query
+        return self.prefill_tokens + self.decode_queries
+
+    @property
+    def decode_queries(self) -> int:
+        """Query tokens of the decoding sequences."""
+        return (self.decode_seqs - self.decode_plain_seqs) * self.decode_query + self.decode_plain_seqs
+
+    @property
+    def decode_work_kv(self) -> float:
+        """Decode attention's work in keys' worth (decode_work, or the keys read)."""
+        return self.decode_kv if self.decode_work is None else self.decode_work
+
+    @property
+    def decode_flops_per_kv(self) -> float:
+        """Decode attention FLOPs per FLOP of attending to the keys it reads (1 but under a KV policy that selects or
+        scores tokens)."""
+        return self.decode_work_kv / self.decode_kv if self.decode_kv else 1.0
+
+    @property
+    def decode_query_kv(self) -> int:
+        """(query, key) pairs of the decoding sequences' own keys: each query token against every key it reads."""
+        return (self.decode_kv - self.decode_plain_kv) * self.decode_query + self.decode_plain_kv
+
+    @property
+    def shared_queries(self) -> int:
+        """Query tokens of the sequences reading a shared prefix apart (cascade attention)."""
+        return (self.decode_shared_seqs - self.decode_plain_shared) * self.decode_query + self.decode_plain_shared
 
     def paged(self) -> StepShape:
         """The same iteration with every sequence reading its own copy of a shared prefix (no cascade attention)."""
-        return replace(self, decode_kv=self.decode_kv + self.decode_shared_kv * self.decode_shared_seqs,
-                       decode_shared_kv=0, decode_shared_seqs=0, decode_shared_groups=0)
+        prefixes = self.decode_shared_kv * self.decode_shared_seqs
+        # A prefix is shared only where the window reads it whole, one key's work a key (no policy choosing tokens).
+        work = None if self.decode_work is None else self.decode_work + prefixes
+        return replace(self, decode_kv=self.decode_kv + prefixes, decode_work=work,
+                       decode_plain_kv=self.decode_plain_kv + self.decode_shared_kv * self.decode_plain_shared,
+                       decode_shared_kv=0, decode_shared_seqs=0, decode_shared_groups=0, decode_plain_shared=0)
 
     def shares(self, parts: int) -> tuple[StepShape, ...]:
         """The iteration dealt in `parts` shares, largest first, its prefill chunks, its decoding sequences and its
@@ -155,8 +199,16 @@ class StepShape:
                                 estimate_pairs=round(self.estimate_pairs * prefill),
                                 prefill_cached=round(self.prefill_cached * prefill), decode_seqs=decodes,
                                 decode_kv=round(self.decode_kv * decode), sampled=dealt(self.sampled, i),
+                                **self._decode_share(decode),
                                 positions=self.positions if prefills else self.decode_query))
         return tuple(made) or (self,)
+
+    def _decode_share(self, share: float) -> dict[str, int]:
+        """The plainly decoding sequences, their keys and the decodes' work of a part holding `share` of the decoding
+        sequences, dealt in proportion (none shares a prefix: a cascaded shape is not split)."""
+        return dict(decode_plain_seqs=round(self.decode_plain_seqs * share),
+                    decode_plain_kv=round(self.decode_plain_kv * share),
+                    decode_work=None if self.decode_work is None else self.decode_work * share)
 
     def token_halves(self) -> tuple[StepShape, ...]:
         """The iteration's tokens in two halves of about equal count, as TokenWeave splits them: each prefill chunk at
@@ -186,6 +238,7 @@ class StepShape:
             kv = round(self.decode_kv * dealt / self.decode_seqs) if self.decode_seqs else 0
             halves.append(replace(self, prefill_tokens=round(chunk * seqs), prefill_pairs=pairs,
                                   estimate_pairs=estimate,
+                                  **self._decode_share(dealt / self.decode_seqs if self.decode_seqs else 0.0),
                                   prefill_cached=round(prefix * seqs), decode_seqs=dealt,
                                   decode_kv=kv if half == 0 else self.decode_kv - halves[0].decode_kv,
                                   sampled=dealt + (prefill_sampled if half else 0),
@@ -195,7 +248,8 @@ class StepShape:
 
 def step_shape(chunks: Sequence[tuple[int, int]] = (), decode_kv: Sequence[int] = (), *, sampled: int,
                window: Window = None, decode_query: int = 1, prefill_window: int | None = None,
-               shared_prefix: int = 0, prefix_groups: Sequence[int] | None = None) -> StepShape:
+               shared_prefix: int = 0, prefix_groups: Sequence[int] | None = None,
+               plain: Sequence[bool] | None = None, finished: Sequence[int] = ()) -> StepShape:
     """The shape of an iteration: prefill `chunks` as (new tokens, cached prefix tokens) and the KV lengths of
     the decoding sequences (a sliding window, or a KV policy, caps what a decode token attends to), each with
     `decode_query` query tokens (a speculative verification: the last token and the drafted ones). A chunk's queries
@@ -206,10 +260,13 @@ def step_shape(chunks: Sequence[tuple[int, int]] = (), decode_kv: Sequence[int] 
     of a group, which cascade attention reads once for each group's sequences that still attend to it whole (two or
     more; one alone reads its copy, as paged attention does; none under a KV policy that keeps or reads tokens of its
     own choosing: KVPolicy.chooses_tokens). `prefix_groups`: of each decoding sequence, the group whose prefix it
-    shares (a negative one: none, it holds its own copy); None: every sequence shares one prefix."""
-    shared, sharing, groups = 0, 0, 0
+    shares (a negative one: none, it holds its own copy); None: every sequence shares one prefix. `plain`: of each
+    decoding sequence, whether it has one query token instead of `decode_query` (StepShape.decode_plain_seqs).
+    `finished`: the context lengths of the chunks that end their prefill, past a D2O budget merging what it evicts."""
+    shared, sharing, groups, plain_shared, work = 0, 0, 0, 0, None
+    plain = np.zeros(len(decode_kv), dtype=bool) if plain is None else np.asarray(plain, dtype=bool)
     if window is None and not shared_prefix:  # every sequence reads each of its keys: their sum (numpy's, exactly)
-        read_kv = sum(decode_kv)
+        read_kv, plain_kv = sum(decode_kv), sum(kv for kv, one in zip(decode_kv, plain, strict=True) if one)
     else:
         kv = np.asarray(decode_kv)
         if shared_prefix and not (isinstance(window, KVPolicy) and window.chooses_tokens):
@@ -228,10 +285,17 @@ def step_shape(chunks: Sequence[tuple[int, int]] = (), decode_kv: Sequence[int] 
                     groups = int((members > 1).sum())
                 if groups:
                     kv = np.where(whole, kv - shared_prefix, kv)
-                    shared, sharing = shared_prefix, int(whole.sum())
-        read_kv = round(float(np.sum(decode_reads(kv, window)[0])))
+                    shared, sharing, plain_shared = shared_prefix, int(whole.sum()), int((whole & plain).sum())
+        moved, done = decode_reads(kv, window)
+        reads = np.asarray(moved, dtype=float)
+        read_kv, plain_kv = round(float(np.sum(reads))), round(float(np.sum(reads[plain])))
+        if flops_per_read(window) != 1.0:  # a policy whose work per key read is not one: summed, exact per sequence
+            work = float(np.sum(done))
     evicts = isinstance(window, KVPolicy) and window.eviction is not None
+    merges = evicts and window.eviction.method == D2O
+    past = [n - window.window for n in finished if n > window.window] if merges else []
     return StepShape(
+        prefill_merges=len(past), prefill_evicted=sum(past), prefill_budget=window.window if past else 0,
         prefill_seqs=len(chunks), prefill_tokens=sum(q for q, _ in chunks),
         prefill_pairs=round(sum(prefill_pairs(q, q + cached, window, prefill_window) for q, cached in chunks)),
         estimate_pairs=round(sum(estimate_pairs(q, q + cached, window, prefill_window) for q, cached in chunks)),
@@ -239,7 +303,8 @@ def step_shape(chunks: Sequence[tuple[int, int]] = (), decode_kv: Sequence[int] 
         prefill_score_B=window.eviction.prefill_score_B if evicts else 0.0,
         prefill_cached=sum(cached for _, cached in chunks), decode_seqs=len(decode_kv),
         decode_kv=read_kv, decode_shared_kv=shared, decode_shared_seqs=sharing,
-        decode_shared_groups=groups, decode_flops_per_kv=flops_per_read(window), sampled=sampled,
+        decode_shared_groups=groups, decode_work=work, sampled=sampled,
+        decode_plain_seqs=int(plain.sum()), decode_plain_kv=plain_kv, decode_plain_shared=plain_shared,
         decode_query=decode_query,
         positions=max([q for q, _ in chunks] + [decode_query if len(decode_kv) else 1]),
     )
@@ -421,9 +486,14 @@ class StepTemplate:
         table.__dict__["distinct_rows"] = None  # unique rows (linear_table, attention_table)
         return table, self.stage_counts(rows, 0 if attention is None else len(attention), stages)
 
+    def linear_key(self, shape: StepShape) -> tuple[int, ...]:
+        """What an iteration's kernels outside attention (linear_table) depend on: its tokens, sampled sequences and
+        longest query, and of an MLA model its prefill tokens (each form's rows run on their own tokens)."""
+        return (shape.tokens, shape.sampled, shape.positions, shape.prefill_tokens if self._form_masks else 0)
+
     def linear_table(self, shape: StepShape) -> tuple[KernelTable, np.ndarray]:
         """The kernels of an iteration outside attention as unique rows, and the template rows they are: they depend
-        on its tokens, sampled sequences and longest query alone, not on what its sequences attend to."""
+        on linear_key alone, not on what its sequences attend to."""
         table, rows = self._linear_table(shape.tokens, shape.sampled, shape.positions, shape.prefill_tokens)
         # The rows are unique already, counted apart: a cost model need not look for equal rows (a sort per
         # iteration of a serving run).
@@ -436,7 +506,8 @@ class StepTemplate:
         where it has them; None where it has none."""
         parts = [attention(shape) for present, attention in (
             (shape.prefill_seqs and shape.estimate_pairs, self._prefill_estimate),
-            (shape.prefill_seqs, self._prefill_attention), (shape.decode_seqs, self._decode_attention),
+            (shape.prefill_seqs, self._prefill_attention), (shape.prefill_merges, self._prefill_merge),
+            (shape.decode_seqs, self._decode_attention),
             (shape.decode_shared_seqs, self._shared_prefix_attention),
             (shape.decode_shared_seqs, self._prefix_merge)) if present]
         if not parts:
@@ -484,10 +555,8 @@ class StepTemplate:
         first_layer_row = np.argmax(self.span != SPAN_MODEL)
         linear = np.where(self.span[rows] != SPAN_MODEL, PLACE_LAYERS,
                           np.where(rows < first_layer_row, PLACE_HEAD, PLACE_TAIL))
-        attention = sum(1 for present in (shape.prefill_seqs, shape.decode_seqs, shape.decode_shared_seqs) if present)
-        attention += MERGE_ROWS if shape.decode_shared_seqs else 0
-        attention += ESTIMATE_ROWS if shape.prefill_seqs and shape.estimate_pairs else 0
-        return np.concatenate([linear, np.full(attention, PLACE_LAYERS)])
+        attention = self.attention_table(shape)  # every part's rows, as stage_table appends them
+        return np.concatenate([linear, np.full(0 if attention is None else len(attention), PLACE_LAYERS)])
 
     def _linear_table(self, tokens: int, sampled: int, positions: int,
                       prefill_tokens: int = 0) -> tuple[KernelTable, np.ndarray]:
@@ -584,10 +653,11 @@ class StepTemplate:
         (one, or a speculative verification's) computing against every key."""
         row = self.decode_attention
         work = shape.decode_kv / self.traced_decode_kv
-        query = shape.decode_query
-        return replace(row, flops=row.flops * work * query * shape.decode_flops_per_kv, kv_bytes=row.kv_bytes * work,
-                       act_bytes=row.act_bytes * shape.decode_seqs * query / self.traced_decode_seqs,
-                       batch=np.array([float(shape.decode_seqs)]), q_len=np.array([float(query)]),
+        pairs = shape.decode_query_kv / self.traced_decode_kv
+        return replace(row, flops=row.flops * pairs * shape.decode_flops_per_kv, kv_bytes=row.kv_bytes * work,
+                       act_bytes=row.act_bytes * shape.decode_queries / self.traced_decode_seqs,
+                       batch=np.array([float(shape.decode_seqs)]),
+                       q_len=np.array([shape.decode_queries / shape.decode_seqs]),
                        kv_len=np.array([shape.decode_kv / shape.decode_seqs]))
 
     def _shared_prefix_attention(self, shape: StepShape) -> KernelTable:
@@ -604,7 +674,7 @@ class StepTemplate:
         KV split by the packed queries), so the time's step between the two fits is theirs, not a kernel switch."""
         row = self.prefill_attention
         kv_bytes_per_key = self.decode_attention.kv_bytes[0] / self.traced_decode_kv
-        queries = shape.decode_shared_seqs * shape.decode_query
+        queries = shape.shared_queries
         groups = shape.decode_shared_groups
         return replace(row, flops=row.flops * queries * shape.decode_shared_kv / self.traced_prefill_pairs,
                        act_bytes=row.act_bytes * queries / self.traced_prefill_tokens,
@@ -613,18 +683,25 @@ class StepTemplate:
                        kv_len=np.array([float(shape.decode_shared_kv)]))
 
     def _prefix_merge(self, shape: StepShape) -> KernelTable:
-        """One layer's merge of the cascaded sequences' two partial outputs (kernels/cascade_merge.py): one for
-        every group's sequences, as FlashInfer's cascade merges a level's outputs into the per-sequence level's in
-        one call, over the queries that read a shared prefix (FlashInfer's MultiLevelCascadeAttentionWrapper puts
-        every query of its batch in every level and merges them all: a sequence reading its prefix paged is merged
-        there too, not here)."""
-        return merge_kernel(self.decode_attention, shape.decode_shared_seqs * shape.decode_query)
+        """One layer's merge of the cascaded iteration's two partial outputs (kernels/cascade_merge.py): one call over
+        every decoding query, as FlashInfer's MultiLevelCascadeAttentionWrapper.run merges each level's output for
+        the whole query tensor it is given (flashinfer/cascade.py), a sequence reading its prefix paged (no prefix
+        in the shared level: an empty state) merged too."""
+        return merge_kernel(self.decode_attention, shape.decode_queries)
 
     def _prefill_estimate(self, shape: StepShape) -> KernelTable:
         """One layer's estimate of a block-sparse prefill (kernels/block_estimate.py): its quantization of the chunks'
         queries and of every key they attend to, and its 4-bit Q.K of the pairs it scores."""
         keys = shape.prefill_tokens + shape.prefill_cached
         return estimate_kernels(self._prefill_attention(shape), [shape.estimate_pairs], [shape.prefill_tokens], [keys])
+
+    def _prefill_merge(self, shape: StepShape) -> KernelTable:
+        """One layer's merge of the prompt tokens D2O's prefill evicts (kernels/kv_eviction.py merge_table), its keys
+        at the cache's bytes."""
+        decode = self.decode_attention
+        key_B = decode.kv_bytes[0] / self.traced_decode_kv / (2.0 * float(decode.kv_heads[0] * decode.head_dim[0]))
+        return merge_table(self.prefill_attention, shape.prefill_merges, shape.prefill_evicted / shape.prefill_merges,
+                           shape.prefill_budget, shape.prefill_scored_share, float(key_B))
 
     def _prefill_attention(self, shape: StepShape) -> KernelTable:
         """One layer's prefill attention: chunks compute their causal pairs (inside the model's sliding window) and

@@ -135,20 +135,28 @@ class IterationCostModel:
         scored = (s.prefill_scored_share, s.prefill_score_B)  # a KV policy's, the same for every iteration of a run
         if not self.kv_bucket_tokens:
             return (s.prefill_seqs, s.prefill_tokens, s.prefill_pairs, s.prefill_cached, s.decode_seqs, s.decode_kv,
-                    s.sampled, s.positions, s.decode_query, s.decode_flops_per_kv, s.decode_shared_kv,
-                    s.decode_shared_seqs, s.decode_shared_groups, s.estimate_pairs, scored, (s.apart_seqs, s.apart_kv))
+                    s.sampled, s.positions, s.decode_query, s.decode_work, s.decode_shared_kv,
+                    s.decode_shared_seqs, s.decode_shared_groups, s.estimate_pairs, scored, (s.apart_seqs, s.apart_kv),
+                    (s.decode_plain_seqs, s.decode_plain_kv, s.decode_plain_shared),
+                    (s.prefill_merges, s.prefill_evicted, s.prefill_budget))
         # The sequences apart and those the model's devices attend to, each rounded to the bucket.
         own_kv = self._round(s.decode_kv - s.apart_kv, max(s.decode_seqs - s.apart_seqs, 1))
         return (s.prefill_seqs, s.prefill_tokens, self._round(s.prefill_pairs, max(s.prefill_tokens, 1)),
                 self._round(s.prefill_cached, max(s.prefill_seqs, 1)), s.decode_seqs,
                 self._round(s.decode_kv, max(s.decode_seqs, 1)) if not s.apart_seqs else own_kv, s.sampled,
-                s.positions, s.decode_query, s.decode_flops_per_kv, s.decode_shared_kv, s.decode_shared_seqs,
+                s.positions, s.decode_query,
+                None if s.decode_work is None else self._round(s.decode_work, max(s.decode_seqs, 1)),
+                s.decode_shared_kv, s.decode_shared_seqs,
                 s.decode_shared_groups, self._round(s.estimate_pairs, max(s.prefill_tokens, 1)), scored,
-                (s.apart_seqs, self._round(s.apart_kv, max(s.apart_seqs, 1))))
+                (s.apart_seqs, self._round(s.apart_kv, max(s.apart_seqs, 1))),
+                (s.decode_plain_seqs, self._round(s.decode_plain_kv, max(s.decode_plain_seqs, 1)),
+                 s.decode_plain_shared),
+                (s.prefill_merges, self._round(s.prefill_evicted, max(s.prefill_merges, 1)), s.prefill_budget))
 
     def _representative(self, key: tuple) -> StepShape:
-        (seqs, tokens, pairs, cached, decodes, kv, sampled, positions, query, flops_per_kv, shared, sharing, prefixes,
-         estimate, (scored_share, score_B), (apart, apart_kv)) = key
+        (seqs, tokens, pairs, cached, decodes, kv, sampled, positions, query, work, shared, sharing, prefixes,
+         estimate, (scored_share, score_B), (apart, apart_kv), (plain, plain_kv, plain_shared),
+         (merges, evicted, budget)) = key
         if self.kv_bucket_tokens:
             step = self.kv_bucket_tokens
 
@@ -157,15 +165,20 @@ class IterationCostModel:
 
             pairs, cached = value(pairs, tokens), value(cached, seqs)
             apart_kv = value(apart_kv, apart)
+            plain_kv = value(plain_kv, plain)
+            evicted = value(evicted, merges)
+            work = None if work is None else value(work, decodes)
             kv = value(kv, decodes - apart) + apart_kv if apart else value(kv, decodes)
             estimate = value(estimate, tokens)
         return StepShape(prefill_seqs=seqs, prefill_tokens=tokens, prefill_pairs=pairs, prefill_cached=cached,
                          apart_seqs=apart, apart_kv=round(apart_kv), estimate_pairs=estimate, decode_seqs=decodes,
                          decode_kv=kv, sampled=sampled,
-                         positions=positions, decode_query=query, decode_flops_per_kv=flops_per_kv,
+                         positions=positions, decode_query=query, decode_work=work,
                          decode_shared_kv=shared, decode_shared_seqs=sharing, decode_shared_groups=prefixes,
                          prefill_scored_share=scored_share,
-                         prefill_score_B=score_B)
+                         prefill_score_B=score_B, decode_plain_seqs=plain, decode_plain_kv=round(plain_kv),
+                         decode_plain_shared=plain_shared, prefill_merges=merges, prefill_evicted=round(evicted),
+                         prefill_budget=budget)
 
     def price_ranks(self, shapes: tuple[StepShape, ...]) -> IterationCost:
         """The cost of one lockstep iteration of a data-parallel replica whose working ranks run `shapes` (the others
@@ -362,12 +375,12 @@ class IterationCostModel:
         """An iteration's first kernel, its rows' summed costs in execution `mode` (KernelCosts.matrix), its kernel
         classes' row masks and its rows' counts on each stage (StepTemplate.stage_table's rows). On a device that prices
         each row alone (DeviceModel.prices_rows_alone) the rows outside attention cost what they cost in any iteration
-        of the same tokens, sampled sequences and longest query (StepTemplate.linear_table): priced once for those, and
-        kept; the attention rows are priced per iteration."""
+        of the same StepTemplate.linear_key (tokens, sampled sequences, longest query; an MLA model's prefill tokens):
+        priced once for those, and kept; the attention rows are priced per iteration."""
         if not getattr(self.device, "prices_rows_alone", False):
             table, counts = self.template.stage_table(shape, self.stages)
             return table.kernels[0], self.device.cost_table(table, mode).matrix, table.class_masks, counts
-        key = (shape.tokens, shape.sampled, shape.positions, mode)
+        key = (*self.template.linear_key(shape), mode)
         linear = self._linear_memo.get(key)
         if linear is None:
             table, rows = self.template.linear_table(shape)
@@ -419,10 +432,13 @@ class IterationCostModel:
         pool = self.attention
         mode = pass_execution(self.execution, decode_only=shape.prefill_seqs == 0)
         layers = self.template.attention_layers
-        own = replace(shape, decode_seqs=shape.decode_seqs - shape.apart_seqs,
-                      decode_kv=shape.decode_kv - shape.apart_kv, apart_seqs=0, apart_kv=0)
+        # Each side's work in proportion to its keys (a KV policy's work per key read, the step's).
+        ratio = shape.decode_flops_per_kv if shape.decode_work is not None else None
+        own_kv = shape.decode_kv - shape.apart_kv
+        own = replace(shape, decode_seqs=shape.decode_seqs - shape.apart_seqs, decode_kv=own_kv, apart_seqs=0,
+                      apart_kv=0, decode_work=None if ratio is None else own_kv * ratio)
         apart = StepShape(decode_seqs=shape.apart_seqs, decode_kv=shape.apart_kv, decode_query=shape.decode_query,
-                          decode_flops_per_kv=shape.decode_flops_per_kv, sampled=shape.apart_seqs,
+                          decode_work=None if ratio is None else shape.apart_kv * ratio, sampled=shape.apart_seqs,
                           positions=shape.decode_query)
         table, counts = self.template.stage_table(shape, 1)
         own_table, own_counts = self.template.stage_table(own, 1)

@@ -32,7 +32,7 @@ import simpy
 from kernels.kv_policy import Window
 from kernels.shapes import step_shape
 from sim.costs import IterationCostModel
-from sim.schedulers import EngineState, Scheduler, Sequence
+from sim.schedulers import Batch, EngineState, Scheduler, Sequence
 from sim.speculative import ServingSpeculation
 
 ROLES = ("serve", "prefill", "decode")
@@ -173,18 +173,24 @@ class Replica:
         return self.state.kv.prefix_sharers([seq.index for seq in batch.decodes])
 
     def _price(self, batch):
-        """The iteration's cost: plain, or a speculative verification with its draft's steps (with prefill chunks
-        alone, a draft model's pass over them: it computes its own KV of the prompt)."""
+        """The iteration's cost: plain, or a speculative verification with its draft's steps over the decodes that
+        draft (ServingSpeculation.drafts; the others verify their one token in the same pass) and, with prefill
+        chunks, a draft model's pass over them: it computes its own KV of the prompt."""
         spec = self.speculation
         own = self.costs.template.sliding_window
-        if spec is None or not (batch.decodes or spec.draft is not None):
+        if spec is None:
             return self.costs.price(self.shape(batch))
-        sharers = self._sharers(batch)
-        shape = batch.shape(self.window, spec.speculation.verified, prefill_window=own,
-                            shared_prefix=self.shared_prefix, prefix_groups=sharers)
+        drafts = [spec.drafts(seq.computed) for seq in batch.decodes]
+        drafting = [seq for seq, drafted in zip(batch.decodes, drafts, strict=True) if drafted]
+        if not (drafting or (spec.draft is not None and batch.prefills)):
+            return self.costs.price(self.shape(batch))
+        plain = [not drafted for drafted in drafts]
+        shape = batch.shape(self.window, spec.speculation.verified if drafting else 1, prefill_window=own,
+                            shared_prefix=self.shared_prefix, prefix_groups=self._sharers(batch), plain=plain)
+        drafted = Batch(prefills=batch.prefills, decodes=drafting)
         draft_own = spec.draft.template.sliding_window if spec.draft is not None else None
-        draft_shapes = batch.draft_shapes(self.window, draft_own, self.shared_prefix, sharers)
-        return spec.price(self.costs.price(shape), shape, draft_shapes if batch.decodes else draft_shapes[:1])
+        draft_shapes = drafted.draft_shapes(self.window, draft_own, self.shared_prefix, self._sharers(drafted))
+        return spec.price(self.costs.price(shape), shape, draft_shapes if drafting else draft_shapes[:1])
 
     def _placed(self, shape, batch):
         """`shape` with its decodes whose KV lies on a hybrid pool's attention devices (PagedKVCache.apart) counted
@@ -215,7 +221,10 @@ class Replica:
                 seq.target += 1
             self._sample(sampled, now_s)
             return
-        advance = self.speculation.accepted_tokens(self.rng, len(batch.decodes)).tolist() if batch.decodes else []
+        drafts = [self.speculation.drafts(seq.computed) for seq in batch.decodes]
+        accepted = iter(self.speculation.accepted_tokens(self.rng, sum(drafts)).tolist() if any(drafts) else [])
+        # A sequence past its draft's context decodes its one token.
+        advance = [next(accepted) if drafted else 1 for drafted in drafts]
         for seq, tokens in zip(batch.decodes, advance, strict=True):
             tokens = max(0, min(tokens, seq.output - seq.generated))  # tokens past the request's last are dropped
             seq.computed += tokens

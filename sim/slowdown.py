@@ -63,7 +63,7 @@ def unloaded_latencies(costs: IterationCostModel, prompt_tokens, output_tokens, 
     def prefill(prompt: int) -> float:
         cached = max(0, min(prefix_tokens, prompt - 1))
         return costs.price(step_shape([(prompt - cached, cached)], [], sampled=1, window=window,
-                                      prefill_window=costs.template.sliding_window)).time_s
+                                      prefill_window=costs.template.sliding_window, finished=[prompt])).time_s
 
     prefill_s = {int(p): prefill(int(p)) for p in np.unique(prompts)}
     longest = int((prompts + outputs - 1).max()) if len(prompts) else 0

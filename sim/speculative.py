@@ -92,11 +92,27 @@ class SpeculativeTables:
     draft: PassTables | None
     speculation: Speculation
     window: Window = None  # the KV window or policy the target's and the draft's attention keep
+    # The target's plain decode step, which sequences past the draft model's context (draft_positions, its
+    # max_position_embeddings; None: Medusa heads, no limit of their own) run instead (drafted_tokens).
+    decode: KernelTable | None = None
+    draft_positions: int | None = None
 
 
-def step_plan(workload: BatchWorkload, speculation: Speculation) -> tuple[float, np.ndarray]:
-    """(expected speculative steps, tokens each sequence has generated before each priced step)."""
-    remaining = workload.decode_steps
+def drafted_tokens(workload: BatchWorkload, speculation: Speculation, draft_positions: int | None) -> int:
+    """Of the batch's decode tokens, those its speculative steps yield: all, or those before a sequence's length (the
+    prompt and the tokens generated) plus the k drafted ones reaches the draft's context, after which it decodes one
+    token a step, as vLLM's Top1Proposer runs such a sequence (ServingSpeculation.drafts); the last speculative
+    step's expected overshoot past that point (under k tokens) is not counted."""
+    if draft_positions is None:
+        return workload.decode_steps
+    # A sequence that has generated g tokens (g >= 1 after the prefill) drafts while prompt + g + k < the context.
+    return min(workload.decode_steps, max(0, draft_positions - speculation.drafted - workload.prompt_len - 1))
+
+
+def step_plan(workload: BatchWorkload, speculation: Speculation, tokens: int | None = None) -> tuple[float, np.ndarray]:
+    """(expected speculative steps, tokens each sequence has generated before each priced step) of speculative steps
+    yielding `tokens` decode tokens (None: all the batch's)."""
+    remaining = workload.decode_steps if tokens is None else tokens
     if remaining == 0:
         return 0.0, np.zeros(0)
     steps = remaining / speculation.tokens_per_step
@@ -122,7 +138,8 @@ def evaluate_speculative(device, tables: SpeculativeTables, workload: BatchWorkl
     priced_prefills = [device.cost_table(t, prefill_mode) for t in prefills]
     prefill_waits_s = [pass_host_wait_s(dispatch_s(device, prefill_mode), len(c), c.sum("time_s"))
                        for c in priced_prefills]
-    steps, generated = step_plan(workload, spec)
+    drafted = drafted_tokens(workload, spec, tables.draft_positions)
+    steps, generated = step_plan(workload, spec, drafted)
     prompt = workload.prompt_len
     # Keys of the verification: the prompt, the tokens generated so far and the drafted ones after the last.
     passes = [_pass(device, tables.verify, prompt + generated + spec.verified - 1, tables.window, decode_mode,
@@ -132,19 +149,24 @@ def evaluate_speculative(device, tables: SpeculativeTables, workload: BatchWorkl
         draft_kv = (prompt + generated[:, None] + np.arange(spec.drafted)[None, :]).ravel()
         passes.append(_pass(device, tables.draft.decode, draft_kv, tables.window, decode_mode, workload.batch))
     scale = steps / len(generated) if len(generated) else 0.0
+    # Past the draft's context each sequence decodes plainly, one token a step at its keys (scaled by 1: every step).
+    plain = [_pass(device, tables.decode, workload.decode_kv_lengths()[drafted:], tables.window, decode_mode,
+                   workload.batch)] if drafted < workload.decode_steps else []
+    scales = [scale] * len(passes) + [1.0] * len(plain)
+    passes += plain
     first_token_s = sum(float(p.time_s.sum()) for p in priced_prefills) + sum(prefill_waits_s)
-    decode_s = scale * sum(p.total("time_s") for p in passes)
+    decode_s = sum(f * p.total("time_s") for f, p in zip(scales, passes, strict=True))
     energy = {name: sum(float(getattr(p, name).sum()) for p in priced_prefills)
-              + scale * sum(p.total(name) for p in passes) for name in DYNAMIC_ENERGY_FIELDS}
+              + sum(f * p.total(name) for f, p in zip(scales, passes, strict=True)) for name in DYNAMIC_ENERGY_FIELDS}
     energy["static_J"] = device.idle_power_W * (first_token_s + decode_s)
     by_class: dict[str, float] = {}
     for table, costs in zip(prefills, priced_prefills, strict=True):
         for label, mask in table.class_masks.items():
             by_class[label] = by_class.get(label, 0.0) + float(costs.time_s[mask].sum())
-    for part in passes:
+    for f, part in zip(scales, passes, strict=True):
         for label, total in part.class_totals("time_s").items():
-            by_class[label] = by_class.get(label, 0.0) + scale * total
-    by_class[HOST_WAIT] = sum(prefill_waits_s) + scale * sum(part.wait_s for part in passes)
+            by_class[label] = by_class.get(label, 0.0) + f * total
+    by_class[HOST_WAIT] = sum(prefill_waits_s) + sum(f * part.wait_s for f, part in zip(scales, passes, strict=True))
     timing = RequestTiming(count=workload.batch, arrival_s=0.0, first_token_s=first_token_s,
                            finish_s=first_token_s + decode_s, output_tokens=workload.output_len)
     prefill_J = sum(float(getattr(p, name).sum()) for p in priced_prefills for name in DYNAMIC_ENERGY_FIELDS)
@@ -157,14 +179,28 @@ class ServingSpeculation:
     verifies `verified` tokens of each (the target's pass, priced from its step template with that many query tokens
     per sequence), after the draft's k steps (the draft's own step template: one over the iteration's prefill chunks
     and decodes, k - 1 over its decodes) or with the Medusa heads over the verified rows; each sequence then
-    advances by its accepted drafts plus one, drawn from the acceptance rate with a seeded generator."""
+    advances by its accepted drafts plus one, drawn from the acceptance rate with a seeded generator. A sequence
+    the draft model cannot draft for past its context (drafts) decodes plainly in the same pass: one query token,
+    no draft steps, one token a step."""
 
-    def __init__(self, speculation: Speculation, *, draft=None, heads=None, device=None, execution: str = "eager"):
+    def __init__(self, speculation: Speculation, *, draft=None, heads=None, device=None, execution: str = "eager",
+                 draft_positions: int | None = None):
         """`draft`: the draft's IterationCostModel; `heads(rows)`: the Medusa heads' KernelTable over `rows` hidden
-        states, priced on `device` (one of the two)."""
+        states, priced on `device` (one of the two); `draft_positions`: the draft model's context
+        (max_position_embeddings; None: no limit, Medusa heads run on the target)."""
         self.speculation, self.draft, self.heads = speculation, draft, heads
-        self.device, self.execution = device, execution
+        self.device, self.execution, self.draft_positions = device, execution, draft_positions
         self._memo: dict[tuple, object] = {}
+
+    def drafts(self, computed: int) -> bool:
+        """Whether a decoding sequence with `computed` tokens cached is drafted for: its length (those and the token
+        it feeds) plus the k drafted tokens stays below the draft's context. vLLM's Top1Proposer
+        (vllm/spec_decode/top1_proposer.py _split_by_proposal_len: seq_len + proposal_len < max_proposal_len, the
+        draft's max_model_len) treats the others as non-spec sequences: they skip the draft and go through normal
+        decoding in the target."""
+        if self.draft_positions is None:
+            return True
+        return computed + 1 + self.speculation.drafted < self.draft_positions
 
     def price(self, cost, shape, draft_shapes: tuple) -> object:
         """The iteration's cost with the draft's steps (or the heads) added: `cost` is the target's verification
@@ -177,13 +213,13 @@ class ServingSpeculation:
             rest = self.draft.price(draft_shapes[1]) if len(draft_shapes) > 1 else None
             key = (id(cost), id(first), id(rest))
         else:
-            key = (id(cost), shape.decode_seqs)
+            key = (id(cost), shape.decode_seqs - shape.decode_plain_seqs)
         if key not in self._memo:
             extra = []
             if self.draft is not None:
                 extra = [first] + ([rest] * (self.speculation.drafted - 1) if rest is not None else [])
-            elif shape.decode_seqs:
-                extra = [self._heads_cost(shape.decode_seqs * self.speculation.verified)]
+            elif drafted := shape.decode_seqs - shape.decode_plain_seqs:
+                extra = [self._heads_cost(drafted * self.speculation.verified)]
             self._memo[key] = _sum_costs([cost, *extra])
         return self._memo[key]
 

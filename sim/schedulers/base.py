@@ -76,18 +76,22 @@ class Batch:
         return sum(q for _, q in self.prefills) + len(self.decodes)
 
     def shape(self, window: Window, decode_query: int = 1, prefill_window: int | None = None,
-              shared_prefix: int = 0, prefix_groups: list[int] | None = None) -> StepShape:
+              shared_prefix: int = 0, prefix_groups: list[int] | None = None,
+              plain: list[bool] | None = None) -> StepShape:
         """The iteration's shape: sequences whose chunk ends their prefill sample a token, as decodes do (each of its
-        `decode_query` positions, in a speculative verification); `prefill_window`: the model's own sliding window;
+        `decode_query` positions, in a speculative verification; one, where `plain` says so of a decode: it is past
+        its draft's context); `prefill_window`: the model's own sliding window;
         `shared_prefix`: the length of the cached prefix the decodes of a group share, read once for them by cascade
         attention, and `prefix_groups` the group whose prefix each decode shares (PagedKVCache.prefix_sharers; None:
         every one shares one prefix) (kernels/shapes.py step_shape)."""
-        finishing = sum(1 for seq, q in self.prefills if seq.computed + q >= seq.target)
+        finished = [seq.target for seq, q in self.prefills if seq.computed + q >= seq.target]
+        finishing = len(finished)
+        queries = [1 if one else decode_query for one in plain] if plain else [decode_query] * len(self.decodes)
         return step_shape([(q, seq.computed) for seq, q in self.prefills],
-                          [s.computed + decode_query for s in self.decodes],
-                          sampled=finishing + len(self.decodes) * decode_query, window=window,
+                          [s.computed + q for s, q in zip(self.decodes, queries, strict=True)],
+                          sampled=finishing + sum(queries), window=window,
                           decode_query=decode_query, prefill_window=prefill_window, shared_prefix=shared_prefix,
-                          prefix_groups=prefix_groups)
+                          prefix_groups=prefix_groups, plain=plain, finished=finished)
 
     def draft_shapes(self, window: Window, prefill_window: int | None = None, shared_prefix: int = 0,
                      prefix_groups: list[int] | None = None) -> tuple[StepShape, StepShape]:

@@ -141,3 +141,19 @@ def test_serving_iterations_price_the_static_batch(tiny_config, tiny_evaluator, 
     from tests.sim.test_serving import assert_serves_as_static
 
     assert_serves_as_static(tiny_evaluator, replace(point(tiny_config, method), execution="eager"))
+
+
+def test_d2o_prices_merging_the_prompt_tokens_its_prefill_evicts(tiny_config, tiny_evaluator):
+    """Batch 4, a 400-token prompt, a budget of 64: D2O's prefill evicts 336 tokens a sequence and merges each into its
+    most similar kept key (Wan et al., Section 3.3), a GEMM in every layer of the 336 evicted keys against the 64 kept
+    for each of 4 sequences x 2 KV heads of 16 dims: 2 x 336 x 64 x 16 x 8 = 5,505,024 FLOPs. Its first token comes
+    later than H2O's, whose prefill is otherwise the same; before, the two were equal."""
+    from kernels.kv_eviction import SIMILARITY_OP
+
+    d2o = point(tiny_config, "d2o")
+    tables = tiny_evaluator.point_tables(d2o, tiny_evaluator.point_device(d2o))
+    merges = [kernel for kernel in tables.prefill.kernels if kernel.op == SIMILARITY_OP]
+    layers = {kernel.layer for kernel in tables.prefill.kernels if kernel.layer is not None}
+    assert len(merges) == len(layers) and {kernel.flops for kernel in merges} == {2 * 336 * 64 * 16 * 8}
+    h2o_ttft, d2o_ttft = (tiny_evaluator.evaluate(point(tiny_config, m)).metrics["ttft_s"] for m in ("h2o", "d2o"))
+    assert d2o_ttft > h2o_ttft

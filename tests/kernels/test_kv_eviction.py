@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kernels.kv_eviction import D2O, H2O, STREAMING, eviction, scored_prefill
+from kernels.kernel import KernelKind
+from kernels.kv_eviction import D2O, H2O, STREAMING, eviction, merged_prefill, scored_prefill
 from kernels.kv_policy import KVPolicy, budget_error, decode_reads, flops_per_read, kept_tokens
 from kernels.table import KernelTable
 
@@ -112,13 +113,13 @@ def test_an_eviction_needs_a_budget_and_attends_to_the_whole_prompt():
     assert KVPolicy(window=2, eviction=eviction(H2O, **MHA)).prefill_attention_share(4) == 1.0
 
 
-def _prefill_row(batch: int, heads: int, prompt: int, head_dim: int) -> KernelTable:
+def _prefill_row(batch: int, heads: int, prompt: int, head_dim: int, kv_heads: int = 0) -> KernelTable:
     from kernels.kernel import Kernel, KernelKind
 
     flops = 4.0 * batch * heads * head_dim * prompt * (prompt + 1) / 2  # causal pairs
     row = Kernel(op="attn", kind=KernelKind.ATTENTION_PREFILL, flops=flops, weight_bytes=0.0, act_bytes=1000.0,
                  kv_bytes=0.0, dtype="bf16", tensor_core=True, batch=batch, heads=heads, q_len=prompt,
-                 kv_len=prompt, head_dim=head_dim)
+                 kv_len=prompt, head_dim=head_dim, kv_heads=kv_heads or heads)
     return KernelTable.from_kernels([row])
 
 
@@ -131,6 +132,23 @@ def test_the_scored_prefill_by_hand():
     assert scored.flops[0] == pytest.approx(table.flops[0] * 100 / 55)
     half = scored_prefill(table, 0.5, 10.0)
     assert half.act_bytes[0] == pytest.approx(1000 + 0.5 * 2 * 4 * 100 * 10)
+
+
+def test_d2o_merges_the_prompt_tokens_its_prefill_evicts_by_hand():
+    """D2O's prefill evicts a prompt's tokens past the budget and merges each into its most similar kept key (Wan et
+    al., Section 3.3): batch 2, 2 KV heads of 16 dims, a prompt of 10 and a budget of 4 evict 6 tokens a sequence and
+    KV head, so 2 x 2 = 4 GEMMs of (6 x 16) x (16 x 4): 2 x 6 x 4 x 16 x 4 = 3,072 FLOPs; they read the 10 keys of
+    16 2-byte elements, 4 x 10 x 16 x 2 = 1,280 B of cache, and write 4 x 6 x 4 similarities of 2 B, 192 B. Half the
+    KV heads evicting (the others retrieval heads) halve all three; a budget holding the prompt merges nothing."""
+    table = _prefill_row(batch=2, heads=4, prompt=10, head_dim=16, kv_heads=2)
+    merged = merged_prefill(table, 4, 1.0, 2.0)
+    assert len(merged) == 2 and merged.kernels[0].op == "attn"
+    gemm = merged.kernels[1]
+    assert gemm.kind == KernelKind.GEMM and (gemm.m, gemm.n, gemm.k, gemm.batch) == (6, 4, 16, 4)
+    assert (gemm.flops, gemm.kv_bytes, gemm.act_bytes) == (3072, 1280, 192)
+    half = merged_prefill(table, 4, 0.5, 2.0).kernels[1]
+    assert (half.flops, half.kv_bytes, half.act_bytes) == (1536, 640, 96)
+    assert merged_prefill(table, 10, 1.0, 2.0) is table
 
 
 def test_budget_error_names_the_limit():

@@ -117,3 +117,25 @@ def test_the_template_of_an_engine_on_two_devices_reproduces_its_traced_pass(tra
     device = load_device("h100-sxm")
     assert float(device.cost_table(table).time_s @ count) == pytest.approx(
         float(device.cost_table(reference).time_s.sum()), rel=1e-9)
+
+
+def test_iterations_of_equal_tokens_split_otherwise_cost_what_a_fresh_model_prices(tiny_template):
+    """The rows outside attention of an MLA model depend on how many of an iteration's tokens are prefill chunks' (the
+    decompressed form's up-projection runs on those, the absorbed form's bmms on the decodes'): a cost model that
+    keeps them per iteration shape (IterationCostModel, on a device that prices rows alone) prices 36 tokens, 8
+    sampled, longest query 20, as chunks of 20 + 10 beside 6 decodes and as 20 + 6 beside 10, each as a model that
+    never saw the other does; keyed by tokens, sampled sequences and longest query alone, the second took the
+    first's rows."""
+    from sim.costs import IterationCostModel
+
+    _, template = tiny_template
+    device = load_device("h100-sxm")
+    assert device.prices_rows_alone
+    first = step_shape([(20, 0), (10, 0)], decode_kv=[50] * 6, sampled=8)
+    second = step_shape([(20, 0), (6, 0)], decode_kv=[50] * 10, sampled=8)
+    assert (first.tokens, first.sampled, first.positions) == (second.tokens, second.sampled, second.positions)
+    assert first.prefill_tokens != second.prefill_tokens
+    shared = IterationCostModel(device, template)
+    shared.price(first)
+    kept, fresh = shared.price(second), IterationCostModel(device, template).price(second)
+    assert (kept.time_s, kept.compute_J, kept.memory_J) == (fresh.time_s, fresh.compute_J, fresh.memory_J)

@@ -20,9 +20,11 @@ from hw_models.registry import load_device
 from kernels.cascade_merge import MERGE_OP
 from kernels.formats import NumericFormat
 from kernels.kernel import KernelKind
+from kernels.kv_eviction import D2O, H2O, eviction
+from kernels.kv_policy import KVPolicy
 from kernels.lowering import lower_trace
 from kernels.parallel import stage_of_layer
-from kernels.shapes import TEMPLATE_PROMPT, StepShape, StepTemplate, step_shape
+from kernels.shapes import PLACE_LAYERS, TEMPLATE_PROMPT, StepShape, StepTemplate, step_shape
 from kernels.table import KIND_CODE, KernelTable
 from workloads.model_config import ModelConfig, balanced_expert_load
 from workloads.op_costs import causal_pairs
@@ -326,6 +328,59 @@ def test_cascade_attention_reads_the_shared_prefix_once_and_computes_the_same_pa
                                                            paged_count[~paged_attention])
 
 
+def test_the_cascade_merge_runs_over_every_decoding_query_of_the_batch(templates):
+    """Eight decoding sequences, six of which share a 96-token prefix and two hold their own copies (group -1): the
+    merge runs over all eight queries, as FlashInfer's MultiLevelCascadeAttentionWrapper.run merges every level's
+    output for the whole query tensor q it is given (flashinfer/cascade.py: merge_state_in_place(out, lse, out_i,
+    lse_i) over every query; a query with no prefix in a level merges an empty state), not over the six alone: each
+    query's 4 heads read two outputs of 16 2-byte values and two 4-byte log-sum-exps and write one of each."""
+    kv, groups = [130, 150, 170, 190, 210, 230, 250, 270], [0, 0, 0, 0, 0, 0, -1, -1]
+    cascade = step_shape(decode_kv=kv, sampled=8, shared_prefix=96, prefix_groups=groups)
+    assert (cascade.decode_shared_seqs, cascade.decode_seqs) == (6, 8)
+    table, _ = templates["llama"].table(cascade)
+    merge = np.array([kernel.op == MERGE_OP for kernel in table.kernels])
+    assert float(table.act_bytes[merge][0]) == 8 * 4 * 3 * (16 * 2 + 4)
+
+
+def test_a_verification_with_a_plainly_decoding_sequence_counts_its_one_query(templates):
+    """A speculative verification of 5 query tokens for a sequence of 100 cached keys beside one past its draft's
+    context decoding 1 token after 200 (vLLM's Top1Proposer scores it in the same pass): 6 query tokens through the
+    GEMMs, and decode attention computing 5 x 105 + 1 x 201 (query, key) pairs, what the two sequences' own passes
+    compute apart (attention is per sequence), and reading their 306 keys once."""
+    template = templates["llama"]
+    mixed = step_shape(decode_kv=[105, 201], sampled=6, decode_query=5, plain=[False, True])
+    assert (mixed.tokens, mixed.decode_kv, mixed.decode_query_kv) == (6, 306, 5 * 105 + 201)
+
+    def attention(shape) -> tuple[float, float]:
+        table, count = template.table(shape)
+        rows = table.kind == DECODE_ATTENTION
+        return float(table.flops[rows] @ count[rows]), float(table.kv_bytes[rows] @ count[rows])
+
+    (drafted_flops, drafted_B), (plain_flops, plain_B) = (attention(step_shape(decode_kv=[105], sampled=5,
+                                                                                decode_query=5)),
+                                                          attention(step_shape(decode_kv=[201], sampled=1)))
+    assert attention(mixed) == pytest.approx((drafted_flops + plain_flops, drafted_B + plain_B), rel=1e-9)
+
+
+def test_d2o_merges_nothing_in_a_step_below_its_budget(templates):
+    """A budget of 64 kept by H2O's or D2O's scores (the tiny Llama: 4 query heads over 2 KV heads of 16 dims):
+    decodes at 50 keys evict nothing, so D2O merges nothing (Wan et al., Section 3.3: it merges evicted tokens) and
+    its attention computes what H2O's does; a decode at 100 keys evicts a token a step, and D2O's similarity row adds
+    2 x 16 FLOPs per kept key and KV head over H2O's: 64 x 2 x 16 x 2 = 4,096 FLOPs a layer. Before, a step's D2O
+    FLOPs took their ratio one token past the budget at every length (its bytes were exact)."""
+    template = templates["llama"]
+    policies = {method: KVPolicy(window=64, eviction=eviction(method, heads=4, kv_heads=2, head_dim=16,
+                                                               kv_element_B=2.0)) for method in (H2O, D2O)}
+
+    def flops(method: str, kv: list[int]) -> float:
+        table, count = template.table(step_shape(decode_kv=kv, sampled=len(kv), window=policies[method]))
+        rows = table.kind == DECODE_ATTENTION
+        return float(table.flops[rows] @ count[rows]) / template.attention_layers
+
+    assert flops(D2O, [50, 50]) == pytest.approx(flops(H2O, [50, 50]), rel=1e-12)
+    assert flops(D2O, [100]) - flops(H2O, [100]) == pytest.approx(4096, rel=1e-9)
+
+
 def test_cascade_attention_pays_off_where_the_prefix_dominates_the_reads(templates, devices):
     """128 sequences after a 4,096-token shared prefix, each with 100 tokens of its own: paged attention reads 128
     copies of the prefix (67 MB a layer of the tiny model), cascade one, and the step is faster on a GPU, though
@@ -453,3 +508,22 @@ def test_token_halves_of_a_decode_deal_its_sequences():
     shape = step_shape([], [64] * 8, sampled=8)
     assert shape.token_halves() == shape.shares(2)
     assert step_shape([], [64], sampled=1).token_halves() == (step_shape([], [64], sampled=1),)
+
+
+def test_every_row_of_an_iteration_has_its_place_in_the_pass(templates):
+    """row_places gives each row of stage_table(shape, 1) its place, the attention rows of every part included (a
+    D2O prefill's merge of what it evicts, a cascade's prefix and merge rows, a speculative verification beside a
+    plain decode): a row without a place broke an NPU+PIM chain of layers (an IndexError on neupims, 48 rows
+    against 47 places, for a D2O prefill past its budget)."""
+    template = templates["llama"]
+    d2o = KVPolicy(window=64, eviction=eviction(D2O, heads=4, kv_heads=2, head_dim=16, kv_element_B=2.0))
+    shapes = [step_shape([(100, 0)], [80, 90], sampled=3, window=d2o, finished=[100]),
+              step_shape([(30, 0)], [130, 150, 170], sampled=4, shared_prefix=96),
+              step_shape(decode_kv=[105, 201], sampled=6, decode_query=5, plain=[False, True])]
+    assert shapes[0].prefill_merges == 1 and shapes[1].decode_shared_seqs == 3
+    for shape in shapes:
+        table, _ = template.stage_table(shape, 1)
+        places = template.row_places(shape)
+        assert len(places) == len(table)
+        attention = template.attention_table(shape)
+        assert (places[len(table) - len(attention):] == PLACE_LAYERS).all()
