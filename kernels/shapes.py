@@ -504,15 +504,25 @@ class StepTemplate:
         """One decoder layer's attention kernels of an iteration (a row each, run in every layer): a block-sparse
         prefill's estimate, the prefill chunks', the decodes', the decodes' shared prefixes' and the merge of the two
         where it has them; None where it has none."""
-        parts = [attention(shape) for present, attention in (
-            (shape.prefill_seqs and shape.estimate_pairs, self._prefill_estimate),
-            (shape.prefill_seqs, self._prefill_attention), (shape.prefill_merges, self._prefill_merge),
-            (shape.decode_seqs, self._decode_attention),
-            (shape.decode_shared_seqs, self._shared_prefix_attention),
-            (shape.decode_shared_seqs, self._prefix_merge)) if present]
+        builders = ((shape.prefill_seqs and shape.estimate_pairs, self._prefill_estimate),
+                    (shape.prefill_seqs, self._prefill_attention), (shape.prefill_merges, self._prefill_merge),
+                    (shape.decode_seqs, self._decode_attention),
+                    (shape.decode_shared_seqs, self._shared_prefix_attention),
+                    (shape.decode_shared_seqs, self._prefix_merge))
+        parts = [attention(shape) for present, attention in builders if present]
         if not parts:
             return None
-        table = parts[0] if len(parts) == 1 else KernelTable.concat(parts)
+        if len(parts) == 1:
+            table = parts[0]
+        else:
+            # The same kernels in every iteration that runs the same parts, at other sizes: the first iteration's
+            # rows are kept as the frame of the others (KernelTable.with_sizes_of).
+            frames = self.__dict__.setdefault("_attention_frames", {})
+            # Keyed by the parts present and their rows, so a frame is only ever the same kernels.
+            layout = (tuple(bool(present) for present, _ in builders), tuple(len(part) for part in parts))
+            frame = frames.get(layout)
+            table = frame.with_sizes_of(parts) if frame is not None else frames.setdefault(
+                layout, KernelTable.concat(parts))
         table.__dict__["distinct_rows"] = None  # each row counted apart (each layer's)
         return table
 

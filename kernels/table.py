@@ -114,6 +114,15 @@ class KernelTable:
                    numeric_format=first.numeric_format,
                    **{name: np.concatenate([getattr(t, name) for t in tables]) for name in first._columns()})
 
+    def with_sizes_of(self, tables: list[KernelTable]) -> KernelTable:
+        """concat(tables) where their rows, in order, are this table's kernels at other sizes (a frame,
+        kernels/shapes.py StepTemplate.attention_table): the columns of what a kernel is (KERNEL_COLUMNS) and the
+        shape-only caches are this table's, every other column and the kernels are concatenated."""
+        table = replace(self, kernels=tuple(k for t in tables for k in t.kernels),
+                        **{name: np.concatenate([getattr(t, name) for t in tables]) for name in _SIZE_COLUMNS})
+        _share_shape_caches(table, self)
+        return table
+
     @classmethod
     def stack(cls, tables: list[KernelTable]) -> KernelTable:
         """The rows of several tables of one numeric format and sparsity, in order, as one table: a cost model that
@@ -597,6 +606,11 @@ TABLES_KEPT = 2
 # Mask pairs KernelTable.distinct_counts keeps: the table's own masks and a few more.
 MASKS_KEPT = 64
 _COLUMNS = tuple(f.name for f in fields(KernelTable) if f.name not in ("kernels", "sparsity", "numeric_format"))
+# The columns of what a kernel is, whatever its size: its kind, its math's dtype and units, its heads and head size,
+# its weights' format, the kernel its op is (KernelTable.with_sizes_of keeps them; every other column is a size).
+KERNEL_COLUMNS = ("kind", "dtype", "tensor_core", "heads", "kv_heads", "head_dim", "weight_density",
+                  "sparse_weight_scale", "weight_bits", "torch_sdpa", "general_layout")
+_SIZE_COLUMNS = tuple(name for name in _COLUMNS if name not in KERNEL_COLUMNS)
 # Row masks a table derives from its kernels' modules rather than holding as columns, that pricing reads: run_on's
 # activation sparsity thins the MLP's GEMMs (mlp_gemm_rows), a GPU charges a MoE layer's fixed time to its hot experts'
 # row (moe_rest_rows). distinct_rows keys on them beside the columns, so that rows priced apart are never one row (a
@@ -608,9 +622,11 @@ def _share_shape_caches(table: KernelTable, source: KernelTable, tile: int = 1) 
     """Give `table` the shape-only caches of `source` (its rows repeated `tile` times): they depend on kinds and
     dtypes, not on work or traffic, and recomputing them per design point would cost more than the pricing."""
     distinct, index = source.dtype_groups
-    if tile == 1:  # the same rows: the same (read-only) arrays
+    if tile == 1:  # the same rows: the same (read-only) arrays, and the same row masks by class and kind as found
         table.__dict__["dtype_groups"] = (distinct, index)
         table.__dict__["class_masks"], table.__dict__["kind_masks"] = source.class_masks, source.kind_masks
+        for name in ("_class_rows", "_kind_rows"):
+            table.__dict__[name] = source.__dict__.setdefault(name, {})
         return
     table.__dict__["dtype_groups"] = (distinct, np.tile(index, tile))
     for name in ("class_masks", "kind_masks"):

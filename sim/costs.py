@@ -101,7 +101,7 @@ class IterationCostModel:
         self._memo: dict[tuple, IterationCost] = {}
         self._rank_memo: dict[tuple, tuple[_Priced, float]] = {}
         self._expert_memo: dict[tuple[int, bool], tuple[_Priced, float]] = {}
-        self._linear_memo: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+        self._linear_memo: dict[tuple, tuple[np.ndarray, np.ndarray, dict]] = {}
 
     @property
     def shapes_priced(self) -> int:
@@ -384,15 +384,22 @@ class IterationCostModel:
         linear = self._linear_memo.get(key)
         if linear is None:
             table, rows = self.template.linear_table(shape)
-            linear = self._linear_memo[key] = (rows, self.device.cost_table(table, mode).matrix)
-        rows, sums = linear
-        first, kind = self.template.linear.kernels[rows[0]], self.template.linear.kind[rows]
+            linear = self._linear_memo[key] = (rows, self.device.cost_table(table, mode).matrix, {})
+        rows, sums, layouts = linear
+        first = self.template.linear.kernels[rows[0]]
         attention = self.template.attention_table(shape)
+        # The class masks and stage counts of these rows followed by attention rows of these kinds: kept per kinds.
+        kinds = attention.kind.tobytes() if attention is not None else b""
+        layout = layouts.get(kinds)
+        if layout is None:
+            kind = self.template.linear.kind[rows]
+            layout = layouts[kinds] = (
+                class_masks(kind if attention is None else np.concatenate([kind, attention.kind])),
+                self.template.stage_counts(rows, 0 if attention is None else len(attention), self.stages))
+        masks, counts = layout
         if attention is None:
-            return first, sums, class_masks(kind), self.template.stage_counts(rows, 0, self.stages)
-        return (first, np.concatenate([sums, self.device.cost_table(attention, mode).matrix], axis=1),
-                class_masks(np.concatenate([kind, attention.kind])),
-                self.template.stage_counts(rows, len(attention), self.stages))
+            return first, sums, masks, counts
+        return first, np.concatenate([sums, self.device.cost_table(attention, mode).matrix], axis=1), masks, counts
 
     def _price_disaggregated(self, shape: StepShape) -> IterationCost:
         """An iteration whose attention runs on the attention devices (sim/attention_pool.py), split in as many

@@ -3,9 +3,12 @@ where that is the cheaper, as an engine decides per step."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
+from hw_models.registry import load_device
 from kernels.shapes import StepShape, step_shape
 from sim.costs import IterationCostModel
 from sim.step_costs import pass_execution
@@ -92,6 +95,53 @@ def test_rows_outside_attention_are_kept_apart_by_sampled_sequences_positions_an
     kept = model.price(second)
     assert (kept.time_s, kept.compute_J, kept.memory_J) == (fresh.time_s, fresh.compute_J, fresh.memory_J)
     assert np.array_equal(kept.class_time_s, fresh.class_time_s)
+
+
+
+# Iterations of 68 tokens, 5 sampled sequences and a longest query of 64 (the rows outside attention the same), whose
+# attention differs in one term each or in the kernels it runs, and one more.
+_PREFILL_DECODE = StepShape(prefill_seqs=1, prefill_tokens=64, prefill_pairs=2080, decode_seqs=4, decode_kv=800,
+                            sampled=5, positions=64)
+_ATTENTION_VARIANTS = (
+    _PREFILL_DECODE,
+    replace(_PREFILL_DECODE, prefill_cached=512),  # the chunk reads a cached prefix: its keys and KV bytes
+    replace(_PREFILL_DECODE, decode_kv=3200),  # the decodes read four times the keys
+    replace(_PREFILL_DECODE, prefill_seqs=2, prefill_pairs=1056),  # two chunks of 32: their sequences and query length
+    replace(_PREFILL_DECODE, estimate_pairs=1024),  # a block-sparse prefill's estimate runs first
+    replace(_PREFILL_DECODE, prefill_scored_share=0.5, prefill_score_B=4.0),  # half the heads keep their scores
+    replace(_PREFILL_DECODE, decode_shared_kv=512, decode_shared_seqs=4, decode_shared_groups=1),  # a cascade
+    replace(_PREFILL_DECODE, decode_shared_kv=2048, decode_shared_seqs=4, decode_shared_groups=1),
+    replace(_PREFILL_DECODE, decode_shared_kv=512, decode_shared_seqs=4, decode_shared_groups=2),
+    StepShape(prefill_seqs=1, prefill_tokens=68, prefill_pairs=2346, sampled=5, positions=64),  # a prefill alone
+    replace(_PREFILL_DECODE, decode_query=2, decode_seqs=2, decode_kv=400),  # two sequences verify two tokens each
+    # Decodes alone, cascaded: three kernels, as many as the estimate, the prefill and the decodes above.
+    StepShape(decode_seqs=8, decode_kv=1600, decode_shared_kv=1024, decode_shared_seqs=8, decode_shared_groups=2,
+              sampled=8),
+)
+
+
+@pytest.mark.parametrize("device", ["h100-sxm", "neupims", "ampere-altra", "alveo-u280"])
+def test_iterations_differing_in_one_attention_term_each_cost_what_a_fresh_model_prices(costs, device):
+    """Iterations whose rows outside attention are the same and whose attention differs in one term each (a cached
+    prefix, the decodes' keys, the chunks' sequences, a shared prefix's length or groups) or in the kernels it runs
+    (a block-sparse estimate, scored heads, a cascade and its merge, no decodes), priced one after the other by one
+    model, each cost what a model of a fresh template (no kept attention rows, no kept rows outside attention)
+    prices for it alone, on a GPU, NeuPIMs, a CPU and an FPGA: a kept attention frame or kept class masks and counts
+    that one of these terms or parts should have set (a wrong key, a column not refilled) would give an iteration
+    another's attention. The iterations cost apart, so that taking one for another shows."""
+    model = IterationCostModel(load_device(device), costs.template, execution=costs.execution)
+    # Each iteration as it runs (its cascade, where it has one), and as price weighs it against its paged iteration.
+    kept = [(model._price(shape), model.price(shape)) for shape in _ATTENTION_VARIANTS]
+    for shape, costs_kept in zip(_ATTENTION_VARIANTS, kept, strict=True):
+        fresh = IterationCostModel(model.device, replace(costs.template), execution=costs.execution)
+        for cost, alone in zip(costs_kept, (fresh._price(shape), fresh.price(shape)), strict=True):
+            assert (cost.time_s, cost.compute_J, cost.memory_J) == (alone.time_s, alone.compute_J, alone.memory_J)
+            assert np.array_equal(cost.class_time_s, alone.class_time_s), shape
+    # NeuPIMs' banks run each query as one GEMV over its keys, so two iterations reading as many keys a query cost
+    # alike there: the two-token verifications beside the single decodes (0 and 10), and a shared prefix read in one
+    # group or two (6 and 8). Every other device tells all twelve apart.
+    alike = 2 if device == "neupims" else 0
+    assert len({(run.time_s, run.memory_J) for run, _ in kept}) == len(kept) - alike
 
 
 # ---- sub-batch interleaving on a device of several units (NeuPIMs: NPU and PIM) ----------------------------------
