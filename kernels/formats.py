@@ -584,7 +584,7 @@ IDLE_WHERE = {
     "edge_layers": "where edge_layer_bits is 0", "act_predictor": "where act_kept is 1",
     "hot_expert_bits": "where hot_experts is 0 or the experts' own bits",
     "hot_experts": "where hot_expert_bits is the experts' own bits",
-    **{name: "at weight_bits' own width (the design of 0)" for name in BIT_OVERRIDES}}
+    **{name: "at weight_bits' own width (which 0, the default, gives)" for name in BIT_OVERRIDES}}
 
 
 def check_group_size(fmt: NumericFormat, k_dims: dict[str, int], model: str) -> None:

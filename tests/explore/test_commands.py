@@ -149,7 +149,7 @@ def test_a_group_size_a_quantized_tensor_reads_runs(flags, capsys):
     (["--scale-granularity", "channel"], "--scale-granularity: found 'channel', which changes nothing where weights "
                                          "are 16-bit"),
     (["--weight-bits", "4", "--head-bits", "4"], "--head-bits: found 4, which changes nothing at weight_bits' own "
-                                                 "width"),
+                                                 "width (which 0, the default, gives)"),
     # One device: no link joins it (either of --tp or --pp above 1 turns the link on), and without tensor
     # parallelism nothing all-reduces, pipeline stages or not.
     (["--link", "pcie5-x16"], "--link: found 'pcie5-x16' with --tp and --pp at 1 (off), allowed: with --tp or --pp"),
