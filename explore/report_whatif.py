@@ -177,13 +177,17 @@ def axis_values(rows: list[dict[str, Any]], column: str) -> list[Any]:
 def _lines(pairs: list[tuple[dict[str, Any], dict[str, float]]], column: str, metric: str,
            values: list[Any]) -> list[SpeedupLine]:
     """One line per device: median, min and max gain at each value of the column."""
+    # The gains grouped by (device, value) in one pass, so that a panel costs O(points), not O(points x values).
+    found: dict[tuple[str, str], list[float]] = {}
+    for row, g in pairs:
+        found.setdefault((device_label(row), value_label(row.get(column))), []).extend(
+            [g[metric]] if math.isfinite(g[metric]) else [])
     lines = []
     for device in dict.fromkeys(device_label(row) for row, _ in pairs):
         stats = []
         for value in values:
-            found = [g[metric] for row, g in pairs if device_label(row) == device
-                     and value_label(row.get(column)) == value_label(value) and math.isfinite(g[metric])]
-            stats.append((statistics.median(found), min(found), max(found)) if found else (math.nan,) * 3)
+            cell = found.get((device, value_label(value)))
+            stats.append((statistics.median(cell), min(cell), max(cell)) if cell else (math.nan,) * 3)
         array = np.array(stats, dtype=float).reshape(-1, 3)
         x = np.array([as_number(v) for v in values], dtype=float)
         lines.append(SpeedupLine(label=device, x=x if np.isfinite(x).all() else np.arange(len(values), dtype=float),
