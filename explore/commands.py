@@ -93,8 +93,12 @@ PREPARE_S_PER_COMBINATION = 0.035
 # Drawing the report, per figure (explore/report.py most_figures counts the most it draws): on the same machine
 # examples/quickstart.yaml's report drew its 12 figures in 4.0-4.6 s and examples/serving.yaml's its 8 in 2.5 s
 # (write_report timed alone, the points stored), 0.32-0.38 s a figure. A serving report also re-runs up to MAX_DETAIL
-# chosen points for its per-request figures.
+# chosen points for its per-request figures. Past the figures, drawing grows with the points, spread over the what-if,
+# energy, sensitivity, batch and Pareto figures (each groups or plots every row): `explore report DIR` timed on one core
+# of the same machine, 10 figures each, over examples/gpu-whatif-grid.yaml's 10,368 points 7.0 s, its copies at 6 and 3
+# steps a what-if 2,592 points 4.4 s and 648 points 3.8 s: 0.33-0.34 ms a point.
 REPORT_S_PER_FIGURE = 0.35
+REPORT_S_PER_POINT = 0.00033
 # A serving point simulates its requests: the whole Splitwise conversation trace (19,366 requests, Llama-2-7B
 # on H100) took 8.5 s with continuous batching and 22 s with chunked prefill on one core; a capacity search
 # runs about CAPACITY_RUNS of them.
@@ -240,7 +244,9 @@ def cmd_check(args) -> int:
     visits = _evaluated(sweep)
     per_point = point_s + (OPTUNA_S_PER_POINT if search.strategy in ("nsga2", "tpe") else 0.0)
     figures = most_figures(len(sweep.spec.objectives.minimize + sweep.spec.objectives.maximize), serving is not None)
-    report_s = figures * REPORT_S_PER_FIGURE + (MAX_DETAIL * point_s if serving is not None else 0.0)
+    # A serving report re-runs at most MAX_DETAIL of the points evaluated (report_serving.detail_rows), not more.
+    report_s = (figures * REPORT_S_PER_FIGURE + visits * REPORT_S_PER_POINT
+                + (min(MAX_DETAIL, visits) * point_s if serving is not None else 0.0))
     prepare_s = 0.0 if serving is not None else min(visits, _combinations(sweep, traces)) * PREPARE_S_PER_COMBINATION
     estimate = trace_s + prepare_s + visits * per_point + report_s
     plan = (("all evaluated" if visits == sweep.size() else f"{count_label(visits, 'distinct design')} evaluated")

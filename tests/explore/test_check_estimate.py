@@ -88,3 +88,50 @@ def test_the_estimate_prepares_each_model_batch_prompt_and_format_once(tmp_path,
     formats = check("format: {weight_bits: [16, 8, 6, 5, 4, 3, 2], kv_bits: [16, 8, 4], sparsity: [dense, '2:4']}\n")
     bandwidths = check("overrides: {device.memory.bandwidth_GBps: {range: [1000, 5100], steps: 42}}\n")
     assert 40 <= formats - bandwidths <= 42, (formats, bandwidths)  # each printed to the second
+
+
+def _report_s(out: str) -> float:
+    return float(out.split("about ")[2].split(" s of it drawing")[0])
+
+
+def test_the_report_part_grows_with_the_points_drawn(tmp_path, capsys, monkeypatch):
+    """Drawing the report costs a constant a figure and a term a point: 2 and 42 memory bandwidths draw the same 9
+    figures (no objectives), and at 0.1 s a point the 42-point report part is 40 x 0.1 = 4 s longer; at 1 s a figure
+    and 1 s a point the 2-point one is 9 + 2 = 11 s by hand."""
+    from explore import commands
+
+    model = write_tiny_model(tmp_path)
+
+    def check(steps: int) -> float:
+        path = write_sweep(tmp_path, f"name: est\nmodel: {model}\ndevice: h100-sxm\nexecution: engine\n"
+                                     f"workload: {{batch: 1, prompt: 16, output: 2}}\n"
+                                     f"overrides: {{device.memory.bandwidth_GBps: {{range: [1000, 5100], steps: "
+                                     f"{steps}}}}}\n")
+        assert main(["check", path]) == 0
+        out = capsys.readouterr().out
+        assert f"{steps} design points (all evaluated)" in out and "(up to 9 figures)" in out, out
+        return _report_s(out)
+
+    monkeypatch.setattr(commands, "REPORT_S_PER_POINT", 0.1, raising=False)
+    assert check(42) - check(2) == 4
+    monkeypatch.setattr(commands, "REPORT_S_PER_FIGURE", 1.0)
+    monkeypatch.setattr(commands, "REPORT_S_PER_POINT", 1.0, raising=False)
+    assert check(2) == 11
+
+
+def test_a_serving_report_re_runs_no_more_points_than_the_sweep_evaluates(tmp_path, capsys, monkeypatch):
+    """A serving report re-runs at most MAX_DETAIL (6) chosen points for its per-request figures, and never more than
+    the sweep has: 2 rates re-run 2 points. With the per-figure and per-point terms at 0 and 1 ms a request, 1,000
+    requests a point, the report part is 2 x 1 s by hand (it was 6 x 1 s)."""
+    from explore import commands
+
+    monkeypatch.setattr(commands, "REPORT_S_PER_FIGURE", 0.0)
+    monkeypatch.setattr(commands, "REPORT_S_PER_POINT", 0.0, raising=False)
+    monkeypatch.setattr(commands, "SERVING_S_PER_REQUEST", 0.001)
+    model = write_tiny_model(tmp_path)
+    path = write_sweep(tmp_path, f"name: est\nmodel: {model}\ndevice: h100-sxm\nserving:\n  rate: [10, 20]\n"
+                                 f"  requests: 1000\n  prompt: 32\n  output: 4\n")
+    assert main(["check", path]) == 0
+    out = capsys.readouterr().out
+    assert "2 design points (all evaluated)" in out, out
+    assert _report_s(out) == 2, out
