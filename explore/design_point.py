@@ -192,7 +192,7 @@ class DesignPoint:
         spec = self.serving
         if not spec.attends_apart or spec.attention_placement != "hybrid":
             return ""
-        kind = read_device_yaml(spec.attention_device)[0]["kind"]
+        kind = _device_kind(spec.attention_device)
         for conflict, what in (
                 (kind != "cpu", f"attention_device {spec.attention_device!r} (a {kind} device), allowed: a CPU (kind: "
                  f"cpu), whose host memory holds the sequences the model's devices do not"),
@@ -372,3 +372,9 @@ def with_knobs(values: dict[str, Any]) -> dict[str, Any]:
     generic = sorted((name, value) for name, value in values.items()
                      if name not in _FIELD_NAMES and value != KNOBS[name].default)
     return fields | ({"knobs": tuple(generic)} if generic else {})
+
+
+@functools.lru_cache(maxsize=64)
+def _device_kind(name: str) -> str:
+    """A device preset's or file's kind, read once (a grid's hybrid points judge the same few devices)."""
+    return read_device_yaml(name)[0]["kind"]

@@ -111,15 +111,16 @@ def check_point_values(point: DesignPoint, config: ModelConfig, name: Callable[[
 
 
 # Knobs that keep, select or score each KV head's keys and values (kernels/kv_policy.py, kv_eviction.py,
-# token_select.py, block_sparse.py), and the value at which each does nothing.
-PER_HEAD_KV_KNOBS = (("kv_budget", 0), ("topk_fraction", 1.0), ("retrieval_heads", 0.0), ("prefill_kept", 1.0))
+# token_select.py, block_sparse.py); each does nothing at its default.
+PER_HEAD_KV_KNOBS = ("kv_budget", "topk_fraction", "retrieval_heads", "prefill_kept")
 
 
 def _check_latent_attention(point: DesignPoint, config: ModelConfig, name: Callable[[str], str]) -> None:
     """MLA caches one latent a token that every query head reads (kernels/parallel.py, workloads/decoder.py): what
     keeps, selects or scores keys per KV head, sends every head's keys to attention devices apart or reads a shared
     prefix in a kernel of its own (cascade attention), is not modeled over it."""
-    for knob, off in PER_HEAD_KV_KNOBS:
+    for knob in PER_HEAD_KV_KNOBS:
+        off = KNOBS[knob].default
         if point.knob(knob) != off:
             raise InputError(f"{name(knob)}: found {point.knob(knob)!r} with {config.name}, allowed: {off!r} (its "
                              f"multi-head latent attention caches one latent a token that every head reads; a "

@@ -17,7 +17,6 @@ ESTIMATE_DTYPE = "int4"
 # Bytes of a 16-bit element, which the quantization pass reads.
 SIXTEEN_BIT_B = 2.0
 ESTIMATE_OP = "sale_estimate"
-ESTIMATE_ROWS = 2  # kernels per attention row: the quantization pass, then the Q.K
 QUANTIZE_OP = "sale_quantize"
 
 

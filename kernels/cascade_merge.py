@@ -10,7 +10,6 @@ from kernels.kernel import Kernel, KernelKind
 from kernels.table import KernelTable
 
 MERGE_OP = "cascade_merge"
-MERGE_ROWS = 1  # kernels per cascaded iteration and layer: one merge for every group's sequences
 # Bytes of an element of a partial output: the attention output at the query's 16-bit dtype (flashinfer/cascade.py
 # merge_state_in_place: v and v_other of shape (tokens, heads, head_dim), q's fp16/bf16 in its examples).
 OUTPUT_B = 2.0

@@ -60,6 +60,9 @@ from kernels.kernel import KernelKind
 from kernels.moe import MATRICES, fused_moe_act_bytes
 from kernels.table import KIND_CODE, KernelTable
 
+# Tensors an eager elementwise add moves, each of its output's size: two read, one written.
+ADD_TENSORS = 3
+
 ENGINE = "engine"
 _GEMM, _ROPE_PART = KIND_CODE[KernelKind.GEMM], KIND_CODE[KernelKind.ROPE_PART]
 _NORM_PART = KIND_CODE[KernelKind.NORM_PART]
@@ -209,7 +212,7 @@ class _Fusion:
         if ends:
             # In place on the query's and key's RoPE parts, reading each token's cos/sin row, as many values as the
             # key's RoPE part (one head of them).
-            parts = [float(t.act_bytes[i]) / 3 for i in ends]
+            parts = [float(t.act_bytes[i]) / ADD_TENSORS for i in ends]
             out.append(_Kernel(position=rope[0], anchor=rope[0], rows=rope, op="rotary_embedding", columns=dict(
                 flops=float(t.flops[rope].sum()), act_bytes=2 * sum(parts) + min(parts)), kind=KernelKind.ROPE))
         return out + self._cache_write(here, "concat_and_cache_mla")

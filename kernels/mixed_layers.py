@@ -64,7 +64,7 @@ def model_template(build: Callable[[ModelConfig], StepTemplate], config: ModelCo
     if config.is_mla and not config.mla_form:
         absorbed = build(replace(config, mla_form=MLA_ABSORBED))
         decompressed = build(replace(config, mla_form=MLA_DECOMPRESSED))
-        mixed = mixed_template(absorbed, decompressed, _decompressed_rows, 1.0, base_rows=_decompressed_rows)
+        mixed = mixed_template(absorbed, decompressed, _decompressed_rows, 1.0)
         return replace(mixed, prefill_attention=decompressed.prefill_attention,
                        traced_prefill_pairs=decompressed.traced_prefill_pairs,
                        traced_prefill_tokens=decompressed.traced_prefill_tokens)
@@ -72,10 +72,10 @@ def model_template(build: Callable[[ModelConfig], StepTemplate], config: ModelCo
 
 
 def mixed_template(base: StepTemplate, other: StepTemplate, rows: Callable[[StepTemplate], np.ndarray],
-                   share: float, base_rows: Callable[[StepTemplate], np.ndarray] | None = None) -> StepTemplate:
-    """`base` with its `rows` (base_rows where given) counted for 1 - share of the layers, and `other`'s `rows`
-    appended, counted for `share` of them."""
-    inner = (base_rows or rows)(base)
+                   share: float) -> StepTemplate:
+    """`base` with its `rows` counted for 1 - share of the layers, and `other`'s `rows` appended, counted for `share`
+    of them."""
+    inner = rows(base)
     outer = np.flatnonzero(rows(other))
     linear = KernelTable.concat([base.linear, other.linear.select(outer)])
     return replace(

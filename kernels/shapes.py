@@ -557,16 +557,16 @@ class StepTemplate:
                                         for layer in range(self.attention_layers)], minlength=stages).astype(float)
         return kept[stages]
 
-    def row_places(self, shape: StepShape) -> np.ndarray:
-        """Where each row of stage_table(shape, 1) runs in the pass: PLACE_HEAD before the decoder layers (the
-        embedding), PLACE_LAYERS in them (the attention rows too), PLACE_TAIL after them (the final norm, LM head and
-        sampling), as stage_table places a row outside the layer stack."""
+    def row_places(self, shape: StepShape, table_rows: int) -> np.ndarray:
+        """Where each of the `table_rows` rows of stage_table(shape, 1) runs in the pass: PLACE_HEAD before the decoder
+        layers (the embedding), PLACE_LAYERS in them (the attention rows, which stage_table appends after the rows
+        outside attention, too), PLACE_TAIL after them (the final norm, LM head and sampling), as stage_table places a
+        row outside the layer stack."""
         _, rows = self._linear_table(shape.tokens, shape.sampled, shape.positions, shape.prefill_tokens)
         first_layer_row = np.argmax(self.span != SPAN_MODEL)
         linear = np.where(self.span[rows] != SPAN_MODEL, PLACE_LAYERS,
                           np.where(rows < first_layer_row, PLACE_HEAD, PLACE_TAIL))
-        attention = self.attention_table(shape)  # every part's rows, as stage_table appends them
-        return np.concatenate([linear, np.full(0 if attention is None else len(attention), PLACE_LAYERS)])
+        return np.concatenate([linear, np.full(table_rows - len(rows), PLACE_LAYERS)])
 
     def _linear_table(self, tokens: int, sampled: int, positions: int,
                       prefill_tokens: int = 0) -> tuple[KernelTable, np.ndarray]:

@@ -344,7 +344,7 @@ class IterationCostModel:
         layers = self.template.attention_layers
         table, counts = self.template.stage_table(share, 1)
         costs = self.device.cost_table(table, mode)
-        time_s, places = costs.time_s * counts[0], self.template.row_places(share)
+        time_s, places = costs.time_s * counts[0], self.template.row_places(share, len(table))
         layer = segments(table, costs, time_s / layers, places == PLACE_LAYERS)
         ends = []
         for place in (PLACE_HEAD, PLACE_TAIL):

@@ -185,11 +185,13 @@ class Replica:
         if not (drafting or (spec.draft is not None and batch.prefills)):
             return self.costs.price(self.shape(batch))
         plain = [not drafted for drafted in drafts]
+        sharers = self._sharers(batch)
         shape = batch.shape(self.window, spec.speculation.verified if drafting else 1, prefill_window=own,
-                            shared_prefix=self.shared_prefix, prefix_groups=self._sharers(batch), plain=plain)
+                            shared_prefix=self.shared_prefix, prefix_groups=sharers, plain=plain)
         drafted = Batch(prefills=batch.prefills, decodes=drafting)
         draft_own = spec.draft.template.sliding_window if spec.draft is not None else None
-        draft_shapes = drafted.draft_shapes(self.window, draft_own, self.shared_prefix, self._sharers(drafted))
+        drafting_sharers = None if sharers is None else [g for g, d in zip(sharers, drafts, strict=True) if d]
+        draft_shapes = drafted.draft_shapes(self.window, draft_own, self.shared_prefix, drafting_sharers)
         return spec.price(self.costs.price(shape), shape, draft_shapes if drafting else draft_shapes[:1])
 
     def _placed(self, shape, batch):

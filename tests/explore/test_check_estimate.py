@@ -73,7 +73,7 @@ def test_the_estimate_prepares_each_model_batch_prompt_and_format_once(tmp_path,
     a block's against one alone; the trace to capture is the same one)."""
     from explore import commands
 
-    monkeypatch.setattr(commands, "PREPARE_S_PER_COMBINATION", 1.0, raising=False)
+    monkeypatch.setattr(commands, "PREPARE_S_PER_COMBINATION", 1.0)
     monkeypatch.setenv("LLM_CODESIGN_CACHE", str(tmp_path / "cache"))  # empty: the one trace to capture in both
     model = write_tiny_model(tmp_path)
 
@@ -112,10 +112,10 @@ def test_the_report_part_grows_with_the_points_drawn(tmp_path, capsys, monkeypat
         assert f"{steps} design points (all evaluated)" in out and "(up to 9 figures)" in out, out
         return _report_s(out)
 
-    monkeypatch.setattr(commands, "REPORT_S_PER_POINT", 0.1, raising=False)
+    monkeypatch.setattr(commands, "REPORT_S_PER_POINT", 0.1)
     assert check(42) - check(2) == 4
     monkeypatch.setattr(commands, "REPORT_S_PER_FIGURE", 1.0)
-    monkeypatch.setattr(commands, "REPORT_S_PER_POINT", 1.0, raising=False)
+    monkeypatch.setattr(commands, "REPORT_S_PER_POINT", 1.0)
     assert check(2) == 11
 
 
@@ -126,7 +126,7 @@ def test_a_serving_report_re_runs_no_more_points_than_the_sweep_evaluates(tmp_pa
     from explore import commands
 
     monkeypatch.setattr(commands, "REPORT_S_PER_FIGURE", 0.0)
-    monkeypatch.setattr(commands, "REPORT_S_PER_POINT", 0.0, raising=False)
+    monkeypatch.setattr(commands, "REPORT_S_PER_POINT", 0.0)
     monkeypatch.setattr(commands, "SERVING_S_PER_REQUEST", 0.001)
     model = write_tiny_model(tmp_path)
     path = write_sweep(tmp_path, f"name: est\nmodel: {model}\ndevice: h100-sxm\nserving:\n  rate: [10, 20]\n"

@@ -515,7 +515,10 @@ def test_every_row_of_an_iteration_has_its_place_in_the_pass(templates):
     D2O prefill's merge of what it evicts, a cascade's prefix and merge rows, a speculative verification beside a
     plain decode): a row without a place broke an NPU+PIM chain of layers (an IndexError on neupims, 48 rows
     against 47 places, for a D2O prefill past its budget)."""
-    template = templates["llama"]
+    from hw_models.registry import load_device
+    from sim.costs import IterationCostModel
+
+    template, neupims = templates["llama"], load_device("neupims")
     d2o = KVPolicy(window=64, eviction=eviction(D2O, heads=4, kv_heads=2, head_dim=16, kv_element_B=2.0))
     shapes = [step_shape([(100, 0)], [80, 90], sampled=3, window=d2o, finished=[100]),
               step_shape([(30, 0)], [130, 150, 170], sampled=4, shared_prefix=96),
@@ -523,7 +526,8 @@ def test_every_row_of_an_iteration_has_its_place_in_the_pass(templates):
     assert shapes[0].prefill_merges == 1 and shapes[1].decode_shared_seqs == 3
     for shape in shapes:
         table, _ = template.stage_table(shape, 1)
-        places = template.row_places(shape)
-        assert len(places) == len(table)
+        places = template.row_places(shape, len(table))
         attention = template.attention_table(shape)
         assert (places[len(table) - len(attention):] == PLACE_LAYERS).all()
+        # NeuPIMs chains an iteration's layers by these places: it prices every such iteration.
+        assert IterationCostModel(neupims, template).price(shape).time_s > 0
