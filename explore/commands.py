@@ -63,7 +63,7 @@ from hw_models.device import UNFUSED_ENGINE_KINDS, dispatch_s
 from hw_models.device_block import varies_in_block
 from hw_models.gpu_efficiency import calibration_label
 from hw_models.link import default_link, load_link_model
-from hw_models.registry import load_device
+from hw_models.registry import load_device, read_device_yaml
 from hw_models.validation import input_error
 from sim.autoscalers.sla_planner import SLAPlanner
 from sim.kv_cache import shared_prefix_tokens
@@ -730,12 +730,12 @@ def _assumptions(point: DesignPoint, device) -> str:
         placed = "spread" if point.ep == point.tp else "split"
         layout = (f"{point.tp} data-parallel attention ranks, experts {placed} over them" if data_parallel else
                   f"{point.tp}-way tensor parallel{stages}")
-        system = f"{point.tp * point.pp} x {point.device}, {layout} over {link.spec.name} ({fitted_link}); "
+        system = f"{point.tp * point.pp} x {_named(point.device)}, {layout} over {link.spec.name} ({fitted_link}); "
         device = device.device
     else:
         system = ""
     fitted = _calibration_text(device, point.execution == "engine" and load_model_config(point.model).is_moe)
-    what = f"{point.model} on {point.device}: {system}{fitted}; {_launch_text(point.execution, device)}"
+    what = f"{point.model} on {_named(point.device)}: {system}{fitted}; {_launch_text(point.execution, device)}"
     notices = (format_notice(device, point.numeric_format, load_model_config(point.model).head_dim),
                sixteen_bit_notice(device, load_model_config(point.model).dtype),
                estimate_notice(device, point.knob("prefill_kept")))
@@ -756,18 +756,19 @@ def _assumptions(point: DesignPoint, device) -> str:
         s = point.serving
         rate = (f"capacity search in {s.capacity[0]:g}-{s.capacity[1]:g} req/s" if s.capacity
                 else f"{s.rate_per_s:g} req/s" if s.rate_per_s else "the trace's arrival times")
-        pools = (f"{s.prefill_replicas} prefill replica(s) ({s.prefill_device or point.device}) handing KV over "
-                 f"{s.handoff_link} to {s.replicas} decode replica(s)" if s.disaggregated
+        pools = (f"{s.prefill_replicas} prefill replica(s) ({_named(s.prefill_device or point.device)}) handing KV "
+                 f"over {s.handoff_link} to {s.replicas} decode replica(s)" if s.disaggregated
                  else f"{s.replicas} replica(s)" if s.replicas else "no replica while idle")
         if s.mixed:
             devices = point.tp * point.pp  # each mixed replica is laid out as the point's replicas are
             each = f", {devices} devices each over {_pool_link(s.mixed_device, point)}" if devices > 1 else ""
-            pools += (f" and {s.mixed_replicas} of {s.mixed_device} ({_pool_fits(s.mixed_device, point)}{each}), one "
-                      f"router over them all")
+            pools += (f" and {s.mixed_replicas} of {_named(s.mixed_device)} ({_pool_fits(s.mixed_device, point)}"
+                      f"{each}), one router over them all")
         scaling = s.autoscaling("decode") or s.autoscaling("prefill") or s.autoscaling("mixed")
         if scaling is not None:
             pairs = ((("prefill", s.prefill_max_replicas), ("decode", s.max_replicas)) if s.disaggregated
-                     else ((point.device, s.max_replicas), (f"mixed {s.mixed_device}", s.mixed_max_replicas)) if s.mixed
+                     else ((_named(point.device), s.max_replicas),
+                           (f"mixed {_named(s.mixed_device)}", s.mixed_max_replicas)) if s.mixed
                      else ())
             scaled = f" scaling up to {s.max_replicas}" if not pairs else ", scaling the " + " and the ".join(
                 f"{what} replicas up to {most}" for what, most in pairs if most is not None)
@@ -793,7 +794,7 @@ def _assumptions(point: DesignPoint, device) -> str:
                 pools += (f", its client retrying it {retries} time{'' if retries == 1 else 's'}, the first after "
                           f"{s.admission().retry_s:g} s")
         if s.attends_apart:
-            pools += (f", attention on {s.attention_devices} x {s.attention_device} "
+            pools += (f", attention on {s.attention_devices} x {_named(s.attention_device)} "
                       f"({_pool_fits(s.attention_device, point)}) per "
                       f"{'decode ' if s.disaggregated else ''}replica over {s.pool_link} " + (
                           "(hybrid: the model's devices attend to the sequences whose KV they hold)"
@@ -855,6 +856,12 @@ def _assumptions(point: DesignPoint, device) -> str:
         what += (f"; serving {s.requests} requests ({s.trace or 'fixed lengths'}, {s.arrival} arrivals, {rate}) "
                  f"with {s.scheduler} scheduling on {pools}")
     return what
+
+
+def _named(device: str) -> str:
+    """A device preset's name, or the `name:` of a device file given by path (its stem where it is on a base preset
+    and gives none)."""
+    return read_device_yaml(device)[0]["name"]
 
 
 def _pool_link(device_name: str, point: DesignPoint) -> str:

@@ -56,6 +56,29 @@ def test_the_run_header_names_the_router_asked_for(tiny_config, capsys):
     assert capsys.readouterr().out.splitlines()[0].endswith("on 2 replica(s)")
 
 
+def test_the_run_header_names_a_device_file_by_its_name(tmp_path, tiny_config, capsys):
+    """A device file given by path is named in the header as its `name:` says, as a preset is by its name: on one
+    device, on tensor-parallel devices and as the prefill pool's device."""
+    import yaml
+
+    from hw_models.registry import read_device_yaml
+
+    device = tmp_path / "gpus" / "fast.yaml"
+    device.parent.mkdir()
+    device.write_text(yaml.safe_dump({**read_device_yaml("h100-sxm")[0], "name": "my-h100"}))
+    flags = ["run", "--model", tiny_config, "--prompt", "16", "--output", "4"]
+    headers = []
+    for more in (["--device", str(device)], ["--device", str(device), "--tp", "2", "--link", "nvlink4"],
+                 ["--device", "h100-sxm", "--serving", "--rate", "50", "--requests", "6", "--prefill-replicas", "1",
+                  "--prefill-device", str(device)]):
+        assert main([*flags, *more]) == 0
+        headers.append(capsys.readouterr().out.splitlines()[0])
+    assert headers[0].startswith(f"# {tiny_config} on my-h100: "), headers[0]
+    assert headers[1].startswith(f"# {tiny_config} on my-h100: 2 x my-h100, 2-way tensor parallel"), headers[1]
+    assert "1 prefill replica(s) (my-h100) handing KV" in headers[2], headers[2]
+    assert not any(str(device) in header for header in headers), headers
+
+
 def test_a_rate_beside_a_capacity_search_is_one_line_exit_2(capsys):
     """A capacity search picks the rate itself, so a given --rate would be ignored (a sweep refuses both too)."""
     code = main(["run", "--model", "llama-2-7b", "--device", "h100-sxm", "--serving", "--rate", "2",
