@@ -98,15 +98,26 @@ class SpeculativeTables:
     draft_positions: int | None = None
 
 
-def drafted_tokens(workload: BatchWorkload, speculation: Speculation, draft_positions: int | None) -> int:
-    """Of the batch's decode tokens, those its speculative steps yield: all, or those before a sequence's length (the
-    prompt and the tokens generated) plus the k drafted ones reaches the draft's context, after which it decodes one
-    token a step, as vLLM's Top1Proposer runs such a sequence (ServingSpeculation.drafts); the last speculative
-    step's expected overshoot past that point (under k tokens) is not counted."""
+def longest_drafted(speculation: Speculation, draft_positions: int | None) -> int | None:
+    """The longest sequence (its cached tokens and the token it feeds) a draft of `draft_positions` context
+    (max_position_embeddings) drafts for: its length plus the k drafted tokens stays below the context, as vLLM's
+    Top1Proposer (vllm/spec_decode/top1_proposer.py _split_by_proposal_len: seq_len + proposal_len <
+    max_proposal_len, the draft's max_model_len) drafts; a longer one is a non-spec sequence, which skips the draft
+    and decodes one token a step in the target's pass. None: no limit (Medusa heads run on the target)."""
     if draft_positions is None:
+        return None
+    return draft_positions - speculation.drafted - 1
+
+
+def drafted_tokens(workload: BatchWorkload, speculation: Speculation, draft_positions: int | None) -> int:
+    """Of the batch's decode tokens, those its speculative steps yield: all, or those while a sequence's length (the
+    prompt and the tokens generated) is longest_drafted's or less, after which it decodes one token a step; the last
+    speculative step's expected overshoot past that point (under k tokens) is not counted."""
+    longest = longest_drafted(speculation, draft_positions)
+    if longest is None:
         return workload.decode_steps
-    # A sequence that has generated g tokens (g >= 1 after the prefill) drafts while prompt + g + k < the context.
-    return min(workload.decode_steps, max(0, draft_positions - speculation.drafted - workload.prompt_len - 1))
+    # A sequence that has generated g tokens (g >= 1 after the prefill) is prompt + g long.
+    return min(workload.decode_steps, max(0, longest - workload.prompt_len))
 
 
 def step_plan(workload: BatchWorkload, speculation: Speculation, tokens: int | None = None) -> tuple[float, np.ndarray]:
@@ -194,13 +205,9 @@ class ServingSpeculation:
 
     def drafts(self, computed: int) -> bool:
         """Whether a decoding sequence with `computed` tokens cached is drafted for: its length (those and the token
-        it feeds) plus the k drafted tokens stays below the draft's context. vLLM's Top1Proposer
-        (vllm/spec_decode/top1_proposer.py _split_by_proposal_len: seq_len + proposal_len < max_proposal_len, the
-        draft's max_model_len) treats the others as non-spec sequences: they skip the draft and go through normal
-        decoding in the target."""
-        if self.draft_positions is None:
-            return True
-        return computed + 1 + self.speculation.drafted < self.draft_positions
+        it feeds) is longest_drafted's or less."""
+        longest = longest_drafted(self.speculation, self.draft_positions)
+        return longest is None or computed + 1 <= longest
 
     def price(self, cost, shape, draft_shapes: tuple) -> object:
         """The iteration's cost with the draft's steps (or the heads) added: `cost` is the target's verification
