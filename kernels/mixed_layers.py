@@ -59,8 +59,10 @@ def model_template(build: Callable[[ModelConfig], StepTemplate], config: ModelCo
         dense = model_template(build, replace(config, dense_layers=0, num_experts=0, experts_per_token=0,
                                               shared_experts=0, intermediate_size=config.dense_intermediate_size))
         mixed = mixed_template(moe, dense, _mlp_rows, config.dense_layers / config.num_layers)
-        return replace(mixed, param_bytes=moe.param_bytes * config.param_count() /
-                       replace(config, dense_layers=0).param_count())
+        # Each template's bytes are its whole model's, all in its form: linear in the layers, they mix layer by layer
+        # (a form's own bytes per parameter kept: DeepSeek-V3's router bias is float32 in MoE layers alone).
+        return replace(mixed, param_bytes=(moe.param_bytes * config.moe_layers + dense.param_bytes *
+                                           config.dense_layers) / config.num_layers)
     if config.is_mla and not config.mla_form:
         absorbed = build(replace(config, mla_form=MLA_ABSORBED))
         decompressed = build(replace(config, mla_form=MLA_DECOMPRESSED))

@@ -14,6 +14,7 @@ cache holds (16 + 4) values a layer a token: 2 x 20 x 2 B = 80 B.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -72,6 +73,18 @@ def test_every_tensor_parallel_rank_holds_the_whole_latent_and_a_data_parallel_r
     assert tensor.kv_block_B == pytest.approx(tp * KV_B_PER_TOKEN * SPEC.block_tokens, rel=1e-12)
     assert data.weights_B == pytest.approx(2 * (ROUTED_PARAMS + tp * REST_PARAMS), rel=1e-9)
     assert tensor.weights_B == pytest.approx(2 * (ROUTED_PARAMS + REST_PARAMS), rel=1e-9)
+
+
+def test_a_mixed_format_stores_each_part_of_the_dense_and_moe_layers_at_its_bits(tiny_evaluator, tiny_deepseek):
+    """Weights at 4 bits, the MLPs (the dense layer's, the experts', the shared one and the router) at 8, half the
+    routed experts at 16, groups of 128 with a 16-bit scale (4.125 and 8.125 bits a weight): attention 2 x 6,800 and
+    the rest (norms, embedding, LM head) 2 x 128 + 2 x 128 x 64 + 64 = 16,704 at 4.125; the MLPs 18,432 + 4 x 6,144
+    + 6,144 + 256 = 49,408 at 8.125; the hot half of the routed experts, 12,288, up from 8.125 to 16 bits."""
+    point = replace(_point(tiny_deepseek, 1, attention_parallel="tensor", mlp_weight_bits=8, hot_experts=0.5,
+                           hot_expert_bits=16), weight_bits=4)
+    memory = tiny_evaluator.evaluate(point).result.memory
+    assert memory.weights_B == pytest.approx(((2 * 6800 + 16_704) * 4.125 + 49_408 * 8.125
+                                              + ROUTED_PARAMS / 2 * (16 - 8.125)) / 8, rel=1e-12)
 
 
 def test_data_parallel_ranks_exchange_tokens_in_the_moe_layers_alone(tiny_evaluator, tiny_deepseek):
