@@ -24,11 +24,12 @@ MERGE_FLOPS_PER_ELEMENT = 4.0
 
 
 def merge_kernel(attention: KernelTable, queries: float) -> KernelTable:
-    """The merge of `queries` query tokens' two partial attention outputs, each (heads x head_dim) of the first row
-    of `attention` (its heads, head dim, dtype, layer and module): it reads both outputs and log-sum-exps and writes
-    the merged ones, an elementwise kernel priced by its bytes."""
+    """The merge of `queries` query tokens' two partial attention outputs, each (heads x value width) of the first
+    row of `attention` (its heads, value width, dtype, layer and module): it reads both outputs and log-sum-exps and
+    writes the merged ones, an elementwise kernel priced by its bytes."""
     kernel = attention.kernels[0]
-    heads, head_dim = float(attention.heads[0]), float(attention.head_dim[0])
+    # An output is as wide as the values (MLA's decompressed form: 128, narrower than its 192-wide keys).
+    heads, head_dim = float(attention.heads[0]), float(attention.v_head_dim[0] or attention.head_dim[0])
     states = queries * heads  # one (output, log-sum-exp) per query token and head
     merge = Kernel(kind=KernelKind.ELEMENTWISE, op=MERGE_OP, flops=MERGE_FLOPS_PER_ELEMENT * states * head_dim,
                    weight_bytes=0.0, kv_bytes=0.0, dtype=kernel.dtype, tensor_core=False, layer=kernel.layer,

@@ -69,6 +69,12 @@ SCALED_COLUMNS = ("flops", "weight_bytes", "act_bytes", "kv_bytes", "m", "reduce
 _EXPERT = re.compile(r"\.experts\.(\d+)(\.|$)")
 _LAYER_INDEX = re.compile(r"(?<![^.])layers\.\d+")
 _FORM = re.compile(rf"(?<![^.])({MLA_DECOMPRESSED}|{MLA_ABSORBED})(\.|$)")
+# MLA's up-projection of latents to every head's key and value (workloads/decoder.py LatentDecompressed.kv_b_proj).
+_UP_PROJECTION = re.compile(r"(?<![^.])kv_b_proj$")
+# Cached-prefix tokens vLLM's MLA backend up-projects in one pass: its chunked-prefill workspace, min(max(8 x
+# max_model_len, 4 x max_num_seqs x block_size), 64 x 1024) tokens (vllm/v1/attention/backends/mla/common.py
+# determine_chunked_prefill_workspace_size), 64 x 1024 for every DeepSeek preset (a context of 163,840 tokens).
+MLA_CONTEXT_WORKSPACE = 64 * 1024
 # Which layers a template row runs in: outside the layer stack (once), every layer, the first layer only, or
 # every layer but the first.
 SPAN_MODEL, SPAN_EVERY, SPAN_FIRST, SPAN_REST = range(4)
@@ -506,6 +512,8 @@ class StepTemplate:
         where it has them; None where it has none."""
         builders = ((shape.prefill_seqs and shape.estimate_pairs, self._prefill_estimate),
                     (shape.prefill_seqs, self._prefill_attention), (shape.prefill_merges, self._prefill_merge),
+                    (shape.prefill_cached and len(self._context_rows), self._context_up_projection),
+                    (shape.prefill_cached and len(self._context_rows), self._context_merge),
                     (shape.decode_seqs, self._decode_attention),
                     (shape.decode_shared_seqs, self._shared_prefix_attention),
                     (shape.decode_shared_seqs, self._prefix_merge))
@@ -712,6 +720,33 @@ class StepTemplate:
         key_B = decode.kv_bytes[0] / self.traced_decode_kv / (2.0 * float(decode.kv_heads[0] * decode.head_dim[0]))
         return merge_table(self.prefill_attention, shape.prefill_merges, shape.prefill_evicted / shape.prefill_merges,
                            shape.prefill_budget, shape.prefill_scored_share, float(key_B))
+
+    @cached_property
+    def _context_rows(self) -> np.ndarray:
+        """The rows of MLA's up-projection in its decompressed form (none in a template without MLA), found once."""
+        decompressed = self._form_masks.get(MLA_DECOMPRESSED)
+        if decompressed is None:
+            return np.zeros(0, dtype=int)
+        return np.flatnonzero(decompressed & np.array([bool(_UP_PROJECTION.search(k.module))
+                                                       for k in self.linear.kernels]))
+
+    def _context_up_projection(self, shape: StepShape) -> KernelTable:
+        """One layer's up-projection of the prefill chunks' cached prefix under MLA: vLLM's MLA backend gathers the
+        cached latents and runs kv_b_proj on them, to every head's key and value, before the chunks attend to them
+        (vllm/v1/attention/backends/mla/common.py _compute_prefill_context, 'cache_k_nope_chunk = (cache_kv_c_chunk @
+        W_UK)'): the decompressed form's kv_b_proj rows at the cached tokens, its weights read again."""
+        rows = self._context_rows
+        drivers = np.array([1.0, shape.prefill_cached, 0.0, 0.0])
+        return replace(self.linear.select(rows), **{name: c[rows, :4] @ drivers for name, c in self.coef.items()})
+
+    def _context_merge(self, shape: StepShape) -> KernelTable:
+        """One layer's merges under MLA of the prefill chunks' attention to their cached prefix with that to their new
+        tokens: vLLM attends to the up-projected prefix in passes of MLA_CONTEXT_WORKSPACE tokens, merging each pass's
+        output after the first, and that with the new tokens' output (merge_attn_states over every prefill query:
+        _compute_prefill_context and _forward_prefill); the passes as the prefix tokens over the workspace (vLLM deals
+        the workspace evenly to the chunks with a prefix, so equal prefixes take about as many)."""
+        passes = -(-shape.prefill_cached // MLA_CONTEXT_WORKSPACE)
+        return merge_kernel(self.prefill_attention, shape.prefill_tokens * passes)
 
     def _prefill_attention(self, shape: StepShape) -> KernelTable:
         """One layer's prefill attention: chunks compute their causal pairs (inside the model's sliding window) and
