@@ -109,15 +109,35 @@ def longest_drafted(speculation: Speculation, draft_positions: int | None) -> in
     return draft_positions - speculation.drafted - 1
 
 
-def drafted_tokens(workload: BatchWorkload, speculation: Speculation, draft_positions: int | None) -> int:
-    """Of the batch's decode tokens, those its speculative steps yield: all, or those while a sequence's length (the
-    prompt and the tokens generated) is longest_drafted's or less, after which it decodes one token a step; the last
-    speculative step's expected overshoot past that point (under k tokens) is not counted."""
+def step_token_odds(speculation: Speculation) -> np.ndarray:
+    """P(a speculative step yields x tokens) for x = 1 .. k + 1: x - 1 drafts accepted, then one rejected (or all k
+    accepted), each with the acceptance rate; the target's own token is the last (expected_tokens' mean)."""
+    k, a = speculation.drafted, speculation.acceptance
+    odds = a ** np.arange(k + 1) * (1.0 - a)
+    odds[k] = a**k
+    return odds
+
+
+def drafted_tokens(workload: BatchWorkload, speculation: Speculation, draft_positions: int | None) -> float:
+    """Of the batch's decode tokens, those its speculative steps yield per sequence, in expectation: all, or those
+    until its length (the prompt and the tokens generated) passes longest_drafted's, after which it decodes one token a
+    step. A step that starts within it runs whole (vLLM's Top1Proposer splits the batch by each sequence's length
+    before the step), so the last one yields up to k tokens past that point."""
     longest = longest_drafted(speculation, draft_positions)
-    if longest is None:
-        return workload.decode_steps
-    # A sequence that has generated g tokens (g >= 1 after the prefill) is prompt + g long.
-    return min(workload.decode_steps, max(0, longest - workload.prompt_len))
+    total = workload.decode_steps
+    # A sequence that has generated g tokens (g >= 1 after the prefill) is prompt + g long: it drafts while its decode
+    # tokens s = g - 1 are fewer than `within`.
+    within = total if longest is None else longest - workload.prompt_len
+    if within >= total:
+        return total
+    if within <= 0:
+        return 0
+    odds, most = step_token_odds(speculation), speculation.drafted + 1
+    # reached[s]: the decode tokens a sequence holding s of them has when it stops drafting (none past the output).
+    reached = np.minimum(np.arange(within + most, dtype=float), total)
+    for s in range(within - 1, -1, -1):
+        reached[s] = float(odds @ reached[s + 1:s + 1 + most])
+    return float(reached[0])
 
 
 def step_plan(workload: BatchWorkload, speculation: Speculation, tokens: int | None = None) -> tuple[float, np.ndarray]:
@@ -160,11 +180,13 @@ def evaluate_speculative(device, tables: SpeculativeTables, workload: BatchWorkl
         draft_kv = (prompt + generated[:, None] + np.arange(spec.drafted)[None, :]).ravel()
         passes.append(_pass(device, tables.draft.decode, draft_kv, tables.window, decode_mode, workload.batch))
     scale = steps / len(generated) if len(generated) else 0.0
-    # Past the draft's context each sequence decodes plainly, one token a step at its keys (scaled by 1: every step).
-    plain = [_pass(device, tables.decode, workload.decode_kv_lengths()[drafted:], tables.window, decode_mode,
-                   workload.batch)] if drafted < workload.decode_steps else []
-    scales = [scale] * len(passes) + [1.0] * len(plain)
-    passes += plain
+    # Past the draft's context each sequence decodes plainly, one token a step at its keys: the steps from the first
+    # it may reach, scaled to the tokens left in expectation (by 1 where the drafts end on a whole token).
+    scales = [scale] * len(passes)
+    if drafted < workload.decode_steps:
+        plain_kv = workload.decode_kv_lengths()[math.floor(drafted):]
+        passes.append(_pass(device, tables.decode, plain_kv, tables.window, decode_mode, workload.batch))
+        scales.append((workload.decode_steps - drafted) / len(plain_kv))
     first_token_s = sum(float(p.time_s.sum()) for p in priced_prefills) + sum(prefill_waits_s)
     decode_s = sum(f * p.total("time_s") for f, p in zip(scales, passes, strict=True))
     energy = {name: sum(float(getattr(p, name).sum()) for p in priced_prefills)

@@ -149,9 +149,10 @@ def test_a_static_sequence_past_the_drafts_context_decodes_plainly(tiny_config, 
     "skip the draft model and go through normal decoding in the target" (its Top1Proposer docstring, for a 2,048-token
     llama-68m drafting for a 4,096-token Llama-2-13B). A static batch past the 128-token draft's context from its
     first decode step (a 200-token prompt) decodes as without speculation, whatever the acceptance; one that crosses
-    it (a 100-token prompt, k = 4, 28 outputs) drafts its first 128 - 4 - 100 - 1 = 23 decode tokens, as a batch of 24
-    outputs with a draft of the full context does, and decodes the last 4 as plain decoding's last 4 steps. Before,
-    such a batch was refused (exit 2)."""
+    it (a 100-token prompt, k = 4 all accepted, 28 outputs) drafts while it holds fewer than 128 - 4 - 100 - 1 = 23
+    decode tokens, in steps starting at 0, 5, 10, 15 and 20, the last run whole to 25 (sim/speculative.py
+    drafted_tokens): as a batch of 26 outputs with a draft of the full context does, then the last 2 as plain
+    decoding's last 2 steps (23 drafted and 4 plain before, the last step's overshoot not counted)."""
     def decode_s(metrics: dict) -> float:
         return metrics["e2e_s"] - metrics["ttft_s"]
 
@@ -161,10 +162,10 @@ def test_a_static_sequence_past_the_drafts_context_decodes_plainly(tiny_config, 
     assert decode_s(past) == pytest.approx(decode_s(plain), rel=1e-9)
     assert past["ttft_s"] > plain["ttft_s"]  # the draft still computes its KV of the prompt (vLLM's _run_no_spec)
     crossing = static_metrics(tiny_evaluator, tiny_config, 100, 28, spec_draft=short_draft, **drafting)
-    within = static_metrics(tiny_evaluator, tiny_config, 100, 24, spec_draft=draft, **drafting)
-    last_four = (decode_s(static_metrics(tiny_evaluator, tiny_config, 100, 28))
-                 - decode_s(static_metrics(tiny_evaluator, tiny_config, 100, 24)))
-    assert decode_s(crossing) == pytest.approx(decode_s(within) + last_four, rel=1e-9)
+    within = static_metrics(tiny_evaluator, tiny_config, 100, 26, spec_draft=draft, **drafting)
+    last_two = (decode_s(static_metrics(tiny_evaluator, tiny_config, 100, 28))
+                - decode_s(static_metrics(tiny_evaluator, tiny_config, 100, 26)))
+    assert decode_s(crossing) == pytest.approx(decode_s(within) + last_two, rel=1e-9)
 
 
 def test_a_served_sequence_past_the_drafts_context_decodes_plainly(tiny_config, tiny_evaluator, short_draft):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sim.speculative import ServingSpeculation, Speculation, expected_tokens, step_plan
+from sim.speculative import ServingSpeculation, Speculation, drafted_tokens, expected_tokens, step_plan
 from sim.workload import BatchWorkload
 
 
@@ -37,6 +37,26 @@ def test_steps_cover_the_decode_tokens():
     plain_steps, plain = step_plan(BatchWorkload(batch=1, prompt_len=10, output_len=33),
                                    Speculation(drafted=3, acceptance=0.0))
     assert plain_steps == 32 and plain.tolist() == list(range(1, 33))  # one token per step, as plain decode
+
+
+def test_the_last_speculative_step_within_the_drafts_context_runs_whole():
+    """A 100-token prompt, k = 2, a draft of 105 positions: a sequence drafts while 100 + g + 2 < 105 for g tokens
+    generated, i.e. while it holds s = g - 1 < 2 decode tokens, and a step that starts there drafts its 2 tokens
+    whole. At a = 0.5 a step yields 1, 2 or 3 tokens with odds 0.5, 0.25, 0.25. From s = 1 one step ends at 2, 3 or 4:
+    0.5 x 2 + 0.25 x 3 + 0.25 x 4 = 2.75; from s = 0 a step reaches 1 (then 2.75), 2 or 3: 0.5 x 2.75 + 0.25 x 2 +
+    0.25 x 3 = 2.625 decode tokens drafted (2 before: the step past the context counted to it alone). At a = 1, k = 4
+    and a 128-token draft: steps start at 0, 5, 10, 15 and 20 < 123 - 100 decode tokens, the last ending at 25, or at
+    the output's last token (24 of 25 outputs)."""
+    def drafted(output: int, k: int, a: float, positions: int) -> float:
+        return drafted_tokens(BatchWorkload(batch=1, prompt_len=100, output_len=output),
+                              Speculation(drafted=k, acceptance=a), positions)
+
+    assert drafted(40, 2, 0.5, 105) == pytest.approx(2.625, rel=1e-12)
+    assert drafted(28, 4, 1.0, 128) == 25
+    assert drafted(25, 4, 1.0, 128) == 24
+    assert drafted(24, 4, 1.0, 128) == 23  # every decode token within the context
+    assert drafted(40, 4, 0.7, 104) == 0  # none: 100 + 1 + 4 reaches 104
+    assert drafted(40, 4, 0.7, None) == 39  # Medusa heads: no context of their own
 
 
 @pytest.mark.parametrize("bad", [dict(drafted=0, acceptance=0.5), dict(drafted=2, acceptance=1.5),
