@@ -83,10 +83,11 @@ class LearnedBias:
 
 def iteration_s(replica: Replica, chunks: Sequence_[tuple[int, int]], decode_kv: Sequence_[int],
                  finishing: int = 0, memo: dict | None = None) -> float:
-    """The time of one iteration of prefill `chunks` (new tokens, earlier context), `finishing` of which end their
-    prompts, beside decodes of `decode_kv`: each chunk's new tokens rounded up to TOKEN_STEP and its context down,
-    the decodes at their mean context, rounded to TOKEN_STEP, and (past DECODE_STEP) padded to a multiple of it.
-    `memo` keeps each such iteration's time (the caller's, for one replica's costs)."""
+    """The time of one iteration of prefill `chunks` (new tokens, earlier context), the last `finishing` of which end
+    their prompts (there, each prompt's length its chunk's tokens and context: what D2O's merge of the prompt tokens
+    it evicts is priced at), beside decodes of `decode_kv`: each chunk's new tokens rounded up to TOKEN_STEP and its
+    context down, the decodes at their mean context, rounded to TOKEN_STEP, and (past DECODE_STEP) padded to a
+    multiple of it. `memo` keeps each such iteration's time (the caller's, for one replica's costs)."""
     chunks = tuple((-(-new // TOKEN_STEP) * TOKEN_STEP, context // TOKEN_STEP * TOKEN_STEP) for new, context in chunks)
     count = len(decode_kv) if len(decode_kv) <= DECODE_STEP else -(-len(decode_kv) // DECODE_STEP) * DECODE_STEP
     mean = round(sum(decode_kv) / len(decode_kv) / TOKEN_STEP) * TOKEN_STEP if decode_kv else 0
@@ -95,7 +96,8 @@ def iteration_s(replica: Replica, chunks: Sequence_[tuple[int, int]], decode_kv:
         return memo[key]
     decode_kv = [max(mean, 1)] * count
     shape = step_shape(chunks, decode_kv, sampled=count + finishing, window=replica.window,
-                       prefill_window=replica.costs.template.sliding_window)
+                       prefill_window=replica.costs.template.sliding_window,
+                       finished=[new + context for new, context in chunks[len(chunks) - finishing:]])
     time_s = replica.costs.price(shape).time_s
     if memo is not None:
         memo[key] = time_s

@@ -11,6 +11,9 @@ import numpy as np
 import pytest
 import simpy
 
+from kernels.kv_eviction import D2O, eviction
+from kernels.kv_policy import KVPolicy
+from kernels.shapes import step_shape
 from sim.costs import IterationCostModel
 from sim.kv_cache import PagedKVCache
 from sim.latency_prediction import predict_latency
@@ -35,13 +38,13 @@ class Recording(Router):
         return replicas[0]
 
 
-def _serve(costs, requests: RequestSet, scheduler: str, limits: SchedulerLimits, monkeypatch):
+def _serve(costs, requests: RequestSet, scheduler: str, limits: SchedulerLimits, monkeypatch, window=None):
     monkeypatch.setitem(ROUTERS, Recording.name, Recording)
     Recording.predicted = []
     memory = serving_memory(capacity_B=4000 * BLOCK * KV_PER_TOKEN_B, weights_B=0.0, activations_B=0.0,
                             kv_bytes_per_token=KV_PER_TOKEN_B, block_tokens=BLOCK)
     pool = Pool(name="serve", role="serve", replicas=1, costs=costs, scheduler=scheduler, limits=limits,
-                memory=memory, idle_power_W=0.0, router=Recording.name)
+                memory=memory, idle_power_W=0.0, router=Recording.name, window=window)
     return serve_pools([pool], requests), Recording.predicted
 
 
@@ -53,6 +56,19 @@ def test_a_burst_s_last_request_is_predicted_its_simulated_ttft(costs, monkeypat
     result, predicted = _serve(costs, requests, "continuous", SchedulerLimits(), monkeypatch)
     assert predicted[-1].ttft_s == pytest.approx(result.records.ttft_s[-1], rel=1e-9)
     assert predicted[0].ttft_s < result.records.ttft_s[0]
+
+
+def test_a_burst_past_a_d2o_budget_is_predicted_with_the_merge_of_what_its_prefill_evicts(costs, monkeypatch):
+    """The burst above under D2O at a 32-token budget: each 48-token prompt's prefill evicts 16 tokens and merges them
+    (kernels/kv_eviction.py merge_table, a GEMM per sequence and KV head), in the iteration that prefills the four,
+    which the prediction prices as the simulator runs it, merges included; without them the prediction is short by
+    their time."""
+    d2o = KVPolicy(window=32, eviction=eviction(D2O, heads=4, kv_heads=2, head_dim=16, kv_element_B=2.0))
+    requests = RequestSet(arrival_s=np.zeros(4), prompt_tokens=np.full(4, 48), output_tokens=np.full(4, 4))
+    result, predicted = _serve(costs, requests, "continuous", SchedulerLimits(), monkeypatch, window=d2o)
+    assert predicted[-1].ttft_s == pytest.approx(result.records.ttft_s[-1], rel=1e-9)
+    unmerged = costs.price(step_shape([(48, 0)] * 4, [], sampled=4, window=d2o)).time_s
+    assert result.records.ttft_s[-1] > unmerged
 
 
 def test_a_lone_prompt_in_chunks_and_its_decode_are_predicted_within_two_percent(costs, monkeypatch):
