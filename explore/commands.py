@@ -55,7 +55,6 @@ from explore.sweep_notes import (
     power_limit_note,
     sweep_notes,
     unread_seed_note,
-    unrun_blocks,
 )
 from explore.sweep_serving import AUTOSCALE_KNOBS, capacity_ceiling_notice, capacity_notice
 from hw_models import nodes
@@ -276,11 +275,11 @@ def _combinations(sweep, traces: list) -> int:
 
 def _evaluated(sweep) -> int:
     """The design points a sweep evaluates: a search's visits; a grid's distinct designs (each of its points past
-    DISTINCT_COUNTED), less those it records as not run (sweep_notes.unrun_blocks; the notes say which repeat a design
+    DISTINCT_COUNTED), less those it records as not run (Sweep.unrun; the notes say which repeat a design
     and which are not run)."""
     if sweep.spec.search.strategy != "grid":
         return sweep.visits()
-    unrun = [block for block, _ in unrun_blocks(sweep)]
+    unrun = [block for block, _ in sweep.unrun]
     if sweep.size() > DISTINCT_COUNTED:
         return sweep.size() - sum(len(block) for block in unrun)
     return len(set(sweep.points().point_ids()) - {i for block in unrun for i in block.point_ids})

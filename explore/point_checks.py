@@ -45,10 +45,11 @@ def check_sweep_points(sweep: Sweep, evaluator) -> None:
             evaluator.check_point(point)
         except InputError as err:
             raise _located(sweep, err, point) from None
-        reason = point.unjudged()
-        answerable = answerable or not reason
-        if reason and unanswered is None:
-            unanswered = (point, reason)
+        if not answerable:  # one answerable point is enough: the points not run are Sweep.unrun's, judged there
+            reason = point.unjudged()
+            answerable = not reason
+            if reason and unanswered is None:
+                unanswered = (point, reason)
     if unanswered is not None and not answerable:  # else recorded beside those that run (sweep_notes.unjudged_note)
         raise _located(sweep, InputError(unanswered[1]), unanswered[0])
 

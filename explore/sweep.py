@@ -504,7 +504,20 @@ class Sweep:
     def points(self) -> PointSet:
         """Every design point of the grid, in a fixed order: device what-if values vary fastest, so the points a
         block prices together (explore/blocks.py) are neighbours. Held as blocks of the points that differ only in
-        those values (explore/point_blocks.py): a DesignPoint is made where one is read."""
+        those values (explore/point_blocks.py): a DesignPoint is made where one is read. Made once per Sweep: a
+        command reads them several times (explore check: to count, to note and to leave out the points not run)."""
+        return self._points
+
+    @cached_property
+    def unrun(self) -> list[tuple[PointBlock, str]]:
+        """The blocks of a grid's points that ask what their run cannot answer (DesignPoint.unjudged), each with the
+        reason its points are recorded unevaluated; none for a search. Judged once per Sweep."""
+        if self.spec.search.strategy != "grid":
+            return []
+        return [(block, reason) for block in self.points().blocks if (reason := block.first.unjudged())]
+
+    @cached_property
+    def _points(self) -> PointSet:
         dims = self.dimensions()
         inner = [name for name in dims if name.startswith("device.")]
         outer = [name for name in dims if name not in inner]

@@ -7,7 +7,6 @@ import itertools
 
 from explore.design_point import FORMAT_FIELDS, canonical_format
 from explore.knobs import KNOBS, knobs, off_where
-from explore.point_blocks import PointBlock
 from explore.pool_what_ifs import POOL_WHAT_IFS
 from explore.quality import shipped_table
 from explore.rows import count_label
@@ -203,7 +202,7 @@ def unjudged_note(sweep) -> str:
     the reason as their infeasible_reason while the grid's other points run, each distinct reason with its count of
     points (the first MAX_REASONS quoted, the others counted); '' where none do. Searches are left out."""
     points: dict[str, int] = {}  # each distinct reason's points, in the grid's order
-    for block, reason in unrun_blocks(sweep):
+    for block, reason in sweep.unrun:
         points[reason] = points.get(reason, 0) + len(block)
     if not points:
         return ""
@@ -214,14 +213,6 @@ def unjudged_note(sweep) -> str:
         said += f"; and {count_label(len(rest), 'more reason')} ({count_label(sum(rest), 'point')})"
     return (f"{sum(points.values())} of {sweep.size()} points are not run, each row's infeasible_reason saying why: "
             f"{said}")
-
-
-def unrun_blocks(sweep) -> list[tuple[PointBlock, str]]:
-    """The blocks of a grid's points that ask what their run cannot answer (DesignPoint.unjudged), each with the
-    reason its points are recorded unevaluated; none for a search."""
-    if sweep.spec.search.strategy != "grid":
-        return []
-    return [(block, reason) for block in sweep.points().blocks if (reason := block.first.unjudged())]
 
 
 def unread_seed_note(trace: str | None, arrival: str, prefix_groups: list, priority_fraction: list,

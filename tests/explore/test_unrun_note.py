@@ -49,3 +49,27 @@ def test_one_reason_is_named_alone(tmp_path, capsys):
     """One micro-batch count: one reason, its two points the note's count (the note as it read before)."""
     note = _check_note(tmp_path, capsys, "[4]")
     assert note == f"note: 2 of 4 points are not run, each row's infeasible_reason saying why: {_reason(4)}"
+
+
+def test_check_makes_and_judges_each_point_once(tmp_path, capsys, monkeypatch):
+    """explore check makes the grid's points once (Sweep.points) and judges once which are not run (Sweep.unrun),
+    for the count, the estimate and the note alike; judging the sweep's combinations (check_sweep_points) stops at the
+    first point that runs. The 8 points of 3 and 4 micro-batches by hand: 8 made for the check of each combination
+    and 8 for the grid, 8 judged for the grid and 1 (apart, which runs) for the check: 16 and 9 (it made 32 and
+    judged 24: the grid's points three times)."""
+    from explore.design_point import DesignPoint
+    from explore.sweep import Sweep
+
+    calls = {"point": 0, "unjudged": 0}
+
+    def counted(name, method):
+        def call(self, *args):
+            calls[name] += 1
+            return method(self, *args)
+        return call
+
+    monkeypatch.setattr(Sweep, "point", counted("point", Sweep.point))
+    monkeypatch.setattr(DesignPoint, "unjudged", counted("unjudged", DesignPoint.unjudged))
+    note = _check_note(tmp_path, capsys, "[3, 4]")
+    assert note.startswith("note: 4 of 8 points are not run"), note
+    assert calls == {"point": 16, "unjudged": 9}, calls
