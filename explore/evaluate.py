@@ -200,11 +200,14 @@ class Evaluator:
         key = (model, batch, prompt, fmt, sub_batches, tp, pp, ep, fusion)
         if key not in self._tables:
             sizes = sub_batch_sizes(batch, sub_batches)
-            parts = tuple((size, self.lowered(model, "decode", size, prompt, tp, pp, ep, fusion).with_format(fmt))
-                          for size in sizes if len(sizes) > 1)
+            kv_head_dim = self.config(model).head_dim  # what the cache writes store (MLA: the latent's width)
+            parts = tuple((size, self.lowered(model, "decode", size, prompt, tp, pp, ep, fusion).with_format(
+                fmt, kv_head_dim=kv_head_dim)) for size in sizes if len(sizes) > 1)
             self._tables[key] = PassTables(
-                prefill=self.lowered(model, "prefill", batch, prompt, tp, pp, ep, fusion).with_format(fmt),
-                decode=self.lowered(model, "decode", batch, prompt, tp, pp, ep, fusion).with_format(fmt),
+                prefill=self.lowered(model, "prefill", batch, prompt, tp, pp, ep, fusion).with_format(
+                    fmt, kv_head_dim=kv_head_dim),
+                decode=self.lowered(model, "decode", batch, prompt, tp, pp, ep, fusion).with_format(
+                    fmt, kv_head_dim=kv_head_dim),
                 attention_window=self.trace(model, "decode", batch, prompt).sliding_window, sub_batch_decode=parts,
             )
         return self._tables[key]
@@ -611,7 +614,8 @@ class Evaluator:
         self._check_draft(point)
         fmt, fusion, draft = point.numeric_format, self.fusion(point), point.knob("spec_draft")
         verify = self.lowered(point.model, "decode", point.batch, point.prompt, tp=point.tp, ep=point.ep,
-                              fusion=fusion, query=spec.verified).with_format(fmt)
+                              fusion=fusion, query=spec.verified).with_format(
+                                  fmt, kv_head_dim=self.config(point.model).head_dim)
         if draft == MEDUSA:
             heads = medusa_head_table(self.config(point.model), spec.drafted, point.batch * spec.verified, point.tp)
             verify = KernelTable.concat([verify, heads.with_format(fmt)])

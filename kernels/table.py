@@ -307,23 +307,25 @@ class KernelTable:
                            numeric_format=self.numeric_format,
                            **{name: getattr(self, name)[index] for name in self._columns()})
 
-    def _kv_scales(self, fmt: NumericFormat) -> np.ndarray:
+    def _kv_scales(self, fmt: NumericFormat, kv_head_dim: int | None = None) -> np.ndarray:
         """Each row's KV bytes under `fmt` over its traced 16-bit ones (NumericFormat.kv_scale): attention rows by
-        their head size, the cache writes (no head size of their own) by their model's attention's."""
+        their head size, the cache writes (no head size of their own) by `kv_head_dim`, the width of a KV head the
+        cache stores, or else by their model's attention's."""
         dims = self.head_dim.copy()
         writes = (self.kv_bytes > 0) & ~self.attention_mask
         if writes.any():
             sizes = sorted(set(self.head_dim[self.attention_mask].tolist()))
-            if len(sizes) != 1:
+            if kv_head_dim is None and len(sizes) != 1:
                 raise ValueError(f"with_format: KV-cache writes beside attention of head sizes {sizes}, allowed: "
                                  f"the attention of one model")
-            dims[writes] = sizes[0]
+            dims[writes] = sizes[0] if kv_head_dim is None else kv_head_dim
         scales = np.ones(len(self))
         for head_dim in np.unique(dims[self.kv_bytes > 0]).tolist():
             scales[dims == head_dim] = fmt.kv_scale(int(head_dim))
         return scales
 
-    def with_format(self, fmt: NumericFormat, num_layers: int | None = None) -> KernelTable:
+    def with_format(self, fmt: NumericFormat, num_layers: int | None = None,
+                    kv_head_dim: int | None = None) -> KernelTable:
         """Traffic and compute dtypes under a numeric format (the table is traced at 16 bits), followed by the
         kernels the format adds (kernels/format_kernels.py: outliers' sparse products, DFloat11's decompression).
 
@@ -331,11 +333,13 @@ class KernelTable:
         some at more bits than weight_bits, each run as the uniform format of its width, NumericFormat.at_bits);
         `num_layers`, the model's decoder layers, says which are its last layers (default: the table's own, which
         holds the whole model). A fused MoE layer whose hot experts keep more bits runs them as a kernel apart
-        (kernels/moe.py hot_expert_parts)."""
+        (kernels/moe.py hot_expert_parts). `kv_head_dim`: the width of a KV head the model's cache stores
+        (ModelConfig.head_dim), what its cache writes are quantized by (_kv_scales); MLA's decompressed prefill attends
+        with heads of another width."""
         if fmt.hot_experts:
             split = self._hot_experts_apart(fmt)
             if split is not None:
-                return split.with_format(fmt, num_layers)
+                return split.with_format(fmt, num_layers, kv_head_dim)
         # Weight GEMMs: projections, and fused MoE layers (grouped GEMMs over the experts' weights).
         weight_gemm = np.isin(self.kind, _WEIGHT_KINDS) & (self.weight_bytes > 0)
         bits = self._format_bits(fmt, weight_gemm, num_layers)
@@ -365,7 +369,7 @@ class KernelTable:
             else:
                 added += outlier_kernels(self.kernels, rows, fmt.outlier_fraction)
         table = replace(self, weight_bytes=weight_bytes, act_bytes=act_bytes,
-                        kv_bytes=self.kv_bytes * self._kv_scales(fmt), dtype=dtype, sparsity=fmt.sparsity,
+                        kv_bytes=self.kv_bytes * self._kv_scales(fmt, kv_head_dim), dtype=dtype, sparsity=fmt.sparsity,
                         weight_density=density, sparse_weight_scale=sparse_scale,
                         weight_bits=np.where(weight_gemm, bits, 16.0), numeric_format=fmt)
         if fmt.weight_coding == "dfloat11":

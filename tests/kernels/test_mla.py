@@ -118,6 +118,19 @@ def test_one_decompressed_prefill_attention_by_hand(trace_of):
     assert not (table.kind == BMM).any()
 
 
+@pytest.mark.parametrize("kv_bits, value_bits", [(8, 8 * 576 + 16 * 5), (4, 4 * 576 + 16 * 5)])
+def test_a_static_prefill_writes_the_latent_at_its_own_groups(kv_bits, value_bits):
+    """DeepSeek-V2-Lite's static prefill of 16 tokens at kv_bits 8 and 4, groups of 128: each of its 27 layers writes
+    a token's 576-wide latent and RoPE key with ceil(576 / 128) = 5 16-bit scales (4,688 and 2,384 bits), whatever the
+    width of the decompressed form's 192-wide heads (ceil(192 / 128) = 2 scales a head would give 4,704 and 2,400)."""
+    from explore.evaluate import Evaluator
+    from kernels.formats import NumericFormat
+
+    prefill = Evaluator().tables("deepseek-v2-lite", 1, 16, NumericFormat(kv_bits=kv_bits, group_size=128)).prefill
+    writes = (prefill.kv_bytes > 0) & ~prefill.attention_mask
+    assert prefill.kv_bytes[writes].sum() == pytest.approx(16 * 27 * value_bits / 8)
+
+
 def test_the_gpu_prices_a_pair_by_its_key_and_value_widths():
     """A pair's QK^T and PV: 2 x (576 + 512) FLOPs for the absorbed decode, 2 x (192 + 128) for the prefill (4 x
     head_dim would count 2,304 and 768). A 16-bit latent (576 elements a key) is not an fp8 cache; an 8-bit one is.
