@@ -190,10 +190,13 @@ def _model_config(model: str):
     """The config of --model; on the CPU it must fit in memory, since the harness builds it at full size."""
     from hw_models.cpu_host import physical_memory_GB
     from kernels.formats import DTYPE_BITS
-    from kernels.harness import table_dtype
+    from kernels.harness import step_refusal, table_dtype
     from workloads.model_config import load_model_config
 
     config = load_model_config(model)
+    if step_refusal(config):
+        raise InputError(f"--model: found {model}: {step_refusal(config)}; allowed: a model without multi-head latent "
+                         f"attention")
     need_GB = config.param_count() * DTYPE_BITS[table_dtype(config.dtype)] / 8 / 1e9
     have_GB = physical_memory_GB()
     if have_GB is not None and need_GB > 0.8 * have_GB:

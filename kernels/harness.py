@@ -485,6 +485,8 @@ def measure_decode_step(config: ModelConfig, *, batch: int, context_len: int, de
     if batch < 1 or context_len < 0 or new_tokens < 1:
         raise ValueError(f"batch >= 1, context_len >= 0 and new_tokens >= 1 required; found {batch}, {context_len}, "
                          f"{new_tokens}")
+    if step_refusal(config):
+        raise ValueError(f"{config.name}: {step_refusal(config)}")
     tdtype = torch_dtype(dtype)
     # Factory calls in the model (its parameters, the cache, positions in forward) land on `device`.
     with torch.device(device), torch.no_grad():
@@ -577,6 +579,17 @@ def measure_prefill_steps(model: str, config: ModelConfig, cases: Sequence[Prefi
         rows.append(_row("prefill_step", device=device, dtype=dtype, time_s=t, batch=batch, seq_len=prompt_len,
                          kv_len=prompt_len, model=model, source=f"{source}; op=prefill_step[{model}]"))
     return rows
+
+
+def step_refusal(config: ModelConfig) -> str:
+    """Why whole steps of `config` run here would not time the kernels the simulator prices for them ('' when they
+    would): multi-head latent attention runs on real tensors through SDPA with its values zero-padded to its keys'
+    width (workloads/decoder.py latent_attention), where a trace records the fused op of narrower values that a
+    step's prediction prices."""
+    if config.is_mla:
+        return ("its multi-head latent attention runs here through SDPA with its values zero-padded to the keys' "
+                "width (workloads/decoder.py latent_attention), not the kernel its simulated step prices")
+    return ""
 
 
 def int4_refusal(config: ModelConfig) -> str:

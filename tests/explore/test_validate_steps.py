@@ -158,6 +158,24 @@ def test_measure_refuses_a_model_too_large_for_this_machine(capsys):
     assert "--model: llama-2-70b needs 138" in capsys.readouterr().err
 
 
+def test_measure_refuses_the_steps_of_a_model_with_latent_attention(tmp_path, capsys):
+    """DeepSeek-V2-Lite's steps would run MLA through SDPA with zero-padded values (workloads/decoder.py
+    latent_attention), not the fused kernel its simulated step prices (and under int4 linears its absorbed decode
+    reads kv_b_proj's weight, which tinygemm's linear does not hold): refused in one line before any timing, at either
+    dtype; the harness refuses too."""
+    from kernels import harness
+    from tests.kernels.test_mla import _tiny
+
+    for dtype in ("bf16", "w4a16"):
+        assert main(["measure", "--device-name", DEVICE, "--model", "deepseek-v2-lite", "--kinds", "decode_step",
+                     "--dtype", dtype, "-o", str(tmp_path / "m.csv")]) == 2
+        err = capsys.readouterr().err
+        assert "--model: found deepseek-v2-lite: its multi-head latent attention runs here through SDPA" in err
+        assert "\n" not in err.strip() and not (tmp_path / "m.csv").exists()
+    with pytest.raises(ValueError, match="multi-head latent attention"):
+        harness.measure_decode_step(_tiny(), batch=1, context_len=4, device="cpu", dtype="fp32", repeats=1)
+
+
 def test_calibration_fits_kernels_and_skips_steps(tmp_path):
     from hw_models.calibration import fit_calibration
     from hw_models.registry import load_device
