@@ -107,6 +107,7 @@ class StepShape:
     prefill_merges: int = 0
     prefill_evicted: int = 0
     prefill_budget: int = 0
+    prefill_key_B: float = 0.0  # bytes of a cached key element, which the merge reads (Eviction.key_B)
     decode_seqs: int = 0
     decode_kv: int = 0  # keys the decoding sequences attend to, summed (each its own, with a shared prefix apart)
     # Cascade attention: decode_shared_groups prefixes of decode_shared_kv keys each (one a prefix group's, the same
@@ -302,6 +303,7 @@ def step_shape(chunks: Sequence[tuple[int, int]] = (), decode_kv: Sequence[int] 
     past = [n - window.window for n in finished if n > window.window] if merges else []
     return StepShape(
         prefill_merges=len(past), prefill_evicted=sum(past), prefill_budget=window.window if past else 0,
+        prefill_key_B=window.eviction.key_B if past else 0.0,
         prefill_seqs=len(chunks), prefill_tokens=sum(q for q, _ in chunks),
         prefill_pairs=round(sum(prefill_pairs(q, q + cached, window, prefill_window) for q, cached in chunks)),
         estimate_pairs=round(sum(estimate_pairs(q, q + cached, window, prefill_window) for q, cached in chunks)),
@@ -715,11 +717,13 @@ class StepTemplate:
 
     def _prefill_merge(self, shape: StepShape) -> KernelTable:
         """One layer's merge of the prompt tokens D2O's prefill evicts (kernels/kv_eviction.py merge_table), its keys
-        at the cache's bytes."""
-        decode = self.decode_attention
-        key_B = decode.kv_bytes[0] / self.traced_decode_kv / (2.0 * float(decode.kv_heads[0] * decode.head_dim[0]))
-        return merge_table(self.prefill_attention, shape.prefill_merges, shape.prefill_evicted / shape.prefill_merges,
-                           shape.prefill_budget, shape.prefill_scored_share, float(key_B))
+        at the cache's bytes (StepShape.prefill_key_B): the first iteration's row kept as the frame the later ones
+        resize, as _decode_attention resizes the traced row."""
+        frame = self.__dict__.get("_merge_frame")
+        table = merge_table(self.prefill_attention, shape.prefill_merges, shape.prefill_evicted / shape.prefill_merges,
+                            shape.prefill_budget, shape.prefill_scored_share, shape.prefill_key_B, frame)
+        self.__dict__.setdefault("_merge_frame", table)
+        return table
 
     @cached_property
     def _context_rows(self) -> np.ndarray:

@@ -138,7 +138,7 @@ class IterationCostModel:
                     s.sampled, s.positions, s.decode_query, s.decode_work, s.decode_shared_kv,
                     s.decode_shared_seqs, s.decode_shared_groups, s.estimate_pairs, scored, (s.apart_seqs, s.apart_kv),
                     (s.decode_plain_seqs, s.decode_plain_kv, s.decode_plain_shared),
-                    (s.prefill_merges, s.prefill_evicted, s.prefill_budget))
+                    (s.prefill_merges, s.prefill_evicted, s.prefill_budget, s.prefill_key_B))
         # The sequences apart and those the model's devices attend to, each rounded to the bucket.
         own_kv = self._round(s.decode_kv - s.apart_kv, max(s.decode_seqs - s.apart_seqs, 1))
         return (s.prefill_seqs, s.prefill_tokens, self._round(s.prefill_pairs, max(s.prefill_tokens, 1)),
@@ -151,12 +151,13 @@ class IterationCostModel:
                 (s.apart_seqs, self._round(s.apart_kv, max(s.apart_seqs, 1))),
                 (s.decode_plain_seqs, self._round(s.decode_plain_kv, max(s.decode_plain_seqs, 1)),
                  s.decode_plain_shared),
-                (s.prefill_merges, self._round(s.prefill_evicted, max(s.prefill_merges, 1)), s.prefill_budget))
+                (s.prefill_merges, self._round(s.prefill_evicted, max(s.prefill_merges, 1)), s.prefill_budget,
+                 s.prefill_key_B))
 
     def _representative(self, key: tuple) -> StepShape:
         (seqs, tokens, pairs, cached, decodes, kv, sampled, positions, query, work, shared, sharing, prefixes,
          estimate, (scored_share, score_B), (apart, apart_kv), (plain, plain_kv, plain_shared),
-         (merges, evicted, budget)) = key
+         (merges, evicted, budget, key_B)) = key
         if self.kv_bucket_tokens:
             step = self.kv_bucket_tokens
 
@@ -178,7 +179,7 @@ class IterationCostModel:
                          prefill_scored_share=scored_share,
                          prefill_score_B=score_B, decode_plain_seqs=plain, decode_plain_kv=round(plain_kv),
                          decode_plain_shared=plain_shared, prefill_merges=merges, prefill_evicted=round(evicted),
-                         prefill_budget=budget)
+                         prefill_budget=budget, prefill_key_B=key_B)
 
     def price_ranks(self, shapes: tuple[StepShape, ...]) -> IterationCost:
         """The cost of one lockstep iteration of a data-parallel replica whose working ranks run `shapes` (the others

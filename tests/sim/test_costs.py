@@ -114,6 +114,11 @@ _ATTENTION_VARIANTS = (
     replace(_PREFILL_DECODE, decode_shared_kv=512, decode_shared_seqs=4, decode_shared_groups=2),
     StepShape(prefill_seqs=1, prefill_tokens=68, prefill_pairs=2346, sampled=5, positions=64),  # a prefill alone
     replace(_PREFILL_DECODE, decode_query=2, decode_seqs=2, decode_kv=400),  # two sequences verify two tokens each
+    # The chunk (the last 64 tokens of a prompt, every head D2O's) ends it past a budget of 3,000 and merges the 1,000
+    # tokens it evicts, or 2,000 past one of 2,000, or its 1,000 at an 8-bit cache's keys.
+    *(replace(_PREFILL_DECODE, prefill_scored_share=1.0, prefill_score_B=10.0, prefill_merges=1,
+              prefill_evicted=evicted, prefill_budget=budget, prefill_key_B=key_B)
+      for evicted, budget, key_B in ((1000, 3000, 2.0), (2000, 2000, 2.0), (1000, 3000, 1.0))),
     # Decodes alone, cascaded: three kernels, as many as the estimate, the prefill and the decodes above.
     StepShape(decode_seqs=8, decode_kv=1600, decode_shared_kv=1024, decode_shared_seqs=8, decode_shared_groups=2,
               sampled=8),
@@ -124,7 +129,8 @@ _ATTENTION_VARIANTS = (
 def test_iterations_differing_in_one_attention_term_each_cost_what_a_fresh_model_prices(costs, device):
     """Iterations whose rows outside attention are the same and whose attention differs in one term each (a cached
     prefix, the decodes' keys, the chunks' sequences, a shared prefix's length or groups) or in the kernels it runs
-    (a block-sparse estimate, scored heads, a cascade and its merge, no decodes), priced one after the other by one
+    (a block-sparse estimate, scored heads, a cascade and its merge, D2O's merge of what a prefill evicts, no
+    decodes), priced one after the other by one
     model, each cost what a model of a fresh template (no kept attention rows, no kept rows outside attention)
     prices for it alone, on a GPU, NeuPIMs, a CPU and an FPGA: a kept attention frame or kept class masks and counts
     that one of these terms or parts should have set (a wrong key, a column not refilled) would give an iteration
@@ -139,7 +145,7 @@ def test_iterations_differing_in_one_attention_term_each_cost_what_a_fresh_model
             assert np.array_equal(cost.class_time_s, alone.class_time_s), shape
     # NeuPIMs' banks run each query as one GEMV over its keys, so two iterations reading as many keys a query cost
     # alike there: the two-token verifications beside the single decodes (0 and 10), and a shared prefix read in one
-    # group or two (6 and 8). Every other device tells all twelve apart.
+    # group or two (6 and 8). Every other device tells all fifteen apart.
     alike = 2 if device == "neupims" else 0
     assert len({(run.time_s, run.memory_J) for run, _ in kept}) == len(kept) - alike
 
