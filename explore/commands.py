@@ -98,10 +98,19 @@ PREPARE_S_PER_COMBINATION = 0.035
 # steps a what-if 2,592 points 4.4 s and 648 points 3.8 s: 0.33-0.34 ms a point.
 REPORT_S_PER_FIGURE = 0.35
 REPORT_S_PER_POINT = 0.00033
-# A serving point simulates its requests: the whole Splitwise conversation trace (19,366 requests, Llama-2-7B
-# on H100) took 8.5 s with continuous batching and 22 s with chunked prefill on one core; a capacity search
-# runs about CAPACITY_RUNS of them.
-SERVING_S_PER_REQUEST = 0.001
+# A serving point simulates its requests: Evaluator.evaluate timed point by point in CPU time (time.process_time; the
+# 2-core machine was shared, wall times 5-10x longer), the traces cached, the first point of each sweep left out (it
+# builds the step template: the traces' cost): examples/sla-planner.yaml's 60,000 requests 8.6-8.8 s a point (0.145 ms a
+# request), gateway's 6,000 0.56-0.63 s, autoscaling's 8,819 (a trace) 3.7-4.7 s, fleet's, cheapest-fleet's and
+# slo-classes' 1,000-2,000 0.43-1.44 s, chat's 400 0.65-1.03 s and serving's 300 0.35-0.41 s. The fixed part is the
+# median over the 10 points of at most 2,000 requests of their time less 0.134 ms a request; 0.134 ms is sla-planner's
+# mean time a point (8.69 s) less the fixed part, over its 60,000 requests. The whole sweep of sla-planner (4 points,
+# each run again for the report) took 80 s CPU (/usr/bin/time: 75.7 s user, 4.7 s sys), estimated 80 s; short points
+# vary most: serving's and gateway's sweeps took 12.7 and 8.6 s CPU, estimated 26 and 27 s (the traces' part, 6.4 s, is
+# counted though they were cached). A capacity search runs about CAPACITY_RUNS of them (splitwise-slowdown's 4 took
+# 41.7 s CPU, estimated 57 s).
+SERVING_S_PER_POINT = 0.66
+SERVING_S_PER_REQUEST = 0.000134
 CAPACITY_RUNS = 8
 TEMPLATE_TRACES = 4  # a serving sweep traces each model four times at small shapes (kernels/shapes.py)
 MAX_SHOWN = 6  # derived values `explore check` lists
@@ -236,7 +245,7 @@ def cmd_check(args) -> int:
     else:
         traces = [(model, b, 0) for model in dims["model"] for b in range(TEMPLATE_TRACES)]
         requests = serving.requests or ServingSpec().requests  # unset: the default (all of a shorter trace)
-        point_s = requests * SERVING_S_PER_REQUEST * (CAPACITY_RUNS if serving.capacity else 1)
+        point_s = (SERVING_S_PER_POINT + requests * SERVING_S_PER_REQUEST) * (CAPACITY_RUNS if serving.capacity else 1)
         to_capture = traces
     trace_s = sum(evaluator.config(model).num_layers * TRACE_S_PER_LAYER for model, _, _ in to_capture)
     check_sweep_points(sweep, evaluator)  # before the grid's points are made: a refused one names its line
