@@ -265,10 +265,18 @@ def table_copies(build_s, write_s, read_s, add_s, holding, arrays: float) -> np.
     max(build_s, r x write_s) to write and read_s / min(r x holding, arrays) to read, beside add_s of adds; at most as
     many copies as the arrays hold (one where a copy needs more arrays than there are: its tables run in passes)."""
     most = np.maximum(np.floor(arrays / holding), 1.0)
-    r = np.arange(1, int(most.max()) + 1, dtype=float)[None, :]
-    time_s = (np.maximum(build_s[:, None], r * write_s[:, None])
-              + np.maximum(read_s[:, None] / np.minimum(r * holding[:, None], arrays), add_s[:, None]))
-    return 1.0 + np.argmin(np.where(r <= most[:, None], time_s, np.inf), axis=1)
+    # Up to `most` copies, r x holding <= arrays (or r = 1 alone), so the time is max(B, rW) + max(R / (rH), D): the sum
+    # of two functions convex in r > 0 (a maximum of affine ones, and of the convex R / (rH) and a constant), itself
+    # convex. Convex, it falls strictly up to the least real r where it is least, and never falls after it: the fewest
+    # copies among the soonest are the floor or ceiling of that r, clipped to [1, most]. That r is an end, a kink
+    # (B / W where the writes outlast the builds, R / (HD) where the adds outlast the reads) or where rW + R / (rH) is
+    # flat (sqrt(R / (HW))): the pieces B + R / (rH) and rW + D fall or rise, B + D is flat from a kink on.
+    with np.errstate(divide="ignore", invalid="ignore"):  # a zero term: its point is inf or NaN, clipped or dropped
+        turns = np.stack([build_s / write_s, read_s / (holding * add_s), np.sqrt(read_s / (holding * write_s))])
+    r = np.fmin(np.fmax(np.concatenate([np.floor(turns), np.ceil(turns), np.ones((1, len(most))), most[None]]), 1.0),
+                most)
+    time_s = np.maximum(build_s, r * write_s) + np.maximum(read_s / np.minimum(r * holding, arrays), add_s)
+    return np.where(time_s == time_s.min(axis=0), r, np.inf).min(axis=0)
 
 
 @dataclass(frozen=True)
