@@ -37,8 +37,28 @@ examples:
 class _Parser(argparse.ArgumentParser):
     """argparse with its mistakes as one-line InputErrors (argparse prints the whole usage, then exits)."""
 
+    commands: dict[str, argparse.ArgumentParser] = {}  # a command parser's subcommands, by name
+
     def error(self, message: str):
         raise InputError(f"{message} (see {self.prog} --help)")
+
+    def parse_args(self, args=None, namespace=None):
+        """The arguments, an argument no parser takes a one-line error of the (sub)command it was given to."""
+        parsed, extra = self.parse_known_args(args, namespace)
+        if extra:
+            raise InputError(_unknown_argument(self.commands.get(getattr(parsed, "command", None), self), extra[0]))
+        return parsed
+
+
+def _unknown_argument(parser: argparse.ArgumentParser, argument: str) -> str:
+    """What is wrong with an argument `parser` does not take: a flag it lacks, with its nearest flag, or a stray
+    value."""
+    flag = argument.split("=", 1)[0]
+    if flag.startswith("-"):
+        flags = [name for name in parser._option_string_actions if name.startswith("--")]
+        return (f"{flag}: not a flag of {parser.prog}{did_you_mean(flag, flags)}; allowed: the flags {parser.prog} "
+                f"--help lists")
+    return f"{argument!r}: not an argument of {parser.prog}; allowed: those {parser.prog} --help lists"
 
 
 def _sweep_parser() -> argparse.ArgumentParser:
@@ -66,6 +86,7 @@ def _sweep_parser() -> argparse.ArgumentParser:
 def _command_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="explore", formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)  # subparsers are _Parsers too
+    p.commands = sub.choices
 
     def add(name: str, help_text: str, example: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help_text, description=help_text, epilog=f"example:\n  {example}",

@@ -335,6 +335,19 @@ def _one_line_error(capsys, argv: list[str]) -> str:
     return err
 
 
+def test_a_mistyped_flag_is_named_with_the_command_s_nearest_flag(capsys):
+    """A flag a command does not take names itself, the command it was given to and that command's nearest flag
+    (it read 'unrecognized arguments: --bacth 8 (see explore --help)', the top-level help and no flag)."""
+    run = ["run", "--model", "llama-2-7b", "--device", "h100-sxm"]
+    err = _one_line_error(capsys, [*run, "--bacth", "8"])
+    assert "--bacth: not a flag of explore run (did you mean '--batch'?); allowed: the flags explore run --help" in err
+    assert "--kv_bits: not a flag of explore run (did you mean '--kv-bits'?)" in _one_line_error(
+        capsys, [*run, "--kv_bits=8"])
+    err = _one_line_error(capsys, [str(ROOT / "examples" / "quickstart.yaml"), "--wokers", "2"])
+    assert "--wokers: not a flag of explore (did you mean '--workers'?)" in err
+    assert "'b.yaml': not an argument of explore check" in _one_line_error(capsys, ["check", "a.yaml", "b.yaml"])
+
+
 def test_more_user_mistakes_are_one_line(tmp_path, capsys):
     run = ["run", "--model", "llama-2-7b", "--device", "h100-sxm", "--batch", "1", "--prompt", "8", "--output", "2"]
     assert "invalid choice: 7" in _one_line_error(capsys, [*run, "--weight-bits", "7"])
