@@ -30,10 +30,7 @@ from explore.rows import (
     overrides_label,
     overrides_of,
 )
-from explore.sweep_notes import link_models_words
-from hw_models.link import default_link
-from hw_models.registry import load_device
-from workloads.errors import InputError
+from explore.sweep_notes import device_links, link_models_words
 
 if TYPE_CHECKING:
     from explore.design_point import DesignPoint
@@ -240,15 +237,7 @@ def link_models_note(rows: list[dict[str, Any]]) -> str:
     its sweep. Rows on one device join nothing; rows on datasheet rooflines (calibrated none) price every link so."""
     pairs = {(str(row.get("device")), str(row.get("link") or "default")) for row in rows
              if as_number(row.get("tp")) * as_number(row.get("pp")) >= 2 and row.get("calibrated") != "none"}
-    names = set()
-    for device, link in pairs:
-        if link == "default":
-            try:
-                link = default_link(load_device(device).name)
-            except InputError:  # a device file since moved, or one with no default link
-                continue
-        names.add(link)
-    return link_models_words(names)
+    return link_models_words({link for _, link in device_links(pairs)})
 
 
 def host_wait_note(rows: list[dict[str, Any]]) -> str:

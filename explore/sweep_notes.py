@@ -4,6 +4,7 @@ start), and on an `explore run` point's what-ifs and power: none refuses anythin
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable
 
 from explore.design_point import FORMAT_FIELDS, canonical_format
 from explore.knobs import KNOBS, knobs, off_where
@@ -129,17 +130,23 @@ def link_models_words(names) -> str:
 def _device_links(sweep) -> list[tuple[str, str]]:
     """(device, link) pairs a sweep with a parallel section runs: each device over its default link where the sweep
     says default, and over every link it names."""
-    pairs = []
-    for link in as_list(sweep.spec.parallel.link):
-        for device in sweep.dimensions()["device"]:
-            if link != "default":
-                pairs.append((device, link))
-                continue
-            try:
-                pairs.append((device, default_link(load_device(device).name)))
-            except InputError:  # no default link: the point's own check says so
-                pass
-    return list(dict.fromkeys(pairs))
+    return device_links((device, link) for link in as_list(sweep.spec.parallel.link)
+                        for device in sweep.dimensions()["device"])
+
+
+def device_links(pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """(device, link) pairs, each once, with a link named 'default' replaced by the device's default link; a device
+    that does not load or has none is left out (the point's own check says so)."""
+    resolved = []
+    for device, link in pairs:
+        if link != "default":
+            resolved.append((device, link))
+            continue
+        try:
+            resolved.append((device, default_link(load_device(device).name)))
+        except InputError:
+            pass
+    return list(dict.fromkeys(resolved))
 
 
 def allreduce_fallback_note(sweep) -> str:
