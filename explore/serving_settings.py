@@ -162,40 +162,27 @@ def _converses(values: Values) -> bool:
     return any((turns or 1) > 1 for turns in values.get("conversation_turns", ()))
 
 
-def _some_trace(values: Values, holds: Callable[[Any], bool]) -> bool:
-    """Whether some trace given `holds` (a test of its RequestSet); an unreadable one counts as holding, so that the
-    trace's own check refuses it with its own message."""
+def _trace_has(values: Values, *columns: str) -> bool:
+    """Whether some trace given has one of `columns` (RequestSet fields: shared_tokens, prefix_group, priority, or
+    prefix_nodes from hash_ids, a prefix tree); an unreadable one counts as having it, so that the trace's own check
+    refuses it with its own message."""
     for name in values.get("trace", ()):
         try:
-            if name and holds(trace_requests(name)):
+            if name and any(getattr(trace_requests(name), column) is not None for column in columns):
                 return True
         except InputError:
             return True
     return False
 
 
-def _traced_prefixes(values: Values) -> bool:
-    """Whether some trace given names the prefixes its requests share (shared_tokens, or hash_ids: a prefix tree)."""
-    return _some_trace(values, lambda requests: requests.shared_tokens is not None
-                       or requests.prefix_nodes is not None)
-
-
-def _traced_groups(values: Values) -> bool:
-    """Whether some trace given names its requests' prefix groups (a prefix_group column, or hash_ids: a prefix
-    tree)."""
-    return _some_trace(values, lambda requests: requests.prefix_group is not None
-                       or requests.prefix_nodes is not None)
-
-
 def _shares_prefixes(values: Values) -> bool:
     """Whether some value given has requests share prefixes: a prefix, conversations, or a trace naming them."""
-    return _any(values, "prefix_tokens") or _converses(values) or _traced_prefixes(values)
+    return _any(values, "prefix_tokens") or _converses(values) or _trace_has(values, "shared_tokens", "prefix_nodes")
 
 
 def _prioritized(values: Values) -> bool:
     """Whether some value given has requests differ in priority: a share drawn urgent, or a trace's priority column."""
-    return any(fraction is not None for fraction in values.get("priority_fraction", ())) or _some_trace(
-        values, lambda requests: requests.priority is not None)
+    return _set(values, "priority_fraction") or _trace_has(values, "priority")
 
 
 def _attends_apart(values: Values) -> bool:
@@ -318,7 +305,8 @@ RULES: tuple[ReadWhen, ...] = (
     *(ReadWhen(field, read, lambda v, n: "no shared prefix",
                lambda n: f"with {n.at_least('prefix_tokens', 1, 'a prefix the requests share')}, or left out")
       for field, read in (("prefix_attention", lambda v: _any(v, "prefix_tokens")),
-                          ("prefix_groups", lambda v: _any(v, "prefix_tokens") or _traced_groups(v)))),
+                          ("prefix_groups",
+                           lambda v: _any(v, "prefix_tokens") or _trace_has(v, "prefix_group", "prefix_nodes")))),
     # What is read only where requests share prefixes: the admission order by them, and the tiers that keep them.
     *(ReadWhen(field, read, lambda v, n: "no shared prefix",
                lambda n: f"with {n.at_least('prefix_tokens', 1, 'a prefix the requests share')}, "
