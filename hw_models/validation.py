@@ -60,16 +60,28 @@ def input_error(err: ValidationError, where: str, prefix: str = "",
     validated, whose sections' keys a section given another value is told."""
     first = _most_specific(err.errors())
     loc = tuple(p for p in first["loc"] if not _is_type_tag(p))
+    # A list of a fixed length (a tuple) short of values: pydantic names each index missing, the last at the length.
+    short = first["type"] == "missing" and bool(loc) and isinstance(loc[-1], int)
+    if short:
+        loc = loc[:-1]
     key = prefix + dotted(loc)
     line = line_of(loc) if line_of else None
     place = f"{where}:{line}" if line else where
     if first["type"] == "extra_forbidden":
         return InputError(f"{place}: {key}: unknown key")
+    if short:
+        length = 1 + max(e["loc"][-1] for e in err.errors()
+                         if e["type"] == "missing" and e["loc"][:-1] == first["loc"][:-1])
+        return InputError(f"{place}: {key}: found {quoted(first.get('input'))}, allowed: a list of {length} values")
     if first["type"] == "missing":
         return InputError(f"{place}: {key}: missing, allowed: a value (the key is required)")
     allowed = first["msg"]
     if first["type"] == "too_short":
         allowed = f"a list of at least {first['ctx']['min_length']} value(s)"
+    if first["type"] == "too_long":  # a tuple's length is its only one
+        most = first["ctx"]["max_length"]
+        allowed = f"a list of {most} values" if first["ctx"].get("field_type") == "Tuple" else \
+            f"a list of at most {most} value(s)"
     allowed = PLAIN_ALLOWED.get(first["type"], allowed)
     if allowed == MAPPING and cls is not None and (keys := _fields(field_hint(cls, dotted(loc)))):
         allowed = f"a mapping of its keys {', '.join(keys)} (key: value, ...)"

@@ -320,6 +320,12 @@ CASES = [
     ("report: results.csv without input columns", _report_folder(), "results.csv:2: model, device, batch"),
     ("report: an edited stored row", _report_folder(stored_row="not json"),
      "results.sqlite: row 1: found 'not json', allowed: a JSON object of results columns"),
+    # A list of a fixed length given another: its values and its length, not pydantic's index or tuple words.
+    ("sweep range of one bound", _check("sweep_range_one_bound.yaml"),
+     "sweep_range_one_bound.yaml:5: overrides.device.memory.bandwidth_GBps.range: found [1000], allowed: a list of 2 "
+     "values"),
+    ("sweep capacity of three rates", _check("sweep_capacity_three.yaml"),
+     "sweep_capacity_three.yaml:6: serving.capacity: found [1, 8, 64], allowed: a list of 2 values"),
     ("sweep log range from 0", _check("sweep_log_range_zero.yaml"),
      "sweep_log_range_zero.yaml:5: overrides.device.memory.bandwidth_GBps: range: found [0, 3000] with scale: log, "
      "allowed: two positive bounds"),
