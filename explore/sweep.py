@@ -587,17 +587,16 @@ def _check_text_what_ifs(located: LocatedYAML) -> None:
     overrides, devices = located.data.get("overrides"), located.data.get("device")
     if not isinstance(overrides, dict):
         return
-    for key, values in overrides.items():
-        for value in values if isinstance(values, list) else [values]:
-            for device in devices if isinstance(devices, list) else [devices]:
-                if not (isinstance(value, str | bool) and isinstance(device, str) and isinstance(key, str)):
-                    continue
-                try:
-                    why = text_refusal(device, key, str(value))
-                except InputError:  # a device that cannot be read: the checks after the schema's name it
-                    continue
-                if why:
-                    raise InputError(f"{located.where(('overrides', key))}: overrides.{key}: found {value!r}; {why}")
+    texts = [(key, value, device) for key, values in overrides.items()
+             for value, device in itertools.product(as_list(values), as_list(devices))
+             if isinstance(key, str) and isinstance(value, str | bool) and isinstance(device, str)]
+    for key, value, device in texts:
+        try:
+            why = text_refusal(device, key, str(value))
+        except InputError:  # a device that cannot be read: the checks after the schema's name it
+            continue
+        if why:
+            raise InputError(f"{located.where(('overrides', key))}: overrides.{key}: found {value!r}; {why}")
 
 
 # Keys whose values may name files: a model's config.json, a device or link YAML, a request trace, a draft model.
