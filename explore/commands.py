@@ -642,7 +642,7 @@ def _calibration_text(device, fused_moe: bool = False) -> str:
                 else f"uncalibrated analytical {device.kind} model")
     parts = []
     if cal.provenance:
-        parts.append(f"calibrated on {cal.provenance['rows_used']} measured kernels ({cal.provenance['date']})")
+        parts.append(f"calibrated on {cal.provenance['rows_used']:,} measured kernels ({cal.provenance['date']})")
     if cal.borrowed:
         parts.append(f"{', '.join(cal.borrowed)} fitted on sibling {cal.sibling}")
     roofline = [c for c in FITTABLE_CLASSES if c not in cal.fitted_classes]

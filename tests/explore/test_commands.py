@@ -79,6 +79,18 @@ def test_the_run_header_names_a_device_file_by_its_name(tmp_path, tiny_config, c
     assert not any(str(device) in header for header in headers), headers
 
 
+def test_the_run_header_counts_the_measured_kernels_with_thousands_separators(tiny_config, capsys):
+    """The count of measured kernels an H100's fits were made on is written as every count the project prints (it read
+    'calibrated on 28971 measured kernels'): the shipped calibration's rows_used, grouped by thousands."""
+    from hw_models.registry import load_device
+
+    rows = load_device("h100-sxm").calibration.provenance["rows_used"]
+    assert rows >= 1000  # else the test shows no separator
+    assert main(["run", "--model", tiny_config, "--device", "h100-sxm", "--prompt", "16", "--output", "4"]) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    assert f"on h100-sxm: calibrated on {rows // 1000},{rows % 1000:03d} measured kernels (" in header, header
+
+
 def test_a_rate_beside_a_capacity_search_is_one_line_exit_2(capsys):
     """A capacity search picks the rate itself, so a given --rate would be ignored (a sweep refuses both too)."""
     code = main(["run", "--model", "llama-2-7b", "--device", "h100-sxm", "--serving", "--rate", "2",
