@@ -254,8 +254,9 @@ def _check_values(cfg: dict, where: str) -> None:
 def _check_deepseek(cfg: dict, where: str) -> None:
     """What a DeepSeek config may set that the decoder builds: an MoE MLP in every layer past the dense first ones,
     a routing it implements, no attention biases."""
+    given = _deepseek_keys(cfg)
     for key, allowed in (("scoring_func", SCORING_FUNCS), ("topk_method", TOPK_METHODS)):
-        value = cfg.get(key, allowed[0])
+        value = given[key]
         if value not in allowed:
             raise InputError(f"{where}: {key}: found {value!r}, allowed: {', '.join(allowed)}")
     if cfg.get("moe_layer_freq", 1) != 1:
@@ -264,12 +265,12 @@ def _check_deepseek(cfg: dict, where: str) -> None:
     if cfg.get("attention_bias", False):
         raise InputError(f"{where}: attention_bias: found true, allowed: false (MLA projections with biases are not "
                          f"modeled)")
-    layers, dense = _require(cfg, "num_hidden_layers", where), cfg.get("first_k_dense_replace") or 0
+    layers, dense = _require(cfg, "num_hidden_layers", where), given["first_k_dense_replace"]
     if dense >= layers:
         raise InputError(f"{where}: first_k_dense_replace: found {dense}, allowed: 0 to {layers - 1} (fewer than "
                          f"num_hidden_layers; a model without MoE layers is a dense one)")
     experts, k = cfg["n_routed_experts"], cfg["num_experts_per_tok"]
-    groups, chosen = cfg.get("n_group") or 1, cfg.get("topk_group") or 1
+    groups, chosen = given["n_group"], given["topk_group"]
     if experts % groups or chosen > groups or k > chosen * (experts // groups):
         raise InputError(f"{where}: n_group, topk_group: found {groups} groups of {experts} experts, {chosen} chosen "
                          f"for {k} experts a token, allowed: groups dividing n_routed_experts, topk_group <= n_group, "
@@ -389,17 +390,29 @@ def _deepseek_fields(cfg: dict, where: str) -> dict:
     """A DeepSeek config's MLA, shared-expert, dense-layer and routing fields. MLA caches one latent per token that
     every query head reads (vLLM counts it as one KV head of kv_lora_rank + qk_rope_head_dim)."""
     rank, rope = _require(cfg, "kv_lora_rank", where), _require(cfg, "qk_rope_head_dim", where)
-    method = cfg.get("topk_method", "greedy")
+    given = _deepseek_keys(cfg)
+    grouped = given["topk_method"] != "greedy"
     return dict(
-        q_lora_rank=cfg.get("q_lora_rank") or 0, kv_lora_rank=rank,
+        q_lora_rank=given["q_lora_rank"], kv_lora_rank=rank,
         qk_nope_head_dim=_require(cfg, "qk_nope_head_dim", where), qk_rope_head_dim=rope,
         v_head_dim=_require(cfg, "v_head_dim", where), num_kv_heads=1, head_dim=rank + rope,
-        shared_experts=cfg.get("n_shared_experts") or 0, dense_layers=cfg.get("first_k_dense_replace") or 0,
+        shared_experts=given["n_shared_experts"], dense_layers=given["first_k_dense_replace"],
         dense_intermediate_size=_require(cfg, "intermediate_size", where),
-        scoring=cfg.get("scoring_func", "softmax"), score_bias=method == "noaux_tc",
-        expert_groups=cfg.get("n_group") or 1 if method != "greedy" else 1,
-        topk_groups=cfg.get("topk_group") or 1 if method != "greedy" else 1,
-        routed_scale=float(cfg.get("routed_scaling_factor", 1.0)))
+        scoring=given["scoring_func"], score_bias=given["topk_method"] == "noaux_tc",
+        expert_groups=given["n_group"] if grouped else 1, topk_groups=given["topk_group"] if grouped else 1,
+        routed_scale=float(given["routed_scaling_factor"]))
+
+
+def _deepseek_keys(cfg: dict) -> dict:
+    """A DeepSeek config's keys that may be left out, each as given or, left out (a count also where null), what the
+    decoder builds then: softmax scores, greedy top-k over one group of all the experts, no dense first layers, no
+    shared experts, a direct query projection, the routed experts' sum unscaled."""
+    return {"scoring_func": cfg.get("scoring_func", SCORING_FUNCS[0]),
+            "topk_method": cfg.get("topk_method", TOPK_METHODS[0]),
+            "n_group": cfg.get("n_group") or 1, "topk_group": cfg.get("topk_group") or 1,
+            "first_k_dense_replace": cfg.get("first_k_dense_replace") or 0,
+            "n_shared_experts": cfg.get("n_shared_experts") or 0, "q_lora_rank": cfg.get("q_lora_rank") or 0,
+            "routed_scaling_factor": cfg.get("routed_scaling_factor", 1.0)}
 
 
 def _qwen2_window(cfg: dict, where: str) -> int | None:
