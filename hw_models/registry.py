@@ -261,8 +261,8 @@ def validate_spec(data: dict, where: str, line_of=None):
     kind = data.get("kind")
     if kind not in DEVICE_KINDS:
         line = line_of(("kind",)) if line_of else None
-        raise InputError(f"{where}{f':{line}' if line else ''}: kind: found {kind!r}, allowed: "
-                         f"{', '.join(DEVICE_KINDS)}")
+        found = f"found {kind!r}" if "kind" in data else "missing"
+        raise InputError(f"{where}{f':{line}' if line else ''}: kind: {found}, allowed: {', '.join(DEVICE_KINDS)}")
     spec_class = DEVICE_KINDS[kind].spec_class
     check_keys(data, spec_class, where, line_of=line_of)
     check_plausible(data, where, line_of=line_of)

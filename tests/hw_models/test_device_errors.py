@@ -65,6 +65,15 @@ def test_negative_bandwidth_override(one_line_error):
     assert "h100-sxm" in where and "memory.bandwidth_GBps" in message
 
 
+def test_a_device_file_without_a_kind_says_it_is_missing(tmp_path, one_line_error):
+    """A file of its own that names no kind: the key is missing (it read "kind: found None", Python's word)."""
+    data = _h100()
+    del data["kind"]
+    path = _write(tmp_path, data)
+    where, message = one_line_error(lambda: load_device(path))
+    assert where == path and message == "kind: missing, allowed: gpu, npu, cpu, fpga", message
+
+
 def test_unknown_kind(tmp_path, one_line_error):
     data = _h100()
     data["kind"] = "tpu"
