@@ -45,10 +45,15 @@ MAX_BROKEN = 20  # rows of the table of points that break a constraint
 MAX_PAIRS = 6  # Pareto figures (pairs of objectives)
 MAX_SENSITIVITY = 3  # sensitivity figures (objectives)
 MAX_DETAIL = 6  # serving designs re-run for the per-request figures
-# The most figures each kind of report draws beside the objectives' (tests/explore/test_check_estimate.py holds them
-# to the report's own lists): a static report's report_static.FIGURE_TITLES, the decode-time and the what-if figure; a
-# serving report's report_serving.FIGURE_TITLES and the what-if figure.
-KIND_FIGURES = {"static": 9, "serving": 8}
+
+
+def figures_of_kind(serving: bool) -> tuple[str, ...]:
+    """Names of the figures a static or a serving report may draw beside its objectives': its module's FIGURE_TITLES,
+    a static report's decode-time figure (explore/report_decode.py), the what-if figure (explore/report_whatif.py)."""
+    from explore.report_serving import FIGURE_TITLES as SERVING_TITLES
+    from explore.report_static import FIGURE_TITLES
+
+    return (*SERVING_TITLES, "whatif") if serving else (*FIGURE_TITLES, "decode_time", "whatif")
 
 
 def most_figures(objectives: int, serving: bool) -> int:
@@ -56,7 +61,7 @@ def most_figures(objectives: int, serving: bool) -> int:
     figure per pair, a sensitivity figure per objective, and those of its kind (static or serving)."""
     pairs = 1 if objectives == 1 else min(math.comb(objectives, 2), MAX_PAIRS)
     own = pairs + min(objectives, MAX_SENSITIVITY) if objectives else 0
-    return own + KIND_FIGURES["serving" if serving else "static"]
+    return own + len(figures_of_kind(serving))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -380,9 +385,7 @@ def write_report(out_dir: Path, rows: list[dict], *, title: str, evaluator: Eval
     """
     from explore.report_detail import DETAIL_FILE, HOW_TO_STORE, DetailSource
     from explore.report_pareto import OBJECTIVE_FIGURES, chosen_designs, objective_sections
-    from explore.report_serving import FIGURE_TITLES as SERVING_TITLES
     from explore.report_serving import report_sections
-    from explore.report_static import FIGURE_TITLES
 
     out_dir = Path(out_dir)
     typed = [normalize_row(row) for row in rows]
@@ -398,7 +401,7 @@ def write_report(out_dir: Path, rows: list[dict], *, title: str, evaluator: Eval
     figure_dir.mkdir(parents=True, exist_ok=True)
     for stale in (path for pattern in OBJECTIVE_FIGURES for path in figure_dir.glob(pattern)):
         stale.unlink()  # objective figures of an earlier report (other objectives); this one writes its own below
-    for stale in (figure_dir / f"{name}.png" for name in [*FIGURE_TITLES, *SERVING_TITLES, "whatif"]):
+    for stale in (figure_dir / f"{name}.png" for name in {*figures_of_kind(False), *figures_of_kind(True)}):
         stale.unlink(missing_ok=True)  # static or serving figures of an earlier report; this one writes its own
     for figure in figures:
         if figure.png is not None:

@@ -49,11 +49,6 @@ def test_the_estimate_draws_the_report_s_figures(tmp_path, capsys):
     (report_static's 7 titles, the decode-time and the what-if figures); three objectives add a Pareto figure per pair
     and a sensitivity figure each, 3 + 3 by hand, and one objective a ranking and a sensitivity figure: more figures, a
     longer estimate, the points alike."""
-    from explore import report_serving, report_static
-    from explore.report import KIND_FIGURES
-
-    assert KIND_FIGURES == {"static": len(report_static.FIGURE_TITLES) + 2,
-                            "serving": len(report_serving.FIGURE_TITLES) + 1}
     model = write_tiny_model(tmp_path)
 
     def check(objectives: str) -> str:

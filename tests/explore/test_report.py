@@ -209,6 +209,17 @@ def test_without_objectives_the_report_is_unchanged(tmp_path: Path, synthetic: l
                                                                            "energy.png"]  # stale ones removed
 
 
+def test_every_figure_of_an_earlier_report_is_removed(tmp_path: Path, synthetic: list[dict]) -> None:
+    """Figures an earlier report in the folder drew and this one does not (a static report's decode-time and what-if
+    figures, a serving report's) are gone; the three this one draws are written."""
+    figures = tmp_path / "figures"
+    figures.mkdir()
+    for name in ("decode_time", "whatif", "serving_cdf", "roofline"):
+        (figures / f"{name}.png").write_bytes(b"stale")
+    write_report(tmp_path, synthetic, title="t")
+    assert sorted(p.name for p in figures.glob("*.png")) == ["batch.png", "breakdown.png", "energy.png"]
+
+
 def test_bad_constraint_is_a_clear_error(tmp_path: Path, synthetic: list[dict]) -> None:
     with pytest.raises(ValueError, match="METRIC OP NUMBER"):
         write_report(tmp_path, synthetic, title="t", objectives=OBJECTIVES, constraints=["ttft_s about 1"])
