@@ -130,15 +130,20 @@ class StepShape:
     sampled: int = 0  # sequences that sample a token: decodes, and prefills that finish their prompt
     positions: int = 1  # the longest query of the iteration (rows of the rotary table)
     # Of the decoding sequences (counted in decode_seqs and decode_kv too), those whose KV and attention lie on a hybrid
-    # attention pool's devices apart from the model's (sim/attention_pool.py), and the keys they attend to, summed.
+    # attention pool's devices apart from the model's (sim/attention_pool.py), the keys they attend to, summed, and
+    # their decode attention's work (as decode_work, summed over them alone; None where decode_work is).
     apart_seqs: int = 0
     apart_kv: int = 0
+    apart_work: float | None = None
 
     def __post_init__(self) -> None:
         if self.decode_shared_seqs < 2 * self.decode_shared_groups or (self.decode_shared_seqs
                                                                         and not self.decode_shared_groups):
             raise ValueError(f"decode_shared_seqs: found {self.decode_shared_seqs} over {self.decode_shared_groups} "
                              f"shared prefixes, allowed: two or more sequences a prefix, none without one")
+        if self.apart_seqs and (self.apart_work is None) != (self.decode_work is None):
+            raise ValueError(f"apart_work: found {self.apart_work} with decode_work {self.decode_work}, allowed: "
+                             f"both given or neither")
 
     @property
     def tokens(self) -> int:
@@ -159,6 +164,15 @@ class StepShape:
         """Decode attention FLOPs per FLOP of attending to the keys it reads (1 but under a KV policy that selects or
         scores tokens)."""
         return self.decode_work_kv / self.decode_kv if self.decode_kv else 1.0
+
+    @property
+    def own_work(self) -> float | None:
+        """Decode attention's work of the sequences not apart (decode_work less apart_work; None where decode_work
+        is)."""
+        if self.decode_work is None:
+            return None
+        # Both are sums over sequences, in their own order: a difference of rounding never goes below none.
+        return max(self.decode_work - (self.apart_work or 0.0), 0.0)
 
     @property
     def decode_query_kv(self) -> int:

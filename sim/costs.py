@@ -136,19 +136,20 @@ class IterationCostModel:
         if not self.kv_bucket_tokens:
             return (s.prefill_seqs, s.prefill_tokens, s.prefill_pairs, s.prefill_cached, s.decode_seqs, s.decode_kv,
                     s.sampled, s.positions, s.decode_query, s.decode_work, s.decode_shared_kv,
-                    s.decode_shared_seqs, s.decode_shared_groups, s.estimate_pairs, scored, (s.apart_seqs, s.apart_kv),
+                    s.decode_shared_seqs, s.decode_shared_groups, s.estimate_pairs, scored,
+                    (s.apart_seqs, s.apart_kv, s.apart_work),
                     (s.decode_plain_seqs, s.decode_plain_kv, s.decode_plain_shared),
                     (s.prefill_merges, s.prefill_evicted, s.prefill_budget, s.prefill_key_B))
         # The sequences apart and those the model's devices attend to, each rounded to the bucket.
-        own_kv = self._round(s.decode_kv - s.apart_kv, max(s.decode_seqs - s.apart_seqs, 1))
+        own = max(s.decode_seqs - s.apart_seqs, 1)
         return (s.prefill_seqs, s.prefill_tokens, self._round(s.prefill_pairs, max(s.prefill_tokens, 1)),
                 self._round(s.prefill_cached, max(s.prefill_seqs, 1)), s.decode_seqs,
-                self._round(s.decode_kv, max(s.decode_seqs, 1)) if not s.apart_seqs else own_kv, s.sampled,
-                s.positions, s.decode_query,
-                None if s.decode_work is None else self._round(s.decode_work, max(s.decode_seqs, 1)),
-                s.decode_shared_kv, s.decode_shared_seqs,
-                s.decode_shared_groups, self._round(s.estimate_pairs, max(s.prefill_tokens, 1)), scored,
-                (s.apart_seqs, self._round(s.apart_kv, max(s.apart_seqs, 1))),
+                self._round(s.decode_kv - s.apart_kv, own), s.sampled, s.positions, s.decode_query,
+                None if s.decode_work is None else self._round(s.own_work, own), s.decode_shared_kv,
+                s.decode_shared_seqs, s.decode_shared_groups, self._round(s.estimate_pairs, max(s.prefill_tokens, 1)),
+                scored,
+                (s.apart_seqs, self._round(s.apart_kv, max(s.apart_seqs, 1)),
+                 None if s.apart_work is None else self._round(s.apart_work, max(s.apart_seqs, 1))),
                 (s.decode_plain_seqs, self._round(s.decode_plain_kv, max(s.decode_plain_seqs, 1)),
                  s.decode_plain_shared),
                 (s.prefill_merges, self._round(s.prefill_evicted, max(s.prefill_merges, 1)), s.prefill_budget,
@@ -156,7 +157,7 @@ class IterationCostModel:
 
     def _representative(self, key: tuple) -> StepShape:
         (seqs, tokens, pairs, cached, decodes, kv, sampled, positions, query, work, shared, sharing, prefixes,
-         estimate, (scored_share, score_B), (apart, apart_kv), (plain, plain_kv, plain_shared),
+         estimate, (scored_share, score_B), (apart, apart_kv, apart_work), (plain, plain_kv, plain_shared),
          (merges, evicted, budget, key_B)) = key
         if self.kv_bucket_tokens:
             step = self.kv_bucket_tokens
@@ -166,14 +167,16 @@ class IterationCostModel:
 
             pairs, cached = value(pairs, tokens), value(cached, seqs)
             apart_kv = value(apart_kv, apart)
+            apart_work = None if apart_work is None else value(apart_work, apart)
             plain_kv = value(plain_kv, plain)
             evicted = value(evicted, merges)
-            work = None if work is None else value(work, decodes)
-            kv = value(kv, decodes - apart) + apart_kv if apart else value(kv, decodes)
+            # The model's devices' own part and the part apart (none but in a hybrid pool), each its bucket.
+            kv = value(kv, decodes - apart) + apart_kv
+            work = None if work is None else value(work, decodes - apart) + (apart_work or 0.0)
             estimate = value(estimate, tokens)
         return StepShape(prefill_seqs=seqs, prefill_tokens=tokens, prefill_pairs=pairs, prefill_cached=cached,
-                         apart_seqs=apart, apart_kv=round(apart_kv), estimate_pairs=estimate, decode_seqs=decodes,
-                         decode_kv=kv, sampled=sampled,
+                         apart_seqs=apart, apart_kv=round(apart_kv), apart_work=apart_work, estimate_pairs=estimate,
+                         decode_seqs=decodes, decode_kv=kv, sampled=sampled,
                          positions=positions, decode_query=query, decode_work=work,
                          decode_shared_kv=shared, decode_shared_seqs=sharing, decode_shared_groups=prefixes,
                          prefill_scored_share=scored_share,
@@ -440,14 +443,13 @@ class IterationCostModel:
         pool = self.attention
         mode = pass_execution(self.execution, decode_only=shape.prefill_seqs == 0)
         layers = self.template.attention_layers
-        # Each side's work in proportion to its keys (a KV policy's work per key read, the step's).
-        ratio = shape.decode_flops_per_kv if shape.decode_work is not None else None
-        own_kv = shape.decode_kv - shape.apart_kv
-        own = replace(shape, decode_seqs=shape.decode_seqs - shape.apart_seqs, decode_kv=own_kv, apart_seqs=0,
-                      apart_kv=0, decode_work=None if ratio is None else own_kv * ratio)
+        # Each side attends to its own sequences: their keys and their work (a KV policy's work per key differs by
+        # sequence: an eviction's below and past its budget).
+        own = replace(shape, decode_seqs=shape.decode_seqs - shape.apart_seqs,
+                      decode_kv=shape.decode_kv - shape.apart_kv, decode_work=shape.own_work, apart_seqs=0, apart_kv=0,
+                      apart_work=None)
         apart = StepShape(decode_seqs=shape.apart_seqs, decode_kv=shape.apart_kv, decode_query=shape.decode_query,
-                          decode_work=None if ratio is None else shape.apart_kv * ratio, sampled=shape.apart_seqs,
-                          positions=shape.decode_query)
+                          decode_work=shape.apart_work, sampled=shape.apart_seqs, positions=shape.decode_query)
         table, counts = self.template.stage_table(shape, 1)
         own_table, own_counts = self.template.stage_table(own, 1)
         model = _price_parts(self.device, [(table, counts * ~table.attention_mask),

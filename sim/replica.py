@@ -205,7 +205,7 @@ class Replica:
         if not decodes:
             return shape
         placed = step_shape([], [seq.computed + 1 for seq in decodes], sampled=len(decodes), window=self.window)
-        return replace(shape, apart_seqs=placed.decode_seqs, apart_kv=placed.decode_kv)
+        return replace(shape, apart_seqs=placed.decode_seqs, apart_kv=placed.decode_kv, apart_work=placed.decode_work)
 
     def _apply(self, batch, now_s: float) -> None:
         for seq, chunk in batch.prefills:

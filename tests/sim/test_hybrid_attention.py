@@ -11,6 +11,8 @@ import pytest
 from hw_models.link import load_link_model
 from hw_models.registry import load_device
 from kernels.formats import NumericFormat
+from kernels.kv_eviction import H2O, Eviction
+from kernels.kv_policy import KVPolicy
 from kernels.shapes import StepTemplate, step_shape
 from sim.attention_pool import AttentionPool, hybrid_time_s
 from sim.costs import IterationCostModel
@@ -28,18 +30,19 @@ def template(tiny_llama, trace_of) -> StepTemplate:
     return StepTemplate.from_model(tiny_llama, NumericFormat(), trace)
 
 
-def _costs(template, *, host=None, link="pcie3-x16", device="h100-sxm") -> IterationCostModel:
+def _costs(template, *, host=None, link="pcie3-x16", device="h100-sxm", bucket=0) -> IterationCostModel:
     pool = AttentionPool(device=host or load_device("ampere-altra"), devices=1, template=template,
                          link=load_link_model(link), ports=1, micro_batches=1, out_B_per_token=1536.0,
                          back_B_per_token=512.0, placement="hybrid")
-    return IterationCostModel(load_device(device), template, execution="graphs", attention=pool)
+    return IterationCostModel(load_device(device), template, execution="graphs", attention=pool,
+                              kv_bucket_tokens=bucket)
 
 
-def _hybrid(decode_kv: list[int], apart: int, chunks=()) -> object:
-    """A shape whose last `apart` decoding sequences lie on the attention devices."""
-    shape = step_shape(chunks=list(chunks), decode_kv=decode_kv, sampled=len(decode_kv) + len(chunks))
-    placed = step_shape(decode_kv=decode_kv[len(decode_kv) - apart:], sampled=apart)
-    return replace(shape, apart_seqs=placed.decode_seqs, apart_kv=placed.decode_kv)
+def _hybrid(decode_kv: list[int], apart: int, chunks=(), window=None) -> object:
+    """A shape whose last `apart` decoding sequences lie on the attention devices (as sim/replica.py places them)."""
+    shape = step_shape(chunks=list(chunks), decode_kv=decode_kv, sampled=len(decode_kv) + len(chunks), window=window)
+    placed = step_shape(decode_kv=decode_kv[len(decode_kv) - apart:], sampled=apart, window=window)
+    return replace(shape, apart_seqs=placed.decode_seqs, apart_kv=placed.decode_kv, apart_work=placed.decode_work)
 
 
 def test_the_hybrid_bound_by_hand():
@@ -112,6 +115,40 @@ def test_energy_is_the_gpu_part_plus_the_host_s(template):
     cpu = costs.attention.device.cost_table(heads, "graphs")
     mask = heads.attention_mask
     cpu_J = float((cpu.compute_J + cpu.memory_J)[mask] @ head_counts[0][mask])
+    cost = costs.price(shape)
+    assert cost.compute_J + cost.memory_J == pytest.approx(gpu_J + cpu_J, rel=1e-9)
+
+
+# An eviction of made-up round ratios for a hand calculation (not a method's): per key kept, a quarter more bytes and
+# half more FLOPs every step, and a half more of each on a step that evicts (one whose cache outgrows the budget).
+_EVICTION = Eviction(method=H2O, overhead_bytes=0.25, overhead_flops=0.5, evict_bytes=0.5, evict_flops=0.5,
+                     held_share=0.0, prefill_score_B=0.0)
+
+
+@pytest.mark.parametrize("bucket", [0, 16])
+def test_an_eviction_s_work_is_split_by_each_side_s_own_sequences(template, bucket):
+    """Two sequences under an eviction to 128 tokens, the one of 300 apart: the one of 128 evicts nothing, reading
+    128 x 1.25 = 160 keys' worth and working 128 x 1.5 = 192; the one of 300 keeps 128 and evicts every step,
+    reading 128 x 1.75 = 224 and working 128 x 2 = 256. Each side's attention is its own sequence's (its work per
+    key 1.2 and 1.14, where the step's 448 / 384 = 1.17 would move FLOPs between them): the iteration's energy is the
+    model's devices' (both sequences' layers, the first one's attention) plus the host's attention of the second,
+    each priced alone. Every figure is a multiple of the 16-token bucket, so bucketing keeps them exact."""
+    policy = KVPolicy(window=128, eviction=_EVICTION)
+    own, apart = step_shape(decode_kv=[128], sampled=1, window=policy), step_shape(decode_kv=[300], sampled=1,
+                                                                                 window=policy)
+    assert (own.decode_kv, own.decode_work, apart.decode_kv, apart.decode_work) == (160, 192.0, 224, 256.0)
+    costs = _costs(template, bucket=bucket)
+    shape = _hybrid([128, 300], 1, window=policy)
+    assert costs._representative(costs._bucket(shape)) == shape
+    table, counts = template.stage_table(shape, 1)
+    gpu = costs.device.cost_table(table, "graphs")
+    gpu_J = float((gpu.compute_J + gpu.memory_J)[~table.attention_mask] @ counts[0][~table.attention_mask])
+    table, counts = template.stage_table(own, 1)
+    gpu = costs.device.cost_table(table, "graphs")
+    gpu_J += float((gpu.compute_J + gpu.memory_J)[table.attention_mask] @ counts[0][table.attention_mask])
+    heads, head_counts = template.stage_table(apart, 1)
+    cpu = costs.attention.device.cost_table(heads, "graphs")
+    cpu_J = float((cpu.compute_J + cpu.memory_J)[heads.attention_mask] @ head_counts[0][heads.attention_mask])
     cost = costs.price(shape)
     assert cost.compute_J + cost.memory_J == pytest.approx(gpu_J + cpu_J, rel=1e-9)
 
