@@ -8,8 +8,9 @@ follow the fitted efficiency models of gpu_efficiency.py (a fused MoE layer with
 GEMM fit as the grouped GEMM it is); kernels without a fit (uncalibrated presets) take the roofline:
 the larger of math at the dense peak rate of the kernel's dtype and traffic at peak DRAM bandwidth.
 GEMMs with quantized weights add the CUDA-core work that dequantizes them and run at the rate of their plan's math
-dtype: a float format whose dtype the GPU lacks runs weight-only at the 16-bit rate, an integer one is emulated at
-the next wider dtype (hw_models/gpu_quant.py; quant_plan says so).
+dtype, on the GEMM and MoE fits of that dtype: a float format whose dtype the GPU lacks runs weight-only at the 16-bit
+rate, its fused MoE layers on the measured weight-only MoE fit, and an integer one is emulated at the next wider dtype
+(hw_models/gpu_quant.py; quant_plan says so).
 Host cost per kernel depends on the execution mode: "eager" launches every kernel from the host
 (kernel_launch_us, added serially: a host no faster than one launch per kernel), "graphs" replays a
 captured CUDA graph (graph_launch_us per kernel), "device" counts kernel time only (what a profiler's
@@ -242,10 +243,10 @@ class GPUModel(DeviceModel):
         return sum(ops[1:], ops[0]) if ops else None
 
     def _device_times(self, table: KernelTable, peak: np.ndarray, plans: list[tuple[QuantPlan, np.ndarray]],
-                      vector_ops: np.ndarray | None = None):
+                      pairs: tuple[list[tuple[str, bool]], np.ndarray], vector_ops: np.ndarray | None = None):
         """(compute_s, memory_s, busy_s, latency_s): busy_s blends compute and memory; latency is fixed.
-        `plans`: row_plans(table); `vector_ops`: CUDA-core instructions per kernel (dequantization), in series with
-        its matrix math.
+        `plans`: row_plans(table); `pairs`: each kernel's dtype as it runs (_math_pairs), which picks its GEMM and MoE
+        fits; `vector_ops`: CUDA-core instructions per kernel (dequantization), in series with its matrix math.
 
         Over a block of design points (spec fields of shape (points, 1), hw_models/device_block.py) every array
         is (points, kernels): rows of a kernel class are selected on the last axis. Each class is priced in one
@@ -289,7 +290,7 @@ class GPUModel(DeviceModel):
         moe = table.kind_rows(KernelKind.MOE)
         if moe is not None:
             for part_cal, part in self._moe_parts(cal, plans, moe):
-                for fit, rows in part_cal.moe_groups(table, part):
+                for fit, rows in part_cal.moe_groups(table, part, pairs):
                     c, m, busy, latency = moe_times(
                         m=table.m[rows], n=table.n[rows], k=table.k[rows], batch=table.batch[rows],
                         weight_bytes=table.weight_bytes[rows], act_bytes=table.act_bytes[rows],
@@ -306,7 +307,7 @@ class GPUModel(DeviceModel):
             expands = sparse and support_key(table.sparsity) == UNSTRUCTURED  # loaded sparse, computed dense
             mixed_rows = [rows for plan, rows in plans if plan.mixed_input]
             mixed = np.logical_or.reduce(mixed_rows) if mixed_rows else None
-            for fit, group in cal.gemm_groups(table, gemm):
+            for fit, group in cal.gemm_groups(table, gemm, pairs):
                 # Weight-only GEMMs run mixed-input kernels with tiles of their own (hw_models/gpu_quant.py), not
                 # the tile dispatch of the library the fit was measured on.
                 parts = [(group, TILE_SHAPES, None)] if mixed is None else [
@@ -369,21 +370,29 @@ class GPUModel(DeviceModel):
             put(streaming, None, m, busy, latency)
         return compute_s, memory_s, busy_s, latency_s
 
-    def _kernel_rates(self, table: KernelTable,
-                      plans: list[tuple[QuantPlan, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
-        """(peak FLOP/s, joules per FLOP) of each kernel, by its (dtype, tensor_core) pair (KernelTable.dtype_groups),
-        a quantized GEMM's by its plan's math dtype (`plans`: row_plans; a float format the GPU lacks runs weight-only
-        at the 16-bit rate, not the next wider dtype's): the pairs' rates kept per set of pairs where they are
-        numbers (the spec does not change under a model), so a call is one gather; rates that are arrays over a
-        block of design points are looked up per call."""
+    @staticmethod
+    def _math_pairs(table: KernelTable, plans: list[tuple[QuantPlan, np.ndarray]]
+                    ) -> tuple[list[tuple[str, bool]], np.ndarray]:
+        """Each kernel's (dtype, tensor_core) pair as it runs, which its rate and its GEMM and MoE fits are looked up
+        by: the table's own (KernelTable.dtype_groups), a quantized GEMM's on its plan's math dtype (`plans`: row_plans;
+        a float format the GPU lacks runs weight-only at the 16-bit rate, an integer one at the next wider dtype)."""
         pairs = table.dtype_groups
         moved = [(plan.math_dtype, rows) for plan, rows in plans if plan.math_dtype != plan.dtype]
-        if moved:  # the plan's rows on a pair of their own
-            groups, index = list(pairs[0]), pairs[1].copy()
-            for math_dtype, rows in moved:
-                index[rows & table.tensor_core] = len(groups)
-                groups.append((math_dtype, True))
-            pairs = (groups, index)
+        if not moved:
+            return pairs
+        groups, index = list(pairs[0]), pairs[1].copy()
+        for math_dtype, rows in moved:
+            pair = (math_dtype, True)
+            if pair not in groups:
+                groups.append(pair)
+            index[rows & table.tensor_core] = groups.index(pair)
+        return groups, index
+
+    def _kernel_rates(self, table: KernelTable,
+                      pairs: tuple[list[tuple[str, bool]], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """(peak FLOP/s, joules per FLOP) of each kernel by its (dtype, tensor_core) pair (`pairs`: _math_pairs): the
+        pairs' rates kept per set of pairs where they are numbers (the spec does not change under a model), so a call
+        is one gather; rates that are arrays over a block of design points are looked up per call."""
         groups, index = pairs
         cache = self.__dict__.setdefault("_rates_by_pairs", {})
         key = tuple(groups)
@@ -448,9 +457,10 @@ class GPUModel(DeviceModel):
         """Each kernel's costs on the plans of its quantized GEMMs (row_plans)."""
         spec = self.spec
         host_s = self.host_s(execution)
-        peak, flop_J = self._kernel_rates(table, plans)
+        pairs = self._math_pairs(table, plans)
+        peak, flop_J = self._kernel_rates(table, pairs)
         vector_ops = self._vector_ops(table, plans)
-        compute_s, memory_s, busy_s, latency_s = self._device_times(table, peak, plans, vector_ops)
+        compute_s, memory_s, busy_s, latency_s = self._device_times(table, peak, plans, pairs, vector_ops)
         compute_J = table.flops * flop_J
         if vector_ops is not None:  # a lane instruction is one FMA's issue: two FLOPs of vector energy
             compute_J = compute_J + 2.0 * vector_ops * self.joules_per_flop(VECTOR_DTYPE)

@@ -219,14 +219,15 @@ class Calibration:
         """The GEMM fit that prices `dtype` (or a 'dtype/variant' key)."""
         return (self.gemm_dtypes or {}).get(dtype) or self.gemm
 
-    def gemm_groups(self, table, rows: np.ndarray) -> list[tuple[GemmFit, np.ndarray]]:
+    def gemm_groups(self, table, rows: np.ndarray, pairs=None) -> list[tuple[GemmFit, np.ndarray]]:
         """(fit, row mask) for the GEMM rows (a mask) of a KernelTable, one group per distinct dtype (GEMMs no fit
-        prices are left out)."""
-        return _groups(self.gemm, self.gemm_dtypes, self.gemm_fit, table, rows)
+        prices are left out); `pairs`: each row's (dtype, tensor_core) pair where a cost model prices some rows as
+        another dtype (KernelTable.dtype_rows; default: the table's own)."""
+        return _groups(self.gemm, self.gemm_dtypes, self.gemm_fit, table, rows, pairs)
 
-    def moe_groups(self, table, rows: np.ndarray) -> list[tuple[MoeFit, np.ndarray]]:
+    def moe_groups(self, table, rows: np.ndarray, pairs=None) -> list[tuple[MoeFit, np.ndarray]]:
         """(fit, row mask) for the fused-MoE rows of a table, as gemm_groups."""
-        return _groups(self.moe, self.moe_dtypes, self.moe_fit, table, rows)
+        return _groups(self.moe, self.moe_dtypes, self.moe_fit, table, rows, pairs)
 
     def moe_fit(self, dtype: str) -> MoeFit | None:
         """The fused-MoE fit that prices `dtype` (or a 'dtype/variant' key)."""
@@ -251,12 +252,12 @@ class Calibration:
         return streams.get(kind) or (streams.get("elementwise") if kind in POINTWISE_FALLBACK else None)
 
 
-def _groups(default, by_dtype: dict | None, fit_of, table, rows: np.ndarray) -> list:
+def _groups(default, by_dtype: dict | None, fit_of, table, rows: np.ndarray, pairs=None) -> list:
     """(fit, row mask) per distinct dtype of `rows` that a fit prices: the default fit for all when there are no
     per-dtype fits, else each dtype's fit_of(dtype) (the table keeps its rows of each dtype: KernelTable.dtype_rows)."""
     if not by_dtype:
         return [(default, rows)] if default is not None else []
-    return [(fit, mask) for dtype, mask in table.dtype_rows(rows) if (fit := fit_of(dtype)) is not None]
+    return [(fit, mask) for dtype, mask in table.dtype_rows(rows, pairs) if (fit := fit_of(dtype)) is not None]
 
 
 POINTWISE_FALLBACK = ("softmax", "activation", "rope", "norm_part", "rope_part")

@@ -30,7 +30,8 @@ touched experts' weights and the activations) at bandwidth.
 Weight-only layers (4-bit weights, 16-bit activations: Marlin's int4 MoE, MXFP4 experts with bf16 math) run at the
 16-bit rate on their stored weight bytes, scales included, with the CUDA cores' dequantization in series with the
 math (`vector_s`, hw_models/gpu_quant.py); they have fits of their own, keyed by quantized_weight_key ('bf16/w4int',
-'bf16/w4fp4'), which a point with that weight format prices its MoE layers on (gpu_quant.quant_plan's variant).
+'bf16/w4fp4'), which a point with that weight format prices its MoE layers on (gpu_quant.quant_plan's variant), as
+does a point of fp4 weights and activations on a GPU without fp4 tensor cores, which runs them weight-only.
 Their kernels issue other instructions than the 16-bit ones the bf16 fit saw (Marlin: Ampere's mma.sync on every
 GPU), so the 16-bit fit does not carry over: their achieved fraction of the 16-bit peak is what the fit measures.
 

@@ -272,14 +272,16 @@ class KernelTable:
         index = {p: i for i, p in enumerate(distinct)}
         return distinct, np.array([index[p] for p in pairs], dtype=int)
 
-    def dtype_rows(self, rows: np.ndarray) -> list[tuple[str, np.ndarray]]:
-        """(dtype, row mask) of each distinct (dtype, tensor_core) pair (dtype_groups) among `rows` (a mask), in that
-        order, those with no row left out: memoized per mask value (cost models group a table's rows by dtype on
-        every device)."""
+    def dtype_rows(self, rows: np.ndarray, pairs: tuple[list[tuple[str, bool]], np.ndarray] | None = None
+                   ) -> list[tuple[str, np.ndarray]]:
+        """(dtype, row mask) of each distinct (dtype, tensor_core) pair (dtype_groups, or `pairs` as per_dtype takes
+        them) among `rows` (a mask), in that order, those with no row left out: memoized per mask value (cost models
+        group a table's rows by dtype on every device)."""
         cache = self.__dict__.setdefault("_dtype_rows", {})
-        key = rows.tobytes()
+        own = pairs is None or pairs is self.dtype_groups
+        key = rows.tobytes() if own else (rows.tobytes(), tuple(pairs[0]), pairs[1].tobytes())
         if key not in cache:
-            distinct, index = self.dtype_groups
+            distinct, index = self.dtype_groups if own else pairs
             masks = [(dtype, rows & (index == i)) for i, (dtype, _) in enumerate(distinct)]
             cache[key] = [(dtype, mask) for dtype, mask in masks if mask.any()]
         return cache[key]

@@ -206,3 +206,34 @@ def test_sixteen_bit_experts_of_a_mixed_format_keep_the_sixteen_bit_fit():
         assert table.weight_bits.tolist() == [4, mlp_bits, mlp_bits]  # the experts are the MLP
         np.testing.assert_array_equal(GPUModel(base.spec, calibration=both).cost_table(table, "device").time_s,
                                       GPUModel(base.spec, calibration=alone).cost_table(table, "device").time_s)
+
+
+# Fits whose layer time at one token is its latency plus its weights at the fit's bandwidth, to be computed by hand:
+# a sharp roofline corner (the dequantization and math, a fifth of the weights' time here, vanish at p = 60), no tile
+# padding paid, thread blocks and activations streaming at no limit of their own.
+SHARP = dict(compute_fraction=1.0, act_bandwidth_fraction=1e12, blend=60.0, padding_share=0.0, cta_bandwidth_Bps=1e30)
+WEIGHT_ONLY_FP4 = MoeFit(bandwidth_fraction=0.5, latency_s=30e-6, **SHARP)
+SIXTEEN_BIT_SHARP = MoeFit(bandwidth_fraction=0.9, latency_s=20e-6, **SHARP)
+
+
+@pytest.mark.parametrize("device, bandwidth_GBps", [("h100-sxm", 3350), ("h200", 4800)])  # the presets' datasheets
+@pytest.mark.parametrize("fmt, bits", [
+    (NumericFormat(weight_bits=4, act_bits=4, weight_type="fp4_e2m1", act_type="fp4_e2m1", scale_type="e4m3",
+                   group_size=16), 4 + 8 / 16),  # NVFP4: an e4m3 scale per 16
+    (NumericFormat(weight_bits=4, act_bits=4, weight_type="fp4_e2m1", act_type="fp4_e2m1", scale_type="e8m0",
+                   group_size=32), 4 + 8 / 32)])  # MXFP4 W4A4: an e8m0 scale per 32
+def test_fp4_moe_run_weight_only_on_hopper_takes_the_weight_only_fp4_fit(device, bandwidth_GBps, fmt, bits):
+    """fp4 W4A4 on a GPU without fp4 tensor cores runs weight-only (vLLM's Marlin W4A16, gpu_quant.py), so its fused
+    MoE layers take the measured weight-only fp4 MoE fit ('bf16/w4fp4'), as the W4A16 fp4 format's do, not the
+    16-bit one its table's fp4 dtype used to find. Mixtral-8x7B's experts (hidden 4096, intermediate 14336) at one
+    token, top-2 of 8: the layer takes the fit's latency plus the 2 touched experts' 3 x 4096 x 14336 weights at
+    `bits` a weight over the fit's half of the datasheet bandwidth (the 16-bit fit would give 20 us + 0.9 of it)."""
+    layer = KernelTable.from_kernels([fused_moe_kernel(tokens=1, routed=2, touched=2, hidden=4096, inter=14336,
+                                                       weight_width=2.0, act_width=2.0, dtype="bf16")])
+    cal = Calibration(device=device, moe=SIXTEEN_BIT_SHARP, moe_dtypes={"bf16/w4fp4": WEIGHT_ONLY_FP4})
+    model = GPUModel(load_device(device, calibrated=False).spec, calibration=cal)
+    weight_bytes = 2 * 3 * 4096 * 14336 * bits / 8
+    expected_s = 30e-6 + weight_bytes / (bandwidth_GBps * 1e9 * 0.5)
+    assert model.quant_plan(fmt).math_dtype == "bf16"
+    assert float(model.cost_table(layer.with_format(fmt), execution="device").time_s[0]) == pytest.approx(
+        expected_s, rel=1e-6)
