@@ -233,8 +233,9 @@ def _check_values(cfg: dict, where: str) -> None:
     for key, (low, high, allowed) in REAL_KEYS.items():
         value = cfg.get(key)
         number = isinstance(value, int | float) and not isinstance(value, bool)
-        if key in cfg and value is not None and not (number and low < value < high):
-            raise InputError(f"{where}: {key}: found {value!r}, allowed: {allowed}")
+        # A null is refused, not read as the default: Hugging Face's config classes keep it and fail on it.
+        if key in cfg and not (number and low < value < high):
+            raise InputError(f"{where}: {key}: found {'null' if value is None else repr(value)}, allowed: {allowed}")
     named = cfg.get("architectures") or []
     expected = ARCHITECTURES[cfg["model_type"]]
     others = [a for a in named if a in ARCHITECTURES.values() and a != expected] if isinstance(named, list) else []

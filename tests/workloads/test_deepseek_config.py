@@ -98,6 +98,7 @@ def _v3(**changes) -> dict:
     ({"qk_rope_head_dim": 63}, "qk_rope_head_dim: found 63, allowed: an even head size"),
     ({"kv_lora_rank": 0}, "kv_lora_rank: found 0, allowed: a positive integer"),
     ({"routed_scaling_factor": -1}, "routed_scaling_factor: found -1, allowed: a positive number"),
+    ({"routed_scaling_factor": None}, "routed_scaling_factor: found null, allowed: a positive number"),
     ({"n_routed_experts": None}, "n_routed_experts: missing"),
     ({"architectures": ["DeepseekV2ForCausalLM"]}, "architectures: found 'DeepseekV2ForCausalLM' with model_type"),
 ])
