@@ -24,7 +24,8 @@ there (attention tables measured that way: `cached_bytes`); it streams `cache_sp
 pass reads each layer's KV cache once per step, so the simulator passes no cached bytes.
 
 Fits are kept apart where engines run different kernels: decode (a few query rows against a longer cache:
-`decode_like`) and prefill, and a KV cache in fp8 (the kernel dequantizes every element, or runs another backend):
+`decode_like`; MLA's absorbed decode at any rows a KV head, in FlashMLA's 64-row tiles: MLA_Q_TILE) and prefill, and
+a KV cache in fp8 (the kernel dequantizes every element, or runs another backend):
 `AttentionFit.decode` and `.fp8_kv`. PyTorch's own scaled_dot_product_attention, which an eager model (and its CUDA
 graph) runs over a contiguous KV cache, is another library's kernel (cuDNN's on Hopper): `AttentionFit.torch_sdpa`,
 with decode and prefill of its own, prices the kernels a table marks as torch's (KernelTable.torch_sdpa) where
@@ -45,6 +46,12 @@ import numpy as np
 # dim 128, hopper/tile_size.h).
 ATTENTION_Q_TILE = 128
 ATTENTION_KV_TILE = 128
+# FlashMLA, the kernel of MLA's absorbed decode (every query head over one latent KV head, read inside its key:
+# kv_width), runs a KV head's query rows (positions x query heads) in tiles of 64 rows (csrc/kernels/config.h
+# BLOCK_SIZE_M = 64, Hopper's wgmma M) and launches dim3(ceil_div(q_seq_per_hk, BLOCK_SIZE_M), h_k, num_sm_parts)
+# blocks (csrc/flash_api.cpp, splitkv_mla.cu): every tile computes all 64 rows and streams the whole cache, its
+# splits of the keys spread over the SMs (get_mla_metadata's num_sm_parts), whatever the rows a KV head.
+MLA_Q_TILE = 64
 # vLLM caps split-KV at 16 splits when decode runs from CUDA graphs (vllm/v1/attention/backends/flash_attn.py:
 # _DEFAULT_MAX_NUM_SPLITS_FOR_CUDA_GRAPH = 16).
 MAX_KV_SPLITS = 16
@@ -231,18 +238,24 @@ def attention_shapes(*, flops, act_bytes, kv_bytes, batch, heads, kv_heads, q_le
     cached = np.where(np.asarray(kv_width) > 0, kv_width, pair_dims)  # elements a key holds in the cache
     # A traced prefill reads its keys and values as activations (kv_bytes 0): a 16-bit cache.
     narrow = (kv_bytes > 0) & (kv_bytes < NARROW_KV_BYTES * kv_packing * batch * kv_heads * kv_len * cached)
-    decode = decode_like(q_len, kv_len, heads, kv_heads)
+    # MLA's absorbed decode runs as FlashMLA (MLA_Q_TILE): a decode kernel for any rows a KV head, its math at
+    # whole 64-row tiles, each tile streaming the keys (a split's tiles are
+    # neighbours in the launch grid, run together, so DRAM serves its keys once).
+    latent = (np.asarray(kv_width) > 0) & (q_len < kv_len)
+    decode = decode_like(q_len, kv_len, heads, kv_heads) | latent
+    rows = q_len * heads / kv_heads
+    mla_tiles = np.where(latent, np.ceil(rows / MLA_Q_TILE), 1.0)
 
     kv_tiles = np.ceil(kv_len / ATTENTION_KV_TILE)
 
     def blocks(groups):  # query rows per group: positions x the query heads packed in it
         return batch * groups * np.ceil(q_len * heads / groups / ATTENTION_Q_TILE)
 
-    packed_blocks, head_blocks = blocks(kv_heads), blocks(heads)
+    packed_blocks, head_blocks = np.where(latent, batch * kv_heads * mla_tiles, blocks(kv_heads)), blocks(heads)
     split_tiles = np.minimum(MAX_KV_SPLITS, kv_tiles)
     return AttentionShapes(
-        flops=flops, traffic=act_bytes + kv_bytes,
-        keys_values=np.where(kv_bytes > 0, kv_bytes, 2.0 * batch * kv_heads * kv_len * pair_dims),
+        flops=np.where(latent, flops * mla_tiles * MLA_Q_TILE / rows, flops), traffic=act_bytes + kv_bytes,
+        keys_values=mla_tiles * np.where(kv_bytes > 0, kv_bytes, 2.0 * batch * kv_heads * kv_len * pair_dims),
         batch=batch, split_tiles=split_tiles, few_tiles=kv_tiles <= 4,
         variant=4 * np.asarray(torch_sdpa, dtype=int) + 2 * np.asarray(decode, dtype=int) + narrow,
         mma_flops=2.0 * pair_dims,
