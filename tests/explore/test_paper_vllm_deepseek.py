@@ -12,13 +12,13 @@ with the experts split by it and the engine's custom all-reduce; SGLang's reques
 many, whose TPOT the serving run's mean approaches (a new request's 1,024-token prefill interleaves about once every
 128 decode steps at 8 in flight).
 
-vLLM's run: ours 50.2 s, 0.35x the published time, a miss kept as an expected failure, its cause not settled here: the
+vLLM's run: ours 50.8 s, 0.35x the published time, a miss kept as an expected failure, its cause not settled here: the
 H200's block-scaled fits are of the kernels aiconfigurator measured on a later vLLM (its FlashInfer CUTLASS MoE among
 them), not of the February 2025 vLLM that ran this, and engine versions' kernels and schedulers are not modeled. Priced
 with fp8 scaled per tensor instead, the same run comes out 169.7 s (1.17x): its decode steps take 4x the block-scaled
 ones (the per-tensor fused-MoE fit prices a tp-8 decode layer of 100 tokens, 1.41 GB of experts a device, at 2.42 ms,
 583 GB/s; the block-scaled fit at 0.42 ms), a gap no published figure here settles. SGLang: ours 14.6 ms against 12.8
-at 8 in flight (1.14x) and 33.7 against 34.6 at 64 (0.97x).
+at 8 in flight (1.14x) and 33.9 against 34.6 at 64 (0.98x).
 """
 
 from __future__ import annotations
