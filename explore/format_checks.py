@@ -191,9 +191,15 @@ def unmeasured_gemms(device, fmt: NumericFormat) -> str:
 def emulated_gemms(device, fmt: NumericFormat) -> str:
     """The GEMM dtypes of a format that a device emulates, each with the dtype it runs in ('fp8 as bf16'), or ''
     where every GEMM runs natively."""
+    return ", ".join(f"{dtype} as {math}{where}" for dtype, math, where in gemms_run_as(device, fmt))
+
+
+def gemms_run_as(device, fmt: NumericFormat) -> list[tuple[str, str, str]]:
+    """(GEMM dtype, the dtype whose rate prices it, where: '' or ' where ...') of each quantized weight width of a
+    format that a device runs in another dtype than its own: a GPU's quant plan (weight-only at the 16-bit rate, or
+    emulated at a wider dtype), another device's _array_fallbacks."""
     emulated = [(plan.dtype, plan.math_dtype, "") for plan in _plans(device, fmt) if plan.emulated]
-    return ", ".join(dict.fromkeys(f"{dtype} as {math}{where}" for dtype, math, where in
-                                   emulated + _array_fallbacks(getattr(device, "device", device), fmt)))
+    return list(dict.fromkeys(emulated + _array_fallbacks(getattr(device, "device", device), fmt)))
 
 
 def _array_fallbacks(model, fmt: NumericFormat) -> list[tuple[str, str, str]]:
@@ -250,7 +256,8 @@ def point_sparsity_use(point) -> str:
     if fmt.sparsity == "dense" and fmt.act_kept >= 1.0:
         return ""
     device = _device_model(point.device, point.overrides, point.use_calibration)
-    return sparsity_use(device.sparsity_patterns, device.name, fmt)
+    # A serving point's batch is its sequence limit (max_seqs): its steps run at most that many.
+    return sparsity_use(device.sparsity_patterns, device.name, fmt, point.batch, at_most=point.serving is not None)
 
 
 def point_unmeasured_gemms(point) -> str:

@@ -238,8 +238,9 @@ _m("offloaded_B", "offloaded", "B", "min", "bytes of weights and KV cache held i
 # so a sweep over sparsity patterns and devices shows which prices carry the pattern's savings.
 _m("sparsity_use", "sparsity use", "", None,
    "how the device runs the format's weight and activation sparsity: each pattern exploited or run dense (not "
-   "supported, or a weight layout no smaller than dense that skips no math, with its size); empty for a dense "
-   "format", kind="text", of_point=lambda point: _sparsity_use(point))
+   "supported, or a weight layout no smaller than dense that skips no math, with its size), exploited activation "
+   "sparsity with the share of the MLP's weights a decode step of the batch reads; empty for a dense format",
+   kind="text", of_point=lambda point: _sparsity_use(point))
 # ---- price: systems of several devices and serving -----------------------------------------------------------
 _m("usd_per_hour", "system price", "USD/hour", "min",
    "hourly price of every device of the system, where its preset publishes one", section="price")

@@ -96,9 +96,18 @@ def _legend_columns(labels: Sequence[str], width: int = 130) -> int:
 class Roof:
     """A matrix-unit roof: the peak FLOP/s of the dtypes that run at one rate, and their operand width."""
 
-    label: str  # "16-bit (bf16)"
+    dtypes: tuple[str, ...]  # ("bf16", "fp4"): fp4 run weight-only at the bf16 rate
     flops: float
     bits: int
+
+    @property
+    def label(self) -> str:
+        return _roof_label(self.bits, self.dtypes)
+
+
+def _roof_label(bits: int, dtypes: Sequence[str]) -> str:
+    """'16-bit (bf16, fp4)': a roof's width and the dtypes that run at it."""
+    return f"{bits}-bit ({', '.join(dtypes)})"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -164,9 +173,14 @@ def _roofline_legend(panels: Sequence[RooflinePanel]) -> list[Line2D]:
     classes = set().union(*(panel.kernel_class.tolist() for panel in panels))
     handles = [Line2D([], [], ls="", marker="s", color=c, label=k) for k, c in CLASS_COLORS.items() if k in classes]
     handles += [Line2D([], [], ls="", marker=m, color="gray", label=p) for p, m in PHASE_MARKERS.items()]
-    roofs = dict.fromkeys((roof.bits, roof.label) for panel in panels for roof in panel.roofs)
-    handles += [Line2D([], [], color="black", lw=1.4, ls=ROOF_STYLES.get(bits, "-"), label=f"{label} roof")
-                for bits, label in roofs]
+    # One entry per line style (a width), naming every dtype drawn in it on any panel: an fp16 model's 16-bit roof
+    # and a bf16 model's are one line.
+    roofs: dict[int, list[str]] = {}
+    for roof in (roof for panel in panels for roof in panel.roofs):
+        roofs.setdefault(roof.bits, []).extend(roof.dtypes)
+    handles += [Line2D([], [], color="black", lw=1.4, ls=ROOF_STYLES.get(bits, "-"),
+                       label=f"{_roof_label(bits, list(dict.fromkeys(dtypes)))} roof")
+                for bits, dtypes in roofs.items()]
     handles += [Line2D([], [], color="#777777", lw=1.0, ls="--", label="fp32 vector roof"),
                 Line2D([], [], ls="", marker="o", color="black", mfc="white", label="ridge point (FLOP/byte)"),
                 Line2D([], [], ls="", marker="o", color="gray", ms=12, alpha=0.6, label="size: share of time")]

@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from explore.format_checks import format_knob_names, gemms_run_as
 from explore.plots import Roof
-from explore.rows import as_number, is_serving, point_from_row
+from explore.rows import as_number, is_serving, point_from_row, row_format
 from kernels.formats import DTYPE_BITS, DTYPE_SHORT, NumericFormat
 from sim.step_costs import pass_execution
 from workloads.atomic_write import replacing
@@ -37,7 +38,7 @@ log = logging.getLogger(__name__)
 
 DETAIL_FILE = "report_detail.json.gz"
 LEGACY_FILE = "report_cache.json"  # an older version's store (stamped with all results at once): removed
-DETAIL_VERSION = 2
+DETAIL_VERSION = 3  # 3: a roof stores its dtypes, each at the rate its device runs it (was its label)
 FINGERPRINT = ("ttft_s", "tpot_s", "energy_per_token_J", "tokens_per_s")  # metrics a stale entry would differ in
 NO_PRICING = "`explore report` reads stored results only"
 HOW_TO_STORE = "running the sweep again on this folder stores it (finished points are kept)"
@@ -72,31 +73,41 @@ def not_stored(what: str) -> str:
 
 
 def sweep_formats(rows: list[dict[str, Any]]) -> set[NumericFormat]:
-    """The bit widths of the sweep's formats."""
-    return {NumericFormat(weight_bits=int(r["weight_bits"]), act_bits=int(r["act_bits"]), kv_bits=int(r["kv_bits"]))
-            for r in rows}
+    """The sweep's formats, every format knob included (an fp4 format is not an int4 one)."""
+    names = format_knob_names()
+    first = {tuple(repr(r.get(n)) for n in names): r for r in rows}  # one row per combination of format values
+    return {row_format(r) for r in first.values()}
 
 
-def sweep_dtypes(formats: set[NumericFormat], traced: str) -> list[str]:
-    """The matrix dtypes the sweep's formats compute in for a model traced in `traced`: that 16-bit type and each
-    quantized GEMM's."""
-    return list(dict.fromkeys([traced, *sorted((f.gemm_dtype(traced) for f in formats),
-                                               key=lambda d: -DTYPE_BITS.get(d, 16))]))
+def sweep_dtypes(device: Any, formats: set[NumericFormat], traced: str) -> list[tuple[str, str]]:
+    """(dtype, the dtype whose rate prices it) of the matrix math the sweep's formats compute in on a device, for a
+    model traced in `traced`: that 16-bit type and each quantized weight width's GEMM dtype, at the rate the device
+    runs it (explore/format_checks.py gemms_run_as: fp4 on an H100 runs weight-only at the 16-bit rate)."""
+    pairs = []
+    for fmt in formats:
+        runs_as = {dtype: math for dtype, math, _ in gemms_run_as(device, fmt)}
+        for bits in fmt.weight_widths:
+            dtype = (fmt if bits == fmt.weight_bits else fmt.at_bits(bits)).gemm_dtype(traced)
+            # A 16-bit GEMM (weight-only) keeps the model's roof: a CPU takes its int8 path only where its table
+            # lookups are slower (gemms_run_as' 'where').
+            pairs.append((dtype, runs_as.get(dtype, dtype) if DTYPE_BITS.get(dtype, 16) < 16 else dtype))
+    pairs.sort(key=lambda pair: (-DTYPE_BITS.get(pair[0], 16), pair))
+    return list(dict.fromkeys([(traced, traced), *pairs]))
 
 
-def device_roofs(device: Any, dtypes: list[str]) -> list[Roof]:
-    """A roof per distinct peak rate among the dtypes, named after its widest dtype (a narrower one the device
-    lacks runs at that rate and joins its roof), highest first."""
+def device_roofs(device: Any, dtypes: list[tuple[str, str]]) -> list[Roof]:
+    """A roof per distinct peak rate among the (dtype, the dtype whose rate prices it) pairs, of the width of its
+    widest dtype (a narrower one the device runs at that rate joins its roof), highest first."""
     by_rate: dict[float, list[str]] = {}
-    for dtype in dtypes:
+    for dtype, math_dtype in dtypes:
         try:
-            rate = float(device.peak_flops(dtype))
+            rate = float(device.peak_flops(math_dtype))
         except (KeyError, ValueError) as err:  # a device kind without that dtype at all
-            log.debug("no %s roof on %s: %s", dtype, getattr(device, "name", device), err)
+            log.debug("no %s roof on %s: %s", math_dtype, getattr(device, "name", device), err)
             continue
         by_rate.setdefault(rate, []).append(dtype)
-    roofs = [Roof(label=f"{max(DTYPE_BITS.get(d, 16) for d in names)}-bit ({', '.join(names)})", flops=rate,
-                  bits=max(DTYPE_BITS.get(d, 16) for d in names)) for rate, names in by_rate.items() if rate > 0]
+    roofs = [Roof(dtypes=tuple(dict.fromkeys(names)), flops=rate, bits=max(DTYPE_BITS.get(d, 16) for d in names))
+             for rate, names in by_rate.items() if rate > 0]
     return sorted(roofs, key=lambda r: -r.flops)
 
 
@@ -196,8 +207,8 @@ class DetailSource:
         phases = {phase: kernel_points(system, table, pass_execution(point.execution, decode_only=phase == "decode"))
                   for phase, table in (("prefill", tables.prefill), ("decode", decode))}
         # The roofs of the point's own model: an fp16 model's 16-bit math runs at the fp16 peak, a bf16 one's at bf16.
-        dtypes = sweep_dtypes(self.formats, DTYPE_SHORT[evaluator.config(point.model).dtype])
-        return {"roofs": [[r.label, r.flops, r.bits] for r in device_roofs(device, dtypes)],
+        dtypes = sweep_dtypes(device, self.formats, DTYPE_SHORT[evaluator.config(point.model).dtype])
+        return {"roofs": [[list(r.dtypes), r.flops, r.bits] for r in device_roofs(device, dtypes)],
                 "vector_flops": float(device.peak_flops("fp32")), "bandwidth_Bps": float(device.bandwidth_Bps),
                 "phases": phases}
 

@@ -148,7 +148,7 @@ def roofline_panels(detail: DetailSource, rows: list[dict[str, Any]], chosen: Ch
         role = roles.get(point_key(row))
         panels.append(RooflinePanel(
             title=f"{label}\n({role})" if role else label,
-            roofs=tuple(Roof(label=label, flops=flops, bits=bits) for label, flops, bits in data["roofs"]),
+            roofs=tuple(Roof(dtypes=tuple(dtypes), flops=flops, bits=bits) for dtypes, flops, bits in data["roofs"]),
             peak_vector_flops=data["vector_flops"], bandwidth_Bps=data["bandwidth_Bps"],
             **{name: np.concatenate([np.asarray(phases[p][name], dtype=float if name != "kernel_class" else object)
                                      for p in ("prefill", "decode")])

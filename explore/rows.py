@@ -109,14 +109,19 @@ def point_from_row(row: dict[str, Any]) -> DesignPoint:
                        use_calibration=row.get("calibrated") != "none", **with_knobs(fields | generic))
 
 
+def row_format(row: dict[str, Any]) -> NumericFormat:
+    """The numeric format of a (typed) row: its bit widths, sparsity and every format knob it sets."""
+    parts = {k.name: k.type(row[k.name]) for k in generic_knobs() if k.applies == "format" and _set(row, k)}
+    return NumericFormat(weight_bits=int(row["weight_bits"]), act_bits=int(row["act_bits"]),
+                         kv_bits=int(row["kv_bits"]), sparsity=row.get("sparsity") or "dense", **parts)
+
+
 def format_label(row: dict[str, Any]) -> str:
     """The numeric format of a row, every format knob it sets included (explore/quality.py format_words:
     'w8a8kv16-w:fp8_e4m3-a:fp8_e4m3', 'w4a16kv16 group_size=32'), so that formats of one bit width are told apart,
     with its execution where not eager ('w16a16kv16 graphs' when replayed from CUDA graphs, 'w16a16kv16 engine' with a
     serving engine's fused kernels)."""
-    parts = {k.name: k.type(row[k.name]) for k in generic_knobs() if k.applies == "format" and _set(row, k)}
-    label = format_words(NumericFormat(weight_bits=int(row["weight_bits"]), act_bits=int(row["act_bits"]),
-                                       kv_bits=int(row["kv_bits"]), sparsity=row.get("sparsity") or "dense", **parts))
+    label = format_words(row_format(row))
     execution = row.get("execution") or "eager"
     return label if execution == "eager" else f"{label} {execution}"
 

@@ -198,10 +198,23 @@ def exploits(support: SparsitySupport, fmt) -> bool:
     return parse_sparsity(fmt.sparsity).compute_density < 1.0 or fmt.sparse_weight_scale < 1.0
 
 
+def _layout_size(fmt) -> str:
+    """A format's compressed weight layout against its dense weights ('1.21x the bytes of dense 2-bit weights')."""
+    return f"{fmt.sparse_weight_scale:.2f}x the bytes of dense {fmt.weight_bits:g}-bit weights"
+
+
 def _larger_layout(fmt) -> str:
     """Why a supported pattern runs dense (exploits is false): its layout's size against dense weights."""
-    return (f"its compressed layout would take {fmt.sparse_weight_scale:.2f}x the bytes of dense "
-            f"{fmt.weight_bits:g}-bit weights, its position bits outweighing the zeros left out, and skip no math")
+    return (f"its compressed layout would take {_layout_size(fmt)}, its position bits outweighing the zeros left out, "
+            f"and skip no math")
+
+
+def _exploited(fmt) -> str:
+    """An exploited pattern, with the bytes it reads where its layout is no smaller than dense (N:M at 2 or 3 bits:
+    its index bits outweigh the zeros left out)."""
+    if fmt.sparse_weight_scale < 1.0:
+        return "exploited"
+    return f"exploited, reading {_layout_size(fmt)} for the math it skips"
 
 
 def sparsity_notice(support: SparsitySupport, device: str, fmt) -> str:
@@ -214,26 +227,32 @@ def sparsity_notice(support: SparsitySupport, device: str, fmt) -> str:
     elif fmt.sparsity != DENSE and not exploits(support, fmt):
         parts.append(f"sparsity {fmt.sparsity} runs dense on {device} (weights stored and computed dense): "
                      f"{_larger_layout(fmt)}")
-    elif fmt.sparsity != DENSE and (scale := fmt.sparse_weight_scale) >= 1.0:
-        parts.append(f"sparsity {fmt.sparsity} stored compressed takes {scale:.2f}x the bytes of dense "
-                     f"{fmt.weight_bits:g}-bit weights (its position bits outweigh the zeros left out): a decode on "
-                     f"{device} reads more than dense weights would, for the math it skips")
+    elif fmt.sparsity != DENSE and fmt.sparse_weight_scale >= 1.0:
+        parts.append(f"sparsity {fmt.sparsity} stored compressed takes {_layout_size(fmt)} (its position bits "
+                     f"outweigh the zeros left out): a decode on {device} reads more than dense weights would, for the "
+                     f"math it skips")
     if fmt.act_kept < 1.0 and not support.activation:
         parts.append(f"activation sparsity (act_kept {fmt.act_kept:g}) runs dense on {device} (no kernel reads "
                      f"only the kept rows there)")
     return "; ".join(parts)
 
 
-def sparsity_use(support: SparsitySupport, device: str, fmt) -> str:
+def sparsity_use(support: SparsitySupport, device: str, fmt, sequences: int = 1, at_most: bool = False) -> str:
     """How a device runs a format's sparsity, for a results column: each pattern exploited or run dense ('' for a
-    dense format)."""
+    dense format); exploited activation sparsity with the share of the MLP's weights a decode step of `sequences`
+    reads (at most `sequences` where `at_most`: a serving run's), the union of their kept rows."""
     parts = []
     if fmt.sparsity != DENSE:
-        how = ("exploited" if exploits(support, fmt) else "run dense (not supported)" if fmt.sparsity not in support
-               else f"run dense: {_larger_layout(fmt)}")
+        how = (_exploited(fmt) if exploits(support, fmt) else "run dense (not supported)"
+               if fmt.sparsity not in support else f"run dense: {_larger_layout(fmt)}")
         parts.append(f"{fmt.sparsity} {how}")
     if fmt.act_kept < 1.0:
         how = "exploited" if support.activation else "run dense (not supported)"
         predictor = f", {fmt.act_predictor} predictor" if fmt.act_predictor != "none" else ""
-        parts.append(f"activations {fmt.act_kept:g} {how}{predictor}")
+        read = float(union_share(fmt.act_kept, sequences))
+        # Where the tokens' kept rows cover most of the MLP, exploiting the sparsity saves little: say how little.
+        step = "" if sequences <= 1 or not support.activation else (
+            f", a decode step of {'up to ' * at_most}{sequences} sequences reading {'up to ' * at_most}"
+            f"{'over 99.9%' if read > 0.999 else f'{read:.1%}'} of the MLP's weights (the union of their kept rows)")
+        parts.append(f"activations {fmt.act_kept:g} {how}{predictor}{step}")
     return "; ".join(parts)

@@ -396,6 +396,44 @@ def test_roofline_roofs_are_the_points_own_peak_as_overridden(tmp_path: Path, ev
     assert np.all(panel.achieved_flops <= roof.flops * (1 + 1e-9))
 
 
+def test_fp4_is_drawn_on_the_roof_of_the_rate_it_runs_at(tmp_path: Path, evaluator) -> None:
+    """fp4 on an H100 runs weight-only at the 16-bit rate (vLLM's Marlin W4A16, hw_models/gpu_quant.py): it joins the
+    16-bit roof at the datasheet's 989.4 TFLOP/s dense bf16, not the fp8 roof at 1,978.9 where the sweep's fp8 format
+    runs; on a B200 its own fp4 tensor cores' 9,000 dense (the presets' NVIDIA datasheet figures)."""
+    from explore.report_detail import DetailSource
+    from explore.report_static import roofline_panels
+
+    model = write_tiny_model(tmp_path)
+    fp8 = (("act_type", "fp8_e4m3"), ("weight_type", "fp8_e4m3"))
+    nvfp4 = (("act_type", "fp4_e2m1"), ("group_size", 16), ("scale_type", "e4m3"), ("weight_type", "fp4_e2m1"))
+    points = [DesignPoint(model=model, device=device, batch=1, prompt=32, output=4, weight_bits=bits, act_bits=bits,
+                          execution="graphs", knobs=knobs)
+              for device in ("h100-sxm", "b200") for bits, knobs in ((8, fp8), (4, nvfp4))]
+    rows = [normalize_row(p.row() | evaluator.evaluate(p).metrics) for p in points]
+    detail = DetailSource(evaluator, rows, None)
+    roofs = {row["device"]: {round(roof.flops / 1e12, 1): roof.label
+                             for roof in roofline_panels(detail, rows, [(row, ["best"])])[0].roofs}
+             for row in (rows[0], rows[2])}
+    assert roofs["h100-sxm"] == {1978.9: "8-bit (fp8)", 989.4: "16-bit (bf16, fp4)"}
+    assert roofs["b200"] == {9000.0: "4-bit (fp4)", 4500.0: "8-bit (fp8)", 2250.0: "16-bit (bf16)"}
+
+
+def test_the_roofline_legend_names_one_entry_per_roof_width() -> None:
+    """An fp16 model's 16-bit roof and a bf16 model's are one line style: one legend entry naming both dtypes."""
+    from explore.plots import Roof, RooflinePanel, _roofline_legend
+
+    def panel(roofs):
+        return RooflinePanel(title="", roofs=roofs, peak_vector_flops=1e13, bandwidth_Bps=1e12,
+                             intensity=np.array([1.0]), achieved_flops=np.array([1e12]),
+                             kernel_class=np.array(["gemm"], dtype=object), phase=np.array(["decode"], dtype=object),
+                             time_share=np.array([1.0]))
+
+    fp16 = panel((Roof(dtypes=("int8",), flops=2e15, bits=8), Roof(dtypes=("fp16",), flops=1e15, bits=16)))
+    bf16 = panel((Roof(dtypes=("bf16", "fp4"), flops=1e15, bits=16),))
+    labels = [h.get_label() for h in _roofline_legend([fp16, bf16]) if h.get_label().endswith(" roof")]
+    assert labels == ["8-bit (int8) roof", "16-bit (fp16, bf16, fp4) roof", "fp32 vector roof"]
+
+
 def test_a_pairs_balanced_point_is_named_apart_from_the_reports_with_more_objectives() -> None:
     """With three objectives each pair's figure has a balanced point of its own: named 'balanced on this pair' in
     its labels and caption, so it is not read as the report's balanced design; with two, the two are one."""

@@ -8,7 +8,15 @@ import pytest
 
 from kernels.formats import NumericFormat
 from kernels.kernel import Kernel, KernelKind
-from kernels.sparsity import ACTIVATION, DEJA_VU_RANK, SparsitySupport, exploits, parse_sparsity, support_key
+from kernels.sparsity import (
+    ACTIVATION,
+    DEJA_VU_RANK,
+    SparsitySupport,
+    exploits,
+    parse_sparsity,
+    sparsity_use,
+    support_key,
+)
 from kernels.table import KernelTable
 
 HIDDEN, FFN = 4096, 11008
@@ -158,3 +166,13 @@ def test_deja_vu_predictor_adds_its_low_rank_weights_once_per_layer():
 def test_label_spells_activation_sparsity():
     assert NumericFormat(act_kept=0.4, act_predictor="deja_vu").label == "w16a16kv16-act0.4-deja_vu"
     assert NumericFormat(sparsity="block64:0.5").label == "w16a16kv16-block64:0.5"
+
+
+def test_the_sparsity_use_column_says_when_an_exploited_pattern_reads_more_than_dense():
+    """4:8 at 2 bits keeps half the weights with a 3-bit index each beside 2.125 stored bits (a 16-bit scale per 128):
+    0.5 x (2.125 + 3) / 2.125 = 1.21x the dense bytes, which the column says beside 'exploited' (the math it skips
+    is why a device runs it); 2:4 at 4 bits, 0.5 x (4.125 + 2) / 4.125 = 0.74x, is exploited and smaller."""
+    support = SparsitySupport.of(("2:4", "4:8"))
+    assert sparsity_use(support, "alveo-u280", NumericFormat(weight_bits=2, sparsity="4:8")) == (
+        "4:8 exploited, reading 1.21x the bytes of dense 2-bit weights for the math it skips")
+    assert sparsity_use(support, "alveo-u280", NumericFormat(weight_bits=4, sparsity="2:4")) == "2:4 exploited"
