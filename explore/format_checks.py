@@ -24,13 +24,15 @@ def format_knob_names() -> list[str]:
     return [k.name for k in knobs(section="format") if k.name in typed or k.applies == "format"]
 
 
-def gemm_k_dims(config: ModelConfig, tp: int = 1) -> dict[str, int]:
+def gemm_k_dims(config: ModelConfig, tp: int = 1, ep: int = 1) -> dict[str, int]:
     """The k (reduction) dimension of each weight GEMM of a decoder layer on one of `tp` tensor-parallel devices:
-    column-parallel projections read the whole hidden state, row-parallel ones their shard (kernels/parallel.py)."""
+    column-parallel projections read the whole hidden state, row-parallel ones their shard (kernels/parallel.py);
+    an MoE model's routed experts spread whole over the devices (`ep` = tp) keep their whole width."""
     value_dim = config.v_head_dim if config.is_mla else config.head_dim
+    experts_whole = config.num_experts > 0 and ep > 1
     dims = {"hidden (QKV, MLP up, LM head)": config.hidden_size,
             "attention output": config.num_heads * value_dim // tp,
-            "MLP down": config.intermediate_size // tp}
+            "MLP down": config.intermediate_size // (1 if experts_whole else tp)}
     # MLA's up-projections read the query's and the key/value latents (column-parallel: whole on every device).
     if config.q_lora_rank:
         dims["query latent (q_b_proj)"] = config.q_lora_rank
@@ -43,13 +45,13 @@ def gemm_k_dims(config: ModelConfig, tp: int = 1) -> dict[str, int]:
     return dims
 
 
-def check_format(parts: dict[str, Any], config: ModelConfig, tp: int = 1) -> NumericFormat:
+def check_format(parts: dict[str, Any], config: ModelConfig, tp: int = 1, ep: int = 1) -> NumericFormat:
     """The format of these parts; ValueError ('<field>: found X, allowed: Y') for a combination no kernel runs or a
-    group size that does not fit the model."""
+    group size that does not fit the model on `tp` devices with its experts split (`ep` 1) or spread (`ep` = tp)."""
     # Before the format's own checks: on a dense model, the bits of hot experts it does not have do not matter.
     check_hot_experts(parts.get("hot_experts", 0), config.num_experts, config.name)
     fmt = NumericFormat(**parts)
-    check_group_size(fmt, gemm_k_dims(config, tp), config.name)
+    check_group_size(fmt, gemm_k_dims(config, tp, ep), config.name)
     check_edge_layers(fmt, config.num_layers, config.name)
     return fmt
 
@@ -69,6 +71,7 @@ def check_sweep_formats(sweep, located) -> None:
     inputs = names + [name for name in read if name not in names]
     order = [target for target in sweep.derived if target in chain]  # file order: each may read those above it
     tps = dims.get("tp", [1])
+    spreads = [value == "spread" for value in dims.get("ep", [1])]  # experts split over the tp devices or spread
     for model in dims["model"]:
         config = load_model_config(model)
         seen = set()
@@ -81,9 +84,9 @@ def check_sweep_formats(sweep, located) -> None:
             if (key := tuple(parts.items())) in seen:
                 continue
             seen.add(key)
-            for tp in tps:
+            for tp, spread in itertools.product(tps, dict.fromkeys(spreads)):
                 try:
-                    check_format(parts, config, tp)
+                    check_format(parts, config, tp, tp if spread else 1)
                 except ValueError as err:
                     raise _format_error(err, parts, names, derived, dims, located, tp) from None
 
