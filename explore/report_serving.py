@@ -684,7 +684,9 @@ def serving_summary(rows: list[dict[str, Any]], slo: Mapping[str, Any] | None,
                     rate_profile: Sequence[Sequence[float]] | None = None) -> list[str]:
     """Header lines: the requests, arrivals, rates (and the phases they run in, where the rate rises and falls) and
     schedulers of the sweep, and its SLO when known."""
-    requests = ", ".join(dict.fromkeys(value_label(r.get("requests")) for r in rows))
+    # Joined by ' or ': a count's thousands separator would make a comma-joined list ambiguous ('200, 60,000').
+    requests = " or ".join(dict.fromkeys(f"{r['requests']:,}" if isinstance(r.get("requests"), int)
+                                         else value_label(r.get("requests")) for r in rows))
     arrivals = ", ".join(dict.fromkeys(str(r.get("arrival") or "?") for r in rows))
     rates = sorted({_rate(r) for r in rows if math.isfinite(_rate(r))})
     at = f" at {', '.join(f'{r:g}' for r in rates)} req/s" if rates else ""

@@ -147,8 +147,8 @@ def format_number(value: Any, scale: float = 1.0) -> str:
 
 
 def count_label(n: int, noun: str) -> str:
-    """'1 point', '2 points'."""
-    return f"{n} {noun}" + ("" if n == 1 else "s")
+    """'1 point', '10,368 points'."""
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")
 
 
 def overrides_label(row: dict[str, Any]) -> str:

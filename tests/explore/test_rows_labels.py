@@ -175,3 +175,18 @@ def test_formats_of_one_bit_width_have_labels_of_their_own():
     assert point_label(fp8).count("fp8_e4m3") == 2  # the weights' and the activations', not again as knobs
     (panel,), _ = energy_panels([int8, fp8], chosen=[])
     assert panel.energy_J == {"w8a8kv16": [1.0], "w8a8kv16-w:fp8_e4m3-a:fp8_e4m3": [2.0]}
+
+
+def test_counts_are_written_with_thousands_separators():
+    """Counts read as the project writes them elsewhere ('10,368 design points'); one and below a thousand as is."""
+    from explore.rows import count_label
+    assert count_label(10368, "design point") == "10,368 design points"
+    assert count_label(1, "point") == "1 point"
+    assert count_label(999, "line") == "999 lines"
+
+
+def test_the_serving_header_writes_its_request_count_with_separators():
+    """'Serving: 60,000 requests per point' (explore/report_serving.py serving_summary), as count_label writes it."""
+    from explore.report_serving import serving_summary
+    row = ROW | {"requests": 60000, "arrival": "poisson"}
+    assert serving_summary([row], None)[0].startswith("Serving: 60,000 requests per point, poisson arrivals")
