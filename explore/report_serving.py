@@ -55,6 +55,8 @@ from explore.rows import (
     format_number,
     is_feasible,
     is_serving,
+    metric_axis_label,
+    metric_scale,
     metric_value_label,
     overrides_label,
     value_label,
@@ -580,7 +582,8 @@ QUEUE_GROWTH = ("queue growth (s/s)", "queue_growth", 1.0)
 # Where requests differ in priority: the most urgent ones' p99 TTFT and SLO attainment (sim/serving_metrics.py).
 URGENT = (("urgent p99 TTFT (ms)", "urgent_ttft_p99_s", 1e3), ("urgent SLO attainment", "urgent_slo_attainment", 1.0))
 # Of an autoscaled pool: the replicas it held on average, what its price per hour rents (sim/autoscalers/).
-SCALED = (("mean replicas", "mean_replicas", 1.0), ("usd/hour", "usd_per_hour", 1.0))
+SCALED = (("mean replicas", "mean_replicas", 1.0),
+          (metric_axis_label("usd_per_hour"), "usd_per_hour", metric_scale("usd_per_hour")))
 # Where the gateway sheds load: the share of requests it rejected (sim/admission.py).
 REJECTED = (("rejected", "rejected_share", 1.0),)
 # Where clients retry rejected requests: the share turned away at least once (the rejected share where none retry).

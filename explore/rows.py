@@ -139,11 +139,12 @@ def lengths_vary(rows: list[dict[str, Any]]) -> bool:
 
 
 def format_number(value: Any, scale: float = 1.0) -> str:
-    """A number for a table cell: 4 significant digits, thousands separators when large, 'n/a' for NaN."""
+    """A number for a table cell: at least 4 significant digits, thousands separators from 1,000, 'n/a' for NaN."""
     number = as_number(value) * scale
     if not math.isfinite(number):
         return "n/a"
-    return f"{number:,.0f}" if abs(number) >= 1e4 else f"{number:.4g}"
+    # From 1,000 up the integer part holds the 4 significant digits: separated, as counts are ('6,387', '19,923').
+    return f"{number:,.0f}" if abs(number) >= 1e3 else f"{number:.4g}"
 
 
 def count_label(n: int, noun: str) -> str:

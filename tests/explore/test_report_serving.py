@@ -99,7 +99,7 @@ def test_serving_report_from_csv_rows(tmp_path: Path, rate_rows: list[dict]) -> 
     assert "<th>scheduler</th><th>rate (req/s)</th>" in page and "<th>p99 TTFT (ms)</th>" in page
     assert "<th>prompt/output</th>" not in page
     assert "needs 14.2 GB for weights" in page  # the infeasible point with its reason
-    assert "SLO: TTFT &lt;= 2000 ms and TPOT &lt;= 100 ms for 90% of requests." in page
+    assert "SLO: TTFT &lt;= 2,000 ms and TPOT &lt;= 100 ms for 90% of requests." in page
     assert "at 2, 6, 12 req/s; schedulers static, continuous, chunked." in page
 
 
@@ -385,15 +385,15 @@ def test_the_header_names_each_class_limits_where_the_urgent_requests_have_their
     from explore.report_serving import serving_summary
 
     slo = {"ttft_s": 5.0, "tpot_s": 0.2, "urgent_ttft_s": 1.0, "urgent_tpot_s": 0.05, "attainment": 0.9}
-    assert serving_summary(rate_rows, slo)[-1] == ("SLO: the urgent requests TTFT <= 1000 ms and TPOT <= 50 ms, the "
-                                                   "others TTFT <= 5000 ms and TPOT <= 200 ms, for 90% of each class.")
+    assert serving_summary(rate_rows, slo)[-1] == ("SLO: the urgent requests TTFT <= 1,000 ms and TPOT <= 50 ms, the "
+                                                   "others TTFT <= 5,000 ms and TPOT <= 200 ms, for 90% of each class.")
     # An urgent limit left unset is the others' (README: each unset takes the others' limit); urgent limits alone
     # leave the others free.
     assert serving_summary(rate_rows, {"ttft_s": 5.0, "tpot_s": 0.2, "urgent_ttft_s": 1.0, "attainment": 0.9})[-1] == (
-        "SLO: the urgent requests TTFT <= 1000 ms and TPOT <= 200 ms, the others TTFT <= 5000 ms and TPOT <= 200 ms, "
+        "SLO: the urgent requests TTFT <= 1,000 ms and TPOT <= 200 ms, the others TTFT <= 5,000 ms and TPOT <= 200 ms, "
         "for 90% of each class.")
     assert serving_summary(rate_rows, {"urgent_ttft_s": 1.0, "attainment": 0.9})[-1] == (
-        "SLO: the urgent requests TTFT <= 1000 ms, the others none, for 90% of each class.")
+        "SLO: the urgent requests TTFT <= 1,000 ms, the others none, for 90% of each class.")
 
 
 def test_a_max_seqs_far_above_every_batch_is_named_not_drawn() -> None:
@@ -445,7 +445,7 @@ def test_the_latency_cdf_says_whose_limits_it_draws_where_the_urgent_requests_ha
     detail = SimpleNamespace(serving_run=lambda row, point: data, can_price=True)
     classes = {"ttft_s": 5.0, "tpot_s": 0.2, "urgent_ttft_s": 1.0, "urgent_tpot_s": 0.05, "attainment": 0.9}
     cdf = detail_figures(rate_rows, detail, (), None, classes)[0]
-    assert ("the lines are the other requests' limits, not the urgent requests' own (TTFT 1000 ms and TPOT 50 ms)"
+    assert ("the lines are the other requests' limits, not the urgent requests' own (TTFT 1,000 ms and TPOT 50 ms)"
             in cdf.caption), cdf.caption
     assert "urgent" not in detail_figures(rate_rows, detail, (), None, SLO)[0].caption
 
@@ -471,3 +471,18 @@ def test_the_urgent_requests_tpot_has_a_panel_where_their_slo_limits_it(rate_row
         limits = {panel.metric: [limit.value for limit in panel.limits] for panel in latency}
         assert limits["urgent_ttft_p99_s"] == [slo.get("urgent_ttft_s", 5.0)]
         assert limits.get("urgent_tpot_p99_s", [0.05]) == [0.05]
+
+
+def test_serving_tables_write_every_number_from_a_thousand_with_separators_and_the_price_by_its_registry_label():
+    """6,387 and 19,923 tokens/s in one column read alike (explore/rows.py format_number), and an autoscaled pool's
+    price column is headed as the metric registry names usd_per_hour ('system price (USD/hour)', explore/metrics.py),
+    as everywhere else, not 'usd/hour'."""
+    from explore.report_serving import serving_tables
+    rows = [_serving_row("h100-sxm", "continuous", rate) | {"mean_replicas": 1.5, "usd_per_hour": 6.0}
+            for rate in (2, 6)]
+    rows[0]["tokens_per_s"], rows[1]["tokens_per_s"] = 6387.0, 19923.0
+    top = serving_tables(rows)[0][0]
+    cells = [row[top.headers.index("tokens/s")] for row in top.cells]
+    assert sorted(cells) == ["19,923", "6,387"]
+    assert "usd/hour" not in top.headers
+    assert [row[top.headers.index("system price (USD/hour)")] for row in top.cells] == ["6", "6"]
