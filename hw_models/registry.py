@@ -122,7 +122,7 @@ def _on_base(data: dict, where: str, line_of) -> tuple[dict, str]:
                          f"{base_data['kind']}), allowed: {base_data['kind']!r} or left out (a device of another kind "
                          f"is a file of its own, without base:)")
     changes = dict(_leaves({k: v for k, v in data.items() if k not in ("base", "kind", *IDENTITY_FIELDS)}))
-    merged = apply_overrides(base_data, changes, where, line_of=line_of)
+    merged = apply_overrides(base_data, changes, where, line_of=line_of, on_base=True)
     merged["name"] = data.get("name") or Path(where).stem
     merged["description"] = data.get("description") or f"{base_data.get('description', base)}, changed by {where}"
     return merged, base
@@ -139,12 +139,15 @@ def _leaves(node: dict, prefix: str = ""):
 
 
 def apply_overrides(data: dict, overrides: dict[str, Any], where: str, line_of=None, *,
-                    numbers_only: bool = False) -> dict:
+                    numbers_only: bool = False, on_base: bool = False) -> dict:
     """A copy of data with dotted-path fields replaced ('memory.bandwidth_GBps': 4000); paths must be fields of the
     spec (in the file, or declared with a default) and be read by a cost model (a what-if on a field none reads would
     silently change nothing). `line_of`: where each path sits in the file the overrides came from (named in errors).
     numbers_only: the fields must hold numbers, as a what-if's do (a device file on a base preset may also change a
-    name or a yes/no field)."""
+    name or a yes/no field). on_base: the overrides are a device file's fields on its base preset, named in errors as
+    the file writes them (a what-if's as 'device.<field>'), a field of none with its section's fields (a what-if's
+    refusal lists every what-if field instead: explore/run_support.py override_error)."""
+    named = "" if on_base else "device."
     result = copy.deepcopy(data)
     kind = DEVICE_KINDS.get(data.get("kind"))
     for path, value in overrides.items():
@@ -152,7 +155,7 @@ def apply_overrides(data: dict, overrides: dict[str, Any], where: str, line_of=N
         at = f"{where}:{line}" if line else where
         why = unread_reason(kind.spec_class, path) if kind else None
         if why is not None:
-            raise InputError(f"{at}: device.{path}: not a what-if knob: {why}")
+            raise InputError(f"{at}: {named}{path}: not a what-if knob: {why}")
         node = result
         keys = path.split(".")
         for depth, key in enumerate(keys):
@@ -160,26 +163,27 @@ def apply_overrides(data: dict, overrides: dict[str, Any], where: str, line_of=N
             absent_default = (depth == len(keys) - 1 and isinstance(node, dict) and kind is not None
                               and declared_field(kind.spec_class, path))
             if (not isinstance(node, dict) or key not in node) and not absent_default:
-                raise InputError(f"{at}: device.{'.'.join(keys[:depth + 1])}: "
-                                 f"{_not_there(kind, data.get('name'), node, keys, depth)}")
+                raise InputError(f"{at}: {named}{'.'.join(keys[:depth + 1])}: "
+                                 f"{_not_there(kind, data.get('name'), node, keys, depth, on_base)}")
             if depth == len(keys) - 1:
                 # A number, not a yes/no or a name; None removes an optional section (a CPU's lut: llama.cpp's kernels).
                 # A value of the field's own kind (a bool for a yes/no field, from Python) is a what-if too.
                 check = numbers_only and kind is not None and value is not None
                 what = not_a_number(kind.spec_class, path, node.get(key)) if check else None
                 if what is not None and not _same_kind(what, value):
-                    raise InputError(f"{at}: device.{path}: {_number_refusal(path, what, node.get(key), data)}")
+                    raise InputError(f"{at}: {named}{path}: {_number_refusal(path, what, node.get(key), data)}")
                 node[key] = value
             else:
                 node = node[key]
     if kind is not None:
-        _refuse_idle(kind.spec_class, overrides, result, where, line_of)
+        _refuse_idle(kind.spec_class, overrides, result, where, line_of, named)
     return result
 
 
-def _not_there(kind, name: str | None, node: Any, keys: list[str], depth: int) -> str:
+def _not_there(kind, name: str | None, node: Any, keys: list[str], depth: int, listed: bool = False) -> str:
     """Why an override's keys[:depth + 1] is not in the device: a section its kind declares that the device leaves out
-    (an override changes fields, it adds no part), or no such field, with the nearest a what-if may set."""
+    (an override changes fields, it adds no part), or no such field, with the nearest a what-if may set (and, where
+    `listed`, every one of that section)."""
     path = ".".join(keys[:depth + 1])
     if kind is not None and isinstance(node, dict) and declared_field(kind.spec_class, path):
         return (f"a section {name} leaves out, which an override cannot add (a device file of its own, without base:, "
@@ -187,17 +191,19 @@ def _not_there(kind, name: str | None, node: Any, keys: list[str], depth: int) -
     # Suggest only fields a what-if may set (a power limit's near miss on an NPU is not its unread TDP).
     choices = [k for k in node if kind is None or unread_reason(
         kind.spec_class, ".".join([*keys[:depth], k])) is None] if isinstance(node, dict) else []
-    return f"no such field to override{did_you_mean(keys[depth], choices)}"
+    section = "".join(f"{key}." for key in keys[:depth])
+    allowed = f"; allowed: {', '.join(section + choice for choice in choices)}" if listed and choices else ""
+    return f"no such field to override{did_you_mean(keys[depth], choices)}{allowed}"
 
 
-def _refuse_idle(spec_class, overrides: dict[str, Any], result: dict, where: str, line_of) -> None:
+def _refuse_idle(spec_class, overrides: dict[str, Any], result: dict, where: str, line_of, named: str) -> None:
     """Refuses an override of a field that the overridden device does not read (energy.pim_mac_pJ without a pim
     section), judged once every override is in: a device file may change beside it what the field is read with."""
     for path, value in overrides.items():
         why = idle_reason(spec_class, path, result) if value is not None else None
         if why is not None:
             line = line_of(tuple(path.split("."))) if line_of else None
-            raise InputError(f"{where}{f':{line}' if line else ''}: device.{path}: not a what-if knob: {why}, so a "
+            raise InputError(f"{where}{f':{line}' if line else ''}: {named}{path}: not a what-if knob: {why}, so a "
                              f"value there changes nothing")
 
 

@@ -235,6 +235,11 @@ CASES = [
      "sweep_key_elsewhere.yaml:4: workload.weight_bits: unknown key (a key of format:); allowed: batch, prompt"),
     ("sweep a knob's number as a word", _check("sweep_knob_word.yaml"),
      "sweep_knob_word.yaml:4: workload.kv_budget: found 'many', allowed: 0 (keep all) or a number of tokens >= 1"),
+    # A field of no section of a device file on a base: named as the file writes it, with that section's fields.
+    ("device file on a base, a field misspelled", _device("device_field_typo_on_base.yaml"),
+     "device_field_typo_on_base.yaml:4: memory.bandwith_GBps: no such field to override (did you mean "
+     "'bandwidth_GBps'?); allowed: memory.type, memory.capacity_GB, memory.usable_GiB, memory.bandwidth_GBps, "
+     "memory.serial_load_ns, memory.source"),
     ("device file of another kind on a base", _device("device_kind_on_base.yaml"),
      "device_kind_on_base.yaml:3: kind: found 'npu' on base 'h100-sxm' (a gpu), allowed: 'gpu' or left out"),
     ("sweep serving metric in a static sweep", _check("sweep_serving_metric_static.yaml"),

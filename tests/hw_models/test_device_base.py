@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -35,11 +37,11 @@ def test_a_file_on_a_base_preset_prices_as_the_override_does(tmp_path):
 
 @pytest.mark.parametrize(("text", "line", "message"), [
     ("base: h100-sx\n", 1, "base: found 'h100-sx' \\(did you mean 'h100-sxm'\\?\\), allowed: a device preset name"),
-    ("base: h100-sxm\nmemory:\n  l2_cache_MB: 100\n", 3, "device.memory.l2_cache_MB: not a what-if knob"),
-    ("base: h100-sxm\nmemory:\n  bandwith_GBps: 6700\n", 3, "device.memory.bandwith_GBps: no such field"),
+    ("base: h100-sxm\nmemory:\n  l2_cache_MB: 100\n", 3, "memory.l2_cache_MB: not a what-if knob"),
+    ("base: h100-sxm\nmemory:\n  bandwith_GBps: 6700\n", 3, "memory.bandwith_GBps: no such field"),
     # T-MAC's LUT kernels on an Altra: lut is a CPU field, but a section the Altra preset leaves out (it said 'no such
     # field to override', as for a misspelling).
-    ("base: ampere-altra\nlut:\n  engine: simd\n", 3, "device.lut: a section ampere-altra leaves out, which an "
+    ("base: ampere-altra\nlut:\n  engine: simd\n", 3, "lut: a section ampere-altra leaves out, which an "
      "override cannot add \\(a device file of its own, without base:, may have it\\)"),
 ])
 def test_bad_base_files_are_one_line_errors(tmp_path, text, line, message):
@@ -49,6 +51,8 @@ def test_bad_base_files_are_one_line_errors(tmp_path, text, line, message):
     with pytest.raises(InputError, match=message) as err:
         load_device(str(path))
     assert "\n" not in str(err.value) and str(err.value).startswith(f"{path}:{line}: ")
+    # The key as the file writes it, straight after the line (no 'device.' that the file does not have).
+    assert re.match(message, str(err.value).removeprefix(f"{path}:{line}: "))
 
 
 def test_a_file_on_a_base_preset_may_change_a_yes_no_or_name_field(tmp_path):

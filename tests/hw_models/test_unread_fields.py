@@ -133,5 +133,5 @@ def test_a_device_file_that_switches_off_on_chip_decode_may_not_set_its_buffer(t
                      _priced(load_device("alveo-u280"), tables))
     assert load_device(str(off)).spec.onchip.always_on_chip_decode is False
     where, rest = one_line_error(lambda: load_device(str(changed)))
-    assert where == f"{changed}:4" and rest.startswith("device.onchip.bandwidth_GBps: not a what-if knob: read only "
+    assert where == f"{changed}:4" and rest.startswith("onchip.bandwidth_GBps: not a what-if knob: read only "
                                                       "with onchip.always_on_chip_decode: true (the device: false)")
