@@ -743,7 +743,9 @@ def _assumptions(point: DesignPoint, device) -> str:
     else:
         system = ""
     fitted = _calibration_text(device, point.execution == "engine" and load_model_config(point.model).is_moe)
-    what = f"{point.model} on {_named(point.device)}: {system}{fitted}; {_launch_text(point.execution, device)}"
+    # The config's name (a file's folder or stem), as a device file is named by its name: rather than its path.
+    what = (f"{load_model_config(point.model).name} on {_named(point.device)}: {system}{fitted}; "
+            f"{_launch_text(point.execution, device)}")
     notices = (format_notice(device, point.numeric_format, load_model_config(point.model).head_dim),
                sixteen_bit_notice(device, load_model_config(point.model).dtype),
                estimate_notice(device, point.knob("prefill_kept")))

@@ -73,8 +73,8 @@ def test_the_run_header_names_a_device_file_by_its_name(tmp_path, tiny_config, c
                   "--prefill-device", str(device)]):
         assert main([*flags, *more]) == 0
         headers.append(capsys.readouterr().out.splitlines()[0])
-    assert headers[0].startswith(f"# {tiny_config} on my-h100: "), headers[0]
-    assert headers[1].startswith(f"# {tiny_config} on my-h100: 2 x my-h100, 2-way tensor parallel"), headers[1]
+    assert headers[0].startswith("# tiny on my-h100: "), headers[0]
+    assert headers[1].startswith("# tiny on my-h100: 2 x my-h100, 2-way tensor parallel"), headers[1]
     assert "1 prefill replica(s) (my-h100) handing KV" in headers[2], headers[2]
     assert not any(str(device) in header for header in headers), headers
 
@@ -89,6 +89,22 @@ def test_the_run_header_counts_the_measured_kernels_with_thousands_separators(ti
     assert main(["run", "--model", tiny_config, "--device", "h100-sxm", "--prompt", "16", "--output", "4"]) == 0
     header = capsys.readouterr().out.splitlines()[0]
     assert f"on h100-sxm: calibrated on {rows // 1000},{rows % 1000:03d} measured kernels (" in header, header
+
+
+def test_the_run_header_names_a_model_file_by_its_name(tmp_path, tiny_config, capsys):
+    """A model given by path is named in the header as a preset is, by its name: a config.json by its folder ('tiny',
+    tests/explore/tiny_sweep.py writes tiny/config.json), another JSON file by its stem; never by the path."""
+    from pathlib import Path
+
+    named = tmp_path / "configs" / "my-llama.json"
+    named.parent.mkdir()
+    named.write_text(Path(tiny_config).read_text())
+    headers = []
+    for model in (tiny_config, str(named)):
+        assert main(["run", "--model", model, "--device", "h100-sxm", "--prompt", "16", "--output", "4"]) == 0
+        headers.append(capsys.readouterr().out.splitlines()[0])
+    assert headers[0].startswith("# tiny on h100-sxm: "), headers[0]
+    assert headers[1].startswith("# my-llama on h100-sxm: "), headers[1]
 
 
 def test_a_rate_beside_a_capacity_search_is_one_line_exit_2(capsys):
