@@ -425,12 +425,13 @@ def run_sweep(sweep: Sweep, out_dir: Path, *, workers: int = 1, evaluator: Evalu
     search = sweep.spec.search
     total = sweep.visits()
     with folder_lock(out_dir):
-        if scheduler is None:  # a Dask scheduler's cluster has the workers it has
-            workers = capped_workers(workers, total)
-        # A grid whose every point is stored evaluates nothing: no worker or cluster is started for it. Otherwise the
-        # executor comes before the store, so that one that fails to start leaves no files.
+        # A grid whose every point is stored evaluates nothing: no worker or cluster is started for it (nor are its
+        # workers capped, with a notice). Otherwise the executor comes before the store, so that one that fails to
+        # start leaves no files.
         stored = stored_ids(out_dir) if search.strategy == "grid" else frozenset()
         done = bool(stored) and stored >= set(sweep.points().point_ids())  # a new folder: no ids to make
+        if scheduler is None and not done:  # a Dask scheduler's cluster has the workers it has
+            workers = capped_workers(workers, total)
         pool = None if done else make_executor(executor, workers, scheduler)
         try:
             with ResultsStore(out_dir, columns_for(sweep), sweep.name) as table:

@@ -157,6 +157,17 @@ def test_workers_above_points_or_cores_are_capped_with_a_notice(tmp_path, caplog
     assert notices == [f"--workers 64: capped to 1 (1 design point, {usable_cores()} usable CPU cores)"]
 
 
+
+def test_a_rerun_with_every_point_stored_caps_no_workers(tmp_path, caplog):
+    """A rerun that evaluates nothing starts no worker, so it says nothing of capping them."""
+    sweep = load_sweep(str(_sweep(tmp_path, batches=1)))
+    run_sweep(sweep, tmp_path / "out", workers=1)
+    with caplog.at_level(logging.WARNING, logger="explore.runner"):
+        rows = run_sweep(sweep, tmp_path / "out", workers=64)
+    assert len(rows) == 1
+    assert not [r.getMessage() for r in caplog.records if "--workers" in r.getMessage()]
+
+
 def _rewrite(path: str, rounds: int) -> None:
     rows = [{"a": i, "b": "x" * 200} for i in range(50)]
     for _ in range(rounds):
