@@ -71,7 +71,7 @@ def check_sweep_formats(sweep, located) -> None:
     inputs = names + [name for name in read if name not in names]
     order = [target for target in sweep.derived if target in chain]  # file order: each may read those above it
     tps = dims.get("tp", [1])
-    spreads = [value == "spread" for value in dims.get("ep", [1])]  # experts split over the tp devices or spread
+    spreads = dict.fromkeys(value == "spread" for value in dims.get("ep", [1]))  # experts split over tp or spread
     for model in dims["model"]:
         config = load_model_config(model)
         seen = set()
@@ -84,7 +84,7 @@ def check_sweep_formats(sweep, located) -> None:
             if (key := tuple(parts.items())) in seen:
                 continue
             seen.add(key)
-            for tp, spread in itertools.product(tps, dict.fromkeys(spreads)):
+            for tp, spread in itertools.product(tps, spreads):
                 try:
                     check_format(parts, config, tp, tp if spread else 1)
                 except ValueError as err:

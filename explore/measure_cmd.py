@@ -194,8 +194,8 @@ def _model_config(model: str):
     from workloads.model_config import load_model_config
 
     config = load_model_config(model)
-    if step_refusal(config):
-        raise InputError(f"--model: found {model}: {step_refusal(config)}; allowed: a model without multi-head latent "
+    if why := step_refusal(config):
+        raise InputError(f"--model: found {model}: {why}; allowed: a model without multi-head latent "
                          f"attention")
     need_GB = config.param_count() * DTYPE_BITS[table_dtype(config.dtype)] / 8 / 1e9
     have_GB = physical_memory_GB()

@@ -105,7 +105,7 @@ def check_point_values(point: DesignPoint, config: ModelConfig, name: Callable[[
     try:
         error = _format_reason(typed, parts, config, point.tp, point.ep)
     except TypeError:  # a value that cannot be a cache key (a list from YAML): checked as it is
-        error = _format_reason.__wrapped__(typed, parts, config, point.tp)
+        error = _format_reason.__wrapped__(typed, parts, config, point.tp, point.ep)
     if error:  # the format's parts it names ('attn_weight_bits: found 4 with weight_bits 8'), each by `name`
         raise InputError(renamed(error, name, KNOBS) or error)
 

@@ -238,9 +238,8 @@ def attention_shapes(*, flops, act_bytes, kv_bytes, batch, heads, kv_heads, q_le
     cached = np.where(np.asarray(kv_width) > 0, kv_width, pair_dims)  # elements a key holds in the cache
     # A traced prefill reads its keys and values as activations (kv_bytes 0): a 16-bit cache.
     narrow = (kv_bytes > 0) & (kv_bytes < NARROW_KV_BYTES * kv_packing * batch * kv_heads * kv_len * cached)
-    # MLA's absorbed decode runs as FlashMLA (MLA_Q_TILE): a decode kernel for any rows a KV head, its math at
-    # whole 64-row tiles, each tile streaming the keys (a split's tiles are
-    # neighbours in the launch grid, run together, so DRAM serves its keys once).
+    # MLA's absorbed decode runs as FlashMLA (MLA_Q_TILE); DRAM serves a split's keys once (its tiles are neighbours
+    # in the launch grid, run together).
     latent = (np.asarray(kv_width) > 0) & (q_len < kv_len)
     decode = decode_like(q_len, kv_len, heads, kv_heads) | latent
     rows = q_len * heads / kv_heads

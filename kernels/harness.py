@@ -485,8 +485,8 @@ def measure_decode_step(config: ModelConfig, *, batch: int, context_len: int, de
     if batch < 1 or context_len < 0 or new_tokens < 1:
         raise ValueError(f"batch >= 1, context_len >= 0 and new_tokens >= 1 required; found {batch}, {context_len}, "
                          f"{new_tokens}")
-    if step_refusal(config):
-        raise ValueError(f"{config.name}: {step_refusal(config)}")
+    if why := step_refusal(config):
+        raise ValueError(f"{config.name}: {why}")
     tdtype = torch_dtype(dtype)
     # Factory calls in the model (its parameters, the cache, positions in forward) land on `device`.
     with torch.device(device), torch.no_grad():

@@ -35,6 +35,8 @@ POINT = dict(model="llama-2-7b", device="h100-sxm", batch=1, prompt=512, output=
                                                                 "allowed: weight_bits 4"),
     (dict(weight_bits=4, tp=2, knobs=(("group_size", 256),)), "group_size: found 256, which does not divide "
                                                               "llama-2-7b's MLP down k=5504"),
+    # A value no cache key holds (a list, as YAML gives one) is checked as it is: it raised a TypeError.
+    (dict(weight_bits=4, knobs=(("group_size", [64]),)), "group_size: found [64], allowed: 8, 16, 32, 64"),
 ])
 def test_a_python_point_is_refused_in_one_line_naming_the_field(changes, message):
     with pytest.raises(InputError) as info:
