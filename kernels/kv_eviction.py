@@ -147,15 +147,13 @@ def merged_prefill(prefill: KernelTable, budget: int, share: float, key_B: float
 
 
 def merge_table(attention: KernelTable, seqs: float, evicted: float, budget: int, share: float,
-                key_B: float, frame: KernelTable | None = None) -> KernelTable:
+                key_B: float) -> KernelTable:
     """D2O's merge of the prompt tokens a prefill evicts (Wan et al., Section 3.3: each evicted key's cosine
     similarity with every kept key, to merge it into the nearest), for `seqs` sequences of the one-row `attention`
     (its KV heads, head dim, dtype, layer and module) evicting `evicted` tokens each on average and keeping `budget`:
     a batched GEMM of the evicted keys, evicted x head_dim, against the kept keys, for each sequence and evicting KV
     head (`share` of them), which reads the keys once (`key_B` bytes an element, the cache's) and writes the
-    similarity matrix. The keys' norms and the merge's weighted averages are vectors, not counted. `frame`: an earlier
-    merge_table of the same `attention` row, whose row is resized instead of a kernel built (a serving run's
-    iterations, kernels/shapes.py)."""
+    similarity matrix. The keys' norms and the merge's weighted averages are vectors, not counted."""
     from kernels.table import KernelTable  # kernels/table.py imports the KV policies, which import this module
 
     head_dim = int(attention.head_dim[0])
@@ -163,8 +161,6 @@ def merge_table(attention: KernelTable, seqs: float, evicted: float, budget: int
     sizes = dict(flops=2.0 * evicted * budget * head_dim * gemms, weight_bytes=0.0,
                  kv_bytes=gemms * (evicted + budget) * head_dim * key_B,
                  act_bytes=gemms * evicted * budget * SIMILARITY_B, m=evicted, n=budget, k=head_dim, batch=gemms)
-    if frame is not None:
-        return replace(frame, **{name: np.array([float(value)]) for name, value in sizes.items()})
     kernel = attention.kernels[0]
     merge = Kernel(kind=KernelKind.GEMM, op=SIMILARITY_OP, dtype=kernel.dtype, tensor_core=True, layer=kernel.layer,
                    module=kernel.module, **sizes)

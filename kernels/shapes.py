@@ -731,13 +731,9 @@ class StepTemplate:
 
     def _prefill_merge(self, shape: StepShape) -> KernelTable:
         """One layer's merge of the prompt tokens D2O's prefill evicts (kernels/kv_eviction.py merge_table), its keys
-        at the cache's bytes (StepShape.prefill_key_B): the first iteration's row kept as the frame the later ones
-        resize, as _decode_attention resizes the traced row."""
-        frame = self.__dict__.get("_merge_frame")
-        table = merge_table(self.prefill_attention, shape.prefill_merges, shape.prefill_evicted / shape.prefill_merges,
-                            shape.prefill_budget, shape.prefill_scored_share, shape.prefill_key_B, frame)
-        self.__dict__.setdefault("_merge_frame", table)
-        return table
+        at the cache's bytes (StepShape.prefill_key_B)."""
+        return merge_table(self.prefill_attention, shape.prefill_merges, shape.prefill_evicted / shape.prefill_merges,
+                           shape.prefill_budget, shape.prefill_scored_share, shape.prefill_key_B)
 
     @cached_property
     def _context_rows(self) -> np.ndarray:
