@@ -44,7 +44,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from kernels.formats import DFLOAT11_BITS, DTYPE_BITS, OUTLIER_BITS
+from kernels.formats import DFLOAT11_BITS, OUTLIER_BITS, element_B
 from kernels.kernel import Kernel, KernelKind
 
 OUTLIER_OP = "outlier_spmm"
@@ -57,13 +57,9 @@ FORMAT_OPS = (OUTLIER_OP, DECOMPRESS_OP)
 _BLOCK = re.compile(r"^(.*?(?<![^.])layers\.\d+)")
 
 
-def _element_B(dtype: str) -> float:
-    return DTYPE_BITS.get(dtype, 16) / 8.0
-
-
 def outlier_bytes(gemm: Kernel, fraction: float) -> float:
     """Bytes of a GEMM's outliers in CSR (OUTLIER_BITS each), `fraction` of its weights (at the traced precision)."""
-    return fraction * gemm.weight_bytes / _element_B(gemm.dtype) * OUTLIER_BITS / 8.0
+    return fraction * gemm.weight_bytes / element_B(gemm.dtype) * OUTLIER_BITS / 8.0
 
 
 def outlier_kernels(kernels: Sequence[Kernel], rows: np.ndarray, fraction: float) -> list[Kernel]:
@@ -89,7 +85,7 @@ def decompression_kernels(kernels: Sequence[Kernel], rows: np.ndarray) -> list[K
     out = []
     for group in blocks.values():
         first = group[0]
-        weights_B = sum(k.weight_bytes * 16.0 / (8.0 * _element_B(k.dtype)) for k in group)
+        weights_B = sum(k.weight_bytes * 16.0 / (8.0 * element_B(k.dtype)) for k in group)
         block = _BLOCK.match(first.module)
         out.append(Kernel(kind=KernelKind.ELEMENTWISE, op=DECOMPRESS_OP,
                           flops=FLOPS_PER_LANE_OP * DFLOAT11_DECODE_OPS * weights_B / 2.0,

@@ -158,6 +158,11 @@ DTYPE_BITS = {"fp64": 64, "fp32": 32, "tf32": 32, "fp16": 16, "bf16": 16, "fp8":
 DTYPE_SHORT = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32", "float8_e4m3fn": "fp8"}
 
 
+def element_B(dtype: str) -> float:
+    """Bytes of an element of a short dtype name (DTYPE_BITS; 16 bits where it names none)."""
+    return DTYPE_BITS.get(dtype, 16) / 8.0
+
+
 def _check_type(role: str, types: dict[str, tuple[int, ...] | None], name: str, bits: int) -> None:
     """ValueError unless `name` is an element type of the role that takes `bits` bits."""
     if name not in types:
