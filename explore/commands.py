@@ -68,6 +68,7 @@ from sim.autoscalers.sla_planner import SLAPlanner
 from sim.kv_cache import shared_prefix_tokens
 from sim.serving_spec import ServingSpec
 from sim.slowdown import SLOWDOWN_PRESETS
+from sim.speculative import MEDUSA, MTP, expected_tokens
 from workloads.errors import InputError
 from workloads.model_config import load_model_config
 from workloads.requests import Fixed, phases_label, resolve_trace
@@ -762,6 +763,8 @@ def _assumptions(point: DesignPoint, device) -> str:
                  f"over the host link each pass (offloaded_B: what host memory holds)")
     elif point.knob("offload") != "none":
         what += f"; offload {point.knob('offload')} when it does not fit (offloaded_B: what host memory holds)"
+    if point.knob("spec_draft"):
+        what += f"; {_speculation_text(point)}"
     if point.serving is not None:
         s = point.serving
         rate = (f"capacity search in {s.capacity[0]:g}-{s.capacity[1]:g} req/s" if s.capacity
@@ -866,6 +869,22 @@ def _assumptions(point: DesignPoint, device) -> str:
         what += (f"; serving {s.requests} requests ({s.trace or 'fixed lengths'}, {s.arrival} arrivals, {rate}) "
                  f"with {s.scheduler} scheduling on {pools}")
     return what
+
+
+def _speculation_text(point: DesignPoint) -> str:
+    """How a speculative point drafts and verifies (sim/speculative.py), as its assumptions say it."""
+    draft, k, a = point.knob("spec_draft"), point.knob("spec_tokens"), point.knob("acceptance")
+    times = "once" if k == 1 else f"{k} times"
+    if draft == MEDUSA:
+        by = f"{k} Medusa head{'' if k == 1 else 's'} on the target (kernels/medusa.py)"
+    elif draft == MTP:
+        by = (f"the target's multi-token-prediction module (eh_proj, its norms and one decoder layer with a KV cache "
+              f"of its own, the target's embedding and LM head shared: workloads/mtp.py) run {times} a step, as "
+              f"vLLM's deepseek_mtp drafts")
+    else:
+        by = f"draft model {load_model_config(draft).name} run {times} a step"
+    return (f"speculative decoding: {by}, each drafted token accepted with probability {a:g} "
+            f"({expected_tokens(a, k):.2f} tokens a step in expectation)")
 
 
 def _named(device: str) -> str:

@@ -87,11 +87,13 @@ from sim.serving_spec import COLD_START_LINK
 from sim.slowdown import SLOWDOWN_METRICS
 from sim.speculative import (
     MEDUSA,
+    MTP,
     ServingSpeculation,
     Speculation,
     SpeculativeTables,
     draft_error,
     evaluate_speculative,
+    mtp_error,
 )
 from sim.step_costs import sub_batch_sizes
 from sim.workload import BatchWorkload, PassTables
@@ -151,7 +153,10 @@ class Evaluator:
         self._scales: dict[tuple, tuple] = {}  # ids of (format, config) -> (them, the stored weight scale)
         self._values_checked: set[tuple] = set()  # what _check_values has passed
 
-    def config(self, model: str) -> ModelConfig:
+    def config(self, model: str | ModelConfig) -> ModelConfig:
+        """A model's config by preset name or path; a config given is itself (a draft's MTP module: draft_model)."""
+        if isinstance(model, ModelConfig):
+            return model
         if model not in self._configs:
             self._configs[model] = load_model_config(model)
         return self._configs[model]
@@ -587,14 +592,16 @@ class Evaluator:
                            tree=point.knob("spec_tree"))
 
     def _check_draft(self, point: DesignPoint) -> None:
-        """A draft must be smaller than the point's model and shard over its tp devices (InputError otherwise; on
-        pipeline stages it is not run: DesignPoint.unjudged)."""
+        """A draft must be smaller than the point's model and shard over its tp devices, an MTP draft's model ship
+        one (InputError otherwise; on pipeline stages it is not run: DesignPoint.unjudged)."""
         draft = point.knob("spec_draft")
         tree, drafted = point.knob("spec_tree"), point.knob("spec_tokens")
         if 0 < tree < drafted:
             raise InputError(f"spec_tree: found {tree} with spec_tokens {drafted}, allowed: 0 (a chain) or at least "
                              f"{drafted} candidates (a tree holds the chain of drafted tokens it is priced to accept)")
-        if draft != MEDUSA:
+        if draft == MTP and (reason := mtp_error(self.config(point.model))):
+            raise InputError(f"spec_draft: {reason}")
+        if draft not in (MEDUSA, MTP):
             reason = draft_error(self.config(point.model), self.config(draft))
             if reason:
                 raise InputError(f"spec_draft: {reason}")
@@ -603,6 +610,18 @@ class Evaluator:
             except ValueError as err:
                 raise InputError(f"spec_draft: {draft!r} with tp {point.tp}: the draft shards over the target's "
                                  f"devices (vLLM's default draft tensor parallelism): {err}") from None
+
+    def draft_model(self, point: DesignPoint) -> str | ModelConfig:
+        """A drafting point's draft model as this Evaluator's methods take a model: its spec_draft, or its model's MTP
+        module (spec_draft 'mtp': ModelConfig.mtp_module)."""
+        draft = point.knob("spec_draft")
+        return self.config(point.model).mtp_module() if draft == MTP else draft
+
+    @staticmethod
+    def draft_ep(point: DesignPoint) -> int:
+        """A draft's expert parallelism: an MTP module's layer lays its experts out as the target's layers do (vLLM
+        builds it with the target's parallel config), a draft model runs with none."""
+        return point.ep if point.knob("spec_draft") == MTP else 1
 
     def speculative_tables(self, point: DesignPoint, target: PassTables) -> SpeculativeTables | None:
         """The passes of a speculative static point whose plain passes are `target` (point_tables): the target's
@@ -620,11 +639,12 @@ class Evaluator:
             heads = medusa_head_table(self.config(point.model), spec.drafted, point.batch * spec.verified, point.tp)
             verify = KernelTable.concat([verify, heads.with_format(fmt)])
         # A draft shards over the target's tp devices, as vLLM's draft tensor parallelism does by default.
+        model = None if draft == MEDUSA else self.draft_model(point)
         return SpeculativeTables(
             prefill=target.prefill, verify=verify, speculation=spec, window=target.attention_window,
-            draft=None if draft == MEDUSA else self.tables(draft, point.batch, point.prompt, fmt, tp=point.tp,
-                                                           fusion=fusion),
-            decode=target.decode, draft_positions=None if draft == MEDUSA else self.config(draft).max_positions)
+            draft=None if model is None else self.tables(model, point.batch, point.prompt, fmt, tp=point.tp,
+                                                         ep=self.draft_ep(point), fusion=fusion),
+            decode=target.decode, draft_positions=None if model is None else self.config(model).max_positions)
 
     def _stored_scale(self, fmt: NumericFormat, cfg: ModelConfig) -> float:
         """stored_weight_scale of a format on a model, memoized (by the format object first: hashing one reads every
@@ -658,10 +678,11 @@ class Evaluator:
             heads_B = _medusa_heads_B(prefill_trace.param_bytes, cfg, point.knob("spec_tokens"), fmt, device,
                                       point.tp)
             return replace(memory, weights_B=memory.weights_B + heads_B)
-        # A draft model holds its weights and a KV cache of its own as long as the target's.
-        draft_cfg = self.config(draft)
-        draft_trace = self.trace(draft, "prefill", point.batch, point.prompt)
-        held = batch_footprint(weight_bytes=_weight_bytes(draft_trace.param_bytes, fmt, device, draft_cfg),
+        # A draft model (or MTP module) holds its weights and a KV cache of its own as long as the target's.
+        draft_cfg = self.config(self.draft_model(point))
+        draft_trace = self.trace(draft_cfg, "prefill", point.batch, point.prompt)
+        held = batch_footprint(weight_bytes=_weight_bytes(_own_param_bytes(draft_trace.param_bytes, draft_cfg), fmt,
+                                                          device, draft_cfg),
                                kv_bytes_per_token=_kv_token_B(draft_cfg, fmt) * kv_replication(
                                    draft_cfg, point.tp), batch=point.batch,
                                tokens_per_sequence=workload.prompt_len + workload.decode_steps,
@@ -692,9 +713,9 @@ class Evaluator:
         if speculation is not None and role != "prefill":  # every verified token's KV is written before acceptance
             limits = replace(limits, lookahead_slots=speculation.speculation.verified - 1)
         if speculation is not None and speculation.draft is not None:  # the draft's weights and KV live here too
-            weights_B += _weight_bytes(speculation.draft.template.param_bytes, fmt, device,
-                                        self.config(point.knob("spec_draft")))
-            draft_cfg = self.config(point.knob("spec_draft"))
+            draft_cfg = self.config(self.draft_model(point))
+            weights_B += _weight_bytes(_own_param_bytes(speculation.draft.template.param_bytes, draft_cfg), fmt,
+                                        device, draft_cfg)
             kv_per_token_B += _kv_token_B(draft_cfg, fmt) * kv_replication(draft_cfg, point.tp)
         elif speculation is not None:
             weights_B += _medusa_heads_B(costs.template.param_bytes, cfg, point.knob("spec_tokens"), fmt, device,
@@ -775,10 +796,11 @@ class Evaluator:
         if speculation is None or (role == "prefill" and point.knob("spec_draft") == MEDUSA):
             return None
         self._check_draft(point)
-        draft = point.knob("spec_draft")
-        if draft != MEDUSA:  # a dense draft on the target's tp devices, drafting within its context
-            return ServingSpeculation(speculation, draft=self.cost_model(replace(point, model=draft, ep=1), fmt),
-                                      draft_positions=self.config(draft).max_positions)
+        if point.knob("spec_draft") != MEDUSA:  # a draft on the target's tp devices, drafting within its context
+            model = self.draft_model(point)
+            return ServingSpeculation(speculation, draft=self.cost_model(replace(point, model=model,
+                                                                                 ep=self.draft_ep(point)), fmt),
+                                      draft_positions=self.config(model).max_positions)
         cfg = self.config(point.model)
         return ServingSpeculation(speculation, device=device, execution=point.execution,
                                   heads=lambda rows: medusa_head_table(cfg, speculation.drafted, rows,
@@ -1041,6 +1063,12 @@ def _routed_experts(cfg: ModelConfig, fmt: NumericFormat, batch: int, prompt: in
 
     return RoutedExperts(weights_share=expert_byte_share(fmt, cfg), prefill_reached=reached(batch * prompt),
                          decode_reached=reached(batch))
+
+
+def _own_param_bytes(param_bytes: float, config: ModelConfig) -> float:
+    """Of `param_bytes` traced weights of `config`'s module, those it holds of its own (an MTP module shares its
+    model's embedding and LM head: ModelConfig.shared_param_count)."""
+    return param_bytes * (1.0 - config.shared_param_count() / config.param_count())
 
 
 def _medusa_heads_B(param_bytes: float, config: ModelConfig, heads: int, fmt: NumericFormat, device,

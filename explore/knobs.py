@@ -67,7 +67,7 @@ from sim.offload import OFFLOADS
 from sim.routers import ROUTERS
 from sim.schedulers import QUEUE_POLICIES, SCHEDULERS
 from sim.serving_spec import ARRIVALS, BUSY_ACTIONS, PREEMPTIONS, PREFIX_ATTENTIONS, ServingSpec
-from sim.speculative import MEDUSA
+from sim.speculative import MEDUSA, MTP
 from workloads.errors import InputError
 from workloads.model_config import load_model_config
 
@@ -264,9 +264,9 @@ class RefusedValueError(ValueError):
 
 
 def _draft(name: str) -> str:
-    """A speculative draft: off, Medusa heads, or a model that loads (its size is checked against the target's
-    where both are known: sim/speculative.py draft_error)."""
-    if name not in ("", MEDUSA):
+    """A speculative draft: off, Medusa heads, the target's MTP module, or a model that loads (its size is checked
+    against the target's where both are known: sim/speculative.py draft_error; an MTP module's presence, mtp_error)."""
+    if name not in ("", MEDUSA, MTP):
         try:
             load_model_config(name)
         except InputError as err:
@@ -415,9 +415,10 @@ register(Knob(name="retrieval_heads", type=float, section="workload", default=0.
 # tokens, the target verifies them in one pass and keeps the accepted ones (sim/speculative.py).
 register(Knob(name="spec_draft", type=str, section="workload", default="", label="draft",
               help="speculative decoding's draft: a smaller model preset or config.json on the same devices (sharded "
-              "as the target), or 'medusa' (spec_tokens extra decoding heads on the target); empty: off", check=_draft,
-              allowed_text="empty (off), 'medusa', or a model preset or config.json path smaller than the target in "
-              "parameters active per token"))
+              "as the target), 'medusa' (spec_tokens extra decoding heads on the target) or 'mtp' (the target's "
+              "multi-token-prediction module, DeepSeek-V3's, run spec_tokens times); empty: off", check=_draft,
+              allowed_text="empty (off), 'medusa', 'mtp' (a model whose config has num_nextn_predict_layers), or a "
+              "model preset or config.json path smaller than the target in parameters active per token"))
 # At most 32 drafted tokens: the chance that the last one is accepted, acceptance^32, is under 4% even at an
 # acceptance of 0.9, so longer drafts only add cost (Medusa trains 5 heads; Leviathan et al. test up to 10 tokens).
 register(Knob(name="spec_tokens", type=int, section="workload", default=5, minimum=1, maximum=32,

@@ -60,7 +60,7 @@ from hw_models.registry import load_device
 from hw_models.validation import check_keys, did_you_mean, input_error, quoted
 from kernels.kv_policy import budget_error
 from sim.serving_spec import BUSY_THRESHOLDS, trace_requests
-from sim.speculative import MEDUSA, draft_error
+from sim.speculative import MEDUSA, MTP, draft_error, mtp_error
 from workloads.errors import InputError, found_document
 from workloads.model_config import check_context, load_model_config
 from workloads.yaml_lines import LocatedYAML
@@ -940,9 +940,9 @@ def _check_kv_budget(sweep: Sweep, located: LocatedYAML) -> None:
 
 
 def _check_drafts(sweep: Sweep, located: LocatedYAML) -> None:
-    """A speculative draft model must be smaller than every model it drafts for, with its vocabulary
-    (sim/speculative.py); the drafting knobs set where no point drafts are refused, as explore run refuses the flags
-    without --spec-draft (they would only show in the results as if they had been run)."""
+    """A speculative draft model must be smaller than every model it drafts for, with its vocabulary, and an MTP
+    draft's models ship one (sim/speculative.py); the drafting knobs set where no point drafts are refused, as explore
+    run refuses the flags without --spec-draft (they would only show in the results as if they had been run)."""
     workload = sweep.spec.workload
     if not any(as_list(workload.spec_draft)) and "spec_draft" not in sweep.derived:
         for name in ("acceptance", "spec_tokens", "spec_tree"):
@@ -954,7 +954,8 @@ def _check_drafts(sweep: Sweep, located: LocatedYAML) -> None:
         if draft in ("", MEDUSA):
             continue
         for model in as_list(sweep.spec.model):
-            reason = draft_error(load_model_config(model), load_model_config(draft))
+            target = load_model_config(model)
+            reason = mtp_error(target) if draft == MTP else draft_error(target, load_model_config(draft))
             if reason:
                 raise InputError(f"{located.where(('workload', 'spec_draft'))}: workload.spec_draft: {reason}")
 

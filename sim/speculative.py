@@ -1,14 +1,14 @@
 """Speculative decoding of a static batch: a draft proposes tokens, the target verifies them in one pass.
 
 Each speculative step (Leviathan et al., "Fast Inference from Transformers via Speculative Decoding", ICML 2023)
-runs the draft's k decode steps (another model on the same device, each step reading its own KV cache), or, with
-Medusa heads (Cai et al., ICML 2024), nothing before the target's pass (the heads run inside it, on its hidden
-states: kernels/medusa.py); then one pass of the target over the k + 1 query tokens of each sequence (the last
-accepted token and the k drafted ones; with a Medusa tree, its candidates plus one) against its KV cache. That
-pass is traced as a decode step of k + 1 tokens after the prompt: its GEMMs have batch x (k + 1) rows, its
-attention reads every key once. Each step yields E = (1 - a^(k+1)) / (1 - a) tokens per sequence in expectation
-(Leviathan et al., eq. 1; k + 1 at a = 1) for an acceptance rate a, so the batch's O - 1 decode tokens take
-(O - 1) / E steps.
+runs the draft's k decode steps (another model on the same device, or the target's multi-token-prediction module
+run k times, each step reading its own KV cache), or, with Medusa heads (Cai et al., ICML 2024), nothing before the
+target's pass (the heads run inside it, on its hidden states: kernels/medusa.py); then one pass of the target over
+the k + 1 query tokens of each sequence (the last accepted token and the k drafted ones; with a Medusa tree, its
+candidates plus one) against its KV cache. That pass is traced as a decode step of k + 1 tokens after the prompt:
+its GEMMs have batch x (k + 1) rows, its attention reads every key once. Each step yields E = (1 - a^(k+1)) / (1 - a)
+tokens per sequence in expectation (Leviathan et al., eq. 1; k + 1 at a = 1) for an acceptance rate a, so the batch's
+O - 1 decode tokens take (O - 1) / E steps.
 
 The steps are priced at ceil((O - 1) / E) evenly spaced points of the generation (the middle of each step's
 share of it) and their sum scaled to (O - 1) / E steps: the decode time then falls as E grows, with no jump where
@@ -32,6 +32,9 @@ from sim.workload import BatchWorkload, PassTables
 from workloads.model_config import ModelConfig
 
 MEDUSA = "medusa"  # the spec_draft value that drafts with Medusa heads on the target
+# The spec_draft value that drafts with the target's multi-token-prediction module (DeepSeek-V3's; workloads/mtp.py),
+# as vLLM's speculative method 'deepseek_mtp' does: its one layer run k times a step, a KV cache of its own.
+MTP = "mtp"
 
 
 def expected_tokens(acceptance: float, drafted: int) -> float:
@@ -80,6 +83,15 @@ def draft_error(target: ModelConfig, draft: ModelConfig) -> str:
         return (f"found {draft.name} (a vocabulary of {draft.vocab_size:,} tokens), allowed: a model of the target "
                 f"{target.name}'s vocabulary ({target.vocab_size:,} tokens)")
     return ""
+
+
+def mtp_error(target: ModelConfig) -> str:
+    """Empty when `target` ships a multi-token-prediction module to draft with, else why not."""
+    if target.mtp_layers:
+        return ""
+    return (f"found {MTP!r} with {target.name}, whose config has no num_nextn_predict_layers (no multi-token-"
+            f"prediction module), allowed: {MTP!r} with a model that ships one (deepseek-v3), {MEDUSA!r}, or a draft "
+            f"model")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from workloads.errors import InputError
@@ -72,6 +72,10 @@ class ModelConfig:
     sliding_window: int | None = None
     dtype: str = "bfloat16"
     source: str = ""
+    # Multi-token-prediction modules the checkpoint ships beside the model (DeepSeek-V3's num_nextn_predict_layers),
+    # which the model itself does not build; `mtp`: this config is such a module (mtp_module, workloads/mtp.py).
+    mtp_layers: int = 0
+    mtp: bool = False
 
     @property
     def is_moe(self) -> bool:
@@ -91,6 +95,17 @@ class ModelConfig:
     def output_bias(self) -> bool:
         """Whether the attention output projection (o_proj) has a bias: OPT's always, Qwen3's with attention_bias."""
         return self.model_type == "opt" or (self.attention_bias and self.model_type in QWEN3_TYPES)
+
+    def mtp_module(self) -> ModelConfig:
+        """The config of the model's multi-token-prediction module (DeepSeek-V3, arXiv 2412.19437, section 2.2): one
+        decoder layer of the model's shape, as the layer after its last (an MoE one past first_k_dense_replace)."""
+        return replace(self, name=f"{self.name} MTP", num_layers=1, dense_layers=0, mtp_layers=0, mtp=True)
+
+    def shared_param_count(self) -> int:
+        """Parameters the config's module holds that belong to another: an MTP module's embedding and LM head, which
+        are its model's (DeepSeek-V3 README_WEIGHTS.md: 'Shares parameters with the Embedding layer' and output head);
+        0 for a model."""
+        return (1 if self.tie_embeddings else 2) * self.vocab_size * self.hidden_size if self.mtp else 0
 
     def kv_bytes_per_token(self, bits: int = 16) -> float:
         """KV-cache bytes one token occupies across all layers: a key and a value per KV head, or MLA's one latent
@@ -126,7 +141,9 @@ class ModelConfig:
         embed = self.vocab_size * h
         head = 0 if self.tie_embeddings else self.vocab_size * h
         pos = (self.max_positions + 2) * h if self.positions == "learned" else 0
-        return self.num_layers * per_layer + dense + embed + head + pos + norm
+        # An MTP module's own norms of the embedding and of the model's hidden state, and its 2h -> h eh_proj.
+        mtp = 2 * norm + 2 * h * h if self.mtp else 0
+        return self.num_layers * per_layer + dense + embed + head + pos + norm + mtp
 
     def _mlp_params(self, width: int) -> int:
         """Parameters of one MLP `width` wide."""
@@ -189,7 +206,7 @@ POSITIVE_INT_KEYS = {
     "v_head_dim": 1_024,
 }
 # Counts that may be 0, each with the largest it may be: shared experts (DeepSeek-V2: 2), dense first layers
-# (DeepSeek-V3: 3) and multi-token-prediction layers (DeepSeek-V3: 1, not built).
+# (DeepSeek-V3: 3) and multi-token-prediction layers (DeepSeek-V3: 1, built as a draft only: workloads/mtp.py).
 COUNT_KEYS = {"n_shared_experts": 1_024, "first_k_dense_replace": 1_000, "num_nextn_predict_layers": 1_000}
 TORCH_DTYPES = ("bfloat16", "float16", "float32")  # what a model is built and traced in
 # True/false keys a config may have (JSON true or false: a string "false" would read as true).
@@ -401,19 +418,20 @@ def _deepseek_fields(cfg: dict, where: str) -> dict:
         dense_intermediate_size=_require(cfg, "intermediate_size", where),
         scoring=given["scoring_func"], score_bias=given["topk_method"] == "noaux_tc",
         expert_groups=given["n_group"] if grouped else 1, topk_groups=given["topk_group"] if grouped else 1,
-        routed_scale=float(given["routed_scaling_factor"]))
+        routed_scale=float(given["routed_scaling_factor"]), mtp_layers=given["num_nextn_predict_layers"])
 
 
 def _deepseek_keys(cfg: dict) -> dict:
     """A DeepSeek config's keys that may be left out, each as given or, left out (a count also where null), what the
     decoder builds then: softmax scores, greedy top-k over one group of all the experts, no dense first layers, no
-    shared experts, a direct query projection, the routed experts' sum unscaled."""
+    shared experts, a direct query projection, the routed experts' sum unscaled, no multi-token-prediction module."""
     return {"scoring_func": cfg.get("scoring_func", SCORING_FUNCS[0]),
             "topk_method": cfg.get("topk_method", TOPK_METHODS[0]),
             "n_group": cfg.get("n_group") or 1, "topk_group": cfg.get("topk_group") or 1,
             "first_k_dense_replace": cfg.get("first_k_dense_replace") or 0,
             "n_shared_experts": cfg.get("n_shared_experts") or 0, "q_lora_rank": cfg.get("q_lora_rank") or 0,
-            "routed_scaling_factor": cfg.get("routed_scaling_factor", 1.0)}
+            "routed_scaling_factor": cfg.get("routed_scaling_factor", 1.0),
+            "num_nextn_predict_layers": cfg.get("num_nextn_predict_layers") or 0}
 
 
 def _qwen2_window(cfg: dict, where: str) -> int | None:

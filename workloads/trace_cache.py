@@ -65,8 +65,14 @@ def torch_version() -> str:
 @functools.cache
 def capture_code_digest() -> str:
     """A hash of the capture code's source files."""
+    return source_digest(CAPTURE_SOURCES)
+
+
+@functools.cache
+def source_digest(names: tuple[str, ...]) -> str:
+    """A hash of the named source files of this package."""
     digest = hashlib.sha256()
-    for name in CAPTURE_SOURCES:
+    for name in names:
         try:
             digest.update((Path(__file__).parent / name).read_bytes())
         except OSError:  # installed without sources (bytecode only): the key keeps the name, and the torch version
@@ -74,13 +80,19 @@ def capture_code_digest() -> str:
     return digest.hexdigest()[:16]
 
 
+# Config fields a trace does not depend on: where the file was read from, and the MTP modules a model does not build;
+# `mtp` (the config is an MTP module) is keyed as the module traced and its code.
+UNTRACED_FIELDS = ("source", "mtp_layers", "mtp")
+
+
 def trace_key(config: ModelConfig, *, phase: str, batch: int, seq_len: int, context_len: int = 0) -> dict[str, Any]:
     """Everything a fake-tensor trace of `config` depends on, as plain JSON values (not the config's source: where
-    its file was read from)."""
-    shape = {field: value for field, value in asdict(config).items() if field != "source"}
+    its file was read from); an MTP module's adds the module and workloads/mtp.py's source."""
+    shape = {field: value for field, value in asdict(config).items() if field not in UNTRACED_FIELDS}
+    module = {"module": "mtp", "module_code": source_digest(("mtp.py",))} if config.mtp else {}
     return {"cache_version": CACHE_VERSION, "trace_version": TRACE_VERSION, "config": shape,
             "phase": phase, "batch": batch, "seq_len": seq_len, "context_len": context_len,
-            "torch": torch_version(), "capture_code": capture_code_digest()}
+            "torch": torch_version(), "capture_code": capture_code_digest()} | module
 
 
 def trace_path(key: dict[str, Any]) -> Path:
@@ -131,8 +143,11 @@ def cached_trace(config: ModelConfig, *, phase: str, batch: int, seq_len: int, c
     capture a trace the cache lacks)."""
     key = trace_key(config, phase=phase, batch=batch, seq_len=seq_len, context_len=context_len)
     trace = load(key)
-    if trace is None:
-        from workloads.capture import trace_model  # imports torch
+    if trace is None:  # torch is imported only here
+        if config.mtp:
+            from workloads.mtp import trace_mtp as trace_model
+        else:
+            from workloads.capture import trace_model
 
         trace = trace_model(config, phase=phase, batch=batch, seq_len=seq_len, context_len=context_len)
         store(key, trace)

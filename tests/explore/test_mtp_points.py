@@ -1,0 +1,120 @@
+"""DeepSeek's multi-token-prediction module as a speculative draft on design points (spec_draft: mtp): its memory, its
+layout over tensor-parallel devices, static and serving runs, the assumptions explore run prints and what is refused,
+on the tiny DeepSeek of tests/workloads/test_mtp.py (46,288 parameters of its own, bf16; one MLA layer of KV, 16 + 4
+values a token: 40 B)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from explore.cli import main
+from explore.design_point import DesignPoint
+from sim.serving_spec import ServingSpec
+from sim.workload import BatchWorkload
+from tests.explore.test_deepseek_points import TINY_DEEPSEEK
+from tests.explore.tiny_sweep import write_sweep
+from tests.workloads.test_mtp import OWN_PARAMS, TINY_MTP
+from workloads.requests import Fixed
+
+MTP_KV_B_PER_TOKEN = (16 + 4) * 2
+
+
+@pytest.fixture(scope="module")
+def tiny_mtp(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("tiny-mtp") / "config.json"
+    path.write_text(json.dumps(TINY_MTP))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def tiny_deepseek(tmp_path_factory) -> str:
+    """The same model without an MTP module."""
+    path = tmp_path_factory.mktemp("tiny-deepseek") / "config.json"
+    path.write_text(json.dumps(TINY_DEEPSEEK))
+    return str(path)
+
+
+def point(model: str, tp: int = 1, **knobs) -> DesignPoint:
+    return DesignPoint(model=model, device="h100-sxm", batch=4, prompt=100, output=21, execution="engine", tp=tp,
+                       knobs=tuple(sorted(knobs.items())))
+
+
+def test_the_module_holds_its_weights_and_one_layer_of_kv(tiny_mtp, evaluator):
+    """Beside the target: the module's own 46,288 bf16 parameters (not the embedding and LM head it shares) and its
+    layer's KV of the prompt and every output token but the last, 4 x 120 tokens x 40 B."""
+    plain, drafting = point(tiny_mtp), point(tiny_mtp, spec_draft="mtp", spec_tokens=2, acceptance=0.8)
+    device, window = evaluator.point_device(plain), evaluator.kv_window(plain)
+    batch = BatchWorkload(batch=4, prompt_len=100, output_len=21)
+    before, after = (evaluator.batch_memory(p, device, batch, window) for p in (plain, drafting))
+    assert after.weights_B - before.weights_B == OWN_PARAMS * 2
+    assert after.kv_cache_B - before.kv_cache_B == 4 * 120 * MTP_KV_B_PER_TOKEN
+
+
+def test_every_device_runs_eh_proj_whole_and_its_share_of_the_lm_head(tiny_mtp, evaluator):
+    """vLLM's DeepSeekMultiTokenPredictorLayer builds eh_proj as an nn.Linear (every rank computes it whole) and the
+    shared head as a ParallelLMHead (split by vocabulary); its layer's heads split as the target's."""
+    def draft_decode(tp: int):
+        p = point(tiny_mtp, tp=tp, spec_draft="mtp", spec_tokens=1, acceptance=0.8)
+        return evaluator.speculative_tables(p, evaluator.point_tables(p, evaluator.point_device(p))).draft.decode
+
+    one, two = draft_decode(1), draft_decode(2)
+
+    def flops(table, module: str) -> float:
+        return float(table.flops[np.array([k.module == module for k in table.kernels])].sum())
+
+    assert flops(two, "eh_proj") == flops(one, "eh_proj") == 2 * 4 * 128 * 64
+    assert flops(two, "lm_head") == flops(one, "lm_head") / 2
+    assert flops(two, "layers.0.self_attn.q_proj") == flops(one, "layers.0.self_attn.q_proj") / 2
+
+
+def test_static_speculation_never_slower_with_more_acceptance(tiny_mtp, evaluator):
+    """At acceptance 0 the module only costs; more acceptance never slows a step's tokens."""
+    plain = evaluator.evaluate(point(tiny_mtp)).metrics["tpot_s"]
+    tpots = [evaluator.evaluate(point(tiny_mtp, spec_draft="mtp", spec_tokens=1, acceptance=a)).metrics["tpot_s"]
+             for a in (0.0, 0.5, 0.9, 1.0)]
+    assert tpots[0] > plain
+    assert tpots == sorted(tpots, reverse=True)
+
+
+def test_a_serving_run_drafts_with_the_module(tiny_mtp, evaluator):
+    """Served, the module's steps and KV come with each replica: acceptance 0 is slower than plain decoding, 1 faster
+    than 0.5, and the replica holds fewer KV blocks (each token's MTP latent beside the target's)."""
+    def serve(**knobs):
+        spec = ServingSpec(requests=8, rate_per_s=50.0, prompt=Fixed(tokens=100), output=Fixed(tokens=20))
+        return evaluator.evaluate(DesignPoint(model=tiny_mtp, device="h100-sxm", batch=spec.max_seqs, prompt=0,
+                                              output=0, serving=spec, execution="engine",
+                                              knobs=tuple(sorted(knobs.items())))).metrics
+
+    plain = serve()
+    runs = [serve(spec_draft="mtp", spec_tokens=2, acceptance=a)["tpot_s"] for a in (0.0, 0.5, 1.0)]
+    assert runs[0] > plain["tpot_s"]
+    assert runs[2] < runs[1] < runs[0]
+
+
+def test_explore_run_says_it_drafts_with_the_module(tiny_mtp, capsys):
+    assert main(["run", "--model", tiny_mtp, "--device", "h100-sxm", "--spec-draft", "mtp", "--spec-tokens", "1",
+                 "--acceptance", "0.9", "--execution", "engine"]) == 0
+    assumptions = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("#"))
+    assert ("speculative decoding: the target's multi-token-prediction module (eh_proj, its norms and one decoder "
+            "layer with a KV cache of its own, the target's embedding and LM head shared: workloads/mtp.py) run once "
+            "a step") in assumptions
+    assert "accepted with probability 0.9 (1.90 tokens a step in expectation)" in assumptions
+
+
+def test_a_model_without_the_module_is_refused_in_one_line(tiny_deepseek, tmp_path, capsys):
+    name = Path(tiny_deepseek).parent.name  # a config.json is named by its folder
+    assert main(["run", "--model", tiny_deepseek, "--device", "h100-sxm", "--spec-draft", "mtp"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"explore: error: --spec-draft: found 'mtp' with {name}, whose config has no "
+                          f"num_nextn_predict_layers")
+    assert "allowed: 'mtp' with a model that ships one" in err and len(err.strip().splitlines()) == 1
+    path = write_sweep(tmp_path, f"name: s\nmodel: [deepseek-v3, {tiny_deepseek}]\ndevice: h100-sxm\n"
+                                 f"workload:\n  spec_draft: mtp\n")
+    assert main(["check", path]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}:5: workload.spec_draft: found 'mtp' with {name}, whose config has no" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
