@@ -34,6 +34,15 @@ examples:
 """
 
 
+def number(text: str) -> int | float:
+    """A number flag's value as written: an integer where written as one ('-1'), else a float ('0.5'), as a sweep's
+    YAML reads it, so that a message echoes '-1' rather than '-1.0'."""
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with its mistakes as one-line InputErrors (argparse prints the whole usage, then exits)."""
 
@@ -163,7 +172,8 @@ def add_knob_flags(run: argparse.ArgumentParser) -> None:
         if knob.allowed:
             kwargs["choices"] = list(knob.allowed)
         shown = "" if knob.required or knob.default == "" else f" (default {knob.default})"
-        run.add_argument(knob.flag_name, type=knob.type, help=f"{knob.help}{shown}", **kwargs)
+        run.add_argument(knob.flag_name, type=number if knob.type is float else knob.type,
+                         help=f"{knob.help}{shown}", **kwargs)
 
 
 SERVING_EXAMPLE = ("explore run --model llama-2-7b --device h100-sxm --serving --trace splitwise-conv --requests 2000 "
@@ -190,11 +200,11 @@ def _add_serving_flags(run: argparse.ArgumentParser) -> None:
                    help=f"default {spec.scheduler}")
     g.add_argument("--requests", type=int,
                    help=f"requests to simulate (default {spec.requests}, or all of a shorter --trace)")
-    g.add_argument("--rate", type=float, help="arrivals per second (required unless --arrival trace or --capacity)")
+    g.add_argument("--rate", type=number, help="arrivals per second (required unless --arrival trace or --capacity)")
     g.add_argument("--arrival", choices=list(ARRIVALS), default="poisson",
                    help="poisson (default), gamma (bursty: --cv), or trace (the trace's own timestamps, scaled to "
                         "--rate when given)")
-    g.add_argument("--cv", type=float, default=1.0, help="gamma arrivals: coefficient of variation (default 1)")
+    g.add_argument("--cv", type=number, default=1.0, help="gamma arrivals: coefficient of variation (default 1)")
     g.add_argument("--trace", help="request lengths from a trace: splitwise-conv, splitwise-code, "
                                    "arxiv-summarization, a CSV path (arrival_s, prompt_tokens, output_tokens; "
                                    "optionally prefix_group, shared_tokens, after_previous_s), or a Mooncake "
@@ -223,16 +233,16 @@ def _add_serving_flags(run: argparse.ArgumentParser) -> None:
                    help="the requests as conversations of this many turns, each turn adding a --prompt-token message "
                         "to the conversation so far (its context found in the prefix cache while it stays there); "
                         "conversations start at --rate / turns (default: independent requests)")
-    g.add_argument("--think-s", type=float,
+    g.add_argument("--think-s", type=number,
                    help="seconds between a conversation turn's answer and its next turn (default 0)")
-    g.add_argument("--think-cv", type=float,
+    g.add_argument("--think-cv", type=number,
                    help="the think times' coefficient of variation: gamma-distributed about --think-s, 1 exponential "
                         "(default: each exactly --think-s)")
     g.add_argument("--queue-policy", choices=list(QUEUE_POLICIES),
                    help="the order waiting requests are admitted in: fcfs (arrival order; the default), lpm (the "
                         "longest cached prefix first, SGLang's longest-prefix-match) or priority (the most urgent "
                         "first, the least urgent preempted first: vLLM's priority scheduling)")
-    g.add_argument("--priority-fraction", type=float,
+    g.add_argument("--priority-fraction", type=number,
                    help="the share of requests drawn urgent (priority 0, the others 1), served first under "
                         "--queue-policy priority; adds the urgent requests' latency percentiles (default: every "
                         "request alike, or a --trace CSV's priority column)")
@@ -243,7 +253,7 @@ def _add_serving_flags(run: argparse.ArgumentParser) -> None:
     g.add_argument("--preemption", choices=["recompute", "swap"], default="recompute",
                    help="when KV blocks run out: recompute (default) or swap to host memory over the device's host "
                         "link (or --swap-GBps)")
-    g.add_argument("--swap-GBps", type=float,
+    g.add_argument("--swap-GBps", type=number,
                    help="host link bandwidth for swap preemption, GB/s (default: the device preset's host_link)")
     g.add_argument("--replicas", type=int, default=1,
                    help="replicas serving requests, each arrival to the one --router picks (with --prefill-replicas: "
@@ -268,23 +278,23 @@ def _add_serving_flags(run: argparse.ArgumentParser) -> None:
                         "throughput within --slo-tpot; load_planner: Dynamo's load-based scaling, a replica at a time "
                         "on each one's estimated TTFT and TPOT against --slo-ttft and --slo-tpot; sla_load_planner: "
                         "both, the SLA planner's replicas a floor (default hpa)")
-    g.add_argument("--autoscale-interval-s", type=float,
+    g.add_argument("--autoscale-interval-s", type=number,
                    help="seconds between the autoscaler's decisions (default: hpa 15, sla_planner 180, load_planner "
                         "and sla_load_planner 5)")
     g.add_argument("--prefill-max-replicas", type=int,
                    help="autoscale the prefill pool from --prefill-replicas up to this many too, by the same "
                         "autoscaler (default: --prefill-replicas throughout)")
-    g.add_argument("--autoscale-target", type=float, help="the autoscale metric's target per replica")
+    g.add_argument("--autoscale-target", type=number, help="the autoscale metric's target per replica")
     g.add_argument("--autoscale-metric", choices=list(AUTOSCALE_METRICS),
                    help="what the pool scales on: requests waiting (queue size) or running (batch size) on a replica "
                         "(default waiting)")
-    g.add_argument("--cold-start-s", type=float,
+    g.add_argument("--cold-start-s", type=number,
                    help="seconds from a scale-up to the new replica serving (default: its weights read from a local "
                         "NVMe SSD)")
     g.add_argument("--autoscale-predictor", choices=list(LOAD_PREDICTORS),
                    help="how the SLA planner forecasts the next interval's load: constant (the last interval's) or "
                         "kalman (a local linear trend) (default constant)")
-    g.add_argument("--busy-kv-usage", type=float,
+    g.add_argument("--busy-kv-usage", type=number,
                    help="reject a request arriving while every replica is busy (load shedding, Dynamo's busy "
                         "thresholds): busy while more than this share of its KV blocks is in use (default: never)")
     g.add_argument("--busy-prefill-tokens", type=int,
@@ -297,7 +307,7 @@ def _add_serving_flags(run: argparse.ArgumentParser) -> None:
     g.add_argument("--client-retries", type=int,
                    help="how many times a rejected request's client retries it, backing off as OpenAI's Python client "
                         "does (its default, 2) (default: never)")
-    g.add_argument("--client-retry-s", type=float,
+    g.add_argument("--client-retry-s", type=number,
                    help="the first retry's backoff, doubling at each retry up to 8 s (default 0.5, OpenAI's client)")
     g.add_argument("--kv-link",
                    help=f"the link KV crosses from the prefill to the decode pool (default {KV_LINK})")
@@ -322,32 +332,32 @@ def _add_serving_flags(run: argparse.ArgumentParser) -> None:
                         f"APEX's CPU-GPU attention; default {spec.attention_placement})")
     g.add_argument("--router", help=f"how each pool picks the replica a request joins: {', '.join(ROUTERS)} "
                                     f"(default {DEFAULT_ROUTER})")
-    g.add_argument("--memory-utilization", type=float,
+    g.add_argument("--memory-utilization", type=number,
                    help="the share of each device's memory the engine may use for weights, activations and KV blocks "
                         "(vLLM's gpu_memory_utilization, 0.9 there; default 1: every byte)")
-    g.add_argument("--host-cache-GB", type=float,
+    g.add_argument("--host-cache-GB", type=number,
                    help="host memory (GB) each replica keeps the prefix blocks its KV cache evicts in, loaded back "
                         "over the host link (--swap-GBps or the device's) when a request finds them (default: none)")
-    g.add_argument("--kv-store-GB", type=float,
+    g.add_argument("--kv-store-GB", type=number,
                    help="a KV store (GB) a pool's replicas share: every prefix block a replica computes is kept there "
                         "for the others to fetch (Mooncake's store; default: none)")
-    g.add_argument("--kv-store-GBps", type=float,
+    g.add_argument("--kv-store-GBps", type=number,
                    help="what each device fetches from the KV store per second (default: its node link's NIC)")
     g.add_argument("--rate-profile", metavar="S:X,S:X,...",
                    help="the arrival rate in phases, repeating: each S seconds at X times --rate (0: none arrive), "
                         "e.g. 600:1,300:3 (default: --rate throughout)")
     g.add_argument("--seed", type=int, default=0, help="seed of arrivals and lengths (default 0)")
-    g.add_argument("--slo-ttft", type=float, help="SLO: time to first token per request, s")
-    g.add_argument("--slo-tpot", type=float, help="SLO: time per output token per request, s")
+    g.add_argument("--slo-ttft", type=number, help="SLO: time to first token per request, s")
+    g.add_argument("--slo-tpot", type=number, help="SLO: time per output token per request, s")
     for limit in ("ttft", "tpot"):
-        g.add_argument(f"--slo-urgent-{limit}", type=float,
+        g.add_argument(f"--slo-urgent-{limit}", type=number,
                        help=f"SLO: the urgent requests' own {limit.upper()} limit, s (default --slo-{limit}; read "
                             f"where requests differ in priority)")
-    g.add_argument("--slo-attainment", type=float, default=0.9, help="SLO: fraction of requests (default 0.9)")
+    g.add_argument("--slo-attainment", type=number, default=0.9, help="SLO: fraction of requests (default 0.9)")
     g.add_argument("--slo-slowdown", choices=list(SLOWDOWN_PRESETS),
                    help="SLO: limits on percentiles of each request's TTFT, TBT and E2E slowdown over its run alone "
                         "on the device (splitwise: Splitwise's nine P50/P90/P99 limits); adds the slowdown_* metrics")
-    g.add_argument("--capacity", type=float, nargs=2, metavar=("LOW", "HIGH"),
+    g.add_argument("--capacity", type=number, nargs=2, metavar=("LOW", "HIGH"),
                    help="search the highest rate in [LOW, HIGH] req/s that meets the SLO")
 
 

@@ -87,6 +87,8 @@ def _swept_values(sweep: Sweep, point: DesignPoint) -> str:
 def _value(point: DesignPoint, name: str) -> Any:
     if name == "link" and not point.link:
         return "default"  # as a sweep names each device's own link
+    if name == "ep":
+        return "spread" if point.ep > 1 else "split"  # as a sweep names it (Sweep.point: spread is ep = tp)
     if hasattr(point, name):
         return getattr(point, name)
     if point.serving is not None and hasattr(point.serving, name):

@@ -26,7 +26,7 @@ from explore.serving_settings import (
 )
 from hw_models.link import load_link_model
 from hw_models.registry import load_device
-from kernels.parallel import check_expert_parallel, check_pipeline_parallel, check_tensor_parallel
+from kernels.parallel import check_pipeline_parallel, check_tensor_parallel, spread_refusal
 from sim.autoscalers import forecasts, on_metric
 from sim.serving_spec import ATTENTION_FIELDS, ServingSpec
 from sim.slowdown import METRICS as SLOWDOWN_OF
@@ -506,11 +506,10 @@ def check_parallel(parallel: Parallel, models: list[str], located: LocatedYAML) 
         config = load_model_config(model)
         if "spread" in as_list(parallel.ep):
             for tp in as_list(parallel.tp):
-                try:
-                    check_expert_parallel(config, tp, tp)
-                except ValueError as err:
-                    raise InputError(f"{located.where(('parallel', 'ep'))}: parallel.ep: 'spread' with tp {tp}: "
-                                     f"{err}") from None
+                # Named as the sweep writes it ('spread', not the ep = tp it stands for); on one device it is split.
+                if tp > 1 and (why := spread_refusal(config, tp)):
+                    raise InputError(f"{located.where(('parallel', 'ep'))}: parallel.ep: found 'spread' with tp {tp}, "
+                                     f"allowed: split ({why})")
         checks = ((("tp", check_tensor_parallel),) if sharded else ()) + (("pp", check_pipeline_parallel),)
         for key, check in checks:
             for value in as_list(getattr(parallel, key)):

@@ -61,15 +61,21 @@ def kv_replication(config: ModelConfig, tp: int) -> int:
     return max(1, tp // config.num_kv_heads)
 
 
+def spread_refusal(config: ModelConfig, tp: int) -> str:
+    """Why an MoE model's experts cannot be spread whole over `tp` devices ('' where they can)."""
+    if not config.num_experts:
+        return f"{config.name} has no experts"
+    if config.num_experts % tp:
+        return f"{tp} devices do not divide {config.name}'s {config.num_experts} experts whole"
+    return ""
+
+
 def check_expert_parallel(config: ModelConfig, ep: int, tp: int) -> None:
     """ValueError ('found X, allowed: Y') unless `ep` spreads an MoE model's experts over its tp group."""
     if ep == 1:
         return
-    if not config.num_experts:
-        raise ValueError(f"found {ep}, allowed: 1 ({config.name} has no experts)")
-    if config.num_experts % tp:
-        raise ValueError(f"found {ep}, allowed: 1 ({tp} devices do not divide {config.name}'s {config.num_experts} "
-                         f"experts whole)")
+    if why := spread_refusal(config, tp):
+        raise ValueError(f"found {ep}, allowed: 1 ({why})")
     if ep != tp:
         raise ValueError(f"found {ep}, allowed: 1 or the tensor-parallel degree ({tp})")
 

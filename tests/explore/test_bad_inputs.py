@@ -53,14 +53,25 @@ def _big_device(tmp: Path) -> list[str]:
     return ["run", "--model", "llama-2-7b", "--device", str(path)]
 
 
-def _derived(expression: str):
-    """A sweep whose derived capacity is `expression`, written at test time (they are large)."""
+def _checked(name: str, text: str):
+    """`explore check` of a sweep file written at test time (in the test's folder) as `name`."""
     def write(tmp: Path) -> list[str]:
-        path = tmp / "derived.yaml"
-        path.write_text(f'name: derived\nmodel: llama-2-7b\ndevice: h100-sxm\nderived:\n'
-                        f'  device.memory.capacity_GB: "{expression}"\n')
+        path = tmp / name
+        path.write_text(text)
         return ["check", str(path)]
     return write
+
+
+def _derived(expression: str):
+    """A sweep whose derived capacity is `expression`, written at test time (they are large)."""
+    return _checked("derived.yaml", f'name: derived\nmodel: llama-2-7b\ndevice: h100-sxm\nderived:\n'
+                                    f'  device.memory.capacity_GB: "{expression}"\n')
+
+
+def _ep_sweep(parallel: str):
+    """A sweep of Mixtral-8x7B (8 experts, 32 heads) with this parallel: section."""
+    return _checked("ep.yaml", f"name: ep\nmodel: mixtral-8x7b\ndevice: h100-sxm\n"
+                               f"workload: {{batch: 1, prompt: 16, output: 4}}\nparallel: {parallel}\n")
 
 
 def _nested_conditionals(levels: int) -> str:
@@ -267,6 +278,18 @@ CASES = [
      "or a field of another part of the system: link.<field>, attention_device.<field>"),
     ("--requests beyond the limit", _run("--serving", "--requests", "10000000", "--rate", "1000"),
      "--requests: found 10,000,000, allowed: at most 1,000,000"),
+    # A number flag's value as the user wrote it ('-1', not the float '-1.0' it parses to), a serving spec's and a
+    # knob's alike.
+    ("--rate negative, as written", _run("--serving", "--rate", "-1"),
+     "--rate: found -1, allowed: a finite number > 0"),
+    ("--hot-experts negative, as written", _run("--hot-experts", "-1"), "--hot-experts: found -1, allowed:"),
+    # ep as the sweep writes it ('spread', 'split'), not the number of devices it stands for (ep = tp or 1).
+    ("sweep ep spread over devices that split experts", _ep_sweep("{tp: [2, 3], ep: [split, spread]}"),
+     "ep.yaml:5: parallel.ep: found 'spread' with tp 3, allowed: split (3 devices do not divide mixtral-8x7b's 8 "
+     "experts whole)"),
+    ("sweep ep at a refused point", _ep_sweep("{tp: 2, ep: [split, spread], attention_parallel: data}"),
+     "attention_parallel: found 'data' in a static batch, allowed: tensor (data-parallel ranks run their own batches "
+     "in lockstep in serving iterations: add serving:, or --serving) (at ep=split)"),
     ("--slo-attainment alone", _run("--serving", "--slo-attainment", "0.5"),
      "--slo-attainment: found 0.5 with no SLO, allowed: with an SLO to attain"),
     # Combinations of values each valid alone, which no point can run: found by `explore check` and before a run.
