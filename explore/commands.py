@@ -70,7 +70,7 @@ from sim.serving_spec import ServingSpec
 from sim.slowdown import SLOWDOWN_PRESETS
 from sim.speculative import MEDUSA, MTP, expected_tokens
 from workloads.errors import InputError
-from workloads.model_config import load_model_config
+from workloads.model_config import ModelConfig, load_model_config
 from workloads.requests import Fixed, phases_label, resolve_trace
 
 # Rough costs for `explore check`'s estimate, measured on one core of a 2-core CI machine: capturing a
@@ -383,7 +383,7 @@ def cmd_run(args) -> int:
     except InputError as err:  # the evaluation names a setting by its key, as a sweep writes it
         raise InputError(_flagged(str(err))) from None
     if evaluation.result is None:
-        return _print_infeasible(args, point, evaluator, evaluation.metrics)
+        return _print_infeasible(args, point, evaluator, evaluation.metrics, config)
     if args.chrome_trace:
         from sim.chrome_trace import write_chrome_trace
 
@@ -426,7 +426,7 @@ def cmd_run(args) -> int:
     if args.json:
         print_json(metrics | ({"ops": [asdict(row) for row in ops]} if ops is not None else {}))
     else:
-        print(f"# {_assumptions(point, evaluator.point_device(point))}")
+        print(f"# {_assumptions(point, evaluator.point_device(point), config)}")
         _print_metrics(metrics)
         if ops is not None:
             print()
@@ -457,7 +457,7 @@ def _print_metrics(metrics: dict) -> None:
         print(f"{key:<{width}}  {shown}")
 
 
-def _print_infeasible(args, point: DesignPoint, evaluator: Evaluator, metrics: dict) -> int:
+def _print_infeasible(args, point: DesignPoint, evaluator: Evaluator, metrics: dict, config: ModelConfig) -> int:
     """A point that does not fit: why, in one line first, then changes that fit (each evaluated), then what is
     known of it (memory, area, price; no timings). Exit code 1."""
     reason = metrics["infeasible_reason"]
@@ -479,7 +479,7 @@ def _print_infeasible(args, point: DesignPoint, evaluator: Evaluator, metrics: d
               f"tensor-parallel devices, or a preset of kind {evaluator.point_device(point).kind} with more memory")
     if args.chrome_trace:
         print(f"--chrome-trace: {args.chrome_trace} not written (a point that does not fit has no timeline)")
-    print(f"# {_assumptions(point, evaluator.point_device(point))}")
+    print(f"# {_assumptions(point, evaluator.point_device(point), config)}")
     _print_metrics({k: v for k, v in shown.items() if v is not None})
     return 1
 
@@ -672,8 +672,9 @@ def _launch_text(execution: str, device) -> str:
     return f"{execution} execution, {device.host_s(execution) * 1e6:.1f} us launch per kernel"
 
 
-def _assumptions(point: DesignPoint, device) -> str:
-    """What a prediction assumed: calibration and kernel launch mode."""
+def _assumptions(point: DesignPoint, device, config: ModelConfig) -> str:
+    """What a prediction assumed: calibration and kernel launch mode; `config`: the point's model's."""
+    device_name = _named(point.device)
     if point.tp > 1 or point.pp > 1:
         link = device.link
 
@@ -739,16 +740,14 @@ def _assumptions(point: DesignPoint, device) -> str:
         placed = "spread" if point.ep == point.tp else "split"
         layout = (f"{point.tp} data-parallel attention ranks, experts {placed} over them" if data_parallel else
                   f"{point.tp}-way tensor parallel{stages}")
-        system = f"{point.tp * point.pp} x {_named(point.device)}, {layout} over {link.spec.name} ({fitted_link}); "
+        system = f"{point.tp * point.pp} x {device_name}, {layout} over {link.spec.name} ({fitted_link}); "
         device = device.device
     else:
         system = ""
-    fitted = _calibration_text(device, point.execution == "engine" and load_model_config(point.model).is_moe)
+    fitted = _calibration_text(device, point.execution == "engine" and config.is_moe)
     # The config's name (a file's folder or stem), as a device file is named by its name: rather than its path.
-    what = (f"{load_model_config(point.model).name} on {_named(point.device)}: {system}{fitted}; "
-            f"{_launch_text(point.execution, device)}")
-    notices = (format_notice(device, point.numeric_format, load_model_config(point.model).head_dim),
-               sixteen_bit_notice(device, load_model_config(point.model).dtype),
+    what = f"{config.name} on {device_name}: {system}{fitted}; {_launch_text(point.execution, device)}"
+    notices = (format_notice(device, point.numeric_format, config.head_dim), sixteen_bit_notice(device, config.dtype),
                estimate_notice(device, point.knob("prefill_kept")))
     what += "".join(f"; {notice}" for notice in notices if notice)
     if point.overrides or point.link_overrides or any(getattr(point, pool.field) for pool in POOL_WHAT_IFS):
@@ -780,7 +779,7 @@ def _assumptions(point: DesignPoint, device) -> str:
         scaling = s.autoscaling("decode") or s.autoscaling("prefill") or s.autoscaling("mixed")
         if scaling is not None:
             pairs = ((("prefill", s.prefill_max_replicas), ("decode", s.max_replicas)) if s.disaggregated
-                     else ((_named(point.device), s.max_replicas),
+                     else ((device_name, s.max_replicas),
                            (f"mixed {_named(s.mixed_device)}", s.mixed_max_replicas)) if s.mixed
                      else ())
             scaled = f" scaling up to {s.max_replicas}" if not pairs else ", scaling the " + " and the ".join(
