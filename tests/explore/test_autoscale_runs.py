@@ -85,7 +85,7 @@ def test_a_sweep_writes_the_autoscale_columns_and_draws_the_replicas_held(tmp_pa
     # Every replica a pool may hold is built: 100,000 had built 100,000 simulated engines.
     (("--max-replicas", "100000", "--autoscale-target", "4"),
      "--max-replicas: found 100,000, allowed: at most 2,048 replicas in all the pools"),
-    (("--max-replicas", "4", "--autoscale-target", "4", "--cold-start-s", "-1"), "--cold-start-s: found -1.0"),
+    (("--max-replicas", "4", "--autoscale-target", "4", "--cold-start-s", "-1"), "--cold-start-s: found -1 with"),
     (("--rate-profile", "600:1"), "--rate-profile: found phases with --arrival 'trace', allowed: poisson or gamma"),
     (("--arrival", "poisson", "--rate", "2", "--rate-profile", "600-1"), "--rate-profile: found '600-1', allowed: "
                                                                           "phases S:X separated by commas"),
@@ -226,7 +226,7 @@ def test_the_sla_planner_scales_a_rising_load_and_rents_what_it_held(capsys):
     (("--max-replicas", "4", "--autoscaler", "sla_planner", "--slo-tpot", "0.1", "--autoscale-target", "4"),
      "--autoscale-target: found 4 with --autoscaler sla_planner, allowed: with --autoscaler hpa"),
     (("--max-replicas", "4", "--autoscaler", "sla_planner", "--slo-tpot", "0.1", "--autoscale-interval-s", "0"),
-     "--autoscale-interval-s: found 0.0 with --max-replicas 4, allowed: seconds > 0"),
+     "--autoscale-interval-s: found 0 with --max-replicas 4, allowed: seconds > 0"),
     (("--max-replicas", "4", "--autoscaler", "load_planner", "--slo-tpot", "0.1"),
      "--slo-ttft: found none with --autoscaler 'load_planner', allowed: the SLO's limit"),
     (("--autoscaler", "sla_planner", "--slo-tpot", "0.1"),

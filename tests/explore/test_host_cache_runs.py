@@ -36,10 +36,10 @@ def test_host_memory_that_holds_every_document_finds_more_of_them(capsys):
 @pytest.mark.parametrize(("args", "message"), [
     (["--rate", "2", "--prompt", "64", "--output", "4", "--host-cache-GB", "8"],
      "--host-cache-GB: found 8 with no shared prefix, allowed: with --prefix-tokens N"),
-    ([*DOCUMENTS, "--host-cache-GB", "-1"], "--host-cache-GB: found -1.0, allowed: gigabytes >= 0"),
+    ([*DOCUMENTS, "--host-cache-GB", "-1"], "--host-cache-GB: found -1, allowed: gigabytes >= 0"),
     # A negative size is no size, shared prefix or not: refused for its sign, not for what it is set beside.
     (["--rate", "2", "--prompt", "64", "--output", "4", "--host-cache-GB", "-1"],
-     "--host-cache-GB: found -1.0, allowed: gigabytes >= 0"),
+     "--host-cache-GB: found -1, allowed: gigabytes >= 0"),
     # Llama-3-8B's 16-token block is 16 x 128 KiB = 2.1 MB: a megabyte of host memory holds none.
     ([*DOCUMENTS, "--host-cache-GB", "0.001"], "--host-cache-GB: found 0.001, allowed: 0 (none) or at least one KV "
      "block for each of a replica's 1 engine(s), 0.0021 GB"),

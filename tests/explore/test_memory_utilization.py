@@ -93,7 +93,7 @@ def test_a_static_batch_takes_no_share(tmp_path, capsys):
     assert "--memory-utilization: found 0.9 without --serving" in err and len(err.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize(("value", "found"), [("0", "found 0.0"), ("1.5", "found 1.5"), ("most", "'most'")])
+@pytest.mark.parametrize(("value", "found"), [("0", "found 0,"), ("1.5", "found 1.5"), ("most", "'most'")])
 def test_a_share_outside_0_to_1_is_one_line(tmp_path, capsys, value, found):
     model = write_tiny_model(tmp_path)
     assert main(["run", "--model", model, "--device", "h100-sxm", "--serving", "--rate", "5", "--requests", "4",
