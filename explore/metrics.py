@@ -326,7 +326,7 @@ _m("capacity_judged", "capacity judged", "", None,
    "1 where the search judged the rate that stopped it (its run failed the SLO, or was long and steady enough to "
    "show whether the queue keeps up: sim/stability.py), 0 where capacity_rps is only what the requests can show",
    kind="bool", section="capacity")
-_m("queue_growth", "queue growth", "", "min",
+_m("queue_growth", "queue growth", "s/s", "min",
    "at the capacity rate, seconds the time requests wait for a running batch grows per second of arrivals (about "
    "0 in steady state, arrival over service rate less 1 for an overloaded queue; NaN where the run at the capacity "
    "is too short or noisy to judge; capacity_judged says the same of the rate above it)",

@@ -25,6 +25,7 @@ from explore.rows import (
     is_feasible,
     knobs_label,
     metric_axis_label,
+    metric_column,
     metric_value_label,
     normalize_row,
     overrides_label,
@@ -134,15 +135,16 @@ def _point_headers(knobs: bool, overrides: bool) -> list[str]:
 
 
 POINT_HEADERS = ["model", "device", "batch", "prompt/output", "format"]
-DESIGN_HEADERS = ["tokens/s", "TTFT (ms)", "TPOT (ms)", "energy (J/token)", "avg power (W)", "peak memory (GB)",
-                  "tokens/USD"]
+# Each column headed by its metric's registry label (explore/metrics.py), in the unit figures show it in.
+DESIGN_METRICS = tuple(metric_column(name) for name in ("tokens_per_s", "ttft_s", "tpot_s", "energy_per_token_J",
+                                                        "avg_power_W", "peak_memory_B", "tokens_per_usd"))
+DESIGN_HEADERS = [header for header, _, _ in DESIGN_METRICS]
+PEAK_MEMORY = metric_column("peak_memory_B")  # the infeasible points' one metric
 
 
 def _design_cells(row: dict[str, Any]) -> list[str]:
     """Table cells of a design point's metrics, in DESIGN_HEADERS order."""
-    scaled = (("tokens_per_s", 1.0), ("ttft_s", 1e3), ("tpot_s", 1e3), ("energy_per_token_J", 1.0),
-              ("avg_power_W", 1.0), ("peak_memory_B", 1e-9), ("tokens_per_usd", 1.0))
-    return [format_number(row.get(name), scale) for name, scale in scaled]
+    return [format_number(row.get(name), scale) for _, name, scale in DESIGN_METRICS]
 
 
 def best_note(shown: Sequence[dict[str, Any]], what: str, feasible: Sequence[dict[str, Any]],
@@ -202,8 +204,8 @@ def report_tables(rows: list[dict[str, Any]], constraints: Sequence[str] | None 
     more = f" Showing the first {len(shown)} of {len(infeasible)}." if len(infeasible) > len(shown) else ""
     tail.append(ReportTable(
         title="Infeasible design points", note=infeasible_note(len(infeasible), more),
-        headers=_point_headers(knobs, overrides) + ["peak memory (GB)", "reason"],
-        cells=[_point_cells(r, knobs, overrides) + [format_number(r.get("peak_memory_B"), 1e-9),
+        headers=_point_headers(knobs, overrides) + [PEAK_MEMORY[0], "reason"],
+        cells=[_point_cells(r, knobs, overrides) + [format_number(r.get("peak_memory_B"), PEAK_MEMORY[2]),
                                              r.get("infeasible_reason") or "no metrics (NaN)"] for r in shown]))
     return lead, tail
 

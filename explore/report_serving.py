@@ -37,6 +37,7 @@ from explore.report import (
     MAX_DETAIL,
     MAX_INFEASIBLE,
     MAX_SERIES,
+    PEAK_MEMORY,
     TOP_N,
     ReportFigure,
     ReportTable,
@@ -55,8 +56,7 @@ from explore.rows import (
     format_number,
     is_feasible,
     is_serving,
-    metric_axis_label,
-    metric_scale,
+    metric_column,
     metric_value_label,
     overrides_label,
     value_label,
@@ -572,24 +572,22 @@ def _point_cells(row: dict[str, Any], rate: bool, extra: list[str]) -> list[str]
     return cells + [format_label(row)] + ["" if v is None else value_label(v) for v in values]
 
 
-METRICS = (("goodput (req/s)", "goodput_rps", 1.0), ("SLO attainment", "slo_attainment", 1.0),
-           ("p99 TTFT (ms)", "ttft_p99_s", 1e3), ("p99 TPOT (ms)", "tpot_p99_s", 1e3),
-           ("tokens/s", "tokens_per_s", 1.0), ("energy/token (J)", "energy_per_token_J", 1.0),
-           ("avg power (W)", "avg_power_W", 1.0), ("peak memory (GB)", "peak_memory_B", 1e-9))
-CAPACITY = ("capacity (req/s)", "capacity_rps", 1.0)
+# Each column headed by its metric's registry label (explore/metrics.py), in the unit figures show it in.
+METRICS = tuple(metric_column(name) for name in ("goodput_rps", "slo_attainment", "ttft_p99_s", "tpot_p99_s",
+                                                 "tokens_per_s", "energy_per_token_J", "avg_power_W", "peak_memory_B"))
+CAPACITY = metric_column("capacity_rps")
 # Beside the capacity where the sweep's folder has the capacity columns (sim/capacity.py CAPACITY_METRICS).
-QUEUE_GROWTH = ("queue growth (s/s)", "queue_growth", 1.0)
+QUEUE_GROWTH = metric_column("queue_growth")
 # Where requests differ in priority: the most urgent ones' p99 TTFT and SLO attainment (sim/serving_metrics.py).
-URGENT = (("urgent p99 TTFT (ms)", "urgent_ttft_p99_s", 1e3), ("urgent SLO attainment", "urgent_slo_attainment", 1.0))
+URGENT = (metric_column("urgent_ttft_p99_s"), metric_column("urgent_slo_attainment"))
 # Of an autoscaled pool: the replicas it held on average, what its price per hour rents (sim/autoscalers/).
-SCALED = (("mean replicas", "mean_replicas", 1.0),
-          (metric_axis_label("usd_per_hour"), "usd_per_hour", metric_scale("usd_per_hour")))
+SCALED = (metric_column("mean_replicas"), metric_column("usd_per_hour"))
 # Where the gateway sheds load: the share of requests it rejected (sim/admission.py).
-REJECTED = (("rejected", "rejected_share", 1.0),)
+REJECTED = (metric_column("rejected_share"),)
 # Where clients retry rejected requests: the share turned away at least once (the rejected share where none retry).
-RETRIED = ("turned away", "retried_share", 1.0)
+RETRIED = metric_column("retried_share")
 # Under a slowdown SLO: the p90 slowdown of each metric (the other percentiles are results columns).
-SLOWDOWNS = tuple((f"p90 {name.upper()} slowdown", f"slowdown_{name}_p90", 1.0) for name in SLOWDOWN_OF)
+SLOWDOWNS = tuple(metric_column(f"slowdown_{name}_p90") for name in SLOWDOWN_OF)
 
 
 def _has_capacity_columns(rows: list[dict[str, Any]]) -> bool:
@@ -658,9 +656,9 @@ def serving_tables(rows: list[dict[str, Any]], constraints: Sequence[str] | None
                                        for cells, r in zip(table.cells, violating, strict=False)]))
     tail.append(ReportTable(
         title="Infeasible design points", note=infeasible_note(len(infeasible), more),
-        headers=headers + ["peak memory (GB)", "reason"],
+        headers=headers + [PEAK_MEMORY[0], "reason"],
         cells=[_point_cells(r, "rate (req/s)" in headers, extra)
-               + [format_number(r.get("peak_memory_B"), 1e-9), r.get("infeasible_reason") or "no metrics (NaN)"]
+               + [metric_cell(r, *PEAK_MEMORY[1:]), r.get("infeasible_reason") or "no metrics (NaN)"]
                for r in shown]))
     return lead, tail
 

@@ -299,6 +299,11 @@ def metric_axis_label(name: str) -> str:
     return f"{words} ({shown})"
 
 
+def metric_column(name: str) -> tuple[str, str, float]:
+    """A table column of a metric: its header (metric_axis_label), name and scale to the unit the header shows."""
+    return metric_axis_label(name), name, metric_scale(name)
+
+
 def metric_value_label(name: str, value: Any) -> str:
     """A metric's value in the unit figures and tables show, with the unit: 'ttft_s', 2.0 -> '2,000 ms'."""
     words, unit = _unit(name)

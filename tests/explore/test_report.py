@@ -209,6 +209,17 @@ def test_without_objectives_the_report_is_unchanged(tmp_path: Path, synthetic: l
                                                                            "energy.png"]  # stale ones removed
 
 
+def test_tables_head_each_metric_as_the_figures_label_it(tmp_path: Path, synthetic: list[dict]) -> None:
+    """A metric has one name: the design tables head their columns with the metric registry's label and the unit the
+    figures show (explore/metrics.py: energy per output token in J/token, average power in W, seconds as ms)."""
+    markdown = write_report(tmp_path, synthetic, title="t")[1].read_text()
+    section = markdown.split("## Highest throughput\n", 1)[1]
+    header = next(line for line in section.splitlines() if line.startswith("|"))
+    assert [cell.strip() for cell in header.strip("|").split("|")] == [
+        "model", "device", "batch", "prompt/output", "format", "tokens/s", "TTFT (ms)", "TPOT (ms)",
+        "energy per output token (J/token)", "average power (W)", "peak memory (GB)", "tokens/USD"]
+
+
 def test_every_figure_of_an_earlier_report_is_removed(tmp_path: Path, synthetic: list[dict]) -> None:
     """Figures an earlier report in the folder drew and this one does not (a static report's decode-time and what-if
     figures, a serving report's) are gone; the three this one draws are written."""

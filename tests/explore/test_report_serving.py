@@ -110,7 +110,7 @@ def test_capacity_sweep_draws_bars_instead_of_rate_lines(tmp_path: Path) -> None
     page = write_report(tmp_path, rows, title="capacity", slo=SLO)[0].read_text()
     assert _drawn(tmp_path) == {"serving_capacity"}
     assert page.count("capacity instead of sweeping arrival rates") == 3
-    assert "Highest capacity" in page and "<th>capacity (req/s)</th>" in page
+    assert "Highest capacity" in page and "<th>capacity (requests/s)</th>" in page
     assert "<th>rate (req/s)</th>" not in page  # no rate to show
 
 
@@ -307,6 +307,20 @@ def _md_section(markdown: str, title: str) -> list[list[str]]:
             if line.startswith("|") and not line.startswith("|---")]
 
 
+def test_tables_head_each_metric_as_the_figures_label_it(tmp_path: Path) -> None:
+    """A metric has one name: a serving table heads its columns with the metric registry's label and the unit the
+    figures show (explore/metrics.py: 'goodput', requests/s; energy per output token, J/token; seconds as ms), as the
+    energy figure's axis reads 'energy per output token (J/token)'; the infeasible points' table too."""
+    rows = [_serving_row("h100-sxm", "chunked", 2.0), _serving_row("a100-sxm-80gb", "chunked", 2.0,
+                                                                   reason="needs 90 GB, has 80 GB")]
+    markdown = write_report(tmp_path, rows, title="serving", slo=SLO)[1].read_text()
+    named = ["model", "device", "scheduler", "rate (req/s)", "format"]
+    assert _md_section(markdown, "Highest goodput")[0] == named + [
+        "goodput (requests/s)", "SLO attainment", "p99 TTFT (ms)", "p99 TPOT (ms)", "tokens/s",
+        "energy per output token (J/token)", "average power (W)", "peak memory (GB)"]
+    assert _md_section(markdown, "Infeasible design points")[0] == named + ["peak memory (GB)", "reason"]
+
+
 def test_unjudged_capacity_is_marked_with_its_note_in_tables_and_figure(tmp_path: Path) -> None:
     rows = _csv_round_trip(_capacity_rows(with_columns=True), tmp_path / "results.csv")
     typed = [normalize_row(r) for r in rows]
@@ -319,7 +333,7 @@ def test_unjudged_capacity_is_marked_with_its_note_in_tables_and_figure(tmp_path
     assert _drawn(tmp_path) == {"serving_capacity"}
     table = _md_section(markdown, "Highest capacity")
     header = table[0]
-    at = header.index("capacity (req/s)")
+    at = header.index("capacity (requests/s)")
     assert header[at + 1] == "queue growth (s/s)"
     by_device = {cells[1]: cells for cells in table[1:]}
     assert by_device["h100-sxm"][at] == f"{judged['capacity_rps']:.4g}"  # judged: no mark
@@ -342,8 +356,9 @@ def test_folder_without_capacity_columns_renders_as_before(tmp_path: Path) -> No
     page, markdown = html_path.read_text(), md_path.read_text()
     assert _drawn(tmp_path) == {"serving_capacity"}
     assert _md_section(markdown, "Highest capacity")[0] == [
-        "model", "device", "scheduler", "format", "goodput (req/s)", "SLO attainment", "p99 TTFT (ms)",
-        "p99 TPOT (ms)", "tokens/s", "energy/token (J)", "avg power (W)", "peak memory (GB)", "capacity (req/s)"]
+        "model", "device", "scheduler", "format", "goodput (requests/s)", "SLO attainment", "p99 TTFT (ms)",
+        "p99 TPOT (ms)", "tokens/s", "energy per output token (J/token)", "average power (W)", "peak memory (GB)",
+        "capacity (requests/s)"]
     for text in (markdown, page):
         assert "\u2020" not in text and "queue growth" not in text and "not judged" not in text
         assert "keeps up" not in text and "Raise the number of requests" not in text

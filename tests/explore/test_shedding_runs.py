@@ -51,7 +51,7 @@ def test_a_sweep_writes_the_rejection_column(tmp_path):
     assert sorted(row["busy_prefill_tokens"] for row in rows) == ["0", "4096"]
     assert all(0.0 <= float(row["rejected_share"]) < 1.0 for row in rows)
     assert "| rejected |" in (out / "report.md").read_text()  # the tables' column
-    assert "turned away" not in (out / "report.md").read_text()  # no client retries: the rejected share alone
+    assert "| retried |" not in (out / "report.md").read_text()  # no client retries: the rejected share alone
 
 
 def test_a_grid_crossing_reject_and_queue_beside_a_slowdown_slo_runs_its_queue_points(tmp_path, capsys):
@@ -166,7 +166,7 @@ def test_a_grid_crossing_client_retries_with_a_queueing_gateway_evaluates_its_qu
     assert "4 design points (3 distinct designs evaluated)" in said and "client_retries changes nothing" in said, said
     assert sorted((row["busy_action"], row["client_retries"]) for row in rows) == [
         ("queue", ""), ("reject", "0"), ("reject", "2")]
-    assert "| rejected | turned away |" in (tmp_path / "out" / "report.md").read_text()  # the tables' columns
+    assert "| rejected | retried |" in (tmp_path / "out" / "report.md").read_text()  # the tables' columns
 
 
 def _check_and_run(tmp_path, capsys, serving: str) -> tuple[str, list[dict]]:
