@@ -16,6 +16,7 @@ from hw_models.validation import (
     check_keys,
     check_plausible,
     declared_field,
+    default_fields,
     did_you_mean,
     idle_reason,
     input_error,
@@ -188,9 +189,13 @@ def _not_there(kind, name: str | None, node: Any, keys: list[str], depth: int, l
     if kind is not None and isinstance(node, dict) and declared_field(kind.spec_class, path):
         return (f"a section {name} leaves out, which an override cannot add (a device file of its own, without base:, "
                 f"may have it)")
-    # Suggest only fields a what-if may set (a power limit's near miss on an NPU is not its unread TDP).
-    choices = [k for k in node if kind is None or unread_reason(
-        kind.spec_class, ".".join([*keys[:depth], k])) is None] if isinstance(node, dict) else []
+    # The section's fields, those its kind declares with a default that the device leaves out too (an override sets
+    # them as if the file had them); suggested only where a what-if may set them (a power limit's near miss on an NPU
+    # is not its unread TDP).
+    declared = default_fields(kind.spec_class, ".".join(keys[:depth])) if kind is not None else []
+    fields = [*node, *(k for k in declared if k not in node)] if isinstance(node, dict) else []
+    choices = [k for k in fields
+               if kind is None or unread_reason(kind.spec_class, ".".join([*keys[:depth], k])) is None]
     section = "".join(f"{key}." for key in keys[:depth])
     allowed = f"; allowed: {', '.join(section + choice for choice in choices)}" if listed and choices else ""
     return f"no such field to override{did_you_mean(keys[depth], choices)}{allowed}"

@@ -159,6 +159,14 @@ def declared_field(cls, path: str) -> bool:
 _UNDECLARED = object()
 
 
+def default_fields(cls, section: str) -> list[str]:
+    """The fields (not sections) spec class `cls` declares in the section at dotted `section` ('' for the top level):
+    those a preset may leave out and an override still set (declared_field)."""
+    hint = cls if not section else field_hint(cls, section)
+    fields = _fields(hint) if hint is not _UNDECLARED else None
+    return [name for name, field in (fields or {}).items() if _fields(field) is None]
+
+
 def field_hint(cls, path: str) -> typing.Any:
     """The declared type of the field at dotted `path` of spec class `cls`; _UNDECLARED where `cls` declares none (a
     key of a mapping field, such as a dtype under mac_pJ)."""

@@ -251,6 +251,10 @@ CASES = [
      "device_field_typo_on_base.yaml:4: memory.bandwith_GBps: no such field to override (did you mean "
      "'bandwidth_GBps'?); allowed: memory.type, memory.capacity_GB, memory.usable_GiB, memory.bandwidth_GBps, "
      "memory.serial_load_ns, memory.source"),
+    # h100-sxm.yaml leaves out power.cap_W (a field with a default, no limit): a file on it may set it, so it is listed.
+    ("device file on a base, a field with a default misspelled", _device("device_default_field_typo_on_base.yaml"),
+     "device_default_field_typo_on_base.yaml:4: power.cap_w: no such field to override (did you mean 'cap_W'?); "
+     "allowed: power.idle_W, power.source, power.cap_W"),
     ("device file of another kind on a base", _device("device_kind_on_base.yaml"),
      "device_kind_on_base.yaml:3: kind: found 'npu' on base 'h100-sxm' (a gpu), allowed: 'gpu' or left out"),
     ("sweep serving metric in a static sweep", _check("sweep_serving_metric_static.yaml"),
