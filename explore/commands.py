@@ -64,6 +64,8 @@ from hw_models.gpu_efficiency import calibration_label
 from hw_models.link import default_link, load_link_model
 from hw_models.registry import load_device, read_device_yaml
 from hw_models.validation import input_error
+from kernels.mixed_layers import model_variants
+from kernels.shapes import TEMPLATE_LAYERS
 from sim.autoscalers.sla_planner import SLAPlanner
 from sim.kv_cache import shared_prefix_tokens
 from sim.serving_spec import ServingSpec
@@ -106,14 +108,14 @@ REPORT_S_PER_POINT = 0.00033
 # slo-classes' 1,000-2,000 0.43-1.44 s, chat's 400 0.65-1.03 s and serving's 300 0.35-0.41 s. The fixed part is the
 # median over the 10 points of at most 2,000 requests of their time less 0.134 ms a request; 0.134 ms is sla-planner's
 # mean time a point (8.69 s) less the fixed part, over its 60,000 requests. The whole sweep of sla-planner (4 points,
-# each run again for the report) took 80 s CPU (/usr/bin/time: 75.7 s user, 4.7 s sys), estimated 80 s; short points
-# vary most: serving's and gateway's sweeps took 12.7 and 8.6 s CPU, estimated 26 and 27 s (the traces' part, 6.4 s, is
+# each run again for the report) took 80 s CPU (/usr/bin/time: 75.7 s user, 4.7 s sys), estimated 74 s; short points
+# vary most: serving's and gateway's sweeps took 12.7 and 8.6 s CPU, estimated 21 and 22 s (their traces' 0.2 s is
 # counted though they were cached). A capacity search runs about CAPACITY_RUNS of them (splitwise-slowdown's 4 took
-# 41.7 s CPU, estimated 57 s).
+# 41.7 s CPU, estimated 55 s).
 SERVING_S_PER_POINT = 0.66
 SERVING_S_PER_REQUEST = 0.000134
 CAPACITY_RUNS = 8
-TEMPLATE_TRACES = 4  # a serving sweep traces each model four times at small shapes (kernels/shapes.py)
+TEMPLATE_TRACES = 4  # a serving template traces its model four times at small shapes (kernels/shapes.py)
 MAX_SHOWN = 6  # derived values `explore check` lists
 
 
@@ -243,12 +245,13 @@ def cmd_check(args) -> int:
         point_s = BLOCK_POINT_S if _in_blocks(sweep, evaluator) else POINT_S
         # Traces already in the on-disk cache load in milliseconds (workloads/trace_cache.py).
         to_capture = [t for t in traces if not _traced(evaluator, *t)]
-    else:
-        traces = [(model, b, 0) for model in dims["model"] for b in range(TEMPLATE_TRACES)]
+    else:  # each model's step templates, TEMPLATE_TRACES traces a variant of its layers (kernels/mixed_layers.py)
+        traces = [(model, i, 0) for model in dims["model"]
+                  for i in range(TEMPLATE_TRACES * model_variants(evaluator.config(model)))]
         requests = serving.requests or ServingSpec().requests  # unset: the default (all of a shorter trace)
         point_s = (SERVING_S_PER_POINT + requests * SERVING_S_PER_REQUEST) * (CAPACITY_RUNS if serving.capacity else 1)
         to_capture = traces
-    trace_s = sum(evaluator.config(model).num_layers * TRACE_S_PER_LAYER for model, _, _ in to_capture)
+    trace_s = sum(_trace_s(evaluator.config(model), serving is not None) for model, _, _ in to_capture)
     check_sweep_points(sweep, evaluator)  # before the grid's points are made: a refused one names its line
     visits = _evaluated(sweep)
     per_point = point_s + (OPTUNA_S_PER_POINT if search.strategy in ("nsga2", "tpe") else 0.0)
@@ -274,6 +277,19 @@ def cmd_check(args) -> int:
     for note in sweep_notes(sweep):
         print(f"note: {note}")
     return 0
+
+
+def _trace_s(config: ModelConfig, serving: bool) -> float:
+    """Capturing one of explore check's traces of a model: a static point's prefill and decode of every decoder layer,
+    or one pass of a serving template's first TEMPLATE_LAYERS layers (kernels/shapes.py), whatever the model's depth:
+    half a prefill and decode's."""
+    if not serving:
+        return config.num_layers * TRACE_S_PER_LAYER
+    # Built from an empty trace cache (Evaluator.template, CPU time on one core of the 2-core machine, 2026-12-06),
+    # after a first model's: llama-2-70b's 0.43 s, mixtral-8x7b's 1.04 s, deepseek-v2-lite's four 9.0 s, against 0.2,
+    # 0.2 and 0.8 s here: a small trace's fixed part and MoE layers run past the dense per-layer rate (it counted
+    # 16, 6.4 and 5.4 s at every layer).
+    return min(config.num_layers, TEMPLATE_LAYERS) * TRACE_S_PER_LAYER / 2
 
 
 def _combinations(sweep, traces: list) -> int:

@@ -73,6 +73,12 @@ def model_template(build: Callable[[ModelConfig], StepTemplate], config: ModelCo
     return build(config)
 
 
+def model_variants(config: ModelConfig) -> int:
+    """How many configs model_template builds a template of for `config` (each traced apart): two where its first
+    layers are dense beside MoE ones, two where its MLA has no form fixed, both for DeepSeek's; one otherwise."""
+    return (2 if config.dense_layers else 1) * (2 if config.is_mla and not config.mla_form else 1)
+
+
 def mixed_template(base: StepTemplate, other: StepTemplate, rows: Callable[[StepTemplate], np.ndarray],
                    share: float) -> StepTemplate:
     """`base` with its `rows` counted for 1 - share of the layers, and `other`'s `rows` appended, counted for `share`

@@ -152,6 +152,28 @@ def test_a_serving_point_costs_a_part_of_its_own_and_a_part_a_request(tmp_path, 
     assert (_estimate_s(out), _report_s(out)) == (8, 4), out
 
 
+def test_a_serving_sweep_traces_each_template_s_first_layers_whatever_the_model_s_depth(tmp_path, capsys, monkeypatch):
+    """A serving point's step template traces the model's first 2 layers four times (kernels/shapes.py, explore/
+    evaluate.py Evaluator.template), each a prefill or a decode: at 1 s a layer of a prefill and decode pair, every
+    other cost free, Llama-2-70B's 80 layers take 4 x 2 x 1 / 2 = 4 s by hand, not 4 x 80 s; DeepSeek-V2-Lite builds
+    four templates (a dense first layer beside MoE ones, each in MLA's two forms: kernels/mixed_layers.py), 16 traces
+    and 16 s."""
+    from explore import commands
+
+    for name, value in (("TRACE_S_PER_LAYER", 1.0), ("REPORT_S_PER_FIGURE", 0.0), ("REPORT_S_PER_POINT", 0.0),
+                        ("SERVING_S_PER_POINT", 0.0), ("SERVING_S_PER_REQUEST", 0.0)):
+        monkeypatch.setattr(commands, name, value)
+
+    said = {}
+    for model in ("llama-2-70b", "deepseek-v2-lite"):
+        serving = "serving: {rate: 10, requests: 100, prompt: 32, output: 4}"
+        assert main(["check", write_sweep(tmp_path, f"name: est\nmodel: {model}\ndevice: h200\n{serving}\n")]) == 0
+        said[model] = capsys.readouterr().out
+    dense, latent = said["llama-2-70b"], said["deepseek-v2-lite"]
+    assert "up to 4 traces to capture" in dense and _estimate_s(dense) == 4, dense
+    assert "up to 16 traces to capture" in latent and _estimate_s(latent) == 16, latent
+
+
 def test_the_estimate_of_a_long_serving_sweep_is_near_its_measured_run(capsys):
     """examples/sla-planner.yaml (4 points of 60,000 requests, each run again for the report) ran in 80 s of CPU time
     on one worker of a 2-core machine (/usr/bin/time explore examples/sla-planner.yaml --workers 1: 75.7 s user, 4.7 s
