@@ -71,6 +71,18 @@ def test_every_device_runs_eh_proj_whole_and_its_share_of_the_lm_head(tiny_mtp, 
     assert flops(two, "layers.0.self_attn.q_proj") == flops(one, "layers.0.self_attn.q_proj") / 2
 
 
+def test_the_module_prefills_the_prompt_to_fill_its_cache(tiny_mtp, evaluator):
+    """vLLM runs the MTP layer over the prompt's tokens and the target's hidden states before it drafts: its prefill
+    projects every one of the 4 x 100 tokens (eh_proj: 2 x 400 x 128 x 64 FLOPs), attends over their causal pairs and
+    writes their latents (400 x 20 x 2 B), and the first token waits for it."""
+    p = point(tiny_mtp, spec_draft="mtp", spec_tokens=1, acceptance=0.8)
+    prefill = evaluator.speculative_tables(p, evaluator.point_tables(p, evaluator.point_device(p))).draft.prefill
+    modules = np.array([k.module for k in prefill.kernels])
+    assert list(prefill.flops[modules == "eh_proj"]) == [2 * 400 * 128 * 64]
+    assert prefill.kv_bytes.sum() == 400 * 20 * 2
+    assert evaluator.evaluate(p).metrics["ttft_s"] > evaluator.evaluate(point(tiny_mtp)).metrics["ttft_s"]
+
+
 def test_static_speculation_never_slower_with_more_acceptance(tiny_mtp, evaluator):
     """At acceptance 0 the module only costs; more acceptance never slows a step's tokens."""
     plain = evaluator.evaluate(point(tiny_mtp)).metrics["tpot_s"]
