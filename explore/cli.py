@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import os
+import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -43,13 +44,32 @@ def number(text: str) -> int | float:
         return float(text)
 
 
+# argparse's refusals of a value ("argument --phase: invalid choice: 'prefil' (choose from 'prefill', 'decode')",
+# "argument --batch: invalid int value: '1.5'"), to be said as every other refusal is.
+_CHOICE = re.compile(r"argument (?P<flag>\S+): invalid choice: (?P<found>.+) \(choose from (?P<allowed>.+)\)")
+_TYPED = re.compile(r"argument (?P<flag>\S+): invalid (?P<type>int|number) value: (?P<found>.+)")
+_KINDS = {"int": "an integer", "number": "a number"}  # number(): an integer or a decimal
+
+
+def _refusal(message: str) -> str:
+    """An argparse refusal of a value as 'FLAG: found X, allowed: Y', a choice with the nearest one; any other
+    message as it is."""
+    if choice := _CHOICE.fullmatch(message):
+        allowed = [name.strip("'") for name in choice["allowed"].split(", ")]
+        nearest = did_you_mean(choice["found"].strip("'"), allowed)
+        return f"{choice['flag']}: found {choice['found']}{nearest}, allowed: {', '.join(allowed)}"
+    if typed := _TYPED.fullmatch(message):
+        return f"{typed['flag']}: found {typed['found']}, allowed: {_KINDS[typed['type']]}"
+    return message
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with its mistakes as one-line InputErrors (argparse prints the whole usage, then exits)."""
 
     commands: dict[str, argparse.ArgumentParser] = {}  # a command parser's subcommands, by name
 
     def error(self, message: str):
-        raise InputError(f"{message} (see {self.prog} --help)")
+        raise InputError(f"{_refusal(message)} (see {self.prog} --help)")
 
     def parse_args(self, args=None, namespace=None):
         """The arguments, an argument no parser takes a one-line error of the (sub)command it was given to."""

@@ -350,7 +350,12 @@ def test_a_mistyped_flag_is_named_with_the_command_s_nearest_flag(capsys):
 
 def test_more_user_mistakes_are_one_line(tmp_path, capsys):
     run = ["run", "--model", "llama-2-7b", "--device", "h100-sxm", "--batch", "1", "--prompt", "8", "--output", "2"]
-    assert "invalid choice: 7" in _one_line_error(capsys, [*run, "--weight-bits", "7"])
+    # argparse's refusals said as every other: the flag, what was found (the nearest choice) and what is allowed.
+    assert "--weight-bits: found 7, allowed: 16, 8, 6, 5, 4, 3, 2" in _one_line_error(
+        capsys, [*run, "--weight-bits", "7"])
+    assert "--phase: found 'prefil' (did you mean 'prefill'?), allowed: prefill, decode" in _one_line_error(
+        capsys, ["trace", "--model", "llama-2-7b", "--phase", "prefil", "-o", str(tmp_path / "trace.json")])
+    assert "--rate: found 'fast', allowed: a number" in _one_line_error(capsys, [*run, "--serving", "--rate", "fast"])
     assert "did you mean 'check'" in _one_line_error(capsys, ["chek", "sweep.yaml"])
     missing = tmp_path / "no-such-folder" / "trace.json"
     assert f"--chrome-trace: found {str(missing)!r}, whose folder" in _one_line_error(

@@ -164,7 +164,7 @@ def test_a_registered_knob_is_checked_in_sweeps_and_flags(dummies, tmp_path, cap
     assert out["group_size"] == 32 and math.isfinite(out["tokens_per_kJ"])
     assert main([*run, "--group-size", "100"]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
-    assert "--group-size: invalid choice: 100" in line
+    assert "--group-size: found 100, allowed: 8, 16, 32, 64, 128, 256" in line
 
 
 def _run_help() -> str:

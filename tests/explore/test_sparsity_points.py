@@ -107,7 +107,7 @@ def test_exploited_unstructured_sparsity_is_faster_in_decode(tiny_config, capsys
     (("--sparsity", "block48:0.5"), "--sparsity: found 'block48:0.5', allowed: dense or N:M"),
     (("--sparsity", "unstructured:1.2"), "--sparsity: found 'unstructured:1.2', allowed: dense or N:M"),
     (("--act-kept", "0"), "--act-kept: found 0, allowed: a fraction in (0, 1]"),
-    (("--act-predictor", "oracle"), "--act-predictor: invalid choice: 'oracle'"),
+    (("--act-predictor", "oracle"), "--act-predictor: found 'oracle', allowed: none, deja_vu"),
 ])
 def test_bad_run_flags_are_one_line_exit_2(tiny_config, capsys, flags, needle):
     code, _, err = _run(capsys, "--model", tiny_config, "--device", "a100-sxm-80gb", *flags)

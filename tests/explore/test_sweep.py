@@ -170,4 +170,4 @@ def test_an_integer_flag_written_as_a_decimal_is_refused_in_one_line(capsys, fla
 
     assert main(["run", "--model", "llama-2-7b", "--device", "h100-sxm", flag, "4.0"]) == 2
     err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1 and f"{flag}: invalid int value: '4.0'" in err, err
+    assert len(err.strip().splitlines()) == 1 and f"{flag}: found '4.0', allowed: an integer" in err, err
