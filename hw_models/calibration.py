@@ -5,10 +5,10 @@ kernel weighs as much as on a 5 ms one) with bounded least squares. Rows are spl
 (for the Vidur data, one model each; for aiconfigurator's, one weight shape, attention head
 configuration or MoE model shape each, and for its 4-bit-weight MoE layers one TP/EP layout of a model shape),
 so held-out rows come from groups the fit never saw. MoE layers of quantized weights meeting wider activations
-(weight-only W4A16, MXFP4 x MXFP8) have fits of their own by math dtype and weight element (gemm_key: 'bf16/w4int',
-'bf16/w4fp4', 'fp8/w4fp4'), priced and fitted as a point of that format prices them (_table). Fused-MoE
-sources are split on their own (the same rule over them alone), so that adding them left every other
-kernel's split, and its fits, as they were.
+(weight-only W4A16, MXFP4 x MXFP8) have fits of their own by math dtype, weight element and kernel (gemm_key:
+'bf16/w4int', 'bf16/w4fp4', 'fp8/w4fp4', 'bf16/w4fp4/oaitriton'), priced and fitted as a point of that format prices
+them (_table). Fused-MoE sources are split on their own (the same rule over them alone), so that adding them left
+every other kernel's split, and its fits, as they were.
 
 A row is compared as its source timed it (MeasuredKernel.timing): the model's device time, plus the host
 launch where the timing includes one. Device time and the launch gap are separate terms: the fit's
@@ -31,7 +31,7 @@ import yaml
 from hw_models.gpu import GPUModel
 from hw_models.gpu_efficiency import AttentionFit, Calibration, GemmFit, MoeFit, StreamFit
 from hw_models.gpu_gemm_configs import tile_policy
-from hw_models.gpu_moe import ALIGNMENT, quantized_weight_key
+from hw_models.gpu_moe import ALIGNMENT, moe_kernel, quantized_weight_key
 from kernels.measured import GENERAL_LAYOUT, MOE, TORCH_SDPA_BACKEND, MeasuredKernel
 from kernels.moe import MATRICES
 from kernels.table import KernelTable
@@ -130,13 +130,13 @@ def quantized_gemm(row: MeasuredKernel) -> bool:
 
 def gemm_key(row: MeasuredKernel) -> str:
     """The GEMM or MoE fit a row belongs to: its dtype, or 'dtype/variant' for a scaling variant fitted apart;
-    quantized-weight MoE layers by their math dtype and their weights' width and element type
-    (gpu_moe.quantized_weight_key: 'bf16/w4int', 'fp8/w4fp4'); quantized 'wXaY' GEMM rows, which no fit is made of
-    (quantized_gemm), by their dtype and variant ('w4a16', 'w4a16:group32'); other 16-bit rows share the default
-    fit, key ''."""
+    quantized-weight MoE layers by their math dtype, their weights' width and element type and, where it is not the
+    one a point runs, their kernel (gpu_moe.quantized_weight_key: 'bf16/w4int', 'fp8/w4fp4', 'bf16/w4fp4/oaitriton');
+    quantized 'wXaY' GEMM rows, which no fit is made of (quantized_gemm), by their dtype and variant ('w4a16',
+    'w4a16:group32'); other 16-bit rows share the default fit, key ''."""
     if _quantized_moe(row):
         fmt = row.numeric_format
-        return quantized_weight_key(fmt.weight_bits, fmt.weight_type, fmt.gemm_dtype("bf16"))
+        return quantized_weight_key(fmt.weight_bits, fmt.weight_type, fmt.gemm_dtype("bf16"), moe_kernel(row.backend))
     if quantized_gemm(row):
         return f"{row.dtype}:{row.variant}" if row.variant else row.dtype
     if row.dtype not in LOW_PRECISION_DTYPES:

@@ -234,13 +234,15 @@ class Calibration:
         return (self.moe_dtypes or {}).get(dtype) or self.moe
 
     def with_variant(self, variant_key: str) -> Calibration:
-        """This calibration with a variant's fits ('fp8/block128', GEMM and MoE where fitted) pricing its dtype."""
-        dtype = variant_key.split("/")[0]
+        """This calibration with a variant's fits ('fp8/block128', GEMM and MoE where fitted) pricing its dtype and
+        each key it extends (a kernel's 'bf16/w4fp4/oaitriton' also prices 'bf16/w4fp4', which a point's plan names)."""
+        parts = variant_key.split("/")
+        shorter = ["/".join(parts[:n]) for n in range(1, len(parts))]
         changed = {}
         for name in ("gemm_dtypes", "moe_dtypes"):
             fits = getattr(self, name) or {}
             if variant_key in fits:
-                changed[name] = {**fits, dtype: fits[variant_key]}
+                changed[name] = {**fits, **dict.fromkeys(shorter, fits[variant_key])}
         return replace(self, **changed) if changed else self
 
     def stream(self, kind: str) -> StreamFit | None:

@@ -30,8 +30,10 @@ touched experts' weights and the activations) at bandwidth.
 Weight-only layers (4-bit weights, 16-bit activations: Marlin's int4 MoE, MXFP4 experts with bf16 math) run at the
 16-bit rate on their stored weight bytes, scales included, with the CUDA cores' dequantization in series with the
 math (`vector_s`, hw_models/gpu_quant.py); they have fits of their own, keyed by quantized_weight_key ('bf16/w4int',
-'bf16/w4fp4'), which a point with that weight format prices its MoE layers on (gpu_quant.quant_plan's variant), as
-does a point of fp4 weights and activations on a GPU without fp4 tensor cores, which runs them weight-only.
+'bf16/w4fp4': Marlin's MoE, POINT_MOE_KERNEL), which a point with that weight format prices its MoE layers on
+(gpu_quant.quant_plan's variant), as does a point of fp4 weights and activations on a GPU without fp4 tensor cores,
+which runs them weight-only. The kernels gpt-oss's own MXFP4 checkpoint runs instead have fits keyed apart
+('bf16/w4fp4/oaitriton', 'bf16/w4fp4/trtllm'), which score those kernels' measured layers and price no point.
 Their kernels issue other instructions than the 16-bit ones the bf16 fit saw (Marlin: Ampere's mma.sync on every
 GPU), so the 16-bit fit does not carry over: their achieved fraction of the 16-bit peak is what the fit measures.
 
@@ -64,6 +66,23 @@ MOE_TILE_N = 64.0
 MOE_TILE_K = 64.0
 # Triton's divisibility specialization (see the module docstring), in elements.
 ALIGNMENT = 16
+# The fused-MoE kernels that measured layers of quantized weights name in their backend (aiconfigurator's
+# kernel_source: vLLM's quantization method and experts class, lowercased): Marlin's MoE (MarlinExperts), OpenAI's
+# Triton MoE (OAITritonMxfp4Experts, the triton_kernels package) and FlashInfer's TensorRT-LLM MoE (TrtLlm*Experts).
+MOE_KERNELS = ("marlin", "oaitriton", "trtllm")
+# The kernel a design point's quantized-weight MoE layers run, by their math dtype. A point names a format, not a
+# checkpoint, so it runs the kernel of the general case, compressed-tensors' and ModelOpt's fp4 and int4
+# checkpoints: weight-only layers (bf16 math) run Marlin's MoE. vLLM picks a fused-MoE backend in priority order
+# (vllm/model_executor/layers/fused_moe/oracle/nvfp4.py select_nvfp4_moe_backend); the FlashInfer and CUTLASS fp4
+# backends ahead of Marlin support only compute capability 10.x to 12.x (CutlassExpertsFp4._supports_current_device),
+# so an H100, H200, L40S or A100 runs Marlin (utils/marlin_utils_fp4.py prepare_nvfp4_moe_layer_for_marlin), and
+# aiconfigurator's compressed-tensors MXFP4 layers (vLLM 0.24.0) ran MarlinExperts on H200 and B200 alike. gpt-oss's
+# own MXFP4 checkpoint (vLLM's Mxfp4Config: oracle/mxfp4.py select_mxfp4_moe_backend) runs FlashInfer's TensorRT-LLM
+# MXFP4 x bf16 MoE on sm_100, OpenAI's Triton MoE from capability 9.0 to 10.x (Hopper) and Marlin below (Ada,
+# Ampere), as aiconfigurator's gpt-oss layers ran on B200, H200 and L40S: the first two kernels' fits are keyed apart
+# (quantized_weight_key). MXFP4 x MXFP8 layers (fp8 math) run FlashInfer's TensorRT-LLM MoE, the one kernel measured
+# for the format (hw_models/gpu_quant.py).
+POINT_MOE_KERNEL = {"bf16": "marlin", "fp8": "trtllm"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,12 +98,20 @@ class MoeFit:
     cache_speedup: float = 1.0  # L2 over DRAM streaming rate, for a replayed layer whose bytes stay in the L2
 
 
-def quantized_weight_key(weight_bits: int, weight_type: str, dtype: str) -> str:
+def quantized_weight_key(weight_bits: int, weight_type: str, dtype: str, kernel: str = "") -> str:
     """The MoE fit key of layers whose quantized weights meet activations of another type, computing in `dtype`:
     '<dtype>/w<bits><element>' ('bf16/w4int', 'bf16/w4fp4' for fp4 e2m1 values under bf16 math, 'fp8/w4fp4' under
-    fp8 math), a variant key as Calibration.with_variant reads them."""
+    fp8 math) for the kernel a point runs (POINT_MOE_KERNEL), and '<dtype>/w<bits><element>/<kernel>' for layers of
+    another `kernel` (a MOE_KERNELS name: 'bf16/w4fp4/oaitriton'); variant keys as Calibration.with_variant reads
+    them."""
     element = {"int": "int", "fp4_e2m1": "fp4"}.get(weight_type, weight_type)
-    return f"{dtype}/w{weight_bits}{element}"
+    own = f"/{kernel}" if kernel and kernel != POINT_MOE_KERNEL.get(dtype) else ""
+    return f"{dtype}/w{weight_bits}{element}{own}"
+
+
+def moe_kernel(backend: str) -> str:
+    """The MOE_KERNELS name a measured MoE layer's backend names ('' where it names none of them)."""
+    return next((kernel for kernel in MOE_KERNELS if kernel in backend.lower()), "")
 
 
 def _row_tile(rows: np.ndarray) -> np.ndarray:

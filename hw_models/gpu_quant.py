@@ -108,11 +108,12 @@ model runs each GEMM the faster way (GPUModel._cost_table): the GEMV at one toke
 
 Fused MoE layers of a weight-only format pay the same dequantization, each touched expert's weights once per
 M-tile pass of its rows, in series with the grouped GEMMs' math (hw_models/gpu_moe.py moe_times). Their MoE fit is
-the one of the measured weight-only MoE kernels of that element type and width (the plan's variant,
-gpu_moe.quantized_weight_key: aiconfigurator's Marlin int4 and MXFP4 MoE layers on H200, L40S and B200), else the 16-bit
-one. Marlin issues the sm_80 mma.sync on every GPU, and Hopper and Blackwell reach the tensor-core peak the 16-bit
-fit was measured at only through wgmma / tcgen05: no published rate of mma.sync on those GPUs was found, and the
-weight-only fit's achieved fraction of the 16-bit peak is the measured rate (tests/hw_models/test_moe_weight_only.py).
+the one of the measured weight-only MoE layers of that element type and width on the kernel vLLM runs a point's
+experts on, Marlin's MoE (the plan's variant, gpu_moe.quantized_weight_key and POINT_MOE_KERNEL: aiconfigurator's
+Marlin int4 and MXFP4 MoE layers on H200, L40S and B200), else the 16-bit one. Marlin issues the sm_80 mma.sync on
+every GPU, and Hopper and Blackwell reach the tensor-core peak the 16-bit fit was measured at only through wgmma /
+tcgen05: no published rate of mma.sync on those GPUs was found, and the weight-only fit's achieved fraction of the
+16-bit peak is the measured rate (tests/hw_models/test_moe_weight_only.py).
 """
 
 from __future__ import annotations

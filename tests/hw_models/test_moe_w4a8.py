@@ -48,14 +48,15 @@ def _priced(device: str, cal: Calibration | None, fmt: NumericFormat, table: Ker
 
 
 def test_w4a8_rows_are_keyed_by_math_dtype_and_weight_element():
-    """A 'w4a8' row with MXFP4 x MXFP8 operands is its own MoE fit, 'fp8/w4fp4', beside the weight-only MXFP4 one
-    ('bf16/w4fp4'); it computes in fp8 on 4.25-bit weights (e2m1 + an e8m0 per 32): top-6 experts x 3 matrices of
-    7168 x 3072 for one token."""
+    """A 'w4a8' row with MXFP4 x MXFP8 operands is its own MoE fit, 'fp8/w4fp4', beside the weight-only MXFP4 one of
+    Marlin's MoE ('bf16/w4fp4'); it computes in fp8 on 4.25-bit weights (e2m1 + an e8m0 per 32): top-6 experts x 3
+    matrices of 7168 x 3072 for one token."""
     row = MeasuredKernel(device="b200", kernel="moe", dtype="w4a8", variant="mxfp4_mxfp8", time_s=1e-4, source="s",
                          m=1, n=3072, k=7168, topk=6, experts=384, backend="trtllm")
     assert row.numeric_format == W4A8_MX
     assert gemm_key(row) == "fp8/w4fp4"
-    assert gemm_key(MeasuredKernel(**{**row.__dict__, "dtype": "w4a16", "variant": "mxfp4"})) == "bf16/w4fp4"
+    assert gemm_key(MeasuredKernel(**{**row.__dict__, "dtype": "w4a16", "variant": "mxfp4", "backend": "marlin"})
+                    ) == "bf16/w4fp4"
     kernel = row.to_kernel()
     assert kernel.dtype == "fp8"
     assert kernel.weight_bytes == pytest.approx(6 * 3 * 7168 * 3072 * 4.25 / 8)
