@@ -90,7 +90,11 @@ def input_error(err: ValidationError, where: str, prefix: str = "",
         allowed = "a number"  # an integer or a decimal: a union of the two refused both
     for prefix_text in ("Input should be ", "Value error, "):
         allowed = allowed.removeprefix(prefix_text)
-    if isinstance(first.get("input"), dict) and not first["type"].endswith("_type"):
+    # A section's key (or the whole file's): where `cls` says which keys are sections, a mapping at any other is a
+    # value given in place of one (parallel.ep: {values: [...]}), quoted as any other value, unless the refusal says
+    # what it found itself (a range's, a constraint's: a mapping may be theirs).
+    section = not key or cls is None or _fields(field_hint(cls, dotted(loc))) is not None or "found " in allowed
+    if isinstance(first.get("input"), dict) and not first["type"].endswith("_type") and section:
         # A rule over several fields of a section (or of the whole file): its message names them; the
         # section itself is no value to quote. A mapping where a value of another type belongs is quoted.
         return InputError(f"{place}: {key}: {allowed}" if key else f"{place}: {allowed}")

@@ -65,6 +65,12 @@ BAD_SWEEPS = {
                            "found 32.0, allowed: one of the integers"),
     "boolean bit width": ("format: {weight_bits: 4, head_bits: false}", 4, "format.head_bits",
                           "found False, allowed: one of the integers 0, 3"),
+    # A mapping given for a value of a list of choices is quoted as any value (it was 'parallel.ep: 'split' or
+    # 'spread'', as a rule over a section's fields reads).
+    "mapping as a choice": ("parallel: {tp: 2, ep: {values: [split, spread]}}", 4, "parallel.ep",
+                            "found {'values': ['split', 'spread']}, allowed: 'split' or 'spread'"),
+    "mapping as a bit width": ("format: {weight_bits: {four: 4}}", 4, "format.weight_bits",
+                               "found {'four': 4}, allowed: one of the integers 16, 8, 6, 5, 4, 3, 2"),
     "bad sparsity pattern": ("format: {sparsity: [dense, '3:4', '2:3']}", 4, "format.sparsity.2",
                              "'2:3', allowed: dense or N:M"),
     "negative bandwidth": ("overrides: {device.memory.bandwidth_GBps: [1000, -5]}", 4,
