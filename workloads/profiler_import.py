@@ -116,7 +116,9 @@ def _read_trace(path: Path) -> dict:
         raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
         data = json.loads(raw)
     except (OSError, EOFError, gzip.BadGzipFile, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
-        raise InputError(f"{path}: cannot read profiler trace: {' '.join(str(err).split())}") from None
+        # The system's reason alone ('No such file or directory'): its text would name the path a second time.
+        why = err.strerror if isinstance(err, OSError) and err.strerror else " ".join(str(err).split())
+        raise InputError(f"{path}: cannot read profiler trace: {why}") from None
     if not isinstance(data, dict) or not isinstance(data.get("traceEvents"), list):
         raise InputError(f"{path}: traceEvents: missing; a torch.profiler Chrome trace (export_chrome_trace) "
                          f"is an object with a traceEvents list")

@@ -138,8 +138,11 @@ def test_malformed_file_is_one_line_input_error(tmp_path, content):
 
 
 def test_missing_file_is_input_error(tmp_path):
-    with pytest.raises(InputError):
-        import_profile(tmp_path / "absent.json")
+    """Named once, with the system's reason (not '[Errno 2] ...: '<path>'' after it)."""
+    path = tmp_path / "absent.json"
+    with pytest.raises(InputError) as err:
+        import_profile(path)
+    assert str(err.value) == f"{path}: cannot read profiler trace: No such file or directory"
 
 
 def test_embedding_lookup_reads_only_the_gathered_rows(profiled, tiny_llama):
