@@ -19,6 +19,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import LogFormatterSciNotation
 
 from explore.plots import MS, grouped_bars_figure, wide_range
+from explore.rows import metric_axis_label
 from sim.serving_metrics import window_power_W
 
 LIMIT_COLOR = "#444444"
@@ -228,7 +229,7 @@ def _rate_axis(ax: Axes, rates: np.ndarray, linear: bool = False) -> None:
     if 0 < len(rates) <= 8:
         ax.set_xticks(rates, [f"{r:g}" for r in rates])
         ax.xaxis.minorticks_off()  # the rates alone; a log y axis keeps its minor ticks
-    ax.set_xlabel("arrival rate (requests/s)")
+    ax.set_xlabel(metric_axis_label("rate_per_s"))  # as the serving tables head the rate
 
 
 def rate_figure(series: Sequence[RateSeries], panels: Sequence[Panel]) -> Figure:

@@ -56,6 +56,7 @@ from explore.rows import (
     format_number,
     is_feasible,
     is_serving,
+    metric_axis_label,
     metric_column,
     metric_value_label,
     overrides_label,
@@ -561,7 +562,7 @@ def report_sections(typed: list[dict[str, Any]], evaluator: Evaluator | None,
 def _point_headers(rows: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
     """Headers naming a serving point, and the extra knobs (beyond model, device, scheduler, format) shown."""
     extra = [k for k in varying_knobs(rows) if k not in ("model", "device", "scheduler", "format")]
-    rate = ["rate (req/s)"] if any(math.isfinite(_rate(r)) for r in rows) else []
+    rate = [RATE] if any(math.isfinite(_rate(r)) for r in rows) else []
     return ["model", "device", "scheduler", *rate, "format", *extra], extra
 
 
@@ -572,7 +573,9 @@ def _point_cells(row: dict[str, Any], rate: bool, extra: list[str]) -> list[str]
     return cells + [format_label(row)] + ["" if v is None else value_label(v) for v in values]
 
 
-# Each column headed by its metric's registry label (explore/metrics.py), in the unit figures show it in.
+# Each column headed by its metric's registry label (explore/metrics.py), in the unit figures show it in; the rate by
+# its knob's (explore/knobs.py), as the figures' x axis.
+RATE = metric_axis_label("rate_per_s")
 METRICS = tuple(metric_column(name) for name in ("goodput_rps", "slo_attainment", "ttft_p99_s", "tpot_p99_s",
                                                  "tokens_per_s", "energy_per_token_J", "avg_power_W", "peak_memory_B"))
 CAPACITY = metric_column("capacity_rps")
@@ -615,7 +618,7 @@ def _design_table(title: str, note: str, shown: list[dict[str, Any]], rows: list
                                           at_top_footnote(shown)) if note)
     return ReportTable(title=title, note=f"{note} {footnote}" if footnote else note,
                        headers=headers + [m[0] for m in metrics],
-                       cells=[_point_cells(r, "rate (req/s)" in headers, extra)
+                       cells=[_point_cells(r, RATE in headers, extra)
                               + [metric_cell(r, name, scale) for _, name, scale in metrics] for r in shown])
 
 
@@ -657,7 +660,7 @@ def serving_tables(rows: list[dict[str, Any]], constraints: Sequence[str] | None
     tail.append(ReportTable(
         title="Infeasible design points", note=infeasible_note(len(infeasible), more),
         headers=headers + [PEAK_MEMORY[0], "reason"],
-        cells=[_point_cells(r, "rate (req/s)" in headers, extra)
+        cells=[_point_cells(r, RATE in headers, extra)
                + [metric_cell(r, *PEAK_MEMORY[1:]), r.get("infeasible_reason") or "no metrics (NaN)"]
                for r in shown]))
     return lead, tail

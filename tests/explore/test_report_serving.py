@@ -96,7 +96,7 @@ def test_serving_report_from_csv_rows(tmp_path: Path, rate_rows: list[dict]) -> 
     assert page.count(f"Not drawn: {DETAIL_FILE} holds no per-request") == 2  # the per-request figures say why
     assert "Roofline" not in page and "against batch size" not in page  # no static-batch figure for serving rows
     assert "One line per design (all 6 shown). 1 infeasible point (listed below) left out." in page
-    assert "<th>scheduler</th><th>rate (req/s)</th>" in page and "<th>p99 TTFT (ms)</th>" in page
+    assert "<th>scheduler</th><th>arrival rate (requests/s)</th>" in page and "<th>p99 TTFT (ms)</th>" in page
     assert "<th>prompt/output</th>" not in page
     assert "needs 14.2 GB for weights" in page  # the infeasible point with its reason
     assert "SLO: TTFT &lt;= 2,000 ms and TPOT &lt;= 100 ms for 90% of requests." in page
@@ -111,7 +111,7 @@ def test_capacity_sweep_draws_bars_instead_of_rate_lines(tmp_path: Path) -> None
     assert _drawn(tmp_path) == {"serving_capacity"}
     assert page.count("capacity instead of sweeping arrival rates") == 3
     assert "Highest capacity" in page and "<th>capacity (requests/s)</th>" in page
-    assert "<th>rate (req/s)</th>" not in page  # no rate to show
+    assert "arrival rate (requests/s)</th>" not in page  # no rate to show
 
 
 def test_rate_series_one_line_per_design_sorted_by_rate(rate_rows: list[dict]) -> None:
@@ -314,7 +314,7 @@ def test_tables_head_each_metric_as_the_figures_label_it(tmp_path: Path) -> None
     rows = [_serving_row("h100-sxm", "chunked", 2.0), _serving_row("a100-sxm-80gb", "chunked", 2.0,
                                                                    reason="needs 90 GB, has 80 GB")]
     markdown = write_report(tmp_path, rows, title="serving", slo=SLO)[1].read_text()
-    named = ["model", "device", "scheduler", "rate (req/s)", "format"]
+    named = ["model", "device", "scheduler", "arrival rate (requests/s)", "format"]
     assert _md_section(markdown, "Highest goodput")[0] == named + [
         "goodput (requests/s)", "SLO attainment", "p99 TTFT (ms)", "p99 TPOT (ms)", "tokens/s",
         "energy per output token (J/token)", "average power (W)", "peak memory (GB)"]
