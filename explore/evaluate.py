@@ -93,6 +93,7 @@ from sim.speculative import (
     SpeculativeTables,
     draft_error,
     evaluate_speculative,
+    first_draft_tokens,
     mtp_error,
 )
 from sim.step_costs import sub_batch_sizes
@@ -638,13 +639,18 @@ class Evaluator:
         if draft == MEDUSA:
             heads = medusa_head_table(self.config(point.model), spec.drafted, point.batch * spec.verified, point.tp)
             verify = KernelTable.concat([verify, heads.with_format(fmt)])
+        if draft == MEDUSA:
+            return SpeculativeTables(prefill=target.prefill, verify=verify, speculation=spec,
+                                     window=target.attention_window, draft=None, decode=target.decode)
         # A draft shards over the target's tp devices, as vLLM's draft tensor parallelism does by default.
-        model = None if draft == MEDUSA else self.draft_model(point)
+        model, ep, first = self.draft_model(point), self.draft_ep(point), first_draft_tokens(draft, spec)
         return SpeculativeTables(
             prefill=target.prefill, verify=verify, speculation=spec, window=target.attention_window,
-            draft=None if model is None else self.tables(model, point.batch, point.prompt, fmt, tp=point.tp,
-                                                         ep=self.draft_ep(point), fusion=fusion),
-            decode=target.decode, draft_positions=None if model is None else self.config(model).max_positions)
+            draft=self.tables(model, point.batch, point.prompt, fmt, tp=point.tp, ep=ep, fusion=fusion),
+            draft_first=None if first == 1 else self.lowered(
+                model, "decode", point.batch, point.prompt, tp=point.tp, ep=ep, fusion=fusion, query=first).with_format(
+                    fmt, kv_head_dim=self.config(model).head_dim),
+            decode=target.decode, draft_positions=self.config(model).max_positions)
 
     def _stored_scale(self, fmt: NumericFormat, cfg: ModelConfig) -> float:
         """stored_weight_scale of a format on a model, memoized (by the format object first: hashing one reads every
@@ -800,7 +806,8 @@ class Evaluator:
             model = self.draft_model(point)
             return ServingSpeculation(speculation, draft=self.cost_model(replace(point, model=model,
                                                                                  ep=self.draft_ep(point)), fmt),
-                                      draft_positions=self.config(model).max_positions)
+                                      draft_positions=self.config(model).max_positions,
+                                      draft_query=first_draft_tokens(point.knob("spec_draft"), speculation))
         cfg = self.config(point.model)
         return ServingSpeculation(speculation, device=device, execution=point.execution,
                                   heads=lambda rows: medusa_head_table(cfg, speculation.drafted, rows,

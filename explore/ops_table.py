@@ -48,8 +48,10 @@ class OpRow:
 # Each pass a table shows, in order, by its title. A speculative point decodes in verification passes (k + 1 query
 # tokens a sequence, Medusa heads inside), each after a draft model's k decode steps (sim/speculative.py).
 PHASE_TITLES = {"prefill": "prefill", "draft_prefill": "the draft's prefill", "decode": "first decode step",
-                "verify": "first verification pass", "draft_decode": "a draft decode step (k a speculative step)"}
-DECODE_PHASES = ("decode", "verify", "draft_decode")  # passes replayed as decode steps
+                "verify": "first verification pass",
+                "draft_first": "the draft's first step over the verified tokens (one a speculative step)",
+                "draft_decode": "a draft decode step (k a speculative step, k - 1 after a first over the verified)"}
+DECODE_PHASES = ("decode", "verify", "draft_first", "draft_decode")  # passes replayed as decode steps
 
 
 def op_rows(tables: PassTables, device, execution: str, speculative: SpeculativeTables | None = None) -> list[OpRow]:
@@ -68,7 +70,9 @@ def _passes(tables: PassTables, speculative: SpeculativeTables | None) -> list[t
         return [("prefill", tables.prefill), ("decode", tables.decode)]
     draft = speculative.draft
     return ([("prefill", speculative.prefill)] + ([("draft_prefill", draft.prefill)] if draft else [])
-            + [("verify", speculative.verify)] + ([("draft_decode", draft.decode)] if draft else []))
+            + [("verify", speculative.verify)]
+            + ([("draft_first", speculative.draft_first)] if speculative.draft_first is not None else [])
+            + ([("draft_decode", draft.decode)] if draft else []))
 
 
 # The suffix of an aten op as the tracing machine's CPU ran it (_scaled_dot_product_flash_attention_for_cpu): the

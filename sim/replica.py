@@ -191,7 +191,8 @@ class Replica:
         drafted = Batch(prefills=batch.prefills, decodes=drafting)
         draft_own = spec.draft.template.sliding_window if spec.draft is not None else None
         drafting_sharers = None if sharers is None else [g for g, d in zip(sharers, drafts, strict=True) if d]
-        draft_shapes = drafted.draft_shapes(self.window, draft_own, self.shared_prefix, drafting_sharers)
+        draft_shapes = drafted.draft_shapes(self.window, draft_own, self.shared_prefix, drafting_sharers,
+                                            spec.draft_query)
         return spec.price(self.costs.price(shape), shape, draft_shapes if drafting else draft_shapes[:1])
 
     def _placed(self, shape, batch):

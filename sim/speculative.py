@@ -10,6 +10,14 @@ its GEMMs have batch x (k + 1) rows, its attention reads every key once. Each st
 tokens per sequence in expectation (Leviathan et al., eq. 1; k + 1 at a = 1) for an acceptance rate a, so the batch's
 O - 1 decode tokens take (O - 1) / E steps.
 
+The draft's first step of each speculative step runs over one token a sequence (the step's newest), as a draft
+model's other steps do, except an MTP module's: the engines run it over every token the target just verified (vLLM
+v1's EAGLE proposer, vllm/v1/spec_decode/eagle.py propose(): its first forward takes target_token_ids and
+target_hidden_states of each token of the step, then k - 1 steps of one token; by default, disable_padded_drafter_batch
+False in vllm/config/speculative.py, prepare_inputs_padded keeps all k + 1 of a sequence, the rejected ones as
+padding, and samples at its last accepted one; SGLang's draft-extend), to write its KV of the accepted tokens and
+draft from the target's hidden state of the last: k + 1 tokens a sequence, one logit each (first_draft_tokens).
+
 The steps are priced at ceil((O - 1) / E) evenly spaced points of the generation (the middle of each step's
 share of it) and their sum scaled to (O - 1) / E steps: the decode time then falls as E grows, with no jump where
 the step count rounds. Host dispatch overlaps each pass as it does a plain decode step (sim/step_costs.py).
@@ -33,7 +41,8 @@ from workloads.model_config import ModelConfig
 
 MEDUSA = "medusa"  # the spec_draft value that drafts with Medusa heads on the target
 # The spec_draft value that drafts with the target's multi-token-prediction module (DeepSeek-V3's; workloads/mtp.py),
-# as vLLM's speculative method 'deepseek_mtp' does: its one layer run k times a step, a KV cache of its own.
+# as vLLM's speculative method 'deepseek_mtp' does: its one layer run k times a step (the first over the verified
+# tokens: first_draft_tokens), a KV cache of its own.
 MTP = "mtp"
 
 
@@ -72,6 +81,13 @@ class Speculation:
         return expected_tokens(self.acceptance, self.drafted)
 
 
+def first_draft_tokens(draft: str, speculation: Speculation) -> int:
+    """Tokens a sequence the draft's first step of each speculative step runs on: an MTP module's, every token the
+    target verified, padded as vLLM pads them (module docstring); a draft model's, the newest token alone (vLLM v0's
+    draft model steps; Medusa heads run inside the target's pass)."""
+    return speculation.verified if draft == MTP else 1
+
+
 def draft_error(target: ModelConfig, draft: ModelConfig) -> str:
     """Empty when `draft` can draft for `target`, else why not: a draft no smaller than its target in the parameters
     a token's pass reads (a mixture of experts' active ones, which a decode step's time follows) only costs."""
@@ -97,7 +113,8 @@ def mtp_error(target: ModelConfig) -> str:
 @dataclass(frozen=True, kw_only=True)
 class SpeculativeTables:
     """The target's prefill, its verification pass (Medusa heads included) traced after the prompt, and the draft's
-    prefill and decode step (None with Medusa heads)."""
+    prefill and decode step (None with Medusa heads), and its first step of each speculative step where that runs
+    over more than one token a sequence (first_draft_tokens)."""
 
     prefill: KernelTable
     verify: KernelTable
@@ -108,6 +125,9 @@ class SpeculativeTables:
     # max_position_embeddings; None: Medusa heads, no limit of their own) run instead (drafted_tokens).
     decode: KernelTable | None = None
     draft_positions: int | None = None
+    # The draft's first step of each speculative step over the verified tokens (an MTP module's); None: a decode step
+    # of one token a sequence (draft.decode), as its other steps.
+    draft_first: KernelTable | None = None
 
 
 def longest_drafted(speculation: Speculation, draft_positions: int | None) -> int | None:
@@ -187,9 +207,15 @@ def evaluate_speculative(device, tables: SpeculativeTables, workload: BatchWorkl
     # Keys of the verification: the prompt, the tokens generated so far and the drafted ones after the last.
     passes = [_pass(device, tables.verify, prompt + generated + spec.verified - 1, tables.window, decode_mode,
                     workload.batch)]
-    if tables.draft is not None:
+    if tables.draft_first is not None:
+        # A first draft step over the verified tokens attends to as many keys as the step's verification (vLLM pads it
+        # to the previous verification's k + 1 positions, which end 1 to k + 1 keys before).
+        passes.append(_pass(device, tables.draft_first, prompt + generated + spec.verified - 1, tables.window,
+                            decode_mode, workload.batch))
+    first_decode = 0 if tables.draft_first is None else 1
+    if tables.draft is not None and first_decode < spec.drafted:
         # Draft step i of each speculative step attends to the prompt, the generated tokens and i drafts.
-        draft_kv = (prompt + generated[:, None] + np.arange(spec.drafted)[None, :]).ravel()
+        draft_kv = (prompt + generated[:, None] + np.arange(first_decode, spec.drafted)[None, :]).ravel()
         passes.append(_pass(device, tables.draft.decode, draft_kv, tables.window, decode_mode, workload.batch))
     scale = steps / len(generated) if len(generated) else 0.0
     # Past the draft's context each sequence decodes plainly, one token a step at its keys: the steps from the first
@@ -223,17 +249,18 @@ class ServingSpeculation:
     """Speculative decoding in a serving replica's iterations (sim/replica.py): an iteration with decoding sequences
     verifies `verified` tokens of each (the target's pass, priced from its step template with that many query tokens
     per sequence), after the draft's k steps (the draft's own step template: one over the iteration's prefill chunks
-    and decodes, k - 1 over its decodes) or with the Medusa heads over the verified rows; each sequence then
-    advances by its accepted drafts plus one, drawn from the acceptance rate with a seeded generator. A sequence
-    the draft model cannot draft for past its context (drafts) decodes plainly in the same pass: one query token,
-    no draft steps, one token a step."""
+    and decodes, `draft_query` tokens of each (first_draft_tokens), k - 1 over its decodes) or with the Medusa heads
+    over the verified rows; each sequence then advances by its accepted drafts plus one, drawn from the acceptance
+    rate with a seeded generator. A sequence the draft model cannot draft for past its context (drafts) decodes
+    plainly in the same pass: one query token, no draft steps, one token a step."""
 
     def __init__(self, speculation: Speculation, *, draft=None, heads=None, device=None, execution: str = "eager",
-                 draft_positions: int | None = None):
+                 draft_positions: int | None = None, draft_query: int = 1):
         """`draft`: the draft's IterationCostModel; `heads(rows)`: the Medusa heads' KernelTable over `rows` hidden
         states, priced on `device` (one of the two); `draft_positions`: the draft model's context
-        (max_position_embeddings; None: no limit, Medusa heads run on the target)."""
-        self.speculation, self.draft, self.heads = speculation, draft, heads
+        (max_position_embeddings; None: no limit, Medusa heads run on the target); `draft_query`: tokens a decoding
+        sequence of the draft's first step (first_draft_tokens)."""
+        self.speculation, self.draft, self.heads, self.draft_query = speculation, draft, heads, draft_query
         self.device, self.execution, self.draft_positions = device, execution, draft_positions
         self._memo: dict[tuple, object] = {}
 

@@ -77,10 +77,11 @@ class Batch:
 
     def shape(self, window: Window, decode_query: int = 1, prefill_window: int | None = None,
               shared_prefix: int = 0, prefix_groups: list[int] | None = None,
-              plain: list[bool] | None = None) -> StepShape:
+              plain: list[bool] | None = None, sample_last: bool = False) -> StepShape:
         """The iteration's shape: sequences whose chunk ends their prefill sample a token, as decodes do (each of its
-        `decode_query` positions, in a speculative verification; one, where `plain` says so of a decode: it is past
-        its draft's context); `prefill_window`: the model's own sliding window;
+        `decode_query` positions, in a speculative verification, or its last alone where `sample_last`: a draft's
+        first step over the verified tokens; one, where `plain` says so of a decode: it is past its draft's context);
+        `prefill_window`: the model's own sliding window;
         `shared_prefix`: the length of the cached prefix the decodes of a group share, read once for them by cascade
         attention, and `prefix_groups` the group whose prefix each decode shares (PagedKVCache.prefix_sharers; None:
         every one shares one prefix) (kernels/shapes.py step_shape)."""
@@ -89,18 +90,19 @@ class Batch:
         queries = [1 if one else decode_query for one in plain] if plain else [decode_query] * len(self.decodes)
         return step_shape([(q, seq.computed) for seq, q in self.prefills],
                           [s.computed + q for s, q in zip(self.decodes, queries, strict=True)],
-                          sampled=finishing + sum(queries), window=window,
+                          sampled=finishing + (len(queries) if sample_last else sum(queries)), window=window,
                           decode_query=decode_query, prefill_window=prefill_window, shared_prefix=shared_prefix,
                           prefix_groups=prefix_groups, plain=plain, finished=finished)
 
     def draft_shapes(self, window: Window, prefill_window: int | None = None, shared_prefix: int = 0,
-                     prefix_groups: list[int] | None = None) -> tuple[StepShape, StepShape]:
-        """A speculative draft's iterations: its first step (the chunks and a token of each decode), then a step
-        of the decodes alone; the draft runs in the engine's attention, cascading shared prefixes where it does."""
+                     prefix_groups: list[int] | None = None, first_query: int = 1) -> tuple[StepShape, StepShape]:
+        """A speculative draft's iterations: its first step (the chunks and `first_query` tokens of each decode, as
+        many keys as the verification's, sampling at the last: sim/speculative.py first_draft_tokens), then a step of
+        the decodes alone; the draft runs in the engine's attention, cascading shared prefixes where it does."""
         decodes = step_shape([], [s.computed + 1 for s in self.decodes], sampled=len(self.decodes), window=window,
                              shared_prefix=shared_prefix, prefix_groups=prefix_groups)
-        return (self.shape(window, prefill_window=prefill_window, shared_prefix=shared_prefix,
-                           prefix_groups=prefix_groups), decodes)
+        return (self.shape(window, first_query, prefill_window=prefill_window, shared_prefix=shared_prefix,
+                           prefix_groups=prefix_groups, sample_last=True), decodes)
 
 
 @dataclass(kw_only=True)

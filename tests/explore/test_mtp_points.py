@@ -6,6 +6,7 @@ values a token: 40 B)."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from sim.serving_spec import ServingSpec
 from sim.workload import BatchWorkload
 from tests.explore.test_deepseek_points import TINY_DEEPSEEK
 from tests.explore.tiny_sweep import write_sweep
-from tests.workloads.test_mtp import OWN_PARAMS, TINY_MTP
+from tests.workloads.test_mtp import GEMM, OWN_PARAMS, TINY_MTP
 from workloads.requests import Fixed
 
 MTP_KV_B_PER_TOKEN = (16 + 4) * 2
@@ -81,6 +82,48 @@ def test_the_module_prefills_the_prompt_to_fill_its_cache(tiny_mtp, evaluator):
     assert list(prefill.flops[modules == "eh_proj"]) == [2 * 400 * 128 * 64]
     assert prefill.kv_bytes.sum() == 400 * 20 * 2
     assert evaluator.evaluate(p).metrics["ttft_s"] > evaluator.evaluate(point(tiny_mtp)).metrics["ttft_s"]
+
+
+def test_each_speculative_step_drafts_first_over_the_verified_tokens(tiny_mtp, evaluator):
+    """vLLM's EAGLE proposer (vllm/v1/spec_decode/eagle.py propose, prepare_inputs_padded) runs the module's first
+    step over the k + 1 tokens the target verified, padded, and samples one logit a sequence; its other k - 1 steps
+    run a token. k = 2, 4 sequences: 12 tokens. By hand (tests/workloads/test_mtp.py's counts): eh_proj 2 x 12 x 128 x
+    64; the LM head 2 x 4 x 64 x 128; q, kv_a, o, the router and the shared expert 2 x 12 x their 12,288 weights; the
+    absorbed bmms 2 x 4 heads x 12 x (8 x 16 + 16 x 6); 24 routed rows of 3 x 2 x 64 x 32 (run eagerly: the
+    engine's fused MoE adds its activation's FLOPs). Its other steps are the one-token decode step."""
+    p = replace(point(tiny_mtp, spec_draft="mtp", spec_tokens=2, acceptance=0.8), execution="eager")
+    tables = evaluator.speculative_tables(p, evaluator.point_tables(p, evaluator.point_device(p)))
+    first = tables.draft_first
+    modules = np.array([k.module for k in first.kernels])
+    assert list(first.flops[modules == "eh_proj"]) == [2 * 12 * 128 * 64]
+    assert list(first.flops[modules == "lm_head"]) == [2 * 4 * 64 * 128]
+    gemm = np.isin(first.kind, GEMM)
+    by_hand = (2 * 12 * (8192 + 3072 + 1280 + 1536 + 256 + 6144) + 2 * 4 * 8192 + 2 * 4 * 12 * (8 * 16 + 16 * 6)
+               + 24 * 3 * 2 * 64 * 32)
+    assert first.flops[gemm].sum() == by_hand
+    assert tables.draft.decode.flops[np.isin(tables.draft.decode.kind, GEMM)].sum() == (
+        2 * 4 * (8192 + 3072 + 1280 + 1536 + 256 + 6144 + 8192) + 2 * 4 * 4 * (8 * 16 + 16 * 6) + 8 * 3 * 2 * 64 * 32)
+
+
+def test_explore_run_ops_shows_the_modules_first_step(tiny_mtp, capsys):
+    """--ops lists the passes a point runs: with the module, its first step over the 3 verified tokens of each of 4
+    sequences (eh_proj 2 x 12 x 128 x 64 FLOPs) beside its one-token decode step (2 x 4 x 128 x 64)."""
+    assert main(["run", "--model", tiny_mtp, "--device", "h100-sxm", "--batch", "4", "--prompt", "100", "--output",
+                 "21", "--spec-draft", "mtp", "--spec-tokens", "2", "--acceptance", "0.8", "--ops", "--json"]) == 0
+    ops = json.loads(capsys.readouterr().out)["ops"]
+    assert {r["phase"] for r in ops} == {"prefill", "draft_prefill", "verify", "draft_first", "draft_decode"}
+    eh_proj = {r["phase"]: r["flops"] for r in ops if r["module"] == "eh_proj"}
+    assert (eh_proj["draft_first"], eh_proj["draft_decode"]) == (2 * 12 * 128 * 64, 2 * 4 * 128 * 64)
+
+
+def test_a_served_module_drafts_first_over_the_verified_tokens(tiny_mtp, evaluator):
+    """Served, the draft's first step of an iteration takes the k + 1 verified tokens of each decode (a draft model's,
+    one): the replica's speculation says so to Batch.draft_shapes (tests/sim/test_speculative.py)."""
+    spec = ServingSpec(requests=8, rate_per_s=50.0, prompt=Fixed(tokens=100), output=Fixed(tokens=20))
+    p = DesignPoint(model=tiny_mtp, device="h100-sxm", batch=spec.max_seqs, prompt=0, output=0, serving=spec,
+                    execution="engine", knobs=(("acceptance", 0.8), ("spec_draft", "mtp"), ("spec_tokens", 3)))
+    device = evaluator.point_device(p)
+    assert evaluator._serving_speculation(p, p.numeric_format, "serve", device).draft_query == 4
 
 
 def test_static_speculation_never_slower_with_more_acceptance(tiny_mtp, evaluator):

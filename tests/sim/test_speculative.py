@@ -150,3 +150,25 @@ def test_a_draft_is_smaller_in_the_parameters_a_token_reads(tmp_path):
     path.parent.mkdir()
     path.write_text(json.dumps(QWEN3_0_6B))
     assert draft_error(target, load_model_config(str(path))) == ""
+
+
+def test_a_drafts_first_step_over_the_verified_tokens_samples_one_logit_a_sequence():
+    """A first draft step of k + 1 = 3 tokens a decode (an MTP module's: first_draft_tokens): 3 decodes cached at 80
+    tokens run 9 query tokens against 83 keys each, as their verification does, and sample 3 logits, with a
+    20-token chunk that ends its prompt (one more); the next draft steps run a token each. A draft model's first
+    step: a token a decode, 4 sampled."""
+    from sim.schedulers import Batch, Sequence
+    from sim.speculative import MTP, first_draft_tokens
+
+    assert first_draft_tokens(MTP, Speculation(drafted=2, acceptance=0.5)) == 3
+    assert first_draft_tokens("llama-3.2-1b", Speculation(drafted=2, acceptance=0.5)) == 1
+    seqs = [Sequence(index=i, arrival_s=0.0, prompt=80, output=8) for i in range(4)]
+    for seq in seqs[:3]:
+        seq.computed = seq.target = 80
+    seqs[3].computed = 60
+    batch = Batch(prefills=[(seqs[3], 20)], decodes=seqs[:3])
+    first, rest = batch.draft_shapes(None, first_query=3)
+    assert (first.tokens, first.sampled, first.decode_kv, first.decode_query) == (20 + 9, 1 + 3, 3 * 83, 3)
+    assert (rest.tokens, rest.sampled, rest.decode_kv) == (3, 3, 3 * 81)
+    one, _ = batch.draft_shapes(None)
+    assert (one.tokens, one.sampled, one.decode_kv) == (20 + 3, 1 + 3, 3 * 81)
