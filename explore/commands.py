@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 import sys
@@ -70,7 +71,7 @@ from sim.autoscalers.sla_planner import SLAPlanner
 from sim.kv_cache import shared_prefix_tokens
 from sim.serving_spec import ServingSpec
 from sim.slowdown import SLOWDOWN_PRESETS
-from sim.speculative import MEDUSA, MTP, expected_tokens
+from sim.speculative import MEDUSA, MTP, Speculation, expected_tokens, first_draft_tokens
 from workloads.errors import InputError
 from workloads.model_config import ModelConfig, load_model_config
 from workloads.requests import Fixed, phases_label, resolve_trace
@@ -224,9 +225,45 @@ def _in_blocks(sweep, evaluator: Evaluator) -> bool:
                for device in as_list(sweep.spec.device) for path in paths)
 
 
-def _traced(evaluator: Evaluator, model: str, batch: int, prompt: int) -> bool:
-    """Whether the trace cache holds a static point's prefill and decode traces."""
-    return all(evaluator.is_traced(model, phase, batch, prompt) for phase in ("prefill", "decode"))
+# A trace explore check counts: a model's (or an MTP module's) passes at a batch and prompt, as (phase, query tokens a
+# sequence) pairs: a static point's prefill and decode, or a speculative verification's or first draft step's decode of
+# several tokens; or one pass of a serving step template (batch: its index, prompt 0, no passes: not looked up).
+Trace = tuple[ModelConfig, int, int, tuple[tuple[str, int], ...]]
+PAIR = (("prefill", 1), ("decode", 1))
+
+
+def _traced(evaluator: Evaluator, trace: Trace) -> bool:
+    """Whether the trace cache holds a static trace's passes."""
+    config, batch, prompt, passes = trace
+    return all(evaluator.is_traced(config, phase, batch, prompt, query) for phase, query in passes)
+
+
+def _speculative_traces(sweep, evaluator: Evaluator, dims: dict, serving: bool) -> list[Trace]:
+    """The traces a sweep's speculative points take beside their model's, as the run takes them: a static point the
+    target's verification (a decode of k + 1 tokens a sequence, or a tree's candidates and one), its draft model's or
+    MTP module's prefill and decode and an MTP module's first draft step over the verified tokens (explore/evaluate.py
+    speculative_tables); a served one its draft's step templates (Medusa heads are not traced)."""
+    workload = sweep.spec.workload
+    values = {name: dims.get(name) or as_list(getattr(workload, name)) for name in ("spec_draft", "spec_tokens",
+                                                                                   "spec_tree")}
+    found: dict[Trace, None] = {}  # in order, once each
+    for draft in (d for d in values["spec_draft"] if d):
+        for model in dims["model"]:
+            target = evaluator.config(model)
+            config = target.mtp_module() if draft == MTP else None if draft == MEDUSA else evaluator.config(draft)
+            if serving:
+                for i in range(0 if config is None else TEMPLATE_TRACES * model_variants(config)):
+                    found[(config, i, 0, ())] = None
+                continue
+            for b, p, k, tree in itertools.product(dims["batch"], dims["prompt"], values["spec_tokens"],
+                                                   values["spec_tree"]):
+                spec = Speculation(drafted=k, acceptance=0.0, tree=tree)
+                found[(target, b, p, (("decode", spec.verified),))] = None
+                if config is not None:
+                    found[(config, b, p, PAIR)] = None
+                    if (first := first_draft_tokens(draft, spec)) > 1:
+                        found[(config, b, p, (("decode", first),))] = None
+    return list(found)
 
 
 # The largest grid whose distinct designs explore check counts: keying its points takes about 2 us each in a static
@@ -240,18 +277,20 @@ def cmd_check(args) -> int:
     dims = sweep.dimensions() | derived  # a derived batch or prompt: the traces it needs are its values
     evaluator = Evaluator()
     serving = sweep.spec.serving
+    configs = [evaluator.config(model) for model in dims["model"]]
     if serving is None:
-        traces = [(model, b, p) for model in dims["model"] for b in dims["batch"] for p in dims["prompt"]]
+        models = [(config, b, p, PAIR) for config in configs for b in dims["batch"] for p in dims["prompt"]]
+        traces = models + _speculative_traces(sweep, evaluator, dims, serving=False)
         point_s = BLOCK_POINT_S if _in_blocks(sweep, evaluator) else POINT_S
         # Traces already in the on-disk cache load in milliseconds (workloads/trace_cache.py).
-        to_capture = [t for t in traces if not _traced(evaluator, *t)]
+        to_capture = [t for t in traces if not _traced(evaluator, t)]
     else:  # each model's step templates, TEMPLATE_TRACES traces a variant of its layers (kernels/mixed_layers.py)
-        traces = [(model, i, 0) for model in dims["model"]
-                  for i in range(TEMPLATE_TRACES * model_variants(evaluator.config(model)))]
+        models = [(config, i, 0, ()) for config in configs for i in range(TEMPLATE_TRACES * model_variants(config))]
+        traces = models + _speculative_traces(sweep, evaluator, dims, serving=True)
         requests = serving.requests or ServingSpec().requests  # unset: the default (all of a shorter trace)
         point_s = (SERVING_S_PER_POINT + requests * SERVING_S_PER_REQUEST) * (CAPACITY_RUNS if serving.capacity else 1)
         to_capture = traces
-    trace_s = sum(_trace_s(evaluator.config(model), serving is not None) for model, _, _ in to_capture)
+    trace_s = sum(_trace_s(config, passes, serving is not None) for config, _, _, passes in to_capture)
     check_sweep_points(sweep, evaluator)  # before the grid's points are made: a refused one names its line
     visits = _evaluated(sweep)
     per_point = point_s + (OPTUNA_S_PER_POINT if search.strategy in ("nsga2", "tpe") else 0.0)
@@ -259,7 +298,7 @@ def cmd_check(args) -> int:
     # A serving report re-runs at most MAX_DETAIL of the points evaluated (report_serving.detail_rows), not more.
     report_s = (figures * REPORT_S_PER_FIGURE + visits * REPORT_S_PER_POINT
                 + (min(MAX_DETAIL, visits) * point_s if serving is not None else 0.0))
-    prepare_s = 0.0 if serving is not None else min(visits, _combinations(sweep, traces)) * PREPARE_S_PER_COMBINATION
+    prepare_s = 0.0 if serving is not None else min(visits, _combinations(sweep, models)) * PREPARE_S_PER_COMBINATION
     estimate = trace_s + prepare_s + visits * per_point + report_s
     plan = (("all evaluated" if visits == sweep.size() else f"{count_label(visits, 'distinct design')} evaluated")
             if search.strategy == "grid" else f"{search.strategy} search evaluates {visits}")
@@ -279,12 +318,12 @@ def cmd_check(args) -> int:
     return 0
 
 
-def _trace_s(config: ModelConfig, serving: bool) -> float:
-    """Capturing one of explore check's traces of a model: a static point's prefill and decode of every decoder layer,
-    or one pass of a serving template's first TEMPLATE_LAYERS layers (kernels/shapes.py), whatever the model's depth:
-    half a prefill and decode's."""
+def _trace_s(config: ModelConfig, passes: tuple, serving: bool) -> float:
+    """Capturing one of explore check's traces of a model: a static trace's `passes` of every decoder layer (a prefill
+    and decode pair at TRACE_S_PER_LAYER a layer), or one pass of a serving template's first TEMPLATE_LAYERS layers
+    (kernels/shapes.py), whatever the model's depth: half a prefill and decode's."""
     if not serving:
-        return config.num_layers * TRACE_S_PER_LAYER
+        return config.num_layers * TRACE_S_PER_LAYER * len(passes) / 2
     # Built from an empty trace cache (Evaluator.template, CPU time on one core of the 2-core machine, 2026-12-06),
     # after a first model's: llama-2-70b's 0.43 s, mixtral-8x7b's 1.04 s, deepseek-v2-lite's four 9.0 s, against 0.2,
     # 0.2 and 0.8 s here: a small trace's fixed part and MoE layers run past the dense per-layer rate (it counted

@@ -176,11 +176,11 @@ class Evaluator:
             self._traces[key] = cached_trace(cfg, **trace_args(phase, batch, prompt, query))
         return self._traces[key]
 
-    def is_traced(self, model: str, phase: str, batch: int, prompt: int) -> bool:
+    def is_traced(self, model: str | ModelConfig, phase: str, batch: int, prompt: int, query: int = 1) -> bool:
         """Whether the disk cache holds the trace `trace` would load (so no capture, and no torch, is needed)."""
         from workloads.trace_cache import is_cached
 
-        return is_cached(self.config(model), **trace_args(phase, batch, prompt))
+        return is_cached(self.config(model), **trace_args(phase, batch, prompt, query))
 
     def lowered(self, model: str, phase: str, batch: int, prompt: int, tp: int = 1, pp: int = 1,
                 ep: int = 1, fusion: str = "", query: int = 1) -> KernelTable:

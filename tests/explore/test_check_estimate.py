@@ -174,6 +174,48 @@ def test_a_serving_sweep_traces_each_template_s_first_layers_whatever_the_model_
     assert "up to 16 traces to capture" in latent and _estimate_s(latent) == 16, latent
 
 
+def test_a_speculative_sweep_counts_its_drafts_traces_as_the_run_takes_them(tmp_path, capsys, monkeypatch):
+    """A speculative point traces more than its model (explore/evaluate.py speculative_tables): the target's
+    verification of k + 1 tokens a sequence, the draft's prefill and decode and, for an MTP module, its first step over
+    the verified tokens. The tiny DeepSeek with its MTP module (tests/workloads/test_mtp.py; 2 layers, the module 1),
+    batches 1 and 2, spec_draft '' and mtp, k 1 and 3, from an empty cache: 2 model traces (a prefill and decode of 2
+    layers, 2 s at 1 s a layer of a pair), 4 verifications (one pass of 2 layers, 1 s), 2 module traces (1 s) and 4
+    first steps (0.5 s): 12 traces, 12 s by hand (the run captures these 16 passes; it said 2 traces, 4 s). Served,
+    the module's step templates add 4 traces of each of its MLA forms, 8 of one layer at 0.5 s, to the model's 16 of
+    two layers at 1 s (a dense first layer beside MoE ones, each in both forms): 24 traces, 20 s; a draft model's
+    (the tiny Llama) its 4 of two layers, 2 x 4 traces, 8 s."""
+    import json
+
+    from explore import commands
+    from tests.explore.tiny_sweep import TINY_CONFIG
+    from tests.workloads.test_mtp import TINY_MTP
+
+    for name, value in (("TRACE_S_PER_LAYER", 1.0), ("POINT_S", 0.0), ("BLOCK_POINT_S", 0.0),
+                        ("PREPARE_S_PER_COMBINATION", 0.0), ("REPORT_S_PER_FIGURE", 0.0), ("REPORT_S_PER_POINT", 0.0),
+                        ("SERVING_S_PER_POINT", 0.0), ("SERVING_S_PER_REQUEST", 0.0)):
+        monkeypatch.setattr(commands, name, value)
+    monkeypatch.setenv("LLM_CODESIGN_CACHE", str(tmp_path / "cache"))  # empty: nothing traced yet
+    models = {}
+    for name, config in (("mtp", TINY_MTP), ("big", TINY_CONFIG | {"num_hidden_layers": 4}), ("small", TINY_CONFIG)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(json.dumps(config))
+        models[name] = str(tmp_path / name / "config.json")
+
+    def check(text: str) -> str:
+        assert main(["check", write_sweep(tmp_path, f"name: est\ndevice: h100-sxm\nexecution: engine\n{text}")]) == 0
+        return capsys.readouterr().out
+
+    static = check(f"model: {models['mtp']}\nworkload: {{batch: [1, 2], prompt: 16, output: 4, spec_draft: ['', mtp], "
+                   f"spec_tokens: [1, 3], acceptance: 0.8}}\n")
+    assert "up to 12 traces to capture" in static and _estimate_s(static) == 12, static
+    serving = "serving: {rate: 10, requests: 20, prompt: 32, output: 4}\n"
+    served = check(f"model: {models['mtp']}\nworkload: {{spec_draft: mtp, spec_tokens: 2, acceptance: 0.8}}\n{serving}")
+    assert "up to 24 traces to capture" in served and _estimate_s(served) == 20, served
+    drafted = check(f"model: {models['big']}\nworkload: {{spec_draft: {models['small']}, spec_tokens: 2, "
+                    f"acceptance: 0.8}}\n{serving}")
+    assert "up to 8 traces to capture" in drafted and _estimate_s(drafted) == 8, drafted
+
+
 def test_the_estimate_of_a_long_serving_sweep_is_near_its_measured_run(capsys):
     """examples/sla-planner.yaml (4 points of 60,000 requests, each run again for the report) ran in 80 s of CPU time
     on one worker of a 2-core machine (/usr/bin/time explore examples/sla-planner.yaml --workers 1: 75.7 s user, 4.7 s
