@@ -124,9 +124,10 @@ def test_attention_apart_or_cascaded_is_refused_for_mla(tiny_evaluator, tiny_dee
         tiny_evaluator.check_point(point)
 
 
+@pytest.mark.slow  # the full model traced: about 20 s of CPU the first time
 def test_deepseek_v2_lite_runs_on_an_h100(capsys):
     """`explore run --model deepseek-v2-lite --device h100-sxm`: a static batch, the full model traced (27 layers, 64
-    experts: about 20 s the first time)."""
+    experts)."""
     assert main(["run", "--model", "deepseek-v2-lite", "--device", "h100-sxm", "--json"]) == 0
     metrics = json.loads(capsys.readouterr().out)
     assert metrics["fits_in_memory"] is True and metrics["tpot_s"] > 0

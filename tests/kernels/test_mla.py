@@ -120,16 +120,17 @@ def test_one_decompressed_prefill_attention_by_hand(trace_of):
 
 @pytest.mark.parametrize("kv_bits, value_bits", [(8, 8 * 576 + 16 * 5), (4, 4 * 576 + 16 * 5)])
 def test_a_static_prefill_writes_the_latent_at_its_own_groups(evaluator, kv_bits, value_bits):
-    """DeepSeek-V2-Lite's static prefill of 512 tokens at kv_bits 8 and 4, groups of 128: each of its 27 layers writes
-    a token's 576-wide latent and RoPE key with ceil(576 / 128) = 5 16-bit scales (4,688 and 2,384 bits), whatever the
-    width of the decompressed form's 192-wide heads (ceil(192 / 128) = 2 scales a head would give 4,704 and 2,400).
-    `explore run`'s default batch and prompt (1 and 512), so the full model's traces (seconds each) are the ones
-    tests/explore/test_deepseek_points.py's run of the model captures: the run's trace cache holds them once."""
+    """DeepSeek-V2-Lite's static prefill of 512 tokens at kv_bits 8 and 4, groups of 128, on its first two layers (its
+    dense one and an MoE one: the whole model's 27 take seconds to trace): each layer writes a token's 576-wide latent
+    and RoPE key with ceil(576 / 128) = 5 16-bit scales (4,688 and 2,384 bits), whatever the width of the
+    decompressed form's 192-wide heads (ceil(192 / 128) = 2 scales a head would give 4,704 and 2,400)."""
     from kernels.formats import NumericFormat
 
-    tables = evaluator.tables("deepseek-v2-lite", 1, 512, NumericFormat(kv_bits=kv_bits, group_size=128))
+    config = replace(load_model_config("deepseek-v2-lite"), num_layers=2)
+    assert config.dense_layers == 1
+    tables = evaluator.tables(config, 1, 512, NumericFormat(kv_bits=kv_bits, group_size=128))
     writes = (tables.prefill.kv_bytes > 0) & ~tables.prefill.attention_mask
-    assert tables.prefill.kv_bytes[writes].sum() == pytest.approx(512 * 27 * value_bits / 8)
+    assert tables.prefill.kv_bytes[writes].sum() == pytest.approx(512 * 2 * value_bits / 8)
 
 
 def test_the_gpu_prices_a_pair_by_its_key_and_value_widths():
