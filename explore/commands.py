@@ -823,9 +823,9 @@ def _assumptions(point: DesignPoint, device, config: ModelConfig) -> str:
         s = point.serving
         rate = (f"capacity search in {s.capacity[0]:g}-{s.capacity[1]:g} req/s" if s.capacity
                 else f"{s.rate_per_s:g} req/s" if s.rate_per_s else "the trace's arrival times")
-        pools = (f"{s.prefill_replicas} prefill replica(s) ({_named(s.prefill_device or point.device)}) handing KV "
-                 f"over {s.handoff_link} to {s.replicas} decode replica(s)" if s.disaggregated
-                 else f"{s.replicas} replica(s)" if s.replicas else "no replica while idle")
+        pools = (f"{count_label(s.prefill_replicas, 'prefill replica')} ({_named(s.prefill_device or point.device)}) "
+                 f"handing KV over {s.handoff_link} to {count_label(s.replicas, 'decode replica')}" if s.disaggregated
+                 else count_label(s.replicas, "replica") if s.replicas else "no replica while idle")
         if s.mixed:
             devices = point.tp * point.pp  # each mixed replica is laid out as the point's replicas are
             each = f", {devices} devices each over {_pool_link(s.mixed_device, point)}" if devices > 1 else ""

@@ -39,7 +39,7 @@ def test_an_autoscaled_pool_rents_the_replicas_it_held(capsys):
     assert "mean_replicas" not in one
     assert main([*RUN, "--max-replicas", "4", "--autoscale-target", "4"]) == 0
     header = capsys.readouterr().out.splitlines()[0]
-    assert ("1 replica(s) scaling up to 4 as the HPA does, on waiting requests near 4 a replica, each new one serving "
+    assert ("1 replica scaling up to 4 as the HPA does, on waiting requests near 4 a replica, each new one serving "
             "after its weights' read from a local NVMe SSD") in header, header
     # A rate profile whose requests all arrive in its first phase changes nothing, and says so.
     assert main([*RUN, "--requests", "50", "--arrival", "poisson", "--rate", "5", "--rate-profile", "60:1,60:3"]) == 0
@@ -216,7 +216,7 @@ def test_the_sla_planner_scales_a_rising_load_and_rents_what_it_held(capsys):
     assert scaled["usd_per_hour"] == pytest.approx(hourly * scaled["mean_replicas"])
     assert main([*RUN, "--requests", "50", "--max-replicas", "4", "--autoscaler", "sla_planner"]) == 0
     header = capsys.readouterr().out.splitlines()[0]
-    assert ("1 replica(s) scaling up to 4 as Dynamo's SLA planner does, on the load it saw and a TPOT of 0.1 s, "
+    assert ("1 replica scaling up to 4 as Dynamo's SLA planner does, on the load it saw and a TPOT of 0.1 s, "
             "each new one serving after its weights' read") in header, header
 
 

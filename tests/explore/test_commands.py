@@ -51,9 +51,9 @@ def test_the_run_header_names_the_router_asked_for(tiny_config, capsys):
     flags = ["run", "--model", tiny_config, "--device", "h100-sxm", "--serving", "--rate", "50", "--requests", "6",
              "--prompt", "16", "--output", "4", "--replicas", "2"]
     assert main([*flags, "--router", "least_tokens"]) == 0
-    assert capsys.readouterr().out.splitlines()[0].endswith("on 2 replica(s), router least_tokens")
+    assert capsys.readouterr().out.splitlines()[0].endswith("on 2 replicas, router least_tokens")
     assert main(flags) == 0  # no --router: the header as before
-    assert capsys.readouterr().out.splitlines()[0].endswith("on 2 replica(s)")
+    assert capsys.readouterr().out.splitlines()[0].endswith("on 2 replicas")
 
 
 def test_the_run_header_names_a_device_file_by_its_name(tmp_path, tiny_config, capsys):
@@ -75,7 +75,7 @@ def test_the_run_header_names_a_device_file_by_its_name(tmp_path, tiny_config, c
         headers.append(capsys.readouterr().out.splitlines()[0])
     assert headers[0].startswith("# tiny on my-h100: "), headers[0]
     assert headers[1].startswith("# tiny on my-h100: 2 x my-h100, 2-way tensor parallel"), headers[1]
-    assert "1 prefill replica(s) (my-h100) handing KV" in headers[2], headers[2]
+    assert "1 prefill replica (my-h100) handing KV" in headers[2], headers[2]
     assert not any(str(device) in header for header in headers), headers
 
 

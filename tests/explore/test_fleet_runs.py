@@ -39,7 +39,7 @@ def test_a_fleet_is_priced_whole_and_takes_an_overloaded_replica_s_overflow(caps
     assert faster["mixed_device.memory.bandwidth_GBps"] == 600 and faster["goodput_rps"] > fleet["goodput_rps"]
     assert main([*RUN, "--rate", "4", *FLEET]) == 0
     header = capsys.readouterr().out.splitlines()[0]
-    assert "1 replica(s) and 2 of l4 (fits of sibling l40s), one router over them all" in header, header
+    assert "1 replica and 2 of l4 (fits of sibling l40s), one router over them all" in header, header
     assert main([*RUN, "--rate", "4", *FLEET, "--tp", "2", "--requests", "20"]) == 0  # each mixed replica is tp 2 too
     header = capsys.readouterr().out.splitlines()[0]
     # Each pair of L4s is joined by the L4's own PCIe 4, not the H100s' NVLink 4 the header names first.
