@@ -52,6 +52,8 @@ def explore_here(capsys, *args: str) -> subprocess.CompletedProcess:
     (["run", "--model", "llama-2-7b", "--device", "h100-sxm", "--sparsity", "3:5"],
      "--sparsity: found '3:5', allowed: dense or N:M"),
     (["check", "does-not-exist.yaml"], "does-not-exist.yaml: cannot read"),
+    (["check", str(ROOT / "examples" / "quickstrat.yaml")], "cannot read: No such file or directory (did you mean "
+                                                           "'quickstart.yaml'?)"),
     (["report", "no-such-dir"], "no results.csv"),
 ])
 def test_user_mistakes_exit_2_with_one_line(args, needle, capsys):
