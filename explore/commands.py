@@ -241,8 +241,8 @@ def _traced(evaluator: Evaluator, trace: Trace) -> bool:
 def _speculative_traces(sweep, evaluator: Evaluator, dims: dict, serving: bool) -> list[Trace]:
     """The traces a sweep's speculative points take beside their model's, as the run takes them: a static point the
     target's verification (a decode of k + 1 tokens a sequence, or a tree's candidates and one), its draft model's or
-    MTP module's prefill and decode and an MTP module's first draft step over the verified tokens (explore/evaluate.py
-    speculative_tables); a served one its draft's step templates (Medusa heads are not traced)."""
+    MTP module's prefill and decode and the draft's first step of each speculative step (first_draft_tokens;
+    explore/evaluate.py speculative_tables); a served one its draft's step templates (Medusa heads are not traced)."""
     workload = sweep.spec.workload
     values = {name: dims.get(name) or as_list(getattr(workload, name)) for name in ("spec_draft", "spec_tokens",
                                                                                    "spec_tree")}
@@ -261,8 +261,7 @@ def _speculative_traces(sweep, evaluator: Evaluator, dims: dict, serving: bool) 
                 found[(target, b, p, (("decode", spec.verified),))] = None
                 if config is not None:
                     found[(config, b, p, PAIR)] = None
-                    if (first := first_draft_tokens(draft, spec)) > 1:
-                        found[(config, b, p, (("decode", first),))] = None
+                    found[(config, b, p, (("decode", first_draft_tokens(draft, spec)),))] = None
     return list(found)
 
 

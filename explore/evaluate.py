@@ -626,8 +626,8 @@ class Evaluator:
 
     def speculative_tables(self, point: DesignPoint, target: PassTables) -> SpeculativeTables | None:
         """The passes of a speculative static point whose plain passes are `target` (point_tables): the target's
-        prefill, its verification of the drafted tokens (with Medusa heads) and the draft's prefill and decode step;
-        None without speculation."""
+        prefill, its verification of the drafted tokens (with Medusa heads) and the draft's prefill, first step of each
+        speculative step (first_draft_tokens) and decode step; None without speculation."""
         spec = self.speculation(point)
         if spec is None:
             return None
@@ -647,10 +647,9 @@ class Evaluator:
         return SpeculativeTables(
             prefill=target.prefill, verify=verify, speculation=spec, window=target.attention_window,
             draft=self.tables(model, point.batch, point.prompt, fmt, tp=point.tp, ep=ep, fusion=fusion),
-            draft_first=None if first == 1 else self.lowered(
-                model, "decode", point.batch, point.prompt, tp=point.tp, ep=ep, fusion=fusion, query=first).with_format(
-                    fmt, kv_head_dim=self.config(model).head_dim),
-            decode=target.decode, draft_positions=self.config(model).max_positions)
+            draft_first=self.lowered(model, "decode", point.batch, point.prompt, tp=point.tp, ep=ep, fusion=fusion,
+                                     query=first).with_format(fmt, kv_head_dim=self.config(model).head_dim),
+            draft_query=first, decode=target.decode, draft_positions=self.config(model).max_positions)
 
     def _stored_scale(self, fmt: NumericFormat, cfg: ModelConfig) -> float:
         """stored_weight_scale of a format on a model, memoized (by the format object first: hashing one reads every

@@ -46,11 +46,12 @@ class OpRow:
 
 
 # Each pass a table shows, in order, by its title. A speculative point decodes in verification passes (k + 1 query
-# tokens a sequence, Medusa heads inside), each after a draft model's k decode steps (sim/speculative.py).
+# tokens a sequence, Medusa heads inside), each after a draft's k steps: its first over the verified tokens, then k - 1
+# decode steps (sim/speculative.py).
 PHASE_TITLES = {"prefill": "prefill", "draft_prefill": "the draft's prefill", "decode": "first decode step",
                 "verify": "first verification pass",
                 "draft_first": "the draft's first step over the verified tokens (one a speculative step)",
-                "draft_decode": "a draft decode step (k a speculative step, k - 1 after a first over the verified)"}
+                "draft_decode": "a draft decode step (k - 1 a speculative step)"}
 DECODE_PHASES = ("decode", "verify", "draft_first", "draft_decode")  # passes replayed as decode steps
 
 

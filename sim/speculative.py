@@ -10,13 +10,16 @@ its GEMMs have batch x (k + 1) rows, its attention reads every key once. Each st
 tokens per sequence in expectation (Leviathan et al., eq. 1; k + 1 at a = 1) for an acceptance rate a, so the batch's
 O - 1 decode tokens take (O - 1) / E steps.
 
-The draft's first step of each speculative step runs over one token a sequence (the step's newest), as a draft
-model's other steps do, except an MTP module's: the engines run it over every token the target just verified (vLLM
-v1's EAGLE proposer, vllm/v1/spec_decode/eagle.py propose(): its first forward takes target_token_ids and
-target_hidden_states of each token of the step, then k - 1 steps of one token; by default, disable_padded_drafter_batch
-False in vllm/config/speculative.py, prepare_inputs_padded keeps all k + 1 of a sequence, the rejected ones as
-padding, and samples at its last accepted one; SGLang's draft-extend), to write its KV of the accepted tokens and
-draft from the target's hidden state of the last: k + 1 tokens a sequence, one logit each (first_draft_tokens).
+The draft's first step of each speculative step runs over every token the target just verified, as vLLM v1's
+proposers run it (vllm/v1/spec_decode/eagle.py SpecDecodeBaseProposer, since moved to llm_base_proposer.py: propose()
+and set_inputs_first_pass; by default, disable_padded_drafter_batch False in vllm/config/speculative.py, all k + 1
+tokens of a sequence are kept, the rejected ones as padding whose KV is not written, and one logit a sequence is
+sampled, at its last accepted token), then k - 1 steps of one token: an MTP module (EAGLE-style, fed the target's
+hidden states) over the k + 1 tokens, each beside the token after it (SGLang's draft-extend does the same); a draft
+model (vllm/v1/spec_decode/draft_model.py DraftModelProposer, pass_hidden_states_to_model False, which only runs
+padded) over the k + 1 and the token the target just sampled, in a slot of its own a sequence
+(extra_slots_per_request 1, extend_all_queries_by_N: k + 2 a sequence, its keys one past the verification's). The
+first step writes the draft's KV of the accepted tokens and drafts from the last (first_draft_tokens).
 
 The steps are priced at ceil((O - 1) / E) evenly spaced points of the generation (the middle of each step's
 share of it) and their sum scaled to (O - 1) / E steps: the decode time then falls as E grows, with no jump where
@@ -82,10 +85,10 @@ class Speculation:
 
 
 def first_draft_tokens(draft: str, speculation: Speculation) -> int:
-    """Tokens a sequence the draft's first step of each speculative step runs on: an MTP module's, every token the
-    target verified, padded as vLLM pads them (module docstring); a draft model's, the newest token alone (vLLM v0's
-    draft model steps; Medusa heads run inside the target's pass)."""
-    return speculation.verified if draft == MTP else 1
+    """Tokens a sequence the draft's first step of each speculative step runs on, padded as vLLM v1 pads them (module
+    docstring): an MTP module's, every token the target verified; a draft model's, those and the token the target
+    sampled after them (Medusa heads run inside the target's pass: none)."""
+    return speculation.verified if draft == MTP else speculation.verified + 1
 
 
 def draft_error(target: ModelConfig, draft: ModelConfig) -> str:
@@ -113,8 +116,7 @@ def mtp_error(target: ModelConfig) -> str:
 @dataclass(frozen=True, kw_only=True)
 class SpeculativeTables:
     """The target's prefill, its verification pass (Medusa heads included) traced after the prompt, and the draft's
-    prefill and decode step (None with Medusa heads), and its first step of each speculative step where that runs
-    over more than one token a sequence (first_draft_tokens)."""
+    prefill, decode step and first step of each speculative step (None with Medusa heads)."""
 
     prefill: KernelTable
     verify: KernelTable
@@ -125,9 +127,10 @@ class SpeculativeTables:
     # max_position_embeddings; None: Medusa heads, no limit of their own) run instead (drafted_tokens).
     decode: KernelTable | None = None
     draft_positions: int | None = None
-    # The draft's first step of each speculative step over the verified tokens (an MTP module's); None: a decode step
-    # of one token a sequence (draft.decode), as its other steps.
+    # The draft's first step of each speculative step, over `draft_query` tokens a sequence (first_draft_tokens);
+    # None: Medusa heads.
     draft_first: KernelTable | None = None
+    draft_query: int = 1
 
 
 def longest_drafted(speculation: Speculation, draft_positions: int | None) -> int | None:
@@ -208,9 +211,9 @@ def evaluate_speculative(device, tables: SpeculativeTables, workload: BatchWorkl
     passes = [_pass(device, tables.verify, prompt + generated + spec.verified - 1, tables.window, decode_mode,
                     workload.batch)]
     if tables.draft_first is not None:
-        # A first draft step over the verified tokens attends to as many keys as the step's verification (vLLM pads it
-        # to the previous verification's k + 1 positions, which end 1 to k + 1 keys before).
-        passes.append(_pass(device, tables.draft_first, prompt + generated + spec.verified - 1, tables.window,
+        # A first draft step attends to the keys up to its last padded token: the verification's (vLLM pads it to
+        # the verified k + 1 positions, which end 1 to k + 1 keys before), one more for a draft model's own slot.
+        passes.append(_pass(device, tables.draft_first, prompt + generated + tables.draft_query - 1, tables.window,
                             decode_mode, workload.batch))
     first_decode = 0 if tables.draft_first is None else 1
     if tables.draft is not None and first_decode < spec.drafted:

@@ -96,9 +96,9 @@ class Batch:
 
     def draft_shapes(self, window: Window, prefill_window: int | None = None, shared_prefix: int = 0,
                      prefix_groups: list[int] | None = None, first_query: int = 1) -> tuple[StepShape, StepShape]:
-        """A speculative draft's iterations: its first step (the chunks and `first_query` tokens of each decode, as
-        many keys as the verification's, sampling at the last: sim/speculative.py first_draft_tokens), then a step of
-        the decodes alone; the draft runs in the engine's attention, cascading shared prefixes where it does."""
+        """A speculative draft's iterations: its first step (the chunks and `first_query` tokens of each decode, its
+        keys up to the last of them, sampling at the last: sim/speculative.py first_draft_tokens), then a step of the
+        decodes alone; the draft runs in the engine's attention, cascading shared prefixes where it does."""
         decodes = step_shape([], [s.computed + 1 for s in self.decodes], sampled=len(self.decodes), window=window,
                              shared_prefix=shared_prefix, prefix_groups=prefix_groups)
         return (self.shape(window, first_query, prefill_window=prefill_window, shared_prefix=shared_prefix,

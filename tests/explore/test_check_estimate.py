@@ -183,7 +183,9 @@ def test_a_speculative_sweep_counts_its_drafts_traces_as_the_run_takes_them(tmp_
     first steps (0.5 s): 12 traces, 12 s by hand (the run captures these 16 passes; it said 2 traces, 4 s). Served,
     the module's step templates add 4 traces of each of its MLA forms, 8 of one layer at 0.5 s, to the model's 16 of
     two layers at 1 s (a dense first layer beside MoE ones, each in both forms): 24 traces, 20 s; a draft model's
-    (the tiny Llama) its 4 of two layers, 2 x 4 traces, 8 s."""
+    (the tiny Llama) its 4 of two layers, 2 x 4 traces, 8 s. A static draft model (k = 2) beside its 4-layer target:
+    the target's prefill and decode (4 s), its verification (2 s), the draft's prefill and decode (2 s) and its first
+    step over the 3 verified tokens and the sampled one (1 s): 4 traces, 9 s (it said 3 traces, 8 s)."""
     import json
 
     from explore import commands
@@ -214,6 +216,9 @@ def test_a_speculative_sweep_counts_its_drafts_traces_as_the_run_takes_them(tmp_
     drafted = check(f"model: {models['big']}\nworkload: {{spec_draft: {models['small']}, spec_tokens: 2, "
                     f"acceptance: 0.8}}\n{serving}")
     assert "up to 8 traces to capture" in drafted and _estimate_s(drafted) == 8, drafted
+    static_drafted = check(f"model: {models['big']}\nworkload: {{batch: 1, prompt: 16, output: 4, spec_draft: "
+                           f"{models['small']}, spec_tokens: 2, acceptance: 0.8}}\n")
+    assert "up to 4 traces to capture" in static_drafted and _estimate_s(static_drafted) == 9, static_drafted
 
 
 def test_the_estimate_of_a_long_serving_sweep_is_near_its_measured_run(capsys):

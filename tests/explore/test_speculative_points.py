@@ -4,7 +4,9 @@ Llama and its tinier draft, static batches and serving runs, bad input, and Medu
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from explore.blocks import evaluate_points
@@ -13,6 +15,7 @@ from explore.design_point import DesignPoint
 from sim.serving_spec import ServingSpec
 from sim.speculative import expected_tokens
 from tests.explore.tiny_sweep import TINY_CONFIG, write_sweep
+from tests.workloads.test_mtp import GEMM
 from workloads.requests import Fixed
 
 DRAFT_CONFIG = TINY_CONFIG | {"num_hidden_layers": 1, "hidden_size": 32, "intermediate_size": 64}
@@ -68,6 +71,26 @@ def test_blocks_take_the_reference_path(tiny_config, tiny_evaluator, draft):
               for bw in (1000.0, 3000.0)]
     for p, block in zip(points, evaluate_points(tiny_evaluator, points), strict=True):
         assert block["tpot_s"] == tiny_evaluator.evaluate(p).metrics["tpot_s"]
+
+
+def test_a_draft_models_first_step_runs_the_verified_tokens_and_the_sampled_one(tiny_config, tiny_evaluator, draft):
+    """vLLM v1's DraftModelProposer (vllm/v1/spec_decode/draft_model.py, set_inputs_first_pass) runs its first step of
+    each speculative step over the k + 1 tokens the target verified (the rejected ones as padding) and the token the
+    target sampled after them, k + 2 a sequence, and samples one logit a sequence; its other k - 1 steps run a token.
+    k = 2, 4 sequences: 16 tokens. By hand, the draft (hidden 32, 4 query heads and 2 KV heads of 8, FFN 64, one
+    layer, vocabulary 128): q and o 32 x 32, k and v 32 x 16, gate, up and down 32 x 64, 9,216 weights a token, so
+    2 x 16 x 9,216 GEMM FLOPs, and the LM head 2 x 4 x 32 x 128 (one row a sequence); its other step, the one-token
+    decode step, 2 x 4 x (9,216 + 4,096). Served, the replica's speculation runs the first step over 4 tokens of each
+    decode (tests/sim/test_speculative.py prices its shape). Before, the first step was the one-token decode step."""
+    p = replace(point(tiny_config, spec_draft=draft, spec_tokens=2, acceptance=0.8), execution="eager")
+    tables = tiny_evaluator.speculative_tables(p, tiny_evaluator.point_tables(p, tiny_evaluator.point_device(p)))
+    assert tables.draft_query == 4
+    first, rest = tables.draft_first, tables.draft.decode
+    assert first.flops[np.isin(first.kind, GEMM)].sum() == 2 * 16 * 9216 + 2 * 4 * 32 * 128
+    assert rest.flops[np.isin(rest.kind, GEMM)].sum() == 2 * 4 * (9216 + 4096)
+    served = serving_point(tiny_config, spec_draft=draft, spec_tokens=2, acceptance=0.8)
+    device = tiny_evaluator.point_device(served)
+    assert tiny_evaluator._serving_speculation(served, served.numeric_format, "serve", device).draft_query == 4
 
 
 def serving_point(model: str, seed: int = 0, **knobs) -> DesignPoint:

@@ -155,13 +155,14 @@ def test_a_draft_is_smaller_in_the_parameters_a_token_reads(tmp_path):
 def test_a_drafts_first_step_over_the_verified_tokens_samples_one_logit_a_sequence():
     """A first draft step of k + 1 = 3 tokens a decode (an MTP module's: first_draft_tokens): 3 decodes cached at 80
     tokens run 9 query tokens against 83 keys each, as their verification does, and sample 3 logits, with a
-    20-token chunk that ends its prompt (one more); the next draft steps run a token each. A draft model's first
-    step: a token a decode, 4 sampled."""
+    20-token chunk that ends its prompt (one more); the next draft steps run a token each. A draft model's first step
+    (vLLM v1's DraftModelProposer): the 3 verified tokens and the one sampled after them, 4 a decode against 84 keys
+    (its slot one past the verification's), still 4 sampled; one token a decode: 81 keys."""
     from sim.schedulers import Batch, Sequence
     from sim.speculative import MTP, first_draft_tokens
 
     assert first_draft_tokens(MTP, Speculation(drafted=2, acceptance=0.5)) == 3
-    assert first_draft_tokens("llama-3.2-1b", Speculation(drafted=2, acceptance=0.5)) == 1
+    assert first_draft_tokens("llama-3.2-1b", Speculation(drafted=2, acceptance=0.5)) == 4
     seqs = [Sequence(index=i, arrival_s=0.0, prompt=80, output=8) for i in range(4)]
     for seq in seqs[:3]:
         seq.computed = seq.target = 80
@@ -170,5 +171,7 @@ def test_a_drafts_first_step_over_the_verified_tokens_samples_one_logit_a_sequen
     first, rest = batch.draft_shapes(None, first_query=3)
     assert (first.tokens, first.sampled, first.decode_kv, first.decode_query) == (20 + 9, 1 + 3, 3 * 83, 3)
     assert (rest.tokens, rest.sampled, rest.decode_kv) == (3, 3, 3 * 81)
+    model, _ = batch.draft_shapes(None, first_query=4)
+    assert (model.tokens, model.sampled, model.decode_kv, model.decode_query) == (20 + 12, 1 + 3, 3 * 84, 4)
     one, _ = batch.draft_shapes(None)
     assert (one.tokens, one.sampled, one.decode_kv) == (20 + 3, 1 + 3, 3 * 81)
