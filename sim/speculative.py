@@ -135,10 +135,13 @@ class SpeculativeTables:
 
 def longest_drafted(speculation: Speculation, draft_positions: int | None) -> int | None:
     """The longest sequence (its cached tokens and the token it feeds) a draft of `draft_positions` context
-    (max_position_embeddings) drafts for: its length plus the k drafted tokens stays below the context, as vLLM's
+    (max_position_embeddings) drafts for: its length plus the k drafted tokens stays below the context, as vLLM v0's
     Top1Proposer (vllm/spec_decode/top1_proposer.py _split_by_proposal_len: seq_len + proposal_len <
-    max_proposal_len, the draft's max_model_len) drafts; a longer one is a non-spec sequence, which skips the draft
-    and decodes one token a step in the target's pass. None: no limit (Medusa heads run on the target)."""
+    max_proposal_len, the draft's max_model_len) drafted; a longer one is a non-spec sequence, which skips the draft
+    and decodes one token a step in the target's pass. None: no limit (Medusa heads run on the target). vLLM v1
+    decides for the whole batch instead (vllm/v1/worker/gpu_model_runner.py _input_fits_in_drafter: the batch's
+    max_seq_len + k against the draft's max_model_len; past it no sequence drafts and each is handed k zero draft
+    tokens): not modeled."""
     if draft_positions is None:
         return None
     return draft_positions - speculation.drafted - 1
