@@ -65,23 +65,48 @@ from hw_models.gpu_efficiency import calibration_label
 from hw_models.link import default_link, load_link_model
 from hw_models.registry import load_device, read_device_yaml
 from hw_models.validation import input_error
-from kernels.mixed_layers import model_variants
-from kernels.shapes import TEMPLATE_LAYERS
+from kernels.mixed_layers import template_variants
+from kernels.shapes import template_layers, template_passes
 from sim.autoscalers.sla_planner import SLAPlanner
 from sim.kv_cache import shared_prefix_tokens
 from sim.serving_spec import ServingSpec
 from sim.slowdown import SLOWDOWN_PRESETS
 from sim.speculative import MEDUSA, MTP, Speculation, expected_tokens, first_draft_tokens
 from workloads.errors import InputError
-from workloads.model_config import ModelConfig, load_model_config
+from workloads.model_config import ModelConfig, balanced_expert_load, load_model_config
 from workloads.requests import Fixed, phases_label, resolve_trace
 
-# Rough costs for `explore check`'s estimate, measured on one core of a 2-core CI machine: capturing a
-# prefill and a decode trace takes about 0.05 s per decoder layer; a design point then takes ~0.5-2 ms
-# (more at large batch); Optuna adds about 20 ms per proposal (1,382 NSGA-II trials took 27 s).
+# Rough costs for `explore check`'s estimate, measured on one core of a 2-core CI machine: a design point takes
+# ~0.5-2 ms (more at large batch); Optuna adds about 20 ms per proposal (1,382 NSGA-II trials took 27 s).
 GOALS_FILE = "objectives.json"
 SWEEP_COPY = "sweep.yaml"  # a serving sweep's file, kept beside its results
-TRACE_S_PER_LAYER = 0.05
+# Capturing a trace (workloads/trace_cache.py cached_trace: the model built on fake tensors, its pass recorded op by
+# op, the trace stored) costs a part an op it records and a part an expert it builds (an MoE layer builds all its
+# experts, and hooks each, however few get tokens). CPU time (time.process_time) on one core of the 2-core machine,
+# shared with other tests (load 2-3), 2026-12-06, torch warmed up: 13 traces of llama-2-7b, mixtral-8x7b,
+# deepseek-v2-lite and qwen3-30b-a3b at 2 layers to full depth (177 to 29,238 ops, 0 to 6,144 experts built), least
+# squares without a constant: 0.208 ms an op and 0.87 ms an expert built, each trace within 20% (deepseek-v2-lite's
+# 512-token prefill 7.3 s, fitted 7.5; its decode step 3.1 s, fitted 2.6; qwen3-30b-a3b's decode step 7.4 s, 6,144
+# experts built, fitted 7.5) but the smallest. The tiny model's (tests/explore/tiny_sweep.py) 177-op prefill took
+# 0.064-0.070 s, 0.03 s past its ops: a trace's own part.
+TRACE_S = 0.03
+TRACE_S_PER_OP = 0.0002
+TRACE_S_PER_EXPERT_BUILT = 0.00087
+# A run that captures a trace imports torch and warms its fake-tensor dispatch first: explore on the tiny model
+# (--workers 1, /usr/bin/time user + sys) from an empty trace cache and again from the filled one took 4.47 and
+# 1.81 s (a static point, 2 traces), 4.71 and 1.92 s (a serving point, 4): 2.5 s past the traces' own.
+TORCH_START_S = 2.5
+# Ops a trace records (len(Trace.ops)): a decoder layer's attention, norms and MLP (or an MoE layer's router), 73-77
+# in llama-2-7b's and mixtral-8x7b's traces, 89-91 in qwen3-30b-a3b's, 96-103 in deepseek-v2-lite's (MLA); and 16 an
+# expert that gets tokens (workloads/decoder.py RoutedExpert: arange, remainder and index_select of its rows, 3
+# linears of a transpose and a matmul each, silu, mul, the weights' index_select, 2 slices and mul, index_add_).
+OPS_PER_LAYER = 85
+OPS_PER_EXPERT = 16
+# Checked against whole runs (explore SWEEP --workers 1 from an empty trace cache less a run from the filled one,
+# /usr/bin/time user + sys, twice each), a static point of 512 prompt tokens and a serving point: the tiny model 2.7
+# and 2.8-3.2 s (estimated 2.6 and 2.8), llama-2-7b 3.7-4.0 and 2.5 s (3.6, 2.8), mixtral-8x7b 4.7-5.4 and 2.8-3.0 s
+# (5.1, 3.0), deepseek-v2-lite 12.6-13.9 and 8.0-8.2 s (12.2, 7.7), where 0.05 s a layer counted 0.1 and 0.2, 1.6
+# and 0.2, 1.6 and 0.2, 1.4 and 0.8 s.
 POINT_S = 0.001
 # A point priced in a block of what-ifs (explore/blocks.py): the 10,368-point GPU grid runs end to end at about
 # 10,000 points/s on one core (bench/bench_sweep_grid.py).
@@ -116,7 +141,6 @@ REPORT_S_PER_POINT = 0.00033
 SERVING_S_PER_POINT = 0.66
 SERVING_S_PER_REQUEST = 0.000134
 CAPACITY_RUNS = 8
-TEMPLATE_TRACES = 4  # a serving template traces its model four times at small shapes (kernels/shapes.py)
 MAX_SHOWN = 6  # derived values `explore check` lists
 
 
@@ -227,13 +251,13 @@ def _in_blocks(sweep, evaluator: Evaluator) -> bool:
 
 # A trace explore check counts: a model's (or an MTP module's) passes at a batch and prompt, as (phase, query tokens a
 # sequence) pairs: a static point's prefill and decode, or a speculative verification's or first draft step's decode of
-# several tokens; or one pass of a serving step template (batch: its index, prompt 0, no passes: not looked up).
+# several tokens; or one pass of a serving step template's (a prefill or a decode of its first layers).
 Trace = tuple[ModelConfig, int, int, tuple[tuple[str, int], ...]]
 PAIR = (("prefill", 1), ("decode", 1))
 
 
 def _traced(evaluator: Evaluator, trace: Trace) -> bool:
-    """Whether the trace cache holds a static trace's passes."""
+    """Whether the trace cache holds a trace's passes."""
     config, batch, prompt, passes = trace
     return all(evaluator.is_traced(config, phase, batch, prompt, query) for phase, query in passes)
 
@@ -252,8 +276,7 @@ def _speculative_traces(sweep, evaluator: Evaluator, dims: dict, serving: bool) 
             target = evaluator.config(model)
             config = target.mtp_module() if draft == MTP else None if draft == MEDUSA else evaluator.config(draft)
             if serving:
-                for i in range(0 if config is None else TEMPLATE_TRACES * model_variants(config)):
-                    found[(config, i, 0, ())] = None
+                found.update(dict.fromkeys([] if config is None else _template_traces(config)))
                 continue
             for b, p, k, tree in itertools.product(dims["batch"], dims["prompt"], values["spec_tokens"],
                                                    values["spec_tree"]):
@@ -281,15 +304,14 @@ def cmd_check(args) -> int:
         models = [(config, b, p, PAIR) for config in configs for b in dims["batch"] for p in dims["prompt"]]
         traces = models + _speculative_traces(sweep, evaluator, dims, serving=False)
         point_s = BLOCK_POINT_S if _in_blocks(sweep, evaluator) else POINT_S
-        # Traces already in the on-disk cache load in milliseconds (workloads/trace_cache.py).
-        to_capture = [t for t in traces if not _traced(evaluator, t)]
-    else:  # each model's step templates, TEMPLATE_TRACES traces a variant of its layers (kernels/mixed_layers.py)
-        models = [(config, i, 0, ()) for config in configs for i in range(TEMPLATE_TRACES * model_variants(config))]
+    else:  # each model's step templates
+        models = [trace for config in configs for trace in _template_traces(config)]
         traces = models + _speculative_traces(sweep, evaluator, dims, serving=True)
         requests = serving.requests or ServingSpec().requests  # unset: the default (all of a shorter trace)
         point_s = (SERVING_S_PER_POINT + requests * SERVING_S_PER_REQUEST) * (CAPACITY_RUNS if serving.capacity else 1)
-        to_capture = traces
-    trace_s = sum(_trace_s(config, passes, serving is not None) for config, _, _, passes in to_capture)
+    # Traces already in the on-disk cache load in milliseconds (workloads/trace_cache.py).
+    to_capture = [t for t in traces if not _traced(evaluator, t)]
+    trace_s = (TORCH_START_S if to_capture else 0.0) + sum(_trace_s(trace) for trace in to_capture)
     check_sweep_points(sweep, evaluator)  # before the grid's points are made: a refused one names its line
     visits = _evaluated(sweep)
     per_point = point_s + (OPTUNA_S_PER_POINT if search.strategy in ("nsga2", "tpe") else 0.0)
@@ -317,17 +339,31 @@ def cmd_check(args) -> int:
     return 0
 
 
-def _trace_s(config: ModelConfig, passes: tuple, serving: bool) -> float:
-    """Capturing one of explore check's traces of a model: a static trace's `passes` of every decoder layer (a prefill
-    and decode pair at TRACE_S_PER_LAYER a layer), or one pass of a serving template's first TEMPLATE_LAYERS layers
-    (kernels/shapes.py), whatever the model's depth: half a prefill and decode's."""
-    if not serving:
-        return config.num_layers * TRACE_S_PER_LAYER * len(passes) / 2
-    # Built from an empty trace cache (Evaluator.template, CPU time on one core of the 2-core machine, 2026-12-06),
-    # after a first model's: llama-2-70b's 0.43 s, mixtral-8x7b's 1.04 s, deepseek-v2-lite's four 9.0 s, against 0.2,
-    # 0.2 and 0.8 s here: a small trace's fixed part and MoE layers run past the dense per-layer rate (it counted
-    # 16, 6.4 and 5.4 s at every layer).
-    return min(config.num_layers, TEMPLATE_LAYERS) * TRACE_S_PER_LAYER / 2
+def _trace_s(trace: Trace) -> float:
+    """CPU time capturing a trace takes: each of its passes builds its model (every expert of each MoE layer) and
+    records its ops."""
+    config, batch, prompt, passes = trace
+    built = config.moe_layers * config.num_experts
+    return sum(TRACE_S + built * TRACE_S_PER_EXPERT_BUILT
+               + _traced_ops(config, batch * (prompt if phase == "prefill" else query)) * TRACE_S_PER_OP
+               for phase, query in passes)
+
+
+def _traced_ops(config: ModelConfig, tokens: int) -> int:
+    """The ops a pass of `tokens` tokens records, about: OPS_PER_LAYER a decoder layer and OPS_PER_EXPERT an expert
+    of an MoE layer that gets tokens (the trace routes tokens as balanced_expert_load does: a decode step of one
+    sequence reaches experts_per_token experts, a long prefill all)."""
+    reached = sum(1 for count in balanced_expert_load(tokens, config.experts_per_token, config.num_experts)
+                  if count) if config.is_moe else 0
+    return config.num_layers * OPS_PER_LAYER + config.moe_layers * reached * OPS_PER_EXPERT
+
+
+def _template_traces(config: ModelConfig) -> list[Trace]:
+    """The traces a model's serving step template takes (explore/evaluate.py Evaluator.template): each variant's
+    first layers (kernels/mixed_layers.py template_variants, kernels/shapes.py template_layers), one pass at each of
+    its template_passes, whatever the model's depth."""
+    return [(template_layers(variant), batch, prompt, ((phase, 1),))
+            for variant in template_variants(config) for phase, batch, prompt in template_passes(variant)]
 
 
 def _combinations(sweep, traces: list) -> int:

@@ -45,7 +45,7 @@ from kernels.parallel import (
     shard_tensor_parallel,
     stage_send_bytes_per_token,
 )
-from kernels.shapes import TEMPLATE_LAYERS, StepTemplate
+from kernels.shapes import StepTemplate, template_layers
 from kernels.sparsity import exploits
 from kernels.table import KernelTable
 from kernels.token_prune import first_pruned_layer, kept_prompt_tokens, pruned_prefill
@@ -226,7 +226,7 @@ class Evaluator:
             cfg = self.config(model)
 
             def build(variant: ModelConfig, layer_fmt: NumericFormat) -> StepTemplate:
-                few = replace(variant, num_layers=min(variant.num_layers, TEMPLATE_LAYERS))  # each layer the same
+                few = template_layers(variant)
                 return StepTemplate.from_model(
                     variant, layer_fmt, lambda phase, batch, prompt: self._trace_config(few, phase, batch, prompt),
                     shard=lambda table: shard_tensor_parallel(table, tp, few, ep), fusion=fusion)

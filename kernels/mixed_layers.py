@@ -55,17 +55,14 @@ def model_template(build: Callable[[ModelConfig], StepTemplate], config: ModelCo
     """The template of `config` from `build` (the template of a config whose every layer launches the same kernels):
     its dense first layers mixed with its MoE ones, its MLA forms mixed, or itself."""
     if config.dense_layers:
-        moe = model_template(build, replace(config, dense_layers=0))
-        dense = model_template(build, replace(config, dense_layers=0, num_experts=0, experts_per_token=0,
-                                              shared_experts=0, intermediate_size=config.dense_intermediate_size))
+        moe, dense = (model_template(build, part) for part in _layer_kinds(config))
         mixed = mixed_template(moe, dense, _mlp_rows, config.dense_layers / config.num_layers)
         # Each template's bytes are its whole model's, all in its form: linear in the layers, they mix layer by layer
         # (a form's own bytes per parameter kept: DeepSeek-V3's router bias is float32 in MoE layers alone).
         return replace(mixed, param_bytes=(moe.param_bytes * config.moe_layers + dense.param_bytes *
                                            config.dense_layers) / config.num_layers)
-    if config.is_mla and not config.mla_form:
-        absorbed = build(replace(config, mla_form=MLA_ABSORBED))
-        decompressed = build(replace(config, mla_form=MLA_DECOMPRESSED))
+    if _mixes_forms(config):
+        absorbed, decompressed = (build(form) for form in _mla_forms(config))
         mixed = mixed_template(absorbed, decompressed, _decompressed_rows, 1.0)
         return replace(mixed, prefill_attention=decompressed.prefill_attention,
                        traced_prefill_pairs=decompressed.traced_prefill_pairs,
@@ -73,10 +70,30 @@ def model_template(build: Callable[[ModelConfig], StepTemplate], config: ModelCo
     return build(config)
 
 
-def model_variants(config: ModelConfig) -> int:
-    """How many configs model_template builds a template of for `config` (each traced apart): two where its first
-    layers are dense beside MoE ones, two where its MLA has no form fixed, both for DeepSeek's; one otherwise."""
-    return (2 if config.dense_layers else 1) * (2 if config.is_mla and not config.mla_form else 1)
+def template_variants(config: ModelConfig) -> list[ModelConfig]:
+    """The configs model_template builds a template of for `config`, each traced apart: an MoE model's with dense first
+    layers as all-MoE and all-dense ones, an MLA model's with no form fixed in each form (DeepSeek's: four); itself
+    otherwise."""
+    if config.dense_layers:
+        return [variant for part in _layer_kinds(config) for variant in template_variants(part)]
+    return list(_mla_forms(config)) if _mixes_forms(config) else [config]
+
+
+def _layer_kinds(config: ModelConfig) -> tuple[ModelConfig, ModelConfig]:
+    """An MoE model with dense first layers as a model of its MoE layers only, and of its dense layers only."""
+    return (replace(config, dense_layers=0),
+            replace(config, dense_layers=0, num_experts=0, experts_per_token=0, shared_experts=0,
+                    intermediate_size=config.dense_intermediate_size))
+
+
+def _mixes_forms(config: ModelConfig) -> bool:
+    """Whether a config's MLA has no form fixed: its template mixes both."""
+    return config.is_mla and not config.mla_form
+
+
+def _mla_forms(config: ModelConfig) -> tuple[ModelConfig, ModelConfig]:
+    """An MLA model in its absorbed and in its decompressed form."""
+    return replace(config, mla_form=MLA_ABSORBED), replace(config, mla_form=MLA_DECOMPRESSED)
 
 
 def mixed_template(base: StepTemplate, other: StepTemplate, rows: Callable[[StepTemplate], np.ndarray],

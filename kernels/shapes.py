@@ -332,6 +332,27 @@ def step_shape(chunks: Sequence[tuple[int, int]] = (), decode_kv: Sequence[int] 
     )
 
 
+def template_batch(config: ModelConfig) -> int:
+    """Sequences of a template's narrower decode and prefill traces (its wider ones have twice as many)."""
+    # Enough sequences that every expert of an MoE layer gets a token in every trace, and two or more under MLA: its
+    # absorbed output is copied into the o_proj's layout for more than one token (a view of one token's).
+    batch = -(-config.num_experts // config.experts_per_token) if config.num_experts else 1
+    return max(batch, 2) if config.is_mla else batch
+
+
+def template_passes(config: ModelConfig) -> list[tuple[str, int, int]]:
+    """The (phase, sequences, prompt tokens) of the four passes StepTemplate.from_model traces of a config: decodes
+    after TEMPLATE_PROMPT tokens and prefills of TEMPLATE_PROMPT tokens, of template_batch and twice as many
+    sequences."""
+    batch = template_batch(config)
+    return [(phase, size, TEMPLATE_PROMPT) for phase in ("decode", "prefill") for size in (batch, 2 * batch)]
+
+
+def template_layers(config: ModelConfig) -> ModelConfig:
+    """The config a template traces: the model's first TEMPLATE_LAYERS layers (each launches the same kernels)."""
+    return replace(config, num_layers=min(config.num_layers, TEMPLATE_LAYERS))
+
+
 @dataclass(frozen=True, kw_only=True)
 class TemplateTraces:
     """The four traced passes a template is read from (already under the numeric format).
@@ -446,12 +467,8 @@ class StepTemplate:
         every decoder layer launches the same kernels, so the template counts each layer's rows num_layers
         times); `shard` gives the kernels one device of a parallel layout runs and `fusion` the kernels an
         execution launches (kernels/fusion.py), both applied at the traced precision, before the format."""
-        # Enough sequences that every expert of an MoE layer gets a token in every trace, and two or more under MLA:
-        # its absorbed output is copied into the o_proj's layout for more than one token (a view of one token's).
-        batch = -(-config.num_experts // config.experts_per_token) if config.num_experts else 1
-        batch = max(batch, 2) if config.is_mla else batch
-        traces = {(phase, size): trace(phase, size, TEMPLATE_PROMPT)
-                  for phase in ("decode", "prefill") for size in (batch, 2 * batch)}
+        batch = template_batch(config)
+        traces = {(phase, size): trace(phase, size, prompt) for phase, size, prompt in template_passes(config)}
         shard = shard or (lambda table: table)
         tables = {key: fuse(shard(KernelTable.from_kernels(lower_trace(t))), fusion).with_format(fmt)
                   for key, t in traces.items()}

@@ -4,26 +4,45 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from explore.cli import main
 from explore.runner import run_sweep
 from explore.sweep import load_sweep
 from tests.explore.tiny_sweep import write_sweep, write_tiny_model
 
 
-def test_check_counts_traces_left_to_capture(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("section, traces", [("workload: {batch: [1, 2], prompt: 16, output: 2}", 2),
+                                             ("serving: {rate: 10, requests: 20, prompt: 32, output: 4}", 4)])
+def test_check_counts_traces_left_to_capture(tmp_path, monkeypatch, capsys, section, traces):
+    """A static sweep's traces are a pair a (model, batch, prompt), 2 here; a serving point's step template traces
+    the tiny model four times (kernels/shapes.py template_passes). Once a run has captured them, check finds them in
+    the cache (it counted a serving sweep's every time)."""
     monkeypatch.setenv("LLM_CODESIGN_CACHE", str(tmp_path / "cache"))  # empty: nothing traced yet
     model = write_tiny_model(tmp_path)
-    path = write_sweep(tmp_path, f"name: est\nmodel: {model}\ndevice: h100-sxm\n"
-                                 f"workload: {{batch: [1, 2], prompt: 16, output: 2}}\n")
+    path = write_sweep(tmp_path, f"name: est\nmodel: {model}\ndevice: h100-sxm\n{section}\n")
     assert main(["check", path]) == 0
-    assert "up to 2 traces to capture" in capsys.readouterr().out
+    before = capsys.readouterr().out
+    assert f"up to {traces} traces to capture" in before, before
     run_sweep(load_sweep(path), tmp_path / "out")
     assert main(["check", path]) == 0
-    assert "0 of 2 traces to capture (the others are in the trace cache)" in capsys.readouterr().out
+    after = capsys.readouterr().out
+    assert f"0 of {traces} traces to capture (the others are in the trace cache)" in after, after
+    assert _estimate_s(after) < _estimate_s(before)
 
 
 def _estimate_s(out: str) -> float:
     return float(out.split("estimated run time: about ")[1].split(" s")[0])
+
+
+def _price_layers(monkeypatch, layer_s: float) -> None:
+    """Prices capturing a trace at `layer_s` a decoder layer of each pass and nothing else (no torch start, no part a
+    trace, no experts)."""
+    from explore import commands
+
+    for name, value in (("TORCH_START_S", 0.0), ("TRACE_S", 0.0), ("TRACE_S_PER_EXPERT_BUILT", 0.0),
+                        ("OPS_PER_LAYER", 1), ("OPS_PER_EXPERT", 0), ("TRACE_S_PER_OP", layer_s)):
+        monkeypatch.setattr(commands, name, value)
 
 
 def test_check_leaves_out_the_points_a_sweep_records_as_not_run(tmp_path, capsys):
@@ -141,8 +160,9 @@ def test_a_serving_point_costs_a_part_of_its_own_and_a_part_a_request(tmp_path, 
     the report: 8 s by hand, 4 of them the report's."""
     from explore import commands
 
-    for name, value in (("TRACE_S_PER_LAYER", 0.0), ("REPORT_S_PER_FIGURE", 0.0), ("REPORT_S_PER_POINT", 0.0),
-                        ("SERVING_S_PER_POINT", 1.0), ("SERVING_S_PER_REQUEST", 0.001)):
+    _price_layers(monkeypatch, 0.0)
+    for name, value in (("REPORT_S_PER_FIGURE", 0.0), ("REPORT_S_PER_POINT", 0.0), ("SERVING_S_PER_POINT", 1.0),
+                        ("SERVING_S_PER_REQUEST", 0.001)):
         monkeypatch.setattr(commands, name, value)
     model = write_tiny_model(tmp_path)
     path = write_sweep(tmp_path, f"name: est\nmodel: {model}\ndevice: h100-sxm\nserving:\n  rate: [10, 20]\n"
@@ -160,9 +180,11 @@ def test_a_serving_sweep_traces_each_template_s_first_layers_whatever_the_model_
     and 16 s."""
     from explore import commands
 
-    for name, value in (("TRACE_S_PER_LAYER", 1.0), ("REPORT_S_PER_FIGURE", 0.0), ("REPORT_S_PER_POINT", 0.0),
-                        ("SERVING_S_PER_POINT", 0.0), ("SERVING_S_PER_REQUEST", 0.0)):
+    _price_layers(monkeypatch, 0.5)
+    for name, value in (("REPORT_S_PER_FIGURE", 0.0), ("REPORT_S_PER_POINT", 0.0), ("SERVING_S_PER_POINT", 0.0),
+                        ("SERVING_S_PER_REQUEST", 0.0)):
         monkeypatch.setattr(commands, name, value)
+    monkeypatch.setenv("LLM_CODESIGN_CACHE", str(tmp_path / "cache"))  # empty: nothing traced yet
 
     said = {}
     for model in ("llama-2-70b", "deepseek-v2-lite"):
@@ -192,7 +214,8 @@ def test_a_speculative_sweep_counts_its_drafts_traces_as_the_run_takes_them(tmp_
     from tests.explore.tiny_sweep import TINY_CONFIG
     from tests.workloads.test_mtp import TINY_MTP
 
-    for name, value in (("TRACE_S_PER_LAYER", 1.0), ("POINT_S", 0.0), ("BLOCK_POINT_S", 0.0),
+    _price_layers(monkeypatch, 0.5)
+    for name, value in (("POINT_S", 0.0), ("BLOCK_POINT_S", 0.0),
                         ("PREPARE_S_PER_COMBINATION", 0.0), ("REPORT_S_PER_FIGURE", 0.0), ("REPORT_S_PER_POINT", 0.0),
                         ("SERVING_S_PER_POINT", 0.0), ("SERVING_S_PER_REQUEST", 0.0)):
         monkeypatch.setattr(commands, name, value)
@@ -228,3 +251,53 @@ def test_the_estimate_of_a_long_serving_sweep_is_near_its_measured_run(capsys):
     assert main(["check", str(Path(__file__).resolve().parents[2] / "examples" / "sla-planner.yaml")]) == 0
     estimate_s = _estimate_s(capsys.readouterr().out)
     assert 80 / 2 <= estimate_s <= 80 * 2, estimate_s
+
+
+TINY_MOE = {"model_type": "mixtral", "num_local_experts": 4, "num_experts_per_tok": 2}  # with TINY_CONFIG's shapes
+
+
+def test_the_estimate_prices_a_trace_by_its_ops_and_the_experts_it_builds(tmp_path, capsys, monkeypatch):
+    """Capturing a trace costs a part a trace, a part an op recorded and a part an expert built, and a run that
+    captures any starts torch once. The tiny Mixtral (2 layers, 4 experts, 2 a token) at batch 1 and prompt 16 from
+    an empty cache, at 100 ops a layer and 10 an expert that gets tokens: its prefill routes 16 x 2 tokens, reaching
+    all 4 experts, 2 x 100 + 2 x 4 x 10 = 280 ops; its decode step 2 tokens, 2 experts, 240 ops; each builds 2 x 4
+    experts. At 1 s an op, an expert built and a trace, and 10 s to start: 10 + 520 + 16 + 2 = 548 s by hand (it said
+    0.1 s, 0.05 s a layer whatever its experts). Served, its step template's four passes (kernels/shapes.py: 2 and 4
+    sequences, enough that each reaches all 4 experts, decode and prefill) of its 2 layers: 10 + 4 x (280 + 8 + 1) =
+    1,166 s."""
+    import json
+
+    from explore import commands
+    from tests.explore.tiny_sweep import TINY_CONFIG
+
+    for name, value in (("TORCH_START_S", 10.0), ("TRACE_S", 1.0), ("TRACE_S_PER_OP", 1.0),
+                        ("TRACE_S_PER_EXPERT_BUILT", 1.0), ("OPS_PER_LAYER", 100), ("OPS_PER_EXPERT", 10),
+                        ("POINT_S", 0.0), ("PREPARE_S_PER_COMBINATION", 0.0), ("REPORT_S_PER_FIGURE", 0.0),
+                        ("REPORT_S_PER_POINT", 0.0), ("SERVING_S_PER_POINT", 0.0), ("SERVING_S_PER_REQUEST", 0.0)):
+        monkeypatch.setattr(commands, name, value)
+    monkeypatch.setenv("LLM_CODESIGN_CACHE", str(tmp_path / "cache"))  # empty: nothing traced yet
+    model = tmp_path / "moe" / "config.json"
+    model.parent.mkdir()
+    model.write_text(json.dumps(TINY_CONFIG | TINY_MOE))
+
+    def check(rest: str) -> str:
+        assert main(["check", write_sweep(tmp_path, f"name: est\nmodel: {model}\ndevice: h100-sxm\n{rest}")]) == 0
+        return capsys.readouterr().out
+
+    static = check("workload: {batch: 1, prompt: 16, output: 2}\n")
+    assert "up to 1 trace to capture" in static and _estimate_s(static) == 548, static
+    served = check("serving: {rate: 10, requests: 20, prompt: 32, output: 4}\n")
+    assert "up to 4 traces to capture" in served and _estimate_s(served) == 1166, served
+
+
+def test_an_expert_that_gets_tokens_records_the_ops_the_estimate_counts(tmp_path):
+    """OPS_PER_EXPERT is counted by hand from workloads/decoder.py RoutedExpert (16 ops); a trace of the tiny Mixtral's
+    prefill, every one of its 2 x 4 experts reached, records 8 x 16 ops inside its experts."""
+    from explore.commands import OPS_PER_EXPERT
+    from tests.explore.tiny_sweep import TINY_CONFIG
+    from workloads.capture import trace_model
+    from workloads.model_config import config_from_hf
+
+    trace = trace_model(config_from_hf(TINY_CONFIG | TINY_MOE, name="tiny-moe"), phase="prefill", batch=1, seq_len=16)
+    assert OPS_PER_EXPERT == 16
+    assert sum(".experts." in op.module for op in trace.ops) == 2 * 4 * OPS_PER_EXPERT
