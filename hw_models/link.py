@@ -42,7 +42,7 @@ from pydantic.dataclasses import dataclass as spec_dataclass
 
 from hw_models.spec_common import SPEC_CONFIG, NonNegative, Positive, PositiveInt, Source
 from hw_models.validation import check_keys, check_plausible, did_you_mean, input_error
-from workloads.errors import InputError, found_document, read_user_text
+from workloads.errors import InputError, found_document, nearest_file, read_user_text
 from workloads.yaml_lines import LocatedYAML
 
 COLLECTIVES = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "send_recv")
@@ -101,7 +101,7 @@ def load_link(name_or_path: str, overrides: dict | None = None) -> LinkSpec:
     path = Path(name_or_path)
     if name_or_path.endswith((".yaml", ".yml")) or path.exists():
         if not path.is_file():
-            raise InputError(f"{name_or_path}: no such link YAML file")
+            raise InputError(f"{name_or_path}: no such link YAML file{nearest_file(path)}")
         text, where = read_user_text(path), str(path)
     else:
         names = link_names()

@@ -60,12 +60,12 @@ def read_user_text(path) -> str:
         raise InputError(f"{path}: not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start}); "
                          f"allowed: a UTF-8 file (save it as UTF-8)") from None
     except FileNotFoundError as err:
-        raise InputError(f"{path}: cannot read: {err.strerror}{_nearest_file(Path(path))}") from None
+        raise InputError(f"{path}: cannot read: {err.strerror}{nearest_file(Path(path))}") from None
     except OSError as err:
         raise InputError(f"{path}: cannot read: {err.strerror}") from None
 
 
-def _nearest_file(path: Path) -> str:
+def nearest_file(path: Path) -> str:
     """' (did you mean 'x'?)' naming the file beside a missing one whose name is closest to it; '' when none is."""
     try:
         names = [entry.name for entry in path.parent.iterdir() if entry.is_file()] if path.parent.is_dir() else []

@@ -5,7 +5,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from workloads.errors import InputError, did_you_mean, read_user_text
+from workloads.errors import InputError, did_you_mean, nearest_file, read_user_text
 
 PRESET_FOLDER = "presets"
 
@@ -25,7 +25,7 @@ def read_preset(name_or_path: str, *, package: str, suffixes: tuple[str, ...], k
     path = Path(name_or_path)
     if name_or_path.endswith(suffixes) or path.exists():
         if not path.is_file():
-            raise InputError(f"{name_or_path}: no such {file_kind} file")
+            raise InputError(f"{name_or_path}: no such {file_kind} file{nearest_file(path)}")
         return read_user_text(path), str(path), path.stem
     names = bundled_names(package, suffixes[0])
     if name_or_path not in names:

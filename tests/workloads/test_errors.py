@@ -51,3 +51,15 @@ def test_a_device_name_in_capitals_is_named_on_the_command_line(capsys):
 def test_choices_with_capitals_keep_their_spelling():
     hint = did_you_mean("energy_per_token_j", ["tpot_s", "energy_per_token_J"])
     assert hint == " (did you mean 'energy_per_token_J'?)"
+
+
+@pytest.mark.parametrize("written, hint", [
+    ("my-h10.yaml", " (did you mean 'my-h100.yaml'?)"),
+    ("cluster.yaml", ""),  # nothing beside it is close
+])
+def test_a_missing_device_file_names_the_closest_file_beside_it(tmp_path, capsys, written, hint):
+    (tmp_path / "my-h100.yaml").write_text("base: h100-sxm\n")
+    missing = tmp_path / written
+    assert main(["run", "--model", "llama-2-7b", "--device", str(missing)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [f"explore: error: {missing}: no such device YAML file{hint}"]
