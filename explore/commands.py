@@ -965,7 +965,7 @@ def _speculation_text(point: DesignPoint) -> str:
     draft, k, a = point.knob("spec_draft"), point.knob("spec_tokens"), point.knob("acceptance")
     times = "once" if k == 1 else f"{k} times"
     if draft == MEDUSA:
-        by = f"{k} Medusa head{'' if k == 1 else 's'} on the target (kernels/medusa.py)"
+        by = f"{count_label(k, 'Medusa head')} on the target (kernels/medusa.py)"
     elif draft == MTP:
         by = (f"the target's multi-token-prediction module (eh_proj, its norms and one decoder layer with a KV cache "
               f"of its own, the target's embedding and LM head shared: workloads/mtp.py) run {times} a step, as "

@@ -639,7 +639,6 @@ class Evaluator:
         if draft == MEDUSA:
             heads = medusa_head_table(self.config(point.model), spec.drafted, point.batch * spec.verified, point.tp)
             verify = KernelTable.concat([verify, heads.with_format(fmt)])
-        if draft == MEDUSA:
             return SpeculativeTables(prefill=target.prefill, verify=verify, speculation=spec,
                                      window=target.attention_window, draft=None, decode=target.decode)
         # A draft shards over the target's tp devices, as vLLM's draft tensor parallelism does by default.

@@ -127,8 +127,8 @@ class SpeculativeTables:
     # max_position_embeddings; None: Medusa heads, no limit of their own) run instead (drafted_tokens).
     decode: KernelTable | None = None
     draft_positions: int | None = None
-    # The draft's first step of each speculative step, over `draft_query` tokens a sequence (first_draft_tokens);
-    # None: Medusa heads.
+    # The draft's first step of each speculative step, over `draft_query` tokens a sequence (first_draft_tokens); set
+    # where `draft` is (None: Medusa heads).
     draft_first: KernelTable | None = None
     draft_query: int = 1
 
@@ -213,15 +213,14 @@ def evaluate_speculative(device, tables: SpeculativeTables, workload: BatchWorkl
     # Keys of the verification: the prompt, the tokens generated so far and the drafted ones after the last.
     passes = [_pass(device, tables.verify, prompt + generated + spec.verified - 1, tables.window, decode_mode,
                     workload.batch)]
-    if tables.draft_first is not None:
+    if tables.draft is not None:
         # A first draft step attends to the keys up to its last padded token: the verification's (vLLM pads it to
         # the verified k + 1 positions, which end 1 to k + 1 keys before), one more for a draft model's own slot.
         passes.append(_pass(device, tables.draft_first, prompt + generated + tables.draft_query - 1, tables.window,
                             decode_mode, workload.batch))
-    first_decode = 0 if tables.draft_first is None else 1
-    if tables.draft is not None and first_decode < spec.drafted:
-        # Draft step i of each speculative step attends to the prompt, the generated tokens and i drafts.
-        draft_kv = (prompt + generated[:, None] + np.arange(first_decode, spec.drafted)[None, :]).ravel()
+    if tables.draft is not None and spec.drafted > 1:
+        # Draft step i (from 1) of each speculative step attends to the prompt, the generated tokens and i drafts.
+        draft_kv = (prompt + generated[:, None] + np.arange(1, spec.drafted)[None, :]).ravel()
         passes.append(_pass(device, tables.draft.decode, draft_kv, tables.window, decode_mode, workload.batch))
     scale = steps / len(generated) if len(generated) else 0.0
     # Past the draft's context each sequence decodes plainly, one token a step at its keys: the steps from the first
