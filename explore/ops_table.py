@@ -70,10 +70,11 @@ def _passes(tables: PassTables, speculative: SpeculativeTables | None) -> list[t
     if speculative is None:
         return [("prefill", tables.prefill), ("decode", tables.decode)]
     draft = speculative.draft
+    # A draft's one-token steps, k - 1 a speculative step, run where it drafts more than one token.
     return ([("prefill", speculative.prefill)] + ([("draft_prefill", draft.prefill)] if draft else [])
             + [("verify", speculative.verify)]
             + ([("draft_first", speculative.draft_first)] if speculative.draft_first is not None else [])
-            + ([("draft_decode", draft.decode)] if draft else []))
+            + ([("draft_decode", draft.decode)] if draft and speculative.speculation.drafted > 1 else []))
 
 
 # The suffix of an aten op as the tracing machine's CPU ran it (_scaled_dot_product_flash_attention_for_cpu): the

@@ -130,3 +130,23 @@ def test_a_speculative_point_shows_the_passes_it_runs(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "first verification pass:" in text and "the draft's prefill:" in text and "a draft decode step" in text
     assert "first decode step:" not in text
+
+
+def test_a_draft_of_one_token_shows_no_one_token_draft_step(tmp_path, capsys):
+    """At k = 1 each speculative step's draft runs its first step only (over the verified tokens and the sampled
+    one), none of the k - 1 = 0 one-token steps (sim/speculative.py evaluate_speculative prices none): --ops lists the
+    passes that run. Before, it listed the draft's one-token decode step at every k."""
+    from explore.cli import main
+
+    model = write_tiny_model(tmp_path / "target")
+    draft = tmp_path / "draft" / "config.json"
+    draft.parent.mkdir()
+    draft.write_text(json.dumps(TINY_CONFIG | {"num_hidden_layers": 1, "hidden_size": 32, "intermediate_size": 64}))
+    run = ["run", "--model", model, "--device", "h100-sxm", "--prompt", "32", "--output", "4", "--ops", "--json",
+           "--spec-draft", str(draft), "--spec-tokens"]
+    phases = {}
+    for k in (1, 2):
+        assert main(run + [str(k)]) == 0
+        phases[k] = {r["phase"] for r in json.loads(capsys.readouterr().out)["ops"]}
+    assert phases[1] == {"prefill", "draft_prefill", "verify", "draft_first"}
+    assert phases[2] == phases[1] | {"draft_decode"}
