@@ -85,14 +85,17 @@ def source_digest(names: tuple[str, ...]) -> str:
 UNTRACED_FIELDS = ("source", "mtp_layers", "mtp")
 
 
-def trace_key(config: ModelConfig, *, phase: str, batch: int, seq_len: int, context_len: int = 0) -> dict[str, Any]:
+def trace_key(config: ModelConfig, *, phase: str, batch: int, seq_len: int, context_len: int = 0,
+              sampled: int = 1) -> dict[str, Any]:
     """Everything a fake-tensor trace of `config` depends on, as plain JSON values (not the config's source: where
-    its file was read from); an MTP module's adds the module and workloads/mtp.py's source."""
+    its file was read from); an MTP module's adds the module and workloads/mtp.py's source, a pass with logits at
+    more than its last position their count."""
     shape = {field: value for field, value in asdict(config).items() if field not in UNTRACED_FIELDS}
     module = {"module": "mtp", "module_code": source_digest(("mtp.py",))} if config.mtp else {}
+    logits = {"sampled": sampled} if sampled != 1 else {}
     return {"cache_version": CACHE_VERSION, "trace_version": TRACE_VERSION, "config": shape,
             "phase": phase, "batch": batch, "seq_len": seq_len, "context_len": context_len,
-            "torch": torch_version(), "capture_code": capture_code_digest()} | module
+            "torch": torch_version(), "capture_code": capture_code_digest()} | module | logits
 
 
 def trace_path(key: dict[str, Any]) -> Path:
@@ -133,15 +136,16 @@ def store(key: dict[str, Any], trace: Trace) -> None:
         log.warning("%s: trace not cached (%s)", path, err)
 
 
-def is_cached(config: ModelConfig, *, phase: str, batch: int, seq_len: int, context_len: int = 0) -> bool:
-    """Whether the cache has a file for this trace (not read: a broken one is found when it is loaded)."""
-    return trace_path(trace_key(config, phase=phase, batch=batch, seq_len=seq_len, context_len=context_len)).is_file()
+def is_cached(config: ModelConfig, **shape: Any) -> bool:
+    """Whether the cache has a file for the trace of `shape` (trace_key's arguments; not read: a broken one is found
+    when it is loaded)."""
+    return trace_path(trace_key(config, **shape)).is_file()
 
 
-def cached_trace(config: ModelConfig, *, phase: str, batch: int, seq_len: int, context_len: int = 0) -> Trace:
-    """trace_model(config, ...) on fake tensors, from the cache when it holds it (torch is imported only to
-    capture a trace the cache lacks)."""
-    key = trace_key(config, phase=phase, batch=batch, seq_len=seq_len, context_len=context_len)
+def cached_trace(config: ModelConfig, **shape: Any) -> Trace:
+    """trace_model(config, **shape) on fake tensors (shape: trace_key's arguments), from the cache when it holds it
+    (torch is imported only to capture a trace the cache lacks)."""
+    key = trace_key(config, **shape)
     trace = load(key)
     if trace is None:  # torch is imported only here
         if config.mtp:
@@ -149,6 +153,6 @@ def cached_trace(config: ModelConfig, *, phase: str, batch: int, seq_len: int, c
         else:
             from workloads.capture import trace_model
 
-        trace = trace_model(config, phase=phase, batch=batch, seq_len=seq_len, context_len=context_len)
+        trace = trace_model(config, **shape)
         store(key, trace)
     return trace

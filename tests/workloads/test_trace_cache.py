@@ -83,6 +83,15 @@ def test_anything_the_trace_depends_on_misses(cache: Path, tiny_llama: ModelConf
     assert trace_path(other) != trace_path(stored) and load(other) is None
 
 
+def test_logits_at_more_positions_are_another_trace_and_one_leaves_the_key_as_it_was(tiny_llama: ModelConfig) -> None:
+    # A speculative verification of 4 tokens a sequence samples all 4 (its LM head runs 4 rows a sequence): not the
+    # trace of a 4-token pass sampling its last; sampling one, the default, keys a trace as before the argument was.
+    verify = SHAPE | {"seq_len": 4}
+    assert trace_path(trace_key(tiny_llama, **verify, sampled=4)) != trace_path(trace_key(tiny_llama, **verify))
+    assert trace_key(tiny_llama, **verify, sampled=1) == trace_key(tiny_llama, **verify)
+    assert "sampled" not in trace_key(tiny_llama, **verify)
+
+
 def test_the_same_config_read_from_another_file_hits(cache: Path, tiny_llama: ModelConfig, captures: list[dict],
                                                     decode_trace: Trace) -> None:
     # Where a config.json was read from is no part of what its trace holds: a copy in another folder (each test's
