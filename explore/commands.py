@@ -23,7 +23,7 @@ from explore.point_checks import check_sweep_points
 from explore.point_values import check_idle_knobs, check_point_values
 from explore.pool_what_ifs import POOL_WHAT_IFS
 from explore.progress_line import ProgressLine
-from explore.report import MAX_DETAIL, most_figures
+from explore.report import MAX_DETAIL, figures_drawn
 from explore.rerun import (
     REPORT_FILES,
     other_models,
@@ -44,7 +44,7 @@ from explore.run_support import (
     overrides_text,
     parse_sets,
 )
-from explore.runner import Progress, columns_for, run_sweep
+from explore.runner import Progress, capped_workers, columns_for, run_sweep
 from explore.schema import as_list
 from explore.serving_settings import SPEC_FIELDS, FlagNames, data_parallel_ranks, flag_of, idle_setting, renamed
 from explore.sweep import STRATEGY_NAMES, Constraint, Objectives, load_sweep
@@ -94,7 +94,12 @@ TRACE_S_PER_OP = 0.0002
 TRACE_S_PER_EXPERT_BUILT = 0.00087
 # A run that captures a trace imports torch and warms its fake-tensor dispatch first: explore on the tiny model
 # (--workers 1, /usr/bin/time user + sys) from an empty trace cache and again from the filled one took 4.47 and
-# 1.81 s (a static point, 2 traces), 4.71 and 1.92 s (a serving point, 4): 2.5 s past the traces' own.
+# 1.81 s (a static point, 2 traces), 4.71 and 1.92 s (a serving point, 4): 2.5 s past the traces' own. Each worker
+# process that captures does so (the pool's workers fork from a process that has not imported torch): the tiny
+# model's 4 batches (4 tasks, explore/runner.py _tasks), empty cache less filled, took 3.4-3.5 s on one worker and
+# 4.9-5.5 s on two, user + sys of the run and its workers. A serving point's task (one point each) builds its model's
+# step template, and workers starting together each capture its traces: deepseek-v2-lite's 4 rates took 10.1 s on
+# one worker and 19.7 s on two (2026-12-06, the machine shared: load 2-5).
 TORCH_START_S = 2.5
 # Ops a trace records (len(Trace.ops)): a decoder layer's attention, norms and MLP (or an MoE layer's router), 73-77
 # in llama-2-7b's and mixtral-8x7b's traces, 89-91 in qwen3-30b-a3b's, 96-103 in deepseek-v2-lite's (MLA); and 16 an
@@ -112,19 +117,30 @@ POINT_S = 0.001
 # 10,000 points/s on one core (bench/bench_sweep_grid.py).
 BLOCK_POINT_S = 0.0001
 OPTUNA_S_PER_POINT = 0.02
-# Preparing a static point's kernel tables (its traces loaded from the cache and lowered, its format applied:
-# Evaluator.tables), once per distinct (model, batch, prompt, format), its first point paying it: the traces cached, on
-# one core of a 2-core machine, examples/quickstart.yaml's 32 took 34 ms each on average (at most 150; 100-240 ms under
-# the load of other processes), examples/quant-sparsity.yaml's 36 took 14-22 ms, examples/long-context.yaml's 2 (32k
-# tokens) 85 ms, their other points 1-7 ms (POINT_S): Evaluator.evaluate timed point by point.
-PREPARE_S_PER_COMBINATION = 0.035
-# Drawing the report, per figure (explore/report.py most_figures counts the most it draws): on the same machine
+# Preparing a static point's kernel tables (Evaluator.tables: its traces loaded from the cache, lowered and fused, its
+# format applied), its first point paying it: a part an op its traces record, once per trace whatever the formats, and
+# a fixed part per distinct (model, batch, prompt, format). Evaluator.tables in a fresh process, the traces cached,
+# CPU time (time.process_time) on the 2-core machine at load 1-2, 2026-12-06, batch 1, prompt 512, engine kernels:
+# the tiny model (tests/explore/tiny_sweep.py) 358 ops 16 ms, llama-2-7b 4,918 ops 115-120 ms, mixtral-8x7b 9,910 ops
+# 317-327 ms, deepseek-v2-lite 34,537 ops 1.37-1.50 s (reading the trace files most of it, lowering and fusing a third);
+# least squares without a constant: 40 us an op (14, 197, 396 and 1,380 ms; a constant fits below 0). A second format
+# of the same tables took 0.2-0.4 ms. The fixed part: explore/runner.py run_sweep of the tiny model's 42 formats (42
+# combinations) took 0.18-0.20 s, of 42 memory bandwidths of one format 0.06-0.07 s, 3 ms a combination more, 0.9 ms
+# of it each point of a format priced alone, not in a block (POINT_S, BLOCK_POINT_S). It was 35 ms a combination
+# (examples/quickstart.yaml's 32 combinations of 8 traces took 34 ms each on average).
+PREPARE_S_PER_OP = 0.00004
+PREPARE_S_PER_COMBINATION = 0.002
+# Drawing the report, per figure (explore/report.py figures_drawn counts those a sweep draws): on the same machine
 # examples/quickstart.yaml's report drew its 12 figures in 4.0-4.6 s and examples/serving.yaml's its 8 in 2.5 s
-# (write_report timed alone, the points stored), 0.32-0.38 s a figure. A serving report also re-runs up to MAX_DETAIL
-# chosen points for its per-request figures. Past the figures, drawing grows with the points, spread over the what-if,
-# energy, sensitivity, batch and Pareto figures (each groups or plots every row): `explore report DIR` timed on one core
-# of the same machine, 10 figures each, over examples/gpu-whatif-grid.yaml's 10,368 points 7.0 s, its copies at 6 and 3
-# steps a what-if 2,592 points 4.4 s and 648 points 3.8 s: 0.33-0.34 ms a point.
+# (write_report timed alone, the points stored), 0.32-0.38 s a figure; the tiny model's one-point and 4-point sweeps
+# (batches or rates), without objectives and with 3, drew 5 and 11 figures (one point: 8, no knob varies for the
+# sensitivity figures) in 1.06-1.07 and 2.27 s static, 1.24-1.30 and 2.07 s served (the serving report re-runs its
+# points too), 0.19-0.26 s a figure (process_time of write_report after run_sweep, 2026-12-06). A serving report
+# also re-runs up to MAX_DETAIL chosen points for its per-request figures. Past the figures, drawing grows with the
+# points, spread over the what-if, energy, sensitivity, batch and Pareto figures (each groups or plots every row):
+# `explore report DIR` timed on one core of the same machine, 10 figures each, over examples/gpu-whatif-grid.yaml's
+# 10,368 points 7.0 s, its copies at 6 and 3 steps a what-if 2,592 points 4.4 s and 648 points 3.8 s: 0.33-0.34 ms a
+# point.
 REPORT_S_PER_FIGURE = 0.35
 REPORT_S_PER_POINT = 0.00033
 # A serving point simulates its requests: Evaluator.evaluate timed point by point in CPU time (time.process_time; the
@@ -155,8 +171,7 @@ def _progress_printer(line: ProgressLine):
 
 def cmd_sweep(args) -> int:
     sweep = load_sweep(args.sweep)
-    if args.workers < 1:
-        raise InputError(f"--workers: found {args.workers}, allowed: an integer >= 1")
+    _workers(args)
     evaluator = Evaluator()
     check_sweep_points(sweep, evaluator)  # before anything is written: a combination no point runs is one line
     out = Path(args.out) if args.out else default_out(sweep.name)
@@ -300,6 +315,7 @@ def cmd_check(args) -> int:
     evaluator = Evaluator()
     serving = sweep.spec.serving
     configs = [evaluator.config(model) for model in dims["model"]]
+    workers = _workers(args)
     if serving is None:
         models = [(config, b, p, PAIR) for config in configs for b in dims["batch"] for p in dims["prompt"]]
         traces = models + _speculative_traces(sweep, evaluator, dims, serving=False)
@@ -311,15 +327,16 @@ def cmd_check(args) -> int:
         point_s = (SERVING_S_PER_POINT + requests * SERVING_S_PER_REQUEST) * (CAPACITY_RUNS if serving.capacity else 1)
     # Traces already in the on-disk cache load in milliseconds (workloads/trace_cache.py).
     to_capture = [t for t in traces if not _traced(evaluator, t)]
-    trace_s = (TORCH_START_S if to_capture else 0.0) + sum(_trace_s(trace) for trace in to_capture)
     check_sweep_points(sweep, evaluator)  # before the grid's points are made: a refused one names its line
     visits = _evaluated(sweep)
+    workers = capped_workers(workers, sweep.visits())  # as the run caps them, with its notice
+    trace_s = _capture_s(to_capture, workers, serving is not None)
     per_point = point_s + (OPTUNA_S_PER_POINT if search.strategy in ("nsga2", "tpe") else 0.0)
-    figures = most_figures(len(sweep.spec.objectives.minimize + sweep.spec.objectives.maximize), serving is not None)
+    figures = _report_figures(sweep, dims)
     # A serving report re-runs at most MAX_DETAIL of the points evaluated (report_serving.detail_rows), not more.
     report_s = (figures * REPORT_S_PER_FIGURE + visits * REPORT_S_PER_POINT
                 + (min(MAX_DETAIL, visits) * point_s if serving is not None else 0.0))
-    prepare_s = 0.0 if serving is not None else min(visits, _combinations(sweep, models)) * PREPARE_S_PER_COMBINATION
+    prepare_s = 0.0 if serving is not None else _prepare_s(sweep, traces, models, visits)
     estimate = trace_s + prepare_s + visits * per_point + report_s
     plan = (("all evaluated" if visits == sweep.size() else f"{count_label(visits, 'distinct design')} evaluated")
             if search.strategy == "grid" else f"{search.strategy} search evaluates {visits}")
@@ -332,21 +349,67 @@ def cmd_check(args) -> int:
             ", ..." if len(values) > MAX_SHOWN else "")
         count = f"{len(values)} value{'s' * (len(values) != 1)}"
         print(f"derived {target} = {sweep.spec.derived[target]}: {count} ({shown})")
-    print(f"estimated run time: about {estimate:.0f} s on one worker, about {report_s:.0f} s of it drawing the report "
+    on = "on one worker" if workers == 1 else f"of CPU time on {workers} workers"
+    print(f"estimated run time: about {estimate:.0f} s {on}, about {report_s:.0f} s of it drawing the report "
           f"(up to {figures} figures)")
     for note in sweep_notes(sweep):
         print(f"note: {note}")
     return 0
 
 
+def _workers(args) -> int:
+    """--workers, refused below 1."""
+    if args.workers < 1:
+        raise InputError(f"--workers: found {args.workers}, allowed: an integer >= 1")
+    return args.workers
+
+
+def _capture_s(to_capture: list[Trace], workers: int, serving: bool) -> float:
+    """CPU time capturing the traces the cache lacks takes, over the run's workers: torch started in each worker that
+    captures; a static sweep's trace captured by the one worker whose points take it (explore/runner.py _tasks groups
+    them by model, batch and prompt), a serving sweep's step template traces by every worker (each builds the template
+    of the points it runs, and they start together)."""
+    if not to_capture:
+        return 0.0
+    traces_s = sum(_trace_s(trace) for trace in to_capture)
+    if serving:
+        return workers * (TORCH_START_S + traces_s)
+    return min(workers, len(to_capture)) * TORCH_START_S + traces_s
+
+
 def _trace_s(trace: Trace) -> float:
     """CPU time capturing a trace takes: each of its passes builds its model (every expert of each MoE layer) and
     records its ops."""
-    config, batch, prompt, passes = trace
+    config = trace[0]
     built = config.moe_layers * config.num_experts
-    return sum(TRACE_S + built * TRACE_S_PER_EXPERT_BUILT
-               + _traced_ops(config, batch * (prompt if phase == "prefill" else query)) * TRACE_S_PER_OP
-               for phase, query in passes)
+    return sum(TRACE_S + built * TRACE_S_PER_EXPERT_BUILT + ops * TRACE_S_PER_OP for ops in _pass_ops(trace))
+
+
+def _pass_ops(trace: Trace) -> list[int]:
+    """The ops each pass of a trace records, about (_traced_ops)."""
+    config, batch, prompt, passes = trace
+    return [_traced_ops(config, batch * (prompt if phase == "prefill" else query)) for phase, query, *_ in passes]
+
+
+def _prepare_s(sweep, traces: list[Trace], models: list[Trace], visits: int) -> float:
+    """CPU time preparing a static sweep's kernel tables takes: loading and lowering every trace its points take, a
+    part an op, and a fixed part a (model, batch, prompt, format) combination, no more of them than its points."""
+    ops = sum(sum(_pass_ops(trace)) for trace in traces)
+    return ops * PREPARE_S_PER_OP + min(visits, _combinations(sweep, models)) * PREPARE_S_PER_COMBINATION
+
+
+def _report_figures(sweep, dims: dict) -> int:
+    """The figures the sweep's report draws where its points are feasible (explore/report.py figures_drawn): the ones
+    called for by the knobs that take several values, a draft, overrides, a slowdown SLO or a capacity search."""
+    varied = {name for name, values in dims.items() if len(values) > 1}
+    serving = sweep.spec.serving
+    drafts = [d for d in dims.get("spec_draft") or as_list(sweep.spec.workload.spec_draft) if d]
+    called = {"scaling": "tp" in varied, "formats": "weight_bits" in varied,
+              "decode_time": bool(drafts) or "kv_budget" in varied, "whatif": bool(sweep.spec.overrides),
+              "serving_slowdown": sweep.limits_slowdown(),
+              "serving_capacity": serving is not None and serving.capacity is not None}
+    return figures_drawn(len(sweep.spec.objectives.minimize + sweep.spec.objectives.maximize), serving is not None,
+                         varies=bool(varied), called={name for name, on in called.items() if on})
 
 
 def _traced_ops(config: ModelConfig, tokens: int) -> int:

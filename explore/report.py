@@ -8,7 +8,7 @@ import html
 import logging
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -57,12 +57,22 @@ def figures_of_kind(serving: bool) -> tuple[str, ...]:
     return (*SERVING_TITLES, "whatif") if serving else (*FIGURE_TITLES, "decode_time", "whatif")
 
 
-def most_figures(objectives: int, serving: bool) -> int:
-    """The most figures a report draws for a sweep of `objectives` objectives: a ranking (one objective) or a Pareto
-    figure per pair, a sensitivity figure per objective, and those of its kind (static or serving)."""
+# Figures a report draws only where its sweep calls for them, each giving way to a caption or to nothing elsewhere:
+# against tensor-parallel devices (explore/report_static.py static_figures: tp takes several values), against weight
+# bits (report_formats.py: several weight widths), the decode time (report_decode.py: a KV budget or a draft), the
+# what-ifs (report_whatif.py: overrides), the slowdowns (report_serving.py rate_figures: a slowdown SLO) and the
+# capacity (capacity_section: a capacity search).
+CALLED_FOR = ("scaling", "formats", "decode_time", "whatif", "serving_slowdown", "serving_capacity")
+
+
+def figures_drawn(objectives: int, serving: bool, *, varies: bool, called: Collection[str]) -> int:
+    """The figures a report draws where its points are feasible, for a sweep of `objectives` objectives: a ranking (one
+    objective) or a Pareto figure per pair, a sensitivity figure per objective where some knob `varies`
+    (report_pareto.py sensitivity_figures), and those of its kind (static or serving) but the CALLED_FOR ones not in
+    `called`."""
     pairs = 1 if objectives == 1 else min(math.comb(objectives, 2), MAX_PAIRS)
-    own = pairs + min(objectives, MAX_SENSITIVITY) if objectives else 0
-    return own + len(figures_of_kind(serving))
+    own = pairs + (min(objectives, MAX_SENSITIVITY) if varies else 0) if objectives else 0
+    return own + sum(name not in CALLED_FOR or name in called for name in figures_of_kind(serving))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -64,10 +64,11 @@ def test_check_leaves_out_the_points_a_sweep_records_as_not_run(tmp_path, capsys
 
 
 def test_the_estimate_draws_the_report_s_figures(tmp_path, capsys):
-    """The estimate includes drawing the report, figure by figure: a static report draws at most 9 figures of its own
-    (report_static's 7 titles, the decode-time and the what-if figures); three objectives add a Pareto figure per pair
-    and a sensitivity figure each, 3 + 3 by hand, and one objective a ranking and a sensitivity figure: more figures, a
-    longer estimate, the points alike."""
+    """The estimate includes drawing the report, figure by figure: a static report of two batches draws 5 figures of its
+    own (the roofline, latency and energy breakdowns, energy and batch figures; not those against tensor-parallel
+    devices or weight bits, the decode-time or the what-if figures, which nothing here calls for); three objectives add
+    a Pareto figure per pair and a sensitivity figure each, 3 + 3 by hand, and one objective a ranking and a
+    sensitivity figure: more figures, a longer estimate, the points alike."""
     model = write_tiny_model(tmp_path)
 
     def check(objectives: str) -> str:
@@ -78,7 +79,7 @@ def test_the_estimate_draws_the_report_s_figures(tmp_path, capsys):
 
     none, one = check(""), check("objectives: {minimize: [tpot_s]}\n")
     three = check("objectives: {minimize: [tpot_s, energy_per_token_J], maximize: [tokens_per_s]}\n")
-    assert "(up to 9 figures)" in none and "(up to 11 figures)" in one and "(up to 15 figures)" in three, three
+    assert "(up to 5 figures)" in none and "(up to 7 figures)" in one and "(up to 11 figures)" in three, three
     assert _estimate_s(none) < _estimate_s(three)
 
 
@@ -111,9 +112,9 @@ def _report_s(out: str) -> float:
 
 
 def test_the_report_part_grows_with_the_points_drawn(tmp_path, capsys, monkeypatch):
-    """Drawing the report costs a constant a figure and a term a point: 2 and 42 memory bandwidths draw the same 9
-    figures (no objectives), and at 0.1 s a point the 42-point report part is 40 x 0.1 = 4 s longer; at 1 s a figure
-    and 1 s a point the 2-point one is 9 + 2 = 11 s by hand."""
+    """Drawing the report costs a constant a figure and a term a point: 2 and 42 memory bandwidths draw the same 6
+    figures (no objectives: a static report's 5 and the what-if figure), and at 0.1 s a point the 42-point report part
+    is 40 x 0.1 = 4 s longer; at 1 s a figure and 1 s a point the 2-point one is 6 + 2 = 8 s by hand."""
     from explore import commands
 
     model = write_tiny_model(tmp_path)
@@ -125,14 +126,14 @@ def test_the_report_part_grows_with_the_points_drawn(tmp_path, capsys, monkeypat
                                      f"{steps}}}}}\n")
         assert main(["check", path]) == 0
         out = capsys.readouterr().out
-        assert f"{steps} design points (all evaluated)" in out and "(up to 9 figures)" in out, out
+        assert f"{steps} design points (all evaluated)" in out and "(up to 6 figures)" in out, out
         return _report_s(out)
 
     monkeypatch.setattr(commands, "REPORT_S_PER_POINT", 0.1)
     assert check(42) - check(2) == 4
     monkeypatch.setattr(commands, "REPORT_S_PER_FIGURE", 1.0)
     monkeypatch.setattr(commands, "REPORT_S_PER_POINT", 1.0)
-    assert check(2) == 11
+    assert check(2) == 8
 
 
 def test_a_serving_report_re_runs_no_more_points_than_the_sweep_evaluates(tmp_path, capsys, monkeypatch):
@@ -215,7 +216,7 @@ def test_a_speculative_sweep_counts_its_drafts_traces_as_the_run_takes_them(tmp_
     from tests.workloads.test_mtp import TINY_MTP
 
     _price_layers(monkeypatch, 0.5)
-    for name, value in (("POINT_S", 0.0), ("BLOCK_POINT_S", 0.0),
+    for name, value in (("POINT_S", 0.0), ("BLOCK_POINT_S", 0.0), ("PREPARE_S_PER_OP", 0.0),
                         ("PREPARE_S_PER_COMBINATION", 0.0), ("REPORT_S_PER_FIGURE", 0.0), ("REPORT_S_PER_POINT", 0.0),
                         ("SERVING_S_PER_POINT", 0.0), ("SERVING_S_PER_REQUEST", 0.0)):
         monkeypatch.setattr(commands, name, value)
@@ -272,8 +273,9 @@ def test_the_estimate_prices_a_trace_by_its_ops_and_the_experts_it_builds(tmp_pa
 
     for name, value in (("TORCH_START_S", 10.0), ("TRACE_S", 1.0), ("TRACE_S_PER_OP", 1.0),
                         ("TRACE_S_PER_EXPERT_BUILT", 1.0), ("OPS_PER_LAYER", 100), ("OPS_PER_EXPERT", 10),
-                        ("POINT_S", 0.0), ("PREPARE_S_PER_COMBINATION", 0.0), ("REPORT_S_PER_FIGURE", 0.0),
-                        ("REPORT_S_PER_POINT", 0.0), ("SERVING_S_PER_POINT", 0.0), ("SERVING_S_PER_REQUEST", 0.0)):
+                        ("POINT_S", 0.0), ("PREPARE_S_PER_OP", 0.0), ("PREPARE_S_PER_COMBINATION", 0.0),
+                        ("REPORT_S_PER_FIGURE", 0.0), ("REPORT_S_PER_POINT", 0.0), ("SERVING_S_PER_POINT", 0.0),
+                        ("SERVING_S_PER_REQUEST", 0.0)):
         monkeypatch.setattr(commands, name, value)
     monkeypatch.setenv("LLM_CODESIGN_CACHE", str(tmp_path / "cache"))  # empty: nothing traced yet
     model = tmp_path / "moe" / "config.json"
@@ -301,3 +303,115 @@ def test_an_expert_that_gets_tokens_records_the_ops_the_estimate_counts(tmp_path
     trace = trace_model(config_from_hf(TINY_CONFIG | TINY_MOE, name="tiny-moe"), phase="prefill", batch=1, seq_len=16)
     assert OPS_PER_EXPERT == 16
     assert sum(".experts." in op.module for op in trace.ops) == 2 * 4 * OPS_PER_EXPERT
+
+
+def _only(monkeypatch, **costs: float) -> None:
+    """Prices every part of the estimate at 0 but `costs` (explore/commands.py's constants by name)."""
+    from explore import commands
+
+    for name in ("TORCH_START_S", "TRACE_S", "TRACE_S_PER_OP", "TRACE_S_PER_EXPERT_BUILT", "POINT_S", "BLOCK_POINT_S",
+                 "PREPARE_S_PER_OP", "PREPARE_S_PER_COMBINATION", "REPORT_S_PER_FIGURE", "REPORT_S_PER_POINT",
+                 "SERVING_S_PER_POINT", "SERVING_S_PER_REQUEST"):
+        monkeypatch.setattr(commands, name, costs.get(name, 0.0))
+
+
+def test_preparing_tables_costs_a_part_an_op_of_each_trace_and_a_part_a_combination(tmp_path, capsys, monkeypatch):
+    """Preparing a static point's tables lowers each of its traces once, whatever the formats, at a cost an op, and
+    applies each format at a fixed cost. The tiny Mixtral at 100 ops a layer and 10 an expert that gets tokens (as in
+    the trace test above): batch 1, prompt 16, a prefill of 280 ops and a decode step of 240; at 1 s an op and 10 s a
+    combination, 520 + 10 = 530 s by hand; two weight widths lower the same trace, 520 + 2 x 10 = 540 s; batches 1 and
+    2 lower two (batch 2's decode step routes 2 x 2 tokens, all 4 experts: 280 ops), 520 + 560 + 2 x 10 = 1,100 s. It
+    was 35 ms a combination whatever the model."""
+    import json
+
+    from explore import commands
+    from tests.explore.tiny_sweep import TINY_CONFIG
+
+    _only(monkeypatch, PREPARE_S_PER_OP=1.0, PREPARE_S_PER_COMBINATION=10.0)
+    monkeypatch.setattr(commands, "OPS_PER_LAYER", 100)
+    monkeypatch.setattr(commands, "OPS_PER_EXPERT", 10)
+    model = tmp_path / "moe" / "config.json"
+    model.parent.mkdir()
+    model.write_text(json.dumps(TINY_CONFIG | TINY_MOE))
+
+    def check(rest: str) -> float:
+        assert main(["check", write_sweep(tmp_path, f"name: est\nmodel: {model}\ndevice: h100-sxm\n{rest}")]) == 0
+        return _estimate_s(capsys.readouterr().out)
+
+    assert check("workload: {batch: 1, prompt: 16, output: 2}\n") == 530
+    assert check("workload: {batch: 1, prompt: 16, output: 2}\nformat: {weight_bits: [16, 4]}\n") == 540
+    assert check("workload: {batch: [1, 2], prompt: 16, output: 2}\n") == 1100
+
+
+OBJECTIVES = "objectives: {minimize: [tpot_s, energy_per_token_J], maximize: [tokens_per_s]}\n"
+
+
+@pytest.mark.parametrize("rest, figures", [
+    # One point: the static report's 5 figures; 3 objectives add their 3 Pareto figures, and no sensitivity figure
+    # (no knob varies).
+    ("workload: {batch: 1, prompt: 16, output: 2}\n", 5),
+    ("workload: {batch: 1, prompt: 16, output: 2}\n" + OBJECTIVES, 8),
+    # Two weight widths on 2 tensor-parallel devices and 1: the figures against weight bits and against devices, and
+    # the 3 sensitivity figures.
+    ("workload: {batch: 1, prompt: 16, output: 2}\nformat: {weight_bits: [16, 4]}\nparallel: {tp: [1, 2]}\n"
+     + OBJECTIVES, 13),
+    # One served rate: latency, goodput and energy against the rate, latency distributions and the timeline; a
+    # slowdown SLO and a capacity search add their figures.
+    ("serving: {rate: 10, requests: 20, prompt: 32, output: 4}\n", 5),
+    ("serving: {requests: 20, prompt: 32, output: 4, capacity: [1, 20], slo: {slowdown: {tbt: {p50: 2}}}}\n",
+     7),
+])
+def test_the_estimate_counts_the_figures_the_report_draws(tmp_path, capsys, rest, figures):
+    """explore check counts the figures a sweep's report draws (explore/report.py figures_drawn), not the most any
+    report draws (9 static, 8 served, and 6 of 3 objectives): counted by hand from the report's modules."""
+    model = write_tiny_model(tmp_path)
+    assert main(["check", write_sweep(tmp_path, f"name: est\nmodel: {model}\ndevice: h100-sxm\n{rest}")]) == 0
+    out = capsys.readouterr().out
+    assert f"(up to {figures} figures)" in out, out
+
+
+def test_the_report_draws_the_figures_check_counts(tmp_path, capsys, monkeypatch):
+    """The tiny model's one-point sweep with 3 objectives: its report writes as many figures as check counts (8: 3
+    Pareto figures and the static report's 5)."""
+    monkeypatch.setenv("LLM_CODESIGN_CACHE", str(tmp_path / "cache"))
+    model = write_tiny_model(tmp_path)
+    path = write_sweep(tmp_path, f"name: est\nmodel: {model}\ndevice: h100-sxm\n"
+                                 f"workload: {{batch: 1, prompt: 16, output: 2}}\n{OBJECTIVES}")
+    assert main(["check", path]) == 0
+    assert "(up to 8 figures)" in capsys.readouterr().out
+    assert main([path, "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    assert len(list((tmp_path / "out" / "figures").glob("*.png"))) == 8
+
+
+def test_each_worker_that_captures_starts_torch(tmp_path, capsys, monkeypatch):
+    """Each worker process that captures a trace starts torch (the pool's workers do not inherit it). Three batches of
+    the tiny model from an empty cache, at 10 s to start torch and 1 s a pass captured (a prefill and a decode a
+    batch): 10 + 6 = 16 s on one worker, 2 x 10 + 6 = 26 s on two, 3 x 10 + 6 = 36 s on four (capped, as the run caps
+    them, at the 3 points). Served at two rates, each worker builds the step template of the points it runs, capturing
+    its 4 traces itself: 10 + 4 = 14 s on one worker, 2 x 14 = 28 s on two."""
+    from explore import runner
+
+    _only(monkeypatch, TORCH_START_S=10.0, TRACE_S=1.0)
+    monkeypatch.setattr(runner, "usable_cores", lambda: 8)  # the cap is the points, not this machine's cores
+    monkeypatch.setenv("LLM_CODESIGN_CACHE", str(tmp_path / "cache"))  # empty: nothing traced yet
+    model = write_tiny_model(tmp_path)
+
+    def check(rest: str, workers: int) -> str:
+        path = write_sweep(tmp_path, f"name: est\nmodel: {model}\ndevice: h100-sxm\n{rest}")
+        assert main(["check", path, "--workers", str(workers)]) == 0
+        return capsys.readouterr().out
+
+    static = "workload: {batch: [1, 2, 3], prompt: 16, output: 2}\n"
+    assert [_estimate_s(check(static, workers)) for workers in (1, 2, 4)] == [16, 26, 36]
+    assert "about 26 s of CPU time on 2 workers" in check(static, 2)
+    served = "serving: {rate: [10, 20], requests: 20, prompt: 32, output: 4}\n"
+    assert [_estimate_s(check(served, workers)) for workers in (1, 2)] == [14, 28]
+
+
+def test_check_refuses_fewer_than_one_worker(tmp_path, capsys):
+    """--workers 0 is refused as explore refuses it: one line naming the flag, exit code 2."""
+    model = write_tiny_model(tmp_path)
+    path = write_sweep(tmp_path, f"name: est\nmodel: {model}\ndevice: h100-sxm\n"
+                                 f"workload: {{batch: 1, prompt: 16, output: 2}}\n")
+    assert main(["check", path, "--workers", "0"]) == 2
+    assert capsys.readouterr().err.strip().endswith("--workers: found 0, allowed: an integer >= 1")
