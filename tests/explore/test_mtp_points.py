@@ -15,6 +15,7 @@ import pytest
 from explore.cli import main
 from explore.design_point import DesignPoint
 from sim.serving_spec import ServingSpec
+from sim.step_costs import pass_execution
 from sim.workload import BatchWorkload
 from tests.explore.test_deepseek_points import TINY_DEEPSEEK
 from tests.explore.tiny_sweep import write_sweep
@@ -103,6 +104,28 @@ def test_each_speculative_step_drafts_first_over_the_verified_tokens(tiny_mtp, e
     assert first.flops[gemm].sum() == by_hand
     assert tables.draft.decode.flops[np.isin(tables.draft.decode.kind, GEMM)].sum() == (
         2 * 4 * (8192 + 3072 + 1280 + 1536 + 256 + 6144 + 8192) + 2 * 4 * 4 * (8 * 16 + 16 * 6) + 8 * 3 * 2 * 64 * 32)
+
+
+def test_each_speculative_step_runs_the_first_step_and_k_minus_1_one_token_steps(tiny_mtp, evaluator):
+    """k = 3 at full acceptance: a step yields 4 tokens, so an output of 9 tokens takes one speculative step more than
+    one of 5, and that step costs, in GEMM time (which no key length moves), one verification, one first step of the
+    module over the 4 verified tokens of each of 4 sequences (eh_proj 2 x 16 x 128 x 64 FLOPs, by hand) and k - 1 = 2
+    of its one-token steps (eh_proj 2 x 4 x 128 x 64), each pass priced alone on the device."""
+    def run(output: int) -> DesignPoint:
+        return replace(point(tiny_mtp, spec_draft="mtp", spec_tokens=3, acceptance=1.0), output=output)
+
+    longer, shorter = (evaluator.evaluate(run(output)).metrics["time_gemm_s"] for output in (9, 5))
+    device = evaluator.point_device(run(5))
+    tables = evaluator.speculative_tables(run(5), evaluator.point_tables(run(5), device))
+    first, one_token = tables.draft_first, tables.draft.decode
+    for table, rows in ((first, 16), (one_token, 4)):
+        assert [k.flops for k in table.kernels if k.module == "eh_proj"] == [2 * rows * 128 * 64]
+
+    def gemm_s(table) -> float:
+        costs = device.cost_table(table, pass_execution("engine", decode_only=True))
+        return float(costs.time_s[table.class_masks["gemm"]].sum())
+
+    assert longer - shorter == pytest.approx(gemm_s(tables.verify) + gemm_s(first) + 2 * gemm_s(one_token), rel=1e-9)
 
 
 def test_explore_run_ops_shows_the_modules_first_step(tiny_mtp, capsys):
