@@ -127,7 +127,10 @@ OPTUNA_S_PER_POINT = 0.02
 # of the same tables took 0.2-0.4 ms. The fixed part: explore/runner.py run_sweep of the tiny model's 42 formats (42
 # combinations) took 0.18-0.20 s, of 42 memory bandwidths of one format 0.06-0.07 s, 3 ms a combination more, 0.9 ms
 # of it each point of a format priced alone, not in a block (POINT_S, BLOCK_POINT_S). It was 35 ms a combination
-# (examples/quickstart.yaml's 32 combinations of 8 traces took 34 ms each on average).
+# (examples/quickstart.yaml's 32 combinations of 8 traces took 34 ms each on average). A serving point's step template
+# (Evaluator.template, in a fresh process, the traces cached) takes as long an op of its traces: the tiny model's 716
+# ops 30-32 ms, mixtral-8x7b's 1,724 58-61 ms, deepseek-v2-lite's 16 traces of 19,936 ops 0.81-0.88 s (40-43 us an op);
+# its template in another format re-lowers them (22 and 237 ms), not counted.
 PREPARE_S_PER_OP = 0.00004
 PREPARE_S_PER_COMBINATION = 0.002
 # Drawing the report, per figure (explore/report.py figures_drawn counts those a sweep draws): on the same machine
@@ -336,7 +339,7 @@ def cmd_check(args) -> int:
     # A serving report re-runs at most MAX_DETAIL of the points evaluated (report_serving.detail_rows), not more.
     report_s = (figures * REPORT_S_PER_FIGURE + visits * REPORT_S_PER_POINT
                 + (min(MAX_DETAIL, visits) * point_s if serving is not None else 0.0))
-    prepare_s = 0.0 if serving is not None else _prepare_s(sweep, traces, models, visits)
+    prepare_s = _prepare_s(sweep, traces, models, visits, workers)
     estimate = trace_s + prepare_s + visits * per_point + report_s
     plan = (("all evaluated" if visits == sweep.size() else f"{count_label(visits, 'distinct design')} evaluated")
             if search.strategy == "grid" else f"{search.strategy} search evaluates {visits}")
@@ -391,11 +394,14 @@ def _pass_ops(trace: Trace) -> list[int]:
     return [_traced_ops(config, batch * (prompt if phase == "prefill" else query)) for phase, query, *_ in passes]
 
 
-def _prepare_s(sweep, traces: list[Trace], models: list[Trace], visits: int) -> float:
-    """CPU time preparing a static sweep's kernel tables takes: loading and lowering every trace its points take, a
-    part an op, and a fixed part a (model, batch, prompt, format) combination, no more of them than its points."""
-    ops = sum(sum(_pass_ops(trace)) for trace in traces)
-    return ops * PREPARE_S_PER_OP + min(visits, _combinations(sweep, models)) * PREPARE_S_PER_COMBINATION
+def _prepare_s(sweep, traces: list[Trace], models: list[Trace], visits: int, workers: int) -> float:
+    """CPU time preparing the points' kernel tables takes: loading and lowering every trace they take, a part an op; a
+    static sweep's a fixed part a (model, batch, prompt, format) combination too, no more of them than its points; a
+    serving sweep's step templates built by each worker (each builds those of the points it runs)."""
+    lowering_s = sum(sum(_pass_ops(trace)) for trace in traces) * PREPARE_S_PER_OP
+    if sweep.spec.serving is not None:
+        return workers * lowering_s
+    return lowering_s + min(visits, _combinations(sweep, models)) * PREPARE_S_PER_COMBINATION
 
 
 def _report_figures(sweep, dims: dict) -> int:

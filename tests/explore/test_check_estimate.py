@@ -415,3 +415,29 @@ def test_check_refuses_fewer_than_one_worker(tmp_path, capsys):
                                  f"workload: {{batch: 1, prompt: 16, output: 2}}\n")
     assert main(["check", path, "--workers", "0"]) == 2
     assert capsys.readouterr().err.strip().endswith("--workers: found 0, allowed: an integer >= 1")
+
+
+def test_each_serving_worker_builds_its_step_templates(tmp_path, capsys, monkeypatch):
+    """A serving point's step template reads and lowers its traces at a cost an op, in each worker that runs such
+    points. The tiny Mixtral served at two rates, at 100 ops a layer and 10 an expert that gets tokens: its template's
+    four passes of 280 ops each (as the trace test above counts them), at 1 s an op, 1,120 s on one worker and 2,240 s
+    on two, by hand (it was not counted)."""
+    import json
+
+    from explore import commands, runner
+    from tests.explore.tiny_sweep import TINY_CONFIG
+
+    _only(monkeypatch, PREPARE_S_PER_OP=1.0, PREPARE_S_PER_COMBINATION=10.0)  # the latter a static sweep's alone
+    monkeypatch.setattr(commands, "OPS_PER_LAYER", 100)
+    monkeypatch.setattr(commands, "OPS_PER_EXPERT", 10)
+    monkeypatch.setattr(runner, "usable_cores", lambda: 8)
+    model = tmp_path / "moe" / "config.json"
+    model.parent.mkdir()
+    model.write_text(json.dumps(TINY_CONFIG | TINY_MOE))
+    path = write_sweep(tmp_path, f"name: est\nmodel: {model}\ndevice: h100-sxm\n"
+                                 f"serving: {{rate: [10, 20], requests: 20, prompt: 32, output: 4}}\n")
+    estimates = []
+    for workers in (1, 2):
+        assert main(["check", path, "--workers", str(workers)]) == 0
+        estimates.append(_estimate_s(capsys.readouterr().out))
+    assert estimates == [1120, 2240]
