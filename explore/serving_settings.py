@@ -13,7 +13,7 @@ from typing import Any, Protocol
 from sim.autoscalers import forecasts, on_metric
 from sim.schedulers import SCHEDULERS
 from sim.serving_spec import BUSY_THRESHOLDS, ServingSpec, trace_requests
-from workloads.errors import InputError
+from workloads.errors import InputError, found_value
 
 # Every value the user gave each setting (a ServingSpec field, and the point's pipeline stages `pp`): one for a run,
 # each value of a list in a sweep.
@@ -103,7 +103,7 @@ class KeyNames:
         return f"{self.name(field)}: {value}"
 
     def found(self, field: str, value: Any) -> str:
-        return f"{self.name(field)} {value!r}"
+        return f"{self.name(field)} {found_value(value)}"
 
     def at_least(self, field: str, least: int, why: str) -> str:
         return f"{self.name(field)} >= {least} ({why})"

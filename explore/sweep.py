@@ -57,11 +57,11 @@ from explore.sweep_serving import (
 from hw_models.device_block import knob_corners
 from hw_models.link import default_link, load_link_model
 from hw_models.registry import load_device
-from hw_models.validation import check_keys, did_you_mean, input_error, quoted
+from hw_models.validation import check_keys, did_you_mean, input_error
 from kernels.kv_policy import budget_error
 from sim.serving_spec import BUSY_THRESHOLDS, trace_requests
 from sim.speculative import MEDUSA, MTP, draft_error, mtp_error
-from workloads.errors import InputError, found_document
+from workloads.errors import InputError, found_document, found_value
 from workloads.model_config import check_context, load_model_config
 from workloads.yaml_lines import LocatedYAML
 
@@ -132,7 +132,7 @@ class Objectives(Strict):
     def _metric_list(cls, value: Any) -> Any:
         if isinstance(value, list):
             return value  # each item is checked as a metric name
-        raise ValueError(f"found {quoted(value)}, allowed: a list of metric names (e.g. [tpot_s])"
+        raise ValueError(f"found {found_value(value)}, allowed: a list of metric names (e.g. [tpot_s])"
                          if isinstance(value, dict) else "a list of metric names (e.g. [tpot_s])")
 
     @field_validator("minimize", "maximize")
@@ -213,7 +213,7 @@ class SweepFile(Strict):
         allowed = f"a list of constraints, each {CONSTRAINT_FORM}"
         # input_error quotes a wrong value itself, but not a mapping: it reads one as a section under a rule that
         # spans its fields ('constraints: {tpot_s: {max: 0.1}}' is a user's guess at a form this file lacks).
-        raise ValueError(f"found {quoted(value)}, allowed: {allowed}" if isinstance(value, dict) else allowed)
+        raise ValueError(f"found {found_value(value)}, allowed: {allowed}" if isinstance(value, dict) else allowed)
 
     @field_validator("overrides")
     @classmethod

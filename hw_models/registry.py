@@ -23,7 +23,7 @@ from hw_models.validation import (
     not_a_number,
     unread_reason,
 )
-from workloads.errors import InputError, found_document
+from workloads.errors import InputError, found_document, found_value
 from workloads.preset_files import bundled_names, bundled_where, read_preset
 from workloads.yaml_lines import LocatedYAML
 
@@ -114,14 +114,14 @@ def _on_base(data: dict, where: str, line_of) -> tuple[dict, str]:
     if not isinstance(base, str) or base not in bundled_names("hw_models", ".yaml"):
         line = line_of(("base",))
         names = bundled_names("hw_models", ".yaml")
-        raise InputError(f"{where}{f':{line}' if line else ''}: base: found {base!r}"
+        raise InputError(f"{where}{f':{line}' if line else ''}: base: found {found_value(base)}"
                          f"{did_you_mean(str(base), names)}, allowed: a device preset name (explore presets devices)")
     base_data = _read(base)[0]
     if "kind" in data and data["kind"] != base_data["kind"]:  # a what-if of a preset keeps its kind of device
         line = line_of(("kind",))
-        raise InputError(f"{where}{f':{line}' if line else ''}: kind: found {data['kind']!r} on base {base!r} (a "
-                         f"{base_data['kind']}), allowed: {base_data['kind']!r} or left out (a device of another kind "
-                         f"is a file of its own, without base:)")
+        raise InputError(f"{where}{f':{line}' if line else ''}: kind: found {found_value(data['kind'])} on base "
+                         f"{base!r} (a {base_data['kind']}), allowed: {base_data['kind']!r} or left out (a device of "
+                         f"another kind is a file of its own, without base:)")
     changes = dict(_leaves({k: v for k, v in data.items() if k not in ("base", "kind", *IDENTITY_FIELDS)}))
     merged = apply_overrides(base_data, changes, where, line_of=line_of, on_base=True)
     merged["name"] = data.get("name") or Path(where).stem
@@ -250,8 +250,7 @@ def _as_shipped(value: Any, what: str) -> str:
     """' (true on the device)': a field's value as the device has it, for a refusal to override it."""
     if value is None or what == "a section":
         return ""
-    shown = str(value).lower() if isinstance(value, bool) else repr(value)
-    return f" ({shown} on the device)"
+    return f" ({found_value(value)} on the device)"
 
 
 def what_if_fields(name_or_path: str) -> list[str]:
@@ -270,9 +269,9 @@ def validate_spec(data: dict, where: str, line_of=None):
     """The validated spec of a preset dictionary; its `kind:` picks the spec class. line_of(key path) gives
     the file line of a key, for messages (a what-if's changed data has none)."""
     kind = data.get("kind")
-    if kind not in DEVICE_KINDS:
+    if not isinstance(kind, str) or kind not in DEVICE_KINDS:  # a list or a mapping is no key of DEVICE_KINDS
         line = line_of(("kind",)) if line_of else None
-        found = f"found {kind!r}" if "kind" in data else "missing"
+        found = f"found {found_value(kind)}" if "kind" in data else "missing"
         raise InputError(f"{where}{f':{line}' if line else ''}: kind: {found}, allowed: {', '.join(DEVICE_KINDS)}")
     spec_class = DEVICE_KINDS[kind].spec_class
     check_keys(data, spec_class, where, line_of=line_of)

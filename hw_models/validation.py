@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pydantic import BaseModel, ValidationError
 
 from hw_models.spec_common import PLAUSIBLE, Plausible, ReadWith, Unread
-from workloads.errors import InputError, did_you_mean
+from workloads.errors import InputError, did_you_mean, found_value
 
 
 def dotted(loc) -> str:
@@ -39,6 +39,10 @@ def _most_specific(errors: list[dict]) -> dict:
         return (leaf, len([p for p in e["loc"] if not _is_type_tag(p)]), not e["type"].endswith("_type"),
                 list_member)
     return max(errors, key=score)
+
+
+def _values(count: int) -> str:
+    return f"{count} value" if count == 1 else f"{count} values"
 
 
 MAPPING = "a mapping of its keys (key: value, ...)"  # a section given a value: input_error names its keys where it can
@@ -72,16 +76,17 @@ def input_error(err: ValidationError, where: str, prefix: str = "",
     if short:
         length = 1 + max(e["loc"][-1] for e in err.errors()
                          if e["type"] == "missing" and e["loc"][:-1] == first["loc"][:-1])
-        return InputError(f"{place}: {key}: found {quoted(first.get('input'))}, allowed: a list of {length} values")
+        return InputError(f"{place}: {key}: found {found_value(first.get('input'))}, "
+                          f"allowed: a list of {length} values")
     if first["type"] == "missing":
         return InputError(f"{place}: {key}: missing, allowed: a value (the key is required)")
     allowed = first["msg"]
     if first["type"] == "too_short":
-        allowed = f"a list of at least {first['ctx']['min_length']} value(s)"
+        allowed = f"a list of at least {_values(first['ctx']['min_length'])}"
     if first["type"] == "too_long":  # a tuple's length is its only one
         most = first["ctx"]["max_length"]
         allowed = f"a list of {most} values" if first["ctx"].get("field_type") == "Tuple" else \
-            f"a list of at most {most} value(s)"
+            f"a list of at most {_values(most)}"
     allowed = PLAIN_ALLOWED.get(first["type"], allowed)
     if allowed == MAPPING and cls is not None and (keys := _fields(field_hint(cls, dotted(loc)))):
         allowed = f"a mapping of its keys {', '.join(keys)} (key: value, ...)"
@@ -101,19 +106,7 @@ def input_error(err: ValidationError, where: str, prefix: str = "",
     if first["type"] == "string_type" and isinstance(first.get("input"), bool):
         # YAML 1.1 reads yes/no/on/off/true/false unquoted as booleans: the user wrote a word.
         allowed += " (YAML reads an unquoted yes, no, on, off, true or false as a boolean: quote it)"
-    return InputError(f"{place}: {key}: found {quoted(first.get('input'))}, allowed: {allowed}")
-
-
-# Longest value quoted in a message; a longer one is shown by its start and its length (one line stays readable).
-MAX_QUOTED_CHARS = 80
-
-
-def quoted(value) -> str:
-    """repr(value), or its first characters and its length when it is long."""
-    text = repr(value)
-    if len(text) <= MAX_QUOTED_CHARS:
-        return text
-    return f"{text[:MAX_QUOTED_CHARS - 20]}... ({len(text):,} characters)"
+    return InputError(f"{place}: {key}: found {found_value(first.get('input'))}, allowed: {allowed}")
 
 
 def check_keys(data, cls, where: str, prefix: str = "", line_of=None, path: tuple = (),
@@ -272,7 +265,7 @@ def idle_reason(cls, path: str, data: dict) -> str | None:
         return None if found is not None else f"read only beside a {marker.path} section, which the device has none of"
     if found == marker.value:
         return None
-    return f"read only with {marker.path}: {_yaml_text(marker.value)} (the device: {_yaml_text(found)})"
+    return f"read only with {marker.path}: {found_value(marker.value)} (the device: {found_value(found)})"
 
 
 def _value_at(data: dict, path: str) -> typing.Any:
@@ -281,13 +274,6 @@ def _value_at(data: dict, path: str) -> typing.Any:
     for key in path.split("."):
         node = node.get(key) if isinstance(node, dict) else None
     return node
-
-
-def _yaml_text(value: typing.Any) -> str:
-    """A value as a YAML file spells it: true / false, null, a name in quotes."""
-    if isinstance(value, bool) or value is None:
-        return {True: "true", False: "false", None: "null"}[value]
-    return repr(value)
 
 
 def unread_reason(cls, path: str) -> str | None:
@@ -339,16 +325,17 @@ def check_plausible(data: dict, where: str, line_of: Callable[[tuple], int | Non
                 continue  # not a number at all: the spec's type says so
         if isinstance(number, bool) or not isinstance(number, int | float):
             if isinstance(number, bool) and rule is not None:
-                raise _at(where, line_of, path, f"found {value!r}, allowed: a number ({rule.unit or 'a count'})")
+                raise _at(where, line_of, path, value, f"a number ({rule.unit or 'a count'})")
             continue
         if not math.isfinite(number):
             allowed = f"{_shown(rule.low)} to {_shown(rule.high)} {rule.unit}".rstrip() if rule else "a number"
-            raise _at(where, line_of, path, f"found {value!r}, allowed: a finite number ({allowed})")
+            raise _at(where, line_of, path, value, f"a finite number ({allowed})")
         if rule is not None and number > 0 and not rule.low <= number <= rule.high:  # sign: the type's rule
-            raise _at(where, line_of, path, f"found {value!r}, allowed: {_shown(rule.low)} to {_shown(rule.high)}"
-                                            f"{' ' + rule.unit if rule.unit else ''} ({rule.why})")
+            raise _at(where, line_of, path, value, f"{_shown(rule.low)} to {_shown(rule.high)}"
+                                                   f"{' ' + rule.unit if rule.unit else ''} ({rule.why})")
 
 
-def _at(where: str, line_of, path: tuple, text: str) -> InputError:
+def _at(where: str, line_of, path: tuple, value, allowed: str) -> InputError:
     line = line_of(path) if line_of else None
-    return InputError(f"{where}{f':{line}' if line else ''}: {dotted(path)}: {text}")
+    return InputError(f"{where}{f':{line}' if line else ''}: {dotted(path)}: found {found_value(value)}, "
+                      f"allowed: {allowed}")

@@ -1,7 +1,11 @@
 """The one error type for bad user input, shared by every layer (it lives in the lowest one)."""
 
+import datetime
 import difflib
+import math
+import numbers
 import os
+import re
 from pathlib import Path
 
 
@@ -35,6 +39,65 @@ def found_document(data) -> str:
     """What a user's YAML file holds where a mapping was expected, as an error's 'found' part: 'no keys (an empty
     file)' where it is empty, else 'a list', 'a str', ..."""
     return "no keys (an empty file)" if data is None else f"a {type(data).__name__}"
+
+
+# Longest value an error shows; a longer one is shown by its start and its length (one line stays readable).
+MAX_FOUND_CHARS = 80
+
+
+def found_value(value, *, json: bool = False) -> str:
+    """A value read from a user's YAML file (`json`: JSON file) as an error's 'found' part, spelled as the file spells
+    it (null, true, .inf or JSON's Infinity, [1, 2], {key: 'text'}: text quoted), by its first characters and its
+    length when long."""
+    text = _spelled(value, JSON_NUMBERS if json else YAML_NUMBERS)
+    if len(text) <= MAX_FOUND_CHARS:
+        return text
+    return f"{text[:MAX_FOUND_CHARS - 20]}... ({len(text):,} characters)"
+
+
+def found_json(value) -> str:
+    """found_value of a value read from a JSON file (config.json, a trace's lines)."""
+    return found_value(value, json=True)
+
+
+def found_key(mapping: dict, key: str, *, json: bool = False) -> str:
+    """'found' and the value at `key` of a mapping read from a user's file, as found_value spells it, or 'missing'
+    where the mapping has no such key (a null is found)."""
+    return f"found {found_value(mapping[key], json=json)}" if key in mapping else "missing"
+
+
+# How each kind of file spells the numbers that are not finite: YAML's core schema, and Python's json module (JSON
+# itself has none; json.loads reads these).
+YAML_NUMBERS = {"nan": ".nan", "inf": ".inf", "-inf": "-.inf"}
+JSON_NUMBERS = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+_PLAIN_KEY = re.compile(r"[A-Za-z_][\w.\-]*")  # a mapping key YAML reads as text unquoted
+
+
+def _spelled(value, not_finite: dict[str, str]) -> str:
+    """The flow spelling of a parsed value, its numbers that are not finite as `not_finite` names them; text and
+    other objects as repr writes them."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, numbers.Integral):
+        return str(int(value))
+    if isinstance(value, numbers.Real):  # numpy's floats too, whose repr names their type
+        number = float(value)
+        return repr(number) if math.isfinite(number) else not_finite[str(number)]
+    if isinstance(value, list | tuple):
+        return f"[{', '.join(_spelled(item, not_finite) for item in value)}]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_key(key, not_finite)}: {_spelled(item, not_finite)}"
+                               for key, item in value.items()) + "}"
+    if isinstance(value, datetime.date):  # YAML reads an unquoted 2024-01-01 as a date
+        return value.isoformat()
+    return repr(value)
+
+
+def _key(key, not_finite: dict[str, str]) -> str:
+    """A mapping key as written: bare where YAML reads it as text unquoted."""
+    return key if isinstance(key, str) and _PLAIN_KEY.fullmatch(key) else _spelled(key, not_finite)
 
 
 # Sweep files, device YAMLs and config.json are written by hand: the largest shipped is 7 KB. 1 MiB is over a

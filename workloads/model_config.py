@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from workloads.errors import InputError
+from workloads.errors import InputError, found_json
 from workloads.preset_files import bundled_names, read_preset
 
 # Families whose config.json field names we read; each maps to one decoder layout in decoder.py.
@@ -183,7 +183,7 @@ def _require(cfg: dict, key: str, where: str):
     if key in POSITIVE_INT_KEYS:
         most = POSITIVE_INT_KEYS[key]
         if not (isinstance(value, int) and not isinstance(value, bool) and 0 < value <= most):
-            raise InputError(f"{where}: {key}: found {value!r}, allowed: a positive integer up to {most:,}")
+            raise InputError(f"{where}: {key}: found {found_json(value)}, allowed: a positive integer up to {most:,}")
     return value
 
 
@@ -243,22 +243,22 @@ def _check_values(cfg: dict, where: str) -> None:
     for key, most in COUNT_KEYS.items():
         value = cfg.get(key)
         if value is not None and not (isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= most):
-            raise InputError(f"{where}: {key}: found {value!r}, allowed: an integer from 0 to {most:,}")
+            raise InputError(f"{where}: {key}: found {found_json(value)}, allowed: an integer from 0 to {most:,}")
     for key in BOOLEAN_KEYS:
         if key in cfg and not isinstance(cfg[key], bool):
-            raise InputError(f"{where}: {key}: found {cfg[key]!r}, allowed: true or false")
+            raise InputError(f"{where}: {key}: found {found_json(cfg[key])}, allowed: true or false")
     for key, (low, high, allowed) in REAL_KEYS.items():
         value = cfg.get(key)
         number = isinstance(value, int | float) and not isinstance(value, bool)
         # A null is refused, not read as the default: Hugging Face's config classes keep it and fail on it.
         if key in cfg and not (number and low < value < high):
-            raise InputError(f"{where}: {key}: found {'null' if value is None else repr(value)}, allowed: {allowed}")
+            raise InputError(f"{where}: {key}: found {found_json(value)}, allowed: {allowed}")
     named = cfg.get("architectures") or []
     expected = ARCHITECTURES[cfg["model_type"]]
     others = [a for a in named if a in ARCHITECTURES.values() and a != expected] if isinstance(named, list) else []
     if others:
-        raise InputError(f"{where}: architectures: found {others[0]!r} with model_type {cfg['model_type']!r}, "
-                         f"allowed: {expected!r} (or the model_type of {others[0]})")
+        raise InputError(f"{where}: architectures: found {found_json(others[0])} with model_type "
+                         f"{cfg['model_type']!r}, allowed: {expected!r} (or the model_type of {others[0]})")
     for key in MOE_KEYS.get(cfg["model_type"], ()):
         if cfg.get(key) is None:
             raise InputError(f"{where}: {key}: missing, allowed: a positive integer (a {cfg['model_type']} config "
@@ -276,10 +276,11 @@ def _check_deepseek(cfg: dict, where: str) -> None:
     for key, allowed in (("scoring_func", SCORING_FUNCS), ("topk_method", TOPK_METHODS)):
         value = given[key]
         if value not in allowed:
-            raise InputError(f"{where}: {key}: found {value!r}, allowed: {', '.join(allowed)}")
+            raise InputError(f"{where}: {key}: found {found_json(value)}, allowed: {', '.join(allowed)}")
     if cfg.get("moe_layer_freq", 1) != 1:
-        raise InputError(f"{where}: moe_layer_freq: found {cfg['moe_layer_freq']!r}, allowed: 1 (an MoE MLP in every "
-                         f"layer past first_k_dense_replace; dense layers between MoE ones are not modeled)")
+        raise InputError(f"{where}: moe_layer_freq: found {found_json(cfg['moe_layer_freq'])}, allowed: 1 (an MoE "
+                         f"MLP in every layer past first_k_dense_replace; dense layers between MoE ones are not "
+                         f"modeled)")
     if cfg.get("attention_bias", False):
         raise InputError(f"{where}: attention_bias: found true, allowed: false (MLA projections with biases are not "
                          f"modeled)")
@@ -301,18 +302,18 @@ def _check_qwen3_moe_layers(cfg: dict, where: str) -> None:
     divide, which the decoder does not build."""
     step = cfg.get("decoder_sparse_step", 1)
     if step != 1:
-        raise InputError(f"{where}: decoder_sparse_step: found {step!r}, allowed: 1 (an MoE MLP in every layer; "
-                         f"dense layers between MoE ones are not modeled)")
+        raise InputError(f"{where}: decoder_sparse_step: found {found_json(step)}, allowed: 1 (an MoE MLP in every "
+                         f"layer; dense layers between MoE ones are not modeled)")
     dense = cfg.get("mlp_only_layers") or []
     if dense != []:
-        raise InputError(f"{where}: mlp_only_layers: found {dense!r}, allowed: [] (an MoE MLP in every layer; dense "
-                         f"layers among MoE ones are not modeled)")
+        raise InputError(f"{where}: mlp_only_layers: found {found_json(dense)}, allowed: [] (an MoE MLP in every "
+                         f"layer; dense layers among MoE ones are not modeled)")
 
 
 def _check(config: ModelConfig, cfg: dict, where: str) -> ModelConfig:
     """Rules across keys that a model built from the config relies on."""
     if config.dtype not in TORCH_DTYPES:
-        raise InputError(f"{where}: torch_dtype: found {config.dtype!r}, allowed: {', '.join(TORCH_DTYPES)}")
+        raise InputError(f"{where}: torch_dtype: found {found_json(config.dtype)}, allowed: {', '.join(TORCH_DTYPES)}")
     if config.num_heads % config.num_kv_heads:
         raise InputError(f"{where}: num_key_value_heads: found {config.num_kv_heads}, allowed: a divisor of "
                          f"num_attention_heads ({config.num_heads})")
@@ -341,7 +342,7 @@ def config_from_hf(cfg: dict, *, name: str, where: str = "config") -> ModelConfi
     model_type = cfg.get("model_type")
     if not isinstance(model_type, str) or model_type not in SUPPORTED_MODEL_TYPES:
         raise InputError(
-            f"{where}: model_type: found {model_type!r}, allowed: {', '.join(SUPPORTED_MODEL_TYPES)}"
+            f"{where}: model_type: found {found_json(model_type)}, allowed: {', '.join(SUPPORTED_MODEL_TYPES)}"
         )
     _check_values(cfg, where)
     return _check(_from_hf(cfg, name=name, where=where), cfg, where)
@@ -360,7 +361,7 @@ def _from_hf(cfg: dict, *, name: str, where: str) -> ModelConfig:
             raise InputError(f"{where}: do_layer_norm_before: found false, allowed: true")
         act = cfg.get("activation_function", "relu")
         if act != "relu":
-            raise InputError(f"{where}: activation_function: found {act!r}, allowed: 'relu'")
+            raise InputError(f"{where}: activation_function: found {found_json(act)}, allowed: 'relu'")
         return ModelConfig(
             **common, hidden_size=hidden, intermediate_size=_require(cfg, "ffn_dim", where),
             num_layers=_require(cfg, "num_hidden_layers", where), num_heads=heads, num_kv_heads=heads,
@@ -373,7 +374,7 @@ def _from_hf(cfg: dict, *, name: str, where: str) -> ModelConfig:
     heads = _require(cfg, "num_attention_heads", where)
     act = cfg.get("hidden_act", "silu")
     if act != "silu":
-        raise InputError(f"{where}: hidden_act: found {act!r}, allowed: 'silu'")
+        raise InputError(f"{where}: hidden_act: found {found_json(act)}, allowed: 'silu'")
     window = cfg.get("sliding_window")
     if model_type in ("qwen2", "qwen3"):
         window = _qwen2_window(cfg, where)
@@ -443,7 +444,7 @@ def _qwen2_window(cfg: dict, where: str) -> int | None:
         return None
     first = cfg.get("max_window_layers", QWEN2_MAX_WINDOW_LAYERS)
     if not (isinstance(first, int) and not isinstance(first, bool) and first >= 0):
-        raise InputError(f"{where}: max_window_layers: found {first!r}, allowed: an integer >= 0")
+        raise InputError(f"{where}: max_window_layers: found {found_json(first)}, allowed: an integer >= 0")
     if first >= layers:
         return None
     if first > 0:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from workloads import op_costs
-from workloads.errors import InputError
+from workloads.errors import InputError, found_json
 from workloads.trace import Op, TensorMeta, Trace, layer_index
 
 DEVICE_CATEGORIES = frozenset({"kernel", "gpu_memcpy", "gpu_memset"})
@@ -128,7 +128,7 @@ def _read_trace(path: Path) -> dict:
 def _number(event: dict, key: str, where: str) -> float:
     value = event.get(key)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise InputError(f"{where}: {key}: found {value!r}, allowed: a number of microseconds")
+        raise InputError(f"{where}: {key}: found {found_json(value)}, allowed: a number of microseconds")
     return float(value)
 
 

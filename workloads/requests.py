@@ -21,7 +21,7 @@ from typing import Protocol
 
 import numpy as np
 
-from workloads.errors import InputError, did_you_mean
+from workloads.errors import InputError, did_you_mean, found_json, found_key, found_value
 
 TRACE_FOLDER = Path(__file__).parent / "traces"
 SHIPPED_TRACES: dict[str, str] = {
@@ -66,14 +66,14 @@ def _number(name: str, value: object, *, above: float | None = None, at_least: f
     ok = ok and (above is None or value > above) and (at_least is None or value >= at_least)
     if not ok:
         bound = f"> {above:g}" if above is not None else f">= {at_least:g}"
-        raise InputError(f"{name}: found {value!r}, allowed: a finite number {bound}")
+        raise InputError(f"{name}: found {found_value(value)}, allowed: a finite number {bound}")
     return float(value)  # type: ignore[arg-type]
 
 
 def _integer(name: str, value: object, *, at_least: int, what: str = "") -> int:
     """`value` as an int >= at_least, or an InputError naming `name` (`what` explains the bound)."""
     if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < at_least:
-        raise InputError(f"{name}: found {value!r}, allowed: an integer >= {what or at_least}")
+        raise InputError(f"{name}: found {found_value(value)}, allowed: an integer >= {what or at_least}")
     return int(value)
 
 
@@ -92,7 +92,7 @@ def _token_column(name: str, values: object) -> np.ndarray:
                          f"array of integers >= 1")
     bad = np.flatnonzero(~((array >= 1) & (array <= MAX_TOKENS) & (array == np.floor(array))))
     if bad.size:
-        raise InputError(f"{name}: found {array[bad[0]].item()!r} at index {bad[0]}, allowed: integers >= 1")
+        raise InputError(f"{name}: found {found_value(array[bad[0]].item())} at index {bad[0]}, allowed: integers >= 1")
     return _frozen(array.astype(np.int64))
 
 
@@ -138,8 +138,8 @@ class RequestSet:
                              f"{prompt.size} prompts and {output.size} outputs, allowed: one of each per request")
         bad = np.flatnonzero(~(np.isfinite(arrival) & (arrival >= np.maximum.accumulate(np.r_[0.0, arrival[:-1]]))))
         if bad.size:
-            raise InputError(f"arrival_s: found {arrival[bad[0]].item()!r} at index {bad[0]}, allowed: finite "
-                             f"times >= 0 in non-decreasing order")
+            raise InputError(f"arrival_s: found {found_value(arrival[bad[0]].item())} at index {bad[0]}, allowed: "
+                             f"finite times >= 0 in non-decreasing order")
         object.__setattr__(self, "arrival_s", _frozen(arrival))
         object.__setattr__(self, "prompt_tokens", prompt)
         object.__setattr__(self, "output_tokens", output)
@@ -151,8 +151,8 @@ class RequestSet:
                 raise InputError(f"prefix_group: found {groups.shape} of {groups.dtype}, allowed: one integer >= 0 "
                                  f"per request")
             if bad.size:
-                raise InputError(f"prefix_group: found {groups[bad[0]].item()!r} at index {bad[0]}, allowed: "
-                                 f"integers >= 0")
+                raise InputError(f"prefix_group: found {found_value(groups[bad[0]].item())} at index {bad[0]}, "
+                                 f"allowed: integers >= 0")
             object.__setattr__(self, "prefix_group", _frozen(groups.astype(np.int64)))
         if self.prefix_group is None and (self.shared_tokens is not None or self.after_previous_s is not None):
             raise InputError("RequestSet: found shared_tokens or after_previous_s without prefix_group, allowed: "
@@ -270,7 +270,7 @@ class RequestSet:
         `seed` apart from arrivals' and lengths'; a conversation's turns (after_previous_s) take their first turn's
         draw, as a user's session keeps its tier."""
         if not (isinstance(fraction, int | float) and not isinstance(fraction, bool) and 0 <= fraction <= 1):
-            raise InputError(f"priority_fraction: found {fraction!r}, allowed: a fraction in [0, 1]")
+            raise InputError(f"priority_fraction: found {found_value(fraction)}, allowed: a fraction in [0, 1]")
         draws = np.random.default_rng([_integer("seed", seed, at_least=0), URGENT_STREAM]).random(len(self))
         if self.after_previous_s is not None:
             _, first, inverse = np.unique(self.prefix_group, return_index=True, return_inverse=True)
@@ -547,7 +547,7 @@ def resolve_trace(name_or_path: str) -> Path:
         raise InputError(f"{name_or_path}: no such file, allowed: an existing CSV or JSON-lines file or a shipped "
                          f"trace ({', '.join(SHIPPED_TRACES)})")
     hint = did_you_mean(name_or_path, SHIPPED_TRACES)
-    raise InputError(f"trace: found {name_or_path!r}{hint}, which is no file and no shipped trace, allowed: "
+    raise InputError(f"trace: found {found_value(name_or_path)}{hint}, which is no file and no shipped trace, allowed: "
                      f"a path to a CSV file or one of {', '.join(SHIPPED_TRACES)}")
 
 
@@ -613,12 +613,12 @@ def _column(path: Path, rows: list[list[str]], row_numbers: list[int], name: str
         text = [i for i, blank in enumerate(empty) if not blank and math.isnan(values[i])]
         bad = np.union1d(bad, np.array(text, dtype=np.int64))
     if bad.size:
-        raise InputError(f"{path}: row {row_numbers[bad[0]]}, column {name}: found {cells[bad[0]][:40]!r}, "
+        raise InputError(f"{path}: row {row_numbers[bad[0]]}, column {name}: found {found_value(cells[bad[0]][:40])}, "
                          f"allowed: {allowed}")
     late = np.flatnonzero(np.diff(values) < 0) + 1
     if kind == "time" and late.size:
         row = late[0]
-        raise InputError(f"{path}: row {row_numbers[row]}, column {name}: found {cells[row][:40]!r} after "
+        raise InputError(f"{path}: row {row_numbers[row]}, column {name}: found {found_value(cells[row][:40])} after "
                          f"{cells[row - 1][:40]!r} in row {row_numbers[row - 1]}, allowed: non-decreasing "
                          f"arrival times (sort the file by arrival)")
     return values
@@ -699,7 +699,8 @@ def _mooncake_field(path: Path, line: int, record: dict, key: str, at_least: int
     """A Mooncake record's whole-number field, or an InputError naming the file, line and key."""
     value = record.get(key)
     if not isinstance(value, int) or isinstance(value, bool) or not at_least <= value <= MAX_TOKENS:
-        raise InputError(f"{path}: line {line}, key {key}: found {value!r}, allowed: a whole number >= {at_least}")
+        raise InputError(f"{path}: line {line}, key {key}: {found_key(record, key, json=True)}, allowed: a whole "
+                         f"number >= {at_least}")
     return value
 
 
@@ -730,30 +731,34 @@ def read_mooncake_trace(path: str | Path) -> RequestSet:
         output = _mooncake_field(path, line, record, "output_length", 1)
         for key in MOONCAKE_SESSION_KEYS:
             if key in record:
-                raise InputError(f"{path}: line {line}, key {key}: found {record[key]!r}, allowed: none (a session's "
-                                 f"row, as AIPerf's multi-turn traces write, gives its turn's new input only; give "
-                                 f"each request's whole prompt in input_length and hash_ids, at its timestamp)")
+                raise InputError(f"{path}: line {line}, key {key}: found {found_json(record[key])}, allowed: none "
+                                 f"(a session's row, as AIPerf's multi-turn traces write, gives its turn's new input "
+                                 f"only; give each request's whole prompt in input_length and hash_ids, at its "
+                                 f"timestamp)")
         ids = record.get("hash_ids")
         wanted = -(-prompt // block)
         if not isinstance(ids, list) or len(ids) != wanted:
-            found = f"{len(ids)} ids" if isinstance(ids, list) else repr(ids)
-            raise InputError(f"{path}: line {line}, key hash_ids: found {found}, allowed: {wanted} integers, one per "
+            found = f"found {len(ids)} ids" if isinstance(ids, list) else found_key(record, "hash_ids", json=True)
+            raise InputError(f"{path}: line {line}, key hash_ids: {found}, allowed: {wanted} integers, one per "
                              f"{block} tokens of its input_length {prompt}")
         odd = [i for i in ids if not isinstance(i, int) or isinstance(i, bool)]
         if odd:
-            raise InputError(f"{path}: line {line}, key hash_ids: found {odd[0]!r}, allowed: integers (hash ids)")
+            raise InputError(f"{path}: line {line}, key hash_ids: found {found_json(odd[0])}, allowed: integers "
+                             f"(hash ids)")
         stamp = record.get("timestamp")
         if timed is None:
             timed = stamp is not None
         if timed != (stamp is not None):
-            raise InputError(f"{path}: line {line}, key timestamp: found {stamp!r}, allowed: a timestamp on every "
-                             f"line or on none")
+            raise InputError(f"{path}: line {line}, key timestamp: {found_key(record, 'timestamp', json=True)}, "
+                             f"allowed: a timestamp on every line or on none")
         if timed:
             if not isinstance(stamp, int | float) or isinstance(stamp, bool) or not math.isfinite(stamp) or stamp < 0:
-                raise InputError(f"{path}: line {line}, key timestamp: found {stamp!r}, allowed: milliseconds >= 0")
+                raise InputError(f"{path}: line {line}, key timestamp: found {found_json(stamp)}, allowed: "
+                                 f"milliseconds >= 0")
             if arrivals and stamp / 1000 < arrivals[-1]:
-                raise InputError(f"{path}: line {line}, key timestamp: found {stamp!r} after {arrivals[-1] * 1000:g}, "
-                                 f"allowed: non-decreasing timestamps (sort the file by timestamp)")
+                raise InputError(f"{path}: line {line}, key timestamp: found {found_json(stamp)} after "
+                                 f"{arrivals[-1] * 1000:g}, allowed: non-decreasing timestamps (sort the file by "
+                                 f"timestamp)")
             arrivals.append(stamp / 1000)
         node_path, before = [], -1
         for hash_id in ids:

@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from workloads.errors import InputError
+from workloads.errors import InputError, found_key
 
 TRACE_FORMAT = "llm-codesign-trace"
 TRACE_VERSION = 3
@@ -119,9 +119,9 @@ class Trace:
         if not isinstance(data, dict):
             raise InputError(f"{where}: found {type(data).__name__}, allowed: a trace object")
         if data.get("format") != TRACE_FORMAT:
-            raise InputError(f"{where}: format: found {data.get('format')!r}, allowed: {TRACE_FORMAT!r}")
+            raise InputError(f"{where}: format: {found_key(data, 'format', json=True)}, allowed: {TRACE_FORMAT!r}")
         if data.get("version") != TRACE_VERSION:
-            raise InputError(f"{where}: version: found {data.get('version')!r}, allowed: {TRACE_VERSION}")
+            raise InputError(f"{where}: version: {found_key(data, 'version', json=True)}, allowed: {TRACE_VERSION}")
         fields = {k: v for k, v in data.items() if k not in ("format", "version", "ops")}
         try:
             ops = tuple(_op_from_dict(op) for op in data["ops"])

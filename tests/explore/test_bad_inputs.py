@@ -55,11 +55,26 @@ def _big_device(tmp: Path) -> list[str]:
 
 def _checked(name: str, text: str):
     """`explore check` of a sweep file written at test time (in the test's folder) as `name`."""
+    return _written(name, text, lambda path: ["check", path])
+
+
+def _written(name: str, text: str, argv):
+    """argv(path) of a file written at test time (in the test's folder) as `name`."""
     def write(tmp: Path) -> list[str]:
         path = tmp / name
         path.write_text(text)
-        return ["check", str(path)]
+        return argv(str(path))
     return write
+
+
+def _small_sweep(name: str, workload: str):
+    """`explore check` of a one-model, one-device sweep with this workload: section."""
+    return _checked(name, f"name: small\nmodel: llama-2-7b\ndevice: h100-sxm\nworkload: {workload}\n")
+
+
+def _device_text(name: str, text: str):
+    """`explore run` on a device file of this text."""
+    return _written(name, text, lambda path: ["run", "--model", "llama-2-7b", "--device", path])
 
 
 def _derived(expression: str):
@@ -183,9 +198,9 @@ CASES = [
      "sweep_context.yaml:5: workload.prompt, workload.output: found a prompt of 100,000 tokens"),
     # Device files: .inf, implausible numbers and text flags, named by file, line and key.
     ("device bandwidth .inf", _device("device_bandwidth_inf.yaml"),
-     "device_bandwidth_inf.yaml:4: memory.bandwidth_GBps: found inf, allowed: a finite number"),
+     "device_bandwidth_inf.yaml:4: memory.bandwidth_GBps: found .inf, allowed: a finite number"),
     ("device bandwidth .nan", _nan_device,
-     f"h100-nan.yaml:{BANDWIDTH_LINE}: memory.bandwidth_GBps: found nan, allowed: a finite number"),
+     f"h100-nan.yaml:{BANDWIDTH_LINE}: memory.bandwidth_GBps: found .nan, allowed: a finite number"),
     ("device bandwidth 1e-300", _device("device_bandwidth_tiny.yaml"),
      "device_bandwidth_tiny.yaml:4: memory.bandwidth_GBps: found 1e-300, allowed: 1 to 100,000 GB/s"),
     ("device sm_count 10^12", _device("device_sm_count.yaml"),
@@ -198,10 +213,26 @@ CASES = [
      "memory.bandwidth_GBps: found 1e-300, allowed: 1 to 100,000 GB/s"),
     # Sweep files.
     ("sweep flag as text", _check("sweep_bool_string.yaml"), "calibrated: found 'false', allowed: true or false"),
+    # A YAML null, boolean or list is named as the file spells it (it read 'found None', 'found True').
+    ("sweep batch null", _small_sweep("batch_null.yaml", "{batch: null, prompt: 16, output: 4}"),
+     "batch_null.yaml:4: workload.batch: found null, allowed: an integer"),
+    ("sweep batch true", _small_sweep("batch_true.yaml", "{batch: true, prompt: 16, output: 4}"),
+     "batch_true.yaml:4: workload.batch: found true, allowed: an integer"),
+    ("sweep batch list holding a null", _small_sweep("batch_tilde.yaml", "{batch: [[1, ~]], prompt: 16, output: 4}"),
+     "batch_tilde.yaml:4: workload.batch.0: found [1, null], allowed: an integer"),
+    ("sweep empty batch list", _small_sweep("batch_empty.yaml", "{batch: [], prompt: 16, output: 4}"),
+     "batch_empty.yaml:4: workload.batch: found [], allowed: a list of at least 1 value"),
+    ("device kind a list", _device_text("kind_list.yaml", "name: mine\nkind: [gpu]\n"),  # raised a TypeError
+     "kind_list.yaml:2: kind: found ['gpu'], allowed: gpu, npu, cpu, fpga"),
+    ("device base null", _device_text("base_null.yaml", "base: null\nmemory: {bandwidth_GBps: 4000}\n"),
+     "base_null.yaml:1: base: found null, allowed: a device preset name"),
+    ("config.json key null", _written("config.json", '{"model_type": "llama", "hidden_size": null}',
+                                      lambda path: ["run", "--model", path, "--device", "h100-sxm"]),
+     "config.json: hidden_size: found null, allowed: a positive integer"),
     ("sweep float override as text", _check("sweep_override_text.yaml"),
      "overrides.device.memory.bandwidth_GBps.1: found 'fast', allowed: a number (an integer or a decimal"),
     ("sweep name a YAML boolean", _check("sweep_name_off.yaml"),
-     "sweep_name_off.yaml:1: name: found False, allowed: a valid string (YAML reads an unquoted yes, no, on, off, "
+     "sweep_name_off.yaml:1: name: found false, allowed: a valid string (YAML reads an unquoted yes, no, on, off, "
      "true or false as a boolean: quote it)"),
     ("trace file with a bad column", _run("--serving", "--requests", "1", "--arrival", "trace", "--trace",
                                           str(BAD / "trace_bad_column.csv")),
@@ -240,7 +271,7 @@ CASES = [
     ("sweep rate as a word", _check("sweep_rate_word.yaml"),
      "sweep_rate_word.yaml:4: serving.rate: found 'fast', allowed: a number"),
     ("sweep knob given an overrides range", _check("sweep_knob_range.yaml"),
-     "sweep_knob_range.yaml:4: serving.memory_utilization: found {'range': [0.5, 0.9], 'steps': 3}, allowed: a "
+     "sweep_knob_range.yaml:4: serving.memory_utilization: found {range: [0.5, 0.9], steps: 3}, allowed: a "
      "number"),
     ("sweep a knob in another section", _check("sweep_key_elsewhere.yaml"),
      "sweep_key_elsewhere.yaml:4: workload.weight_bits: unknown key (a key of format:); allowed: batch, prompt"),
@@ -322,7 +353,7 @@ CASES = [
      _run("--weight-bits", "4", "--edge-layer-bits", "8", "--edge-layers", "17"),
      "--edge-layers: found 17 on llama-2-7b, which has 32 decoder layers, allowed: 1 to 16"),
     ("link latency .inf", _run("--tp", "2", "--link", str(BAD / "link_latency_inf.yaml")),
-     "link_latency_inf.yaml:4: latency_us: found inf, allowed: a finite number"),
+     "link_latency_inf.yaml:4: latency_us: found .inf, allowed: a finite number"),
     ("trace beyond the context", ["trace", "--model", "llama-2-7b", "--phase", "decode", "--context", "100000",
                                   "-o", "trace.json"],
      "--context: found 100,000 (100,001 positions), allowed: at most llama-2-7b's context of 4,096 tokens"),

@@ -36,7 +36,7 @@ BAD = [
     ("{slowdown: {ttft: {p95: 2}}}", "serving.slo.slowdown.ttft.p95: unknown key"),
     ("{slowdown: {tbtt: {p50: 2}}}", "serving.slo.slowdown.tbtt: unknown key"),
     ("{slowdown: {tbt: {}}}", "serving.slo.slowdown: at least one limit"),
-    ("{slowdown: {e2e: {p99: .inf}}}", "serving.slo.slowdown.e2e.p99: found inf, allowed: a finite number"),
+    ("{slowdown: {e2e: {p99: .inf}}}", "serving.slo.slowdown.e2e.p99: found .inf, allowed: a finite number"),
 ]
 
 

@@ -64,13 +64,13 @@ BAD_SWEEPS = {
     "decimal group size": ("format: {weight_bits: 4, group_size: 32.0}", 4, "format.group_size",
                            "found 32.0, allowed: one of the integers"),
     "boolean bit width": ("format: {weight_bits: 4, head_bits: false}", 4, "format.head_bits",
-                          "found False, allowed: one of the integers 0, 3"),
+                          "found false, allowed: one of the integers 0, 3"),
     # A mapping given for a value of a list of choices is quoted as any value (it was 'parallel.ep: 'split' or
     # 'spread'', as a rule over a section's fields reads).
     "mapping as a choice": ("parallel: {tp: 2, ep: {values: [split, spread]}}", 4, "parallel.ep",
-                            "found {'values': ['split', 'spread']}, allowed: 'split' or 'spread'"),
+                            "found {values: ['split', 'spread']}, allowed: 'split' or 'spread'"),
     "mapping as a bit width": ("format: {weight_bits: {four: 4}}", 4, "format.weight_bits",
-                               "found {'four': 4}, allowed: one of the integers 16, 8, 6, 5, 4, 3, 2"),
+                               "found {four: 4}, allowed: one of the integers 16, 8, 6, 5, 4, 3, 2"),
     "bad sparsity pattern": ("format: {sparsity: [dense, '3:4', '2:3']}", 4, "format.sparsity.2",
                              "'2:3', allowed: dense or N:M"),
     "negative bandwidth": ("overrides: {device.memory.bandwidth_GBps: [1000, -5]}", 4,
@@ -88,7 +88,7 @@ BAD_SWEEPS = {
     "empty device list": ("workload: {batch: 1}\noverrides: {device.memory.bandwidth_GBps: []}", 5,
                           "overrides.device.memory.bandwidth_GBps", "found [], allowed: a list of at least 1"),
     "infinite override": ("overrides: {device.memory.bandwidth_GBps: [1000, .inf]}", 4,
-                          "overrides.device.memory.bandwidth_GBps.1", "found inf, allowed: a finite number"),
+                          "overrides.device.memory.bandwidth_GBps.1", "found .inf, allowed: a finite number"),
     "duplicate key": ("model: llama-3-8b", 4, "model", "duplicate key (first at line 2)"),
     "repeated value": ("workload: {batch: [1, 8, 1]}", 4, "workload.batch", "allowed: distinct values (1 is listed"),
     "unknown metric in objective": ("objectives: {minimize: [tpot]}", 4, "objectives.minimize", "tpot_s"),
@@ -107,6 +107,15 @@ def test_bad_sweep_names_file_line_key_and_value(tmp_path, case):
     assert "\n" not in message
     assert message.startswith(f"{path}:{line}: ")
     assert key in message and detail in message
+
+
+def test_a_key_given_no_values_allows_one_value_in_the_singular(tmp_path):
+    """An empty grid (a key's list of no values) is refused allowing 'a list of at least 1 value' (it read
+    'value(s)')."""
+    path = write(tmp_path, "name: bad\nmodel: llama-2-7b\ndevice: h100-sxm\nworkload: {batch: []}\n")
+    with pytest.raises(InputError) as err:
+        load_sweep(path)
+    assert str(err.value) == f"{path}:4: workload.batch: found [], allowed: a list of at least 1 value"
 
 
 @pytest.mark.parametrize("field,value,allowed", [
@@ -138,7 +147,7 @@ def test_missing_required_key(tmp_path):
     ("\n  - ttft_s <= 2\n  - tpot_s about 1", 6, "constraints.1: found 'tpot_s about 1', allowed: 'METRIC OP NUMBER' "
      "with OP one of <=, <, >=, >, == (e.g. 'tpot_s <= 0.1')"),
     # A guess at a mapping form, and a single text: what the key takes.
-    ("{tpot_s: {max: -1}}", 4, "constraints: found {'tpot_s': {'max': -1}}, allowed: a list of constraints, each "
+    ("{tpot_s: {max: -1}}", 4, "constraints: found {tpot_s: {max: -1}}, allowed: a list of constraints, each "
      "'METRIC OP NUMBER' with OP one of <=, <, >=, >, == (e.g. 'tpot_s <= 0.1')"),
     ("'tpot_s <= 1'", 4, "constraints: found 'tpot_s <= 1', allowed: a list of constraints, each 'METRIC OP NUMBER'"),
 ])

@@ -3,10 +3,13 @@ choices is completed to them ('h100' once suggested 'h200', the closest spelling
 
 from __future__ import annotations
 
+import datetime
+
+import numpy as np
 import pytest
 
 from explore.cli import main
-from workloads.errors import MAX_COMPLETIONS, did_you_mean
+from workloads.errors import MAX_COMPLETIONS, did_you_mean, found_json, found_value
 
 DEVICES = ["a100-sxm-40gb", "a100-sxm-80gb", "h100-pcie", "h100-sxm", "h200", "v100-sxm2", "v100s-pcie"]
 
@@ -63,3 +66,23 @@ def test_a_missing_device_file_names_the_closest_file_beside_it(tmp_path, capsys
     assert main(["run", "--model", "llama-2-7b", "--device", str(missing)]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines == [f"explore: error: {missing}: no such device YAML file{hint}"]
+
+
+@pytest.mark.parametrize("value, yaml_text, json_text", [
+    (None, "null", "null"), (True, "true", "true"), (False, "false", "false"),  # not Python's None, True, False
+    (float("inf"), ".inf", "Infinity"), (float("-inf"), "-.inf", "-Infinity"), (float("nan"), ".nan", "NaN"),
+    ([1, None, [True]], "[1, null, [true]]", "[1, null, [true]]"),
+    ({"range": [0.5, 0.9], "steps": 3, "my key": "x"}, "{range: [0.5, 0.9], steps: 3, 'my key': 'x'}",
+     "{range: [0.5, 0.9], steps: 3, 'my key': 'x'}"),
+    ("split", "'split'", "'split'"),  # text stays quoted: 'found '4'' is text, 'found 4' a number
+    (np.float64(2.5), "2.5", "2.5"), (datetime.date(2024, 1, 2), "2024-01-02", "2024-01-02"),
+])
+def test_a_found_value_is_spelled_as_its_file_spells_it(value, yaml_text, json_text):
+    """found_value writes a value read from a YAML file as YAML writes it (a JSON file's numbers that are not finite
+    as Python's json module writes them)."""
+    assert found_value(value) == yaml_text and found_json(value) == json_text
+
+
+def test_a_long_found_value_is_shown_by_its_start_and_length():
+    shown = found_value(list(range(100)))  # '[0, 1, ..., 99]': 390 characters
+    assert shown.startswith("[0, 1, 2, ") and shown.endswith("... (390 characters)") and len(shown) < 90

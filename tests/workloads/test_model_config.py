@@ -147,7 +147,7 @@ def test_the_ceilings_leave_room_above_every_preset():
     ({"head_dim": 7}, "head_dim: found 7, allowed: an even head size"),
     ({"hidden_size": 4000}, "hidden_size / num_attention_heads: found 125, allowed: an even head size"),
     ({"rope_theta": "10000"}, "rope_theta: found '10000', allowed: a number from 1 to 1e12"),
-    ({"rms_norm_eps": float("nan")}, "rms_norm_eps: found nan"),
+    ({"rms_norm_eps": float("nan")}, "rms_norm_eps: found NaN"),  # as json writes it
     ({"rms_norm_eps": 0}, "rms_norm_eps: found 0, allowed: a number in (0, 1)"),
     ({"attention_bias": "no"}, "attention_bias: found 'no', allowed: true or false"),
     ({"mlp_bias": 1}, "mlp_bias: found 1, allowed: true or false"),

@@ -72,18 +72,19 @@ def test_a_prompt_cut_to_a_context_keeps_the_nodes_it_reaches(tmp_path):
 @pytest.mark.parametrize("line, key, found", [
     ("{not json", None, "not JSON"),
     ("[1, 2]", None, "found list"),
-    ({"timestamp": 5, "output_length": 3, "hash_ids": [0]}, "input_length", "None"),
+    ({"timestamp": 5, "output_length": 3, "hash_ids": [0]}, "input_length", "missing"),
     ({"timestamp": 5, "input_length": 600, "output_length": 0, "hash_ids": [0, 1]}, "output_length", "0"),
     ({"timestamp": 5, "input_length": 600, "output_length": 3, "hash_ids": [0]}, "hash_ids", "1 ids"),
     ({"timestamp": 5, "input_length": 600, "output_length": 3, "hash_ids": [0, "a"]}, "hash_ids", "found 'a'"),
     ({"timestamp": 5, "input_length": 600, "output_length": 3, "hash_ids": [0, 1.0]}, "hash_ids", "found 1.0"),
-    ({"timestamp": 5, "input_length": 600, "output_length": 3, "hash_ids": [None, 1]}, "hash_ids", "found None"),
+    ({"timestamp": 5, "input_length": 600, "output_length": 3, "hash_ids": [None, 1]}, "hash_ids", "found null"),
     # AIPerf's multi-turn rows: a turn's new input only, after the previous answer (not a whole prompt)
     ({"session_id": "s1", "input_length": 600, "output_length": 3, "hash_ids": [0, 1]}, "session_id", "'s1'"),
     ({"timestamp": 5, "delay": 200, "input_length": 600, "output_length": 3, "hash_ids": [0, 1]}, "delay", "200"),
     ({"timestamp": -1, "input_length": 600, "output_length": 3, "hash_ids": [0, 1]}, "timestamp", "-1"),
     ({"timestamp": 0, "input_length": 600, "output_length": 3, "hash_ids": [0, 1]}, "timestamp", "0 after 10"),
-    ({"input_length": 600, "output_length": 3, "hash_ids": [0, 1]}, "timestamp", "None"),
+    ({"input_length": 600, "output_length": 3, "hash_ids": [0, 1]}, "timestamp", "missing"),
+    ({"timestamp": None, "input_length": 600, "output_length": 3, "hash_ids": [0, 1]}, "timestamp", "found null"),
 ])
 def test_a_bad_line_is_refused_naming_the_file_line_and_key(tmp_path, line, key, found):
     first = {"timestamp": 10, "input_length": 512, "output_length": 1, "hash_ids": [9]}
