@@ -69,7 +69,24 @@ class _Parser(argparse.ArgumentParser):
     commands: dict[str, argparse.ArgumentParser] = {}  # a command parser's subcommands, by name
 
     def error(self, message: str):
+        # argparse names a required flag left out before any flag it does not take: a misspelled required flag
+        # ('--devcie') is the mistake, and the one to name.
+        if message.startswith("the following arguments are required") and (unknown := self._unknown_flag()):
+            raise InputError(_unknown_argument(self, unknown))
         raise InputError(f"{_refusal(message)} (see {self.prog} --help)")
+
+    def parse_known_args(self, args=None, namespace=None):
+        self.given = list(sys.argv[1:] if args is None else args)  # what error() looks through
+        return super().parse_known_args(args, namespace)
+
+    def _unknown_flag(self) -> str:
+        """The first flag given that this parser takes under no spelling (argparse takes a flag's unique start), or
+        ''."""
+        for argument in getattr(self, "given", ()):
+            flag = argument.split("=", 1)[0]
+            if flag.startswith("--") and not any(name.startswith(flag) for name in self._option_string_actions):
+                return argument
+        return ""
 
     def parse_args(self, args=None, namespace=None):
         """The arguments, an argument no parser takes a one-line error of the (sub)command it was given to."""
@@ -158,8 +175,9 @@ def _command_parser() -> argparse.ArgumentParser:
 
     presets = add("presets", "List the bundled model, device and link presets with their sources.",
                   "explore presets devices")
-    presets.add_argument("kind", nargs="?", choices=["models", "devices", "links"], default=None,
-                         help="list only these presets (default: all)")
+    kinds = ["models", "devices", "links"]  # named in the help: a metavar hides argparse's own list of choices
+    presets.add_argument("kind", nargs="?", choices=kinds, default=None, metavar="KIND",
+                         help=f"list only these presets: one of {', '.join(kinds)} (default: all)")
 
     trace = add("trace", "Capture a trace of one prefill or decode step and save it as JSON.",
                 "explore trace --model llama-3-8b --phase decode --batch 4 --context 2048 -o trace.json")
@@ -399,8 +417,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
         if argv and argv[0] in COMMANDS:
-            args = _command_parser().parse_args(argv)
-            return _dispatch(args)
+            parser = _command_parser()
+            args = parser.parse_args(argv)
+            try:
+                return _dispatch(args)
+            except InputError as err:
+                raise InputError(_by_flag(str(err), parser.commands[args.command])) from None
         if argv and argv[0] in ("-h", "--help"):
             _sweep_parser().print_help()
             return 0
@@ -427,6 +449,14 @@ def main(argv: list[str] | None = None) -> int:
         start = "\n" if sweep and "--quiet" not in argv else ""
         print(f"{start}explore: interrupted{resume}", file=sys.stderr)
         return 130
+
+
+def _by_flag(message: str, parser: argparse.ArgumentParser) -> str:
+    """A refusal leading with the key of what a command's flag gave ('device: found 'H100'...': a preset lookup names
+    what it looks up) as leading with that flag ('--device: ...'); any other as it is (a file's leads with its path)."""
+    key, _, rest = message.partition(": ")
+    flag = f"--{key.replace('_', '-')}"
+    return f"{flag}: {rest}" if rest and flag in parser._option_string_actions else message
 
 
 def _dispatch(args) -> int:

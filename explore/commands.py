@@ -525,12 +525,7 @@ def cmd_run(args) -> int:
     if reason := point.unjudged():  # a sweep records such a point unevaluated; one point asked for is refused
         raise InputError(_flagged(reason))
     if args.tp * args.pp > 1:  # the link the devices talk over: --link, else the device's own
-        try:
-            load_link_model(args.link or default_link(load_device(args.device).name))
-        except InputError as err:
-            message = str(err)  # a link file's own error names the file; the preset lookup's names no flag
-            raise (InputError(f"--link: {message.removeprefix('link: ')}") if message.startswith("link: ") else
-                   err) from None
+        load_link_model(args.link or default_link(load_device(args.device).name))
     overrides, link_overrides, pools = parse_sets(args.set, args.device)
     check_sets(args.device, overrides, args.link, link_overrides, args.tp * args.pp, serving, pools)
     point = replace(point, overrides=tuple(overrides.items()), link_overrides=tuple(link_overrides.items()),

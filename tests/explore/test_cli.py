@@ -55,6 +55,19 @@ def explore_here(capsys, *args: str) -> subprocess.CompletedProcess:
     (["check", str(ROOT / "examples" / "quickstrat.yaml")], "cannot read: No such file or directory (did you mean "
                                                            "'quickstart.yaml'?)"),
     (["report", "no-such-dir"], "no results.csv"),
+    # A preset a flag names is refused by that flag (it read 'model: found', the key a sweep file writes).
+    (["run", "--model", "lama-2-7b", "--device", "h100-sxm"],
+     "error: --model: found 'lama-2-7b' (did you mean 'llama-2-7b'?), allowed: a path to a config.json or one of"),
+    (["run", "--model", "llama-2-7b", "--device", "H100"],
+     "error: --device: found 'H100' (did you mean 'h100-pcie' or 'h100-sxm'?), allowed: a path to a device YAML"),
+    (["trace", "--model", "lama-2-7b", "--phase", "prefill", "-o", "trace.json"], "error: --model: found 'lama-2-7b'"),
+    (["validate", "--device", "H100", str(ROOT / "tests" / "data" / "bad" / "measured_one_row.csv")],
+     "error: --device: found 'H100'"),
+    # A required flag misspelled is named, not the flag it leaves out ('required: --device').
+    (["run", "--model", "llama-2-7b", "--devcie", "h100-sxm"],
+     "error: --devcie: not a flag of explore run (did you mean '--device'?)"),
+    # The positional is named as --help shows it (it read 'kind: found 'foo'').
+    (["presets", "foo"], "error: KIND: found 'foo', allowed: models, devices, links"),
 ])
 def test_user_mistakes_exit_2_with_one_line(args, needle, capsys):
     done = explore_here(capsys, *args)
