@@ -109,6 +109,12 @@ def quantized_weight_key(weight_bits: int, weight_type: str, dtype: str, kernel:
     return f"{dtype}/w{weight_bits}{element}{own}"
 
 
+def scores_only(key: str) -> bool:
+    """Whether an MoE fit key is that of a kernel no design point runs ('bf16/w4fp4/oaitriton': quantized_weight_key
+    names only such kernels): its fit scores that kernel's measured layers and prices no point."""
+    return key.rsplit("/", 1)[-1] in MOE_KERNELS
+
+
 def moe_kernel(backend: str) -> str:
     """The MOE_KERNELS name a measured MoE layer's backend names ('' where it names none of them)."""
     return next((kernel for kernel in MOE_KERNELS if kernel in backend.lower()), "")

@@ -91,6 +91,21 @@ def test_the_run_header_counts_the_measured_kernels_with_thousands_separators(ti
     assert f"on h100-sxm: calibrated on {rows // 1000},{rows % 1000:03d} measured kernels (" in header, header
 
 
+def test_the_run_header_lists_no_fit_that_prices_no_point(tiny_config, capsys):
+    """H100 SXM borrows H200's fits, among them the fused-MoE fit of OpenAI's Triton kernel, which gpt-oss's own
+    MXFP4 checkpoint runs on Hopper: it scores those measured layers and prices no design point (a point's 4-bit
+    experts run Marlin's MoE: hw_models/gpu_moe.py POINT_MOE_KERNEL), so the header, naming the fits that price the
+    device's kernels, leaves it out (it listed 'moe bf16/w4fp4/oaitriton' among them)."""
+    from hw_models.registry import load_device
+
+    assert "moe bf16/w4fp4/oaitriton" in load_device("h100-sxm").calibration.borrowed  # borrowed all the same
+    assert main(["run", "--model", tiny_config, "--device", "h100-sxm", "--prompt", "16", "--output", "4"]) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    # Marlin's MoE fit, which prices 4-bit points, is listed.
+    assert "moe bf16/w4fp4, " in header and "fitted on sibling h200" in header, header
+    assert "oaitriton" not in header, header
+
+
 def test_the_run_header_names_a_model_file_by_its_name(tmp_path, tiny_config, capsys):
     """A model given by path is named in the header as a preset is, by its name: a config.json by its folder ('tiny',
     tests/explore/tiny_sweep.py writes tiny/config.json), another JSON file by its stem; never by the path."""
