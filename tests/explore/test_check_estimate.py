@@ -370,10 +370,9 @@ def test_the_estimate_counts_the_figures_the_report_draws(tmp_path, capsys, rest
     assert f"(up to {figures} figures)" in out, out
 
 
-def test_the_report_draws_the_figures_check_counts(tmp_path, capsys, monkeypatch):
+def test_the_report_draws_the_figures_check_counts(tmp_path, capsys):
     """The tiny model's one-point sweep with 3 objectives: its report writes as many figures as check counts (8: 3
     Pareto figures and the static report's 5)."""
-    monkeypatch.setenv("LLM_CODESIGN_CACHE", str(tmp_path / "cache"))
     model = write_tiny_model(tmp_path)
     path = write_sweep(tmp_path, f"name: est\nmodel: {model}\ndevice: h100-sxm\n"
                                  f"workload: {{batch: 1, prompt: 16, output: 2}}\n{OBJECTIVES}")
