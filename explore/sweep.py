@@ -99,6 +99,18 @@ def _constraint_text(text: str) -> str:
 ConstraintText = Annotated[str, AfterValidator(_constraint_text)]
 
 
+def _metric_name(name: str) -> str:
+    """An objective's metric, or ValueError saying only what is allowed (input_error names the name found and its
+    place in the list, as a constraint's)."""
+    known = numeric_metrics()
+    if name not in known:
+        raise ValueError(f"a metric name{did_you_mean(name, known)}: one of {', '.join(known)}")
+    return name
+
+
+MetricName = Annotated[str, AfterValidator(_metric_name)]
+
+
 class Range(Strict):
     """Values from lo to hi inclusive: `steps` of them, evenly spaced (linear) or geometric (log)."""
 
@@ -124,8 +136,8 @@ class Range(Strict):
 
 
 class Objectives(Strict):
-    minimize: list[str] = []
-    maximize: list[str] = []
+    minimize: list[MetricName] = []
+    maximize: list[MetricName] = []
 
     @field_validator("minimize", "maximize", mode="before")
     @classmethod
@@ -137,12 +149,7 @@ class Objectives(Strict):
 
     @field_validator("minimize", "maximize")
     @classmethod
-    def _known_metrics(cls, names: list[str]) -> list[str]:
-        known = numeric_metrics()
-        for name in names:
-            if name not in known:
-                raise ValueError(f"a metric name{did_you_mean(name, known)}: one of {', '.join(known)} (found "
-                                 f"{name!r})")
+    def _distinct(cls, names: list[str]) -> list[str]:
         return distinct(names)
 
     @model_validator(mode="after")

@@ -379,7 +379,7 @@ CASES = [
     ("report: objectives.json name not text", _report_folder(objectives='{"name": 3}'),
      "objectives.json: name: found 3, allowed: the sweep's name, a string"),
     ("report: objectives.json unknown metric", _report_folder(objectives='{"objectives": {"minimize": ["speed"]}}'),
-     "objectives.json: objectives.minimize: found ['speed'], allowed: a metric name: one of ttft_s"),
+     "objectives.json: objectives.minimize.0: found 'speed', allowed: a metric name: one of ttft_s"),
     ("report: results.csv without input columns", _report_folder(), "results.csv:2: model, device, batch"),
     ("report: an edited stored row", _report_folder(stored_row="not json"),
      "results.sqlite: row 1: found 'not json', allowed: a JSON object of results columns"),

@@ -91,7 +91,9 @@ BAD_SWEEPS = {
                           "overrides.device.memory.bandwidth_GBps.1", "found .inf, allowed: a finite number"),
     "duplicate key": ("model: llama-3-8b", 4, "model", "duplicate key (first at line 2)"),
     "repeated value": ("workload: {batch: [1, 8, 1]}", 4, "workload.batch", "allowed: distinct values (1 is listed"),
-    "unknown metric in objective": ("objectives: {minimize: [tpot]}", 4, "objectives.minimize", "tpot_s"),
+    # The name is named where it stands, as a constraint's (it read 'found ['tpot'], ... (found 'tpot')').
+    "unknown metric in objective": ("objectives: {minimize: [tpot_s, tpot]}", 4, "objectives.minimize.1",
+                                    "found 'tpot', allowed: a metric name (did you mean 'tpot_s'?): one of ttft_s"),
     "malformed constraint": ("constraints: ['ttft_s below 3']", 4, "constraints", "METRIC OP NUMBER"),
     "unknown strategy": ("search: {strategy: annealing}", 4, "search.strategy", "'grid'"),
 }
