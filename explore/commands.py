@@ -71,7 +71,7 @@ from sim.autoscalers.sla_planner import SLAPlanner
 from sim.kv_cache import shared_prefix_tokens
 from sim.serving_spec import ServingSpec
 from sim.slowdown import SLOWDOWN_PRESETS
-from sim.speculative import MEDUSA, MTP, Speculation, expected_tokens, first_draft_tokens
+from sim.speculative import MEDUSA, MTP, Speculation, draft_slots, expected_tokens, first_draft_tokens
 from workloads.errors import InputError
 from workloads.model_config import ModelConfig, balanced_expert_load, load_model_config
 from workloads.requests import Fixed, phases_label, resolve_trace
@@ -283,8 +283,9 @@ def _traced(evaluator: Evaluator, trace: Trace) -> bool:
 def _speculative_traces(sweep, evaluator: Evaluator, dims: dict, serving: bool) -> list[Trace]:
     """The traces a sweep's speculative points take beside their model's, as the run takes them: a static point the
     target's verification (a decode of k + 1 tokens a sequence, or a tree's candidates and one), its draft model's or
-    MTP module's prefill and decode and the draft's first step of each speculative step (first_draft_tokens;
-    explore/evaluate.py speculative_tables); a served one its draft's step templates (Medusa heads are not traced)."""
+    MTP module's prefill (over the prompt and the draft's slots: draft_slots) and decode and the draft's first step of
+    each speculative step (first_draft_tokens; explore/evaluate.py speculative_tables); a served one its draft's step
+    templates (Medusa heads are not traced)."""
     workload = sweep.spec.workload
     values = {name: dims.get(name) or as_list(getattr(workload, name)) for name in ("spec_draft", "spec_tokens",
                                                                                    "spec_tree")}
@@ -301,7 +302,7 @@ def _speculative_traces(sweep, evaluator: Evaluator, dims: dict, serving: bool) 
                 spec = Speculation(drafted=k, acceptance=0.0, tree=tree)
                 found[(target, b, p, (("decode", spec.verified),))] = None
                 if config is not None:
-                    found[(config, b, p, PAIR)] = None
+                    found[(config, b, p + draft_slots(draft), PAIR)] = None
                     found[(config, b, p, (("decode", first_draft_tokens(draft, spec)),))] = None
     return list(found)
 
@@ -370,8 +371,9 @@ def _workers(args) -> int:
 def _capture_s(to_capture: list[Trace], workers: int, serving: bool) -> float:
     """CPU time capturing the traces the cache lacks takes, over the run's workers: torch started in each worker that
     captures; a static sweep's trace captured by the one worker whose points take it (explore/runner.py _tasks groups
-    them by model, batch and prompt), a serving sweep's step template traces by every worker (each builds the template
-    of the points it runs, and they start together)."""
+    them by model, batch and prompt; a group split into tasks of TASK_POINTS that run at once captures it in each, not
+    counted), a serving sweep's step template traces by every worker (each builds the template of the points it runs,
+    and they start together)."""
     if not to_capture:
         return 0.0
     traces_s = sum(_trace_s(trace) for trace in to_capture)

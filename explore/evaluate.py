@@ -92,6 +92,7 @@ from sim.speculative import (
     Speculation,
     SpeculativeTables,
     draft_error,
+    draft_slots,
     evaluate_speculative,
     first_draft_tokens,
     mtp_error,
@@ -626,8 +627,9 @@ class Evaluator:
 
     def speculative_tables(self, point: DesignPoint, target: PassTables) -> SpeculativeTables | None:
         """The passes of a speculative static point whose plain passes are `target` (point_tables): the target's
-        prefill, its verification of the drafted tokens (with Medusa heads) and the draft's prefill, first step of each
-        speculative step (first_draft_tokens) and decode step; None without speculation."""
+        prefill, its verification of the drafted tokens (with Medusa heads) and the draft's prefill (over the prompt
+        and its slots: draft_slots), first step of each speculative step (first_draft_tokens) and decode step; None
+        without speculation."""
         spec = self.speculation(point)
         if spec is None:
             return None
@@ -640,15 +642,16 @@ class Evaluator:
             heads = medusa_head_table(self.config(point.model), spec.drafted, point.batch * spec.verified, point.tp)
             verify = KernelTable.concat([verify, heads.with_format(fmt)])
             return SpeculativeTables(prefill=target.prefill, verify=verify, speculation=spec,
-                                     window=target.attention_window, draft=None, decode=target.decode)
+                                     window=target.attention_window, draft=None)
         # A draft shards over the target's tp devices, as vLLM's draft tensor parallelism does by default.
         model, ep, first = self.draft_model(point), self.draft_ep(point), first_draft_tokens(draft, spec)
         return SpeculativeTables(
             prefill=target.prefill, verify=verify, speculation=spec, window=target.attention_window,
-            draft=self.tables(model, point.batch, point.prompt, fmt, tp=point.tp, ep=ep, fusion=fusion),
+            draft=self.tables(model, point.batch, point.prompt + draft_slots(draft), fmt, tp=point.tp, ep=ep,
+                              fusion=fusion),
             draft_first=self.lowered(model, "decode", point.batch, point.prompt, tp=point.tp, ep=ep, fusion=fusion,
                                      query=first).with_format(fmt, kv_head_dim=self.config(model).head_dim),
-            draft_query=first, decode=target.decode, draft_positions=self.config(model).max_positions)
+            draft_query=first, draft_positions=self.config(model).max_positions)
 
     def _stored_scale(self, fmt: NumericFormat, cfg: ModelConfig) -> float:
         """stored_weight_scale of a format on a model, memoized (by the format object first: hashing one reads every

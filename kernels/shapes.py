@@ -117,12 +117,6 @@ class StepShape:
     decode_shared_seqs: int = 0
     decode_shared_groups: int = 0
     decode_query: int = 1  # query tokens per decoding sequence (a speculative verification's drafted tokens + 1)
-    # Of the decoding sequences (counted in decode_seqs, decode_kv and decode_shared_seqs too), those with one query
-    # token where the others verify decode_query: in a speculative iteration, sequences past the draft's context,
-    # which decode plainly in the same pass (vLLM's Top1Proposer), the keys they read and how many share a prefix.
-    decode_plain_seqs: int = 0
-    decode_plain_kv: int = 0
-    decode_plain_shared: int = 0
     # Decode attention's work in keys' worth of attending to a key, summed over the decoding sequences (decode_reads'
     # FLOPs: a token selection's or an eviction's scoring differs from the keys read, kernels/kv_policy.py); None: the
     # keys read, decode_kv.
@@ -152,7 +146,7 @@ class StepShape:
     @property
     def decode_queries(self) -> int:
         """Query tokens of the decoding sequences."""
-        return (self.decode_seqs - self.decode_plain_seqs) * self.decode_query + self.decode_plain_seqs
+        return self.decode_seqs * self.decode_query
 
     @property
     def decode_work_kv(self) -> float:
@@ -177,21 +171,20 @@ class StepShape:
     @property
     def decode_query_kv(self) -> int:
         """(query, key) pairs of the decoding sequences' own keys: each query token against every key it reads."""
-        return (self.decode_kv - self.decode_plain_kv) * self.decode_query + self.decode_plain_kv
+        return self.decode_kv * self.decode_query
 
     @property
     def shared_queries(self) -> int:
         """Query tokens of the sequences reading a shared prefix apart (cascade attention)."""
-        return (self.decode_shared_seqs - self.decode_plain_shared) * self.decode_query + self.decode_plain_shared
+        return self.decode_shared_seqs * self.decode_query
 
     def paged(self) -> StepShape:
         """The same iteration with every sequence reading its own copy of a shared prefix (no cascade attention)."""
         prefixes = self.decode_shared_kv * self.decode_shared_seqs
         # A prefix is shared only where the window reads it whole, one key's work a key (no policy choosing tokens).
         work = None if self.decode_work is None else self.decode_work + prefixes
-        return replace(self, decode_kv=self.decode_kv + prefixes, decode_work=work,
-                       decode_plain_kv=self.decode_plain_kv + self.decode_shared_kv * self.decode_plain_shared,
-                       decode_shared_kv=0, decode_shared_seqs=0, decode_shared_groups=0, decode_plain_shared=0)
+        return replace(self, decode_kv=self.decode_kv + prefixes, decode_work=work, decode_shared_kv=0,
+                       decode_shared_seqs=0, decode_shared_groups=0)
 
     def shares(self, parts: int) -> tuple[StepShape, ...]:
         """The iteration dealt in `parts` shares, largest first, its prefill chunks, its decoding sequences and its
@@ -220,16 +213,13 @@ class StepShape:
                                 estimate_pairs=round(self.estimate_pairs * prefill),
                                 prefill_cached=round(self.prefill_cached * prefill), decode_seqs=decodes,
                                 decode_kv=round(self.decode_kv * decode), sampled=dealt(self.sampled, i),
-                                **self._decode_share(decode),
+                                decode_work=self._work_share(decode),
                                 positions=self.positions if prefills else self.decode_query))
         return tuple(made) or (self,)
 
-    def _decode_share(self, share: float) -> dict[str, int]:
-        """The plainly decoding sequences, their keys and the decodes' work of a part holding `share` of the decoding
-        sequences, dealt in proportion (none shares a prefix: a cascaded shape is not split)."""
-        return dict(decode_plain_seqs=round(self.decode_plain_seqs * share),
-                    decode_plain_kv=round(self.decode_plain_kv * share),
-                    decode_work=None if self.decode_work is None else self.decode_work * share)
+    def _work_share(self, share: float) -> float | None:
+        """The decodes' work of a part holding `share` of the decoding sequences, dealt in proportion."""
+        return None if self.decode_work is None else self.decode_work * share
 
     def token_halves(self) -> tuple[StepShape, ...]:
         """The iteration's tokens in two halves of about equal count, as TokenWeave splits them: each prefill chunk at
@@ -259,7 +249,7 @@ class StepShape:
             kv = round(self.decode_kv * dealt / self.decode_seqs) if self.decode_seqs else 0
             halves.append(replace(self, prefill_tokens=round(chunk * seqs), prefill_pairs=pairs,
                                   estimate_pairs=estimate,
-                                  **self._decode_share(dealt / self.decode_seqs if self.decode_seqs else 0.0),
+                                  decode_work=self._work_share(dealt / self.decode_seqs if self.decode_seqs else 0.0),
                                   prefill_cached=round(prefix * seqs), decode_seqs=dealt,
                                   decode_kv=kv if half == 0 else self.decode_kv - halves[0].decode_kv,
                                   sampled=dealt + (prefill_sampled if half else 0),
@@ -270,7 +260,7 @@ class StepShape:
 def step_shape(chunks: Sequence[tuple[int, int]] = (), decode_kv: Sequence[int] = (), *, sampled: int,
                window: Window = None, decode_query: int = 1, prefill_window: int | None = None,
                shared_prefix: int = 0, prefix_groups: Sequence[int] | None = None,
-               plain: Sequence[bool] | None = None, finished: Sequence[int] = ()) -> StepShape:
+               finished: Sequence[int] = ()) -> StepShape:
     """The shape of an iteration: prefill `chunks` as (new tokens, cached prefix tokens) and the KV lengths of
     the decoding sequences (a sliding window, or a KV policy, caps what a decode token attends to), each with
     `decode_query` query tokens (a speculative verification: the last token and the drafted ones). A chunk's queries
@@ -281,13 +271,11 @@ def step_shape(chunks: Sequence[tuple[int, int]] = (), decode_kv: Sequence[int] 
     of a group, which cascade attention reads once for each group's sequences that still attend to it whole (two or
     more; one alone reads its copy, as paged attention does; none under a KV policy that keeps or reads tokens of its
     own choosing: KVPolicy.chooses_tokens). `prefix_groups`: of each decoding sequence, the group whose prefix it
-    shares (a negative one: none, it holds its own copy); None: every sequence shares one prefix. `plain`: of each
-    decoding sequence, whether it has one query token instead of `decode_query` (StepShape.decode_plain_seqs).
+    shares (a negative one: none, it holds its own copy); None: every sequence shares one prefix.
     `finished`: the context lengths of the chunks that end their prefill, past a D2O budget merging what it evicts."""
-    shared, sharing, groups, plain_shared, work = 0, 0, 0, 0, None
-    plain = np.zeros(len(decode_kv), dtype=bool) if plain is None else np.asarray(plain, dtype=bool)
+    shared, sharing, groups, work = 0, 0, 0, None
     if window is None and not shared_prefix:  # every sequence reads each of its keys: their sum (numpy's, exactly)
-        read_kv, plain_kv = sum(decode_kv), sum(kv for kv, one in zip(decode_kv, plain, strict=True) if one)
+        read_kv = sum(decode_kv)
     else:
         kv = np.asarray(decode_kv)
         if shared_prefix and not (isinstance(window, KVPolicy) and window.chooses_tokens):
@@ -306,10 +294,9 @@ def step_shape(chunks: Sequence[tuple[int, int]] = (), decode_kv: Sequence[int] 
                     groups = int((members > 1).sum())
                 if groups:
                     kv = np.where(whole, kv - shared_prefix, kv)
-                    shared, sharing, plain_shared = shared_prefix, int(whole.sum()), int((whole & plain).sum())
+                    shared, sharing = shared_prefix, int(whole.sum())
         moved, done = decode_reads(kv, window)
-        reads = np.asarray(moved, dtype=float)
-        read_kv, plain_kv = round(float(np.sum(reads))), round(float(np.sum(reads[plain])))
+        read_kv = round(float(np.sum(moved)))
         if flops_per_read(window) != 1.0:  # a policy whose work per key read is not one: summed, exact per sequence
             work = float(np.sum(done))
     evicts = isinstance(window, KVPolicy) and window.eviction is not None
@@ -326,7 +313,6 @@ def step_shape(chunks: Sequence[tuple[int, int]] = (), decode_kv: Sequence[int] 
         prefill_cached=sum(cached for _, cached in chunks), decode_seqs=len(decode_kv),
         decode_kv=read_kv, decode_shared_kv=shared, decode_shared_seqs=sharing,
         decode_shared_groups=groups, decode_work=work, sampled=sampled,
-        decode_plain_seqs=int(plain.sum()), decode_plain_kv=plain_kv, decode_plain_shared=plain_shared,
         decode_query=decode_query,
         positions=max([q for q, _ in chunks] + [decode_query if len(decode_kv) else 1]),
     )

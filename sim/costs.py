@@ -138,7 +138,6 @@ class IterationCostModel:
                     s.sampled, s.positions, s.decode_query, s.decode_work, s.decode_shared_kv,
                     s.decode_shared_seqs, s.decode_shared_groups, s.estimate_pairs, scored,
                     (s.apart_seqs, s.apart_kv, s.apart_work),
-                    (s.decode_plain_seqs, s.decode_plain_kv, s.decode_plain_shared),
                     (s.prefill_merges, s.prefill_evicted, s.prefill_budget, s.prefill_key_B))
         # The sequences apart and those the model's devices attend to, each rounded to the bucket.
         own = max(s.decode_seqs - s.apart_seqs, 1)
@@ -150,15 +149,12 @@ class IterationCostModel:
                 scored,
                 (s.apart_seqs, self._round(s.apart_kv, max(s.apart_seqs, 1)),
                  None if s.apart_work is None else self._round(s.apart_work, max(s.apart_seqs, 1))),
-                (s.decode_plain_seqs, self._round(s.decode_plain_kv, max(s.decode_plain_seqs, 1)),
-                 s.decode_plain_shared),
                 (s.prefill_merges, self._round(s.prefill_evicted, max(s.prefill_merges, 1)), s.prefill_budget,
                  s.prefill_key_B))
 
     def _representative(self, key: tuple) -> StepShape:
         (seqs, tokens, pairs, cached, decodes, kv, sampled, positions, query, work, shared, sharing, prefixes,
-         estimate, (scored_share, score_B), (apart, apart_kv, apart_work), (plain, plain_kv, plain_shared),
-         (merges, evicted, budget, key_B)) = key
+         estimate, (scored_share, score_B), (apart, apart_kv, apart_work), (merges, evicted, budget, key_B)) = key
         if self.kv_bucket_tokens:
             step = self.kv_bucket_tokens
 
@@ -168,7 +164,6 @@ class IterationCostModel:
             pairs, cached = value(pairs, tokens), value(cached, seqs)
             apart_kv = value(apart_kv, apart)
             apart_work = None if apart_work is None else value(apart_work, apart)
-            plain_kv = value(plain_kv, plain)
             evicted = value(evicted, merges)
             # The model's devices' own part and the part apart (none but in a hybrid pool), each its bucket.
             kv = value(kv, decodes - apart) + apart_kv
@@ -180,8 +175,7 @@ class IterationCostModel:
                          positions=positions, decode_query=query, decode_work=work,
                          decode_shared_kv=shared, decode_shared_seqs=sharing, decode_shared_groups=prefixes,
                          prefill_scored_share=scored_share,
-                         prefill_score_B=score_B, decode_plain_seqs=plain, decode_plain_kv=round(plain_kv),
-                         decode_plain_shared=plain_shared, prefill_merges=merges, prefill_evicted=round(evicted),
+                         prefill_score_B=score_B, prefill_merges=merges, prefill_evicted=round(evicted),
                          prefill_budget=budget, prefill_key_B=key_B)
 
     def price_ranks(self, shapes: tuple[StepShape, ...]) -> IterationCost:

@@ -32,7 +32,7 @@ import simpy
 from kernels.kv_policy import Window
 from kernels.shapes import step_shape
 from sim.costs import IterationCostModel
-from sim.schedulers import Batch, EngineState, Scheduler, Sequence
+from sim.schedulers import EngineState, Scheduler, Sequence
 from sim.speculative import ServingSpeculation
 
 ROLES = ("serve", "prefill", "decode")
@@ -173,27 +173,25 @@ class Replica:
         return self.state.kv.prefix_sharers([seq.index for seq in batch.decodes])
 
     def _price(self, batch):
-        """The iteration's cost: plain, or a speculative verification with its draft's steps over the decodes that
-        draft (ServingSpeculation.drafts; the others verify their one token in the same pass) and, with prefill
-        chunks, a draft model's pass over them: it computes its own KV of the prompt."""
+        """The iteration's cost: plain, or a speculative verification of every decode's k + 1 tokens and, where the
+        draft runs after it (ServingSpeculation.drafts_after), the draft's steps over the iteration's sequences (a
+        draft model's over its prefill chunks too: it computes its own KV of the prompt)."""
         spec = self.speculation
-        own = self.costs.template.sliding_window
         if spec is None:
             return self.costs.price(self.shape(batch))
-        drafts = [spec.drafts(seq.computed) for seq in batch.decodes]
-        drafting = [seq for seq, drafted in zip(batch.decodes, drafts, strict=True) if drafted]
-        if not (drafting or (spec.draft is not None and batch.prefills)):
+        drafting = spec.drafts_after(batch)
+        if not (batch.decodes or (drafting and spec.draft is not None)):
             return self.costs.price(self.shape(batch))
-        plain = [not drafted for drafted in drafts]
-        sharers = self._sharers(batch)
-        shape = batch.shape(self.window, spec.speculation.verified if drafting else 1, prefill_window=own,
-                            shared_prefix=self.shared_prefix, prefix_groups=sharers, plain=plain)
-        drafted = Batch(prefills=batch.prefills, decodes=drafting)
-        draft_own = spec.draft.template.sliding_window if spec.draft is not None else None
-        drafting_sharers = None if sharers is None else [g for g, d in zip(sharers, drafts, strict=True) if d]
-        draft_shapes = drafted.draft_shapes(self.window, draft_own, self.shared_prefix, drafting_sharers,
-                                            spec.draft_query)
-        return spec.price(self.costs.price(shape), shape, draft_shapes if drafting else draft_shapes[:1])
+        own, sharers = self.costs.template.sliding_window, self._sharers(batch)
+        shape = batch.shape(self.window, spec.speculation.verified if batch.decodes else 1, prefill_window=own,
+                            shared_prefix=self.shared_prefix, prefix_groups=sharers)
+        if not drafting:
+            return self.costs.price(shape)
+        draft_shapes = ()
+        if spec.draft is not None:
+            draft_shapes = batch.draft_shapes(self.window, spec.draft.template.sliding_window, self.shared_prefix,
+                                              sharers, spec.draft_query, spec.chunk_slots)
+        return spec.price(self.costs.price(shape), shape, draft_shapes)
 
     def _placed(self, shape, batch):
         """`shape` with its decodes whose KV lies on a hybrid pool's attention devices (PagedKVCache.apart) counted
@@ -209,6 +207,8 @@ class Replica:
         return replace(shape, apart_seqs=placed.decode_seqs, apart_kv=placed.decode_kv, apart_work=placed.decode_work)
 
     def _apply(self, batch, now_s: float) -> None:
+        # Whether the draft runs after this iteration, decided on the lengths it ran at.
+        ran = self.speculation is not None and self.speculation.drafts_after(batch)
         for seq, chunk in batch.prefills:
             seq.computed += chunk
             self.state.kv.publish(seq.index, seq.computed)
@@ -224,10 +224,11 @@ class Replica:
                 seq.target += 1
             self._sample(sampled, now_s)
             return
-        drafts = [self.speculation.drafts(seq.computed) for seq in batch.decodes]
+        drafts = [self.speculation.drafted(seq.index) for seq in batch.decodes]
         accepted = iter(self.speculation.accepted_tokens(self.rng, sum(drafts)).tolist() if any(drafts) else [])
-        # A sequence past its draft's context decodes its one token.
+        # A sequence verifying zero drafts (the draft did not run after its last iteration) advances by one token.
         advance = [next(accepted) if drafted else 1 for drafted in drafts]
+        self.speculation.ran(batch, ran)
         for seq, tokens in zip(batch.decodes, advance, strict=True):
             tokens = max(0, min(tokens, seq.output - seq.generated))  # tokens past the request's last are dropped
             seq.computed += tokens

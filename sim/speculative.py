@@ -19,7 +19,10 @@ hidden states) over the k + 1 tokens, each beside the token after it (SGLang's d
 model (vllm/v1/spec_decode/draft_model.py DraftModelProposer, pass_hidden_states_to_model False, which only runs
 padded) over the k + 1 and the token the target just sampled, in a slot of its own a sequence
 (extra_slots_per_request 1, extend_all_queries_by_N: k + 2 a sequence, its keys one past the verification's). The
-first step writes the draft's KV of the accepted tokens and drafts from the last (first_draft_tokens).
+first step writes the draft's KV of the accepted tokens and drafts from the last (first_draft_tokens). The draft
+runs after every pass of the target, the prefill's too, over every sequence of the batch
+(vllm/v1/worker/gpu_model_runner.py sample_tokens and propose_draft_token_ids: a pass without drafts hands the
+drafter all its scheduled tokens), where the batch's longest sequence fits the draft's context (drafter_fits).
 
 The steps are priced at ceil((O - 1) / E) evenly spaced points of the generation (the middle of each step's
 share of it) and their sum scaled to (O - 1) / E steps: the decode time then falls as E grows, with no jump where
@@ -84,11 +87,18 @@ class Speculation:
         return expected_tokens(self.acceptance, self.drafted)
 
 
+def draft_slots(draft: str) -> int:
+    """Slots vLLM v1's proposer adds to each sequence of a draft's first step (llm_base_proposer.py
+    set_inputs_first_pass, extend_all_queries_by_N: net_num_new_slots_per_request): a draft model's one, for the token
+    the target sampled after the sequence's last (extra_slots_per_request 1, no hidden states passed); an MTP module's
+    none (its inputs shift by one onto the target's hidden states, the sampled token in the last slot)."""
+    return 0 if draft == MTP else 1
+
+
 def first_draft_tokens(draft: str, speculation: Speculation) -> int:
-    """Tokens a sequence the draft's first step of each speculative step runs on, padded as vLLM v1 pads them (module
-    docstring): an MTP module's, every token the target verified; a draft model's, those and the token the target
-    sampled after them (Medusa heads run inside the target's pass: none)."""
-    return speculation.verified if draft == MTP else speculation.verified + 1
+    """Tokens a decoding sequence the draft's first step of each speculative step runs on, padded as vLLM v1 pads them
+    (module docstring): every token the target verified and the draft's slots (draft_slots)."""
+    return speculation.verified + draft_slots(draft)
 
 
 def draft_error(target: ModelConfig, draft: ModelConfig) -> str:
@@ -116,16 +126,16 @@ def mtp_error(target: ModelConfig) -> str:
 @dataclass(frozen=True, kw_only=True)
 class SpeculativeTables:
     """The target's prefill, its verification pass (Medusa heads included) traced after the prompt, and the draft's
-    prefill, decode step and first step of each speculative step (None with Medusa heads)."""
+    prefill (over the prompt and its slots: draft_slots), decode step and first step of each speculative step (None
+    with Medusa heads)."""
 
     prefill: KernelTable
     verify: KernelTable
     draft: PassTables | None
     speculation: Speculation
     window: Window = None  # the KV window or policy the target's and the draft's attention keep
-    # The target's plain decode step, which sequences past the draft model's context (draft_positions, its
-    # max_position_embeddings; None: Medusa heads, no limit of their own) run instead (drafted_tokens).
-    decode: KernelTable | None = None
+    # The draft model's context (its max_position_embeddings), past which it stops drafting (drafter_fits; None:
+    # Medusa heads, no limit of their own).
     draft_positions: int | None = None
     # The draft's first step of each speculative step, over `draft_query` tokens a sequence (first_draft_tokens); set
     # where `draft` is (None: Medusa heads).
@@ -133,18 +143,14 @@ class SpeculativeTables:
     draft_query: int = 1
 
 
-def longest_drafted(speculation: Speculation, draft_positions: int | None) -> int | None:
-    """The longest sequence (its cached tokens and the token it feeds) a draft of `draft_positions` context
-    (max_position_embeddings) drafts for: its length plus the k drafted tokens stays below the context, as vLLM v0's
-    Top1Proposer (vllm/spec_decode/top1_proposer.py _split_by_proposal_len: seq_len + proposal_len <
-    max_proposal_len, the draft's max_model_len) drafted; a longer one is a non-spec sequence, which skips the draft
-    and decodes one token a step in the target's pass. None: no limit (Medusa heads run on the target). vLLM v1
-    decides for the whole batch instead (vllm/v1/worker/gpu_model_runner.py _input_fits_in_drafter: the batch's
-    max_seq_len + k against the draft's max_model_len; past it no sequence drafts and each is handed k zero draft
-    tokens): not modeled."""
-    if draft_positions is None:
-        return None
-    return draft_positions - speculation.drafted - 1
+def drafter_fits(longest: int, speculation: Speculation, draft_positions: int | None) -> bool:
+    """Whether the draft runs after a target pass whose longest sequence holds `longest` tokens (those cached and
+    those the pass computes), deciding for the whole batch as vLLM v1 does (vllm/v1/worker/gpu_model_runner.py
+    _input_fits_in_drafter: max_seq_len + k <= the draft's max_model_len, its max_position_embeddings here). Past it
+    sample_tokens hands every sequence k zero draft tokens, which the next pass verifies as drafts (k + 1 query tokens
+    a sequence; Scheduler.update_draft_token_ids keeps them and schedule() schedules them) and rejects. None: no limit
+    (Medusa heads run on the target)."""
+    return draft_positions is None or longest + speculation.drafted <= draft_positions
 
 
 def step_token_odds(speculation: Speculation) -> np.ndarray:
@@ -156,26 +162,39 @@ def step_token_odds(speculation: Speculation) -> np.ndarray:
     return odds
 
 
-def drafted_tokens(workload: BatchWorkload, speculation: Speculation, draft_positions: int | None) -> float:
-    """Of the batch's decode tokens, those its speculative steps yield per sequence, in expectation: all, or those
-    until its length (the prompt and the tokens generated) passes longest_drafted's, after which it decodes one token a
-    step. A step that starts within it runs whole (vLLM's Top1Proposer splits the batch by each sequence's length
-    before the step), so the last one yields up to k tokens past that point."""
-    longest = longest_drafted(speculation, draft_positions)
-    total = workload.decode_steps
-    # A sequence that has generated g tokens (g >= 1 after the prefill) is prompt + g long: it drafts while its decode
-    # tokens s = g - 1 are fewer than `within`.
-    within = total if longest is None else longest - workload.prompt_len
-    if within >= total:
-        return total
-    if within <= 0:
-        return 0
-    odds, most = step_token_odds(speculation), speculation.drafted + 1
-    # reached[s]: the decode tokens a sequence holding s of them has when it stops drafting (none past the output).
-    reached = np.minimum(np.arange(within + most, dtype=float), total)
-    for s in range(within - 1, -1, -1):
-        reached[s] = float(odds @ reached[s + 1:s + 1 + most])
-    return float(reached[0])
+def draft_reach(workload: BatchWorkload, speculation: Speculation,
+                draft_positions: int | None) -> tuple[float, float]:
+    """(the decode tokens a sequence of the static batch yields in steps with drafts, in expectation; the chance the
+    draft does not run after the last of those steps, its verification past the draft's context). A step's drafts
+    are made after the pass before it (the prefill, or the previous step's verification) where drafter_fits that
+    pass's longest sequence, so every sequence stops drafting a step after the verification in which the longest
+    crosses, and yields one token a step from then on. Sequences advance independently (step_token_odds); a finished
+    one leaves the batch, and a batch that stopped drafting does not start again (a static batch's sequences finish
+    together)."""
+    total, k, prompt = workload.decode_steps, speculation.drafted, workload.prompt_len
+    if not drafter_fits(prompt, speculation, draft_positions):  # no draft after the prefill: none ever
+        return 0.0, 1.0
+    # The draft runs after a verification whose sequences each held at most `held_most` decode tokens before it (and
+    # fed the last generated token and k drafts): its longest then holds prompt + held_most + k + 1 tokens.
+    held_most = total if draft_positions is None else draft_positions - 2 * k - prompt - 1
+    if held_most >= total - 1:
+        return float(total), 0.0
+    odds, held = step_token_odds(speculation), np.zeros(total + 1)
+    ahead = np.arange(1, k + 2)
+    # The tokens a step yields to a sequence holding s decode tokens (none once it holds them all).
+    gain = (np.minimum(np.arange(total + 1)[:, None] + ahead, total) - np.arange(total + 1)[:, None]) @ odds
+    # held: a sequence's decode tokens before the step, over the runs in which the draft ran after each of its own
+    # earlier passes; others: the chance another sequence let it run after each, so far.
+    held[0], others, tokens = 1.0, 1.0, 0.0
+    while held[:total].any():
+        tokens += others ** (workload.batch - 1) * float(held @ gain)
+        held[max(held_most + 1, 0):total] = 0.0  # it passes the draft's context with this step's verification
+        others = float(held.sum())
+        advanced = np.zeros(total + k + 2)
+        for x, p in zip(ahead, odds, strict=True):
+            advanced[x:x + total + 1] += p * held
+        held = np.append(advanced[:total], advanced[total:].sum())
+    return tokens, 1.0 - float(held.sum()) ** workload.batch
 
 
 def step_plan(workload: BatchWorkload, speculation: Speculation, tokens: int | None = None) -> tuple[float, np.ndarray]:
@@ -200,38 +219,52 @@ def _pass(device, table: KernelTable, kv_lens: np.ndarray, window: Window, mode:
 
 def evaluate_speculative(device, tables: SpeculativeTables, workload: BatchWorkload, memory: MemoryFootprint,
                          execution: str = "eager") -> SimResult:
-    """Timings and energy of the batch decoded speculatively (sim/analytic.py's result, speculative steps)."""
-    spec = tables.speculation
+    """Timings and energy of the batch decoded speculatively (sim/analytic.py's result, speculative steps): before
+    the first token the target's prefill and, where it fits, the draft's first round (its prefill over the prompt
+    and its slots, sampling one draft, then k - 1 steps: vLLM v1 drafts after every target pass, the prefill's too);
+    then the verifications, each after the draft's round that drafted for it (a round after the last, whose drafts
+    no step verifies, where the draft never stops: draft_reach), and past the draft's context one-token steps that
+    verify k zero drafts."""
+    spec, prompt = tables.speculation, workload.prompt_len
     decode_mode, prefill_mode = (pass_execution(execution, decode_only=only) for only in (True, False))
-    prefills = [tables.prefill] + ([tables.draft.prefill] if tables.draft else [])
+    drafted, stop_odds = draft_reach(workload, spec, tables.draft_positions)
+    drafts_prompt = tables.draft is not None and drafter_fits(prompt, spec, tables.draft_positions)
+    prefills = [tables.prefill] + ([tables.draft.prefill] if drafts_prompt else [])
     priced_prefills = [device.cost_table(t, prefill_mode) for t in prefills]
     prefill_waits_s = [pass_host_wait_s(dispatch_s(device, prefill_mode), len(c), c.sum("time_s"))
                        for c in priced_prefills]
-    drafted = drafted_tokens(workload, spec, tables.draft_positions)
+    # The draft's k - 1 steps after its prefill, the first attending to the prompt, its slots and the first draft.
+    drafted_prompt = prompt + tables.draft_query - spec.verified
+    before = ([_pass(device, tables.draft.decode, drafted_prompt + np.arange(1, spec.drafted), tables.window,
+                     decode_mode, workload.batch)] if drafts_prompt and spec.drafted > 1 else [])
     steps, generated = step_plan(workload, spec, drafted)
-    prompt = workload.prompt_len
     # Keys of the verification: the prompt, the tokens generated so far and the drafted ones after the last.
     passes = [_pass(device, tables.verify, prompt + generated + spec.verified - 1, tables.window, decode_mode,
                     workload.batch)]
-    if tables.draft is not None:
+    scale = steps / len(generated) if len(generated) else 0.0
+    scales = [scale]
+    if tables.draft is not None and len(generated):
         # A first draft step attends to the keys up to its last padded token: the verification's (vLLM pads it to
         # the verified k + 1 positions, which end 1 to k + 1 keys before), one more for a draft model's own slot.
         passes.append(_pass(device, tables.draft_first, prompt + generated + tables.draft_query - 1, tables.window,
                             decode_mode, workload.batch))
-    if tables.draft is not None and spec.drafted > 1:
-        # Draft step i (from 1) of each speculative step attends to the prompt, the generated tokens and i drafts.
-        draft_kv = (prompt + generated[:, None] + np.arange(1, spec.drafted)[None, :]).ravel()
-        passes.append(_pass(device, tables.draft.decode, draft_kv, tables.window, decode_mode, workload.batch))
-    scale = steps / len(generated) if len(generated) else 0.0
-    # Past the draft's context each sequence decodes plainly, one token a step at its keys: the steps from the first
-    # it may reach, scaled to the tokens left in expectation (by 1 where the drafts end on a whole token).
-    scales = [scale] * len(passes)
+        if spec.drafted > 1:
+            # Draft step i (from 1) of each speculative step attends to the prompt, the generated tokens and i drafts.
+            draft_kv = (prompt + generated[:, None] + np.arange(1, spec.drafted)[None, :]).ravel()
+            passes.append(_pass(device, tables.draft.decode, draft_kv, tables.window, decode_mode, workload.batch))
+        # A round after each verification that drafts for the next, or for none after the batch's last step: one fewer
+        # where the draft does not run after the last step with drafts (the prefill's round drafted for the first).
+        scales += [max(steps - stop_odds, 0.0) / len(generated)] * (len(passes) - 1)
     if drafted < workload.decode_steps:
-        plain_kv = workload.decode_kv_lengths()[math.floor(drafted):]
-        passes.append(_pass(device, tables.decode, plain_kv, tables.window, decode_mode, workload.batch))
+        # Past the draft's context each step verifies k zero drafts and yields one token: the steps from the first a
+        # sequence may reach, scaled to the tokens left in expectation (by 1 where the drafts end on a whole token).
+        plain_kv = workload.decode_kv_lengths()[math.floor(drafted):] + spec.verified - 1
+        passes.append(_pass(device, tables.verify, plain_kv, tables.window, decode_mode, workload.batch))
         scales.append((workload.decode_steps - drafted) / len(plain_kv))
-    first_token_s = sum(float(p.time_s.sum()) for p in priced_prefills) + sum(prefill_waits_s)
+    first_token_s = (sum(float(p.time_s.sum()) for p in priced_prefills) + sum(prefill_waits_s)
+                     + sum(p.total("time_s") for p in before))
     decode_s = sum(f * p.total("time_s") for f, p in zip(scales, passes, strict=True))
+    passes, scales = before + passes, [1.0] * len(before) + scales
     energy = {name: sum(float(getattr(p, name).sum()) for p in priced_prefills)
               + sum(f * p.total(name) for f, p in zip(scales, passes, strict=True)) for name in DYNAMIC_ENERGY_FIELDS}
     energy["static_J"] = device.idle_power_W * (first_token_s + decode_s)
@@ -245,7 +278,8 @@ def evaluate_speculative(device, tables: SpeculativeTables, workload: BatchWorkl
     by_class[HOST_WAIT] = sum(prefill_waits_s) + sum(f * part.wait_s for f, part in zip(scales, passes, strict=True))
     timing = RequestTiming(count=workload.batch, arrival_s=0.0, first_token_s=first_token_s,
                            finish_s=first_token_s + decode_s, output_tokens=workload.output_len)
-    prefill_J = sum(float(getattr(p, name).sum()) for p in priced_prefills for name in DYNAMIC_ENERGY_FIELDS)
+    prefill_J = (sum(float(getattr(p, name).sum()) for p in priced_prefills for name in DYNAMIC_ENERGY_FIELDS)
+                 + sum(p.total(name) for p in before for name in DYNAMIC_ENERGY_FIELDS))
     return SimResult(request_groups=(timing,), makespan_s=first_token_s + decode_s, memory=memory,
                      energy_parts_J=energy, time_by_class_s=by_class, prefill_dynamic_J=prefill_J)
 
@@ -253,11 +287,12 @@ def evaluate_speculative(device, tables: SpeculativeTables, workload: BatchWorkl
 class ServingSpeculation:
     """Speculative decoding in a serving replica's iterations (sim/replica.py): an iteration with decoding sequences
     verifies `verified` tokens of each (the target's pass, priced from its step template with that many query tokens
-    per sequence), after the draft's k steps (the draft's own step template: one over the iteration's prefill chunks
-    and decodes, `draft_query` tokens of each (first_draft_tokens), k - 1 over its decodes) or with the Medusa heads
-    over the verified rows; each sequence then advances by its accepted drafts plus one, drawn from the acceptance
-    rate with a seeded generator. A sequence the draft model cannot draft for past its context (drafts) decodes
-    plainly in the same pass: one query token, no draft steps, one token a step."""
+    per sequence); after it the draft runs its k steps over every sequence of the iteration (the draft's own step
+    template: the first over the prefill chunks and its slots and `draft_query` tokens of each decode
+    (first_draft_tokens), k - 1 of one token a sequence), or the Medusa heads run over the verified rows; each
+    sequence then advances by its accepted drafts plus one, drawn from the acceptance rate with a seeded generator.
+    The draft runs where drafter_fits the iteration's longest sequence, for all of its sequences or for none; a
+    sequence whose last iteration it did not run after verifies k zero drafts and advances by one token."""
 
     def __init__(self, speculation: Speculation, *, draft=None, heads=None, device=None, execution: str = "eager",
                  draft_positions: int | None = None, draft_query: int = 1):
@@ -268,31 +303,49 @@ class ServingSpeculation:
         self.speculation, self.draft, self.heads, self.draft_query = speculation, draft, heads, draft_query
         self.device, self.execution, self.draft_positions = device, execution, draft_positions
         self._memo: dict[tuple, object] = {}
+        self._undrafted: set[int] = set()  # the sequences whose next verification carries zero drafts
 
-    def drafts(self, computed: int) -> bool:
-        """Whether a decoding sequence with `computed` tokens cached is drafted for: its length (those and the token
-        it feeds) is longest_drafted's or less."""
-        longest = longest_drafted(self.speculation, self.draft_positions)
-        return longest is None or computed + 1 <= longest
+    @property
+    def chunk_slots(self) -> int:
+        """Slots the draft's first step adds to each prefill chunk (draft_slots: those it adds to a decode's verified
+        tokens)."""
+        return self.draft_query - self.speculation.verified
+
+    def drafts_after(self, batch) -> bool:
+        """Whether the draft runs after an iteration of `batch` (sim/schedulers Batch): drafter_fits its longest
+        sequence, a chunk's cached and new tokens or a decode's cached and verified ones."""
+        longest = max([seq.computed + chunk for seq, chunk in batch.prefills]
+                      + [seq.computed + self.speculation.verified for seq in batch.decodes])
+        return drafter_fits(longest, self.speculation, self.draft_positions)
+
+    def drafted(self, index: int) -> bool:
+        """Whether the decoding sequence `index` verifies drafts (not zeros) in its next iteration."""
+        return index not in self._undrafted
+
+    def ran(self, batch, drafted: bool) -> None:
+        """Record that the draft ran after an iteration of `batch` (`drafted`) or did not."""
+        indices = [seq.index for seq, _ in batch.prefills] + [seq.index for seq in batch.decodes]
+        if drafted:
+            self._undrafted.difference_update(indices)
+        else:
+            self._undrafted.update(indices)
 
     def price(self, cost, shape, draft_shapes: tuple) -> object:
         """The iteration's cost with the draft's steps (or the heads) added: `cost` is the target's verification
-        iteration of `shape`, `draft_shapes` the draft's: its first step, then a decode-only one where the iteration
-        decodes (an iteration of prefill chunks alone gives the first only: the draft's own KV of the chunks)."""
+        iteration of `shape`, `draft_shapes` the draft's: its first step and its later one (Batch.draft_shapes)."""
         # Keyed on the priced costs' identities, which are stable and few: both cost models memoize every cost
         # they return, one per bucket of shapes, for the replica's lifetime (raw shapes would grow per iteration).
         if self.draft is not None:
-            first = self.draft.price(draft_shapes[0])
-            rest = self.draft.price(draft_shapes[1]) if len(draft_shapes) > 1 else None
+            first, rest = (self.draft.price(s) for s in draft_shapes)
             key = (id(cost), id(first), id(rest))
         else:
-            key = (id(cost), shape.decode_seqs - shape.decode_plain_seqs)
+            key = (id(cost), shape.decode_seqs)
         if key not in self._memo:
             extra = []
             if self.draft is not None:
-                extra = [first] + ([rest] * (self.speculation.drafted - 1) if rest is not None else [])
-            elif drafted := shape.decode_seqs - shape.decode_plain_seqs:
-                extra = [self._heads_cost(drafted * self.speculation.verified)]
+                extra = [first] + [rest] * (self.speculation.drafted - 1)
+            elif shape.decode_seqs:
+                extra = [self._heads_cost(shape.decode_seqs * self.speculation.verified)]
             self._memo[key] = _sum_costs([cost, *extra])
         return self._memo[key]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
 from kernels.kv_policy import Window
@@ -76,33 +76,38 @@ class Batch:
         return sum(q for _, q in self.prefills) + len(self.decodes)
 
     def shape(self, window: Window, decode_query: int = 1, prefill_window: int | None = None,
-              shared_prefix: int = 0, prefix_groups: list[int] | None = None,
-              plain: list[bool] | None = None, sample_last: bool = False) -> StepShape:
+              shared_prefix: int = 0, prefix_groups: list[int] | None = None) -> StepShape:
         """The iteration's shape: sequences whose chunk ends their prefill sample a token, as decodes do (each of its
-        `decode_query` positions, in a speculative verification, or its last alone where `sample_last`: a draft's
-        first step over the verified tokens; one, where `plain` says so of a decode: it is past its draft's context);
-        `prefill_window`: the model's own sliding window;
+        `decode_query` positions, in a speculative verification); `prefill_window`: the model's own sliding window;
         `shared_prefix`: the length of the cached prefix the decodes of a group share, read once for them by cascade
         attention, and `prefix_groups` the group whose prefix each decode shares (PagedKVCache.prefix_sharers; None:
         every one shares one prefix) (kernels/shapes.py step_shape)."""
         finished = [seq.target for seq, q in self.prefills if seq.computed + q >= seq.target]
-        finishing = len(finished)
-        queries = [1 if one else decode_query for one in plain] if plain else [decode_query] * len(self.decodes)
         return step_shape([(q, seq.computed) for seq, q in self.prefills],
-                          [s.computed + q for s, q in zip(self.decodes, queries, strict=True)],
-                          sampled=finishing + (len(queries) if sample_last else sum(queries)), window=window,
+                          [s.computed + decode_query for s in self.decodes],
+                          sampled=len(finished) + decode_query * len(self.decodes), window=window,
                           decode_query=decode_query, prefill_window=prefill_window, shared_prefix=shared_prefix,
-                          prefix_groups=prefix_groups, plain=plain, finished=finished)
+                          prefix_groups=prefix_groups, finished=finished)
 
     def draft_shapes(self, window: Window, prefill_window: int | None = None, shared_prefix: int = 0,
-                     prefix_groups: list[int] | None = None, first_query: int = 1) -> tuple[StepShape, StepShape]:
-        """A speculative draft's iterations: its first step (the chunks and `first_query` tokens of each decode, its
-        keys up to the last of them, sampling at the last: sim/speculative.py first_draft_tokens), then a step of the
-        decodes alone; the draft runs in the engine's attention, cascading shared prefixes where it does."""
-        decodes = step_shape([], [s.computed + 1 for s in self.decodes], sampled=len(self.decodes), window=window,
-                             shared_prefix=shared_prefix, prefix_groups=prefix_groups)
-        return (self.shape(window, first_query, prefill_window=prefill_window, shared_prefix=shared_prefix,
-                           prefix_groups=prefix_groups, sample_last=True), decodes)
+                     prefix_groups: list[int] | None = None, first_query: int = 1,
+                     chunk_slots: int = 0) -> tuple[StepShape, StepShape]:
+        """A speculative draft's iterations after the target's pass, over every sequence of the batch as vLLM v1's
+        proposers run them (vllm/v1/spec_decode/llm_base_proposer.py propose: the first step over the batch, then
+        k - 1 steps of batch_size tokens): its first step over each prefill chunk and `chunk_slots` more and
+        `first_query` tokens of each decode (sim/speculative.py first_draft_tokens), its keys up to the last of them,
+        sampling one token a sequence; then a step of one token a sequence, past those keys. The draft runs in the
+        engine's attention, cascading shared prefixes where it does (a prefilling sequence holds its own copy)."""
+        slotted = Batch(prefills=[(seq, q + chunk_slots) for seq, q in self.prefills], decodes=self.decodes)
+        first = slotted.shape(window, first_query, prefill_window=prefill_window, shared_prefix=shared_prefix,
+                              prefix_groups=prefix_groups)
+        groups = prefix_groups
+        if shared_prefix and self.prefills:
+            groups = [-1] * len(self.prefills) + (prefix_groups or [0] * len(self.decodes))
+        later = step_shape([], [seq.computed + q + chunk_slots + 1 for seq, q in self.prefills]
+                           + [seq.computed + 1 for seq in self.decodes], sampled=self.size, window=window,
+                           shared_prefix=shared_prefix, prefix_groups=groups)
+        return replace(first, sampled=self.size), later
 
 
 @dataclass(kw_only=True)

@@ -166,53 +166,64 @@ def static_metrics(evaluator, model: str, prompt: int, output: int, **knobs) -> 
                                           execution="engine", knobs=tuple(sorted(knobs.items())))).metrics
 
 
-def test_a_static_sequence_past_the_drafts_context_decodes_plainly(tiny_config, tiny_evaluator, draft, short_draft):
-    """vLLM drafts for a sequence only while its length plus the k drafted tokens stays below the draft's context
-    (vllm/spec_decode/top1_proposer.py _split_by_proposal_len: seq_len + proposal_len < max_proposal_len); the others
-    "skip the draft model and go through normal decoding in the target" (its Top1Proposer docstring, for a 2,048-token
-    llama-68m drafting for a 4,096-token Llama-2-13B). A static batch past the 128-token draft's context from its
-    first decode step (a 200-token prompt) decodes as without speculation, whatever the acceptance; one that crosses
-    it (a 100-token prompt, k = 4 all accepted, 28 outputs) drafts while it holds fewer than 128 - 4 - 100 - 1 = 23
-    decode tokens, in steps starting at 0, 5, 10, 15 and 20, the last run whole to 25 (sim/speculative.py
-    drafted_tokens): as a batch of 26 outputs with a draft of the full context does, then the last 2 as plain
-    decoding's last 2 steps (23 drafted and 4 plain before, the last step's overshoot not counted)."""
+def test_a_static_batch_past_the_drafts_context_verifies_zero_drafts(tiny_config, tiny_evaluator, draft, short_draft):
+    """vLLM v1 drafts after a pass only where the batch's longest sequence + k stays within the draft's context
+    (vllm/v1/worker/gpu_model_runner.py _input_fits_in_drafter: max_seq_len + num_spec_tokens <=
+    effective_drafter_max_model_len); past it sample_tokens hands every sequence k zero draft tokens, which the next
+    pass verifies (Scheduler.update_draft_token_ids keeps them) and rejects. A 200-token prompt and the 128-token
+    draft: 200 + 4 passes 128 after the prefill, so the draft never runs, its prefill neither (the first token comes
+    as early as without a draft), and each of the 32 steps verifies 5 tokens a sequence for one: slower than plain
+    decoding, and the same whatever the acceptance. A 100-token prompt, k = 4 all accepted: steps at 0, 5, 10, 15 and
+    20 decode tokens draft (a verification holding 100 + s + 5 tokens fits while s <= 19), so 28 outputs take the
+    steps 26 outputs do and 2 steps of zero drafts, at 130 and 131 keys: what the 2 steps of a 125-token prompt (past
+    the draft's context from its prefill) take, and more than plain decoding's 2 steps there. Before (vLLM v0's
+    Top1Proposer, per sequence), a sequence past the draft's context decoded one query token a step, as plain
+    decoding, and the draft computed its KV of a prompt past its context."""
     def decode_s(metrics: dict) -> float:
         return metrics["e2e_s"] - metrics["ttft_s"]
 
     drafting = {"spec_tokens": 4, "acceptance": 1.0}
     past = static_metrics(tiny_evaluator, tiny_config, 200, 33, spec_draft=short_draft, **drafting)
+    rejected = static_metrics(tiny_evaluator, tiny_config, 200, 33, spec_draft=short_draft, spec_tokens=4,
+                              acceptance=0.0)
     plain = static_metrics(tiny_evaluator, tiny_config, 200, 33)
-    assert decode_s(past) == pytest.approx(decode_s(plain), rel=1e-9)
-    assert past["ttft_s"] > plain["ttft_s"]  # the draft still computes its KV of the prompt (vLLM's _run_no_spec)
+    assert past["ttft_s"] == pytest.approx(plain["ttft_s"], rel=1e-9)
+    assert decode_s(past) == pytest.approx(decode_s(rejected), rel=1e-9)
+    assert decode_s(past) > decode_s(plain)
     crossing = static_metrics(tiny_evaluator, tiny_config, 100, 28, spec_draft=short_draft, **drafting)
-    within = static_metrics(tiny_evaluator, tiny_config, 100, 26, spec_draft=draft, **drafting)
-    last_two = (decode_s(static_metrics(tiny_evaluator, tiny_config, 100, 28))
-                - decode_s(static_metrics(tiny_evaluator, tiny_config, 100, 26)))
-    assert decode_s(crossing) == pytest.approx(decode_s(within) + last_two, rel=1e-9)
+    drafted = static_metrics(tiny_evaluator, tiny_config, 100, 26, spec_draft=short_draft, **drafting)
+    never = static_metrics(tiny_evaluator, tiny_config, 125, 3, spec_draft=short_draft, **drafting)
+    assert decode_s(crossing) - decode_s(drafted) == pytest.approx(decode_s(never), rel=1e-6)
+    plain_two = (decode_s(static_metrics(tiny_evaluator, tiny_config, 100, 28))
+                 - decode_s(static_metrics(tiny_evaluator, tiny_config, 100, 26)))
+    assert decode_s(never) > plain_two * (1 + 1e-6)
 
 
-def test_a_served_sequence_past_the_drafts_context_decodes_plainly(tiny_config, tiny_evaluator, short_draft):
-    """One request of a 100-token prompt and 28 outputs, the 128-token draft drafting k = 4 tokens all accepted:
-    vLLM drafts while the sequence's length (its cached tokens and the one it feeds) + 4 < 128
-    (vllm/spec_decode/top1_proposer.py), so its decode steps start at 100, 105, 110, 115, 120 cached tokens (5 tokens
-    each), then at 125 and 126 decode one token each without the draft: a prefill and 7 iterations, the last two
-    each as long as plain decoding's last two (at the same cached tokens). Before, the draft drafted to the end: 6
-    decode iterations, the last one drafted."""
-    def serving(**knobs):
-        spec = ServingSpec(requests=1, rate_per_s=1.0, prompt=Fixed(tokens=100), output=Fixed(tokens=28))
+def test_a_served_batch_past_the_drafts_context_verifies_zero_drafts(tiny_config, tiny_evaluator, short_draft):
+    """One request of a 100-token prompt and 28 outputs, the 128-token draft drafting k = 4 tokens all accepted: the
+    draft runs after the prefill (100 + 4 <= 128) and after the verifications at 100, 105, 110 and 115 cached tokens
+    (each of 5 tokens: 105 + 4 ... 120 + 4 <= 128), not after the one at 120 (125 + 4 > 128): its next two iterations,
+    at 125 and 126 cached tokens, verify 4 zero drafts each and yield a token each (vllm/v1/worker/gpu_model_runner.py
+    _input_fits_in_drafter, sample_tokens). They take what a 125-token prompt's two decode iterations take (past the
+    draft's context from its prefill), longer than plain decoding's there (5 query tokens, not 1). Before (vLLM v0),
+    the last two decoded one token each, as plain decoding."""
+    def serving(prompt: int, output: int, requests: int = 1, **knobs):
+        spec = ServingSpec(requests=requests, rate_per_s=1e6, prompt=Fixed(tokens=prompt), output=Fixed(tokens=output))
         return tiny_evaluator.evaluate(DesignPoint(model=tiny_config, device="h100-sxm", batch=spec.max_seqs, prompt=0,
                                                    output=0, serving=spec, execution="engine",
                                                    knobs=tuple(sorted(knobs.items()))))
 
-    drafted = serving(spec_draft=short_draft, spec_tokens=4, acceptance=1.0).result.iterations
-    plain = serving().result.iterations
-    assert len(drafted) == 1 + 7 and len(plain) == 1 + 27
-    assert drafted.duration_s[-2:] == pytest.approx(plain.duration_s[-2:], rel=1e-9)
-    assert drafted.duration_s[-3] > plain.duration_s[-3]  # the last drafted step: the draft's 4 steps and 5 queries
+    drafting = {"spec_draft": short_draft, "spec_tokens": 4, "acceptance": 1.0}
+    crossing = serving(100, 28, **drafting).result.iterations
+    never = serving(125, 3, **drafting).result.iterations
+    plain = serving(100, 28).result.iterations
+    assert len(crossing) == 1 + 7 and len(never) == 1 + 2 and len(plain) == 1 + 27
+    assert crossing.duration_s[-2:] == pytest.approx(never.duration_s[-2:], rel=1e-9)
+    assert (crossing.duration_s[-2:] > plain.duration_s[-2:] * (1 + 1e-6)).all()
 
 
 def test_a_serving_draft_whose_context_is_short_runs(tiny_config, short_draft, capsys):
-    """A serving run with requests past the draft's context is not refused (they decode plainly past it)."""
+    """A serving run with requests past the draft's context is not refused (they verify zero drafts past it)."""
     assert main(["run", "--model", tiny_config, "--device", "h100-sxm", "--spec-draft", short_draft, "--serving",
                  "--requests", "4", "--rate", "10", "--prompt", "200", "--output", "24"]) == 0
     capsys.readouterr()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sim.speculative import ServingSpeculation, Speculation, drafted_tokens, expected_tokens, step_plan
+from sim.speculative import ServingSpeculation, Speculation, draft_reach, expected_tokens, step_plan
 from sim.workload import BatchWorkload
 
 
@@ -39,24 +39,57 @@ def test_steps_cover_the_decode_tokens():
     assert plain_steps == 32 and plain.tolist() == list(range(1, 33))  # one token per step, as plain decode
 
 
-def test_the_last_speculative_step_within_the_drafts_context_runs_whole():
-    """A 100-token prompt, k = 2, a draft of 105 positions: a sequence drafts while 100 + g + 2 < 105 for g tokens
-    generated, i.e. while it holds s = g - 1 < 2 decode tokens, and a step that starts there drafts its 2 tokens
-    whole. At a = 0.5 a step yields 1, 2 or 3 tokens with odds 0.5, 0.25, 0.25. From s = 1 one step ends at 2, 3 or 4:
-    0.5 x 2 + 0.25 x 3 + 0.25 x 4 = 2.75; from s = 0 a step reaches 1 (then 2.75), 2 or 3: 0.5 x 2.75 + 0.25 x 2 +
-    0.25 x 3 = 2.625 decode tokens drafted (2 before: the step past the context counted to it alone). At a = 1, k = 4
-    and a 128-token draft: steps start at 0, 5, 10, 15 and 20 < 123 - 100 decode tokens, the last ending at 25, or at
-    the output's last token (24 of 25 outputs)."""
-    def drafted(output: int, k: int, a: float, positions: int) -> float:
-        return drafted_tokens(BatchWorkload(batch=1, prompt_len=100, output_len=output),
-                              Speculation(drafted=k, acceptance=a), positions)
+def test_the_draft_stops_a_step_after_the_verification_its_longest_sequence_crosses_in():
+    """vLLM v1 drafts after a pass only where its longest sequence + k <= the draft's context (gpu_model_runner.py
+    _input_fits_in_drafter), for every sequence of the batch or for none. A 100-token prompt, k = 2, a draft of 105
+    positions: the prefill's 100 + 2 fits, so the first step drafts; a verification of a sequence holding s decode
+    tokens runs 100 + s + 3 tokens, and 100 + s + 3 + 2 <= 105 only at s = 0, so the second step drafts too and the
+    third does not. At a = 0.5 a step yields 1, 2 or 3 tokens (odds 0.5, 0.25, 0.25), 1.75 in expectation: 2 x 1.75 =
+    3.5 decode tokens drafted, whatever the first yields (before, as vLLM v0's Top1Proposer decided per sequence:
+    2.625). A draft of 104 positions: 100 + 4 <= 104 after the prefill, so one k = 4 step at a = 0.7 drafts (2.7731
+    tokens) and none after (before: none)."""
+    def reach(output: int, k: int, a: float, positions: int | None, batch: int = 1) -> tuple[float, float]:
+        return draft_reach(BatchWorkload(batch=batch, prompt_len=100, output_len=output),
+                           Speculation(drafted=k, acceptance=a), positions)
 
-    assert drafted(40, 2, 0.5, 105) == pytest.approx(2.625, rel=1e-12)
-    assert drafted(28, 4, 1.0, 128) == 25
-    assert drafted(25, 4, 1.0, 128) == 24
-    assert drafted(24, 4, 1.0, 128) == 23  # every decode token within the context
-    assert drafted(40, 4, 0.7, 104) == 0  # none: 100 + 1 + 4 reaches 104
-    assert drafted(40, 4, 0.7, None) == 39  # Medusa heads: no context of their own
+    assert reach(40, 2, 0.5, 105) == (pytest.approx(3.5, rel=1e-12), pytest.approx(1.0))
+    assert reach(40, 4, 0.7, 104)[0] == pytest.approx(1 + 0.7 + 0.7**2 + 0.7**3 + 0.7**4, rel=1e-12)
+    assert reach(40, 4, 0.7, 103) == (0.0, 1.0)  # 100 + 4 passes 103: no draft after the prefill, none ever
+    assert reach(40, 4, 0.7, None) == (39.0, 0.0)  # Medusa heads: no context of their own
+
+
+def test_a_batch_stops_drafting_when_its_longest_sequence_crosses():
+    """vLLM v1 decides for the whole batch on its longest sequence (gpu_model_runner.py _input_fits_in_drafter: the
+    batch's max_seq_len). A 100-token prompt, k = 1 at a = 0.5 (a step yields 1 or 2 tokens, 1.5 in expectation), a
+    draft of 104 positions: the draft runs after a verification whose sequences each held at most 104 - 2 - 100 - 1 = 1
+    decode token before it. Steps 1 and 2 always draft (the prefill fits; every sequence holds 0 before step 1). Step 3
+    drafts where each sequence yielded 1 token in step 1 (holding 1 before step 2): alone, with odds 0.5 (1.5 + 1.5 +
+    0.5 x 1.5 = 3.75 tokens); beside a second sequence, with odds 0.25, both having to (1.5 + 1.5 + 0.25 x 1.5 =
+    3.375); the draft does not run after the last step that drafts, for certain. At a = 1 (2 tokens a
+    step) the two sequences stay together: two steps, 4 tokens, batch or not. Before, each sequence decided alone
+    (vLLM v0): the batch of two drafted as one sequence does, 2.25 tokens."""
+    def reach(batch: int, a: float) -> tuple[float, float]:
+        return draft_reach(BatchWorkload(batch=batch, prompt_len=100, output_len=41), Speculation(drafted=1,
+                                                                                                  acceptance=a), 104)
+
+    assert reach(1, 0.5) == (pytest.approx(3.75, rel=1e-12), pytest.approx(1.0))
+    assert reach(2, 0.5) == (pytest.approx(3.375, rel=1e-12), pytest.approx(1.0))
+    assert reach(2, 1.0)[0] == reach(1, 1.0)[0] == pytest.approx(4.0)
+
+
+def test_a_draft_within_its_context_to_the_end_runs_after_the_last_step():
+    """A 100-token prompt, k = 4 at a = 1, a 128-token draft: a verification of a sequence holding s decode tokens
+    runs 100 + s + 5 tokens, and the draft runs after it while s <= 19. 21 outputs (20 decode tokens): steps hold 0,
+    5, 10 and 15, and the draft runs after each, the last too (its drafts verified by no step). 24 outputs (23): a
+    fifth step holds 20 and ends the output, and the draft does not run after it. 28 outputs (27): the same five
+    steps, then 2 tokens without drafts."""
+    def reach(output: int) -> tuple[float, float]:
+        return draft_reach(BatchWorkload(batch=3, prompt_len=100, output_len=output),
+                           Speculation(drafted=4, acceptance=1.0), 128)
+
+    assert reach(21) == (20.0, 0.0)
+    assert reach(24) == (pytest.approx(23.0), pytest.approx(1.0))
+    assert reach(28) == (pytest.approx(25.0), pytest.approx(1.0))
 
 
 @pytest.mark.parametrize("bad", [dict(drafted=0, acceptance=0.5), dict(drafted=2, acceptance=1.5),
@@ -154,24 +187,55 @@ def test_a_draft_is_smaller_in_the_parameters_a_token_reads(tmp_path):
 
 def test_a_drafts_first_step_over_the_verified_tokens_samples_one_logit_a_sequence():
     """A first draft step of k + 1 = 3 tokens a decode (an MTP module's: first_draft_tokens): 3 decodes cached at 80
-    tokens run 9 query tokens against 83 keys each, as their verification does, and sample 3 logits, with a
-    20-token chunk that ends its prompt (one more); the next draft steps run a token each. A draft model's first step
-    (vLLM v1's DraftModelProposer): the 3 verified tokens and the one sampled after them, 4 a decode against 84 keys
-    (its slot one past the verification's), still 4 sampled; one token a decode: 81 keys."""
+    tokens run 9 query tokens against 83 keys each, as their verification does, with a 20-token chunk after 60 cached
+    tokens, and sample one logit a sequence, 4; the next draft steps run a token a sequence, the chunk's sequence's
+    too (vLLM v1's propose loops over the batch): the decodes' at 81 keys, the chunk's at 60 + 20 + 1. A draft model's
+    first step (vLLM v1's DraftModelProposer): the 3 verified tokens and the one sampled after them, 4 a decode against
+    84 keys (its slot one past the verification's), and the chunk with its slot, 21 tokens (draft_slots 1:
+    extend_all_queries_by_N adds it to every sequence); its next steps read 82 keys for the chunk's sequence."""
     from sim.schedulers import Batch, Sequence
-    from sim.speculative import MTP, first_draft_tokens
+    from sim.speculative import MTP, draft_slots, first_draft_tokens
 
     assert first_draft_tokens(MTP, Speculation(drafted=2, acceptance=0.5)) == 3
     assert first_draft_tokens("llama-3.2-1b", Speculation(drafted=2, acceptance=0.5)) == 4
-    seqs = [Sequence(index=i, arrival_s=0.0, prompt=80, output=8) for i in range(4)]
+    assert (draft_slots(MTP), draft_slots("llama-3.2-1b")) == (0, 1)
+    seqs = [Sequence(index=i, arrival_s=0.0, prompt=80, output=8) for i in range(5)]
     for seq in seqs[:3]:
         seq.computed = seq.target = 80
     seqs[3].computed = 60
     batch = Batch(prefills=[(seqs[3], 20)], decodes=seqs[:3])
     first, rest = batch.draft_shapes(None, first_query=3)
-    assert (first.tokens, first.sampled, first.decode_kv, first.decode_query) == (20 + 9, 1 + 3, 3 * 83, 3)
-    assert (rest.tokens, rest.sampled, rest.decode_kv) == (3, 3, 3 * 81)
-    model, _ = batch.draft_shapes(None, first_query=4)
-    assert (model.tokens, model.sampled, model.decode_kv, model.decode_query) == (20 + 12, 1 + 3, 3 * 84, 4)
+    assert (first.tokens, first.sampled, first.decode_kv, first.decode_query) == (20 + 9, 4, 3 * 83, 3)
+    assert (rest.tokens, rest.sampled, rest.decode_kv) == (4, 4, 3 * 81 + 81)
+    model, model_rest = batch.draft_shapes(None, first_query=4, chunk_slots=1)
+    assert (model.tokens, model.sampled, model.decode_kv, model.decode_query) == (21 + 12, 4, 3 * 84, 4)
+    assert model_rest.decode_kv == 3 * 81 + 82
     one, _ = batch.draft_shapes(None)
-    assert (one.tokens, one.sampled, one.decode_kv) == (20 + 3, 1 + 3, 3 * 81)
+    assert (one.tokens, one.sampled, one.decode_kv) == (20 + 3, 4, 3 * 81)
+    # A chunk that does not end its prompt samples a draft token too (its drafts are dropped).
+    seqs[4].computed = 10
+    partial, _ = Batch(prefills=[(seqs[4], 20)], decodes=seqs[:3]).draft_shapes(None, first_query=3)
+    assert partial.sampled == 4
+
+
+def test_a_served_batch_drafts_for_all_its_sequences_or_for_none():
+    """vLLM v1 runs the draft after an iteration for the whole batch where its longest sequence + k fits the draft's
+    context (gpu_model_runner.py _input_fits_in_drafter on the iteration's max_seq_len). A 128-token draft, k = 4: a
+    decode cached at 118 verifies 5 tokens, 123 + 4 <= 128, so after an iteration of it alone the draft runs; beside a
+    decode cached at 120 (125 + 4 > 128) it runs for neither, and both verify zero drafts next (one token each: the
+    replica's _apply); a 124-token prefill chunk (124 + 4 <= 128) lets it run, a 125-token one does not. Before
+    (vLLM v0), each decided alone: the one at 118 drafted beside the one at 120."""
+    from sim.schedulers import Batch, Sequence
+
+    spec = ServingSpeculation(Speculation(drafted=4, acceptance=0.5), draft_positions=128, draft_query=6)
+    short, long, prompt = (Sequence(index=i, arrival_s=0.0, prompt=100, output=50) for i in range(3))
+    short.computed, long.computed = 118, 120
+    assert spec.drafts_after(Batch(decodes=[short]))
+    together = Batch(decodes=[short, long])
+    assert not spec.drafts_after(together)
+    spec.ran(together, spec.drafts_after(together))
+    assert not spec.drafted(short.index) and not spec.drafted(long.index)
+    assert spec.drafts_after(Batch(prefills=[(prompt, 124)]))
+    assert not spec.drafts_after(Batch(prefills=[(prompt, 125)], decodes=[short]))
+    spec.ran(Batch(decodes=[short]), True)
+    assert spec.drafted(short.index) and spec.chunk_slots == 1
