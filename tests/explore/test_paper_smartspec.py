@@ -15,8 +15,11 @@ Here: Llama-2-7B with a 68M draft (JackFram/llama-68m's shape) on one A100-80GB,
 continuous batching, 200 requests of the Azure conversation trace at Poisson arrivals of 1 req/s (light) and 16 req/s
 (heavy: past the capacity of the plain server, its mean latency six times the light load's), every drafted token
 accepted with probability 0.3 (low speculation accuracy). Measured at the time of writing (mean E2E, s; 0 / 1 / 3 / 5
-drafted tokens): light 2.72 / 2.15 / 2.07 / 2.18, heavy 16.4 / 15.1 / 16.8 / 19.4 (the draft's first step over the
-k + 1 verified tokens and the sampled one, as vLLM v1 runs it: sim/speculative.py first_draft_tokens).
+drafted tokens): light 2.72 / 2.16 / 2.09 / 2.20, heavy 16.4 / 16.7 / 19.5 / 22.7 (the draft's first step over the
+k + 1 verified tokens and the sampled one, as vLLM v1 runs it: sim/speculative.py first_draft_tokens; and, as vLLM v1
+decides, no drafts for the whole batch while one of its sequences passes the draft's 2,048-token context, which the
+trace's longest conversations do: heavy 15.1 / 16.8 / 19.5 with a draft of no such limit, 15.1 / 16.8 / 19.4 with
+vLLM v0's rule, per sequence: sim/speculative.py drafter_fits).
 """
 
 from __future__ import annotations
