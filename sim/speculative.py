@@ -179,22 +179,26 @@ def draft_reach(workload: BatchWorkload, speculation: Speculation,
     held_most = total if draft_positions is None else draft_positions - 2 * k - prompt - 1
     if held_most >= total - 1:
         return float(total), 0.0
-    odds, held = step_token_odds(speculation), np.zeros(total + 1)
-    ahead = np.arange(1, k + 2)
-    # The tokens a step yields to a sequence holding s decode tokens (none once it holds them all).
-    gain = (np.minimum(np.arange(total + 1)[:, None] + ahead, total) - np.arange(total + 1)[:, None]) @ odds
-    # held: a sequence's decode tokens before the step, over the runs in which the draft ran after each of its own
-    # earlier passes; others: the chance another sequence let it run after each, so far.
-    held[0], others, tokens = 1.0, 1.0, 0.0
-    while held[:total].any():
-        tokens += others ** (workload.batch - 1) * float(held @ gain)
-        held[max(held_most + 1, 0):total] = 0.0  # it passes the draft's context with this step's verification
-        others = float(held.sum())
-        advanced = np.zeros(total + k + 2)
-        for x, p in zip(ahead, odds, strict=True):
-            advanced[x:x + total + 1] += p * held
-        held = np.append(advanced[:total], advanced[total:].sum())
-    return tokens, 1.0 - float(held.sum()) ** workload.batch
+    odds, ahead = step_token_odds(speculation), np.arange(1, k + 2)
+    # The tokens a step yields to a sequence holding s decode tokens (fewer near the output's end).
+    gain = (np.minimum(np.arange(total)[:, None] + ahead, total) - np.arange(total)[:, None]) @ odds
+    # held[i]: the chance a sequence holds first + i decode tokens before the step (fewer than all), over the runs in
+    # which the draft ran after each of its own earlier passes; done: that it holds them all, so; others: the chance
+    # another sequence let the draft run after each pass so far. Odds below 1e-18 of the largest are dropped: the
+    # distribution's tails, which no figure resolves, would otherwise widen the array by k a step.
+    held, first, done, others, tokens = np.ones(1), 0, 0.0, 1.0, 0.0
+    while len(held):
+        tokens += others ** (workload.batch - 1) * float(held @ gain[first:first + len(held)])
+        held = held[:max(held_most + 1 - first, 0)]  # past the draft's context with this step's verification
+        others = float(held.sum()) + done
+        if not len(held):
+            break
+        held, first = np.convolve(held, odds), first + 1
+        done += float(held[total - first:].sum())
+        held = held[:total - first]
+        kept = np.flatnonzero(held > held.max() * 1e-18) if len(held) else held
+        held, first = (held[kept[0]:kept[-1] + 1], first + kept[0]) if len(kept) else (held[:0], first)
+    return tokens, 1.0 - done ** workload.batch
 
 
 def step_plan(workload: BatchWorkload, speculation: Speculation, tokens: int | None = None) -> tuple[float, np.ndarray]:
