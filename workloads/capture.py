@@ -6,13 +6,14 @@ so the op sequence equals a real CPU run); small models can run on real CPU tens
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
 
 from workloads import op_costs
 from workloads.errors import InputError
@@ -20,12 +21,42 @@ from workloads.model_config import ModelConfig
 from workloads.trace import DTYPE_BYTES, Op, TensorMeta, Trace, layer_index
 
 
+@functools.cache
 def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
+@functools.cache
+def _element_bytes(dtype: torch.dtype) -> int:
+    return DTYPE_BYTES.get(_dtype_name(dtype), dtype.itemsize)
+
+
 def _nbytes(t: torch.Tensor) -> int:
-    return math.prod(t.shape) * DTYPE_BYTES.get(_dtype_name(t.dtype), t.element_size())
+    return t.numel() * _element_bytes(t.dtype)
+
+
+@dataclass(frozen=True)
+class _Schema:
+    """What an aten op's schema says about its recording: its names, the arguments it writes, whether it is a view."""
+
+    name: str  # "aten.mm.default"
+    short: str  # "mm"
+    mutated: tuple[int, ...]
+    is_view: bool
+
+
+@functools.cache
+def _schema(func) -> _Schema:
+    """An op overload's _Schema, read once (the schema's Python objects cost more than the op's record)."""
+    short = func.overloadpacket.__name__
+    mutated = tuple(i for i, a in enumerate(func._schema.arguments)
+                    if a.alias_info is not None and a.alias_info.is_write)
+    aliasing_return = any(r.alias_info is not None for r in func._schema.returns)
+    return _Schema(name=str(func), short=short, mutated=mutated,
+                   is_view=short in op_costs.VIEW_OPS or (aliasing_return and not mutated))
+
+
+_layer_of = functools.cache(layer_index)  # a handful of module paths, each looked up for thousands of ops
 
 
 class ModuleTracker:
@@ -82,6 +113,7 @@ class _Recorder(TorchDispatchMode):
         self._buffer_bytes: list[int] = []
         self._born: list[int] = []  # op position that writes each buffer
         self._last_use: list[int] = []  # last op position that reads it
+        self._metas: dict[tuple, TensorMeta] = {}
 
     def role(self, t: torch.Tensor) -> str:
         return self.roles.get(id(t), "activation")
@@ -98,13 +130,10 @@ class _Recorder(TorchDispatchMode):
         return out
 
     def _record(self, func, args, kwargs, out) -> None:
-        short = func.overloadpacket.__name__
-        schema = func._schema
-        mutated = [i for i, a in enumerate(schema.arguments) if a.alias_info is not None and a.alias_info.is_write]
-        aliasing_return = any(r.alias_info is not None for r in schema.returns)
-        is_view = short in op_costs.VIEW_OPS or (aliasing_return and not mutated)
-        ins = _unique_tensors(tree_flatten((args, kwargs))[0])
-        outs = _unique_tensors(tree_flatten(out)[0])
+        schema = _schema(func)
+        short, mutated, is_view = schema.short, schema.mutated, schema.is_view
+        ins = _unique_tensors((args, kwargs))
+        outs = _unique_tensors(out)
         in_roles = [self.role(t) for t in ins]
         self.use(ins)
         if is_view:
@@ -121,13 +150,23 @@ class _Recorder(TorchDispatchMode):
             read, written = self._bytes(short, args, ins, in_roles, outs, mutated)
             if not mutated:
                 self._allocate(outs)
+        module = self.tracker.current
         self.ops.append(Op(
-            name=str(func), inputs=tuple(_meta(t, r) for t, r in zip(ins, in_roles, strict=True)),
-            outputs=tuple(_meta(t, self.role(t)) for t in outs),
+            name=schema.name, inputs=tuple(self._meta(t, r) for t, r in zip(ins, in_roles, strict=True)),
+            outputs=tuple(self._meta(t, self.role(t)) for t in outs),
             flops=0.0 if is_view else self._flops(func, short, args, kwargs, out, ins, outs),
-            bytes_read=read, bytes_written=written, layer=layer_index(self.tracker.current),
-            module=self.tracker.current, is_view=is_view, attrs=_attrs(func, short, args, kwargs),
+            bytes_read=read, bytes_written=written, layer=_layer_of(module),
+            module=module, is_view=is_view, attrs=_attrs(func, short, args, kwargs),
         ))
+
+    def _meta(self, t: torch.Tensor, role: str) -> TensorMeta:
+        """The TensorMeta of `t` in `role`; equal ones are one shared (frozen) object, built once."""
+        key = (tuple(t.shape), t.dtype, role, t.is_contiguous())
+        meta = self._metas.get(key)
+        if meta is None:
+            meta = self._metas[key] = TensorMeta(shape=key[0], dtype=_dtype_name(t.dtype), role=role,
+                                                 contiguous=key[3])
+        return meta
 
     def _bytes(self, short, args, ins, in_roles, outs, mutated):
         read: dict[str, int] = {}
@@ -219,18 +258,23 @@ def _inside_another(t: torch.Tensor, tensors: list[torch.Tensor]) -> bool:
                for u in tensors)
 
 
-def _unique_tensors(leaves) -> list[torch.Tensor]:
-    seen, result = set(), []
-    for x in leaves:
-        if isinstance(x, torch.Tensor) and id(x) not in seen:
-            seen.add(id(x))
-            result.append(x)
-    return result
+def _unique_tensors(tree) -> list[torch.Tensor]:
+    """The distinct tensors in nested tuples, lists and dicts (an op's arguments or results), in order: the leaves
+    torch.utils._pytree.tree_flatten gives, found without its per-node bookkeeping."""
+    found: dict[int, torch.Tensor] = {}
+    _collect_tensors(tree, found)
+    return list(found.values())
 
 
-def _meta(t: torch.Tensor, role: str) -> TensorMeta:
-    return TensorMeta(shape=tuple(int(s) for s in t.shape), dtype=_dtype_name(t.dtype), role=role,
-                      contiguous=bool(t.is_contiguous()))
+def _collect_tensors(tree, found: dict[int, torch.Tensor]) -> None:
+    if isinstance(tree, torch.Tensor):
+        found.setdefault(id(tree), tree)
+    elif isinstance(tree, list | tuple):
+        for x in tree:
+            _collect_tensors(x, found)
+    elif isinstance(tree, dict):
+        for x in tree.values():
+            _collect_tensors(x, found)
 
 
 def _attrs(func, short, args, kwargs) -> dict:
@@ -257,7 +301,7 @@ def capture(module: torch.nn.Module, args: tuple = (), kwargs: dict | None = Non
         with torch.no_grad(), _Recorder(roles, tracker) as recorder:
             result = module(*args, **(kwargs or {}))
         # What the module returns is alive at its end.
-        recorder.use(_unique_tensors(tree_flatten(result)[0]), position=len(recorder.ops))
+        recorder.use(_unique_tensors(result), position=len(recorder.ops))
         del result
     finally:
         tracker.remove()
@@ -290,7 +334,7 @@ def trace_model(config: ModelConfig, *, phase: str, batch: int, seq_len: int, co
     start = 0 if phase == "prefill" else context_len
 
     def build_and_run() -> Trace:
-        model = DecoderModel(config)
+        model = DecoderModel(config, max_tokens=batch * seq_len)
         cache = KVCache(config, batch, start + seq_len, model.dtype)
         ids = torch.zeros((batch, seq_len), dtype=torch.long)
         return capture(model, (ids, cache, start), model=config.name, phase=phase, batch=batch, seq_len=seq_len,

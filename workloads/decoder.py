@@ -254,15 +254,26 @@ class RoutedExpert(MLP):
 
 class MoE(nn.Module):
     """Top-k mixture of experts (Mixtral, Qwen3-MoE, DeepSeek's beside its shared experts). Expert load follows
-    balanced_expert_load, not the router."""
+    balanced_expert_load, not the router.
 
-    def __init__(self, config: ModelConfig, dtype: torch.dtype):
+    With `max_tokens`, only the experts a pass of that many tokens reaches are built (a one-token decode of
+    DeepSeek-V2-Lite reaches 6 of 64); the others' weights are held as one tensor, `unbuilt_experts`, that no op
+    reads, so the module's parameters still count and weigh every expert."""
+
+    def __init__(self, config: ModelConfig, dtype: torch.dtype, max_tokens: int | None = None):
         super().__init__()
         self.config = config
         self.gate = nn.Linear(config.hidden_size, config.num_experts, bias=False, dtype=dtype)
         if config.score_bias:  # DeepSeek-V3's e_score_correction_bias (float32 in its checkpoint)
             self.e_score_correction_bias = nn.Parameter(torch.zeros(config.num_experts, dtype=torch.float32))
-        self.experts = nn.ModuleList(RoutedExpert(config, dtype) for _ in range(config.num_experts))
+        built = config.num_experts
+        if max_tokens is not None:
+            loads = balanced_expert_load(max_tokens, config.experts_per_token, config.num_experts)
+            built = max(e for e, count in enumerate(loads) if count) + 1
+        self.experts = nn.ModuleList(RoutedExpert(config, dtype) for _ in range(built))
+        if built < config.num_experts:  # every routed expert is alike: the first one's parameters, once each
+            per_expert = sum(p.numel() for p in self.experts[0].parameters())
+            self.unbuilt_experts = nn.Parameter(torch.empty((config.num_experts - built, per_expert), dtype=dtype))
         if config.shared_experts:  # one MLP as wide as the shared experts together (DeepseekV2MoE.shared_experts)
             self.shared_experts = MLP(config, dtype, width=config.shared_experts * config.intermediate_size)
 
@@ -295,9 +306,12 @@ class MoE(nn.Module):
         flat = x.reshape(tokens, h)
         weights = self._route(flat).to(x.dtype)
         out = torch.zeros_like(flat)
+        loads = balanced_expert_load(tokens, cfg.experts_per_token, cfg.num_experts)
+        if any(loads[len(self.experts):]):
+            raise ValueError(f"tokens: found {tokens:,}, allowed: at most the max_tokens this layer was built for "
+                             f"(its first {len(self.experts)} experts)")
         first = 0
-        for expert, count in zip(self.experts, balanced_expert_load(tokens, cfg.experts_per_token,
-                                                                    cfg.num_experts), strict=True):
+        for expert, count in zip(self.experts, loads[:len(self.experts)], strict=True):
             if count:
                 expert(flat, weights, out, first, count)
                 first += count
@@ -307,13 +321,13 @@ class MoE(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, config: ModelConfig, dtype: torch.dtype, index: int = 0):
+    def __init__(self, config: ModelConfig, dtype: torch.dtype, index: int = 0, max_tokens: int | None = None):
         super().__init__()
         self.input_layernorm = _norm(config, dtype)
         self.self_attn = LatentAttention(config, dtype) if config.is_mla else Attention(config, dtype)
         self.post_attention_layernorm = _norm(config, dtype)
         if config.is_moe and index >= config.dense_layers:
-            self.mlp = MoE(config, dtype)
+            self.mlp = MoE(config, dtype, max_tokens)
         else:  # a dense model's MLP, or one of an MoE model's dense first layers (DeepSeek's first_k_dense_replace)
             self.mlp = MLP(config, dtype, width=config.dense_intermediate_size if config.is_moe else None)
 
@@ -331,7 +345,9 @@ def _norm(config: ModelConfig, dtype: torch.dtype) -> nn.Module:
 class DecoderModel(nn.Module):
     """Embedding, decoder layers, final norm and LM head; forward returns last-position logits."""
 
-    def __init__(self, config: ModelConfig, dtype: torch.dtype | None = None):
+    def __init__(self, config: ModelConfig, dtype: torch.dtype | None = None, max_tokens: int | None = None):
+        """`max_tokens`: the most tokens a pass runs (batch x new tokens), where MoE layers build only the experts
+        that many reach (None: every expert)."""
         super().__init__()
         dtype = dtype or TORCH_DTYPES.get(config.dtype, torch.bfloat16)
         self.config = config
@@ -343,7 +359,7 @@ class DecoderModel(nn.Module):
         else:
             self.rotary = RotaryEmbedding(config.qk_rope_head_dim if config.is_mla else config.head_dim,
                                           config.rope_theta)
-        self.layers = nn.ModuleList(DecoderLayer(config, dtype, i) for i in range(config.num_layers))
+        self.layers = nn.ModuleList(DecoderLayer(config, dtype, i, max_tokens) for i in range(config.num_layers))
         self.norm = _norm(config, dtype)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False, dtype=dtype)
         if config.tie_embeddings:

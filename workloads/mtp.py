@@ -30,7 +30,8 @@ class MTPModule(nn.Module):
     """An MTP module (ModelConfig.mtp_module): the model's embedding, enorm and hnorm, eh_proj, one decoder layer, the
     shared head's norm and the model's LM head; forward returns last-position logits."""
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, max_tokens: int | None = None):
+        """`max_tokens`: the most tokens a pass runs, as DecoderModel takes it (its MoE layer's experts)."""
         super().__init__()
         dtype = TORCH_DTYPES.get(config.dtype, torch.bfloat16)
         h = config.hidden_size
@@ -40,7 +41,7 @@ class MTPModule(nn.Module):
         self.enorm = RMSNorm(h, config.norm_eps, dtype)
         self.hnorm = RMSNorm(h, config.norm_eps, dtype)
         self.eh_proj = nn.Linear(2 * h, h, bias=False, dtype=dtype)
-        self.layers = nn.ModuleList([DecoderLayer(config, dtype, 0)])
+        self.layers = nn.ModuleList([DecoderLayer(config, dtype, 0, max_tokens)])
         self.norm = RMSNorm(h, config.norm_eps, dtype)  # vLLM's shared_head.norm
         self.lm_head = nn.Linear(h, config.vocab_size, bias=False, dtype=dtype)  # the model's (shared)
 
@@ -66,7 +67,7 @@ def trace_mtp(config: ModelConfig, *, phase: str, batch: int, seq_len: int, cont
         raise ValueError(f"phase: found {phase!r}, allowed: 'prefill', 'decode'")
     start = 0 if phase == "prefill" else context_len
     with FakeTensorMode():
-        module = MTPModule(config)
+        module = MTPModule(config, max_tokens=batch * seq_len)
         cache = KVCache(config, batch, start + seq_len, module.dtype)
         inputs = (torch.zeros((batch, seq_len), dtype=torch.long),
                   torch.zeros((batch, seq_len, config.hidden_size), dtype=module.dtype), cache, start)
