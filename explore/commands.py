@@ -268,16 +268,17 @@ def _in_blocks(sweep, evaluator: Evaluator) -> bool:
 
 
 # A trace explore check counts: a model's (or an MTP module's) passes at a batch and prompt, as (phase, query tokens a
-# sequence) pairs: a static point's prefill and decode, or a speculative verification's or first draft step's decode of
-# several tokens; or one pass of a serving step template's (a prefill or a decode of its first layers).
-Trace = tuple[ModelConfig, int, int, tuple[tuple[str, int], ...]]
-PAIR = (("prefill", 1), ("decode", 1))
+# sequence, positions sampled a sequence) triples: a static point's prefill and decode, or a speculative verification's
+# (sampling every token) or first draft step's (sampling one) decode of several tokens; or one pass of a serving step
+# template's (a prefill or a decode of its first layers).
+Trace = tuple[ModelConfig, int, int, tuple[tuple[str, int, int], ...]]
+PAIR = (("prefill", 1, 1), ("decode", 1, 1))
 
 
 def _traced(evaluator: Evaluator, trace: Trace) -> bool:
     """Whether the trace cache holds a trace's passes."""
     config, batch, prompt, passes = trace
-    return all(evaluator.is_traced(config, phase, batch, prompt, query) for phase, query in passes)
+    return all(evaluator.is_traced(config, phase, batch, prompt, query, sampled) for phase, query, sampled in passes)
 
 
 def _speculative_traces(sweep, evaluator: Evaluator, dims: dict, serving: bool) -> list[Trace]:
@@ -300,10 +301,10 @@ def _speculative_traces(sweep, evaluator: Evaluator, dims: dict, serving: bool) 
             for b, p, k, tree in itertools.product(dims["batch"], dims["prompt"], values["spec_tokens"],
                                                    values["spec_tree"]):
                 spec = Speculation(drafted=k, acceptance=0.0, tree=tree)
-                found[(target, b, p, (("decode", spec.verified),))] = None
+                found[(target, b, p, (("decode", spec.verified, spec.verified),))] = None
                 if config is not None:
                     found[(config, b, p + draft_slots(draft), PAIR)] = None
-                    found[(config, b, p, (("decode", first_draft_tokens(draft, spec)),))] = None
+                    found[(config, b, p, (("decode", first_draft_tokens(draft, spec), 1),))] = None
     return list(found)
 
 
@@ -433,7 +434,7 @@ def _template_traces(config: ModelConfig) -> list[Trace]:
     """The traces a model's serving step template takes (explore/evaluate.py Evaluator.template): each variant's
     first layers (kernels/mixed_layers.py template_variants, kernels/shapes.py template_layers), one pass at each of
     its template_passes, whatever the model's depth."""
-    return [(template_layers(variant), batch, prompt, ((phase, 1),))
+    return [(template_layers(variant), batch, prompt, ((phase, 1, 1),))
             for variant in template_variants(config) for phase, batch, prompt in template_passes(variant)]
 
 

@@ -108,12 +108,13 @@ from workloads.trace import Trace
 KV_BUCKET_TOKENS = 16
 
 
-def trace_args(phase: str, batch: int, prompt: int, query: int = 1) -> dict:
+def trace_args(phase: str, batch: int, prompt: int, query: int = 1, sampled: int = 1) -> dict:
     """The trace a pass needs (workloads/trace_cache.cached_trace's arguments): the prefill of `prompt` tokens, or a
-    decode of `query` new tokens per sequence after `prompt` cached ones."""
+    decode of `query` new tokens per sequence after `prompt` cached ones, with logits at the last `sampled` of them (a
+    prefill samples one)."""
     if phase == "prefill":
         return dict(phase="prefill", batch=batch, seq_len=prompt)
-    return dict(phase="decode", batch=batch, seq_len=query, context_len=prompt)
+    return dict(phase="decode", batch=batch, seq_len=query, context_len=prompt, sampled=sampled)
 
 
 def fusion_of(execution: str, device_kind: str) -> str:
@@ -163,40 +164,43 @@ class Evaluator:
             self._configs[model] = load_model_config(model)
         return self._configs[model]
 
-    def trace(self, model: str, phase: str, batch: int, prompt: int, query: int = 1) -> Trace:
-        """The prefill of `prompt` tokens, or the first decode step after it (of `query` tokens per sequence: a
-        speculative verification's), for `batch` sequences."""
-        return self._trace_config(self.config(model), phase, batch, prompt, query)
+    def trace(self, model: str, phase: str, batch: int, prompt: int, query: int = 1, sampled: int = 1) -> Trace:
+        """The prefill of `prompt` tokens, or the first decode step after it (of `query` tokens per sequence, with
+        logits at the last `sampled`: a speculative verification's, at every one), for `batch` sequences."""
+        return self._trace_config(self.config(model), phase, batch, prompt, query, sampled)
 
-    def _trace_config(self, cfg: ModelConfig, phase: str, batch: int, prompt: int, query: int = 1) -> Trace:
+    def _trace_config(self, cfg: ModelConfig, phase: str, batch: int, prompt: int, query: int = 1,
+                      sampled: int = 1) -> Trace:
         """A trace of a config, memoized here and on disk (step templates trace their models' first layers only)."""
-        key = (cfg, phase, batch, prompt, query)
+        key = (cfg, phase, batch, prompt, query) + ((sampled,) if sampled != 1 else ())
         if key not in self._traces:
             from workloads.trace_cache import cached_trace  # torch loads only when the disk cache lacks the trace
 
-            self._traces[key] = cached_trace(cfg, **trace_args(phase, batch, prompt, query))
+            self._traces[key] = cached_trace(cfg, **trace_args(phase, batch, prompt, query, sampled))
         return self._traces[key]
 
-    def is_traced(self, model: str | ModelConfig, phase: str, batch: int, prompt: int, query: int = 1) -> bool:
+    def is_traced(self, model: str | ModelConfig, phase: str, batch: int, prompt: int, query: int = 1,
+                  sampled: int = 1) -> bool:
         """Whether the disk cache holds the trace `trace` would load (so no capture, and no torch, is needed)."""
         from workloads.trace_cache import is_cached
 
-        return is_cached(self.config(model), **trace_args(phase, batch, prompt, query))
+        return is_cached(self.config(model), **trace_args(phase, batch, prompt, query, sampled))
 
     def lowered(self, model: str, phase: str, batch: int, prompt: int, tp: int = 1, pp: int = 1,
-                ep: int = 1, fusion: str = "", query: int = 1) -> KernelTable:
+                ep: int = 1, fusion: str = "", query: int = 1, sampled: int = 1) -> KernelTable:
         """The kernels of a traced pass at the traced precision (formats are applied per design point), as one
         of `tp` tensor-parallel devices runs them (experts spread over them with ep = tp), fused as `fusion`
         launches them (kernels/fusion.py), with sends between `pp` pipeline stages; a decode of `query` tokens
-        per sequence where query > 1."""
-        key = (model, phase, batch, prompt, tp, pp, ep, fusion) + ((query,) if query != 1 else ())
+        per sequence where query > 1, with logits at the last `sampled` of them."""
+        key = ((model, phase, batch, prompt, tp, pp, ep, fusion) + ((query,) if query != 1 else ())
+               + ((sampled,) if sampled != 1 else ()))
         if key not in self._lowered:
             if tp == 1 and pp == 1:
-                eager = KernelTable.from_kernels(lower_trace(self.trace(model, phase, batch, prompt, query)))
+                eager = KernelTable.from_kernels(lower_trace(self.trace(model, phase, batch, prompt, query, sampled)))
                 self._lowered[key] = fuse(eager, fusion)
             else:
                 cfg = self.config(model)
-                whole = self.lowered(model, phase, batch, prompt, query=query)
+                whole = self.lowered(model, phase, batch, prompt, query=query, sampled=sampled)
                 sharded = fuse(shard_tensor_parallel(whole, tp, cfg, ep), fusion)
                 self._lowered[key] = pipeline_sends(sharded, pp, cfg, residual_apart=fusion == ENGINE)
         return self._lowered[key]
@@ -635,8 +639,10 @@ class Evaluator:
             return None
         self._check_draft(point)
         fmt, fusion, draft = point.numeric_format, self.fusion(point), point.knob("spec_draft")
+        # The target computes logits at every verified token: the rejection sampler compares each drafted token with
+        # its distribution there, and the last gives the bonus token (vLLM v1: vllm/v1/sample/rejection_sampler.py).
         verify = self.lowered(point.model, "decode", point.batch, point.prompt, tp=point.tp, ep=point.ep,
-                              fusion=fusion, query=spec.verified).with_format(
+                              fusion=fusion, query=spec.verified, sampled=spec.verified).with_format(
                                   fmt, kv_head_dim=self.config(point.model).head_dim)
         if draft == MEDUSA:
             heads = medusa_head_table(self.config(point.model), spec.drafted, point.batch * spec.verified, point.tp)

@@ -6,7 +6,8 @@ run k times, each step reading its own KV cache), or, with Medusa heads (Cai et 
 target's pass (the heads run inside it, on its hidden states: kernels/medusa.py); then one pass of the target over
 the k + 1 query tokens of each sequence (the last accepted token and the k drafted ones; with a Medusa tree, its
 candidates plus one) against its KV cache. That pass is traced as a decode step of k + 1 tokens after the prompt:
-its GEMMs have batch x (k + 1) rows, its attention reads every key once. Each step yields E = (1 - a^(k+1)) / (1 - a)
+its GEMMs have batch x (k + 1) rows, its LM head too (logits at every verified token, which rejection sampling
+compares with the drafts), its attention reads every key once. Each step yields E = (1 - a^(k+1)) / (1 - a)
 tokens per sequence in expectation (Leviathan et al., eq. 1; k + 1 at a = 1) for an acceptance rate a, so the batch's
 O - 1 decode tokens take (O - 1) / E steps.
 

@@ -318,12 +318,19 @@ def capture(module: torch.nn.Module, args: tuple = (), kwargs: dict | None = Non
     )
 
 
+def check_sampled(sampled: int, seq_len: int) -> None:
+    """Refuse logits at positions a pass does not run (ValueError): 1 to seq_len a sequence."""
+    if not 1 <= sampled <= seq_len:
+        raise ValueError(f"sampled: found {sampled}, allowed: 1 to seq_len ({seq_len})")
+
+
 def trace_model(config: ModelConfig, *, phase: str, batch: int, seq_len: int, context_len: int = 0,
-                fake: bool = True, seed: int = 0) -> Trace:
+                sampled: int = 1, fake: bool = True, seed: int = 0) -> Trace:
     """Build our decoder for `config` and capture one prefill or one decode step.
 
     prefill: batch sequences of seq_len prompt tokens into an empty cache.
     decode: batch sequences of seq_len (normally 1) new tokens after context_len cached tokens.
+    Logits are computed at each sequence's last `sampled` positions (a speculative verification's: all seq_len).
     """
     from torch._subclasses.fake_tensor import FakeTensorMode
 
@@ -331,14 +338,16 @@ def trace_model(config: ModelConfig, *, phase: str, batch: int, seq_len: int, co
 
     if phase not in ("prefill", "decode"):
         raise ValueError(f"phase: found {phase!r}, allowed: 'prefill', 'decode'")
+    check_sampled(sampled, seq_len)
     start = 0 if phase == "prefill" else context_len
 
     def build_and_run() -> Trace:
         model = DecoderModel(config, max_tokens=batch * seq_len)
         cache = KVCache(config, batch, start + seq_len, model.dtype)
         ids = torch.zeros((batch, seq_len), dtype=torch.long)
-        return capture(model, (ids, cache, start), model=config.name, phase=phase, batch=batch, seq_len=seq_len,
-                       context_len=start, kv_tensors=cache.tensors(), sliding_window=config.sliding_window)
+        return capture(model, (ids, cache, start, sampled), model=config.name, phase=phase, batch=batch,
+                       seq_len=seq_len, context_len=start, kv_tensors=cache.tensors(),
+                       sliding_window=config.sliding_window)
 
     if fake:
         with FakeTensorMode():

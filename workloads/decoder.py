@@ -343,7 +343,7 @@ def _norm(config: ModelConfig, dtype: torch.dtype) -> nn.Module:
 
 
 class DecoderModel(nn.Module):
-    """Embedding, decoder layers, final norm and LM head; forward returns last-position logits."""
+    """Embedding, decoder layers, final norm and LM head; forward returns the logits of the last `sampled` positions."""
 
     def __init__(self, config: ModelConfig, dtype: torch.dtype | None = None, max_tokens: int | None = None):
         """`max_tokens`: the most tokens a pass runs (batch x new tokens), where MoE layers build only the experts
@@ -365,7 +365,7 @@ class DecoderModel(nn.Module):
         if config.tie_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
 
-    def forward(self, input_ids: torch.Tensor, cache: KVCache, start: int = 0) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, cache: KVCache, start: int = 0, sampled: int = 1) -> torch.Tensor:
         s = input_ids.shape[1]
         positions = torch.arange(start, start + s).unsqueeze(0)
         x = self.embed_tokens(input_ids)
@@ -376,5 +376,6 @@ class DecoderModel(nn.Module):
             rope = self.rotary(positions, self.dtype)
         for i, layer in enumerate(self.layers):
             x = layer(x, rope, cache.keys[i], cache.values[i], start)
-        # Serving engines compute logits only where the next token is sampled.
-        return self.lm_head(self.norm(x[:, -1:, :]))
+        # Serving engines compute logits only where a token is sampled: the last position, or every verified one of a
+        # speculative verification (its rejection sampler compares each drafted token with the target's distribution).
+        return self.lm_head(self.norm(x[:, -sampled:, :]))

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from workloads.capture import capture
+from workloads.capture import capture, check_sampled
 from workloads.decoder import TORCH_DTYPES, DecoderLayer, KVCache, RMSNorm, RotaryEmbedding
 from workloads.model_config import ModelConfig
 from workloads.trace import Trace
@@ -28,7 +28,7 @@ from workloads.trace import Trace
 
 class MTPModule(nn.Module):
     """An MTP module (ModelConfig.mtp_module): the model's embedding, enorm and hnorm, eh_proj, one decoder layer, the
-    shared head's norm and the model's LM head; forward returns last-position logits."""
+    shared head's norm and the model's LM head; forward returns the logits of the last `sampled` positions."""
 
     def __init__(self, config: ModelConfig, max_tokens: int | None = None):
         """`max_tokens`: the most tokens a pass runs, as DecoderModel takes it (its MoE layer's experts)."""
@@ -45,31 +45,35 @@ class MTPModule(nn.Module):
         self.norm = RMSNorm(h, config.norm_eps, dtype)  # vLLM's shared_head.norm
         self.lm_head = nn.Linear(h, config.vocab_size, bias=False, dtype=dtype)  # the model's (shared)
 
-    def forward(self, input_ids: torch.Tensor, hidden: torch.Tensor, cache: KVCache, start: int = 0) -> torch.Tensor:
-        """Logits of the token after each sequence's last: `input_ids` the tokens fed, `hidden` the model's hidden
-        states of the positions before them ([batch, tokens, hidden])."""
+    def forward(self, input_ids: torch.Tensor, hidden: torch.Tensor, cache: KVCache, start: int = 0,
+                sampled: int = 1) -> torch.Tensor:
+        """Logits of the tokens after each sequence's last `sampled` positions: `input_ids` the tokens fed, `hidden` the
+        model's hidden states of the positions before them ([batch, tokens, hidden])."""
         s = input_ids.shape[1]
         rope = self.rotary(torch.arange(start, start + s).unsqueeze(0), self.dtype)
         x = self.eh_proj(torch.cat([self.enorm(self.embed_tokens(input_ids)), self.hnorm(hidden)], dim=-1))
         x = self.layers[0](x, rope, cache.keys[0], cache.values[0], start)
-        return self.lm_head(self.norm(x[:, -1:, :]))
+        return self.lm_head(self.norm(x[:, -sampled:, :]))
 
 
-def trace_mtp(config: ModelConfig, *, phase: str, batch: int, seq_len: int, context_len: int = 0) -> Trace:
+def trace_mtp(config: ModelConfig, *, phase: str, batch: int, seq_len: int, context_len: int = 0,
+              sampled: int = 1) -> Trace:
     """One prefill or decode step of an MTP module (`config` = ModelConfig.mtp_module()) on fake tensors, as
     capture.trace_model traces a model: prefill, batch sequences of seq_len tokens into its empty cache; decode,
-    seq_len tokens a sequence after context_len cached ones (and the model's hidden states of as many)."""
+    seq_len tokens a sequence after context_len cached ones (and the model's hidden states of as many); logits at the
+    last `sampled` positions of each."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     if not config.mtp:
         raise ValueError(f"config: found {config.name} (a model), allowed: an MTP module's (ModelConfig.mtp_module)")
     if phase not in ("prefill", "decode"):
         raise ValueError(f"phase: found {phase!r}, allowed: 'prefill', 'decode'")
+    check_sampled(sampled, seq_len)
     start = 0 if phase == "prefill" else context_len
     with FakeTensorMode():
         module = MTPModule(config, max_tokens=batch * seq_len)
         cache = KVCache(config, batch, start + seq_len, module.dtype)
         inputs = (torch.zeros((batch, seq_len), dtype=torch.long),
-                  torch.zeros((batch, seq_len, config.hidden_size), dtype=module.dtype), cache, start)
+                  torch.zeros((batch, seq_len, config.hidden_size), dtype=module.dtype), cache, start, sampled)
         return capture(module, inputs, model=config.name, phase=phase, batch=batch, seq_len=seq_len,
                        context_len=start, kv_tensors=cache.tensors(), sliding_window=config.sliding_window)

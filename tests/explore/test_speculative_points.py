@@ -93,6 +93,43 @@ def test_a_draft_models_first_step_runs_the_verified_tokens_and_the_sampled_one(
     assert tiny_evaluator._serving_speculation(served, served.numeric_format, "serve", device).draft_query == 4
 
 
+@pytest.mark.parametrize("kind", ["draft", "medusa"])
+def test_the_verification_computes_logits_at_every_verified_token(tiny_config, tiny_evaluator, draft, kind):
+    """vLLM v1's rejection sampler takes the target's logits at each drafted token and at the bonus one, k + 1 rows a
+    sequence (vllm/v1/sample/rejection_sampler.py: logits of num_tokens + batch_size rows). By hand, the tiny target
+    (hidden 64, vocabulary 128), 4 sequences, k = 3: the LM head 2 x 4 x 4 x 64 x 128 = 262,144 FLOPs and the logits
+    4 x 4 x 128 bf16 values, 4,096 B; a plain decode step's LM head one row a sequence, 2 x 4 x 64 x 128 = 65,536 FLOPs
+    (Medusa's own heads, medusa_head.*, are apart). Before, the verification's LM head ran on the last token only."""
+    name = draft if kind == "draft" else "medusa"
+    p = replace(point(tiny_config, spec_draft=name, spec_tokens=3, acceptance=0.8), execution="eager")
+    plain = tiny_evaluator.point_tables(p, tiny_evaluator.point_device(p))
+    tables = tiny_evaluator.speculative_tables(p, plain)
+
+    def lm_head(table) -> list:
+        return [kernel for kernel in table.kernels if kernel.module == "lm_head"]
+
+    (verify_head,), (decode_head,) = lm_head(tables.verify), lm_head(plain.decode)
+    assert verify_head.flops == 2 * 4 * 4 * 64 * 128
+    assert verify_head.act_bytes >= 4 * 4 * 128 * 2
+    assert decode_head.flops == 2 * 4 * 64 * 128
+
+
+def test_check_finds_the_verification_a_run_traced(tiny_config, tmp_path, monkeypatch, capsys):
+    """explore check counts the verification's trace as the run takes it, logits at every verified token: once a run
+    has captured a Medusa point's passes (the target's prefill and decode, its verification of k + 1 = 3 tokens a
+    sequence), none of the 2 traces is left to capture. Before, check looked for a verification sampling one token."""
+    from explore.runner import run_sweep
+    from explore.sweep import load_sweep
+
+    monkeypatch.setenv("LLM_CODESIGN_CACHE", str(tmp_path / "cache"))  # empty: nothing traced yet
+    path = write_sweep(tmp_path, f"name: s\nmodel: {tiny_config}\ndevice: h100-sxm\n"
+                                 "workload: {batch: 2, prompt: 16, output: 4, spec_draft: medusa, spec_tokens: 2}\n")
+    run_sweep(load_sweep(path), tmp_path / "out")
+    capsys.readouterr()
+    assert main(["check", path]) == 0
+    assert "0 of 2 traces to capture" in capsys.readouterr().out
+
+
 def serving_point(model: str, seed: int = 0, **knobs) -> DesignPoint:
     spec = ServingSpec(requests=12, rate_per_s=50.0, prompt=Fixed(tokens=200), output=Fixed(tokens=24), seed=seed)
     return DesignPoint(model=model, device="h100-sxm", batch=spec.max_seqs, prompt=0, output=0, serving=spec,
