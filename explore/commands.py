@@ -73,7 +73,7 @@ from sim.serving_spec import ServingSpec
 from sim.slowdown import SLOWDOWN_PRESETS
 from sim.speculative import MEDUSA, MTP, Speculation, draft_slots, expected_tokens, first_draft_tokens
 from workloads.errors import InputError
-from workloads.model_config import ModelConfig, balanced_expert_load, load_model_config
+from workloads.model_config import ModelConfig, experts_reached, load_model_config
 from workloads.requests import Fixed, phases_label, resolve_trace
 
 # Rough costs for `explore check`'s estimate, measured on one core of a 2-core CI machine: a design point takes
@@ -81,8 +81,9 @@ from workloads.requests import Fixed, phases_label, resolve_trace
 GOALS_FILE = "objectives.json"
 SWEEP_COPY = "sweep.yaml"  # a serving sweep's file, kept beside its results
 # Capturing a trace (workloads/trace_cache.py cached_trace: the model built on fake tensors, its pass recorded op by
-# op, the trace stored) costs a part an op it records and a part an expert it builds (an MoE layer builds all its
-# experts, and hooks each, however few get tokens). CPU time (time.process_time) on one core of the 2-core machine,
+# op, the trace stored) costs a part an op it records and a part an expert it builds and hooks (an MoE layer builds
+# the experts its tokens reach: workloads/decoder.py MoE max_tokens; when measured, it built all of them). CPU time
+# (time.process_time) on one core of the 2-core machine,
 # shared with other tests (load 2-3), 2026-12-06, torch warmed up: 13 traces of llama-2-7b, mixtral-8x7b,
 # deepseek-v2-lite and qwen3-30b-a3b at 2 layers to full depth (177 to 29,238 ops, 0 to 6,144 experts built), least
 # squares without a constant: 0.208 ms an op and 0.87 ms an expert built, each trace within 20% (deepseek-v2-lite's
@@ -384,17 +385,23 @@ def _capture_s(to_capture: list[Trace], workers: int, serving: bool) -> float:
 
 
 def _trace_s(trace: Trace) -> float:
-    """CPU time capturing a trace takes: each of its passes builds its model (every expert of each MoE layer) and
-    records its ops."""
+    """CPU time capturing a trace takes: each of its passes builds its model (of each MoE layer, the experts its tokens
+    reach: workloads/decoder.py MoE max_tokens) and records its ops."""
     config = trace[0]
-    built = config.moe_layers * config.num_experts
-    return sum(TRACE_S + built * TRACE_S_PER_EXPERT_BUILT + ops * TRACE_S_PER_OP for ops in _pass_ops(trace))
+    return sum(TRACE_S + config.moe_layers * experts_reached(tokens, config.experts_per_token, config.num_experts)
+               * TRACE_S_PER_EXPERT_BUILT
+               + _traced_ops(config, tokens) * TRACE_S_PER_OP for tokens in _pass_tokens(trace))
+
+
+def _pass_tokens(trace: Trace) -> list[int]:
+    """The tokens each pass of a trace runs."""
+    config, batch, prompt, passes = trace
+    return [batch * (prompt if phase == "prefill" else query) for phase, query, *_ in passes]
 
 
 def _pass_ops(trace: Trace) -> list[int]:
     """The ops each pass of a trace records, about (_traced_ops)."""
-    config, batch, prompt, passes = trace
-    return [_traced_ops(config, batch * (prompt if phase == "prefill" else query)) for phase, query, *_ in passes]
+    return [_traced_ops(trace[0], tokens) for tokens in _pass_tokens(trace)]
 
 
 def _prepare_s(sweep, traces: list[Trace], models: list[Trace], visits: int, workers: int) -> float:
@@ -425,8 +432,7 @@ def _traced_ops(config: ModelConfig, tokens: int) -> int:
     """The ops a pass of `tokens` tokens records, about: OPS_PER_LAYER a decoder layer and OPS_PER_EXPERT an expert
     of an MoE layer that gets tokens (the trace routes tokens as balanced_expert_load does: a decode step of one
     sequence reaches experts_per_token experts, a long prefill all)."""
-    reached = sum(1 for count in balanced_expert_load(tokens, config.experts_per_token, config.num_experts)
-                  if count) if config.is_moe else 0
+    reached = experts_reached(tokens, config.experts_per_token, config.num_experts) if config.is_moe else 0
     return config.num_layers * OPS_PER_LAYER + config.moe_layers * reached * OPS_PER_EXPERT
 
 

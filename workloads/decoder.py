@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch._subclasses.fake_tensor import FakeTensor
 
-from workloads.model_config import MLA_ABSORBED, MLA_DECOMPRESSED, ModelConfig, balanced_expert_load
+from workloads.model_config import MLA_ABSORBED, MLA_DECOMPRESSED, ModelConfig, balanced_expert_load, experts_reached
 
 TORCH_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
@@ -268,8 +268,7 @@ class MoE(nn.Module):
             self.e_score_correction_bias = nn.Parameter(torch.zeros(config.num_experts, dtype=torch.float32))
         built = config.num_experts
         if max_tokens is not None:
-            loads = balanced_expert_load(max_tokens, config.experts_per_token, config.num_experts)
-            built = max(e for e, count in enumerate(loads) if count) + 1
+            built = experts_reached(max_tokens, config.experts_per_token, config.num_experts)
         self.experts = nn.ModuleList(RoutedExpert(config, dtype) for _ in range(built))
         if built < config.num_experts:  # every routed expert is alike: the first one's parameters, once each
             per_expert = sum(p.numel() for p in self.experts[0].parameters())

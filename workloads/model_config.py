@@ -525,3 +525,9 @@ def balanced_expert_load(tokens: int, experts_per_token: int, num_experts: int) 
     """
     base, extra = divmod(tokens * experts_per_token, num_experts)
     return [base + (1 if e < extra else 0) for e in range(num_experts)]
+
+
+def experts_reached(tokens: int, experts_per_token: int, num_experts: int) -> int:
+    """Experts that get tokens under balanced_expert_load: its loads fill the experts in order, so the first this
+    many."""
+    return min(tokens * experts_per_token, num_experts)

@@ -261,9 +261,10 @@ def test_the_estimate_prices_a_trace_by_its_ops_and_the_experts_it_builds(tmp_pa
     """Capturing a trace costs a part a trace, a part an op recorded and a part an expert built, and a run that
     captures any starts torch once. The tiny Mixtral (2 layers, 4 experts, 2 a token) at batch 1 and prompt 16 from
     an empty cache, at 100 ops a layer and 10 an expert that gets tokens: its prefill routes 16 x 2 tokens, reaching
-    all 4 experts, 2 x 100 + 2 x 4 x 10 = 280 ops; its decode step 2 tokens, 2 experts, 240 ops; each builds 2 x 4
-    experts. At 1 s an op, an expert built and a trace, and 10 s to start: 10 + 520 + 16 + 2 = 548 s by hand (it said
-    0.1 s, 0.05 s a layer whatever its experts). Served, its step template's four passes (kernels/shapes.py: 2 and 4
+    all 4 experts, 2 x 100 + 2 x 4 x 10 = 280 ops, and builds the 2 x 4 experts; its decode step 2 tokens, 2 experts,
+    240 ops, and builds the 2 x 2 experts they reach (workloads/decoder.py MoE max_tokens). At 1 s an op, an expert
+    built and a trace, and 10 s to start: 10 + 520 + 8 + 4 + 2 = 544 s by hand (it said 0.1 s, 0.05 s a layer
+    whatever its experts). Served, its step template's four passes (kernels/shapes.py: 2 and 4
     sequences, enough that each reaches all 4 experts, decode and prefill) of its 2 layers: 10 + 4 x (280 + 8 + 1) =
     1,166 s."""
     import json
@@ -287,7 +288,7 @@ def test_the_estimate_prices_a_trace_by_its_ops_and_the_experts_it_builds(tmp_pa
         return capsys.readouterr().out
 
     static = check("workload: {batch: 1, prompt: 16, output: 2}\n")
-    assert "up to 1 trace to capture" in static and _estimate_s(static) == 548, static
+    assert "up to 1 trace to capture" in static and _estimate_s(static) == 544, static
     served = check("serving: {rate: 10, requests: 20, prompt: 32, output: 4}\n")
     assert "up to 4 traces to capture" in served and _estimate_s(served) == 1166, served
 
