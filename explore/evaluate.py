@@ -723,8 +723,8 @@ class Evaluator:
         kv_per_token_B = _kv_token_B(cfg, fmt) * kv_replication(
             cfg, 1 if ranks > 1 else point.tp if attention is None else attention.devices)
         speculation = self._serving_speculation(point, fmt, role, device)
-        if speculation is not None and role != "prefill":  # every verified token's KV is written before acceptance
-            limits = replace(limits, lookahead_slots=speculation.speculation.verified - 1)
+        if speculation is not None and role != "prefill":
+            limits = replace(limits, lookahead_slots=speculation.lookahead_slots)
         if speculation is not None and speculation.draft is not None:  # the draft's weights and KV live here too
             draft_cfg = self.config(self.draft_model(point))
             weights_B += _weight_bytes(_own_param_bytes(speculation.draft.template.param_bytes, draft_cfg), fmt,

@@ -311,6 +311,15 @@ class ServingSpeculation:
         self._undrafted: set[int] = set()  # the sequences whose next verification carries zero drafts
 
     @property
+    def lookahead_slots(self) -> int:
+        """KV slots a decoding sequence holds beyond its next token: the k tokens past it that it verifies (their KV
+        is written before acceptance), and for a draft (a model or an MTP module) k more for the proposals it writes
+        after the pass, as vLLM v1 reserves them (vllm/v1/core/sched/scheduler.py: num_lookahead_tokens =
+        num_spec_tokens where use_eagle() or uses_draft_model(), which allocate_slots holds past the scheduled
+        tokens; Medusa's heads write no KV and reserve none)."""
+        return self.speculation.verified - 1 + (self.speculation.drafted if self.draft is not None else 0)
+
+    @property
     def chunk_slots(self) -> int:
         """Slots the draft's first step adds to each prefill chunk (draft_slots: those it adds to a decode's verified
         tokens)."""

@@ -12,6 +12,7 @@ import pytest
 from explore.blocks import evaluate_points
 from explore.cli import main
 from explore.design_point import DesignPoint
+from kernels.formats import NumericFormat
 from sim.serving_spec import ServingSpec
 from sim.speculative import expected_tokens
 from tests.explore.tiny_sweep import TINY_CONFIG, write_sweep
@@ -147,6 +148,16 @@ def test_serving_speculates_with_the_same_draws_for_the_same_seed(tiny_config, t
     assert runs[0]["tpot_s"] == runs[1]["tpot_s"] and runs[0]["e2e_s"] == runs[1]["e2e_s"]
     every = tiny_evaluator.evaluate(serving_point(tiny_config, spec_draft=name, acceptance=1.0)).metrics
     assert every["tpot_s"] < runs[0]["tpot_s"] < nothing["tpot_s"]
+
+
+@pytest.mark.parametrize(("kind", "slots"), [("draft", 6), ("medusa", 3)])
+def test_a_drafts_decoding_sequence_holds_the_slots_of_its_next_proposals(tiny_config, tiny_evaluator, draft, kind,
+                                                                          slots):
+    """vLLM v1's scheduler holds a decoding sequence's blocks for its next token, the k = 3 drafted tokens it
+    verifies and, for a draft that proposes after the pass, k more (num_lookahead_tokens = num_spec_tokens for a draft
+    model or an EAGLE/MTP module): 3 + 3 slots past the next token; Medusa's heads write no KV: 3."""
+    point = serving_point(tiny_config, spec_draft=draft if kind == "draft" else "medusa", spec_tokens=3)
+    assert tiny_evaluator._pool(point, NumericFormat(), "serve", 1).limits.lookahead_slots == slots
 
 
 @pytest.mark.parametrize(("knobs", "message"), [

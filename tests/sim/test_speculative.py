@@ -112,6 +112,14 @@ def test_accepted_tokens_follow_the_rate_and_the_seed():
         assert (fixed.accepted_tokens(np.random.default_rng(0), 10) == tokens).all()
 
 
+def test_a_draft_reserves_slots_for_the_proposals_it_writes_after_the_pass():
+    """KV slots past a decoding sequence's next token: the k it verifies, and k more for a draft's next proposals
+    (vLLM v1's num_lookahead_tokens): k = 4 and a draft 8, heads 4; a tree of 7 candidates verifies 7 past it."""
+    assert ServingSpeculation(Speculation(drafted=4, acceptance=0.5), draft=object()).lookahead_slots == 8
+    assert ServingSpeculation(Speculation(drafted=4, acceptance=0.5)).lookahead_slots == 4
+    assert ServingSpeculation(Speculation(drafted=4, acceptance=0.5, tree=7)).lookahead_slots == 7
+
+
 class _BucketedDraft:
     """A draft cost model that, as sim.costs.IterationCostModel does, memoizes one cost per bucket of KV lengths."""
 
