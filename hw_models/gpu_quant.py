@@ -195,7 +195,7 @@ class QuantPlan:
     act_ops: float  # lane instructions per activation element per N-tile pass (emulated math only)
     variant: str  # calibration variant that prices it ('fp8/block128', 'fp4/nvfp4', 'bf16/w4int', 'fp8/w4fp4') or ''
     notice: str  # what a user should know ('' when the GPU runs the format as it is)
-    mixed_input: bool = False  # 16-bit activations times quantized weights (weight-only): MIXED_INPUT_TILES
+    mixed_input: bool = False  # 16-bit activations, read at 16 bits, times quantized weights: MIXED_INPUT_TILES
     passes: tuple[PassTile, ...] = MARLIN_PASSES  # how many times a GEMM of m rows unpacks each weight
     gemm_variant: str = ""  # variant of its GEMMs where no GEMM fit has `variant` ('': as variant)
     # The engine's other path, taken per GEMM where it is faster (GPUModel): a kernel of its own that writes the
@@ -288,9 +288,9 @@ def _weight_only_fallback(fmt: NumericFormat, dtype: str, peak_TFLOPS, gpu: str,
     rate), where emulating the format would also convert every activation. vLLM runs fp8 checkpoints on Turing and
     Ampere "as weight-only W8A16, utilizing FP8 Marlin" (docs/features/quantization/fp8.md) and fp4 ones on GPUs
     without fp4 tensor cores, Hopper and Ada included, as "Weight-only FP4 compression ... leveraging the Marlin
-    kernel" (model_executor/layers/quantization/utils/marlin_utils_fp4.py). The activations' bytes stay as the
-    format stores them (kernels/table.py applies a format before a device is chosen): a GEMM's input, small beside
-    its weights in decode and its math in prefill."""
+    kernel" (model_executor/layers/quantization/utils/marlin_utils_fp4.py). Its GEMMs read their input at 16 bits,
+    not at the format's act_bits (a mixed_input plan: GPUModel prices its rows' tables with_16bit_inputs), as
+    apply_fp4_marlin_linear and apply_fp8_marlin_linear pass the 16-bit input to the Marlin GEMM."""
     weight_only = quant_plan(replace(fmt, act_bits=16, act_type=INT), peak_TFLOPS, gpu, traced_dtype)
     notice = (f"{dtype} GEMMs run weight-only on {gpu}: no {dtype} tensor cores, so the activations stay 16-bit and "
               f"the {fmt.weight_type} weights are dequantized on the CUDA cores ({weight_only.weight_ops:g} "

@@ -357,11 +357,7 @@ class KernelTable:
             if row_fmt is not fmt:
                 weight_scale[rows], act_scale[rows] = row_fmt.weight_scale, row_fmt.act_scale
                 density[rows], sparse_scale[rows] = row_fmt.weight_density, row_fmt.sparse_weight_scale
-        # Quantized activations shrink only the GEMM's input operand (m x k of its m x k + m x n activation
-        # traffic): the output is written at 16 bits for the next kernels; other kernels keep their precision.
-        input_share = np.divide(self.k, self.k + self.n, out=np.ones(len(self.k)), where=(self.k + self.n) > 0)
-        act_bytes = np.where(weight_gemm, self.act_bytes * (1.0 - input_share * (1.0 - act_scale)),
-                             self.act_bytes)
+        act_bytes = np.where(weight_gemm, self.act_bytes * _input_scale(self.k, self.n, act_scale), self.act_bytes)
         weight_bytes = self.weight_bytes * weight_scale
         added = []
         if fmt.outlier_fraction:
@@ -379,6 +375,24 @@ class KernelTable:
         if not added:
             return table
         return KernelTable.concat([table, replace(KernelTable.from_kernels(added), numeric_format=fmt)])
+
+    def with_16bit_inputs(self, rows: np.ndarray) -> KernelTable:
+        """This table with the given quantized weight GEMMs reading their input at 16 bits rather than at the format's
+        act_bits: the GEMMs a device runs weight-only (hw_models/gpu_quant.py, a float format the GPU has no tensor
+        cores for), whose mixed-input kernels take the 16-bit activations. Kept per mask."""
+        fmt = self.numeric_format
+        rows = rows & (self.weight_bits < 16)
+        if fmt is None or fmt.act_bits >= 16 or not rows.any():
+            return self
+        cache = self.__dict__.setdefault("_16bit_inputs", {})
+        key = rows.tobytes()
+        if key not in cache:
+            # Each row's bytes over its format's (with_format): those rows' inputs were scaled by fmt.act_scale.
+            act_bytes = np.where(rows, self.act_bytes / _input_scale(self.k, self.n, fmt.act_scale), self.act_bytes)
+            table = replace(self, act_bytes=act_bytes)
+            _share_shape_caches(table, self)
+            cache[key] = table
+        return cache[key]
 
     def _hot_experts_apart(self, fmt: NumericFormat) -> KernelTable | None:
         """The table with each fused MoE row of experts at two widths split into its hot and other experts' rows,
@@ -622,6 +636,14 @@ _SIZE_COLUMNS = tuple(name for name in _COLUMNS if name not in KERNEL_COLUMNS)
 # row (moe_rest_rows). distinct_rows keys on them beside the columns, so that rows priced apart are never one row (a
 # tiny Llama's LM head has its MLP's gate and up shapes).
 _PRICED_FLAGS = ("mlp_gemm_rows", "moe_rest_rows")
+
+
+def _input_scale(k: np.ndarray, n: np.ndarray, act_scale) -> np.ndarray:
+    """A weight GEMM's activation bytes over its traced 16-bit ones with its input at act_scale of 16 bits: quantized
+    activations shrink only the input operand (m x k of its m x k + m x n activation traffic), the output is written
+    at 16 bits for the next kernels, and other kernels keep their precision."""
+    input_share = np.divide(k, k + n, out=np.ones(len(k)), where=(k + n) > 0)
+    return 1.0 - input_share * (1.0 - act_scale)
 
 
 def _share_shape_caches(table: KernelTable, source: KernelTable, tile: int = 1) -> None:

@@ -137,8 +137,8 @@ def test_fp8_w8a8_on_a100_is_priced_as_fp8_weights_alone():
     w8a8 = NumericFormat(act_bits=8, act_type="fp8_e4m3", **fp8)
     w8a16 = NumericFormat(**fp8)
     shapes = [gemm(1, 4096, 4096), gemm(16384, 4096, 4096), gemm(16384, 11008, 4096)]
-    # Equal but for the activations' bytes, stored at the format's 8 bits (4 KB beside 16 MB of weights at batch 1).
-    assert time_s(a100, shapes, w8a8) == pytest.approx(time_s(a100, shapes, w8a16), rel=1e-3)
+    # Equal, the activations' bytes included: the fallback reads them at 16 bits, as W8A16 does.
+    assert time_s(a100, shapes, w8a8) == pytest.approx(time_s(a100, shapes, w8a16), rel=1e-12)
     m = n = k = 4096
     expected = 2 * m * n * k / 312e12 + 1.5 * n * k * (m / 64) / 9.75e12
     assert float(time_s(a100, [gemm(m, n, k)], w8a8)[0]) == pytest.approx(expected, rel=1e-9)
@@ -166,7 +166,26 @@ def test_fp4_on_h100_runs_weight_only_at_the_bf16_rate():
     shapes = [gemm(1, 4096, 4096), gemm(16384, 4096, 4096), gemm(16384, 11008, 4096)]
     table = KernelTable.from_kernels(shapes)
     engine = [h100.cost_table(table.with_format(fmt), "engine").time_s for fmt in (w4a4, NumericFormat(**fp4))]
-    assert engine[0] == pytest.approx(engine[1], rel=1e-3)  # equal but for the activations' bytes
+    assert engine[0] == pytest.approx(engine[1], rel=1e-12)  # the activations at 16 bits in both
+
+
+@pytest.mark.parametrize("device, act", [("h100-sxm", dict(act_bits=4, act_type="fp4_e2m1", weight_bits=4,
+                                                             weight_type="fp4_e2m1", scale_type="e4m3", group_size=16)),
+                                         ("a100-sxm-80gb", dict(act_bits=8, act_type="fp8_e4m3", weight_bits=8,
+                                                                weight_type="fp8_e4m3", scale_granularity="tensor"))])
+def test_a_weight_only_run_reads_its_activations_at_16_bits(device, act):
+    """A GEMM that a GPU runs weight-only (NVFP4 on an H100, W8A8 fp8 on an A100) reads its input at 16 bits: vLLM's
+    fallback kernels take the bf16 activations (marlin_utils_fp4.py apply_fp4_marlin_linear and marlin_utils_fp8.py
+    apply_fp8_marlin_linear pass the 16-bit input to the Marlin GEMM). By hand, X[4, 32] @ W[32, 64]: the input
+    4 x 32 x 2 B and the output 4 x 64 x 2 B, 768 B (the format's 4-bit input gave 64 + 512 = 576 B, its 8-bit one
+    128 + 512 = 640 B), beside the weights' 64 x 32 stored bits, on the datasheet roofline (memory_s x bandwidth)."""
+    gpu = load_device(device, calibrated=False)
+    fmt = NumericFormat(**act)
+    assert gpu.quant_plan(fmt).mixed_input  # the plan runs it weight-only
+    weights_B = 64 * 32 * fmt.weight_storage_bits / 8  # 4.5 bits (e4m3 per 16) or 8 (a per-tensor scale)
+    table = KernelTable.from_kernels([gemm(4, 64, 32)]).with_format(fmt)
+    moved_B = float(gpu.cost_table(table, "device").memory_s[0]) * gpu.spec.bandwidth_Bps
+    assert moved_B - weights_B == pytest.approx(4 * 32 * 2 + 4 * 64 * 2, rel=1e-12)
 
 
 def test_default_format_prices_as_before(a100):
