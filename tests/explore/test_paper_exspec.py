@@ -13,7 +13,7 @@ JackFram/llama-68m's config (2 layers of width 768, the Vicuna-68M draft's base)
 probability 0.6, prompts and outputs of 256 tokens, on one A100-80GB (our choice), in eager execution (PyTorch
 launching every aten op, as transformers does). Throughput: tokens_per_s of the static batch, speculation on at both
 batches. Tolerance: within 1.35x either way of 3x, which bounds both sides. Measured at the time of writing: 7.8x
-(eager; 6.1-6.4x in engine execution), where the paper's batches gain 3x.
+(eager; 6.3x in engine execution), where the paper's batches gain 3x.
 """
 
 from __future__ import annotations

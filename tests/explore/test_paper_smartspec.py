@@ -18,8 +18,8 @@ accepted with probability 0.3 (low speculation accuracy). Measured at the time o
 drafted tokens): light 2.72 / 2.16 / 2.09 / 2.20, heavy 16.4 / 16.7 / 19.5 / 22.7 (the draft's first step over the
 k + 1 verified tokens and the sampled one, as vLLM v1 runs it: sim/speculative.py first_draft_tokens; and, as vLLM v1
 decides, no drafts for the whole batch while one of its sequences passes the draft's 2,048-token context, which the
-trace's longest conversations do: heavy 15.1 / 16.8 / 19.5 with a draft of no such limit, 15.1 / 16.8 / 19.4 with
-vLLM v0's rule, per sequence: sim/speculative.py drafter_fits).
+trace's longest conversations do: heavy 15.1 / 16.8 / 19.5 with a draft of no such limit:
+sim/speculative.py drafter_fits).
 """
 
 from __future__ import annotations
