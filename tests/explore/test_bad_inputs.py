@@ -253,6 +253,8 @@ CASES = [
      "pool"),
     ("sweep tree smaller than the chain", _check("sweep_tree_under_chain.yaml"),
      "sweep_tree_under_chain.yaml:4: spec_tree: found 2 with spec_tokens 5, allowed: 0 (a chain) or at least 5"),
+    ("sweep tree with an MTP draft", _check("sweep_tree_with_mtp.yaml"),
+     "sweep_tree_with_mtp.yaml:4: spec_tree: found 8 with spec_draft 'mtp', allowed: 0 (a chain): only Medusa heads"),
     ("--spec-tree without a draft", _run("--spec-tree", "4"), "--spec-tree: found 4 without --spec-draft"),
     ("--spec-draft not a preset", _run("--spec-draft", "llama-3.2-1b"),
      "--spec-draft: found 'llama-3.2-1b', which is no model preset (did you mean"),
