@@ -8,8 +8,10 @@ the k + 1 query tokens of each sequence (the last accepted token and the k draft
 candidates plus one) against its KV cache. That pass is traced as a decode step of k + 1 tokens after the prompt:
 its GEMMs have batch x (k + 1) rows, its LM head too (logits at every verified token, which rejection sampling
 compares with the drafts), its attention reads every key once. Each step yields E = (1 - a^(k+1)) / (1 - a)
-tokens per sequence in expectation (Leviathan et al., eq. 1; k + 1 at a = 1) for an acceptance rate a, so the batch's
-O - 1 decode tokens take (O - 1) / E steps.
+tokens per sequence in expectation (Leviathan et al., eq. 1; k + 1 at a = 1) for an acceptance rate a, so a
+sequence's O - 1 decode tokens take about (O - 1) / E steps: more by the last step, which runs whole though the output
+ends within it (expected_steps). The batch is priced as its mean sequence: its sequences finish apart, and the steps
+its last one takes alone are not priced.
 
 The draft's first step of each speculative step runs over every token the target just verified, as vLLM v1's
 proposers run it (vllm/v1/spec_decode/eagle.py SpecDecodeBaseProposer, since moved to llm_base_proposer.py: propose()
@@ -25,9 +27,9 @@ runs after every pass of the target, the prefill's too, over every sequence of t
 (vllm/v1/worker/gpu_model_runner.py sample_tokens and propose_draft_token_ids: a pass without drafts hands the
 drafter all its scheduled tokens), where the batch's longest sequence fits the draft's context (drafter_fits).
 
-The steps are priced at ceil((O - 1) / E) evenly spaced points of the generation (the middle of each step's
-share of it) and their sum scaled to (O - 1) / E steps: the decode time then falls as E grows, with no jump where
-the step count rounds. Host dispatch overlaps each pass as it does a plain decode step (sim/step_costs.py).
+The steps are priced at ceil(steps) evenly spaced points of the generation (the middle of each step's share of it)
+and their sum scaled to the expected steps: the decode time then falls as E grows, with no jump where the step count
+rounds. Host dispatch overlaps each pass as it does a plain decode step (sim/step_costs.py).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.signal import lfilter
 
 from hw_models.device import dispatch_s
 from kernels.kv_policy import Window
@@ -202,13 +205,28 @@ def draft_reach(workload: BatchWorkload, speculation: Speculation,
     return tokens, 1.0 - done ** workload.batch
 
 
-def step_plan(workload: BatchWorkload, speculation: Speculation, tokens: int | None = None) -> tuple[float, np.ndarray]:
+def expected_steps(tokens: int, speculation: Speculation) -> float:
+    """Speculative steps a sequence takes to yield `tokens` decode tokens, in expectation: each yields 1 to k + 1
+    (step_token_odds), and the last runs whole though the output ends within it, so at least tokens / E. The renewal
+    recursion steps(t) = 1 + sum over x of P(x) steps(t - x), steps(t <= 0) = 0, run as a linear filter."""
+    if tokens <= 0:
+        return 0.0
+    odds = step_token_odds(speculation)
+    return float(lfilter([1.0], np.concatenate(([1.0], -odds)), np.ones(tokens))[-1])
+
+
+def step_plan(workload: BatchWorkload, speculation: Speculation,
+              tokens: float | None = None) -> tuple[float, np.ndarray]:
     """(expected speculative steps, tokens each sequence has generated before each priced step) of speculative steps
-    yielding `tokens` decode tokens (None: all the batch's)."""
-    remaining = workload.decode_steps if tokens is None else tokens
+    yielding `tokens` decode tokens (None: all the batch's). Steps that run to the output's end take expected_steps;
+    fewer, ended by the draft's context (draft_reach), take tokens / E (Wald's identity: the steps stop by a rule of
+    what they yielded, and each yields E in expectation)."""
+    total = workload.decode_steps
+    remaining = total if tokens is None else tokens
     if remaining == 0:
         return 0.0, np.zeros(0)
-    steps = remaining / speculation.tokens_per_step
+    steps = (expected_steps(total, speculation) if remaining >= total
+             else remaining / speculation.tokens_per_step)
     priced = math.ceil(steps - 1e-9)
     share = remaining / priced  # tokens per priced step; the middle of each step's share of the generation
     return steps, 1.0 + np.arange(priced) * share + (share - 1.0) / 2.0

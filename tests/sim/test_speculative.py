@@ -6,7 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sim.speculative import ServingSpeculation, Speculation, draft_reach, expected_tokens, step_plan
+from sim.speculative import (
+    ServingSpeculation,
+    Speculation,
+    draft_reach,
+    expected_steps,
+    expected_tokens,
+    step_plan,
+)
 from sim.workload import BatchWorkload
 
 
@@ -37,6 +44,22 @@ def test_steps_cover_the_decode_tokens():
     plain_steps, plain = step_plan(BatchWorkload(batch=1, prompt_len=10, output_len=33),
                                    Speculation(drafted=3, acceptance=0.0))
     assert plain_steps == 32 and plain.tolist() == list(range(1, 33))  # one token per step, as plain decode
+
+
+def test_the_last_step_runs_whole_though_the_output_ends_within_it():
+    """Steps to yield t tokens, by hand: k = 1 at a = 0.5 yields 1 or 2 (odds 0.5 each), so one token takes 1 step and
+    two take 1 + 0.5 x 1 + 0.5 x 0 = 1.5 (2 / E = 1.33 where a step's tokens past the end counted); one decode token at
+    k = 5, a = 1 takes a whole step (1 / 6 before); 12 at k = 5, a = 1 take exactly 2; a = 0 one a token."""
+    half = Speculation(drafted=1, acceptance=0.5)
+    assert expected_steps(1, half) == pytest.approx(1.0) and expected_steps(2, half) == pytest.approx(1.5)
+    assert expected_steps(3, half) == pytest.approx(1 + 0.5 * 1.5 + 0.5 * 1.0)
+    assert expected_steps(1, Speculation(drafted=5, acceptance=1.0)) == pytest.approx(1.0)
+    assert expected_steps(12, Speculation(drafted=5, acceptance=1.0)) == pytest.approx(2.0)
+    assert expected_steps(13, Speculation(drafted=5, acceptance=1.0)) == pytest.approx(3.0)
+    assert expected_steps(40, Speculation(drafted=3, acceptance=0.0)) == pytest.approx(40.0)
+    steps, generated = step_plan(BatchWorkload(batch=4, prompt_len=10, output_len=2), Speculation(drafted=5,
+                                                                                                  acceptance=1.0))
+    assert steps == pytest.approx(1.0) and generated.tolist() == [1.0]
 
 
 def test_the_draft_stops_a_step_after_the_verification_its_longest_sequence_crosses_in():
