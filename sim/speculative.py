@@ -38,7 +38,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.signal import lfilter
 
 from hw_models.device import dispatch_s
 from kernels.kv_policy import Window
@@ -208,11 +207,17 @@ def draft_reach(workload: BatchWorkload, speculation: Speculation,
 def expected_steps(tokens: int, speculation: Speculation) -> float:
     """Speculative steps a sequence takes to yield `tokens` decode tokens, in expectation: each yields 1 to k + 1
     (step_token_odds), and the last runs whole though the output ends within it, so at least tokens / E. The renewal
-    recursion steps(t) = 1 + sum over x of P(x) steps(t - x), steps(t <= 0) = 0, run as a linear filter."""
+    recursion steps(t) = 1 + sum over x of P(x) steps(t - x), steps(t <= 0) = 0, taken `tokens` times at once: its
+    state (steps(t) .. steps(t - k) and a constant 1) advances by one matrix, raised to that power."""
     if tokens <= 0:
         return 0.0
     odds = step_token_odds(speculation)
-    return float(lfilter([1.0], np.concatenate(([1.0], -odds)), np.ones(tokens))[-1])
+    size = len(odds) + 1
+    advance = np.zeros((size, size))
+    advance[0, :-1], advance[0, -1] = odds, 1.0
+    advance[np.arange(1, size - 1), np.arange(size - 2)] = 1.0  # the older values shift down by one
+    advance[-1, -1] = 1.0
+    return float(np.linalg.matrix_power(advance, tokens)[0, -1])
 
 
 def step_plan(workload: BatchWorkload, speculation: Speculation,
