@@ -73,6 +73,9 @@ class Replica:
         self.copies = copies if copies is not None else CopyQueue()
         self.shared_prefix = shared_prefix
         self.speculation = speculation
+        # The sequences whose next verification carries k zero drafts: the draft did not run after their last
+        # iteration (ServingSpeculation.drafts_after).
+        self._undrafted: set[int] = set()
         self.rng = np.random.default_rng(list(seed))
         self.window, self.swap_s_per_token, self.fetch_s_per_token = window, swap_s_per_token, fetch_s_per_token
         self.on_finish, self.on_prefilled = on_finish, on_prefilled
@@ -224,11 +227,15 @@ class Replica:
                 seq.target += 1
             self._sample(sampled, now_s)
             return
-        drafts = [self.speculation.drafted(seq.index) for seq in batch.decodes]
+        drafts = [seq.index not in self._undrafted for seq in batch.decodes]
         accepted = iter(self.speculation.accepted_tokens(self.rng, sum(drafts)).tolist() if any(drafts) else [])
         # A sequence verifying zero drafts (the draft did not run after its last iteration) advances by one token.
         advance = [next(accepted) if drafted else 1 for drafted in drafts]
-        self.speculation.ran(batch, ran)
+        indices = [seq.index for seq, _ in batch.prefills] + [seq.index for seq in batch.decodes]
+        if ran:
+            self._undrafted.difference_update(indices)
+        else:
+            self._undrafted.update(indices)
         for seq, tokens in zip(batch.decodes, advance, strict=True):
             tokens = max(0, min(tokens, seq.output - seq.generated))  # tokens past the request's last are dropped
             seq.computed += tokens

@@ -320,7 +320,8 @@ class ServingSpeculation:
     (first_draft_tokens), k - 1 of one token a sequence), or the Medusa heads run over the verified rows; each
     sequence then advances by its accepted drafts plus one, drawn from the acceptance rate with a seeded generator.
     The draft runs where drafter_fits the iteration's longest sequence, for all of its sequences or for none; a
-    sequence whose last iteration it did not run after verifies k zero drafts and advances by one token."""
+    sequence whose last iteration it did not run after verifies k zero drafts and advances by one token (the replica
+    keeps which: this object prices, and is shared by a pool's replicas and a capacity search's runs)."""
 
     def __init__(self, speculation: Speculation, *, draft=None, heads=None, device=None, execution: str = "eager",
                  draft_positions: int | None = None, draft_query: int = 1):
@@ -331,7 +332,6 @@ class ServingSpeculation:
         self.speculation, self.draft, self.heads, self.draft_query = speculation, draft, heads, draft_query
         self.device, self.execution, self.draft_positions = device, execution, draft_positions
         self._memo: dict[tuple, object] = {}
-        self._undrafted: set[int] = set()  # the sequences whose next verification carries zero drafts
 
     @property
     def lookahead_slots(self) -> int:
@@ -354,18 +354,6 @@ class ServingSpeculation:
         longest = max([seq.computed + chunk for seq, chunk in batch.prefills]
                       + [seq.computed + self.speculation.verified for seq in batch.decodes])
         return drafter_fits(longest, self.speculation, self.draft_positions)
-
-    def drafted(self, index: int) -> bool:
-        """Whether the decoding sequence `index` verifies drafts (not zeros) in its next iteration."""
-        return index not in self._undrafted
-
-    def ran(self, batch, drafted: bool) -> None:
-        """Record that the draft ran after an iteration of `batch` (`drafted`) or did not."""
-        indices = [seq.index for seq, _ in batch.prefills] + [seq.index for seq in batch.decodes]
-        if drafted:
-            self._undrafted.difference_update(indices)
-        else:
-            self._undrafted.update(indices)
 
     def price(self, cost, shape, draft_shapes: tuple) -> object:
         """The iteration's cost with the draft's steps (or the heads) added: `cost` is the target's verification

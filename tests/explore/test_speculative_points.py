@@ -270,6 +270,25 @@ def test_a_served_batch_past_the_drafts_context_verifies_zero_drafts(tiny_config
     assert (crossing.duration_s[-2:] > plain.duration_s[-2:] * (1 + 1e-6)).all()
 
 
+def test_a_decode_pools_second_run_starts_with_every_sequence_drafting(tiny_config, tiny_evaluator, short_draft):
+    """A capacity search runs the same pools at several rates: the request that crossed the draft's context in one run
+    (its last two iterations verifying zero drafts) must start the next drafting, as in the first. Behind a prefill
+    pool its first decode iteration is its first in the decode pool (no prefill there to decide again). The same
+    requests twice on one prefill and one decode pool: the same iterations of the same durations."""
+    from sim.serving import serve_pools
+
+    spec = ServingSpec(requests=1, rate_per_s=1e6, prompt=Fixed(tokens=100), output=Fixed(tokens=28),
+                       prefill_replicas=1)
+    point = DesignPoint(model=tiny_config, device="h100-sxm", batch=spec.max_seqs, prompt=0, output=0, serving=spec,
+                        execution="engine", knobs=(("acceptance", 1.0), ("spec_draft", short_draft),
+                                                   ("spec_tokens", 4)))
+    pools = [tiny_evaluator._pool(point, NumericFormat(), role, 1) for role in ("prefill", "decode")]
+    requests = spec.request_set().clipped_to_context(2048)[0]
+    first, second = (serve_pools(pools, requests).iterations for _ in range(2))
+    assert len(second) == len(first)
+    assert second.duration_s == pytest.approx(first.duration_s, rel=1e-12)
+
+
 def test_a_serving_draft_whose_context_is_short_runs(tiny_config, short_draft, capsys):
     """A serving run with requests past the draft's context is not refused (they verify zero drafts past it)."""
     assert main(["run", "--model", tiny_config, "--device", "h100-sxm", "--spec-draft", short_draft, "--serving",
