@@ -605,12 +605,12 @@ class Evaluator:
         if 0 < tree < drafted:
             raise InputError(f"spec_tree: found {tree} with spec_tokens {drafted}, allowed: 0 (a chain) or at least "
                              f"{drafted} candidates (a tree holds the chain of drafted tokens it is priced to accept)")
+        if draft == MTP and (reason := mtp_error(self.config(point.model))):
+            raise InputError(f"spec_draft: {reason}")
         if tree and draft != MEDUSA:
             raise InputError(f"spec_tree: found {tree} with spec_draft {draft!r}, allowed: 0 (a chain): only Medusa "
                              f"heads are priced verifying a tree (a draft model or an MTP module drafts one chain of "
                              f"spec_tokens tokens)")
-        if draft == MTP and (reason := mtp_error(self.config(point.model))):
-            raise InputError(f"spec_draft: {reason}")
         if draft not in (MEDUSA, MTP):
             reason = draft_error(self.config(point.model), self.config(draft))
             if reason:
