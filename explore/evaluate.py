@@ -172,7 +172,7 @@ class Evaluator:
     def _trace_config(self, cfg: ModelConfig, phase: str, batch: int, prompt: int, query: int = 1,
                       sampled: int = 1) -> Trace:
         """A trace of a config, memoized here and on disk (step templates trace their models' first layers only)."""
-        key = (cfg, phase, batch, prompt, query) + ((sampled,) if sampled != 1 else ())
+        key = (cfg, phase, batch, prompt, query, sampled)
         if key not in self._traces:
             from workloads.trace_cache import cached_trace  # torch loads only when the disk cache lacks the trace
 
@@ -192,8 +192,7 @@ class Evaluator:
         of `tp` tensor-parallel devices runs them (experts spread over them with ep = tp), fused as `fusion`
         launches them (kernels/fusion.py), with sends between `pp` pipeline stages; a decode of `query` tokens
         per sequence where query > 1, with logits at the last `sampled` of them."""
-        key = ((model, phase, batch, prompt, tp, pp, ep, fusion) + ((query,) if query != 1 else ())
-               + ((sampled,) if sampled != 1 else ()))
+        key = (model, phase, batch, prompt, tp, pp, ep, fusion, query, sampled)
         if key not in self._lowered:
             if tp == 1 and pp == 1:
                 eager = KernelTable.from_kernels(lower_trace(self.trace(model, phase, batch, prompt, query, sampled)))

@@ -96,8 +96,10 @@ class Batch:
         proposers run them (vllm/v1/spec_decode/llm_base_proposer.py propose: the first step over the batch, then
         k - 1 steps of batch_size tokens): its first step over each prefill chunk and `chunk_slots` more and
         `first_query` tokens of each decode (sim/speculative.py first_draft_tokens), its keys up to the last of them,
-        sampling one token a sequence; then a step of one token a sequence, past those keys. The draft runs in the
-        engine's attention, cascading shared prefixes where it does (a prefilling sequence holds its own copy)."""
+        sampling one token a sequence; then a step of one token a sequence: a chunk's past its slots, a decode's past
+        its cached keys (the tokens it will accept are not known here; the static path prices draft step i at the
+        generated tokens and i drafts alike). The draft runs in the engine's attention, cascading shared prefixes where
+        it does (a prefilling sequence holds its own copy)."""
         slotted = Batch(prefills=[(seq, q + chunk_slots) for seq, q in self.prefills], decodes=self.decodes)
         first = slotted.shape(window, first_query, prefill_window=prefill_window, shared_prefix=shared_prefix,
                               prefix_groups=prefix_groups)
