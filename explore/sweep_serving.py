@@ -500,7 +500,7 @@ def _check_idle(serving: Serving, located: LocatedYAML, stages: tuple[int, ...],
 
 def check_parallel(parallel: Parallel, models: list[str], located: LocatedYAML) -> None:
     """Every tp must shard every model's heads where some point shards them (data-parallel ranks attend whole), and
-    every link must load."""
+    every link and node link must load."""
     sharded = "tensor" in as_list(parallel.attention_parallel)
     for model in models:
         config = load_model_config(model)
@@ -523,6 +523,12 @@ def check_parallel(parallel: Parallel, models: list[str], located: LocatedYAML) 
                 load_link_model(link)
             except InputError as err:
                 raise InputError(f"{located.where(('parallel', 'link'))}: parallel.link: {_unkeyed(err)}") from None
+    # Checked here, not only per point: a point within one node drops its node link (Sweep.point) unchecked.
+    for link in as_list(parallel.node_link):
+        try:
+            KNOBS["node_link"].validate(link)
+        except ValueError as err:
+            raise InputError(f"{located.where(('parallel', 'node_link'))}: node_link: {err}") from None
 
 
 def capacity_ceiling_notice(rows: list[dict[str, Any]], high: float, where: str) -> str:

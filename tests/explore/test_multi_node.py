@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from explore.cli import main
 from explore.design_point import DesignPoint
 from explore.sweep import load_sweep
@@ -90,6 +92,18 @@ def test_a_node_link_file_that_does_not_load_says_why_in_one_line(tmp_path, caps
     assert main(["check", str(sweep)]) == 2
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and f"{sweep}:5: node_link" in err and f"{bad}:3: bandwidth_GBps" in err, err
+
+
+@pytest.mark.parametrize("bad", ["infiniband-nd", "nvme-pcie4-x4"])
+def test_a_sweeps_node_link_that_is_no_link_is_refused_though_no_point_spans_nodes(tmp_path, capsys, bad):
+    """A misspelled node link, or a storage tier, is refused in one line as --node-link refuses it, though tp 8 fits
+    one node (where a point drops its node link): not noted as a link that changes nothing."""
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text("name: n\nmodel: llama-3-70b\ndevice: h100-sxm\nworkload: {batch: 1, prompt: 64, output: 4}\n"
+                     f"parallel: {{tp: 8, node_link: [{bad}]}}\n")
+    assert main(["check", str(sweep)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and f"{sweep}:5: node_link: found '{bad}'" in err, err
 
 
 def test_a_node_link_no_point_reads_is_noted(tmp_path):
