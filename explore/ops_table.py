@@ -61,7 +61,8 @@ def op_rows(tables: PassTables, device, execution: str, speculative: Speculative
     rows = []
     for phase, table in _passes(tables, speculative):
         mode = pass_execution(execution, decode_only=phase in DECODE_PHASES)
-        rows.extend(_pass_rows(phase, table, device.cost_table(table, mode)))
+        # The work and bytes the device moves (DeviceModel.as_run: a weight-only GEMM's 16-bit inputs, sparsity).
+        rows.extend(_pass_rows(phase, device.as_run(table), device.cost_table(table, mode)))
     return rows
 
 

@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 DETAIL_FILE = "report_detail.json.gz"
 LEGACY_FILE = "report_cache.json"  # an older version's store (stamped with all results at once): removed
-DETAIL_VERSION = 3  # 3: a roof stores its dtypes, each at the rate its device runs it (was its label)
+DETAIL_VERSION = 4  # 4: kernels at the work and bytes the device runs (DeviceModel.as_run); 3: a roof stores its dtypes
 FINGERPRINT = ("ttft_s", "tpot_s", "energy_per_token_J", "tokens_per_s")  # metrics a stale entry would differ in
 NO_PRICING = "`explore report` reads stored results only"
 HOW_TO_STORE = "running the sweep again on this folder stores it (finished points are kept)"
@@ -112,9 +112,11 @@ def device_roofs(device: Any, dtypes: list[tuple[str, str]]) -> list[Roof]:
 
 
 def kernel_points(device: Any, table: KernelTable, execution: str) -> dict[str, list]:
-    """Intensity, achieved FLOP/s, class and share of the pass's time of each distinct kernel of a table (each
-    layer repeats the same kernels: drawn once, with the share of all its repeats); zero-work kernels dropped."""
+    """Intensity, achieved FLOP/s, class and share of the pass's time of each distinct kernel of a table as the device
+    runs it (DeviceModel.as_run: the sparsity it exploits, a weight-only GEMM's 16-bit inputs), each layer's repeats
+    of one kernel drawn once with the share of all of them; zero-work kernels dropped."""
     time_s = device.cost_table(table, execution).time_s
+    table = device.as_run(table)
     total = float(time_s.sum()) or 1.0
     keep = (table.flops > 0) & (table.bytes > 0) & (time_s > 0)
     intensity = table.flops[keep] / table.bytes[keep]

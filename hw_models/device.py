@@ -7,8 +7,8 @@ overlaps kernels on different units where the workload allows it, and runs a dec
 `sub_batches` interleaved sub-batches when the device asks for it (NeuPIMs-style).
 
 Subclasses set `kind` and implement `_cost_table`; the spec supplies memory_bytes, bandwidth_Bps and
-peak_flops(dtype). They may override `units`, `sparsity_patterns`, `sub_batches`, `host_s` and the
-roofline figures.
+peak_flops(dtype); `_cost_table` gets the table as the device runs it (`as_run`). They may override `units`,
+`sparsity_patterns`, `as_run`, `sub_batches`, `host_s` and the roofline figures.
 """
 
 from __future__ import annotations
@@ -114,8 +114,14 @@ class DeviceModel:
         no cache holds a replayed call's working set beyond what the model prices already (a GPU's L2 does)."""
         return self
 
+    def as_run(self, table: KernelTable) -> KernelTable:
+        """The work and traffic of a table's kernels as this device runs them, what it prices: the sparsity it exploits
+        applied (KernelTable.run_on). A model whose kernels read their operands otherwise than the format says
+        overrides it (a GPU's weight-only GEMMs read 16-bit inputs)."""
+        return table.run_on(self.sparsity_patterns)
+
     def cost_table(self, table: KernelTable, execution: str = "eager") -> KernelCosts:
-        """Costs of every kernel in the table, vectorized; sparsity the device supports is applied first."""
+        """Costs of every kernel in the table, vectorized, priced as the device runs them (as_run)."""
         costs, index = self.cost_rows(table, execution)
         return costs if index is None else costs.take(index)
 
@@ -130,8 +136,8 @@ class DeviceModel:
         distinct = table.distinct_rows if self.prices_rows_alone else None
         if distinct is not None:
             rows, index = distinct
-            return self._cost_table(rows.run_on(self.sparsity_patterns), execution), index
-        return self._cost_table(table.run_on(self.sparsity_patterns), execution), None
+            return self._cost_table(self.as_run(rows), execution), index
+        return self._cost_table(self.as_run(table), execution), None
 
     def _cost_table(self, table: KernelTable, execution: str) -> KernelCosts:
         raise NotImplementedError
@@ -204,8 +210,7 @@ def stacked_costs(device, tables: list[KernelTable], execution: str = "eager",
             return None
     check_execution(execution)
     parts = [table.distinct_rows or (table, None) for table in tables]
-    patterns = device.sparsity_patterns
-    stacked = KernelTable.stack([rows.run_on(patterns) for rows, _ in parts])
+    stacked = KernelTable.stack([device.as_run(rows) for rows, _ in parts])
     costs = device._cost_table(stacked, execution)
     spans, start = [], 0
     for rows, index in parts:

@@ -222,12 +222,13 @@ class GPUModel(DeviceModel):
                 plans.append((plan, table.weight_bits == bits))
         return plans
 
-    @staticmethod
-    def _as_run(table: KernelTable, plans: list[tuple[QuantPlan, np.ndarray]]) -> KernelTable:
-        """The table with the inputs of the GEMMs its plans run weight-only (QuantPlan.mixed_input) at 16 bits: a format
-        whose activations are narrower (fp8 on an A100, fp4 on an H100) runs on kernels that take 16-bit ones."""
-        rows = [rows for plan, rows in plans if plan.mixed_input]
-        return table.with_16bit_inputs(np.logical_or.reduce(rows)) if rows else table
+    def as_run(self, table: KernelTable) -> KernelTable:
+        """The table as this GPU runs it: the sparsity it exploits applied, and the inputs of the GEMMs its plans run
+        weight-only (QuantPlan.mixed_input) at 16 bits: a format whose activations are narrower (fp8 on an A100, fp4
+        on an H100) runs on kernels that take 16-bit ones."""
+        run = super().as_run(table)
+        rows = [rows for plan, rows in self.row_plans(run) if plan.mixed_input]
+        return run.with_16bit_inputs(np.logical_or.reduce(rows)) if rows else run
 
     def _moe_parts(self, cal: Calibration, plans: list[tuple[QuantPlan, np.ndarray]],
                    moe: np.ndarray) -> list[tuple[Calibration, np.ndarray]]:
@@ -424,7 +425,6 @@ class GPUModel(DeviceModel):
         graphs and a harness's isolated kernel run the format's own kernel at every size (gpt-fast's tinygemm,
         SqueezeLLM's QuantLinearLUT)."""
         plans = self.row_plans(table)
-        table = self._as_run(table, plans)
         costs = self._priced(table, execution, plans)
         if execution != "engine":
             return costs

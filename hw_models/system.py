@@ -159,6 +159,10 @@ class SystemModel:
     def sparsity_patterns(self) -> frozenset[str]:
         return self.device.sparsity_patterns
 
+    def as_run(self, table: KernelTable) -> KernelTable:
+        """Each device's kernels as it runs them (DeviceModel.as_run); collectives, without weights, as they are."""
+        return self.device.as_run(table)
+
     @property
     def sub_batches(self) -> int:
         return self.device.sub_batches

@@ -35,12 +35,14 @@ def _kernel_tables(result: SimResult, tables: PassTables) -> dict[tuple[int, int
 
 
 def _kernel_args(table: KernelTable, device: Any, execution: str) -> list[dict[str, Any]]:
-    """Per kernel of a table: its kind and class, FLOPs, bytes, intensity, dtype, what bounds it on the device
-    (compute, memory or overhead) and the traced op and module it came from."""
+    """Per kernel of a table: its kind and class, FLOPs, bytes and intensity (as the device runs it, where one is
+    given: DeviceModel.as_run), dtype, what bounds it on the device (compute, memory or overhead) and the traced op
+    and module it came from."""
     bounds = None
     if device is not None:
         costs = device.cost_table(table, execution)
         bounds = [bound_name(k.kind.value, int(b)) for k, b in zip(table.kernels, costs.bound.tolist(), strict=True)]
+        table = device.as_run(table)
     args = []
     for i, kernel in enumerate(table.kernels):
         flops, moved = float(table.flops[i]), float(table.bytes[i])

@@ -33,6 +33,27 @@ def test_rows_account_for_every_kernel_once(evaluation):
         assert [r.time_s for r in part] == sorted((r.time_s for r in part), reverse=True)
 
 
+def test_an_op_counts_the_bytes_the_device_reads(tmp_path):
+    """The per-op table and the kernel timeline count the bytes the device moves. NVFP4 on an H100 runs weight-only
+    (no fp4 tensor cores: vLLM's Marlin W4A16), its GEMMs reading 16-bit inputs: a decode down projection of the tiny
+    model (k = 128 inputs, n = 64 outputs, two layers) reads 128 x 64 weights of 4 + 8/16 bits (an e4m3 scale per
+    16), 128 inputs of 2 bytes and writes 64 outputs of 2 bytes a layer."""
+    from sim.chrome_trace import _kernel_args
+
+    nvfp4 = (("act_type", "fp4_e2m1"), ("group_size", 16), ("scale_type", "e4m3"), ("weight_type", "fp4_e2m1"))
+    point = DesignPoint(model=write_tiny_model(tmp_path), device="h100-sxm", batch=1, prompt=32, output=2,
+                        weight_bits=4, act_bits=4, knobs=nvfp4)
+    evaluator = Evaluator()
+    tables, device = evaluator.evaluate(point).tables, evaluator.point_device(point)
+    layer_B = 128 * 64 * 4.5 / 8 + 128 * 2 + 64 * 2
+    (down,) = [r for r in op_rows(tables, device, "eager")
+               if r.phase == "decode" and r.module == "layers.*.mlp.down_proj"]
+    assert down.bytes == pytest.approx(2 * layer_B)
+    # The kernel timeline (--chrome-trace) says the same of each layer's kernel.
+    traced = [a["bytes"] for a in _kernel_args(tables.decode, device, "eager") if a["module"].endswith("mlp.down_proj")]
+    assert traced == pytest.approx([layer_B, layer_B])
+
+
 def test_attention_is_named_as_the_priced_device_runs_it(evaluation):
     """The trace ran on this machine's CPU, whose flash attention is aten's '..._for_cpu' op; the table prices a GPU."""
     result, device = evaluation

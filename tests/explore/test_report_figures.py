@@ -418,6 +418,39 @@ def test_fp4_is_drawn_on_the_roof_of_the_rate_it_runs_at(tmp_path: Path, evaluat
     assert roofs["b200"] == {9000.0: "4-bit (fp4)", 4500.0: "8-bit (fp8)", 2250.0: "16-bit (bf16)"}
 
 
+def test_the_roofline_places_gemms_at_the_bytes_the_device_reads(tmp_path: Path, evaluator) -> None:
+    """A decode GEMM of m = 1 token, k inputs and n outputs does 2nk FLOPs on nk weights of NVFP4's 4 + 8/16 bits
+    (an e4m3 scale per 16) and reads mk inputs and writes mn outputs. An H100 runs NVFP4 weight-only (no fp4 tensor
+    cores: vLLM's Marlin W4A16), its inputs read at 16 bits; a B200's fp4 tensor cores read them at 4 bits. A 2:4
+    point on an H100 (its sparse tensor cores) does half the FLOPs on half the 16-bit weights plus a 2-bit position
+    each. The tiny model's weight GEMMs (n, k): q and o (64, 64), k and v (32, 64), gate, up and lm_head (128, 64),
+    down (64, 128)."""
+    from explore.report_detail import DetailSource
+    from explore.report_static import roofline_panels
+
+    def intensity(n: int, k: int, weight_B: float, input_B: float, kept: float = 1.0) -> float:
+        return 2 * n * k * kept / (n * k * kept * weight_B + k * input_B + n * 2)
+
+    shapes = ((64, 64), (32, 64), (128, 64), (64, 128))
+    model = write_tiny_model(tmp_path)
+    nvfp4 = (("act_type", "fp4_e2m1"), ("group_size", 16), ("scale_type", "e4m3"), ("weight_type", "fp4_e2m1"))
+    points = {"h100-sxm": DesignPoint(model=model, device="h100-sxm", batch=1, prompt=32, output=4, weight_bits=4,
+                                      act_bits=4, execution="graphs", knobs=nvfp4),
+              "b200": DesignPoint(model=model, device="b200", batch=1, prompt=32, output=4, weight_bits=4, act_bits=4,
+                                  execution="graphs", knobs=nvfp4),
+              "h100 2:4": DesignPoint(model=model, device="h100-sxm", batch=1, prompt=32, output=4, sparsity="2:4",
+                                      execution="graphs")}
+    expected = {"h100-sxm": {intensity(n, k, 4.5 / 8, 2.0) for n, k in shapes},
+                "b200": {intensity(n, k, 4.5 / 8, 0.5) for n, k in shapes},
+                "h100 2:4": {intensity(n, k, 2.0 * (1 + 2 / 16), 2.0, kept=0.5) for n, k in shapes}}
+    for name, point in points.items():
+        row = normalize_row(point.row() | evaluator.evaluate(point).metrics)
+        panel = roofline_panels(DetailSource(evaluator, [row], None), [row], [(row, ["best"])])[0]
+        decode_gemms = (panel.phase == "decode") & (panel.kernel_class == "gemm")
+        drawn = {round(x, 4) for x in panel.intensity[decode_gemms].tolist()}
+        assert drawn == {round(x, 4) for x in expected[name]}, name
+
+
 def test_the_roofline_legend_names_one_entry_per_roof_width() -> None:
     """An fp16 model's 16-bit roof and a bf16 model's are one line style: one legend entry naming both dtypes."""
     from explore.plots import Roof, RooflinePanel, _roofline_legend
