@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from explore.cli import TRACE_TOKENS, default_out, json_safe, print_json, run_knobs, serving_flags_set
 from explore.design_point import FORMAT_FIELDS, DesignPoint, with_knobs
-from explore.evaluate import Evaluator, pool_point, trace_args
+from explore.evaluate import PLAIN_PASSES, Evaluator, pool_point, trace_args
 from explore.format_checks import estimate_notice, format_notice, sixteen_bit_notice
 from explore.knobs import KNOBS, flag_name, input_columns, knobs
 from explore.ops_table import format_op_table, op_rows
@@ -71,7 +71,7 @@ from sim.autoscalers.sla_planner import SLAPlanner
 from sim.kv_cache import shared_prefix_tokens
 from sim.serving_spec import ServingSpec
 from sim.slowdown import SLOWDOWN_PRESETS
-from sim.speculative import MEDUSA, MTP, Speculation, draft_slots, expected_tokens, first_draft_tokens
+from sim.speculative import MEDUSA, MTP, Speculation, expected_tokens
 from workloads.errors import InputError
 from workloads.model_config import ModelConfig, experts_reached, load_model_config
 from workloads.requests import Fixed, phases_label, resolve_trace
@@ -273,7 +273,6 @@ def _in_blocks(sweep, evaluator: Evaluator) -> bool:
 # (sampling every token) or first draft step's (sampling one) decode of several tokens; or one pass of a serving step
 # template's (a prefill or a decode of its first layers).
 Trace = tuple[ModelConfig, int, int, tuple[tuple[str, int, int], ...]]
-PAIR = (("prefill", 1, 1), ("decode", 1, 1))
 
 
 def _traced(evaluator: Evaluator, trace: Trace) -> bool:
@@ -283,29 +282,23 @@ def _traced(evaluator: Evaluator, trace: Trace) -> bool:
 
 
 def _speculative_traces(sweep, evaluator: Evaluator, dims: dict, serving: bool) -> list[Trace]:
-    """The traces a sweep's speculative points take beside their model's, as the run takes them: a static point the
-    target's verification (a decode of k + 1 tokens a sequence, or a tree's candidates and one), its draft model's or
-    MTP module's prefill (over the prompt and the draft's slots: draft_slots) and decode and the draft's first step of
-    each speculative step (first_draft_tokens; explore/evaluate.py speculative_tables); a served one its draft's step
-    templates (Medusa heads are not traced)."""
+    """The traces a sweep's speculative points take beside their model's, as the run takes them: a static point's
+    Evaluator.speculative_passes, a served one its draft's step templates (Medusa heads are not traced)."""
     workload = sweep.spec.workload
     values = {name: dims.get(name) or as_list(getattr(workload, name)) for name in ("spec_draft", "spec_tokens",
                                                                                    "spec_tree")}
     found: dict[Trace, None] = {}  # in order, once each
     for draft in (d for d in values["spec_draft"] if d):
         for model in dims["model"]:
-            target = evaluator.config(model)
-            config = target.mtp_module() if draft == MTP else None if draft == MEDUSA else evaluator.config(draft)
             if serving:
-                found.update(dict.fromkeys([] if config is None else _template_traces(config)))
+                found.update(dict.fromkeys([] if draft == MEDUSA else _template_traces(
+                    evaluator.config(evaluator.draft_of(model, draft)))))
                 continue
             for b, p, k, tree in itertools.product(dims["batch"], dims["prompt"], values["spec_tokens"],
                                                    values["spec_tree"]):
                 spec = Speculation(drafted=k, acceptance=0.0, tree=tree)
-                found[(target, b, p, (("decode", spec.verified, spec.verified),))] = None
-                if config is not None:
-                    found[(config, b, p + draft_slots(draft), PAIR)] = None
-                    found[(config, b, p, (("decode", first_draft_tokens(draft, spec), 1),))] = None
+                found.update(dict.fromkeys((evaluator.config(t.model), t.batch, t.prompt, t.passes) for t in
+                                           evaluator.speculative_passes(model, draft, spec, b, p).traced()))
     return list(found)
 
 
@@ -323,7 +316,7 @@ def cmd_check(args) -> int:
     configs = [evaluator.config(model) for model in dims["model"]]
     workers = _workers(args)
     if serving is None:
-        models = [(config, b, p, PAIR) for config in configs for b in dims["batch"] for p in dims["prompt"]]
+        models = [(config, b, p, PLAIN_PASSES) for config in configs for b in dims["batch"] for p in dims["prompt"]]
         traces = models + _speculative_traces(sweep, evaluator, dims, serving=False)
         point_s = BLOCK_POINT_S if _in_blocks(sweep, evaluator) else POINT_S
     else:  # each model's step templates

@@ -132,6 +132,35 @@ class Evaluation:
     tables: PassTables | None  # None for a serving point (its iterations come from a step template)
 
 
+# A model's prefill and its first decode step, one token a sequence each (Evaluator.tables).
+PLAIN_PASSES = (("prefill", 1, 1), ("decode", 1, 1))
+
+
+@dataclass(frozen=True)
+class TracedPasses:
+    """A model's passes traced at one batch and prompt, each (phase, query tokens a sequence, positions sampled) as
+    trace_args takes them."""
+    model: str | ModelConfig
+    batch: int
+    prompt: int
+    passes: tuple[tuple[str, int, int], ...]
+
+
+@dataclass(frozen=True)
+class SpeculativePasses:
+    """What a speculative static point traces beside its model's plain passes: the target's verification of the
+    drafted tokens (a decode of k + 1 tokens a sequence, or a tree's candidates and one, logits at each); but for
+    Medusa heads, the draft model's or MTP module's prefill and decode over the prompt and its slots (draft_slots) and
+    its first step of each speculative step (first_draft_tokens, logits at the last)."""
+    verify: TracedPasses
+    draft: TracedPasses | None
+    draft_first: TracedPasses | None
+
+    def traced(self) -> list[TracedPasses]:
+        """Every TracedPasses of the point, in order."""
+        return [self.verify] + ([self.draft, self.draft_first] if self.draft is not None else [])
+
+
 class Evaluator:
     """Evaluates design points, memoizing configs, traces, kernel tables and device models.
 
@@ -623,8 +652,12 @@ class Evaluator:
     def draft_model(self, point: DesignPoint) -> str | ModelConfig:
         """A drafting point's draft model as this Evaluator's methods take a model: its spec_draft, or its model's MTP
         module (spec_draft 'mtp': ModelConfig.mtp_module)."""
-        draft = point.knob("spec_draft")
-        return self.config(point.model).mtp_module() if draft == MTP else draft
+        return self.draft_of(point.model, point.knob("spec_draft"))
+
+    def draft_of(self, model: str | ModelConfig, draft: str) -> str | ModelConfig:
+        """The model that drafts for `model` as a spec_draft `draft` names it: a draft model by its name, or the
+        model's MTP module for 'mtp' (ModelConfig.mtp_module)."""
+        return self.config(model).mtp_module() if draft == MTP else draft
 
     @staticmethod
     def draft_ep(point: DesignPoint) -> int:
@@ -632,35 +665,50 @@ class Evaluator:
         builds it with the target's parallel config), a draft model runs with none."""
         return point.ep if point.knob("spec_draft") == MTP else 1
 
+    def speculative_passes(self, model: str | ModelConfig, draft: str, spec: Speculation, batch: int,
+                           prompt: int) -> SpeculativePasses:
+        """The passes a static point of `model` drafting with `draft` takes beside its plain prefill and decode."""
+        # The target computes logits at every verified token: the rejection sampler compares each drafted token with
+        # its distribution there, and the last gives the bonus token (vLLM v1: vllm/v1/sample/rejection_sampler.py).
+        verify = TracedPasses(model, batch, prompt, (("decode", spec.verified, spec.verified),))
+        if draft == MEDUSA:
+            return SpeculativePasses(verify=verify, draft=None, draft_first=None)
+        drafter = self.draft_of(model, draft)
+        return SpeculativePasses(
+            verify=verify, draft=TracedPasses(drafter, batch, prompt + draft_slots(draft), PLAIN_PASSES),
+            draft_first=TracedPasses(drafter, batch, prompt, (("decode", first_draft_tokens(draft, spec), 1),)))
+
     def speculative_tables(self, point: DesignPoint, target: PassTables) -> SpeculativeTables | None:
         """The passes of a speculative static point whose plain passes are `target` (point_tables): the target's
-        prefill, its verification of the drafted tokens (with Medusa heads) and the draft's prefill (over the prompt
-        and its slots: draft_slots), first step of each speculative step (first_draft_tokens) and decode step; None
-        without speculation."""
+        prefill, its verification of the drafted tokens (with Medusa heads) and the draft's prefill, first step of
+        each speculative step and decode step (speculative_passes); None without speculation."""
         spec = self.speculation(point)
         if spec is None:
             return None
         self._check_draft(point)
         fmt, fusion, draft = point.numeric_format, self.fusion(point), point.knob("spec_draft")
-        # The target computes logits at every verified token: the rejection sampler compares each drafted token with
-        # its distribution there, and the last gives the bonus token (vLLM v1: vllm/v1/sample/rejection_sampler.py).
-        verify = self.lowered(point.model, "decode", point.batch, point.prompt, tp=point.tp, ep=point.ep,
-                              fusion=fusion, query=spec.verified, sampled=spec.verified).with_format(
-                                  fmt, kv_head_dim=self.config(point.model).head_dim)
-        if draft == MEDUSA:
+        passes = self.speculative_passes(point.model, draft, spec, point.batch, point.prompt)
+        verify = self._single_pass(passes.verify, fmt, point.tp, point.ep, fusion)
+        if passes.draft is None:  # Medusa heads
             heads = medusa_head_table(self.config(point.model), spec.drafted, point.batch * spec.verified, point.tp)
             verify = KernelTable.concat([verify, heads.with_format(fmt)])
             return SpeculativeTables(prefill=target.prefill, verify=verify, speculation=spec,
                                      window=target.attention_window, draft=None)
         # A draft shards over the target's tp devices, as vLLM's draft tensor parallelism does by default.
-        model, ep, first = self.draft_model(point), self.draft_ep(point), first_draft_tokens(draft, spec)
+        drafted, first, ep = passes.draft, passes.draft_first, self.draft_ep(point)
+        (_, first_query, _), = first.passes
         return SpeculativeTables(
             prefill=target.prefill, verify=verify, speculation=spec, window=target.attention_window,
-            draft=self.tables(model, point.batch, point.prompt + draft_slots(draft), fmt, tp=point.tp, ep=ep,
-                              fusion=fusion),
-            draft_first=self.lowered(model, "decode", point.batch, point.prompt, tp=point.tp, ep=ep, fusion=fusion,
-                                     query=first).with_format(fmt, kv_head_dim=self.config(model).head_dim),
-            draft_query=first, draft_positions=self.config(model).max_positions)
+            draft=self.tables(drafted.model, drafted.batch, drafted.prompt, fmt, tp=point.tp, ep=ep, fusion=fusion),
+            draft_first=self._single_pass(first, fmt, point.tp, ep, fusion), draft_query=first_query,
+            draft_positions=self.config(drafted.model).max_positions)
+
+    def _single_pass(self, traced: TracedPasses, fmt: NumericFormat, tp: int, ep: int, fusion: str) -> KernelTable:
+        """The kernels of a one-pass TracedPasses on one of `tp` devices, in format `fmt`."""
+        (phase, query, sampled), = traced.passes
+        return self.lowered(traced.model, phase, traced.batch, traced.prompt, tp=tp, ep=ep, fusion=fusion,
+                            query=query, sampled=sampled).with_format(fmt,
+                                                                      kv_head_dim=self.config(traced.model).head_dim)
 
     def _stored_scale(self, fmt: NumericFormat, cfg: ModelConfig) -> float:
         """stored_weight_scale of a format on a model, memoized (by the format object first: hashing one reads every
