@@ -121,6 +121,9 @@ def load_link(name_or_path: str, overrides: dict | None = None) -> LinkSpec:
             if key not in fields:
                 raise InputError(f"{where}: link.{key}: no such field to override{did_you_mean(key, fields)}; "
                                  f"allowed: {', '.join(fields)}")
+            # A what-if gives a yes/no field as a number (--set takes numbers), not the true or false a file writes.
+            if LinkSpec.__dataclass_fields__[key].type in (bool, "bool") and overrides[key] not in (0, 1):
+                raise InputError(f"{where}: {key}: found {overrides[key]!r}, allowed: 0 or 1 (no or yes)")
         data, line_of = {**data, **overrides}, None
     check_plausible(data, where, line_of=line_of)  # .inf, .nan and numbers no link has (as device fields are)
     try:

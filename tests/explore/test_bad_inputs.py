@@ -307,6 +307,10 @@ CASES = [
      "--kv-link: found 'nvme-pcie4-x4', a storage tier that joins no devices, allowed: a link between devices"),
     ("--set on a link, named as set", _run("--tp", "2", "--set", "link.bandwidth_GBps=-5"),
      "--set: link.bandwidth_GBps: found -5"),
+    # A yes/no link field takes 0 or 1 as a what-if (--set takes numbers; a sweep's overrides are checked alike), not
+    # the true or false its YAML file writes, which --set refuses as no number.
+    ("--set a yes/no link field", _run("--tp", "2", "--set", "link.multimem=2"),
+     "--set: link.multimem: found 2, allowed: 0 or 1 (no or yes)"),
     ("--set on no field of a link, named as set", _run("--tp", "2", "--set", "link.bandwith_GBps=100"),
      "--set: link.bandwith_GBps: no such field to override (did you mean 'bandwidth_GBps'?)"),
     # A key of no part of the system (the node link takes no what-if) reads as a device field's: the message lists the
