@@ -256,7 +256,11 @@ class Calibration:
         """The fit for a streaming kernel kind. Softmax and the separate pointwise ops of an eager norm or rotary
         embedding (norm_part, rope_part: a fused kernel's fit, such as Vidur's rotary kernel for 'rope', does not
         describe them) have no measurements of their own, and calibrations written before activation and RoPE
-        kernels were told apart have one fit for all: those use the elementwise fit."""
+        kernels were told apart have one fit for all: those use the elementwise fit. So does an engine's fused
+        residual add + RMSNorm (add_norm), which no source timed alone: like the residual add, it streams its rows
+        once in 16-byte vector loads, and TokenWeave's deletions of it on H100 (Fig. 3) put it near the add's rate,
+        where the norm fit (Vidur's rms_norm: one 2-byte load a thread at a time) prices it at about twice its time
+        (tests/explore/test_paper_tokenweave.py)."""
         streams = self.streams or {}
         return streams.get(kind) or (streams.get("elementwise") if kind in POINTWISE_FALLBACK else None)
 
@@ -269,7 +273,7 @@ def _groups(default, by_dtype: dict | None, fit_of, table, rows: np.ndarray, pai
     return [(fit, mask) for dtype, mask in table.dtype_rows(rows, pairs) if (fit := fit_of(dtype)) is not None]
 
 
-POINTWISE_FALLBACK = ("softmax", "activation", "rope", "norm_part", "rope_part")
+POINTWISE_FALLBACK = ("softmax", "activation", "rope", "norm_part", "rope_part", "add_norm")
 
 
 def calibration_label(device) -> str:

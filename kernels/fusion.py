@@ -13,9 +13,10 @@ same fusions in C++):
 - act_and_mul: the activation and the product with the up projection are one kernel (vLLM SiluAndMul,
   csrc/activation_kernels.cu `silu_and_mul`);
 - add_norm: a residual add and the RMSNorm after it are one kernel (vLLM RMSNorm.forward_cuda with a residual,
-  csrc/layernorm_kernels.cu `fused_add_rms_norm`; TurboMind `invokeFusedAddBiasResidualRMSNorm`); an RMSNorm
-  with no add before it (the first layer's) is one kernel (`rms_norm`). LayerNorm models keep their
-  separate add and norm (vLLM's OPT runs torch's LayerNorm after a plain add);
+  csrc/layernorm_kernels.cu `fused_add_rms_norm`; TurboMind `invokeFusedAddBiasResidualRMSNorm`), of kind add_norm:
+  vLLM's reads 8 values a load (16-byte vectors) where its `rms_norm` reads one, so the two are priced apart; an
+  RMSNorm with no add before it (the first layer's) is one kernel (`rms_norm`, kind norm). LayerNorm models keep
+  their separate add and norm (vLLM's OPT runs torch's LayerNorm after a plain add);
 - rope: the rotary embedding of q and k is one in-place kernel reading a cos/sin cache (vLLM RotaryEmbedding,
   csrc/pos_encoding_kernels.cu `rotary_embedding`); the cos/sin table itself is computed once when the model
   loads (RotaryEmbedding._compute_cos_sin_cache), so the per-pass table kernels are dropped;
@@ -104,8 +105,11 @@ def fuse_engine(table: KernelTable) -> KernelTable:
     columns = {name: getattr(result, name).astype(float) for name in _COLUMNS}
     kinds = result.kind.copy()
     kernels = list(result.kernels)
-    # A fused kernel is no eager reduction, even where its anchor row was one (a fused norm anchored on its mean).
+    # A fused kernel is no eager reduction, even where its anchor row was one (a fused norm anchored on its mean),
+    # nor one of PyTorch's pointwise loops off the contiguous vectorized path (the eager norm's fp32 cast, RoPE's
+    # strided halves): an engine's kernel reads its rows contiguously, whatever layout its anchor row had.
     reductions = {name: getattr(result, name).copy() for name in _REDUCTION_COLUMNS}
+    general_layout = result.general_layout.copy()
     for i, kernel in enumerate(out):
         for name, value in kernel.columns.items():
             columns[name][i] = value
@@ -114,11 +118,12 @@ def fuse_engine(table: KernelTable) -> KernelTable:
         if kernel.columns or kernel.op or kernel.module or kernel.kind:
             for name in _REDUCTION_COLUMNS:
                 reductions[name][i] = 0.0
+            general_layout[i] = False
             kernels[i] = replace(kernels[i], op=kernel.op or kernels[i].op, module=kernel.module or kernels[i].module,
                                  kind=kernel.kind or kernels[i].kind, n=int(columns["n"][i]), m=columns["m"][i],
-                                 batch=columns["batch"][i], reduce_rows=0, reduce_length=0,
+                                 batch=columns["batch"][i], reduce_rows=0, reduce_length=0, general_layout=False,
                                  **{name: columns[name][i] for name in _WORK_COLUMNS})
-    return replace(result, kernels=tuple(kernels), kind=kinds, **columns, **reductions)
+    return replace(result, kernels=tuple(kernels), kind=kinds, general_layout=general_layout, **columns, **reductions)
 
 
 FUSIONS: dict[str, Callable[[KernelTable], KernelTable]] = {"": lambda table: table, ENGINE: fuse_engine}
@@ -301,7 +306,7 @@ class _Fusion:
             # Reads the input and the residual, writes the new residual and the normalized output: 4/3 of the add's
             # traffic (two reads and a write), over every token of the add.
             return _Kernel(position=add, anchor=chain[0], rows=[add, *chain], op="fused_add_rms_norm",
-                           kind=KernelKind.NORM, columns=dict(flops=float(t.flops[[add, *chain]].sum()),
+                           kind=KernelKind.ADD_NORM, columns=dict(flops=float(t.flops[[add, *chain]].sum()),
                                                               weight_bytes=weights,
                                                               act_bytes=float(t.act_bytes[add]) * 4 / 3))
         # Reads the input, writes the output: the chain's last kernel (the weight product) moves one tensor of each.

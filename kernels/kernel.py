@@ -24,6 +24,9 @@ class KernelKind(StrEnum):
     ALL_REDUCE = "all_reduce"  # a collective over a link (tensor parallelism): act_bytes is the message per device
     SEND_RECV = "send_recv"  # a point-to-point send between pipeline stages: act_bytes is the message
     MOE = "moe"  # a fused MoE layer: every routed token through its experts in one launch (kernels/moe.py)
+    # A residual add and the RMSNorm after it in one kernel of 16-byte vector loads (vLLM's fused_add_rms_norm): a
+    # kernel of its own, not the one-element-a-load rms_norm a NORM's fit was measured on (kernels/fusion.py).
+    ADD_NORM = "add_norm"
 
 
 # The op of a kernel of torch's scaled_dot_product_attention where no trace named it (a measured row of that
@@ -47,6 +50,7 @@ KIND_CLASS = {
     KernelKind.EMBEDDING: "embedding",
     KernelKind.ALL_REDUCE: "communication", KernelKind.SEND_RECV: "communication",
     KernelKind.MOE: "gemm",  # experts' GEMMs: reports count them as GEMM time
+    KernelKind.ADD_NORM: "norm",
 }
 
 

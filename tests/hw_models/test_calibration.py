@@ -21,7 +21,9 @@ from hw_models.calibration import (
 from hw_models.gpu import GPUModel
 from hw_models.gpu_efficiency import Calibration, GemmFit, padded_flops
 from hw_models.registry import load_device
+from kernels.kernel import Kernel, KernelKind
 from kernels.measured import MeasuredKernel
+from kernels.table import KernelTable
 
 VIDUR = Path(__file__).resolve().parents[3] / "shared" / "data" / "vidur"
 needs_vidur = pytest.mark.skipif(not VIDUR.is_dir(), reason="../shared/data/vidur is not beside the checkout")
@@ -136,6 +138,26 @@ def test_pointwise_kinds_fall_back_to_the_elementwise_fit():
     new = Calibration(device="x", streams={"elementwise": lumped, "activation": own})
     assert old.stream("activation") is lumped and old.stream("rope") is lumped and old.stream("softmax") is lumped
     assert new.stream("activation") is own and new.stream("norm") is None
+
+
+def test_an_engines_fused_add_norm_is_priced_as_the_add_not_as_the_norm():
+    """vLLM's fused residual add + RMSNorm (kind add_norm) reads 16-byte vectors where the rms_norm kernel a norm fit
+    was measured on (Vidur's) reads one value a load: with no fit of its own it takes the elementwise fit, the norm
+    fit keeps pricing one-kernel norms. On the H100's calibration, 1,024 rows of 8,192 bf16 values (input and
+    residual read, both written: 67.1 MB) take 67.1 MB / 3.35 TB/s / 1.000 + 0.93 us = 20.96 us, against 22.2-23.0
+    us a kernel in TokenWeave's Fig. 3 deletions (Llama-3.3-70B, Qwen2.5-72B at 1K tokens); the norm fit's
+    67.1 MB / 3.35 TB/s / 0.420 + 2.85 us = 50.5 us."""
+    from hw_models.gpu_efficiency import StreamFit
+
+    norm, add = StreamFit(bandwidth_fraction=0.4, latency_s=3e-6), StreamFit(bandwidth_fraction=1.0, latency_s=1e-6)
+    cal = Calibration(device="x", streams={"norm": norm, "elementwise": add})
+    assert cal.stream("add_norm") is add and cal.stream("norm") is norm
+    device = load_device("h100-sxm")
+    kernels = [Kernel(kind=kind, op=op, flops=0.0, weight_bytes=0.0, act_bytes=4 * 1024 * 8192 * 2.0, kv_bytes=0.0,
+                      dtype="bf16", tensor_core=False) for kind, op in ((KernelKind.ADD_NORM, "fused_add_rms_norm"),
+                                                                        (KernelKind.NORM, "rms_norm"))]
+    fused, plain = device.cost_table(KernelTable.from_kernels(kernels), execution="device").time_s
+    assert fused == pytest.approx(20.96e-6, rel=2e-3) and plain == pytest.approx(50.5e-6, rel=2e-3)
 
 
 def _attention_rows(times, shapes) -> list[MeasuredKernel]:

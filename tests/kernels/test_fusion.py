@@ -42,8 +42,8 @@ def test_one_decoder_layer_by_hand(tiny_llama, trace_of):
     rows = _rows(engine, 1)
     assert [engine.kernels[i].op for i in rows] == ENGINE_LAYER
     assert [KINDS[engine.kind[i]] for i in rows] == [
-        KernelKind.NORM, KernelKind.GEMM, KernelKind.ROPE, KernelKind.ELEMENTWISE, KernelKind.ATTENTION_DECODE,
-        KernelKind.GEMM, KernelKind.NORM, KernelKind.GEMM, KernelKind.ACTIVATION, KernelKind.GEMM]
+        KernelKind.ADD_NORM, KernelKind.GEMM, KernelKind.ROPE, KernelKind.ELEMENTWISE, KernelKind.ATTENTION_DECODE,
+        KernelKind.GEMM, KernelKind.ADD_NORM, KernelKind.GEMM, KernelKind.ACTIVATION, KernelKind.GEMM]
     norm, qkv, rope, write, _, _, _, gate_up, act, _ = rows
     h, q, kv, f, d = c.hidden_size, c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim, c.intermediate_size, \
         c.head_dim
@@ -64,6 +64,21 @@ def test_one_decoder_layer_by_hand(tiny_llama, trace_of):
     assert engine.weight_bytes[norm] == h * BF16 and engine.weight_bytes[qkv] == h * (q + 2 * kv) * BF16
     # The same layer in eager: 40 kernels (two 8-op RMSNorms, 10 rotary ops, 2 cache copies, ...).
     assert len(_rows(eager, 1)) == 40
+
+
+def test_an_engines_kernels_read_their_rows_contiguously(tiny_llama, trace_of):
+    """The eager norm casts to fp32 and RoPE multiplies strided halves: pointwise ops off PyTorch's contiguous
+    vectorized loop (general layout), priced by the general-layout fit where a GPU has one. The engine's fused norm,
+    rotary and cache-write kernels that replace them are its own kernels over contiguous rows: none is general
+    layout, in the table's column and in its kernels alike (before, each took its anchor row's flag)."""
+    eager = _eager(trace_of, tiny_llama, "decode", 2, 16)
+    engine = fuse_engine(eager)
+    assert eager.general_layout.any()  # what the fused kernels replace
+    fused = [i for i, k in enumerate(engine.kernels) if k.op in ("fused_add_rms_norm", "rms_norm", "rotary_embedding",
+                                                                  "reshape_and_cache")]
+    assert len(fused) == 4 * tiny_llama.num_layers + 1  # two norms, RoPE and the cache write a layer; the final norm
+    assert not engine.general_layout[fused].any()
+    assert not any(engine.kernels[i].general_layout for i in fused)
 
 
 @pytest.mark.parametrize("model", ["tiny_llama", "tiny_opt", "tiny_mixtral"])
