@@ -288,6 +288,7 @@ def _speculative_traces(sweep, evaluator: Evaluator, dims: dict, serving: bool) 
     values = {name: dims.get(name) or as_list(getattr(workload, name)) for name in ("spec_draft", "spec_tokens",
                                                                                    "spec_tree")}
     found: dict[Trace, None] = {}  # in order, once each
+    seen: dict[tuple, set] = {}  # the passes found of each (model, batch, prompt): a trace holds those not yet found
     for draft in (d for d in values["spec_draft"] if d):
         for model in dims["model"]:
             if serving:
@@ -297,8 +298,11 @@ def _speculative_traces(sweep, evaluator: Evaluator, dims: dict, serving: bool) 
             for b, p, k, tree in itertools.product(dims["batch"], dims["prompt"], values["spec_tokens"],
                                                    values["spec_tree"]):
                 spec = Speculation(drafted=k, acceptance=0.0, tree=tree)
-                found.update(dict.fromkeys((evaluator.config(t.model), t.batch, t.prompt, t.passes) for t in
-                                           evaluator.speculative_passes(model, draft, spec, b, p).traced()))
+                for t in evaluator.speculative_passes(model, draft, spec, b, p).traced():
+                    key = (evaluator.config(t.model), t.batch, t.prompt)
+                    new = tuple(x for x in t.passes if x not in seen.setdefault(key, set()))
+                    seen[key].update(new)
+                    found.update({(*key, new): None} if new else {})
     return list(found)
 
 

@@ -88,6 +88,7 @@ from sim.slowdown import SLOWDOWN_METRICS
 from sim.speculative import (
     MEDUSA,
     MTP,
+    DecodePasses,
     ServingSpeculation,
     Speculation,
     SpeculativeTables,
@@ -155,10 +156,14 @@ class SpeculativePasses:
     verify: TracedPasses
     draft: TracedPasses | None
     draft_first: TracedPasses | None
+    # The same step's decode passes run by one sequence (a batch's; None for a batch of one), which price the steps the
+    # batch's slowest sequences take after the others finish (sim/speculative.py evaluate_speculative).
+    one_sequence: SpeculativePasses | None = None
 
     def traced(self) -> list[TracedPasses]:
         """Every TracedPasses of the point, in order."""
-        return [self.verify] + ([self.draft, self.draft_first] if self.draft is not None else [])
+        own = [self.verify] + ([self.draft, self.draft_first] if self.draft is not None else [])
+        return own + (self.one_sequence.traced() if self.one_sequence is not None else [])
 
 
 class Evaluator:
@@ -671,12 +676,17 @@ class Evaluator:
         # The target computes logits at every verified token: the rejection sampler compares each drafted token with
         # its distribution there, and the last gives the bonus token (vLLM v1: vllm/v1/sample/rejection_sampler.py).
         verify = TracedPasses(model, batch, prompt, (("decode", spec.verified, spec.verified),))
+        one = None
+        if batch > 1:
+            alone = self.speculative_passes(model, draft, spec, 1, prompt)  # the draft's decode only: no prefill
+            one = replace(alone, draft=alone.draft and replace(alone.draft, passes=PLAIN_PASSES[1:]))
         if draft == MEDUSA:
-            return SpeculativePasses(verify=verify, draft=None, draft_first=None)
+            return SpeculativePasses(verify=verify, draft=None, draft_first=None, one_sequence=one)
         drafter = self.draft_of(model, draft)
         return SpeculativePasses(
             verify=verify, draft=TracedPasses(drafter, batch, prompt + draft_slots(draft), PLAIN_PASSES),
-            draft_first=TracedPasses(drafter, batch, prompt, (("decode", first_draft_tokens(draft, spec), 1),)))
+            draft_first=TracedPasses(drafter, batch, prompt, (("decode", first_draft_tokens(draft, spec), 1),)),
+            one_sequence=one)
 
     def speculative_tables(self, point: DesignPoint, target: PassTables) -> SpeculativeTables | None:
         """The passes of a speculative static point whose plain passes are `target` (point_tables): the target's
@@ -688,20 +698,32 @@ class Evaluator:
         self._check_draft(point)
         fmt, fusion, draft = point.numeric_format, self.fusion(point), point.knob("spec_draft")
         passes = self.speculative_passes(point.model, draft, spec, point.batch, point.prompt)
+        step = self._decode_passes(point, passes, fmt, fusion)
+        one = None if passes.one_sequence is None else self._decode_passes(point, passes.one_sequence, fmt, fusion)
+        if passes.draft is None:  # Medusa heads
+            return SpeculativeTables(prefill=target.prefill, verify=step.verify, speculation=spec,
+                                     window=target.attention_window, draft=None, one_sequence=one)
+        # A draft shards over the target's tp devices, as vLLM's draft tensor parallelism does by default.
+        drafted, ep = passes.draft, self.draft_ep(point)
+        (_, first_query, _), = passes.draft_first.passes
+        return SpeculativeTables(
+            prefill=target.prefill, verify=step.verify, speculation=spec, window=target.attention_window,
+            draft=self.tables(drafted.model, drafted.batch, drafted.prompt, fmt, tp=point.tp, ep=ep, fusion=fusion),
+            draft_first=step.draft_first, draft_query=first_query,
+            draft_positions=self.config(drafted.model).max_positions, one_sequence=one)
+
+    def _decode_passes(self, point: DesignPoint, passes: SpeculativePasses, fmt: NumericFormat,
+                       fusion: str) -> DecodePasses:
+        """The kernels of a speculative step's passes: the verification (with Medusa heads over its rows) and the
+        draft's first and later steps."""
         verify = self._single_pass(passes.verify, fmt, point.tp, point.ep, fusion)
         if passes.draft is None:  # Medusa heads
-            heads = medusa_head_table(self.config(point.model), spec.drafted, point.batch * spec.verified, point.tp)
-            verify = KernelTable.concat([verify, heads.with_format(fmt)])
-            return SpeculativeTables(prefill=target.prefill, verify=verify, speculation=spec,
-                                     window=target.attention_window, draft=None)
-        # A draft shards over the target's tp devices, as vLLM's draft tensor parallelism does by default.
-        drafted, first, ep = passes.draft, passes.draft_first, self.draft_ep(point)
-        (_, first_query, _), = first.passes
-        return SpeculativeTables(
-            prefill=target.prefill, verify=verify, speculation=spec, window=target.attention_window,
-            draft=self.tables(drafted.model, drafted.batch, drafted.prompt, fmt, tp=point.tp, ep=ep, fusion=fusion),
-            draft_first=self._single_pass(first, fmt, point.tp, ep, fusion), draft_query=first_query,
-            draft_positions=self.config(drafted.model).max_positions)
+            rows = passes.verify.batch * self.speculation(point).verified
+            heads = medusa_head_table(self.config(point.model), self.speculation(point).drafted, rows, point.tp)
+            return DecodePasses(verify=KernelTable.concat([verify, heads.with_format(fmt)]))
+        ep, decode = self.draft_ep(point), replace(passes.draft, passes=PLAIN_PASSES[1:])
+        return DecodePasses(verify=verify, draft_first=self._single_pass(passes.draft_first, fmt, point.tp, ep, fusion),
+                            draft_decode=self._single_pass(decode, fmt, point.tp, ep, fusion))
 
     def _single_pass(self, traced: TracedPasses, fmt: NumericFormat, tp: int, ep: int, fusion: str) -> KernelTable:
         """The kernels of a one-pass TracedPasses on one of `tp` devices, in format `fmt`."""

@@ -10,8 +10,13 @@ its GEMMs have batch x (k + 1) rows, its LM head too (logits at every verified t
 compares with the drafts), its attention reads every key once. Each step yields E = (1 - a^(k+1)) / (1 - a)
 tokens per sequence in expectation (Leviathan et al., eq. 1; k + 1 at a = 1) for an acceptance rate a, so a
 sequence's O - 1 decode tokens take about (O - 1) / E steps: more by the last step, which runs whole though the output
-ends within it (expected_steps). The batch is priced as its mean sequence: its sequences finish apart, and the steps
-its last one takes alone are not priced.
+ends within it (expected_steps). Each sequence draws its own acceptances, so a batch's sequences finish apart
+(ragged_steps): a request's timing is a sequence's in expectation, its steps cheaper for each other sequence that has
+finished, and the batch's makespan adds the steps its slowest sequences take after the others, a step's cost taken
+linear in the sequences it runs between the whole batch's and one sequence's (the same passes traced at a batch of
+one: SpeculativeTables.one_sequence). The serving simulation of the same batch (its requests arriving at once on the
+static scheduler, each drawing its acceptances) agrees within 1% on Llama-2-7B (tests/explore/
+test_speculative_points.py checks a tiny model within 4%).
 
 The draft's first step of each speculative step runs over every token the target just verified, as vLLM v1's
 proposers run it (vllm/v1/spec_decode/eagle.py SpecDecodeBaseProposer, since moved to llm_base_proposer.py: propose()
@@ -127,6 +132,16 @@ def mtp_error(target: ModelConfig) -> str:
 
 
 @dataclass(frozen=True, kw_only=True)
+class DecodePasses:
+    """The passes of a speculative step: the target's verification (Medusa heads included) and the draft's first step
+    and later decode step (None with Medusa heads)."""
+
+    verify: KernelTable
+    draft_first: KernelTable | None = None
+    draft_decode: KernelTable | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
 class SpeculativeTables:
     """The target's prefill, its verification pass (Medusa heads included) traced after the prompt, and the draft's
     prefill (over the prompt and its slots: draft_slots), decode step and first step of each speculative step (None
@@ -144,6 +159,15 @@ class SpeculativeTables:
     # where `draft` is (None: Medusa heads).
     draft_first: KernelTable | None = None
     draft_query: int = 1
+    # The same step's passes run by one sequence, which price the steps the batch's slowest sequences take after the
+    # others finish (evaluate_speculative; None: a batch of one, or that tail left unpriced).
+    one_sequence: DecodePasses | None = None
+
+    @property
+    def passes(self) -> DecodePasses:
+        """The batch's speculative step."""
+        return DecodePasses(verify=self.verify, draft_first=self.draft_first,
+                            draft_decode=None if self.draft is None else self.draft.decode)
 
 
 def drafter_fits(longest: int, speculation: Speculation, draft_positions: int | None) -> bool:
@@ -220,6 +244,42 @@ def expected_steps(tokens: int, speculation: Speculation) -> float:
     return float(np.linalg.matrix_power(advance, tokens)[0, -1])
 
 
+def steps_survival(tokens: int, speculation: Speculation) -> np.ndarray:
+    """P(a sequence takes more than s speculative steps to yield `tokens` decode tokens) for s = 0, 1, ...: the chance
+    its first s steps yield fewer, each step's yield drawn apart (step_token_odds). Its sum is expected_steps."""
+    odds = step_token_odds(speculation)
+    # held[i]: the chance the first s steps yield first + i tokens, fewer than `tokens`; each step yields at least one,
+    # so the lowest sum rises by one a step. Odds below 1e-18 of the largest are dropped, as in draft_reach.
+    held, first, survival = np.ones(1), 0, []
+    while len(held) and first < tokens:
+        survival.append(float(held.sum()))
+        held, first = np.convolve(held, odds)[:max(tokens - first - 1, 0)], first + 1
+        kept = np.flatnonzero(held > held.max() * 1e-18) if len(held) else held
+        held, first = (held[kept[0]:kept[-1] + 1], first + kept[0]) if len(kept) else (held[:0], first)
+    return np.minimum(survival, 1.0)  # a sum of odds may pass 1 by its rounding
+
+
+@dataclass(frozen=True)
+class RaggedSteps:
+    """How a static batch's sequences finish apart, each drawing its own acceptances, in steps of `tokens` decode
+    tokens: `tail`, the steps the batch runs after its mean sequence's (expected_steps) until its last finishes,
+    E[max of the batch's step counts] - E[one's]; `apart`, the steps a sequence runs beside another that has already
+    finished, E[#s: S_i > s >= S_j] = sum over s of P(S > s) (1 - P(S > s)) (steps_survival)."""
+
+    tail: float = 0.0
+    apart: float = 0.0
+
+
+def ragged_steps(batch: int, tokens: int, speculation: Speculation) -> RaggedSteps:
+    """RaggedSteps of a batch of `batch` sequences yielding `tokens` decode tokens each."""
+    if batch <= 1 or tokens <= 0 or speculation.acceptance in (0.0, 1.0):  # every sequence yields alike
+        return RaggedSteps()
+    survival = steps_survival(tokens, speculation)
+    with np.errstate(divide="ignore"):  # a step every sequence is still in: log(0)
+        any_left = -np.expm1(batch * np.log1p(-survival))  # 1 - (1 - P(S > s))^batch, exact for tiny odds
+    return RaggedSteps(tail=float(any_left.sum() - survival.sum()), apart=float(survival @ (1.0 - survival)))
+
+
 def step_plan(workload: BatchWorkload, speculation: Speculation,
               tokens: float | None = None) -> tuple[float, np.ndarray]:
     """(expected speculative steps, tokens each sequence has generated before each priced step) of speculative steps
@@ -245,6 +305,59 @@ def _pass(device, table: KernelTable, kv_lens: np.ndarray, window: Window, mode:
                        dispatch_s=dispatch_s(device, mode))
 
 
+def _decode_passes(device, passes: DecodePasses, batch: int, tables: SpeculativeTables, workload: BatchWorkload,
+                   generated: np.ndarray, drafted: float, mode: str) -> tuple[list[DecodeCosts], list[DecodeCosts]]:
+    """(the passes of every speculative step, the plain steps' past the draft's context) of `passes` run by `batch`
+    sequences, each priced at the keys of the steps the batch's mean sequence takes (`generated`: its tokens before
+    each priced step, step_plan)."""
+    spec, prompt, window = tables.speculation, workload.prompt_len, tables.window
+    # Keys of the verification: the prompt, the tokens generated so far and the drafted ones after the last.
+    speculative = [_pass(device, passes.verify, prompt + generated + spec.verified - 1, window, mode, batch)]
+    if passes.draft_first is not None and len(generated):
+        # A first draft step attends to the keys up to its last padded token: the verification's (vLLM pads it to
+        # the verified k + 1 positions, which end 1 to k + 1 keys before), one more for a draft model's own slot.
+        speculative.append(_pass(device, passes.draft_first, prompt + generated + tables.draft_query - 1, window, mode,
+                                 batch))
+        if spec.drafted > 1:
+            # Draft step i (from 1) of each speculative step attends to the prompt, the generated tokens and i drafts.
+            draft_kv = (prompt + generated[:, None] + np.arange(1, spec.drafted)[None, :]).ravel()
+            speculative.append(_pass(device, passes.draft_decode, draft_kv, window, mode, batch))
+    plain = []
+    if drafted < workload.decode_steps:
+        # Past the draft's context each step verifies k zero drafts and yields one token: the steps from the first a
+        # sequence may reach.
+        plain_kv = workload.decode_kv_lengths()[math.floor(drafted):] + spec.verified - 1
+        plain.append(_pass(device, passes.verify, plain_kv, window, mode, batch))
+    return speculative, plain
+
+
+def _totals(passes: list[DecodeCosts], scales: list[float]) -> dict[str, float]:
+    """Time, dynamic energy, time by kernel class and wait on the host of `passes`, each scaled."""
+    totals = {name: sum(f * p.total(name) for f, p in zip(scales, passes, strict=True))
+              for name in ("time_s", *DYNAMIC_ENERGY_FIELDS)}
+    for f, part in zip(scales, passes, strict=True):
+        for label, total in part.class_totals("time_s").items():
+            totals[label] = totals.get(label, 0.0) + f * total
+    totals[HOST_WAIT] = sum(f * part.wait_s for f, part in zip(scales, passes, strict=True))
+    return totals
+
+
+def _ragged_costs(batch: int, whole: dict[str, float], alone: dict[str, float], steps: float,
+                  ragged: RaggedSteps) -> tuple[dict[str, float], dict[str, float]]:
+    """(what the steps after the mean sequence's add to the batch, what a sequence's own steps cost less than at the
+    whole batch) where `whole` and `alone` are `steps` steps' totals at `batch` sequences and at one. A step's cost is
+    taken linear in the sequences it runs, c0 + c1 n for n = 1 .. batch: the tail's steps each pay c0 and c1 for the
+    few left, which the mean's steps at the whole batch already count; a sequence's steps pay c1 less for each other
+    sequence that has finished (RaggedSteps.apart). Linear from one sequence to the batch is an upper bound on a cost
+    convex in the sequences (a GEMM's time flat until it is compute-bound), which the tail's few sequences sit near."""
+    if not steps:
+        return {}, {}
+    per = {name: ((whole[name] - alone.get(name, 0.0)) / (batch - 1) / steps) for name in whole}  # c1
+    fixed = {name: max(alone.get(name, 0.0) / steps - per[name], 0.0) for name in whole}  # c0
+    return ({name: fixed[name] * ragged.tail for name in whole},
+            {name: max(per[name], 0.0) * (batch - 1) * ragged.apart for name in whole})
+
+
 def evaluate_speculative(device, tables: SpeculativeTables, workload: BatchWorkload, memory: MemoryFootprint,
                          execution: str = "eager") -> SimResult:
     """Timings and energy of the batch decoded speculatively (sim/analytic.py's result, speculative steps): before
@@ -252,8 +365,10 @@ def evaluate_speculative(device, tables: SpeculativeTables, workload: BatchWorkl
     and its slots, sampling one draft, then k - 1 steps: vLLM v1 drafts after every target pass, the prefill's too);
     then the verifications, each after the draft's round that drafted for it (a round after the last, whose drafts
     no step verifies, where the draft never stops: draft_reach), and past the draft's context one-token steps that
-    verify k zero drafts."""
-    spec, prompt = tables.speculation, workload.prompt_len
+    verify k zero drafts. Each request's timing is a sequence's in expectation and the batch's makespan adds the
+    steps its slowest sequences take after the others (ragged_steps, priced from `tables.one_sequence`; past the
+    draft's context only that tail, as the lag the drafted steps left, made up a token a step)."""
+    spec, prompt, batch = tables.speculation, workload.prompt_len, workload.batch
     decode_mode, prefill_mode = (pass_execution(execution, decode_only=only) for only in (True, False))
     drafted, stop_odds = draft_reach(workload, spec, tables.draft_positions)
     drafts_prompt = tables.draft is not None and drafter_fits(prompt, spec, tables.draft_positions)
@@ -264,51 +379,58 @@ def evaluate_speculative(device, tables: SpeculativeTables, workload: BatchWorkl
     # The draft's k - 1 steps after its prefill, the first attending to the prompt, its slots and the first draft.
     drafted_prompt = prompt + tables.draft_query - spec.verified
     before = ([_pass(device, tables.draft.decode, drafted_prompt + np.arange(1, spec.drafted), tables.window,
-                     decode_mode, workload.batch)] if drafts_prompt and spec.drafted > 1 else [])
+                     decode_mode, batch)] if drafts_prompt and spec.drafted > 1 else [])
     steps, generated = step_plan(workload, spec, drafted)
-    # Keys of the verification: the prompt, the tokens generated so far and the drafted ones after the last.
-    passes = [_pass(device, tables.verify, prompt + generated + spec.verified - 1, tables.window, decode_mode,
-                    workload.batch)]
-    scale = steps / len(generated) if len(generated) else 0.0
-    scales = [scale]
-    if tables.draft is not None and len(generated):
-        # A first draft step attends to the keys up to its last padded token: the verification's (vLLM pads it to
-        # the verified k + 1 positions, which end 1 to k + 1 keys before), one more for a draft model's own slot.
-        passes.append(_pass(device, tables.draft_first, prompt + generated + tables.draft_query - 1, tables.window,
-                            decode_mode, workload.batch))
-        if spec.drafted > 1:
-            # Draft step i (from 1) of each speculative step attends to the prompt, the generated tokens and i drafts.
-            draft_kv = (prompt + generated[:, None] + np.arange(1, spec.drafted)[None, :]).ravel()
-            passes.append(_pass(device, tables.draft.decode, draft_kv, tables.window, decode_mode, workload.batch))
-        # A round after each verification that drafts for the next, or for none after the batch's last step: one fewer
-        # where the draft does not run after the last step with drafts (the prefill's round drafted for the first).
-        scales += [max(steps - stop_odds, 0.0) / len(generated)] * (len(passes) - 1)
-    if drafted < workload.decode_steps:
-        # Past the draft's context each step verifies k zero drafts and yields one token: the steps from the first a
-        # sequence may reach, scaled to the tokens left in expectation (by 1 where the drafts end on a whole token).
-        plain_kv = workload.decode_kv_lengths()[math.floor(drafted):] + spec.verified - 1
-        passes.append(_pass(device, tables.verify, plain_kv, tables.window, decode_mode, workload.batch))
-        scales.append((workload.decode_steps - drafted) / len(plain_kv))
+    plain_steps = workload.decode_steps - drafted
+    # A verification each step; a draft round after each that drafts for the next, or for none after the batch's last
+    # step: one fewer where the draft does not run after the last step with drafts (the prefill's round drafted for the
+    # first); past the draft's context the steps left in expectation (by 1 where the drafts end on a whole token).
+    speculative_scales = ([steps / len(generated)] + [max(steps - stop_odds, 0.0) / len(generated)] * 2
+                          if len(generated) else [0.0] * 3)
+
+    def phases(passes: DecodePasses, n: int) -> tuple[dict[str, float], dict[str, float]]:
+        """The totals of the speculative steps and of the plain ones of `passes` run by n sequences."""
+        speculative, plain = _decode_passes(device, passes, n, tables, workload, generated, drafted, decode_mode)
+        return (_totals(speculative, speculative_scales[:len(speculative)]),
+                _totals(plain, [plain_steps / p.steps for p in plain]))
+
+    speculative, plain = phases(tables.passes, batch)
+    decoded = {name: speculative[name] + plain.get(name, 0.0) for name in speculative}
+    # The steps the batch's slowest sequences take after its mean one, priced where they run: past the draft's context
+    # as one-token steps that make up the tokens they lag (the spread of the drafted steps, E tokens a step).
+    tail, saved = {}, {}
+    if tables.one_sequence is not None and batch > 1 and drafted >= 1:
+        alone = phases(tables.one_sequence, 1)
+        if drafted < workload.decode_steps:  # the lag, in tokens, is made up a token a step; the mean's steps kept
+            lag = ragged_steps(batch, math.floor(drafted), spec).tail * spec.tokens_per_step
+            tail, _ = _ragged_costs(batch, plain, alone[1], plain_steps, RaggedSteps(tail=lag))
+        else:
+            tail, saved = _ragged_costs(batch, speculative, alone[0], steps,
+                                        ragged_steps(batch, workload.decode_steps, spec))
     first_token_s = (sum(float(p.time_s.sum()) for p in priced_prefills) + sum(prefill_waits_s)
                      + sum(p.total("time_s") for p in before))
-    decode_s = sum(f * p.total("time_s") for f, p in zip(scales, passes, strict=True))
-    passes, scales = before + passes, [1.0] * len(before) + scales
+    decode_s, tail_s = decoded["time_s"], tail.get("time_s", 0.0)
+    prefill_J = (sum(float(getattr(p, name).sum()) for p in priced_prefills for name in DYNAMIC_ENERGY_FIELDS)
+                 + sum(p.total(name) for p in before for name in DYNAMIC_ENERGY_FIELDS))
     energy = {name: sum(float(getattr(p, name).sum()) for p in priced_prefills)
-              + sum(f * p.total(name) for f, p in zip(scales, passes, strict=True)) for name in DYNAMIC_ENERGY_FIELDS}
-    energy["static_J"] = device.idle_power_W * (first_token_s + decode_s)
+              + sum(p.total(name) for p in before) + decoded[name] + tail.get(name, 0.0)
+              for name in DYNAMIC_ENERGY_FIELDS}
+    energy["static_J"] = device.idle_power_W * (first_token_s + decode_s + tail_s)
     by_class: dict[str, float] = {}
     for table, costs in zip(prefills, priced_prefills, strict=True):
         for label, mask in table.class_masks.items():
             by_class[label] = by_class.get(label, 0.0) + float(costs.time_s[mask].sum())
-    for f, part in zip(scales, passes, strict=True):
+    for part in before:
         for label, total in part.class_totals("time_s").items():
-            by_class[label] = by_class.get(label, 0.0) + f * total
-    by_class[HOST_WAIT] = sum(prefill_waits_s) + sum(f * part.wait_s for f, part in zip(scales, passes, strict=True))
-    timing = RequestTiming(count=workload.batch, arrival_s=0.0, first_token_s=first_token_s,
-                           finish_s=first_token_s + decode_s, output_tokens=workload.output_len)
-    prefill_J = (sum(float(getattr(p, name).sum()) for p in priced_prefills for name in DYNAMIC_ENERGY_FIELDS)
-                 + sum(p.total(name) for p in before for name in DYNAMIC_ENERGY_FIELDS))
-    return SimResult(request_groups=(timing,), makespan_s=first_token_s + decode_s, memory=memory,
+            by_class[label] = by_class.get(label, 0.0) + total
+    for label in [name for name in decoded if name not in ("time_s", HOST_WAIT, *DYNAMIC_ENERGY_FIELDS)]:
+        by_class[label] = by_class.get(label, 0.0) + decoded[label] + tail.get(label, 0.0)
+    by_class[HOST_WAIT] = sum(prefill_waits_s) + sum(p.wait_s for p in before) + decoded[HOST_WAIT] + tail.get(
+        HOST_WAIT, 0.0)
+    timing = RequestTiming(count=batch, arrival_s=0.0, first_token_s=first_token_s,
+                           finish_s=first_token_s + decode_s - saved.get("time_s", 0.0),
+                           output_tokens=workload.output_len)
+    return SimResult(request_groups=(timing,), makespan_s=first_token_s + decode_s + tail_s, memory=memory,
                      energy_parts_J=energy, time_by_class_s=by_class, prefill_dynamic_J=prefill_J)
 
 

@@ -12,7 +12,9 @@ from sim.speculative import (
     draft_reach,
     expected_steps,
     expected_tokens,
+    ragged_steps,
     step_plan,
+    steps_survival,
 )
 from sim.workload import BatchWorkload
 
@@ -60,6 +62,33 @@ def test_the_last_step_runs_whole_though_the_output_ends_within_it():
     steps, generated = step_plan(BatchWorkload(batch=4, prompt_len=10, output_len=2), Speculation(drafted=5,
                                                                                                   acceptance=1.0))
     assert steps == pytest.approx(1.0) and generated.tolist() == [1.0]
+
+
+def test_a_batchs_sequences_finish_apart_by_hand():
+    """k = 1 at a = 0.5: two tokens take one step (odds 0.5) or two, so P(S > 0) = 1 and P(S > 1) = 0.5. Two sequences:
+    the batch runs 2 steps unless both take one (0.25), 1.75 in all, 0.25 past one's 1.5 (tail); a sequence runs
+    its second step beside the other finished with odds 0.5 x 0.5 (apart). One sequence, or every draft accepted or
+    none, finishes alike."""
+    half = Speculation(drafted=1, acceptance=0.5)
+    assert steps_survival(2, half) == pytest.approx([1.0, 0.5])
+    pair = ragged_steps(2, 2, half)
+    assert pair.tail == pytest.approx(0.25) and pair.apart == pytest.approx(0.25)
+    # Four sequences: 2 - 0.5^4 steps in all.
+    assert ragged_steps(4, 2, half).tail == pytest.approx(2 - 0.5**4 - 1.5)
+    for batch, spec in ((1, half), (8, Speculation(drafted=3, acceptance=1.0)), (8, Speculation(drafted=3,
+                                                                                                 acceptance=0.0))):
+        assert ragged_steps(batch, 40, spec).tail == 0.0 and ragged_steps(batch, 40, spec).apart == 0.0
+
+
+@pytest.mark.parametrize(("tokens", "drafted", "acceptance"), [(127, 5, 0.6), (255, 4, 0.6), (1023, 1, 0.85),
+                                                              (3, 1, 0.5)])
+def test_the_step_counts_odds_sum_to_the_expected_steps(tokens, drafted, acceptance):
+    """Two computations of one figure: the sum over s of P(S > s) (steps_survival, a convolution a step) is E[S], which
+    expected_steps gets from the renewal recursion; the tail grows with the batch."""
+    spec = Speculation(drafted=drafted, acceptance=acceptance)
+    assert steps_survival(tokens, spec).sum() == pytest.approx(expected_steps(tokens, spec), rel=1e-9)
+    tails = [ragged_steps(b, tokens, spec).tail for b in (2, 8, 64)]
+    assert 0.0 < tails[0] < tails[1] < tails[2]
 
 
 def test_the_draft_stops_a_step_after_the_verification_its_longest_sequence_crosses_in():
