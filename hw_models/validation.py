@@ -103,6 +103,8 @@ def input_error(err: ValidationError, where: str, prefix: str = "",
         # A rule over several fields of a section (or of the whole file): its message names them; the
         # section itself is no value to quote. A mapping where a value of another type belongs is quoted.
         return InputError(f"{place}: {key}: {allowed}" if key else f"{place}: {allowed}")
+    if first["type"] == "string_type" and isinstance(first.get("input"), list):
+        allowed = "one text value, not a list (the key does not sweep)"
     if first["type"] == "string_type" and isinstance(first.get("input"), bool):
         # YAML 1.1 reads yes/no/on/off/true/false unquoted as booleans: the user wrote a word.
         allowed += " (YAML reads an unquoted yes, no, on, off, true or false as a boolean: quote it)"

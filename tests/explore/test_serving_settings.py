@@ -210,3 +210,15 @@ def test_the_default_kv_link_given_without_a_prefill_pool_is_refused(tmp_path, c
     _refused_by_both("kv_link", LENGTHS, ("--kv-link", default), f"  kv_link: {default}\n", tmp_path, capsys)
     named = ServingSpec(kv_link=default)
     assert ServingSpec().key_text() == named.key_text() and named.handoff_link == default
+
+
+@pytest.mark.parametrize("key", ["kv_link", "prefill_device"])
+def test_a_list_where_a_key_takes_one_text_value_says_so(tmp_path, capsys, key):
+    """A sweep listing two links (or devices) where the key takes one, which does not sweep, is told that in one
+    line, not pydantic's 'a valid string'."""
+    path = write_tiny_serving_sweep(tmp_path, f"  rate: 50\n  prefill_replicas: 1\n  {key}: [infiniband-ndr, l4]\n")
+    assert main(["check", path]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert f"serving.{key}: found ['infiniband-ndr', 'l4'], allowed: one text value, not a list (the key does not " \
+           "sweep)" in err, err
