@@ -956,8 +956,9 @@ class Evaluator:
 
             # Each of a replica's tp x pp devices sends its shard of the KV (its heads of its stage's layers) over its
             # own port (a DGX has one NIC per GPU: the link preset's source), all at once; to attention devices, each
-            # takes its heads' share over its own.
-            ports = point.tp * point.pp if pools[1].costs.attention is None else min(
+            # takes its heads' share over its own. A data-parallel rank holds its sequences' KV whole: its device's
+            # port alone sends it (sim/serving.py gives each rank its own).
+            ports = 1 if pools[0].ranks > 1 else point.tp * point.pp if pools[1].costs.attention is None else min(
                 point.tp * point.pp, spec.attention_devices)
 
             def transfer_s(message_B: float) -> float:

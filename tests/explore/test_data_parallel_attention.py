@@ -182,3 +182,21 @@ def test_a_sweep_of_data_parallel_ranks_need_not_split_the_heads(tmp_path, tiny_
     assert load_sweep(sweep("data")).size() == 1
     where, rest = one_line_error(lambda: load_sweep(sweep("tensor, data")))
     assert "parallel.tp" in rest and "4 attention heads" in rest
+
+
+@pytest.mark.parametrize("layout", ["data", "tensor"])
+def test_a_rank_hands_its_sequences_kv_over_its_own_port_alone(tiny_evaluator, tiny_moe, tmp_path, layout):
+    """A prefill pool hands a request's 40 prompt tokens of KV (256 B a token: 10,240 B) to the decode pool over
+    kv_link, a what-if link of B = 0.1 GB/s and no latency. A data-parallel rank holds its sequences' KV whole, so its
+    device's port alone sends it: 102.4 us at B, 51.2 us at 2B, 51.2 us apart. Tensor parallelism over 2 devices
+    splits the KV heads, each device sending its half over its own port: 25.6 us apart."""
+    def e2e_s(bandwidth_GBps: float) -> float:
+        link = tmp_path / f"link-{bandwidth_GBps:g}.yaml"
+        link.write_text(f"name: slow\ndescription: what-if\nbandwidth_GBps: {bandwidth_GBps}\nlatency_us: 0\n"
+                        "source: a what-if\n")
+        spec = replace(SPEC, requests=1, prefill_replicas=1, kv_link=str(link))
+        point = _point(tiny_moe, serving=spec, attention_parallel=layout)
+        return tiny_evaluator.evaluate(point).metrics["e2e_mean_s"]
+
+    ports = 1 if layout == "data" else 2
+    assert e2e_s(0.1) - e2e_s(0.2) == pytest.approx(40 * KV_B_PER_TOKEN / 2e8 / ports, rel=1e-6)
