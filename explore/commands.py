@@ -131,9 +131,13 @@ OPTUNA_S_PER_POINT = 0.02
 # (examples/quickstart.yaml's 32 combinations of 8 traces took 34 ms each on average). A serving point's step template
 # (Evaluator.template, in a fresh process, the traces cached) takes as long an op of its traces: the tiny model's 716
 # ops 30-32 ms, mixtral-8x7b's 1,724 58-61 ms, deepseek-v2-lite's 16 traces of 19,936 ops 0.81-0.88 s (40-43 us an op);
-# its template in another format re-lowers them (22 and 237 ms), not counted.
+# its template in another format, tp, ep or execution mode re-lowers them, already read: built again in 8-bit and
+# 4-bit weights and 8-bit KV (Evaluator.template, engine kernels, 2026-12-07, same machine), llama-2-7b's and
+# llama-3-70b's 680 ops took 7.3-8.5 ms each, mixtral-8x7b's 1,704 17 ms, deepseek-v2-lite's 19,104 0.19-0.27 s:
+# least squares without a constant, 11 us an op.
 PREPARE_S_PER_OP = 0.00004
 PREPARE_S_PER_COMBINATION = 0.002
+TEMPLATE_S_PER_OP = 0.000011
 # Drawing the report, per figure (explore/report.py figures_drawn counts those a sweep draws): on the same machine
 # examples/quickstart.yaml's report drew its 12 figures in 4.0-4.6 s and examples/serving.yaml's its 8 in 2.5 s
 # (write_report timed alone, the points stored), 0.32-0.38 s a figure; the tiny model's one-point and 4-point sweeps
@@ -158,8 +162,24 @@ REPORT_S_PER_POINT = 0.00033
 # vary most: serving's and gateway's sweeps took 12.7 and 8.6 s CPU, estimated 21 and 22 s (their traces' 0.2 s is
 # counted though they were cached). A capacity search runs about CAPACITY_RUNS of them (splitwise-slowdown's 4 took
 # 41.7 s CPU, estimated 55 s).
+# The fixed part stands for the iterations a point runs and the iteration shapes it prices, which explore check cannot
+# count. Timed the same way (2026-12-07, the traces cached, the first point of each sweep left out), 67 points: the
+# tiny model (tests/explore/tiny_sweep.py, prompt 32, output 4 and 64) and llama-2-7b (prompt 512, output 128) at 10 to
+# 1,000 requests at 1 to 50 a second, examples/serving.yaml's 18, allreduce-overlap's 6, deepseek-v2-lite's 5, 2 each
+# of chat, fleet, cheapest-fleet, slo-classes, gateway, autoscaling, prefix-cache and priority and one of sla-planner.
+# On the counts the run logged (62 of them), least squares of the relative error gives 1.2 ms a point, 67 us a request,
+# 15 us an iteration and 0.43 ms a new iteration shape (all within 0.39-1.33x of it); no form in the requests and
+# their output tokens alone came near. A point runs at most about an iteration a prompt and one an output token
+# (served one at a time); its time less SERVING_S_PER_REQUEST a request was at most 115 us for each of those
+# (allreduce-overlap's token_split points, 17,050 of them in 1.6-2.0 s, each point pricing 520-550 new shapes), so the
+# fixed part is at most SERVING_S_PER_ITERATION of them: a tiny model's 10 requests of output 4, 2-3 ms measured, were
+# estimated 0.66 s, now 7 ms. No point's estimate rises; over the 67, the geometric mean of the estimate over the time
+# measured went from 4.2 to 2.8, its largest from 331 to 37 (the tiny model's output-4 sweep's sum 21.9 -> 7.3x,
+# output 64 2.4 -> 1.6x, llama-2-7b's 4.7 -> 3.7x; points of over 5,500 such iterations unchanged); as many (22) are
+# within a factor of 2. A central 15 us an iteration would put 34 within it but allreduce-overlap at 0.21x.
 SERVING_S_PER_POINT = 0.66
 SERVING_S_PER_REQUEST = 0.000134
+SERVING_S_PER_ITERATION = 0.00012
 CAPACITY_RUNS = 8
 MAX_SHOWN = 6  # derived values `explore check` lists
 
@@ -326,11 +346,11 @@ def cmd_check(args) -> int:
     else:  # each model's step templates
         models = [trace for config in configs for trace in _template_traces(config)]
         traces = models + _speculative_traces(sweep, evaluator, dims, serving=True)
-        requests = serving.requests or ServingSpec().requests  # unset: the default (all of a shorter trace)
-        point_s = (SERVING_S_PER_POINT + requests * SERVING_S_PER_REQUEST) * (CAPACITY_RUNS if serving.capacity else 1)
     # Traces already in the on-disk cache load in milliseconds (workloads/trace_cache.py).
     to_capture = [t for t in traces if not _traced(evaluator, t)]
     check_sweep_points(sweep, evaluator)  # before the grid's points are made: a refused one names its line
+    if serving is not None:  # its points' requests, drawn once the points are checked
+        point_s = _serving_point_s(sweep) * (CAPACITY_RUNS if serving.capacity else 1)
     visits = _evaluated(sweep)
     workers = capped_workers(workers, sweep.visits())  # as the run caps them, with its notice
     trace_s = _capture_s(to_capture, workers, serving is not None)
@@ -401,14 +421,27 @@ def _pass_ops(trace: Trace) -> list[int]:
     return [_traced_ops(trace[0], tokens) for tokens in _pass_tokens(trace)]
 
 
+def _serving_point_s(sweep) -> float:
+    """CPU time a serving sweep's point takes to simulate its requests (its first point's: a sweep's points draw their
+    requests' lengths alike): a part a request, and its iterations' part, SERVING_S_PER_POINT, at most
+    SERVING_S_PER_ITERATION an iteration of the requests served one at a time (a prefill and an output token each)."""
+    spec = sweep.points()[0].serving
+    asked = spec.request_set(spec.rate_per_s or 1.0)  # the same lengths at every rate (the same seed draws them)
+    requests = len(asked.output_tokens)
+    alone = requests + int(asked.output_tokens.sum())
+    return min(SERVING_S_PER_POINT, alone * SERVING_S_PER_ITERATION) + requests * SERVING_S_PER_REQUEST
+
+
 def _prepare_s(sweep, traces: list[Trace], models: list[Trace], visits: int, workers: int) -> float:
     """CPU time preparing the points' kernel tables takes: loading and lowering every trace they take, a part an op; a
     static sweep's a fixed part a (model, batch, prompt, format) combination too, no more of them than its points; a
-    serving sweep's step templates built by each worker (each builds those of the points it runs)."""
-    lowering_s = sum(sum(_pass_ops(trace)) for trace in traces) * PREPARE_S_PER_OP
+    serving sweep's step templates built by each worker (each builds those of the points it runs), and lowered again
+    for each other format, tp, ep and execution mode the sweep's points run (Evaluator.template's key)."""
+    ops = sum(sum(_pass_ops(trace)) for trace in traces)
     if sweep.spec.serving is not None:
-        return workers * lowering_s
-    return lowering_s + min(visits, _combinations(sweep, models)) * PREPARE_S_PER_COMBINATION
+        variants = _swept(sweep, FORMAT_FIELDS + ("tp", "ep", "execution"))
+        return workers * ops * PREPARE_S_PER_OP + (variants - 1) * ops * TEMPLATE_S_PER_OP
+    return ops * PREPARE_S_PER_OP + min(visits, _combinations(sweep, models)) * PREPARE_S_PER_COMBINATION
 
 
 def _report_figures(sweep, dims: dict) -> int:
@@ -444,8 +477,12 @@ def _template_traces(config: ModelConfig) -> list[Trace]:
 def _combinations(sweep, traces: list) -> int:
     """The (model, batch, prompt, format) combinations a static sweep prepares tables for, at most: its traces' (model,
     batch, prompt) by its swept formats (derived format parts follow the swept values: no more formats)."""
-    return len(traces) * math.prod(len(values) for name, values in sweep.dimensions().items()
-                                   if name in FORMAT_FIELDS)
+    return len(traces) * _swept(sweep, FORMAT_FIELDS)
+
+
+def _swept(sweep, names: tuple[str, ...]) -> int:
+    """The combinations of the values a sweep takes of the dimensions `names`."""
+    return math.prod(len(values) for name, values in sweep.dimensions().items() if name in names)
 
 
 def _evaluated(sweep) -> int:

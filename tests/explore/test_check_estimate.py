@@ -156,14 +156,15 @@ def test_a_serving_report_re_runs_no_more_points_than_the_sweep_evaluates(tmp_pa
 
 
 def test_a_serving_point_costs_a_part_of_its_own_and_a_part_a_request(tmp_path, capsys, monkeypatch):
-    """A serving point's run is a fixed part and a part a request: at 1 s a point and 1 ms a request, tracing and the
-    report's figures free, 2 rates of 1,000 requests each take 2 x (1 + 1) s to run and as long again to re-run for
-    the report: 8 s by hand, 4 of them the report's."""
+    """A serving point's run is a fixed part and a part a request: at 1 s a point (no more than 1 ms an iteration of
+    its 1,000 prompts and 4,000 output tokens, 5 s) and 1 ms a request, tracing and the report's figures free, 2 rates
+    of 1,000 requests each take 2 x (1 + 1) s to run and as long again to re-run for the report: 8 s by hand, 4 of
+    them the report's."""
     from explore import commands
 
     _price_layers(monkeypatch, 0.0)
     for name, value in (("REPORT_S_PER_FIGURE", 0.0), ("REPORT_S_PER_POINT", 0.0), ("SERVING_S_PER_POINT", 1.0),
-                        ("SERVING_S_PER_REQUEST", 0.001)):
+                        ("SERVING_S_PER_REQUEST", 0.001), ("SERVING_S_PER_ITERATION", 0.001)):
         monkeypatch.setattr(commands, name, value)
     model = write_tiny_model(tmp_path)
     path = write_sweep(tmp_path, f"name: est\nmodel: {model}\ndevice: h100-sxm\nserving:\n  rate: [10, 20]\n"
@@ -171,6 +172,44 @@ def test_a_serving_point_costs_a_part_of_its_own_and_a_part_a_request(tmp_path, 
     assert main(["check", path]) == 0
     out = capsys.readouterr().out
     assert (_estimate_s(out), _report_s(out)) == (8, 4), out
+
+
+def _tiny_served_estimate_s(tmp_path, capsys, monkeypatch, costs: dict, serving: str, lines: str = "") -> float:
+    """explore check's estimate of the tiny model served on an H100 (`serving` its serving: mapping, `lines` more of
+    the sweep), at `costs` (explore/commands.py's constants by name), tracing, preparing and the report's figures
+    free."""
+    from explore import commands
+
+    _price_layers(monkeypatch, 0.0)
+    free = {"REPORT_S_PER_FIGURE": 0.0, "REPORT_S_PER_POINT": 0.0, "PREPARE_S_PER_OP": 0.0}
+    for name, value in (free | costs).items():
+        monkeypatch.setattr(commands, name, value, raising=False)
+    path = write_sweep(tmp_path, f"name: est\nmodel: {write_tiny_model(tmp_path)}\ndevice: h100-sxm\n{lines}"
+                                 f"serving: {serving}\n")
+    assert main(["check", path]) == 0
+    return _estimate_s(capsys.readouterr().out)
+
+
+def test_a_short_serving_point_costs_no_more_than_its_requests_served_one_at_a_time(tmp_path, capsys, monkeypatch):
+    """A serving point runs at most an iteration a prompt and one an output token: at 1 s a point, 10 ms an iteration
+    and nothing a request, 10 requests of 4 output tokens take at most 10 x (1 + 4) x 10 ms = 0.5 s, run and re-run
+    for the report: 1 s by hand; 1,000 such requests (50 s alone) the whole 1 s a point: 2 s. Before, every point
+    took its 1 s (a tiny model's 10 requests, measured 2-3 ms, were estimated 0.66 s: explore/commands.py)."""
+    costs = {"SERVING_S_PER_POINT": 1.0, "SERVING_S_PER_REQUEST": 0.0, "SERVING_S_PER_ITERATION": 0.01}
+    assert [_tiny_served_estimate_s(tmp_path, capsys, monkeypatch, costs,
+                                    f"{{rate: 10, requests: {requests}, prompt: 32, output: 4}}")
+            for requests in (10, 1000)] == [1, 2]
+
+
+def test_a_serving_sweep_lowers_its_templates_again_for_each_other_format(tmp_path, capsys, monkeypatch):
+    """A serving point's step template in another format re-lowers its traces (explore/evaluate.py Evaluator.template,
+    keyed by the format): the tiny model's template traces 4 passes of its 2 layers, 8 ops at 1 op a layer; at 0.25 s
+    an op lowered again, every other cost free, 3 weight formats take (3 - 1) x 8 x 0.25 = 4 s by hand, one format
+    nothing (it was not counted: 0 s either way)."""
+    costs = {"SERVING_S_PER_POINT": 0.0, "SERVING_S_PER_REQUEST": 0.0, "TEMPLATE_S_PER_OP": 0.25}
+    assert [_tiny_served_estimate_s(tmp_path, capsys, monkeypatch, costs, "{rate: 10, requests: 20, prompt: 32, "
+                                    "output: 4}", f"format: {{weight_bits: {bits}}}\n")
+            for bits in ("16", "[16, 8, 4]")] == [0, 4]
 
 
 def test_a_serving_sweep_traces_each_template_s_first_layers_whatever_the_model_s_depth(tmp_path, capsys, monkeypatch):
