@@ -18,10 +18,11 @@ Mixtral-8x7B (8 experts, top-2) against the dense Mistral-7B of the same attenti
 tokens, with the same 0.5B-class draft (Qwen2-0.5B's shape with the targets' 32,000-token vocabulary), 4 drafted
 tokens, each accepted with probability 0.7 (2.77 tokens a step, Leviathan et al.'s eq. 1). "Medium" is batch 8 (a
 plain Mixtral decode step at batch 4 already reaches all 8 experts under balanced routing: kernels/moe.py), "large"
-128. Measured at the time of writing (speed-up: plain TPOT over speculative TPOT): Mixtral 0.82x / 2.31x / 1.54x at
-batch 1 / 8 / 128, Mistral 1.47x / 1.44x / 0.89x (the draft's first step of each speculative step over k + 2 tokens a
+128. Measured at the time of writing (speed-up: plain TPOT over speculative TPOT): Mixtral 0.82x / 2.34x / 1.59x at
+batch 1 / 8 / 128, Mistral 1.50x / 1.48x / 0.93x (the draft's first step of each speculative step over k + 2 tokens a
 sequence, as vLLM v1 runs it: sim/speculative.py first_draft_tokens; the verification's logits at each of its k + 1
-tokens; the last step run whole though the output ends within it: expected_steps).
+tokens; the last step run whole though the output ends within it: expected_steps; a sequence's steps cheaper as the
+batch's others finish: ragged_steps).
 """
 
 from __future__ import annotations
