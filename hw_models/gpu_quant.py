@@ -35,7 +35,16 @@ Dequantization work, in 32-bit lane instructions per weight element (counted fro
   sub.f16x2 and two fma.f16x2 per eight values: the <half_t, uint4b_t, 8> converter of the same file);
 - 3, 5 and 6 bits, stored as a 2- or 4-bit plane plus a plane of the high bits (llama.cpp's K-quants): 1.625 (the
   low plane as above, and one lop3 per pair to merge the high bits);
-- float elements (fp8, fp4) add 0.5: one f16x2 multiply per pair rebiases the exponent after the bits are placed;
+- float elements take vLLM's Marlin sequences instead (csrc/quantization/marlin/dequant.h, dequant<half2, kFE4M3fn>
+  and dequant<half2, kFE2M1f>, called per 32-bit word by csrc/moe/marlin_moe_wna16/marlin_template.h's matmul): each
+  half2 of fp8 or fp4 values is the sign masked in beside the exponent and mantissa masked and shifted down (an and, a
+  shift and a lop3), and a shift brings the next values up: fp8 (four values a word) 2 x 3 + 1 = 7 per four, 1.75;
+  fp4 (eight a word) two such calls of 7 and one shift between them, 15 per eight, 1.875 (the int4 sequence's 9 plus
+  6); the exponent is then rebiased by one f16x2 multiply per pair, 0.5, which Marlin skips (dequant_skip_flop: the
+  constant folded into the scales) for fp8 e4m3 weights and for fp4 weights with e4m3 scales (NVFP4) but keeps for
+  fp4 with e8m0 scales (MXFP4): with a scale, fp8 2.25, NVFP4 2.375, MXFP4 2.875. vLLM has no e5m2 Marlin path:
+  fp8_e5m2 is counted as e4m3. Weights converted to fp8 for fp8 math (below) take these 16-bit counts too (Marlin's
+  own fp4 -> e4m3 sequence, dequant<__nv_fp8x4_e4m3, kFE2M1f>, is not counted apart);
 - codebook elements (nf4, and lut with quantized activations) add 1.0 to the index extraction: one shared-memory
   lookup per weight ("a lookup per weight": SqueezeLLM, Kim et al., ICML 2024, Section 5; LUT-GEMM, Park et al.,
   ICLR 2024); weight-only lut runs SqueezeLLM's own GEMV, counted below;
@@ -133,7 +142,12 @@ UNPACK_OPS = {8: 1.0, 4: 9 / 8, 2: 9 / 8}
 # blocks: ggml-common.h block_q3_K hmask, block_q5_K qh, block_q6_K qh): the low plane converts as above and one
 # lop3 per pair merges the high bits into the 16-bit pattern before the magic-number subtraction.
 UNALIGNED_UNPACK_OPS = 9 / 8 + 0.5
+# Float elements placed in 16-bit registers by Marlin's sequences, per value (see the docstring): fp8 7 per four, fp4
+# 15 per eight; the exponent rebias, one multiply per pair, where Marlin does not fold it into the scales.
+FLOAT_UNPACK_OPS = {"fp8_e4m3": 7 / 4, "fp8_e5m2": 7 / 4, "fp4_e2m1": 15 / 8}
 FLOAT_REBIAS_OPS = 0.5
+# vLLM marlin_template.h: dequant_skip_flop = w_type == kFE4M3fn || w_type == kFE2M1f && s_type == kFE4M3fn.
+REBIAS_FOLDED = {"fp8_e4m3": None, "fp8_e5m2": None, "fp4_e2m1": ("e4m3",)}  # None: folded under any scale type
 LOOKUP_OPS = 1.0
 SCALE_OPS = 0.5
 # SpQR's second-level statistics: lane instructions per group of group_size weights (see the docstring).
@@ -211,11 +225,14 @@ class QuantPlan:
         return self.weight_ops > 0 or self.act_ops > 0
 
 
-def unpack_ops(bits: int, element_type: str) -> float:
-    """Lane instructions per element to place a stored value in a 16-bit register (index extraction for codebooks)."""
-    ops = UNPACK_OPS.get(bits, UNALIGNED_UNPACK_OPS)
+def unpack_ops(bits: int, element_type: str, scale_type: str = "fp16") -> float:
+    """Lane instructions per element to place a stored value in a 16-bit register (index extraction for codebooks);
+    a float element's exponent rebias counts unless its scales (`scale_type`) take it (REBIAS_FOLDED)."""
     if element_type in FLOAT_TYPES:
-        ops += FLOAT_REBIAS_OPS
+        folded = REBIAS_FOLDED[element_type]
+        rebias = 0.0 if folded is None or scale_type in folded else FLOAT_REBIAS_OPS
+        return FLOAT_UNPACK_OPS[element_type] + rebias
+    ops = UNPACK_OPS.get(bits, UNALIGNED_UNPACK_OPS)
     if element_type in CODEBOOK_TYPES:
         ops += LOOKUP_OPS
     return ops
@@ -238,9 +255,9 @@ def quant_plan(fmt: NumericFormat | None, peak_TFLOPS, gpu: str, traced_dtype: s
     if fmt.weight_only and fmt.weight_type == "lut":  # SqueezeLLM's GEMV (its work once per token), or dequantized
         return QuantPlan(dtype=dtype, math_dtype=dtype, weight_ops=LUT_GEMV_OPS, act_ops=0.0, variant="", notice="",
                          mixed_input=True, passes=TOKEN_PASSES,
-                         apart_ops=unpack_ops(fmt.weight_bits, fmt.weight_type) + _scale_ops(fmt))
+                         apart_ops=unpack_ops(fmt.weight_bits, fmt.weight_type, fmt.scale_type) + _scale_ops(fmt))
     if fmt.weight_only:
-        ops = unpack_ops(fmt.weight_bits, fmt.weight_type) + _scale_ops(fmt)
+        ops = unpack_ops(fmt.weight_bits, fmt.weight_type, fmt.scale_type) + _scale_ops(fmt)
         # Its fused MoE layers take the fit of the measured weight-only MoE kernels where one exists (gpu_moe.py).
         # An engine may also dequantize the weights apart and run the 16-bit GEMM (vLLM's AWQ layer from 256 tokens,
         # vllm/model_executor/layers/quantization/awq.py FP16_MATMUL_HEURISTIC_CONDITION).
@@ -257,13 +274,14 @@ def quant_plan(fmt: NumericFormat | None, peak_TFLOPS, gpu: str, traced_dtype: s
                 ops, passes = qserve
                 return QuantPlan(dtype=dtype, math_dtype=dtype, weight_ops=ops, act_ops=0.0, variant="", notice="",
                                  passes=passes)
-            ops = unpack_ops(fmt.weight_bits, fmt.weight_type) + _scale_ops(fmt)
+            ops = unpack_ops(fmt.weight_bits, fmt.weight_type, fmt.scale_type) + _scale_ops(fmt)
         elif mx_fp4 and "fp4" in peak_TFLOPS:  # Blackwell's mxf8f6f4 MMA takes them
             return QuantPlan(dtype=dtype, math_dtype=dtype, weight_ops=0.0, act_ops=0.0, notice="",
                              variant=quantized_weight_key(fmt.weight_bits, fmt.weight_type, dtype),
                              gemm_variant=fmt.block_scaled_variant)
         elif dtype in FLOAT_TYPES.values() and (fmt.weight_type != fmt.act_type or fmt.weight_bits < fmt.act_bits):
-            ops = unpack_ops(fmt.weight_bits, fmt.weight_type) + _scale_ops(fmt)  # e.g. int4 weights, fp8 math
+            # e.g. int4 weights, fp8 math
+            ops = unpack_ops(fmt.weight_bits, fmt.weight_type, fmt.scale_type) + _scale_ops(fmt)
             notice = (f"{fmt.weight_type} weights converted to {dtype} on {gpu}'s CUDA cores ({ops:g} instructions "
                       f"per weight and pass) for {dtype} math" + (
                           ": no fp4 tensor cores to take them beside fp8 activations (Blackwell's block-scaled MMA "
@@ -274,7 +292,7 @@ def quant_plan(fmt: NumericFormat | None, peak_TFLOPS, gpu: str, traced_dtype: s
                          variant=fmt.block_scaled_variant if ops == 0.0 else "", notice=notice)
     if dtype in FLOAT_TYPES.values():
         return _weight_only_fallback(fmt, dtype, peak_TFLOPS, gpu, traced_dtype)
-    weight_ops = unpack_ops(fmt.weight_bits, fmt.weight_type) + _scale_ops(fmt)
+    weight_ops = unpack_ops(fmt.weight_bits, fmt.weight_type, fmt.scale_type) + _scale_ops(fmt)
     act_ops = unpack_ops(fmt.act_bits, fmt.act_type if fmt.act_type != INT else INT)
     notice = (f"{dtype} GEMMs emulated on {gpu}: no {dtype} tensor cores, so weights and activations are converted "
               f"to {math} on the CUDA cores ({weight_ops:g} and {act_ops:g} instructions per element and pass) and "

@@ -483,6 +483,10 @@ class NumericFormat:
         or, pruned to kv_sparsity, its share of the bitmap layout (kernels/kv_sparsity.py)."""
         return kv_element_bits(self.kv_value_bits(head_dim), self.kv_sparsity, self.kv_bits)
 
+    def _group_scaled_bits(self, bits: int) -> float:
+        """Bits a value of `bits` bits takes with its share of one scale_type scale per group_size values."""
+        return bits + SCALE_BITS[self.scale_type] / self.group_size
+
     @cached_property
     def weight_storage_bits(self) -> float:
         """Bits stored per weight, its share of the scales included."""
@@ -490,7 +494,7 @@ class NumericFormat:
             return 16.0
         if self.scale_granularity != "group":
             return float(self.weight_bits)
-        bits = self.weight_bits + SCALE_BITS[self.scale_type] / self.group_size
+        bits = self._group_scaled_bits(self.weight_bits)
         if self.scale_type == SPQR:  # SpQR's fp16 second-level statistics, per scale_group_size groups (Eq. 4)
             bits += SPQR_SECOND_LEVEL_BITS / (self.group_size * self.scale_group_size)
         return bits
@@ -511,8 +515,23 @@ class NumericFormat:
         return self.kv_storage_bits(head_dim) / 16.0
 
     @cached_property
+    def act_storage_bits(self) -> float:
+        """Bits a quantized activation moves, its share of the scales included: block-scaled float formats (float
+        weights and activations with scales per group: MXFP4, MXFP8, NVFP4, block fp8) scale the activations in
+        groups of group_size along k as they do the weights (the OCP MX v1.0 dot product takes two MX vectors; NVFP4
+        scales either operand by an e4m3 per 16 values), so their scales move with them, by the rule of the weights'
+        (weight_storage_bits); other quantized activations are scaled per token or per tensor (SmoothQuant, QServe),
+        counted as no bytes, as per-channel weight scales are."""
+        if self.act_bits >= 16:
+            return 16.0
+        block_scaled = (self.act_type in FLOAT_TYPES and self.weight_type in FLOAT_TYPES
+                        and self.scale_granularity == "group")
+        return self._group_scaled_bits(self.act_bits) if block_scaled else float(self.act_bits)
+
+    @cached_property
     def act_scale(self) -> float:
-        return self.act_bits / 16.0
+        """Quantized activation traffic relative to 16-bit activations."""
+        return self.act_storage_bits / 16.0
 
     @cached_property
     def weight_only(self) -> bool:

@@ -116,10 +116,11 @@ def test_fp4_on_a100_runs_weight_only_and_says_so():
     plan = a100.quant_plan(nvfp4)
     assert plan.emulated and plan.math_dtype == "bf16" and plan.act_ops == 0.0  # the traced activations' dtype
     assert "run weight-only on a100-sxm-80gb" in plan.notice and "fp4" in plan.notice
-    # Roofline, compute-bound: the fp16 math plus the weights' dequantization (2.125 ops: 4-bit unpack, exponent
-    # rebias, scale) once per 64 rows, at 9.75 T lane instructions/s; no activation is converted.
+    # Roofline, compute-bound: the fp16 math plus the weights' dequantization (2.375 ops: Marlin's fp4 placement 15
+    # per 8, its exponent rebias folded into the e4m3 scales, the scale 0.5) once per 64 rows, at 9.75 T lane
+    # instructions/s; no activation is converted.
     m = n = k = 4096
-    ops = 2.125 * n * k * (m / 64)
+    ops = 2.375 * n * k * (m / 64)
     expected = 2 * m * n * k / 312e12 + ops / 9.75e12
     assert float(time_s(a100, [gemm(m, n, k)], nvfp4)[0]) == pytest.approx(expected, rel=1e-9)
     # B200 has fp4 tensor cores: native, no notice.
@@ -128,8 +129,9 @@ def test_fp4_on_a100_runs_weight_only_and_says_so():
 
 def test_fp8_w8a8_on_a100_is_priced_as_fp8_weights_alone():
     """vLLM runs fp8 checkpoints on Ampere "as weight-only W8A16, utilizing FP8 Marlin" (docs/features/quantization/
-    fp8.md): W8A8 and W8A16 fp8 weights cost the same GEMM work there (fp16 math, 1.5 dequantization ops a weight:
-    the byte unpack and the exponent rebias, per-tensor scales in the epilogue), where an H100 runs W8A8 at its fp8
+    fp8.md): W8A8 and W8A16 fp8 weights cost the same GEMM work there (fp16 math, 1.75 dequantization ops a weight:
+    Marlin's fp8 placement, 7 per 4, its exponent rebias folded into the scales, per-tensor scales in the epilogue),
+    where an H100 runs W8A8 at its fp8
     rate. Converting every activation too (the emulation an int4 W4A4 on an H100 gets) made a 2K-token prefill 45%
     slower than fp16 on a calibrated A100."""
     a100 = load_device("a100-sxm-80gb", calibrated=False)
@@ -140,7 +142,7 @@ def test_fp8_w8a8_on_a100_is_priced_as_fp8_weights_alone():
     # Equal, the activations' bytes included: the fallback reads them at 16 bits, as W8A16 does.
     assert time_s(a100, shapes, w8a8) == pytest.approx(time_s(a100, shapes, w8a16), rel=1e-12)
     m = n = k = 4096
-    expected = 2 * m * n * k / 312e12 + 1.5 * n * k * (m / 64) / 9.75e12
+    expected = 2 * m * n * k / 312e12 + 1.75 * n * k * (m / 64) / 9.75e12
     assert float(time_s(a100, [gemm(m, n, k)], w8a8)[0]) == pytest.approx(expected, rel=1e-9)
     h100 = load_device("h100-sxm", calibrated=False)
     assert h100.quant_plan(w8a8).math_dtype == "fp8" and h100.quant_plan(w8a8).notice == ""
@@ -158,10 +160,11 @@ def test_fp4_on_h100_runs_weight_only_at_the_bf16_rate():
     plan = h100.quant_plan(w4a4)
     assert plan.math_dtype == "bf16" and plan.act_ops == 0.0
     assert "fp4 GEMMs run weight-only on h100-sxm" in plan.notice
-    # Roofline, compute-bound: 4096^3 at the bf16 peak plus 2.125 ops a weight (4-bit unpack 1.125, exponent rebias
-    # 0.5, e4m3 scale 0.5) once per 64 rows at half the 66.9 TFLOP/s fp32 peak; no activation is converted.
+    # Roofline, compute-bound: 4096^3 at the bf16 peak plus 2.375 ops a weight (Marlin's fp4 placement 15 / 8, the
+    # exponent rebias folded into the e4m3 scales, the scale 0.5) once per 64 rows at half the 66.9 TFLOP/s fp32 peak;
+    # no activation is converted.
     m = n = k = 4096
-    expected = 2 * m * n * k / 989.4e12 + 2.125 * n * k * (m / 64) / (66.9e12 / 2)
+    expected = 2 * m * n * k / 989.4e12 + 2.375 * n * k * (m / 64) / (66.9e12 / 2)
     assert float(time_s(h100, [gemm(m, n, k)], w4a4)[0]) == pytest.approx(expected, rel=1e-9)
     shapes = [gemm(1, 4096, 4096), gemm(16384, 4096, 4096), gemm(16384, 11008, 4096)]
     table = KernelTable.from_kernels(shapes)
@@ -177,8 +180,9 @@ def test_a_weight_only_run_reads_its_activations_at_16_bits(device, act):
     """A GEMM that a GPU runs weight-only (NVFP4 on an H100, W8A8 fp8 on an A100) reads its input at 16 bits: vLLM's
     fallback kernels take the bf16 activations (marlin_utils_fp4.py apply_fp4_marlin_linear and marlin_utils_fp8.py
     apply_fp8_marlin_linear pass the 16-bit input to the Marlin GEMM). By hand, X[4, 32] @ W[32, 64]: the input
-    4 x 32 x 2 B and the output 4 x 64 x 2 B, 768 B (the format's 4-bit input gave 64 + 512 = 576 B, its 8-bit one
-    128 + 512 = 640 B), beside the weights' 64 x 32 stored bits, on the datasheet roofline (memory_s x bandwidth)."""
+    4 x 32 x 2 B and the output 4 x 64 x 2 B, 768 B (the format's 4.5-bit input, its e4m3 scales included, gave
+    72 + 512 = 584 B, its 8-bit one 128 + 512 = 640 B), beside the weights' 64 x 32 stored bits, on the datasheet
+    roofline (memory_s x bandwidth)."""
     gpu = load_device(device, calibrated=False)
     fmt = NumericFormat(**act)
     assert gpu.quant_plan(fmt).mixed_input  # the plan runs it weight-only
@@ -186,6 +190,25 @@ def test_a_weight_only_run_reads_its_activations_at_16_bits(device, act):
     table = KernelTable.from_kernels([gemm(4, 64, 32)]).with_format(fmt)
     moved_B = float(gpu.cost_table(table, "device").memory_s[0]) * gpu.spec.bandwidth_Bps
     assert moved_B - weights_B == pytest.approx(4 * 32 * 2 + 4 * 64 * 2, rel=1e-12)
+
+
+@pytest.mark.parametrize("fmt, ops", [
+    # NVFP4: fp4 placed 15 instructions per 8 (two dequant calls of 7 and a shift), rebias folded into the e4m3
+    # scales (dequant_skip_flop), the scale multiply 0.5.
+    (dict(weight_bits=4, weight_type="fp4_e2m1", scale_type="e4m3", group_size=16), 15 / 8 + 0.5),
+    # MXFP4: the same placement, the rebias kept under e8m0 scales (one hmul2 per pair, 0.5), the scale 0.5.
+    (dict(weight_bits=4, weight_type="fp4_e2m1", scale_type="e8m0", group_size=32), 15 / 8 + 0.5 + 0.5),
+    # fp8 e4m3, fp16 scales per 128: 7 per 4 (two calls' halves of 3 and a shift), rebias folded, the scale 0.5.
+    (dict(weight_bits=8, weight_type="fp8_e4m3"), 7 / 4 + 0.5),
+    # int4 keeps TensorRT-LLM's converter count: 9 per 8 and the scale.
+    (dict(weight_bits=4), 9 / 8 + 0.5)], ids=["nvfp4", "mxfp4", "fp8", "int4"])
+def test_float_weights_dequantize_as_marlins_sequences(fmt, ops):
+    """Weight-only float formats pay, per weight and pass, the instructions of vLLM's Marlin sequences, counted by hand
+    from csrc/quantization/marlin/dequant.h (dequant<half2, kFE2M1f>, <half2, kFE4M3fn>) and the calls of
+    csrc/moe/marlin_moe_wna16/marlin_template.h's matmul, whose dequant_skip_flop drops the exponent rebias for fp8
+    e4m3 weights and for fp4 weights with e4m3 scales."""
+    plan = load_device("h100-sxm", calibrated=False).quant_plan(NumericFormat(**fmt))
+    assert plan.mixed_input and plan.weight_ops == pytest.approx(ops, rel=1e-12)
 
 
 def test_default_format_prices_as_before(a100):

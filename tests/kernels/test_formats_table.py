@@ -141,3 +141,34 @@ def test_quantized_activations_shrink_a_gemm_input_not_its_output(trace_of):
     assert table.act_bytes[q_proj] == 131_072
     assert table.with_format(NumericFormat(weight_bits=8, act_bits=8)).act_bytes[q_proj] == 98_304
     assert table.with_format(NumericFormat(weight_bits=4, act_bits=4)).act_bytes[q_proj] == 16_384 + 65_536
+
+
+NVFP4_W4A4 = NumericFormat(weight_bits=4, act_bits=4, weight_type="fp4_e2m1", act_type="fp4_e2m1", scale_type="e4m3",
+                           group_size=16)
+MXFP4_W4A4 = NumericFormat(weight_bits=4, act_bits=4, weight_type="fp4_e2m1", act_type="fp4_e2m1", scale_type="e8m0",
+                           group_size=32)
+
+
+@pytest.mark.parametrize("fmt, input_bits", [(NVFP4_W4A4, 4 + 8 / 16), (MXFP4_W4A4, 4 + 8 / 32)],
+                         ids=["nvfp4", "mxfp4"])
+def test_block_scaled_activations_move_their_scales(fmt, input_bits):
+    """Hand: a block-scaled fp4 GEMM's input moves 4 bits a value plus its block's 8-bit scale (NVFP4: an e4m3 per 16
+    values, 4.5 bits; MXFP4: an e8m0 per 32, 4.25 bits; OCP MX v1.0 Table 1); its 16-bit output is written as
+    traced. A B200 runs the format on its fp4 tensor cores (no 16-bit inputs), so these are the bytes it prices."""
+    from hw_models.registry import load_device
+
+    m, n, k = 64, 4096, 8192
+    gemm = Kernel(kind=KernelKind.GEMM, op="mm", flops=2.0 * m * n * k, weight_bytes=2.0 * k * n,
+                  act_bytes=2.0 * (m * k + m * n), kv_bytes=0.0, dtype="bf16", tensor_core=True, m=m, n=n, k=k, batch=1)
+    table = KernelTable.from_kernels([gemm]).with_format(fmt)
+    assert table.act_bytes[0] == pytest.approx(m * k * input_bits / 8 + m * n * 2)
+    assert table.weight_bytes[0] == pytest.approx(k * n * input_bits / 8)  # the weights by the same rule
+    plan = load_device("b200").quant_plan(fmt)
+    assert plan.dtype == plan.math_dtype == "fp4" and not plan.mixed_input
+
+
+def test_per_token_scaled_activations_move_no_scale_bytes():
+    """Integer activations (SmoothQuant's, QServe's: a scale per token) and fp8 activations beside integer weights
+    (a scale per tensor) count their values alone, 8 bits, whatever the weights' group scales."""
+    assert NumericFormat(weight_bits=8, act_bits=8).act_storage_bits == 8.0
+    assert NumericFormat(weight_bits=4, act_bits=8, act_type="fp8_e4m3").act_storage_bits == 8.0
