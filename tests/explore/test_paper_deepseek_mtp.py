@@ -8,7 +8,8 @@ H800s with 320-way expert parallelism, which is not modeled). The point here is 
 project already checks DeepSeek-R1 against (tests/explore/test_paper_vllm_deepseek.py: SGLang's mean TPOT within 2%
 at 64 requests in flight): block-scaled fp8 W8A8, tensor parallelism 8, the engine's custom all-reduce, a static batch
 of 64 sequences of 1,024 + 1,024 tokens, decoded plainly and with the MTP module drafting one token at acceptance 0.85
-and 0.90. Ours: 33.6 ms plain TPOT, 19.5 and 19.0 ms with MTP, 1.72x and 1.77x decode tokens/s (a step yields 1.85 and
+and 0.90. Ours: 33.6 ms plain TPOT, 19.5 and 19.0 ms with MTP, 1.71x and 1.75x decode tokens/s to the batch's
+last sequence, which finishes 9-11 steps after the mean one (sim/speculative.py ragged_steps; a step yields 1.85 and
 1.90 tokens in expectation and costs 1.08 plain steps: the verification's 128 rows reach the experts 64 rows already
 reach, and the MTP layer, run over the 2 tokens each sequence verified, is one of 62), within 20% of the report's 1.8x.
 """
