@@ -421,7 +421,8 @@ def test_fp4_is_drawn_on_the_roof_of_the_rate_it_runs_at(tmp_path: Path, evaluat
 def test_the_roofline_places_gemms_at_the_bytes_the_device_reads(tmp_path: Path, evaluator) -> None:
     """A decode GEMM of m = 1 token, k inputs and n outputs does 2nk FLOPs on nk weights of NVFP4's 4 + 8/16 bits
     (an e4m3 scale per 16) and reads mk inputs and writes mn outputs. An H100 runs NVFP4 weight-only (no fp4 tensor
-    cores: vLLM's Marlin W4A16), its inputs read at 16 bits; a B200's fp4 tensor cores read them at 4 bits. A 2:4
+    cores: vLLM's Marlin W4A16), its inputs read at 16 bits; a B200's fp4 tensor cores read them at NVFP4's 4.5 bits
+    (the inputs' e4m3 scales per 16 too). A 2:4
     point on an H100 (its sparse tensor cores) does half the FLOPs on half the 16-bit weights plus a 2-bit position
     each. The tiny model's weight GEMMs (n, k): q and o (64, 64), k and v (32, 64), gate, up and lm_head (128, 64),
     down (64, 128)."""
@@ -441,7 +442,7 @@ def test_the_roofline_places_gemms_at_the_bytes_the_device_reads(tmp_path: Path,
               "h100 2:4": DesignPoint(model=model, device="h100-sxm", batch=1, prompt=32, output=4, sparsity="2:4",
                                       execution="graphs")}
     expected = {"h100-sxm": {intensity(n, k, 4.5 / 8, 2.0) for n, k in shapes},
-                "b200": {intensity(n, k, 4.5 / 8, 0.5) for n, k in shapes},
+                "b200": {intensity(n, k, 4.5 / 8, 4.5 / 8) for n, k in shapes},
                 "h100 2:4": {intensity(n, k, 2.0 * (1 + 2 / 16), 2.0, kept=0.5) for n, k in shapes}}
     for name, point in points.items():
         row = normalize_row(point.row() | evaluator.evaluate(point).metrics)
