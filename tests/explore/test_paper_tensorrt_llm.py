@@ -7,8 +7,8 @@ Llama-2-7B in FP16 on an A100, scored as `explore validate` scores them.
 No term is fitted on these runs. The fp8 GEMMs are priced by H200's and L40S's fits of aiconfigurator's fp8 GEMMs
 (the H100 borrows H200's, the same GH100 SMs), kernels another tool timed; these are whole runs of an engine.
 
-Ours, in time, on one GPU: H100 FP8 +0.2% to +15.9% (median +2.9%), L40S FP8 +4.0% to +10.7% (median +6.3%), A100
-FP16 +5.5%.
+Ours, in time, on one GPU: H100 FP8 -2.9% to +10.2% (median +0.1%), L40S FP8 +4.0% to +10.8% (median +6.3%), A100
+FP16 +3.6%.
 Tensor-parallel on H100s: the miss below.
 """
 
