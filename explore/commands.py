@@ -321,8 +321,9 @@ def _speculative_traces(sweep, evaluator: Evaluator, dims: dict, serving: bool) 
                 for t in evaluator.speculative_passes(model, draft, spec, b, p).traced():
                     key = (evaluator.config(t.model), t.batch, t.prompt)
                     new = tuple(x for x in t.passes if x not in seen.setdefault(key, set()))
-                    seen[key].update(new)
-                    found.update({(*key, new): None} if new else {})
+                    if new:
+                        seen[key].update(new)
+                        found[(*key, new)] = None
     return list(found)
 
 

@@ -698,32 +698,37 @@ class Evaluator:
         self._check_draft(point)
         fmt, fusion, draft = point.numeric_format, self.fusion(point), point.knob("spec_draft")
         passes = self.speculative_passes(point.model, draft, spec, point.batch, point.prompt)
-        step = self._decode_passes(point, passes, fmt, fusion)
-        one = None if passes.one_sequence is None else self._decode_passes(point, passes.one_sequence, fmt, fusion)
+        one = None if passes.one_sequence is None else self._step_tables(point, passes.one_sequence, fmt, fusion)
         if passes.draft is None:  # Medusa heads
-            return SpeculativeTables(prefill=target.prefill, verify=step.verify, speculation=spec,
+            verify = self._step_tables(point, passes, fmt, fusion).verify
+            return SpeculativeTables(prefill=target.prefill, verify=verify, speculation=spec,
                                      window=target.attention_window, draft=None, one_sequence=one)
         # A draft shards over the target's tp devices, as vLLM's draft tensor parallelism does by default.
-        drafted, ep = passes.draft, self.draft_ep(point)
+        drafted = passes.draft
+        draft_tables = self.tables(drafted.model, drafted.batch, drafted.prompt, fmt, tp=point.tp,
+                                   ep=self.draft_ep(point), fusion=fusion)
+        step = self._step_tables(point, passes, fmt, fusion, draft_decode=draft_tables.decode)
         (_, first_query, _), = passes.draft_first.passes
         return SpeculativeTables(
             prefill=target.prefill, verify=step.verify, speculation=spec, window=target.attention_window,
-            draft=self.tables(drafted.model, drafted.batch, drafted.prompt, fmt, tp=point.tp, ep=ep, fusion=fusion),
-            draft_first=step.draft_first, draft_query=first_query,
+            draft=draft_tables, draft_first=step.draft_first, draft_query=first_query,
             draft_positions=self.config(drafted.model).max_positions, one_sequence=one)
 
-    def _decode_passes(self, point: DesignPoint, passes: SpeculativePasses, fmt: NumericFormat,
-                       fusion: str) -> DecodePasses:
+    def _step_tables(self, point: DesignPoint, passes: SpeculativePasses, fmt: NumericFormat, fusion: str,
+                     draft_decode: KernelTable | None = None) -> DecodePasses:
         """The kernels of a speculative step's passes: the verification (with Medusa heads over its rows) and the
-        draft's first and later steps."""
+        draft's first and later steps (`draft_decode` where the draft's tables hold it already: Evaluator.tables)."""
         verify = self._single_pass(passes.verify, fmt, point.tp, point.ep, fusion)
+        spec = self.speculation(point)
         if passes.draft is None:  # Medusa heads
-            rows = passes.verify.batch * self.speculation(point).verified
-            heads = medusa_head_table(self.config(point.model), self.speculation(point).drafted, rows, point.tp)
+            heads = medusa_head_table(self.config(point.model), spec.drafted, passes.verify.batch * spec.verified,
+                                      point.tp)
             return DecodePasses(verify=KernelTable.concat([verify, heads.with_format(fmt)]))
-        ep, decode = self.draft_ep(point), replace(passes.draft, passes=PLAIN_PASSES[1:])
+        ep = self.draft_ep(point)
+        if draft_decode is None:
+            draft_decode = self._single_pass(replace(passes.draft, passes=PLAIN_PASSES[1:]), fmt, point.tp, ep, fusion)
         return DecodePasses(verify=verify, draft_first=self._single_pass(passes.draft_first, fmt, point.tp, ep, fusion),
-                            draft_decode=self._single_pass(decode, fmt, point.tp, ep, fusion))
+                            draft_decode=draft_decode)
 
     def _single_pass(self, traced: TracedPasses, fmt: NumericFormat, tp: int, ep: int, fusion: str) -> KernelTable:
         """The kernels of a one-pass TracedPasses on one of `tp` devices, in format `fmt`."""

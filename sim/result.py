@@ -9,7 +9,7 @@ from functools import cached_property
 import numpy as np
 
 from sim.memory import MemoryFootprint
-from sim.serving_metrics import decode_span_s, per_decode_second, two_phase_peak_power_W
+from sim.serving_metrics import per_decode_second, two_phase_peak_power_W
 
 PHASES = ("prefill", "decode")
 
@@ -89,10 +89,11 @@ class SimResult:
         ttft_s, tpot_s and e2e_s are means over requests. tokens_per_s is end to end: output tokens (the first
         of each request included) over the makespan, prefill included. decode_tokens_per_s is decode only:
         output tokens after each request's first over the decode time, from the first token to the last finish
-        (sim/serving_metrics.py decode_span_s), the makespan: for a static batch of B requests of O output tokens
-        B x (O - 1) / (makespan_s - ttft_s). Decoded as one batch (no decode sub-batches, no speculation, whose
-        sequences finish apart while their timing is a sequence's in expectation) makespan_s = e2e_s, so
-        B x (O - 1) / (e2e_s - ttft_s) = B / tpot_s. NaN with one output token (nothing decoded).
+        (sim/serving_metrics.py decode_span_s; here, every request's first token from one prefill, to the makespan):
+        for a static batch of B requests of O output tokens B x (O - 1) / (makespan_s - ttft_s). Decoded as one
+        batch (no decode sub-batches, no speculation, whose sequences finish apart while their timing is a
+        sequence's in expectation) makespan_s = e2e_s, so B x (O - 1) / (e2e_s - ttft_s) = B / tpot_s.
+        NaN with one output token (nothing decoded).
         """
         groups = self.request_groups  # a few groups of requests with equal timings: plain sums over them
         if len(groups) == 1:  # a static batch decoded whole: the same sums of one term, without a generator each
@@ -104,9 +105,9 @@ class SimResult:
             decode_tokens = sum(g.count * (g.output_tokens - 1) for g in groups)
             totals = (sum(g.ttft_s * g.count for g in groups), sum(g.tpot_s * g.count for g in groups),
                       sum((g.finish_s - g.arrival_s) * g.count for g in groups))
-        # The last finish is the makespan's (a speculative batch's timing is a sequence's, ending before it).
-        decode_s = decode_span_s([g.first_token_s for g in groups],
-                                 [*(g.finish_s for g in groups[:-1]), max(groups[-1].finish_s, self.makespan_s)])
+        # Every group's first token comes from the one prefill, and the last finish is the makespan's (a speculative
+        # batch's timing is a sequence's in expectation, ending before it).
+        decode_s = max(0.0, self.makespan_s - min(g.first_token_s for g in groups))
         energy_J = self.energy_J
         static_J = self.energy_parts_J["static_J"]
         # Two phases drawing evenly: the prefill up to the first token, then the decode (every group's first token

@@ -409,31 +409,28 @@ def evaluate_speculative(device, tables: SpeculativeTables, workload: BatchWorkl
         else:
             tail, saved = _ragged_costs(batch, speculative, alone[0], steps,
                                         ragged_steps(batch, workload.decode_steps, spec))
-    first_token_s = (sum(float(p.time_s.sum()) for p in priced_prefills) + sum(prefill_waits_s)
-                     + sum(p.total("time_s") for p in before))
+    ahead = _totals(before, [1.0] * len(before))
+    first_token_s = sum(float(p.time_s.sum()) for p in priced_prefills) + sum(prefill_waits_s) + ahead["time_s"]
     decode_s, tail_s = decoded["time_s"], tail.get("time_s", 0.0)
-    prefill_J = (sum(float(getattr(p, name).sum()) for p in priced_prefills for name in DYNAMIC_ENERGY_FIELDS)
-                 + sum(p.total(name) for p in before for name in DYNAMIC_ENERGY_FIELDS))
-    energy = {name: sum(float(getattr(p, name).sum()) for p in priced_prefills)
-              + sum(p.total(name) for p in before) + decoded[name] + tail.get(name, 0.0)
-              for name in DYNAMIC_ENERGY_FIELDS}
+    prefill_J = {name: sum(float(getattr(p, name).sum()) for p in priced_prefills) + ahead[name]
+                 for name in DYNAMIC_ENERGY_FIELDS}
+    energy = {name: prefill_J[name] + decoded[name] + tail.get(name, 0.0) for name in DYNAMIC_ENERGY_FIELDS}
     energy["static_J"] = device.idle_power_W * (first_token_s + decode_s + tail_s)
     by_class: dict[str, float] = {}
     for table, costs in zip(prefills, priced_prefills, strict=True):
         for label, mask in table.class_masks.items():
             by_class[label] = by_class.get(label, 0.0) + float(costs.time_s[mask].sum())
-    for part in before:
-        for label, total in part.class_totals("time_s").items():
-            by_class[label] = by_class.get(label, 0.0) + total
-    for label in [name for name in decoded if name not in ("time_s", HOST_WAIT, *DYNAMIC_ENERGY_FIELDS)]:
-        by_class[label] = by_class.get(label, 0.0) + decoded[label] + tail.get(label, 0.0)
-    by_class[HOST_WAIT] = sum(prefill_waits_s) + sum(p.wait_s for p in before) + decoded[HOST_WAIT] + tail.get(
-        HOST_WAIT, 0.0)
+    # The draft's steps before the first token, the decode steps and the tail's busy time by class, then the waits.
+    parts = (ahead, decoded, tail)
+    for part in parts:
+        for label in [name for name in part if name not in ("time_s", HOST_WAIT, *DYNAMIC_ENERGY_FIELDS)]:
+            by_class[label] = by_class.get(label, 0.0) + part[label]
+    by_class[HOST_WAIT] = sum(prefill_waits_s) + sum(part.get(HOST_WAIT, 0.0) for part in parts)
     timing = RequestTiming(count=batch, arrival_s=0.0, first_token_s=first_token_s,
                            finish_s=first_token_s + decode_s - saved.get("time_s", 0.0),
                            output_tokens=workload.output_len)
     return SimResult(request_groups=(timing,), makespan_s=first_token_s + decode_s + tail_s, memory=memory,
-                     energy_parts_J=energy, time_by_class_s=by_class, prefill_dynamic_J=prefill_J)
+                     energy_parts_J=energy, time_by_class_s=by_class, prefill_dynamic_J=sum(prefill_J.values()))
 
 
 class ServingSpeculation:
