@@ -95,6 +95,27 @@ def test_a_module_at_16_bits_runs_unquantized():
     assert np.allclose(table.act_bytes[attention], traced.act_bytes[attention])  # 16-bit activations too
 
 
+@pytest.mark.parametrize("fmt", [
+    NumericFormat(weight_bits=4, act_bits=8, attn_weight_bits=8, edge_layer_bits=6, head_bits=16),
+    NumericFormat(weight_bits=8, act_bits=8, weight_type="fp8_e4m3", act_type="fp8_e4m3", scale_type="e8m0",
+                  group_size=32, mlp_weight_bits=16),
+], ids=["w4a8 int at three widths", "mxfp8 with a 16-bit mlp"])
+def test_16bit_inputs_restore_the_traced_activations_at_every_width(fmt):
+    """A weight-only kernel reads the traced 16-bit input (2 bytes an element) whatever the width of its row's
+    weights: every quantized row of a mixed format gets back its traced activation bytes, m (k + n) x 2, and each
+    row's bytes under the format are m (k x act_storage_bits / 8 + n x 2) by hand."""
+    traced = _model_table()
+    table = traced.with_format(fmt)
+    quantized = table.weight_bits < 16
+    assert fmt.mixed and len(np.unique(table.weight_bits)) >= 2
+    for i, kernel in enumerate(traced.kernels):
+        if quantized[i]:
+            by_hand = kernel.m * (kernel.k * fmt.act_storage_bits / 8.0 + kernel.n * 2.0)
+            assert table.act_bytes[i] == pytest.approx(by_hand)
+    restored = table.with_16bit_inputs(np.ones(len(table), dtype=bool))
+    assert np.allclose(restored.act_bytes, [2.0 * k.m * (k.k + k.n) for k in traced.kernels])
+
+
 def test_more_bits_in_any_module_never_fewer_bytes():
     traced = _model_table()
     widths = (0, 4, 6, 8, 16)
