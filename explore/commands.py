@@ -636,8 +636,7 @@ def _op_rows(args, point: DesignPoint, evaluator: Evaluator, evaluation) -> list
     """The per-op table's rows where --ops asks for them (a static point: a serving run has no one pass)."""
     if not args.ops:
         return None
-    return op_rows(evaluation.tables, evaluator.point_device(point), point.execution,
-                   evaluator.speculative_tables(point, evaluation.tables))
+    return op_rows(evaluation.tables, evaluator.point_device(point), point.execution, evaluation.speculative)
 
 
 def _set_inputs(point: DesignPoint) -> dict:

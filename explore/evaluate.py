@@ -131,6 +131,7 @@ class Evaluation:
     metrics: dict[str, Any]
     result: SimResult | ServingResult | None  # None: the point does not fit in memory and was not simulated
     tables: PassTables | None  # None for a serving point (its iterations come from a step template)
+    speculative: SpeculativeTables | None = None  # a speculative static point's passes (Evaluator.speculative_tables)
 
 
 # A model's prefill and its first decode step, one token a sequence each (Evaluator.tables).
@@ -451,7 +452,7 @@ class Evaluator:
         else:
             result = evaluate_analytic(device, tables, workload, memory, execution=point.execution, traffic=traffic)
         return Evaluation(point=point, metrics=_metrics(result, memory, reason, device, offloaded_B=memory.offloaded_B),
-                          result=result, tables=tables)
+                          result=result, tables=tables, speculative=speculative)
 
     def _check_offload(self, point: DesignPoint) -> None:
         """Offloading runs a static batch over a host link (InputError otherwise; what it does not model beside it is
@@ -913,10 +914,7 @@ class Evaluator:
             raise InputError(f"{name}: found {point.knob(name)!r} with serving:, allowed: {allowed} ({why})")
         if point.serving.attends_apart:
             self._check_attention(point)
-        pools = [(point.device, ())] + ([(point.serving.prefill_device, point.prefill_overrides)]
-                                        if point.serving.disaggregated else []) + (
-            [(point.serving.mixed_device, point.mixed_overrides)] if point.serving.mixed else [])
-        for name, own in pools:
+        for _, _, name, own in serving_pools(point):
             on_pool = pool_point(point, name, own)
             self._host_link_Bps(on_pool, self.point_device(on_pool))  # a pool's link to swap over
 
@@ -948,15 +946,13 @@ class Evaluator:
         rate that meets the SLO when the spec asks for a capacity search."""
         spec = point.serving
         self._check_serving(point)
-        device = self.point_device(point)
+        device, held = self.point_device(point), self.pool_hardware(point)
         if reason := point.unjudged():  # what the run would answer is not what the point asks: nothing of it is built
-            return Evaluation(point=point, metrics=_serving_unrun(spec, None, reason, device), result=None,
+            return Evaluation(point=point, metrics=_serving_unrun(spec, None, reason, device, held), result=None,
                               tables=None)
         cfg = self.config(point.model)
+        pools = [self._pool(point, fmt, role, replicas, name, own) for role, replicas, name, own in serving_pools(point)]
         if spec.disaggregated:
-            pools = [self._pool(point, fmt, "prefill", spec.prefill_replicas, spec.prefill_device,
-                                point.prefill_overrides),
-                     self._pool(point, fmt, "decode", spec.replicas)]
             link = load_link_model(spec.handoff_link)
 
             # Each of a replica's tp x pp devices sends its shard of the KV (its heads of its stage's layers) over its
@@ -969,10 +965,7 @@ class Evaluator:
             def transfer_s(message_B: float) -> float:
                 return float(link.collective_time_s("send_recv", message_B / ports, 2))
         else:
-            # A fleet of mixed devices: the point's replicas, then the others', one router over them all.
-            pools, transfer_s = [self._pool(point, fmt, "serve", spec.replicas)] + (
-                [self._pool(point, fmt, "serve", spec.mixed_replicas, spec.mixed_device, point.mixed_overrides)]
-                if spec.mixed else []), None
+            transfer_s = None
         memory = pools[-1 if spec.disaggregated else 0].memory  # the point's own device's pool
 
         def run(rate: float | None) -> ServingResult:

@@ -199,9 +199,9 @@ class DetailSource:
     def _kernels(self, point: DesignPoint) -> dict[str, Any]:
         evaluator = self.evaluator
         device = evaluator.device(point.device, point.overrides, point.use_calibration)
-        tables = evaluator.evaluate(point).tables
+        evaluation = evaluator.evaluate(point)
+        tables, speculative = evaluation.tables, evaluation.speculative
         # A speculative point decodes in verification passes (k + 1 query tokens a sequence): its decode step drawn.
-        speculative = evaluator.speculative_tables(point, tables)
         decode = tables.decode if speculative is None else speculative.verify
         # Each pass priced as the run prices it: on the point's system (its all-reduces on the link), in the launch
         # mode of the pass (an engine replays its decode steps from CUDA graphs); the roofs are one device's.
