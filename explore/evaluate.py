@@ -365,6 +365,22 @@ class Evaluator:
         attending = pool_point(point, point.serving.attention_device, point.attention_overrides)
         return self.device(attending.device, attending.overrides, calibrated=point.use_calibration)
 
+    def pool_hardware(self, point: DesignPoint) -> list[PoolHardware]:
+        """The hardware of each of a serving point's pools (serving_pools), as its spec sets them: what its run
+        prices and a point not run shows."""
+        spec, held = point.serving, []
+        for role, replicas, name, own in serving_pools(point):
+            on_pool, kind = pool_point(point, name, own), _pool_kind(role, name)
+            scaling = spec.autoscaling(kind)
+            # A prefill pool's replicas attend on their own devices (Evaluator._pool's cost model).
+            attending = ((spec.attention_devices, self.attention_device(point)),) if (
+                spec.attends_apart and role != "prefill") else ()
+            held.append(PoolHardware(name=_pool_name(on_pool, kind),
+                                     replicas=replicas if scaling is None else scaling.max_replicas,
+                                     replica=((1, self.point_device(on_pool)), *attending),
+                                     autoscaled=scaling is not None))
+        return held
+
     def evaluate(self, point: DesignPoint, *, event_sim: bool = False, timeline: bool = False,
                  price_infeasible: bool = False) -> Evaluation:
         """Metrics of one design point; event_sim runs the SimPy simulation instead of the analytic sum.
@@ -833,9 +849,8 @@ class Evaluator:
         if spec.kv_store_GB and not store_blocks:
             raise InputError(f"kv_store_GB: found {spec.kv_store_GB:g}, allowed: 0 (none) or at least one KV block, "
                              f"{memory.kv_block_B / 1e9:.3g} GB")
-        # A fleet's mixed replicas are a pool of their own, apart from the point's though they be of its device.
-        kind = "mixed" if role == "serve" and device_name else role
-        return Pool(name=f"{kind} ({point.device})", role=role, replicas=replicas, costs=costs,
+        kind = _pool_kind(role, device_name)
+        return Pool(name=_pool_name(point, kind), role=role, replicas=replicas, costs=costs,
                     scheduler=spec.scheduler, limits=limits, memory=memory, idle_power_W=idle_W,
                     router=spec.router or DEFAULT_ROUTER,
                     # A fleet's mixed replicas scale by mixed_max_replicas, the point's own pools by theirs.
@@ -951,7 +966,8 @@ class Evaluator:
             return Evaluation(point=point, metrics=_serving_unrun(spec, None, reason, device, held), result=None,
                               tables=None)
         cfg = self.config(point.model)
-        pools = [self._pool(point, fmt, role, replicas, name, own) for role, replicas, name, own in serving_pools(point)]
+        pools = [self._pool(point, fmt, role, replicas, name, own)
+                 for role, replicas, name, own in serving_pools(point)]
         if spec.disaggregated:
             link = load_link_model(spec.handoff_link)
 
@@ -997,19 +1013,19 @@ class Evaluator:
             else:
                 result = results.setdefault(None, run(None))
         except _InfeasibleError as err:
-            return Evaluation(point=point, metrics=_serving_unrun(spec, memory, str(err), device, pools, err.fits),
+            return Evaluation(point=point, metrics=_serving_unrun(spec, memory, str(err), device, held, err.fits),
                               result=None, tables=None)
-        metrics = _metrics(result, memory, "", device, pools)
+        metrics = _metrics(result, memory, "", device, held)
         if spec.capacity:
             metrics["capacity_rps"] = capacity
             metrics.update(found.metrics())
         return Evaluation(point=point, metrics=metrics, result=result, tables=None)
 
 
-def _serving_unrun(spec, memory, reason: str, device, pools: list[Pool] | None = None,
-                   fits: bool = True) -> dict[str, Any]:
+def _serving_unrun(spec, memory, reason: str, device, pools: list[PoolHardware], fits: bool = True) -> dict[str, Any]:
     """The metrics of a serving point not run for `reason`: every column its run would fill NaN, those the spec's
-    settings add too; `memory` and `pools` None where nothing of the point was built (DesignPoint.unjudged)."""
+    settings add too, its hardware every pool's; `memory` None where nothing of the point was built
+    (DesignPoint.unjudged)."""
     metrics = _metrics(None, memory, reason, device, pools, fits=fits)
     metrics.update(dict.fromkeys(SERVING_METRICS, math.nan))
     if spec.prioritized:  # the columns priorities add (sim/serving_metrics.py)
@@ -1034,6 +1050,39 @@ def _autoscaling(spec, weights_B: float, role: str) -> Autoscaling | None:
     return replace(scaling, cold_start_s=weights_B / (load_link(COLD_START_LINK).bandwidth_GBps * 1e9))
 
 
+def serving_pools(point: DesignPoint) -> list[tuple[str, int, str, tuple]]:
+    """A serving point's pools in the order its run serves them: each one's role, replicas, device ('' the point's)
+    and own what-ifs; a prefill pool then the decode pool, or the point's replicas then a fleet's mixed ones."""
+    spec = point.serving
+    if spec.disaggregated:
+        return [("prefill", spec.prefill_replicas, spec.prefill_device, point.prefill_overrides),
+                ("decode", spec.replicas, "", ())]
+    return [("serve", spec.replicas, "", ())] + (
+        [("serve", spec.mixed_replicas, spec.mixed_device, point.mixed_overrides)] if spec.mixed else [])
+
+
+def _pool_kind(role: str, device_name: str) -> str:
+    """A pool's kind, what names it and picks its autoscaling: its role, or 'mixed' for a fleet's other replicas (a
+    pool of their own, apart from the point's though they be of its device)."""
+    return "mixed" if role == "serve" and device_name else role
+
+
+def _pool_name(on_pool: DesignPoint, kind: str) -> str:
+    """The name of a pool of `kind` on its point (pool_point)."""
+    return f"{kind} ({on_pool.device})"
+
+
+@dataclass(frozen=True)
+class PoolHardware:
+    """A serving pool's hardware: the replicas it makes (every one it may scale to) and one replica's devices (or
+    systems) and how many of each, its attention devices included."""
+
+    name: str
+    replicas: int
+    replica: tuple[tuple[int, Any], ...]
+    autoscaled: bool
+
+
 def pool_point(point: DesignPoint, device_name: str, own: tuple = ()) -> DesignPoint:
     """A serving pool's point: on `device_name` without the point's device what-ifs, its devices joined by their own
     link where their preset names one (an L4 pair by PCIe, whatever joins the point's H100s), else by the point's link
@@ -1051,19 +1100,13 @@ def pool_point(point: DesignPoint, device_name: str, own: tuple = ()) -> DesignP
 CALIBRATION_ORDER = ("none", "sibling", "fitted")
 
 
-def _replica_devices(pool: Pool) -> list[tuple[int, Any]]:
-    """One replica's devices (or systems) of a pool and how many of each: its own, and its attention devices."""
-    attention = pool.costs.attention
-    return [(1, pool.costs.device)] + ([] if attention is None else [(attention.devices, attention.device)])
-
-
-def _pool_devices(pools: list[Pool]) -> list[tuple[int, Any]]:
+def _pool_devices(pools: list[PoolHardware]) -> list[tuple[int, Any]]:
     """Every pool's devices (or systems) and how many of each: its replicas' (every one an autoscaled pool may hold)
     and their attention devices."""
-    return [(pool.made_replicas * count, device) for pool in pools for count, device in _replica_devices(pool)]
+    return [(pool.replicas * count, device) for pool in pools for count, device in pool.replica]
 
 
-def _pools_hardware(pools: list[Pool]) -> tuple[float, SystemPrice, float]:
+def _pools_hardware(pools: list[PoolHardware]) -> tuple[float, SystemPrice, float]:
     """Area, price and TDP of every replica of every pool, its attention devices included."""
     held = _pool_devices(pools)
 
@@ -1169,7 +1212,8 @@ _CLASS_TIMES = tuple((c, f"time_{c}_s") for c in TIME_CLASSES)
 
 
 def _metrics(result: SimResult | ServingResult | None, memory, reason: str, device,
-             pools: list[Pool] | None = None, offloaded_B: float = 0.0, fits: bool | None = None) -> dict[str, Any]:
+             pools: list[PoolHardware] | None = None, offloaded_B: float = 0.0,
+             fits: bool | None = None) -> dict[str, Any]:
     """The results row's metrics; area and price are the device's (or system's), or every pool replica's;
     offloaded_B what the point keeps in host memory; `fits`: whether memory holds a point that cannot run for
     another reason (default: whether it runs); `memory` None where a point not run was not built (DesignPoint.unjudged):
@@ -1187,26 +1231,25 @@ def _metrics(result: SimResult | ServingResult | None, memory, reason: str, devi
     metrics.update(fits_in_memory=(not reason if fits is None else fits) if built else None, infeasible_reason=reason,
                    offloaded_B=offloaded_B if built else math.nan)
     metrics.update(hardware_metrics(device, metrics["tokens_per_s"], pools))
-    if pools and any(pool.autoscaling is not None for pool in pools):  # it rents the replica-hours its pools held
+    if pools and any(pool.autoscaled for pool in pools):  # it rents the replica-hours its pools held
         usd_per_hour = _held_usd_per_hour(pools, result) if result is not None else math.nan
         metrics.update(usd_per_hour=usd_per_hour, tokens_per_usd=metrics["tokens_per_s"] / (usd_per_hour / 3600))
     return metrics
 
 
-def _held_usd_per_hour(pools: list[Pool], result: ServingResult) -> float:
+def _held_usd_per_hour(pools: list[PoolHardware], result: ServingResult) -> float:
     """What pools, some autoscaled, rent an hour on average: each pool's replicas' hourly price (and their attention
     devices') over the replica-hours it held (NaN where a device publishes no hourly price)."""
     total = 0.0
     for pool in pools:
-        devices = _replica_devices(pool)
-        if any(device.price.usd_per_hour is None for _, device in devices):
+        if any(device.price.usd_per_hour is None for _, device in pool.replica):
             return math.nan
-        each = sum(count * device.price.usd_per_hour for count, device in devices)
+        each = sum(count * device.price.usd_per_hour for count, device in pool.replica)
         total += each * result.held_replica_s[pool.name] / result.makespan_s
     return total
 
 
-def hardware_metrics(device, tokens_per_s, pools: list[Pool] | None = None) -> dict[str, Any]:
+def hardware_metrics(device, tokens_per_s, pools: list[PoolHardware] | None = None) -> dict[str, Any]:
     """The metrics of the hardware itself (the device's or system's, or every pool replica's), and output tokens
     per dollar of its hourly price at `tokens_per_s` (a number, or an array over a block of points)."""
     area_mm2, price, tdp_W = _pools_hardware(pools) if pools else (device.area_mm2, device.price, device.tdp_W)
