@@ -228,7 +228,7 @@ def _add_serving_flags(run: argparse.ArgumentParser) -> None:
     from sim.autoscalers import METRICS as AUTOSCALE_METRICS
     from sim.routers import DEFAULT_ROUTER, ROUTERS
     from sim.schedulers import QUEUE_POLICIES, SCHEDULERS
-    from sim.serving_spec import ARRIVALS, BUSY_ACTIONS, KV_LINK, LAMINA_LINK, PREFIX_ATTENTIONS, ServingSpec
+    from sim.serving_spec import ARRIVALS, BUSY_ACTIONS, LAMINA_LINK, PREFIX_ATTENTIONS, ServingSpec
     from sim.slowdown import SLOWDOWN_PRESETS
 
     spec = ServingSpec()  # the flags' defaults are the spec's
@@ -351,7 +351,8 @@ def _add_serving_flags(run: argparse.ArgumentParser) -> None:
     g.add_argument("--client-retry-s", type=number,
                    help="the first retry's backoff, doubling at each retry up to 8 s (default 0.5, OpenAI's client)")
     g.add_argument("--kv-link",
-                   help=f"the link KV crosses from the prefill to the decode pool (default {KV_LINK})")
+                   help="the link KV crosses from the prefill to the decode pool (default: the pools' devices' node "
+                        "link, infiniband-hdr for A100s, infiniband-ndr otherwise; the slower where they differ)")
     g.add_argument("--attention-device", default="",
                    help="run the attention of the serving (or decode) pool on devices of this kind apart from the "
                         "model's, which then hold the KV cache (model-attention disaggregation, Lamina); default: "

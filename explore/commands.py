@@ -966,7 +966,8 @@ def _assumptions(point: DesignPoint, device, config: ModelConfig) -> str:
         rate = (f"capacity search in {s.capacity[0]:g}-{s.capacity[1]:g} req/s" if s.capacity
                 else f"{s.rate_per_s:g} req/s" if s.rate_per_s else "the trace's arrival times")
         pools = (f"{count_label(s.prefill_replicas, 'prefill replica')} ({_named(s.prefill_device or point.device)}) "
-                 f"handing KV over {s.handoff_link} to {count_label(s.replicas, 'decode replica')}" if s.disaggregated
+                 f"handing KV over {s.handoff_link(point.device)} to {count_label(s.replicas, 'decode replica')}"
+                 if s.disaggregated
                  else count_label(s.replicas, "replica") if s.replicas else "no replica while idle")
         if s.mixed:
             devices = point.tp * point.pp  # each mixed replica is laid out as the point's replicas are

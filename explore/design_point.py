@@ -69,7 +69,7 @@ class DesignPoint:
         if values["serving"] is None:
             del values["serving"]  # static points keep the keys they had before serving existed
         else:
-            values["serving"] = values["serving"].key_text()
+            values["serving"] = values["serving"].key_text(self.device)
         if values["tp"] == 1 and not values["link"]:
             del values["tp"], values["link"]  # one-device points keep their keys
         if values["pp"] == 1:

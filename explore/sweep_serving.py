@@ -217,7 +217,7 @@ class Serving(Strict):
     # A rejected request's client retrying it (OpenAI's client backs off from 0.5 s, doubling).
     client_retries: one_or_more(knob_type(KNOBS["client_retries"])) | None = None
     client_retry_s: one_or_more(knob_type(KNOBS["client_retry_s"])) | None = None
-    kv_link: str | None = None  # the link each request's KV crosses from the prefill to the decode pool (KV_LINK)
+    kv_link: str | None = None  # the link each request's KV crosses from the prefill to the decode pool (handoff_link)
     router: one_or_more(knob_type(KNOBS["router"])) | None = None  # how a pool picks a replica (least_requests)
     # How decode attention reads the shared prefix (paged); a list compares the two.
     prefix_attention: one_or_more(knob_type(KNOBS["prefix_attention"])) | None = None

@@ -8,6 +8,7 @@ from functools import cache
 
 import numpy as np
 
+from hw_models.link import default_node_link, load_link
 from sim.admission import CLIENT_RETRY_S, Admission
 from sim.attention_pool import PLACEMENTS
 from sim.autoscalers import AUTOSCALERS, LOAD_PREDICTORS, Autoscaling, on_metric
@@ -49,11 +50,9 @@ KEY_NEUTRAL_DEFAULTS = frozenset({"prompt_batch_tokens", "slo_slowdown", "router
                                   "autoscale_interval_s", "busy_kv_usage", "busy_prefill_tokens",
                                   "autoscale_predictor", "mixed_max_replicas", "busy_waiting_requests", "busy_action",
                                   "client_retries", "client_retry_s"})
-# The link a prefill pool hands each request's KV over where kv_link is not given (a DGX's InfiniBand NDR NIC per GPU).
+# How a spec without a prefill pool, which reads no kv_link, keys it: the one default specs stored before kv_link could
+# be left unset wrote out (a DGX H100's InfiniBand NDR NIC per GPU), so stored results keep their keys.
 KV_LINK = "infiniband-ndr"
-# Fields whose None stands for a default that specs stored before it could be left unset wrote out: keyed as that
-# default, so stored results keep their keys (and a default given by name is the same design as one left out).
-KEYED_AS_DEFAULT = {"kv_link": KV_LINK}
 # What a new replica's cold start reads its weights over, where cold_start_s is not given: a local NVMe SSD (the
 # link preset's datasheet read rate); the engine's own start (CUDA graph capture, warm-up) is not counted.
 COLD_START_LINK = "nvme-pcie4-x4"
@@ -153,7 +152,7 @@ class ServingSpec:
     replicas: int = 1
     prefill_replicas: int = 0
     prefill_device: str = ""
-    kv_link: str | None = None  # None: KV_LINK (handoff_link)
+    kv_link: str | None = None  # None: the pools' devices' node link (handoff_link)
     # A heterogeneous fleet: mixed_replicas replicas of mixed_device serving requests whole beside the replicas of the
     # point's device, one router picking among them all (Melange's mix of GPU types). 0: the point's replicas alone.
     mixed_device: str = ""
@@ -218,17 +217,21 @@ class ServingSpec:
     # those whose KV the model's devices' memory does not hold, the model's devices attending to theirs (hybrid, APEX).
     attention_placement: str = "apart"
 
-    def key_text(self) -> str:
+    def key_text(self, device: str) -> str:
         """The text a design point's key hashes (explore/design_point.py canonical): the dataclass repr, less the
-        fields at a default that specs written before those fields existed lack, so stored results keep their keys."""
+        fields at a default that specs written before those fields existed lack, so stored results keep their keys; on
+        `device`, the point's, whose pools' node link a kv_link left out stands for."""
         shown = (f for f in fields(self) if not (f.name in KEY_NEUTRAL_DEFAULTS and getattr(self, f.name) == f.default)
                  and not (f.name in ATTENTION_FIELDS and not self.attends_apart))
-        return f"{type(self).__name__}({', '.join(f'{f.name}={self._keyed(f.name)!r}' for f in shown)})"
+        return f"{type(self).__name__}({', '.join(f'{f.name}={self._keyed(f.name, device)!r}' for f in shown)})"
 
-    def _keyed(self, name: str) -> object:
-        """A field's value as its key writes it: a None of KEYED_AS_DEFAULT as the default it stands for."""
+    def _keyed(self, name: str, device: str) -> object:
+        """A field's value as its key writes it: a kv_link left out as the link it stands for (a default given by name
+        is the same design, and a point priced over another default is another), KV_LINK where none is read."""
         value = getattr(self, name)
-        return KEYED_AS_DEFAULT[name] if value is None and name in KEYED_AS_DEFAULT else value
+        if name != "kv_link" or value is not None:
+            return value
+        return self.handoff_link(device) if self.disaggregated else KV_LINK
 
     def __post_init__(self) -> None:
         unset_requests = self.requests is None
@@ -674,10 +677,14 @@ class ServingSpec:
                    | ({"attention_link": self.pool_link} if self.attends_apart else {})
                    | ({"attention_micro_batches": None} if self.micro_batches_unread else {}))}
 
-    @property
-    def handoff_link(self) -> str:
-        """The link each request's KV crosses from the prefill to the decode pool: kv_link, else KV_LINK."""
-        return self.kv_link or KV_LINK
+    def handoff_link(self, device: str) -> str:
+        """The link each request's KV crosses from the prefill pool to the decode pool on `device` (the point's):
+        kv_link, else the pools' devices' node link (hw_models/link.py default_node_link: the fabric their nodes
+        have), the slower where the two pools' differ, as the KV leaves one device's port for the other's."""
+        if self.kv_link:
+            return self.kv_link
+        links = sorted({default_node_link(name) for name in (self.prefill_device or device, device)})
+        return links[0] if len(links) == 1 else min(links, key=lambda name: load_link(name).bandwidth_GBps)
 
     @property
     def pool_link(self) -> str:

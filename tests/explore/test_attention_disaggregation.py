@@ -132,7 +132,7 @@ def test_a_point_without_an_attention_device_keeps_its_key():
     spec = ServingSpec(scheduler="chunked", requests=200, rate_per_s=4.0)
     point = DesignPoint(model="llama-2-7b", device="h100-sxm", batch=256, prompt=0, output=0, serving=spec)
     assert point.point_id == "1975a0ffdaf012dc"  # as tests/explore/test_serving_sweep.py holds it
-    assert "attention" not in spec.key_text() and not any(k.startswith("attention") for k in spec.columns())
+    assert "attention" not in spec.key_text("h100-sxm") and not any(k.startswith("attention") for k in spec.columns())
 
 
 SERVING = """  requests: 12

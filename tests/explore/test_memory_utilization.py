@@ -51,7 +51,7 @@ def test_a_share_of_1_is_the_run_without_the_setting(evaluator):
     unset, whole = (evaluator.evaluate(_point(share)).metrics for share in (None, 1.0))
     assert unset.keys() == whole.keys()
     assert all(unset[k] == whole[k] or unset[k] != unset[k] and whole[k] != whole[k] for k in unset)
-    assert "memory_utilization" not in ServingSpec().key_text()
+    assert "memory_utilization" not in ServingSpec().key_text("h100-sxm")
     assert "memory_utilization" not in ServingSpec().columns()
 
 

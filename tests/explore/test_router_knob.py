@@ -32,7 +32,7 @@ def test_a_point_that_leaves_the_router_out_keeps_its_key_and_one_that_sets_it_g
     spec = ServingSpec(scheduler="chunked", requests=200, rate_per_s=4.0)
     point = DesignPoint(model="llama-2-7b", device="h100-sxm", batch=256, prompt=0, output=0, serving=spec)
     assert point.point_id == "1975a0ffdaf012dc"  # as tests/explore/test_serving_sweep.py holds it
-    assert "router" not in spec.key_text() and spec.router is None  # least_requests: the pools' default
+    assert "router" not in spec.key_text("h100-sxm") and spec.router is None  # least_requests: the pools' default
     routed = replace(point, serving=replace(spec, router="least_tokens"))
     assert routed.point_id != point.point_id
 

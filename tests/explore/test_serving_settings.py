@@ -206,10 +206,11 @@ def test_the_default_kv_link_given_without_a_prefill_pool_is_refused(tmp_path, c
     """--kv-link naming the link a prefill pool uses by default, with no prefill pool: given, so refused in one line as
     any other link is (it was taken for the default left out), by the run and by a sweep alike; and a spec that leaves
     kv_link out is the same design as one naming the default (one key, one link), as stored keys were written."""
-    default = ServingSpec().handoff_link
+    default = ServingSpec().handoff_link("h100-sxm")
     _refused_by_both("kv_link", LENGTHS, ("--kv-link", default), f"  kv_link: {default}\n", tmp_path, capsys)
     named = ServingSpec(kv_link=default)
-    assert ServingSpec().key_text() == named.key_text() and named.handoff_link == default
+    assert ServingSpec().key_text("h100-sxm") == named.key_text("h100-sxm")
+    assert named.handoff_link("h100-sxm") == default
 
 
 @pytest.mark.parametrize("key", ["kv_link", "prefill_device"])

@@ -121,5 +121,5 @@ def test_bad_max_decode_preemptions_is_one_line(value):
 
 def test_the_knob_reaches_the_scheduler_and_leaves_keys_at_its_default():
     assert ServingSpec(scheduler="orca", max_decode_preemptions=4).limits().max_decode_preemptions == 4
-    assert "max_decode_preemptions" not in ServingSpec(scheduler="orca").key_text()
+    assert "max_decode_preemptions" not in ServingSpec(scheduler="orca").key_text("h100-sxm")
     assert ServingSpec(scheduler="orca").limits() == SchedulerLimits(max_seqs=256)
