@@ -649,8 +649,9 @@ def _set_inputs(point: DesignPoint) -> dict:
 def _print_metrics(metrics: dict) -> None:
     width = max(len(k) for k in metrics)
     for key, value in metrics.items():
-        # None: a number with no value (NaN in results.csv: a price the preset does not publish), as the report says it
-        shown = f"{value:.6g}" if isinstance(value, float) else "n/a" if value is None else value
+        # None: a number with no value (NaN in results.csv: a price the preset does not publish), as the report says it;
+        # a yes/no as 1 or 0, as the float flags (capacity_judged) show.
+        shown = f"{value:.6g}" if isinstance(value, float | bool) else "n/a" if value is None else value
         print(f"{key:<{width}}  {shown}")
 
 

@@ -252,7 +252,9 @@ class ServingSpec:
         if self.arrival != "trace" and self.rate_per_s is None and self.capacity is None:
             timed = " (or with arrival 'trace': the trace's own times)" if self.trace and \
                 trace_requests(self.trace).has_arrivals else ""
-            raise InputError(f"rate_per_s: found none for {self.arrival} arrivals, allowed: a rate > 0 req/s{timed}")
+            raise InputError(f"rate_per_s: found {self.arrival} arrivals without a rate, allowed: a rate > 0 req/s, "
+                             f"or a search for the highest rate meeting an SLO with capacity (low and high req/s)"
+                             f"{timed}")
         for name in ("requests", "max_seqs", "max_batched_tokens", "chunk_tokens", "block_tokens", "replicas",
                      "attention_devices", "attention_micro_batches"):
             value = getattr(self, name)

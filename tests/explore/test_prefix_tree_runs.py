@@ -55,7 +55,8 @@ def test_a_bad_line_is_one_line_exit_2(tmp_path, capsys):
 def test_a_timed_trace_without_a_rate_is_offered_its_own_times(tmp_path, capsys):
     assert main([*RUN, "--trace", str(_trace(tmp_path, _calls(3)))]) == 2
     err = capsys.readouterr().err
-    assert "--rate: found none for poisson arrivals, allowed: a rate > 0 req/s (or with --arrival 'trace'" in err, err
+    assert "--rate: found poisson arrivals without a rate, allowed: a rate > 0 req/s, " in err, err
+    assert "(or with --arrival 'trace': the trace's own times)" in err, err
 
 
 def test_an_explicit_request_count_beyond_the_trace_is_one_line(tmp_path, capsys):
