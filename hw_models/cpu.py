@@ -9,9 +9,9 @@ Time of a kernel = max(compute, memory) + the thread loss (below); a CPU has no 
   weights run llama.cpp style: activations quantized to int8 on the fly, int8 dot products, and for
   sub-8-bit weights `dequant_lane_ops_per_weight` byte-lane slots per weight of SIMD work besides the
   multiply-adds (unpacking the weights, and scaling and accumulating each block's sum), counted per format from
-  llama.cpp's kernels (1-2 bits as Q2_K, 3 as Q3_K, 4-7 as Q4_0); 8-bit weights need no unpacking but still scale
-  and accumulate each block's sum: `scale_lane_ops_per_weight` slots per weight. Issue slots only: a kernel's
-  dependency chains (Q2_K's scalar sum per 16 weights) are not priced.
+  llama.cpp's kernels (1-2 bits as Q2_K, 3 as Q3_K, 4 as Q4_0, 5 as Q5_0, 6-7 as Q6_K); 8-bit weights need no
+  unpacking but still scale and accumulate each block's sum: `scale_lane_ops_per_weight` slots per weight. Issue
+  slots only: a kernel's dependency chains (Q2_K's scalar sum per 16 weights) are not priced.
 - LUT compute (weights of at most lut.max_weight_bits bits): per token and activation group of g values a
   table of 2^g partial sums is built on the SIMD units; each weight group of g weights then needs b
   lookups (one per bit plane) plus their accumulation. No dequantization: the tables are indexed by the
@@ -85,9 +85,10 @@ def thread_loss_s(single_s, threads: int, serial_s: float):
 
 def dequant_lane_ops(dequant: DequantSpec, weight_bits: np.ndarray) -> np.ndarray:
     """Byte-lane slots per weight of llama.cpp's dequantizing kernel for each sub-8-bit weight width: the format it
-    stores that width in, 1-2 bits Q2_K, 3 bits Q3_K, 4-7 bits Q4_0 (5-7 bit weights priced as Q4_0's, PROXY: its
-    Q5_0 and Q6_K kernels are not counted)."""
-    return np.select([weight_bits <= 2, weight_bits <= 3], [dequant.q2_k, dequant.q3_k], dequant.q4_0)
+    stores that width in, 1-2 bits Q2_K, 3 bits Q3_K, 4 bits Q4_0, 5 bits Q5_0, 6 bits Q6_K; 7-bit weights, which no
+    llama.cpp format stores, are priced as Q6_K's, its widest sub-8-bit kernel (PROXY)."""
+    return np.select([weight_bits <= 2, weight_bits <= 3, weight_bits <= 4, weight_bits <= 5],
+                     [dequant.q2_k, dequant.q3_k, dequant.q4_0, dequant.q5_0], dequant.q6_k)
 
 
 def parallel_efficiency(single_s, threads: int, serial_s: float):

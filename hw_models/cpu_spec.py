@@ -44,11 +44,13 @@ Fraction = Annotated[float, Field(ge=0, lt=1)]
 class DequantSpec:
     """SIMD byte-lane slots per weight that llama.cpp's dequantizing dot product spends besides its int8 multiply-adds
     (unpacking the weights, scaling and accumulating their blocks' sums), per format it stores sub-8-bit weights in:
-    1-2 bit weights run as Q2_K, 3-bit as Q3_K, 4-7 bit as Q4_0 (cpu.dequant_lane_ops)."""
+    1-2 bit weights run as Q2_K, 3-bit as Q3_K, 4-bit as Q4_0, 5-bit as Q5_0, 6-7 bit as Q6_K (cpu.dequant_lane_ops)."""
 
     q2_k: NonNegative
     q3_k: NonNegative
     q4_0: NonNegative
+    q5_0: NonNegative
+    q6_k: NonNegative
     source: Source
 
 

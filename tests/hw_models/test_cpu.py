@@ -84,15 +84,28 @@ Q3_K_PER_SUPER_BLOCK = {
 # Q4_0: per 32-weight block 2 vdotq_s32, 4 unpacking (and, shr, 2 sub), 5 scaling (convert, 2 fp16-to-fp32, product,
 # multiply-add), eight blocks per 256 weights.
 Q4_0_PER_256 = 8 * (2 + 4 + 5)
+# Q5_0: Q4_0's block, its two dot products started from zero and joined by one add (the fifth bit's bytes come from
+# scalar table lookups, no SIMD instruction).
+Q5_0_PER_256 = 8 * (2 + 4 + 1 + 5)
+Q6_K_PER_SUPER_BLOCK = {
+    "vdotq_s32": 16,
+    "d: fp16-to-fp32, times q8_K's d": 2,
+    "scales x bsums: 2 vmovl_s8, 4 vmull_s16, 3 add, addv, lane to a general register": 11,
+    "unpack: per 128 weights 6 shr + 8 and + 8 shl (high bits), 4 and + 4 shr (low bits), 8 orr": 2 * 38,
+    "per 16-weight sum: addv + lane to a general register": 32,
+    "sum += d * isum: to float, multiply-add": 2,
+}
 
 
 @pytest.mark.parametrize("bits, instructions", [(2, sum(Q2_K_PER_SUPER_BLOCK.values())),
-                                                (3, sum(Q3_K_PER_SUPER_BLOCK.values())), (4, Q4_0_PER_256)])
+                                                (3, sum(Q3_K_PER_SUPER_BLOCK.values())), (4, Q4_0_PER_256),
+                                                (5, Q5_0_PER_256), (6, sum(Q6_K_PER_SUPER_BLOCK.values()))])
 def test_llama_cpp_gemv_on_one_m2_core_by_hand(bits, instructions):
     """A 4096 x 4096 GEMV on one M2 performance core with llama.cpp's kernels (no LUT): the instructions per 256
-    weights (Q2_K 96, Q3_K 127, Q4_0 88) on 4 SIMD pipes at 3.49 GHz, 65,536 super-blocks; its 4.5-8.7 MB of
-    weights take under 11 us even from DRAM (800 GB/s), so the kernel is bound by those instructions: 451 us at 2 bits,
-    596 at 3, 413 at 4 (2-bit weights priced as Q4_0's, as before the per-format counts, gave 413 us)."""
+    weights (Q2_K 96, Q3_K 127, Q4_0 88, Q5_0 96, Q6_K 139) on 4 SIMD pipes at 3.49 GHz, 65,536 super-blocks; its
+    4.5-13 MB of weights take under 17 us even from DRAM (800 GB/s), so the kernel is bound by those instructions:
+    451 us at 2 bits, 596 at 3, 413 at 4, 451 at 5, 652 at 6 (2-, 5- and 6-bit weights priced as Q4_0's, as before
+    the per-format counts, gave 413 us)."""
     dev = load_device("m2-ultra-tmac", {"compute.threads": 1, "lut": None})
     costs = dev.cost_table(_table(bits, copies=1))
     time_s = 4096 * 4096 / 256 * instructions / 4 / 3.49e9

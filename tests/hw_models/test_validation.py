@@ -54,11 +54,11 @@ def test_a_section_given_a_value_allows_a_mapping_in_words(tmp_path, one_line_er
 
 
 def test_a_cpu_s_dequantizing_slots_given_one_number_name_the_formats(tmp_path, one_line_error):
-    """compute.dequant_lane_ops_per_weight is a section of llama.cpp formats (ampere-altra.yaml: q2_k, q3_k, q4_0 and
-    their source): one number there is refused naming them, not 'a mapping of its keys' alone."""
+    """compute.dequant_lane_ops_per_weight is a section of llama.cpp formats (ampere-altra.yaml: q2_k, q3_k, q4_0, q5_0,
+    q6_k and their source): one number there is refused naming them, not 'a mapping of its keys' alone."""
     path = tmp_path / "cpu.yaml"
     path.write_text("base: ampere-altra\ncompute:\n  dequant_lane_ops_per_weight: 4.5\n")
     where, message = one_line_error(lambda: load_device(str(path)))
     assert where == f"{path}:3"
     assert message == ("compute.dequant_lane_ops_per_weight: found 4.5, allowed: a mapping of its keys q2_k, q3_k, "
-                       "q4_0, source (key: value, ...)"), message
+                       "q4_0, q5_0, q6_k, source (key: value, ...)"), message
