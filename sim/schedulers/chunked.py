@@ -19,7 +19,10 @@ class ChunkedPrefillScheduler(Scheduler):
         # decode in this iteration (as the other schedulers have them do): admitted after, they would sit out an
         # iteration, and in an iteration with nothing else to run the batch would be empty though work is held.
         self._admit_handed_over(state)
-        decoding = [seq for seq in state.running if not seq.in_prefill]
+        # Decodes take the budget too, one token each, in admission order (vLLM's scheduler takes its running requests
+        # so while the token budget lasts): those past it hold their KV and sit out the iteration. Only sequences that
+        # joined without a chunk (handed over by a prefill pool, swapped back in) can outnumber the budget.
+        decoding = [seq for seq in state.running if not seq.in_prefill][:self.limits.chunk_tokens]
         batch = Batch(decodes=self._grow_decodes(state, decoding))
         budget = self.limits.chunk_tokens - len(batch.decodes)
         for seq in [s for s in state.running if s.in_prefill]:

@@ -76,6 +76,29 @@ def test_a_handed_over_request_decodes_as_soon_as_its_kv_lands(costs, scheduler)
     assert len(result.iterations) == output  # one prefill, output - 1 decode steps
 
 
+def test_a_chunked_decode_pool_decodes_no_more_than_its_token_budget(costs):
+    """A decode pool under the chunked scheduler holds up to max_seqs (32) handed-over requests, but an iteration
+    decodes at most chunk_tokens (8) of them, one token each, the earliest admitted first (vLLM's scheduler takes its
+    running requests in order while the token budget lasts); the others hold their KV and wait. 24 requests arriving
+    together, each prefilled in 2 chunks of 8 tokens, reach the decode replica faster than it finishes them (63 decode
+    steps each), so more than 8 are held at once: no iteration of either pool computes more than 8 tokens, the budget
+    binds in the decode pool, and every request still samples its 64 tokens."""
+    count, prompt, output, budget = 24, 16, 64, 8
+    memory = serving_memory(capacity_B=100_000 * BLOCK * KV_PER_TOKEN_B, weights_B=0.0, activations_B=0.0,
+                            kv_bytes_per_token=KV_PER_TOKEN_B, block_tokens=BLOCK)
+    pools = [Pool(name=role, role=role, replicas=1, costs=costs, scheduler="chunked",
+                  limits=SchedulerLimits(max_seqs=32, chunk_tokens=budget), memory=memory,
+                  idle_power_W=costs.device.idle_power_W) for role in ("prefill", "decode")]
+    requests = RequestSet(arrival_s=np.zeros(count), prompt_tokens=np.full(count, prompt),
+                          output_tokens=np.full(count, output))
+    result = serve_pools(pools, requests, kv_transfer_s=lambda message_B: 0.0)
+    iterations = result.iterations
+    decode = iterations.replica == iterations.replica_names.index("decode replica 0")
+    assert iterations.tokens.max() <= budget
+    assert iterations.tokens[decode].max() == budget
+    np.testing.assert_array_equal(result.records.output_tokens, np.full(count, output))
+    assert int(iterations.tokens[decode].sum()) == count * (output - 1)
+
 def test_a_prefill_replica_sends_the_kv_of_requests_prefilled_together_one_after_another(costs):
     """Two requests prefilled in one iteration on one prefill replica leave it together; their KV crosses its ports in
     turn, 10 ms each: the first lands 10 ms after the first token, the second 20 ms after (both at once on a link of
