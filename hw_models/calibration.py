@@ -288,16 +288,19 @@ MOE_PARAMETERS: Parameters = {
     "act_bandwidth_fraction": (0.8, 0.02, 1.0, 1.0), "latency_s": (20.0, 0.0, 1000.0, 1e-6),
     "blend": (4.0, 1.0, 50.0, 1.0), "padding_share": (0.5, 0.0, 1.0, 1.0),
     "cta_bandwidth_Bps": (20.0, 0.1, 1e4, 1e9), "unaligned_slowdown": (0.0, 0.0, 10.0, 1.0),
-    "cache_speedup": (2.0, 1.0, 20.0, 1.0),
+    "cache_speedup": (2.0, 1.0, 20.0, 1.0), "ep_latency_s": (5.0, 0.0, 1000.0, 1e-6),
 }
 
 
 def fit_moe(base: GPUModel, rows: list[MeasuredKernel]) -> MoeFit:
     """One fused-MoE fit on rows of one dtype key (the rows' dtype picks the peak rate). A term no row exercises
     is left out, at its no-effect value: the unaligned slowdown without unaligned intermediate sizes (block-scaled
-    fp8 needs multiples of 128), the L2 speed-up without a layer small enough to stay in the L2 when replayed."""
+    fp8 needs multiples of 128), the L2 speed-up without a layer small enough to stay in the L2 when replayed, the
+    expert-parallel fixed time without a layer whose experts are spread over devices."""
     kernels = [r.to_kernel() for r in rows]
     unused = set()
+    if not any(k.expert_parallel > 1 for k in kernels):
+        unused.add("ep_latency_s")
     if not any(round(k.n / MATRICES) % ALIGNMENT for k in kernels):
         unused.add("unaligned_slowdown")
     if not any(k.total_bytes <= base.spec.memory.l2_cache_MB * 1e6 for k in kernels):

@@ -303,7 +303,8 @@ class GPUModel(DeviceModel):
                         m=table.m[rows], n=table.n[rows], k=table.k[rows], batch=table.batch[rows],
                         weight_bytes=table.weight_bytes[rows], act_bytes=table.act_bytes[rows],
                         flops_per_s=peak[..., rows], bandwidth_Bps=bandwidth_Bps, fit=fit,
-                        cached_bytes=self.replay_cache_bytes, vector_s=vector(rows))
+                        cached_bytes=self.replay_cache_bytes, vector_s=vector(rows),
+                        expert_parallel=table.expert_parallel[rows])
                     # A layer whose hot experts run apart pays its fixed time (routing, activation, top-k sum) once.
                     if table.numeric_format is not None and table.numeric_format.hot_experts:
                         latency = np.where(table.moe_rest_rows[rows], 0.0, latency)

@@ -18,6 +18,16 @@ its calls replayed from a CUDA graph) finds weights and activations that fit in 
 next call (`cached_bytes`, the replayed model's L2 size); they stream `cache_speedup` times faster. A model pass
 reads each layer's experts once per step, so the simulator passes no cached bytes (as for attention).
 
+A layer whose experts are spread whole over devices (expert parallelism, Kernel.expert_parallel > 1) takes a fixed
+time of its own beyond the latency, `ep_latency_s`, fitted on aiconfigurator's expert-parallel layouts (bounded at
+zero; a fit without them leaves it out). Those layouts take longer at a token or a few than tensor-parallel ones of the
+same weights per device: H200's Marlin MXFP4 layers (hidden 3584, top-16 of 896) take 80-88 us at one token on EP 8 to
+128 whatever experts each device holds, the TP ones 163, 111, 89, 72 and 60 us on TP 1 to 16, falling with their
+weights per device; bf16 Triton layers (hidden 2048, top-8 of 128) about 33 us on EP against 24-25 on TP 8 and 16.
+The difference is no constant: EP 2 and 4 come within 2-4 us of the TP layout of the same weights, EP 16 and up 26 us
+over it (Marlin), so one fitted constant is a compromise between them, held down by the power-law layers with fewer
+routed rows than experts, which the routing replay prices 2-3x too slow (README, weight-only MoE layers).
+
 Where the intermediate size is not a multiple of ALIGNMENT elements the whole layer takes a fitted slowdown:
 Triton specializes integer arguments divisible by 16 (sizes and strides: `tt.divisibility = 16`), and only
 then vectorizes the loads along K (triton/runtime/jit.py, the `specialization` of kernel arguments); thin
@@ -96,6 +106,7 @@ class MoeFit:
     cta_bandwidth_Bps: float  # weight bytes per second one thread block streams
     unaligned_slowdown: float = 0.0  # extra time, as a share, of a layer whose intermediate size is unaligned
     cache_speedup: float = 1.0  # L2 over DRAM streaming rate, for a replayed layer whose bytes stay in the L2
+    ep_latency_s: float = 0.0  # fixed time a layer whose experts are spread over devices takes beyond latency_s
 
 
 def quantized_weight_key(weight_bits: int, weight_type: str, dtype: str, kernel: str = "") -> str:
@@ -127,13 +138,15 @@ def _row_tile(rows: np.ndarray) -> np.ndarray:
 
 
 def moe_times(*, m, n, k, batch, weight_bytes, act_bytes, flops_per_s, bandwidth_Bps, fit: MoeFit,
-              cached_bytes: float = 0.0, vector_s=0.0):
+              cached_bytes: float = 0.0, vector_s=0.0, expert_parallel=1):
     """(compute_s, memory_s, busy_s, latency_s) of fused MoE layers (arrays, one entry per layer; rate arrays may
     add a leading axis of design points): `m` rows per touched expert, `batch` touched experts, `n` = 3 x the
     intermediate size f (MATRICES), `k` the hidden size h (kernels/moe.py). busy_s is the time past the fixed latency; a
     layer whose bytes fit in `cached_bytes` (a replayed benchmark's L2) streams them cache_speedup times faster.
     `vector_s`: the CUDA cores' dequantization of quantized weights (hw_models/gpu_quant.py), in series with the
-    math of each of the two grouped GEMMs by its share of the weights (gate and up: 2/3, down: 1/3)."""
+    math of each of the two grouped GEMMs by its share of the weights (gate and up: 2/3, down: 1/3).
+    `expert_parallel`: the devices each layer's experts are spread over; a spread layer's fixed time is latency_s
+    plus ep_latency_s (module docstring)."""
     rows, experts = np.maximum(m, 0.0), np.maximum(batch, 1.0)
     inter, hidden = n / MATRICES, k
     tile = _row_tile(rows)
@@ -154,7 +167,8 @@ def moe_times(*, m, n, k, batch, weight_bytes, act_bytes, flops_per_s, bandwidth
     act_s = act_bytes / (bandwidth_Bps * fit.act_bandwidth_fraction * speed)
     slowdown = np.where(np.mod(np.round(inter), ALIGNMENT) != 0, 1.0 + fit.unaligned_slowdown, 1.0)
     busy_s = (busy_s + act_s) * slowdown
-    return compute_s, memory_s + act_s, busy_s, fit.latency_s * slowdown
+    latency_s = fit.latency_s + np.where(np.asarray(expert_parallel) > 1, fit.ep_latency_s, 0.0)
+    return compute_s, memory_s + act_s, busy_s, latency_s * slowdown
 
 
 def _ceil_to(x: np.ndarray, tile: float) -> np.ndarray:

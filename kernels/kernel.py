@@ -100,6 +100,9 @@ class Kernel:
     # each thread's loop over its values a chain of loads (hw_models/gpu_reduction.py).
     reduce_rows: float = 0
     reduce_length: int = 0
+    # The devices a fused MoE layer's experts are spread over whole (expert parallelism; 1: every expert on this
+    # device, whole or split by tensor parallelism): such a layer takes a fixed time of its own (hw_models/gpu_moe.py).
+    expert_parallel: int = 1
 
     @property
     def total_bytes(self) -> float:

@@ -201,7 +201,8 @@ class MeasuredKernel:
             weight_width, dtype = fmt.weight_storage_bits / 8, fmt.gemm_dtype("bf16")
         return fused_moe_kernel(tokens=self.m, routed=routed, touched=touched, hidden=self.k, inter=self.n,
                                 weight_width=weight_width, act_width=2.0, dtype=dtype,
-                                routed_all=float(self.m * self.topk) if caches_every_row(self.backend) else None)
+                                routed_all=float(self.m * self.topk) if caches_every_row(self.backend) else None,
+                                expert_parallel=max(self.expert_parallel, 1))
 
 
 def quantized_format(dtype: str) -> NumericFormat | None:

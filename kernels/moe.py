@@ -94,15 +94,17 @@ def balanced_routing(tokens: int, topk: int, experts: int, held: int) -> tuple[i
 
 def fused_moe_kernel(*, tokens: float, routed: float, touched: float, hidden: int, inter: int, weight_width: float,
                      act_width: float, dtype: str, routed_all: float | None = None, flops: float | None = None,
-                     layer: int | None = None, module: str = "") -> Kernel:
+                     layer: int | None = None, module: str = "", expert_parallel: int = 1) -> Kernel:
     """The fused MoE kernel of `routed` rows over `touched` experts, of `routed_all` the device routes (FLOPs as
-    counted unless given: a fusion keeps the FLOPs of the eager kernels it replaces)."""
+    counted unless given: a fusion keeps the FLOPs of the eager kernels it replaces), its layer's experts spread over
+    `expert_parallel` devices."""
     return Kernel(
         kind=KernelKind.MOE, op="fused_moe", dtype=dtype, tensor_core=True, layer=layer, module=module,
         flops=fused_moe_flops(routed, hidden, inter) if flops is None else flops,
         weight_bytes=touched * expert_bytes(hidden, inter, weight_width),
         act_bytes=fused_moe_act_bytes(tokens, routed, hidden, inter, act_width, routed_all), kv_bytes=0.0,
-        m=routed / touched if touched else 0.0, n=MATRICES * inter, k=hidden, batch=touched)
+        m=routed / touched if touched else 0.0, n=MATRICES * inter, k=hidden, batch=touched,
+        expert_parallel=expert_parallel)
 
 
 # The module suffix of a fused MoE layer's experts at the MLP's bits when its hot experts run apart.

@@ -100,6 +100,7 @@ def shard_tensor_parallel(table: KernelTable, tp: int, config: ModelConfig, ep: 
     ones = np.ones(len(table))
     work, weights, act, kv = ones.copy(), ones.copy(), ones.copy(), ones.copy()
     n_div, k_div, batch_div = ones.copy(), ones.copy(), ones.copy()
+    spread = table.expert_parallel.copy()  # the devices each row's experts lie on (ep for a spread expert's rows)
     output_share = np.divide(table.n, table.k + table.n, out=np.zeros(len(table)), where=(table.k + table.n) > 0)
     reduce_after: list[tuple[int, float]] = []  # (row index, message bytes): an all-reduce follows the row
     moe_layers: dict[str, None] = {}  # MoE layers (module prefix) whose output one all-reduce sums
@@ -108,6 +109,7 @@ def shard_tensor_parallel(table: KernelTable, tp: int, config: ModelConfig, ep: 
         module, gemm = kernel.module, table.kind[i] == _GEMM
         last = module.rsplit(".", 1)[-1]
         if ep > 1 and (expert := _EXPERT.search(module)):  # a whole expert on this device: nothing split
+            spread[i] = ep
             if gemm and last in ROW_PARALLEL:
                 moe_layers[module[:expert.start()]] = None
             continue
@@ -140,7 +142,8 @@ def shard_tensor_parallel(table: KernelTable, tp: int, config: ModelConfig, ep: 
                       act_bytes=scale["act_bytes"] * act, kv_bytes=scale["kv_bytes"] * kv,
                       n=scale["n"] * n_div, k=scale["k"] * k_div, batch=table.batch * batch_div,
                       heads=np.where(table.heads > 0, np.maximum(scale["heads"] / tp, 1), 0),
-                      kv_heads=np.where(table.kv_heads > 0, np.maximum(table.kv_heads * kv_share, 1), 0))
+                      kv_heads=np.where(table.kv_heads > 0, np.maximum(table.kv_heads * kv_share, 1), 0),
+                      expert_parallel=spread)
     return _with_collectives(sharded, sorted(reduce_after), KernelKind.ALL_REDUCE, tp)
 
 

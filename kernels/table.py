@@ -71,6 +71,8 @@ class KernelTable:
     # kv_width; zero elsewhere).
     v_head_dim: np.ndarray | None = None
     kv_width: np.ndarray | None = None
+    # The devices each fused MoE layer's experts are spread over (Kernel.expert_parallel; 1 elsewhere).
+    expert_parallel: np.ndarray | None = None
     # The numeric format the table is in (set by with_format; None: the traced precision). Cost models read its
     # element and scale types (hw_models/gpu_quant.py) for the rows with quantized weights (weight_bits < 16).
     numeric_format: NumericFormat | None = None
@@ -87,7 +89,7 @@ class KernelTable:
             object.__setattr__(self, "torch_sdpa", np.array([is_torch_sdpa(k.op) for k in self.kernels], dtype=bool))
         if self.general_layout is None:
             object.__setattr__(self, "general_layout", np.array([k.general_layout for k in self.kernels], dtype=bool))
-        for name in ("reduce_rows", "reduce_length", "v_head_dim", "kv_width"):
+        for name in ("reduce_rows", "reduce_length", "v_head_dim", "kv_width", "expert_parallel"):
             if getattr(self, name) is None:
                 object.__setattr__(self, name, np.array([getattr(k, name) for k in self.kernels], dtype=float))
 
@@ -627,9 +629,10 @@ TABLES_KEPT = 2
 MASKS_KEPT = 64
 _COLUMNS = tuple(f.name for f in fields(KernelTable) if f.name not in ("kernels", "sparsity", "numeric_format"))
 # The columns of what a kernel is, whatever its size: its kind, its math's dtype and units, its heads and head size,
-# its weights' format, the kernel its op is (KernelTable.with_sizes_of keeps them; every other column is a size).
+# its weights' format, the kernel its op is, the devices its experts are spread over (KernelTable.with_sizes_of keeps
+# them; every other column is a size).
 KERNEL_COLUMNS = ("kind", "dtype", "tensor_core", "heads", "kv_heads", "head_dim", "weight_density",
-                  "sparse_weight_scale", "weight_bits", "torch_sdpa", "general_layout")
+                  "sparse_weight_scale", "weight_bits", "torch_sdpa", "general_layout", "expert_parallel")
 _SIZE_COLUMNS = tuple(name for name in _COLUMNS if name not in KERNEL_COLUMNS)
 # Row masks a table derives from its kernels' modules rather than holding as columns, that pricing reads: run_on's
 # activation sparsity thins the MLP's GEMMs (mlp_gemm_rows), a GPU charges a MoE layer's fixed time to its hot experts'

@@ -28,7 +28,7 @@ from kernels.table import KernelTable
 
 AICONFIGURATOR = Path(__file__).resolve().parents[3] / "shared" / "data" / "aiconfigurator"
 TRUTH = MoeFit(compute_fraction=0.55, bandwidth_fraction=0.85, act_bandwidth_fraction=0.6, latency_s=25e-6, blend=2.0,
-               padding_share=0.5, cta_bandwidth_Bps=20e9, unaligned_slowdown=0.3)
+               padding_share=0.5, cta_bandwidth_Bps=20e9, unaligned_slowdown=0.3, ep_latency_s=12e-6)
 
 
 def _layers(rng: np.random.Generator, count: int) -> KernelTable:
@@ -100,6 +100,21 @@ def test_fitter_recovers_known_moe_parameters():
                                        _rows(times, shapes)), times, rtol=0.01)
     for name in MoeFit.__dataclass_fields__:  # every parameter, the L2 speed-up at its no-effect value included
         assert getattr(fitted, name) == pytest.approx(getattr(TRUTH, name), rel=0.01), name
+
+
+def test_an_expert_parallel_layer_pays_the_fits_step_once():
+    """The same layer (two of Mixtral's experts at one token) with its experts spread over 8 devices takes the fit's
+    expert-parallel step beyond the split layer's time, 12 us here, and nothing more; a fit without the step prices
+    both alike."""
+    base = load_device("h200", calibrated=False)
+    layers = KernelTable.from_kernels([fused_moe_kernel(tokens=1, routed=2, touched=2, hidden=4096, inter=14336,
+                                                        weight_width=2.0, act_width=2.0, dtype="bf16",
+                                                        expert_parallel=ep) for ep in (1, 8)])
+    split_s, spread_s = GPUModel(base.spec, calibration=Calibration(device="h200", moe=TRUTH)).cost_table(
+        layers, execution="device").time_s
+    assert spread_s - split_s == pytest.approx(12e-6, rel=1e-9)
+    no_step = GPUModel(base.spec, calibration=Calibration(device="h200", moe=replace(TRUTH, ep_latency_s=0.0)))
+    assert np.ptp(no_step.cost_table(layers, execution="device").time_s) == 0.0
 
 
 def test_moe_fits_round_trip_through_a_calibration_file(tmp_path):

@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from kernels.formats import NumericFormat
 from kernels.kernel import KernelKind
 from kernels.lowering import lower_trace
 from kernels.parallel import check_tensor_parallel, kv_replication, shard_tensor_parallel
+from kernels.shapes import StepShape, StepTemplate
 from kernels.table import KIND_CODE, KernelTable
 
 GEMM, ALL_REDUCE = KIND_CODE[KernelKind.GEMM], KIND_CODE[KernelKind.ALL_REDUCE]
@@ -136,6 +138,28 @@ def test_expert_parallelism_spreads_whole_experts(tiny_mixtral, trace_of):
     expert_rows = sum(".experts." in k.module and k.kind is not KernelKind.ALL_REDUCE for k in spread.kernels)
     assert expert_rows * 2 == sum(".experts." in k.module for k in whole.kernels)
     assert (spread.kind == ALL_REDUCE).sum() == (split.kind == ALL_REDUCE).sum() == 2 * tiny_mixtral.num_layers
+
+
+def test_a_fused_layer_of_spread_experts_says_over_how_many_devices(tiny_mixtral, trace_of):
+    """The fused MoE kernel an engine launches for experts spread whole over ep = tp = 2 devices carries ep = 2 (a
+    GPU prices such a layer's fixed time apart: hw_models/gpu_moe.py), split experts' carries 1, and every other
+    kernel 1, whatever the layout."""
+    from kernels.fusion import fuse
+
+    moe = KIND_CODE[KernelKind.MOE]
+    whole = _table(trace_of, tiny_mixtral, "decode", 4, 20)
+    for ep in (1, 2):
+        fused = fuse(shard_tensor_parallel(whole, 2, tiny_mixtral, ep=ep), "engine")
+        assert (fused.kind == moe).sum() == tiny_mixtral.num_layers
+        assert fused.expert_parallel[fused.kind == moe].tolist() == [ep] * tiny_mixtral.num_layers
+        assert (fused.expert_parallel[fused.kind != moe] == 1).all()
+    # A serving step's template, re-shaped to other iterations, keeps it.
+    template = StepTemplate.from_model(
+        tiny_mixtral, NumericFormat(), lambda phase, batch, prompt: trace_of(
+            tiny_mixtral, phase, batch, *((1, prompt) if phase == "decode" else (prompt,))),
+        shard=lambda table: shard_tensor_parallel(table, 2, tiny_mixtral, ep=2), fusion="engine")
+    step, _ = template.table(StepShape(decode_seqs=5, decode_kv=60))
+    assert (step.kind == moe).any() and (step.expert_parallel[step.kind == moe] == 2).all()
 
 
 def test_expert_parallelism_needs_experts_and_the_tp_group(tiny_llama, tiny_mixtral):
