@@ -404,6 +404,9 @@ class StepTemplate:
             _check_aligned(tables[0], table, name)
         x = traces.drivers()
         expert = np.array([int(m.group(1)) if (m := _EXPERT.search(k.module)) else -1 for k in tables[0].kernels])
+        # A collective after an MoE block (a tensor- or expert-parallel layer's all-reduce) takes the module of the
+        # block's last expert but sums every token's output, whichever experts got tokens: not an expert's row.
+        expert[np.isin(tables[0].kind, _COLLECTIVES)] = -1
         is_expert = expert >= 0
         is_moe = tables[0].kind == _MOE
         coef = {}
@@ -482,8 +485,8 @@ class StepTemplate:
     @property
     def expert_mask(self) -> np.ndarray:
         """Per unique row: whether it is a routed expert's kernel (or a fused MoE layer's, all its experts in one); a
-        collective after an expert's last kernel (an expert-parallel layer's all-reduce) is not."""
-        return ((self.expert >= 0) | (self.linear.kind == _MOE)) & ~np.isin(self.linear.kind, _COLLECTIVES)
+        collective after an expert's last kernel (an expert-parallel layer's all-reduce) is not (from_traces)."""
+        return (self.expert >= 0) | (self.linear.kind == _MOE)
 
     def select_rows(self, keep: np.ndarray) -> StepTemplate:
         """The template of only the unique rows where `keep` is true (its attention rows unchanged): the part of an

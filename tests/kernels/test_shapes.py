@@ -23,7 +23,7 @@ from kernels.kernel import KernelKind
 from kernels.kv_eviction import D2O, H2O, eviction
 from kernels.kv_policy import KVPolicy
 from kernels.lowering import lower_trace
-from kernels.parallel import stage_of_layer
+from kernels.parallel import shard_tensor_parallel, stage_of_layer
 from kernels.shapes import PLACE_LAYERS, TEMPLATE_PROMPT, StepShape, StepTemplate, step_shape
 from kernels.table import KIND_CODE, KernelTable
 from workloads.model_config import ModelConfig, balanced_expert_load
@@ -132,6 +132,29 @@ def test_moe_with_idle_experts_matches_the_trace(models, templates, devices, tra
     table, count = templates["mixtral"].table(_shape("decode", 1, 40))
     _assert_same_pass(table, count, reference, devices)
 
+
+@pytest.mark.parametrize("ep", [1, 2])
+def test_a_tensor_parallel_moe_layer_all_reduces_though_its_last_expert_idles(models, trace_of, devices, ep):
+    """On 2 devices every layer all-reduces twice, after attention and after its MoE block, whichever experts got
+    tokens. The MoE block's all-reduce follows its last expert in the trace, whose module it takes, but one decode
+    token of the tiny Mixtral (4 experts, 2 per token) leaves experts 2 and 3 idle: the template still launches both
+    all-reduces of each of the 2 layers, each of the token's hidden state (64 values of 2 B), as the sharded trace
+    of that step does."""
+    config = models["mixtral"]
+    assert (config.num_layers, config.hidden_size, config.dtype) == (2, 64, "bfloat16")
+
+    def shard(table: KernelTable) -> KernelTable:
+        return shard_tensor_parallel(table, 2, config, ep)
+
+    template = StepTemplate.from_model(config, FMT, _tracer(trace_of, config), shard=shard)
+    reference = shard(_reference(trace_of, config, "decode", 1, 40))
+    table, count = template.table(_shape("decode", 1, 40))
+    reduces = table.kind == KIND_CODE[KernelKind.ALL_REDUCE]
+    assert count[reduces].sum() == 2 * 2 == int((reference.kind == KIND_CODE[KernelKind.ALL_REDUCE]).sum())
+    np.testing.assert_allclose(table.act_bytes[reduces], 64 * 2, rtol=1e-9)
+    for column in COLUMNS:
+        assert float(getattr(table, column) @ count) == pytest.approx(float(getattr(reference, column).sum()),
+                                                                      rel=1e-9), column
 
 def test_sliding_window_caps_what_a_decode_token_reads(tiny_llama, trace_of, devices):
     """A 24-token sliding window: a decode step after 60 cached tokens reads 24 keys per sequence, as the trace of
