@@ -43,8 +43,11 @@ Dequantization work, in 32-bit lane instructions per weight element (counted fro
   6); the exponent is then rebiased by one f16x2 multiply per pair, 0.5, which Marlin skips (dequant_skip_flop: the
   constant folded into the scales) for fp8 e4m3 weights and for fp4 weights with e4m3 scales (NVFP4) but keeps for
   fp4 with e8m0 scales (MXFP4): with a scale, fp8 2.25, NVFP4 2.375, MXFP4 2.875. vLLM has no e5m2 Marlin path:
-  fp8_e5m2 is counted as e4m3. Weights converted to fp8 for fp8 math (below) take these 16-bit counts too (Marlin's
-  own fp4 -> e4m3 sequence, dequant<__nv_fp8x4_e4m3, kFE2M1f>, is not counted apart);
+  fp8_e5m2 is counted as e4m3. fp4 weights converted to fp8 for fp8 math (below) take Marlin's own fp4 -> e4m3
+  sequence (dequant<__nv_fp8x4_e4m3, kFE2M1f, true>: per word of eight values the sign masked in beside the exponent
+  and mantissa masked and shifted down, twice, with a shift between: 7 per eight, 0.875) and never the rebias (its
+  8-bit-activation path folds it into the scales: dequant_skip_flop = is_a_8bit || ...), with a scale 1.375 for
+  MXFP4; other weights converted to fp8 (int4) take the 16-bit counts;
 - codebook elements (nf4, and lut with quantized activations) add 1.0 to the index extraction: one shared-memory
   lookup per weight ("a lookup per weight": SqueezeLLM, Kim et al., ICML 2024, Section 5; LUT-GEMM, Park et al.,
   ICLR 2024); weight-only lut runs SqueezeLLM's own GEMV, counted below;
@@ -145,6 +148,8 @@ UNALIGNED_UNPACK_OPS = 9 / 8 + 0.5
 # Float elements placed in 16-bit registers by Marlin's sequences, per value (see the docstring): fp8 7 per four, fp4
 # 15 per eight; the exponent rebias, one multiply per pair, where Marlin does not fold it into the scales.
 FLOAT_UNPACK_OPS = {"fp8_e4m3": 7 / 4, "fp8_e5m2": 7 / 4, "fp4_e2m1": 15 / 8}
+# Float elements Marlin places in fp8 registers for fp8 math, per value, with no rebias (see the docstring).
+FP8_UNPACK_OPS = {"fp4_e2m1": 7 / 8}
 FLOAT_REBIAS_OPS = 0.5
 # vLLM marlin_template.h: dequant_skip_flop = w_type == kFE4M3fn || w_type == kFE2M1f && s_type == kFE4M3fn.
 REBIAS_FOLDED = {"fp8_e4m3": None, "fp8_e5m2": None, "fp4_e2m1": ("e4m3",)}  # None: folded under any scale type
@@ -225,9 +230,12 @@ class QuantPlan:
         return self.weight_ops > 0 or self.act_ops > 0
 
 
-def unpack_ops(bits: int, element_type: str, scale_type: str = "fp16") -> float:
-    """Lane instructions per element to place a stored value in a 16-bit register (index extraction for codebooks);
-    a float element's exponent rebias counts unless its scales (`scale_type`) take it (REBIAS_FOLDED)."""
+def unpack_ops(bits: int, element_type: str, scale_type: str = "fp16", into: str = "") -> float:
+    """Lane instructions per element to place a stored value in a 16-bit register, or in an fp8 one where `into` is
+    'fp8' and Marlin has a sequence for it (FP8_UNPACK_OPS; index extraction for codebooks); a float element's exponent
+    rebias counts unless its scales (`scale_type`) take it (REBIAS_FOLDED)."""
+    if into == "fp8" and element_type in FP8_UNPACK_OPS:
+        return FP8_UNPACK_OPS[element_type]
     if element_type in FLOAT_TYPES:
         folded = REBIAS_FOLDED[element_type]
         rebias = 0.0 if folded is None or scale_type in folded else FLOAT_REBIAS_OPS
@@ -281,7 +289,7 @@ def quant_plan(fmt: NumericFormat | None, peak_TFLOPS, gpu: str, traced_dtype: s
                              gemm_variant=fmt.block_scaled_variant)
         elif dtype in FLOAT_TYPES.values() and (fmt.weight_type != fmt.act_type or fmt.weight_bits < fmt.act_bits):
             # e.g. int4 weights, fp8 math
-            ops = unpack_ops(fmt.weight_bits, fmt.weight_type, fmt.scale_type) + _scale_ops(fmt)
+            ops = unpack_ops(fmt.weight_bits, fmt.weight_type, fmt.scale_type, into=dtype) + _scale_ops(fmt)
             notice = (f"{fmt.weight_type} weights converted to {dtype} on {gpu}'s CUDA cores ({ops:g} instructions "
                       f"per weight and pass) for {dtype} math" + (
                           ": no fp4 tensor cores to take them beside fp8 activations (Blackwell's block-scaled MMA "

@@ -66,8 +66,9 @@ def test_blackwell_multiplies_mxfp4_weights_at_the_fp8_rate_without_conversion()
     """On the datasheet rooflines (no fit), a compute-bound layer (16,384 tokens, 256 rows per expert): B200's
     block-scaled MMA (kind mxf8f6f4) takes the e2m1 weights beside the e4m3 activations, so the layer is its FLOPs
     at the fp8 peak, 4,500 TFLOP/s; H200 has no fp4 tensor cores, so its CUDA cores convert each weight once per
-    64-row pass (Marlin's fp4 placement, 15 per 8, + 0.5 exponent rebias, kept under e8m0 scales, + 0.5 scale = 2.875
-    lane instructions, at half the 66.9 TFLOP/s fp32 peak) before fp8 math at 1,978.9 TFLOP/s, and the plan says so."""
+    64-row pass (Marlin's fp4 -> e4m3 placement, 7 per 8, no exponent rebias under 8-bit activations, + 0.5 scale =
+    1.375 lane instructions, at half the 66.9 TFLOP/s fp32 peak) before fp8 math at 1,978.9 TFLOP/s, and the plan says
+    so."""
     table = _layer(16384)
     flops = float(table.flops[0])
     assert flops == pytest.approx(2 * 16384 * 6 * 3 * 7168 * 3072)
@@ -75,11 +76,11 @@ def test_blackwell_multiplies_mxfp4_weights_at_the_fp8_rate_without_conversion()
     assert flops / 4500e12 > float(quantized.bytes[0]) / 7700e9  # compute-bound on B200 (the premise)
     assert float(_priced("b200", None, W4A8_MX, table)[0]) == pytest.approx(flops / 4500e12, rel=1e-9)
     passes = math.ceil(16384 * 6 / 384 / 64)
-    convert_s = 2.875 * 7168 * 3 * 3072 * 384 * passes / (66.9e12 / 2)
+    convert_s = 1.375 * 7168 * 3 * 3072 * 384 * passes / (66.9e12 / 2)
     assert float(_priced("h200", None, W4A8_MX, table)[0]) == pytest.approx(flops / 1978.9e12 + convert_s, rel=1e-9)
     b200, h200 = (load_device(name, calibrated=False).quant_plan(W4A8_MX) for name in ("b200", "h200"))
     assert (b200.weight_ops, b200.variant, b200.notice) == (0.0, "fp8/w4fp4", "")
-    assert h200.weight_ops == 2.875 and h200.variant == "" and "converted to fp8 on h200" in h200.notice
+    assert h200.weight_ops == 1.375 and h200.variant == "" and "converted to fp8 on h200" in h200.notice
 
 
 def test_a_w4a8_point_prices_its_moe_layers_on_their_fit_where_one_exists():
