@@ -102,6 +102,7 @@ ALLOWED_BITS = {"weight_bits": (16, 8, 6, 5, 4, 3, 2), "act_bits": (16, 8, 4), "
 # Weight sparsity patterns (N:M, unstructured, block) and activation sparsity: kernels/sparsity.py.
 
 INT = "int"
+FP4 = "fp4_e2m1"
 # Element types and the bit widths each takes (None: any quantized width of the tensor).
 WEIGHT_TYPES: dict[str, tuple[int, ...] | None] = {
     INT: None, "fp8_e4m3": (8,), "fp8_e5m2": (8,), "fp4_e2m1": (4,), "nf4": (4,), "lut": (2, 3, 4, 5, 6, 8),
@@ -460,13 +461,20 @@ class NumericFormat:
 
     def _check_math_pair(self) -> None:
         """Quantized activations meet the weights in one math dtype: integer activations take integer (or
-        codebook, ternary) weights, float activations weights no wider than themselves."""
+        codebook, ternary) weights, fp4 activations fp4 weights, fp8 activations weights no wider than themselves."""
         if self.act_type == INT and (self.weight_type in FLOAT_TYPES or self.weight_type == "nf4"):
+            matching = self.weight_type if self.weight_type in FLOAT_TYPES else "fp8_e4m3"
             raise ValueError(f"weight_type: found {self.weight_type!r} with integer {self.act_bits}-bit "
-                             f"activations, allowed: int, lut or ternary (or act_type fp8_e4m3 / fp4_e2m1)")
+                             f"activations, allowed: int, lut or ternary (or act_type {matching})")
         if self.act_type in FLOAT_TYPES and self.weight_bits > self.act_bits:
             raise ValueError(f"weight_bits: found {self.weight_bits} with {self.act_type} activations, allowed: at "
                              f"most {self.act_bits} (the weights are converted to the activations' type)")
+        # e2m1 holds 0, 0.5, 1, 1.5, 2, 3, 4 and 6 (and negatives): int4's 5, 7 and -8, or a codebook's entries, are
+        # no fp4 values, so fp4 math takes no other weights (e4m3 holds every int4, as TensorRT-LLM's W4A8 AWQ uses).
+        if self.act_type == FP4 and self.weight_type != FP4:
+            others = "fp8_e4m3" if self.weight_type == "nf4" else "fp8_e4m3 / int"
+            raise ValueError(f"weight_type: found {self.weight_type!r} with {FP4} activations, allowed: {FP4} "
+                             f"(or act_type {others})")
 
     def kv_value_bits(self, head_dim: int) -> float:
         """Bits stored per KV-cache value of heads `head_dim` wide, its share of the 16-bit scales included: one scale

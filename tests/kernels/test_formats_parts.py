@@ -43,6 +43,10 @@ def test_gemm_dtype_of_typed_formats(parts, dtype):
     (dict(act_bits=4, act_type="nf4"), "act_type: found 'nf4'"),
     (dict(weight_bits=4, act_bits=8, weight_type="nf4"), "weight_type: found 'nf4' with integer 8-bit"),
     (dict(weight_bits=8, act_bits=4, act_type="fp4_e2m1"), "weight_bits: found 8 with fp4_e2m1 activations"),
+    # e2m1 holds 0, 0.5, 1, 1.5, 2, 3, 4 and 6 (and their negatives): int4's 5, 7 and -8 and nf4's codebook are not
+    # fp4 values, so no kernel converts such weights for fp4 math.
+    (dict(weight_bits=4, act_bits=4, act_type="fp4_e2m1"), "weight_type: found 'int' with fp4_e2m1 activations"),
+    (dict(weight_bits=4, act_bits=4, weight_type="nf4", act_type="fp4_e2m1"), "weight_type: found 'nf4' with fp4"),
     (dict(weight_bits=4, scale_type="e8m0", scale_granularity="tensor"), "scale_type: found 'e8m0'"),
     (dict(weight_bits=4, scale_granularity="row"), "scale_granularity: found 'row'"),
     (dict(weight_bits=7), "weight_bits: found 7"),
