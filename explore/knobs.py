@@ -311,8 +311,8 @@ for _name, _help, _allowed in (
         ("act_type", "element type of quantized activations: int, fp8_e4m3, fp8_e5m2 or fp4_e2m1", tuple(ACT_TYPES)),
         ("scale_type", "how each group of quantized weights stores its scale (and the activations' groups where both "
          "are floats, which move their scales: MX formats, NVFP4, block fp8): fp16, e8m0 (MX formats), e4m3 (NVFP4), "
-         "two_level (QServe: 8-bit group scales and zeros under fp16 channel scales) or spqr3 (SpQR: 3-bit group "
-         "scales and zeros under fp16 statistics per scale_group_size groups; weight-only integers)",
+         "two_level (QServe: 8-bit group scales and zeros under fp16 channel scales; integer weights) or spqr3 "
+         "(SpQR: 3-bit group scales and zeros under fp16 statistics per scale_group_size groups; weight-only integers)",
          tuple(SCALE_BITS)),
         ("scale_granularity", "what shares one weight scale: a group of group_size values, an output channel or "
          "the whole tensor", GRANULARITIES)):

@@ -117,6 +117,9 @@ SPQR = "spqr3"
 # SpQR's first-level statistics: a 3-bit scale and a 3-bit zero point per group (b_s = b_z = 3, Section 4.2).
 SPQR_STAT_BITS = 3.0
 SCALE_BITS = {"fp16": 16.0, "e8m0": 8.0, "e4m3": 8.0, "two_level": 8.0 + 4.0, SPQR: 2 * SPQR_STAT_BITS}
+# Scale types that carry zero points, integer shifts only integer weights take, and why.
+INTEGER_SCALES = {"two_level": "QServe's 4-bit zero points shift integers", SPQR: "SpQR quantizes integers, min-max "
+                  "per group"}
 # SpQR's second level: per scale_group_size groups an fp16 scale and zero for their scales and another pair for
 # their zeros, 2 x (16 + 16) bits (the 64 of Eq. 4; "four 16-bit scalars" per 16 x 16 group, Section 4.2).
 SPQR_SECOND_LEVEL_BITS = 2 * (16.0 + 16.0)
@@ -255,9 +258,10 @@ class NumericFormat:
         self._check_mixed()
 
     def _check_spqr(self) -> None:
-        """SpQR's bilevel statistics (scale_type spqr3) take integer weights meeting 16-bit activations, the group
-        sizes below 16 that only they allow, and a second-level group size of the paper's grid; scale_group_size is
-        normalized to its default under other scale types, so equal formats compare equal."""
+        """Scales with zero points (two_level, spqr3) take integer weights; SpQR's bilevel statistics (spqr3) take
+        them meeting 16-bit activations, the group sizes below 16 that only they allow, and a second-level group size
+        of the paper's grid; scale_group_size is normalized to its default under other scale types, so equal formats
+        compare equal."""
         spqr = self.scale_type == SPQR
         if self.group_size < min(GROUP_SIZES) and not (spqr and self.group_size in SPQR_GROUP_SIZES):
             raise ValueError(f"group_size: found {self.group_size} with scale_type {self.scale_type}, allowed: "
@@ -267,12 +271,12 @@ class NumericFormat:
         if isinstance(sgs, bool) or sgs not in SCALE_GROUP_SIZES:
             raise ValueError(f"scale_group_size: found {sgs!r}, allowed: {', '.join(map(str, SCALE_GROUP_SIZES))} "
                              f"(groups sharing SpQR's fp16 second-level statistics)")
+        if self.scale_type in INTEGER_SCALES and self.weight_type != INT:
+            raise ValueError(f"scale_type: found {self.scale_type!r} with weight_type {self.weight_type!r}, allowed: "
+                             f"weight_type {INT} ({INTEGER_SCALES[self.scale_type]})")
         if not spqr:
             object.__setattr__(self, "scale_group_size", DEFAULT_SCALE_GROUP_SIZE)
             return
-        if self.weight_type != INT:
-            raise ValueError(f"scale_type: found {SPQR!r} with weight_type {self.weight_type!r}, allowed: weight_type "
-                             f"{INT} (SpQR quantizes integers, min-max per group)")
         if self.act_bits < 16:
             raise ValueError(f"scale_type: found {SPQR!r} with act_bits {self.act_bits}, allowed: act_bits 16 (SpQR "
                              f"is weight-only: its kernel dequantizes the weights for 16-bit activations)")

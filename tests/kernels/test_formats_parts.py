@@ -49,6 +49,10 @@ def test_gemm_dtype_of_typed_formats(parts, dtype):
     (dict(weight_bits=4, act_bits=4, weight_type="nf4", act_type="fp4_e2m1"), "weight_type: found 'nf4' with fp4"),
     (dict(weight_bits=4, scale_type="e8m0", scale_granularity="tensor"), "scale_type: found 'e8m0'"),
     (dict(weight_bits=4, scale_granularity="row"), "scale_granularity: found 'row'"),
+    # QServe's two-level scales carry a 4-bit zero point per group, an integer shift that no float or codebook has.
+    (dict(weight_bits=4, weight_type="fp4_e2m1", scale_type="two_level"),
+     "scale_type: found 'two_level' with weight_type 'fp4_e2m1', allowed: weight_type int"),
+    (dict(weight_bits=4, weight_type="nf4", scale_type="spqr3"), "scale_type: found 'spqr3' with weight_type 'nf4'"),
     (dict(weight_bits=7), "weight_bits: found 7"),
 ])
 def test_combinations_no_kernel_runs_are_refused(parts, message):
