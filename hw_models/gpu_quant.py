@@ -287,8 +287,9 @@ def quant_plan(fmt: NumericFormat | None, peak_TFLOPS, gpu: str, traced_dtype: s
             return QuantPlan(dtype=dtype, math_dtype=dtype, weight_ops=0.0, act_ops=0.0, notice="",
                              variant=quantized_weight_key(fmt.weight_bits, fmt.weight_type, dtype),
                              gemm_variant=fmt.block_scaled_variant)
-        elif dtype in FLOAT_TYPES.values() and (fmt.weight_type != fmt.act_type or fmt.weight_bits < fmt.act_bits):
-            # e.g. int4 weights, fp8 math
+        elif dtype in FLOAT_TYPES.values() and FLOAT_TYPES.get(fmt.weight_type) != dtype:
+            # e.g. int4 weights, fp8 math; fp8 weights of either element type meet fp8 activations as they are (the
+            # fp8 MMAs take e4m3 and e5m2 operands in every pairing: CUTLASS cute/arch/mma_sm89.hpp, SM89_16x8x32_*)
             ops = unpack_ops(fmt.weight_bits, fmt.weight_type, fmt.scale_type, into=dtype) + _scale_ops(fmt)
             notice = (f"{fmt.weight_type} weights converted to {dtype} on {gpu}'s CUDA cores ({ops:g} instructions "
                       f"per weight and pass) for {dtype} math" + (

@@ -216,3 +216,17 @@ def test_default_format_prices_as_before(a100):
     kernels = [gemm(1, n, k) for n, k in LLAMA2_7B_GEMMS] + [gemm(4096, 4096, 4096)]
     plain = a100.cost_table(KernelTable.from_kernels(kernels), "device").time_s
     assert np.array_equal(time_s(a100, kernels, NumericFormat()), plain)
+
+
+@pytest.mark.parametrize("device", ["h100-sxm", "l40s"])
+def test_fp8_weights_of_either_element_type_meet_fp8_activations_on_the_tensor_cores(device):
+    """Ada's mma.sync.m16n8k32 and Hopper's wgmma take e4m3 and e5m2 operands in every pairing (CUTLASS
+    include/cute/arch/mma_sm89.hpp: SM89_16x8x32_F32E5M2E4M3F32_TN, mma.sync...f32.e5m2.e4m3.f32), so e5m2 weights
+    beside e4m3 activations need no CUDA-core conversion: the same plan and time as e4m3 weights, 8 bits either way."""
+    gpu = load_device(device)
+    fp8 = dict(weight_bits=8, act_bits=8, act_type="fp8_e4m3")
+    e4m3, e5m2 = NumericFormat(weight_type="fp8_e4m3", **fp8), NumericFormat(weight_type="fp8_e5m2", **fp8)
+    plan = gpu.quant_plan(e5m2)
+    assert plan.math_dtype == "fp8" and plan.weight_ops == 0.0 and plan.notice == ""
+    kernels = [gemm(m, n, k) for m in (1, 4096) for n, k in LLAMA2_7B_GEMMS]
+    assert time_s(gpu, kernels, e5m2) == pytest.approx(time_s(gpu, kernels, e4m3), rel=1e-12)
