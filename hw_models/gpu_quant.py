@@ -319,11 +319,12 @@ def _weight_only_fallback(fmt: NumericFormat, dtype: str, peak_TFLOPS, gpu: str,
     not at the format's act_bits (a mixed_input plan: GPUModel prices its rows' tables with_16bit_inputs), as
     apply_fp4_marlin_linear and apply_fp8_marlin_linear pass the 16-bit input to the Marlin GEMM."""
     weight_only = quant_plan(replace(fmt, act_bits=16, act_type=INT), peak_TFLOPS, gpu, traced_dtype)
+    # A GPU without bf16 tensor cores (Turing, Volta) runs the 16-bit math in fp16, as engines load models there.
+    math = fallback_dtype(peak_TFLOPS, weight_only.math_dtype)
     notice = (f"{dtype} GEMMs run weight-only on {gpu}: no {dtype} tensor cores, so the activations stay 16-bit and "
               f"the {fmt.weight_type} weights are dequantized on the CUDA cores ({weight_only.weight_ops:g} "
-              f"instructions per weight and pass) for {weight_only.math_dtype} math, as vLLM's Marlin kernels run "
-              f"such checkpoints")
-    return replace(weight_only, dtype=dtype, notice=notice)
+              f"instructions per weight and pass) for {math} math, as vLLM's Marlin kernels run such checkpoints")
+    return replace(weight_only, dtype=dtype, math_dtype=math, notice=notice)
 
 
 def _qserve_kernel(fmt: NumericFormat) -> tuple[float, tuple[PassTile, ...]] | None:

@@ -230,3 +230,21 @@ def test_fp8_weights_of_either_element_type_meet_fp8_activations_on_the_tensor_c
     assert plan.math_dtype == "fp8" and plan.weight_ops == 0.0 and plan.notice == ""
     kernels = [gemm(m, n, k) for m in (1, 4096) for n, k in LLAMA2_7B_GEMMS]
     assert time_s(gpu, kernels, e5m2) == pytest.approx(time_s(gpu, kernels, e4m3), rel=1e-12)
+
+
+def test_a_weight_only_fallback_names_the_16_bit_dtype_the_gpu_has():
+    """A T4 (Turing) has fp16 tensor cores and no bf16 ones (its preset: fp16 65 TFLOP/s, no bf16 rate), so fp8
+    weights it runs weight-only are dequantized for fp16 math, as vLLM runs FP8 checkpoints on compute capability 7.5
+    ("as weight-only W8A16, utilizing FP8 Marlin", docs/features/quantization/fp8.md), not bf16: the plan, its
+    notice and emulated_gemms say fp16. An A100, which has bf16, keeps the traced bf16."""
+    from explore.format_checks import emulated_gemms
+    fp8 = NumericFormat(weight_bits=8, act_bits=8, weight_type="fp8_e4m3", act_type="fp8_e4m3")
+    t4 = load_device("t4")
+    plan = t4.quant_plan(fp8)
+    assert plan.math_dtype == "fp16" and "for fp16 math" in plan.notice
+    assert emulated_gemms(t4, fp8) == "fp8 as fp16"
+    # The same kernel as fp8 weights meeting 16-bit activations (W8A16), priced at the fp16 rate either way.
+    kernels = [gemm(m, n, k) for m in (1, 4096) for n, k in LLAMA2_7B_GEMMS]
+    w8a16 = NumericFormat(weight_bits=8, weight_type="fp8_e4m3")
+    assert time_s(t4, kernels, fp8) == pytest.approx(time_s(t4, kernels, w8a16), rel=1e-12)
+    assert load_device("a100-sxm-80gb").quant_plan(fp8).math_dtype == "bf16"
