@@ -338,7 +338,7 @@ def test_a_16_bit_peak_no_model_runs_at_is_named(capsys):
 
 def test_an_sm_count_what_if_at_the_chips_peaks_is_named(tmp_path, capsys):
     """More SMs at the same chip peaks are slower SMs each: a batch-1 decode on an H100 at twice its 132 SMs is no
-    faster (the README's 6.99 against 6.59 ms), and run and check say why; scaling the peaks with it says nothing."""
+    faster (the README's 6.88 against 6.48 ms), and run and check say why; scaling the peaks with it says nothing."""
     from explore.sweep_notes import fixed_peak_sm_note
 
     assert fixed_peak_sm_note({"device.compute.sm_count": [264]}).startswith("compute.sm_count moves no peak")
