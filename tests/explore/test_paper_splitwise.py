@@ -36,14 +36,14 @@ Splitwise design keeps its best split of prompt and token machines.
 
 Requests join the machine with the fewest pending tokens, as Splitwise's cluster-level scheduler routes them (§4.1).
 Measured (req/s; capacities to 5%, and the SLO verdict near capacity moves by about 10% with the arrivals drawn;
-at the time of writing):
-  Llama-2-70B: Baseline-A100 10.0, Splitwise-AA 19.2 (4 prompt + 3 token): 1.9x; Baseline-H100 32.2,
-  Splitwise-HH 30.8 (3 + 1): 0.96x; iso-power Splitwise-HA 19.2 (2 H100 + 3 A100): 1.9x of Baseline-A100;
-  Splitwise-AA against Baseline-H100 (the same power) 0.59x, where Fig. 20b has it above.
-  BLOOM-176B: Baseline-A100 4.2, Splitwise-AA 5.2 (3 + 4): 1.24x (the paper 2.15x); Baseline-H100 17.6, iso-cost
-  Splitwise-AA 6.8 (4 + 4 of 8 A100s): 0.39x (the paper 1.4x).
-Routed to the machine with the fewest requests instead, Baseline-H100 was 27.1 and Splitwise-HH 27.1 (1.0x): routing
-by pending tokens spreads prompts better over mixed machines, whose prefills then stall fewer decode steps.
+measured 2026-12-07):
+  Llama-2-70B: Baseline-A100 10.9, Splitwise-AA 19.2 (4 prompt + 3 token): 1.76x; Baseline-H100 33.6,
+  Splitwise-HH 32.2 (2 + 2): 0.96x; iso-power Splitwise-HA 19.2 (2 H100 + 3 A100): 1.76x of Baseline-A100;
+  Splitwise-AA against Baseline-H100 (the same power) 0.57x, where Fig. 20b has it above.
+  BLOOM-176B: Baseline-A100 4.2, Splitwise-AA 5.2 (3 + 4): 1.24x (the paper 2.15x); Baseline-H100 16.8, iso-cost
+  Splitwise-AA 6.5 (4 + 4 of 8 A100s): 0.39x (the paper 1.4x).
+Routed to the machine with the fewest requests instead, Baseline-H100 serves 27.1 and Splitwise-HH 30.8 (2 + 2; 1.14x):
+routing by pending tokens spreads prompts better over mixed machines, whose prefills then stall fewer decode steps.
 
 Why the previous check came out reversed (Llama-2-7B on single H100s, p99 TTFT <= 1 s, TPOT <= 50 ms, TBT <= 100 ms:
 1 prefill + 2 decode 0.63x of 4 mixed): those absolute limits are 8-16x an unloaded decode step of a 7B model on an
@@ -57,13 +57,13 @@ under the paper's SLOs and cluster designs the direction is the paper's for A100
 else to run, and did not reserve the request's whole KV; a TP-8 replica's KV crossed one InfiniBand port, not 8.)
 
 The misses: (1) wherever A100s compete with H100s (Splitwise-AA against Baseline-H100), A100 prompt machines lose
-per dollar and per watt: our H100 prefills 2.4x faster than our A100 on Llama-2-70B (1,020 tokens: 58 against 140
-ms) and 2.6x on BLOOM-176B (106 against 276 ms), beyond the 2.16x price and 1.77x power ratios. The paper's eight-GPU
+per dollar and per watt: our H100 prefills 2.4x faster than our A100 on Llama-2-70B (1,020 tokens: 53 against 128
+ms) and 2.6x on BLOOM-176B (105 against 274 ms), beyond the 2.16x price and 1.77x power ratios. The paper's eight-GPU
 profiles give less: 2.07x and 2.17x (table below; the 2.4x of its Llama-2-70B rows is on two GPUs), and its H100
-decodes only 1.35x faster than its A100 (ours 1.6-1.7x). (2) BLOOM's Splitwise-AA gains 1.24x, not 2.15x: its token
-machines keep the 1.25x median TBT limit only up to about 30 sequences (a BLOOM decode step grows 1.7x from batch 1
-to 64 on our A100, as vLLM measured it: 2.0x in the paper's profiles, Fig. 5b's 2x on H100). (3) Llama's Splitwise-HH
-serves 0.96x of Baseline-H100, for the slack of (1).
+decodes only 1.35x faster than its A100 (ours 1.5-1.7x). (2) BLOOM's Splitwise-AA gains 1.24x, not 2.15x: its token
+machines keep the 1.25x median TBT limit only up to about 20-30 sequences (23 at 1,024 keys, 29 at 600; a BLOOM
+decode step grows 1.8x from batch 1 to 64 on our A100, as vLLM measured it: 2.0x in the paper's profiles, Fig. 5b's
+2x on H100). (3) Llama's Splitwise-HH serves 0.96x of Baseline-H100, for the slack of (1).
 
 Splitwise's own iteration times. The paper's cluster results come from its simulator (splitwise-sim,
 github.com/Mutinifni/splitwise-sim @ 378088013a54df6f2052c27ff5ae6ea7619c3ecc, performance_model.py
@@ -75,45 +75,48 @@ batch (below: "sim"), although the batch rows vLLM measured grow 1.6-2.0x by bat
 predate vLLM's CUDA graphs (vllm-project/vllm PR #1926, December 2023, after the paper's arXiv v1 of November
 2023), so every iteration was launched from Python; their decode floor is the host's: Llama-2-70B decodes in
 29.8 ms on four and on eight H100s (44.9 ms on A100s) where eight GPUs read the weights in about 5 ms. TP-8 (ms; our
-decodes at 1,024 keys, the profile's at 512; BLOOM `graphs` is within 2% of `eager`):
+decodes at 1,024 keys, the profile's at 512; BLOOM `graphs` is within 1% of `eager` on prefill, 1-6% below it on
+decode):
 
                          prefill 512 / 1,024 / 2,048     decode at batch 1 / 16 / 64
   Llama-2-70B  H100 sim        54 /  78 / 134            31 / 31 / 31   (vLLM 30 / 34 / 50)
-                    engine     36 /  58 / 103            13 / 14 / 17
-                    eager      73 / 101 / 176            73 / 73 / 73
-                    graphs     61 /  98 / 174            24 / 25 / 29
+                    engine     33 /  53 /  93            12 / 13 / 16
+                    eager      73 /  93 / 163            73 / 73 / 73
+                    graphs     56 /  90 / 160            22 / 23 / 27
                A100 sim        93 / 161 / 283            43 / 43 / 43   (vLLM 45 / 50 / 72)
-                    engine     79 / 140 / 259            21 / 23 / 28
-                    eager     121 / 210 / 381            73 / 73 / 73
-                    graphs    118 / 207 / 379            33 / 35 / 43
+                    engine     74 / 128 / 240            19 / 20 / 25
+                    eager      99 / 165 / 299            73 / 73 / 73
+                    graphs     96 / 162 / 297            28 / 30 / 36
   BLOOM-176B   H100 sim        76 / 132 / 252            35 / 35 / 36   (vLLM 36 / 41 / 64)
-                    engine     63 / 106 / 195            21 / 25 / 37
-                    eager      64 / 109 / 198            24 / 28 / 40
+                    engine     62 / 105 / 194            20 / 24 / 35
+                    eager      64 / 108 / 197            24 / 27 / 38
                A100 sim       174 / 288 / 536            48 / 48 / 48   (vLLM 49 / 57 / 97)
-                    engine    153 / 277 / 528            36 / 42 / 61
-                    eager     157 / 281 / 533            39 / 45 / 65
+                    engine    150 / 275 / 528            34 / 40 / 60
+                    eager     155 / 279 / 533            38 / 44 / 64
 
 No execution mode of ours is that regime: `eager` (PyTorch's unfused aten kernels, not vLLM's fused ones launched
-eagerly) is as far from it as `engine` (mean |log ratio| over the table 0.48 against 0.45 for Llama, 0.17 against
-0.20 for BLOOM); its Llama decode is flat only because host dispatch bounds it, at the same 73 ms on both GPUs, so its
-mixed H100s lose their slack (Baseline-H100 9.6 req/s, below Baseline-A100's 10.9) and its Llama ratios turn the
-paper's way for that reason. The module stays on `engine`. Gains (split over mixed capacity) per iteration-time
-source, with our scheduling, memory and SLO in every column ("sim": every iteration priced as splitwise-sim prices it,
-splitwise_sim_profile.py; "sim + vLLM decode": the same, decode steps from the measured batch rows):
+eagerly) is not much nearer to it than `engine` (mean |log ratio| over the table 0.41 against 0.53 for Llama, 0.17
+against 0.22 for BLOOM; `graphs` 0.19 and 0.19, its decode steps growing with the batch); its Llama decode is flat
+only because host dispatch bounds it, at the same 73 ms on both GPUs, so its mixed H100s lose their slack
+(Baseline-H100 10.0 req/s, below Baseline-A100's 19.2) and its Llama ratios turn the paper's way for that reason.
+The module stays on `engine`. Gains (split over mixed capacity) per iteration-time source, with our scheduling,
+memory and SLO in every column ("sim": every iteration priced as splitwise-sim prices it, splitwise_sim_profile.py;
+"sim + vLLM decode": the same, decode steps from the measured batch rows; measured 2026-12-07):
 
                                           paper   engine  eager  graphs   sim   sim + vLLM decode
-  Llama  Splitwise-AA / Baseline-A100      > 1     1.92    1.76   1.83    2.95        1.48
-         Splitwise-HH / Baseline-H100      > 1     0.92    2.95   1.00    2.00        0.74
-         Splitwise-HA / Baseline-A100      > 1     1.92    1.54   1.83    3.36        1.09
-         Splitwise-AA / Baseline-H100      > 1     0.59    2.00   0.77    1.76        0.65
-  BLOOM  Splitwise-AA / Baseline-A100     2.15     1.24    1.24   1.24    1.76        1.48
-         iso-cost AA / Baseline-H100       1.4     0.39    0.34   0.32    0.68        0.62
+  Llama  Splitwise-AA / Baseline-A100      > 1     1.76    1.35   1.83    2.95        1.48
+         Splitwise-HH / Baseline-H100      > 1     0.96    2.95   1.04    2.00        0.74
+         Splitwise-HA / Baseline-A100      > 1     1.76    1.35   1.83    3.36        1.09
+         Splitwise-AA / Baseline-H100      > 1     0.57    2.59   0.92    1.76        0.65
+  BLOOM  Splitwise-AA / Baseline-A100     2.15     1.24    1.24   1.30    2.09        1.41
+         iso-cost AA / Baseline-H100       1.4     0.39    0.35   0.35    1.00        0.62
 
 So the regime explains most of the misses: with splitwise-sim's iteration times our clusters give every Llama
 direction of Fig. 20b and BLOOM's Splitwise-AA within the paper's band (the test_*_at_splitwise_times checks), and
 the decode step that does not grow with the batch is what does it: priced from vLLM's own batch rows the same
-profiles give our directions back. Left over: iso-cost BLOOM, 0.68x at the paper's iteration times, where our
-Baseline-H100 serves 3.0x Baseline-A100 (16.8 against 5.5 req/s) and the paper's 2.15x and 1.4x imply about 1.9x:
+profiles give our directions back. Left over: iso-cost BLOOM, 1.00x at the paper's iteration times (14.8 req/s,
+6 prompt + 2 token, against 14.8), where our Baseline-H100 serves 2.7x Baseline-A100 (14.8 against 5.5 req/s) and
+the paper's 2.15x and 1.4x imply about 1.9x:
 what its mixed H100s pay that ours do not is not established (the mixed pool below is the candidate left).
 
 Not the preemption of running decodes by new prompts. splitwise-sim's baseline machines (configs/start_state/
@@ -123,14 +126,14 @@ within 2,048 tokens (instance.py SplitwiseInstance.select_batch): tasks that hav
 ones; decodes past the budget leave the batch with their KV kept (preempt_task frees no memory), and every iteration a
 task waits counts in its num_preemptions (ORCAInstance.start_iteration). Modeled as orca's max_decode_preemptions
 (sim/schedulers/orca.py) on the baselines alone (BASELINE_DECODE_PREEMPTIONS), at splitwise-sim's iteration times
-(req/s, before -> after; split designs unchanged): BLOOM Baseline-A100 5.5 -> 5.5, Baseline-H100 16.8 -> 16.1, so
-iso-power Splitwise-AA 1.76x -> 1.76x and iso-cost Splitwise-AA (11.4) 0.68x -> 0.71x against the paper's 1.4x; Llama
+(req/s, before -> after; split designs unchanged): BLOOM Baseline-A100 5.5 -> 5.5, Baseline-H100 14.8 -> 14.8, so
+iso-power Splitwise-AA 2.09x -> 2.09x and iso-cost Splitwise-AA (14.8) 1.00x -> 1.00x against the paper's 1.4x; Llama
 Baseline-A100 10.0 -> 10.0, Baseline-H100 16.8 -> 28.3 (mixed iterations held to 2,048 tokens are cheaper: the
 profile's prompt_time more than doubles from 2,048 to 4,096 tokens), so Splitwise-AA / Baseline-A100 2.95x -> 2.95x,
 -HH / Baseline-H100 2.00x -> 1.19x, -HA / Baseline-A100 3.36x -> 3.36x, -AA / Baseline-H100 1.76x -> 1.04x, which
 fails the Llama check (every design beyond 1.05x of both baselines). 80% of the BLOOM Baseline-H100's requests sat out
-an iteration at 16 req/s, at most 4 times, with their median TBT unchanged; at our `engine` times neither BLOOM
-baseline moves (17.6 and 4.2 req/s either way). The baselines stay without it.
+an iteration at 16 req/s, at most 4 times, with their median TBT unchanged (measured before 2026-12-07); at our
+`engine` times neither BLOOM baseline moves (16.8 and 4.2 req/s either way). The baselines stay without it.
 
 Not modeled: the mixed pool (§4.1: machines of one pool taking the other's work at high load; ours are fixed pools,
 so Splitwise capacities here are lower bounds) and the layer-wise overlap of the KV hand-off with the prefill (§4.3;
@@ -171,8 +174,7 @@ MAX_BATCHED_TOKENS = {LLAMA: 4096, BLOOM: 8192}
 MAX_SEQS = 512  # splitwise-sim configs/start_state/*.yaml max_batch_size
 # Mixed machines whose new prompts preempt running decodes (sim/schedulers/orca.py): None, or splitwise-sim's baseline
 # max_preemptions (configs/start_state/baseline.yaml: 4). Splitwise's prompt and token machines do not mix. None: at 4,
-# BLOOM's iso-cost gain moves only from 0.68x to 0.71x and Llama's Splitwise-AA falls within 1.05x of Baseline-H100
-# (module docstring).
+# BLOOM's iso-cost gain stays 1.00x and Llama's Splitwise-AA falls within 1.05x of Baseline-H100 (module docstring).
 BASELINE_DECODE_PREEMPTIONS: int | None = None
 # Splitwise's cluster-level scheduler joins the machine with the fewest pending tokens (§4.1; sim/routers.py).
 ROUTER = "least_tokens"
@@ -305,7 +307,7 @@ def test_llama_splitwise_hh_serves_no_less_than_baseline_h100(capacity):
     assert gain >= 0.95, measured
 
 
-@pytest.mark.xfail(strict=True, reason="ours about 0.96x (30.8 against 32.2 req/s) against Fig. 20b's 'every Splitwise "
+@pytest.mark.xfail(strict=True, reason="ours about 0.96x (32.2 against 33.6 req/s) against Fig. 20b's 'every Splitwise "
                                        "design out-performs both baselines at high load': our decode steps grow with "
                                        "the batch as vLLM measured them, where splitwise-sim's do not (2.0x at its "
                                        "iteration times; see the module docstring)")
@@ -321,9 +323,10 @@ def test_llama_splitwise_ha_serves_more_than_baseline_a100_at_the_same_power(cap
     assert gain >= 1.1, measured
 
 
-@pytest.mark.xfail(strict=True, reason="ours about 0.59x (Fig. 20b: above): our decode steps grow with the batch and "
-                                       "our H100 decodes 1.6x faster than our A100, where splitwise-sim's steps are "
-                                       "flat and 1.35x apart (1.76x at its iteration times; see the module docstring)")
+@pytest.mark.xfail(strict=True, reason="ours about 0.57x (Fig. 20b: above): our decode steps grow with the batch and "
+                                       "our H100 decodes 1.5-1.6x faster than our A100, where splitwise-sim's steps "
+                                       "are flat and 1.35x apart (1.76x at its iteration times; see the module "
+                                       "docstring)")
 def test_llama_iso_power_splitwise_aa_serves_more_than_baseline_h100(capacity):
     """Fig. 20b: Splitwise-AA on the power of Baseline-H100 (7 A100s against 4 H100s) serves more."""
     gain, measured = _gain(capacity, LLAMA, (H100, BUDGET_H100), A100, _same_machines(ISO_POWER_A100))
@@ -343,9 +346,9 @@ def test_bloom_splitwise_aa_serves_more_than_baseline_a100(bloom_aa_gain):
 
 
 @pytest.mark.xfail(strict=True, reason="ours about 1.24x against the paper's 2.15x (2.35x in the abstract): our token "
-                                       "machines stay within the 1.25x median TBT limit only up to about 30 BLOOM "
+                                       "machines stay within the 1.25x median TBT limit only up to about 20-30 BLOOM "
                                        "sequences, where splitwise-sim's decode step does not grow with the batch "
-                                       "(1.76x at its iteration times; see the module docstring)")
+                                       "(2.09x at its iteration times; see the module docstring)")
 def test_bloom_splitwise_aa_gain_near_the_paper(bloom_aa_gain):
     """§6.2 (Fig. 18a): the 70 DGX-A100s of Baseline-A100 split serve 2.15x (the abstract's 2.35x at the same cost
     and power): within 1.35x either way of that range."""
@@ -357,11 +360,11 @@ def test_bloom_splitwise_aa_gain_near_the_paper(bloom_aa_gain):
     pytest.param("capacity", marks=pytest.mark.xfail(strict=True, reason=(
         "reversed: at the cost of 4 H100s, 8 A100s split serve about 0.39x of Baseline-H100 against the paper's "
         "1.4x: our H100 prefills 2.6x faster (the paper's profiles 2.17x) and our decode steps grow with the batch "
-        "(0.68x at splitwise-sim's iteration times; see the module docstring)"))),
+        "(1.00x at splitwise-sim's iteration times; see the module docstring)"))),
     pytest.param("profile_capacity", marks=pytest.mark.xfail(strict=True, reason=(
-        "about 0.68x against the paper's 1.4x at splitwise-sim's iteration times: our Baseline-H100 serves 3.0x "
+        "about 1.00x against the paper's 1.4x at splitwise-sim's iteration times: our Baseline-H100 serves 2.7x "
         "Baseline-A100 where the paper's 2.15x and 1.4x imply about 1.9x; not established why: not splitwise-sim's "
-        "preemption of decodes by new prompts (0.71x with it; see the module docstring)"))),
+        "preemption of decodes by new prompts (1.00x with it too; see the module docstring)"))),
 ])
 def test_bloom_iso_cost_splitwise_aa_serves_more_than_baseline_h100(pricing, request):
     """§6.3 (Fig. 18b): at the cost of 40 DGX-H100s, 86 DGX-A100s split serve 1.4x Baseline-H100 (here 4 and 8),
