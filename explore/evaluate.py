@@ -77,6 +77,7 @@ from sim.serving import (
     SERVING_METRICS,
     Pool,
     ServingResult,
+    made_replicas,
     serve_pools,
     serving_budget_reason,
     serving_memory,
@@ -376,7 +377,7 @@ class Evaluator:
             attending = ((spec.attention_devices, self.attention_device(point)),) if (
                 spec.attends_apart and role != "prefill") else ()
             held.append(PoolHardware(name=_pool_name(on_pool, kind),
-                                     replicas=replicas if scaling is None else scaling.max_replicas,
+                                     replicas=made_replicas(replicas, scaling),
                                      replica=((1, self.point_device(on_pool)), *attending),
                                      autoscaled=scaling is not None))
         return held

@@ -292,6 +292,11 @@ class ServingResult:
                 "max_replicas_held": float(max(held for _, held in self.scaled))}
 
 
+def made_replicas(replicas: int, autoscaling: Autoscaling | None) -> int:
+    """Replicas a pool of `replicas` makes: every one it may scale to (max_replicas where it autoscales)."""
+    return replicas if autoscaling is None else autoscaling.max_replicas
+
+
 @dataclass(frozen=True, kw_only=True)
 class Pool:
     """Identical replicas of one device (or system of devices) with one role: 'serve' requests whole, 'prefill'
@@ -368,7 +373,7 @@ class Pool:
     @property
     def made_replicas(self) -> int:
         """Replicas the run makes: every one it may scale to."""
-        return self.replicas if self.autoscaling is None else self.autoscaling.max_replicas
+        return made_replicas(self.replicas, self.autoscaling)
 
     @property
     def engines(self) -> int:
