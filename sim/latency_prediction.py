@@ -13,9 +13,11 @@ device; it errs in how the queue will drain:
 - the queue's chunks attend to no earlier context, the request's own to its cached prefix and its earlier chunks
   (their mean);
 - its TPOT is an iteration decoding every request the replica holds and this one (up to max_seqs), at their present
-  contexts, and prompts as often as the replica's last RECENT_ITERATIONS iterations prefilled, as if the prompts
-  arriving lately keep arriving (those ahead are prefilled before its decode starts): a chunk of the whole budget
-  riding along (a chunked scheduler), or iterations of their own in between (one that prefills whole prompts);
+  contexts, or, where its scheduler decodes fewer an iteration (Scheduler.decode_cap: a chunked scheduler's token
+  budget), held / decoded iterations of the earliest admitted it decodes (each gives that many of the held a token);
+  and prompts as often as the replica's last RECENT_ITERATIONS iterations prefilled, as if the prompts arriving
+  lately keep arriving (those ahead are prefilled before its decode starts): a chunk of what the budget leaves riding
+  along (a chunked scheduler), or iterations of their own in between (one that prefills whole prompts);
 - the iteration under way, preemptions, a speculative decode's drafts and pipeline stages' overlap are not counted.
 Each predicted iteration is priced coarsely (its chunks to TOKEN_STEP tokens, its decodes at their mean context in
 groups of DECODE_STEP) and kept in the caller's memo, so that routing prices few shapes no real iteration has. A
@@ -30,7 +32,7 @@ from dataclasses import dataclass
 
 from kernels.shapes import step_shape
 from sim.replica import Replica
-from sim.schedulers import Sequence
+from sim.schedulers import Scheduler, Sequence
 
 # How many of a replica's latest iterations tell how often its decodes share an iteration with a prefill chunk: a
 # choice, not a measurement (long enough to smooth one burst of prompts, short enough to follow the load as it moves).
@@ -126,6 +128,7 @@ def prompt_alone_s(replica: Replica, tokens: float, memo: dict | None = None,
     """A prompt of `tokens` with no queue ahead on the replica, nothing cached: in chunks of what its scheduler's
     budget leaves beside the `riding` decodes, each after the chunks' mean earlier context."""
     tokens = max(round(tokens), 1)
+    riding = decoded_batch(replica.scheduler, riding)[0]
     per_iteration = max(replica.scheduler.token_budget() - len(riding), 1)
     return prompts_s(replica, tokens, 1, max(tokens - per_iteration, 0) // 2, per_iteration, list(riding), memo)
 
@@ -139,7 +142,7 @@ def predict_latency(replica: Replica, prompt_tokens: int, cached_tokens: int = 0
     state, scheduler = replica.state, replica.scheduler
     max_seqs = scheduler.limits.max_seqs
     decoding = [seq.computed + 1 for seq in state.running if not seq.in_prefill][:max_seqs]
-    riding = decoding if scheduler.chunked else []
+    riding = decoded_batch(scheduler, decoding)[0] if scheduler.chunked else []
     per_iteration = max(scheduler.token_budget() - len(riding), 1)
     ahead = [seq.remaining_prefill for queue in (state.running, state.waiting, state.swapped) for seq in queue
              if seq.in_prefill]
@@ -160,6 +163,17 @@ def predict_latency(replica: Replica, prompt_tokens: int, cached_tokens: int = 0
                              tpot_s=_tpot_s(replica, decode_kv, memo))
 
 
+def decoded_batch(scheduler: Scheduler, decode_kv: Sequence_[int]) -> tuple[list[int], float]:
+    """Of a replica's held decodes of `decode_kv` (in admission order), those an iteration decodes, and the iterations
+    between a held sequence's tokens: every one, one; or where its scheduler decodes fewer than it holds
+    (Scheduler.decode_cap), the earliest admitted up to that many, and held / decoded iterations (each gives that many
+    of the held a token: Little's law, exact for the last of a group that waits for whole groups ahead to finish)."""
+    cap = scheduler.decode_cap()
+    if cap is None or len(decode_kv) <= cap:
+        return list(decode_kv), 1.0
+    return list(decode_kv[:cap]), len(decode_kv) / cap
+
+
 def _seat_s(replica: Replica, short: int) -> float:
     """The time until `short` more of the replica's requests have left, at the rate its latest ones left (0 where it
     lacks no seat, or has seen too few leave to tell)."""
@@ -170,9 +184,16 @@ def _seat_s(replica: Replica, short: int) -> float:
 
 
 def _tpot_s(replica: Replica, decode_kv: list[int], memo: dict | None = None) -> float:
-    """The time between a request's tokens in iterations decoding `decode_kv`, interleaved with prompts as often as
-    the replica's recent iterations prefilled: beside a whole budget's chunk (a chunked scheduler), or as iterations of
-    their own in between, each of the recent prefills' mean tokens."""
+    """The time between a request's tokens where the replica holds decodes of `decode_kv`: the iterations between a
+    held sequence's tokens, each decoding those its scheduler decodes at once (decoded_batch), interleaved with prompts
+    as often as the replica's recent iterations prefilled: beside a chunk of what is left of the budget (a chunked
+    scheduler), or as iterations of their own in between, each of the recent prefills' mean tokens."""
+    decode_kv, rounds = decoded_batch(replica.scheduler, decode_kv)
+    return rounds * _decoded_tpot_s(replica, decode_kv, memo)
+
+
+def _decoded_tpot_s(replica: Replica, decode_kv: list[int], memo: dict | None = None) -> float:
+    """_tpot_s where every one of `decode_kv` decodes each iteration."""
     decode_s = iteration_s(replica, [], decode_kv, 0, memo)
     recent = replica.log[-RECENT_ITERATIONS:]
     prefills = [tokens for _, _, seqs, tokens, *_ in recent if tokens > seqs]

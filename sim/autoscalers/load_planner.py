@@ -30,7 +30,7 @@ from dataclasses import replace
 
 from sim.autoscalers.base import Autoscaler, Autoscaling, Policy, Traffic
 from sim.autoscalers.sla_planner import SLAPlanner
-from sim.latency_prediction import iteration_s, predict_latency, prompt_alone_s
+from sim.latency_prediction import decoded_batch, iteration_s, predict_latency, prompt_alone_s
 from sim.replica import Replica
 
 LOAD_INTERVAL_S = 5.0  # Dynamo's load_adjustment_interval
@@ -97,7 +97,9 @@ class LoadPlanner(Policy):
 
     def _tokens_hold(self, engine: Replica, growth: float) -> bool:
         """Whether the replica's requests (decoding and queued), grown by `growth`, fit its KV blocks and decode
-        within SCALE_DOWN_SENSITIVITY of the SLO's ITL."""
+        within SCALE_DOWN_SENSITIVITY of the SLO's ITL: an iteration of them all, or where its scheduler decodes fewer
+        at once (a chunked scheduler's token budget), as many iterations of those as a held request waits between its
+        tokens (sim/latency_prediction.py decoded_batch)."""
         state = engine.state
         contexts = [seq.computed + 1 if not seq.in_prefill else seq.target
                     for queue in (state.running, state.waiting, state.swapped) for seq in queue]
@@ -110,7 +112,8 @@ class LoadPlanner(Policy):
         # tokens, whatever the engine's seats.
         count = math.ceil(len(contexts) * growth)
         mean = round(sum(contexts) / len(contexts))
-        return iteration_s(engine, [], [mean] * count, 0, self.memo) < self.scaling.tpot_s * SCALE_DOWN_SENSITIVITY
+        decoded, rounds = decoded_batch(engine.scheduler, [mean] * count)
+        return rounds * iteration_s(engine, [], decoded, 0, self.memo) < self.scaling.tpot_s * SCALE_DOWN_SENSITIVITY
 
 
 class SLALoadPlanner(LoadPlanner):

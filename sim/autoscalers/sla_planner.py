@@ -9,7 +9,9 @@ a replica's requests a second):
 - prefill: a replica's 1 / (a prompt of ISL tokens alone, in chunks of its token budget), at least the replicas
   ceil(that prompt's time / the SLO's TTFT) where one prompt alone misses it (Dynamo's latency floor);
 - decode: a replica's largest batch whose iteration at ISL + OSL / 2 tokens a request is within the SLO's TPOT (up to
-  max_seqs and its KV blocks), over OSL such iterations (Little's law);
+  max_seqs and its KV blocks), over OSL such iterations (Little's law); where its scheduler decodes fewer at once than
+  the batch (a chunked scheduler's token budget), the time between a request's tokens is batch / decoded iterations of
+  those it decodes, and the rate stops growing with the batch past them;
 - a pool serving requests whole (aggregated): the same over the largest batch whose iteration, beside the prompt
   tokens its requests bring (batch x ISL / OSL a step, up to the token budget), is within the TPOT limit and whose
   next request's TTFT (those tokens and its own, in chunks beside the batch) within the TTFT limit; the batch at most
@@ -46,7 +48,7 @@ import math
 
 from sim.autoscalers.base import Autoscaler, Autoscaling, Policy, Traffic
 from sim.autoscalers.load_predictors import LOAD_PREDICTORS
-from sim.latency_prediction import iteration_s, prompt_alone_s, prompts_s
+from sim.latency_prediction import decoded_batch, iteration_s, prompt_alone_s, prompts_s
 from sim.replica import Replica
 
 ADJUSTMENT_INTERVAL_S = 180.0  # Dynamo's SLAPlannerDefaults.adjustment_interval
@@ -158,12 +160,15 @@ class SLAPlanner(Policy):
         return best
 
     def decode_s(self, engine: Replica, batch: int, context: int) -> float:
-        """An iteration decoding `batch` requests at `context` tokens each."""
-        return iteration_s(engine, [], [context] * batch, 0, self.memo)
+        """The time between a request's tokens where the replica holds `batch` requests decoding at `context` tokens
+        each: an iteration of them all, or the iterations a held request waits of those its scheduler decodes at once
+        (sim/latency_prediction.py decoded_batch)."""
+        decoded, rounds = decoded_batch(engine.scheduler, [context] * batch)
+        return rounds * iteration_s(engine, [], decoded, 0, self.memo)
 
     def largest_batch(self, engine: Replica, context: int) -> int:
-        """The most requests of `context` tokens the replica decodes at once: max_seqs, or as many as its KV blocks
-        hold."""
+        """The most requests of `context` tokens the replica holds decoding at once: max_seqs, or as many as its KV
+        blocks hold."""
         kv = engine.state.kv
         fit = kv.capacity_blocks // max(-(-context // kv.block_tokens), 1)
         return max(min(engine.scheduler.limits.max_seqs, fit), 1)

@@ -191,6 +191,12 @@ class Scheduler:
         """Most tokens one iteration computes."""
         return self.limits.chunk_tokens if self.chunked else self.limits.max_batched_tokens
 
+    def decode_cap(self) -> int | None:
+        """Most running sequences one iteration decodes, the earliest admitted first, where fewer than it may hold; None
+        where it decodes every one (the chunked scheduler's: its token budget, one token each). The latency predictor
+        reads the same rule (sim/latency_prediction.py decoded_batch)."""
+        return None
+
     # Steps the schedulers combine.
     def _reserve_blocks(self, state: EngineState) -> int:
         return math.ceil(self.limits.watermark * state.kv.capacity_blocks)

@@ -22,7 +22,7 @@ class ChunkedPrefillScheduler(Scheduler):
         # Decodes take the budget too, one token each, in admission order (vLLM's scheduler takes its running requests
         # so while the token budget lasts): those past it hold their KV and sit out the iteration. Only sequences that
         # joined without a chunk (handed over by a prefill pool, swapped back in) can outnumber the budget.
-        decoding = [seq for seq in state.running if not seq.in_prefill][:self.limits.chunk_tokens]
+        decoding = [seq for seq in state.running if not seq.in_prefill][:self.decode_cap()]
         batch = Batch(decodes=self._grow_decodes(state, decoding))
         budget = self.limits.chunk_tokens - len(batch.decodes)
         for seq in [s for s in state.running if s.in_prefill]:
@@ -46,3 +46,6 @@ class ChunkedPrefillScheduler(Scheduler):
             batch.prefills.append((seq, chunk))
             budget -= chunk
         return batch
+
+    def decode_cap(self) -> int:
+        return self.limits.chunk_tokens

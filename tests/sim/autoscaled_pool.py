@@ -41,10 +41,13 @@ def pool(costs, scaling: Autoscaling | None, *, replicas: int = 1, max_seqs: int
                 autoscaling=scaling)
 
 
-def engine(env: simpy.Environment, costs, max_seqs: int, scheduler: str = "continuous") -> Replica:
-    """A replica of 4,000 KV blocks (continuous batching, or another scheduler), holding nothing."""
+def engine(env: simpy.Environment, costs, max_seqs: int, scheduler: str = "continuous",
+           chunk_tokens: int = 512) -> Replica:
+    """A replica of 4,000 KV blocks (continuous batching, or another scheduler; a chunked one of `chunk_tokens`'
+    budget), holding nothing."""
     kv = PagedKVCache(capacity_blocks=4000, block_tokens=BLOCK)
-    return Replica(env, costs, make_scheduler(scheduler, SchedulerLimits(max_seqs=max_seqs)), EngineState(kv=kv),
+    limits = SchedulerLimits(max_seqs=max_seqs, chunk_tokens=chunk_tokens)
+    return Replica(env, costs, make_scheduler(scheduler, limits), EngineState(kv=kv),
                    window=None, swap_s_per_token=0.0, on_finish=lambda seq: None)
 
 

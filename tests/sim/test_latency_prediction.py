@@ -138,3 +138,60 @@ def test_a_handed_over_request_joins_the_decodes_at_its_context(costs):
     handed = predict_latency(replica, 4000, prefilled=True)
     assert handed.ttft_s == 0.0
     assert handed.tpot_s == predict_latency(replica, 4000).tpot_s > predict_latency(replica, 1, prefilled=True).tpot_s
+
+
+class DecodeRecording(Router):
+    """Sends every request to the first replica, recording the latency predicted there for each hand-over."""
+
+    name = "decode_recording"
+    predicted: list = []
+
+    def choose(self, replicas, request):
+        if request.prefilled:
+            DecodeRecording.predicted.append(predict_latency(replicas[0], request.prompt_tokens, prefilled=True))
+        return replicas[0]
+
+
+def test_a_chunked_decode_pool_s_last_hand_over_is_predicted_its_turn_behind_the_budget(costs, monkeypatch):
+    """24 prompts of 16 tokens prefilled together in one iteration land at once on a chunked decode replica of max_seqs
+    32 but a budget of 8 tokens: an iteration decodes the 8 earliest admitted (sim/schedulers/chunked.py), so the last
+    hand-over decodes after two groups of 8 have sampled their 63 tokens, and its 63 tokens take 3 x 63 iterations of 8
+    decodes: a TPOT of 3 such iterations. The prediction, made as it joins 23 held decodes, is 24 / 8 iterations of the
+    8 decodes the scheduler runs (each iteration gives 8 of the 24 held sequences a token), within 2% of the simulated
+    TPOT (the decodes' contexts rounded to 16 tokens); an iteration decoding all 24 at once (what the budget forbids)
+    is 3 times short."""
+    monkeypatch.setitem(ROUTERS, DecodeRecording.name, DecodeRecording)
+    DecodeRecording.predicted = []
+    count, prompt, output = 24, 16, 64
+    memory = serving_memory(capacity_B=4000 * BLOCK * KV_PER_TOKEN_B, weights_B=0.0, activations_B=0.0,
+                            kv_bytes_per_token=KV_PER_TOKEN_B, block_tokens=BLOCK)
+    limits = {"prefill": SchedulerLimits(max_seqs=32, chunk_tokens=512),
+              "decode": SchedulerLimits(max_seqs=32, chunk_tokens=8)}
+    pools = [Pool(name=role, role=role, replicas=1, costs=costs, scheduler="chunked", limits=limits[role],
+                  memory=memory, idle_power_W=0.0, router=DecodeRecording.name) for role in ("prefill", "decode")]
+    requests = RequestSet(arrival_s=np.zeros(count), prompt_tokens=np.full(count, prompt),
+                          output_tokens=np.full(count, output))
+    result = serve_pools(pools, requests, kv_transfer_s=lambda message_B: 0.0)
+    predicted = DecodeRecording.predicted
+    assert len(predicted) == count
+    measured = result.records.tpot_s[-1]
+    assert result.records.tpot_s[0] < measured / 2.5  # the first group decodes at once: the budget binds
+    assert predicted[-1].tpot_s == pytest.approx(measured, rel=0.02)
+
+
+def test_a_chunked_replica_is_never_predicted_a_tpot_shorter_than_its_budget_allows(costs):
+    """A chunked replica of a budget of 8 tokens holding 0 to 40 decodes at 64 tokens of context: a request joining them
+    gets a token at most every held / 8 iterations of the 8 decodes an iteration runs (each gives 8 of the held
+    sequences a token), so its predicted TPOT is never shorter than that many of the static decode step of 8 sequences
+    at 64 tokens, priced by hand; nor than one step of all it decodes where they fit the budget."""
+    budget = 8
+    for held in range(0, 41, 3):
+        state = EngineState(kv=PagedKVCache(capacity_blocks=4000, block_tokens=BLOCK))
+        state.running.extend(Sequence(index=i, arrival_s=0.0, prompt=63, output=8, computed=63) for i in range(held))
+        replica = Replica(simpy.Environment(), costs,
+                          make_scheduler("chunked", SchedulerLimits(max_seqs=64, chunk_tokens=budget)), state,
+                          window=None, swap_s_per_token=0.0, on_finish=lambda seq: None)
+        tpot_s = predict_latency(replica, 64, prefilled=True).tpot_s
+        decoded = min(held + 1, budget)
+        step_s = costs.price(step_shape([], [64] * decoded, sampled=decoded)).time_s
+        assert tpot_s >= max((held + 1) / budget, 1.0) * step_s * (1 - 1e-12), held

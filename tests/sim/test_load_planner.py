@@ -27,9 +27,9 @@ CONTEXT = 64  # a decoding request's context here: whole TOKEN_STEPs, priced as 
 
 def _scaler(costs, *, ready: int = 2, role: str = "serve", ttft_s: float = 1000.0, tpot_s: float = 1000.0,
             done: int = 10, policy: str = "load_planner", arrivals: tuple[float, ...] = (),
-            scheduler: str = "continuous"):
+            scheduler: str = "continuous", chunk_tokens: int = 512):
     env = simpy.Environment()
-    replicas = [[engine(env, costs, MAX_SEQS, scheduler)] for _ in range(4)]
+    replicas = [[engine(env, costs, MAX_SEQS, scheduler, chunk_tokens)] for _ in range(4)]
     traffic = Traffic(arrival_s=list(arrivals), finished=finished(done, PROMPT, OUTPUT, 0.01, 0.01))
     scaling = Autoscaling(max_replicas=4, policy=policy, ttft_s=ttft_s, tpot_s=tpot_s)
     scaler = make_autoscaler(env, replicas, ready, scaling, [], 0.0, role=role, traffic=traffic)
@@ -76,6 +76,20 @@ def test_one_fewer_only_where_the_survivor_decodes_their_batch_within_the_margin
     the ITL limit just above that over SCALE_DOWN_SENSITIVITY, one is given back; just below, none."""
     merged_s = costs.price(step_shape([], [CONTEXT] * 16, sampled=16)).time_s
     env, scaler = _scaler(costs, role="decode", tpot_s=merged_s / SCALE_DOWN_SENSITIVITY * margin)
+    for r in (0, 1):
+        _decoding(scaler.replicas[r][0], 8)
+    assert scaler.policy.wanted(scaler) == (1 if margin > 1 else 2)
+
+
+@pytest.mark.parametrize("margin", [1.01, 0.99])
+def test_a_chunked_survivor_decodes_its_budget_an_iteration_not_the_whole_merged_batch(costs, margin):
+    """Two chunked decode replicas of a budget of 8 tokens with 8 requests each: one would hold 16 and decode 8 of them
+    an iteration (sim/schedulers/chunked.py), so a request gets a token every 2 iterations of 8 decodes at CONTEXT
+    tokens, priced by hand. With the ITL limit just above that over SCALE_DOWN_SENSITIVITY, one is given back; just
+    below, none (an iteration of all 16 at once, what the budget forbids, is about half as long)."""
+    step_s = costs.price(step_shape([], [CONTEXT] * 8, sampled=8)).time_s
+    env, scaler = _scaler(costs, role="decode", tpot_s=2 * step_s / SCALE_DOWN_SENSITIVITY * margin,
+                          scheduler="chunked", chunk_tokens=8)
     for r in (0, 1):
         _decoding(scaler.replicas[r][0], 8)
     assert scaler.policy.wanted(scaler) == (1 if margin > 1 else 2)

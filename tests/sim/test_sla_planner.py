@@ -217,3 +217,16 @@ def test_prefix_hits_discount_the_prompt_tokens_a_prefill_replica_computes(costs
         wanted[cached] = scaler.policy.wanted(scaler)
     assert wanted == {3072: math.ceil(arrivals / INTERVAL_S * hit_s), 0: math.ceil(arrivals / INTERVAL_S * whole_s)}
     assert wanted[3072] < wanted[0]
+
+
+def test_a_chunked_decode_replica_s_rate_stops_growing_past_the_decodes_its_budget_allows(costs):
+    """A decode replica of MAX_SEQS 32 under the chunked scheduler of a budget of 8 tokens decodes 8 of its requests an
+    iteration (sim/schedulers/chunked.py), so at any batch its requests a second are at most 8 / (OUTPUT iterations of 8
+    decodes at PROMPT + OUTPUT / 2 tokens), priced by hand; with no TPOT limit to keep its batch small, exactly that
+    (a full batch of 32, each held request waiting 4 iterations between its tokens), not 32 / (OUTPUT iterations of
+    32 decodes)."""
+    env, scaler = _planner(costs, [1.0], role="decode")
+    replica = engine(env, costs, MAX_SEQS, "chunked", chunk_tokens=8)
+    step_s = costs.price(step_shape([], [PROMPT + OUTPUT // 2] * 8, sampled=8)).time_s
+    assert scaler.policy.decode_requests_per_s(replica, PROMPT, OUTPUT) == pytest.approx(8 / (OUTPUT * step_s),
+                                                                                         rel=1e-9)
