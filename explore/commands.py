@@ -930,7 +930,7 @@ def _assumptions(point: DesignPoint, device, config: ModelConfig) -> str:
                 "sends between stages on different nodes cross it" if point.pp > 1 else "")
             fitted_link += (f"; spans {device.nodes} nodes of {per_node} joined by {node.spec.name}, a port per "
                             f"device: {crossing}, {node.spec.name} {how}")
-        elif point.knob("node_link"):
+        elif point.knob("node_link") and not (point.serving is not None and point.serving.disaggregated):
             fitted_link += (f"; --node-link {point.knob('node_link')} unread: the {point.tp * point.pp} devices fit "
                             f"one node of {link.spec.name}")
         stages = (f" in {point.pp} pipeline stages" if point.pp > 1 else "") + (
@@ -967,7 +967,8 @@ def _assumptions(point: DesignPoint, device, config: ModelConfig) -> str:
         rate = (f"capacity search in {s.capacity[0]:g}-{s.capacity[1]:g} req/s" if s.capacity
                 else f"{s.rate_per_s:g} req/s" if s.rate_per_s else "the trace's arrival times")
         pools = (f"{count_label(s.prefill_replicas, 'prefill replica')} ({_named(s.prefill_device or point.device)}) "
-                 f"handing KV over {s.handoff_link(point.device)} to {count_label(s.replicas, 'decode replica')}"
+                 f"handing KV over {s.handoff_link(point.device, point.knob('node_link'))} to "
+                 f"{count_label(s.replicas, 'decode replica')}"
                  if s.disaggregated
                  else count_label(s.replicas, "replica") if s.replicas else "no replica while idle")
         if s.mixed:

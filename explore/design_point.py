@@ -69,7 +69,7 @@ class DesignPoint:
         if values["serving"] is None:
             del values["serving"]  # static points keep the keys they had before serving existed
         else:
-            values["serving"] = values["serving"].key_text(self.device)
+            values["serving"] = values["serving"].key_text(self.device, self.knob("node_link"))
         if values["tp"] == 1 and not values["link"]:
             del values["tp"], values["link"]  # one-device points keep their keys
         if values["pp"] == 1:
@@ -248,8 +248,16 @@ class DesignPoint:
         return ""
 
     def reads(self, knob: Knob) -> bool:
-        """Whether the point reads `knob`: it has no switches (Knob.only_with), or one of them is on here."""
-        return not knob.switches or any(self.knob(s.name) != s.default for s in knob.switches)
+        """Whether the point reads `knob`: it has no switches (Knob.only_with), or one of them is on here (a serving
+        switch in its serving spec: node_link's prefill_replicas)."""
+        return not knob.switches or any(self._switch(s) != s.default for s in knob.switches)
+
+    def _switch(self, switch: Knob) -> Any:
+        """The point's value of a switch (Knob.only_with): a serving knob's in its serving spec (its default on a
+        static point), any other's as knob() reads it."""
+        if switch.scope == "serving":
+            return switch.default if self.serving is None else getattr(self.serving, switch.name)
+        return self.knob(switch.name)
 
     def _values(self) -> dict[str, Any]:
         """Field values by name (shallow: the fields are numbers, strings and tuples)."""

@@ -970,7 +970,7 @@ class Evaluator:
         pools = [self._pool(point, fmt, role, replicas, name, own)
                  for role, replicas, name, own in serving_pools(point)]
         if spec.disaggregated:
-            link = load_link_model(spec.handoff_link(point.device))
+            link = load_link_model(spec.handoff_link(point.device, point.knob("node_link")))
 
             # Each of a replica's tp x pp devices sends its shard of the KV (its heads of its stage's layers) over its
             # own port (a DGX has one NIC per GPU: the link preset's source), all at once; to attention devices, each

@@ -536,14 +536,17 @@ _knob("ep", int, "expert parallelism for MoE models: 1, or tp to spread the expe
 _knob("link", str, "the link between the tp devices: a link preset (explore presets links) or a YAML path; "
       "default: the device's own interconnect", "parallel", scope="system", default="", only_with=("tp", "pp"),
       allowed_text="a link preset (explore presets links) or a path to a link YAML")
-# The link between nodes (hw_models/nodes.py): read only where the tp x pp devices span more than one domain of the link
-# (an NVSwitch board's eight: LinkSpec.domain_devices); a point within one node is the point without it.
+# The link between nodes (hw_models/nodes.py): read where the tp x pp devices span more than one domain of the link
+# (an NVSwitch board's eight: LinkSpec.domain_devices), and by a prefill pool's KV handover where kv_link is left out
+# (ServingSpec.handoff_link: the KV crosses the fabric between the pools' nodes); a point within one node and without a
+# prefill pool is the point without it.
 register(Knob(name="node_link", type=str, section="parallel", scope="system", default="", label="node link",
-              check=_device_link, only_with=("tp", "pp"),
+              check=_device_link, only_with=("tp", "pp", "prefill_replicas"),
               help="the link between nodes where the tp x pp devices span more than one domain of the link (nvlink4: "
-              "an HGX board's 8 GPUs), a port per device: a link preset (infiniband-ndr, infiniband-hdr, roce-400g "
-              "...) or a link YAML; empty: the device's (infiniband-hdr for A100s, infiniband-ndr otherwise); a point "
-              "within one node ignores it",
+              "an HGX board's 8 GPUs), a port per device, and the one a prefill pool hands KV over where kv_link is "
+              "left out: a link preset (infiniband-ndr, infiniband-hdr, roce-400g ...) or a link YAML; empty: the "
+              "device's (infiniband-hdr for A100s, infiniband-ndr otherwise); a point within one node and without a "
+              "prefill pool ignores it",
               allowed_text="empty (the device's node link), a link preset that joins devices (explore presets links) "
               "or a path to a link YAML"))
 # How the all-reduces of tensor parallelism run (kernels/parallel.py ALLREDUCE_IMPLEMENTATIONS; hw_models/link.py

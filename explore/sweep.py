@@ -59,7 +59,7 @@ from hw_models.link import default_link, load_link_model
 from hw_models.registry import load_device
 from hw_models.validation import check_keys, did_you_mean, input_error
 from kernels.kv_policy import budget_error
-from sim.serving_spec import BUSY_THRESHOLDS, trace_requests
+from sim.serving_spec import BUSY_THRESHOLDS, ServingSpec, trace_requests
 from sim.speculative import MEDUSA, MTP, draft_error, mtp_error
 from workloads.errors import InputError, found_document, found_value
 from workloads.model_config import check_context, load_model_config
@@ -281,12 +281,18 @@ def derived_value(target: str, value: Any) -> int | float | str:
     return knob.validate(value)
 
 
-def unread_at_default(values: dict[str, Any]) -> dict[str, Any]:
+def unread_at_default(values: dict[str, Any], serving: ServingSpec | None = None) -> dict[str, Any]:
     """Each knob of `values` whose switches (Knob.only_with) are all off there, at its default: nothing reads it (a
-    link on one device, tp and pp 1: no pool, replica, KV hand-off or host transfer reads it either; an acceptance
-    rate without a draft), so points that differ only there are one design with one key."""
+    link on one device, tp and pp 1: no pool, replica, KV hand-off or host transfer reads it either; a node link there
+    without a prefill pool; an acceptance rate without a draft), so points that differ only there are one design with
+    one key. A serving switch (node_link's prefill_replicas) is read in `serving`, off where there is none."""
+    def value(switch):
+        if switch.scope == "serving":
+            return switch.default if serving is None else getattr(serving, switch.name)
+        return values.get(switch.name, switch.default)
+
     return {knob.name: knob.default for knob in knobs() if knob.switches and knob.name in values
-            and all(values.get(switch.name, switch.default) == switch.default for switch in knob.switches)}
+            and all(value(switch) == switch.default for switch in knob.switches)}
 
 
 @dataclass(frozen=True)
@@ -493,10 +499,14 @@ class Sweep:
         fields = canonical_format({k: v for k, v in values.items() if not k.startswith(WHAT_IF_PREFIXES)})
         if fields.get("link") == "default":
             fields["link"] = ""
-        fields.update(unread_at_default(fields))
-        if fields.get("node_link") and system_nodes(fields["device"], fields.get("link", ""), fields.get("tp", 1),
-                                                    fields.get("pp", 1), link_overrides) == 1:
-            fields["node_link"] = ""  # a point within one node has no node link to change: the point without it
+        fields.update(unread_at_default(fields, serving))
+        # A point within one node and without a prefill pool (whose KV handover crosses the node link) has no node link
+        # to change: the point without it.
+        handed_over = serving is not None and serving.disaggregated
+        if fields.get("node_link") and not handed_over and system_nodes(fields["device"], fields.get("link", ""),
+                                                                        fields.get("tp", 1), fields.get("pp", 1),
+                                                                        link_overrides) == 1:
+            fields["node_link"] = ""
         return DesignPoint(**with_knobs(fields), overrides=overrides, use_calibration=self.spec.calibrated,
                            serving=serving, link_overrides=link_overrides, **pools)
 

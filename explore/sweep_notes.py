@@ -264,10 +264,12 @@ def contradictory_constraints_note(sweep) -> str:
 
 def unread_node_link_note(sweep) -> str:
     """A node link the sweep names that no point reads: every point's devices fit one node of its link (a list of
-    node links crossed with points that span nodes is idle_what_if_note's). '' where some point spans nodes."""
+    node links crossed with points that span nodes is idle_what_if_note's). '' where some point spans nodes or has a
+    prefill pool (whose KV handover crosses the node link: ServingSpec.handoff_link)."""
     dims = sweep.dimensions()
     links = [link for link in dims.get("node_link", []) if link]
-    if not links or len(dims.get("node_link", [])) > 1 or sweep.spec.search.strategy != "grid":
+    if not links or len(dims.get("node_link", [])) > 1 or sweep.spec.search.strategy != "grid" or any(
+            dims.get("prefill_replicas", [0])):
         return ""
     spans = any(system_nodes(device, link, tp, pp) > 1 for device in dims["device"] for link in dims.get("link", [""])
                 for tp in dims.get("tp", [1]) for pp in dims.get("pp", [1]))

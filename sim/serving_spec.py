@@ -152,7 +152,7 @@ class ServingSpec:
     replicas: int = 1
     prefill_replicas: int = 0
     prefill_device: str = ""
-    kv_link: str | None = None  # None: the pools' devices' node link (handoff_link)
+    kv_link: str | None = None  # None: the point's node_link, else the pools' devices' (handoff_link)
     # A heterogeneous fleet: mixed_replicas replicas of mixed_device serving requests whole beside the replicas of the
     # point's device, one router picking among them all (Melange's mix of GPU types). 0: the point's replicas alone.
     mixed_device: str = ""
@@ -217,21 +217,22 @@ class ServingSpec:
     # those whose KV the model's devices' memory does not hold, the model's devices attending to theirs (hybrid, APEX).
     attention_placement: str = "apart"
 
-    def key_text(self, device: str) -> str:
+    def key_text(self, device: str, node_link: str = "") -> str:
         """The text a design point's key hashes (explore/design_point.py canonical): the dataclass repr, less the
         fields at a default that specs written before those fields existed lack, so stored results keep their keys; on
-        `device`, the point's, whose pools' node link a kv_link left out stands for."""
+        `device`, the point's, and its `node_link` (the user's, '' for none), which a kv_link left out stands for."""
         shown = (f for f in fields(self) if not (f.name in KEY_NEUTRAL_DEFAULTS and getattr(self, f.name) == f.default)
                  and not (f.name in ATTENTION_FIELDS and not self.attends_apart))
-        return f"{type(self).__name__}({', '.join(f'{f.name}={self._keyed(f.name, device)!r}' for f in shown)})"
+        return (f"{type(self).__name__}("
+                f"{', '.join(f'{f.name}={self._keyed(f.name, device, node_link)!r}' for f in shown)})")
 
-    def _keyed(self, name: str, device: str) -> object:
+    def _keyed(self, name: str, device: str, node_link: str) -> object:
         """A field's value as its key writes it: a kv_link left out as the link it stands for (a default given by name
         is the same design, and a point priced over another default is another), KV_LINK where none is read."""
         value = getattr(self, name)
         if name != "kv_link" or value is not None:
             return value
-        return self.handoff_link(device) if self.disaggregated else KV_LINK
+        return self.handoff_link(device, node_link) if self.disaggregated else KV_LINK
 
     def __post_init__(self) -> None:
         unset_requests = self.requests is None
@@ -679,12 +680,13 @@ class ServingSpec:
                    | ({"attention_link": self.pool_link} if self.attends_apart else {})
                    | ({"attention_micro_batches": None} if self.micro_batches_unread else {}))}
 
-    def handoff_link(self, device: str) -> str:
+    def handoff_link(self, device: str, node_link: str = "") -> str:
         """The link each request's KV crosses from the prefill pool to the decode pool on `device` (the point's):
-        kv_link, else the pools' devices' node link (hw_models/link.py default_node_link: the fabric their nodes
-        have), the slower where the two pools' differ, as the KV leaves one device's port for the other's."""
-        if self.kv_link:
-            return self.kv_link
+        kv_link, else the user's `node_link` (the fabric they say joins their nodes, every pool's), else the pools'
+        devices' node link (hw_models/link.py default_node_link: the fabric their nodes have), the slower where the two
+        pools' differ, as the KV leaves one device's port for the other's."""
+        if self.kv_link or node_link:
+            return self.kv_link or node_link
         links = sorted({default_node_link(name) for name in (self.prefill_device or device, device)})
         return links[0] if len(links) == 1 else min(links, key=lambda name: load_link(name).bandwidth_GBps)
 
