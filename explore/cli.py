@@ -47,8 +47,21 @@ def number(text: str) -> int | float:
 # argparse's refusals of a value ("argument --phase: invalid choice: 'prefil' (choose from 'prefill', 'decode')",
 # "argument --batch: invalid int value: '1.5'"), to be said as every other refusal is.
 _CHOICE = re.compile(r"argument (?P<flag>\S+): invalid choice: (?P<found>.+) \(choose from (?P<allowed>.+)\)")
-_TYPED = re.compile(r"argument (?P<flag>\S+): invalid (?P<type>int|number) value: (?P<found>.+)")
-_KINDS = {"int": "an integer", "number": "a number"}  # number(): an integer or a decimal
+_TYPED = re.compile(r"argument (?P<flag>\S+): invalid (?P<type>int|float|number) value: (?P<found>.+)")
+_KINDS = {"int": "an integer", "float": "a number", "number": "a number"}  # number(): an integer or a decimal
+# argparse's refusals of a flag's form: a value left out, a value given a flag that takes none, a start of several
+# flags, a required argument left out.
+_FORMS = (
+    (re.compile(r"argument (?P<flag>\S+): expected one argument"), "{flag}: found no value, allowed: a value after it"),
+    (re.compile(r"argument (?P<flag>\S+): expected (?P<count>\d+) arguments"),
+     "{flag}: found fewer than {count} values, allowed: {count} values after it"),
+    (re.compile(r"argument (?P<flag>\S+): ignored explicit argument (?P<found>.+)"),
+     "{flag}: found {found}, allowed: the flag alone (it takes no value)"),
+    (re.compile(r"ambiguous option: (?P<flag>\S+) could match (?P<flags>.+)"),
+     "{flag}: found the start of several flags, allowed: one of {flags} in full"),
+    (re.compile(r"the following arguments are required: (?P<names>.+)"),
+     "{names}: missing, allowed: a value (required)"),
+)
 
 
 def _refusal(message: str) -> str:
@@ -60,6 +73,9 @@ def _refusal(message: str) -> str:
         return f"{choice['flag']}: found {choice['found']}{nearest}, allowed: {', '.join(allowed)}"
     if typed := _TYPED.fullmatch(message):
         return f"{typed['flag']}: found {typed['found']}, allowed: {_KINDS[typed['type']]}"
+    for pattern, form in _FORMS:
+        if match := pattern.fullmatch(message):
+            return form.format(**match.groupdict())
     return message
 
 

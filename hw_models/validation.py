@@ -45,6 +45,7 @@ def _values(count: int) -> str:
     return f"{count} value" if count == 1 else f"{count} values"
 
 
+TEXT = "a text value"
 MAPPING = "a mapping of its keys (key: value, ...)"  # a section given a value: input_error names its keys where it can
 # What a type error allows, said plainly (pydantic: "a valid integer, got a number with a fractional part").
 PLAIN_ALLOWED = {
@@ -54,7 +55,11 @@ PLAIN_ALLOWED = {
     "float_parsing": "a number", "float_type": "a number",
     "model_type": MAPPING, "dict_type": MAPPING,
     # A section of a device spec (a pydantic dataclass): pydantic names the Python class ('an instance of MemorySpec').
-    "dataclass_type": MAPPING,
+    "dataclass_type": MAPPING, "mapping_type": MAPPING, "model_attributes_type": MAPPING,
+    # pydantic's 'a valid string', 'a valid list' (a tuple's length: _list_allowed).
+    "string_type": TEXT, "string_sub_type": TEXT, "string_unicode": TEXT,
+    "list_type": "a list", "tuple_type": "a list", "set_type": "a list", "frozen_set_type": "a list",
+    "iterable_type": "a list",
 }
 
 
@@ -88,6 +93,8 @@ def input_error(err: ValidationError, where: str, prefix: str = "",
         allowed = f"a list of {most} values" if first["ctx"].get("field_type") == "Tuple" else \
             f"a list of at most {_values(most)}"
     allowed = PLAIN_ALLOWED.get(first["type"], allowed)
+    if first["type"] == "tuple_type" and cls is not None:
+        allowed = _list_allowed(field_hint(cls, dotted(loc)))
     if allowed == MAPPING and cls is not None and (keys := _fields(field_hint(cls, dotted(loc)))):
         allowed = f"a mapping of its keys {', '.join(keys)} (key: value, ...)"
     if first["type"] == "int_type" and any(e["type"] == "float_type" and e["input"] is first["input"]
@@ -109,6 +116,25 @@ def input_error(err: ValidationError, where: str, prefix: str = "",
         # YAML 1.1 reads yes/no/on/off/true/false unquoted as booleans: the user wrote a word.
         allowed += " (YAML reads an unquoted yes, no, on, off, true or false as a boolean: quote it)"
     return InputError(f"{place}: {key}: found {found_value(first.get('input'))}, allowed: {allowed}")
+
+
+def _list_allowed(hint) -> str:
+    """A tuple field's type in words: 'a list of 2 values' where its length is fixed (a capacity's [low, high]), else
+    'a list'."""
+    for member in _members(hint):
+        args = typing.get_args(member)
+        if typing.get_origin(member) is tuple and args and args[-1] is not Ellipsis:
+            return f"a list of {_values(len(args))}"
+    return "a list"
+
+
+def _members(hint) -> list:
+    """The types a field's hint may hold: each member of a union, each unwrapped of Annotated."""
+    if typing.get_origin(hint) is typing.Annotated:
+        return _members(typing.get_args(hint)[0])
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return [m for arg in typing.get_args(hint) for m in _members(arg)]
+    return [hint]
 
 
 def check_keys(data, cls, where: str, prefix: str = "", line_of=None, path: tuple = (),

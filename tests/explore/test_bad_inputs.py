@@ -232,8 +232,35 @@ CASES = [
     ("sweep float override as text", _check("sweep_override_text.yaml"),
      "overrides.device.memory.bandwidth_GBps.1: found 'fast', allowed: a number (an integer or a decimal"),
     ("sweep name a YAML boolean", _check("sweep_name_off.yaml"),
-     "sweep_name_off.yaml:1: name: found false, allowed: a valid string (YAML reads an unquoted yes, no, on, off, "
+     "sweep_name_off.yaml:1: name: found false, allowed: a text value (YAML reads an unquoted yes, no, on, off, "
      "true or false as a boolean: quote it)"),
+    # A value of the wrong type, said as every other refusal is (it read pydantic's 'a valid string', 'a valid tuple').
+    ("sweep trace a number", _checked("trace_number.yaml", "name: t\nmodel: llama-2-7b\ndevice: h100-sxm\n"
+                                                           "serving: {requests: 10, rate: 2, trace: 5}\n"),
+     "trace_number.yaml:4: serving.trace: found 5, allowed: a text value"),
+    ("sweep capacity a number", _checked("capacity_number.yaml", "name: c\nmodel: llama-2-7b\ndevice: h100-sxm\n"
+                                                                 "serving: {requests: 10, capacity: 5}\n"),
+     "capacity_number.yaml:4: serving.capacity: found 5, allowed: a list of 2 values"),
+    ("sweep model list holding a number", _checked("model_number.yaml", "name: m\nmodel: [llama-2-7b, 5]\n"
+                                                                        "device: h100-sxm\n"),
+     "model_number.yaml:2: model.1: found 5, allowed: a text value"),
+    ("device sparsity one pattern, not a list", _device_text("sparsity_word.yaml",
+                                                             "base: h100-sxm\ncompute: {structured_sparsity: '2:4'}\n"),
+     "sparsity_word.yaml:2: compute.structured_sparsity: found '2:4', allowed: a list"),
+    ("device memory type a number", _device_text("memory_type.yaml", "base: h100-sxm\nmemory: {type: 5}\n"),
+     "memory_type.yaml:2: memory.type: found 5, allowed: a text value"),
+    # argparse's refusals of a flag's form, said as every other refusal is.
+    ("--batch without its value", _run("--batch"), "--batch: found no value, allowed: a value after it"),
+    ("--capacity of one rate", _run("--serving", "--capacity", "5"),
+     "--capacity: found fewer than 2 values, allowed: 2 values after it"),
+    ("--serving given a value", _run("--serving=1"),
+     "--serving: found '1', allowed: the flag alone (it takes no value)"),
+    ("run without --device", ["run", "--model", "llama-2-7b"], "--device: missing, allowed: a value (required)"),
+    ("--s, the start of several flags", _run("--s", "1"),
+     "--s: found the start of several flags, allowed: one of --sparsity, --scale-type,"),
+    ("--train-fraction a word", ["calibrate", str(BAD / "measured_one_row.csv"), "--device", "h100-sxm",
+                                 "--train-fraction", "abc", "--out", "out/fit.yaml"],
+     "--train-fraction: found 'abc', allowed: a number"),
     ("trace file with a bad column", _run("--serving", "--requests", "1", "--arrival", "trace", "--trace",
                                           str(BAD / "trace_bad_column.csv")),
      "trace_bad_column.csv: found columns arrival_s, prompt_tokens, output_token, allowed: columns including "
