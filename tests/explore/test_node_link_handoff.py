@@ -112,3 +112,19 @@ def test_run_takes_a_node_link_with_a_prefill_pool_and_refuses_it_without_in_one
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("explore: error: --node-link: found 'roce-400g'") \
         and "--prefill-replicas" in err, err
+
+
+def test_each_pool_spans_nodes_over_its_own_devices_link_unless_the_user_names_one(tiny_evaluator):
+    """Pools of different devices, 16 a replica (two nodes of an 8-GPU board), without node_link: the H100 prefill
+    pool's nodes joined by NDR (DGX H100), the A100 decode pool's by HDR (DGX A100), the handover over the slower,
+    HDR; with node_link roce-400g, every pool's nodes and the handover over it (one fabric, the user's)."""
+    from explore.evaluate import pool_point, serving_pools
+
+    def links(node_link: str) -> tuple[list[str], str]:
+        point = replace(_point("llama-2-7b", "a100-sxm-80gb", node_link, tp=16),
+                        serving=replace(_point("llama-2-7b", "a100-sxm-80gb").serving, prefill_device="h100-sxm"))
+        pools = [tiny_evaluator.point_device(pool_point(point, name, own)) for _, _, name, own in serving_pools(point)]
+        return [pool.node_link.spec.name for pool in pools], point.serving.handoff_link(point.device, node_link)
+
+    assert links("") == (["infiniband-ndr", "infiniband-hdr"], "infiniband-hdr")
+    assert links("roce-400g") == (["roce-400g", "roce-400g"], "roce-400g")
