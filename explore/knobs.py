@@ -304,24 +304,28 @@ _knob("execution", str, "kernel launches: eager (PyTorch: framework dispatch and
 # ---- numeric format parts beyond the bit widths (kernels/formats.py NumericFormat; generic: a column only in
 # sweeps that set them). Defaults give the integer formats with fp16 scales per 128 values of GPTQ/AWQ. MXFP4 is
 # {weight_type: fp4_e2m1, act_type: fp4_e2m1, weight_bits: 4, act_bits: 4, scale_type: e8m0, group_size: 32},
-# NVFP4 the same with scale_type e4m3 and group_size 16 (README "Numeric formats").
+# NVFP4 the same with scale_type e4m3 and group_size 16, DeepSeek-V3's block fp8 {weight_type: fp8_e4m3, act_type:
+# fp8_e4m3, weight_bits: 8, act_bits: 8, scale_type: fp32, scale_granularity: block} (README "Numeric formats").
 for _name, _help, _allowed in (
         ("weight_type", "element type of quantized weights: int, fp8_e4m3, fp8_e5m2, fp4_e2m1, nf4, lut "
          "(a non-uniform codebook, SqueezeLLM) or ternary (BitNet b1.58, stored in 2 bits)", tuple(WEIGHT_TYPES)),
         ("act_type", "element type of quantized activations: int, fp8_e4m3, fp8_e5m2 or fp4_e2m1", tuple(ACT_TYPES)),
         ("scale_type", "how each group of quantized weights stores its scale (and the activations' groups where both "
-         "are floats, which move their scales: MX formats, NVFP4, block fp8): fp16, e8m0 (MX formats), e4m3 (NVFP4), "
-         "two_level (QServe: 8-bit group scales and zeros under fp16 channel scales; integer weights) or spqr3 "
-         "(SpQR: 3-bit group scales and zeros under fp16 statistics per scale_group_size groups; weight-only integers)",
+         "are floats, which move their scales: MX formats, NVFP4, block fp8): fp16, fp32 (DeepSeek-V3's block fp8), "
+         "e8m0 (MX formats), e4m3 (NVFP4), two_level (QServe: 8-bit group scales and zeros under fp16 channel "
+         "scales; integer weights) or spqr3 (SpQR: 3-bit group scales and zeros under fp16 statistics per "
+         "scale_group_size groups; weight-only integers)",
          tuple(SCALE_BITS)),
-        ("scale_granularity", "what shares one weight scale: a group of group_size values, an output channel or "
-         "the whole tensor", GRANULARITIES)):
+        ("scale_granularity", "what shares one weight scale: a group of group_size values along k, a block of "
+         "group_size x group_size weights (fp8 weights; the activations keep groups of group_size along k: "
+         "DeepSeek-V3's 128 x 128 blocks), an output channel or the whole tensor", GRANULARITIES)):
     register(Knob(name=_name, type=str, help=_help, section="format", default=getattr(_FORMAT, _name),
                   allowed=_allowed, applies="format", derivable=True))
 register(Knob(name="group_size", type=int, section="format", default=_FORMAT.group_size,
               allowed=tuple(sorted((*SPQR_GROUP_SIZES, *GROUP_SIZES))), applies="format",
-              help="quantized values sharing one scale (along a GEMM's k dimension); must divide every k of the "
-              "model that it is smaller than; 8 only with scale_type spqr3"))
+              help="quantized values sharing one scale (along a GEMM's k dimension; under scale_granularity block "
+              "the side of a weight block); must divide every k of the model that it is smaller than; 8 only with "
+              "scale_type spqr3"))
 # SpQR's second-level groups (kernels/formats.py NumericFormat.scale_group_size, the paper's beta2; ignored under other
 # scale types).
 register(Knob(name="scale_group_size", type=int, section="format", default=_FORMAT.scale_group_size,

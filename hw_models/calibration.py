@@ -46,6 +46,9 @@ CALIBRATION_FOLDER = "calibration"
 # Bytes the input-quantization kernel before a low-precision GEMM moves per input element (GemmFit): it reads the
 # 16-bit value and writes the narrow one: fp8 per-tensor (vLLM scaled_fp8_quant, one scale per tensor), fp8 with
 # an fp32 scale per 128-element group (per_token_group_quant_fp8), NVFP4 (4-bit values, an fp8 scale per 16).
+# 'fp8/block128' is 2 bytes read and the 8.25 bits an activation of DeepSeek-V3's format moves (kernels/formats.py:
+# scale_type fp32, scale_granularity block); a point of another block-scaled fp8 format (fp16 scales per 128, the
+# default, or MXFP8's e8m0 per 32) is priced on the same fitted kernel, these bytes included.
 QUANTIZE_BYTES_PER_INPUT = {"fp8": 3.0, "fp8/block128": 3.0 + 4 / 128, "fp4/nvfp4": 2.5 + 1 / 16}
 # The GEMM library whose shape dispatch picks the tile of a dtype key's measured rows (hw_models/gpu_gemm_configs.py):
 # aiconfigurator's per-tensor fp8 rows are vLLM's CutlassFP8ScaledMMLinearKernel (its collector, ai-dynamo/

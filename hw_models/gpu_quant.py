@@ -7,7 +7,9 @@ The model, per GEMM with quantized weights (kernels/formats.py):
   fp4 rate, int8/int4 at the integer rates; block scales are applied by the tensor cores (Blackwell's block-scaled
   MMA) or in the epilogue, so the CUDA cores add nothing. A calibrated preset prices them on its fit of that
   dtype, and a block-scaled float format on the fit of the block-scaled implementation where one was measured
-  ('fp8/block128', 'fp4/nvfp4': aiconfigurator's tables, hw_models/calibration.py).
+  ('fp8/block128', 'fp4/nvfp4': aiconfigurator's tables, hw_models/calibration.py). 'fp8/block128' is vLLM's fp8 GEMM
+  on 128 x 128 weight blocks with fp32 scales, DeepSeek-V3's format (scale_type fp32, scale_granularity block); fp8
+  formats with other group scales run on its fit too.
 - A float dtype the preset has no rate for (fp8 on an A100, fp4 on an A100, H100, H200 or L40S) runs as engines run
   it there: weight-only, the activations kept 16-bit and the weights dequantized as the weight-only format's are, at
   the 16-bit rate (_weight_only_fallback, vLLM's Marlin kernels; the plan's math_dtype, which GPUModel prices its

@@ -9,10 +9,11 @@ cache). Parts and the formats they spell:
   "fp8_e4m3" / "fp8_e5m2" (8-bit floats, OCP FP8), "fp4_e2m1" (4-bit float, OCP MX / NVFP4 elements), weights
   also "nf4" (4-bit NormalFloat codebook, QLoRA), "lut" (a non-uniform codebook of 2^bits entries per channel,
   SqueezeLLM) and "ternary" ({-1, 0, 1}, BitNet b1.58, stored in 2 bits as bitnet.cpp's I2_S packing does).
-- scale_type: how each group's scale is stored: "fp16" (GPTQ, AWQ), "e8m0" (a power of two in 8 bits, the OCP
-  MX formats), "e4m3" (an fp8 scale, NVFP4), "two_level" (QServe's progressive scheme: an fp16 scale per output
-  channel and, per group, an 8-bit integer scale and a 4-bit zero point) or "spqr3" (SpQR's bilevel statistics,
-  below).
+- scale_type: how each group's scale is stored: "fp16" (GPTQ, AWQ), "fp32" (DeepSeek-V3's block fp8: its checkpoint's
+  weight_scale_inv tensors are float32, and vLLM's and SGLang's per_token_group_quant_fp8 write the activations'
+  scales in float32), "e8m0" (a power of two in 8 bits, the OCP MX formats), "e4m3" (an fp8 scale, NVFP4),
+  "two_level" (QServe's progressive scheme: an fp16 scale per output channel and, per group, an 8-bit integer scale
+  and a 4-bit zero point) or "spqr3" (SpQR's bilevel statistics, below).
 - SpQR (Dettmers et al., "SpQR: A Sparse-Quantized Representation for Near-Lossless LLM Weight Compression", ICLR
   2024, arXiv:2306.03078): integer weights in very small groups (group_size, the paper's beta1: "typically of
   beta1 = 8 - 32 weights", Section 4.1; 8 is allowed with this scale type alone) whose scale and zero point are
@@ -27,12 +28,23 @@ cache). Parts and the formats they spell:
   8-bit slice of the tile's second-level statistics) into one 64-bit word, 4 bits a weight at 3 bits
   (inference_lib/src/spqr_quant/inference.py, QuantizedLinear): the stored bits here are the paper's, the layout's
   padding is not counted.
-- scale_granularity: "group" (one scale per group_size consecutive values along the GEMM's k dimension), "channel"
-  (one per output channel) or "tensor" (one per tensor). Per-channel and per-tensor scales are counted as no
-  bytes: one 16-bit scale per row of k >= 1,024 weights is under 0.4% of 4-bit weights.
+- scale_granularity: "group" (one scale per group_size consecutive values along the GEMM's k dimension), "block"
+  (the weights' scales 2-D: one per group_size x group_size tile of k and n, while the activations keep a scale per
+  token and group_size values along k; 8-bit float weights only), "channel" (one per output channel) or "tensor"
+  (one per tensor). Per-channel and per-tensor scales are counted as no bytes: one 16-bit scale per row of
+  k >= 1,024 weights is under 0.4% of 4-bit weights. A block at a matrix's edge that group_size does not fill is
+  zero-padded and keeps a whole scale (DeepSeek-V3's README_WEIGHTS.md); the bits a weight stores count the full
+  blocks' share, so a matrix whose n is no multiple of group_size (DeepSeek-V3's kv_a_proj_with_mqa, n 576) stores
+  a few scales more than counted, under 0.0004 bits a weight.
 - MXFP4 = fp4_e2m1 weights and activations, e8m0 scales per 32; MXFP8 = fp8_e4m3, e8m0 per 32 (OCP Microscaling
   Formats (MX) v1.0 spec, 2023, Table 1); NVFP4 = fp4_e2m1, e4m3 scales per 16 (NVIDIA Blackwell architecture
-  technical brief, 2024); DeepSeek-V3-style block fp8 = fp8_e4m3 with group scales per 128.
+  technical brief, 2024); DeepSeek-V3's block fp8 = fp8_e4m3 weights and activations, scale_type fp32,
+  scale_granularity block, group_size 128: its config.json's quantization_config {"fmt": "e4m3", "quant_method":
+  "fp8", "weight_block_size": [128, 128], "activation_scheme": "dynamic"}, a float32 scale per 128 x 128 weight block
+  (8 + 32 / 16384 = 8.002 bits a weight) and, as its README_WEIGHTS.md says, activations quantized online "at a
+  granularity of per-token-per-128-channel" (8 + 32 / 128 = 8.25 bits a value); its embeddings and LM head are bf16
+  (inference/model.py builds them in the default dtype, the other linear layers in fp8): head_bits 16. The same
+  elements with the default fp16 scales per 128 along k, group granularity, count 8.125 bits a weight and a value.
 
 The KV cache keeps one 16-bit scale per group_size values of a token's head whatever the weights' scales (groups of 8
 under SpQR's scales too); a group never spans two heads, so a group_size above head_dim is one scale a head.
@@ -116,14 +128,22 @@ CODEBOOK_TYPES = ("nf4", "lut")
 SPQR = "spqr3"
 # SpQR's first-level statistics: a 3-bit scale and a 3-bit zero point per group (b_s = b_z = 3, Section 4.2).
 SPQR_STAT_BITS = 3.0
-SCALE_BITS = {"fp16": 16.0, "e8m0": 8.0, "e4m3": 8.0, "two_level": 8.0 + 4.0, SPQR: 2 * SPQR_STAT_BITS}
+SCALE_BITS = {"fp16": 16.0, "fp32": 32.0, "e8m0": 8.0, "e4m3": 8.0, "two_level": 8.0 + 4.0,
+              SPQR: 2 * SPQR_STAT_BITS}
 # Scale types that carry zero points, integer shifts only integer weights take, and why.
 INTEGER_SCALES = {"two_level": "QServe's 4-bit zero points shift integers", SPQR: "SpQR quantizes integers, min-max "
                   "per group"}
 # SpQR's second level: per scale_group_size groups an fp16 scale and zero for their scales and another pair for
 # their zeros, 2 x (16 + 16) bits (the 64 of Eq. 4; "four 16-bit scalars" per 16 x 16 group, Section 4.2).
 SPQR_SECOND_LEVEL_BITS = 2 * (16.0 + 16.0)
-GRANULARITIES = ("group", "channel", "tensor")
+GRANULARITIES = ("group", "block", "channel", "tensor")
+# Granularities that store a scale per group_size values (group: 1-D along k; block: 2-D weight tiles, the
+# activations' scales still 1 x group_size along k), and the weight types 2-D blocks take: DeepSeek-V3's block fp8,
+# the one checkpoint format with 2-D weight blocks the project prices (integer and codebook weights are scaled per
+# group or channel by every kernel it models).
+BLOCK = "block"
+GROUPED = ("group", BLOCK)
+BLOCK_WEIGHT_TYPES = ("fp8_e4m3", "fp8_e5m2")
 # Group sizes a format may take: 16 (NVFP4) to 256 (llama.cpp's K-quant super-blocks); 1,024 and more would be a
 # scale per row of most models' GEMMs, which scale_granularity "channel" says.
 GROUP_SIZES = (16, 32, 64, 128, 256)
@@ -249,9 +269,13 @@ class NumericFormat:
         if self.scale_granularity not in GRANULARITIES:
             raise ValueError(f"scale_granularity: found {self.scale_granularity!r}, allowed: "
                              f"{', '.join(GRANULARITIES)}")
-        if self.scale_type != "fp16" and self.scale_granularity != "group":
+        if self.scale_type != "fp16" and self.scale_granularity not in GROUPED:
             raise ValueError(f"scale_type: found {self.scale_type!r} with scale_granularity "
-                             f"{self.scale_granularity!r}, allowed: fp16 (block scales are per group)")
+                             f"{self.scale_granularity!r}, allowed: fp16 (block scales are per group or block)")
+        if self.scale_granularity == BLOCK and self.weight_bits < 16 and self.weight_type not in BLOCK_WEIGHT_TYPES:
+            raise ValueError(f"scale_granularity: found {BLOCK!r} with weight_type {self.weight_type!r}, allowed: "
+                             f"group, channel or tensor (2-D weight blocks are DeepSeek-V3's block fp8: weight_type "
+                             f"{' or '.join(BLOCK_WEIGHT_TYPES)})")
         self._check_spqr()
         if self.act_bits < 16:
             self._check_math_pair()
@@ -360,7 +384,7 @@ class NumericFormat:
         it allows the group size of a quantized KV cache), edge_layers without edge_layer_bits, act_predictor where
         every activation is kept."""
         # Each name here is one of IDLE_FIELDS.
-        grouped = (self.weight_bits < 16 and self.scale_granularity == "group") or self.kv_bits < 16
+        grouped = (self.weight_bits < 16 and self.scale_granularity in GROUPED) or self.kv_bits < 16
         idle = [] if grouped else ["group_size"]
         if self.weight_bits >= 16:
             idle += ["scale_granularity", "scale_group_size"]
@@ -504,8 +528,10 @@ class NumericFormat:
         """Bits stored per weight, its share of the scales included."""
         if self.weight_bits >= 16:
             return 16.0
-        if self.scale_granularity != "group":
+        if self.scale_granularity not in GROUPED:
             return float(self.weight_bits)
+        if self.scale_granularity == BLOCK:  # one scale per group_size x group_size tile
+            return self.weight_bits + SCALE_BITS[self.scale_type] / self.group_size**2
         bits = self._group_scaled_bits(self.weight_bits)
         if self.scale_type == SPQR:  # SpQR's fp16 second-level statistics, per scale_group_size groups (Eq. 4)
             bits += SPQR_SECOND_LEVEL_BITS / (self.group_size * self.scale_group_size)
@@ -533,11 +559,13 @@ class NumericFormat:
         groups of group_size along k as they do the weights (the OCP MX v1.0 dot product takes two MX vectors; NVFP4
         scales either operand by an e4m3 per 16 values), so their scales move with them, by the rule of the weights'
         (weight_storage_bits); other quantized activations are scaled per token or per tensor (SmoothQuant, QServe),
-        counted as no bytes, as per-channel weight scales are."""
+        counted as no bytes, as per-channel weight scales are. Under 2-D weight blocks (scale_granularity block) the
+        activations keep a scale per token and group_size values along k (DeepSeek-V3's per-token-per-128-channel
+        quantization), so they move as under group scales."""
         if self.act_bits >= 16:
             return 16.0
         block_scaled = (self.act_type in FLOAT_TYPES and self.weight_type in FLOAT_TYPES
-                        and self.scale_granularity == "group")
+                        and self.scale_granularity in GROUPED)
         return self._group_scaled_bits(self.act_bits) if block_scaled else float(self.act_bits)
 
     @cached_property
@@ -569,7 +597,7 @@ class NumericFormat:
         """The measured GEMM implementation a block-scaled float format runs as ('fp8/block128', 'fp4/nvfp4'), or ''
         (hw_models calibrations fit these apart: kernels/aiconfigurator_import.py)."""
         dtype = self.gemm_dtype("bf16")
-        if self.scale_granularity != "group" or dtype not in ("fp8", "fp4"):
+        if self.scale_granularity not in GROUPED or dtype not in ("fp8", "fp4"):
             return ""
         return "fp8/block128" if dtype == "fp8" else "fp4/nvfp4"
 
@@ -590,8 +618,7 @@ class NumericFormat:
         parts = [f"w:{self.weight_type}" if self.weight_type != INT else "",
                  f"a:{self.act_type}" if self.act_type != INT else "",
                  self.scale_granularity if self.scale_granularity != "group" else "",
-                 f"{self.scale_type}/{self.group_size}" + (f"x{self.scale_group_size}" if self.scale_type == SPQR
-                                                           else "") if self.scale_type != "fp16" else "",
+                 self._scale_label,
                  self.sparsity if self.sparsity != DENSE else "",
                  f"attn{self.attn_weight_bits}" if self.attn_weight_bits else "",
                  f"mlp{self.mlp_weight_bits}" if self.mlp_weight_bits else "",
@@ -604,6 +631,17 @@ class NumericFormat:
                  f"kvsp{self.kv_sparsity:g}" if self.kv_sparsity else "",
                  self.act_predictor if self.act_predictor != "none" and self.act_kept < 1.0 else ""]
         return "-".join([base, *(p for p in parts if p)])
+
+    @property
+    def _scale_label(self) -> str:
+        """The label's scale part: the scale type and group size where the scale type is not fp16 ('e8m0/32',
+        SpQR's 'spqr3/16x16' with its second-level groups); 2-D weight blocks always say it, with the block's sides
+        ('fp32/128x128'), beside the granularity part 'block'."""
+        if self.scale_granularity == BLOCK:
+            return f"{self.scale_type}/{self.group_size}x{self.group_size}"
+        if self.scale_type == "fp16":
+            return ""
+        return f"{self.scale_type}/{self.group_size}" + (f"x{self.scale_group_size}" if self.scale_type == SPQR else "")
 
 
 _FIELDS = NumericFormat.__dataclass_fields__
@@ -626,7 +664,7 @@ IDLE_WHERE = {
 def check_group_size(fmt: NumericFormat, k_dims: dict[str, int], model: str) -> None:
     """ValueError ('group_size: found X, allowed: Y') when a group of quantized weights would straddle two rows of a
     GEMM: the group size must divide each k dimension it is smaller than (`k_dims`: GEMM name -> k)."""
-    if fmt.weight_bits >= 16 or fmt.scale_granularity != "group":
+    if fmt.weight_bits >= 16 or fmt.scale_granularity not in GROUPED:
         return
     bad = {name: k for name, k in k_dims.items() if fmt.group_size < k and k % fmt.group_size}
     if bad:
