@@ -745,6 +745,14 @@ def _rate_profile(text: str | None) -> tuple[tuple[float, float], ...] | None:
                          f"X times --rate, e.g. 600:1,300:3") from None
 
 
+def _fixed(flag: str, tokens: int) -> Fixed:
+    """A serving run's fixed request length given by `flag`, a refusal named by it ('--prompt: found ...')."""
+    try:
+        return Fixed(tokens=tokens)
+    except InputError as err:
+        raise InputError(f"{flag}: {str(err).partition(': ')[2]}") from None
+
+
 def _serving_spec(args) -> ServingSpec:
     """The serving workload of `explore run --serving`, its mistakes named by flag."""
     if args.trace is None and args.arrival == "trace":
@@ -772,7 +780,8 @@ def _serving_spec(args) -> ServingSpec:
         raise InputError(f"--rate: found {args.rate:g} with --capacity, allowed: one of them (--capacity searches "
                          f"the rate), as a sweep's serving: takes rate or capacity")
     fields = dict(scheduler=args.scheduler, requests=args.requests, arrival=args.arrival, rate_per_s=args.rate,
-                  cv=args.cv, trace=args.trace, prompt=Fixed(tokens=args.prompt), output=Fixed(tokens=args.output),
+                  cv=args.cv, trace=args.trace, prompt=_fixed("--prompt", args.prompt),
+                  output=_fixed("--output", args.output),
                   max_seqs=args.max_seqs, max_batched_tokens=args.max_batched_tokens,
                   chunk_tokens=args.chunk_tokens, prompt_batch_tokens=args.prompt_batch_tokens,
                   block_tokens=args.block_tokens, prefix_tokens=args.prefix_tokens,

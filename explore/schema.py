@@ -21,8 +21,11 @@ from pydantic_core import PydanticCustomError, core_schema
 
 from explore.derived import Expression
 from explore.knobs import Knob
+from workloads.requests import MAX_TOKENS
 
 PositiveInt = Annotated[StrictInt, Field(ge=1)]
+# A request's length in tokens: at most what RequestSet holds (workloads/requests.py), or sampling it overflowed.
+TokenLength = Annotated[StrictInt, Field(ge=1, le=MAX_TOKENS)]
 
 
 def expression_text(text: Any) -> str:

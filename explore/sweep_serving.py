@@ -12,7 +12,7 @@ from pydantic_core import PydanticCustomError
 
 from explore.knobs import KNOBS, knobs
 from explore.rows import is_feasible, normalize_row
-from explore.schema import PositiveInt, PositiveNumber, Strict, as_list, finite, knob_type, one_or_more
+from explore.schema import PositiveInt, PositiveNumber, Strict, TokenLength, as_list, finite, knob_type, one_or_more
 from explore.serving_settings import (
     CLIENT_RETRIES,
     GATEWAY_KNOBS,
@@ -42,9 +42,9 @@ class Lengths(Strict):
     """A distribution of prompt or output lengths in tokens (workloads/requests.py)."""
 
     dist: Literal["fixed", "uniform", "lognormal"]
-    tokens: PositiveInt | None = None  # fixed
-    low: PositiveInt | None = None  # uniform (inclusive), lognormal (clip)
-    high: PositiveInt | None = None
+    tokens: TokenLength | None = None  # fixed
+    low: TokenLength | None = None  # uniform (inclusive), lognormal (clip)
+    high: TokenLength | None = None
     median: PositiveNumber | None = None  # lognormal
     sigma: Annotated[StrictInt | StrictFloat, Field(ge=0)] | None = None
 

@@ -77,6 +77,15 @@ def _integer(name: str, value: object, *, at_least: int, what: str = "") -> int:
     return int(value)
 
 
+def _length(name: str, value: object, *, at_least: int = 1, what: str = "") -> int:
+    """A length in tokens: an int from at_least to MAX_TOKENS (a longer one overflowed numpy's int64 when sampled, a
+    traceback rather than a refusal), or an InputError naming `name`."""
+    length = _integer(name, value, at_least=at_least, what=what)
+    if length > MAX_TOKENS:
+        raise InputError(f"{name}: found {length}, allowed: at most {MAX_TOKENS:,} tokens")
+    return length
+
+
 def _frozen(values: np.ndarray) -> np.ndarray:
     """A read-only copy, so that frozen dataclasses holding arrays stay frozen."""
     values = np.array(values)
@@ -302,7 +311,7 @@ class Fixed:
     tokens: int
 
     def __post_init__(self) -> None:
-        _integer("tokens", self.tokens, at_least=1)
+        _length("tokens", self.tokens)
 
     def __str__(self) -> str:
         return f"fixed {self.tokens}"
@@ -319,8 +328,8 @@ class Uniform:
     high: int
 
     def __post_init__(self) -> None:
-        _integer("low", self.low, at_least=1)
-        _integer("high", self.high, at_least=self.low, what=f"low ({self.low})")
+        _length("low", self.low)
+        _length("high", self.high, at_least=self.low, what=f"low ({self.low})")
 
     def __str__(self) -> str:
         return f"uniform {self.low}-{self.high}"
@@ -341,9 +350,9 @@ class LogNormal:
     def __post_init__(self) -> None:
         _number("median", self.median, above=0)
         _number("sigma", self.sigma, at_least=0)
-        _integer("low", self.low, at_least=1)
+        _length("low", self.low)
         if self.high is not None:
-            _integer("high", self.high, at_least=self.low, what=f"low ({self.low})")
+            _length("high", self.high, at_least=self.low, what=f"low ({self.low})")
 
     def __str__(self) -> str:
         return f"lognormal median {self.median:g} sigma {self.sigma:g} in [{self.low}, {self.high or 'inf'}]"

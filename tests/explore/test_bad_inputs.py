@@ -249,6 +249,14 @@ CASES = [
      "sparsity_word.yaml:2: compute.structured_sparsity: found '2:4', allowed: a list"),
     ("device memory type a number", _device_text("memory_type.yaml", "base: h100-sxm\nmemory: {type: 5}\n"),
      "memory_type.yaml:2: memory.type: found 5, allowed: a text value"),
+    # A request length past what a RequestSet holds (2^53 tokens): numpy's int64 overflowed drawing it (a traceback).
+    ("sweep prompt of 10^22 tokens", _checked("prompt_1e22.yaml", "name: p\nmodel: llama-2-7b\ndevice: h100-sxm\n"
+                                                                  "serving: {requests: 10, rate: 2, "
+                                                                  "prompt: 10000000000000000000000, output: 4}\n"),
+     "prompt_1e22.yaml:4: serving.prompt.tokens: found 10000000000000000000000, allowed: less than or equal to "
+     "9007199254740992"),
+    ("serving run prompt of 10^22 tokens", _run("--serving", "--requests", "3", "--rate", "1", "--prompt", str(10**22)),
+     "--prompt: found 10000000000000000000000, allowed: at most 9,007,199,254,740,992 tokens"),
     # argparse's refusals of a flag's form, said as every other refusal is.
     ("--batch without its value", _run("--batch"), "--batch: found no value, allowed: a value after it"),
     ("--capacity of one rate", _run("--serving", "--capacity", "5"),
