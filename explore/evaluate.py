@@ -871,11 +871,12 @@ class Evaluator:
 
     def _kv_store_Bps(self, point: DesignPoint) -> float:
         """What a replica fetches from the pool's KV store per second: each of its tp x pp devices its shard of the
-        blocks at once, at kv_store_GBps or its node link's NIC rate (hw_models/link.py default_node_link: the
-        network a store across machines is reached over, as Mooncake's transfer engine reaches it over RDMA)."""
+        blocks at once, at kv_store_GBps or its node link's NIC rate (the user's node_link where the point reads it,
+        else hw_models/link.py default_node_link: the network a store across machines is reached over, as Mooncake's
+        transfer engine reaches it over RDMA)."""
         gbps = point.serving.kv_store_GBps
         if gbps is None:
-            gbps = self._link(default_node_link(point.device)).bandwidth_GBps
+            gbps = self._link(point.knob("node_link") or default_node_link(point.device)).bandwidth_GBps
         return gbps * 1e9 * point.tp * point.pp
 
     def _host_link_Bps(self, point: DesignPoint, device) -> float | None:

@@ -128,3 +128,17 @@ def test_each_pool_spans_nodes_over_its_own_devices_link_unless_the_user_names_o
 
     assert links("") == (["infiniband-ndr", "infiniband-hdr"], "infiniband-hdr")
     assert links("roce-400g") == (["roce-400g", "roce-400g"], "roce-400g")
+
+
+def test_a_kv_store_is_reached_over_the_users_node_link(evaluator):
+    """A replica's KV store fetches cross the network between machines (Mooncake's store over RDMA): the user's
+    node_link where the point reads it (tp 2 on A100s, whose own node link is HDR, 25 GB/s a port), each of the two
+    devices at roce-400g's 45.7 GB/s, 91.4 GB/s in all by hand; without node_link, HDR's 2 x 25 = 50 GB/s."""
+    def store_point(node_link: str) -> DesignPoint:
+        serving = ServingSpec(requests=1, rate_per_s=1.0, prompt=Fixed(tokens=32), output=Fixed(tokens=4),
+                              prefix_tokens=16, kv_store_GB=8.0)
+        return DesignPoint(model="llama-2-7b", device="a100-sxm-80gb", batch=1, prompt=0, output=0, serving=serving,
+                           execution="graphs", tp=2, knobs=(("node_link", node_link),) if node_link else ())
+
+    assert evaluator._kv_store_Bps(store_point("roce-400g")) == pytest.approx(2 * ROCE_GBPS * 1e9, rel=1e-12)
+    assert evaluator._kv_store_Bps(store_point("")) == pytest.approx(2 * 25e9, rel=1e-12)
