@@ -182,8 +182,22 @@ def split_prefills(evaluator) -> dict[int, float]:
 # With the fused add + RMSNorm priced as Fig. 3's deletions measure it (test_norm_time_near_the_papers_deletions;
 # priced at 2.0-2.3x them, the norms hid it), the rest of a prefill comes out short: without its all-reduces the
 # prefill is 12-14% short of Fig. 11a's no_ar, Llama-3.3-70B and Qwen2.5-72B alike (GEMMs, attention and pointwise
-# kernels on the H100's fits; the artifact's run scripts lock the SM clock, `nvidia-smi -lgc tdp`, which the preset's
-# boost clock does not model: a lead, not checked).
+# kernels on the H100's fits).
+# The locked SM clock, checked and not adopted. The artifact's prefill and serving scripts lock it before measuring
+# (artifact/figure_1_3, figure_2_11 and figure_11/run.sh: `nvidia-smi -lgc tdp`, reset by -rgc after);
+# NVML's nvmlDeviceSetGpuLockedClocks documents (tdp, tdp) as "Lock clock to TDP", and CUPTI's guide
+# (docs.nvidia.com/cupti, Special Configurations, MIG) says it "sets the GPU clocks to the base TDP frequency". It pins
+# the SM (graphics) clock only: memory clocks are locked apart (nvidia-smi -lmc, nvmlDeviceSetMemoryLockedClocks), so
+# HBM-bound kernels (norms, pointwise) keep their time and compute-bound ones slow by the clock ratio. GEMMs and
+# attention are 84-88% of our no_ar prefill at 1K-32K, so closing the gap asks them to run 1.15-1.18x slower
+# (Llama 1.157-1.179, Qwen 1.149-1.180, nearly flat over lengths, as a clock would be): a lock at 1980/1.165 = 1,700
+# MHz if Vidur's profiles ran at the max boost clock, at 1830/1.165 = 1,571 MHz if at the tensor peak's 1,830 MHz.
+# Not adopted, for want of two sourced clocks: no NVIDIA document searched (datasheet, whitepaper, NVML, nvidia-smi,
+# CUPTI) gives the H100 SXM's base (TDP) clock, and Vidur's H100 profiles, whose GEMM fit (75.8% of 989.4 TFLOPS)
+# carries the clock they ran at, name none: microsoft/vidur's profiling scripts (vidur/profiling/mlp, attention) set
+# no clock and docs/profiling.md names none, so they ran under GPU Boost at an unrecorded clock (attention takes the
+# H200's fits, hw_models/calibration/h200.yaml, whose clocks are no better recorded). The ratio, not the mechanism, is
+# what is missing: with both clocks sourced, a clock what-if scaling compute-bound time would be the change.
 SHORT = "the prefill's non-communication time is 12-14% short of Fig. 11a's no_ar: "
 SPLIT_MISSES = {32768: "1,193 ms against 1,326 (-10.1%)"}
 QWEN_MISSES = {1024: "37.7 ms against 42.47", 2048: "67.6 ms against 77.77", 4096: "129.2 ms against 149.09",
