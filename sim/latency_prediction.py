@@ -5,13 +5,14 @@ llm-d's latency predictor learns each pod's TTFT and TPOT online from its traffi
 KV-cache use, waiting and running counts, the prompt's length and its cached share), and so assumes every pod alike.
 This one prices the work ahead with the replica's own cost model, so it knows each replica's speed whatever its
 device; it errs in how the queue will drain:
-- the prompt tokens ahead (every held request's still to prefill, whatever the queue policy) and the request's own
-  uncached tokens run in iterations of the scheduler's token budget, less a token for each decode that rides along (a
-  chunked scheduler's; one that prefills whole prompts runs them apart from decodes);
+- the prompt tokens ahead (every held request's still to prefill, past a waiting one's prefix cached now, whatever the
+  queue policy) and the request's own uncached tokens run in iterations of the scheduler's token budget, less a
+  token for each decode that rides along (a chunked scheduler's; one that prefills whole prompts runs them apart from
+  decodes);
 - where the replica holds max_seqs requests or more, the request waits for a seat too, the requests ahead of it
   leaving at the rate its latest RECENT_LEAVES left (KV blocks running out is not counted);
-- the queue's chunks attend to no earlier context, the request's own to its cached prefix and its earlier chunks
-  (their mean);
+- the queue's chunks attend to where each starts (its computed chunks, or its cached prefix), the request's own to
+  its cached prefix and its earlier chunks (their mean);
 - its TPOT is an iteration decoding every request the replica holds and this one (up to max_seqs), at their present
   contexts, or, where its scheduler decodes fewer an iteration (Scheduler.decode_cap: a chunked scheduler's token
   budget), held / decoded iterations of the earliest admitted it decodes (each gives that many of the held a token);
@@ -144,21 +145,28 @@ def predict_latency(replica: Replica, prompt_tokens: int, cached_tokens: int = 0
     decoding = [seq.computed + 1 for seq in state.running if not seq.in_prefill][:max_seqs]
     riding = decoded_batch(scheduler, decoding)[0] if scheduler.chunked else []
     per_iteration = max(scheduler.token_budget() - len(riding), 1)
-    ahead = [seq.remaining_prefill for queue in (state.running, state.waiting, state.swapped) for seq in queue
-             if seq.in_prefill]
+    # Each prompt ahead from where it starts (Scheduler.prefill_start): past a running one's computed chunks, past the
+    # prefix a waiting one finds cached (swapped sequences decode: none is still to prefill).
+    starts = [(seq.target, Scheduler.prefill_start(state, seq, waiting=queue is state.waiting))
+              for queue in (state.running, state.waiting) for seq in queue if seq.in_prefill]
+    ahead = [target - start for target, start in starts]
     own = max(prompt_tokens - cached_tokens, 1)
     own_context = cached_tokens + max(own - per_iteration, 0) // 2  # its chunks' mean earlier context
     tokens = sum(ahead) + own
     # The prompts ahead and its own, in the iterations they share, their chunks after the tokens' mean context.
-    prefill_s = prompts_s(replica, tokens, len(ahead) + 1, own * own_context // tokens, per_iteration, riding, memo)
+    context = (sum(new * start for new, (_, start) in zip(ahead, starts, strict=True)) + own * own_context) // tokens
+    prefill_s = prompts_s(replica, tokens, len(ahead) + 1, context, per_iteration, riding, memo)
     held = len(state.running) + len(state.waiting) + len(state.swapped)
     # Short of a seat, it waits for requests to leave before its own prefill starts.
     seat_s = _seat_s(replica, held + 1 - max_seqs)
     waited_s = max(seat_s + prompts_s(replica, own, 1, own_context, per_iteration, riding, memo) - prefill_s, 0.0) \
         if seat_s else 0.0
-    waiting = [seq.target for queue in (state.waiting, state.swapped) for seq in queue]
+    # The others held, in the order they join the decodes: those prefilling at their prompts' end, then the swapped
+    # ones (back before any admission) and the waiting ones at their contexts.
     prefilling = [seq.target for seq in state.running if seq.in_prefill]
-    decode_kv = (decoding + prefilling + waiting + [prompt_tokens])[:max_seqs]
+    queued = [seq.target if seq.in_prefill else seq.computed + 1 for queue in (state.swapped, state.waiting)
+              for seq in queue]
+    decode_kv = (decoding + prefilling + queued + [prompt_tokens])[:max_seqs]
     return LatencyPrediction(ttft_s=0.0 if prefilled else prefill_s + waited_s,
                              tpot_s=_tpot_s(replica, decode_kv, memo))
 

@@ -207,8 +207,15 @@ class Scheduler:
         queued, the prefix may have been evicted, or computed by another request of its group)."""
         seq = state.waiting[0]
         if seq.in_prefill:
-            seq.computed = state.kv.cached_prefix(seq.index, seq.target)
+            seq.computed = Scheduler.prefill_start(state, seq, waiting=True)
         return seq
+
+    @staticmethod
+    def prefill_start(state: EngineState, seq: Sequence, *, waiting: bool) -> int:
+        """Tokens of a sequence still to prefill that it need not compute: a running one's computed chunks; a waiting
+        one's prefix its group's cached chain holds now, which it finds when admitted (_head; the latency predictor
+        reads the same)."""
+        return state.kv.cached_prefix(seq.index, seq.target) if waiting else seq.computed
 
     def _admit(self, state: EngineState, seq: Sequence, tokens: int) -> bool:
         """Move the first waiting sequence to running if the KV cache can hold `tokens` of it."""

@@ -195,3 +195,39 @@ def test_a_chunked_replica_is_never_predicted_a_tpot_shorter_than_its_budget_all
         decoded = min(held + 1, budget)
         step_s = costs.price(step_shape([], [64] * decoded, sampled=decoded)).time_s
         assert tpot_s >= max((held + 1) / budget, 1.0) * step_s * (1 - 1e-12), held
+
+
+def test_the_prompts_ahead_are_counted_past_the_prefix_they_find_cached(costs):
+    """A continuous replica caching a 512-token prefix, four 576-token prompts of its group waiting: admitted, each
+    finds the 512 tokens cached (Scheduler.prefill_start) and computes 64 after them. A request of the same prompt,
+    its 512 tokens cached too, is predicted the TTFT of the iteration the scheduler then runs, the five prompts' 64
+    tokens each after 512 cached, priced by hand from that batch; counting the queue's whole prompts (2,304 tokens)
+    would predict 8% more."""
+    kv = PagedKVCache(capacity_blocks=4000, block_tokens=BLOCK, prefix_tokens=512)
+    state = EngineState(kv=kv)
+    state.waiting.extend(Sequence(index=i, arrival_s=0.0, prompt=576, output=8) for i in range(4))
+    scheduler = make_scheduler("continuous", SchedulerLimits())
+    replica = Replica(simpy.Environment(), costs, scheduler, state, window=None, swap_s_per_token=0.0,
+                      on_finish=lambda seq: None)
+    predicted = predict_latency(replica, 576, cached_tokens=512).ttft_s
+    state.waiting.append(Sequence(index=4, arrival_s=0.0, prompt=576, output=8))
+    batch = scheduler.next_batch(state)
+    assert [(q, seq.computed) for seq, q in batch.prefills] == [(64, 512)] * 5
+    assert predicted == pytest.approx(costs.price(batch.shape(None)).time_s, rel=1e-9)
+
+
+def test_a_swapped_sequence_is_predicted_to_decode_at_its_context_as_a_running_one(costs):
+    """64 sequences of 16-token prompts that have decoded to 4,000 tokens of context, running or swapped out to host
+    memory: swapped, they come back before any admission and decode at the same context, so a request joining the
+    replica is predicted the same TPOT either way (their prompts' 16 tokens would price their KV reads 250 times
+    short)."""
+    def replica(swapped: bool) -> Replica:
+        state = EngineState(kv=PagedKVCache(capacity_blocks=40_000, block_tokens=BLOCK))
+        seqs = [Sequence(index=i, arrival_s=0.0, prompt=16, output=4096, computed=3999, generated=3984)
+                for i in range(64)]
+        (state.swapped if swapped else state.running).extend(seqs)
+        return Replica(simpy.Environment(), costs, make_scheduler("continuous", SchedulerLimits()), state,
+                       window=None, swap_s_per_token=0.0, on_finish=lambda seq: None)
+
+    running, swapped = (predict_latency(replica(flag), 64).tpot_s for flag in (False, True))
+    assert swapped == pytest.approx(running, rel=1e-12)
