@@ -46,6 +46,8 @@ def _values(count: int) -> str:
 
 
 TEXT = "a text value"
+# A number with an exponent that YAML 1.1 reads as text: it takes one only with a '.' and a signed exponent (1.0e+3).
+_EXPONENT = re.compile(r"[-+]?([0-9][0-9_]*\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+")
 MAPPING = "a mapping of its keys (key: value, ...)"  # a section given a value: input_error names its keys where it can
 # What a type error allows, said plainly (pydantic: "a valid integer, got a number with a fractional part").
 PLAIN_ALLOWED = {
@@ -112,6 +114,9 @@ def input_error(err: ValidationError, where: str, prefix: str = "",
         return InputError(f"{place}: {key}: {allowed}" if key else f"{place}: {allowed}")
     if first["type"] == "string_type" and isinstance(first.get("input"), list):
         allowed = "one text value, not a list (the key does not sweep)"
+    if isinstance(first.get("input"), str) and _EXPONENT.fullmatch(first["input"]) and first["type"] != "literal_error":
+        # The user wrote a number (1e3, 5e-4, 1.0e3), which YAML 1.1 reads as text.
+        allowed += " (YAML reads 1e3 or 1.0e3 as text: write 1.0e+3 or 1000)"
     if first["type"] == "string_type" and isinstance(first.get("input"), bool):
         # YAML 1.1 reads yes/no/on/off/true/false unquoted as booleans: the user wrote a word.
         allowed += " (YAML reads an unquoted yes, no, on, off, true or false as a boolean: quote it)"

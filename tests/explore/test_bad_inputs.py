@@ -249,6 +249,12 @@ CASES = [
      "sparsity_word.yaml:2: compute.structured_sparsity: found '2:4', allowed: a list"),
     ("device memory type a number", _device_text("memory_type.yaml", "base: h100-sxm\nmemory: {type: 5}\n"),
      "memory_type.yaml:2: memory.type: found 5, allowed: a text value"),
+    # A number written with an exponent that YAML 1.1 reads as text (no '.', or no sign): said so, with a spelling it
+    # reads as a number (the message read "found '2e1', allowed: a number", which the user had written).
+    ("sweep rate 2e1", _checked("rate_2e1.yaml", "name: r\nmodel: llama-2-7b\ndevice: h100-sxm\n"
+                                                 "serving: {requests: 10, rate: 2e1, prompt: 16, output: 4}\n"),
+     "rate_2e1.yaml:4: serving.rate: found '2e1', allowed: a number (YAML reads 1e3 or 1.0e3 as text: write 1.0e+3 or "
+     "1000)"),
     # A request length past what a RequestSet holds (2^53 tokens): numpy's int64 overflowed drawing it (a traceback).
     ("sweep prompt of 10^22 tokens", _checked("prompt_1e22.yaml", "name: p\nmodel: llama-2-7b\ndevice: h100-sxm\n"
                                                                   "serving: {requests: 10, rate: 2, "
