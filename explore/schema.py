@@ -157,7 +157,8 @@ def _integer(knob: Knob):
     """A validator refusing anything but an integer where a knob takes integers from a list (weight_bits: 4.0, a YAML
     boolean), with what the knob takes."""
     def integer(value: Any) -> Any:
-        if isinstance(value, bool) or not isinstance(value, int):
+        # Past 64 bits pydantic's Literal check said 'Unable to parse input string as an integer, exceeded maximum size'
+        if isinstance(value, bool) or not isinstance(value, int) or not -2**63 <= value < 2**63:
             raise ValueError(f"one of the integers {knob.allowed_words()}")
         return value
 

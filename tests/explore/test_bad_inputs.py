@@ -255,6 +255,11 @@ CASES = [
                                                  "serving: {requests: 10, rate: 2e1, prompt: 16, output: 4}\n"),
      "rate_2e1.yaml:4: serving.rate: found '2e1', allowed: a number (YAML reads 1e3 or 1.0e3 as text: write 1.0e+3 or "
      "1000)"),
+    # A knob's integer past 64 bits: said with the knob's values, not pydantic's 'exceeded maximum size'.
+    ("sweep group size of 10^22", _checked("group_1e22.yaml", "name: g\nmodel: llama-2-7b\ndevice: h100-sxm\n"
+                                                              "format: {group_size: 10000000000000000000000}\n"),
+     "group_1e22.yaml:4: format.group_size: found 10000000000000000000000, allowed: one of the integers 8, 16, 32, "
+     "64, 128, 256"),
     # A request length past what a RequestSet holds (2^53 tokens): numpy's int64 overflowed drawing it (a traceback).
     ("sweep prompt of 10^22 tokens", _checked("prompt_1e22.yaml", "name: p\nmodel: llama-2-7b\ndevice: h100-sxm\n"
                                                                   "serving: {requests: 10, rate: 2, "
