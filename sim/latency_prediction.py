@@ -7,8 +7,8 @@ This one prices the work ahead with the replica's own cost model, so it knows ea
 device; it errs in how the queue will drain:
 - the prompt tokens ahead (every held request's still to prefill, past a waiting one's prefix cached now, whatever the
   queue policy) and the request's own uncached tokens run in iterations of the scheduler's token budget, less a
-  token for each decode that rides along (a chunked scheduler's; one that prefills whole prompts runs them apart from
-  decodes);
+  token for each decode that rides along (Scheduler.prompts_beside_decodes: chunked prefill's, Orca's; continuous
+  batching runs prompts apart from decodes);
 - where the replica holds max_seqs requests or more, the request waits for a seat too, the requests ahead of it
   leaving at the rate its latest RECENT_LEAVES left (KV blocks running out is not counted);
 - the queue's chunks attend to where each starts (its computed chunks, or its cached prefix), the request's own to
@@ -17,9 +17,11 @@ device; it errs in how the queue will drain:
   contexts, or, where its scheduler decodes fewer an iteration (Scheduler.decode_cap: a chunked scheduler's token
   budget), held / decoded iterations of the earliest admitted it decodes (each gives that many of the held a token);
   and prompts as often as the replica's last RECENT_ITERATIONS iterations prefilled, as if the prompts arriving
-  lately keep arriving (those ahead are prefilled before its decode starts): a chunk of what the budget leaves riding
-  along (a chunked scheduler), or iterations of their own in between (one that prefills whole prompts);
-- the iteration under way, preemptions, a speculative decode's drafts and pipeline stages' overlap are not counted.
+  lately keep arriving (those ahead are prefilled before its decode starts): riding along, a chunk of what the budget
+  leaves (a chunked scheduler) or a prompt of the recent prefills' mean tokens (Orca), or else in iterations of their
+  own in between;
+- the iteration under way, preemptions (and Orca's decodes sitting out for prompts, max_decode_preemptions), a
+  speculative decode's drafts and pipeline stages' overlap are not counted.
 Each predicted iteration is priced coarsely (its chunks to TOKEN_STEP tokens, its decodes at their mean context in
 groups of DECODE_STEP) and kept in the caller's memo, so that routing prices few shapes no real iteration has. A
 router scales a replica's predictions by what it learned of it (LearnedBias).
@@ -143,7 +145,7 @@ def predict_latency(replica: Replica, prompt_tokens: int, cached_tokens: int = 0
     state, scheduler = replica.state, replica.scheduler
     max_seqs = scheduler.limits.max_seqs
     decoding = [seq.computed + 1 for seq in state.running if not seq.in_prefill][:max_seqs]
-    riding = decoded_batch(scheduler, decoding)[0] if scheduler.chunked else []
+    riding = decoded_batch(scheduler, decoding)[0] if scheduler.prompts_beside_decodes else []
     per_iteration = max(scheduler.token_budget() - len(riding), 1)
     # Each prompt ahead from where it starts (Scheduler.prefill_start): past a running one's computed chunks, past the
     # prefix a waiting one finds cached (swapped sequences decode: none is still to prefill).
@@ -195,7 +197,8 @@ def _tpot_s(replica: Replica, decode_kv: list[int], memo: dict | None = None) ->
     """The time between a request's tokens where the replica holds decodes of `decode_kv`: the iterations between a
     held sequence's tokens, each decoding those its scheduler decodes at once (decoded_batch), interleaved with prompts
     as often as the replica's recent iterations prefilled: beside a chunk of what is left of the budget (a chunked
-    scheduler), or as iterations of their own in between, each of the recent prefills' mean tokens."""
+    scheduler) or a whole prompt (Orca), or as iterations of their own in between, each of the recent prefills' mean
+    tokens."""
     decode_kv, rounds = decoded_batch(replica.scheduler, decode_kv)
     return rounds * _decoded_tpot_s(replica, decode_kv, memo)
 
@@ -204,7 +207,7 @@ def _decoded_tpot_s(replica: Replica, decode_kv: list[int], memo: dict | None = 
     """_tpot_s where every one of `decode_kv` decodes each iteration."""
     decode_s = iteration_s(replica, [], decode_kv, 0, memo)
     recent = replica.log[-RECENT_ITERATIONS:]
-    prefills = [tokens for _, _, seqs, tokens, *_ in recent if tokens > seqs]
+    prefills = [(seqs, tokens) for _, _, seqs, tokens, *_ in recent if tokens > seqs]
     if not prefills:
         return decode_s
     share = len(prefills) / len(recent)
@@ -212,6 +215,11 @@ def _decoded_tpot_s(replica: Replica, decode_kv: list[int], memo: dict | None = 
     if scheduler.chunked:
         chunk = max(scheduler.token_budget() - len(decode_kv), 1)
         return decode_s + share * (iteration_s(replica, [(chunk, 0)], decode_kv, 0, memo) - decode_s)
+    if scheduler.prompts_beside_decodes:
+        # A prompt beside the decodes: an iteration's tokens past one a sequence, and the prompt's own (one prompt).
+        prompt = round(sum(tokens - seqs + 1 for seqs, tokens in prefills) / len(prefills))
+        return decode_s + share * (iteration_s(replica, [(prompt, 0)], decode_kv, 1, memo) - decode_s)
     # Prefill iterations between two decode steps: share / (1 - share), at least one decode step in the window.
     between = share / max(1.0 - share, 1.0 / RECENT_ITERATIONS)
-    return decode_s + between * iteration_s(replica, [(round(sum(prefills) / len(prefills)), 0)], [], 1, memo)
+    prompt = round(sum(tokens for _, tokens in prefills) / len(prefills))
+    return decode_s + between * iteration_s(replica, [(prompt, 0)], [], 1, memo)

@@ -84,11 +84,11 @@ class LoadPlanner(Policy):
     def _first_token_holds(self, engine: Replica, isl: float, prediction, growth: float) -> bool:
         """Whether the replica's queue, grown by `growth`, leaves its TTFT within the margin of the SLO: the queue's
         share under SCALE_DOWN_SENSITIVITY of the SLO less the prompt's own time. Its own time is a prompt's beside the
-        decodes riding along with its chunks (a chunked scheduler's), grown too in a pool serving whole requests
+        decodes riding along (a chunked scheduler's, Orca's), grown too in a pool serving whole requests
         (Dynamo's aggregated check: the new request's TTFT at the decode load after consolidation); a prompt alone
         elsewhere."""
         riding = [seq.computed + 1 for seq in engine.state.running if not seq.in_prefill] \
-            if engine.scheduler.chunked and self.role == "serve" else []
+            if engine.scheduler.prompts_beside_decodes and self.role == "serve" else []
         own_s = prompt_alone_s(engine, isl, self.memo, riding)
         after_s = prompt_alone_s(engine, isl, self.memo, [round(sum(riding) / len(riding))]
                                  * math.ceil(len(riding) * growth) if riding else [])

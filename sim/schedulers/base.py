@@ -173,13 +173,17 @@ class Scheduler:
     """Picks the next iteration's batch from the engine state, admitting and preempting as it goes.
 
     Subclasses set `name` and implement `schedule`; they may set `reserves_whole_request` (admission holds
-    the KV of the whole request, so nothing is ever preempted: static batching and Orca) and `chunked`
-    (prefills are split to a token budget, so a prompt need not fit in one iteration).
+    the KV of the whole request, so nothing is ever preempted: static batching and Orca), `chunked`
+    (prefills are split to a token budget, so a prompt need not fit in one iteration) and `prompts_beside_decodes`.
     """
 
     name: ClassVar[str] = ""
     reserves_whole_request: ClassVar[bool] = False
     chunked: ClassVar[bool] = False
+    # Prompts are computed in the iterations that decode the running sequences, in the token budget those leave
+    # (chunked prefill; Orca's selective batching); False: an iteration prefills or decodes (continuous batching), or a
+    # batch runs to its end (static). The latency predictor reads it (sim/latency_prediction.py).
+    prompts_beside_decodes: ClassVar[bool] = False
 
     def __init__(self, limits: SchedulerLimits):
         self.limits = limits

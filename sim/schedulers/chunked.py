@@ -13,6 +13,7 @@ class ChunkedPrefillScheduler(Scheduler):
 
     name = "chunked"
     chunked = True
+    prompts_beside_decodes = True
 
     def schedule(self, state: EngineState) -> Batch:
         # Sequences a prefill pool handed over at the head of the queue join before the decodes are chosen, so they

@@ -27,6 +27,7 @@ class OrcaScheduler(Scheduler):
 
     name = "orca"
     reserves_whole_request = True
+    prompts_beside_decodes = True
 
     def __init__(self, limits: SchedulerLimits):
         super().__init__(limits)

@@ -231,3 +231,37 @@ def test_a_swapped_sequence_is_predicted_to_decode_at_its_context_as_a_running_o
 
     running, swapped = (predict_latency(replica(flag), 64).tpot_s for flag in (False, True))
     assert swapped == pytest.approx(running, rel=1e-12)
+
+
+def _orca_decoding(costs, count: int = 64, context: int = 4000) -> Replica:
+    """An Orca replica decoding `count` sequences at `context` tokens each."""
+    state = EngineState(kv=PagedKVCache(capacity_blocks=40_000, block_tokens=BLOCK))
+    state.running.extend(Sequence(index=i, arrival_s=0.0, prompt=16, output=8192, computed=context - 1,
+                                  generated=context - 16) for i in range(count))
+    return Replica(simpy.Environment(), costs, make_scheduler("orca", SchedulerLimits()), state, window=None,
+                   swap_s_per_token=0.0, on_finish=lambda seq: None)
+
+
+def test_an_orca_prompt_is_predicted_beside_the_decodes_it_shares_its_iteration_with(costs):
+    """Orca prefills a new prompt in the iteration that decodes every running sequence (selective batching): a 64-token
+    prompt joining 64 decodes at 4,000 tokens is predicted the TTFT of the iteration the scheduler then runs, priced by
+    hand from that batch (the prompt alone would be 7% short)."""
+    replica = _orca_decoding(costs)
+    predicted = predict_latency(replica, 64).ttft_s
+    replica.state.waiting.append(Sequence(index=64, arrival_s=0.0, prompt=64, output=8))
+    batch = replica.scheduler.next_batch(replica.state)
+    assert len(batch.prefills) == 1 and len(batch.decodes) == 64
+    assert predicted == pytest.approx(costs.price(batch.shape(None)).time_s, rel=1e-9)
+
+
+def test_an_orca_replica_s_tpot_is_within_its_decode_step_and_an_iteration_with_a_prompt(costs):
+    """An Orca replica whose last 64 iterations alternately decoded its 64 sequences alone and beside a 64-token prompt:
+    every iteration decodes every running sequence, so a joining request gets a token each iteration, and its TPOT
+    lies between the decode step of the 65 and that step beside a 64-token prompt, both priced by hand (counting the
+    prompts as iterations of their own in between, as continuous batching runs them, gives nearly two steps)."""
+    replica = _orca_decoding(costs, count=63)
+    replica.log = [(0.0, 0.0, 64, 64, 0, 0.0) if i % 2 else (0.0, 0.0, 65, 128, 0, 0.0) for i in range(64)]
+    tpot_s = predict_latency(replica, 4000).tpot_s
+    decode_s = costs.price(step_shape([], [4000] * 64, sampled=64)).time_s
+    with_prompt_s = costs.price(step_shape([(64, 0)], [4000] * 64, sampled=65, finished=[64])).time_s
+    assert decode_s * (1 - 1e-12) <= tpot_s <= with_prompt_s * (1 + 1e-12)

@@ -110,14 +110,16 @@ def test_one_fewer_only_where_the_survivor_s_queue_keeps_the_ttft_margin(costs):
         assert scaler.policy.wanted(scaler) == wanted, factor
 
 
-def test_a_chunked_pool_prices_a_new_prompt_beside_the_survivor_s_batch_not_as_queue(costs):
-    """Two replicas prefilling in chunks beside their decodes, serving whole requests, each with 32 decodes and
-    nothing queued: a prompt's TTFT beside 32 decodes is `now`, beside 64 (the survivor's, one replica given back)
-    `after`. Dynamo's aggregated check takes the new request's own TTFT at the decode load after consolidation and
-    grows only the queue: a TTFT limit between `now` and `after` keeps both replicas (the survivor would miss it); a
-    limit past `after` gives one back, though it is under alone + 2.5 (now - alone), where counting the decodes'
-    share of `now` as queue, grown by 2 against 80% of the limit less a prompt alone, would have kept both."""
-    env, scaler = _scaler(costs, scheduler="chunked")
+@pytest.mark.parametrize("scheduler", ["chunked", "orca"])
+def test_a_chunked_pool_prices_a_new_prompt_beside_the_survivor_s_batch_not_as_queue(costs, scheduler):
+    """Two replicas prefilling in chunks beside their decodes (or, under Orca, whole prompts in the iteration that
+    decodes every running sequence), serving whole requests, each with 32 decodes and nothing queued: a prompt's
+    TTFT beside 32 decodes is `now`, beside 64 (the survivor's, one replica given back) `after`. Dynamo's aggregated
+    check takes the new request's own TTFT at the decode load after consolidation and grows only the queue: a TTFT
+    limit between `now` and `after` keeps both replicas (the survivor would miss it); a limit past `after` gives one
+    back, though it is under alone + 2.5 (now - alone), where counting the decodes' share of `now` as queue, grown by
+    2 against 80% of the limit less a prompt alone, would have kept both."""
+    env, scaler = _scaler(costs, scheduler=scheduler)
     for r in (0, 1):
         _decoding(scaler.replicas[r][0], 32)
     first = scaler.replicas[0][0]
