@@ -94,6 +94,10 @@ def input_error(err: ValidationError, where: str, prefix: str = "",
         most = first["ctx"]["max_length"]
         allowed = f"a list of {most} values" if first["ctx"].get("field_type") == "Tuple" else \
             f"a list of at most {_values(most)}"
+    if first["type"] in ("string_too_short", "string_too_long"):  # pydantic: 'String should have at least 3 characters'
+        least = first["type"] == "string_too_short"
+        length = first["ctx"]["min_length" if least else "max_length"]
+        allowed = f"text of at {'least' if least else 'most'} {length} character{'s' * (length != 1)}"
     allowed = PLAIN_ALLOWED.get(first["type"], allowed)
     if first["type"] == "tuple_type" and cls is not None:
         allowed = _list_allowed(field_hint(cls, dotted(loc)))

@@ -255,6 +255,11 @@ CASES = [
                                                  "serving: {requests: 10, rate: 2e1, prompt: 16, output: 4}\n"),
      "rate_2e1.yaml:4: serving.rate: found '2e1', allowed: a number (YAML reads 1e3 or 1.0e3 as text: write 1.0e+3 or "
      "1000)"),
+    # Text shorter than its field takes, as every other refusal is (it read 'String should have at least 3 characters').
+    ("link source too short", _written("link_source.yaml", "name: l\ndescription: d\nbandwidth_GBps: 100\n"
+                                                           "latency_us: 1\nsource: s\n",
+                                       lambda path: _run("--tp", "2", "--link", path)),
+     "link_source.yaml:5: source: found 's', allowed: text of at least 3 characters"),
     # A knob's integer past 64 bits: said with the knob's values, not pydantic's 'exceeded maximum size'.
     ("sweep group size of 10^22", _checked("group_1e22.yaml", "name: g\nmodel: llama-2-7b\ndevice: h100-sxm\n"
                                                               "format: {group_size: 10000000000000000000000}\n"),
