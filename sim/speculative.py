@@ -48,6 +48,7 @@ import numpy as np
 from hw_models.device import dispatch_s
 from kernels.kv_policy import Window
 from kernels.table import KernelTable
+from sim.draft_restarts import restart_gain
 from sim.memory import MemoryFootprint
 from sim.result import RequestTiming, SimResult
 from sim.step_costs import DYNAMIC_ENERGY_FIELDS, HOST_WAIT, DecodeCosts, pass_execution, pass_host_wait_s
@@ -176,8 +177,9 @@ def drafter_fits(longest: int, speculation: Speculation, draft_positions: int | 
     those the pass computes), deciding for the whole batch as vLLM v1 does (vllm/v1/worker/gpu_model_runner.py
     _input_fits_in_drafter: max_seq_len + k <= the draft's max_model_len, its max_position_embeddings here). Past it
     sample_tokens hands every sequence k zero draft tokens, which the next pass verifies as drafts (k + 1 query tokens
-    a sequence; Scheduler.update_draft_token_ids keeps them and schedule() schedules them) and rejects. None: no limit
-    (Medusa heads run on the target)."""
+    a sequence; Scheduler.update_draft_token_ids keeps them and schedule() schedules them) and rejects. It decides
+    again after every pass, on that pass's sequences: once those past the context finish, the others draft again
+    (sim/draft_restarts.py). None: no limit (Medusa heads run on the target)."""
     return draft_positions is None or longest + speculation.drafted <= draft_positions
 
 
@@ -197,8 +199,9 @@ def draft_reach(workload: BatchWorkload, speculation: Speculation,
     are made after the pass before it (the prefill, or the previous step's verification) where drafter_fits that
     pass's longest sequence, so every sequence stops drafting a step after the verification in which the longest
     crosses, and yields one token a step from then on. Sequences advance independently (step_token_odds); a finished
-    one leaves the batch, and a batch that stopped drafting does not start again (a static batch's sequences finish
-    together)."""
+    one leaves the batch, and, as vLLM v1 decides on each pass's own sequences, the batch drafts again where those
+    past the context finish before the next one reaches it (sim/draft_restarts.py restart_gain: what those restarts
+    add to the tokens drafted where the batch never drafts again, which this computes exactly)."""
     total, k, prompt = workload.decode_steps, speculation.drafted, workload.prompt_len
     if not drafter_fits(prompt, speculation, draft_positions):  # no draft after the prefill: none ever
         return 0.0, 1.0
@@ -226,7 +229,8 @@ def draft_reach(workload: BatchWorkload, speculation: Speculation,
         held = held[:total - first]
         kept = np.flatnonzero(held > held.max() * 1e-18) if len(held) else held
         held, first = (held[kept[0]:kept[-1] + 1], first + kept[0]) if len(kept) else (held[:0], first)
-    return tokens, 1.0 - done ** workload.batch
+    again, stop = restart_gain(workload.batch, total, held_most, tuple(odds.tolist()))
+    return tokens + again, 1.0 - done ** workload.batch + stop
 
 
 def expected_steps(tokens: int, speculation: Speculation) -> float:
