@@ -1189,8 +1189,6 @@ def _read_goals(path: Path) -> dict:
 
 
 def cmd_trace(args) -> int:
-    from workloads.capture import trace_model
-
     other = "context" if args.phase == "prefill" else "prompt"  # the other phase's length: refused, not ignored
     if getattr(args, other) is not None:
         own = "prompt" if other == "context" else "context"
@@ -1209,6 +1207,8 @@ def cmd_trace(args) -> int:
     if positions > cfg.max_positions:
         raise InputError(f"{flag}: found {value:,} ({positions:,} positions), allowed: at most {cfg.name}'s context "
                          f"of {cfg.max_positions:,} tokens (max_position_embeddings)")
+    from workloads.capture import trace_model  # torch: seconds to import, after the flags are judged
+
     trace = trace_model(cfg, **trace_args(args.phase, args.batch, value), fake=not args.real)
     trace.save(args.output)
     print(f"{args.output}: {len(trace.ops)} ops, {trace.flops:.3e} FLOPs, {trace.model} {trace.phase}")

@@ -558,3 +558,12 @@ def test_a_sweep_override_of_no_such_field_lists_the_what_if_fields(tmp_path, ca
     assert "sweep.yaml:5: overrides.device.compute.l2_cache_MB: value 50 on h100-sxm: device.compute.l2_cache_MB: " \
            "no such field to override; allowed: compute.sm_count," in line
     assert "memory.bandwidth_GBps" in line
+
+
+def test_trace_judges_its_flags_before_importing_torch(tmp_path, monkeypatch, capsys):
+    """explore trace refuses a context past the model's before importing workloads.capture, which imports torch (4 s
+    of CPU, 16 s on a loaded machine: the case 'trace beyond the context' overran its 10 s limit under load)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(sys.modules, "workloads.capture", None)  # importing it now raises ImportError
+    assert main(["trace", "--model", "llama-2-7b", "--phase", "decode", "--context", "100000", "-o", "t.json"]) == 2
+    assert "--context: found 100,000 (100,001 positions)" in capsys.readouterr().err
