@@ -9,6 +9,7 @@ from pydantic.dataclasses import dataclass
 
 from hw_models.spec_common import (
     SPEC_CONFIG,
+    AddsKeys,
     AreaSpec,
     HostLinkSpec,
     NonNegative,
@@ -31,8 +32,10 @@ class ComputeSpec:
     # Tensor and vector rates come from peak_TFLOPS; the clock sets what scales with it alone, the SMs' shared-memory
     # bandwidth (hw_models/gpu_unstructured.py).
     boost_clock_MHz: Positive
-    # Dense peak rates per dtype (TOPS for integer types); "fp32" is the vector (non-tensor-core) rate.
-    peak_TFLOPS: dict[DTYPES, Positive]
+    # Dense peak rates per dtype (TOPS for integer types); "fp32" is the vector (non-tensor-core) rate. A what-if may
+    # add a dtype the preset has no rate for (`--set compute.peak_TFLOPS.fp8=624`: an A100 with fp8 tensor cores),
+    # which its GEMMs then run in natively (hw_models/gpu_quant.py quant_plan).
+    peak_TFLOPS: Annotated[dict[DTYPES, Positive], AddsKeys()]
     source: Source
     # Weight-sparsity patterns the tensor cores skip zeros of (Ampere and later: 2:4 at twice the dense rate).
     structured_sparsity: tuple[SparsityPattern, ...] = ()

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import importlib
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
+from hw_models.spec_common import AddsKeys
 from hw_models.validation import (
     absent_number_fields,
     check_keys,
@@ -161,8 +164,10 @@ def apply_overrides(data: dict, overrides: dict[str, Any], where: str, line_of=N
         keys = path.split(".")
         for depth, key in enumerate(keys):
             # A field with a default that the file leaves out is set as if the file had it.
+            # So is a key the field's mapping may gain (a dtype's rate a GPU preset leaves out: addable_keys).
             absent_default = (depth == len(keys) - 1 and isinstance(node, dict) and kind is not None
-                              and declared_field(kind.spec_class, path))
+                              and (declared_field(kind.spec_class, path)
+                                   or key in addable_keys(kind.spec_class, ".".join(keys[:depth]))))
             if (not isinstance(node, dict) or key not in node) and not absent_default:
                 raise InputError(f"{at}: {named}{'.'.join(keys[:depth + 1])}: "
                                  f"{_not_there(kind, data.get('name'), node, keys, depth, on_base)}")
@@ -181,6 +186,30 @@ def apply_overrides(data: dict, overrides: dict[str, Any], where: str, line_of=N
     return result
 
 
+@functools.cache  # a sweep applies its overrides once per value: the same few paths each time
+def addable_keys(cls, path: str) -> tuple[str, ...]:
+    """The keys a what-if may add to the mapping field at dotted `path` of spec class `cls`: every name of its Literal
+    key type where the field is marked AddsKeys (a GPU's peak_TFLOPS: any dtype the GPU model knows), else none."""
+    hint: Any = cls
+    for key in path.split(".") if path else ():
+        spec = next((m for m in (typing.get_args(hint) or (hint,)) if dataclasses.is_dataclass(m)), None)
+        hint = typing.get_type_hints(spec, include_extras=True).get(key) if isinstance(spec, type) else None
+        if hint is None:
+            return ()
+    if typing.get_origin(hint) is not typing.Annotated or not any(isinstance(m, AddsKeys) for m in hint.__metadata__):
+        return ()
+    return typing.get_args(typing.get_args(typing.get_args(hint)[0])[0])  # Annotated[dict[Literal[...], V], ...]
+
+
+def _addable_paths(cls, node: dict, prefix: str = "") -> list[str]:
+    """Dotted paths of the keys a what-if may add (addable_keys) that the mappings of a device's `node` lack."""
+    found = [f"{prefix}{key}" for key in addable_keys(cls, prefix.removesuffix(".")) if key not in node]
+    for key, value in node.items():
+        if isinstance(value, dict):
+            found += _addable_paths(cls, value, f"{prefix}{key}.")
+    return found
+
+
 def _not_there(kind, name: str | None, node: Any, keys: list[str], depth: int, listed: bool = False) -> str:
     """Why an override's keys[:depth + 1] is not in the device: a section its kind declares that the device leaves out
     (an override changes fields, it adds no part), or no such field, with the nearest a what-if may set (and, where
@@ -193,7 +222,8 @@ def _not_there(kind, name: str | None, node: Any, keys: list[str], depth: int, l
     # them as if the file had them); suggested only where a what-if may set them (a power limit's near miss on an NPU
     # is not its unread TDP).
     declared = default_fields(kind.spec_class, ".".join(keys[:depth])) if kind is not None else []
-    fields = [*node, *(k for k in declared if k not in node)] if isinstance(node, dict) else []
+    addable = addable_keys(kind.spec_class, ".".join(keys[:depth])) if kind is not None else ()
+    fields = [*node, *(k for k in (*declared, *addable) if k not in node)] if isinstance(node, dict) else []
     choices = [k for k in fields
                if kind is None or unread_reason(kind.spec_class, ".".join([*keys[:depth], k])) is None]
     section = "".join(f"{key}." for key in keys[:depth])
@@ -261,7 +291,8 @@ def what_if_fields(name_or_path: str) -> list[str]:
         return []
     in_file = [path for path, value in _leaves(data)
                if (value is None or isinstance(value, (int, float))) and not isinstance(value, bool)]
-    return [path for path in in_file + absent_number_fields(kind.spec_class, data)
+    absent = absent_number_fields(kind.spec_class, data) + _addable_paths(kind.spec_class, data)
+    return [path for path in in_file + absent
             if unread_reason(kind.spec_class, path) is None and idle_reason(kind.spec_class, path, data) is None]
 
 

@@ -49,6 +49,12 @@ class ReadWith:
         self.path, self.value = path, value
 
 
+class AddsKeys:
+    """Annotated metadata of a mapping field keyed by a Literal's names (a GPU's peak_TFLOPS by dtype): a what-if may
+    add a key the preset leaves out, any name the Literal allows (fp8 tensor cores on an A100), besides changing one it
+    has (hw_models/registry.py addable_keys)."""
+
+
 # Shared by every kind: the cost models price energy from idle power and energy per action.
 TDP_UNREAD = Unread("no cost model reads a what-if TDP: energy is idle power x time plus energy per action "
                     "(a GPU's energy per FLOP is derived once from the shipped preset's TDP); override "
