@@ -117,9 +117,13 @@ class GPUModel(DeviceModel):
         return patterns
 
     def joules_per_flop(self, dtype: str) -> float:
-        """Energy of one FLOP in `dtype`, derived from the reference preset (see the module docstring)."""
+        """Energy of one FLOP in `dtype`, derived from the reference preset (see the module docstring); a dtype whose
+        rate a what-if adds (fp8 on an A100) has no circuits on the chip as shipped: its energy follows from the
+        what-if's rate by the same rule."""
         if dtype not in self._flop_J:
-            self._flop_J[dtype] = self._dynamic_W / (self._math_ceiling(dtype) * self.reference.peak_flops(dtype))
+            added = self.spec.matrix_dtype(dtype) not in self.reference.compute.peak_TFLOPS
+            peak = (self.spec if added else self.reference).peak_flops(dtype)
+            self._flop_J[dtype] = self._dynamic_W / (self._math_ceiling(dtype) * peak)
         return self._flop_J[dtype]
 
     def _math_ceiling(self, dtype: str) -> float:

@@ -76,3 +76,13 @@ def test_other_kinds_add_no_key():
     """Only a GPU's peak_TFLOPS is marked addable: an NPU's per-dtype MAC rates change, they gain no dtype."""
     with pytest.raises(InputError, match="no such field to override"):
         load_device("neupims", {"npu.macs_per_pe_per_cycle.int8": 2})
+
+
+def test_a_compute_bound_fp8_gemm_draws_no_more_than_the_tdp(what_if):
+    """The FLOP energy rule (hw_models/gpu.py): the board draws its TDP when its math runs at the fitted ceiling of a
+    dtype's peak, so a dtype at twice bf16's peak under the same (16-bit) ceiling costs half its energy a FLOP, and a
+    compute-bound GEMM in it stays at or below the A100's 400 W TDP (datasheet), as a bf16 one does."""
+    assert what_if.joules_per_flop("fp8") == pytest.approx(
+        what_if.joules_per_flop("bf16") * A100_BF16_TFLOPS / WHAT_IF_FP8_TFLOPS, rel=1e-12)
+    run = cost(what_if, gemm(8192, 8192, 8192), FP8)
+    assert float((run.compute_J + run.memory_J + run.static_J)[0] / run.time_s[0]) <= 400
