@@ -4,6 +4,7 @@ it, priced as the project prices a dtype without measurements of its own (the 16
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from hw_models.registry import load_device, what_if_fields
@@ -86,3 +87,19 @@ def test_a_compute_bound_fp8_gemm_draws_no_more_than_the_tdp(what_if):
         what_if.joules_per_flop("bf16") * A100_BF16_TFLOPS / WHAT_IF_FP8_TFLOPS, rel=1e-12)
     run = cost(what_if, gemm(8192, 8192, 8192), FP8)
     assert float((run.compute_J + run.memory_J + run.static_J)[0] / run.time_s[0]) <= 400
+
+
+def test_a_device_file_and_a_sweep_block_add_the_rate_as_set_does(what_if, tmp_path):
+    """The same override path: a device file on the A100 preset with an fp8 rate, and a sweep's block of points whose
+    fp8 rate varies (hw_models/device_block.py), price an fp8 GEMM as the --set what-if does."""
+    from hw_models.device_block import block_device, check_knob_values
+
+    path = tmp_path / "a100-fp8.yaml"
+    path.write_text(f"base: a100-sxm-80gb\ncompute:\n  peak_TFLOPS:\n    fp8: {WHAT_IF_FP8_TFLOPS}\n")
+    big = gemm(8192, 8192, 8192)
+    expected = float(cost(what_if, big, FP8).time_s[0])
+    assert float(cost(load_device(str(path)), big, FP8).time_s[0]) == pytest.approx(expected, rel=1e-12)
+    knobs = {"compute.peak_TFLOPS.fp8": [A100_BF16_TFLOPS, WHAT_IF_FP8_TFLOPS]}
+    check_knob_values("a100-sxm-80gb", knobs)
+    block = cost(block_device(load_device("a100-sxm-80gb"), knobs), big, FP8).time_s
+    assert float(np.ravel(block)[-1]) == pytest.approx(expected, rel=1e-12)
