@@ -320,12 +320,16 @@ def _decode_passes(device, passes: DecodePasses, batch: int, tables: Speculative
     # Keys of the verification: the prompt, the tokens generated so far and the drafted ones after the last.
     speculative = [_pass(device, passes.verify, prompt + generated + spec.verified - 1, window, mode, batch)]
     if passes.draft_first is not None and len(generated):
-        # A first draft step attends to the keys up to its last padded token: the verification's (vLLM pads it to
-        # the verified k + 1 positions, which end 1 to k + 1 keys before), one more for a draft model's own slot.
+        # A first draft step attends to the verification's keys, one more for a draft model's own slot: vLLM v1 runs
+        # it padded over all k + 1 verified positions (the accepted ones end 1 to k + 1 keys before), with the
+        # verification's seq_lens (vllm/v1/spec_decode/llm_base_proposer.py at 00c4f22d: prepare_inputs_padded keeps
+        # common_attn_metadata.seq_lens; set_inputs_first_pass extends them by net_num_new_slots_per_request).
         speculative.append(_pass(device, passes.draft_first, prompt + generated + tables.draft_query - 1, window, mode,
                                  batch))
         if spec.drafted > 1:
-            # Draft step i (from 1) of each speculative step attends to the prompt, the generated tokens and i drafts.
+            # Draft step i (from 1) of each speculative step attends to the prompt, the generated tokens and i drafts
+            # (vLLM's: the verification's seq_lens less its rejected tokens, + i, so its accepted drafts and slots
+            # more: propose() seq_lens -= num_rejected_tokens_gpu; priced as the serving replica prices them).
             draft_kv = (prompt + generated[:, None] + np.arange(1, spec.drafted)[None, :]).ravel()
             speculative.append(_pass(device, passes.draft_decode, draft_kv, window, mode, batch))
     plain = []
