@@ -521,13 +521,13 @@ def _score_profile(path: str, device_name: str) -> tuple[dict, dict, list[str]]:
     from kernels.table import KernelTable
     from workloads.profiler_import import profile_to_trace
 
+    _refuse_another_gpu(path, device_name)  # before the profile's ops are read (and torch imported): seconds
     trace = profile_to_trace(path)
     pairs = [(kernel, op.attrs["measured_time_s"]) for op in trace.ops
              if op.attrs.get("measured_time_s") and (kernel := lower_op(op, trace.dtype)) is not None]
     if not pairs:
         raise InputError(f"{path}: no profiled op with a measured time to compare")
     device = load_device(device_name)
-    _refuse_another_gpu(path, device_name)
     table = KernelTable.from_kernels([k for k, _ in pairs])
     predicted = device.cost_table(table, execution="device").time_s
     measured = np.array([t for _, t in pairs])

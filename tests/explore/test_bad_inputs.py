@@ -567,3 +567,14 @@ def test_trace_judges_its_flags_before_importing_torch(tmp_path, monkeypatch, ca
     monkeypatch.setitem(sys.modules, "workloads.capture", None)  # importing it now raises ImportError
     assert main(["trace", "--model", "llama-2-7b", "--phase", "decode", "--context", "100000", "-o", "t.json"]) == 2
     assert "--context: found 100,000 (100,001 positions)" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # 2 s: the profile's JSON is read whole to find its GPU
+def test_validate_refuses_another_gpu_before_reading_the_profile_s_ops(tmp_path, monkeypatch, capsys):
+    """explore validate --profile refuses a preset of another GPU before reading the profile's ops, which imports torch
+    (6.6 s of CPU in all, 26-34 s on a loaded machine: the case 'validate a profile of another GPU' overran 10 s)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(sys.modules, "torch", None)  # importing it now raises ImportError
+    assert main(["validate", "--profile", str(H200_PROFILE), "--device", "h100-sxm"]) == 2
+    assert "--device: found 'h100-sxm' (132 SMs and 84.9 GB) for a profile recorded on NVIDIA H200" in \
+        capsys.readouterr().err
