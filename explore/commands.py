@@ -74,6 +74,7 @@ from sim.slowdown import SLOWDOWN_PRESETS
 from sim.speculative import MEDUSA, MTP, Speculation, expected_tokens
 from workloads.errors import InputError
 from workloads.model_config import ModelConfig, experts_reached, load_model_config
+from workloads.real_memory import check_real_memory
 from workloads.requests import Fixed, phases_label, resolve_trace
 
 # Rough costs for `explore check`'s estimate, measured on one core of a 2-core CI machine: a design point takes
@@ -1207,6 +1208,8 @@ def cmd_trace(args) -> int:
     if positions > cfg.max_positions:
         raise InputError(f"{flag}: found {value:,} ({positions:,} positions), allowed: at most {cfg.name}'s context "
                          f"of {cfg.max_positions:,} tokens (max_position_embeddings)")
+    if args.real:  # a pass this machine cannot hold, refused before torch is imported (trace_model refuses it too)
+        check_real_memory(cfg, args.batch, positions, positions if args.phase == "prefill" else 1)
     from workloads.capture import trace_model  # torch: seconds to import, after the flags are judged
 
     trace = trace_model(cfg, **trace_args(args.phase, args.batch, value), fake=not args.real)

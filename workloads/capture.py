@@ -16,8 +16,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from workloads import op_costs
-from workloads.errors import InputError
 from workloads.model_config import ModelConfig
+from workloads.real_memory import check_real_memory
 from workloads.trace import DTYPE_BYTES, Op, TensorMeta, Trace, layer_index
 
 
@@ -355,36 +355,3 @@ def trace_model(config: ModelConfig, *, phase: str, batch: int, seq_len: int, co
     check_real_memory(config, batch, start + seq_len, seq_len)
     torch.manual_seed(seed)
     return build_and_run()
-
-
-def real_execution_bytes(config: ModelConfig, batch: int, positions: int, new_tokens: int) -> float:
-    """A lower bound of the memory a real (not fake) pass allocates: the weights, the KV cache of `positions`
-    tokens per sequence, and the logits and one MLP hidden state of the `new_tokens` run, at the model's dtype."""
-    element_B = torch.finfo(getattr(torch, config.dtype)).bits / 8
-    tokens = batch * new_tokens
-    hidden = max(config.intermediate_size, config.hidden_size) * max(config.experts_per_token, 1)
-    return element_B * (config.param_count() + batch * positions * config.kv_bytes_per_token(bits=8)
-                        + tokens * (config.vocab_size + hidden))
-
-
-def available_memory_bytes() -> float | None:
-    """Memory the system can give this process now (Linux: MemAvailable), None where unknown."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return float(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-def check_real_memory(config: ModelConfig, batch: int, positions: int, new_tokens: int) -> None:
-    """Refuse in one line a real pass that cannot fit in this machine's memory (it would fail deep in torch's
-    allocator, or swap for hours)."""
-    needed = real_execution_bytes(config, batch, positions, new_tokens)
-    available = available_memory_bytes()
-    if available is not None and needed > available:
-        raise InputError(f"--real: found a pass needing at least {needed / 1e9:,.1f} GB ({config.name}, batch "
-                         f"{batch:,}, {positions:,} positions), allowed: what this machine has free "
-                         f"({available / 1e9:,.1f} GB): run it on fake tensors (without --real) or smaller")

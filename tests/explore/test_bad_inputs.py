@@ -569,6 +569,19 @@ def test_trace_judges_its_flags_before_importing_torch(tmp_path, monkeypatch, ca
     assert "--context: found 100,000 (100,001 positions)" in capsys.readouterr().err
 
 
+def test_trace_real_refuses_a_pass_too_big_before_importing_torch(tmp_path, monkeypatch, capsys):
+    """explore trace --real refuses a pass this machine cannot hold before importing torch (the case 'trace --real
+    beyond this machine's memory' took 22-26 s on a loaded machine). Llama-2-7B in bf16, batch 100,000 of 4,000
+    positions, by hand: 2 B x (6,738,415,616 parameters + 100,000 x 4,000 x 262,144 B of 8-bit KV per token
+    + 4e8 tokens x (32,000 logits + 11,008 MLP values)) = 244,135,076,831,232 B."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(sys.modules, "workloads.capture", None)  # importing it now raises ImportError
+    assert main(["trace", "--model", "llama-2-7b", "--phase", "prefill", "--prompt", "4000", "--batch", "100000",
+                 "--real", "-o", "t.json"]) == 2
+    assert "--real: found a pass needing at least 244,135.1 GB (llama-2-7b, batch 100,000, 4,000 positions)" in \
+        capsys.readouterr().err
+
+
 @pytest.mark.slow  # 2 s: the profile's JSON is read whole to find its GPU
 def test_validate_refuses_another_gpu_before_reading_the_profile_s_ops(tmp_path, monkeypatch, capsys):
     """explore validate --profile refuses a preset of another GPU before reading the profile's ops, which imports torch

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from workloads.capture import check_real_memory, real_execution_bytes
 from workloads.errors import InputError
 from workloads.model_config import load_model_config
+from workloads.real_memory import check_real_memory, real_execution_bytes
 
 
 def test_the_estimate_counts_weights_kv_cache_and_logits_by_hand():
@@ -20,7 +20,7 @@ def test_the_estimate_counts_weights_kv_cache_and_logits_by_hand():
 
 
 def test_a_pass_beyond_the_free_memory_is_refused(monkeypatch):
-    monkeypatch.setattr("workloads.capture.available_memory_bytes", lambda: 20e9)
+    monkeypatch.setattr("workloads.real_memory.available_memory_bytes", lambda: 20e9)
     cfg = load_model_config("llama-2-7b")
     check_real_memory(cfg, 1, 16, 16)  # 13.5 GB of weights: fits
     with pytest.raises(InputError, match="at least 22.1 GB"):
