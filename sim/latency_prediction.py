@@ -14,7 +14,7 @@ device; it errs in how the queue will drain:
 - the queue's chunks attend to where each starts (its computed chunks, or its cached prefix), the request's own to
   its cached prefix and its earlier chunks (their mean);
 - its TPOT is an iteration decoding every request the replica holds and this one (up to max_seqs), at their present
-  contexts, or, where its scheduler decodes fewer an iteration (Scheduler.decode_cap: a chunked scheduler's token
+  contexts, or, where its scheduler decodes fewer an iteration (Scheduler.decode_tokens: a chunked scheduler's token
   budget), held / decoded iterations of the earliest admitted it decodes (each gives that many of the held a token);
   and prompts as often as the replica's last RECENT_ITERATIONS iterations prefilled, as if the prompts arriving
   lately keep arriving (those ahead are prefilled before its decode starts): riding along, a chunk of what the budget
@@ -132,7 +132,7 @@ def prompt_alone_s(replica: Replica, tokens: float, memo: dict | None = None,
     budget leaves beside the `riding` decodes, each after the chunks' mean earlier context."""
     tokens = max(round(tokens), 1)
     riding = decoded_batch(replica.scheduler, riding)[0]
-    per_iteration = max(replica.scheduler.token_budget() - len(riding), 1)
+    per_iteration = max(replica.scheduler.token_budget() - decode_budget(replica.scheduler, riding), 1)
     return prompts_s(replica, tokens, 1, max(tokens - per_iteration, 0) // 2, per_iteration, list(riding), memo)
 
 
@@ -146,7 +146,7 @@ def predict_latency(replica: Replica, prompt_tokens: int, cached_tokens: int = 0
     max_seqs = scheduler.limits.max_seqs
     decoding = [seq.computed + 1 for seq in state.running if not seq.in_prefill][:max_seqs]
     riding = decoded_batch(scheduler, decoding)[0] if scheduler.prompts_beside_decodes else []
-    per_iteration = max(scheduler.token_budget() - len(riding), 1)
+    per_iteration = max(scheduler.token_budget() - decode_budget(scheduler, riding), 1)
     # Each prompt ahead from where it starts (Scheduler.prefill_start): past a running one's computed chunks, past the
     # prefix a waiting one finds cached (swapped sequences decode: none is still to prefill).
     starts = [(seq.target, Scheduler.prefill_start(state, seq, waiting=queue is state.waiting))
@@ -176,12 +176,19 @@ def predict_latency(replica: Replica, prompt_tokens: int, cached_tokens: int = 0
 def decoded_batch(scheduler: Scheduler, decode_kv: Sequence_[int]) -> tuple[list[int], float]:
     """Of a replica's held decodes of `decode_kv` (in admission order), those an iteration decodes, and the iterations
     between a held sequence's tokens: every one, one; or where its scheduler decodes fewer than it holds
-    (Scheduler.decode_cap), the earliest admitted up to that many, and held / decoded iterations (each gives that many
-    of the held a token: Little's law, exact for the last of a group that waits for whole groups ahead to finish)."""
-    cap = scheduler.decode_cap()
-    if cap is None or len(decode_kv) <= cap:
+    (Scheduler.decode_tokens: a chunked scheduler's token budget, each decode counting the tokens it verifies), the
+    earliest admitted up to that many, and held / decoded iterations (each gives that many of the held a token:
+    Little's law, exact for the last of a group that waits for whole groups ahead to finish)."""
+    cap = len(scheduler.decode_tokens(len(decode_kv)))
+    if len(decode_kv) <= cap:
         return list(decode_kv), 1.0
     return list(decode_kv[:cap]), len(decode_kv) / cap
+
+
+def decode_budget(scheduler: Scheduler, decoded: Sequence_[int]) -> int:
+    """The tokens of its budget the decodes of `decoded` (as decoded_batch gives them) take from its scheduler's
+    iteration: one each, or the tokens each verifies (Scheduler.decode_tokens)."""
+    return sum(scheduler.decode_tokens(len(decoded)))
 
 
 def _seat_s(replica: Replica, short: int) -> float:
@@ -213,7 +220,7 @@ def _decoded_tpot_s(replica: Replica, decode_kv: list[int], memo: dict | None = 
     share = len(prefills) / len(recent)
     scheduler = replica.scheduler
     if scheduler.chunked:
-        chunk = max(scheduler.token_budget() - len(decode_kv), 1)
+        chunk = max(scheduler.token_budget() - decode_budget(scheduler, decode_kv), 1)
         return decode_s + share * (iteration_s(replica, [(chunk, 0)], decode_kv, 0, memo) - decode_s)
     if scheduler.prompts_beside_decodes:
         # A prompt beside the decodes: an iteration's tokens past one a sequence, and the prompt's own (one prompt).

@@ -73,6 +73,10 @@ class Replica:
         self.copies = copies if copies is not None else CopyQueue()
         self.shared_prefix = shared_prefix
         self.speculation = speculation
+        if speculation is not None:
+            # Its scheduler counts each decode's verified tokens against its budget, as the iteration priced computes
+            # them (_price), so that a chunked iteration stays within the budget its activations are sized for.
+            scheduler.limits = replace(scheduler.limits, verify_tokens=speculation.speculation.verified)
         # The sequences whose next verification carries k zero drafts: the draft did not run after their last
         # iteration (ServingSpeculation.drafts_after).
         self._undrafted: set[int] = set()
@@ -236,6 +240,8 @@ class Replica:
             self._undrafted.difference_update(indices)
         else:
             self._undrafted.update(indices)
+        if batch.short:  # the budget cut its last decode's drafts (Batch.short): it accepts at most those it verified
+            advance[-1] = min(advance[-1], batch.short)
         for seq, tokens in zip(batch.decodes, advance, strict=True):
             tokens = max(0, min(tokens, seq.output - seq.generated))  # tokens past the request's last are dropped
             seq.computed += tokens

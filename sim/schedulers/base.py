@@ -63,6 +63,9 @@ class Batch:
     decodes: list[Sequence] = field(default_factory=list)
     swapped_tokens: int = 0  # KV tokens copied between device and host memory before the iteration runs
     fetched_tokens: int = 0  # KV tokens copied from the pool's KV store (sim/kv_store.py) before it runs
+    # Tokens its last decode verifies where the token budget cut its drafts short of the others' (0: none cut), as vLLM
+    # v1 trims a request's spec_token_ids to the budget left (ChunkedPrefillScheduler.decode_tokens).
+    short: int = 0
 
     def __bool__(self) -> bool:
         return bool(self.prefills or self.decodes)
@@ -83,9 +86,17 @@ class Batch:
         attention, and `prefix_groups` the group whose prefix each decode shares (PagedKVCache.prefix_sharers; None:
         every one shares one prefix) (kernels/shapes.py step_shape)."""
         finished = [seq.target for seq, q in self.prefills if seq.computed + q >= seq.target]
-        return step_shape([(q, seq.computed) for seq, q in self.prefills],
-                          [s.computed + decode_query for s in self.decodes],
-                          sampled=len(finished) + decode_query * len(self.decodes), window=window,
+        chunks, decodes = [(q, seq.computed) for seq, q in self.prefills], self.decodes
+        sampled = len(finished)
+        if self.short and decode_query > 1:
+            # A decode whose drafts the budget cut verifies fewer tokens than the others: its query tokens attend to
+            # its cached keys and to each other, as a chunk's do, and each samples (vLLM v1 runs a verification in the
+            # varlen attention its chunks run in).
+            chunks, decodes = chunks + [(self.short, decodes[-1].computed)], decodes[:-1]
+            sampled += self.short
+            prefix_groups = None if prefix_groups is None else prefix_groups[:-1]
+        return step_shape(chunks, [s.computed + decode_query for s in decodes],
+                          sampled=sampled + decode_query * len(decodes), window=window,
                           decode_query=decode_query, prefill_window=prefill_window, shared_prefix=shared_prefix,
                           prefix_groups=prefix_groups, finished=finished)
 
@@ -137,6 +148,10 @@ class SchedulerLimits:
     # KV slots a decoding sequence holds beyond its next token [num_lookahead_slots]: a speculative step writes the KV
     # of every token it verifies, k drafted ones beyond the next, before knowing how many are accepted.
     lookahead_slots: int = 0
+    # Tokens a decoding sequence verifies an iteration: 1, or under speculative decoding its next token and its k drafts
+    # (k + 1, or a tree's verified tokens), which the chunked scheduler counts against its budget. The replica sets it
+    # from its speculation (sim/replica.py).
+    verify_tokens: int = 1
     # Prompt tokens prefilled whole together in one iteration, beyond which further prompts wait for the next (a
     # longer prompt still runs, alone): Splitwise's machine-level scheduler caps a batch of prompts at 2,048 tokens,
     # where its prompt throughput stops growing (Patel et al., ISCA 2024, §4.2 and Fig. 6a). None: max_batched_tokens.
@@ -195,11 +210,13 @@ class Scheduler:
         """Most tokens one iteration computes."""
         return self.limits.chunk_tokens if self.chunked else self.limits.max_batched_tokens
 
-    def decode_cap(self) -> int | None:
-        """Most running sequences one iteration decodes, the earliest admitted first, where fewer than it may hold; None
-        where it decodes every one (the chunked scheduler's: its token budget, one token each). The latency predictor
-        reads the same rule (sim/latency_prediction.py decoded_batch)."""
-        return None
+    def decode_tokens(self, held: int) -> list[int]:
+        """The tokens each running decode one iteration runs counts against its token budget, of `held` (the earliest
+        admitted first; those past the list sit out the iteration): here every one, one token each (the schedulers but
+        the chunked one count a decode one token, whatever it verifies); the chunked scheduler's differ
+        (ChunkedPrefillScheduler.decode_tokens). The latency predictor reads the same rule
+        (sim/latency_prediction.py decoded_batch)."""
+        return [1] * held
 
     # Steps the schedulers combine.
     def _reserve_blocks(self, state: EngineState) -> int:

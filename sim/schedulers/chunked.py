@@ -20,12 +20,15 @@ class ChunkedPrefillScheduler(Scheduler):
         # decode in this iteration (as the other schedulers have them do): admitted after, they would sit out an
         # iteration, and in an iteration with nothing else to run the batch would be empty though work is held.
         self._admit_handed_over(state)
-        # Decodes take the budget too, one token each, in admission order (vLLM's scheduler takes its running requests
-        # so while the token budget lasts): those past it hold their KV and sit out the iteration. Only sequences that
-        # joined without a chunk (handed over by a prefill pool, swapped back in) can outnumber the budget.
-        decoding = [seq for seq in state.running if not seq.in_prefill][:self.decode_cap()]
-        batch = Batch(decodes=self._grow_decodes(state, decoding))
-        budget = self.limits.chunk_tokens - len(batch.decodes)
+        # Decodes take the budget too, in admission order, each the tokens it verifies (decode_tokens): those past it
+        # hold their KV and sit out the iteration. Only sequences that joined without a chunk (handed over by a prefill
+        # pool, swapped back in), or speculating ones, can outnumber the budget.
+        decoding = [seq for seq in state.running if not seq.in_prefill]
+        batch = Batch(decodes=self._grow_decodes(state, decoding[:len(self.decode_tokens(len(decoding)))]))
+        tokens = self.decode_tokens(len(batch.decodes))
+        if tokens and tokens[-1] < self.limits.verify_tokens:
+            batch.short = tokens[-1]
+        budget = self.limits.chunk_tokens - sum(tokens)
         for seq in [s for s in state.running if s.in_prefill]:
             if budget <= 0:
                 break
@@ -48,5 +51,17 @@ class ChunkedPrefillScheduler(Scheduler):
             budget -= chunk
         return batch
 
-    def decode_cap(self) -> int:
-        return self.limits.chunk_tokens
+    def decode_tokens(self, held: int) -> list[int]:
+        """Each decode counts the tokens it verifies (limits.verify_tokens: 1, or k + 1 speculating) while the budget
+        lasts, and the first it runs short on takes what is left, its drafts cut to fit; the rest sit out. So vLLM v1
+        schedules its running requests (vllm/v1/core/sched/scheduler.py schedule(), commit 00024d31 of
+        vllm-project/vllm): in order while token_budget > 0, each num_new_tokens = num_tokens_with_spec (+
+        num_output_placeholders) - num_computed_tokens, i.e. 1 + its draft tokens for a decode, then num_new_tokens =
+        min(num_new_tokens, token_budget), token_budget -= num_new_tokens, and spec_token_ids trimmed to the
+        num_new_tokens - 1 scheduled ("if len(spec_token_ids) > num_scheduled_spec_tokens: spec_token_ids =
+        spec_token_ids[:num_scheduled_spec_tokens]"): the request keeps its place, its speculative tokens are cut."""
+        verify = self.limits.verify_tokens
+        whole, left = divmod(self.limits.chunk_tokens, verify)
+        if held <= whole:
+            return [verify] * held
+        return [verify] * whole + ([left] if left else [])
