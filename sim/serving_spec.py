@@ -368,8 +368,9 @@ class ServingSpec:
             raise InputError(f"prefix_groups: found {self.prefix_groups} with trace {self.trace!r}, whose "
                              f"{given}, allowed: left out")
         if self.conversation_turns is not None and (isinstance(self.conversation_turns, bool) or not isinstance(
-                self.conversation_turns, int) or self.conversation_turns < 1):
-            raise InputError(f"conversation_turns: found {self.conversation_turns!r}, allowed: an integer >= 1")
+                self.conversation_turns, int) or not 1 <= self.conversation_turns <= MAX_REQUESTS):
+            raise InputError(f"conversation_turns: found {self.conversation_turns!r}, allowed: an integer from 1 to "
+                             f"{MAX_REQUESTS:,} (each turn is a request)")
         if self.think_s is not None and not (isinstance(self.think_s, int | float) and not isinstance(
                 self.think_s, bool) and math.isfinite(self.think_s) and self.think_s >= 0):
             raise InputError(f"think_s: found {self.think_s!r}, allowed: seconds >= 0")

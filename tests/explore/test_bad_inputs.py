@@ -370,6 +370,12 @@ CASES = [
      "or a field of another part of the system: link.<field>, attention_device.<field>"),
     ("--requests beyond the limit", _run("--serving", "--requests", "10000000", "--rate", "1000"),
      "--requests: found 10,000,000, allowed: at most 1,000,000"),
+    # A conversation's turns are requests: more than a run may hold is refused before any request is drawn (10^22
+    # turns overflowed the draw into a traceback).
+    ("--conversation-turns beyond the requests a run holds",
+     _run("--serving", "--requests", "3", "--rate", "1", "--conversation-turns", str(10**22)),
+     "--conversation-turns: found 10000000000000000000000, allowed: an integer from 1 to 1,000,000 (each turn is a "
+     "request)"),
     # A number flag's value as the user wrote it ('-1', not the float '-1.0' it parses to), a serving spec's and a
     # knob's alike.
     ("--rate negative, as written", _run("--serving", "--rate", "-1"),
