@@ -367,8 +367,9 @@ def _add_serving_flags(run: argparse.ArgumentParser) -> None:
     g.add_argument("--client-retry-s", type=number,
                    help="the first retry's backoff, doubling at each retry up to 8 s (default 0.5, OpenAI's client)")
     g.add_argument("--kv-link",
-                   help="the link KV crosses from the prefill to the decode pool (default: the pools' devices' node "
-                        "link, infiniband-hdr for A100s, infiniband-ndr otherwise; the slower where they differ)")
+                   help="the link KV crosses from the prefill to the decode pool (default: --node-link where given, "
+                        "else the pools' devices' node link, infiniband-hdr for A100s, infiniband-ndr otherwise; the "
+                        "slower where they differ)")
     g.add_argument("--attention-device", default="",
                    help="run the attention of the serving (or decode) pool on devices of this kind apart from the "
                         "model's, which then hold the KV cache (model-attention disaggregation, Lamina); default: "
