@@ -5,16 +5,16 @@ respectively on H200 TP8 setting" (sgl-project/sglang, docs/basic_usage/deepseek
 0a9fc02a; its example drafts one token a step: --speculative-num-steps 1 --speculative-eagle-topk 1
 --speculative-num-draft-tokens 2).
 
-tests/explore/test_paper_deepseek_mtp.py checks the technical report's 1.8x, whose hardware and batch are not given,
-at one setting (64 sequences). Here the checkpoint's block fp8 W8A8 (SETTING) on eight H200s, tensor parallelism 8,
-the engine's custom all-reduce, 1,024 + 1,024 tokens, k = 1, at SGLang's two batches. SGLang gives no acceptance
-rate; the report's second-token range, 85-90%, is taken for it. Ours, decode tokens/s against plain decoding's,
-measured at f23db58 (a worktree of it and this file alone): 1.63x and 1.68x at batch 1 (plain TPOT 9.20 ms, 5.64 and
-5.49 ms with MTP), within 20% of SGLang's 1.8x; 1.75x and 1.80x at batch 32 (plain TPOT 31.6 ms, 17.9 and 17.4 ms),
-+16.8% and +20.05% over SGLang's 1.5x: the second a miss, by a hair. The trend is the miss: SGLang's speed-up falls
-from batch 1 to 32, ours rises (a step with MTP costs 1.13 plain steps at batch 1 and 1.06 at 32, from E = 1.85 at
-0.85). Not investigated; one reading: a verification of 2 tokens a sequence reaches about twice the experts one
-token does at batch 1 (8 of 256 a token), while at batch 32 the 64 rows reach few more than the 32 already do.
+tests/explore/test_paper_deepseek_mtp.py checks the technical report's 1.8x, whose hardware and batch are not given, at
+one setting (64 sequences). Here the checkpoint's block fp8 W8A8 (SETTING) on eight H200s, tensor parallelism 8, the
+engine's custom all-reduce, 1,024 + 1,024 tokens, k = 1, at SGLang's two batches. SGLang gives no acceptance rate; the
+report's second-token range, 85-90%, is taken for it. Ours, decode tokens/s against plain decoding's, measured at
+f23db58 (a worktree of it and this file alone): 1.63x and 1.68x at batch 1 (plain TPOT 9.20 ms, 5.64 and 5.49 ms with
+MTP), within 20% of SGLang's 1.8x; 1.75x and 1.80x at batch 32 (plain TPOT 31.6 ms, 17.9 and 17.4 ms), +16.8% and
++20.05% over SGLang's 1.5x. The trend is the miss, and both batch-32 cases are strict xfails for it: SGLang's speed-up
+falls from batch 1 to 32, ours rises (a step with MTP costs 1.13 plain steps at batch 1 and 1.06 at 32, from E = 1.85 at
+0.85). Not investigated; one reading: a verification of 2 tokens a sequence reaches about twice the experts one token
+does at batch 1 (8 of 256 a token), while at batch 32 the 64 rows reach few more than the 32 already do.
 """
 
 from __future__ import annotations
@@ -37,16 +37,28 @@ def _point(batch: int, **knobs) -> DesignPoint:
                        tp=8, weight_bits=8, act_bits=8, knobs=tuple(sorted({**SETTING, **knobs}.items())))
 
 
-@pytest.mark.slow  # DeepSeek-V3 traced at full size: minutes
-@pytest.mark.parametrize(("batch", "acceptance"), [
-    (1, 0.85), (1, 0.90), (32, 0.85),  # the technical report's range for the second token
-    pytest.param(32, 0.90, marks=pytest.mark.xfail(strict=True, reason=(
-        "paper miss: 1.80x against SGLang's 1.5x at batch 32 (+20.05%); the model's MTP speed-up rises from batch 1 "
-        "to 32 where SGLang's falls (module docstring)"))),
-])
-def test_mtp_speeds_up_deepseek_v3_decoding_as_sglang_reports(evaluator, batch, acceptance):
+def _speedup(evaluator, batch: int, acceptance: float) -> float:
+    """Decode tokens/s with one MTP token drafted a step, over plain decoding's."""
     plain = evaluator.evaluate(_point(batch)).metrics
     drafted = evaluator.evaluate(_point(batch, spec_draft="mtp", spec_tokens=1, acceptance=acceptance)).metrics
     assert plain["fits_in_memory"] is True and drafted["fits_in_memory"] is True
-    speedup = drafted["decode_tokens_per_s"] / plain["decode_tokens_per_s"]
+    return drafted["decode_tokens_per_s"] / plain["decode_tokens_per_s"]
+
+
+# SGLang's conclusion is the fall from batch 1 to 32 as much as its figures: a batch-32 speed-up inside the tolerance
+# that rises over batch 1's keeps neither, so both batch-32 cases are one miss, whatever the margin (+16.8% at 0.85).
+TREND_MISS = pytest.mark.xfail(strict=True, reason=(
+    "paper miss: the model's MTP speed-up rises from batch 1 to 32 (1.63x -> 1.75x at 0.85, 1.68x -> 1.80x at 0.90) "
+    "where SGLang's falls (1.8x -> 1.5x); cause not investigated (module docstring)"))
+
+
+@pytest.mark.slow  # DeepSeek-V3 traced at full size: minutes
+@pytest.mark.parametrize(("batch", "acceptance"), [
+    (1, 0.85), (1, 0.90),  # the technical report's range for the second token
+    pytest.param(32, 0.85, marks=TREND_MISS), pytest.param(32, 0.90, marks=TREND_MISS),
+])
+def test_mtp_speeds_up_deepseek_v3_decoding_as_sglang_reports(evaluator, batch, acceptance):
+    speedup = _speedup(evaluator, batch, acceptance)
     assert abs(speedup / SGLANG_SPEEDUP[batch] - 1) <= TOLERANCE, speedup
+    if batch > 1:  # and falls from batch 1's, as SGLang's does
+        assert speedup < _speedup(evaluator, 1, acceptance), speedup
