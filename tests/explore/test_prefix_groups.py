@@ -114,7 +114,7 @@ def test_explore_run_says_what_it_caches(tmp_path, capsys):
     (["--think-s", "5"], "--think-s: found 5 with no conversations, allowed: with --conversation-turns N"),
     (["--conversation-turns", "3", "--prefix-groups", "2"],
      "--prefix-groups: found 2 with no shared prefix"),
-    (["--conversation-turns", "0"], "--conversation-turns: found 0, allowed: an integer >= 1"),
+    (["--conversation-turns", "0"], "--conversation-turns: found 0, allowed: an integer from 1 to 1,000,000"),
     (["--conversation-turns", "3", "--think-s", "-1"], "--think-s: found -1, allowed: seconds >= 0"),
     (["--conversation-turns", "3", "--prefill-replicas", "1", "--prefix-tokens", "32", "--prefix-attention",
       "cascade"],
