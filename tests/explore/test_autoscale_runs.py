@@ -24,6 +24,7 @@ def _run(capsys, *flags: str) -> dict:
     return json.loads(capsys.readouterr().out)
 
 
+@pytest.mark.slow  # a whole run of seconds: run with the slow checks
 def test_an_autoscaled_pool_rents_the_replicas_it_held(capsys):
     """From one replica up to four on the batch size: it holds between one and four on average, serves more requests
     within the SLO than one replica alone, and rents (and idles) only what it held: its hourly price is the H100's

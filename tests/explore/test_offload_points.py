@@ -40,6 +40,7 @@ def point70b(device: str = "a100-sxm-80gb", **knobs) -> DesignPoint:
 # 'total capacity', github.com/vllm-project/vllm/issues/27508).
 @pytest.mark.parametrize(("device", "link_Bps", "capacity_B"), [("a100-sxm-80gb", PCIE4_X16_Bps, 85100068864),
                                                                ("h100-sxm", PCIE5_X16_Bps, 79.11 * 2**30)])
+@pytest.mark.slow  # a whole run of seconds: run with the slow checks
 def test_an_offloaded_70b_decode_step_is_bounded_by_the_pcie_floor(evaluator, device, link_Bps, capacity_B):
     """Llama-2-70B in fp16 needs about 138 GB; on an 80 GB GPU the rest lives in host memory and crosses PCIe every
     decode step (each step reads every weight). Floor: the bytes that cannot stay over the link's bandwidth; with two
@@ -278,6 +279,7 @@ def test_an_offloaded_moe_decode_step_moves_only_the_experts_it_reaches(evaluato
     assert metrics["tpot_s"] < 0.3 * metrics["offloaded_B"] / PCIE4_X16_Bps  # was every offloaded byte: 3.6x more
 
 
+@pytest.mark.slow  # a whole run of seconds: run with the slow checks
 def test_an_moe_batch_that_reaches_every_expert_moves_every_offloaded_weight(evaluator):
     """Four tokens route 8 rows, one to each of the 8 experts: every offloaded weight crosses the link in each step,
     prefetched a layer ahead as a dense model's are."""

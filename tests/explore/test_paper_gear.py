@@ -28,6 +28,8 @@ import pytest
 from explore.design_point import DesignPoint
 from sim.workload import BatchWorkload
 
+pytestmark = pytest.mark.slow  # full-size paper check: seconds a test
+
 MODEL, DEVICE, PROMPT, OUTPUT = "llama-2-7b", "a100-sxm-80gb", 1024, 512
 PAPER_MEMORY = 2.29
 PAPER_THROUGHPUT = 2.38

@@ -23,6 +23,8 @@ import pytest
 
 from explore.design_point import DesignPoint
 
+pytestmark = pytest.mark.slow  # full-size paper check: seconds a test
+
 PROMPT = 3500
 TABLE_1_SPEEDUP = 2.34
 TABLE_2_COMPUTED = 0.6394  # share of prompt tokens computed by the end of generation, over the layers

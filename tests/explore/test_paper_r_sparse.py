@@ -22,6 +22,8 @@ import pytest
 
 from explore.design_point import DesignPoint
 
+pytestmark = pytest.mark.slow  # full-size paper check: seconds a test
+
 PAPER_SPEEDUP = 1.43
 TOLERANCE = 0.25
 

@@ -23,6 +23,8 @@ import pytest
 from explore.design_point import DesignPoint
 from tests.explore.tiny_sweep import write_long_context
 
+pytestmark = pytest.mark.slow  # full-size paper check at 122K tokens: seconds a test
+
 CONTEXT = 122 * 1024
 OUTPUT = 16
 PAPER_GAIN = 245.90 / 80.78  # 3.04x

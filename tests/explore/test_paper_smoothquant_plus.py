@@ -50,6 +50,7 @@ def code_llama_34b(tmp_path_factory) -> str:
     return str(path)
 
 
+@pytest.mark.slow  # a whole run of seconds: run with the slow checks
 def test_w4a16_on_one_gpu_fits_where_fp16_needs_two(evaluator, code_llama_34b):
     """The paper's premise: FP16 weights (68 GB) do not fit one A100 40GB, 4-bit ones (about 18 GB) do."""
     def fits(**fmt) -> bool:

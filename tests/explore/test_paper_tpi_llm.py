@@ -64,6 +64,7 @@ def accelerate(evaluator) -> dict:
     return metrics
 
 
+@pytest.mark.slow  # a whole run of seconds: run with the slow checks
 def test_memory_per_device_falls_to_a_few_gb(evaluator):
     """Llama 2-70B on 8 devices under a window of one layer: each device holds one of 80 layers' share of the weights
     (138 GB / 8 / 80 = 0.22 GB) plus its activations and KV cache, under the paper's 3.1 GB (which also holds its

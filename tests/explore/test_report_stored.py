@@ -76,6 +76,7 @@ def _report(folder: Path) -> tuple[str, dict[str, bytes]]:
     return text, {path.stem: path.read_bytes() for path in (folder / "figures").glob("*.png")}
 
 
+@pytest.mark.slow  # a whole run of seconds: run with the slow checks
 def test_explore_report_redraws_every_figure_without_torch(swept: Path, tmp_path: Path) -> None:
     before = {kind: _report(swept / kind) for kind in DETAIL_FIGURES}
     assert before["static"][0].startswith("# tiny-static\n")  # titled with the sweep's name, as the redraw must be

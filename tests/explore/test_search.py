@@ -59,6 +59,7 @@ def test_random_search_is_deterministic_and_within_budget(tmp_path, evaluator):
     assert len({r["point_id"] for r in first}) == 40
 
 
+@pytest.mark.slow  # a whole run of seconds: run with the slow checks
 def test_nsga2_is_deterministic_and_resumes_without_evaluating_again(tmp_path, evaluator):
     sweep = _sweep(tmp_path, "{strategy: nsga2, budget: 48, seed: 5, batch: 16}")
     first = run_sweep(sweep, tmp_path / "a", evaluator=evaluator)

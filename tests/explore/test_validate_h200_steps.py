@@ -15,6 +15,8 @@ from explore.calibrate_cmd import predict_steps
 from hw_models.calibration import error_summary
 from kernels.measured import read_table
 
+pytestmark = pytest.mark.slow  # the measured H200 profiles' steps priced whole: 15 s of setup
+
 TABLE = Path(__file__).resolve().parents[2] / "data" / "measured" / "h200-2026-12-04" / "h200-steps.csv.gz"
 
 

@@ -136,6 +136,7 @@ HELD_OUT_MEDIAN = {"bf16": 0.102, "fp8": 0.163, "fp8/block128": 0.097}
 MARGIN = 0.02
 
 
+@pytest.mark.slow  # a whole run of seconds: run with the slow checks
 @pytest.mark.skipif(not AICONFIGURATOR.is_dir(), reason="../shared/data/aiconfigurator not present")
 def test_held_out_error_on_measured_h200_moe_layers():
     from hw_models.calibration import gemm_key

@@ -101,6 +101,7 @@ def test_a_w4a8_point_prices_its_moe_layers_on_their_fit_where_one_exists():
         np.testing.assert_array_equal(_priced("b200", both, not_mx, table), _priced("b200", fp8_only, not_mx, table))
 
 
+@pytest.mark.slow  # a whole run of seconds: run with the slow checks
 @needs_data
 def test_w4a8_moe_layers_held_out_within_twenty_percent():
     """FlashInfer's TensorRT-LLM MXFP4 x MXFP8 MoE on B200 (two model shapes: hidden 4096, intermediate 2048, top-6
