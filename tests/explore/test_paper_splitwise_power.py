@@ -31,7 +31,9 @@ def _metrics(evaluator, batch: int, prompt: int, output: int, overrides=()) -> d
 
 def test_a_token_phase_capped_at_half_the_power_keeps_its_latency(evaluator):
     plain, capped = (_metrics(evaluator, 64, 1500, 16, overrides)["tpot_s"] for overrides in ((), CAP))
-    assert plain <= capped <= plain * 1.02, capped / plain
+    # Where the cap does not bind, the capped and uncapped steps come out equal to the last bits (0.999999999999998 in
+    # this session's slow run), so "never faster" is checked within rounding.
+    assert plain * (1 - 1e-12) <= capped <= plain * 1.02, capped / plain
 
 
 def test_a_prompt_phase_capped_at_half_the_power_slows_substantially(evaluator):
