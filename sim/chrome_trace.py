@@ -111,11 +111,10 @@ def serving_trace_events(result: ServingResult, device_name: str) -> list[dict]:
     events: list[dict] = [{"ph": "M", "pid": 0, "name": "process_name", "args": {"name": device_name}}]
     events += [{"ph": "M", "pid": 0, "tid": tid, "name": "thread_name",
                 "args": {"name": f"{name} iterations".strip()}} for tid, name in enumerate(names)]
-    for start, duration, batch, tokens, blocks, tid in zip(log.start_s.tolist(), log.duration_s.tolist(),
-                                                           log.batch_size.tolist(), log.tokens.tolist(),
-                                                           log.kv_blocks_used.tolist(), log.replica.tolist(),
-                                                           strict=True):
-        kind = "decode" if tokens == batch else "prefill"
+    for start, duration, batch, tokens, blocks, tid, prefill in zip(
+            log.start_s.tolist(), log.duration_s.tolist(), log.batch_size.tolist(), log.tokens.tolist(),
+            log.kv_blocks_used.tolist(), log.replica.tolist(), log.prefill_tokens.tolist(), strict=True):
+        kind = "prefill" if prefill else "decode"
         of = f" ({names[tid]})" if names[tid] else ""
         events.append({"ph": "X", "pid": 0, "tid": tid, "name": kind, "ts": start * 1e6, "dur": duration * 1e6,
                        "args": {"sequences": int(batch), "tokens": int(tokens), "kv_blocks": int(blocks)}})

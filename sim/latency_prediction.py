@@ -214,7 +214,10 @@ def _decoded_tpot_s(replica: Replica, decode_kv: list[int], memo: dict | None = 
     """_tpot_s where every one of `decode_kv` decodes each iteration."""
     decode_s = iteration_s(replica, [], decode_kv, 0, memo)
     recent = replica.log[-RECENT_ITERATIONS:]
-    prefills = [(seqs, tokens) for _, _, seqs, tokens, *_ in recent if tokens > seqs]
+    # The iterations that prefilled (IterationRow.prefill_tokens: whatever a speculating decode verified), their
+    # prompts and prompt tokens. Those whose chunks were of one token each (a prompt found cached but its last token, a
+    # budget's last token) run as a decode does and are not counted.
+    prefills = [(row.prefills, row.prefill_tokens) for row in recent if row.prefill_tokens > row.prefills]
     if not prefills:
         return decode_s
     share = len(prefills) / len(recent)
@@ -223,10 +226,10 @@ def _decoded_tpot_s(replica: Replica, decode_kv: list[int], memo: dict | None = 
         chunk = max(scheduler.token_budget() - decode_budget(scheduler, decode_kv), 1)
         return decode_s + share * (iteration_s(replica, [(chunk, 0)], decode_kv, 0, memo) - decode_s)
     if scheduler.prompts_beside_decodes:
-        # A prompt beside the decodes: an iteration's tokens past one a sequence, and the prompt's own (one prompt).
-        prompt = round(sum(tokens - seqs + 1 for seqs, tokens in prefills) / len(prefills))
+        # A prompt beside the decodes: an iteration's prompt tokens past one a prompt, and the prompt's own (one).
+        prompt = round(sum(tokens - prompts + 1 for prompts, tokens in prefills) / len(prefills))
         return decode_s + share * (iteration_s(replica, [(prompt, 0)], decode_kv, 1, memo) - decode_s)
     # Prefill iterations between two decode steps: share / (1 - share), at least one decode step in the window.
     between = share / max(1.0 - share, 1.0 / RECENT_ITERATIONS)
-    prompt = round(sum(tokens for _, tokens in prefills) / len(prefills))
+    prompt = round(sum(tokens for _, tokens in prefills) / len(prefills))  # its prompt tokens (it decodes none)
     return decode_s + between * iteration_s(replica, [(prompt, 0)], [], 1, memo)

@@ -25,6 +25,7 @@ from collections import deque
 from collections.abc import Callable
 from collections.abc import Sequence as Sequence_
 from dataclasses import replace
+from typing import NamedTuple
 
 import numpy as np
 import simpy
@@ -37,6 +38,21 @@ from sim.speculative import ServingSpeculation
 
 ROLES = ("serve", "prefill", "decode")
 RECENT_LEAVES = 64  # how many of its latest departures a replica keeps (a latency predictor's finish rate)
+
+
+class IterationRow(NamedTuple):
+    """One iteration a replica ran, as its log keeps it."""
+
+    start_s: float
+    duration_s: float
+    seqs: int  # sequences it ran: those it prefilled a chunk of and those it decoded
+    # Query tokens it computed: its chunks' and each decode's, one, or speculating the tokens it verified (its next and
+    # its drafts, k + 1, fewer where the budget cut them: Batch.computed_tokens).
+    tokens: int
+    kv_blocks: int  # the engine's KV blocks in use
+    dynamic_J: float
+    prefill_tokens: int  # of its tokens, its prefill chunks' (0: it prefilled nothing)
+    prefills: int  # sequences it prefilled a chunk of
 
 
 class CopyQueue:
@@ -85,8 +101,7 @@ class Replica:
         self.on_finish, self.on_prefilled = on_finish, on_prefilled
         self.swap_s = 0.0
         self.wake: simpy.Event = env.event()
-        # Per iteration: start, duration, sequences, tokens, KV blocks in use, dynamic energy (J).
-        self.log: list[tuple[float, float, int, int, int, float]] = []
+        self.log: list[IterationRow] = []  # one row per iteration
         self.cost_counts: dict[int, list] = {}
         self.token_gaps: list[float] = []  # time between consecutive output tokens of a request
         self.left_s: deque[float] = deque(maxlen=RECENT_LEAVES)  # when its latest requests left (finished, handed over)
@@ -152,11 +167,17 @@ class Replica:
             else:
                 time_s = cost.time_s + swap_s
                 yield self.env.timeout(time_s)
-            self.log.append((start, time_s, batch.size, batch.tokens, state.kv.in_use_blocks,
-                             cost.compute_J + cost.memory_J))
+            # A speculative iteration verifies each decode's k + 1 tokens (_price).
+            query = self.speculation.speculation.verified if self.speculation is not None and batch.decodes else 1
+            self.log.append(self.row(start, time_s, batch, query, cost.compute_J + cost.memory_J))
             self._apply(batch, self.env.now)
             if self.after_iteration is not None:
                 self.after_iteration()
+
+    def row(self, start_s: float, duration_s: float, batch, decode_query: int, dynamic_J: float) -> IterationRow:
+        """The log's row of an iteration of `batch` that computed `decode_query` tokens a decode."""
+        return IterationRow(start_s, duration_s, batch.size, batch.computed_tokens(decode_query),
+                            self.state.kv.in_use_blocks, dynamic_J, batch.prefill_tokens, len(batch.prefills))
 
     def unschedulable(self) -> RuntimeError:
         """The error of an engine holding requests its scheduler can never batch."""
@@ -313,7 +334,7 @@ def run_lockstep(ranks: list[Replica]):
         yield env.timeout(time_s)
         energy_J = (cost.compute_J + cost.memory_J) / len(working)
         for rank, batch in working:
-            rank.log.append((start, time_s, batch.size, batch.tokens, rank.state.kv.in_use_blocks, energy_J))
+            rank.log.append(rank.row(start, time_s, batch, 1, energy_J))  # priced plain (Replica.shape)
             rank._apply(batch, env.now)
         for rank, _ in working:
             if rank.after_iteration is not None:

@@ -698,16 +698,16 @@ def _result(pools: list[Pool], replicas: list[list[Replica]], finished: list[Seq
                              preemptions=column("preemptions", int),
                              decode_admitted_s=column("decode_admitted_s"), priority=column("priority", int))
     everyone = [(pool, replica) for pool, made in zip(pools, replicas, strict=True) for replica in made]
-    rows = [(*row[:5], pool.engine_kv_blocks, index, row[5]) for index, (pool, replica) in enumerate(everyone)
-            for row in replica.log]
-    log = np.array(sorted(rows), dtype=float).reshape(-1, 8).T
+    rows = [(*row[:5], pool.engine_kv_blocks, index, row.dynamic_J, row.prefill_tokens)
+            for index, (pool, replica) in enumerate(everyone) for row in replica.log]
+    log = np.array(sorted(rows), dtype=float).reshape(-1, 9).T
     names = tuple(f"{pool.name} replica {i // pool.engines}" + (f" engine {i % pool.engines}" if pool.stages > 1 else
                                                                  f" rank {i % pool.engines}" if pool.ranks > 1 else "")
                   for pool, made in zip(pools, replicas, strict=True)
                   for i in range(len(made))) if len(everyone) > 1 else ("",)
     iterations = IterationLog(start_s=log[0], duration_s=log[1], batch_size=log[2], tokens=log[3],
                               kv_blocks_used=log[4], kv_blocks_total=log[5] if len(log[5]) else 1, replica=log[6],
-                              replica_names=names, dynamic_J=log[7])
+                              replica_names=names, dynamic_J=log[7], prefill_tokens=log[8])
     # Static power is drawn from the first arrival to the last finish, idle gaps included, on every replica.
     makespan_s = float(records.finish_s.max() - requests.arrival_s[0])
     end_s = float(records.finish_s.max())

@@ -268,13 +268,17 @@ class IterationLog:
     start_s: np.ndarray
     duration_s: np.ndarray
     batch_size: np.ndarray  # sequences in the iteration
-    tokens: np.ndarray  # tokens processed: prefill chunk tokens + decode tokens
+    # Query tokens computed: prefill chunk tokens + each decode's (one; speculating, the tokens it verified: k + 1,
+    # fewer where a token budget cut its drafts).
+    tokens: np.ndarray
     kv_blocks_used: np.ndarray
     kv_blocks_total: int | np.ndarray  # the replica's KV blocks (per row when replicas differ)
     # Which replica ran each row, an index into replica_names ('' names: one replica, rows all 0).
     replica: np.ndarray | None = None
     replica_names: tuple[str, ...] = ("",)
     dynamic_J: np.ndarray | None = None  # each iteration's dynamic energy (compute and memory); None: not priced (0)
+    # Of its tokens, its prefill chunks' (0: a decode-only iteration); None: not recorded (0).
+    prefill_tokens: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         rows = len(np.asarray(self.start_s))
@@ -282,9 +286,12 @@ class IterationLog:
             object.__setattr__(self, "replica", np.zeros(rows, dtype=np.int64))
         if self.dynamic_J is None:
             object.__setattr__(self, "dynamic_J", np.zeros(rows))
-        ints = {"batch_size": np.int64, "tokens": np.int64, "kv_blocks_used": np.int64, "replica": np.int64}
-        _columns(self, ("start_s", "duration_s", "batch_size", "tokens", "kv_blocks_used", "replica", "dynamic_J"),
-                 ints)
+        if self.prefill_tokens is None:
+            object.__setattr__(self, "prefill_tokens", np.zeros(rows, dtype=np.int64))
+        ints = {"batch_size": np.int64, "tokens": np.int64, "kv_blocks_used": np.int64, "replica": np.int64,
+                "prefill_tokens": np.int64}
+        _columns(self, ("start_s", "duration_s", "batch_size", "tokens", "kv_blocks_used", "replica", "dynamic_J",
+                        "prefill_tokens"), ints)
         if np.any(np.asarray(self.kv_blocks_total) <= 0):
             raise ValueError(f"IterationLog.kv_blocks_total must be > 0, got {self.kv_blocks_total}")
         if np.any(self.duration_s < 0):

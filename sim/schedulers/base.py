@@ -76,7 +76,21 @@ class Batch:
 
     @property
     def tokens(self) -> int:
-        return sum(q for _, q in self.prefills) + len(self.decodes)
+        """Tokens as the schedulers but the chunked one count them against a budget: its chunks' and one a decode."""
+        return self.prefill_tokens + len(self.decodes)
+
+    @property
+    def prefill_tokens(self) -> int:
+        """Its prefill chunks' new tokens (0: it prefills nothing)."""
+        return sum(q for _, q in self.prefills)
+
+    def computed_tokens(self, decode_query: int = 1) -> int:
+        """Query tokens the iteration computes, as `shape` lays them out: its chunks' and `decode_query` a decode (a
+        speculative verification's k + 1), the decode whose drafts the budget cut (`short`) its fewer."""
+        decodes = decode_query * len(self.decodes)
+        if self.short and decode_query > 1 and self.decodes:
+            decodes += self.short - decode_query
+        return self.prefill_tokens + decodes
 
     def shape(self, window: Window, decode_query: int = 1, prefill_window: int | None = None,
               shared_prefix: int = 0, prefix_groups: list[int] | None = None) -> StepShape:

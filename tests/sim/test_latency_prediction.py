@@ -17,7 +17,7 @@ from kernels.shapes import step_shape
 from sim.costs import IterationCostModel
 from sim.kv_cache import PagedKVCache
 from sim.latency_prediction import predict_latency
-from sim.replica import Replica
+from sim.replica import IterationRow, Replica
 from sim.routers import ROUTERS, Router
 from sim.schedulers import EngineState, SchedulerLimits, Sequence, make_scheduler
 from sim.serving import Pool, serve_pools, serving_memory
@@ -260,7 +260,8 @@ def test_an_orca_replica_s_tpot_is_within_its_decode_step_and_an_iteration_with_
     lies between the decode step of the 65 and that step beside a 64-token prompt, both priced by hand (counting the
     prompts as iterations of their own in between, as continuous batching runs them, gives nearly two steps)."""
     replica = _orca_decoding(costs, count=63)
-    replica.log = [(0.0, 0.0, 64, 64, 0, 0.0) if i % 2 else (0.0, 0.0, 65, 128, 0, 0.0) for i in range(64)]
+    replica.log = [IterationRow(0.0, 0.0, 64, 64, 0, 0.0, 0, 0) if i % 2 else
+                   IterationRow(0.0, 0.0, 65, 128, 0, 0.0, 64, 1) for i in range(64)]
     tpot_s = predict_latency(replica, 4000).tpot_s
     decode_s = costs.price(step_shape([], [4000] * 64, sampled=64)).time_s
     with_prompt_s = costs.price(step_shape([(64, 0)], [4000] * 64, sampled=65, finished=[64])).time_s
