@@ -32,7 +32,7 @@ from explore.knobs import KNOBS, knobs
 from explore.metrics import metric, metric_names, numeric_metrics
 from explore.point_blocks import PointBlock, PointSet
 from explore.pool_what_ifs import POOL_WHAT_IFS
-from explore.run_support import LINK_PREFIX, WHAT_IF_PREFIXES, override_error, system_nodes, text_refusal
+from explore.run_support import LINK_PREFIX, WHAT_IF_PREFIXES, override_error, text_refusal
 from explore.schema import (
     ExpressionText,
     Number,
@@ -50,6 +50,7 @@ from explore.sweep_serving import (
     Serving,
     check_parallel,
     check_serving,
+    pools_span_nodes,
     serving_dimensions,
     serving_knobs_set,
     serving_spec,
@@ -500,12 +501,14 @@ class Sweep:
         if fields.get("link") == "default":
             fields["link"] = ""
         fields.update(unread_at_default(fields, serving))
-        # A point within one node and without a prefill pool (whose KV handover crosses the node link) has no node link
-        # to change: the point without it.
+        # A point none of whose pools reads the node link has none to change: the point without it. A prefill pool
+        # reads it (its KV handover crosses it), and so does a pool whose devices span nodes: the point's, or a fleet's
+        # mixed replicas on a device of their own (pools_span_nodes).
         handed_over = serving is not None and serving.disaggregated
-        if fields.get("node_link") and not handed_over and system_nodes(fields["device"], fields.get("link", ""),
-                                                                        fields.get("tp", 1), fields.get("pp", 1),
-                                                                        link_overrides) == 1:
+        mixed = serving.mixed_device if serving is not None and serving.mixed else ""
+        if fields.get("node_link") and not handed_over and not pools_span_nodes(
+                fields["device"], fields.get("link", ""), fields.get("tp", 1), fields.get("pp", 1), link_overrides,
+                mixed):
             fields["node_link"] = ""
         return DesignPoint(**with_knobs(fields), overrides=overrides, use_calibration=self.spec.calibrated,
                            serving=serving, link_overrides=link_overrides, **pools)

@@ -11,10 +11,10 @@ from explore.knobs import KNOBS, knobs, off_where
 from explore.pool_what_ifs import POOL_WHAT_IFS
 from explore.quality import shipped_table
 from explore.rows import count_label
-from explore.run_support import LINK_PREFIX, system_nodes
+from explore.run_support import LINK_PREFIX
 from explore.schema import as_list
 from explore.serving_settings import GATEWAY_KNOBS, SCHEDULER_SETTINGS, unread
-from explore.sweep_serving import AUTOSCALE_KNOBS, Parallel, reads_metric, routes, scales
+from explore.sweep_serving import AUTOSCALE_KNOBS, Parallel, pools_span_nodes, reads_metric, routes, scales
 from hw_models.link import default_link, load_link_model
 from hw_models.registry import load_device, read_device_yaml
 from kernels.block_sparse import SALE_DENSE_QUERIES
@@ -264,15 +264,18 @@ def contradictory_constraints_note(sweep) -> str:
 
 def unread_node_link_note(sweep) -> str:
     """A node link the sweep names that no point reads: every point's devices fit one node of its link (a list of
-    node links crossed with points that span nodes is idle_what_if_note's). '' where some point spans nodes or has a
-    prefill pool (whose KV handover crosses the node link: ServingSpec.handoff_link)."""
+    node links crossed with points that span nodes is idle_what_if_note's). '' where some point spans nodes, has a
+    fleet's mixed replicas that do (pools_span_nodes) or has a prefill pool (whose KV handover crosses the node link:
+    ServingSpec.handoff_link)."""
     dims = sweep.dimensions()
     links = [link for link in dims.get("node_link", []) if link]
     if not links or len(dims.get("node_link", [])) > 1 or sweep.spec.search.strategy != "grid" or any(
             dims.get("prefill_replicas", [0])):
         return ""
-    spans = any(system_nodes(device, link, tp, pp) > 1 for device in dims["device"] for link in dims.get("link", [""])
-                for tp in dims.get("tp", [1]) for pp in dims.get("pp", [1]))
+    mixed = [name for name in dims.get("mixed_device", []) if name] if any(dims.get("mixed_replicas", [0])) else []
+    spans = any(pools_span_nodes(device, link, tp, pp, mixed_device=other) for device in dims["device"]
+                for link in dims.get("link", [""]) for tp in dims.get("tp", [1]) for pp in dims.get("pp", [1])
+                for other in mixed or [""])
     return "" if spans else (f"node_link {links[0]} changes nothing: every point's devices fit one node of its link "
                              f"(tp x pp at most the link's domain_devices)")
 
@@ -452,8 +455,12 @@ def idle_what_if_note(sweep) -> str:
                [key for key in swept if key.startswith(pool.prefix)]) for pool in POOL_WHAT_IFS if pool.switch in dims]
     groups.append((["tp", "pp"], lambda combo: combo["tp"] * combo["pp"] == 1, "tp and pp are 1",
                    [key for key in swept if key.startswith(LINK_PREFIX)]))
-    groups.append((["device", "link", "tp", "pp"], lambda combo: system_nodes(
-        combo["device"], combo["link"], combo["tp"], combo["pp"]) == 1, "the devices fit one node of the link",
+    # As Sweep.point drops it: no prefill pool hands KV over it, and no pool's devices span nodes (pools_span_nodes).
+    groups.append((["device", "link", "tp", "pp", "prefill_replicas", "mixed_device", "mixed_replicas"],
+                   lambda combo: not combo["prefill_replicas"] and not pools_span_nodes(
+                       combo["device"], combo["link"], combo["tp"], combo["pp"],
+                       mixed_device=combo["mixed_device"] if combo["mixed_replicas"] else ""),
+                   "the devices fit one node of the link and no prefill pool hands KV over it",
                    [key for key in swept if key == "node_link"]))
     groups.append((["replicas", "prefill_replicas", "mixed_replicas", "max_replicas", "pp", "tp", "attention_parallel"],
                    lambda combo: not routes(combo),
@@ -508,9 +515,10 @@ def idle_what_if_note(sweep) -> str:
         if repeated else ""
 
 
-# A switch's value where a sweep leaves it unset, where that is not 1 (a fleet without mixed replicas, a pool that
-# does not scale, a gateway without thresholds that rejects and whose clients do not retry).
-_UNSET = {"mixed_replicas": 0, "max_replicas": 0, "prefill_max_replicas": 0, "mixed_max_replicas": 0,
+# A switch's value where a sweep leaves it unset, where that is not 1 (no prefill pool, a fleet without mixed replicas
+# or device, a pool that does not scale, a gateway without thresholds that rejects and whose clients do not retry).
+_UNSET = {"prefill_replicas": 0, "mixed_device": "", "mixed_replicas": 0, "max_replicas": 0, "prefill_max_replicas": 0,
+          "mixed_max_replicas": 0,
           **dict.fromkeys((*GATEWAY_KNOBS, "client_retries"))}
 
 

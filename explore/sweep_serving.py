@@ -12,6 +12,7 @@ from pydantic_core import PydanticCustomError
 
 from explore.knobs import KNOBS, knobs
 from explore.rows import is_feasible, normalize_row
+from explore.run_support import system_nodes
 from explore.schema import PositiveInt, PositiveNumber, Strict, TokenLength, as_list, finite, knob_type, one_or_more
 from explore.serving_settings import (
     CLIENT_RETRIES,
@@ -24,7 +25,7 @@ from explore.serving_settings import (
     key_of,
     unread,
 )
-from hw_models.link import load_link_model
+from hw_models.link import has_default_link, load_link_model
 from hw_models.registry import load_device
 from kernels.parallel import check_pipeline_parallel, check_tensor_parallel, spread_refusal
 from sim.autoscalers import forecasts, on_metric
@@ -336,6 +337,20 @@ def serving_dimensions(serving: Serving) -> dict[str, list]:
     if serving.arrival != "gamma":
         del dims["cv"]
     return dims
+
+
+def pools_span_nodes(device: str, link: str, tp: int, pp: int, link_overrides: tuple = (),
+                     mixed_device: str = "") -> bool:
+    """Whether a pool of a point spans nodes, so that it reads the node link: the point's tp x pp devices over its link
+    with its what-ifs, or a fleet's `mixed_device` replicas (each tp x pp too) over their own link where its preset
+    names one, else the point's (explore/evaluate.py pool_point). A prefill pool reads the node link whatever it spans
+    (its KV handover: ServingSpec.handoff_link); attention devices reach the point's over attention_link."""
+    systems = [(device, link, link_overrides)]
+    if mixed_device and mixed_device != device:
+        systems.append((mixed_device, "", ()) if has_default_link(load_device(mixed_device).name)
+                       else (mixed_device, link, link_overrides))
+    return any(system_nodes(name, joined, tp, pp, what_ifs) > 1 for name, joined, what_ifs in systems)
+
 
 def routes(values: dict[str, Any]) -> bool:
     """Whether a point has anything for a router to pick among: replicas in a pool (or that an autoscaled pool may

@@ -119,3 +119,46 @@ def test_a_node_link_no_point_reads_is_noted(tmp_path):
 
     assert any("node_link roce-400g changes nothing" in note for note in notes(4))
     assert not any("node_link" in note for note in notes(16))
+
+
+# A link YAML joining 16 H100s in one NVLink domain (a what-if, as link.domain_devices 16 above), beside which a fleet's
+# 16 A100s span two nodes of their own link, NVLink 3 (eight a DGX A100 board: nvlink3.yaml's source).
+NVLINK_16 = ("name: nvlink4-16\ndescription: what-if\nbandwidth_GBps: 450\nlatency_us: 0.6\npeer_devices: 8\n"
+             "domain_devices: 16\nsource: what-if, nvlink4 with a domain of 16 GPUs\n")
+
+
+def _fleet_sweep(tmp_path, serving: str) -> str:
+    (tmp_path / "nvlink16.yaml").write_text(NVLINK_16)
+    path = tmp_path / "fleet.yaml"
+    path.write_text(f"name: f\nmodel: llama-3-70b\ndevice: h100-sxm\nexecution: graphs\nparallel: {{tp: 16, link: "
+                    f"{tmp_path / 'nvlink16.yaml'}, node_link: [infiniband-ndr, roce-400g]}}\nserving:\n  requests: 6\n"
+                    f"  rate: 2\n  prompt: 32\n  output: 4\n{serving}")
+    return path
+
+
+def test_a_fleet_whose_mixed_replicas_span_nodes_keeps_its_node_link(tmp_path):
+    """16 H100s in one domain beside one replica of 16 A100s on two nodes: the A100s' collectives cross the node link,
+    so the two node links are two designs, each pricing the A100s over its own; without the fleet (mixed_replicas 0)
+    nothing reads it and they are one design. The idle-knob note counts only the latter as repeated."""
+    from explore.evaluate import Evaluator, pool_point
+    from explore.sweep_notes import idle_what_if_note
+
+    sweep = load_sweep(_fleet_sweep(tmp_path, "  mixed_device: a100-sxm-80gb\n  mixed_replicas: [0, 1]\n"))
+    points = list(sweep.points())
+    fleet = [point for point in points if point.serving.mixed_replicas == 1]
+    assert len({point.point_id for point in points if point.serving.mixed_replicas == 0}) == 1
+    assert [point.knob("node_link") for point in fleet] == ["infiniband-ndr", "roce-400g"]
+    evaluator = Evaluator()
+    assert [evaluator.point_device(pool_point(point, "a100-sxm-80gb")).node_link.spec.name for point in fleet] == [
+        "infiniband-ndr", "roce-400g"]
+    assert idle_what_if_note(sweep).startswith("1 of 4 points"), idle_what_if_note(sweep)
+
+
+def test_a_prefill_pools_node_link_is_not_noted_as_changing_nothing(tmp_path):
+    """A prefill pool hands each request's KV over the node link (kv_link left out), so its two node links are two
+    designs though its devices fit one node, and the idle-knob note does not call them one."""
+    from explore.sweep_notes import idle_what_if_note
+
+    sweep = load_sweep(_fleet_sweep(tmp_path, "  prefill_replicas: 1\n"))
+    assert len({point.point_id for point in sweep.points()}) == 2
+    assert "node_link" not in idle_what_if_note(sweep), idle_what_if_note(sweep)
