@@ -237,8 +237,12 @@ class ResultsStore:
                                  f"({', '.join(change) or 'another order'}: the knobs it sets, its overrides, derived "
                                  f"knobs, constraints or SLO changed); allowed: the same sweep, or another --out "
                                  f"folder")
-            self._db = db
             layout = _layout(db)
+            if layout and "row" not in layout and (missing := _missing_cells(layout, self.columns)):
+                db.close()
+                raise InputError(f"{self.db_path}: {', '.join(missing)}: missing from its results table, allowed: "
+                                 f"the results table a sweep writes (not edited by hand), or a new --out folder")
+            self._db = db
             if not layout:
                 db.execute(_table_sql(self.columns))
             elif "row" in layout:
@@ -427,9 +431,14 @@ def read_results(out_dir: str | Path, required: Iterable[str] = ()) -> list[dict
                 rows = [_stored_row(db_path, rowid, text) for rowid, text in stored]
                 where = [f"{db_path}: row {rowid}" for rowid, _ in stored]
             else:
-                columns = db.execute("SELECT value FROM meta WHERE key = 'columns'").fetchone()
-                rows = _typed_rows(db, json.loads(columns[0]), current=True)
+                columns = json.loads(db.execute("SELECT value FROM meta WHERE key = 'columns'").fetchone()[0])
+                if missing := _missing_cells(_layout(db), columns):
+                    raise InputError(f"{db_path}: {', '.join(missing)}: missing from its results table, allowed: the "
+                                     f"results table a sweep writes (not edited by hand)")
+                rows = _typed_rows(db, columns, current=True)
                 where = [f"{db_path}: point {row['point_id']}" for row in rows]
+        except InputError:
+            raise
         except (sqlite3.DatabaseError, TypeError, ValueError) as err:
             raise InputError(f"{db_path}: not a sweep's results store ({err})") from None
         finally:
@@ -451,6 +460,11 @@ def read_results(out_dir: str | Path, required: Iterable[str] = ()) -> list[dict
 def _layout(db: sqlite3.Connection) -> list[str]:
     """The SQL columns of a store's results table (none before it is made)."""
     return [name for _, name, *_ in db.execute("PRAGMA table_info(results)")]
+
+
+def _missing_cells(layout: list[str], columns: list[str]) -> list[str]:
+    """The results columns whose SQL column a store's results table lacks (a column dropped by hand)."""
+    return [name for name, cell in zip(columns, _cell_names(columns), strict=True) if cell not in layout]
 
 
 def _typed_rows(db: sqlite3.Connection, columns: list[str], current: bool = False) -> list[dict[str, Any]]:

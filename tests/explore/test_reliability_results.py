@@ -1,0 +1,47 @@
+"""A results folder damaged or edited by hand: the run and `explore report` refuse it in one line naming the file, the
+row or column and what was found, never a traceback and never a value read as something else."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+
+from explore.results import ResultsStore, read_results
+from workloads.errors import InputError
+
+COLUMNS = ["point_id", "model", "tokens_per_s", "fits_in_memory"]
+ROWS = [{"point_id": "a", "model": "m", "tokens_per_s": 12.5, "fits_in_memory": True},
+        {"point_id": "b", "model": "m", "tokens_per_s": 40.0, "fits_in_memory": True}]
+
+
+def _store(out) -> None:
+    with ResultsStore(out, COLUMNS) as store:
+        store.load()
+        store.append(ROWS)
+
+
+def _cell(out, column: str) -> str:
+    """The SQL column of a results column in out/results.sqlite (c<i>: its place in the stored column list)."""
+    with sqlite3.connect(out / "results.sqlite") as db:
+        columns = json.loads(db.execute("SELECT value FROM meta WHERE key = 'columns'").fetchone()[0])
+    return f"c{columns.index(column)}"
+
+
+def _sql(out, statement: str) -> None:
+    db = sqlite3.connect(out / "results.sqlite")
+    db.execute(statement)
+    db.commit()
+    db.close()
+
+
+def test_a_store_with_a_column_dropped_by_hand_is_refused_in_one_line(tmp_path):
+    out = tmp_path / "out"
+    _store(out)
+    _sql(out, f"ALTER TABLE results DROP COLUMN {_cell(out, 'tokens_per_s')}")
+    with pytest.raises(InputError, match=r"results\.sqlite: tokens_per_s: missing") as refused:
+        ResultsStore(out, COLUMNS).load()  # was sqlite3.OperationalError: no such column: c2 (a traceback)
+    assert "\n" not in str(refused.value)
+    with pytest.raises(InputError, match=r"results\.sqlite: tokens_per_s: missing"):
+        read_results(out)  # `explore report`: was "not a sweep's results store (no such column: c2)"
