@@ -8,7 +8,9 @@ device; it errs in how the queue will drain:
 - the prompt tokens ahead (every held request's still to prefill, past a waiting one's prefix cached now, whatever the
   queue policy) and the request's own uncached tokens run in iterations of the scheduler's token budget, less a
   token for each decode that rides along (Scheduler.prompts_beside_decodes: chunked prefill's, Orca's; continuous
-  batching runs prompts apart from decodes);
+  batching runs prompts apart from decodes), or where prompts take the budget first (Orca's with
+  max_decode_preemptions: Scheduler.prompt_budget), beside the decodes that go first and those the budget leaves room
+  for (Scheduler.decodes_beside);
 - where the replica holds max_seqs requests or more, the request waits for a seat too, the requests ahead of it
   leaving at the rate its latest RECENT_LEAVES left (KV blocks running out is not counted);
 - the queue's chunks attend to where each starts (its computed chunks, or its cached prefix), the request's own to
@@ -18,10 +20,11 @@ device; it errs in how the queue will drain:
   budget), held / decoded iterations of the earliest admitted it decodes (each gives that many of the held a token);
   and prompts as often as the replica's last RECENT_ITERATIONS iterations prefilled, as if the prompts arriving
   lately keep arriving (those ahead are prefilled before its decode starts): riding along, a chunk of what the budget
-  leaves (a chunked scheduler) or a prompt of the recent prefills' mean tokens (Orca), or else in iterations of their
-  own in between;
-- the iteration under way, preemptions (and Orca's decodes sitting out for prompts, max_decode_preemptions), a
-  speculative decode's drafts and pipeline stages' overlap are not counted.
+  leaves (a chunked scheduler) or a prompt of the recent prefills' mean tokens beside the decodes its scheduler runs
+  beside such prompts (Orca), or else in iterations of their own in between;
+- the iteration under way, preemptions, the iterations its own decode sits out for prompts under Orca's
+  max_decode_preemptions (at most that many over its life), a speculative decode's drafts and pipeline stages' overlap
+  are not counted.
 Each predicted iteration is priced coarsely (its chunks to TOKEN_STEP tokens, its decodes at their mean context in
 groups of DECODE_STEP) and kept in the caller's memo, so that routing prices few shapes no real iteration has. A
 router scales a replica's predictions by what it learned of it (LearnedBias).
@@ -132,7 +135,8 @@ def prompt_alone_s(replica: Replica, tokens: float, memo: dict | None = None,
     budget leaves beside the `riding` decodes, each after the chunks' mean earlier context."""
     tokens = max(round(tokens), 1)
     riding = decoded_batch(replica.scheduler, riding)[0]
-    per_iteration = max(replica.scheduler.token_budget() - decode_budget(replica.scheduler, riding), 1)
+    per_iteration = max(replica.scheduler.prompt_budget(decode_budget(replica.scheduler, riding)), 1)
+    riding = riding[:replica.scheduler.decodes_beside(len(riding), min(tokens, per_iteration))]  # none going first
     return prompts_s(replica, tokens, 1, max(tokens - per_iteration, 0) // 2, per_iteration, list(riding), memo)
 
 
@@ -146,7 +150,8 @@ def predict_latency(replica: Replica, prompt_tokens: int, cached_tokens: int = 0
     max_seqs = scheduler.limits.max_seqs
     decoding = [seq.computed + 1 for seq in state.running if not seq.in_prefill][:max_seqs]
     riding = decoded_batch(scheduler, decoding)[0] if scheduler.prompts_beside_decodes else []
-    per_iteration = max(scheduler.token_budget() - decode_budget(scheduler, riding), 1)
+    overdue = _overdue(replica)
+    per_iteration = max(scheduler.prompt_budget(decode_budget(scheduler, riding), overdue), 1)
     # Each prompt ahead from where it starts (Scheduler.prefill_start): past a running one's computed chunks, past the
     # prefix a waiting one finds cached (swapped sequences decode: none is still to prefill).
     starts = [(seq.target, Scheduler.prefill_start(state, seq, waiting=queue is state.waiting))
@@ -155,6 +160,9 @@ def predict_latency(replica: Replica, prompt_tokens: int, cached_tokens: int = 0
     own = max(prompt_tokens - cached_tokens, 1)
     own_context = cached_tokens + max(own - per_iteration, 0) // 2  # its chunks' mean earlier context
     tokens = sum(ahead) + own
+    # The decodes an iteration of the prompts runs beside them (Scheduler.decodes_beside: Orca's prompts preempting
+    # decodes leave them the budget's room).
+    riding = riding[:scheduler.decodes_beside(len(riding), min(tokens, per_iteration), overdue)]
     # The prompts ahead and its own, in the iterations they share, their chunks after the tokens' mean context.
     context = (sum(new * start for new, (_, start) in zip(ahead, starts, strict=True)) + own * own_context) // tokens
     prefill_s = prompts_s(replica, tokens, len(ahead) + 1, context, per_iteration, riding, memo)
@@ -189,6 +197,12 @@ def decode_budget(scheduler: Scheduler, decoded: Sequence_[int]) -> int:
     """The tokens of its budget the decodes of `decoded` (as decoded_batch gives them) take from its scheduler's
     iteration: one each, or the tokens each verifies (Scheduler.decode_tokens)."""
     return sum(scheduler.decode_tokens(len(decoded)))
+
+
+def _overdue(replica: Replica) -> int:
+    """How many of its running decodes go before an iteration's prompts whatever its budget (Scheduler.goes_first)."""
+    scheduler = replica.scheduler
+    return sum(scheduler.goes_first(seq) for seq in replica.state.running if not seq.in_prefill)
 
 
 def _seat_s(replica: Replica, short: int) -> float:
@@ -228,7 +242,10 @@ def _decoded_tpot_s(replica: Replica, decode_kv: list[int], memo: dict | None = 
     if scheduler.prompts_beside_decodes:
         # A prompt beside the decodes: an iteration's prompt tokens past one a prompt, and the prompt's own (one).
         prompt = round(sum(tokens - prompts + 1 for prompts, tokens in prefills) / len(prefills))
-        return decode_s + share * (iteration_s(replica, [(prompt, 0)], decode_kv, 1, memo) - decode_s)
+        # Beside it, the decodes its scheduler runs beside the recent prefills' mean prompt tokens (decodes_beside).
+        beside = scheduler.decodes_beside(len(decode_kv), round(sum(tokens for _, tokens in prefills) / len(prefills)),
+                                          _overdue(replica))
+        return decode_s + share * (iteration_s(replica, [(prompt, 0)], decode_kv[:beside], 1, memo) - decode_s)
     # Prefill iterations between two decode steps: share / (1 - share), at least one decode step in the window.
     between = share / max(1.0 - share, 1.0 / RECENT_ITERATIONS)
     prompt = round(sum(tokens for _, tokens in prefills) / len(prefills))  # its prompt tokens (it decodes none)

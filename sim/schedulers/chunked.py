@@ -28,7 +28,7 @@ class ChunkedPrefillScheduler(Scheduler):
         tokens = self.decode_tokens(len(batch.decodes))
         if tokens and tokens[-1] < self.limits.verify_tokens:
             batch.short = tokens[-1]
-        budget = self.limits.chunk_tokens - sum(tokens)
+        budget = self.prompt_budget(sum(tokens))
         for seq in [s for s in state.running if s.in_prefill]:
             if budget <= 0:
                 break

@@ -35,7 +35,7 @@ class OrcaScheduler(Scheduler):
 
     def schedule(self, state: EngineState) -> Batch:
         if self.limits.max_decode_preemptions is not None:
-            return self._schedule_preempting(state, self.limits.max_decode_preemptions)
+            return self._schedule_preempting(state)
         batch = Batch(decodes=list(state.running))
         admitted_from = len(state.running)
         self._prefill_whole(state, batch, len(batch.decodes), whole_request=True)
@@ -43,9 +43,31 @@ class OrcaScheduler(Scheduler):
         batch.decodes += [seq for seq in state.running[admitted_from:] if not seq.in_prefill]
         return batch
 
-    def _schedule_preempting(self, state: EngineState, cap: int) -> Batch:
-        budget = self.limits.prompt_batch_tokens or self.limits.max_batched_tokens
-        overdue = [seq for seq in state.running if seq.preemptions >= cap]
+    def goes_first(self, seq: Sequence) -> bool:
+        """With max_decode_preemptions set, a decode that has sat out that many iterations goes first."""
+        cap = self.limits.max_decode_preemptions
+        return cap is not None and seq.preemptions >= cap
+
+    def prompt_budget(self, decode_tokens: int, overdue: int = 0) -> int:
+        """With max_decode_preemptions set, prompts take the budget (prompt_batch_tokens, else max_batched_tokens)
+        before the decodes but the `overdue` ones, within max_batched_tokens with those; unset, what the decodes leave
+        of max_batched_tokens (prompt_batch_tokens is not counted here)."""
+        if self.limits.max_decode_preemptions is None:
+            return super().prompt_budget(decode_tokens)
+        return min(self._budget(), self.limits.max_batched_tokens - overdue)
+
+    def decodes_beside(self, held: int, prompt_tokens: int, overdue: int = 0) -> int:
+        """With max_decode_preemptions set, the `overdue` decodes and as many others as the budget has room for past
+        them and the prompts, one token each; unset, every one."""
+        if self.limits.max_decode_preemptions is None:
+            return held
+        return overdue + min(held - overdue, max(0, self._budget() - overdue - prompt_tokens))
+
+    def _budget(self) -> int:
+        return self.limits.prompt_batch_tokens or self.limits.max_batched_tokens
+
+    def _schedule_preempting(self, state: EngineState) -> Batch:
+        overdue = [seq for seq in state.running if self.goes_first(seq)]
         batch = Batch(decodes=overdue)
         self._prefill_whole(state, batch, len(overdue), whole_request=True)
         prompts = {seq.index for seq, _ in batch.prefills}
@@ -54,7 +76,7 @@ class OrcaScheduler(Scheduler):
         waited = [seq for seq in self._sat_out if seq.index in running and seq.index not in skip]
         skip |= {seq.index for seq in waited}
         candidates = waited + [seq for seq in state.running if seq.index not in skip]
-        room = max(0, budget - batch.tokens)
+        room = self.decodes_beside(len(overdue) + len(candidates), batch.prefill_tokens, len(overdue)) - len(overdue)
         batch.decodes = overdue + candidates[:room]
         self._sat_out = candidates[room:]
         for seq in self._sat_out:
