@@ -181,8 +181,10 @@ def _read_legacy_csv(path: Path, columns: list[str]) -> list[dict[str, str]]:
         if reader.fieldnames and list(reader.fieldnames) != columns:
             raise InputError(f"{path}: written by a sweep with other columns (different overrides); "
                              f"use another --out folder")
-        return [row for row in reader
+        rows = [(line, row) for line, row in enumerate(reader, start=2)
                 if None not in row and all(v is not None for v in row.values()) and row.get("point_id")]
+    _check_rows((f"{path}:{line}" for line, _ in rows), (row for _, row in rows), columns)
+    return [row for _, row in rows]
 
 
 class ResultsStore:
@@ -204,6 +206,9 @@ class ResultsStore:
             fresh = not self.db_path.exists()
             if self.out_dir.exists() and not self.out_dir.is_dir():
                 raise InputError(f"--out: {self.out_dir} is a file, allowed: a folder (new or a sweep's own)")
+            # An output folder from before the database: its rows are read (and refused) before the database file is
+            # made, so a refused import leaves no empty store behind that a rerun would take for this folder's own.
+            legacy = _read_legacy_csv(self.csv_path, self.columns) if fresh and self.csv_path.exists() else None
             self.out_dir.mkdir(parents=True, exist_ok=True)
             try:
                 db = sqlite3.connect(self.db_path, isolation_level=None)  # transactions are explicit below
@@ -247,8 +252,8 @@ class ResultsStore:
                 db.execute(_table_sql(self.columns))
             elif "row" in layout:
                 self._convert_json_rows()
-            if fresh and self.csv_path.exists():  # an output folder from before the database: import it
-                self._insert([Columns.from_rows(_read_legacy_csv(self.csv_path, self.columns))])
+            if legacy is not None:
+                self._insert([Columns.from_rows(legacy)])
         return self._db
 
     def _convert_json_rows(self) -> None:
@@ -303,6 +308,7 @@ class ResultsStore:
     def load(self) -> dict[str, dict[str, Any]]:
         """Finished rows by point_id, every one stored (a point the sweep had once may come back); brings results.csv
         in line with the database's current rows."""
+        _check_store(self._connect(), self.columns, self.db_path)
         rows = {row["point_id"]: row for row in self.rows()}
         _write_csv(self.csv_path, self.columns, _typed_rows(self._connect(), self.columns, current=True))
         self._appended = [] if not rows else None  # ids appended since, while they are the whole store in order
@@ -435,6 +441,7 @@ def read_results(out_dir: str | Path, required: Iterable[str] = ()) -> list[dict
                 if missing := _missing_cells(_layout(db), columns):
                     raise InputError(f"{db_path}: {', '.join(missing)}: missing from its results table, allowed: the "
                                      f"results table a sweep writes (not edited by hand)")
+                _check_store(db, columns, db_path)
                 rows = _typed_rows(db, columns, current=True)
                 where = [f"{db_path}: point {row['point_id']}" for row in rows]
         except InputError:
@@ -448,6 +455,7 @@ def read_results(out_dir: str | Path, required: Iterable[str] = ()) -> list[dict
         if rows and "point_id" not in rows[0]:
             raise InputError(f"{out_dir / CSV_NAME}: no point_id column: not a results table written by explore")
         where = [f"{out_dir / CSV_NAME}:{line}" for line in range(2, len(rows) + 2)]
+        _check_rows(where, rows, list(rows[0]) if rows else [])
     required = list(required)
     for place, row in zip(where, rows, strict=True):
         missing = [column for column in required if column not in row]
@@ -465,6 +473,54 @@ def _layout(db: sqlite3.Connection) -> list[str]:
 def _missing_cells(layout: list[str], columns: list[str]) -> list[str]:
     """The results columns whose SQL column a store's results table lacks (a column dropped by hand)."""
     return [name for name, cell in zip(columns, _cell_names(columns), strict=True) if cell not in layout]
+
+
+def _value_checks(columns: Iterable[str]) -> list[tuple[str, str]]:
+    """The results columns that hold a number or a flag (the metrics registry's kinds), with what each allows."""
+    from explore.rows import column_types
+
+    _, flags, numbers = column_types()
+    return [(name, "a number" if name in numbers else "True or False") for name in columns
+            if name in numbers or name in flags]
+
+
+def _bad_value(value: Any, allowed: str) -> bool:
+    """Whether a stored value is text that a number (or flag) column cannot hold: numbers and flags are stored as
+    themselves, and as text only in rows read from a CSV (every cell a string: '12.5', 'True', '' for NaN)."""
+    if value.__class__ is not str or not value.strip():
+        return False
+    if allowed != "a number" and value.strip().lower() in ("true", "false"):
+        return False
+    try:
+        float(value)
+    except ValueError:
+        return True
+    return False
+
+
+def _check_rows(where: Iterable[str], rows: Iterable[dict[str, Any]], columns: Iterable[str]) -> None:
+    """InputError naming the first row (its place in `where`) with text in a number or flag column: a results file
+    edited by hand, whose value would otherwise read as NaN (an infeasible point) or False."""
+    checks = _value_checks(columns)
+    for place, row in zip(where, rows, strict=False):
+        for name, allowed in checks:
+            if _bad_value(row.get(name), allowed):
+                raise InputError(f"{place}: {name}: found {row[name]!r}, allowed: {allowed}, or empty (a results "
+                                 f"file edited by hand: restore the value, or delete the row to evaluate it again)")
+
+
+def _check_store(db: sqlite3.Connection, columns: list[str], db_path: Path) -> None:
+    """_check_rows over a typed store: only rows holding text in a number or flag column are read back (an evaluated
+    row holds none; a row imported from a CSV holds nothing but text)."""
+    checks = _value_checks(columns)
+    if not checks:
+        return
+    cell = dict(zip(columns, _cell_names(columns), strict=True))
+    names = ["point_id", *(name for name, _ in checks)]
+    text = " OR ".join(f"typeof({cell[name]}) = 'text'" for name, _ in checks)
+    stored = db.execute(f"SELECT {', '.join(cell[n] for n in names)} FROM results WHERE {text} ORDER BY rowid")
+    rows = [dict(zip(names, values, strict=True)) for values in stored]
+    _check_rows((f"{db_path}: point {row['point_id']}" for row in rows), rows, columns)
 
 
 def _typed_rows(db: sqlite3.Connection, columns: list[str], current: bool = False) -> list[dict[str, Any]]:

@@ -3,6 +3,7 @@ row or column and what was found, never a traceback and never a value read as so
 
 from __future__ import annotations
 
+import csv
 import json
 import sqlite3
 
@@ -45,3 +46,36 @@ def test_a_store_with_a_column_dropped_by_hand_is_refused_in_one_line(tmp_path):
     assert "\n" not in str(refused.value)
     with pytest.raises(InputError, match=r"results\.sqlite: tokens_per_s: missing"):
         read_results(out)  # `explore report`: was "not a sweep's results store (no such column: c2)"
+
+
+def test_a_non_number_in_a_number_column_of_the_store_is_refused(tmp_path):
+    out = tmp_path / "out"
+    _store(out)
+    _sql(out, f"UPDATE results SET {_cell(out, 'tokens_per_s')} = 'abc' WHERE point_id = 'b'")
+    # Was read as NaN: point b counted as infeasible, silently.
+    with pytest.raises(InputError, match=r"results\.sqlite: point b: tokens_per_s: found 'abc', allowed: a number"):
+        ResultsStore(out, COLUMNS).load()
+    with pytest.raises(InputError, match=r"^\S*results\.sqlite: point b: tokens_per_s: found 'abc'"):
+        read_results(out)
+
+
+def test_a_non_number_in_a_results_csv_alone_is_refused_and_numbers_as_text_are_read(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    with (out / "results.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(COLUMNS)
+        writer.writerow(["a", "m", "12.5", "True"])  # as csv writes a row: every cell text
+        writer.writerow(["b", "m", "", "False"])  # an empty cell: NaN, as written for a missing metric
+    assert [row["tokens_per_s"] for row in read_results(out)] == ["12.5", ""]
+    with (out / "results.csv").open("a", newline="") as f:
+        csv.writer(f).writerow(["c", "m", "fast", "maybe"])
+    with pytest.raises(InputError, match=r"results\.csv:4: tokens_per_s: found 'fast', allowed: a number"):
+        read_results(out)
+    # The run imports a results.csv without a database (a folder from before it) through the same check, before it
+    # makes the database: a second run is refused the same way (an empty store left behind made it start afresh and
+    # overwrite results.csv).
+    for _ in range(2):
+        with pytest.raises(InputError, match=r"results\.csv:4: tokens_per_s: found 'fast', allowed: a number"):
+            ResultsStore(out, COLUMNS).load()
+        assert not (out / "results.sqlite").exists()
