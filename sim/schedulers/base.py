@@ -230,6 +230,12 @@ class Scheduler:
         the chunked one count a decode one token, whatever it verifies); the chunked scheduler's differ
         (ChunkedPrefillScheduler.decode_tokens). The latency predictor reads the same rule
         (sim/latency_prediction.py decoded_batch)."""
+        # A speculating decode counts one token here too, as vLLM v0's scheduler (the continuous scheduler's source)
+        # counts it: vllm/core/scheduler.py (vllm-project/vllm commits 0054e1fa and 0dce2b29) _get_num_new_tokens sums
+        # seq.get_num_new_tokens() (1 for a decode) into budget.add_num_batched_tokens, while the lookahead slots of
+        # speculative decoding (_get_num_lookahead_slots: scheduler_config.num_lookahead_slots) only size the blocks
+        # can_append_slots and append_slots hold, never the token budget (limits.lookahead_slots here). Orca (Yu et al.,
+        # OSDI 2022) does not speculate.
         return [1] * held
 
     def prompt_budget(self, decode_tokens: int, overdue: int = 0) -> int:
