@@ -200,9 +200,9 @@ def decode_budget(scheduler: Scheduler, decoded: Sequence_[int]) -> int:
 
 
 def _overdue(replica: Replica) -> int:
-    """How many of its running decodes go before an iteration's prompts whatever its budget (Scheduler.goes_first)."""
-    scheduler = replica.scheduler
-    return sum(scheduler.goes_first(seq) for seq in replica.state.running if not seq.in_prefill)
+    """How many of its running sequences go before an iteration's prompts whatever its budget (Scheduler.going_first:
+    decodes, under Orca, which prefills whole prompts)."""
+    return len(replica.scheduler.going_first(replica.state.running))
 
 
 def _seat_s(replica: Replica, short: int) -> float:

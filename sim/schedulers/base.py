@@ -240,8 +240,8 @@ class Scheduler:
 
     def prompt_budget(self, decode_tokens: int, overdue: int = 0) -> int:
         """Tokens an iteration's prompts may take beside running decodes that take `decode_tokens` of its budget: what
-        those leave (`overdue`: the decodes among them that go first, goes_first; Orca's prompts preempting decodes take
-        the budget before the others: OrcaScheduler.prompt_budget). The latency predictor reads the same rule."""
+        those leave (`overdue`: the decodes among them that go first, going_first; Orca's prompts preempting decodes
+        take the budget before the others: OrcaScheduler.prompt_budget). The latency predictor reads the same rule."""
         return self.token_budget() - decode_tokens
 
     def decodes_beside(self, held: int, prompt_tokens: int, overdue: int = 0) -> int:
@@ -250,10 +250,10 @@ class Scheduler:
         (OrcaScheduler.decodes_beside). The latency predictor reads the same rule (sim/latency_prediction.py)."""
         return held
 
-    def goes_first(self, seq: Sequence) -> bool:
-        """Whether a running decode goes before the prompts of an iteration whatever its budget: none here; under Orca
-        with max_decode_preemptions, one that has sat out that many iterations."""
-        return False
+    def going_first(self, running: list[Sequence]) -> list[Sequence]:
+        """Those of `running` that go before an iteration's prompts whatever its budget: none here; under Orca with
+        max_decode_preemptions, those that have sat out that many iterations."""
+        return []
 
     # Steps the schedulers combine.
     def _reserve_blocks(self, state: EngineState) -> int:

@@ -43,10 +43,10 @@ class OrcaScheduler(Scheduler):
         batch.decodes += [seq for seq in state.running[admitted_from:] if not seq.in_prefill]
         return batch
 
-    def goes_first(self, seq: Sequence) -> bool:
-        """With max_decode_preemptions set, a decode that has sat out that many iterations goes first."""
+    def going_first(self, running: list[Sequence]) -> list[Sequence]:
+        """With max_decode_preemptions set, the decodes that have sat out that many iterations go first."""
         cap = self.limits.max_decode_preemptions
-        return cap is not None and seq.preemptions >= cap
+        return [] if cap is None else [seq for seq in running if seq.preemptions >= cap]
 
     def prompt_budget(self, decode_tokens: int, overdue: int = 0) -> int:
         """With max_decode_preemptions set, prompts take the budget (prompt_batch_tokens, else max_batched_tokens)
@@ -67,7 +67,7 @@ class OrcaScheduler(Scheduler):
         return self.limits.prompt_batch_tokens or self.limits.max_batched_tokens
 
     def _schedule_preempting(self, state: EngineState) -> Batch:
-        overdue = [seq for seq in state.running if self.goes_first(seq)]
+        overdue = self.going_first(state.running)
         batch = Batch(decodes=overdue)
         self._prefill_whole(state, batch, len(overdue), whole_request=True)
         prompts = {seq.index for seq, _ in batch.prefills}
