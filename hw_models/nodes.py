@@ -14,7 +14,9 @@ fit where it has one, else its datasheet alpha-beta model; the node links here h
   over each node's NICs): reduce-scatter of S within the node (each device keeps S / g), all-reduce of that S / g over
   the m nodes on the node link (every device's NIC at once, each with its peers of the same local rank), all-gather of
   S within the node:
-      t = RS_link(S, g) + AR_node(S / g, m) + AG_link(S, g);
+      t = RS_link(S, g) + AR_node(S / g, m) + AG_link(S, g),
+  the two halves within the node AR_link(S, g) where the link's all-reduce is fitted and its halves are not (a ring
+  all-reduce is its halves, exactly so on the datasheet model; nvlink3's fit has the all-reduce alone);
 - all_gather (S the gathered output): AG_node(S / g, m) + AG_link(S, g); reduce_scatter (S the whole input):
   RS_link(S, g) + RS_node(S / g, m): the all-reduce's halves;
 - all_to_all (S a rank's send buffer, S / n to each peer): the (n - g) / n share bound for other nodes crosses the
@@ -62,9 +64,7 @@ def collective_time_s(kind: str, message_bytes, devices: int, link: LinkModel, n
         return link.collective_time_s(kind, message_bytes, devices)
     size = np.asarray(message_bytes, dtype=float)
     if kind == "all_reduce":
-        time = (link.collective_time_s("reduce_scatter", size, per_node)
-                + node_link.collective_time_s("all_reduce", size / per_node, nodes)
-                + link.collective_time_s("all_gather", size, per_node))
+        time = _halves_within(link, size, per_node) + node_link.collective_time_s("all_reduce", size / per_node, nodes)
     elif kind == "all_gather":
         time = (node_link.collective_time_s("all_gather", size / per_node, nodes)
                 + link.collective_time_s("all_gather", size, per_node))
@@ -78,6 +78,18 @@ def collective_time_s(kind: str, message_bytes, devices: int, link: LinkModel, n
         return link.collective_time_s(kind, message_bytes, devices)  # its error: no such collective
     time = np.asarray(time, dtype=float)
     return float(time) if time.ndim == 0 else time
+
+
+def _halves_within(link: LinkModel, size: np.ndarray, per_node: int):
+    """The reduce-scatter and all-gather of `size` within a node: each on the link's model, or the node's all-reduce
+    where the link's all-reduce is fitted and a half is not. A ring all-reduce is its two halves (2 (g - 1) steps and
+    shares of g - 1 over g: hw_models/link.py), exactly on the datasheet model, so this takes the halves on the same
+    measured calls as an all-reduce within one node (nvlink3: DGX A100's fitted all-reduce beside datasheet halves
+    2-10x below it) and an all-reduce across nodes is never faster than its node's own."""
+    if "all_reduce" in link.fits and not {"reduce_scatter", "all_gather"} <= link.fits.keys():
+        return link.collective_time_s("all_reduce", size, per_node)
+    return (link.collective_time_s("reduce_scatter", size, per_node)
+            + link.collective_time_s("all_gather", size, per_node))
 
 
 def stage_nodes(tp: int, pp: int, link: LinkSpec) -> tuple[int, ...]:

@@ -83,6 +83,17 @@ def test_an_all_to_all_across_nodes_is_never_faster_than_one_domain_nor_its_nic_
     assert np.all(across >= 8 / 16 * SIZES / 50e9)
 
 
+@pytest.mark.parametrize("link, node_link", [("nvlink3", "infiniband-hdr"), ("nvlink4", "infiniband-ndr")])
+def test_an_all_reduce_across_nodes_is_never_faster_than_within_one_of_them(link, node_link):
+    """Invariant: 2 x 8 devices all-reduce each rank's S as a reduce-scatter and an all-gather among the node's 8 plus
+    a network all-reduce, so never faster than the 8 of one node all-reducing S on the same link's model (nvlink3's
+    fit has DGX A100's all-reduce alone: its datasheet halves took 15 us for a decode step's 128 KiB on 2 x 8
+    against the fitted 31 us within one node of 8)."""
+    within, between = load_link_model(link), load_link_model(node_link)
+    across = nodes.collective_time_s("all_reduce", SIZES[1:], 16, within, between)
+    assert np.all(across >= within.collective_time_s("all_reduce", SIZES[1:], 8))
+
+
 def test_a_group_that_does_not_divide_takes_its_fullest_node():
     """12 devices over nodes of 8: 2 nodes of 6 (placed as evenly as they go); 17: 3 nodes, the fullest of 6."""
     spec = load_link_model("nvlink4").spec
