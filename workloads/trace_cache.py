@@ -6,7 +6,7 @@ the trace depends on: every field of the model config but the file it was read f
 another folder is the same model), the phase and shape, the torch version (read from the
 installed package's metadata, not by importing torch) and the source of the code that captures it. Writes go to a
 temporary file renamed into place, so a reader or a concurrent writer never sees half a file; a file that cannot
-be read or does not match its key is ignored and written again.
+be read, does not match its key or holds text where a number goes is ignored and written again.
 
 Where: $LLM_CODESIGN_CACHE/traces when that variable is set, else $XDG_CACHE_HOME/llm-codesign/traces, else
 ~/.cache/llm-codesign/traces. Deleting the folder clears the cache.
@@ -113,12 +113,43 @@ def load(key: dict[str, Any]) -> Trace | None:
             data = json.load(f)
         if data["key"] != key:  # a hash collision or a file copied in by hand: not this trace
             raise ValueError("the file holds another key")
-        return Trace.from_dict(data["trace"], where=str(path))
+        return _numbers_checked(Trace.from_dict(data["trace"], where=str(path)))
     except FileNotFoundError:
         return None
     except UNREADABLE as err:
         log.warning("%s: cached trace ignored and captured again (%s: %s)", path, type(err).__name__, err)
         return None
+
+
+_NUMBERS = (int, float)
+# The Trace fields that hold counts; a capture writes each as an int.
+_COUNTS = ("batch", "seq_len", "context_len", "param_count", "param_bytes", "peak_activation_bytes")
+
+
+def _numbers_checked(trace: Trace) -> Trace:
+    """The trace, where every count and cost it holds is a number; else ValueError naming the first that is not. A
+    file edited by hand (or written by other code) can hold valid JSON of the trace's shape with text in place of a
+    number, which Trace.from_dict keeps and pricing fails on far from the file (a traceback). The classes are
+    gathered in bulk (some 3% of a load) and the ops walked one by one only to name a bad value."""
+    for name in _COUNTS:
+        if getattr(trace, name).__class__ is not int:
+            raise ValueError(f"{name}: found {getattr(trace, name)!r}, allowed: an integer")
+    ops = trace.ops
+    kinds = {op.flops.__class__ for op in ops}
+    kinds.update(n.__class__ for op in ops for part in (op.bytes_read, op.bytes_written) for n in part.values())
+    dims = {d.__class__ for op in ops for tensor in (*op.inputs, *op.outputs) for d in tensor.shape}
+    if kinds <= set(_NUMBERS) and dims <= {int}:
+        return trace
+    for i, op in enumerate(ops):
+        values = {"flops": op.flops, **{f"bytes_read: {r}": n for r, n in op.bytes_read.items()},
+                  **{f"bytes_written: {r}": n for r, n in op.bytes_written.items()}}
+        for where, value in values.items():
+            if value.__class__ not in _NUMBERS:
+                raise ValueError(f"op {i} ({op.name}): {where}: found {value!r}, allowed: a number")
+        for tensor in (*op.inputs, *op.outputs):
+            if any(d.__class__ is not int for d in tensor.shape):
+                raise ValueError(f"op {i} ({op.name}): shape: found {list(tensor.shape)}, allowed: integers")
+    raise AssertionError("unreachable: a value of another class was found above")
 
 
 def store(key: dict[str, Any], trace: Trace) -> None:

@@ -114,6 +114,14 @@ def _other_key_file(key: dict, trace: Trace) -> bytes:
     return gzip.compress(json.dumps({"key": dict(key, batch=99), "trace": trace.to_dict()}).encode())
 
 
+def _edited_file(key: dict, trace: Trace, edit) -> bytes:
+    """A cache file of the right key and shape whose last op with an output was edited by hand (text for a number):
+    read as it was, it failed far from the file, pricing the trace (a traceback)."""
+    data = trace.to_dict()
+    edit(next(op for op in reversed(data["ops"]) if op["outputs"]))
+    return gzip.compress(json.dumps({"key": key, "trace": data}).encode())
+
+
 @pytest.mark.parametrize("broken", [
     lambda key, trace: b"not gzip at all",
     lambda key, trace: gzip.compress(json.dumps({"key": key, "trace": trace.to_dict()}).encode())[:200],  # cut off
@@ -121,7 +129,11 @@ def _other_key_file(key: dict, trace: Trace) -> bytes:
     lambda key, trace: gzip.compress(json.dumps({"key": key, "trace": {"format": "other"}}).encode()),
     lambda key, trace: gzip.compress(json.dumps([1, 2]).encode()),
     _other_key_file,
-], ids=["not-gzip", "truncated", "not-json", "not-a-trace", "not-an-object", "other-key"])
+    lambda key, trace: _edited_file(key, trace, lambda op: op.update(flops="abc")),
+    lambda key, trace: _edited_file(key, trace, lambda op: op["bytes_read"].update(weight="12")),
+    lambda key, trace: _edited_file(key, trace, lambda op: op["outputs"][0].update(shape=["2", 8])),
+], ids=["not-gzip", "truncated", "not-json", "not-a-trace", "not-an-object", "other-key", "flops-text",
+        "bytes-text", "shape-text"])
 def test_a_broken_file_is_captured_again_and_rewritten(cache: Path, tiny_llama: ModelConfig, decode_trace: Trace,
                                                        captures: list[dict], broken) -> None:
     key = trace_key(tiny_llama, **SHAPE)
