@@ -1,5 +1,5 @@
 """Hostile and mistaken inputs (tests/data/bad/, plus big files made at test time): each is refused by the CLI
-with exit code 2 and exactly one line on stderr, no traceback, well within 10 s (alias bombs, deep nesting,
+with exit code 2 and exactly one line on stderr, no traceback, without hanging (alias bombs, deep nesting,
 huge ranges and grids used to hang or grow memory; sweep names could write outside out/)."""
 
 from __future__ import annotations
@@ -21,7 +21,11 @@ from workloads.yaml_lines import MAX_YAML_DEPTH, MAX_YAML_VALUES
 BAD = Path(__file__).resolve().parents[1] / "data" / "bad"
 H200_PROFILE = (Path(__file__).resolve().parents[2] / "data" / "measured" / "h200-2026-12-04"
                 / "h200-profile-llama-3-8b-b1.json.gz")
-LIMIT_S = 10.0
+# A hang guard, not a speed target (those belong in bench/): most refusals take under a second and the slowest
+# about 5 s ('derived with 100,000 terms', 2 cores), but a 10 s bound failed once on a loaded machine. A case that
+# once hung (an alias bomb, a 10^18-point grid) takes minutes or never ends; 45 s stays under the watchdog's 60 s,
+# so a slow finish fails here as this case alone rather than ending the session.
+LIMIT_S = 45.0
 
 
 def _sweep(name: str) -> list[str]:
