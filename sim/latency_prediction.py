@@ -10,7 +10,8 @@ device; it errs in how the queue will drain:
   token for each decode that rides along (Scheduler.prompts_beside_decodes: chunked prefill's, Orca's; continuous
   batching runs prompts apart from decodes), or where prompts take the budget first (Orca's with
   max_decode_preemptions: Scheduler.prompt_budget), beside the decodes that go first and those the budget leaves room
-  for (Scheduler.decodes_beside);
+  for (Scheduler.decodes_beside); a scheduler prefilling whole prompts batches them up to prompt_batch_tokens and runs
+  a longer one alone (Scheduler.prompt_budget and prompt_alone, the rule its _prefill_whole reads);
 - where the replica holds max_seqs requests or more, the request waits for a seat too, the requests ahead of it
   leaving at the rate its latest RECENT_LEAVES left (KV blocks running out is not counted);
 - the queue's chunks attend to where each starts (its computed chunks, or its cached prefix), the request's own to
@@ -113,13 +114,16 @@ def iteration_s(replica: Replica, chunks: Sequence_[tuple[int, int]], decode_kv:
 
 
 def prompts_s(replica: Replica, tokens: int, seqs: int, context: int, per_iteration: int,
-               riding: list[int], memo: dict | None = None) -> float:
+               riding: list[int], memo: dict | None = None, alone: int | None = None) -> float:
     """The time `seqs` prompts of `tokens` tokens in all take, in iterations of `per_iteration` tokens beside decodes
-    of `riding`: each prompt's tokens the mean, whole prompts sharing an iteration where several fit in one, longer
-    ones in chunks of the whole budget, every chunk after `context` earlier tokens."""
+    of `riding`: each prompt's tokens the mean, whole prompts sharing an iteration where several fit in one, a longer
+    one whole in an iteration of its own where it is shorter than `alone` (Scheduler.prompt_alone: a scheduler
+    prefilling whole prompts runs one longer than prompt_batch_tokens alone; None: `per_iteration`), longer ones in
+    chunks of `alone`, every chunk after `context` earlier tokens."""
     each = max(tokens // seqs, 1)
-    whole = each < per_iteration
-    chunks = [(each, context)] * (per_iteration // each) if whole else [(per_iteration, context)]
+    alone = per_iteration if alone is None else alone
+    whole = each < max(per_iteration, alone)
+    chunks = [(each, context)] * max(per_iteration // each, 1) if whole else [(alone, context)]
     full, rest = divmod(tokens, sum(new for new, _ in chunks))
     time_s = full * iteration_s(replica, chunks, riding, len(chunks) if whole else 0, memo) if full else 0.0
     if rest:
@@ -135,9 +139,11 @@ def prompt_alone_s(replica: Replica, tokens: float, memo: dict | None = None,
     budget leaves beside the `riding` decodes, each after the chunks' mean earlier context."""
     tokens = max(round(tokens), 1)
     riding = decoded_batch(replica.scheduler, riding)[0]
-    per_iteration = max(replica.scheduler.prompt_budget(decode_budget(replica.scheduler, riding)), 1)
+    decoded = decode_budget(replica.scheduler, riding)
+    per_iteration = max(replica.scheduler.prompt_budget(decoded), 1)
+    alone = max(replica.scheduler.prompt_alone(decoded), 1)
     riding = riding[:replica.scheduler.decodes_beside(len(riding), min(tokens, per_iteration))]  # none going first
-    return prompts_s(replica, tokens, 1, max(tokens - per_iteration, 0) // 2, per_iteration, list(riding), memo)
+    return prompts_s(replica, tokens, 1, _chunked_context(tokens, alone), per_iteration, list(riding), memo, alone)
 
 
 def predict_latency(replica: Replica, prompt_tokens: int, cached_tokens: int = 0,
@@ -151,25 +157,28 @@ def predict_latency(replica: Replica, prompt_tokens: int, cached_tokens: int = 0
     decoding = [seq.computed + 1 for seq in state.running if not seq.in_prefill][:max_seqs]
     riding = decoded_batch(scheduler, decoding)[0] if scheduler.prompts_beside_decodes else []
     overdue = _overdue(replica)
-    per_iteration = max(scheduler.prompt_budget(decode_budget(scheduler, riding), overdue), 1)
+    decoded = decode_budget(scheduler, riding)
+    per_iteration = max(scheduler.prompt_budget(decoded, overdue), 1)
+    alone = max(scheduler.prompt_alone(decoded, overdue), 1)  # a longer prompt alone (prompt_batch_tokens)
     # Each prompt ahead from where it starts (Scheduler.prefill_start): past a running one's computed chunks, past the
     # prefix a waiting one finds cached (swapped sequences decode: none is still to prefill).
     starts = [(seq.target, Scheduler.prefill_start(state, seq, waiting=queue is state.waiting))
               for queue in (state.running, state.waiting) for seq in queue if seq.in_prefill]
     ahead = [target - start for target, start in starts]
     own = max(prompt_tokens - cached_tokens, 1)
-    own_context = cached_tokens + max(own - per_iteration, 0) // 2  # its chunks' mean earlier context
+    own_context = cached_tokens + _chunked_context(own, alone)  # its chunks' mean earlier context
     tokens = sum(ahead) + own
     # The decodes an iteration of the prompts runs beside them (Scheduler.decodes_beside: Orca's prompts preempting
     # decodes leave them the budget's room).
     riding = riding[:scheduler.decodes_beside(len(riding), min(tokens, per_iteration), overdue)]
     # The prompts ahead and its own, in the iterations they share, their chunks after the tokens' mean context.
     context = (sum(new * start for new, (_, start) in zip(ahead, starts, strict=True)) + own * own_context) // tokens
-    prefill_s = prompts_s(replica, tokens, len(ahead) + 1, context, per_iteration, riding, memo)
+    prefill_s = prompts_s(replica, tokens, len(ahead) + 1, context, per_iteration, riding, memo, alone)
     held = len(state.running) + len(state.waiting) + len(state.swapped)
     # Short of a seat, it waits for requests to leave before its own prefill starts.
     seat_s = _seat_s(replica, held + 1 - max_seqs)
-    waited_s = max(seat_s + prompts_s(replica, own, 1, own_context, per_iteration, riding, memo) - prefill_s, 0.0) \
+    waited_s = max(seat_s + prompts_s(replica, own, 1, own_context, per_iteration, riding, memo, alone) - prefill_s,
+                   0.0) \
         if seat_s else 0.0
     # The others held, in the order they join the decodes: those prefilling at their prompts' end, then the swapped
     # ones (back before any admission) and the waiting ones at their contexts.
@@ -179,6 +188,12 @@ def predict_latency(replica: Replica, prompt_tokens: int, cached_tokens: int = 0
     decode_kv = (decoding + prefilling + queued + [prompt_tokens])[:max_seqs]
     return LatencyPrediction(ttft_s=0.0 if prefilled else prefill_s + waited_s,
                              tpot_s=_tpot_s(replica, decode_kv, memo))
+
+
+def _chunked_context(tokens: int, alone: int) -> int:
+    """The mean earlier context of a prompt's chunks where it is longer than the longest prompt an iteration prefills
+    (Scheduler.prompt_alone): half of what its later chunks follow; 0 where it runs whole."""
+    return max(tokens - alone, 0) // 2
 
 
 def decoded_batch(scheduler: Scheduler, decode_kv: Sequence_[int]) -> tuple[list[int], float]:

@@ -240,9 +240,20 @@ class Scheduler:
 
     def prompt_budget(self, decode_tokens: int, overdue: int = 0) -> int:
         """Tokens an iteration's prompts may take beside running decodes that take `decode_tokens` of its budget: what
-        those leave (`overdue`: the decodes among them that go first, going_first; Orca's prompts preempting decodes
-        take the budget before the others: OrcaScheduler.prompt_budget). The latency predictor reads the same rule."""
-        return self.token_budget() - decode_tokens
+        those leave, and where prompts are prefilled whole, at most prompt_batch_tokens (a longer prompt runs alone:
+        prompt_alone) (`overdue`: the decodes among them that go first, going_first; Orca's prompts preempting decodes
+        take the budget before the others: OrcaScheduler.prompt_budget). _prefill_whole and the latency predictor
+        read the same rule."""
+        left = self.token_budget() - decode_tokens
+        cap = self.limits.prompt_batch_tokens
+        return left if cap is None or self.chunked else min(left, cap)
+
+    def prompt_alone(self, decode_tokens: int, overdue: int = 0) -> int:
+        """The longest prompt an iteration prefills (whole, alone where it is longer than prompt_budget) beside running
+        decodes that take `decode_tokens` of its budget (`overdue`: as prompt_budget's): where prompts are prefilled
+        whole, what those decodes leave of the budget, whatever prompt_batch_tokens; a chunked scheduler chunks a
+        longer one, to prompt_budget. _prefill_whole and the latency predictor read the same rule."""
+        return self.prompt_budget(decode_tokens, overdue) if self.chunked else self.token_budget() - decode_tokens
 
     def decodes_beside(self, held: int, prompt_tokens: int, overdue: int = 0) -> int:
         """How many of `held` running decodes (`overdue` of them going first) an iteration runs beside prompts of
@@ -291,11 +302,15 @@ class Scheduler:
         return True
 
     def _prefill_whole(self, state: EngineState, batch: Batch, tokens: int, *, whole_request: bool) -> None:
-        """Admit waiting prompts (FCFS) into `batch` to be prefilled whole, while the batch stays within
-        max_batched_tokens (counting `tokens` already in it), the running sequences within max_seqs, and the
+        """Admit waiting prompts (FCFS) into `batch` to be prefilled whole, while their tokens stay within the prompt
+        budget beside the `tokens` of decodes already in it (prompt_budget; a longer first prompt alone within
+        prompt_alone: what those leave of max_batched_tokens), the running sequences within max_seqs, and the
         KV cache holds each one's prompt (or, with `whole_request`, its whole request). A sequence a prefill pool
         handed over joins the running ones without a prefill (the caller decides when it decodes). Swapped
         sequences come back before anything new is admitted."""
+        # The decodes already in the batch (`tokens`, one token each) are those that go before its prompts: Orca's
+        # (every running one, or under max_decode_preemptions those going first); none for the others.
+        budget, alone = self.prompt_budget(tokens, overdue=tokens), self.prompt_alone(tokens, overdue=tokens)
         prompts = 0
         while state.waiting and not state.swapped and len(state.running) < self.limits.max_seqs:
             seq = self._head(state)
@@ -303,15 +318,12 @@ class Scheduler:
                 if not self._admit(state, seq, seq.final_tokens if whole_request else seq.computed + 1):
                     break
                 continue
-            if tokens + seq.remaining_prefill > self.limits.max_batched_tokens:
-                break
-            cap = self.limits.prompt_batch_tokens
-            if cap is not None and batch.prefills and prompts + seq.remaining_prefill > cap:
+            # Prompts together within the prompt budget; the first may be longer, and runs alone (prompt_batch_tokens).
+            if prompts + seq.remaining_prefill > (budget if batch.prefills else alone):
                 break
             if not self._admit(state, seq, seq.final_tokens if whole_request else seq.target):
                 break
             batch.prefills.append((seq, seq.remaining_prefill))
-            tokens += seq.remaining_prefill
             prompts += seq.remaining_prefill
 
     def _admit_handed_over(self, state: EngineState) -> None:

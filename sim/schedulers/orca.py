@@ -51,10 +51,17 @@ class OrcaScheduler(Scheduler):
     def prompt_budget(self, decode_tokens: int, overdue: int = 0) -> int:
         """With max_decode_preemptions set, prompts take the budget (prompt_batch_tokens, else max_batched_tokens)
         before the decodes but the `overdue` ones, within max_batched_tokens with those; unset, what the decodes leave
-        of max_batched_tokens (prompt_batch_tokens is not counted here)."""
+        of max_batched_tokens, at most prompt_batch_tokens (Scheduler.prompt_budget)."""
         if self.limits.max_decode_preemptions is None:
             return super().prompt_budget(decode_tokens)
         return min(self._budget(), self.limits.max_batched_tokens - overdue)
+
+    def prompt_alone(self, decode_tokens: int, overdue: int = 0) -> int:
+        """With max_decode_preemptions set, a prompt longer than the budget runs alone beside the `overdue` decodes,
+        within max_batched_tokens with those; unset, within what every decode leaves (Scheduler.prompt_alone)."""
+        if self.limits.max_decode_preemptions is None:
+            return super().prompt_alone(decode_tokens)
+        return self.limits.max_batched_tokens - overdue
 
     def decodes_beside(self, held: int, prompt_tokens: int, overdue: int = 0) -> int:
         """With max_decode_preemptions set, the `overdue` decodes and as many others as the budget has room for past

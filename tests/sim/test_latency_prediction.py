@@ -80,6 +80,38 @@ def test_a_lone_prompt_in_chunks_and_its_decode_are_predicted_within_two_percent
     assert predicted[0].tpot_s == pytest.approx(result.records.tpot_s[0], rel=0.02)
 
 
+@pytest.mark.parametrize(("prompt", "together", "iterations"), [(48, 2, 2), (160, 1, 4)])
+def test_a_burst_under_a_prompt_batch_cap_is_predicted_in_the_batches_the_scheduler_forms(costs, monkeypatch, prompt,
+                                                                                          together, iterations):
+    """Four prompts at once on an idle continuous replica capped at 100 prompt tokens an iteration
+    (prompt_batch_tokens): 48-token ones go two together (96; a third would make 144), so the last's first token comes
+    after two iterations of two prompts; 160-token ones, each over the cap, run alone, after four iterations of one. By
+    hand: that many iterations of that batch, priced (0.7008 and 1.4086 ms); the simulator runs the same, and the
+    prediction is it (before, it ignored the cap: one iteration of all four, 0.3515 and 0.3577 ms)."""
+    requests = RequestSet(arrival_s=np.zeros(4), prompt_tokens=np.full(4, prompt), output_tokens=np.full(4, 4))
+    result, predicted = _serve(costs, requests, "continuous", SchedulerLimits(prompt_batch_tokens=100), monkeypatch)
+    by_hand = iterations * costs.price(step_shape([(prompt, 0)] * together, [], sampled=together,
+                                                  finished=[prompt] * together)).time_s
+    assert result.records.ttft_s[-1] == pytest.approx(by_hand, rel=1e-9)
+    assert predicted[-1].ttft_s == pytest.approx(by_hand, rel=1e-9)
+
+
+def test_an_orca_prompt_behind_one_under_a_prompt_batch_cap_is_predicted_an_iteration_each(costs):
+    """Orca decoding 64 sequences at 4,000 tokens, its prompts capped at 96 tokens an iteration, one 64-token prompt
+    waiting: a 64-token request joining it cannot share that prompt's iteration (128 > 96), and the scheduler runs
+    one prompt an iteration beside every decode. By hand: two such iterations, priced at the decodes' present
+    contexts (the prediction's), 0.7757 ms (before, one iteration of both prompts: 0.3886 ms)."""
+    replica = _orca_decoding(costs)
+    replica.scheduler = make_scheduler("orca", SchedulerLimits(prompt_batch_tokens=96))
+    replica.state.waiting.append(Sequence(index=64, arrival_s=0.0, prompt=64, output=8))
+    predicted = predict_latency(replica, 64).ttft_s
+    replica.state.waiting.append(Sequence(index=65, arrival_s=0.0, prompt=64, output=8))
+    batch = replica.scheduler.next_batch(replica.state)
+    assert [q for _, q in batch.prefills] == [64] and len(batch.decodes) == 64
+    by_hand = 2 * costs.price(step_shape([(64, 0)], [4000] * 64, sampled=65, finished=[64])).time_s
+    assert predicted == pytest.approx(by_hand, rel=1e-9)
+
+
 def _replica(costs, *, held: int = 0, prompt: int = 64, max_seqs: int = 256, left_s=()) -> Replica:
     """A replica of the continuous scheduler holding `held` waiting prompts of `prompt` tokens, its latest requests
     having left at `left_s`."""
