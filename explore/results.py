@@ -125,7 +125,6 @@ def folder_lock(out_dir: str | Path) -> Iterator[None]:
     """
     out_dir = Path(out_dir)
     check_out_folder("--out", out_dir, "a folder (new or a sweep's own)")
-    out_dir.mkdir(parents=True, exist_ok=True)
     key = out_dir.resolve()
     if key in _held:
         _held[key] += 1
@@ -134,7 +133,12 @@ def folder_lock(out_dir: str | Path) -> Iterator[None]:
         finally:
             _held[key] -= 1
         return
-    fd = os.open(out_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(out_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except PermissionError as err:  # a read-only folder (or one under it): the first thing a run writes is the lock
+        raise InputError(f"--out: found {str(out_dir)!r}, which this user cannot write ({err.filename}: "
+                         f"{err.strerror}); allowed: a folder this user can write (new, or a sweep's own)") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -79,3 +79,26 @@ def test_a_non_number_in_a_results_csv_alone_is_refused_and_numbers_as_text_are_
         with pytest.raises(InputError, match=r"results\.csv:4: tokens_per_s: found 'fast', allowed: a number"):
             ResultsStore(out, COLUMNS).load()
         assert not (out / "results.sqlite").exists()
+
+
+def test_a_folder_this_user_cannot_write_is_refused_naming_the_flag_and_what_is_allowed(tmp_path, monkeypatch):
+    """A read-only results folder (chmod a-w; root writes anyway, so the OS's refusal is simulated): the run and
+    `explore report` said only "out/.explore.lock: Permission denied" (the CLI's catch-all for OSError)."""
+    import os
+
+    from explore.results import LOCK_NAME, folder_lock
+
+    out = tmp_path / "out"
+    out.mkdir()
+    real_open = os.open
+
+    def refusing_open(path, *args, **kwargs):
+        if str(path).endswith(LOCK_NAME):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", refusing_open)
+    refusal = (r"^--out: found '.*out', which this user cannot write \(.*\.explore\.lock: Permission denied\); "
+               r"allowed: a folder this user can write")
+    with pytest.raises(InputError, match=refusal), folder_lock(out):
+        pass
