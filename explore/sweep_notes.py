@@ -14,7 +14,15 @@ from explore.rows import count_label
 from explore.run_support import LINK_PREFIX
 from explore.schema import as_list
 from explore.serving_settings import GATEWAY_KNOBS, SCHEDULER_SETTINGS, unread
-from explore.sweep_serving import AUTOSCALE_KNOBS, Parallel, pools_span_nodes, reads_metric, routes, scales
+from explore.sweep_serving import (
+    AUTOSCALE_KNOBS,
+    Parallel,
+    kv_crosses_node_link,
+    pools_span_nodes,
+    reads_metric,
+    routes,
+    scales,
+)
 from hw_models.link import default_link, load_link_model
 from hw_models.registry import load_device, read_device_yaml
 from kernels.block_sparse import SALE_DENSE_QUERIES
@@ -265,12 +273,13 @@ def contradictory_constraints_note(sweep) -> str:
 def unread_node_link_note(sweep) -> str:
     """A node link the sweep names that no point reads: every point's devices fit one node of its link (a list of
     node links crossed with points that span nodes is idle_what_if_note's). '' where some point spans nodes, has a
-    fleet's mixed replicas that do (pools_span_nodes) or has a prefill pool (whose KV handover crosses the node link:
-    ServingSpec.handoff_link)."""
+    fleet's mixed replicas that do (pools_span_nodes), or has a prefill pool or a KV store whose KV crosses the node
+    link (kv_crosses_node_link)."""
     dims = sweep.dimensions()
     links = [link for link in dims.get("node_link", []) if link]
     if not links or len(dims.get("node_link", [])) > 1 or sweep.spec.search.strategy != "grid" or any(
-            dims.get("prefill_replicas", [0])):
+            kv_crosses_node_link(*combo) for combo in itertools.product(
+                *(dims.get(name, [_UNSET[name]]) for name in ("prefill_replicas", "kv_store_GB", "kv_store_GBps")))):
         return ""
     mixed = [name for name in dims.get("mixed_device", []) if name] if any(dims.get("mixed_replicas", [0])) else []
     spans = any(pools_span_nodes(device, link, tp, pp, mixed_device=other) for device in dims["device"]
@@ -455,12 +464,15 @@ def idle_what_if_note(sweep) -> str:
                [key for key in swept if key.startswith(pool.prefix)]) for pool in POOL_WHAT_IFS if pool.switch in dims]
     groups.append((["tp", "pp"], lambda combo: combo["tp"] * combo["pp"] == 1, "tp and pp are 1",
                    [key for key in swept if key.startswith(LINK_PREFIX)]))
-    # As Sweep.point drops it: no prefill pool hands KV over it, and no pool's devices span nodes (pools_span_nodes).
-    groups.append((["device", "link", "tp", "pp", "prefill_replicas", "mixed_device", "mixed_replicas"],
-                   lambda combo: not combo["prefill_replicas"] and not pools_span_nodes(
+    # As Sweep.point drops it: no KV crosses it (kv_crosses_node_link), and no pool's devices span nodes
+    # (pools_span_nodes).
+    groups.append((["device", "link", "tp", "pp", "prefill_replicas", "kv_store_GB", "kv_store_GBps", "mixed_device",
+                    "mixed_replicas"],
+                   lambda combo: not kv_crosses_node_link(combo["prefill_replicas"], combo["kv_store_GB"],
+                                                          combo["kv_store_GBps"]) and not pools_span_nodes(
                        combo["device"], combo["link"], combo["tp"], combo["pp"],
                        mixed_device=combo["mixed_device"] if combo["mixed_replicas"] else ""),
-                   "the devices fit one node of the link and no prefill pool hands KV over it",
+                   "the devices fit one node of the link and no prefill pool or KV store sends KV over it",
                    [key for key in swept if key == "node_link"]))
     groups.append((["replicas", "prefill_replicas", "mixed_replicas", "max_replicas", "pp", "tp", "attention_parallel"],
                    lambda combo: not routes(combo),
@@ -515,10 +527,11 @@ def idle_what_if_note(sweep) -> str:
         if repeated else ""
 
 
-# A switch's value where a sweep leaves it unset, where that is not 1 (no prefill pool, a fleet without mixed replicas
-# or device, a pool that does not scale, a gateway without thresholds that rejects and whose clients do not retry).
-_UNSET = {"prefill_replicas": 0, "mixed_device": "", "mixed_replicas": 0, "max_replicas": 0, "prefill_max_replicas": 0,
-          "mixed_max_replicas": 0,
+# A switch's value where a sweep leaves it unset, where that is not 1 (no prefill pool or KV store, a fleet without
+# mixed replicas or device, a pool that does not scale, a gateway without thresholds that rejects and whose clients do
+# not retry).
+_UNSET = {"prefill_replicas": 0, "kv_store_GB": None, "kv_store_GBps": None, "mixed_device": "", "mixed_replicas": 0,
+          "max_replicas": 0, "prefill_max_replicas": 0, "mixed_max_replicas": 0,
           **dict.fromkeys((*GATEWAY_KNOBS, "client_retries"))}
 
 

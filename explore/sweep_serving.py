@@ -339,6 +339,13 @@ def serving_dimensions(serving: Serving) -> dict[str, list]:
     return dims
 
 
+def kv_crosses_node_link(prefill_replicas: int, kv_store_GB: float | None, kv_store_GBps: float | None) -> bool:
+    """Whether a point's KV crosses the node link whatever its devices span: a prefill pool's handover (kv_link left
+    out: ServingSpec.handoff_link), or a KV store's fetches at the node link's NIC rate (kv_store_GB without
+    kv_store_GBps: explore/evaluate.py Evaluator._kv_store_Bps)."""
+    return bool(prefill_replicas) or (bool(kv_store_GB) and kv_store_GBps is None)
+
+
 def pools_span_nodes(device: str, link: str, tp: int, pp: int, link_overrides: tuple = (),
                      mixed_device: str = "") -> bool:
     """Whether a pool of a point spans nodes, so that it reads the node link: the point's tp x pp devices over its link

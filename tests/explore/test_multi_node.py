@@ -162,3 +162,24 @@ def test_a_prefill_pools_node_link_is_not_noted_as_changing_nothing(tmp_path):
     sweep = load_sweep(_fleet_sweep(tmp_path, "  prefill_replicas: 1\n"))
     assert len({point.point_id for point in sweep.points()}) == 2
     assert "node_link" not in idle_what_if_note(sweep), idle_what_if_note(sweep)
+
+
+def test_a_kv_store_fetched_over_the_node_link_keeps_it_within_one_node(tmp_path):
+    """Two H100s of one node beside a KV store fetched at the node link's NIC rate (kv_store_GBps left out): the store
+    is reached across machines, so NDR's 50 GB/s and 100 GbE's 12.5 are two designs, as `explore run` prices them; a
+    store at a kv_store_GBps of its own reads no node link, and they are one. The idle-knob note says so."""
+    from explore.sweep_notes import idle_what_if_note
+
+    def sweep(store: str):
+        path = tmp_path / "store.yaml"
+        path.write_text("name: s\nmodel: llama-3-8b\ndevice: h100-sxm\nexecution: engine\nparallel: {tp: 2, node_link: "
+                        "[infiniband-ndr, ethernet-100g]}\nserving:\n  requests: 6\n  rate: 2\n  prompt: 64\n"
+                        f"  output: 4\n  prefix_tokens: 32\n  replicas: 2\n  kv_store_GB: 8\n{store}")
+        return load_sweep(path)
+
+    fetched = sweep("")
+    assert [point.knob("node_link") for point in fetched.points()] == ["infiniband-ndr", "ethernet-100g"]
+    assert "node_link" not in idle_what_if_note(fetched)
+    own = sweep("  kv_store_GBps: 40\n")
+    assert len({point.point_id for point in own.points()}) == 1
+    assert "node_link changes nothing" in idle_what_if_note(own)
