@@ -219,7 +219,7 @@ class Replica:
         if spec.draft is not None:
             draft_shapes = batch.draft_shapes(self.window, spec.draft.template.sliding_window, self.shared_prefix,
                                               sharers, spec.draft_query, spec.chunk_slots)
-        return spec.price(self.costs.price(shape), shape, draft_shapes)
+        return spec.price(self.costs.price(shape), shape, draft_shapes, batch.short)
 
     def _placed(self, shape, batch):
         """`shape` with its decodes whose KV lies on a hybrid pool's attention devices (PagedKVCache.apart) counted

@@ -124,8 +124,11 @@ class Batch:
         sampling one token a sequence; then a step of one token a sequence: a chunk's past its slots, a decode's past
         its cached keys (the tokens it will accept are not known here; the static path prices draft step i at the
         generated tokens and i drafts alike). The draft runs in the engine's attention, cascading shared prefixes where
-        it does (a prefilling sequence holds its own copy)."""
-        slotted = Batch(prefills=[(seq, q + chunk_slots) for seq, q in self.prefills], decodes=self.decodes)
+        it does (a prefilling sequence holds its own copy). A decode whose drafts the budget cut (`short`) runs its
+        first step on the tokens it verified and the slots, as a chunk (vLLM v1's first pass takes each request's
+        scheduled tokens, the trimmed ones, and its slots: llm_base_proposer.py set_inputs_first_pass)."""
+        slotted = Batch(prefills=[(seq, q + chunk_slots) for seq, q in self.prefills], decodes=self.decodes,
+                        short=self.short + chunk_slots if self.short else 0)
         first = slotted.shape(window, first_query, prefill_window=prefill_window, shared_prefix=shared_prefix,
                               prefix_groups=prefix_groups)
         groups = prefix_groups

@@ -5,8 +5,10 @@ of 8 tokens; and without speculation the iteration is what it was, its decodes o
 
 from __future__ import annotations
 
+import numpy as np
 import simpy
 
+from sim.costs import TIME_CLASS_NAMES, IterationCost
 from sim.kv_cache import PagedKVCache
 from sim.latency_prediction import decoded_batch
 from sim.replica import Replica
@@ -83,3 +85,32 @@ def test_the_predictor_decodes_as_many_as_the_speculating_budget_lets():
     replica = _replica(8, drafted=2)
     assert decoded_batch(replica.scheduler, [64] * 8) == ([64] * 3, 8 / 3)
     assert decoded_batch(_replica(8).scheduler, [64] * 8) == ([64] * 8, 1.0)
+
+
+def test_medusa_heads_run_over_the_rows_a_cut_decode_verifies_too(costs, monkeypatch):
+    """Medusa heads (k = 2) run over every verified row: the batch of the first test above verifies 3 + 3 + 2 = 8 rows,
+    the cut decode's 2 among them (before: 2 x 3 = 6, the cut decode's rows left out)."""
+    rows = []
+
+    def heads_cost(self, count):
+        rows.append(count)
+        return IterationCost(time_s=0.0, compute_J=0.0, memory_J=0.0, class_time_s=np.zeros(len(TIME_CLASS_NAMES)))
+
+    monkeypatch.setattr(ServingSpeculation, "_heads_cost", heads_cost)
+    replica = _replica(8, drafted=2)
+    replica.costs = costs
+    batch = replica.scheduler.next_batch(replica.state)
+    assert batch.short == 2
+    replica._price(batch)
+    assert rows == [3 + 3 + 2]
+
+
+def test_a_draft_s_first_step_runs_a_cut_decode_on_its_verified_tokens_and_slot():
+    """A draft model's first step (k = 2: 3 verified tokens and 1 slot, 4 a decode) over the first test's batch: two
+    whole decodes of 4 tokens and the cut one's 2 verified and its slot, 4 + 4 + 3 = 11 query tokens (before: 12, the
+    cut decode counted whole), the cut one's attending to its cached keys as a chunk's do."""
+    replica = _replica(8, drafted=2)
+    batch = replica.scheduler.next_batch(replica.state)
+    first, _ = batch.draft_shapes(None, first_query=4, chunk_slots=1)
+    assert first.prefill_tokens + first.decode_seqs * first.decode_query == 4 + 4 + 3
+    assert first.decode_seqs == 2 and first.sampled == 3
