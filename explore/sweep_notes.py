@@ -271,22 +271,40 @@ def contradictory_constraints_note(sweep) -> str:
 
 
 def unread_node_link_note(sweep) -> str:
-    """A node link the sweep names that no point reads: every point's devices fit one node of its link (a list of
-    node links crossed with points that span nodes is idle_what_if_note's). '' where some point spans nodes, has a
-    fleet's mixed replicas that do (pools_span_nodes), or has a prefill pool or a KV store whose KV crosses the node
-    link (kv_crosses_node_link)."""
+    """A node link the sweep names that no point reads (_node_link_unread at every point's switches): every point's
+    devices fit one node of its link (a list of node links crossed with points that span nodes is
+    idle_what_if_note's)."""
     dims = sweep.dimensions()
     links = [link for link in dims.get("node_link", []) if link]
-    if not links or len(dims.get("node_link", [])) > 1 or sweep.spec.search.strategy != "grid" or any(
-            kv_crosses_node_link(*combo) for combo in itertools.product(
-                *(dims.get(name, [_UNSET[name]]) for name in ("prefill_replicas", "kv_store_GB", "kv_store_GBps")))):
+    if not links or len(dims.get("node_link", [])) > 1 or sweep.spec.search.strategy != "grid":
         return ""
-    mixed = [name for name in dims.get("mixed_device", []) if name] if any(dims.get("mixed_replicas", [0])) else []
-    spans = any(pools_span_nodes(device, link, tp, pp, mixed_device=other) for device in dims["device"]
-                for link in dims.get("link", [""]) for tp in dims.get("tp", [1]) for pp in dims.get("pp", [1])
-                for other in mixed or [""])
-    return "" if spans else (f"node_link {links[0]} changes nothing: every point's devices fit one node of its link "
-                             f"(tp x pp at most the link's domain_devices)")
+    names = _node_link_switches(dims)
+    if not all(_node_link_unread(dict(zip(names, combo, strict=True))) for combo in itertools.product(
+            *(dims.get(name, [_UNSET.get(name, 1)]) for name in names))):
+        return ""
+    return (f"node_link {links[0]} changes nothing: every point's devices fit one node of its link (tp x pp at most "
+            f"the link's domain_devices)")
+
+
+# What a point's reading of its node link turns on (_node_link_unread), beside its link's what-ifs.
+NODE_LINK_SWITCHES = ("device", "link", "tp", "pp", "prefill_replicas", "kv_store_GB", "kv_store_GBps", "mixed_device",
+                      "mixed_replicas")
+
+
+def _node_link_switches(dims: dict) -> list[str]:
+    return [*NODE_LINK_SWITCHES, *(key for key in dims if key.startswith(LINK_PREFIX))]
+
+
+def _node_link_unread(combo: dict) -> bool:
+    """Whether a point at `combo` (_node_link_switches' values) reads no node link, as Sweep.point judges it: no KV
+    crosses it (kv_crosses_node_link), and no pool's devices span nodes over their link with its what-ifs
+    (pools_span_nodes)."""
+    if kv_crosses_node_link(combo["prefill_replicas"], combo["kv_store_GB"], combo["kv_store_GBps"]):
+        return False
+    what_ifs = tuple((key.removeprefix(LINK_PREFIX), value) for key, value in combo.items()
+                     if key.startswith(LINK_PREFIX))
+    return not pools_span_nodes(combo["device"], combo["link"], combo["tp"], combo["pp"], what_ifs,
+                                combo["mixed_device"] if combo["mixed_replicas"] else "")
 
 
 def _sweep_latency_note(sweep) -> str:
@@ -464,14 +482,7 @@ def idle_what_if_note(sweep) -> str:
                [key for key in swept if key.startswith(pool.prefix)]) for pool in POOL_WHAT_IFS if pool.switch in dims]
     groups.append((["tp", "pp"], lambda combo: combo["tp"] * combo["pp"] == 1, "tp and pp are 1",
                    [key for key in swept if key.startswith(LINK_PREFIX)]))
-    # As Sweep.point drops it: no KV crosses it (kv_crosses_node_link), and no pool's devices span nodes
-    # (pools_span_nodes).
-    groups.append((["device", "link", "tp", "pp", "prefill_replicas", "kv_store_GB", "kv_store_GBps", "mixed_device",
-                    "mixed_replicas"],
-                   lambda combo: not kv_crosses_node_link(combo["prefill_replicas"], combo["kv_store_GB"],
-                                                          combo["kv_store_GBps"]) and not pools_span_nodes(
-                       combo["device"], combo["link"], combo["tp"], combo["pp"],
-                       mixed_device=combo["mixed_device"] if combo["mixed_replicas"] else ""),
+    groups.append((_node_link_switches(dims), _node_link_unread,
                    "the devices fit one node of the link and no prefill pool or KV store sends KV over it",
                    [key for key in swept if key == "node_link"]))
     groups.append((["replicas", "prefill_replicas", "mixed_replicas", "max_replicas", "pp", "tp", "attention_parallel"],
@@ -527,11 +538,11 @@ def idle_what_if_note(sweep) -> str:
         if repeated else ""
 
 
-# A switch's value where a sweep leaves it unset, where that is not 1 (no prefill pool or KV store, a fleet without
-# mixed replicas or device, a pool that does not scale, a gateway without thresholds that rejects and whose clients do
-# not retry).
-_UNSET = {"prefill_replicas": 0, "kv_store_GB": None, "kv_store_GBps": None, "mixed_device": "", "mixed_replicas": 0,
-          "max_replicas": 0, "prefill_max_replicas": 0, "mixed_max_replicas": 0,
+# A switch's value where a sweep leaves it unset, where that is not 1 (the device's own link, no prefill pool or KV
+# store, a fleet without mixed replicas or device, a pool that does not scale, a gateway without thresholds that rejects
+# and whose clients do not retry).
+_UNSET = {"link": "", "prefill_replicas": 0, "kv_store_GB": None, "kv_store_GBps": None, "mixed_device": "",
+          "mixed_replicas": 0, "max_replicas": 0, "prefill_max_replicas": 0, "mixed_max_replicas": 0,
           **dict.fromkeys((*GATEWAY_KNOBS, "client_retries"))}
 
 

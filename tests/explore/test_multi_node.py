@@ -183,3 +183,18 @@ def test_a_kv_store_fetched_over_the_node_link_keeps_it_within_one_node(tmp_path
     own = sweep("  kv_store_GBps: 40\n")
     assert len({point.point_id for point in own.points()}) == 1
     assert "node_link changes nothing" in idle_what_if_note(own)
+
+
+@pytest.mark.parametrize("node_links", ["[infiniband-ndr, roce-400g]", "roce-400g"])
+def test_a_link_what_if_that_splits_the_devices_over_nodes_is_not_noted_idle(tmp_path, node_links):
+    """Eight H100s on a what-if NVLink domain of four (link.domain_devices 4) span two nodes, so each node link is a
+    design of its own, and neither note says the node link changes nothing (both once judged the link without its
+    what-ifs: one node of eight)."""
+    from explore.sweep_notes import sweep_notes
+
+    path = tmp_path / "domain4.yaml"
+    path.write_text("name: d\nmodel: llama-3-70b\ndevice: h100-sxm\nworkload: {batch: 8, prompt: 256, output: 4}\n"
+                    f"parallel: {{tp: 8, node_link: {node_links}}}\noverrides: {{link.domain_devices: 4}}\n")
+    sweep = load_sweep(path)
+    assert all(point.knob("node_link") for point in sweep.points())
+    assert not any("node_link" in note for note in sweep_notes(sweep)), sweep_notes(sweep)
