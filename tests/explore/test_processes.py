@@ -63,6 +63,16 @@ def _wait_for(condition, timeout_s: float, what: str):
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
+def _end_leftovers(proc: subprocess.Popen, workers: dict[int, str]) -> None:
+    """Kill a run a test started and its workers (pid -> start time), where they outlived the test; no other process."""
+    for pid, started in workers.items():
+        if _alive(pid, started):
+            os.kill(pid, signal.SIGKILL)
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
 def _sweep(folder: Path, batches: int, name: str = "procs") -> Path:
     """A sweep of the tiny model on one device with `batches` trace groups (one pool task each)."""
     model = write_tiny_model(folder)
@@ -94,12 +104,7 @@ def test_kill_9_leaves_no_worker_and_no_lock(tmp_path, capsys):
         _wait_for(lambda: not any(_alive(pid, started) for pid, started in workers.items()), 5,
                   f"workers {sorted(workers)} to end with their parent")
     finally:
-        for pid, started in workers.items():  # only the workers this test started, if they outlived it
-            if _alive(pid, started):
-                os.kill(pid, signal.SIGKILL)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        _end_leftovers(proc, workers)
 
     # The killed run's lock went with it (and its workers, which shared it): the next run takes the folder,
     # though the dead run's pid is still in the lock file.
