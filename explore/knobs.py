@@ -542,15 +542,17 @@ _knob("link", str, "the link between the tp devices: a link preset (explore pres
       allowed_text="a link preset (explore presets links) or a path to a link YAML")
 # The link between nodes (hw_models/nodes.py): read where the tp x pp devices span more than one domain of the link
 # (an NVSwitch board's eight: LinkSpec.domain_devices), and by a prefill pool's KV handover where kv_link is left out
-# (ServingSpec.handoff_link: the KV crosses the fabric between the pools' nodes); a point within one node and without a
-# prefill pool is the point without it.
+# (ServingSpec.handoff_link: the KV crosses the fabric between the pools' nodes), and by a KV store fetched at its NIC
+# rate (kv_store_GBps left out); a point whose pools each fit one node, and whose KV crosses no node link, is the point
+# without it (explore/sweep_serving.py pools_span_nodes, kv_crosses_node_link).
 register(Knob(name="node_link", type=str, section="parallel", scope="system", default="", label="node link",
               check=_device_link, only_with=("tp", "pp", "prefill_replicas"),
               help="the link between nodes where the tp x pp devices span more than one domain of the link (nvlink4: "
               "an HGX board's 8 GPUs), a port per device, and the one a prefill pool hands KV over where kv_link is "
               "left out: a link preset (infiniband-ndr, infiniband-hdr, roce-400g ...) or a link YAML; empty: the "
-              "device's (infiniband-hdr for A100s, infiniband-ndr otherwise); a point within one node and without a "
-              "prefill pool ignores it",
+              "device's (infiniband-hdr for A100s, infiniband-ndr otherwise); a point whose pools (a fleet's mixed "
+              "replicas too) each fit one node, without a prefill pool or a KV store fetched at the NIC's rate, "
+              "ignores it",
               allowed_text="empty (the device's node link), a link preset that joins devices (explore presets links) "
               "or a path to a link YAML"))
 # How the all-reduces of tensor parallelism run (kernels/parallel.py ALLREDUCE_IMPLEMENTATIONS; hw_models/link.py
