@@ -114,3 +114,22 @@ def test_a_draft_s_first_step_runs_a_cut_decode_on_its_verified_tokens_and_slot(
     first, _ = batch.draft_shapes(None, first_query=4, chunk_slots=1)
     assert first.prefill_tokens + first.decode_seqs * first.decode_query == 4 + 4 + 3
     assert first.decode_seqs == 2 and first.sampled == 3
+
+
+def test_under_the_priority_policy_a_preempted_decode_s_budget_goes_to_the_decodes_past_it():
+    """A budget of 2 tokens, four decodes (indices 0-3) in a full cache, only 1 needing a new block for its next token,
+    0 the least urgent. vLLM v1 by hand (scheduler.py schedule()): 0 is scheduled (1 token left), 1 cannot grow, so the
+    least urgent running request, 0, is preempted and gives its token back, 1 grows (1 left) and 2 takes the last; 3
+    sits out. Before, the budget was spent on 0 and 1 alone and 2 sat out (decodes [1], a token unused)."""
+    kv = PagedKVCache(capacity_blocks=2 + 3, block_tokens=16)  # every block held
+    state = EngineState(kv=kv)
+    for index in range(4):
+        computed = 32 if index == 1 else 8  # 1 holds two full blocks; the others 9 tokens of one
+        seq = Sequence(index=index, arrival_s=float(index), prompt=computed, output=20, priority=int(index == 0))
+        seq.computed, seq.generated = computed, 1
+        kv.hold(index, computed if index == 1 else computed + 1)
+        state.running.append(seq)
+    limits = SchedulerLimits(max_seqs=8, chunk_tokens=2, watermark=0.0, queue_policy="priority")
+    batch = make_scheduler("chunked", limits).next_batch(state)
+    assert [seq.index for seq in batch.decodes] == [1, 2]
+    assert [seq.index for seq in state.waiting] == [0]
