@@ -289,17 +289,25 @@ def _in_blocks(sweep, evaluator: Evaluator) -> bool:
                for device in as_list(sweep.spec.device) for path in paths)
 
 
-# A trace explore check counts: a model's (or an MTP module's) passes at a batch and prompt, as (phase, query tokens a
-# sequence, positions sampled a sequence) triples: a static point's prefill and decode, or a speculative verification's
-# (sampling every token) or first draft step's (sampling one) decode of several tokens; or one pass of a serving step
-# template's (a prefill or a decode of its first layers).
+# Traces explore check counts, grouped by model (or MTP module), batch and prompt: their passes as (phase, query tokens
+# a sequence, positions sampled a sequence) triples: a static point's prefill and decode, or a speculative
+# verification's (sampling every token) or first draft step's (sampling one) decode of several tokens; or one pass of a
+# serving step template's (a prefill or a decode of its first layers). Each pass is one trace the run captures (one
+# file of the trace cache: workloads/trace_cache.py trace_key), and is counted as one.
 Trace = tuple[ModelConfig, int, int, tuple[tuple[str, int, int], ...]]
 
 
-def _traced(evaluator: Evaluator, trace: Trace) -> bool:
-    """Whether the trace cache holds a trace's passes."""
-    config, batch, prompt, passes = trace
-    return all(evaluator.is_traced(config, phase, batch, prompt, query, sampled) for phase, query, sampled in passes)
+def _untraced(evaluator: Evaluator, traces: list[Trace]) -> list[Trace]:
+    """Of each group, the passes the trace cache lacks (the groups left with none left out)."""
+    missing = [(config, batch, prompt, tuple(p for p in passes if not evaluator.is_traced(config, p[0], batch, prompt,
+                                                                                          p[1], p[2])))
+               for config, batch, prompt, passes in traces]
+    return [trace for trace in missing if trace[3]]
+
+
+def _count(traces: list[Trace]) -> int:
+    """The traces (passes) of groups."""
+    return sum(len(trace[3]) for trace in traces)
 
 
 def _speculative_traces(sweep, evaluator: Evaluator, dims: dict, serving: bool) -> list[Trace]:
@@ -349,7 +357,7 @@ def cmd_check(args) -> int:
         models = [trace for config in configs for trace in _template_traces(config)]
         traces = models + _speculative_traces(sweep, evaluator, dims, serving=True)
     # Traces already in the on-disk cache load in milliseconds (workloads/trace_cache.py).
-    to_capture = [t for t in traces if not _traced(evaluator, t)]
+    to_capture = _untraced(evaluator, traces)
     check_sweep_points(sweep, evaluator)  # before the grid's points are made: a refused one names its line
     if serving is not None:  # its points' requests, drawn once the points are checked
         point_s = _serving_point_s(sweep) * (CAPACITY_RUNS if serving.capacity else 1)
@@ -365,9 +373,9 @@ def cmd_check(args) -> int:
     estimate = trace_s + prepare_s + visits * per_point + report_s
     plan = (("all evaluated" if visits == sweep.size() else f"{count_label(visits, 'distinct design')} evaluated")
             if search.strategy == "grid" else f"{search.strategy} search evaluates {visits}")
-    traces_label = count_label(len(traces), "trace")
-    capture = (f"up to {traces_label} to capture" if len(to_capture) == len(traces) else
-               f"{len(to_capture)} of {traces_label} to capture (the others are in the trace cache)")
+    traces_label = count_label(_count(traces), "trace")
+    capture = (f"up to {traces_label} to capture" if _count(to_capture) == _count(traces) else
+               f"{_count(to_capture)} of {traces_label} to capture (the others are in the trace cache)")
     print(f"{args.sweep}: valid\n{count_label(sweep.size(), 'design point')} ({plan}), {capture}")
     for target, values in derived.items():
         shown = ", ".join(v if isinstance(v, str) else f"{v:g}" for v in values[:MAX_SHOWN]) + (

@@ -12,12 +12,13 @@ from explore.sweep import load_sweep
 from tests.explore.tiny_sweep import write_sweep, write_tiny_model
 
 
-@pytest.mark.parametrize("section, traces", [("workload: {batch: [1, 2], prompt: 16, output: 2}", 2),
+@pytest.mark.parametrize("section, traces", [("workload: {batch: [1, 2], prompt: 16, output: 2}", 4),
                                              ("serving: {rate: 10, requests: 20, prompt: 32, output: 4}", 4)])
 def test_check_counts_traces_left_to_capture(tmp_path, monkeypatch, capsys, section, traces):
-    """A static sweep's traces are a pair a (model, batch, prompt), 2 here; a serving point's step template traces
-    the tiny model four times (kernels/shapes.py template_passes). Once a run has captured them, check finds them in
-    the cache (it counted a serving sweep's every time)."""
+    """A static sweep traces a prefill and a decode a (model, batch, prompt), 2 x 2 = 4 here; a serving point's step
+    template traces the tiny model four times (kernels/shapes.py template_passes). Check counts the traces the run then
+    captures, a file of the trace cache each (it counted the static sweep's 2 pairs, 2 traces), and once a run has
+    captured them, finds them in the cache (it counted a serving sweep's every time)."""
     monkeypatch.setenv("LLM_CODESIGN_CACHE", str(tmp_path / "cache"))  # empty: nothing traced yet
     model = write_tiny_model(tmp_path)
     path = write_sweep(tmp_path, f"name: est\nmodel: {model}\ndevice: h100-sxm\n{section}\n")
@@ -25,6 +26,7 @@ def test_check_counts_traces_left_to_capture(tmp_path, monkeypatch, capsys, sect
     before = capsys.readouterr().out
     assert f"up to {traces} traces to capture" in before, before
     run_sweep(load_sweep(path), tmp_path / "out")
+    assert len(_captured(tmp_path / "cache")) == traces
     assert main(["check", path]) == 0
     after = capsys.readouterr().out
     assert f"0 of {traces} traces to capture (the others are in the trace cache)" in after, after
@@ -33,6 +35,12 @@ def test_check_counts_traces_left_to_capture(tmp_path, monkeypatch, capsys, sect
 
 def _estimate_s(out: str) -> float:
     return float(out.split("estimated run time: about ")[1].split(" s")[0])
+
+
+def _captured(cache: Path) -> list[Path]:
+    """The trace files a run wrote into the trace cache under `cache` (its LLM_CODESIGN_CACHE), one a trace captured
+    (workloads/trace_cache.py trace_path)."""
+    return [path for path in (cache / "traces").rglob("*") if path.is_file()]
 
 
 def _price_layers(monkeypatch, layer_s: float) -> None:
@@ -87,11 +95,11 @@ def test_the_estimate_prepares_each_model_batch_prompt_and_format_once(tmp_path,
     """A static point's tables are prepared once per (model, batch, prompt, format), by its first point: 42 points of
     7 weight widths x 3 KV widths x 2 sparsities on one batch are 42 combinations by hand; 42 memory bandwidths of one
     format are 1. At 1 s a combination the first estimate is 41 s longer (the points' own costs differ by 42 x 0.9 ms,
-    a block's against one alone; the trace to capture is the same one)."""
+    a block's against one alone; the traces to capture, a prefill and a decode, are the same two)."""
     from explore import commands
 
     monkeypatch.setattr(commands, "PREPARE_S_PER_COMBINATION", 1.0)
-    monkeypatch.setenv("LLM_CODESIGN_CACHE", str(tmp_path / "cache"))  # empty: the one trace to capture in both
+    monkeypatch.setenv("LLM_CODESIGN_CACHE", str(tmp_path / "cache"))  # empty: the same two traces in both
     model = write_tiny_model(tmp_path)
 
     def check(rest: str) -> float:
@@ -99,7 +107,7 @@ def test_the_estimate_prepares_each_model_batch_prompt_and_format_once(tmp_path,
                                      f"workload: {{batch: 1, prompt: 16, output: 2}}\n{rest}")
         assert main(["check", path]) == 0
         out = capsys.readouterr().out
-        assert "42 design points (all evaluated), up to 1 trace to capture" in out, out
+        assert "42 design points (all evaluated), up to 2 traces to capture" in out, out
         return _estimate_s(out)
 
     formats = check("format: {weight_bits: [16, 8, 6, 5, 4, 3, 2], kv_bits: [16, 8, 4], sparsity: [dense, '2:4']}\n")
@@ -242,12 +250,13 @@ def test_a_speculative_sweep_counts_its_drafts_traces_as_the_run_takes_them(tmp_
     the verified tokens. The tiny DeepSeek with its MTP module (tests/workloads/test_mtp.py; 2 layers, the module 1),
     batches 1 and 2, spec_draft '' and mtp, k 1 and 3, from an empty cache: 2 model traces (a prefill and decode of 2
     layers, 2 s at 1 s a layer of a pair), 4 verifications (one pass of 2 layers, 1 s), 2 module traces (1 s) and 4
-    first steps (0.5 s): 12 traces, 12 s by hand (the run captures these 16 passes; it said 2 traces, 4 s). Served,
+    first steps (0.5 s): 2 x 2 + 4 + 2 x 2 + 4 = 16 traces (a pass each, as the run captures them; it said 12, the
+    (model, batch, prompt) groups), 12 s by hand. Served,
     the module's step templates add 4 traces of each of its MLA forms, 8 of one layer at 0.5 s, to the model's 16 of
     two layers at 1 s (a dense first layer beside MoE ones, each in both forms): 24 traces, 20 s; a draft model's
     (the tiny Llama) its 4 of two layers, 2 x 4 traces, 8 s. A static draft model (k = 2) beside its 4-layer target:
     the target's prefill and decode (4 s), its verification (2 s), the draft's prefill and decode (2 s) and its first
-    step over the 3 verified tokens and the sampled one (1 s): 4 traces, 9 s (it said 3 traces, 8 s)."""
+    step over the 3 verified tokens and the sampled one (1 s): 2 + 1 + 2 + 1 = 6 traces (it said 4), 9 s."""
     import json
 
     from explore import commands
@@ -272,7 +281,7 @@ def test_a_speculative_sweep_counts_its_drafts_traces_as_the_run_takes_them(tmp_
 
     static = check(f"model: {models['mtp']}\nworkload: {{batch: [1, 2], prompt: 16, output: 4, spec_draft: ['', mtp], "
                    f"spec_tokens: [1, 3], acceptance: 0.8}}\n")
-    assert "up to 12 traces to capture" in static and _estimate_s(static) == 12, static
+    assert "up to 16 traces to capture" in static and _estimate_s(static) == 12, static
     serving = "serving: {rate: 10, requests: 20, prompt: 32, output: 4}\n"
     served = check(f"model: {models['mtp']}\nworkload: {{spec_draft: mtp, spec_tokens: 2, acceptance: 0.8}}\n{serving}")
     assert "up to 24 traces to capture" in served and _estimate_s(served) == 20, served
@@ -281,7 +290,7 @@ def test_a_speculative_sweep_counts_its_drafts_traces_as_the_run_takes_them(tmp_
     assert "up to 8 traces to capture" in drafted and _estimate_s(drafted) == 8, drafted
     static_drafted = check(f"model: {models['big']}\nworkload: {{batch: 1, prompt: 16, output: 4, spec_draft: "
                            f"{models['small']}, spec_tokens: 2, acceptance: 0.8}}\n")
-    assert "up to 4 traces to capture" in static_drafted and _estimate_s(static_drafted) == 9, static_drafted
+    assert "up to 6 traces to capture" in static_drafted and _estimate_s(static_drafted) == 9, static_drafted
 
 
 def test_the_estimate_of_a_long_serving_sweep_is_near_its_measured_run(capsys):
@@ -327,7 +336,7 @@ def test_the_estimate_prices_a_trace_by_its_ops_and_the_experts_it_builds(tmp_pa
         return capsys.readouterr().out
 
     static = check("workload: {batch: 1, prompt: 16, output: 2}\n")
-    assert "up to 1 trace to capture" in static and _estimate_s(static) == 544, static
+    assert "up to 2 traces to capture" in static and _estimate_s(static) == 544, static
     served = check("serving: {rate: 10, requests: 20, prompt: 32, output: 4}\n")
     assert "up to 4 traces to capture" in served and _estimate_s(served) == 1166, served
 
@@ -480,3 +489,32 @@ def test_each_serving_worker_builds_its_step_templates(tmp_path, capsys, monkeyp
         assert main(["check", path, "--workers", str(workers)]) == 0
         estimates.append(_estimate_s(capsys.readouterr().out))
     assert estimates == [1120, 2240]
+
+
+@pytest.mark.slow
+def test_check_counts_the_traces_a_multi_token_prediction_run_captures(tmp_path, monkeypatch, capsys):
+    """examples/mtp.yaml's knobs on the tiny DeepSeek with its MTP module (tests/workloads/test_mtp.py): batches 1 and
+    64, spec_draft '' and mtp, 1 or 3 drafted tokens, two acceptances, from an empty cache. By hand, at each batch: the
+    target's prefill and decode, its verifications of 2 and 4 tokens, the module's prefill and decode and its first
+    steps over 2 and 4 tokens (a batch of 64's steps of one sequence are batch 1's): 2 x 8 = 16 traces, the files the
+    run writes into the cache; afterwards none is left to capture. Check said 12 (the (model, batch, prompt) groups)
+    where the run captured 16, as examples/mtp.yaml's run did (commit 5c38017)."""
+    import json
+
+    from tests.workloads.test_mtp import TINY_MTP
+
+    monkeypatch.setenv("LLM_CODESIGN_CACHE", str(tmp_path / "cache"))  # empty: nothing traced yet
+    model = tmp_path / "mtp" / "config.json"
+    model.parent.mkdir()
+    model.write_text(json.dumps(TINY_MTP))
+    path = write_sweep(tmp_path, f"name: mtp\nmodel: {model}\ndevice: h200\nexecution: engine\nworkload:\n"
+                                 "  batch: [1, 64]\n  prompt: 64\n  output: 64\n  spec_draft: ['', mtp]\n"
+                                 "  spec_tokens: [1, 3]\n  acceptance: [0.8, 0.9]\n")
+    assert main(["check", path]) == 0
+    before = capsys.readouterr().out
+    assert "up to 16 traces to capture" in before, before
+    run_sweep(load_sweep(path), tmp_path / "out")
+    assert len(_captured(tmp_path / "cache")) == 16
+    capsys.readouterr()
+    assert main(["check", path]) == 0
+    assert "0 of 16 traces to capture" in capsys.readouterr().out

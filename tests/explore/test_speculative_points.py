@@ -118,7 +118,7 @@ def test_the_verification_computes_logits_at_every_verified_token(tiny_config, t
 def test_check_finds_the_verification_a_run_traced(tiny_config, tmp_path, monkeypatch, capsys):
     """explore check counts the verification's trace as the run takes it, logits at every verified token: once a run
     has captured a Medusa point's passes (the target's prefill and decode, its verification of k + 1 = 3 tokens a
-    sequence, at the batch of 2 and at one sequence), none of the 3 traces is left to capture. Before, check looked
+    sequence, at the batch of 2 and at one sequence), none of the 4 traces is left to capture. Before, check looked
     for a verification sampling one token."""
     from explore.runner import run_sweep
     from explore.sweep import load_sweep
@@ -129,7 +129,7 @@ def test_check_finds_the_verification_a_run_traced(tiny_config, tmp_path, monkey
     run_sweep(load_sweep(path), tmp_path / "out")
     capsys.readouterr()
     assert main(["check", path]) == 0
-    assert "0 of 3 traces to capture" in capsys.readouterr().out
+    assert "0 of 4 traces to capture" in capsys.readouterr().out
 
 
 def serving_point(model: str, seed: int = 0, **knobs) -> DesignPoint:
