@@ -183,12 +183,20 @@ def _read_legacy_csv(path: Path, columns: list[str]) -> list[dict[str, str]]:
     with path.open(newline="") as f:
         reader = csv.DictReader(f)
         if reader.fieldnames and list(reader.fieldnames) != columns:
-            raise InputError(f"{path}: written by a sweep with other columns (different overrides); "
-                             f"use another --out folder")
+            change = _column_change(reader.fieldnames, columns)
+            raise InputError(f"{path}: written by a sweep with other results columns ({change}); allowed: the same "
+                             f"sweep, or another --out folder")
         rows = [(line, row) for line, row in enumerate(reader, start=2)
                 if None not in row and all(v is not None for v in row.values()) and row.get("point_id")]
     _check_rows((f"{path}:{line}" for line, _ in rows), (row for _, row in rows), columns)
     return [row for _, row in rows]
+
+
+def _column_change(old: Iterable[str], new: Iterable[str]) -> str:
+    """How a sweep's results columns differ from those a folder was written with: '+added, -removed'."""
+    old, new = list(old), list(new)
+    change = [f"+{c}" for c in new if c not in old] + [f"-{c}" for c in old if c not in new]
+    return ", ".join(change) or "another order"
 
 
 class ResultsStore:
@@ -240,10 +248,9 @@ class ResultsStore:
                 db.execute("INSERT INTO meta VALUES ('columns', ?)", (json.dumps(self.columns),))
             elif json.loads(stored[0]) != self.columns:
                 db.close()
-                old, new = json.loads(stored[0]), self.columns
-                change = [f"+{c}" for c in new if c not in old] + [f"-{c}" for c in old if c not in new]
+                change = _column_change(json.loads(stored[0]), self.columns)
                 raise InputError(f"{self.db_path}: written by a sweep with other results columns "
-                                 f"({', '.join(change) or 'another order'}: the knobs it sets, its overrides, derived "
+                                 f"({change}: the knobs it sets, its overrides, derived "
                                  f"knobs, constraints or SLO changed); allowed: the same sweep, or another --out "
                                  f"folder")
             layout = _layout(db)

@@ -12,6 +12,9 @@ import pytest
 from explore.results import ResultsStore, read_results
 from workloads.errors import InputError
 
+# The claims here are about rows, columns, messages and files, not about what a report's figure shows.
+pytestmark = pytest.mark.usefixtures("figures_undrawn")
+
 COLUMNS = ["point_id", "model", "tokens_per_s", "fits_in_memory"]
 ROWS = [{"point_id": "a", "model": "m", "tokens_per_s": 12.5, "fits_in_memory": True},
         {"point_id": "b", "model": "m", "tokens_per_s": 40.0, "fits_in_memory": True}]
@@ -102,3 +105,15 @@ def test_a_folder_this_user_cannot_write_is_refused_naming_the_flag_and_what_is_
                r"allowed: a folder this user can write")
     with pytest.raises(InputError, match=refusal), folder_lock(out):
         pass
+
+
+def test_a_results_csv_alone_of_other_columns_is_refused_naming_them(tmp_path):
+    """A folder from before the database whose results.csv has a column deleted by hand (or another sweep's): was
+    "written by a sweep with other columns (different overrides); use another --out folder", naming no column."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "results.csv").write_text("point_id,model,fits_in_memory\r\na,m,True\r\n")
+    with pytest.raises(InputError, match=r"results\.csv: written by a sweep with other results columns "
+                                         r"\(\+tokens_per_s\); allowed: the same sweep, or another --out folder"):
+        ResultsStore(out, COLUMNS).load()
+    assert not (out / "results.sqlite").exists()
