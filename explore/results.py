@@ -234,6 +234,19 @@ class ResultsStore:
                 db.execute("PRAGMA synchronous=NORMAL")
                 db.executescript(_META)
                 stored = db.execute("SELECT value FROM meta WHERE key = 'columns'").fetchone()
+                # A store this user cannot write opens and reads; its first write, at the end of the run, would fail.
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    db.execute("INSERT OR REPLACE INTO meta VALUES ('write_check', '')")
+                finally:
+                    db.execute("ROLLBACK")
+            except sqlite3.OperationalError as err:
+                if "readonly" not in str(err):
+                    raise InputError(f"{self.db_path}: cannot be used as a results store ({err}); allowed: a "
+                                     f"sweep's own results.sqlite, or a new --out folder") from None
+                raise InputError(f"{self.db_path}: found a results store this user cannot write ({err}); allowed: "
+                                 f"one this user can write (the run stores its rows and their order in it), or "
+                                 f"another --out folder") from None
             except sqlite3.DatabaseError as err:
                 raise InputError(f"{self.db_path}: cannot be used as a results store ({err}); allowed: a "
                                  f"sweep's own results.sqlite, or a new --out folder") from None

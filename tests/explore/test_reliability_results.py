@@ -117,3 +117,16 @@ def test_a_results_csv_alone_of_other_columns_is_refused_naming_them(tmp_path):
                                          r"\(\+tokens_per_s\); allowed: the same sweep, or another --out folder"):
         ResultsStore(out, COLUMNS).load()
     assert not (out / "results.sqlite").exists()
+
+
+def test_a_store_this_user_cannot_write_is_refused_before_the_run(tmp_path, monkeypatch):
+    """results.sqlite read-only (chmod 444; root writes anyway, so the store is opened read-only here): it opened and
+    read, and the run's first write, its export after every point was evaluated, ended in a traceback
+    (sqlite3.OperationalError: attempt to write a readonly database)."""
+    out = tmp_path / "out"
+    _store(out)
+    connect = sqlite3.connect
+    monkeypatch.setattr(sqlite3, "connect", lambda path, **kw: connect(f"file:{path}?mode=ro", uri=True, **kw))
+    with pytest.raises(InputError, match=r"results\.sqlite: found a results store this user cannot write \(attempt "
+                                         r"to write a readonly database\); allowed: one this user can write"):
+        ResultsStore(out, COLUMNS).load()
