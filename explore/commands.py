@@ -57,7 +57,7 @@ from explore.sweep_notes import (
     sweep_notes,
     unread_seed_note,
 )
-from explore.sweep_serving import AUTOSCALE_KNOBS, capacity_ceiling_notice, capacity_notice
+from explore.sweep_serving import AUTOSCALE_KNOBS, capacity_ceiling_notice, capacity_notice, node_link_readers
 from hw_models import nodes
 from hw_models.device import UNFUSED_ENGINE_KINDS, dispatch_s
 from hw_models.device_block import varies_in_block
@@ -948,8 +948,11 @@ def _assumptions(point: DesignPoint, device, config: ModelConfig) -> str:
                 "sends between stages on different nodes cross it" if point.pp > 1 else "")
             fitted_link += (f"; spans {device.nodes} nodes of {per_node} joined by {node.spec.name}, a port per "
                             f"device: {crossing}, {node.spec.name} {how}")
-        elif point.knob("node_link") and not (point.serving is not None and point.serving.disaggregated):
-            fitted_link += (f"; --node-link {point.knob('node_link')} unread: the {point.tp * point.pp} devices fit "
+        elif point.knob("node_link"):
+            readers = node_link_readers(point.device, point.knob("link"), point.tp, point.pp, point.link_overrides,
+                                        point.serving)
+            fitted_link += (f"; --node-link {point.knob('node_link')} read by " + " and ".join(readers) if readers else
+                            f"; --node-link {point.knob('node_link')} unread: the {point.tp * point.pp} devices fit "
                             f"one node of {link.spec.name}")
         stages = (f" in {point.pp} pipeline stages" if point.pp > 1 else "") + (
             f", experts spread over the {point.ep} devices" if point.ep > 1 else "")

@@ -50,8 +50,7 @@ from explore.sweep_serving import (
     Serving,
     check_parallel,
     check_serving,
-    kv_crosses_node_link,
-    pools_span_nodes,
+    node_link_readers,
     serving_dimensions,
     serving_knobs_set,
     serving_spec,
@@ -502,15 +501,11 @@ class Sweep:
         if fields.get("link") == "default":
             fields["link"] = ""
         fields.update(unread_at_default(fields, serving))
-        # A point none of whose pools reads the node link has none to change: the point without it. A prefill pool's
-        # KV handover and a KV store's fetches cross it (kv_crosses_node_link), and a pool whose devices span nodes
-        # reads it: the point's, or a fleet's mixed replicas on a device of their own (pools_span_nodes).
-        handed_over = serving is not None and kv_crosses_node_link(serving.prefill_replicas, serving.kv_store_GB,
-                                                                   serving.kv_store_GBps)
-        mixed = serving.mixed_device if serving is not None and serving.mixed else ""
-        if fields.get("node_link") and not handed_over and not pools_span_nodes(
-                fields["device"], fields.get("link", ""), fields.get("tp", 1), fields.get("pp", 1), link_overrides,
-                mixed):
+        # A point none of whose pools reads the node link has none to change: the point without it (node_link_readers:
+        # a prefill pool's KV handover, a KV store's fetches, a pool whose devices span nodes).
+        if fields.get("node_link") and not node_link_readers(fields["device"], fields.get("link", ""),
+                                                             fields.get("tp", 1), fields.get("pp", 1), link_overrides,
+                                                             serving):
             fields["node_link"] = ""
         return DesignPoint(**with_knobs(fields), overrides=overrides, use_calibration=self.spec.calibrated,
                            serving=serving, link_overrides=link_overrides, **pools)

@@ -352,11 +352,36 @@ def pools_span_nodes(device: str, link: str, tp: int, pp: int, link_overrides: t
     with its what-ifs, or a fleet's `mixed_device` replicas (each tp x pp too) over their own link where its preset
     names one, else the point's (explore/evaluate.py pool_point). A prefill pool reads the node link whatever it spans
     (its KV handover: ServingSpec.handoff_link); attention devices reach the point's over attention_link."""
-    systems = [(device, link, link_overrides)]
-    if mixed_device and mixed_device != device:
-        systems.append((mixed_device, "", ()) if has_default_link(load_device(mixed_device).name)
-                       else (mixed_device, link, link_overrides))
-    return any(system_nodes(name, joined, tp, pp, what_ifs) > 1 for name, joined, what_ifs in systems)
+    return (system_nodes(device, link, tp, pp, link_overrides) > 1
+            or bool(mixed_device) and mixed_device != device and _fleet_spans_nodes(mixed_device, link, tp, pp,
+                                                                                   link_overrides))
+
+
+def _fleet_spans_nodes(mixed_device: str, link: str, tp: int, pp: int, link_overrides: tuple) -> bool:
+    """Whether a fleet's tp x pp `mixed_device` replicas span nodes: over their own link where its preset names one,
+    else the point's with its what-ifs (explore/evaluate.py pool_point)."""
+    if has_default_link(load_device(mixed_device).name):
+        return system_nodes(mixed_device, "", tp, pp, ()) > 1
+    return system_nodes(mixed_device, link, tp, pp, link_overrides) > 1
+
+
+def node_link_readers(device: str, link: str, tp: int, pp: int, link_overrides: tuple = (),
+                      serving: ServingSpec | None = None) -> list[str]:
+    """What of a point reads its node link, in words (empty: nothing, and the point is the point without it): its own
+    devices spanning nodes, a prefill pool's KV handover or a KV store's fetches (kv_crosses_node_link), a fleet's
+    replicas spanning nodes (pools_span_nodes)."""
+    readers = [f"its {tp * pp} devices, which span nodes"] if pools_span_nodes(device, link, tp, pp,
+                                                                                link_overrides) else []
+    if serving is None:
+        return readers
+    if serving.prefill_replicas:
+        readers.append("the prefill pool's KV handover")
+    if kv_crosses_node_link(0, serving.kv_store_GB, serving.kv_store_GBps):
+        readers.append("the KV store's fetches")
+    if serving.mixed and serving.mixed_device != device and _fleet_spans_nodes(serving.mixed_device, link, tp, pp,
+                                                                              link_overrides):
+        readers.append(f"the {serving.mixed_device} replicas, which span nodes")
+    return readers
 
 
 def routes(values: dict[str, Any]) -> bool:

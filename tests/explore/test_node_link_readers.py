@@ -1,0 +1,42 @@
+"""What reads a point's node link (explore/sweep_serving.py node_link_readers), the one rule a sweep's points, and a
+run's header, judge a node link by."""
+
+from __future__ import annotations
+
+import pytest
+
+from explore.cli import main
+from explore.sweep_serving import node_link_readers
+from sim.serving_spec import ServingSpec
+from tests.explore.tiny_sweep import write_tiny_model
+
+
+@pytest.mark.parametrize("tp, serving, read_by", [
+    (2, None, []),  # two H100s of an 8-GPU NVLink board: one node
+    (16, None, ["its 16 devices, which span nodes"]),  # 16 over boards of 8
+    (2, ServingSpec(prefill_replicas=1), ["the prefill pool's KV handover"]),
+    (2, ServingSpec(prefix_tokens=256, kv_store_GB=64), ["the KV store's fetches"]),
+    (2, ServingSpec(prefix_tokens=256, kv_store_GB=64, kv_store_GBps=40), []),  # fetched at its own rate
+])
+def test_what_reads_the_node_link(tp, serving, read_by):
+    assert node_link_readers("h100-sxm", "", tp, 1, (), serving) == read_by
+
+
+def test_a_fleet_whose_replicas_span_nodes_reads_it_where_the_point_does_not():
+    """16 H100s on a what-if NVLink of 16 fit one domain; 16 A100s over nvlink3's boards of 8 span two nodes."""
+    fleet = ServingSpec(mixed_device="a100-sxm-80gb", mixed_replicas=1)
+    assert node_link_readers("h100-sxm", "", 16, 1, (("domain_devices", 16),), fleet) == [
+        "the a100-sxm-80gb replicas, which span nodes"]
+    assert node_link_readers("h100-sxm", "", 16, 1, (("domain_devices", 16),), ServingSpec()) == []
+
+
+def test_a_run_says_a_kv_store_reads_its_node_link(tmp_path, capsys):
+    """Two devices within one node, a KV store fetched at the node link's NIC rate: the header names the reader where
+    it said the node link was unread."""
+    model = write_tiny_model(tmp_path)
+    assert main(["run", "--model", model, "--device", "h100-sxm", "--tp", "2", "--serving", "--requests", "4",
+                 "--rate", "4", "--prompt", "32", "--output", "4", "--prefix-tokens", "16", "--kv-store-GB", "1",
+                 "--node-link", "ethernet-100g"]) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    assert "--node-link ethernet-100g read by the KV store's fetches" in header, header
+    assert "unread" not in header, header
