@@ -151,6 +151,7 @@ class EngineState:
     swapped: list[Sequence] = field(default_factory=list)  # preempted by swap, their KV in host memory
     now_s: float = 0.0
     swapped_tokens: int = 0  # KV tokens swapped out since the last iteration
+    preemptions: int = 0  # running sequences preempted so far (_preempt)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -346,6 +347,7 @@ class Scheduler:
         state.kv.release(seq.index, keep_prefix=swap)
         state.running.remove(seq)
         seq.preemptions += 1
+        state.preemptions += 1
         if swap:
             state.swapped_tokens += state.kv.own_tokens(seq.index, seq.computed)
             state.swapped.append(seq)
@@ -375,8 +377,28 @@ class Scheduler:
 
     def next_batch(self, state: EngineState) -> Batch:
         """The next iteration: swapped sequences come back first, then the scheduler's own choice; the KV
-        tokens swapped either way ride on the batch."""
-        swapped_in = self._swap_in(state) if state.swapped else 0
+        tokens swapped either way ride on the batch.
+
+        A call that preempts and schedules nothing (the chunked scheduler admits no waiting request in an iteration
+        that preempted, as vLLM v1) is followed at once by the next, as vLLM's engine, its step empty, schedules again;
+        the empty step's time is not counted. The retries are bounded by the sequences held, each such call having
+        preempted one of them; a scheduler that preempts nothing and schedules nothing still returns the empty batch."""
+        swapped_in = 0
+        for _ in range(len(state.running) + len(state.swapped) + 1):
+            swapped_in += self._swap_in(state) if state.swapped else 0
+            self._order_waiting(state)
+            preemptions = state.preemptions
+            batch = self.schedule(state)
+            if batch or state.preemptions == preemptions:
+                break
+        # Prefix blocks the admissions found in the host cache load like a swap-in, before the iteration computes.
+        batch.swapped_tokens = swapped_in + state.swapped_tokens + state.kv.take_loaded_tokens()
+        batch.fetched_tokens = state.kv.take_fetched_tokens()
+        state.swapped_tokens = 0
+        return batch
+
+    def _order_waiting(self, state: EngineState) -> None:
+        """Put the waiting queue in the order its policy admits it (QUEUE_POLICIES)."""
         if self.limits.queue_policy == "priority" and len(state.waiting) > 1:
             state.waiting = deque(sorted(state.waiting, key=self._rank))
         if self.limits.queue_policy == "lpm" and 1 < len(state.waiting) <= LPM_MAX_WAITING:
@@ -391,12 +413,6 @@ class Scheduler:
             if min(keys) < max(keys):
                 order = sorted(range(len(keys)), key=keys.__getitem__)
                 state.waiting = deque(state.waiting[i] for i in order)
-        batch = self.schedule(state)
-        # Prefix blocks the admissions found in the host cache load like a swap-in, before the iteration computes.
-        batch.swapped_tokens = swapped_in + state.swapped_tokens + state.kv.take_loaded_tokens()
-        batch.fetched_tokens = state.kv.take_fetched_tokens()
-        state.swapped_tokens = 0
-        return batch
 
     def _grow_decodes(self, state: EngineState, decoding: list[Sequence]) -> list[Sequence]:
         """Give each decoding sequence (oldest first) blocks for its next token and its lookahead slots, preempting

@@ -20,6 +20,7 @@ class ChunkedPrefillScheduler(Scheduler):
         # decode in this iteration (as the other schedulers have them do): admitted after, they would sit out an
         # iteration, and in an iteration with nothing else to run the batch would be empty though work is held.
         self._admit_handed_over(state)
+        preemptions = state.preemptions
         # Decodes take the budget too, in admission order, each the tokens it verifies (decode_tokens): those past it
         # hold their KV and sit out the iteration. Only sequences that joined without a chunk (handed over by a prefill
         # pool, swapped back in), or speculating ones, can outnumber the budget.
@@ -55,7 +56,12 @@ class ChunkedPrefillScheduler(Scheduler):
             state.kv.hold(seq.index, seq.computed + chunk)
             batch.prefills.append((seq, chunk))
             budget -= chunk
-        while state.waiting and not state.swapped and budget > 0 and len(state.running) < self.limits.max_seqs:
+        # vLLM v1 schedules no waiting request in an iteration that preempted (vllm/v1/core/sched/scheduler.py
+        # schedule(), commit 00024d31: "if not preempted_reqs", before the loop over waiting requests): a request the
+        # decodes' growth preempted is not admitted again in the same iteration, nor any other. (Next_batch schedules
+        # again at once where this leaves the iteration empty, as vLLM's engine does after an empty step.)
+        while state.waiting and not state.swapped and budget > 0 and len(state.running) < self.limits.max_seqs \
+                and state.preemptions == preemptions:
             seq = self._head(state)
             if not seq.in_prefill:  # handed over behind a prompt (FCFS): it decodes from the next iteration
                 if not self._admit(state, seq, seq.computed + 1):

@@ -1,0 +1,45 @@
+"""The chunked scheduler under KV pressure, worked by hand against vLLM v1's scheduler (vllm/v1/core/sched/scheduler.py
+schedule(), commit 00024d31 of vllm-project/vllm): a replica with a KV cache of a few 16-token blocks, where a decode's
+next token needs a block none is free for."""
+
+from __future__ import annotations
+
+from sim.kv_cache import PagedKVCache
+from sim.schedulers import EngineState, SchedulerLimits, Sequence, make_scheduler
+
+
+def _decoding(state: EngineState, index: int, context: int, held: int, priority: int = 0) -> Sequence:
+    """A running sequence past its prompt of `context` tokens, one token generated, holding KV for `held` tokens."""
+    seq = Sequence(index=index, arrival_s=float(index), prompt=context, output=20, priority=priority)
+    seq.computed, seq.generated = context, 1
+    state.kv.hold(index, held)
+    state.running.append(seq)
+    return seq
+
+
+def test_an_iteration_that_preempts_admits_no_waiting_request():
+    """Three blocks, all held: 0 (16 tokens, one full block) must grow a block for its next token, 1 holds two (25
+    tokens). Budget 8. vLLM v1 by hand: 0 cannot grow, so under fcfs the newest running request, 1, is preempted (two
+    blocks free) and 0 grows into one of them; preempted_reqs is not empty, so no waiting request is scheduled: the
+    iteration decodes 0 alone and 1 waits, though a 7-token chunk of it would fit the block left. Before, 1 was admitted
+    again in the same iteration with that chunk (prefills [(1, 7)])."""
+    state = EngineState(kv=PagedKVCache(capacity_blocks=3, block_tokens=16))
+    _decoding(state, 0, context=16, held=16)
+    _decoding(state, 1, context=24, held=25)
+    limits = SchedulerLimits(max_seqs=8, chunk_tokens=8, watermark=0.0)
+    batch = make_scheduler("chunked", limits).next_batch(state)
+    assert [seq.index for seq in batch.decodes] == [0]
+    assert batch.prefills == []
+    assert [seq.index for seq in state.waiting] == [1] and state.kv.in_use_blocks == 2
+
+
+def test_an_iteration_left_empty_by_a_preemption_is_scheduled_again_at_once():
+    """One block, held by 0 (16 tokens), whose next token needs a second: 0 is the only running request, so it preempts
+    itself, and vLLM v1 schedules nothing else that step (no waiting request after a preemption). Its engine then
+    schedules again: 0, waiting, is admitted to recompute its 17 tokens, a chunk of the budget of 8 (one block). The
+    batch is that chunk, not an empty one (which the replica takes for an unschedulable request)."""
+    state = EngineState(kv=PagedKVCache(capacity_blocks=1, block_tokens=16))
+    _decoding(state, 0, context=16, held=16)
+    batch = make_scheduler("chunked", SchedulerLimits(max_seqs=8, chunk_tokens=8, watermark=0.0)).next_batch(state)
+    assert batch.decodes == [] and [(seq.index, tokens) for seq, tokens in batch.prefills] == [(0, 8)]
+    assert state.running[0].preemptions == 1
