@@ -114,7 +114,7 @@ def load(key: dict[str, Any]) -> Trace | None:
         if data["key"] != key:  # a hash collision or a file copied in by hand: not this trace
             raise ValueError("the file holds another key")
         return _numbers_checked(Trace.from_dict(data["trace"], where=str(path)))
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # no such file (the cache folder lies under a file: none either)
         return None
     except UNREADABLE as err:
         log.warning("%s: cached trace ignored and captured again (%s: %s)", path, type(err).__name__, err)
@@ -152,6 +152,9 @@ def _numbers_checked(trace: Trace) -> Trace:
     raise AssertionError("unreachable: a value of another class was found above")
 
 
+_unwritable: set[Path] = set()  # cache folders a store failed in (warned about once)
+
+
 def store(key: dict[str, Any], trace: Trace) -> None:
     """Write a trace under its key atomically; a cache that cannot be written is logged, not raised (the trace
     is still good, only the next run captures it again)."""
@@ -164,7 +167,11 @@ def store(key: dict[str, Any], trace: Trace) -> None:
         with replacing(path) as tmp, tmp.open("xb") as f:
             f.write(payload)
     except OSError as err:  # the folder itself may be what fails, the temporary file's removal included
-        log.warning("%s: trace not cached (%s)", path, err)
+        # Once per folder and process: a folder this user cannot write fails every trace of a run alike.
+        if path.parent not in _unwritable:
+            _unwritable.add(path.parent)
+            log.warning("%s: traces not cached (%s); they are captured again on each run until the folder can be "
+                        "written (or %s names another)", path.parent, err, CACHE_ENV)
 
 
 def is_cached(config: ModelConfig, **shape: Any) -> bool:

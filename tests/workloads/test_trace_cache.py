@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import subprocess
 import sys
 import threading
@@ -145,11 +146,18 @@ def test_a_broken_file_is_captured_again_and_rewritten(cache: Path, tiny_llama: 
 
 def test_a_cache_that_cannot_be_written_still_answers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                       tiny_llama: ModelConfig, captures: list[dict],
-                                                      decode_trace: Trace) -> None:
+                                                      decode_trace: Trace, caplog: pytest.LogCaptureFixture) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     monkeypatch.setenv(CACHE_ENV, str(blocker))  # the cache folder would have to be inside a file
-    assert cached_trace(tiny_llama, **SHAPE) == decode_trace and len(captures) == 1
+    monkeypatch.setattr(trace_cache, "_unwritable", set(), raising=False)  # a fresh process: nothing warned yet
+    with caplog.at_level(logging.WARNING, logger=trace_cache.__name__):
+        assert cached_trace(tiny_llama, **SHAPE) == decode_trace and len(captures) == 1
+        assert cached_trace(tiny_llama, **dict(SHAPE, batch=3)) == decode_trace and len(captures) == 2
+    # One line for the folder, not two per trace (a lookup that "ignored" a file that is not there, and a store).
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{blocker / 'traces'}: traces not cached ([Errno 20] Not a directory: '{blocker / 'traces'}'); they are "
+        f"captured again on each run until the folder can be written (or {CACHE_ENV} names another)"]
 
 
 def test_concurrent_writers_leave_one_whole_file(cache: Path, tiny_llama: ModelConfig, decode_trace: Trace) -> None:
