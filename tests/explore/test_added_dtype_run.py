@@ -4,8 +4,13 @@ rate, the header names it and what prices the fp8 GEMMs, the point's key holds i
 
 from __future__ import annotations
 
+import pytest
+
 from explore.cli import main
 from explore.design_point import DesignPoint
+
+# The claims here are about rows, columns, messages and files, not about what a report's figure shows.
+pytestmark = pytest.mark.usefixtures("figures_undrawn")
 
 FP8_FLAGS = ["--weight-bits", "8", "--act-bits", "8", "--act-type", "fp8_e4m3", "--weight-type", "fp8_e4m3"]
 

@@ -20,6 +20,9 @@ from sim.serving_spec import ServingSpec
 from tests.explore.tiny_sweep import write_sweep, write_tiny_model
 from workloads.requests import Fixed
 
+# The claims here are about rows, columns, messages and files, not about what a report's figure shows.
+pytestmark = pytest.mark.usefixtures("figures_undrawn")
+
 # Llama-3-70B (Hugging Face meta-llama/Meta-Llama-3-70B): 80 layers of 8 KV heads of 128 dims at 16 bits: K and V take
 # 2 x 80 x 8 x 128 x 2 B = 327,680 B a token, 5,242,880 B a block of 16 tokens.
 LLAMA_3_70B_KV_BLOCK_B = 2 * 80 * 8 * 128 * 2 * 16

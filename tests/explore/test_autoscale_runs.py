@@ -14,6 +14,9 @@ from explore.results import read_results
 from hw_models.registry import load_device
 from tests.explore.tiny_sweep import write_sweep, write_tiny_model, write_tiny_serving_sweep
 
+# The claims here are about rows, columns, messages and files, not about what a report's figure shows.
+pytestmark = pytest.mark.usefixtures("figures_undrawn")
+
 # The first 1,000 requests of the Splitwise coding trace at their own times (bursts of 500 a minute between lulls).
 RUN = ["run", "--model", "llama-2-7b", "--device", "h100-sxm", "--execution", "engine", "--serving", "--trace",
        "splitwise-code", "--arrival", "trace", "--requests", "1000", "--slo-ttft", "2", "--slo-tpot", "0.1"]

@@ -18,6 +18,9 @@ from explore.sweep import load_sweep
 from sim.capacity import CAPACITY_METRICS
 from tests.explore.tiny_sweep import write_sweep, write_tiny_model
 
+# The claims here are about rows, columns, messages and files, not about what a report's figure shows.
+pytestmark = pytest.mark.usefixtures("figures_undrawn")
+
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "splitwise-slowdown.yaml"
 
 

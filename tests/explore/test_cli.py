@@ -25,6 +25,9 @@ from explore.runner import run_sweep
 from explore.sweep import load_sweep
 from kernels.measured import MeasuredKernel, read_table
 
+# The claims here are about rows, columns, messages and files, not about what a report's figure shows.
+pytestmark = pytest.mark.usefixtures("figures_undrawn")
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

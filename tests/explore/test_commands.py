@@ -10,6 +10,9 @@ from explore.cli import main
 from explore.sweep import load_sweep
 from tests.explore.tiny_sweep import write_sweep
 
+# The claims here are about rows, columns, messages and files, not about what a report's figure shows.
+pytestmark = pytest.mark.usefixtures("figures_undrawn")
+
 
 @pytest.mark.parametrize("flags, needle", [
     (["--rate", "6"], "--rate: found 6 without --serving"),

@@ -11,6 +11,9 @@ import pytest
 
 from explore.cli import main
 
+# The claims here are about rows, columns, messages and files, not about what a report's figure shows.
+pytestmark = pytest.mark.usefixtures("figures_undrawn")
+
 BLOCK = 16  # the serving default's KV block (ServingSpec.block_tokens)
 SYSTEM, MESSAGE, ANSWER, TURNS = 1024, 300, 200, 4
 

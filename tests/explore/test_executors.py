@@ -13,6 +13,9 @@ from explore.results import read_rows
 from explore.runner import run_sweep
 from explore.sweep import load_sweep
 
+# The claims here are about rows, columns, messages and files, not about what a report's figure shows.
+pytestmark = pytest.mark.usefixtures("figures_undrawn")
+
 distributed = pytest.importorskip("distributed")
 
 

@@ -13,6 +13,9 @@ from explore.cli import main
 from hw_models.registry import load_device
 from tests.explore.tiny_sweep import write_tiny_serving_sweep
 
+# The claims here are about rows, columns, messages and files, not about what a report's figure shows.
+pytestmark = pytest.mark.usefixtures("figures_undrawn")
+
 RUN = ["run", "--model", "llama-3-8b", "--device", "h100-sxm", "--execution", "engine", "--serving", "--requests",
        "600", "--prompt", "1024", "--output", "256", "--slo-ttft", "2", "--slo-tpot", "0.1"]
 FLEET = ["--mixed-device", "l4", "--mixed-replicas", "2"]

@@ -19,6 +19,9 @@ from kernels.table import KernelTable
 from sim.workload import BatchWorkload
 from tests.explore.tiny_sweep import write_sweep
 
+# The claims here are about rows, columns, messages and files, not about what a report's figure shows.
+pytestmark = pytest.mark.usefixtures("figures_undrawn")
+
 A100, H100 = "a100-sxm-80gb", "h100-sxm"
 HEAD_DIM = 128  # Llama-2-7B's heads; the KV caches here are dense, so the notices do not depend on it
 

@@ -24,6 +24,9 @@ from explore.evaluate import Evaluator
 from tests.explore.published_runs import published_runs
 from tests.explore.tiny_sweep import write_sweep
 
+# The claims here are about rows, columns, messages and files, not about what a report's figure shows.
+pytestmark = pytest.mark.usefixtures("figures_undrawn")
+
 GPT_FAST_RUNS = {(run.model, run.dtype, run.tp): run for run in published_runs("gpt-fast-a100.csv")}
 
 

@@ -10,6 +10,9 @@ import pytest
 
 from explore.cli import main
 
+# The claims here are about rows, columns, messages and files, not about what a report's figure shows.
+pytestmark = pytest.mark.usefixtures("figures_undrawn")
+
 # Questions over 128 documents of 3,000 tokens (examples/prefix-cache.yaml): 128 x 3,000 tokens x 128 KiB of
 # Llama-3-8B's KV a token is about 50 GB, against the L4's 24 GB.
 HEAD = ["run", "--model", "llama-3-8b", "--device", "l4", "--serving", "--execution", "engine"]

@@ -12,6 +12,9 @@ from explore.cli import main
 from explore.results import read_results
 from tests.explore.tiny_sweep import TINY_CONFIG, write_sweep
 
+# The claims here are about rows, columns, messages and files, not about what a report's figure shows.
+pytestmark = pytest.mark.usefixtures("figures_undrawn")
+
 # The tiny Llama with 4 experts, 2 per token (HF Mixtral config keys).
 TINY_MIXTRAL = {**TINY_CONFIG, "model_type": "mixtral", "num_local_experts": 4, "num_experts_per_tok": 2}
 

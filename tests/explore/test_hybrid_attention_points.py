@@ -12,6 +12,9 @@ from explore.design_point import DesignPoint
 from sim.serving_spec import ServingSpec
 from workloads.requests import Fixed
 
+# The claims here are about rows, columns, messages and files, not about what a report's figure shows.
+pytestmark = pytest.mark.usefixtures("figures_undrawn")
+
 # Llama-2-7B (Hugging Face meta-llama/Llama-2-7b-hf config.json): 32 layers of 32 KV heads of 128 dims at 16 bits:
 # K and V take 2 x 32 x 32 x 128 x 2 B = 524,288 B a token, 8,388,608 B a block of 16 tokens.
 LLAMA_2_7B_KV_BLOCK_B = 2 * 32 * 32 * 128 * 2 * 16

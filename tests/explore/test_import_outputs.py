@@ -14,6 +14,9 @@ import pytest
 from explore.cli import main
 from tests.explore.tiny_sweep import write_sweep, write_tiny_model
 
+# The claims here are about rows, columns, messages and files, not about what a report's figure shows.
+pytestmark = pytest.mark.usefixtures("figures_undrawn")
+
 GEMM_HEADER = ["gpu", "model", "tp", "op", "m", "k", "n", "median_ms", "mean_ms", "std_ms"]
 
 

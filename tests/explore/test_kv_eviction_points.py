@@ -11,6 +11,9 @@ from explore.design_point import DesignPoint
 from tests.explore.test_blocks import assert_blocks_agree, assert_same
 from tests.explore.tiny_sweep import write_sweep
 
+# The claims here are about rows, columns, messages and files, not about what a report's figure shows.
+pytestmark = pytest.mark.usefixtures("figures_undrawn")
+
 SERVING = ("serving: {requests: 8, rate: 20, prompt: {dist: fixed, tokens: 200}, output: {dist: fixed, tokens: 8}}\n")
 
 

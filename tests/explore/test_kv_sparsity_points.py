@@ -17,6 +17,9 @@ from sim.workload import BatchWorkload
 from tests.explore.test_blocks import assert_blocks_agree, assert_same
 from tests.explore.tiny_sweep import TINY_CONFIG, write_sweep
 
+# The claims here are about rows, columns, messages and files, not about what a report's figure shows.
+pytestmark = pytest.mark.usefixtures("figures_undrawn")
+
 SPARSITIES = (0.0, 0.1, 0.2, 0.35, 0.4, 0.5, 0.7, 0.9)
 
 

@@ -12,6 +12,9 @@ import pytest
 
 from explore.cli import main
 
+# The claims here are about rows, columns, messages and files, not about what a report's figure shows.
+pytestmark = pytest.mark.usefixtures("figures_undrawn")
+
 ROOT = Path(__file__).resolve().parents[2]
 HEAD = ["run", "--model", "llama-3-8b", "--device", "h100-sxm", "--serving", "--execution", "engine"]
 AGENTS = ["--trace", str(ROOT / "examples" / "traces" / "agents.jsonl"), "--arrival", "trace", "--rate", "12",

@@ -16,6 +16,9 @@ from sim.serving_spec import ServingSpec
 from tests.explore.tiny_sweep import write_sweep, write_tiny_model
 from workloads.requests import Fixed
 
+# The claims here are about rows, columns, messages and files, not about what a report's figure shows.
+pytestmark = pytest.mark.usefixtures("figures_undrawn")
+
 # Llama-2-7B (Hugging Face meta-llama/Llama-2-7b-hf): 6,738,415,616 parameters, FP16; 32 layers of 32 KV heads of
 # 128 dims: K and V take 2 x 32 x 32 x 128 x 2 B = 524,288 B a token, 8 MiB a block of 16 tokens.
 LLAMA_2_7B_WEIGHTS_B = 6_738_415_616 * 2

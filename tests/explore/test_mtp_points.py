@@ -22,6 +22,9 @@ from tests.explore.tiny_sweep import write_sweep
 from tests.workloads.test_mtp import GEMM, OWN_PARAMS, TINY_MTP
 from workloads.requests import Fixed
 
+# The claims here are about rows, columns, messages and files, not about what a report's figure shows.
+pytestmark = pytest.mark.usefixtures("figures_undrawn")
+
 MTP_KV_B_PER_TOKEN = (16 + 4) * 2
 
 

@@ -16,6 +16,9 @@ from sim.serving_spec import ServingSpec
 from tests.explore.tiny_sweep import TINY_CONFIG, write_tiny_model
 from workloads.requests import Fixed
 
+# The claims here are about rows, columns, messages and files, not about what a report's figure shows.
+pytestmark = pytest.mark.usefixtures("figures_undrawn")
+
 # roce-400g (hw_models/presets/links/roce-400g.yaml): Lamina's measured 45.7 GB/s and 16.5 us one way.
 ROCE_GBPS, ROCE_LATENCY_S = 45.7, 16.5e-6
 

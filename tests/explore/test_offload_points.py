@@ -15,6 +15,9 @@ from explore.evaluate import Evaluator
 from explore.knobs import knob
 from workloads.errors import InputError
 
+# The claims here are about rows, columns, messages and files, not about what a report's figure shows.
+pytestmark = pytest.mark.usefixtures("figures_undrawn")
+
 GB = 1e9
 LAYERS_70B = 80  # Llama-2-70B's num_hidden_layers (config.json)
 PCIE4_X16_Bps = 31.5e9  # per direction: 16 GT/s x 16 lanes x 128/130 / 8 (PCIe 4.0 base specification)

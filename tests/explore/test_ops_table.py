@@ -11,6 +11,9 @@ from explore.evaluate import Evaluator
 from explore.ops_table import format_op_table, op_rows
 from tests.explore.tiny_sweep import TINY_CONFIG, write_tiny_model
 
+# The claims here are about rows, columns, messages and files, not about what a report's figure shows.
+pytestmark = pytest.mark.usefixtures("figures_undrawn")
+
 
 @pytest.fixture(scope="module")
 def evaluation(tmp_path_factory):

@@ -15,6 +15,9 @@ from sim.serving_spec import ServingSpec
 from tests.explore.tiny_sweep import write_sweep, write_tiny_model
 from workloads.requests import Fixed
 
+# The claims here are about rows, columns, messages and files, not about what a report's figure shows.
+pytestmark = pytest.mark.usefixtures("figures_undrawn")
+
 H100_TDP_W, H100_USD_PER_HOUR = 700.0, 3.78  # hw_models/presets/h100-sxm.yaml: its datasheet TDP, Lambda's price
 
 

@@ -11,6 +11,9 @@ from explore.cli import main
 from explore.design_point import DesignPoint
 from sim.serving_spec import ServingSpec
 
+# The claims here are about rows, columns, messages and files, not about what a report's figure shows.
+pytestmark = pytest.mark.usefixtures("figures_undrawn")
+
 # Two Llama-shaped layers of hidden 4096 (0.9 GB of bf16 weights): more than the M2 Ultra's 96 MB of system-level
 # cache, so a batch-1 decode streams them from DRAM.
 MODEL = {"model_type": "llama", "hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 2,

@@ -17,6 +17,9 @@ from tests.explore.test_blocks import assert_blocks_agree, assert_same
 from tests.explore.tiny_sweep import write_sweep
 from tests.sim.test_serving import assert_serves_as_static
 
+# The claims here are about rows, columns, messages and files, not about what a report's figure shows.
+pytestmark = pytest.mark.usefixtures("figures_undrawn")
+
 
 def point(model: str, kept: float = 1.0, device: str = "h100-sxm", **fields) -> DesignPoint:
     values = dict(batch=4, prompt=1100, output=9, execution="engine") | fields

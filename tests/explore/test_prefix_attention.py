@@ -20,6 +20,9 @@ from sim.serving_spec import ServingSpec
 from tests.explore.tiny_sweep import write_sweep, write_tiny_model
 from workloads.requests import Fixed
 
+# The claims here are about rows, columns, messages and files, not about what a report's figure shows.
+pytestmark = pytest.mark.usefixtures("figures_undrawn")
+
 NAMES = ("ttft_s", "tpot_s", "e2e_s", "energy_per_token_J")
 
 

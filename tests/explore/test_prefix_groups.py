@@ -13,6 +13,9 @@ from tests.explore.tiny_sweep import write_sweep, write_tiny_model
 from workloads.errors import InputError
 from workloads.requests import Fixed
 
+# The claims here are about rows, columns, messages and files, not about what a report's figure shows.
+pytestmark = pytest.mark.usefixtures("figures_undrawn")
+
 
 def _served(evaluator, device: str, prompt: int, output: int, **spec) -> dict:
     """The metrics of Llama-3-8B served as an engine on `device`, with the ServingSpec fields `spec`."""

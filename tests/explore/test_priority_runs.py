@@ -7,9 +7,14 @@ from __future__ import annotations
 import csv
 import json
 
+import pytest
+
 from explore.cli import main
 from explore.metrics import metric_names
 from tests.explore.tiny_sweep import write_sweep
+
+# The claims here are about rows, columns, messages and files, not about what a report's figure shows.
+pytestmark = pytest.mark.usefixtures("figures_undrawn")
 
 # Llama-3-8B on an L4 at about its capacity: 1,024-token prompts and 256-token answers arriving at 1.6 req/s.
 RUN = ["run", "--model", "llama-3-8b", "--device", "l4", "--execution", "engine", "--serving", "--requests", "150",

@@ -31,6 +31,9 @@ from sim.serving_metrics import SUMMARY_UNITS
 from sim.serving_spec import ServingSpec
 from tests.explore.tiny_sweep import write_sweep, write_tiny_model
 
+# The claims here are about rows, columns, messages and files, not about what a report's figure shows.
+pytestmark = pytest.mark.usefixtures("figures_undrawn")
+
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 # A format knob (kernels.formats.NumericFormat.group_size: values sharing one quantization scale) is one registry

@@ -6,12 +6,17 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
+import pytest
+
 from explore.cli import main
 from explore.design_point import DesignPoint
 from explore.results import read_results
 from explore.sweep import load_sweep
 from sim.serving_spec import ServingSpec
 from tests.explore.tiny_sweep import write_sweep, write_tiny_model
+
+# The claims here are about rows, columns, messages and files, not about what a report's figure shows.
+pytestmark = pytest.mark.usefixtures("figures_undrawn")
 
 SERVING = """  requests: 20
   prompt: {dist: uniform, low: 8, high: 64}

@@ -6,8 +6,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from explore.cli import main
 from tests.explore.tiny_sweep import write_tiny_model
+
+# The claims here are about rows, columns, messages and files, not about what a report's figure shows.
+pytestmark = pytest.mark.usefixtures("figures_undrawn")
 
 
 def _table(capsys, args: list[str]) -> dict[str, str]:

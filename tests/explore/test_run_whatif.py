@@ -15,6 +15,9 @@ from explore.sweep import load_sweep
 from tests.explore.tiny_sweep import write_sweep, write_tiny_model
 from workloads.errors import InputError
 
+# The claims here are about rows, columns, messages and files, not about what a report's figure shows.
+pytestmark = pytest.mark.usefixtures("figures_undrawn")
+
 # A Llama-shaped model of four wide layers (13.9e9 parameters, 27.9 GB in bf16): more than an L4's 24 GB,
 # less than an H100's 80, traced in seconds. Decode at batch 1 streams its weights: bandwidth-bound.
 WIDE = {"model_type": "llama", "hidden_size": 16384, "intermediate_size": 53248, "num_hidden_layers": 4,

@@ -12,6 +12,9 @@ from explore.serving_settings import RULES, FlagNames, KeyNames, flag_of, idle_s
 from sim.serving_spec import ServingSpec
 from tests.explore.tiny_sweep import write_sweep, write_tiny_serving_sweep
 
+# The claims here are about rows, columns, messages and files, not about what a report's figure shows.
+pytestmark = pytest.mark.usefixtures("figures_undrawn")
+
 RUN = ["run", "--model", "llama-2-7b", "--device", "h100-sxm", "--serving", "--requests", "4"]
 LENGTHS = ("--rate", "2", "--prompt", "64", "--output", "4"), "  rate: 2\n  prompt: 64\n  output: 4\n"
 TRACED = ("--trace", "splitwise-conv", "--rate", "2"), "  trace: splitwise-conv\n  rate: 2\n"

@@ -12,6 +12,9 @@ from explore.results import read_results
 from explore.sweep import load_sweep
 from tests.explore.tiny_sweep import write_sweep, write_tiny_model
 
+# The claims here are about rows, columns, messages and files, not about what a report's figure shows.
+pytestmark = pytest.mark.usefixtures("figures_undrawn")
+
 
 def _serving_sweep(tmp_path, serving: str, extra: str = "") -> str:
     model = write_tiny_model(tmp_path)

@@ -11,6 +11,9 @@ import pytest
 from explore.cli import main
 from tests.explore.tiny_sweep import write_sweep, write_tiny_model, write_tiny_serving_sweep
 
+# The claims here are about rows, columns, messages and files, not about what a report's figure shows.
+pytestmark = pytest.mark.usefixtures("figures_undrawn")
+
 # One H100 serving Llama-3-8B at 60 req/s, past what it prefills (about 47 req/s of these prompts).
 RUN = ["run", "--model", "llama-3-8b", "--device", "h100-sxm", "--execution", "engine", "--serving", "--arrival",
        "poisson", "--rate", "60", "--requests", "1500", "--prompt", "512", "--output", "128", "--slo-ttft", "2",

@@ -17,6 +17,9 @@ from sim.slowdown import SLOWDOWN_METRICS, SlowdownSLO
 from tests.explore.tiny_sweep import write_sweep, write_tiny_model
 from workloads.requests import Uniform
 
+# The claims here are about rows, columns, messages and files, not about what a report's figure shows.
+pytestmark = pytest.mark.usefixtures("figures_undrawn")
+
 LENGTHS = "  prompt: {dist: uniform, low: 8, high: 64}\n  output: {dist: uniform, low: 2, high: 32}\n"
 
 

@@ -9,6 +9,9 @@ import pytest
 
 from explore.cli import main
 
+# The claims here are about rows, columns, messages and files, not about what a report's figure shows.
+pytestmark = pytest.mark.usefixtures("figures_undrawn")
+
 
 def _run(capsys, *argv: str) -> tuple[int, str, str]:
     code = main(["run", *argv])

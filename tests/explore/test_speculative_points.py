@@ -19,6 +19,9 @@ from tests.explore.tiny_sweep import TINY_CONFIG, write_sweep
 from tests.workloads.test_mtp import GEMM
 from workloads.requests import Fixed
 
+# The claims here are about rows, columns, messages and files, not about what a report's figure shows.
+pytestmark = pytest.mark.usefixtures("figures_undrawn")
+
 DRAFT_CONFIG = TINY_CONFIG | {"num_hidden_layers": 1, "hidden_size": 32, "intermediate_size": 64}
 
 

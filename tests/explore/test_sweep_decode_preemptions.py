@@ -4,11 +4,16 @@ points are one design, a section where no point reads it one line, exit 2, as a 
 
 from __future__ import annotations
 
+import pytest
+
 from explore.cli import main
 from explore.results import read_results
 from explore.sweep import load_sweep
 from tests.explore.test_serving_sweep import WHOLE as PLAIN
 from tests.explore.test_serving_sweep import _serving_sweep as _sweep
+
+# The claims here are about rows, columns, messages and files, not about what a report's figure shows.
+pytestmark = pytest.mark.usefixtures("figures_undrawn")
 
 # Orca at one rate, prompts batched up to 64 tokens: the budget new prompts take first.
 SERVING = PLAIN.replace("[static, continuous, chunked]", "orca").replace("rate: [50, 400]", "rate: 400") + \

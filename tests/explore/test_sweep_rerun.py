@@ -14,6 +14,9 @@ from explore.results import ResultsStore, read_rows
 from explore.runner import columns_for
 from explore.sweep import load_sweep
 
+# The claims here are about rows, columns, messages and files, not about what a report's figure shows.
+pytestmark = pytest.mark.usefixtures("figures_undrawn")
+
 
 def _sweep(folder: Path, model: str, device: str, extra: str = "") -> str:
     path = folder / "sweep.yaml"

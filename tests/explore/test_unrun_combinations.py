@@ -15,6 +15,9 @@ from explore.runner import run_sweep
 from explore.sweep import load_sweep
 from tests.explore.tiny_sweep import TINY_CONFIG, write_sweep, write_tiny_model
 
+# The claims here are about rows, columns, messages and files, not about what a report's figure shows.
+pytestmark = pytest.mark.usefixtures("figures_undrawn")
+
 # The tiny Llama with 4 routed experts, 2 per token (Hugging Face Mixtral config keys).
 TINY_MIXTRAL = {**TINY_CONFIG, "model_type": "mixtral", "num_local_experts": 4, "num_experts_per_tok": 2}
 # Six requests of the tiny model on an H100 (CUDA graphs) at 5 requests/s; the case's serving keys follow.

@@ -10,6 +10,9 @@ import pytest
 from explore.cli import main
 from kernels.measured import MeasuredKernel, write_table
 
+# The claims here are about rows, columns, messages and files, not about what a report's figure shows.
+pytestmark = pytest.mark.usefixtures("figures_undrawn")
+
 DEVICE = "ci-host-cpu"
 
 

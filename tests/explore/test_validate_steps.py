@@ -15,6 +15,9 @@ from explore.design_point import DesignPoint
 from explore.evaluate import Evaluator
 from kernels.measured import MeasuredKernel, read_table, write_table
 
+# The claims here are about rows, columns, messages and files, not about what a report's figure shows.
+pytestmark = pytest.mark.usefixtures("figures_undrawn")
+
 DEVICE = "h100-sxm"
 
 
