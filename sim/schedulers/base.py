@@ -417,7 +417,20 @@ class Scheduler:
     def _grow_decodes(self, state: EngineState, decoding: list[Sequence]) -> list[Sequence]:
         """Give each decoding sequence (oldest first) blocks for its next token and its lookahead slots, preempting
         the newest running sequences when blocks run out (vLLM's policy; under the priority policy the least urgent,
-        the latest arrival among equals); returns the sequences that decode."""
+        the latest arrival among equals); returns the sequences that decode. One that is preempted itself leaves
+        those after it to grow still (_grow_decodes_until stops there)."""
+        return self._grow(state, decoding, stop_at_self=False)[0]
+
+    def _grow_decodes_until(self, state: EngineState,
+                            decoding: list[Sequence]) -> tuple[list[Sequence], Sequence | None]:
+        """As _grow_decodes, but stopping where a sequence is preempted itself, as vLLM v1's loop over its running
+        requests does (vllm/v1/core/sched/scheduler.py schedule(), commit 00024d31: "if preempted_req == request: ...
+        break", then "if new_blocks is None: # Cannot schedule this request. break"): the sequences after it are not
+        grown and sit out. Returns those that decode and the one that stopped it (None: none did)."""
+        return self._grow(state, decoding, stop_at_self=True)
+
+    def _grow(self, state: EngineState, decoding: list[Sequence], *,
+              stop_at_self: bool) -> tuple[list[Sequence], Sequence | None]:
         kv = state.kv
         kept: list[Sequence] = []
         pending = decoding
@@ -434,6 +447,8 @@ class Scheduler:
                     else state.running[-1]
                 self._preempt(state, victim)
                 if victim is seq:
+                    if stop_at_self:
+                        return kept, seq
                     break
                 for waiting_list in (pending, kept):
                     if victim in waiting_list:
@@ -441,4 +456,4 @@ class Scheduler:
                 if kv.grow_each([(seq.index, seq.computed + step)]):
                     kept.append(seq)
                     break
-        return kept
+        return kept, None

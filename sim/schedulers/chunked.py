@@ -25,29 +25,39 @@ class ChunkedPrefillScheduler(Scheduler):
         # hold their KV and sit out the iteration. Only sequences that joined without a chunk (handed over by a prefill
         # pool, swapped back in), or speculating ones, can outnumber the budget.
         decoding = [seq for seq in state.running if not seq.in_prefill]
+        order = {seq.index: place for place, seq in enumerate(state.running)}
         candidates = decoding[:len(self.decode_tokens(len(decoding)))]
-        batch = Batch(decodes=self._grow_decodes(state, candidates))
+        kept, stopped = self._grow_decodes_until(state, candidates)
+        batch = Batch(decodes=kept)
         # A decode the growing preempted gives its share of the budget back, and the decodes past the budget take it,
         # in order, as vLLM v1 does (vllm/v1/core/sched/scheduler.py schedule(), commit 00024d31: a preempted request
         # already scheduled returns its tokens, "token_budget += num_scheduled_tokens.pop(preempted_req_id)", and the
         # loop over running requests goes on to those after it). Only the priority policy preempts a decode already
-        # grown (under fcfs the newest running go first, those past the budget before any it holds). Unlike vLLM,
-        # which stops the loop where a request preempts itself, the decodes after it still grow (_grow_decodes).
+        # grown (under fcfs the newest running go first, those past the budget before any it holds). As vLLM's loop,
+        # the running requests stop where one is preempted itself (_grow_decodes_until): no decode after it grows.
         tried = {seq.index for seq in candidates}
         while True:
             running = {seq.index for seq in state.running}
             batch.decodes = [seq for seq in batch.decodes if seq.index in running]
+            if stopped is not None:
+                break
             rest = [seq for seq in decoding if seq.index in running and seq.index not in tried]
             room = len(self.decode_tokens(len(batch.decodes) + len(rest))) - len(batch.decodes)
             if room <= 0 or not rest:
                 break
             tried.update(seq.index for seq in rest[:room])
-            batch.decodes += self._grow_decodes(state, rest[:room])
+            kept, stopped = self._grow_decodes_until(state, rest[:room])
+            batch.decodes += kept
         tokens = self.decode_tokens(len(batch.decodes))
         if tokens and tokens[-1] < self.limits.verify_tokens:
             batch.short = tokens[-1]
         budget = self.prompt_budget(sum(tokens))
-        for seq in [s for s in state.running if s.in_prefill]:
+        # Where a decode was preempted itself, the prefills under way after it among the running requests (admission
+        # order) sit out too: vLLM's loop stopped there. Under fcfs a request is preempted itself only once every later
+        # one is, so the stop moves only the priority policy's iterations.
+        prefilling = [seq for seq in state.running if seq.in_prefill
+                      and (stopped is None or order[seq.index] < order[stopped.index])]
+        for seq in prefilling:
             if budget <= 0:
                 break
             chunk = min(seq.remaining_prefill, budget)

@@ -43,3 +43,24 @@ def test_an_iteration_left_empty_by_a_preemption_is_scheduled_again_at_once():
     batch = make_scheduler("chunked", SchedulerLimits(max_seqs=8, chunk_tokens=8, watermark=0.0)).next_batch(state)
     assert batch.decodes == [] and [(seq.index, tokens) for seq, tokens in batch.prefills] == [(0, 8)]
     assert state.running[0].preemptions == 1
+
+
+def test_under_the_priority_policy_the_running_requests_stop_where_one_is_preempted_itself():
+    """Four blocks, all held, running in this order: decode 0 (9 tokens), decode 1 (16 tokens, its next needs a block;
+    priority 1, the least urgent), decode 2 (9 tokens), and 3 prefilling its 32-token prompt (16 done). Budget 8.
+    vLLM v1 by hand: 0 is scheduled; 1 cannot grow, the least urgent running request is 1 itself, so it is preempted
+    and the loop over running requests breaks: 2 and 3 sit out, and no waiting request is scheduled (a preemption).
+    The iteration decodes 0 alone. Before, 2 decoded too and 3 took a 6-token chunk into the block 1 freed."""
+    state = EngineState(kv=PagedKVCache(capacity_blocks=4, block_tokens=16))
+    _decoding(state, 0, context=8, held=9)
+    _decoding(state, 1, context=16, held=16, priority=1)
+    _decoding(state, 2, context=8, held=9)
+    prefilling = Sequence(index=3, arrival_s=3.0, prompt=32, output=20)
+    prefilling.computed = 16
+    state.kv.hold(3, 16)
+    state.running.append(prefilling)
+    limits = SchedulerLimits(max_seqs=8, chunk_tokens=8, watermark=0.0, queue_policy="priority")
+    batch = make_scheduler("chunked", limits).next_batch(state)
+    assert [seq.index for seq in batch.decodes] == [0]
+    assert batch.prefills == []
+    assert [seq.index for seq in state.running] == [0, 2, 3] and [seq.index for seq in state.waiting] == [1]
