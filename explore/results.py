@@ -187,7 +187,7 @@ def _read_legacy_csv(path: Path, columns: list[str]) -> list[dict[str, str]]:
             raise InputError(f"{path}: written by a sweep with other results columns ({change}); allowed: the same "
                              f"sweep, or another --out folder")
         rows = [(line, row) for line, row in enumerate(reader, start=2)
-                if None not in row and all(v is not None for v in row.values()) and row.get("point_id")]
+                if _complete(row) and row.get("point_id")]
     _check_rows((f"{path}:{line}" for line, _ in rows), (row for _, row in rows), columns)
     return [row for _, row in rows]
 
@@ -197,6 +197,11 @@ def _column_change(old: Iterable[str], new: Iterable[str]) -> str:
     old, new = list(old), list(new)
     change = [f"+{c}" for c in new if c not in old] + [f"-{c}" for c in old if c not in new]
     return ", ".join(change) or "another order"
+
+
+def _complete(row: dict[Any, Any]) -> bool:
+    """Whether a csv.DictReader row has a cell for every column and none past them (a line cut short has None)."""
+    return None not in row and all(v is not None for v in row.values())
 
 
 class ResultsStore:
@@ -478,7 +483,10 @@ def read_results(out_dir: str | Path, required: Iterable[str] = ()) -> list[dict
         rows = read_rows(out_dir / CSV_NAME)
         if rows and "point_id" not in rows[0]:
             raise InputError(f"{out_dir / CSV_NAME}: no point_id column: not a results table written by explore")
-        where = [f"{out_dir / CSV_NAME}:{line}" for line in range(2, len(rows) + 2)]
+        # A line cut short by a kill (or holding cells past the header's) holds no finished point: left out, as a run
+        # importing the file leaves it out.
+        kept = [(f"{out_dir / CSV_NAME}:{line}", row) for line, row in enumerate(rows, start=2) if _complete(row)]
+        where, rows = [place for place, _ in kept], [row for _, row in kept]
         _check_rows(where, rows, list(rows[0]) if rows else [])
     required = list(required)
     for place, row in zip(where, rows, strict=True):

@@ -130,3 +130,14 @@ def test_a_store_this_user_cannot_write_is_refused_before_the_run(tmp_path, monk
     with pytest.raises(InputError, match=r"results\.sqlite: found a results store this user cannot write \(attempt "
                                          r"to write a readonly database\); allowed: one this user can write"):
         ResultsStore(out, COLUMNS).load()
+
+
+def test_a_results_csv_alone_cut_short_by_a_kill_reads_its_complete_rows(tmp_path):
+    """`explore report` on a folder of results.csv alone whose last line a kill cut short: the cut row was read with
+    its missing cells None (a point without its metrics in the report); the run's import of the file drops it."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "results.csv").write_text("point_id,model,tokens_per_s,fits_in_memory\r\na,m,12.5,True\r\nb,m,4")
+    assert [row["point_id"] for row in read_results(out)] == ["a"]
+    with ResultsStore(out, COLUMNS) as store:
+        assert list(store.load()) == ["a"]
