@@ -941,8 +941,7 @@ def _assumptions(point: DesignPoint, device, config: ModelConfig) -> str:
         if device.node_link is not None:  # the system spans nodes (hw_models/nodes.py)
             per_node = nodes.node_layout(point.tp, link.spec)[0] if device.tp_nodes > 1 else link.spec.domain_devices
             node = device.node_link
-            how = ("fitted on " + ", ".join(sorted(set(node.fitted_on.values()))) + " NCCL data" if node.fitted_on
-                   else "on its datasheet alpha-beta model, no measured collectives on it")
+            how = _link_source(node)
             crossing = ("collectives across nodes run hierarchically" if device.tp_nodes > 1 else "") + (
                 " and " if device.tp_nodes > 1 and point.pp > 1 else "") + (
                 "sends between stages on different nodes cross it" if point.pp > 1 else "")
@@ -1029,7 +1028,8 @@ def _assumptions(point: DesignPoint, device, config: ModelConfig) -> str:
         if s.attends_apart:
             pools += (f", attention on {s.attention_devices} x {_named(s.attention_device)} "
                       f"({_pool_fits(s.attention_device, point)}) per "
-                      f"{'decode ' if s.disaggregated else ''}replica over {s.pool_link} " + (
+                      f"{'decode ' if s.disaggregated else ''}replica over {s.pool_link}, "
+                      f"{_link_source(load_link_model(s.pool_link))} " + (
                           "(hybrid: the model's devices attend to the sequences whose KV they hold)"
                           if s.attention_placement == "hybrid" else f"(up to {s.attention_micro_batches} "
                                                                     f"micro-batches)"))
@@ -1126,6 +1126,12 @@ def _pool_fits(device_name: str, point: DesignPoint) -> str:
     label = calibration_label(device)
     return ("fitted" if label == "fitted" else f"fits of sibling {device.calibration.sibling}" if label == "sibling"
             else "uncalibrated datasheet roofline")
+
+
+def _link_source(link) -> str:
+    """Where a link's collective times come from, as the run header says it: its fit's NCCL data, or its datasheet."""
+    return ("fitted on " + ", ".join(sorted(set(link.fitted_on.values()))) + " NCCL data" if link.fitted_on
+            else "on its datasheet alpha-beta model, no measured collectives on it")
 
 
 def cmd_report(args) -> int:
