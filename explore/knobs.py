@@ -544,7 +544,7 @@ _knob("link", str, "the link between the tp devices: a link preset (explore pres
 # (an NVSwitch board's eight: LinkSpec.domain_devices), and by a prefill pool's KV handover where kv_link is left out
 # (ServingSpec.handoff_link: the KV crosses the fabric between the pools' nodes), and by a KV store fetched at its NIC
 # rate (kv_store_GBps left out); a point whose pools each fit one node, and whose KV crosses no node link, is the point
-# without it (explore/sweep_serving.py pools_span_nodes, kv_crosses_node_link).
+# without it (explore/sweep_serving.py node_link_readers_of).
 register(Knob(name="node_link", type=str, section="parallel", scope="system", default="", label="node link",
               check=_device_link, only_with=("tp", "pp", "prefill_replicas"),
               help="the link between nodes where the tp x pp devices span more than one domain of the link (nvlink4: "

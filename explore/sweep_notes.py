@@ -17,8 +17,7 @@ from explore.serving_settings import GATEWAY_KNOBS, SCHEDULER_SETTINGS, unread
 from explore.sweep_serving import (
     AUTOSCALE_KNOBS,
     Parallel,
-    kv_crosses_node_link,
-    pools_span_nodes,
+    node_link_readers_of,
     reads_metric,
     routes,
     scales,
@@ -296,15 +295,14 @@ def _node_link_switches(dims: dict) -> list[str]:
 
 
 def _node_link_unread(combo: dict) -> bool:
-    """Whether a point at `combo` (_node_link_switches' values) reads no node link, as Sweep.point judges it: no KV
-    crosses it (kv_crosses_node_link), and no pool's devices span nodes over their link with its what-ifs
-    (pools_span_nodes)."""
-    if kv_crosses_node_link(combo["prefill_replicas"], combo["kv_store_GB"], combo["kv_store_GBps"]):
-        return False
+    """Whether a point at `combo` (_node_link_switches' values) reads no node link, as Sweep.point judges it
+    (node_link_readers_of)."""
     what_ifs = tuple((key.removeprefix(LINK_PREFIX), value) for key, value in combo.items()
                      if key.startswith(LINK_PREFIX))
-    return not pools_span_nodes(combo["device"], combo["link"], combo["tp"], combo["pp"], what_ifs,
-                                combo["mixed_device"] if combo["mixed_replicas"] else "")
+    return not node_link_readers_of(combo["device"], combo["link"], combo["tp"], combo["pp"], what_ifs,
+                                    prefill_replicas=combo["prefill_replicas"], kv_store_GB=combo["kv_store_GB"],
+                                    kv_store_GBps=combo["kv_store_GBps"],
+                                    mixed_device=combo["mixed_device"] if combo["mixed_replicas"] else "")
 
 
 def _sweep_latency_note(sweep) -> str:

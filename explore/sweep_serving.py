@@ -339,49 +339,36 @@ def serving_dimensions(serving: Serving) -> dict[str, list]:
     return dims
 
 
-def kv_crosses_node_link(prefill_replicas: int, kv_store_GB: float | None, kv_store_GBps: float | None) -> bool:
-    """Whether a point's KV crosses the node link whatever its devices span: a prefill pool's handover (kv_link left
-    out: ServingSpec.handoff_link), or a KV store's fetches at the node link's NIC rate (kv_store_GB without
-    kv_store_GBps: explore/evaluate.py Evaluator._kv_store_Bps)."""
-    return bool(prefill_replicas) or (bool(kv_store_GB) and kv_store_GBps is None)
-
-
-def pools_span_nodes(device: str, link: str, tp: int, pp: int, link_overrides: tuple = (),
-                     mixed_device: str = "") -> bool:
-    """Whether a pool of a point spans nodes, so that it reads the node link: the point's tp x pp devices over its link
-    with its what-ifs, or a fleet's `mixed_device` replicas (each tp x pp too) over their own link where its preset
-    names one, else the point's (explore/evaluate.py pool_point). A prefill pool reads the node link whatever it spans
-    (its KV handover: ServingSpec.handoff_link); attention devices reach the point's over attention_link."""
-    return (system_nodes(device, link, tp, pp, link_overrides) > 1
-            or bool(mixed_device) and mixed_device != device and _fleet_spans_nodes(mixed_device, link, tp, pp,
-                                                                                   link_overrides))
-
-
-def _fleet_spans_nodes(mixed_device: str, link: str, tp: int, pp: int, link_overrides: tuple) -> bool:
-    """Whether a fleet's tp x pp `mixed_device` replicas span nodes: over their own link where its preset names one,
-    else the point's with its what-ifs (explore/evaluate.py pool_point)."""
-    if has_default_link(load_device(mixed_device).name):
-        return system_nodes(mixed_device, "", tp, pp, ()) > 1
-    return system_nodes(mixed_device, link, tp, pp, link_overrides) > 1
+def node_link_readers_of(device: str, link: str, tp: int, pp: int, link_overrides: tuple = (), *,
+                         prefill_replicas: int = 0, kv_store_GB: float | None = None,
+                         kv_store_GBps: float | None = None, mixed_device: str = "") -> list[str]:
+    """What of a point reads its node link, in words (empty: nothing, and the point is the point without it): its tp x
+    pp devices spanning nodes over its link with its what-ifs; a prefill pool's KV handover (kv_link left out:
+    ServingSpec.handoff_link); a KV store's fetches at the node link's NIC rate (kv_store_GB without kv_store_GBps:
+    explore/evaluate.py Evaluator._kv_store_Bps); a fleet's `mixed_device` replicas spanning nodes over their own link
+    where its preset names one, else the point's (explore/evaluate.py pool_point). Attention devices reach the point's
+    over attention_link."""
+    readers = [f"its {tp * pp} devices, which span nodes"] if system_nodes(device, link, tp, pp,
+                                                                            link_overrides) > 1 else []
+    if prefill_replicas:
+        readers.append("the prefill pool's KV handover")
+    if kv_store_GB and kv_store_GBps is None:
+        readers.append("the KV store's fetches")
+    if mixed_device and mixed_device != device and (
+            system_nodes(mixed_device, "", tp, pp) if has_default_link(load_device(mixed_device).name)
+            else system_nodes(mixed_device, link, tp, pp, link_overrides)) > 1:
+        readers.append(f"the {mixed_device} replicas, which span nodes")
+    return readers
 
 
 def node_link_readers(device: str, link: str, tp: int, pp: int, link_overrides: tuple = (),
                       serving: ServingSpec | None = None) -> list[str]:
-    """What of a point reads its node link, in words (empty: nothing, and the point is the point without it): its own
-    devices spanning nodes, a prefill pool's KV handover or a KV store's fetches (kv_crosses_node_link), a fleet's
-    replicas spanning nodes (pools_span_nodes)."""
-    readers = [f"its {tp * pp} devices, which span nodes"] if pools_span_nodes(device, link, tp, pp,
-                                                                                link_overrides) else []
+    """node_link_readers_of a point with its serving spec's pools."""
     if serving is None:
-        return readers
-    if serving.prefill_replicas:
-        readers.append("the prefill pool's KV handover")
-    if kv_crosses_node_link(0, serving.kv_store_GB, serving.kv_store_GBps):
-        readers.append("the KV store's fetches")
-    if serving.mixed and serving.mixed_device != device and _fleet_spans_nodes(serving.mixed_device, link, tp, pp,
-                                                                              link_overrides):
-        readers.append(f"the {serving.mixed_device} replicas, which span nodes")
-    return readers
+        return node_link_readers_of(device, link, tp, pp, link_overrides)
+    return node_link_readers_of(device, link, tp, pp, link_overrides, prefill_replicas=serving.prefill_replicas,
+                                kv_store_GB=serving.kv_store_GB, kv_store_GBps=serving.kv_store_GBps,
+                                mixed_device=serving.mixed_device if serving.mixed else "")
 
 
 def routes(values: dict[str, Any]) -> bool:
