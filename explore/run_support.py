@@ -26,6 +26,10 @@ WHAT_IF_PREFIXES = (DEVICE_PREFIX, LINK_PREFIX, *(pool.prefix for pool in POOL_W
 _NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 _INTEGER = re.compile(r"^[-+]?\d+$")
 _WHERE = re.compile(r"^[^:]*\.ya?ml(:\d+)?: ")  # the file a device or link message starts with
+# Links a point names by preset, with the flag and the sweep key that name one: no what-if changes their fields (a
+# what-if's `link.` is the link between the tp devices); a link YAML with the field changed does.
+NAMED_LINKS = {"node_link": ("--node-link", "parallel.node_link"), "kv_link": ("--kv-link", "serving.kv_link"),
+               "attention_link": ("--attention-link", "serving.attention_link")}
 
 
 def parse_sets(items: list[str], device_name: str) -> tuple[dict[str, int | float], dict[str, int | float],
@@ -44,6 +48,8 @@ def parse_sets(items: list[str], device_name: str) -> tuple[dict[str, int | floa
         if not eq or not key:
             raise InputError(f"--set: found {item!r}, allowed: KEY=VALUE with a device field's dotted path, e.g. "
                              f"{SET_EXAMPLE}")
+        if why := named_link_refusal(key):
+            raise InputError(f"--set {key}: {why}")
         if not _NUMBER.match(text):
             if why := text_refusal(device_name, key, text):
                 raise InputError(f"--set {key}: found {text!r}; {why}")
@@ -60,6 +66,21 @@ def parse_sets(items: list[str], device_name: str) -> tuple[dict[str, int | floa
             raise InputError(f"--set {key}: found twice ({target[path]:g} and {value:g}), allowed: once")
         target[path] = value
     return device, link, pools
+
+
+def named_link_refusal(path: str, sweep: bool = False) -> str:
+    """Why a what-if on a field of a link the point names by preset ('node_link.bandwidth_GBps') is refused, with what
+    is allowed and how such a link's fields change (a link YAML named by its flag, or by its key in a `sweep`'s
+    overrides); '' for any other path."""
+    name, _, field = path.removeprefix(DEVICE_PREFIX).partition(".")
+    if name not in NAMED_LINKS or not field:
+        return ""
+    flag, key = NAMED_LINKS[name]
+    device = f"{DEVICE_PREFIX if sweep else ''}{SET_EXAMPLE.partition('=')[0]}"
+    return (f"found {f'{path!r}, ' if sweep else ''}a field of {name}, allowed: a device field ({device}), "
+            f"link.<field> (the link between the tp devices) or a field of another pool's devices; {name}'s fields "
+            f"change in a link YAML: a copy of its preset's file (explore presets links names them) with {field} "
+            f"changed, named by {f'{key}: FILE.yaml' if sweep else f'{flag} FILE.yaml'}")
 
 
 def text_refusal(device_name: str, key: str, text: str) -> str | None:

@@ -32,7 +32,7 @@ from explore.knobs import KNOBS, knobs
 from explore.metrics import metric, metric_names, numeric_metrics
 from explore.point_blocks import PointBlock, PointSet
 from explore.pool_what_ifs import POOL_WHAT_IFS
-from explore.run_support import LINK_PREFIX, WHAT_IF_PREFIXES, override_error, text_refusal
+from explore.run_support import LINK_PREFIX, WHAT_IF_PREFIXES, named_link_refusal, override_error, text_refusal
 from explore.schema import (
     ExpressionText,
     Number,
@@ -227,6 +227,8 @@ class SweepFile(Strict):
     @classmethod
     def _device_paths(cls, overrides: dict) -> dict:
         for path in overrides:
+            if why := named_link_refusal(path, sweep=True):
+                raise ValueError(why)
             device = path.startswith(("device.", *POOL_PREFIXES)) and len(path.split(".")) >= 3
             link = path.startswith(LINK_PREFIX) and len(path.split(".")) == 2
             if not (device or link):

@@ -368,10 +368,16 @@ CASES = [
      "--set: link.multimem: found 2, allowed: 0 or 1 (no or yes)"),
     ("--set on no field of a link, named as set", _run("--tp", "2", "--set", "link.bandwith_GBps=100"),
      "--set: link.bandwith_GBps: no such field to override (did you mean 'bandwidth_GBps'?)"),
-    # A key of no part of the system (the node link takes no what-if) reads as a device field's: the message lists the
-    # device's fields and the prefixes of the other parts' what-ifs.
-    ("--set on no part of the system", _run("--tp", "16", "--set", "node_link.bandwidth_GBps=100"),
+    # A key of no part of the system reads as a device field's: the message lists the device's fields and the
+    # prefixes of the other parts' what-ifs.
+    ("--set on no part of the system", _run("--tp", "16", "--set", "nic.bandwidth_GBps=100"),
      "or a field of another part of the system: link.<field>, attention_device.<field>"),
+    # A node link is named by preset and takes no what-if: the message says how its fields change (a link YAML).
+    ("--set on the node link", _run("--tp", "16", "--set", "node_link.bandwidth_GBps=10"),
+     "--set node_link.bandwidth_GBps: found a field of node_link, allowed: a device field (memory.bandwidth_GBps), "
+     "link.<field> (the link between the tp devices) or a field of another pool's devices; node_link's fields change "
+     "in a link YAML: a copy of its preset's file (explore presets links names them) with bandwidth_GBps changed, "
+     "named by --node-link FILE.yaml"),
     ("--requests beyond the limit", _run("--serving", "--requests", "10000000", "--rate", "1000"),
      "--requests: found 10,000,000, allowed: at most 1,000,000"),
     # A conversation's turns are requests: more than a run may hold is refused before any request is drawn (10^22
@@ -601,3 +607,19 @@ def test_validate_refuses_another_gpu_before_reading_the_profile_s_ops(tmp_path,
     assert main(["validate", "--profile", str(H200_PROFILE), "--device", "h100-sxm"]) == 2
     assert "--device: found 'h100-sxm' (132 SMs and 84.9 GB) for a profile recorded on NVIDIA H200" in \
         capsys.readouterr().err
+
+
+def test_a_sweep_override_of_a_node_link_field_says_how_to_change_it(tmp_path, capsys):
+    """A node link's field is no what-if in a sweep either: the one line says a link YAML named by parallel.node_link
+    changes it."""
+    from explore.cli import main
+    from tests.explore.tiny_sweep import write_sweep
+
+    sweep = write_sweep(tmp_path, "name: nl\nmodel: llama-2-7b\ndevice: h100-sxm\n"
+                                  "workload: {batch: 1, prompt: 16, output: 2}\nparallel: {tp: 16}\n"
+                                  "overrides: {node_link.bandwidth_GBps: [10, 20]}\n")
+    assert main(["check", sweep]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "sweep.yaml:6: overrides: found 'node_link.bandwidth_GBps', a field of node_link, allowed: a device field " \
+           "(device.memory.bandwidth_GBps), link.<field>" in line
+    assert line.endswith("with bandwidth_GBps changed, named by parallel.node_link: FILE.yaml")
