@@ -8,7 +8,8 @@ import html
 import logging
 import math
 import re
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,6 +33,7 @@ from explore.rows import (
     overrides_of,
 )
 from explore.sweep_notes import device_links, link_models_words
+from workloads.errors import InputError
 
 if TYPE_CHECKING:
     from explore.design_point import DesignPoint
@@ -409,24 +411,37 @@ def write_report(out_dir: Path, rows: list[dict], *, title: str, evaluator: Eval
     figures = extra_figures + kind_figures
     tables = extra_tables + lead_tables + tail_tables
     summary = _summary(typed, constraints) + kind_summary + [f"Written {datetime.date.today().isoformat()}."]
-    figure_dir = out_dir / FIGURES
-    figure_dir.mkdir(parents=True, exist_ok=True)
-    for stale in (path for pattern in OBJECTIVE_FIGURES for path in figure_dir.glob(pattern)):
-        stale.unlink()  # objective figures of an earlier report (other objectives); this one writes its own below
-    for stale in (figure_dir / f"{name}.png" for name in {*figures_of_kind(False), *figures_of_kind(True)}):
-        stale.unlink(missing_ok=True)  # static or serving figures of an earlier report; this one writes its own
-    for figure in figures:
-        if figure.png is not None:
-            (figure_dir / f"{figure.name}.png").write_bytes(figure.png)
-    detail.save()
-    if detail.unstored_figures():
-        log.warning("%s: figures not drawn: %s (%s holds no detail for their points; %s)", out_dir,
-                    ", ".join(detail.unstored_figures()), DETAIL_FILE, HOW_TO_STORE)
-    html_path, md_path = out_dir / "report.html", out_dir / "report.md"
-    lead = len(extra_tables) + len(lead_tables)  # the top-design tables precede the figures
-    html_path.write_text(render_html(title, summary, figures, tables, lead=lead), encoding="utf-8")
-    md_path.write_text(render_markdown(title, summary, figures, tables, lead=lead), encoding="utf-8")
+    with _refusing_unwritable(out_dir):
+        figure_dir = out_dir / FIGURES
+        figure_dir.mkdir(parents=True, exist_ok=True)
+        for stale in (path for pattern in OBJECTIVE_FIGURES for path in figure_dir.glob(pattern)):
+            stale.unlink()  # objective figures of an earlier report (other objectives); this one writes its own below
+        for stale in (figure_dir / f"{name}.png" for name in {*figures_of_kind(False), *figures_of_kind(True)}):
+            stale.unlink(missing_ok=True)  # static or serving figures of an earlier report; this one writes its own
+        for figure in figures:
+            if figure.png is not None:
+                (figure_dir / f"{figure.name}.png").write_bytes(figure.png)
+        detail.save()
+        if detail.unstored_figures():
+            log.warning("%s: figures not drawn: %s (%s holds no detail for their points; %s)", out_dir,
+                        ", ".join(detail.unstored_figures()), DETAIL_FILE, HOW_TO_STORE)
+        html_path, md_path = out_dir / "report.html", out_dir / "report.md"
+        lead = len(extra_tables) + len(lead_tables)  # the top-design tables precede the figures
+        html_path.write_text(render_html(title, summary, figures, tables, lead=lead), encoding="utf-8")
+        md_path.write_text(render_markdown(title, summary, figures, tables, lead=lead), encoding="utf-8")
     return html_path, md_path
+
+
+@contextmanager
+def _refusing_unwritable(out_dir: Path) -> Iterator[None]:
+    """The report's writes, a path among them this user cannot write (a read-only report.md, a figures folder) refused
+    in one line naming it and what to do: the results are stored before the report, so `explore report` redraws it."""
+    try:
+        yield
+    except PermissionError as err:
+        raise InputError(f"{err.filename}: found a path this user cannot write ({err.strerror}); allowed: a report "
+                         f"this user can write: make it writable or remove it, then `explore report {out_dir}` "
+                         f"draws the report from the stored results") from None
 
 
 def roofline_panels(evaluator: Evaluator, rows: list[dict[str, Any]], chosen=()) -> list:
