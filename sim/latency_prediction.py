@@ -21,7 +21,8 @@ device; it errs in how the queue will drain:
   budget), held / decoded iterations of the earliest admitted it decodes (each gives that many of the held a token);
   and prompts as often as the replica's last RECENT_ITERATIONS iterations prefilled, as if the prompts arriving
   lately keep arriving (those ahead are prefilled before its decode starts): riding along, a chunk of what the budget
-  leaves (a chunked scheduler) or a prompt of the recent prefills' mean tokens beside the decodes its scheduler runs
+  leaves (a chunked scheduler; where the iteration's chunks were of a token each, as a prompt found cached but its last
+  token computes that one, those) or a prompt of the recent prefills' mean tokens beside the decodes its scheduler runs
   beside such prompts (Orca), or else in iterations of their own in between;
 - the iteration under way, preemptions, the iterations its own decode sits out for prompts under Orca's
   max_decode_preemptions (at most that many over its life), a speculative decode's drafts and pipeline stages' overlap
@@ -244,16 +245,22 @@ def _decoded_tpot_s(replica: Replica, decode_kv: list[int], memo: dict | None = 
     decode_s = iteration_s(replica, [], decode_kv, 0, memo)
     recent = replica.log[-RECENT_ITERATIONS:]
     # The iterations that prefilled (IterationRow.prefill_tokens: whatever a speculating decode verified), their
-    # prompts and prompt tokens. Those whose chunks were of one token each (a prompt found cached but its last token, a
-    # budget's last token) run as a decode does and are not counted.
-    prefills = [(row.prefills, row.prefill_tokens) for row in recent if row.prefill_tokens > row.prefills]
+    # prompts and prompt tokens, those whose chunks were of one token each among them (a prompt found cached but its
+    # last token, which it computes to sample from), as the scheduler forms them: beside the decodes or apart.
+    prefills = [(row.prefills, row.prefill_tokens) for row in recent if row.prefill_tokens]
     if not prefills:
         return decode_s
     share = len(prefills) / len(recent)
     scheduler = replica.scheduler
     if scheduler.chunked:
+        # A chunk of what the budget leaves where the prompts had more than a token each; else their one-token chunks.
         chunk = max(scheduler.token_budget() - decode_budget(scheduler, decode_kv), 1)
-        return decode_s + share * (iteration_s(replica, [(chunk, 0)], decode_kv, 0, memo) - decode_s)
+        full = sum(tokens > prompts for prompts, tokens in prefills)
+        time_s = decode_s + full / len(recent) * (iteration_s(replica, [(chunk, 0)], decode_kv, 0, memo) - decode_s)
+        for prompts, tokens in prefills:
+            if tokens == prompts:
+                time_s += (iteration_s(replica, [(1, 0)] * prompts, decode_kv, prompts, memo) - decode_s) / len(recent)
+        return time_s
     if scheduler.prompts_beside_decodes:
         # A prompt beside the decodes: an iteration's prompt tokens past one a prompt, and the prompt's own (one).
         prompt = round(sum(tokens - prompts + 1 for prompts, tokens in prefills) / len(prefills))
