@@ -13,9 +13,10 @@ a replica's requests a second):
   the batch (a chunked scheduler's token budget), the time between a request's tokens is batch / decoded iterations of
   those it decodes, and the rate stops growing with the batch past them;
 - a pool serving requests whole (aggregated): the same over the largest batch whose iteration, beside the prompt
-  tokens its requests bring (batch x ISL / OSL a step, up to the token budget), is within the TPOT limit and whose
-  next request's TTFT (those tokens and its own, in chunks beside the batch) within the TTFT limit; the batch at most
-  where the budget left admits prompts as fast as the batch finishes them (ISL / (budget - batch) <= OSL);
+  tokens its requests bring (batch x ISL / OSL a step, up to what its scheduler lets an iteration's prompts take:
+  prompt_room, the token budget or prompt_batch_tokens), is within the TPOT limit and whose next request's TTFT (those
+  tokens and its own, in iterations of that many beside the batch) within the TTFT limit; the batch at most where the
+  prompt budget the batch leaves admits prompts as fast as the batch finishes them (ISL / prompt_room <= OSL);
 each within [replicas, max_replicas] (Dynamo's min_endpoint: the replicas the pool starts with), held at once: no
 stabilization window, no step limit (Dynamo sets the deployment's replica counts). As in Dynamo, whose means over an
 interval in which nothing finished are undefined: an interval in which requests arrived but none finished is skipped
@@ -50,6 +51,7 @@ from sim.autoscalers.base import Autoscaler, Autoscaling, Policy, Traffic
 from sim.autoscalers.load_predictors import LOAD_PREDICTORS
 from sim.latency_prediction import decoded_batch, iteration_s, prompt_alone_s, prompts_s
 from sim.replica import Replica
+from sim.schedulers import Scheduler
 
 ADJUSTMENT_INTERVAL_S = 180.0  # Dynamo's SLAPlannerDefaults.adjustment_interval
 
@@ -142,16 +144,20 @@ class SLAPlanner(Policy):
         prompt tokens its requests bring, keep both limits (Dynamo's AggRegressionModel.find_best_engine_agg_rps)."""
         budget = engine.scheduler.token_budget()
         context = round(isl + osl / 2)
-        # Past where the budget left admits prompts as fast as the batch finishes them, TTFT grows without bound.
+        # Past where the prompt budget left admits prompts as fast as the batch finishes them, TTFT grows without bound.
         most = min(self.largest_batch(engine, context), budget - 1)
-        while most > 1 and isl / (budget - most) > osl:
+        while most > 1 and isl / prompt_room(engine.scheduler, isl, most) > osl:
             most -= 1
         best = 0.0
         computed = isl * (1.0 - self.hit_rate)  # a prompt's tokens computed, past its prefix hit
+        # The prompt tokens a step takes (the ones the batch's requests bring, and a joining request's ahead of its
+        # own): within what the scheduler lets an iteration's prompts take, none of its budget taken by the batch's
+        # decodes (the step prices them beside the prompt tokens, as Dynamo's agg model does).
+        room = prompt_room(engine.scheduler, computed, 0)
         for batch in range(1, max(most, 1) + 1):
-            prefill = max(round(min(batch * computed / osl, budget)), 1)
+            prefill = max(round(min(batch * computed / osl, room)), 1)
             step_s = iteration_s(engine, [(prefill, 0)], [context] * batch, 0, self.memo)
-            ttft_s = prompts_s(engine, round(prefill + isl), 1, 0, budget, [context] * batch, self.memo)
+            ttft_s = prompts_s(engine, round(prefill + isl), 1, 0, room, [context] * batch, self.memo)
             if batch > 1 and (step_s > self.scaling.tpot_s or ttft_s > self.ttft_s):
                 break
             best = batch / (osl * step_s)
@@ -172,3 +178,10 @@ class SLAPlanner(Policy):
         kv = engine.state.kv
         fit = kv.capacity_blocks // max(-(-context // kv.block_tokens), 1)
         return max(min(engine.scheduler.limits.max_seqs, fit), 1)
+
+
+def prompt_room(scheduler: Scheduler, prompt: float, decodes: int) -> int:
+    """The prompt tokens of `prompt`-token prompts an iteration of `scheduler` takes beside `decodes` decodes of a token
+    each: its prompt budget (Scheduler.prompt_budget: what the decodes leave, at most prompt_batch_tokens where prompts
+    run whole), or one longer prompt, alone, within Scheduler.prompt_alone (at least a token)."""
+    return max(scheduler.prompt_budget(decodes), min(math.ceil(prompt), scheduler.prompt_alone(decodes)), 1)

@@ -14,6 +14,7 @@ import simpy
 
 from kernels.shapes import step_shape
 from sim.autoscalers import Autoscaling, Traffic, make_autoscaler
+from sim.schedulers import SchedulerLimits, make_scheduler
 from sim.serving import serve_pools
 from tests.sim.autoscaled_pool import Slower, engine, pool
 from tests.sim.autoscaled_pool import finished as finished_requests
@@ -230,3 +231,32 @@ def test_a_chunked_decode_replica_s_rate_stops_growing_past_the_decodes_its_budg
     step_s = costs.price(step_shape([], [PROMPT + OUTPUT // 2] * 8, sampled=8)).time_s
     assert scaler.policy.decode_requests_per_s(replica, PROMPT, OUTPUT) == pytest.approx(8 / (OUTPUT * step_s),
                                                                                          rel=1e-9)
+
+
+def test_a_whole_request_replica_s_step_takes_the_prompt_tokens_its_prompt_batch_cap_allows(costs):
+    """A continuous replica serving whole requests, its prompts capped at 96 tokens an iteration (prompt_batch_tokens),
+    a batch of 64 requests of PROMPT and OUTPUT tokens: they bring 64 x PROMPT / OUTPUT = 128 prompt tokens a step, of
+    which its scheduler runs 96 an iteration (two 64-token prompts would make 128). With no limit to keep its batch
+    small, its requests a second are 64 / (OUTPUT iterations of the 64 decodes at PROMPT + OUTPUT / 2 tokens beside 96
+    prompt tokens), priced by hand (before, the step took 128 prompt tokens, up to the 8,192-token budget)."""
+    env, scaler = _planner(costs, [1.0])
+    replica = engine(env, costs, 64)
+    replica.scheduler = make_scheduler("continuous", SchedulerLimits(max_seqs=64, prompt_batch_tokens=96))
+    step_s = costs.price(step_shape([(96, 0)], [PROMPT + OUTPUT // 2] * 64, sampled=64)).time_s
+    assert scaler.policy.whole_requests_per_s(replica, PROMPT, OUTPUT) == pytest.approx(64 / (OUTPUT * step_s),
+                                                                                        rel=1e-9)
+
+
+def test_a_whole_request_replica_s_ttft_takes_the_prompt_iterations_its_prompt_batch_cap_forms(costs):
+    """The replica above under a TTFT limit of 1.5 iterations of 96 prompt tokens beside 16 decodes: a request joining a
+    batch of b finds 2b prompt tokens a step ahead of its own 64, which its scheduler runs within 96 an iteration, so
+    up to b = 16 in one iteration and past it in two (at least twice the time: the limit binds there). Its requests a
+    second are those of a batch of 16: 16 / (OUTPUT iterations of 16 decodes beside 32 prompt tokens), priced by hand
+    (before, the 8,192-token budget ran every joining request's prompts in one iteration, and its batch grew to 64)."""
+    one_s = costs.price(step_shape([(96, 0)], [PROMPT + OUTPUT // 2] * 16, sampled=16)).time_s
+    env, scaler = _planner(costs, [1.0], ttft_s=1.5 * one_s)
+    replica = engine(env, costs, 64)
+    replica.scheduler = make_scheduler("continuous", SchedulerLimits(max_seqs=64, prompt_batch_tokens=96))
+    step_s = costs.price(step_shape([(32, 0)], [PROMPT + OUTPUT // 2] * 16, sampled=16)).time_s
+    assert scaler.policy.whole_requests_per_s(replica, PROMPT, OUTPUT) == pytest.approx(16 / (OUTPUT * step_s),
+                                                                                        rel=1e-9)
