@@ -72,14 +72,14 @@ class LoadPlanner(Policy):
         slow_tokens = all(p.tpot_s > self.scaling.tpot_s for p in predicted)
         if {"prefill": slow_first, "decode": slow_tokens}.get(self.role, slow_first or slow_tokens):
             return min(held + 1, self.scaling.max_replicas)
-        growth = len(ready) / (len(ready) - 1) if len(ready) > 1 else math.inf
+        if len(ready) < 2:
+            return held  # none to give back
+        growth = len(ready) / (len(ready) - 1)
         first_holds = self.role == "decode" or all(
             self._first_token_holds(engine, isl, prediction, growth) for engine, prediction in zip(engines, predicted,
                                                                                                   strict=True))
         tokens_hold = self.role == "prefill" or all(self._tokens_hold(engine, growth) for engine in engines)
-        if len(ready) > 1 and first_holds and tokens_hold:
-            return max(held - 1, scaler.minimum)
-        return held
+        return max(held - 1, scaler.minimum) if first_holds and tokens_hold else held
 
     def _first_token_holds(self, engine: Replica, isl: float, prediction, growth: float) -> bool:
         """Whether the replica's queue, grown by `growth`, leaves its TTFT within the margin of the SLO: the queue's

@@ -198,3 +198,12 @@ def test_a_load_step_is_met_at_the_next_load_interval_where_the_sla_planner_wait
         result = serve_pools([pool(slow, scaling, max_seqs=8)], requests)
         first[policy] = min((time_s for time_s, held in result.scaled if held > 1), default=math.inf)
     assert 100.0 < first["load_planner"] < 100.0 + 10 * LOAD_INTERVAL_S <= 180.0 <= first["sla_planner"], first
+
+
+@pytest.mark.parametrize("scheduler", ["chunked", "orca"])
+def test_one_replica_serving_whole_requests_beside_its_decodes_is_kept(costs, scheduler):
+    """One ready replica of a pool serving whole requests, 32 requests decoding, every estimate within the SLO: none to
+    give back, so it holds one (before, the scale-down check grew its 32 decodes by 1 / 0 and raised OverflowError)."""
+    env, scaler = _scaler(costs, ready=1, scheduler=scheduler)
+    _decoding(scaler.replicas[0][0], 32)
+    assert scaler.policy.wanted(scaler) == 1
