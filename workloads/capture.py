@@ -16,6 +16,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from workloads import op_costs
+from workloads.layer_replication import layer_plan, replicated
 from workloads.model_config import ModelConfig
 from workloads.real_memory import check_real_memory
 from workloads.trace import DTYPE_BYTES, Op, TensorMeta, Trace, layer_index
@@ -325,12 +326,15 @@ def check_sampled(sampled: int, seq_len: int) -> None:
 
 
 def trace_model(config: ModelConfig, *, phase: str, batch: int, seq_len: int, context_len: int = 0,
-                sampled: int = 1, fake: bool = True, seed: int = 0) -> Trace:
+                sampled: int = 1, fake: bool = True, seed: int = 0, replicate_layers: bool = True) -> Trace:
     """Build our decoder for `config` and capture one prefill or one decode step.
 
     prefill: batch sequences of seq_len prompt tokens into an empty cache.
     decode: batch sequences of seq_len (normally 1) new tokens after context_len cached tokens.
     Logits are computed at each sequence's last `sampled` positions (a speculative verification's: all seq_len).
+    On fake tensors with `replicate_layers`, only the model's distinct layers are built and run, and their ops
+    repeated for the layers like them (workloads/layer_replication.py): the same trace, op for op, in a fraction of
+    the time. Real tensors run every layer.
     """
     from torch._subclasses.fake_tensor import FakeTensorMode
 
@@ -340,14 +344,19 @@ def trace_model(config: ModelConfig, *, phase: str, batch: int, seq_len: int, co
         raise ValueError(f"phase: found {phase!r}, allowed: 'prefill', 'decode'")
     check_sampled(sampled, seq_len)
     start = 0 if phase == "prefill" else context_len
+    plan = layer_plan(config) if fake and replicate_layers else None
 
     def build_and_run() -> Trace:
-        model = DecoderModel(config, max_tokens=batch * seq_len)
-        cache = KVCache(config, batch, start + seq_len, model.dtype)
+        built = config if plan is None else plan.config
+        model = DecoderModel(built, max_tokens=batch * seq_len)
+        cache = KVCache(built, batch, start + seq_len, model.dtype)
         ids = torch.zeros((batch, seq_len), dtype=torch.long)
-        return capture(model, (ids, cache, start, sampled), model=config.name, phase=phase, batch=batch,
-                       seq_len=seq_len, context_len=start, kv_tensors=cache.tensors(),
-                       sliding_window=config.sliding_window)
+        trace = capture(model, (ids, cache, start, sampled), model=config.name, phase=phase, batch=batch,
+                        seq_len=seq_len, context_len=start, kv_tensors=cache.tensors(),
+                        sliding_window=config.sliding_window)
+        if plan is None:
+            return trace
+        return replicated(trace, plan, [_param_sizes(layer) for layer in model.layers])
 
     if fake:
         with FakeTensorMode():
@@ -355,3 +364,9 @@ def trace_model(config: ModelConfig, *, phase: str, batch: int, seq_len: int, co
     check_real_memory(config, batch, start + seq_len, seq_len)
     torch.manual_seed(seed)
     return build_and_run()
+
+
+def _param_sizes(module: torch.nn.Module) -> tuple[int, int]:
+    """A module's parameter count and bytes."""
+    params = list(module.parameters())
+    return sum(p.numel() for p in params), sum(_nbytes(p) for p in params)

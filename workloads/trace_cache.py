@@ -37,7 +37,7 @@ CACHE_ENV = "LLM_CODESIGN_CACHE"
 CACHE_VERSION = 1  # of the file layout below; a change makes every older file miss
 SUFFIX = ".json.gz"
 # The modules whose code decides what a captured trace holds: an edit to any of them makes older traces miss.
-CAPTURE_SOURCES = ("capture.py", "decoder.py", "op_costs.py", "trace.py")
+CAPTURE_SOURCES = ("capture.py", "decoder.py", "layer_replication.py", "op_costs.py", "trace.py")
 # What a broken file raises on reading: gzip (OSError, EOFError, zlib.error), JSON and UTF-8 (ValueError),
 # a JSON document of the wrong shape (KeyError, TypeError, AttributeError; InputError is a ValueError).
 UNREADABLE = (OSError, EOFError, zlib.error, ValueError, KeyError, TypeError, AttributeError, RecursionError)
