@@ -135,15 +135,16 @@ def prompts_s(replica: Replica, tokens: int, seqs: int, context: int, per_iterat
 
 
 def prompt_alone_s(replica: Replica, tokens: float, memo: dict | None = None,
-                   riding: Sequence_[int] = ()) -> float:
+                   riding: Sequence_[int] = (), overdue: int = 0) -> float:
     """A prompt of `tokens` with no queue ahead on the replica, nothing cached: in chunks of what its scheduler's
-    budget leaves beside the `riding` decodes, each after the chunks' mean earlier context."""
+    budget leaves beside the `riding` decodes (`overdue` of them going first: Scheduler.going_first), each after the
+    chunks' mean earlier context."""
     tokens = max(round(tokens), 1)
     riding = decoded_batch(replica.scheduler, riding)[0]
     decoded = decode_budget(replica.scheduler, riding)
-    per_iteration = max(replica.scheduler.prompt_budget(decoded), 1)
-    alone = max(replica.scheduler.prompt_alone(decoded), 1)
-    riding = riding[:replica.scheduler.decodes_beside(len(riding), min(tokens, per_iteration))]  # none going first
+    per_iteration = max(replica.scheduler.prompt_budget(decoded, overdue), 1)
+    alone = max(replica.scheduler.prompt_alone(decoded, overdue), 1)
+    riding = riding[:replica.scheduler.decodes_beside(len(riding), min(tokens, per_iteration), overdue)]
     return prompts_s(replica, tokens, 1, _chunked_context(tokens, alone), per_iteration, list(riding), memo, alone)
 
 

@@ -89,9 +89,13 @@ class LoadPlanner(Policy):
         elsewhere."""
         riding = [seq.computed + 1 for seq in engine.state.running if not seq.in_prefill] \
             if engine.scheduler.prompts_beside_decodes and self.role == "serve" else []
-        own_s = prompt_alone_s(engine, isl, self.memo, riding)
-        after_s = prompt_alone_s(engine, isl, self.memo, [round(sum(riding) / len(riding))]
-                                 * math.ceil(len(riding) * growth) if riding else [])
+        # Those of them that go first whatever the prompt (Scheduler.going_first: under Orca's max_decode_preemptions,
+        # those that have sat out that many iterations), as the predictor counts them; as many more in the grown batch.
+        overdue = min(len(engine.scheduler.going_first(engine.state.running)), len(riding))
+        own_s = prompt_alone_s(engine, isl, self.memo, riding, overdue)
+        grown = math.ceil(len(riding) * growth)
+        after_s = prompt_alone_s(engine, isl, self.memo, [round(sum(riding) / len(riding))] * grown if riding else [],
+                                 min(math.ceil(overdue * growth), grown))
         budget_s = (self.scaling.ttft_s - after_s) * SCALE_DOWN_SENSITIVITY
         return budget_s > 0 and (prediction.ttft_s - own_s) * growth < budget_s
 

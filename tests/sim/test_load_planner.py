@@ -15,7 +15,7 @@ from kernels.shapes import step_shape
 from sim.autoscalers import Autoscaling, Traffic, make_autoscaler
 from sim.autoscalers.load_planner import LOAD_INTERVAL_S, SCALE_DOWN_SENSITIVITY
 from sim.latency_prediction import predict_latency, prompts_s
-from sim.schedulers import Sequence
+from sim.schedulers import SchedulerLimits, Sequence, make_scheduler
 from sim.serving import serve_pools
 from tests.sim.autoscaled_pool import Slower, engine, finished, pool
 from workloads.requests import RequestSet
@@ -207,3 +207,32 @@ def test_one_replica_serving_whole_requests_beside_its_decodes_is_kept(costs, sc
     env, scaler = _scaler(costs, ready=1, scheduler=scheduler)
     _decoding(scaler.replicas[0][0], 32)
     assert scaler.policy.wanted(scaler) == 1
+
+
+def test_an_orca_prompt_runs_beside_the_decodes_going_first_now_and_after_consolidation(costs):
+    """Two Orca replicas whose prompts take a 96-token budget first (max_decode_preemptions 4), each with 48 requests
+    decoding that have sat out 4 iterations (they go first whatever the prompt: Scheduler.going_first), nothing
+    queued: a 64-token prompt runs beside the 48 (P48), and on the survivor beside the 96 (P96), priced by hand. The
+    predicted TTFT is P48 with no queue, so a limit past P96 gives one back and one under it keeps both. Before, the
+    prompt's own time was priced beside the 32 decodes the budget leaves room for (P32, now and after), so P48 - P32
+    read as queue: a limit between P32 + 2 (P48 - P32) / 0.8 and P96 gave one back, the survivor's prompt then
+    missing it."""
+    env, scaler = _scaler(costs, scheduler="orca")
+    for r in (0, 1):
+        replica = scaler.replicas[r][0]
+        replica.scheduler = make_scheduler("orca", SchedulerLimits(max_seqs=MAX_SEQS * 2, prompt_batch_tokens=96,
+                                                                   max_decode_preemptions=4))
+        _decoding(replica, 48)
+        for seq in replica.state.running:
+            seq.preemptions = 4
+
+    def beside(decodes: int) -> float:
+        return costs.price(step_shape([(PROMPT, 0)], [CONTEXT] * decodes, sampled=decodes + 1,
+                                      finished=[PROMPT])).time_s
+
+    assert _ttft_s(scaler.replicas[0][0]) == pytest.approx(beside(48), rel=1e-12)
+    as_queue = beside(32) + 2 * (beside(48) - beside(32)) / SCALE_DOWN_SENSITIVITY
+    assert as_queue < beside(96)
+    for limit_s, wanted in (((as_queue + beside(96)) / 2, 2), (beside(96) * 1.001, 1)):
+        scaler.policy.scaling = Autoscaling(max_replicas=4, policy="load_planner", ttft_s=limit_s, tpot_s=1000.0)
+        assert scaler.policy.wanted(scaler) == wanted, limit_s
