@@ -319,10 +319,18 @@ def _add_serving_flags(run: argparse.ArgumentParser) -> None:
                    help="a separate prefill pool of this many replicas handing each request's KV to the decode "
                         "pool (disaggregated serving; default 0: none)")
     g.add_argument("--prefill-device", default="", help="the prefill pool's device (default: --device)")
+    g.add_argument("--prefill-node-link", default="",
+                   help="the link between the prefill pool's nodes, a port per device, where its devices span nodes, "
+                        "hand KV over or fetch a KV store at the NIC's rate: a link preset or YAML (default: "
+                        "--node-link, else its devices' own)")
     g.add_argument("--mixed-replicas", type=int,
                    help="replicas of --mixed-device serving requests whole beside the --replicas of --device, --router "
                         "picking among them all (a fleet of mixed GPU types; default: none)")
     g.add_argument("--mixed-device", help="the device of the --mixed-replicas (without --set's what-ifs)")
+    g.add_argument("--mixed-node-link", default="",
+                   help="the link between the --mixed-replicas' nodes, a port per device, where their devices span "
+                        "nodes or fetch a KV store at the NIC's rate: a link preset or YAML (default: --node-link, "
+                        "else their devices' own)")
     g.add_argument("--max-replicas", type=int,
                    help="autoscale from --replicas up to this many, as --autoscaler decides (default: --replicas "
                         "throughout)")
@@ -367,9 +375,9 @@ def _add_serving_flags(run: argparse.ArgumentParser) -> None:
     g.add_argument("--client-retry-s", type=number,
                    help="the first retry's backoff, doubling at each retry up to 8 s (default 0.5, OpenAI's client)")
     g.add_argument("--kv-link",
-                   help="the link KV crosses from the prefill to the decode pool (default: --node-link where given, "
-                        "else the pools' devices' node link, infiniband-hdr for A100s, infiniband-ndr otherwise; the "
-                        "slower where they differ)")
+                   help="the link KV crosses from the prefill to the decode pool (default: the pools' node links, "
+                        "--prefill-node-link and --node-link where given, else their devices' own, infiniband-hdr for "
+                        "A100s, infiniband-ndr otherwise; the slower where they differ)")
     g.add_argument("--attention-device", default="",
                    help="run the attention of the serving (or decode) pool on devices of this kind apart from the "
                         "model's, which then hold the KV cache (model-attention disaggregation, Lamina); default: "

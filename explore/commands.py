@@ -57,7 +57,13 @@ from explore.sweep_notes import (
     sweep_notes,
     unread_seed_note,
 )
-from explore.sweep_serving import AUTOSCALE_KNOBS, capacity_ceiling_notice, capacity_notice, node_link_readers
+from explore.sweep_serving import (
+    AUTOSCALE_KNOBS,
+    capacity_ceiling_notice,
+    capacity_notice,
+    node_link_readers,
+    pool_node_link_readers,
+)
 from hw_models import nodes
 from hw_models.device import UNFUSED_ENGINE_KINDS, dispatch_s
 from hw_models.device_block import varies_in_block
@@ -774,6 +780,8 @@ def _serving_spec(args) -> ServingSpec:
     for flag, value, load in (("--prefill-device", args.prefill_device, load_device),
                               ("--mixed-device", args.mixed_device, load_device),
                               ("--kv-link", args.kv_link, load_link_model),
+                              ("--prefill-node-link", args.prefill_node_link, KNOBS["prefill_node_link"].validate),
+                              ("--mixed-node-link", args.mixed_node_link, KNOBS["mixed_node_link"].validate),
                               ("--attention-device", "" if args.attention_device == "none" else args.attention_device,
                                load_device),
                               ("--attention-link", args.attention_link, load_link_model)):
@@ -783,6 +791,8 @@ def _serving_spec(args) -> ServingSpec:
         except InputError as err:  # a name's message leads with its key ('device: found ...'), a file's with the file
             key, _, rest = str(err).partition(": ")
             raise InputError(f"{flag}: {rest if key in ('device', 'link') and rest else err}") from None
+        except ValueError as err:  # a knob's refusal of a value that loads (a storage tier as a node link)
+            raise InputError(f"{flag}: {err}") from None
     if not 0 < args.slo_attainment <= 1:
         raise InputError(f"--slo-attainment: found {args.slo_attainment}, allowed: a fraction in (0, 1]")
     if args.capacity and args.rate is not None:  # the search picks the rate: a given one would be ignored
@@ -805,6 +815,7 @@ def _serving_spec(args) -> ServingSpec:
                   capacity=tuple(args.capacity) if args.capacity else None,
                   replicas=args.replicas, prefill_replicas=args.prefill_replicas, prefill_device=args.prefill_device,
                   mixed_device=args.mixed_device or "", mixed_replicas=args.mixed_replicas or 0,
+                  prefill_node_link=args.prefill_node_link, mixed_node_link=args.mixed_node_link,
                   max_replicas=args.max_replicas, prefill_max_replicas=args.prefill_max_replicas,
                   mixed_max_replicas=args.mixed_max_replicas,
                   autoscale_target=args.autoscale_target,
@@ -986,7 +997,8 @@ def _assumptions(point: DesignPoint, device, config: ModelConfig) -> str:
         s = point.serving
         rate = (f"capacity search in {s.capacity[0]:g}-{s.capacity[1]:g} req/s" if s.capacity
                 else f"{s.rate_per_s:g} req/s" if s.rate_per_s else "the trace's arrival times")
-        pools = (f"{count_label(s.prefill_replicas, 'prefill replica')} ({_named(s.prefill_device or point.device)}) "
+        prefill = _named(s.prefill_device or point.device)
+        pools = (f"{count_label(s.prefill_replicas, 'prefill replica')} ({prefill}{_own_node_link('prefill', point)}) "
                  f"handing KV over {s.handoff_link(point.device, point.knob('node_link'))} to "
                  f"{count_label(s.replicas, 'decode replica')}"
                  if s.disaggregated
@@ -995,7 +1007,7 @@ def _assumptions(point: DesignPoint, device, config: ModelConfig) -> str:
             devices = point.tp * point.pp  # each mixed replica is laid out as the point's replicas are
             each = f", {devices} devices each over {_pool_link(s.mixed_device, point)}" if devices > 1 else ""
             pools += (f" and {s.mixed_replicas} of {_named(s.mixed_device)} ({_pool_fits(s.mixed_device, point)}"
-                      f"{each}), one router over them all")
+                      f"{each}{_own_node_link('mixed', point)}), one router over them all")
         scaling = s.autoscaling("decode") or s.autoscaling("prefill") or s.autoscaling("mixed")
         if scaling is not None:
             pairs = ((("prefill", s.prefill_max_replicas), ("decode", s.max_replicas)) if s.disaggregated
@@ -1111,6 +1123,18 @@ def _named(device: str) -> str:
     """A device preset's name, or the `name:` of a device file given by path (its stem where it is on a base preset
     and gives none)."""
     return read_device_yaml(device)[0]["name"]
+
+
+def _own_node_link(kind: str, point: DesignPoint) -> str:
+    """A serving pool's own node link (--prefill-node-link, --mixed-node-link) and what of the pool reads it, in words
+    ('' where it names none: the point's or its devices' own)."""
+    name = point.serving.pool_node_link(kind)
+    if not name:
+        return ""
+    readers = pool_node_link_readers(kind, point.device, point.link, point.tp, point.pp, point.link_overrides,
+                                     point.serving)
+    return f", --{kind}-node-link {name} " + (f"read by {' and '.join(readers)}" if readers else
+                                              "unread: its devices fit one node and no KV crosses it")
 
 
 def _pool_link(device_name: str, point: DesignPoint) -> str:

@@ -370,8 +370,8 @@ class Evaluator:
         """The hardware of each of a serving point's pools (serving_pools), as its spec sets them: what its run
         prices and a point not run shows."""
         spec, held = point.serving, []
-        for role, replicas, name, own in serving_pools(point):
-            on_pool, kind = pool_point(point, name, own), _pool_kind(role, name)
+        for role, replicas, name, own, node_link in serving_pools(point):
+            on_pool, kind = pool_point(point, name, own, node_link), _pool_kind(role, name)
             scaling = spec.autoscaling(kind)
             # A prefill pool's replicas attend on their own devices (Evaluator._pool's cost model).
             attending = ((spec.attention_devices, self.attention_device(point)),) if (
@@ -801,12 +801,12 @@ class Evaluator:
                                activations_B=max(memory.activations_B, held.activations_B))
 
     def _pool(self, point: DesignPoint, fmt: NumericFormat, role: str, replicas: int, device_name: str = "",
-              own: tuple = ()) -> Pool:
+              own: tuple = (), node_link: str = "") -> Pool:
         """A pool of a serving point: `replicas` of the point's device (or of `device_name`, without the point's
-        overrides), with the pool's `own` what-ifs, each holding the model's weights, the activations of its largest
-        iteration and KV blocks."""
+        overrides), with the pool's `own` what-ifs and node link (pool_point), each holding the model's weights, the
+        activations of its largest iteration and KV blocks."""
         spec, cfg = point.serving, self.config(point.model)
-        point = pool_point(point, device_name, own)
+        point = pool_point(point, device_name, own, node_link)
         device, costs = self.point_device(point), self.cost_model(point, fmt, attention=role != "prefill")
         limits = spec.limits()
         ranks = 1 if costs.experts is None else costs.experts.ranks
@@ -871,7 +871,7 @@ class Evaluator:
 
     def _kv_store_Bps(self, point: DesignPoint) -> float:
         """What a replica fetches from the pool's KV store per second: each of its tp x pp devices its shard of the
-        blocks at once, at kv_store_GBps or its node link's NIC rate (the user's node_link where the point reads it,
+        blocks at once, at kv_store_GBps or its node link's NIC rate (the pool's: pool_point, where the user names one,
         else hw_models/link.py default_node_link: the network a store across machines is reached over, as Mooncake's
         transfer engine reaches it over RDMA)."""
         gbps = point.serving.kv_store_GBps
@@ -931,8 +931,8 @@ class Evaluator:
             raise InputError(f"{name}: found {point.knob(name)!r} with serving:, allowed: {allowed} ({why})")
         if point.serving.attends_apart:
             self._check_attention(point)
-        for _, _, name, own in serving_pools(point):
-            on_pool = pool_point(point, name, own)
+        for _, _, name, own, node_link in serving_pools(point):
+            on_pool = pool_point(point, name, own, node_link)
             self._host_link_Bps(on_pool, self.point_device(on_pool))  # a pool's link to swap over
 
     def _check_attention(self, point: DesignPoint) -> None:
@@ -968,8 +968,7 @@ class Evaluator:
             return Evaluation(point=point, metrics=_serving_unrun(spec, None, reason, device, held), result=None,
                               tables=None)
         cfg = self.config(point.model)
-        pools = [self._pool(point, fmt, role, replicas, name, own)
-                 for role, replicas, name, own in serving_pools(point)]
+        pools = [self._pool(point, fmt, *pool) for pool in serving_pools(point)]
         if spec.disaggregated:
             link = load_link_model(spec.handoff_link(point.device, point.knob("node_link")))
 
@@ -1052,15 +1051,17 @@ def _autoscaling(spec, weights_B: float, role: str) -> Autoscaling | None:
     return replace(scaling, cold_start_s=weights_B / (load_link(COLD_START_LINK).bandwidth_GBps * 1e9))
 
 
-def serving_pools(point: DesignPoint) -> list[tuple[str, int, str, tuple]]:
-    """A serving point's pools in the order its run serves them: each one's role, replicas, device ('' the point's)
-    and own what-ifs; a prefill pool then the decode pool, or the point's replicas then a fleet's mixed ones."""
+def serving_pools(point: DesignPoint) -> list[tuple[str, int, str, tuple, str]]:
+    """A serving point's pools in the order its run serves them: each one's role, replicas, device ('' the point's),
+    own what-ifs and own node link ('' the point's: ServingSpec.pool_node_link); a prefill pool then the decode pool,
+    or the point's replicas then a fleet's mixed ones."""
     spec = point.serving
     if spec.disaggregated:
-        return [("prefill", spec.prefill_replicas, spec.prefill_device, point.prefill_overrides),
-                ("decode", spec.replicas, "", ())]
-    return [("serve", spec.replicas, "", ())] + (
-        [("serve", spec.mixed_replicas, spec.mixed_device, point.mixed_overrides)] if spec.mixed else [])
+        return [("prefill", spec.prefill_replicas, spec.prefill_device, point.prefill_overrides,
+                 spec.prefill_node_link), ("decode", spec.replicas, "", (), "")]
+    return [("serve", spec.replicas, "", (), "")] + (
+        [("serve", spec.mixed_replicas, spec.mixed_device, point.mixed_overrides, spec.mixed_node_link)]
+        if spec.mixed else [])
 
 
 def _pool_kind(role: str, device_name: str) -> str:
@@ -1085,16 +1086,19 @@ class PoolHardware:
     autoscaled: bool
 
 
-def pool_point(point: DesignPoint, device_name: str, own: tuple = ()) -> DesignPoint:
+def pool_point(point: DesignPoint, device_name: str, own: tuple = (), node_link: str = "") -> DesignPoint:
     """A serving pool's point: on `device_name` without the point's device what-ifs, its devices joined by their own
     link where their preset names one (an L4 pair by PCIe, whatever joins the point's H100s), else by the point's link
     and its what-ifs (a device file's); or on the point's device (the name empty or its own) with them; then the pool's
-    `own` what-ifs (explore/pool_what_ifs.py), which win."""
+    `own` what-ifs (explore/pool_what_ifs.py), which win; its nodes joined by its own `node_link` where it names one,
+    else by the point's (ServingSpec.pool_node_link)."""
     if device_name and device_name != point.device:
         own_link = dict(link="", link_overrides=()) if has_default_link(load_device(device_name).name) else {}
         point = replace(point, device=device_name, overrides=(), **own_link)
     if own:
         point = replace(point, overrides=tuple((dict(point.overrides) | dict(own)).items()))
+    if node_link:
+        point = replace(point, knobs=tuple(sorted((dict(point.knobs) | {"node_link": node_link}).items())))
     return point
 
 

@@ -552,7 +552,7 @@ register(Knob(name="node_link", type=str, section="parallel", scope="system", de
               "left out: a link preset (infiniband-ndr, infiniband-hdr, roce-400g ...) or a link YAML; empty: the "
               "device's (infiniband-hdr for A100s, infiniband-ndr otherwise); a point whose pools (a fleet's mixed "
               "replicas too) each fit one node, without a prefill pool or a KV store fetched at the NIC's rate, "
-              "ignores it",
+              "ignores it; a pool that names its own (prefill_node_link, mixed_node_link) takes that one instead",
               allowed_text="empty (the device's node link), a link preset that joins devices (explore presets links) "
               "or a path to a link YAML"))
 # How the all-reduces of tensor parallelism run (kernels/parallel.py ALLREDUCE_IMPLEMENTATIONS; hw_models/link.py
@@ -760,6 +760,17 @@ register(Knob(name="kv_store_GBps", type=float, section="serving", scope="servin
               minimum=0, allowed_text="GB/s > 0",
               help="what each device fetches from the KV store per second (beside kv_store_GB); unset: its node "
               "link's NIC (infiniband-ndr's 50 GB/s for Hopper and Blackwell GPUs, infiniband-hdr's 25 for A100s)"))
+# A pool's own node link (ServingSpec.pool_node_link): real clusters mix fabrics (an H100 prefill pool on InfiniBand
+# NDR beside an A100 decode pool on HDR); read where the pool's devices span nodes, where its KV store is fetched at
+# its NIC's rate, and by the prefill pool's KV handover (explore/sweep_serving.py pool_node_link_readers_of).
+for _pool, _with in (("prefill", "a prefill pool (prefill_replicas above 0)"),
+                     ("mixed", "a fleet's mixed replicas (mixed_replicas above 0)")):
+    register(Knob(name=f"{_pool}_node_link", type=str, section="serving", scope="serving", default=None, flag=False,
+                  check=_device_link,
+                  allowed_text="a link preset that joins devices (explore presets links) or a path to a link YAML",
+                  help=f"the link between the nodes of {_with}, a port per device, where its devices span nodes"
+                  f"{', hand KV over' if _pool == 'prefill' else ''} or fetch a KV store at the NIC's rate (a link "
+                  f"preset or YAML); unset: the point's node_link, else its devices' own"))
 # Model-attention disaggregation (sim/attention_pool.py): columns in sweeps whose serving section names an attention
 # device, every one of the four there.
 register(Knob(name="attention_device", type=str, section="serving", scope="serving", default="none", flag=False,

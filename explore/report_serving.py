@@ -89,7 +89,7 @@ DESIGN_KNOBS = ("model", "device", "scheduler", "format", "overrides", "arrival"
                 "router", "prefix_attention",
                 "prefix_groups", "queue_policy", "priority_fraction", "conversation_turns", "think_s", "think_cv",
                 "max_decode_preemptions", "memory_utilization", "host_cache_GB", "kv_store_GB", "kv_store_GBps",
-                "attention_device",
+                "prefill_node_link", "mixed_node_link", "attention_device",
                 "attention_devices", "attention_link", "attention_micro_batches", "attention_placement")
 ALWAYS_SHOWN = ("device", "scheduler")
 

@@ -183,7 +183,8 @@ LABELLED_WHERE_SET = ("router", "prompt_batch_tokens", "max_decode_preemptions",
                       "autoscale_interval_s", "autoscale_predictor", "busy_kv_usage", "busy_prefill_tokens",
                       "busy_waiting_requests", "busy_action", "client_retries", "client_retry_s",
                       "conversation_turns", "think_s", "think_cv", "memory_utilization", "host_cache_GB", "kv_store_GB",
-                      "kv_store_GBps", "attention_link", "attention_micro_batches", "attention_placement")
+                      "kv_store_GBps", "prefill_node_link", "mixed_node_link", "attention_link",
+                      "attention_micro_batches", "attention_placement")
 
 
 def point_label(row: dict[str, Any], *, lengths: bool = False, batch: bool = True) -> str:

@@ -262,6 +262,10 @@ RULES: tuple[ReadWhen, ...] = (
     ReadWhen("mixed_device", lambda v: _any(v, "mixed_replicas"), lambda v, n: "no mixed replicas",
              lambda n: f"with {n.at_least('mixed_replicas', 1, 'replicas of it beside the point')}, or left out"),
     ReadWhen("kv_link", lambda v: _any(v, "prefill_replicas"), lambda v, n: "no prefill pool", _pool),
+    ReadWhen("prefill_node_link", lambda v: _any(v, "prefill_replicas"), lambda v, n: "no prefill pool", _pool),
+    ReadWhen("mixed_node_link", lambda v: _any(v, "mixed_replicas"), lambda v, n: "no mixed replicas",
+             lambda n: f"with {n.at_least('mixed_replicas', 1, 'replicas of mixed_device beside the point')}, or "
+                       f"left out"),
     # max_replicas (or prefill_max_replicas) given at all, 0 included (which its own check refuses): a pool scales.
     *(ReadWhen(field, lambda v: any(m is not None for name in ("max_replicas", "prefill_max_replicas",
                                                                "mixed_max_replicas")

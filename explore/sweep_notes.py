@@ -287,7 +287,7 @@ def unread_node_link_note(sweep) -> str:
 
 # What a point's reading of its node link turns on (_node_link_unread), beside its link's what-ifs.
 NODE_LINK_SWITCHES = ("device", "link", "tp", "pp", "prefill_replicas", "kv_store_GB", "kv_store_GBps", "mixed_device",
-                      "mixed_replicas")
+                      "mixed_replicas", "mixed_node_link")
 
 
 def _node_link_switches(dims: dict) -> list[str]:
@@ -302,7 +302,8 @@ def _node_link_unread(combo: dict) -> bool:
     return not node_link_readers_of(combo["device"], combo["link"], combo["tp"], combo["pp"], what_ifs,
                                     prefill_replicas=combo["prefill_replicas"], kv_store_GB=combo["kv_store_GB"],
                                     kv_store_GBps=combo["kv_store_GBps"],
-                                    mixed_device=combo["mixed_device"] if combo["mixed_replicas"] else "")
+                                    mixed_device=combo["mixed_device"] if combo["mixed_replicas"] else "",
+                                    mixed_node_link=combo["mixed_node_link"] or "")
 
 
 def _sweep_latency_note(sweep) -> str:
@@ -540,6 +541,7 @@ def idle_what_if_note(sweep) -> str:
 # store, a fleet without mixed replicas or device, a pool that does not scale, a gateway without thresholds that rejects
 # and whose clients do not retry).
 _UNSET = {"link": "", "prefill_replicas": 0, "kv_store_GB": None, "kv_store_GBps": None, "mixed_device": "",
+          "mixed_node_link": "",
           "mixed_replicas": 0, "max_replicas": 0, "prefill_max_replicas": 0, "mixed_max_replicas": 0,
           **dict.fromkeys((*GATEWAY_KNOBS, "client_retries"))}
 

@@ -219,6 +219,9 @@ class Serving(Strict):
     client_retries: one_or_more(knob_type(KNOBS["client_retries"])) | None = None
     client_retry_s: one_or_more(knob_type(KNOBS["client_retry_s"])) | None = None
     kv_link: str | None = None  # the link each request's KV crosses from the prefill to the decode pool (handoff_link)
+    # A pool's own node link (parallel.node_link where unset: ServingSpec.pool_node_link); a list compares them.
+    prefill_node_link: one_or_more(knob_type(KNOBS["prefill_node_link"])) | None = None
+    mixed_node_link: one_or_more(knob_type(KNOBS["mixed_node_link"])) | None = None
     router: one_or_more(knob_type(KNOBS["router"])) | None = None  # how a pool picks a replica (least_requests)
     # How decode attention reads the shared prefix (paged); a list compares the two.
     prefix_attention: one_or_more(knob_type(KNOBS["prefix_attention"])) | None = None
@@ -328,7 +331,7 @@ def serving_dimensions(serving: Serving) -> dict[str, list]:
             dims[name] = as_list(getattr(serving, name))
     if serving.memory_utilization is not None:
         dims["memory_utilization"] = as_list(serving.memory_utilization)
-    for name in ("host_cache_GB", "kv_store_GB", "kv_store_GBps"):
+    for name in ("host_cache_GB", "kv_store_GB", "kv_store_GBps", "prefill_node_link", "mixed_node_link"):
         if getattr(serving, name) is not None:
             dims[name] = as_list(getattr(serving, name))
     for name in ("attention_device", "attention_devices", "attention_micro_batches", "attention_placement"):
@@ -341,24 +344,48 @@ def serving_dimensions(serving: Serving) -> dict[str, list]:
 
 def node_link_readers_of(device: str, link: str, tp: int, pp: int, link_overrides: tuple = (), *,
                          prefill_replicas: int = 0, kv_store_GB: float | None = None,
-                         kv_store_GBps: float | None = None, mixed_device: str = "") -> list[str]:
+                         kv_store_GBps: float | None = None, mixed_device: str = "",
+                         mixed_node_link: str = "") -> list[str]:
     """What of a point reads its node link, in words (empty: nothing, and the point is the point without it): its tp x
     pp devices spanning nodes over its link with its what-ifs; a prefill pool's KV handover (kv_link left out:
-    ServingSpec.handoff_link); a KV store's fetches at the node link's NIC rate (kv_store_GB without kv_store_GBps:
-    explore/evaluate.py Evaluator._kv_store_Bps); a fleet's `mixed_device` replicas spanning nodes over their own link
-    where its preset names one, else the point's (explore/evaluate.py pool_point). Attention devices reach the point's
-    over attention_link."""
+    ServingSpec.handoff_link, whose decode end the point's pool is); a KV store's fetches at the node link's NIC rate
+    (kv_store_GB without kv_store_GBps: explore/evaluate.py Evaluator._kv_store_Bps); a fleet's `mixed_device`
+    replicas spanning nodes (pool_nodes) where they name no node link of their own (`mixed_node_link`). Attention
+    devices reach the point's over attention_link."""
     readers = [f"its {tp * pp} devices, which span nodes"] if system_nodes(device, link, tp, pp,
                                                                             link_overrides) > 1 else []
     if prefill_replicas:
         readers.append("the prefill pool's KV handover")
     if kv_store_GB and kv_store_GBps is None:
         readers.append("the KV store's fetches")
-    if mixed_device and mixed_device != device and (
-            system_nodes(mixed_device, "", tp, pp) if has_default_link(load_device(mixed_device).name)
-            else system_nodes(mixed_device, link, tp, pp, link_overrides)) > 1:
+    if mixed_device and mixed_device != device and not mixed_node_link and pool_nodes(
+            mixed_device, device, link, tp, pp, link_overrides) > 1:
         readers.append(f"the {mixed_device} replicas, which span nodes")
     return readers
+
+
+def pool_node_link_readers_of(kind: str, pool_device: str, device: str, link: str, tp: int, pp: int,
+                              link_overrides: tuple = (), *, kv_link: str | None = None,
+                              kv_store_GB: float | None = None, kv_store_GBps: float | None = None) -> list[str]:
+    """What of a prefill pool or a fleet's mixed replicas (`kind`) on `pool_device` ('' the point's `device`) reads the
+    pool's own node link (prefill_node_link, mixed_node_link), in words (empty: nothing, and the point is the point
+    without it): its devices spanning nodes (pool_nodes), its KV store's fetches at the NIC's rate, and a prefill
+    pool's KV handover where kv_link is left out (ServingSpec.handoff_link)."""
+    readers = [f"its {tp * pp} devices, which span nodes"] if pool_nodes(pool_device, device, link, tp, pp,
+                                                                          link_overrides) > 1 else []
+    if kind == "prefill" and not kv_link:
+        readers.append("its KV handover")
+    if kv_store_GB and kv_store_GBps is None:
+        readers.append("its KV store's fetches")
+    return readers
+
+
+def pool_nodes(pool_device: str, device: str, link: str, tp: int, pp: int, link_overrides: tuple = ()) -> int:
+    """The nodes a pool's replica of `pool_device` ('' the point's `device`) spans: its tp x pp devices over their own
+    link where its preset names one, else over the point's link with its what-ifs (explore/evaluate.py pool_point)."""
+    if pool_device and pool_device != device and has_default_link(load_device(pool_device).name):
+        return system_nodes(pool_device, "", tp, pp)
+    return system_nodes(pool_device or device, link, tp, pp, link_overrides)
 
 
 def node_link_readers(device: str, link: str, tp: int, pp: int, link_overrides: tuple = (),
@@ -368,7 +395,18 @@ def node_link_readers(device: str, link: str, tp: int, pp: int, link_overrides: 
         return node_link_readers_of(device, link, tp, pp, link_overrides)
     return node_link_readers_of(device, link, tp, pp, link_overrides, prefill_replicas=serving.prefill_replicas,
                                 kv_store_GB=serving.kv_store_GB, kv_store_GBps=serving.kv_store_GBps,
-                                mixed_device=serving.mixed_device if serving.mixed else "")
+                                mixed_device=serving.mixed_device if serving.mixed else "",
+                                mixed_node_link=serving.mixed_node_link)
+
+
+def pool_node_link_readers(kind: str, device: str, link: str, tp: int, pp: int, link_overrides: tuple,
+                           serving: ServingSpec) -> list[str]:
+    """pool_node_link_readers_of a serving point's pool of `kind` (prefill, mixed); empty where the point lacks it."""
+    if not (serving.disaggregated if kind == "prefill" else serving.mixed):
+        return []
+    return pool_node_link_readers_of(kind, serving.prefill_device if kind == "prefill" else serving.mixed_device,
+                                     device, link, tp, pp, link_overrides, kv_link=serving.kv_link,
+                                     kv_store_GB=serving.kv_store_GB, kv_store_GBps=serving.kv_store_GBps)
 
 
 def routes(values: dict[str, Any]) -> bool:
@@ -442,6 +480,7 @@ def serving_spec(serving: Serving, values: dict[str, Any]) -> ServingSpec:
         prefix_attention=values.get("prefix_attention"), memory_utilization=values.get("memory_utilization"),
         host_cache_GB=values.get("host_cache_GB"), kv_store_GB=values.get("kv_store_GB"),
         kv_store_GBps=values.get("kv_store_GBps"),
+        prefill_node_link=values.get("prefill_node_link") or "", mixed_node_link=values.get("mixed_node_link") or "",
         attention_device=values.get("attention_device", ""),
         attention_devices=values.get("attention_devices", DEFAULT.attention_devices),
         attention_link=serving.attention_link,
@@ -460,6 +499,13 @@ def serving_spec(serving: Serving, values: dict[str, Any]) -> ServingSpec:
     if idle := unread(CLIENT_RETRIES, {name: (getattr(spec, name),) for name in (*GATEWAY_KNOBS, *CLIENT_RETRIES)}):
         # Retries at a point that rejects nothing (its gateway queues), or a delay at one that never retries.
         spec = dataclasses.replace(spec, **dict.fromkeys(idle))
+    # A pool's own node link that nothing of the pool reads (its devices fit one node, no handover or store crosses
+    # it): the point without it.
+    what_ifs = tuple((key.removeprefix("link."), value) for key, value in values.items() if key.startswith("link."))
+    if unheard := [f"{kind}_node_link" for kind in ("prefill", "mixed") if getattr(spec, f"{kind}_node_link") and not
+                   pool_node_link_readers(kind, values["device"], values.get("link", ""), values.get("tp", 1),
+                                          values.get("pp", 1), what_ifs, spec)]:
+        spec = dataclasses.replace(spec, **dict.fromkeys(unheard, ""))
     return spec
 
 
@@ -490,7 +536,8 @@ def check_serving(serving: Serving, models: list[str], located: LocatedYAML, sta
             raise InputError(f"{located.where(('serving', 'trace'))}: serving."
                              f"{message if message.startswith('trace: ') else 'trace: ' + message}") from None
     if serving is not None:
-        for key in ("prefill_device", "mixed_device", "kv_link", "attention_device", "attention_link"):
+        for key in ("prefill_device", "mixed_device", "kv_link", "attention_device", "attention_link",
+                    "prefill_node_link", "mixed_node_link"):
             for name in as_list(getattr(serving, key)):
                 if name and name != "none":
                     try:

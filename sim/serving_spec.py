@@ -49,7 +49,7 @@ KEY_NEUTRAL_DEFAULTS = frozenset({"prompt_batch_tokens", "slo_slowdown", "router
                                   "cold_start_s", "rate_profile", "prefill_max_replicas", "autoscaler",
                                   "autoscale_interval_s", "busy_kv_usage", "busy_prefill_tokens",
                                   "autoscale_predictor", "mixed_max_replicas", "busy_waiting_requests", "busy_action",
-                                  "client_retries", "client_retry_s"})
+                                  "client_retries", "client_retry_s", "prefill_node_link", "mixed_node_link"})
 # How a spec without a prefill pool, which reads no kv_link, keys it: the one default specs stored before kv_link could
 # be left unset wrote out (a DGX H100's InfiniBand NDR NIC per GPU), so stored results keep their keys.
 KV_LINK = "infiniband-ndr"
@@ -152,11 +152,15 @@ class ServingSpec:
     replicas: int = 1
     prefill_replicas: int = 0
     prefill_device: str = ""
-    kv_link: str | None = None  # None: the point's node_link, else the pools' devices' (handoff_link)
+    kv_link: str | None = None  # None: the pools' node links, the slower (handoff_link)
+    # The node link of the prefill pool's nodes, where it spans several or crosses them (pool_node_link); "": the
+    # point's node_link, else its devices' own.
+    prefill_node_link: str = ""
     # A heterogeneous fleet: mixed_replicas replicas of mixed_device serving requests whole beside the replicas of the
     # point's device, one router picking among them all (Melange's mix of GPU types). 0: the point's replicas alone.
     mixed_device: str = ""
     mixed_replicas: int = 0
+    mixed_node_link: str = ""  # the mixed replicas' node link (pool_node_link); "": the point's, else their devices'
     # Replicas that come and go with the load (sim/autoscalers/): from `replicas` up to max_replicas, as the
     # autoscaler kind says (AUTOSCALERS; None: hpa, Kubernetes' HPA keeping autoscale_metric, requests waiting or
     # running on a replica, near autoscale_target per replica; sla_planner, load_planner, sla_load_planner: Dynamo's
@@ -326,6 +330,9 @@ class ServingSpec:
                              f"replicas alone)")
         if not self.mixed and self.mixed_device:
             object.__setattr__(self, "mixed_device", "")  # read beside mixed replicas only: one design whatever it says
+        for name, present in (("prefill_node_link", self.disaggregated), ("mixed_node_link", self.mixed)):
+            if not present and getattr(self, name):
+                object.__setattr__(self, name, "")  # a pool the point lacks has no nodes to join
         if self.mixed and not self.mixed_device:
             raise InputError(f"mixed_device: found '' with mixed_replicas {self.mixed_replicas}, allowed: a device "
                              f"(preset or YAML) for the mixed replicas")
@@ -673,6 +680,8 @@ class ServingSpec:
                 **({} if self.host_cache_GB is None else {"host_cache_GB": self.host_cache_GB}),
                 **({} if self.kv_store_GB is None else {"kv_store_GB": self.kv_store_GB}),
                 **({} if self.kv_store_GBps is None else {"kv_store_GBps": self.kv_store_GBps}),
+                **{name: getattr(self, name) for name in ("prefill_node_link", "mixed_node_link")
+                   if getattr(self, name)},
                 # Where a sweep names attention devices: the settings, none where the model's devices attend (and no
                 # micro-batches where a hybrid iteration runs as one batch; a point not run for its count shows it).
                 **({} if not self.attention_device else {
@@ -681,14 +690,21 @@ class ServingSpec:
                    | ({"attention_link": self.pool_link} if self.attends_apart else {})
                    | ({"attention_micro_batches": None} if self.micro_batches_unread else {}))}
 
+    def pool_node_link(self, kind: str, node_link: str = "") -> str:
+        """The node link the user names for a pool of `kind` (prefill, mixed; any other: the point's own pool): its own
+        (prefill_node_link, mixed_node_link), else the point's `node_link`; '' where neither is set (the pool's devices'
+        own: hw_models/link.py default_node_link)."""
+        return {"prefill": self.prefill_node_link, "mixed": self.mixed_node_link}.get(kind, "") or node_link
+
     def handoff_link(self, device: str, node_link: str = "") -> str:
-        """The link each request's KV crosses from the prefill pool to the decode pool on `device` (the point's):
-        kv_link, else the user's `node_link` (the fabric they say joins their nodes, every pool's), else the pools'
-        devices' node link (hw_models/link.py default_node_link: the fabric their nodes have), the slower where the two
-        pools' differ, as the KV leaves one device's port for the other's."""
-        if self.kv_link or node_link:
-            return self.kv_link or node_link
-        links = sorted({default_node_link(name) for name in (self.prefill_device or device, device)})
+        """The link each request's KV crosses from the prefill pool to the decode pool on `device` (the point's, whose
+        node link is `node_link`, '' for the device's own): kv_link, else the two pools' node links (pool_node_link,
+        else hw_models/link.py default_node_link: the fabric their nodes have), the slower where they differ, as the KV
+        leaves one device's port for the other's."""
+        if self.kv_link:
+            return self.kv_link
+        links = sorted({self.pool_node_link("prefill", node_link) or default_node_link(self.prefill_device or device),
+                        node_link or default_node_link(device)})
         return links[0] if len(links) == 1 else min(links, key=lambda name: load_link(name).bandwidth_GBps)
 
     @property

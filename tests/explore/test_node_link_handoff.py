@@ -126,7 +126,8 @@ def test_each_pool_spans_nodes_over_its_own_devices_link_unless_the_user_names_o
     def links(node_link: str) -> tuple[list[str], str]:
         point = replace(_point("llama-2-7b", "a100-sxm-80gb", node_link, tp=16),
                         serving=replace(_point("llama-2-7b", "a100-sxm-80gb").serving, prefill_device="h100-sxm"))
-        pools = [tiny_evaluator.point_device(pool_point(point, name, own)) for _, _, name, own in serving_pools(point)]
+        pools = [tiny_evaluator.point_device(pool_point(point, name, own, node_link))
+                 for _, _, name, own, node_link in serving_pools(point)]
         return [pool.node_link.spec.name for pool in pools], point.serving.handoff_link(point.device, node_link)
 
     assert links("") == (["infiniband-ndr", "infiniband-hdr"], "infiniband-hdr")
