@@ -79,6 +79,7 @@ from sim.serving_spec import ServingSpec
 from sim.slowdown import SLOWDOWN_PRESETS
 from sim.speculative import MEDUSA, MTP, Speculation, expected_tokens
 from workloads.errors import InputError
+from workloads.layer_replication import layer_plan
 from workloads.model_config import ModelConfig, experts_reached, load_model_config
 from workloads.real_memory import check_real_memory
 from workloads.requests import Fixed, phases_label, resolve_trace
@@ -87,18 +88,25 @@ from workloads.requests import Fixed, phases_label, resolve_trace
 # ~0.5-2 ms (more at large batch); Optuna adds about 20 ms per proposal (1,382 NSGA-II trials took 27 s).
 GOALS_FILE = "objectives.json"
 SWEEP_COPY = "sweep.yaml"  # a serving sweep's file, kept beside its results
-# Capturing a trace (workloads/trace_cache.py cached_trace: the model built on fake tensors, its pass recorded op by
-# op, the trace stored) costs a part an op it records and a part an expert it builds and hooks (an MoE layer builds
-# the experts its tokens reach: workloads/decoder.py MoE max_tokens; when measured, it built all of them). CPU time
-# (time.process_time) on one core of the 2-core machine,
-# shared with other tests (load 2-3), 2026-12-06, torch warmed up: 13 traces of llama-2-7b, mixtral-8x7b,
-# deepseek-v2-lite and qwen3-30b-a3b at 2 layers to full depth (177 to 29,238 ops, 0 to 6,144 experts built), least
-# squares without a constant: 0.208 ms an op and 0.87 ms an expert built, each trace within 20% (deepseek-v2-lite's
-# 512-token prefill 7.3 s, fitted 7.5; its decode step 3.1 s, fitted 2.6; qwen3-30b-a3b's decode step 7.4 s, 6,144
-# experts built, fitted 7.5) but the smallest. The tiny model's (tests/explore/tiny_sweep.py) 177-op prefill took
-# 0.064-0.070 s, 0.03 s past its ops: a trace's own part.
+# Capturing a trace (workloads/trace_cache.py cached_trace: the model's distinct layers built on fake tensors, their
+# pass recorded op by op, their ops copied for the layers like them (workloads/layer_replication.py), the trace
+# stored) costs a part an op it dispatches (the ops before and after the layer stack and those of the layers traced:
+# the first of each kind and the last), a part an op copied, and a part an expert built and hooked (an MoE layer
+# builds the experts its tokens reach: workloads/decoder.py MoE max_tokens). CPU time (time.process_time) on one core
+# of the 2-core machine, shared with other work (load 4-6), 2026-12-07, torch warmed up, each trace the faster of two
+# runs: 24 traces of llama-2-7b, mixtral-8x7b, deepseek-v2-lite and qwen3-30b-a3b at 2 and 8 layers and full depth, a
+# 512-token prefill and a decode step after 512 (177 to 4,301 ops dispatched, 0 to 98,302 copied, 0 to 256 experts
+# built), less the trace's own part and 0.87 ms an expert built (fitted before replication, when every layer built
+# its experts: 13 traces up to 6,144 experts built; the traces here build too few beside their ops to fit it), least
+# squares without a constant: 0.228 ms an op dispatched and 0.0152 ms an op copied (its copy and its share of
+# storing the trace). Within 25% for the traces over 1 s (qwen3-30b-a3b's prefill at full depth 2.72 s, fitted 2.73;
+# deepseek-v2-lite's 1.07 s, fitted 1.09), within 1.6x but three decode steps under 0.6 s, fitted at about half of
+# their time. DeepSeek-V3's 512-token
+# prefill (245,096 ops, 8,570 dispatched, 2 x 256 experts built) took 5.96 s, estimated 6.0 s. The tiny model's
+# (tests/explore/tiny_sweep.py) 177-op prefill took 0.064-0.070 s, 0.03 s past its ops: a trace's own part.
 TRACE_S = 0.03
-TRACE_S_PER_OP = 0.0002
+TRACE_S_PER_OP = 0.00023
+TRACE_S_PER_OP_COPIED = 0.000015
 TRACE_S_PER_EXPERT_BUILT = 0.00087
 # A run that captures a trace imports torch and warms its fake-tensor dispatch first: explore on the tiny model
 # (--workers 1, /usr/bin/time user + sys) from an empty trace cache and again from the filled one took 4.47 and
@@ -418,12 +426,15 @@ def _capture_s(to_capture: list[Trace], workers: int, serving: bool) -> float:
 
 
 def _trace_s(trace: Trace) -> float:
-    """CPU time capturing a trace takes: each of its passes builds its model (of each MoE layer, the experts its tokens
-    reach: workloads/decoder.py MoE max_tokens) and records its ops."""
+    """CPU time capturing a trace takes: each of its passes builds its model's distinct layers (of each MoE layer among
+    them, the experts its tokens reach: workloads/decoder.py MoE max_tokens), records their ops and copies them for
+    the layers like them (workloads/layer_replication.py layer_plan)."""
     config = trace[0]
-    return sum(TRACE_S + config.moe_layers * experts_reached(tokens, config.experts_per_token, config.num_experts)
-               * TRACE_S_PER_EXPERT_BUILT
-               + _traced_ops(config, tokens) * TRACE_S_PER_OP for tokens in _pass_tokens(trace))
+    traced = layer_plan(config).config
+    return sum(TRACE_S + traced.moe_layers * experts_reached(tokens, config.experts_per_token, config.num_experts)
+               * TRACE_S_PER_EXPERT_BUILT + _traced_ops(traced, tokens) * TRACE_S_PER_OP
+               + (_traced_ops(config, tokens) - _traced_ops(traced, tokens)) * TRACE_S_PER_OP_COPIED
+               for tokens in _pass_tokens(trace))
 
 
 def _pass_tokens(trace: Trace) -> list[int]:

@@ -44,12 +44,13 @@ def _captured(cache: Path) -> list[Path]:
 
 
 def _price_layers(monkeypatch, layer_s: float) -> None:
-    """Prices capturing a trace at `layer_s` a decoder layer of each pass and nothing else (no torch start, no part a
-    trace, no experts)."""
+    """Prices capturing a trace at `layer_s` a decoder layer each pass dispatches and nothing else (no torch start, no
+    part a trace, no experts, no layer copied from another: workloads/layer_replication.py)."""
     from explore import commands
 
     for name, value in (("TORCH_START_S", 0.0), ("TRACE_S", 0.0), ("TRACE_S_PER_EXPERT_BUILT", 0.0),
-                        ("OPS_PER_LAYER", 1), ("OPS_PER_EXPERT", 0), ("TRACE_S_PER_OP", layer_s)):
+                        ("OPS_PER_LAYER", 1), ("OPS_PER_EXPERT", 0), ("TRACE_S_PER_OP", layer_s),
+                        ("TRACE_S_PER_OP_COPIED", 0.0)):
         monkeypatch.setattr(commands, name, value)
 
 
@@ -254,9 +255,11 @@ def test_a_speculative_sweep_counts_its_drafts_traces_as_the_run_takes_them(tmp_
     (model, batch, prompt) groups), 12 s by hand. Served,
     the module's step templates add 4 traces of each of its MLA forms, 8 of one layer at 0.5 s, to the model's 16 of
     two layers at 1 s (a dense first layer beside MoE ones, each in both forms): 24 traces, 20 s; a draft model's
-    (the tiny Llama) its 4 of two layers, 2 x 4 traces, 8 s. A static draft model (k = 2) beside its 4-layer target:
-    the target's prefill and decode (4 s), its verification (2 s), the draft's prefill and decode (2 s) and its first
-    step over the 3 verified tokens and the sampled one (1 s): 2 + 1 + 2 + 1 = 6 traces (it said 4), 9 s."""
+    (the tiny Llama) its 4 of two layers, 2 x 4 traces, 8 s. A static draft model (k = 2) beside its 4-layer target,
+    whose passes dispatch its first and last layers (the middle two copied, free here): the target's prefill and
+    decode (2 s), its verification (1 s), the draft's prefill and decode (2 s) and its first step over the 3 verified
+    tokens and the sampled one (1 s): 2 + 1 + 2 + 1 = 6 traces (it said 4), 6 s (9 s when every layer was
+    dispatched)."""
     import json
 
     from explore import commands
@@ -290,7 +293,7 @@ def test_a_speculative_sweep_counts_its_drafts_traces_as_the_run_takes_them(tmp_
     assert "up to 8 traces to capture" in drafted and _estimate_s(drafted) == 8, drafted
     static_drafted = check(f"model: {models['big']}\nworkload: {{batch: 1, prompt: 16, output: 4, spec_draft: "
                            f"{models['small']}, spec_tokens: 2, acceptance: 0.8}}\n")
-    assert "up to 6 traces to capture" in static_drafted and _estimate_s(static_drafted) == 9, static_drafted
+    assert "up to 6 traces to capture" in static_drafted and _estimate_s(static_drafted) == 6, static_drafted
 
 
 def test_the_estimate_of_a_long_serving_sweep_is_near_its_measured_run(capsys):
@@ -341,6 +344,34 @@ def test_the_estimate_prices_a_trace_by_its_ops_and_the_experts_it_builds(tmp_pa
     assert "up to 4 traces to capture" in served and _estimate_s(served) == 1166, served
 
 
+def test_the_estimate_prices_the_layers_a_trace_copies_apart(tmp_path, capsys, monkeypatch):
+    """A fake trace dispatches the ops of its model's first layer and last (the tiny Mixtral's layers are all of one
+    kind; workloads/layer_replication.py) and copies the others'. The tiny Mixtral at 5 layers, batch 1, prompt 16,
+    at 100 ops a layer and 10 an expert that gets tokens, 1 s an op dispatched, an expert built and a trace, 0.1 s an
+    op copied and 10 s to start: its prefill reaches all 4 experts, 2 x (100 + 4 x 10) = 280 ops dispatched, 3 x 140 =
+    420 copied, 2 x 4 experts built, 1 + 280 + 42 + 8 = 331 s; its decode step 2 experts, 2 x 120 = 240 dispatched,
+    3 x 120 = 360 copied, 2 x 2 built, 1 + 240 + 36 + 4 = 281 s; 10 + 331 + 281 = 622 s by hand (1,342 s when every
+    layer was dispatched and built its experts)."""
+    import json
+
+    from explore import commands
+    from tests.explore.tiny_sweep import TINY_CONFIG
+
+    _only(monkeypatch, TORCH_START_S=10.0, TRACE_S=1.0, TRACE_S_PER_OP=1.0, TRACE_S_PER_OP_COPIED=0.1,
+          TRACE_S_PER_EXPERT_BUILT=1.0)
+    monkeypatch.setattr(commands, "OPS_PER_LAYER", 100)
+    monkeypatch.setattr(commands, "OPS_PER_EXPERT", 10)
+    monkeypatch.setenv("LLM_CODESIGN_CACHE", str(tmp_path / "cache"))  # empty: nothing traced yet
+    model = tmp_path / "moe" / "config.json"
+    model.parent.mkdir()
+    model.write_text(json.dumps(TINY_CONFIG | TINY_MOE | {"num_hidden_layers": 5}))
+    path = write_sweep(tmp_path, f"name: est\nmodel: {model}\ndevice: h100-sxm\n"
+                                 f"workload: {{batch: 1, prompt: 16, output: 2}}\n")
+    assert main(["check", path]) == 0
+    out = capsys.readouterr().out
+    assert "up to 2 traces to capture" in out and _estimate_s(out) == 622, out
+
+
 def test_an_expert_that_gets_tokens_records_the_ops_the_estimate_counts(tmp_path):
     """OPS_PER_EXPERT is counted by hand from workloads/decoder.py RoutedExpert (16 ops); a trace of the tiny Mixtral's
     prefill, every one of its 2 x 4 experts reached, records 8 x 16 ops inside its experts."""
@@ -358,9 +389,9 @@ def _only(monkeypatch, **costs: float) -> None:
     """Prices every part of the estimate at 0 but `costs` (explore/commands.py's constants by name)."""
     from explore import commands
 
-    for name in ("TORCH_START_S", "TRACE_S", "TRACE_S_PER_OP", "TRACE_S_PER_EXPERT_BUILT", "POINT_S", "BLOCK_POINT_S",
-                 "PREPARE_S_PER_OP", "PREPARE_S_PER_COMBINATION", "REPORT_S_PER_FIGURE", "REPORT_S_PER_POINT",
-                 "SERVING_S_PER_POINT", "SERVING_S_PER_REQUEST"):
+    for name in ("TORCH_START_S", "TRACE_S", "TRACE_S_PER_OP", "TRACE_S_PER_OP_COPIED", "TRACE_S_PER_EXPERT_BUILT",
+                 "POINT_S", "BLOCK_POINT_S", "PREPARE_S_PER_OP", "PREPARE_S_PER_COMBINATION", "REPORT_S_PER_FIGURE",
+                 "REPORT_S_PER_POINT", "SERVING_S_PER_POINT", "SERVING_S_PER_REQUEST"):
         monkeypatch.setattr(commands, name, costs.get(name, 0.0))
 
 
