@@ -18,6 +18,7 @@ from explore.sweep_serving import (
     AUTOSCALE_KNOBS,
     Parallel,
     node_link_readers_of,
+    pool_node_link_readers_of,
     reads_metric,
     routes,
     scales,
@@ -306,6 +307,19 @@ def _node_link_unread(combo: dict) -> bool:
                                     mixed_node_link=combo["mixed_node_link"] or "")
 
 
+def _pool_node_link_unread(serving, kind: str, combo: dict) -> bool:
+    """Whether a point at `combo` (_node_link_switches' values) has no pool of `kind` (prefill, mixed), or one whose own
+    node link nothing reads, as the sweep's point judges it (explore/sweep_serving.py serving_spec)."""
+    if not combo[f"{kind}_replicas"]:
+        return True
+    what_ifs = tuple((key.removeprefix(LINK_PREFIX), value) for key, value in combo.items()
+                     if key.startswith(LINK_PREFIX))
+    device = serving.prefill_device or "" if kind == "prefill" else combo["mixed_device"]
+    return not pool_node_link_readers_of(kind, device, combo["device"], combo["link"], combo["tp"], combo["pp"],
+                                         what_ifs, kv_link=serving.kv_link, kv_store_GB=combo["kv_store_GB"],
+                                         kv_store_GBps=combo["kv_store_GBps"])
+
+
 def _sweep_latency_note(sweep) -> str:
     if sweep.spec.parallel is None or not sweep.spec.calibrated:
         return ""
@@ -484,6 +498,11 @@ def idle_what_if_note(sweep) -> str:
     groups.append((_node_link_switches(dims), _node_link_unread,
                    "the devices fit one node of the link and no prefill pool or KV store sends KV over it",
                    [key for key in swept if key == "node_link"]))
+    for kind in (kind for kind in ("prefill", "mixed") if f"{kind}_node_link" in swept):
+        groups.append(([name for name in _node_link_switches(dims) if name != f"{kind}_node_link"],
+                       lambda combo, kind=kind: _pool_node_link_unread(sweep.spec.serving, kind, combo),
+                       f"the {kind} pool's devices fit one node of their link and no KV handover or store crosses it",
+                       [f"{kind}_node_link"]))
     groups.append((["replicas", "prefill_replicas", "mixed_replicas", "max_replicas", "pp", "tp", "attention_parallel"],
                    lambda combo: not routes(combo),
                    "one replica in each pool and one pipeline stage", [key for key in swept if key == "router"]))

@@ -12,6 +12,7 @@ from explore.cli import main
 from explore.design_point import DesignPoint
 from explore.evaluate import pool_point, serving_pools
 from explore.sweep import load_sweep
+from explore.sweep_notes import sweep_notes
 from explore.sweep_serving import node_link_readers, pool_node_link_readers
 from sim.serving_spec import ServingSpec
 from tests.explore.tiny_sweep import write_tiny_model
@@ -133,6 +134,18 @@ def test_a_sweep_compares_a_pools_node_links_and_keys_a_point_without_one_as_bef
     assert {p.point_id for p in unread.points()} == {p.point_id for p in without.points()}
     assert len({p.point_id for p in without.points()}) == 1
     assert "prefill_node_link" not in next(iter(without.points())).serving.columns()
+
+
+def test_a_sweep_notes_a_pools_node_links_that_nothing_reads(tmp_path):
+    """Where the prefill pool's two devices fit one node and its KV crosses a kv_link, the listed links are one design
+    and a note says why; on 16 devices a replica (two nodes) no note calls them idle."""
+    idle = "prefill_node_link changes nothing where the prefill pool's devices fit one node"
+    notes = sweep_notes(_sweep(tmp_path, "prefill_replicas: 1, kv_link: roce-400g, prefill_node_link: [infiniband-ndr, "
+                                         "ethernet-100g]", "{tp: 2}"))
+    assert any(note.startswith("1 of 2 points are another point's design") and idle in note for note in notes), notes
+    notes = sweep_notes(_sweep(tmp_path, "prefill_replicas: 1, kv_link: roce-400g, prefill_node_link: [infiniband-ndr, "
+                                         "ethernet-100g]"))
+    assert not any("prefill_node_link" in note for note in notes), notes
 
 
 def test_the_point_wide_node_link_is_unread_by_a_fleet_that_names_its_own():
