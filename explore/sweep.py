@@ -621,7 +621,7 @@ def _check_text_what_ifs(located: LocatedYAML) -> None:
 # Keys whose values may name files: a model's config.json, a device or link YAML, a request trace, a draft model.
 PATH_KEYS = (("model",), ("device",), ("parallel", "link"), ("parallel", "node_link"), ("serving", "trace"),
              ("serving", "prefill_device"), ("serving", "kv_link"), ("serving", "attention_device"),
-             ("serving", "attention_link"),
+             ("serving", "attention_link"), ("serving", "prefill_node_link"), ("serving", "mixed_node_link"),
              ("workload", "spec_draft"), ("workload", "host_link"))
 
 

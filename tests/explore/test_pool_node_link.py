@@ -148,6 +148,22 @@ def test_a_sweep_notes_a_pools_node_links_that_nothing_reads(tmp_path):
     assert not any("prefill_node_link" in note for note in notes), notes
 
 
+def test_a_pools_node_link_yaml_beside_the_sweep_is_found_from_elsewhere(tmp_path, monkeypatch):
+    """A sweep names a link YAML by a path relative to its own folder, as it names a kv_link's: run from another folder
+    it is read from there."""
+    folder = tmp_path / "study"
+    folder.mkdir()
+    _slow_link(folder)
+    path = folder / "pools.yaml"
+    path.write_text("name: pools\nmodel: llama-2-7b\ndevice: h100-sxm\nexecution: graphs\n"
+                    "serving: {requests: 1, rate: 1, prompt: 32, output: 4, prefill_replicas: 1, "
+                    "prefill_node_link: slow-net.yaml, mixed_replicas: 1, mixed_device: a100-sxm-80gb, "
+                    "mixed_node_link: [slow-net.yaml]}\nparallel: {tp: 16}\n")
+    monkeypatch.chdir(tmp_path)
+    (point,) = load_sweep(str(path)).points()
+    assert point.serving.prefill_node_link == point.serving.mixed_node_link == str(folder / "slow-net.yaml")
+
+
 def test_the_point_wide_node_link_is_unread_by_a_fleet_that_names_its_own():
     """16 H100s on a what-if NVLink of 16 fit one node; the fleet's 16 A100s span two: they read the point's node link
     unless they name their own, which then is what they read."""
