@@ -52,6 +52,7 @@ import pytest
 from hw_models.calibration import error_summary, load_calibration, predict
 from hw_models.gpu import GPUModel
 from hw_models.registry import load_device
+from tests.hw_models.aic_tables import aic_gemm_rows
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 pytestmark = pytest.mark.skipif(not (DATA / "vidur").is_dir() or not (DATA / "aiconfigurator").is_dir(),
@@ -66,10 +67,7 @@ def _vidur_gemms(device: str):
 
 
 def _aic_gemms(device: str, gpu: str):
-    from kernels.aiconfigurator_import import _gemm_rows
-
-    path = next((DATA / "aiconfigurator" / gpu / "gemm").glob("*/*/gemm_perf.csv.gz"))
-    return [r for r in _gemm_rows(path, device, gpu) if r.dtype == "bf16"]
+    return [r for r in aic_gemm_rows(gpu, device) if r.dtype == "bf16"]
 
 
 def _transferred(device: str, from_name: str) -> GPUModel:

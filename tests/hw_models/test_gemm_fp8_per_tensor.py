@@ -25,6 +25,7 @@ from hw_models.gpu import GPUModel
 from hw_models.gpu_efficiency import Calibration, GemmFit, gemm_times, input_quantize_s
 from hw_models.registry import load_device
 from kernels.measured import MeasuredKernel
+from tests.hw_models.aic_tables import aic_gemm_rows
 
 AIC = Path(__file__).resolve().parents[3] / "shared" / "data" / "aiconfigurator"
 needs_aic = pytest.mark.skipif(not AIC.is_dir(), reason="../shared/data/aiconfigurator is not beside the checkout")
@@ -83,11 +84,8 @@ def test_fitter_recovers_a_known_output_rate_and_row_time():
 
 
 def _aic_gemms(device: str) -> dict[str, list[MeasuredKernel]]:
-    from kernels.aiconfigurator_import import _gemm_rows
-
-    path = next((AIC / GPUS[device] / "gemm").glob("*/*/gemm_perf.csv.gz"))
     rows: dict[str, list[MeasuredKernel]] = {}
-    for r in _gemm_rows(path, device, GPUS[device]):
+    for r in aic_gemm_rows(GPUS[device], device):
         rows.setdefault(r.variant or r.dtype, []).append(r)
     return rows
 

@@ -21,17 +21,11 @@ from hw_models.gpu import GPUModel
 from hw_models.gpu_efficiency import Calibration, GemmFit, gemm_times
 from hw_models.registry import load_device
 from kernels.measured import MeasuredKernel, read_table, write_table
+from tests.hw_models.aic_tables import aic_gemm_rows
 
 AIC = Path(__file__).resolve().parents[3] / "shared" / "data" / "aiconfigurator"
 needs_aic = pytest.mark.skipif(not AIC.is_dir(), reason="../shared/data/aiconfigurator is not beside the checkout")
 FIT = GemmFit(compute_fraction=0.6, bandwidth_fraction=0.8, latency_s=3e-6, blend=4.0, cache_speedup=2.5)
-
-
-def _aic_gemm_rows(gpu: str, device: str) -> list[MeasuredKernel]:
-    """aiconfigurator's GEMM rows of one GPU folder, as the importer reads them."""
-    from kernels.aiconfigurator_import import _gemm_rows
-
-    return list(_gemm_rows(next((AIC / gpu / "gemm").glob("*/*/gemm_perf.csv.gz")), device, gpu))
 
 
 def _times(fit: GemmFit, n: int, cached_bytes: float) -> tuple[float, float]:
@@ -93,15 +87,15 @@ def test_the_copies_round_trip_through_a_table(tmp_path):
 
 @needs_aic
 def test_the_importer_marks_the_copies_the_collector_ran():
-    copies = {(r.dtype, r.variant): r.replay_copies for r in _aic_gemm_rows("l40s", "l40s")}
+    copies = {(r.dtype, r.variant): r.replay_copies for r in aic_gemm_rows("l40s", "l40s")}
     assert copies == {("bf16", ""): 6, ("fp8", "tensor"): 6, ("fp8", "block128"): 0}  # block-scaled: not known
-    copies = {(r.dtype, r.variant): r.replay_copies for r in _aic_gemm_rows("b200_sxm", "b200")}
+    copies = {(r.dtype, r.variant): r.replay_copies for r in aic_gemm_rows("b200_sxm", "b200")}
     assert copies[("fp8", "block128")] == copies[("fp4", "nvfp4")] == 0  # the revision is not known
 
 
 @pytest.fixture(scope="module")
 def l40s_gemv_rows():
-    return [r for r in _aic_gemm_rows("l40s", "l40s") if r.dtype == "bf16" and r.m <= 16]
+    return [r for r in aic_gemm_rows("l40s", "l40s") if r.dtype == "bf16" and r.m <= 16]
 
 
 @needs_aic
