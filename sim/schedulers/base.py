@@ -443,8 +443,7 @@ class Scheduler:
             seq, pending = pending[grown], pending[grown + 1:]
             # Blocks ran out: preempt until it grows, or is preempted itself.
             while True:
-                victim = max(state.running, key=self._rank) if self.limits.queue_policy == "priority" \
-                    else state.running[-1]
+                victim = self._victim(state)
                 self._preempt(state, victim)
                 if victim is seq:
                     if stop_at_self:
@@ -457,3 +456,21 @@ class Scheduler:
                     kept.append(seq)
                     break
         return kept, None
+
+    def _victim(self, state: EngineState) -> Sequence:
+        """The running sequence preempted where KV blocks run out: the newest (vLLM's policy), or under the priority
+        policy the least urgent, the latest arrival among equals."""
+        return max(state.running, key=self._rank) if self.limits.queue_policy == "priority" else state.running[-1]
+
+    def _hold_preempting(self, state: EngineState, seq: Sequence, tokens: int) -> bool:
+        """Hold KV for `tokens` of running `seq`, preempting (_victim) while its blocks do not fit, as vLLM v1 allocates
+        a running request's chunk (vllm/v1/core/sched/scheduler.py schedule(), commit 00024d31: allocate_slots, and
+        where it fails the preemption loop, "if preempted_req == request: ... break"); False where `seq` is preempted
+        itself."""
+        while not state.kv.can_hold(seq.index, tokens):
+            victim = self._victim(state)
+            self._preempt(state, victim)
+            if victim is seq:
+                return False
+        state.kv.hold(seq.index, tokens)
+        return True

@@ -48,10 +48,7 @@ class ChunkedPrefillScheduler(Scheduler):
             tried.update(seq.index for seq in rest[:room])
             kept, stopped = self._grow_decodes_until(state, rest[:room])
             batch.decodes += kept
-        tokens = self.decode_tokens(len(batch.decodes))
-        if tokens and tokens[-1] < self.limits.verify_tokens:
-            batch.short = tokens[-1]
-        budget = self.prompt_budget(sum(tokens))
+        budget = self._decodes_budget(batch)
         # Where a decode was preempted itself, the prefills under way after it among the running requests (admission
         # order) sit out too: vLLM's loop stopped there. Under fcfs a request is preempted itself only once every later
         # one is, so the stop moves only the priority policy's iterations.
@@ -60,10 +57,21 @@ class ChunkedPrefillScheduler(Scheduler):
         for seq in prefilling:
             if budget <= 0:
                 break
+            if seq not in state.running:  # preempted for an earlier one's chunk
+                continue
             chunk = min(seq.remaining_prefill, budget)
-            if not state.kv.can_hold(seq.index, seq.computed + chunk):
+            # Its chunk's blocks, preempting where they run out, as vLLM v1 allocates them: the loop over running
+            # requests stops where one is preempted itself (under fcfs the newest, a prefill under way, is that one).
+            before = state.preemptions
+            held = self._hold_preempting(state, seq, seq.computed + chunk)
+            if state.preemptions != before:
+                # Those preempted leave the batch, and give their share of the budget back (vLLM v1: "token_budget +=
+                # num_scheduled_tokens.pop(preempted_req_id)").
+                batch.decodes = [other for other in batch.decodes if other in state.running]
+                batch.prefills = [(other, q) for other, q in batch.prefills if other in state.running]
+                budget = self._decodes_budget(batch) - batch.prefill_tokens
+            if not held:
                 break
-            state.kv.hold(seq.index, seq.computed + chunk)
             batch.prefills.append((seq, chunk))
             budget -= chunk
         # vLLM v1 schedules no waiting request in an iteration that preempted (vllm/v1/core/sched/scheduler.py
@@ -83,6 +91,13 @@ class ChunkedPrefillScheduler(Scheduler):
             batch.prefills.append((seq, chunk))
             budget -= chunk
         return batch
+
+    def _decodes_budget(self, batch: Batch) -> int:
+        """The prompt budget the batch's decodes leave (prompt_budget), each counting the tokens it verifies
+        (decode_tokens); marks the batch's last decode short where the budget cut its drafts."""
+        tokens = self.decode_tokens(len(batch.decodes))
+        batch.short = tokens[-1] if tokens and tokens[-1] < self.limits.verify_tokens else 0
+        return self.prompt_budget(sum(tokens))
 
     def decode_tokens(self, held: int) -> list[int]:
         """Each decode counts the tokens it verifies (limits.verify_tokens: 1, or k + 1 speculating) while the budget

@@ -17,6 +17,15 @@ def _decoding(state: EngineState, index: int, context: int, held: int, priority:
     return seq
 
 
+def _prefilling(state: EngineState, index: int, prompt: int, computed: int) -> Sequence:
+    """A running sequence `computed` tokens into its prompt of `prompt`, holding KV for those."""
+    seq = Sequence(index=index, arrival_s=float(index), prompt=prompt, output=20)
+    seq.computed = computed
+    state.kv.hold(index, computed)
+    state.running.append(seq)
+    return seq
+
+
 def test_an_iteration_that_preempts_admits_no_waiting_request():
     """Three blocks, all held: 0 (16 tokens, one full block) must grow a block for its next token, 1 holds two (25
     tokens). Budget 8. vLLM v1 by hand: 0 cannot grow, so under fcfs the newest running request, 1, is preempted (two
@@ -55,12 +64,44 @@ def test_under_the_priority_policy_the_running_requests_stop_where_one_is_preemp
     _decoding(state, 0, context=8, held=9)
     _decoding(state, 1, context=16, held=16, priority=1)
     _decoding(state, 2, context=8, held=9)
-    prefilling = Sequence(index=3, arrival_s=3.0, prompt=32, output=20)
-    prefilling.computed = 16
-    state.kv.hold(3, 16)
-    state.running.append(prefilling)
+    _prefilling(state, 3, prompt=32, computed=16)
     limits = SchedulerLimits(max_seqs=8, chunk_tokens=8, watermark=0.0, queue_policy="priority")
     batch = make_scheduler("chunked", limits).next_batch(state)
     assert [seq.index for seq in batch.decodes] == [0]
     assert batch.prefills == []
     assert [seq.index for seq in state.running] == [0, 2, 3] and [seq.index for seq in state.waiting] == [1]
+
+
+def test_a_running_prefill_whose_chunk_does_not_fit_preempts_as_vllm_v1_allocates_it():
+    """Three blocks: decode 0 (9 tokens, one block, room for its next), 1 prefilling its 64-token prompt (16 done, one
+    block), one block free; 2, an 8-token prompt, waiting. Budget 32. vLLM v1 by hand, walking its running requests:
+    0 takes a token; 1's chunk, min(48, 31) = 31 tokens, needs 47 tokens of KV (three blocks, two more than it holds,
+    one free), so allocate_slots fails and under fcfs the newest running request, 1 itself, is preempted, and the loop
+    breaks; preempted_reqs is not empty, so 2 is not scheduled. The iteration decodes 0 alone; 1 waits at the front,
+    to recompute its prompt, before 2. Before, 1 sat out holding its block and 2 was admitted with its 8 tokens
+    (prefills [(2, 8)]): the next iteration would have decoded 2 before 1's chunk, an order vLLM v1's loop, which takes
+    its running requests in the order they were admitted, cannot form."""
+    state = EngineState(kv=PagedKVCache(capacity_blocks=3, block_tokens=16))
+    _decoding(state, 0, context=8, held=9)
+    prefilling = _prefilling(state, 1, prompt=64, computed=16)
+    state.waiting.append(Sequence(index=2, arrival_s=2.0, prompt=8, output=20))
+    batch = make_scheduler("chunked", SchedulerLimits(max_seqs=8, chunk_tokens=32, watermark=0.0)).next_batch(state)
+    assert [seq.index for seq in batch.decodes] == [0]
+    assert batch.prefills == []
+    assert [seq.index for seq in state.running] == [0] and [seq.index for seq in state.waiting] == [1, 2]
+    assert prefilling.preemptions == 1 and state.kv.in_use_blocks == 1
+
+
+def test_under_the_priority_policy_a_running_prefill_preempts_a_less_urgent_decode_for_its_chunk():
+    """The blocks above, decode 0 now the least urgent (priority 1) and 1 more urgent: vLLM v1 by hand, 0 takes a
+    token; 1's 31-token chunk does not fit, and the least urgent running request, 0, is preempted: already scheduled,
+    it leaves the step and gives its token back (its block freed, two free), and 1's chunk is allocated. The iteration
+    is that chunk alone; 0 waits (no waiting request is scheduled after a preemption). Before, 1 sat out and 0
+    decoded alone."""
+    state = EngineState(kv=PagedKVCache(capacity_blocks=3, block_tokens=16))
+    _decoding(state, 0, context=8, held=9, priority=1)
+    _prefilling(state, 1, prompt=64, computed=16)
+    limits = SchedulerLimits(max_seqs=8, chunk_tokens=32, watermark=0.0, queue_policy="priority")
+    batch = make_scheduler("chunked", limits).next_batch(state)
+    assert batch.decodes == [] and [(seq.index, tokens) for seq, tokens in batch.prefills] == [(1, 31)]
+    assert [seq.index for seq in state.running] == [1] and [seq.index for seq in state.waiting] == [0]
