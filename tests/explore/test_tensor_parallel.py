@@ -20,6 +20,8 @@ from sim.serving import Pool, serve, serve_pools, serving_memory
 from workloads.requests import Fixed, RequestSet
 
 FMT = NumericFormat(weight_bits=16, act_bits=16, kv_bits=16)
+# The report tests check that a figure file is written and what report.md names, not what a figure shows.
+pytestmark = pytest.mark.usefixtures("figures_undrawn")
 
 
 def test_a_70b_model_fits_on_four_h100s_but_not_one(evaluator):
