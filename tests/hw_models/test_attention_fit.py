@@ -152,6 +152,10 @@ def test_fitter_recovers_known_attention_parameters(decode):
     np.testing.assert_allclose(predict(_model(fitted), rows), times, rtol=0.01)
 
 
+# A fit on measured H200 rows and the pricing of as many, six seconds of CPU: run with the slow checks. The unit
+# run keeps the fitter's path (fit_attention, then predict on the fitted model) in
+# test_fitter_recovers_known_attention_parameters.
+@pytest.mark.slow
 @pytest.mark.skipif(not AICONFIGURATOR.is_dir(), reason="../shared/data/aiconfigurator not present")
 def test_held_out_error_on_measured_h200_attention():
     """Fitted on half of aiconfigurator's H200 head configurations (a deterministic subsample of their rows),
