@@ -377,7 +377,8 @@ def _add_serving_flags(run: argparse.ArgumentParser) -> None:
     g.add_argument("--kv-link",
                    help="the link KV crosses from the prefill to the decode pool (default: the pools' node links, "
                         "--prefill-node-link and --node-link where given, else their devices' own, infiniband-hdr for "
-                        "A100s, infiniband-ndr otherwise; the slower where they differ)")
+                        "A100s, infiniband-ndr otherwise; the slower where they differ, the longer of each transfer's "
+                        "times on the two where neither is slower in both bandwidth and latency)")
     g.add_argument("--attention-device", default="",
                    help="run the attention of the serving (or decode) pool on devices of this kind apart from the "
                         "model's, which then hold the KV cache (model-attention disaggregation, Lamina); default: "

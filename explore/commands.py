@@ -1010,7 +1010,7 @@ def _assumptions(point: DesignPoint, device, config: ModelConfig) -> str:
                 else f"{s.rate_per_s:g} req/s" if s.rate_per_s else "the trace's arrival times")
         prefill = _named(s.prefill_device or point.device)
         pools = (f"{count_label(s.prefill_replicas, 'prefill replica')} ({prefill}{_own_node_link('prefill', point)}) "
-                 f"handing KV over {s.handoff_link(point.device, point.knob('node_link'))} to "
+                 f"handing KV over {_handoff_text(s.handoff_links(point.device, point.knob('node_link')))} to "
                  f"{count_label(s.replicas, 'decode replica')}"
                  if s.disaggregated
                  else count_label(s.replicas, "replica") if s.replicas else "no replica while idle")
@@ -1134,6 +1134,11 @@ def _named(device: str) -> str:
     """A device preset's name, or the `name:` of a device file given by path (its stem where it is on a base preset
     and gives none)."""
     return read_device_yaml(device)[0]["name"]
+
+
+def _handoff_text(links: tuple[str, ...]) -> str:
+    """The links a prefill pool hands KV over (ServingSpec.handoff_links), in words."""
+    return links[0] if len(links) == 1 else f"{' and '.join(links)} (each transfer the longer of its times on the two)"
 
 
 def _own_node_link(kind: str, point: DesignPoint) -> str:

@@ -970,7 +970,7 @@ class Evaluator:
         cfg = self.config(point.model)
         pools = [self._pool(point, fmt, *pool) for pool in serving_pools(point)]
         if spec.disaggregated:
-            link = load_link_model(spec.handoff_link(point.device, point.knob("node_link")))
+            links = [load_link_model(name) for name in spec.handoff_links(point.device, point.knob("node_link"))]
 
             # Each of a replica's tp x pp devices sends its shard of the KV (its heads of its stage's layers) over its
             # own port (a DGX has one NIC per GPU: the link preset's source), all at once; to attention devices, each
@@ -980,7 +980,7 @@ class Evaluator:
                 point.tp * point.pp, spec.attention_devices)
 
             def transfer_s(message_B: float) -> float:
-                return float(link.collective_time_s("send_recv", message_B / ports, 2))
+                return max(float(link.collective_time_s("send_recv", message_B / ports, 2)) for link in links)
         else:
             transfer_s = None
         memory = pools[-1 if spec.disaggregated else 0].memory  # the point's own device's pool

@@ -696,16 +696,27 @@ class ServingSpec:
         own: hw_models/link.py default_node_link)."""
         return {"prefill": self.prefill_node_link, "mixed": self.mixed_node_link}.get(kind, "") or node_link
 
-    def handoff_link(self, device: str, node_link: str = "") -> str:
-        """The link each request's KV crosses from the prefill pool to the decode pool on `device` (the point's, whose
+    def handoff_links(self, device: str, node_link: str = "") -> tuple[str, ...]:
+        """The links each request's KV crosses from the prefill pool to the decode pool on `device` (the point's, whose
         node link is `node_link`, '' for the device's own): kv_link, else the two pools' node links (pool_node_link,
-        else hw_models/link.py default_node_link: the fabric their nodes have), the slower where they differ, as the KV
-        leaves one device's port for the other's."""
+        else hw_models/link.py default_node_link: the fabric their nodes have), as the KV leaves one device's port for
+        the other's. Where they differ, the one no faster in bandwidth and latency both; where neither is, both, a
+        transfer taking the longer of its times over each (so a pool on a slower link never hands over faster)."""
         if self.kv_link:
-            return self.kv_link
+            return (self.kv_link,)
         links = sorted({self.pool_node_link("prefill", node_link) or default_node_link(self.prefill_device or device),
                         node_link or default_node_link(device)})
-        return links[0] if len(links) == 1 else min(links, key=lambda name: load_link(name).bandwidth_GBps)
+        if len(links) == 1:
+            return tuple(links)
+        first, second = (load_link(name) for name in links)
+        for name, slow, other in ((links[0], first, second), (links[1], second, first)):
+            if slow.bandwidth_GBps <= other.bandwidth_GBps and slow.latency_us >= other.latency_us:
+                return (name,)
+        return tuple(links)
+
+    def handoff_link(self, device: str, node_link: str = "") -> str:
+        """handoff_links in words: 'infiniband-hdr', or 'infiniband-hdr and roce-400g'."""
+        return " and ".join(self.handoff_links(device, node_link))
 
     @property
     def pool_link(self) -> str:

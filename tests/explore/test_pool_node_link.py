@@ -58,8 +58,9 @@ def test_the_handover_crosses_the_slower_of_the_two_pools_node_links(tmp_path, t
 
 def test_each_pool_spans_its_nodes_over_its_own_node_link(tiny_evaluator):
     """16 devices a replica (two nodes of an 8-GPU board): with node_link roce-400g, an A100 prefill pool naming HDR
-    joins its nodes by HDR and the H100 decode pool by RoCE, the handover over the slower, HDR (25 GB/s); a fleet's
-    A100 replicas naming Ethernet join theirs by it, the point's H100s by RoCE."""
+    joins its nodes by HDR and the H100 decode pool by RoCE, the handover over both (HDR's 25 GB/s below RoCE's 45.7,
+    its 2.7 us below RoCE's 16.5: neither is the slower on both counts); a fleet's A100 replicas naming Ethernet join
+    theirs by it, the point's H100s by RoCE."""
     def pool_links(point: DesignPoint) -> list[str]:
         return [tiny_evaluator.point_device(pool_point(point, name, own, node_link)).node_link.spec.name
                 for _, _, name, own, node_link in serving_pools(point)]
@@ -67,7 +68,7 @@ def test_each_pool_spans_its_nodes_over_its_own_node_link(tiny_evaluator):
     split = _point("llama-2-7b", node_link="roce-400g", tp=16, prefill_replicas=1, prefill_device="a100-sxm-80gb",
                    prefill_node_link="infiniband-hdr")
     assert pool_links(split) == ["infiniband-hdr", "roce-400g"]
-    assert split.serving.handoff_link(split.device, "roce-400g") == "infiniband-hdr"
+    assert split.serving.handoff_links(split.device, "roce-400g") == ("infiniband-hdr", "roce-400g")
     fleet = _point("llama-2-7b", node_link="roce-400g", tp=16, mixed_device="a100-sxm-80gb", mixed_replicas=1,
                    mixed_node_link="ethernet-100g")
     assert pool_links(fleet) == ["roce-400g", "ethernet-100g"]
@@ -111,6 +112,19 @@ def test_a_pool_on_a_slower_node_link_is_never_faster(tmp_path, tiny_evaluator):
     for times in (ttft, e2e):
         assert all(slower >= faster for faster, slower in zip(times, times[1:], strict=False)), times
         assert times[-1] > times[0], times
+
+
+def test_a_prefill_pool_on_a_slower_link_never_hands_over_faster(tmp_path, tiny_evaluator):
+    """Decode replicas on roce-400g (45.7 GB/s, 16.5 us), a prefill pool on NDR, HDR, Ethernet 100G or a 2 GB/s 10 us
+    link YAML, each no faster than the one before on both counts: by hand the tiny model's 8,192 B take 8,192 / 45.7e9
+    s + 16.5 us = 16.68 us over RoCE, longer than over NDR (2.86 us), HDR (3.03), Ethernet (3.36) or the YAML (14.1):
+    each handover takes RoCE's 16.68 us, none faster as its pool's link slows (picking the link of lower bandwidth
+    alone handed over HDR's 3.03 us, faster than beside NDR)."""
+    model = write_tiny_model(tmp_path)
+    roce_s = KV_32_TOKENS_B / (ROCE_GBPS * 1e9) + ROCE_LATENCY_S
+    for link in ("infiniband-ndr", "infiniband-hdr", "ethernet-100g", _slow_link(tmp_path)):
+        point = _point(model, node_link="roce-400g", prefill_replicas=1, prefill_node_link=link)
+        assert _handover_s(tiny_evaluator, point) == pytest.approx(roce_s, rel=1e-9), link
 
 
 def _sweep(tmp_path, serving: str, parallel: str = "{tp: 16}"):
