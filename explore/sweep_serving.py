@@ -219,9 +219,10 @@ class Serving(Strict):
     client_retries: one_or_more(knob_type(KNOBS["client_retries"])) | None = None
     client_retry_s: one_or_more(knob_type(KNOBS["client_retry_s"])) | None = None
     kv_link: str | None = None  # the link each request's KV crosses from the prefill to the decode pool (handoff_link)
-    # A pool's own node link (parallel.node_link where unset: ServingSpec.pool_node_link); a list compares them.
-    prefill_node_link: one_or_more(knob_type(KNOBS["prefill_node_link"])) | None = None
-    mixed_node_link: one_or_more(knob_type(KNOBS["mixed_node_link"])) | None = None
+    # A pool's own node link (parallel.node_link where unset: ServingSpec.pool_node_link); a list compares them. Each
+    # is checked by its knob in check_serving, which says why a link is refused (a storage tier).
+    prefill_node_link: one_or_more(str) | None = None
+    mixed_node_link: one_or_more(str) | None = None
     router: one_or_more(knob_type(KNOBS["router"])) | None = None  # how a pool picks a replica (least_requests)
     # How decode attention reads the shared prefix (paged); a list compares the two.
     prefix_attention: one_or_more(knob_type(KNOBS["prefix_attention"])) | None = None
@@ -541,9 +542,12 @@ def check_serving(serving: Serving, models: list[str], located: LocatedYAML, sta
             for name in as_list(getattr(serving, key)):
                 if name and name != "none":
                     try:
-                        load_device(name) if key.endswith("device") else load_link_model(name)
+                        KNOBS[key].validate(name) if key.endswith("node_link") else load_device(name) if \
+                            key.endswith("device") else load_link_model(name)
                     except InputError as err:
                         raise InputError(f"{located.where(('serving', key))}: serving.{key}: {_unkeyed(err)}") from None
+                    except ValueError as err:  # a knob's refusal, saying why (a storage tier joins no devices)
+                        raise InputError(f"{located.where(('serving', key))}: serving.{key}: {err}") from None
         _check_idle(serving, located, stages, ranks)
         for model in models:
             context = load_model_config(model).max_positions

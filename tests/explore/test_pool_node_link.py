@@ -195,6 +195,9 @@ def test_the_point_wide_node_link_is_unread_by_a_fleet_that_names_its_own():
 @pytest.mark.parametrize("serving, needle", [
     ("prefill_replicas: 1, prefill_node_link: nope",
      "pools.yaml:5: serving.prefill_node_link: found 'nope', allowed: a link preset that joins devices"),
+    ("prefill_replicas: 1, prefill_node_link: [infiniband-hdr, nvme-pcie4-x4]",
+     "pools.yaml:5: serving.prefill_node_link: found 'nvme-pcie4-x4', a storage tier that joins no devices, allowed: a "
+     "link preset that joins devices"),
     ("mixed_node_link: infiniband-hdr",
      "pools.yaml:5: serving.mixed_node_link: found 'infiniband-hdr' with no mixed replicas, allowed: with "
      "mixed_replicas >= 1"),
