@@ -24,6 +24,7 @@ from hw_models.registry import load_device
 from kernels.kernel import Kernel, KernelKind
 from kernels.measured import MeasuredKernel
 from kernels.table import KernelTable
+from tests.kernels.measured_tables import vidur_rows
 
 VIDUR = Path(__file__).resolve().parents[3] / "shared" / "data" / "vidur"
 needs_vidur = pytest.mark.skipif(not VIDUR.is_dir(), reason="../shared/data/vidur is not beside the checkout")
@@ -105,20 +106,13 @@ def test_shipped_calibration_names_its_data(device):
     assert 0 < cal.gemm.compute_fraction <= 1 and 0 < cal.gemm.bandwidth_fraction <= 1
 
 
-@pytest.fixture(scope="module")
-def vidur_rows():
-    from kernels.vidur_import import read_vidur
-
-    return read_vidur(VIDUR)
-
-
 @needs_vidur
 @pytest.mark.parametrize("device", ["a100-sxm-80gb", "h100-sxm"])
-def test_held_out_gemm_error_meets_the_target(vidur_rows, device):
+def test_held_out_gemm_error_meets_the_target(device):
     # Issue #3: on measured GEMMs not used for fitting, median |error| <= 10% and p90 <= 25%.
     model = load_device(device)
     train = set(model.calibration.provenance["train_sources"])
-    held_out = [r for r in vidur_rows if r.device == device and r.kernel == "gemm" and r.source not in train]
+    held_out = [r for r in vidur_rows() if r.device == device and r.kernel == "gemm" and r.source not in train]
     assert len(held_out) > 5000
     measured = np.array([r.time_s for r in held_out])
     calibrated = error_summary(predict(model, held_out), measured)

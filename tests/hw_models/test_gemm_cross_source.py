@@ -52,7 +52,7 @@ import pytest
 from hw_models.calibration import error_summary, load_calibration, predict
 from hw_models.gpu import GPUModel
 from hw_models.registry import load_device
-from tests.hw_models.aic_tables import aic_gemm_rows
+from tests.kernels.measured_tables import aic_gemm_rows, vidur_rows
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 pytestmark = pytest.mark.skipif(not (DATA / "vidur").is_dir() or not (DATA / "aiconfigurator").is_dir(),
@@ -61,9 +61,7 @@ TARGET_MEDIAN, TARGET_P90 = 0.12, 0.30
 
 
 def _vidur_gemms(device: str):
-    from kernels.vidur_import import _gemm_rows
-
-    return [r for r in _gemm_rows(DATA / "vidur" / "gemm_points.csv.gz") if r.device == device]
+    return [r for r in vidur_rows() if r.kernel == "gemm" and r.device == device]
 
 
 def _aic_gemms(device: str, gpu: str):

@@ -25,7 +25,7 @@ from hw_models.gpu import GPUModel
 from hw_models.gpu_efficiency import Calibration, GemmFit, gemm_times, input_quantize_s
 from hw_models.registry import load_device
 from kernels.measured import MeasuredKernel
-from tests.hw_models.aic_tables import aic_gemm_rows
+from tests.kernels.measured_tables import aic_gemm_rows
 
 AIC = Path(__file__).resolve().parents[3] / "shared" / "data" / "aiconfigurator"
 needs_aic = pytest.mark.skipif(not AIC.is_dir(), reason="../shared/data/aiconfigurator is not beside the checkout")

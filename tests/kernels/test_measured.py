@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from kernels.measured import MeasuredKernel, read_table, write_table
-from kernels.vidur_import import read_vidur, stream_bytes
+from kernels.vidur_import import stream_bytes
+from tests.kernels import measured_tables
 from workloads.errors import InputError
 
 VIDUR = Path(__file__).resolve().parents[3] / "shared" / "data" / "vidur"
@@ -17,8 +18,8 @@ needs_vidur = pytest.mark.skipif(not VIDUR.is_dir(), reason="../shared/data/vidu
 
 
 @pytest.fixture(scope="module")
-def vidur_rows() -> list[MeasuredKernel]:
-    return read_vidur(VIDUR)
+def vidur_rows() -> tuple[MeasuredKernel, ...]:
+    return measured_tables.vidur_rows()
 
 
 @needs_vidur
