@@ -279,7 +279,8 @@ def unread_node_link_note(sweep) -> str:
     if not links or len(dims.get("node_link", [])) > 1 or sweep.spec.search.strategy != "grid":
         return ""
     names = _node_link_switches(dims)
-    if not all(_node_link_unread(dict(zip(names, combo, strict=True))) for combo in itertools.product(
+    kv_link = sweep.spec.serving.kv_link if sweep.spec.serving is not None else None
+    if not all(_node_link_unread(dict(zip(names, combo, strict=True)), kv_link) for combo in itertools.product(
             *(dims.get(name, [_UNSET.get(name, 1)]) for name in names))):
         return ""
     return (f"node_link {links[0]} changes nothing: every point's devices fit one node of its link (tp x pp at most "
@@ -295,7 +296,7 @@ def _node_link_switches(dims: dict) -> list[str]:
     return [*NODE_LINK_SWITCHES, *(key for key in dims if key.startswith(LINK_PREFIX))]
 
 
-def _node_link_unread(combo: dict) -> bool:
+def _node_link_unread(combo: dict, kv_link: str | None = None) -> bool:
     """Whether a point at `combo` (_node_link_switches' values) reads no node link, as Sweep.point judges it
     (node_link_readers_of)."""
     what_ifs = tuple((key.removeprefix(LINK_PREFIX), value) for key, value in combo.items()
@@ -304,7 +305,7 @@ def _node_link_unread(combo: dict) -> bool:
                                     prefill_replicas=combo["prefill_replicas"], kv_store_GB=combo["kv_store_GB"],
                                     kv_store_GBps=combo["kv_store_GBps"],
                                     mixed_device=combo["mixed_device"] if combo["mixed_replicas"] else "",
-                                    mixed_node_link=combo["mixed_node_link"] or "")
+                                    mixed_node_link=combo["mixed_node_link"] or "", kv_link=kv_link)
 
 
 def _pool_node_link_unread(serving, kind: str, combo: dict) -> bool:
@@ -495,7 +496,8 @@ def idle_what_if_note(sweep) -> str:
                [key for key in swept if key.startswith(pool.prefix)]) for pool in POOL_WHAT_IFS if pool.switch in dims]
     groups.append((["tp", "pp"], lambda combo: combo["tp"] * combo["pp"] == 1, "tp and pp are 1",
                    [key for key in swept if key.startswith(LINK_PREFIX)]))
-    groups.append((_node_link_switches(dims), _node_link_unread,
+    kv_link = sweep.spec.serving.kv_link if sweep.spec.serving is not None else None
+    groups.append((_node_link_switches(dims), lambda combo: _node_link_unread(combo, kv_link),
                    "the devices fit one node of the link and no prefill pool or KV store sends KV over it",
                    [key for key in swept if key == "node_link"]))
     for kind in (kind for kind in ("prefill", "mixed") if f"{kind}_node_link" in swept):

@@ -346,16 +346,16 @@ def serving_dimensions(serving: Serving) -> dict[str, list]:
 def node_link_readers_of(device: str, link: str, tp: int, pp: int, link_overrides: tuple = (), *,
                          prefill_replicas: int = 0, kv_store_GB: float | None = None,
                          kv_store_GBps: float | None = None, mixed_device: str = "",
-                         mixed_node_link: str = "") -> list[str]:
+                         mixed_node_link: str = "", kv_link: str | None = None) -> list[str]:
     """What of a point reads its node link, in words (empty: nothing, and the point is the point without it): its tp x
-    pp devices spanning nodes over its link with its what-ifs; a prefill pool's KV handover (kv_link left out:
-    ServingSpec.handoff_link, whose decode end the point's pool is); a KV store's fetches at the node link's NIC rate
-    (kv_store_GB without kv_store_GBps: explore/evaluate.py Evaluator._kv_store_Bps); a fleet's `mixed_device`
+    pp devices spanning nodes over its link with its what-ifs; a prefill pool's KV handover where `kv_link` is left
+    out (ServingSpec.handoff_links, whose decode end the point's pool is); a KV store's fetches at the node link's NIC
+    rate (kv_store_GB without kv_store_GBps: explore/evaluate.py Evaluator._kv_store_Bps); a fleet's `mixed_device`
     replicas spanning nodes (pool_nodes) where they name no node link of their own (`mixed_node_link`). Attention
     devices reach the point's over attention_link."""
     readers = [f"its {tp * pp} devices, which span nodes"] if system_nodes(device, link, tp, pp,
                                                                             link_overrides) > 1 else []
-    if prefill_replicas:
+    if prefill_replicas and not kv_link:
         readers.append("the prefill pool's KV handover")
     if kv_store_GB and kv_store_GBps is None:
         readers.append("the KV store's fetches")
@@ -397,7 +397,7 @@ def node_link_readers(device: str, link: str, tp: int, pp: int, link_overrides: 
     return node_link_readers_of(device, link, tp, pp, link_overrides, prefill_replicas=serving.prefill_replicas,
                                 kv_store_GB=serving.kv_store_GB, kv_store_GBps=serving.kv_store_GBps,
                                 mixed_device=serving.mixed_device if serving.mixed else "",
-                                mixed_node_link=serving.mixed_node_link)
+                                mixed_node_link=serving.mixed_node_link, kv_link=serving.kv_link)
 
 
 def pool_node_link_readers(kind: str, device: str, link: str, tp: int, pp: int, link_overrides: tuple,

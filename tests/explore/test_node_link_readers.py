@@ -15,6 +15,7 @@ from tests.explore.tiny_sweep import write_tiny_model
     (2, None, []),  # two H100s of an 8-GPU NVLink board: one node
     (16, None, ["its 16 devices, which span nodes"]),  # 16 over boards of 8
     (2, ServingSpec(prefill_replicas=1), ["the prefill pool's KV handover"]),
+    (2, ServingSpec(prefill_replicas=1, kv_link="roce-400g"), []),  # the KV crosses the kv_link it names
     (2, ServingSpec(prefix_tokens=256, kv_store_GB=64), ["the KV store's fetches"]),
     (2, ServingSpec(prefix_tokens=256, kv_store_GB=64, kv_store_GBps=40), []),  # fetched at its own rate
 ])
@@ -40,3 +41,17 @@ def test_a_run_says_a_kv_store_reads_its_node_link(tmp_path, capsys):
     header = capsys.readouterr().out.splitlines()[0]
     assert "--node-link ethernet-100g read by the KV store's fetches" in header, header
     assert "unread" not in header, header
+
+
+def test_a_sweep_whose_kv_crosses_a_named_kv_link_on_one_node_runs_its_node_links_once(tmp_path):
+    """Two devices a replica (one node), a prefill pool handing KV over the kv_link it names: nothing reads the node
+    link, so the node links listed are one design, the point without one."""
+    from explore.sweep import load_sweep
+
+    path = tmp_path / "kv.yaml"
+    path.write_text("name: kv\nmodel: llama-2-7b\ndevice: h100-sxm\nexecution: graphs\n"
+                    "serving: {requests: 1, rate: 1, prompt: 32, output: 4, prefill_replicas: 1, kv_link: roce-400g}\n"
+                    "parallel: {tp: 2, node_link: [infiniband-hdr, ethernet-100g]}\n")
+    points = list(load_sweep(str(path)).points())
+    assert [point.knob("node_link") for point in points] == ["", ""]
+    assert len({point.point_id for point in points}) == 1
