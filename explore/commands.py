@@ -1190,7 +1190,7 @@ def cmd_report(args) -> int:
     # the folder holds it: its rows are partial and it writes its own report at its end.
     with folder_lock(out):
         rows = read_results(out, required=input_columns(system=False, serving=False))
-        _check_goal_columns(out, rows, goals)
+        _check_metric_columns(out, rows, goals)
         html, md = write_report(out, rows, title=title, **goals)
         unstamp_report(out)
     print(f"report:  {html}\nsummary: {md}")
@@ -1200,19 +1200,24 @@ def cmd_report(args) -> int:
 GOAL_KEYS = ("objectives", "constraints", "slo", "search", "name", "rate_profile")
 
 
-def _check_goal_columns(out: Path, rows: list[dict], goals: dict) -> None:
-    """Refuse, in one line, results that lack a metric the folder's objectives.json ranks or bounds points by (a
-    results.csv edited by hand or written by another tool): without it every point would read as failing the goal."""
+def _check_metric_columns(out: Path, rows: list[dict], goals: dict) -> None:
+    """Refuse, in one line, results that lack a metric the report reads of every point of their kind, or one the
+    folder's objectives.json ranks or bounds points by (a results.csv edited by hand or written by another tool):
+    without it the report fails, or every point reads as infeasible or failing the goal."""
+    from explore.report_serving import drawn_metrics
     from explore.results import CSV_NAME, DB_NAME
 
     objectives = goals.get("objectives") or {}
-    named = [*objectives.get("minimize", []), *objectives.get("maximize", []),
-             *(c.metric for c in Constraint.parse_all(goals.get("constraints") or []))]
-    missing = [metric for metric in dict.fromkeys(named) if rows and metric not in rows[0]]
+    drawn = drawn_metrics(rows)
+    named = list(dict.fromkeys([*objectives.get("minimize", []), *objectives.get("maximize", []),
+                                *(c.metric for c in Constraint.parse_all(goals.get("constraints") or []))]))
+    missing = [metric for metric in dict.fromkeys([*drawn, *named]) if rows and metric not in rows[0]]
     if missing:
         store = out / DB_NAME if (out / DB_NAME).is_file() else out / CSV_NAME
-        raise InputError(f"{store}: {', '.join(missing)}: missing, allowed: results holding every metric "
-                         f"{GOALS_FILE} names as an objective or constraint ({', '.join(dict.fromkeys(named))})")
+        goal = (f" and every metric {GOALS_FILE} names as an objective or constraint ({', '.join(named)})"
+                if named else "")
+        raise InputError(f"{store}: {', '.join(missing)}: missing, allowed: results holding the metrics the report "
+                         f"reads of every point ({', '.join(drawn)}){goal}")
 
 
 def _read_goals(path: Path) -> dict:

@@ -354,6 +354,9 @@ def _slowdown_panels(slo: Mapping[str, Any] | None, constraints: Sequence[str] |
     return panels
 
 
+RATE_METRICS = ("ttft_p99_s", "tpot_p99_s", "goodput_rps", "slo_attainment", "energy_per_token_J")  # of every point
+
+
 def rate_figures(rows: list[dict[str, Any]], slo: Mapping[str, Any] | None, constraints: Sequence[str] | None,
                  chosen: Sequence[tuple[dict[str, Any], list[str]]] = ()) -> list[ReportFigure]:
     """p99 latency (with the urgent requests' p99 TTFT where requests differ in priority), goodput with SLO
@@ -366,8 +369,8 @@ def rate_figures(rows: list[dict[str, Any]], slo: Mapping[str, Any] | None, cons
     # The urgent requests' p99 TTFT, and their TPOT where the SLO gives them a TPOT limit of their own.
     urgent_panels = [name for name in ("ttft", "tpot") if urgent and (name == "ttft" or (slo or {}).get(
         "urgent_tpot_s") is not None)]
-    metrics = ("ttft_p99_s", "tpot_p99_s", "goodput_rps", "slo_attainment", "energy_per_token_J",
-               *(panel.metric for panel in slowdown), *(f"urgent_{name}_p99_s" for name in urgent_panels))
+    metrics = (*RATE_METRICS, *(panel.metric for panel in slowdown),
+               *(f"urgent_{name}_p99_s" for name in urgent_panels))
     series, caption = rate_series(rows, metrics, chosen)
     latency = [Panel(metric="ttft_p99_s", title="p99 time to first token", ylabel="p99 TTFT (ms)", scale=1e3,
                      limits=_slo_limit(slo, "ttft_s") + _constraint_limits(constraints, "ttft_p99_s")),
@@ -520,6 +523,15 @@ def serving_figures(rows: list[dict[str, Any]], detail: DetailSource,
 
     return (rate_figures(rows, slo, constraints, chosen) + [capacity_section(rows)]
             + detail_figures(rows, detail, chosen, points, slo) + whatif_section(rows, detail, search, points))
+
+
+def drawn_metrics(rows: list[dict[str, Any]]) -> tuple[str, ...]:
+    """The metric columns the report reads of every row of its kind: tokens_per_s (whether the point is feasible),
+    then what the static figures plot against batch and the serving figures against arrival rate."""
+    from explore.report_static import BATCH_METRICS
+
+    kinds = {is_serving(row) for row in rows}
+    return ("tokens_per_s", *(BATCH_METRICS if False in kinds else ()), *(RATE_METRICS if True in kinds else ()))
 
 
 def report_sections(typed: list[dict[str, Any]], evaluator: Evaluator | None,

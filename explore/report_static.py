@@ -291,6 +291,9 @@ def _line_keys(row: dict[str, Any], knob: str, lengths: bool) -> tuple[str, str]
     return hardware, (f"b{row.get('batch')} / {fmt}" if knob == "tp" else fmt)
 
 
+BATCH_METRICS = ("ttft_s", "tpot_s")  # what a line against batch (or tp) plots, of every feasible point
+
+
 def batch_panels(feasible: list[dict[str, Any]], chosen: Chosen, broken: Broken,
                  knob: str = "batch") -> tuple[list[BatchPanel], str, str]:
     """TTFT/TPOT lines against `knob` (batch, or tp), one panel per model; every line when a model has at most
