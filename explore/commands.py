@@ -18,7 +18,7 @@ from explore.evaluate import PLAIN_PASSES, Evaluator, pool_point, trace_args
 from explore.format_checks import estimate_notice, format_notice, sixteen_bit_notice
 from explore.knobs import KNOBS, flag_name, input_columns, knobs
 from explore.ops_table import format_op_table, op_rows
-from explore.out_paths import check_out_file
+from explore.out_paths import check_out_file, refusing_unwritable
 from explore.point_checks import check_sweep_points
 from explore.point_values import check_idle_knobs, check_point_values
 from explore.pool_what_ifs import POOL_WHAT_IFS
@@ -262,9 +262,12 @@ def _sweep_into(args, sweep, out: Path, evaluator: Evaluator) -> int:
                      on_progress=None if args.quiet else _progress_printer(ProgressLine()), executor=executor,
                      scheduler=args.scheduler)
     # Kept beside the results so that `explore report DIR` can draw the same Pareto fronts later; a serving
-    # sweep's copy, so that it re-runs chosen serving points for their per-request figures.
-    for name, text in kept.items():
-        (out / name).write_text(text, encoding="utf-8")
+    # sweep's copy, so that it re-runs chosen serving points for their per-request figures. Written after the results
+    # are stored: the same sweep run again evaluates none of its points again.
+    with refusing_unwritable(f"files beside the results this user can write ({', '.join(kept)}): make it writable "
+                             f"or remove it, then run the sweep again (its stored points are not evaluated again)"):
+        for name, text in kept.items():
+            (out / name).write_text(text, encoding="utf-8")
     inputs = report_inputs(rows, columns_for(sweep), kept)
     if report_current(out, inputs) and not args.force_report:
         html, md = out / REPORT_FILES[0], out / REPORT_FILES[1]

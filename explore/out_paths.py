@@ -1,9 +1,12 @@
 """Checks of the paths a command writes, made before its work so that a refused write loses none of it: one-line
-errors naming the flag, the path given and what is allowed."""
+errors naming the flag, the path given and what is allowed; and the refusal of a path found unwritable as it is
+written, after the work is stored."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from workloads.errors import InputError
@@ -44,3 +47,14 @@ def _file_at_or_above(path: Path) -> Path | None:
     """The existing file at `path` or above it, through which no folder can be made (None where there is none)."""
     existing = next(p for p in (path, *path.parents) if p.exists())  # the last of them, '.' or '/', exists
     return None if existing.is_dir() else existing
+
+
+@contextmanager
+def refusing_unwritable(allowed: str) -> Iterator[None]:
+    """Writes into a results folder, a path among them this user cannot write (a file made read-only after a run)
+    refused in one line naming it, with `allowed`: what may be there and what to do to write it."""
+    try:
+        yield
+    except PermissionError as err:
+        raise InputError(f"{err.filename}: found a path this user cannot write ({err.strerror}); allowed: "
+                         f"{allowed}") from None

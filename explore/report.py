@@ -8,13 +8,13 @@ import html
 import logging
 import math
 import re
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from explore.metrics import TIME_CLASSES, better_first, metric
+from explore.out_paths import refusing_unwritable
 from explore.rerun import FIGURES
 from explore.rows import (
     as_number,
@@ -33,7 +33,6 @@ from explore.rows import (
     overrides_of,
 )
 from explore.sweep_notes import device_links, link_models_words
-from workloads.errors import InputError
 
 if TYPE_CHECKING:
     from explore.design_point import DesignPoint
@@ -411,7 +410,9 @@ def write_report(out_dir: Path, rows: list[dict], *, title: str, evaluator: Eval
     figures = extra_figures + kind_figures
     tables = extra_tables + lead_tables + tail_tables
     summary = _summary(typed, constraints) + kind_summary + [f"Written {datetime.date.today().isoformat()}."]
-    with _refusing_unwritable(out_dir):
+    # The results are stored before the report: `explore report` draws it again once its files can be written.
+    with refusing_unwritable(f"a report this user can write: make it writable or remove it, then `explore report "
+                             f"{out_dir}` draws the report from the stored results"):
         figure_dir = out_dir / FIGURES
         figure_dir.mkdir(parents=True, exist_ok=True)
         for stale in (path for pattern in OBJECTIVE_FIGURES for path in figure_dir.glob(pattern)):
@@ -430,18 +431,6 @@ def write_report(out_dir: Path, rows: list[dict], *, title: str, evaluator: Eval
         html_path.write_text(render_html(title, summary, figures, tables, lead=lead), encoding="utf-8")
         md_path.write_text(render_markdown(title, summary, figures, tables, lead=lead), encoding="utf-8")
     return html_path, md_path
-
-
-@contextmanager
-def _refusing_unwritable(out_dir: Path) -> Iterator[None]:
-    """The report's writes, a path among them this user cannot write (a read-only report.md, a figures folder) refused
-    in one line naming it and what to do: the results are stored before the report, so `explore report` redraws it."""
-    try:
-        yield
-    except PermissionError as err:
-        raise InputError(f"{err.filename}: found a path this user cannot write ({err.strerror}); allowed: a report "
-                         f"this user can write: make it writable or remove it, then `explore report {out_dir}` "
-                         f"draws the report from the stored results") from None
 
 
 def roofline_panels(evaluator: Evaluator, rows: list[dict[str, Any]], chosen=()) -> list:

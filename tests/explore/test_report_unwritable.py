@@ -1,9 +1,11 @@
-"""A report file this user cannot write (report.md or report.html made read-only after a run): the sweep's report and
-`explore report DIR` refuse it in one line naming the file, what was found and what to do, exit 2, where they said
-only "DIR/report.md: Permission denied" (the CLI's catch-all for OSError)."""
+"""A file this user cannot write in a results folder (report.md or report.html, or the objectives.json a sweep keeps
+beside its results, made read-only after a run): the sweep and `explore report DIR` refuse it in one line naming the
+file, what was found and what to do, exit 2, where they said only "DIR/report.md: Permission denied" (the CLI's
+catch-all for OSError)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -49,13 +51,18 @@ def _read_only(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(Path, "write_text", refusing)
 
 
-def _refusal(capsys: pytest.CaptureFixture, out: Path, name: str) -> list[str]:
-    """The lines the command wrote to stderr, its last the one-line refusal of out/name, the file left as it was."""
+def _report_allowed(out: Path) -> str:
+    return (f"a report this user can write: make it writable or remove it, then `explore report {out}` draws the "
+            f"report from the stored results")
+
+
+def _refusal(capsys: pytest.CaptureFixture, out: Path, name: str, allowed: str | None = None) -> list[str]:
+    """The lines the command wrote to stderr, its last the one-line refusal of out/name (by default a report file's),
+    the file left as it was."""
     lines = capsys.readouterr().err.strip().splitlines()
     assert not any("Traceback" in line for line in lines), lines
     assert lines[-1] == (f"explore: error: {out / name}: found a path this user cannot write (Permission denied); "
-                         f"allowed: a report this user can write: make it writable or remove it, then `explore "
-                         f"report {out}` draws the report from the stored results"), lines
+                         f"allowed: {allowed or _report_allowed(out)}"), lines
     assert (out / name).read_text() == "an earlier report\n"
     return lines
 
@@ -80,3 +87,18 @@ def test_a_sweep_redrawing_its_report_refuses_a_read_only_report_md(swept, tmp_p
     _read_only(out / "report.md", monkeypatch)
     assert main([swept[0], "--out", str(out), "--quiet", "--force-report"]) == 2
     _refusal(capsys, out, "report.md")
+
+
+def test_a_sweep_refuses_a_read_only_objectives_json_saying_what_to_do(swept, tmp_path, capsys, monkeypatch):
+    """The objectives.json the sweep keeps beside its results, written after them: run again once writable, the sweep
+    writes it without evaluating its point again."""
+    out = _copy(swept, tmp_path)
+    _read_only(out / "objectives.json", monkeypatch)
+    assert main([swept[0], "--out", str(out), "--quiet"]) == 2
+    _refusal(capsys, out, "objectives.json", "files beside the results this user can write (objectives.json): make it "
+             "writable or remove it, then run the sweep again (its stored points are not evaluated again)")
+    monkeypatch.undo()
+    (out / "objectives.json").chmod(0o644)
+    assert main([swept[0], "--out", str(out), "--quiet"]) == 0
+    assert "all 1 design points already stored" in capsys.readouterr().err
+    assert json.loads((out / "objectives.json").read_text())["name"] == "tiny"
