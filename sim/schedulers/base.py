@@ -330,15 +330,6 @@ class Scheduler:
             batch.prefills.append((seq, seq.remaining_prefill))
             prompts += seq.remaining_prefill
 
-    def _admit_handed_over(self, state: EngineState) -> None:
-        """Admit the sequences a prefill pool handed over that head the waiting queue (FCFS: none passes a prompt),
-        each holding the KV of its context and next token, within max_seqs and the watermark; swapped sequences
-        come back first."""
-        while state.waiting and not state.swapped and len(state.running) < self.limits.max_seqs:
-            seq = state.waiting[0]
-            if seq.in_prefill or not self._admit(state, seq, seq.computed + 1):
-                break
-
     def _preempt(self, state: EngineState, seq: Sequence) -> None:
         """Free its blocks. By recompute, it waits at the front to recompute its whole context; by swap, its own KV
         (not the shared prefix, which stays cached) is copied to host memory and it waits to be swapped back in

@@ -16,14 +16,10 @@ class ChunkedPrefillScheduler(Scheduler):
     prompts_beside_decodes = True
 
     def schedule(self, state: EngineState) -> Batch:
-        # Sequences a prefill pool handed over at the head of the queue join before the decodes are chosen, so they
-        # decode in this iteration (as the other schedulers have them do): admitted after, they would sit out an
-        # iteration, and in an iteration with nothing else to run the batch would be empty though work is held.
-        self._admit_handed_over(state)
         preemptions = state.preemptions
         # Decodes take the budget too, in admission order, each the tokens it verifies (decode_tokens): those past it
-        # hold their KV and sit out the iteration. Only sequences that joined without a chunk (handed over by a prefill
-        # pool, swapped back in), or speculating ones, can outnumber the budget.
+        # hold their KV and sit out the iteration. Only sequences that joined without a chunk (swapped back in), or
+        # speculating ones, can outnumber the budget.
         decoding = [seq for seq in state.running if not seq.in_prefill]
         order = {seq.index: place for place, seq in enumerate(state.running)}
         candidates = decoding[:len(self.decode_tokens(len(decoding)))]
@@ -78,12 +74,22 @@ class ChunkedPrefillScheduler(Scheduler):
         # schedule(), commit 00024d31: "if not preempted_reqs", before the loop over waiting requests): a request the
         # decodes' growth preempted is not admitted again in the same iteration, nor any other. (Next_batch schedules
         # again at once where this leaves the iteration empty, as vLLM's engine does after an empty step.)
+        # A sequence a prefill pool handed over is a waiting request like the others (FCFS among the prompts): vLLM v1's
+        # decode instance, its KV arrived through the connector, schedules it in the same loop over waiting requests
+        # (vllm/v1/core/sched/scheduler.py schedule(), commit 00024d31: WAITING_FOR_REMOTE_KVS, then "num_new_tokens =
+        # request.num_tokens - num_computed_tokens", its context's last token), under the same conditions: token budget
+        # left, max_num_seqs, nothing preempted, blocks for its next token and lookahead slots, or the loop stops. It
+        # decodes in this iteration, taking the tokens a decode verifies here (1, or k + 1 speculating: vLLM's first
+        # step verifies no drafts, but the iteration prices every decode alike), and waits while those do not fit.
         while state.waiting and not state.swapped and budget > 0 and len(state.running) < self.limits.max_seqs \
                 and state.preemptions == preemptions:
             seq = self._head(state)
-            if not seq.in_prefill:  # handed over behind a prompt (FCFS): it decodes from the next iteration
-                if not self._admit(state, seq, seq.computed + 1):
+            if not seq.in_prefill:
+                verify = self.limits.verify_tokens
+                if budget < verify or not self._admit(state, seq, seq.computed + 1 + self.limits.lookahead_slots):
                     break
+                batch.decodes.append(seq)
+                budget -= verify
                 continue
             chunk = min(seq.remaining_prefill, budget)
             if not self._admit(state, seq, seq.computed + chunk):

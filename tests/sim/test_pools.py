@@ -77,11 +77,11 @@ def test_a_handed_over_request_decodes_as_soon_as_its_kv_lands(costs, scheduler)
 
 
 def test_a_chunked_decode_pool_decodes_no_more_than_its_token_budget(costs):
-    """A decode pool under the chunked scheduler holds up to max_seqs (32) handed-over requests, but an iteration
-    decodes at most chunk_tokens (8) of them, one token each, the earliest admitted first (vLLM's scheduler takes its
-    running requests in order while the token budget lasts); the others hold their KV and wait. 24 requests arriving
+    """A decode pool under the chunked scheduler (max_seqs 32) decodes at most chunk_tokens (8) handed-over requests an
+    iteration, one token each, the earliest admitted first (vLLM's scheduler takes its running requests in order while
+    the token budget lasts, then admits waiting ones while budget is left); the others wait. 24 requests arriving
     together, each prefilled in 2 chunks of 8 tokens, reach the decode replica faster than it finishes them (63 decode
-    steps each), so more than 8 are held at once: no iteration of either pool computes more than 8 tokens, the budget
+    steps each), so more than 8 are there at once: no iteration of either pool computes more than 8 tokens, the budget
     binds in the decode pool, and every request still samples its 64 tokens."""
     count, prompt, output, budget = 24, 16, 64, 8
     memory = serving_memory(capacity_B=100_000 * BLOCK * KV_PER_TOKEN_B, weights_B=0.0, activations_B=0.0,
