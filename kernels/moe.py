@@ -86,10 +86,21 @@ def expert_bytes(hidden: float, inter: float, width: float) -> float:
 
 
 def balanced_routing(tokens: int, topk: int, experts: int, held: int) -> tuple[int, int]:
-    """(touched experts, routed rows) of the first `held` of `experts` experts (a device's share under expert
-    parallelism) when tokens x topk rows are spread by balanced_expert_load, as a traced layer routes them."""
-    load = np.array(balanced_expert_load(int(tokens), int(topk), int(experts))[:int(held)])
+    """(touched experts, routed rows) of the busiest device holding `held` of `experts` experts (all of them without
+    expert parallelism) when tokens x topk rows are spread by balanced_expert_load, as a traced layer routes them,
+    and evenly over the devices: the device gets every (experts / held)-th expert of the fill order
+    (expert_parallel_share)."""
+    load = np.array(balanced_expert_load(int(tokens), int(topk), int(experts)))[expert_parallel_share(experts, held)]
     return int((load > 0).sum()), int(load.sum())
+
+
+def expert_parallel_share(experts: int, held: int) -> slice:
+    """The experts of balanced_expert_load's fill order that the busiest of experts / held devices routes to: every
+    (experts / held)-th from the first. Balanced routing spreads a token's experts over the devices as well as over
+    the experts: aiconfigurator's collector (balanced_logits, kernels/aiconfigurator_routing.py) sends token t to
+    experts t + i ceil(E / k), one on each device where E / k is a multiple of the devices, so a device's experts are
+    not the first `held` the fill reaches (which would put a decode step's every expert on one device)."""
+    return slice(0, None, max(int(experts) // max(int(held), 1), 1))
 
 
 def fused_moe_kernel(*, tokens: float, routed: float, touched: float, hidden: int, inter: int, weight_width: float,

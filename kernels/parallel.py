@@ -85,14 +85,15 @@ def shard_tensor_parallel(table: KernelTable, tp: int, config: ModelConfig, ep: 
     (after each MoE layer). With ep = tp, an MoE layer's experts are spread whole over the devices instead of
     each being split (expert parallelism inside the tensor-parallel group, as vLLM runs it without data-parallel
     attention): every device routes all tokens, runs its own experts' share of them, and the layer's all-reduce
-    sums the experts' outputs; the first device, holding the most loaded experts under balanced routing, is
-    the one priced. tp = 1 returns the table unchanged."""
+    sums the experts' outputs; the busiest device under balanced routing, whose experts are every ep-th the
+    trace fills (kernels/moe.py expert_parallel_share), is the one priced. tp = 1 returns the table unchanged."""
     if tp == 1:
         return table
     if ep > 1:
-        held = config.num_experts // ep  # the first device's experts: 0 .. held - 1
+        # The busiest device's experts of the trace's fill order: 0, ep, 2 ep, ... (kernels/moe.py
+        # expert_parallel_share).
         table = table.select(np.array([not ((m := _EXPERT.search(k.module)) and
-                                            int(k.module[m.start():].split(".")[2]) >= held)
+                                            int(k.module[m.start():].split(".")[2]) % ep)
                                        for k in table.kernels]))
     kv_share = kv_replication(config, tp) / tp  # a device's share of the KV heads (whole heads)
     scale = {name: getattr(table, name).astype(float).copy()

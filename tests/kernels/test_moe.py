@@ -53,8 +53,26 @@ def test_fused_moe_work_and_traffic_by_hand():
 def test_balanced_routing_touches_the_fewest_experts_rows_allow():
     # 1 token, top-2 of 8: two experts; 3 tokens: six; 8 tokens: all 8, two rows each.
     assert [balanced_routing(t, 2, 8, 8) for t in (1, 3, 8)] == [(2, 2), (6, 6), (8, 16)]
-    # The first device of two (experts 0-3) gets the first rows: 3 tokens give it 4 of 6.
-    assert balanced_routing(3, 2, 8, 4) == (4, 4)
+    # The busier of two devices (4 experts each) gets 3 of the 6 rows, as aiconfigurator's collector routes them
+    # (balanced_logits: stride ceil(8 / 2) = 4, token t to experts floor(4 t / 3) and floor(4 t / 3) + 4: 0, 4; 1, 5;
+    # 2, 6, of which experts 0-3 hold 0, 1 and 2).
+    assert balanced_routing(3, 2, 8, 4) == (3, 3)
+    # By hand, DeepSeek-V3 on eight devices: one token's 8 experts lie one a device; 4 tokens' 32 rows, 4 a device.
+    assert balanced_routing(1, 8, 256, 32) == (1, 1) and balanced_routing(4, 8, 256, 32) == (4, 4)
+
+
+@pytest.mark.parametrize("experts, topk", [(256, 8), (128, 8), (8, 2)])  # DeepSeek-V3, Qwen3 MoE, Mixtral
+@pytest.mark.parametrize("ep", [2, 4, 8, 16, 32])
+def test_balanced_routing_under_expert_parallelism_is_the_collectors(experts, topk, ep):
+    """The busiest device's experts and rows under balanced routing, for every decode batch whose rows do not fill
+    the experts, are those of EP rank 0 under aiconfigurator's collector (balanced_logits, replayed by
+    routed_on_rank0): a token's experts lie on different devices, so a decode step of one token reaches one expert a
+    device, not every expert on the first device."""
+    if ep > experts:
+        pytest.skip("more devices than experts")
+    for tokens in range(1, experts // topk + 1):
+        touched, rows = routed_on_rank0(tokens, topk, experts, ep, "balanced")
+        assert balanced_routing(tokens, topk, experts, experts // ep) == (round(touched), round(rows)), tokens
 
 
 def test_collector_routing_replayed_by_hand():

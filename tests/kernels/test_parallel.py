@@ -121,23 +121,41 @@ def test_more_stages_than_layers_is_refused(tiny_llama):
 
 
 def test_expert_parallelism_spreads_whole_experts(tiny_mixtral, trace_of):
-    """ep = tp = 2 over 4 experts: the first device runs experts 0 and 1 whole (their tokens under balanced
-    routing), so it holds half the experts' weights as a split would, launches half the expert kernels, and the
-    layer keeps its one all-reduce."""
+    """ep = tp = 2 over 4 experts: the priced device runs every other expert of the trace's fill order whole (0 and
+    2: their tokens under balanced routing), so it holds half the experts' weights as a split would, launches half
+    the expert kernels, and the layer keeps its one all-reduce."""
     whole = _table(trace_of, tiny_mixtral, "decode", 4, 20)
     split = shard_tensor_parallel(whole, 2, tiny_mixtral)
     spread = shard_tensor_parallel(whole, 2, tiny_mixtral, ep=2)
     experts = {k.module.split(".experts.")[1].split(".")[0] for k in spread.kernels if ".experts." in k.module}
-    assert experts == {"0", "1"}
+    assert experts == {"0", "2"}
     expert_gemm = np.array([".experts." in k.module for k in whole.kernels]) & (whole.kind == GEMM)
-    held = np.array([".experts.0." in k.module or ".experts.1." in k.module for k in whole.kernels])
+    held = np.array([".experts.0." in k.module or ".experts.2." in k.module for k in whole.kernels])
     spread_gemm = np.array([".experts." in k.module for k in spread.kernels]) & (spread.kind == GEMM)
-    # Experts 0 and 1 whole: exactly their traced GEMM work and weights.
+    # Experts 0 and 2 whole: exactly their traced GEMM work and weights.
     assert spread.flops[spread_gemm].sum() == pytest.approx(whole.flops[expert_gemm & held].sum(), rel=1e-12)
     assert spread.weight_bytes[spread_gemm].sum() == pytest.approx(whole.weight_bytes[expert_gemm].sum() / 2)
     expert_rows = sum(".experts." in k.module and k.kind is not KernelKind.ALL_REDUCE for k in spread.kernels)
     assert expert_rows * 2 == sum(".experts." in k.module for k in whole.kernels)
     assert (spread.kind == ALL_REDUCE).sum() == (split.kind == ALL_REDUCE).sum() == 2 * tiny_mixtral.num_layers
+
+
+def test_one_token_under_expert_parallelism_reaches_one_expert_a_device(tiny_mixtral, trace_of):
+    """A decode step of one token, top-2 of 4 experts spread over two devices: balanced routing sends its two
+    experts to different devices (aiconfigurator's collector: stride ceil(4 / 2) = 2, experts 0 and 2, one on each
+    of rank 0's 0-1 and rank 1's 2-3), so the priced device runs one expert whole, the same expert weights and GEMM
+    work as its half of both experts split, not both experts."""
+    def expert_gemm(table):
+        return np.array([".experts." in k.module for k in table.kernels]) & (table.kind == GEMM)
+
+    whole = _table(trace_of, tiny_mixtral, "decode", 1, 20)
+    split = shard_tensor_parallel(whole, 2, tiny_mixtral)
+    spread = shard_tensor_parallel(whole, 2, tiny_mixtral, ep=2)
+    one_expert_B = whole.weight_bytes[expert_gemm(whole)].sum() / 2  # the trace reaches two experts a layer
+    assert spread.weight_bytes[expert_gemm(spread)].sum() == pytest.approx(one_expert_B, rel=1e-12)
+    assert split.weight_bytes[expert_gemm(split)].sum() == pytest.approx(one_expert_B, rel=1e-12)
+    assert spread.flops[expert_gemm(spread)].sum() == pytest.approx(whole.flops[expert_gemm(whole)].sum() / 2,
+                                                                     rel=1e-12)
 
 
 def test_a_fused_layer_of_spread_experts_says_over_how_many_devices(tiny_mixtral, trace_of):
