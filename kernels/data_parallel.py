@@ -15,8 +15,10 @@ copies KV heads where devices outnumber them), and every device holds the non-ex
 A token is sent once to every device holding one of its experts (DeepEP's dispatch sends a token once per
 destination rank, which copies it to its experts; deepseek-ai/DeepEP README), so under balanced routing (k of E
 experts uniformly at random, E / n on each of n devices) it reaches n (1 - C(E - E/n, k) / C(E, k)) devices on
-average; the combine returns as many outputs. Messages are the 16-bit hidden state (DeepEP's low-latency dispatch
-may send fp8: not modeled).
+average; the combine returns as many outputs. A model that routes within groups (DeepSeek-V3: its 8 of 256 experts
+within 4 of 8 groups of 32, as vLLM's grouped_topk and SGLang's biased_grouped_topk pick them) reaches fewer: on 8
+devices, a group each, at most 4 and 3.63 on average against 5.29 (dispatch_devices). Messages are the 16-bit
+hidden state (DeepEP's low-latency dispatch may send fp8: not modeled).
 """
 
 from __future__ import annotations
@@ -49,19 +51,37 @@ def check_data_parallel_attention(config: ModelConfig, tp: int, ep: int) -> None
                          f"the experts spread (ep = tp)")
 
 
-def dispatch_devices(experts: int, per_token: int, devices: int) -> float:
-    """The devices a token's top-k experts lie on, on average under balanced routing (module docstring)."""
+def dispatch_devices(experts: int, per_token: int, devices: int, groups: int = 1, chosen_groups: int = 1) -> float:
+    """The devices a token's top-k experts lie on, on average under balanced routing (module docstring), the
+    experts picked within `chosen_groups` of `groups` groups of consecutive experts where the model routes so
+    (DeepSeek's group-limited routing: n_group, topk_group; 1 of 1, plain top-k). Each device is reached with the
+    chance that a chosen group holds some of its experts and a pick lands on one: where groups divide the devices (a
+    device within one group) or the devices the groups (whole groups a device), by the hypergeometric counts; a
+    device straddling groups is priced as plain top-k."""
     if devices < 1 or experts % devices or not 1 <= per_token <= experts:
         raise ValueError(f"found {experts} experts, {per_token} per token over {devices} devices, allowed: devices "
                          f"dividing the experts, 1 to {experts} experts per token")
     held = experts // devices
-    return devices * (1.0 - comb(experts - held, per_token) / comb(experts, per_token))
+    if groups > 1 and devices % groups and groups % devices:
+        groups = chosen_groups = 1
+    pool = chosen_groups * experts // groups  # the experts of the chosen groups, which the top-k picks among
+
+    def missed(inside: int) -> float:  # no pick lands on `inside` of the pool's experts
+        return comb(pool - inside, per_token) / comb(pool, per_token)
+
+    if devices % groups == 0:  # each device within one group: reached if its group is chosen and a pick lands
+        return devices * chosen_groups / groups * (1.0 - missed(held))
+    own = groups // devices  # whole groups a device holds, of which j are chosen
+    reached = sum(comb(own, j) * comb(groups - own, chosen_groups - j) / comb(groups, chosen_groups)
+                  * (1.0 - missed(j * experts // groups)) for j in range(1, min(own, chosen_groups) + 1))
+    return devices * reached
 
 
 def dispatch_bytes_per_token(config: ModelConfig, devices: int, spread: bool = True) -> float:
     """Bytes of one token in a layer's exchange: in a dispatch all-to-all's send buffer (and in its combine's) its
     hidden state once per device its experts lie on where they are `spread`, else (split experts, gathered) once."""
-    copies = dispatch_devices(config.num_experts, config.experts_per_token, devices) if spread else 1.0
+    copies = dispatch_devices(config.num_experts, config.experts_per_token, devices, config.expert_groups,
+                              config.topk_groups) if spread else 1.0
     return config.hidden_size * HIDDEN_B * copies
 
 
