@@ -24,14 +24,17 @@ def format_knob_names() -> list[str]:
     return [k.name for k in knobs(section="format") if k.name in typed or k.applies == "format"]
 
 
-def gemm_k_dims(config: ModelConfig, tp: int = 1, ep: int = 1) -> dict[str, int]:
+def gemm_k_dims(config: ModelConfig, tp: int = 1, ep: int = 1, data_parallel: bool = False) -> dict[str, int]:
     """The k (reduction) dimension of each weight GEMM of a decoder layer on one of `tp` tensor-parallel devices:
     column-parallel projections read the whole hidden state, row-parallel ones their shard (kernels/parallel.py);
-    an MoE model's routed experts spread whole over the devices (`ep` = tp) keep their whole width."""
+    an MoE model's routed experts spread whole over the devices (`ep` = tp) keep their whole width, and with
+    data-parallel attention (`data_parallel`) everything but the routed experts runs whole on every device
+    (kernels/data_parallel.py)."""
     value_dim = config.v_head_dim if config.is_mla else config.head_dim
     experts_whole = config.num_experts > 0 and ep > 1
+    shards = 1 if data_parallel else tp  # how many devices split the parts that are not routed experts
     dims = {"hidden (QKV, MLP up, LM head)": config.hidden_size,
-            "attention output": config.num_heads * value_dim // tp,
+            "attention output": config.num_heads * value_dim // shards,
             "MLP down": config.intermediate_size // (1 if experts_whole else tp)}
     # MLA's up-projections read the query's and the key/value latents (column-parallel: whole on every device).
     if config.q_lora_rank:
@@ -39,19 +42,21 @@ def gemm_k_dims(config: ModelConfig, tp: int = 1, ep: int = 1) -> dict[str, int]
     if config.is_mla:
         dims["latent (kv_b_proj)"] = config.kv_lora_rank
     if config.dense_layers:
-        dims["dense layers' MLP down"] = config.dense_intermediate_size // tp
+        dims["dense layers' MLP down"] = config.dense_intermediate_size // shards
     if config.shared_experts:
-        dims["shared experts' MLP down"] = config.shared_experts * config.intermediate_size // tp
+        dims["shared experts' MLP down"] = config.shared_experts * config.intermediate_size // shards
     return dims
 
 
-def check_format(parts: dict[str, Any], config: ModelConfig, tp: int = 1, ep: int = 1) -> NumericFormat:
+def check_format(parts: dict[str, Any], config: ModelConfig, tp: int = 1, ep: int = 1,
+                 data_parallel: bool = False) -> NumericFormat:
     """The format of these parts; ValueError ('<field>: found X, allowed: Y') for a combination no kernel runs or a
-    group size that does not fit the model on `tp` devices with its experts split (`ep` 1) or spread (`ep` = tp)."""
+    group size that does not fit the model on `tp` devices with its experts split (`ep` 1) or spread (`ep` = tp),
+    its attention tensor- or (`data_parallel`) data-parallel."""
     # Before the format's own checks: on a dense model, the bits of hot experts it does not have do not matter.
     check_hot_experts(parts.get("hot_experts", 0), config.num_experts, config.name)
     fmt = NumericFormat(**parts)
-    check_group_size(fmt, gemm_k_dims(config, tp, ep), config.name)
+    check_group_size(fmt, gemm_k_dims(config, tp, ep, data_parallel), config.name)
     check_edge_layers(fmt, config.num_layers, config.name)
     return fmt
 
@@ -72,6 +77,7 @@ def check_sweep_formats(sweep, located) -> None:
     order = [target for target in sweep.derived if target in chain]  # file order: each may read those above it
     tps = dims.get("tp", [1])
     spreads = dict.fromkeys(value == "spread" for value in dims.get("ep", [1]))  # experts split over tp or spread
+    data = dict.fromkeys(value == "data" for value in dims.get("attention_parallel", ["tensor"]))
     for model in dims["model"]:
         config = load_model_config(model)
         seen = set()
@@ -84,9 +90,9 @@ def check_sweep_formats(sweep, located) -> None:
             if (key := tuple(parts.items())) in seen:
                 continue
             seen.add(key)
-            for tp, spread in itertools.product(tps, spreads):
+            for tp, spread, data_parallel in itertools.product(tps, spreads, data):
                 try:
-                    check_format(parts, config, tp, tp if spread else 1)
+                    check_format(parts, config, tp, tp if spread else 1, data_parallel)
                 except ValueError as err:
                     raise _format_error(err, parts, names, derived, dims, located, tp) from None
 

@@ -102,10 +102,11 @@ def check_point_values(point: DesignPoint, config: ModelConfig, name: Callable[[
             raise InputError(f"{name('attention_parallel')}: {err}") from None
     typed = (point.weight_bits, point.act_bits, point.kv_bits, point.sparsity)
     parts = tuple((knob, value) for knob, value in point.knobs if KNOBS[knob].applies == "format")
+    data_parallel = point.knob("attention_parallel") == "data"
     try:
-        error = _format_reason(typed, parts, config, point.tp, point.ep)
+        error = _format_reason(typed, parts, config, point.tp, point.ep, data_parallel)
     except TypeError:  # a value that cannot be a cache key (a list from YAML): checked as it is
-        error = _format_reason.__wrapped__(typed, parts, config, point.tp, point.ep)
+        error = _format_reason.__wrapped__(typed, parts, config, point.tp, point.ep, data_parallel)
     if error:  # the format's parts it names ('attn_weight_bits: found 4 with weight_bits 8'), each by `name`
         raise InputError(renamed(error, name, KNOBS) or error)
 
@@ -135,15 +136,15 @@ def _check_latent_attention(point: DesignPoint, config: ModelConfig, name: Calla
 
 
 @functools.lru_cache(maxsize=4096)
-def _format_reason(typed: tuple, parts: tuple, config: ModelConfig, tp: int, ep: int) -> str:
-    """check_format's error for a point's format on a model, tensor-parallel degree and expert spread ('' where it
-    runs), once per distinct combination: a sweep's points share a handful (explore/format_checks.py: part
-    combinations, group sizes)."""
+def _format_reason(typed: tuple, parts: tuple, config: ModelConfig, tp: int, ep: int, data_parallel: bool) -> str:
+    """check_format's error for a point's format on a model, tensor-parallel degree, expert spread and attention
+    layout ('' where it runs), once per distinct combination: a sweep's points share a handful
+    (explore/format_checks.py: part combinations, group sizes)."""
     values = {knob: KNOBS[knob].default for knob in format_knob_names()}
     values.update(zip(("weight_bits", "act_bits", "kv_bits", "sparsity"), typed, strict=True))
     values.update(parts)
     try:
-        check_format(values, config, tp, ep)
+        check_format(values, config, tp, ep, data_parallel)
     except ValueError as err:
         return str(err)
     return ""

@@ -31,3 +31,19 @@ def test_a_dense_layers_and_shared_experts_stay_sharded_under_expert_parallelism
     assert dims["MLP down"] == 1408
     assert dims["dense layers' MLP down"] == 10944 // 2
     assert dims["shared experts' MLP down"] == 2 * 1408 // 2
+
+
+def test_data_parallel_attention_runs_all_but_the_routed_experts_whole():
+    """DeepSeek-V3 in its block fp8 (128 x 128 blocks) on 32 devices: with data-parallel attention each device runs
+    its dense first layers (18,432 wide), shared expert (2,048) and attention output (128 heads x 128) whole, as SGLang
+    and vLLM's data-parallel ranks do, so a block of 128 divides every k; tensor parallelism shards the dense layers
+    to 18,432 / 32 = 576 = 4.5 blocks, which vLLM's block-fp8 layers refuse too."""
+    config = load_model_config("deepseek-v3")
+    parts = {"weight_bits": 8, "act_bits": 8, "weight_type": "fp8_e4m3", "act_type": "fp8_e4m3",
+             "scale_type": "fp32", "scale_granularity": "block", "group_size": 128}
+    dims = gemm_k_dims(config, tp=32, ep=32, data_parallel=True)
+    assert (dims["dense layers' MLP down"], dims["shared experts' MLP down"], dims["attention output"],
+            dims["MLP down"]) == (18432, 2048, 128 * 128, 2048)
+    check_format(parts, config, tp=32, ep=32, data_parallel=True)
+    with pytest.raises(ValueError, match="dense layers' MLP down k=576"):
+        check_format(parts, config, tp=32, ep=32)
