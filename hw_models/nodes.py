@@ -32,6 +32,16 @@ fit where it has one, else its datasheet alpha-beta model; the node links here h
   different nodes crosses the node link (every device of the stage to its peer of the next, each over its own NIC),
   else the link.
 
+A group within one bounded domain larger than a node of the link's fits (an NVLink Switch System's 16, a what-if
+link.domain_devices; a network's unbounded domain keeps its ring) takes the faster of the link's ring over all n and
+the hierarchical form above run inside the domain: groups of the fitted node size (the largest device count the
+link's fits were measured on, else BOARD_DEVICES) joined by the domain's own link in place of a NIC, that phase on
+the link's datasheet model as a node link's is. NCCL's tuner runs the fastest algorithm it has (its tree and
+NVLS-tree beside the ring, NVIDIA/nccl src/graph/tuning.cc), and a domain can run what the same devices split into
+nodes run, over a link no slower; the ring alone, fitted on 8 devices and extrapolated to 2 (n - 1) steps, would
+price one domain of 16 slower than two nodes of 8 over InfiniBand. An all-to-all's hierarchical form is never faster
+than its ring (the longer of the ring and the groups' exchange), so a domain's all-to-all is its ring.
+
 Not priced: the NICs' and the network switches' congestion beyond each GPU's own port, rail or fat-tree topology,
 SHARP in the network switches, and NCCL's choice of ring over all n ranks for large messages (a pipelined ring over
 the NICs reaches a higher bus bandwidth than the three phases in turn).
@@ -45,14 +55,28 @@ import numpy as np
 
 from hw_models.link import LinkModel, LinkSpec
 
+# The devices of the board every measured system is and every joining preset's domain holds (an HGX/DGX board, an
+# 8-GPU PCIe server): the group of the hierarchical form within a wider domain where the link has no fit to say.
+BOARD_DEVICES = 8
+
 
 def node_layout(devices: int, link: LinkSpec) -> tuple[int, int]:
     """(devices a node, nodes) of a group of `devices` on `link`: (devices, 1) within one domain."""
     domain = link.domain_devices
     if domain is None or devices <= domain:
         return devices, 1
-    nodes = math.ceil(devices / domain)
-    return math.ceil(devices / nodes), nodes
+    return _groups(devices, domain)
+
+
+def _groups(devices: int, most: int) -> tuple[int, int]:
+    """(devices a group, groups) of `devices` in groups of at most `most`, placed as evenly as they go."""
+    groups = math.ceil(devices / most)
+    return math.ceil(devices / groups), groups
+
+
+def fitted_node_devices(link: LinkModel) -> int:
+    """The devices of one node of the link's fits (the largest count they were measured on), else BOARD_DEVICES."""
+    return max((fit.max_devices or 0 for fit in link.fits.values()), default=0) or BOARD_DEVICES
 
 
 def collective_time_s(kind: str, message_bytes, devices: int, link: LinkModel, node_link: LinkModel):
@@ -60,24 +84,38 @@ def collective_time_s(kind: str, message_bytes, devices: int, link: LinkModel, n
     `node_link` where the group spans several (module docstring; arrays broadcast). send_recv: a send within a
     node (stage_sends_cross says which cross)."""
     per_node, nodes = node_layout(devices, link.spec)
-    if nodes == 1 or kind == "send_recv":
+    if kind == "send_recv":
         return link.collective_time_s(kind, message_bytes, devices)
-    size = np.asarray(message_bytes, dtype=float)
-    if kind == "all_reduce":
-        time = _halves_within(link, size, per_node) + node_link.collective_time_s("all_reduce", size / per_node, nodes)
-    elif kind == "all_gather":
-        time = (node_link.collective_time_s("all_gather", size / per_node, nodes)
-                + link.collective_time_s("all_gather", size, per_node))
-    elif kind == "reduce_scatter":
-        time = (link.collective_time_s("reduce_scatter", size, per_node)
-                + node_link.collective_time_s("reduce_scatter", size / per_node, nodes))
-    elif kind == "all_to_all":
-        time = np.maximum(link.collective_time_s("all_to_all", size, devices),
-                          node_link.collective_time_s("all_to_all", size, nodes))
+    if nodes > 1:
+        time = _hierarchical_s(kind, message_bytes, devices, per_node, nodes, link, node_link)
     else:
-        return link.collective_time_s(kind, message_bytes, devices)  # its error: no such collective
+        time = link.collective_time_s(kind, message_bytes, devices)
+        node = fitted_node_devices(link)
+        if link.spec.domain_devices is not None and devices > node:  # the domain's own hierarchy (module docstring)
+            per_group, groups = _groups(devices, node)
+            time = np.minimum(time, _hierarchical_s(kind, message_bytes, devices, per_group, groups, link,
+                                                    LinkModel(link.spec)))
     time = np.asarray(time, dtype=float)
     return float(time) if time.ndim == 0 else time
+
+
+def _hierarchical_s(kind: str, message_bytes, devices: int, per_node: int, nodes: int, link: LinkModel,
+                    node_link: LinkModel):
+    """The collective as `nodes` groups of `per_node` devices on `link`, the groups joined by `node_link` (module
+    docstring)."""
+    size = np.asarray(message_bytes, dtype=float)
+    if kind == "all_reduce":
+        return _halves_within(link, size, per_node) + node_link.collective_time_s("all_reduce", size / per_node, nodes)
+    if kind == "all_gather":
+        return (node_link.collective_time_s("all_gather", size / per_node, nodes)
+                + link.collective_time_s("all_gather", size, per_node))
+    if kind == "reduce_scatter":
+        return (link.collective_time_s("reduce_scatter", size, per_node)
+                + node_link.collective_time_s("reduce_scatter", size / per_node, nodes))
+    if kind == "all_to_all":
+        return np.maximum(link.collective_time_s("all_to_all", size, devices),
+                          node_link.collective_time_s("all_to_all", size, nodes))
+    return link.collective_time_s(kind, message_bytes, devices)  # its error: no such collective
 
 
 def _halves_within(link: LinkModel, size: np.ndarray, per_node: int):

@@ -51,13 +51,47 @@ def test_a_group_within_one_node_is_priced_as_before(devices):
                               nvlink.collective_time_s(kind, SIZES, devices))
 
 
-def test_sixteen_devices_in_one_domain_of_sixteen_are_todays_number():
-    """A what-if domain of 16 (an NVLink Switch System) prices 16 devices on the link alone, as before nodes."""
+def test_sixteen_devices_in_one_domain_all_reduce_as_groups_of_eight_by_hand():
+    """Datasheet NVLink 4 (450 GB/s, 0.6 us a step) in a what-if domain of 16, S = 1 MiB: a ring over 16 takes
+    2 (15/16) S / 450 GB/s + 30 steps = 4.37 + 18 us; two groups of 8 joined by NVLink take the same bytes
+    (2 (7/8) S + 2 (1/2) S / 8 = 2 (15/16) S) in 2 x 7 + 2 steps = 4.37 + 9.6 us, the faster."""
+    wide = load_link_model("nvlink4", {"domain_devices": 16}, calibrated=False)
+    size = 2**20
+    expected = 2 * 15 / 16 * size / 450e9 + 16 * 0.6e-6
+    assert nodes.collective_time_s("all_reduce", size, 16, wide, load_link_model("infiniband-ndr")) == \
+        pytest.approx(expected)
+    assert expected == pytest.approx(13.97e-6, abs=0.01e-6)
+
+
+def test_a_large_all_reduce_in_one_domain_takes_the_ring_where_it_is_faster():
+    """1 GiB on nvlink4's fit: the ring over 16 (its bandwidth grown with n) is faster than two groups of 8."""
     wide = load_link_model("nvlink4", {"domain_devices": 16})
-    ib = load_link_model("infiniband-ndr")
-    for kind in KINDS:
-        assert np.array_equal(nodes.collective_time_s(kind, SIZES, 16, wide, ib),
-                              load_link_model("nvlink4").collective_time_s(kind, SIZES, 16))
+    size = 2**30
+    assert nodes.collective_time_s("all_reduce", size, 16, wide, load_link_model("infiniband-ndr")) == \
+        wide.collective_time_s("all_reduce", size, 16)
+
+
+NODE_LINKS = ("ethernet-100g", "infiniband-hdr", "infiniband-ndr", "roce-400g")
+MESSAGES = np.geomspace(2**10, 10 * 2**30, 25)
+
+
+@pytest.mark.parametrize("link", ["nvlink2", "nvlink3", "nvlink4", "nvlink5"])
+@pytest.mark.parametrize("calibrated", [True, False])
+def test_one_domain_is_never_slower_than_the_same_devices_split_into_nodes(link, calibrated):
+    """Invariant: n devices in one NVLink domain of n are never slower than the same n split into nodes of 8 over any
+    node link preset (NVLink's bandwidth and step latency no worse than any of theirs: the domain can run the same
+    hierarchy over its own link), for every collective, 16-64 devices, 1 KiB-10 GiB."""
+    split = load_link_model(link, calibrated=calibrated)
+    for name in NODE_LINKS:
+        node_link = load_link_model(name)
+        assert split.spec.bandwidth_GBps >= node_link.spec.bandwidth_GBps
+        assert split.spec.latency_us <= node_link.spec.latency_us
+        for devices in (16, 20, 24, 32, 48, 64):
+            domain = load_link_model(link, {"domain_devices": devices}, calibrated=calibrated)
+            for kind in KINDS:
+                one = nodes.collective_time_s(kind, MESSAGES, devices, domain, node_link)
+                across = nodes.collective_time_s(kind, MESSAGES, devices, split, node_link)
+                assert np.all(one <= across * (1 + 1e-12)), (name, devices, kind)
 
 
 @pytest.mark.parametrize("kind", KINDS)
