@@ -147,6 +147,11 @@ class _Fusion:
         for i, module in enumerate(self.modules):
             self.rows.setdefault(module, []).append(i)
         self.gemm = {m: i for i, m in enumerate(self.modules) if table.kind[i] == _GEMM}
+        # Each MoE layer's expert rows (collectives apart) by expert index, in order: one pass over the table.
+        self.experts: dict[str, dict[str, list[int]]] = {}
+        for i, module in enumerate(self.modules):
+            if (match := _EXPERT.match(module)) and table.kind[i] not in _COLLECTIVES:
+                self.experts.setdefault(match[1], {}).setdefault(match[2], []).append(i)
 
     def kernels(self) -> list[_Kernel]:
         out: list[_Kernel] = []
@@ -155,7 +160,7 @@ class _Fusion:
         for parent in dict.fromkeys(m.rsplit(".", 1)[0] for m in self.gemm if m.endswith(".kv_a_proj_with_mqa")):
             out += self._latent_block(parent)
         moe = {}
-        for parent in dict.fromkeys(match[1] for m in self.modules if (match := _EXPERT.match(m))):
+        for parent in self.experts:
             moe[parent] = self._moe_layer(parent)
             out += moe[parent]
         for parent in dict.fromkeys(m.rsplit(".", 1)[0] for m in self.gemm if m.endswith(".gate_proj")):
@@ -252,10 +257,7 @@ class _Fusion:
         """One fused MoE kernel for the experts of MoE layer `parent` (with the zeroed output they add into), and
         one topk_softmax kernel for its router's softmax, top-k and renormalization."""
         t = self.t
-        experts: dict[str, list[int]] = {}
-        for i, module in enumerate(self.modules):
-            if (match := _EXPERT.match(module)) and match[1] == parent and t.kind[i] not in _COLLECTIVES:
-                experts.setdefault(match[2], []).append(i)
+        experts = self.experts[parent]
         gates = [self.gemm.get(f"{parent}.experts.{e}.gate_proj") for e in experts]
         if None in gates or any(f"{parent}.experts.{e}.up_proj" not in self.gemm for e in experts):
             return []  # ungated experts: vLLM's fused MoE is gated; they keep their eager kernels

@@ -18,6 +18,7 @@ numeric format: an all-reduce moves the 16-bit output of the projection it follo
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import replace
 
 import numpy as np
@@ -135,10 +136,12 @@ def shard_tensor_parallel(table: KernelTable, tp: int, config: ModelConfig, ep: 
             work[i] = 1 / tp
             act[i] = kv_share if cache_write else 1 / tp
             kv[i] = kv_share
+    first_row = _first_rows(table)
+    last_row = _last_rows_of(table, moe_layers)
     for layer in moe_layers:
         # The layer's output (tokens x hidden, 16-bit) is summed once: the router GEMM's m x k.
-        router = next(j for j, k in enumerate(table.kernels) if k.module == f"{layer}.gate")
-        reduce_after.append((_last_row_of(table, layer), float(table.m[router] * table.k[router] * 2)))
+        router = first_row[f"{layer}.gate"]
+        reduce_after.append((last_row[layer], float(table.m[router] * table.k[router] * 2)))
     sharded = replace(table, flops=scale["flops"] * work, weight_bytes=scale["weight_bytes"] * weights,
                       act_bytes=scale["act_bytes"] * act, kv_bytes=scale["kv_bytes"] * kv,
                       n=scale["n"] * n_div, k=scale["k"] * k_div, batch=table.batch * batch_div,
@@ -148,8 +151,25 @@ def shard_tensor_parallel(table: KernelTable, tp: int, config: ModelConfig, ep: 
     return _with_collectives(sharded, sorted(reduce_after), KernelKind.ALL_REDUCE, tp)
 
 
-def _last_row_of(table: KernelTable, module_prefix: str) -> int:
-    return max(i for i, k in enumerate(table.kernels) if k.module.startswith(module_prefix))
+def _first_rows(table: KernelTable) -> dict[str, int]:
+    """Each module's first row."""
+    first: dict[str, int] = {}
+    for i, kernel in enumerate(table.kernels):
+        first.setdefault(kernel.module, i)
+    return first
+
+
+def _last_rows_of(table: KernelTable, module_prefixes: Iterable[str]) -> dict[str, int]:
+    """The last row whose module starts with each prefix, in one pass over the table (a pass per prefix would grow
+    with the number of MoE layers times the rows)."""
+    prefixes = set(module_prefixes)
+    lengths = sorted({len(prefix) for prefix in prefixes})
+    last: dict[str, int] = {}
+    for i, kernel in enumerate(table.kernels):
+        for length in lengths:
+            if (head := kernel.module[:length]) in prefixes:
+                last[head] = i
+    return last
 
 
 def check_pipeline_parallel(config: ModelConfig, pp: int) -> None:
