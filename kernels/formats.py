@@ -671,7 +671,7 @@ def check_group_size(fmt: NumericFormat, k_dims: dict[str, int], model: str) -> 
         ks = sorted(set(k_dims.values()))
         fits = [g for g in GROUP_SIZES if all(g >= k or k % g == 0 for k in ks)]
         shown = ", ".join(f"{name} k={k}" for name, k in bad.items())
-        default = " (the default)" if fmt.group_size == _FIELDS["group_size"].default else ""
+        default = " (also the default)" if fmt.group_size == _FIELDS["group_size"].default else ""
         raise ValueError(f"group_size: found {fmt.group_size}{default}, which does not divide {model}'s {shown}; "
                          f"allowed: a divisor of every GEMM's k ({', '.join(map(str, ks))}): "
                          f"{', '.join(map(str, fits)) or 'none of ' + ', '.join(map(str, GROUP_SIZES))}, or "
