@@ -231,6 +231,12 @@ def attention_shapes(*, flops, act_bytes, kv_bytes, batch, heads, kv_heads, q_le
     cache, NumericFormat.kv_packing): the kernel reads the packed bytes, and its fit is chosen by the values' width.
     `v_head_dim` and `kv_width` (0: head_dim, and a key and a value apart): the value's width and the elements a key
     holds in the cache per KV head, where they differ (MLA, KernelTable.v_head_dim and kv_width)."""
+    if np.ndim(flops) == 1 and len(flops) <= SCALAR_ROWS:
+        try:
+            return _scalar_shapes(flops, act_bytes, kv_bytes, batch, heads, kv_heads, q_len, kv_len, head_dim,
+                                  torch_sdpa, kv_packing, v_head_dim, kv_width)
+        except (ValueError, ZeroDivisionError, OverflowError):  # a row count apart, a zero or an infinity: numpy's way
+            pass
     batch, heads, q_len = np.maximum(batch, 1), np.maximum(heads, 1), np.maximum(q_len, 1)
     kv_heads, _ = kv_groups(heads, kv_heads, q_len)
     kv_len, head_dim = np.maximum(kv_len, 1), np.maximum(head_dim, 1)
@@ -261,6 +267,46 @@ def attention_shapes(*, flops, act_bytes, kv_bytes, batch, heads, kv_heads, q_le
         packed_blocks=packed_blocks, head_blocks=head_blocks,
         whole_blocks=bool(np.all(packed_blocks % 1 == 0) and np.all(head_blocks % 1 == 0)),
         split_column=np.asarray(split_tiles, dtype=np.intp))
+
+
+def _scalar_shapes(*columns) -> AttentionShapes:
+    """attention_shapes of a few rows (columns of one row count, or single values) in Python floats: numpy's overhead
+    per call on arrays this short exceeds the arithmetic. Each row as attention_shapes takes it, step by step."""
+    rows = len(columns[0])
+    values = [np.asarray(column).tolist() if np.ndim(column) else [column] * rows for column in columns]
+    out: list[list] = [[] for _ in range(10)]
+    for flops, act_bytes, kv_bytes, batch, heads, kv_heads, q_len, kv_len, head_dim, sdpa, packing, v_dim, width in zip(
+            *values, strict=True):
+        batch, heads, q_len = max(batch, 1.0), max(heads, 1.0), max(q_len, 1.0)
+        kv_heads = kv_heads if kv_heads > 0 else heads  # kv_groups
+        kv_len, head_dim = max(kv_len, 1.0), max(head_dim, 1.0)
+        pair_dims = head_dim + (v_dim if v_dim > 0 else head_dim)
+        cached = width if width > 0 else pair_dims
+        narrow = 0 < kv_bytes < NARROW_KV_BYTES * packing * batch * kv_heads * kv_len * cached
+        latent = width > 0 and q_len < kv_len
+        query_rows = q_len * heads / kv_heads
+        decode = q_len == 1 or (query_rows <= ATTENTION_Q_TILE and q_len < kv_len) or latent  # decode_like
+        mla_tiles = float(math.ceil(query_rows / MLA_Q_TILE)) if latent else 1.0
+        kv_tiles = float(math.ceil(kv_len / ATTENTION_KV_TILE))
+        head_blocks = batch * heads * float(math.ceil(q_len * heads / heads / ATTENTION_Q_TILE))
+        packed_blocks = batch * kv_heads * mla_tiles if latent else (
+            batch * kv_heads * float(math.ceil(q_len * heads / kv_heads / ATTENTION_Q_TILE)))
+        split_tiles = min(float(MAX_KV_SPLITS), kv_tiles)
+        for part, value in zip(out, (
+                flops * mla_tiles * MLA_Q_TILE / query_rows if latent else flops, act_bytes + kv_bytes,
+                mla_tiles * (kv_bytes if kv_bytes > 0 else 2.0 * batch * kv_heads * kv_len * pair_dims), batch,
+                split_tiles, kv_tiles <= 4, 4 * int(sdpa) + 2 * int(decode) + int(narrow), 2.0 * pair_dims,
+                packed_blocks, head_blocks), strict=True):
+            part.append(value)
+    flops, traffic, keys_values, batch, split_tiles, few_tiles, variant, mma_flops, packed_blocks, head_blocks = out
+    return AttentionShapes(
+        flops=np.array(flops, dtype=float), traffic=np.array(traffic, dtype=float),
+        keys_values=np.array(keys_values, dtype=float), batch=np.array(batch, dtype=float),
+        split_tiles=np.array(split_tiles, dtype=float), few_tiles=np.array(few_tiles, dtype=bool),
+        variant=np.array(variant, dtype=int), mma_flops=np.array(mma_flops, dtype=float),
+        packed_blocks=np.array(packed_blocks, dtype=float), head_blocks=np.array(head_blocks, dtype=float),
+        whole_blocks=all(b % 1 == 0 for b in packed_blocks + head_blocks),
+        split_column=np.array(split_tiles, dtype=np.intp))
 
 
 def attention_times(*, flops, act_bytes, kv_bytes, batch, heads, kv_heads, q_len, kv_len, head_dim, flops_per_s,

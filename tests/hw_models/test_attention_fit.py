@@ -200,3 +200,35 @@ def test_a_few_rows_priced_in_floats_match_the_array_path(monkeypatch, device_na
         monkeypatch.undo()
         for got, want in zip(floats, arrays, strict=True):
             np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+def test_a_few_rows_shaped_in_floats_match_the_array_path_bit_for_bit(monkeypatch):
+    """attention_shapes takes a few rows in Python floats (_scalar_shapes) and more with numpy: every term, of every
+    kind of row (GQA and MHA, a traced prefill without KV bytes, an fp8 or bitmap-packed cache, MLA's latent decode
+    and its wider value, torch's SDPA, zero counts raised to one, query tiles crossed), is the same number of the
+    same dtype either way, so a serving run's iterations cost the same to the last bit."""
+    import hw_models.gpu_attention as attention
+
+    rng = np.random.default_rng(7)
+    for _ in range(300):
+        rows = int(rng.integers(1, attention.SCALAR_ROWS + 1))
+        q_len = rng.choice([0.0, 1.0, 2.0, 5.0, 127.0, 128.0, 129.0, 512.0, 1000.5], rows)
+        kv_len = q_len + rng.choice([0.0, 1.0, 130.0, 4096.0, 33333.0], rows)
+        heads = rng.choice([0.0, 16.0, 32.0, 128.0], rows)
+        kv_heads = rng.choice([0.0, 1.0, 8.0, 32.0], rows)
+        batch = rng.choice([0.0, 1.0, 3.0, 64.0, 2.5], rows)
+        head_dim = rng.choice([64.0, 128.0, 192.0], rows)
+        columns = dict(
+            flops=rng.uniform(1e6, 1e13, rows), act_bytes=rng.uniform(0.0, 1e9, rows),
+            kv_bytes=rng.choice([0.0, 1.0, 1e5, 1e9], rows) * rng.uniform(0.5, 2.0, rows), batch=batch, heads=heads,
+            kv_heads=kv_heads, q_len=q_len, kv_len=kv_len, head_dim=head_dim, torch_sdpa=rng.random(rows) < 0.3,
+            v_head_dim=rng.choice([0.0, 128.0], rows), kv_width=rng.choice([0.0, 0.0, 576.0], rows))
+        for packing in (1.0, rng.choice([0.5, 1.0], rows)):
+            floats = attention_shapes(**columns, kv_packing=packing)
+            monkeypatch.setattr(attention, "SCALAR_ROWS", 0)  # every call through the arrays
+            arrays = attention_shapes(**columns, kv_packing=packing)
+            monkeypatch.undo()
+            for name in arrays.__dataclass_fields__:
+                got, want = getattr(floats, name), getattr(arrays, name)
+                assert np.asarray(got).dtype == np.asarray(want).dtype, name
+                assert np.asarray(got).tobytes() == np.asarray(want).tobytes(), (name, got, want, columns)
