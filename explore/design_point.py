@@ -17,6 +17,7 @@ from typing import Any
 
 from explore.knobs import KNOBS, Knob, knobs
 from explore.pool_what_ifs import POOL_WHAT_IFS
+from explore.serving_settings import refused_limits
 from hw_models.registry import calibration_file, read_device_yaml
 from kernels.formats import NumericFormat
 from sim.serving_spec import ServingSpec
@@ -129,16 +130,16 @@ class DesignPoint:
 
     def unjudged(self) -> str:
         """Why the point's run cannot answer what it asks, as one line naming the key ('' where it can): its serving
-        spec's reason (ServingSpec.unjudged), or settings not modeled together: offloading or layer skipping beside
-        speculative decoding, experts offloaded from a model without routed experts, a sliding window beside offloading
-        other than the weights, offloading, speculation, pruning, layer skipping or token splitting on pipeline stages,
-        a hybrid attention placement off one model device beside one CPU host, attention devices beside what they do
-        not run (pipeline stages, a draft, cascade, swapping, token splitting), data-parallel attention beside what its
-        ranks do not run. `explore run` refuses such a point; a sweep records it unevaluated, this its
-        infeasible_reason, and runs its other points."""
+        spec's reason (ServingSpec.unjudged), scheduler limits vLLM refuses (serving_settings.refused_limits), or
+        settings not modeled together: offloading or layer skipping beside speculative decoding, experts offloaded from
+        a model without routed experts, a sliding window beside offloading other than the weights, offloading,
+        speculation, pruning, layer skipping or token splitting on pipeline stages, a hybrid attention placement off
+        one model device beside one CPU host, attention devices beside what they do not run (pipeline stages, a draft,
+        cascade, swapping, token splitting), data-parallel attention beside what its ranks do not run. `explore run`
+        refuses such a point; a sweep records it unevaluated, this its infeasible_reason, and runs its other points."""
         if self.serving is not None:
-            return (self.serving.unjudged() or self._hybrid_unjudged() or self._attention_unjudged()
-                    or self._data_parallel_unjudged() or self._stage_unjudged())
+            return (self.serving.unjudged() or refused_limits(self.serving) or self._hybrid_unjudged()
+                    or self._attention_unjudged() or self._data_parallel_unjudged() or self._stage_unjudged())
         if reason := self._draft_unjudged():
             return reason
         offload = self.knob("offload")

@@ -594,7 +594,8 @@ for _name, _type, _help, _kw in (
         ("requests", int, "requests simulated", {"minimum": 1}),
         ("max_seqs", int, "sequences per iteration", {"minimum": 1}),
         ("max_batched_tokens", int, "tokens per iteration of a non-chunked scheduler", {"minimum": 1}),
-        ("chunk_tokens", int, "chunked prefill's token budget per iteration", {"minimum": 1}),
+        ("chunk_tokens", int, "chunked prefill's token budget per iteration, at least max_seqs (vLLM refuses "
+         "max_num_batched_tokens below max_num_seqs: such a point is not run)", {"minimum": 1}),
         ("block_tokens", int, "tokens per KV block", {"minimum": 1}),
         ("prefix_tokens", int, "a system prompt every request (every conversation) starts with, cached once",
          {"minimum": 0}),

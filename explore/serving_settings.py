@@ -366,6 +366,21 @@ GATEWAY_KNOBS = (*BUSY_THRESHOLDS, "busy_action")
 CLIENT_RETRIES = ("client_retries", "client_retry_s")
 
 
+def refused_limits(spec: ServingSpec) -> str:
+    """Why vLLM refuses the spec's scheduler limits, as one line naming the key ('' where it takes them): a chunked
+    scheduler's token budget (chunk_tokens, vLLM's max_num_batched_tokens with chunked prefill) below max_seqs
+    (max_num_seqs). The limits are each engine's (a data-parallel rank's own, as each of vLLM's data-parallel engines
+    checks its own), and vLLM compares the two alone, whatever tokens a speculative decode verifies."""
+    # vllm/config/scheduler.py SchedulerConfig.verify_max_model_len: "max_num_batched_tokens (...) must be greater than
+    # or equal to max_num_seqs (...)". A scheduler that prefills whole reads max_batched_tokens, its own check
+    # (sim/serving.py serving_budget_reason).
+    if SCHEDULERS[spec.scheduler].chunked and spec.chunk_tokens < spec.max_seqs:
+        return (f"chunk_tokens: found {spec.chunk_tokens} with max_seqs {spec.max_seqs}, allowed: an integer >= "
+                f"{spec.max_seqs}, or {spec.chunk_tokens} with max_seqs <= {spec.chunk_tokens} (vLLM refuses "
+                f"max_num_batched_tokens, chunked prefill's token budget, below max_num_seqs)")
+    return ""
+
+
 def unread(fields: Iterable[str], values: Values) -> set[str]:
     """Those of `fields` that a run beside `values` does not read, by RULES (chunk_tokens beside scheduler
     ('continuous',)): a sweep's point is the point without them."""

@@ -8,6 +8,7 @@ import csv
 import pytest
 
 from explore.cli import main
+from explore.design_point import DesignPoint
 from explore.serving_settings import RULES, FlagNames, KeyNames, flag_of, idle_setting, key_of
 from sim.serving_spec import ServingSpec
 from tests.explore.tiny_sweep import write_sweep, write_tiny_serving_sweep
@@ -228,3 +229,53 @@ def test_a_list_where_a_key_takes_one_text_value_says_so(tmp_path, capsys, key):
     assert len(err.splitlines()) == 1 and "Traceback" not in err, err
     assert f"serving.{key}: found ['infiniband-ndr', 'l4'], allowed: one text value, not a list (the key does not " \
            "sweep)" in err, err
+
+
+# vLLM refuses a token budget below its sequence limit (vllm-project/vllm vllm/config/scheduler.py, commit 01230b40,
+# SchedulerConfig.verify_max_model_len: "max_num_batched_tokens (...) must be greater than or equal to max_num_seqs
+# (...)"); with chunked prefill its max_num_batched_tokens is the chunk budget, chunk_tokens here.
+@pytest.mark.parametrize(("scheduler", "chunk_tokens", "max_seqs", "refused"), [
+    ("chunked", 255, 256, True),
+    ("chunked", 256, 256, False),  # "greater than or equal": the budget may equal the sequences
+    ("chunked", 512, 32, False),  # a data-parallel rank's own limits (examples/dp-attention.yaml)
+    ("continuous", 16, 256, False),  # it prefills whole within max_batched_tokens: chunk_tokens is not its budget
+])
+def test_a_chunked_budget_below_max_seqs_is_not_run_as_vllm_refuses_it(scheduler, chunk_tokens, max_seqs, refused):
+    spec = ServingSpec(scheduler=scheduler, chunk_tokens=chunk_tokens, max_seqs=max_seqs)
+    reason = DesignPoint(model="llama-2-7b", device="h100-sxm", batch=max_seqs, prompt=0, output=0,
+                         serving=spec).unjudged()
+    assert (reason.startswith(f"chunk_tokens: found {chunk_tokens} with max_seqs {max_seqs}, allowed: an integer "
+                              f">= {max_seqs}") if refused else reason == ""), reason
+
+
+def test_explore_run_refuses_a_chunk_below_max_seqs_in_one_line(capsys):
+    assert main([*RUN, *LENGTHS[0], "--scheduler", "chunked", "--max-seqs", "64", "--chunk-tokens", "32"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "error: --chunk-tokens: found 32 with --max-seqs 64, allowed: an integer >= 64, or 32 " \
+                             "with --max-seqs <= 32 (vLLM refuses max_num_batched_tokens" in err[0], err
+
+
+def test_a_grid_crossing_max_seqs_past_the_chunk_runs_the_points_vllm_takes(tmp_path, capsys):
+    """max_seqs [8, 32] beside 16-token chunks: by vLLM's rule 8 <= 16 runs and 32 > 16 is refused, so the grid
+    records that point not run with the reason and runs the other; where every point is refused, the sweep is."""
+    path = write_tiny_serving_sweep(tmp_path, "  rate: 50\n  scheduler: chunked\n  max_seqs: [8, 32]\n"
+                                              "  chunk_tokens: 16\n")
+    assert main(["check", path]) == 0
+    said = capsys.readouterr().out
+    assert "1 of 2 points are not run, each row's infeasible_reason saying why: chunk_tokens: found 16 with " \
+           "max_seqs 32" in said, said
+    out = tmp_path / "out"
+    assert main(["--quiet", path, "--out", str(out)]) == 0
+    capsys.readouterr()
+    with open(out / "results.csv", newline="") as file:
+        rows = {row["max_seqs"]: row for row in csv.DictReader(file)}
+    assert sorted(rows) == ["32", "8"]
+    assert rows["8"]["infeasible_reason"] == "" and float(rows["8"]["tokens_per_s"]) > 0
+    assert rows["32"]["infeasible_reason"].startswith("chunk_tokens: found 16 with max_seqs 32, allowed: ")
+    assert rows["32"]["tokens_per_s"] in ("", "nan")
+    every = write_tiny_serving_sweep(tmp_path, "  rate: 50\n  scheduler: chunked\n  max_seqs: [32, 64]\n"
+                                               "  chunk_tokens: 16\n")
+    assert main(["check", every]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "sweep.yaml:" in err[0] and "serving.chunk_tokens: found 16 with serving.max_seqs 32" \
+        in err[0], err

@@ -70,7 +70,7 @@ def test_run_serving_json_has_the_sweep_metric_names(tmp_path, capsys):
     model = write_tiny_model(tmp_path)
     assert main(["run", "--model", model, "--device", "h100-sxm", "--serving", "--rate", "100", "--requests", "20",
                  "--prompt", "32", "--output", "8", "--scheduler", "chunked", "--chunk-tokens", "16",
-                 "--json"]) == 0
+                 "--max-seqs", "16", "--json"]) == 0
     metrics = json.loads(capsys.readouterr().out)
     for name in ("ttft_s", "tpot_s", "tokens_per_s", "ttft_p99_s", "tbt_p99_s", "goodput_rps", "kv_utilization_max"):
         assert name in metrics
