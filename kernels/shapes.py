@@ -624,7 +624,7 @@ class StepTemplate:
         # The layout flags of the traced pass most like this iteration: decode steps (one position) or prompts, and
         # as few sequences as the narrow traces or more.
         trace = 2 * (positions > 1) + (sampled > self.traced_tokens)
-        table = replace(self.linear, **columns, general_layout=self.general_layout[trace])
+        table = self.linear.with_columns(**columns, general_layout=self.general_layout[trace])
         launched = ((self.expert < 0) | (load > 0)) & (touched > 0) & form_runs  # nothing without tokens
         if launched.all():
             return table, np.arange(len(launched))
@@ -694,11 +694,11 @@ class StepTemplate:
         row = self.decode_attention
         work = shape.decode_kv / self.traced_decode_kv
         pairs = shape.decode_query_kv / self.traced_decode_kv
-        return replace(row, flops=row.flops * pairs * shape.decode_flops_per_kv, kv_bytes=row.kv_bytes * work,
-                       act_bytes=row.act_bytes * shape.decode_queries / self.traced_decode_seqs,
-                       batch=np.array([float(shape.decode_seqs)]),
-                       q_len=np.array([shape.decode_queries / shape.decode_seqs]),
-                       kv_len=np.array([shape.decode_kv / shape.decode_seqs]))
+        return row.with_columns(flops=row.flops * pairs * shape.decode_flops_per_kv, kv_bytes=row.kv_bytes * work,
+                                act_bytes=row.act_bytes * shape.decode_queries / self.traced_decode_seqs,
+                                batch=np.array([float(shape.decode_seqs)]),
+                                q_len=np.array([shape.decode_queries / shape.decode_seqs]),
+                                kv_len=np.array([shape.decode_kv / shape.decode_seqs]))
 
     def _shared_prefix_attention(self, shape: StepShape) -> KernelTable:
         """One layer's attention of the decoding sequences' queries to their groups' shared prefixes, cascade
@@ -774,10 +774,11 @@ class StepTemplate:
         row = self.prefill_attention
         kv_bytes_per_key = self.decode_attention.kv_bytes[0] / self.traced_decode_kv
         seqs, tokens = shape.prefill_seqs, shape.prefill_tokens
-        table = replace(row, flops=row.flops * shape.prefill_pairs / self.traced_prefill_pairs,
-                        act_bytes=row.act_bytes * tokens / self.traced_prefill_tokens,
-                        kv_bytes=np.array([shape.prefill_cached * kv_bytes_per_key]), batch=np.array([float(seqs)]),
-                        q_len=np.array([tokens / seqs]), kv_len=np.array([(tokens + shape.prefill_cached) / seqs]))
+        table = row.with_columns(flops=row.flops * shape.prefill_pairs / self.traced_prefill_pairs,
+                                 act_bytes=row.act_bytes * tokens / self.traced_prefill_tokens,
+                                 kv_bytes=np.array([shape.prefill_cached * kv_bytes_per_key]),
+                                 batch=np.array([float(seqs)]), q_len=np.array([tokens / seqs]),
+                                 kv_len=np.array([(tokens + shape.prefill_cached) / seqs]))
         if shape.prefill_scored_share:  # an eviction's heads keep their probabilities, as the static pass prices them
             table = scored_prefill(table, shape.prefill_scored_share, shape.prefill_score_B, self.sliding_window)
         return table

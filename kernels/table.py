@@ -77,6 +77,17 @@ class KernelTable:
     # element and scale types (hw_models/gpu_quant.py) for the rows with quantized weights (weight_bits < 16).
     numeric_format: NumericFormat | None = None
 
+    def with_columns(self, **changes) -> KernelTable:
+        """dataclasses.replace(self, **changes) for changes that are never None: the defaults __post_init__ fills are
+        this table's already, so the copy skips __init__ (a serving run re-sizes attention rows for every new shape,
+        where replace's 29-field __init__ cost more than the arithmetic). Cached properties are not carried over."""
+        if not changes.keys() <= _FIELD_NAMES:
+            raise TypeError(f"with_columns: found {sorted(changes.keys() - _FIELD_NAMES)}, allowed: KernelTable fields")
+        table = object.__new__(type(self))
+        state = self.__dict__
+        table.__dict__.update({name: state[name] for name in _FIELDS}, **changes)
+        return table
+
     def __post_init__(self) -> None:
         for name in ("weight_density", "sparse_weight_scale"):
             if getattr(self, name) is None:
@@ -120,8 +131,8 @@ class KernelTable:
         """concat(tables) where their rows, in order, are this table's kernels at other sizes (a frame,
         kernels/shapes.py StepTemplate.attention_table): the columns of what a kernel is (KERNEL_COLUMNS) and the
         shape-only caches are this table's, every other column and the kernels are concatenated."""
-        table = replace(self, kernels=tuple(k for t in tables for k in t.kernels),
-                        **{name: np.concatenate([getattr(t, name) for t in tables]) for name in _SIZE_COLUMNS})
+        sizes = {name: np.concatenate([getattr(t, name) for t in tables]) for name in _SIZE_COLUMNS}
+        table = self.with_columns(kernels=tuple(k for t in tables for k in t.kernels), **sizes)
         _share_shape_caches(table, self)
         return table
 
@@ -627,6 +638,8 @@ class RowGroup:
 TABLES_KEPT = 2
 # Mask pairs KernelTable.distinct_counts keeps: the table's own masks and a few more.
 MASKS_KEPT = 64
+_FIELDS = tuple(f.name for f in fields(KernelTable))
+_FIELD_NAMES = frozenset(_FIELDS)
 _COLUMNS = tuple(f.name for f in fields(KernelTable) if f.name not in ("kernels", "sparsity", "numeric_format"))
 # The columns of what a kernel is, whatever its size: its kind, its math's dtype and units, its heads and head size,
 # its weights' format, the kernel its op is, the devices its experts are spread over (KernelTable.with_sizes_of keeps
