@@ -298,15 +298,19 @@ def _scalar_shapes(*columns) -> AttentionShapes:
                 split_tiles, kv_tiles <= 4, 4 * int(sdpa) + 2 * int(decode) + int(narrow), 2.0 * pair_dims,
                 packed_blocks, head_blocks), strict=True):
             part.append(value)
-    flops, traffic, keys_values, batch, split_tiles, few_tiles, variant, mma_flops, packed_blocks, head_blocks = out
-    return AttentionShapes(
-        flops=np.array(flops, dtype=float), traffic=np.array(traffic, dtype=float),
-        keys_values=np.array(keys_values, dtype=float), batch=np.array(batch, dtype=float),
-        split_tiles=np.array(split_tiles, dtype=float), few_tiles=np.array(few_tiles, dtype=bool),
-        variant=np.array(variant, dtype=int), mma_flops=np.array(mma_flops, dtype=float),
-        packed_blocks=np.array(packed_blocks, dtype=float), head_blocks=np.array(head_blocks, dtype=float),
-        whole_blocks=all(b % 1 == 0 for b in packed_blocks + head_blocks),
+    flops, traffic, keys_values, batch, split_tiles, mma_flops, packed_blocks, head_blocks = (
+        [float(value) for value in part] for part in (*out[:5], *out[7:]))
+    few_tiles, variant = out[5:7]
+    shapes = AttentionShapes(
+        flops=np.array(flops), traffic=np.array(traffic), keys_values=np.array(keys_values), batch=np.array(batch),
+        split_tiles=np.array(split_tiles), few_tiles=np.array(few_tiles, dtype=bool),
+        variant=np.array(variant, dtype=int), mma_flops=np.array(mma_flops), packed_blocks=np.array(packed_blocks),
+        head_blocks=np.array(head_blocks), whole_blocks=all(b % 1 == 0 for b in packed_blocks + head_blocks),
         split_column=np.array(split_tiles, dtype=np.intp))
+    # The lists _scalar_times reads: these, rather than the arrays' tolist() again.
+    shapes.__dict__["row_values"] = (flops, traffic, keys_values, batch, [int(tiles) for tiles in split_tiles],
+                                     mma_flops, packed_blocks, head_blocks, variant)
+    return shapes
 
 
 def attention_times(*, flops, act_bytes, kv_bytes, batch, heads, kv_heads, q_len, kv_len, head_dim, flops_per_s,

@@ -232,3 +232,5 @@ def test_a_few_rows_shaped_in_floats_match_the_array_path_bit_for_bit(monkeypatc
                 got, want = getattr(floats, name), getattr(arrays, name)
                 assert np.asarray(got).dtype == np.asarray(want).dtype, name
                 assert np.asarray(got).tobytes() == np.asarray(want).tobytes(), (name, got, want, columns)
+            for got, want in zip(floats.row_values, arrays.row_values, strict=True):  # what _scalar_times reads
+                assert [(type(v), v) for v in got] == [(type(v), v) for v in want]
