@@ -39,7 +39,7 @@ def _point(**knobs) -> DesignPoint:
     return point
 
 
-@pytest.mark.slow  # DeepSeek-V3 traced at full size: minutes
+@pytest.mark.slow  # DeepSeek-V3 at full size: a minute or two of CPU (its traces and kernel tables)
 @pytest.mark.parametrize("acceptance", [0.85, 0.90])  # the report's range for the second token
 def test_mtp_speeds_up_deepseek_v3_decoding_as_its_report_says(evaluator, acceptance):
     plain = evaluator.evaluate(_point()).metrics

@@ -74,7 +74,7 @@ TREND_MISS = pytest.mark.xfail(strict=True, reason=(
     "verification reads no more expert weights there (module docstring)"))
 
 
-@pytest.mark.slow  # DeepSeek-V3 traced at full size: minutes
+@pytest.mark.slow  # DeepSeek-V3 at full size: a minute or two of CPU (its traces and kernel tables)
 @pytest.mark.parametrize(("batch", "acceptance"), [
     (1, 0.85), (1, 0.90),  # the technical report's range for the second token
     pytest.param(32, 0.85, marks=TREND_MISS), pytest.param(32, 0.90, marks=TREND_MISS),

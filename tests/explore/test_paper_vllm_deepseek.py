@@ -60,7 +60,7 @@ def _point(row: dict, batch: int, allreduce: str = "custom") -> DesignPoint:
     return point
 
 
-@pytest.mark.slow  # DeepSeek-V3 traced at full size: minutes
+@pytest.mark.slow  # DeepSeek-V3 at full size: a minute or two of CPU (its traces and kernel tables)
 @pytest.mark.xfail(strict=True, raises=AssertionError,
                    reason="ours 0.34x the published run, cause not settled: the H200's fp8 block-scaled fits are of a "
                           "later vLLM's kernels; engine versions are not modeled")
@@ -71,7 +71,7 @@ def test_deepseek_r1_on_eight_h200s_matches_vllms_offline_run(evaluator):
     assert abs(ratio - 1) <= TOLERANCE, ratio
 
 
-@pytest.mark.slow  # DeepSeek-V3 traced at full size: minutes each
+@pytest.mark.slow  # DeepSeek-V3 at full size: a minute or two of CPU each (its traces and kernel tables)
 @pytest.mark.parametrize("in_flight", [8, 64])  # the sweep's ends
 def test_deepseek_r1_decode_on_eight_h200s_matches_sglang(evaluator, in_flight):
     row = SGLANG[in_flight]
