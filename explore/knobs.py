@@ -593,7 +593,9 @@ for _name, _type, _help, _kw in (
         ("cv", float, "gamma arrivals: coefficient of variation of the gaps", {"allowed_text": "a number > 0"}),
         ("requests", int, "requests simulated", {"minimum": 1}),
         ("max_seqs", int, "sequences per iteration", {"minimum": 1}),
-        ("max_batched_tokens", int, "tokens per iteration of a non-chunked scheduler", {"minimum": 1}),
+        ("max_batched_tokens", int, "tokens per iteration of a non-chunked scheduler, under the continuous one at "
+         "least max_seqs (vLLM refuses max_num_batched_tokens below max_num_seqs: such a point is not run)",
+         {"minimum": 1}),
         ("chunk_tokens", int, "chunked prefill's token budget per iteration, at least max_seqs (vLLM refuses "
          "max_num_batched_tokens below max_num_seqs: such a point is not run)", {"minimum": 1}),
         ("block_tokens", int, "tokens per KV block", {"minimum": 1}),

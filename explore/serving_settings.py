@@ -366,19 +366,26 @@ GATEWAY_KNOBS = (*BUSY_THRESHOLDS, "busy_action")
 CLIENT_RETRIES = ("client_retries", "client_retry_s")
 
 
+# The schedulers that model vLLM, each by the setting that is its max_num_batched_tokens: the chunked one's chunk
+# budget, and the continuous one's max_batched_tokens (vLLM v0 without chunked prefill). Static batching and Orca
+# model no vLLM, so vLLM's limits are not theirs.
+VLLM_BUDGETS = {"chunked": "chunk_tokens", "continuous": "max_batched_tokens"}
+
+
 def refused_limits(spec: ServingSpec) -> str:
-    """Why vLLM refuses the spec's scheduler limits, as one line naming the key ('' where it takes them): a chunked
-    scheduler's token budget (chunk_tokens, vLLM's max_num_batched_tokens with chunked prefill) below max_seqs
+    """Why vLLM refuses the spec's scheduler limits, as one line naming the key ('' where it takes them): the token
+    budget of a scheduler that models vLLM (VLLM_BUDGETS: vLLM's max_num_batched_tokens) below max_seqs
     (max_num_seqs). The limits are each engine's (a data-parallel rank's own, as each of vLLM's data-parallel engines
     checks its own), and vLLM compares the two alone, whatever tokens a speculative decode verifies."""
-    # vllm/config/scheduler.py SchedulerConfig.verify_max_model_len: "max_num_batched_tokens (...) must be greater than
-    # or equal to max_num_seqs (...)". A scheduler that prefills whole reads max_batched_tokens, its own check
-    # (sim/serving.py serving_budget_reason).
-    if SCHEDULERS[spec.scheduler].chunked and spec.chunk_tokens < spec.max_seqs:
-        return (f"chunk_tokens: found {spec.chunk_tokens} with max_seqs {spec.max_seqs}, allowed: an integer >= "
-                f"{spec.max_seqs}, or {spec.chunk_tokens} with max_seqs <= {spec.chunk_tokens} (vLLM refuses "
-                f"max_num_batched_tokens, chunked prefill's token budget, below max_num_seqs)")
-    return ""
+    # vLLM checks it whatever chunked prefill is set to: vllm/config/scheduler.py SchedulerConfig.verify_max_model_len
+    # (vllm-project/vllm commit 01230b40), and v0's vllm/config.py SchedulerConfig._verify_args (commit c0c2335c):
+    # "max_num_batched_tokens (...) must be greater than or equal to max_num_seqs (...)".
+    budget = VLLM_BUDGETS.get(spec.scheduler)
+    if budget is None or (tokens := getattr(spec, budget)) >= spec.max_seqs:
+        return ""
+    return (f"{budget}: found {tokens} with max_seqs {spec.max_seqs}, allowed: an integer >= {spec.max_seqs}, or "
+            f"{tokens} with max_seqs <= {tokens} (vLLM refuses max_num_batched_tokens, the {spec.scheduler} "
+            f"scheduler's token budget, below max_num_seqs)")
 
 
 def unread(fields: Iterable[str], values: Values) -> set[str]:

@@ -231,51 +231,64 @@ def test_a_list_where_a_key_takes_one_text_value_says_so(tmp_path, capsys, key):
            "sweep)" in err, err
 
 
-# vLLM refuses a token budget below its sequence limit (vllm-project/vllm vllm/config/scheduler.py, commit 01230b40,
-# SchedulerConfig.verify_max_model_len: "max_num_batched_tokens (...) must be greater than or equal to max_num_seqs
-# (...)"); with chunked prefill its max_num_batched_tokens is the chunk budget, chunk_tokens here.
-@pytest.mark.parametrize(("scheduler", "chunk_tokens", "max_seqs", "refused"), [
-    ("chunked", 255, 256, True),
-    ("chunked", 256, 256, False),  # "greater than or equal": the budget may equal the sequences
-    ("chunked", 512, 32, False),  # a data-parallel rank's own limits (examples/dp-attention.yaml)
-    ("continuous", 16, 256, False),  # it prefills whole within max_batched_tokens: chunk_tokens is not its budget
+# vLLM refuses a token budget below its sequence limit whatever chunked prefill is set to (vllm-project/vllm
+# vllm/config/scheduler.py, commit 01230b40, SchedulerConfig.verify_max_model_len, and v0's vllm/config.py, commit
+# c0c2335c, SchedulerConfig._verify_args: "max_num_batched_tokens (...) must be greater than or equal to max_num_seqs
+# (...)"). Its max_num_batched_tokens is the chunked scheduler's chunk_tokens and the continuous scheduler's (vLLM v0
+# without chunked prefill) max_batched_tokens; static batching and Orca model no vLLM.
+@pytest.mark.parametrize(("scheduler", "budget", "tokens", "max_seqs", "refused"), [
+    ("chunked", "chunk_tokens", 255, 256, True),
+    ("chunked", "chunk_tokens", 256, 256, False),  # "greater than or equal": the budget may equal the sequences
+    ("chunked", "chunk_tokens", 512, 32, False),  # a data-parallel rank's own limits (examples/dp-attention.yaml)
+    ("continuous", "chunk_tokens", 16, 256, False),  # it prefills whole: chunk_tokens is not its budget
+    ("continuous", "max_batched_tokens", 255, 256, True),
+    ("continuous", "max_batched_tokens", 256, 256, False),
+    ("static", "max_batched_tokens", 255, 256, False),  # no vLLM scheduler: vLLM's rule is not its
+    ("orca", "max_batched_tokens", 255, 256, False),
 ])
-def test_a_chunked_budget_below_max_seqs_is_not_run_as_vllm_refuses_it(scheduler, chunk_tokens, max_seqs, refused):
-    spec = ServingSpec(scheduler=scheduler, chunk_tokens=chunk_tokens, max_seqs=max_seqs)
+def test_a_vllm_budget_below_max_seqs_is_not_run_as_vllm_refuses_it(scheduler, budget, tokens, max_seqs, refused):
+    spec = ServingSpec(scheduler=scheduler, max_seqs=max_seqs, **{budget: tokens})
     reason = DesignPoint(model="llama-2-7b", device="h100-sxm", batch=max_seqs, prompt=0, output=0,
                          serving=spec).unjudged()
-    assert (reason.startswith(f"chunk_tokens: found {chunk_tokens} with max_seqs {max_seqs}, allowed: an integer "
-                              f">= {max_seqs}") if refused else reason == ""), reason
+    assert (reason.startswith(f"{budget}: found {tokens} with max_seqs {max_seqs}, allowed: an integer >= {max_seqs}")
+            if refused else reason == ""), reason
 
 
-def test_explore_run_refuses_a_chunk_below_max_seqs_in_one_line(capsys):
-    assert main([*RUN, *LENGTHS[0], "--scheduler", "chunked", "--max-seqs", "64", "--chunk-tokens", "32"]) == 2
+@pytest.mark.parametrize(("scheduler", "flag"), [("chunked", "--chunk-tokens"),
+                                                 ("continuous", "--max-batched-tokens")])
+def test_explore_run_refuses_a_budget_below_max_seqs_in_one_line(scheduler, flag, capsys):
+    assert main([*RUN, *LENGTHS[0], "--scheduler", scheduler, "--max-seqs", "128", flag, "96"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "error: --chunk-tokens: found 32 with --max-seqs 64, allowed: an integer >= 64, or 32 " \
-                             "with --max-seqs <= 32 (vLLM refuses max_num_batched_tokens" in err[0], err
+    assert len(err) == 1 and f"error: {flag}: found 96 with --max-seqs 128, allowed: an integer >= 128, or 96 " \
+                             "with --max-seqs <= 96 (vLLM refuses max_num_batched_tokens" in err[0], err
 
 
-def test_a_grid_crossing_max_seqs_past_the_chunk_runs_the_points_vllm_takes(tmp_path, capsys):
-    """max_seqs [8, 32] beside 16-token chunks: by vLLM's rule 8 <= 16 runs and 32 > 16 is refused, so the grid
-    records that point not run with the reason and runs the other; where every point is refused, the sweep is."""
-    path = write_tiny_serving_sweep(tmp_path, "  rate: 50\n  scheduler: chunked\n  max_seqs: [8, 32]\n"
-                                              "  chunk_tokens: 16\n")
+# The continuous scheduler prefills whole, so its budget holds the tiny sweep's 32-token prompts and 4 outputs,
+# recomputed after a preemption (35 tokens): 64 tokens, beside max_seqs 32 and 128.
+@pytest.mark.parametrize(("scheduler", "budget", "tokens", "fewer", "more", "most"), [
+    ("chunked", "chunk_tokens", 16, 8, 32, 64), ("continuous", "max_batched_tokens", 64, 32, 128, 256)])
+def test_a_grid_crossing_max_seqs_past_the_budget_runs_the_points_vllm_takes(tmp_path, capsys, scheduler, budget,
+                                                                             tokens, fewer, more, most):
+    """max_seqs [fewer, more] beside a budget between them: by vLLM's rule `fewer` runs and `more` is refused, so the
+    grid records that point not run with the reason and runs the other; where every point is refused, the sweep is."""
+    path = write_tiny_serving_sweep(tmp_path, f"  rate: 50\n  scheduler: {scheduler}\n  max_seqs: [{fewer}, {more}]\n"
+                                              f"  {budget}: {tokens}\n")
     assert main(["check", path]) == 0
     said = capsys.readouterr().out
-    assert "1 of 2 points are not run, each row's infeasible_reason saying why: chunk_tokens: found 16 with " \
-           "max_seqs 32" in said, said
+    assert "1 of 2 points are not run, each row's infeasible_reason saying why: " \
+           f"{budget}: found {tokens} with max_seqs {more}" in said, said
     out = tmp_path / "out"
     assert main(["--quiet", path, "--out", str(out)]) == 0
     capsys.readouterr()
     with open(out / "results.csv", newline="") as file:
-        rows = {row["max_seqs"]: row for row in csv.DictReader(file)}
-    assert sorted(rows) == ["32", "8"]
-    assert rows["8"]["infeasible_reason"] == "" and float(rows["8"]["tokens_per_s"]) > 0
-    assert rows["32"]["infeasible_reason"].startswith("chunk_tokens: found 16 with max_seqs 32, allowed: ")
-    assert rows["32"]["tokens_per_s"] in ("", "nan")
-    every = write_tiny_serving_sweep(tmp_path, "  rate: 50\n  scheduler: chunked\n  max_seqs: [32, 64]\n"
-                                               "  chunk_tokens: 16\n")
+        rows = {int(row["max_seqs"]): row for row in csv.DictReader(file)}
+    assert sorted(rows) == [fewer, more]
+    assert rows[fewer]["infeasible_reason"] == "" and float(rows[fewer]["tokens_per_s"]) > 0
+    assert rows[more]["infeasible_reason"].startswith(f"{budget}: found {tokens} with max_seqs {more}, allowed: ")
+    assert rows[more]["tokens_per_s"] in ("", "nan")
+    every = write_tiny_serving_sweep(tmp_path, f"  rate: 50\n  scheduler: {scheduler}\n  max_seqs: [{more}, {most}]\n"
+                                               f"  {budget}: {tokens}\n")
     assert main(["check", every]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "sweep.yaml:" in err[0] and "serving.chunk_tokens: found 16 with serving.max_seqs 32" \
-        in err[0], err
+    assert len(err) == 1 and "sweep.yaml:" in err[0] and f"serving.{budget}: found {tokens} with serving.max_seqs " \
+        f"{more}" in err[0], err
