@@ -1,7 +1,7 @@
-"""A file this user cannot write in a results folder (report.md or report.html, or the objectives.json a sweep keeps
-beside its results, made read-only after a run): the sweep and `explore report DIR` refuse it in one line naming the
-file, what was found and what to do, exit 2, where they said only "DIR/report.md: Permission denied" (the CLI's
-catch-all for OSError)."""
+"""A file this user cannot write in a results folder (report.md or report.html, or the objectives.json and a serving
+sweep's sweep.yaml copy a sweep keeps beside its results, made read-only after a run): the sweep and `explore report
+DIR` refuse it in one line naming the file, what was found and what to do, exit 2, where they said only
+"DIR/report.md: Permission denied" (the CLI's catch-all for OSError)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from explore.cli import main
-from tests.explore.tiny_sweep import write_sweep
+from tests.explore.tiny_sweep import write_sweep, write_tiny_serving_sweep
 from tests.explore.undrawn import undrawn_figures
 
 # The claims here are about messages and files, not about what a report's figure shows.
@@ -102,3 +102,22 @@ def test_a_sweep_refuses_a_read_only_objectives_json_saying_what_to_do(swept, tm
     assert main([swept[0], "--out", str(out), "--quiet"]) == 0
     assert "all 1 design points already stored" in capsys.readouterr().err
     assert json.loads((out / "objectives.json").read_text())["name"] == "tiny"
+
+
+def test_a_serving_sweep_refuses_a_read_only_sweep_yaml_copy_saying_what_to_do(tmp_path, capsys, monkeypatch):
+    """The copy of its sweep file a serving sweep keeps beside its results (to re-run chosen points for their
+    per-request figures), written in the same loop as objectives.json: run again once writable, the sweep writes it
+    without evaluating its point again."""
+    sweep = write_tiny_serving_sweep(tmp_path, "  rate: 50\n")
+    out = tmp_path / "out"
+    assert main([sweep, "--out", str(out), "--quiet"]) == 0
+    capsys.readouterr()
+    _read_only(out / "sweep.yaml", monkeypatch)
+    assert main([sweep, "--out", str(out), "--quiet"]) == 2
+    _refusal(capsys, out, "sweep.yaml", "files beside the results this user can write (objectives.json, sweep.yaml): "
+             "make it writable or remove it, then run the sweep again (its stored points are not evaluated again)")
+    monkeypatch.undo()
+    (out / "sweep.yaml").chmod(0o644)
+    assert main([sweep, "--out", str(out), "--quiet"]) == 0
+    assert "all 1 design points already stored" in capsys.readouterr().err
+    assert (out / "sweep.yaml").read_text() == Path(sweep).read_text()
