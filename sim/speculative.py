@@ -479,9 +479,13 @@ class ServingSpeculation:
 
     def drafts_after(self, batch) -> bool:
         """Whether the draft runs after an iteration of `batch` (sim/schedulers Batch): drafter_fits its longest
-        sequence, a chunk's cached and new tokens or a decode's cached and verified ones."""
+        sequence, a chunk's cached and new tokens or a decode's cached and verified ones (the decode whose drafts the
+        budget cut, Batch.short, its fewer: vLLM's max_seq_len takes each request's scheduled tokens)."""
+        verified = [self.speculation.verified] * len(batch.decodes)
+        if batch.short and verified:
+            verified[-1] = batch.short
         longest = max([seq.computed + chunk for seq, chunk in batch.prefills]
-                      + [seq.computed + self.speculation.verified for seq in batch.decodes])
+                      + [seq.computed + tokens for seq, tokens in zip(batch.decodes, verified, strict=True)])
         return drafter_fits(longest, self.speculation, self.draft_positions)
 
     def price(self, cost, shape, draft_shapes: tuple, short: int = 0) -> object:

@@ -346,3 +346,21 @@ def test_a_served_batch_drafts_for_all_its_sequences_or_for_none():
     assert spec.drafts_after(Batch(prefills=[(prompt, 124)]))
     assert not spec.drafts_after(Batch(prefills=[(prompt, 125)], decodes=[short]))
     assert spec.chunk_slots == 1
+
+
+def test_a_decode_whose_drafts_the_budget_cut_counts_its_verified_tokens_toward_the_drafters_context():
+    """vLLM v1's _input_fits_in_drafter takes max_seq_len over seq_lens, each request's computed + scheduled tokens,
+    and a request whose spec tokens the budget trimmed schedules fewer. A 128-token draft, k = 4: a decode cached at
+    120 verifying all 5 (125 + 4 > 128) stops the draft; cut to 2 (122 + 4 = 126 <= 128) or 4 (124 + 4 = 128) it
+    lets the draft run, beside a whole decode cached at 118 (123 + 4 = 127)."""
+    from sim.schedulers import Batch, Sequence
+
+    spec = ServingSpeculation(Speculation(drafted=4, acceptance=0.5), draft_positions=128, draft_query=6)
+    whole, cut = (Sequence(index=i, arrival_s=0.0, prompt=100, output=50) for i in range(2))
+    whole.computed, cut.computed = 118, 120
+    assert not spec.drafts_after(Batch(decodes=[whole, cut]))
+    assert spec.drafts_after(Batch(decodes=[whole, cut], short=2))
+    assert spec.drafts_after(Batch(decodes=[whole, cut], short=4))
+    # The whole decode is measured at its 5 verified tokens still: cached at 120 it stops the draft beside the cut one.
+    whole.computed = 120
+    assert not spec.drafts_after(Batch(decodes=[whole, cut], short=2))
