@@ -23,6 +23,11 @@ SET_EXAMPLE = "memory.bandwidth_GBps=6700"
 # devices ('link.bandwidth_GBps'), the devices of a serving point's other pools (explore/pool_what_ifs.py).
 DEVICE_PREFIX, LINK_PREFIX = "device.", "link."
 WHAT_IF_PREFIXES = (DEVICE_PREFIX, LINK_PREFIX, *(pool.prefix for pool in POOL_WHAT_IFS))
+
+
+def link_what_ifs(values: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """A point's or a sweep combination's link what-ifs ('link.bandwidth_GBps': 900) as (field, value) pairs."""
+    return tuple((key.removeprefix(LINK_PREFIX), value) for key, value in values.items() if key.startswith(LINK_PREFIX))
 _NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 _INTEGER = re.compile(r"^[-+]?\d+$")
 _WHERE = re.compile(r"^[^:]*\.ya?ml(:\d+)?: ")  # the file a device or link message starts with

@@ -32,7 +32,14 @@ from explore.knobs import KNOBS, knobs
 from explore.metrics import metric, metric_names, numeric_metrics
 from explore.point_blocks import PointBlock, PointSet
 from explore.pool_what_ifs import POOL_WHAT_IFS
-from explore.run_support import LINK_PREFIX, WHAT_IF_PREFIXES, named_link_refusal, override_error, text_refusal
+from explore.run_support import (
+    LINK_PREFIX,
+    WHAT_IF_PREFIXES,
+    link_what_ifs,
+    named_link_refusal,
+    override_error,
+    text_refusal,
+)
 from explore.schema import (
     ExpressionText,
     Number,
@@ -493,8 +500,7 @@ class Sweep:
             values = {k: v for k, v in values.items() if k not in served}
             values.update(batch=serving.max_seqs, prompt=0, output=0)
         # A point on one device has no link to change: it is the point without its link what-ifs.
-        link_overrides = tuple((k.removeprefix(LINK_PREFIX), v) for k, v in values.items() if k.startswith(LINK_PREFIX)
-                               ) if values.get("tp", 1) * values.get("pp", 1) > 1 else ()
+        link_overrides = link_what_ifs(values) if values.get("tp", 1) * values.get("pp", 1) > 1 else ()
         # A point without a pool (attention_device: none, no prefill pool) has none to change: it is the point
         # without its what-ifs.
         pools = {pool.field: pool.pairs(values) if pool.present(serving) else () for pool in POOL_WHAT_IFS}

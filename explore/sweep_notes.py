@@ -11,7 +11,7 @@ from explore.knobs import KNOBS, knobs, off_where
 from explore.pool_what_ifs import POOL_WHAT_IFS
 from explore.quality import shipped_table
 from explore.rows import count_label
-from explore.run_support import LINK_PREFIX
+from explore.run_support import LINK_PREFIX, link_what_ifs
 from explore.schema import as_list
 from explore.serving_settings import GATEWAY_KNOBS, SCHEDULER_SETTINGS, unread
 from explore.sweep_serving import (
@@ -299,8 +299,7 @@ def _node_link_switches(dims: dict) -> list[str]:
 def _node_link_unread(combo: dict, kv_link: str | None = None) -> bool:
     """Whether a point at `combo` (_node_link_switches' values) reads no node link, as Sweep.point judges it
     (node_link_readers_of)."""
-    what_ifs = tuple((key.removeprefix(LINK_PREFIX), value) for key, value in combo.items()
-                     if key.startswith(LINK_PREFIX))
+    what_ifs = link_what_ifs(combo)
     return not node_link_readers_of(combo["device"], combo["link"], combo["tp"], combo["pp"], what_ifs,
                                     prefill_replicas=combo["prefill_replicas"], kv_store_GB=combo["kv_store_GB"],
                                     kv_store_GBps=combo["kv_store_GBps"],
@@ -313,9 +312,8 @@ def _pool_node_link_unread(serving, kind: str, combo: dict) -> bool:
     node link nothing reads, as the sweep's point judges it (explore/sweep_serving.py serving_spec)."""
     if not combo[f"{kind}_replicas"]:
         return True
-    what_ifs = tuple((key.removeprefix(LINK_PREFIX), value) for key, value in combo.items()
-                     if key.startswith(LINK_PREFIX))
-    device = serving.prefill_device or "" if kind == "prefill" else combo["mixed_device"]
+    what_ifs = link_what_ifs(combo)
+    device = (serving.prefill_device or "") if kind == "prefill" else combo["mixed_device"]
     return not pool_node_link_readers_of(kind, device, combo["device"], combo["link"], combo["tp"], combo["pp"],
                                          what_ifs, kv_link=serving.kv_link, kv_store_GB=combo["kv_store_GB"],
                                          kv_store_GBps=combo["kv_store_GBps"])

@@ -12,7 +12,7 @@ from pydantic_core import PydanticCustomError
 
 from explore.knobs import KNOBS, knobs
 from explore.rows import is_feasible, normalize_row
-from explore.run_support import system_nodes
+from explore.run_support import link_what_ifs, system_nodes
 from explore.schema import PositiveInt, PositiveNumber, Strict, TokenLength, as_list, finite, knob_type, one_or_more
 from explore.serving_settings import (
     CLIENT_RETRIES,
@@ -502,7 +502,7 @@ def serving_spec(serving: Serving, values: dict[str, Any]) -> ServingSpec:
         spec = dataclasses.replace(spec, **dict.fromkeys(idle))
     # A pool's own node link that nothing of the pool reads (its devices fit one node, no handover or store crosses
     # it): the point without it.
-    what_ifs = tuple((key.removeprefix("link."), value) for key, value in values.items() if key.startswith("link."))
+    what_ifs = link_what_ifs(values)
     if unheard := [f"{kind}_node_link" for kind in ("prefill", "mixed") if getattr(spec, f"{kind}_node_link") and not
                    pool_node_link_readers(kind, values["device"], values.get("link", ""), values.get("tp", 1),
                                           values.get("pp", 1), what_ifs, spec)]:
