@@ -765,7 +765,7 @@ register(Knob(name="kv_store_GBps", type=float, section="serving", scope="servin
               "link's NIC (infiniband-ndr's 50 GB/s for Hopper and Blackwell GPUs, infiniband-hdr's 25 for A100s)"))
 # A pool's own node link (ServingSpec.pool_node_link): real clusters mix fabrics (an H100 prefill pool on InfiniBand
 # NDR beside an A100 decode pool on HDR); read where the pool's devices span nodes, where its KV store is fetched at
-# its NIC's rate, and by the prefill pool's KV handover (explore/sweep_serving.py pool_node_link_readers_of).
+# its NIC's rate, and by the prefill pool's KV handover (explore/sweep_serving.py node_link_readers_of).
 for _pool, _with in (("prefill", "a prefill pool (prefill_replicas above 0)"),
                      ("mixed", "a fleet's mixed replicas (mixed_replicas above 0)")):
     register(Knob(name=f"{_pool}_node_link", type=str, section="serving", scope="serving", default=None, flag=False,

@@ -18,7 +18,6 @@ from explore.sweep_serving import (
     AUTOSCALE_KNOBS,
     Parallel,
     node_link_readers_of,
-    pool_node_link_readers_of,
     reads_metric,
     routes,
     scales,
@@ -279,9 +278,8 @@ def unread_node_link_note(sweep) -> str:
     if not links or len(dims.get("node_link", [])) > 1 or sweep.spec.search.strategy != "grid":
         return ""
     names = _node_link_switches(dims)
-    kv_link = sweep.spec.serving.kv_link if sweep.spec.serving is not None else None
-    if not all(_node_link_unread(dict(zip(names, combo, strict=True)), kv_link) for combo in itertools.product(
-            *(dims.get(name, [_UNSET.get(name, 1)]) for name in names))):
+    if not all(_node_link_unread(dict(zip(names, combo, strict=True)), sweep.spec.serving)
+               for combo in itertools.product(*(dims.get(name, [_UNSET.get(name, 1)]) for name in names))):
         return ""
     return (f"node_link {links[0]} changes nothing: every point's devices fit one node of its link (tp x pp at most "
             f"the link's domain_devices)")
@@ -296,27 +294,13 @@ def _node_link_switches(dims: dict) -> list[str]:
     return [*NODE_LINK_SWITCHES, *(key for key in dims if key.startswith(LINK_PREFIX))]
 
 
-def _node_link_unread(combo: dict, kv_link: str | None = None) -> bool:
-    """Whether a point at `combo` (_node_link_switches' values) reads no node link, as Sweep.point judges it
-    (node_link_readers_of)."""
-    what_ifs = link_what_ifs(combo)
-    return not node_link_readers_of(combo["device"], combo["link"], combo["tp"], combo["pp"], what_ifs,
-                                    prefill_replicas=combo["prefill_replicas"], kv_store_GB=combo["kv_store_GB"],
-                                    kv_store_GBps=combo["kv_store_GBps"],
-                                    mixed_device=combo["mixed_device"] if combo["mixed_replicas"] else "",
-                                    mixed_node_link=combo["mixed_node_link"] or "", kv_link=kv_link)
-
-
-def _pool_node_link_unread(serving, kind: str, combo: dict) -> bool:
-    """Whether a point at `combo` (_node_link_switches' values) has no pool of `kind` (prefill, mixed), or one whose own
-    node link nothing reads, as the sweep's point judges it (explore/sweep_serving.py serving_spec)."""
-    if not combo[f"{kind}_replicas"]:
-        return True
-    what_ifs = link_what_ifs(combo)
-    device = (serving.prefill_device or "") if kind == "prefill" else combo["mixed_device"]
-    return not pool_node_link_readers_of(kind, device, combo["device"], combo["link"], combo["tp"], combo["pp"],
-                                         what_ifs, kv_link=serving.kv_link, kv_store_GB=combo["kv_store_GB"],
-                                         kv_store_GBps=combo["kv_store_GBps"])
+def _node_link_unread(combo: dict, serving=None, kind: str = "") -> bool:
+    """Whether a point at `combo` (_node_link_switches' values) of a sweep with serving section `serving` has no pool
+    of `kind` (prefill, mixed; '' its own), or one whose node link nothing reads, as Sweep.point and serving_spec judge
+    it (node_link_readers_of)."""
+    values = combo | {name: getattr(serving, name, None) for name in ("kv_link", "prefill_device")}
+    return not node_link_readers_of(kind, combo["device"], combo["link"], combo["tp"], combo["pp"],
+                                    link_what_ifs(combo), values)
 
 
 def _sweep_latency_note(sweep) -> str:
@@ -494,13 +478,12 @@ def idle_what_if_note(sweep) -> str:
                [key for key in swept if key.startswith(pool.prefix)]) for pool in POOL_WHAT_IFS if pool.switch in dims]
     groups.append((["tp", "pp"], lambda combo: combo["tp"] * combo["pp"] == 1, "tp and pp are 1",
                    [key for key in swept if key.startswith(LINK_PREFIX)]))
-    kv_link = sweep.spec.serving.kv_link if sweep.spec.serving is not None else None
-    groups.append((_node_link_switches(dims), lambda combo: _node_link_unread(combo, kv_link),
+    groups.append((_node_link_switches(dims), lambda combo: _node_link_unread(combo, sweep.spec.serving),
                    "the devices fit one node of the link and no prefill pool or KV store sends KV over it",
                    [key for key in swept if key == "node_link"]))
     for kind in (kind for kind in ("prefill", "mixed") if f"{kind}_node_link" in swept):
         groups.append(([name for name in _node_link_switches(dims) if name != f"{kind}_node_link"],
-                       lambda combo, kind=kind: _pool_node_link_unread(sweep.spec.serving, kind, combo),
+                       lambda combo, kind=kind: _node_link_unread(combo, sweep.spec.serving, kind),
                        f"the {kind} pool's devices fit one node of their link and no KV handover or store crosses it",
                        [f"{kind}_node_link"]))
     groups.append((["replicas", "prefill_replicas", "mixed_replicas", "max_replicas", "pp", "tp", "attention_parallel"],

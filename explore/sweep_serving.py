@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, StrictFloat, StrictInt, field_validator, model_serializer, model_validator
@@ -343,41 +343,33 @@ def serving_dimensions(serving: Serving) -> dict[str, list]:
     return dims
 
 
-def node_link_readers_of(device: str, link: str, tp: int, pp: int, link_overrides: tuple = (), *,
-                         prefill_replicas: int = 0, kv_store_GB: float | None = None,
-                         kv_store_GBps: float | None = None, mixed_device: str = "",
-                         mixed_node_link: str = "", kv_link: str | None = None) -> list[str]:
-    """What of a point reads its node link, in words (empty: nothing, and the point is the point without it): its tp x
-    pp devices spanning nodes over its link with its what-ifs; a prefill pool's KV handover where `kv_link` is left
-    out (ServingSpec.handoff_links, whose decode end the point's pool is); a KV store's fetches at the node link's NIC
-    rate (kv_store_GB without kv_store_GBps: explore/evaluate.py Evaluator._kv_store_Bps); a fleet's `mixed_device`
-    replicas spanning nodes (pool_nodes) where they name no node link of their own (`mixed_node_link`). Attention
-    devices reach the point's over attention_link."""
-    readers = [f"its {tp * pp} devices, which span nodes"] if system_nodes(device, link, tp, pp,
-                                                                            link_overrides) > 1 else []
-    if prefill_replicas and not kv_link:
-        readers.append("the prefill pool's KV handover")
-    if kv_store_GB and kv_store_GBps is None:
-        readers.append("the KV store's fetches")
-    if mixed_device and mixed_device != device and not mixed_node_link and pool_nodes(
-            mixed_device, device, link, tp, pp, link_overrides) > 1:
-        readers.append(f"the {mixed_device} replicas, which span nodes")
-    return readers
+# The serving values that decide what reads a node link (node_link_readers_of), beside the point's system.
+NODE_LINK_SERVING = ("prefill_replicas", "prefill_device", "mixed_replicas", "mixed_device", "mixed_node_link",
+                     "kv_link", "kv_store_GB", "kv_store_GBps")
 
 
-def pool_node_link_readers_of(kind: str, pool_device: str, device: str, link: str, tp: int, pp: int,
-                              link_overrides: tuple = (), *, kv_link: str | None = None,
-                              kv_store_GB: float | None = None, kv_store_GBps: float | None = None) -> list[str]:
-    """What of a prefill pool or a fleet's mixed replicas (`kind`) on `pool_device` ('' the point's `device`) reads the
-    pool's own node link (prefill_node_link, mixed_node_link), in words (empty: nothing, and the point is the point
-    without it): its devices spanning nodes (pool_nodes), its KV store's fetches at the NIC's rate, and a prefill
-    pool's KV handover where kv_link is left out (ServingSpec.handoff_link)."""
+def node_link_readers_of(kind: str, device: str, link: str, tp: int, pp: int, link_overrides: tuple,
+                         serving: Mapping[str, Any]) -> list[str]:
+    """What reads the node link of a point's pool of `kind` (prefill, mixed; '' the point's own, which a pool naming
+    none of its own shares: ServingSpec.pool_node_link) at the serving values `serving` (NODE_LINK_SERVING), in words
+    (empty: nothing, or no such pool, and the point is the point without it): the pool's tp x pp devices spanning
+    nodes (pool_nodes); the prefill pool's KV handover where kv_link is left out (ServingSpec.handoff_links: from the
+    prefill pool's node link to the point's); the KV store's fetches at the NIC's rate (kv_store_GB without
+    kv_store_GBps: explore/evaluate.py Evaluator._kv_store_Bps); on the point's own, a fleet's mixed replicas
+    spanning nodes where they name no node link of their own. Attention devices reach the point's over
+    attention_link."""
+    if kind and not serving[f"{kind}_replicas"]:
+        return []
+    pool_device = serving[f"{kind}_device"] or "" if kind else ""
     readers = [f"its {tp * pp} devices, which span nodes"] if pool_nodes(pool_device, device, link, tp, pp,
                                                                           link_overrides) > 1 else []
-    if kind == "prefill" and not kv_link:
-        readers.append("its KV handover")
-    if kv_store_GB and kv_store_GBps is None:
-        readers.append("its KV store's fetches")
+    if kind in ("", "prefill") and serving["prefill_replicas"] and not serving["kv_link"]:
+        readers.append("its KV handover" if kind else "the prefill pool's KV handover")
+    if serving["kv_store_GB"] and serving["kv_store_GBps"] is None:
+        readers.append(f"{'its' if kind else 'the'} KV store's fetches")
+    mixed = serving["mixed_device"] if not kind and serving["mixed_replicas"] and not serving["mixed_node_link"] else ""
+    if mixed and mixed != device and pool_nodes(mixed, device, link, tp, pp, link_overrides) > 1:
+        readers.append(f"the {mixed} replicas, which span nodes")
     return readers
 
 
@@ -391,23 +383,15 @@ def pool_nodes(pool_device: str, device: str, link: str, tp: int, pp: int, link_
 
 def node_link_readers(device: str, link: str, tp: int, pp: int, link_overrides: tuple = (),
                       serving: ServingSpec | None = None) -> list[str]:
-    """node_link_readers_of a point with its serving spec's pools."""
-    if serving is None:
-        return node_link_readers_of(device, link, tp, pp, link_overrides)
-    return node_link_readers_of(device, link, tp, pp, link_overrides, prefill_replicas=serving.prefill_replicas,
-                                kv_store_GB=serving.kv_store_GB, kv_store_GBps=serving.kv_store_GBps,
-                                mixed_device=serving.mixed_device if serving.mixed else "",
-                                mixed_node_link=serving.mixed_node_link, kv_link=serving.kv_link)
+    """node_link_readers_of a point's own node link, with its serving spec's pools."""
+    return pool_node_link_readers("", device, link, tp, pp, link_overrides, serving)
 
 
 def pool_node_link_readers(kind: str, device: str, link: str, tp: int, pp: int, link_overrides: tuple,
-                           serving: ServingSpec) -> list[str]:
-    """pool_node_link_readers_of a serving point's pool of `kind` (prefill, mixed); empty where the point lacks it."""
-    if not (serving.disaggregated if kind == "prefill" else serving.mixed):
-        return []
-    return pool_node_link_readers_of(kind, serving.prefill_device if kind == "prefill" else serving.mixed_device,
-                                     device, link, tp, pp, link_overrides, kv_link=serving.kv_link,
-                                     kv_store_GB=serving.kv_store_GB, kv_store_GBps=serving.kv_store_GBps)
+                           serving: ServingSpec | None) -> list[str]:
+    """node_link_readers_of a serving point's pool of `kind` (prefill, mixed, '' its own)."""
+    return node_link_readers_of(kind, device, link, tp, pp, link_overrides,
+                                {name: getattr(serving, name, None) for name in NODE_LINK_SERVING})
 
 
 def routes(values: dict[str, Any]) -> bool:
