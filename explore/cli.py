@@ -274,6 +274,9 @@ def _add_serving_flags(run: argparse.ArgumentParser) -> None:
                         f"default {spec.max_batched_tokens})")
     g.add_argument("--chunk-tokens", type=int, default=spec.chunk_tokens,
                    help=f"chunked prefill's token budget (--scheduler chunked; default {spec.chunk_tokens})")
+    g.add_argument("--long-prefill-tokens", type=int, default=spec.long_prefill_tokens,
+                   help="the most prompt tokens one request computes an iteration (--scheduler chunked; vLLM v1's "
+                        "--long-prefill-token-threshold; default 0: no cap)")
     g.add_argument("--prompt-batch-tokens", type=int,
                    help="prompt tokens prefilled together in one iteration; a longer prompt runs alone (Splitwise: "
                         "2048; default: up to --max-batched-tokens)")

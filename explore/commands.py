@@ -817,6 +817,7 @@ def _serving_spec(args) -> ServingSpec:
                   output=_fixed("--output", args.output),
                   max_seqs=args.max_seqs, max_batched_tokens=args.max_batched_tokens,
                   chunk_tokens=args.chunk_tokens, prompt_batch_tokens=args.prompt_batch_tokens,
+                  long_prefill_tokens=args.long_prefill_tokens,
                   block_tokens=args.block_tokens, prefix_tokens=args.prefix_tokens,
                   prefix_groups=args.prefix_groups, queue_policy=args.queue_policy,
                   priority_fraction=args.priority_fraction,

@@ -135,11 +135,13 @@ class DesignPoint:
         a model without routed experts, a sliding window beside offloading other than the weights, offloading,
         speculation, pruning, layer skipping or token splitting on pipeline stages, a hybrid attention placement off
         one model device beside one CPU host, attention devices beside what they do not run (pipeline stages, a draft,
-        cascade, swapping, token splitting), data-parallel attention beside what its ranks do not run. `explore run`
-        refuses such a point; a sweep records it unevaluated, this its infeasible_reason, and runs its other points."""
+        cascade, swapping, token splitting), data-parallel attention beside what its ranks do not run, a chunked cap
+        on a request's tokens below those a speculating decode verifies. `explore run` refuses such a point; a sweep
+        records it unevaluated, this its infeasible_reason, and runs its other points."""
         if self.serving is not None:
             return (self.serving.unjudged() or refused_limits(self.serving) or self._hybrid_unjudged()
-                    or self._attention_unjudged() or self._data_parallel_unjudged() or self._stage_unjudged())
+                    or self._attention_unjudged() or self._data_parallel_unjudged() or self._stage_unjudged()
+                    or self._long_prefill_unjudged())
         if reason := self._draft_unjudged():
             return reason
         offload = self.knob("offload")
@@ -185,6 +187,19 @@ class DesignPoint:
             if on:
                 return f"{name}: found {self.knob(name)!r} on {self.pp} pipeline stages, allowed: {allowed}"
         return ""
+
+    def _long_prefill_unjudged(self) -> str:
+        """Why long_prefill_tokens is not modeled beside this point's speculation ('' where it is): vLLM v1 caps every
+        request's new tokens at it, a decode's too (vllm/v1/core/sched/scheduler.py schedule(), commit 00024d31), so
+        one below the tokens a speculating decode verifies cuts every decode's drafts, where the iteration priced cuts
+        one decode's at most (Batch.short)."""
+        cap, draft = self.serving.long_prefill_tokens, self.knob("spec_draft")
+        verified = (self.knob("spec_tree") or self.knob("spec_tokens")) + 1
+        if not draft or not 0 < cap < verified:
+            return ""
+        return (f"long_prefill_tokens: found {cap} with spec_draft {draft!r} verifying {verified} tokens a decode, "
+                f"allowed: 0 or an integer >= {verified} (vLLM v1 caps a decode's verified tokens at it too, cutting "
+                f"every decode's drafts: not modeled)")
 
     def _hybrid_unjudged(self) -> str:
         """Why a hybrid attention placement (sim/attention_pool.py, APEX) is not modeled here ('' where it is): it

@@ -613,6 +613,10 @@ for _name, _type, _help, _kw in (
 register(Knob(name="prompt_batch_tokens", type=int, section="serving", scope="serving", default=None, flag=False,
               minimum=1, help="prompt tokens prefilled together in one iteration; a longer prompt runs alone "
                               "(Splitwise batches prompts up to 2,048); unset: up to max_batched_tokens"))
+register(Knob(name="long_prefill_tokens", type=int, section="serving", scope="serving", default=0, flag=False,
+              minimum=0, help="chunked only: the most prompt tokens one request computes an iteration, so a long "
+              "prompt takes several iterations however much of chunk_tokens is left, the rest going to the next prompt "
+              "(vLLM v1's long_prefill_token_threshold); 0: no cap, vLLM's default"))
 register(Knob(name="router", type=str, section="serving", scope="serving", default=None, flag=False,
               allowed=tuple(ROUTERS), help="how a pool picks the replica each request (arrival or prefill hand-over) "
               "joins: least_requests (fewest held), least_tokens (fewest pending tokens, Splitwise's JSQ), "

@@ -80,7 +80,8 @@ STYLES = (("-", "o"), ("--", "s"), (":", "^"), ("-.", "D"), ("-", "v"), ("--", "
 # Knobs besides the rate that tell serving designs apart, named as `knob_value` reads them; labels show the
 # device and scheduler always, the others where they vary.
 DESIGN_KNOBS = ("model", "device", "scheduler", "format", "overrides", "arrival", "cv", "requests", "max_seqs",
-                "max_batched_tokens", "chunk_tokens", "prompt_batch_tokens", "block_tokens", "prefix_tokens",
+                "max_batched_tokens", "chunk_tokens", "prompt_batch_tokens", "long_prefill_tokens", "block_tokens",
+                "prefix_tokens",
                 "preemption", "replicas", "prefill_replicas", "prefill_device", "mixed_device", "mixed_replicas",
                 "max_replicas", "autoscale_target", "autoscale_metric", "cold_start_s", "prefill_max_replicas",
                 "mixed_max_replicas",

@@ -347,6 +347,14 @@ RULES: tuple[ReadWhen, ...] = (
              lambda v, n: n.found("scheduler", v["scheduler"][0]),
              lambda n: f"with {n.setting('scheduler', 'orca')} (decodes preempted by arriving prompts, as "
                        f"splitwise-sim's baseline), or left out"),
+    # vLLM v1 caps a request's tokens a step at long_prefill_token_threshold (the chunked scheduler); the schedulers
+    # that prefill whole never split a prompt over iterations: vLLM v0 without chunked prefill (the continuous
+    # scheduler's source) chunks a prompt only where enable_chunking (vllm/core/scheduler.py
+    # _get_num_new_uncached_and_cached_tokens).
+    ReadWhen("long_prefill_tokens", lambda v: _chunks(v, chunked=True),
+             lambda v, n: n.found("scheduler", v["scheduler"][0]),
+             lambda n: f"with {n.setting('scheduler', 'chunked')} (vLLM v1's cap on a request's tokens an iteration), "
+                       f"or left out"),
     _budget("chunk_tokens", chunked=True),
     _budget("max_batched_tokens", chunked=False),
     _budget("prompt_batch_tokens", chunked=False),
@@ -358,8 +366,9 @@ RULES: tuple[ReadWhen, ...] = (
 # The token budgets a scheduler reads by how it prefills (Scheduler.token_budget): a chunked one chunk_tokens, one that
 # prefills whole max_batched_tokens and prompt_batch_tokens.
 TOKEN_BUDGETS = ("chunk_tokens", "max_batched_tokens", "prompt_batch_tokens")
-# What only some schedulers read: the token budgets, and orca's cap on the iterations a decode sits out.
-SCHEDULER_SETTINGS = (*TOKEN_BUDGETS, "max_decode_preemptions")
+# What only some schedulers read: the token budgets, orca's cap on the iterations a decode sits out, and the chunked
+# scheduler's cap on a request's tokens an iteration.
+SCHEDULER_SETTINGS = (*TOKEN_BUDGETS, "max_decode_preemptions", "long_prefill_tokens")
 # What the gateway does where every replica is busy, and how a rejected request's client retries it (read only where
 # the gateway rejects).
 GATEWAY_KNOBS = (*BUSY_THRESHOLDS, "busy_action")

@@ -174,6 +174,8 @@ class Serving(Strict):
     max_batched_tokens: one_or_more(knob_type(KNOBS["max_batched_tokens"])) = DEFAULT.max_batched_tokens
     chunk_tokens: one_or_more(knob_type(KNOBS["chunk_tokens"])) = DEFAULT.chunk_tokens
     prompt_batch_tokens: one_or_more(knob_type(KNOBS["prompt_batch_tokens"])) | None = None
+    # The chunked scheduler's cap on one request's tokens an iteration (0: none); a list compares them.
+    long_prefill_tokens: one_or_more(knob_type(KNOBS["long_prefill_tokens"])) | None = None
     max_decode_preemptions: one_or_more(knob_type(KNOBS["max_decode_preemptions"])) | None = None
     block_tokens: PositiveInt = DEFAULT.block_tokens
     prefix_tokens: Annotated[StrictInt, Field(ge=0)] = DEFAULT.prefix_tokens
@@ -315,6 +317,8 @@ def serving_dimensions(serving: Serving) -> dict[str, list]:
             "chunk_tokens": as_list(serving.chunk_tokens)}
     if serving.prompt_batch_tokens is not None:
         dims["prompt_batch_tokens"] = as_list(serving.prompt_batch_tokens)
+    if serving.long_prefill_tokens is not None:
+        dims["long_prefill_tokens"] = as_list(serving.long_prefill_tokens)
     if serving.max_decode_preemptions is not None:
         dims["max_decode_preemptions"] = as_list(serving.max_decode_preemptions)
     dims.update(replicas=as_list(serving.replicas), prefill_replicas=as_list(serving.prefill_replicas))
@@ -435,6 +439,7 @@ def serving_spec(serving: Serving, values: dict[str, Any]) -> ServingSpec:
         max_seqs=values["max_seqs"], max_batched_tokens=values["max_batched_tokens"],
         chunk_tokens=values["chunk_tokens"], prompt_batch_tokens=values.get("prompt_batch_tokens"),
         max_decode_preemptions=values.get("max_decode_preemptions"),
+        long_prefill_tokens=values.get("long_prefill_tokens", DEFAULT.long_prefill_tokens),
         block_tokens=serving.block_tokens,
         prefix_tokens=serving.prefix_tokens, prefix_groups=values.get("prefix_groups"),
         queue_policy=values.get("queue_policy"), priority_fraction=values.get("priority_fraction"),

@@ -49,7 +49,8 @@ KEY_NEUTRAL_DEFAULTS = frozenset({"prompt_batch_tokens", "slo_slowdown", "router
                                   "cold_start_s", "rate_profile", "prefill_max_replicas", "autoscaler",
                                   "autoscale_interval_s", "busy_kv_usage", "busy_prefill_tokens",
                                   "autoscale_predictor", "mixed_max_replicas", "busy_waiting_requests", "busy_action",
-                                  "client_retries", "client_retry_s", "prefill_node_link", "mixed_node_link"})
+                                  "client_retries", "client_retry_s", "prefill_node_link", "mixed_node_link",
+                                  "long_prefill_tokens"})
 # How a spec without a prefill pool, which reads no kv_link, keys it: the one default specs stored before kv_link could
 # be left unset wrote out (a DGX H100's InfiniBand NDR NIC per GPU), so stored results keep their keys.
 KV_LINK = "infiniband-ndr"
@@ -107,6 +108,9 @@ class ServingSpec:
     # times (SchedulerLimits.max_decode_preemptions; splitwise-sim's baseline machines: 4). None: decodes never sit
     # out. Beside another scheduler it is an unread setting (explore/serving_settings.py RULES).
     max_decode_preemptions: int | None = None
+    # Read by the chunked scheduler alone: the most prompt tokens one request computes an iteration
+    # (SchedulerLimits.long_prefill_tokens, vLLM v1's long_prefill_token_threshold); 0: no cap, vLLM's default.
+    long_prefill_tokens: int = 0
     block_tokens: int = 16
     prefix_tokens: int = 0
     # Distinct prefixes of prefix_tokens the requests start with, each request's drawn evenly (a system prompt per
@@ -278,6 +282,10 @@ class ServingSpec:
                 self.prompt_batch_tokens, int) or self.prompt_batch_tokens < 1):
             raise InputError(f"prompt_batch_tokens: found {self.prompt_batch_tokens!r}, allowed: an integer >= 1, or "
                              f"none (prompts batched up to max_batched_tokens)")
+        if isinstance(self.long_prefill_tokens, bool) or not isinstance(self.long_prefill_tokens, int) \
+                or self.long_prefill_tokens < 0:
+            raise InputError(f"long_prefill_tokens: found {self.long_prefill_tokens!r}, allowed: an integer >= 0 (0: "
+                             f"no cap, vLLM's default)")
         if self.max_decode_preemptions is not None:
             value = self.max_decode_preemptions
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -646,6 +654,9 @@ class ServingSpec:
                 "prefill_replicas": self.prefill_replicas, "prefill_device": self.prefill_device or None,
                 # A column only where set (explore/knobs.py): results written before it keep their columns.
                 **({} if self.prompt_batch_tokens is None else {"prompt_batch_tokens": self.prompt_batch_tokens}),
+                # Where it is read (0, no cap, included) or set.
+                **({} if not self.long_prefill_tokens and self.scheduler != "chunked"
+                   else {"long_prefill_tokens": self.long_prefill_tokens}),
                 **({} if self.router is None else {"router": self.router}),
                 **({} if self.prefix_attention is None else {"prefix_attention": self.prefix_attention}),
                 **({} if self.prefix_groups is None else {"prefix_groups": self.prefix_groups}),
@@ -805,6 +816,7 @@ class ServingSpec:
         return SchedulerLimits(max_seqs=self.max_seqs, max_batched_tokens=self.max_batched_tokens,
                                chunk_tokens=self.chunk_tokens, preemption=self.preemption,
                                prompt_batch_tokens=self.prompt_batch_tokens,
+                               long_prefill_tokens=self.long_prefill_tokens,
                                max_decode_preemptions=self.max_decode_preemptions,
                                queue_policy=self.queue_policy or "fcfs")
 

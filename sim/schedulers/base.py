@@ -161,6 +161,9 @@ class SchedulerLimits:
     max_seqs: int = 256  # sequences in one iteration [max_num_seqs; vLLM's default 256]
     max_batched_tokens: int = 8192  # tokens in one iteration [max_num_batched_tokens]
     chunk_tokens: int = 512  # token budget of a chunked-prefill iteration (Sarathi-Serve's budget)
+    # The chunked scheduler only: the most new tokens one request computes in an iteration, its prompt in chunks of at
+    # most this many whatever the budget leaves [long_prefill_token_threshold; vLLM's default 0: no cap].
+    long_prefill_tokens: int = 0
     watermark: float = 0.01  # fraction of KV blocks a new admission leaves free [vLLM's watermark, 1%]
     preemption: str = "recompute"  # or "swap": a preempted sequence's KV moves to host memory and back
     # KV slots a decoding sequence holds beyond its next token [num_lookahead_slots]: a speculative step writes the KV

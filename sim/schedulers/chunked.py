@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from sim.schedulers.base import Batch, EngineState, Scheduler
+from sim.schedulers.base import Batch, EngineState, Scheduler, Sequence
 
 
 class ChunkedPrefillScheduler(Scheduler):
     """Each iteration has a budget of chunk_tokens tokens. Running decodes come first (one token each, so a
     long prompt never stalls them), then the prefills already under way, then waiting prompts (FCFS), each
-    taking a chunk of what is left of the budget (Agrawal et al., OSDI 2024). KV blocks are held chunk by
-    chunk; when they run out, the newest running sequences are preempted by recompute."""
+    taking a chunk of what is left of the budget (Agrawal et al., OSDI 2024), at most limits.long_prefill_tokens
+    where that is set (vLLM v1's long_prefill_token_threshold: _chunk). KV blocks are held chunk by chunk; when they
+    run out, the newest running sequences are preempted by recompute."""
 
     name = "chunked"
     chunked = True
@@ -55,7 +56,7 @@ class ChunkedPrefillScheduler(Scheduler):
                 break
             if seq not in state.running:  # preempted for an earlier one's chunk
                 continue
-            chunk = min(seq.remaining_prefill, budget)
+            chunk = self._chunk(seq, budget)
             # Its chunk's blocks, preempting where they run out, as vLLM v1 allocates them: the loop over running
             # requests stops where one is preempted itself (under fcfs the newest, a prefill under way, is that one).
             before = state.preemptions
@@ -91,12 +92,30 @@ class ChunkedPrefillScheduler(Scheduler):
                 batch.decodes.append(seq)
                 budget -= verify
                 continue
-            chunk = min(seq.remaining_prefill, budget)
+            chunk = self._chunk(seq, budget)
             if not self._admit(state, seq, seq.computed + chunk):
                 break
             batch.prefills.append((seq, chunk))
             budget -= chunk
         return batch
+
+    def _chunk(self, seq: Sequence, budget: int) -> int:
+        """The prompt tokens `seq` computes this iteration out of `budget`: what it has left, at most
+        long_prefill_tokens where set. vLLM v1 caps a request's new tokens so before the budget, for running requests
+        and waiting ones alike (vllm/v1/core/sched/scheduler.py schedule(), commit 00024d31: "if 0 <
+        self.scheduler_config.long_prefill_token_threshold < num_new_tokens: num_new_tokens = ...threshold", then
+        "num_new_tokens = min(num_new_tokens, token_budget)"), so a long prompt takes several iterations however much
+        budget is left, and the budget it leaves goes to the next request."""
+        cap = self.limits.long_prefill_tokens
+        return min(seq.remaining_prefill, budget, cap) if cap > 0 else min(seq.remaining_prefill, budget)
+
+    def prompt_alone(self, decode_tokens: int, overdue: int = 0) -> int:
+        """The longest chunk one prompt takes in an iteration beside decodes that take `decode_tokens` of its budget:
+        what they leave (prompt_budget), at most long_prefill_tokens where set (_chunk). The latency predictor reads
+        it."""
+        left = self.prompt_budget(decode_tokens, overdue)
+        cap = self.limits.long_prefill_tokens
+        return min(left, cap) if cap > 0 else left
 
     def _decodes_budget(self, batch: Batch) -> int:
         """The prompt budget the batch's decodes leave (prompt_budget), each counting the tokens it verifies

@@ -73,7 +73,8 @@ def test_every_entry_says_what_it_is_in_one_line():
 def test_serving_knobs_are_the_spec_columns_and_the_section_fields():
     assert [k.name for k in knobs(scope="serving") if k.column == "always"] == list(ServingSpec().columns())
     # each knob with a column only where set, set (think times spread where conversations think: a spec of its own)
-    every = ServingSpec(scheduler="orca", prompt_batch_tokens=2048, router="round_robin", max_decode_preemptions=4,
+    every = ServingSpec(scheduler="orca", prompt_batch_tokens=2048, long_prefill_tokens=2048, router="round_robin",
+                        max_decode_preemptions=4,
                         prefix_attention="cascade", prefix_groups=1, queue_policy="lpm", priority_fraction=0.2,
                         conversation_turns=1,
                         think_s=0.0, memory_utilization=0.9, host_cache_GB=64.0, kv_store_GB=256.0, kv_store_GBps=25.0,

@@ -71,6 +71,7 @@ IDLE = {
     "attention_placement": (LENGTHS, ("--attention-placement", "hybrid"), "  attention_placement: hybrid\n"),
     "router": (LENGTHS, ("--router", "least_tokens"), "  router: least_tokens\n"),
     "chunk_tokens": (LENGTHS, ("--chunk-tokens", "256"), "  chunk_tokens: 256\n"),
+    "long_prefill_tokens": (LENGTHS, ("--long-prefill-tokens", "2048"), "  long_prefill_tokens: 2048\n"),
     "preemption": (LENGTHS, ("--scheduler", "static", "--preemption", "swap", "--swap-GBps", "25"),
                    "  scheduler: static\n  preemption: swap\n  swap_GBps: 25\n"),
     "max_batched_tokens": (LENGTHS, ("--scheduler", "chunked", "--max-batched-tokens", "1024"),
