@@ -46,14 +46,15 @@ def test_device_families_spans_every_kind():
 # pipeline parallelism: test_tensor_parallel.py; the searched what-ifs: test_search.py; long contexts: the SALE,
 # LazyLLM, TokenSelect and Mustafar paper checks; decode-time techniques: test_speculative_points.py; NeuPIMs'
 # what-ifs: test_paper_neupims.py; SLO classes and the cheapest fleet: test_priority_runs.py, test_fleet_runs.py; an
-# autoscaled pool: test_autoscale_runs.py; a prefill pool's own node link, Llama-3-70B on 16 H100s a replica:
-# test_pool_node_link.py; the SLA planner's 60,000 requests, twenty seconds a point: test_sla_planner.py; the
-# gateway's 6,000 requests under overload: test_shedding_runs.py; DeepSeek-V3 traced at full size, its MTP module too:
-# test_paper_deepseek_mtp.py), run in the slow run, which keeps the unit run under five minutes on two cores.
+# autoscaled pool: test_autoscale_runs.py; a prefill pool's or a fleet's mixed replicas' own node link, Llama-3-70B on
+# 16 GPUs a replica: test_pool_node_link.py; the SLA planner's 60,000 requests, twenty seconds a point:
+# test_sla_planner.py; the gateway's 6,000 requests under overload: test_shedding_runs.py; DeepSeek-V3 traced at full
+# size, its MTP module too: test_paper_deepseek_mtp.py), run in the slow run, which keeps the unit run under five
+# minutes on two cores.
 SLOW_EXAMPLES = ("splitwise-slowdown", "attention-disaggregation", "dp-attention", "allreduce-overlap", "offload",
                  "fleet", "tensor-parallel", "serving-systems", "search-gpu-whatif", "long-context", "decode-time",
                  "npu-pim-whatif", "slo-classes", "autoscaling", "cheapest-fleet", "sla-planner", "gateway", "mtp",
-                 "pool-node-link")
+                 "pool-node-link", "mixed-node-link")
 
 
 @pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.slow) if p.stem in SLOW_EXAMPLES else p

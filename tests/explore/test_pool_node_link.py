@@ -5,6 +5,7 @@ stays every other pool's, and a pool naming none takes it (else its devices' own
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +15,7 @@ from explore.evaluate import pool_point, serving_pools
 from explore.sweep import load_sweep
 from explore.sweep_notes import sweep_notes
 from explore.sweep_serving import node_link_readers, pool_node_link_readers
+from kernels.shapes import step_shape
 from sim.serving_spec import ServingSpec
 from tests.explore.tiny_sweep import write_tiny_model
 from workloads.requests import Fixed
@@ -22,8 +24,8 @@ from workloads.requests import Fixed
 pytestmark = pytest.mark.usefixtures("figures_undrawn")
 
 # The link presets' datasheet figures (hw_models/presets/links/*.yaml): GB/s a port, one way latency a step.
-NDR_GBPS, ETHERNET_GBPS, ROCE_GBPS = 50.0, 12.5, 45.7
-NDR_LATENCY_S, ETHERNET_LATENCY_S, ROCE_LATENCY_S = 2.7e-6, 2.7e-6, 16.5e-6
+NDR_GBPS, HDR_GBPS, ETHERNET_GBPS, ROCE_GBPS = 50.0, 25.0, 12.5, 45.7
+NDR_LATENCY_S, HDR_LATENCY_S, ETHERNET_LATENCY_S, ROCE_LATENCY_S = 2.7e-6, 2.7e-6, 2.7e-6, 16.5e-6
 # The tiny model's KV for 32 tokens: 32 x 2 layers x 2 KV heads x 16 dims x (K, V) x 2 bytes.
 KV_32_TOKENS_B = 32 * 2 * 2 * 16 * 2 * 2
 
@@ -229,3 +231,38 @@ def test_run_names_a_pools_own_node_link_and_what_reads_it(tmp_path, capsys):
     assert main([*base, "--mixed-node-link", "ethernet-100g"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("explore: error: --mixed-node-link: found 'ethernet-100g' with no mixed replicas"), err
+
+
+# Llama-3-70B (workloads/presets/llama-3-70b.json, its Hugging Face config.json): 80 decoder layers of hidden size
+# 8,192, each all-reducing twice under tensor parallelism (after attention's output projection and after the MLP's
+# down projection: Megatron-LM's row-parallel layers, vLLM's RowParallelLinear), in bf16.
+LLAMA_3_70B_ALL_REDUCES, LLAMA_3_70B_HIDDEN = 2 * 80, 8192
+MIXED_NODE_LINK = Path(__file__).resolve().parents[2] / "examples" / "mixed-node-link.yaml"
+
+
+def test_the_mixed_node_link_example_prices_the_a100_decode_step_by_hand(evaluator):
+    """examples/mixed-node-link.yaml: a decode step of 32 sequences on the A100 replica (16 GPUs, two nodes of 8)
+    all-reduces 160 times 32 x 8,192 bf16 values a GPU, each a reduce-scatter and an all-gather within each node (the
+    same on every node link) around a ring over the 2 nodes of each GPU's eighth, 65,536 B, sent in 2 steps. By hand,
+    over RoCE instead of the point's NDR the step takes 160 x (65,536 / 45.7e9 - 65,536 / 50e9 + 2 x (16.5 - 2.7) us)
+    = 4.436 ms longer, over HDR 160 x (65,536 / 25e9 - 65,536 / 50e9) = 0.210 ms; the H100 replica's step, on the
+    point's NDR, is the same at all three."""
+    eighth_B = 32 * LLAMA_3_70B_HIDDEN * 2 / 8
+    shape = step_shape([], [1000] * 32, sampled=32)
+    steps = {}
+    for point in load_sweep(str(MIXED_NODE_LINK)).points():
+        pools = [pool_point(point, name, own, node_link) for _, _, name, own, node_link in serving_pools(point)]
+        assert [pool.device for pool in pools] == ["h100-sxm", "a100-sxm-80gb"]
+        steps[point.serving.mixed_node_link] = [evaluator.cost_model(pool, pool.numeric_format).price(shape).time_s
+                                                for pool in pools]
+    assert list(steps) == ["infiniband-ndr", "infiniband-hdr", "roce-400g"]
+    assert len({h100 for h100, _ in steps.values()}) == 1, steps
+
+    def ring_s(GBps: float, latency_s: float) -> float:
+        return eighth_B / (GBps * 1e9) + 2 * latency_s
+
+    ndr = ring_s(NDR_GBPS, NDR_LATENCY_S)
+    rings = {"infiniband-hdr": ring_s(HDR_GBPS, HDR_LATENCY_S), "roce-400g": ring_s(ROCE_GBPS, ROCE_LATENCY_S)}
+    for link, ring in rings.items():
+        assert steps[link][1] - steps["infiniband-ndr"][1] == pytest.approx(
+            LLAMA_3_70B_ALL_REDUCES * (ring - ndr), rel=1e-6), link
