@@ -42,9 +42,17 @@ nodes run, over a link no slower; the ring alone, fitted on 8 devices and extrap
 price one domain of 16 slower than two nodes of 8 over InfiniBand. An all-to-all's hierarchical form is never faster
 than its ring (the longer of the ring and the groups' exchange), so a domain's all-to-all is its ring.
 
+A domain's devices talk over its own link only, never through the NICs, even where a node link is faster: NCCL sends
+two GPUs of one node through the network only where each reaches a NIC (through PCIe switches, no host bridge) at
+more bandwidth than it reaches the other (NVIDIA/nccl src/graph/paths.cc ncclTopoCheckNet, which the P2P and SHM
+transports' canConnect consult), and a path's bandwidth is the least of its links' (ncclTopoSetPaths), the GPU's own
+PCIe link among them; so a PCIe domain gains nothing from its NICs (only GPUs whose P2P path crosses CPU sockets do, a
+topology not modelled here).
+
 Not priced: the NICs' and the network switches' congestion beyond each GPU's own port, rail or fat-tree topology,
-SHARP in the network switches, and NCCL's choice of ring over all n ranks for large messages (a pipelined ring over
-the NICs reaches a higher bus bandwidth than the three phases in turn).
+SHARP in the network switches, NCCL's choice of ring over all n ranks for large messages (a pipelined ring over
+the NICs reaches a higher bus bandwidth than the three phases in turn), and a node link faster than the GPU's own
+PCIe link to its NIC (the NIC is priced at its port's rate: InfiniBand NDR's 50 GB/s behind PCIe 3 x16's 15.75).
 """
 
 from __future__ import annotations
