@@ -35,6 +35,16 @@ Beside them, host memory (`host_blocks`) keeps the blocks the device evicts, and
 (sim/kv_store.py) the blocks any of them computes: a walk takes, node by node, the most of the device's, then the host
 memory's blocks, and the store's, and a sequence's first hold moves what it finds off the device onto it.
 
+A sequence preempted by recompute where the engine caches prefixes (`release_preempted`; vLLM v1, whose prefix caching
+is on by default) leaves the whole blocks of what it computed cached: those of its path it shared stay on their nodes,
+and its own become an idle node behind them (only its own re-admission finds it: no other request shares a request's
+generated tokens), evicted tail first under the rule above, after the idle nodes before it and before its path's nodes
+(vLLM v1's KVCacheManager.free hands a request's blocks to BlockPool.free_blocks in reverse order, "so that the tail
+blocks are evicted first", at the free queue's end, which allocation takes from the front; get_computed_blocks then
+finds the whole blocks still cached, at most num_tokens - 1 tokens: vllm/v1/core/kv_cache_manager.py, commit 003df296
+of vllm-project/vllm). Re-admitted, it takes the blocks it finds back as its own. A window keeps no whole context, so
+a windowed sequence's own blocks are freed.
+
 Not modeled: a group's duplicate blocks computed while another sequence of the group computes the same prefix (they
 stay the sequence's own, not deduplicated), blocks of generated tokens in a prefix tree (a trace names its prompts'
 blocks only), and the hashing's host cost.
@@ -142,6 +152,9 @@ class PagedKVCache:
         self._idle: OrderedDict[Hashable, None] = OrderedDict()  # nodes nobody shares, least recently shared first
         self._idle_blocks = 0
         self._swapped_out: set[int] = set()  # released with keep_prefix, not sharing: their next hold is no admission
+        # A sequence preempted by recompute (release_preempted) -> the path it resumes on: the blocks of its path it
+        # shared, then the node of its own whole blocks.
+        self._resume: dict[int, Path] = {}
         self.used_blocks = 0
         # Of first admissions' shareable prefixes, the blocks sought and the blocks found cached (a recompute's are not
         # counted: vLLM v1 keeps a preempted request's apart, PrefixCacheStats.preempted_*, vllm/v1/metrics/stats.py).
@@ -188,6 +201,9 @@ class PagedKVCache:
 
     def _path_of(self, seq: int) -> Path:
         """The nodes `seq`'s prefix lies on, each with the blocks of it `seq` may share."""
+        resume = self._resume.get(seq)
+        if resume is not None:
+            return resume
         path = self._path.get(seq)
         return self._group_path(self._group.get(seq, 0), self._root.get(seq, 0)) if path is None else path
 
@@ -217,7 +233,8 @@ class PagedKVCache:
             return self._shared[seq]
         if seq in self._held or seq in self._swapped_out:
             return 0
-        shareable = self._shareable.get(seq, self.prefix_blocks)
+        resume = self._resume.get(seq)
+        shareable = self._shareable.get(seq, self.prefix_blocks) if resume is None else sum(s for _, s in resume)
         return min(self._walk(self._path_of(seq)), shareable) if shareable else 0
 
     def prefix_sharers(self, seqs: Iterable[int]) -> list[int]:
@@ -383,6 +400,8 @@ class PagedKVCache:
                 self._materialize(path, shares)
                 self._share(seq, path, shares)
                 moved = self._load(path, shares)
+            if seq in self._resume:
+                self._take_back(seq)
             if seq not in self._counted:
                 self._counted.add(seq)
                 self.prefix_found_blocks += shares
@@ -590,6 +609,50 @@ class PagedKVCache:
                 if not self._sharers[node]:
                     self._idle[node] = None
                     self._idle_blocks += self._chain[node]
+
+    def release_preempted(self, seq: int, computed: int) -> None:
+        """Free `seq`, preempted by recompute, leaving the whole blocks of its `computed` tokens cached for its own
+        re-admission: those of its path it shares on their nodes, its own as an idle node behind them (the module's
+        docstring)."""
+        shared = self._shared.get(seq, 0)
+        own = min(computed // self.block_tokens - shared, self._held.get(seq, 0)) if self.window is None else 0
+        path = self._parts(self._path_of(seq), shared)
+        self.release(seq)
+        if own <= 0:
+            return
+        parent = next((node for node, part in reversed(path) if part), None)
+        node = ("preempted", seq)
+        self._add(node, parent)
+        self._set_device(node, own)
+        self.used_blocks += own
+        self._idle[node] = None  # freed last: after its path's nodes, whose blocks it follows
+        self._idle_blocks += own
+        self._resume[seq] = tuple((key, part) for key, part in path if part) + ((node, own),)
+
+    def _take_back(self, seq: int) -> None:
+        """Re-admitted `seq`, its first hold having shared what it found of its resume path, holds the blocks it found
+        of its own node as its own again, and shares the rest of its path as before it was preempted; the node, and
+        what it did not find of it, is gone."""
+        resume = self._resume.pop(seq)
+        node = resume[-1][0]
+        if node not in self._chain:  # evicted whole
+            return
+        blocks = self._chain[node]
+        if self._shared.get(seq, 0) > sum(span for _, span in resume[:-1]):  # found: it shares the node
+            self._sharers[node] -= 1
+            self._held[seq] = self._held.get(seq, 0) + blocks
+            self._shared[seq] -= blocks
+            if not self._shared[seq]:
+                del self._shared[seq]
+            self._whole.pop(seq, None)
+            self._note_whole(seq, self._shared.get(seq, 0))
+        else:  # cut off behind its path's evicted blocks: freed
+            self._idle.pop(node, None)
+            self._idle_blocks -= blocks
+            self.used_blocks -= blocks
+        self._set_device(node, 0)
+        self._host_used -= self._host.pop(node, 0)
+        self._forget(node)
 
     def place(self, seq: int, final_tokens: int) -> None:
         """Place an admitted sequence of a hybrid pool (device_blocks set) for its whole run: on the model's devices

@@ -220,6 +220,12 @@ class Scheduler:
     # (chunked prefill; Orca's selective batching); False: an iteration prefills or decodes (continuous batching), or a
     # batch runs to its end (static). The latency predictor reads it (sim/latency_prediction.py).
     prompts_beside_decodes: ClassVar[bool] = False
+    # A request preempted by recompute leaves the whole blocks it computed in the prefix cache, where it finds them when
+    # admitted again (PagedKVCache.release_preempted), as the engine the scheduler models does by default: vLLM v1
+    # (the chunked scheduler), whose prefix caching is on by default; not vLLM v0 (the continuous scheduler), whose
+    # enable_prefix_caching is off by default (a run's shared prefixes there are cached as configured; a preempted
+    # request's own blocks are freed). Static batching and Orca never preempt by recompute.
+    caches_preempted: ClassVar[bool] = False
 
     def __init__(self, limits: SchedulerLimits):
         self.limits = limits
@@ -279,8 +285,9 @@ class Scheduler:
 
     @staticmethod
     def _head(state: EngineState) -> Sequence:
-        """The first waiting sequence; one still to prefill finds what its group's cached prefix holds now (since it
-        queued, the prefix may have been evicted, or computed by another request of its group)."""
+        """The first waiting sequence; one still to prefill finds what the cache holds of it now: its group's cached
+        prefix (since it queued, the prefix may have been evicted, or computed by another request of its group), and
+        after a preemption what is left of its own blocks (PagedKVCache.release_preempted)."""
         seq = state.waiting[0]
         if seq.in_prefill:
             seq.computed = Scheduler.prefill_start(state, seq, waiting=True)
@@ -334,11 +341,16 @@ class Scheduler:
             prompts += seq.remaining_prefill
 
     def _preempt(self, state: EngineState, seq: Sequence) -> None:
-        """Free its blocks. By recompute, it waits at the front to recompute its whole context; by swap, its own KV
-        (not the shared prefix, which stays cached) is copied to host memory and it waits to be swapped back in
-        (before any new admission)."""
+        """Free its blocks. By recompute, it waits at the front to recompute its context past what the cache still
+        holds of it when it is admitted again: where the engine caches a preempted request's blocks
+        (caches_preempted), their whole blocks (PagedKVCache.release_preempted), else its path's cached prefix only; by
+        swap, its own KV (not the shared prefix, which stays cached) is copied to host memory and it waits to be
+        swapped back in (before any new admission)."""
         swap = self.limits.preemption == "swap" and not seq.in_prefill
-        state.kv.release(seq.index, keep_prefix=swap)
+        if self.caches_preempted and not swap:
+            state.kv.release_preempted(seq.index, seq.computed)
+        else:
+            state.kv.release(seq.index, keep_prefix=swap)
         state.running.remove(seq)
         seq.preemptions += 1
         state.preemptions += 1

@@ -15,6 +15,7 @@ class ChunkedPrefillScheduler(Scheduler):
     name = "chunked"
     chunked = True
     prompts_beside_decodes = True
+    caches_preempted = True
 
     def schedule(self, state: EngineState) -> Batch:
         preemptions = state.preemptions

@@ -43,15 +43,16 @@ def test_an_iteration_that_preempts_admits_no_waiting_request():
 
 
 def test_an_iteration_left_empty_by_a_preemption_is_scheduled_again_at_once():
-    """One block, held by 0 (16 tokens), whose next token needs a second: 0 is the only running request, so it preempts
-    itself, and vLLM v1 schedules nothing else that step (no waiting request after a preemption). Its engine then
-    schedules again: 0, waiting, is admitted to recompute its 17 tokens, a chunk of the budget of 8 (one block). The
-    batch is that chunk, not an empty one (which the replica takes for an unschedulable request)."""
-    state = EngineState(kv=PagedKVCache(capacity_blocks=1, block_tokens=16))
-    _decoding(state, 0, context=16, held=16)
-    batch = make_scheduler("chunked", SchedulerLimits(max_seqs=8, chunk_tokens=8, watermark=0.0)).next_batch(state)
-    assert batch.decodes == [] and [(seq.index, tokens) for seq, tokens in batch.prefills] == [(0, 8)]
-    assert state.running[0].preemptions == 1
+    """Two blocks, held by 0, 20 tokens into its 40-token prompt; budget 16. Its next chunk of 16 needs a third block: 0
+    is the only running request, so it preempts itself, and vLLM v1 schedules nothing else that step (no waiting request
+    after a preemption); its whole block stays cached, its partial second is freed. Its engine then schedules again: 0,
+    waiting, is admitted, finds the 16 tokens of its cached block and takes a chunk of 16 more (a block found, one new).
+    The batch is that chunk, not an empty one (which the replica takes for an unschedulable request)."""
+    state = EngineState(kv=PagedKVCache(capacity_blocks=2, block_tokens=16))
+    seq = _prefilling(state, 0, prompt=40, computed=20)
+    batch = make_scheduler("chunked", SchedulerLimits(max_seqs=8, chunk_tokens=16, watermark=0.0)).next_batch(state)
+    assert batch.decodes == [] and [(seq.index, tokens) for seq, tokens in batch.prefills] == [(0, 16)]
+    assert seq.preemptions == 1 and seq.computed == 16
 
 
 def test_under_the_priority_policy_the_running_requests_stop_where_one_is_preempted_itself():

@@ -66,15 +66,18 @@ def costs(gpu, template) -> IterationCostModel:
 
 class Recorder:
     """Records, for every iteration a scheduler forms (in the order of the iteration log), its prefill chunks and
-    decodes as they were when scheduled, the KV blocks in use, and the cached tokens each preempted sequence lost.
-    It wraps the scheduler's own `schedule` method, however the replica reaches it."""
+    decodes as they were when scheduled, the KV blocks in use, and the tokens each preempted sequence had computed
+    and lost: those it did not find cached when admitted again (its first chunk then starts at what it found). It wraps
+    the scheduler's own `schedule` method, however the replica reaches it."""
 
     def __init__(self, scheduler):
         self.prefills: list[list[tuple[int, int, int, int]]] = []  # (request, chunk, computed, target)
         self.decodes: list[list[int]] = []
         self.used_blocks: list[int] = []
         self.lost_tokens = 0
+        self.found_tokens = 0  # of the tokens preempted sequences had computed, those found cached again
         self.preemptions = 0
+        preempted: dict[int, int] = {}  # a preempted sequence, until admitted again -> the tokens it had computed
         inner = scheduler.schedule
 
         def schedule(state):
@@ -82,8 +85,13 @@ class Recorder:
             batch = inner(state)
             for seq in [*state.running, *state.waiting]:
                 if seq.index in before and seq.preemptions > before[seq.index][1]:
-                    self.lost_tokens += before[seq.index][0]
+                    preempted[seq.index] = before[seq.index][0]
                     self.preemptions += seq.preemptions - before[seq.index][1]
+            for seq, _ in batch.prefills:
+                if seq.index in preempted:
+                    self.lost_tokens += preempted[seq.index] - seq.computed
+                    self.found_tokens += seq.computed
+                    del preempted[seq.index]
             if batch:  # an empty batch is no iteration: the replica waits for an arrival
                 self.prefills.append([(seq.index, chunk, seq.computed, seq.target) for seq, chunk in batch.prefills])
                 self.decodes.append([seq.index for seq in batch.decodes])
@@ -314,6 +322,9 @@ def test_kv_pressure_preempts_by_recompute_and_never_overflows(costs, scheduler)
     needed = int((requests.prompt_tokens + requests.output_tokens - 1).sum())
     assert recorder.lost_tokens > 0
     assert int(result.iterations.tokens.sum()) == needed + recorder.lost_tokens
+    # vLLM v1 (chunked) finds a preempted request's whole blocks still cached where no other allocation took them;
+    # vLLM v0 (continuous, prefix caching off by default) recomputes from scratch.
+    assert (recorder.found_tokens > 0) == (scheduler == "chunked")
     # Prefill tokens computed: every prompt once, plus each recompute (sequences recompute their prompt and the
     # tokens they generated before they were preempted).
     prefill_tokens = sum(chunk for prefills in recorder.prefills for _, chunk, _, _ in prefills)
@@ -517,7 +528,10 @@ def _decoding(index: int, kv: PagedKVCache, tokens: int = 16) -> Sequence:
 def test_out_of_blocks_the_newest_sequences_are_preempted_to_the_front(scheduler):
     """vLLM's policy by hand: three sequences of 16 tokens fill a 3-block cache; each decode needs a second block.
     The oldest takes the newest one's block; the middle one then finds none and is preempted itself. Preempted
-    sequences free their blocks, will recompute prompt and generated token, and wait ahead of new requests."""
+    sequences free their blocks, will recompute prompt and generated token past what they find cached, and wait ahead
+    of new requests. vLLM v1 (chunked) keeps a preempted request's whole blocks cached: the newest's went to the
+    oldest's next token, the middle's stays cached, so the middle will recompute its generated token only; vLLM v0
+    (continuous, prefix caching off by default) keeps none."""
     kv = PagedKVCache(capacity_blocks=3, block_tokens=16)
     oldest, middle, newest = (_decoding(i, kv) for i in range(3))
     new = Sequence(index=3, arrival_s=0.0, prompt=8, output=4)
@@ -527,8 +541,10 @@ def test_out_of_blocks_the_newest_sequences_are_preempted_to_the_front(scheduler
     assert state.running == [oldest]
     assert list(state.waiting)[-1] is new and set(list(state.waiting)[:2]) == {middle, newest}
     for seq in (middle, newest):
-        assert (seq.preemptions, seq.computed, seq.target) == (1, 0, 17)
-    assert kv.used_blocks == 2  # the oldest one's two blocks
+        assert (seq.preemptions, seq.target) == (1, 17)
+    cached = 16 if scheduler == "chunked" else 0
+    assert [kv.cached_prefix(seq.index, seq.target) for seq in (middle, newest)] == [cached, 0]
+    assert kv.in_use_blocks == 2 and kv.used_blocks == 2 + cached // 16  # the oldest one's two blocks, and a cached one
 
 
 @pytest.mark.parametrize("lookahead, blocks", [(0, 2), (5, 2), (17, 3)])
@@ -634,3 +650,4 @@ def test_a_swap_moves_the_kv_a_sequence_holds_of_its_own(prefix, window, moved):
     policy._preempt(state, seq)
     assert state.swapped == [seq] and state.swapped_tokens == moved
     assert policy._swap_in(state) == moved and state.running == [seq]
+
