@@ -286,8 +286,8 @@ def unread_node_link_note(sweep) -> str:
 
 
 # What a point's reading of its node link turns on (_node_link_unread), beside its link's what-ifs.
-NODE_LINK_SWITCHES = ("device", "link", "tp", "pp", "prefill_replicas", "kv_store_GB", "kv_store_GBps", "mixed_device",
-                      "mixed_replicas", "mixed_node_link")
+NODE_LINK_SWITCHES = ("device", "link", "tp", "pp", "prefill_replicas", "prefill_node_link", "kv_store_GB",
+                      "kv_store_GBps", "mixed_device", "mixed_replicas", "mixed_node_link")
 
 
 def _node_link_switches(dims: dict) -> list[str]:
@@ -543,7 +543,7 @@ def idle_what_if_note(sweep) -> str:
 # store, a fleet without mixed replicas or device, a pool that does not scale, a gateway without thresholds that rejects
 # and whose clients do not retry).
 _UNSET = {"link": "", "prefill_replicas": 0, "kv_store_GB": None, "kv_store_GBps": None, "mixed_device": "",
-          "mixed_node_link": "",
+          "prefill_node_link": "", "mixed_node_link": "",
           "mixed_replicas": 0, "max_replicas": 0, "prefill_max_replicas": 0, "mixed_max_replicas": 0,
           **dict.fromkeys((*GATEWAY_KNOBS, "client_retries"))}
 

@@ -348,8 +348,8 @@ def serving_dimensions(serving: Serving) -> dict[str, list]:
 
 
 # The serving values that decide what reads a node link (node_link_readers_of), beside the point's system.
-NODE_LINK_SERVING = ("prefill_replicas", "prefill_device", "mixed_replicas", "mixed_device", "mixed_node_link",
-                     "kv_link", "kv_store_GB", "kv_store_GBps")
+NODE_LINK_SERVING = ("prefill_replicas", "prefill_device", "prefill_node_link", "mixed_replicas", "mixed_device",
+                     "mixed_node_link", "kv_link", "kv_store_GB", "kv_store_GBps")
 
 
 def node_link_readers_of(kind: str, device: str, link: str, tp: int, pp: int, link_overrides: tuple,
@@ -359,9 +359,9 @@ def node_link_readers_of(kind: str, device: str, link: str, tp: int, pp: int, li
     (empty: nothing, or no such pool, and the point is the point without it): the pool's tp x pp devices spanning
     nodes (pool_nodes); the prefill pool's KV handover where kv_link is left out (ServingSpec.handoff_links: from the
     prefill pool's node link to the point's); the KV store's fetches at the NIC's rate (kv_store_GB without
-    kv_store_GBps: explore/evaluate.py Evaluator._kv_store_Bps); on the point's own, a fleet's mixed replicas
-    spanning nodes where they name no node link of their own. Attention devices reach the point's over
-    attention_link."""
+    kv_store_GBps: explore/evaluate.py Evaluator._kv_store_Bps); on the point's own, the devices of a prefill pool or
+    of a fleet's mixed replicas on another device spanning nodes where the pool names no node link of its own
+    (explore/evaluate.py pool_point). Attention devices reach the point's over attention_link."""
     if kind and not serving[f"{kind}_replicas"]:
         return []
     pool_device = serving[f"{kind}_device"] or "" if kind else ""
@@ -371,9 +371,10 @@ def node_link_readers_of(kind: str, device: str, link: str, tp: int, pp: int, li
         readers.append("its KV handover" if kind else "the prefill pool's KV handover")
     if serving["kv_store_GB"] and serving["kv_store_GBps"] is None:
         readers.append(f"{'its' if kind else 'the'} KV store's fetches")
-    mixed = serving["mixed_device"] if not kind and serving["mixed_replicas"] and not serving["mixed_node_link"] else ""
-    if mixed and mixed != device and pool_nodes(mixed, device, link, tp, pp, link_overrides) > 1:
-        readers.append(f"the {mixed} replicas, which span nodes")
+    for pool in ("prefill", "mixed") if not kind else ():
+        other = serving[f"{pool}_device"] if serving[f"{pool}_replicas"] and not serving[f"{pool}_node_link"] else ""
+        if other and other != device and pool_nodes(other, device, link, tp, pp, link_overrides) > 1:
+            readers.append(f"the {other} {'prefill ' if pool == 'prefill' else ''}replicas, which span nodes")
     return readers
 
 
